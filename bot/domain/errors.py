@@ -1,0 +1,47 @@
+"""The rollout domain's errors: each has a stable code that logs, audits and tests can rely on.
+
+A known error is something the user can act on; its message is safe to show in Slack
+(it never carries a secret) and says what would allow the action.
+"""
+
+from __future__ import annotations
+
+
+class RolloutError(Exception):
+    """Base of every error the bot expects and explains to the user."""
+
+    code = "rollout_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidCommand(RolloutError):
+    """The slash command's text does not parse (unknown subcommand, missing argument)."""
+
+    code = "invalid_command"
+
+
+class InvalidTag(InvalidCommand):
+    """A release tag that is not a valid image tag."""
+
+    code = "invalid_tag"
+
+
+class NotAReleaseChannel(RolloutError):
+    """A state-changing command from a channel outside RELEASE_CHANNELS."""
+
+    code = "not_a_release_channel"
+
+
+class NotAuthorized(RolloutError):
+    """The actor may not take this action."""
+
+    code = "not_authorized"
+
+
+class PlanError(RolloutError):
+    """The rollout plan is invalid; the message names the key and the problem."""
+
+    code = "invalid_plan"
