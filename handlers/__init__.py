@@ -1,0 +1,17 @@
+"""Transport: Slack listeners, Block Kit views and the GitHub webhook receiver.
+
+Each listener module has `register(app, services)`; `register_all` calls them in one place.
+"""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.services import Services
+from handlers import commands, errors
+
+
+def register_all(app: AsyncApp, services: Services) -> None:
+    """Attach every Slack listener and the error handler to the Bolt app."""
+    errors.register(app, services)
+    commands.register(app, services)

@@ -1,0 +1,1 @@
+"""Persistence for rollout-bot: engines, models, repositories, durable timers, migrations."""

@@ -45,3 +45,9 @@ class PlanError(RolloutError):
     """The rollout plan is invalid; the message names the key and the problem."""
 
     code = "invalid_plan"
+
+
+class NotAvailable(RolloutError):
+    """A subcommand this version of the bot does not offer yet."""
+
+    code = "not_available"

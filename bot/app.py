@@ -1,0 +1,98 @@
+"""The app factory: `create_app(settings)` wires configuration, storage, Slack and GitHub.
+
+Resources open and close in `cleanup_ctx`, in order: the database (migrated on start), the
+services, then (in Socket Mode) the Slack connection. Routes:
+`POST /slack/events`, `POST /github/webhook`, `GET /healthz`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.app_keys import BOLT, SERVICES, SETTINGS
+from bot.config import Settings
+from bot.services import CommandService, Services
+from handlers import github_webhook, register_all
+from storage.db import create_engine, create_session_factory, mask_database_url, ping
+from storage.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+# Slack sends seconds since the epoch. Anything else is refused before Bolt sees it: Bolt's
+# verifier calls int() on the header, which raises (a 500) on "abc" and accepts "+1_0".
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+
+def create_app(settings: Settings, *, socket_mode: bool = False) -> web.Application:
+    """Build the aiohttp application. Nothing is opened until the app starts."""
+    app = web.Application(client_max_size=github_webhook.MAX_BODY)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_services)
+    if socket_mode:
+        app.cleanup_ctx.append(_socket_mode)
+    app.router.add_post("/slack/events", _slack_events)
+    app.router.add_post("/github/webhook", github_webhook.receive)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    engine = create_engine(settings.database_url)
+    log.info("database %s", mask_database_url(settings.database_url))
+    try:
+        await upgrade(settings.database_url)
+        services = Services(
+            settings=settings,
+            plan=settings.plan(),
+            engine=engine,
+            sessions=create_session_factory(engine),
+            commands=CommandService(release_channels=settings.release_channels),
+        )
+        bolt = AsyncApp(
+            client=AsyncWebClient(
+                token=settings.slack_bot_token.get_secret_value(),
+                base_url=str(settings.slack_api_url),
+            ),
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
+        )
+        register_all(bolt, services)
+        app[SERVICES] = services
+        app[BOLT] = bolt
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
+    token = app[SETTINGS].slack_app_token
+    assert token is not None  # the `socket` command refuses to start without it
+    handler = AsyncSocketModeHandler(app[BOLT], token.get_secret_value())
+    await handler.connect_async()
+    log.info("connected to Slack over Socket Mode")
+    try:
+        yield
+    finally:
+        await handler.close_async()
+
+
+async def _slack_events(request: web.Request) -> web.Response:
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    if not _TIMESTAMP.fullmatch(timestamp) or not request.headers.get("X-Slack-Signature"):
+        return web.json_response({"error": "invalid request signature"}, status=401)
+    bolt_response = await request.app[BOLT].async_dispatch(await to_bolt_request(request))
+    return await to_aiohttp_response(bolt_response)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    if await ping(request.app[SERVICES].engine):
+        return web.json_response({"status": "ok"})
+    return web.json_response({"status": "database unavailable"}, status=503)

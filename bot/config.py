@@ -1,0 +1,207 @@
+"""Configuration from the environment (and a `.env` file), with the names of SPEC section 2.
+
+`load_settings` validates everything at once: a bad configuration yields one `ConfigError`
+listing every problem by its variable name, so an operator fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.domain.errors import PlanError
+from bot.domain.plan import RolloutPlan, load_plan
+from storage.db import default_database_url, mask_database_url, normalize_database_url
+
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+APPROVER_ID = re.compile(r"[UWS][A-Z0-9]{2,}")
+REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class ConfigError(Exception):
+    """Every problem with the configuration, each naming its environment variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class DatabaseSettings(BaseSettings):
+    """Just DATABASE_URL: all that `rollout-bot migrate` needs."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Field(default_factory=default_database_url)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+
+class Settings(DatabaseSettings):
+    """The bot's configuration. Secrets are `SecretStr`: they print as asterisks."""
+
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr
+    slack_app_token: SecretStr | None = None
+    slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+
+    # The App fields come before GITHUB_TOKEN: its validator reads them to decide whether
+    # some credential for GitHub was given.
+    github_app_id: int | None = None
+    github_app_private_key: SecretStr | None = None
+    github_app_installation_id: int | None = None
+    github_token: SecretStr | None = Field(default=None, validate_default=True)
+    github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
+    github_repository: str
+    github_webhook_secret: SecretStr | None = None
+
+    rollout_plan: Path | None = None
+    release_channels: CommaList
+    rollout_approvers: CommaList
+    prometheus_url: AnyHttpUrl | None = None
+
+    host: str = "0.0.0.0"  # noqa: S104 - a server that Slack and GitHub must reach
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("github_token")
+    @classmethod
+    def _github_credentials(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        app = [info.data.get(name) for name in _APP_FIELDS]
+        if value is not None and value.get_secret_value():
+            return value
+        if all(app):
+            return None
+        if any(app):
+            missing = [name.upper() for name, given in zip(_APP_FIELDS, app, strict=True) if not given]
+            raise ValueError(f"GitHub App mode needs {', '.join(missing)} as well")
+        raise ValueError("missing: set GITHUB_TOKEN (or GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY, "
+                         "GITHUB_APP_INSTALLATION_ID)")
+
+    @field_validator("github_repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not REPOSITORY.fullmatch(value):
+            raise ValueError(f"{value!r} is not owner/name")
+        return value
+
+    @field_validator("rollout_plan")
+    @classmethod
+    def _plan(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_plan(value)
+            except PlanError as error:  # names the file, the key and the problem
+                raise ValueError(error.message) from None
+        return value
+
+    @field_validator("release_channels", mode="before")
+    @classmethod
+    def _channels_split(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("release_channels")
+    @classmethod
+    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one channel id")
+        bad = [item for item in value if not CHANNEL_ID.fullmatch(item)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a Slack channel id (C... or G...)")
+        return value
+
+    @field_validator("rollout_approvers", mode="before")
+    @classmethod
+    def _approvers_split(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("rollout_approvers")
+    @classmethod
+    def _approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one Slack user id (U... or W...) or group id (S...)")
+        bad = [item for item in value if not APPROVER_ID.fullmatch(item)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a Slack user id (U..., W...) or group (S...)")
+        return value
+
+    def plan(self) -> RolloutPlan:
+        """The rollout plan: the file named by ROLLOUT_PLAN, or the built-in Scriptum plan."""
+        return load_plan(self.rollout_plan)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log scrubber."""
+        return [
+            value.get_secret_value()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr) and value.get_secret_value()
+        ]
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Every setting as (ENV_NAME, value) with secrets masked, for `check-config`."""
+        rows: list[tuple[str, str]] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "******** (set)" if value.get_secret_value() else "(empty)"
+            elif value is None:
+                shown = "(not set)"
+            elif isinstance(value, tuple):
+                shown = ", ".join(value)
+            elif name == "database_url":
+                shown = mask_database_url(value)
+            else:
+                shown = str(value)
+            rows.append((name.upper(), shown))
+        return rows
+
+
+_APP_FIELDS = ("github_app_id", "github_app_private_key", "github_app_installation_id")
+
+
+S = TypeVar("S", bound=DatabaseSettings)
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    name = str(error["loc"][0]).upper() if error["loc"] else "CONFIGURATION"
+    if error["type"] == "missing":
+        return f"{name}: missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name}: {message}"
+
+
+def load_settings(kind: type[S], *, env_file: Path | None = Path(".env")) -> S:
+    """Read and validate `Settings` (or `DatabaseSettings`), or raise ConfigError listing
+    every problem."""
+    try:
+        return kind(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise ConfigError([_problem(item) for item in error.errors()]) from None

@@ -1,0 +1,232 @@
+"""The rollback gates, exactly as the runbook states them (SPEC section 1, "Gate semantics").
+
+Standard library only: the `gate` command imports this and must start fast. Figures are
+`Decimal` and every product is computed exactly, so a rate equal to its limit is a PASS
+(0.1 x 3 is 0.3 here; in floats it is not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
+from enum import StrEnum
+
+DEFAULT_CRASH_MULTIPLIER = Decimal("2.0")
+DEFAULT_ERROR_THRESHOLD = Decimal("0.01")
+
+
+class GateKind(StrEnum):
+    """Which gate: the relay's (error rate and crash ratio) or the desktop rings' (crash ratio)."""
+
+    RELAY = "relay"
+    DESKTOP = "desktop"
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"  # noqa: S105 (a verdict, not a password)
+    ROLLBACK = "ROLLBACK"
+    KILL_SWITCH = "KILL_SWITCH"
+    INCONCLUSIVE = "INCONCLUSIVE"
+
+
+class GateReason(StrEnum):
+    """Why a gate did not pass."""
+
+    ERROR_RATE = "error_rate"
+    ZERO_BASELINE = "zero_baseline"
+    CRASH_RATE = "crash_rate"
+    INSUFFICIENT_SAMPLE = "insufficient_sample"
+    NO_DATA = "no_data"
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """A gate's verdict with every figure it was decided on."""
+
+    gate: GateKind
+    verdict: Verdict
+    reason: GateReason | None
+    current_crash: Decimal | None
+    baseline_crash: Decimal | None
+    crash_multiplier: Decimal
+    crash_limit: Decimal | None
+    """baseline x multiplier, exact; None when the baseline is missing."""
+    current_error: Decimal | None = None
+    error_threshold: Decimal | None = None
+    sample: int | None = None
+    min_sample: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.PASS
+
+    @property
+    def summary(self) -> str:
+        """One line naming the figures, e.g. `crash rate 0.005 exceeds 2x baseline 0.001 ...`."""
+        if self.reason is GateReason.NO_DATA:
+            return "; ".join(self._missing()) + ": no verdict without data"
+        if self.reason is GateReason.INSUFFICIENT_SAMPLE:
+            seen = "unknown" if self.sample is None else str(self.sample)
+            return f"sample {seen} is below the minimum of {self.min_sample}"
+        if self.reason is GateReason.ERROR_RATE:
+            return (
+                f"error rate {_fmt(self.current_error)} exceeds "
+                f"the threshold {_fmt(self.error_threshold)}"
+            )
+        parts = [self._crash_clause()]
+        if self.gate is GateKind.RELAY and self.reason is None:
+            parts.append(
+                f"error rate {_fmt(self.current_error)} within "
+                f"the threshold {_fmt(self.error_threshold)}"
+            )
+        if self.sample is not None:
+            parts.append(f"sample {self.sample}")
+        return "; ".join(parts)
+
+    def _crash_clause(self) -> str:
+        crash, baseline = _fmt(self.current_crash), _fmt(self.baseline_crash)
+        if self.reason is GateReason.ZERO_BASELINE:
+            return f"crash rate {crash} while the baseline crash rate is {baseline}"
+        if self.baseline_crash is not None and self.baseline_crash <= 0:
+            return f"crash rate {crash} and baseline crash rate {baseline}"
+        relation = "exceeds" if self.reason is GateReason.CRASH_RATE else "within"
+        return (
+            f"crash rate {crash} {relation} {_fmt(self.crash_multiplier)}x "
+            f"baseline {baseline} (limit {_fmt(self.crash_limit)})"
+        )
+
+    def _missing(self) -> list[str]:
+        figures = [
+            ("current crash rate", self.current_crash),
+            ("baseline crash rate", self.baseline_crash),
+        ]
+        if self.gate is GateKind.RELAY:
+            figures.append(("current error rate", self.current_error))
+        return [f"{name} {_describe(value)}" for name, value in figures if not _usable(value)]
+
+
+def evaluate_relay(
+    *,
+    baseline_crash: Decimal | None,
+    current_crash: Decimal | None,
+    current_error: Decimal | None,
+    crash_multiplier: Decimal = DEFAULT_CRASH_MULTIPLIER,
+    error_threshold: Decimal = DEFAULT_ERROR_THRESHOLD,
+    sample: int | None = None,
+    min_sample: int = 0,
+) -> GateVerdict:
+    """The relay gate: error rate first, then the zero-baseline rule, then the crash ratio.
+
+    A missing or unusable rate (None, NaN, infinite, negative), or a sample below
+    `min_sample` (an unknown sample counts as below any positive minimum), is INCONCLUSIVE.
+    """
+    _check_threshold("error_threshold", error_threshold)
+    return _evaluate(
+        GateVerdict(
+            gate=GateKind.RELAY,
+            verdict=Verdict.INCONCLUSIVE,
+            reason=None,
+            current_crash=current_crash,
+            baseline_crash=baseline_crash,
+            crash_multiplier=crash_multiplier,
+            crash_limit=_limit(baseline_crash, crash_multiplier),
+            current_error=current_error,
+            error_threshold=error_threshold,
+            sample=sample,
+            min_sample=min_sample,
+        )
+    )
+
+
+def evaluate_desktop(
+    *,
+    baseline_crash: Decimal | None,
+    current_crash: Decimal | None,
+    crash_multiplier: Decimal = DEFAULT_CRASH_MULTIPLIER,
+    sample: int | None = None,
+    min_sample: int = 0,
+) -> GateVerdict:
+    """The desktop/CLI ring gate: the relay gate's crash rules alone, failing as KILL_SWITCH."""
+    return _evaluate(
+        GateVerdict(
+            gate=GateKind.DESKTOP,
+            verdict=Verdict.INCONCLUSIVE,
+            reason=None,
+            current_crash=current_crash,
+            baseline_crash=baseline_crash,
+            crash_multiplier=crash_multiplier,
+            crash_limit=_limit(baseline_crash, crash_multiplier),
+            sample=sample,
+            min_sample=min_sample,
+        )
+    )
+
+
+def exact_product(a: Decimal, b: Decimal) -> Decimal:
+    """a x b without rounding, whatever the operands' digits.
+
+    Beyond Decimal's exponent range the product saturates (Infinity, or 0 below the smallest
+    representable figure) instead of raising, so no input can crash a gate.
+    """
+    digits = len(a.as_tuple().digits) + len(b.as_tuple().digits)
+    return Context(prec=digits, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]).multiply(a, b)
+
+
+def format_rate(value: Decimal) -> str:
+    """A figure for people and for workflow inputs: `0.002`, `2`, `1E-20` (trailing zeros gone)."""
+    digits = len(value.as_tuple().digits)
+    exact = value.normalize(Context(prec=max(digits, 1), Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]))
+    if exact.is_finite() and -12 <= exact.adjusted() <= 12:
+        return format(exact, "f")
+    return str(exact)
+
+
+def _evaluate(figures: GateVerdict) -> GateVerdict:
+    """SPEC's rule on `figures`, preceded by the data checks; returns `figures` with its verdict."""
+    _check_threshold("crash_multiplier", figures.crash_multiplier)
+    relay = figures.gate is GateKind.RELAY
+    failure = Verdict.ROLLBACK if relay else Verdict.KILL_SWITCH
+    rates = [figures.baseline_crash, figures.current_crash]
+    if relay:
+        rates.append(figures.current_error)
+    if not all(_usable(rate) for rate in rates):
+        return replace(figures, reason=GateReason.NO_DATA)
+    if figures.min_sample > 0 and (figures.sample is None or figures.sample < figures.min_sample):
+        return replace(figures, reason=GateReason.INSUFFICIENT_SAMPLE)
+    baseline, current = figures.baseline_crash, figures.current_crash
+    assert baseline is not None and current is not None and figures.crash_limit is not None
+    if relay:
+        assert figures.current_error is not None and figures.error_threshold is not None
+        if figures.current_error > figures.error_threshold:
+            return replace(figures, verdict=failure, reason=GateReason.ERROR_RATE)
+    if baseline <= 0:
+        if current > 0:
+            return replace(figures, verdict=failure, reason=GateReason.ZERO_BASELINE)
+        return replace(figures, verdict=Verdict.PASS)
+    if current > figures.crash_limit:
+        return replace(figures, verdict=failure, reason=GateReason.CRASH_RATE)
+    return replace(figures, verdict=Verdict.PASS)
+
+
+def _limit(baseline: Decimal | None, multiplier: Decimal) -> Decimal | None:
+    if not (_usable(baseline) and _usable(multiplier)):
+        return None
+    assert baseline is not None
+    return exact_product(baseline, multiplier)
+
+
+def _usable(rate: Decimal | None) -> bool:
+    return rate is not None and rate.is_finite() and not rate.is_signed()
+
+
+def _check_threshold(name: str, value: Decimal) -> None:
+    if not _usable(value):
+        raise ValueError(f"{name} must be a finite non-negative decimal, not {value}")
+
+
+def _fmt(value: Decimal | None) -> str:
+    return "missing" if value is None else format_rate(value)
+
+
+def _describe(value: Decimal | None) -> str:
+    return "missing" if value is None else f"unusable ({value})"

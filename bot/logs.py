@@ -1,0 +1,95 @@
+"""One logging setup for every entry point.
+
+Lines about a rollout carry its id (set with `rollout_context`), in text and JSON alike, and
+every configured secret value is scrubbed from every line as a last line of defence: code
+should never log a secret, and this makes sure a slip does not leak one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+
+_rollout_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rollout_id", default=None)
+
+REDACTED = "[redacted]"
+
+
+@contextlib.contextmanager
+def rollout_context(rollout_id: str) -> Iterator[None]:
+    """Tag every log line emitted inside the block (and tasks it starts) with the rollout id."""
+    token = _rollout_id.set(rollout_id)
+    try:
+        yield
+    finally:
+        _rollout_id.reset(token)
+
+
+class _ContextFilter(logging.Filter):
+    """Adds `rollout_id` to each record and scrubs known secret values from it."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is replaced whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "rollout_id"):
+            record.rollout_id = _rollout_id.get()
+        if self._secrets:
+            record.msg = self._scrub(record.getMessage())
+            record.args = None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        rollout_id = getattr(record, "rollout_id", None)
+        return f"{line} rollout={rollout_id}" if rollout_id else line
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rollout_id = getattr(record, "rollout_id", None)
+        if rollout_id:
+            entry["rollout_id"] = rollout_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry)
+
+
+def configure_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
+    """Install the one root handler (stderr) with the rollout-id and secret filters."""
+    handler = logging.StreamHandler()
+    handler.addFilter(_ContextFilter(secrets))
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(_TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Library chatter at INFO carries request details we do not need in production logs.
+    for noisy in ("slack_bolt", "slack_sdk", "github", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))

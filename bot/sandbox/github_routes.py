@@ -1,0 +1,520 @@
+"""The REST handlers of the GitHub simulator: paths, validation and answers as GitHub gives them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from bot.sandbox import github_json as shapes
+from bot.sandbox.github_actions import ActionsError, SimJob, SimRun
+from bot.sandbox.github_json import Json
+from bot.sandbox.workflows import Workflow
+
+if TYPE_CHECKING:
+    from bot.sandbox.github import GitHubSimulator
+
+DOWNLOAD_PREFIX = "/_sandbox"
+ACTOR = web.RequestKey("actor", str)
+BODY = web.RequestKey("body", object)
+_RUN_FILTERS = ("event", "branch", "actor", "status", "created", "head_sha")
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A workflow_dispatch the simulator accepted, and the run it created."""
+
+    workflow_id: int
+    workflow_path: str
+    ref: str
+    inputs: dict[str, str]
+    return_run_details: bool
+    actor: str
+    at: datetime
+    run_id: int
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response(data, status=status, headers=dict(headers or {}))
+
+
+def _invalid(detail: str) -> ActionsError:
+    return ActionsError(422, f"Invalid request.\n\n{detail}")
+
+
+def _not_found() -> ActionsError:
+    return ActionsError(404, "Not Found")
+
+
+def normalize_ref(ref: str) -> str:
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix)
+    return ref
+
+
+def _parse_bound(text: str) -> tuple[datetime, datetime]:
+    """A date or a timestamp of GitHub's search syntax as a half-open [start, end) interval."""
+    if len(text) == 10:
+        day = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        return day, day + timedelta(days=1)
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when, when + timedelta(seconds=1)
+
+
+def created_filter_matches(expression: str, created_at: datetime) -> bool:
+    """GitHub's `created` filter: `>=T`, `>T`, `<=T`, `<T`, `A..B` (with `*`), or a date/time."""
+    when = created_at.replace(microsecond=0)
+    for operator in (">=", "<=", ">", "<"):
+        if expression.startswith(operator):
+            start, end = _parse_bound(expression.removeprefix(operator))
+            return {
+                ">=": when >= start,
+                "<=": when < end,
+                ">": when >= end,
+                "<": when < start,
+            }[operator]
+    if ".." in expression:
+        low, high = expression.split("..", 1)
+        after = low == "*" or when >= _parse_bound(low)[0]
+        return after and (high == "*" or when < _parse_bound(high)[1])
+    start, end = _parse_bound(expression)
+    return start <= when < end
+
+
+def _run_matches(sim: SimRun, filters: Mapping[str, str]) -> bool:
+    for name, value in filters.items():
+        matched = {
+            "event": sim.event == value,
+            "branch": sim.branch == value,
+            "actor": sim.actor.lower() == value.lower(),
+            "status": value in (sim.status, sim.conclusion),
+            "head_sha": sim.head_sha == value,
+        }.get(name)
+        if name == "created":
+            matched = created_filter_matches(value, sim.created_at)
+        if matched is False:
+            return False
+    return True
+
+
+class Routes:
+    """Binds GitHub's REST paths to the simulator's state."""
+
+    def __init__(self, sim: GitHubSimulator) -> None:
+        self.sim = sim
+
+    def register(self, app: web.Application, prefix: str) -> None:
+        repo = f"{prefix}/repos/{{owner}}/{{repo}}"
+        actions = f"{repo}/actions"
+        app.router.add_get(f"{prefix}/user", self.get_user)
+        app.router.add_get(f"{prefix}/users/{{login}}", self.get_named_user)
+        app.router.add_get(f"{prefix}/rate_limit", self.get_rate_limit)
+        app.router.add_get(repo, self.get_repository)
+        app.router.add_get(f"{actions}/workflows", self.list_workflows)
+        app.router.add_get(f"{actions}/workflows/{{workflow}}", self.get_workflow)
+        app.router.add_post(f"{actions}/workflows/{{workflow}}/dispatches", self.dispatch)
+        app.router.add_get(f"{actions}/workflows/{{workflow}}/runs", self.list_workflow_runs)
+        app.router.add_get(f"{actions}/runs", self.list_runs)
+        app.router.add_get(f"{actions}/runs/{{run_id:\\d+}}", self.get_run)
+        app.router.add_post(f"{actions}/runs/{{run_id:\\d+}}/cancel", self.cancel_run)
+        app.router.add_get(f"{actions}/runs/{{run_id:\\d+}}/jobs", self.list_jobs)
+        pending = f"{actions}/runs/{{run_id:\\d+}}/pending_deployments"
+        app.router.add_get(pending, self.list_pending_deployments)
+        app.router.add_post(pending, self.review_pending_deployments)
+        app.router.add_get(f"{actions}/jobs/{{job_id:\\d+}}", self.get_job)
+        app.router.add_get(f"{actions}/jobs/{{job_id:\\d+}}/logs", self.job_logs_redirect)
+        app.router.add_get(f"{actions}/secrets", self.list_secrets)
+        app.router.add_get(f"{actions}/secrets/{{name}}", self.get_secret)
+        app.router.add_get(f"{repo}/environments", self.list_environments)
+        app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
+        app.router.add_get(f"{repo}/contents", self.get_contents)
+        app.router.add_get(f"{repo}/contents/{{path:.*}}", self.get_contents)
+        download = f"{prefix}{DOWNLOAD_PREFIX}"
+        app.router.add_get(f"{download}/job-logs/{{job_id:\\d+}}", self.download_job_logs)
+        app.router.add_get(f"{download}/raw/{{ref}}/{{path:.*}}", self.download_raw)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _check_repo(self, request: web.Request) -> None:
+        full_name = f"{request.match_info['owner']}/{request.match_info['repo']}"
+        if full_name.lower() != self.sim.repository.lower():
+            raise _not_found()
+
+    def _run(self, request: web.Request) -> SimRun:
+        self._check_repo(request)
+        sim = self.sim.engine.runs.get(int(request.match_info["run_id"]))
+        if sim is None:
+            raise _not_found()
+        return sim
+
+    def _job(self, job_id: int) -> tuple[SimJob, SimRun]:
+        for sim_run in self.sim.engine.runs.values():
+            for sim_job in sim_run.jobs:
+                if sim_job.id == job_id:
+                    return sim_job, sim_run
+        raise _not_found()
+
+    def _workflow(self, request: web.Request) -> Workflow:
+        self._check_repo(request)
+        wanted = request.match_info["workflow"]
+        for spec in self.sim.engine.workflows:
+            if wanted in (str(spec.id), spec.file_name):
+                return spec
+        raise _not_found()
+
+    def _paginate(
+        self, request: web.Request, items: list[Json]
+    ) -> tuple[list[Json], dict[str, str]]:
+        try:
+            per_page = min(max(int(request.query.get("per_page", "30")), 1), 100)
+            page = max(int(request.query.get("page", "1")), 1)
+        except ValueError as exc:
+            raise _invalid("per_page and page must be integers.") from exc
+        last = max((len(items) + per_page - 1) // per_page, 1)
+        links = []
+        for rel, number in (("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)):
+            if (rel in ("prev", "first") and page > 1) or (rel in ("next", "last") and page < last):
+                links.append(f'<{request.url.update_query(page=str(number))}>; rel="{rel}"')
+        headers = {"Link": ", ".join(links)} if links else {}
+        return items[(page - 1) * per_page : page * per_page], headers
+
+    def _run_json(self, sim: SimRun) -> Json:
+        return shapes.run(self.sim.urls, sim, default_branch=self.sim.default_branch)
+
+    def _runs_response(self, request: web.Request, workflow_id: int | None) -> web.Response:
+        filters = {name: request.query[name] for name in _RUN_FILTERS if name in request.query}
+        try:
+            matching = [
+                sim
+                for sim in self.sim.engine.runs.values()
+                if (workflow_id is None or sim.workflow.id == workflow_id)
+                and _run_matches(sim, filters)
+            ]
+        except ValueError as exc:
+            raise _invalid(
+                f"For 'created', {filters.get('created')!r} is not a valid date."
+            ) from exc
+        matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=True)
+        page, headers = self._paginate(request, [self._run_json(sim) for sim in matching])
+        return json_response({"total_count": len(matching), "workflow_runs": page}, headers=headers)
+
+    # -- users, repository, workflows -----------------------------------------------------------
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        return json_response(shapes.user(self.sim.urls, request[ACTOR]))
+
+    async def get_named_user(self, request: web.Request) -> web.Response:
+        return json_response(shapes.user(self.sim.urls, request.match_info["login"]))
+
+    async def get_rate_limit(self, request: web.Request) -> web.Response:
+        core = {
+            "limit": 5000,
+            "remaining": self.sim.rate_limit_remaining,
+            "reset": int(datetime.now(UTC).timestamp()) + 3600,
+            "used": 5000 - self.sim.rate_limit_remaining,
+        }
+        return json_response({"resources": {"core": core}, "rate": core})
+
+    async def get_repository(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        return json_response(
+            shapes.repository(self.sim.urls, default_branch=self.sim.default_branch)
+        )
+
+    async def list_workflows(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        items = [
+            shapes.workflow(self.sim.urls, spec, default_branch=self.sim.default_branch)
+            for spec in self.sim.engine.workflows
+        ]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "workflows": page}, headers=headers)
+
+    async def get_workflow(self, request: web.Request) -> web.Response:
+        spec = self._workflow(request)
+        return json_response(
+            shapes.workflow(self.sim.urls, spec, default_branch=self.sim.default_branch)
+        )
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.Response:
+        spec = self._workflow(request)
+        body = request.get(BODY)
+        if not isinstance(body, dict):
+            raise _invalid("Body must be a JSON object.")
+        permitted = {"ref", "inputs"} | (set() if self.sim.enterprise else {"return_run_details"})
+        for key in body:
+            if key not in permitted:
+                raise _invalid(f'"{key}" is not a permitted key.')
+        if "ref" not in body:
+            raise _invalid('"ref" wasn\'t supplied.')
+        ref = body["ref"]
+        if not isinstance(ref, str):
+            raise _invalid(f"For 'properties/ref', {json.dumps(ref)} is not a string.")
+        return_details = body.get("return_run_details", False)
+        if not isinstance(return_details, bool):
+            raise _invalid(
+                f"For 'properties/return_run_details', {json.dumps(return_details)} "
+                "is not a boolean."
+            )
+        inputs = body.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise _invalid(f"For 'properties/inputs', {json.dumps(inputs)} is not an object.")
+        for name, value in inputs.items():
+            if not isinstance(value, str):
+                raise _invalid(f"For 'properties/{name}', {json.dumps(value)} is not a string.")
+        if "workflow_dispatch" not in spec.events:
+            raise ActionsError(422, "Workflow does not have 'workflow_dispatch' trigger")
+        branch = normalize_ref(ref)
+        if branch not in self.sim.refs and branch not in self.sim.files:
+            raise ActionsError(422, f"No ref found for: {ref}")
+        declared = {spec_input.name for spec_input in spec.inputs}
+        unexpected = sorted(set(inputs) - declared)
+        if unexpected:
+            raise ActionsError(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
+        for spec_input in spec.inputs:
+            if spec_input.required and spec_input.name not in inputs:
+                raise ActionsError(422, f"Required input '{spec_input.name}' not provided")
+        actor = request[ACTOR]
+        sim_run = self.sim.engine.start_run(
+            spec, event="workflow_dispatch", branch=branch, actor=actor, inputs=inputs
+        )
+        self.sim.dispatches.append(
+            Dispatch(
+                workflow_id=spec.id,
+                workflow_path=spec.path,
+                ref=ref,
+                inputs=dict(inputs),
+                return_run_details=return_details,
+                actor=actor,
+                at=sim_run.created_at,
+                run_id=sim_run.id,
+            )
+        )
+        self.sim.engine.process()
+        if not return_details:
+            return web.Response(status=204)
+        run_json = self._run_json(sim_run)
+        return json_response(
+            {
+                "workflow_run_id": sim_run.id,
+                "run_url": run_json["url"],
+                "html_url": run_json["html_url"],
+            }
+        )
+
+    # -- runs and jobs --------------------------------------------------------------------------
+
+    async def list_runs(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        return self._runs_response(request, None)
+
+    async def list_workflow_runs(self, request: web.Request) -> web.Response:
+        return self._runs_response(request, self._workflow(request).id)
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        return json_response(self._run_json(self._run(request)))
+
+    async def cancel_run(self, request: web.Request) -> web.Response:
+        self.sim.engine.cancel(self._run(request).id)
+        return json_response({}, status=202)
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        sim_run = self._run(request)
+        items = [shapes.job(self.sim.urls, sim_job, sim_run) for sim_job in sim_run.jobs]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "jobs": page}, headers=headers)
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        sim_job, sim_run = self._job(int(request.match_info["job_id"]))
+        return json_response(shapes.job(self.sim.urls, sim_job, sim_run))
+
+    async def job_logs_redirect(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        sim_job, _ = self._job(int(request.match_info["job_id"]))
+        location = f"{self.sim.api_url}{DOWNLOAD_PREFIX}/job-logs/{sim_job.id}"
+        return web.Response(status=302, headers={"Location": location})
+
+    async def download_job_logs(self, request: web.Request) -> web.Response:
+        sim_job, _ = self._job(int(request.match_info["job_id"]))
+        lines: list[str] = []
+        for step in sim_job.steps:
+            if step.started_at is None:
+                continue
+            stamp = shapes.log_timestamp(step.started_at)
+            lines.append(f"{stamp} ##[group]{step.name}")
+            lines.append(f"{stamp} ##[endgroup]")
+            lines.extend(f"{stamp} {line}" for line in step.lines)
+            if step.conclusion == "failure":
+                lines.append(f"{stamp} ##[error]Process completed with exit code 1.")
+        return web.Response(text="".join(f"{line}\n" for line in lines), content_type="text/plain")
+
+    # -- environments and reviews ---------------------------------------------------------------
+
+    async def list_pending_deployments(self, request: web.Request) -> web.Response:
+        sim_run = self._run(request)
+        seen: dict[str, Json] = {}
+        for sim_job in self.sim.engine.waiting_jobs(sim_run.id):
+            assert sim_job.environment is not None
+            env_id = self.sim.engine.environments[sim_job.environment]
+            seen.setdefault(
+                sim_job.environment,
+                shapes.pending_deployment(
+                    self.sim.urls,
+                    sim_job,
+                    env_id,
+                    reviewer=self.sim.actor,
+                    can_approve=request[ACTOR] == self.sim.actor,
+                ),
+            )
+        return json_response(list(seen.values()))
+
+    async def review_pending_deployments(self, request: web.Request) -> web.Response:
+        sim_run = self._run(request)
+        body = request.get(BODY)
+        if not isinstance(body, dict):
+            raise _invalid("Body must be a JSON object.")
+        for key in ("environment_ids", "state", "comment"):
+            if key not in body:
+                raise _invalid(f'"{key}" wasn\'t supplied.')
+        ids = body["environment_ids"]
+        if not isinstance(ids, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise _invalid(
+                f"For 'properties/environment_ids', {json.dumps(ids)} is not an array of integers."
+            )
+        state = body["state"]
+        if state not in ("approved", "rejected"):
+            raise _invalid(
+                f"For 'properties/state', {json.dumps(state)} "
+                'is not one of ["approved", "rejected"].'
+            )
+        comment = body["comment"]
+        if not isinstance(comment, str):
+            raise _invalid(f"For 'properties/comment', {json.dumps(comment)} is not a string.")
+        created = self.sim.engine.review(
+            sim_run.id, environment_ids=ids, state=state, comment=comment, actor=request[ACTOR]
+        )
+        return json_response([shapes.deployment(self.sim.urls, d) for d in created])
+
+    def _environment_json(self, name: str) -> Json:
+        return shapes.environment(
+            self.sim.urls,
+            name,
+            self.sim.engine.environments[name],
+            protected=name in self.sim.engine.protected,
+            reviewer=self.sim.actor,
+        )
+
+    async def list_environments(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        items = [self._environment_json(name) for name in self.sim.engine.environments]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "environments": page}, headers=headers)
+
+    async def get_environment(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        name = request.match_info["name"]
+        if name not in self.sim.engine.environments:
+            raise _not_found()
+        return json_response(self._environment_json(name))
+
+    # -- secrets --------------------------------------------------------------------------------
+
+    def _secret_json(self, name: str) -> Json:
+        when = shapes.iso(self.sim.secrets[name])
+        return {"name": name, "created_at": when, "updated_at": when}
+
+    def _check_secrets_access(self, request: web.Request) -> None:
+        self._check_repo(request)
+        if self.sim.secrets_forbidden:
+            raise ActionsError(403, "Resource not accessible by integration")
+
+    async def list_secrets(self, request: web.Request) -> web.Response:
+        self._check_secrets_access(request)
+        items = [self._secret_json(name) for name in sorted(self.sim.secrets)]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "secrets": page}, headers=headers)
+
+    async def get_secret(self, request: web.Request) -> web.Response:
+        self._check_secrets_access(request)
+        name = request.match_info["name"]
+        if name not in self.sim.secrets:
+            raise _not_found()
+        return json_response(self._secret_json(name))
+
+    # -- contents -------------------------------------------------------------------------------
+
+    def _tree(self, ref: str) -> dict[str, str]:
+        if ref not in self.sim.files and ref not in self.sim.refs:
+            raise ActionsError(404, f"No commit found for the ref {ref}")
+        return self.sim.files.get(ref, {})
+
+    def _entry(self, ref: str, path: str, kind: str, text: str | None) -> Json:
+        api = f"{self.sim.urls.repo_api}/contents/{quote(path)}?ref={quote(ref, safe='')}"
+        html = f"{self.sim.urls.repo_html}/{'blob' if kind == 'file' else 'tree'}/{ref}/{path}"
+        data = (text or "").encode()
+        sha = hashlib.sha1(
+            b"blob %d\0" % len(data) + data if kind == "file" else f"tree:{ref}:{path}".encode(),
+            usedforsecurity=False,
+        ).hexdigest()
+        git = f"{self.sim.urls.repo_api}/git/{'blobs' if kind == 'file' else 'trees'}/{sha}"
+        download = f"{self.sim.api_url}{DOWNLOAD_PREFIX}/raw/{quote(ref, safe='')}/{quote(path)}"
+        return {
+            "type": kind,
+            "size": len(data),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": sha,
+            "url": api,
+            "git_url": git,
+            "html_url": html,
+            "download_url": download if kind == "file" else None,
+            "_links": {"self": api, "git": git, "html": html},
+        }
+
+    async def get_contents(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        ref = normalize_ref(request.query.get("ref", self.sim.default_branch))
+        tree = self._tree(ref)
+        path = request.match_info.get("path", "").strip("/")
+        if path in tree:
+            entry = self._entry(ref, path, "file", tree[path])
+            encoded = base64.b64encode(tree[path].encode()).decode()
+            chunks = [encoded[i : i + 60] for i in range(0, len(encoded), 60)]
+            entry.update(encoding="base64", content="".join(f"{c}\n" for c in chunks))
+            return json_response(entry)
+        prefix = f"{path}/" if path else ""
+        children: dict[str, Json] = {}
+        for file_path in tree:
+            if not file_path.startswith(prefix):
+                continue
+            head, sep, _ = file_path.removeprefix(prefix).partition("/")
+            child = f"{prefix}{head}"
+            kind = "dir" if sep else "file"
+            children[child] = self._entry(ref, child, kind, tree.get(child))
+        if not children:
+            raise _not_found()
+        return json_response([children[name] for name in sorted(children)])
+
+    async def download_raw(self, request: web.Request) -> web.Response:
+        tree = self._tree(request.match_info["ref"])
+        path = request.match_info["path"]
+        if path not in tree:
+            raise _not_found()
+        return web.Response(text=tree[path], content_type="text/plain")

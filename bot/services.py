@@ -1,0 +1,52 @@
+"""The services the transport layer calls: one object per capability, wired by the app factory.
+
+Listeners and HTTP handlers receive a `Services` and call one method on it; they change no
+state themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.domain.commands import Command, Help, allowed_outside_release_channels, parse_command
+from bot.domain.errors import NotAReleaseChannel, NotAvailable
+from bot.domain.plan import RolloutPlan
+
+
+@dataclass(frozen=True)
+class CommandService:
+    """Routes a `/rollout` command: parse it, check where it came from, answer or refuse."""
+
+    release_channels: tuple[str, ...]
+
+    def route(self, *, text: str, channel_id: str) -> Command:
+        """The parsed command, if it may run in this channel; raises a RolloutError otherwise."""
+        command = parse_command(text)
+        if channel_id not in self.release_channels and not allowed_outside_release_channels(
+            command
+        ):
+            channels = ", ".join(f"<#{channel}>" for channel in self.release_channels)
+            raise NotAReleaseChannel(
+                f"`/rollout {command.name}` only works in a release channel: {channels}."
+            )
+        return command
+
+    def run(self, *, text: str, channel_id: str) -> Help:
+        command = self.route(text=text, channel_id=channel_id)
+        if isinstance(command, Help):
+            return command
+        raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a listener or handler may call, built once per application."""
+
+    settings: Settings
+    plan: RolloutPlan
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    commands: CommandService

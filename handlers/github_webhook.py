@@ -1,0 +1,52 @@
+"""`POST /github/webhook`: authenticate each delivery before reading it.
+
+The signature is HMAC-SHA256 of the raw body with GITHUB_WEBHOOK_SECRET, compared in
+constant time. Without a configured secret every delivery is refused: an endpoint that
+cannot authenticate must not act on what it is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+
+from aiohttp import web
+
+from bot.app_keys import SETTINGS
+
+log = logging.getLogger(__name__)
+
+# GitHub caps webhook payloads at 25 MB.
+MAX_BODY = 25 * 1024 * 1024
+
+
+def signature_matches(secret: bytes, body: bytes, header: str | None) -> bool:
+    """Whether `X-Hub-Signature-256` is the HMAC of this body with this secret."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), header.encode("utf-8", "replace"))
+
+
+async def receive(request: web.Request) -> web.Response:
+    secret = request.app[SETTINGS].github_webhook_secret
+    body = await request.read()
+    header = request.headers.get("X-Hub-Signature-256")
+    if secret is None or not signature_matches(secret.get_secret_value().encode(), body, header):
+        log.warning("webhook refused: missing or wrong signature")
+        return web.json_response({"error": "invalid signature"}, status=401)
+    event = request.headers.get("X-GitHub-Event", "")
+    delivery = request.headers.get("X-GitHub-Delivery", "")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return web.json_response({"error": "body is not JSON"}, status=400)
+    if not isinstance(payload, dict):
+        return web.json_response({"error": "body is not a JSON object"}, status=400)
+    if event == "ping":
+        log.info("webhook ping (hook %s, delivery %s)", payload.get("hook_id"), delivery)
+        return web.json_response({"ok": True, "event": "ping"})
+    log.info("webhook %s (delivery %s) accepted, no handler for it", event, delivery)
+    return web.json_response({"ok": True, "event": event, "handled": False}, status=202)

@@ -1,0 +1,150 @@
+"""Database URLs, engines and sessions for SQLite (the default) and PostgreSQL (several replicas).
+
+Every URL is normalized to an async driver (aiosqlite, asyncpg) so the same code runs on both,
+and every URL that reaches a log or an error message goes through `mask_database_url` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SQLITE_FILE = "rollout-bot.db"
+SQLITE_DRIVER = "sqlite+aiosqlite"
+POSTGRES_DRIVER = "postgresql+asyncpg"
+# Seconds a SQLite writer waits for another writer's lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 15.0
+# Seconds asyncpg waits to open a connection: a dead server must not hang a request.
+POSTGRES_CONNECT_TIMEOUT_S = 10.0
+
+_SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}
+_POSTGRES_DRIVERS = {
+    "postgres",
+    "postgresql",
+    "postgresql+asyncpg",
+    "postgresql+psycopg",
+    "postgresql+psycopg2",
+}
+
+
+class InvalidDatabaseUrl(ValueError):
+    """DATABASE_URL is not a SQLite or PostgreSQL URL; the message never shows a password."""
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url.strip())
+    except ArgumentError:
+        raise InvalidDatabaseUrl(
+            "DATABASE_URL is not a database URL (expected sqlite:///... or postgresql://...)"
+        ) from None
+
+
+def mask_database_url(url: str | URL) -> str:
+    """The URL with its password replaced by `***`, safe for logs and messages."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url.strip())
+    except ArgumentError:
+        return "<unparsable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def normalize_database_url(url: str) -> str:
+    """Rewrite a SQLite or PostgreSQL URL to its async driver (aiosqlite or asyncpg).
+
+    Accepts `sqlite:///file.db`, `sqlite+aiosqlite:///...`, `postgres://...`,
+    `postgresql://...` and `postgresql+asyncpg://...`; libpq's `sslmode` becomes asyncpg's `ssl`.
+    """
+    parsed = _parse(url)
+    if parsed.drivername in _SQLITE_DRIVERS:
+        parsed = parsed.set(drivername=SQLITE_DRIVER)
+    elif parsed.drivername in _POSTGRES_DRIVERS:
+        parsed = parsed.set(drivername=POSTGRES_DRIVER)
+        if "sslmode" in parsed.query:
+            query = dict(parsed.query)
+            query["ssl"] = query.pop("sslmode")
+            parsed = parsed.set(query=query)
+    else:
+        raise InvalidDatabaseUrl(
+            f"DATABASE_URL uses {parsed.drivername!r}; expected sqlite or postgresql "
+            f"(got {mask_database_url(parsed)})"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def default_database_url() -> str:
+    """A SQLite file `rollout-bot.db` in the working directory: zero setup for one replica."""
+    return f"{SQLITE_DRIVER}:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether the URL (in any accepted form) names a SQLite database."""
+    return make_url(normalize_database_url(url)).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, **engine_options: Any) -> AsyncEngine:
+    """An async engine for the URL; SQLite gets foreign keys, WAL and a busy timeout.
+
+    SQLite's own implicit transactions are switched off and SQLAlchemy emits `BEGIN`, so a
+    read-only transaction sees one snapshot and a transaction that writes first waits for
+    the write lock instead of failing.
+    """
+    parsed = make_url(normalize_database_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(parsed, engine_options)
+    connect_args = {"timeout": POSTGRES_CONNECT_TIMEOUT_S, **engine_options.pop("connect_args", {})}
+    return _create_async_engine(
+        parsed, pool_pre_ping=True, connect_args=connect_args, **engine_options
+    )
+
+
+def _create_sqlite_engine(url: URL, engine_options: dict[str, Any]) -> AsyncEngine:
+    in_memory = url.database in (None, "", ":memory:")
+    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **engine_options.pop("connect_args", {})}
+    engine = _create_async_engine(url, connect_args=connect_args, **engine_options)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (`expire_on_commit=False`)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine, *, within_s: float = 2.0) -> bool:
+    """True when `SELECT 1` answers within `within_s` seconds; False on any database error."""
+    try:
+        async with asyncio.timeout(within_s), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    # Any failure (refused, auth, timeout, driver error) means "not healthy", never a crash.
+    except Exception as error:
+        logger.warning("database ping failed: %s", type(error).__name__)
+        return False
+    return True

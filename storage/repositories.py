@@ -1,0 +1,554 @@
+"""Rollouts (with their tracks and stages) and the audit trail, as plain frozen records.
+
+Repositories return frozen dataclasses, never ORM rows, so callers (and the pure domain) hold
+values that no session can change under them. Each method is one transaction. A rollout is
+changed by reading it, deriving a new record (`dataclasses.replace`, `with_stage`,
+`with_track`) and saving it: the save checks the version it was read at, so two replicas
+acting on the same rollout cannot both win.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
+from storage.models import AuditEventRow, RolloutRow, RolloutTrackRow, StageRow
+
+
+def new_rollout_id() -> str:
+    """A fresh rollout id, `r-` and 12 hex digits: short enough to type in Slack."""
+    return f"r-{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """One stage as stored: its state, its observation window and its gate verdict."""
+
+    track: str
+    key: str
+    position: int
+    environment: str
+    state: str
+    updated_at: datetime
+    window_started_at: datetime | None = None
+    window_ends_at: datetime | None = None
+    extensions: int = 0
+    verdict: str | None = None
+    verdict_detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackRecord:
+    """One track (lane) of a rollout and its stages in plan order."""
+
+    name: str
+    position: int
+    state: str
+    current_stage: str | None = None
+    ended_reason: str | None = None
+    ended_at: datetime | None = None
+    stages: tuple[StageRecord, ...] = ()
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+    def stage(self, key: str) -> StageRecord:
+        for stage in self.stages:
+            if stage.key == key:
+                return stage
+        raise KeyError(f"track {self.name} has no stage {key}")
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    """A rollout as stored, with its tracks; `version` is the one it was read at."""
+
+    id: str
+    tag: str
+    channel_id: str
+    started_by: str
+    state: str
+    plan: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    message_ts: str | None = None
+    run_id: int | None = None
+    run_url: str | None = None
+    ended_at: datetime | None = None
+    tracks: tuple[TrackRecord, ...] = ()
+
+    @property
+    def is_active(self) -> bool:
+        return self.ended_at is None
+
+    def track(self, name: str) -> TrackRecord:
+        for track in self.tracks:
+            if track.name == name:
+                return track
+        raise KeyError(f"rollout {self.id} has no track {name}")
+
+    def with_track(self, track: TrackRecord) -> RolloutRecord:
+        """A copy with the track of the same name replaced."""
+        self.track(track.name)
+        return replace(
+            self, tracks=tuple(track if t.name == track.name else t for t in self.tracks)
+        )
+
+    def with_stage(self, stage: StageRecord) -> RolloutRecord:
+        """A copy with the stage of the same track and key replaced."""
+        track = self.track(stage.track)
+        track.stage(stage.key)
+        stages = tuple(stage if s.key == stage.key else s for s in track.stages)
+        return self.with_track(replace(track, stages=stages))
+
+
+@dataclass(frozen=True, slots=True)
+class NewStage:
+    key: str
+    environment: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewTrack:
+    name: str
+    state: str
+    stages: Sequence[NewStage] = field(default_factory=tuple)
+    current_stage: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit trail entry."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    result: str
+    rollout_id: str | None = None
+    track: str | None = None
+    stage: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+class RolloutRepository:
+    """Stores rollouts; at most one open rollout per track, enforced by the database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(
+        self,
+        *,
+        tag: str,
+        channel_id: str,
+        started_by: str,
+        state: str,
+        plan: Mapping[str, Any],
+        tracks: Sequence[NewTrack],
+        now: datetime,
+        rollout_id: str | None = None,
+        message_ts: str | None = None,
+    ) -> RolloutRecord:
+        """Store a new rollout with its tracks and stages in one transaction.
+
+        Raises TrackBusy when one of its tracks already has an open rollout (also when
+        another replica opened it a moment ago).
+        """
+        rollout_id = rollout_id or new_rollout_id()
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    insert(RolloutRow).values(
+                        id=rollout_id,
+                        tag=tag,
+                        channel_id=channel_id,
+                        message_ts=message_ts,
+                        started_by=started_by,
+                        state=state,
+                        plan=dict(plan),
+                        created_at=now,
+                        updated_at=now,
+                        version=1,
+                    )
+                )
+                if tracks:
+                    await session.execute(
+                        insert(RolloutTrackRow),
+                        [
+                            {
+                                "rollout_id": rollout_id,
+                                "track": track.name,
+                                "position": position,
+                                "state": track.state,
+                                "current_stage": track.current_stage,
+                            }
+                            for position, track in enumerate(tracks)
+                        ],
+                    )
+                stage_rows = [
+                    {
+                        "rollout_id": rollout_id,
+                        "track": track.name,
+                        "key": stage.key,
+                        "position": position,
+                        "state": stage.state,
+                        "environment": stage.environment,
+                        "extensions": 0,
+                        "updated_at": now,
+                    }
+                    for track in tracks
+                    for position, stage in enumerate(track.stages)
+                ]
+                if stage_rows:
+                    await session.execute(insert(StageRow), stage_rows)
+                created = await _load_one(session, RolloutRow.id == rollout_id)
+        except IntegrityError:
+            for track in tracks:
+                active = await self.find_active_by_track(track.name)
+                if active is not None:
+                    raise TrackBusy(track.name, active.id) from None
+            raise
+        assert created is not None
+        return created
+
+    async def get(self, rollout_id: str) -> RolloutRecord | None:
+        async with self._sessions() as session:
+            return await _load_one(session, RolloutRow.id == rollout_id)
+
+    async def find_active_by_track(self, track: str) -> RolloutRecord | None:
+        """The open rollout on this track, if any."""
+        open_on_track = (
+            select(RolloutTrackRow.rollout_id)
+            .where(RolloutTrackRow.track == track, RolloutTrackRow.ended_at.is_(None))
+            .scalar_subquery()
+        )
+        async with self._sessions() as session:
+            return await _load_one(
+                session, RolloutRow.id == open_on_track, RolloutRow.ended_at.is_(None)
+            )
+
+    async def find_by_run_id(self, run_id: int) -> RolloutRecord | None:
+        """The rollout driving this GitHub Actions run, if the bot tracks it."""
+        async with self._sessions() as session:
+            return await _load_one(session, RolloutRow.run_id == run_id)
+
+    async def list_active(self) -> list[RolloutRecord]:
+        """Rollouts that have not ended, oldest first."""
+        ids = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
+        async with self._sessions() as session:
+            return await _load(session, ids, newest_first=False)
+
+    async def list_recent(self, *, limit: int = 10) -> list[RolloutRecord]:
+        """The latest rollouts, active or ended, newest first."""
+        ids = (
+            select(RolloutRow.id)
+            .order_by(RolloutRow.created_at.desc(), RolloutRow.id.desc())
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return await _load(session, ids, newest_first=True)
+
+    async def list_by_tag(self, tag: str) -> list[RolloutRecord]:
+        """Every rollout of this tag, newest first."""
+        ids = select(RolloutRow.id).where(RolloutRow.tag == tag)
+        async with self._sessions() as session:
+            return await _load(session, ids, newest_first=True)
+
+    async def update_state(
+        self,
+        *,
+        rollout_id: str,
+        expected_version: int,
+        state: str,
+        now: datetime,
+        ended: bool = False,
+    ) -> RolloutRecord:
+        """Set the rollout's state; `ended` also closes it and every track still open.
+
+        Raises StaleRollout when the rollout is no longer at `expected_version`.
+        """
+        values: dict[str, Any] = {"state": state}
+        if ended:
+            values["ended_at"] = now
+        async with self._sessions.begin() as session:
+            await _bump_version(session, rollout_id, expected_version, now, values)
+            if ended:
+                await session.execute(
+                    update(RolloutTrackRow)
+                    .where(
+                        RolloutTrackRow.rollout_id == rollout_id,
+                        RolloutTrackRow.ended_at.is_(None),
+                    )
+                    .values(
+                        ended_at=now,
+                        ended_reason=func.coalesce(RolloutTrackRow.ended_reason, state),
+                    )
+                )
+            updated = await _load_one(session, RolloutRow.id == rollout_id)
+        assert updated is not None
+        return updated
+
+    async def save(self, *, rollout: RolloutRecord, now: datetime) -> RolloutRecord:
+        """Write every changed field of the rollout, its tracks and its stages at once.
+
+        `rollout.version` is the version it was read at; raises StaleRollout when someone
+        saved in between. Tracks and stages must be the stored ones (none added or removed),
+        and an ended rollout must have no open track. Returns the stored record, version + 1.
+        """
+        if rollout.ended_at is not None and any(t.is_open for t in rollout.tracks):
+            raise ValueError(f"rollout {rollout.id} ends with open tracks")
+        async with self._sessions.begin() as session:
+            await _bump_version(
+                session,
+                rollout.id,
+                rollout.version,
+                now,
+                {
+                    "state": rollout.state,
+                    "message_ts": rollout.message_ts,
+                    "run_id": rollout.run_id,
+                    "run_url": rollout.run_url,
+                    "ended_at": rollout.ended_at,
+                },
+            )
+            stored = await _load_one(session, RolloutRow.id == rollout.id)
+            assert stored is not None
+            if {t.name for t in stored.tracks} != {t.name for t in rollout.tracks}:
+                raise ValueError(f"rollout {rollout.id}: tracks cannot be added or removed")
+            for track in rollout.tracks:
+                await _save_track(session, rollout.id, stored.track(track.name), track, now)
+            saved = await _load_one(session, RolloutRow.id == rollout.id)
+        assert saved is not None
+        return saved
+
+
+class AuditLog:
+    """The append-only audit trail: every command, click, refusal, verdict and GitHub call."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def append(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        result: str,
+        rollout_id: str | None = None,
+        track: str | None = None,
+        stage: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditEvent:
+        async with self._sessions.begin() as session:
+            row = AuditEventRow(
+                at=at,
+                actor=actor,
+                action=action,
+                result=result,
+                rollout_id=rollout_id,
+                track=track,
+                stage=stage,
+                detail=dict(detail) if detail is not None else None,
+            )
+            session.add(row)
+            await session.flush()
+            return _audit_event(row)
+
+    async def list_for_rollout(self, rollout_id: str) -> list[AuditEvent]:
+        """The rollout's events in the order they happened."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AuditEventRow)
+                .where(AuditEventRow.rollout_id == rollout_id)
+                .order_by(AuditEventRow.at, AuditEventRow.id)
+            )
+            return [_audit_event(row) for row in rows]
+
+
+def _audit_event(row: AuditEventRow) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        result=row.result,
+        rollout_id=row.rollout_id,
+        track=row.track,
+        stage=row.stage,
+        detail=row.detail,
+    )
+
+
+async def _bump_version(
+    session: AsyncSession,
+    rollout_id: str,
+    expected_version: int,
+    now: datetime,
+    values: Mapping[str, Any],
+) -> None:
+    """Update the rollout row only if it is still at `expected_version`.
+
+    Written first in the transaction on purpose: it takes the row's write lock (PostgreSQL)
+    or the database's (SQLite) before anything is read, so the rest of the save sees the
+    version it checked.
+    """
+    bumped = await session.scalar(
+        update(RolloutRow)
+        .where(RolloutRow.id == rollout_id, RolloutRow.version == expected_version)
+        .values(**values, updated_at=now, version=RolloutRow.version + 1)
+        .returning(RolloutRow.version)
+    )
+    if bumped is not None:
+        return
+    actual = await session.scalar(select(RolloutRow.version).where(RolloutRow.id == rollout_id))
+    if actual is None:
+        raise RolloutNotFound(rollout_id)
+    raise StaleRollout(rollout_id, expected_version, actual)
+
+
+async def _save_track(
+    session: AsyncSession,
+    rollout_id: str,
+    stored: TrackRecord,
+    wanted: TrackRecord,
+    now: datetime,
+) -> None:
+    track_fields = {
+        "state": wanted.state,
+        "current_stage": wanted.current_stage,
+        "ended_reason": wanted.ended_reason,
+        "ended_at": wanted.ended_at,
+    }
+    if any(getattr(stored, name) != value for name, value in track_fields.items()):
+        await session.execute(
+            update(RolloutTrackRow)
+            .where(RolloutTrackRow.rollout_id == rollout_id, RolloutTrackRow.track == wanted.name)
+            .values(**track_fields)
+        )
+    if {s.key for s in stored.stages} != {s.key for s in wanted.stages}:
+        raise ValueError(f"rollout {rollout_id}: stages of {wanted.name} cannot change")
+    for stage in wanted.stages:
+        stage_fields = {
+            "state": stage.state,
+            "window_started_at": stage.window_started_at,
+            "window_ends_at": stage.window_ends_at,
+            "extensions": stage.extensions,
+            "verdict": stage.verdict,
+            "verdict_detail": stage.verdict_detail,
+        }
+        current = stored.stage(stage.key)
+        if all(getattr(current, name) == value for name, value in stage_fields.items()):
+            continue
+        await session.execute(
+            update(StageRow)
+            .where(
+                StageRow.rollout_id == rollout_id,
+                StageRow.track == wanted.name,
+                StageRow.key == stage.key,
+            )
+            .values(**stage_fields, updated_at=now)
+        )
+
+
+async def _load_one(session: AsyncSession, *criteria: ColumnElement[bool]) -> RolloutRecord | None:
+    found = await _load(session, select(RolloutRow.id).where(*criteria), newest_first=False)
+    return found[0] if found else None
+
+
+async def _load(
+    session: AsyncSession, ids: Select[Any], *, newest_first: bool
+) -> list[RolloutRecord]:
+    """Rollouts whose id is in the `ids` query, with tracks and stages, in one statement.
+
+    One statement reads one snapshot, so a rollout never comes back half-updated;
+    `populate_existing` because a save reloads rows its session already holds.
+    """
+    created = RolloutRow.created_at.desc() if newest_first else RolloutRow.created_at.asc()
+    tie_break = RolloutRow.id.desc() if newest_first else RolloutRow.id.asc()
+    rows = await session.execute(
+        select(RolloutRow, RolloutTrackRow, StageRow)
+        .outerjoin(RolloutTrackRow, RolloutTrackRow.rollout_id == RolloutRow.id)
+        .outerjoin(
+            StageRow,
+            (StageRow.rollout_id == RolloutTrackRow.rollout_id)
+            & (StageRow.track == RolloutTrackRow.track),
+        )
+        .where(RolloutRow.id.in_(ids.scalar_subquery()))
+        .order_by(created, tie_break, RolloutTrackRow.position, StageRow.position)
+        .execution_options(populate_existing=True)
+    )
+    return _assemble(rows)
+
+
+def _assemble(
+    rows: Iterable[tuple[RolloutRow, RolloutTrackRow | None, StageRow | None]],
+) -> list[RolloutRecord]:
+    rollouts: dict[str, RolloutRow] = {}
+    tracks: dict[str, dict[str, RolloutTrackRow]] = {}
+    stages: dict[tuple[str, str], list[StageRecord]] = {}
+    for rollout, track, stage in rows:
+        rollouts.setdefault(rollout.id, rollout)
+        lanes = tracks.setdefault(rollout.id, {})
+        if track is not None:
+            lanes.setdefault(track.track, track)
+        if stage is not None:
+            stages.setdefault((stage.rollout_id, stage.track), []).append(_stage_record(stage))
+    return [
+        RolloutRecord(
+            id=row.id,
+            tag=row.tag,
+            channel_id=row.channel_id,
+            started_by=row.started_by,
+            state=row.state,
+            plan=row.plan,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            version=row.version,
+            message_ts=row.message_ts,
+            run_id=row.run_id,
+            run_url=row.run_url,
+            ended_at=row.ended_at,
+            tracks=tuple(
+                TrackRecord(
+                    name=track.track,
+                    position=track.position,
+                    state=track.state,
+                    current_stage=track.current_stage,
+                    ended_reason=track.ended_reason,
+                    ended_at=track.ended_at,
+                    stages=tuple(stages.get((row.id, track.track), ())),
+                )
+                for track in tracks[row.id].values()
+            ),
+        )
+        for row in rollouts.values()
+    ]
+
+
+def _stage_record(row: StageRow) -> StageRecord:
+    return StageRecord(
+        track=row.track,
+        key=row.key,
+        position=row.position,
+        environment=row.environment,
+        state=row.state,
+        updated_at=row.updated_at,
+        window_started_at=row.window_started_at,
+        window_ends_at=row.window_ends_at,
+        extensions=row.extensions,
+        verdict=row.verdict,
+        verdict_detail=row.verdict_detail,
+    )

@@ -1,0 +1,195 @@
+"""Shared database fixtures: every storage-backed test runs on SQLite and on PostgreSQL.
+
+- `database_url`: a migrated database with empty tables, parametrized `sqlite` / `postgres`.
+  SQLite: a copy of a migrated template file in the test's tmp dir. PostgreSQL: one fresh
+  database per test session (`rb_test_<hex>`, dropped at the end), every table truncated
+  before each test.
+- `postgres_database_url` / `sqlite_database_url`: the same for one backend only.
+- `empty_database_url` (and `empty_postgres_database_url`): a database with no tables at all,
+  for migration tests.
+- `migrated_engine`, `session_factory`: an engine and sessions on `database_url`.
+
+PostgreSQL is expected at `postgresql://postgres@127.0.0.1:5432/test` (trust auth; override
+with TEST_POSTGRES_URL). When it cannot be reached the postgres cases are skipped, or fail
+when REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import NullPool
+
+from storage.db import create_engine, create_session_factory, mask_database_url
+from storage.migrate import upgrade
+
+T = TypeVar("T")
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def pg_url(database: str) -> str:
+    """The URL of `database` on the test PostgreSQL server (plain libpq form)."""
+    return make_url(POSTGRES_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync fixture code, on a loop of its own.
+
+    A worker thread keeps it away from the loop pytest-asyncio manages for the test.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def _execute(url: str, *statements: str) -> None:
+    """Run statements outside any transaction (CREATE/DROP DATABASE need that)."""
+    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            for statement in statements:
+                await connection.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+async def _truncate_all(url: str) -> None:
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            # A test that leaked an open transaction makes this fail instead of hang.
+            await connection.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+            names = (
+                await connection.exec_driver_sql(
+                    "SELECT quote_ident(tablename) FROM pg_tables "
+                    "WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+                )
+            ).scalars()
+            tables = ", ".join(names)
+            if tables:
+                await connection.exec_driver_sql(
+                    f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE"
+                )
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The admin URL of a reachable PostgreSQL, or a skip (a failure with REQUIRE_SERVICES=1)."""
+
+    try:
+        run_async(_execute(POSTGRES_ADMIN_URL, "SELECT 1"))
+    except (OSError, SQLAlchemyError) as error:
+        reason = (
+            f"PostgreSQL not reachable at {mask_database_url(POSTGRES_ADMIN_URL)}: "
+            f"{type(error).__name__}: {error}"
+        )
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return POSTGRES_ADMIN_URL
+
+
+def _create_database(prefix: str) -> str:
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    run_async(_execute(POSTGRES_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+    return name
+
+
+def _drop_database(name: str) -> None:
+    run_async(_execute(POSTGRES_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def _postgres_session_database(postgres_server: str) -> Iterator[str]:
+    """One migrated database for the whole session; tests share it, tables truncated."""
+    name = _create_database("rb_test")
+    try:
+        url = pg_url(name)
+        run_async(upgrade(url))
+        yield url
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file each test copies (faster than migrating per test)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    run_async(upgrade(sqlite_url(path)))
+    return path
+
+
+@pytest.fixture
+def postgres_database_url(_postgres_session_database: str) -> str:
+    """A migrated PostgreSQL database with every table empty."""
+    run_async(_truncate_all(_postgres_session_database))
+    return _postgres_session_database
+
+
+@pytest.fixture
+def sqlite_database_url(_sqlite_template: Path, tmp_path: Path) -> str:
+    """A migrated SQLite file of this test's own."""
+    path = tmp_path / "rollout-bot.db"
+    shutil.copyfile(_sqlite_template, path)
+    return sqlite_url(path)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated, empty database: a SQLite file, then PostgreSQL."""
+    fixture = "sqlite_database_url" if request.param == "sqlite" else "postgres_database_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+def empty_postgres_database_url(postgres_server: str) -> Iterator[str]:
+    """A new PostgreSQL database with no tables, dropped after the test."""
+    name = _create_database("rb_empty")
+    try:
+        yield pg_url(name)
+    finally:
+        _drop_database(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with no tables, not even Alembic's: a new SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "empty.db")
+    url: str = request.getfixturevalue("empty_postgres_database_url")
+    return url
+
+
+@pytest.fixture
+async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def session_factory(migrated_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_session_factory(migrated_engine)

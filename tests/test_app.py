@@ -1,0 +1,272 @@
+"""The HTTP surface of the app: signed Slack requests, the webhook receiver and /healthz."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from bot.app import create_app
+from bot.config import Settings, load_settings
+from bot.sandbox.config import (
+    GITHUB_WEBHOOK_SECRET,
+    OTHER_CHANNEL,
+    RELEASE_CHANNEL,
+    RELEASE_MANAGER,
+    SLACK_APP_TOKEN,
+    SLACK_BOT_TOKEN,
+    SLACK_SIGNING_SECRET,
+    bot_environment,
+)
+from bot.sandbox.signing import (
+    github_signature_headers,
+    slack_signature_headers,
+    slash_command_body,
+    slash_command_payload,
+)
+from bot.sandbox.slack import SlackTestServer
+from storage.db import create_engine
+
+SUBCOMMANDS = ("start", "status", "promote", "rollback", "kill", "history", "npm-token", "help")
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackTestServer]:
+    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, slack: SlackTestServer
+) -> Settings:
+    env = bot_environment(
+        slack_api_url=slack.api_url,
+        github_api_url="http://127.0.0.1:9/",
+        database_url=f"sqlite:///{tmp_path}/bot.db",
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings(Settings, env_file=None)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
+    async with TestClient(TestServer(create_app(settings))) as test_client:
+        yield test_client
+
+
+async def post_command(
+    client: TestClient[object, object],
+    slack: SlackTestServer,
+    text: str,
+    *,
+    channel: str = RELEASE_CHANNEL,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """Send `/rollout <text>` as Slack would; returns the HTTP status and the response_url."""
+    url = slack.new_response_url(channel=channel, user=RELEASE_MANAGER)
+    body = slash_command_body(
+        text=text, user_id=RELEASE_MANAGER, channel_id=channel, response_url=url
+    )
+    signed = headers if headers is not None else slack_signature_headers(SLACK_SIGNING_SECRET, body)
+    response = await client.post("/slack/events", data=body, headers=signed)
+    return response.status, url
+
+
+async def ephemeral_answer(slack: SlackTestServer, url: str) -> str:
+    (post,) = await slack.wait_for_response(url)
+    assert post.body["response_type"] == "ephemeral"
+    return json.dumps(post.body["blocks"])
+
+
+async def test_help_lists_every_subcommand(
+    client: TestClient[object, object], slack: SlackTestServer
+) -> None:
+    status, url = await post_command(client, slack, "help")
+    assert status == 200
+    answer = await ephemeral_answer(slack, url)
+    for subcommand in SUBCOMMANDS:
+        assert f"`{subcommand}" in answer or f"/rollout {subcommand}" in answer, subcommand
+
+
+async def test_help_works_outside_release_channels(
+    client: TestClient[object, object], slack: SlackTestServer
+) -> None:
+    _, url = await post_command(client, slack, "", channel=OTHER_CHANNEL)
+    assert "npm-token" in await ephemeral_answer(slack, url)
+
+
+async def test_unknown_subcommand_is_refused_with_the_help(
+    client: TestClient[object, object], slack: SlackTestServer
+) -> None:
+    _, url = await post_command(client, slack, "deploy v1.4.2")
+    answer = await ephemeral_answer(slack, url)
+    assert "deploy" in answer.split("npm-token")[0]  # the error names it, before the help
+    assert "npm-token" in answer
+
+
+async def test_other_subcommands_only_in_release_channels(
+    client: TestClient[object, object], slack: SlackTestServer
+) -> None:
+    _, url = await post_command(client, slack, "status", channel=OTHER_CHANNEL)
+    answer = await ephemeral_answer(slack, url)
+    assert f"<#{RELEASE_CHANNEL}>" in answer
+    assert slack.calls_to("chat.postMessage") == []
+
+
+def _signed(body: str, *, timestamp: int | None = None, secret: str = SLACK_SIGNING_SECRET) -> dict[str, str]:
+    return slack_signature_headers(secret, body, timestamp=timestamp)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "wrong secret",
+        "stale",
+        "future",
+        "no signature",
+        "no timestamp",
+        "non-numeric timestamp",
+        "signed timestamp with sign",
+        "underscored timestamp",
+        "empty timestamp",
+        "body changed",
+    ],
+)
+async def test_unsigned_or_forged_slack_requests_are_refused(
+    client: TestClient[object, object], slack: SlackTestServer, tamper: str
+) -> None:
+    url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+    body = slash_command_body(
+        text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
+    )
+    now = int(time.time())
+    headers = _signed(body)
+    if tamper == "wrong secret":
+        headers = _signed(body, secret="not-the-secret")
+    elif tamper == "stale":
+        headers = _signed(body, timestamp=now - 6 * 60)
+    elif tamper == "future":
+        headers = _signed(body, timestamp=now + 6 * 60)
+    elif tamper == "no signature":
+        del headers["X-Slack-Signature"]
+    elif tamper == "no timestamp":
+        del headers["X-Slack-Request-Timestamp"]
+    elif tamper == "non-numeric timestamp":
+        headers["X-Slack-Request-Timestamp"] = "abc"
+    elif tamper == "signed timestamp with sign":
+        headers["X-Slack-Request-Timestamp"] = f"+{now}"
+    elif tamper == "underscored timestamp":
+        headers["X-Slack-Request-Timestamp"] = f"{str(now)[:5]}_{str(now)[5:]}"
+    elif tamper == "empty timestamp":
+        headers["X-Slack-Request-Timestamp"] = ""
+    elif tamper == "body changed":
+        body = body.replace("help", "status")
+    response = await client.post("/slack/events", data=body, headers=headers)
+    assert response.status in (400, 401)
+    assert slack.calls == []
+    assert slack.all_responses == []
+
+
+async def test_a_valid_request_is_not_refused_by_the_timestamp_guard(
+    client: TestClient[object, object], slack: SlackTestServer
+) -> None:
+    """The control for the test above: the same request, correctly signed, is answered."""
+    status, url = await post_command(client, slack, "help")
+    assert status == 200
+    await slack.wait_for_response(url)
+
+
+def _webhook(payload: object, *, event: str = "ping") -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    return body, github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event=event)
+
+
+async def test_webhook_answers_a_signed_ping(client: TestClient[object, object]) -> None:
+    body, headers = _webhook({"zen": "Keep it logically awesome.", "hook_id": 1})
+    response = await client.post("/github/webhook", data=body, headers=headers)
+    assert response.status == 200
+    assert (await response.json())["event"] == "ping"
+
+
+@pytest.mark.parametrize("forgery", ["wrong secret", "missing", "not sha256", "body changed"])
+async def test_webhook_refuses_forged_or_unsigned_deliveries(
+    client: TestClient[object, object], forgery: str
+) -> None:
+    body, headers = _webhook({"zen": "x"})
+    if forgery == "wrong secret":
+        headers = github_signature_headers("another-secret", body, event="ping")
+    elif forgery == "missing":
+        del headers["X-Hub-Signature-256"]
+    elif forgery == "not sha256":
+        headers["X-Hub-Signature-256"] = headers["X-Hub-Signature-256"].replace("sha256", "sha1")
+    elif forgery == "body changed":
+        body = body.replace(b"x", b"y")
+    response = await client.post("/github/webhook", data=body, headers=headers)
+    assert response.status == 401
+
+
+async def test_webhook_rejects_malformed_json(client: TestClient[object, object]) -> None:
+    body = b"{not json"
+    headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event="workflow_run")
+    response = await client.post("/github/webhook", data=body, headers=headers)
+    assert response.status == 400
+
+
+async def test_webhook_without_a_configured_secret_refuses_everything(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    monkeypatch.delenv("GITHUB_WEBHOOK_SECRET")
+    unsecured = load_settings(Settings, env_file=None)
+    body, headers = _webhook({"zen": "x"})
+    async with TestClient(TestServer(create_app(unsecured))) as test_client:
+        response = await test_client.post("/github/webhook", data=body, headers=headers)
+    assert response.status == 401
+
+
+async def test_healthz_answers_when_the_database_does(client: TestClient[object, object]) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert (await response.json())["status"] == "ok"
+
+
+async def test_socket_mode_answers_help_over_the_socket(
+    settings: Settings, slack: SlackTestServer
+) -> None:
+    async with TestClient(TestServer(create_app(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+        payload = slash_command_payload(
+            text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
+        )
+        envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+        await slack.wait_for_socket_ack(envelope)
+        answer = await ephemeral_answer(slack, url)
+    assert "npm-token" in answer
+
+
+@pytest.mark.postgres
+async def test_healthz_answers_503_when_the_database_is_gone(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, empty_postgres_database_url: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_postgres_database_url)
+    on_postgres = load_settings(Settings, env_file=None)
+    name = make_url(empty_postgres_database_url).database
+    async with TestClient(TestServer(create_app(on_postgres))) as test_client:
+        assert (await test_client.get("/healthz")).status == 200
+        admin = create_engine(
+            str(make_url(empty_postgres_database_url).set(database="test")),
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+        )
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.dispose()
+        response = await test_client.get("/healthz")
+    assert response.status == 503

@@ -1,0 +1,196 @@
+"""The operator commands, run as an operator runs them: a real process with an environment."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.sandbox.config import (
+    RELEASE_CHANNEL,
+    RELEASE_MANAGER,
+    SECRETS,
+    SLACK_APP_TOKEN,
+    SLACK_BOT_TOKEN,
+    SLACK_SIGNING_SECRET,
+    bot_environment,
+)
+from bot.sandbox.signing import slack_signature_headers, slash_command_body
+from bot.sandbox.slack import SlackTestServer
+
+REQUIRED = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "GITHUB_TOKEN",
+    "GITHUB_REPOSITORY",
+    "RELEASE_CHANNELS",
+    "ROLLOUT_APPROVERS",
+)
+
+
+def base_env() -> dict[str, str]:
+    """Only what a process needs to start; none of the bot's variables."""
+    return {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+
+
+def full_env(tmp_path: Path, *, slack_api_url: str = "http://127.0.0.1:9/api/") -> dict[str, str]:
+    return base_env() | bot_environment(
+        slack_api_url=slack_api_url,
+        github_api_url="http://127.0.0.1:9/",
+        database_url=f"sqlite:///{tmp_path}/bot.db",
+        port=free_port(),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def run(
+    *args: str, env: dict[str, str], cwd: Path
+) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_check_config_with_an_empty_environment_names_every_missing_variable(
+    tmp_path: Path,
+) -> None:
+    code, out, err = await run("check-config", env=base_env(), cwd=tmp_path)
+    assert code == 2
+    assert out == ""
+    for name in REQUIRED:
+        assert f"{name}: missing" in err, name
+
+
+async def test_check_config_lists_every_malformed_value_at_once(tmp_path: Path) -> None:
+    env = full_env(tmp_path) | {
+        "RELEASE_CHANNELS": f"{RELEASE_CHANNEL},general",
+        "GITHUB_REPOSITORY": "scriptum",
+        "ROLLOUT_PLAN": str(tmp_path / "missing-plan.yml"),
+        "ROLLOUT_APPROVERS": "alice",
+        "PORT": "http",
+    }
+    code, _, err = await run("check-config", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "RELEASE_CHANNELS: general: not a Slack channel id" in err
+    assert "GITHUB_REPOSITORY: 'scriptum' is not owner/name" in err
+    assert "ROLLOUT_PLAN:" in err and "missing-plan.yml" in err
+    assert "ROLLOUT_APPROVERS: alice" in err
+    assert "PORT:" in err
+
+
+async def test_check_config_prints_the_configuration_with_no_secret_visible(
+    tmp_path: Path,
+) -> None:
+    code, out, err = await run("check-config", env=full_env(tmp_path), cwd=tmp_path)
+    assert code == 0, err
+    assert "GITHUB_REPOSITORY" in out and "scriptum/scriptum" in out
+    assert "SLACK_BOT_TOKEN" in out and "********" in out
+    for secret in SECRETS:
+        assert secret not in out + err
+
+
+async def test_check_config_reads_a_dotenv_file(tmp_path: Path) -> None:
+    env = full_env(tmp_path)
+    dotenv = "\n".join(f"{name}={env.pop(name)}" for name in REQUIRED)
+    (tmp_path / ".env").write_text(dotenv + "\n")
+    code, out, err = await run("check-config", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert RELEASE_CHANNEL in out
+
+
+async def test_socket_refuses_to_start_without_an_app_token(tmp_path: Path) -> None:
+    env = full_env(tmp_path)
+    del env["SLACK_APP_TOKEN"]
+    code, _, err = await run("socket", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "SLACK_APP_TOKEN" in err
+
+
+async def test_serve_refuses_a_bad_configuration_before_starting(tmp_path: Path) -> None:
+    env = full_env(tmp_path) | {"RELEASE_CHANNELS": "general"}
+    code, _, err = await run("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "RELEASE_CHANNELS" in err
+    assert not (tmp_path / "bot.db").exists()
+
+
+async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    env = base_env() | {"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db"}
+    code, out, err = await run("migrate", env=env, cwd=tmp_path)
+    assert code == 0, err
+    with sqlite3.connect(tmp_path / "fresh.db") as db:
+        tables = {row[0] for row in db.execute("select name from sqlite_master")}
+    assert {"rollouts", "stages", "timers", "audit_events"} <= tables
+
+
+async def test_unknown_command_exits_2(tmp_path: Path) -> None:
+    code, _, err = await run("deploy", env=base_env(), cwd=tmp_path)
+    assert code == 2
+    assert "unknown command 'deploy'" in err
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackTestServer]:
+    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as server:
+        yield server
+
+
+async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, slack: SlackTestServer
+) -> None:
+    env = full_env(tmp_path, slack_api_url=slack.api_url)
+    base = f"http://127.0.0.1:{env['PORT']}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "serve", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):  # the process needs a moment to import and bind
+                try:
+                    async with http.get(f"{base}/healthz") as health:
+                        assert health.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("rollout-bot serve did not come up")
+            url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+            body = slash_command_body(
+                text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
+            )
+            headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+            async with http.post(f"{base}/slack/events", data=body, headers=headers) as answer:
+                assert answer.status == 200
+            (post,) = await slack.wait_for_response(url)
+            assert "npm-token" in str(post.body["blocks"])
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=10)
+    assert process.returncode == 0, err.decode()
+    for secret in SECRETS:
+        assert secret not in err.decode()

@@ -1,0 +1,156 @@
+"""Database URLs, engines and the health probe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.db import (
+    InvalidDatabaseUrl,
+    create_engine,
+    default_database_url,
+    mask_database_url,
+    normalize_database_url,
+    ping,
+)
+from storage.migrate import upgrade
+from storage.repositories import AuditLog
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///rollout-bot.db", "sqlite+aiosqlite:///rollout-bot.db"),
+        ("sqlite:////var/lib/bot/bot.db", "sqlite+aiosqlite:////var/lib/bot/bot.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgres://bot:pw@db:5432/rollouts", "postgresql+asyncpg://bot:pw@db:5432/rollouts"),
+        ("postgresql://bot:pw@db/rollouts", "postgresql+asyncpg://bot:pw@db/rollouts"),
+        ("postgresql+asyncpg://bot@db/rollouts", "postgresql+asyncpg://bot@db/rollouts"),
+        ("postgresql+psycopg://bot@db/rollouts", "postgresql+asyncpg://bot@db/rollouts"),
+        (
+            "postgresql://bot@db/rollouts?sslmode=require",
+            "postgresql+asyncpg://bot@db/rollouts?ssl=require",
+        ),
+        (" postgresql://bot@db/rollouts\n", "postgresql+asyncpg://bot@db/rollouts"),
+    ],
+)
+def test_urls_are_normalized_to_async_drivers(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://root:hunter2@db/rollouts", "not a url", "", "oracle://u:hunter2@h/x"]
+)
+def test_unsupported_urls_are_refused_without_showing_the_password(url: str) -> None:
+    with pytest.raises(InvalidDatabaseUrl) as refused:
+        normalize_database_url(url)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_masked_url_hides_the_password_only() -> None:
+    masked = mask_database_url("postgresql://bot:s3cr%40t@db.internal:5432/rollouts")
+    assert "s3cr" not in masked
+    assert masked == "postgresql://bot:***@db.internal:5432/rollouts"
+    assert mask_database_url("sqlite:///bot.db") == "sqlite:///bot.db"
+    assert mask_database_url("::::") == "<unparsable database URL>"
+
+
+async def test_default_database_is_a_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = default_database_url()
+    await upgrade(url)
+    assert (tmp_path / "rollout-bot.db").is_file()
+
+
+async def test_sqlite_engine_enforces_foreign_keys_and_uses_wal(sqlite_database_url: str) -> None:
+    engine = create_engine(sqlite_database_url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("PRAGMA foreign_keys")) == 1
+            assert await connection.scalar(text("PRAGMA journal_mode")) == "wal"
+            assert await connection.scalar(text("PRAGMA busy_timeout")) > 0
+    finally:
+        await engine.dispose()
+
+
+async def test_ping_answers_true_when_the_database_answers(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        assert await ping(engine) is True
+    finally:
+        await engine.dispose()
+
+
+async def test_ping_is_false_when_nothing_listens(unused_tcp_port: int) -> None:
+    engine = create_engine(f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/test")
+    try:
+        assert await ping(engine) is False
+    finally:
+        await engine.dispose()
+
+
+async def test_ping_is_false_for_an_unopenable_sqlite_file(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/missing-dir/bot.db")
+    try:
+        assert await ping(engine) is False
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never says a word: a hung database."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_ping_gives_up_quickly_on_a_hung_database(silent_server: int) -> None:
+    engine = create_engine(f"postgresql://postgres@127.0.0.1:{silent_server}/test")
+    started = time.monotonic()
+    try:
+        assert await ping(engine, within_s=0.5) is False
+    finally:
+        await engine.dispose()
+    assert time.monotonic() - started < 3
+
+
+async def test_datetimes_come_back_aware_in_utc(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    audit = AuditLog(session_factory)
+    plus_two = timezone(timedelta(hours=2))
+    at = datetime(2026, 6, 1, 14, 30, 15, 123456, tzinfo=plus_two)
+    await audit.append(at=at, actor="U1", action="start", result="ok", rollout_id="r-1")
+    (stored,) = await audit.list_for_rollout("r-1")
+    assert stored.at == at
+    assert stored.at.tzinfo is UTC
+    assert stored.at.hour == 12
+
+
+async def test_naive_datetimes_are_refused(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    audit = AuditLog(session_factory)
+    with pytest.raises(StatementError, match="naive datetime"):
+        await audit.append(at=datetime(2026, 1, 1), actor="U1", action="start", result="ok")

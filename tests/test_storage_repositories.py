@@ -1,0 +1,333 @@
+"""Rollouts and the audit trail survive a round trip, and concurrent writers cannot both win."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.db import create_engine, create_session_factory
+from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
+from storage.repositories import (
+    AuditLog,
+    NewStage,
+    NewTrack,
+    RolloutRecord,
+    RolloutRepository,
+)
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+PLAN = {"tracks": {"relay": {"stages": ["canary-5", "rollout-50", "rollout-100"]}}, "v": 1}
+RELAY = NewTrack(
+    name="relay",
+    state="pending",
+    stages=(
+        NewStage(key="canary-5", environment="relay-canary-5", state="pending"),
+        NewStage(key="rollout-50", environment="relay-rollout-50", state="pending"),
+        NewStage(key="rollout-100", environment="relay-rollout-100", state="pending"),
+    ),
+)
+DESKTOP = NewTrack(
+    name="desktop",
+    state="pending",
+    stages=(
+        NewStage(key="internal", environment="desktop-internal", state="pending"),
+        NewStage(key="beta", environment="desktop-beta", state="pending"),
+        NewStage(key="ga", environment="desktop-ga", state="pending"),
+    ),
+)
+
+
+@pytest.fixture
+def rollouts(session_factory: async_sessionmaker[AsyncSession]) -> RolloutRepository:
+    return RolloutRepository(session_factory)
+
+
+async def _start(
+    rollouts: RolloutRepository,
+    tag: str = "v1.4.2",
+    *,
+    now: datetime = NOW,
+    tracks: tuple[NewTrack, ...] = (RELAY, DESKTOP),
+) -> RolloutRecord:
+    return await rollouts.create(
+        tag=tag,
+        channel_id="C0RELEASE",
+        started_by="U0MANAGER",
+        state="preflight",
+        plan=PLAN,
+        tracks=tracks,
+        now=now,
+    )
+
+
+async def test_a_rollout_comes_back_as_it_was_stored(rollouts: RolloutRepository) -> None:
+    created = await _start(rollouts)
+
+    loaded = await rollouts.get(created.id)
+
+    assert loaded == created
+    assert re.fullmatch(r"r-[0-9a-f]{12}", created.id)
+    assert (loaded.tag, loaded.state, loaded.version, loaded.plan) == (
+        "v1.4.2",
+        "preflight",
+        1,
+        PLAN,
+    )
+    assert loaded.created_at == NOW and loaded.created_at.tzinfo is UTC
+    assert [t.name for t in loaded.tracks] == ["relay", "desktop"]
+    assert [s.key for s in loaded.track("relay").stages] == [
+        "canary-5",
+        "rollout-50",
+        "rollout-100",
+    ]
+    assert [s.environment for s in loaded.track("desktop").stages] == [
+        "desktop-internal",
+        "desktop-beta",
+        "desktop-ga",
+    ]
+    assert loaded.is_active
+    assert await rollouts.get("r-000000000000") is None
+
+
+async def test_a_track_holds_one_open_rollout_until_it_ends(rollouts: RolloutRepository) -> None:
+    first = await _start(rollouts)
+
+    with pytest.raises(TrackBusy) as busy:
+        await _start(rollouts, "v1.4.3", tracks=(RELAY,))
+    assert (busy.value.track, busy.value.active_rollout_id) == ("relay", first.id)
+    assert await rollouts.list_by_tag("v1.4.3") == []
+
+    found = await rollouts.find_active_by_track("desktop")
+    assert found is not None and found.id == first.id
+
+    await rollouts.update_state(
+        rollout_id=first.id, expected_version=1, state="completed", now=NOW, ended=True
+    )
+    assert await rollouts.find_active_by_track("relay") is None
+    second = await _start(rollouts, "v1.4.3", tracks=(RELAY,))
+    assert (await rollouts.find_active_by_track("relay")) == second
+
+
+async def test_concurrent_starts_on_one_track_open_exactly_one(database_url: str) -> None:
+    # Separate engines stand for separate replicas.
+    engines = [create_engine(database_url) for _ in range(3)]
+    try:
+        repositories = [RolloutRepository(create_session_factory(e)) for e in engines]
+        results = await asyncio.gather(
+            *(_start(repositories[i % 3], f"v1.{i}") for i in range(9)),
+            return_exceptions=True,
+        )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    started = [r for r in results if isinstance(r, RolloutRecord)]
+    refused = [r for r in results if isinstance(r, TrackBusy)]
+    assert len(started) == 1
+    assert len(refused) == 8
+    assert {r.active_rollout_id for r in refused} == {started[0].id}
+
+
+async def test_update_state_checks_the_version(rollouts: RolloutRepository) -> None:
+    created = await _start(rollouts)
+    later = NOW + timedelta(minutes=3)
+
+    updated = await rollouts.update_state(
+        rollout_id=created.id, expected_version=1, state="dispatched", now=later
+    )
+    assert (updated.state, updated.version, updated.updated_at) == ("dispatched", 2, later)
+
+    with pytest.raises(StaleRollout) as stale:
+        await rollouts.update_state(
+            rollout_id=created.id, expected_version=1, state="cancelled", now=later
+        )
+    assert (stale.value.expected_version, stale.value.actual_version) == (1, 2)
+    reloaded = await rollouts.get(created.id)
+    assert reloaded is not None and reloaded.state == "dispatched"
+
+    with pytest.raises(RolloutNotFound):
+        await rollouts.update_state(
+            rollout_id="r-ffffffffffff", expected_version=1, state="x", now=later
+        )
+
+
+async def test_ending_a_rollout_closes_its_open_tracks(rollouts: RolloutRepository) -> None:
+    created = await _start(rollouts)
+    killed_at = NOW + timedelta(minutes=5)
+    desktop = replace(
+        created.track("desktop"), state="killed", ended_reason="kill-switch", ended_at=killed_at
+    )
+    halfway = await rollouts.save(rollout=created.with_track(desktop), now=killed_at)
+
+    ended = await rollouts.update_state(
+        rollout_id=created.id,
+        expected_version=halfway.version,
+        state="rolled_back",
+        now=NOW + timedelta(hours=1),
+        ended=True,
+    )
+
+    assert ended.ended_at == NOW + timedelta(hours=1)
+    assert ended.track("desktop").ended_reason == "kill-switch"
+    assert ended.track("desktop").ended_at == killed_at
+    assert ended.track("relay").ended_reason == "rolled_back"
+    assert not ended.is_active
+    assert await rollouts.list_active() == []
+
+
+async def test_save_writes_windows_verdicts_and_run(rollouts: RolloutRepository) -> None:
+    created = await _start(rollouts)
+    plus_one = timezone(timedelta(hours=1))
+    window_start = datetime(2026, 3, 2, 13, 5, 7, 250000, tzinfo=plus_one)
+    later = NOW + timedelta(minutes=40)
+    canary = replace(
+        created.track("relay").stage("canary-5"),
+        state="observing",
+        window_started_at=window_start,
+        window_ends_at=window_start + timedelta(minutes=30),
+        extensions=1,
+        verdict="PASS",
+        verdict_detail={"crash_rate": 0.001, "error_rate": 0.004, "sample": 12000},
+    )
+    changed = replace(
+        created.with_stage(canary).with_track(
+            replace(
+                created.with_stage(canary).track("relay"), state="running", current_stage="canary-5"
+            )
+        ),
+        state="running",
+        run_id=9_876_543_210,
+        run_url="https://github.com/scriptum/scriptum/actions/runs/9876543210",
+        message_ts="1767355200.000100",
+    )
+
+    saved = await rollouts.save(rollout=changed, now=later)
+
+    assert saved == await rollouts.get(created.id)
+    assert (saved.version, saved.updated_at, saved.state) == (2, later, "running")
+    assert (saved.run_id, saved.message_ts) == (9_876_543_210, "1767355200.000100")
+    relay = saved.track("relay")
+    assert (relay.state, relay.current_stage) == ("running", "canary-5")
+    stored = relay.stage("canary-5")
+    assert stored.window_started_at == window_start
+    assert stored.window_started_at is not None and stored.window_started_at.tzinfo is UTC
+    assert stored.window_ends_at == window_start + timedelta(minutes=30)
+    assert (stored.extensions, stored.verdict) == (1, "PASS")
+    assert stored.verdict_detail == {"crash_rate": 0.001, "error_rate": 0.004, "sample": 12000}
+    assert stored.updated_at == later
+    # Stages that did not change keep their time of last change.
+    assert relay.stage("rollout-50").updated_at == NOW
+    assert await rollouts.find_by_run_id(9_876_543_210) == saved
+    assert await rollouts.find_by_run_id(1) is None
+
+
+async def test_two_saves_from_the_same_read_cannot_both_win(database_url: str) -> None:
+    engines = [create_engine(database_url) for _ in range(2)]
+    try:
+        first, second = (RolloutRepository(create_session_factory(e)) for e in engines)
+        created = await _start(first)
+        promote = created.with_stage(
+            replace(created.track("relay").stage("canary-5"), state="promoted")
+        )
+        roll_back = replace(created, state="rolling_back")
+
+        results = await asyncio.gather(
+            first.save(rollout=promote, now=NOW),
+            second.save(rollout=roll_back, now=NOW),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, RolloutRecord) for r in results) == 1
+        assert sum(isinstance(r, StaleRollout) for r in results) == 1
+        stored = await first.get(created.id)
+        assert stored is not None and stored.version == 2
+        promoted = stored.track("relay").stage("canary-5").state == "promoted"
+        rolled_back = stored.state == "rolling_back"
+        assert promoted != rolled_back
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_save_refuses_a_stale_record_and_changes_nothing(
+    rollouts: RolloutRepository,
+) -> None:
+    created = await _start(rollouts)
+    await rollouts.update_state(
+        rollout_id=created.id, expected_version=1, state="dispatched", now=NOW
+    )
+    stale = created.with_stage(replace(created.track("relay").stage("canary-5"), state="approved"))
+
+    with pytest.raises(StaleRollout):
+        await rollouts.save(rollout=stale, now=NOW)
+
+    stored = await rollouts.get(created.id)
+    assert stored is not None
+    assert stored.track("relay").stage("canary-5").state == "pending"
+
+
+async def test_save_refuses_an_ended_rollout_with_open_tracks(
+    rollouts: RolloutRepository,
+) -> None:
+    created = await _start(rollouts)
+    with pytest.raises(ValueError, match="open tracks"):
+        await rollouts.save(rollout=replace(created, ended_at=NOW), now=NOW)
+    assert (await rollouts.get(created.id)) == created
+
+
+async def test_listings(rollouts: RolloutRepository) -> None:
+    old = await _start(rollouts, "v1.0.0", tracks=(RELAY,))
+    await rollouts.update_state(
+        rollout_id=old.id, expected_version=1, state="completed", now=NOW, ended=True
+    )
+    relay = await _start(rollouts, "v1.1.0", now=NOW + timedelta(hours=1), tracks=(RELAY,))
+    desktop = await _start(rollouts, "v1.1.0", now=NOW + timedelta(hours=2), tracks=(DESKTOP,))
+
+    assert [r.id for r in await rollouts.list_active()] == [relay.id, desktop.id]
+    assert [r.id for r in await rollouts.list_recent(limit=2)] == [desktop.id, relay.id]
+    assert [r.id for r in await rollouts.list_recent(limit=10)] == [desktop.id, relay.id, old.id]
+    assert [r.id for r in await rollouts.list_by_tag("v1.1.0")] == [desktop.id, relay.id]
+    assert [len(r.tracks[0].stages) for r in await rollouts.list_recent(limit=10)] == [3, 3, 3]
+
+
+async def test_audit_trail_in_the_order_things_happened(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    audit = AuditLog(session_factory)
+    await audit.append(
+        at=NOW + timedelta(seconds=30),
+        actor="U0MANAGER",
+        action="promote",
+        result="ok",
+        rollout_id="r-aaaaaaaaaaaa",
+        track="relay",
+        stage="canary-5",
+        detail={"environment_ids": [161171787]},
+    )
+    await audit.append(
+        at=NOW, actor="U0MANAGER", action="start", result="ok", rollout_id="r-aaaaaaaaaaaa"
+    )
+    await audit.append(
+        at=NOW + timedelta(seconds=30),
+        actor="U0OTHER",
+        action="promote",
+        result="refused:not_authorized",
+        rollout_id="r-aaaaaaaaaaaa",
+    )
+    await audit.append(
+        at=NOW, actor="U0X", action="start", result="ok", rollout_id="r-bbbbbbbbbbbb"
+    )
+
+    events = await audit.list_for_rollout("r-aaaaaaaaaaaa")
+
+    assert [(e.action, e.actor, e.result) for e in events] == [
+        ("start", "U0MANAGER", "ok"),
+        ("promote", "U0MANAGER", "ok"),
+        ("promote", "U0OTHER", "refused:not_authorized"),
+    ]
+    assert events[1].detail == {"environment_ids": [161171787]}
+    assert (events[1].track, events[1].stage) == ("relay", "canary-5")
+    assert events[0].at == NOW

@@ -1,0 +1,226 @@
+"""Durable timers: scheduled once per key, each due timer claimed by exactly one replica."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.db import create_engine, create_session_factory
+from storage.timers import Timer, TimerStore
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+def timers(session_factory: async_sessionmaker[AsyncSession]) -> TimerStore:
+    return TimerStore(session_factory)
+
+
+async def _window(timers: TimerStore, key: str, due_in: timedelta) -> Timer:
+    return await timers.schedule(
+        key=key,
+        kind="window_end",
+        due_at=NOW + due_in,
+        now=NOW,
+        payload={"track": "relay", "stage": "canary-5"},
+    )
+
+
+async def test_scheduling_a_key_twice_keeps_the_first(timers: TimerStore) -> None:
+    first = await _window(timers, "window:r-1:relay:canary-5", timedelta(minutes=30))
+    second = await timers.schedule(
+        key="window:r-1:relay:canary-5",
+        kind="window_end",
+        due_at=NOW + timedelta(minutes=99),
+        now=NOW + timedelta(minutes=1),
+    )
+
+    assert second == first
+    assert first.due_at == NOW + timedelta(minutes=30)
+    assert first.payload == {"track": "relay", "stage": "canary-5"}
+    assert first.is_pending and first.attempts == 0
+    claimed = await timers.claim_due(now=NOW + timedelta(hours=2), owner="a", lease=LEASE)
+    assert [t.id for t in claimed] == [first.id]
+
+
+async def test_concurrent_scheduling_of_one_key_stores_one_timer(database_url: str) -> None:
+    engines = [create_engine(database_url) for _ in range(3)]
+    try:
+        stores = [TimerStore(create_session_factory(e)) for e in engines]
+        scheduled = await asyncio.gather(
+            *(
+                _window(stores[i % 3], "window:r-2:relay:rollout-50", timedelta(0))
+                for i in range(12)
+            )
+        )
+        assert len({t.id for t in scheduled}) == 1
+        claimed = await stores[0].claim_due(now=NOW, owner="a", lease=LEASE)
+        assert len(claimed) == 1
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_claim_takes_due_timers_earliest_first_up_to_the_limit(timers: TimerStore) -> None:
+    late = await _window(timers, "late", timedelta(minutes=3))
+    early = await _window(timers, "early", timedelta(minutes=1))
+    middle = await _window(timers, "middle", timedelta(minutes=2))
+    await _window(timers, "future", timedelta(hours=1))
+
+    claimed = await timers.claim_due(
+        now=NOW + timedelta(minutes=5), owner="replica-a", lease=LEASE, limit=2
+    )
+
+    assert [t.id for t in claimed] == [early.id, middle.id]
+    assert all(t.claimed_by == "replica-a" for t in claimed)
+    assert all(t.lease_until == NOW + timedelta(minutes=5) + LEASE for t in claimed)
+    assert all(t.attempts == 1 for t in claimed)
+    rest = await timers.claim_due(now=NOW + timedelta(minutes=5), owner="replica-b", lease=LEASE)
+    assert [t.id for t in rest] == [late.id]
+
+
+async def test_a_held_claim_is_not_handed_out_again(timers: TimerStore) -> None:
+    await _window(timers, "w", timedelta(0))
+    assert len(await timers.claim_due(now=NOW, owner="a", lease=LEASE)) == 1
+    assert (
+        await timers.claim_due(now=NOW + LEASE - timedelta(seconds=1), owner="b", lease=LEASE) == []
+    )
+
+
+async def test_concurrent_claims_hand_each_timer_to_exactly_one_owner(database_url: str) -> None:
+    replicas = 4
+    engines = [create_engine(database_url) for _ in range(replicas)]
+    try:
+        stores = [TimerStore(create_session_factory(e)) for e in engines]
+        scheduled = [
+            await _window(stores[0], f"window:{i}", timedelta(seconds=i)) for i in range(40)
+        ]
+        claim_time = NOW + timedelta(minutes=1)
+        rounds = await asyncio.gather(
+            *(
+                stores[i % replicas].claim_due(
+                    now=claim_time, owner=f"owner-{i}", lease=LEASE, limit=3
+                )
+                for i in range(20)
+            )
+        )
+        claimed = [(owner, t.id) for owner, batch in enumerate(rounds) for t in batch]
+        claimed_ids = [timer_id for _, timer_id in claimed]
+        assert len(claimed_ids) == len(set(claimed_ids)), "a timer was claimed twice"
+
+        leftovers = await stores[0].claim_due(
+            now=claim_time, owner="sweeper", lease=LEASE, limit=100
+        )
+        all_claimed = claimed_ids + [t.id for t in leftovers]
+        assert sorted(all_claimed) == sorted(t.id for t in scheduled)
+        for owner, timer_id in claimed:
+            assert await stores[owner % replicas].complete(
+                timer_id=timer_id, owner=f"owner-{owner}", now=claim_time
+            )
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_complete(
+    timers: TimerStore,
+) -> None:
+    timer = await _window(timers, "w", timedelta(0))
+    (mine,) = await timers.claim_due(now=NOW, owner="replica-a", lease=LEASE)
+
+    after_lease = NOW + LEASE + timedelta(seconds=1)
+    (taken,) = await timers.claim_due(now=after_lease, owner="replica-b", lease=LEASE)
+
+    assert taken.id == mine.id == timer.id
+    assert (taken.claimed_by, taken.attempts) == ("replica-b", 2)
+    assert await timers.complete(timer_id=timer.id, owner="replica-a", now=after_lease) is False
+    assert await timers.release(timer_id=timer.id, owner="replica-a") is False
+    assert await timers.complete(timer_id=timer.id, owner="replica-b", now=after_lease) is True
+    assert await timers.complete(timer_id=timer.id, owner="replica-b", now=after_lease) is False
+
+    fired = await timers.get(key="w")
+    assert fired is not None and fired.fired_at == after_lease and not fired.is_pending
+    assert (
+        await timers.claim_due(now=after_lease + timedelta(hours=1), owner="c", lease=LEASE) == []
+    )
+
+
+async def test_the_owner_may_complete_after_its_lease_ran_out_if_nobody_took_over(
+    timers: TimerStore,
+) -> None:
+    timer = await _window(timers, "w", timedelta(0))
+    await timers.claim_due(now=NOW, owner="a", lease=LEASE)
+    assert await timers.complete(timer_id=timer.id, owner="a", now=NOW + 2 * LEASE) is True
+
+
+async def test_a_released_timer_is_retried_by_anyone(timers: TimerStore) -> None:
+    timer = await _window(timers, "w", timedelta(0))
+    await timers.claim_due(now=NOW, owner="a", lease=LEASE)
+
+    retry_at = NOW + timedelta(minutes=2)
+    assert await timers.release(timer_id=timer.id, owner="a", due_at=retry_at) is True
+
+    assert await timers.claim_due(now=NOW + timedelta(minutes=1), owner="b", lease=LEASE) == []
+    (retried,) = await timers.claim_due(now=retry_at, owner="b", lease=LEASE)
+    assert (retried.claimed_by, retried.attempts, retried.due_at) == ("b", 2, retry_at)
+
+
+async def test_reschedule_moves_a_window_and_voids_a_running_claim(timers: TimerStore) -> None:
+    timer = await _window(timers, "w", timedelta(minutes=30))
+    (claimed,) = await timers.claim_due(now=NOW + timedelta(minutes=30), owner="a", lease=LEASE)
+    assert claimed.id == timer.id
+
+    extended = await timers.reschedule(key="w", due_at=NOW + timedelta(minutes=45))
+
+    assert extended is not None
+    assert (extended.due_at, extended.claimed_by, extended.id) == (
+        NOW + timedelta(minutes=45),
+        None,
+        timer.id,
+    )
+    assert await timers.complete(timer_id=timer.id, owner="a", now=NOW) is False
+    assert await timers.claim_due(now=NOW + timedelta(minutes=44), owner="b", lease=LEASE) == []
+    (again,) = await timers.claim_due(now=NOW + timedelta(minutes=45), owner="b", lease=LEASE)
+    assert await timers.complete(timer_id=again.id, owner="b", now=NOW) is True
+    assert await timers.reschedule(key="w", due_at=NOW + timedelta(hours=2)) is None
+    assert await timers.reschedule(key="no-such-timer", due_at=NOW) is None
+
+
+async def test_a_cancelled_timer_never_fires_and_its_key_stays_taken(timers: TimerStore) -> None:
+    timer = await _window(timers, "w", timedelta(0))
+
+    assert await timers.cancel(key="w", now=NOW) is True
+    assert await timers.cancel(key="w", now=NOW) is False
+
+    assert await timers.claim_due(now=NOW + timedelta(hours=1), owner="a", lease=LEASE) == []
+    again = await _window(timers, "w", timedelta(0))
+    assert again.id == timer.id and again.cancelled_at == NOW
+    assert await timers.next_due() is None
+
+
+async def test_next_due_is_when_the_next_timer_can_be_claimed(timers: TimerStore) -> None:
+    assert await timers.next_due() is None
+
+    first = await _window(timers, "first", timedelta(minutes=1))
+    await _window(timers, "second", timedelta(minutes=10))
+    assert await timers.next_due() == NOW + timedelta(minutes=1)
+
+    claim_time = NOW + timedelta(minutes=2)
+    await timers.claim_due(now=claim_time, owner="a", lease=LEASE, limit=1)
+    # Held by someone: claimable again only when the lease runs out.
+    assert await timers.next_due() == claim_time + LEASE
+
+    await timers.complete(timer_id=first.id, owner="a", now=claim_time)
+    next_due = await timers.next_due()
+    assert next_due == NOW + timedelta(minutes=10)
+    assert next_due is not None and next_due.tzinfo is UTC
+
+
+async def test_timers_refuse_naive_datetimes(timers: TimerStore) -> None:
+    with pytest.raises(StatementError, match="naive datetime"):
+        await timers.schedule(key="w", kind="window_end", due_at=datetime(2026, 1, 1), now=NOW)
