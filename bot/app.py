@@ -76,12 +76,12 @@ async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
     token = app[SETTINGS].slack_app_token
     assert token is not None  # the `socket` command refuses to start without it
     handler = AsyncSocketModeHandler(app[BOLT], token.get_secret_value())
-    await handler.connect_async()
+    await handler.connect_async()  # type: ignore[no-untyped-call]
     log.info("connected to Slack over Socket Mode")
     try:
         yield
     finally:
-        await handler.close_async()
+        await handler.close_async()  # type: ignore[no-untyped-call]
 
 
 async def _slack_events(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from bot.app import create_app
 from bot.config import ConfigError, DatabaseSettings, Settings, load_settings
+from bot.domain.durations import format_duration
 from bot.logs import configure_logging
 from storage.db import mask_database_url
 from storage.migrate import upgrade
@@ -77,5 +78,11 @@ def check_config() -> int:
     for name, value in rows:
         sys.stdout.write(f"{name.ljust(width)}  {value}\n")
     plan = settings.plan()
-    sys.stdout.write(f"\nplan: {plan.describe()}\n")
+    sys.stdout.write(f"\nplan: {settings.rollout_plan or 'built-in (Scriptum)'}\n")
+    for name, track in plan.tracks.items():
+        stages = " -> ".join(
+            stage.label + (f" ({format_duration(stage.window)})" if stage.window else "")
+            for stage in track.stages
+        )
+        sys.stdout.write(f"  {name}: {stages}; on failure {track.on_failure.environment}\n")
     return 0

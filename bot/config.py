@@ -101,10 +101,14 @@ class Settings(DatabaseSettings):
         if all(app):
             return None
         if any(app):
-            missing = [name.upper() for name, given in zip(_APP_FIELDS, app, strict=True) if not given]
+            missing = [
+                name.upper() for name, given in zip(_APP_FIELDS, app, strict=True) if not given
+            ]
             raise ValueError(f"GitHub App mode needs {', '.join(missing)} as well")
-        raise ValueError("missing: set GITHUB_TOKEN (or GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY, "
-                         "GITHUB_APP_INSTALLATION_ID)")
+        raise ValueError(
+            "missing: set GITHUB_TOKEN (or GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY, "
+            "GITHUB_APP_INSTALLATION_ID)"
+        )
 
     @field_validator("github_repository")
     @classmethod
@@ -202,6 +206,6 @@ def load_settings(kind: type[S], *, env_file: Path | None = Path(".env")) -> S:
     """Read and validate `Settings` (or `DatabaseSettings`), or raise ConfigError listing
     every problem."""
     try:
-        return kind(_env_file=env_file)  # type: ignore[call-arg]
+        return kind(_env_file=env_file)
     except ValidationError as error:
         raise ConfigError([_problem(item) for item in error.errors()]) from None

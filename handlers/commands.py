@@ -26,6 +26,4 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
         command = SlashCommand.model_validate(body)
         services.commands.run(text=command.text, channel_id=command.channel_id)
-        await respond(
-            response_type="ephemeral", text=views.help_text(), blocks=views.help_blocks()
-        )
+        await respond(response_type="ephemeral", text=views.help_text(), blocks=views.help_blocks())

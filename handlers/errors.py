@@ -34,4 +34,6 @@ def register(app: AsyncApp, services: Services) -> None:
             text = f"Something went wrong. Reference: `{reference}` (quote it to your bot admin)."
             blocks = views.error_blocks(text)
         if body.get("response_url") or body.get("response_urls"):
-            await respond(response_type="ephemeral", replace_original=False, text=text, blocks=blocks)
+            await respond(
+                response_type="ephemeral", replace_original=False, text=text, blocks=blocks
+            )

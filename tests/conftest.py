@@ -17,6 +17,7 @@ when REQUIRE_SERVICES=1.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -31,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
+from bot.sandbox.config import SECRETS
 from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
 
@@ -193,3 +195,34 @@ async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def session_factory(migrated_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_session_factory(migrated_engine)
+
+
+class _LogCapture(logging.Handler):
+    """Keeps every formatted log line of the run (tracebacks included)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """Scan the logs of the whole test run (at DEBUG, libraries included) for the sandbox
+    secrets. The records are read raw, before the production scrubber, so this proves the
+    code never logs a secret rather than that the scrubber caught it."""
+    capture = _LogCapture()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(previous)
+    leaks = [line for line in capture.lines if any(secret in line for secret in SECRETS)]
+    assert not leaks, f"{len(leaks)} log lines carry a sandbox secret, e.g. {leaks[0][:300]}"

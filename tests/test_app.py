@@ -42,9 +42,7 @@ async def slack() -> AsyncIterator[SlackTestServer]:
 
 
 @pytest.fixture
-def settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: object, slack: SlackTestServer
-) -> Settings:
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: object, slack: SlackTestServer) -> Settings:
     env = bot_environment(
         slack_api_url=slack.api_url,
         github_api_url="http://127.0.0.1:9/",
@@ -120,7 +118,9 @@ async def test_other_subcommands_only_in_release_channels(
     assert slack.calls_to("chat.postMessage") == []
 
 
-def _signed(body: str, *, timestamp: int | None = None, secret: str = SLACK_SIGNING_SECRET) -> dict[str, str]:
+def _signed(
+    body: str, *, timestamp: int | None = None, secret: str = SLACK_SIGNING_SECRET
+) -> dict[str, str]:
     return slack_signature_headers(secret, body, timestamp=timestamp)
 
 

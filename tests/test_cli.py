@@ -57,9 +57,7 @@ def free_port() -> int:
         return port
 
 
-async def run(
-    *args: str, env: dict[str, str], cwd: Path
-) -> tuple[int, str, str]:
+async def run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -142,6 +140,7 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     env = base_env() | {"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db"}
     code, out, err = await run("migrate", env=env, cwd=tmp_path)
     assert code == 0, err
+    assert out.startswith("migrated sqlite")
     with sqlite3.connect(tmp_path / "fresh.db") as db:
         tables = {row[0] for row in db.execute("select name from sqlite_master")}
     assert {"rollouts", "stages", "timers", "audit_events"} <= tables
@@ -165,8 +164,14 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
     env = full_env(tmp_path, slack_api_url=slack.api_url)
     base = f"http://127.0.0.1:{env['PORT']}"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "serve", env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "serve",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with aiohttp.ClientSession() as http:

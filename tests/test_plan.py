@@ -531,7 +531,7 @@ DEFAULT_PATHS = leaf_paths(default_data())
 JUNK = st.sampled_from([None, "", "6o", -1, 0, 1.5, [], {}, ["x"], {"x": 1}, True, "x" * 300])
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300, deadline=None)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200, deadline=None)
 @given(
     path=st.sampled_from(DEFAULT_PATHS),
     action=st.sampled_from(["replace", "delete", "add"]),

@@ -35,6 +35,12 @@ from bot.domain.durations import HINT, format_duration, parse_duration
 from bot.domain.errors import PlanError
 from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay, format_rate
 
+# libyaml's parser when PyYAML was built with it (ten times faster), the Python one otherwise.
+try:
+    from yaml import CSafeLoader as _SafeLoader
+except ImportError:  # pragma: no cover - PyYAML without libyaml
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
+
 Path_ = tuple[str | int, ...]
 """A key's location in the plan: ("tracks", "relay", "stages", 1, "observe")."""
 
@@ -443,8 +449,8 @@ def parse_plan(text: str, source: str) -> RolloutPlan:
         raise PlanError(f"the rollout plan {source} is invalid:\n{problems}") from None
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+class _StrictLoader(_SafeLoader):
+    """A safe loader that refuses duplicate keys instead of silently keeping the last one."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[Hashable] = set()

@@ -1,0 +1,47 @@
+"""The production log setup: rollout ids on every line about a rollout, secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from bot.logs import REDACTED, configure_logging, rollout_context
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_json_lines_carry_the_rollout_id_and_never_a_secret(
+    restore_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(level="INFO", fmt="json", secrets=["s3cr3t-value-123"])
+    log = logging.getLogger("bot.test")
+    with rollout_context("r-0123456789ab"):
+        log.info("approving with %s", "s3cr3t-value-123")
+    log.info("outside")
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert first["rollout_id"] == "r-0123456789ab"
+    assert first["message"] == f"approving with {REDACTED}"
+    assert "rollout_id" not in second
+
+
+def test_text_lines_scrub_secrets_in_tracebacks(
+    restore_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(level="INFO", fmt="text", secrets=["s3cr3t-value-123"])
+    try:
+        raise RuntimeError("token s3cr3t-value-123 rejected")
+    except RuntimeError:
+        logging.getLogger("bot.test").exception("call failed")
+    err = capsys.readouterr().err
+    assert "call failed" in err and "RuntimeError" in err
+    assert "s3cr3t-value-123" not in err
