@@ -66,6 +66,7 @@ _FLAGS: dict[GateKind, tuple[str, ...]] = {
     GateKind.RELAY: (_BASELINE, _CRASH, _ERROR, _MULTIPLIER, _THRESHOLD),
     GateKind.DESKTOP: (_BASELINE, _CRASH, _MULTIPLIER),
 }
+_HELP = ("-h", "--help")
 _OPTIONAL = {_MULTIPLIER: DEFAULT_CRASH_MULTIPLIER, _THRESHOLD: DEFAULT_ERROR_THRESHOLD}
 
 # ASCII digits only: Decimal() alone would also take "1_0", " 1 " and non-ASCII digits.
@@ -103,14 +104,14 @@ class GateRequest:
 
 def main(argv: Sequence[str]) -> int:
     """Run the gate on `argv` (the arguments after `gate`); returns the exit status."""
-    if any(arg in ("-h", "--help") for arg in argv):
-        sys.stdout.write(USAGE)
-        return EXIT_PASS
     try:
         request = parse_arguments(argv)
     except UsageError as error:
         sys.stderr.write(f"rollout-bot gate: {error} (see rollout-bot gate --help)\n")
         return EXIT_USAGE
+    if request is None:
+        sys.stdout.write(USAGE)
+        return EXIT_PASS
     verdict = request.evaluate()
     line = f"{verdict.verdict}: {verdict.summary}\n"
     if verdict.reason is None:
@@ -120,8 +121,14 @@ def main(argv: Sequence[str]) -> int:
     return EXIT_CODES[(verdict.gate, verdict.reason)]
 
 
-def parse_arguments(argv: Sequence[str]) -> GateRequest:
-    """The gate and its figures; raises UsageError naming the first problem."""
+def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
+    """The gate and its figures, or None when help was asked for; raises UsageError otherwise.
+
+    Help counts only where a flag may stand: a flag's value of `--help` is a bad value, never
+    a request for help that would exit 0 and read as PASS to a CI script.
+    """
+    if argv and argv[0] in _HELP:
+        return None
     if not argv or argv[0].startswith("-"):
         raise UsageError("missing the gate kind: relay or desktop")
     try:
@@ -133,6 +140,8 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest:
     rest = list(argv[1:])
     while rest:
         token = rest.pop(0)
+        if token in _HELP:
+            return None
         if not token.startswith("--"):
             raise UsageError(f"unexpected argument {token!r}")
         flag, has_value, value = token.partition("=")
@@ -156,7 +165,7 @@ def parse_rate(flag: str, text: str) -> Decimal:
     """A finite non-negative decimal in plain or exponent form; raises UsageError otherwise."""
     if not text:
         raise UsageError(f"{flag} is empty; {_EXPECTED}")
-    if text.startswith("-"):
+    if text.startswith("-") and _NUMBER.fullmatch(text[1:]):
         raise UsageError(f"{flag} {text!r} is negative; {_EXPECTED}")
     if not _NUMBER.fullmatch(text):
         kind = "finite" if _NON_FINITE.fullmatch(text) else "a decimal number"

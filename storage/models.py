@@ -85,6 +85,8 @@ class RolloutRow(Base):
     run_id: Mapped[int | None] = mapped_column(BigInteger)
     run_url: Mapped[str | None] = mapped_column(Text)
     plan: Mapped[dict[str, Any]] = mapped_column(JsonObject)
+    # What the domain rollout holds beyond the columns: preflight checks, dispatch time.
+    context: Mapped[dict[str, Any] | None] = mapped_column(JsonObject)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -111,6 +113,8 @@ class RolloutTrackRow(Base):
     position: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(32))
     current_stage: Mapped[str | None] = mapped_column(String(64))
+    # While the track aborts: the state it ends in once its failure job is done.
+    ending: Mapped[str | None] = mapped_column(String(32))
     ended_reason: Mapped[str | None] = mapped_column(Text)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

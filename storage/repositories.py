@@ -53,6 +53,8 @@ class TrackRecord:
     position: int
     state: str
     current_stage: str | None = None
+    ending: str | None = None
+    """While the track aborts: the state it ends in once its failure job is done."""
     ended_reason: str | None = None
     ended_at: datetime | None = None
     stages: tuple[StageRecord, ...] = ()
@@ -85,6 +87,8 @@ class RolloutRecord:
     run_id: int | None = None
     run_url: str | None = None
     ended_at: datetime | None = None
+    context: dict[str, Any] | None = None
+    """What the caller keeps beyond the columns (preflight checks, dispatch time), as JSON."""
     tracks: tuple[TrackRecord, ...] = ()
 
     @property
@@ -160,6 +164,7 @@ class RolloutRepository:
         now: datetime,
         rollout_id: str | None = None,
         message_ts: str | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> RolloutRecord:
         """Store a new rollout with its tracks and stages in one transaction.
 
@@ -178,6 +183,7 @@ class RolloutRepository:
                         started_by=started_by,
                         state=state,
                         plan=dict(plan),
+                        context=dict(context) if context is not None else None,
                         created_at=now,
                         updated_at=now,
                         version=1,
@@ -321,6 +327,7 @@ class RolloutRepository:
                     "run_id": rollout.run_id,
                     "run_url": rollout.run_url,
                     "ended_at": rollout.ended_at,
+                    "context": rollout.context,
                 },
             )
             stored = await _load_one(session, RolloutRow.id == rollout.id)
@@ -429,6 +436,7 @@ async def _save_track(
     track_fields = {
         "state": wanted.state,
         "current_stage": wanted.current_stage,
+        "ending": wanted.ending,
         "ended_reason": wanted.ended_reason,
         "ended_at": wanted.ended_at,
     }
@@ -521,12 +529,14 @@ def _assemble(
             run_id=row.run_id,
             run_url=row.run_url,
             ended_at=row.ended_at,
+            context=row.context,
             tracks=tuple(
                 TrackRecord(
                     name=track.track,
                     position=track.position,
                     state=track.state,
                     current_stage=track.current_stage,
+                    ending=track.ending,
                     ended_reason=track.ended_reason,
                     ended_at=track.ended_at,
                     stages=tuple(stages.get((row.id, track.track), ())),

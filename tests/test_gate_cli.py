@@ -111,6 +111,10 @@ BAD_INPUT = [
     (relay_args("0", "0", "0", "--current-error-rate=0"), "given more than once"),
     (["relay", "--baseline-crash-rate"], "--baseline-crash-rate needs a value"),
     (["relay", "--baseline-crash-rate", "--current-crash-rate", "0"], "needs a value"),
+    # A help flag where a value belongs is a bad value: exit 0 would read as PASS in CI.
+    (relay_args("-h", "0", "0"), "'-h' is not a decimal number"),
+    (relay_args("--help", "0", "0"), "--baseline-crash-rate needs a value"),
+    (["desktop", "--baseline-crash-rate=0", "--current-crash-rate=--help"], "is not a decimal"),
 ]
 
 

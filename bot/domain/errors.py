@@ -51,3 +51,40 @@ class NotAvailable(RolloutError):
     """A subcommand this version of the bot does not offer yet."""
 
     code = "not_available"
+
+
+class GitHubError(RolloutError):
+    """GitHub refused or failed a call; the message names the operation, GitHub's status and
+    answer, and what would fix it (never a credential)."""
+
+    code = "github_error"
+
+
+class RunNotIdentified(GitHubError):
+    """The dispatch went through but its run cannot be told apart yet: never dispatch again,
+    keep looking (or link the run by hand)."""
+
+    code = "run_not_identified"
+
+
+class RolloutInProgress(RolloutError):
+    """A track already has an active rollout: one rollout per track at a time. Carries the
+    active rollout's id so the answer can link to it."""
+
+    code = "rollout_in_progress"
+
+    def __init__(self, message: str, *, track: str, active_rollout_id: str | None) -> None:
+        super().__init__(message)
+        self.track = track
+        self.active_rollout_id = active_rollout_id
+
+
+class ConcurrentChange(RolloutError):
+    """Someone (a click, another replica) changed the rollout since it was read: read it again
+    and decide again."""
+
+    code = "concurrent_change"
+
+    def __init__(self, message: str, *, rollout_id: str) -> None:
+        super().__init__(message)
+        self.rollout_id = rollout_id

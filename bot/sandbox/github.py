@@ -58,7 +58,7 @@ DEFAULT_MIGRATION = (
     "CREATE INDEX documents_created_at ON documents (created_at);\n"
 )
 RATE_LIMIT = 5000
-SANDBOX_TOKEN = "ghp_test"  # noqa: S105 - the sandbox's own credential, valid nowhere else
+SANDBOX_TOKEN = "ghp_test"
 _log = logging.getLogger(__name__)
 
 
@@ -114,6 +114,8 @@ class GitHubSimulator:
         }
         self.secrets: dict[str, datetime] = {}
         self.secrets_forbidden = False
+        # Container images published to GitHub Packages, by package name: their tags.
+        self.images: dict[str, set[str]] = {}
         self.requests: list[RecordedRequest] = []
         self.dispatches: list[Dispatch] = []
         self.engine = ActionsEngine(

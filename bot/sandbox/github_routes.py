@@ -139,6 +139,11 @@ class Routes:
         app.router.add_get(f"{actions}/secrets/{{name}}", self.get_secret)
         app.router.add_get(f"{repo}/environments", self.list_environments)
         app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
+        for owner_kind in ("orgs", "users"):
+            app.router.add_get(
+                f"{prefix}/{owner_kind}/{{owner}}/packages/container/{{package}}/versions",
+                self.list_package_versions,
+            )
         app.router.add_get(f"{repo}/contents", self.get_contents)
         app.router.add_get(f"{repo}/contents/{{path:.*}}", self.get_contents)
         download = f"{prefix}{DOWNLOAD_PREFIX}"
@@ -457,6 +462,26 @@ class Routes:
         if name not in self.sim.secrets:
             raise _not_found()
         return json_response(self._secret_json(name))
+
+    # -- packages -------------------------------------------------------------------------------
+
+    async def list_package_versions(self, request: web.Request) -> web.Response:
+        """GitHub Packages: the versions of a container package, each with its tags."""
+        owner = request.match_info["owner"]
+        package = request.match_info["package"]
+        if owner != self.sim.repository.split("/")[0] or package not in self.sim.images:
+            raise ActionsError(404, "Package not found.")
+        versions = [
+            {
+                "id": index + 1,
+                "name": "sha256:" + hashlib.sha256(tag.encode()).hexdigest(),
+                "package_html_url": f"{self.sim.html_url}/{owner}/packages/container/{package}",
+                "metadata": {"package_type": "container", "container": {"tags": [tag]}},
+            }
+            for index, tag in enumerate(sorted(self.sim.images[package]))
+        ]
+        page, headers = self._paginate(request, versions)
+        return json_response(page, headers=headers)
 
     # -- contents -------------------------------------------------------------------------------
 

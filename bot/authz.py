@@ -1,0 +1,68 @@
+"""Who may change a rollout: the ROLLOUT_APPROVERS, given as user ids and user-group ids.
+
+Groups are resolved through Slack (`usergroups.users.list`) and cached for a short while, so
+a person added to the release-managers group can act within a minute without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from bot.domain.errors import NotAuthorized
+
+log = logging.getLogger(__name__)
+
+GroupResolver = Callable[[str], Awaitable[list[str]]]
+
+
+class Approvers:
+    """Answers whether a Slack user is an approver, directly or through a user group."""
+
+    def __init__(
+        self,
+        ids: Iterable[str],
+        *,
+        resolve_group: GroupResolver | None = None,
+        cache_seconds: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        entries = tuple(ids)
+        self._users = frozenset(i for i in entries if not i.startswith("S"))
+        self._groups = tuple(i for i in entries if i.startswith("S"))
+        self._resolve = resolve_group
+        self._cache_seconds = cache_seconds
+        self._monotonic = monotonic
+        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def is_approver(self, user_id: str) -> bool:
+        if user_id in self._users:
+            return True
+        for group in self._groups:
+            if user_id in await self._members(group):
+                return True
+        return False
+
+    async def require(self, user_id: str, action: str) -> None:
+        """Raise NotAuthorized (saying what would allow it) unless the user is an approver."""
+        if not await self.is_approver(user_id):
+            raise NotAuthorized(
+                f"Only release approvers may {action}. Ask an approver, or ask your bot admin "
+                "to add you (or your user group) to ROLLOUT_APPROVERS."
+            )
+
+    async def _members(self, group: str) -> frozenset[str]:
+        cached = self._cache.get(group)
+        now = self._monotonic()
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            return cached[1]
+        if self._resolve is None:
+            return frozenset()
+        try:
+            members = frozenset(await self._resolve(group))
+        except Exception:  # noqa: BLE001 - a failed lookup denies, it never grants
+            log.warning("could not resolve user group %s; treating it as empty", group)
+            return frozenset()
+        self._cache[group] = (now, members)
+        return members

@@ -1,0 +1,517 @@
+"""The production GitHub gateway: PyGithub, run in a bounded thread pool, off the event loop.
+
+PyGithub is synchronous. Every call runs in a `ThreadPoolExecutor` through
+`loop.run_in_executor`; PyGithub's own retries and pauses are off, so a failure surfaces at once
+as a `GitHubError` whose message a release engineer can act on (and which never carries the
+token). Pending deployments have no PyGithub method: they go through its public `requester`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from github import Auth, Github, GithubException, RateLimitExceededException
+from github.Workflow import Workflow
+from github.WorkflowRun import WorkflowRun
+
+from bot.domain.errors import GitHubError, RunNotIdentified
+from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
+from bot.ports import ReviewState
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+# What each refusal usually means, by operation kind and status: the fix a person can make.
+_HINTS: Mapping[tuple[str, int], str] = {
+    ("dispatch", 403): "the token needs the Actions write permission on the repository",
+    ("dispatch", 404): "check GITHUB_REPOSITORY and the workflow file name",
+    ("review", 403): "the token needs a reviewer's rights on the environment",
+    ("review", 404): "check GITHUB_REPOSITORY and that the run exists",
+    ("read", 403): "the token needs read access to the repository's contents and Actions",
+    ("read", 404): "check GITHUB_REPOSITORY and that the token can see the repository",
+}
+
+
+class PyGithubGateway:
+    """`GitHubGateway` for one repository, on github.com or GitHub Enterprise Server."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token: str,
+        repository: str,
+        max_workers: int = 4,
+        actor: str | None = None,
+        find_attempts: int = 10,
+        find_delay: float = 1.0,
+        clock_skew: timedelta = timedelta(seconds=2),
+    ) -> None:
+        if repository.count("/") != 1:
+            raise ValueError("repository must be owner/name")
+        if find_attempts < 1:
+            raise ValueError("find_attempts must be at least 1")
+        self._token = token
+        self._repository = repository
+        self._actor = actor
+        self._find_attempts = find_attempts
+        self._find_delay = find_delay
+        self._clock_skew = clock_skew
+        self._client = Github(
+            base_url=api_url.rstrip("/"),
+            auth=Auth.Token(token),
+            retry=None,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            per_page=100,
+            pool_size=max_workers,
+            lazy=True,
+        )
+        self._repo = self._client.get_repo(repository)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="github")
+
+    async def close(self) -> None:
+        """Wait for the calls in flight, then release the threads and the HTTP connections."""
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+        self._client.close()
+
+    # -- dispatch and finding the run -----------------------------------------------------------
+
+    async def dispatch(
+        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+    ) -> RunRef:
+        operation = f"dispatch {workflow_file} on {ref}"
+        workflow = self._repo.get_workflow(workflow_file)  # lazy: no request
+        try:
+            started: bool | WorkflowRun = await self._run(
+                functools.partial(
+                    workflow.create_dispatch,
+                    ref,
+                    dict(inputs),
+                    throw=True,
+                    return_run_details=True,
+                )
+            )
+        except GithubException as exc:
+            if not _rejects_run_details(exc):
+                raise self._explain(operation, exc, kind="dispatch") from exc
+            _log.info(
+                "GitHub does not return run details (GitHub Enterprise Server); "
+                "dispatching %s on %s again without them and looking for the run",
+                workflow_file,
+                ref,
+            )
+            started = await self._call(
+                operation,
+                functools.partial(workflow.create_dispatch, ref, dict(inputs), throw=True),
+                kind="dispatch",
+            )
+        except OSError as exc:
+            raise self._unreachable(operation, exc) from exc
+        if isinstance(started, WorkflowRun):
+            _log.info("GitHub: dispatched %s on %s: run %s", workflow_file, ref, started.id)
+            return RunRef(run_id=started.id, html_url=started.html_url)
+        return await self._await_dispatched_run(workflow, workflow_file, ref, dispatched_at)
+
+    async def find_dispatched_run(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef | None:
+        workflow = self._repo.get_workflow(workflow_file)
+        candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+        if len(candidates) == 1:
+            return candidates[0]
+        _log.info(
+            "GitHub: %d candidate runs of %s on %s since %s; none taken",
+            len(candidates),
+            workflow_file,
+            ref,
+            _iso(dispatched_at),
+        )
+        return None
+
+    async def _await_dispatched_run(
+        self, workflow: Workflow, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef:
+        """Poll for the run our dispatch created: GitHub lists it only after a moment."""
+        for attempt in range(self._find_attempts):
+            if attempt:
+                await asyncio.sleep(self._find_delay)
+            candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+            if len(candidates) == 1:
+                _log.info(
+                    "GitHub: dispatched %s on %s: found run %s",
+                    workflow_file,
+                    ref,
+                    candidates[0].run_id,
+                )
+                return candidates[0]
+            if len(candidates) > 1:
+                links = ", ".join(c.html_url for c in candidates)
+                _log.warning(
+                    "GitHub: dispatched %s on %s: ambiguous runs %s", workflow_file, ref, links
+                )
+                raise RunNotIdentified(
+                    f"GitHub started {workflow_file} on {ref}, but the run could not be "
+                    f"identified unambiguously: {len(candidates)} runs by the bot's account "
+                    f"since {_iso(dispatched_at)} ({links}). Link the right run by hand."
+                )
+        _log.warning("GitHub: dispatched %s on %s: no run appeared", workflow_file, ref)
+        raise RunNotIdentified(
+            f"GitHub accepted the dispatch of {workflow_file} on {ref}, but no run of it "
+            f"appeared after {self._find_attempts} looks. Check the workflow's runs on GitHub "
+            "and link the run by hand."
+        )
+
+    async def _candidates(
+        self, workflow: Workflow, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> list[RunRef]:
+        """Runs of this workflow dispatched by our account on `ref` since `dispatched_at`.
+
+        `dispatched_at` is the bot's clock, taken just before the request; GitHub stamps the run
+        with its own clock, so the bound is moved back by `clock_skew`. A wider margin risks
+        catching an earlier run of ours (then the search is ambiguous and takes nothing); a
+        narrower one risks missing our run when the clocks disagree.
+        """
+        actor = await self._actor_login()
+        branch = _branch(ref)
+        since = (dispatched_at - self._clock_skew).astimezone(UTC).replace(microsecond=0)
+
+        def search() -> list[WorkflowRun]:
+            runs = workflow.get_runs(
+                actor=actor,
+                branch=branch,
+                event="workflow_dispatch",
+                created=f">={_iso(since)}",
+            )
+            # The same filters again, client-side: taking another person's run is the one
+            # mistake this must never make, whatever the server did with the query.
+            return [
+                run
+                for run in runs
+                if run.event == "workflow_dispatch"
+                and run.head_branch == branch
+                and run.actor is not None
+                and run.actor.login.casefold() == actor.casefold()
+                and run.created_at >= since
+            ]
+
+        runs = await self._call(f"list the runs of {workflow_file} on {ref}", search)
+        return [RunRef(run_id=run.id, html_url=run.html_url) for run in runs]
+
+    async def _actor_login(self) -> str:
+        """The login the token acts as (GET /user once, then cached)."""
+        if self._actor is None:
+            self._actor = await self._call(
+                "read the token's account", lambda: self._client.get_user().login
+            )
+        return self._actor
+
+    # -- observing the run ----------------------------------------------------------------------
+
+    async def snapshot(self, run_id: int) -> RunSnapshot:
+        def read() -> RunSnapshot:
+            run = self._repo.get_workflow_run(run_id)
+            status, conclusion, html_url = run.status, run.conclusion, run.html_url
+            jobs: dict[str, JobSnapshot] = {}
+            for job in run.jobs():
+                jobs[job.name] = _job_snapshot(
+                    run_id, job.name, job.status, job.conclusion, job.completed_at, job.html_url
+                )
+            waiting = frozenset(
+                item["environment"]["name"] for item in self._pending_deployments(run_id)
+            )
+            return RunSnapshot(
+                run_id=run_id,
+                status=status,
+                conclusion=conclusion,
+                html_url=html_url,
+                jobs=jobs,
+                waiting=waiting,
+            )
+
+        snapshot = await self._call(f"read run {run_id}", read, run_id=run_id)
+        _log.info(
+            "GitHub: run %s is %s; waiting for review: %s",
+            run_id,
+            snapshot.conclusion or snapshot.status,
+            ", ".join(sorted(snapshot.waiting)) or "none",
+        )
+        return snapshot
+
+    def _pending_deployments(self, run_id: int) -> list[dict[str, Any]]:
+        _, data = self._client.requester.requestJsonAndCheck(
+            "GET", f"{self._runs_path(run_id)}/pending_deployments"
+        )
+        return list(data) if isinstance(data, list) else []
+
+    def _runs_path(self, run_id: int) -> str:
+        return f"/repos/{self._repository}/actions/runs/{run_id}"
+
+    # -- reviewing pending deployments ----------------------------------------------------------
+
+    async def review(
+        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+    ) -> bool:
+        verb = "approve" if state == "approved" else "reject"
+        names = ", ".join(environments)
+        operation = f"{verb} {names} on run {run_id}"
+        pending = await self._call(
+            f"read the deployments waiting on run {run_id}",
+            functools.partial(self._pending_deployments, run_id),
+            run_id=run_id,
+            kind="review",
+        )
+        ids_by_name = {
+            item["environment"]["name"].casefold(): int(item["environment"]["id"])
+            for item in pending
+        }
+        wanted = {name.casefold() for name in environments}
+        ids = sorted({ids_by_name[name] for name in wanted if name in ids_by_name})
+        if not ids:
+            _log.info("GitHub: run %s: %s not waiting, nothing to %s", run_id, names, verb)
+            return False
+        body = {"environment_ids": ids, "state": state, "comment": comment}
+        try:
+            await self._run(
+                functools.partial(
+                    self._client.requester.requestJsonAndCheck,
+                    "POST",
+                    f"{self._runs_path(run_id)}/pending_deployments",
+                    input=body,
+                )
+            )
+        except GithubException as exc:
+            if exc.status == 422:
+                # Raced: the deployment stopped waiting between our read and our review.
+                _log.info("GitHub: run %s: %s no longer waiting (%s)", run_id, names, _message(exc))
+                return False
+            raise self._explain(operation, exc, run_id=run_id, kind="review") from exc
+        except OSError as exc:
+            raise self._unreachable(operation, exc, run_id=run_id) from exc
+        _log.info("GitHub: run %s: %s %s", run_id, state, names)
+        return True
+
+    # -- repository contents --------------------------------------------------------------------
+
+    async def list_directory(self, *, path: str, ref: str) -> list[str]:
+        operation = f"list {path} at {ref}"
+        try:
+            contents = await self._run(functools.partial(self._repo.get_contents, path, ref=ref))
+        except GithubException as exc:
+            # A missing directory is a plain "Not Found"; a missing ref says so ("No commit
+            # found for the ref ..."), and must not read as "no files here".
+            if exc.status == 404 and _message(exc) == "Not Found":
+                _log.info("GitHub: %s: no such directory", operation)
+                return []
+            raise self._explain(operation, exc, kind="read") from exc
+        except OSError as exc:
+            raise self._unreachable(operation, exc) from exc
+        if not isinstance(contents, list):
+            raise GitHubError(f"Could not {operation}: it is a file, not a directory.")
+        return sorted(entry.path for entry in contents if entry.type == "file")
+
+    async def read_file(self, *, path: str, ref: str) -> str:
+        operation = f"read {path} at {ref}"
+
+        def read() -> str:
+            content = self._repo.get_contents(path, ref=ref)
+            if isinstance(content, list):
+                raise GitHubError(f"Could not {operation}: it is a directory, not a file.")
+            if content.encoding != "base64":
+                # GitHub leaves `content` empty for files over 1 MB.
+                raise GitHubError(
+                    f"Could not {operation}: GitHub does not return its content "
+                    f"({content.size} bytes is too large for the contents API)."
+                )
+            return content.decoded_content.decode("utf-8")
+
+        return await self._call(operation, read, kind="read")
+
+    # -- packages -------------------------------------------------------------------------------
+
+    async def image_published(self, *, package: str, tag: str) -> bool:
+        """Whether GitHub Packages has the container `package` with this tag (the repository
+        owner's package, as an organisation's or else a user's)."""
+        owner = self._repository.split("/")[0]
+        operation = f"look up the container image {package}:{tag}"
+
+        def lookup() -> bool:
+            for kind in ("orgs", "users"):
+                url = f"/{kind}/{owner}/packages/container/{package}/versions"
+                try:
+                    for page in range(1, 11):  # the newest 1,000 versions
+                        _, versions = self._client.requester.requestJsonAndCheck(
+                            "GET", url, parameters={"per_page": 100, "page": page}
+                        )
+                        if any(tag in _tags(version) for version in versions):
+                            return True
+                        if len(versions) < 100:
+                            break
+                    return False
+                except GithubException as exc:
+                    if exc.status != 404:
+                        raise
+            return False  # no such package (yet) under the organisation or the user
+
+        return await self._call(operation, lookup, kind="read")
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def _call(
+        self,
+        operation: str,
+        fn: Callable[[], T],
+        *,
+        run_id: int | None = None,
+        kind: str = "read",
+    ) -> T:
+        """Run `fn` in the pool; turn GitHub's refusals and network failures into GitHubError."""
+        try:
+            return await self._run(fn)
+        except GithubException as exc:
+            raise self._explain(operation, exc, run_id=run_id, kind=kind) from exc
+        except OSError as exc:  # requests' errors are OSErrors
+            raise self._unreachable(operation, exc, run_id=run_id) from exc
+        except UnicodeDecodeError as exc:
+            raise GitHubError(f"Could not {operation}: it is not UTF-8 text.") from exc
+
+    def _explain(
+        self, operation: str, exc: GithubException, *, run_id: int | None = None, kind: str
+    ) -> GitHubError:
+        status, message = exc.status, self._scrub(_message(exc))
+        if status == 401:
+            text = (
+                f"GitHub rejected the token (401 {message}) when asked to {operation}: "
+                "check GITHUB_TOKEN."
+            )
+        elif _rate_limited(exc):
+            text = (
+                f"GitHub rate limited the bot ({status}: {message}) when asked to {operation}; "
+                f"{_reset_hint(exc)}"
+            )
+        elif status >= 500:
+            # A dispatch that failed on GitHub's side may still have started a run.
+            outcome = (
+                "the run may have started: look for it before dispatching again"
+                if kind == "dispatch"
+                else "nothing was changed, try again"
+            )
+            text = f"GitHub answered {status} ({message}) when asked to {operation}; {outcome}."
+        else:
+            text = f"GitHub refused to {operation} ({status}: {message})"
+            hint = _HINTS.get((kind, status))
+            text = f"{text}: {hint}." if hint else f"{text}."
+        _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
+        if kind == "dispatch" and status >= 500:
+            return RunNotIdentified(text)
+        return GitHubError(text)
+
+    def _unreachable(
+        self, operation: str, exc: OSError, *, run_id: int | None = None
+    ) -> GitHubError:
+        text = (
+            f"GitHub could not be reached when asked to {operation} ({type(exc).__name__}); "
+            "try again."
+        )
+        _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
+        return GitHubError(text)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+
+def _tags(version: Any) -> list[str]:
+    metadata = version.get("metadata") if isinstance(version, dict) else None
+    container = metadata.get("container") if isinstance(metadata, dict) else None
+    tags = container.get("tags") if isinstance(container, dict) else None
+    return [str(tag) for tag in tags] if isinstance(tags, list) else []
+
+
+def _message(exc: GithubException) -> str:
+    data = exc.data
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"]).strip()
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", errors="replace")
+    return str(data or exc.message or "no message")[:200].strip()
+
+
+def _rejects_run_details(exc: GithubException) -> bool:
+    """GitHub Enterprise Server's answer to `return_run_details` (a key it does not know)."""
+    text = _message(exc)
+    return exc.status in (400, 422) and "return_run_details" in text
+
+
+def _rate_limited(exc: GithubException) -> bool:
+    if isinstance(exc, RateLimitExceededException) or exc.status == 429:
+        return True
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    return exc.status == 403 and (
+        headers.get("x-ratelimit-remaining") == "0" or "rate limit" in _message(exc).lower()
+    )
+
+
+def _reset_hint(exc: GithubException) -> str:
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    if (retry_after := headers.get("retry-after", "")).isdigit():
+        return f"try again in {retry_after} s."
+    if (reset := headers.get("x-ratelimit-reset", "")).isdigit():
+        at = datetime.fromtimestamp(int(reset), UTC)
+        return f"the limit resets at {at:%H:%M:%S} UTC."
+    return "try again later."
+
+
+def _job_snapshot(
+    run_id: int,
+    name: str,
+    status: str,
+    conclusion: str | None,
+    completed_at: datetime | None,
+    html_url: str | None,
+) -> JobSnapshot:
+    """A job as the domain sees it. GitHub adds statuses and conclusions over time: an unknown
+    status counts as queued (not started, nothing to act on yet); an unknown conclusion of a
+    completed job counts as a failure, so the rollout reports it instead of waiting forever."""
+    try:
+        job_status = JobStatus(status)
+    except ValueError:
+        job_status = JobStatus.QUEUED
+    job_conclusion: JobConclusion | None = None
+    if job_status is JobStatus.COMPLETED:
+        try:
+            job_conclusion = JobConclusion(conclusion or "")
+        except ValueError:
+            _log.warning(
+                "GitHub: run %s: job %r ended with unknown conclusion %r; treated as a failure",
+                run_id,
+                name,
+                conclusion,
+            )
+            job_conclusion = JobConclusion.FAILURE
+    return JobSnapshot(
+        name=name,
+        status=job_status,
+        conclusion=job_conclusion,
+        completed_at=completed_at,
+        html_url=html_url,
+    )
+
+
+def _branch(ref: str) -> str:
+    for prefix in ("refs/heads/", "refs/tags/"):
+        if ref.startswith(prefix):
+            return ref.removeprefix(prefix)
+    return ref
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,92 @@
+"""The small interfaces behind which the world sits: GitHub, Slack, metrics, the clock.
+
+Services depend on these Protocols; production wires the real adapters, tests the same
+adapters against the sandbox servers (never fakes of the client libraries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Literal, Protocol
+
+from bot.domain.metrics import Reading
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout
+from bot.domain.run import RunRef, RunSnapshot
+
+ReviewState = Literal["approved", "rejected"]
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime:
+        """Now, timezone-aware (UTC)."""
+        ...
+
+
+class GitHubGateway(Protocol):
+    """What the bot asks of GitHub. Every method raises `GitHubError` (a RolloutError with a
+    message fit for Slack and free of secrets) when GitHub refuses or fails."""
+
+    async def dispatch(
+        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+    ) -> RunRef:
+        """Dispatch the workflow and return the run it started; on GitHub Enterprise (which
+        rejects `return_run_details`) find that run without ever taking someone else's."""
+        ...
+
+    async def find_dispatched_run(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef | None:
+        """The run our own dispatch created at or after `dispatched_at`, if it can be told
+        apart unambiguously (used after a restart in the middle of a dispatch)."""
+        ...
+
+    async def snapshot(self, run_id: int) -> RunSnapshot:
+        """The run, its jobs and its environments waiting for review."""
+        ...
+
+    async def review(
+        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+    ) -> bool:
+        """Approve or reject the named waiting environments. False (and nothing sent) when
+        none of them is waiting any more; GitHub's 422 for that case is not an error here."""
+        ...
+
+    async def list_directory(self, *, path: str, ref: str) -> list[str]:
+        """Paths of the files in a repository directory at `ref` ([] when it does not exist)."""
+        ...
+
+    async def read_file(self, *, path: str, ref: str) -> str:
+        """A text file of the repository at `ref`."""
+        ...
+
+    async def image_published(self, *, package: str, tag: str) -> bool:
+        """Whether the container image `package:tag` is published to GitHub Packages."""
+        ...
+
+
+class MetricsSource(Protocol):
+    """Reads a stage's figures at the end of its window."""
+
+    async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading | None:
+        """The figures, or None when a person will supply them (the `manual` source)."""
+        ...
+
+
+class Notifier(Protocol):
+    """What the channel sees: one card per rollout, updated in place, and its thread."""
+
+    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str | None:
+        """Post the rollout's card, or update it when it has a message; returns its ts."""
+        ...
+
+    async def announce(self, rollout: Rollout, text: str) -> None:
+        """A reply in the rollout's thread."""
+        ...
+
+    async def ask_for_figures(
+        self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str
+    ) -> None:
+        """Ask the approvers in the thread for a stage's observed rates (manual metrics)."""
+        ...

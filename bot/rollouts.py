@@ -1,0 +1,585 @@
+"""The rollout service: every state change of a rollout goes through here.
+
+Each operation loads the rollout, asks the pure machine (`bot.domain.rollout`) for a decision,
+saves the new state (with an optimistic version check, so two replicas cannot both act), then
+executes the decision's effects: reviews on GitHub, durable window timers, thread messages,
+and the card's update. Operations on one rollout are serialised within a process; across
+processes the version check makes the loser see the winner's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from bot.authz import Approvers
+from bot.domain import rollout as machine
+from bot.domain.errors import (
+    GitHubError,
+    NotAuthorized,
+    RolloutError,
+    RolloutInProgress,
+    RunNotIdentified,
+)
+from bot.domain.metrics import Figures
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    Announce,
+    CancelWindow,
+    Check,
+    CheckState,
+    Decision,
+    InvalidTransition,
+    Phase,
+    Preflight,
+    ReadMetrics,
+    Review,
+    Rollout,
+    ScheduleWindow,
+    StageState,
+    TrackState,
+)
+from bot.logs import rollout_context
+from bot.metrics_sources import metrics_source
+from bot.ports import Clock, GitHubGateway, Notifier
+from bot.rollout_store import RolloutStore
+from storage.repositories import AuditLog, new_rollout_id
+from storage.timers import Timer, TimerStore
+
+log = logging.getLogger(__name__)
+
+WINDOW_TIMER = "window"
+
+
+class RolloutService:
+    """Start, dispatch, observe, gate, promote and stop rollouts."""
+
+    def __init__(
+        self,
+        *,
+        plan: RolloutPlan,
+        store: RolloutStore,
+        timers: TimerStore,
+        audit: AuditLog,
+        github: GitHubGateway,
+        notifier: Notifier,
+        approvers: Approvers,
+        clock: Clock,
+        on_timer_scheduled: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.plan = plan
+        self._store = store
+        self._timers = timers
+        self._audit = audit
+        self._github = github
+        self._notifier = notifier
+        self._approvers = approvers
+        self._clock = clock
+        self._on_timer_scheduled = on_timer_scheduled
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get(self, rollout_id: str) -> Rollout:
+        rollout = await self._store.get(rollout_id)
+        if rollout is None:
+            raise InvalidTransition(f"There is no rollout {rollout_id}.")
+        return rollout
+
+    async def plan_of(self, rollout: Rollout) -> RolloutPlan:
+        """The plan the rollout was started with (a later ROLLOUT_PLAN change does not move it)."""
+        return await self._store.plan(rollout.id)
+
+    async def active(self) -> list[Rollout]:
+        return await self._store.active()
+
+    async def recent(self, limit: int = 10) -> list[Rollout]:
+        return await self._store.recent(limit)
+
+    # -- start and preflight --------------------------------------------------------------------
+
+    async def start(self, *, tag: str, flags_ready: bool, channel_id: str, actor: str) -> Rollout:
+        """Check the preflight for `tag` and post its card. One active rollout per track."""
+        await self._require(actor, "start a rollout", action="start")
+        for track in self.plan.tracks:
+            active = await self._store.active_on_track(track)
+            if active is not None:
+                raise _in_progress(active)
+        now = self._clock()
+        preflight = await self._preflight(tag=tag, flags_ready=flags_ready, actor=actor)
+        rollout = machine.new_rollout(
+            rollout_id=new_rollout_id(),
+            tag=tag,
+            channel_id=channel_id,
+            started_by=actor,
+            plan=self.plan,
+            preflight=preflight,
+            now=now,
+        )
+        rollout = await self._store.create(rollout=rollout, plan=self.plan)
+        with rollout_context(rollout.id):
+            log.info("rollout of %s started by %s", tag, actor)
+            await self._record(actor, "start", "ok", rollout, detail={"tag": tag})
+            ts = await self._notifier.publish(rollout, self.plan)
+            if ts is not None:
+                rollout = await self._store.save(replace(rollout, message_ts=ts))
+        return rollout
+
+    async def _preflight(self, *, tag: str, flags_ready: bool, actor: str) -> Preflight:
+        flags = (
+            Check(CheckState.PASS, f"confirmed by <@{actor}> (--flags-ready)")
+            if flags_ready
+            else Check(CheckState.PENDING, "waiting for the starter to confirm")
+        )
+        rule = self.plan.preflight
+        ref = self.plan.workflow.ref
+        try:
+            paths = await self._github.list_directory(path=rule.migrations.directory, ref=ref)
+            files = {
+                path: await self._github.read_file(path=path, ref=ref)
+                for path in paths
+                if rule.migrations.applies_to(path)
+            }
+            migrations = machine.migration_check(self.plan, files)
+        except GitHubError as error:
+            migrations = Check(CheckState.ERROR, f"could not read the migrations: {error.message}")
+        if not rule.check_image_published:
+            image = Check(CheckState.SKIPPED, "not checked (turned off in the plan)")
+        else:
+            image = await self._image_check(tag)
+        return Preflight(flags=flags, migrations=migrations, image=image)
+
+    async def _image_check(self, tag: str) -> Check:
+        package = self.plan.preflight.image_package
+        try:
+            published = await self._github.image_published(package=package, tag=tag)
+        except GitHubError as error:
+            return Check(CheckState.ERROR, f"could not check the image: {error.message}")
+        if published:
+            return Check(CheckState.PASS, f"`{package}:{tag}` is published")
+        return Check(CheckState.FAIL, f"`{package}:{tag}` is not published yet")
+
+    async def confirm_flags(self, *, rollout_id: str, actor: str) -> Rollout:
+        """The starter confirms that the release's feature flags exist and are validated."""
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            if actor != rollout.started_by:
+                await self._refuse(actor, "confirm_flags", rollout, "not the starter")
+                raise _not_starter(rollout)
+            updated = machine.confirm_flags(rollout, actor=actor)
+            await self._apply(rollout, Decision(updated), await self.plan_of(rollout))
+            await self._record(actor, "confirm_flags", "ok", rollout)
+            return updated
+
+    async def cancel(self, *, rollout_id: str, actor: str) -> None:
+        await self._require(actor, "cancel a rollout", action="cancel")
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            ended = machine.cancel_preflight(rollout, actor=actor, now=self._clock())
+            decision = Decision(ended, (Announce(f"<@{actor}> cancelled the rollout."),))
+            await self._apply(rollout, decision, await self.plan_of(rollout))
+            await self._record(actor, "cancel", "ok", rollout)
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    async def dispatch(self, *, rollout_id: str, actor: str) -> Rollout:
+        """Dispatch the workflow; the click is also the approval of the first stages."""
+        await self._require(actor, "dispatch a rollout", action="dispatch", rollout_id=rollout_id)
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            plan = await self.plan_of(rollout)
+            now = self._clock()
+            try:
+                begun = machine.begin_dispatch(rollout, now=now)
+            except InvalidTransition as error:
+                await self._refuse(actor, "dispatch", rollout, error.message)
+                raise
+            begun = await self._store.save(begun)
+            inputs = plan.dispatch_inputs(
+                tag=rollout.tag, feature_flags_ready=True, baselines=baselines(plan)
+            )
+            try:
+                run = await self._github.dispatch(
+                    workflow_file=plan.workflow.file,
+                    ref=plan.workflow.ref,
+                    inputs=inputs,
+                    dispatched_at=now,
+                )
+            except RunNotIdentified as error:
+                # The dispatch went through but the run is not known yet: the poller keeps
+                # looking for it (never a second dispatch, never someone else's run).
+                await self._record(actor, "dispatch", "run_not_identified", begun)
+                await self._notifier.announce(begun, f":warning: {error.message}")
+                raise
+            except GitHubError as error:
+                reverted = await self._store.save(replace(begun, phase=Phase.PREFLIGHT))
+                await self._record(
+                    actor, "dispatch", "github_error", reverted, {"error": error.message}
+                )
+                raise
+            await self._record(actor, "dispatch", "ok", begun, {"run_id": run.run_id})
+            await self._apply(begun, machine.dispatched(begun, plan, run), plan)
+            await self._reconcile_locked(rollout_id)
+            return await self.get(rollout_id)
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None:
+        """After a restart (or on GitHub Enterprise) attach the run our dispatch created."""
+        if rollout.phase is not Phase.DISPATCHING or rollout.dispatched_at is None:
+            return
+        async with self._lock(rollout.id):
+            current = await self.get(rollout.id)
+            if current.phase is not Phase.DISPATCHING or current.dispatched_at is None:
+                return
+            plan = await self.plan_of(current)
+            run = await self._github.find_dispatched_run(
+                workflow_file=plan.workflow.file,
+                ref=plan.workflow.ref,
+                dispatched_at=current.dispatched_at,
+            )
+            if run is None:
+                return
+            await self._record("rollout-bot", "attach_run", "ok", current, {"run_id": run.run_id})
+            await self._apply(current, machine.dispatched(current, plan, run), plan)
+            await self._reconcile_locked(rollout.id)
+
+    # -- following the run --------------------------------------------------------------------
+
+    async def reconcile(self, rollout_id: str) -> None:
+        """Compare the rollout with its run on GitHub and act on the difference."""
+        async with self._lock(rollout_id):
+            await self._reconcile_locked(rollout_id)
+
+    async def _reconcile_locked(self, rollout_id: str) -> None:
+        rollout = await self.get(rollout_id)
+        if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
+            return
+        with rollout_context(rollout_id):
+            try:
+                snapshot = await self._github.snapshot(rollout.run_id)
+            except GitHubError as error:
+                log.warning("could not read run %s: %s", rollout.run_id, error.message)
+                return
+            plan = await self.plan_of(rollout)
+            decision = machine.reconcile(rollout, plan, snapshot, self._clock())
+            await self._apply(rollout, decision, plan)
+
+    async def on_timer(self, timer: Timer) -> None:
+        """A durable timer fired (once, on one replica)."""
+        if timer.kind != WINDOW_TIMER or timer.rollout_id is None or timer.payload is None:
+            log.warning("ignoring timer %s of kind %s", timer.key, timer.kind)
+            return
+        async with self._lock(timer.rollout_id):
+            rollout = await self.get(timer.rollout_id)
+            with rollout_context(rollout.id):
+                decision = machine.window_ended(
+                    rollout,
+                    track=str(timer.payload["track"]),
+                    stage=str(timer.payload["stage"]),
+                    due_at=timer.due_at,
+                )
+                await self._apply(rollout, decision, await self.plan_of(rollout))
+                await self._reconcile_locked(rollout.id)
+
+    async def _evaluate(self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics) -> None:
+        source = metrics_source(plan.track(read.track).metrics)
+        reading = await source.read(rollout=rollout, track=read.track, stage=read.stage)
+        if reading is None:
+            await self._notifier.ask_for_figures(rollout, plan, track=read.track, stage=read.stage)
+            return
+        await self._judge(
+            rollout,
+            plan,
+            track=read.track,
+            stage=read.stage,
+            baseline=reading.baseline_crash,
+            figures=reading.figures,
+            actor=f"metrics:{reading.source}",
+        )
+
+    async def submit_figures(
+        self, *, rollout_id: str, track: str, stage: str, figures: Figures, actor: str
+    ) -> None:
+        """An approver typed the observed rates of a stage (manual metrics)."""
+        await self._require(actor, "enter gate figures", action="figures", rollout_id=rollout_id)
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            if rollout.track(track).stage(stage).state is not StageState.EVALUATING:
+                raise InvalidTransition(
+                    "Those figures are no longer asked for: the gate already decided."
+                )
+            plan = await self.plan_of(rollout)
+            metrics = plan.track(track).metrics
+            baseline = metrics.baseline_crash_rate
+            await self._judge(
+                rollout,
+                plan,
+                track=track,
+                stage=stage,
+                baseline=baseline,
+                figures=figures,
+                actor=actor,
+            )
+            await self._reconcile_locked(rollout_id)
+
+    async def _judge(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str,
+        baseline: Decimal | None,
+        figures: Figures,
+        actor: str,
+    ) -> None:
+        verdict = plan.track(track).evaluate_gate(
+            baseline_crash=baseline,
+            current_crash=figures.crash_rate,
+            current_error=figures.error_rate,
+            sample=figures.sample,
+        )
+        await self._record(
+            actor,
+            "gate",
+            verdict.verdict.value,
+            rollout,
+            machine.verdict_to_json(verdict),
+            track=track,
+            stage=stage,
+        )
+        decision = machine.gate_evaluated(
+            rollout, plan, track=track, stage=stage, verdict=verdict, now=self._clock()
+        )
+        await self._apply(rollout, decision, plan)
+
+    # -- people's actions ---------------------------------------------------------------------
+
+    async def promote(
+        self,
+        *,
+        actor: str,
+        rollout_id: str | None = None,
+        track: str | None = None,
+        override: bool = False,
+    ) -> Rollout:
+        """Approve the next stage of each track held on a gate (or of the one named)."""
+        target = await self._target(rollout_id)
+        await self._require(actor, "promote a rollout", action="promote", rollout_id=target.id)
+        async with self._lock(target.id):
+            rollout = await self.get(target.id)
+            plan = await self.plan_of(rollout)
+            tracks = [track] if track else machine.holding_tracks(rollout)
+            if not tracks:
+                message = "Nothing is waiting for a Promote. " + where_it_stands(rollout, plan)
+                await self._refuse(actor, "promote", rollout, message)
+                raise InvalidTransition(message)
+            current = rollout
+            for name in tracks:
+                try:
+                    decision = machine.promote(
+                        current, plan, track=name, actor=actor, override=override
+                    )
+                except InvalidTransition as error:
+                    await self._refuse(actor, "promote", current, error.message, track=name)
+                    raise
+                current = await self._apply(current, decision, plan)
+                await self._record(actor, "promote", "ok", current, track=name)
+            await self._reconcile_locked(rollout.id)
+            return await self.get(rollout.id)
+
+    async def abort(
+        self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
+    ) -> Rollout:
+        """Roll back the relay-gated tracks (`gate="relay"`) or trip the desktop kill-switch."""
+        verb = "roll back a rollout" if gate == "relay" else "trip the kill-switch"
+        target = await self._target(rollout_id)
+        await self._require(actor, verb, action=f"abort_{gate}", rollout_id=target.id)
+        async with self._lock(target.id):
+            rollout = await self.get(target.id)
+            plan = await self.plan_of(rollout)
+            names = [name for name, t in plan.tracks.items() if t.gate.value == gate]
+            current = rollout
+            for name in names:
+                try:
+                    decision = machine.abort(
+                        current, plan, track=name, actor=actor, reason=reason, now=self._clock()
+                    )
+                except InvalidTransition as error:
+                    await self._refuse(actor, f"abort_{gate}", current, error.message, track=name)
+                    raise
+                current = await self._apply(current, decision, plan)
+                await self._record(
+                    actor, f"abort_{gate}", "ok", current, {"reason": reason}, track=name
+                )
+            await self._reconcile_locked(rollout.id)
+            return await self.get(rollout.id)
+
+    async def _target(self, rollout_id: str | None) -> Rollout:
+        if rollout_id is not None:
+            return await self.get(rollout_id)
+        active = [r for r in await self._store.active() if r.phase is not Phase.PREFLIGHT]
+        if not active:
+            raise InvalidTransition(
+                "There is no rollout in progress. Start one with `/rollout start <tag>`."
+            )
+        return active[0]
+
+    # -- effects ------------------------------------------------------------------------------
+
+    async def _apply(self, before: Rollout, decision: Decision, plan: RolloutPlan) -> Rollout:
+        """Save the decision's rollout, then carry out its effects in order."""
+        rollout = decision.rollout
+        if rollout != before:
+            rollout = await self._store.save(rollout)
+        reads: list[ReadMetrics] = []
+        for effect in decision.effects:
+            if isinstance(effect, Review):
+                await self._review(rollout, effect)
+            elif isinstance(effect, ScheduleWindow):
+                await self._timers.schedule(
+                    key=machine.window_timer_key(
+                        rollout.id, effect.track, effect.stage, effect.extension
+                    ),
+                    kind=WINDOW_TIMER,
+                    due_at=effect.due_at,
+                    now=self._clock(),
+                    rollout_id=rollout.id,
+                    payload={"track": effect.track, "stage": effect.stage},
+                )
+                self._on_timer_scheduled()
+            elif isinstance(effect, CancelWindow):
+                await self._timers.cancel(
+                    key=machine.window_timer_key(
+                        rollout.id, effect.track, effect.stage, effect.extension
+                    ),
+                    now=self._clock(),
+                )
+            elif isinstance(effect, ReadMetrics):
+                reads.append(effect)
+            elif isinstance(effect, Announce):
+                await self._notifier.announce(rollout, effect.text)
+        if rollout != before:
+            await self._notifier.publish(rollout, plan)
+        for read in reads:
+            rollout = await self.get(rollout.id)
+            await self._evaluate(rollout, plan, read)
+        return await self.get(rollout.id) if reads else rollout
+
+    async def _review(self, rollout: Rollout, review: Review) -> None:
+        assert rollout.run_id is not None
+        state = "approved" if review.approve else "rejected"
+        try:
+            sent = await self._github.review(
+                run_id=rollout.run_id,
+                environments=[review.environment],
+                state=state,
+                comment=review.comment,
+            )
+        except GitHubError as error:
+            # Level-triggered: the next reconcile asks again while GitHub still waits.
+            log.warning("could not %s %s: %s", state[:-1], review.environment, error.message)
+            await self._record(
+                "rollout-bot",
+                f"github_{state}",
+                "error",
+                rollout,
+                {"environment": review.environment, "error": error.message},
+                track=review.track,
+            )
+            return
+        await self._record(
+            "rollout-bot",
+            f"github_{state}",
+            "ok" if sent else "not_waiting",
+            rollout,
+            {"environment": review.environment},
+            track=review.track,
+        )
+
+    # -- authorization and audit ----------------------------------------------------------------
+
+    async def _require(
+        self, actor: str, what: str, *, action: str, rollout_id: str | None = None
+    ) -> None:
+        if not await self._approvers.is_approver(actor):
+            await self._audit.append(
+                at=self._clock(),
+                actor=actor,
+                action=action,
+                result="refused",
+                rollout_id=rollout_id,
+                detail={"why": "not an approver"},
+            )
+        await self._approvers.require(actor, what)
+
+    async def _refuse(
+        self, actor: str, action: str, rollout: Rollout, why: str, *, track: str | None = None
+    ) -> None:
+        await self._record(actor, action, "refused", rollout, {"why": why}, track=track)
+
+    async def _record(
+        self,
+        actor: str,
+        action: str,
+        result: str,
+        rollout: Rollout,
+        detail: Mapping[str, Any] | None = None,
+        *,
+        track: str | None = None,
+        stage: str | None = None,
+    ) -> None:
+        await self._audit.append(
+            at=self._clock(),
+            actor=actor,
+            action=action,
+            result=result,
+            rollout_id=rollout.id,
+            track=track,
+            stage=stage,
+            detail=detail,
+        )
+
+    def _lock(self, rollout_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(rollout_id, asyncio.Lock())
+
+
+def baselines(plan: RolloutPlan) -> dict[str, Decimal]:
+    """Each track's baseline crash rate, for the workflow's baseline inputs."""
+    return {name: track.metrics.baseline_crash_rate for name, track in plan.tracks.items()}
+
+
+def where_it_stands(rollout: Rollout, plan: RolloutPlan) -> str:
+    parts = []
+    for track in rollout.tracks:
+        label = plan.track(track.name).label
+        stage = track.current
+        if track.state is not TrackState.ACTIVE or stage is None:
+            parts.append(f"{label}: {track.state}")
+            continue
+        spec = plan.track(track.name).stage(stage.key)
+        if stage.state is StageState.OBSERVING and stage.window_ends_at:
+            parts.append(
+                f"{label}: {spec.label} observing until {machine.slack_time(stage.window_ends_at)}"
+            )
+        else:
+            parts.append(f"{label}: {spec.label} {stage.state}")
+    return "; ".join(parts) + "."
+
+
+def _in_progress(active: Rollout) -> RolloutError:
+    link = f"https://slack.com/archives/{active.channel_id}/p{(active.message_ts or '').replace('.', '')}"
+    return RolloutInProgress(
+        f"`{active.tag}` is already rolling out (<{link}|{active.id}>, started by "
+        f"<@{active.started_by}>). One rollout per track at a time: finish or cancel it first.",
+        active_rollout_id=active.id,
+    )
+
+
+def _not_starter(rollout: Rollout) -> RolloutError:
+    return NotAuthorized(
+        f"Only <@{rollout.started_by}>, who started `{rollout.tag}`, confirms its feature flags."
+    )

@@ -1,0 +1,83 @@
+"""Typed interactivity: the action and callback ids of the rollout cards, and the values their
+buttons and modals carry (pydantic models, never free strings parsed by hand)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from bot.domain.errors import RolloutError
+
+SLACK_VALUE_LIMIT = 2000
+"""Slack refuses a button whose value is longer than this."""
+
+SLACK_METADATA_LIMIT = 3000
+"""Slack refuses a view whose private_metadata is longer than this."""
+
+# Bounds that keep every encoded value far below Slack's limits (ids are 32 characters in
+# storage, plan keys at most 32).
+_Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+
+
+class Action(StrEnum):
+    """The action_id of every button on the preflight and rollout cards."""
+
+    CONFIRM_FLAGS = "confirm_flags"
+    DISPATCH = "dispatch"
+    CANCEL_PREFLIGHT = "cancel_preflight"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    KILL = "kill"
+    EXTEND_WINDOW = "extend_window"
+    REEVALUATE = "reevaluate"
+    ENTER_FIGURES = "enter_figures"
+
+
+class Callback(StrEnum):
+    """The callback_id of every modal."""
+
+    FIGURES = "figures"
+
+
+class InvalidPayload(RolloutError):
+    """A button value or modal metadata the bot did not make (forged, or from another version)."""
+
+    code = "invalid_payload"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def encode(self) -> str:
+        """Compact JSON, without the fields left unset."""
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def decode(cls, raw: str) -> Self:
+        """The payload in `raw`; raises InvalidPayload (never a pydantic error) on anything else."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            raise InvalidPayload(
+                "This button or form does not carry a value the bot made. "
+                "Run `/rollout status` for the current rollouts and use a fresh card."
+            ) from None
+
+
+class ButtonValue(_Payload):
+    """What a rollout card's button acts on; `version` is the rollout version the card showed."""
+
+    rollout_id: _Id
+    track: _Id | None = None
+    stage: _Id | None = None
+    version: Annotated[int, Field(ge=0, strict=True)] | None = None
+
+
+class FiguresMetadata(_Payload):
+    """The manual-figures modal's private_metadata: which stage the figures are for."""
+
+    rollout_id: _Id
+    track: _Id
+    stage: _Id

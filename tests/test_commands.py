@@ -1,0 +1,170 @@
+"""`/rollout` text parsing: every subcommand, the tag rule, and errors a user can act on."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.domain.commands import (
+    HELP,
+    TAG_RULE,
+    Command,
+    Help,
+    History,
+    Kill,
+    NpmToken,
+    Promote,
+    Rollback,
+    Start,
+    Status,
+    Subcommand,
+    allowed_outside_release_channels,
+    parse_command,
+)
+from bot.domain.errors import InvalidCommand, InvalidTag
+
+TAG = re.compile(TAG_RULE)
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("", Help()),
+        ("   ", Help()),
+        ("help", Help()),
+        ("start v1.4.2", Start(tag="v1.4.2")),
+        ("start v1.4.2 --flags-ready", Start(tag="v1.4.2", flags_ready=True)),
+        ("start --flags-ready v1.4.2", Start(tag="v1.4.2", flags_ready=True)),
+        ("start v1.4.2 \N{EM DASH}flags-ready", Start(tag="v1.4.2", flags_ready=True)),
+        ("  Start\tv1.4.2  ", Start(tag="v1.4.2")),
+        ("start _build-7", Start(tag="_build-7")),
+        ("start " + "a" * 128, Start(tag="a" * 128)),
+        ("status", Status()),
+        ("STATUS", Status()),
+        ("promote", Promote()),
+        ("rollback", Rollback()),
+        ("kill", Kill()),
+        ("kill  beta  crashes on start ", Kill(reason="beta  crashes on start")),
+        ("kill &lt;here&gt;", Kill(reason="&lt;here&gt;")),
+        ("history", History()),
+        ("history v1.4.2", History(tag="v1.4.2")),
+        ("npm-token", NpmToken()),
+    ],
+)
+def test_parses_every_subcommand(text: str, command: Command) -> None:
+    assert parse_command(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("deploy v1", "`deploy` is not a /rollout subcommand."),
+        ("start", "start needs a release tag: `/rollout start <tag> [--flags-ready]`."),
+        ("start --flags-ready", "start needs a release tag"),
+        ("start v1 v2", "Unexpected `v2`: the usage is `/rollout start <tag> [--flags-ready]`."),
+        ("start v1 --force", "`--force` is not an option of start; it takes --flags-ready."),
+        ("status all", "Unexpected `all`: the usage is `/rollout status`."),
+        ("promote now", "the usage is `/rollout promote`"),
+        ("help start", "the usage is `/rollout help`"),
+        ("npm-token x", "the usage is `/rollout npm-token`"),
+        ("history v1 v2", "the usage is `/rollout history [tag]`"),
+        ("kill " + "x" * 501, "The kill reason is too long (at most 500 characters)."),
+        ("`rm", "`'rm` is not a /rollout subcommand."),
+    ],
+)
+def test_invalid_commands_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(text)
+    assert message in caught.value.message
+    assert type(caught.value) is InvalidCommand
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["-v1", ".v1", "v1/2", "v1:latest", "a" * 129, "v1;rm", "v\N{LATIN SMALL LETTER E WITH ACUTE}"],
+)
+def test_invalid_tags_quote_the_rule(tag: str) -> None:
+    for text in (f"start {tag}", f"history {tag}"):
+        with pytest.raises(InvalidTag) as caught:
+            parse_command(text)
+        assert "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" in caught.value.message
+        assert caught.value.code == "invalid_tag"
+
+
+def test_long_input_is_shortened_in_messages() -> None:
+    with pytest.raises(InvalidTag) as caught:
+        parse_command("start " + "/" * 1000)
+    assert len(caught.value.message) < 250
+
+
+def test_help_lists_every_subcommand_once_in_order() -> None:
+    named = [entry.usage.split()[1] for entry in HELP]
+    assert named == [s.value for s in Subcommand]
+    assert all(entry.usage.startswith("/rollout ") and entry.description for entry in HELP)
+    assert HELP[0].usage == "/rollout start <tag> [--flags-ready]"
+
+
+def test_only_help_works_outside_release_channels() -> None:
+    allowed = {s for s in Subcommand if allowed_outside_release_channels(s)}
+    assert allowed == {Subcommand.HELP}
+    assert allowed_outside_release_channels(parse_command(""))
+    assert not allowed_outside_release_channels(parse_command("start v1"))
+    assert not allowed_outside_release_channels(parse_command("status"))
+
+
+def test_every_command_knows_its_subcommand() -> None:
+    for subcommand in Subcommand:
+        text = f"{subcommand} v1" if subcommand is Subcommand.START else str(subcommand)
+        assert parse_command(text).name is subcommand
+
+
+tags = st.from_regex(TAG_RULE, fullmatch=True)
+
+
+@given(tag=tags, flags_ready=st.booleans())
+def test_any_valid_tag_round_trips(tag: str, flags_ready: bool) -> None:
+    text = f"start {tag}" + (" --flags-ready" if flags_ready else "")
+    assert parse_command(text) == Start(tag=tag, flags_ready=flags_ready)
+    assert parse_command(f"history {tag}") == History(tag=tag)
+
+
+@given(
+    tag=st.text(min_size=1, max_size=200).filter(
+        lambda s: (
+            not TAG.fullmatch(s)
+            and len(s.split()) == 1
+            and s == s.strip()
+            and not s.startswith(("--", "\N{EM DASH}"))
+        )
+    )
+)
+def test_any_tag_outside_the_rule_is_refused(tag: str) -> None:
+    with pytest.raises(InvalidTag):
+        parse_command(f"start {tag}")
+    with pytest.raises(InvalidTag):
+        parse_command(f"history {tag}")
+
+
+@given(st.text(max_size=300))
+def test_the_parser_raises_nothing_but_invalid_command(text: str) -> None:
+    try:
+        command = parse_command(text)
+    except InvalidCommand as error:
+        assert error.message and "\n" not in error.message
+    else:
+        assert command.name in set(Subcommand)
+
+
+@given(
+    word=st.sampled_from([s.value for s in Subcommand]),
+    rest=st.lists(st.text(alphabet="abv1.-_ ", max_size=10), max_size=4),
+)
+def test_known_subcommands_with_any_arguments(word: str, rest: list[str]) -> None:
+    try:
+        command = parse_command(" ".join([word, *rest]))
+    except InvalidCommand:
+        return
+    assert command.name == word

@@ -1,0 +1,530 @@
+"""The production GitHub gateway: real PyGithub, through the gateway, against the simulator.
+
+The simulator serves on the test's event loop, so a gateway that ran PyGithub on the loop would
+hang its own requests; the thread test checks where the client runs explicitly as well.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.domain.errors import GitHubError, RunNotIdentified
+from bot.domain.run import JobConclusion, JobStatus
+from bot.github_gateway import PyGithubGateway, _job_snapshot
+from bot.sandbox.config import GITHUB_TOKEN, REPOSITORY
+from bot.sandbox.github import GitHubSimulator
+from bot.sandbox.github_actions import ManualClock
+from bot.sandbox.workflows import deployment_strategy_workflow
+
+START = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
+WORKFLOW = "deployment-strategy.yml"
+INPUTS = {**deployment_strategy_workflow().default_inputs(), "relay_image_tag": "v1.4.2"}
+CANARY = "Relay rollout 5% canary (30m)"
+MIGRATIONS = "crates/relay/src/db/migrations"
+FIND_ATTEMPTS = 3
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+async def gh(clock: ManualClock) -> AsyncIterator[GitHubSimulator]:
+    async with GitHubSimulator(clock=clock, token=GITHUB_TOKEN) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def ghes(clock: ManualClock) -> AsyncIterator[GitHubSimulator]:
+    async with GitHubSimulator(clock=clock, token=GITHUB_TOKEN, enterprise=True) as sim:
+        yield sim
+
+
+def open_gateway(sim: GitHubSimulator, api_url: str | None = None) -> PyGithubGateway:
+    return PyGithubGateway(
+        api_url=api_url or sim.api_url,
+        token=GITHUB_TOKEN,
+        repository=REPOSITORY,
+        find_attempts=FIND_ATTEMPTS,
+        find_delay=0.01,
+    )
+
+
+@pytest.fixture
+async def gateway(gh: GitHubSimulator) -> AsyncIterator[PyGithubGateway]:
+    gateway = open_gateway(gh)
+    yield gateway
+    await gateway.close()
+
+
+@pytest.fixture
+async def ghes_gateway(ghes: GitHubSimulator) -> AsyncIterator[PyGithubGateway]:
+    gateway = open_gateway(ghes)
+    yield gateway
+    await gateway.close()
+
+
+async def dispatch(gateway: PyGithubGateway, ref: str = "main") -> int:
+    started = await gateway.dispatch(
+        workflow_file=WORKFLOW, ref=ref, inputs=INPUTS, dispatched_at=START
+    )
+    return started.run_id
+
+
+def posts(sim: GitHubSimulator, suffix: str) -> list[int]:
+    """Statuses of the POSTs the simulator received on paths ending with `suffix`."""
+    return [r.status for r in sim.requests if r.method == "POST" and r.path.endswith(suffix)]
+
+
+# -- dispatch -----------------------------------------------------------------------------------
+
+
+async def test_dispatch_returns_the_run_it_started_with_exactly_the_inputs_sent(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    started = await gateway.dispatch(
+        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+    )
+
+    [recorded] = gh.dispatches
+    assert started.run_id == recorded.run_id
+    assert started.html_url == f"{gh.html_url}/{REPOSITORY}/actions/runs/{recorded.run_id}"
+    assert recorded.inputs == INPUTS
+    assert (recorded.ref, recorded.return_run_details, recorded.actor) == (
+        "main",
+        True,
+        "release-bot",
+    )
+
+
+async def test_a_dispatch_github_refuses_is_explained_and_not_retried(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    with pytest.raises(GitHubError) as raised:
+        await gateway.dispatch(
+            workflow_file=WORKFLOW,
+            ref="main",
+            inputs={**INPUTS, "surprise": "1"},
+            dispatched_at=START,
+        )
+
+    assert raised.value.message == (
+        f"GitHub refused to dispatch {WORKFLOW} on main "
+        '(422: Unexpected inputs provided: ["surprise"]).'
+    )
+    assert posts(gh, "/dispatches") == [422]
+    assert gh.runs == {}
+
+
+async def test_enterprise_fallback_finds_our_run_among_foreign_ones(
+    ghes: GitHubSimulator, ghes_gateway: PyGithubGateway
+) -> None:
+    ghes.refs.add("hotfix")
+    foreign = {
+        ghes.create_foreign_run(actor="alice"),
+        ghes.create_foreign_run(actor="release-bot", branch="hotfix"),
+        ghes.create_foreign_run(actor="release-bot", created_at=START - timedelta(minutes=5)),
+        ghes.create_foreign_run(actor="release-bot", event="push"),
+    }
+
+    started = await ghes_gateway.dispatch(
+        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+    )
+
+    [recorded] = ghes.dispatches
+    assert started.run_id == recorded.run_id and started.run_id not in foreign
+    assert started.html_url.endswith(f"/actions/runs/{recorded.run_id}")
+    assert recorded.inputs == INPUTS and recorded.return_run_details is False
+    assert posts(ghes, "/dispatches") == [422, 204]
+    assert (
+        await ghes_gateway.find_dispatched_run(
+            workflow_file=WORKFLOW, ref="main", dispatched_at=START
+        )
+        == started
+    )
+
+
+async def test_enterprise_fallback_refuses_to_choose_between_two_runs_of_ours(
+    ghes: GitHubSimulator, ghes_gateway: PyGithubGateway
+) -> None:
+    earlier = ghes.create_foreign_run(actor="release-bot")
+
+    with pytest.raises(RunNotIdentified) as raised:
+        await dispatch(ghes_gateway)
+
+    [recorded] = ghes.dispatches
+    assert "could not be identified unambiguously" in raised.value.message
+    assert f"/actions/runs/{earlier}" in raised.value.message
+    assert f"/actions/runs/{recorded.run_id}" in raised.value.message
+    assert "by hand" in raised.value.message
+    found = await ghes_gateway.find_dispatched_run(
+        workflow_file=WORKFLOW, ref="main", dispatched_at=START
+    )
+    assert found is None
+
+
+async def test_enterprise_fallback_gives_up_when_no_run_of_ours_appears(
+    ghes: GitHubSimulator, ghes_gateway: PyGithubGateway
+) -> None:
+    # Our clock runs an hour ahead of GitHub's: the run GitHub stamps is "older" than the
+    # dispatch, so it must not be taken.
+    with pytest.raises(RunNotIdentified) as raised:
+        await ghes_gateway.dispatch(
+            workflow_file=WORKFLOW,
+            ref="main",
+            inputs=INPUTS,
+            dispatched_at=START + timedelta(hours=1),
+        )
+
+    assert "no run of it appeared" in raised.value.message
+    listings = [r for r in ghes.requests if r.path.endswith(f"/workflows/{WORKFLOW}/runs")]
+    assert len(listings) == FIND_ATTEMPTS
+    assert listings[0].query["created"] == ">=2026-11-29T02:59:58Z"
+    assert listings[0].query["actor"] == "release-bot"
+
+
+async def test_find_dispatched_run_without_a_dispatch_finds_nothing(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    gh.create_foreign_run(actor="alice")
+    found = await gateway.find_dispatched_run(
+        workflow_file=WORKFLOW, ref="main", dispatched_at=START
+    )
+    assert found is None
+    run_id = await dispatch(gateway)
+    found = await gateway.find_dispatched_run(
+        workflow_file=WORKFLOW, ref="refs/heads/main", dispatched_at=START
+    )
+    assert found is not None and found.run_id == run_id
+
+
+# -- snapshot and reviews -----------------------------------------------------------------------
+
+
+async def test_snapshot_shows_the_canary_waiting_after_preflight(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+
+    snapshot = await gateway.snapshot(run_id)
+
+    assert (snapshot.run_id, snapshot.status, snapshot.conclusion) == (run_id, "waiting", None)
+    assert snapshot.html_url.endswith(f"/actions/runs/{run_id}")
+    assert snapshot.waiting == {"relay-canary-5", "desktop-internal"}
+    assert snapshot.is_waiting("Relay-Canary-5")
+    preflight = snapshot.jobs["Relay preflight checks"]
+    assert preflight.succeeded and preflight.completed_at == START
+    assert preflight.html_url is not None and f"/runs/{run_id}/job/" in preflight.html_url
+    assert snapshot.jobs[CANARY].status is JobStatus.WAITING
+    assert snapshot.jobs["Relay rollout 50% (60m)"].status is JobStatus.QUEUED
+    assert len(snapshot.jobs) == 9
+
+
+async def test_approving_the_canary_runs_it_and_the_50_percent_stage_waits(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+
+    assert await gateway.review(
+        run_id=run_id, environments=["Relay-Canary-5"], state="approved", comment="canary go"
+    )
+
+    snapshot = await gateway.snapshot(run_id)
+    assert snapshot.jobs[CANARY].succeeded
+    assert snapshot.jobs["Relay rollout 50% (60m)"].status is JobStatus.WAITING
+    assert snapshot.waiting == {"relay-rollout-50", "desktop-internal"}
+    [review] = gh.reviews
+    assert (review.environments, review.state, review.comment, review.actor) == (
+        ("relay-canary-5",),
+        "approved",
+        "canary go",
+        "release-bot",
+    )
+
+
+async def test_rejecting_the_next_stage_makes_the_rollback_wait(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+    )
+
+    rejected = await gateway.review(
+        run_id=run_id,
+        environments=["relay-rollout-50"],
+        state="rejected",
+        comment="error rate 2.0% > 1.0%",
+    )
+
+    assert rejected is True
+    snapshot = await gateway.snapshot(run_id)
+    assert snapshot.jobs["Relay rollout 50% (60m)"].failed
+    assert snapshot.jobs["Relay rollout 100%"].skipped
+    assert snapshot.jobs["Relay auto-rollback"].status is JobStatus.WAITING
+    assert snapshot.is_waiting("relay-rollback")
+    assert [(r.environments, r.state) for r in gh.reviews] == [
+        (("relay-canary-5",), "approved"),
+        (("relay-rollout-50",), "rejected"),
+    ]
+
+
+async def test_reviewing_an_environment_that_is_not_waiting_sends_nothing(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+
+    reviewed = await gateway.review(
+        run_id=run_id, environments=["relay-rollout-50"], state="approved", comment=""
+    )
+
+    assert reviewed is False
+    assert posts(gh, "/pending_deployments") == []
+    assert gh.reviews == []
+
+
+async def test_a_review_that_raced_a_change_on_github_is_not_an_error(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.fail_next(
+        "POST",
+        "/repos/*/actions/runs/*/pending_deployments",
+        422,
+        {"message": "No pending deployment requests to approve or reject"},
+    )
+
+    reviewed = await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+    )
+
+    assert reviewed is False
+    assert posts(gh, "/pending_deployments") == [422]
+
+
+async def test_a_server_error_on_review_changes_nothing_and_a_retry_works(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.fail_next("POST", "/repos/*/actions/runs/*/pending_deployments", 500)
+
+    with pytest.raises(GitHubError) as raised:
+        await gateway.review(
+            run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+        )
+
+    assert raised.value.message == (
+        f"GitHub answered 500 (Server Error) when asked to approve relay-canary-5 on run "
+        f"{run_id}; nothing was changed, try again."
+    )
+    assert gh.reviews == []
+    assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
+    assert await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+    )
+    assert [r.environments for r in gh.reviews] == [("relay-canary-5",)]
+
+
+async def test_a_token_without_reviewer_rights_is_explained(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.fail_next(
+        "POST",
+        "/repos/*/actions/runs/*/pending_deployments",
+        403,
+        {"message": "Resource not accessible by integration"},
+    )
+
+    with pytest.raises(GitHubError) as raised:
+        await gateway.review(
+            run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+        )
+
+    assert raised.value.message == (
+        f"GitHub refused to approve relay-canary-5 on run {run_id} "
+        "(403: Resource not accessible by integration): "
+        "the token needs a reviewer's rights on the environment."
+    )
+
+
+async def test_rate_limiting_says_when_the_limit_resets(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.fail_next("GET", "/repos/*/actions/runs/*/jobs", 403)
+
+    with pytest.raises(GitHubError) as raised:
+        await gateway.snapshot(run_id)
+
+    assert raised.value.message.startswith(
+        f"GitHub rate limited the bot (403: API rate limit exceeded for user ID 1.) "
+        f"when asked to read run {run_id}; the limit resets at "
+    )
+    assert raised.value.message.endswith(" UTC.")
+
+
+async def test_a_bad_token_is_reported_without_the_token(clock: ManualClock) -> None:
+    # The simulator knows another token: ours (the sandbox secret the log scan looks for)
+    # is the bad one.
+    async with GitHubSimulator(clock=clock) as sim:
+        gateway = open_gateway(sim)
+        try:
+            with pytest.raises(GitHubError) as raised:
+                await dispatch(gateway)
+        finally:
+            await gateway.close()
+
+    assert raised.value.message == (
+        f"GitHub rejected the token (401 Bad credentials) when asked to dispatch {WORKFLOW} "
+        "on main: check GITHUB_TOKEN."
+    )
+    assert GITHUB_TOKEN not in repr(raised.value)
+    assert sim.runs == {}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_an_unreachable_github_is_an_error_not_a_crash(gh: GitHubSimulator) -> None:
+    gateway = open_gateway(gh, api_url=f"http://127.0.0.1:{closed_port()}/api")
+    try:
+        with pytest.raises(GitHubError) as raised:
+            await gateway.snapshot(1)
+    finally:
+        await gateway.close()
+    assert raised.value.message.startswith("GitHub could not be reached when asked to read run 1")
+
+
+@pytest.mark.parametrize(
+    ("status", "conclusion", "expected_status", "expected_conclusion"),
+    [
+        ("completed", "success", JobStatus.COMPLETED, JobConclusion.SUCCESS),
+        ("completed", "startup_failure", JobStatus.COMPLETED, JobConclusion.FAILURE),
+        ("completed", None, JobStatus.COMPLETED, JobConclusion.FAILURE),
+        ("pending", None, JobStatus.QUEUED, None),
+        ("requested", "success", JobStatus.QUEUED, None),
+        ("waiting", None, JobStatus.WAITING, None),
+    ],
+)
+def test_unknown_job_states_do_not_crash_and_never_read_as_success(
+    status: str,
+    conclusion: str | None,
+    expected_status: JobStatus,
+    expected_conclusion: JobConclusion | None,
+) -> None:
+    job = _job_snapshot(1, "job", status, conclusion, None, None)
+    assert (job.status, job.conclusion) == (expected_status, expected_conclusion)
+
+
+# -- contents -----------------------------------------------------------------------------------
+
+
+async def test_migrations_are_listed_and_read_at_a_ref(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    gh.files["v1.4.2"] = {
+        f"{MIGRATIONS}/0002_drop.sql": "ALTER TABLE documents DROP COLUMN title;\n",
+        f"{MIGRATIONS}/0001_init.sql": "CREATE TABLE documents (id UUID);\n",
+        f"{MIGRATIONS}/archive/0000_old.sql": "-- old\n",
+    }
+
+    assert await gateway.list_directory(path=MIGRATIONS, ref="main") == [
+        f"{MIGRATIONS}/0001_init.sql"
+    ]
+    assert await gateway.list_directory(path=MIGRATIONS, ref="v1.4.2") == [
+        f"{MIGRATIONS}/0001_init.sql",
+        f"{MIGRATIONS}/0002_drop.sql",
+    ]
+    text = await gateway.read_file(path=f"{MIGRATIONS}/0001_init.sql", ref="main")
+    assert text.startswith("-- Initial relay schema (expand phase: additive only)\n")
+    assert "CREATE INDEX documents_created_at" in text
+    dropped = await gateway.read_file(path=f"{MIGRATIONS}/0002_drop.sql", ref="v1.4.2")
+    assert dropped == "ALTER TABLE documents DROP COLUMN title;\n"
+
+
+async def test_a_missing_directory_is_empty_but_a_missing_ref_is_an_error(
+    gateway: PyGithubGateway,
+) -> None:
+    assert await gateway.list_directory(path="no/such/dir", ref="main") == []
+
+    with pytest.raises(GitHubError) as missing_ref:
+        await gateway.list_directory(path=MIGRATIONS, ref="v9.9.9")
+    assert "(404: No commit found for the ref v9.9.9)" in missing_ref.value.message
+    with pytest.raises(GitHubError) as missing_file:
+        await gateway.read_file(path=f"{MIGRATIONS}/0009_none.sql", ref="main")
+    assert missing_file.value.message.startswith(
+        f"GitHub refused to read {MIGRATIONS}/0009_none.sql at main (404: Not Found)"
+    )
+
+
+# -- threading ----------------------------------------------------------------------------------
+
+
+class _ThreadRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.threads: list[int | None] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.threads.append(record.thread)
+
+
+@pytest.fixture
+def client_threads() -> Iterator[_ThreadRecorder]:
+    """The thread of every request PyGithub logs (its requester logs each one at DEBUG)."""
+    recorder = _ThreadRecorder()
+    logger = logging.getLogger("github.Requester")
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(recorder)
+    try:
+        yield recorder
+    finally:
+        logger.removeHandler(recorder)
+        logger.setLevel(previous)
+
+
+async def test_pygithub_never_runs_on_the_event_loop_thread(
+    gateway: PyGithubGateway, client_threads: _ThreadRecorder
+) -> None:
+    run_id = await dispatch(gateway)
+    await gateway.snapshot(run_id)
+    await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+    )
+    await gateway.list_directory(path=MIGRATIONS, ref="main")
+
+    assert len(client_threads.threads) >= 6
+    assert threading.get_ident() not in client_threads.threads
+
+
+async def test_image_published_reads_the_container_package_tags(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    gh.images["relay"] = {"v1.4.1", "v1.4.2"}
+    assert await gateway.image_published(package="relay", tag="v1.4.2") is True
+    assert await gateway.image_published(package="relay", tag="v1.5.0") is False
+    assert await gateway.image_published(package="no-such-package", tag="v1.4.2") is False
+
+
+async def test_image_lookup_that_github_refuses_is_an_error(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    gh.images["relay"] = {"v1.4.2"}
+    gh.fail_next("GET", "/orgs/*/packages/container/*/versions", 403)
+    with pytest.raises(GitHubError) as raised:
+        await gateway.image_published(package="relay", tag="v1.4.2")
+    assert "container image relay:v1.4.2" in raised.value.message

@@ -1,0 +1,263 @@
+"""Domain rollouts survive the database exactly, and its conflicts come back as domain errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.domain.errors import ConcurrentChange, RolloutInProgress
+from bot.domain.gate import GateReason, Verdict
+from bot.domain.plan import RolloutPlan, load_plan
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Phase,
+    Preflight,
+    Rollout,
+    StageState,
+    TrackState,
+    begin_dispatch,
+    cancel_preflight,
+    confirm_flags,
+    dispatched,
+    new_rollout,
+)
+from bot.domain.run import RunRef
+from bot.rollout_store import RolloutStore
+from storage.repositories import RolloutRepository
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+SAVED_AT = NOW + timedelta(hours=3)
+PLAN = load_plan(None)
+PREFLIGHT = Preflight(
+    flags=Check(CheckState.PENDING),
+    migrations=Check(CheckState.PASS, "4 migration files, additive only"),
+    image=Check(CheckState.SKIPPED, "not checked (check_image_published is off)"),
+)
+RUN = RunRef(9_876_543_210, "https://github.com/scriptum/scriptum/actions/runs/9876543210")
+
+
+@pytest.fixture
+def store(session_factory: async_sessionmaker[AsyncSession]) -> RolloutStore:
+    return RolloutStore(session_factory, clock=lambda: SAVED_AT)
+
+
+def _rollout(
+    tag: str = "v1.4.2", *, rollout_id: str = "r-0000000000a1", now: datetime = NOW
+) -> Rollout:
+    return new_rollout(
+        rollout_id=rollout_id,
+        tag=tag,
+        channel_id="C0RELEASE",
+        started_by="U0MANAGER",
+        plan=PLAN,
+        preflight=PREFLIGHT,
+        now=now,
+    )
+
+
+def _running(rollout: Rollout) -> Rollout:
+    """Confirmed, dispatched and given its Slack message, through the domain's own steps."""
+    ready = begin_dispatch(
+        confirm_flags(rollout, actor="U0MANAGER"), now=NOW + timedelta(minutes=2)
+    )
+    started = dispatched(ready, PLAN, RUN).rollout
+    return replace(started, message_ts="1767355200.000100")
+
+
+def _far_along(rollout: Rollout) -> Rollout:
+    """Every field the domain keeps, set: windows, an extension, verdicts of three kinds, and a
+    desktop track aborting toward its kill-switch."""
+    relay_plan, desktop_plan = PLAN.track("relay"), PLAN.track("desktop")
+    passed = relay_plan.evaluate_gate(
+        baseline_crash=Decimal("0.0010"),
+        current_crash=Decimal("0.0015"),
+        current_error=Decimal("0.0040"),
+        sample=12_000,
+    )
+    no_data = relay_plan.evaluate_gate(
+        baseline_crash=Decimal("0.001"), current_crash=None, current_error=Decimal("0.002")
+    )
+    killed = desktop_plan.evaluate_gate(
+        baseline_crash=Decimal("0.001"), current_crash=Decimal("0.0035"), sample=800
+    )
+    assert (passed.verdict, no_data.verdict, killed.verdict) == (
+        Verdict.PASS,
+        Verdict.INCONCLUSIVE,
+        Verdict.KILL_SWITCH,
+    )
+    deployed_at = NOW + timedelta(minutes=9, seconds=13)
+    relay = rollout.track("relay")
+    relay = relay.with_stage(
+        replace(
+            relay.stage("canary"),
+            state=StageState.PASSED,
+            window_started_at=deployed_at,
+            window_ends_at=deployed_at + timedelta(minutes=30),
+            verdict=passed,
+        )
+    ).with_stage(
+        replace(
+            relay.stage("half"),
+            state=StageState.OBSERVING,
+            window_started_at=deployed_at + timedelta(minutes=45),
+            window_ends_at=deployed_at + timedelta(minutes=135),
+            extensions=1,
+            verdict=no_data,
+        )
+    )
+    desktop = rollout.track("desktop")
+    desktop = replace(
+        desktop.with_stage(
+            replace(desktop.stage("internal"), state=StageState.FAILED_GATE, verdict=killed)
+        ).with_stage(replace(desktop.stage("beta"), state=StageState.REJECTED)),
+        state=TrackState.ABORTING,
+        ending=TrackState.HALTED,
+        ended_reason="internal ring gate KILL_SWITCH: crash rate",
+    )
+    return rollout.with_track(relay).with_track(desktop)
+
+
+async def test_a_new_rollout_comes_back_as_it_was_created(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    rollout = _rollout()
+
+    created = await store.create(rollout=rollout, plan=PLAN)
+
+    assert created == replace(rollout, version=1)
+    assert await store.get(rollout.id) == created
+    assert await store.get("r-000000000000") is None
+    assert created.preflight.blocking() == ["Feature flags: pending"]
+    # The plan snapshot is the plan the rollout started with, readable as a plan again.
+    record = await RolloutRepository(session_factory).get(rollout.id)
+    assert record is not None
+    assert RolloutPlan.model_validate(record.plan) == PLAN
+    assert [s.environment for s in record.track("relay").stages] == [
+        "relay-canary-5",
+        "relay-rollout-50",
+        "relay-rollout-100",
+    ]
+
+
+async def test_every_field_survives_a_save(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    changed = _far_along(_running(created))
+
+    saved = await store.save(changed)
+
+    assert saved == replace(changed, version=2)
+    loaded = await store.get(created.id)
+    assert loaded == saved
+    assert loaded is not None
+    assert loaded.phase is Phase.RUNNING
+    assert (loaded.run_id, loaded.run_url) == (RUN.run_id, RUN.html_url)
+    assert loaded.dispatched_at == NOW + timedelta(minutes=2)
+    assert loaded.preflight.flags == Check(CheckState.PASS, "confirmed by <@U0MANAGER>")
+    assert loaded.preflight.blocking() == []
+    canary = loaded.track("relay").stage("canary").verdict
+    assert canary is not None and canary.verdict is Verdict.PASS
+    assert canary.current_crash == Decimal("0.0015") and isinstance(canary.current_crash, Decimal)
+    assert canary.crash_limit == Decimal("0.0020") and canary.sample == 12_000
+    half = loaded.track("relay").stage("half")
+    assert half.extensions == 1 and half.verdict is not None
+    assert (half.verdict.verdict, half.verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+    assert half.verdict.current_crash is None
+    desktop = loaded.track("desktop")
+    assert (desktop.state, desktop.ending) == (TrackState.ABORTING, TrackState.HALTED)
+    record = await RolloutRepository(session_factory).get(created.id)
+    assert record is not None and record.updated_at == SAVED_AT
+
+
+async def test_a_second_rollout_on_a_busy_track_names_the_active_one(store: RolloutStore) -> None:
+    first = await store.create(rollout=_rollout(), plan=PLAN)
+
+    with pytest.raises(RolloutInProgress) as refused:
+        await store.create(rollout=_rollout("v1.4.3", rollout_id="r-0000000000b2"), plan=PLAN)
+
+    assert refused.value.code == "rollout_in_progress"
+    assert refused.value.active_rollout_id == first.id
+    assert "`v1.4.2`" in refused.value.message
+    assert await store.by_tag("v1.4.3") == []
+    assert await store.active_on_track("relay") == first
+
+
+async def test_a_save_from_a_stale_read_changes_nothing(store: RolloutStore) -> None:
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    flagged = await store.save(confirm_flags(created, actor="U0MANAGER"))
+    assert flagged.version == 2
+
+    with pytest.raises(ConcurrentChange) as conflict:
+        await store.save(cancel_preflight(created, actor="U0OTHER", now=NOW))
+
+    assert (conflict.value.code, conflict.value.rollout_id) == ("concurrent_change", created.id)
+    assert await store.get(created.id) == flagged
+
+
+async def test_an_ended_rollout_frees_its_tracks(store: RolloutStore) -> None:
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    ended_at = NOW + timedelta(minutes=5)
+
+    ended = await store.save(cancel_preflight(created, actor="U0MANAGER", now=ended_at))
+
+    assert ended.phase is Phase.ENDED and ended.ended_at == ended_at
+    assert [(t.state, t.ended_at) for t in ended.tracks] == [
+        (TrackState.CANCELLED, ended_at),
+        (TrackState.CANCELLED, ended_at),
+    ]
+    assert ended.track("relay").ended_reason == "cancelled by <@U0MANAGER>"
+    assert await store.active() == []
+    assert await store.active_on_track("relay") is None
+    second = await store.create(rollout=_rollout("v1.4.3", rollout_id="r-0000000000b2"), plan=PLAN)
+    assert await store.active() == [second]
+
+
+async def test_tracks_left_open_end_with_the_rollout(store: RolloutStore) -> None:
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    running = await store.save(_running(created))
+    relay = replace(running.track("relay"), state=TrackState.FAILED, ended_reason="run cancelled")
+    ended_at = NOW + timedelta(minutes=20)
+
+    ended = await store.save(
+        replace(running.with_track(relay), phase=Phase.ENDED, ended_at=ended_at)
+    )
+
+    assert ended.track("relay").ended_at == ended_at
+    assert ended.track("desktop").ended_at == ended_at
+    assert ended.track("relay").ended_reason == "run cancelled"
+    assert await store.active_on_track("desktop") is None
+
+
+async def test_a_rollout_is_found_by_its_run(store: RolloutStore) -> None:
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    assert await store.by_run_id(RUN.run_id) is None
+
+    running = await store.save(_running(created))
+
+    assert await store.by_run_id(RUN.run_id) == running
+    assert await store.by_run_id(1) is None
+
+
+async def test_recent_lists_newest_first(store: RolloutStore) -> None:
+    ids = []
+    for number in range(3):
+        rollout = _rollout(
+            f"v1.{number}.0",
+            rollout_id=f"r-00000000000{number}",
+            now=NOW + timedelta(hours=number),
+        )
+        created = await store.create(rollout=rollout, plan=PLAN)
+        ids.append(created.id)
+        if number < 2:
+            await store.save(cancel_preflight(created, actor="U0MANAGER", now=rollout.created_at))
+
+    assert [r.id for r in await store.recent(2)] == [ids[2], ids[1]]
+    assert [r.id for r in await store.recent(limit=10)] == [ids[2], ids[1], ids[0]]
+    assert [r.tag for r in await store.active()] == ["v1.2.0"]
+    assert [r.id for r in await store.by_tag("v1.1.0")] == [ids[1]]
