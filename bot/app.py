@@ -7,22 +7,35 @@ services, then (in Socket Mode) the Slack connection. Routes:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app_keys import BOLT, SERVICES, SETTINGS
+from bot.authz import Approvers, GroupResolver
 from bot.config import Settings
+from bot.github_gateway import PyGithubGateway
+from bot.rollout_store import RolloutStore
+from bot.rollouts import RolloutService
+from bot.scheduler import Scheduler
 from bot.services import CommandService, Services
 from handlers import github_webhook, register_all
+from handlers.notifier import SlackNotifier
 from storage.db import create_engine, create_session_factory, mask_database_url, ping
 from storage.migrate import upgrade
+from storage.repositories import AuditLog
+from storage.timers import TimerStore
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +57,91 @@ def create_app(settings: Settings, *, socket_mode: bool = False) -> web.Applicat
     return app
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     engine = create_engine(settings.database_url)
     log.info("database %s", mask_database_url(settings.database_url))
+    github_token = settings.github_token
+    assert github_token is not None  # the configuration refuses to start without one
+    github = PyGithubGateway(
+        api_url=str(settings.github_api_url),
+        token=github_token.get_secret_value(),
+        repository=settings.github_repository,
+    )
+    scheduler_task: asyncio.Task[None] | None = None
     try:
         await upgrade(settings.database_url)
+        sessions = create_session_factory(engine)
+        slack = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=str(settings.slack_api_url),
+        )
+        # Slack's rate limits answer 429 with Retry-After: wait and try again, twice.
+        slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+        approvers = Approvers(settings.rollout_approvers, resolve_group=_group_members(slack))
+        timers = TimerStore(sessions)
+        wake = asyncio.Event()
+        rollouts = RolloutService(
+            plan=settings.plan(),
+            store=RolloutStore(sessions, clock=utc_now),
+            timers=timers,
+            audit=AuditLog(sessions),
+            github=github,
+            notifier=SlackNotifier(slack, approvers=settings.rollout_approvers),
+            approvers=approvers,
+            clock=utc_now,
+            on_timer_scheduled=wake.set,
+        )
         services = Services(
             settings=settings,
-            plan=settings.plan(),
+            plan=rollouts.plan,
             engine=engine,
-            sessions=create_session_factory(engine),
+            sessions=sessions,
             commands=CommandService(release_channels=settings.release_channels),
+            rollouts=rollouts,
+            approvers=approvers,
         )
         bolt = AsyncApp(
-            client=AsyncWebClient(
-                token=settings.slack_bot_token.get_secret_value(),
-                base_url=str(settings.slack_api_url),
-            ),
+            client=slack,
             signing_secret=settings.slack_signing_secret.get_secret_value(),
         )
         register_all(bolt, services)
         app[SERVICES] = services
         app[BOLT] = bolt
+        scheduler = Scheduler(
+            timers=timers,
+            service=rollouts,
+            clock=utc_now,
+            poll_interval=timedelta(seconds=settings.github_poll_interval),
+            wake=wake,
+        )
+        scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
         yield
     finally:
+        if scheduler_task is not None:
+            scheduler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await scheduler_task
+        await github.close()
         await engine.dispose()
+
+
+def _group_members(slack: AsyncWebClient) -> GroupResolver:
+    async def members(group: str) -> list[str]:
+        try:
+            answer = await slack.usergroups_users_list(usergroup=group)
+        except SlackApiError as error:
+            raise LookupError(
+                f"usergroups.users.list {group}: {error.response.get('error')}"
+            ) from None
+        users: list[str] = answer.get("users") or []
+        return users
+
+    return members
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from bot.domain.errors import NotAuthorized
 log = logging.getLogger(__name__)
 
 GroupResolver = Callable[[str], Awaitable[list[str]]]
+"""Members of a user group; raises LookupError when Slack cannot say."""
 
 
 class Approvers:
@@ -61,7 +62,7 @@ class Approvers:
             return frozenset()
         try:
             members = frozenset(await self._resolve(group))
-        except Exception:  # noqa: BLE001 - a failed lookup denies, it never grants
+        except LookupError:  # a failed lookup denies, it never grants
             log.warning("could not resolve user group %s; treating it as empty", group)
             return frozenset()
         self._cache[group] = (now, members)

@@ -76,6 +76,8 @@ class Settings(DatabaseSettings):
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
     github_repository: str
     github_webhook_secret: SecretStr | None = None
+    github_poll_interval: float = Field(default=15.0, gt=0, le=3600)
+    """Seconds between two looks at each running rollout's run on GitHub."""
 
     rollout_plan: Path | None = None
     release_channels: CommaList
@@ -99,7 +101,10 @@ class Settings(DatabaseSettings):
         if value is not None and value.get_secret_value():
             return value
         if all(app):
-            return None
+            raise ValueError(
+                "GitHub App mode is not supported yet (an App cannot be a required reviewer): "
+                "set GITHUB_TOKEN to a token of a reviewer account"
+            )
         if any(app):
             missing = [
                 name.upper() for name, given in zip(_APP_FIELDS, app, strict=True) if not given

@@ -6,20 +6,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from decimal import Decimal
+
+import yaml
+from pydantic import ValidationError
+
 from bot.domain.metrics import Figures, Reading
 from bot.domain.plan import ManualMetrics, StaticMetrics
 from bot.domain.rollout import Rollout
 from bot.ports import MetricsSource
 
+log = logging.getLogger(__name__)
+
 
 class StaticSource:
-    """Figures from the plan; a stage the plan gives no figures for reads as no data."""
+    """Figures from the plan (or its figures file); a stage without figures reads as no data,
+    which the gate turns into INCONCLUSIVE, never PASS."""
 
     def __init__(self, config: StaticMetrics) -> None:
         self._config = config
 
+    def _current(self) -> StaticMetrics:
+        if self._config.file is None:
+            return self._config
+        try:
+            raw = yaml.safe_load(self._config.file.read_text(encoding="utf-8")) or {}
+            return StaticMetrics.model_validate({**raw, "source": "static"})
+        except (OSError, yaml.YAMLError, ValidationError, TypeError) as error:
+            log.warning("figures file %s unreadable (%s): no data", self._config.file, error)
+            return StaticMetrics(source="static", baseline_crash_rate=Decimal(0), stages={})
+
     async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading | None:
-        figures = self._config.stages.get(stage)
+        config = await asyncio.to_thread(self._current)
+        figures = config.stages.get(stage)
         observed = (
             Figures(crash_rate=None)
             if figures is None
@@ -27,9 +48,7 @@ class StaticSource:
                 crash_rate=figures.crash_rate, error_rate=figures.error_rate, sample=figures.sample
             )
         )
-        return Reading(
-            baseline_crash=self._config.baseline_crash_rate, figures=observed, source="static"
-        )
+        return Reading(baseline_crash=config.baseline_crash_rate, figures=observed, source="static")
 
 
 class ManualSource:

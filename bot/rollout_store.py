@@ -80,6 +80,14 @@ class RolloutStore:
         record = await self._repository.get(rollout_id)
         return None if record is None else _rollout(record)
 
+    async def plan(self, rollout_id: str) -> RolloutPlan:
+        """The plan the rollout was started with: a later change of ROLLOUT_PLAN never moves
+        a rollout already under way. Raises RolloutNotFound for an unknown id."""
+        record = await self._repository.get(rollout_id)
+        if record is None:
+            raise RolloutNotFound(rollout_id)
+        return RolloutPlan.model_validate(record.plan)
+
     async def save(self, rollout: Rollout) -> Rollout:
         """Write the rollout as it now stands; returns it at its new version.
 

@@ -45,7 +45,7 @@ from bot.domain.rollout import (
 )
 from bot.logs import rollout_context
 from bot.metrics_sources import metrics_source
-from bot.ports import Clock, GitHubGateway, Notifier
+from bot.ports import Clock, GitHubGateway, Notifier, ReviewState
 from bot.rollout_store import RolloutStore
 from storage.repositories import AuditLog, new_rollout_id
 from storage.timers import Timer, TimerStore
@@ -97,7 +97,10 @@ class RolloutService:
     async def active(self) -> list[Rollout]:
         return await self._store.active()
 
-    async def recent(self, limit: int = 10) -> list[Rollout]:
+    async def history(self, *, tag: str | None = None, limit: int = 10) -> list[Rollout]:
+        """The latest rollouts, newest first (of one tag when given)."""
+        if tag is not None:
+            return (await self._store.by_tag(tag))[:limit]
         return await self._store.recent(limit)
 
     # -- start and preflight --------------------------------------------------------------------
@@ -108,7 +111,7 @@ class RolloutService:
         for track in self.plan.tracks:
             active = await self._store.active_on_track(track)
             if active is not None:
-                raise _in_progress(active)
+                raise _in_progress(active, track)
         now = self._clock()
         preflight = await self._preflight(tag=tag, flags_ready=flags_ready, actor=actor)
         rollout = machine.new_rollout(
@@ -471,7 +474,7 @@ class RolloutService:
 
     async def _review(self, rollout: Rollout, review: Review) -> None:
         assert rollout.run_id is not None
-        state = "approved" if review.approve else "rejected"
+        state: ReviewState = "approved" if review.approve else "rejected"
         try:
             sent = await self._github.review(
                 run_id=rollout.run_id,
@@ -570,11 +573,13 @@ def where_it_stands(rollout: Rollout, plan: RolloutPlan) -> str:
     return "; ".join(parts) + "."
 
 
-def _in_progress(active: Rollout) -> RolloutError:
-    link = f"https://slack.com/archives/{active.channel_id}/p{(active.message_ts or '').replace('.', '')}"
+def _in_progress(active: Rollout, track: str) -> RolloutError:
+    message = (active.message_ts or "").replace(".", "")
+    link = f"https://slack.com/archives/{active.channel_id}/p{message}"
     return RolloutInProgress(
         f"`{active.tag}` is already rolling out (<{link}|{active.id}>, started by "
         f"<@{active.started_by}>). One rollout per track at a time: finish or cancel it first.",
+        track=track,
         active_rollout_id=active.id,
     )
 

@@ -40,6 +40,7 @@ class Scheduler:
         lease: timedelta = timedelta(minutes=2),
         retry_after: timedelta = timedelta(seconds=30),
         owner: str | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self._timers = timers
         self._service = service
@@ -48,11 +49,8 @@ class Scheduler:
         self._lease = lease
         self._retry_after = retry_after
         self.owner = owner or replica_name()
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        """A timer was scheduled: look again now rather than at the end of the current sleep."""
-        self._wake.set()
+        self._wake = wake or asyncio.Event()
+        """Set when a timer is scheduled: look again now, not at the end of the current sleep."""
 
     async def run(self) -> None:
         """Run until cancelled."""

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.authz import Approvers
 from bot.config import Settings
-from bot.domain.commands import Command, Help, allowed_outside_release_channels, parse_command
-from bot.domain.errors import NotAReleaseChannel, NotAvailable
+from bot.domain.commands import Command, allowed_outside_release_channels, parse_command
+from bot.domain.errors import NotAReleaseChannel
 from bot.domain.plan import RolloutPlan
+from bot.rollouts import RolloutService
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,6 @@ class CommandService:
             )
         return command
 
-    def run(self, *, text: str, channel_id: str) -> Help:
-        command = self.route(text=text, channel_id=channel_id)
-        if isinstance(command, Help):
-            return command
-        raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
-
 
 @dataclass(frozen=True)
 class Services:
@@ -50,3 +46,5 @@ class Services:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     commands: CommandService
+    rollouts: RolloutService
+    approvers: Approvers

@@ -8,10 +8,11 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services import Services
-from handlers import commands, errors
+from handlers import buttons, commands, errors
 
 
 def register_all(app: AsyncApp, services: Services) -> None:
     """Attach every Slack listener and the error handler to the Bolt app."""
     errors.register(app, services)
     commands.register(app, services)
+    buttons.register(app, services)

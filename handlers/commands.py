@@ -1,12 +1,18 @@
-"""The `/rollout` slash command: acknowledge at once, then route and answer ephemerally."""
+"""The `/rollout` slash command: acknowledge at once, then route to one service call and
+answer ephemerally. What changes a rollout is also told in its thread, for everyone."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
+from bot.domain.commands import Help, History, Kill, Promote, Rollback, Start, Status
+from bot.domain.errors import NotAvailable
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout
 from bot.services import Services
-from handlers import views
+from handlers import rollout_views, views
+from handlers.views import Block
 
 
 class SlashCommand(BaseModel):
@@ -20,10 +26,48 @@ class SlashCommand(BaseModel):
     response_url: str
 
 
+async def _plans(services: Services, rollouts: list[Rollout]) -> dict[str, RolloutPlan]:
+    return {r.id: await services.rollouts.plan_of(r) for r in rollouts}
+
+
+async def answer(services: Services, payload: SlashCommand) -> tuple[str, list[Block]]:
+    """Run the command; the ephemeral answer as (text, blocks)."""
+    command = services.commands.route(text=payload.text, channel_id=payload.channel_id)
+    rollouts = services.rollouts
+    actor = payload.user_id
+    if isinstance(command, Help):
+        return views.help_text(), views.help_blocks()
+    if isinstance(command, Start):
+        started = await rollouts.start(
+            tag=command.tag,
+            flags_ready=command.flags_ready,
+            channel_id=payload.channel_id,
+            actor=actor,
+        )
+        return views.note(f"Preflight of `{started.tag}` posted ({started.id}).")
+    if isinstance(command, Status):
+        active = await rollouts.active()
+        plans = await _plans(services, active)
+        return "Active rollouts", rollout_views.status_blocks(active, lambda r: plans[r.id])
+    if isinstance(command, History):
+        recent = await rollouts.history(tag=command.tag)
+        plans = await _plans(services, recent)
+        return "Rollout history", rollout_views.history_blocks(recent, lambda r: plans[r.id])
+    if isinstance(command, Promote):
+        promoted = await rollouts.promote(actor=actor)
+        return views.note(f"Promoted `{promoted.tag}`: see its thread.")
+    if isinstance(command, Rollback):
+        stopped = await rollouts.abort(actor=actor, gate="relay")
+        return views.note(f"Rolling back `{stopped.tag}`: see its thread.")
+    if isinstance(command, Kill):
+        stopped = await rollouts.abort(actor=actor, gate="desktop", reason=command.reason or "")
+        return views.note(f"Kill-switch tripped for `{stopped.tag}`: see its thread.")
+    raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
+
+
 def register(app: AsyncApp, services: Services) -> None:
     @app.command("/rollout")
     async def rollout_command(ack: AsyncAck, body: dict[str, str], respond: AsyncRespond) -> None:
         await ack()
-        command = SlashCommand.model_validate(body)
-        services.commands.run(text=command.text, channel_id=command.channel_id)
-        await respond(response_type="ephemeral", text=views.help_text(), blocks=views.help_blocks())
+        text, blocks = await answer(services, SlashCommand.model_validate(body))
+        await respond(response_type="ephemeral", text=text, blocks=blocks)

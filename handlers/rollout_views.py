@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict, exact_product, format_rate
+from bot.domain.metrics import Figures
 from bot.domain.plan import ManualMetrics, RolloutPlan
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
@@ -57,15 +57,6 @@ CRASH_RATE_BLOCK = "crash_rate"
 ERROR_RATE_BLOCK = "error_rate"
 SAMPLE_BLOCK = "sample"
 FIGURE_ACTION = "figure"
-
-
-@dataclass(frozen=True)
-class Figures:
-    """Observed figures of one window, as an approver typed them."""
-
-    crash_rate: Decimal
-    error_rate: Decimal | None
-    sample: int | None
 
 
 # -- words for domain states -----------------------------------------------------------------

@@ -31,3 +31,8 @@ def error_blocks(message: str, *, with_help: bool = False) -> list[Block]:
     """A refusal or error, said plainly, optionally followed by the help."""
     blocks = [_section(f":warning: {message}")]
     return blocks + help_blocks() if with_help else blocks
+
+
+def note(text: str) -> tuple[str, list[Block]]:
+    """A one-line ephemeral answer: (fallback text, blocks)."""
+    return text, [_section(text)]

@@ -230,6 +230,26 @@ def judged(
     ).rollout
 
 
+def deploy(rollout: Rollout, stage_job: str, environment: str, completed_at: datetime) -> Rollout:
+    """GitHub waits for the stage's environment, the bot approves it, the job succeeds."""
+    asked = snapshot(waiting(stage_job), waiting_on={environment})
+    rollout = reconcile(rollout, PLAN, asked, completed_at - timedelta(minutes=1)).rollout
+    done = snapshot(job(stage_job, completed_at=completed_at))
+    return reconcile(rollout, PLAN, done, completed_at + timedelta(minutes=1)).rollout
+
+
+def passed(
+    rollout: Rollout, track: str, stage: str, verdict: GateVerdict, now: datetime
+) -> Rollout:
+    return promote(
+        judged(rollout, track, stage, verdict, now), PLAN, track=track, actor="U2"
+    ).rollout
+
+
+def all_effects(*decisions: Decision) -> list[object]:
+    return [effect for decision in decisions for effect in decision.effects]
+
+
 # -- dispatch and the first approvals -------------------------------------------------------
 
 
@@ -488,6 +508,14 @@ def test_a_crash_at_the_canary_rolls_back_the_relay_and_leaves_the_desktop_alone
         desktop_timer,
     ]
 
+    # Still waiting at the next look (the rejection was lost): rejected again, announced once.
+    again = reconcile(rejecting.rollout, PLAN, half_waits, at(37.5))
+    assert again.rollout == rejecting.rollout
+    assert effects(again) == [
+        Review("relay", "relay-rollout-50", approve=False, comment=f"rollout-bot: {reason}"),
+        desktop_timer,
+    ]
+
     rollback_waits = snapshot(
         job(CANARY, completed_at=at(5)),
         job(HALF, JobConclusion.FAILURE, at(37)),
@@ -526,19 +554,10 @@ def test_a_crash_at_the_canary_rolls_back_the_relay_and_leaves_the_desktop_alone
     ]
 
 
-def half_observing(plan: RolloutPlan = PLAN) -> Rollout:
+def half_observing() -> Rollout:
     """Canary passed and promoted; 50% deployed at T0+45m (window until T0+105m)."""
-    rollout = judged(canary_observing(plan), "relay", "canary", relay_verdict(), at(36), plan)
-    if rollout.track("relay").stage("canary").state is StageState.HOLDING:
-        rollout = promote(rollout, plan, track="relay", actor="U2").rollout
-    half_waits = snapshot(
-        job(CANARY, completed_at=at(5)), waiting(HALF), waiting_on={"relay-rollout-50"}
-    )
-    rollout = reconcile(rollout, plan, half_waits, at(37)).rollout
-    deployed = snapshot(job(CANARY, completed_at=at(5)), job(HALF, completed_at=at(45)))
-    rollout = reconcile(rollout, plan, deployed, at(46)).rollout
-    assert rollout.track("relay").stage("half").window_ends_at == at(105)
-    return rollout
+    rollout = passed(canary_observing(), "relay", "canary", relay_verdict(), at(36))
+    return deploy(rollout, HALF, "relay-rollout-50", at(45))
 
 
 @pytest.mark.parametrize(
@@ -548,7 +567,11 @@ def half_observing(plan: RolloutPlan = PLAN) -> Rollout:
             "half",
             relay_verdict(crash="0.001", error="0.0101"),
             "50% gate ROLLBACK: error rate",
-            ["50% gate *ROLLBACK*", "error rate 0.0101 exceeds the threshold 0.01"],
+            [
+                "50% gate *ROLLBACK*",
+                "error rate 0.0101 exceeds the threshold 0.01",
+                "Reached: 50%.",
+            ],
         ),
         (
             "canary",
@@ -560,7 +583,7 @@ def half_observing(plan: RolloutPlan = PLAN) -> Rollout:
             "canary",
             relay_verdict(crash="0.0021", error="0.01"),
             "5% canary gate ROLLBACK: crash rate",
-            ["crash rate 0.0021 exceeds 2x baseline 0.001 (limit 0.002)"],
+            ["crash rate 0.0021 exceeds 2x baseline 0.001 (limit 0.002)", "Reached: 5% canary."],
         ),
     ],
     ids=["error-rate-at-50", "zero-baseline-at-canary", "crash-at-canary"],
@@ -685,3 +708,543 @@ def test_promote_while_observing_names_the_window_end() -> None:
         promote(rollout, PLAN, track="relay", actor="U2")
     assert "still observing until " + slack_time(at(35)) in refused.value.message
     assert holding_tracks(rollout) == []
+
+
+# -- the desktop track and its kill-switch --------------------------------------------------
+
+
+def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
+    rollout = deploy(
+        deploy(approved(), CANARY, "relay-canary-5", at(5)), INTERNAL, "desktop-internal", at(10)
+    )
+    rollout = passed(rollout, "relay", "canary", relay_verdict(), at(36))
+    rollout = passed(rollout, "desktop", "internal", desktop_verdict(), at(71))
+    rollout = deploy(
+        deploy(rollout, HALF, "relay-rollout-50", at(80)), BETA, "desktop-beta", at(90)
+    )
+    assert rollout.track("desktop").stage("beta").window_ends_at == at(210)  # 2h for beta
+    rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
+
+    tripped = gate_evaluated(
+        evaluate(rollout, "desktop", "beta"),
+        PLAN,
+        track="desktop",
+        stage="beta",
+        verdict=desktop_verdict(crash="0.0025"),
+        now=at(211),
+    )
+
+    desktop = tripped.rollout.track("desktop")
+    assert (desktop.state, desktop.ending, desktop.ended_reason) == (
+        TrackState.ABORTING,
+        TrackState.HALTED,
+        "beta ring gate KILL_SWITCH: crash rate",
+    )
+    assert effects(tripped) == [
+        Says(
+            "beta ring gate *KILL_SWITCH*",
+            "crash rate 0.0025 exceeds 2x baseline 0.001 (limit 0.002)",
+            "The release stays on the beta ring.",
+            "tripping the kill-switch now",
+            "*Desktop/CLI kill-switch*",
+            failure=True,
+        )
+    ]
+    assert tripped.rollout.track("relay") == rollout.track("relay")
+
+    both_wait = snapshot(waiting(FULL), waiting(GA), waiting_on={"relay-rollout-100", "desktop-ga"})
+    step1 = reconcile(tripped.rollout, PLAN, both_wait, at(212))
+    assert effects(step1) == [
+        Review("relay", "relay-rollout-100", approve=True, comment=f"rollout-bot: {TAG} to 100%"),
+        Says("Approved *100%* (Hosted relay): deploying."),
+        Review(
+            "desktop",
+            "desktop-ga",
+            approve=False,
+            comment="rollout-bot: beta ring gate KILL_SWITCH: crash rate",
+        ),
+        Says("Rejected *GA ring* (Desktop app and CLI)."),
+    ]
+    assert states(step1.rollout, "desktop") == [
+        StageState.PASSED,
+        StageState.FAILED_GATE,
+        StageState.REJECTED,
+    ]
+
+    kill_waits = snapshot(
+        job(FULL, None, status=JobStatus.IN_PROGRESS),
+        job(GA, JobConclusion.FAILURE, at(212)),
+        waiting(KILL_SWITCH),
+        waiting_on={"desktop-kill-switch"},
+    )
+    step2 = reconcile(step1.rollout, PLAN, kill_waits, at(213))
+    assert step2.rollout == step1.rollout
+    kill_review = Review(
+        "desktop",
+        "desktop-kill-switch",
+        approve=True,
+        comment="rollout-bot: Desktop/CLI kill-switch",
+    )
+    assert effects(step2) == [kill_review]
+
+    relay_done = snapshot(
+        job(FULL, completed_at=at(215)),
+        job(GA, JobConclusion.FAILURE, at(212)),
+        waiting(KILL_SWITCH),
+        waiting_on={"desktop-kill-switch"},
+    )
+    step3 = reconcile(step2.rollout, PLAN, relay_done, at(216))
+    relay = step3.rollout.track("relay")
+    assert (relay.state, relay.ended_at) == (TrackState.COMPLETED, at(216))
+    assert states(step3.rollout, "relay")[-1] is StageState.DEPLOYED
+    assert step3.rollout.phase is Phase.RUNNING  # the desktop track has not ended yet
+    assert effects(step3) == [Says("*100%* deployed: Hosted relay is done."), kill_review]
+
+    all_done = snapshot(
+        job(FULL, completed_at=at(215)),
+        job(GA, JobConclusion.FAILURE, at(212)),
+        job(KILL_SWITCH, completed_at=at(218)),
+        status="completed",
+        conclusion="failure",
+    )
+    step4 = reconcile(step3.rollout, PLAN, all_done, at(219))
+    assert [t.state for t in step4.rollout.tracks] == [TrackState.COMPLETED, TrackState.HALTED]
+    assert (step4.rollout.phase, step4.rollout.ended_at) == (Phase.ENDED, at(219))
+    assert effects(step4) == [
+        Says(
+            "*Desktop/CLI kill-switch* finished.",
+            "Desktop app and CLI: halted by the kill-switch.",
+            failure=True,
+        ),
+        Says(
+            f"Rollout of `{TAG}` ended.",
+            "Hosted relay: completed; Desktop app and CLI: halted by the kill-switch.",
+        ),
+    ]
+
+    reviews = [e for e in all_effects(tripped, step1, step2, step3, step4) if isinstance(e, Review)]
+    assert not any(r.environment == "relay-rollback" for r in reviews)
+    # Ended: later snapshots change nothing.
+    assert reconcile(step4.rollout, PLAN, all_done, at(230)) == Decision(step4.rollout)
+
+
+def test_a_manual_kill_during_the_internal_window() -> None:
+    rollout = desktop_internal_observing(canary_observing())
+    why = "kill-switch by <@U9>: crash reports from support"
+
+    killed = abort(
+        rollout, PLAN, track="desktop", actor="U9", reason="crash reports from support", now=at(20)
+    )
+
+    desktop = killed.rollout.track("desktop")
+    assert (desktop.state, desktop.ending, desktop.ended_reason) == (
+        TrackState.ABORTING,
+        TrackState.HALTED,
+        why,
+    )
+    assert states(killed.rollout, "desktop")[0] is StageState.STOPPED
+    assert killed.rollout.track("relay") == rollout.track("relay")
+    assert effects(killed) == [
+        CancelWindow("desktop", "internal", 0),
+        Says(
+            f":rotating_light: Desktop app and CLI: {why}.",
+            "The release stays on the internal ring.",
+            "approving *Desktop/CLI kill-switch*",
+            failure=True,
+        ),
+    ]
+    # The cancelled window's timer, had it fired anyway, changes nothing.
+    late = window_ended(killed.rollout, track="desktop", stage="internal", due_at=at(70))
+    assert late == Decision(killed.rollout)
+
+    beta_waits = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(INTERNAL, completed_at=at(10)),
+        waiting(BETA),
+        waiting_on={"desktop-beta"},
+    )
+    rejecting = reconcile(killed.rollout, PLAN, beta_waits, at(21))
+    assert effects(rejecting) == [
+        ScheduleWindow("relay", "canary", at(35), 0),
+        Review("desktop", "desktop-beta", approve=False, comment=f"rollout-bot: {why}"),
+        Says("Rejected *beta ring* (Desktop app and CLI)."),
+    ]
+
+    kill_waits = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(BETA, JobConclusion.FAILURE, at(21)),
+        waiting(KILL_SWITCH),
+        waiting_on={"desktop-kill-switch"},
+    )
+    approving = reconcile(rejecting.rollout, PLAN, kill_waits, at(22))
+    assert effects(approving) == [
+        ScheduleWindow("relay", "canary", at(35), 0),
+        Review(
+            "desktop",
+            "desktop-kill-switch",
+            approve=True,
+            comment="rollout-bot: Desktop/CLI kill-switch",
+        ),
+    ]
+
+    with pytest.raises(InvalidTransition, match="Desktop app and CLI is already"):
+        abort(approving.rollout, PLAN, track="desktop", actor="U9", reason="", now=at(23))
+
+
+def test_a_relay_rollback_while_holding_stops_the_hold() -> None:
+    rollout = judged(canary_observing(), "relay", "canary", relay_verdict(), at(36))
+
+    decision = abort(rollout, PLAN, track="relay", actor="U3", reason="", now=at(40))
+
+    assert states(decision.rollout, "relay") == [
+        StageState.STOPPED,
+        StageState.PENDING,
+        StageState.PENDING,
+    ]
+    assert holding_tracks(decision.rollout) == []
+    assert decision.rollout.track("relay").ending is TrackState.ROLLED_BACK
+    assert effects(decision) == [
+        Says(
+            ":rotating_light: Hosted relay: rolled back by <@U3>.",
+            "Reached: 5% canary.",
+            "approving *Relay auto-rollback*",
+            failure=True,
+        )
+    ]
+    with pytest.raises(InvalidTransition, match="nothing to promote"):
+        promote(decision.rollout, PLAN, track="relay", actor="U2")
+
+
+def desktop_at_ga(rollout: Rollout) -> Rollout:
+    """The desktop track through internal and beta; GA approved and deploying."""
+    rollout = deploy(rollout, INTERNAL, "desktop-internal", at(10))
+    rollout = passed(rollout, "desktop", "internal", desktop_verdict(), at(71))
+    rollout = deploy(rollout, BETA, "desktop-beta", at(80))
+    rollout = passed(rollout, "desktop", "beta", desktop_verdict(), at(201))
+    asked = snapshot(waiting(GA), waiting_on={"desktop-ga"})
+    return reconcile(rollout, PLAN, asked, at(202)).rollout
+
+
+def test_a_kill_after_ga_changes_nothing() -> None:
+    deploying = desktop_at_ga(approved())
+    assert states(deploying, "desktop")[-1] is StageState.DEPLOYING
+    done = reconcile(deploying, PLAN, snapshot(job(GA, completed_at=at(205))), at(206))
+    completed = done.rollout
+    assert completed.track("desktop").state is TrackState.COMPLETED
+    assert effects(done) == [Says("*GA ring* deployed: Desktop app and CLI is done.")]
+
+    for rollout, words in [
+        (deploying, "already deploying GA ring"),
+        (completed, "already completed (GA ring)"),
+    ]:
+        with pytest.raises(InvalidTransition) as refused:
+            abort(rollout, PLAN, track="desktop", actor="U9", reason="late", now=at(210))
+        assert words in refused.value.message
+        assert "nothing was changed" in refused.value.message
+
+
+def test_nothing_to_abort_before_the_dispatch() -> None:
+    with pytest.raises(InvalidTransition, match="has not been dispatched yet"):
+        abort(fresh(), PLAN, track="relay", actor="U9", reason="", now=at(1))
+
+
+# -- failures on GitHub's side --------------------------------------------------------------
+
+
+def test_a_failed_preflight_fails_the_relay_and_its_rollback_is_approved() -> None:
+    rollout = running()
+    run = snapshot(
+        job(PREFLIGHT, JobConclusion.FAILURE, at(2)),
+        job(CANARY, JobConclusion.SKIPPED, at(2)),
+        waiting(INTERNAL),
+        waiting(RELAY_ROLLBACK),
+        waiting_on={"relay-rollback"},
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(3))
+
+    relay = decision.rollout.track("relay")
+    assert (relay.state, relay.ending, relay.ended_reason) == (
+        TrackState.ABORTING,
+        TrackState.FAILED,
+        f"{CANARY} was skipped",
+    )
+    assert states(decision.rollout, "relay")[0] is StageState.FAILED
+    assert decision.rollout.track("desktop") == rollout.track("desktop")
+    assert effects(decision) == [
+        Says(
+            f":x: Hosted relay: *{CANARY}* was skipped on GitHub.",
+            f"Logs: <{job_url(PREFLIGHT)}|{PREFLIGHT}>.",
+            "approving *Relay auto-rollback*",
+            failure=True,
+        ),
+        Review("relay", "relay-rollback", approve=True, comment="rollout-bot: Relay auto-rollback"),
+    ]
+
+    finished = snapshot(
+        job(PREFLIGHT, JobConclusion.FAILURE, at(2)),
+        job(CANARY, JobConclusion.SKIPPED, at(2)),
+        job(RELAY_ROLLBACK, completed_at=at(4)),
+    )
+    ended = reconcile(decision.rollout, PLAN, finished, at(5))
+    assert ended.rollout.track("relay").state is TrackState.FAILED
+    assert ended.rollout.phase is Phase.RUNNING
+    assert effects(ended) == [
+        Says("*Relay auto-rollback* finished.", "Hosted relay: failed.", failure=True)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("track", "failing", "failure_env", "failure_job", "label"),
+    [
+        ("relay", CANARY, "relay-rollback", RELAY_ROLLBACK, "Hosted relay"),
+        ("desktop", INTERNAL, "desktop-kill-switch", KILL_SWITCH, "Desktop app and CLI"),
+    ],
+)
+def test_a_failing_deploy_step_fails_the_track_with_its_log_link(
+    track: str, failing: str, failure_env: str, failure_job: str, label: str
+) -> None:
+    rollout = approved()
+    run = snapshot(
+        job(failing, JobConclusion.FAILURE, at(4)),
+        waiting(failure_job),
+        waiting_on={failure_env},
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(5))
+
+    assert decision.rollout.track(track).state is TrackState.ABORTING
+    assert decision.rollout.track(track).ending is TrackState.FAILED
+    assert effects(decision) == [
+        Says(
+            f":x: {label}: *{failing}* ended `failure` on GitHub.",
+            f"Logs: <{job_url(failing)}|{failing}>.",
+            failure=True,
+        ),
+        Review(track, failure_env, approve=True, comment=f"rollout-bot: {failure_job}"),
+    ]
+
+
+def test_a_desktop_failure_links_its_own_job_not_the_relays() -> None:
+    rollout = judged(canary_observing(), "relay", "canary", relay_verdict(crash="0.01"), at(36))
+    run = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(HALF, JobConclusion.FAILURE, at(37)),
+        job(INTERNAL, JobConclusion.TIMED_OUT, at(38)),
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(39))
+
+    assert effects(decision) == [
+        Says(
+            f"*{INTERNAL}* ended `timed_out` on GitHub. Logs: <{job_url(INTERNAL)}|{INTERNAL}>. ",
+            failure=True,
+        )
+    ]
+
+
+def test_a_rollback_job_that_fails_leaves_the_track_failed_not_rolled_back() -> None:
+    rollout = judged(canary_observing(), "relay", "canary", relay_verdict(crash="0.01"), at(36))
+    run = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(HALF, JobConclusion.FAILURE, at(37)),
+        job(RELAY_ROLLBACK, JobConclusion.FAILURE, at(39)),
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(40))
+
+    relay = decision.rollout.track("relay")
+    assert (relay.state, relay.ended_reason) == (
+        TrackState.FAILED,
+        "Relay auto-rollback ended `failure` (5% canary gate ROLLBACK: crash rate)",
+    )
+    assert effects(decision) == [
+        Says(
+            "*Relay auto-rollback* ended `failure`.",
+            f"<{job_url(RELAY_ROLLBACK)}|logs>",
+            "Hosted relay: failed.",
+            failure=True,
+        )
+    ]
+
+
+def test_a_run_that_ends_under_active_tracks_fails_them_and_ends_the_rollout() -> None:
+    rollout = canary_observing()  # relay observing, desktop internal deploying
+    run = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(INTERNAL, JobConclusion.CANCELLED, at(9)),
+        status="completed",
+        conclusion="cancelled",
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(10))
+
+    ended = decision.rollout
+    assert [t.state for t in ended.tracks] == [TrackState.FAILED, TrackState.FAILED]
+    assert ended.track("relay").ended_reason == "the run ended `cancelled` first"
+    assert states(ended, "relay")[0] is StageState.STOPPED
+    assert (ended.phase, ended.ended_at) == (Phase.ENDED, at(10))
+    assert effects(decision) == [
+        CancelWindow("relay", "canary", 0),
+        Says("The run ended (`cancelled`). Hosted relay: failed.", failure=True),
+        Says(f"*{INTERNAL}* ended `cancelled` on GitHub", job_url(INTERNAL), failure=True),
+        Says("The run ended (`cancelled`). Desktop app and CLI: failed.", failure=True),
+        Says(f"Rollout of `{TAG}` ended.", "Hosted relay: failed; Desktop app and CLI: failed."),
+    ]
+    # The window's timer, if it fires anyway, wakes nothing.
+    assert window_ended(ended, track="relay", stage="canary", due_at=at(35)) == Decision(ended)
+
+
+# -- preflight -------------------------------------------------------------------------------
+
+MIGRATIONS = "crates/relay/src/db/migrations"
+
+
+@pytest.mark.parametrize(
+    ("files", "state", "detail"),
+    [
+        (
+            {f"{MIGRATIONS}/0007_users.sql": "ALTER TABLE users ADD bio;\nDROP TABLE users;\n"},
+            CheckState.FAIL,
+            f"destructive migration: `{MIGRATIONS}/0007_users.sql` line 2: `DROP TABLE users;`",
+        ),
+        (
+            {f"{MIGRATIONS}/0008.sql": "  ALTER TABLE docs DROP COLUMN title;  "},
+            CheckState.FAIL,
+            f"destructive migration: `{MIGRATIONS}/0008.sql` line 1: "
+            "`ALTER TABLE docs DROP COLUMN title;`",
+        ),
+        # The workflow's rule is a plain word match: a comment counts too.
+        (
+            {f"{MIGRATIONS}/0009.sql": "-- DROP TABLE legacy later\nSELECT 1;"},
+            CheckState.FAIL,
+            f"destructive migration: `{MIGRATIONS}/0009.sql` line 1: `-- DROP TABLE legacy later`",
+        ),
+        (
+            {
+                f"{MIGRATIONS}/0002_b.sql": "DROP COLUMN x;",
+                f"{MIGRATIONS}/0001_a.sql": "SELECT 1;\n\nDROP TABLE t;",
+            },
+            CheckState.FAIL,
+            f"destructive migration: `{MIGRATIONS}/0001_a.sql` line 3: `DROP TABLE t;`; "
+            f"`{MIGRATIONS}/0002_b.sql` line 1: `DROP COLUMN x;`",
+        ),
+        (
+            {
+                f"{MIGRATIONS}/0010.sql": "drop table users;\nDrop Column x;\nCREATE TABLE t ();",
+                f"{MIGRATIONS}/0011.sql": "DROP TABLESPACE archive; -- XDROP TABLE",
+                f"{MIGRATIONS}/README.md": "Never DROP TABLE here.",
+                f"{MIGRATIONS}/old/0001.sql": "DROP TABLE users;",
+                "crates/relay/src/db/seeds/reset.sql": "DROP TABLE users;",
+            },
+            CheckState.PASS,
+            "2 migration files, additive only",
+        ),
+        ({}, CheckState.PASS, "0 migration files, additive only"),
+    ],
+    ids=["drop-table", "drop-column", "in-a-comment", "several", "not-destructive", "none"],
+)
+def test_migration_check_applies_the_workflow_rule(
+    files: dict[str, str], state: CheckState, detail: str
+) -> None:
+    assert migration_check(PLAN, files) == Check(state, detail)
+
+
+def test_dispatch_is_refused_while_a_check_blocks() -> None:
+    bad = migration_check(PLAN, {f"{MIGRATIONS}/0007.sql": "DROP TABLE users;"})
+    rollout = fresh(
+        preflight=Preflight(
+            flags=Check(CheckState.PENDING),
+            migrations=bad,
+            image=Check(CheckState.SKIPPED, "not checked: the image check is turned off"),
+        )
+    )
+
+    with pytest.raises(InvalidTransition) as refused:
+        begin_dispatch(rollout, now=at(1))
+    assert refused.value.message.startswith("Dispatch is blocked.")
+    assert "Feature flags: pending" in refused.value.message
+    assert (
+        f"Migrations: destructive migration: `{MIGRATIONS}/0007.sql` line 1"
+        in refused.value.message
+    )
+    assert "Image tag" not in refused.value.message  # a check turned off does not block
+
+    confirmed = confirm_flags(rollout, actor="U1")
+    assert confirmed.preflight.flags == Check(CheckState.PASS, "confirmed by <@U1>")
+    with pytest.raises(InvalidTransition) as still:
+        begin_dispatch(confirmed, now=at(2))
+    assert "Feature flags" not in still.value.message
+    assert "Migrations: destructive migration" in still.value.message
+
+    fixed = replace(
+        confirmed, preflight=replace(confirmed.preflight, migrations=migration_check(PLAN, {}))
+    )
+    begun = begin_dispatch(fixed, now=at(3))
+    assert (begun.phase, begun.dispatched_at) == (Phase.DISPATCHING, at(3))
+    with pytest.raises(InvalidTransition, match="already dispatched"):
+        begin_dispatch(begun, now=at(4))
+    with pytest.raises(InvalidTransition):
+        confirm_flags(begun, actor="U1")
+
+
+@pytest.mark.parametrize("state", [CheckState.FAIL, CheckState.ERROR, CheckState.PENDING])
+def test_an_image_check_that_is_not_clear_blocks(state: CheckState) -> None:
+    rollout = fresh(preflight=replace(CLEAR, image=Check(state, f"registry said {state}")))
+    with pytest.raises(InvalidTransition, match=f"Image tag: registry said {state}"):
+        begin_dispatch(rollout, now=at(1))
+
+
+def test_cancel_during_preflight_ends_both_tracks() -> None:
+    cancelled = cancel_preflight(fresh(), actor="U1", now=at(2))
+    assert (cancelled.phase, cancelled.ended_at) == (Phase.ENDED, at(2))
+    assert [(t.state, t.ended_reason) for t in cancelled.tracks] == [
+        (TrackState.CANCELLED, "cancelled by <@U1>"),
+        (TrackState.CANCELLED, "cancelled by <@U1>"),
+    ]
+    with pytest.raises(InvalidTransition):
+        cancel_preflight(running(), actor="U1", now=at(2))
+
+
+# -- verdicts in storage ---------------------------------------------------------------------
+
+RATES = st.decimals(min_value=0, max_value=10, allow_nan=False, allow_infinity=False)
+SAMPLES = st.none() | st.integers(min_value=0, max_value=10**9)
+
+
+def round_trip(verdict: GateVerdict) -> GateVerdict:
+    return verdict_from_json(json.loads(json.dumps(verdict_to_json(verdict))))
+
+
+@given(baseline=RATES, crash=RATES, error=RATES, multiplier=RATES, sample=SAMPLES)
+def test_a_relay_verdict_survives_storage(
+    baseline: Decimal, crash: Decimal, error: Decimal, multiplier: Decimal, sample: int | None
+) -> None:
+    verdict = evaluate_relay(
+        baseline_crash=baseline,
+        current_crash=crash,
+        current_error=error,
+        crash_multiplier=multiplier,
+        sample=sample,
+        min_sample=100,
+    )
+    back = round_trip(verdict)
+    assert back == verdict
+    assert verdict_to_json(back) == verdict_to_json(verdict)  # same digits, same exponent
+    assert back.summary == verdict.summary
+
+
+@given(baseline=RATES, crash=RATES | st.none(), sample=SAMPLES)
+def test_a_desktop_verdict_survives_storage(
+    baseline: Decimal, crash: Decimal | None, sample: int | None
+) -> None:
+    verdict = evaluate_desktop(baseline_crash=baseline, current_crash=crash, sample=sample)
+    assert round_trip(verdict) == verdict
+
+
+def test_a_verdict_on_unusable_figures_survives_storage() -> None:
+    verdict = evaluate_relay(baseline_crash=None, current_crash=D("NaN"), current_error=D("-0.1"))
+    back = round_trip(verdict)
+    assert (back.verdict, back.reason) == (Verdict.INCONCLUSIVE, verdict.reason)
+    assert verdict_to_json(back) == verdict_to_json(verdict)
+    assert back.summary == verdict.summary

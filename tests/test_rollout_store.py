@@ -28,6 +28,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.run import RunRef
 from bot.rollout_store import RolloutStore
+from storage.errors import RolloutNotFound
 from storage.repositories import RolloutRepository
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -142,6 +143,19 @@ async def test_a_new_rollout_comes_back_as_it_was_created(
         "relay-rollout-50",
         "relay-rollout-100",
     ]
+
+
+async def test_a_rollout_keeps_the_plan_it_started_with(store: RolloutStore) -> None:
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    edited = PLAN.model_copy(update={"workflow": PLAN.workflow.model_copy(update={"ref": "v2"})})
+    second = _rollout("v1.4.3", rollout_id="r-0000000000b2")
+    await store.save(cancel_preflight(created, actor="U0MANAGER", now=NOW))
+    await store.create(rollout=second, plan=edited)
+
+    assert await store.plan(created.id) == PLAN
+    assert (await store.plan(second.id)).workflow.ref == "v2"
+    with pytest.raises(RolloutNotFound):
+        await store.plan("r-000000000000")
 
 
 async def test_every_field_survives_a_save(

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from bot.domain.gate import GateVerdict
+from bot.domain.metrics import Figures
 from bot.domain.plan import RolloutPlan, load_plan
 from bot.domain.rollout import (
     Check,
@@ -41,7 +42,6 @@ from handlers.rollout_views import (
     ERROR_RATE_BLOCK,
     FIGURE_ACTION,
     SAMPLE_BLOCK,
-    Figures,
     figures_modal,
     history_blocks,
     parse_figures,
@@ -221,6 +221,7 @@ def test_each_lane_shows_its_stages_with_state_environment_and_window_end() -> N
     assert ":white_circle: *50%* · `relay-rollout-50` · pending, window 1h" in relay
     ring_ends = int((NOW + timedelta(hours=1)).timestamp())
     assert f"*internal ring* · `desktop-internal` · observing until <!date^{ring_ends}^" in desktop
+    assert ":white_circle: *GA ring* · `desktop-ga` · pending" in desktop
     assert "[Extend window (+15m)] [Roll back]" in relay
     assert "[Extend window (+15m)] [Kill-switch]" in desktop
     assert "[Promote" not in shown

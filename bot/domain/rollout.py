@@ -90,6 +90,10 @@ class StageState(StrEnum):
     """Observation cut short by a rollback or kill."""
 
 
+_WATCHED = (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING)
+"""A deployed stage whose window or gate is under way."""
+
+
 class CheckState(StrEnum):
     PASS = "pass"  # noqa: S105 - a check state, not a password
     FAIL = "fail"
@@ -786,11 +790,11 @@ def abort(
             "nothing was changed."
         )
     stage = current_track.current
-    last = plan_track.stages[-1]
-    if stage is not None and stage.key == last.key and stage.state is StageState.DEPLOYING:
+    final = plan_track.stages[-1]
+    if stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING:
         # GitHub only stops a job by rejecting its environment; this one was approved.
         raise InvalidTransition(
-            f"{plan_track.label} is already deploying {last.label} for `{rollout.tag}`: "
+            f"{plan_track.label} is already deploying {final.label} for `{rollout.tag}`: "
             "there is no stage left to stop, nothing was changed."
         )
     work = _Work(rollout)
@@ -813,10 +817,6 @@ def abort(
         )
     )
     return work.decision()
-
-
-_WATCHED = (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING)
-"""A deployed stage whose window or gate is under way."""
 
 
 def _stays_on(plan_track: PlanTrack, track: Track) -> str:

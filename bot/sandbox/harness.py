@@ -1,0 +1,294 @@
+"""The whole bot wired to the sandbox: Slack's test server, the GitHub Actions simulator and
+the real app, driven through signed requests exactly as Slack would send them.
+
+The end-to-end tests and `rollout-bot demo` both use it; nothing in it shortcuts the app:
+commands and clicks go through `POST /slack/events`, and the bot talks to the servers with
+the real Slack and GitHub clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from bot.app import create_app
+from bot.app_keys import SERVICES
+from bot.config import Settings
+from bot.domain.rollout import Rollout
+from bot.sandbox.config import GITHUB_TOKEN as SANDBOX_GITHUB_TOKEN
+from bot.sandbox.config import (
+    RELEASE_CHANNEL,
+    RELEASE_MANAGER,
+    SLACK_APP_TOKEN,
+    SLACK_BOT_TOKEN,
+    SLACK_SIGNING_SECRET,
+    bot_environment,
+)
+from bot.sandbox.github import GitHubSimulator
+from bot.sandbox.render import render_message
+from bot.sandbox.signing import (
+    block_actions_body,
+    slack_signature_headers,
+    slash_command_body,
+    view_submission_body,
+)
+from bot.sandbox.slack import ChannelMessage, SlackTestServer
+from bot.services import Services
+
+
+def fast_plan(
+    figures_file: Path,
+    *,
+    window: str = "2s",
+    extension: str = "2s",
+    promote: str = "manual",
+    check_image: bool = False,
+) -> str:
+    """The built-in plan as YAML, accelerated: every window `window`, static figures from
+    `figures_file` (one per track, see `write_figures`) for both tracks."""
+    plan = yaml.safe_load(
+        resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
+    )
+    plan["preflight"]["check_image_published"] = check_image
+    for name, track in plan["tracks"].items():
+        for stage in track["stages"]:
+            if "observe" in stage:
+                stage["observe"].update(
+                    window=window, inconclusive_extension=extension, promote=promote
+                )
+        track["metrics"] = {
+            "source": "static",
+            "baseline_crash_rate": "0.001",
+            "file": str(figures_file.with_name(f"{figures_file.stem}-{name}.yml")),
+        }
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
+def write_figures(
+    figures_file: Path, track: str, *, baseline: str = "0.001", **stages: Mapping[str, Any]
+) -> None:
+    """Set the figures the static source reads for one track at its next gate."""
+    path = figures_file.with_name(f"{figures_file.stem}-{track}.yml")
+    content = {"baseline_crash_rate": baseline, "stages": {k: dict(v) for k, v in stages.items()}}
+    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+
+
+class Sandbox:
+    """The bot on a random loopback port, with the Slack and GitHub servers it talks to."""
+
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        database_url: str | None = None,
+        plan_yaml: str | None = None,
+        enterprise: bool = False,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.workdir = workdir
+        self.figures = workdir / "figures.yml"
+        self.plan_file = workdir / "plan.yml"
+        self.plan_file.write_text(plan_yaml or fast_plan(self.figures), encoding="utf-8")
+        self.database_url = database_url or f"sqlite:///{workdir}/rollout-bot.db"
+        self.slack = SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN)
+        self.github = GitHubSimulator(
+            repository="scriptum/scriptum", token=SANDBOX_GITHUB_TOKEN, enterprise=enterprise
+        )
+        self._poll_interval = poll_interval
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> Sandbox:
+        await self.slack.start()
+        await self.github.start()
+        self._http = aiohttp.ClientSession()
+        await self.start_bot()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop_bot()
+        if self._http is not None:
+            await self._http.close()
+        await self.github.close()
+        await self.slack.stop()
+
+    def environment(self, port: int = 0) -> dict[str, str]:
+        """The bot's environment variables (for a `rollout-bot serve` process too)."""
+        env = bot_environment(
+            slack_api_url=self.slack.api_url,
+            github_api_url=self.github.api_url,
+            database_url=self.database_url,
+            port=port or 3000,
+        )
+        env["ROLLOUT_PLAN"] = str(self.plan_file)
+        env["GITHUB_POLL_INTERVAL"] = str(self._poll_interval)
+        return env
+
+    def settings(self) -> Settings:
+        values = {name.lower(): value for name, value in self.environment().items()}
+        return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+    async def start_bot(self) -> None:
+        """Start (or start again) the bot in this process."""
+        self._runner = web.AppRunner(create_app(self.settings()), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop_bot(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def services(self) -> Services:
+        assert self._runner is not None
+        return self._runner.app[SERVICES]
+
+    # -- acting as a person in Slack ----------------------------------------------------------
+
+    async def _post(self, body: str) -> int:
+        assert self._http is not None
+        headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+        async with self._http.post(f"{self.url}/slack/events", data=body, headers=headers) as r:
+            return r.status
+
+    async def command(
+        self, text: str, *, user: str = RELEASE_MANAGER, channel: str = RELEASE_CHANNEL
+    ) -> str:
+        """Type `/rollout <text>`; returns the ephemeral answer as the user sees it."""
+        url = self.slack.new_response_url(channel=channel, user=user)
+        body = slash_command_body(text=text, user_id=user, channel_id=channel, response_url=url)
+        status = await self._post(body)
+        assert status == 200, f"/rollout {text} answered HTTP {status}"
+        (post,) = await self.slack.wait_for_response(url, timeout=10)
+        return _shown(post.body)
+
+    async def click(
+        self,
+        action_id: str,
+        *,
+        user: str = RELEASE_MANAGER,
+        channel: str = RELEASE_CHANNEL,
+        message: ChannelMessage | None = None,
+        value: str | None = None,
+        wait: bool = True,
+    ) -> str | None:
+        """Click the button `action_id` on `message` (default: the newest rollout card).
+
+        Returns the ephemeral answer, if the bot sent one within a moment.
+        """
+        target = message or self.card_message()
+        found = value if value is not None else _button_value(target.blocks, action_id)
+        url = self.slack.new_response_url(
+            channel=channel, user=user, message_ts=target.ts, kind="actions"
+        )
+        body = block_actions_body(
+            user_id=user,
+            channel_id=channel,
+            action_id=action_id,
+            value=found,
+            response_url=url,
+            message_ts=target.ts,
+            message=target.to_json(),
+        )
+        status = await self._post(body)
+        assert status == 200, f"click {action_id} answered HTTP {status}"
+        if not wait:
+            return None
+        try:
+            posts = await self.slack.wait_for_response(url, timeout=1.5)
+        except TimeoutError:
+            return None
+        return _shown(posts[0].body)
+
+    async def submit_view(
+        self,
+        view_id: str,
+        values: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        *,
+        user: str = RELEASE_MANAGER,
+    ) -> dict[str, Any]:
+        """Submit a modal the bot opened; returns Slack's answer body (errors, if any)."""
+        assert self._http is not None
+        body = view_submission_body(user_id=user, view=self.slack.views[view_id], values=values)
+        headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+        async with self._http.post(f"{self.url}/slack/events", data=body, headers=headers) as r:
+            text = await r.text()
+        return json.loads(text) if text else {}
+
+    # -- what the channel shows ---------------------------------------------------------------
+
+    def card_message(self, channel: str = RELEASE_CHANNEL) -> ChannelMessage:
+        """The newest top-level message of the bot in the channel (the rollout card)."""
+        messages = self.slack.messages(channel)
+        assert messages, "no message in the channel yet"
+        return messages[-1]
+
+    def thread(self, channel: str = RELEASE_CHANNEL) -> list[str]:
+        return [reply.rendered for reply in self.card_message(channel).replies]
+
+    async def wait_for_thread(self, needle: str, *, timeout: float = 15.0) -> str:  # noqa: ASYNC109
+        """Wait until a reply in the card's thread contains `needle`; returns it."""
+
+        def found() -> str | None:
+            messages = self.slack.messages(RELEASE_CHANNEL)
+            if not messages:
+                return None
+            return next(
+                (t for t in (r.rendered for r in messages[-1].replies) if needle in t), None
+            )
+
+        await self.slack.wait_for(lambda: found() is not None, timeout=timeout)
+        reply = found()
+        assert reply is not None
+        return reply
+
+    async def rollout(self) -> Rollout:
+        """The newest rollout, as stored."""
+        latest = await self.services.rollouts.history(limit=1)
+        assert latest, "no rollout yet"
+        return latest[0]
+
+    async def wait_until(
+        self,
+        predicate: Callable[[Rollout], bool],
+        *,
+        timeout: float = 15.0,  # noqa: ASYNC109
+    ) -> Rollout:
+        """Poll the stored rollout until `predicate` holds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                current = await self.rollout()
+                if predicate(current):
+                    return current
+                await asyncio.sleep(0.05)
+
+
+def _button_value(blocks: list[dict[str, Any]], action_id: str) -> str:
+    for block in blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id:
+                return str(element.get("value", ""))
+    raise AssertionError(f"no {action_id} button on the message")
+
+
+def _shown(body: Mapping[str, Any]) -> str:
+    return render_message(str(body.get("text", "")), list(body.get("blocks") or []))

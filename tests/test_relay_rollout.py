@@ -1,0 +1,205 @@
+"""Relay rollouts end to end: signed Slack requests, the real app, the GitHub simulator.
+
+Windows are two seconds; figures come from files the test writes before each gate. Every
+test runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.domain.rollout import Phase, Rollout, StageState, TrackState
+from bot.sandbox.config import BYSTANDER
+from bot.sandbox.harness import Sandbox, write_figures
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
+        write_figures(box.figures, "relay", canary=CANARY_OK, half=HALF_OK)
+        write_figures(box.figures, "desktop", **RINGS_OK)
+        yield box
+
+
+def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
+    return rollout.track(track).stage(stage).state
+
+
+def reviews(box: Sandbox) -> list[tuple[str, str]]:
+    return [(name, review.state) for review in box.github.reviews for name in review.environments]
+
+
+async def start_and_dispatch(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
+    answer = await box.command(f"start {tag} --flags-ready")
+    assert "Preflight" in answer
+    card = box.card_message()
+    assert "Dispatch" in card.rendered
+    await box.click("dispatch")
+    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+
+async def test_the_pass_path_reaches_100_percent_with_approvals_in_order(
+    sandbox: Sandbox,
+) -> None:
+    await start_and_dispatch(sandbox)
+    (dispatch,) = sandbox.github.dispatches
+    assert dispatch.inputs == {
+        "relay_image_tag": "v1.4.2",
+        "feature_flags_ready": "true",
+        "relay_baseline_crash_rate": "0.001",
+        "relay_canary_crash_rate": "0.001",
+        "relay_canary_error_rate": "0",
+        "relay_half_crash_rate": "0.001",
+        "relay_half_error_rate": "0",
+        "desktop_baseline_crash_rate": "0.001",
+        "desktop_internal_crash_rate": "0.001",
+        "desktop_beta_crash_rate": "0.001",
+    }
+    await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+    assert "PASS" in await sandbox.wait_for_thread("gate PASS")
+    await sandbox.click("promote", value=_value(sandbox, "relay"))
+    await sandbox.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.HOLDING)
+    await sandbox.click("promote", value=_value(sandbox, "relay"))
+    done = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+    assert done.track("relay").stage("full").state is StageState.DEPLOYED
+    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
+    assert relay == [
+        ("relay-canary-5", "approved"),
+        ("relay-rollout-50", "approved"),
+        ("relay-rollout-100", "approved"),
+    ]
+    assert "100%" in sandbox.card_message().rendered
+
+
+async def test_a_crash_rate_failure_at_the_canary_rolls_back(sandbox: Sandbox) -> None:
+    write_figures(
+        sandbox.figures,
+        "relay",
+        canary={"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000},
+        half=HALF_OK,
+    )
+    await start_and_dispatch(sandbox)
+    ended = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+    assert ended.track("relay").stage("canary").state is StageState.FAILED_GATE
+    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
+    assert relay == [
+        ("relay-canary-5", "approved"),
+        ("relay-rollout-50", "rejected"),
+        ("relay-rollback", "approved"),
+    ]
+    verdict = await sandbox.wait_for_thread("ROLLBACK")
+    assert "0.0021" in verdict and "0.002" in verdict
+
+
+async def test_an_error_rate_failure_at_50_percent_rolls_back(sandbox: Sandbox) -> None:
+    write_figures(
+        sandbox.figures,
+        "relay",
+        canary=CANARY_OK,
+        half={"crash_rate": "0.001", "error_rate": "0.0101", "sample": 40000},
+    )
+    await start_and_dispatch(sandbox)
+    await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+    await sandbox.click("promote", value=_value(sandbox, "relay"))
+    await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
+    assert relay == [
+        ("relay-canary-5", "approved"),
+        ("relay-rollout-50", "approved"),
+        ("relay-rollout-100", "rejected"),
+        ("relay-rollback", "approved"),
+    ]
+    assert "error rate" in await sandbox.wait_for_thread("ROLLBACK")
+
+
+async def test_a_zero_baseline_with_crashes_rolls_back(sandbox: Sandbox) -> None:
+    write_figures(
+        sandbox.figures,
+        "relay",
+        baseline="0",
+        canary={"crash_rate": "0.0001", "error_rate": "0", "sample": 5000},
+        half=HALF_OK,
+    )
+    await start_and_dispatch(sandbox)
+    await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+    assert "zero baseline" in await sandbox.wait_for_thread("ROLLBACK")
+
+
+async def test_inconclusive_extends_the_window_once_then_holds(sandbox: Sandbox) -> None:
+    write_figures(sandbox.figures, "relay", half=HALF_OK)  # no canary figures: no data
+    await start_and_dispatch(sandbox)
+    await sandbox.wait_for_thread("extended once")
+    held = await sandbox.wait_until(
+        lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING
+    )
+    canary = held.track("relay").stage("canary")
+    assert canary.extensions == 1
+    assert canary.verdict is not None and canary.verdict.verdict == "INCONCLUSIVE"
+    assert [env for env, _ in reviews(sandbox) if env.startswith("relay")] == ["relay-canary-5"]
+    answer = await sandbox.command("promote")
+    assert "INCONCLUSIVE" in answer
+
+
+async def test_a_destructive_migration_blocks_the_dispatch(sandbox: Sandbox) -> None:
+    sandbox.github.files["main"]["crates/relay/src/db/migrations/0002_drop.sql"] = (
+        "ALTER TABLE documents\n  DROP COLUMN title;\n"
+    )
+    await sandbox.command("start v1.4.2 --flags-ready")
+    card = sandbox.card_message().rendered
+    assert "0002_drop.sql" in card and "line 2" in card
+    assert "[Dispatch]" not in card
+    assert "blocked" in card.lower()
+    assert sandbox.github.dispatches == []
+
+
+async def test_a_second_start_is_refused_with_a_link_to_the_active_rollout(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("start v1.4.2")
+    first = await sandbox.rollout()
+    answer = await sandbox.command("start v1.4.3")
+    assert "v1.4.2" in answer and first.id in answer
+    assert len(sandbox.slack.messages("C0RELEASES")) == 1
+
+
+async def test_a_malformed_tag_starts_nothing(sandbox: Sandbox) -> None:
+    answer = await sandbox.command("start v1.4.2;rm")
+    assert "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}" in answer
+    assert sandbox.slack.messages("C0RELEASES") == []
+
+
+async def test_a_non_approver_cannot_start(sandbox: Sandbox) -> None:
+    answer = await sandbox.command("start v1.4.2", user=BYSTANDER)
+    assert "approver" in answer
+    assert sandbox.slack.messages("C0RELEASES") == []
+
+
+async def test_the_feature_flags_button_unblocks_the_dispatch(sandbox: Sandbox) -> None:
+    await sandbox.command("start v1.4.2")
+    assert "[Dispatch]" not in sandbox.card_message().rendered
+    await sandbox.click("confirm_flags")
+    await sandbox.slack.wait_for(lambda: "[Dispatch]" in sandbox.card_message().rendered)
+
+
+async def test_status_and_history_show_the_rollout(sandbox: Sandbox) -> None:
+    await start_and_dispatch(sandbox)
+    status = await sandbox.command("status")
+    assert "v1.4.2" in status
+    history = await sandbox.command("history")
+    assert "v1.4.2" in history
+
+
+def _value(box: Sandbox, track: str) -> str:
+    """The Promote button's value for a track, from the card as it is now."""
+    for block in box.card_message().blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == "promote" and f'"track":"{track}"' in element["value"]:
+                return str(element["value"])
+    raise AssertionError(f"no Promote button for {track} on the card")
