@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint format test bench
+.PHONY: install demo lint format test
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rollout-bot demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,6 +16,7 @@ commands:
   migrate        apply the database migrations to DATABASE_URL
   gate           evaluate a rollback gate, a drop-in for CI scripts (rollout-bot gate --help)
   check-config   print the effective configuration with secrets masked, or every problem
+  demo           two rollouts in accelerated time against simulated Slack and GitHub
 """
 
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         sys.stderr.write(f"rollout-bot {command}: unexpected arguments: {' '.join(rest)}\n")
         return 2
+    if command == "demo":
+        from bot.demo import main as demo_main
+
+        return demo_main()
     from bot import commands
 
     runners = {

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services import Services
 from handlers import rollout_views
 from handlers.actions import Action, ButtonValue, Callback, FiguresMetadata, InvalidPayload
+from handlers.errors import acknowledged
 
 
 def _clicked(body: dict[str, Any]) -> tuple[str, ButtonValue]:
@@ -32,46 +33,46 @@ def register(app: AsyncApp, services: Services) -> None:
     rollouts = services.rollouts
 
     @app.action(Action.CONFIRM_FLAGS)
-    async def confirm_flags(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
+    @acknowledged
+    async def confirm_flags(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, value = _clicked(body)
         await rollouts.confirm_flags(rollout_id=value.rollout_id, actor=actor)
 
     @app.action(Action.DISPATCH)
-    async def dispatch(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
+    @acknowledged
+    async def dispatch(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, value = _clicked(body)
         await rollouts.dispatch(rollout_id=value.rollout_id, actor=actor)
 
     @app.action(Action.CANCEL_PREFLIGHT)
-    async def cancel(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
+    @acknowledged
+    async def cancel(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, value = _clicked(body)
         await rollouts.cancel(rollout_id=value.rollout_id, actor=actor)
 
     @app.action(Action.PROMOTE)
-    async def promote(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
+    @acknowledged
+    async def promote(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, value = _clicked(body)
         await rollouts.promote(
             actor=actor, rollout_id=value.rollout_id, track=_track(value), override=True
         )
 
     @app.action(Action.ROLLBACK)
-    async def rollback(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
+    @acknowledged
+    async def rollback(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, value = _clicked(body)
         await rollouts.abort(actor=actor, gate="relay", rollout_id=value.rollout_id)
 
     @app.action(Action.KILL)
-    async def kill(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
+    @acknowledged
+    async def kill(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, value = _clicked(body)
         await rollouts.abort(actor=actor, gate="desktop", rollout_id=value.rollout_id)
 
     @app.action(Action.EXTEND_WINDOW)
-    async def extend(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
+    @acknowledged
+    async def extend(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, value = _clicked(body)
         await rollouts.extend(
             actor=actor,
@@ -81,8 +82,10 @@ def register(app: AsyncApp, services: Services) -> None:
         )
 
     @app.action(Action.ENTER_FIGURES)
-    async def enter_figures(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @acknowledged
+    async def enter_figures(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, client: AsyncWebClient
+    ) -> None:
         actor, value = _clicked(body)
         await services.approvers.require(actor, "enter gate figures")
         rollout = await rollouts.get(value.rollout_id)

@@ -12,6 +12,7 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.services import Services
 from handlers import rollout_views, views
+from handlers.errors import acknowledged
 from handlers.views import Block
 
 
@@ -67,7 +68,7 @@ async def answer(services: Services, payload: SlashCommand) -> tuple[str, list[B
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.command("/rollout")
+    @acknowledged
     async def rollout_command(ack: AsyncAck, body: dict[str, str], respond: AsyncRespond) -> None:
-        await ack()
         text, blocks = await answer(services, SlashCommand.model_validate(body))
         await respond(response_type="ephemeral", text=text, blocks=blocks)

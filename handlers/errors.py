@@ -1,13 +1,21 @@
-"""The one Bolt error handler: known errors become a clear ephemeral answer, unknown ones a
-reference id that appears in the log next to the traceback."""
+"""Errors with a home: known errors become a clear ephemeral answer, unknown ones a
+reference id that appears in the log next to the traceback.
+
+Listeners acknowledge first and work after (Slack wants an answer within 3 seconds), so
+their errors are answered through `acknowledged`, not Bolt's error handler: Bolt's asyncio
+runner drops an ack() made moments before a fast failure, and would answer Slack 404.
+Bolt's handler stays registered for failures before any listener runs.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot.domain.errors import InvalidCommand, RolloutError
 from bot.services import Services
@@ -15,25 +23,49 @@ from handlers import views
 
 log = logging.getLogger(__name__)
 
+Listener = Callable[..., Awaitable[None]]
+
+
+async def report(error: Exception, body: dict[str, Any], respond: AsyncRespond | None) -> None:
+    """Answer the person whose command or click failed, ephemerally."""
+    if isinstance(error, RolloutError):
+        log.info("refused: %s (%s)", error.code, error.message)
+        text = error.message
+        blocks = views.error_blocks(text, with_help=isinstance(error, InvalidCommand))
+    else:
+        reference = uuid.uuid4().hex[:12]
+        log.error(
+            "unexpected error (ref %s) handling %s",
+            reference,
+            body.get("command") or body.get("type"),
+            exc_info=error,
+        )
+        text = f"Something went wrong. Reference: `{reference}` (quote it to your bot admin)."
+        blocks = views.error_blocks(text)
+    if respond is not None and (body.get("response_url") or body.get("response_urls")):
+        await respond(response_type="ephemeral", replace_original=False, text=text, blocks=blocks)
+
+
+def acknowledged(listener: Listener) -> Listener:
+    """Acknowledge at once, then run the listener and answer its errors with `report`.
+
+    The listener declares `ack`, `body` and `respond` (Bolt passes arguments by name) and
+    does not call `ack` itself.
+    """
+
+    @functools.wraps(listener)
+    async def run(**kwargs: Any) -> None:
+        ack: AsyncAck = kwargs["ack"]
+        await ack()
+        try:
+            await listener(**kwargs)
+        except Exception as error:
+            await report(error, kwargs["body"], kwargs.get("respond"))
+
+    return run
+
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.error
     async def on_error(error: Exception, body: dict[str, Any], respond: AsyncRespond) -> None:
-        if isinstance(error, RolloutError):
-            log.info("refused: %s (%s)", error.code, error.message)
-            text = error.message
-            blocks = views.error_blocks(text, with_help=isinstance(error, InvalidCommand))
-        else:
-            reference = uuid.uuid4().hex[:12]
-            log.error(
-                "unexpected error (ref %s) handling %s",
-                reference,
-                body.get("command") or body.get("type"),
-                exc_info=error,
-            )
-            text = f"Something went wrong. Reference: `{reference}` (quote it to your bot admin)."
-            blocks = views.error_blocks(text)
-        if body.get("response_url") or body.get("response_urls"):
-            await respond(
-                response_type="ephemeral", replace_original=False, text=text, blocks=blocks
-            )
+        await report(error, body, respond)

@@ -23,8 +23,8 @@ RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
-        write_figures(box.figures, "relay", canary=CANARY_OK, half=HALF_OK)
-        write_figures(box.figures, "desktop", **RINGS_OK)
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
         yield box
 
 
@@ -82,8 +82,10 @@ async def test_a_crash_rate_failure_at_the_canary_rolls_back(sandbox: Sandbox) -
     write_figures(
         sandbox.figures,
         "relay",
-        canary={"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000},
-        half=HALF_OK,
+        {
+            "canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000},
+            "half": HALF_OK,
+        },
     )
     await start_and_dispatch(sandbox)
     ended = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
@@ -102,8 +104,10 @@ async def test_an_error_rate_failure_at_50_percent_rolls_back(sandbox: Sandbox) 
     write_figures(
         sandbox.figures,
         "relay",
-        canary=CANARY_OK,
-        half={"crash_rate": "0.001", "error_rate": "0.0101", "sample": 40000},
+        {
+            "canary": CANARY_OK,
+            "half": {"crash_rate": "0.001", "error_rate": "0.0101", "sample": 40000},
+        },
     )
     await start_and_dispatch(sandbox)
     await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
@@ -123,9 +127,8 @@ async def test_a_zero_baseline_with_crashes_rolls_back(sandbox: Sandbox) -> None
     write_figures(
         sandbox.figures,
         "relay",
+        {"canary": {"crash_rate": "0.0001", "error_rate": "0", "sample": 5000}, "half": HALF_OK},
         baseline="0",
-        canary={"crash_rate": "0.0001", "error_rate": "0", "sample": 5000},
-        half=HALF_OK,
     )
     await start_and_dispatch(sandbox)
     await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
@@ -133,7 +136,7 @@ async def test_a_zero_baseline_with_crashes_rolls_back(sandbox: Sandbox) -> None
 
 
 async def test_inconclusive_extends_the_window_once_then_holds(sandbox: Sandbox) -> None:
-    write_figures(sandbox.figures, "relay", half=HALF_OK)  # no canary figures: no data
+    write_figures(sandbox.figures, "relay", {"half": HALF_OK})  # no canary figures: no data
     await start_and_dispatch(sandbox)
     await sandbox.wait_for_thread("extended once")
     held = await sandbox.wait_until(

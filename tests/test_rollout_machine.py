@@ -223,10 +223,9 @@ def judged(
     stage: str,
     verdict: GateVerdict,
     now: datetime,
-    plan: RolloutPlan = PLAN,
 ) -> Rollout:
     return gate_evaluated(
-        evaluate(rollout, track, stage), plan, track=track, stage=stage, verdict=verdict, now=now
+        evaluate(rollout, track, stage), PLAN, track=track, stage=stage, verdict=verdict, now=now
     ).rollout
 
 

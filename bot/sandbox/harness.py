@@ -74,7 +74,11 @@ def fast_plan(
 
 
 def write_figures(
-    figures_file: Path, track: str, *, baseline: str = "0.001", **stages: Mapping[str, Any]
+    figures_file: Path,
+    track: str,
+    stages: Mapping[str, Mapping[str, Any]],
+    *,
+    baseline: str = "0.001",
 ) -> None:
     """Set the figures the static source reads for one track at its next gate."""
     path = figures_file.with_name(f"{figures_file.stem}-{track}.yml")
@@ -283,8 +287,12 @@ class Sandbox:
 
 
 def _button_value(blocks: list[dict[str, Any]], action_id: str) -> str:
+    """The value of a button, in an actions block or as a section's accessory."""
     for block in blocks:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+        elements = list(block.get("elements", [])) if block.get("type") == "actions" else []
+        if isinstance(block.get("accessory"), dict):
+            elements.append(block["accessory"])
+        for element in elements:
             if element.get("action_id") == action_id:
                 return str(element.get("value", ""))
     raise AssertionError(f"no {action_id} button on the message")
