@@ -567,7 +567,7 @@ def half_observing() -> Rollout:
             relay_verdict(crash="0.001", error="0.0101"),
             "50% gate ROLLBACK: error rate",
             [
-                "50% gate *ROLLBACK*",
+                "50% gate *ROLLBACK*: error rate (",
                 "error rate 0.0101 exceeds the threshold 0.01",
                 "Reached: 50%.",
             ],
@@ -576,13 +576,19 @@ def half_observing() -> Rollout:
             "canary",
             relay_verdict(crash="0.0001", error="0", baseline="0"),
             "5% canary gate ROLLBACK: crashes on a zero baseline",
-            ["5% canary gate *ROLLBACK*", "crash rate 0.0001 while the baseline crash rate is 0"],
+            [
+                "5% canary gate *ROLLBACK*: crashes on a zero baseline (",
+                "crash rate 0.0001 while the baseline crash rate is 0",
+            ],
         ),
         (
             "canary",
             relay_verdict(crash="0.0021", error="0.01"),
             "5% canary gate ROLLBACK: crash rate",
-            ["crash rate 0.0021 exceeds 2x baseline 0.001 (limit 0.002)", "Reached: 5% canary."],
+            [
+                "*ROLLBACK*: crash rate (crash rate 0.0021 exceeds 2x baseline 0.001 (limit 0.002)",
+                "Reached: 5% canary.",
+            ],
         ),
     ],
     ids=["error-rate-at-50", "zero-baseline-at-canary", "crash-at-canary"],
@@ -741,7 +747,7 @@ def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
     )
     assert effects(tripped) == [
         Says(
-            "beta ring gate *KILL_SWITCH*",
+            "beta ring gate *KILL_SWITCH*: crash rate (",
             "crash rate 0.0025 exceeds 2x baseline 0.001 (limit 0.002)",
             "The release stays on the beta ring.",
             "tripping the kill-switch now",

@@ -686,7 +686,8 @@ def gate_evaluated(
         action = "rolling back" if ending is TrackState.ROLLED_BACK else "tripping the kill-switch"
         work.effects.append(
             Announce(
-                f":red_circle: {spec.label} gate *{verdict.verdict}* ({figures}). "
+                f":red_circle: {spec.label} gate *{verdict.verdict}*: {_reason_words(verdict)} "
+                f"({figures}). "
                 f"{_stays_on(plan_track, stopped)} "
                 f"{plan_track.label}: {action} now: rejecting the next stage and approving "
                 f"*{plan_track.on_failure.job}*.",
