@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -421,6 +422,21 @@ class RolloutService:
             await self._reconcile_locked(rollout.id)
             return await self.get(rollout.id)
 
+    async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
+        """Give a running window more time."""
+        await self._require(actor, "extend a window", action="extend", rollout_id=rollout_id)
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            plan = await self.plan_of(rollout)
+            try:
+                decision = machine.extend(rollout, plan, track=track, actor=actor, by=by)
+            except InvalidTransition as error:
+                await self._refuse(actor, "extend", rollout, error.message, track=track)
+                raise
+            extended = await self._apply(rollout, decision, plan)
+            await self._record(actor, "extend", "ok", extended, {"by": str(by)}, track=track)
+            return extended
+
     async def _target(self, rollout_id: str | None) -> Rollout:
         if rollout_id is not None:
             return await self.get(rollout_id)
@@ -445,7 +461,7 @@ class RolloutService:
             elif isinstance(effect, ScheduleWindow):
                 await self._timers.schedule(
                     key=machine.window_timer_key(
-                        rollout.id, effect.track, effect.stage, effect.extension
+                        rollout.id, effect.track, effect.stage, effect.due_at
                     ),
                     kind=WINDOW_TIMER,
                     due_at=effect.due_at,
@@ -457,7 +473,7 @@ class RolloutService:
             elif isinstance(effect, CancelWindow):
                 await self._timers.cancel(
                     key=machine.window_timer_key(
-                        rollout.id, effect.track, effect.stage, effect.extension
+                        rollout.id, effect.track, effect.stage, effect.due_at
                     ),
                     now=self._clock(),
                 )

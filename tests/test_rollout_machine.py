@@ -41,6 +41,7 @@ from bot.domain.rollout import (
     cancel_preflight,
     confirm_flags,
     dispatched,
+    extend,
     gate_evaluated,
     holding_tracks,
     migration_check,
@@ -51,6 +52,7 @@ from bot.domain.rollout import (
     verdict_from_json,
     verdict_to_json,
     window_ended,
+    window_timer_key,
 )
 from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
 
@@ -351,14 +353,14 @@ def test_a_deployed_stage_starts_its_window_from_the_job_completion(
         0,
     )
     assert effects(decision) == [
-        ScheduleWindow("relay", "canary", ends, 0),
+        ScheduleWindow("relay", "canary", ends),
         Says("*5% canary* deployed (Hosted relay). Observing for 30m", slack_time(ends)),
     ]
 
     again = reconcile(decision.rollout, PLAN, run, now + timedelta(minutes=1))
 
     assert again.rollout == decision.rollout
-    assert effects(again) == [ScheduleWindow("relay", "canary", ends, 0)]
+    assert effects(again) == [ScheduleWindow("relay", "canary", ends)]
 
 
 def test_the_window_timer_asks_for_the_metrics() -> None:
@@ -475,7 +477,7 @@ def desktop_internal_observing(rollout: Rollout) -> Rollout:
 def test_a_crash_at_the_canary_rolls_back_the_relay_and_leaves_the_desktop_alone() -> None:
     rollout = desktop_internal_observing(canary_observing())
     desktop_before = rollout.track("desktop")
-    desktop_timer = ScheduleWindow("desktop", "internal", at(70), 0)
+    desktop_timer = ScheduleWindow("desktop", "internal", at(70))
     reason = "5% canary gate ROLLBACK: crash rate"
 
     failed = judged(rollout, "relay", "canary", relay_verdict(crash="0.0021", error="0"), at(36))
@@ -649,7 +651,7 @@ def test_inconclusive_extends_once_then_holds_for_a_human() -> None:
         NO_DATA,
     )
     assert effects(extended) == [
-        ScheduleWindow("relay", "canary", at(51), 1),
+        ScheduleWindow("relay", "canary", at(51)),
         Says("5% canary gate INCONCLUSIVE", "Window extended once by 15m", slack_time(at(51))),
     ]
 
@@ -657,7 +659,7 @@ def test_inconclusive_extends_once_then_holds_for_a_human() -> None:
     stale = window_ended(extended.rollout, track="relay", stage="canary", due_at=at(35))
     assert stale == Decision(extended.rollout)
     kept = reconcile(extended.rollout, PLAN, snapshot(job(CANARY, completed_at=at(5))), at(40))
-    assert effects(kept) == [ScheduleWindow("relay", "canary", at(51), 1)]
+    assert effects(kept) == [ScheduleWindow("relay", "canary", at(51))]
 
     evaluating = window_ended(extended.rollout, track="relay", stage="canary", due_at=at(51))
     assert effects(evaluating) == [ReadMetrics("relay", "canary")]
@@ -850,7 +852,7 @@ def test_a_manual_kill_during_the_internal_window() -> None:
     assert states(killed.rollout, "desktop")[0] is StageState.STOPPED
     assert killed.rollout.track("relay") == rollout.track("relay")
     assert effects(killed) == [
-        CancelWindow("desktop", "internal", 0),
+        CancelWindow("desktop", "internal", at(70)),
         Says(
             f":rotating_light: Desktop app and CLI: {why}.",
             "The release stays on the internal ring.",
@@ -870,7 +872,7 @@ def test_a_manual_kill_during_the_internal_window() -> None:
     )
     rejecting = reconcile(killed.rollout, PLAN, beta_waits, at(21))
     assert effects(rejecting) == [
-        ScheduleWindow("relay", "canary", at(35), 0),
+        ScheduleWindow("relay", "canary", at(35)),
         Review("desktop", "desktop-beta", approve=False, comment=f"rollout-bot: {why}"),
         Says("Rejected *beta ring* (Desktop app and CLI)."),
     ]
@@ -883,7 +885,7 @@ def test_a_manual_kill_during_the_internal_window() -> None:
     )
     approving = reconcile(rejecting.rollout, PLAN, kill_waits, at(22))
     assert effects(approving) == [
-        ScheduleWindow("relay", "canary", at(35), 0),
+        ScheduleWindow("relay", "canary", at(35)),
         Review(
             "desktop",
             "desktop-kill-switch",
@@ -1090,7 +1092,7 @@ def test_a_run_that_ends_under_active_tracks_fails_them_and_ends_the_rollout() -
     assert states(ended, "relay")[0] is StageState.STOPPED
     assert (ended.phase, ended.ended_at) == (Phase.ENDED, at(10))
     assert effects(decision) == [
-        CancelWindow("relay", "canary", 0),
+        CancelWindow("relay", "canary", at(35)),
         Says("The run ended (`cancelled`). Hosted relay: failed.", failure=True),
         Says(f"*{INTERNAL}* ended `cancelled` on GitHub", job_url(INTERNAL), failure=True),
         Says("The run ended (`cancelled`). Desktop app and CLI: failed.", failure=True),
@@ -1253,3 +1255,26 @@ def test_a_verdict_on_unusable_figures_survives_storage() -> None:
     assert (back.verdict, back.reason) == (Verdict.INCONCLUSIVE, verdict.reason)
     assert verdict_to_json(back) == verdict_to_json(verdict)
     assert back.summary == verdict.summary
+
+
+def test_extending_a_window_moves_its_timer_and_the_old_one_fires_stale() -> None:
+    rollout = canary_observing()  # the canary window ends at(35)
+    moved = extend(rollout, PLAN, track="relay", actor="U9", by=timedelta(minutes=15))
+
+    assert moved.rollout.track("relay").stage("canary").window_ends_at == at(50)
+    assert effects(moved)[:2] == [
+        CancelWindow("relay", "canary", at(35)),
+        ScheduleWindow("relay", "canary", at(50)),
+    ]
+    assert window_ended(moved.rollout, track="relay", stage="canary", due_at=at(35)) == Decision(
+        moved.rollout
+    )
+    assert window_timer_key("r-1", "relay", "canary", at(35)) != window_timer_key(
+        "r-1", "relay", "canary", at(50)
+    )
+
+
+def test_extending_without_a_running_window_changes_nothing() -> None:
+    rollout = canary_observing()
+    with pytest.raises(InvalidTransition, match="no window running"):
+        extend(rollout, PLAN, track="desktop", actor="U9", by=timedelta(minutes=15))

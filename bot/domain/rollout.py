@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -223,14 +223,15 @@ class ScheduleWindow:
     track: str
     stage: str
     due_at: datetime
-    extension: int
 
 
 @dataclass(frozen=True)
 class CancelWindow:
+    """The window ending at `due_at` no longer ends there (stopped or moved)."""
+
     track: str
     stage: str
-    extension: int
+    due_at: datetime
 
 
 @dataclass(frozen=True)
@@ -258,9 +259,11 @@ class Decision:
     effects: tuple[Effect, ...] = field(default_factory=tuple)
 
 
-def window_timer_key(rollout_id: str, track: str, stage: str, extension: int) -> str:
-    """The durable timer of one window (each extension is a timer of its own)."""
-    return f"window:{rollout_id}:{track}:{stage}:{extension}"
+def window_timer_key(rollout_id: str, track: str, stage: str, due_at: datetime) -> str:
+    """The durable timer of one window end. Keyed by the due time, so a window that moves
+    (an extension) gets a timer of its own, and a stale one that fires anyway is told apart
+    by `window_ended` (its due time is not the stage's window end any more)."""
+    return f"window:{rollout_id}:{track}:{stage}:{due_at.astimezone(UTC).isoformat()}"
 
 
 def slack_time(moment: datetime) -> str:
@@ -465,7 +468,7 @@ def _reconcile_active(
         and stage.window_ends_at is not None
         and not snapshot.completed
     ):
-        work.effects.append(ScheduleWindow(name, stage.key, stage.window_ends_at, stage.extensions))
+        work.effects.append(ScheduleWindow(name, stage.key, stage.window_ends_at))
 
 
 def _deployed(
@@ -498,7 +501,7 @@ def _deployed(
         stage, state=StageState.OBSERVING, window_started_at=completed_at, window_ends_at=ends
     )
     work.set_track(track.with_stage(observing))
-    work.effects.append(ScheduleWindow(name, spec.key, ends, 0))
+    work.effects.append(ScheduleWindow(name, spec.key, ends))
     work.effects.append(
         Announce(
             f"*{spec.label}* deployed ({plan_track.label}). Observing for "
@@ -554,7 +557,7 @@ def _end_with_run(
     if stage is not None and stage.state in _WATCHED:
         # Its window's timer must not wake a track that has ended.
         if stage.state is StageState.OBSERVING:
-            work.effects.append(CancelWindow(name, stage.key, stage.extensions))
+            work.effects.append(_cancel(name, stage))
         track = track.with_stage(replace(stage, state=StageState.STOPPED))
     work.set_track(replace(track, state=state, ending=None, ended_at=now, ended_reason=reason))
     work.effects.append(
@@ -654,7 +657,7 @@ def gate_evaluated(
                 judged, state=StageState.OBSERVING, window_ends_at=ends, extensions=1
             )
             work.set_track(work.track(track).with_stage(extended))
-            work.effects.append(ScheduleWindow(track, stage, ends, 1))
+            work.effects.append(ScheduleWindow(track, stage, ends))
             work.effects.append(
                 Announce(
                     f":large_yellow_circle: {spec.label} gate INCONCLUSIVE ({figures}). "
@@ -769,6 +772,41 @@ def _not_holding(plan_track: PlanTrack, spec: PlanStage, stage: Stage) -> str:
     return f"{spec.label} ({plan_track.label}) is {stage.state}, not waiting for a Promote."
 
 
+def extend(
+    rollout: Rollout, plan: RolloutPlan, *, track: str, actor: str, by: timedelta
+) -> Decision:
+    """Move the end of the running window of a track by `by` (a person wants more data)."""
+    current_track = rollout.track(track)
+    plan_track = plan.track(track)
+    stage = current_track.current
+    if (
+        current_track.state is not TrackState.ACTIVE
+        or stage is None
+        or stage.state is not StageState.OBSERVING
+        or stage.window_ends_at is None
+    ):
+        raise InvalidTransition(f"{plan_track.label} has no window running: nothing to extend.")
+    spec = plan_track.stage(stage.key)
+    ends = stage.window_ends_at + by
+    moved = replace(stage, window_ends_at=ends)
+    return Decision(
+        rollout.with_track(current_track.with_stage(moved)),
+        (
+            _cancel(track, stage),
+            ScheduleWindow(track, stage.key, ends),
+            Announce(
+                f"<@{actor}> extended the window of *{spec.label}* ({plan_track.label}) by "
+                f"{format_duration(by)}, until {slack_time(ends)}."
+            ),
+        ),
+    )
+
+
+def _cancel(track: str, stage: Stage) -> CancelWindow:
+    assert stage.window_ends_at is not None  # every observed stage has a window end
+    return CancelWindow(track, stage.key, stage.window_ends_at)
+
+
 def abort(
     rollout: Rollout, plan: RolloutPlan, *, track: str, actor: str, reason: str, now: datetime
 ) -> Decision:
@@ -802,7 +840,7 @@ def abort(
     track_now = current_track
     if stage is not None and stage.state in _WATCHED:
         if stage.state is StageState.OBSERVING:
-            work.effects.append(CancelWindow(track, stage.key, stage.extensions))
+            work.effects.append(_cancel(track, stage))
         track_now = track_now.with_stage(replace(stage, state=StageState.STOPPED))
     ending = TrackState.ROLLED_BACK if relay else TrackState.HALTED
     why = f"{'rolled back' if relay else 'kill-switch'} by <@{actor}>" + (
