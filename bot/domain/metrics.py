@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
+
+from bot.domain.rollout import Rollout
 
 
 @dataclass(frozen=True)
@@ -17,9 +20,75 @@ class Figures:
 
 
 @dataclass(frozen=True)
+class MetricReading:
+    """One metric as a live source read it, for the gate card and the chart."""
+
+    name: str
+    """`error_rate` or `crash_rate`."""
+    value: Decimal | None
+    sample: int | None = None
+    baseline: Decimal | None = None
+    problem: str | None = None
+    """Why the value, its sample or its baseline is missing (no series, NaN, an error)."""
+    link: str | None = None
+    """Where a person sees the query (a Prometheus graph URL, a Sentry release page)."""
+    series: tuple[tuple[datetime, float], ...] = ()
+    """The metric over the rollout so far, for the chart."""
+
+
+@dataclass(frozen=True)
 class Reading:
     """What a metrics source read for one stage: its figures and the track's baseline."""
 
     baseline_crash: Decimal | None
     figures: Figures
     source: str
+    metrics: tuple[MetricReading, ...] = ()
+    """Per metric detail, from live sources (empty for static figures)."""
+    window: tuple[datetime, datetime] | None = None
+    """The time range the figures cover."""
+
+
+@dataclass(frozen=True)
+class QueryWindow:
+    """The time a gate's figures cover, and the values a query template's placeholders take."""
+
+    tag: str
+    track: str
+    stage: str
+    start: datetime
+    end: datetime
+    rollout_start: datetime
+    """When the rollout was dispatched: `$since_start` reaches back to it."""
+
+    @property
+    def length(self) -> timedelta:
+        """The window's length in whole seconds, at least one (PromQL has no empty range)."""
+        return timedelta(seconds=max(1, int((self.end - self.start).total_seconds())))
+
+    def placeholders(self) -> dict[str, str]:
+        since = max(1, int((self.end - self.rollout_start).total_seconds()))
+        return {
+            "window": f"{int(self.length.total_seconds())}s",
+            "since_start": f"{since}s",
+            "tag": self.tag,
+            "stage": self.stage,
+            "track": self.track,
+        }
+
+
+def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> QueryWindow:
+    """The window a stage's gate reads: from the stage job's completion to the window's end
+    (or now, if that is earlier), so a gate evaluated late still reads its own window."""
+    observed = rollout.track(track).stage(stage)
+    rollout_start = rollout.dispatched_at or rollout.created_at
+    start = observed.window_started_at or rollout_start
+    end = min(observed.window_ends_at or now, now)
+    return QueryWindow(
+        tag=rollout.tag,
+        track=track,
+        stage=stage,
+        start=start,
+        end=max(end, start),
+        rollout_start=min(rollout_start, start),
+    )

@@ -9,6 +9,7 @@ docs/plan.md documents every key.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Hashable, Iterable, Mapping
 from datetime import timedelta
 from decimal import Decimal
@@ -209,7 +210,72 @@ class ManualMetrics(_Model):
     baseline_crash_rate: Rate
 
 
-Metrics = Annotated[StaticMetrics | ManualMetrics, Field(discriminator="source")]
+PLACEHOLDERS = ("window", "since_start", "tag", "stage", "track")
+"""What a query template may name: `$window` (the stage's window so far, `1800s`),
+`$since_start` (time since the rollout was dispatched, for `offset`), `$tag`, `$stage`, `$track`."""
+
+
+def _template(value: str) -> str:
+    template = string.Template(value)
+    if not template.is_valid():
+        raise ValueError("has a lone '$': write '$$' for a literal dollar sign")
+    unknown = sorted(set(template.get_identifiers()) - set(PLACEHOLDERS))
+    if unknown:
+        known = ", ".join(f"${name}" for name in PLACEHOLDERS)
+        raise ValueError(f"unknown placeholder ${unknown[0]} (known: {known})")
+    return value
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """A query template with its placeholders replaced (`values` names every placeholder)."""
+    return string.Template(template).substitute(values)
+
+
+QueryTemplate = Annotated[
+    str, StringConstraints(min_length=1, max_length=4000, strict=True), AfterValidator(_template)
+]
+
+
+class PrometheusQuery(_Model):
+    """One gated metric in PromQL: the rate, the count it came from, and optionally a baseline."""
+
+    query: QueryTemplate
+    sample: QueryTemplate | None = None
+    """The number of requests or sessions behind the rate, compared with `min_sample`."""
+    baseline: QueryTemplate | None = None
+    """crash_rate only: the baseline read live (e.g. the same query `offset $since_start`)
+    instead of the fixed `baseline_crash_rate`."""
+
+
+class PrometheusMetrics(_Model):
+    """Live figures from Prometheus (PROMETHEUS_URL), one PromQL template per metric."""
+
+    source: Literal["prometheus"]
+    baseline_crash_rate: Rate
+    """The fixed baseline: the workflow's baseline inputs, and the gate's without a query."""
+    crash_rate: PrometheusQuery
+    error_rate: PrometheusQuery | None = None
+
+
+class SentryMetrics(_Model):
+    """Crash rates from Sentry release health (SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN)."""
+
+    source: Literal["sentry"]
+    baseline_crash_rate: Rate
+    release: QueryTemplate = "$tag"
+    """The Sentry release name of the tag being rolled out (e.g. `scriptum-desktop@$tag`)."""
+    environment: QueryTemplate | None = None
+    """The Sentry environment of the stage (e.g. `$stage` when rings are environments)."""
+    crash_rate: Literal["crash_rate(session)", "crash_rate(user)"] = "crash_rate(session)"
+    baseline_query: QueryTemplate | None = None
+    """A Sentry search for the baseline sessions (e.g. `!release:scriptum-desktop@$tag`, every
+    other release) instead of the fixed `baseline_crash_rate`."""
+
+
+Metrics = Annotated[
+    StaticMetrics | ManualMetrics | PrometheusMetrics | SentryMetrics,
+    Field(discriminator="source"),
+]
 
 
 class Track(_Model):
@@ -313,6 +379,8 @@ class Track(_Model):
             yield at, "the desktop gate reads no error rate: remove it"
 
     def _metrics_problems(self) -> Iterable[tuple[Path_, str]]:
+        if isinstance(self.metrics, PrometheusMetrics | SentryMetrics):
+            yield from self._live_metrics_problems(self.metrics)
         if not isinstance(self.metrics, StaticMetrics):
             return
         figures = self.metrics.stages
@@ -328,6 +396,31 @@ class Track(_Model):
         for stage in self.stages:
             if self.metrics.file is None and stage.observe is not None and stage.key not in figures:
                 yield ("metrics", "stages"), f"has no figures for the observed stage '{stage.key}'"
+
+    def _live_metrics_problems(
+        self, metrics: PrometheusMetrics | SentryMetrics
+    ) -> Iterable[tuple[Path_, str]]:
+        if isinstance(metrics, SentryMetrics):
+            if self.gate is GateKind.RELAY:
+                yield (
+                    ("metrics", "source"),
+                    "sentry reads crash rates only; the relay gate also needs an error rate "
+                    "(use prometheus)",
+                )
+            return
+        at: Path_ = ("metrics", "error_rate")
+        if self.gate is GateKind.RELAY and metrics.error_rate is None:
+            yield at, "is required by the relay gate"
+        if self.gate is GateKind.DESKTOP and metrics.error_rate is not None:
+            yield at, "the desktop gate reads no error rate: remove it"
+        if metrics.error_rate is not None and metrics.error_rate.baseline is not None:
+            yield (*at, "baseline"), "the error rate has a threshold, not a baseline: remove it"
+        queries = [metrics.crash_rate, metrics.error_rate]
+        if self.thresholds.min_sample > 0 and all(q is None or q.sample is None for q in queries):
+            yield (
+                ("metrics",),
+                "thresholds.min_sample needs a sample query on at least one metric",
+            )
 
 
 class TagInput(_Model):
@@ -361,6 +454,27 @@ InputSource = Annotated[
 ]
 
 
+NpmScope = Annotated[
+    str, StringConstraints(strict=True, pattern=r"^@[a-z0-9][a-z0-9._-]{0,213}$")
+]
+
+
+class NpmRelease(_Model):
+    """The npm Release workflow that `/rollout npm-token` checks and may dispatch."""
+
+    scope: NpmScope = "@scriptum"
+    workflow: Text = "release.yml"
+    """The workflow file under `.github/workflows/`."""
+    ref: Text = "main"
+    """The branch Run Release dispatches the workflow on."""
+    job: Text = "changesets"
+    """The display name of the job that validates credentials and publishes."""
+    validate_step: Text = "Validate npm publish credentials"
+    publish_step: Text = "Version / publish packages"
+    max_secret_age_days: Annotated[int, Field(ge=1, le=365, strict=True)] = 80
+    """Warn when NPM_TOKEN was last updated longer ago (granular write tokens live <= 90 days)."""
+
+
 class RolloutPlan(_Model):
     """The whole plan."""
 
@@ -369,6 +483,7 @@ class RolloutPlan(_Model):
     preflight: Preflight
     tracks: dict[Key, Track] = Field(min_length=1)
     inputs: dict[InputName, InputSource]
+    npm: NpmRelease = NpmRelease()
 
     def track(self, name: str) -> Track:
         try:

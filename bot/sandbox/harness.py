@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
+import sys
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -20,10 +23,11 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from bot.app import create_app
+from bot.app import create_app, utc_now
 from bot.app_keys import SERVICES
 from bot.config import Settings
 from bot.domain.rollout import Rollout
+from bot.rollout_store import RolloutStore
 from bot.sandbox.config import GITHUB_TOKEN as SANDBOX_GITHUB_TOKEN
 from bot.sandbox.config import (
     RELEASE_CHANNEL,
@@ -43,6 +47,8 @@ from bot.sandbox.signing import (
 )
 from bot.sandbox.slack import ChannelMessage, SlackTestServer
 from bot.services import Services
+from storage.db import create_engine, create_session_factory
+from storage.repositories import AuditLog
 
 
 def fast_plan(
@@ -97,6 +103,7 @@ class Sandbox:
         plan_yaml: str | None = None,
         enterprise: bool = False,
         poll_interval: float = 0.05,
+        in_process: bool = True,
     ) -> None:
         self.workdir = workdir
         self.figures = workdir / "figures.yml"
@@ -108,6 +115,13 @@ class Sandbox:
             repository="scriptum/scriptum", token=SANDBOX_GITHUB_TOKEN, enterprise=enterprise
         )
         self._poll_interval = poll_interval
+        self._in_process = in_process
+        self._process: asyncio.subprocess.Process | None = None
+        self._engine = create_engine(self.database_url)
+        sessions = create_session_factory(self._engine)
+        self._store = RolloutStore(sessions, clock=utc_now)
+        self.audit = AuditLog(sessions)
+        """The audit trail in the bot's database, for assertions."""
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
@@ -116,7 +130,10 @@ class Sandbox:
         await self.slack.start()
         await self.github.start()
         self._http = aiohttp.ClientSession()
-        await self.start_bot()
+        if self._in_process:
+            await self.start_bot()
+        else:
+            await self.start_process()
         return self
 
     async def __aexit__(
@@ -126,6 +143,8 @@ class Sandbox:
         tb: TracebackType | None,
     ) -> None:
         await self.stop_bot()
+        await self.kill_process()
+        await self._engine.dispose()
         if self._http is not None:
             await self._http.close()
         await self.github.close()
@@ -160,6 +179,41 @@ class Sandbox:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def start_process(self) -> None:
+        """Start the bot as an operator does: a `rollout-bot serve` process."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            env=env | self.environment(port),
+            cwd=self.workdir,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=(self.workdir / "serve.log").open("ab"),
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        assert self._http is not None
+        async with asyncio.timeout(30):
+            while True:
+                try:
+                    async with self._http.get(f"{self.url}/healthz") as health:
+                        if health.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    async def kill_process(self) -> None:
+        """SIGKILL the `serve` process: no cleanup, no goodbye, as when a node dies."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        self._process = None
 
     @property
     def services(self) -> Services:
@@ -267,7 +321,7 @@ class Sandbox:
 
     async def rollout(self) -> Rollout:
         """The newest rollout, as stored."""
-        latest = await self.services.rollouts.history(limit=1)
+        latest = await self._store.recent(1)
         assert latest, "no rollout yet"
         return latest[0]
 

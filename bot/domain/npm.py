@@ -1,0 +1,384 @@
+"""The npm Release workflow's publish credentials, judged from what GitHub reports.
+
+Pure: GitHub's answers come in as values (`SecretMetadata`, `ReleaseRun`, `ReleaseJob`, the job's
+log text), verdicts go out as small frozen models (`SecretCheck`, `RunCheck`, `ReleaseFollow`,
+`Walkthrough`) that the Slack walkthrough renders and carries in its button values. Nothing here
+ever sees a token value: GitHub only reports a secret's name and dates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from bot.domain.plan import NpmRelease
+
+SECRET_NAME = "NPM_TOKEN"  # noqa: S105 - the secret's name, never its value
+"""The repository secret the Release workflow reads (SPEC section 1)."""
+
+SKIP_WARNING = "NPM_TOKEN secret not configured — skipping npm publish."
+"""What the validate step prints when the secret is empty; it passes all the same."""
+
+# Matched without the dash, which a workflow may print as "--" or "-".
+_SKIP_MARK = "NPM_TOKEN secret not configured"
+_LOG_TIMESTAMP = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
+_NPM_CODE = re.compile(r"\bnpm (?:ERR!|error) code (E[A-Z0-9]+)\b")
+_NEED_AUTH = re.compile(r"\bENEEDAUTH\b")
+_TWO_FACTOR = re.compile(r"two-factor|\b2fa\b|one-time password|\bEOTP\b", re.IGNORECASE)
+MAX_ERROR = 400
+"""GitHub error texts kept in a check: the state rides in Slack button values (2000 chars)."""
+
+ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR)]
+
+
+def clip_error(text: str) -> str:
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
+
+
+# -- what GitHub reports ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretMetadata:
+    """A repository secret as GitHub describes it: name and dates, never the value."""
+
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ReleaseRun:
+    """One run of the Release workflow."""
+
+    run_id: int
+    number: int
+    html_url: str
+    event: str
+    branch: str
+    status: str
+    conclusion: str | None
+    created_at: datetime
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+@dataclass(frozen=True)
+class JobStep:
+    name: str
+    status: str
+    conclusion: str | None
+
+
+@dataclass(frozen=True)
+class ReleaseJob:
+    """The job that validates and publishes (`changesets`), with its steps."""
+
+    job_id: int
+    name: str
+    html_url: str | None
+    status: str
+    conclusion: str | None
+    steps: tuple[JobStep, ...]
+
+    def step(self, name: str) -> JobStep | None:
+        return next((step for step in self.steps if step.name == name), None)
+
+
+# -- verdicts -----------------------------------------------------------------------------------
+
+
+class Tone(StrEnum):
+    """How a step of the walkthrough stands."""
+
+    TODO = "todo"
+    OK = "ok"
+    WARNING = "warning"
+    FAILED = "failed"
+    PENDING = "pending"
+    BLOCKED = "blocked"
+    """GitHub refused or failed: the bot cannot tell (a permission or setup is missing)."""
+
+
+class StepVerdict(StrEnum):
+    PASSED = "passed"
+    WARNED = "warned"
+    """Passed, but printed the NPM_TOKEN warning: publishing was skipped."""
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NOT_RUN = "not_run"
+    """Cancelled, or the job never got there."""
+    MISSING = "missing"
+    """The job has no step of that name (the plan's step names do not match the workflow)."""
+
+
+class NpmError(StrEnum):
+    """npm's refusal in the publish step's log, each with its own fix."""
+
+    NEED_AUTH = "ENEEDAUTH"
+    UNAUTHORIZED = "E401"
+    TWO_FACTOR = "E403-2FA"
+    FORBIDDEN = "E403"
+    NOT_FOUND = "E404"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SecretCheck(_Model):
+    """Step 3: does the secret exist, and how old is it."""
+
+    found: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    age_days: Annotated[int, Field(ge=0)] | None = None
+    max_age_days: int
+    error: ErrorText | None = None
+
+    @property
+    def tone(self) -> Tone:
+        if self.error is not None:
+            return Tone.BLOCKED
+        if not self.found:
+            return Tone.FAILED
+        if self.age_days is not None and self.age_days > self.max_age_days:
+            return Tone.WARNING
+        return Tone.OK
+
+
+class RunSummary(_Model):
+    id: int
+    number: int
+    url: str
+    event: str
+    branch: str
+    created_at: datetime
+    status: str
+    conclusion: str | None = None
+
+    @classmethod
+    def of(cls, run: ReleaseRun) -> RunSummary:
+        return cls(
+            id=run.run_id,
+            number=run.number,
+            url=run.html_url,
+            event=run.event,
+            branch=run.branch,
+            created_at=run.created_at,
+            status=run.status,
+            conclusion=run.conclusion,
+        )
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+class RunCheck(_Model):
+    """Step 4 (and the end of step 5): what a Release run says about the credentials."""
+
+    run: RunSummary | None = None
+    job_found: bool = False
+    job_url: str | None = None
+    validate_step: StepVerdict | None = None
+    publish_step: StepVerdict | None = None
+    npm_error: NpmError | None = None
+    log_unavailable: ErrorText | None = None
+    """Why the job's log could not be read (the verdict then rests on step conclusions)."""
+    error: ErrorText | None = None
+
+    @property
+    def tone(self) -> Tone:
+        if self.error is not None:
+            return Tone.BLOCKED
+        if self.run is None:
+            return Tone.TODO
+        if not self.run.completed:
+            return Tone.PENDING
+        verdicts = {self.validate_step, self.publish_step}
+        if not self.job_found or verdicts & {StepVerdict.FAILED, StepVerdict.MISSING}:
+            return Tone.FAILED
+        if verdicts == {StepVerdict.PASSED}:
+            return Tone.OK
+        return Tone.WARNING
+
+
+class ReleasePhase(StrEnum):
+    DISPATCHING = "dispatching"
+    RUNNING = "running"
+    DONE = "done"
+    NOT_STARTED = "not_started"
+    """The dispatch failed (the error says why)."""
+    UNFOLLOWED = "unfollowed"
+    """The bot stopped following the run (timeout or restart); step 4 still checks it."""
+
+
+class ReleaseFollow(_Model):
+    """Step 5: a Release run the bot dispatched and follows to its end."""
+
+    requested_by: Annotated[str, StringConstraints(max_length=32)]
+    phase: ReleasePhase
+    run_id: int | None = None
+    url: str | None = None
+    status: str | None = None
+    check: RunCheck | None = None
+    error: ErrorText | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.phase in (ReleasePhase.DISPATCHING, ReleasePhase.RUNNING)
+
+    @property
+    def tone(self) -> Tone:
+        if self.phase is ReleasePhase.DONE and self.check is not None:
+            return self.check.tone
+        if self.phase is ReleasePhase.NOT_STARTED:
+            return Tone.BLOCKED
+        if self.phase is ReleasePhase.UNFOLLOWED:
+            return Tone.WARNING
+        return Tone.PENDING
+
+
+class Walkthrough(_Model):
+    """Everything the walkthrough message shows beyond its fixed text: the last result of each
+    check. Small on purpose: it travels in the message's button values."""
+
+    secret: SecretCheck | None = None
+    last_run: RunCheck | None = None
+    release: ReleaseFollow | None = None
+
+    def latest_run_check(self) -> RunCheck | None:
+        """The newest finished run check of steps 4 and 5 (what steps 1 and 2 are judged by)."""
+        checks = [self.last_run, self.release.check if self.release else None]
+        done = [c for c in checks if c is not None and c.run is not None and c.run.completed]
+        return max(done, key=lambda c: c.run.created_at if c.run else 0, default=None)
+
+
+# -- judging ------------------------------------------------------------------------------------
+
+
+def assess_secret(
+    secret: SecretMetadata | None, *, now: datetime, max_age_days: int
+) -> SecretCheck:
+    if secret is None:
+        return SecretCheck(found=False, max_age_days=max_age_days)
+    age = max((now - secret.updated_at).days, 0)
+    return SecretCheck(
+        found=True,
+        created_at=secret.created_at,
+        updated_at=secret.updated_at,
+        age_days=age,
+        max_age_days=max_age_days,
+    )
+
+
+def output_lines(log: str) -> list[str]:
+    """The lines a job's steps printed, without timestamps and without the `##[group]Run ...`
+    blocks in which GitHub echoes each step's script (a script that *would* print the warning
+    must not count as having printed it)."""
+    lines: list[str] = []
+    echo = False
+    for raw in log.splitlines():
+        line = _LOG_TIMESTAMP.sub("", raw, count=1)
+        if line.startswith("##[group]"):
+            echo = line.removeprefix("##[group]").startswith("Run ")
+            continue
+        if line.startswith("##[endgroup]"):
+            echo = False
+            continue
+        if not echo:
+            lines.append(line)
+    return lines
+
+
+def printed_skip_warning(lines: Sequence[str]) -> bool:
+    return any(_SKIP_MARK in line for line in lines)
+
+
+def npm_error(lines: Sequence[str]) -> NpmError | None:
+    """npm's first credential refusal in the log: ENEEDAUTH, E401, E403 (two-factor or not),
+    E404; None when the log shows none of them."""
+    for index, line in enumerate(lines):
+        if _NEED_AUTH.search(line):
+            return NpmError.NEED_AUTH
+        match = _NPM_CODE.search(line)
+        if match is None:
+            continue
+        code = match.group(1)
+        if code == "EOTP":
+            return NpmError.TWO_FACTOR
+        if code == "E401":
+            return NpmError.UNAUTHORIZED
+        if code == "E404":
+            return NpmError.NOT_FOUND
+        if code == "E403":
+            # npm prints the registry's reason on the lines after the code.
+            reason = " ".join(lines[index : index + 6])
+            return NpmError.TWO_FACTOR if _TWO_FACTOR.search(reason) else NpmError.FORBIDDEN
+    return None
+
+
+def _verdict(step: JobStep | None, *, warned: bool = False) -> StepVerdict:
+    if step is None:
+        return StepVerdict.MISSING
+    if step.status != "completed" or step.conclusion in (None, "cancelled"):
+        return StepVerdict.NOT_RUN
+    if step.conclusion == "skipped":
+        return StepVerdict.SKIPPED
+    if step.conclusion in ("success", "neutral"):
+        return StepVerdict.WARNED if warned else StepVerdict.PASSED
+    return StepVerdict.FAILED
+
+
+def assess_run(
+    run: ReleaseRun | None,
+    job: ReleaseJob | None,
+    log: str | None,
+    *,
+    npm: NpmRelease,
+    log_unavailable: str | None = None,
+) -> RunCheck:
+    """The verdict on a Release run: did the validate step pass without the NPM_TOKEN warning,
+    did the publish step pass, and if not, which npm error its log shows."""
+    if run is None:
+        return RunCheck()
+    summary = RunSummary.of(run)
+    if not run.completed:
+        return RunCheck(run=summary)
+    if job is None:
+        return RunCheck(run=summary, job_found=False)
+    lines = output_lines(log) if log is not None else []
+    publish = _verdict(job.step(npm.publish_step))
+    return RunCheck(
+        run=summary,
+        job_found=True,
+        job_url=job.html_url,
+        validate_step=_verdict(job.step(npm.validate_step), warned=printed_skip_warning(lines)),
+        publish_step=publish,
+        npm_error=npm_error(lines) if publish is StepVerdict.FAILED else None,
+        log_unavailable=clip_error(log_unavailable) if log_unavailable else None,
+    )
+
+
+def github_web_url(api_url: str) -> str:
+    """GitHub's web address for a REST API base: api.github.com is github.com, GitHub
+    Enterprise Server serves the API under /api/v3 of its web host, GHE.com under `api.`."""
+    parts = urlsplit(api_url.rstrip("/"))
+    host = parts.netloc.removeprefix("api.")
+    path = parts.path.removesuffix("/api/v3")
+    return urlunsplit((parts.scheme, host, path, "", "")).rstrip("/")
+
+
+def new_secret_url(api_url: str, repository: str) -> str:
+    """The repository's "New repository secret" page."""
+    return f"{github_web_url(api_url)}/{repository}/settings/secrets/actions/new"
