@@ -15,12 +15,22 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.error import HTTPError
+from urllib.parse import quote, urlsplit
+from urllib.request import Request, urlopen
 
-from github import Auth, Github, GithubException, RateLimitExceededException
+from github import (
+    Auth,
+    Github,
+    GithubException,
+    RateLimitExceededException,
+    UnknownObjectException,
+)
 from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
 
 from bot.domain.errors import GitHubError, RunNotIdentified
+from bot.domain.npm import JobStep, ReleaseJob, ReleaseRun, SecretMetadata
 from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
 from bot.ports import ReviewState
 
@@ -35,6 +45,19 @@ _HINTS: Mapping[tuple[str, int], str] = {
     ("review", 404): "check GITHUB_REPOSITORY and that the run exists",
     ("read", 403): "the token needs read access to the repository's contents and Actions",
     ("read", 404): "check GITHUB_REPOSITORY and that the token can see the repository",
+    ("secret", 403): (
+        "the bot's GitHub token may not read the repository's Actions secrets: a fine-grained "
+        "token needs the repository permission Secrets: Read, a classic token the repo scope, "
+        "a GitHub App the Secrets read permission, and the account collaborator access"
+    ),
+    ("release", 403): (
+        "the bot's GitHub token needs read access to Actions on the repository "
+        "(fine-grained token: Actions: Read)"
+    ),
+    ("release", 404): (
+        "check that the workflow file exists in .github/workflows on the default branch "
+        "(the plan's npm.workflow) and GITHUB_REPOSITORY"
+    ),
 }
 
 
@@ -361,6 +384,82 @@ class PyGithubGateway:
 
         return await self._call(operation, lookup, kind="read")
 
+    # -- the npm Release workflow ---------------------------------------------------------------
+    # Runs and jobs are read as JSON through the requester: one run is all that is needed, and
+    # PyGithub's lists fetch pages of a hundred.
+
+    async def secret(self, name: str) -> SecretMetadata | None:
+        def read() -> SecretMetadata | None:
+            secret = self._repo.get_secret(name)  # lazy: the first attribute fetches it
+            try:
+                return SecretMetadata(
+                    name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at
+                )
+            except UnknownObjectException:
+                return None
+
+        found = await self._call(f"read the Actions secret {name}", read, kind="secret")
+        _log.info("GitHub: Actions secret %s %s", name, "is set" if found else "is not set")
+        return found
+
+    async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
+        path = f"/repos/{self._repository}/actions/workflows/{quote(workflow_file, safe='')}/runs"
+
+        def read() -> ReleaseRun | None:
+            _, data = self._client.requester.requestJsonAndCheck(
+                "GET", path, parameters={"per_page": 1, "exclude_pull_requests": "true"}
+            )
+            runs = data.get("workflow_runs") if isinstance(data, dict) else None
+            return _release_run(runs[0]) if runs else None
+
+        return await self._call(f"list the runs of {workflow_file}", read, kind="release")
+
+    async def release_run(self, run_id: int) -> ReleaseRun:
+        def read() -> ReleaseRun:
+            _, data = self._client.requester.requestJsonAndCheck("GET", self._runs_path(run_id))
+            return _release_run(data)
+
+        return await self._call(f"read run {run_id}", read, run_id=run_id, kind="release")
+
+    async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
+        def read() -> ReleaseJob | None:
+            _, data = self._client.requester.requestJsonAndCheck(
+                "GET", f"{self._runs_path(run_id)}/jobs", parameters={"per_page": 100}
+            )
+            jobs = data.get("jobs") if isinstance(data, dict) else None
+            for job in jobs or []:
+                # A matrix job is reported as "name (value, ...)".
+                if job.get("name") == name or str(job.get("name", "")).startswith(f"{name} ("):
+                    return _release_job(job)
+            return None
+
+        return await self._call(
+            f"read the jobs of run {run_id}", read, run_id=run_id, kind="release"
+        )
+
+    async def job_log(self, job_id: int) -> str:
+        operation = f"read the log of job {job_id}"
+
+        def read() -> str:
+            # GitHub answers 302 to a short-lived signed address on another host: fetched
+            # without the token, which must never leave for a host that is not GitHub's API.
+            headers, _ = self._client.requester.requestBlobAndCheck(
+                "GET", f"/repos/{self._repository}/actions/jobs/{job_id}/logs"
+            )
+            location = str(headers.get("location") or "")
+            if urlsplit(location).scheme not in ("https", "http"):
+                raise GitHubError(f"Could not {operation}: GitHub gave no address for it.")
+            try:
+                return _download_tail(location, limit=_LOG_LIMIT)
+            except HTTPError as exc:
+                # 410 Gone: the log outlived the repository's retention period.
+                raise GitHubError(
+                    f"Could not {operation}: its download answered {exc.code} "
+                    "(logs are deleted after the repository's retention period)."
+                ) from None
+
+        return await self._call(operation, read, kind="release")
+
     # -- plumbing -------------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -434,6 +533,56 @@ def _tags(version: Any) -> list[str]:
     container = metadata.get("container") if isinstance(metadata, dict) else None
     tags = container.get("tags") if isinstance(container, dict) else None
     return [str(tag) for tag in tags] if isinstance(tags, list) else []
+
+
+_LOG_LIMIT = 4 * 1024 * 1024
+"""The bytes of a job log kept: its end, where npm's errors are."""
+
+
+def _download_tail(url: str, *, limit: int) -> str:
+    request = Request(url, headers={"User-Agent": "rollout-bot"})  # noqa: S310 - http(s) only
+    kept = bytearray()
+    with urlopen(request, timeout=30) as response:  # noqa: S310 - http(s) checked by the caller
+        while chunk := response.read(64 * 1024):
+            kept += chunk
+            if len(kept) > limit:
+                del kept[:-limit]
+    return kept.decode("utf-8", errors="replace")
+
+
+def _when(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _release_run(data: Any) -> ReleaseRun:
+    return ReleaseRun(
+        run_id=int(data["id"]),
+        number=int(data.get("run_number") or 0),
+        html_url=str(data["html_url"]),
+        event=str(data.get("event") or ""),
+        branch=str(data.get("head_branch") or ""),
+        status=str(data.get("status") or "queued"),
+        conclusion=data.get("conclusion"),
+        created_at=_when(data["created_at"]),
+    )
+
+
+def _release_job(data: Any) -> ReleaseJob:
+    return ReleaseJob(
+        job_id=int(data["id"]),
+        name=str(data["name"]),
+        html_url=data.get("html_url"),
+        status=str(data.get("status") or "queued"),
+        conclusion=data.get("conclusion"),
+        steps=tuple(
+            JobStep(
+                name=str(step.get("name", "")),
+                status=str(step.get("status") or "queued"),
+                conclusion=step.get("conclusion"),
+            )
+            for step in data.get("steps") or []
+        ),
+    )
 
 
 def _message(exc: GithubException) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from bot.domain.metrics import Reading
+from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.run import RunRef, RunSnapshot
@@ -63,6 +64,37 @@ class GitHubGateway(Protocol):
 
     async def image_published(self, *, package: str, tag: str) -> bool:
         """Whether the container image `package:tag` is published to GitHub Packages."""
+        ...
+
+
+class ReleaseGateway(Protocol):
+    """What the NPM_TOKEN walkthrough asks of GitHub about the npm Release workflow. Every
+    method raises `GitHubError` (saying which permission or setup is missing) on a refusal."""
+
+    async def secret(self, name: str) -> SecretMetadata | None:
+        """A repository Actions secret's name and dates (never its value); None when unset."""
+        ...
+
+    async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
+        """The newest run of the workflow (any event, any branch), None when it never ran."""
+        ...
+
+    async def release_run(self, run_id: int) -> ReleaseRun:
+        """One run of the workflow, as it stands now."""
+        ...
+
+    async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
+        """The run's job with this display name, with its steps; None when it has none."""
+        ...
+
+    async def job_log(self, job_id: int) -> str:
+        """The job's log text (its tail, when the log is very long)."""
+        ...
+
+    async def dispatch(
+        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+    ) -> RunRef:
+        """Dispatch the workflow and return its run (as `GitHubGateway.dispatch`)."""
         ...
 
 

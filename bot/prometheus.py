@@ -164,7 +164,9 @@ class PrometheusSource:
         self._clock = clock
 
     async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading:
-        return await self.measure(stage_window(rollout, track=track, stage=stage, now=self._clock()))
+        return await self.measure(
+            stage_window(rollout, track=track, stage=stage, now=self._clock())
+        )
 
     async def measure(self, window: QueryWindow) -> Reading:
         """Every figure of the gate over `window`, with the detail the gate card shows."""
@@ -195,9 +197,12 @@ class PrometheusSource:
         expr = fill(query.query, values)
         sample_expr = fill(query.sample, values) if query.sample else None
         baseline_expr = fill(query.baseline, values) if query.baseline else None
-        chart_step = max(
-            (window.end - window.rollout_start) / CHART_POINTS, timedelta(seconds=1)
+        fixed_baseline = (
+            self._config.baseline_crash_rate
+            if name == "crash_rate" and baseline_expr is None
+            else None
         )
+        chart_step = max((window.end - window.rollout_start) / CHART_POINTS, timedelta(seconds=1))
         chart_window = max(chart_step * 4, MIN_CHART_WINDOW)
         chart_values = {**values, "window": f"{int(chart_window.total_seconds())}s"}
         value, sample, baseline, series = await asyncio.gather(
@@ -222,7 +227,7 @@ class PrometheusSource:
             name=name,
             value=value.value,
             sample=None if sample.value is None else int(sample.value.to_integral_value()),
-            baseline=baseline.value,
+            baseline=fixed_baseline if fixed_baseline is not None else baseline.value,
             problem="; ".join(problems) or None,
             link=graph_url(client.base_url, expr, window=window.length, end=window.end),
             series=series,
@@ -267,22 +272,15 @@ def _reading(
     samples = [metric.sample for metric in sampled]
     # The smallest sample decides; an unreadable one leaves the sample unknown.
     sample = None if not samples or None in samples else min(s for s in samples if s is not None)
-    baseline = crash.baseline if config.crash_rate.baseline else config.baseline_crash_rate
-    shown = tuple(
-        metric
-        if metric.name != "crash_rate" or config.crash_rate.baseline
-        else _with_baseline(metric, config.baseline_crash_rate)
-        for metric in metrics
-    )
     return Reading(
-        baseline_crash=baseline,
+        baseline_crash=crash.baseline,
         figures=Figures(
             crash_rate=crash.value,
             error_rate=None if error is None else error.value,
             sample=sample,
         ),
         source="prometheus",
-        metrics=shown,
+        metrics=metrics,
         window=(window.start, window.end),
     )
 
@@ -290,18 +288,6 @@ def _reading(
 def _has_sample(config: PrometheusMetrics, name: str) -> bool:
     query = config.error_rate if name == "error_rate" else config.crash_rate
     return query is not None and query.sample is not None
-
-
-def _with_baseline(metric: MetricReading, baseline: Decimal) -> MetricReading:
-    return MetricReading(
-        name=metric.name,
-        value=metric.value,
-        sample=metric.sample,
-        baseline=baseline,
-        problem=metric.problem,
-        link=metric.link,
-        series=metric.series,
-    )
 
 
 def _number(pair: object) -> Decimal:

@@ -13,7 +13,7 @@ import pytest
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from bot.sandbox.config import BYSTANDER
-from bot.sandbox.harness import Sandbox, write_figures
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
 
 CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
 HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
@@ -201,8 +201,93 @@ async def test_status_and_history_show_the_rollout(sandbox: Sandbox) -> None:
 
 def _value(box: Sandbox, track: str) -> str:
     """The Promote button's value for a track, from the card as it is now."""
+    return _value_of(box, "promote", track)
+
+
+@pytest.fixture
+async def enterprise(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, enterprise=True) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        yield box
+
+
+async def test_github_enterprise_dispatch_finds_our_run_and_not_someone_elses(
+    enterprise: Sandbox,
+) -> None:
+    from datetime import UTC, datetime
+
+    foreign = enterprise.github.create_foreign_run(
+        actor="octocat",
+        branch="main",
+        created_at=datetime.now(UTC),
+        workflow="deployment-strategy.yml",
+    )
+    running = await start_and_dispatch(enterprise)
+    (ours,) = enterprise.github.dispatches
+    assert ours.return_run_details is False
+    assert running.run_id == ours.run_id != foreign
+    await enterprise.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+
+
+async def test_extend_window_moves_the_end_of_the_canary_window(tmp_path: Path) -> None:
+    plan = fast_plan(tmp_path / "figures.yml", window="4s")
+    async with Sandbox(workdir=tmp_path, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await start_and_dispatch(box)
+        before = await box.wait_until(
+            lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING
+        )
+        await box.click("extend_window", value=_value_of(box, "extend_window", "relay"))
+        moved = await box.wait_until(
+            lambda r: (
+                r.track("relay").stage("canary").window_ends_at
+                != before.track("relay").stage("canary").window_ends_at
+            )
+        )
+        delta = (
+            moved.track("relay").stage("canary").window_ends_at
+            - before.track(  # type: ignore[operator]
+                "relay"
+            )
+            .stage("canary")
+            .window_ends_at
+        )
+        assert delta.total_seconds() == 15 * 60
+        assert "extended the window of *5% canary*" in await box.wait_for_thread("extended")
+
+
+async def test_manual_figures_are_asked_in_the_thread_and_validated(tmp_path: Path) -> None:
+    plan = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
+    async with Sandbox(workdir=tmp_path, plan_yaml=plan) as box:
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await start_and_dispatch(box)
+        ask = await box.wait_for_thread("Enter the observed rates")
+        assert "<@U0RELMGR01>" in ask
+        request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
+        await box.click("enter_figures", message=request)
+        opened = await box.slack.wait_for_call("views.open")
+        view_id = opened[-1].response["view"]["id"]
+
+        def figures(crash: str, error: str) -> dict[str, dict[str, dict[str, str]]]:
+            return {
+                "crash_rate": {"figure": {"type": "number_input", "value": crash}},
+                "error_rate": {"figure": {"type": "number_input", "value": error}},
+            }
+
+        refused = await box.submit_view(view_id, figures("abc", "0.001"))
+        assert refused["response_action"] == "errors" and "crash_rate" in refused["errors"]
+        bystander = await box.submit_view(view_id, figures("0.001", "0.001"), user=BYSTANDER)
+        assert bystander["response_action"] == "errors"
+        assert await box.submit_view(view_id, figures("0.0011", "0.02")) == {}
+        await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        assert "0.02" in await box.wait_for_thread("ROLLBACK")
+
+
+def _value_of(box: Sandbox, action_id: str, track: str) -> str:
     for block in box.card_message().blocks:
         for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("action_id") == "promote" and f'"track":"{track}"' in element["value"]:
+            if element.get("action_id") == action_id and f'"track":"{track}"' in element["value"]:
                 return str(element["value"])
-    raise AssertionError(f"no Promote button for {track} on the card")
+    raise AssertionError(f"no {action_id} button for {track} on the card")

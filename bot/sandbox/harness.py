@@ -58,9 +58,11 @@ def fast_plan(
     extension: str = "2s",
     promote: str = "manual",
     check_image: bool = False,
+    manual_tracks: tuple[str, ...] = (),
 ) -> str:
     """The built-in plan as YAML, accelerated: every window `window`, static figures from
-    `figures_file` (one per track, see `write_figures`) for both tracks."""
+    `figures_file` (one per track, see `write_figures`), or asked of the approvers for the
+    `manual_tracks`."""
     plan = yaml.safe_load(
         resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
     )
@@ -71,11 +73,15 @@ def fast_plan(
                 stage["observe"].update(
                     window=window, inconclusive_extension=extension, promote=promote
                 )
-        track["metrics"] = {
-            "source": "static",
-            "baseline_crash_rate": "0.001",
-            "file": str(figures_file.with_name(f"{figures_file.stem}-{name}.yml")),
-        }
+        track["metrics"] = (
+            {"source": "manual", "baseline_crash_rate": "0.001"}
+            if name in manual_tracks
+            else {
+                "source": "static",
+                "baseline_crash_rate": "0.001",
+                "file": str(figures_file.with_name(f"{figures_file.stem}-{name}.yml")),
+            }
+        )
     return yaml.safe_dump(plan, sort_keys=False)
 
 

@@ -1,0 +1,303 @@
+"""The NPM_TOKEN walkthrough: set up and verify the npm Release workflow's publish credentials.
+
+`/rollout npm-token` posts one message whose steps update in place. Three of them check GitHub:
+the secret's metadata (never its value), the last Release run's validate and publish steps, and
+a Release run dispatched on request and followed to its end. What the message shows is a
+`Walkthrough` value; it travels in the message's button values, and the newest one of each
+message is also kept here, so a followed run and a click in between never undo each other.
+The bot never asks for, receives, logs or shows a token value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from bot.authz import Approvers
+from bot.domain.errors import GitHubError, RolloutError
+from bot.domain.npm import (
+    SECRET_NAME,
+    ReleaseFollow,
+    ReleasePhase,
+    ReleaseRun,
+    RunCheck,
+    RunSummary,
+    SecretCheck,
+    Walkthrough,
+    assess_run,
+    assess_secret,
+    clip_error,
+)
+from bot.domain.plan import NpmRelease
+from bot.ports import Clock, ReleaseGateway
+
+log = logging.getLogger(__name__)
+
+_REMEMBERED = 256
+"""Walkthrough messages whose newest state is kept in memory (older ones: their buttons)."""
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """The walkthrough's Slack message."""
+
+    channel: str
+    ts: str
+
+
+class WalkthroughNotPosted(RolloutError):
+    """Slack would not take the walkthrough message in that conversation."""
+
+    code = "walkthrough_not_posted"
+
+
+class ReleaseAlreadyRunning(RolloutError):
+    """This walkthrough already follows a Release run."""
+
+    code = "release_already_running"
+
+
+class WalkthroughBoard(Protocol):
+    """Where the walkthrough is shown: one message, redrawn in place."""
+
+    async def post(self, *, channel: str, walkthrough: Walkthrough) -> MessageRef:
+        """Post a new walkthrough message; raises WalkthroughNotPosted when Slack refuses."""
+        ...
+
+    async def update(self, *, message: MessageRef, walkthrough: Walkthrough) -> None:
+        """Redraw the message (failures are logged, never raised)."""
+        ...
+
+
+class NpmTokenService:
+    """Runs the walkthrough's checks and the Release run it may dispatch."""
+
+    def __init__(
+        self,
+        *,
+        github: ReleaseGateway,
+        board: WalkthroughBoard,
+        approvers: Approvers,
+        npm: NpmRelease,
+        clock: Clock,
+        poll_interval: timedelta,
+        follow_for: timedelta = timedelta(hours=2),
+    ) -> None:
+        self._github = github
+        self._board = board
+        self._approvers = approvers
+        self._npm = npm
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._follow_for = follow_for
+        self._latest: OrderedDict[MessageRef, Walkthrough] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self._followers: dict[MessageRef, asyncio.Task[None]] = {}
+
+    @property
+    def npm(self) -> NpmRelease:
+        return self._npm
+
+    async def open(self, *, channel: str, actor: str) -> MessageRef:
+        """Post a fresh walkthrough in the channel (or direct message)."""
+        walkthrough = Walkthrough()
+        message = await self._board.post(channel=channel, walkthrough=walkthrough)
+        self._remember(message, walkthrough)
+        log.info("npm-token walkthrough opened by %s in %s", actor, channel)
+        return message
+
+    async def check_secret(
+        self, *, message: MessageRef, shown: Walkthrough, actor: str
+    ) -> SecretCheck:
+        """Step 3: the secret's metadata, and a warning when it is older than the plan allows."""
+        try:
+            found = await self._github.secret(SECRET_NAME)
+        except GitHubError as error:
+            check = SecretCheck(max_age_days=self._npm.max_secret_age_days, error=_why(error))
+        else:
+            check = assess_secret(
+                found, now=self._clock(), max_age_days=self._npm.max_secret_age_days
+            )
+        log.info("npm-token: %s checked the secret: %s", actor, check.tone)
+        await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))
+        return check
+
+    async def check_last_run(
+        self, *, message: MessageRef, shown: Walkthrough, actor: str
+    ) -> RunCheck:
+        """Step 4: the latest Release run's validate and publish steps."""
+        try:
+            run = await self._github.latest_run(workflow_file=self._npm.workflow)
+            check = await self._check(run)
+        except GitHubError as error:
+            check = RunCheck(error=_why(error))
+        log.info("npm-token: %s checked the last Release run: %s", actor, check.tone)
+        await self._change(message, shown, lambda w: w.model_copy(update={"last_run": check}))
+        return check
+
+    async def run_release(self, *, message: MessageRef, shown: Walkthrough, actor: str) -> None:
+        """Step 5 (approvers only, after a confirm dialog): dispatch Release on the plan's ref
+        and follow the run in the background until it completes."""
+        await self._approvers.require(actor, "run the npm Release workflow")
+        async with self._lock:
+            current = self._latest.get(message, shown)
+            following = self._followers.get(message)
+            if following is not None and not following.done():
+                release = current.release
+                number = f" (run {release.run_id})" if release and release.run_id else ""
+                raise ReleaseAlreadyRunning(
+                    f"This walkthrough is already following a Release run{number}: "
+                    "its result appears in step 5 when it ends."
+                )
+            self._remember(message, current)
+        previous = current.release
+        if previous is not None and previous.active and previous.run_id is not None:
+            # The bot restarted while following: pick the run up again if it still runs.
+            try:
+                run = await self._github.release_run(previous.run_id)
+            except GitHubError:
+                run = None
+            if run is not None and not run.completed:
+                self._start_following(message, previous.model_copy(update={"status": run.status}))
+                return
+        await self._change(
+            message,
+            shown,
+            lambda w: w.model_copy(
+                update={
+                    "release": ReleaseFollow(requested_by=actor, phase=ReleasePhase.DISPATCHING)
+                }
+            ),
+        )
+        try:
+            started = await self._github.dispatch(
+                workflow_file=self._npm.workflow,
+                ref=self._npm.ref,
+                inputs={},
+                dispatched_at=self._clock(),
+            )
+        except GitHubError as error:
+            failed = ReleaseFollow(
+                requested_by=actor, phase=ReleasePhase.NOT_STARTED, error=_why(error)
+            )
+            await self._change(message, shown, lambda w: w.model_copy(update={"release": failed}))
+            return
+        log.info("npm-token: %s dispatched %s: run %s", actor, self._npm.workflow, started.run_id)
+        following_run = ReleaseFollow(
+            requested_by=actor,
+            phase=ReleasePhase.RUNNING,
+            run_id=started.run_id,
+            url=started.html_url,
+            status="queued",
+        )
+        await self._change(
+            message, shown, lambda w: w.model_copy(update={"release": following_run})
+        )
+        self._start_following(message, following_run)
+
+    async def close(self) -> None:
+        """Stop following runs (on shutdown); their messages keep the last status shown."""
+        tasks = list(self._followers.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._followers.clear()
+
+    # -- following a dispatched run -------------------------------------------------------------
+
+    def _start_following(self, message: MessageRef, release: ReleaseFollow) -> None:
+        task = asyncio.create_task(self._follow(message, release), name=f"npm-release {message}")
+        self._followers[message] = task
+        task.add_done_callback(lambda done: self._followed(message, done))
+
+    def _followed(self, message: MessageRef, task: asyncio.Task[None]) -> None:
+        if self._followers.get(message) is task:
+            del self._followers[message]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("following the Release run failed", exc_info=task.exception())
+
+    async def _follow(self, message: MessageRef, release: ReleaseFollow) -> None:
+        assert release.run_id is not None
+        deadline = self._clock() + self._follow_for
+        seconds = self._poll_interval.total_seconds()
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                run = await self._github.release_run(release.run_id)
+            except GitHubError as error:
+                # Keep following: a rate limit or a blip says so in the step, then passes.
+                release = release.model_copy(update={"error": _why(error)})
+            else:
+                if run.completed:
+                    break
+                release = release.model_copy(update={"status": run.status, "error": None})
+            if self._clock() >= deadline:
+                release = release.model_copy(update={"phase": ReleasePhase.UNFOLLOWED})
+                await self._set_release(message, release)
+                return
+            await self._set_release(message, release)
+        try:
+            check = await self._check(run)
+        except GitHubError as error:
+            check = RunCheck(run=RunSummary.of(run), error=_why(error))
+        done = release.model_copy(
+            update={
+                "phase": ReleasePhase.DONE,
+                "status": run.status,
+                "check": check,
+                "error": None,
+            }
+        )
+        log.info("npm-token: Release run %s ended: %s", run.run_id, check.tone)
+        await self._set_release(message, done)
+
+    async def _set_release(self, message: MessageRef, release: ReleaseFollow) -> None:
+        fallback = Walkthrough(release=release)
+        await self._change(message, fallback, lambda w: w.model_copy(update={"release": release}))
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _check(self, run: ReleaseRun | None) -> RunCheck:
+        """The run's job, its steps and (once it completed) its log, judged."""
+        if run is None or not run.completed:
+            return assess_run(run, None, None, npm=self._npm)
+        job = await self._github.release_job(run_id=run.run_id, name=self._npm.job)
+        text: str | None = None
+        unavailable: str | None = None
+        if job is not None and job.status == "completed" and job.conclusion != "skipped":
+            try:
+                text = await self._github.job_log(job.job_id)
+            except GitHubError as error:
+                unavailable = error.message
+        return assess_run(run, job, text, npm=self._npm, log_unavailable=unavailable)
+
+    async def _change(
+        self,
+        message: MessageRef,
+        shown: Walkthrough,
+        change: Callable[[Walkthrough], Walkthrough],
+    ) -> None:
+        """Apply `change` to the newest state of the message (what it showed, when this process
+        has not seen it) and redraw it. Serialized, so concurrent changes all land."""
+        async with self._lock:
+            updated = change(self._latest.get(message, shown))
+            self._remember(message, updated)
+            await self._board.update(message=message, walkthrough=updated)
+
+    def _remember(self, message: MessageRef, walkthrough: Walkthrough) -> None:
+        self._latest[message] = walkthrough
+        self._latest.move_to_end(message)
+        while len(self._latest) > _REMEMBERED:
+            self._latest.popitem(last=False)
+
+
+def _why(error: GitHubError) -> str:
+    return clip_error(error.message)
