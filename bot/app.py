@@ -25,13 +25,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app_keys import BOLT, SERVICES, SETTINGS
 from bot.authz import Approvers, GroupResolver
 from bot.config import Settings
+from bot.domain.npm import new_secret_url
+from bot.domain.plan import NpmRelease
 from bot.github_gateway import PyGithubGateway
+from bot.npm_token import NpmTokenService
 from bot.rollout_store import RolloutStore
 from bot.rollouts import RolloutService
 from bot.scheduler import Scheduler
 from bot.services import CommandService, Services
 from handlers import github_webhook, register_all
 from handlers.notifier import SlackNotifier
+from handlers.npm_buttons import SlackWalkthroughBoard
+from handlers.npm_views import WalkthroughSetup
 from storage.db import create_engine, create_session_factory, mask_database_url, ping
 from storage.migrate import upgrade
 from storage.repositories import AuditLog
@@ -73,6 +78,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         repository=settings.github_repository,
     )
     scheduler_task: asyncio.Task[None] | None = None
+    npm_token: NpmTokenService | None = None
     try:
         await upgrade(settings.database_url)
         sessions = create_session_factory(engine)
@@ -96,6 +102,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             clock=utc_now,
             on_timer_scheduled=wake.set,
         )
+        npm_token = _npm_token_service(
+            settings, rollouts.plan.npm, github=github, slack=slack, approvers=approvers
+        )
         services = Services(
             settings=settings,
             plan=rollouts.plan,
@@ -104,6 +113,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             commands=CommandService(release_channels=settings.release_channels),
             rollouts=rollouts,
             approvers=approvers,
+            npm_token=npm_token,
         )
         bolt = AsyncApp(
             client=slack,
@@ -126,8 +136,34 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             scheduler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await scheduler_task
+        if npm_token is not None:
+            await npm_token.close()
         await github.close()
         await engine.dispose()
+
+
+def _npm_token_service(
+    settings: Settings,
+    npm: NpmRelease,
+    *,
+    github: PyGithubGateway,
+    slack: AsyncWebClient,
+    approvers: Approvers,
+) -> NpmTokenService:
+    """The NPM_TOKEN walkthrough, its message drawn in Slack, its checks asked of GitHub."""
+    setup = WalkthroughSetup(
+        repository=settings.github_repository,
+        new_secret_url=new_secret_url(str(settings.github_api_url), settings.github_repository),
+        npm=npm,
+    )
+    return NpmTokenService(
+        github=github,
+        board=SlackWalkthroughBoard(slack, setup=setup),
+        approvers=approvers,
+        npm=npm,
+        clock=utc_now,
+        poll_interval=timedelta(seconds=settings.github_poll_interval),
+    )
 
 
 def _group_members(slack: AsyncWebClient) -> GroupResolver:

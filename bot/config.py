@@ -82,7 +82,12 @@ class Settings(DatabaseSettings):
     rollout_plan: Path | None = None
     release_channels: CommaList
     rollout_approvers: CommaList
-    prometheus_url: AnyHttpUrl | None = None
+    prometheus_url: AnyHttpUrl | None = Field(default=None, validate_default=True)
+    sentry_url: AnyHttpUrl = AnyHttpUrl("https://sentry.io")
+    sentry_org: str | None = None
+    sentry_project: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    """The numeric project id: Sentry's sessions API filters projects by id."""
+    sentry_token: SecretStr | None = Field(default=None, validate_default=True)
 
     host: str = "0.0.0.0"  # noqa: S104 - a server that Slack and GitHub must reach
     port: int = Field(default=3000, ge=1, le=65535)
@@ -130,6 +135,29 @@ class Settings(DatabaseSettings):
                 load_plan(value)
             except PlanError as error:  # names the file, the key and the problem
                 raise ValueError(error.message) from None
+        return value
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus(cls, value: AnyHttpUrl | None, info: ValidationInfo) -> AnyHttpUrl | None:
+        if value is None and "prometheus" in _metrics_sources(info):
+            raise ValueError("missing: the rollout plan reads metrics from Prometheus")
+        return value
+
+    @field_validator("sentry_token")
+    @classmethod
+    def _sentry(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if "sentry" in _metrics_sources(info):
+            given = {
+                "SENTRY_ORG": info.data.get("sentry_org"),
+                "SENTRY_PROJECT": info.data.get("sentry_project"),
+                "SENTRY_TOKEN": value.get_secret_value() if value else None,
+            }
+            missing = [name for name, setting in given.items() if not setting]
+            if missing:
+                raise ValueError(
+                    f"the rollout plan reads crash rates from Sentry: set {', '.join(missing)}"
+                )
         return value
 
     @field_validator("release_channels", mode="before")
@@ -194,6 +222,17 @@ class Settings(DatabaseSettings):
 
 
 _APP_FIELDS = ("github_app_id", "github_app_private_key", "github_app_installation_id")
+
+
+def _metrics_sources(info: ValidationInfo) -> set[str]:
+    """The metrics sources of the configured plan (none when the plan itself is invalid)."""
+    if "rollout_plan" not in info.data:
+        return set()
+    try:
+        plan = load_plan(info.data["rollout_plan"])
+    except PlanError:
+        return set()
+    return {track.metrics.source for track in plan.tracks.values()}
 
 
 S = TypeVar("S", bound=DatabaseSettings)

@@ -1,22 +1,27 @@
 """Metrics sources: where a gate's figures come from at the end of a window.
 
 - `static`: the figures written in the plan (tests, the demo, dry runs);
-- `manual`: the runbook's human flow: the bot asks the approvers in the thread.
+- `manual`: the runbook's human flow: the bot asks the approvers in the thread;
+- `prometheus`: PromQL templates read live (`bot.prometheus`);
+- `sentry`: crash rates from Sentry release health (`bot.sentry`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 
 import yaml
 from pydantic import ValidationError
 
 from bot.domain.metrics import Figures, Reading
-from bot.domain.plan import ManualMetrics, StaticMetrics
+from bot.domain.plan import Metrics, PrometheusMetrics, SentryMetrics, StaticMetrics
 from bot.domain.rollout import Rollout
 from bot.ports import MetricsSource
+from bot.prometheus import PrometheusSource
+from bot.sentry import SentryAccess, SentrySource
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +63,21 @@ class ManualSource:
         return None
 
 
-def metrics_source(config: StaticMetrics | ManualMetrics) -> MetricsSource:
+@dataclass(frozen=True)
+class MetricsEndpoints:
+    """Where the live sources read, from the settings (PROMETHEUS_URL, SENTRY_*)."""
+
+    prometheus_url: str | None = None
+    sentry: SentryAccess | None = None
+
+
+def metrics_source(config: Metrics, endpoints: MetricsEndpoints | None = None) -> MetricsSource:
     """The source a track's `metrics` section names."""
+    endpoints = endpoints or MetricsEndpoints()
     if isinstance(config, StaticMetrics):
         return StaticSource(config)
+    if isinstance(config, PrometheusMetrics):
+        return PrometheusSource(config, url=endpoints.prometheus_url)
+    if isinstance(config, SentryMetrics):
+        return SentrySource(config, access=endpoints.sentry)
     return ManualSource()

@@ -99,6 +99,8 @@ class NpmTokenService:
         self._latest: OrderedDict[MessageRef, Walkthrough] = OrderedDict()
         self._lock = asyncio.Lock()
         self._followers: dict[MessageRef, asyncio.Task[None]] = {}
+        self._busy: set[MessageRef] = set()
+        """Messages with a Release dispatch in flight or a run being followed."""
 
     @property
     def npm(self) -> NpmRelease:
@@ -147,34 +149,36 @@ class NpmTokenService:
         await self._approvers.require(actor, "run the npm Release workflow")
         async with self._lock:
             current = self._latest.get(message, shown)
-            following = self._followers.get(message)
-            if following is not None and not following.done():
+            if message in self._busy:
                 release = current.release
-                number = f" (run {release.run_id})" if release and release.run_id else ""
+                run = f" (run {release.run_id})" if release and release.run_id else ""
                 raise ReleaseAlreadyRunning(
-                    f"This walkthrough is already following a Release run{number}: "
+                    f"This walkthrough is already following a Release run{run}: "
                     "its result appears in step 5 when it ends."
                 )
+            self._busy.add(message)  # claimed before dispatching: two clicks, one run
             self._remember(message, current)
+        following = False
+        try:
+            following = await self._release(message, current, actor)
+        finally:
+            if not following:
+                self._busy.discard(message)
+
+    async def _release(self, message: MessageRef, current: Walkthrough, actor: str) -> bool:
+        """Dispatch and start following; True when a follower now owns the message."""
         previous = current.release
         if previous is not None and previous.active and previous.run_id is not None:
-            # The bot restarted while following: pick the run up again if it still runs.
-            try:
+            # The bot restarted while following this run: pick it up again if it still runs.
+            with contextlib.suppress(GitHubError):
                 run = await self._github.release_run(previous.run_id)
-            except GitHubError:
-                run = None
-            if run is not None and not run.completed:
-                self._start_following(message, previous.model_copy(update={"status": run.status}))
-                return
-        await self._change(
-            message,
-            shown,
-            lambda w: w.model_copy(
-                update={
-                    "release": ReleaseFollow(requested_by=actor, phase=ReleasePhase.DISPATCHING)
-                }
-            ),
-        )
+                if not run.completed:
+                    self._start_following(
+                        message, previous.model_copy(update={"status": run.status})
+                    )
+                    return True
+        dispatching = ReleaseFollow(requested_by=actor, phase=ReleasePhase.DISPATCHING)
+        await self._set_release(message, dispatching)
         try:
             started = await self._github.dispatch(
                 workflow_file=self._npm.workflow,
@@ -183,23 +187,23 @@ class NpmTokenService:
                 dispatched_at=self._clock(),
             )
         except GitHubError as error:
-            failed = ReleaseFollow(
-                requested_by=actor, phase=ReleasePhase.NOT_STARTED, error=_why(error)
+            failed = dispatching.model_copy(
+                update={"phase": ReleasePhase.NOT_STARTED, "error": _why(error)}
             )
-            await self._change(message, shown, lambda w: w.model_copy(update={"release": failed}))
-            return
+            await self._set_release(message, failed)
+            return False
         log.info("npm-token: %s dispatched %s: run %s", actor, self._npm.workflow, started.run_id)
-        following_run = ReleaseFollow(
-            requested_by=actor,
-            phase=ReleasePhase.RUNNING,
-            run_id=started.run_id,
-            url=started.html_url,
-            status="queued",
+        running = dispatching.model_copy(
+            update={
+                "phase": ReleasePhase.RUNNING,
+                "run_id": started.run_id,
+                "url": started.html_url,
+                "status": "queued",
+            }
         )
-        await self._change(
-            message, shown, lambda w: w.model_copy(update={"release": following_run})
-        )
-        self._start_following(message, following_run)
+        await self._set_release(message, running)
+        self._start_following(message, running)
+        return True
 
     async def close(self) -> None:
         """Stop following runs (on shutdown); their messages keep the last status shown."""
@@ -210,6 +214,7 @@ class NpmTokenService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._followers.clear()
+        self._busy.clear()
 
     # -- following a dispatched run -------------------------------------------------------------
 
@@ -221,6 +226,7 @@ class NpmTokenService:
     def _followed(self, message: MessageRef, task: asyncio.Task[None]) -> None:
         if self._followers.get(message) is task:
             del self._followers[message]
+            self._busy.discard(message)
         if not task.cancelled() and task.exception() is not None:
             log.error("following the Release run failed", exc_info=task.exception())
 
@@ -260,8 +266,10 @@ class NpmTokenService:
         await self._set_release(message, done)
 
     async def _set_release(self, message: MessageRef, release: ReleaseFollow) -> None:
-        fallback = Walkthrough(release=release)
-        await self._change(message, fallback, lambda w: w.model_copy(update={"release": release}))
+        # The message is remembered from the click that started it; a fresh state only if not.
+        await self._change(
+            message, Walkthrough(), lambda w: w.model_copy(update={"release": release})
+        )
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -57,11 +57,17 @@ class Scheduler:
         log.info("scheduler %s started", self.owner)
         next_poll = self._clock()
         while True:
-            await self.fire_due()
-            if self._clock() >= next_poll:
-                await self.poll_runs()
-                next_poll = self._clock() + self._poll_interval
-            await self._sleep_until(next_poll)
+            try:
+                await self.fire_due()
+                if self._clock() >= next_poll:
+                    await self.poll_runs()
+                    next_poll = self._clock() + self._poll_interval
+                await self._sleep_until(next_poll)
+            except Exception:
+                # The database or GitHub is away: the timers wait in the database, so
+                # nothing is lost; try again after a pause instead of dying.
+                log.exception("scheduler iteration failed; retrying in %s", self._retry_after)
+                await asyncio.sleep(self._retry_after.total_seconds())
 
     async def fire_due(self) -> int:
         """Fire every due timer this replica can claim; returns how many fired."""

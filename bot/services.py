@@ -12,9 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.authz import Approvers
 from bot.config import Settings
-from bot.domain.commands import Command, allowed_outside_release_channels, parse_command
+from bot.domain.commands import (
+    Command,
+    allowed_in_direct_messages,
+    allowed_outside_release_channels,
+    is_direct_message,
+    parse_command,
+)
 from bot.domain.errors import NotAReleaseChannel
 from bot.domain.plan import RolloutPlan
+from bot.npm_token import NpmTokenService
 from bot.rollouts import RolloutService
 
 
@@ -27,13 +34,17 @@ class CommandService:
     def route(self, *, text: str, channel_id: str) -> Command:
         """The parsed command, if it may run in this channel; raises a RolloutError otherwise."""
         command = parse_command(text)
-        if channel_id not in self.release_channels and not allowed_outside_release_channels(
-            command
+        direct = is_direct_message(channel_id) and allowed_in_direct_messages(command)
+        if (
+            channel_id not in self.release_channels
+            and not allowed_outside_release_channels(command)
+            and not direct
         ):
             channels = ", ".join(f"<#{channel}>" for channel in self.release_channels)
-            raise NotAReleaseChannel(
-                f"`/rollout {command.name}` only works in a release channel: {channels}."
-            )
+            where = f"a release channel: {channels}"
+            if allowed_in_direct_messages(command):
+                where = f"a direct message with the bot or in {where}"
+            raise NotAReleaseChannel(f"`/rollout {command.name}` only works in {where}.")
         return command
 
 
@@ -48,3 +59,4 @@ class Services:
     commands: CommandService
     rollouts: RolloutService
     approvers: Approvers
+    npm_token: NpmTokenService

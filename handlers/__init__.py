@@ -8,7 +8,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services import Services
-from handlers import buttons, commands, errors
+from handlers import buttons, commands, errors, npm_buttons
 
 
 def register_all(app: AsyncApp, services: Services) -> None:
@@ -16,3 +16,4 @@ def register_all(app: AsyncApp, services: Services) -> None:
     errors.register(app, services)
     commands.register(app, services)
     buttons.register(app, services)
+    npm_buttons.register(app, services)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.domain.commands import Help, History, Kill, Promote, Rollback, Start, Status
+from bot.domain.commands import Help, History, Kill, NpmToken, Promote, Rollback, Start, Status
 from bot.domain.errors import NotAvailable
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
@@ -63,6 +63,11 @@ async def answer(services: Services, payload: SlashCommand) -> tuple[str, list[B
     if isinstance(command, Kill):
         stopped = await rollouts.abort(actor=actor, gate="desktop", reason=command.reason or "")
         return views.note(f"Kill-switch tripped for `{stopped.tag}`: see its thread.")
+    if isinstance(command, NpmToken):
+        await services.npm_token.open(channel=payload.channel_id, actor=actor)
+        return views.note(
+            "NPM_TOKEN walkthrough posted: follow its steps. Never paste a token into Slack."
+        )
     raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
 
 

@@ -108,12 +108,25 @@ HELP: tuple[HelpEntry, ...] = (
 )
 
 _OUTSIDE_RELEASE_CHANNELS = frozenset({Subcommand.HELP})
+# The npm walkthrough changes no rollout; a person may prefer to set a secret up in private.
+_IN_DIRECT_MESSAGES = frozenset({Subcommand.HELP, Subcommand.NPM_TOKEN})
 
 
 def allowed_outside_release_channels(command: Command | Subcommand) -> bool:
     """Whether a subcommand may run in a channel that is not a release channel."""
     name = command if isinstance(command, Subcommand) else command.name
     return name in _OUTSIDE_RELEASE_CHANNELS
+
+
+def is_direct_message(channel_id: str) -> bool:
+    """Whether a Slack conversation id is a direct message (Slack's DM ids start with D)."""
+    return channel_id.startswith("D")
+
+
+def allowed_in_direct_messages(command: Command | Subcommand) -> bool:
+    """Whether a subcommand may run in a direct message with the bot."""
+    name = command if isinstance(command, Subcommand) else command.name
+    return name in _IN_DIRECT_MESSAGES
 
 
 def parse_command(text: str) -> Command:
