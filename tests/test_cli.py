@@ -152,6 +152,14 @@ async def test_unknown_command_exits_2(tmp_path: Path) -> None:
     assert "unknown command 'deploy'" in err
 
 
+async def healthy(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(url) as health:
+            return health.status == 200
+    except aiohttp.ClientConnectionError:
+        return False
+
+
 @pytest.fixture
 async def slack() -> AsyncIterator[SlackTestServer]:
     async with SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as server:
@@ -176,13 +184,8 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
     try:
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(30):  # importing and binding takes a moment
-                while True:
-                    try:
-                        async with http.get(f"{base}/healthz") as health:
-                            if health.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.05)
+                while not await healthy(http, f"{base}/healthz"):
+                    await asyncio.sleep(0.05)
             url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
             body = slash_command_body(
                 text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
