@@ -184,7 +184,7 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
     try:
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(30):  # importing and binding takes a moment
-                while not await healthy(http, f"{base}/healthz"):
+                while not await healthy(http, f"{base}/healthz"):  # noqa: ASYNC110 - another process
                     await asyncio.sleep(0.05)
             url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
             body = slash_command_body(
