@@ -26,7 +26,7 @@ from bot.domain.errors import (
     RolloutInProgress,
     RunNotIdentified,
 )
-from bot.domain.metrics import Figures
+from bot.domain.metrics import Figures, Reading
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Announce,
@@ -45,7 +45,7 @@ from bot.domain.rollout import (
     TrackState,
 )
 from bot.logs import rollout_context
-from bot.metrics_sources import metrics_source
+from bot.metrics_sources import MetricsEndpoints, metrics_source
 from bot.ports import Clock, GitHubGateway, Notifier, ReviewState
 from bot.rollout_store import RolloutStore
 from storage.repositories import AuditLog, new_rollout_id
@@ -54,6 +54,8 @@ from storage.timers import Timer, TimerStore
 log = logging.getLogger(__name__)
 
 WINDOW_TIMER = "window"
+DISPATCH_SEARCH = timedelta(minutes=10)
+"""How long the poller looks for the run of a dispatch it could not identify at once."""
 
 
 class RolloutService:
@@ -71,8 +73,10 @@ class RolloutService:
         approvers: Approvers,
         clock: Clock,
         on_timer_scheduled: Callable[[], None] = lambda: None,
+        metrics_endpoints: MetricsEndpoints | None = None,
     ) -> None:
         self.plan = plan
+        self._metrics_endpoints = metrics_endpoints
         self._store = store
         self._timers = timers
         self._audit = audit
@@ -245,10 +249,24 @@ class RolloutService:
                 dispatched_at=current.dispatched_at,
             )
             if run is None:
+                if self._clock() - current.dispatched_at > DISPATCH_SEARCH:
+                    await self._give_up_dispatch(current, plan)
                 return
             await self._record("rollout-bot", "attach_run", "ok", current, {"run_id": run.run_id})
             await self._apply(current, machine.dispatched(current, plan, run), plan)
             await self._reconcile_locked(rollout.id)
+
+    async def _give_up_dispatch(self, rollout: Rollout, plan: RolloutPlan) -> None:
+        """No run of ours could be told apart for too long: back to the preflight, so a person
+        checks the workflow's runs on GitHub and dispatches again (never the bot on its own)."""
+        back = replace(rollout, phase=Phase.PREFLIGHT, dispatched_at=None)
+        text = (
+            f":warning: No run of the dispatch of `{rollout.tag}` could be identified on GitHub "
+            f"within {int(DISPATCH_SEARCH.total_seconds() // 60)} minutes. Check the runs of "
+            f"*{plan.workflow.name}* (cancel any stray run), then dispatch again."
+        )
+        await self._record("rollout-bot", "attach_run", "gave_up", rollout)
+        await self._apply(rollout, Decision(back, (Announce(text, failure=True),)), plan)
 
     # -- following the run --------------------------------------------------------------------
 
@@ -289,7 +307,7 @@ class RolloutService:
                 await self._reconcile_locked(rollout.id)
 
     async def _evaluate(self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics) -> None:
-        source = metrics_source(plan.track(read.track).metrics)
+        source = metrics_source(plan.track(read.track).metrics, self._metrics_endpoints)
         reading = await source.read(rollout=rollout, track=read.track, stage=read.stage)
         if reading is None:
             await self._notifier.ask_for_figures(rollout, plan, track=read.track, stage=read.stage)
@@ -302,6 +320,7 @@ class RolloutService:
             baseline=reading.baseline_crash,
             figures=reading.figures,
             actor=f"metrics:{reading.source}",
+            reading=reading,
         )
 
     async def submit_figures(
@@ -339,6 +358,7 @@ class RolloutService:
         baseline: Decimal | None,
         figures: Figures,
         actor: str,
+        reading: Reading | None = None,
     ) -> None:
         verdict = plan.track(track).evaluate_gate(
             baseline_crash=baseline,
@@ -358,7 +378,11 @@ class RolloutService:
         decision = machine.gate_evaluated(
             rollout, plan, track=track, stage=stage, verdict=verdict, now=self._clock()
         )
-        await self._apply(rollout, decision, plan)
+        judged = await self._apply(rollout, decision, plan)
+        if decision.effects:  # the stage took the verdict: show the figures behind it
+            await self._notifier.post_gate_card(
+                judged, plan, track=track, stage=stage, verdict=verdict, reading=reading
+            )
 
     # -- people's actions ---------------------------------------------------------------------
 

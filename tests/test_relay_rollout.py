@@ -6,6 +6,7 @@ test runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -291,3 +292,39 @@ def _value_of(box: Sandbox, action_id: str, track: str) -> str:
             if element.get("action_id") == action_id and f'"track":"{track}"' in element["value"]:
                 return str(element["value"])
     raise AssertionError(f"no {action_id} button for {track} on the card")
+
+
+async def test_an_ambiguous_enterprise_dispatch_is_never_attached_nor_repeated(
+    enterprise: Sandbox,
+) -> None:
+    from datetime import UTC, datetime
+
+    # Another run by the bot's own account, on the same branch, a moment ago: the dispatch
+    # cannot be told apart from it.
+    enterprise.github.create_foreign_run(
+        actor="release-bot",
+        branch="main",
+        created_at=datetime.now(UTC),
+        workflow="deployment-strategy.yml",
+    )
+    await enterprise.command("start v1.4.2 --flags-ready")
+    answer = await enterprise.click("dispatch")
+    assert answer is not None and "could not be identified" in answer
+    stuck = await enterprise.rollout()
+    assert stuck.phase is Phase.DISPATCHING and stuck.run_id is None
+    await asyncio.sleep(0.5)  # the poller keeps looking, and never dispatches again
+    assert len(enterprise.github.dispatches) == 1
+    assert (await enterprise.rollout()).run_id is None
+
+
+async def test_a_deploy_step_failing_on_github_ends_the_relay_as_failed_with_its_logs(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.github.fail_job("next", "Relay rollout 5% canary (30m)", log="helm: timed out")
+    await start_and_dispatch(sandbox)
+    failed = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.FAILED)
+    assert failed.track("relay").stage("canary").state is StageState.FAILED
+    report = await sandbox.wait_for_thread("on GitHub")
+    assert "Relay rollout 5% canary (30m)" in report and "/job/" in report
+    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
+    assert relay == [("relay-canary-5", "approved"), ("relay-rollback", "approved")]
