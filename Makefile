@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo lint format test
+.PHONY: install demo lint format test bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,3 +27,9 @@ format: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/gate_startup.py
+	$(PY) bench/ack_latency.py 100
+	$(PY) bench/timers.py sqlite 500
+	$(PY) bench/timers.py postgres 500
