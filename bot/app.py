@@ -23,21 +23,27 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app_keys import BOLT, SERVICES, SETTINGS
+from bot.audit import AuditTrail
 from bot.authz import Approvers, GroupResolver
 from bot.config import Settings
-from bot.domain.npm import new_secret_url
+from bot.controls import ControlService
+from bot.domain.npm import github_web_url
 from bot.domain.plan import NpmRelease
 from bot.github_gateway import PyGithubGateway
+from bot.metrics_sources import MetricsEndpoints
 from bot.npm_token import NpmTokenService
 from bot.rollout_store import RolloutStore
 from bot.rollouts import RolloutService
 from bot.scheduler import Scheduler
 from bot.services import CommandService, Services
+from bot.webhooks import GitHubWebhooks
 from handlers import github_webhook, register_all
 from handlers.notifier import SlackNotifier
 from handlers.npm_buttons import SlackWalkthroughBoard
 from handlers.npm_views import WalkthroughSetup
+from storage.claims import ClaimStore
 from storage.db import create_engine, create_session_factory, mask_database_url, ping
+from storage.deliveries import DeliveryLog
 from storage.migrate import upgrade
 from storage.repositories import AuditLog
 from storage.timers import TimerStore
@@ -79,6 +85,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     scheduler_task: asyncio.Task[None] | None = None
     npm_token: NpmTokenService | None = None
+    webhooks: GitHubWebhooks | None = None
     try:
         await upgrade(settings.database_url)
         sessions = create_session_factory(engine)
@@ -90,20 +97,30 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         approvers = Approvers(settings.rollout_approvers, resolve_group=_group_members(slack))
         timers = TimerStore(sessions)
+        store = RolloutStore(sessions, clock=utc_now)
         wake = asyncio.Event()
+        notifier = SlackNotifier(slack, approvers=settings.rollout_approvers)
         rollouts = RolloutService(
             plan=settings.plan(),
-            store=RolloutStore(sessions, clock=utc_now),
+            store=store,
             timers=timers,
             audit=AuditLog(sessions),
             github=github,
-            notifier=SlackNotifier(slack, approvers=settings.rollout_approvers),
+            notifier=notifier,
             approvers=approvers,
             clock=utc_now,
             on_timer_scheduled=wake.set,
+            metrics_endpoints=MetricsEndpoints.from_settings(settings),
         )
         npm_token = _npm_token_service(
             settings, rollouts.plan.npm, github=github, slack=slack, approvers=approvers
+        )
+        webhooks = GitHubWebhooks(
+            repository=settings.github_repository,
+            rollouts=rollouts,
+            store=store,
+            deliveries=DeliveryLog(sessions),
+            clock=utc_now,
         )
         services = Services(
             settings=settings,
@@ -114,6 +131,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             rollouts=rollouts,
             approvers=approvers,
             npm_token=npm_token,
+            webhooks=webhooks,
+            controls=ControlService(
+                rollouts=rollouts,
+                claims=ClaimStore(sessions),
+                audit=AuditLog(sessions),
+                trail=AuditTrail(sessions),
+                approvers=approvers,
+                release_channels=settings.release_channels,
+                github=github,
+                notifier=notifier,
+                clock=utc_now,
+            ),
         )
         bolt = AsyncApp(
             client=slack,
@@ -136,6 +165,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             scheduler_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await scheduler_task
+        if webhooks is not None:
+            await webhooks.close()
         if npm_token is not None:
             await npm_token.close()
         await github.close()
@@ -153,7 +184,7 @@ def _npm_token_service(
     """The NPM_TOKEN walkthrough, its message drawn in Slack, its checks asked of GitHub."""
     setup = WalkthroughSetup(
         repository=settings.github_repository,
-        new_secret_url=new_secret_url(str(settings.github_api_url), settings.github_repository),
+        web_url=github_web_url(str(settings.github_api_url)),
         npm=npm,
     )
     return NpmTokenService(

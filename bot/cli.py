@@ -17,6 +17,7 @@ commands:
   gate           evaluate a rollback gate, a drop-in for CI scripts (rollout-bot gate --help)
   check-config   print the effective configuration with secrets masked, or every problem
   demo           two rollouts in accelerated time against simulated Slack and GitHub
+  metrics        what a stage's gate would read now: rollout-bot metrics <stage> --tag <tag>
 """
 
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command == "metrics":
+        from bot.commands import metrics
+
+        return metrics(rest)
     if rest:
         sys.stderr.write(f"rollout-bot {command}: unexpected arguments: {' '.join(rest)}\n")
         return 2

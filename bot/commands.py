@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from bot.app import create_app
 from bot.config import ConfigError, DatabaseSettings, Settings, load_settings
 from bot.domain.durations import format_duration
+from bot.domain.metrics import QueryWindow
 from bot.logs import configure_logging
+from bot.metrics_sources import MetricsEndpoints, metrics_source
+from bot.prometheus import PrometheusSource
+from bot.sentry import SentrySource
+from handlers.gate_views import plain_text
 from storage.db import mask_database_url
 from storage.migrate import upgrade
 
@@ -85,4 +92,76 @@ def check_config() -> int:
             for stage in track.stages
         )
         sys.stdout.write(f"  {name}: {stages}; on failure {track.on_failure.environment}\n")
+    return 0
+
+
+def metrics(args: list[str]) -> int:
+    """`rollout-bot metrics <stage> --tag <tag>`: read a stage's gate figures now, over a
+    window of the stage's length ending now, and print them with the verdict they would give."""
+    parser = argparse.ArgumentParser(
+        prog="rollout-bot metrics",
+        description="Print what a stage's gate would read now (for tuning queries).",
+    )
+    parser.add_argument("stage", help="the stage's key in the plan (canary, half, internal...)")
+    parser.add_argument("--tag", required=True, help="the release tag the queries are for")
+    parser.add_argument("--track", help="the track, when several have a stage of that key")
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        settings = load_settings(Settings)
+    except ConfigError as error:
+        return _report(error)
+    configure_logging(level="ERROR", fmt=settings.log_format, secrets=settings.secret_values())
+    plan = settings.plan()
+    found = [
+        (name, track)
+        for name, track in plan.tracks.items()
+        if (options.track is None or name == options.track)
+        and any(stage.key == options.stage for stage in track.stages)
+    ]
+    if len(found) != 1:
+        stages = "; ".join(
+            f"{name}: {', '.join(stage.key for stage in track.stages)}"
+            for name, track in plan.tracks.items()
+        )
+        problem = "no track has" if not found else "several tracks have (name one with --track)"
+        sys.stderr.write(f"rollout-bot metrics: {problem} a stage {options.stage!r} ({stages})\n")
+        return 2
+    name, track = found[0]
+    stage = track.stage(options.stage)
+    if stage.window is None:
+        sys.stderr.write(
+            f"rollout-bot metrics: {stage.label} has no observation window, so no gate\n"
+        )
+        return 2
+    source = metrics_source(track.metrics, MetricsEndpoints.from_settings(settings))
+    if not isinstance(source, PrometheusSource | SentrySource):
+        sys.stderr.write(
+            f"rollout-bot metrics: the {name} track reads no live metrics "
+            f"(source: {track.metrics.source})\n"
+        )
+        return 2
+    now = datetime.now(UTC)
+    start = now - stage.window
+    window = QueryWindow(
+        tag=options.tag, track=name, stage=stage.key, start=start, end=now, rollout_start=start
+    )
+    reading = asyncio.run(source.measure(window))
+    verdict = track.evaluate_gate(
+        baseline_crash=reading.baseline_crash,
+        current_crash=reading.figures.crash_rate,
+        current_error=reading.figures.error_rate,
+        sample=reading.figures.sample,
+    )
+    sys.stdout.write(
+        plain_text(
+            verdict=verdict,
+            reading=reading,
+            stage_label=stage.label,
+            track_label=track.label,
+            window=reading.window,
+        )
+    )
     return 0

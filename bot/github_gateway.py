@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.error import HTTPError
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
 from github import (
@@ -29,9 +33,16 @@ from github import (
 from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
 
-from bot.domain.errors import GitHubError, RunNotIdentified
+from bot.domain.errors import GitHubError, GitHubRateLimited, RunNotIdentified
 from bot.domain.npm import JobStep, ReleaseJob, ReleaseRun, SecretMetadata
-from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
+from bot.domain.run import (
+    EnvironmentReview,
+    JobConclusion,
+    JobSnapshot,
+    JobStatus,
+    RunRef,
+    RunSnapshot,
+)
 from bot.ports import ReviewState
 
 T = TypeVar("T")
@@ -98,6 +109,9 @@ class PyGithubGateway:
         )
         self._repo = self._client.get_repo(repository)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="github")
+        # The last answer (and its ETag) of each conditional GET, newest last.
+        self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._answers_lock = threading.Lock()
 
     async def close(self) -> None:
         """Wait for the calls in flight, then release the threads and the HTTP connections."""
@@ -238,24 +252,35 @@ class PyGithubGateway:
     # -- observing the run ----------------------------------------------------------------------
 
     async def snapshot(self, run_id: int) -> RunSnapshot:
+        """The run read with conditional requests: what did not change since the last look
+        costs GitHub a 304 (no rate limit) and is rebuilt from the answer kept then."""
+
         def read() -> RunSnapshot:
-            run = self._repo.get_workflow_run(run_id)
-            status, conclusion, html_url = run.status, run.conclusion, run.html_url
+            path = self._runs_path(run_id)
+            run = self._get_conditional(path)
             jobs: dict[str, JobSnapshot] = {}
-            for job in run.jobs():
-                jobs[job.name] = _job_snapshot(
-                    run_id, job.name, job.status, job.conclusion, job.completed_at, job.html_url
+            for job in self._run_jobs(run_id):
+                jobs[job["name"]] = _job_snapshot(
+                    run_id,
+                    str(job["name"]),
+                    str(job.get("status") or "queued"),
+                    job.get("conclusion"),
+                    _when(job["completed_at"]) if job.get("completed_at") else None,
+                    job.get("html_url"),
+                    ran=bool(job.get("steps")) or job.get("runner_id") is not None,
                 )
+            pending = self._get_conditional(f"{path}/pending_deployments")
             waiting = frozenset(
-                item["environment"]["name"] for item in self._pending_deployments(run_id)
+                item["environment"]["name"] for item in (pending or []) if isinstance(item, dict)
             )
             return RunSnapshot(
                 run_id=run_id,
-                status=status,
-                conclusion=conclusion,
-                html_url=html_url,
+                status=str(run["status"]),
+                conclusion=run.get("conclusion"),
+                html_url=str(run["html_url"]),
                 jobs=jobs,
                 waiting=waiting,
+                reviews=self._reviews(run_id),
             )
 
         snapshot = await self._call(f"read run {run_id}", read, run_id=run_id)
@@ -266,6 +291,70 @@ class PyGithubGateway:
             ", ".join(sorted(snapshot.waiting)) or "none",
         )
         return snapshot
+
+    def _run_jobs(self, run_id: int) -> list[dict[str, Any]]:
+        """Every job of the run's latest attempt (the first page conditionally; a run with more
+        than 100 jobs reads its further pages every time)."""
+        path = f"{self._runs_path(run_id)}/jobs"
+        first = self._get_conditional(path, {"per_page": 100})
+        jobs = list(first.get("jobs") or []) if isinstance(first, dict) else []
+        total = int(first.get("total_count") or 0) if isinstance(first, dict) else 0
+        page = 1
+        while len(jobs) < total:
+            page += 1
+            _, more = self._client.requester.requestJsonAndCheck(
+                "GET", path, parameters={"per_page": 100, "page": page}
+            )
+            found = list(more.get("jobs") or []) if isinstance(more, dict) else []
+            if not found:
+                break
+            jobs.extend(found)
+        return [job for job in jobs if isinstance(job, dict) and job.get("name")]
+
+    def _reviews(self, run_id: int) -> tuple[EnvironmentReview, ...]:
+        """Who approved or rejected which environment of the run (its review history)."""
+        try:
+            history = self._get_conditional(f"{self._runs_path(run_id)}/approvals")
+        except UnknownObjectException:
+            return ()  # a GitHub Enterprise Server without the review history API
+        reviews = []
+        for item in history if isinstance(history, list) else []:
+            user = item.get("user") or {}
+            for environment in item.get("environments") or []:
+                reviews.append(
+                    EnvironmentReview(
+                        environment=str(environment.get("name", "")),
+                        state=str(item.get("state", "")),
+                        reviewer=str(user.get("login", "")),
+                        comment=str(item.get("comment") or ""),
+                    )
+                )
+        return tuple(reviews)
+
+    def _get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
+        """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
+        answers 304 Not Modified when nothing changed (not counted against the rate limit);
+        the answer kept from last time is returned then."""
+        key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
+        with self._answers_lock:
+            kept = self._answers.get(key)
+        headers = {"If-None-Match": kept[0]} if kept is not None else {}
+        requester = self._client.requester
+        status, answer_headers, body = requester.requestJson("GET", path, parameters, headers)
+        if status == 304 and kept is not None:
+            return kept[1]
+        data = json.loads(body) if body else None
+        if status >= 400:
+            output = data if isinstance(data, dict) else {"message": str(body)[:200]}
+            raise requester.createException(status, answer_headers, output)
+        etag = answer_headers.get("etag")
+        if etag:
+            with self._answers_lock:
+                self._answers[key] = (str(etag), data)
+                self._answers.move_to_end(key)
+                while len(self._answers) > _KEPT_ANSWERS:
+                    self._answers.popitem(last=False)
+        return data
 
     def _pending_deployments(self, run_id: int) -> list[dict[str, Any]]:
         _, data = self._client.requester.requestJsonAndCheck(
@@ -512,6 +601,8 @@ class PyGithubGateway:
         _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
         if kind == "dispatch" and status >= 500:
             return RunNotIdentified(text)
+        if _rate_limited(exc):
+            return GitHubRateLimited(text, retry_after=_retry_after(exc))
         return GitHubError(text)
 
     def _unreachable(
@@ -534,6 +625,9 @@ def _tags(version: Any) -> list[str]:
     tags = container.get("tags") if isinstance(container, dict) else None
     return [str(tag) for tag in tags] if isinstance(tags, list) else []
 
+
+_KEPT_ANSWERS = 512
+"""Conditional GET answers kept (about four per run followed): the oldest go first."""
 
 _LOG_LIMIT = 4 * 1024 * 1024
 """The bytes of a job log kept: its end, where npm's errors are."""
@@ -571,7 +665,6 @@ def _release_job(data: Any) -> ReleaseJob:
     return ReleaseJob(
         job_id=int(data["id"]),
         name=str(data["name"]),
-        html_url=data.get("html_url"),
         status=str(data.get("status") or "queued"),
         conclusion=data.get("conclusion"),
         steps=tuple(
@@ -609,6 +702,18 @@ def _rate_limited(exc: GithubException) -> bool:
     )
 
 
+def _retry_after(exc: GithubException) -> float | None:
+    """Seconds GitHub asks to wait: `Retry-After`, or until `X-RateLimit-Reset` when no
+    requests are left; None when it did not say."""
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    if (retry_after := str(headers.get("retry-after", ""))).isdigit():
+        return float(retry_after)
+    reset = str(headers.get("x-ratelimit-reset", ""))
+    if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
+        return max(0.0, int(reset) - time.time())
+    return None
+
+
 def _reset_hint(exc: GithubException) -> str:
     headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
     if (retry_after := headers.get("retry-after", "")).isdigit():
@@ -626,6 +731,8 @@ def _job_snapshot(
     conclusion: str | None,
     completed_at: datetime | None,
     html_url: str | None,
+    *,
+    ran: bool = True,
 ) -> JobSnapshot:
     """A job as the domain sees it. GitHub adds statuses and conclusions over time: an unknown
     status counts as queued (not started, nothing to act on yet); an unknown conclusion of a
@@ -652,6 +759,7 @@ def _job_snapshot(
         conclusion=job_conclusion,
         completed_at=completed_at,
         html_url=html_url,
+        ran=ran,
     )
 
 

@@ -16,6 +16,7 @@ from decimal import Decimal
 import yaml
 from pydantic import ValidationError
 
+from bot.config import Settings
 from bot.domain.metrics import Figures, Reading
 from bot.domain.plan import Metrics, PrometheusMetrics, SentryMetrics, StaticMetrics
 from bot.domain.rollout import Rollout
@@ -69,6 +70,19 @@ class MetricsEndpoints:
 
     prometheus_url: str | None = None
     sentry: SentryAccess | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MetricsEndpoints:
+        sentry = None
+        if settings.sentry_org and settings.sentry_project and settings.sentry_token:
+            sentry = SentryAccess(
+                url=str(settings.sentry_url),
+                org=settings.sentry_org,
+                project=settings.sentry_project,
+                token=settings.sentry_token,
+            )
+        prometheus = settings.prometheus_url
+        return cls(prometheus_url=None if prometheus is None else str(prometheus), sentry=sentry)
 
 
 def metrics_source(config: Metrics, endpoints: MetricsEndpoints | None = None) -> MetricsSource:

@@ -102,10 +102,6 @@ class NpmTokenService:
         self._busy: set[MessageRef] = set()
         """Messages with a Release dispatch in flight or a run being followed."""
 
-    @property
-    def npm(self) -> NpmRelease:
-        return self._npm
-
     async def open(self, *, channel: str, actor: str) -> MessageRef:
         """Post a fresh walkthrough in the channel (or direct message)."""
         walkthrough = Walkthrough()
@@ -197,7 +193,6 @@ class NpmTokenService:
             update={
                 "phase": ReleasePhase.RUNNING,
                 "run_id": started.run_id,
-                "url": started.html_url,
                 "status": "queued",
             }
         )
@@ -236,6 +231,7 @@ class NpmTokenService:
         seconds = self._poll_interval.total_seconds()
         while True:
             await asyncio.sleep(seconds)
+            shown = release
             try:
                 run = await self._github.release_run(release.run_id)
             except GitHubError as error:
@@ -249,7 +245,8 @@ class NpmTokenService:
                 release = release.model_copy(update={"phase": ReleasePhase.UNFOLLOWED})
                 await self._set_release(message, release)
                 return
-            await self._set_release(message, release)
+            if release != shown:
+                await self._set_release(message, release)
         try:
             check = await self._check(run)
         except GitHubError as error:
@@ -304,7 +301,10 @@ class NpmTokenService:
         self._latest[message] = walkthrough
         self._latest.move_to_end(message)
         while len(self._latest) > _REMEMBERED:
-            self._latest.popitem(last=False)
+            oldest = next((m for m in self._latest if m not in self._busy), None)
+            if oldest is None:
+                break
+            del self._latest[oldest]
 
 
 def _why(error: GitHubError) -> str:

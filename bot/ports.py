@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Literal, Protocol
 
+from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Reading
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import Notifications, RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.run import RunRef, RunSnapshot
 
@@ -113,12 +114,35 @@ class Notifier(Protocol):
         """Post the rollout's card, or update it when it has a message; returns its ts."""
         ...
 
-    async def announce(self, rollout: Rollout, text: str) -> None:
-        """A reply in the rollout's thread."""
+    async def announce(
+        self,
+        rollout: Rollout,
+        text: str,
+        *,
+        notifications: Notifications | None = None,
+        failure: bool = False,
+        detail: bool = False,
+    ) -> None:
+        """A reply in the rollout's thread, when the plan's notification level shows it (no
+        `notifications`: always); a failure also goes to the failure channel, if set."""
         ...
 
     async def ask_for_figures(
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str
     ) -> None:
         """Ask the approvers in the thread for a stage's observed rates (manual metrics)."""
+        ...
+
+    async def post_gate_card(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str,
+        verdict: GateVerdict,
+        reading: Reading | None,
+    ) -> None:
+        """The gate's verdict and every figure behind it in the thread, then a chart per
+        gated metric (when the source gave a series and charts are installed)."""
         ...

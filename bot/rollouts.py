@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 from bot.authz import Approvers
+from bot.domain import github_events
 from bot.domain import rollout as machine
+from bot.domain.controls import StaleCard, reevaluation
 from bot.domain.errors import (
+    ConcurrentChange,
     GitHubError,
+    GitHubRateLimited,
     NotAuthorized,
     RolloutError,
     RolloutInProgress,
@@ -44,6 +48,7 @@ from bot.domain.rollout import (
     StageState,
     TrackState,
 )
+from bot.domain.run import EnvironmentReview, RunSnapshot
 from bot.logs import rollout_context
 from bot.metrics_sources import MetricsEndpoints, metrics_source
 from bot.ports import Clock, GitHubGateway, Notifier, ReviewState
@@ -56,6 +61,19 @@ log = logging.getLogger(__name__)
 WINDOW_TIMER = "window"
 DISPATCH_SEARCH = timedelta(minutes=10)
 """How long the poller looks for the run of a dispatch it could not identify at once."""
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What one look at a rollout's run found: the poller paces itself by it."""
+
+    snapshot: RunSnapshot | None = None
+    """The run as GitHub reported it; None when the rollout is not running or GitHub failed."""
+    version: int = 0
+    """The rollout's stored version after acting on it."""
+    rate_limited: bool = False
+    retry_after: float | None = None
+    """Seconds GitHub asked to wait, when it said."""
 
 
 class RolloutService:
@@ -270,24 +288,62 @@ class RolloutService:
 
     # -- following the run --------------------------------------------------------------------
 
-    async def reconcile(self, rollout_id: str) -> None:
-        """Compare the rollout with its run on GitHub and act on the difference."""
+    async def reconcile(
+        self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
+    ) -> Reconciled:
+        """Compare the rollout with its run on GitHub and act on the difference. The poller
+        and the webhook receiver both come here, so a change is acted on once, whichever
+        sees it first. `reviews` (from a delivery) name reviewers GitHub's review history
+        may not list yet."""
         async with self._lock(rollout_id):
-            await self._reconcile_locked(rollout_id)
+            return await self._reconcile_locked(rollout_id, reviews=reviews)
 
-    async def _reconcile_locked(self, rollout_id: str) -> None:
+    async def follow_github_event(
+        self, *, rollout_id: str, event: github_events.RunEvent
+    ) -> Reconciled:
+        """A webhook delivery about the rollout's run: tell the thread what GitHub reported
+        (shown at the `all` notification level), then reconcile as the poller would."""
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            if rollout.phase is not Phase.RUNNING:
+                return Reconciled(version=rollout.version)
+            plan = await self.plan_of(rollout)
+            with rollout_context(rollout_id):
+                if (line := github_events.note(event, plan)) is not None:
+                    said = Decision(rollout, (Announce(line, detail=True),))
+                    await self._apply(rollout, said, plan)
+                try:
+                    return await self._reconcile_locked(rollout_id, reviews=event.reviews)
+                except ConcurrentChange:
+                    # Another replica acted on the same change first: nothing is left to do.
+                    log.info("run %s changed under another replica; left to it", rollout.run_id)
+                    return Reconciled()
+
+    async def _reconcile_locked(
+        self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
+    ) -> Reconciled:
         rollout = await self.get(rollout_id)
         if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
-            return
+            return Reconciled(version=rollout.version)
         with rollout_context(rollout_id):
             try:
                 snapshot = await self._github.snapshot(rollout.run_id)
+            except GitHubRateLimited as error:
+                log.warning("could not read run %s: %s", rollout.run_id, error.message)
+                return Reconciled(
+                    version=rollout.version, rate_limited=True, retry_after=error.retry_after
+                )
             except GitHubError as error:
                 log.warning("could not read run %s: %s", rollout.run_id, error.message)
-                return
+                return Reconciled(version=rollout.version)
+            known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}
+            hinted = [r for r in reviews if (r.environment.casefold(), r.state) not in known]
+            if hinted:
+                snapshot = replace(snapshot, reviews=(*snapshot.reviews, *hinted))
             plan = await self.plan_of(rollout)
             decision = machine.reconcile(rollout, plan, snapshot, self._clock())
-            await self._apply(rollout, decision, plan)
+            acted = await self._apply(rollout, decision, plan)
+            return Reconciled(snapshot=snapshot, version=acted.version)
 
     async def on_timer(self, timer: Timer) -> None:
         """A durable timer fired (once, on one replica)."""
@@ -392,9 +448,15 @@ class RolloutService:
         actor: str,
         rollout_id: str | None = None,
         track: str | None = None,
+        stage: str | None = None,
         override: bool = False,
     ) -> Rollout:
-        """Approve the next stage of each track held on a gate (or of the one named)."""
+        """Approve the next stage of each track held on a gate (or of the one named, held at
+        `stage` when given: a card's button names the stage it was drawn for).
+
+        The approval goes to GitHub before the promotion is saved, so when GitHub fails the
+        answer says so and the rollout stays as it was: the click can be repeated.
+        """
         target = await self._target(rollout_id)
         await self._require(actor, "promote a rollout", action="promote", rollout_id=target.id)
         async with self._lock(target.id):
@@ -407,6 +469,11 @@ class RolloutService:
                 raise InvalidTransition(message)
             current = rollout
             for name in tracks:
+                held = current.track(name).current
+                if stage is not None and (held is None or held.key != stage):
+                    message = "This card is out of date: " + where_it_stands(current, plan)
+                    await self._refuse(actor, "promote", current, message, track=name)
+                    raise StaleCard(message)
                 try:
                     decision = machine.promote(
                         current, plan, track=name, actor=actor, override=override
@@ -414,10 +481,62 @@ class RolloutService:
                 except InvalidTransition as error:
                     await self._refuse(actor, "promote", current, error.message, track=name)
                     raise
-                current = await self._apply(current, decision, plan)
+                decision = await self._approve_first(decision, plan, track=name, actor=actor)
+                current = await self._save_promotion(
+                    current, decision, plan, track=name, actor=actor, override=override
+                )
                 await self._record(actor, "promote", "ok", current, track=name)
             await self._reconcile_locked(rollout.id)
             return await self.get(rollout.id)
+
+    async def _approve_first(
+        self, decision: Decision, plan: RolloutPlan, *, track: str, actor: str
+    ) -> Decision:
+        """Approve the promoted stage on GitHub now, before the promotion is saved (a failure
+        raises GitHubError and changes nothing). The run is reconciled with the promotion, so
+        the stage is saved as deploying; other tracks' effects follow after the save."""
+        promoted = decision.rollout
+        if promoted.run_id is None:
+            return decision
+        try:
+            snapshot = await self._github.snapshot(promoted.run_id)
+        except GitHubError as error:
+            await self._record(
+                actor, "promote", "github_error", promoted, {"error": error.message}, track=track
+            )
+            raise
+        seen = machine.reconcile(promoted, plan, snapshot, self._clock())
+        approvals = [e for e in seen.effects if isinstance(e, Review) and e.track == track]
+        for review in approvals:
+            await self._review(promoted, review, strict=True)
+        rest = tuple(effect for effect in seen.effects if effect not in approvals)
+        return Decision(seen.rollout, (*decision.effects, *rest))
+
+    async def _save_promotion(
+        self,
+        before: Rollout,
+        decision: Decision,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        actor: str,
+        override: bool,
+    ) -> Rollout:
+        """Save a promotion GitHub already approved. Another replica may have saved the rollout
+        meanwhile (a window, the other track): promote again on its state, never losing an
+        approval that GitHub holds."""
+        for _ in range(5):
+            try:
+                return await self._apply(before, decision, plan)
+            except ConcurrentChange:
+                before = await self.get(before.id)
+                stage = before.track(track).current
+                if stage is None or stage.state is not StageState.HOLDING:
+                    return before  # someone else recorded it already
+                decision = machine.promote(
+                    before, plan, track=track, actor=actor, override=override
+                )
+        return await self._apply(before, decision, plan)
 
     async def abort(
         self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
@@ -460,6 +579,72 @@ class RolloutService:
             extended = await self._apply(rollout, decision, plan)
             await self._record(actor, "extend", "ok", extended, {"by": str(by)}, track=track)
             return extended
+
+    async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
+        """Re-evaluate now: read the current stage's figures again and apply the gate as
+        `bot.domain.controls.reevaluation` defines (a held stage takes the new verdict; an
+        observed one only stops early on a failing verdict, never promotes early)."""
+        await self._require(actor, "re-evaluate a gate", action="reevaluate", rollout_id=rollout_id)
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            plan = await self.plan_of(rollout)
+            stage = rollout.track(track).current
+            metrics = plan.track(track).metrics
+            source = metrics_source(metrics, self._metrics_endpoints)
+            reading = None
+            if stage is not None:
+                reading = await source.read(rollout=rollout, track=track, stage=stage.key)
+            if stage is None or reading is None:
+                message = (
+                    f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
+                    "(figures entered by hand are asked in the thread when a window ends)."
+                )
+                await self._refuse(actor, "reevaluate", rollout, message, track=track)
+                raise InvalidTransition(message)
+            verdict = plan.track(track).evaluate_gate(
+                baseline_crash=reading.baseline_crash,
+                current_crash=reading.figures.crash_rate,
+                current_error=reading.figures.error_rate,
+                sample=reading.figures.sample,
+            )
+            try:
+                ready = reevaluation(rollout, plan, track=track, verdict=verdict)
+            except InvalidTransition as error:
+                await self._refuse(actor, "reevaluate", rollout, error.message, track=track)
+                raise
+            if ready is None:
+                await self._record(
+                    actor,
+                    "gate",
+                    verdict.verdict.value,
+                    rollout,
+                    {**machine.verdict_to_json(verdict), "interim": True},
+                    track=track,
+                    stage=stage.key,
+                )
+                spec = plan.track(track).stage(stage.key)
+                ends = stage.window_ends_at
+                until = f" until {machine.slack_time(ends)}" if ends is not None else ""
+                await self._notifier.announce(
+                    rollout,
+                    f"<@{actor}> re-evaluated *{spec.label}* ({plan.track(track).label}) while "
+                    f"observing: {verdict.verdict} ({verdict.summary}). The window runs on{until}; "
+                    "the gate decides when it ends.",
+                )
+                return rollout
+            evaluating = await self._apply(rollout, ready, plan)
+            await self._judge(
+                evaluating,
+                plan,
+                track=track,
+                stage=stage.key,
+                baseline=reading.baseline_crash,
+                figures=reading.figures,
+                actor=actor,
+                reading=reading,
+            )
+            await self._reconcile_locked(rollout_id)
+            return await self.get(rollout_id)
 
     async def _target(self, rollout_id: str | None) -> Rollout:
         if rollout_id is not None:
@@ -504,7 +689,13 @@ class RolloutService:
             elif isinstance(effect, ReadMetrics):
                 reads.append(effect)
             elif isinstance(effect, Announce):
-                await self._notifier.announce(rollout, effect.text)
+                await self._notifier.announce(
+                    rollout,
+                    effect.text,
+                    notifications=plan.notifications,
+                    failure=effect.failure,
+                    detail=effect.detail,
+                )
         if rollout != before:
             await self._notifier.publish(rollout, plan)
         for read in reads:
@@ -512,7 +703,9 @@ class RolloutService:
             await self._evaluate(rollout, plan, read)
         return await self.get(rollout.id) if reads else rollout
 
-    async def _review(self, rollout: Rollout, review: Review) -> None:
+    async def _review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> None:
+        """Send a review; its failure is recorded and asked again by the next reconcile, or
+        raised when `strict` (a person is waiting for the answer)."""
         assert rollout.run_id is not None
         state: ReviewState = "approved" if review.approve else "rejected"
         try:
@@ -533,6 +726,8 @@ class RolloutService:
                 {"environment": review.environment, "error": error.message},
                 track=review.track,
             )
+            if strict:
+                raise
             return
         await self._record(
             "rollout-bot",

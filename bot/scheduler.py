@@ -3,7 +3,10 @@
 Timers live in the database, so a window that was running when the process died still ends:
 the next process (or another replica, once the dead one's lease runs out) claims it and fires
 it, once. Between timers the scheduler polls GitHub for each running rollout, so stage
-changes are noticed even without webhooks.
+changes are noticed even without webhooks (or when deliveries stop). Each run is polled at
+its own pace: every `poll_interval` while things move, twice as long after each look that
+found nothing new (up to `max_poll_interval`), and not at all while GitHub's rate limit says
+to wait. Unchanged answers are conditional-request 304s, which cost no rate limit.
 """
 
 from __future__ import annotations
@@ -14,14 +17,28 @@ import logging
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.domain.rollout import Phase
+from bot.domain.rollout import Phase, Rollout
+from bot.domain.run import RunSnapshot
 from bot.ports import Clock
 from bot.rollouts import RolloutService
 from storage.timers import TimerStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPace:
+    """How the poller follows one rollout's run: when it looks next, and what it saw last."""
+
+    interval: timedelta
+    due_at: datetime
+    seen: RunSnapshot | None
+    version: int
+    """The rollout's version after the last look: any change to it (a click, a timer, a
+    webhook) brings the next look forward."""
 
 
 def replica_name() -> str:
@@ -37,6 +54,7 @@ class Scheduler:
         service: RolloutService,
         clock: Clock,
         poll_interval: timedelta,
+        max_poll_interval: timedelta | None = None,
         lease: timedelta = timedelta(minutes=2),
         retry_after: timedelta = timedelta(seconds=30),
         owner: str | None = None,
@@ -46,6 +64,10 @@ class Scheduler:
         self._service = service
         self._clock = clock
         self._poll_interval = poll_interval
+        self._max_poll_interval = max(poll_interval, max_poll_interval or poll_interval * 8)
+        self.paces: dict[str, RunPace] = {}
+        self.paused_until: datetime | None = None
+        """GitHub's rate limit said to wait until then: no run is polled before."""
         self._lease = lease
         self._retry_after = retry_after
         self.owner = owner or replica_name()
@@ -94,15 +116,50 @@ class Scheduler:
         return fired
 
     async def poll_runs(self) -> None:
-        """Reconcile every running rollout with GitHub; find runs of interrupted dispatches."""
-        for rollout in await self._service.active():
+        """Reconcile each running rollout whose look is due; find runs of interrupted
+        dispatches. Nothing while GitHub's rate limit says to wait."""
+        if self.paused_until is not None and self._clock() < self.paused_until:
+            return
+        self.paused_until = None
+        active = await self._service.active()
+        following = {rollout.id for rollout in active}
+        self.paces = {key: pace for key, pace in self.paces.items() if key in following}
+        for rollout in active:
             try:
                 if rollout.phase is Phase.DISPATCHING:
                     await self._service.find_dispatched_run(rollout)
                 elif rollout.phase is Phase.RUNNING:
-                    await self._service.reconcile(rollout.id)
+                    await self._follow(rollout)
             except Exception:
                 log.exception("following rollout %s failed; trying again next poll", rollout.id)
+            if self.paused_until is not None:
+                return
+
+    async def _follow(self, rollout: Rollout) -> None:
+        pace = self.paces.get(rollout.id)
+        if pace is not None and rollout.version == pace.version and self._clock() < pace.due_at:
+            return
+        found = await self._service.reconcile(rollout.id)
+        now = self._clock()
+        longer = min((pace.interval if pace else self._poll_interval) * 2, self._max_poll_interval)
+        if found.rate_limited:
+            wait = timedelta(seconds=found.retry_after) if found.retry_after else longer
+            self.paused_until = now + max(wait, self._poll_interval)
+            log.warning("GitHub rate limit: polling paused until %s", self.paused_until)
+            return
+        seen = pace.seen if pace is not None else None
+        unchanged = (
+            pace is not None
+            and found.version == pace.version
+            and (found.snapshot is None or found.snapshot == seen)
+        )
+        interval = longer if unchanged else self._poll_interval
+        self.paces[rollout.id] = RunPace(
+            interval=interval,
+            due_at=now + interval,
+            seen=found.snapshot or seen,
+            version=found.version,
+        )
 
     async def _sleep_until(self, next_poll: datetime) -> None:
         due = await self._timers.next_due()

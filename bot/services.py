@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.authz import Approvers
 from bot.config import Settings
+from bot.controls import ControlService
 from bot.domain.commands import (
     Command,
     allowed_in_direct_messages,
@@ -23,6 +24,7 @@ from bot.domain.errors import NotAReleaseChannel
 from bot.domain.plan import RolloutPlan
 from bot.npm_token import NpmTokenService
 from bot.rollouts import RolloutService
+from bot.webhooks import GitHubWebhooks
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,5 @@ class Services:
     rollouts: RolloutService
     approvers: Approvers
     npm_token: NpmTokenService
+    webhooks: GitHubWebhooks
+    controls: ControlService

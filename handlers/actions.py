@@ -31,14 +31,20 @@ class Action(StrEnum):
     ROLLBACK = "rollback"
     KILL = "kill"
     EXTEND_WINDOW = "extend_window"
+    EXTEND_CUSTOM = "extend_custom"
+    """Opens the modal in which a person types how much longer the window should run."""
     REEVALUATE = "reevaluate"
     ENTER_FIGURES = "enter_figures"
+    REDEPLOY = "redeploy"
+    """Roll back after a completed track: opens the confirm dialog naming both tags."""
 
 
 class Callback(StrEnum):
     """The callback_id of every modal."""
 
     FIGURES = "figures"
+    EXTEND = "extend_window"
+    REDEPLOY = "redeploy"
 
 
 class InvalidPayload(RolloutError):
@@ -81,3 +87,24 @@ class FiguresMetadata(_Payload):
     rollout_id: _Id
     track: _Id
     stage: _Id
+    channel_id: _Id | None = None
+    """Where to answer when the submission is refused after Slack took it."""
+
+
+class ExtendMetadata(_Payload):
+    """The custom-extension modal's private_metadata: the window, as the card showed it."""
+
+    rollout_id: _Id
+    track: _Id
+    stage: _Id
+    version: Annotated[int, Field(ge=0, strict=True)]
+    channel_id: _Id
+
+
+class RedeployMetadata(_Payload):
+    """The redeploy confirm dialog's private_metadata: the tags it named."""
+
+    rollout_id: _Id
+    track: _Id
+    tag: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+    channel_id: _Id

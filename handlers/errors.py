@@ -28,6 +28,14 @@ Listener = Callable[..., Awaitable[None]]
 
 async def report(error: Exception, body: dict[str, Any], respond: AsyncRespond | None) -> None:
     """Answer the person whose command or click failed, ephemerally."""
+    text, blocks = explain(error, body)
+    if respond is not None and (body.get("response_url") or body.get("response_urls")):
+        await respond(response_type="ephemeral", replace_original=False, text=text, blocks=blocks)
+
+
+def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[views.Block]]:
+    """The answer to a failed request: a known error's message, or a reference id that the
+    log line of the unknown error carries."""
     if isinstance(error, RolloutError):
         log.info("refused: %s (%s)", error.code, error.message)
         text = error.message
@@ -42,8 +50,7 @@ async def report(error: Exception, body: dict[str, Any], respond: AsyncRespond |
         )
         text = f"Something went wrong. Reference: `{reference}` (quote it to your bot admin)."
         blocks = views.error_blocks(text)
-    if respond is not None and (body.get("response_url") or body.get("response_urls")):
-        await respond(response_type="ephemeral", replace_original=False, text=text, blocks=blocks)
+    return text, blocks
 
 
 def acknowledged(listener: Listener) -> Listener:

@@ -157,7 +157,7 @@ def gate_card(
                     ),
                     _field("Limit", f"{percent(row.limit)} ({row.rule})"),
                     _field("Ratio to limit", _ratio(row.ratio)),
-                    _field("Sample", "unknown" if row.sample is None else f"{row.sample:,}"),
+                    _field("Sample", "—" if row.sample is None else f"{row.sample:,}"),
                     _field("Window", where),
                 ],
             }

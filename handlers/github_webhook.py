@@ -1,8 +1,10 @@
-"""`POST /github/webhook`: authenticate each delivery before reading it.
+"""`POST /github/webhook`: authenticate each delivery before reading it, then hand it over.
 
 The signature is HMAC-SHA256 of the raw body with GITHUB_WEBHOOK_SECRET, compared in
 constant time. Without a configured secret every delivery is refused: an endpoint that
-cannot authenticate must not act on what it is sent.
+cannot authenticate must not act on what it is sent. A signed delivery goes to the webhook
+service (`bot.webhooks`), which remembers it and acts on it after this answer: GitHub waits
+10 seconds at most for one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import logging
 
 from aiohttp import web
 
-from bot.app_keys import SETTINGS
+from bot.app_keys import SERVICES, SETTINGS
+from bot.webhooks import Taken
 
 log = logging.getLogger(__name__)
 
@@ -48,5 +51,17 @@ async def receive(request: web.Request) -> web.Response:
     if event == "ping":
         log.info("webhook ping (hook %s, delivery %s)", payload.get("hook_id"), delivery)
         return web.json_response({"ok": True, "event": "ping"})
-    log.info("webhook %s (delivery %s) accepted, no handler for it", event, delivery)
-    return web.json_response({"ok": True, "event": event, "handled": False}, status=202)
+    if not delivery or len(delivery) > 64:
+        return web.json_response({"error": "missing or invalid X-GitHub-Delivery"}, status=400)
+    intake = await request.app[SERVICES].webhooks.take(
+        delivery_id=delivery, event=event, payload=payload
+    )
+    log.info("webhook %s (delivery %s): %s, %s", event, delivery, intake.taken, intake.reason)
+    answer = {
+        "ok": True,
+        "event": event,
+        "handled": intake.taken is Taken.FOLLOWED,
+        "result": intake.taken.value,
+        "reason": intake.reason,
+    }
+    return web.json_response(answer, status=200 if intake.taken is Taken.DUPLICATE else 202)

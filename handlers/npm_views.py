@@ -28,7 +28,7 @@ from bot.domain.npm import (
 )
 from bot.domain.plan import NpmRelease
 from bot.domain.rollout import slack_time
-from handlers.actions import SLACK_VALUE_LIMIT, InvalidPayload
+from handlers.actions import InvalidPayload
 from handlers.views import Block
 
 MAX_TEXT = 3000
@@ -49,8 +49,20 @@ class WalkthroughSetup:
     """What the walkthrough says that does not change: the repository and the plan's npm keys."""
 
     repository: str
-    new_secret_url: str
+    web_url: str
+    """GitHub's web address (https://github.com, or the Enterprise Server's host)."""
     npm: NpmRelease
+
+    @property
+    def new_secret_url(self) -> str:
+        """The repository's "New repository secret" page."""
+        return f"{self.web_url}/{self.repository}/settings/secrets/actions/new"
+
+    def run_url(self, run_id: int) -> str:
+        return f"{self.web_url}/{self.repository}/actions/runs/{run_id}"
+
+    def job_url(self, run_id: int, job_id: int) -> str:
+        return f"{self.run_url(run_id)}/job/{job_id}"
 
 
 _TONES: Mapping[Tone, str] = {
@@ -95,7 +107,6 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
     """The whole walkthrough message."""
     npm = setup.npm
     value = encode_state(walkthrough)
-    assert len(value) <= SLACK_VALUE_LIMIT, "a walkthrough outgrew Slack's button value limit"
     return [
         {
             "type": "header",
@@ -119,14 +130,14 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
             4,
             "Check the last Release run",
             walkthrough.last_run.tone if walkthrough.last_run else Tone.TODO,
-            _last_run_text(walkthrough.last_run, npm),
+            _last_run_text(walkthrough.last_run, walkthrough.secret, setup),
             _button("Check last Release run", NpmAction.CHECK_LAST_RUN, value),
         ),
         _step(
             5,
             "Run Release now",
             walkthrough.release.tone if walkthrough.release else Tone.TODO,
-            _release_text(walkthrough.release, npm),
+            _release_text(walkthrough.release, setup),
             _run_button(value, npm),
         ),
         _context(
@@ -197,7 +208,7 @@ def _secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
         )
     text = (
         f"`{SECRET_NAME}` is set: created {slack_time(check.created_at)}, last updated "
-        f"{slack_time(check.updated_at)} ({_days(check.age_days or 0)} ago)."
+        f"{slack_time(check.updated_at)} ({_ago(check.age_days or 0)})."
     )
     if check.tone is Tone.WARNING:
         text += (
@@ -207,31 +218,50 @@ def _secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
     return text
 
 
-def _days(count: int) -> str:
-    return "1 day" if count == 1 else f"{count} days"
+def _ago(days: int) -> str:
+    if days == 0:
+        return "today"
+    return "1 day ago" if days == 1 else f"{days} days ago"
 
 
 # -- steps 4 and 5 ------------------------------------------------------------------------------
 
 
-def _last_run_text(check: RunCheck | None, npm: NpmRelease) -> str:
+def _last_run_text(
+    check: RunCheck | None, secret: SecretCheck | None, setup: WalkthroughSetup
+) -> str:
+    npm = setup.npm
     if check is None:
         return (
             f"*Check last Release run* reads the newest run of `{npm.workflow}`: did "
             f"*{npm.validate_step}* pass without the {SECRET_NAME} warning, and did "
             f"*{npm.publish_step}* publish?"
         )
-    return _run_text(check, npm)
+    text = _run_text(check, setup)
+    changed = secret.updated_at if secret is not None and secret.found else None
+    run = check.run
+    if (
+        run is not None
+        and changed is not None
+        and changed > run.created_at
+        and check.tone in (Tone.WARNING, Tone.FAILED)
+    ):
+        text += (
+            f"\n:information_source: `{SECRET_NAME}` was updated after this run: run Release "
+            "again (step 5) to verify it."
+        )
+    return _clip(text)
 
 
-def _run_text(check: RunCheck, npm: NpmRelease) -> str:
+def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
+    npm = setup.npm
     if check.error is not None:
         return check.error
     run = check.run
     if run is None:
         return f"`{npm.workflow}` has never run: run it (step 5) or push to `{npm.ref}`."
     title = (
-        f"<{run.url}|Run #{run.number}> ({run.event} on `{run.branch}`, "
+        f"<{setup.run_url(run.id)}|Run #{run.number}> ({run.event} on `{run.branch}`, "
         f"{slack_time(run.created_at)})"
     )
     if not run.completed:
@@ -240,7 +270,9 @@ def _run_text(check: RunCheck, npm: NpmRelease) -> str:
     if not check.job_found:
         lines.append(f":x: The run has no job `{npm.job}`: check the plan's `npm.job`.")
         return _clip("\n".join(lines))
-    log = f"<{check.job_url}|the job's log>" if check.job_url else "the job's log"
+    log = "the job's log"
+    if check.job_id is not None:
+        log = f"<{setup.job_url(run.id, check.job_id)}|the job's log>"
     lines.append(_validate_line(check, npm, log))
     lines.append(_publish_line(check, npm, log))
     if check.log_unavailable:
@@ -327,7 +359,8 @@ def _fix(error: NpmError, npm: NpmRelease, *, warned: bool) -> str:
     )
 
 
-def _release_text(release: ReleaseFollow | None, npm: NpmRelease) -> str:
+def _release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
+    npm = setup.npm
     about = (
         f"Dispatches `{npm.workflow}` on `{npm.ref}` and follows the run; step 4's checks appear "
         "here when it ends. It may publish packages. Release approvers only."
@@ -335,7 +368,9 @@ def _release_text(release: ReleaseFollow | None, npm: NpmRelease) -> str:
     if release is None:
         return about
     who = f"<@{release.requested_by}>"
-    run = f"<{release.url}|Run {release.run_id}>" if release.url else "The run"
+    run = "The run"
+    if release.run_id is not None:
+        run = f"<{setup.run_url(release.run_id)}|Run {release.run_id}>"
     if release.phase is ReleasePhase.DISPATCHING:
         return f"Dispatching `{npm.workflow}` on `{npm.ref}` for {who}…"
     if release.phase is ReleasePhase.NOT_STARTED:
@@ -352,7 +387,7 @@ def _release_text(release: ReleaseFollow | None, npm: NpmRelease) -> str:
             text += f"\nStill following, although GitHub just failed: {release.error}"
         return text
     assert release.check is not None
-    return _clip(f"Started by {who}.\n{_run_text(release.check, npm)}")
+    return _clip(f"Started by {who}.\n{_run_text(release.check, setup)}")
 
 
 # -- blocks -------------------------------------------------------------------------------------

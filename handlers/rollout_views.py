@@ -103,9 +103,11 @@ _REASON_WORDS = {
     GateReason.NO_DATA: "no data",
 }
 
-# Stages the release has reached: deployed there, whatever happened after.
+# Stages the release has reached: deployed there, whatever happened after (a deploying job
+# was approved: GitHub cannot stop it, so the release lands there).
 _REACHED = frozenset(
     {
+        StageState.DEPLOYING,
         StageState.OBSERVING,
         StageState.EVALUATING,
         StageState.HOLDING,
@@ -422,6 +424,11 @@ def _card_facts(rollout: Rollout, *, preflight: bool = True) -> list[str]:
 
 
 def _lane_buttons(rollout: Rollout, track: Track, plan_track: PlanTrack) -> list[dict[str, Any]]:
+    if track.state is TrackState.COMPLETED and plan_track.gate is GateKind.RELAY:
+        # Roll back after the track completed: a redeploy of the previous good release, whose
+        # confirm dialog (naming both tags) opens on click, when the previous tag is looked up.
+        value = ButtonValue(rollout_id=rollout.id, track=track.name, version=rollout.version)
+        return [_button("Roll back to the previous release…", Action.REDEPLOY, value)]
     if rollout.phase is not Phase.RUNNING or track.state is not TrackState.ACTIVE:
         return []
     current = track.current
@@ -440,6 +447,10 @@ def _lane_buttons(rollout: Rollout, track: Track, plan_track: PlanTrack) -> list
         if current.state is StageState.OBSERVING:
             label = f"Extend window (+{format_duration(EXTEND_STEP)})"
             buttons.append(_button(label, Action.EXTEND_WINDOW, value))
+            buttons.append(_button("Extend by…", Action.EXTEND_CUSTOM, value))
+        gated = (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING)
+        if current.state in gated and not isinstance(plan_track.metrics, ManualMetrics):
+            buttons.append(_button("Re-evaluate now", Action.REEVALUATE, value))
         if current.state is StageState.EVALUATING and isinstance(plan_track.metrics, ManualMetrics):
             buttons.append(_button("Enter figures", Action.ENTER_FIGURES, value, style="primary"))
     buttons.append(_stop(rollout, track, plan_track, value))
@@ -615,7 +626,9 @@ def figures_modal(rollout: Rollout, plan: RolloutPlan, track: str, stage: str) -
     blocks.append(
         _number_input(SAMPLE_BLOCK, "Sample size", sample_hint, decimal=False, optional=True)
     )
-    metadata = FiguresMetadata(rollout_id=rollout.id, track=track, stage=stage)
+    metadata = FiguresMetadata(
+        rollout_id=rollout.id, track=track, stage=stage, channel_id=rollout.channel_id
+    )
     return {
         "type": "modal",
         "callback_id": str(Callback.FIGURES),

@@ -209,3 +209,42 @@ class AuditEventRow(Base):
         Index(None, "rollout_id", "at"),
         Index(None, "at"),
     )
+
+
+class GitHubDeliveryRow(Base):
+    """A GitHub webhook delivery already taken in (`X-GitHub-Delivery`): GitHub redelivers
+    on request and retries, and each delivery must be acted on once across replicas."""
+
+    __tablename__ = "github_deliveries"
+
+    delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event: Mapped[str] = mapped_column(String(64))
+    rollout_id: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index(None, "received_at"),)
+
+
+class ActionClaimRow(Base):
+    """An effect a person asked for (a Promote of one stage, a Slack delivery), claimed once.
+
+    The primary key is the effect's identity: the first INSERT wins, on every replica, and a
+    claim still `claimed` after its lease ran out may be taken over (its owner died). A failed
+    action deletes its claim, so the click can be repeated.
+    """
+
+    __tablename__ = "action_claims"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64))
+    rollout_id: Mapped[str | None] = mapped_column(String(32))
+    track: Mapped[str | None] = mapped_column(String(64))
+    stage: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))
+    # A random token per attempt: only the attempt that claimed may complete or release.
+    holder: Mapped[str] = mapped_column(String(32))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index(None, "rollout_id", "action"),)

@@ -21,7 +21,9 @@ from bot.domain.commands import (
     Start,
     Status,
     Subcommand,
+    allowed_in_direct_messages,
     allowed_outside_release_channels,
+    is_direct_message,
     parse_command,
 )
 from bot.domain.errors import InvalidCommand, InvalidTag
@@ -113,6 +115,15 @@ def test_only_help_works_outside_release_channels() -> None:
     assert allowed_outside_release_channels(parse_command(""))
     assert not allowed_outside_release_channels(parse_command("start v1"))
     assert not allowed_outside_release_channels(parse_command("status"))
+
+
+def test_only_help_and_npm_token_work_in_a_direct_message() -> None:
+    allowed = {s for s in Subcommand if allowed_in_direct_messages(s)}
+    assert allowed == {Subcommand.HELP, Subcommand.NPM_TOKEN}
+    assert allowed_in_direct_messages(parse_command("npm-token"))
+    assert not allowed_in_direct_messages(parse_command("kill"))
+    assert is_direct_message("D0DIRECT01")
+    assert not is_direct_message("C0RELEASES") and not is_direct_message("G0PRIVATE1")
 
 
 def test_every_command_knows_its_subcommand() -> None:

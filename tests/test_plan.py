@@ -323,8 +323,9 @@ RULES: list[tuple[list[Mutation], str]] = [
         "tracks.relay.gate: input should be 'relay' or 'desktop', not 'mobile'",
     ),
     (
-        [("tracks.relay.metrics.source", "prometheus")],
-        "tracks.relay.metrics.source: 'prometheus' is not one of 'static', 'manual'",
+        [("tracks.relay.metrics.source", "graphite")],
+        "tracks.relay.metrics.source: 'graphite' is not one of 'static', 'manual', "
+        "'prometheus', 'sentry'",
     ),
     (
         [("tracks.relay.metrics.source", ...)],

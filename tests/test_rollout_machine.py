@@ -54,7 +54,14 @@ from bot.domain.rollout import (
     window_ended,
     window_timer_key,
 )
-from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
+from bot.domain.run import (
+    EnvironmentReview,
+    JobConclusion,
+    JobSnapshot,
+    JobStatus,
+    RunRef,
+    RunSnapshot,
+)
 
 D = Decimal
 PLAN = load_plan(None)
@@ -1278,3 +1285,227 @@ def test_extending_without_a_running_window_changes_nothing() -> None:
     rollout = canary_observing()
     with pytest.raises(InvalidTransition, match="no window running"):
         extend(rollout, PLAN, track="desktop", actor="U9", by=timedelta(minutes=15))
+
+
+# -- reviews made by a person on GitHub ------------------------------------------------------
+
+OCTOCAT_APPROVED_HALF = EnvironmentReview("relay-rollout-50", "approved", "octocat")
+
+
+def canary_holding() -> Rollout:
+    """Canary gate passed at T0+36m: 50% is held for a Promote."""
+    return judged(canary_observing(), "relay", "canary", relay_verdict(), at(36))
+
+
+def test_an_approval_on_github_ends_the_hold_and_the_window_starts_on_completion() -> None:
+    started = replace(
+        snapshot(job(CANARY, completed_at=at(5)), job(HALF, None, status=JobStatus.IN_PROGRESS)),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    decision = reconcile(canary_holding(), PLAN, started, at(40))
+
+    assert states(decision.rollout, "relay") == [
+        StageState.PASSED,
+        StageState.DEPLOYING,
+        StageState.PENDING,
+    ]
+    assert holding_tracks(decision.rollout) == []
+    assert effects(decision) == [
+        Says(
+            "octocat approved *50%* (Hosted relay) on GitHub",
+            "the hold after 5% canary ends",
+            "Deploying.",
+        )
+    ]
+    with pytest.raises(InvalidTransition, match=r"nothing to promote|not waiting for a Promote"):
+        promote(decision.rollout, PLAN, track="relay", actor="U2")
+
+    done = replace(
+        snapshot(job(CANARY, completed_at=at(5)), job(HALF, completed_at=at(44))),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+    deployed = reconcile(decision.rollout, PLAN, done, at(45))
+
+    half = deployed.rollout.track("relay").stage("half")
+    assert (half.state, half.window_started_at, half.window_ends_at) == (
+        StageState.OBSERVING,
+        at(44),
+        at(104),
+    )
+    assert effects(deployed) == [
+        ScheduleWindow("relay", "half", at(104)),
+        Says("*50%* deployed (Hosted relay). Observing for 1h"),
+    ]
+    assert reconcile(deployed.rollout, PLAN, done, at(46)).rollout == deployed.rollout
+
+
+def test_a_stage_approved_and_finished_between_two_looks_is_observed_at_once() -> None:
+    done = replace(
+        snapshot(job(CANARY, completed_at=at(5)), job(HALF, completed_at=at(44))),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    decision = reconcile(canary_holding(), PLAN, done, at(50))
+
+    assert states(decision.rollout, "relay")[:2] == [StageState.PASSED, StageState.OBSERVING]
+    assert decision.rollout.track("relay").stage("half").window_ends_at == at(104)
+    assert effects(decision) == [
+        Says("octocat approved *50%* (Hosted relay) on GitHub"),
+        ScheduleWindow("relay", "half", at(104)),
+        Says("*50%* deployed (Hosted relay)."),
+    ]
+
+
+def test_an_approval_on_github_during_a_window_stops_that_window() -> None:
+    started = replace(
+        snapshot(job(CANARY, completed_at=at(5)), job(HALF, None, status=JobStatus.IN_PROGRESS)),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    decision = reconcile(canary_observing(), PLAN, started, at(20))
+
+    assert states(decision.rollout, "relay")[:2] == [StageState.PASSED, StageState.DEPLOYING]
+    assert effects(decision) == [
+        CancelWindow("relay", "canary", at(35)),
+        Says("octocat approved *50%*", "the window of 5% canary is stopped before its gate"),
+    ]
+    # The stopped window's timer, should it fire anyway, changes nothing.
+    stale = window_ended(decision.rollout, track="relay", stage="canary", due_at=at(35))
+    assert stale.rollout == decision.rollout and effects(stale) == []
+
+
+def test_a_stage_without_required_reviewers_that_starts_on_its_own_moves_on() -> None:
+    started = snapshot(
+        job(CANARY, completed_at=at(5)), job(HALF, None, status=JobStatus.IN_PROGRESS)
+    )
+
+    decision = reconcile(canary_holding(), PLAN, started, at(40))
+
+    assert states(decision.rollout, "relay")[:2] == [StageState.PASSED, StageState.DEPLOYING]
+    assert effects(decision) == [Says("*50%* (Hosted relay) started on GitHub without the bot")]
+
+
+def test_a_held_stage_still_waiting_or_queued_keeps_the_hold() -> None:
+    for next_job in (waiting(HALF), job(HALF, None, status=JobStatus.QUEUED)):
+        run = snapshot(job(CANARY, completed_at=at(5)), next_job, waiting_on={"relay-rollout-50"})
+        decision = reconcile(canary_holding(), PLAN, run, at(40))
+        assert decision.rollout == canary_holding()
+        assert effects(decision) == []
+
+
+def test_a_rejection_on_github_stops_the_relay_and_its_rollback_is_approved() -> None:
+    rejected = JobSnapshot(
+        HALF, JobStatus.COMPLETED, JobConclusion.FAILURE, at(40), job_url(HALF), ran=False
+    )
+    run = replace(
+        snapshot(
+            job(CANARY, completed_at=at(5)),
+            rejected,
+            waiting(RELAY_ROLLBACK),
+            waiting_on={"relay-rollback"},
+        ),
+        reviews=(EnvironmentReview("relay-rollout-50", "rejected", "octocat", "error budget"),),
+    )
+
+    decision = reconcile(canary_holding(), PLAN, run, at(41))
+
+    relay = decision.rollout.track("relay")
+    assert (relay.state, relay.ending, relay.ended_reason) == (
+        TrackState.ABORTING,
+        TrackState.ROLLED_BACK,
+        "50% rejected on GitHub by octocat",
+    )
+    assert states(decision.rollout, "relay") == [
+        StageState.STOPPED,
+        StageState.REJECTED,
+        StageState.PENDING,
+    ]
+    assert effects(decision) == [
+        Says(
+            "octocat rejected *50%* (Hosted relay) on GitHub (error budget).",
+            "Reached: 5% canary.",
+            "rolling back",
+            "*Relay auto-rollback*",
+            failure=True,
+        ),
+        Review("relay", "relay-rollback", approve=True, comment="rollout-bot: Relay auto-rollback"),
+    ]
+    assert decision.rollout.track("desktop") == canary_holding().track("desktop")
+
+    finished = replace(
+        run,
+        jobs={**run.jobs, RELAY_ROLLBACK: job(RELAY_ROLLBACK, completed_at=at(43))},
+        waiting=frozenset(),
+    )
+    ended = reconcile(decision.rollout, PLAN, finished, at(44))
+    assert ended.rollout.track("relay").state is TrackState.ROLLED_BACK
+    assert effects(ended) == [
+        Says("*Relay auto-rollback* finished.", "Hosted relay: rolled back.", failure=True)
+    ]
+
+
+def test_a_ring_rejected_on_github_mid_window_trips_the_kill_switch() -> None:
+    rollout = desktop_internal_observing(canary_observing())
+    internal = rollout.track("desktop").stage("internal")
+    assert internal.window_ends_at is not None
+    rejected = JobSnapshot(
+        BETA, JobStatus.COMPLETED, JobConclusion.FAILURE, at(30), job_url(BETA), ran=False
+    )
+    run = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(INTERNAL, completed_at=at(10)),
+        rejected,
+        waiting(KILL_SWITCH),
+        waiting_on={"desktop-kill-switch"},
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(31))
+
+    desktop = decision.rollout.track("desktop")
+    assert (desktop.state, desktop.ending) == (TrackState.ABORTING, TrackState.HALTED)
+    assert states(decision.rollout, "desktop")[:2] == [StageState.STOPPED, StageState.REJECTED]
+    assert effects(decision) == [
+        ScheduleWindow("relay", "canary", at(35)),  # the relay goes on (idempotent timer)
+        CancelWindow("desktop", "internal", internal.window_ends_at),
+        Says(
+            "Someone rejected *beta ring* (Desktop app and CLI) on GitHub.",
+            "The release stays on the internal ring.",
+            "tripping the kill-switch",
+            failure=True,
+        ),
+        Review(
+            "desktop",
+            "desktop-kill-switch",
+            approve=True,
+            comment="rollout-bot: Desktop/CLI kill-switch",
+        ),
+    ]
+
+
+def test_a_stage_approved_on_github_whose_deploy_fails_fails_the_track() -> None:
+    run = replace(
+        snapshot(job(CANARY, completed_at=at(5)), job(HALF, JobConclusion.FAILURE, at(42))),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    decision = reconcile(canary_holding(), PLAN, run, at(43))
+
+    relay = decision.rollout.track("relay")
+    assert (relay.state, relay.ending) == (TrackState.ABORTING, TrackState.FAILED)
+    assert effects(decision) == [
+        Says("octocat approved *50%*"),
+        Says("*Relay rollout 50% (60m)* ended `failure` on GitHub", failure=True),
+    ]
+
+
+def test_a_cancelled_waiting_stage_is_not_a_rejection() -> None:
+    cancelled = JobSnapshot(
+        HALF, JobStatus.COMPLETED, JobConclusion.CANCELLED, at(40), job_url(HALF), ran=False
+    )
+    run = snapshot(job(CANARY, completed_at=at(5)), cancelled)
+
+    decision = reconcile(canary_holding(), PLAN, run, at(41))
+
+    assert decision.rollout == canary_holding()
+    assert effects(decision) == []

@@ -222,8 +222,8 @@ def test_each_lane_shows_its_stages_with_state_environment_and_window_end() -> N
     ring_ends = int((NOW + timedelta(hours=1)).timestamp())
     assert f"*internal ring* · `desktop-internal` · observing until <!date^{ring_ends}^" in desktop
     assert ":white_circle: *GA ring* · `desktop-ga` · pending" in desktop
-    assert "[Extend window (+15m)] [Roll back]" in relay
-    assert "[Extend window (+15m)] [Kill-switch]" in desktop
+    assert "[Extend window (+15m)] [Extend by…] [Roll back]" in relay
+    assert "[Extend window (+15m)] [Extend by…] [Kill-switch]" in desktop
     assert "[Promote" not in shown
 
 
@@ -306,13 +306,14 @@ def test_a_kill_shows_the_ring_the_release_stays_on_and_removes_the_button() -> 
     assert "[Roll back]" in lanes(blocks)["Hosted relay"]
 
 
-def test_an_ended_rollout_has_no_buttons() -> None:
+def test_an_ended_rollout_only_offers_to_roll_the_completed_relay_back() -> None:
     rollout = running()
     tracks = tuple(replace(t, state=TrackState.COMPLETED) for t in rollout.tracks)
     done = replace(rollout, phase=rollout.phase.ENDED, tracks=tracks, ended_at=NOW)
     blocks = rollout_card(done, PLAN)
 
-    assert buttons(blocks) == []
+    assert [b["action_id"] for b in buttons(blocks)] == [Action.REDEPLOY]
+    assert "[Roll back to the previous release…]" in lanes(blocks)["Hosted relay"]
     assert "completed (100%)" in lanes(blocks)["Hosted relay"]
     assert "completed (GA ring)" in lanes(blocks)["Desktop app and CLI"]
 

@@ -17,7 +17,15 @@ from storage.db import create_engine
 from storage.migrate import alembic_config, current_revision, head_revision, upgrade, upgrade_sync
 from storage.models import Base
 
-TABLES = {"rollouts", "rollout_tracks", "stages", "timers", "audit_events"}
+TABLES = {
+    "rollouts",
+    "rollout_tracks",
+    "stages",
+    "timers",
+    "audit_events",
+    "github_deliveries",
+    "action_claims",
+}
 
 
 async def _on_connection(url: str, work: Any) -> Any:

@@ -60,6 +60,17 @@ class GitHubError(RolloutError):
     code = "github_error"
 
 
+class GitHubRateLimited(GitHubError):
+    """GitHub's rate limit (403 with no requests left, or 429): wait `retry_after` seconds
+    (when GitHub said how long) before asking again."""
+
+    code = "github_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class RunNotIdentified(GitHubError):
     """The dispatch went through but its run cannot be told apart yet: never dispatch again,
     keep looking (or link the run by hand)."""

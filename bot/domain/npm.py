@@ -32,7 +32,7 @@ _LOG_TIMESTAMP = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z 
 _NPM_CODE = re.compile(r"\bnpm (?:ERR!|error) code (E[A-Z0-9]+)\b")
 _NEED_AUTH = re.compile(r"\bENEEDAUTH\b")
 _TWO_FACTOR = re.compile(r"two-factor|\b2fa\b|one-time password|\bEOTP\b", re.IGNORECASE)
-MAX_ERROR = 400
+MAX_ERROR = 300
 """GitHub error texts kept in a check: the state rides in Slack button values (2000 chars)."""
 
 ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR)]
@@ -85,7 +85,6 @@ class ReleaseJob:
 
     job_id: int
     name: str
-    html_url: str | None
     status: str
     conclusion: str | None
     steps: tuple[JobStep, ...]
@@ -157,9 +156,10 @@ class SecretCheck(_Model):
 
 
 class RunSummary(_Model):
+    """A run as the walkthrough remembers it (its web page is derived from its id)."""
+
     id: int
     number: int
-    url: str
     event: str
     branch: str
     created_at: datetime
@@ -171,9 +171,8 @@ class RunSummary(_Model):
         return cls(
             id=run.run_id,
             number=run.number,
-            url=run.html_url,
             event=run.event,
-            branch=run.branch,
+            branch=run.branch[:100],
             created_at=run.created_at,
             status=run.status,
             conclusion=run.conclusion,
@@ -189,7 +188,7 @@ class RunCheck(_Model):
 
     run: RunSummary | None = None
     job_found: bool = False
-    job_url: str | None = None
+    job_id: int | None = None
     validate_step: StepVerdict | None = None
     publish_step: StepVerdict | None = None
     npm_error: NpmError | None = None
@@ -229,7 +228,6 @@ class ReleaseFollow(_Model):
     requested_by: Annotated[str, StringConstraints(max_length=32)]
     phase: ReleasePhase
     run_id: int | None = None
-    url: str | None = None
     status: str | None = None
     check: RunCheck | None = None
     error: ErrorText | None = None
@@ -260,8 +258,8 @@ class Walkthrough(_Model):
     def latest_run_check(self) -> RunCheck | None:
         """The newest finished run check of steps 4 and 5 (what steps 1 and 2 are judged by)."""
         checks = [self.last_run, self.release.check if self.release else None]
-        done = [c for c in checks if c is not None and c.run is not None and c.run.completed]
-        return max(done, key=lambda c: c.run.created_at if c.run else 0, default=None)
+        done = [(c.run.created_at, c) for c in checks if c and c.run and c.run.completed]
+        return max(done, key=lambda pair: pair[0])[1] if done else None
 
 
 # -- judging ------------------------------------------------------------------------------------
@@ -362,7 +360,7 @@ def assess_run(
     return RunCheck(
         run=summary,
         job_found=True,
-        job_url=job.html_url,
+        job_id=job.job_id,
         validate_step=_verdict(job.step(npm.validate_step), warned=printed_skip_warning(lines)),
         publish_step=publish,
         npm_error=npm_error(lines) if publish is StepVerdict.FAILED else None,
@@ -377,8 +375,3 @@ def github_web_url(api_url: str) -> str:
     host = parts.netloc.removeprefix("api.")
     path = parts.path.removesuffix("/api/v3")
     return urlunsplit((parts.scheme, host, path, "", "")).rstrip("/")
-
-
-def new_secret_url(api_url: str, repository: str) -> str:
-    """The repository's "New repository secret" page."""
-    return f"{github_web_url(api_url)}/{repository}/settings/secrets/actions/new"

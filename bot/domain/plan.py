@@ -142,6 +142,17 @@ class PromoteMode(StrEnum):
     AUTO = "auto"
 
 
+class TwoPersonAction(StrEnum):
+    """What the person who started a rollout cannot do alone (`two_person:` in the plan)."""
+
+    DISPATCH = "dispatch"
+    PROMOTE = "promote"
+    """Every promotion, of every track."""
+    PROMOTE_TO_LAST = "promote_to_last"
+    """The promotion to a track's last stage (the relay's 100%, the desktop GA ring)."""
+    REDEPLOY = "redeploy"
+
+
 class Observation(_Model):
     """How a stage is watched before the next one may start."""
 
@@ -163,6 +174,8 @@ class Stage(_Model):
     job: Text
     """The job's display name, as GitHub's jobs API reports it."""
     observe: Observation | None = None
+    two_person: bool = False
+    """Promoting into this stage needs an approver other than the one who started the rollout."""
 
     @property
     def window(self) -> timedelta | None:
@@ -287,6 +300,9 @@ class Track(_Model):
     on_failure: FailureJob
     thresholds: Thresholds = Thresholds()
     metrics: Metrics
+    redeploy: Redeploy | None = None
+    """How Roll back redeploys the previous good tag after the track completed (default: a new
+    rollout of that tag)."""
 
     def stage(self, key: str) -> Stage:
         for stage in self.stages:
@@ -449,6 +465,39 @@ class LiteralInput(_Model):
     value: Annotated[str, StringConstraints(strict=True)]
 
 
+class ReplacedTagInput(_Model):
+    """The tag being replaced by a redeploy (the rollout whose Roll back was clicked)."""
+
+    from_: Literal["replaced_tag"] = Field(alias="from")
+
+
+RedeployInputSource = Annotated[
+    TagInput | ReplacedTagInput | LiteralInput, Field(discriminator="from_")
+]
+
+
+class Redeploy(_Model):
+    """A rollback workflow: dispatched with the previous good tag to put it back in place."""
+
+    workflow: Text
+    """The workflow file under `.github/workflows/`."""
+    ref: Text = "main"
+    inputs: dict[InputName, RedeployInputSource] = Field(default_factory=dict)
+    """`{from: tag}` is the tag redeployed (the previous good one), `{from: replaced_tag}`
+    the tag it replaces, `{from: literal, value: ...}` a fixed string."""
+
+    def dispatch_inputs(self, *, tag: str, replaced_tag: str) -> dict[str, str]:
+        values: dict[str, str] = {}
+        for name, source in self.inputs.items():
+            if isinstance(source, TagInput):
+                values[name] = tag
+            elif isinstance(source, ReplacedTagInput):
+                values[name] = replaced_tag
+            else:
+                values[name] = source.value
+        return values
+
+
 InputSource = Annotated[
     TagInput | FeatureFlagsInput | BaselineInput | LiteralInput, Field(discriminator="from_")
 ]
@@ -475,6 +524,36 @@ class NpmRelease(_Model):
     """Warn when NPM_TOKEN was last updated longer ago (granular write tokens live <= 90 days)."""
 
 
+class NotificationLevel(StrEnum):
+    ALL = "all"
+    """Every stage change, plus each job and deployment step GitHub reports (webhooks)."""
+    STAGES = "stages"
+    """Stage changes: approvals, deploys, windows, verdicts, failures, the end."""
+    FAILURES = "failures"
+    """Only what went wrong: failed gates, rejections, rollbacks, kill-switches, failures."""
+
+
+SlackChannelId = Annotated[
+    str, StringConstraints(strict=True, pattern=r"^[CG][A-Z0-9]{2,31}$")
+]
+
+
+class Notifications(_Model):
+    """What a rollout's thread is told, and where failures are posted as well."""
+
+    level: NotificationLevel = NotificationLevel.STAGES
+    failure_channel: SlackChannelId | None = None
+    """A channel id (`C...`) that also receives every failure, with a link to the thread."""
+
+    def shows(self, *, failure: bool, detail: bool) -> bool:
+        """Whether the thread shows a message of this kind at this level."""
+        if failure:
+            return True
+        if self.level is NotificationLevel.FAILURES:
+            return False
+        return not detail or self.level is NotificationLevel.ALL
+
+
 class RolloutPlan(_Model):
     """The whole plan."""
 
@@ -484,6 +563,9 @@ class RolloutPlan(_Model):
     tracks: dict[Key, Track] = Field(min_length=1)
     inputs: dict[InputName, InputSource]
     npm: NpmRelease = NpmRelease()
+    notifications: Notifications = Notifications()
+    two_person: tuple[TwoPersonAction, ...] = ()
+    """Actions the person who started a rollout cannot take alone (docs/controls.md)."""
 
     def track(self, name: str) -> Track:
         try:

@@ -30,7 +30,14 @@ from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.plan import PromoteMode, RolloutPlan
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
-from bot.domain.run import JobStatus, RunRef, RunSnapshot
+from bot.domain.run import (
+    EnvironmentReview,
+    JobConclusion,
+    JobSnapshot,
+    JobStatus,
+    RunRef,
+    RunSnapshot,
+)
 
 
 class InvalidTransition(RolloutError):
@@ -244,10 +251,13 @@ class ReadMetrics:
 
 @dataclass(frozen=True)
 class Announce:
-    """A reply in the rollout's thread."""
+    """A reply in the rollout's thread. The plan's notification level decides who sees it:
+    failures always, stage changes unless the level is `failures`, details only at `all`."""
 
     text: str
     failure: bool = False
+    detail: bool = False
+    """A step within a stage (a job queued, a deployment status), not a stage change."""
 
 
 Effect = Review | ScheduleWindow | CancelWindow | ReadMetrics | Announce
@@ -422,10 +432,17 @@ def _reconcile_active(
     stage = track.current
     if stage is None:
         return
+    if stage.state in _WATCHED and _reviewed_on_github(work, plan_track, name, stage, snapshot):
+        track = work.track(name)
+        stage = track.current
+        if track.state is not TrackState.ACTIVE or stage is None:
+            return
     spec = plan_track.stage(stage.key)
     if stage.state in (StageState.APPROVING, StageState.DEPLOYING):
         job = snapshot.job(spec.job)
-        if job is not None and job.succeeded:
+        if job is not None and _rejected(job, snapshot.review_of(spec.environment)):
+            _rejected_on_github(work, plan_track, name, spec, snapshot.review_of(spec.environment))
+        elif job is not None and job.succeeded:
             _deployed(work, plan_track, name, spec, job.completed_at or now, now)
         elif job is not None and (job.failed or job.skipped):
             # The stage's own job, or what made it skip; never the other track's failures.
@@ -471,6 +488,89 @@ def _reconcile_active(
         work.effects.append(ScheduleWindow(name, stage.key, stage.window_ends_at))
 
 
+def _rejected(job: JobSnapshot, review: EnvironmentReview | None) -> bool:
+    """GitHub failed the job without running it: its environment was rejected (or its wait
+    for a review ran out). The bot itself only rejects stages of a track it is stopping."""
+    if job.conclusion is not JobConclusion.FAILURE:
+        return False  # a cancelled run, a timeout: not a review
+    return not job.ran or (review is not None and review.state == "rejected")
+
+
+def _reviewed_on_github(
+    work: _Work, plan_track: PlanTrack, name: str, stage: Stage, snapshot: RunSnapshot
+) -> bool:
+    """Someone acted on GitHub (github.com, the API) on the stage after `stage`, which the bot
+    was holding (its window, its gate or a Promote still to come): an approval promotes it,
+    a rejection stops the track. True when the track moved."""
+    following = plan_track.next_stage(stage.key)
+    job = snapshot.job(following.job) if following is not None else None
+    if following is None or job is None:
+        return False
+    review = snapshot.review_of(following.environment)
+    if _rejected(job, review):
+        _rejected_on_github(work, plan_track, name, following, review)
+        return True
+    if not (job.started or (review is not None and review.state == "approved")):
+        return False
+    spec = plan_track.stage(stage.key)
+    if stage.state is StageState.OBSERVING:
+        work.effects.append(_cancel(name, stage))
+        held = f"the window of {spec.label} is stopped before its gate"
+    elif stage.state is StageState.EVALUATING:
+        held = f"the gate of {spec.label} is skipped"
+    else:
+        held = f"the hold after {spec.label} ends"
+    moved = work.track(name).with_stage(replace(stage, state=StageState.PASSED))
+    nxt = moved.stage(following.key)
+    work.set_track(moved.with_stage(replace(nxt, state=StageState.DEPLOYING)))
+    if review is not None and review.state == "approved":
+        what = f"{review.reviewer} approved *{following.label}* ({plan_track.label}) on GitHub"
+    else:
+        what = f"*{following.label}* ({plan_track.label}) started on GitHub without the bot"
+    work.effects.append(Announce(f":white_check_mark: {what}: {held}. Deploying."))
+    return True
+
+
+def _rejected_on_github(
+    work: _Work,
+    plan_track: PlanTrack,
+    name: str,
+    rejected: PlanStage,
+    review: EnvironmentReview | None,
+) -> None:
+    """A stage the bot had not approved was rejected on GitHub: the run fails into the
+    track's failure job, so the track stops as if rolled back (or killed) from Slack."""
+    before = work.track(name)
+    track = before
+    current = track.current
+    if current is not None and current.state in _WATCHED:
+        if current.state is StageState.OBSERVING:
+            work.effects.append(_cancel(name, current))
+        track = track.with_stage(replace(current, state=StageState.STOPPED))
+    track = track.with_stage(replace(track.stage(rejected.key), state=StageState.REJECTED))
+    relay = plan_track.gate is GateKind.RELAY
+    who = review.reviewer if review is not None else "Someone"
+    reason = f"{rejected.label} rejected on GitHub by {who}"
+    work.set_track(
+        replace(
+            track,
+            state=TrackState.ABORTING,
+            ending=TrackState.ROLLED_BACK if relay else TrackState.HALTED,
+            ended_reason=reason,
+        )
+    )
+    said = f" ({review.comment})" if review is not None and review.comment else ""
+    action = "rolling back" if relay else "tripping the kill-switch"
+    work.effects.append(
+        Announce(
+            f":no_entry: {who} rejected *{rejected.label}* ({plan_track.label}) on GitHub{said}. "
+            f"{_stays_on(plan_track, before)} {plan_track.label}: {action}: approving "
+            f"*{plan_track.on_failure.job}* when it waits.",
+            failure=True,
+        )
+    )
+
+
 def _deployed(
     work: _Work,
     plan_track: PlanTrack,
@@ -514,6 +614,24 @@ def _reconcile_aborting(
     work: _Work, plan_track: PlanTrack, name: str, snapshot: RunSnapshot, now: datetime
 ) -> None:
     track = work.track(name)
+    for stage in track.stages:
+        job = snapshot.job(plan_track.stage(stage.key).job)
+        if stage.state is not StageState.DEPLOYING or job is None:
+            continue
+        if job.status is not JobStatus.COMPLETED:
+            continue
+        # An approved job runs to its end whatever the bot does: the release got there (or the
+        # deploy failed), and the stage's window is never observed.
+        landed = StageState.STOPPED if job.succeeded else StageState.FAILED
+        track = track.with_stage(replace(stage, state=landed))
+        what = "deployed" if job.succeeded else f"ended `{job.conclusion}`"
+        work.effects.append(
+            Announce(
+                f"*{plan_track.stage(stage.key).label}* {what} ({plan_track.label}); "
+                "not observed: the track is stopping.",
+                failure=not job.succeeded,
+            )
+        )
     for stage in track.stages:
         spec = plan_track.stage(stage.key)
         if snapshot.is_waiting(spec.environment):
@@ -859,7 +977,14 @@ def abort(
 
 
 def _stays_on(plan_track: PlanTrack, track: Track) -> str:
-    deployed = (*_WATCHED, StageState.PASSED, StageState.DEPLOYED, StageState.FAILED_GATE)
+    # A deploying stage counts: GitHub cannot stop an approved job, the release lands there.
+    deployed = (
+        *_WATCHED,
+        StageState.DEPLOYING,
+        StageState.PASSED,
+        StageState.DEPLOYED,
+        StageState.FAILED_GATE,
+    )
     reached = [plan_track.stage(s.key).label for s in track.stages if s.state in deployed]
     if plan_track.gate is GateKind.DESKTOP:
         return f"The release stays on the {reached[-1]}." if reached else "No ring was reached."

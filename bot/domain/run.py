@@ -1,6 +1,6 @@
-"""What the bot knows of a GitHub Actions run: a snapshot of its jobs and of the environments
-waiting for review. Both the poller and (later) webhooks produce these; the rollout machine
-reconciles its stages against them.
+"""What the bot knows of a GitHub Actions run: a snapshot of its jobs, of the environments
+waiting for review and of the reviews made so far. The poller and the webhook receiver both
+read one through the gateway; the rollout machine reconciles its stages against it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,15 @@ class JobSnapshot:
     conclusion: JobConclusion | None = None
     completed_at: datetime | None = None
     html_url: str | None = None
+    ran: bool = True
+    """False when no runner ever took the job: skipped, or its environment was rejected."""
+
+    @property
+    def started(self) -> bool:
+        """A runner took the job (it runs, or ran to an end other than skipped)."""
+        return self.status is JobStatus.IN_PROGRESS or (
+            self.status is JobStatus.COMPLETED and self.ran and not self.skipped
+        )
 
     @property
     def succeeded(self) -> bool:
@@ -57,6 +66,18 @@ class JobSnapshot:
 
 
 @dataclass(frozen=True)
+class EnvironmentReview:
+    """A review of one environment of the run: who approved or rejected it on GitHub."""
+
+    environment: str
+    state: str
+    """`approved` or `rejected`."""
+    reviewer: str
+    """The GitHub login of the person (or the bot's own account)."""
+    comment: str = ""
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """The run as GitHub reported it at one moment."""
 
@@ -67,6 +88,8 @@ class RunSnapshot:
     jobs: Mapping[str, JobSnapshot] = field(default_factory=dict)
     waiting: frozenset[str] = frozenset()
     """Names of the environments with a pending deployment review (case as GitHub reports)."""
+    reviews: tuple[EnvironmentReview, ...] = ()
+    """The reviews of the run's environments so far (GitHub's review history of the run)."""
 
     @property
     def completed(self) -> bool:
@@ -78,6 +101,12 @@ class RunSnapshot:
     def is_waiting(self, environment: str) -> bool:
         wanted = environment.casefold()
         return any(name.casefold() == wanted for name in self.waiting)
+
+    def review_of(self, environment: str) -> EnvironmentReview | None:
+        """The latest review of an environment (a run attempt reviews each one at most once)."""
+        wanted = environment.casefold()
+        found = [r for r in self.reviews if r.environment.casefold() == wanted]
+        return found[-1] if found else None
 
 
 @dataclass(frozen=True)

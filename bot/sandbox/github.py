@@ -71,6 +71,8 @@ class RecordedRequest:
     query: dict[str, str]
     body: Any
     status: int
+    if_none_match: str | None = None
+    """The ETag a conditional GET sent (`If-None-Match`)."""
 
 
 @dataclass
@@ -410,7 +412,14 @@ class GitHubSimulator:
         path = request.path.removeprefix(self._api_path) or "/"
         response = await self._respond(request, handler, path, body)
         self.requests.append(
-            RecordedRequest(request.method, path, dict(request.query), body, response.status)
+            RecordedRequest(
+                request.method,
+                path,
+                dict(request.query),
+                body,
+                response.status,
+                request.headers.get("If-None-Match"),
+            )
         )
         self._schedule_flush()
         return response

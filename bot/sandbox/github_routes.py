@@ -133,6 +133,7 @@ class Routes:
         pending = f"{actions}/runs/{{run_id:\\d+}}/pending_deployments"
         app.router.add_get(pending, self.list_pending_deployments)
         app.router.add_post(pending, self.review_pending_deployments)
+        app.router.add_get(f"{actions}/runs/{{run_id:\\d+}}/approvals", self.list_approvals)
         app.router.add_get(f"{actions}/jobs/{{job_id:\\d+}}", self.get_job)
         app.router.add_get(f"{actions}/jobs/{{job_id:\\d+}}/logs", self.job_logs_redirect)
         app.router.add_get(f"{actions}/secrets", self.list_secrets)
@@ -387,6 +388,25 @@ class Routes:
                 ),
             )
         return json_response(list(seen.values()))
+
+    async def list_approvals(self, request: web.Request) -> web.Response:
+        """The run's review history: every approval or rejection, by whom, oldest first."""
+        sim_run = self._run(request)
+        urls = self.sim.urls
+        history = [
+            {
+                "state": review.state,
+                "comment": review.comment,
+                "environments": [
+                    shapes.environment_ref(urls, name, self.sim.engine.environments[name])
+                    for name in review.environments
+                ],
+                "user": shapes.user(urls, review.actor),
+            }
+            for review in self.sim.engine.reviews
+            if review.run_id == sim_run.id
+        ]
+        return json_response(history)
 
     async def review_pending_deployments(self, request: web.Request) -> web.Response:
         sim_run = self._run(request)

@@ -110,8 +110,10 @@ class Sandbox:
         enterprise: bool = False,
         poll_interval: float = 0.05,
         in_process: bool = True,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
+        self._extra_env = dict(extra_env or {})
         self.figures = workdir / "figures.yml"
         self.plan_file = workdir / "plan.yml"
         self.plan_file.write_text(plan_yaml or fast_plan(self.figures), encoding="utf-8")
@@ -166,6 +168,7 @@ class Sandbox:
         )
         env["ROLLOUT_PLAN"] = str(self.plan_file)
         env["GITHUB_POLL_INTERVAL"] = str(self._poll_interval)
+        env.update(self._extra_env)  # e.g. PROMETHEUS_URL of a test's Prometheus
         return env
 
     def settings(self) -> Settings:

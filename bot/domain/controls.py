@@ -1,0 +1,237 @@
+"""People's controls on a rollout, as pure rules: the identity of each effect (so it happens
+once), whether a card's button still applies to the rollout as it stands, the plan's
+two-person rule, and what Re-evaluate now does to a stage.
+
+The effect key is the exactly-once guard's primary key (`storage.claims`). An effect that can
+only happen once (promote stage X, roll back, dispatch) is keyed by what it acts on; one that
+may be repeated (extend a window, re-evaluate) is keyed by the card version it was clicked on
+as well, so a double click, a Slack retry or a second person on the same card is one effect,
+and a click on the redrawn card is a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from bot.domain.errors import RolloutError
+from bot.domain.gate import GateVerdict, Verdict
+from bot.domain.plan import ManualMetrics, RolloutPlan, TwoPersonAction
+from bot.domain.rollout import (
+    CancelWindow,
+    Decision,
+    Effect,
+    InvalidTransition,
+    Phase,
+    Rollout,
+    StageState,
+    TrackState,
+)
+
+
+class Control(StrEnum):
+    """A state-changing action a person takes on a rollout (button, modal or command)."""
+
+    START = "start"
+    CONFIRM_FLAGS = "confirm_flags"
+    DISPATCH = "dispatch"
+    CANCEL = "cancel"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    KILL = "kill"
+    EXTEND = "extend"
+    EXTEND_BY = "extend_by"
+    """Extend by a duration typed in the modal (a separate effect from the +15m button)."""
+    REEVALUATE = "reevaluate"
+    FIGURES = "figures"
+    REDEPLOY = "redeploy"
+
+
+class AlreadyDone(RolloutError):
+    """Someone already did this (or is doing it right now): nothing more happens."""
+
+    code = "already_done"
+
+
+class StaleCard(RolloutError):
+    """The button belongs to a card that no longer shows where the rollout stands."""
+
+    code = "stale_card"
+
+
+@dataclass(frozen=True)
+class CardRef:
+    """What a button acts on, as the card showed it when it was drawn."""
+
+    rollout_id: str
+    track: str | None = None
+    stage: str | None = None
+    version: int | None = None
+
+
+# What tells one effect of a control from another: once per rollout (no parts), per track,
+# per stage; repeatable controls also by the card version they were clicked on.
+_SCOPE: dict[Control, tuple[str, ...]] = {
+    Control.START: (),
+    Control.CONFIRM_FLAGS: (),
+    Control.DISPATCH: (),
+    Control.CANCEL: (),
+    Control.ROLLBACK: (),
+    Control.KILL: (),
+    Control.REDEPLOY: ("track",),
+    Control.PROMOTE: ("track", "stage"),
+    Control.EXTEND: ("track", "stage", "version"),
+    Control.EXTEND_BY: ("track", "stage", "version"),
+    Control.REEVALUATE: ("track", "stage", "version"),
+    Control.FIGURES: ("track", "stage", "version"),
+}
+_PREFLIGHT = frozenset({Control.CONFIRM_FLAGS, Control.DISPATCH, Control.CANCEL})
+REPEATABLE = frozenset(control for control, scope in _SCOPE.items() if "version" in scope)
+"""Controls that may act again on the same stage: each card version is one effect."""
+
+
+def effect_key(control: Control, card: CardRef) -> str:
+    """The identity of the effect a control asks for: two requests with one key are one effect."""
+    parts = {"track": card.track, "stage": card.stage, "version": card.version}
+    scoped = [str(parts[name]) if parts[name] is not None else "-" for name in _SCOPE[control]]
+    return ":".join([control.value, card.rollout_id, *scoped])
+
+
+def delivery_key(delivery: str) -> str:
+    """The identity of one Slack delivery (its trigger_id): a retried delivery acts once."""
+    return f"delivery:{delivery}"
+
+
+def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef) -> bool:
+    """Whether the button still applies to the rollout as it stands now (False: a stale card,
+    for example a Promote of a stage that already moved on)."""
+    if control in _PREFLIGHT:
+        return rollout.phase is Phase.PREFLIGHT
+    if control in (Control.ROLLBACK, Control.KILL):
+        return rollout.phase is not Phase.ENDED
+    if card.track is None:
+        return False
+    try:
+        track = rollout.track(card.track)
+        plan_track = plan.track(card.track)
+    except KeyError:
+        return False
+    if control is Control.REDEPLOY:
+        return track.state is TrackState.COMPLETED
+    stage = track.current
+    if track.state is not TrackState.ACTIVE or stage is None or stage.key != card.stage:
+        return False
+    wanted = {
+        Control.PROMOTE: (StageState.HOLDING,),
+        Control.EXTEND: (StageState.OBSERVING,),
+        Control.EXTEND_BY: (StageState.OBSERVING,),
+        Control.FIGURES: (StageState.EVALUATING,),
+        Control.REEVALUATE: (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING),
+    }.get(control, ())
+    if control is Control.REEVALUATE and isinstance(plan_track.metrics, ManualMetrics):
+        return False
+    return stage.state in wanted
+
+
+def two_person_refusal(
+    plan: RolloutPlan, rollout: Rollout, *, control: Control, track: str | None, actor: str
+) -> str | None:
+    """Why the plan's two-person rule refuses `actor` this action, or None when it allows it.
+
+    The rule binds the person who started the rollout: they cannot alone dispatch it, promote
+    it (to the last stage, or into a stage marked `two_person`), or redeploy over it. Stopping
+    a rollout (roll back, kill-switch) never needs a second person.
+    """
+    if actor != rollout.started_by:
+        return None
+    rules = set(plan.two_person)
+    what: str | None = None
+    if control is Control.DISPATCH and TwoPersonAction.DISPATCH in rules:
+        what = f"dispatch `{rollout.tag}`"
+    elif control is Control.REDEPLOY and TwoPersonAction.REDEPLOY in rules:
+        what = f"redeploy over `{rollout.tag}`"
+    elif control is Control.PROMOTE and track is not None:
+        plan_track = plan.track(track)
+        stage = rollout.track(track).current
+        following = plan_track.next_stage(stage.key) if stage is not None else None
+        if following is not None:
+            last = following.key == plan_track.stages[-1].key
+            if (
+                TwoPersonAction.PROMOTE in rules
+                or (last and TwoPersonAction.PROMOTE_TO_LAST in rules)
+                or following.two_person
+            ):
+                what = f"promote {plan_track.label} to *{following.label}*"
+    if what is None:
+        return None
+    return (
+        f"The plan's two-person rule: <@{actor}> started `{rollout.tag}`, so another approver "
+        f"must {what}. Ask a second approver to click it (or type the command)."
+    )
+
+
+def reevaluation(
+    rollout: Rollout, plan: RolloutPlan, *, track: str, verdict: GateVerdict
+) -> Decision | None:
+    """What Re-evaluate now does with a fresh verdict on the track's current stage.
+
+    Held (or still evaluating): the verdict is applied exactly as at the window's end, so the
+    stage is put back to evaluating for `gate_evaluated`. Observing: only a failing verdict
+    acts at once (the window stops and the track rolls back or trips its kill-switch); a PASS
+    or INCONCLUSIVE is shown and the window runs on, so a re-evaluation never promotes early.
+    Returns the decision that readies the stage for `gate_evaluated`, or None when the
+    verdict is only shown.
+    """
+    current_track = rollout.track(track)
+    stage = current_track.current
+    plan_track = plan.track(track)
+    if current_track.state is not TrackState.ACTIVE or stage is None:
+        raise InvalidTransition(f"{plan_track.label} is {current_track.state}: no gate to run.")
+    if stage.state not in (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING):
+        spec = plan_track.stage(stage.key)
+        raise InvalidTransition(
+            f"{spec.label} ({plan_track.label}) is {stage.state}: its gate runs once it is "
+            "deployed and observed."
+        )
+    failing = verdict.verdict not in (Verdict.PASS, Verdict.INCONCLUSIVE)
+    if stage.state is StageState.OBSERVING and not failing:
+        return None
+    effects: tuple[Effect, ...] = ()
+    if stage.state is StageState.OBSERVING and stage.window_ends_at is not None:
+        effects = (CancelWindow(track, stage.key, stage.window_ends_at),)
+    evaluating = replace(stage, state=StageState.EVALUATING)
+    return Decision(rollout.with_track(current_track.with_stage(evaluating)), effects)
+
+
+def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef) -> str:
+    """The effect in a few words, for answers: `promote Hosted relay from 5% canary to 50%`."""
+    tag = f"`{rollout.tag}`"
+    simple = {
+        Control.START: f"start {tag}",
+        Control.CONFIRM_FLAGS: f"confirm the feature flags of {tag}",
+        Control.DISPATCH: f"dispatch {tag}",
+        Control.CANCEL: f"cancel {tag}",
+        Control.ROLLBACK: f"roll back {tag}",
+        Control.KILL: f"trip the kill-switch of {tag}",
+    }
+    if control in simple:
+        return simple[control]
+    try:
+        plan_track = plan.track(card.track or "")
+    except KeyError:
+        return f"{control.value.replace('_', ' ')} {tag}"
+    if control is Control.REDEPLOY:
+        return f"redeploy the previous release of {plan_track.label} over {tag}"
+    try:
+        spec = plan_track.stage(card.stage or "")
+    except KeyError:
+        return f"{control.value.replace('_', ' ')} {plan_track.label} of {tag}"
+    following = plan_track.next_stage(spec.key)
+    return {
+        Control.PROMOTE: f"promote {plan_track.label} of {tag} from {spec.label}"
+        + (f" to {following.label}" if following is not None else ""),
+        Control.EXTEND: f"extend the {spec.label} window of {tag}",
+        Control.EXTEND_BY: f"extend the {spec.label} window of {tag}",
+        Control.REEVALUATE: f"re-evaluate the {spec.label} gate of {tag}",
+        Control.FIGURES: f"enter the {spec.label} figures of {tag}",
+    }.get(control, f"{control.value} {tag}")

@@ -1,0 +1,186 @@
+"""The exactly-once guard: a person's action claims the key of its effect before it acts.
+
+The claim is one `INSERT ... ON CONFLICT DO NOTHING` on the key (the primary key), so among
+every request for one effect, on every replica sharing the database, exactly one wins. The
+winner completes its claim when the action is done, or deletes it when the action failed (a
+GitHub 500), so the click can be repeated. A claim whose owner died mid-action is taken over
+once its lease has run out.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.models import ActionClaimRow
+
+DEFAULT_LEASE = timedelta(minutes=5)
+"""How long an unfinished claim holds: far longer than any action takes (a dispatch, a review)."""
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "claimed"
+    """Being carried out by its owner."""
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who claimed an effect, when, and whether it is done; `holder` tells attempts apart."""
+
+    key: str
+    action: str
+    actor: str
+    state: ClaimState
+    claimed_at: datetime
+    holder: str
+    rollout_id: str | None = None
+    track: str | None = None
+    stage: str | None = None
+    done_at: datetime | None = None
+
+
+class ClaimStore:
+    """Claims, completes and releases effect keys in the database."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, lease: timedelta = DEFAULT_LEASE
+    ) -> None:
+        self._sessions = sessions
+        self._lease = lease
+
+    async def claim(
+        self,
+        *,
+        key: str,
+        action: str,
+        actor: str,
+        now: datetime,
+        rollout_id: str | None = None,
+        track: str | None = None,
+        stage: str | None = None,
+        done: bool = False,
+    ) -> Claim | None:
+        """Claim `key` for `actor`: the claim, or None when someone else holds or did it.
+
+        `done=True` records a claim that is complete at once (a Slack delivery seen).
+        """
+        holder = secrets.token_hex(8)
+        state = ClaimState.DONE if done else ClaimState.CLAIMED
+        values = {
+            "key": key,
+            "action": action,
+            "actor": actor,
+            "state": state.value,
+            "holder": holder,
+            "claimed_at": now,
+            "done_at": now if done else None,
+            "rollout_id": rollout_id,
+            "track": track,
+            "stage": stage,
+        }
+        async with self._sessions.begin() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            won = await session.scalar(
+                insert(ActionClaimRow)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=[ActionClaimRow.key])
+                .returning(ActionClaimRow.key)
+            )
+            if won is None:
+                # Take over a claim whose owner died before finishing (its lease ran out).
+                won = await session.scalar(
+                    update(ActionClaimRow)
+                    .where(
+                        ActionClaimRow.key == key,
+                        ActionClaimRow.state == ClaimState.CLAIMED.value,
+                        ActionClaimRow.claimed_at < now - self._lease,
+                    )
+                    .values(**values)
+                    .returning(ActionClaimRow.key)
+                )
+        if won is None:
+            return None
+        return Claim(
+            key=key,
+            action=action,
+            actor=actor,
+            state=state,
+            claimed_at=now,
+            holder=holder,
+            rollout_id=rollout_id,
+            track=track,
+            stage=stage,
+            done_at=now if done else None,
+        )
+
+    async def complete(self, claim: Claim, *, now: datetime) -> None:
+        """The claimed action is done: later requests for the key are told who did it."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(ActionClaimRow)
+                .where(ActionClaimRow.key == claim.key, ActionClaimRow.holder == claim.holder)
+                .values(state=ClaimState.DONE.value, done_at=now)
+            )
+
+    async def release(self, claim: Claim) -> None:
+        """The claimed action failed and changed nothing: the key may be claimed again."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(ActionClaimRow).where(
+                    ActionClaimRow.key == claim.key,
+                    ActionClaimRow.holder == claim.holder,
+                    ActionClaimRow.state == ClaimState.CLAIMED.value,
+                )
+            )
+
+    async def get(self, key: str) -> Claim | None:
+        async with self._sessions() as session:
+            row = await session.get(ActionClaimRow, key, populate_existing=True)
+            return None if row is None else _claim(row)
+
+    async def last_done(
+        self,
+        *,
+        rollout_id: str,
+        action: str,
+        track: str | None = None,
+        stage: str | None = None,
+    ) -> Claim | None:
+        """The latest completed claim of this action on the rollout (and track, stage)."""
+        query = select(ActionClaimRow).where(
+            ActionClaimRow.rollout_id == rollout_id,
+            ActionClaimRow.action == action,
+            ActionClaimRow.state == ClaimState.DONE.value,
+        )
+        if track is not None:
+            query = query.where(ActionClaimRow.track == track)
+        if stage is not None:
+            query = query.where(ActionClaimRow.stage == stage)
+        async with self._sessions() as session:
+            row = await session.scalar(
+                query.order_by(ActionClaimRow.done_at.desc(), ActionClaimRow.key).limit(1)
+            )
+            return None if row is None else _claim(row)
+
+
+def _claim(row: ActionClaimRow) -> Claim:
+    return Claim(
+        key=row.key,
+        action=row.action,
+        actor=row.actor,
+        state=ClaimState(row.state),
+        claimed_at=row.claimed_at,
+        holder=row.holder,
+        rollout_id=row.rollout_id,
+        track=row.track,
+        stage=row.stage,
+        done_at=row.done_at,
+    )

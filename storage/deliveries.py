@@ -1,0 +1,40 @@
+"""The GitHub webhook deliveries already taken in, by `X-GitHub-Delivery` id.
+
+GitHub retries a delivery it thinks failed and people redeliver by hand; several replicas may
+receive the same one. The primary key decides, in the database, which receiver acts on it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from storage.models import GitHubDeliveryRow
+
+
+class DeliveryLog:
+    """Remembers webhook deliveries so that each is processed once."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def remember(
+        self, *, delivery_id: str, event: str, rollout_id: str | None, received_at: datetime
+    ) -> bool:
+        """Record a delivery; True when it is new, False when it was taken in before."""
+        async with self._sessions.begin() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            result = await session.execute(
+                insert(GitHubDeliveryRow)
+                .values(
+                    delivery_id=delivery_id,
+                    event=event,
+                    rollout_id=rollout_id,
+                    received_at=received_at,
+                )
+                .on_conflict_do_nothing(index_elements=[GitHubDeliveryRow.delivery_id])
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)

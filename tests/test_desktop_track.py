@@ -1,0 +1,404 @@
+"""The desktop/CLI ring track end to end, in the same run as the relay (issue 4).
+
+Signed Slack requests through the real app, PyGithub against the GitHub simulator, windows of
+one or two seconds, figures from files. Covered: both tracks to the end; the kill-switch
+tripping on a failed beta gate while the relay goes on; a manual kill during the internal
+window, by command and by the Kill-switch button; a relay rollback that leaves the rings alone;
+a kill that comes after GA. Every test runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.domain.rollout import Phase, Rollout, StageState, TrackState, window_timer_key
+from bot.sandbox.config import BYSTANDER, RELEASE_MANAGER
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from storage.timers import TimerStore
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+INTERNAL_OK = {"crash_rate": "0.001"}
+BETA_OK = {"crash_rate": "0.0012"}
+BETA_CRASHING = {"crash_rate": "0.0021"}
+"""Above 2x the baseline of 0.001: the desktop gate trips the kill-switch."""
+
+DESKTOP = "Desktop app and CLI"
+RELAY = "Hosted relay"
+
+
+@asynccontextmanager
+async def running_sandbox(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    window: str = "1s",
+    relay: Mapping[str, Mapping[str, Any]] | None = None,
+    desktop: Mapping[str, Mapping[str, Any]] | None = None,
+) -> AsyncIterator[Sandbox]:
+    """A sandbox with every window `window` and the figures given (passing ones by default)."""
+    plan = fast_plan(tmp_path / "figures.yml", window=window, extension=window)
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", relay or {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", desktop or {"internal": INTERNAL_OK, "beta": BETA_OK})
+        yield box
+
+
+def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
+    return rollout.track(track).stage(stage).state
+
+
+def reviews(box: Sandbox, prefix: str = "") -> list[tuple[str, str]]:
+    """The simulator's reviews as (environment, state), in order, of the environments whose
+    name starts with `prefix`."""
+    return [
+        (name, review.state)
+        for review in box.github.reviews
+        for name in review.environments
+        if name.startswith(prefix)
+    ]
+
+
+def button(box: Sandbox, action_id: str, track: str) -> dict[str, Any]:
+    """A lane's button on the card as it is now."""
+    for block in box.card_message().blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if (
+                element.get("action_id") == action_id
+                and json.loads(element["value"]).get("track") == track
+            ):
+                return dict(element)
+    raise AssertionError(f"no {action_id} button for {track} on the card")
+
+
+def has_button(box: Sandbox, action_id: str, track: str) -> bool:
+    try:
+        button(box, action_id, track)
+    except AssertionError:
+        return False
+    return True
+
+
+async def start_and_dispatch(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
+    assert "Preflight" in await box.command(f"start {tag} --flags-ready")
+    await box.click("dispatch", wait=False)
+    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+
+async def promote(box: Sandbox, track: str, stage: str) -> None:
+    """Click the lane's Promote button once the card offers it for `stage` (the card is redrawn
+    just after the state is saved); nothing is answered when it works."""
+
+    def offered() -> bool:
+        return has_button(box, "promote", track) and (
+            json.loads(button(box, "promote", track)["value"])["stage"] == stage
+        )
+
+    await box.slack.wait_for(offered)
+    await box.click("promote", value=button(box, "promote", track)["value"], wait=False)
+
+
+async def card_shows(box: Sandbox, *needles: str) -> str:
+    """Wait until the card (updated in place) shows every needle; returns it."""
+    await box.slack.wait_for(lambda: all(n in box.card_message().rendered for n in needles))
+    return box.card_message().rendered
+
+
+async def test_both_tracks_run_to_the_end_in_one_run(tmp_path: Path, database_url: str) -> None:
+    async with running_sandbox(tmp_path, database_url) as box:
+        await start_and_dispatch(box)
+        assert len(box.github.dispatches) == 1
+        await box.wait_until(
+            lambda r: (
+                stage_state(r, "relay", "canary") is StageState.HOLDING
+                and stage_state(r, "desktop", "internal") is StageState.HOLDING
+            )
+        )
+        card = await card_shows(box, "Promote to 50%", "Promote to beta ring")
+        assert RELAY in card and DESKTOP in card
+        assert "Promoted" in await box.command("promote")
+        mid = await box.wait_until(
+            lambda r: (
+                stage_state(r, "relay", "half") is StageState.OBSERVING
+                and stage_state(r, "desktop", "beta") is StageState.OBSERVING
+            )
+        )
+        assert mid.track("desktop").stage("internal").state is StageState.PASSED
+        status = await box.command("status")
+        assert f"*{RELAY}*: at 50%" in status
+        assert f"*{DESKTOP}*: at beta ring" in status
+        await box.wait_until(
+            lambda r: (
+                stage_state(r, "relay", "half") is StageState.HOLDING
+                and stage_state(r, "desktop", "beta") is StageState.HOLDING
+            )
+        )
+        assert "Promoted" in await box.command("promote")
+        ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+        assert ended.track("relay").state is TrackState.COMPLETED
+        assert ended.track("desktop").state is TrackState.COMPLETED
+        assert ended.track("desktop").stage("ga").state is StageState.DEPLOYED
+        assert reviews(box, "relay") == [
+            ("relay-canary-5", "approved"),
+            ("relay-rollout-50", "approved"),
+            ("relay-rollout-100", "approved"),
+        ]
+        assert reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "approved"),
+            ("desktop-ga", "approved"),
+        ]
+        card = await card_shows(
+            box, f"*{RELAY}*: completed (100%)", f"*{DESKTOP}*: completed (GA ring)"
+        )
+        assert "Rollout v1.4.2 · ended" in card
+        assert "[Kill-switch]" not in card and "[Roll back]" not in card
+        assert "completed" in await box.wait_for_thread("Rollout of `v1.4.2` ended")
+        history = await box.command("history")
+        assert "v1.4.2" in history
+        assert f"*{RELAY}*: completed (100%)" in history
+        assert f"*{DESKTOP}*: completed (GA ring)" in history
+
+
+async def test_a_crashing_beta_ring_trips_the_kill_switch_while_the_relay_goes_on(
+    tmp_path: Path, database_url: str
+) -> None:
+    desktop = {"internal": INTERNAL_OK, "beta": BETA_CRASHING}
+    async with running_sandbox(tmp_path, database_url, desktop=desktop) as box:
+        rollout = await start_and_dispatch(box)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        await promote(box, "desktop", "internal")
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        await promote(box, "relay", "canary")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
+        assert ("desktop-kill-switch", "approved") not in reviews(box)
+
+        verdict = await box.wait_for_thread("KILL_SWITCH")
+        assert "crash rate" in verdict and "0.0021" in verdict
+        assert "The release stays on the beta ring." in verdict
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("beta").state is StageState.FAILED_GATE
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "approved"),
+            ("desktop-ga", "rejected"),
+            ("desktop-kill-switch", "approved"),
+        ]
+        # Approved when the gate tripped, not before: after the beta gate's verdict.
+        events = await box.audit.list_for_rollout(rollout.id)
+        (tripped,) = [e for e in events if e.action == "gate" and e.track == "desktop"][1:]
+        assert tripped.result == "KILL_SWITCH"
+        (kill_switch,) = [
+            r for r in box.github.reviews if r.environments == ("desktop-kill-switch",)
+        ]
+        assert kill_switch.at >= tripped.at
+        assert "Desktop/CLI kill-switch" in await box.wait_for_thread("finished")
+
+        status = await box.command("status")
+        assert f"*{DESKTOP}*: halted on beta ring" in status and RELAY in status
+        await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.HOLDING)
+        await promote(box, "relay", "half")
+        ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+        assert ended.track("relay").state is TrackState.COMPLETED
+        assert ended.track("desktop").state is TrackState.HALTED
+        assert reviews(box, "relay") == [
+            ("relay-canary-5", "approved"),
+            ("relay-rollout-50", "approved"),
+            ("relay-rollout-100", "approved"),
+        ]
+        assert reviews(box, "desktop-kill-switch") == [("desktop-kill-switch", "approved")]
+        card = await card_shows(box, f"*{RELAY}*: completed (100%)")
+        assert f"*{DESKTOP}*: halted on beta ring: beta ring gate KILL_SWITCH: crash rate" in card
+        history = await box.command("history")
+        assert f"*{RELAY}*: completed (100%)" in history
+        assert f"*{DESKTOP}*: halted on beta ring" in history
+
+
+async def test_a_kill_during_the_internal_window_stops_it_before_its_gate(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running_sandbox(tmp_path, database_url, window="2s") as box:
+        rollout = await start_and_dispatch(box)
+        observing = await box.wait_until(
+            lambda r: stage_state(r, "desktop", "internal") is StageState.OBSERVING
+        )
+        window_ends = observing.track("desktop").stage("internal").window_ends_at
+        assert window_ends is not None
+
+        answer = await box.command("kill crash reports from support")
+        assert "Kill-switch tripped for `v1.4.2`" in answer
+        announced = await box.wait_for_thread("crash reports from support")
+        assert f"kill-switch by <@{RELEASE_MANAGER}>: crash reports from support" in announced
+        assert "The release stays on the internal ring." in announced
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("internal").state is StageState.STOPPED
+        assert halted.track("desktop").stage("beta").state is StageState.REJECTED
+        assert reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "rejected"),
+            ("desktop-kill-switch", "approved"),
+        ]
+        timer = await TimerStore(box.services.sessions).get(
+            key=window_timer_key(rollout.id, "desktop", "internal", window_ends)
+        )
+        assert timer is not None and timer.cancelled_at is not None and timer.fired_at is None
+
+        # Past the end of the internal window (the relay's canary gate decided meanwhile):
+        # the internal gate was never evaluated.
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        await asyncio.sleep(max(0.0, (window_ends - datetime.now(UTC)).total_seconds()) + 0.3)
+        events = await box.audit.list_for_rollout(rollout.id)
+        assert [e.track for e in events if e.action == "gate"] == ["relay"]
+        assert (await box.rollout()).track("desktop").state is TrackState.HALTED
+
+        card = await card_shows(box, f"*{DESKTOP}*: halted on internal ring", "[Promote to 50%]")
+        assert "crash reports from support" in card
+        assert not has_button(box, "kill", "desktop")
+        assert reviews(box, "relay") == [("relay-canary-5", "approved")]
+
+
+async def test_the_kill_switch_button_asks_to_confirm_and_trips(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running_sandbox(tmp_path, database_url) as box:
+        await start_and_dispatch(box)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        await card_shows(box, "Promote to beta ring")
+        kill = button(box, "kill", "desktop")
+        assert kill["text"]["text"] == "Kill-switch" and kill["style"] == "danger"
+        confirm = kill["confirm"]
+        assert confirm["title"]["text"] == f"Trip the kill-switch of {DESKTOP}?"
+        assert "the release stays on the internal ring" in confirm["text"]["text"]
+        assert confirm["confirm"]["text"] == "Trip the kill-switch"
+        assert confirm["deny"]["text"] == "Cancel"
+
+        refused = await box.click("kill", value=kill["value"], user=BYSTANDER)
+        assert refused is not None and "approver" in refused
+        assert reviews(box, "desktop") == [("desktop-internal", "approved")]
+
+        await box.click("kill", value=kill["value"], wait=False)
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("internal").state is StageState.STOPPED
+        assert reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "rejected"),
+            ("desktop-kill-switch", "approved"),
+        ]
+        announced = await box.wait_for_thread(f"kill-switch by <@{RELEASE_MANAGER}>")
+        assert "The release stays on the internal ring." in announced
+        await card_shows(box, f"*{DESKTOP}*: halted on internal ring")
+        assert halted.track("relay").state is TrackState.ACTIVE
+        assert reviews(box, "relay-rollback") == []
+
+        again = await box.click("kill", value=kill["value"])
+        assert again is not None and "kill-switch" in again
+        assert "Nothing more was done" in again or "nothing was changed" in again
+        assert reviews(box, "desktop-kill-switch") == [("desktop-kill-switch", "approved")]
+
+
+async def test_a_relay_rollback_leaves_the_desktop_track_going_to_ga(
+    tmp_path: Path, database_url: str
+) -> None:
+    relay = {"canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}}
+    async with running_sandbox(tmp_path, database_url, relay=relay) as box:
+        await start_and_dispatch(box)
+        rolled_back = await box.wait_until(
+            lambda r: r.track("relay").state is TrackState.ROLLED_BACK
+        )
+        assert rolled_back.track("desktop").state is TrackState.ACTIVE
+        assert "ROLLBACK" in await box.wait_for_thread("ROLLBACK")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        await promote(box, "desktop", "internal")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.HOLDING)
+        await promote(box, "desktop", "beta")
+        ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+        assert ended.track("relay").state is TrackState.ROLLED_BACK
+        assert ended.track("desktop").state is TrackState.COMPLETED
+        assert reviews(box, "relay") == [
+            ("relay-canary-5", "approved"),
+            ("relay-rollout-50", "rejected"),
+            ("relay-rollback", "approved"),
+        ]
+        assert reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "approved"),
+            ("desktop-ga", "approved"),
+        ]
+        await card_shows(
+            box, f"*{RELAY}*: rolled back from 5% canary", f"*{DESKTOP}*: completed (GA ring)"
+        )
+
+
+async def test_a_kill_after_ga_changes_nothing(tmp_path: Path, database_url: str) -> None:
+    async with running_sandbox(tmp_path, database_url) as box:
+        await start_and_dispatch(box)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        stale_kill = button(box, "kill", "desktop")["value"]
+        await promote(box, "desktop", "internal")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.HOLDING)
+        await promote(box, "desktop", "beta")
+        done = await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
+        assert done.phase is Phase.RUNNING  # the relay holds at its canary
+        await card_shows(box, f"*{DESKTOP}*: completed (GA ring)")
+        assert not has_button(box, "kill", "desktop")
+
+        before = list(box.github.reviews)
+        thread = box.thread()
+        answer = await box.command("kill too late")
+        assert "already completed (GA ring)" in answer and "nothing was changed" in answer
+        stale = await box.click("kill", value=stale_kill)
+        assert stale is not None and "already completed (GA ring)" in stale
+        assert box.github.reviews == before
+        assert box.thread() == thread
+        after = await box.rollout()
+        assert after.track("desktop").state is TrackState.COMPLETED
+        assert after.track("relay").state is TrackState.ACTIVE
+        events = await box.audit.list_for_rollout(after.id)
+        refusals = [e.result for e in events if e.action == "abort_desktop"]
+        assert refusals and "ok" not in refusals
+
+        # Once the whole rollout has ended, a kill says so too.
+        assert "Rolling back" in await box.command("rollback")
+        await box.wait_until(lambda r: r.phase is Phase.ENDED)
+        reviewed = list(box.github.reviews)
+        assert "no rollout in progress" in await box.command("kill")
+        stale = await box.click("kill", value=stale_kill)
+        assert stale is not None and "Desktop app and CLI" in stale and "completed" in stale
+        assert box.github.reviews == reviewed
+        assert reviews(box, "desktop-kill-switch") == []
+
+
+async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with running_sandbox(tmp_path, database_url) as box:
+        box.github.set_job_duration("Desktop/CLI ring deploy - beta", timedelta(seconds=1.5))
+        await start_and_dispatch(box)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        await promote(box, "desktop", "internal")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.DEPLOYING)
+
+        await box.command("kill beta crashes on startup")
+        announced = await box.wait_for_thread("beta crashes on startup")
+        # GitHub cannot stop an approved job: the beta deploy finishes, GA is what is refused.
+        assert "The release stays on the beta ring." in announced
+        landed = await box.wait_for_thread("*beta ring* deployed")
+        assert "not observed: the track is stopping" in landed
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("beta").state is StageState.STOPPED
+        assert reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "approved"),
+            ("desktop-ga", "rejected"),
+            ("desktop-kill-switch", "approved"),
+        ]
+        await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")

@@ -1,0 +1,265 @@
+"""The gate card as a release engineer reads it, and the notifier posting it with its charts
+to the thread through the real Slack client and the Slack test server."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.charts import PNG_SIGNATURE
+from bot.domain.gate import GateVerdict, evaluate_desktop, evaluate_relay
+from bot.domain.metrics import Figures, MetricReading, Reading
+from bot.domain.plan import load_plan
+from bot.domain.rollout import Check, CheckState, Preflight, Rollout, Stage, StageState, new_rollout
+from bot.sandbox.render import render_blocks
+from bot.sandbox.slack import SlackTestServer
+from handlers.gate_views import gate_card, gate_card_text, plain_text
+from handlers.notifier import SlackNotifier
+
+D = Decimal
+NOW = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
+WINDOW = (NOW - timedelta(minutes=30), NOW)
+BOT_TOKEN = "xoxb-gate-card-test"
+CHANNEL = "C0RELEASES"
+PLAN = load_plan(None)
+
+
+def relay(error: str, crash: str = "0.001", baseline: str = "0.001", **kw: object) -> GateVerdict:
+    return evaluate_relay(
+        baseline_crash=D(baseline),
+        current_crash=D(crash),
+        current_error=D(error),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def live_reading(verdict: GateVerdict, **error_detail: object) -> Reading:
+    error = MetricReading(
+        name="error_rate",
+        value=verdict.current_error,
+        sample=4512,
+        link="http://prometheus:9090/graph?g0.expr=errors",
+        series=((NOW - timedelta(minutes=40), 0.002), (NOW, 0.03)),
+    )
+    crash = MetricReading(
+        name="crash_rate",
+        value=verdict.current_crash,
+        sample=4512,
+        baseline=verdict.baseline_crash,
+        link="http://prometheus:9090/graph?g0.expr=crashes",
+        series=((NOW - timedelta(minutes=40), 0.001), (NOW, 0.001)),
+    )
+    return Reading(
+        baseline_crash=verdict.baseline_crash,
+        figures=Figures(crash_rate=verdict.current_crash, error_rate=verdict.current_error),
+        source="prometheus",
+        metrics=(replace(error, **error_detail), crash),  # type: ignore[arg-type]
+        window=WINDOW,
+    )
+
+
+def shown(verdict: GateVerdict, reading: Reading | None = None, **kw: str | None) -> str:
+    blocks = gate_card(
+        verdict=verdict,
+        reading=reading,
+        stage_label="5% canary",
+        track_label="Hosted relay",
+        window=WINDOW,
+        chart_note=kw.get("chart_note"),
+    )
+    return render_blocks(blocks)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "first_line"),
+    [
+        (
+            relay("0.002", sample=4512),
+            ":large_green_circle: *5% canary gate: PASS*. Every metric is within its limit "
+            "on a sample of 4,512.",
+        ),
+        (
+            relay("0.0301"),
+            ":red_circle: *5% canary gate: ROLLBACK*. Error rate 3.01% is 3.01x its 1% limit. "
+            "Rolling back.",
+        ),
+        (
+            relay("0.001", crash="0.005"),
+            ":red_circle: *5% canary gate: ROLLBACK*. Crash rate 0.5% is 2.50x its limit of "
+            "0.2% (2x baseline 0.1%). Rolling back.",
+        ),
+        (
+            relay("0.001", crash="0.0001", baseline="0"),
+            ":red_circle: *5% canary gate: ROLLBACK*. Crashes (0.01%) against a zero baseline. "
+            "Rolling back.",
+        ),
+        (
+            evaluate_desktop(baseline_crash=D("0.001"), current_crash=D("0.003")),
+            ":red_circle: *5% canary gate: KILL_SWITCH*. Crash rate 0.3% is 1.50x its limit of "
+            "0.2% (2x baseline 0.1%). Kill-switch tripped.",
+        ),
+        (
+            relay("0", sample=12, min_sample=1000),
+            ":large_yellow_circle: *5% canary gate: INCONCLUSIVE*. Too little data: a sample of "
+            "12, the gate needs 1,000.",
+        ),
+        (
+            relay("0", min_sample=1000),
+            ":large_yellow_circle: *5% canary gate: INCONCLUSIVE*. Too little data: an unknown "
+            "sample, the gate needs 1,000.",
+        ),
+    ],
+    ids=["pass", "error", "crash", "zero baseline", "kill switch", "small sample", "no sample"],
+)
+def test_the_first_line_says_the_verdict_and_what_decided_it(
+    verdict: GateVerdict, first_line: str
+) -> None:
+    assert shown(verdict).splitlines()[0] == first_line
+    assert gate_card_text(verdict, "5% canary") == first_line.replace("*", "")
+
+
+def test_each_metric_shows_value_baseline_limit_ratio_sample_window_and_query() -> None:
+    verdict = relay("0.0301", sample=4512)
+    card = shown(verdict, live_reading(verdict))
+    error, crash = card.split("*Crash rate* (Hosted relay)")
+    assert "*Value*\n3.01%" in error and "*Baseline*\n—" in error
+    assert "*Limit*\n1% (threshold)" in error and "*Ratio to limit*\n3.01x" in error
+    assert "*Sample*\n4,512" in error and "*Window*\n30m ending <!date^" in error
+    assert "<http://prometheus:9090/graph?g0.expr=errors|Open the query in Prometheus>" in error
+    assert "*Value*\n0.1%" in crash and "*Baseline*\n0.1%" in crash
+    assert "*Limit*\n0.2% (2x baseline)" in crash and "*Ratio to limit*\n0.50x" in crash
+    assert card.splitlines()[-1] == "Figures: prometheus"
+
+
+def test_no_data_names_the_metric_and_why() -> None:
+    verdict = evaluate_relay(
+        baseline_crash=D("0.001"), current_crash=D("0.001"), current_error=None
+    )
+    reading = live_reading(verdict, problem="value: no data: the query matched no series")
+    card = shown(verdict, reading)
+    assert card.splitlines()[0] == (
+        ":large_yellow_circle: *5% canary gate: INCONCLUSIVE*. No data for the error rate: "
+        "value: no data: the query matched no series."
+    )
+    assert ":warning: value: no data: the query matched no series" in card
+    assert "*Value*\nmissing" in card and "*Ratio to limit*\nn/a" in card
+
+
+def test_slack_limits_hold_for_long_problems_and_links() -> None:
+    verdict = relay("0.002")
+    reading = live_reading(verdict, problem="x" * 5000, link="http://p/graph?" + "q" * 5000)
+    blocks = gate_card(
+        verdict=verdict,
+        reading=reading,
+        stage_label="5% canary",
+        track_label="Hosted relay",
+        window=WINDOW,
+    )
+    for block in blocks:
+        texts = [block.get("text", {}).get("text", "")]
+        texts += [f["text"] for f in block.get("fields", [])]
+        texts += [e["text"] for e in block.get("elements", [])]
+        assert all(len(text) <= 3000 for text in texts)
+    assert "Open the query" not in render_blocks(blocks).split("*Crash rate*")[0]
+
+
+def test_figures_typed_by_hand_make_a_card_too() -> None:
+    card = shown(relay("0.002", sample=900))
+    assert "*Value*\n0.2%" in card and "*Sample*\n900" in card
+    assert card.splitlines()[-1] == "Figures: entered by hand"
+
+
+def test_the_terminal_card() -> None:
+    verdict = relay("0.0301", sample=4512)
+    text = plain_text(
+        verdict=verdict,
+        reading=live_reading(verdict),
+        stage_label="5% canary",
+        track_label="Hosted relay",
+        window=WINDOW,
+    )
+    lines = text.splitlines()
+    assert lines[0] == (
+        "Hosted relay: 5% canary gate: ROLLBACK. Error rate 3.01% is 3.01x its 1% limit. "
+        "Rolling back."
+    )
+    assert lines[1] == "  window: 30m, 2025-06-02 09:00:00 to 09:30:00 UTC"
+    assert "limit 1% (threshold)   3.01x the limit   sample 4,512" in lines[2]
+    assert lines[3] == "    query: http://prometheus:9090/graph?g0.expr=errors"
+
+
+# -- the notifier: card and charts in the thread ---------------------------------------------
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackTestServer]:
+    async with SlackTestServer(bot_token=BOT_TOKEN) as server:
+        yield server
+
+
+async def observed_rollout(notifier: SlackNotifier) -> Rollout:
+    preflight = Preflight(
+        flags=Check(CheckState.PASS),
+        migrations=Check(CheckState.PASS),
+        image=Check(CheckState.PASS),
+    )
+    rollout = new_rollout(
+        rollout_id="r-1",
+        tag="v1.4.2",
+        channel_id=CHANNEL,
+        started_by="U0MANAGER",
+        plan=PLAN,
+        preflight=preflight,
+        now=NOW - timedelta(hours=1),
+    )
+    ts = await notifier.publish(rollout, PLAN)
+    track = rollout.track("relay")
+    canary = Stage(
+        key="canary", state=StageState.HOLDING, window_started_at=WINDOW[0], window_ends_at=NOW
+    )
+    return replace(rollout, message_ts=ts).with_track(track.with_stage(canary))
+
+
+async def test_the_card_and_a_png_per_metric_go_to_the_thread(slack: SlackTestServer) -> None:
+    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers=())
+    rollout = await observed_rollout(notifier)
+    verdict = relay("0.0301", sample=4512)
+    await notifier.post_gate_card(
+        rollout, PLAN, track="relay", stage="canary", verdict=verdict, reading=live_reading(verdict)
+    )
+    (parent,) = slack.messages(CHANNEL)
+    card, charts = parent.replies
+    assert card.rendered.startswith(":red_circle: *5% canary gate: ROLLBACK*")
+    assert [c.method for c in slack.calls if c.method.startswith("files.")] == [
+        "files.getUploadURLExternal",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+    ]
+    assert {f["name"] for f in charts.files} == {"error-rate.png", "crash-rate.png"}
+    for upload in slack.files.values():
+        assert upload.completed and upload.data is not None
+        assert upload.data.startswith(PNG_SIGNATURE) and len(upload.data) > 5000
+    assert "5% canary gate" in charts.text
+
+
+async def test_without_matplotlib_the_card_says_charts_are_off(
+    slack: SlackTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.dates"):
+        monkeypatch.setitem(sys.modules, module, None)
+    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers=())
+    rollout = await observed_rollout(notifier)
+    verdict = relay("0.002", sample=4512)
+    await notifier.post_gate_card(
+        rollout, PLAN, track="relay", stage="canary", verdict=verdict, reading=live_reading(verdict)
+    )
+    (parent,) = slack.messages(CHANNEL)
+    (card,) = parent.replies
+    assert "Charts are off: install `rollout-bot[charts]`" in card.rendered
+    assert slack.calls_to("files.getUploadURLExternal") == []

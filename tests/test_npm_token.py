@@ -1,0 +1,488 @@
+"""The NPM_TOKEN walkthrough end to end (signed Slack requests, the real app, the GitHub
+simulator's Release workflow, whose logs depend on the NPM_TOKEN secret), and its pure parts:
+log reading, npm error classification, the web address, the size of a button value."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.domain.commands import (
+    parse_command,
+)
+from bot.domain.errors import NotAReleaseChannel, PlanError
+from bot.domain.npm import (
+    MAX_ERROR,
+    NpmError,
+    ReleaseFollow,
+    ReleasePhase,
+    RunCheck,
+    RunSummary,
+    SecretCheck,
+    StepVerdict,
+    Walkthrough,
+    github_web_url,
+    npm_error,
+    output_lines,
+    printed_skip_warning,
+)
+from bot.domain.plan import NpmRelease, parse_plan
+from bot.sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, SECRETS
+from bot.sandbox.github_json import error as github_error
+from bot.sandbox.harness import Sandbox
+from bot.sandbox.render import render_blocks
+from bot.sandbox.slack import ChannelMessage
+from bot.services import CommandService
+from handlers.actions import SLACK_VALUE_LIMIT
+from handlers.npm_views import NpmAction, encode_state
+
+DIRECT_MESSAGE = "D0DIRECT01"
+PUBLISH = "Version / publish packages"
+# A token-like value in a job log: the bot reads the log and must never repeat it.
+LEAKED_IN_LOG = "npm_" + "Zq8" * 12
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path) as sandbox:
+        yield sandbox
+        assert_no_token_reached_slack(sandbox)
+
+
+def assert_no_token_reached_slack(sandbox: Sandbox) -> None:
+    """No Slack call carries a credential or a place to type one."""
+    token_like = re.compile(r"npm_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{16,}|xox[abpr]-")
+    for call in sandbox.slack.calls:
+        sent = json.dumps(call.args)
+        assert not token_like.search(sent), call.method
+        assert not any(secret in sent for secret in SECRETS), call.method
+        assert LEAKED_IN_LOG not in sent
+        assert '"plain_text_input"' not in sent and '"type": "input"' not in sent
+
+
+async def open_walkthrough(box: Sandbox, channel: str = RELEASE_CHANNEL) -> ChannelMessage:
+    answer = await box.command("npm-token", channel=channel)
+    assert "walkthrough posted" in answer
+    (message,) = box.slack.messages(channel)
+    return message
+
+
+def step(message: ChannelMessage, number: int) -> str:
+    (block,) = [b for b in message.blocks if b.get("block_id") == f"npm_step_{number}"]
+    return render_blocks([block])
+
+
+async def press(
+    box: Sandbox, message: ChannelMessage, action: NpmAction, *, number: int, until: str
+) -> str:
+    """Click a walkthrough button and wait until step `number` shows `until`."""
+    await box.click(str(action), message=message, channel=message.channel, wait=False)
+    await box.slack.wait_for(lambda: until in step(message, number), timeout=10)
+    return step(message, number)
+
+
+def set_secret(box: Sandbox, *, age: timedelta) -> None:
+    box.github.secrets["NPM_TOKEN"] = datetime.now(UTC) - age
+
+
+def release_run(box: Sandbox) -> int:
+    return box.github.create_foreign_run(workflow="release.yml", event="push", actor="octocat")
+
+
+# -- the message ----------------------------------------------------------------------------------
+
+
+async def test_the_walkthrough_posts_five_steps_with_the_secret_link(box: Sandbox) -> None:
+    message = await open_walkthrough(box)
+    shown = message.rendered
+    for number, title in enumerate(
+        [
+            "Create an npm token",
+            "Add it as a repository secret",
+            "Check the secret",
+            "Check the last Release run",
+            "Run Release now",
+        ],
+        start=1,
+    ):
+        assert f"*{number}. {title}*   :white_circle: to do" in step(message, number)
+    link = f"{box.github.html_url}/scriptum/scriptum/settings/secrets/actions/new"
+    assert f"<{link}|" in step(message, 2)
+    assert "name it exactly `NPM_TOKEN`" in step(message, 2)
+    assert "granular access token" in step(message, 1) and "`@scriptum`" in step(message, 1)
+    assert "at most 90 days" in shown and "December 2025" in shown
+    assert "trusted publishing" in shown
+    assert "[Check secret]" in shown and "[Check last Release run]" in shown
+    assert "never paste a token" in shown
+    (run_button,) = [b["accessory"] for b in message.blocks if b.get("block_id") == "npm_step_5"]
+    confirm = run_button["confirm"]["text"]["text"]
+    assert "on main" in confirm and "may publish packages" in confirm
+
+
+async def test_the_command_works_in_a_direct_message(box: Sandbox) -> None:
+    message = await open_walkthrough(box, DIRECT_MESSAGE)
+    shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until="not set")
+    assert "`NPM_TOKEN` is not set" in shown
+    assert box.slack.messages(RELEASE_CHANNEL) == []
+
+
+async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> None:
+    answer = await box.command("npm-token", channel="C0RANDOM00")
+    assert "direct message with the bot" in answer and f"<#{RELEASE_CHANNEL}>" in answer
+    assert box.slack.calls_to("chat.postMessage") == []
+
+
+# -- step 3: the secret ---------------------------------------------------------------------------
+
+
+async def test_a_missing_secret_fails_step_3_and_step_2_in_place(box: Sandbox) -> None:
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until=":x: failed")
+    assert "`NPM_TOKEN` is not set in `scriptum/scriptum`: add it (step 2)" in shown
+    assert ":x: failed" in step(message, 2)
+    assert len(box.slack.calls_to("chat.postMessage")) == 1
+    assert message.updates == 1
+
+
+@pytest.mark.parametrize(
+    ("days", "tone", "warned"),
+    [(3, ":white_check_mark: done", False), (85, ":warning: needs attention", True)],
+)
+async def test_the_secret_age_is_checked_against_the_plan(
+    box: Sandbox, days: int, tone: str, warned: bool
+) -> None:
+    set_secret(box, age=timedelta(days=days, hours=1))
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until=tone)
+    assert "`NPM_TOKEN` is set: created" in shown and f"({days} days ago)" in shown
+    assert ("older than 80 days" in shown) is warned
+    assert ":white_check_mark: done" in step(message, 2)
+
+
+async def test_no_permission_to_read_secrets_says_which_permission(box: Sandbox) -> None:
+    box.github.secrets_forbidden = True
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until="cannot check")
+    assert "Resource not accessible by integration" in shown
+    assert "Secrets: Read" in shown
+    assert ":white_circle: to do" in step(message, 2)
+
+
+# -- step 4: the last Release run -----------------------------------------------------------------
+
+
+async def test_a_run_without_the_secret_shows_the_warning_and_eneedauth(box: Sandbox) -> None:
+    run_id = release_run(box)
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":x: failed")
+    assert f"/actions/runs/{run_id}|Run #1> (push on `main`" in shown
+    assert (
+        ":warning: *Validate npm publish credentials* printed "
+        "“NPM_TOKEN secret not configured — skipping npm publish.”"
+    ) in shown
+    assert f"*{PUBLISH}* failed with `ENEEDAUTH`" in shown
+    assert "because the secret is missing or empty" in shown
+
+
+async def test_eneedauth_although_the_secret_is_set_points_at_the_workflow(
+    box: Sandbox,
+) -> None:
+    set_secret(box, age=timedelta(days=1))
+    box.github.fail_job(
+        "next",
+        "changesets",
+        step=PUBLISH,
+        log=(
+            "npm error code ENEEDAUTH\n"
+            "npm error need auth This command requires you to be logged in"
+        ),
+    )
+    release_run(box)
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":x: failed")
+    assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
+    assert "failed with `ENEEDAUTH`" in shown
+    assert "make sure the publish step passes it to npm" in shown
+
+
+@pytest.mark.parametrize(
+    ("log", "code", "fix"),
+    [
+        (
+            f"npm ERR! code E401\nnpm ERR! Unable to authenticate, token {LEAKED_IN_LOG}",
+            "E401",
+            "it expired, was revoked",
+        ),
+        (
+            "npm error code E403\nnpm error 403 403 Forbidden - PUT https://registry.npmjs.org/"
+            "@scriptum%2fcli - Two-factor authentication or granular access token with bypass "
+            "2fa enabled is required to publish packages.",
+            "E403",
+            "bypasses two-factor authentication",
+        ),
+        (
+            "npm error code E404\nnpm error 404 Not Found - PUT https://registry.npmjs.org/"
+            "@scriptum%2fcli - Not found",
+            "E404",
+            "cannot see the `@scriptum` scope",
+        ),
+    ],
+)
+async def test_each_npm_refusal_comes_with_its_fix(
+    box: Sandbox, log: str, code: str, fix: str
+) -> None:
+    set_secret(box, age=timedelta(days=1))
+    box.github.fail_job("next", "changesets", step=PUBLISH, log=log)
+    release_run(box)
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":x: failed")
+    assert f"failed with `{code}`" in shown and fix in shown
+
+
+async def test_a_clean_run_passes_every_check(box: Sandbox) -> None:
+    set_secret(box, age=timedelta(days=2))
+    release_run(box)
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="done")
+    assert ": success." in shown
+    assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
+    assert f"*{PUBLISH}* passed" in shown
+    assert ":white_check_mark: done" in step(message, 1)
+    assert ":white_check_mark: done" in step(message, 2)
+
+
+async def test_a_secret_added_after_the_failed_run_asks_for_a_new_run(box: Sandbox) -> None:
+    box.github.create_foreign_run(
+        workflow="release.yml",
+        event="push",
+        actor="octocat",
+        created_at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    set_secret(box, age=timedelta(minutes=5))
+    message = await open_walkthrough(box)
+    await press(box, message, NpmAction.CHECK_SECRET, number=3, until="done")
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":x: failed")
+    assert "`NPM_TOKEN` was updated after this run: run Release again (step 5)" in shown
+
+
+async def test_no_run_yet_says_how_to_start_one(box: Sandbox) -> None:
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="never run")
+    assert "run it (step 5) or push to `main`" in shown
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (404, github_error("Not Found", 404), "exists in .github/workflows"),
+        (403, None, "rate limited"),
+    ],
+)
+async def test_github_refusals_become_the_step_status(
+    box: Sandbox, status: int, body: dict[str, str] | None, expected: str
+) -> None:
+    box.github.fail_next("GET", "/repos/*/actions/workflows/release.yml/runs", status, body)
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="cannot check")
+    assert expected in shown and "release.yml" in shown
+
+
+# -- step 5: Run Release now ----------------------------------------------------------------------
+
+
+async def test_run_release_dispatches_on_main_and_follows_the_run_to_its_end(
+    box: Sandbox,
+) -> None:
+    set_secret(box, age=timedelta(days=1))
+    box.github.set_job_duration("changesets", timedelta(seconds=1))
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=10)
+    await box.slack.wait_for(lambda: ":white_check_mark: done" in step(message, 5), timeout=10)
+    shown = step(message, 5)
+    (dispatch,) = box.github.dispatches
+    assert (dispatch.workflow_path, dispatch.ref, dispatch.inputs) == (
+        ".github/workflows/release.yml",
+        "main",
+        {},
+    )
+    assert box.github.run(dispatch.run_id).status == "completed"
+    assert f"Started by <@{RELEASE_MANAGER}>" in shown
+    assert f"/actions/runs/{dispatch.run_id}|Run #1>" in shown
+    assert f"*{PUBLISH}* passed" in shown
+
+
+async def test_a_second_click_while_following_dispatches_nothing(box: Sandbox) -> None:
+    box.github.set_job_duration("changesets", timedelta(seconds=2))
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=10)
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is not None and "already following a Release run" in answer
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=10)
+    assert len(box.github.dispatches) == 1
+
+
+async def test_a_non_approver_cannot_run_release(box: Sandbox) -> None:
+    message = await open_walkthrough(box)
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message, user=BYSTANDER)
+    assert answer is not None and "Only release approvers may run the npm Release" in answer
+    assert box.github.dispatches == []
+    assert message.updates == 0
+
+
+async def test_a_refused_dispatch_says_which_permission(box: Sandbox) -> None:
+    box.github.fail_next(
+        "POST",
+        "/repos/*/actions/workflows/release.yml/dispatches",
+        403,
+        github_error("Resource not accessible by integration", 403),
+    )
+    message = await open_walkthrough(box)
+    shown = await press(box, message, NpmAction.RUN_RELEASE, number=5, until="cannot check")
+    assert "Could not start Release" in shown and "Actions write permission" in shown
+    assert box.github.dispatches == []
+
+
+async def test_a_log_with_a_token_in_it_is_never_quoted(box: Sandbox) -> None:
+    box.github.fail_job(
+        "next",
+        "changesets",
+        step=PUBLISH,
+        log=f"npm error code E401\nnpm error //registry.npmjs.org/:_authToken={LEAKED_IN_LOG}",
+    )
+    release_run(box)
+    message = await open_walkthrough(box)
+    await press(box, message, NpmAction.CHECK_SECRET, number=3, until="failed")
+    await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="E401")
+    # The fixture's teardown scans every Slack call; this test makes sure one had the chance.
+    assert any(LEAKED_IN_LOG in line for line in _job_log(box))
+
+
+def _job_log(box: Sandbox) -> list[str]:
+    run = next(iter(box.github.runs.values()))
+    return [line for s in run.job("changesets").steps for line in s.lines]
+
+
+# -- the routing rule -----------------------------------------------------------------------------
+
+
+def test_the_command_service_routes_npm_token_from_a_direct_message() -> None:
+    service = CommandService(release_channels=(RELEASE_CHANNEL,))
+    assert service.route(text="npm-token", channel_id=DIRECT_MESSAGE) == parse_command("npm-token")
+    with pytest.raises(NotAReleaseChannel):
+        service.route(text="status", channel_id=DIRECT_MESSAGE)
+    with pytest.raises(NotAReleaseChannel):
+        service.route(text="npm-token", channel_id="C0RANDOM00")
+
+
+# -- pure parts -----------------------------------------------------------------------------------
+
+
+def test_the_script_echo_of_a_step_is_not_its_output() -> None:
+    log = (
+        '2026-01-05T10:00:00.0000000Z ##[group]Run if [ -z "$NPM_TOKEN" ]; then\n'
+        '2026-01-05T10:00:00.0000000Z   echo "::warning::NPM_TOKEN secret not configured — '
+        'skipping npm publish."\n'
+        "2026-01-05T10:00:00.0000000Z ##[endgroup]\n"
+        "2026-01-05T10:00:01.0000000Z npm publish credentials are configured.\n"
+    )
+    assert output_lines(log) == ["npm publish credentials are configured."]
+    assert not printed_skip_warning(output_lines(log))
+    printed = log + "2026-01-05T10:00:01.0000000Z ##[warning]NPM_TOKEN secret not configured\n"
+    assert printed_skip_warning(output_lines(printed))
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (["npm ERR! code ENEEDAUTH", "npm ERR! need auth"], NpmError.NEED_AUTH),
+        (["npm error code ENEEDAUTH"], NpmError.NEED_AUTH),
+        (["npm error code E401", "npm error Unable to authenticate"], NpmError.UNAUTHORIZED),
+        (["npm ERR! code E403", "npm ERR! 403 You do not have permission"], NpmError.FORBIDDEN),
+        (
+            ["npm error code E403", "npm error 403 Two-factor authentication ... is required"],
+            NpmError.TWO_FACTOR,
+        ),
+        (
+            ["npm error code EOTP", "This operation requires a one-time password"],
+            NpmError.TWO_FACTOR,
+        ),
+        (["npm error code E404", "npm error 404 Not Found - PUT"], NpmError.NOT_FOUND),
+        (["npm error code E409", "Conflict"], None),
+        (["Error: The process '/usr/local/bin/npm' failed with exit code 1"], None),
+    ],
+)
+def test_npm_errors_are_told_apart(lines: list[str], expected: NpmError | None) -> None:
+    assert npm_error(lines) is expected
+
+
+@pytest.mark.parametrize(
+    ("api", "web"),
+    [
+        ("https://api.github.com", "https://github.com"),
+        ("https://api.github.com/", "https://github.com"),
+        ("https://github.example.com/api/v3", "https://github.example.com"),
+        ("https://api.octocorp.ghe.com", "https://octocorp.ghe.com"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ],
+)
+def test_the_web_address_comes_from_the_api_address(api: str, web: str) -> None:
+    assert github_web_url(api) == web
+
+
+def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    run = RunSummary(
+        id=10**12,
+        number=10**6,
+        event="workflow_dispatch",
+        branch="b" * 100,
+        created_at=now,
+        status="completed",
+        conclusion="failure",
+    )
+    check = RunCheck(
+        run=run,
+        job_found=True,
+        job_id=10**12,
+        validate_step=StepVerdict.WARNED,
+        publish_step=StepVerdict.FAILED,
+        npm_error=NpmError.TWO_FACTOR,
+        log_unavailable="x" * MAX_ERROR,
+    )
+    walkthrough = Walkthrough(
+        secret=SecretCheck(max_age_days=80, error="e" * MAX_ERROR),
+        last_run=check,
+        release=ReleaseFollow(
+            requested_by="U" * 11,
+            phase=ReleasePhase.DONE,
+            run_id=10**12,
+            status="completed",
+            check=check.model_copy(update={"log_unavailable": None}),
+        ),
+    )
+    assert len(encode_state(walkthrough)) <= SLACK_VALUE_LIMIT
+
+
+def test_the_plan_has_scriptums_npm_release_by_default() -> None:
+    npm = NpmRelease()
+    assert (npm.scope, npm.workflow, npm.ref, npm.job, npm.max_secret_age_days) == (
+        "@scriptum",
+        "release.yml",
+        "main",
+        "changesets",
+        80,
+    )
+    with pytest.raises(PlanError, match=r"npm\.scope"):
+        parse_plan(
+            "workflow: {file: a.yml, name: A}\n"
+            "preflight: {job: P, migrations: {directory: m, destructive: [DROP TABLE]}}\n"
+            "tracks: {}\ninputs: {}\nnpm: {scope: scriptum}\n",
+            "plan.yml",
+        )

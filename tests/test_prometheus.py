@@ -1,0 +1,379 @@
+"""The Prometheus source against a real Prometheus (Debian's `prometheus` binary) scraping the
+relay exporter at known rates every second; and the whole chain through the bot: Prometheus ->
+gate -> review on the GitHub simulator -> gate card and chart in the Slack thread.
+
+One Prometheus serves the module. Without the binary the module is skipped, or fails when
+REQUIRE_SERVICES=1 (CI installs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from bot.charts import PNG_SIGNATURE
+from bot.domain.gate import GateReason, Verdict
+from bot.domain.metrics import QueryWindow
+from bot.domain.plan import PrometheusMetrics, parse_plan
+from bot.domain.rollout import Phase, StageState, TrackState
+from bot.prometheus import PrometheusSource
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.sandbox.prometheus_exporter import (
+    PrometheusProcess,
+    RelayExporter,
+    RelayTraffic,
+    prometheus_binary,
+)
+
+T = TypeVar("T")
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+TRAFFIC = {
+    "failing": RelayTraffic(requests=1000, request_errors=30, ws=500, ws_errors=15),  # 3%
+    "healthy": RelayTraffic(requests=1000, request_errors=2, ws=500, ws_errors=1),  # 0.2%
+    "quiet": RelayTraffic(requests=1, request_errors=0, ws=1, ws_errors=0),  # 2 a second
+    "idle": RelayTraffic(requests=0, request_errors=0, ws=0, ws_errors=0),
+}
+REQUESTS = '{__name__=~"relay_request_rate_total|relay_ws_rate_total"%s}'
+ERRORS = '{__name__=~"relay_request_errors_total|relay_ws_errors_total"%s}'
+
+
+def relay_metrics(job: str, **extra: Any) -> dict[str, Any]:
+    """The relay's metrics section reading one exporter (docs/metrics.md's queries + a job)."""
+    matcher = f',job="{job}"'
+    requests = f"sum(increase({REQUESTS % matcher}[$window]))"
+    return {
+        "source": "prometheus",
+        "baseline_crash_rate": "0.001",
+        "error_rate": {
+            "query": f"sum(increase({ERRORS % matcher}[$window])) / {requests}",
+            "sample": requests,
+        },
+        "crash_rate": {"query": "vector(0.001)"},
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    prometheus_url: str
+
+
+def _run(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def telemetry() -> Iterator[Telemetry]:
+    """Exporters for each traffic profile and one real Prometheus scraping them every second,
+    served from a thread of their own so every test's event loop can query them."""
+    if prometheus_binary() is None:
+        message = "the prometheus binary is missing (apt-get install prometheus)"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="telemetry", daemon=True)
+    thread.start()
+    exporters = {job: RelayExporter(traffic) for job, traffic in TRAFFIC.items()}
+    prometheus: PrometheusProcess | None = None
+    try:
+        for exporter in exporters.values():
+            _run(loop, exporter.start())
+        prometheus = PrometheusProcess({job: e.target for job, e in exporters.items()})
+        _run(loop, prometheus.start())
+        _run(loop, prometheus.wait_for_scrapes(4))
+        yield Telemetry(prometheus_url=prometheus.url)
+    finally:
+        if prometheus is not None:
+            _run(loop, prometheus.stop())
+        for exporter in exporters.values():
+            _run(loop, exporter.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def window(stage: str, seconds: int = 3) -> QueryWindow:
+    end = datetime.now(UTC)
+    start = end - timedelta(seconds=seconds)
+    return QueryWindow(
+        tag="v1.4.2", track="relay", stage=stage, start=start, end=end, rollout_start=start
+    )
+
+
+def source(telemetry: Telemetry, metrics: dict[str, Any]) -> PrometheusSource:
+    return PrometheusSource(PrometheusMetrics.model_validate(metrics), url=telemetry.prometheus_url)
+
+
+def relay_track(min_sample: int = 1000) -> Any:
+    plan = yaml.safe_load(
+        resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
+    )
+    plan["tracks"]["relay"]["thresholds"]["min_sample"] = min_sample
+    plan["tracks"]["relay"]["metrics"] = relay_metrics("healthy")
+    return parse_plan(yaml.safe_dump(plan), "test plan").track("relay")
+
+
+# -- the source against a real Prometheus ----------------------------------------------------
+
+
+async def test_error_rate_and_sample_match_the_known_traffic(telemetry: Telemetry) -> None:
+    reading = await source(telemetry, relay_metrics("failing")).measure(window("failing", 3))
+    traffic = TRAFFIC["failing"]
+    assert reading.figures.error_rate is not None and reading.figures.sample is not None
+    assert float(reading.figures.error_rate) == pytest.approx(traffic.error_rate, rel=0.1)
+    assert reading.figures.sample == pytest.approx(traffic.per_second * 3, rel=0.3)
+    (error, _crash) = reading.metrics
+    assert error.problem is None and error.link is not None
+    assert error.link.startswith(f"{telemetry.prometheus_url}/graph?g0.expr=")
+    assert "g0.range_input=3s" in error.link and "relay_ws_errors_total" in error.link
+    assert error.series, "a series over the rollout for the chart"
+
+
+async def test_the_gate_rolls_back_a_high_error_rate_and_passes_a_healthy_one(
+    telemetry: Telemetry,
+) -> None:
+    track = relay_track()
+    for job, expected in (("failing", Verdict.ROLLBACK), ("healthy", Verdict.PASS)):
+        reading = await source(telemetry, relay_metrics(job)).measure(window(job))
+        verdict = track.evaluate_gate(
+            baseline_crash=reading.baseline_crash,
+            current_crash=reading.figures.crash_rate,
+            current_error=reading.figures.error_rate,
+            sample=reading.figures.sample,
+        )
+        assert verdict.verdict is expected, (job, verdict.summary)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "problem"),
+    [
+        (relay_metrics("no-such-job"), "no data: the query matched no series"),
+        (relay_metrics("idle"), "NaN"),
+        (
+            {**relay_metrics("healthy"), "crash_rate": {"query": "sum(increase(relay[$window]"}},
+            "Prometheus refused the query",
+        ),
+        (
+            {**relay_metrics("healthy"), "crash_rate": {"query": "up"}},
+            "series, not one: aggregate them",
+        ),
+    ],
+    ids=["empty series", "0/0", "bad PromQL", "several series"],
+)
+async def test_no_usable_number_is_inconclusive_with_the_reason(
+    telemetry: Telemetry, metrics: dict[str, Any], problem: str
+) -> None:
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    verdict = relay_track(min_sample=0).evaluate_gate(
+        baseline_crash=reading.baseline_crash,
+        current_crash=reading.figures.crash_rate,
+        current_error=reading.figures.error_rate,
+        sample=reading.figures.sample,
+    )
+    assert verdict.verdict is Verdict.INCONCLUSIVE
+    assert verdict.reason is GateReason.NO_DATA
+    assert any(problem in (m.problem or "") for m in reading.metrics), reading.metrics
+
+
+async def test_too_few_requests_is_inconclusive_never_pass(telemetry: Telemetry) -> None:
+    reading = await source(telemetry, relay_metrics("quiet")).measure(window("quiet"))
+    assert reading.figures.error_rate == 0
+    verdict = relay_track(min_sample=1000).evaluate_gate(
+        baseline_crash=reading.baseline_crash,
+        current_crash=reading.figures.crash_rate,
+        current_error=reading.figures.error_rate,
+        sample=reading.figures.sample,
+    )
+    assert verdict.verdict is Verdict.INCONCLUSIVE
+    assert verdict.reason is GateReason.INSUFFICIENT_SAMPLE
+    assert verdict.sample is not None and verdict.sample < 100
+
+
+async def test_an_unreachable_prometheus_is_inconclusive(telemetry: Telemetry) -> None:
+    config = PrometheusMetrics.model_validate(relay_metrics("healthy"))
+    dead = PrometheusSource(config, url="http://user:hunter2@127.0.0.1:9", timeout=2)
+    reading = await dead.measure(window("healthy"))
+    assert reading.figures.error_rate is None and reading.figures.crash_rate is None
+    problems = " ".join(m.problem or "" for m in reading.metrics)
+    assert "unreachable" in problems and "hunter2" not in problems
+
+
+async def test_a_baseline_query_and_the_placeholders(telemetry: Telemetry) -> None:
+    metrics = relay_metrics(
+        "healthy",
+        crash_rate={
+            "query": 'count(up{job="$stage"}) * 0 + 0.002',
+            "baseline": 'count(up{job="$stage"} offset $since_start) * 0 + 0.0005',
+        },
+    )
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert reading.baseline_crash == Decimal("0.0005")
+    assert reading.figures.crash_rate == Decimal("0.002")
+    (_error, crash) = reading.metrics
+    assert crash.baseline == Decimal("0.0005") and crash.problem is None
+
+
+async def test_the_documented_relay_example_reads_the_error_rate_of_all_traffic(
+    telemetry: Telemetry,
+) -> None:
+    """docs/metrics.md's ready example, as written, against the exporters' combined traffic."""
+    text = DOCS.read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(    thresholds:.*?)```", text, re.S)
+    assert block is not None
+    section = yaml.safe_load(block.group(1))
+    example = section["metrics"]
+    example["crash_rate"] = {"query": "vector(0)"}  # no kube-state-metrics here
+    reading = await source(telemetry, example).measure(window("canary", 3))
+    errors = sum(t.request_errors + t.ws_errors for t in TRAFFIC.values())
+    requests = sum(t.per_second for t in TRAFFIC.values())
+    assert reading.figures.error_rate is not None
+    assert float(reading.figures.error_rate) == pytest.approx(errors / requests, rel=0.1)
+    assert section["thresholds"]["min_sample"] > 0
+
+
+# -- the whole chain: Prometheus -> gate -> GitHub -> Slack ------------------------------------
+
+
+def prometheus_plan(workdir: Path, job: str) -> str:
+    plan = yaml.safe_load(fast_plan(workdir / "figures.yml", window="3s", extension="3s"))
+    plan["tracks"]["relay"]["thresholds"]["min_sample"] = 1000
+    plan["tracks"]["relay"]["metrics"] = relay_metrics(job)
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
+async def start_and_dispatch(box: Sandbox) -> None:
+    await box.command("start v1.4.2 --flags-ready")
+    await box.click("dispatch")
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+
+def relay_reviews(box: Sandbox) -> list[tuple[str, str]]:
+    return [
+        (name, review.state)
+        for review in box.github.reviews
+        for name in review.environments
+        if name.startswith("relay")
+    ]
+
+
+async def test_a_high_error_rate_rolls_back_through_the_whole_chain(
+    telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
+) -> None:
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=sqlite_database_url,
+        plan_yaml=prometheus_plan(tmp_path, "failing"),
+        extra_env={"PROMETHEUS_URL": telemetry.prometheus_url},
+    ) as box:
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
+        await start_and_dispatch(box)
+        ended = await box.wait_until(
+            lambda r: r.track("relay").state is TrackState.ROLLED_BACK, timeout=30
+        )
+        assert ended.track("relay").stage("canary").state is StageState.FAILED_GATE
+        assert relay_reviews(box) == [
+            ("relay-canary-5", "approved"),
+            ("relay-rollout-50", "rejected"),
+            ("relay-rollback", "approved"),
+        ]
+        card = await box.wait_for_thread("5% canary gate: ROLLBACK*. Error rate")
+        assert re.search(r"Error rate [23](\.\d+)?% is [23]\.\d\dx its 1% limit", card), card
+        assert "Open the query in Prometheus" in card and "Sample" in card
+        await box.slack.wait_for(lambda: bool(box.slack.calls_to("files.completeUploadExternal")))
+        (reserve,) = box.slack.calls_to("files.getUploadURLExternal")[:1]
+        assert reserve.args["filename"] == "error-rate.png"
+        uploaded = [f for f in box.slack.files.values() if f.completed]
+        assert {f.filename for f in uploaded} == {"error-rate.png", "crash-rate.png"}
+        for upload in uploaded:
+            assert upload.data is not None and upload.data.startswith(PNG_SIGNATURE)
+            assert upload.length == len(upload.data)
+        assert any("[file: Error rate" in reply for reply in box.thread())
+
+
+async def test_too_few_requests_extends_the_window_and_never_passes(
+    telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
+) -> None:
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=sqlite_database_url,
+        plan_yaml=prometheus_plan(tmp_path, "quiet"),
+        extra_env={"PROMETHEUS_URL": telemetry.prometheus_url},
+    ) as box:
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
+        await start_and_dispatch(box)
+        extended = await box.wait_for_thread("extended once", timeout=30)
+        assert "INCONCLUSIVE" in extended
+        held = await box.wait_until(
+            lambda r: r.track("relay").stage("canary").state is StageState.HOLDING, timeout=30
+        )
+        canary = held.track("relay").stage("canary")
+        assert canary.extensions == 1
+        assert canary.verdict is not None and canary.verdict.verdict is Verdict.INCONCLUSIVE
+        assert relay_reviews(box) == [("relay-canary-5", "approved")]
+
+        def cards() -> list[str]:
+            return [reply for reply in box.thread() if "gate: INCONCLUSIVE" in reply]
+
+        await box.slack.wait_for(lambda: len(cards()) == 2)  # the card follows the hold
+        assert all("Too little data: a sample of" in card for card in cards())
+        assert not any("canary gate: PASS" in reply for reply in box.thread())
+
+
+def test_the_metrics_command_prints_what_the_gate_would_read(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    plan = yaml.safe_load(prometheus_plan(tmp_path, "failing"))
+    plan["tracks"]["relay"]["stages"][0]["observe"]["window"] = "5s"
+    plan_file = tmp_path / "plan.yml"
+    plan_file.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "SLACK_BOT_TOKEN": "xoxb-test",
+        "SLACK_SIGNING_SECRET": "secret",
+        "GITHUB_TOKEN": "ghp_test",
+        "GITHUB_REPOSITORY": "scriptum/scriptum",
+        "RELEASE_CHANNELS": "C0RELEASES",
+        "ROLLOUT_APPROVERS": "U0MANAGER",
+        "ROLLOUT_PLAN": str(plan_file),
+        "PROMETHEUS_URL": telemetry.prometheus_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/bot.db",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "metrics", "canary", "--tag", "v1.4.2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "5% canary gate: ROLLBACK" in done.stdout
+    assert "error rate" in done.stdout and "limit 1% (threshold)" in done.stdout
+    assert f"query: {telemetry.prometheus_url}/graph?g0.expr=" in done.stdout
+    unknown = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "metrics", "quarter", "--tag", "v1.4.2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unknown.returncode == 2 and "canary, half, full" in unknown.stderr
