@@ -18,6 +18,7 @@ commands:
   check-config   print the effective configuration with secrets masked, or every problem
   demo           two rollouts in accelerated time against simulated Slack and GitHub
   metrics        what a stage's gate would read now: rollout-bot metrics <stage> --tag <tag>
+  audit          a release's audit timeline: rollout-bot audit <tag> [--json]
 """
 
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         from bot.commands import metrics
 
         return metrics(rest)
+    if command == "audit":
+        from bot.commands import audit
+
+        return audit(rest)
     if rest:
         sys.stderr.write(f"rollout-bot {command}: unexpected arguments: {' '.join(rest)}\n")
         return 2

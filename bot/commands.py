@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from datetime import UTC, datetime
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.app import create_app
+from bot.audit import AuditTrail, Timeline, UnknownTag
 from bot.config import ConfigError, DatabaseSettings, Settings, load_settings
 from bot.domain.durations import format_duration
 from bot.domain.metrics import QueryWindow
@@ -18,7 +21,7 @@ from bot.metrics_sources import MetricsEndpoints, metrics_source
 from bot.prometheus import PrometheusSource
 from bot.sentry import SentrySource
 from handlers.gate_views import plain_text
-from storage.db import mask_database_url
+from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
 
 
@@ -165,3 +168,52 @@ def metrics(args: list[str]) -> int:
         )
     )
     return 0
+
+
+def audit(args: list[str]) -> int:
+    """`rollout-bot audit <tag> [--json]`: the audit timeline of the tag's newest rollout, as
+    lines or as JSON on stdout; exit 2 with a message for an unknown tag."""
+    parser = argparse.ArgumentParser(
+        prog="rollout-bot audit",
+        description="Print the audit timeline of a release's newest rollout.",
+    )
+    parser.add_argument("tag", help="the release tag, as given to /rollout start")
+    parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        settings = load_settings(DatabaseSettings)
+    except ConfigError as error:
+        return _report(error)
+    try:
+        timeline = asyncio.run(_read_timeline(settings.database_url, options.tag))
+    except UnknownTag as error:
+        sys.stderr.write(f"rollout-bot audit: {error.message.replace('`', '')}\n")
+        return 2
+    except (SQLAlchemyError, OSError) as error:
+        where = mask_database_url(settings.database_url)
+        sys.stderr.write(f"rollout-bot audit: cannot read {where}: {type(error).__name__}\n")
+        return 1
+    if options.json:
+        json.dump(timeline.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    sys.stdout.write(f"{timeline.tag} ({timeline.rollout_id}), started by {timeline.started_by}\n")
+    for event in timeline.events:
+        where = "/".join(part for part in (event.track, event.stage) if part)
+        sys.stdout.write(
+            f"{event.at.isoformat()}  {event.actor:<16} {event.action:<24} {event.result}"
+            + (f"  [{where}]" if where else "")
+            + "\n"
+        )
+    return 0
+
+
+async def _read_timeline(database_url: str, tag: str) -> Timeline:
+    engine = create_engine(database_url)
+    try:
+        return await AuditTrail(create_session_factory(engine)).timeline(tag)
+    finally:
+        await engine.dispose()

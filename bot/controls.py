@@ -26,7 +26,6 @@ from typing import Any, TypeVar
 from bot.audit import AuditTrail, Timeline
 from bot.authz import Approvers
 from bot.domain.controls import (
-    REPEATABLE,
     AlreadyDone,
     CardRef,
     Control,
@@ -257,6 +256,9 @@ class ControlService:
         async with self.audited(origin, Control.PROMOTE):
             await self._admit(origin, Control.PROMOTE)
             running = [r for r in await self._rollouts.active() if r.phase is Phase.RUNNING]
+            await self._delivery(
+                origin, Control.PROMOTE, CardRef(running[0].id) if running else None
+            )
             held = holding_tracks(running[0]) if running else []
             if not held:  # the service explains: nothing in progress, or where it stands
                 return await self._rollouts.promote(actor=origin.actor)
@@ -294,6 +296,7 @@ class ControlService:
                 running = [
                     r for r in await self._rollouts.active() if r.phase is not Phase.PREFLIGHT
                 ]
+                await self._delivery(origin, control, CardRef(running[0].id) if running else None)
                 if not running:  # the service explains
                     return await self._rollouts.abort(actor=origin.actor, gate=gate, reason=reason)
                 card = CardRef(running[0].id)
@@ -538,6 +541,7 @@ class ControlService:
         )
         if seen is None:
             first = await self._claims.get(key)
+            _fill(entry, rollout_id=first.rollout_id if first is not None else None)
             when = f" at {slack_time(first.claimed_at)}" if first is not None else ""
             who = f"<@{first.actor}>" if first is not None else "someone"
             raise AlreadyDone(
@@ -614,19 +618,11 @@ class ControlService:
     async def _stale(
         self, control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef
     ) -> RolloutError:
-        """A card whose button no longer applies: who did it, if someone did, else where the
-        rollout stands now."""
-        if control in REPEATABLE:
-            done = await self._claims.get(effect_key(control, card))
-            done = done if done is not None and done.state is ClaimState.DONE else None
-        else:
-            scope_track = card.track if control in (Control.PROMOTE, Control.REDEPLOY) else None
-            scope_stage = card.stage if control is Control.PROMOTE else None
-            done = await self._claims.last_done(
-                rollout_id=rollout.id, action=control.value, track=scope_track, stage=scope_stage
-            )
-        if done is not None:
-            return await self._already(done, describe(control, rollout, plan, card))
+        """A card whose button no longer applies: who did it (waiting for them to finish), if
+        someone did, else where the rollout stands now."""
+        claim = await self._claims.get(effect_key(control, card))
+        if claim is not None:
+            return await self._already(claim, describe(control, rollout, plan, card))
         return StaleCard(
             f"This card is out of date: {where_it_stands(rollout, plan)} "
             "Use the buttons on the updated card, or `/rollout status`."

@@ -631,7 +631,10 @@ class RolloutService:
                     f"observing: {verdict.verdict} ({verdict.summary}). The window runs on{until}; "
                     "the gate decides when it ends.",
                 )
-                return rollout
+                # A new card version: Re-evaluate may be clicked again for a later reading.
+                redrawn = await self._store.save(rollout)
+                await self._notifier.publish(redrawn, plan)
+                return redrawn
             evaluating = await self._apply(rollout, ready, plan)
             await self._judge(
                 evaluating,

@@ -98,6 +98,11 @@ class GitHubWebhooks:
             # The poller reconciles the same run later: the delivery's effect is not lost.
             log.error("acting on %s failed", task.get_name(), exc_info=error)
 
+    async def settled(self) -> None:
+        """Wait until every delivery taken in so far has been acted on."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def close(self, *, grace: float = 10.0) -> None:
         """Give the deliveries in flight `grace` seconds to finish, then cancel the rest."""
         if self._tasks:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -144,30 +144,6 @@ class ClaimStore:
     async def get(self, key: str) -> Claim | None:
         async with self._sessions() as session:
             row = await session.get(ActionClaimRow, key, populate_existing=True)
-            return None if row is None else _claim(row)
-
-    async def last_done(
-        self,
-        *,
-        rollout_id: str,
-        action: str,
-        track: str | None = None,
-        stage: str | None = None,
-    ) -> Claim | None:
-        """The latest completed claim of this action on the rollout (and track, stage)."""
-        query = select(ActionClaimRow).where(
-            ActionClaimRow.rollout_id == rollout_id,
-            ActionClaimRow.action == action,
-            ActionClaimRow.state == ClaimState.DONE.value,
-        )
-        if track is not None:
-            query = query.where(ActionClaimRow.track == track)
-        if stage is not None:
-            query = query.where(ActionClaimRow.stage == stage)
-        async with self._sessions() as session:
-            row = await session.scalar(
-                query.order_by(ActionClaimRow.done_at.desc(), ActionClaimRow.key).limit(1)
-            )
             return None if row is None else _claim(row)
 
 

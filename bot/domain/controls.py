@@ -86,8 +86,6 @@ _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.FIGURES: ("track", "stage", "version"),
 }
 _PREFLIGHT = frozenset({Control.CONFIRM_FLAGS, Control.DISPATCH, Control.CANCEL})
-REPEATABLE = frozenset(control for control, scope in _SCOPE.items() if "version" in scope)
-"""Controls that may act again on the same stage: each card version is one effect."""
 
 
 def effect_key(control: Control, card: CardRef) -> str:

@@ -125,6 +125,7 @@ class Sandbox:
         self._poll_interval = poll_interval
         self._in_process = in_process
         self._process: asyncio.subprocess.Process | None = None
+        self._replicas: list[asyncio.subprocess.Process] = []
         self._engine = create_engine(self.database_url)
         sessions = create_session_factory(self._engine)
         self._store = RolloutStore(sessions, clock=utc_now)
@@ -152,6 +153,10 @@ class Sandbox:
     ) -> None:
         await self.stop_bot()
         await self.kill_process()
+        for replica in self._replicas:
+            if replica.returncode is None:
+                replica.kill()
+                await replica.wait()
         await self._engine.dispose()
         if self._http is not None:
             await self._http.close()
@@ -191,11 +196,21 @@ class Sandbox:
 
     async def start_process(self) -> None:
         """Start the bot as an operator does: a `rollout-bot serve` process."""
+        self._process, self.url = await self._serve("serve.log")
+
+    async def start_replica(self) -> str:
+        """Start one more `rollout-bot serve` process on the same database, as a second
+        replica behind a load balancer would run; returns its base URL (killed on exit)."""
+        process, url = await self._serve(f"serve-{len(self._replicas) + 2}.log")
+        self._replicas.append(process)
+        return url
+
+    async def _serve(self, log_name: str) -> tuple[asyncio.subprocess.Process, str]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-        self._process = await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bot.cli",
@@ -203,16 +218,16 @@ class Sandbox:
             env=env | self.environment(port),
             cwd=self.workdir,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=(self.workdir / "serve.log").open("ab"),
+            stderr=(self.workdir / log_name).open("ab"),
         )
-        self.url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
         assert self._http is not None
         async with asyncio.timeout(30):
             while True:
                 try:
-                    async with self._http.get(f"{self.url}/healthz") as health:
+                    async with self._http.get(f"{url}/healthz") as health:
                         if health.status == 200:
-                            return
+                            return process, url
                 except aiohttp.ClientConnectionError:
                     pass
                 await asyncio.sleep(0.05)

@@ -1,0 +1,438 @@
+"""Controls end to end: who may press what (approvers, user groups, the two-person rule, release
+channels), Re-evaluate now, the custom window extension, and Roll back after a completed track
+(a redeploy of the previous good tag). Signed Slack requests, the real app, the simulators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.domain.rollout import Phase, Rollout, StageState, TrackState
+from bot.sandbox.config import BYSTANDER, OTHER_CHANNEL, RELEASE_CHANNEL, RELEASE_MANAGER
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.sandbox.slack import EphemeralMessage
+from bot.sandbox.workflows import Job, Step, Workflow, WorkflowInput
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+CANARY_BAD = {"crash_rate": "0.001", "error_rate": "0.02", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+GROUP = "S0RELMGRS1"
+SECOND = "U0SECOND01"
+NOT_APPROVER = "Only release approvers may"
+
+
+def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
+    return rollout.track(track).stage(stage).state
+
+
+def _find(box: Sandbox, action_id: str, track: str | None = None) -> str | None:
+    for block in box.card_message().blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") != action_id:
+                continue
+            if track is None or f'"track":"{track}"' in element["value"]:
+                return str(element["value"])
+    return None
+
+
+async def button_value(box: Sandbox, action_id: str, track: str | None = None) -> str:
+    """The value of a button on the card, once the card shows it."""
+    await box.slack.wait_for(lambda: _find(box, action_id, track) is not None, timeout=10)
+    found = _find(box, action_id, track)
+    assert found is not None
+    return found
+
+
+def posted_ephemerals(box: Sandbox) -> list[EphemeralMessage]:
+    """What the bot told the release manager with chat.postEphemeral (answers to forms)."""
+    return [
+        note
+        for note in box.slack.ephemerals(user=RELEASE_MANAGER)
+        if note.via == "chat.postEphemeral"
+    ]
+
+
+def github_calls(box: Sandbox) -> tuple[int, int]:
+    """Reviews and dispatches GitHub received so far."""
+    return len(box.github.reviews), len(box.github.dispatches)
+
+
+async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
+    await box.command(f"start {tag} --flags-ready")
+    await box.click("dispatch")
+    return await box.wait_until(lambda r: r.phase is Phase.RUNNING and r.tag == tag)
+
+
+async def finish(box: Sandbox, tag: str) -> Rollout:
+    """Roll `tag` out to the end of both tracks, promoting each held gate by command."""
+    await dispatched(box, tag)
+    async with asyncio.timeout(60):
+        while True:
+            rollout = await box.rollout()
+            if rollout.phase is Phase.ENDED:
+                return rollout
+            held = [
+                t
+                for t in rollout.tracks
+                if t.current is not None and t.current.state is StageState.HOLDING
+            ]
+            if held:
+                await box.command("promote")
+            await asyncio.sleep(0.1)
+
+
+def sandbox_for(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    window: str = "2s",
+    approvers: str = f"{RELEASE_MANAGER},{GROUP}",
+    plan_changes: dict[str, object] | None = None,
+) -> Sandbox:
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window=window))
+    plan.update(plan_changes or {})
+    return Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        plan_yaml=yaml.safe_dump(plan, sort_keys=False),
+        extra_env={"ROLLOUT_APPROVERS": approvers},
+    )
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with sandbox_for(tmp_path, database_url) as box:
+        box.slack.usergroups[GROUP] = [SECOND]
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        yield box
+
+
+async def test_a_non_approver_is_refused_on_every_button_and_nothing_reaches_github(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with sandbox_for(tmp_path, database_url, window="4s") as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await box.command("start v1.4.2")
+        for action in ("confirm_flags", "cancel_preflight"):
+            answer = await box.click(action, user=BYSTANDER)
+            assert answer is not None and NOT_APPROVER in answer, action
+        await box.click("confirm_flags")
+        await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+        answer = await box.click("dispatch", user=BYSTANDER)
+        assert answer is not None and NOT_APPROVER in answer
+        assert box.github.dispatches == []
+
+        await box.click("dispatch")
+        observing = await box.wait_until(
+            lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING
+        )
+        before = github_calls(box)
+        for action in ("extend_window", "extend_custom", "reevaluate", "rollback", "kill"):
+            track = "desktop" if action == "kill" else "relay"
+            answer = await box.click(
+                action, user=BYSTANDER, value=await button_value(box, action, track)
+            )
+            assert answer is not None and NOT_APPROVER in answer, action
+        held = await box.wait_until(
+            lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING
+        )
+        answer = await box.click(
+            "promote", user=BYSTANDER, value=await button_value(box, "promote")
+        )
+        assert answer is not None and NOT_APPROVER in answer
+
+        await asyncio.sleep(0.3)
+        assert github_calls(box) == before
+        assert box.slack.calls_to("views.open") == []
+        ends = observing.track("relay").stage("canary").window_ends_at
+        assert held.track("relay").stage("canary").window_ends_at == ends
+        assert stage_state(await box.rollout(), "relay", "half") is StageState.PENDING
+        events = await box.audit.list_for_rollout(held.id)
+        refused = [e.action for e in events if e.actor == BYSTANDER and e.result == "refused"]
+        assert sorted(refused) == sorted(
+            [
+                "click:confirm_flags",
+                "click:cancel",
+                "click:dispatch",
+                "click:extend",
+                "click:extend_by_form",
+                "click:reevaluate",
+                "click:rollback",
+                "click:kill",
+                "click:promote",
+            ]
+        )
+        why = next(e for e in events if e.action == "click:promote" and e.actor == BYSTANDER)
+        assert why.detail is not None and NOT_APPROVER in why.detail["why"]
+
+
+async def test_a_member_of_an_approver_user_group_may_act(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with sandbox_for(tmp_path, database_url, approvers=GROUP) as box:
+        box.slack.usergroups[GROUP] = [SECOND]
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+
+        refused = await box.command("start v1.4.2", user=RELEASE_MANAGER)
+        assert NOT_APPROVER in refused
+        answer = await box.command("start v1.4.2 --flags-ready", user=SECOND)
+        assert "Preflight of `v1.4.2` posted" in answer
+        await box.click("dispatch", user=SECOND)
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+        assert [d.inputs["relay_image_tag"] for d in box.github.dispatches] == ["v1.4.2"]
+        lookups = box.slack.calls_to("usergroups.users.list")
+        assert lookups and all(call.args["usergroup"] == GROUP for call in lookups)
+
+
+async def test_the_two_person_rule_keeps_the_starter_from_promoting_to_100_alone(
+    tmp_path: Path, database_url: str
+) -> None:
+    changes: dict[str, object] = {"two_person": ["promote_to_last"]}
+    async with sandbox_for(tmp_path, database_url, plan_changes=changes) as box:
+        box.slack.usergroups[GROUP] = [SECOND]
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        assert await box.click("promote", value=await button_value(box, "promote", "relay")) is None
+        await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.HOLDING)
+
+        answer = await box.click("promote", value=await button_value(box, "promote", "relay"))
+
+        assert answer is not None and "two-person rule" in answer
+        assert "<@U0RELMGR01> started `v1.4.2`" in answer and "*100%*" in answer
+        assert "Ask a second approver" in answer
+        relay = [
+            r.environments for r in box.github.reviews if "relay-rollout-100" in r.environments
+        ]
+        assert relay == []
+        rollout = await box.rollout()
+        events = await box.audit.list_for_rollout(rollout.id)
+        refusal = [e for e in events if e.action == "click:promote" and e.result == "refused"]
+        assert len(refusal) == 1 and refusal[0].stage == "half"
+
+        assert (
+            await box.click(
+                "promote", user=SECOND, value=await button_value(box, "promote", "relay")
+            )
+            is None
+        )
+        done = await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+        assert done.track("relay").stage("full").state is StageState.DEPLOYED
+
+
+async def test_clicks_from_outside_the_release_channels_are_refused(sandbox: Sandbox) -> None:
+    await dispatched(sandbox)
+    await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+    before = github_calls(sandbox)
+
+    answer = await sandbox.click(
+        "promote", channel=OTHER_CHANNEL, value=await button_value(sandbox, "promote", "relay")
+    )
+
+    assert answer is not None and "release channels only" in answer
+    assert f"<#{RELEASE_CHANNEL}>" in answer and f"<#{OTHER_CHANNEL}>" in answer
+    assert github_calls(sandbox) == before
+    rollout = await sandbox.rollout()
+    events = await sandbox.audit.list_for_rollout(rollout.id)
+    assert [e.result for e in events if e.action == "click:promote"] == ["refused"]
+
+
+async def test_reevaluate_while_observing_rolls_back_at_once_on_a_failing_gate(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with sandbox_for(tmp_path, database_url, window="1h") as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING)
+
+        assert (
+            await box.click("reevaluate", value=await button_value(box, "reevaluate", "relay"))
+            is None
+        )
+        interim = await box.wait_for_thread("re-evaluated *5% canary*")
+        assert "PASS" in interim and "The window runs on" in interim
+        still = await box.rollout()
+        assert stage_state(still, "relay", "canary") is StageState.OBSERVING
+
+        write_figures(box.figures, "relay", {"canary": CANARY_BAD, "half": HALF_OK})
+        value = await button_value(box, "reevaluate", "relay")
+        assert await box.click("reevaluate", value=value) is None
+        ended = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+
+        assert stage_state(ended, "relay", "canary") is StageState.FAILED_GATE
+        relay = [(env, r.state) for r in box.github.reviews for env in r.environments]
+        assert ("relay-rollout-50", "rejected") in relay and ("relay-rollback", "approved") in relay
+        assert stage_state(ended, "desktop", "internal") is StageState.OBSERVING
+        events = await box.audit.list_for_rollout(ended.id)
+        gates = [(e.actor, e.result) for e in events if e.action == "gate" and e.track == "relay"]
+        assert gates == [(RELEASE_MANAGER, "PASS"), (RELEASE_MANAGER, "ROLLBACK")]
+
+
+async def test_reevaluate_on_an_inconclusive_hold_takes_the_new_verdict(sandbox: Sandbox) -> None:
+    write_figures(sandbox.figures, "relay", {"half": HALF_OK})  # no canary figures: no data
+    await dispatched(sandbox)
+    await sandbox.wait_until(
+        lambda r: (
+            stage_state(r, "relay", "canary") is StageState.HOLDING
+            and r.track("relay").stage("canary").extensions == 1
+        )
+    )
+    promote = next(
+        element
+        for block in sandbox.card_message().blocks
+        for element in block.get("elements", [])
+        if element.get("action_id") == "promote" and '"relay"' in element["value"]
+    )
+    assert "confirm" in promote  # an override of INCONCLUSIVE asks first
+
+    write_figures(sandbox.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+    await sandbox.click("reevaluate", value=await button_value(sandbox, "reevaluate", "relay"))
+
+    passed = await sandbox.wait_until(
+        lambda r: (
+            (verdict := r.track("relay").stage("canary").verdict) is not None
+            and verdict.verdict == "PASS"
+        )
+    )
+    assert stage_state(passed, "relay", "canary") is StageState.HOLDING
+    await sandbox.slack.wait_for(
+        lambda: all(
+            "confirm" not in element
+            for block in sandbox.card_message().blocks
+            for element in block.get("elements", [])
+            if element.get("action_id") == "promote" and '"relay"' in element["value"]
+        )
+    )
+
+
+async def test_extend_by_a_typed_duration_through_the_modal(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with sandbox_for(tmp_path, database_url, window="1h") as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        before = await box.wait_until(
+            lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING
+        )
+        await box.click("extend_custom", value=await button_value(box, "extend_custom", "relay"))
+        opened = await box.slack.wait_for_call("views.open")
+        view_id = opened[-1].response["view"]["id"]
+
+        def typed(text: str) -> dict[str, dict[str, dict[str, str]]]:
+            return {"duration": {"duration": {"type": "plain_text_input", "value": text}}}
+
+        refused = await box.submit_view(view_id, typed("45 minutes"))
+        assert refused["response_action"] == "errors"
+        assert "is not a duration (use 90s, 30m or 1h)" in refused["errors"]["duration"]
+        too_long = await box.submit_view(view_id, typed("800h"))
+        assert "longer than" in too_long["errors"]["duration"]
+        assert await box.submit_view(view_id, typed("45m")) == {}
+
+        moved = await box.wait_until(
+            lambda r: (
+                r.track("relay").stage("canary").window_ends_at
+                != before.track("relay").stage("canary").window_ends_at
+            )
+        )
+        old_end = before.track("relay").stage("canary").window_ends_at
+        new_end = moved.track("relay").stage("canary").window_ends_at
+        assert old_end is not None and new_end is not None
+        assert new_end - old_end == timedelta(minutes=45)
+        assert "by 45m" in await box.wait_for_thread("extended the window")
+
+        # The same form sent again (same card version): one extension, and the answer says so.
+        assert await box.submit_view(view_id, typed("45m")) == {}
+        await box.slack.wait_for(lambda: bool(posted_ephemerals(box)))
+        (note,) = posted_ephemerals(box)
+        assert note.text.startswith("Already done by <@U0RELMGR01>")
+        again = await box.rollout()
+        assert again.track("relay").stage("canary").window_ends_at == new_end
+
+
+async def test_roll_back_after_completion_starts_a_rollout_of_the_previous_good_tag(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with sandbox_for(tmp_path, database_url, window="1s") as box:
+        box.slack.usergroups[GROUP] = [SECOND]
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await finish(box, "v1.4.1")
+        latest = await finish(box, "v1.4.2")
+        card = box.card_message()
+        assert "[Roll back to the previous release…]" in card.rendered
+
+        redeploy = await button_value(box, "redeploy", "relay")
+        answer = await box.click("redeploy", user=BYSTANDER, value=redeploy)
+        assert answer is not None and NOT_APPROVER in answer
+        await box.click("redeploy", value=redeploy)
+        opened = await box.slack.wait_for_call("views.open")
+        view = opened[-1].response["view"]
+        shown = " ".join(block["text"]["text"] for block in view["blocks"])
+        assert "from `v1.4.2` to `v1.4.1`" in shown and "a new rollout of `v1.4.1`" in shown
+
+        assert await box.submit_view(view["id"], {}) == {}
+        started = await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != latest.id)
+        assert started.phase is Phase.PREFLIGHT
+        told = "is redeploying `v1.4.1` in place of `v1.4.2` as a new rollout"
+        await box.slack.wait_for(lambda: any(told in reply.rendered for reply in card.replies))
+
+        # The same dialog submitted again: one redeploy, and the answer says who did it.
+        assert await box.submit_view(view["id"], {}) == {}
+        await box.slack.wait_for(lambda: bool(posted_ephemerals(box)))
+        (again,) = posted_ephemerals(box)
+        assert again.text.startswith("Already done by <@U0RELMGR01>")
+
+
+async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    redeploy = {
+        "workflow": "relay-redeploy.yml",
+        "inputs": {"relay_image_tag": {"from": "tag"}, "replacing": {"from": "replaced_tag"}},
+    }
+    async with sandbox_for(tmp_path, sqlite_database_url, window="1s") as box:
+        plan = yaml.safe_load(box.plan_file.read_text(encoding="utf-8"))
+        plan["tracks"]["relay"]["redeploy"] = redeploy
+        box.plan_file.write_text(yaml.safe_dump(plan, sort_keys=False), encoding="utf-8")
+        await box.stop_bot()
+        await box.start_bot()
+        box.github.engine.workflows.append(
+            Workflow(
+                id=61_234_599,
+                path=".github/workflows/relay-redeploy.yml",
+                name="Relay redeploy",
+                inputs=(WorkflowInput("relay_image_tag"), WorkflowInput("replacing")),
+                jobs=(Job(key="redeploy", name="Redeploy relay", steps=(Step("Deploy"),)),),
+            )
+        )
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await finish(box, "v1.4.1")
+        await finish(box, "v1.4.2")
+
+        await box.click("redeploy", value=await button_value(box, "redeploy", "relay"))
+        opened = await box.slack.wait_for_call("views.open")
+        view = opened[-1].response["view"]
+        shown = " ".join(block["text"]["text"] for block in view["blocks"])
+        assert "the rollback workflow *relay-redeploy.yml*" in shown and "`v1.4.1`" in shown
+        assert await box.submit_view(view["id"], {}) == {}
+
+        await box.wait_for_thread("through *relay-redeploy.yml*")
+        redeploys = [d for d in box.github.dispatches if d.inputs.get("replacing")]
+        assert [d.inputs for d in redeploys] == [
+            {"relay_image_tag": "v1.4.1", "replacing": "v1.4.2"}
+        ]

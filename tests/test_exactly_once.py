@@ -1,0 +1,349 @@
+"""Exactly once: concurrent identical clicks, two server processes on one PostgreSQL, Slack
+retries, double clicks, stale buttons and a GitHub 500 each lead to one effect at most.
+
+End to end: signed Slack requests to the real app (or to `rollout-bot serve` processes), the
+GitHub simulator counting approvals. The claim store itself is tested on both databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.domain.rollout import Phase, Rollout, StageState
+from bot.sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.sandbox.signing import block_actions_body, slack_signature_headers, slash_command_body
+from storage.claims import ClaimState, ClaimStore
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+GROUP = "S0RELEASE1"
+CLICKERS = [RELEASE_MANAGER, *(f"U0CLICK{i:03d}" for i in range(49))]
+APPROVERS_ENV = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{GROUP}"}
+
+
+def approvals(box: Sandbox, environment: str) -> list[str]:
+    return [
+        review.state
+        for review in box.github.reviews
+        if environment in review.environments and review.state == "approved"
+    ]
+
+
+def held(track: str, stage: str) -> object:
+    def check(rollout: Rollout) -> bool:
+        return rollout.track(track).stage(stage).state is StageState.HOLDING
+
+    return check
+
+
+async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
+    await box.command(f"start {tag} --flags-ready")
+    await box.click("dispatch")
+    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+
+async def both_holding(box: Sandbox) -> Rollout:
+    """Both tracks held on a passed gate: nothing more happens on GitHub until a click."""
+    return await box.wait_until(
+        lambda r: (
+            r.track("relay").stage("canary").state is StageState.HOLDING
+            and r.track("desktop").stage("internal").state is StageState.HOLDING
+        )
+    )
+
+
+def _find(box: Sandbox, action_id: str, track: str | None = None) -> str | None:
+    for block in box.card_message().blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id and f'"track":"{track}"' in element["value"]:
+                return str(element["value"])
+    return None
+
+
+async def button_value(box: Sandbox, action_id: str, track: str | None = None) -> str:
+    """The value of a button on the card, once the card shows it."""
+    await box.slack.wait_for(lambda: _find(box, action_id, track) is not None, timeout=10)
+    found = _find(box, action_id, track)
+    assert found is not None
+    return found
+
+
+async def post_click(
+    box: Sandbox,
+    http: aiohttp.ClientSession,
+    *,
+    url: str,
+    user: str,
+    value: str,
+    action_id: str = "promote",
+) -> str:
+    """One signed block_actions request to `url`; returns its response_url."""
+    card = box.card_message()
+    response_url = box.slack.new_response_url(
+        channel=RELEASE_CHANNEL, user=user, message_ts=card.ts, kind="actions"
+    )
+    body = block_actions_body(
+        user_id=user,
+        channel_id=RELEASE_CHANNEL,
+        action_id=action_id,
+        value=value,
+        response_url=response_url,
+        message_ts=card.ts,
+        message=card.to_json(),
+    )
+    headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+    async with http.post(f"{url}/slack/events", data=body, headers=headers) as answer:
+        assert answer.status == 200
+    return response_url
+
+
+def answers(box: Sandbox, urls: list[str]) -> list[str]:
+    return [str(post.body.get("text", "")) for url in urls for post in box.slack.responses(url)]
+
+
+async def fifty_promote_clicks(box: Sandbox, urls: list[str]) -> list[str]:
+    """50 people click the same Promote at once, spread over the server URLs; the answers."""
+    box.slack.usergroups[GROUP] = CLICKERS[1:]
+    await dispatched(box)
+    await both_holding(box)
+    value = await button_value(box, "promote", "relay")
+    async with aiohttp.ClientSession() as http:
+        response_urls = await asyncio.gather(
+            *(
+                post_click(box, http, url=urls[i % len(urls)], user=user, value=value)
+                for i, user in enumerate(CLICKERS)
+            )
+        )
+    await box.slack.wait_for(lambda: len(answers(box, response_urls)) >= 49, timeout=30)
+    await box.wait_until(lambda r: r.track("relay").stage("half").state is not StageState.PENDING)
+    await asyncio.sleep(0.5)  # a 50th answer or a second approval would show up by now
+    return answers(box, response_urls)
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        yield box
+
+
+async def test_fifty_concurrent_promote_clicks_approve_the_next_stage_once(
+    sandbox: Sandbox,
+) -> None:
+    texts = await fifty_promote_clicks(sandbox, [sandbox.url])
+
+    assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+    assert len(texts) == 49
+    assert all(text.startswith("Already done by <@") for text in texts), texts[:3]
+    rollout = await sandbox.rollout()
+    events = await sandbox.audit.list_for_rollout(rollout.id)
+    clicks = [e.result for e in events if e.action == "click:promote"]
+    assert sorted(clicks) == ["duplicate"] * 49 + ["ok"]
+    assert [e.result for e in events if e.action == "promote"] == ["ok"]
+
+
+@pytest.mark.postgres
+async def test_fifty_clicks_on_two_server_processes_sharing_postgresql_approve_once(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=postgres_database_url,
+        in_process=False,
+        extra_env=APPROVERS_ENV,
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        second = await box.start_replica()
+        assert second != box.url
+
+        texts = await fifty_promote_clicks(box, [box.url, second])
+
+        assert approvals(box, "relay-rollout-50") == ["approved"]
+        assert len(texts) == 49
+        assert all(text.startswith("Already done by <@") for text in texts), texts[:3]
+
+
+async def test_a_slack_retry_of_a_command_promotes_once(sandbox: Sandbox) -> None:
+    await dispatched(sandbox)
+    await both_holding(sandbox)
+    response_url = sandbox.slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+    body = slash_command_body(
+        text="promote",
+        user_id=RELEASE_MANAGER,
+        channel_id=RELEASE_CHANNEL,
+        response_url=response_url,
+    )
+    retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    async with aiohttp.ClientSession() as http:
+        for extra in ({}, retry):  # Slack sends the same body again, marked as a retry
+            headers: Mapping[str, str] = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+            async with http.post(
+                f"{sandbox.url}/slack/events", data=body, headers={**headers, **extra}
+            ) as answer:
+                assert answer.status == 200
+            await sandbox.slack.wait_for_response(response_url, count=1 if not extra else 2)
+
+    first, second = (str(post.body["text"]) for post in sandbox.slack.responses(response_url))
+    assert first.startswith("Promoted `v1.4.2`")
+    assert second.startswith("Already done by <@U0RELMGR01>") and "retry 1" in second
+    await asyncio.sleep(0.3)
+    assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+    assert approvals(sandbox, "desktop-beta") == ["approved"]
+    rollout = await sandbox.rollout()
+    events = await sandbox.audit.list_for_rollout(rollout.id)
+    retried = [e for e in events if e.action == "command:promote" and e.result == "duplicate"]
+    assert len(retried) == 1 and retried[0].detail is not None
+    assert retried[0].detail["slack_retry"] == 1
+
+
+async def test_a_double_click_acts_once_and_tells_the_second_click(sandbox: Sandbox) -> None:
+    await dispatched(sandbox)
+    await both_holding(sandbox)
+    value = await button_value(sandbox, "promote", "relay")
+    async with aiohttp.ClientSession() as http:
+        first = await post_click(sandbox, http, url=sandbox.url, user=RELEASE_MANAGER, value=value)
+        await sandbox.wait_until(
+            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+        )
+        second = await post_click(sandbox, http, url=sandbox.url, user=RELEASE_MANAGER, value=value)
+    (answer,) = await sandbox.slack.wait_for_response(second)
+    assert str(answer.body["text"]).startswith("Already done by <@U0RELMGR01> at <!date^")
+    assert sandbox.slack.responses(first) == []  # the card and the thread tell the winner
+    assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+
+
+async def test_a_stale_card_says_where_the_rollout_stands_and_changes_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    plan = fast_plan(tmp_path / "figures.yml", window="3s")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        observing = await box.wait_until(
+            lambda r: r.track("relay").stage("canary").state is StageState.OBSERVING
+        )
+        extend = await button_value(box, "extend_window", "relay")
+        await box.wait_until(held("relay", "canary"))  # type: ignore[arg-type]
+
+        answer = await box.click("extend_window", value=extend)
+
+        assert answer is not None and answer.startswith(":warning: This card is out of date:")
+        assert "5% canary holding" in answer
+        now = await box.rollout()
+        ends = now.track("relay").stage("canary").window_ends_at
+        assert ends == observing.track("relay").stage("canary").window_ends_at
+        events = await box.audit.list_for_rollout(now.id)
+        assert [e.result for e in events if e.action == "click:extend"] == ["stale"]
+
+
+async def test_an_old_promote_button_is_answered_with_who_promoted_it(sandbox: Sandbox) -> None:
+    sandbox.slack.usergroups[GROUP] = CLICKERS[1:]
+    await dispatched(sandbox)
+    await both_holding(sandbox)
+    canary = await button_value(sandbox, "promote", "relay")
+    await sandbox.click("promote", value=canary)
+    await sandbox.wait_until(
+        lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+    )
+
+    answer = await sandbox.click("promote", value=canary, user=CLICKERS[1])
+
+    assert answer is not None and "Already done by <@U0RELMGR01>" in answer
+    assert "from 5% canary to 50%" in answer
+    assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+
+
+async def test_a_github_500_during_a_promote_changes_nothing_and_the_click_can_be_repeated(
+    sandbox: Sandbox,
+) -> None:
+    await dispatched(sandbox)
+    await both_holding(sandbox)
+    value = await button_value(sandbox, "promote", "relay")
+    sandbox.github.fail_next("POST", "/repos/*/actions/runs/*/pending_deployments", 500)
+
+    answer = await sandbox.click("promote", value=value)
+
+    assert answer is not None and "GitHub answered 500" in answer
+    assert "nothing was changed, try again" in answer
+    still = await sandbox.rollout()
+    assert still.track("relay").stage("canary").state is StageState.HOLDING
+    assert still.track("relay").stage("half").state is StageState.PENDING
+    assert approvals(sandbox, "relay-rollout-50") == []
+    assert "[Promote to 50%]" in sandbox.card_message().rendered
+
+    again = await sandbox.click("promote", value=value)
+
+    assert again is None  # no error this time: the card and the thread show the promotion
+    await sandbox.wait_until(
+        lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+    )
+    assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+    events = await sandbox.audit.list_for_rollout(still.id)
+    assert [e.result for e in events if e.action == "click:promote"] == ["github_error", "ok"]
+    failed = next(e for e in events if e.action == "github_approved" and e.result == "error")
+    assert failed.detail is not None and failed.detail["environment"] == "relay-rollout-50"
+
+
+# -- the claim store on both databases -----------------------------------------------------------
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_one_of_many_concurrent_claims_wins(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    claims = ClaimStore(session_factory)
+    won = await asyncio.gather(
+        *(
+            claims.claim(key="promote:r-1:relay:canary", action="promote", actor=f"U{i}", now=NOW)
+            for i in range(20)
+        )
+    )
+    winners = [claim for claim in won if claim is not None]
+    assert len(winners) == 1
+    held = await claims.get("promote:r-1:relay:canary")
+    assert held is not None and held.actor == winners[0].actor
+    assert held.state is ClaimState.CLAIMED
+
+
+async def test_a_released_claim_can_be_claimed_again_and_a_done_one_cannot(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    claims = ClaimStore(session_factory)
+    first = await claims.claim(key="k", action="promote", actor="U1", now=NOW)
+    assert first is not None
+    await claims.release(first)
+    second = await claims.claim(key="k", action="promote", actor="U2", now=NOW)
+    assert second is not None
+    await claims.release(first)  # the first attempt's late release does not free the second's
+    assert await claims.claim(key="k", action="promote", actor="U3", now=NOW) is None
+    await claims.complete(second, now=NOW + timedelta(seconds=1))
+    done = await claims.get("k")
+    assert done is not None and done.state is ClaimState.DONE and done.actor == "U2"
+    assert done.done_at == NOW + timedelta(seconds=1)
+    later = NOW + timedelta(hours=1)
+    assert await claims.claim(key="k", action="promote", actor="U3", now=later) is None
+
+
+async def test_a_claim_whose_owner_died_is_taken_over_after_its_lease(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    claims = ClaimStore(session_factory, lease=timedelta(minutes=5))
+    assert await claims.claim(key="k", action="dispatch", actor="U1", now=NOW) is not None
+    soon = NOW + timedelta(minutes=4)
+    assert await claims.claim(key="k", action="dispatch", actor="U2", now=soon) is None
+    late = NOW + timedelta(minutes=6)
+    taken = await claims.claim(key="k", action="dispatch", actor="U2", now=late)
+    assert taken is not None and taken.actor == "U2"

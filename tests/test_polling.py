@@ -1,0 +1,173 @@
+"""The polling fallback: conditional requests (If-None-Match, 304) and the poller's pace.
+
+The gateway test runs PyGithub against the GitHub simulator. The pacing tests run the whole
+bot with its own poller asleep (an interval of an hour) and drive a second `Scheduler` on the
+same services with a manual clock, so each look at GitHub is one explicit `poll_runs()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.domain.rollout import Phase, Rollout, StageState
+from bot.github_gateway import PyGithubGateway
+from bot.sandbox.config import GITHUB_TOKEN
+from bot.sandbox.github import GitHubSimulator, RecordedRequest
+from bot.sandbox.github_actions import ManualClock
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.scheduler import Scheduler
+from storage.timers import TimerStore
+
+BASE = timedelta(seconds=10)
+RUN_PARTS = ("", "/jobs", "/pending_deployments", "/approvals")
+
+
+def run_gets(requests: list[RecordedRequest], run_id: int) -> list[RecordedRequest]:
+    """The GETs of one look at the run: the run, its jobs, its waiting and its reviews."""
+    prefix = f"/repos/scriptum/scriptum/actions/runs/{run_id}"
+    return [
+        r for r in requests if r.method == "GET" and r.path in {prefix + part for part in RUN_PARTS}
+    ]
+
+
+async def test_an_unchanged_run_is_read_with_if_none_match_and_304s() -> None:
+    async with GitHubSimulator(token=GITHUB_TOKEN) as gh:
+        gateway = PyGithubGateway(api_url=gh.api_url, token=GITHUB_TOKEN, repository=gh.repository)
+        try:
+            run_id = gh.create_foreign_run(actor="release-bot")
+            first = await gateway.snapshot(run_id)
+            looked = len(gh.requests)
+            remaining = gh.rate_limit_remaining
+
+            again = await gateway.snapshot(run_id)
+
+            second = gh.requests[looked:]
+            assert [
+                r.path.removeprefix(f"/repos/scriptum/scriptum/actions/runs/{run_id}")
+                for r in second
+            ] == list(RUN_PARTS)
+            assert all(r.if_none_match and r.status == 304 for r in second)
+            assert again == first
+            assert gh.rate_limit_remaining == remaining  # 304s cost no rate limit
+
+            gh.review(run_id, ["relay-canary-5"], "approved", actor="octocat")
+            moved = await gateway.snapshot(run_id)
+
+            assert moved.jobs["Relay rollout 5% canary (30m)"].succeeded
+            assert [r.reviewer for r in moved.reviews] == ["octocat"]
+            assert moved.review_of("Relay-Canary-5") is not None
+            third = {r.path.rsplit("/", 1)[-1]: r.status for r in gh.requests[-len(RUN_PARTS) :]}
+            assert (third["jobs"], third["approvals"]) == (200, 200)  # what changed is read
+        finally:
+            await gateway.close()
+
+
+@pytest.fixture
+async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
+    figures = tmp_path / "figures.yml"
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        poll_interval=3600,
+        plan_yaml=fast_plan(figures, window="1h"),
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0.001"}})
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
+        yield box
+
+
+class Poller:
+    """A second scheduler on the bot's services, moved by hand along a manual clock."""
+
+    def __init__(self, box: Sandbox) -> None:
+        self.box = box
+        self.clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
+        self.scheduler = Scheduler(
+            timers=TimerStore(box.services.sessions),
+            service=box.services.rollouts,
+            clock=self.clock,
+            poll_interval=BASE,
+            max_poll_interval=BASE * 4,
+        )
+
+    async def look(self, run_id: int, *, after: timedelta = timedelta(0)) -> list[RecordedRequest]:
+        """Move the clock, poll once; the requests this made to the run."""
+        self.clock.advance(after)
+        before = len(self.box.github.requests)
+        await self.scheduler.poll_runs()
+        return run_gets(self.box.github.requests[before:], run_id)
+
+
+async def dispatched(box: Sandbox) -> Rollout:
+    assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+    await box.click("dispatch", wait=False)
+    rollout = await box.wait_until(
+        lambda r: (
+            r.phase is Phase.RUNNING
+            and r.track("relay").stage("canary").state is StageState.DEPLOYING
+        )
+    )
+    assert rollout.run_id is not None
+    return rollout
+
+
+async def test_the_poller_backs_off_while_nothing_changes_and_catches_up_on_a_change(
+    quiet: Sandbox,
+) -> None:
+    run_id = (await dispatched(quiet)).run_id
+    assert run_id is not None
+    poller = Poller(quiet)
+
+    # The canary and the internal ring finished since the dispatch: the look sees it.
+    changed = await poller.look(run_id)
+    assert {r.status for r in changed} >= {200}
+    seen = await quiet.rollout()
+    assert seen.track("relay").stage("canary").state is StageState.OBSERVING
+    await quiet.wait_for_thread("*5% canary* deployed (Hosted relay).")
+
+    # Nothing changes: conditional requests, 304s, and looks further and further apart.
+    looks = {
+        step: await poller.look(run_id, after=BASE)
+        for step in range(1, 8)  # T+10s .. T+70s
+    }
+    looked_at = [step for step, gets in looks.items() if gets]
+    assert looked_at == [1, 3, 7]  # due after 10 s, then 20 s, then 40 s (the cap)
+    for step in looked_at:
+        assert [r.status for r in looks[step]] == [304] * len(RUN_PARTS)
+        assert all(r.if_none_match for r in looks[step])
+    assert await quiet.rollout() == seen  # a 304 is "unchanged": nothing was redone
+
+    # A person approves the 50% on github.com: the next due look finds it, with their login,
+    # and the poller is back at its base pace.
+    quiet.github.review(run_id, ["relay-rollout-50"], "approved", actor="octocat")
+    assert await poller.look(run_id, after=BASE * 3) == []  # T+100s: not due before T+110s
+    found = await poller.look(run_id, after=BASE)
+    assert 200 in {r.status for r in found}
+    said = await quiet.wait_for_thread("octocat approved *50%* (Hosted relay) on GitHub")
+    assert "the window of 5% canary is stopped before its gate" in said
+    assert (await quiet.rollout()).track("relay").stage("half").state is StageState.OBSERVING
+    assert poller.scheduler.paces[seen.id].interval == BASE
+
+
+async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
+    run_id = (await dispatched(quiet)).run_id
+    assert run_id is not None
+    poller = Poller(quiet)
+    await poller.look(run_id)
+
+    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 403)
+    refused = await poller.look(run_id, after=BASE)
+
+    assert [r.status for r in refused] == [403]
+    paused = poller.scheduler.paused_until
+    assert paused is not None and paused - poller.clock() > timedelta(minutes=50)
+    for _ in range(5):  # GitHub said when the limit resets: not one request before that
+        assert await poller.look(run_id, after=BASE * 10) == []
+    resumed = await poller.look(run_id, after=timedelta(hours=1))
+    assert [r.status for r in resumed] == [304] * len(RUN_PARTS)
+    assert poller.scheduler.paused_until is None

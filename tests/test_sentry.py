@@ -1,0 +1,258 @@
+"""The Sentry release-health source against a local server answering with Sentry's JSON, and a
+desktop ring tripping the kill-switch on Sentry's crash rate through the whole bot."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.domain.gate import GateReason, Verdict, evaluate_desktop
+from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.plan import SentryMetrics
+from bot.domain.rollout import Phase, StageState, TrackState
+from bot.sandbox.config import bot_environment
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.sandbox.sentry import SentryTestServer
+from bot.sentry import SentryAccess, SentrySource
+
+TOKEN = "sntrys_sandbox_5e2a8c1f7b3d"
+RELEASE = "scriptum-desktop@v1.4.2"
+PREVIOUS = "scriptum-desktop@v1.4.1"
+
+
+@pytest.fixture
+async def sentry() -> AsyncIterator[SentryTestServer]:
+    async with SentryTestServer(token=TOKEN) as server:
+        yield server
+
+
+def access(server: SentryTestServer, token: str = TOKEN) -> SentryAccess:
+    return SentryAccess(
+        url=server.url, org=server.org, project=server.project, token=SecretStr(token)
+    )
+
+
+def config(**extra: Any) -> SentryMetrics:
+    return SentryMetrics.model_validate(
+        {
+            "source": "sentry",
+            "baseline_crash_rate": "0.001",
+            "release": "scriptum-desktop@$tag",
+            "environment": "$stage",
+            **extra,
+        }
+    )
+
+
+def window(stage: str = "internal") -> QueryWindow:
+    end = datetime.now(UTC)
+    start = end - timedelta(minutes=30)
+    return QueryWindow(
+        tag="v1.4.2", track="desktop", stage=stage, start=start, end=end, rollout_start=start
+    )
+
+
+def gate(reading: Reading, min_sample: int = 0) -> Any:
+    return evaluate_desktop(
+        baseline_crash=reading.baseline_crash,
+        current_crash=reading.figures.crash_rate,
+        sample=reading.figures.sample,
+        min_sample=min_sample,
+    )
+
+
+def with_sessions(server: SentryTestServer) -> None:
+    at = datetime.now(UTC) - timedelta(minutes=10)
+    server.add_sessions(release=RELEASE, environment="internal", count=10000, crashed=25, at=at)
+    server.add_sessions(release=PREVIOUS, environment="internal", count=20000, crashed=20, at=at)
+    server.add_sessions(release=RELEASE, environment="beta", count=40, crashed=0, at=at)
+
+
+async def test_crash_rate_and_sessions_of_the_release_in_the_ring(
+    sentry: SentryTestServer,
+) -> None:
+    with_sessions(sentry)
+    reading = await SentrySource(config(), access=access(sentry)).measure(window())
+    assert reading.figures.crash_rate == Decimal("0.0025")
+    assert reading.figures.sample == 10000
+    assert reading.baseline_crash == Decimal("0.001")
+    (metric,) = reading.metrics
+    assert metric.problem is None
+    assert metric.link == (
+        f"{sentry.url}/organizations/scriptum/releases/scriptum-desktop%40v1.4.2/"
+        "?project=4505&environment=internal"
+    )
+    request = sentry.requests[0]
+    assert request.authorization == f"Bearer {TOKEN}"
+    assert sorted(request.params["field"]) == ["crash_rate(session)", "sum(session)"]
+    assert request.params["query"] == [f'release:"{RELEASE}"']
+    assert request.params["environment"] == ["internal"]
+    assert request.params["project"] == ["4505"]
+    verdict = gate(reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.KILL_SWITCH, GateReason.CRASH_RATE)
+
+
+async def test_the_baseline_from_every_other_release(sentry: SentryTestServer) -> None:
+    with_sessions(sentry)
+    source = SentrySource(
+        config(baseline_crash_rate="0.01", baseline_query="!release:scriptum-desktop@$tag"),
+        access=access(sentry),
+    )
+    reading = await source.measure(window())
+    assert reading.baseline_crash == Decimal("0.001")  # 20 of 20,000, not the fixed 0.01
+    assert gate(reading).verdict is Verdict.KILL_SWITCH
+
+
+async def test_a_user_crash_rate_counts_users(sentry: SentryTestServer) -> None:
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    sentry.add_sessions(
+        release=RELEASE,
+        environment="internal",
+        count=900,
+        crashed=9,
+        at=at,
+        users=300,
+        crashed_users=1,
+    )
+    source = SentrySource(config(crash_rate="crash_rate(user)"), access=access(sentry))
+    reading = await source.measure(window())
+    assert reading.figures.sample == 300
+    assert reading.figures.crash_rate is not None
+    assert float(reading.figures.crash_rate) == pytest.approx(1 / 300)
+
+
+async def test_a_release_without_sessions_is_no_data_never_a_zero(
+    sentry: SentryTestServer,
+) -> None:
+    with_sessions(sentry)
+    reading = await SentrySource(config(), access=access(sentry)).measure(window("ga"))
+    assert reading.figures.crash_rate is None
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "no sessions" in metric.problem
+    verdict = gate(reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
+async def test_too_few_sessions_is_inconclusive(sentry: SentryTestServer) -> None:
+    with_sessions(sentry)
+    reading = await SentrySource(config(), access=access(sentry)).measure(window("beta"))
+    assert (reading.figures.crash_rate, reading.figures.sample) == (Decimal(0), 40)
+    verdict = gate(reading, min_sample=1000)
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.INSUFFICIENT_SAMPLE,
+    )
+
+
+async def test_a_refused_token_is_inconclusive_and_never_shown(
+    sentry: SentryTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with_sessions(sentry)
+    wrong = "sntrys_wrong_0a1b2c3d"
+    with caplog.at_level(logging.DEBUG):
+        reading = await SentrySource(config(), access=access(sentry, wrong)).measure(window())
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "refused the token (HTTP 401)" in metric.problem
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+    assert wrong not in caplog.text and wrong not in repr(access(sentry, wrong))
+
+
+async def test_an_unconfigured_sentry_is_inconclusive() -> None:
+    reading = await SentrySource(config(), access=None).measure(window())
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "SENTRY_TOKEN" in metric.problem
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+
+
+async def test_the_server_keeps_sentrys_interval_rules(sentry: SentryTestServer) -> None:
+    at = datetime(2025, 6, 2, 9, 40, tzinfo=UTC)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10, crashed=1, at=at)
+    url = f"{sentry.url}/api/0/organizations/scriptum/sessions/"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    base = {"field": "sum(session)", "start": "2025-06-02T09:10:00", "end": "2025-06-02T09:50:00"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(url, params={**base, "interval": "30m"}) as response:
+            assert response.status == 400
+        async with session.get(url, params={**base, "interval": "1h"}) as response:
+            body = await response.json()
+    # The range is rounded out to whole hours, as Sentry does.
+    assert (body["start"], body["end"]) == ("2025-06-02T09:00:00Z", "2025-06-02T10:00:00Z")
+    assert body["groups"] == [
+        {"by": {}, "totals": {"sum(session)": 10}, "series": {"sum(session)": [10]}}
+    ]
+
+
+def test_a_plan_reading_sentry_needs_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    plan["tracks"]["desktop"]["metrics"] = config().model_dump(mode="json", exclude_none=True)
+    (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    env = bot_environment(
+        slack_api_url="http://127.0.0.1:1/api/",
+        github_api_url="http://127.0.0.1:1",
+        database_url=f"sqlite:///{tmp_path}/bot.db",
+    )
+    for name, value in {**env, "ROLLOUT_PLAN": str(tmp_path / "plan.yml")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SENTRY_ORG", "scriptum")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(Settings, env_file=None)
+    assert refused.value.problems == [
+        "SENTRY_TOKEN: the rollout plan reads crash rates from Sentry: set SENTRY_PROJECT, "
+        "SENTRY_TOKEN"
+    ]
+    monkeypatch.setenv("SENTRY_PROJECT", "4505")
+    monkeypatch.setenv("SENTRY_TOKEN", TOKEN)
+    settings = load_settings(Settings, env_file=None)
+    assert TOKEN not in "\n".join(value for _, value in settings.describe())
+
+
+async def test_a_ring_crashing_in_sentry_trips_the_kill_switch_through_the_bot(
+    sentry: SentryTestServer, tmp_path: Path, sqlite_database_url: str
+) -> None:
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    plan["tracks"]["desktop"]["metrics"] = config().model_dump(mode="json", exclude_none=True)
+    with_sessions(sentry)
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=sqlite_database_url,
+        plan_yaml=yaml.safe_dump(plan, sort_keys=False),
+        extra_env={
+            "SENTRY_URL": sentry.url,
+            "SENTRY_ORG": sentry.org,
+            "SENTRY_PROJECT": sentry.project,
+            "SENTRY_TOKEN": TOKEN,
+        },
+    ) as box:
+        ok = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+        write_figures(box.figures, "relay", {"canary": ok, "half": ok})
+        await box.command("start v1.4.2 --flags-ready")
+        await box.click("dispatch")
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("internal").state is StageState.FAILED_GATE
+        desktop = [
+            (name, review.state)
+            for review in box.github.reviews
+            for name in review.environments
+            if name.startswith("desktop")
+        ]
+        assert desktop == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "rejected"),
+            ("desktop-kill-switch", "approved"),
+        ]
+        card = await box.wait_for_thread("internal ring gate: KILL_SWITCH*")
+        assert "Crash rate 0.25% is 1.25x its limit of 0.2%" in card
+        assert "*Sample*\n10,000" in card and "Open the query in Sentry" in card

@@ -1,0 +1,468 @@
+"""GitHub webhooks end to end: the simulator's events POSTed to the bot as signed deliveries.
+
+The webhook runs use a poll interval of an hour, so GitHub's changes reach the bot only
+through the webhook (the poller looks once, at start, before any rollout exists). Every test
+runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from bot.domain.rollout import Phase, Rollout, StageState, TrackState, holding_tracks
+from bot.sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.sandbox.signing import github_signature_headers
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+CANARY_CRASHES = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
+WEBHOOK_ONLY = 3600.0
+"""GITHUB_POLL_INTERVAL for webhook runs: the poller never looks during a test."""
+
+END_STATE = {
+    "phase": Phase.ENDED,
+    "relay": (TrackState.COMPLETED, [StageState.PASSED, StageState.PASSED, StageState.DEPLOYED]),
+    "desktop": (
+        TrackState.COMPLETED,
+        [StageState.PASSED, StageState.PASSED, StageState.DEPLOYED],
+    ),
+    "relay reviews": [
+        ("relay-canary-5", "approved", "release-bot"),
+        ("relay-rollout-50", "approved", "release-bot"),
+        ("relay-rollout-100", "approved", "release-bot"),
+    ],
+    "desktop reviews": [
+        ("desktop-internal", "approved", "release-bot"),
+        ("desktop-beta", "approved", "release-bot"),
+        ("desktop-ga", "approved", "release-bot"),
+    ],
+}
+"""Where the whole rollout ends, whichever way the bot hears of GitHub's changes."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event: str
+    delivery_id: str
+    body: bytes
+    status: int
+    answer: Mapping[str, Any]
+
+
+class GitHubHook:
+    """GitHub's side of the webhook: posts each simulator event to the bot, signed with the
+    sandbox's GITHUB_WEBHOOK_SECRET under a fresh delivery id, and keeps what it sent."""
+
+    def __init__(self, box: Sandbox, http: aiohttp.ClientSession) -> None:
+        self._box = box
+        self._http = http
+        self.sent: list[Delivery] = []
+
+    async def deliver(self, event: str, payload: Mapping[str, Any]) -> None:
+        self.sent.append(await self.post(event, json.dumps(payload).encode()))
+
+    async def post(self, event: str, body: bytes, *, delivery_id: str | None = None) -> Delivery:
+        headers = github_signature_headers(
+            GITHUB_WEBHOOK_SECRET, body, event=event, delivery=delivery_id
+        )
+        async with self._http.post(
+            f"{self._box.url}/github/webhook", data=body, headers=headers
+        ) as response:
+            answer = await response.json()
+            status = response.status
+        return Delivery(event, headers["X-GitHub-Delivery"], body, status, answer)
+
+    async def settled(self) -> None:
+        """Every event GitHub has so far is delivered and acted on."""
+        await self._box.github.settle()
+        await self._box.services.webhooks.settled()
+
+    def followed(self) -> list[Delivery]:
+        return [d for d in self.sent if d.answer.get("result") == "followed"]
+
+
+def plan_yaml(figures: Path, *, window: str, **notifications: str) -> str:
+    """The accelerated built-in plan, with these windows and notification settings."""
+    plan = yaml.safe_load(fast_plan(figures, window=window))
+    plan["notifications"] = {"level": "stages", **notifications}
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@asynccontextmanager
+async def sandbox(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    poll_interval: float = WEBHOOK_ONLY,
+    level: str = "stages",
+    canary: Mapping[str, Any] = CANARY_OK,
+    window: str = "2s",
+    **notifications: str,
+) -> AsyncIterator[Sandbox]:
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        poll_interval=poll_interval,
+        plan_yaml=plan_yaml(tmp_path / "figures.yml", window=window, level=level, **notifications),
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": canary, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        yield box
+
+
+@pytest.fixture
+async def hooked(
+    tmp_path: Path, database_url: str, http: aiohttp.ClientSession
+) -> AsyncIterator[tuple[Sandbox, GitHubHook]]:
+    """The bot with the webhook as its only way of hearing from GitHub."""
+    async with sandbox(tmp_path, database_url) as box:
+        hook = GitHubHook(box, http)
+        box.github.on_event(hook.deliver)
+        yield box, hook
+
+
+@pytest.fixture
+async def observing(
+    tmp_path: Path, database_url: str, http: aiohttp.ClientSession
+) -> AsyncIterator[tuple[Sandbox, GitHubHook]]:
+    """A webhook-only bot whose rollout observes its first stages for an hour (nothing moves
+    on its own), with every delivery so far acted on."""
+    async with sandbox(tmp_path, database_url, window="1h", level="all") as box:
+        hook = GitHubHook(box, http)
+        box.github.on_event(hook.deliver)
+        await start_and_dispatch(box)
+        await box.wait_until(
+            lambda r: (
+                stage_state(r, "relay", "canary") is StageState.OBSERVING
+                and stage_state(r, "desktop", "internal") is StageState.OBSERVING
+            )
+        )
+        await hook.settled()
+        yield box, hook
+
+
+def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
+    return rollout.track(track).stage(stage).state
+
+
+def reviews(box: Sandbox, prefix: str) -> list[tuple[str, str, str]]:
+    return [
+        (name, review.state, review.actor)
+        for review in box.github.reviews
+        for name in review.environments
+        if name.startswith(prefix)
+    ]
+
+
+def end_state(box: Sandbox, rollout: Rollout) -> dict[str, object]:
+    lanes = {t.name: (t.state, [s.state for s in t.stages]) for t in rollout.tracks}
+    return {
+        "phase": rollout.phase,
+        **lanes,
+        "relay reviews": reviews(box, "relay"),
+        "desktop reviews": reviews(box, "desktop"),
+    }
+
+
+async def start_and_dispatch(box: Sandbox) -> Rollout:
+    assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+    await box.click("dispatch", wait=False)
+    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+
+async def both_held(box: Sandbox) -> Rollout:
+    return await box.wait_until(lambda r: set(holding_tracks(r)) == {"relay", "desktop"})
+
+
+async def run_to_the_end(box: Sandbox) -> Rollout:
+    """Dispatch, promote both tracks at each hold, and wait for the rollout to end."""
+    await start_and_dispatch(box)
+    for _ in range(2):
+        await both_held(box)
+        assert "Promoted" in await box.command("promote")
+    return await box.wait_until(lambda r: r.phase is Phase.ENDED, timeout=30)
+
+
+@pytest.mark.parametrize("path", ["webhook", "polling"])
+async def test_a_whole_rollout_ends_the_same_through_webhooks_or_polling(
+    tmp_path: Path, database_url: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    interval = WEBHOOK_ONLY if path == "webhook" else 0.05
+    async with sandbox(tmp_path, database_url, poll_interval=interval) as box:
+        hook = GitHubHook(box, http)
+        if path == "webhook":
+            box.github.on_event(hook.deliver)
+
+        ended = await run_to_the_end(box)
+
+        assert end_state(box, ended) == END_STATE
+        thread = "\n".join(box.thread())
+        assert (
+            "Rollout of `v1.4.2` ended. Hosted relay: completed; Desktop app and CLI: completed."
+            in thread
+        )
+        assert thread.count("*100%* deployed: Hosted relay is done.") == 1
+        if path == "webhook":
+            # The webhook carried every change: each job's completion was a followed delivery.
+            completed = [
+                json.loads(d.body)["workflow_job"]["name"]
+                for d in hook.followed()
+                if d.event == "workflow_job" and b'"action": "completed"' in d.body
+            ]
+            assert "Relay rollout 100%" in completed and "Desktop/CLI ring deploy - GA" in completed
+            assert all(d.status == 202 for d in hook.sent)
+        else:
+            assert hook.sent == []
+
+
+async def test_duplicate_deliveries_change_nothing(
+    observing: tuple[Sandbox, GitHubHook],
+) -> None:
+    box, hook = observing
+    before = await box.rollout()
+    thread = box.thread()
+    requests = len(box.github.requests)
+    followed = hook.followed()
+    assert len(followed) >= 4, "too few deliveries acted on"
+    assert "GitHub: *Relay rollout 5% canary (30m)* finished: `success`." in thread
+
+    replays = [await hook.post(d.event, d.body, delivery_id=d.delivery_id) for d in followed]
+    await hook.settled()
+
+    assert {(r.status, r.answer["result"]) for r in replays} == {(200, "duplicate")}
+    assert await box.rollout() == before
+    assert box.thread() == thread  # level `all`: an acted-on delivery would have said so
+    assert len(box.github.requests) == requests  # not even a look at the run
+
+
+async def test_one_delivery_sent_to_several_receivers_at_once_is_acted_on_once(
+    observing: tuple[Sandbox, GitHubHook],
+) -> None:
+    box, hook = observing
+    finished = next(
+        d
+        for d in hook.followed()
+        if d.event == "workflow_job"
+        and json.loads(d.body)["action"] == "completed"
+        and json.loads(d.body)["workflow_job"]["name"] == "Relay rollout 5% canary (30m)"
+    )
+    note = "GitHub: *Relay rollout 5% canary (30m)* finished: `success`."
+    assert box.thread().count(note) == 1
+
+    answers = await asyncio.gather(
+        *(hook.post(finished.event, finished.body, delivery_id="redelivery-1") for _ in range(5))
+    )
+    await hook.settled()
+
+    assert sorted((a.status, a.answer["result"]) for a in answers) == [
+        (200, "duplicate"),
+        (200, "duplicate"),
+        (200, "duplicate"),
+        (200, "duplicate"),
+        (202, "followed"),
+    ]
+    assert box.thread().count(note) == 2  # the redelivery once, however many copies
+
+
+async def test_deliveries_the_bot_does_not_follow_answer_2xx_and_change_nothing(
+    observing: tuple[Sandbox, GitHubHook],
+) -> None:
+    box, hook = observing
+    before = await box.rollout()
+    thread = box.thread()
+    sample = json.loads(hook.followed()[-1].body)
+
+    foreign_run = box.github.create_foreign_run()
+    await hook.settled()
+    elsewhere = await hook.post(
+        "workflow_job",
+        json.dumps({**sample, "repository": {"full_name": "someone/else"}}).encode(),
+    )
+    push = await hook.post("push", json.dumps({"ref": "refs/heads/main"}).encode())
+    garbled = await hook.post(
+        "workflow_job", json.dumps({"action": "completed", "workflow_job": "?"}).encode()
+    )
+    await hook.settled()
+
+    of_foreign_run = [d for d in hook.sent if f'"run_id": {foreign_run}'.encode() in d.body]
+    assert of_foreign_run
+    for delivery in [*of_foreign_run, elsewhere, push, garbled]:
+        assert (delivery.status, delivery.answer["result"]) == (202, "ignored"), delivery.answer
+    assert await box.rollout() == before
+    assert box.thread() == thread
+
+
+async def test_a_delivery_without_its_id_is_refused(
+    hooked: tuple[Sandbox, GitHubHook], http: aiohttp.ClientSession
+) -> None:
+    box, _ = hooked
+    body = json.dumps({"action": "completed"}).encode()
+    headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event="workflow_run")
+    del headers["X-GitHub-Delivery"]
+    async with http.post(f"{box.url}/github/webhook", data=body, headers=headers) as response:
+        assert response.status == 400
+        assert "X-GitHub-Delivery" in (await response.json())["error"]
+
+
+async def test_an_approval_on_github_com_moves_the_stage_and_names_the_person(
+    hooked: tuple[Sandbox, GitHubHook],
+) -> None:
+    box, _ = hooked
+    rollout = await start_and_dispatch(box)
+    await both_held(box)
+    assert rollout.run_id is not None
+
+    box.github.review(rollout.run_id, ["relay-rollout-50"], "approved", actor="octocat")
+
+    said = await box.wait_for_thread("octocat approved *50%* (Hosted relay) on GitHub")
+    assert "the hold after 5% canary ends" in said
+    moved = await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.OBSERVING)
+    assert stage_state(moved, "relay", "canary") is StageState.PASSED
+    assert holding_tracks(moved) == ["desktop"]  # the other track still waits for its Promote
+    await box.slack.wait_for(lambda: "Promote to 50%" not in box.card_message().rendered)
+    assert "Promote to beta ring" in box.card_message().rendered
+    assert ("relay-rollout-50", "approved", "octocat") in reviews(box, "relay")
+
+
+async def test_a_rejection_on_github_com_rolls_the_relay_back(
+    hooked: tuple[Sandbox, GitHubHook],
+) -> None:
+    box, _ = hooked
+    rollout = await start_and_dispatch(box)
+    await both_held(box)
+    assert rollout.run_id is not None
+
+    box.github.review(
+        rollout.run_id, ["relay-rollout-50"], "rejected", actor="octocat", comment="too hot"
+    )
+
+    said = await box.wait_for_thread("octocat rejected *50%* (Hosted relay) on GitHub (too hot)")
+    assert "Relay auto-rollback" in said
+    ended = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+    assert ended.track("relay").ended_reason == "50% rejected on GitHub by octocat"
+    assert reviews(box, "relay") == [
+        ("relay-canary-5", "approved", "release-bot"),
+        ("relay-rollout-50", "rejected", "octocat"),
+        ("relay-rollback", "approved", "release-bot"),
+    ]
+    assert ended.track("desktop").state is TrackState.ACTIVE
+    await box.wait_for_thread("*Relay auto-rollback* finished.")
+
+
+async def test_level_all_tells_each_step_github_reported(
+    tmp_path: Path, database_url: str, http: aiohttp.ClientSession
+) -> None:
+    async with sandbox(tmp_path, database_url, level="all") as box:
+        box.github.on_event(GitHubHook(box, http).deliver)
+        await start_and_dispatch(box)
+        await both_held(box)
+
+        await box.wait_for_thread("GitHub: *Relay rollout 5% canary (30m)* started.")
+        await box.wait_for_thread(
+            "GitHub: *Desktop/CLI ring deploy - internal* finished: `success`"
+        )
+        await box.wait_for_thread(
+            "GitHub: release-bot approved `relay-canary-5` (rollout-bot: v1.4.2 to 5% canary)."
+        )
+        await box.wait_for_thread("5% canary gate PASS")
+
+
+async def test_level_failures_keeps_the_thread_to_failures_and_copies_them_elsewhere(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with sandbox(
+        tmp_path,
+        database_url,
+        poll_interval=0.05,
+        level="failures",
+        canary=CANARY_CRASHES,
+        failure_channel=OTHER_CHANNEL,
+    ) as box:
+        await start_and_dispatch(box)
+        await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        await box.wait_for_thread("*Relay auto-rollback* finished.")
+
+        thread = "\n".join(box.thread())
+        assert "gate *ROLLBACK*: crash rate" in thread
+        assert "deployed (Hosted relay)" not in thread
+        assert "Approved *5% canary*" not in thread
+        copies = [m.rendered for m in box.slack.messages(OTHER_CHANNEL)]
+        assert any("Rollout `v1.4.2`" in c and "gate *ROLLBACK*: crash rate" in c for c in copies)
+        assert any("*Relay auto-rollback* finished." in c for c in copies)
+        assert not any("deployed" in c for c in copies)
+
+
+async def test_deployment_events_of_a_followed_run_are_told_at_level_all(
+    observing: tuple[Sandbox, GitHubHook],
+) -> None:
+    box, hook = observing
+    rollout = await box.rollout()
+    run_url = f"{box.github.html_url}/scriptum/scriptum/actions/runs/{rollout.run_id}"
+    repository = {"id": 1, "full_name": "scriptum/scriptum", "name": "scriptum"}
+    deployment = {
+        "id": 2100000099,
+        "environment": "relay-canary-5",
+        "ref": "main",
+        "task": "deploy",
+    }
+    created = await hook.post(
+        "deployment",
+        json.dumps(
+            {
+                "action": "created",
+                "deployment": deployment,
+                "workflow_run": {"id": rollout.run_id, "html_url": run_url},
+                "repository": repository,
+                "sender": {"login": "release-bot"},
+            }
+        ).encode(),
+    )
+    # Older deliveries carry no workflow_run: the status's URLs name the run.
+    status = await hook.post(
+        "deployment_status",
+        json.dumps(
+            {
+                "action": "created",
+                "deployment_status": {
+                    "state": "success",
+                    "environment": "relay-canary-5",
+                    "target_url": f"{run_url}/job/40001000002",
+                    "log_url": f"{run_url}/job/40001000002",
+                },
+                "deployment": deployment,
+                "workflow_run": None,
+                "repository": repository,
+                "sender": {"login": "release-bot"},
+            }
+        ).encode(),
+    )
+    await hook.settled()
+
+    assert [
+        (created.status, created.answer["result"]),
+        (status.status, status.answer["result"]),
+    ] == [
+        (202, "followed"),
+        (202, "followed"),
+    ]
+    thread = box.thread()
+    assert "GitHub: deployment to `relay-canary-5` created." in thread
+    assert "GitHub: deployment to `relay-canary-5` is `success`." in thread
