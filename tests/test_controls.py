@@ -7,13 +7,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bot.domain.rollout import Phase, Rollout, StageState, TrackState
+from bot.domain.controls import CardRef, Control, card_applies, effect_key, two_person_refusal
+from bot.domain.plan import RolloutPlan, parse_plan
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Phase,
+    Preflight,
+    Rollout,
+    StageState,
+    TrackState,
+    new_rollout,
+)
 from bot.sandbox.config import BYSTANDER, OTHER_CHANNEL, RELEASE_CHANNEL, RELEASE_MANAGER
 from bot.sandbox.harness import Sandbox, fast_plan, write_figures
 from bot.sandbox.slack import EphemeralMessage
@@ -436,3 +448,120 @@ async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow
         assert [d.inputs for d in redeploys] == [
             {"relay_image_tag": "v1.4.1", "replacing": "v1.4.2"}
         ]
+
+
+# -- the rules, as pure functions ----------------------------------------------------------------
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def plan_with(**changes: object) -> RolloutPlan:
+    plan = yaml.safe_load(fast_plan(Path("/nonexistent/figures.yml")))
+    plan.update(changes)
+    return parse_plan(yaml.safe_dump(plan), "test plan")
+
+
+def held_at(plan: RolloutPlan, stage: str, *, started_by: str = RELEASE_MANAGER) -> Rollout:
+    """A running rollout whose relay track holds at `stage` (earlier stages passed)."""
+    preflight = Preflight(*(Check(CheckState.PASS),) * 3)
+    rollout = new_rollout(
+        rollout_id="r-1",
+        tag="v1.4.2",
+        channel_id=RELEASE_CHANNEL,
+        started_by=started_by,
+        plan=plan,
+        preflight=preflight,
+        now=NOW,
+    )
+    relay = rollout.track("relay")
+    keys = [s.key for s in relay.stages]
+    stages = tuple(
+        replace(
+            s,
+            state=StageState.PASSED
+            if keys.index(s.key) < keys.index(stage)
+            else StageState.HOLDING
+            if s.key == stage
+            else StageState.PENDING,
+        )
+        for s in relay.stages
+    )
+    running = replace(rollout, phase=Phase.RUNNING, version=4)
+    return running.with_track(replace(relay, state=TrackState.ACTIVE, stages=stages))
+
+
+def test_effect_keys_tell_repeatable_controls_apart_by_card_version() -> None:
+    v4 = CardRef("r-1", "relay", "canary", 4)
+    v5 = CardRef("r-1", "relay", "canary", 5)
+    assert effect_key(Control.PROMOTE, v4) == effect_key(Control.PROMOTE, v5)
+    assert effect_key(Control.PROMOTE, v4) == "promote:r-1:relay:canary"
+    assert effect_key(Control.EXTEND, v4) != effect_key(Control.EXTEND, v5)
+    assert effect_key(Control.EXTEND, v4) != effect_key(Control.EXTEND_BY, v4)
+    assert effect_key(Control.ROLLBACK, v4) == effect_key(Control.ROLLBACK, CardRef("r-1"))
+    assert effect_key(Control.REDEPLOY, v4) == "redeploy:r-1:relay"
+
+
+def test_a_promote_button_applies_only_to_the_stage_it_was_drawn_for() -> None:
+    plan = plan_with()
+    at_half = held_at(plan, "half")
+    assert card_applies(Control.PROMOTE, at_half, plan, CardRef("r-1", "relay", "half", 1))
+    assert not card_applies(Control.PROMOTE, at_half, plan, CardRef("r-1", "relay", "canary", 1))
+    assert not card_applies(Control.EXTEND, at_half, plan, CardRef("r-1", "relay", "half", 1))
+    assert card_applies(Control.REEVALUATE, at_half, plan, CardRef("r-1", "relay", "half", 1))
+    assert card_applies(Control.ROLLBACK, at_half, plan, CardRef("r-1"))
+    assert not card_applies(Control.DISPATCH, at_half, plan, CardRef("r-1"))
+
+
+def test_reevaluate_does_not_apply_to_figures_typed_by_hand() -> None:
+    plan = parse_plan(
+        fast_plan(Path("/nonexistent/figures.yml"), manual_tracks=("relay",)), "manual plan"
+    )
+    at_half = held_at(plan, "half")
+    assert not card_applies(Control.REEVALUATE, at_half, plan, CardRef("r-1", "relay", "half", 1))
+
+
+def test_the_two_person_rule_binds_the_starter_for_the_actions_the_plan_names() -> None:
+    plan = plan_with(two_person=["promote_to_last"])
+    to_half, to_full = held_at(plan, "canary"), held_at(plan, "half")
+
+    def refusal(rollout: Rollout, control: Control, actor: str) -> str | None:
+        return two_person_refusal(plan, rollout, control=control, track="relay", actor=actor)
+
+    assert refusal(to_half, Control.PROMOTE, RELEASE_MANAGER) is None
+    refused = refusal(to_full, Control.PROMOTE, RELEASE_MANAGER)
+    assert refused is not None and "promote Hosted relay to *100%*" in refused
+    assert refusal(to_full, Control.PROMOTE, SECOND) is None
+    assert refusal(to_full, Control.ROLLBACK, RELEASE_MANAGER) is None
+    assert refusal(to_full, Control.DISPATCH, RELEASE_MANAGER) is None
+
+    every = plan_with(two_person=["promote", "dispatch"])
+    assert two_person_refusal(
+        every,
+        held_at(every, "canary"),
+        control=Control.PROMOTE,
+        track="relay",
+        actor=RELEASE_MANAGER,
+    )
+    assert two_person_refusal(
+        every, held_at(every, "canary"), control=Control.DISPATCH, track=None, actor=RELEASE_MANAGER
+    )
+
+
+def test_a_stage_marked_two_person_needs_a_second_approver_to_promote_into_it() -> None:
+    raw = yaml.safe_load(fast_plan(Path("/nonexistent/figures.yml")))
+    raw["tracks"]["relay"]["stages"][1]["two_person"] = True
+    plan = parse_plan(yaml.safe_dump(raw), "stage plan")
+    refused = two_person_refusal(
+        plan, held_at(plan, "canary"), control=Control.PROMOTE, track="relay", actor=RELEASE_MANAGER
+    )
+    assert refused is not None and "*50%*" in refused
+    assert (
+        two_person_refusal(
+            plan,
+            held_at(plan, "half"),
+            control=Control.PROMOTE,
+            track="relay",
+            actor=RELEASE_MANAGER,
+        )
+        is None
+    )

@@ -1,0 +1,200 @@
+"""The audit trail: every command, click, verdict and GitHub call of a rollout, in order with
+its actor, exported by `rollout-bot audit <tag> --json` and shown by `/rollout history <tag>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.audit import Timeline
+from bot.domain.rollout import Phase, Rollout, StageState
+from bot.sandbox.config import BYSTANDER, RELEASE_MANAGER
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from handlers.audit_views import MAX_BLOCKS, MAX_TEXT, timeline_blocks
+from storage.repositories import AuditEvent
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+
+
+async def finish(box: Sandbox, tag: str) -> Rollout:
+    """Start, dispatch and promote `tag` (by command) until both tracks have ended."""
+    await box.command(f"start {tag} --flags-ready")
+    await box.click("dispatch")
+    async with asyncio.timeout(60):
+        while True:
+            rollout = await box.rollout()
+            if rollout.phase is Phase.ENDED:
+                return rollout
+            if any(t.current and t.current.state is StageState.HOLDING for t in rollout.tracks):
+                await box.command("promote")
+            await asyncio.sleep(0.1)
+
+
+def audit_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    return subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "bot.cli", "audit", *args],
+        env=env | {"DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def position(events: list[dict[str, Any]], **wanted: object) -> int:
+    """The index of the first event with these fields (detail keys prefixed `detail_`)."""
+    for index, event in enumerate(events):
+        detail = event.get("detail") or {}
+        if all(
+            (detail.get(key[7:]) if key.startswith("detail_") else event.get(key)) == value
+            for key, value in wanted.items()
+        ):
+            return index
+    raise AssertionError(f"no event with {wanted}")
+
+
+async def test_the_audit_export_of_a_finished_rollout_lists_every_step_in_order(
+    tmp_path: Path, database_url: str
+) -> None:
+    plan = fast_plan(tmp_path / "figures.yml", window="1s")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await box.command("promote", user=BYSTANDER)  # refused before anything started
+        done = await finish(box, "v1.4.2")
+
+    exported = await asyncio.to_thread(audit_cli, database_url, "v1.4.2", "--json")
+
+    assert exported.returncode == 0, exported.stderr
+    timeline = json.loads(exported.stdout)
+    assert timeline["rollout"]["id"] == done.id
+    assert timeline["rollout"]["started_by"] == RELEASE_MANAGER
+    events = timeline["events"]
+    times = [datetime.fromisoformat(event["at"]) for event in events]
+    assert times == sorted(times)
+    assert all(event["actor"] for event in events)
+    me, bot = RELEASE_MANAGER, "rollout-bot"
+    steps = [
+        position(events, action="start", result="ok", actor=me),
+        position(events, action="command:start", result="ok", actor=me),
+        position(events, action="dispatch", result="ok", actor=me),
+        position(events, action="github_approved", actor=bot, detail_environment="relay-canary-5"),
+        position(events, action="click:dispatch", result="ok", actor=me),
+        position(events, action="gate", result="PASS", actor="metrics:static", stage="canary"),
+        position(
+            events, action="github_approved", actor=bot, detail_environment="relay-rollout-50"
+        ),
+        position(events, action="promote", result="ok", actor=me, track="relay"),
+        position(events, action="gate", result="PASS", actor="metrics:static", stage="half"),
+        position(
+            events, action="github_approved", actor=bot, detail_environment="relay-rollout-100"
+        ),
+    ]
+    assert steps == sorted(steps)
+    rings = [
+        position(events, action="github_approved", detail_environment=environment)
+        for environment in ("desktop-internal", "desktop-beta", "desktop-ga")
+    ]
+    assert rings == sorted(rings)
+    promotes = [e for e in events if e["action"] == "command:promote"]
+    assert promotes and all(e["actor"] == me and e["result"] == "ok" for e in promotes)
+    assert not any(e["actor"] == BYSTANDER for e in events)  # refused before any rollout
+
+
+async def test_the_audit_command_without_json_prints_one_line_per_event(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        await box.command("start v1.4.2")
+        await box.click("cancel_preflight")
+        await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+    printed = await asyncio.to_thread(audit_cli, sqlite_database_url, "v1.4.2")
+
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert lines[0].startswith("v1.4.2 (r-") and "started by U0RELMGR01" in lines[0]
+    assert any("click:cancel" in line and "ok" in line for line in lines[1:])
+    assert any(" cancel " in line for line in lines[1:])
+
+
+async def test_the_audit_of_an_unknown_tag_exits_2_with_a_message(
+    sqlite_database_url: str,
+) -> None:
+    missing = await asyncio.to_thread(audit_cli, sqlite_database_url, "v9.9.9", "--json")
+
+    assert missing.returncode == 2
+    assert missing.stdout == ""
+    assert "No rollout of v9.9.9 is on record" in missing.stderr
+
+
+async def test_history_with_a_tag_shows_the_rollouts_timeline(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await box.command("start v1.4.2 --flags-ready")
+        await box.click("dispatch")
+        await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+
+        shown = await box.command("history v1.4.2")
+        unknown = await box.command("history v0.0.1")
+        again = await box.command("history v1.4.2")
+
+    assert "Timeline of v1.4.2" in shown
+    assert "<@U0RELMGR01> `click:dispatch` → *ok*" in shown
+    assert "_metrics:static_ `gate` → *PASS* (relay/canary)" in shown
+    assert "_rollout-bot_ `github_approved` → *ok* (relay)" in shown
+    assert "No rollout of `v0.0.1` is on record" in unknown
+    assert "command:history" not in again  # looking at a timeline does not add to it
+
+
+def test_a_long_timeline_keeps_its_newest_events_within_slacks_limits() -> None:
+    start = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    events = tuple(
+        AuditEvent(
+            id=i,
+            at=start + timedelta(seconds=i),
+            actor="U0RELMGR01",
+            action="click:extend",
+            result="ok",
+            rollout_id="r-1",
+            track="relay",
+            stage="canary",
+            detail={"why": "x" * 200},
+        )
+        for i in range(600)
+    )
+    timeline = Timeline(
+        rollout_id="r-1",
+        tag="v1.4.2",
+        channel_id="C0RELEASES",
+        started_by="U0RELMGR01",
+        state="running",
+        created_at=start,
+        ended_at=None,
+        events=events,
+    )
+
+    blocks = timeline_blocks(timeline)
+
+    assert len(blocks) <= MAX_BLOCKS
+    texts = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert all(len(text) <= MAX_TEXT for text in texts)
+    assert "earlier events not shown: `rollout-bot audit v1.4.2 --json`" in str(blocks[2])
+    last_epoch = int((start + timedelta(seconds=599)).timestamp())
+    assert f"<!date^{last_epoch}^" in texts[-1]
+    shown = sum(text.count("\n") + 1 for text in texts)
+    hidden = int(str(blocks[2]).split("_")[1].split(" ")[0])
+    assert shown + hidden == 600
