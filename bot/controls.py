@@ -193,6 +193,9 @@ class ControlService:
             result, why = _outcome(error)
             entry.detail.update(why)
             raise
+        except BaseException:
+            result = "interrupted"  # shut down mid-request
+            raise
         finally:
             _current.reset(token)
             await self._audit.append(
@@ -306,14 +309,23 @@ class ControlService:
     async def _abort(
         self, origin: Origin, control: Control, card: CardRef, *, gate: str, reason: str
     ) -> Rollout:
-        return await self._act(
-            origin,
-            control,
-            card,
-            lambda: self._rollouts.abort(
-                actor=origin.actor, gate=gate, reason=reason, rollout_id=card.rollout_id
-            ),
-        )
+        async def act() -> Rollout:
+            try:
+                return await self._rollouts.abort(
+                    actor=origin.actor, gate=gate, reason=reason, rollout_id=card.rollout_id
+                )
+            except InvalidTransition as error:
+                rollout = await self._rollouts.get(card.rollout_id)
+                plan = await self._rollouts.plan_of(rollout)
+                relay = [name for name, t in plan.tracks.items() if t.gate.value == "relay"]
+                if gate == "relay" and any(_completed(rollout, name) for name in relay):
+                    raise InvalidTransition(
+                        f"{error.message} To go back to the previous release, click "
+                        "*Roll back to the previous release…* on the rollout's card."
+                    ) from None
+                raise
+
+        return await self._act(origin, control, card, act)
 
     async def extend(
         self, origin: Origin, card: CardRef, *, by: timedelta, control: Control = Control.EXTEND

@@ -146,21 +146,13 @@ def gate_card(
     blocks: list[Block] = [_section(_headline(verdict, stage_label, rows))]
     where = _window_slack(window)
     for row in rows:
+        baseline = f"baseline {percent(row.baseline)} · " if row.metric != "error_rate" else ""
+        sample = "—" if row.sample is None else f"{row.sample:,}"
         blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*{row.name}* ({track_label})"},
-                "fields": [
-                    _field("Value", percent(row.value)),
-                    _field(
-                        "Baseline", percent(row.baseline) if row.metric != "error_rate" else "—"
-                    ),
-                    _field("Limit", f"{percent(row.limit)} ({row.rule})"),
-                    _field("Ratio to limit", _ratio(row.ratio)),
-                    _field("Sample", "—" if row.sample is None else f"{row.sample:,}"),
-                    _field("Window", where),
-                ],
-            }
+            _section(
+                f"*{row.name}* ({track_label}): *{percent(row.value)}*, {_versus(row)}\n"
+                f"{baseline}sample {sample} · window {where}"
+            )
         )
         notes = []
         if row.link is not None and len(row.link) <= MAX_LINK:
@@ -217,6 +209,11 @@ def percent(rate: Decimal | None) -> str:
     return f"{float(rate) * 100:.3g}%"
 
 
+def _versus(row: MetricRow) -> str:
+    limit = f"{percent(row.limit)} ({row.rule})"
+    return f"limit {limit}" if row.ratio is None else f"*{_ratio(row.ratio)}* its limit of {limit}"
+
+
 def _ratio(ratio: Decimal | None) -> str:
     return "n/a" if ratio is None else f"{float(ratio):.2f}x"
 
@@ -252,10 +249,6 @@ def _whole(delta: timedelta) -> timedelta:
 
 def _section(text: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-
-
-def _field(label: str, value: str) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": f"*{label}*\n{value}"}
 
 
 def _context(text: str) -> Block:

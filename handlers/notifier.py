@@ -154,7 +154,7 @@ class SlackNotifier:
             reading=reading,
             stage_label=label,
             track_label=plan_track.label,
-            window=reading.window if reading is not None else _stage_window(rollout, track, stage),
+            window=(reading.window if reading else None) or _stage_window(rollout, track, stage),
             chart_note=note,
         )
         try:

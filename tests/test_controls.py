@@ -450,6 +450,26 @@ async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow
         ]
 
 
+async def test_rollback_after_the_relay_completed_points_to_the_redeploy(
+    sandbox: Sandbox,
+) -> None:
+    await dispatched(sandbox)
+    for stage in ("canary", "half"):
+        await sandbox.wait_until(
+            lambda r, s=stage: stage_state(r, "relay", s) is StageState.HOLDING
+        )
+        await sandbox.click("promote", value=await button_value(sandbox, "promote", "relay"))
+    await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+    before = github_calls(sandbox)
+
+    answer = await sandbox.command("rollback")
+
+    assert "Hosted relay already completed (100%)" in answer
+    assert "*Roll back to the previous release…* on the rollout's card" in answer
+    assert github_calls(sandbox) == before
+    assert "[Roll back to the previous release…]" in sandbox.card_message().rendered
+
+
 # -- the rules, as pure functions ----------------------------------------------------------------
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

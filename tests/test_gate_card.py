@@ -16,7 +16,16 @@ from bot.charts import PNG_SIGNATURE
 from bot.domain.gate import GateVerdict, evaluate_desktop, evaluate_relay
 from bot.domain.metrics import Figures, MetricReading, Reading
 from bot.domain.plan import load_plan
-from bot.domain.rollout import Check, CheckState, Preflight, Rollout, Stage, StageState, new_rollout
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Preflight,
+    Rollout,
+    Stage,
+    StageState,
+    new_rollout,
+    slack_time,
+)
 from bot.sandbox.render import render_blocks
 from bot.sandbox.slack import SlackTestServer
 from handlers.gate_views import gate_card, gate_card_text, plain_text
@@ -127,13 +136,14 @@ def test_the_first_line_says_the_verdict_and_what_decided_it(
 def test_each_metric_shows_value_baseline_limit_ratio_sample_window_and_query() -> None:
     verdict = relay("0.0301", sample=4512)
     card = shown(verdict, live_reading(verdict))
-    error, crash = card.split("*Crash rate* (Hosted relay)")
-    assert "*Value*\n3.01%" in error and "*Baseline*\n—" in error
-    assert "*Limit*\n1% (threshold)" in error and "*Ratio to limit*\n3.01x" in error
-    assert "*Sample*\n4,512" in error and "*Window*\n30m ending <!date^" in error
-    assert "<http://prometheus:9090/graph?g0.expr=errors|Open the query in Prometheus>" in error
-    assert "*Value*\n0.1%" in crash and "*Baseline*\n0.1%" in crash
-    assert "*Limit*\n0.2% (2x baseline)" in crash and "*Ratio to limit*\n0.50x" in crash
+    lines = card.splitlines()
+    assert lines[1:5] == [
+        "*Error rate* (Hosted relay): *3.01%*, *3.01x* its limit of 1% (threshold)",
+        f"sample 4,512 · window 30m ending {slack_time(NOW)}",
+        "<http://prometheus:9090/graph?g0.expr=errors|Open the query in Prometheus>",
+        "*Crash rate* (Hosted relay): *0.1%*, *0.50x* its limit of 0.2% (2x baseline)",
+    ]
+    assert lines[5] == f"baseline 0.1% · sample 4,512 · window 30m ending {slack_time(NOW)}"
     assert card.splitlines()[-1] == "Figures: prometheus"
 
 
@@ -148,7 +158,7 @@ def test_no_data_names_the_metric_and_why() -> None:
         "value: no data: the query matched no series."
     )
     assert ":warning: value: no data: the query matched no series" in card
-    assert "*Value*\nmissing" in card and "*Ratio to limit*\nn/a" in card
+    assert "*Error rate* (Hosted relay): *missing*, limit 1% (threshold)" in card
 
 
 def test_slack_limits_hold_for_long_problems_and_links() -> None:
@@ -171,7 +181,8 @@ def test_slack_limits_hold_for_long_problems_and_links() -> None:
 
 def test_figures_typed_by_hand_make_a_card_too() -> None:
     card = shown(relay("0.002", sample=900))
-    assert "*Value*\n0.2%" in card and "*Sample*\n900" in card
+    assert "*Error rate* (Hosted relay): *0.2%*, *0.20x* its limit of 1% (threshold)" in card
+    assert "sample 900 · window 30m" in card
     assert card.splitlines()[-1] == "Figures: entered by hand"
 
 

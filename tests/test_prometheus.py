@@ -294,7 +294,8 @@ async def test_a_high_error_rate_rolls_back_through_the_whole_chain(
         ]
         card = await box.wait_for_thread("5% canary gate: ROLLBACK*. Error rate")
         assert re.search(r"Error rate [23](\.\d+)?% is [23]\.\d\dx its 1% limit", card), card
-        assert "Open the query in Prometheus" in card and "Sample" in card
+        assert "Open the query in Prometheus" in card
+        assert re.search(r"\nsample \d,\d{3} · window 3s ending", card), card
         await box.slack.wait_for(lambda: bool(box.slack.calls_to("files.completeUploadExternal")))
         (reserve,) = box.slack.calls_to("files.getUploadURLExternal")[:1]
         assert reserve.args["filename"] == "error-rate.png"

@@ -522,7 +522,7 @@ def test_the_relay_modal_asks_for_crash_error_and_sample() -> None:
 
     assert view["callback_id"] == Callback.FIGURES
     assert FiguresMetadata.decode(view["private_metadata"]) == FiguresMetadata(
-        rollout_id="r-1", track="relay", stage="canary"
+        rollout_id="r-1", track="relay", stage="canary", channel_id="C1"
     )
     ids = [b.get("block_id") for b in view["blocks"] if b["type"] == "input"]
     assert ids == [CRASH_RATE_BLOCK, ERROR_RATE_BLOCK, SAMPLE_BLOCK]
