@@ -65,8 +65,10 @@ async def test_the_pass_path_reaches_100_percent_with_approvals_in_order(
     }
     await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
     assert "PASS" in await sandbox.wait_for_thread("gate PASS")
+    await _offered(sandbox, "[Promote to 50%]")
     await sandbox.click("promote", value=_value(sandbox, "relay"))
     await sandbox.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.HOLDING)
+    await _offered(sandbox, "[Promote to 100%]")
     await sandbox.click("promote", value=_value(sandbox, "relay"))
     done = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
     assert done.track("relay").stage("full").state is StageState.DEPLOYED
@@ -112,6 +114,7 @@ async def test_an_error_rate_failure_at_50_percent_rolls_back(sandbox: Sandbox) 
     )
     await start_and_dispatch(sandbox)
     await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+    await _offered(sandbox, "[Promote to 50%]")
     await sandbox.click("promote", value=_value(sandbox, "relay"))
     await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
     relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
@@ -198,6 +201,12 @@ async def test_status_and_history_show_the_rollout(sandbox: Sandbox) -> None:
     assert "v1.4.2" in status
     history = await sandbox.command("history")
     assert "v1.4.2" in history
+
+
+async def _offered(box: Sandbox, button: str) -> None:
+    """Wait for the card (redrawn just after the state is saved) to offer `button`: a Promote
+    button names the stage it was drawn for, and a stale one promotes nothing."""
+    await box.slack.wait_for(lambda: button in box.card_message().rendered)
 
 
 def _value(box: Sandbox, track: str) -> str:
