@@ -20,12 +20,12 @@ from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.plan import SentryMetrics
 from bot.domain.rollout import Phase, StageState, TrackState
-from bot.sandbox.config import bot_environment
+from bot.sandbox.config import SENTRY_TOKEN, bot_environment
 from bot.sandbox.harness import Sandbox, fast_plan, write_figures
 from bot.sandbox.sentry import SentryTestServer
 from bot.sentry import SentryAccess, SentrySource
 
-TOKEN = "sntrys_sandbox_5e2a8c1f7b3d"
+TOKEN = SENTRY_TOKEN
 RELEASE = "scriptum-desktop@v1.4.2"
 PREVIOUS = "scriptum-desktop@v1.4.1"
 

@@ -10,12 +10,14 @@ SLACK_APP_TOKEN = "xapp-1-sandbox-3e8d1c7b5a09"
 SLACK_SIGNING_SECRET = "sandbox-signing-4f9a2c6e1b8d"
 GITHUB_TOKEN = "ghp_sandbox2d7f4a9c1e6b3"
 GITHUB_WEBHOOK_SECRET = "sandbox-webhook-9b3e7a1d5c2f"
+SENTRY_TOKEN = "sntrys_sandbox_5e2a8c1f7b3d"
 SECRETS = (
     SLACK_BOT_TOKEN,
     SLACK_APP_TOKEN,
     SLACK_SIGNING_SECRET,
     GITHUB_TOKEN,
     GITHUB_WEBHOOK_SECRET,
+    SENTRY_TOKEN,
 )
 
 REPOSITORY = "scriptum/scriptum"
