@@ -404,6 +404,13 @@ async def test_level_failures_keeps_the_thread_to_failures_and_copies_them_elsew
         assert "gate *ROLLBACK*: crash rate" in thread
         assert "deployed (Hosted relay)" not in thread
         assert "Approved *5% canary*" not in thread
+        # The copy to the failure channel is a post of its own, a moment after the thread's.
+        await box.slack.wait_for(
+            lambda: any(
+                "*Relay auto-rollback* finished." in m.rendered
+                for m in box.slack.messages(OTHER_CHANNEL)
+            )
+        )
         copies = [m.rendered for m in box.slack.messages(OTHER_CHANNEL)]
         assert any("Rollout `v1.4.2`" in c and "gate *ROLLBACK*: crash rate" in c for c in copies)
         assert any("*Relay auto-rollback* finished." in c for c in copies)
