@@ -249,7 +249,7 @@ class RolloutService:
                 raise
             await self._record(actor, "dispatch", "ok", begun, {"run_id": run.run_id})
             await self._apply(begun, machine.dispatched(begun, plan, run), plan)
-            await self._reconcile_locked(rollout_id)
+            await self._settle(rollout_id)
             return await self.get(rollout_id)
 
     async def find_dispatched_run(self, rollout: Rollout) -> None:
@@ -318,6 +318,14 @@ class RolloutService:
                     # Another replica acted on the same change first: nothing is left to do.
                     log.info("run %s changed under another replica; left to it", rollout.run_id)
                     return Reconciled()
+
+    async def _settle(self, rollout_id: str) -> None:
+        """Reconcile after a person's action was saved. Another replica may have saved the
+        rollout meanwhile: it reconciles too, and the action itself stands."""
+        try:
+            await self._reconcile_locked(rollout_id)
+        except ConcurrentChange:
+            log.info("rollout %s changed on another replica; it follows the run", rollout_id)
 
     async def _reconcile_locked(
         self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
@@ -486,7 +494,7 @@ class RolloutService:
                     current, decision, plan, track=name, actor=actor, override=override
                 )
                 await self._record(actor, "promote", "ok", current, track=name)
-            await self._reconcile_locked(rollout.id)
+            await self._settle(rollout.id)
             return await self.get(rollout.id)
 
     async def _approve_first(
@@ -562,7 +570,7 @@ class RolloutService:
                 await self._record(
                     actor, f"abort_{gate}", "ok", current, {"reason": reason}, track=name
                 )
-            await self._reconcile_locked(rollout.id)
+            await self._settle(rollout.id)
             return await self.get(rollout.id)
 
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
@@ -646,7 +654,7 @@ class RolloutService:
                 actor=actor,
                 reading=reading,
             )
-            await self._reconcile_locked(rollout_id)
+            await self._settle(rollout_id)
             return await self.get(rollout_id)
 
     async def _target(self, rollout_id: str | None) -> Rollout:
