@@ -25,8 +25,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# The end-to-end tests mostly wait on windows and servers: four workers keep the whole
+# suite at a few minutes on two cores.
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 4
 
 bench: $(STAMP)
 	$(PY) bench/gate_startup.py

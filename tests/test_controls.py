@@ -302,13 +302,18 @@ async def test_reevaluate_on_an_inconclusive_hold_takes_the_new_verdict(sandbox:
             and r.track("relay").stage("canary").extensions == 1
         )
     )
-    promote = next(
-        element
-        for block in sandbox.card_message().blocks
-        for element in block.get("elements", [])
-        if element.get("action_id") == "promote" and '"relay"' in element["value"]
-    )
-    assert "confirm" in promote  # an override of INCONCLUSIVE asks first
+
+    def promote_buttons() -> list[dict[str, object]]:
+        return [
+            element
+            for block in sandbox.card_message().blocks
+            for element in block.get("elements", [])
+            if element.get("action_id") == "promote" and '"relay"' in element["value"]
+        ]
+
+    # The card is redrawn just after the state is saved: wait for it.
+    await sandbox.slack.wait_for(lambda: bool(promote_buttons()))
+    assert "confirm" in promote_buttons()[0]  # an override of INCONCLUSIVE asks first
 
     write_figures(sandbox.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
     await sandbox.click("reevaluate", value=await button_value(sandbox, "reevaluate", "relay"))
@@ -321,12 +326,7 @@ async def test_reevaluate_on_an_inconclusive_hold_takes_the_new_verdict(sandbox:
     )
     assert stage_state(passed, "relay", "canary") is StageState.HOLDING
     await sandbox.slack.wait_for(
-        lambda: all(
-            "confirm" not in element
-            for block in sandbox.card_message().blocks
-            for element in block.get("elements", [])
-            if element.get("action_id") == "promote" and '"relay"' in element["value"]
-        )
+        lambda: all("confirm" not in element for element in promote_buttons())
     )
 
 
