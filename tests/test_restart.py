@@ -49,7 +49,8 @@ async def test_a_window_running_when_the_process_dies_ends_once_after_restart(
         await asyncio.sleep(1)
 
     gates = [
-        e for e in await box.audit.list_for_rollout(held.id)
+        e
+        for e in await box.audit.list_for_rollout(held.id)
         if e.action == "gate" and e.stage == "canary"
     ]
     assert len(gates) == 1

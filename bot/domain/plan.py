@@ -503,9 +503,7 @@ InputSource = Annotated[
 ]
 
 
-NpmScope = Annotated[
-    str, StringConstraints(strict=True, pattern=r"^@[a-z0-9][a-z0-9._-]{0,213}$")
-]
+NpmScope = Annotated[str, StringConstraints(strict=True, pattern=r"^@[a-z0-9][a-z0-9._-]{0,213}$")]
 
 
 class NpmRelease(_Model):
@@ -533,9 +531,7 @@ class NotificationLevel(StrEnum):
     """Only what went wrong: failed gates, rejections, rollbacks, kill-switches, failures."""
 
 
-SlackChannelId = Annotated[
-    str, StringConstraints(strict=True, pattern=r"^[CG][A-Z0-9]{2,31}$")
-]
+SlackChannelId = Annotated[str, StringConstraints(strict=True, pattern=r"^[CG][A-Z0-9]{2,31}$")]
 
 
 class Notifications(_Model):
