@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from bot.domain.errors import PlanError
 from bot.domain.plan import RolloutPlan, load_plan
@@ -195,12 +196,20 @@ class Settings(DatabaseSettings):
         return load_plan(self.rollout_plan)
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for the log scrubber."""
-        return [
+        """Every configured secret, for the log scrubber: the SecretStr settings and the
+        passwords inside URLs (a Prometheus or database URL may carry credentials)."""
+        secrets = [
             value.get_secret_value()
             for name in type(self).model_fields
             if isinstance(value := getattr(self, name), SecretStr) and value.get_secret_value()
         ]
+        passwords = [
+            url.password
+            for name in type(self).model_fields
+            if isinstance(url := getattr(self, name), AnyHttpUrl) and url.password
+        ]
+        database_password = make_url(self.database_url).password
+        return secrets + passwords + ([str(database_password)] if database_password else [])
 
     def describe(self) -> list[tuple[str, str]]:
         """Every setting as (ENV_NAME, value) with secrets masked, for `check-config`."""
@@ -215,6 +224,8 @@ class Settings(DatabaseSettings):
                 shown = ", ".join(value)
             elif name == "database_url":
                 shown = mask_database_url(value)
+            elif isinstance(value, AnyHttpUrl) and value.password:
+                shown = str(value).replace(f":{value.password}@", ":***@", 1)
             else:
                 shown = str(value)
             rows.append((name.upper(), shown))

@@ -196,13 +196,15 @@ class PyGithubGateway:
                 raise RunNotIdentified(
                     f"GitHub started {workflow_file} on {ref}, but the run could not be "
                     f"identified unambiguously: {len(candidates)} runs by the bot's account "
-                    f"since {_iso(dispatched_at)} ({links}). Link the right run by hand."
+                    f"since {_iso(dispatched_at)} ({links}). Cancel the stray run on GitHub: "
+                    "the bot keeps looking and takes the run once it is the only one (after 10 minutes "
+                    "it returns the rollout to its preflight)."
                 )
         _log.warning("GitHub: dispatched %s on %s: no run appeared", workflow_file, ref)
         raise RunNotIdentified(
             f"GitHub accepted the dispatch of {workflow_file} on {ref}, but no run of it "
             f"appeared after {self._find_attempts} looks. Check the workflow's runs on GitHub "
-            "and link the run by hand."
+            "(the bot keeps looking; after 10 minutes it returns the rollout to its preflight)."
         )
 
     async def _candidates(
@@ -236,6 +238,9 @@ class PyGithubGateway:
                 and run.actor is not None
                 and run.actor.login.casefold() == actor.casefold()
                 and run.created_at >= since
+                # A run someone cancelled is out of the question: cancelling the stray run
+                # is how a person resolves an ambiguous dispatch.
+                and run.conclusion != "cancelled"
             ]
 
         runs = await self._call(f"list the runs of {workflow_file} on {ref}", search)

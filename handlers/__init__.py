@@ -8,7 +8,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services import Services
-from handlers import buttons, commands, errors, npm_buttons
+from handlers import buttons, commands, errors, home, npm_buttons
 
 
 def register_all(app: AsyncApp, services: Services) -> None:
@@ -17,3 +17,4 @@ def register_all(app: AsyncApp, services: Services) -> None:
     commands.register(app, services)
     buttons.register(app, services)
     npm_buttons.register(app, services)
+    home.register(app, services)

@@ -41,7 +41,7 @@ class SlashCommand(BaseModel):
     trigger_id: str | None = None
 
 
-async def _plans(services: Services, rollouts: list[Rollout]) -> dict[str, RolloutPlan]:
+async def plans_of(services: Services, rollouts: list[Rollout]) -> dict[str, RolloutPlan]:
     return {r.id: await services.rollouts.plan_of(r) for r in rollouts}
 
 
@@ -67,14 +67,14 @@ async def answer(
         return views.note(f"Preflight of `{started.tag}` posted ({started.id}).")
     if isinstance(command, Status):
         active = await rollouts.active()
-        plans = await _plans(services, active)
+        plans = await plans_of(services, active)
         return "Active rollouts", rollout_views.status_blocks(active, lambda r: plans[r.id])
     if isinstance(command, History) and command.tag is not None:
         timeline = await controls.timeline(command.tag)
         return audit_views.timeline_text(timeline), audit_views.timeline_blocks(timeline)
     if isinstance(command, History):
         recent = await rollouts.history(tag=command.tag)
-        plans = await _plans(services, recent)
+        plans = await plans_of(services, recent)
         return "Rollout history", rollout_views.history_blocks(recent, lambda r: plans[r.id])
     if isinstance(command, Promote):
         promoted = await controls.promote(origin)

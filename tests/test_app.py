@@ -24,6 +24,7 @@ from bot.sandbox.config import (
     bot_environment,
 )
 from bot.sandbox.signing import (
+    event_callback_body,
     github_signature_headers,
     slack_signature_headers,
     slash_command_body,
@@ -270,3 +271,17 @@ async def test_healthz_answers_503_when_the_database_is_gone(
         await admin.dispose()
         response = await test_client.get("/healthz")
     assert response.status == 503
+
+
+async def test_opening_the_app_home_shows_the_help(
+    client: TestClient[object, object], slack: SlackTestServer
+) -> None:
+    body = event_callback_body(
+        event={"type": "app_home_opened", "user": RELEASE_MANAGER, "tab": "home"}
+    )
+    headers = slack_signature_headers(SLACK_SIGNING_SECRET, body, content_type="application/json")
+    response = await client.post("/slack/events", data=body, headers=headers)
+    assert response.status == 200
+    await slack.wait_for_call("views.publish")
+    assert "npm-token" in json.dumps(slack.home_tabs[RELEASE_MANAGER])
+    assert "No active rollouts" in json.dumps(slack.home_tabs[RELEASE_MANAGER])

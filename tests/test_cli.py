@@ -201,3 +201,14 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, err.decode()
     for secret in SECRETS:
         assert secret not in err.decode()
+
+
+async def test_check_config_masks_passwords_inside_urls(tmp_path: Path) -> None:
+    env = full_env(tmp_path) | {
+        "PROMETHEUS_URL": "http://admin:hunter2pass@127.0.0.1:9090/",
+        "DATABASE_URL": "postgresql://bot:db-pass-77@127.0.0.1:5432/rollouts",
+    }
+    code, out, err = await run("check-config", env=env, cwd=tmp_path)
+    assert code == 0, err
+    assert "hunter2pass" not in out + err and "db-pass-77" not in out + err
+    assert "http://admin:***@127.0.0.1:9090/" in out

@@ -163,7 +163,7 @@ async def test_enterprise_fallback_refuses_to_choose_between_two_runs_of_ours(
     assert "could not be identified unambiguously" in raised.value.message
     assert f"/actions/runs/{earlier}" in raised.value.message
     assert f"/actions/runs/{recorded.run_id}" in raised.value.message
-    assert "by hand" in raised.value.message
+    assert "Cancel the stray run" in raised.value.message
     found = await ghes_gateway.find_dispatched_run(
         workflow_file=WORKFLOW, ref="main", dispatched_at=START
     )
