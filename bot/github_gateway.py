@@ -197,8 +197,8 @@ class PyGithubGateway:
                     f"GitHub started {workflow_file} on {ref}, but the run could not be "
                     f"identified unambiguously: {len(candidates)} runs by the bot's account "
                     f"since {_iso(dispatched_at)} ({links}). Cancel the stray run on GitHub: "
-                    "the bot keeps looking and takes the run once it is the only one (after 10 minutes "
-                    "it returns the rollout to its preflight)."
+                    "the bot keeps looking and takes the run once it is the only one "
+                    "(after 10 minutes it returns the rollout to its preflight)."
                 )
         _log.warning("GitHub: dispatched %s on %s: no run appeared", workflow_file, ref)
         raise RunNotIdentified(
