@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from bot.domain.rollout import StageState
 from bot.sandbox.config import SECRETS
 from bot.sandbox.harness import Sandbox, fast_plan, write_figures
@@ -17,8 +19,9 @@ RELAY = {
 RINGS = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.001"}}
 
 
+@pytest.mark.parametrize("back", ["after the window end", "before the window end"])
 async def test_a_window_running_when_the_process_dies_ends_once_after_restart(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, back: str
 ) -> None:
     plan = fast_plan(tmp_path / "figures.yml", window="3s")
     async with Sandbox(
@@ -35,9 +38,10 @@ async def test_a_window_running_when_the_process_dies_ends_once_after_restart(
         assert window_end is not None
 
         await box.kill_process()
-        # Stay down past the window's end: it must be evaluated as soon as the bot is back.
-        down_for = (window_end - box.github.clock()).total_seconds() + 0.5
-        await asyncio.sleep(max(down_for, 0))
+        if back == "after the window end":
+            # Down past the window's end: it is evaluated as soon as the bot is back.
+            down_for = (window_end - box.github.clock()).total_seconds() + 0.5
+            await asyncio.sleep(max(down_for, 0))
         await box.start_process()
 
         held = await box.wait_until(
@@ -54,6 +58,7 @@ async def test_a_window_running_when_the_process_dies_ends_once_after_restart(
         if e.action == "gate" and e.stage == "canary"
     ]
     assert len(gates) == 1
+    assert gates[0].at >= window_end  # never early, whichever side of it the bot came back
     assert len(box.github.dispatches) == 1
     canary_reviews = [r for r in box.github.reviews if "relay-canary-5" in r.environments]
     assert len(canary_reviews) == 1
