@@ -123,10 +123,12 @@ async def test_both_tracks_run_to_the_end_in_one_run(tmp_path: Path, database_ur
         card = await card_shows(box, "Promote to 50%", "Promote to beta ring")
         assert RELAY in card and DESKTOP in card
         assert "Promoted" in await box.command("promote")
+        # The two windows are not in step: wait until both lanes reached their second stage.
+        reached = (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING)
         mid = await box.wait_until(
             lambda r: (
-                stage_state(r, "relay", "half") is StageState.OBSERVING
-                and stage_state(r, "desktop", "beta") is StageState.OBSERVING
+                stage_state(r, "relay", "half") in reached
+                and stage_state(r, "desktop", "beta") in reached
             )
         )
         assert mid.track("desktop").stage("internal").state is StageState.PASSED
@@ -225,7 +227,7 @@ async def test_a_crashing_beta_ring_trips_the_kill_switch_while_the_relay_goes_o
 async def test_a_kill_during_the_internal_window_stops_it_before_its_gate(
     tmp_path: Path, database_url: str
 ) -> None:
-    async with running_sandbox(tmp_path, database_url, window="2s") as box:
+    async with running_sandbox(tmp_path, database_url, window="4s") as box:
         rollout = await start_and_dispatch(box)
         observing = await box.wait_until(
             lambda r: stage_state(r, "desktop", "internal") is StageState.OBSERVING
