@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -26,6 +27,7 @@ from handlers.npm_views import (
     walkthrough_blocks,
     walkthrough_text,
 )
+from handlers.origin import click_origin
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +87,27 @@ def register(app: AsyncApp, services: Services) -> None:
 
     @app.action(NpmAction.CHECK_SECRET)
     @acknowledged
-    async def check_secret(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def check_secret(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
+    ) -> None:
         actor, message, shown = _clicked(body)
-        await walkthroughs.check_secret(message=message, shown=shown, actor=actor)
+        async with services.controls.audited(click_origin(body, request), "npm_check_secret"):
+            await walkthroughs.check_secret(message=message, shown=shown, actor=actor)
 
     @app.action(NpmAction.CHECK_LAST_RUN)
     @acknowledged
-    async def check_last_run(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def check_last_run(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
+    ) -> None:
         actor, message, shown = _clicked(body)
-        await walkthroughs.check_last_run(message=message, shown=shown, actor=actor)
+        async with services.controls.audited(click_origin(body, request), "npm_check_last_run"):
+            await walkthroughs.check_last_run(message=message, shown=shown, actor=actor)
 
     @app.action(NpmAction.RUN_RELEASE)
     @acknowledged
-    async def run_release(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def run_release(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
+    ) -> None:
         actor, message, shown = _clicked(body)
-        await walkthroughs.run_release(message=message, shown=shown, actor=actor)
+        async with services.controls.audited(click_origin(body, request), "npm_run_release"):
+            await walkthroughs.run_release(message=message, shown=shown, actor=actor)

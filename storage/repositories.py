@@ -376,11 +376,16 @@ class AuditLog:
 
     async def list_for_rollout(self, rollout_id: str) -> list[AuditEvent]:
         """The rollout's events in the order they happened."""
+        return await self._list(AuditEventRow.rollout_id == rollout_id)
+
+    async def list_for_actor(self, actor: str) -> list[AuditEvent]:
+        """Everything one person did or was refused, in order (rollout or not)."""
+        return await self._list(AuditEventRow.actor == actor)
+
+    async def _list(self, criterion: ColumnElement[bool]) -> list[AuditEvent]:
         async with self._sessions() as session:
             rows = await session.scalars(
-                select(AuditEventRow)
-                .where(AuditEventRow.rollout_id == rollout_id)
-                .order_by(AuditEventRow.at, AuditEventRow.id)
+                select(AuditEventRow).where(criterion).order_by(AuditEventRow.at, AuditEventRow.id)
             )
             return [_audit_event(row) for row in rows]
 

@@ -334,6 +334,8 @@ async def test_a_non_approver_cannot_run_release(box: Sandbox) -> None:
     assert answer is not None and "Only release approvers may run the npm Release" in answer
     assert box.github.dispatches == []
     assert message.updates == 0
+    audited = [(e.action, e.result) for e in await box.audit.list_for_actor(BYSTANDER)]
+    assert audited == [("click:npm_run_release", "refused")]
 
 
 async def test_a_refused_dispatch_says_which_permission(box: Sandbox) -> None:
