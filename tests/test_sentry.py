@@ -71,8 +71,8 @@ def gate(reading: Reading, min_sample: int = 0) -> Any:
     )
 
 
-def with_sessions(server: SentryTestServer) -> None:
-    at = datetime.now(UTC) - timedelta(minutes=10)
+def with_sessions(server: SentryTestServer, at: datetime | None = None) -> None:
+    at = at or datetime.now(UTC) - timedelta(minutes=10)
     server.add_sessions(release=RELEASE, environment="internal", count=10000, crashed=25, at=at)
     server.add_sessions(release=PREVIOUS, environment="internal", count=20000, crashed=20, at=at)
     server.add_sessions(release=RELEASE, environment="beta", count=40, crashed=0, at=at)
@@ -223,7 +223,6 @@ async def test_a_ring_crashing_in_sentry_trips_the_kill_switch_through_the_bot(
 ) -> None:
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
     plan["tracks"]["desktop"]["metrics"] = config().model_dump(mode="json", exclude_none=True)
-    with_sessions(sentry)
     async with Sandbox(
         workdir=tmp_path,
         database_url=sqlite_database_url,
@@ -239,6 +238,9 @@ async def test_a_ring_crashing_in_sentry_trips_the_kill_switch_through_the_bot(
         write_figures(box.figures, "relay", {"canary": ok, "half": ok})
         await box.command("start v1.4.2 --flags-ready")
         await box.click("dispatch")
+        # Sessions during the ring's window (Sentry rounds a range out to whole hours, so
+        # sessions from before the rollout would count only when no hour boundary lies between).
+        with_sessions(sentry, at=datetime.now(UTC))
         await box.wait_until(lambda r: r.phase is Phase.RUNNING)
         halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
         assert halted.track("desktop").stage("internal").state is StageState.FAILED_GATE

@@ -27,6 +27,8 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from bot.sandbox.loopback import LoopbackServer
+
 # Each family's traffic is spread over these (endpoint, method) pairs by these shares.
 HTTP_ROUTES = ((("/documents", "GET"), 0.6), (("/documents", "PUT"), 0.3), (("/auth", "POST"), 0.1))
 WS_ROUTES = ((("/ws/sync", "GET"), 0.8), (("/ws/presence", "GET"), 0.2))
@@ -63,7 +65,7 @@ class RelayTraffic:
         return (self.requests, self.request_errors, self.ws, self.ws_errors)
 
 
-class RelayExporter:
+class RelayExporter(LoopbackServer):
     """A `/metrics` endpoint on 127.0.0.1 whose counters grow at the configured rates."""
 
     def __init__(
@@ -73,8 +75,6 @@ class RelayExporter:
         self._traffic = traffic
         self._since = clock()
         self._base = (0.0, 0.0, 0.0, 0.0)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def traffic(self) -> RelayTraffic:
@@ -117,31 +117,10 @@ class RelayExporter:
             headers={"X-Content-Type-Options": "nosniff"},
         )
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        return app
 
 
 def prometheus_binary() -> str | None:

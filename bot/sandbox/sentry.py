@@ -13,11 +13,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
+
+from bot.sandbox.loopback import LoopbackServer
 
 _FIELDS = ("sum(session)", "count_unique(user)", "crash_rate(session)", "crash_rate(user)")
 _PERIOD = re.compile(r"([0-9]+)([mhd])")
@@ -45,7 +46,7 @@ class SentryRequest:
 
 
 @dataclass
-class SentryTestServer:
+class SentryTestServer(LoopbackServer):
     """Sentry's sessions API on 127.0.0.1 (random port) for one organisation and project."""
 
     token: str
@@ -53,8 +54,6 @@ class SentryTestServer:
     project: str = "4505"
     batches: list[SessionBatch] = field(default_factory=list)
     requests: list[SentryRequest] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
-    url: str = ""
 
     def add_sessions(
         self,
@@ -79,31 +78,10 @@ class SentryTestServer:
             )
         )
 
-    async def start(self) -> None:
+    def build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/0/organizations/{org}/sessions/", self._sessions)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        return app
 
     async def _sessions(self, request: web.Request) -> web.Response:
         query = request.rel_url.query
