@@ -112,8 +112,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             on_timer_scheduled=wake.set,
             metrics_endpoints=MetricsEndpoints.from_settings(settings),
         )
+        claims = ClaimStore(sessions)
         npm_token = _npm_token_service(
-            settings, rollouts.plan.npm, github=github, slack=slack, approvers=approvers
+            settings,
+            rollouts.plan.npm,
+            github=github,
+            slack=slack,
+            approvers=approvers,
+            claims=claims,
         )
         webhooks = GitHubWebhooks(
             repository=settings.github_repository,
@@ -134,7 +140,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             webhooks=webhooks,
             controls=ControlService(
                 rollouts=rollouts,
-                claims=ClaimStore(sessions),
+                claims=claims,
                 audit=AuditLog(sessions),
                 trail=AuditTrail(sessions),
                 approvers=approvers,
@@ -180,6 +186,7 @@ def _npm_token_service(
     github: PyGithubGateway,
     slack: AsyncWebClient,
     approvers: Approvers,
+    claims: ClaimStore,
 ) -> NpmTokenService:
     """The NPM_TOKEN walkthrough, its message drawn in Slack, its checks asked of GitHub."""
     setup = WalkthroughSetup(
@@ -194,6 +201,7 @@ def _npm_token_service(
         npm=npm,
         clock=utc_now,
         poll_interval=timedelta(seconds=settings.github_poll_interval),
+        claims=claims,
     )
 
 

@@ -36,6 +36,7 @@ from bot.domain.npm import (
 )
 from bot.domain.plan import NpmRelease
 from bot.ports import Clock, ReleaseGateway
+from storage.claims import ClaimStore
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,11 @@ class NpmTokenService:
         npm: NpmRelease,
         clock: Clock,
         poll_interval: timedelta,
+        claims: ClaimStore,
         follow_for: timedelta = timedelta(hours=2),
     ) -> None:
         self._github = github
+        self._claims = claims
         self._board = board
         self._approvers = approvers
         self._npm = npm
@@ -156,7 +159,24 @@ class NpmTokenService:
             self._remember(message, current)
         following = False
         try:
+            # The same claim across replicas: one Release per walkthrough and run shown.
+            previous_run = current.release.run_id if current.release else None
+            claim = await self._claims.claim(
+                key=f"npm_release:{message.channel}:{message.ts}:{previous_run}",
+                action="npm_release",
+                actor=actor,
+                now=self._clock(),
+            )
+            if claim is None:
+                raise ReleaseAlreadyRunning(
+                    "Release was already started from this walkthrough (on another replica): "
+                    "its result appears in step 5 when it ends."
+                )
             following = await self._release(message, current, actor)
+            if following:
+                await self._claims.complete(claim, now=self._clock())
+            else:
+                await self._claims.release(claim)  # nothing started: the click may be repeated
         finally:
             if not following:
                 self._busy.discard(message)

@@ -4,6 +4,7 @@ log reading, npm error classification, the web address, the size of a button val
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -488,3 +489,21 @@ def test_the_plan_has_scriptums_npm_release_by_default() -> None:
             "tracks: {}\ninputs: {}\nnpm: {scope: scriptum}\n",
             "plan.yml",
         )
+
+
+async def test_two_replicas_clicked_at_once_run_release_once(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    async with Sandbox(
+        workdir=tmp_path, database_url=postgres_database_url, in_process=False
+    ) as sandbox:
+        second = await sandbox.start_replica()
+        message = await open_walkthrough(sandbox)
+        answers = await asyncio.gather(
+            sandbox.click(str(NpmAction.RUN_RELEASE), message=message),
+            sandbox.click(str(NpmAction.RUN_RELEASE), message=message, replica=second),
+        )
+        await sandbox.slack.wait_for(lambda: len(sandbox.github.dispatches) >= 1)
+        await asyncio.sleep(0.5)  # a second dispatch, if any, would have been sent by now
+        assert len(sandbox.github.dispatches) == 1
+        assert any(a is not None and "already started" in a for a in answers), answers

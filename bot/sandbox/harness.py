@@ -246,10 +246,11 @@ class Sandbox:
 
     # -- acting as a person in Slack ----------------------------------------------------------
 
-    async def _post(self, body: str) -> int:
+    async def _post(self, body: str, *, url: str | None = None) -> int:
         assert self._http is not None
         headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
-        async with self._http.post(f"{self.url}/slack/events", data=body, headers=headers) as r:
+        target = f"{url or self.url}/slack/events"
+        async with self._http.post(target, data=body, headers=headers) as r:
             return r.status
 
     async def command(
@@ -272,8 +273,10 @@ class Sandbox:
         message: ChannelMessage | None = None,
         value: str | None = None,
         wait: bool = True,
+        replica: str | None = None,
     ) -> str | None:
-        """Click the button `action_id` on `message` (default: the newest rollout card).
+        """Click the button `action_id` on `message` (default: the newest rollout card),
+        through `replica` (a URL from `start_replica`) or the first bot.
 
         Returns the ephemeral answer, if the bot sent one within a moment.
         """
@@ -291,7 +294,7 @@ class Sandbox:
             message_ts=target.ts,
             message=target.to_json(),
         )
-        status = await self._post(body)
+        status = await self._post(body, url=replica)
         assert status == 200, f"click {action_id} answered HTTP {status}"
         if not wait:
             return None
