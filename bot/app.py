@@ -130,7 +130,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         )
         services = Services(
             settings=settings,
-            plan=rollouts.plan,
             engine=engine,
             sessions=sessions,
             commands=CommandService(release_channels=settings.release_channels),

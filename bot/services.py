@@ -21,7 +21,6 @@ from bot.domain.commands import (
     parse_command,
 )
 from bot.domain.errors import NotAReleaseChannel
-from bot.domain.plan import RolloutPlan
 from bot.npm_token import NpmTokenService
 from bot.rollouts import RolloutService
 from bot.webhooks import GitHubWebhooks
@@ -55,7 +54,6 @@ class Services:
     """Everything a listener or handler may call, built once per application."""
 
     settings: Settings
-    plan: RolloutPlan
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     commands: CommandService

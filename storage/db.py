@@ -87,11 +87,6 @@ def default_database_url() -> str:
     return f"{SQLITE_DRIVER}:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
 
 
-def is_sqlite(url: str) -> bool:
-    """Whether the URL (in any accepted form) names a SQLite database."""
-    return make_url(normalize_database_url(url)).get_backend_name() == "sqlite"
-
-
 def create_engine(url: str, **engine_options: Any) -> AsyncEngine:
     """An async engine for the URL; SQLite gets foreign keys, WAL and a busy timeout.
 

@@ -7,7 +7,6 @@ the tests can migrate without a nested `asyncio.run`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from alembic import command
@@ -64,11 +63,6 @@ def _run_upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
-
-
-def upgrade_sync(database_url: str) -> None:
-    """`rollout-bot migrate`: migrate to the newest revision, outside any event loop."""
-    asyncio.run(upgrade(database_url))
 
 
 async def current_revision(database_url: str) -> str | None:

@@ -150,22 +150,6 @@ class TimerStore:
             values["due_at"] = due_at
         return await self._update_claimed(timer_id, owner, **values)
 
-    async def reschedule(self, *, key: str, due_at: datetime) -> Timer | None:
-        """Move a pending timer (an extended window); None when no pending timer has this key.
-
-        Any claim is dropped: a holder that was acting on the old due time can no longer
-        complete it, and the timer fires again at the new one.
-        """
-        async with self._sessions.begin() as session:
-            row = await session.scalar(
-                update(TimerRow)
-                .where(TimerRow.key == key, _pending())
-                .values(due_at=due_at, claimed_by=None, lease_until=None)
-                .returning(TimerRow)
-                .execution_options(synchronize_session=False)
-            )
-            return _timer(row) if row is not None else None
-
     async def cancel(self, *, key: str, now: datetime) -> bool:
         """Cancel a pending timer; the key stays taken, so scheduling it again is a no-op."""
         async with self._sessions.begin() as session:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy import Column, MetaData, String, inspect
 from sqlalchemy.engine import Connection
 
 from storage.db import create_engine
-from storage.migrate import alembic_config, current_revision, head_revision, upgrade, upgrade_sync
+from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.models import Base
 
 TABLES = {
@@ -101,9 +100,3 @@ async def test_replicas_migrating_at_once_all_succeed(empty_postgres_database_ur
     url = empty_postgres_database_url
     await asyncio.gather(*(upgrade(url) for _ in range(3)))
     assert await current_revision(url) == head_revision()
-
-
-def test_upgrade_sync_runs_outside_an_event_loop(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    upgrade_sync(url)
-    assert asyncio.run(current_revision(url)) == head_revision()

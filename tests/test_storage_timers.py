@@ -170,27 +170,6 @@ async def test_a_released_timer_is_retried_by_anyone(timers: TimerStore) -> None
     assert (retried.claimed_by, retried.attempts, retried.due_at) == ("b", 2, retry_at)
 
 
-async def test_reschedule_moves_a_window_and_voids_a_running_claim(timers: TimerStore) -> None:
-    timer = await _window(timers, "w", timedelta(minutes=30))
-    (claimed,) = await timers.claim_due(now=NOW + timedelta(minutes=30), owner="a", lease=LEASE)
-    assert claimed.id == timer.id
-
-    extended = await timers.reschedule(key="w", due_at=NOW + timedelta(minutes=45))
-
-    assert extended is not None
-    assert (extended.due_at, extended.claimed_by, extended.id) == (
-        NOW + timedelta(minutes=45),
-        None,
-        timer.id,
-    )
-    assert await timers.complete(timer_id=timer.id, owner="a", now=NOW) is False
-    assert await timers.claim_due(now=NOW + timedelta(minutes=44), owner="b", lease=LEASE) == []
-    (again,) = await timers.claim_due(now=NOW + timedelta(minutes=45), owner="b", lease=LEASE)
-    assert await timers.complete(timer_id=again.id, owner="b", now=NOW) is True
-    assert await timers.reschedule(key="w", due_at=NOW + timedelta(hours=2)) is None
-    assert await timers.reschedule(key="no-such-timer", due_at=NOW) is None
-
-
 async def test_a_cancelled_timer_never_fires_and_its_key_stays_taken(timers: TimerStore) -> None:
     timer = await _window(timers, "w", timedelta(0))
 
