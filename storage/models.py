@@ -174,6 +174,10 @@ class TimerRow(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last attempt failed (an error's class and message, never a secret)."""
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Given up after the configured number of attempts: the thread was told, a person acts."""
 
     __table_args__ = (
         Index(
@@ -183,6 +187,37 @@ class TimerRow(Base):
             postgresql_where=text("fired_at IS NULL AND cancelled_at IS NULL"),
         ),
         Index(None, "rollout_id"),
+    )
+
+
+class OutboxRow(Base):
+    """A message the channel must see (a thread line, a card redraw, a gate card), written in
+    the same transaction as the state change it tells of, and delivered with retries."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[str | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonObject)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index(
+            "ix_outbox_pending_id",
+            "rollout_id",
+            "id",
+            sqlite_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+        ),
     )
 
 

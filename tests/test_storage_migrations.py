@@ -24,6 +24,7 @@ TABLES = {
     "audit_events",
     "github_deliveries",
     "action_claims",
+    "outbox",
 }
 
 
