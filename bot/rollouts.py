@@ -580,7 +580,9 @@ class RolloutService:
             rollout = await self.get(rollout_id)
             plan = await self.plan_of(rollout)
             try:
-                decision = machine.extend(rollout, plan, track=track, actor=actor, by=by)
+                decision = machine.extend(
+                    rollout, plan, track=track, actor=actor, by=by, now=self._clock()
+                )
             except InvalidTransition as error:
                 await self._refuse(actor, "extend", rollout, error.message, track=track)
                 raise

@@ -29,6 +29,7 @@ from bot.domain.rollout import (
     StageState,
     Track,
     TrackState,
+    gate_missed,
     slack_time,
 )
 from bot.gate_cli import UsageError, parse_rate
@@ -138,6 +139,8 @@ def _stage_words(stage: Stage, spec: PlanStage, plan_track: PlanTrack) -> str:
     if state is StageState.OBSERVING and stage.window_ends_at is not None:
         extended = " (extended)" if stage.extensions else ""
         return f"observing until {slack_time(stage.window_ends_at)}{extended}"
+    if gate_missed(stage):
+        return "holding: the gate could not run (see the thread)"
     if state is StageState.EVALUATING:
         if isinstance(plan_track.metrics, ManualMetrics):
             return "window ended: waiting for the observed figures"
@@ -444,7 +447,7 @@ def _lane_buttons(rollout: Rollout, track: Track, plan_track: PlanTrack) -> list
         following = plan_track.next_stage(current.key)
         if current.state is StageState.HOLDING and following is not None:
             buttons.append(_promote(rollout, current, spec, following, value))
-        if current.state is StageState.OBSERVING:
+        if current.state is StageState.OBSERVING or gate_missed(current):
             label = f"Extend window (+{format_duration(EXTEND_STEP)})"
             buttons.append(_button(label, Action.EXTEND_WINDOW, value))
             buttons.append(_button("Extend by…", Action.EXTEND_CUSTOM, value))
@@ -461,7 +464,15 @@ def _promote(
     rollout: Rollout, stage: Stage, spec: PlanStage, following: PlanStage, value: ButtonValue
 ) -> dict[str, Any]:
     confirm = None
-    if stage.verdict is not None and stage.verdict.verdict is Verdict.INCONCLUSIVE:
+    if gate_missed(stage):
+        confirm = _confirm(
+            "Promote without a gate?",
+            f"The {spec.label} gate never ran (see the thread). Promoting approves "
+            f"{following.label} for {rollout.tag} without a verdict.",
+            "Promote anyway",
+            danger=True,
+        )
+    elif stage.verdict is not None and stage.verdict.verdict is Verdict.INCONCLUSIVE:
         confirm = _confirm(
             "Override an inconclusive gate?",
             f"The {spec.label} gate was INCONCLUSIVE ({stage.verdict.summary}). Promoting "

@@ -141,6 +141,15 @@ class ClaimStore:
                 )
             )
 
+    async def prune(self, *, before: datetime) -> int:
+        """Forget claims made before `before` (retention); returns how many. The audit trail
+        keeps who did what; a claim only guards an effect while a repeat is plausible."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(ActionClaimRow).where(ActionClaimRow.claimed_at < before)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
     async def get(self, key: str) -> Claim | None:
         async with self._sessions() as session:
             row = await session.get(ActionClaimRow, key, populate_existing=True)

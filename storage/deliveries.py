@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,3 +39,12 @@ class DeliveryLog:
                 .on_conflict_do_nothing(index_elements=[GitHubDeliveryRow.delivery_id])
             )
             return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def prune(self, *, before: datetime) -> int:
+        """Forget deliveries received before `before` (retention); returns how many. GitHub
+        redelivers within days, not weeks."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(GitHubDeliveryRow).where(GitHubDeliveryRow.received_at < before)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)

@@ -3,7 +3,9 @@
 A replica claims due timers for a lease; while the lease runs, no other replica gets them.
 When the owner dies, its lease runs out and another replica takes the timer over. Only the
 current holder of a claim can mark a timer fired, so a replica that lost its lease cannot
-finish work someone else has taken over. The clock is always passed in.
+finish work someone else has taken over. Every claim counts an attempt; a timer that failed
+too often is dead-lettered (`dead_at`): it is never claimed again, and people are told. The
+clock is always passed in.
 """
 
 from __future__ import annotations
@@ -36,14 +38,18 @@ class Timer:
     lease_until: datetime | None = None
     fired_at: datetime | None = None
     cancelled_at: datetime | None = None
+    last_error: str | None = None
+    dead_at: datetime | None = None
 
     @property
     def is_pending(self) -> bool:
-        return self.fired_at is None and self.cancelled_at is None
+        return self.fired_at is None and self.cancelled_at is None and self.dead_at is None
 
 
 def _pending() -> ColumnElement[bool]:
-    return and_(TimerRow.fired_at.is_(None), TimerRow.cancelled_at.is_(None))
+    return and_(
+        TimerRow.fired_at.is_(None), TimerRow.cancelled_at.is_(None), TimerRow.dead_at.is_(None)
+    )
 
 
 class TimerStore:
@@ -143,12 +149,37 @@ class TimerStore:
         """Mark the timer fired; False unless `owner` still holds its claim."""
         return await self._update_claimed(timer_id, owner, fired_at=now, lease_until=None)
 
-    async def release(self, *, timer_id: int, owner: str, due_at: datetime | None = None) -> bool:
-        """Give the claim back (the work failed) so any replica retries, at `due_at` if given."""
+    async def release(
+        self,
+        *,
+        timer_id: int,
+        owner: str,
+        due_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Give the claim back (the work failed) so any replica retries, at `due_at` if given;
+        `error` says why (an error's class and message, never a secret)."""
         values: dict[str, Any] = {"claimed_by": None, "lease_until": None}
         if due_at is not None:
             values["due_at"] = due_at
+        if error is not None:
+            values["last_error"] = error
         return await self._update_claimed(timer_id, owner, **values)
+
+    async def bury(self, *, timer_id: int, owner: str, now: datetime, error: str) -> bool:
+        """Dead-letter the timer its owner gave up on: it is never claimed again (a person
+        acts on it), and it stays in the table for the record; False unless `owner` holds it."""
+        return await self._update_claimed(
+            timer_id, owner, dead_at=now, last_error=error, claimed_by=None, lease_until=None
+        )
+
+    async def dead_count(self) -> int:
+        """How many timers were dead-lettered (for the bot's own metrics)."""
+        async with self._sessions() as session:
+            count = await session.scalar(
+                select(func.count()).select_from(TimerRow).where(TimerRow.dead_at.is_not(None))
+            )
+            return int(count or 0)
 
     async def cancel(self, *, key: str, now: datetime) -> bool:
         """Cancel a pending timer; the key stays taken, so scheduling it again is a no-op."""
@@ -202,4 +233,6 @@ def _timer(row: TimerRow) -> Timer:
         lease_until=row.lease_until,
         fired_at=row.fired_at,
         cancelled_at=row.cancelled_at,
+        last_error=row.last_error,
+        dead_at=row.dead_at,
     )

@@ -1266,7 +1266,7 @@ def test_a_verdict_on_unusable_figures_survives_storage() -> None:
 
 def test_extending_a_window_moves_its_timer_and_the_old_one_fires_stale() -> None:
     rollout = canary_observing()  # the canary window ends at(35)
-    moved = extend(rollout, PLAN, track="relay", actor="U9", by=timedelta(minutes=15))
+    moved = extend(rollout, PLAN, track="relay", actor="U9", by=timedelta(minutes=15), now=at(30))
 
     assert moved.rollout.track("relay").stage("canary").window_ends_at == at(50)
     assert effects(moved)[:2] == [
@@ -1284,7 +1284,7 @@ def test_extending_a_window_moves_its_timer_and_the_old_one_fires_stale() -> Non
 def test_extending_without_a_running_window_changes_nothing() -> None:
     rollout = canary_observing()
     with pytest.raises(InvalidTransition, match="no window running"):
-        extend(rollout, PLAN, track="desktop", actor="U9", by=timedelta(minutes=15))
+        extend(rollout, PLAN, track="desktop", actor="U9", by=timedelta(minutes=15), now=at(30))
 
 
 # -- reviews made by a person on GitHub ------------------------------------------------------

@@ -26,6 +26,7 @@ from bot.domain.rollout import (
     Rollout,
     StageState,
     TrackState,
+    gate_missed,
 )
 
 
@@ -128,6 +129,8 @@ def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: Ca
     }.get(control, ())
     if control is Control.REEVALUATE and isinstance(plan_track.metrics, ManualMetrics):
         return False
+    if control in (Control.EXTEND, Control.EXTEND_BY) and gate_missed(stage):
+        return True  # its timer gave up: the window may be observed again
     return stage.state in wanted
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from bot.domain.durations import format_duration
 from bot.domain.errors import RolloutError
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
-from bot.domain.plan import PromoteMode, RolloutPlan
+from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.run import (
@@ -715,8 +715,9 @@ def _comment(rollout: Rollout, spec: PlanStage) -> str:
 
 
 def window_ended(rollout: Rollout, *, track: str, stage: str, due_at: datetime) -> Decision:
-    """A window's timer fired. Stale timers (an extended or stopped window) change nothing;
-    a timer fired again after a crash mid-evaluation asks for the metrics again."""
+    """A window's timer fired. `due_at` is the window end the timer was scheduled for (not
+    when a retry of it fires). Stale timers (an extended or stopped window) change nothing;
+    a timer fired again after a failure mid-evaluation asks for the metrics again."""
     current = rollout.track(track).stage(stage)
     if current.window_ends_at != due_at or current.state not in (
         StageState.OBSERVING,
@@ -726,6 +727,49 @@ def window_ended(rollout: Rollout, *, track: str, stage: str, due_at: datetime) 
     evaluating = replace(current, state=StageState.EVALUATING)
     updated = rollout.with_track(rollout.track(track).with_stage(evaluating))
     return Decision(updated, (ReadMetrics(track, stage),))
+
+
+def gate_missed(stage: Stage) -> bool:
+    """Held without a verdict: the window's timer gave up before its gate could run."""
+    return stage.state is StageState.HOLDING and stage.verdict is None
+
+
+def window_timer_dead(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    *,
+    track: str,
+    stage: str,
+    due_at: datetime,
+    attempts: int,
+    reason: str,
+) -> Decision:
+    """The timer of a window's end gave up after `attempts` failures, so the gate never ran.
+    The stage holds without a verdict rather than observing forever: a person re-evaluates,
+    extends the window, overrides with Promote or stops; the thread says what failed."""
+    current = rollout.track(track).stage(stage)
+    if current.window_ends_at != due_at or current.state not in (
+        StageState.OBSERVING,
+        StageState.EVALUATING,
+    ):
+        return Decision(rollout)
+    plan_track = plan.track(track)
+    spec = plan_track.stage(stage)
+    held = replace(current, state=StageState.HOLDING, verdict=None)
+    gate = (
+        "*Extend* observes longer and asks for the figures again"
+        if isinstance(plan_track.metrics, ManualMetrics)
+        else "*Re-evaluate now* runs the gate, *Extend* observes longer"
+    )
+    text = (
+        f":warning: The window of *{spec.label}* ({plan_track.label}) ended at "
+        f"{slack_time(due_at)}, but its gate could not run: {attempts} attempts failed "
+        f"(last: {reason}). Holding: {gate}, Promote overrides, Roll back stops."
+    )
+    return Decision(
+        rollout.with_track(rollout.track(track).with_stage(held)),
+        (Announce(text, failure=True),),
+    )
 
 
 def gate_evaluated(
@@ -859,11 +903,22 @@ def promote(
             f"{spec.label} is held on an INCONCLUSIVE gate: promote it with the Promote button, "
             "which asks you to confirm the override."
         )
+    if gate_missed(stage) and not override:
+        raise InvalidTransition(
+            f"The gate of {spec.label} never ran: promote it with the Promote button, which "
+            "asks you to confirm the override (or Re-evaluate first)."
+        )
     following = plan_track.next_stage(stage.key)
     assert following is not None
     work = _Work(rollout)
     _advance(work, track, stage, following)
-    how = " (override of an INCONCLUSIVE gate)" if inconclusive else ""
+    how = (
+        " (override of an INCONCLUSIVE gate)"
+        if inconclusive
+        else " (override: the gate never ran)"
+        if gate_missed(stage)
+        else ""
+    )
     work.effects.append(
         Announce(f"<@{actor}> promoted {plan_track.label} to *{following.label}*{how}.")
     )
@@ -891,33 +946,39 @@ def _not_holding(plan_track: PlanTrack, spec: PlanStage, stage: Stage) -> str:
 
 
 def extend(
-    rollout: Rollout, plan: RolloutPlan, *, track: str, actor: str, by: timedelta
+    rollout: Rollout,
+    plan: RolloutPlan,
+    *,
+    track: str,
+    actor: str,
+    by: timedelta,
+    now: datetime,
 ) -> Decision:
-    """Move the end of the running window of a track by `by` (a person wants more data)."""
+    """Move the end of the running window of a track by `by` (a person wants more data).
+    A stage whose gate never ran (its timer gave up) observes again, from now."""
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     stage = current_track.current
     if (
         current_track.state is not TrackState.ACTIVE
         or stage is None
-        or stage.state is not StageState.OBSERVING
+        or not (stage.state is StageState.OBSERVING or gate_missed(stage))
         or stage.window_ends_at is None
     ):
         raise InvalidTransition(f"{plan_track.label} has no window running: nothing to extend.")
     spec = plan_track.stage(stage.key)
-    ends = stage.window_ends_at + by
-    moved = replace(stage, window_ends_at=ends)
-    return Decision(
-        rollout.with_track(current_track.with_stage(moved)),
-        (
-            _cancel(track, stage),
-            ScheduleWindow(track, stage.key, ends),
-            Announce(
-                f"<@{actor}> extended the window of *{spec.label}* ({plan_track.label}) by "
-                f"{format_duration(by)}, until {slack_time(ends)}."
-            ),
-        ),
+    missed = gate_missed(stage)
+    ends = (now if missed else stage.window_ends_at) + by
+    moved = replace(stage, state=StageState.OBSERVING, window_ends_at=ends)
+    effects: list[Effect] = [] if missed else [_cancel(track, stage)]
+    effects.append(ScheduleWindow(track, stage.key, ends))
+    effects.append(
+        Announce(
+            f"<@{actor}> extended the window of *{spec.label}* ({plan_track.label}) by "
+            f"{format_duration(by)}, until {slack_time(ends)}."
+        )
     )
+    return Decision(rollout.with_track(current_track.with_stage(moved)), tuple(effects))
 
 
 def _cancel(track: str, stage: Stage) -> CancelWindow:
