@@ -34,7 +34,7 @@ from bot.metrics_sources import MetricsEndpoints
 from bot.npm_token import NpmTokenService
 from bot.rollout_store import RolloutStore
 from bot.rollouts import RolloutService
-from bot.scheduler import Scheduler
+from bot.scheduler import Retention, Scheduler
 from bot.services import CommandService, Services
 from bot.webhooks import GitHubWebhooks
 from handlers import github_webhook, register_all
@@ -121,11 +121,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             approvers=approvers,
             claims=claims,
         )
+        deliveries = DeliveryLog(sessions)
         webhooks = GitHubWebhooks(
             repository=settings.github_repository,
             rollouts=rollouts,
             store=store,
-            deliveries=DeliveryLog(sessions),
+            deliveries=deliveries,
             clock=utc_now,
         )
         services = Services(
@@ -161,6 +162,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             service=rollouts,
             clock=utc_now,
             poll_interval=timedelta(seconds=settings.github_poll_interval),
+            max_attempts=settings.timer_max_attempts,
+            retention=Retention(
+                claims=claims,
+                deliveries=deliveries,
+                keep=timedelta(days=settings.retention_days),
+            ),
             wake=wake,
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")

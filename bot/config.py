@@ -79,6 +79,10 @@ class Settings(DatabaseSettings):
     github_webhook_secret: SecretStr | None = None
     github_poll_interval: float = Field(default=15.0, gt=0, le=3600)
     """Seconds between two looks at each running rollout's run on GitHub."""
+    timer_max_attempts: int = Field(default=8, ge=1, le=100)
+    """Tries of a window's end before its timer is dead-lettered and the stage held."""
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    """Days action claims and webhook deliveries are kept (the audit trail stays)."""
 
     rollout_plan: Path | None = None
     release_channels: CommaList

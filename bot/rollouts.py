@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.authz import Approvers
 from bot.domain import github_events
@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 WINDOW_TIMER = "window"
 DISPATCH_SEARCH = timedelta(minutes=10)
 """How long the poller looks for the run of a dispatch it could not identify at once."""
+CONCURRENT_RETRIES = 4
+"""Tries of a timer's or the poller's step while other replicas keep saving the rollout."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -296,7 +300,20 @@ class RolloutService:
         sees it first. `reviews` (from a delivery) name reviewers GitHub's review history
         may not list yet."""
         async with self._lock(rollout_id):
-            return await self._reconcile_locked(rollout_id, reviews=reviews)
+            return await self._serialised(
+                rollout_id, lambda: self._reconcile_locked(rollout_id, reviews=reviews)
+            )
+
+    async def _serialised(self, rollout_id: str, act: Callable[[], Awaitable[T]]) -> T:
+        """Run `act` (which loads the rollout afresh) again when another replica saved the
+        rollout first, so concurrent replicas take turns instead of failing (optimistic
+        retry). Every step is level-triggered: a retry redoes only what is still missing."""
+        for _ in range(CONCURRENT_RETRIES - 1):
+            try:
+                return await act()
+            except ConcurrentChange:
+                log.info("rollout %s changed on another replica; acting on its state", rollout_id)
+        return await act()
 
     async def follow_github_event(
         self, *, rollout_id: str, event: github_events.RunEvent
@@ -354,21 +371,61 @@ class RolloutService:
             return Reconciled(snapshot=snapshot, version=acted.version)
 
     async def on_timer(self, timer: Timer) -> None:
-        """A durable timer fired (once, on one replica)."""
+        """A durable timer fired (on one replica; again after a failure, at a later time).
+        The window it closes is the one it was scheduled for, whenever the retry runs."""
         if timer.kind != WINDOW_TIMER or timer.rollout_id is None or timer.payload is None:
             log.warning("ignoring timer %s of kind %s", timer.key, timer.kind)
             return
-        async with self._lock(timer.rollout_id):
-            rollout = await self.get(timer.rollout_id)
-            with rollout_context(rollout.id):
-                decision = machine.window_ended(
+        rollout_id = timer.rollout_id
+        track, stage = str(timer.payload["track"]), str(timer.payload["stage"])
+        ends = _window_end(timer, rollout_id=rollout_id, track=track, stage=stage)
+
+        async def close_window() -> None:
+            rollout = await self.get(rollout_id)
+            decision = machine.window_ended(rollout, track=track, stage=stage, due_at=ends)
+            await self._apply(rollout, decision, await self.plan_of(rollout))
+            await self._reconcile_locked(rollout_id)
+
+        async with self._lock(rollout_id):
+            with rollout_context(rollout_id):
+                await self._serialised(rollout_id, close_window)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        """A window timer gave up (dead-lettered): hold the stage whose gate never ran, and
+        tell the thread why, so the window is not silently dropped."""
+        if timer.kind != WINDOW_TIMER or timer.rollout_id is None or timer.payload is None:
+            return
+        rollout_id = timer.rollout_id
+        track, stage = str(timer.payload["track"]), str(timer.payload["stage"])
+        ends = _window_end(timer, rollout_id=rollout_id, track=track, stage=stage)
+
+        async def hold() -> None:
+            rollout = await self.get(rollout_id)
+            plan = await self.plan_of(rollout)
+            decision = machine.window_timer_dead(
+                rollout,
+                plan,
+                track=track,
+                stage=stage,
+                due_at=ends,
+                attempts=timer.attempts,
+                reason=reason,
+            )
+            if decision.rollout != rollout:
+                await self._record(
+                    "rollout-bot",
+                    "window_timer",
+                    "dead",
                     rollout,
-                    track=str(timer.payload["track"]),
-                    stage=str(timer.payload["stage"]),
-                    due_at=timer.due_at,
+                    {"why": reason},
+                    track=track,
+                    stage=stage,
                 )
-                await self._apply(rollout, decision, await self.plan_of(rollout))
-                await self._reconcile_locked(rollout.id)
+            await self._apply(rollout, decision, plan)
+
+        async with self._lock(rollout_id):
+            with rollout_context(rollout_id):
+                await self._serialised(rollout_id, hold)
 
     async def _evaluate(self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics) -> None:
         source = metrics_source(plan.track(read.track).metrics, self._metrics_endpoints)
@@ -689,7 +746,11 @@ class RolloutService:
                     due_at=effect.due_at,
                     now=self._clock(),
                     rollout_id=rollout.id,
-                    payload={"track": effect.track, "stage": effect.stage},
+                    payload={
+                        "track": effect.track,
+                        "stage": effect.stage,
+                        "window_ends_at": effect.due_at.isoformat(),
+                    },
                 )
                 self._on_timer_scheduled()
             elif isinstance(effect, CancelWindow):
@@ -796,6 +857,16 @@ class RolloutService:
 
     def _lock(self, rollout_id: str) -> asyncio.Lock:
         return self._locks.setdefault(rollout_id, asyncio.Lock())
+
+
+def _window_end(timer: Timer, *, rollout_id: str, track: str, stage: str) -> datetime:
+    """The window end a timer closes, as stored when it was scheduled (a retry moves only its
+    due time). Timers of earlier versions carry it in their key alone."""
+    assert timer.payload is not None
+    stored = timer.payload.get("window_ends_at")
+    if stored is None:
+        stored = timer.key.removeprefix(f"window:{rollout_id}:{track}:{stage}:")
+    return datetime.fromisoformat(str(stored))
 
 
 def baselines(plan: RolloutPlan) -> dict[str, Decimal]:

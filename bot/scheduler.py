@@ -2,11 +2,18 @@
 
 Timers live in the database, so a window that was running when the process died still ends:
 the next process (or another replica, once the dead one's lease runs out) claims it and fires
-it, once. Between timers the scheduler polls GitHub for each running rollout, so stage
-changes are noticed even without webhooks (or when deliveries stop). Each run is polled at
-its own pace: every `poll_interval` while things move, twice as long after each look that
-found nothing new (up to `max_poll_interval`), and not at all while GitHub's rate limit says
-to wait. Unchanged answers are conditional-request 304s, which cost no rate limit.
+it, once. Timers are claimed one at a time, so a lease covers only the timer being worked on.
+A timer whose handler fails is retried with exponential backoff and full jitter; after
+`max_attempts` it is dead-lettered and its stage holds for a person (nothing is dropped
+silently). A transient failure (GitHub, the database, another replica's change, a timeout) is
+one WARNING line; a bug or a dead-lettered timer is an ERROR with its traceback.
+
+Between timers the scheduler polls GitHub for each running rollout, so stage changes are
+noticed even without webhooks (or when deliveries stop). Each run is polled at its own pace:
+every `poll_interval` while things move, twice as long after each look that found nothing new
+(up to `max_poll_interval`), and not at all while GitHub's rate limit says to wait. Unchanged
+answers are conditional-request 304s, which cost no rate limit. Once an hour it prunes old
+action claims and webhook deliveries (`Retention`).
 """
 
 from __future__ import annotations
@@ -15,18 +22,102 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
+import aiohttp
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from bot.domain.errors import ConcurrentChange, GitHubError, RolloutError
 from bot.domain.rollout import Phase, Rollout
 from bot.domain.run import RunSnapshot
 from bot.ports import Clock
-from bot.rollouts import RolloutService
-from storage.timers import TimerStore
+from bot.rollouts import Reconciled
+from storage.claims import ClaimStore
+from storage.deliveries import DeliveryLog
+from storage.timers import Timer, TimerStore
 
 log = logging.getLogger(__name__)
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    GitHubError,
+    ConcurrentChange,
+    DBAPIError,  # OperationalError, InterfaceError: the database or the connection to it
+    PoolTimeout,
+    OSError,  # connection refused or reset
+    TimeoutError,
+    aiohttp.ClientError,
+)
+"""Failures that a later try repairs by itself: logged as one line, not as a bug."""
+
+PRUNE_EVERY = timedelta(hours=1)
+
+
+class RolloutFollower(Protocol):
+    """What the scheduler drives: the rollout service."""
+
+    async def on_timer(self, timer: Timer) -> None: ...
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
+
+    async def active(self) -> list[Rollout]: ...
+
+    async def reconcile(self, rollout_id: str) -> Reconciled: ...
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: retry n waits a random time between `floor` and
+    min(`cap`, `base` * 2**(n-1)), so replicas that failed together do not retry together."""
+
+    base: timedelta = timedelta(seconds=10)
+    cap: timedelta = timedelta(minutes=5)
+    floor: timedelta = timedelta(seconds=1)
+    """Never at once: a failed timer is not claimed again in the same pass."""
+
+    def delay(self, attempt: int, rng: random.Random) -> timedelta:
+        floor = self.floor.total_seconds()
+        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2.0 ** (attempt - 1))
+        return timedelta(seconds=floor + max(ceiling - floor, 0.0) * rng.random())
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long action claims and webhook deliveries are kept (the audit trail stays)."""
+
+    claims: ClaimStore
+    deliveries: DeliveryLog
+    keep: timedelta = timedelta(days=30)
+
+
+def error_summary(error: BaseException) -> str:
+    """An error's class and the first line of its message, for `timers.last_error` and log
+    lines: no traceback, no SQL statement or parameters."""
+    text = error.message if isinstance(error, RolloutError) else str(error)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:300]}" if first else type(error).__name__
+
+
+def _thread_reason(error: BaseException) -> str:
+    """What the thread is told failed: a known error's message is written for people; of
+    anything else only its kind (its text may hold what a channel must not see)."""
+    if isinstance(error, RolloutError):
+        return error.message
+    return f"an unexpected {type(error).__name__}, see the bot's log"
+
+
+def _log_failure(message: str, error: BaseException) -> None:
+    if isinstance(error, TRANSIENT):
+        log.warning("%s: %s", message, error_summary(error))
+    else:
+        log.error("%s", message, exc_info=error)
 
 
 @dataclass(frozen=True)
@@ -51,12 +142,16 @@ class Scheduler:
         self,
         *,
         timers: TimerStore,
-        service: RolloutService,
+        service: RolloutFollower,
         clock: Clock,
         poll_interval: timedelta,
         max_poll_interval: timedelta | None = None,
         lease: timedelta = timedelta(minutes=2),
         retry_after: timedelta = timedelta(seconds=30),
+        max_attempts: int = 8,
+        backoff: Backoff | None = None,
+        retention: Retention | None = None,
+        rng: random.Random | None = None,
         owner: str | None = None,
         wake: asyncio.Event | None = None,
     ) -> None:
@@ -70,6 +165,11 @@ class Scheduler:
         """GitHub's rate limit said to wait until then: no run is polled before."""
         self._lease = lease
         self._retry_after = retry_after
+        self._max_attempts = max_attempts
+        self._backoff = backoff or Backoff()
+        self._retention = retention
+        self._pruned_at: datetime | None = None
+        self._rng = rng or random.Random()
         self.owner = owner or replica_name()
         self._wake = wake or asyncio.Event()
         """Set when a timer is scheduled: look again now, not at the end of the current sleep."""
@@ -84,36 +184,100 @@ class Scheduler:
                 if self._clock() >= next_poll:
                     await self.poll_runs()
                     next_poll = self._clock() + self._poll_interval
+                await self.prune()
                 await self._sleep_until(next_poll)
-            except Exception:
+            except Exception as error:
                 # The database or GitHub is away: the timers wait in the database, so
                 # nothing is lost; try again after a pause instead of dying.
-                log.exception("scheduler iteration failed; retrying in %s", self._retry_after)
+                _log_failure(f"scheduler iteration failed; retrying in {self._retry_after}", error)
                 await asyncio.sleep(self._retry_after.total_seconds())
 
     async def fire_due(self) -> int:
-        """Fire every due timer this replica can claim; returns how many fired."""
+        """Fire every due timer this replica can claim, one at a time (a lease covers only
+        the timer being worked on); returns how many fired."""
         fired = 0
-        while due := await self._timers.claim_due(
-            now=self._clock(), owner=self.owner, lease=self._lease
+        while claimed := await self._timers.claim_due(
+            now=self._clock(), owner=self.owner, lease=self._lease, limit=1
         ):
-            for timer in due:
-                try:
-                    await self._service.on_timer(timer)
-                except Exception:
-                    # A timer must not be lost to one failure: it fires again later.
-                    log.exception("timer %s failed; retrying in %s", timer.key, self._retry_after)
-                    await self._timers.release(
-                        timer_id=timer.id,
-                        owner=self.owner,
-                        due_at=self._clock() + self._retry_after,
-                    )
-                    continue
-                if await self._timers.complete(
-                    timer_id=timer.id, owner=self.owner, now=self._clock()
-                ):
-                    fired += 1
+            (timer,) = claimed
+            if timer.attempts > self._max_attempts:
+                # The last attempts never reported back: the replica working on it stopped.
+                await self._give_up(timer, reason="its last attempt never finished")
+                continue
+            try:
+                await self._service.on_timer(timer)
+            except Exception as error:
+                await self._failed(timer, error)
+                continue
+            if await self._timers.complete(timer_id=timer.id, owner=self.owner, now=self._clock()):
+                fired += 1
         return fired
+
+    async def _failed(self, timer: Timer, error: Exception) -> None:
+        """A timer must not be lost to a failure: it fires again later, or, after the last
+        attempt, is dead-lettered and a person told."""
+        if timer.attempts >= self._max_attempts:
+            log.error(
+                "timer %s failed %d times; giving up: %s",
+                timer.key,
+                timer.attempts,
+                error_summary(error),
+                exc_info=error,
+            )
+            await self._give_up(timer, reason=_thread_reason(error), error=error_summary(error))
+            return
+        delay = self._backoff.delay(timer.attempts, self._rng)
+        _log_failure(
+            f"timer {timer.key} failed (attempt {timer.attempts} of {self._max_attempts}); "
+            f"retrying in {delay}",
+            error,
+        )
+        await self._timers.release(
+            timer_id=timer.id,
+            owner=self.owner,
+            due_at=self._clock() + delay,
+            error=error_summary(error),
+        )
+
+    async def _give_up(self, timer: Timer, *, reason: str, error: str | None = None) -> None:
+        """Dead-letter the timer once its stage holds and the thread knows; while they cannot
+        be told, the timer stays and telling them is retried."""
+        try:
+            await self._service.on_timer_dead(timer, reason=reason)
+        except Exception as failure:
+            delay = self._backoff.delay(self._max_attempts, self._rng)
+            _log_failure(f"timer {timer.key} could not be given up; retrying in {delay}", failure)
+            await self._timers.release(
+                timer_id=timer.id, owner=self.owner, due_at=self._clock() + delay
+            )
+            return
+        log.error("timer %s dead-lettered after %d attempts: %s", timer.key, timer.attempts, reason)
+        await self._timers.bury(
+            timer_id=timer.id,
+            owner=self.owner,
+            now=self._clock(),
+            error=error or timer.last_error or reason,
+        )
+
+    async def prune(self) -> None:
+        """Forget action claims and webhook deliveries older than the retention, at most once
+        an hour (any replica may; deleting twice is harmless). The audit trail stays."""
+        now = self._clock()
+        if self._retention is None or (
+            self._pruned_at is not None and now < self._pruned_at + PRUNE_EVERY
+        ):
+            return
+        self._pruned_at = now
+        before = now - self._retention.keep
+        claims = await self._retention.claims.prune(before=before)
+        deliveries = await self._retention.deliveries.prune(before=before)
+        if claims or deliveries:
+            log.info(
+                "retention: forgot %d action claims and %d webhook deliveries before %s",
+                claims,
+                deliveries,
+                before,
+            )
 
     async def poll_runs(self) -> None:
         """Reconcile each running rollout whose look is due; find runs of interrupted
@@ -130,8 +294,10 @@ class Scheduler:
                     await self._service.find_dispatched_run(rollout)
                 elif rollout.phase is Phase.RUNNING:
                     await self._follow(rollout)
-            except Exception:
-                log.exception("following rollout %s failed; trying again next poll", rollout.id)
+            except Exception as error:
+                _log_failure(
+                    f"following rollout {rollout.id} failed; trying again next poll", error
+                )
             if self.paused_until is not None:
                 return
 
@@ -162,9 +328,11 @@ class Scheduler:
         )
 
     async def _sleep_until(self, next_poll: datetime) -> None:
+        # Cleared before the next due time is read: a timer scheduled meanwhile sets it
+        # again and cuts the sleep short instead of being slept through.
+        self._wake.clear()
         due = await self._timers.next_due()
         wake_at = min(next_poll, due) if due is not None else next_poll
         seconds = max(0.0, (wake_at - self._clock()).total_seconds())
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
