@@ -203,3 +203,41 @@ async def test_next_due_is_when_the_next_timer_can_be_claimed(timers: TimerStore
 async def test_timers_refuse_naive_datetimes(timers: TimerStore) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
         await timers.schedule(key="w", kind="window_end", due_at=datetime(2026, 1, 1), now=NOW)
+
+
+async def test_a_failed_attempt_is_counted_with_its_error(timers: TimerStore) -> None:
+    timer = await _window(timers, "w", timedelta(0))
+    (first,) = await timers.claim_due(now=NOW, owner="a", lease=LEASE)
+    retry_at = NOW + timedelta(seconds=20)
+
+    assert await timers.release(
+        timer_id=timer.id, owner="a", due_at=retry_at, error="GitHubError: GitHub answered 502"
+    )
+
+    stored = await timers.get(key="w")
+    assert stored is not None and stored.is_pending
+    assert (stored.attempts, stored.due_at) == (1, retry_at)
+    assert stored.last_error == "GitHubError: GitHub answered 502"
+    (second,) = await timers.claim_due(now=retry_at, owner="b", lease=LEASE)
+    assert (first.attempts, second.attempts) == (1, 2)
+
+
+async def test_a_dead_lettered_timer_is_never_claimed_again_and_is_counted(
+    timers: TimerStore,
+) -> None:
+    timer = await _window(timers, "w", timedelta(0))
+    await _window(timers, "other", timedelta(hours=1))
+    await timers.claim_due(now=NOW, owner="a", lease=LEASE, limit=1)
+    assert await timers.dead_count() == 0
+
+    assert await timers.bury(timer_id=timer.id, owner="b", now=NOW, error="x") is False  # not b's
+    assert await timers.bury(timer_id=timer.id, owner="a", now=NOW, error="KeyError: 'state'")
+
+    dead = await timers.get(key="w")
+    assert dead is not None and not dead.is_pending
+    assert (dead.dead_at, dead.last_error, dead.claimed_by) == (NOW, "KeyError: 'state'", None)
+    assert await timers.dead_count() == 1
+    assert await timers.next_due() == NOW + timedelta(hours=1)  # the scheduler does not spin
+    later = NOW + timedelta(days=1)
+    assert [t.key for t in await timers.claim_due(now=later, owner="c", lease=LEASE)] == ["other"]
+    assert await timers.cancel(key="w", now=later) is False  # dead stays dead, for the record

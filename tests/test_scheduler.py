@@ -1,0 +1,587 @@
+"""The scheduler under faults: timers keep their window across retries, back off, are counted
+and dead-lettered with the stage held for a person; leases cover one timer; the wake-up is not
+lost; transient failures are one WARNING line; old claims and deliveries are pruned.
+
+The first tests drive a `Scheduler` on a real timer store (SQLite and PostgreSQL) with a
+follower of their own; the later ones run the whole bot (its own poller asleep) and a second
+scheduler on its services with a manual clock, so every timer fires exactly when told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.app import create_app
+from bot.app_keys import SERVICES
+from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.rollout import Phase, Rollout, StageState, window_timer_key
+from bot.rollouts import Reconciled, RolloutService
+from bot.sandbox.github_actions import ManualClock
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.scheduler import Backoff, Retention, Scheduler
+from storage.claims import ClaimStore
+from storage.deliveries import DeliveryLog
+from storage.models import AuditEventRow
+from storage.repositories import AuditLog
+from storage.timers import Timer, TimerStore
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+BAD_GATEWAY = GitHubError("GitHub answered 502 (Bad Gateway) to GET /actions/runs/7")
+
+
+class Follower:
+    """The scheduler's view of the rollout service: records what it was asked, and fails the
+    way a test says (`failures` is consumed one per call of `on_timer`)."""
+
+    def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.failures = failures or []
+        self.fired: list[Timer] = []
+        self.dead: list[tuple[Timer, str]] = []
+        self.poll_failure: Exception | None = None
+        self.polls = 0
+        self.polled_again = asyncio.Event()
+        self.during_timer: Callable[[Timer], object] | None = None
+
+    async def on_timer(self, timer: Timer) -> None:
+        self.fired.append(timer)
+        if self.during_timer is not None:
+            await self.during_timer(timer)  # type: ignore[misc]
+        if self.failures:
+            raise self.failures.pop(0)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        self.dead.append((timer, reason))
+
+    async def active(self) -> list[Rollout]:
+        self.polls += 1
+        if self.polls > 1:
+            self.polled_again.set()
+        if self.poll_failure is not None:
+            raise self.poll_failure
+        return []
+
+    async def reconcile(self, rollout_id: str) -> Reconciled:
+        return Reconciled()
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None:
+        return None
+
+
+@pytest.fixture
+def timers(session_factory: async_sessionmaker[AsyncSession]) -> TimerStore:
+    return TimerStore(session_factory)
+
+
+def scheduler(
+    timers: TimerStore, follower: Follower, clock: ManualClock, **options: object
+) -> Scheduler:
+    return Scheduler(
+        timers=timers,
+        service=follower,
+        clock=clock,
+        poll_interval=timedelta(hours=1),
+        rng=random.Random(7),
+        owner="replica-a",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def window(timers: TimerStore, key: str = "w", *, due: datetime = NOW) -> Timer:
+    return await timers.schedule(
+        key=key, kind="window", due_at=due, now=NOW, rollout_id=None, payload={"track": "relay"}
+    )
+
+
+# -- retries, backoff, dead letters -----------------------------------------------------------
+
+
+async def test_a_failing_timer_backs_off_with_jitter_and_is_dead_lettered_after_n_attempts(
+    timers: TimerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(NOW)
+    follower = Follower(
+        [BAD_GATEWAY, ConcurrentChange("changed", rollout_id="r-1"), BAD_GATEWAY, BAD_GATEWAY]
+    )
+    backoff = Backoff(base=timedelta(seconds=10), cap=timedelta(seconds=25))
+    loop = scheduler(timers, follower, clock, max_attempts=4, backoff=backoff)
+    await window(timers)
+    caplog.set_level(logging.INFO, logger="bot.scheduler")
+
+    waits = []
+    for attempt in range(1, 4):
+        assert await loop.fire_due() == 0
+        stored = await timers.get(key="w")
+        assert stored is not None and stored.is_pending and stored.attempts == attempt
+        wait = stored.due_at - clock()
+        ceiling = min(timedelta(seconds=10 * 2 ** (attempt - 1)), timedelta(seconds=25))
+        assert timedelta(seconds=1) <= wait <= ceiling  # bounded, never at once
+        waits.append(wait)
+        if attempt == 2:
+            assert stored.last_error == "ConcurrentChange: changed"
+        assert await loop.fire_due() == 0  # not retried before its time
+        assert len(follower.fired) == attempt
+        clock.advance(wait)
+    assert len(set(waits)) == 3  # jittered
+    assert stored.last_error == f"GitHubError: {BAD_GATEWAY.message}"
+    assert not follower.dead
+
+    assert await loop.fire_due() == 0  # the 4th attempt fails too: given up
+    dead = await timers.get(key="w")
+    assert dead is not None and dead.dead_at == clock() and not dead.is_pending
+    assert dead.last_error == f"GitHubError: {BAD_GATEWAY.message}"
+    assert [(t.key, reason) for t, reason in follower.dead] == [("w", BAD_GATEWAY.message)]
+    assert await timers.dead_count() == 1
+    clock.advance(timedelta(days=1))
+    assert await loop.fire_due() == 0 and len(follower.fired) == 4  # never again
+
+    retried = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [r.levelname for r in retried] == ["WARNING"] * 3
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in retried)
+    given_up = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert given_up and given_up[0].exc_info is not None  # a person must act: the traceback
+
+
+async def test_an_unexpected_error_is_logged_with_its_traceback_and_a_safe_reason(
+    timers: TimerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ManualClock(NOW)
+    follower = Follower([KeyError("state")])
+    loop = scheduler(timers, follower, clock, max_attempts=1)
+    await window(timers)
+
+    await loop.fire_due()
+
+    (record,) = [r for r in caplog.records if "failed 1 times" in r.getMessage()]
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    ((_, reason),) = follower.dead
+    assert reason == "an unexpected KeyError, see the bot's log"
+    dead = await timers.get(key="w")
+    assert dead is not None and dead.last_error == "KeyError: 'state'"
+
+
+async def test_a_timer_whose_replica_died_on_every_attempt_is_given_up_without_running(
+    timers: TimerStore,
+) -> None:
+    clock = ManualClock(NOW)
+    follower = Follower()
+    lease = timedelta(minutes=2)
+    await window(timers)
+    for _ in range(2):  # two replicas claimed it and died working on it
+        await timers.claim_due(now=clock(), owner="gone", lease=lease)
+        clock.advance(lease)
+
+    await scheduler(timers, follower, clock, max_attempts=2, lease=lease).fire_due()
+
+    assert follower.fired == []
+    assert [reason for _, reason in follower.dead] == ["its last attempt never finished"]
+    dead = await timers.get(key="w")
+    assert dead is not None and dead.dead_at is not None
+
+
+async def test_a_timer_stays_until_its_stage_is_held(timers: TimerStore) -> None:
+    """Telling the thread failed (the database blinked): the timer is not buried unseen."""
+
+    class Unreachable(Follower):
+        async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+            raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("reset"))
+
+    clock = ManualClock(NOW)
+    follower = Unreachable([BAD_GATEWAY])
+    await window(timers)
+
+    await scheduler(timers, follower, clock, max_attempts=1).fire_due()
+
+    kept = await timers.get(key="w")
+    assert kept is not None and kept.is_pending and kept.dead_at is None and kept.due_at > NOW
+
+
+# -- leases and the wake-up ----------------------------------------------------------------------
+
+
+async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
+    clock = ManualClock(NOW)
+    follower = Follower()
+    seen: dict[str, Timer | None] = {}
+
+    async def look_at_the_other(timer: Timer) -> None:
+        other = "second" if timer.key == "first" else "first"
+        seen[timer.key] = await timers.get(key=other)
+
+    follower.during_timer = look_at_the_other
+    await window(timers, "first")
+    await window(timers, "second", due=NOW + timedelta(seconds=1))
+    clock.advance(timedelta(seconds=1))
+
+    assert await scheduler(timers, follower, clock).fire_due() == 2
+
+    # While the first was worked on, the second was free for any other replica to take.
+    second_meanwhile = seen["first"]
+    assert second_meanwhile is not None and second_meanwhile.claimed_by is None
+
+
+async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
+    timers: TimerStore,
+) -> None:
+    wake = asyncio.Event()
+    looked_again = asyncio.Event()
+    reads = 0
+
+    class ScheduledMeanwhile(TimerStore):
+        async def next_due(self) -> datetime | None:
+            nonlocal reads
+            reads += 1
+            if reads == 1:
+                wake.set()  # a timer is scheduled right now, by this process
+            else:
+                looked_again.set()
+            return await super().next_due()
+
+    store = ScheduledMeanwhile(timers._sessions)
+    loop = Scheduler(
+        timers=store,
+        service=Follower(),
+        clock=lambda: datetime.now(UTC),
+        poll_interval=timedelta(hours=1),
+        wake=wake,
+    )
+    running = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(5):
+            await looked_again.wait()  # woken: it looked again instead of sleeping an hour
+    finally:
+        running.cancel()
+
+
+# -- logs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "level", "traceback"),
+    [
+        (BAD_GATEWAY, "WARNING", False),
+        (OperationalError("SELECT", {}, ConnectionRefusedError("refused")), "WARNING", False),
+        (TimeoutError(), "WARNING", False),
+        (AttributeError("'list' object has no attribute 'get'"), "ERROR", True),
+    ],
+)
+async def test_a_failed_poll_is_one_warning_unless_it_is_a_bug(
+    timers: TimerStore,
+    caplog: pytest.LogCaptureFixture,
+    failure: Exception,
+    level: str,
+    traceback: bool,
+) -> None:
+    follower = Follower()
+    follower.poll_failure = failure
+    loop = scheduler(timers, follower, ManualClock(NOW), retry_after=timedelta(0))
+
+    running = asyncio.create_task(loop.run())
+    try:
+        async with asyncio.timeout(5):
+            await follower.polled_again.wait()  # the failure was logged, the loop went on
+    finally:
+        running.cancel()
+
+    record = next(r for r in caplog.records if "iteration failed" in r.getMessage())
+    assert record.levelname == level
+    assert (record.exc_info is not None) is traceback
+    if not traceback:
+        assert type(failure).__name__ in record.getMessage()
+        assert "SELECT" not in record.getMessage()  # no SQL in a warning line
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+async def test_old_claims_and_deliveries_are_pruned_hourly_and_audit_events_stay(
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
+) -> None:
+    claims, deliveries = ClaimStore(session_factory), DeliveryLog(session_factory)
+    audit = AuditLog(session_factory)
+    clock = ManualClock(NOW)
+    old = NOW - timedelta(days=31)
+    await claims.claim(key="promote:r-1:relay:canary", action="promote", actor="U1", now=old)
+    await claims.claim(key="promote:r-2:relay:canary", action="promote", actor="U1", now=NOW)
+    await deliveries.remember(
+        delivery_id="d-old", event="workflow_job", rollout_id=None, received_at=old
+    )
+    await deliveries.remember(
+        delivery_id="d-new", event="workflow_job", rollout_id=None, received_at=NOW
+    )
+    await audit.append(at=old, actor="U1", action="promote", result="ok", rollout_id="r-1")
+    retention = Retention(claims=claims, deliveries=deliveries, keep=timedelta(days=30))
+    loop = scheduler(timers, Follower(), clock, retention=retention)
+
+    await loop.prune()
+
+    assert await claims.get("promote:r-1:relay:canary") is None
+    assert await claims.get("promote:r-2:relay:canary") is not None
+    assert await deliveries.remember(
+        delivery_id="d-old", event="workflow_job", rollout_id=None, received_at=NOW
+    )  # forgotten: new again
+    assert not await deliveries.remember(
+        delivery_id="d-new", event="workflow_job", rollout_id=None, received_at=NOW
+    )
+    async with session_factory() as session:
+        assert len(list(await session.scalars(select(AuditEventRow)))) == 1
+
+    # At most once an hour.
+    await claims.claim(key="promote:r-3:relay:canary", action="promote", actor="U1", now=old)
+    clock.advance(timedelta(minutes=59))
+    await loop.prune()
+    assert await claims.get("promote:r-3:relay:canary") is not None
+    clock.advance(timedelta(minutes=1))
+    await loop.prune()
+    assert await claims.get("promote:r-3:relay:canary") is None
+
+
+# -- the whole bot -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
+    figures = tmp_path / "figures.yml"
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        poll_interval=3600,
+        plan_yaml=fast_plan(figures, window="1h"),
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK})
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
+        yield box
+
+
+class Flaky:
+    """The bot's rollout service as the scheduler sees it, failing each timer's first attempt
+    before (`before`) or after (`after`) the real handler ran, or every attempt (`always`)."""
+
+    def __init__(self, service: RolloutService, *, fail: str) -> None:
+        self.service = service
+        self.fail = fail
+        self.failed: set[str] = set()
+
+    async def on_timer(self, timer: Timer) -> None:
+        if self.fail == "always":
+            raise BAD_GATEWAY
+        if self.fail == "after":
+            await self.service.on_timer(timer)
+        if timer.key not in self.failed:
+            self.failed.add(timer.key)
+            raise BAD_GATEWAY
+        if self.fail == "before":
+            await self.service.on_timer(timer)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        await self.service.on_timer_dead(timer, reason=reason)
+
+    async def active(self) -> list[Rollout]:
+        return await self.service.active()
+
+    async def reconcile(self, rollout_id: str) -> Reconciled:
+        return await self.service.reconcile(rollout_id)
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None:
+        await self.service.find_dispatched_run(rollout)
+
+
+async def canary_observing(box: Sandbox, poller: Scheduler) -> Rollout:
+    assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+    await box.click("dispatch", wait=False)
+    await box.wait_until(
+        lambda r: (
+            r.phase is Phase.RUNNING
+            and r.track("relay").stage("canary").state is StageState.DEPLOYING
+        )
+    )
+    await poller.poll_runs()
+    rollout = await box.rollout()
+    assert rollout.track("relay").stage("canary").state is StageState.OBSERVING
+    return rollout
+
+
+def manual_scheduler(
+    box: Sandbox, follower: object, clock: ManualClock, **options: object
+) -> Scheduler:
+    return Scheduler(
+        timers=TimerStore(box.services.sessions),
+        service=follower,  # type: ignore[arg-type]
+        clock=clock,
+        poll_interval=timedelta(seconds=10),
+        rng=random.Random(3),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def gates(box: Sandbox, rollout_id: str) -> list[str]:
+    return [
+        e.result
+        for e in await box.audit.list_for_rollout(rollout_id)
+        if e.action == "gate" and e.stage == "canary"
+    ]
+
+
+@pytest.mark.parametrize("fail", ["before", "after"])
+async def test_a_window_whose_timer_failed_once_is_evaluated_exactly_once(
+    quiet: Sandbox, fail: str
+) -> None:
+    clock = ManualClock(NOW)
+    poller = manual_scheduler(quiet, Flaky(quiet.services.rollouts, fail=fail), clock)
+    rollout = await canary_observing(quiet, poller)
+    ends = rollout.track("relay").stage("canary").window_ends_at
+    assert ends is not None
+    key = window_timer_key(rollout.id, "relay", "canary", ends)
+    timers = TimerStore(quiet.services.sessions)
+
+    assert await poller.fire_due() == 0  # the first attempts: GitHub answered 502
+    retry = await timers.get(key=key)
+    assert retry is not None and retry.due_at > clock() and retry.attempts == 1
+    clock.advance(timedelta(minutes=1))
+    assert await poller.fire_due() == 2  # the retries (canary, internal ring), later
+
+    judged = await quiet.rollout()
+    canary = judged.track("relay").stage("canary")
+    assert canary.state is StageState.HOLDING and canary.verdict is not None
+    assert await gates(quiet, rollout.id) == ["PASS"]
+    assert sum("5% canary gate PASS" in line for line in quiet.thread()) == 1
+
+
+async def test_a_timer_of_the_previous_version_finds_its_window_in_its_key(
+    quiet: Sandbox,
+) -> None:
+    clock = ManualClock(NOW)
+    poller = manual_scheduler(quiet, quiet.services.rollouts, clock)
+    rollout = await canary_observing(quiet, poller)
+    ends = rollout.track("relay").stage("canary").window_ends_at
+    assert ends is not None
+    stored = await TimerStore(quiet.services.sessions).get(
+        key=window_timer_key(rollout.id, "relay", "canary", ends)
+    )
+    assert stored is not None and stored.payload is not None
+    assert stored.payload["window_ends_at"] == ends.isoformat()
+    # As the previous version stored it, and retried 30 s later.
+    legacy = Timer(
+        id=stored.id,
+        key=stored.key,
+        kind=stored.kind,
+        due_at=ends + timedelta(seconds=30),
+        created_at=stored.created_at,
+        attempts=2,
+        rollout_id=rollout.id,
+        payload={"track": "relay", "stage": "canary"},
+    )
+
+    await quiet.services.rollouts.on_timer(legacy)
+
+    assert await gates(quiet, rollout.id) == ["PASS"]
+
+
+async def test_a_dead_timer_holds_the_stage_and_tells_the_thread(quiet: Sandbox) -> None:
+    clock = ManualClock(NOW)
+    poller = manual_scheduler(
+        quiet, Flaky(quiet.services.rollouts, fail="always"), clock, max_attempts=2
+    )
+    rollout = await canary_observing(quiet, poller)
+    timers = TimerStore(quiet.services.sessions)
+
+    for _ in range(2):
+        await poller.fire_due()
+        clock.advance(timedelta(minutes=10))
+
+    held = (await quiet.rollout()).track("relay").stage("canary")
+    assert held.state is StageState.HOLDING and held.verdict is None
+    said = await quiet.wait_for_thread("its gate could not run")
+    assert "2 attempts failed" in said and "GitHub answered 502" in said
+    assert "Re-evaluate now" in said and "Extend" in said
+    assert await timers.dead_count() == 2  # the canary's and the internal ring's
+    assert await gates(quiet, rollout.id) == []
+    await quiet.slack.wait_for(
+        lambda: (
+            "the gate could not run" in quiet.card_message().text
+            or any("the gate could not run" in str(b) for b in quiet.card_message().blocks)
+        )
+    )
+    card = str(quiet.card_message().blocks)
+    assert "observing until" not in card
+    for button in ("extend_window", "reevaluate", "promote"):
+        assert f"'action_id': '{button}'" in card
+
+    # Extend observes again from now, with a timer of its own.
+    await quiet.click("extend_window")
+    again = (await quiet.rollout()).track("relay").stage("canary")
+    assert again.state is StageState.OBSERVING
+    assert again.window_ends_at is not None and again.window_ends_at > datetime.now(UTC)
+    fresh = await timers.get(
+        key=window_timer_key(rollout.id, "relay", "canary", again.window_ends_at)
+    )
+    assert fresh is not None and fresh.is_pending
+
+
+# -- replicas ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def second_replica(quiet: Sandbox) -> AsyncIterator[RolloutService]:
+    """A second bot on the same database, in this process (its own locks, its own service)."""
+    runner = web.AppRunner(create_app(quiet.settings()), access_log=None)
+    await runner.setup()
+    try:
+        yield runner.app[SERVICES].rollouts
+    finally:
+        await runner.cleanup()
+
+
+async def test_replicas_acting_on_one_rollout_at_once_take_turns(
+    quiet: Sandbox, second_replica: RolloutService
+) -> None:
+    first = quiet.services.rollouts
+    assert "Preflight" in await quiet.command("start v1.4.2 --flags-ready")
+    await quiet.click("dispatch", wait=False)
+    rollout = await quiet.wait_until(
+        lambda r: (
+            r.phase is Phase.RUNNING
+            and r.track("relay").stage("canary").state is StageState.DEPLOYING
+        )
+    )
+    assert rollout.run_id is not None
+
+    # Both replicas see the canary and the internal ring deployed at once.
+    await asyncio.gather(first.reconcile(rollout.id), second_replica.reconcile(rollout.id))
+
+    observing = await quiet.rollout()
+    assert observing.track("relay").stage("canary").state is StageState.OBSERVING
+    assert observing.track("desktop").stage("internal").state is StageState.OBSERVING
+    await quiet.wait_for_thread("*5% canary* deployed")
+    assert sum("*5% canary* deployed" in line for line in quiet.thread()) == 1
+
+    # One replica closes the canary window while the other sees a person approve the beta
+    # ring on GitHub: both changes land, the gate runs once.
+    ends = observing.track("relay").stage("canary").window_ends_at
+    assert ends is not None
+    timer = await TimerStore(quiet.services.sessions).get(
+        key=window_timer_key(rollout.id, "relay", "canary", ends)
+    )
+    assert timer is not None
+    quiet.github.review(rollout.run_id, ["desktop-beta"], "approved", actor="octocat")
+
+    await asyncio.gather(first.reconcile(rollout.id), second_replica.on_timer(timer))
+
+    done = await quiet.rollout()
+    assert done.track("relay").stage("canary").state is StageState.HOLDING
+    assert done.track("desktop").stage("internal").state is StageState.PASSED
+    assert await gates(quiet, rollout.id) == ["PASS"]
+    await quiet.wait_for_thread("octocat approved *beta ring*")
+    assert sum("octocat approved *beta ring*" in line for line in quiet.thread()) == 1
