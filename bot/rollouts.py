@@ -487,11 +487,6 @@ class RolloutService:
             current_error=figures.error_rate,
             sample=figures.sample,
         )
-        decision = machine.gate_evaluated(
-            rollout, plan, track=track, stage=stage, verdict=verdict, now=self._clock()
-        )
-        judged = await self._apply(rollout, decision, plan)
-        # Recorded once saved: a verdict lost to another replica's change is not a gate run.
         await self._record(
             actor,
             "gate",
@@ -501,6 +496,10 @@ class RolloutService:
             track=track,
             stage=stage,
         )
+        decision = machine.gate_evaluated(
+            rollout, plan, track=track, stage=stage, verdict=verdict, now=self._clock()
+        )
+        judged = await self._apply(rollout, decision, plan)
         if decision.effects:  # the stage took the verdict: show the figures behind it
             await self._notifier.post_gate_card(
                 judged, plan, track=track, stage=stage, verdict=verdict, reading=reading

@@ -9,12 +9,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bot.domain.controls import CardRef, Control, card_applies, effect_key, two_person_refusal
+from bot.domain.gate import evaluate_relay
 from bot.domain.plan import RolloutPlan, parse_plan
 from bot.domain.rollout import (
     Check,
@@ -481,6 +483,11 @@ def plan_with(**changes: object) -> RolloutPlan:
     return parse_plan(yaml.safe_dump(plan), "test plan")
 
 
+HELD_ON_PASS = evaluate_relay(
+    baseline_crash=Decimal("0.001"), current_crash=Decimal("0.001"), current_error=Decimal("0.001")
+)
+
+
 def held_at(plan: RolloutPlan, stage: str, *, started_by: str = RELEASE_MANAGER) -> Rollout:
     """A running rollout whose relay track holds at `stage` (earlier stages passed)."""
     preflight = Preflight(*(Check(CheckState.PASS),) * 3)
@@ -503,6 +510,7 @@ def held_at(plan: RolloutPlan, stage: str, *, started_by: str = RELEASE_MANAGER)
             else StageState.HOLDING
             if s.key == stage
             else StageState.PENDING,
+            verdict=HELD_ON_PASS if s.key == stage else None,
         )
         for s in relay.stages
     )
