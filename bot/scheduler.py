@@ -2,11 +2,12 @@
 
 Timers live in the database, so a window that was running when the process died still ends:
 the next process (or another replica, once the dead one's lease runs out) claims it and fires
-it, once. Timers are claimed one at a time, so a lease covers only the timer being worked on.
-A timer whose handler fails is retried with exponential backoff and full jitter; after
-`max_attempts` it is dead-lettered and its stage holds for a person (nothing is dropped
-silently). A transient failure (GitHub, the database, another replica's change, a timeout) is
-one WARNING line; a bug or a dead-lettered timer is an ERROR with its traceback.
+it, once. Timers are claimed one at a time and their lease is renewed while they are worked
+on, so a lease covers exactly the timer in hand. A timer whose handler fails is retried with
+exponential backoff and full jitter; after `max_attempts` it is dead-lettered and its stage
+holds for a person (nothing is dropped silently). A transient failure (GitHub, the database,
+another replica's change, a timeout) is one WARNING line; a bug or a dead-lettered timer is
+an ERROR with its traceback.
 
 Between timers the scheduler polls GitHub for each running rollout, so stage changes are
 noticed even without webhooks (or when deliveries stop). Each run is polled at its own pace:
@@ -25,6 +26,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -205,13 +207,37 @@ class Scheduler:
                 await self._give_up(timer, reason="its last attempt never finished")
                 continue
             try:
-                await self._service.on_timer(timer)
+                async with self._holding(timer):
+                    await self._service.on_timer(timer)
             except Exception as error:
                 await self._failed(timer, error)
                 continue
             if await self._timers.complete(timer_id=timer.id, owner=self.owner, now=self._clock()):
                 fired += 1
         return fired
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, timer: Timer) -> AsyncIterator[None]:
+        """Renew the timer's lease every third of it while it is worked on, so a slow window
+        end (metrics, a chart, GitHub) is not taken over and run again by another replica."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self._lease.total_seconds() / 3)
+                try:
+                    await self._timers.renew(
+                        timer_id=timer.id, owner=self.owner, lease_until=self._clock() + self._lease
+                    )
+                except Exception as error:
+                    _log_failure(f"could not renew the lease of timer {timer.key}", error)
+
+        renewing = asyncio.create_task(renew(), name=f"lease:{timer.key}")
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def _failed(self, timer: Timer, error: Exception) -> None:
         """A timer must not be lost to a failure: it fires again later, or, after the last

@@ -149,6 +149,10 @@ class TimerStore:
         """Mark the timer fired; False unless `owner` still holds its claim."""
         return await self._update_claimed(timer_id, owner, fired_at=now, lease_until=None)
 
+    async def renew(self, *, timer_id: int, owner: str, lease_until: datetime) -> bool:
+        """Extend the claim of a timer still being worked on; False unless `owner` holds it."""
+        return await self._update_claimed(timer_id, owner, lease_until=lease_until)
+
     async def release(
         self,
         *,

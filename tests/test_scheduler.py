@@ -238,6 +238,31 @@ async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
     assert second_meanwhile is not None and second_meanwhile.claimed_by is None
 
 
+async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(timers: TimerStore) -> None:
+    lease = timedelta(seconds=0.3)
+    taken_meanwhile: list[Timer] = []
+
+    async def slow_window_end(timer: Timer) -> None:
+        await asyncio.sleep(0.45)  # longer than the lease: metrics, a chart, GitHub
+        other = await timers.claim_due(now=datetime.now(UTC), owner="replica-b", lease=lease)
+        taken_meanwhile.extend(other)
+
+    follower = Follower()
+    follower.during_timer = slow_window_end
+    await window(timers, due=datetime.now(UTC))
+    loop = Scheduler(
+        timers=timers,
+        service=follower,
+        clock=lambda: datetime.now(UTC),
+        poll_interval=timedelta(hours=1),
+        lease=lease,
+        owner="replica-a",
+    )
+
+    assert await loop.fire_due() == 1
+    assert taken_meanwhile == []  # not run a second time by another replica
+
+
 async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
