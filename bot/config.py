@@ -79,6 +79,11 @@ class Settings(DatabaseSettings):
     github_webhook_secret: SecretStr | None = None
     github_poll_interval: float = Field(default=15.0, gt=0, le=3600)
     """Seconds between two looks at each running rollout's run on GitHub."""
+    # GitHub's API: seconds to wait for an answer, and how often a read is tried again
+    # (with backoff and jitter, base GITHUB_RETRY_BACKOFF seconds); writes never are.
+    github_timeout: int = Field(default=15, ge=1, le=300)
+    github_retries: int = Field(default=4, ge=0, le=10)
+    github_retry_backoff: float = Field(default=0.5, ge=0, le=60)
 
     rollout_plan: Path | None = None
     release_channels: CommaList
