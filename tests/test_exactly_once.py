@@ -276,7 +276,7 @@ async def test_a_github_500_during_a_promote_changes_nothing_and_the_click_can_b
     answer = await sandbox.click("promote", value=value)
 
     assert answer is not None and "GitHub answered 500" in answer
-    assert "nothing was changed, try again" in answer
+    assert "it was not applied: try again" in answer
     still = await sandbox.rollout()
     assert still.track("relay").stage("canary").state is StageState.HOLDING
     assert still.track("relay").stage("half").state is StageState.PENDING

@@ -45,6 +45,8 @@ class Control(StrEnum):
     REEVALUATE = "reevaluate"
     FIGURES = "figures"
     REDEPLOY = "redeploy"
+    RECHECK = "recheck"
+    """Run the preflight's GitHub checks again (after GitHub failed to answer them)."""
 
 
 class AlreadyDone(RolloutError):
@@ -84,8 +86,9 @@ _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.EXTEND_BY: ("track", "stage", "version"),
     Control.REEVALUATE: ("track", "stage", "version"),
     Control.FIGURES: ("track", "stage", "version"),
+    Control.RECHECK: ("version",),
 }
-_PREFLIGHT = frozenset({Control.CONFIRM_FLAGS, Control.DISPATCH, Control.CANCEL})
+_PREFLIGHT = frozenset({Control.CONFIRM_FLAGS, Control.DISPATCH, Control.CANCEL, Control.RECHECK})
 
 
 def effect_key(control: Control, card: CardRef) -> str:
@@ -211,6 +214,7 @@ def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRe
         Control.CANCEL: f"cancel {tag}",
         Control.ROLLBACK: f"roll back {tag}",
         Control.KILL: f"trip the kill-switch of {tag}",
+        Control.RECHECK: f"re-check the preflight of {tag}",
     }
     if control in simple:
         return simple[control]
