@@ -290,7 +290,11 @@ async def test_a_github_500_during_a_promote_changes_nothing_and_the_click_can_b
         lambda r: r.track("relay").stage("half").state is not StageState.PENDING
     )
     assert approvals(sandbox, "relay-rollout-50") == ["approved"]
-    events = await sandbox.audit.list_for_rollout(still.id)
+    for _ in range(50):  # the click's audit event is written once its answer is complete
+        events = await sandbox.audit.list_for_rollout(still.id)
+        if len([e for e in events if e.action == "click:promote"]) == 2:
+            break
+        await asyncio.sleep(0.1)
     assert [e.result for e in events if e.action == "click:promote"] == ["github_error", "ok"]
     failed = next(e for e in events if e.action == "github_approved" and e.result == "error")
     assert failed.detail is not None and failed.detail["environment"] == "relay-rollout-50"
