@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bot.domain.rollout import CheckState, Phase, Rollout, StageState
+from bot.rollouts import DISPATCH_SEARCH
 from bot.sandbox.config import RELEASE_MANAGER
 from bot.sandbox.harness import Sandbox, write_figures
 
@@ -148,6 +150,31 @@ async def test_a_dispatch_answered_502_stays_sent_and_is_never_sent_twice(
     rollout = await sandbox.rollout()
     assert rollout.phase is Phase.DISPATCHING  # sent, run not yet identified: the poller looks
     assert len([r for r in sandbox.github.requests if r.method == "POST"]) == 1
+
+
+async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after_the_search(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    dispatch = await value_of(sandbox, "dispatch")
+    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
+    await sandbox.click("dispatch", value=dispatch, wait=False)
+    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+
+    sent = await sandbox.rollout()
+    assert sent.dispatched_at is not None
+    # The search limit passes without a run: the poller gives up and says so.
+    await sandbox._store.save(replace(sent, dispatched_at=sent.dispatched_at - DISPATCH_SEARCH))
+    await sandbox.wait_for_thread("No run of the dispatch of `v1.4.2` could be identified")
+    await sandbox.wait_until(lambda r: r.phase is Phase.PREFLIGHT)
+    fresh = await value_of(sandbox, "dispatch")
+    assert fresh != dispatch
+
+    assert await sandbox.click("dispatch", value=fresh) is None
+
+    running = await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    (dispatched,) = sandbox.github.dispatches
+    assert running.run_id == dispatched.run_id
 
 
 async def test_a_preflight_check_github_failed_is_not_checked_and_re_check_passes(

@@ -76,7 +76,9 @@ class CardRef:
 _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.START: (),
     Control.CONFIRM_FLAGS: (),
-    Control.DISPATCH: (),
+    # A dispatch is once per preflight card: after a dispatch whose run never appeared, the
+    # rollout is back in preflight on a new card, and may be dispatched again from it.
+    Control.DISPATCH: ("version",),
     Control.CANCEL: (),
     Control.ROLLBACK: (),
     Control.KILL: (),
