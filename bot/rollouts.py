@@ -278,7 +278,9 @@ class RolloutService:
             return await self.get(rollout_id)
 
     async def find_dispatched_run(self, rollout: Rollout) -> None:
-        """After a restart (or on GitHub Enterprise) attach the run our dispatch created."""
+        """Attach the run our dispatch created, when the dispatch could not tell it (GitHub's
+        answer was unclear, GitHub Enterprise, a restart). Only searches that answered count
+        towards giving up: the rollout returns to its preflight when none found it in time."""
         if rollout.phase is not Phase.DISPATCHING or rollout.dispatched_at is None:
             return
         async with self._lock(rollout.id):
@@ -286,11 +288,16 @@ class RolloutService:
             if current.phase is not Phase.DISPATCHING or current.dispatched_at is None:
                 return
             plan = await self.plan_of(current)
-            run = await self._github.find_dispatched_run(
-                workflow_file=plan.workflow.file,
-                ref=plan.workflow.ref,
-                dispatched_at=current.dispatched_at,
-            )
+            try:
+                run = await self._github.find_dispatched_run(
+                    workflow_file=plan.workflow.file,
+                    ref=plan.workflow.ref,
+                    dispatched_at=current.dispatched_at,
+                )
+            except GitHubError as error:
+                # A failed look proves nothing: the run is looked for again at the next poll.
+                log.warning("could not look for the run of %s: %s", current.tag, error.message)
+                return
             if run is None:
                 if self._clock() - current.dispatched_at > DISPATCH_SEARCH:
                     await self._give_up_dispatch(current, plan)

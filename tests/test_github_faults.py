@@ -9,6 +9,7 @@ to whoever clicked, and a write whose outcome is unclear is never sent a second 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -175,6 +176,30 @@ async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after
     running = await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
     (dispatched,) = sandbox.github.dispatches
     assert running.run_id == dispatched.run_id
+
+
+async def test_a_failed_search_for_the_run_is_one_warning_and_proves_nothing(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
+    await sandbox.click("dispatch", wait=False)
+    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+    searches = "/repos/*/actions/workflows/*/runs"
+    sandbox.github.fault_next("GET", searches, "server_error", times=10)  # two polls' worth
+
+    for _ in range(150):
+        if sandbox.github.faults_injected["server_error"] == 11:
+            break
+        await asyncio.sleep(0.1)
+    assert sandbox.github.faults_injected["server_error"] == 11
+
+    assert (await sandbox.rollout()).phase is Phase.DISPATCHING
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(
+        r.name == "bot.rollouts" and r.getMessage().startswith("could not look for the run")
+        for r in caplog.records
+    )
 
 
 async def test_a_preflight_check_github_failed_is_not_checked_and_re_check_passes(
