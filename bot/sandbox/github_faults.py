@@ -63,6 +63,7 @@ class FaultPlan:
         self._rate = 0.0
         self._kinds: tuple[FaultKind, ...] = tuple(FaultKind)
         self._random = random.Random(0)
+        self._rate_limited = 0
 
     def next(self, method: str, path_pattern: str, kind: str, *, times: int = 1) -> None:
         self._planned.append(_Planned(FaultKind(kind), method.upper(), path_pattern, times))
@@ -85,8 +86,9 @@ class FaultPlan:
         return kind
 
     def rate_limit_status(self) -> int:
-        """GitHub answers a secondary rate limit with 403 or 429: either, at random."""
-        return self._random.choice((403, 429))
+        """GitHub answers a secondary rate limit with 403 or 429: both, taking turns."""
+        self._rate_limited += 1
+        return 403 if self._rate_limited % 2 else 429
 
     def _take_planned(self, method: str, path: str) -> FaultKind | None:
         for planned in self._planned:
