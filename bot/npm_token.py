@@ -230,6 +230,7 @@ class NpmTokenService:
     async def _running(
         self, message: MessageRef, release: ReleaseFollow, run_id: int
     ) -> ReleaseFollow:
+        """Show the run as started (and to be followed)."""
         running = release.model_copy(
             update={
                 "phase": ReleasePhase.RUNNING,
@@ -249,16 +250,18 @@ class NpmTokenService:
         seconds = self._poll_interval.total_seconds()
         while True:
             await asyncio.sleep(seconds)
-            with contextlib.suppress(GitHubError):  # a failed look is no answer: look again
+            try:
                 found = await self._github.find_dispatched_run(
                     workflow_file=self._npm.workflow, ref=self._npm.ref, dispatched_at=dispatched_at
                 )
-                if found is not None:
-                    await self._claims.complete(claim, now=self._clock())
-                    log.info("npm-token: found the Release run %s", found.run_id)
-                    running = await self._running(message, release, found.run_id)
-                    await self._follow(message, running)
-                    return
+            except GitHubError as error:
+                log.warning("npm-token: could not look for the Release run: %s", error.message)
+                found = None  # a failed look is no answer: look again
+            if found is not None:
+                await self._claims.complete(claim, now=self._clock())
+                log.info("npm-token: found the Release run %s", found.run_id)
+                await self._follow(message, await self._running(message, release, found.run_id))
+                return
             if self._clock() - dispatched_at >= self._search_for:
                 break
         await self._claims.release(claim)
