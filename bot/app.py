@@ -82,6 +82,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         api_url=str(settings.github_api_url),
         token=github_token.get_secret_value(),
         repository=settings.github_repository,
+        timeout=settings.github_timeout,
+        retries=settings.github_retries,
+        backoff=settings.github_retry_backoff,
     )
     scheduler_task: asyncio.Task[None] | None = None
     npm_token: NpmTokenService | None = None

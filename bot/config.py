@@ -83,6 +83,11 @@ class Settings(DatabaseSettings):
     """Tries of a window's end before its timer is dead-lettered and the stage held."""
     retention_days: int = Field(default=30, ge=1, le=3650)
     """Days action claims and webhook deliveries are kept (the audit trail stays)."""
+    # GitHub's API: seconds to wait for an answer, and how often a read is tried again
+    # (with backoff and jitter, base GITHUB_RETRY_BACKOFF seconds); writes never are.
+    github_timeout: int = Field(default=15, ge=1, le=300)
+    github_retries: int = Field(default=4, ge=0, le=10)
+    github_retry_backoff: float = Field(default=0.5, ge=0, le=60)
 
     rollout_plan: Path | None = None
     release_channels: CommaList

@@ -78,6 +78,7 @@ _VERBS = {
     Control.REEVALUATE: "re-evaluate a gate",
     Control.FIGURES: "enter gate figures",
     Control.REDEPLOY: "redeploy a release",
+    Control.RECHECK: "re-check a preflight",
 }
 
 
@@ -240,6 +241,15 @@ class ControlService:
             Control.DISPATCH,
             card,
             lambda: self._rollouts.dispatch(rollout_id=card.rollout_id, actor=origin.actor),
+        )
+
+    async def recheck(self, origin: Origin, card: CardRef) -> Rollout:
+        """Run the preflight's GitHub checks again; once per card version."""
+        return await self._act(
+            origin,
+            Control.RECHECK,
+            card,
+            lambda: self._rollouts.recheck(rollout_id=card.rollout_id, actor=origin.actor),
         )
 
     async def cancel(self, origin: Origin, card: CardRef) -> None:

@@ -1,9 +1,14 @@
 """The production GitHub gateway: PyGithub, run in a bounded thread pool, off the event loop.
 
 PyGithub is synchronous. Every call runs in a `ThreadPoolExecutor` through
-`loop.run_in_executor`; PyGithub's own retries and pauses are off, so a failure surfaces at once
-as a `GitHubError` whose message a release engineer can act on (and which never carries the
-token). Pending deployments have no PyGithub method: they go through its public `requester`.
+`loop.run_in_executor`. Reads (GET, HEAD) are retried by PyGithub's own `GithubRetry` on 5xx,
+timeouts, resets and rate limits, with backoff and jitter, honouring `Retry-After` and
+`X-RateLimit-Reset` up to a bound; writes are never repeated by the library. A write whose
+answer is unclear (5xx, timeout, reset) is looked up instead: a review is read back from the
+run's pending deployments and review history, a dispatch is searched for among the runs.
+What still fails surfaces as a `GitHubError` whose message a release engineer can act on (and
+which never carries the token). Pending deployments have no PyGithub method: they go through
+its public `requester`.
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ from urllib.error import HTTPError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
+import requests
 from github import (
     Auth,
     Github,
     GithubException,
+    GithubRetry,
     RateLimitExceededException,
     UnknownObjectException,
 )
 from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from bot.domain.errors import GitHubError, GitHubRateLimited, RunNotIdentified
 from bot.domain.npm import JobStep, ReleaseJob, ReleaseRun, SecretMetadata
@@ -86,6 +94,10 @@ class PyGithubGateway:
         find_attempts: int = 10,
         find_delay: float = 1.0,
         clock_skew: timedelta = timedelta(seconds=2),
+        timeout: int = 15,
+        retries: int = 4,
+        backoff: float = 0.5,
+        rate_limit_wait: float = 30.0,
     ) -> None:
         if repository.count("/") != 1:
             raise ValueError("repository must be owner/name")
@@ -100,7 +112,8 @@ class PyGithubGateway:
         self._client = Github(
             base_url=api_url.rstrip("/"),
             auth=Auth.Token(token),
-            retry=None,
+            timeout=timeout,
+            retry=read_retry(total=retries, backoff=backoff, rate_limit_wait=rate_limit_wait),
             seconds_between_requests=None,
             seconds_between_writes=None,
             per_page=100,
@@ -123,38 +136,49 @@ class PyGithubGateway:
     async def dispatch(
         self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
     ) -> RunRef:
+        """Dispatch once. An unclear answer (5xx, timeout, reset) may hide a run that started:
+        it is searched for, never dispatched again; RunNotIdentified when it cannot be found."""
         operation = f"dispatch {workflow_file} on {ref}"
         workflow = self._repo.get_workflow(workflow_file)  # lazy: no request
+        send = functools.partial(
+            workflow.create_dispatch, ref, dict(inputs), throw=True, return_run_details=True
+        )
         try:
-            started: bool | WorkflowRun = await self._run(
-                functools.partial(
-                    workflow.create_dispatch,
+            try:
+                started: bool | WorkflowRun = await self._run(send)
+            except GithubException as exc:
+                if not _rejects_run_details(exc):
+                    raise
+                _log.info(
+                    "GitHub does not return run details (GitHub Enterprise Server); "
+                    "dispatching %s on %s again without them and looking for the run",
+                    workflow_file,
                     ref,
-                    dict(inputs),
-                    throw=True,
-                    return_run_details=True,
                 )
-            )
+                started = await self._run(
+                    functools.partial(workflow.create_dispatch, ref, dict(inputs), throw=True)
+                )
         except GithubException as exc:
-            if not _rejects_run_details(exc):
+            if exc.status < 500:
                 raise self._explain(operation, exc, kind="dispatch") from exc
-            _log.info(
-                "GitHub does not return run details (GitHub Enterprise Server); "
-                "dispatching %s on %s again without them and looking for the run",
-                workflow_file,
-                ref,
-            )
-            started = await self._call(
-                operation,
-                functools.partial(workflow.create_dispatch, ref, dict(inputs), throw=True),
-                kind="dispatch",
-            )
+            unclear = f"GitHub answered {exc.status} ({self._scrub(_message(exc))})"
         except OSError as exc:
-            raise self._unreachable(operation, exc) from exc
-        if isinstance(started, WorkflowRun):
-            _log.info("GitHub: dispatched %s on %s: run %s", workflow_file, ref, started.id)
-            return RunRef(run_id=started.id, html_url=started.html_url)
-        return await self._await_dispatched_run(workflow, workflow_file, ref, dispatched_at)
+            if _never_sent(exc):
+                raise self._unreachable(operation, exc) from exc
+            unclear = f"GitHub gave no answer ({_network_failure(exc)})"
+        else:
+            if isinstance(started, WorkflowRun):
+                _log.info("GitHub: dispatched %s on %s: run %s", workflow_file, ref, started.id)
+                return RunRef(run_id=started.id, html_url=started.html_url)
+            return await self._await_dispatched_run(workflow, workflow_file, ref, dispatched_at)
+        _log.warning(
+            "GitHub: %s when asked to %s; the run may have started: looking for it",
+            unclear,
+            operation,
+        )
+        return await self._await_dispatched_run(
+            workflow, workflow_file, ref, dispatched_at, unclear=unclear
+        )
 
     async def find_dispatched_run(
         self, *, workflow_file: str, ref: str, dispatched_at: datetime
@@ -173,13 +197,23 @@ class PyGithubGateway:
         return None
 
     async def _await_dispatched_run(
-        self, workflow: Workflow, workflow_file: str, ref: str, dispatched_at: datetime
+        self,
+        workflow: Workflow,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        *,
+        unclear: str | None = None,
     ) -> RunRef:
-        """Poll for the run our dispatch created: GitHub lists it only after a moment."""
+        """Poll for the run our dispatch created: GitHub lists it only after a moment.
+        `unclear` says what GitHub answered when it is not known that it accepted it."""
         for attempt in range(self._find_attempts):
             if attempt:
                 await asyncio.sleep(self._find_delay)
-            candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+            try:
+                candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+            except GitHubError:
+                continue  # the dispatch may have started a run: a failed look is no answer
             if len(candidates) == 1:
                 _log.info(
                     "GitHub: dispatched %s on %s: found run %s",
@@ -201,10 +235,16 @@ class PyGithubGateway:
                     "(after 10 minutes it returns the rollout to its preflight)."
                 )
         _log.warning("GitHub: dispatched %s on %s: no run appeared", workflow_file, ref)
+        accepted = (
+            f"{unclear} when asked to dispatch {workflow_file} on {ref}, so it may have "
+            "started a run"
+            if unclear is not None
+            else f"GitHub accepted the dispatch of {workflow_file} on {ref}"
+        )
         raise RunNotIdentified(
-            f"GitHub accepted the dispatch of {workflow_file} on {ref}, but no run of it "
-            f"appeared after {self._find_attempts} looks. Check the workflow's runs on GitHub "
-            "(the bot keeps looking; after 10 minutes it returns the rollout to its preflight)."
+            f"{accepted}, but no run of it appeared after {self._find_attempts} looks. The bot "
+            "keeps looking, and nobody can dispatch again until the run is found or the search "
+            "ends. Check the workflow's runs on GitHub."
         )
 
     async def _candidates(
@@ -408,11 +448,68 @@ class PyGithubGateway:
                 # Raced: the deployment stopped waiting between our read and our review.
                 _log.info("GitHub: run %s: %s no longer waiting (%s)", run_id, names, _message(exc))
                 return False
-            raise self._explain(operation, exc, run_id=run_id, kind="review") from exc
+            if exc.status < 500:
+                raise self._explain(operation, exc, run_id=run_id, kind="review") from exc
+            unclear = f"GitHub answered {exc.status} ({self._scrub(_message(exc))})"
         except OSError as exc:
-            raise self._unreachable(operation, exc, run_id=run_id) from exc
-        _log.info("GitHub: run %s: %s %s", run_id, state, names)
-        return True
+            if _never_sent(exc):
+                raise self._unreachable(operation, exc, run_id=run_id) from exc
+            unclear = f"GitHub gave no answer ({_network_failure(exc)})"
+        else:
+            _log.info("GitHub: run %s: %s %s", run_id, state, names)
+            return True
+        return await self._read_back_review(
+            run_id=run_id, ids=ids, state=state, operation=operation, unclear=unclear
+        )
+
+    async def _read_back_review(
+        self, *, run_id: int, ids: Sequence[int], state: ReviewState, operation: str, unclear: str
+    ) -> bool:
+        """After an unclear answer to a review, what GitHub holds now tells whether it was
+        applied: True when the run's review history has our review of those environments,
+        False when someone else's review took them, GitHubError when they still wait."""
+        path = self._runs_path(run_id)
+
+        def read() -> tuple[set[int], list[Any]]:
+            waiting = {int(item["environment"]["id"]) for item in self._pending_deployments(run_id)}
+            try:
+                _, history = self._client.requester.requestJsonAndCheck("GET", f"{path}/approvals")
+            except UnknownObjectException:
+                history = []  # a GitHub Enterprise Server without the review history API
+            return waiting, history if isinstance(history, list) else []
+
+        try:
+            actor = await self._actor_login()
+            waiting, history = await self._call(
+                f"read back the reviews of run {run_id}", read, run_id=run_id, kind="review"
+            )
+        except GitHubError as error:
+            text = (
+                f"{unclear} when asked to {operation}, and whether it was applied could not be "
+                f"read back ({error.message}) The bot looks again at its next poll; the card "
+                "shows the outcome."
+            )
+            _log.warning("GitHub: run %s: %s", run_id, text)
+            raise GitHubError(text) from None
+        if waiting & set(ids):
+            text = f"{unclear} when asked to {operation}; it was not applied: try again."
+            _log.warning("GitHub: run %s: %s", run_id, text)
+            raise GitHubError(text)
+        ours = any(
+            isinstance(entry, dict)
+            and entry.get("state") == state
+            and str((entry.get("user") or {}).get("login", "")).casefold() == actor.casefold()
+            and {int(e.get("id", 0)) for e in entry.get("environments") or []} & set(ids)
+            for entry in history
+        )
+        _log.warning(
+            "GitHub: run %s: %s when asked to %s; read back: %s",
+            run_id,
+            unclear,
+            operation,
+            "it was applied" if ours else "someone else's review came first",
+        )
+        return ours
 
     # -- repository contents --------------------------------------------------------------------
 
@@ -592,20 +689,13 @@ class PyGithubGateway:
                 f"{_reset_hint(exc)}"
             )
         elif status >= 500:
-            # A dispatch that failed on GitHub's side may still have started a run.
-            outcome = (
-                "the run may have started: look for it before dispatching again"
-                if kind == "dispatch"
-                else "nothing was changed, try again"
-            )
-            text = f"GitHub answered {status} ({message}) when asked to {operation}; {outcome}."
+            # Only reads come here: an unclear answer to a write is looked up by the caller.
+            text = f"GitHub answered {status} ({message}) when asked to {operation}; try again."
         else:
             text = f"GitHub refused to {operation} ({status}: {message})"
             hint = _HINTS.get((kind, status))
             text = f"{text}: {hint}." if hint else f"{text}."
         _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
-        if kind == "dispatch" and status >= 500:
-            return RunNotIdentified(text)
         if _rate_limited(exc):
             return GitHubRateLimited(text, retry_after=_retry_after(exc))
         return GitHubError(text)
@@ -614,8 +704,8 @@ class PyGithubGateway:
         self, operation: str, exc: OSError, *, run_id: int | None = None
     ) -> GitHubError:
         text = (
-            f"GitHub could not be reached when asked to {operation} ({type(exc).__name__}); "
-            "try again."
+            f"GitHub could not be reached when asked to {operation} "
+            f"({_network_failure(exc)}); try again."
         )
         _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
         return GitHubError(text)
@@ -690,6 +780,48 @@ def _message(exc: GithubException) -> str:
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")
     return str(data or exc.message or "no message")[:200].strip()
+
+
+def read_retry(*, total: int, backoff: float, rate_limit_wait: float) -> GithubRetry:
+    """PyGithub's retry, for reads only (GET, HEAD): up to `total` more attempts on 5xx, 429,
+    rate-limited 403s, timeouts and resets, with exponential backoff and jitter. It waits as
+    GitHub asks (`Retry-After`, `X-RateLimit-Reset`) up to `rate_limit_wait` seconds; a longer
+    wait fails at once with the rate limit error (the poller paces itself by it). The last
+    answer of an exhausted retry is returned as is, so a 502 still reads as a 502."""
+    return GithubRetry(
+        total=total,
+        backoff_factor=backoff,
+        backoff_jitter=backoff,
+        backoff_max=rate_limit_wait,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        status_forcelist=[429, *range(500, 600)],  # GithubRetry adds 403 (rate limits only)
+        raise_on_status=False,
+        secondary_rate_wait=rate_limit_wait,
+        max_rate_limit_wait=rate_limit_wait,
+        retry_after_max=max(int(rate_limit_wait), 1),
+    )
+
+
+def _never_sent(exc: OSError) -> bool:
+    """Whether the request certainly never reached GitHub (no connection could be made), as
+    opposed to a timeout or a reset after it was sent, when it may have been carried out."""
+    return isinstance(exc, requests.exceptions.ConnectTimeout) or isinstance(
+        _cause(exc), NewConnectionError | ConnectTimeoutError
+    )
+
+
+def _network_failure(exc: OSError) -> str:
+    """What went wrong on the network, in words (never the URL: it may name the host)."""
+    if isinstance(exc, requests.exceptions.Timeout) or isinstance(_cause(exc), ReadTimeoutError):
+        return "no answer in time"
+    if _never_sent(exc):
+        return "no connection could be made"
+    return "the connection was closed without an answer"
+
+
+def _cause(exc: OSError) -> object:
+    reason = exc.args[0] if exc.args else None
+    return getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
 
 
 def _rejects_run_details(exc: GithubException) -> bool:

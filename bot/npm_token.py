@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from bot.authz import Approvers
-from bot.domain.errors import GitHubError, RolloutError
+from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
 from bot.domain.npm import (
     SECRET_NAME,
     ReleaseFollow,
@@ -36,7 +36,7 @@ from bot.domain.npm import (
 )
 from bot.domain.plan import NpmRelease
 from bot.ports import Clock, ReleaseGateway
-from storage.claims import ClaimStore
+from storage.claims import Claim, ClaimStore
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class NpmTokenService:
         poll_interval: timedelta,
         claims: ClaimStore,
         follow_for: timedelta = timedelta(hours=2),
+        search_for: timedelta = timedelta(minutes=4),
     ) -> None:
         self._github = github
         self._claims = claims
@@ -99,6 +100,8 @@ class NpmTokenService:
         self._clock = clock
         self._poll_interval = poll_interval
         self._follow_for = follow_for
+        self._search_for = search_for
+        """How long the run of an unclear dispatch is looked for (within the claim's lease)."""
         self._latest: OrderedDict[MessageRef, Walkthrough] = OrderedDict()
         self._lock = asyncio.Lock()
         self._followers: dict[MessageRef, asyncio.Task[None]] = {}
@@ -172,53 +175,109 @@ class NpmTokenService:
                     "Release was already started from this walkthrough (on another replica): "
                     "its result appears in step 5 when it ends."
                 )
-            following = await self._release(message, current, actor)
-            if following:
-                await self._claims.complete(claim, now=self._clock())
-            else:
-                await self._claims.release(claim)  # nothing started: the click may be repeated
+            following = await self._release(message, current, actor, claim)
         finally:
             if not following:
                 self._busy.discard(message)
 
-    async def _release(self, message: MessageRef, current: Walkthrough, actor: str) -> bool:
-        """Dispatch and start following; True when a follower now owns the message."""
+    async def _release(
+        self, message: MessageRef, current: Walkthrough, actor: str, claim: Claim
+    ) -> bool:
+        """Dispatch and start following; True when a follower (or a search for the run) now
+        owns the message. The claim is completed once a run is known, released when nothing
+        started, and kept while a run the dispatch may have started is looked for."""
         previous = current.release
         if previous is not None and previous.active and previous.run_id is not None:
             # The bot restarted while following this run: pick it up again if it still runs.
             with contextlib.suppress(GitHubError):
                 run = await self._github.release_run(previous.run_id)
                 if not run.completed:
+                    await self._claims.complete(claim, now=self._clock())
                     self._start_following(
                         message, previous.model_copy(update={"status": run.status})
                     )
                     return True
         dispatching = ReleaseFollow(requested_by=actor, phase=ReleasePhase.DISPATCHING)
         await self._set_release(message, dispatching)
+        dispatched_at = self._clock()
         try:
             started = await self._github.dispatch(
                 workflow_file=self._npm.workflow,
                 ref=self._npm.ref,
                 inputs={},
-                dispatched_at=self._clock(),
+                dispatched_at=dispatched_at,
             )
+        except RunNotIdentified as error:
+            # GitHub may have started Release (it can publish): never "not started", never a
+            # second run. The claim stays held while the bot looks for the run.
+            log.warning("npm-token: Release dispatched by %s, run not identified yet", actor)
+            searching = dispatching.model_copy(update={"error": _why(error)})
+            await self._set_release(message, searching)
+            self._start_task(message, self._search(message, searching, claim, dispatched_at))
+            return True
         except GitHubError as error:
+            await self._claims.release(claim)  # nothing started: the click may be repeated
             failed = dispatching.model_copy(
                 update={"phase": ReleasePhase.NOT_STARTED, "error": _why(error)}
             )
             await self._set_release(message, failed)
             return False
+        await self._claims.complete(claim, now=self._clock())
         log.info("npm-token: %s dispatched %s: run %s", actor, self._npm.workflow, started.run_id)
-        running = dispatching.model_copy(
+        self._start_following(message, await self._running(message, dispatching, started.run_id))
+        return True
+
+    async def _running(
+        self, message: MessageRef, release: ReleaseFollow, run_id: int
+    ) -> ReleaseFollow:
+        """Show the run as started (and to be followed)."""
+        running = release.model_copy(
             update={
                 "phase": ReleasePhase.RUNNING,
-                "run_id": started.run_id,
+                "run_id": run_id,
                 "status": "queued",
+                "error": None,
             }
         )
         await self._set_release(message, running)
-        self._start_following(message, running)
-        return True
+        return running
+
+    async def _search(
+        self, message: MessageRef, release: ReleaseFollow, claim: Claim, dispatched_at: datetime
+    ) -> None:
+        """Look for the run of a dispatch GitHub did not answer clearly, until it is found (it
+        is then followed) or `search_for` has passed without it (the click may be repeated)."""
+        seconds = self._poll_interval.total_seconds()
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                found = await self._github.find_dispatched_run(
+                    workflow_file=self._npm.workflow, ref=self._npm.ref, dispatched_at=dispatched_at
+                )
+            except GitHubError as error:
+                log.warning("npm-token: could not look for the Release run: %s", error.message)
+                found = None  # a failed look is no answer: look again
+            if found is not None:
+                await self._claims.complete(claim, now=self._clock())
+                log.info("npm-token: found the Release run %s", found.run_id)
+                await self._follow(message, await self._running(message, release, found.run_id))
+                return
+            if self._clock() - dispatched_at >= self._search_for:
+                break
+        await self._claims.release(claim)
+        minutes = int(self._search_for.total_seconds() // 60)
+        absent = release.model_copy(
+            update={
+                "phase": ReleasePhase.NOT_STARTED,
+                "error": clip_error(
+                    f"GitHub did not answer the dispatch clearly and no run of "
+                    f"{self._npm.workflow} by the bot appeared within {minutes} minutes. "
+                    "Check its runs on GitHub before running it again."
+                ),
+            }
+        )
+        log.warning("npm-token: no Release run appeared; the dispatch is taken as not started")
+        await self._set_release(message, absent)
 
     async def close(self) -> None:
         """Stop following runs (on shutdown); their messages keep the last status shown."""
@@ -234,7 +293,10 @@ class NpmTokenService:
     # -- following a dispatched run -------------------------------------------------------------
 
     def _start_following(self, message: MessageRef, release: ReleaseFollow) -> None:
-        task = asyncio.create_task(self._follow(message, release), name=f"npm-release {message}")
+        self._start_task(message, self._follow(message, release))
+
+    def _start_task(self, message: MessageRef, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"npm-release {message}")
         self._followers[message] = task
         task.add_done_callback(lambda done: self._followed(message, done))
 

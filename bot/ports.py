@@ -98,6 +98,12 @@ class ReleaseGateway(Protocol):
         """Dispatch the workflow and return its run (as `GitHubGateway.dispatch`)."""
         ...
 
+    async def find_dispatched_run(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef | None:
+        """The run our own dispatch created (as `GitHubGateway.find_dispatched_run`)."""
+        ...
+
 
 class MetricsSource(Protocol):
     """Reads a stage's figures at the end of its window."""

@@ -165,8 +165,14 @@ class RolloutService:
             if flags_ready
             else Check(CheckState.PENDING, "waiting for the starter to confirm")
         )
-        rule = self.plan.preflight
-        ref = self.plan.workflow.ref
+        migrations, image = await self._github_checks(self.plan, tag)
+        return Preflight(flags=flags, migrations=migrations, image=image)
+
+    async def _github_checks(self, plan: RolloutPlan, tag: str) -> tuple[Check, Check]:
+        """The preflight checks GitHub answers: the migrations, and the image (when the plan
+        checks it). A check GitHub failed to answer is an ERROR that says it was not checked."""
+        rule = plan.preflight
+        ref = plan.workflow.ref
         try:
             paths = await self._github.list_directory(path=rule.migrations.directory, ref=ref)
             files = {
@@ -174,24 +180,43 @@ class RolloutService:
                 for path in paths
                 if rule.migrations.applies_to(path)
             }
-            migrations = machine.migration_check(self.plan, files)
+            migrations = machine.migration_check(plan, files)
         except GitHubError as error:
-            migrations = Check(CheckState.ERROR, f"could not read the migrations: {error.message}")
+            migrations = _not_checked(error)
         if not rule.check_image_published:
             image = Check(CheckState.SKIPPED, "not checked (turned off in the plan)")
         else:
-            image = await self._image_check(tag)
-        return Preflight(flags=flags, migrations=migrations, image=image)
+            image = await self._image_check(plan, tag)
+        return migrations, image
 
-    async def _image_check(self, tag: str) -> Check:
-        package = self.plan.preflight.image_package
+    async def _image_check(self, plan: RolloutPlan, tag: str) -> Check:
+        package = plan.preflight.image_package
         try:
             published = await self._github.image_published(package=package, tag=tag)
         except GitHubError as error:
-            return Check(CheckState.ERROR, f"could not check the image: {error.message}")
+            return _not_checked(error)
         if published:
             return Check(CheckState.PASS, f"`{package}:{tag}` is published")
         return Check(CheckState.FAIL, f"`{package}:{tag}` is not published yet")
+
+    async def recheck(self, *, rollout_id: str, actor: str) -> Rollout:
+        """Run the preflight's GitHub checks again (the flags stay as confirmed). The card is
+        redrawn as a new version even when nothing changed, so Re-check can be clicked again."""
+        async with self._lock(rollout_id):
+            rollout = await self.get(rollout_id)
+            if rollout.phase is not Phase.PREFLIGHT:
+                raise InvalidTransition(
+                    "The preflight is over: this rollout was already dispatched."
+                )
+            plan = await self.plan_of(rollout)
+            migrations, image = await self._github_checks(plan, rollout.tag)
+            checked = replace(
+                rollout, preflight=replace(rollout.preflight, migrations=migrations, image=image)
+            )
+            saved = await self._store.save(checked)
+            log.info("preflight of %s re-checked by %s", rollout.tag, actor)
+            await self._notifier.publish(saved, plan)
+            return saved
 
     async def confirm_flags(self, *, rollout_id: str, actor: str) -> Rollout:
         """The starter confirms that the release's feature flags exist and are validated."""
@@ -257,7 +282,9 @@ class RolloutService:
             return await self.get(rollout_id)
 
     async def find_dispatched_run(self, rollout: Rollout) -> None:
-        """After a restart (or on GitHub Enterprise) attach the run our dispatch created."""
+        """Attach the run our dispatch created, when the dispatch could not tell it (GitHub's
+        answer was unclear, GitHub Enterprise, a restart). Only searches that answered count
+        towards giving up: the rollout returns to its preflight when none found it in time."""
         if rollout.phase is not Phase.DISPATCHING or rollout.dispatched_at is None:
             return
         async with self._lock(rollout.id):
@@ -265,11 +292,16 @@ class RolloutService:
             if current.phase is not Phase.DISPATCHING or current.dispatched_at is None:
                 return
             plan = await self.plan_of(current)
-            run = await self._github.find_dispatched_run(
-                workflow_file=plan.workflow.file,
-                ref=plan.workflow.ref,
-                dispatched_at=current.dispatched_at,
-            )
+            try:
+                run = await self._github.find_dispatched_run(
+                    workflow_file=plan.workflow.file,
+                    ref=plan.workflow.ref,
+                    dispatched_at=current.dispatched_at,
+                )
+            except GitHubError as error:
+                # A failed look proves nothing: the run is looked for again at the next poll.
+                log.warning("could not look for the run of %s: %s", current.tag, error.message)
+                return
             if run is None:
                 if self._clock() - current.dispatched_at > DISPATCH_SEARCH:
                     await self._give_up_dispatch(current, plan)
@@ -890,6 +922,12 @@ def where_it_stands(rollout: Rollout, plan: RolloutPlan) -> str:
         else:
             parts.append(f"{label}: {spec.label} {stage.state}")
     return "; ".join(parts) + "."
+
+
+def _not_checked(error: GitHubError) -> Check:
+    """A preflight check GitHub failed to answer: not checked, and why, in a few words."""
+    cause = error.message.split(" when asked to ", 1)[0]
+    return Check(CheckState.ERROR, f"could not check ({cause}); not checked, Re-check it")
 
 
 def _in_progress(active: Rollout, track: str) -> RolloutError:

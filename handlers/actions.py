@@ -27,6 +27,8 @@ class Action(StrEnum):
     CONFIRM_FLAGS = "confirm_flags"
     DISPATCH = "dispatch"
     CANCEL_PREFLIGHT = "cancel_preflight"
+    RECHECK = "recheck"
+    """Runs the preflight checks that GitHub failed to answer again."""
     PROMOTE = "promote"
     ROLLBACK = "rollback"
     KILL = "kill"

@@ -78,6 +78,13 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         await controls.dispatch(click_origin(body, request), _card(body))
 
+    @app.action(Action.RECHECK)
+    @acknowledged
+    async def recheck(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
+    ) -> None:
+        await controls.recheck(click_origin(body, request), _card(body))
+
     @app.action(Action.CANCEL_PREFLIGHT)
     @acknowledged
     async def cancel(

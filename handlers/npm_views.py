@@ -371,6 +371,12 @@ def _release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str
     run = "The run"
     if release.run_id is not None:
         run = f"<{setup.run_url(release.run_id)}|Run {release.run_id}>"
+    if release.phase is ReleasePhase.DISPATCHING and release.error:
+        # Sent, but GitHub's answer was unclear: Release may be running. Never "not started".
+        return _clip(
+            f"Sent `{npm.workflow}` on `{npm.ref}` for {who}; its run is not identified yet, "
+            f"and the bot is looking for it (no second run meanwhile). {release.error}"
+        )
     if release.phase is ReleasePhase.DISPATCHING:
         return f"Dispatching `{npm.workflow}` on `{npm.ref}` for {who}…"
     if release.phase is ReleasePhase.NOT_STARTED:

@@ -368,7 +368,9 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan) -> list[Block]:
     cancel = _button("Cancel", Action.CANCEL_PREFLIGHT, value)
     if blocking:
         blocks.append(_section(":no_entry: Dispatch is blocked by: " + "; ".join(blocking)))
-        return [*blocks, *_actions([cancel])]
+        unchecked = CheckState.ERROR in (checks.migrations.state, checks.image.state)
+        recheck = [_button("Re-check", Action.RECHECK, value)] if unchecked else []
+        return [*blocks, *_actions([*recheck, cancel])]
     firsts = ", ".join(f"{track.stages[0].label} ({track.label})" for track in plan.tracks.values())
     blocks.append(
         _section(

@@ -6,9 +6,11 @@ hang its own requests; the thread test checks where the client runs explicitly a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +30,8 @@ INPUTS = {**deployment_strategy_workflow().default_inputs(), "relay_image_tag": 
 CANARY = "Relay rollout 5% canary (30m)"
 MIGRATIONS = "crates/relay/src/db/migrations"
 FIND_ATTEMPTS = 3
+TIMEOUT = 1
+"""Seconds the gateway waits for an answer; the simulator's `timeout` fault waits longer."""
 
 
 @pytest.fixture
@@ -37,7 +41,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def gh(clock: ManualClock) -> AsyncIterator[GitHubSimulator]:
-    async with GitHubSimulator(clock=clock, token=GITHUB_TOKEN) as sim:
+    async with GitHubSimulator(clock=clock, token=GITHUB_TOKEN, fault_delay=1.5) as sim:
         yield sim
 
 
@@ -54,6 +58,8 @@ def open_gateway(sim: GitHubSimulator, api_url: str | None = None) -> PyGithubGa
         repository=REPOSITORY,
         find_attempts=FIND_ATTEMPTS,
         find_delay=0.01,
+        timeout=TIMEOUT,
+        backoff=0.01,
     )
 
 
@@ -322,7 +328,7 @@ async def test_a_server_error_on_review_changes_nothing_and_a_retry_works(
 
     assert raised.value.message == (
         f"GitHub answered 500 (Server Error) when asked to approve relay-canary-5 on run "
-        f"{run_id}; nothing was changed, try again."
+        f"{run_id}; it was not applied: try again."
     )
     assert gh.reviews == []
     assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
@@ -528,3 +534,149 @@ async def test_image_lookup_that_github_refuses_is_an_error(
     with pytest.raises(GitHubError) as raised:
         await gateway.image_published(package="relay", tag="v1.4.2")
     assert "container image relay:v1.4.2" in raised.value.message
+
+
+# -- faults: reads retry, writes are looked up, never repeated ---------------------------------
+
+
+def statuses(sim: GitHubSimulator, method: str, path: str) -> list[int]:
+    return [r.status for r in sim.requests if r.method == method and r.path == path]
+
+
+async def test_a_read_that_meets_two_502s_is_retried_and_succeeds(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    path = f"/repos/{REPOSITORY}/actions/runs/{run_id}"
+    gh.fault_next("GET", path, "server_error", times=2)
+
+    snapshot = await gateway.snapshot(run_id)
+
+    assert snapshot.is_waiting("relay-canary-5")
+    assert statuses(gh, "GET", path) == [502, 502, 200]
+    assert gh.faults_injected == {"server_error": 2}
+
+
+async def test_a_read_rate_limited_by_the_secondary_limit_waits_as_github_asks(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    path = f"/repos/{REPOSITORY}/actions/runs/{run_id}/jobs"
+    gh.fault_next("GET", path, "secondary_rate_limit", times=2)
+    began = time.monotonic()
+
+    snapshot = await gateway.snapshot(run_id)
+
+    assert time.monotonic() - began >= 2 * gh.retry_after  # Retry-After honoured, twice
+    assert CANARY in snapshot.jobs
+    assert statuses(gh, "GET", path) == [403, 429, 200]
+
+
+async def test_a_read_that_times_out_is_retried(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    path = f"/repos/{REPOSITORY}/actions/runs/{run_id}/pending_deployments"
+    gh.fault_next("GET", path, "timeout")
+
+    snapshot = await gateway.snapshot(run_id)
+
+    assert snapshot.waiting == {"relay-canary-5", "desktop-internal"}
+    assert gh.faults_injected == {"timeout": 1}
+    assert statuses(gh, "GET", path) == [200]  # the late answer is recorded when it is sent
+
+
+async def test_exhausted_retries_report_githubs_last_answer(clock: ManualClock) -> None:
+    async with GitHubSimulator(clock=clock, token=GITHUB_TOKEN) as sim:
+        gateway = PyGithubGateway(
+            api_url=sim.api_url, token=GITHUB_TOKEN, repository=REPOSITORY, retries=2, backoff=0
+        )
+        try:
+            sim.fault_next("GET", "/repos/*/actions/runs/1", "server_error", times=5)
+            with pytest.raises(GitHubError) as raised:
+                await gateway.snapshot(1)
+        finally:
+            await gateway.close()
+    assert raised.value.message == (
+        "GitHub answered 502 (Server Error) when asked to read run 1; try again."
+    )
+    assert sim.faults_injected == {"server_error": 3}
+
+
+@pytest.mark.parametrize("fault", ["apply_then_502", "accept_then_drop"])
+async def test_an_approval_github_applied_but_did_not_answer_clearly_is_done(
+    gh: GitHubSimulator, gateway: PyGithubGateway, fault: str
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.fault_next("POST", "/repos/*/actions/runs/*/pending_deployments", fault)
+
+    reviewed = await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+    )
+
+    assert reviewed is True
+    assert [r.environments for r in gh.reviews] == [("relay-canary-5",)]
+    assert len(posts(gh, "/pending_deployments")) == 1  # read back, never sent again
+
+
+async def test_an_approval_someone_else_made_meanwhile_is_not_ours(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.fault_next("POST", "/repos/*/actions/runs/*/pending_deployments", "server_error")
+    gh.review(run_id, ["relay-canary-5"], "approved", actor="octocat")
+
+    with pytest.raises(GitHubError):  # the bot's own read saw it waiting: it POSTs, gets 502
+        await gateway.review(
+            run_id=run_id, environments=["desktop-internal"], state="approved", comment=""
+        )
+    assert [r.actor for r in gh.reviews] == ["octocat"]
+
+
+@pytest.mark.parametrize("fault", ["apply_then_502", "accept_then_drop"])
+async def test_a_dispatch_github_applied_without_a_clear_answer_finds_its_one_run(
+    gh: GitHubSimulator, gateway: PyGithubGateway, fault: str
+) -> None:
+    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", fault)
+
+    started = await gateway.dispatch(
+        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+    )
+
+    [recorded] = gh.dispatches
+    assert started.run_id == recorded.run_id
+    assert len(posts(gh, "/dispatches")) == 1
+
+
+async def test_a_dispatch_answered_502_without_a_run_is_not_identified_never_resent(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "server_error")
+
+    with pytest.raises(RunNotIdentified) as raised:
+        await dispatch(gateway)
+
+    assert raised.value.message.startswith(
+        f"GitHub answered 502 (Server Error) when asked to dispatch {WORKFLOW} on main, so it "
+        f"may have started a run, but no run of it appeared after {FIND_ATTEMPTS} looks."
+    )
+    assert posts(gh, "/dispatches") == [502]
+    assert gh.runs == {}
+
+
+async def test_a_dispatch_that_timed_out_is_found_later_by_the_search(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "timeout")
+
+    with pytest.raises(RunNotIdentified) as raised:
+        await dispatch(gateway)
+    assert "GitHub gave no answer (no answer in time)" in raised.value.message
+
+    await asyncio.sleep(gh.fault_delay - TIMEOUT + 0.2)  # GitHub carries it out, late
+    found = await gateway.find_dispatched_run(
+        workflow_file=WORKFLOW, ref="main", dispatched_at=START
+    )
+    [recorded] = gh.dispatches
+    assert found is not None
+    assert found.run_id == recorded.run_id

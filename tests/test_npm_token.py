@@ -507,3 +507,38 @@ async def test_two_replicas_clicked_at_once_run_release_once(
         await asyncio.sleep(0.5)  # a second dispatch, if any, would have been sent by now
         assert len(sandbox.github.dispatches) == 1
         assert any(a is not None and "already started" in a for a in answers), answers
+
+
+@pytest.mark.parametrize("fault", ["accept_then_drop", "apply_then_502"])
+async def test_release_accepted_without_a_clear_answer_is_followed_and_never_run_twice(
+    box: Sandbox, fault: str
+) -> None:
+    box.github.set_job_duration("changesets", timedelta(seconds=2))
+    box.github.fault_next("POST", "/repos/*/actions/workflows/release.yml/dispatches", fault)
+    message = await open_walkthrough(box)
+
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=10)
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+
+    assert answer is not None and "already following a Release run" in answer
+    (dispatch,) = box.github.dispatches
+    assert f"/actions/runs/{dispatch.run_id}|Run {dispatch.run_id}>" in step(message, 5)
+    assert "Could not start" not in step(message, 5)
+
+
+async def test_release_answered_502_is_looked_for_not_called_not_started(
+    box: Sandbox,
+) -> None:
+    box.github.fault_next(
+        "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
+    )
+    message = await open_walkthrough(box)
+
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "not identified yet" in step(message, 5), timeout=30)
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+
+    assert answer is not None and "already following a Release run" in answer
+    assert "Could not start" not in step(message, 5)
+    assert box.github.dispatches == []  # the 502 was a real failure, and it was not sent again

@@ -7,11 +7,13 @@ goes through `asyncio.to_thread`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+import requests
 from github import Auth, Github, GithubException
 from github.Repository import Repository
 from github.WorkflowRun import WorkflowRun
@@ -580,3 +582,80 @@ async def test_a_crash_rate_at_exactly_twice_the_baseline_passes_the_workflow_ga
     run = await dispatch(repo, relay_canary_crash_rate="0.002")
     await review(repo, run, [gh.environment_id("relay-canary-5")], "approved")
     assert (await jobs(run))["Relay rollout 5% canary (30m)"] == ("completed", "success")
+
+
+# -- injected faults ----------------------------------------------------------------------------
+
+
+async def test_a_secondary_rate_limit_says_so_as_github_does(
+    gh: GitHubSimulator, repo: Repository
+) -> None:
+    gh.fault_next("GET", "/repos/*/actions/runs", "secondary_rate_limit")
+
+    with pytest.raises(GithubException) as limited:
+        await call(lambda: list(repo.get_workflow_runs()))
+
+    assert limited.value.status in (403, 429)
+    assert limited.value.headers is not None
+    assert limited.value.headers["retry-after"] == str(gh.retry_after)
+    assert limited.value.data["message"].startswith("You have exceeded a secondary rate limit.")
+
+
+async def test_apply_then_502_carries_the_write_out_and_answers_502(
+    gh: GitHubSimulator, repo: Repository
+) -> None:
+    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "apply_then_502")
+
+    with pytest.raises(GithubException) as failed:
+        await dispatch(repo)
+
+    assert failed.value.status == 502
+    assert len(gh.dispatches) == 1
+    assert len(gh.runs) == 1
+
+
+async def test_accept_then_drop_carries_the_write_out_and_closes_the_connection(
+    gh: GitHubSimulator, repo: Repository
+) -> None:
+    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "accept_then_drop")
+
+    with pytest.raises(requests.exceptions.ConnectionError):
+        await dispatch(repo)
+
+    assert len(gh.dispatches) == 1
+    [recorded] = [r for r in gh.requests if r.method == "POST"]
+    assert recorded.fault == "accept_then_drop"
+
+
+async def test_random_faults_are_seeded_counted_and_turned_off_by_rate_zero(
+    clock: ManualClock,
+) -> None:
+    async def faults_of_a_run(seed: int) -> list[str | None]:
+        async with GitHubSimulator(clock=clock) as sim:
+            repo = await call(client(sim).get_repo, "scriptum/scriptum")
+            sim.inject_faults(rate=0.5, seed=seed, kinds=["server_error", "secondary_rate_limit"])
+            for _ in range(20):
+                with contextlib.suppress(GithubException):
+                    await call(lambda: list(repo.get_workflow_runs()))
+            counted = sum(sim.faults_injected.values())
+            sim.inject_faults(rate=0, seed=seed)
+            await call(lambda: list(repo.get_workflow_runs()))
+            faults = [r.fault for r in sim.requests]
+            assert (
+                counted == sum(f is not None for f in faults) == sum(sim.faults_injected.values())
+            )
+            assert faults[-1] is None
+            return faults
+
+    first = await faults_of_a_run(7)
+    assert first == await faults_of_a_run(7)
+    assert 3 <= sum(f is not None for f in first) <= 17
+    assert {f for f in first if f} <= {"server_error", "secondary_rate_limit"}
+
+
+def test_fault_settings_are_checked() -> None:
+    sim = GitHubSimulator()
+    with pytest.raises(ValueError, match="rate"):
+        sim.inject_faults(rate=1.5, seed=1)
+    with pytest.raises(ValueError, match="not a valid FaultKind"):
+        sim.inject_faults(rate=0.1, seed=1, kinds=["meteor"])

@@ -46,6 +46,8 @@ class Control(StrEnum):
     REEVALUATE = "reevaluate"
     FIGURES = "figures"
     REDEPLOY = "redeploy"
+    RECHECK = "recheck"
+    """Run the preflight's GitHub checks again (after GitHub failed to answer them)."""
 
 
 class AlreadyDone(RolloutError):
@@ -75,7 +77,9 @@ class CardRef:
 _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.START: (),
     Control.CONFIRM_FLAGS: (),
-    Control.DISPATCH: (),
+    # A dispatch is once per preflight card: after a dispatch whose run never appeared, the
+    # rollout is back in preflight on a new card, and may be dispatched again from it.
+    Control.DISPATCH: ("version",),
     Control.CANCEL: (),
     Control.ROLLBACK: (),
     Control.KILL: (),
@@ -85,8 +89,9 @@ _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.EXTEND_BY: ("track", "stage", "version"),
     Control.REEVALUATE: ("track", "stage", "version"),
     Control.FIGURES: ("track", "stage", "version"),
+    Control.RECHECK: ("version",),
 }
-_PREFLIGHT = frozenset({Control.CONFIRM_FLAGS, Control.DISPATCH, Control.CANCEL})
+_PREFLIGHT = frozenset({Control.CONFIRM_FLAGS, Control.DISPATCH, Control.CANCEL, Control.RECHECK})
 
 
 def effect_key(control: Control, card: CardRef) -> str:
@@ -214,6 +219,7 @@ def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRe
         Control.CANCEL: f"cancel {tag}",
         Control.ROLLBACK: f"roll back {tag}",
         Control.KILL: f"trip the kill-switch of {tag}",
+        Control.RECHECK: f"re-check the preflight of {tag}",
     }
     if control in simple:
         return simple[control]

@@ -16,7 +16,8 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -33,6 +34,12 @@ from bot.sandbox.github_actions import (
     SimRun,
     Transition,
     system_clock,
+)
+from bot.sandbox.github_faults import (
+    SECONDARY_RATE_LIMIT_MESSAGE,
+    FaultKind,
+    FaultPlan,
+    request_id,
 )
 from bot.sandbox.github_json import Json, Urls
 from bot.sandbox.github_routes import (
@@ -73,6 +80,9 @@ class RecordedRequest:
     status: int
     if_none_match: str | None = None
     """The ETag a conditional GET sent (`If-None-Match`)."""
+    fault: str | None = None
+    """The fault injected into the answer (`github_faults.FaultKind`), if any; a dropped
+    connection is recorded with the status of the answer that was never sent."""
 
 
 @dataclass
@@ -100,6 +110,8 @@ class GitHubSimulator:
         job_duration: timedelta = timedelta(0),
         default_branch: str = "main",
         tick: float = 0.05,
+        fault_delay: float = 2.0,
+        retry_after: int = 1,
     ) -> None:
         if repository.count("/") != 1:
             raise ValueError("repository must be owner/name")
@@ -137,6 +149,11 @@ class GitHubSimulator:
         self._flush_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._forced: list[_ForcedFailure] = []
+        self._faults = FaultPlan()
+        self.fault_delay = fault_delay
+        """Seconds a `timeout` fault holds its answer (longer than the client's timeout)."""
+        self.retry_after = retry_after
+        """The `Retry-After` seconds of a secondary rate limit."""
         self._runner: web.AppRunner | None = None
         self._port = 0
 
@@ -248,6 +265,21 @@ class GitHubSimulator:
             else:
                 body = shapes.error("Server Error" if status >= 500 else "Error", status)
         self._forced.append(_ForcedFailure(method.upper(), path_pattern, status, body, times))
+
+    def fault_next(self, method: str, path_pattern: str, kind: str, *, times: int = 1) -> None:
+        """Inject the fault `kind` (`github_faults.FaultKind`) into the next `times` requests
+        matching (method or `*`, glob on the path relative to the API base)."""
+        self._faults.next(method, path_pattern, kind, times=times)
+
+    def inject_faults(self, *, rate: float, seed: int, kinds: Sequence[str] | None = None) -> None:
+        """Fault about `rate` of all API requests from now on, drawn from `kinds` (default: every
+        kind) by a generator seeded with `seed`; rate 0 turns it off. See `github_faults`."""
+        self._faults.random(rate=rate, seed=seed, kinds=kinds)
+
+    @property
+    def faults_injected(self) -> Counter[str]:
+        """How many faults of each kind were injected so far."""
+        return self._faults.injected
 
     def create_foreign_run(
         self,
@@ -410,7 +442,12 @@ class GitHubSimulator:
             body = raw.decode(errors="replace")
         request[BODY] = body
         path = request.path.removeprefix(self._api_path) or "/"
-        response = await self._respond(request, handler, path, body)
+        fault = None
+        if request.path.startswith(f"{self._api_path}/") and not path.startswith(
+            f"{DOWNLOAD_PREFIX}/"
+        ):
+            fault = self._faults.draw(request.method, path)
+        response = await self._faulty(request, handler, path, body, fault)
         self.requests.append(
             RecordedRequest(
                 request.method,
@@ -419,9 +456,35 @@ class GitHubSimulator:
                 body,
                 response.status,
                 request.headers.get("If-None-Match"),
+                fault.value if fault is not None else None,
             )
         )
         self._schedule_flush()
+        if fault is FaultKind.ACCEPT_THEN_DROP and request.transport is not None:
+            request.transport.abort()  # the request took effect; its answer is never sent
+        return response
+
+    async def _faulty(
+        self,
+        request: web.Request,
+        handler: Handler,
+        path: str,
+        body: Any,
+        fault: FaultKind | None,
+    ) -> web.StreamResponse:
+        """The answer to the request, with `fault` injected (see `github_faults`)."""
+        if fault is FaultKind.SERVER_ERROR:
+            return json_response(shapes.error("Server Error", 502), 502, self._rate_headers())
+        if fault is FaultKind.SECONDARY_RATE_LIMIT:
+            status = self._faults.rate_limit_status()
+            message = SECONDARY_RATE_LIMIT_MESSAGE.format(request_id=request_id())
+            headers = {**self._rate_headers(), "Retry-After": str(self.retry_after)}
+            return json_response(shapes.error(message, status), status, headers)
+        if fault is FaultKind.TIMEOUT:
+            await asyncio.sleep(self.fault_delay)
+        response = await self._respond(request, handler, path, body)
+        if fault is FaultKind.APPLY_THEN_502:
+            return json_response(shapes.error("Server Error", 502), 502, self._rate_headers())
         return response
 
     async def _respond(

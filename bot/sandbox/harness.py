@@ -98,6 +98,10 @@ def write_figures(
     path.write_text(yaml.safe_dump(content), encoding="utf-8")
 
 
+GITHUB_TIMEOUT = 2
+"""Seconds the sandboxed bot waits for GitHub's answer."""
+
+
 class Sandbox:
     """The bot on a random loopback port, with the Slack and GitHub servers it talks to."""
 
@@ -120,7 +124,10 @@ class Sandbox:
         self.database_url = database_url or f"sqlite:///{workdir}/rollout-bot.db"
         self.slack = SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN)
         self.github = GitHubSimulator(
-            repository="scriptum/scriptum", token=SANDBOX_GITHUB_TOKEN, enterprise=enterprise
+            repository="scriptum/scriptum",
+            token=SANDBOX_GITHUB_TOKEN,
+            enterprise=enterprise,
+            fault_delay=GITHUB_TIMEOUT + 1,
         )
         self._poll_interval = poll_interval
         self._in_process = in_process
@@ -173,6 +180,9 @@ class Sandbox:
         )
         env["ROLLOUT_PLAN"] = str(self.plan_file)
         env["GITHUB_POLL_INTERVAL"] = str(self._poll_interval)
+        # Short waits, so the simulator's `timeout` fault (GITHUB_TIMEOUT + 1 s) is one.
+        env["GITHUB_TIMEOUT"] = str(GITHUB_TIMEOUT)
+        env["GITHUB_RETRY_BACKOFF"] = "0.05"
         env.update(self._extra_env)  # e.g. PROMETHEUS_URL of a test's Prometheus
         return env
 

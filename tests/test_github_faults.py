@@ -1,0 +1,230 @@
+"""GitHub failing under a person's click, end to end: signed Slack requests to the real app, the
+GitHub simulator injecting faults into its answers (an approval applied but answered 502, a
+dispatch accepted but its connection dropped, a 502 on the preflight's reads).
+
+What a person is told must be what GitHub holds: a write that took effect is a success, credited
+to whoever clicked, and a write whose outcome is unclear is never sent a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bot.domain.rollout import CheckState, Phase, Rollout, StageState
+from bot.rollouts import DISPATCH_SEARCH
+from bot.sandbox.config import RELEASE_MANAGER
+from bot.sandbox.harness import Sandbox, write_figures
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+SECOND_APPROVER = "U0SECOND01"
+REVIEWS = "/repos/*/actions/runs/*/pending_deployments"
+DISPATCHES = "/repos/*/actions/workflows/*/dispatches"
+MIGRATIONS = "/repos/*/contents/crates/relay/src/db/migrations"
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND_APPROVER}"}
+    async with Sandbox(workdir=tmp_path, extra_env=approvers) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        yield box
+
+
+def approvals(box: Sandbox, environment: str) -> list[str]:
+    return [r.actor for r in box.github.reviews if environment in r.environments]
+
+
+def button(box: Sandbox, action_id: str, track: str | None = None) -> str | None:
+    for block in box.card_message().blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id and (
+                track is None or f'"track":"{track}"' in element["value"]
+            ):
+                return str(element["value"])
+    return None
+
+
+async def value_of(box: Sandbox, action_id: str, track: str | None = None) -> str:
+    await box.slack.wait_for(lambda: button(box, action_id, track) is not None, timeout=10)
+    found = button(box, action_id, track)
+    assert found is not None
+    return found
+
+
+async def clicks(box: Sandbox, rollout_id: str, action: str, count: int) -> list[str]:
+    """The results of the rollout's `action` clicks, once `count` are recorded (a click's
+    audit event is written when its answer is complete, after the card moved)."""
+    for _ in range(50):
+        events = await box.audit.list_for_rollout(rollout_id)
+        results = [e.result for e in events if e.action == action]
+        if len(results) >= count:
+            return results
+        await asyncio.sleep(0.1)
+    return results
+
+
+def canary_held(rollout: Rollout) -> bool:
+    return rollout.track("relay").stage("canary").state is StageState.HOLDING
+
+
+async def test_an_approval_applied_but_answered_502_is_the_clickers_promotion(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    await sandbox.click("dispatch")
+    await sandbox.wait_until(canary_held)
+    promote = await value_of(sandbox, "promote", "relay")
+    sandbox.github.fault_next("POST", REVIEWS, "apply_then_502")
+
+    answer = await sandbox.click("promote", value=promote)
+
+    assert answer is None  # no error: the card and the thread show the promotion
+    promoted = await sandbox.wait_for_thread("promoted Hosted relay")
+    assert promoted.startswith(f"<@{RELEASE_MANAGER}> promoted Hosted relay to *50%*")
+    await sandbox.wait_until(lambda r: r.track("relay").stage("half").state is StageState.OBSERVING)
+    assert not any("without the bot" in line for line in sandbox.thread())
+    assert not any("on GitHub" in line and "50%" in line for line in sandbox.thread())
+    assert approvals(sandbox, "relay-rollout-50") == [sandbox.github.actor]
+    assert sandbox.github.faults_injected == {"apply_then_502": 1}
+    rollout = await sandbox.rollout()
+    assert await clicks(sandbox, rollout.id, "click:promote", 1) == ["ok"]
+
+
+async def test_an_approval_answered_502_and_not_applied_says_so_and_can_be_repeated(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    await sandbox.click("dispatch")
+    await sandbox.wait_until(canary_held)
+    promote = await value_of(sandbox, "promote", "relay")
+    sandbox.github.fault_next("POST", REVIEWS, "server_error")
+
+    answer = await sandbox.click("promote", value=promote)
+
+    assert answer is not None and "GitHub answered 502" in answer
+    assert "it was not applied: try again" in answer
+    assert canary_held(await sandbox.rollout())
+    assert await sandbox.click("promote", value=promote) is None
+    await sandbox.wait_for_thread("promoted Hosted relay")
+    assert approvals(sandbox, "relay-rollout-50") == [sandbox.github.actor]
+
+
+async def test_a_dispatch_accepted_then_dropped_starts_one_run_even_after_a_second_click(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    dispatch = await value_of(sandbox, "dispatch")
+    sandbox.github.fault_next("POST", DISPATCHES, "accept_then_drop")
+
+    assert await sandbox.click("dispatch", value=dispatch) is None
+    running = await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    again = await sandbox.click("dispatch", value=dispatch, user=SECOND_APPROVER)
+
+    assert again is not None and "Already done by" in again
+    (sent,) = sandbox.github.dispatches
+    assert running.run_id == sent.run_id
+    assert len(sandbox.github.runs) == 1
+    assert sandbox.github.faults_injected == {"accept_then_drop": 1}
+
+
+async def test_a_dispatch_answered_502_stays_sent_and_is_never_sent_twice(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    dispatch = await value_of(sandbox, "dispatch")
+    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
+
+    await sandbox.click("dispatch", value=dispatch, wait=False)
+    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+    again = await sandbox.click("dispatch", value=dispatch, user=SECOND_APPROVER)
+
+    assert again is not None and "Already done by" in again
+    rollout = await sandbox.rollout()
+    assert rollout.phase is Phase.DISPATCHING  # sent, run not yet identified: the poller looks
+    assert len([r for r in sandbox.github.requests if r.method == "POST"]) == 1
+
+
+async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after_the_search(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    dispatch = await value_of(sandbox, "dispatch")
+    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
+    await sandbox.click("dispatch", value=dispatch, wait=False)
+    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+
+    sent = await sandbox.rollout()
+    assert sent.dispatched_at is not None
+    # The search limit passes without a run: the poller gives up and says so.
+    await sandbox._store.save(replace(sent, dispatched_at=sent.dispatched_at - DISPATCH_SEARCH))
+    await sandbox.wait_for_thread("No run of the dispatch of `v1.4.2` could be identified")
+    await sandbox.wait_until(lambda r: r.phase is Phase.PREFLIGHT)
+    fresh = await value_of(sandbox, "dispatch")
+    assert fresh != dispatch
+
+    assert await sandbox.click("dispatch", value=fresh) is None
+
+    running = await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    (dispatched,) = sandbox.github.dispatches
+    assert running.run_id == dispatched.run_id
+
+
+async def test_a_failed_search_for_the_run_is_one_warning_and_proves_nothing(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    await sandbox.command("start v1.4.2 --flags-ready")
+    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
+    await sandbox.click("dispatch", wait=False)
+    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+    searches = "/repos/*/actions/workflows/*/runs"
+    sandbox.github.fault_next("GET", searches, "server_error", times=10)  # two polls' worth
+
+    for _ in range(150):
+        if sandbox.github.faults_injected["server_error"] == 11:
+            break
+        await asyncio.sleep(0.1)
+    assert sandbox.github.faults_injected["server_error"] == 11
+
+    assert (await sandbox.rollout()).phase is Phase.DISPATCHING
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(
+        r.name == "bot.rollouts" and r.getMessage().startswith("could not look for the run")
+        for r in caplog.records
+    )
+
+
+async def test_a_preflight_check_github_failed_is_not_checked_and_re_check_passes(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.github.fault_next("GET", MIGRATIONS, "server_error", times=5)  # every retry
+
+    await sandbox.command("start v1.4.2 --flags-ready")
+
+    started = await sandbox.rollout()
+    assert started.preflight.migrations.state is CheckState.ERROR
+    assert started.preflight.migrations.detail.startswith(
+        "could not check (GitHub answered 502 (Server Error)); not checked"
+    )
+    assert "[Re-check]" in sandbox.card_message().rendered
+    assert "[Dispatch]" not in sandbox.card_message().rendered
+    recheck = await value_of(sandbox, "recheck")
+
+    assert await sandbox.click("recheck", value=recheck) is None
+
+    checked = await sandbox.rollout()
+    assert checked.preflight.migrations.state is CheckState.PASS
+    assert checked.preflight.flags.state is CheckState.PASS  # the flags stay confirmed
+    shown = sandbox.card_message().rendered
+    assert "[Dispatch]" in shown and "[Re-check]" not in shown
+    again = await sandbox.click("recheck", value=recheck, user=SECOND_APPROVER)
+    assert again is not None and "Already done by" in again
+    assert await clicks(sandbox, checked.id, "click:recheck", 2) == ["ok", "duplicate"]
