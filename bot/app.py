@@ -32,9 +32,10 @@ from bot.domain.plan import NpmRelease
 from bot.github_gateway import PyGithubGateway
 from bot.metrics_sources import MetricsEndpoints
 from bot.npm_token import NpmTokenService
+from bot.outbox import Outbox
 from bot.rollout_store import RolloutStore
 from bot.rollouts import RolloutService
-from bot.scheduler import Scheduler
+from bot.scheduler import Scheduler, replica_name
 from bot.services import CommandService, Services
 from bot.webhooks import GitHubWebhooks
 from handlers import github_webhook, register_all
@@ -45,6 +46,7 @@ from storage.claims import ClaimStore
 from storage.db import create_engine, create_session_factory, mask_database_url, ping
 from storage.deliveries import DeliveryLog
 from storage.migrate import upgrade
+from storage.outbox import OutboxStore
 from storage.repositories import AuditLog
 from storage.timers import TimerStore
 
@@ -84,6 +86,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         repository=settings.github_repository,
     )
     scheduler_task: asyncio.Task[None] | None = None
+    outbox_task: asyncio.Task[None] | None = None
     npm_token: NpmTokenService | None = None
     webhooks: GitHubWebhooks | None = None
     try:
@@ -97,16 +100,25 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         approvers = Approvers(settings.rollout_approvers, resolve_group=_group_members(slack))
         timers = TimerStore(sessions)
-        store = RolloutStore(sessions, clock=utc_now)
+        written = asyncio.Event()
+        store = RolloutStore(sessions, clock=utc_now, on_outbox=written.set)
         wake = asyncio.Event()
-        notifier = SlackNotifier(slack, approvers=settings.rollout_approvers)
+        owner = replica_name()
+        outbox = Outbox(
+            store=OutboxStore(sessions, on_written=written.set),
+            rollouts=store,
+            notifier=SlackNotifier(slack, approvers=settings.rollout_approvers),
+            clock=utc_now,
+            owner=owner,
+            wake=written,
+        )
         rollouts = RolloutService(
             plan=settings.plan(),
             store=store,
             timers=timers,
             audit=AuditLog(sessions),
             github=github,
-            notifier=notifier,
+            outbox=outbox,
             approvers=approvers,
             clock=utc_now,
             on_timer_scheduled=wake.set,
@@ -145,7 +157,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 approvers=approvers,
                 release_channels=settings.release_channels,
                 github=github,
-                notifier=notifier,
+                outbox=outbox,
                 clock=utc_now,
             ),
         )
@@ -162,14 +174,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             clock=utc_now,
             poll_interval=timedelta(seconds=settings.github_poll_interval),
             wake=wake,
+            owner=owner,
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
+        outbox_task = asyncio.create_task(outbox.run(), name="outbox")
         yield
     finally:
-        if scheduler_task is not None:
-            scheduler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await scheduler_task
+        for task in (outbox_task, scheduler_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if webhooks is not None:
             await webhooks.close()
         if npm_token is not None:

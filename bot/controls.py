@@ -53,7 +53,8 @@ from bot.domain.rollout import (
     holding_tracks,
     slack_time,
 )
-from bot.ports import Clock, GitHubGateway, Notifier
+from bot.outbox import Outbox, told
+from bot.ports import Clock, GitHubGateway
 from bot.rollouts import RolloutService, where_it_stands
 from storage.claims import Claim, ClaimState, ClaimStore
 from storage.repositories import AuditLog
@@ -145,7 +146,7 @@ class ControlService:
         approvers: Approvers,
         release_channels: tuple[str, ...],
         github: GitHubGateway,
-        notifier: Notifier,
+        outbox: Outbox,
         clock: Clock,
         holder_wait: timedelta = timedelta(seconds=10),
         poll_interval: float = 0.1,
@@ -157,7 +158,7 @@ class ControlService:
         self._approvers = approvers
         self._release_channels = release_channels
         self._github = github
-        self._notifier = notifier
+        self._outbox = outbox
         self._clock = clock
         self._holder_wait = holder_wait.total_seconds()
         self._poll_interval = poll_interval
@@ -448,7 +449,7 @@ class ControlService:
             await self._record(
                 origin, "redeploy", "ok", rollout, track, {**base, "new": started.id}
             )
-            await self._notifier.announce(rollout, text)
+            await self._announce(rollout, text)
             return text
         inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
         try:
@@ -469,8 +470,14 @@ class ControlService:
             f"through *{spec.workflow}*: <{run.html_url}|run {run.run_id}>."
         )
         await self._record(origin, "redeploy", "ok", rollout, track, {**base, "run_id": run.run_id})
-        await self._notifier.announce(rollout, text)
+        await self._announce(rollout, text)
         return text
+
+    async def _announce(self, rollout: Rollout, text: str) -> None:
+        """Tell the rollout's thread through the outbox: a Slack outage delays it, never
+        loses it, and never turns an action that happened into an error."""
+        await self._outbox.add(told(rollout, text))
+        await self._outbox.flush(rollout.id)
 
     async def _previous_good(self, rollout: Rollout, plan: RolloutPlan, track: str) -> Rollout:
         """The last rollout before this one whose `track` completed, with another tag. Only
