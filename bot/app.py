@@ -100,17 +100,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         approvers = Approvers(settings.rollout_approvers, resolve_group=_group_members(slack))
         timers = TimerStore(sessions)
-        written = asyncio.Event()
-        store = RolloutStore(sessions, clock=utc_now, on_outbox=written.set)
+        store = RolloutStore(sessions, clock=utc_now)
         wake = asyncio.Event()
         owner = replica_name()
         outbox = Outbox(
-            store=OutboxStore(sessions, on_written=written.set),
+            store=OutboxStore(sessions),
             rollouts=store,
             notifier=SlackNotifier(slack, approvers=settings.rollout_approvers),
             clock=utc_now,
             owner=owner,
-            wake=written,
         )
         rollouts = RolloutService(
             plan=settings.plan(),

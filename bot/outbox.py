@@ -3,11 +3,13 @@ written to the outbox with the state change it tells of (`storage.outbox`), then
 here, in order per rollout, with retries.
 
 The service that saved a change delivers its messages at once (`flush`), so a person sees the
-card change as before; whatever Slack did not take is left to the loop (`run`), which every
-replica runs beside the scheduler. Messages to one channel go one at a time through that
-channel's queue, which waits out Slack's 429 Retry-After; a card redraw that a newer one
-supersedes is skipped (the card is drawn from the rollout as it stands at delivery). Failures
-back off with jitter; after `max_attempts` a message is dead-lettered and logged at ERROR once.
+card change before their answer, as before; whatever Slack did not take is left to the loop
+(`run`), which every replica runs beside the scheduler: woken at once by a flush that left
+something, and looking every `idle` for what other replicas left. Messages to one channel go
+one at a time through that channel's queue, which waits out Slack's 429 Retry-After; a card
+redraw that a newer one supersedes is skipped (the card is drawn from the rollout as it stands
+at delivery). Failures back off with jitter; after `max_attempts` a message is dead-lettered
+and logged at ERROR once.
 """
 
 from __future__ import annotations
@@ -126,7 +128,6 @@ class Outbox:
         max_backoff: timedelta = timedelta(minutes=5),
         max_attempts: int = 12,
         idle: timedelta = timedelta(seconds=5),
-        wake: asyncio.Event | None = None,
     ) -> None:
         self._store = store
         self._rollouts = rollouts
@@ -138,8 +139,8 @@ class Outbox:
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
         self._idle = idle
-        self._wake = wake or asyncio.Event()
-        """Set when messages are written: deliver now, not at the end of the current sleep."""
+        self._wake = asyncio.Event()
+        """Set when a flush left messages behind: the loop looks now, not after its sleep."""
         self._queues: dict[str, asyncio.Lock] = {}
         self._paused: dict[str, datetime] = {}
         """Channels Slack rate-limited, until when (its Retry-After)."""
@@ -150,15 +151,20 @@ class Outbox:
 
     async def flush(self, rollout_id: str) -> None:
         """Deliver now, in order, what the rollout owes the channel. Never raises: what Slack
-        (or the database) did not take waits in the outbox for the loop."""
+        (or the database) did not take waits in the outbox for the loop.
+
+        The loop is not woken by the write itself: it would race this flush for the messages,
+        and the person's answer could come before the card changed."""
         try:
             while claimed := await self._store.claim(
                 now=self._clock(), owner=self.owner, lease=self._lease, rollout_id=rollout_id
             ):
                 if not await self._deliver(claimed[0]):
+                    self._wake.set()
                     return
         except Exception as error:
             log.warning("messages of %s left to the outbox loop: %r", rollout_id, error)
+            self._wake.set()
 
     async def run(self) -> None:
         """Deliver due messages until cancelled."""

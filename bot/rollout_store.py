@@ -51,11 +51,9 @@ class RolloutStore:
         sessions: async_sessionmaker[AsyncSession],
         *,
         clock: Callable[[], datetime],
-        on_outbox: Callable[[], None] = lambda: None,
     ) -> None:
         self._repository = RolloutRepository(sessions)
         self._clock = clock
-        self._on_outbox = on_outbox
 
     async def create(
         self, *, rollout: Rollout, plan: RolloutPlan, outbox: Sequence[NewMessage] = ()
@@ -81,7 +79,6 @@ class RolloutStore:
             )
         except TrackBusy as busy:
             raise await self._in_progress(busy) from None
-        self._written(outbox)
         stored = _rollout(record)
         wanted = replace(rollout, version=stored.version)
         # A new rollout is usually all pending; anything further along is written at once.
@@ -119,17 +116,12 @@ class RolloutStore:
                 "action changed nothing. Look at its latest state and try again.",
                 rollout_id=rollout.id,
             ) from None
-        self._written(outbox)
         return _rollout(saved)
 
     async def set_message_ts(self, rollout_id: str, message_ts: str) -> str:
         """Record the ts of the rollout's first card post; the ts stored (a card posted
         twice keeps the first)."""
         return await self._repository.set_message_ts(rollout_id=rollout_id, message_ts=message_ts)
-
-    def _written(self, outbox: Sequence[NewMessage]) -> None:
-        if outbox:
-            self._on_outbox()
 
     async def active(self) -> list[Rollout]:
         """Rollouts that have not ended, oldest first."""

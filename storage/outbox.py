@@ -8,7 +8,7 @@ is delivered on its own. The clock is always passed in.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,25 +87,13 @@ async def enqueue(session: AsyncSession, messages: Sequence[NewMessage], *, now:
 class OutboxStore:
     """The outbox table, safe for any number of replicas on PostgreSQL or SQLite."""
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        *,
-        on_written: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._on_written = on_written
-
-    def written(self) -> None:
-        """Wake the deliverer: messages were written (by this store or with a rollout's save)."""
-        self._on_written()
 
     async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
         """Write messages that go with no state change of their own."""
         async with self._sessions.begin() as session:
             await enqueue(session, messages, now=now)
-        if messages:
-            self.written()
 
     async def claim(
         self,
