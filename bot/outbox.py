@@ -43,6 +43,8 @@ GATE = "gate"
 
 _READING: TypeAdapter[Reading] = TypeAdapter(Reading)
 
+Drawn = tuple[Rollout, RolloutPlan]
+
 
 # -- what a state change writes ------------------------------------------------------------------
 
@@ -155,11 +157,12 @@ class Outbox:
 
         The loop is not woken by the write itself: it would race this flush for the messages,
         and the person's answer could come before the card changed."""
+        drawn: dict[str, Drawn] = {}
         try:
             while claimed := await self._store.claim(
                 now=self._clock(), owner=self.owner, lease=self._lease, rollout_id=rollout_id
             ):
-                if not await self._deliver(claimed[0]):
+                if not await self._deliver(claimed[0], drawn):
                     self._wake.set()
                     return
         except Exception as error:
@@ -193,7 +196,8 @@ class Outbox:
         return count
 
     async def _deliver_in_turn(self, messages: list[OutboxMessage]) -> int:
-        return sum([await self._deliver(message) for message in messages])
+        drawn: dict[str, Drawn] = {}
+        return sum([await self._deliver(message, drawn) for message in messages])
 
     async def _sleep(self) -> None:
         # Cleared before looking, so a message written meanwhile wakes the wait at once.
@@ -205,8 +209,9 @@ class Outbox:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    async def _deliver(self, message: OutboxMessage) -> bool:
-        """Send one claimed message through its channel's queue; True when it was delivered."""
+    async def _deliver(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> bool:
+        """Send one claimed message through its channel's queue; True when it was delivered.
+        `drawn` keeps the rollouts read for the messages before it in the same turn."""
         channel = message.channel_id
         queue = self._queues.setdefault(channel, asyncio.Lock())
         async with queue:
@@ -222,7 +227,7 @@ class Outbox:
                 return False
             try:
                 with rollout_context(message.rollout_id or "-"):
-                    await self._send(message)
+                    await self._send(message, drawn)
             except DeliveryFailed as failure:
                 await self._failed(message, failure)
                 return False
@@ -268,21 +273,25 @@ class Outbox:
             message_id=message.id, owner=self.owner, due_at=now + delay, error=failure.reason
         )
 
-    async def _send(self, message: OutboxMessage) -> None:
+    async def _send(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> None:
         rollout_id = message.rollout_id
         if rollout_id is None:
             raise DeliveryFailed("a message of no rollout", permanent=True)
-        rollout = await self._rollouts.get(rollout_id)
-        if rollout is None:
-            raise DeliveryFailed(f"rollout {rollout_id} is gone", permanent=True)
-        plan = await self._rollouts.plan(rollout_id)
+        if message.kind == CARD or rollout_id not in drawn:
+            found = await self._rollouts.with_plan(rollout_id)
+            if found is None:
+                raise DeliveryFailed(f"rollout {rollout_id} is gone", permanent=True)
+            drawn[rollout_id] = found
+        rollout, plan = drawn[rollout_id]
         payload = message.payload
         if message.kind == CARD:
             if rollout.message_ts is not None and await self._store.superseded(message):
                 return  # a newer redraw follows: draw the card once
-            await self._card(rollout, plan)
+            drawn[rollout_id] = await self._card(rollout, plan), plan
             return
-        rollout = await self._card(rollout, plan) if rollout.message_ts is None else rollout
+        if rollout.message_ts is None:
+            rollout = await self._card(rollout, plan)
+            drawn[rollout_id] = rollout, plan
         if message.kind == THREAD:
             await self._notifier.announce(rollout, str(payload["text"]))
         elif message.kind == FAILURE:

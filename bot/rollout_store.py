@@ -96,6 +96,13 @@ class RolloutStore:
             raise RolloutNotFound(rollout_id)
         return RolloutPlan.model_validate(record.plan)
 
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
+        """The rollout and its plan in one read (what drawing its card needs)."""
+        record = await self._repository.get(rollout_id)
+        if record is None:
+            return None
+        return _rollout(record), RolloutPlan.model_validate(record.plan)
+
     async def save(self, rollout: Rollout, *, outbox: Sequence[NewMessage] = ()) -> Rollout:
         """Write the rollout as it now stands, with the messages that tell of the change in
         the same transaction (nothing is said of a change that was not saved, and nothing a
