@@ -512,7 +512,7 @@ class ControlService:
             origin, control, rollout_id=card.rollout_id, track=card.track, stage=card.stage
         ):
             rollout, plan = await self._checked(origin, control, card)
-            await self._delivery(origin, control, card)
+            await self._delivery(origin, control, card, describe(control, rollout, plan, card))
             return await self._once(origin, control, card, rollout, plan, act)
 
     async def _checked(
@@ -543,9 +543,14 @@ class ControlService:
         await self._approvers.require(origin.actor, _VERBS[control])
 
     async def _delivery(
-        self, origin: Origin, control: Control, card: CardRef | None = None
+        self,
+        origin: Origin,
+        control: Control,
+        card: CardRef | None = None,
+        what: str | None = None,
     ) -> None:
-        """A Slack delivery is acted on once: a retry of it (same trigger_id) is told so."""
+        """A Slack delivery is acted on once: a repeat of it (same trigger_id) is told who
+        did `what` (the effect in words) and when."""
         entry = _current.get()
         if origin.delivery is None or (entry is not None and entry.delivered):
             return
@@ -561,12 +566,7 @@ class ControlService:
         if seen is None:
             first = await self._claims.get(key)
             _fill(entry, rollout_id=first.rollout_id if first is not None else None)
-            when = f" at {slack_time(first.claimed_at)}" if first is not None else ""
-            who = f"<@{first.actor}>" if first is not None else "someone"
-            raise AlreadyDone(
-                f"Already done by {who}{when}: Slack delivered this request again "
-                f"(retry {origin.retry}), and it is handled once."
-            )
+            raise await self._repeated(origin, control, card, what, first)
         if entry is not None:
             entry.delivered = True
 
@@ -609,6 +609,30 @@ class ControlService:
             raise
         await self._claims.complete(claim, now=self._clock())
         return result
+
+    async def _repeated(
+        self,
+        origin: Origin,
+        control: Control,
+        card: CardRef | None,
+        what: str | None,
+        first: Claim | None,
+    ) -> RolloutError:
+        """The answer to a delivery seen before. Slack re-sends a command it got no answer to
+        (marked with its retry number), but never a click: a click seen twice is a double
+        click or a replay, so the answer names what was done, by whom and when."""
+        when = f" at {slack_time(first.claimed_at)}" if first is not None else ""
+        who = f"<@{first.actor}>" if first is not None else "someone"
+        if origin.via is Via.COMMAND and origin.retry:
+            return AlreadyDone(
+                f"Already done by {who}{when}: Slack delivered this request again "
+                f"(retry {origin.retry}), and it is handled once."
+            )
+        described = what or _VERBS[control]
+        held = await self._claims.get(effect_key(control, card)) if card is not None else None
+        if held is not None:
+            return await self._already(held, described)
+        return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
 
     async def _already(self, held: Claim, what: str) -> RolloutError:
         """Wait for the claim's owner to finish, then say who did it and when."""
