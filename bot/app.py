@@ -32,9 +32,10 @@ from bot.domain.plan import NpmRelease
 from bot.github_gateway import PyGithubGateway
 from bot.metrics_sources import MetricsEndpoints
 from bot.npm_token import NpmTokenService
+from bot.outbox import Outbox
 from bot.rollout_store import RolloutStore
 from bot.rollouts import RolloutService
-from bot.scheduler import Retention, Scheduler
+from bot.scheduler import Retention, Scheduler, replica_name
 from bot.services import CommandService, Services
 from bot.webhooks import GitHubWebhooks
 from handlers import github_webhook, register_all
@@ -45,6 +46,7 @@ from storage.claims import ClaimStore
 from storage.db import create_engine, create_session_factory, mask_database_url, ping
 from storage.deliveries import DeliveryLog
 from storage.migrate import upgrade
+from storage.outbox import OutboxStore
 from storage.repositories import AuditLog
 from storage.timers import TimerStore
 
@@ -87,6 +89,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         backoff=settings.github_retry_backoff,
     )
     scheduler_task: asyncio.Task[None] | None = None
+    outbox_task: asyncio.Task[None] | None = None
     npm_token: NpmTokenService | None = None
     webhooks: GitHubWebhooks | None = None
     try:
@@ -102,14 +105,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         timers = TimerStore(sessions)
         store = RolloutStore(sessions, clock=utc_now)
         wake = asyncio.Event()
-        notifier = SlackNotifier(slack, approvers=settings.rollout_approvers)
+        owner = replica_name()
+        outbox = Outbox(
+            store=OutboxStore(sessions),
+            rollouts=store,
+            notifier=SlackNotifier(slack, approvers=settings.rollout_approvers),
+            clock=utc_now,
+            owner=owner,
+        )
         rollouts = RolloutService(
             plan=settings.plan(),
             store=store,
             timers=timers,
             audit=AuditLog(sessions),
             github=github,
-            notifier=notifier,
+            outbox=outbox,
             approvers=approvers,
             clock=utc_now,
             on_timer_scheduled=wake.set,
@@ -149,7 +159,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 approvers=approvers,
                 release_channels=settings.release_channels,
                 github=github,
-                notifier=notifier,
+                outbox=outbox,
                 clock=utc_now,
             ),
         )
@@ -172,14 +182,17 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 keep=timedelta(days=settings.retention_days),
             ),
             wake=wake,
+            owner=owner,
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="scheduler")
+        outbox_task = asyncio.create_task(outbox.run(), name="outbox")
         yield
     finally:
-        if scheduler_task is not None:
-            scheduler_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await scheduler_task
+        for task in (outbox_task, scheduler_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if webhooks is not None:
             await webhooks.close()
         if npm_token is not None:

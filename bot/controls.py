@@ -53,7 +53,8 @@ from bot.domain.rollout import (
     holding_tracks,
     slack_time,
 )
-from bot.ports import Clock, GitHubGateway, Notifier
+from bot.outbox import Outbox, told
+from bot.ports import Clock, GitHubGateway
 from bot.rollouts import RolloutService, where_it_stands
 from storage.claims import Claim, ClaimState, ClaimStore
 from storage.repositories import AuditLog
@@ -146,7 +147,7 @@ class ControlService:
         approvers: Approvers,
         release_channels: tuple[str, ...],
         github: GitHubGateway,
-        notifier: Notifier,
+        outbox: Outbox,
         clock: Clock,
         holder_wait: timedelta = timedelta(seconds=10),
         poll_interval: float = 0.1,
@@ -158,7 +159,7 @@ class ControlService:
         self._approvers = approvers
         self._release_channels = release_channels
         self._github = github
-        self._notifier = notifier
+        self._outbox = outbox
         self._clock = clock
         self._holder_wait = holder_wait.total_seconds()
         self._poll_interval = poll_interval
@@ -458,7 +459,7 @@ class ControlService:
             await self._record(
                 origin, "redeploy", "ok", rollout, track, {**base, "new": started.id}
             )
-            await self._notifier.announce(rollout, text)
+            await self._announce(rollout, text)
             return text
         inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
         try:
@@ -479,8 +480,14 @@ class ControlService:
             f"through *{spec.workflow}*: <{run.html_url}|run {run.run_id}>."
         )
         await self._record(origin, "redeploy", "ok", rollout, track, {**base, "run_id": run.run_id})
-        await self._notifier.announce(rollout, text)
+        await self._announce(rollout, text)
         return text
+
+    async def _announce(self, rollout: Rollout, text: str) -> None:
+        """Tell the rollout's thread through the outbox: a Slack outage delays it, never
+        loses it, and never turns an action that happened into an error."""
+        await self._outbox.add(told(rollout, text))
+        await self._outbox.flush(rollout.id)
 
     async def _previous_good(self, rollout: Rollout, plan: RolloutPlan, track: str) -> Rollout:
         """The last rollout before this one whose `track` completed, with another tag. Only
@@ -515,7 +522,7 @@ class ControlService:
             origin, control, rollout_id=card.rollout_id, track=card.track, stage=card.stage
         ):
             rollout, plan = await self._checked(origin, control, card)
-            await self._delivery(origin, control, card)
+            await self._delivery(origin, control, card, describe(control, rollout, plan, card))
             return await self._once(origin, control, card, rollout, plan, act)
 
     async def _checked(
@@ -546,9 +553,14 @@ class ControlService:
         await self._approvers.require(origin.actor, _VERBS[control])
 
     async def _delivery(
-        self, origin: Origin, control: Control, card: CardRef | None = None
+        self,
+        origin: Origin,
+        control: Control,
+        card: CardRef | None = None,
+        what: str | None = None,
     ) -> None:
-        """A Slack delivery is acted on once: a retry of it (same trigger_id) is told so."""
+        """A Slack delivery is acted on once: a repeat of it (same trigger_id) is told who
+        did `what` (the effect in words) and when."""
         entry = _current.get()
         if origin.delivery is None or (entry is not None and entry.delivered):
             return
@@ -564,12 +576,7 @@ class ControlService:
         if seen is None:
             first = await self._claims.get(key)
             _fill(entry, rollout_id=first.rollout_id if first is not None else None)
-            when = f" at {slack_time(first.claimed_at)}" if first is not None else ""
-            who = f"<@{first.actor}>" if first is not None else "someone"
-            raise AlreadyDone(
-                f"Already done by {who}{when}: Slack delivered this request again "
-                f"(retry {origin.retry}), and it is handled once."
-            )
+            raise await self._repeated(origin, control, card, what, first)
         if entry is not None:
             entry.delivered = True
 
@@ -612,6 +619,30 @@ class ControlService:
             raise
         await self._claims.complete(claim, now=self._clock())
         return result
+
+    async def _repeated(
+        self,
+        origin: Origin,
+        control: Control,
+        card: CardRef | None,
+        what: str | None,
+        first: Claim | None,
+    ) -> RolloutError:
+        """The answer to a delivery seen before. Slack re-sends a command it got no answer to
+        (marked with its retry number), but never a click: a click seen twice is a double
+        click or a replay, so the answer names what was done, by whom and when."""
+        when = f" at {slack_time(first.claimed_at)}" if first is not None else ""
+        who = f"<@{first.actor}>" if first is not None else "someone"
+        if origin.via is Via.COMMAND and origin.retry:
+            return AlreadyDone(
+                f"Already done by {who}{when}: Slack delivered this request again "
+                f"(retry {origin.retry}), and it is handled once."
+            )
+        described = what or _VERBS[control]
+        held = await self._claims.get(effect_key(control, card)) if card is not None else None
+        if held is not None:
+            return await self._already(held, described)
+        return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
 
     async def _already(self, held: Claim, what: str) -> RolloutError:
         """Wait for the claim's owner to finish, then say who did it and when."""

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Reading
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
-from bot.domain.plan import Notifications, RolloutPlan
+from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.run import RunRef, RunSnapshot
 
@@ -113,24 +113,36 @@ class MetricsSource(Protocol):
         ...
 
 
-class Notifier(Protocol):
-    """What the channel sees: one card per rollout, updated in place, and its thread."""
+class DeliveryFailed(Exception):
+    """Slack did not take a message. The outbox waits `retry_after` seconds when Slack said
+    (HTTP 429), gives up at once when `permanent` (retrying cannot help: a channel the bot is
+    not in, a message Slack refuses), and otherwise backs off and tries again."""
 
-    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str | None:
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Notifier(Protocol):
+    """What the channel sees: one card per rollout, updated in place, and its thread. The
+    outbox (`bot.outbox`) calls it to deliver what a state change wrote; every method raises
+    `DeliveryFailed` when Slack did not take the message."""
+
+    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
         """Post the rollout's card, or update it when it has a message; returns its ts."""
         ...
 
-    async def announce(
-        self,
-        rollout: Rollout,
-        text: str,
-        *,
-        notifications: Notifications | None = None,
-        failure: bool = False,
-        detail: bool = False,
-    ) -> None:
-        """A reply in the rollout's thread, when the plan's notification level shows it (no
-        `notifications`: always); a failure also goes to the failure channel, if set."""
+    async def announce(self, rollout: Rollout, text: str) -> None:
+        """A reply in the rollout's thread."""
+        ...
+
+    async def post_failure(self, rollout: Rollout, text: str, *, channel: str) -> None:
+        """A failure of the rollout in another channel (the plan's failure channel), with a
+        link to the rollout's thread."""
         ...
 
     async def ask_for_figures(

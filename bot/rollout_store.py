@@ -8,7 +8,7 @@ Storage's conflicts come out as domain errors a Slack answer can explain.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ from bot.domain.rollout import (
     verdict_to_json,
 )
 from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
+from storage.outbox import NewMessage
 from storage.repositories import (
     NewStage,
     NewTrack,
@@ -46,13 +47,19 @@ class RolloutStore:
     """Stores domain rollouts; at most one active rollout per track, versions checked on save."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, clock: Callable[[], datetime]
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime],
     ) -> None:
         self._repository = RolloutRepository(sessions)
         self._clock = clock
 
-    async def create(self, *, rollout: Rollout, plan: RolloutPlan) -> Rollout:
-        """Store a new rollout with a snapshot of its plan (never changed afterwards).
+    async def create(
+        self, *, rollout: Rollout, plan: RolloutPlan, outbox: Sequence[NewMessage] = ()
+    ) -> Rollout:
+        """Store a new rollout with a snapshot of its plan (never changed afterwards), and the
+        messages that tell of it in the same transaction.
 
         Raises RolloutInProgress, naming the active rollout, when one of its tracks is busy.
         """
@@ -68,6 +75,7 @@ class RolloutStore:
                 now=rollout.created_at,
                 message_ts=rollout.message_ts,
                 context=_context(rollout),
+                outbox=outbox,
             )
         except TrackBusy as busy:
             raise await self._in_progress(busy) from None
@@ -88,8 +96,17 @@ class RolloutStore:
             raise RolloutNotFound(rollout_id)
         return RolloutPlan.model_validate(record.plan)
 
-    async def save(self, rollout: Rollout) -> Rollout:
-        """Write the rollout as it now stands; returns it at its new version.
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
+        """The rollout and its plan in one read (what drawing its card needs)."""
+        record = await self._repository.get(rollout_id)
+        if record is None:
+            return None
+        return _rollout(record), RolloutPlan.model_validate(record.plan)
+
+    async def save(self, rollout: Rollout, *, outbox: Sequence[NewMessage] = ()) -> Rollout:
+        """Write the rollout as it now stands, with the messages that tell of the change in
+        the same transaction (nothing is said of a change that was not saved, and nothing a
+        change must say is lost); returns it at its new version.
 
         Raises ConcurrentChange when it was changed since `rollout.version` was read.
         """
@@ -97,7 +114,9 @@ class RolloutStore:
         if stored is None:
             raise RolloutNotFound(rollout.id)
         try:
-            saved = await self._repository.save(rollout=_record(rollout, stored), now=self._clock())
+            saved = await self._repository.save(
+                rollout=_record(rollout, stored), now=self._clock(), outbox=outbox
+            )
         except StaleRollout:
             raise ConcurrentChange(
                 f"Rollout `{rollout.tag}` was changed by someone else a moment ago, so this "
@@ -105,6 +124,11 @@ class RolloutStore:
                 rollout_id=rollout.id,
             ) from None
         return _rollout(saved)
+
+    async def set_message_ts(self, rollout_id: str, message_ts: str) -> str:
+        """Record the ts of the rollout's first card post; the ts stored (a card posted
+        twice keeps the first)."""
+        return await self._repository.set_message_ts(rollout_id=rollout_id, message_ts=message_ts)
 
     async def active(self) -> list[Rollout]:
         """Rollouts that have not ended, oldest first."""

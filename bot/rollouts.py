@@ -51,8 +51,10 @@ from bot.domain.rollout import (
 from bot.domain.run import EnvironmentReview, RunSnapshot
 from bot.logs import rollout_context
 from bot.metrics_sources import MetricsEndpoints, metrics_source
-from bot.ports import Clock, GitHubGateway, Notifier, ReviewState
+from bot.outbox import Outbox, card, figures_request, gate_card, told
+from bot.ports import Clock, GitHubGateway, ReviewState
 from bot.rollout_store import RolloutStore
+from storage.outbox import NewMessage
 from storage.repositories import AuditLog, new_rollout_id
 from storage.timers import Timer, TimerStore
 
@@ -91,7 +93,7 @@ class RolloutService:
         timers: TimerStore,
         audit: AuditLog,
         github: GitHubGateway,
-        notifier: Notifier,
+        outbox: Outbox,
         approvers: Approvers,
         clock: Clock,
         on_timer_scheduled: Callable[[], None] = lambda: None,
@@ -103,7 +105,7 @@ class RolloutService:
         self._timers = timers
         self._audit = audit
         self._github = github
-        self._notifier = notifier
+        self._outbox = outbox
         self._approvers = approvers
         self._clock = clock
         self._on_timer_scheduled = on_timer_scheduled
@@ -150,14 +152,12 @@ class RolloutService:
             preflight=preflight,
             now=now,
         )
-        rollout = await self._store.create(rollout=rollout, plan=self.plan)
+        rollout = await self._store.create(rollout=rollout, plan=self.plan, outbox=[card(rollout)])
         with rollout_context(rollout.id):
             log.info("rollout of %s started by %s", tag, actor)
             await self._record(actor, "start", "ok", rollout, detail={"tag": tag})
-            ts = await self._notifier.publish(rollout, self.plan)
-            if ts is not None:
-                rollout = await self._store.save(replace(rollout, message_ts=ts))
-        return rollout
+            await self._outbox.flush(rollout.id)
+        return await self.get(rollout.id)
 
     async def _preflight(self, *, tag: str, flags_ready: bool, actor: str) -> Preflight:
         flags = (
@@ -268,7 +268,7 @@ class RolloutService:
                 # The dispatch went through but the run is not known yet: the poller keeps
                 # looking for it (never a second dispatch, never someone else's run).
                 await self._record(actor, "dispatch", "run_not_identified", begun)
-                await self._notifier.announce(begun, f":warning: {error.message}")
+                await self._tell(begun, told(begun, f":warning: {error.message}"))
                 raise
             except GitHubError as error:
                 reverted = await self._store.save(replace(begun, phase=Phase.PREFLIGHT))
@@ -463,7 +463,9 @@ class RolloutService:
         source = metrics_source(plan.track(read.track).metrics, self._metrics_endpoints)
         reading = await source.read(rollout=rollout, track=read.track, stage=read.stage)
         if reading is None:
-            await self._notifier.ask_for_figures(rollout, plan, track=read.track, stage=read.stage)
+            await self._tell(
+                rollout, [figures_request(rollout, track=read.track, stage=read.stage)]
+            )
             return
         await self._judge(
             rollout,
@@ -531,11 +533,9 @@ class RolloutService:
         decision = machine.gate_evaluated(
             rollout, plan, track=track, stage=stage, verdict=verdict, now=self._clock()
         )
-        judged = await self._apply(rollout, decision, plan)
-        if decision.effects:  # the stage took the verdict: show the figures behind it
-            await self._notifier.post_gate_card(
-                judged, plan, track=track, stage=stage, verdict=verdict, reading=reading
-            )
+        # When the stage took the verdict, the thread shows the figures behind it.
+        shown = gate_card(rollout, track=track, stage=stage, verdict=verdict, reading=reading)
+        await self._apply(rollout, decision, plan, also=[shown] if decision.effects else [])
 
     # -- people's actions ---------------------------------------------------------------------
 
@@ -724,15 +724,16 @@ class RolloutService:
                 spec = plan.track(track).stage(stage.key)
                 ends = stage.window_ends_at
                 until = f" until {machine.slack_time(ends)}" if ends is not None else ""
-                await self._notifier.announce(
-                    rollout,
+                text = (
                     f"<@{actor}> re-evaluated *{spec.label}* ({plan.track(track).label}) while "
                     f"observing: {verdict.verdict} ({verdict.summary}). The window runs on{until}; "
-                    "the gate decides when it ends.",
+                    "the gate decides when it ends."
                 )
                 # A new card version: Re-evaluate may be clicked again for a later reading.
-                redrawn = await self._store.save(rollout)
-                await self._notifier.publish(redrawn, plan)
+                redrawn = await self._store.save(
+                    rollout, outbox=[*told(rollout, text), card(rollout)]
+                )
+                await self._outbox.flush(rollout.id)
                 return redrawn
             evaluating = await self._apply(rollout, ready, plan)
             await self._judge(
@@ -760,11 +761,37 @@ class RolloutService:
 
     # -- effects ------------------------------------------------------------------------------
 
-    async def _apply(self, before: Rollout, decision: Decision, plan: RolloutPlan) -> Rollout:
-        """Save the decision's rollout, then carry out its effects in order."""
+    async def _apply(
+        self,
+        before: Rollout,
+        decision: Decision,
+        plan: RolloutPlan,
+        *,
+        also: Sequence[NewMessage] = (),
+    ) -> Rollout:
+        """Save the decision's rollout with what the channel must be told of it (its
+        announcements, then `also`, then the card's redraw) in one transaction, carry out its
+        other effects in order, and deliver the messages."""
         rollout = decision.rollout
-        if rollout != before:
-            rollout = await self._store.save(rollout)
+        messages = [
+            message
+            for effect in decision.effects
+            if isinstance(effect, Announce)
+            for message in told(
+                rollout,
+                effect.text,
+                notifications=plan.notifications,
+                failure=effect.failure,
+                detail=effect.detail,
+            )
+        ]
+        messages.extend(also)
+        changed = rollout != before
+        if changed:
+            messages.append(card(rollout))
+            rollout = await self._store.save(rollout, outbox=messages)
+        elif messages:
+            await self._outbox.add(messages)
         reads: list[ReadMetrics] = []
         for effect in decision.effects:
             if isinstance(effect, Review):
@@ -794,20 +821,17 @@ class RolloutService:
                 )
             elif isinstance(effect, ReadMetrics):
                 reads.append(effect)
-            elif isinstance(effect, Announce):
-                await self._notifier.announce(
-                    rollout,
-                    effect.text,
-                    notifications=plan.notifications,
-                    failure=effect.failure,
-                    detail=effect.detail,
-                )
-        if rollout != before:
-            await self._notifier.publish(rollout, plan)
+        if messages:
+            await self._outbox.flush(rollout.id)
         for read in reads:
             rollout = await self.get(rollout.id)
             await self._evaluate(rollout, plan, read)
         return await self.get(rollout.id) if reads else rollout
+
+    async def _tell(self, rollout: Rollout, messages: Sequence[NewMessage]) -> None:
+        """Tell the channel what no save of this moment carries, now or as soon as it can."""
+        await self._outbox.add(messages)
+        await self._outbox.flush(rollout.id)
 
     async def _review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> None:
         """Send a review; its failure is recorded and asked again by the next reconcile, or

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
 from storage.models import AuditEventRow, RolloutRow, RolloutTrackRow, StageRow
+from storage.outbox import NewMessage, enqueue
 
 
 def new_rollout_id() -> str:
@@ -165,8 +166,10 @@ class RolloutRepository:
         rollout_id: str | None = None,
         message_ts: str | None = None,
         context: Mapping[str, Any] | None = None,
+        outbox: Sequence[NewMessage] = (),
     ) -> RolloutRecord:
-        """Store a new rollout with its tracks and stages in one transaction.
+        """Store a new rollout with its tracks and stages (and the messages that tell of it)
+        in one transaction.
 
         Raises TrackBusy when one of its tracks already has an open rollout (also when
         another replica opened it a moment ago).
@@ -219,6 +222,7 @@ class RolloutRepository:
                 ]
                 if stage_rows:
                     await session.execute(insert(StageRow), stage_rows)
+                await enqueue(session, outbox, now=now)
                 created = await _load_one(session, RolloutRow.id == rollout_id)
         except IntegrityError:
             for track in tracks:
@@ -306,8 +310,30 @@ class RolloutRepository:
         assert updated is not None
         return updated
 
-    async def save(self, *, rollout: RolloutRecord, now: datetime) -> RolloutRecord:
-        """Write every changed field of the rollout, its tracks and its stages at once.
+    async def set_message_ts(self, *, rollout_id: str, message_ts: str) -> str:
+        """Record the ts of the rollout's card once (its first post); returns the ts stored.
+
+        No version bump: nothing the domain decides changes, and a save made from a copy read
+        before keeps the ts (see `save`).
+        """
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(RolloutRow)
+                .where(RolloutRow.id == rollout_id, RolloutRow.message_ts.is_(None))
+                .values(message_ts=message_ts)
+            )
+            stored = await session.scalar(
+                select(RolloutRow.message_ts).where(RolloutRow.id == rollout_id)
+            )
+        if stored is None:
+            raise RolloutNotFound(rollout_id)
+        return stored
+
+    async def save(
+        self, *, rollout: RolloutRecord, now: datetime, outbox: Sequence[NewMessage] = ()
+    ) -> RolloutRecord:
+        """Write every changed field of the rollout, its tracks and its stages at once, with
+        the messages that tell of the change (`storage.outbox`).
 
         `rollout.version` is the version it was read at; raises StaleRollout when someone
         saved in between. Tracks and stages must be the stored ones (none added or removed),
@@ -323,7 +349,8 @@ class RolloutRepository:
                 now,
                 {
                     "state": rollout.state,
-                    "message_ts": rollout.message_ts,
+                    # Set once by the card's first post, which a stale copy must not undo.
+                    "message_ts": func.coalesce(rollout.message_ts, RolloutRow.message_ts),
                     "run_id": rollout.run_id,
                     "run_url": rollout.run_url,
                     "ended_at": rollout.ended_at,
@@ -336,6 +363,7 @@ class RolloutRepository:
                 raise ValueError(f"rollout {rollout.id}: tracks cannot be added or removed")
             for track in rollout.tracks:
                 await _save_track(session, rollout.id, stored.track(track.name), track, now)
+            await enqueue(session, outbox, now=now)
             saved = await _load_one(session, RolloutRow.id == rollout.id)
         assert saved is not None
         return saved

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import mimetypes
+import random
 import secrets
 import socket
 import time
@@ -29,6 +30,10 @@ SANDBOX_BOT_ID = "B0ROLLBOT"
 DEFAULT_SCOPES = ("chat:write", "commands", "usergroups:read", "files:write")
 # Arguments Slack accepts as a JSON string inside a form body; recorded decoded.
 _JSON_ARGS = frozenset({"blocks", "attachments", "view", "files", "metadata"})
+# The methods Slack rate-limits per channel; `inject_faults` answers them 429.
+_RATE_LIMITED = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+# What the server records for a request whose connection it dropped unanswered.
+DROPPED = {"ok": False, "error": "connection_dropped"}
 
 ApiResult = dict[str, Any]
 
@@ -217,6 +222,11 @@ class SlackTestServer:
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._upload_paths: dict[str, str] = {}
         self._failures: dict[str, deque[_Failure]] = {}
+        self._drops: dict[str, int] = {}
+        self._fault_rate = 0.0
+        self._fault_random = random.Random(0)
+        self.faults_injected = 0
+        """How many calls `inject_faults` answered 429."""
         self._tickets: set[str] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._acks: dict[str, dict[str, Any]] = {}
@@ -333,6 +343,21 @@ class SlackTestServer:
     ) -> None:
         """Make the next call of `method` fail with `error` (and HTTP `status`, `Retry-After`)."""
         self._failures.setdefault(method, deque()).append(_Failure(error, status, retry_after))
+
+    def inject_faults(self, *, rate: float, seed: int) -> None:
+        """Answer about `rate` of chat.postMessage/chat.update/chat.postEphemeral calls as
+        Slack's rate limit does: HTTP 429, `{"ok": false, "error": "ratelimited"}` and
+        `Retry-After: 1`, chosen by a random generator seeded with `seed` (so a run can be
+        repeated). Nothing is posted by such a call; `rate=0` turns it off."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate is a fraction between 0 and 1")
+        self._fault_rate = rate
+        self._fault_random = random.Random(seed)
+
+    def drop_next(self, method: str, *, count: int = 1) -> None:
+        """Drop the connection of the next `count` calls of `method` without answering (a
+        network error for the client); nothing is done for them."""
+        self._drops[method] = self._drops.get(method, 0) + count
 
     # -- waiting --------------------------------------------------------------------------------
 
@@ -463,8 +488,10 @@ class SlackTestServer:
 
     # -- Web API --------------------------------------------------------------------------------
 
-    async def _api(self, request: web.Request) -> web.Response:
+    async def _api(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
+        if self._drops.get(method):
+            return await self._drop(request, method)
         headers: dict[str, str] = {}
         status = 200
         token: str | None = None
@@ -486,12 +513,26 @@ class SlackTestServer:
                 response, status = _error(failure.error), failure.status
                 if failure.retry_after is not None:
                     headers["Retry-After"] = str(failure.retry_after)
+            elif method in _RATE_LIMITED and self._fault_random.random() < self._fault_rate:
+                self.faults_injected += 1
+                response, status = _error("ratelimited"), 429
+                headers["Retry-After"] = "1"
             else:
                 response = handler(args)
                 headers["X-OAuth-Scopes"] = ",".join(self.scopes)
         self.calls.append(SlackCall(method, args, response, time.time()))
         await self._notify()
         return web.json_response(response, status=status, headers=headers)
+
+    async def _drop(self, request: web.Request, method: str) -> web.StreamResponse:
+        """Close the connection before any answer: the client sees a network error."""
+        self._drops[method] -= 1
+        args, _ = await self._read_args(request)
+        self.calls.append(SlackCall(method, args, dict(DROPPED), time.time()))
+        await self._notify()
+        if request.transport is not None:
+            request.transport.close()
+        raise asyncio.CancelledError  # aiohttp ends the handler of a closed connection
 
     @staticmethod
     async def _read_args(request: web.Request) -> tuple[dict[str, Any], str | None]:

@@ -1,0 +1,238 @@
+"""The outbox: messages the channel must see, written in the same transaction as the state
+change they tell of, then claimed with a lease and delivered by any replica, once.
+
+Order per rollout: only the oldest undelivered message of a rollout can be claimed, so a later
+message waits for its earlier ones (also while they back off). A message without a rollout
+is delivered on its own. The clock is always passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from storage.models import OutboxRow
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to write: its kind and what its delivery needs to render it."""
+
+    kind: str
+    channel_id: str
+    rollout_id: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message as stored; `attempts` counts failed deliveries."""
+
+    id: int
+    kind: str
+    channel_id: str
+    rollout_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+
+
+def _pending() -> ColumnElement[bool]:
+    return and_(OutboxRow.delivered_at.is_(None), OutboxRow.dead_at.is_(None))
+
+
+def _oldest_of_its_rollout() -> ColumnElement[bool]:
+    """The message is the next its rollout owes the channel (or belongs to no rollout)."""
+    earlier = aliased(OutboxRow)
+    return or_(
+        OutboxRow.rollout_id.is_(None),
+        OutboxRow.id
+        == select(func.min(earlier.id))
+        .where(
+            earlier.rollout_id == OutboxRow.rollout_id,
+            earlier.delivered_at.is_(None),
+            earlier.dead_at.is_(None),
+        )
+        .scalar_subquery(),
+    )
+
+
+async def enqueue(session: AsyncSession, messages: Sequence[NewMessage], *, now: datetime) -> None:
+    """Write messages inside the caller's transaction (the state change they tell of)."""
+    if not messages:
+        return
+    await session.execute(
+        insert(OutboxRow),
+        [
+            {
+                "rollout_id": message.rollout_id,
+                "channel_id": message.channel_id,
+                "kind": message.kind,
+                "payload": dict(message.payload),
+                "created_at": now,
+                "due_at": now,
+                "attempts": 0,
+            }
+            for message in messages
+        ],
+    )
+
+
+class OutboxStore:
+    """The outbox table, safe for any number of replicas on PostgreSQL or SQLite."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
+        """Write messages that go with no state change of their own."""
+        async with self._sessions.begin() as session:
+            await enqueue(session, messages, now=now)
+
+    async def claim(
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        rollout_id: str | None = None,
+        limit: int = 20,
+    ) -> list[OutboxMessage]:
+        """Claim due messages for `owner` until `now + lease`: the oldest undelivered message
+        of each rollout (of `rollout_id` only, when given), oldest first. Each message goes
+        to one caller, however many replicas claim at once."""
+        claimable = and_(
+            _pending(),
+            OutboxRow.due_at <= now,
+            or_(OutboxRow.claimed_by.is_(None), OutboxRow.lease_until <= now),
+            _oldest_of_its_rollout(),
+        )
+        if rollout_id is not None:
+            claimable = and_(claimable, OutboxRow.rollout_id == rollout_id)
+        async with self._sessions.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # Lock the chosen rows and skip those another replica is claiming right now.
+                ids = list(
+                    await session.scalars(
+                        select(OutboxRow.id)
+                        .where(claimable)
+                        .order_by(OutboxRow.id)
+                        .limit(limit)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                if not ids:
+                    return []
+                chosen: ColumnElement[bool] = OutboxRow.id.in_(ids)
+            else:
+                # SQLite runs one writer at a time, so the update's own subquery is the lock.
+                chosen = OutboxRow.id.in_(
+                    select(OutboxRow.id).where(claimable).order_by(OutboxRow.id).limit(limit)
+                )
+            claimed = await session.scalars(
+                update(OutboxRow)
+                .where(chosen)
+                .values(claimed_by=owner, lease_until=now + lease)
+                .returning(OutboxRow)
+                .execution_options(synchronize_session=False)
+            )
+            messages = [_message(row) for row in claimed]
+        return sorted(messages, key=lambda message: message.id)
+
+    async def superseded(self, message: OutboxMessage) -> bool:
+        """Whether a newer message of the same kind waits for the same rollout (a card redraw
+        that a later redraw makes pointless)."""
+        if message.rollout_id is None:
+            return False
+        async with self._sessions() as session:
+            newer = await session.scalar(
+                select(OutboxRow.id)
+                .where(
+                    _pending(),
+                    OutboxRow.rollout_id == message.rollout_id,
+                    OutboxRow.kind == message.kind,
+                    OutboxRow.id > message.id,
+                )
+                .limit(1)
+            )
+            return newer is not None
+
+    async def delivered(self, *, message_id: int, owner: str, now: datetime) -> bool:
+        """Mark the message delivered; False unless `owner` still holds its claim."""
+        return await self._update_claimed(message_id, owner, delivered_at=now, lease_until=None)
+
+    async def retry(
+        self, *, message_id: int, owner: str, due_at: datetime, error: str, failed: bool = True
+    ) -> bool:
+        """Give the claim back to be delivered at `due_at`; `failed` counts an attempt (a
+        429's wait does not)."""
+        values: dict[str, Any] = {
+            "claimed_by": None,
+            "lease_until": None,
+            "due_at": due_at,
+            "last_error": error,
+        }
+        if failed:
+            values["attempts"] = OutboxRow.attempts + 1
+        return await self._update_claimed(message_id, owner, **values)
+
+    async def dead(self, *, message_id: int, owner: str, now: datetime, error: str) -> bool:
+        """Give up on the message (dead letter): the rollout's later messages go on."""
+        return await self._update_claimed(
+            message_id,
+            owner,
+            dead_at=now,
+            lease_until=None,
+            last_error=error,
+            attempts=OutboxRow.attempts + 1,
+        )
+
+    async def next_due(self) -> datetime | None:
+        """When the next message can be claimed: its due time, or its lease end if claimed.
+        Only the next message of each rollout counts (the later ones wait for it)."""
+        claimable_at = case(
+            (OutboxRow.claimed_by.is_(None), OutboxRow.due_at),
+            else_=OutboxRow.lease_until,
+        )
+        async with self._sessions() as session:
+            result: datetime | None = await session.scalar(
+                select(func.min(claimable_at)).where(_pending(), _oldest_of_its_rollout())
+            )
+            return result
+
+    async def pending(self, rollout_id: str | None = None) -> list[OutboxMessage]:
+        """Undelivered, not dead messages (of one rollout when given), oldest first."""
+        criteria = [_pending()]
+        if rollout_id is not None:
+            criteria.append(OutboxRow.rollout_id == rollout_id)
+        async with self._sessions() as session:
+            rows = await session.scalars(select(OutboxRow).where(*criteria).order_by(OutboxRow.id))
+            return [_message(row) for row in rows]
+
+    async def _update_claimed(self, message_id: int, owner: str, **values: Any) -> bool:
+        async with self._sessions.begin() as session:
+            updated = await session.scalar(
+                update(OutboxRow)
+                .where(OutboxRow.id == message_id, OutboxRow.claimed_by == owner, _pending())
+                .values(**values)
+                .returning(OutboxRow.id)
+            )
+            return updated is not None
+
+
+def _message(row: OutboxRow) -> OutboxMessage:
+    return OutboxMessage(
+        id=row.id,
+        kind=row.kind,
+        channel_id=row.channel_id,
+        rollout_id=row.rollout_id,
+        payload=dict(row.payload),
+        created_at=row.created_at,
+        attempts=row.attempts,
+    )
