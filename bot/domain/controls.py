@@ -24,6 +24,7 @@ from bot.domain.rollout import (
     InvalidTransition,
     Phase,
     Rollout,
+    Stage,
     StageState,
     TrackState,
 )
@@ -59,6 +60,21 @@ class StaleCard(RolloutError):
     code = "stale_card"
 
 
+class Hold(StrEnum):
+    """What a Promote button was drawn to confirm: a stage held after its gate passed (or
+    with no gate), or the override of an INCONCLUSIVE gate (its button asks to confirm)."""
+
+    PASS = "pass"  # noqa: S105 (a verdict, not a password)
+    INCONCLUSIVE = "inconclusive"
+
+
+def hold_of(stage: Stage) -> Hold:
+    """The hold a held stage is on, as its Promote button confirms it."""
+    if stage.verdict is not None and stage.verdict.verdict is Verdict.INCONCLUSIVE:
+        return Hold.INCONCLUSIVE
+    return Hold.PASS
+
+
 @dataclass(frozen=True)
 class CardRef:
     """What a button acts on, as the card showed it when it was drawn."""
@@ -67,6 +83,8 @@ class CardRef:
     track: str | None = None
     stage: str | None = None
     version: int | None = None
+    hold: Hold | None = None
+    """For Promote: the hold the card showed (a command names none and overrides nothing)."""
 
 
 # What tells one effect of a control from another: once per rollout (no parts), per track,
@@ -128,6 +146,10 @@ def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: Ca
     }.get(control, ())
     if control is Control.REEVALUATE and isinstance(plan_track.metrics, ManualMetrics):
         return False
+    if control is Control.PROMOTE and stage.state is StageState.HOLDING and card.hold is not None:
+        # Re-evaluate may have put the stage on another hold since the card was drawn: a
+        # click confirms only the hold its card showed (never skips an override's dialog).
+        return card.hold is hold_of(stage)
     return stage.state in wanted
 
 
