@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app_keys import BOLT, SERVICES, SETTINGS
 from bot.audit import AuditTrail
-from bot.authz import Approvers, GroupResolver
+from bot.authz import Approvers, Audience, GroupResolver, Memberships
 from bot.config import Settings
 from bot.controls import ControlService
 from bot.domain.npm import github_web_url
@@ -128,6 +128,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             commands=CommandService(release_channels=settings.release_channels),
             rollouts=rollouts,
             approvers=approvers,
+            audience=Audience(
+                approvers=approvers,
+                release_channels=settings.release_channels,
+                members=Memberships(_channel_members(slack), kind="channel"),
+            ),
             npm_token=npm_token,
             webhooks=webhooks,
             controls=ControlService(
@@ -209,6 +214,21 @@ def _group_members(slack: AsyncWebClient) -> GroupResolver:
             ) from None
         users: list[str] = answer.get("users") or []
         return users
+
+    return members
+
+
+def _channel_members(slack: AsyncWebClient) -> GroupResolver:
+    async def members(channel: str) -> list[str]:
+        found: list[str] = []
+        try:
+            async for page in await slack.conversations_members(channel=channel, limit=1000):
+                found.extend(page.get("members") or [])
+        except SlackApiError as error:
+            raise LookupError(
+                f"conversations.members {channel}: {error.response.get('error')}"
+            ) from None
+        return found
 
     return members
 
