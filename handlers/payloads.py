@@ -28,6 +28,9 @@ Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(clean_t
 SlackId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,32}$")]
 """A user, channel, team or user-group id (`U0RELMGR01`): it is stored in 32 characters."""
 
+ResponseUrl = Annotated[str, StringConstraints(pattern=r"^https?://[!-~]{1,2000}$")]
+"""Where Slack takes the answer to a command or click: an http(s) URL, nothing else."""
+
 TriggerId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
 """Slack's `trigger_id` (`<digits>.<digits>.<hex>`): the key of a delivery's claim."""
 
@@ -45,7 +48,7 @@ class SlashCommand(_Part):
     text: Text = ""
     user_id: SlackId
     channel_id: SlackId
-    response_url: Text
+    response_url: ResponseUrl
     trigger_id: TriggerId | None = None
     team_id: SlackId | None = None
 
@@ -87,7 +90,7 @@ class BlockActions(_Part):
     channel: Channel | None = None
     container: Container | None = None
     trigger_id: TriggerId | None = None
-    response_url: Text | None = None
+    response_url: ResponseUrl | None = None
     actions: list[Clicked] = Field(min_length=1, max_length=1)
 
     @property

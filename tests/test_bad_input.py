@@ -73,7 +73,7 @@ async def test_a_kill_whose_reason_carries_a_nul_still_trips_the_kill_switch(
     assert "Kill-switch tripped" in answer
     stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
     assert any(
-        ("desktop-kill-switch", "approved") == (env, r.state)
+        (env, r.state) == ("desktop-kill-switch", "approved")
         for r in box.github.reviews
         for env in r.environments
     ), box.github.reviews
