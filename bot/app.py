@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
@@ -24,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app_keys import BOLT, SERVICES, SETTINGS
 from bot.audit import AuditTrail
-from bot.authz import Approvers, GroupResolver
+from bot.authz import Approvers, Audience, GroupResolver, Memberships
 from bot.config import Settings
 from bot.controls import ControlService
 from bot.domain.npm import github_web_url
@@ -38,7 +36,7 @@ from bot.rollouts import RolloutService
 from bot.scheduler import Retention, Scheduler, replica_name
 from bot.services import CommandService, Services
 from bot.webhooks import GitHubWebhooks
-from handlers import github_webhook, register_all
+from handlers import github_webhook, register_all, slack_events
 from handlers.notifier import SlackNotifier
 from handlers.npm_buttons import SlackWalkthroughBoard
 from handlers.npm_views import WalkthroughSetup
@@ -52,10 +50,6 @@ from storage.timers import TimerStore
 
 log = logging.getLogger(__name__)
 
-# Slack sends seconds since the epoch. Anything else is refused before Bolt sees it: Bolt's
-# verifier calls int() on the header, which raises (a 500) on "abc" and accepts "+1_0".
-_TIMESTAMP = re.compile(r"[0-9]{1,12}")
-
 
 def create_app(settings: Settings, *, socket_mode: bool = False) -> web.Application:
     """Build the aiohttp application. Nothing is opened until the app starts."""
@@ -64,7 +58,7 @@ def create_app(settings: Settings, *, socket_mode: bool = False) -> web.Applicat
     app.cleanup_ctx.append(_services)
     if socket_mode:
         app.cleanup_ctx.append(_socket_mode)
-    app.router.add_post("/slack/events", _slack_events)
+    app.router.add_post("/slack/events", slack_events.receive)
     app.router.add_post("/github/webhook", github_webhook.receive)
     app.router.add_get("/healthz", _healthz)
     return app
@@ -120,7 +114,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             audit=AuditLog(sessions),
             github=github,
             outbox=outbox,
-            approvers=approvers,
             clock=utc_now,
             on_timer_scheduled=wake.set,
             metrics_endpoints=MetricsEndpoints.from_settings(settings),
@@ -149,6 +142,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             commands=CommandService(release_channels=settings.release_channels),
             rollouts=rollouts,
             approvers=approvers,
+            audience=Audience(
+                approvers=approvers,
+                release_channels=settings.release_channels,
+                members=Memberships(_channel_members(slack), kind="channel"),
+            ),
             npm_token=npm_token,
             webhooks=webhooks,
             controls=ControlService(
@@ -166,6 +164,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         bolt = AsyncApp(
             client=slack,
             signing_secret=settings.slack_signing_secret.get_secret_value(),
+            # `handlers.slack_events` verifies the raw body before anything parses it.
+            request_verification_enabled=False,
         )
         register_all(bolt, services)
         app[SERVICES] = services
@@ -241,6 +241,21 @@ def _group_members(slack: AsyncWebClient) -> GroupResolver:
     return members
 
 
+def _channel_members(slack: AsyncWebClient) -> GroupResolver:
+    async def members(channel: str) -> list[str]:
+        found: list[str] = []
+        try:
+            async for page in await slack.conversations_members(channel=channel, limit=1000):
+                found.extend(page.get("members") or [])
+        except SlackApiError as error:
+            raise LookupError(
+                f"conversations.members {channel}: {error.response.get('error')}"
+            ) from None
+        return found
+
+    return members
+
+
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
     token = app[SETTINGS].slack_app_token
     assert token is not None  # the `socket` command refuses to start without it
@@ -251,14 +266,6 @@ async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]
-
-
-async def _slack_events(request: web.Request) -> web.Response:
-    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
-    if not _TIMESTAMP.fullmatch(timestamp) or not request.headers.get("X-Slack-Signature"):
-        return web.json_response({"error": "invalid request signature"}, status=401)
-    bolt_response = await request.app[BOLT].async_dispatch(await to_bolt_request(request))
-    return await to_aiohttp_response(bolt_response)
 
 
 async def _healthz(request: web.Request) -> web.Response:

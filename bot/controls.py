@@ -29,11 +29,13 @@ from bot.domain.controls import (
     AlreadyDone,
     CardRef,
     Control,
+    Hold,
     StaleCard,
     card_applies,
     delivery_key,
     describe,
     effect_key,
+    hold_of,
     two_person_refusal,
 )
 from bot.domain.errors import (
@@ -261,12 +263,15 @@ class ControlService:
             lambda: self._rollouts.cancel(rollout_id=card.rollout_id, actor=origin.actor),
         )
 
-    async def promote(
-        self, origin: Origin, card: CardRef | None = None, *, override: bool = False
-    ) -> Rollout:
-        """Promote the track on the card (a click), or every track held on a gate (the command)."""
+    async def promote(self, origin: Origin, card: CardRef | None = None) -> Rollout:
+        """Promote the track on the card (a click), or every track held on a gate (the command).
+
+        Only a card drawn for an INCONCLUSIVE hold overrides it (its button asked to confirm
+        that); a command, or a card drawn for another hold, never does."""
         if card is not None:
-            return await self._promote(origin, card, override=override)
+            return await self._promote(
+                origin, card, override=card.hold in (Hold.INCONCLUSIVE, Hold.UNGATED)
+            )
         async with self.audited(origin, Control.PROMOTE):
             await self._admit(origin, Control.PROMOTE)
             running = [r for r in await self._rollouts.active() if r.phase is Phase.RUNNING]
@@ -280,8 +285,9 @@ class ControlService:
             for name in held:
                 stage = rollout.track(name).current
                 assert stage is not None  # a holding track is at a stage
-                card = CardRef(rollout.id, name, stage.key, rollout.version)
-                promoted = await self._promote(origin, card, override=override)
+                # The command confirms the hold it finds; only the card's dialog overrides.
+                card = CardRef(rollout.id, name, stage.key, rollout.version, hold_of(stage))
+                promoted = await self._promote(origin, card, override=False)
             return promoted
 
     async def _promote(self, origin: Origin, card: CardRef, *, override: bool) -> Rollout:

@@ -4,7 +4,8 @@ Each operation loads the rollout, asks the pure machine (`bot.domain.rollout`) f
 saves the new state (with an optimistic version check, so two replicas cannot both act), then
 executes the decision's effects: reviews on GitHub, durable window timers, thread messages,
 and the card's update. Operations on one rollout are serialised within a process; across
-processes the version check makes the loser see the winner's result.
+processes the version check makes the loser see the winner's result. Who may act is decided
+once per request, before any of this, by the controls (`bot.controls`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from bot.authz import Approvers
 from bot.domain import github_events
 from bot.domain import rollout as machine
 from bot.domain.controls import StaleCard, reevaluation
@@ -94,7 +94,6 @@ class RolloutService:
         audit: AuditLog,
         github: GitHubGateway,
         outbox: Outbox,
-        approvers: Approvers,
         clock: Clock,
         on_timer_scheduled: Callable[[], None] = lambda: None,
         metrics_endpoints: MetricsEndpoints | None = None,
@@ -106,7 +105,6 @@ class RolloutService:
         self._audit = audit
         self._github = github
         self._outbox = outbox
-        self._approvers = approvers
         self._clock = clock
         self._on_timer_scheduled = on_timer_scheduled
         self._locks: dict[str, asyncio.Lock] = {}
@@ -136,7 +134,6 @@ class RolloutService:
 
     async def start(self, *, tag: str, flags_ready: bool, channel_id: str, actor: str) -> Rollout:
         """Check the preflight for `tag` and post its card. One active rollout per track."""
-        await self._require(actor, "start a rollout", action="start")
         for track in self.plan.tracks:
             active = await self._store.active_on_track(track)
             if active is not None:
@@ -213,9 +210,9 @@ class RolloutService:
             checked = replace(
                 rollout, preflight=replace(rollout.preflight, migrations=migrations, image=image)
             )
-            saved = await self._store.save(checked)
+            saved = await self._store.save(checked, outbox=[card(checked)])
             log.info("preflight of %s re-checked by %s", rollout.tag, actor)
-            await self._notifier.publish(saved, plan)
+            await self._outbox.flush(rollout.id)
             return saved
 
     async def confirm_flags(self, *, rollout_id: str, actor: str) -> Rollout:
@@ -231,7 +228,6 @@ class RolloutService:
             return updated
 
     async def cancel(self, *, rollout_id: str, actor: str) -> None:
-        await self._require(actor, "cancel a rollout", action="cancel")
         async with self._lock(rollout_id):
             rollout = await self.get(rollout_id)
             ended = machine.cancel_preflight(rollout, actor=actor, now=self._clock())
@@ -243,7 +239,6 @@ class RolloutService:
 
     async def dispatch(self, *, rollout_id: str, actor: str) -> Rollout:
         """Dispatch the workflow; the click is also the approval of the first stages."""
-        await self._require(actor, "dispatch a rollout", action="dispatch", rollout_id=rollout_id)
         async with self._lock(rollout_id):
             rollout = await self.get(rollout_id)
             plan = await self.plan_of(rollout)
@@ -482,7 +477,6 @@ class RolloutService:
         self, *, rollout_id: str, track: str, stage: str, figures: Figures, actor: str
     ) -> None:
         """An approver typed the observed rates of a stage (manual metrics)."""
-        await self._require(actor, "enter gate figures", action="figures", rollout_id=rollout_id)
         async with self._lock(rollout_id):
             rollout = await self.get(rollout_id)
             if rollout.track(track).stage(stage).state is not StageState.EVALUATING:
@@ -555,7 +549,6 @@ class RolloutService:
         answer says so and the rollout stays as it was: the click can be repeated.
         """
         target = await self._target(rollout_id)
-        await self._require(actor, "promote a rollout", action="promote", rollout_id=target.id)
         async with self._lock(target.id):
             rollout = await self.get(target.id)
             plan = await self.plan_of(rollout)
@@ -639,9 +632,7 @@ class RolloutService:
         self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
     ) -> Rollout:
         """Roll back the relay-gated tracks (`gate="relay"`) or trip the desktop kill-switch."""
-        verb = "roll back a rollout" if gate == "relay" else "trip the kill-switch"
         target = await self._target(rollout_id)
-        await self._require(actor, verb, action=f"abort_{gate}", rollout_id=target.id)
         async with self._lock(target.id):
             rollout = await self.get(target.id)
             plan = await self.plan_of(rollout)
@@ -664,7 +655,6 @@ class RolloutService:
 
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
         """Give a running window more time."""
-        await self._require(actor, "extend a window", action="extend", rollout_id=rollout_id)
         async with self._lock(rollout_id):
             rollout = await self.get(rollout_id)
             plan = await self.plan_of(rollout)
@@ -683,7 +673,6 @@ class RolloutService:
         """Re-evaluate now: read the current stage's figures again and apply the gate as
         `bot.domain.controls.reevaluation` defines (a held stage takes the new verdict; an
         observed one only stops early on a failing verdict, never promotes early)."""
-        await self._require(actor, "re-evaluate a gate", action="reevaluate", rollout_id=rollout_id)
         async with self._lock(rollout_id):
             rollout = await self.get(rollout_id)
             plan = await self.plan_of(rollout)
@@ -868,21 +857,7 @@ class RolloutService:
             track=review.track,
         )
 
-    # -- authorization and audit ----------------------------------------------------------------
-
-    async def _require(
-        self, actor: str, what: str, *, action: str, rollout_id: str | None = None
-    ) -> None:
-        if not await self._approvers.is_approver(actor):
-            await self._audit.append(
-                at=self._clock(),
-                actor=actor,
-                action=action,
-                result="refused",
-                rollout_id=rollout_id,
-                detail={"why": "not an approver"},
-            )
-        await self._approvers.require(actor, what)
+    # -- audit ----------------------------------------------------------------------------------
 
     async def _refuse(
         self, actor: str, action: str, rollout: Rollout, why: str, *, track: str | None = None

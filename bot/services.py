@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.authz import Approvers
+from bot.authz import Approvers, Audience
 from bot.config import Settings
 from bot.controls import ControlService
 from bot.domain.commands import (
@@ -59,6 +59,8 @@ class Services:
     commands: CommandService
     rollouts: RolloutService
     approvers: Approvers
+    audience: Audience
+    """Who may see the rollouts on the App Home."""
     npm_token: NpmTokenService
     webhooks: GitHubWebhooks
     controls: ControlService

@@ -26,6 +26,9 @@ from storage.deliveries import DeliveryLog
 
 log = logging.getLogger(__name__)
 
+MAX_RUN_ID = 2**63 - 1
+"""Run ids are stored as 64-bit integers; a larger one cannot be a run the bot follows."""
+
 
 class Taken(StrEnum):
     FOLLOWED = "followed"
@@ -71,6 +74,8 @@ class GitHubWebhooks:
             return Intake(Taken.IGNORED, f"{event or 'this'} event is not followed")
         if found.repository.casefold() != self._repository:
             return Intake(Taken.IGNORED, "not the bot's repository")
+        if found.run_id is not None and not 0 < found.run_id <= MAX_RUN_ID:
+            return Intake(Taken.IGNORED, f"run id {found.run_id} is not one GitHub gives")
         rollout = await self._store.by_run_id(found.run_id) if found.run_id is not None else None
         if rollout is None or rollout.phase is not Phase.RUNNING:
             return Intake(Taken.IGNORED, "no active rollout follows this run")

@@ -8,6 +8,8 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from bot.domain.commands import TAG_RULE
+from bot.domain.controls import Hold
 from bot.domain.errors import RolloutError
 
 SLACK_VALUE_LIMIT = 2000
@@ -16,9 +18,9 @@ SLACK_VALUE_LIMIT = 2000
 SLACK_METADATA_LIMIT = 3000
 """Slack refuses a view whose private_metadata is longer than this."""
 
-# Bounds that keep every encoded value far below Slack's limits (ids are 32 characters in
-# storage, plan keys at most 32).
-_Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+# Bounds that keep every encoded value far below Slack's limits and within what storage holds
+# (rollout and channel ids 32 characters, plan keys at most 32), in characters it can store.
+_Id = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
 class Action(StrEnum):
@@ -80,7 +82,9 @@ class ButtonValue(_Payload):
     rollout_id: _Id
     track: _Id | None = None
     stage: _Id | None = None
-    version: Annotated[int, Field(ge=0, strict=True)] | None = None
+    version: Annotated[int, Field(ge=0, strict=True, lt=2**63)] | None = None
+    hold: Hold | None = None
+    """On Promote: the hold the card was drawn for, so a click confirms exactly that one."""
 
 
 class FiguresMetadata(_Payload):
@@ -99,7 +103,7 @@ class ExtendMetadata(_Payload):
     rollout_id: _Id
     track: _Id
     stage: _Id
-    version: Annotated[int, Field(ge=0, strict=True)]
+    version: Annotated[int, Field(ge=0, strict=True, lt=2**63)]
     channel_id: _Id
 
 
@@ -108,5 +112,5 @@ class RedeployMetadata(_Payload):
 
     rollout_id: _Id
     track: _Id
-    tag: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+    tag: Annotated[str, StringConstraints(strict=True, pattern=f"^{TAG_RULE}$")]
     channel_id: _Id

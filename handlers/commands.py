@@ -3,7 +3,6 @@ answer ephemerally. What changes a rollout is also told in its thread, for every
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 
@@ -26,19 +25,8 @@ from bot.services import Services
 from handlers import audit_views, rollout_views, views
 from handlers.errors import acknowledged
 from handlers.origin import command_origin
+from handlers.payloads import SlashCommand, parse
 from handlers.views import Block
-
-
-class SlashCommand(BaseModel):
-    """The fields of Slack's slash command payload that the bot reads."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    text: str = ""
-    user_id: str
-    channel_id: str
-    response_url: str
-    trigger_id: str | None = None
 
 
 async def plans_of(services: Services, rollouts: list[Rollout]) -> dict[str, RolloutPlan]:
@@ -99,7 +87,7 @@ def register(app: AsyncApp, services: Services) -> None:
     async def rollout_command(
         ack: AsyncAck, body: dict[str, str], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
-        payload = SlashCommand.model_validate(body)
+        payload = parse(SlashCommand, body)
         origin = command_origin(
             user_id=payload.user_id,
             channel_id=payload.channel_id,

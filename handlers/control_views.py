@@ -107,3 +107,13 @@ def redeploy_modal(offer: RedeployOffer, *, channel_id: str) -> dict[str, Any]:
             _section(f"On confirm, {how}. `{offer.replaced_tag}` stays live until it lands."),
         ],
     }
+
+
+def notice_modal(text: str) -> dict[str, Any]:
+    """A submitted form the bot cannot act on, turned into the reason (nothing was changed)."""
+    return {
+        "type": "modal",
+        "title": _plain("Nothing changed"),
+        "close": _plain("Close"),
+        "blocks": [_section(text)],
+    }

@@ -41,8 +41,12 @@ Listener = Callable[..., Awaitable[None]]
 async def report(error: Exception, body: dict[str, Any], respond: AsyncRespond | None) -> None:
     """Answer the person whose command or click failed, ephemerally."""
     text, blocks = explain(error, body)
-    if respond is not None and (body.get("response_url") or body.get("response_urls")):
+    if respond is None or not (body.get("response_url") or body.get("response_urls")):
+        return
+    try:
         await respond(response_type="ephemeral", replace_original=False, text=text, blocks=blocks)
+    except (aiohttp.ClientError, TimeoutError) as lost:  # the answer is lost, not the request
+        log.warning("could not answer through the response_url: %s", type(lost).__name__)
 
 
 def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[views.Block]]:

@@ -1,4 +1,8 @@
-"""The App Home tab: the help and the active rollouts, drawn when someone opens it."""
+"""The App Home tab: the help and the active rollouts, drawn when someone opens it.
+
+The rollouts are shown to the people `/rollout status` answers: members of a release channel
+and the approvers. Anyone else in the workspace sees the help and a line saying why.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,26 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.services import Services
 from handlers import rollout_views, views
 from handlers.commands import plans_of
+from handlers.payloads import EventCallback, parse
+
+NOT_SHOWN = (
+    "Rollouts are shown to the members of the release channels and to the release "
+    "approvers. Join a release channel (or ask your bot admin) to follow them here."
+)
 
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.event("app_home_opened")
-    async def home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("tab") != "home":
+    async def home_opened(body: dict[str, Any], client: AsyncWebClient) -> None:
+        event = parse(EventCallback, body).event
+        if event.tab != "home" or event.user is None:
             return
-        active = await services.rollouts.active()
-        plans = await plans_of(services, active)
-        blocks = rollout_views.status_blocks(active, lambda r: plans[r.id]) + views.help_blocks()
+        if await services.audience.admits(event.user):
+            active = await services.rollouts.active()
+            plans = await plans_of(services, active)
+            shown = rollout_views.status_blocks(active, lambda r: plans[r.id])
+        else:
+            _, shown = views.note(NOT_SHOWN)
         await client.views_publish(
-            user_id=str(event["user"]), view={"type": "home", "blocks": blocks}
+            user_id=event.user, view={"type": "home", "blocks": shown + views.help_blocks()}
         )

@@ -15,6 +15,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.controls import Origin, Via
 from bot.domain.controls import CardRef
 from handlers.actions import ButtonValue
+from handlers.payloads import BlockActions, ViewSubmission, parse
 
 RETRY_HEADER = "x-slack-retry-num"
 
@@ -29,31 +30,29 @@ def slack_retry(request: AsyncBoltRequest | None) -> int:
 
 
 def click_origin(
-    body: Mapping[str, Any], request: AsyncBoltRequest | None, *, via: Via = Via.CLICK
+    body: BlockActions | Mapping[str, Any], request: AsyncBoltRequest | None
 ) -> Origin:
-    """The clicker of a `block_actions` payload (or the submitter of a form), and the channel
-    the payload names."""
-    channel = body.get("channel") or {}
-    container = body.get("container") or {}
-    channel_id = channel.get("id") or container.get("channel_id") or ""
+    """The clicker of a `block_actions` payload and the channel the payload names (raises
+    InvalidPayload when the body is not one)."""
+    click = body if isinstance(body, BlockActions) else parse(BlockActions, body)
     return Origin(
-        actor=str(body["user"]["id"]),
-        channel_id=str(channel_id),
-        via=via,
-        delivery=body.get("trigger_id") or None,
+        actor=click.user.id,
+        channel_id=click.channel_id,
+        via=Via.CLICK,
+        delivery=click.trigger_id,
         retry=slack_retry(request),
     )
 
 
 def form_origin(
-    body: Mapping[str, Any], request: AsyncBoltRequest | None, *, channel_id: str | None
+    form: ViewSubmission, request: AsyncBoltRequest | None, *, channel_id: str | None
 ) -> Origin:
     """The submitter of a modal, with the channel its opening click came from."""
     return Origin(
-        actor=str(body["user"]["id"]),
+        actor=form.user.id,
         channel_id=channel_id or "",
         via=Via.FORM,
-        delivery=body.get("trigger_id") or None,
+        delivery=form.trigger_id,
         retry=slack_retry(request),
     )
 
@@ -73,5 +72,9 @@ def command_origin(
 def card_of(value: ButtonValue) -> CardRef:
     """What the clicked button acts on, as its card showed it."""
     return CardRef(
-        rollout_id=value.rollout_id, track=value.track, stage=value.stage, version=value.version
+        rollout_id=value.rollout_id,
+        track=value.track,
+        stage=value.stage,
+        version=value.version,
+        hold=value.hold,
     )

@@ -14,6 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+from bot.domain.controls import hold_of
 from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict, exact_product, format_rate
 from bot.domain.metrics import Figures
@@ -448,7 +449,8 @@ def _lane_buttons(rollout: Rollout, track: Track, plan_track: PlanTrack) -> list
         spec = plan_track.stage(current.key)
         following = plan_track.next_stage(current.key)
         if current.state is StageState.HOLDING and following is not None:
-            buttons.append(_promote(rollout, current, spec, following, value))
+            held = value.model_copy(update={"hold": hold_of(current)})
+            buttons.append(_promote(rollout, current, spec, following, held))
         if current.state is StageState.OBSERVING or gate_missed(current):
             label = f"Extend window (+{format_duration(EXTEND_STEP)})"
             buttons.append(_button(label, Action.EXTEND_WINDOW, value))

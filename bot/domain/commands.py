@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
 from bot.domain.errors import InvalidCommand, InvalidTag
+from bot.domain.text import clean_text
 
 TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 """A container image tag, as the workflow's `relay_image_tag` takes it."""
@@ -130,8 +131,9 @@ def allowed_in_direct_messages(command: Command | Subcommand) -> bool:
 
 
 def parse_command(text: str) -> Command:
-    """The command in the slash command's text; empty text is help."""
-    parts = text.strip().split(maxsplit=1)
+    """The command in the slash command's text; empty text is help. Characters the database
+    cannot store are dropped first, so a kill-switch goes through whatever its reason says."""
+    parts = clean_text(text).strip().split(maxsplit=1)
     if not parts:
         return Help()
     word, rest = parts[0], parts[1] if len(parts) > 1 else ""

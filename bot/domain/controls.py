@@ -24,6 +24,7 @@ from bot.domain.rollout import (
     InvalidTransition,
     Phase,
     Rollout,
+    Stage,
     StageState,
     TrackState,
     gate_missed,
@@ -62,6 +63,25 @@ class StaleCard(RolloutError):
     code = "stale_card"
 
 
+class Hold(StrEnum):
+    """What a Promote button was drawn to confirm: a stage held after its gate passed (or
+    with no gate), or the override of an INCONCLUSIVE gate (its button asks to confirm)."""
+
+    PASS = "pass"  # noqa: S105 (a verdict, not a password)
+    INCONCLUSIVE = "inconclusive"
+    UNGATED = "ungated"
+    """Held because the window's timer gave up before its gate ran: Promote overrides."""
+
+
+def hold_of(stage: Stage) -> Hold:
+    """The hold a held stage is on, as its Promote button confirms it."""
+    if gate_missed(stage):
+        return Hold.UNGATED
+    if stage.verdict is not None and stage.verdict.verdict is Verdict.INCONCLUSIVE:
+        return Hold.INCONCLUSIVE
+    return Hold.PASS
+
+
 @dataclass(frozen=True)
 class CardRef:
     """What a button acts on, as the card showed it when it was drawn."""
@@ -70,6 +90,8 @@ class CardRef:
     track: str | None = None
     stage: str | None = None
     version: int | None = None
+    hold: Hold | None = None
+    """For Promote: the hold the card showed (a command names none and overrides nothing)."""
 
 
 # What tells one effect of a control from another: once per rollout (no parts), per track,
@@ -136,6 +158,10 @@ def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: Ca
         return False
     if control in (Control.EXTEND, Control.EXTEND_BY) and gate_missed(stage):
         return True  # its timer gave up: the window may be observed again
+    if control is Control.PROMOTE and stage.state is StageState.HOLDING and card.hold is not None:
+        # Re-evaluate may have put the stage on another hold since the card was drawn: a
+        # click confirms only the hold its card showed (never skips an override's dialog).
+        return card.hold is hold_of(stage)
     return stage.state in wanted
 
 

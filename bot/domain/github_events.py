@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.domain.plan import RolloutPlan
 from bot.domain.run import EnvironmentReview
+from bot.domain.text import clean_text
 
 FOLLOWED = frozenset(
     {"workflow_run", "workflow_job", "deployment", "deployment_status", "deployment_review"}
@@ -155,7 +156,7 @@ def _object(value: object) -> Mapping[str, Any]:
 
 
 def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    return clean_text(value) if isinstance(value, str) else ""
 
 
 def _number(value: object) -> int | None:

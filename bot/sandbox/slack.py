@@ -27,7 +27,14 @@ from bot.sandbox.render import render_message
 from bot.sandbox.signing import SANDBOX_APP_ID, SANDBOX_BOT_USER_ID, SANDBOX_TEAM_ID
 
 SANDBOX_BOT_ID = "B0ROLLBOT"
-DEFAULT_SCOPES = ("chat:write", "commands", "usergroups:read", "files:write")
+DEFAULT_SCOPES = (
+    "chat:write",
+    "commands",
+    "usergroups:read",
+    "files:write",
+    "channels:read",
+    "groups:read",
+)
 # Arguments Slack accepts as a JSON string inside a form body; recorded decoded.
 _JSON_ARGS = frozenset({"blocks", "attachments", "view", "files", "metadata"})
 # The methods Slack rate-limits per channel; `inject_faults` answers them 429.
@@ -212,6 +219,8 @@ class SlackTestServer:
         self.scopes = tuple(scopes)
         self.calls: list[SlackCall] = []
         self.usergroups: dict[str, list[str]] = {}
+        self.channel_members: dict[str, list[str]] = {}
+        """Members of each channel, for `conversations.members` (unknown: channel_not_found)."""
         self.views: dict[str, dict[str, Any]] = {}
         self.home_tabs: dict[str, dict[str, Any]] = {}
         self.files: dict[str, UploadedFile] = {}
@@ -243,6 +252,7 @@ class SlackTestServer:
             "views.update": self._views_update,
             "views.publish": self._views_publish,
             "usergroups.users.list": self._usergroups_users_list,
+            "conversations.members": self._conversations_members,
             "files.getUploadURLExternal": self._files_get_upload_url,
             "files.completeUploadExternal": self._files_complete_upload,
             "apps.connections.open": self._apps_connections_open,
@@ -782,6 +792,15 @@ class SlackTestServer:
         if group not in self.usergroups:
             return _error("no_such_subteam")
         return {"ok": True, "users": list(self.usergroups[group])}
+
+    def _conversations_members(self, args: dict[str, Any]) -> ApiResult:
+        channel = _str_arg(args, "channel")
+        if not channel:
+            return _error("invalid_arguments", "missing required field: channel")
+        if channel not in self.channel_members:
+            return _error("channel_not_found")
+        members = list(self.channel_members[channel])
+        return {"ok": True, "members": members, "response_metadata": {"next_cursor": ""}}
 
     def _files_get_upload_url(self, args: dict[str, Any]) -> ApiResult:
         filename = _str_arg(args, "filename")

@@ -1,0 +1,115 @@
+"""`POST /slack/events`: authenticate the raw bytes, then validate, then hand over to Bolt.
+
+The signature (slack_sdk's `SignatureVerifier`, on the body exactly as received) is checked
+before anything reads the body, so an unsigned request costs one log line and a 401, whatever
+it holds. A signed body is then validated into one of `handlers.payloads`' models; what does
+not fit is refused with a 400 (a slash command with an ephemeral answer Slack shows), and
+what fits reaches Bolt as that model again, so no listener meets a shape it does not expect.
+Bolt's own verification is off: it would check the rebuilt body, and this check came first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
+
+from bot.app_keys import BOLT, SETTINGS
+from handlers.payloads import (
+    BlockActions,
+    EventCallback,
+    SlashCommand,
+    UrlVerification,
+    ViewSubmission,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+"""Slack's requests are a few kilobytes; anything near this is not from Slack."""
+
+# Slack sends seconds since the epoch. Anything else is refused before the verifier sees it:
+# it calls int() on the header, which raises on "abc" and accepts "+1_0".
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+
+_Interaction = TypeAdapter(Annotated[BlockActions | ViewSubmission, Field(discriminator="type")])
+_Event = TypeAdapter(Annotated[EventCallback | UrlVerification, Field(discriminator="type")])
+
+
+class Refused(Exception):
+    """A signed request the bot cannot read: answered 400 with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def receive(request: web.Request) -> web.Response:
+    text = _signed(request, await request.read())
+    if text is None:
+        log.warning("Slack request refused: missing, stale or wrong signature")
+        return web.json_response({"error": "invalid request signature"}, status=401)
+    try:
+        payload = _validated(text, request.content_type)
+    except Refused as refused:
+        log.info("Slack request refused: %s", refused.reason)
+        return web.json_response({"error": refused.reason}, status=400)
+    if payload is None:  # Slack's SSL check: nothing to do
+        return web.Response(status=200)
+    headers: dict[str, str | Sequence[str]] = {
+        name.lower(): value for name, value in request.headers.items()
+    }
+    headers["content-type"] = "application/json"
+    bolt_request = AsyncBoltRequest(
+        body=json.dumps(payload.model_dump(mode="json", exclude_none=True)),
+        query=request.query_string,
+        headers=headers,
+    )
+    return await to_aiohttp_response(await request.app[BOLT].async_dispatch(bolt_request))
+
+
+def _signed(request: web.Request, body: bytes) -> str | None:
+    """The body as text, if Slack signed exactly these bytes recently (slack_sdk's verifier);
+    None otherwise."""
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    signature = request.headers.get("X-Slack-Signature", "")
+    if len(body) > MAX_BODY or not _TIMESTAMP.fullmatch(timestamp) or not signature:
+        return None
+    try:
+        text = body.decode("utf-8")  # the verifier signs text: a body that is not UTF-8
+    except UnicodeDecodeError:  # cannot have been signed by Slack
+        return None
+    secret = request.app[SETTINGS].slack_signing_secret.get_secret_value()
+    valid = SignatureVerifier(secret).is_valid(body=text, timestamp=timestamp, signature=signature)
+    return text if valid else None
+
+
+def _validated(text: str, content_type: str) -> BaseModel | None:
+    """The request as a model, None for Slack's SSL check; raises Refused otherwise."""
+    try:
+        if content_type == "application/json" or text.startswith("{"):
+            return _Event.validate_json(text)
+        form = dict(parse_qsl(text, keep_blank_values=True))
+        if "ssl_check" in form:
+            return None
+        if "payload" in form:
+            return _Interaction.validate_json(form["payload"])
+        return SlashCommand.model_validate(form)
+    except ValidationError as error:
+        raise Refused(_problem(error)) from None
+
+
+def _problem(error: ValidationError) -> str:
+    """The first thing wrong with a request, in a line (no input echoed back)."""
+    first: Any = error.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+    return f"not a Slack request this app handles ({where}: {first.get('msg', 'invalid')})"
