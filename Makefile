@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo lint format test bench
+.PHONY: install demo lint format test bench chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,3 +35,10 @@ bench: $(STAMP)
 	$(PY) bench/ack_latency.py 100
 	$(PY) bench/timers.py sqlite 500
 	$(PY) bench/timers.py postgres 500
+
+# The long chaos run: three serve replicas on a fresh PostgreSQL database under faults, at
+# least ten rollouts for DURATION seconds; prints the figures, fails on a broken invariant.
+SEED ?= 1
+DURATION ?= 300
+chaos: $(STAMP)
+	$(PY) -m bot.sandbox.chaos --seed $(SEED) --duration $(DURATION)

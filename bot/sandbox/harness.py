@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import sys
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -39,6 +36,7 @@ from bot.sandbox.config import (
 )
 from bot.sandbox.github import GitHubSimulator
 from bot.sandbox.render import render_message
+from bot.sandbox.replica import ServeProcess
 from bot.sandbox.signing import (
     block_actions_body,
     slack_signature_headers,
@@ -131,8 +129,8 @@ class Sandbox:
         )
         self._poll_interval = poll_interval
         self._in_process = in_process
-        self._process: asyncio.subprocess.Process | None = None
-        self._replicas: list[asyncio.subprocess.Process] = []
+        self.replicas: list[ServeProcess] = []
+        """The `rollout-bot serve` processes; the first is the one `start_process` starts."""
         self._engine = create_engine(self.database_url)
         sessions = create_session_factory(self._engine)
         self._store = RolloutStore(sessions, clock=utc_now)
@@ -159,11 +157,8 @@ class Sandbox:
         tb: TracebackType | None,
     ) -> None:
         await self.stop_bot()
-        await self.kill_process()
-        for replica in self._replicas:
-            if replica.returncode is None:
-                replica.kill()
-                await replica.wait()
+        for replica in self.replicas:
+            await replica.kill()
         await self._engine.dispose()
         if self._http is not None:
             await self._http.close()
@@ -205,49 +200,31 @@ class Sandbox:
             self._runner = None
 
     async def start_process(self) -> None:
-        """Start the bot as an operator does: a `rollout-bot serve` process."""
-        self._process, self.url = await self._serve("serve.log")
+        """Start (or start again) the bot as an operator does: a `rollout-bot serve` process."""
+        if not self.replicas:
+            self.replicas.append(self._replica("serve.log"))
+        self.url = await self.replicas[0].start()
 
     async def start_replica(self) -> str:
         """Start one more `rollout-bot serve` process on the same database, as a second
         replica behind a load balancer would run; returns its base URL (killed on exit)."""
-        process, url = await self._serve(f"serve-{len(self._replicas) + 2}.log")
-        self._replicas.append(process)
-        return url
+        replica = self._replica(f"serve-{len(self.replicas) + 1}.log")
+        self.replicas.append(replica)
+        return await replica.start()
 
-    async def _serve(self, log_name: str) -> tuple[asyncio.subprocess.Process, str]:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "serve",
-            env=env | self.environment(port),
-            cwd=self.workdir,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=(self.workdir / log_name).open("ab"),
-        )
-        url = f"http://127.0.0.1:{port}"
+    def _replica(self, log_name: str) -> ServeProcess:
         assert self._http is not None
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    async with self._http.get(f"{url}/healthz") as health:
-                        if health.status == 200:
-                            return process, url
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
+        return ServeProcess(
+            environment=self.environment,
+            workdir=self.workdir,
+            log=self.workdir / log_name,
+            http=self._http,
+        )
 
     async def kill_process(self) -> None:
-        """SIGKILL the `serve` process: no cleanup, no goodbye, as when a node dies."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-        self._process = None
+        """SIGKILL the first `serve` process: no cleanup, no goodbye, as when a node dies."""
+        if self.replicas:
+            await self.replicas[0].kill()
 
     @property
     def services(self) -> Services:
@@ -264,12 +241,18 @@ class Sandbox:
             return r.status
 
     async def command(
-        self, text: str, *, user: str = RELEASE_MANAGER, channel: str = RELEASE_CHANNEL
+        self,
+        text: str,
+        *,
+        user: str = RELEASE_MANAGER,
+        channel: str = RELEASE_CHANNEL,
+        replica: str | None = None,
     ) -> str:
-        """Type `/rollout <text>`; returns the ephemeral answer as the user sees it."""
+        """Type `/rollout <text>` (through `replica`, a URL of `start_replica`, or the first
+        bot); returns the ephemeral answer as the user sees it."""
         url = self.slack.new_response_url(channel=channel, user=user)
         body = slash_command_body(text=text, user_id=user, channel_id=channel, response_url=url)
-        status = await self._post(body)
+        status = await self._post(body, url=replica)
         assert status == 200, f"/rollout {text} answered HTTP {status}"
         (post,) = await self.slack.wait_for_response(url, timeout=10)
         return _shown(post.body)

@@ -1,0 +1,213 @@
+"""The chaos test (bounded form; `make chaos` runs the long one) and its checks.
+
+The checks are proven able to fail on hand-made records first: a window evaluated twice, an
+environment approved twice, a verdict posted twice, a traceback or a secret in a log.
+The bounded run needs PostgreSQL (`-m chaos` selects it) and takes about a minute.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.domain.rollout import TrackState
+from bot.sandbox.chaos import (
+    SCENARIOS,
+    Evidence,
+    Faults,
+    Outcome,
+    check,
+    dispatched_once,
+    ends_as_scripted,
+    no_secrets,
+    no_server_errors,
+    no_tracebacks,
+    pick_scenarios,
+    report,
+    reviews_at_most_once,
+    run_chaos,
+    verdicts_posted_once,
+    windows_evaluated_once,
+)
+from bot.sandbox.config import GITHUB_TOKEN, SLACK_SIGNING_SECRET
+
+PASSES = SCENARIOS[0]
+CANARY_FAILS = SCENARIOS[1]
+THREAD = (
+    "Dispatched *Deployment Strategy* for `v1.0.0`: <http://gh/run/1|run 1>.",
+    ":large_green_circle: 5% canary gate PASS (crash 0.001). Holding *50%* until someone clicks",
+    ":large_green_circle: *5% canary gate: PASS*. Every metric is within its limit.",
+    ":large_green_circle: 50% gate PASS (crash 0.0015). Holding *100%* until someone clicks",
+    ":large_green_circle: *50% gate: PASS*. Every metric is within its limit.",
+    ":large_green_circle: internal ring gate PASS (crash 0.001). Holding *beta ring*",
+    ":large_green_circle: *internal ring gate: PASS*. Every metric is within its limit.",
+    ":large_green_circle: beta ring gate PASS (crash 0.0012). Holding *GA ring*",
+    ":large_green_circle: *beta ring gate: PASS*. Every metric is within its limit.",
+)
+GOOD = Evidence(
+    outcomes=(
+        Outcome(
+            tag="v1.0.0",
+            scenario=PASSES,
+            phase="ended",
+            tracks={"relay": "completed", "desktop": "completed"},
+            gates=(
+                ("relay", "canary", "PASS"),
+                ("desktop", "internal", "PASS"),
+                ("relay", "half", "PASS"),
+                ("desktop", "beta", "PASS"),
+            ),
+            thread=THREAD,
+            run_id=1,
+        ),
+    ),
+    reviews=(
+        (1, "relay-canary-5", "approved"),
+        (1, "desktop-internal", "approved"),
+        (1, "relay-rollout-50", "approved"),
+    ),
+    dispatches={"v1.0.0": 1},
+    logs={"serve.log": "INFO bot.scheduler: scheduler started\n"},
+    sent_to_slack=('{"text": "Rollout of `v1.0.0` ended."}',),
+    answers={200: 12, 202: 30},
+)
+
+
+def with_outcome(**changes: Any) -> Evidence:
+    return replace(GOOD, outcomes=(replace(GOOD.outcomes[0], **changes),))
+
+
+def test_a_clean_record_passes_every_check() -> None:
+    findings = check(GOOD)
+
+    assert [f.problems for f in findings if not f.ok] == []
+    assert all(f.checked > 0 for f in findings)
+    assert "0 broken" in report(GOOD, findings, seed=1)
+
+
+def test_a_window_evaluated_twice_is_caught() -> None:
+    twice = with_outcome(gates=(*GOOD.outcomes[0].gates, ("relay", "half", "PASS")))
+
+    finding = windows_evaluated_once(twice)
+
+    assert finding.problems == ("v1.0.0 relay/half evaluated 2 times",)
+
+
+def test_a_window_never_evaluated_is_caught() -> None:
+    lost = with_outcome(gates=GOOD.outcomes[0].gates[:3])
+
+    assert windows_evaluated_once(lost).problems == ("v1.0.0 desktop/beta evaluated 0 times",)
+
+
+def test_an_environment_approved_twice_is_caught() -> None:
+    again = replace(GOOD, reviews=(*GOOD.reviews, (1, "relay-rollout-50", "approved")))
+
+    assert reviews_at_most_once(again).problems == ("run 1 relay-rollout-50 reviewed 2 times",)
+
+
+def test_a_second_dispatch_is_caught() -> None:
+    assert dispatched_once(replace(GOOD, dispatches={"v1.0.0": 2})).problems == (
+        "v1.0.0 dispatched 2 times",
+    )
+
+
+def test_an_end_other_than_the_scripted_one_is_caught() -> None:
+    stuck = with_outcome(phase="running", tracks={"relay": "active", "desktop": "completed"})
+    wrong_verdict = replace(
+        GOOD,
+        outcomes=(
+            replace(GOOD.outcomes[0], scenario=CANARY_FAILS, tracks={"relay": "rolled_back"}),
+        ),
+    )
+
+    assert ends_as_scripted(stuck).problems == (
+        "v1.0.0 (passes to 100% and GA): running {'relay': 'active', 'desktop': 'completed'}",
+    )
+    problems = ends_as_scripted(wrong_verdict).problems
+    assert "v1.0.0 relay/canary: PASS, not ROLLBACK" in problems
+
+
+def test_a_verdict_posted_twice_or_never_is_caught() -> None:
+    doubled = with_outcome(thread=(*THREAD, THREAD[3]))
+    missing = with_outcome(thread=THREAD[:-1])
+
+    assert verdicts_posted_once(doubled).problems == ("v1.0.0 50% PASS line posted 2 times",)
+    assert verdicts_posted_once(missing).problems == ("v1.0.0 beta ring PASS card posted 0 times",)
+
+
+def test_a_traceback_in_a_log_is_caught_with_its_exception() -> None:
+    log = (
+        "ERROR bot.scheduler: timer window:r-1:relay:half failed; retrying in 0:00:30\n"
+        "Traceback (most recent call last):\n"
+        '  File "bot/rollouts.py", line 1, in on_timer\n'
+        "bot.domain.errors.ConcurrentChange: Rollout `v1.0.0` was changed by someone else\n"
+    )
+    broken = replace(GOOD, logs={**GOOD.logs, "serve-2.log": log})
+
+    assert no_tracebacks(broken).problems == (
+        "serve-2.log: bot.domain.errors.ConcurrentChange: Rollout `v1.0.0` was changed by "
+        "someone else",
+    )
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"logs": {"serve.log": f"DEBUG sending Authorization: token {GITHUB_TOKEN}\n"}},
+        {"sent_to_slack": (f'{{"text": "secret is {SLACK_SIGNING_SECRET}"}}',)},
+    ],
+)
+def test_a_secret_in_a_log_or_a_message_is_caught(where: Mapping[str, Any]) -> None:
+    assert len(no_secrets(replace(GOOD, **where)).problems) == 1
+
+
+def test_a_server_error_is_caught() -> None:
+    assert no_server_errors(replace(GOOD, answers={200: 3, 500: 2})).problems == (
+        "2 answers with a 5xx status",
+    )
+
+
+def test_every_scenario_is_played_in_a_run_of_ten() -> None:
+    chosen = pick_scenarios(10, random.Random(3))
+
+    assert len(chosen) == 10
+    assert {s.name for s in chosen} == {s.name for s in SCENARIOS}
+    ends = {state for s in chosen for state in s.ends.values()}
+    assert {TrackState.COMPLETED, TrackState.ROLLED_BACK, TrackState.HALTED} <= ends
+    again = pick_scenarios(10, random.Random(3))
+    assert [s.name for s in again] == [s.name for s in chosen]  # the seed decides the order
+
+
+BOUNDED = Faults(github=0.0, slack=0.0, kill_every=4.0, db_kill_every=8.0, db_kills=2)
+"""Replica SIGKILLs and terminated connections. GitHub (0.2) and Slack (0.1) faults come on
+once the sandbox servers can inject them."""
+
+
+@pytest.mark.chaos
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 11: windows are lost and tracebacks logged under replicas and faults until "
+    "the timer, GitHub and Slack fixes are merged (then this marker goes)",
+)
+async def test_ten_rollouts_under_chaos_keep_every_invariant(
+    tmp_path: Path, postgres_server: str
+) -> None:
+    evidence, findings = await run_chaos(
+        workdir=tmp_path,
+        seed=11,
+        faults=BOUNDED,
+        rollouts=10,
+        rollout_timeout=25.0,
+        admin_url=postgres_server,
+    )
+    figures = report(evidence, findings, seed=11)
+    print(figures)  # the figures are the point of a chaos run (pytest -s shows them)
+
+    assert all(finding.ok for finding in findings), figures

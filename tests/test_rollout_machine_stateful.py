@@ -1,0 +1,581 @@
+"""The pure rollout machine under random interleavings (hypothesis stateful testing).
+
+GitHub is the sandbox's Actions engine (in memory, on a manual clock: no I/O), so run
+snapshots follow GitHub's own job and environment rules. Hypothesis interleaves: fresh,
+duplicated, stale (out of order, late) and review-less (GitHub's history lagging) snapshots;
+effects executed late, out of order or lost in a restart; durable window timers firing late or
+twice; metrics answered late; clicks (promote, with or without override; roll back; kill;
+extend); and restarts, where the rollout is rebuilt from what the store keeps and every effect
+not yet carried out is lost.
+
+Invariants, after every step: no stage is approved unless the machine has it deploying, and
+GitHub approves each environment at most once; a window is evaluated at most once per window
+end; a stopped track never moves forward again; a finished stage never changes; an ended
+rollout stays ended. At the end, with no more clicks, the world is run to a standstill: every
+window has been evaluated and every rollback or kill has ended in its stopped state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay
+from bot.domain.plan import load_plan
+from bot.domain.rollout import (
+    TERMINAL_TRACK,
+    Announce,
+    CancelWindow,
+    Check,
+    CheckState,
+    Decision,
+    Effect,
+    InvalidTransition,
+    Phase,
+    Preflight,
+    ReadMetrics,
+    Review,
+    Rollout,
+    ScheduleWindow,
+    Stage,
+    StageState,
+    Track,
+    TrackState,
+    abort,
+    begin_dispatch,
+    check_from_json,
+    check_to_json,
+    dispatched,
+    extend,
+    gate_evaluated,
+    holding_tracks,
+    new_rollout,
+    promote,
+    reconcile,
+    verdict_from_json,
+    verdict_to_json,
+    window_ended,
+)
+from bot.domain.run import (
+    EnvironmentReview,
+    JobConclusion,
+    JobSnapshot,
+    JobStatus,
+    RunRef,
+    RunSnapshot,
+)
+from bot.sandbox.github_actions import ActionsEngine, ActionsError, ManualClock
+from bot.sandbox.workflows import deployment_strategy_workflow
+
+PLAN = load_plan(None)
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+BOT = "release-bot"
+WINDOWS = [(t, s.key) for t, track in PLAN.tracks.items() for s in track.stages if s.observe]
+STOPPED = frozenset({TrackState.ABORTING, *TERMINAL_TRACK} - {TrackState.COMPLETED})
+FINAL_STAGE = frozenset(
+    {
+        StageState.PASSED,
+        StageState.DEPLOYED,
+        StageState.FAILED_GATE,
+        StageState.REJECTED,
+        StageState.FAILED,
+        StageState.STOPPED,
+    }
+)
+WATCHED = frozenset({StageState.OBSERVING, StageState.EVALUATING})
+CLEAR = Preflight(
+    flags=Check(CheckState.PASS, "confirmed by <@U1>"),
+    migrations=Check(CheckState.PASS, "1 migration file, additive only"),
+    image=Check(CheckState.SKIPPED),
+)
+MIGRATION = "CREATE TABLE documents (id UUID PRIMARY KEY);\n"
+
+
+def verdict(track: str, outcome: str) -> GateVerdict:
+    """A real gate verdict for a scripted outcome: pass, fail or no data."""
+    crash = {"pass": Decimal("0.001"), "fail": Decimal("0.005"), "none": None}[outcome]
+    if track == "relay":
+        return evaluate_relay(
+            baseline_crash=Decimal("0.001"), current_crash=crash, current_error=Decimal("0")
+        )
+    return evaluate_desktop(baseline_crash=Decimal("0.001"), current_crash=crash)
+
+
+# -- what the store keeps ------------------------------------------------------------------------
+
+
+def _moment(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _at(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def stored(rollout: Rollout) -> dict[str, Any]:
+    """The rollout as plain JSON: columns, context and verdicts, as the store writes them."""
+    return {
+        "id": rollout.id,
+        "tag": rollout.tag,
+        "channel": rollout.channel_id,
+        "by": rollout.started_by,
+        "phase": rollout.phase.value,
+        "preflight": [
+            check_to_json(c)
+            for c in (
+                rollout.preflight.flags,
+                rollout.preflight.migrations,
+                rollout.preflight.image,
+            )
+        ],
+        "created_at": _moment(rollout.created_at),
+        "run_id": rollout.run_id,
+        "run_url": rollout.run_url,
+        "message_ts": rollout.message_ts,
+        "dispatched_at": _moment(rollout.dispatched_at),
+        "ended_at": _moment(rollout.ended_at),
+        "version": rollout.version,
+        "tracks": [
+            {
+                "name": t.name,
+                "state": t.state.value,
+                "ending": None if t.ending is None else t.ending.value,
+                "reason": t.ended_reason,
+                "ended_at": _moment(t.ended_at),
+                "stages": [
+                    {
+                        "key": s.key,
+                        "state": s.state.value,
+                        "started": _moment(s.window_started_at),
+                        "ends": _moment(s.window_ends_at),
+                        "extensions": s.extensions,
+                        "verdict": None if s.verdict is None else verdict_to_json(s.verdict),
+                    }
+                    for s in t.stages
+                ],
+            }
+            for t in rollout.tracks
+        ],
+    }
+
+
+def restored(data: dict[str, Any]) -> Rollout:
+    flags, migrations, image = (check_from_json(c) for c in data["preflight"])
+    created_at = _at(data["created_at"])
+    assert created_at is not None
+    return Rollout(
+        id=data["id"],
+        tag=data["tag"],
+        channel_id=data["channel"],
+        started_by=data["by"],
+        phase=Phase(data["phase"]),
+        preflight=Preflight(flags, migrations, image),
+        created_at=created_at,
+        run_id=data["run_id"],
+        run_url=data["run_url"],
+        message_ts=data["message_ts"],
+        dispatched_at=_at(data["dispatched_at"]),
+        ended_at=_at(data["ended_at"]),
+        version=data["version"],
+        tracks=tuple(
+            Track(
+                name=t["name"],
+                state=TrackState(t["state"]),
+                ending=None if t["ending"] is None else TrackState(t["ending"]),
+                ended_reason=t["reason"],
+                ended_at=_at(t["ended_at"]),
+                stages=tuple(
+                    Stage(
+                        key=s["key"],
+                        state=StageState(s["state"]),
+                        window_started_at=_at(s["started"]),
+                        window_ends_at=_at(s["ends"]),
+                        extensions=s["extensions"],
+                        verdict=None if s["verdict"] is None else verdict_from_json(s["verdict"]),
+                    )
+                    for s in t["stages"]
+                ),
+            )
+            for t in data["tracks"]
+        ),
+    )
+
+
+# -- GitHub as snapshots -------------------------------------------------------------------------
+
+
+def snapshot_of(engine: ActionsEngine, run_id: int, *, with_reviews: bool = True) -> RunSnapshot:
+    """What the gateway would read of the run now (jobs by display name, waiting environments,
+    the review history; without it when GitHub's history lags)."""
+    run = engine.runs[run_id]
+    jobs = {
+        job.name: JobSnapshot(
+            name=job.name,
+            status=JobStatus(job.status),
+            conclusion=None if job.conclusion is None else JobConclusion(job.conclusion),
+            completed_at=job.completed_at,
+            ran=job.started_at is not None,
+        )
+        for job in run.jobs
+    }
+    reviews = tuple(
+        EnvironmentReview(environment, review.state, review.actor, review.comment)
+        for review in engine.reviews
+        if review.run_id == run_id and with_reviews
+        for environment in review.environments
+    )
+    waiting = frozenset(job.environment or "" for job in engine.waiting_jobs(run_id))
+    return RunSnapshot(
+        run_id=run_id,
+        status=run.status,
+        conclusion=run.conclusion,
+        html_url=f"https://github.test/runs/{run_id}",
+        jobs=jobs,
+        waiting=waiting,
+        reviews=reviews,
+    )
+
+
+class RolloutWorld(RuleBasedStateMachine):
+    """One rollout, the GitHub run it drives, its durable timers and the people clicking."""
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    @initialize(
+        outcomes=st.lists(st.sampled_from(["pass", "fail", "none"]), min_size=4, max_size=4)
+    )
+    def dispatch(self, outcomes: list[str]) -> None:
+        self.clock = ManualClock(T0)
+        self.engine = ActionsEngine(
+            workflows=[deployment_strategy_workflow()],
+            protected_environments=None,
+            clock=self.clock,
+            secrets={},
+            files={"main": {"crates/relay/src/db/migrations/0001_init.sql": MIGRATION}},
+            job_duration=timedelta(minutes=2),
+        )
+        self.verdicts = {
+            window: verdict(window[0], outcome)
+            for window, outcome in zip(WINDOWS, outcomes, strict=True)
+        }
+        spec = self.engine.workflows[0]
+        inputs = spec.default_inputs() | {"feature_flags_ready": "true"}
+        run = self.engine.start_run(
+            spec, event="workflow_dispatch", branch="main", actor=BOT, inputs=inputs
+        )
+        self.engine.process()
+        self.run_id = run.id
+        rollout = new_rollout(
+            rollout_id="r-1",
+            tag="v1.4.2",
+            channel_id="C1",
+            started_by="U1",
+            plan=PLAN,
+            preflight=CLEAR,
+            now=T0,
+        )
+        self.rollout = begin_dispatch(rollout, now=T0)
+        self.pending: list[Effect] = []
+        self.timers: set[tuple[str, str, datetime]] = set()
+        self.fired: set[tuple[str, str, datetime]] = set()
+        self.reads: list[tuple[ReadMetrics, datetime]] = []
+        self.history: list[RunSnapshot] = []
+        self.evaluations: Counter[tuple[str, str, datetime]] = Counter()
+        self.ever_stopped: set[str] = set()
+        self.apply(dispatched(self.rollout, PLAN, RunRef(run.id, "https://github.test/run")))
+
+    # -- the shell: save, then act (and maybe crash before acting) -------------------------------
+
+    def apply(self, decision: Decision) -> None:
+        before, after = self.rollout, decision.rollout
+        self.check_step(before, after, decision.effects)
+        self.rollout = after
+        self.pending += [e for e in decision.effects if not isinstance(e, Announce | ReadMetrics)]
+        # The service reads the metrics right after saving the EVALUATING stage.
+        self.reads += [
+            (e, after.track(e.track).stage(e.stage).window_ends_at or T0)
+            for e in decision.effects
+            if isinstance(e, ReadMetrics)
+        ]
+        for track in after.tracks:
+            if track.state in STOPPED:
+                self.ever_stopped.add(track.name)
+
+    def check_step(self, before: Rollout, after: Rollout, effects: tuple[Effect, ...]) -> None:
+        assert after.version == before.version  # the domain never touches the stored version
+        if before.phase is Phase.ENDED:
+            assert after == before, "an ended rollout changed"
+        for old in before.tracks:
+            new = after.track(old.name)
+            for was, now in zip(old.stages, new.stages, strict=True):
+                if was.state in FINAL_STAGE:
+                    assert now == was, f"{old.name}/{was.key} changed after {was.state}"
+                if now.state is StageState.EVALUATING and was.state is not now.state:
+                    assert now.window_ends_at is not None
+                    assert self.clock() >= now.window_ends_at, "a window evaluated before its end"
+                if old.state in STOPPED:
+                    assert now.state in (was.state, *FINAL_STAGE), (
+                        f"stopped {old.name}/{was.key} moved from {was.state} to {now.state}"
+                    )
+            if old.state in STOPPED:
+                assert new.state in STOPPED, f"stopped track {old.name} became {new.state}"
+        plan_envs = {
+            s.environment: (t, s.key) for t, track in PLAN.tracks.items() for s in track.stages
+        }
+        for effect in effects:
+            if isinstance(effect, Review) and effect.approve and effect.environment in plan_envs:
+                track, key = plan_envs[effect.environment]
+                now_track = after.track(track)
+                assert now_track.state is TrackState.ACTIVE, (
+                    f"{effect.environment} approved on a {now_track.state} track"
+                )
+                assert now_track.stage(key).state is StageState.DEPLOYING, (
+                    f"{effect.environment} approved while {key} is {now_track.stage(key).state}"
+                )
+
+    def carry_out(self, effect: Effect) -> None:
+        if isinstance(effect, Review):
+            try:
+                self.engine.review(
+                    self.run_id,
+                    environment_ids=[self.engine.environments[effect.environment]],
+                    state="approved" if effect.approve else "rejected",
+                    comment=effect.comment,
+                    actor=BOT,
+                )
+            except ActionsError as refused:
+                assert refused.status == 422  # not waiting (any more): GitHub changes nothing
+        elif isinstance(effect, ScheduleWindow):
+            key = (effect.track, effect.stage, effect.due_at)
+            if key not in self.fired:
+                self.timers.add(key)
+        elif isinstance(effect, CancelWindow):
+            self.timers.discard((effect.track, effect.stage, effect.due_at))
+
+    def look(self, snapshot: RunSnapshot) -> None:
+        self.apply(reconcile(self.rollout, PLAN, snapshot, self.clock()))
+
+    # -- GitHub ---------------------------------------------------------------------------------
+
+    @rule()
+    def poll(self) -> None:
+        """The poller (or a webhook delivery) reconciles with the run as it is now."""
+        snapshot = snapshot_of(self.engine, self.run_id)
+        self.history.append(snapshot)
+        self.look(snapshot)
+
+    @precondition(lambda self: bool(self.history))
+    @rule(data=st.data())
+    def stale_look(self, data: st.DataObject) -> None:
+        """A replica reconciles with a snapshot it read earlier (duplicated, out of order)."""
+        self.look(data.draw(st.sampled_from(self.history)))
+
+    @rule()
+    def look_while_reviews_lag(self) -> None:
+        self.look(snapshot_of(self.engine, self.run_id, with_reviews=False))
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(data=st.data())
+    def carry_out_one(self, data: st.DataObject) -> None:
+        """One effect is carried out, in any order (several replicas act at once)."""
+        index = data.draw(st.integers(0, len(self.pending) - 1))
+        self.carry_out(self.pending.pop(index))
+
+    @precondition(lambda self: bool(self.pending))
+    @rule()
+    def carry_out_all(self) -> None:
+        while self.pending:
+            self.carry_out(self.pending.pop(0))
+
+    @rule(minutes=st.integers(1, 90))
+    def time_passes(self, minutes: int) -> None:
+        self.clock.advance(timedelta(minutes=minutes))
+        self.engine.process()
+
+    @rule()
+    def restart(self) -> None:
+        """The process dies after a save: the store's value comes back, pending effects and
+        metric reads are lost; durable timers (in the database) survive."""
+        kept = json.loads(json.dumps(stored(self.rollout)))
+        back = restored(kept)
+        assert back == self.rollout, "the store does not keep the whole rollout"
+        self.rollout = back
+        self.pending.clear()
+        self.reads.clear()
+
+    # -- timers and gates -----------------------------------------------------------------------
+
+    def due_timers(self) -> list[tuple[str, str, datetime]]:
+        return sorted(t for t in self.timers if t[2] <= self.clock())
+
+    @precondition(lambda self: bool(self.due_timers()))
+    @rule(data=st.data(), twice=st.booleans())
+    def timer_fires(self, data: st.DataObject, twice: bool) -> None:
+        """A due window timer fires (late, by whatever the clock says); it stays until its gate
+        ran, and fires again if the process dies before that."""
+        track, stage, due_at = data.draw(st.sampled_from(self.due_timers()))
+        decision = window_ended(self.rollout, track=track, stage=stage, due_at=due_at)
+        self.apply(decision)
+        if not decision.effects:
+            self.timers.discard((track, stage, due_at))
+            self.fired.add((track, stage, due_at))
+        if twice:
+            self.apply(window_ended(self.rollout, track=track, stage=stage, due_at=due_at))
+
+    @precondition(lambda self: bool(self.fired))
+    @rule(data=st.data())
+    def completed_timer_fires_again(self, data: st.DataObject) -> None:
+        track, stage, due_at = data.draw(st.sampled_from(sorted(self.fired)))
+        self.apply(window_ended(self.rollout, track=track, stage=stage, due_at=due_at))
+
+    @precondition(lambda self: bool(self.reads))
+    @rule(data=st.data())
+    def metrics_answer(self, data: st.DataObject) -> None:
+        """The metrics of one window come back (in any order, however late)."""
+        self.answer(data.draw(st.integers(0, len(self.reads) - 1)))
+
+    def answer(self, index: int) -> None:
+        read, window_end = self.reads.pop(index)
+        stage = self.rollout.track(read.track).stage(read.stage)
+        if stage.state is StageState.EVALUATING:
+            self.evaluations[(read.track, read.stage, window_end)] += 1
+        self.apply(
+            gate_evaluated(
+                self.rollout,
+                PLAN,
+                track=read.track,
+                stage=read.stage,
+                verdict=self.verdicts[(read.track, read.stage)],
+                now=self.clock(),
+            )
+        )
+        key = (read.track, read.stage, window_end)
+        if key in self.timers:  # the timer completes once its gate ran
+            self.timers.discard(key)
+            self.fired.add(key)
+
+    # -- people ---------------------------------------------------------------------------------
+
+    def click(self, decide: Any) -> None:
+        try:
+            decision = decide()
+        except InvalidTransition:
+            return  # refused with a message: nothing changed
+        self.apply(decision)
+
+    @rule(track=st.sampled_from(list(PLAN.tracks)), override=st.booleans())
+    def promote_click(self, track: str, override: bool) -> None:
+        self.click(lambda: promote(self.rollout, PLAN, track=track, actor="U2", override=override))
+
+    @rule(track=st.sampled_from(list(PLAN.tracks)), reason=st.sampled_from(["", "bad build"]))
+    def stop_click(self, track: str, reason: str) -> None:
+        """Roll back (relay) or trip the kill-switch (desktop)."""
+        before = self.rollout.track(track).state
+        self.click(
+            lambda: abort(
+                self.rollout, PLAN, track=track, actor="U3", reason=reason, now=self.clock()
+            )
+        )
+        after = self.rollout.track(track)
+        if before is TrackState.ACTIVE and after.state is not TrackState.ACTIVE:
+            wanted = TrackState.ROLLED_BACK if track == "relay" else TrackState.HALTED
+            assert after.state is TrackState.ABORTING and after.ending is wanted
+
+    @rule(track=st.sampled_from(list(PLAN.tracks)), minutes=st.integers(1, 60))
+    def extend_click(self, track: str, minutes: int) -> None:
+        by = timedelta(minutes=minutes)
+        self.click(lambda: extend(self.rollout, PLAN, track=track, actor="U4", by=by))
+
+    # -- invariants -----------------------------------------------------------------------------
+
+    @invariant()
+    def github_approves_each_environment_once(self) -> None:
+        if not hasattr(self, "engine"):
+            return
+        approved = Counter(
+            environment
+            for review in self.engine.reviews
+            if review.state == "approved"
+            for environment in review.environments
+        )
+        assert all(n == 1 for n in approved.values()), approved
+
+    @invariant()
+    def each_window_end_is_evaluated_at_most_once(self) -> None:
+        if hasattr(self, "evaluations"):
+            assert all(n == 1 for n in self.evaluations.values()), self.evaluations
+
+    def teardown(self) -> None:
+        """The release manager sees it through: no more stops or extensions, every hold is
+        promoted (overriding an INCONCLUSIVE one), and the world runs until the rollout ends.
+        Every window ends and is evaluated, and each track ends where its gates and its
+        stops send it."""
+        if not hasattr(self, "engine"):
+            return
+        for _ in range(40):
+            self.carry_out_all()
+            while self.reads:
+                self.answer(0)
+            for track, stage, due_at in self.due_timers():
+                decision = window_ended(self.rollout, track=track, stage=stage, due_at=due_at)
+                self.apply(decision)
+                if not decision.effects:
+                    self.timers.discard((track, stage, due_at))
+            for track in holding_tracks(self.rollout):
+                self.apply(promote(self.rollout, PLAN, track=track, actor="U2", override=True))
+            self.poll()
+            self.time_passes(30)
+        assert self.rollout.phase is Phase.ENDED, [
+            (t.name, t.state, t.current) for t in self.rollout.tracks
+        ]
+        for track in self.rollout.tracks:
+            failed_gate = any(s.state is StageState.FAILED_GATE for s in track.stages)
+            relay = PLAN.track(track.name).gate is GateKind.RELAY
+            ending = TrackState.ROLLED_BACK if relay else TrackState.HALTED
+            if track.name in self.ever_stopped or failed_gate:
+                assert track.state is ending, f"{track.name} stopped but ended {track.state}"
+            else:
+                assert track.state is TrackState.COMPLETED, f"{track.name} ended {track.state}"
+            for stage in track.stages:
+                if stage.verdict is not None:
+                    assert stage.verdict == self.verdicts[(track.name, stage.key)]
+
+
+RolloutWorld.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestRolloutWorld = RolloutWorld.TestCase
+
+
+def test_a_restart_keeps_the_whole_rollout() -> None:
+    """The round trip the restarts rely on is lossless, so a restart in the machine above is
+    exactly what the store brings back."""
+    world = RolloutWorld()
+    world.dispatch(["pass", "fail", "none", "pass"])
+    world.carry_out_all()
+    for _ in range(6):
+        world.poll()
+        world.carry_out_all()
+        world.time_passes(40)
+        for track, stage, due_at in world.due_timers():
+            world.apply(window_ended(world.rollout, track=track, stage=stage, due_at=due_at))
+        while world.reads:
+            world.answer(0)
+    assert any(s.verdict is not None for t in world.rollout.tracks for s in t.stages)
+    assert restored(json.loads(json.dumps(stored(world.rollout)))) == world.rollout
