@@ -162,19 +162,19 @@ def inject_service_faults(box: Sandbox, faults: Faults, *, seed: int) -> None:
     """Turn on the sandbox GitHub's and Slack's own fault injection: the one place the chaos
     run touches those knobs (the ignores go once the sandboxes have them)."""
     if faults.github:
-        box.github.inject_faults(rate=faults.github, seed=seed)  # type: ignore[attr-defined]
+        box.github.inject_faults(rate=faults.github, seed=seed)
     if faults.slack:
-        box.slack.inject_faults(rate=faults.slack, seed=seed + 1)  # type: ignore[attr-defined]
+        box.slack.inject_faults(rate=faults.slack, seed=seed + 1)
 
 
 def injected_service_faults(box: Sandbox, faults: Faults) -> dict[str, int]:
     """How many faults the sandbox servers injected, by kind."""
     counts: dict[str, int] = {}
     if faults.github:
-        github: Counter[str] = box.github.faults_injected  # type: ignore[attr-defined]
+        github: Counter[str] = box.github.faults_injected
         counts.update({f"github {kind}": n for kind, n in sorted(github.items())})
     if faults.slack:
-        counts["slack 429"] = int(box.slack.faults_injected)  # type: ignore[attr-defined]
+        counts["slack 429"] = int(box.slack.faults_injected)
     return counts
 
 
