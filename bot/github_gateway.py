@@ -492,6 +492,7 @@ class PyGithubGateway:
             _log.warning("GitHub: run %s: %s", run_id, text)
             raise GitHubError(text) from None
         if waiting & set(ids):
+            # Repeating it is safe: a review of a deployment that no longer waits is refused.
             text = f"{unclear} when asked to {operation}; it was not applied: try again."
             _log.warning("GitHub: run %s: %s", run_id, text)
             raise GitHubError(text)

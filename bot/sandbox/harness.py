@@ -96,8 +96,9 @@ def write_figures(
     path.write_text(yaml.safe_dump(content), encoding="utf-8")
 
 
-GITHUB_TIMEOUT = 2
-"""Seconds the sandboxed bot waits for GitHub's answer."""
+GITHUB_TIMEOUT = 5
+"""Seconds the sandboxed bot waits for GitHub's answer (generous: a slow answer on a loaded
+machine must not read as a fault; the simulator's `timeout` fault waits one second more)."""
 
 
 class Sandbox:
