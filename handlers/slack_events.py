@@ -3,8 +3,8 @@
 The signature (slack_sdk's `SignatureVerifier`, on the body exactly as received) is checked
 before anything reads the body, so an unsigned request costs one log line and a 401, whatever
 it holds. A signed body is then validated into one of `handlers.payloads`' models; what does
-not fit is refused with a 400 (a slash command with an ephemeral answer Slack shows), and
-what fits reaches Bolt as that model again, so no listener meets a shape it does not expect.
+not fit (nothing Slack itself sends) is refused with a 400 and one line, and what fits
+reaches Bolt as that model again, so no listener meets a shape it does not expect.
 Bolt's own verification is off: it would check the rebuilt body, and this check came first.
 """
 

@@ -214,3 +214,17 @@ async def test_a_webhook_about_a_run_id_beyond_64_bits_is_ignored(
         answer = await response.json()
     assert answer.get("result", "ignored") == "ignored"
     assert tracebacks(caplog) == []
+
+
+async def test_slacks_url_verification_and_ssl_check_are_still_answered(box: Sandbox) -> None:
+    challenge = json.dumps({"type": "url_verification", "token": "t", "challenge": "c-123"})
+    headers = slack_signature_headers(SLACK_SIGNING_SECRET, challenge, content_type=None)
+    headers["Content-Type"] = "application/json"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{box.url}/slack/events", data=challenge, headers=headers) as response,
+    ):
+        assert response.status == 200
+        assert "c-123" in await response.text()
+    check = "ssl_check=1&token=t"
+    assert await post(box, check, slack_signature_headers(SLACK_SIGNING_SECRET, check)) == 200

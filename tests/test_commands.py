@@ -27,6 +27,7 @@ from bot.domain.commands import (
     parse_command,
 )
 from bot.domain.errors import InvalidCommand, InvalidTag
+from bot.domain.text import clean_text
 
 TAG = re.compile(TAG_RULE)
 
@@ -145,8 +146,9 @@ def test_any_valid_tag_round_trips(tag: str, flags_ready: bool) -> None:
 @given(
     tag=st.text(min_size=1, max_size=200).filter(
         lambda s: (
-            not TAG.fullmatch(s)
-            and len(s.split()) == 1
+            # The parser drops what the database cannot store (NUL) before it reads a tag.
+            not TAG.fullmatch(clean_text(s))
+            and len(clean_text(s).split()) == 1
             and s == s.strip()
             and not s.startswith(("--", "\N{EM DASH}"))
         )

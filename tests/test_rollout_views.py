@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.domain.controls import Hold
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Figures
 from bot.domain.plan import RolloutPlan, load_plan
@@ -239,7 +240,9 @@ def test_a_passed_gate_holds_with_a_promote_button_for_that_lane_only() -> None:
     assert promote["style"] == "primary"
     assert "confirm" not in promote
     value = ButtonValue.decode(promote["value"])
-    assert value == ButtonValue(rollout_id="r-1", track="relay", stage="canary", version=7)
+    assert value == ButtonValue(
+        rollout_id="r-1", track="relay", stage="canary", version=7, hold=Hold.PASS
+    )
 
 
 def test_promoting_an_inconclusive_hold_asks_to_confirm_the_override() -> None:
@@ -258,6 +261,7 @@ def test_promoting_an_inconclusive_hold_asks_to_confirm_the_override() -> None:
 
     assert "*INCONCLUSIVE*: current crash rate missing" in lanes(blocks)["Hosted relay"]
     promote = next(b for b in buttons(blocks) if b["action_id"] == Action.PROMOTE)
+    assert ButtonValue.decode(promote["value"]).hold is Hold.INCONCLUSIVE
     dialog = promote["confirm"]
     assert "inconclusive" in dialog["title"]["text"].lower()
     assert "INCONCLUSIVE" in dialog["text"]["text"] and "overrides" in dialog["text"]["text"]
@@ -485,7 +489,9 @@ def test_button_values_round_trip_compactly() -> None:
     assert ButtonValue.decode(encoded) == value
     assert " " not in encoded
     assert json.loads(ButtonValue(rollout_id="r-1").encode()) == {"rollout_id": "r-1"}
-    biggest = ButtonValue(rollout_id="r" * 64, track="t" * 64, stage="s" * 64, version=2**62)
+    biggest = ButtonValue(
+        rollout_id="r" * 32, track="t" * 32, stage="s" * 32, version=2**62, hold=Hold.INCONCLUSIVE
+    )
     assert len(biggest.encode()) <= 2000
 
 
