@@ -630,15 +630,16 @@ class ControlService:
             )
         described = what or _VERBS[control]
         held = await self._claims.get(effect_key(control, card)) if card is not None else None
-        if held is not None:
-            return await self._already(held, described)
+        if held is not None:  # the same click again: its first answer is on its way
+            return await self._already(held, described, wait=False)
         return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
 
-    async def _already(self, held: Claim, what: str) -> RolloutError:
-        """Wait for the claim's owner to finish, then say who did it and when."""
+    async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
+        """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
+        when, or who is doing it."""
         first = held
         claim: Claim | None = held
-        deadline = time.monotonic() + self._holder_wait
+        deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
         while claim is not None and claim.state is ClaimState.CLAIMED:
             if time.monotonic() >= deadline:
                 return AlreadyDone(
