@@ -125,7 +125,7 @@ class Outbox:
         notifier: Notifier,
         clock: Clock,
         owner: str,
-        lease: timedelta = timedelta(minutes=5),
+        lease: timedelta = timedelta(minutes=1),
         backoff: timedelta = timedelta(seconds=2),
         max_backoff: timedelta = timedelta(minutes=5),
         max_attempts: int = 12,
@@ -196,8 +196,18 @@ class Outbox:
         return count
 
     async def _deliver_in_turn(self, messages: list[OutboxMessage]) -> int:
+        """One channel's messages of a claimed batch, one after another. The lease of each
+        is renewed when its turn comes: a replica that died holds a message one lease at
+        most, and a message whose lease ran out while it waited is left to its new owner."""
         drawn: dict[str, Drawn] = {}
-        return sum([await self._deliver(message, drawn) for message in messages])
+        count = 0
+        for turn, message in enumerate(messages):
+            if turn and not await self._store.renew(
+                message_id=message.id, owner=self.owner, now=self._clock(), lease=self._lease
+            ):
+                continue
+            count += await self._deliver(message, drawn)
+        return count
 
     async def _sleep(self) -> None:
         # Cleared before looking, so a message written meanwhile wakes the wait at once.

@@ -26,6 +26,7 @@ from bot.domain.rollout import StageState
 from bot.sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from bot.sandbox.harness import Sandbox, write_figures
 from bot.sandbox.signing import block_actions_body, slack_signature_headers
+from handlers.errors import ResponseUrlUses
 from storage.outbox import OutboxStore
 
 PROMOTED = "<@U0RELMGR01> promoted Hosted relay to *50%*"
@@ -155,3 +156,13 @@ async def test_fifty_duplicate_clicks_use_their_response_url_at_most_five_times(
     assert all("promote Hosted relay of `v1.4.2` from 5% canary to 50%" in t for t in texts)
     assert not any("Slack delivered this request again" in text for text in texts)
     assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+
+
+def test_a_response_url_is_counted_five_times_per_thirty_minutes() -> None:
+    now = [0.0]
+    uses = ResponseUrlUses(clock=lambda: now[0])
+
+    assert [uses.take("https://hooks/1") for _ in range(6)] == [True] * 5 + [False]
+    assert uses.take("https://hooks/2")
+    now[0] += 30 * 60
+    assert uses.take("https://hooks/1")
