@@ -449,7 +449,7 @@ class ControlService:
             await self._record(
                 origin, "redeploy", "ok", rollout, track, {**base, "new": started.id}
             )
-            await self._announce(rollout, text)
+            await self._outbox.send(told(rollout, text))
             return text
         inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
         try:
@@ -470,14 +470,8 @@ class ControlService:
             f"through *{spec.workflow}*: <{run.html_url}|run {run.run_id}>."
         )
         await self._record(origin, "redeploy", "ok", rollout, track, {**base, "run_id": run.run_id})
-        await self._announce(rollout, text)
+        await self._outbox.send(told(rollout, text))
         return text
-
-    async def _announce(self, rollout: Rollout, text: str) -> None:
-        """Tell the rollout's thread through the outbox: a Slack outage delays it, never
-        loses it, and never turns an action that happened into an error."""
-        await self._outbox.add(told(rollout, text))
-        await self._outbox.flush(rollout.id)
 
     async def _previous_good(self, rollout: Rollout, plan: RolloutPlan, track: str) -> Rollout:
         """The last rollout before this one whose `track` completed, with another tag. Only

@@ -151,6 +151,12 @@ class Outbox:
         """Write messages that go with no state change of their own."""
         await self._store.add(messages, now=self._clock())
 
+    async def send(self, messages: Sequence[NewMessage]) -> None:
+        """Write messages and deliver them now, or as soon as Slack takes them."""
+        await self.add(messages)
+        for rollout_id in dict.fromkeys(m.rollout_id for m in messages if m.rollout_id):
+            await self.flush(rollout_id)
+
     async def flush(self, rollout_id: str) -> None:
         """Deliver now, in order, what the rollout owes the channel. Never raises: what Slack
         (or the database) did not take waits in the outbox for the loop.
