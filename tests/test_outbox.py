@@ -204,3 +204,17 @@ async def test_a_message_held_by_a_replica_that_died_is_delivered_after_its_leas
     assert await survivor.deliver_due() == 2
 
     assert thread(slack) == ["line 0"]
+
+
+async def test_the_first_card_post_keeps_its_ts_against_a_save_from_an_older_copy(
+    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
+) -> None:
+    store = RolloutStore(session_factory, clock=clock)
+    read_before = await started(session_factory, clock, lines=0)
+    assert read_before.message_ts is None
+    await replica(session_factory, slack, clock, "a").flush(read_before.id)
+
+    saved = await store.save(read_before)  # a copy read before the card was posted
+
+    (card_message,) = slack.messages(CHANNEL)
+    assert saved.message_ts == card_message.ts
