@@ -465,7 +465,7 @@ class ControlService:
             await self._record(
                 origin, "redeploy", "ok", rollout, track, {**base, "new": started.id}
             )
-            await self._announce(rollout, text)
+            await self._outbox.send(told(rollout, text))
             return text
         inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
         try:
@@ -486,14 +486,8 @@ class ControlService:
             f"through *{spec.workflow}*: <{run.html_url}|run {run.run_id}>."
         )
         await self._record(origin, "redeploy", "ok", rollout, track, {**base, "run_id": run.run_id})
-        await self._announce(rollout, text)
+        await self._outbox.send(told(rollout, text))
         return text
-
-    async def _announce(self, rollout: Rollout, text: str) -> None:
-        """Tell the rollout's thread through the outbox: a Slack outage delays it, never
-        loses it, and never turns an action that happened into an error."""
-        await self._outbox.add(told(rollout, text))
-        await self._outbox.flush(rollout.id)
 
     async def _previous_good(self, rollout: Rollout, plan: RolloutPlan, track: str) -> Rollout:
         """The last rollout before this one whose `track` completed, with another tag. Only
@@ -646,15 +640,16 @@ class ControlService:
             )
         described = what or _VERBS[control]
         held = await self._claims.get(effect_key(control, card)) if card is not None else None
-        if held is not None:
-            return await self._already(held, described)
+        if held is not None:  # the same click again: its first answer is on its way
+            return await self._already(held, described, wait=False)
         return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
 
-    async def _already(self, held: Claim, what: str) -> RolloutError:
-        """Wait for the claim's owner to finish, then say who did it and when."""
+    async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
+        """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
+        when, or who is doing it."""
         first = held
         claim: Claim | None = held
-        deadline = time.monotonic() + self._holder_wait
+        deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
         while claim is not None and claim.state is ClaimState.CLAIMED:
             if time.monotonic() >= deadline:
                 return AlreadyDone(

@@ -125,7 +125,7 @@ class Outbox:
         notifier: Notifier,
         clock: Clock,
         owner: str,
-        lease: timedelta = timedelta(minutes=5),
+        lease: timedelta = timedelta(minutes=1),
         backoff: timedelta = timedelta(seconds=2),
         max_backoff: timedelta = timedelta(minutes=5),
         max_attempts: int = 12,
@@ -150,6 +150,12 @@ class Outbox:
     async def add(self, messages: Sequence[NewMessage]) -> None:
         """Write messages that go with no state change of their own."""
         await self._store.add(messages, now=self._clock())
+
+    async def send(self, messages: Sequence[NewMessage]) -> None:
+        """Write messages and deliver them now, or as soon as Slack takes them."""
+        await self.add(messages)
+        for rollout_id in dict.fromkeys(m.rollout_id for m in messages if m.rollout_id):
+            await self.flush(rollout_id)
 
     async def flush(self, rollout_id: str) -> None:
         """Deliver now, in order, what the rollout owes the channel. Never raises: what Slack
@@ -196,8 +202,18 @@ class Outbox:
         return count
 
     async def _deliver_in_turn(self, messages: list[OutboxMessage]) -> int:
+        """One channel's messages of a claimed batch, one after another. The lease of each
+        is renewed when its turn comes: a replica that died holds a message one lease at
+        most, and a message whose lease ran out while it waited is left to its new owner."""
         drawn: dict[str, Drawn] = {}
-        return sum([await self._deliver(message, drawn) for message in messages])
+        count = 0
+        for turn, message in enumerate(messages):
+            if turn and not await self._store.renew(
+                message_id=message.id, owner=self.owner, now=self._clock(), lease=self._lease
+            ):
+                continue
+            count += await self._deliver(message, drawn)
+        return count
 
     async def _sleep(self) -> None:
         # Cleared before looking, so a message written meanwhile wakes the wait at once.

@@ -263,7 +263,7 @@ class RolloutService:
                 # The dispatch went through but the run is not known yet: the poller keeps
                 # looking for it (never a second dispatch, never someone else's run).
                 await self._record(actor, "dispatch", "run_not_identified", begun)
-                await self._tell(begun, told(begun, f":warning: {error.message}"))
+                await self._outbox.send(told(begun, f":warning: {error.message}"))
                 raise
             except GitHubError as error:
                 reverted = await self._store.save(replace(begun, phase=Phase.PREFLIGHT))
@@ -458,9 +458,7 @@ class RolloutService:
         source = metrics_source(plan.track(read.track).metrics, self._metrics_endpoints)
         reading = await source.read(rollout=rollout, track=read.track, stage=read.stage)
         if reading is None:
-            await self._tell(
-                rollout, [figures_request(rollout, track=read.track, stage=read.stage)]
-            )
+            await self._outbox.send([figures_request(rollout, track=read.track, stage=read.stage)])
             return
         await self._judge(
             rollout,
@@ -816,11 +814,6 @@ class RolloutService:
             rollout = await self.get(rollout.id)
             await self._evaluate(rollout, plan, read)
         return await self.get(rollout.id) if reads else rollout
-
-    async def _tell(self, rollout: Rollout, messages: Sequence[NewMessage]) -> None:
-        """Tell the channel what no save of this moment carries, now or as soon as it can."""
-        await self._outbox.add(messages)
-        await self._outbox.flush(rollout.id)
 
     async def _review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> None:
         """Send a review; its failure is recorded and asked again by the next reconcile, or

@@ -163,6 +163,11 @@ class OutboxStore:
             )
             return newer is not None
 
+    async def renew(self, *, message_id: int, owner: str, now: datetime, lease: timedelta) -> bool:
+        """Hold the claim until `now + lease`; False when `owner` lost it (its lease ran out
+        and another replica took the message over)."""
+        return await self._update_claimed(message_id, owner, lease_until=now + lease)
+
     async def delivered(self, *, message_id: int, owner: str, now: datetime) -> bool:
         """Mark the message delivered; False unless `owner` still holds its claim."""
         return await self._update_claimed(message_id, owner, delivered_at=now, lease_until=None)

@@ -188,3 +188,33 @@ async def test_a_card_redraw_superseded_by_a_newer_one_is_skipped(
     assert len(slack.calls_to("chat.postMessage")) == 2  # the card, then "between"
     assert len(slack.calls_to("chat.update")) == 1  # the last redraw draws the state once
     assert thread(slack) == ["between"]
+
+
+async def test_a_message_held_by_a_replica_that_died_is_delivered_after_its_lease(
+    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
+) -> None:
+    store = OutboxStore(session_factory)
+    await started(session_factory, clock, lines=1)
+    claimed = await store.claim(now=clock(), owner="died", lease=timedelta(minutes=1))
+    assert [m.kind for m in claimed] == ["card"]  # the head only: the reply waits behind it
+    survivor = replica(session_factory, slack, clock, "survivor")
+
+    assert await survivor.deliver_due() == 0
+    clock.advance(61)
+    assert await survivor.deliver_due() == 2
+
+    assert thread(slack) == ["line 0"]
+
+
+async def test_the_first_card_post_keeps_its_ts_against_a_save_from_an_older_copy(
+    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
+) -> None:
+    store = RolloutStore(session_factory, clock=clock)
+    read_before = await started(session_factory, clock, lines=0)
+    assert read_before.message_ts is None
+    await replica(session_factory, slack, clock, "a").flush(read_before.id)
+
+    saved = await store.save(read_before)  # a copy read before the card was posted
+
+    (card_message,) = slack.messages(CHANNEL)
+    assert saved.message_ts == card_message.ts

@@ -249,6 +249,8 @@ async def test_extend_window_moves_the_end_of_the_canary_window(tmp_path: Path) 
         before = await box.wait_until(
             lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING
         )
+        # The card is redrawn from the outbox a moment after the state is saved.
+        await box.slack.wait_for(lambda: "extend_window" in str(box.card_message().blocks))
         await box.click("extend_window", value=_value_of(box, "extend_window", "relay"))
         moved = await box.wait_until(
             lambda r: (

@@ -1,0 +1,168 @@
+"""Slack faults end to end: signed clicks to the real app, the sandbox Slack dropping
+connections and answering 429, the thread checked as people read it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from test_exactly_once import (
+    APPROVERS_ENV,
+    CANARY_OK,
+    CLICKERS,
+    GROUP,
+    HALF_OK,
+    RINGS_OK,
+    approvals,
+    both_holding,
+    button_value,
+    dispatched,
+)
+
+from bot.domain.rollout import StageState
+from bot.sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from bot.sandbox.harness import Sandbox, write_figures
+from bot.sandbox.signing import block_actions_body, slack_signature_headers
+from handlers.errors import ResponseUrlUses
+from storage.outbox import OutboxStore
+
+PROMOTED = "<@U0RELMGR01> promoted Hosted relay to *50%*"
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        yield box
+
+
+async def holding(box: Sandbox) -> str:
+    """Both tracks held on a passed gate, and the thread told of it; the relay's Promote
+    button value."""
+    await dispatched(box)
+    await both_holding(box)
+    outbox = OutboxStore(box.services.sessions)
+    for _ in range(200):
+        if not await outbox.pending():
+            break
+        await asyncio.sleep(0.05)
+    return await button_value(box, "promote", "relay")
+
+
+def thread_after(box: Sandbox, first: str) -> list[str]:
+    lines = box.thread()
+    return lines[next(i for i, line in enumerate(lines) if first in line) :]
+
+
+async def test_a_slack_network_error_after_a_promotion_tells_the_truth_and_the_thread_follows(
+    sandbox: Sandbox,
+) -> None:
+    value = await holding(sandbox)
+    before = len(sandbox.thread())
+    # slack_sdk retries a dropped connection once on its own: drop both tries.
+    sandbox.slack.drop_next("chat.postMessage", count=2)
+
+    answer = await sandbox.click("promote", value=value)
+
+    assert answer is None  # no "Something went wrong": the promotion happened
+    await sandbox.wait_until(
+        lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+    )
+    assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+    await sandbox.wait_for_thread(PROMOTED)
+    lines = sandbox.thread()
+    assert sum(PROMOTED in line for line in lines) == 1
+    assert PROMOTED in lines[before]  # nothing said after the promotion came before it
+    rollout = await sandbox.rollout()
+    events = await sandbox.audit.list_for_rollout(rollout.id)
+    assert [e.result for e in events if e.action == "click:promote"] == ["ok"]
+
+
+async def test_a_post_rate_limited_beyond_the_clients_retries_is_delivered_after_the_wait(
+    sandbox: Sandbox,
+) -> None:
+    value = await holding(sandbox)
+    before = len(sandbox.thread())
+    # The client waits out two 429s itself; the third is the outbox's to honour.
+    for _ in range(3):
+        sandbox.slack.fail_next("chat.postMessage", error="ratelimited", status=429, retry_after=1)
+
+    answer = await sandbox.click("promote", value=value)
+
+    assert answer is None
+    await sandbox.wait_for_thread(PROMOTED)
+    limited = [c for c in sandbox.slack.calls if c.response.get("error") == "ratelimited"]
+    delivered = next(
+        c
+        for c in sandbox.slack.calls_to("chat.postMessage")
+        if c.ok and PROMOTED in str(c.args.get("text"))
+    )
+    assert delivered.time - limited[-1].time >= 1.0  # Retry-After: 1 was honoured
+    lines = sandbox.thread()
+    assert sum(PROMOTED in line for line in lines) == 1
+    assert PROMOTED in lines[before]
+
+
+async def test_fifty_duplicate_clicks_use_their_response_url_at_most_five_times(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.slack.usergroups[GROUP] = CLICKERS[1:]
+    value = await holding(sandbox)
+    card = sandbox.card_message()
+    response_url = sandbox.slack.new_response_url(
+        channel=RELEASE_CHANNEL, user=RELEASE_MANAGER, message_ts=card.ts, kind="actions"
+    )
+    body = block_actions_body(
+        user_id=RELEASE_MANAGER,
+        channel_id=RELEASE_CHANNEL,
+        action_id="promote",
+        value=value,
+        response_url=response_url,
+        message_ts=card.ts,
+        message=card.to_json(),
+        trigger_id="13345224609.738474920.8088930838d88f008e0",
+    )
+
+    async def click(http: aiohttp.ClientSession) -> None:
+        headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+        async with http.post(f"{sandbox.url}/slack/events", data=body, headers=headers) as r:
+            assert r.status == 200
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(click(http) for _ in range(50)))
+
+    def answers() -> list[str]:
+        posted = [str(p.body.get("text", "")) for p in sandbox.slack.responses(response_url)]
+        ephemeral = [
+            e.text
+            for e in sandbox.slack.ephemerals(user=RELEASE_MANAGER)
+            if e.via == "chat.postEphemeral"
+        ]
+        return posted + ephemeral
+
+    await sandbox.slack.wait_for(lambda: len(answers()) >= 49, timeout=30)
+    await asyncio.sleep(0.5)  # a 50th answer would show up by now
+    assert len(sandbox.slack.responses(response_url)) == 5
+    assert len(sandbox.slack.calls_to("chat.postEphemeral")) == 44
+    texts = answers()
+    assert len(texts) == 49
+    # Done, or (while the first click is still at it) being done: never a Slack re-delivery.
+    done = ("Already done by <@U0RELMGR01> at <!date^", "Already being done by <@U0RELMGR01>")
+    assert all(text.startswith(done) for text in texts), {t[:60] for t in texts}
+    assert all("promote Hosted relay of `v1.4.2` from 5% canary to 50%" in t for t in texts)
+    assert not any("Slack delivered this request again" in text for text in texts)
+    assert approvals(sandbox, "relay-rollout-50") == ["approved"]
+
+
+def test_a_response_url_is_counted_five_times_per_thirty_minutes() -> None:
+    now = [0.0]
+    uses = ResponseUrlUses(clock=lambda: now[0])
+
+    assert [uses.take("https://hooks/1") for _ in range(6)] == [True] * 5 + [False]
+    assert uses.take("https://hooks/2")
+    now[0] += 30 * 60
+    assert uses.take("https://hooks/1")
