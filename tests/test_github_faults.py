@@ -168,8 +168,9 @@ async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after
     await sandbox._store.save(replace(sent, dispatched_at=sent.dispatched_at - DISPATCH_SEARCH))
     await sandbox.wait_for_thread("No run of the dispatch of `v1.4.2` could be identified")
     await sandbox.wait_until(lambda r: r.phase is Phase.PREFLIGHT)
+    # The card is redrawn through the outbox right after the thread line: a new version.
+    await sandbox.slack.wait_for(lambda: button(sandbox, "dispatch") != dispatch, timeout=10)
     fresh = await value_of(sandbox, "dispatch")
-    assert fresh != dispatch
 
     assert await sandbox.click("dispatch", value=fresh) is None
 
