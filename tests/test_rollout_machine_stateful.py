@@ -449,20 +449,18 @@ class RolloutWorld(RuleBasedStateMachine):
 
     def answer(self, index: int) -> None:
         read, window_end = self.reads.pop(index)
-        stage = self.rollout.track(read.track).stage(read.stage)
-        if stage.state is StageState.EVALUATING:
-            self.evaluations[(read.track, read.stage, window_end)] += 1
-        self.apply(
-            gate_evaluated(
-                self.rollout,
-                PLAN,
-                track=read.track,
-                stage=read.stage,
-                verdict=self.verdicts[(read.track, read.stage)],
-                now=self.clock(),
-            )
-        )
         key = (read.track, read.stage, window_end)
+        decision = gate_evaluated(
+            self.rollout,
+            PLAN,
+            track=read.track,
+            stage=read.stage,
+            verdict=self.verdicts[(read.track, read.stage)],
+            now=self.clock(),
+        )
+        if decision.effects:  # the stage took the verdict (the service posts its gate card)
+            self.evaluations[key] += 1
+        self.apply(decision)
         if key in self.timers:  # the timer completes once its gate ran
             self.timers.discard(key)
             self.fired.add(key)
