@@ -746,7 +746,11 @@ async def run_chaos(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.sandbox.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bot.sandbox.chaos",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds (at least)")
     parser.add_argument("--rollouts", type=int, default=10, help="at least this many")
