@@ -2,7 +2,8 @@
 
 GitHub is the sandbox's Actions engine (in memory, on a manual clock: no I/O), so run
 snapshots follow GitHub's own job and environment rules. Hypothesis interleaves: fresh,
-duplicated, stale (out of order, late) and review-less (GitHub's history lagging) snapshots;
+duplicated, stale (out of order, late) and review-less (GitHub's history lagging) snapshots,
+review webhooks (parsed by `github_events`) filling in what the history lacks;
 effects executed late, out of order or lost in a restart; durable window timers firing late or
 twice; metrics answered late; clicks (promote, with or without override; roll back; kill;
 extend); and restarts, where the rollout is rebuilt from what the store keeps and every effect
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,6 +36,7 @@ from hypothesis.stateful import (
 )
 
 from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay
+from bot.domain.github_events import run_event
 from bot.domain.plan import load_plan
 from bot.domain.rollout import (
     TERMINAL_TRACK,
@@ -77,6 +80,7 @@ from bot.domain.run import (
     RunRef,
     RunSnapshot,
 )
+from bot.sandbox import github_json as shapes
 from bot.sandbox.github_actions import ActionsEngine, ActionsError, ManualClock
 from bot.sandbox.workflows import deployment_strategy_workflow
 
@@ -102,6 +106,7 @@ CLEAR = Preflight(
     image=Check(CheckState.SKIPPED),
 )
 MIGRATION = "CREATE TABLE documents (id UUID PRIMARY KEY);\n"
+URLS = shapes.Urls(api="https://api.github.test", html="https://github.test", repository="o/r")
 
 
 def verdict(track: str, outcome: str) -> GateVerdict:
@@ -386,6 +391,22 @@ class RolloutWorld(RuleBasedStateMachine):
     @rule()
     def look_while_reviews_lag(self) -> None:
         self.look(snapshot_of(self.engine, self.run_id, with_reviews=False))
+
+    @precondition(lambda self: bool(self.engine.reviews))
+    @rule(data=st.data())
+    def review_delivered(self, data: st.DataObject) -> None:
+        """A `deployment_review` webhook (late, or again) names its reviewer while GitHub's
+        review history does not list it yet: the receiver adds it to the snapshot."""
+        review = data.draw(st.sampled_from(self.engine.reviews))
+        run = self.engine.runs[self.run_id]
+        job = next(j for j in run.jobs if j.environment in review.environments)
+        payload = shapes.deployment_review_event(
+            URLS, review.state, run, job, review, default_branch="main", reviewer=BOT
+        )
+        event = run_event("deployment_review", payload)
+        assert event is not None and event.run_id == self.run_id and event.reviews
+        lagging = snapshot_of(self.engine, self.run_id, with_reviews=False)
+        self.look(replace(lagging, reviews=event.reviews))
 
     @precondition(lambda self: bool(self.pending))
     @rule(data=st.data())
