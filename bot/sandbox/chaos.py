@@ -356,6 +356,17 @@ def check(evidence: Evidence) -> list[Finding]:
     return [invariant(evidence) for invariant in CHECKS]
 
 
+def _levels(logs: Mapping[str, str]) -> Counter[str]:
+    """Log lines by level (a transient fault should be one WARNING, not an ERROR)."""
+    return Counter(
+        level
+        for log in logs.values()
+        for line in log.splitlines()
+        for level in ("WARNING", "ERROR", "CRITICAL")
+        if f" {level} " in line
+    )
+
+
 def report(evidence: Evidence, findings: Iterable[Finding], *, seed: int) -> str:
     """The run in figures, then each invariant with what broke it."""
     kinds = Counter(o.scenario.name for o in evidence.outcomes)
@@ -366,6 +377,8 @@ def report(evidence: Evidence, findings: Iterable[Finding], *, seed: int) -> str
         *(f"  {n:3d} x {name}" for name, n in sorted(kinds.items())),
         "faults and traffic:",
         *(f"  {name}: {n}" for name, n in evidence.figures.items()),
+        "  replicas' log lines: "
+        + ", ".join(f"{level} x {n}" for level, n in sorted(_levels(evidence.logs).items())),
         "  answers to signed requests: "
         + ", ".join(
             f"{status or 'no answer'} x {n}" for status, n in sorted(evidence.answers.items())
