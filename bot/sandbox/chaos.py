@@ -158,24 +158,27 @@ class Faults:
 NO_FAULTS = Faults(github=0.0, slack=0.0, kill_every=None, db_kill_every=None, db_kills=0)
 
 
-def inject_service_faults(box: Sandbox, faults: Faults, *, seed: int) -> None:
+def inject_service_faults(
+    box: Sandbox, faults: Faults, *, seed: int
+) -> Callable[[], dict[str, int]]:
     """Turn on the sandbox GitHub's and Slack's own fault injection: the one place the chaos
-    run touches those knobs (the ignores go once the sandboxes have them)."""
+    run touches those knobs (the ignores go once the sandboxes have them). Returns how to
+    count, at the end, what they injected."""
     if faults.github:
         box.github.inject_faults(rate=faults.github, seed=seed)  # type: ignore[attr-defined]
     if faults.slack:
         box.slack.inject_faults(rate=faults.slack, seed=seed + 1)  # type: ignore[attr-defined]
 
+    def injected() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if faults.github:
+            github: Counter[str] = box.github.faults_injected  # type: ignore[attr-defined]
+            counts.update({f"github {kind}": n for kind, n in sorted(github.items())})
+        if faults.slack:
+            counts["slack 429"] = int(box.slack.faults_injected)  # type: ignore[attr-defined]
+        return counts
 
-def injected_service_faults(box: Sandbox, faults: Faults) -> dict[str, int]:
-    """How many faults the sandbox servers injected, by kind."""
-    counts: dict[str, int] = {}
-    if faults.github:
-        github: Counter[str] = box.github.faults_injected  # type: ignore[attr-defined]
-        counts.update({f"github {kind}": n for kind, n in sorted(github.items())})
-    if faults.slack:
-        counts["slack 429"] = int(box.slack.faults_injected)  # type: ignore[attr-defined]
-    return counts
+    return injected
 
 
 # -- what the run leaves behind ----------------------------------------------------------------
@@ -538,7 +541,7 @@ class ChaosRun:
         started = time.monotonic()
         assert self._engine is not None
         store = RolloutStore(create_session_factory(self._engine), clock=utc_now)
-        inject_service_faults(self.box, self.faults, seed=self.seed)
+        injected = inject_service_faults(self.box, self.faults, seed=self.seed)
         if self.faults.kill_every:
             self._spawn(self._kill_replicas(self.faults.kill_every))
         if self.faults.db_kill_every and self.faults.db_kills:
@@ -554,7 +557,7 @@ class ChaosRun:
                 break  # stuck: its tracks stay busy, no later rollout could start
         await asyncio.sleep(1.0)  # late deliveries, a last poll: anything done twice shows now
         await self._stop_background()
-        self.figures.update(injected_service_faults(self.box, self.faults))
+        self.figures.update(injected())
         return await self._evidence(store, time.monotonic() - started)
 
     async def _play_one(self, store: RolloutStore, tag: str, scenario: Scenario) -> bool:
