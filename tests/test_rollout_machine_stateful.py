@@ -598,3 +598,25 @@ def test_a_restart_keeps_the_whole_rollout() -> None:
             world.answer(0)
     assert any(s.verdict is not None for t in world.rollout.tracks for s in t.stages)
     assert restored(json.loads(json.dumps(stored(world.rollout)))) == world.rollout
+
+
+def test_a_late_snapshot_never_rejects_a_stage_that_already_deployed() -> None:
+    """Found by the machine above: the kill-switch tripped while the internal ring was
+    deploying; its job finished (the stage is STOPPED, "deployed, not observed"); then a late
+    snapshot from before the approval still lists `desktop-internal` as waiting."""
+    world = RolloutWorld()
+    world.dispatch(["pass", "pass", "pass", "pass"])
+    world.poll()
+    late = world.history[-1]
+    assert late.is_waiting("desktop-internal")
+    world.carry_out_all()
+    world.time_passes(2)  # the ring's job ran to its end
+    world.stop_click("desktop", "bad build")
+    world.poll()
+    assert world.rollout.track("desktop").stage("internal").state is StageState.STOPPED
+
+    decision = reconcile(world.rollout, PLAN, late, world.clock())
+
+    assert decision.rollout.track("desktop").stage("internal").state is StageState.STOPPED
+    assert not [e for e in decision.effects if isinstance(e, Review) and not e.approve]
+    assert not [e for e in decision.effects if isinstance(e, Announce) and "Rejected" in e.text]
