@@ -40,5 +40,8 @@ bench: $(STAMP)
 # least ten rollouts for DURATION seconds; prints the figures, fails on a broken invariant.
 SEED ?= 1
 DURATION ?= 300
+GITHUB_FAULTS ?= 0.2
+SLACK_FAULTS ?= 0.1
 chaos: $(STAMP)
-	$(PY) -m bot.sandbox.chaos --seed $(SEED) --duration $(DURATION)
+	$(PY) -m bot.sandbox.chaos --seed $(SEED) --duration $(DURATION) \
+		--github-faults $(GITHUB_FAULTS) --slack-faults $(SLACK_FAULTS)

@@ -2,7 +2,8 @@
 
 GitHub is the sandbox's Actions engine (in memory, on a manual clock: no I/O), so run
 snapshots follow GitHub's own job and environment rules. Hypothesis interleaves: fresh,
-duplicated, stale (out of order, late) and review-less (GitHub's history lagging) snapshots;
+duplicated, stale (out of order, late) and review-less (GitHub's history lagging) snapshots,
+review webhooks (parsed by `github_events`) filling in what the history lacks;
 effects executed late, out of order or lost in a restart; durable window timers firing late or
 twice; metrics answered late; clicks (promote, with or without override; roll back; kill;
 extend); and restarts, where the rollout is rebuilt from what the store keeps and every effect
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,6 +36,7 @@ from hypothesis.stateful import (
 )
 
 from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay
+from bot.domain.github_events import run_event
 from bot.domain.plan import load_plan
 from bot.domain.rollout import (
     TERMINAL_TRACK,
@@ -77,6 +80,7 @@ from bot.domain.run import (
     RunRef,
     RunSnapshot,
 )
+from bot.sandbox import github_json as shapes
 from bot.sandbox.github_actions import ActionsEngine, ActionsError, ManualClock
 from bot.sandbox.workflows import deployment_strategy_workflow
 
@@ -102,6 +106,7 @@ CLEAR = Preflight(
     image=Check(CheckState.SKIPPED),
 )
 MIGRATION = "CREATE TABLE documents (id UUID PRIMARY KEY);\n"
+URLS = shapes.Urls(api="https://api.github.test", html="https://github.test", repository="o/r")
 
 
 def verdict(track: str, outcome: str) -> GateVerdict:
@@ -387,6 +392,22 @@ class RolloutWorld(RuleBasedStateMachine):
     def look_while_reviews_lag(self) -> None:
         self.look(snapshot_of(self.engine, self.run_id, with_reviews=False))
 
+    @precondition(lambda self: bool(self.engine.reviews))
+    @rule(data=st.data())
+    def review_delivered(self, data: st.DataObject) -> None:
+        """A `deployment_review` webhook (late, or again) names its reviewer while GitHub's
+        review history does not list it yet: the receiver adds it to the snapshot."""
+        review = data.draw(st.sampled_from(self.engine.reviews))
+        run = self.engine.runs[self.run_id]
+        job = next(j for j in run.jobs if j.environment in review.environments)
+        payload = shapes.deployment_review_event(
+            URLS, review.state, run, job, review, default_branch="main", reviewer=BOT
+        )
+        event = run_event("deployment_review", payload)
+        assert event is not None and event.run_id == self.run_id and event.reviews
+        lagging = snapshot_of(self.engine, self.run_id, with_reviews=False)
+        self.look(replace(lagging, reviews=event.reviews))
+
     @precondition(lambda self: bool(self.pending))
     @rule(data=st.data())
     def carry_out_one(self, data: st.DataObject) -> None:
@@ -449,20 +470,18 @@ class RolloutWorld(RuleBasedStateMachine):
 
     def answer(self, index: int) -> None:
         read, window_end = self.reads.pop(index)
-        stage = self.rollout.track(read.track).stage(read.stage)
-        if stage.state is StageState.EVALUATING:
-            self.evaluations[(read.track, read.stage, window_end)] += 1
-        self.apply(
-            gate_evaluated(
-                self.rollout,
-                PLAN,
-                track=read.track,
-                stage=read.stage,
-                verdict=self.verdicts[(read.track, read.stage)],
-                now=self.clock(),
-            )
-        )
         key = (read.track, read.stage, window_end)
+        decision = gate_evaluated(
+            self.rollout,
+            PLAN,
+            track=read.track,
+            stage=read.stage,
+            verdict=self.verdicts[(read.track, read.stage)],
+            now=self.clock(),
+        )
+        if decision.effects:  # the stage took the verdict (the service posts its gate card)
+            self.evaluations[key] += 1
+        self.apply(decision)
         if key in self.timers:  # the timer completes once its gate ran
             self.timers.discard(key)
             self.fired.add(key)
@@ -497,7 +516,9 @@ class RolloutWorld(RuleBasedStateMachine):
     @rule(track=st.sampled_from(list(PLAN.tracks)), minutes=st.integers(1, 60))
     def extend_click(self, track: str, minutes: int) -> None:
         by = timedelta(minutes=minutes)
-        self.click(lambda: extend(self.rollout, PLAN, track=track, actor="U4", by=by))
+        self.click(
+            lambda: extend(self.rollout, PLAN, track=track, actor="U4", by=by, now=self.clock())
+        )
 
     # -- invariants -----------------------------------------------------------------------------
 
@@ -579,3 +600,25 @@ def test_a_restart_keeps_the_whole_rollout() -> None:
             world.answer(0)
     assert any(s.verdict is not None for t in world.rollout.tracks for s in t.stages)
     assert restored(json.loads(json.dumps(stored(world.rollout)))) == world.rollout
+
+
+def test_a_late_snapshot_never_rejects_a_stage_that_already_deployed() -> None:
+    """Found by the machine above: the kill-switch tripped while the internal ring was
+    deploying; its job finished (the stage is STOPPED, "deployed, not observed"); then a late
+    snapshot from before the approval still lists `desktop-internal` as waiting."""
+    world = RolloutWorld()
+    world.dispatch(["pass", "pass", "pass", "pass"])
+    world.poll()
+    late = world.history[-1]
+    assert late.is_waiting("desktop-internal")
+    world.carry_out_all()
+    world.time_passes(2)  # the ring's job ran to its end
+    world.stop_click("desktop", "bad build")
+    world.poll()
+    assert world.rollout.track("desktop").stage("internal").state is StageState.STOPPED
+
+    decision = reconcile(world.rollout, PLAN, late, world.clock())
+
+    assert decision.rollout.track("desktop").stage("internal").state is StageState.STOPPED
+    assert not [e for e in decision.effects if isinstance(e, Review) and not e.approve]
+    assert not [e for e in decision.effects if isinstance(e, Announce) and "Rejected" in e.text]

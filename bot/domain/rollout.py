@@ -100,6 +100,10 @@ class StageState(StrEnum):
 _WATCHED = (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING)
 """A deployed stage whose window or gate is under way."""
 
+_REJECTABLE = (StageState.PENDING, StageState.APPROVING, StageState.DEPLOYING, StageState.REJECTED)
+"""Stages whose job has not run: a stopping track rejects one whose environment waits (a
+deploying one too: the bot's approval was lost)."""
+
 
 class CheckState(StrEnum):
     PASS = "pass"  # noqa: S105 - a check state, not a password
@@ -634,7 +638,9 @@ def _reconcile_aborting(
         )
     for stage in track.stages:
         spec = plan_track.stage(stage.key)
-        if snapshot.is_waiting(spec.environment):
+        # A stage that has landed is never rejected: a late snapshot may still list its
+        # environment as waiting after its job ran.
+        if stage.state in _REJECTABLE and snapshot.is_waiting(spec.environment):
             comment = f"rollout-bot: {track.ended_reason or 'stopped'}"
             work.effects.append(Review(name, spec.environment, approve=False, comment=comment))
             if stage.state is not StageState.REJECTED:

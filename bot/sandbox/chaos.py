@@ -158,24 +158,27 @@ class Faults:
 NO_FAULTS = Faults(github=0.0, slack=0.0, kill_every=None, db_kill_every=None, db_kills=0)
 
 
-def inject_service_faults(box: Sandbox, faults: Faults, *, seed: int) -> None:
+def inject_service_faults(
+    box: Sandbox, faults: Faults, *, seed: int
+) -> Callable[[], dict[str, int]]:
     """Turn on the sandbox GitHub's and Slack's own fault injection: the one place the chaos
-    run touches those knobs (the ignores go once the sandboxes have them)."""
+    run touches those knobs. Returns how to
+    count, at the end, what they injected."""
     if faults.github:
         box.github.inject_faults(rate=faults.github, seed=seed)
     if faults.slack:
         box.slack.inject_faults(rate=faults.slack, seed=seed + 1)
 
+    def injected() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        if faults.github:
+            github: Counter[str] = box.github.faults_injected
+            counts.update({f"github {kind}": n for kind, n in sorted(github.items())})
+        if faults.slack:
+            counts["slack 429"] = int(box.slack.faults_injected)
+        return counts
 
-def injected_service_faults(box: Sandbox, faults: Faults) -> dict[str, int]:
-    """How many faults the sandbox servers injected, by kind."""
-    counts: dict[str, int] = {}
-    if faults.github:
-        github: Counter[str] = box.github.faults_injected
-        counts.update({f"github {kind}": n for kind, n in sorted(github.items())})
-    if faults.slack:
-        counts["slack 429"] = int(box.slack.faults_injected)
-    return counts
+    return injected
 
 
 # -- what the run leaves behind ----------------------------------------------------------------
@@ -356,6 +359,17 @@ def check(evidence: Evidence) -> list[Finding]:
     return [invariant(evidence) for invariant in CHECKS]
 
 
+def _levels(logs: Mapping[str, str]) -> Counter[str]:
+    """Log lines by level (a transient fault should be one WARNING, not an ERROR)."""
+    return Counter(
+        level
+        for log in logs.values()
+        for line in log.splitlines()
+        for level in ("WARNING", "ERROR", "CRITICAL")
+        if f" {level} " in line
+    )
+
+
 def report(evidence: Evidence, findings: Iterable[Finding], *, seed: int) -> str:
     """The run in figures, then each invariant with what broke it."""
     kinds = Counter(o.scenario.name for o in evidence.outcomes)
@@ -366,6 +380,8 @@ def report(evidence: Evidence, findings: Iterable[Finding], *, seed: int) -> str
         *(f"  {n:3d} x {name}" for name, n in sorted(kinds.items())),
         "faults and traffic:",
         *(f"  {name}: {n}" for name, n in evidence.figures.items()),
+        "  replicas' log lines: "
+        + ", ".join(f"{level} x {n}" for level, n in sorted(_levels(evidence.logs).items())),
         "  answers to signed requests: "
         + ", ".join(
             f"{status or 'no answer'} x {n}" for status, n in sorted(evidence.answers.items())
@@ -525,7 +541,7 @@ class ChaosRun:
         started = time.monotonic()
         assert self._engine is not None
         store = RolloutStore(create_session_factory(self._engine), clock=utc_now)
-        inject_service_faults(self.box, self.faults, seed=self.seed)
+        injected = inject_service_faults(self.box, self.faults, seed=self.seed)
         if self.faults.kill_every:
             self._spawn(self._kill_replicas(self.faults.kill_every))
         if self.faults.db_kill_every and self.faults.db_kills:
@@ -541,7 +557,7 @@ class ChaosRun:
                 break  # stuck: its tracks stay busy, no later rollout could start
         await asyncio.sleep(1.0)  # late deliveries, a last poll: anything done twice shows now
         await self._stop_background()
-        self.figures.update(injected_service_faults(self.box, self.faults))
+        self.figures.update(injected())
         return await self._evidence(store, time.monotonic() - started)
 
     async def _play_one(self, store: RolloutStore, tag: str, scenario: Scenario) -> bool:
@@ -746,7 +762,11 @@ async def run_chaos(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.sandbox.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bot.sandbox.chaos",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds (at least)")
     parser.add_argument("--rollouts", type=int, default=10, help="at least this many")
