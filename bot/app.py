@@ -106,6 +106,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             notifier=SlackNotifier(slack, approvers=settings.rollout_approvers),
             clock=utc_now,
             owner=owner,
+            lease=timedelta(seconds=settings.lease_seconds),
         )
         rollouts = RolloutService(
             plan=settings.plan(),
@@ -118,7 +119,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             on_timer_scheduled=wake.set,
             metrics_endpoints=MetricsEndpoints.from_settings(settings),
         )
-        claims = ClaimStore(sessions)
+        claims = ClaimStore(sessions, lease=timedelta(seconds=settings.claim_lease_seconds))
         npm_token = _npm_token_service(
             settings,
             rollouts.plan.npm,
@@ -176,6 +177,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             clock=utc_now,
             poll_interval=timedelta(seconds=settings.github_poll_interval),
             max_attempts=settings.timer_max_attempts,
+            lease=timedelta(seconds=settings.lease_seconds),
             retention=Retention(
                 claims=claims,
                 deliveries=deliveries,

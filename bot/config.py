@@ -81,6 +81,12 @@ class Settings(DatabaseSettings):
     """Seconds between two looks at each running rollout's run on GitHub."""
     timer_max_attempts: int = Field(default=8, ge=1, le=100)
     """Tries of a window's end before its timer is dead-lettered and the stage held."""
+    lease_seconds: float = Field(default=60.0, ge=1, le=3600)
+    """How long a replica holds a window timer or an outbox message it works on (renewed
+    while the work runs); a dead replica's work is taken over once its lease runs out."""
+    claim_lease_seconds: float = Field(default=300.0, ge=1, le=86400)
+    """How long a person's action claim is held before a dead replica's claim is taken
+    over (not renewed: longer than the slowest action)."""
     retention_days: int = Field(default=30, ge=1, le=3650)
     """Days action claims and webhook deliveries are kept (the audit trail stays)."""
     # GitHub's API: seconds to wait for an answer, and how often a read is tried again

@@ -149,7 +149,7 @@ class Scheduler:
         poll_interval: timedelta,
         max_poll_interval: timedelta | None = None,
         lease: timedelta = timedelta(minutes=2),
-        retry_after: timedelta = timedelta(seconds=30),
+        retry_after: timedelta = timedelta(seconds=5),
         max_attempts: int = 8,
         backoff: Backoff | None = None,
         retention: Retention | None = None,
@@ -236,8 +236,9 @@ class Scheduler:
             yield
         finally:
             renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            # Wait for it without suppressing CancelledError: that would also swallow a
+            # cancellation of this task (the scheduler's shutdown) arriving meanwhile.
+            await asyncio.wait([renewing])
 
     async def _failed(self, timer: Timer, error: Exception) -> None:
         """A timer must not be lost to a failure: it fires again later, or, after the last

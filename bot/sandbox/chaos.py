@@ -480,6 +480,9 @@ class ChaosRun:
             plan_yaml=plan,
             in_process=False,
             poll_interval=self.poll_interval,
+            # A replica is SIGKILLed every few seconds: its timers, messages and clicks are
+            # taken over after seconds, not the minutes a production lease lasts.
+            extra_env={"LEASE_SECONDS": "3", "CLAIM_LEASE_SECONDS": "8"},
         )
         await self._box.__aenter__()
         await asyncio.gather(*(self._box.start_replica() for _ in range(self.replica_count - 1)))
