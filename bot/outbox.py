@@ -15,7 +15,6 @@ and logged at ERROR once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from bot.domain.rollout import Rollout, verdict_from_json, verdict_to_json
 from bot.logs import rollout_context
 from bot.ports import Clock, DeliveryFailed, Notifier
 from bot.rollout_store import RolloutStore
+from bot.wake import sleep_until_woken
 from storage.outbox import NewMessage, OutboxMessage, OutboxStore
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,7 @@ class Outbox:
         seconds = self._idle.total_seconds()
         if due is not None:
             seconds = min(seconds, max(0.0, (due - self._clock()).total_seconds()))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        await sleep_until_woken(self._wake, seconds)
 
     async def _deliver(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> bool:
         """Send one claimed message through its channel's queue; True when it was delivered.

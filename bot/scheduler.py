@@ -40,6 +40,7 @@ from bot.domain.rollout import Phase, Rollout
 from bot.domain.run import RunSnapshot
 from bot.ports import Clock
 from bot.rollouts import Reconciled
+from bot.wake import sleep_until_woken
 from storage.claims import ClaimStore
 from storage.deliveries import DeliveryLog
 from storage.timers import Timer, TimerStore
@@ -361,5 +362,4 @@ class Scheduler:
         due = await self._timers.next_due()
         wake_at = min(next_poll, due) if due is not None else next_poll
         seconds = max(0.0, (wake_at - self._clock()).total_seconds())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        await sleep_until_woken(self._wake, seconds)
