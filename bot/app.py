@@ -118,6 +118,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             clock=utc_now,
             on_timer_scheduled=wake.set,
             metrics_endpoints=MetricsEndpoints.from_settings(settings),
+            dispatch_search=timedelta(seconds=settings.dispatch_search_seconds),
         )
         claims = ClaimStore(sessions, lease=timedelta(seconds=settings.claim_lease_seconds))
         npm_token = _npm_token_service(

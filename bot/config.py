@@ -81,6 +81,9 @@ class Settings(DatabaseSettings):
     """Seconds between two looks at each running rollout's run on GitHub."""
     timer_max_attempts: int = Field(default=8, ge=1, le=100)
     """Tries of a window's end before its timer is dead-lettered and the stage held."""
+    dispatch_search_seconds: float = Field(default=600.0, ge=10, le=86400)
+    """How long the bot looks for the run of a dispatch GitHub answered unclearly before it
+    gives up and a person may dispatch again."""
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     """How long a replica holds a window timer or an outbox message it works on (renewed
     while the work runs); a dead replica's work is taken over once its lease runs out."""

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from bot.domain import github_events
 from bot.domain import rollout as machine
 from bot.domain.controls import StaleCard, reevaluation
+from bot.domain.durations import format_duration
 from bot.domain.errors import (
     ConcurrentChange,
     GitHubError,
@@ -97,9 +98,11 @@ class RolloutService:
         clock: Clock,
         on_timer_scheduled: Callable[[], None] = lambda: None,
         metrics_endpoints: MetricsEndpoints | None = None,
+        dispatch_search: timedelta = DISPATCH_SEARCH,
     ) -> None:
         self.plan = plan
         self._metrics_endpoints = metrics_endpoints
+        self._dispatch_search = dispatch_search
         self._store = store
         self._timers = timers
         self._audit = audit
@@ -298,7 +301,7 @@ class RolloutService:
                 log.warning("could not look for the run of %s: %s", current.tag, error.message)
                 return
             if run is None:
-                if self._clock() - current.dispatched_at > DISPATCH_SEARCH:
+                if self._clock() - current.dispatched_at > self._dispatch_search:
                     await self._give_up_dispatch(current, plan)
                 return
             await self._record("rollout-bot", "attach_run", "ok", current, {"run_id": run.run_id})
@@ -311,7 +314,7 @@ class RolloutService:
         back = replace(rollout, phase=Phase.PREFLIGHT, dispatched_at=None)
         text = (
             f":warning: No run of the dispatch of `{rollout.tag}` could be identified on GitHub "
-            f"within {int(DISPATCH_SEARCH.total_seconds() // 60)} minutes. Check the runs of "
+            f"within {format_duration(self._dispatch_search)}. Check the runs of "
             f"*{plan.workflow.name}* (cancel any stray run), then dispatch again."
         )
         await self._record("rollout-bot", "attach_run", "gave_up", rollout)

@@ -41,7 +41,7 @@ from sqlalchemy.pool import NullPool
 
 from bot.app import utc_now
 from bot.domain.plan import RolloutPlan, load_plan
-from bot.domain.rollout import Phase, Rollout, TrackState, holding_tracks
+from bot.domain.rollout import CheckState, Phase, Rollout, TrackState, holding_tracks
 from bot.rollout_store import RolloutStore
 from bot.sandbox.config import GITHUB_WEBHOOK_SECRET, RELEASE_CHANNEL, SECRETS
 from bot.sandbox.harness import Sandbox, fast_plan, write_figures
@@ -482,7 +482,13 @@ class ChaosRun:
             poll_interval=self.poll_interval,
             # A replica is SIGKILLed every few seconds: its timers, messages and clicks are
             # taken over after seconds, not the minutes a production lease lasts.
-            extra_env={"LEASE_SECONDS": "3", "CLAIM_LEASE_SECONDS": "8"},
+            # A dispatch answered unclearly is looked for 15 s, not 10 minutes, before the
+            # release manager may dispatch again.
+            extra_env={
+                "LEASE_SECONDS": "3",
+                "CLAIM_LEASE_SECONDS": "8",
+                "DISPATCH_SEARCH_SECONDS": "15",
+            },
         )
         await self._box.__aenter__()
         await asyncio.gather(*(self._box.start_replica() for _ in range(self.replica_count - 1)))
@@ -586,7 +592,13 @@ class ChaosRun:
             elif found.phase is Phase.ENDED:
                 return True
             elif found.phase is Phase.PREFLIGHT:
-                if due("dispatch"):
+                unchecked = CheckState.ERROR in (
+                    found.preflight.migrations.state,
+                    found.preflight.image.state,
+                )
+                if unchecked and due("recheck"):  # GitHub failed the check: look again
+                    await self._click(found, "recheck", None)
+                elif not unchecked and due("dispatch"):
                     await self._click(found, "dispatch", None)
             elif found.phase is Phase.RUNNING:
                 for track in holding_tracks(found):
