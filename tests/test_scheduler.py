@@ -10,6 +10,7 @@ scheduler on its services with a manual clock, so every timer fires exactly when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -293,7 +294,11 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
         async with asyncio.timeout(5):
             await looked_again.wait()  # woken: it looked again instead of sleeping an hour
     finally:
+        # Stopped and awaited before the database fixture closes: a query cancelled after
+        # the engine was disposed would never finish, and the loop's teardown would hang.
         running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 # -- logs ------------------------------------------------------------------------------------
@@ -324,7 +329,11 @@ async def test_a_failed_poll_is_one_warning_unless_it_is_a_bug(
         async with asyncio.timeout(5):
             await follower.polled_again.wait()  # the failure was logged, the loop went on
     finally:
+        # Stopped and awaited before the database fixture closes: a query cancelled after
+        # the engine was disposed would never finish, and the loop's teardown would hang.
         running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
     record = next(r for r in caplog.records if "iteration failed" in r.getMessage())
     assert record.levelname == level
