@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from bot.sandbox.config import SECRETS
+from bot.sandbox.harness import Sandbox, fast_plan, write_figures
 from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
 
@@ -226,3 +227,19 @@ def no_secret_in_any_log_line() -> Iterator[None]:
         root.setLevel(previous)
     leaks = [line for line in capture.lines if any(secret in line for secret in SECRETS)]
     assert not leaks, f"{len(leaks)} log lines carry a sandbox secret, e.g. {leaks[0][:300]}"
+
+
+@pytest.fixture
+async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
+    figures = tmp_path / "figures.yml"
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        poll_interval=3600,
+        plan_yaml=fast_plan(figures, window="1h"),
+    ) as box:
+        relay = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+        write_figures(box.figures, "relay", {"canary": relay})
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
+        yield box

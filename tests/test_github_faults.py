@@ -76,13 +76,18 @@ def canary_held(rollout: Rollout) -> bool:
     return rollout.track("relay").stage("canary").state is StageState.HOLDING
 
 
+async def held_at_canary(box: Sandbox) -> str:
+    """Start and dispatch `v1.4.2`, wait for the canary's hold; its Promote button's value."""
+    await box.command("start v1.4.2 --flags-ready")
+    await box.click("dispatch")
+    await box.wait_until(canary_held)
+    return await value_of(box, "promote", "relay")
+
+
 async def test_an_approval_applied_but_answered_502_is_the_clickers_promotion(
     sandbox: Sandbox,
 ) -> None:
-    await sandbox.command("start v1.4.2 --flags-ready")
-    await sandbox.click("dispatch")
-    await sandbox.wait_until(canary_held)
-    promote = await value_of(sandbox, "promote", "relay")
+    promote = await held_at_canary(sandbox)
     sandbox.github.fault_next("POST", REVIEWS, "apply_then_502")
 
     answer = await sandbox.click("promote", value=promote)
@@ -102,10 +107,7 @@ async def test_an_approval_applied_but_answered_502_is_the_clickers_promotion(
 async def test_an_approval_answered_502_and_not_applied_says_so_and_can_be_repeated(
     sandbox: Sandbox,
 ) -> None:
-    await sandbox.command("start v1.4.2 --flags-ready")
-    await sandbox.click("dispatch")
-    await sandbox.wait_until(canary_held)
-    promote = await value_of(sandbox, "promote", "relay")
+    promote = await held_at_canary(sandbox)
     sandbox.github.fault_next("POST", REVIEWS, "server_error")
 
     answer = await sandbox.click("promote", value=promote)

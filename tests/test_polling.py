@@ -7,18 +7,14 @@ same services with a manual clock, so each look at GitHub is one explicit `poll_
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from bot.domain.rollout import Phase, Rollout, StageState
 from bot.github_gateway import PyGithubGateway
 from bot.sandbox.config import GITHUB_TOKEN
 from bot.sandbox.github import GitHubSimulator, RecordedRequest
 from bot.sandbox.github_actions import ManualClock
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.sandbox.harness import Sandbox
 from bot.scheduler import Scheduler
 from storage.timers import TimerStore
 
@@ -64,21 +60,6 @@ async def test_an_unchanged_run_is_read_with_if_none_match_and_304s() -> None:
             assert (third["jobs"], third["approvals"]) == (200, 200)  # what changed is read
         finally:
             await gateway.close()
-
-
-@pytest.fixture
-async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
-    figures = tmp_path / "figures.yml"
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=database_url,
-        poll_interval=3600,
-        plan_yaml=fast_plan(figures, window="1h"),
-    ) as box:
-        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0.001"}})
-        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
-        yield box
 
 
 class Poller:

@@ -15,7 +15,6 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -36,7 +35,7 @@ from bot.domain.rollout import (
 )
 from bot.rollouts import Reconciled, RolloutService
 from bot.sandbox.github_actions import ManualClock
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from bot.sandbox.harness import Sandbox
 from bot.scheduler import Backoff, Retention, Scheduler
 from storage.claims import ClaimStore
 from storage.deliveries import DeliveryLog
@@ -389,21 +388,6 @@ async def test_old_claims_and_deliveries_are_pruned_hourly_and_audit_events_stay
 
 
 # -- the whole bot -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
-    figures = tmp_path / "figures.yml"
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=database_url,
-        poll_interval=3600,
-        plan_yaml=fast_plan(figures, window="1h"),
-    ) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK})
-        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
-        yield box
 
 
 class Flaky:
