@@ -5,18 +5,17 @@ Usage: python bench/timers.py [sqlite|postgres] [N]"""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
+
+from databases import fresh_database
 
 from storage.db import create_engine, create_session_factory
 from storage.migrate import upgrade
 from storage.timers import TimerStore
 
 REPLICAS = 4
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 async def drain(store: TimerStore, owner: str, now: datetime) -> int:
@@ -48,27 +47,11 @@ async def run(url: str, count: int) -> None:
     )
 
 
-async def admin(statement: str) -> None:
-    engine = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as connection:
-        await connection.exec_driver_sql(statement)
-    await engine.dispose()
-
-
-def main() -> None:
-    backend = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
-    count = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    if backend == "postgres":
-        name = f"rb_bench_{secrets.token_hex(4)}"
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-        try:
-            asyncio.run(run(f"postgresql://postgres@127.0.0.1:5432/{name}", count))
-        finally:
-            asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    else:
-        with tempfile.TemporaryDirectory() as workdir:
-            asyncio.run(run(f"sqlite:///{workdir}/bench.db", count))
+async def main(backend: str, count: int) -> None:
+    async with fresh_database(backend) as url:
+        await run(url, count)
 
 
 if __name__ == "__main__":
-    main()
+    backend = sys.argv[1] if len(sys.argv) > 1 else "sqlite"
+    asyncio.run(main(backend, int(sys.argv[2]) if len(sys.argv) > 2 else 1000))

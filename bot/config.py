@@ -7,23 +7,37 @@ listing every problem by its variable name, so an operator fixes them in one pas
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import (
     AnyHttpUrl,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from bot.domain.errors import PlanError
-from bot.domain.plan import RolloutPlan, load_plan
+from bot.domain.plan import RolloutPlan
+from bot.github_credentials import (
+    APP_SETTINGS,
+    GitHubApp,
+    KeyProblem,
+    key_from_file,
+    mode_problems,
+    normalize_pem,
+    rsa_key,
+)
+from bot.plan_file import load_plan
 from storage.db import default_database_url, mask_database_url, normalize_database_url
 
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
@@ -41,10 +55,24 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _split(value: object) -> object:
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    return value
+class _SlackIds(NamedTuple):
+    """What a list of Slack ids must hold, and what to say when it does not."""
+
+    pattern: re.Pattern[str]
+    none: str
+    bad: str
+
+
+_SLACK_IDS = {
+    "release_channels": _SlackIds(
+        CHANNEL_ID, "needs at least one channel id", "not a Slack channel id (C... or G...)"
+    ),
+    "rollout_approvers": _SlackIds(
+        APPROVER_ID,
+        "needs at least one Slack user id (U... or W...) or group id (S...)",
+        "not a Slack user id (U..., W...) or group (S...)",
+    ),
+}
 
 
 class DatabaseSettings(BaseSettings):
@@ -60,6 +88,12 @@ class DatabaseSettings(BaseSettings):
         return normalize_database_url(value)
 
 
+class PrometheusSettings(DatabaseSettings):
+    """Just PROMETHEUS_URL: all that `rollout-bot backtest` needs."""
+
+    prometheus_url: AnyHttpUrl
+
+
 class Settings(DatabaseSettings):
     """The bot's configuration. Secrets are `SecretStr`: they print as asterisks."""
 
@@ -68,12 +102,14 @@ class Settings(DatabaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
 
-    # The App fields come before GITHUB_TOKEN: its validator reads them to decide whether
-    # some credential for GitHub was given.
-    github_app_id: int | None = None
+    # A token or a GitHub App, never both: `_github_mode` checks them together.
+    github_app_id: int | None = Field(default=None, gt=0)
     github_app_private_key: SecretStr | None = None
-    github_app_installation_id: int | None = None
-    github_token: SecretStr | None = Field(default=None, validate_default=True)
+    """The App's private key, PEM text (or GITHUB_APP_PRIVATE_KEY_FILE, its path)."""
+    github_app_private_key_file: Path | None = None
+    github_app_installation_id: int | None = Field(default=None, gt=0)
+    """Found from GITHUB_REPOSITORY (`GET /repos/{owner}/{repo}/installation`) when unset."""
+    github_token: SecretStr | None = None
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
     github_repository: str
     github_webhook_secret: SecretStr | None = None
@@ -84,6 +120,11 @@ class Settings(DatabaseSettings):
     dispatch_search_seconds: float = Field(default=600.0, ge=10, le=86400)
     """How long the bot looks for the run of a dispatch GitHub answered unclearly before it
     gives up and a person may dispatch again."""
+    unfollowed_run_timeout: float = Field(default=1800.0, ge=60, le=86400 * 7)
+    """Seconds a protection-rule request of a run no rollout follows waits for Adopt or
+    Reject before UNFOLLOWED_RUN_DEFAULT answers it (docs/protection-rules.md)."""
+    unfollowed_run_default: Literal["reject", "approve"] = "reject"
+    """What answers such a run nobody adopted or rejected in time."""
     lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     """How long a replica holds a window timer or an outbox message it works on (renewed
     while the work runs); a dead replica's work is taken over once its lease runs out."""
@@ -92,6 +133,9 @@ class Settings(DatabaseSettings):
     over (not renewed: longer than the slowest action)."""
     retention_days: int = Field(default=30, ge=1, le=3650)
     """Days action claims and webhook deliveries are kept (the audit trail stays)."""
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=600)
+    """On SIGTERM, how long `serve` waits for the timer in hand and the requests in flight
+    before it exits (keep it under the orchestrator's kill timeout)."""
     # GitHub's API: seconds to wait for an answer, and how often a read is tried again
     # (with backoff and jitter, base GITHUB_RETRY_BACKOFF seconds); writes never are.
     github_timeout: int = Field(default=15, ge=1, le=300)
@@ -108,36 +152,66 @@ class Settings(DatabaseSettings):
     """The numeric project id: Sentry's sessions API filters projects by id."""
     sentry_token: SecretStr | None = Field(default=None, validate_default=True)
 
+    metrics_token: SecretStr | None = None
+    """When set, `GET /metrics` wants `Authorization: Bearer <METRICS_TOKEN>`."""
+
     host: str = "0.0.0.0"  # noqa: S104 - a server that Slack and GitHub must reach
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    _github_app_key: SecretStr | None = PrivateAttr(default=None)
+    """The App's key, from GITHUB_APP_PRIVATE_KEY or read once from its file at start."""
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("github_token")
+    @field_validator("github_app_private_key")
     @classmethod
-    def _github_credentials(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        app = [info.data.get(name) for name in _APP_FIELDS]
-        if value is not None and value.get_secret_value():
-            return value
-        if all(app):
+    def _app_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        pem = normalize_pem(value.get_secret_value())
+        try:
+            rsa_key(pem, source="the value")
+        except KeyProblem as problem:
+            raise ValueError(str(problem)) from None
+        return SecretStr(pem)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _github_mode(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """The GitHub settings together (a token or an App), each problem under the variable
+        it concerns and listed with every other setting's; the key file is read here, once."""
+        raw = data if isinstance(data, dict) else {}
+        names = ("GITHUB_TOKEN", *APP_SETTINGS)
+        problems = mode_problems({name for name in names if _given(raw.get(name.lower()))})
+        key_file, key = raw.get("github_app_private_key_file"), None
+        if _given(key_file) and "GITHUB_APP_PRIVATE_KEY_FILE" not in problems:
+            try:
+                key = SecretStr(key_from_file(Path(str(key_file))))
+            except KeyProblem as problem:
+                problems["GITHUB_APP_PRIVATE_KEY_FILE"] = str(problem)
+        try:
+            settings = handler(data)
+        except ValidationError as error:
+            raise _with_problems(error.title, error.errors(), problems) from None
+        if problems:
+            raise _with_problems(cls.__name__, [], problems)
+        settings._github_app_key = key or settings.github_app_private_key
+        return settings
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[!-~]+", value.get_secret_value()):
             raise ValueError(
-                "GitHub App mode is not supported yet (an App cannot be a required reviewer): "
-                "set GITHUB_TOKEN to a token of a reviewer account"
+                "must be printable ASCII without spaces (a bearer token); leave it unset to "
+                "serve /metrics without one"
             )
-        if any(app):
-            missing = [
-                name.upper() for name, given in zip(_APP_FIELDS, app, strict=True) if not given
-            ]
-            raise ValueError(f"GitHub App mode needs {', '.join(missing)} as well")
-        raise ValueError(
-            "missing: set GITHUB_TOKEN (or GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY, "
-            "GITHUB_APP_INSTALLATION_ID)"
-        )
+        return value
 
     @field_validator("github_repository")
     @classmethod
@@ -179,43 +253,41 @@ class Settings(DatabaseSettings):
                 )
         return value
 
-    @field_validator("release_channels", mode="before")
+    @field_validator("release_channels", "rollout_approvers", mode="before")
     @classmethod
-    def _channels_split(cls, value: object) -> object:
-        return _split(value)
-
-    @field_validator("release_channels")
-    @classmethod
-    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("needs at least one channel id")
-        bad = [item for item in value if not CHANNEL_ID.fullmatch(item)]
-        if bad:
-            raise ValueError(f"{', '.join(bad)}: not a Slack channel id (C... or G...)")
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("rollout_approvers", mode="before")
+    @field_validator("release_channels", "rollout_approvers")
     @classmethod
-    def _approvers_split(cls, value: object) -> object:
-        return _split(value)
-
-    @field_validator("rollout_approvers")
-    @classmethod
-    def _approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _slack_ids(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        assert info.field_name is not None
+        rule = _SLACK_IDS[info.field_name]
         if not value:
-            raise ValueError("needs at least one Slack user id (U... or W...) or group id (S...)")
-        bad = [item for item in value if not APPROVER_ID.fullmatch(item)]
+            raise ValueError(rule.none)
+        bad = [item for item in value if not rule.pattern.fullmatch(item)]
         if bad:
-            raise ValueError(f"{', '.join(bad)}: not a Slack user id (U..., W...) or group (S...)")
+            raise ValueError(f"{', '.join(bad)}: {rule.bad}")
         return value
+
+    def github_credentials(self) -> SecretStr | GitHubApp:
+        """GITHUB_TOKEN, or the GitHub App (its key as read at start)."""
+        if self.github_token is not None and self.github_token.get_secret_value():
+            return self.github_token
+        # `_github_mode` refuses a half-set App.
+        assert self.github_app_id is not None and self._github_app_key is not None
+        return GitHubApp(self.github_app_id, self._github_app_key, self.github_app_installation_id)
 
     def plan(self) -> RolloutPlan:
         """The rollout plan: the file named by ROLLOUT_PLAN, or the built-in Scriptum plan."""
         return load_plan(self.rollout_plan)
 
     def secret_values(self) -> list[str]:
-        """Every configured secret, for the log scrubber: the SecretStr settings and the
-        passwords inside URLs (a Prometheus or database URL may carry credentials)."""
+        """Every configured secret, for the log scrubber: the SecretStr settings, the passwords
+        inside URLs (a Prometheus or database URL may carry credentials), and each line of the
+        GitHub App's private key (a line alone is part of the key too)."""
         secrets = [
             value.get_secret_value()
             for name in type(self).model_fields
@@ -227,7 +299,14 @@ class Settings(DatabaseSettings):
             if isinstance(url := getattr(self, name), AnyHttpUrl) and url.password
         ]
         database_password = make_url(self.database_url).password
-        return secrets + passwords + ([str(database_password)] if database_password else [])
+        key = self._github_app_key.get_secret_value() if self._github_app_key is not None else ""
+        key_lines = [line for line in key.splitlines() if not line.startswith("-----")]
+        return (
+            secrets
+            + passwords
+            + ([str(database_password)] if database_password else [])
+            + key_lines
+        )
 
     def describe(self) -> list[tuple[str, str]]:
         """Every setting as (ENV_NAME, value) with secrets masked, for `check-config`."""
@@ -250,7 +329,30 @@ class Settings(DatabaseSettings):
         return rows
 
 
-_APP_FIELDS = ("github_app_id", "github_app_private_key", "github_app_installation_id")
+def _given(value: object) -> bool:
+    """Whether a raw setting was given (an empty value is not)."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and (not isinstance(value, str) or bool(value.strip()))
+
+
+def _with_problems(
+    title: str, errors: Sequence[ErrorDetails], problems: Mapping[str, str]
+) -> ValidationError:
+    """The settings' errors and `problems` (by environment name) as one ValidationError."""
+    details = [
+        InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+        for e in errors
+    ]
+    details += [
+        InitErrorDetails(
+            type=PydanticCustomError("github_settings", text),
+            loc=(name.lower(),),
+            input=None,
+        )
+        for name, text in problems.items()
+    ]
+    return ValidationError.from_exception_data(title, details)
 
 
 def _metrics_sources(info: ValidationInfo) -> set[str]:

@@ -1,8 +1,10 @@
 """One logging setup for every entry point.
 
 Lines about a rollout carry its id (set with `rollout_context`), in text and JSON alike, and
-every configured secret value is scrubbed from every line as a last line of defence: code
-should never log a secret, and this makes sure a slip does not leak one.
+every configured secret value, and anything shaped like a GitHub token (an App's installation
+tokens are minted at run time, so no list can name them), is scrubbed from every line as a last
+line of defence: code should never log a secret, and this makes sure a slip does not leak one.
+PyGithub, for one, logs whole responses at DEBUG, the minted installation token included.
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 _rollout_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rollout_id", default=None)
 
 REDACTED = "[redacted]"
+GITHUB_TOKEN_SHAPE = re.compile(r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]+")
+"""GitHub's token formats: `ghs_` installation tokens, `ghp_` classic and `github_pat_`
+fine-grained personal tokens, `gho_`/`ghu_`/`ghr_` OAuth, user and refresh tokens."""
 
 
 @contextlib.contextmanager
@@ -40,17 +46,16 @@ class _ContextFilter(logging.Filter):
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return text
+        return GITHUB_TOKEN_SHAPE.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "rollout_id"):
             record.rollout_id = _rollout_id.get()
-        if self._secrets:
-            record.msg = self._scrub(record.getMessage())
-            record.args = None
-            if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
-                record.exc_info = None
+        record.msg = self._scrub(record.getMessage())
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = self._scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         return True
 
 
@@ -92,4 +97,9 @@ def configure_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> N
     root.setLevel(level)
     # Library chatter at INFO carries request details we do not need in production logs.
     for noisy in ("slack_bolt", "slack_sdk", "github", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+        library = logging.getLogger(noisy)
+        library.setLevel(max(logging.getLevelName(level), logging.WARNING))
+        # PyGithub adds a stderr handler of its own to `github` on import: its lines would be
+        # written twice, once unscrubbed. They go through the one handler above instead.
+        library.handlers[:] = []
+        library.propagate = True

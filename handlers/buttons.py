@@ -1,39 +1,48 @@
-"""Buttons on the rollout cards and the forms they open (figures, custom extension, redeploy).
+"""Buttons on the rollout cards and the forms they open (figures, custom extension, redeploy,
+link a run, the reason to override a freeze for a refused Dispatch).
 
 Each click is acknowledged at once, its payload and typed value validated, and one control
-called (`bot.controls`: channel, approver, stale card, two-person rule, exactly once, audit);
-refusals and errors come back ephemerally. A form is validated before Slack is answered;
+called (`bot.services.controls`: channel, approver, stale card, two-person rule, exactly once,
+audit); refusals and errors come back ephemerally. A form is validated before Slack is answered;
 what goes wrong after that is answered ephemerally in the channel it came from.
 
-The plain clicks are a table (`CLICKS`: action id to control call); a button that opens a
-form has a listener of its own.
+The plain clicks are a table (`CLICKS`: action id to control call), and so are the buttons
+that open a form (`FORMS`: action id to the modal it draws), and so are the submitted forms
+(`SUBMISSIONS`: callback id to how the form is checked and what it does).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.controls import ControlService, Origin
-from bot.domain.controls import CardRef, Control
-from bot.services import Services
-from handlers import control_views, rollout_views
-from handlers.actions import (
+from bot.adapters.slack import contents_view, control_views, figures_modal
+from bot.adapters.slack.actions import (
     Action,
     ButtonValue,
     Callback,
     ExtendMetadata,
     FiguresMetadata,
     InvalidPayload,
+    LinkMetadata,
+    OverrideMetadata,
     RedeployMetadata,
 )
-from handlers.errors import Listener, acknowledged, explain
+from bot.adapters.slack.blocks import ViewJson
+from bot.adapters.slack.rollout_card import EXTEND_STEP
+from bot.domain.controls import CardRef, Control
+from bot.services.catalog import Services
+from bot.services.controls import ControlService
+from bot.services.requests import Origin
+from bot.services.telemetry import Telemetry
+from handlers.errors import Listener, acknowledged, explain, failure_outcome
 from handlers.origin import card_of, click_origin, form_origin
 from handlers.payloads import BlockActions, ViewSubmission, parse
 
@@ -45,11 +54,14 @@ CLICKS: dict[Action, Click] = {
     Action.DISPATCH: lambda controls, origin, card: controls.dispatch(origin, card),
     Action.RECHECK: lambda controls, origin, card: controls.recheck(origin, card),
     Action.CANCEL_PREFLIGHT: lambda controls, origin, card: controls.cancel(origin, card),
+    Action.CANCEL_SCHEDULE: lambda controls, origin, card: controls.preflight(
+        origin, Control.CANCEL_SCHEDULE, card
+    ),
     Action.PROMOTE: lambda controls, origin, card: controls.promote(origin, card),
     Action.ROLLBACK: lambda controls, origin, card: controls.abort(origin, gate="relay", card=card),
     Action.KILL: lambda controls, origin, card: controls.abort(origin, gate="desktop", card=card),
     Action.EXTEND_WINDOW: lambda controls, origin, card: controls.extend(
-        origin, card, by=rollout_views.EXTEND_STEP
+        origin, card, by=EXTEND_STEP
     ),
     Action.REEVALUATE: lambda controls, origin, card: controls.reevaluate(origin, card),
 }
@@ -66,23 +78,30 @@ def _stage(card: CardRef) -> tuple[str, str]:
     return card.track, card.stage
 
 
-def _clicked(controls: ControlService, act: Click) -> Listener:
+def _clicked(controls: ControlService, act: Click, telemetry: Telemetry) -> Listener:
     async def clicked(
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
         click = parse(BlockActions, body)
         await act(controls, click_origin(click, request), _card(click))
 
-    return acknowledged(clicked)
+    return acknowledged(telemetry)(clicked)
 
 
 async def _answer_form(
-    client: AsyncWebClient, form: ViewSubmission, channel: str | None, work: Awaitable[object]
+    telemetry: Telemetry,
+    client: AsyncWebClient,
+    form: ViewSubmission,
+    request: AsyncBoltRequest,
+    channel: str | None,
+    act: Callable[[Origin], Awaitable[object]],
 ) -> None:
-    """Run a submitted form's work; its refusal or error goes to the submitter, ephemerally."""
+    """Run a submitted (and acknowledged) form's control call; its refusal or error goes to
+    the submitter, ephemerally, in the channel the form was opened from."""
     try:
-        await work
+        await act(form_origin(form, request, channel_id=channel))
     except Exception as error:
+        failure_outcome(error, telemetry)  # a form is not a click: only a refusal is counted
         text, blocks = explain(error, form.model_dump(mode="json"))
         if not channel:
             return
@@ -92,120 +111,87 @@ async def _answer_form(
             )
 
 
+async def _extend_form(controls: ControlService, origin: Origin, card: CardRef) -> ViewJson:
+    track, stage = _stage(card)
+    rollout, plan = await controls.open_form(origin, Control.EXTEND_BY, card)
+    return control_views.extend_modal(
+        rollout, plan, track=track, stage=stage, channel_id=origin.channel_id
+    )
+
+
+async def _figures_form(controls: ControlService, origin: Origin, card: CardRef) -> ViewJson:
+    track, stage = _stage(card)
+    rollout, plan = await controls.open_form(origin, Control.FIGURES, card)
+    return figures_modal.figures_modal(rollout, plan, track, stage)
+
+
+async def _link_form(controls: ControlService, origin: Origin, card: CardRef) -> ViewJson:
+    rollout, plan = await controls.open_form(origin, Control.LINK_RUN, card)
+    return control_views.link_modal(rollout, plan, channel_id=origin.channel_id)
+
+
+async def _override_form(controls: ControlService, origin: Origin, card: CardRef) -> ViewJson:
+    rollout, _ = await controls.open_form(origin, Control.OVERRIDE_FREEZE, card)
+    return control_views.override_modal(
+        replace(rollout, version=card.version or rollout.version), channel_id=origin.channel_id
+    )
+
+
+async def _redeploy_form(controls: ControlService, origin: Origin, card: CardRef) -> ViewJson:
+    offer = await controls.redeploy_offer(origin, card)
+    return control_views.redeploy_modal(offer, channel_id=origin.channel_id)
+
+
+async def _contents_list(controls: ControlService, origin: Origin, card: CardRef) -> ViewJson:
+    return contents_view.contents_modal(await controls.release_contents(card.rollout_id))
+
+
+Form = Callable[[ControlService, Origin, CardRef], Awaitable[ViewJson]]
+"""What a button that opens a form does: checks with the controls that the clicker may act on
+the card now, and draws the modal."""
+
+FORMS: dict[Action, Form] = {
+    Action.EXTEND_CUSTOM: _extend_form,
+    Action.ENTER_FIGURES: _figures_form,
+    Action.REDEPLOY: _redeploy_form,
+    Action.LINK_RUN: _link_form,
+    Action.OVERRIDE_FREEZE: _override_form,
+    Action.SHOW_CONTENTS: _contents_list,
+}
+
+
+def _opens(controls: ControlService, form: Form, telemetry: Telemetry) -> Listener:
+    async def opens(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        respond: AsyncRespond,
+        request: AsyncBoltRequest,
+        client: AsyncWebClient,
+    ) -> None:
+        click = parse(BlockActions, body)
+        modal = await form(controls, click_origin(click, request), _card(click))
+        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+
+    return acknowledged(telemetry, waits=False)(opens)
+
+
 def register(app: AsyncApp, services: Services) -> None:
     controls = services.controls
     for action, act in CLICKS.items():
-        app.action(action)(_clicked(controls, act))
-
-    @app.action(Action.EXTEND_CUSTOM)
-    @acknowledged
-    async def extend_custom(
-        ack: AsyncAck,
-        body: dict[str, Any],
-        respond: AsyncRespond,
-        request: AsyncBoltRequest,
-        client: AsyncWebClient,
-    ) -> None:
-        click = parse(BlockActions, body)
-        origin, card = click_origin(click, request), _card(click)
-        track, stage = _stage(card)
-        rollout, plan = await controls.open_form(origin, Control.EXTEND_BY, card)
-        modal = control_views.extend_modal(
-            rollout, plan, track=track, stage=stage, channel_id=origin.channel_id
-        )
-        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
-
-    @app.action(Action.ENTER_FIGURES)
-    @acknowledged
-    async def enter_figures(
-        ack: AsyncAck,
-        body: dict[str, Any],
-        respond: AsyncRespond,
-        request: AsyncBoltRequest,
-        client: AsyncWebClient,
-    ) -> None:
-        click = parse(BlockActions, body)
-        origin, card = click_origin(click, request), _card(click)
-        track, stage = _stage(card)
-        rollout, plan = await controls.open_form(origin, Control.FIGURES, card)
-        modal = rollout_views.figures_modal(rollout, plan, track, stage)
-        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
-
-    @app.action(Action.REDEPLOY)
-    @acknowledged
-    async def redeploy(
-        ack: AsyncAck,
-        body: dict[str, Any],
-        respond: AsyncRespond,
-        request: AsyncBoltRequest,
-        client: AsyncWebClient,
-    ) -> None:
-        click = parse(BlockActions, body)
-        origin = click_origin(click, request)
-        offer = await controls.redeploy_offer(origin, _card(click))
-        modal = control_views.redeploy_modal(offer, channel_id=origin.channel_id)
-        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
-
-    @app.view(Callback.FIGURES)
-    async def figures_submitted(
-        ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
-    ) -> None:
-        form = parse(ViewSubmission, body)
-        figures, errors = rollout_views.parse_figures(form.values())
-        if not await services.approvers.is_approver(form.user.id):
-            errors = {rollout_views.CRASH_RATE_BLOCK: "Only release approvers may enter figures."}
-        metadata = _metadata(FiguresMetadata, form)
-        if metadata is None:
-            errors = {rollout_views.CRASH_RATE_BLOCK: _FOREIGN_FORM}
-        if figures is None or errors or metadata is None:
-            await ack(response_action="errors", errors=errors)
-            return
-        await ack()
-        card = CardRef(metadata.rollout_id, metadata.track, metadata.stage)
-        origin = form_origin(form, request, channel_id=metadata.channel_id)
-        await _answer_form(
-            client, form, metadata.channel_id, controls.submit_figures(origin, card, figures)
-        )
-
-    @app.view(Callback.EXTEND)
-    async def extend_submitted(
-        ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
-    ) -> None:
-        form = parse(ViewSubmission, body)
-        by, errors = control_views.parse_extension(form.values())
-        metadata = _metadata(ExtendMetadata, form)
-        if metadata is None:
-            errors = {control_views.DURATION_BLOCK: _FOREIGN_FORM}
-        if by is None or metadata is None:
-            await ack(response_action="errors", errors=errors)
-            return
-        await ack()
-        card = CardRef(metadata.rollout_id, metadata.track, metadata.stage, metadata.version)
-        origin = form_origin(form, request, channel_id=metadata.channel_id)
-        work = controls.extend(origin, card, by=by, control=Control.EXTEND_BY)
-        await _answer_form(client, form, metadata.channel_id, work)
-
-    @app.view(Callback.REDEPLOY)
-    async def redeploy_submitted(
-        ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
-    ) -> None:
-        form = parse(ViewSubmission, body)
-        metadata = _metadata(RedeployMetadata, form)
-        if metadata is None:
-            # The dialog has no input to hang an error on: it turns into the explanation.
-            await ack(response_action="update", view=control_views.notice_modal(_FOREIGN_FORM))
-            return
-        await ack()
-        card = CardRef(metadata.rollout_id, metadata.track)
-        origin = form_origin(form, request, channel_id=metadata.channel_id)
-        work = controls.redeploy(origin, card, tag=metadata.tag)
-        await _answer_form(client, form, metadata.channel_id, work)
+        app.action(action)(_clicked(controls, act, services.telemetry))
+    for action, form in FORMS.items():
+        app.action(action)(_opens(controls, form, services.telemetry))
+    for callback, submission in SUBMISSIONS.items():
+        app.view(callback)(_submitted(services, submission))
 
 
 _FOREIGN_FORM = "This form was not made by this bot (or by an older version): open it again."
 
 
-Metadata = TypeVar("Metadata", FiguresMetadata, ExtendMetadata, RedeployMetadata)
+Metadata = TypeVar(
+    "Metadata", FiguresMetadata, ExtendMetadata, RedeployMetadata, LinkMetadata, OverrideMetadata
+)
+Typed = TypeVar("Typed")
 
 
 def _metadata(model: type[Metadata], form: ViewSubmission) -> Metadata | None:
@@ -214,3 +200,107 @@ def _metadata(model: type[Metadata], form: ViewSubmission) -> Metadata | None:
         return model.decode(form.view.private_metadata)
     except InvalidPayload:
         return None
+
+
+@dataclass(frozen=True)
+class Submission(Generic[Metadata, Typed]):
+    """How one submitted form is checked before Slack is answered, and what it does after."""
+
+    metadata: type[Metadata]
+    read: Callable[[Mapping[str, Any]], tuple[Typed | None, dict[str, str]]]
+    """The typed input, or Slack's `errors` keyed by block id."""
+    block: str | None
+    """The input block an error hangs on; None: the dialog has no input, and a foreign form
+    turns into the explanation instead."""
+    act: Callable[[ControlService, Origin, Metadata, Typed], Awaitable[object]]
+    control: Control | None = None
+    """Checked before the answer, so the form itself says who may submit it."""
+
+
+def _confirmed(_: Mapping[str, Any]) -> tuple[bool, dict[str, str]]:
+    """A dialog without inputs: submitting it is the confirmation."""
+    return True, {}
+
+
+SUBMISSIONS: dict[Callback, Submission[Any, Any]] = {
+    Callback.FIGURES: Submission(
+        FiguresMetadata,
+        figures_modal.parse_figures,
+        figures_modal.CRASH_RATE_BLOCK,
+        lambda controls, origin, meta, figures: controls.submit_figures(
+            origin, CardRef(meta.rollout_id, meta.track, meta.stage), figures
+        ),
+        control=Control.FIGURES,
+    ),
+    Callback.EXTEND: Submission(
+        ExtendMetadata,
+        control_views.parse_extension,
+        control_views.DURATION_BLOCK,
+        lambda controls, origin, meta, by: controls.extend(
+            origin,
+            CardRef(meta.rollout_id, meta.track, meta.stage, meta.version),
+            by=by,
+            control=Control.EXTEND_BY,
+        ),
+    ),
+    Callback.REDEPLOY: Submission(
+        RedeployMetadata,
+        _confirmed,
+        None,
+        lambda controls, origin, meta, _: controls.redeploy(
+            origin, CardRef(meta.rollout_id, meta.track), tag=meta.tag
+        ),
+    ),
+    Callback.LINK_RUN: Submission(
+        LinkMetadata,
+        control_views.parse_link,
+        control_views.LINK_BLOCK,
+        lambda controls, origin, meta, run: controls.link_run(
+            origin, run, CardRef(meta.rollout_id)
+        ),
+        control=Control.LINK_RUN,
+    ),
+    Callback.OVERRIDE_FREEZE: Submission(
+        OverrideMetadata,
+        control_views.parse_reason,
+        control_views.REASON_BLOCK,
+        lambda controls, origin, meta, reason: controls.lane.override_freeze(
+            origin, CardRef(meta.rollout_id, version=meta.version), reason=reason
+        ),
+        control=Control.OVERRIDE_FREEZE,
+    ),
+}
+
+
+def _submitted(services: Services, submission: Submission[Any, Any]) -> Listener:
+    controls = services.controls
+
+    async def submitted(
+        ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
+    ) -> None:
+        form = parse(ViewSubmission, body)
+        metadata = _metadata(submission.metadata, form)
+        typed, errors = submission.read(form.values())
+        block = submission.block
+        if block is None and metadata is None:
+            await ack(response_action="update", view=control_views.notice_modal(_FOREIGN_FORM))
+            return
+        if block is not None and metadata is None:
+            errors = {block: _FOREIGN_FORM}
+        elif block is not None and submission.control is not None:
+            refused = await controls.form_refusal(form.user.id, submission.control)
+            errors = {block: refused} if refused is not None else errors
+        if typed is None or errors or metadata is None:
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()
+        await _answer_form(
+            services.telemetry,
+            client,
+            form,
+            request,
+            metadata.channel_id,
+            lambda origin: submission.act(controls, origin, metadata, typed),
+        )
+
+    return submitted

@@ -13,25 +13,34 @@ the person with chat.postEphemeral instead, as does an answer the response_url r
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
-from slack_sdk.models.attachments import Attachment
-from slack_sdk.models.blocks import Block
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.adapters.slack import lane_words, views
+from bot.adapters.slack.blocks import BlockJson
+from bot.adapters.slack.limits import RESPONSE_URL_LIFETIME, RESPONSE_URL_USES
+from bot.domain import rollout_command as commands
 from bot.domain.errors import InvalidCommand, RolloutError
-from bot.services import Services
-from handlers import views
+from bot.services.catalog import Services
+from bot.services.failures import TRANSIENT, error_summary
+from bot.services.lane import LaneClosed
+from bot.services.telemetry import Handled, Telemetry
+from handlers import ack_first
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +58,36 @@ async def report(error: Exception, body: dict[str, Any], respond: AsyncRespond |
         log.warning("could not answer through the response_url: %s", type(lost).__name__)
 
 
-def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[views.Block]]:
-    """The answer to a failed request: a known error's message, or a reference id that the
-    log line of the unknown error carries."""
+INTERRUPTED = (
+    "The bot lost its connection to its database or to a service while handling this, so it "
+    "cannot tell whether it went through. The card shows what happened: look there before "
+    "trying again."
+)
+
+
+def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[BlockJson]]:
+    """The answer to a failed request: a known error's message, the truth about an interrupted
+    one (a database or network blip: one WARNING line), or a reference id that the log line of
+    the unknown error carries next to its traceback."""
+    what = body.get("command") or body.get("type")
     if isinstance(error, RolloutError):
         log.info("refused: %s (%s)", error.code, error.message)
         text = error.message
-        blocks = views.error_blocks(text, with_help=isinstance(error, InvalidCommand))
+        blocks = views.error_blocks(
+            text, with_help=isinstance(error, InvalidCommand) and error.with_help
+        )
+        if isinstance(error, LaneClosed) and error.overridable and body.get("actions"):
+            blocks += lane_words.override_button(str(body["actions"][0].get("value", "")))
+    elif isinstance(error, TRANSIENT):
+        log.warning("handling %s was interrupted: %s", what, error_summary(error))
+        text = INTERRUPTED
+        blocks = views.error_blocks(text)
     else:
         reference = uuid.uuid4().hex[:12]
         log.error(
             "unexpected error (ref %s) handling %s",
             reference,
-            body.get("command") or body.get("type"),
+            what,
             exc_info=error,
         )
         text = f"Something went wrong. Reference: `{reference}` (quote it to your bot admin)."
@@ -69,28 +95,75 @@ def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[views.Blo
     return text, blocks
 
 
-def acknowledged(listener: Listener) -> Listener:
-    """Acknowledge at once, then run the listener and answer its errors with `report`.
+def subcommand_name(text: str) -> str:
+    """The subcommand a command's text names (`unknown` when none), for its audit event and
+    its metrics."""
+    word = (text.split() or ["help"])[0].lower()
+    return word if word in set(commands.Subcommand) else "unknown"
 
-    The listener declares `ack`, `body` and `respond` (Bolt passes arguments by name) and
-    does not call `ack` itself.
+
+def _handled_as(body: dict[str, Any]) -> tuple[Handled, str]:
+    """What was answered: a click by its action id, a command by its subcommand."""
+    if body.get("type") == "block_actions":
+        return "click", str(body["actions"][0]["action_id"])
+    return "command", subcommand_name(str(body.get("text", "")))
+
+
+def failure_outcome(error: Exception, telemetry: Telemetry) -> str:
+    """How a request that failed ended, for the metrics (`refused`, `interrupted`, `error`);
+    a refusal is counted by its reason."""
+    if isinstance(error, RolloutError):
+        telemetry.refused(reason=error.code)
+        return "refused"
+    return "interrupted" if isinstance(error, TRANSIENT) else "error"
+
+
+def acknowledged(telemetry: Telemetry, *, waits: bool = True) -> Callable[[Listener], Listener]:
+    """Acknowledge at once, then run the listener and answer its errors with `report`; count
+    the command or click by how it ended.
+
+    The listener declares `ack`, `body` and `request` (Bolt passes arguments by name; checked
+    here) and does not call `ack` itself. Its work is counted by the app's `AckFirst` (so a
+    shutdown waits for it) and, over HTTP and when `waits`, starts once the requests in
+    flight are acknowledged (`handlers.ack_first`). A form's opener does not wait: Slack's
+    trigger_id expires 3 seconds after the click.
     """
 
-    @functools.wraps(listener)
-    async def run(**kwargs: Any) -> None:
-        ack: AsyncAck = kwargs["ack"]
-        await ack()
-        try:
-            await listener(**kwargs)
-        except Exception as error:
-            await report(error, kwargs["body"], kwargs.get("respond"))
+    def wrap(listener: Listener) -> Listener:
+        missing = _NEEDED - set(inspect.signature(listener).parameters)
+        if missing:
+            raise TypeError(f"{listener.__qualname__} must declare {', '.join(sorted(missing))}")
 
-    return run
+        @functools.wraps(listener)
+        async def run(**kwargs: Any) -> None:
+            request: AsyncBoltRequest = kwargs["request"]
+            acks: ack_first.AckFirst | None = request.context.get(ack_first.CONTEXT_KEY)
+            with acks.working() if acks is not None else contextlib.nullcontext():
+                await kwargs["ack"]()
+                if acks is not None and waits and request.mode == "http":
+                    await acks.acknowledged()
+                await _answered(listener, kwargs, telemetry)
+
+        return run
+
+    return wrap
 
 
-RESPONSE_URL_USES = 5
-RESPONSE_URL_LIFETIME = 30 * 60.0
-"""Slack's limit: a response_url takes 5 posts within 30 minutes (seconds)."""
+_NEEDED = frozenset({"ack", "body", "request"})
+"""What a listener wrapped by `acknowledged` declares."""
+
+
+async def _answered(listener: Listener, kwargs: dict[str, Any], telemetry: Telemetry) -> None:
+    """Run the listener, answer its error, count how it ended."""
+    body = kwargs["body"]
+    outcome = "ok"
+    try:
+        await listener(**kwargs)
+    except Exception as error:
+        outcome = failure_outcome(error, telemetry)
+        await report(error, body, kwargs.get("respond"))
+    kind, name = _handled_as(body)
+    telemetry.handled(kind=kind, name=name, outcome=outcome)
 
 
 class ResponseUrlUses:
@@ -143,27 +216,22 @@ class LimitedRespond(AsyncRespond):
         self._user_id = user_id
 
     async def __call__(  # type: ignore[override]
-        self,
-        text: str | dict[str, Any] = "",
-        blocks: Sequence[dict[str, Any] | Block] | None = None,
-        attachments: Sequence[dict[str, Any] | Attachment] | None = None,
-        response_type: str | None = None,
-        replace_original: bool | None = None,
-        delete_original: bool | None = None,
-        **more: Any,
+        self, text: str | dict[str, Any] = "", **more: Any
     ) -> WebhookResponse:
-        whole = dict(
-            text=text,
-            blocks=blocks,
-            attachments=attachments,
-            response_type=response_type,
-            replace_original=replace_original,
-            delete_original=delete_original,
-            **more,
-        )
+        """Bolt's `respond(text, blocks=..., response_type=..., replace_original=..., ...)`."""
+        whole = {"text": text, **more}
         if self._uses.take(self._url):
+            # On the app's HTTP session (the Web API client's), where Bolt's `respond` would
+            # open a session and a connection for each answer.
+            # No retry of its own: after a dropped connection it could post an answer twice
+            # (in the channel, too) and spend two of the 5 uses where `take` counted one.
+            webhook = AsyncWebhookClient(
+                url=self._url, session=self._client.session, retry_handlers=[]
+            )
             try:
-                sent = await super().__call__(**whole)
+                sent = await (
+                    webhook.send_dict(text) if isinstance(text, dict) else webhook.send(**whole)
+                )
             except (aiohttp.ClientError, TimeoutError) as error:
                 log.warning("response_url failed (%s); answering with chat.postEphemeral", error)
             else:
@@ -175,8 +243,8 @@ class LimitedRespond(AsyncRespond):
     async def _ephemeral(self, whole: dict[str, Any]) -> WebhookResponse:
         skipped = WebhookResponse(url=self._url, status_code=429, body="skipped", headers={})
         text = whole["text"]
-        changes_original = whole["replace_original"] or whole["delete_original"]
-        in_channel = whole["response_type"] == "in_channel"
+        changes_original = whole.get("replace_original") or whole.get("delete_original")
+        in_channel = whole.get("response_type") == "in_channel"
         if changes_original or in_channel or not isinstance(text, str) or not self._user_id:
             log.info("an answer beyond the response_url's limit was skipped")
             return skipped
@@ -185,7 +253,7 @@ class LimitedRespond(AsyncRespond):
                 channel=self._channel_id or "",
                 user=self._user_id,
                 text=text,
-                blocks=whole["blocks"],
+                blocks=whole.get("blocks"),
             )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as error:
             log.warning("an answer could not be sent: %s", type(error).__name__)

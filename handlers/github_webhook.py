@@ -3,7 +3,7 @@
 The signature is HMAC-SHA256 of the raw body with GITHUB_WEBHOOK_SECRET, compared in
 constant time. Without a configured secret every delivery is refused: an endpoint that
 cannot authenticate must not act on what it is sent. A signed delivery goes to the webhook
-service (`bot.webhooks`), which remembers it and acts on it after this answer: GitHub waits
+service (`bot.services.webhooks`), which remembers it and acts on it after this answer: GitHub waits
 10 seconds at most for one.
 """
 
@@ -16,8 +16,9 @@ import logging
 
 from aiohttp import web
 
-from bot.app_keys import SERVICES, SETTINGS
-from bot.webhooks import Taken
+from bot.services.failures import TRANSIENT, error_summary
+from bot.services.webhooks import Taken
+from handlers.app_keys import SERVICES, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,22 @@ async def receive(request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "event": "ping"})
     if not delivery or len(delivery) > 64:
         return web.json_response({"error": "missing or invalid X-GitHub-Delivery"}, status=400)
-    intake = await request.app[SERVICES].webhooks.take(
-        delivery_id=delivery, event=event, payload=payload
-    )
+    webhooks = request.app[SERVICES].webhooks
+    try:
+        intake = await webhooks.take(delivery_id=delivery, event=event, payload=payload)
+    except TRANSIENT as error:
+        # A database blip mid-intake. Taking a delivery in is idempotent (its id decides):
+        # once more, on a fresh connection; GitHub does not redeliver a failed one by itself.
+        log.warning("webhook %s (delivery %s): %s", event, delivery, error_summary(error))
+        try:
+            intake = await webhooks.take(delivery_id=delivery, event=event, payload=payload)
+        except TRANSIENT as again:
+            log.warning(
+                "webhook %s (delivery %s) not taken in: %s", event, delivery, error_summary(again)
+            )
+            return web.json_response(
+                {"error": "the bot could not take the delivery in: redeliver it"}, status=503
+            )
     log.info("webhook %s (delivery %s): %s, %s", event, delivery, intake.taken, intake.reason)
     answer = {
         "ok": True,

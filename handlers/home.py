@@ -11,9 +11,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.services import Services
-from handlers import rollout_views, views
-from handlers.commands import plans_of
+from bot.adapters.slack import views
+from bot.adapters.slack.status_views import active_blocks
+from bot.services.catalog import Services
+from bot.version import build
 from handlers.payloads import EventCallback, parse
 
 NOT_SHOWN = (
@@ -29,11 +30,7 @@ def register(app: AsyncApp, services: Services) -> None:
         if event.tab != "home" or event.user is None:
             return
         if await services.audience.admits(event.user):
-            active = await services.rollouts.active()
-            plans = await plans_of(services, active)
-            shown = rollout_views.status_blocks(active, lambda r: plans[r.id])
+            shown = active_blocks(await services.rollouts.active_with_plans())
         else:
             _, shown = views.note(NOT_SHOWN)
-        await client.views_publish(
-            user_id=event.user, view={"type": "home", "blocks": shown + views.help_blocks()}
-        )
+        await client.views_publish(user_id=event.user, view=views.home_tab(shown, running=build()))

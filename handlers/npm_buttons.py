@@ -1,113 +1,65 @@
-"""The NPM_TOKEN walkthrough's buttons, and the Slack side of its message.
+"""The NPM_TOKEN walkthrough's buttons.
 
 Each click is acknowledged at once; the listener reads which message was clicked (the payload's
 container) and the walkthrough its button carried, and makes one service call, which redraws
-the message with chat.update. Refusals come back ephemerally through `acknowledged`.
+the message with chat.update. Refusals come back ephemerally through `acknowledged`. The clicks
+are a table (`NPM_CLICKS`: action id to service call), audited under the action id.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.adapters.slack.actions import InvalidPayload
+from bot.adapters.slack.npm_views import NpmAction, decode_state
 from bot.domain.npm import Walkthrough
-from bot.npm_token import MessageRef, WalkthroughNotPosted
-from bot.services import Services
-from handlers.actions import InvalidPayload
-from handlers.errors import acknowledged
-from handlers.npm_views import (
-    NpmAction,
-    WalkthroughSetup,
-    decode_state,
-    walkthrough_blocks,
-    walkthrough_text,
-)
+from bot.services.catalog import Services
+from bot.services.npm_walkthrough import MessageRef, NpmTokenService
+from handlers.errors import Listener, acknowledged
 from handlers.origin import click_origin
+from handlers.payloads import BlockActions, parse
 
-log = logging.getLogger(__name__)
+Step = Callable[[NpmTokenService, MessageRef, Walkthrough, str], Awaitable[object]]
+"""What a walkthrough button does: one call on the walkthrough for the message it was on, with
+the walkthrough that message showed and the person who clicked."""
 
-
-class SlackWalkthroughBoard:
-    """`WalkthroughBoard` on Slack: chat.postMessage once, then chat.update in place."""
-
-    def __init__(self, client: AsyncWebClient, *, setup: WalkthroughSetup) -> None:
-        self._client = client
-        self._setup = setup
-
-    async def post(self, *, channel: str, walkthrough: Walkthrough) -> MessageRef:
-        try:
-            posted = await self._client.chat_postMessage(
-                channel=channel,
-                text=walkthrough_text(self._setup),
-                blocks=walkthrough_blocks(walkthrough, self._setup),
-            )
-        except SlackApiError as error:
-            reason = error.response.get("error")
-            log.warning("could not post the npm-token walkthrough in %s: %s", channel, reason)
-            raise WalkthroughNotPosted(
-                f"The bot cannot post in this conversation ({reason}). Use `/rollout npm-token` "
-                "in a release channel or in a direct message with the bot."
-            ) from None
-        return MessageRef(channel=str(posted["channel"]), ts=str(posted["ts"]))
-
-    async def update(self, *, message: MessageRef, walkthrough: Walkthrough) -> None:
-        try:
-            await self._client.chat_update(
-                channel=message.channel,
-                ts=message.ts,
-                text=walkthrough_text(self._setup),
-                blocks=walkthrough_blocks(walkthrough, self._setup),
-            )
-        except SlackApiError as error:
-            log.warning(
-                "could not redraw the npm-token walkthrough %s: %s",
-                message.ts,
-                error.response.get("error"),
-            )
+NPM_CLICKS: dict[NpmAction, Step] = {
+    NpmAction.CHECK_SECRET: lambda npm, message, shown, actor: npm.check_secret(
+        message=message, shown=shown, actor=actor
+    ),
+    NpmAction.CHECK_LAST_RUN: lambda npm, message, shown, actor: npm.check_last_run(
+        message=message, shown=shown, actor=actor
+    ),
+    NpmAction.RUN_RELEASE: lambda npm, message, shown, actor: npm.run_release(
+        message=message, shown=shown, actor=actor
+    ),
+}
 
 
-def _clicked(body: dict[str, Any]) -> tuple[str, MessageRef, Walkthrough]:
-    """The clicking user, the walkthrough message and the state its button carried."""
-    container = body.get("container") or {}
-    channel, ts = container.get("channel_id"), container.get("message_ts")
-    if not channel or not ts:
+def _message(click: BlockActions) -> MessageRef:
+    """The walkthrough message the button is on."""
+    container = click.container
+    if container is None or not container.channel_id or not container.message_ts:
         raise InvalidPayload("This button is not on a walkthrough message.")
-    action = body["actions"][0]
-    state = decode_state(str(action.get("value", "")))
-    return str(body["user"]["id"]), MessageRef(channel=str(channel), ts=str(ts)), state
+    return MessageRef(channel=container.channel_id, ts=container.message_ts)
+
+
+def _clicked(services: Services, action: NpmAction, step: Step) -> Listener:
+    async def clicked(
+        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
+    ) -> None:
+        click = parse(BlockActions, body)
+        message, shown = _message(click), decode_state(click.action.value)
+        async with services.controls.audited(click_origin(click, request), str(action)):
+            await step(services.npm_token, message, shown, click.user.id)
+
+    return acknowledged(services.telemetry)(clicked)
 
 
 def register(app: AsyncApp, services: Services) -> None:
-    walkthroughs = services.npm_token
-
-    @app.action(NpmAction.CHECK_SECRET)
-    @acknowledged
-    async def check_secret(
-        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
-    ) -> None:
-        actor, message, shown = _clicked(body)
-        async with services.controls.audited(click_origin(body, request), "npm_check_secret"):
-            await walkthroughs.check_secret(message=message, shown=shown, actor=actor)
-
-    @app.action(NpmAction.CHECK_LAST_RUN)
-    @acknowledged
-    async def check_last_run(
-        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
-    ) -> None:
-        actor, message, shown = _clicked(body)
-        async with services.controls.audited(click_origin(body, request), "npm_check_last_run"):
-            await walkthroughs.check_last_run(message=message, shown=shown, actor=actor)
-
-    @app.action(NpmAction.RUN_RELEASE)
-    @acknowledged
-    async def run_release(
-        ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
-    ) -> None:
-        actor, message, shown = _clicked(body)
-        async with services.controls.audited(click_origin(body, request), "npm_run_release"):
-            await walkthroughs.run_release(message=message, shown=shown, actor=actor)
+    for action, step in NPM_CLICKS.items():
+        app.action(action)(_clicked(services, action, step))

@@ -7,15 +7,12 @@ controls use the trigger_id to act on a delivery once, and record the retry numb
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.controls import Origin, Via
+from bot.adapters.slack.actions import ButtonValue
 from bot.domain.controls import CardRef
-from handlers.actions import ButtonValue
-from handlers.payloads import BlockActions, ViewSubmission, parse
+from bot.services.requests import Origin, Via
+from handlers.payloads import BlockActions, ViewSubmission
 
 RETRY_HEADER = "x-slack-retry-num"
 
@@ -29,18 +26,10 @@ def slack_retry(request: AsyncBoltRequest | None) -> int:
     return int(first) if first.isdigit() else 0
 
 
-def click_origin(
-    body: BlockActions | Mapping[str, Any], request: AsyncBoltRequest | None
-) -> Origin:
-    """The clicker of a `block_actions` payload and the channel the payload names (raises
-    InvalidPayload when the body is not one)."""
-    click = body if isinstance(body, BlockActions) else parse(BlockActions, body)
+def click_origin(click: BlockActions, request: AsyncBoltRequest | None) -> Origin:
+    """The clicker of a button and the channel the payload names."""
     return Origin(
-        actor=click.user.id,
-        channel_id=click.channel_id,
-        via=Via.CLICK,
-        delivery=click.trigger_id,
-        retry=slack_retry(request),
+        click.user.id, click.channel_id, Via.CLICK, click.trigger_id, slack_retry(request)
     )
 
 
@@ -48,33 +37,15 @@ def form_origin(
     form: ViewSubmission, request: AsyncBoltRequest | None, *, channel_id: str | None
 ) -> Origin:
     """The submitter of a modal, with the channel its opening click came from."""
-    return Origin(
-        actor=form.user.id,
-        channel_id=channel_id or "",
-        via=Via.FORM,
-        delivery=form.trigger_id,
-        retry=slack_retry(request),
-    )
+    return Origin(form.user.id, channel_id or "", Via.FORM, form.trigger_id, slack_retry(request))
 
 
 def command_origin(
     *, user_id: str, channel_id: str, trigger_id: str | None, request: AsyncBoltRequest | None
 ) -> Origin:
-    return Origin(
-        actor=user_id,
-        channel_id=channel_id,
-        via=Via.COMMAND,
-        delivery=trigger_id or None,
-        retry=slack_retry(request),
-    )
+    return Origin(user_id, channel_id, Via.COMMAND, trigger_id or None, slack_retry(request))
 
 
 def card_of(value: ButtonValue) -> CardRef:
     """What the clicked button acts on, as its card showed it."""
-    return CardRef(
-        rollout_id=value.rollout_id,
-        track=value.track,
-        stage=value.stage,
-        version=value.version,
-        hold=value.hold,
-    )
+    return CardRef(value.rollout_id, value.track, value.stage, value.version, value.hold)

@@ -19,8 +19,8 @@ from pydantic import (
     ValidationError,
 )
 
+from bot.adapters.slack.actions import InvalidPayload
 from bot.domain.text import clean_text
-from handlers.actions import InvalidPayload
 
 Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(clean_text)]
 """Free text (a command's text, a button's value): cleaned of what the database cannot store."""

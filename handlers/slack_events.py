@@ -23,7 +23,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from bot.app_keys import BOLT, SETTINGS
+from handlers.app_keys import ACKS, BOLT, SETTINGS
 from handlers.payloads import (
     BlockActions,
     EventCallback,
@@ -69,12 +69,15 @@ async def receive(request: web.Request) -> web.Response:
         name.lower(): value for name, value in request.headers.items()
     }
     headers["content-type"] = "application/json"
+    acks = request.app[ACKS]
     bolt_request = AsyncBoltRequest(
         body=json.dumps(payload.model_dump(mode="json", exclude_none=True)),
         query=request.query_string,
         headers=headers,
     )
-    return await to_aiohttp_response(await request.app[BOLT].async_dispatch(bolt_request))
+    with acks.acknowledging():  # until Bolt answers: the listeners' work waits (`ack_first`)
+        answer = await request.app[BOLT].async_dispatch(bolt_request)
+    return await to_aiohttp_response(answer)
 
 
 def _signed(request: web.Request, body: bytes) -> str | None:

@@ -10,40 +10,18 @@ once its lease has run out.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import delete, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.records import Claim, ClaimState
+from storage.db import from_row, insert_new
 from storage.models import ActionClaimRow
 
 DEFAULT_LEASE = timedelta(minutes=5)
 """How long an unfinished claim holds: far longer than any action takes (a dispatch, a review)."""
-
-
-class ClaimState(StrEnum):
-    CLAIMED = "claimed"
-    """Being carried out by its owner."""
-    DONE = "done"
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """Who claimed an effect, when, and whether it is done; `holder` tells attempts apart."""
-
-    key: str
-    action: str
-    actor: str
-    state: ClaimState
-    claimed_at: datetime
-    holder: str
-    rollout_id: str | None = None
-    track: str | None = None
-    stage: str | None = None
-    done_at: datetime | None = None
 
 
 class ClaimStore:
@@ -71,28 +49,24 @@ class ClaimStore:
 
         `done=True` records a claim that is complete at once (a Slack delivery seen).
         """
-        holder = secrets.token_hex(8)
-        state = ClaimState.DONE if done else ClaimState.CLAIMED
-        values = {
-            "key": key,
-            "action": action,
-            "actor": actor,
-            "state": state.value,
-            "holder": holder,
-            "claimed_at": now,
-            "done_at": now if done else None,
-            "rollout_id": rollout_id,
-            "track": track,
-            "stage": stage,
-        }
+        claim = Claim(
+            key=key,
+            action=action,
+            actor=actor,
+            state=ClaimState.DONE if done else ClaimState.CLAIMED,
+            claimed_at=now,
+            holder=secrets.token_hex(8),
+            rollout_id=rollout_id,
+            track=track,
+            stage=stage,
+            done_at=now if done else None,
+        )
+        values = {**asdict(claim), "state": claim.state.value}
         async with self._sessions.begin() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             won = await session.scalar(
-                insert(ActionClaimRow)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=[ActionClaimRow.key])
-                .returning(ActionClaimRow.key)
+                insert_new(session, ActionClaimRow, values, unique=ActionClaimRow.key).returning(
+                    ActionClaimRow.key
+                )
             )
             if won is None:
                 # Take over a claim whose owner died before finishing (its lease ran out).
@@ -106,20 +80,7 @@ class ClaimStore:
                     .values(**values)
                     .returning(ActionClaimRow.key)
                 )
-        if won is None:
-            return None
-        return Claim(
-            key=key,
-            action=action,
-            actor=actor,
-            state=state,
-            claimed_at=now,
-            holder=holder,
-            rollout_id=rollout_id,
-            track=track,
-            stage=stage,
-            done_at=now if done else None,
-        )
+        return None if won is None else claim
 
     async def complete(self, claim: Claim, *, now: datetime) -> None:
         """The claimed action is done: later requests for the key are told who did it."""
@@ -157,15 +118,4 @@ class ClaimStore:
 
 
 def _claim(row: ActionClaimRow) -> Claim:
-    return Claim(
-        key=row.key,
-        action=row.action,
-        actor=row.actor,
-        state=ClaimState(row.state),
-        claimed_at=row.claimed_at,
-        holder=row.holder,
-        rollout_id=row.rollout_id,
-        track=row.track,
-        stage=row.stage,
-        done_at=row.done_at,
-    )
+    return from_row(Claim, row, state=ClaimState(row.state))

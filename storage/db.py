@@ -1,5 +1,8 @@
 """Database URLs, engines and sessions for SQLite (the default) and PostgreSQL (several replicas).
 
+Also the two helpers every store shares: `insert_new` (a row written once, in either dialect)
+and `from_row` (an ORM row as the frozen record callers hold).
+
 Every URL is normalized to an async driver (aiosqlite, asyncpg) so the same code runs on both,
 and every URL that reaches a log or an error message goes through `mask_database_url` first.
 """
@@ -7,17 +10,30 @@ and every URL that reaches a log or an error message goes through `mask_database
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import event, text
+from sqlalchemy import ColumnElement, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.orm import InstrumentedAttribute
+
+from storage.models import Base
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Inserted = postgresql.Insert | sqlite.Insert
+R = TypeVar("R", bound="DataclassInstance")
 
 DEFAULT_SQLITE_FILE = "rollout-bot.db"
 SQLITE_DRIVER = "sqlite+aiosqlite"
@@ -128,6 +144,16 @@ def _create_sqlite_engine(url: URL, engine_options: dict[str, Any]) -> AsyncEngi
     return engine
 
 
+@contextlib.asynccontextmanager
+async def engine_for_one_task(url: str, **engine_options: Any) -> AsyncIterator[AsyncEngine]:
+    """An engine (`create_engine`) for one short task, a command or a check: disposed after it."""
+    engine = create_engine(url, **engine_options)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose objects stay readable after commit (`expire_on_commit=False`)."""
     return async_sessionmaker(engine, expire_on_commit=False)
@@ -143,3 +169,42 @@ async def ping(engine: AsyncEngine, *, within_s: float = 2.0) -> bool:
         logger.warning("database ping failed: %s", type(error).__name__)
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Database:
+    """The engine and its sessions, as the app holds them; implements `ports.Database`."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def ping(self) -> bool:
+        return await ping(self.engine)
+
+
+def insert_new(
+    session: AsyncSession,
+    table: type[Base],
+    values: Mapping[str, Any],
+    *,
+    unique: InstrumentedAttribute[Any] | Sequence[InstrumentedAttribute[Any]],
+    where: ColumnElement[bool] | None = None,
+) -> Inserted:
+    """`INSERT ... ON CONFLICT (unique) DO NOTHING` in the session's dialect (PostgreSQL or
+    SQLite): the row is written once, by whichever writer comes first. `where` names a partial
+    unique index (its columns `unique`, its condition `where`)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    columns = list(unique) if isinstance(unique, Sequence) else [unique]
+    return (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=columns, index_where=where)
+    )
+
+
+def from_row(record: type[R], row: object, **converted: Any) -> R:
+    """The frozen record of an ORM row (or of a stored record, as the domain value it holds):
+    each field read from the attribute of the same name, except those given `converted`."""
+    values = {f.name: getattr(row, f.name) for f in fields(record) if f.name not in converted}
+    return record(**values, **converted)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storage.db import insert_new
 from storage.models import GitHubDeliveryRow
 
 
@@ -26,17 +26,18 @@ class DeliveryLog:
     ) -> bool:
         """Record a delivery; True when it is new, False when it was taken in before."""
         async with self._sessions.begin() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             result = await session.execute(
-                insert(GitHubDeliveryRow)
-                .values(
-                    delivery_id=delivery_id,
-                    event=event,
-                    rollout_id=rollout_id,
-                    received_at=received_at,
+                insert_new(
+                    session,
+                    GitHubDeliveryRow,
+                    {
+                        "delivery_id": delivery_id,
+                        "event": event,
+                        "rollout_id": rollout_id,
+                        "received_at": received_at,
+                    },
+                    unique=GitHubDeliveryRow.delivery_id,
                 )
-                .on_conflict_do_nothing(index_elements=[GitHubDeliveryRow.delivery_id])
             )
             return bool(getattr(result, "rowcount", 0) == 1)
 

@@ -7,16 +7,19 @@ the tests can migrate without a nested `asyncio.run`.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.db import create_engine, mask_database_url, normalize_database_url
+from storage.db import engine_for_one_task, mask_database_url, normalize_database_url
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +40,14 @@ def alembic_config(database_url: str | None = None) -> Config:
     return config
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
     """The newest migration shipped with this version of the bot."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = _scripts().get_current_head()
     assert head is not None
     return head
 
@@ -47,16 +55,12 @@ def head_revision() -> str:
 async def upgrade(database_url: str, *, revision: str = "head") -> None:
     """Migrate the database to `revision` (default: the newest)."""
     logger.info("migrating %s to %s", mask_database_url(database_url), revision)
-    engine = create_engine(database_url)
-    try:
-        async with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                await connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-                )
-            await connection.run_sync(_run_upgrade, revision)
-    finally:
-        await engine.dispose()
+    async with engine_for_one_task(database_url) as engine, engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
+        await connection.run_sync(_run_upgrade, revision)
 
 
 def _run_upgrade(connection: Connection, revision: str) -> None:
@@ -67,11 +71,46 @@ def _run_upgrade(connection: Connection, revision: str) -> None:
 
 async def current_revision(database_url: str) -> str | None:
     """The revision the database is at; None when it was never migrated."""
-    engine = create_engine(database_url)
+    async with engine_for_one_task(database_url) as engine:
+        return await revision_of(engine)
+
+
+async def revision_of(engine: AsyncEngine) -> str | None:
+    """The revision the database behind `engine` is at; None when it was never migrated."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+
+
+async def schema_problem(engine: AsyncEngine, *, newer_is_fine: bool = False) -> str | None:
+    """Why this binary must not serve on the database, or None when it is at head.
+
+    Behind (never migrated, or an older revision): run `rollout-bot migrate`. Ahead (a revision
+    this binary does not ship): a newer version migrated it, so this one is too old to start
+    on it. A replica already serving stays ready on a newer schema (`newer_is_fine`):
+    migrations are additive, and the rolling restart that follows replaces it.
+    """
+    current = await revision_of(engine)
+    head = head_revision()
+    if current == head:
+        return None
+    if current is None or _known(current):
+        return (
+            f"the database is at migration {current or 'none'}, this version needs {head}: "
+            "run `rollout-bot migrate`"
+        )
+    if newer_is_fine:
+        return None
+    return (
+        f"the database is at migration {current}, newer than this version's {head}: "
+        "this binary is older than the database: deploy the newer version"
+    )
+
+
+def _known(revision: str) -> bool:
+    """Whether `revision` is one of the migrations this binary ships."""
     try:
-        async with engine.connect() as connection:
-            return await connection.run_sync(
-                lambda sync: MigrationContext.configure(sync).get_current_revision()
-            )
-    finally:
-        await engine.dispose()
+        return _scripts().get_revision(revision) is not None
+    except CommandError:
+        return False

@@ -67,6 +67,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def _partial_index(name: str, *columns: str, where: str, unique: bool = False) -> Index:
+    """An index of the rows that match `where`, in both dialects (SQLite and PostgreSQL)."""
+    return Index(
+        name, *columns, unique=unique, sqlite_where=text(where), postgresql_where=text(where)
+    )
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -115,17 +122,15 @@ class RolloutTrackRow(Base):
     current_stage: Mapped[str | None] = mapped_column(String(64))
     # While the track aborts: the state it ends in once its failure job is done.
     ending: Mapped[str | None] = mapped_column(String(32))
+    # Why the track ended: the domain's stop reason as JSON (migration 0006); text written
+    # before reasons were data reads as a legacy reason.
     ended_reason: Mapped[str | None] = mapped_column(Text)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         # At most one open rollout per track, enforced by the database across replicas.
-        Index(
-            "uq_rollout_tracks_open_track",
-            "track",
-            unique=True,
-            sqlite_where=text("ended_at IS NULL"),
-            postgresql_where=text("ended_at IS NULL"),
+        _partial_index(
+            "uq_rollout_tracks_open_track", "track", where="ended_at IS NULL", unique=True
         ),
     )
 
@@ -157,66 +162,60 @@ class StageRow(Base):
     )
 
 
-class TimerRow(Base):
+class Leased:
+    """The columns of a row that one replica at a time claims with a lease and works on
+    (`storage.leases`): a timer, an outbox message."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[str | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last attempt failed (an error's class and message, never a secret)."""
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """Given up after the configured number of attempts (dead-lettered): it is never claimed
+    again, and stays in the table for the record."""
+
+
+class TimerRow(Leased, Base):
     """A durable timer (an observation window's end): claimed with a lease, fired once."""
 
     __tablename__ = "timers"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(64))
-    rollout_id: Mapped[str | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     payload: Mapped[dict[str, Any] | None] = mapped_column(JsonObject)
-    claimed_by: Mapped[str | None] = mapped_column(String(128))
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(Integer)
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    """Why the last attempt failed (an error's class and message, never a secret)."""
-    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    """Given up after the configured number of attempts: the thread was told, a person acts."""
 
     __table_args__ = (
-        Index(
-            "ix_timers_pending_due_at",
-            "due_at",
-            sqlite_where=text("fired_at IS NULL AND cancelled_at IS NULL"),
-            postgresql_where=text("fired_at IS NULL AND cancelled_at IS NULL"),
+        _partial_index(
+            "ix_timers_pending_due_at", "due_at", where="fired_at IS NULL AND cancelled_at IS NULL"
         ),
         Index(None, "rollout_id"),
     )
 
 
-class OutboxRow(Base):
+class OutboxRow(Leased, Base):
     """A message the channel must see (a thread line, a card redraw, a gate card), written in
     the same transaction as the state change it tells of, and delivered with retries."""
 
     __tablename__ = "outbox"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    rollout_id: Mapped[str | None] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"))
     channel_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JsonObject)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    attempts: Mapped[int] = mapped_column(Integer)
-    claimed_by: Mapped[str | None] = mapped_column(String(128))
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        Index(
+        _partial_index(
             "ix_outbox_pending_id",
             "rollout_id",
             "id",
-            sqlite_where=text("delivered_at IS NULL AND dead_at IS NULL"),
-            postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+            where="delivered_at IS NULL AND dead_at IS NULL",
         ),
     )
 
@@ -283,3 +282,45 @@ class ActionClaimRow(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index(None, "rollout_id", "action"),)
+
+
+class LaneHoldRow(Base):
+    """A freeze, the lock, or a freeze's override for one rollout (`bot.domain.freeze`): one
+    row per kind, so two replicas locking at once leave one holder."""
+
+    __tablename__ = "lane_holds"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProtectionRuleRequestRow(Base):
+    """A custom deployment protection rule's request (`bot.domain.protection_rules`), kept
+    until answered: it may come before the bot knows the run is its rollout's. At most one is
+    open per run and environment; a re-run's request is a new row once the first is closed."""
+
+    __tablename__ = "protection_rule_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    environment: Mapped[str] = mapped_column(String(255))
+    deployment_id: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(255))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answer: Mapped[str | None] = mapped_column(String(16))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index(None, "run_id"),
+        _partial_index(
+            "uq_protection_rule_requests_open",
+            "run_id",
+            "environment",
+            where="answer IS NULL",
+            unique=True,
+        ),
+    )

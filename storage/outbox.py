@@ -8,39 +8,18 @@ is delivered on its own. The clock is always passed in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from bot.services.records import NewMessage, OutboxMessage
+from storage.db import from_row
+from storage.leases import LeasedRows
 from storage.models import OutboxRow
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    """A message to write: its kind and what its delivery needs to render it."""
-
-    kind: str
-    channel_id: str
-    rollout_id: str | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """A message as stored; `attempts` counts failed deliveries."""
-
-    id: int
-    kind: str
-    channel_id: str
-    rollout_id: str | None
-    payload: dict[str, Any]
-    created_at: datetime
-    attempts: int
 
 
 def _pending() -> ColumnElement[bool]:
@@ -89,6 +68,7 @@ class OutboxStore:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._leases = LeasedRows(sessions, OutboxRow, _pending())
 
     async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
         """Write messages that go with no state change of their own."""
@@ -106,7 +86,8 @@ class OutboxStore:
     ) -> list[OutboxMessage]:
         """Claim due messages for `owner` until `now + lease`: the oldest undelivered message
         of each rollout (of `rollout_id` only, when given), oldest first. Each message goes
-        to one caller, however many replicas claim at once."""
+        to one caller, however many replicas claim at once. Taking over a claim whose lease
+        ran out counts an attempt: its owner may have posted it before it died."""
         claimable = and_(
             _pending(),
             OutboxRow.due_at <= now,
@@ -116,31 +97,19 @@ class OutboxStore:
         if rollout_id is not None:
             claimable = and_(claimable, OutboxRow.rollout_id == rollout_id)
         async with self._sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                # Lock the chosen rows and skip those another replica is claiming right now.
-                ids = list(
-                    await session.scalars(
-                        select(OutboxRow.id)
-                        .where(claimable)
-                        .order_by(OutboxRow.id)
-                        .limit(limit)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
-                if not ids:
-                    return []
-                chosen: ColumnElement[bool] = OutboxRow.id.in_(ids)
-            else:
-                # SQLite runs one writer at a time, so the update's own subquery is the lock.
-                chosen = OutboxRow.id.in_(
-                    select(OutboxRow.id).where(claimable).order_by(OutboxRow.id).limit(limit)
-                )
-            claimed = await session.scalars(
-                update(OutboxRow)
-                .where(chosen)
-                .values(claimed_by=owner, lease_until=now + lease)
-                .returning(OutboxRow)
-                .execution_options(synchronize_session=False)
+            claimed = await self._leases.claim(
+                session,
+                claimable=claimable,
+                oldest_first=(OutboxRow.id,),
+                limit=limit,
+                values={
+                    "claimed_by": owner,
+                    "lease_until": now + lease,
+                    "attempts": case(
+                        (OutboxRow.claimed_by.is_(None), OutboxRow.attempts),
+                        else_=OutboxRow.attempts + 1,
+                    ),
+                },
             )
             messages = [_message(row) for row in claimed]
         return sorted(messages, key=lambda message: message.id)
@@ -166,11 +135,13 @@ class OutboxStore:
     async def renew(self, *, message_id: int, owner: str, now: datetime, lease: timedelta) -> bool:
         """Hold the claim until `now + lease`; False when `owner` lost it (its lease ran out
         and another replica took the message over)."""
-        return await self._update_claimed(message_id, owner, lease_until=now + lease)
+        return await self._leases.update_claimed(message_id, owner, lease_until=now + lease)
 
     async def delivered(self, *, message_id: int, owner: str, now: datetime) -> bool:
         """Mark the message delivered; False unless `owner` still holds its claim."""
-        return await self._update_claimed(message_id, owner, delivered_at=now, lease_until=None)
+        return await self._leases.update_claimed(
+            message_id, owner, delivered_at=now, lease_until=None
+        )
 
     async def retry(
         self, *, message_id: int, owner: str, due_at: datetime, error: str, failed: bool = True
@@ -185,11 +156,11 @@ class OutboxStore:
         }
         if failed:
             values["attempts"] = OutboxRow.attempts + 1
-        return await self._update_claimed(message_id, owner, **values)
+        return await self._leases.update_claimed(message_id, owner, **values)
 
     async def dead(self, *, message_id: int, owner: str, now: datetime, error: str) -> bool:
         """Give up on the message (dead letter): the rollout's later messages go on."""
-        return await self._update_claimed(
+        return await self._leases.update_claimed(
             message_id,
             owner,
             dead_at=now,
@@ -201,13 +172,11 @@ class OutboxStore:
     async def next_due(self) -> datetime | None:
         """When the next message can be claimed: its due time, or its lease end if claimed.
         Only the next message of each rollout counts (the later ones wait for it)."""
-        claimable_at = case(
-            (OutboxRow.claimed_by.is_(None), OutboxRow.due_at),
-            else_=OutboxRow.lease_until,
-        )
         async with self._sessions() as session:
             result: datetime | None = await session.scalar(
-                select(func.min(claimable_at)).where(_pending(), _oldest_of_its_rollout())
+                select(func.min(self._leases.claimable_at())).where(
+                    _pending(), _oldest_of_its_rollout()
+                )
             )
             return result
 
@@ -220,24 +189,6 @@ class OutboxStore:
             rows = await session.scalars(select(OutboxRow).where(*criteria).order_by(OutboxRow.id))
             return [_message(row) for row in rows]
 
-    async def _update_claimed(self, message_id: int, owner: str, **values: Any) -> bool:
-        async with self._sessions.begin() as session:
-            updated = await session.scalar(
-                update(OutboxRow)
-                .where(OutboxRow.id == message_id, OutboxRow.claimed_by == owner, _pending())
-                .values(**values)
-                .returning(OutboxRow.id)
-            )
-            return updated is not None
-
 
 def _message(row: OutboxRow) -> OutboxMessage:
-    return OutboxMessage(
-        id=row.id,
-        kind=row.kind,
-        channel_id=row.channel_id,
-        rollout_id=row.rollout_id,
-        payload=dict(row.payload),
-        created_at=row.created_at,
-        attempts=row.attempts,
-    )
+    return from_row(OutboxMessage, row, payload=dict(row.payload))

@@ -11,39 +11,16 @@ clock is always passed in.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.records import Timer
+from storage.db import from_row, insert_new
+from storage.leases import LeasedRows
 from storage.models import TimerRow
-
-
-@dataclass(frozen=True, slots=True)
-class Timer:
-    """A timer as stored. `payload` is whatever the scheduler needs to act when it fires."""
-
-    id: int
-    key: str
-    kind: str
-    due_at: datetime
-    created_at: datetime
-    attempts: int
-    rollout_id: str | None = None
-    payload: dict[str, Any] | None = None
-    claimed_by: str | None = None
-    lease_until: datetime | None = None
-    fired_at: datetime | None = None
-    cancelled_at: datetime | None = None
-    last_error: str | None = None
-    dead_at: datetime | None = None
-
-    @property
-    def is_pending(self) -> bool:
-        return self.fired_at is None and self.cancelled_at is None and self.dead_at is None
 
 
 def _pending() -> ColumnElement[bool]:
@@ -57,6 +34,7 @@ class TimerStore:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._leases = LeasedRows(sessions, TimerRow, _pending())
 
     async def schedule(
         self,
@@ -70,20 +48,21 @@ class TimerStore:
     ) -> Timer:
         """Schedule a timer once per key: a second call returns the stored one unchanged."""
         async with self._sessions.begin() as session:
-            dialect = session.get_bind().dialect.name
-            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
             await session.execute(
-                insert(TimerRow)
-                .values(
-                    key=key,
-                    kind=kind,
-                    rollout_id=rollout_id,
-                    due_at=due_at,
-                    payload=dict(payload) if payload is not None else None,
-                    attempts=0,
-                    created_at=now,
+                insert_new(
+                    session,
+                    TimerRow,
+                    {
+                        "key": key,
+                        "kind": kind,
+                        "rollout_id": rollout_id,
+                        "due_at": due_at,
+                        "payload": dict(payload) if payload is not None else None,
+                        "attempts": 0,
+                        "created_at": now,
+                    },
+                    unique=TimerRow.key,
                 )
-                .on_conflict_do_nothing(index_elements=[TimerRow.key])
             )
             row = await session.scalar(select(TimerRow).where(TimerRow.key == key))
             assert row is not None
@@ -107,51 +86,28 @@ class TimerStore:
             _pending(),
             or_(TimerRow.claimed_by.is_(None), TimerRow.lease_until <= now),
         )
-        oldest_first = (TimerRow.due_at, TimerRow.id)
         async with self._sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                # Lock the chosen rows and skip those another replica is claiming right now.
-                ids = list(
-                    await session.scalars(
-                        select(TimerRow.id)
-                        .where(claimable)
-                        .order_by(*oldest_first)
-                        .limit(limit)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
-                if not ids:
-                    return []
-                chosen: ColumnElement[bool] = TimerRow.id.in_(ids)
-            else:
-                # SQLite runs one writer at a time, so the update's own subquery is the lock.
-                chosen = and_(
-                    TimerRow.id.in_(
-                        select(TimerRow.id).where(claimable).order_by(*oldest_first).limit(limit)
-                    ),
-                    claimable,
-                )
-            claimed = await session.scalars(
-                update(TimerRow)
-                .where(chosen)
-                .values(
-                    claimed_by=owner,
-                    lease_until=now + lease,
-                    attempts=TimerRow.attempts + 1,
-                )
-                .returning(TimerRow)
-                .execution_options(synchronize_session=False)
+            claimed = await self._leases.claim(
+                session,
+                claimable=claimable,
+                oldest_first=(TimerRow.due_at, TimerRow.id),
+                limit=limit,
+                values={
+                    "claimed_by": owner,
+                    "lease_until": now + lease,
+                    "attempts": TimerRow.attempts + 1,
+                },
             )
             timers = [_timer(row) for row in claimed]
         return sorted(timers, key=lambda timer: (timer.due_at, timer.id))
 
     async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool:
         """Mark the timer fired; False unless `owner` still holds its claim."""
-        return await self._update_claimed(timer_id, owner, fired_at=now, lease_until=None)
+        return await self._leases.update_claimed(timer_id, owner, fired_at=now, lease_until=None)
 
     async def renew(self, *, timer_id: int, owner: str, lease_until: datetime) -> bool:
         """Extend the claim of a timer still being worked on; False unless `owner` holds it."""
-        return await self._update_claimed(timer_id, owner, lease_until=lease_until)
+        return await self._leases.update_claimed(timer_id, owner, lease_until=lease_until)
 
     async def release(
         self,
@@ -168,12 +124,17 @@ class TimerStore:
             values["due_at"] = due_at
         if error is not None:
             values["last_error"] = error
-        return await self._update_claimed(timer_id, owner, **values)
+        return await self._leases.update_claimed(timer_id, owner, **values)
+
+    async def release_owned(self, *, owner: str) -> int:
+        """Give back every pending timer `owner` holds (a replica shutting down), due as they
+        were, so any replica claims them at once instead of after the lease; how many."""
+        return await self._leases.release_owned(owner)
 
     async def bury(self, *, timer_id: int, owner: str, now: datetime, error: str) -> bool:
         """Dead-letter the timer its owner gave up on: it is never claimed again (a person
         acts on it), and it stays in the table for the record; False unless `owner` holds it."""
-        return await self._update_claimed(
+        return await self._leases.update_claimed(
             timer_id, owner, dead_at=now, last_error=error, claimed_by=None, lease_until=None
         )
 
@@ -196,47 +157,33 @@ class TimerStore:
             )
             return cancelled is not None
 
+    async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
+        """How many pending timers are due, and how many have been due longer than
+        `overdue_after` (for the metrics; one query)."""
+        late = now - overdue_after
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(
+                        func.count(),
+                        func.coalesce(func.sum(case((TimerRow.due_at <= late, 1), else_=0)), 0),
+                    ).where(_pending(), TimerRow.due_at <= now)
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
     async def next_due(self) -> datetime | None:
         """When the next timer can be claimed: its due time, or its lease end if it is claimed.
 
         The scheduler sleeps until then (or until it is woken), so a timer another replica
         holds does not make it spin.
         """
-        claimable_at = case(
-            (TimerRow.claimed_by.is_(None), TimerRow.due_at),
-            else_=TimerRow.lease_until,
-        )
         async with self._sessions() as session:
             result: datetime | None = await session.scalar(
-                select(func.min(claimable_at)).where(_pending())
+                select(func.min(self._leases.claimable_at())).where(_pending())
             )
             return result
 
-    async def _update_claimed(self, timer_id: int, owner: str, **values: Any) -> bool:
-        async with self._sessions.begin() as session:
-            updated = await session.scalar(
-                update(TimerRow)
-                .where(TimerRow.id == timer_id, TimerRow.claimed_by == owner, _pending())
-                .values(**values)
-                .returning(TimerRow.id)
-            )
-            return updated is not None
-
 
 def _timer(row: TimerRow) -> Timer:
-    return Timer(
-        id=row.id,
-        key=row.key,
-        kind=row.kind,
-        due_at=row.due_at,
-        created_at=row.created_at,
-        attempts=row.attempts,
-        rollout_id=row.rollout_id,
-        payload=row.payload,
-        claimed_by=row.claimed_by,
-        lease_until=row.lease_until,
-        fired_at=row.fired_at,
-        cancelled_at=row.cancelled_at,
-        last_error=row.last_error,
-        dead_at=row.dead_at,
-    )
+    return from_row(Timer, row)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 
@@ -11,9 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from bot.app import create_app
+from bot.bootstrap import create_app
 from bot.config import Settings, load_settings
-from bot.sandbox.config import (
+from handlers.app_keys import READINESS
+from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     OTHER_CHANNEL,
     RELEASE_CHANNEL,
@@ -23,15 +26,16 @@ from bot.sandbox.config import (
     SLACK_SIGNING_SECRET,
     bot_environment,
 )
-from bot.sandbox.signing import (
+from sandbox.signing import (
     event_callback_body,
     github_signature_headers,
     slack_signature_headers,
     slash_command_body,
     slash_command_payload,
 )
-from bot.sandbox.slack import SlackTestServer
+from sandbox.slack import SlackTestServer
 from storage.db import create_engine
+from storage.migrate import upgrade
 
 SUBCOMMANDS = ("start", "status", "promote", "rollback", "kill", "history", "npm-token", "help")
 
@@ -43,11 +47,13 @@ async def slack() -> AsyncIterator[SlackTestServer]:
 
 
 @pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: object, slack: SlackTestServer) -> Settings:
+def settings(
+    monkeypatch: pytest.MonkeyPatch, sqlite_database_url: str, slack: SlackTestServer
+) -> Settings:
     env = bot_environment(
         slack_api_url=slack.api_url,
         github_api_url="http://127.0.0.1:9/",
-        database_url=f"sqlite:///{tmp_path}/bot.db",
+        database_url=sqlite_database_url,
     )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -237,6 +243,40 @@ async def test_healthz_answers_when_the_database_does(client: TestClient[object,
     assert (await response.json())["status"] == "ok"
 
 
+async def readyz(client: TestClient[object, object]) -> tuple[int, dict[str, str]]:
+    response = await client.get("/readyz")
+    return response.status, await response.json()
+
+
+async def test_readyz_once_the_scheduler_went_round_then_503_with_the_reason(
+    client: TestClient[object, object], sqlite_database_url: str
+) -> None:
+    async with asyncio.timeout(10):
+        while (await readyz(client))[0] != 200:  # noqa: ASYNC110 - the scheduler's first round
+            await asyncio.sleep(0.05)
+    assert await readyz(client) == (200, {"status": "ready"})
+
+    # Another version's `migrate` took the database back a revision: not ready, and why.
+    with sqlite3.connect(make_url(sqlite_database_url).database or "") as db:
+        db.execute("update alembic_version set version_num = '0005'")
+    status, body = await readyz(client)
+    assert status == 503 and body["status"] == "not ready"
+    assert body["reason"].endswith("run `rollout-bot migrate`")
+    # The next version migrated it during a rolling upgrade: this replica keeps serving.
+    with sqlite3.connect(make_url(sqlite_database_url).database or "") as db:
+        db.execute("update alembic_version set version_num = '0099_from_the_next_version'")
+    assert (await readyz(client))[0] == 200
+
+    # SIGTERM drains: not ready at once, while the process still answers.
+    assert client.app is not None
+    await client.app[READINESS].drain()
+    assert await readyz(client) == (
+        503,
+        {"status": "not ready", "reason": "shutting down: this replica takes no new work"},
+    )
+    assert (await client.get("/healthz")).status == 200
+
+
 async def test_socket_mode_answers_help_over_the_socket(
     settings: Settings, slack: SlackTestServer
 ) -> None:
@@ -253,9 +293,10 @@ async def test_socket_mode_answers_help_over_the_socket(
 
 
 @pytest.mark.postgres
-async def test_healthz_answers_503_when_the_database_is_gone(
+async def test_healthz_stays_alive_and_readyz_answers_503_when_the_database_is_gone(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, empty_postgres_database_url: str
 ) -> None:
+    await upgrade(empty_postgres_database_url)
     monkeypatch.setenv("DATABASE_URL", empty_postgres_database_url)
     on_postgres = load_settings(Settings, env_file=None)
     name = make_url(empty_postgres_database_url).database
@@ -270,7 +311,11 @@ async def test_healthz_answers_503_when_the_database_is_gone(
             await connection.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.dispose()
         response = await test_client.get("/healthz")
-    assert response.status == 503
+        health = await response.json()
+        ready = await readyz(test_client)
+    assert response.status == 200  # liveness: restarting the replica would not help
+    assert health["database"] == "unavailable"
+    assert ready == (503, {"status": "not ready", "reason": "the database does not answer"})
 
 
 async def test_opening_the_app_home_shows_the_help(

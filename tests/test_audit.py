@@ -13,16 +13,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.audit import Timeline
-from bot.domain.rollout import Phase, Rollout, StageState
-from bot.sandbox.config import BYSTANDER, RELEASE_MANAGER
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
-from handlers.audit_views import MAX_BLOCKS, MAX_TEXT, timeline_blocks
-from storage.repositories import AuditEvent
+from figures import CANARY_OK, RINGS_OK, every_gate_passes, running_sandbox
+from sandbox_views import dispatched
+from sqlalchemy import text
 
-CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
-RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+from bot.adapters.slack.audit_views import timeline_blocks
+from bot.adapters.slack.limits import MESSAGE_BLOCKS as MAX_BLOCKS
+from bot.adapters.slack.limits import SECTION_TEXT as MAX_TEXT
+from bot.domain.rollout import Phase, Rollout, StageState, window_timer_key
+from bot.services.audit import Timeline
+from bot.services.records import AuditEvent
+from sandbox.config import BYSTANDER, RELEASE_MANAGER
+from sandbox.harness import Sandbox, write_figures
+from storage.db import create_engine
+from storage.timers import TimerStore
 
 
 async def finish(box: Sandbox, tag: str) -> Rollout:
@@ -66,10 +70,7 @@ def position(events: list[dict[str, Any]], **wanted: object) -> int:
 async def test_the_audit_export_of_a_finished_rollout_lists_every_step_in_order(
     tmp_path: Path, database_url: str
 ) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="1s")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+    async with running_sandbox(tmp_path, database_url, window="1s") as box:
         await box.command("promote", user=BYSTANDER)  # refused before anything started
         done = await finish(box, "v1.4.2")
 
@@ -142,10 +143,8 @@ async def test_history_with_a_tag_shows_the_rollouts_timeline(
     tmp_path: Path, database_url: str
 ) -> None:
     async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await box.command("start v1.4.2 --flags-ready")
-        await box.click("dispatch")
+        every_gate_passes(box)
+        await dispatched(box)
         await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
 
         shown = await box.command("history v1.4.2")
@@ -198,3 +197,50 @@ def test_a_long_timeline_keeps_its_newest_events_within_slacks_limits() -> None:
     shown = sum(text.count("\n") + 1 for text in texts)
     hidden = int(str(blocks[2]).split("_")[1].split(" ")[0])
     assert shown + hidden == 600
+
+
+async def test_a_verdict_whose_save_fails_leaves_no_gate_reading_and_the_retry_records_one(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    # The database refuses the canary's verdict, as when the replica dies between reading the
+    # figures and saving what they decide: the window's timer fails and is retried (its
+    # first retry waits up to 10 s).
+    refuse = (
+        "CREATE TRIGGER refuse_verdict BEFORE UPDATE OF verdict ON stages "
+        "WHEN NEW.verdict IS NOT NULL AND OLD.verdict IS NULL AND NEW.key = 'canary' "
+        "BEGIN SELECT RAISE(ABORT, 'the replica died'); END"
+    )
+    engine = create_engine(sqlite_database_url)
+    async with engine.begin() as connection:
+        await connection.execute(text(refuse))
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        timers = TimerStore(box.services.database.sessions)
+        await dispatched(box)
+        rollout = await box.wait_until(
+            lambda r: r.track("relay").stage("canary").state is StageState.EVALUATING
+        )
+
+        ends = rollout.track("relay").stage("canary").window_ends_at
+        assert ends is not None
+        key = window_timer_key(rollout.id, "relay", "canary", ends)
+
+        async with asyncio.timeout(30):
+            while True:
+                timer = await timers.get(key=key)
+                if timer is not None and timer.attempts >= 1:
+                    break
+                await asyncio.sleep(0.1)
+        gates = [e for e in await box.audit.list_for_rollout(rollout.id) if e.action == "gate"]
+        assert [e.stage for e in gates if e.track == "relay"] == []
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP TRIGGER refuse_verdict"))
+        rollout = await box.wait_until(
+            lambda r: r.track("relay").stage("canary").state is StageState.HOLDING, timeout=40
+        )
+        events = await box.audit.list_for_rollout(rollout.id)
+        assert [
+            (e.track, e.stage) for e in events if e.action == "gate" and e.track == "relay"
+        ] == [("relay", "canary")]
+    await engine.dispose()

@@ -16,19 +16,21 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from test_controls import CANARY_OK, HALF_OK, RINGS_OK, dispatched, sandbox_for
+from figures import every_gate_passes
+from sandbox_views import dispatched
+from test_controls import sandbox_for
 
-from bot.domain.commands import Kill, parse_command
 from bot.domain.rollout import TrackState
+from bot.domain.rollout_command import Kill, parse_command
 from bot.domain.text import clean_text
-from bot.sandbox.config import (
+from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     RELEASE_CHANNEL,
     RELEASE_MANAGER,
     SLACK_SIGNING_SECRET,
 )
-from bot.sandbox.harness import Sandbox, write_figures
-from bot.sandbox.signing import (
+from sandbox.harness import Sandbox
+from sandbox.signing import (
     block_actions_payload,
     github_signature_headers,
     slack_signature_headers,
@@ -38,8 +40,7 @@ from bot.sandbox.signing import (
 @pytest.fixture
 async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     async with sandbox_for(tmp_path, database_url) as sandbox:
-        write_figures(sandbox.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(sandbox.figures, "desktop", RINGS_OK)
+        every_gate_passes(sandbox)
         yield sandbox
 
 

@@ -5,34 +5,29 @@ answers. Pure rules first, then signed requests against the real app and the sim
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-import aiohttp
 import pytest
+from figures import CANARY_OK, HALF_OK, RINGS_OK
+from sandbox_views import dispatched, open_home, value_of
 from test_controls import (
-    CANARY_OK,
-    HALF_OK,
-    RINGS_OK,
-    button_value,
-    dispatched,
     held_at,
+    held_without_canary_figures,
     plan_with,
     sandbox_for,
     stage_state,
 )
 
+from bot.adapters.slack.actions import ButtonValue
 from bot.domain.controls import CardRef, Control, Hold, card_applies, hold_of
 from bot.domain.gate import GateKind, GateVerdict, Verdict
 from bot.domain.rollout import Rollout, StageState
-from bot.sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
-from bot.sandbox.harness import Sandbox, write_figures
-from bot.sandbox.signing import event_callback_body, slack_signature_headers
-from handlers.actions import ButtonValue
 from handlers.home import NOT_SHOWN
+from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.harness import Sandbox, write_figures
 
 
 def _verdict(verdict: Verdict) -> GateVerdict:
@@ -93,12 +88,12 @@ async def test_a_pass_card_clicked_after_reevaluate_found_inconclusive_changes_n
     write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
     await dispatched(box)
     await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
-    pass_card = await button_value(box, "promote", "relay")
+    pass_card = await value_of(box, "promote", "relay")
     assert ButtonValue.decode(pass_card).hold is Hold.PASS
 
     # Re-evaluate with no canary figures: INCONCLUSIVE, one extension, then a hold on it.
     write_figures(box.figures, "relay", {"half": HALF_OK})
-    await box.click("reevaluate", value=await button_value(box, "reevaluate", "relay"))
+    await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
     held = await box.wait_until(
         lambda r: (
             stage_state(r, "relay", "canary") is StageState.HOLDING
@@ -118,7 +113,7 @@ async def test_a_pass_card_clicked_after_reevaluate_found_inconclusive_changes_n
     assert [e.result for e in events if e.action == "click:promote"] == ["stale"]
 
     # The card drawn for the INCONCLUSIVE hold (its button asks to confirm) promotes.
-    inconclusive_card = await button_value(box, "promote", "relay")
+    inconclusive_card = await value_of(box, "promote", "relay")
     assert ButtonValue.decode(inconclusive_card).hold is Hold.INCONCLUSIVE
     assert await box.click("promote", value=inconclusive_card) is None
     await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.PASSED)
@@ -126,14 +121,7 @@ async def test_a_pass_card_clicked_after_reevaluate_found_inconclusive_changes_n
 
 
 async def test_the_promote_command_does_not_override_an_inconclusive_hold(box: Sandbox) -> None:
-    write_figures(box.figures, "relay", {"half": HALF_OK})  # no canary figures: no data
-    await dispatched(box)
-    await box.wait_until(
-        lambda r: (
-            stage_state(r, "relay", "canary") is StageState.HOLDING
-            and r.track("relay").stage("canary").extensions == 1
-        )
-    )
+    await held_without_canary_figures(box)
     answer = await box.command("promote")
     assert "INCONCLUSIVE" in answer and "Promote button" in answer
     assert not any("relay-rollout-50" in r.environments for r in box.github.reviews)
@@ -151,19 +139,6 @@ async def test_the_rollout_service_acts_for_whoever_the_controls_admitted(box: S
     assert [(e.action, e.result) for e in events] == [("start", "ok"), ("cancel", "ok")]
 
 
-async def _open_home(box: Sandbox, user: str) -> str:
-    body = event_callback_body(event={"type": "app_home_opened", "user": user, "tab": "home"})
-    headers = slack_signature_headers(SLACK_SIGNING_SECRET, body, content_type="application/json")
-    before = len(box.slack.calls_to("views.publish"))
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(f"{box.url}/slack/events", data=body, headers=headers) as r,
-    ):
-        assert r.status == 200
-    await box.slack.wait_for(lambda: len(box.slack.calls_to("views.publish")) > before)
-    return json.dumps(box.slack.home_tabs[user])
-
-
 async def test_the_app_home_shows_rollouts_only_to_approvers_and_release_channel_members(
     box: Sandbox,
 ) -> None:
@@ -173,8 +148,8 @@ async def test_the_app_home_shows_rollouts_only_to_approvers_and_release_channel
     await box.command("start v1.4.2 --flags-ready")
 
     for user in (RELEASE_MANAGER, member):
-        shown = await _open_home(box, user)
+        shown = await open_home(box, user)
         assert "v1.4.2" in shown and NOT_SHOWN not in shown, user
-    outsider = await _open_home(box, BYSTANDER)
+    outsider = await open_home(box, BYSTANDER)
     assert "v1.4.2" not in outsider
     assert "members of the release channels" in outsider and "npm-token" in outsider

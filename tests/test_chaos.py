@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 
 from bot.domain.rollout import TrackState
-from bot.sandbox.chaos import (
-    SCENARIOS,
+from sandbox.chaos.checks import (
     Evidence,
-    Faults,
     Outcome,
     check,
     dispatched_once,
@@ -27,14 +25,14 @@ from bot.sandbox.chaos import (
     no_secrets,
     no_server_errors,
     no_tracebacks,
-    pick_scenarios,
     report,
     reviews_at_most_once,
-    run_chaos,
     verdicts_posted_once,
     windows_evaluated_once,
 )
-from bot.sandbox.config import GITHUB_TOKEN, SLACK_SIGNING_SECRET
+from sandbox.chaos.run import run_chaos
+from sandbox.chaos.script import SCENARIOS, Faults, pick_scenarios
+from sandbox.config import GITHUB_TOKEN, SLACK_SIGNING_SECRET
 
 PASSES = SCENARIOS[0]
 CANARY_FAILS = SCENARIOS[1]
@@ -72,7 +70,7 @@ GOOD = Evidence(
         (1, "relay-rollout-50", "approved"),
     ),
     dispatches={"v1.0.0": 1},
-    logs={"serve.log": "INFO bot.scheduler: scheduler started\n"},
+    logs={"serve.log": "INFO bot.services.scheduler: scheduler started\n"},
     sent_to_slack=('{"text": "Rollout of `v1.0.0` ended."}',),
     answers={200: 12, 202: 30},
 )
@@ -142,9 +140,9 @@ def test_a_verdict_posted_twice_or_never_is_caught() -> None:
 
 def test_a_traceback_in_a_log_is_caught_with_its_exception() -> None:
     log = (
-        "ERROR bot.scheduler: timer window:r-1:relay:half failed; retrying in 0:00:30\n"
+        "ERROR bot.services.scheduler: timer window:r-1:relay:half failed; retrying in 0:00:30\n"
         "Traceback (most recent call last):\n"
-        '  File "bot/rollouts.py", line 1, in on_timer\n'
+        '  File "bot/services/rollouts.py", line 1, in on_timer\n'
         "bot.domain.errors.ConcurrentChange: Rollout `v1.0.0` was changed by someone else\n"
     )
     broken = replace(GOOD, logs={**GOOD.logs, "serve-2.log": log})
@@ -186,13 +184,14 @@ def test_every_scenario_is_played_in_a_run_of_ten() -> None:
 BOUNDED = Faults(github=0.2, slack=0.1, kill_every=4.0, db_kill_every=8.0, db_kills=2)
 """About 20% of GitHub's answers and 10% of Slack's posts fail, a replica is SIGKILLed every
 few seconds and database connections are terminated twice. Three rollouts keep `make test`
-short; `make chaos` plays ten or more (docs/reliability.md has its figures). A rollout gets a
-minute to end: under these faults each takes 20 to 40 seconds."""
+short; `make chaos` plays ten or more (docs/reliability.md has its figures). A rollout gets
+`rollout_budget` to end (132 s here): under these faults each takes 20 to 40 seconds on an
+idle machine, more on a loaded one."""
 
 
 @pytest.mark.chaos
 @pytest.mark.postgres
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 async def test_rollouts_under_chaos_keep_every_invariant(
     tmp_path: Path, postgres_server: str
 ) -> None:
@@ -201,7 +200,6 @@ async def test_rollouts_under_chaos_keep_every_invariant(
         seed=11,
         faults=BOUNDED,
         rollouts=3,
-        rollout_timeout=60.0,
         admin_url=postgres_server,
     )
     figures = report(evidence, findings, seed=11)

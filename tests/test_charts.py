@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from cleared import cleared_rollout
 
-from bot.charts import (
+from bot.adapters.charts import (
     PNG_SIGNATURE,
     ChartsOff,
     MetricChart,
@@ -22,16 +23,12 @@ from bot.charts import (
 )
 from bot.domain.gate import evaluate_relay
 from bot.domain.metrics import Figures, MetricReading, Reading
-from bot.domain.plan import load_plan
 from bot.domain.rollout import (
-    Check,
-    CheckState,
-    Preflight,
     Rollout,
     Stage,
     StageState,
-    new_rollout,
 )
+from bot.plan_file import load_plan
 
 NOW = datetime(2025, 6, 2, 11, 0, tzinfo=UTC)
 PLAN = load_plan(None)
@@ -39,20 +36,7 @@ SERIES = tuple((NOW - timedelta(minutes=100 - i), 0.002 + i * 0.0001) for i in r
 
 
 def rollout_with_two_windows() -> Rollout:
-    preflight = Preflight(
-        flags=Check(CheckState.PASS),
-        migrations=Check(CheckState.PASS),
-        image=Check(CheckState.PASS),
-    )
-    rollout = new_rollout(
-        rollout_id="r-1",
-        tag="v1.4.2",
-        channel_id="C0RELEASES",
-        started_by="U0MANAGER",
-        plan=PLAN,
-        preflight=preflight,
-        now=NOW - timedelta(hours=2),
-    )
+    rollout = cleared_rollout(PLAN, now=NOW - timedelta(hours=2))
     track = rollout.track("relay")
     canary = Stage(
         key="canary",

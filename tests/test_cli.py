@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.sandbox.config import (
+from sandbox.config import (
     RELEASE_CHANNEL,
     RELEASE_MANAGER,
     SECRETS,
@@ -23,8 +23,8 @@ from bot.sandbox.config import (
     SLACK_SIGNING_SECRET,
     bot_environment,
 )
-from bot.sandbox.signing import slack_signature_headers, slash_command_body
-from bot.sandbox.slack import SlackTestServer
+from sandbox.signing import slack_signature_headers, slash_command_body
+from sandbox.slack import SlackTestServer
 
 REQUIRED = (
     "SLACK_BOT_TOKEN",
@@ -57,8 +57,9 @@ def free_port() -> int:
         return port
 
 
-async def run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
+async def start(*args: str, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """`rollout-bot ARGS` as a process of its own, its output kept."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot.cli",
@@ -68,6 +69,10 @@ async def run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    process = await start(*args, env=env, cwd=cwd)
     out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
@@ -146,6 +151,60 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     assert {"rollouts", "stages", "timers", "audit_events"} <= tables
 
 
+async def test_serve_refuses_a_database_whose_migrations_are_behind(tmp_path: Path) -> None:
+    env = full_env(tmp_path)
+    code, _, err = await run("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line.endswith("run `rollout-bot migrate`"), line
+
+    # One migration short of head: the same refusal, naming where the database is.
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        db.execute("create table alembic_version (version_num varchar(32) primary key)")
+        db.execute("insert into alembic_version values ('0005')")
+    code, _, err = await run("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "at migration 0005" in err and "run `rollout-bot migrate`" in err
+
+
+async def test_serve_refuses_a_database_a_newer_version_migrated(tmp_path: Path) -> None:
+    env = full_env(tmp_path)
+    assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        db.execute("update alembic_version set version_num = '0099_from_the_future'")
+    code, _, err = await run("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert "0099_from_the_future" in line
+    assert line.endswith("this binary is older than the database: deploy the newer version")
+
+
+async def test_serve_says_in_one_line_that_the_database_does_not_answer(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"postgresql://rollout:hunter2-secret@127.0.0.1:{port}/rollouts"
+    code, _, err = await run("serve", env=full_env(tmp_path) | {"DATABASE_URL": url}, cwd=tmp_path)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert "the database does not answer" in line and "hunter2-secret" not in line
+
+
+async def test_serve_says_in_one_line_that_its_port_is_taken(tmp_path: Path) -> None:
+    env = full_env(tmp_path)
+    assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = await run(
+            "serve", env=env | {"HOST": "127.0.0.1", "PORT": str(port)}, cwd=tmp_path
+        )
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{port}: " in err and "address already in use" in err
+    assert "Traceback" not in err
+
+
 async def test_unknown_command_exits_2(tmp_path: Path) -> None:
     code, _, err = await run("deploy", env=base_env(), cwd=tmp_path)
     assert code == 2
@@ -171,16 +230,8 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
 ) -> None:
     env = full_env(tmp_path, slack_api_url=slack.api_url)
     base = f"http://127.0.0.1:{env['PORT']}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "serve",
-        env=env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
+    process = await start("serve", env=env, cwd=tmp_path)
     try:
         async with aiohttp.ClientSession() as http:
             async with asyncio.timeout(30):  # importing and binding takes a moment

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.domain.commands import (
+from bot.domain.errors import InvalidCommand, InvalidTag
+from bot.domain.period_report import Period
+from bot.domain.rollout_command import (
     HELP,
     TAG_RULE,
     Command,
@@ -17,6 +19,7 @@ from bot.domain.commands import (
     Kill,
     NpmToken,
     Promote,
+    Report,
     Rollback,
     Start,
     Status,
@@ -26,7 +29,6 @@ from bot.domain.commands import (
     is_direct_message,
     parse_command,
 )
-from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.text import clean_text
 
 TAG = re.compile(TAG_RULE)
@@ -55,6 +57,9 @@ TAG = re.compile(TAG_RULE)
         ("history", History()),
         ("history v1.4.2", History(tag="v1.4.2")),
         ("npm-token", NpmToken()),
+        ("report", Report(period=Period(text="30d", days=30))),
+        ("report 7D", Report(period=Period(text="7D", days=7))),
+        ("report 2026-11", Report(period=Period(text="2026-11", month=(2026, 11)))),
     ],
 )
 def test_parses_every_subcommand(text: str, command: Command) -> None:
@@ -67,13 +72,21 @@ def test_parses_every_subcommand(text: str, command: Command) -> None:
         ("deploy v1", "`deploy` is not a /rollout subcommand."),
         ("start", "start needs a release tag: `/rollout start <tag> [--flags-ready]`."),
         ("start --flags-ready", "start needs a release tag"),
-        ("start v1 v2", "Unexpected `v2`: the usage is `/rollout start <tag> [--flags-ready]`."),
-        ("start v1 --force", "`--force` is not an option of start; it takes --flags-ready."),
+        (
+            "start v1 v2",
+            "Unexpected `v2`: the usage is "
+            '`/rollout start <tag> [--flags-ready] [--at "tue 09:00"]`.',
+        ),
+        (
+            "start v1 --force",
+            "`--force` is not an option of start; it takes --flags-ready, --at",
+        ),
         ("status all", "Unexpected `all`: the usage is `/rollout status`."),
         ("promote now", "the usage is `/rollout promote`"),
         ("help start", "the usage is `/rollout help`"),
         ("npm-token x", "the usage is `/rollout npm-token`"),
         ("history v1 v2", "the usage is `/rollout history [tag]`"),
+        ("report 7d 30d", "Unexpected `30d`: the usage is `/rollout report [period]`."),
         ("kill " + "x" * 501, "The kill reason is too long (at most 500 characters)."),
         ("`rm", "`'rm` is not a /rollout subcommand."),
     ],
@@ -107,7 +120,7 @@ def test_help_lists_every_subcommand_once_in_order() -> None:
     named = [entry.usage.split()[1] for entry in HELP]
     assert named == [s.value for s in Subcommand]
     assert all(entry.usage.startswith("/rollout ") and entry.description for entry in HELP)
-    assert HELP[0].usage == "/rollout start <tag> [--flags-ready]"
+    assert HELP[0].usage == '/rollout start <tag> [--flags-ready] [--at "tue 09:00"]'
 
 
 def test_only_help_works_outside_release_channels() -> None:
@@ -129,7 +142,9 @@ def test_only_help_and_npm_token_work_in_a_direct_message() -> None:
 
 def test_every_command_knows_its_subcommand() -> None:
     for subcommand in Subcommand:
-        text = f"{subcommand} v1" if subcommand is Subcommand.START else str(subcommand)
+        arguments = {Subcommand.START: " v1", Subcommand.LINK: " 12", Subcommand.FREEZE: " 2h x"}
+        argument = arguments.get(subcommand, "")
+        text = f"{subcommand}{argument}"
         assert parse_command(text).name is subcommand
 
 

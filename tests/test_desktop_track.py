@@ -9,23 +9,29 @@ a kill that comes after GA. Every test runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from figures import RINGS_OK, running_sandbox
+from sandbox_views import (
+    RELAY_COMPLETED,
+    RELAY_ROLLED_BACK_AT_CANARY,
+    RINGS_COMPLETED,
+    button,
+    card_button,
+    dispatched,
+    held,
+    promote,
+    reviews,
+    stage_state,
+)
+
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState, window_timer_key
-from bot.sandbox.config import BYSTANDER, RELEASE_MANAGER
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.config import BYSTANDER, RELEASE_MANAGER
+from sandbox.harness import Sandbox
 from storage.timers import TimerStore
 
-CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
-INTERNAL_OK = {"crash_rate": "0.001"}
-BETA_OK = {"crash_rate": "0.0012"}
 BETA_CRASHING = {"crash_rate": "0.0021"}
 """Above 2x the baseline of 0.001: the desktop gate trips the kill-switch."""
 
@@ -33,75 +39,37 @@ DESKTOP = "Desktop app and CLI"
 RELAY = "Hosted relay"
 
 
-@asynccontextmanager
-async def running_sandbox(
-    tmp_path: Path,
-    database_url: str,
-    *,
-    window: str = "1s",
-    relay: Mapping[str, Mapping[str, Any]] | None = None,
-    desktop: Mapping[str, Mapping[str, Any]] | None = None,
-) -> AsyncIterator[Sandbox]:
-    """A sandbox with every window `window` and the figures given (passing ones by default)."""
-    plan = fast_plan(tmp_path / "figures.yml", window=window, extension=window)
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", relay or {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", desktop or {"internal": INTERNAL_OK, "beta": BETA_OK})
-        yield box
+HALTED_ON_INTERNAL = [
+    ("desktop-internal", "approved"),
+    ("desktop-beta", "rejected"),
+    ("desktop-kill-switch", "approved"),
+]
+"""The desktop reviews of a track stopped on its internal ring, in order."""
+HALTED_ON_BETA = [
+    ("desktop-internal", "approved"),
+    ("desktop-beta", "approved"),
+    ("desktop-ga", "rejected"),
+    ("desktop-kill-switch", "approved"),
+]
+"""The desktop reviews of a track stopped on its beta ring (the beta job ran), in order."""
 
 
-def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
-    return rollout.track(track).stage(stage).state
+async def halted_at(
+    box: Sandbox, stage: str, state: StageState, reviewed: list[tuple[str, str]]
+) -> Rollout:
+    """The rollout once the desktop track halted, `stage` left in `state` and the desktop
+    environments reviewed as `reviewed`."""
+    halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+    assert halted.track("desktop").stage(stage).state is state
+    assert reviews(box, "desktop") == reviewed
+    return halted
 
 
-def reviews(box: Sandbox, prefix: str = "") -> list[tuple[str, str]]:
-    """The simulator's reviews as (environment, state), in order, of the environments whose
-    name starts with `prefix`."""
-    return [
-        (name, review.state)
-        for review in box.github.reviews
-        for name in review.environments
-        if name.startswith(prefix)
-    ]
-
-
-def button(box: Sandbox, action_id: str, track: str) -> dict[str, Any]:
-    """A lane's button on the card as it is now."""
-    for block in box.card_message().blocks:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if (
-                element.get("action_id") == action_id
-                and json.loads(element["value"]).get("track") == track
-            ):
-                return dict(element)
-    raise AssertionError(f"no {action_id} button for {track} on the card")
-
-
-def has_button(box: Sandbox, action_id: str, track: str) -> bool:
-    try:
-        button(box, action_id, track)
-    except AssertionError:
-        return False
-    return True
-
-
-async def start_and_dispatch(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
-    assert "Preflight" in await box.command(f"start {tag} --flags-ready")
-    await box.click("dispatch", wait=False)
-    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-
-
-async def promote(box: Sandbox, track: str, stage: str) -> None:
-    """Click the lane's Promote button once the card offers it for `stage` (the card is redrawn
-    just after the state is saved); nothing is answered when it works."""
-
-    def offered() -> bool:
-        return has_button(box, "promote", track) and (
-            json.loads(button(box, "promote", track)["value"])["stage"] == stage
-        )
-
-    await box.slack.wait_for(offered)
-    await box.click("promote", value=button(box, "promote", track)["value"], wait=False)
+def kill_button(box: Sandbox) -> dict[str, Any]:
+    """The desktop lane's Kill-switch button on the card as it is now."""
+    found = card_button(box, "kill", "desktop")
+    assert found is not None, "no kill button for desktop on the card"
+    return found
 
 
 async def card_shows(box: Sandbox, *needles: str) -> str:
@@ -112,7 +80,7 @@ async def card_shows(box: Sandbox, *needles: str) -> str:
 
 async def test_both_tracks_run_to_the_end_in_one_run(tmp_path: Path, database_url: str) -> None:
     async with running_sandbox(tmp_path, database_url) as box:
-        await start_and_dispatch(box)
+        await dispatched(box)
         assert len(box.github.dispatches) == 1
         await box.wait_until(
             lambda r: (
@@ -147,16 +115,8 @@ async def test_both_tracks_run_to_the_end_in_one_run(tmp_path: Path, database_ur
         assert ended.track("relay").state is TrackState.COMPLETED
         assert ended.track("desktop").state is TrackState.COMPLETED
         assert ended.track("desktop").stage("ga").state is StageState.DEPLOYED
-        assert reviews(box, "relay") == [
-            ("relay-canary-5", "approved"),
-            ("relay-rollout-50", "approved"),
-            ("relay-rollout-100", "approved"),
-        ]
-        assert reviews(box, "desktop") == [
-            ("desktop-internal", "approved"),
-            ("desktop-beta", "approved"),
-            ("desktop-ga", "approved"),
-        ]
+        assert reviews(box, "relay") == RELAY_COMPLETED
+        assert reviews(box, "desktop") == RINGS_COMPLETED
         card = await card_shows(
             box, f"*{RELAY}*: completed (100%)", f"*{DESKTOP}*: completed (GA ring)"
         )
@@ -172,12 +132,10 @@ async def test_both_tracks_run_to_the_end_in_one_run(tmp_path: Path, database_ur
 async def test_a_crashing_beta_ring_trips_the_kill_switch_while_the_relay_goes_on(
     tmp_path: Path, database_url: str
 ) -> None:
-    desktop = {"internal": INTERNAL_OK, "beta": BETA_CRASHING}
+    desktop = {**RINGS_OK, "beta": BETA_CRASHING}
     async with running_sandbox(tmp_path, database_url, desktop=desktop) as box:
-        rollout = await start_and_dispatch(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        rollout = await dispatched(box)
         await promote(box, "desktop", "internal")
-        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
         await promote(box, "relay", "canary")
         await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
         assert ("desktop-kill-switch", "approved") not in reviews(box)
@@ -185,15 +143,8 @@ async def test_a_crashing_beta_ring_trips_the_kill_switch_while_the_relay_goes_o
         verdict = await box.wait_for_thread("KILL_SWITCH")
         assert "crash rate" in verdict and "0.0021" in verdict
         assert "The release stays on the beta ring." in verdict
-        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
-        assert halted.track("desktop").stage("beta").state is StageState.FAILED_GATE
+        halted = await halted_at(box, "beta", StageState.FAILED_GATE, HALTED_ON_BETA)
         assert halted.track("desktop").stage("ga").state is StageState.REJECTED
-        assert reviews(box, "desktop") == [
-            ("desktop-internal", "approved"),
-            ("desktop-beta", "approved"),
-            ("desktop-ga", "rejected"),
-            ("desktop-kill-switch", "approved"),
-        ]
         # Approved when the gate tripped, not before: after the beta gate's verdict.
         events = await box.audit.list_for_rollout(rollout.id)
         (tripped,) = [e for e in events if e.action == "gate" and e.track == "desktop"][1:]
@@ -206,16 +157,11 @@ async def test_a_crashing_beta_ring_trips_the_kill_switch_while_the_relay_goes_o
 
         status = await box.command("status")
         assert f"*{DESKTOP}*: halted on beta ring" in status and RELAY in status
-        await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.HOLDING)
         await promote(box, "relay", "half")
         ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
         assert ended.track("relay").state is TrackState.COMPLETED
         assert ended.track("desktop").state is TrackState.HALTED
-        assert reviews(box, "relay") == [
-            ("relay-canary-5", "approved"),
-            ("relay-rollout-50", "approved"),
-            ("relay-rollout-100", "approved"),
-        ]
+        assert reviews(box, "relay") == RELAY_COMPLETED
         assert reviews(box, "desktop-kill-switch") == [("desktop-kill-switch", "approved")]
         card = await card_shows(box, f"*{RELAY}*: completed (100%)")
         assert f"*{DESKTOP}*: halted on beta ring: beta ring gate KILL_SWITCH: crash rate" in card
@@ -228,7 +174,7 @@ async def test_a_kill_during_the_internal_window_stops_it_before_its_gate(
     tmp_path: Path, database_url: str
 ) -> None:
     async with running_sandbox(tmp_path, database_url, window="4s") as box:
-        rollout = await start_and_dispatch(box)
+        rollout = await dispatched(box)
         observing = await box.wait_until(
             lambda r: stage_state(r, "desktop", "internal") is StageState.OBSERVING
         )
@@ -240,30 +186,24 @@ async def test_a_kill_during_the_internal_window_stops_it_before_its_gate(
         announced = await box.wait_for_thread("crash reports from support")
         assert f"kill-switch by <@{RELEASE_MANAGER}>: crash reports from support" in announced
         assert "The release stays on the internal ring." in announced
-        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
-        assert halted.track("desktop").stage("internal").state is StageState.STOPPED
+        halted = await halted_at(box, "internal", StageState.STOPPED, HALTED_ON_INTERNAL)
         assert halted.track("desktop").stage("beta").state is StageState.REJECTED
-        assert reviews(box, "desktop") == [
-            ("desktop-internal", "approved"),
-            ("desktop-beta", "rejected"),
-            ("desktop-kill-switch", "approved"),
-        ]
-        timer = await TimerStore(box.services.sessions).get(
+        timer = await TimerStore(box.services.database.sessions).get(
             key=window_timer_key(rollout.id, "desktop", "internal", window_ends)
         )
         assert timer is not None and timer.cancelled_at is not None and timer.fired_at is None
 
         # Past the end of the internal window (the relay's canary gate decided meanwhile):
         # the internal gate was never evaluated.
-        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
-        await asyncio.sleep(max(0.0, (window_ends - datetime.now(UTC)).total_seconds()) + 0.3)
+        await held(box, "relay", "canary")
+        await box.pass_time(max(timedelta(0), window_ends - box.clock()) + timedelta(seconds=0.3))
         events = await box.audit.list_for_rollout(rollout.id)
         assert [e.track for e in events if e.action == "gate"] == ["relay"]
         assert (await box.rollout()).track("desktop").state is TrackState.HALTED
 
         card = await card_shows(box, f"*{DESKTOP}*: halted on internal ring", "[Promote to 50%]")
         assert "crash reports from support" in card
-        assert not has_button(box, "kill", "desktop")
+        assert button(box, "kill", "desktop") is None
         assert reviews(box, "relay") == [("relay-canary-5", "approved")]
 
 
@@ -271,10 +211,10 @@ async def test_the_kill_switch_button_asks_to_confirm_and_trips(
     tmp_path: Path, database_url: str
 ) -> None:
     async with running_sandbox(tmp_path, database_url) as box:
-        await start_and_dispatch(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        await dispatched(box)
+        await held(box, "desktop", "internal")
         await card_shows(box, "Promote to beta ring")
-        kill = button(box, "kill", "desktop")
+        kill = kill_button(box)
         assert kill["text"]["text"] == "Kill-switch" and kill["style"] == "danger"
         confirm = kill["confirm"]
         assert confirm["title"]["text"] == f"Trip the kill-switch of {DESKTOP}?"
@@ -287,13 +227,7 @@ async def test_the_kill_switch_button_asks_to_confirm_and_trips(
         assert reviews(box, "desktop") == [("desktop-internal", "approved")]
 
         await box.click("kill", value=kill["value"], wait=False)
-        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
-        assert halted.track("desktop").stage("internal").state is StageState.STOPPED
-        assert reviews(box, "desktop") == [
-            ("desktop-internal", "approved"),
-            ("desktop-beta", "rejected"),
-            ("desktop-kill-switch", "approved"),
-        ]
+        halted = await halted_at(box, "internal", StageState.STOPPED, HALTED_ON_INTERNAL)
         announced = await box.wait_for_thread(f"kill-switch by <@{RELEASE_MANAGER}>")
         assert "The release stays on the internal ring." in announced
         await card_shows(box, f"*{DESKTOP}*: halted on internal ring")
@@ -311,30 +245,20 @@ async def test_a_relay_rollback_leaves_the_desktop_track_going_to_ga(
 ) -> None:
     relay = {"canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}}
     async with running_sandbox(tmp_path, database_url, relay=relay) as box:
-        await start_and_dispatch(box)
+        await dispatched(box)
         rolled_back = await box.wait_until(
             lambda r: r.track("relay").state is TrackState.ROLLED_BACK
         )
         assert rolled_back.track("desktop").state is TrackState.ACTIVE
         assert "ROLLBACK" in await box.wait_for_thread("ROLLBACK")
-        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
         await promote(box, "desktop", "internal")
-        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.HOLDING)
         await promote(box, "desktop", "beta")
         ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
 
         assert ended.track("relay").state is TrackState.ROLLED_BACK
         assert ended.track("desktop").state is TrackState.COMPLETED
-        assert reviews(box, "relay") == [
-            ("relay-canary-5", "approved"),
-            ("relay-rollout-50", "rejected"),
-            ("relay-rollback", "approved"),
-        ]
-        assert reviews(box, "desktop") == [
-            ("desktop-internal", "approved"),
-            ("desktop-beta", "approved"),
-            ("desktop-ga", "approved"),
-        ]
+        assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
+        assert reviews(box, "desktop") == RINGS_COMPLETED
         await card_shows(
             box, f"*{RELAY}*: rolled back from 5% canary", f"*{DESKTOP}*: completed (GA ring)"
         )
@@ -342,16 +266,15 @@ async def test_a_relay_rollback_leaves_the_desktop_track_going_to_ga(
 
 async def test_a_kill_after_ga_changes_nothing(tmp_path: Path, database_url: str) -> None:
     async with running_sandbox(tmp_path, database_url) as box:
-        await start_and_dispatch(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
-        stale_kill = button(box, "kill", "desktop")["value"]
+        await dispatched(box)
+        await held(box, "desktop", "internal")
+        stale_kill = kill_button(box)["value"]
         await promote(box, "desktop", "internal")
-        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.HOLDING)
         await promote(box, "desktop", "beta")
         done = await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
         assert done.phase is Phase.RUNNING  # the relay holds at its canary
         await card_shows(box, f"*{DESKTOP}*: completed (GA ring)")
-        assert not has_button(box, "kill", "desktop")
+        assert button(box, "kill", "desktop") is None
 
         before = list(box.github.reviews)
         thread = box.thread()
@@ -384,8 +307,7 @@ async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
 ) -> None:
     async with running_sandbox(tmp_path, database_url) as box:
         box.github.set_job_duration("Desktop/CLI ring deploy - beta", timedelta(seconds=1.5))
-        await start_and_dispatch(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "internal") is StageState.HOLDING)
+        await dispatched(box)
         await promote(box, "desktop", "internal")
         await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.DEPLOYING)
 
@@ -395,12 +317,5 @@ async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
         assert "The release stays on the beta ring." in announced
         landed = await box.wait_for_thread("*beta ring* deployed")
         assert "not observed: the track is stopping" in landed
-        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
-        assert halted.track("desktop").stage("beta").state is StageState.STOPPED
-        assert reviews(box, "desktop") == [
-            ("desktop-internal", "approved"),
-            ("desktop-beta", "approved"),
-            ("desktop-ga", "rejected"),
-            ("desktop-kill-switch", "approved"),
-        ]
+        await halted_at(box, "beta", StageState.STOPPED, HALTED_ON_BETA)
         await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")

@@ -14,17 +14,21 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from figures import every_gate_passes, running_sandbox, two_serve_processes
+from sandbox_views import audit_results, dispatched, held, value_of
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.domain.rollout import Phase, Rollout, StageState
-from bot.sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
-from bot.sandbox.signing import block_actions_body, slack_signature_headers, slash_command_body
+from bot.adapters.slack import messages
+from bot.domain.controls import AlreadyDone, CardRef, Control, effect_key
+from bot.domain.rollout import Rollout, StageState
+from bot.services.exactly_once import ExactlyOnce
+from bot.services.records import BOT
+from bot.services.requests import Origin, Via
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from sandbox.harness import Sandbox
+from sandbox.signing import slack_signature_headers, slash_command_body
 from storage.claims import ClaimState, ClaimStore
 
-CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
-RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
 GROUP = "S0RELEASE1"
 CLICKERS = [RELEASE_MANAGER, *(f"U0CLICK{i:03d}" for i in range(49))]
 APPROVERS_ENV = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{GROUP}"}
@@ -38,19 +42,6 @@ def approvals(box: Sandbox, environment: str) -> list[str]:
     ]
 
 
-def held(track: str, stage: str) -> object:
-    def check(rollout: Rollout) -> bool:
-        return rollout.track(track).stage(stage).state is StageState.HOLDING
-
-    return check
-
-
-async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
-    await box.command(f"start {tag} --flags-ready")
-    await box.click("dispatch")
-    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-
-
 async def both_holding(box: Sandbox) -> Rollout:
     """Both tracks held on a passed gate: nothing more happens on GitHub until a click."""
     return await box.wait_until(
@@ -59,22 +50,6 @@ async def both_holding(box: Sandbox) -> Rollout:
             and r.track("desktop").stage("internal").state is StageState.HOLDING
         )
     )
-
-
-def _find(box: Sandbox, action_id: str, track: str | None = None) -> str | None:
-    for block in box.card_message().blocks:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("action_id") == action_id and f'"track":"{track}"' in element["value"]:
-                return str(element["value"])
-    return None
-
-
-async def button_value(box: Sandbox, action_id: str, track: str | None = None) -> str:
-    """The value of a button on the card, once the card shows it."""
-    await box.slack.wait_for(lambda: _find(box, action_id, track) is not None, timeout=10)
-    found = _find(box, action_id, track)
-    assert found is not None
-    return found
 
 
 async def post_click(
@@ -87,19 +62,7 @@ async def post_click(
     action_id: str = "promote",
 ) -> str:
     """One signed block_actions request to `url`; returns its response_url."""
-    card = box.card_message()
-    response_url = box.slack.new_response_url(
-        channel=RELEASE_CHANNEL, user=user, message_ts=card.ts, kind="actions"
-    )
-    body = block_actions_body(
-        user_id=user,
-        channel_id=RELEASE_CHANNEL,
-        action_id=action_id,
-        value=value,
-        response_url=response_url,
-        message_ts=card.ts,
-        message=card.to_json(),
-    )
+    response_url, body = box.click_body(action_id, user=user, value=value)
     headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
     async with http.post(f"{url}/slack/events", data=body, headers=headers) as answer:
         assert answer.status == 200
@@ -115,7 +78,7 @@ async def fifty_promote_clicks(box: Sandbox, urls: list[str]) -> list[str]:
     box.slack.usergroups[GROUP] = CLICKERS[1:]
     await dispatched(box)
     await both_holding(box)
-    value = await button_value(box, "promote", "relay")
+    value = await value_of(box, "promote", "relay")
     async with aiohttp.ClientSession() as http:
         response_urls = await asyncio.gather(
             *(
@@ -132,8 +95,7 @@ async def fifty_promote_clicks(box: Sandbox, urls: list[str]) -> list[str]:
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+        every_gate_passes(box)
         yield box
 
 
@@ -150,9 +112,9 @@ async def test_fifty_concurrent_promote_clicks_approve_the_next_stage_once(
     assert len(texts) == 49
     assert all(text.startswith(ALREADY) for text in texts), texts[:3]
     rollout = await sandbox.rollout()
-    events = await sandbox.audit.list_for_rollout(rollout.id)
-    clicks = [e.result for e in events if e.action == "click:promote"]
+    clicks = await audit_results(sandbox, rollout.id, "click:promote", 50)
     assert sorted(clicks) == ["duplicate"] * 49 + ["ok"]
+    events = await sandbox.audit.list_for_rollout(rollout.id)
     assert [e.result for e in events if e.action == "promote"] == ["ok"]
 
 
@@ -160,15 +122,10 @@ async def test_fifty_concurrent_promote_clicks_approve_the_next_stage_once(
 async def test_fifty_clicks_on_two_server_processes_sharing_postgresql_approve_once(
     tmp_path: Path, postgres_database_url: str
 ) -> None:
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=postgres_database_url,
-        in_process=False,
-        extra_env=APPROVERS_ENV,
-    ) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
-        second = await box.start_replica()
+    async with two_serve_processes(tmp_path, postgres_database_url, APPROVERS_ENV) as (
+        box,
+        second,
+    ):
         assert second != box.url
 
         texts = await fifty_promote_clicks(box, [box.url, second])
@@ -214,7 +171,7 @@ async def test_a_slack_retry_of_a_command_promotes_once(sandbox: Sandbox) -> Non
 async def test_a_double_click_acts_once_and_tells_the_second_click(sandbox: Sandbox) -> None:
     await dispatched(sandbox)
     await both_holding(sandbox)
-    value = await button_value(sandbox, "promote", "relay")
+    value = await value_of(sandbox, "promote", "relay")
     async with aiohttp.ClientSession() as http:
         first = await post_click(sandbox, http, url=sandbox.url, user=RELEASE_MANAGER, value=value)
         await sandbox.wait_until(
@@ -230,16 +187,13 @@ async def test_a_double_click_acts_once_and_tells_the_second_click(sandbox: Sand
 async def test_a_stale_card_says_where_the_rollout_stands_and_changes_nothing(
     tmp_path: Path, database_url: str
 ) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="3s")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+    async with running_sandbox(tmp_path, database_url, window="3s") as box:
         await dispatched(box)
         observing = await box.wait_until(
             lambda r: r.track("relay").stage("canary").state is StageState.OBSERVING
         )
-        extend = await button_value(box, "extend_window", "relay")
-        await box.wait_until(held("relay", "canary"))  # type: ignore[arg-type]
+        extend = await value_of(box, "extend_window", "relay")
+        await held(box, "relay", "canary")
 
         answer = await box.click("extend_window", value=extend)
 
@@ -256,7 +210,7 @@ async def test_an_old_promote_button_is_answered_with_who_promoted_it(sandbox: S
     sandbox.slack.usergroups[GROUP] = CLICKERS[1:]
     await dispatched(sandbox)
     await both_holding(sandbox)
-    canary = await button_value(sandbox, "promote", "relay")
+    canary = await value_of(sandbox, "promote", "relay")
     await sandbox.click("promote", value=canary)
     await sandbox.wait_until(
         lambda r: r.track("relay").stage("half").state is not StageState.PENDING
@@ -274,7 +228,7 @@ async def test_a_github_500_during_a_promote_changes_nothing_and_the_click_can_b
 ) -> None:
     await dispatched(sandbox)
     await both_holding(sandbox)
-    value = await button_value(sandbox, "promote", "relay")
+    value = await value_of(sandbox, "promote", "relay")
     sandbox.github.fail_next("POST", "/repos/*/actions/runs/*/pending_deployments", 500)
 
     answer = await sandbox.click("promote", value=value)
@@ -294,12 +248,9 @@ async def test_a_github_500_during_a_promote_changes_nothing_and_the_click_can_b
         lambda r: r.track("relay").stage("half").state is not StageState.PENDING
     )
     assert approvals(sandbox, "relay-rollout-50") == ["approved"]
-    for _ in range(50):  # the click's audit event is written once its answer is complete
-        events = await sandbox.audit.list_for_rollout(still.id)
-        if len([e for e in events if e.action == "click:promote"]) == 2:
-            break
-        await asyncio.sleep(0.1)
-    assert [e.result for e in events if e.action == "click:promote"] == ["github_error", "ok"]
+    clicks = await audit_results(sandbox, still.id, "click:promote", 2)
+    assert clicks == ["github_error", "ok"]
+    events = await sandbox.audit.list_for_rollout(still.id)
     failed = next(e for e in events if e.action == "github_approved" and e.result == "error")
     assert failed.detail is not None and failed.detail["environment"] == "relay-rollout-50"
 
@@ -355,3 +306,24 @@ async def test_a_claim_whose_owner_died_is_taken_over_after_its_lease(
     late = NOW + timedelta(minutes=6)
     taken = await claims.claim(key="k", action="dispatch", actor="U2", now=late)
     assert taken is not None and taken.actor == "U2"
+
+
+async def test_a_claim_the_bots_schedule_holds_is_named_for_the_schedule(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    claims = ClaimStore(session_factory)
+    once = ExactlyOnce(claims=claims, clock=lambda: NOW, words=messages, holder_wait=timedelta(0))
+    card = CardRef("r-1", version=3)
+    held = await claims.claim(
+        key=effect_key(Control.DISPATCH, card), action="dispatch", actor=BOT, now=NOW
+    )
+    assert held is not None
+    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
+
+    async def dispatch() -> None:
+        raise AssertionError("dispatched a second time")
+
+    with pytest.raises(AlreadyDone) as caught:
+        await once.once(clicker, Control.DISPATCH, card, "dispatch `v1.4.2`", dispatch)
+    assert "Already being done by the bot's schedule since" in caught.value.message
+    assert "<@rollout-bot>" not in caught.value.message

@@ -1,4 +1,4 @@
-"""Fuzzing the edge: thousands of validly signed random commands, clicks, modal submissions and
+"""Fuzzing the edge: hundreds of validly signed random commands, clicks, modal submissions and
 webhooks (hypothesis) against the real app, the sandbox Slack and GitHub, on PostgreSQL (which
 refuses what SQLite lets through, such as a NUL byte).
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -27,10 +28,12 @@ from urllib.parse import quote, urlencode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.domain.commands import Subcommand
+from bot.adapters.slack.actions import Action, Callback
 from bot.domain.github_events import FOLLOWED
+from bot.domain.npm import SECRET_NAME
+from bot.domain.rollout_command import Subcommand
 from bot.domain.text import clean_text
-from bot.sandbox.config import (
+from sandbox.config import (
     BYSTANDER,
     GITHUB_WEBHOOK_SECRET,
     OTHER_CHANNEL,
@@ -39,19 +42,19 @@ from bot.sandbox.config import (
     REPOSITORY,
     SLACK_SIGNING_SECRET,
 )
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.signing import (
+from sandbox.harness import Sandbox
+from sandbox.signing import (
     block_actions_payload,
     github_signature_headers,
     slack_signature_headers,
     slash_command_payload,
     view_submission_payload,
 )
-from handlers.actions import Action, Callback
 
 BATCH = 8
-EXAMPLES = 260
-"""Batches of BATCH requests of every kind: thousands in all, in well under a minute."""
+EXAMPLES = int(os.environ.get("FUZZ_BATCHES", "100"))
+"""Batches of BATCH requests of every kind: 800 in `make test` (FUZZ_BATCHES=260 sends over
+two thousand, as before)."""
 
 WRITES = ("chat.postMessage", "chat.update", "views.open", "files.completeUploadExternal")
 
@@ -210,6 +213,12 @@ def running(box: Sandbox) -> Iterator[asyncio.AbstractEventLoop]:
         loop.close()
 
 
+def is_walkthrough(args: dict[str, Any]) -> bool:
+    """A posted NPM_TOKEN walkthrough: `/rollout npm-token` is anyone's to ask, and what it
+    posts changes nothing (a fuzzed command draws it often enough to post one)."""
+    return str(args.get("text", "")).startswith(f"Set up and verify {SECRET_NAME}")
+
+
 def send(url: str, body: bytes, headers: dict[str, str]) -> int:
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
     try:
@@ -219,7 +228,7 @@ def send(url: str, body: bytes, headers: dict[str, str]) -> int:
         return int(error.code)
 
 
-def test_thousands_of_signed_random_requests_break_nothing(
+def test_hundreds_of_signed_random_requests_break_nothing(
     tmp_path: Path, postgres_database_url: str
 ) -> None:
     problems = _Problems()
@@ -257,12 +266,16 @@ def test_thousands_of_signed_random_requests_break_nothing(
             batch_of()
             # Listeners work after the answer: let the last ones finish before looking.
             asyncio.run_coroutine_threadsafe(asyncio.sleep(1.0), loop).result(timeout=10)
-            writes = [call.method for call in box.slack.calls if call.method in WRITES]
+            writes = [
+                call.method
+                for call in box.slack.calls
+                if call.method in WRITES and not is_walkthrough(call.args)
+            ]
             github = (list(box.github.dispatches), list(box.github.reviews))
     finally:
         root.removeHandler(problems)
         root.setLevel(level)
-    assert statuses.total() >= 2000, statuses
+    assert statuses.total() >= BATCH * EXAMPLES, statuses
     assert problems.records == [], problems.records[:5]
     assert writes == []
     assert github == ([], [])

@@ -8,28 +8,28 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from cleared import cleared_rollout
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.charts import PNG_SIGNATURE
+from bot.adapters.charts import PNG_SIGNATURE
+from bot.adapters.slack.gate_views import gate_card, gate_card_text
+from bot.adapters.slack.limits import SECTION_TEXT
+from bot.adapters.slack.messages import slack_time
+from bot.adapters.slack.notifier import SlackNotifier
+from bot.cli.metrics import plain_text
 from bot.domain.gate import GateVerdict, evaluate_desktop, evaluate_relay
 from bot.domain.metrics import Figures, MetricReading, Reading
-from bot.domain.plan import load_plan
 from bot.domain.rollout import (
-    Check,
-    CheckState,
-    Preflight,
     Rollout,
     Stage,
     StageState,
-    new_rollout,
-    slack_time,
 )
-from bot.sandbox.render import render_blocks
-from bot.sandbox.slack import SlackTestServer
-from handlers.gate_views import gate_card, gate_card_text, plain_text
-from handlers.notifier import SlackNotifier
+from bot.plan_file import load_plan
+from sandbox.render import render_blocks
+from sandbox.slack import SlackTestServer
 
 D = Decimal
 NOW = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
@@ -73,16 +73,22 @@ def live_reading(verdict: GateVerdict, **error_detail: object) -> Reading:
     )
 
 
-def shown(verdict: GateVerdict, reading: Reading | None = None, **kw: str | None) -> str:
-    blocks = gate_card(
+def canary_card(
+    verdict: GateVerdict, reading: Reading | None = None, chart_note: str | None = None
+) -> list[dict[str, Any]]:
+    """The gate card of the relay's 5% canary over WINDOW."""
+    return gate_card(
         verdict=verdict,
         reading=reading,
         stage_label="5% canary",
         track_label="Hosted relay",
         window=WINDOW,
-        chart_note=kw.get("chart_note"),
+        chart_note=chart_note,
     )
-    return render_blocks(blocks)
+
+
+def shown(verdict: GateVerdict, reading: Reading | None = None, **kw: str | None) -> str:
+    return render_blocks(canary_card(verdict, reading, kw.get("chart_note")))
 
 
 @pytest.mark.parametrize(
@@ -164,18 +170,12 @@ def test_no_data_names_the_metric_and_why() -> None:
 def test_slack_limits_hold_for_long_problems_and_links() -> None:
     verdict = relay("0.002")
     reading = live_reading(verdict, problem="x" * 5000, link="http://p/graph?" + "q" * 5000)
-    blocks = gate_card(
-        verdict=verdict,
-        reading=reading,
-        stage_label="5% canary",
-        track_label="Hosted relay",
-        window=WINDOW,
-    )
+    blocks = canary_card(verdict, reading)
     for block in blocks:
         texts = [block.get("text", {}).get("text", "")]
         texts += [f["text"] for f in block.get("fields", [])]
         texts += [e["text"] for e in block.get("elements", [])]
-        assert all(len(text) <= 3000 for text in texts)
+        assert all(len(text) <= SECTION_TEXT for text in texts)
     assert "Open the query" not in render_blocks(blocks).split("*Crash rate*")[0]
 
 
@@ -214,21 +214,23 @@ async def slack() -> AsyncIterator[SlackTestServer]:
         yield server
 
 
+async def post_gate_card(slack: SlackTestServer, verdict: GateVerdict) -> None:
+    """The notifier posts `verdict`'s card, read live, in the thread of an observed rollout."""
+    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers=())
+    rollout = await observed_rollout(notifier)
+    await notifier.post_gate_card(
+        rollout,
+        PLAN,
+        track="relay",
+        stage="canary",
+        verdict=verdict,
+        reading=live_reading(verdict),
+        key=1,
+    )
+
+
 async def observed_rollout(notifier: SlackNotifier) -> Rollout:
-    preflight = Preflight(
-        flags=Check(CheckState.PASS),
-        migrations=Check(CheckState.PASS),
-        image=Check(CheckState.PASS),
-    )
-    rollout = new_rollout(
-        rollout_id="r-1",
-        tag="v1.4.2",
-        channel_id=CHANNEL,
-        started_by="U0MANAGER",
-        plan=PLAN,
-        preflight=preflight,
-        now=NOW - timedelta(hours=1),
-    )
+    rollout = cleared_rollout(PLAN, now=NOW - timedelta(hours=1))
     ts = await notifier.publish(rollout, PLAN)
     track = rollout.track("relay")
     canary = Stage(
@@ -238,12 +240,7 @@ async def observed_rollout(notifier: SlackNotifier) -> Rollout:
 
 
 async def test_the_card_and_a_png_per_metric_go_to_the_thread(slack: SlackTestServer) -> None:
-    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers=())
-    rollout = await observed_rollout(notifier)
-    verdict = relay("0.0301", sample=4512)
-    await notifier.post_gate_card(
-        rollout, PLAN, track="relay", stage="canary", verdict=verdict, reading=live_reading(verdict)
-    )
+    await post_gate_card(slack, relay("0.0301", sample=4512))
     (parent,) = slack.messages(CHANNEL)
     card, charts = parent.replies
     assert card.rendered.startswith(":red_circle: *5% canary gate: ROLLBACK*")
@@ -264,12 +261,7 @@ async def test_without_matplotlib_the_card_says_charts_are_off(
 ) -> None:
     for module in ("matplotlib", "matplotlib.figure", "matplotlib.dates"):
         monkeypatch.setitem(sys.modules, module, None)
-    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers=())
-    rollout = await observed_rollout(notifier)
-    verdict = relay("0.002", sample=4512)
-    await notifier.post_gate_card(
-        rollout, PLAN, track="relay", stage="canary", verdict=verdict, reading=live_reading(verdict)
-    )
+    await post_gate_card(slack, relay("0.002", sample=4512))
     (parent,) = slack.messages(CHANNEL)
     (card,) = parent.replies
     assert "Charts are off: install `rollout-bot[charts]`" in card.rendered

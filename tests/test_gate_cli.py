@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.cli.gate import main
 from bot.domain.gate import Verdict, evaluate_desktop, evaluate_relay
-from bot.gate_cli import main
 
 _SCRIPT = Path(sys.executable).with_name("rollout-bot")
 COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "bot.cli"]
@@ -184,7 +184,7 @@ def test_help_prints_the_usage(args: list[str]) -> None:
 def test_the_gate_path_loads_nothing_heavy() -> None:
     probe = (
         "import sys\n"
-        "from bot.cli import main\n"
+        "from bot.cli.main import main\n"
         "code = main(['gate', 'desktop', '--baseline-crash-rate', '0.001',"
         " '--current-crash-rate', '0.001'])\n"
         "heavy = {'slack_bolt', 'slack_sdk', 'aiohttp', 'sqlalchemy', 'pydantic', 'github'}\n"

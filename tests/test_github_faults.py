@@ -15,16 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from figures import SECOND_APPROVER, two_approvers_sandbox
+from sandbox_views import audit_results, button, dispatched, held, holding, value_of
 
-from bot.domain.rollout import CheckState, Phase, Rollout, StageState
-from bot.rollouts import DISPATCH_SEARCH
-from bot.sandbox.config import RELEASE_MANAGER
-from bot.sandbox.harness import Sandbox, write_figures
+from bot.domain.rollout import CheckState, Phase, StageState
+from bot.services.following import DISPATCH_SEARCH
+from sandbox.config import RELEASE_MANAGER
+from sandbox.harness import Sandbox
 
-CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
-RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
-SECOND_APPROVER = "U0SECOND01"
 REVIEWS = "/repos/*/actions/runs/*/pending_deployments"
 DISPATCHES = "/repos/*/actions/workflows/*/dispatches"
 MIGRATIONS = "/repos/*/contents/crates/relay/src/db/migrations"
@@ -32,10 +30,7 @@ MIGRATIONS = "/repos/*/contents/crates/relay/src/db/migrations"
 
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND_APPROVER}"}
-    async with Sandbox(workdir=tmp_path, extra_env=approvers) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+    async with two_approvers_sandbox(tmp_path) as box:
         yield box
 
 
@@ -43,44 +38,21 @@ def approvals(box: Sandbox, environment: str) -> list[str]:
     return [r.actor for r in box.github.reviews if environment in r.environments]
 
 
-def button(box: Sandbox, action_id: str, track: str | None = None) -> str | None:
-    for block in box.card_message().blocks:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("action_id") == action_id and (
-                track is None or f'"track":"{track}"' in element["value"]
-            ):
-                return str(element["value"])
-    return None
-
-
-async def value_of(box: Sandbox, action_id: str, track: str | None = None) -> str:
-    await box.slack.wait_for(lambda: button(box, action_id, track) is not None, timeout=10)
-    found = button(box, action_id, track)
-    assert found is not None
-    return found
-
-
-async def clicks(box: Sandbox, rollout_id: str, action: str, count: int) -> list[str]:
-    """The results of the rollout's `action` clicks, once `count` are recorded (a click's
-    audit event is written when its answer is complete, after the card moved)."""
-    for _ in range(50):
-        events = await box.audit.list_for_rollout(rollout_id)
-        results = [e.result for e in events if e.action == action]
-        if len(results) >= count:
-            return results
-        await asyncio.sleep(0.1)
-    return results
-
-
-def canary_held(rollout: Rollout) -> bool:
-    return rollout.track("relay").stage("canary").state is StageState.HOLDING
+async def dispatch_answered_502(box: Sandbox) -> str:
+    """Start v1.4.2 and click Dispatch while GitHub answers the dispatch 502, until the thread
+    says no run of it appeared; the Dispatch button's value that was clicked."""
+    await box.command("start v1.4.2 --flags-ready")
+    dispatch = await value_of(box, "dispatch")
+    box.github.fault_next("POST", DISPATCHES, "server_error")
+    await box.click("dispatch", value=dispatch, wait=False)
+    await box.wait_for_thread("no run of it appeared", timeout=30)
+    return dispatch
 
 
 async def held_at_canary(box: Sandbox) -> str:
     """Start and dispatch `v1.4.2`, wait for the canary's hold; its Promote button's value."""
-    await box.command("start v1.4.2 --flags-ready")
-    await box.click("dispatch")
-    await box.wait_until(canary_held)
+    await dispatched(box)
+    await held(box, "relay", "canary")
     return await value_of(box, "promote", "relay")
 
 
@@ -101,7 +73,7 @@ async def test_an_approval_applied_but_answered_502_is_the_clickers_promotion(
     assert approvals(sandbox, "relay-rollout-50") == [sandbox.github.actor]
     assert sandbox.github.faults_injected == {"apply_then_502": 1}
     rollout = await sandbox.rollout()
-    assert await clicks(sandbox, rollout.id, "click:promote", 1) == ["ok"]
+    assert await audit_results(sandbox, rollout.id, "click:promote", 1) == ["ok"]
 
 
 async def test_an_approval_answered_502_and_not_applied_says_so_and_can_be_repeated(
@@ -114,7 +86,7 @@ async def test_an_approval_answered_502_and_not_applied_says_so_and_can_be_repea
 
     assert answer is not None and "GitHub answered 502" in answer
     assert "it was not applied: try again" in answer
-    assert canary_held(await sandbox.rollout())
+    assert holding("relay", "canary")(await sandbox.rollout())
     assert await sandbox.click("promote", value=promote) is None
     await sandbox.wait_for_thread("promoted Hosted relay")
     assert approvals(sandbox, "relay-rollout-50") == [sandbox.github.actor]
@@ -141,12 +113,7 @@ async def test_a_dispatch_accepted_then_dropped_starts_one_run_even_after_a_seco
 async def test_a_dispatch_answered_502_stays_sent_and_is_never_sent_twice(
     sandbox: Sandbox,
 ) -> None:
-    await sandbox.command("start v1.4.2 --flags-ready")
-    dispatch = await value_of(sandbox, "dispatch")
-    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
-
-    await sandbox.click("dispatch", value=dispatch, wait=False)
-    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+    dispatch = await dispatch_answered_502(sandbox)
     again = await sandbox.click("dispatch", value=dispatch, user=SECOND_APPROVER)
 
     assert again is not None and "Already done by" in again
@@ -158,11 +125,7 @@ async def test_a_dispatch_answered_502_stays_sent_and_is_never_sent_twice(
 async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after_the_search(
     sandbox: Sandbox,
 ) -> None:
-    await sandbox.command("start v1.4.2 --flags-ready")
-    dispatch = await value_of(sandbox, "dispatch")
-    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
-    await sandbox.click("dispatch", value=dispatch, wait=False)
-    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+    dispatch = await dispatch_answered_502(sandbox)
 
     sent = await sandbox.rollout()
     assert sent.dispatched_at is not None
@@ -171,7 +134,7 @@ async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after
     await sandbox.wait_for_thread("No run of the dispatch of `v1.4.2` could be identified")
     await sandbox.wait_until(lambda r: r.phase is Phase.PREFLIGHT)
     # The card is redrawn through the outbox right after the thread line: a new version.
-    await sandbox.slack.wait_for(lambda: button(sandbox, "dispatch") != dispatch, timeout=10)
+    await sandbox.slack.wait_for(lambda: button(sandbox, "dispatch") != dispatch, timeout=30)
     fresh = await value_of(sandbox, "dispatch")
 
     assert await sandbox.click("dispatch", value=fresh) is None
@@ -184,10 +147,7 @@ async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after
 async def test_a_failed_search_for_the_run_is_one_warning_and_proves_nothing(
     sandbox: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await sandbox.command("start v1.4.2 --flags-ready")
-    sandbox.github.fault_next("POST", DISPATCHES, "server_error")
-    await sandbox.click("dispatch", wait=False)
-    await sandbox.wait_for_thread("no run of it appeared", timeout=30)
+    await dispatch_answered_502(sandbox)
     searches = "/repos/*/actions/workflows/*/runs"
     sandbox.github.fault_next("GET", searches, "server_error", times=10)  # two polls' worth
 
@@ -200,7 +160,8 @@ async def test_a_failed_search_for_the_run_is_one_warning_and_proves_nothing(
     assert (await sandbox.rollout()).phase is Phase.DISPATCHING
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(
-        r.name == "bot.rollouts" and r.getMessage().startswith("could not look for the run")
+        r.name == "bot.services.following"
+        and r.getMessage().startswith("could not look for the run")
         for r in caplog.records
     )
 
@@ -230,4 +191,4 @@ async def test_a_preflight_check_github_failed_is_not_checked_and_re_check_passe
     assert "[Dispatch]" in shown and "[Re-check]" not in shown
     again = await sandbox.click("recheck", value=recheck, user=SECOND_APPROVER)
     assert again is not None and "Already done by" in again
-    assert await clicks(sandbox, checked.id, "click:recheck", 2) == ["ok", "duplicate"]
+    assert await audit_results(sandbox, checked.id, "click:recheck", 2) == ["ok", "duplicate"]

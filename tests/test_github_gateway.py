@@ -11,18 +11,21 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.adapters.github.dispatch import DispatchSearch
+from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.runs import _job_snapshot
+from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError, RunNotIdentified
-from bot.domain.run import JobConclusion, JobStatus
-from bot.github_gateway import PyGithubGateway, _job_snapshot
-from bot.sandbox.config import GITHUB_TOKEN, REPOSITORY
-from bot.sandbox.github import GitHubSimulator
-from bot.sandbox.github_actions import ManualClock
-from bot.sandbox.workflows import deployment_strategy_workflow
+from bot.domain.run import JobConclusion, JobStatus, RunRef
+from sandbox.clock import ManualClock
+from sandbox.config import GITHUB_TOKEN, REPOSITORY
+from sandbox.github import GitHubSimulator
+from sandbox.workflows import deployment_strategy_workflow
 
 START = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 WORKFLOW = "deployment-strategy.yml"
@@ -52,15 +55,14 @@ async def ghes(clock: ManualClock) -> AsyncIterator[GitHubSimulator]:
 
 
 def open_gateway(sim: GitHubSimulator, api_url: str | None = None) -> PyGithubGateway:
-    return PyGithubGateway(
+    transport = GitHubTransport(
         api_url=api_url or sim.api_url,
         token=GITHUB_TOKEN,
         repository=REPOSITORY,
-        find_attempts=FIND_ATTEMPTS,
-        find_delay=0.01,
         timeout=TIMEOUT,
         backoff=0.01,
     )
+    return PyGithubGateway(transport, search=DispatchSearch(attempts=FIND_ATTEMPTS, delay=0.01))
 
 
 @pytest.fixture
@@ -77,11 +79,25 @@ async def ghes_gateway(ghes: GitHubSimulator) -> AsyncIterator[PyGithubGateway]:
     await gateway.close()
 
 
+async def start(
+    gateway: PyGithubGateway,
+    *,
+    ref: str = "main",
+    inputs: Mapping[str, str] = INPUTS,
+    at: datetime = START,
+) -> RunRef:
+    """`WORKFLOW` dispatched through the gateway: the run it started."""
+    return await gateway.dispatch(workflow_file=WORKFLOW, ref=ref, inputs=inputs, dispatched_at=at)
+
+
 async def dispatch(gateway: PyGithubGateway, ref: str = "main") -> int:
-    started = await gateway.dispatch(
-        workflow_file=WORKFLOW, ref=ref, inputs=INPUTS, dispatched_at=START
+    return (await start(gateway, ref=ref)).run_id
+
+
+async def approve_canary(gateway: PyGithubGateway, run_id: int) -> bool:
+    return await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
     )
-    return started.run_id
 
 
 def posts(sim: GitHubSimulator, suffix: str) -> list[int]:
@@ -95,9 +111,7 @@ def posts(sim: GitHubSimulator, suffix: str) -> list[int]:
 async def test_dispatch_returns_the_run_it_started_with_exactly_the_inputs_sent(
     gh: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:
-    started = await gateway.dispatch(
-        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-    )
+    started = await start(gateway)
 
     [recorded] = gh.dispatches
     assert started.run_id == recorded.run_id
@@ -114,12 +128,7 @@ async def test_a_dispatch_github_refuses_is_explained_and_not_retried(
     gh: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:
     with pytest.raises(GitHubError) as raised:
-        await gateway.dispatch(
-            workflow_file=WORKFLOW,
-            ref="main",
-            inputs={**INPUTS, "surprise": "1"},
-            dispatched_at=START,
-        )
+        await start(gateway, inputs={**INPUTS, "surprise": "1"})
 
     assert raised.value.message == (
         f"GitHub refused to dispatch {WORKFLOW} on main "
@@ -140,9 +149,7 @@ async def test_enterprise_fallback_finds_our_run_among_foreign_ones(
         ghes.create_foreign_run(actor="release-bot", event="push"),
     }
 
-    started = await ghes_gateway.dispatch(
-        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-    )
+    started = await start(ghes_gateway)
 
     [recorded] = ghes.dispatches
     assert started.run_id == recorded.run_id and started.run_id not in foreign
@@ -182,12 +189,7 @@ async def test_enterprise_fallback_gives_up_when_no_run_of_ours_appears(
     # Our clock runs an hour ahead of GitHub's: the run GitHub stamps is "older" than the
     # dispatch, so it must not be taken.
     with pytest.raises(RunNotIdentified) as raised:
-        await ghes_gateway.dispatch(
-            workflow_file=WORKFLOW,
-            ref="main",
-            inputs=INPUTS,
-            dispatched_at=START + timedelta(hours=1),
-        )
+        await start(ghes_gateway, at=START + timedelta(hours=1))
 
     assert "no run of it appeared" in raised.value.message
     listings = [r for r in ghes.requests if r.path.endswith(f"/workflows/{WORKFLOW}/runs")]
@@ -259,9 +261,7 @@ async def test_rejecting_the_next_stage_makes_the_rollback_wait(
     gh: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:
     run_id = await dispatch(gateway)
-    await gateway.review(
-        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
-    )
+    await approve_canary(gateway, run_id)
 
     rejected = await gateway.review(
         run_id=run_id,
@@ -307,9 +307,7 @@ async def test_a_review_that_raced_a_change_on_github_is_not_an_error(
         {"message": "No pending deployment requests to approve or reject"},
     )
 
-    reviewed = await gateway.review(
-        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
-    )
+    reviewed = await approve_canary(gateway, run_id)
 
     assert reviewed is False
     assert posts(gh, "/pending_deployments") == [422]
@@ -322,9 +320,7 @@ async def test_a_server_error_on_review_changes_nothing_and_a_retry_works(
     gh.fail_next("POST", "/repos/*/actions/runs/*/pending_deployments", 500)
 
     with pytest.raises(GitHubError) as raised:
-        await gateway.review(
-            run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
-        )
+        await approve_canary(gateway, run_id)
 
     assert raised.value.message == (
         f"GitHub answered 500 (Server Error) when asked to approve relay-canary-5 on run "
@@ -332,9 +328,7 @@ async def test_a_server_error_on_review_changes_nothing_and_a_retry_works(
     )
     assert gh.reviews == []
     assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
-    assert await gateway.review(
-        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
-    )
+    assert await approve_canary(gateway, run_id)
     assert [r.environments for r in gh.reviews] == [("relay-canary-5",)]
 
 
@@ -350,9 +344,7 @@ async def test_a_token_without_reviewer_rights_is_explained(
     )
 
     with pytest.raises(GitHubError) as raised:
-        await gateway.review(
-            run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
-        )
+        await approve_canary(gateway, run_id)
 
     assert raised.value.message == (
         f"GitHub refused to approve relay-canary-5 on run {run_id} "
@@ -508,9 +500,7 @@ async def test_pygithub_never_runs_on_the_event_loop_thread(
 ) -> None:
     run_id = await dispatch(gateway)
     await gateway.snapshot(run_id)
-    await gateway.review(
-        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
-    )
+    await approve_canary(gateway, run_id)
     await gateway.list_directory(path=MIGRATIONS, ref="main")
 
     assert len(client_threads.threads) >= 6
@@ -589,7 +579,9 @@ async def test_a_read_that_times_out_is_retried(
 async def test_exhausted_retries_report_githubs_last_answer(clock: ManualClock) -> None:
     async with GitHubSimulator(clock=clock, token=GITHUB_TOKEN) as sim:
         gateway = PyGithubGateway(
-            api_url=sim.api_url, token=GITHUB_TOKEN, repository=REPOSITORY, retries=2, backoff=0
+            GitHubTransport(
+                api_url=sim.api_url, token=GITHUB_TOKEN, repository=REPOSITORY, retries=2, backoff=0
+            )
         )
         try:
             sim.fault_next("GET", "/repos/*/actions/runs/1", "server_error", times=5)
@@ -610,9 +602,7 @@ async def test_an_approval_github_applied_but_did_not_answer_clearly_is_done(
     run_id = await dispatch(gateway)
     gh.fault_next("POST", "/repos/*/actions/runs/*/pending_deployments", fault)
 
-    reviewed = await gateway.review(
-        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
-    )
+    reviewed = await approve_canary(gateway, run_id)
 
     assert reviewed is True
     assert [r.environments for r in gh.reviews] == [("relay-canary-5",)]
@@ -639,9 +629,7 @@ async def test_a_dispatch_github_applied_without_a_clear_answer_finds_its_one_ru
 ) -> None:
     gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", fault)
 
-    started = await gateway.dispatch(
-        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-    )
+    started = await start(gateway)
 
     [recorded] = gh.dispatches
     assert started.run_id == recorded.run_id

@@ -45,3 +45,18 @@ def test_text_lines_scrub_secrets_in_tracebacks(
     err = capsys.readouterr().err
     assert "call failed" in err and "RuntimeError" in err
     assert "s3cr3t-value-123" not in err
+
+
+def test_anything_shaped_like_a_github_token_is_scrubbed_though_no_setting_names_it(
+    restore_root: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging(level="INFO", fmt="text", secrets=[])
+    tokens = [
+        "ghs_1040337_" + "a1B2c3D4" * 4,  # an installation token, minted at run time
+        "ghp_" + "Z9y8X7w6" * 4 + "v5U4",
+        "github_pat_11ABCDEFG0" + "_x" * 20,
+    ]
+    logging.getLogger("bot.test").info("answer %s", {"token": tokens[0], "others": tokens[1:]})
+    err = capsys.readouterr().err
+    assert err.count(REDACTED) == 3
+    assert not [token for token in tokens if token[:8] in err]

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.domain.commands import (
-    parse_command,
-)
+from bot.adapters.slack.limits import BUTTON_VALUE
+from bot.adapters.slack.npm_views import NpmAction, encode_state
 from bot.domain.errors import NotAReleaseChannel, PlanError
 from bot.domain.npm import (
     MAX_ERROR,
@@ -32,15 +31,17 @@ from bot.domain.npm import (
     output_lines,
     printed_skip_warning,
 )
-from bot.domain.plan import NpmRelease, parse_plan
-from bot.sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, SECRETS
-from bot.sandbox.github_json import error as github_error
-from bot.sandbox.harness import Sandbox
-from bot.sandbox.render import render_blocks
-from bot.sandbox.slack import ChannelMessage
-from bot.services import CommandService
-from handlers.actions import SLACK_VALUE_LIMIT
-from handlers.npm_views import NpmAction, encode_state
+from bot.domain.plan import NpmRelease
+from bot.domain.rollout_command import (
+    parse_command,
+)
+from bot.plan_file import parse_plan
+from bot.services.catalog import CommandService
+from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, SECRETS
+from sandbox.github_json import error as github_error
+from sandbox.harness import Sandbox
+from sandbox.render import render_blocks
+from sandbox.slack import ChannelMessage
 
 DIRECT_MESSAGE = "D0DIRECT01"
 PUBLISH = "Version / publish packages"
@@ -83,7 +84,7 @@ async def press(
 ) -> str:
     """Click a walkthrough button and wait until step `number` shows `until`."""
     await box.click(str(action), message=message, channel=message.channel, wait=False)
-    await box.slack.wait_for(lambda: until in step(message, number), timeout=10)
+    await box.slack.wait_for(lambda: until in step(message, number), timeout=30)
     return step(message, number)
 
 
@@ -303,8 +304,8 @@ async def test_run_release_dispatches_on_main_and_follows_the_run_to_its_end(
     box.github.set_job_duration("changesets", timedelta(seconds=1))
     message = await open_walkthrough(box)
     await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
-    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=10)
-    await box.slack.wait_for(lambda: ":white_check_mark: done" in step(message, 5), timeout=10)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    await box.slack.wait_for(lambda: ":white_check_mark: done" in step(message, 5), timeout=30)
     shown = step(message, 5)
     (dispatch,) = box.github.dispatches
     assert (dispatch.workflow_path, dispatch.ref, dispatch.inputs) == (
@@ -322,10 +323,10 @@ async def test_a_second_click_while_following_dispatches_nothing(box: Sandbox) -
     box.github.set_job_duration("changesets", timedelta(seconds=2))
     message = await open_walkthrough(box)
     await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
-    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=10)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
     answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
     assert answer is not None and "already following a Release run" in answer
-    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=10)
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
     assert len(box.github.dispatches) == 1
 
 
@@ -470,7 +471,7 @@ def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
             check=check.model_copy(update={"log_unavailable": None}),
         ),
     )
-    assert len(encode_state(walkthrough)) <= SLACK_VALUE_LIMIT
+    assert len(encode_state(walkthrough)) <= BUTTON_VALUE
 
 
 def test_the_plan_has_scriptums_npm_release_by_default() -> None:
@@ -518,7 +519,7 @@ async def test_release_accepted_without_a_clear_answer_is_followed_and_never_run
     message = await open_walkthrough(box)
 
     await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
-    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=10)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
     answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
 
     assert answer is not None and "already following a Release run" in answer

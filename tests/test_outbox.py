@@ -7,35 +7,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from cleared import cleared_rollout
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.domain.plan import load_plan
-from bot.domain.rollout import Check, CheckState, Preflight, Rollout, new_rollout
-from bot.outbox import Outbox, card, told
-from bot.rollout_store import RolloutStore
-from bot.sandbox.config import SLACK_BOT_TOKEN
-from bot.sandbox.slack import SlackTestServer
-from handlers.notifier import SlackNotifier
-from storage.outbox import NewMessage, OutboxStore
+from bot.adapters.slack.notifier import SlackNotifier
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    DispatchUnclear,
+    Rollout,
+)
+from bot.plan_file import load_plan
+from bot.services.outbox import Outbox
+from bot.services.outbox_messages import card, told
+from bot.services.records import NewMessage, OutboxMessage
+from sandbox.clock import ManualClock
+from sandbox.config import SLACK_BOT_TOKEN
+from sandbox.slack import SlackCall, SlackTestServer
+from storage.audit_log import AuditLog
+from storage.outbox import OutboxStore
+from storage.rollout_store import RolloutStore
 
 PLAN = load_plan(None)
 CHANNEL = "C0RELEASES"
-START = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -44,177 +43,321 @@ async def slack() -> AsyncIterator[SlackTestServer]:
         yield server
 
 
+@dataclass(frozen=True)
+class Scene:
+    """An outbox test's world: the database, the sandbox Slack, and a manual clock set to the
+    wall clock (the sandbox Slack stamps messages with it) that the test moves."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    slack: SlackTestServer
+    clock: ManualClock
+
+    @property
+    def store(self) -> OutboxStore:
+        return OutboxStore(self.sessions)
+
+    def replica(
+        self,
+        owner: str,
+        notifier: type[SlackNotifier] = SlackNotifier,
+        store: OutboxStore | None = None,
+    ) -> Outbox:
+        # No retry handler on the client: the outbox alone answers Slack's faults here.
+        client = AsyncWebClient(
+            token=SLACK_BOT_TOKEN, base_url=self.slack.api_url, retry_handlers=[]
+        )
+        return Outbox(
+            store=store or self.store,
+            rollouts=RolloutStore(self.sessions, clock=self.clock),
+            audit=AuditLog(self.sessions),
+            notifier=notifier(client, approvers=()),
+            clock=self.clock,
+            owner=owner,
+        )
+
+    async def started(self, *, lines: int) -> Rollout:
+        """A new rollout whose card and `lines` thread replies wait in the outbox."""
+        rollout = cleared_rollout(
+            PLAN, now=self.clock(), rollout_id="r-00000000out1", channel_id=CHANNEL
+        )
+        lines_said = [message for i in range(lines) for message in said(rollout, f"line {i}")]
+        store = RolloutStore(self.sessions, clock=self.clock)
+        return await store.create(rollout=rollout, plan=PLAN, outbox=[card(rollout), *lines_said])
+
+    async def card_posted(self, *waiting: str) -> tuple[Rollout, Outbox]:
+        """A new rollout whose card replica "a" posted, with the thread lines `waiting` in the
+        outbox after it."""
+        rollout = await self.started(lines=0)
+        outbox = self.replica("a")
+        await outbox.flush(rollout.id)
+        await outbox.add([message for line in waiting for message in said(rollout, line)])
+        return rollout, outbox
+
+    def thread(self) -> list[str]:
+        (parent,) = self.slack.messages(CHANNEL)
+        return [reply.text.removeprefix(":warning: ") for reply in parent.replies]
+
+    async def deliver_all(self, outboxes: list[Outbox]) -> None:
+        """Run the replicas' loops side by side, moving the clock past each wait, until done."""
+        for _ in range(200):
+            await asyncio.gather(*(outbox.deliver_due() for outbox in outboxes))
+            if not await self.store.pending():
+                return
+            self.clock.advance(timedelta(seconds=1.5))
+        raise AssertionError("the outbox never emptied")
+
+
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def scene(session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer) -> Scene:
+    return Scene(session_factory, slack, ManualClock(datetime.now(UTC)))
 
 
-def replica(
-    sessions: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock, owner: str
-) -> Outbox:
-    # No retry handler on the client: the outbox alone answers Slack's faults here.
-    client = AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=slack.api_url, retry_handlers=[])
-    return Outbox(
-        store=OutboxStore(sessions),
-        rollouts=RolloutStore(sessions, clock=clock),
-        notifier=SlackNotifier(client, approvers=()),
-        clock=clock,
-        owner=owner,
-    )
+def said(rollout: Rollout, line: str) -> list[NewMessage]:
+    """A thread reply telling of an event the Slack messages word as `:warning: <line>`."""
+    return told(rollout, DispatchUnclear(line))
 
 
-async def started(
-    sessions: async_sessionmaker[AsyncSession], clock: Clock, *, lines: int
-) -> Rollout:
-    """A new rollout whose card and `lines` thread replies wait in the outbox."""
-    rollout = new_rollout(
-        rollout_id="r-00000000out1",
-        tag="v1.4.2",
-        channel_id=CHANNEL,
-        started_by="U0MANAGER",
-        plan=PLAN,
-        preflight=Preflight(
-            flags=Check(CheckState.PASS),
-            migrations=Check(CheckState.PASS),
-            image=Check(CheckState.SKIPPED),
-        ),
-        now=clock(),
-    )
-    said = [message for i in range(lines) for message in told(rollout, f"line {i}")]
-    store = RolloutStore(sessions, clock=clock)
-    return await store.create(rollout=rollout, plan=PLAN, outbox=[card(rollout), *said])
+async def test_slack_429s_delay_messages_but_none_is_dropped_or_reordered(scene: Scene) -> None:
+    await scene.started(lines=20)
+    scene.slack.inject_faults(rate=0.3, seed=11)
+
+    await scene.deliver_all([scene.replica("a")])
+
+    assert scene.slack.faults_injected >= 3
+    assert scene.thread() == [f"line {i}" for i in range(20)]
+    limited = [c for c in scene.slack.calls if c.response.get("error") == "ratelimited"]
+    assert len(limited) == scene.slack.faults_injected
 
 
-def thread(slack: SlackTestServer) -> list[str]:
-    (parent,) = slack.messages(CHANNEL)
-    return [reply.text for reply in parent.replies]
+class SlowCard(SlackNotifier):
+    """Slack's notifier whose card posts wait until the test lets them through."""
+
+    posting = asyncio.Event()
+    let_through = asyncio.Event()
+
+    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
+        SlowCard.posting.set()
+        await SlowCard.let_through.wait()
+        return await super().publish(rollout, plan)
 
 
-async def deliver_all(outboxes: list[Outbox], clock: Clock, store: OutboxStore) -> None:
-    """Run the replicas' loops side by side, moving the clock past each wait, until done."""
-    for _ in range(200):
-        await asyncio.gather(*(outbox.deliver_due() for outbox in outboxes))
-        if not await store.pending():
-            return
-        clock.advance(1.5)
-    raise AssertionError("the outbox never emptied")
+class Watched(OutboxStore):
+    """The store that says when a flush found nothing to claim, and can hold the loop's
+    claims (of every rollout) on their way back: the rows are taken, the loop does not know
+    it yet."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, hold: bool) -> None:
+        super().__init__(sessions)
+        self.hold = hold
+        self.loop_took = asyncio.Event()
+        self.flush_found_none = asyncio.Event()
+        self.let_through = asyncio.Event()
+
+    async def claim(self, **kwargs: Any) -> list[OutboxMessage]:
+        claimed = await super().claim(**kwargs)
+        if kwargs.get("rollout_id") is not None and not claimed:
+            self.flush_found_none.set()
+        elif claimed and self.hold:
+            self.loop_took.set()
+            await self.let_through.wait()
+        return claimed
 
 
-async def test_slack_429s_delay_messages_but_none_is_dropped_or_reordered(
-    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
-) -> None:
-    store = OutboxStore(session_factory)
-    await started(session_factory, clock, lines=20)
-    slack.inject_faults(rate=0.3, seed=11)
+async def test_a_flush_waits_for_the_message_the_loop_has_in_hand(scene: Scene) -> None:
+    """The loop claimed the new card just before the command's own flush: the command's
+    answer still comes after the card and the lines behind it were posted."""
+    rollout = await scene.started(lines=2)
+    SlowCard.posting, SlowCard.let_through = asyncio.Event(), asyncio.Event()
+    store = Watched(scene.sessions, hold=False)
+    outbox = scene.replica("a", notifier=SlowCard, store=store)
+    loop = asyncio.create_task(outbox.deliver_due())
+    await SlowCard.posting.wait()
 
-    await deliver_all([replica(session_factory, slack, clock, "a")], clock, store)
+    flushed = asyncio.create_task(outbox.flush(rollout.id))
+    await store.flush_found_none.wait()
+    SlowCard.let_through.set()
+    await flushed
 
-    assert slack.faults_injected >= 3
-    assert thread(slack) == [f"line {i}" for i in range(20)]
-    limited = [c for c in slack.calls if c.response.get("error") == "ratelimited"]
-    assert len(limited) == slack.faults_injected
+    assert scene.thread() == ["line 0", "line 1"]
+    await loop
 
 
-async def test_two_replicas_deliver_each_message_once_and_in_order(
-    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
-) -> None:
-    store = OutboxStore(session_factory)
-    rollout = await started(session_factory, clock, lines=15)
-    a = replica(session_factory, slack, clock, "replica-a")
-    b = replica(session_factory, slack, clock, "replica-b")
+async def test_a_flush_waits_for_a_claim_of_the_loop_still_on_its_way(scene: Scene) -> None:
+    """The loop's claim took the card but has not come back yet (its commit on its way): the
+    flush, finding nothing to claim, waits for that claim instead of answering early."""
+    rollout = await scene.started(lines=2)
+    store = Watched(scene.sessions, hold=True)
+    outbox = scene.replica("a", store=store)
+    loop = asyncio.create_task(outbox.deliver_due())
+    await store.loop_took.wait()
+
+    flushed = asyncio.create_task(outbox.flush(rollout.id))
+    await store.flush_found_none.wait()
+    store.hold = False
+    store.let_through.set()
+    await flushed
+
+    assert scene.thread() == ["line 0", "line 1"]
+    await loop
+
+
+async def test_two_replicas_deliver_each_message_once_and_in_order(scene: Scene) -> None:
+    rollout = await scene.started(lines=15)
+    a = scene.replica("replica-a")
+    b = scene.replica("replica-b")
 
     await asyncio.gather(a.flush(rollout.id), b.flush(rollout.id), a.deliver_due(), b.deliver_due())
-    await deliver_all([a, b], clock, store)
+    await scene.deliver_all([a, b])
 
-    assert thread(slack) == [f"line {i}" for i in range(15)]
-    assert len(slack.calls_to("chat.postMessage")) == 16  # the card and 15 replies, once each
+    assert scene.thread() == [f"line {i}" for i in range(15)]
+    assert len(scene.slack.calls_to("chat.postMessage")) == 16  # the card and 15 replies, once each
 
 
 async def test_a_network_error_is_retried_after_a_backoff_and_the_thread_keeps_its_order(
-    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
+    scene: Scene,
 ) -> None:
-    store = OutboxStore(session_factory)
-    rollout = await started(session_factory, clock, lines=0)
-    outbox = replica(session_factory, slack, clock, "a")
-    await outbox.flush(rollout.id)  # the card
-    await outbox.add([*told(rollout, "promoted"), *told(rollout, "deploying")])
-    slack.drop_next("chat.postMessage")
+    rollout, outbox = await scene.card_posted("promoted", "deploying")
+    scene.slack.drop_next("chat.postMessage")
 
     await outbox.flush(rollout.id)
 
-    assert thread(slack) == []  # the connection dropped: the thread waits, in order
-    (first, _) = await store.pending(rollout.id)
+    assert scene.thread() == []  # the connection dropped: the thread waits, in order
+    (first, _) = await scene.store.pending(rollout.id)
     assert first.attempts == 1
     await outbox.deliver_due()
-    assert thread(slack) == []  # still backing off
-    await deliver_all([outbox], clock, store)
-    assert thread(slack) == ["promoted", "deploying"]
+    assert scene.thread() == []  # still backing off
+    await scene.deliver_all([outbox])
+    assert scene.thread() == ["promoted", "deploying"]
 
 
 async def test_a_message_slack_refuses_is_dead_lettered_once_and_the_rest_go_on(
-    session_factory: async_sessionmaker[AsyncSession],
-    slack: SlackTestServer,
-    clock: Clock,
-    caplog: pytest.LogCaptureFixture,
+    scene: Scene, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = OutboxStore(session_factory)
-    rollout = await started(session_factory, clock, lines=0)
-    outbox = replica(session_factory, slack, clock, "a")
-    await outbox.flush(rollout.id)
-    await outbox.add([*told(rollout, "too long"), *told(rollout, "next")])
-    slack.fail_next("chat.postMessage", error="msg_too_long")
+    rollout, outbox = await scene.card_posted("too long", "next")
+    scene.slack.fail_next("chat.postMessage", error="msg_too_long")
 
-    with caplog.at_level(logging.ERROR, logger="bot.outbox"):
+    with caplog.at_level(logging.ERROR, logger="bot.services.outbox"):
         await outbox.flush(rollout.id)
-        await deliver_all([outbox], clock, store)
+        await scene.deliver_all([outbox])
 
-    assert thread(slack) == ["next"]
+    assert scene.thread() == ["next"]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "msg_too_long" in errors[0].getMessage()
 
 
-async def test_a_card_redraw_superseded_by_a_newer_one_is_skipped(
-    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
-) -> None:
-    store = OutboxStore(session_factory)
-    rollout = await started(session_factory, clock, lines=0)
-    outbox = replica(session_factory, slack, clock, "a")
+async def test_a_card_redraw_superseded_by_a_newer_one_is_skipped(scene: Scene) -> None:
+    rollout = await scene.started(lines=0)
+    outbox = scene.replica("a")
     await outbox.flush(rollout.id)
     redraw = NewMessage(kind="card", channel_id=CHANNEL, rollout_id=rollout.id)
-    await outbox.add([redraw, redraw, *told(rollout, "between"), redraw, redraw])
+    await outbox.add([redraw, redraw, *said(rollout, "between"), redraw, redraw])
 
-    await deliver_all([outbox], clock, store)
+    await scene.deliver_all([outbox])
 
-    assert len(slack.calls_to("chat.postMessage")) == 2  # the card, then "between"
-    assert len(slack.calls_to("chat.update")) == 1  # the last redraw draws the state once
-    assert thread(slack) == ["between"]
+    assert len(scene.slack.calls_to("chat.postMessage")) == 2  # the card, then "between"
+    assert len(scene.slack.calls_to("chat.update")) == 1  # the last redraw draws the state once
+    assert scene.thread() == ["between"]
 
 
 async def test_a_message_held_by_a_replica_that_died_is_delivered_after_its_lease(
-    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
+    scene: Scene,
 ) -> None:
-    store = OutboxStore(session_factory)
-    await started(session_factory, clock, lines=1)
-    claimed = await store.claim(now=clock(), owner="died", lease=timedelta(minutes=1))
+    await scene.started(lines=1)
+    claimed = await scene.store.claim(now=scene.clock(), owner="died", lease=timedelta(minutes=1))
     assert [m.kind for m in claimed] == ["card"]  # the head only: the reply waits behind it
-    survivor = replica(session_factory, slack, clock, "survivor")
+    survivor = scene.replica("survivor")
 
     assert await survivor.deliver_due() == 0
-    clock.advance(61)
+    scene.clock.advance(timedelta(seconds=61))
     assert await survivor.deliver_due() == 2
 
-    assert thread(slack) == ["line 0"]
+    assert scene.thread() == ["line 0"]
 
 
 async def test_the_first_card_post_keeps_its_ts_against_a_save_from_an_older_copy(
-    session_factory: async_sessionmaker[AsyncSession], slack: SlackTestServer, clock: Clock
+    scene: Scene,
 ) -> None:
-    store = RolloutStore(session_factory, clock=clock)
-    read_before = await started(session_factory, clock, lines=0)
+    rollouts = RolloutStore(scene.sessions, clock=scene.clock)
+    read_before = await scene.started(lines=0)
     assert read_before.message_ts is None
-    await replica(session_factory, slack, clock, "a").flush(read_before.id)
+    await scene.replica("a").flush(read_before.id)
 
-    saved = await store.save(read_before)  # a copy read before the card was posted
+    saved = await rollouts.save(read_before)  # a copy read before the card was posted
 
-    (card_message,) = slack.messages(CHANNEL)
+    (card_message,) = scene.slack.messages(CHANNEL)
     assert saved.message_ts == card_message.ts
+
+
+async def test_a_line_a_previous_version_wrote_as_text_is_still_delivered(scene: Scene) -> None:
+    rollout = await scene.started(lines=1)
+    written_before = NewMessage(
+        kind="thread", channel_id=CHANNEL, rollout_id=rollout.id, payload={"text": "as it was"}
+    )
+    outbox = scene.replica("a")
+    await outbox.add([written_before])
+
+    await outbox.flush(rollout.id)
+
+    assert scene.thread() == ["line 0", "as it was"]
+
+
+def posts_of(slack: SlackTestServer, text: str) -> list[SlackCall]:
+    posts = slack.calls_to("chat.postMessage")
+    return [c for c in posts if c.args.get("text") == f":warning: {text}"]
+
+
+async def test_a_thread_line_whose_answer_was_lost_is_found_and_not_posted_again(
+    scene: Scene,
+) -> None:
+    rollout, outbox = await scene.card_posted("promoted", "deploying")
+    scene.slack.lose_next_answer("chat.postMessage")  # Slack posts it; the answer never arrives
+
+    await outbox.flush(rollout.id)
+    (unclear, _) = await scene.store.pending(rollout.id)
+    assert unclear.attempts == 1
+    await scene.deliver_all([outbox])
+
+    assert scene.thread() == ["promoted", "deploying"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    (look,) = scene.slack.calls_to("conversations.replies")  # only the unclear one looked first
+    assert look.args["include_all_metadata"] == "1"
+
+
+async def test_a_line_posted_by_a_replica_that_died_before_recording_it_is_not_posted_again(
+    scene: Scene,
+) -> None:
+    rollout = await scene.started(lines=1)
+    survivor = scene.replica("survivor")
+    await survivor.flush(rollout.id)  # the card and the line
+    await survivor.add(said(rollout, "promoted"))
+    # A replica claims the line and posts it, then dies before the outbox records it.
+    (claimed,) = await scene.store.claim(
+        now=scene.clock(), owner="died", lease=timedelta(minutes=1)
+    )
+    client = AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=scene.slack.api_url, retry_handlers=[])
+    posted = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert posted is not None
+    await SlackNotifier(client, approvers=()).announce(
+        posted, DispatchUnclear("promoted"), key=claimed.id
+    )
+
+    scene.clock.advance(timedelta(seconds=61))
+    await scene.deliver_all([survivor])
+
+    assert scene.thread() == ["line 0", "promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+
+
+async def test_a_card_whose_answer_was_lost_is_found_and_its_ts_recorded(scene: Scene) -> None:
+    rollout = await scene.started(lines=1)
+    outbox = scene.replica("a")
+    scene.slack.lose_next_answer("chat.postMessage")
+
+    await outbox.flush(rollout.id)
+    await scene.deliver_all([outbox])
+
+    (card_message,) = scene.slack.messages(CHANNEL)
+    assert [reply.text for reply in card_message.replies] == [":warning: line 0"]
+    stored = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert stored is not None and stored.message_ts == card_message.ts
+    assert len(scene.slack.calls_to("chat.update")) == 1  # the found card redrawn as it stands

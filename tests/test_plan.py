@@ -17,23 +17,12 @@ from hypothesis import strategies as st
 from bot.domain.durations import format_duration, parse_duration
 from bot.domain.errors import PlanError
 from bot.domain.gate import GateKind, GateReason, Verdict
-from bot.domain.plan import PromoteMode, RolloutPlan, StaticMetrics, load_plan, parse_plan
+from bot.domain.plan import PromoteMode, RolloutPlan, StaticMetrics
+from bot.plan_file import load_plan, parse_plan
+from sandbox.workflows import deployment_strategy_workflow
 
 DEFAULT_TEXT = resources.files("bot.domain").joinpath("default_plan.yml").read_text("utf-8")
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "plan.md"
-
-SPEC_INPUTS = {
-    "relay_image_tag",
-    "feature_flags_ready",
-    "relay_baseline_crash_rate",
-    "relay_canary_crash_rate",
-    "relay_canary_error_rate",
-    "relay_half_crash_rate",
-    "relay_half_error_rate",
-    "desktop_baseline_crash_rate",
-    "desktop_internal_crash_rate",
-    "desktop_beta_crash_rate",
-}
 
 
 def default_data() -> dict[str, Any]:
@@ -104,7 +93,8 @@ def test_default_plan_fills_every_workflow_input_as_a_string() -> None:
         feature_flags_ready=True,
         baselines={"relay": Decimal("0.001"), "desktop": Decimal("2E-3")},
     )
-    assert set(inputs) == SPEC_INPUTS
+    workflow = deployment_strategy_workflow()
+    assert set(inputs) == {spec.name for spec in workflow.inputs}
     assert inputs["relay_image_tag"] == "v1.4.2"
     assert inputs["feature_flags_ready"] == "true"
     assert inputs["relay_baseline_crash_rate"] == inputs["relay_half_crash_rate"] == "0.001"

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.domain.rollout import Phase, Rollout, StageState
-from bot.github_gateway import PyGithubGateway
-from bot.sandbox.config import GITHUB_TOKEN
-from bot.sandbox.github import GitHubSimulator, RecordedRequest
-from bot.sandbox.github_actions import ManualClock
-from bot.sandbox.harness import Sandbox
-from bot.scheduler import Scheduler
+from sandbox_views import deploying_canary
+
+from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.rollout import StageState
+from bot.services.scheduler import Scheduler
+from sandbox.clock import ManualClock
+from sandbox.config import GITHUB_TOKEN
+from sandbox.github import GitHubSimulator, RecordedRequest
+from sandbox.harness import Sandbox
 from storage.timers import TimerStore
 
 BASE = timedelta(seconds=10)
@@ -32,7 +35,9 @@ def run_gets(requests: list[RecordedRequest], run_id: int) -> list[RecordedReque
 
 async def test_an_unchanged_run_is_read_with_if_none_match_and_304s() -> None:
     async with GitHubSimulator(token=GITHUB_TOKEN) as gh:
-        gateway = PyGithubGateway(api_url=gh.api_url, token=GITHUB_TOKEN, repository=gh.repository)
+        gateway = PyGithubGateway(
+            GitHubTransport(api_url=gh.api_url, token=GITHUB_TOKEN, repository=gh.repository)
+        )
         try:
             run_id = gh.create_foreign_run(actor="release-bot")
             first = await gateway.snapshot(run_id)
@@ -69,7 +74,7 @@ class Poller:
         self.box = box
         self.clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
         self.scheduler = Scheduler(
-            timers=TimerStore(box.services.sessions),
+            timers=TimerStore(box.services.database.sessions),
             service=box.services.rollouts,
             clock=self.clock,
             poll_interval=BASE,
@@ -84,23 +89,10 @@ class Poller:
         return run_gets(self.box.github.requests[before:], run_id)
 
 
-async def dispatched(box: Sandbox) -> Rollout:
-    assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
-    await box.click("dispatch", wait=False)
-    rollout = await box.wait_until(
-        lambda r: (
-            r.phase is Phase.RUNNING
-            and r.track("relay").stage("canary").state is StageState.DEPLOYING
-        )
-    )
-    assert rollout.run_id is not None
-    return rollout
-
-
 async def test_the_poller_backs_off_while_nothing_changes_and_catches_up_on_a_change(
     quiet: Sandbox,
 ) -> None:
-    run_id = (await dispatched(quiet)).run_id
+    run_id = (await deploying_canary(quiet)).run_id
     assert run_id is not None
     poller = Poller(quiet)
 
@@ -136,7 +128,7 @@ async def test_the_poller_backs_off_while_nothing_changes_and_catches_up_on_a_ch
 
 
 async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
-    run_id = (await dispatched(quiet)).run_id
+    run_id = (await deploying_canary(quiet)).run_id
     assert run_id is not None
     poller = Poller(quiet)
     await poller.look(run_id)

@@ -14,7 +14,8 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,15 +25,18 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews
+from services import missing
 
-from bot.charts import PNG_SIGNATURE
-from bot.domain.gate import GateReason, Verdict
-from bot.domain.metrics import QueryWindow
-from bot.domain.plan import PrometheusMetrics, parse_plan
-from bot.domain.rollout import Phase, StageState, TrackState
-from bot.prometheus import PrometheusSource
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
-from bot.sandbox.prometheus_exporter import (
+from bot.adapters.charts import PNG_SIGNATURE
+from bot.adapters.metrics.prometheus import PrometheusSource
+from bot.domain.gate import GateReason, GateVerdict, Verdict
+from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.plan import PrometheusMetrics, Track
+from bot.domain.rollout import StageState, TrackState
+from bot.plan_file import parse_plan
+from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.prometheus_exporter import (
     PrometheusProcess,
     RelayExporter,
     RelayTraffic,
@@ -82,10 +86,7 @@ def telemetry() -> Iterator[Telemetry]:
     """Exporters for each traffic profile and one real Prometheus scraping them every second,
     served from a thread of their own so every test's event loop can query them."""
     if prometheus_binary() is None:
-        message = "the prometheus binary is missing (apt-get install prometheus)"
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("the prometheus binary is missing (apt-get install prometheus)")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="telemetry", daemon=True)
     thread.start()
@@ -120,7 +121,17 @@ def source(telemetry: Telemetry, metrics: dict[str, Any]) -> PrometheusSource:
     return PrometheusSource(PrometheusMetrics.model_validate(metrics), url=telemetry.prometheus_url)
 
 
-def relay_track(min_sample: int = 1000) -> Any:
+def judged(reading: Reading, *, min_sample: int = 1000) -> GateVerdict:
+    """The relay gate's verdict on `reading`, with the default plan's thresholds."""
+    return relay_track(min_sample).evaluate_gate(
+        baseline_crash=reading.baseline_crash,
+        current_crash=reading.figures.crash_rate,
+        current_error=reading.figures.error_rate,
+        sample=reading.figures.sample,
+    )
+
+
+def relay_track(min_sample: int = 1000) -> Track:
     plan = yaml.safe_load(
         resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
     )
@@ -148,15 +159,9 @@ async def test_error_rate_and_sample_match_the_known_traffic(telemetry: Telemetr
 async def test_the_gate_rolls_back_a_high_error_rate_and_passes_a_healthy_one(
     telemetry: Telemetry,
 ) -> None:
-    track = relay_track()
     for job, expected in (("failing", Verdict.ROLLBACK), ("healthy", Verdict.PASS)):
         reading = await source(telemetry, relay_metrics(job)).measure(window(job))
-        verdict = track.evaluate_gate(
-            baseline_crash=reading.baseline_crash,
-            current_crash=reading.figures.crash_rate,
-            current_error=reading.figures.error_rate,
-            sample=reading.figures.sample,
-        )
+        verdict = judged(reading)
         assert verdict.verdict is expected, (job, verdict.summary)
 
 
@@ -180,12 +185,7 @@ async def test_no_usable_number_is_inconclusive_with_the_reason(
     telemetry: Telemetry, metrics: dict[str, Any], problem: str
 ) -> None:
     reading = await source(telemetry, metrics).measure(window("healthy"))
-    verdict = relay_track(min_sample=0).evaluate_gate(
-        baseline_crash=reading.baseline_crash,
-        current_crash=reading.figures.crash_rate,
-        current_error=reading.figures.error_rate,
-        sample=reading.figures.sample,
-    )
+    verdict = judged(reading, min_sample=0)
     assert verdict.verdict is Verdict.INCONCLUSIVE
     assert verdict.reason is GateReason.NO_DATA
     assert any(problem in (m.problem or "") for m in reading.metrics), reading.metrics
@@ -194,12 +194,7 @@ async def test_no_usable_number_is_inconclusive_with_the_reason(
 async def test_too_few_requests_is_inconclusive_never_pass(telemetry: Telemetry) -> None:
     reading = await source(telemetry, relay_metrics("quiet")).measure(window("quiet"))
     assert reading.figures.error_rate == 0
-    verdict = relay_track(min_sample=1000).evaluate_gate(
-        baseline_crash=reading.baseline_crash,
-        current_crash=reading.figures.crash_rate,
-        current_error=reading.figures.error_rate,
-        sample=reading.figures.sample,
-    )
+    verdict = judged(reading)
     assert verdict.verdict is Verdict.INCONCLUSIVE
     assert verdict.reason is GateReason.INSUFFICIENT_SAMPLE
     assert verdict.sample is not None and verdict.sample < 100
@@ -257,41 +252,32 @@ def prometheus_plan(workdir: Path, job: str) -> str:
     return yaml.safe_dump(plan, sort_keys=False)
 
 
-async def start_and_dispatch(box: Sandbox) -> None:
-    await box.command("start v1.4.2 --flags-ready")
-    await box.click("dispatch")
-    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-
-
-def relay_reviews(box: Sandbox) -> list[tuple[str, str]]:
-    return [
-        (name, review.state)
-        for review in box.github.reviews
-        for name in review.environments
-        if name.startswith("relay")
-    ]
+@asynccontextmanager
+async def dispatched_on_prometheus(
+    telemetry: Telemetry, workdir: Path, database_url: str, job: str
+) -> AsyncIterator[Sandbox]:
+    """A sandbox whose relay gates read Prometheus's `job`: v1.4.2 started and dispatched."""
+    async with Sandbox(
+        workdir=workdir,
+        database_url=database_url,
+        plan_yaml=prometheus_plan(workdir, job),
+        extra_env={"PROMETHEUS_URL": telemetry.prometheus_url},
+        skip_windows=False,  # Prometheus scrapes in real time
+    ) as box:
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
+        await dispatched(box)
+        yield box
 
 
 async def test_a_high_error_rate_rolls_back_through_the_whole_chain(
     telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
 ) -> None:
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=sqlite_database_url,
-        plan_yaml=prometheus_plan(tmp_path, "failing"),
-        extra_env={"PROMETHEUS_URL": telemetry.prometheus_url},
-    ) as box:
-        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
-        await start_and_dispatch(box)
+    async with dispatched_on_prometheus(telemetry, tmp_path, sqlite_database_url, "failing") as box:
         ended = await box.wait_until(
             lambda r: r.track("relay").state is TrackState.ROLLED_BACK, timeout=30
         )
         assert ended.track("relay").stage("canary").state is StageState.FAILED_GATE
-        assert relay_reviews(box) == [
-            ("relay-canary-5", "approved"),
-            ("relay-rollout-50", "rejected"),
-            ("relay-rollback", "approved"),
-        ]
+        assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
         card = await box.wait_for_thread("5% canary gate: ROLLBACK*. Error rate")
         assert re.search(r"Error rate [23](\.\d+)?% is [23]\.\d\dx its 1% limit", card), card
         assert "Open the query in Prometheus" in card
@@ -310,14 +296,7 @@ async def test_a_high_error_rate_rolls_back_through_the_whole_chain(
 async def test_too_few_requests_extends_the_window_and_never_passes(
     telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
 ) -> None:
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=sqlite_database_url,
-        plan_yaml=prometheus_plan(tmp_path, "quiet"),
-        extra_env={"PROMETHEUS_URL": telemetry.prometheus_url},
-    ) as box:
-        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
-        await start_and_dispatch(box)
+    async with dispatched_on_prometheus(telemetry, tmp_path, sqlite_database_url, "quiet") as box:
         extended = await box.wait_for_thread("extended once", timeout=30)
         assert "INCONCLUSIVE" in extended
         held = await box.wait_until(
@@ -326,7 +305,7 @@ async def test_too_few_requests_extends_the_window_and_never_passes(
         canary = held.track("relay").stage("canary")
         assert canary.extensions == 1
         assert canary.verdict is not None and canary.verdict.verdict is Verdict.INCONCLUSIVE
-        assert relay_reviews(box) == [("relay-canary-5", "approved")]
+        assert reviews(box, "relay") == [("relay-canary-5", "approved")]
 
         def cards() -> list[str]:
             return [reply for reply in box.thread() if "gate: INCONCLUSIVE" in reply]
@@ -355,26 +334,22 @@ def test_the_metrics_command_prints_what_the_gate_would_read(
         "PROMETHEUS_URL": telemetry.prometheus_url,
         "DATABASE_URL": f"sqlite:///{tmp_path}/bot.db",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "metrics", "canary", "--tag", "v1.4.2"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+
+    def metrics(stage: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "bot.cli", "metrics", stage, "--tag", "v1.4.2"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = metrics("canary")
     assert done.returncode == 0, done.stderr
     assert "5% canary gate: ROLLBACK" in done.stdout
     assert "error rate" in done.stdout and "limit 1% (threshold)" in done.stdout
     assert f"query: {telemetry.prometheus_url}/graph?g0.expr=" in done.stdout
-    unknown = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "metrics", "quarter", "--tag", "v1.4.2"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    unknown = metrics("quarter")
     assert unknown.returncode == 2 and "canary, half, full" in unknown.stderr

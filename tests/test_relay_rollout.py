@@ -6,50 +6,39 @@ test runs on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from figures import CANARY_OK, HALF_OK, RINGS_OK, every_gate_passes
+from sandbox_views import (
+    RELAY_COMPLETED,
+    RELAY_ROLLED_BACK_AT_CANARY,
+    dispatched,
+    held,
+    promote,
+    reviews,
+    stage_state,
+    value_of,
+)
 
-from bot.domain.rollout import Phase, Rollout, StageState, TrackState
-from bot.sandbox.config import BYSTANDER
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
-
-CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
-RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+from bot.domain.rollout import Phase, StageState, TrackState
+from sandbox.config import BYSTANDER
+from sandbox.harness import Sandbox, fast_plan, write_figures
 
 
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+        every_gate_passes(box)
         yield box
-
-
-def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
-    return rollout.track(track).stage(stage).state
-
-
-def reviews(box: Sandbox) -> list[tuple[str, str]]:
-    return [(name, review.state) for review in box.github.reviews for name in review.environments]
-
-
-async def start_and_dispatch(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
-    answer = await box.command(f"start {tag} --flags-ready")
-    assert "Preflight" in answer
-    card = box.card_message()
-    assert "Dispatch" in card.rendered
-    await box.click("dispatch")
-    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
 
 
 async def test_the_pass_path_reaches_100_percent_with_approvals_in_order(
     sandbox: Sandbox,
 ) -> None:
-    await start_and_dispatch(sandbox)
+    await dispatched(sandbox)
     (dispatch,) = sandbox.github.dispatches
     assert dispatch.inputs == {
         "relay_image_tag": "v1.4.2",
@@ -63,21 +52,13 @@ async def test_the_pass_path_reaches_100_percent_with_approvals_in_order(
         "desktop_internal_crash_rate": "0.001",
         "desktop_beta_crash_rate": "0.001",
     }
-    await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+    await held(sandbox, "relay", "canary")
     assert "PASS" in await sandbox.wait_for_thread("gate PASS")
-    await _offered(sandbox, "[Promote to 50%]")
-    await sandbox.click("promote", value=_value(sandbox, "relay"))
-    await sandbox.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.HOLDING)
-    await _offered(sandbox, "[Promote to 100%]")
-    await sandbox.click("promote", value=_value(sandbox, "relay"))
+    await promote(sandbox, "relay", "canary")
+    await promote(sandbox, "relay", "half")
     done = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
     assert done.track("relay").stage("full").state is StageState.DEPLOYED
-    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
-    assert relay == [
-        ("relay-canary-5", "approved"),
-        ("relay-rollout-50", "approved"),
-        ("relay-rollout-100", "approved"),
-    ]
+    assert reviews(sandbox, "relay") == RELAY_COMPLETED
     assert "100%" in sandbox.card_message().rendered
 
 
@@ -90,15 +71,10 @@ async def test_a_crash_rate_failure_at_the_canary_rolls_back(sandbox: Sandbox) -
             "half": HALF_OK,
         },
     )
-    await start_and_dispatch(sandbox)
+    await dispatched(sandbox)
     ended = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
     assert ended.track("relay").stage("canary").state is StageState.FAILED_GATE
-    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
-    assert relay == [
-        ("relay-canary-5", "approved"),
-        ("relay-rollout-50", "rejected"),
-        ("relay-rollback", "approved"),
-    ]
+    assert reviews(sandbox, "relay") == RELAY_ROLLED_BACK_AT_CANARY
     verdict = await sandbox.wait_for_thread("ROLLBACK")
     assert "0.0021" in verdict and "0.002" in verdict
 
@@ -112,13 +88,10 @@ async def test_an_error_rate_failure_at_50_percent_rolls_back(sandbox: Sandbox) 
             "half": {"crash_rate": "0.001", "error_rate": "0.0101", "sample": 40000},
         },
     )
-    await start_and_dispatch(sandbox)
-    await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
-    await _offered(sandbox, "[Promote to 50%]")
-    await sandbox.click("promote", value=_value(sandbox, "relay"))
+    await dispatched(sandbox)
+    await promote(sandbox, "relay", "canary")
     await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
-    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
-    assert relay == [
+    assert reviews(sandbox, "relay") == [
         ("relay-canary-5", "approved"),
         ("relay-rollout-50", "approved"),
         ("relay-rollout-100", "rejected"),
@@ -134,22 +107,19 @@ async def test_a_zero_baseline_with_crashes_rolls_back(sandbox: Sandbox) -> None
         {"canary": {"crash_rate": "0.0001", "error_rate": "0", "sample": 5000}, "half": HALF_OK},
         baseline="0",
     )
-    await start_and_dispatch(sandbox)
+    await dispatched(sandbox)
     await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
     assert "zero baseline" in await sandbox.wait_for_thread("ROLLBACK")
 
 
 async def test_inconclusive_extends_the_window_once_then_holds(sandbox: Sandbox) -> None:
     write_figures(sandbox.figures, "relay", {"half": HALF_OK})  # no canary figures: no data
-    await start_and_dispatch(sandbox)
+    await dispatched(sandbox)
     await sandbox.wait_for_thread("extended once")
-    held = await sandbox.wait_until(
-        lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING
-    )
-    canary = held.track("relay").stage("canary")
+    canary = (await held(sandbox, "relay", "canary")).track("relay").stage("canary")
     assert canary.extensions == 1
     assert canary.verdict is not None and canary.verdict.verdict == "INCONCLUSIVE"
-    assert [env for env, _ in reviews(sandbox) if env.startswith("relay")] == ["relay-canary-5"]
+    assert [env for env, _ in reviews(sandbox, "relay")] == ["relay-canary-5"]
     answer = await sandbox.command("promote")
     assert "INCONCLUSIVE" in answer
 
@@ -196,62 +166,47 @@ async def test_the_feature_flags_button_unblocks_the_dispatch(sandbox: Sandbox) 
 
 
 async def test_status_and_history_show_the_rollout(sandbox: Sandbox) -> None:
-    await start_and_dispatch(sandbox)
+    await dispatched(sandbox)
     status = await sandbox.command("status")
     assert "v1.4.2" in status
     history = await sandbox.command("history")
     assert "v1.4.2" in history
 
 
-async def _offered(box: Sandbox, button: str) -> None:
-    """Wait for the card (redrawn just after the state is saved) to offer `button`: a Promote
-    button names the stage it was drawn for, and a stale one promotes nothing."""
-    await box.slack.wait_for(lambda: button in box.card_message().rendered)
-
-
-def _value(box: Sandbox, track: str) -> str:
-    """The Promote button's value for a track, from the card as it is now."""
-    return _value_of(box, "promote", track)
-
-
 @pytest.fixture
 async def enterprise(tmp_path: Path) -> AsyncIterator[Sandbox]:
     async with Sandbox(workdir=tmp_path, enterprise=True) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+        every_gate_passes(box)
         yield box
 
 
 async def test_github_enterprise_dispatch_finds_our_run_and_not_someone_elses(
     enterprise: Sandbox,
 ) -> None:
-    from datetime import UTC, datetime
 
     foreign = enterprise.github.create_foreign_run(
         actor="octocat",
         branch="main",
-        created_at=datetime.now(UTC),
+        created_at=enterprise.clock(),
         workflow="deployment-strategy.yml",
     )
-    running = await start_and_dispatch(enterprise)
+    running = await dispatched(enterprise)
     (ours,) = enterprise.github.dispatches
     assert ours.return_run_details is False
     assert running.run_id == ours.run_id != foreign
-    await enterprise.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+    await held(enterprise, "relay", "canary")
 
 
 async def test_extend_window_moves_the_end_of_the_canary_window(tmp_path: Path) -> None:
     plan = fast_plan(tmp_path / "figures.yml", window="4s")
     async with Sandbox(workdir=tmp_path, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await start_and_dispatch(box)
+        every_gate_passes(box)
+        await dispatched(box)
         before = await box.wait_until(
             lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING
         )
         # The card is redrawn from the outbox a moment after the state is saved.
-        await box.slack.wait_for(lambda: "extend_window" in str(box.card_message().blocks))
-        await box.click("extend_window", value=_value_of(box, "extend_window", "relay"))
+        await box.click("extend_window", value=await value_of(box, "extend_window", "relay"))
         moved = await box.wait_until(
             lambda r: (
                 r.track("relay").stage("canary").window_ends_at
@@ -274,7 +229,7 @@ async def test_manual_figures_are_asked_in_the_thread_and_validated(tmp_path: Pa
     plan = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
     async with Sandbox(workdir=tmp_path, plan_yaml=plan) as box:
         write_figures(box.figures, "desktop", RINGS_OK)
-        await start_and_dispatch(box)
+        await dispatched(box)
         ask = await box.wait_for_thread("Enter the observed rates")
         assert "<@U0RELMGR01>" in ask
         request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
@@ -292,30 +247,22 @@ async def test_manual_figures_are_asked_in_the_thread_and_validated(tmp_path: Pa
         assert refused["response_action"] == "errors" and "crash_rate" in refused["errors"]
         bystander = await box.submit_view(view_id, figures("0.001", "0.001"), user=BYSTANDER)
         assert bystander["response_action"] == "errors"
+        assert "Only release approvers may enter gate figures" in bystander["errors"]["crash_rate"]
         assert await box.submit_view(view_id, figures("0.0011", "0.02")) == {}
         await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
         assert "0.02" in await box.wait_for_thread("ROLLBACK")
 
 
-def _value_of(box: Sandbox, action_id: str, track: str) -> str:
-    for block in box.card_message().blocks:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("action_id") == action_id and f'"track":"{track}"' in element["value"]:
-                return str(element["value"])
-    raise AssertionError(f"no {action_id} button for {track} on the card")
-
-
 async def test_an_ambiguous_enterprise_dispatch_is_never_attached_nor_repeated(
     enterprise: Sandbox,
 ) -> None:
-    from datetime import UTC, datetime
 
     # Another run by the bot's own account, on the same branch, a moment ago: the dispatch
     # cannot be told apart from it.
     enterprise.github.create_foreign_run(
         actor="release-bot",
         branch="main",
-        created_at=datetime.now(UTC),
+        created_at=enterprise.clock(),
         workflow="deployment-strategy.yml",
     )
     await enterprise.command("start v1.4.2 --flags-ready")
@@ -323,7 +270,8 @@ async def test_an_ambiguous_enterprise_dispatch_is_never_attached_nor_repeated(
     assert answer is not None and "could not be identified" in answer
     stuck = await enterprise.rollout()
     assert stuck.phase is Phase.DISPATCHING and stuck.run_id is None
-    await asyncio.sleep(0.5)  # the poller keeps looking, and never dispatches again
+    for _ in range(3):  # the poller keeps looking, and never dispatches again
+        await enterprise.pass_time(timedelta(seconds=0.5))
     assert len(enterprise.github.dispatches) == 1
     assert (await enterprise.rollout()).run_id is None
 
@@ -332,10 +280,12 @@ async def test_a_deploy_step_failing_on_github_ends_the_relay_as_failed_with_its
     sandbox: Sandbox,
 ) -> None:
     sandbox.github.fail_job("next", "Relay rollout 5% canary (30m)", log="helm: timed out")
-    await start_and_dispatch(sandbox)
+    await dispatched(sandbox)
     failed = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.FAILED)
     assert failed.track("relay").stage("canary").state is StageState.FAILED
     report = await sandbox.wait_for_thread("on GitHub")
     assert "Relay rollout 5% canary (30m)" in report and "/job/" in report
-    relay = [(env, state) for env, state in reviews(sandbox) if env.startswith("relay")]
-    assert relay == [("relay-canary-5", "approved"), ("relay-rollback", "approved")]
+    assert reviews(sandbox, "relay") == [
+        ("relay-canary-5", "approved"),
+        ("relay-rollback", "approved"),
+    ]

@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from cleared import cleared_rollout
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -37,7 +38,6 @@ from hypothesis.stateful import (
 
 from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay
 from bot.domain.github_events import run_event
-from bot.domain.plan import load_plan
 from bot.domain.rollout import (
     TERMINAL_TRACK,
     Announce,
@@ -65,13 +65,15 @@ from bot.domain.rollout import (
     extend,
     gate_evaluated,
     holding_tracks,
-    new_rollout,
     promote,
+    reason_from_json,
+    reason_to_json,
     reconcile,
     verdict_from_json,
     verdict_to_json,
     window_ended,
 )
+from bot.domain.rollout.events import StageRejected
 from bot.domain.run import (
     EnvironmentReview,
     JobConclusion,
@@ -80,9 +82,12 @@ from bot.domain.run import (
     RunRef,
     RunSnapshot,
 )
-from bot.sandbox import github_json as shapes
-from bot.sandbox.github_actions import ActionsEngine, ActionsError, ManualClock
-from bot.sandbox.workflows import deployment_strategy_workflow
+from bot.plan_file import load_plan
+from sandbox import github_json as shapes
+from sandbox.clock import ManualClock
+from sandbox.github_actions import ActionsEngine
+from sandbox.github_runs import ActionsError
+from sandbox.workflows import deployment_strategy_workflow
 
 PLAN = load_plan(None)
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -101,7 +106,7 @@ FINAL_STAGE = frozenset(
 )
 WATCHED = frozenset({StageState.OBSERVING, StageState.EVALUATING})
 CLEAR = Preflight(
-    flags=Check(CheckState.PASS, "confirmed by <@U1>"),
+    flags=Check(CheckState.PASS, confirmed_by="U1"),
     migrations=Check(CheckState.PASS, "1 migration file, additive only"),
     image=Check(CheckState.SKIPPED),
 )
@@ -158,7 +163,7 @@ def stored(rollout: Rollout) -> dict[str, Any]:
                 "name": t.name,
                 "state": t.state.value,
                 "ending": None if t.ending is None else t.ending.value,
-                "reason": t.ended_reason,
+                "reason": None if t.ended_reason is None else reason_to_json(t.ended_reason),
                 "ended_at": _moment(t.ended_at),
                 "stages": [
                     {
@@ -200,7 +205,7 @@ def restored(data: dict[str, Any]) -> Rollout:
                 name=t["name"],
                 state=TrackState(t["state"]),
                 ending=None if t["ending"] is None else TrackState(t["ending"]),
-                ended_reason=t["reason"],
+                ended_reason=None if t["reason"] is None else reason_from_json(t["reason"]),
                 ended_at=_at(t["ended_at"]),
                 stages=tuple(
                     Stage(
@@ -283,15 +288,7 @@ class RolloutWorld(RuleBasedStateMachine):
         )
         self.engine.process()
         self.run_id = run.id
-        rollout = new_rollout(
-            rollout_id="r-1",
-            tag="v1.4.2",
-            channel_id="C1",
-            started_by="U1",
-            plan=PLAN,
-            preflight=CLEAR,
-            now=T0,
-        )
+        rollout = cleared_rollout(PLAN, now=T0, preflight=CLEAR)
         self.rollout = begin_dispatch(rollout, now=T0)
         self.pending: list[Effect] = []
         self.timers: set[tuple[str, str, datetime]] = set()
@@ -621,4 +618,5 @@ def test_a_late_snapshot_never_rejects_a_stage_that_already_deployed() -> None:
 
     assert decision.rollout.track("desktop").stage("internal").state is StageState.STOPPED
     assert not [e for e in decision.effects if isinstance(e, Review) and not e.approve]
-    assert not [e for e in decision.effects if isinstance(e, Announce) and "Rejected" in e.text]
+    told = [e.event for e in decision.effects if isinstance(e, Announce)]
+    assert not [e for e in told if isinstance(e, StageRejected)]

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from cleared import cleared_rollout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.errors import ConcurrentChange, RolloutInProgress
 from bot.domain.gate import GateReason, Verdict
-from bot.domain.plan import RolloutPlan, load_plan
+from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Check,
     CheckState,
@@ -19,17 +20,19 @@ from bot.domain.rollout import (
     Preflight,
     Rollout,
     StageState,
+    StopKind,
+    StopReason,
     TrackState,
     begin_dispatch,
     cancel_preflight,
     confirm_flags,
     dispatched,
-    new_rollout,
 )
 from bot.domain.run import RunRef
-from bot.rollout_store import RolloutStore
+from bot.plan_file import load_plan
 from storage.errors import RolloutNotFound
-from storage.repositories import RolloutRepository
+from storage.rollout_repository import RolloutRepository
+from storage.rollout_store import RolloutStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 SAVED_AT = NOW + timedelta(hours=3)
@@ -50,15 +53,7 @@ def store(session_factory: async_sessionmaker[AsyncSession]) -> RolloutStore:
 def _rollout(
     tag: str = "v1.4.2", *, rollout_id: str = "r-0000000000a1", now: datetime = NOW
 ) -> Rollout:
-    return new_rollout(
-        rollout_id=rollout_id,
-        tag=tag,
-        channel_id="C0RELEASE",
-        started_by="U0MANAGER",
-        plan=PLAN,
-        preflight=PREFLIGHT,
-        now=now,
-    )
+    return cleared_rollout(PLAN, now=now, preflight=PREFLIGHT, rollout_id=rollout_id, tag=tag)
 
 
 def _running(rollout: Rollout) -> Rollout:
@@ -118,7 +113,12 @@ def _far_along(rollout: Rollout) -> Rollout:
         ).with_stage(replace(desktop.stage("beta"), state=StageState.REJECTED)),
         state=TrackState.ABORTING,
         ending=TrackState.HALTED,
-        ended_reason="internal ring gate KILL_SWITCH: crash rate",
+        ended_reason=StopReason(
+            StopKind.GATE_FAILED,
+            subject="internal ring",
+            outcome="KILL_SWITCH",
+            detail=GateReason.CRASH_RATE.value,
+        ),
     )
     return rollout.with_track(relay).with_track(desktop)
 
@@ -173,7 +173,7 @@ async def test_every_field_survives_a_save(
     assert loaded.phase is Phase.RUNNING
     assert (loaded.run_id, loaded.run_url) == (RUN.run_id, RUN.html_url)
     assert loaded.dispatched_at == NOW + timedelta(minutes=2)
-    assert loaded.preflight.flags == Check(CheckState.PASS, "confirmed by <@U0MANAGER>")
+    assert loaded.preflight.flags == Check(CheckState.PASS, confirmed_by="U0MANAGER")
     assert loaded.preflight.blocking() == []
     canary = loaded.track("relay").stage("canary").verdict
     assert canary is not None and canary.verdict is Verdict.PASS
@@ -225,7 +225,7 @@ async def test_an_ended_rollout_frees_its_tracks(store: RolloutStore) -> None:
         (TrackState.CANCELLED, ended_at),
         (TrackState.CANCELLED, ended_at),
     ]
-    assert ended.track("relay").ended_reason == "cancelled by <@U0MANAGER>"
+    assert ended.track("relay").ended_reason == StopReason(StopKind.CANCELLED, actor="U0MANAGER")
     assert await store.active() == []
     assert await store.active_on_track("relay") is None
     second = await store.create(rollout=_rollout("v1.4.3", rollout_id="r-0000000000b2"), plan=PLAN)
@@ -235,7 +235,8 @@ async def test_an_ended_rollout_frees_its_tracks(store: RolloutStore) -> None:
 async def test_tracks_left_open_end_with_the_rollout(store: RolloutStore) -> None:
     created = await store.create(rollout=_rollout(), plan=PLAN)
     running = await store.save(_running(created))
-    relay = replace(running.track("relay"), state=TrackState.FAILED, ended_reason="run cancelled")
+    why = StopReason(StopKind.RUN_ENDED, outcome="cancelled")
+    relay = replace(running.track("relay"), state=TrackState.FAILED, ended_reason=why)
     ended_at = NOW + timedelta(minutes=20)
 
     ended = await store.save(
@@ -244,7 +245,7 @@ async def test_tracks_left_open_end_with_the_rollout(store: RolloutStore) -> Non
 
     assert ended.track("relay").ended_at == ended_at
     assert ended.track("desktop").ended_at == ended_at
-    assert ended.track("relay").ended_reason == "run cancelled"
+    assert ended.track("relay").ended_reason == why
     assert await store.active_on_track("desktop") is None
 
 

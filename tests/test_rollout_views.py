@@ -13,11 +13,30 @@ from typing import Any
 
 import pytest
 import yaml
+from cleared import cleared_rollout
 
+from bot.adapters.slack.actions import (
+    Action,
+    ButtonValue,
+    Callback,
+    FiguresMetadata,
+    InvalidPayload,
+)
+from bot.adapters.slack.figures_modal import (
+    CRASH_RATE_BLOCK,
+    ERROR_RATE_BLOCK,
+    FIGURE_ACTION,
+    SAMPLE_BLOCK,
+    figures_modal,
+    parse_figures,
+)
+from bot.adapters.slack.preflight_card import preflight_card
+from bot.adapters.slack.rollout_card import rollout_card, rollout_text
+from bot.adapters.slack.status_views import history_blocks, status_blocks
 from bot.domain.controls import Hold
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Figures
-from bot.domain.plan import RolloutPlan, load_plan
+from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Check,
     CheckState,
@@ -31,26 +50,12 @@ from bot.domain.rollout import (
     confirm_flags,
     dispatched,
     gate_evaluated,
-    new_rollout,
     reconcile,
     window_ended,
 )
 from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
-from bot.sandbox.render import render_blocks, render_view
-from handlers.actions import Action, ButtonValue, Callback, FiguresMetadata, InvalidPayload
-from handlers.rollout_views import (
-    CRASH_RATE_BLOCK,
-    ERROR_RATE_BLOCK,
-    FIGURE_ACTION,
-    SAMPLE_BLOCK,
-    figures_modal,
-    history_blocks,
-    parse_figures,
-    preflight_card,
-    rollout_card,
-    rollout_text,
-    status_blocks,
-)
+from bot.plan_file import load_plan
+from sandbox.render import render_blocks, render_view
 
 NOW = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 RUN_URL = "https://github.com/scriptum/scriptum/actions/runs/4242"
@@ -67,15 +72,7 @@ def plan_for(_: Rollout) -> RolloutPlan:
 
 
 def started(preflight: Preflight = CLEAR, plan: RolloutPlan = PLAN) -> Rollout:
-    return new_rollout(
-        rollout_id="r-1",
-        tag="v1.4.2",
-        channel_id="C1",
-        started_by="U1",
-        plan=plan,
-        preflight=preflight,
-        now=NOW,
-    )
+    return cleared_rollout(plan, now=NOW, preflight=preflight, channel_id="C1", started_by="U1")
 
 
 def running(plan: RolloutPlan = PLAN) -> Rollout:

@@ -18,9 +18,9 @@ from github import Auth, Github, GithubException
 from github.Repository import Repository
 from github.WorkflowRun import WorkflowRun
 
-from bot.sandbox.github import GitHubSimulator
-from bot.sandbox.github_actions import ManualClock
-from bot.sandbox.workflows import deployment_strategy_workflow
+from sandbox.clock import ManualClock
+from sandbox.github import GitHubSimulator
+from sandbox.workflows import deployment_strategy_workflow
 
 T = TypeVar("T")
 START = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)

@@ -19,8 +19,8 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.sandbox.render import render_blocks
-from bot.sandbox.signing import (
+from sandbox.render import render_blocks
+from sandbox.signing import (
     block_actions_body,
     github_signature_headers,
     slack_signature_headers,
@@ -28,7 +28,7 @@ from bot.sandbox.signing import (
     slash_command_payload,
     view_submission_body,
 )
-from bot.sandbox.slack import SlackTestServer
+from sandbox.slack import SlackTestServer
 
 BOT_TOKEN = "xoxb-sandbox-bot-token"
 APP_TOKEN = "xapp-1-sandbox-app-token"
@@ -142,6 +142,49 @@ async def test_messages_threads_and_updates_are_what_the_channel_sees(
     assert slack.message(CHANNEL, parent["ts"]).blocks == updated_blocks
 
 
+async def test_history_and_replies_page_like_slack_and_show_metadata_only_when_asked(
+    client: AsyncWebClient,
+) -> None:
+    marker = {"event_type": "rollout_bot_card", "event_payload": {"rollout_id": "r-1"}}
+    parent = await client.chat_postMessage(channel=CHANNEL, text="card", metadata=marker)
+    for n in range(3):
+        await client.chat_postMessage(channel=CHANNEL, thread_ts=parent["ts"], text=f"line {n}")
+    await client.chat_postMessage(channel=CHANNEL, text="later")
+
+    history = await client.conversations_history(channel=CHANNEL)
+    assert [m["text"] for m in history["messages"]] == ["later", "card"]  # newest first
+    assert "metadata" not in history["messages"][1]
+    with_metadata = await client.conversations_history(
+        channel=CHANNEL, include_all_metadata=True, oldest=str(float(parent["ts"]) - 1)
+    )
+    assert with_metadata["messages"][1]["metadata"] == marker
+    first = await client.conversations_replies(channel=CHANNEL, ts=parent["ts"], limit=2)
+    assert [m["text"] for m in first["messages"]] == ["card", "line 0"]  # the parent first
+    assert first["has_more"] is True
+    cursor = first["response_metadata"]["next_cursor"]
+    rest = await client.conversations_replies(channel=CHANNEL, ts=parent["ts"], cursor=cursor)
+    assert [m["text"] for m in rest["messages"]] == ["line 1", "line 2"]
+    assert rest["response_metadata"]["next_cursor"] == ""
+    error = await api_error(client.conversations_replies(channel=CHANNEL, ts="1.000001"))
+    assert error.response["error"] == "thread_not_found"
+    error = await api_error(
+        client.chat_postMessage(channel=CHANNEL, text="x", metadata={"event_type": 1})
+    )
+    assert error.response["error"] == "invalid_metadata_format"
+
+
+async def test_an_answer_lost_after_the_post_leaves_the_message_posted(
+    slack: SlackTestServer,
+) -> None:
+    no_retry = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url, retry_handlers=[])
+    slack.lose_next_answer("chat.postMessage")
+
+    with pytest.raises(aiohttp.ClientError):
+        await no_retry.chat_postMessage(channel=CHANNEL, text="posted")
+
+    assert [m.text for m in slack.messages(CHANNEL)] == ["posted"]
+
+
 async def test_missing_arguments_get_slacks_error_codes(
     slack: SlackTestServer, client: AsyncWebClient
 ) -> None:
@@ -184,6 +227,22 @@ async def test_ephemeral_messages_are_kept_per_user(
     assert [e.rendered for e in slack.ephemerals(user="U1")] == ["Only you"]
     assert slack.ephemerals(user="U2") == []
     assert slack.messages(CHANNEL) == []
+
+
+async def test_a_trigger_id_opens_one_modal_within_3_seconds_of_the_click(
+    slack: SlackTestServer, client: AsyncWebClient
+) -> None:
+    now = [100.0]
+    slack.trigger_clock = lambda: now[0]
+    fresh, late = slack.new_trigger_id(), slack.new_trigger_id()
+    now[0] += 3.0  # Slack: a trigger_id is good for 3 seconds
+    assert (await client.views_open(trigger_id=fresh, view=MODAL))["ok"]
+    spent = await api_error(client.views_open(trigger_id=fresh, view=MODAL))
+    assert spent.response["error"] == "exchanged_trigger_id"
+    now[0] += 0.1
+    expired = await api_error(client.views_open(trigger_id=late, view=MODAL))
+    assert expired.response["error"] == "expired_trigger_id"
+    assert len(slack.views) == 1
 
 
 async def test_views_open_update_and_publish(
@@ -480,3 +539,16 @@ async def test_socket_mode_needs_the_app_token(slack: SlackTestServer) -> None:
             assert (await ws.receive_json())["type"] == "hello"
         with pytest.raises(aiohttp.WSServerHandshakeError):
             await session.ws_connect(url)  # a ticket is good for one connection
+
+
+async def test_users_info_answers_a_persons_time_zone_as_slack_documents(
+    slack: SlackTestServer, client: AsyncWebClient
+) -> None:
+    slack.time_zones["U0ANN"] = "Europe/Berlin"
+    user = (await client.users_info(user="U0ANN"))["user"]
+    assert user["id"] == "U0ANN" and user["tz"] == "Europe/Berlin"
+    assert user["tz_offset"] in (3600, 7200) and user["tz_label"] in ("CET", "CEST")
+    assert (await client.users_info(user="U0BOB"))["user"]["tz"] == "UTC"
+    assert (await api_error(client.users_info(user="B0BOT"))).response["error"] == (
+        "user_not_found"
+    )

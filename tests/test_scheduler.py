@@ -18,33 +18,39 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
+from sandbox_views import deploying_canary
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import create_app
-from bot.app_keys import SERVICES
+from bot.adapters.slack.messages import render
+from bot.bootstrap import create_app
 from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import (
+    Announce,
     InvalidTransition,
-    Phase,
     Rollout,
     StageState,
     promote,
     window_timer_key,
 )
-from bot.rollouts import Reconciled, RolloutService
-from bot.sandbox.github_actions import ManualClock
-from bot.sandbox.harness import Sandbox
-from bot.scheduler import Backoff, Retention, Scheduler
+from bot.services.clock import SystemClock
+from bot.services.following import Reconciled
+from bot.services.readiness import Readiness
+from bot.services.rollouts import RolloutService, UnhandledTimer
+from bot.services.scheduler import Backoff, Retention, Scheduler
+from handlers.app_keys import SERVICES
+from sandbox.clock import ManualClock
+from sandbox.harness import Sandbox
+from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
 from storage.deliveries import DeliveryLog
 from storage.models import AuditEventRow
-from storage.repositories import AuditLog
+from storage.protection_rules import ProtectionRuleStore
 from storage.timers import Timer, TimerStore
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
 BAD_GATEWAY = GitHubError("GitHub answered 502 (Bad Gateway) to GET /actions/runs/7")
 
 
@@ -124,7 +130,7 @@ async def test_a_failing_timer_backs_off_with_jitter_and_is_dead_lettered_after_
     backoff = Backoff(base=timedelta(seconds=10), cap=timedelta(seconds=25))
     loop = scheduler(timers, follower, clock, max_attempts=4, backoff=backoff)
     await window(timers)
-    caplog.set_level(logging.INFO, logger="bot.scheduler")
+    caplog.set_level(logging.INFO, logger="bot.services.scheduler")
 
     waits = []
     for attempt in range(1, 4):
@@ -238,6 +244,28 @@ async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
     assert second_meanwhile is not None and second_meanwhile.claimed_by is None
 
 
+async def test_each_timer_done_counts_as_progress_for_readiness(timers: TimerStore) -> None:
+    """A pass through many slow timers (a slow GitHub) is progress, not a stuck loop: every
+    replica would otherwise turn unready at once."""
+    clock = ManualClock(NOW)
+    follower = Follower()
+    seen: list[datetime | None] = []
+    loop = scheduler(timers, follower, clock)
+
+    async def slow(timer: Timer) -> None:
+        seen.append(loop.last_tick)
+        clock.advance(timedelta(seconds=90))
+
+    follower.during_timer = slow
+    await window(timers, "first")
+    await window(timers, "second")
+
+    assert await loop.fire_due() == 2
+
+    assert seen == [None, NOW + timedelta(seconds=90)]  # the first one done counted
+    assert loop.last_tick == NOW + timedelta(seconds=180)
+
+
 async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(timers: TimerStore) -> None:
     lease = timedelta(seconds=0.3)
     taken_meanwhile: list[Timer] = []
@@ -253,7 +281,7 @@ async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(timers: TimerS
     loop = Scheduler(
         timers=timers,
         service=follower,
-        clock=lambda: datetime.now(UTC),
+        clock=SystemClock(),
         poll_interval=timedelta(hours=1),
         lease=lease,
         owner="replica-a",
@@ -284,7 +312,7 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
     loop = Scheduler(
         timers=store,
         service=Follower(),
-        clock=lambda: datetime.now(UTC),
+        clock=SystemClock(),
         poll_interval=timedelta(hours=1),
         wake=wake,
     )
@@ -298,6 +326,90 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+# -- graceful shutdown -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("finishes", [True, False], ids=["within the grace", "past the grace"])
+async def test_stopping_lets_the_timer_in_hand_finish_or_gives_it_back_at_once(
+    timers: TimerStore, finishes: bool
+) -> None:
+    clock = ManualClock(NOW)
+    follower = Follower()
+    in_hand = asyncio.Event()
+    done = asyncio.Event()
+
+    async def window_end(timer: Timer) -> None:
+        in_hand.set()
+        await done.wait()
+
+    follower.during_timer = window_end
+    await window(timers, "in hand")
+    await window(timers, "next")
+    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1))
+    loop.start()
+    await asyncio.wait_for(in_hand.wait(), 5)
+
+    stopping = asyncio.create_task(loop.stop(grace=timedelta(seconds=0.3)))
+    if finishes:
+        done.set()
+    await asyncio.wait_for(stopping, 5)
+
+    # It stopped claiming: the second due timer was never taken.
+    assert [timer.key for timer in follower.fired] == ["in hand"]
+    nothing_held = await timers.claim_due(now=NOW, owner="replica-b", lease=timedelta(hours=1))
+    # Whatever it did not finish is free for another replica now, not in an hour.
+    expected = {"next"} if finishes else {"in hand", "next"}
+    assert {timer.key for timer in nothing_held} == expected
+    fired = await timers.get(key="in hand")
+    assert fired is not None and (fired.fired_at is not None) is finishes
+
+
+async def test_readiness_reports_each_reason_and_draining_stops_the_scheduler() -> None:
+    clock = ManualClock(NOW)
+    state: dict[str, object] = {"db": True, "schema": None, "tick": None}
+    stopped: list[str] = []
+
+    async def database() -> bool:
+        return bool(state["db"])
+
+    async def schema() -> str | None:
+        if isinstance(state["schema"], Exception):
+            raise state["schema"]
+        return state["schema"]  # type: ignore[return-value]
+
+    async def stop_scheduler() -> None:
+        stopped.append("scheduler")
+
+    readiness = Readiness(
+        database=database,
+        schema=schema,
+        last_tick=lambda: state["tick"],  # type: ignore[arg-type,return-value]
+        clock=clock,
+        stale_after=timedelta(seconds=60),
+        stoppers=[stop_scheduler],
+    )
+    assert await readiness.problem() == "the scheduler has not gone round yet"
+    state["tick"] = NOW
+    assert await readiness.problem() is None
+    clock.advance(timedelta(seconds=60))
+    assert await readiness.problem() is None  # at the bound is still in time
+    clock.advance(timedelta(seconds=1))
+    assert await readiness.problem() == "the scheduler last went round 61 s ago (more than 60 s)"
+    state["tick"] = clock()
+    state["schema"] = "the database is at migration 0005, ...: run `rollout-bot migrate`"
+    assert await readiness.problem() == state["schema"]
+    state["schema"] = OperationalError("SELECT", {}, Exception("gone"))
+    assert await readiness.problem() == "the database does not answer"
+    state["db"] = False
+    assert await readiness.problem() == "the database does not answer"
+    state["db"], state["schema"] = True, None
+    assert await readiness.problem() is None
+
+    await readiness.drain()
+    assert stopped == ["scheduler"]
+    assert await readiness.problem() == "shutting down: this replica takes no new work"
 
 
 # -- logs ------------------------------------------------------------------------------------
@@ -361,7 +473,12 @@ async def test_old_claims_and_deliveries_are_pruned_hourly_and_audit_events_stay
         delivery_id="d-new", event="workflow_job", rollout_id=None, received_at=NOW
     )
     await audit.append(at=old, actor="U1", action="promote", result="ok", rollout_id="r-1")
-    retention = Retention(claims=claims, deliveries=deliveries, keep=timedelta(days=30))
+    rules = ProtectionRuleStore(session_factory)
+    for run_id, at in ((1, old), (2, NOW)):
+        await rules.remember(RuleRequest(run_id, "relay-canary-5", 7, at))
+    retention = Retention(
+        claims=claims, deliveries=deliveries, keep=timedelta(days=30), rules=rules
+    )
     loop = scheduler(timers, Follower(), clock, retention=retention)
 
     await loop.prune()
@@ -374,6 +491,7 @@ async def test_old_claims_and_deliveries_are_pruned_hourly_and_audit_events_stay
     assert not await deliveries.remember(
         delivery_id="d-new", event="workflow_job", rollout_id=None, received_at=NOW
     )
+    assert await rules.open_for_run(1) == [] and len(await rules.open_for_run(2)) == 1
     async with session_factory() as session:
         assert len(list(await session.scalars(select(AuditEventRow)))) == 1
 
@@ -419,19 +537,15 @@ class Flaky:
     async def reconcile(self, rollout_id: str) -> Reconciled:
         return await self.service.reconcile(rollout_id)
 
+    async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:
+        return await self.service.look_again(rollout, last)
+
     async def find_dispatched_run(self, rollout: Rollout) -> None:
         await self.service.find_dispatched_run(rollout)
 
 
 async def canary_observing(box: Sandbox, poller: Scheduler) -> Rollout:
-    assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
-    await box.click("dispatch", wait=False)
-    await box.wait_until(
-        lambda r: (
-            r.phase is Phase.RUNNING
-            and r.track("relay").stage("canary").state is StageState.DEPLOYING
-        )
-    )
+    await deploying_canary(box)
     await poller.poll_runs()
     rollout = await box.rollout()
     assert rollout.track("relay").stage("canary").state is StageState.OBSERVING
@@ -442,7 +556,7 @@ def manual_scheduler(
     box: Sandbox, follower: object, clock: ManualClock, **options: object
 ) -> Scheduler:
     return Scheduler(
-        timers=TimerStore(box.services.sessions),
+        timers=TimerStore(box.services.database.sessions),
         service=follower,  # type: ignore[arg-type]
         clock=clock,
         poll_interval=timedelta(seconds=10),
@@ -469,7 +583,7 @@ async def test_a_window_whose_timer_failed_once_is_evaluated_exactly_once(
     ends = rollout.track("relay").stage("canary").window_ends_at
     assert ends is not None
     key = window_timer_key(rollout.id, "relay", "canary", ends)
-    timers = TimerStore(quiet.services.sessions)
+    timers = TimerStore(quiet.services.database.sessions)
 
     assert await poller.fire_due() == 0  # the first attempts: GitHub answered 502
     retry = await timers.get(key=key)
@@ -492,7 +606,7 @@ async def test_a_timer_of_the_previous_version_finds_its_window_in_its_key(
     rollout = await canary_observing(quiet, poller)
     ends = rollout.track("relay").stage("canary").window_ends_at
     assert ends is not None
-    stored = await TimerStore(quiet.services.sessions).get(
+    stored = await TimerStore(quiet.services.database.sessions).get(
         key=window_timer_key(rollout.id, "relay", "canary", ends)
     )
     assert stored is not None and stored.payload is not None
@@ -514,13 +628,23 @@ async def test_a_timer_of_the_previous_version_finds_its_window_in_its_key(
     assert await gates(quiet, rollout.id) == ["PASS"]
 
 
+async def test_a_timer_of_a_kind_nobody_handles_fails_loudly(
+    quiet: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    mystery = Timer(id=1, key="mystery:r-1", kind="mystery", due_at=NOW, created_at=NOW, attempts=1)
+    with pytest.raises(UnhandledTimer, match="no handler for timer mystery:r-1"):
+        await quiet.services.rollouts.on_timer(mystery)  # retried, then dead-lettered
+    await quiet.services.rollouts.on_timer_dead(mystery, reason="it failed every attempt")
+    assert "timer mystery:r-1 of kind 'mystery' has no handler" in caplog.text
+
+
 async def test_a_dead_timer_holds_the_stage_and_tells_the_thread(quiet: Sandbox) -> None:
     clock = ManualClock(NOW)
     poller = manual_scheduler(
         quiet, Flaky(quiet.services.rollouts, fail="always"), clock, max_attempts=2
     )
     rollout = await canary_observing(quiet, poller)
-    timers = TimerStore(quiet.services.sessions)
+    timers = TimerStore(quiet.services.database.sessions)
 
     for _ in range(2):
         await poller.fire_due()
@@ -549,7 +673,9 @@ async def test_a_dead_timer_holds_the_stage_and_tells_the_thread(quiet: Sandbox)
     with pytest.raises(InvalidTransition, match="never ran"):
         promote(await quiet.rollout(), plan, track="relay", actor="U9")
     overridden = promote(await quiet.rollout(), plan, track="relay", actor="U9", override=True)
-    assert "override: the gate never ran" in str(overridden.effects)
+    assert [render(e.event) for e in overridden.effects if isinstance(e, Announce)] == [
+        "<@U9> promoted Hosted relay to *50%* (override: the gate never ran)."
+    ]
 
     # Extend observes again from now, with a timer of its own.
     await quiet.click("extend_window")
@@ -580,15 +706,7 @@ async def test_replicas_acting_on_one_rollout_at_once_take_turns(
     quiet: Sandbox, second_replica: RolloutService
 ) -> None:
     first = quiet.services.rollouts
-    assert "Preflight" in await quiet.command("start v1.4.2 --flags-ready")
-    await quiet.click("dispatch", wait=False)
-    rollout = await quiet.wait_until(
-        lambda r: (
-            r.phase is Phase.RUNNING
-            and r.track("relay").stage("canary").state is StageState.DEPLOYING
-        )
-    )
-    assert rollout.run_id is not None
+    rollout = await deploying_canary(quiet)
 
     # Both replicas see the canary and the internal ring deployed at once.
     await asyncio.gather(first.reconcile(rollout.id), second_replica.reconcile(rollout.id))
@@ -603,7 +721,7 @@ async def test_replicas_acting_on_one_rollout_at_once_take_turns(
     # ring on GitHub: both changes land, the gate runs once.
     ends = observing.track("relay").stage("canary").window_ends_at
     assert ends is not None
-    timer = await TimerStore(quiet.services.sessions).get(
+    timer = await TimerStore(quiet.services.database.sessions).get(
         key=window_timer_key(rollout.id, "relay", "canary", ends)
     )
     assert timer is not None

@@ -15,15 +15,15 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from bot.adapters.metrics.sentry import SentryAccess, SentrySource
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.plan import SentryMetrics
 from bot.domain.rollout import Phase, StageState, TrackState
-from bot.sandbox.config import SENTRY_TOKEN, bot_environment
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
-from bot.sandbox.sentry import SentryTestServer
-from bot.sentry import SentryAccess, SentrySource
+from sandbox.config import SENTRY_TOKEN, bot_environment
+from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.sentry import SentryTestServer
 
 TOKEN = SENTRY_TOKEN
 RELEASE = "scriptum-desktop@v1.4.2"

@@ -9,24 +9,22 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from figures import every_gate_passes
+from sandbox_views import dispatched, value_of
+from sqlalchemy.exc import OperationalError
 from test_exactly_once import (
     APPROVERS_ENV,
-    CANARY_OK,
     CLICKERS,
     GROUP,
-    HALF_OK,
-    RINGS_OK,
     approvals,
     both_holding,
-    button_value,
-    dispatched,
 )
 
 from bot.domain.rollout import StageState
-from bot.sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
-from bot.sandbox.harness import Sandbox, write_figures
-from bot.sandbox.signing import block_actions_body, slack_signature_headers
-from handlers.errors import ResponseUrlUses
+from handlers.errors import INTERRUPTED, ResponseUrlUses, explain
+from sandbox.config import RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from sandbox.harness import Sandbox
+from sandbox.signing import slack_signature_headers
 from storage.outbox import OutboxStore
 
 PROMOTED = "<@U0RELMGR01> promoted Hosted relay to *50%*"
@@ -35,8 +33,7 @@ PROMOTED = "<@U0RELMGR01> promoted Hosted relay to *50%*"
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+        every_gate_passes(box)
         yield box
 
 
@@ -45,12 +42,12 @@ async def holding(box: Sandbox) -> str:
     button value."""
     await dispatched(box)
     await both_holding(box)
-    outbox = OutboxStore(box.services.sessions)
+    outbox = OutboxStore(box.services.database.sessions)
     for _ in range(200):
         if not await outbox.pending():
             break
         await asyncio.sleep(0.05)
-    return await button_value(box, "promote", "relay")
+    return await value_of(box, "promote", "relay")
 
 
 def thread_after(box: Sandbox, first: str) -> list[str]:
@@ -63,7 +60,7 @@ async def test_a_slack_network_error_after_a_promotion_tells_the_truth_and_the_t
 ) -> None:
     value = await holding(sandbox)
     before = len(sandbox.thread())
-    # slack_sdk retries a dropped connection once on its own: drop both tries.
+    # The outbox's client does not retry a dropped connection itself: the outbox does.
     sandbox.slack.drop_next("chat.postMessage", count=2)
 
     answer = await sandbox.click("promote", value=value)
@@ -82,12 +79,12 @@ async def test_a_slack_network_error_after_a_promotion_tells_the_truth_and_the_t
     assert [e.result for e in events if e.action == "click:promote"] == ["ok"]
 
 
-async def test_a_post_rate_limited_beyond_the_clients_retries_is_delivered_after_the_wait(
+async def test_a_post_rate_limited_three_times_is_delivered_after_the_waits(
     sandbox: Sandbox,
 ) -> None:
     value = await holding(sandbox)
     before = len(sandbox.thread())
-    # The client waits out two 429s itself; the third is the outbox's to honour.
+    # The outbox's client does not wait itself: the outbox honours each Retry-After.
     for _ in range(3):
         sandbox.slack.fail_next("chat.postMessage", error="ratelimited", status=429, retry_after=1)
 
@@ -112,18 +109,10 @@ async def test_fifty_duplicate_clicks_use_their_response_url_at_most_five_times(
 ) -> None:
     sandbox.slack.usergroups[GROUP] = CLICKERS[1:]
     value = await holding(sandbox)
-    card = sandbox.card_message()
-    response_url = sandbox.slack.new_response_url(
-        channel=RELEASE_CHANNEL, user=RELEASE_MANAGER, message_ts=card.ts, kind="actions"
-    )
-    body = block_actions_body(
-        user_id=RELEASE_MANAGER,
-        channel_id=RELEASE_CHANNEL,
-        action_id="promote",
+    response_url, body = sandbox.click_body(
+        "promote",
+        user=RELEASE_MANAGER,
         value=value,
-        response_url=response_url,
-        message_ts=card.ts,
-        message=card.to_json(),
         trigger_id="13345224609.738474920.8088930838d88f008e0",
     )
 
@@ -166,3 +155,27 @@ def test_a_response_url_is_counted_five_times_per_thirty_minutes() -> None:
     assert uses.take("https://hooks/2")
     now[0] += 30 * 60
     assert uses.take("https://hooks/1")
+
+
+def test_a_request_interrupted_by_a_database_blip_is_told_the_truth_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lost = OperationalError("BEGIN", {}, ConnectionResetError("connection was closed"))
+
+    text, _ = explain(lost, {"type": "block_actions"})
+
+    assert text == INTERRUPTED  # not "nothing changed", not "something went wrong"
+    [line] = caplog.records
+    assert line.levelname == "WARNING" and line.exc_info is None
+    assert "connection was closed" in line.getMessage() and "BEGIN" not in line.getMessage()
+
+
+def test_an_unexpected_error_gets_a_reference_that_its_logged_traceback_carries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    text, _ = explain(KeyError("stage"), {"command": "/rollout"})
+
+    [line] = caplog.records
+    assert line.levelname == "ERROR" and line.exc_info is not None
+    reference = text.split("`")[1]
+    assert reference in line.getMessage() and "/rollout" in line.getMessage()

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.failures import TRANSIENT
+from storage.audit_log import AuditLog
 from storage.db import (
     InvalidDatabaseUrl,
     create_engine,
@@ -22,7 +24,6 @@ from storage.db import (
     ping,
 )
 from storage.migrate import upgrade
-from storage.repositories import AuditLog
 
 
 @pytest.mark.parametrize(
@@ -91,16 +92,15 @@ async def test_ping_answers_true_when_the_database_answers(database_url: str) ->
         await engine.dispose()
 
 
-async def test_ping_is_false_when_nothing_listens(unused_tcp_port: int) -> None:
-    engine = create_engine(f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/test")
-    try:
-        assert await ping(engine) is False
-    finally:
-        await engine.dispose()
-
-
-async def test_ping_is_false_for_an_unopenable_sqlite_file(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path}/missing-dir/bot.db")
+@pytest.mark.parametrize("where", ["nothing listening", "an unopenable sqlite file"])
+async def test_ping_is_false_when_no_database_answers(
+    where: str, unused_tcp_port: int, tmp_path: Path
+) -> None:
+    url = {
+        "nothing listening": f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/test",
+        "an unopenable sqlite file": f"sqlite:///{tmp_path}/missing-dir/bot.db",
+    }[where]
+    engine = create_engine(url)
     try:
         assert await ping(engine) is False
     finally:
@@ -154,3 +154,30 @@ async def test_naive_datetimes_are_refused(
     audit = AuditLog(session_factory)
     with pytest.raises(StatementError, match="naive datetime"):
         await audit.append(at=datetime(2026, 1, 1), actor="U1", action="start", result="ok")
+
+
+async def test_a_connection_the_server_terminates_fails_as_a_lost_connection(
+    postgres_database_url: str,
+) -> None:
+    """Whatever moment the server's `FATAL: terminating connection` meets a statement (asyncpg
+    answers `connection is closed`, or `another operation is in progress` while it still
+    consumes the error), SQLAlchemy calls the connection lost and the failure is transient:
+    one WARNING line, the next try on a new connection."""
+    engine = create_engine(postgres_database_url)
+    admin = create_engine(postgres_database_url)
+    try:
+        for attempt in range(6):
+            with pytest.raises(DBAPIError) as failed:
+                async with engine.begin() as connection:
+                    pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar()
+                    async with admin.connect() as other:
+                        await other.execute(text(f"SELECT pg_terminate_backend({pid})"))
+                    await asyncio.sleep(0.001 * (attempt % 4))
+                    await connection.execute(text("SELECT 1"))
+            assert failed.value.connection_invalidated
+            assert isinstance(failed.value, TRANSIENT)
+        async with engine.connect() as connection:  # the pool hands out a live connection
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await engine.dispose()
+        await admin.dispose()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, MetaData, String, inspect
+from sqlalchemy import Column, MetaData, String, inspect, text
 from sqlalchemy.engine import Connection
 
+from bot.adapters.slack.messages import reason_text
+from bot.domain.rollout import StopKind, StopReason, reason_from_json
 from storage.db import create_engine
 from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.models import Base
@@ -25,6 +30,8 @@ TABLES = {
     "github_deliveries",
     "action_claims",
     "outbox",
+    "lane_holds",
+    "protection_rule_requests",
 }
 
 
@@ -96,8 +103,118 @@ async def test_downgrade_to_base_then_upgrade_again(empty_database_url: str) -> 
     assert await _on_connection(empty_database_url, _tables) == TABLES | {"alembic_version"}
 
 
+LEGACY_REASONS = {
+    "relay": "rolled back by <@U2>: error spike",
+    "desktop": "beta ring gate KILL_SWITCH: crash rate",
+}
+
+
+async def test_reasons_stored_as_text_become_data_and_come_back(empty_database_url: str) -> None:
+    """0006: a reason that names who acted becomes data; other text stays readable; the
+    downgrade writes back the text the previous version wrote."""
+
+    def migrate(revision: str, *, down: bool = False) -> Any:
+        def run(connection: Connection) -> Any:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+            rows = connection.execute(text("SELECT track, ended_reason FROM rollout_tracks"))
+            return {track: reason for track, reason in rows}
+
+        return _on_connection(empty_database_url, run)
+
+    await migrate("0005")
+
+    def legacy_rows(connection: Connection) -> None:
+        connection.execute(
+            text(
+                "INSERT INTO rollouts (id, tag, channel_id, started_by, state, plan, created_at,"
+                " updated_at, ended_at, version) VALUES ('r-1', 'v1', 'C1', 'U1', 'ended',"
+                " '{}', :at, :at, :at, 1)"
+            ),
+            {"at": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+        for position, (track, reason) in enumerate(LEGACY_REASONS.items()):
+            connection.execute(
+                text(
+                    "INSERT INTO rollout_tracks (rollout_id, track, position, state,"
+                    " ended_reason, ended_at) VALUES ('r-1', :track, :position, 'failed',"
+                    " :reason, :at)"
+                ),
+                {
+                    "track": track,
+                    "position": position,
+                    "reason": reason,
+                    "at": datetime(2026, 1, 1, tzinfo=UTC),
+                },
+            )
+
+    await _on_connection(empty_database_url, legacy_rows)
+
+    upgraded = await migrate("head")
+    assert reason_from_json(upgraded["relay"]) == StopReason(
+        StopKind.ROLLED_BACK, actor="U2", detail="error spike"
+    )
+    assert reason_text(reason_from_json(upgraded["relay"])) == LEGACY_REASONS["relay"]
+    assert reason_from_json(upgraded["desktop"]) == StopReason(
+        StopKind.LEGACY, detail=LEGACY_REASONS["desktop"]
+    )
+    assert await migrate("0005", down=True) == LEGACY_REASONS
+
+
 @pytest.mark.postgres
 async def test_replicas_migrating_at_once_all_succeed(empty_postgres_database_url: str) -> None:
     url = empty_postgres_database_url
     await asyncio.gather(*(upgrade(url) for _ in range(3)))
     assert await current_revision(url) == head_revision()
+
+
+# Operations that take away or tighten what the previous version reads and writes: an upgrade
+# must not use them (expand first; contract in a later release, docs/operating.md).
+CONTRACTING = {
+    "drop_table",
+    "drop_column",
+    "rename_table",
+    "alter_column",
+    "drop_constraint",
+    "create_unique_constraint",
+    "create_check_constraint",
+    "create_foreign_key",
+}
+
+
+def contracting_steps(source: str) -> list[str]:
+    """What an `upgrade()` does that a replica of the previous version could trip over."""
+    upgrade_function = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef) and node.name == "upgrade"
+    )
+    steps = []
+    for call in ast.walk(upgrade_function):
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)):
+            continue
+        if call.func.attr in CONTRACTING:
+            steps.append(f"op.{call.func.attr}")
+        if call.func.attr == "add_column":
+            column = call.args[1] if len(call.args) > 1 else None
+            keywords = {
+                k.arg: k.value for k in getattr(column, "keywords", []) if k.arg is not None
+            }
+            nullable = keywords.get("nullable")
+            may_be_null = not (isinstance(nullable, ast.Constant) and nullable.value is False)
+            if not may_be_null and "server_default" not in keywords:
+                steps.append("op.add_column of a NOT NULL column without a server default")
+    return steps
+
+
+def test_every_migration_is_additive_so_the_previous_version_keeps_serving() -> None:
+    versions = sorted((Path(__file__).parent.parent / "storage/migrations/versions").glob("0*.py"))
+    assert versions
+    found = {path.name: contracting_steps(path.read_text(encoding="utf-8")) for path in versions}
+    assert {name: steps for name, steps in found.items() if steps} == {}
+    # The check itself sees a contracting step.
+    assert contracting_steps(
+        "def upgrade():\n    op.drop_column('timers', 'dead_at')\n"
+        "    op.add_column('t', sa.Column('c', sa.Text(), nullable=False))\n"
+    ) == ["op.drop_column", "op.add_column of a NOT NULL column without a server default"]

@@ -8,37 +8,37 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from replicas import replica_sessions
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage.db import create_engine, create_session_factory
+from storage.audit_log import AuditLog
 from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
-from storage.repositories import (
-    AuditLog,
-    NewStage,
-    NewTrack,
-    RolloutRecord,
-    RolloutRepository,
-)
+from storage.rollout_records import NewStage, NewTrack, RolloutRecord
+from storage.rollout_repository import RolloutRepository
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 PLAN = {"tracks": {"relay": {"stages": ["canary-5", "rollout-50", "rollout-100"]}}, "v": 1}
-RELAY = NewTrack(
-    name="relay",
-    state="pending",
-    stages=(
-        NewStage(key="canary-5", environment="relay-canary-5", state="pending"),
-        NewStage(key="rollout-50", environment="relay-rollout-50", state="pending"),
-        NewStage(key="rollout-100", environment="relay-rollout-100", state="pending"),
-    ),
+
+
+def pending_track(name: str, environments: dict[str, str]) -> NewTrack:
+    """A new track whose stages (key: environment) are all pending."""
+    stages = tuple(
+        NewStage(key=key, environment=environment, state="pending")
+        for key, environment in environments.items()
+    )
+    return NewTrack(name=name, state="pending", stages=stages)
+
+
+RELAY = pending_track(
+    "relay",
+    {
+        "canary-5": "relay-canary-5",
+        "rollout-50": "relay-rollout-50",
+        "rollout-100": "relay-rollout-100",
+    },
 )
-DESKTOP = NewTrack(
-    name="desktop",
-    state="pending",
-    stages=(
-        NewStage(key="internal", environment="desktop-internal", state="pending"),
-        NewStage(key="beta", environment="desktop-beta", state="pending"),
-        NewStage(key="ga", environment="desktop-ga", state="pending"),
-    ),
+DESKTOP = pending_track(
+    "desktop", {"internal": "desktop-internal", "beta": "desktop-beta", "ga": "desktop-ga"}
 )
 
 
@@ -114,17 +114,12 @@ async def test_a_track_holds_one_open_rollout_until_it_ends(rollouts: RolloutRep
 
 
 async def test_concurrent_starts_on_one_track_open_exactly_one(database_url: str) -> None:
-    # Separate engines stand for separate replicas.
-    engines = [create_engine(database_url) for _ in range(3)]
-    try:
-        repositories = [RolloutRepository(create_session_factory(e)) for e in engines]
+    async with replica_sessions(database_url, 3) as sessions:
+        repositories = [RolloutRepository(factory) for factory in sessions]
         results = await asyncio.gather(
             *(_start(repositories[i % 3], f"v1.{i}") for i in range(9)),
             return_exceptions=True,
         )
-    finally:
-        for engine in engines:
-            await engine.dispose()
     started = [r for r in results if isinstance(r, RolloutRecord)]
     refused = [r for r in results if isinstance(r, TrackBusy)]
     assert len(started) == 1
@@ -226,9 +221,8 @@ async def test_save_writes_windows_verdicts_and_run(rollouts: RolloutRepository)
 
 
 async def test_two_saves_from_the_same_read_cannot_both_win(database_url: str) -> None:
-    engines = [create_engine(database_url) for _ in range(2)]
-    try:
-        first, second = (RolloutRepository(create_session_factory(e)) for e in engines)
+    async with replica_sessions(database_url, 2) as sessions:
+        first, second = (RolloutRepository(factory) for factory in sessions)
         created = await _start(first)
         promote = created.with_stage(
             replace(created.track("relay").stage("canary-5"), state="promoted")
@@ -247,9 +241,6 @@ async def test_two_saves_from_the_same_read_cannot_both_win(database_url: str) -
         promoted = stored.track("relay").stage("canary-5").state == "promoted"
         rolled_back = stored.state == "rolling_back"
         assert promoted != rolled_back
-    finally:
-        for engine in engines:
-            await engine.dispose()
 
 
 async def test_save_refuses_a_stale_record_and_changes_nothing(

@@ -6,10 +6,10 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from replicas import replica_sessions
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage.db import create_engine, create_session_factory
 from storage.timers import Timer, TimerStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -49,9 +49,8 @@ async def test_scheduling_a_key_twice_keeps_the_first(timers: TimerStore) -> Non
 
 
 async def test_concurrent_scheduling_of_one_key_stores_one_timer(database_url: str) -> None:
-    engines = [create_engine(database_url) for _ in range(3)]
-    try:
-        stores = [TimerStore(create_session_factory(e)) for e in engines]
+    async with replica_sessions(database_url, 3) as sessions:
+        stores = [TimerStore(factory) for factory in sessions]
         scheduled = await asyncio.gather(
             *(
                 _window(stores[i % 3], "window:r-2:relay:rollout-50", timedelta(0))
@@ -61,9 +60,6 @@ async def test_concurrent_scheduling_of_one_key_stores_one_timer(database_url: s
         assert len({t.id for t in scheduled}) == 1
         claimed = await stores[0].claim_due(now=NOW, owner="a", lease=LEASE)
         assert len(claimed) == 1
-    finally:
-        for engine in engines:
-            await engine.dispose()
 
 
 async def test_claim_takes_due_timers_earliest_first_up_to_the_limit(timers: TimerStore) -> None:
@@ -94,9 +90,8 @@ async def test_a_held_claim_is_not_handed_out_again(timers: TimerStore) -> None:
 
 async def test_concurrent_claims_hand_each_timer_to_exactly_one_owner(database_url: str) -> None:
     replicas = 4
-    engines = [create_engine(database_url) for _ in range(replicas)]
-    try:
-        stores = [TimerStore(create_session_factory(e)) for e in engines]
+    async with replica_sessions(database_url, replicas) as sessions:
+        stores = [TimerStore(factory) for factory in sessions]
         scheduled = [
             await _window(stores[0], f"window:{i}", timedelta(seconds=i)) for i in range(40)
         ]
@@ -122,9 +117,6 @@ async def test_concurrent_claims_hand_each_timer_to_exactly_one_owner(database_u
             assert await stores[owner % replicas].complete(
                 timer_id=timer_id, owner=f"owner-{owner}", now=claim_time
             )
-    finally:
-        for engine in engines:
-            await engine.dispose()
 
 
 async def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_complete(

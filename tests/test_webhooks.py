@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,15 +19,24 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from figures import CANARY_OK, HALF_OK, RINGS_OK
+from sandbox_views import dispatched, stage_state
+from sqlalchemy.exc import OperationalError
 
-from bot.domain.rollout import Phase, Rollout, StageState, TrackState, holding_tracks
-from bot.sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL
-from bot.sandbox.harness import Sandbox, fast_plan, write_figures
-from bot.sandbox.signing import github_signature_headers
+from bot.domain.rollout import (
+    Phase,
+    Rollout,
+    StageState,
+    StopKind,
+    StopReason,
+    TrackState,
+    holding_tracks,
+)
+from bot.services.webhooks import Intake
+from sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL
+from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.signing import github_signature_headers
 
-CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
-RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
 CANARY_CRASHES = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
 WEBHOOK_ONLY = 3600.0
 """GITHUB_POLL_INTERVAL for webhook runs: the poller never looks during a test."""
@@ -148,7 +158,7 @@ async def observing(
     async with sandbox(tmp_path, database_url, window="1h", level="all") as box:
         hook = GitHubHook(box, http)
         box.github.on_event(hook.deliver)
-        await start_and_dispatch(box)
+        await dispatched(box)
         await box.wait_until(
             lambda r: (
                 stage_state(r, "relay", "canary") is StageState.OBSERVING
@@ -157,10 +167,6 @@ async def observing(
         )
         await hook.settled()
         yield box, hook
-
-
-def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
-    return rollout.track(track).stage(stage).state
 
 
 def reviews(box: Sandbox, prefix: str) -> list[tuple[str, str, str]]:
@@ -182,19 +188,21 @@ def end_state(box: Sandbox, rollout: Rollout) -> dict[str, object]:
     }
 
 
-async def start_and_dispatch(box: Sandbox) -> Rollout:
-    assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
-    await box.click("dispatch", wait=False)
-    return await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-
-
 async def both_held(box: Sandbox) -> Rollout:
     return await box.wait_until(lambda r: set(holding_tracks(r)) == {"relay", "desktop"})
 
 
+async def dispatched_and_held(box: Sandbox) -> int:
+    """Dispatch and wait until both tracks hold; the id of the rollout's run."""
+    rollout = await dispatched(box)
+    await both_held(box)
+    assert rollout.run_id is not None
+    return rollout.run_id
+
+
 async def run_to_the_end(box: Sandbox) -> Rollout:
     """Dispatch, promote both tracks at each hold, and wait for the rollout to end."""
-    await start_and_dispatch(box)
+    await dispatched(box)
     for _ in range(2):
         await both_held(box)
         assert "Promoted" in await box.command("promote")
@@ -326,11 +334,9 @@ async def test_an_approval_on_github_com_moves_the_stage_and_names_the_person(
     hooked: tuple[Sandbox, GitHubHook],
 ) -> None:
     box, _ = hooked
-    rollout = await start_and_dispatch(box)
-    await both_held(box)
-    assert rollout.run_id is not None
+    run_id = await dispatched_and_held(box)
 
-    box.github.review(rollout.run_id, ["relay-rollout-50"], "approved", actor="octocat")
+    box.github.review(run_id, ["relay-rollout-50"], "approved", actor="octocat")
 
     said = await box.wait_for_thread("octocat approved *50%* (Hosted relay) on GitHub")
     assert "the hold after 5% canary ends" in said
@@ -346,18 +352,16 @@ async def test_a_rejection_on_github_com_rolls_the_relay_back(
     hooked: tuple[Sandbox, GitHubHook],
 ) -> None:
     box, _ = hooked
-    rollout = await start_and_dispatch(box)
-    await both_held(box)
-    assert rollout.run_id is not None
+    run_id = await dispatched_and_held(box)
 
-    box.github.review(
-        rollout.run_id, ["relay-rollout-50"], "rejected", actor="octocat", comment="too hot"
-    )
+    box.github.review(run_id, ["relay-rollout-50"], "rejected", actor="octocat", comment="too hot")
 
     said = await box.wait_for_thread("octocat rejected *50%* (Hosted relay) on GitHub (too hot)")
     assert "Relay auto-rollback" in said
     ended = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
-    assert ended.track("relay").ended_reason == "50% rejected on GitHub by octocat"
+    assert ended.track("relay").ended_reason == StopReason(
+        StopKind.REJECTED_ON_GITHUB, actor="octocat", subject="50%"
+    )
     assert reviews(box, "relay") == [
         ("relay-canary-5", "approved", "release-bot"),
         ("relay-rollout-50", "rejected", "octocat"),
@@ -372,7 +376,7 @@ async def test_level_all_tells_each_step_github_reported(
 ) -> None:
     async with sandbox(tmp_path, database_url, level="all") as box:
         box.github.on_event(GitHubHook(box, http).deliver)
-        await start_and_dispatch(box)
+        await dispatched(box)
         await both_held(box)
 
         await box.wait_for_thread("GitHub: *Relay rollout 5% canary (30m)* started.")
@@ -396,7 +400,7 @@ async def test_level_failures_keeps_the_thread_to_failures_and_copies_them_elsew
         canary=CANARY_CRASHES,
         failure_channel=OTHER_CHANNEL,
     ) as box:
-        await start_and_dispatch(box)
+        await dispatched(box)
         await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
         await box.wait_for_thread("*Relay auto-rollback* finished.")
 
@@ -473,3 +477,31 @@ async def test_deployment_events_of_a_followed_run_are_told_at_level_all(
     thread = box.thread()
     assert "GitHub: deployment to `relay-canary-5` created." in thread
     assert "GitHub: deployment to `relay-canary-5` is `success`." in thread
+
+
+async def test_a_delivery_a_database_blip_interrupts_is_taken_in_once_on_a_fresh_try(
+    observing: tuple[Sandbox, GitHubHook],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The intake's database connection is terminated mid-way (as pg_terminate_backend does):
+    the delivery is taken in on a second try, answered 2xx, logged as one WARNING line."""
+    box, hook = observing
+    webhooks = box.services.webhooks
+    take = webhooks.take
+    blips = [OperationalError("INSERT", {}, ConnectionResetError("connection was closed"))]
+
+    async def interrupted_once(**delivery: Any) -> Intake:
+        if blips:
+            raise blips.pop()
+        return await take(**delivery)
+
+    monkeypatch.setattr(webhooks, "take", interrupted_once)
+    replay = hook.followed()[-1]
+    answer = await hook.post(replay.event, replay.body, delivery_id="after-a-blip")
+    await hook.settled()
+
+    assert (answer.status, answer.answer["result"]) == (202, "followed")
+    lines = [r for r in caplog.records if "after-a-blip" in r.getMessage()]
+    assert [r.levelname for r in lines if r.levelno > logging.INFO] == ["WARNING"]
+    assert all(r.exc_info is None for r in lines)

@@ -1,6 +1,7 @@
 """People's controls on a rollout, as pure rules: the identity of each effect (so it happens
-once), whether a card's button still applies to the rollout as it stands, the plan's
-two-person rule, and what Re-evaluate now does to a stage.
+once), whether a card's button still applies to the rollout as it stands, and what
+Re-evaluate now does to a stage. Who may act (the two-person rule among them) is
+`bot.domain.permissions`.
 
 The effect key is the exactly-once guard's primary key (`storage.claims`). An effect that can
 only happen once (promote stage X, roll back, dispatch) is keyed by what it acts on; one that
@@ -16,7 +17,7 @@ from enum import StrEnum
 
 from bot.domain.errors import RolloutError
 from bot.domain.gate import GateVerdict, Verdict
-from bot.domain.plan import ManualMetrics, RolloutPlan, TwoPersonAction
+from bot.domain.plan import ManualMetrics, RolloutPlan
 from bot.domain.rollout import (
     CancelWindow,
     Decision,
@@ -29,6 +30,7 @@ from bot.domain.rollout import (
     TrackState,
     gate_missed,
 )
+from bot.domain.run_link import may_link
 
 
 class Control(StrEnum):
@@ -38,6 +40,8 @@ class Control(StrEnum):
     CONFIRM_FLAGS = "confirm_flags"
     DISPATCH = "dispatch"
     CANCEL = "cancel"
+    CANCEL_SCHEDULE = "cancel_schedule"
+    """Cancel a dispatch scheduled for later; the preflight stays."""
     PROMOTE = "promote"
     ROLLBACK = "rollback"
     KILL = "kill"
@@ -49,6 +53,20 @@ class Control(StrEnum):
     REDEPLOY = "redeploy"
     RECHECK = "recheck"
     """Run the preflight's GitHub checks again (after GitHub failed to answer them)."""
+    FREEZE = "freeze"
+    UNFREEZE = "unfreeze"
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    LINK_RUN = "link_run"
+    """Attach an existing run to a rollout whose dispatch could not be identified."""
+    OVERRIDE_FREEZE = "override_freeze"
+    """An approver's override of a freeze for one rollout's dispatch (from a refused Dispatch)."""
+    ADOPT = "adopt"
+    """Make a run the bot did not start (it waits on the App's rule) a rollout it follows."""
+    REJECT_RUN = "reject_run"
+    """Reject a run the bot did not start, through the App's rule."""
+    ANSWER_RUN = "answer_run"
+    """The one answer a run the bot did not start gets: Adopt, Reject or the default."""
 
 
 class AlreadyDone(RolloutError):
@@ -103,6 +121,8 @@ _SCOPE: dict[Control, tuple[str, ...]] = {
     # rollout is back in preflight on a new card, and may be dispatched again from it.
     Control.DISPATCH: ("version",),
     Control.CANCEL: (),
+    # A rollout is scheduled once, with its start.
+    Control.CANCEL_SCHEDULE: (),
     Control.ROLLBACK: (),
     Control.KILL: (),
     Control.REDEPLOY: ("track",),
@@ -112,8 +132,24 @@ _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.REEVALUATE: ("track", "stage", "version"),
     Control.FIGURES: ("track", "stage", "version"),
     Control.RECHECK: ("version",),
+    # A rollout follows one run: once linked it never waits for one again.
+    Control.LINK_RUN: (),
+    # Once per preflight card, like its Dispatch.
+    Control.OVERRIDE_FREEZE: ("version",),
+    # A run the bot did not start is answered once (its "rollout" is `run-<id>`).
+    Control.ADOPT: (),
+    Control.REJECT_RUN: (),
+    Control.ANSWER_RUN: (),
 }
-_PREFLIGHT = frozenset({Control.CONFIRM_FLAGS, Control.DISPATCH, Control.CANCEL, Control.RECHECK})
+_PREFLIGHT = frozenset(
+    {
+        Control.CONFIRM_FLAGS,
+        Control.DISPATCH,
+        Control.CANCEL,
+        Control.RECHECK,
+        Control.OVERRIDE_FREEZE,
+    }
+)
 
 
 def effect_key(control: Control, card: CardRef) -> str:
@@ -133,6 +169,11 @@ def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: Ca
     for example a Promote of a stage that already moved on)."""
     if control in _PREFLIGHT:
         return rollout.phase is Phase.PREFLIGHT
+    if control is Control.LINK_RUN:
+        return may_link(rollout)
+    if control is Control.CANCEL_SCHEDULE:
+        scheduled = rollout.schedule is not None and rollout.schedule.pending
+        return rollout.phase is Phase.PREFLIGHT and scheduled
     if control in (Control.ROLLBACK, Control.KILL):
         return rollout.phase is not Phase.ENDED
     if card.track is None:
@@ -163,43 +204,6 @@ def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: Ca
         # click confirms only the hold its card showed (never skips an override's dialog).
         return card.hold is hold_of(stage)
     return stage.state in wanted
-
-
-def two_person_refusal(
-    plan: RolloutPlan, rollout: Rollout, *, control: Control, track: str | None, actor: str
-) -> str | None:
-    """Why the plan's two-person rule refuses `actor` this action, or None when it allows it.
-
-    The rule binds the person who started the rollout: they cannot alone dispatch it, promote
-    it (to the last stage, or into a stage marked `two_person`), or redeploy over it. Stopping
-    a rollout (roll back, kill-switch) never needs a second person.
-    """
-    if actor != rollout.started_by:
-        return None
-    rules = set(plan.two_person)
-    what: str | None = None
-    if control is Control.DISPATCH and TwoPersonAction.DISPATCH in rules:
-        what = f"dispatch `{rollout.tag}`"
-    elif control is Control.REDEPLOY and TwoPersonAction.REDEPLOY in rules:
-        what = f"redeploy over `{rollout.tag}`"
-    elif control is Control.PROMOTE and track is not None:
-        plan_track = plan.track(track)
-        stage = rollout.track(track).current
-        following = plan_track.next_stage(stage.key) if stage is not None else None
-        if following is not None:
-            last = following.key == plan_track.stages[-1].key
-            if (
-                TwoPersonAction.PROMOTE in rules
-                or (last and TwoPersonAction.PROMOTE_TO_LAST in rules)
-                or following.two_person
-            ):
-                what = f"promote {plan_track.label} to *{following.label}*"
-    if what is None:
-        return None
-    return (
-        f"The plan's two-person rule: <@{actor}> started `{rollout.tag}`, so another approver "
-        f"must {what}. Ask a second approver to click it (or type the command)."
-    )
 
 
 def reevaluation(
@@ -243,9 +247,12 @@ def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRe
         Control.CONFIRM_FLAGS: f"confirm the feature flags of {tag}",
         Control.DISPATCH: f"dispatch {tag}",
         Control.CANCEL: f"cancel {tag}",
+        Control.CANCEL_SCHEDULE: f"cancel the scheduled dispatch of {tag}",
         Control.ROLLBACK: f"roll back {tag}",
         Control.KILL: f"trip the kill-switch of {tag}",
         Control.RECHECK: f"re-check the preflight of {tag}",
+        Control.LINK_RUN: f"link a run to {tag}",
+        Control.OVERRIDE_FREEZE: f"override the freeze for {tag}",
     }
     if control in simple:
         return simple[control]

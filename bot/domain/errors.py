@@ -21,6 +21,8 @@ class InvalidCommand(RolloutError):
     """The slash command's text does not parse (unknown subcommand, missing argument)."""
 
     code = "invalid_command"
+    with_help = True
+    """Whether the answer shows the help after the message."""
 
 
 class InvalidTag(InvalidCommand):
@@ -58,6 +60,11 @@ class GitHubError(RolloutError):
     answer, and what would fix it (never a credential)."""
 
     code = "github_error"
+
+    @property
+    def cause(self) -> str:
+        """What went wrong, in a few words, without the operation ("GitHub answered 502 ...")."""
+        return self.message.split(" when asked to ", 1)[0]
 
 
 class GitHubRateLimited(GitHubError):

@@ -39,6 +39,20 @@ class GateReason(StrEnum):
     NO_DATA = "no_data"
 
 
+_REASON_WORDS = {
+    GateReason.ERROR_RATE: "error rate",
+    GateReason.ZERO_BASELINE: "crashes on a zero baseline",
+    GateReason.CRASH_RATE: "crash rate",
+    GateReason.INSUFFICIENT_SAMPLE: "not enough data",
+    GateReason.NO_DATA: "no data",
+}
+
+
+def gate_reason_words(reason: GateReason | None) -> str:
+    """A gate's reason in a few words (`failed` when a failing verdict names none)."""
+    return "failed" if reason is None else _REASON_WORDS[reason]
+
+
 @dataclass(frozen=True)
 class GateVerdict:
     """A gate's verdict with every figure it was decided on."""

@@ -69,7 +69,7 @@ def run_event(event: str, payload: Mapping[str, Any]) -> RunEvent | None:
         status = _object(payload.get("deployment_status"))
         deployment = _object(payload.get("deployment"))
         if run_id is None:  # older payloads link the run only through the status's URLs
-            run_id = _run_id_in(status.get("target_url"), status.get("log_url"))
+            run_id = run_id_in(status.get("target_url"), status.get("log_url"))
         environment = _text(status.get("environment") or deployment.get("environment"))
         return RunEvent(
             event,
@@ -106,49 +106,42 @@ def _review_event(
     )
 
 
-def note(event: RunEvent, plan: RolloutPlan) -> str | None:
-    """The thread's line for this delivery at the `all` level (None when there is none)."""
-    job = f"*{event.job}*" if event.job else "A job"
-    environment = f"`{event.environment}`" if event.environment else "an environment"
-    if event.event == "workflow_job":
-        if event.action == "waiting":
-            return f"GitHub: {job} is waiting for approval of {_environment_of(event, plan)}."
-        return {
-            "queued": f"GitHub: {job} queued.",
-            "in_progress": f"GitHub: {job} started.",
-            "completed": f"GitHub: {job} finished: `{event.outcome or 'unknown'}`.",
-        }.get(event.action)
-    if event.event == "workflow_run":
-        return {
-            "requested": "GitHub: the run was requested.",
-            "in_progress": "GitHub: the run is in progress.",
-            "completed": f"GitHub: the run completed: `{event.outcome or 'unknown'}`.",
-        }.get(event.action)
-    if event.event == "deployment":
-        return (
-            f"GitHub: deployment to {environment} created." if event.action == "created" else None
-        )
-    if event.event == "deployment_status":
-        return f"GitHub: deployment to {environment} is `{event.outcome or 'unknown'}`."
-    if event.action == "requested":
-        return f"GitHub: {environment} is waiting for a reviewer."
-    if event.reviews:
-        who = event.reviews[0].reviewer
-        said = f" ({event.reviews[0].comment})" if event.reviews[0].comment else ""
-        return f"GitHub: {who} {event.action} {environment}{said}."
-    return None
+@dataclass(frozen=True)
+class GitHubReported:
+    """A delivery the thread is told of at the `all` level."""
+
+    event: RunEvent
+    environment: str | None
+    """The environment of the event's job, from the plan (job payloads do not say)."""
 
 
-def _environment_of(event: RunEvent, plan: RolloutPlan) -> str:
+_TOLD = {
+    "workflow_job": {"waiting", "queued", "in_progress", "completed"},
+    "workflow_run": {"requested", "in_progress", "completed"},
+    "deployment": {"created"},
+}
+
+
+def reported(event: RunEvent, plan: RolloutPlan) -> GitHubReported | None:
+    """What the thread is told of this delivery at the `all` level (None: nothing)."""
+    if event.event in _TOLD:
+        told = event.action in _TOLD[event.event]
+    else:
+        told = event.event == "deployment_status" or event.action == "requested"
+        told = told or bool(event.reviews)
+    return GitHubReported(event, _environment_of(event, plan)) if told else None
+
+
+def _environment_of(event: RunEvent, plan: RolloutPlan) -> str | None:
     """The environment a job deploys to, from the plan (workflow_job payloads do not say)."""
     for track in plan.tracks.values():
         if event.job is None:
             break
         if (stage := track.stage_for_job(event.job)) is not None:
-            return f"`{stage.environment}`"
+            return stage.environment
         if track.on_failure.job == event.job:
-            return f"`{track.on_failure.environment}`"
-    return "its environment"
+            return track.on_failure.environment
+    return None
 
 
 def _object(value: object) -> Mapping[str, Any]:
@@ -168,7 +161,8 @@ def _number(value: object) -> int | None:
         return None
 
 
-def _run_id_in(*urls: object) -> int | None:
+def run_id_in(*urls: object) -> int | None:
+    """The run id the first of these URLs that links a run names (`…/actions/runs/{id}…`)."""
     for url in urls:
         if isinstance(url, str) and (found := _RUN_URL.search(url)):
             return int(found.group(1))

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from bot.domain.protection_rules import RuleRequest
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -39,6 +41,8 @@ class JobSnapshot:
     html_url: str | None = None
     ran: bool = True
     """False when no runner ever took the job: skipped, or its environment was rejected."""
+    job_id: int = 0
+    """GitHub's id of the job (its check run's), 0 when not known."""
 
     @property
     def started(self) -> bool:
@@ -90,6 +94,9 @@ class RunSnapshot:
     """Names of the environments with a pending deployment review (case as GitHub reports)."""
     reviews: tuple[EnvironmentReview, ...] = ()
     """The reviews of the run's environments so far (GitHub's review history of the run)."""
+    unrequested: tuple[RuleRequest, ...] = ()
+    """Waits for the App's protection rule whose request never arrived, found from the
+    deployments still waiting (among `waiting`): the service keeps them as requests."""
 
     @property
     def completed(self) -> bool:
@@ -97,6 +104,14 @@ class RunSnapshot:
 
     def job(self, name: str) -> JobSnapshot | None:
         return self.jobs.get(name)
+
+    @property
+    def waits_unexplained(self) -> bool:
+        """Some job waits for what no environment in `waiting` explains: a protection rule's
+        request whose delivery was lost (and not found yet), another App's rule, a wait timer
+        or a reviewer who is not the bot."""
+        jobs = sum(1 for job in self.jobs.values() if job.status is JobStatus.WAITING)
+        return jobs > len({name.casefold() for name in self.waiting})
 
     def is_waiting(self, environment: str) -> bool:
         wanted = environment.casefold()

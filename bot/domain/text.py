@@ -14,3 +14,9 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def clean_text(text: str) -> str:
     """`text` without NUL characters, with each lone surrogate replaced by U+FFFD."""
     return _UNSTORABLE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", text)
+
+
+def shown(text: str) -> str:
+    """User text quoted in a message: short, and without backticks that would break the quote."""
+    text = text.replace("`", "'")
+    return text if len(text) <= 60 else text[:57] + "..."

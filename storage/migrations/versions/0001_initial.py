@@ -1,21 +1,12 @@
-"""Initial schema: rollouts, their tracks and stages, timers, audit events.
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-29
-"""
+"""Initial schema: rollouts, their tracks and stages, timers, audit events."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0001"
+down_revision = None
 
 # 64-bit ids on PostgreSQL; SQLite only autoincrements a column declared exactly INTEGER.
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

@@ -2,23 +2,15 @@
 
 `rollouts.context` keeps the preflight checks and the dispatch time; `rollout_tracks.ending`
 the state an aborting track ends in once its failure job is done.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-30
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0002"
+down_revision = "0001"
 
 
 def upgrade() -> None:

@@ -1,21 +1,12 @@
-"""Action claims: the exactly-once guard of people's actions (clicks, commands, retries).
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-01
-"""
+"""Action claims: the exactly-once guard of people's actions (clicks, commands, retries)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0004"
+down_revision = "0003"
 
 TIMESTAMP = sa.DateTime(timezone=True)
 

@@ -2,23 +2,15 @@
 messages a state change must deliver to Slack.
 
 Additive only, so replicas of the previous version keep serving while it runs.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-04
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0005"
+down_revision = "0004"
 
 TIMESTAMP = sa.DateTime(timezone=True)
 PENDING = "delivered_at IS NULL AND dead_at IS NULL"

@@ -1,0 +1,49 @@
+# rollout-bot's image: `docker build -t rollout-bot .` (docs/operating.md).
+# Stage 1 builds the wheels (the bot's and every dependency's); the final stage installs them
+# from that directory alone (no compiler, no network at install time) and drops the base
+# image's setuptools and wheel: nothing in it builds packages.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS wheels
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY handlers ./handlers
+COPY storage ./storage
+COPY sandbox ./sandbox
+# With the `charts` extra (matplotlib, from its manylinux wheel): gate charts in the threads.
+RUN pip wheel --wheel-dir /wheels ".[charts]"
+
+FROM ${PYTHON_IMAGE}
+# The commit `--version`, /healthz and the start-up line show:
+# docker build --build-arg ROLLOUT_BOT_COMMIT=$(git rev-parse --short HEAD) .
+ARG ROLLOUT_BOT_COMMIT=unknown
+ENV ROLLOUT_BOT_COMMIT=${ROLLOUT_BOT_COMMIT} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOST=0.0.0.0 \
+    PORT=3000
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels "rollout-bot[charts]" \
+    && pip uninstall --yes --quiet setuptools wheel \
+    && groupadd --system --gid 10001 rollout \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin rollout \
+    && install -d -o 10001 -g 10001 /app
+# The working directory is the bot's own: the default SQLite file of a one-replica install
+# (mount a volume here) and a `.env` if one is mounted.
+WORKDIR /app
+# `rollout-bot doctor` compares the token's scopes with the manifest's.
+COPY --chown=10001:10001 manifest.yml ./
+USER 10001:10001
+EXPOSE 3000
+# Liveness only (the process answers); readiness is /readyz, for the load balancer.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '3000')}/healthz\", timeout=4)"]
+# SIGTERM drains (readyz 503, timers given back, requests finished) within
+# SHUTDOWN_GRACE_SECONDS: give the container longer than that to stop.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["rollout-bot"]
+CMD ["serve"]

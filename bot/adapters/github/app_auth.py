@@ -1,0 +1,142 @@
+"""GitHub App authentication for the bot's PyGithub client: the App's installation on the
+repository, its id found on first use when GITHUB_APP_INSTALLATION_ID is not set.
+
+PyGithub does the work: `Auth.AppAuth` signs the App's JWTs (RS256, `iat` a minute back, `exp`
+five minutes ahead) and `Auth.AppInstallationAuth` mints installation tokens and mints a new
+one 20 s before the last expires. This class only adds the lookup of the installation
+(`GET /repos/{owner}/{repo}/installation`, with the JWT) and the App's own reads (`GET /app`,
+`GET /app/hook/config`), on the same base URL, timeout and retries as the client's requests
+(PyGithub's `Requester.withAuth`: GitHub Enterprise's `/api/v3` and the sandbox alike).
+
+PyGithub mints inside whatever call needs the token: a mint that fails is raised as
+`InstallationTokenError` (before the call sent anything), never as the call's own answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from github import Auth, GithubException, GithubIntegration
+from github.Installation import Installation
+from github.Requester import Requester, WithRequester
+
+from bot.domain.errors import GitHubError
+from bot.github_credentials import GitHubApp
+
+_GRANT = (
+    " (the App's settings → Permissions & events; then accept the new permissions on the "
+    "installation: Settings → GitHub Apps → Configure)"
+)
+# The same refusals for a GitHub App: "Resource not accessible by integration" names no
+# permission, so say which one the call needs (GitHub's REST reference, per endpoint).
+APP_HINTS: Mapping[tuple[str, int], str] = {
+    ("dispatch", 403): "the GitHub App needs the permission Actions: Read and write" + _GRANT,
+    ("review", 403): "the GitHub App needs the permission Deployments: Read and write" + _GRANT,
+    ("read", 403): (
+        "the GitHub App needs the permissions Actions: Read and Contents: Read" + _GRANT
+    ),
+    ("secret", 403): "the GitHub App needs the permission Secrets: Read" + _GRANT,
+    ("release", 403): "the GitHub App needs the permission Actions: Read" + _GRANT,
+}
+
+
+class InstallationTokenError(Exception):
+    """GitHub gave no installation token (the App's JWT refused, no such installation, an
+    error or no answer): the call that needed it was not sent. `cause` is what PyGithub or
+    the network raised; the message never carries a credential."""
+
+    def __init__(self, cause: GithubException | OSError) -> None:
+        super().__init__("no installation token")
+        self.cause = cause
+
+
+class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"]):
+    """Authenticates every request as the App's installation on `repository`."""
+
+    def __init__(self, app: GitHubApp, repository: str) -> None:
+        super().__init__()
+        self.app_id = app.app_id
+        self.repository = repository
+        self._app = Auth.AppAuth(app.app_id, app.private_key.get_secret_value())
+        self.configured_id = app.installation_id
+        """GITHUB_APP_INSTALLATION_ID (None: found from the repository on first use)."""
+        self._installation_id = app.installation_id
+        self._installation: Auth.AppInstallationAuth | None = None
+        self._refused = False
+        self._lock = threading.Lock()
+
+    @property
+    def installation_id(self) -> int | None:
+        """The installation's id: configured, or found on the first call (None until then)."""
+        return self._installation_id
+
+    def withRequester(self, requester: Requester) -> RepositoryInstallation:
+        super().withRequester(requester)
+        return self
+
+    @property
+    def token_type(self) -> str:
+        return "token"
+
+    @property
+    def token(self) -> str:
+        """The installation's current token (minted, or minted again near its expiry or after
+        GitHub refused it, by PyGithub); the first call finds the installation. One thread
+        mints while the others wait for its token. InstallationTokenError when GitHub gives
+        none; GitHubError when the App is not installed on the repository."""
+        with self._lock:
+            try:
+                if self._installation is None or self._refused:
+                    self._installation_id = self._installation_id or self.installation().id
+                    self._installation = self._app.get_installation_auth(
+                        self._installation_id, requester=self.requester
+                    )
+                    self._refused = False
+                return self._installation.token
+            except (GithubException, OSError) as exc:
+                raise InstallationTokenError(exc) from exc
+
+    def refused(self) -> None:
+        """GitHub answered 401 to the current token (revoked, or expired by GitHub's clock):
+        the next call mints a new one. Never blocks (the event loop calls it)."""
+        self._refused = True
+
+    @property
+    def _masked_token(self) -> str:
+        return "token (removed)"
+
+    def integration(self) -> GithubIntegration:
+        """PyGithub's client for the App's own endpoints (authenticated by JWT)."""
+        kwargs: dict[str, Any] = self.requester.withAuth(self._app).kwargs
+        return GithubIntegration(**kwargs)
+
+    def installation(self) -> Installation:
+        """The App's installation on the repository (its id, permissions and events);
+        GitHubError when the App is not installed there."""
+        owner, name = self.repository.split("/")
+        try:
+            with self.integration() as integration:
+                return integration.get_repo_installation(owner, name)
+        except GithubException as exc:
+            if exc.status == 404:
+                raise GitHubError(
+                    f"The GitHub App {self.app_id} is not installed on {self.repository}: "
+                    "install it there (the App's page → Install App)."
+                ) from exc
+            raise
+
+    def slug(self) -> str:
+        """The App's slug: its bot account on GitHub is `<slug>[bot]`."""
+        with self.integration() as integration:
+            return integration.get_app().slug
+
+    def hook_config(self) -> dict[str, str]:
+        """The App's webhook configuration (`GET /app/hook/config`): `url`, `content_type`,
+        `insecure_ssl`, and `secret` as `********` when one is set."""
+        with self.integration() as integration:
+            _, config = integration.requester.requestJsonAndCheck("GET", "/app/hook/config")
+        if not isinstance(config, dict):
+            return {}
+        return {str(k): str(v) for k, v in config.items() if v is not None}

@@ -1,0 +1,216 @@
+"""Dispatching a workflow on GitHub and finding the run it started.
+
+GitHub's dispatch API says nothing of the run it starts (github.com returns its id when asked;
+GitHub Enterprise Server does not): the run is found among the runs our account dispatched on
+the ref since just before the request. An unclear answer (5xx, timeout, reset) may hide a run
+that started: it is searched for, never dispatched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from github import GithubException
+from github.Workflow import Workflow
+from github.WorkflowRun import WorkflowRun
+
+from bot.adapters.github.refusals import message
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.errors import GitHubError, RunNotIdentified
+from bot.domain.run import RunRef
+from bot.domain.run_link import branch_of
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatchSearch:
+    """How the run a dispatch started is looked for: `attempts` looks `delay` seconds apart,
+    among the runs created since the dispatch less `clock_skew` (GitHub's clock is not ours)."""
+
+    attempts: int = 10
+    delay: float = 1.0
+    clock_skew: timedelta = timedelta(seconds=2)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+
+
+class WorkflowDispatch:
+    """Dispatches the workflows of one repository and finds the runs they started."""
+
+    def __init__(self, github: GitHubTransport, search: DispatchSearch) -> None:
+        self._github = github
+        self._search = search
+
+    async def dispatch(
+        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+    ) -> RunRef:
+        """Dispatch once. An unclear answer (5xx, timeout, reset) may hide a run that started:
+        it is searched for, never dispatched again; RunNotIdentified when it cannot be found."""
+        operation = f"dispatch {workflow_file} on {ref}"
+        workflow = self._github.repo.get_workflow(workflow_file)  # lazy: no request
+        # The App's installation token is had first, in the same thread: a mint that fails is
+        # a GitHubError saying nothing was sent, never an unclear answer to the dispatch.
+        send = self._github.authenticated(
+            functools.partial(
+                workflow.create_dispatch, ref, dict(inputs), throw=True, return_run_details=True
+            )
+        )
+        try:
+            try:
+                started: bool | WorkflowRun = await self._github.run(
+                    send, endpoint="dispatch", operation=operation
+                )
+            except GithubException as exc:
+                if not _rejects_run_details(exc):
+                    raise
+                _log.info(
+                    "GitHub does not return run details (GitHub Enterprise Server); "
+                    "dispatching %s on %s again without them and looking for the run",
+                    workflow_file,
+                    ref,
+                )
+                started = await self._github.run(
+                    self._github.authenticated(
+                        functools.partial(workflow.create_dispatch, ref, dict(inputs), throw=True)
+                    ),
+                    endpoint="dispatch",
+                    operation=operation,
+                )
+        except (GithubException, OSError) as exc:
+            unclear = self._github.unclear_answer(operation, exc, kind="dispatch")
+        else:
+            if isinstance(started, WorkflowRun):
+                _log.info("GitHub: dispatched %s on %s: run %s", workflow_file, ref, started.id)
+                return RunRef(run_id=started.id, html_url=started.html_url)
+            return await self._await_dispatched_run(workflow, workflow_file, ref, dispatched_at)
+        _log.warning(
+            "GitHub: %s when asked to %s; the run may have started: looking for it",
+            unclear,
+            operation,
+        )
+        return await self._await_dispatched_run(
+            workflow, workflow_file, ref, dispatched_at, unclear=unclear
+        )
+
+    async def find_dispatched_run(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef | None:
+        workflow = self._github.repo.get_workflow(workflow_file)
+        candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+        if len(candidates) == 1:
+            return candidates[0]
+        _log.info(
+            "GitHub: %d candidate runs of %s on %s since %s; none taken",
+            len(candidates),
+            workflow_file,
+            ref,
+            _iso(dispatched_at),
+        )
+        return None
+
+    async def _await_dispatched_run(
+        self,
+        workflow: Workflow,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        *,
+        unclear: str | None = None,
+    ) -> RunRef:
+        """Poll for the run our dispatch created: GitHub lists it only after a moment.
+        `unclear` says what GitHub answered when it is not known that it accepted it."""
+        for attempt in range(self._search.attempts):
+            if attempt:
+                await asyncio.sleep(self._search.delay)
+            try:
+                candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+            except GitHubError:
+                continue  # the dispatch may have started a run: a failed look is no answer
+            if len(candidates) == 1:
+                _log.info(
+                    "GitHub: dispatched %s on %s: found run %s",
+                    workflow_file,
+                    ref,
+                    candidates[0].run_id,
+                )
+                return candidates[0]
+            if len(candidates) > 1:
+                links = ", ".join(c.html_url for c in candidates)
+                _log.warning(
+                    "GitHub: dispatched %s on %s: ambiguous runs %s", workflow_file, ref, links
+                )
+                raise RunNotIdentified(
+                    f"GitHub started {workflow_file} on {ref}, but the run could not be "
+                    f"identified unambiguously: {len(candidates)} runs by the bot's account "
+                    f"since {_iso(dispatched_at)} ({links}). Cancel the stray run on GitHub: "
+                    "the bot keeps looking and takes the run once it is the only one "
+                    "(after 10 minutes it returns the rollout to its preflight)."
+                )
+        _log.warning("GitHub: dispatched %s on %s: no run appeared", workflow_file, ref)
+        accepted = (
+            f"{unclear} when asked to dispatch {workflow_file} on {ref}, so it may have "
+            "started a run"
+            if unclear is not None
+            else f"GitHub accepted the dispatch of {workflow_file} on {ref}"
+        )
+        raise RunNotIdentified(
+            f"{accepted}, but no run of it appeared after {self._search.attempts} looks. The bot "
+            "keeps looking, and nobody can dispatch again until the run is found or the search "
+            "ends. Check the workflow's runs on GitHub."
+        )
+
+    async def _candidates(
+        self, workflow: Workflow, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> list[RunRef]:
+        """Runs of this workflow dispatched by our account on `ref` since `dispatched_at`.
+
+        `dispatched_at` is the bot's clock, taken just before the request; GitHub stamps the run
+        with its own clock, so the bound is moved back by `clock_skew`. A wider margin risks
+        catching an earlier run of ours (then the search is ambiguous and takes nothing); a
+        narrower one risks missing our run when the clocks disagree.
+        """
+        actor = await self._github.actor_login()
+        branch = branch_of(ref)
+        since = (dispatched_at - self._search.clock_skew).astimezone(UTC).replace(microsecond=0)
+
+        def search() -> list[WorkflowRun]:
+            runs = workflow.get_runs(
+                actor=actor,
+                branch=branch,
+                event="workflow_dispatch",
+                created=f">={_iso(since)}",
+            )
+            # The same filters again, client-side: taking another person's run is the one
+            # mistake this must never make, whatever the server did with the query.
+            return [
+                run
+                for run in runs
+                if run.event == "workflow_dispatch"
+                and run.head_branch == branch
+                and run.actor is not None
+                and run.actor.login.casefold() == actor.casefold()
+                and run.created_at >= since
+                # A run someone cancelled is out of the question: cancelling the stray run
+                # is how a person resolves an ambiguous dispatch.
+                and run.conclusion != "cancelled"
+            ]
+
+        runs = await self._github.call(f"list the runs of {workflow_file} on {ref}", search)
+        return [RunRef(run_id=run.id, html_url=run.html_url) for run in runs]
+
+
+def _rejects_run_details(exc: GithubException) -> bool:
+    """GitHub Enterprise Server's answer to `return_run_details` (a key it does not know)."""
+    return exc.status in (400, 422) and "return_run_details" in message(exc)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,140 @@
+"""The production GitHub gateway: the `GitHubGateway` and `ReleaseGateway` ports for one
+repository, on github.com or GitHub Enterprise Server, each call handed to the part that does it.
+
+- `transport`: PyGithub in a thread pool, retried reads, conditional GETs, errors in words;
+- `dispatch`: dispatching a workflow and finding the run it started;
+- `runs`: reading a run and reviewing its waiting deployments;
+- `protection_rules`: the environments that wait for the App's custom protection rule instead;
+- `repository`: preflight's reads of files, directories and published images;
+- `history`: what is in a release (a comparison, the latest GitHub Release);
+- `release`: the npm Release walkthrough's secret, runs, jobs and logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from bot.adapters.github.dispatch import DispatchSearch, WorkflowDispatch
+from bot.adapters.github.history import RepositoryHistory
+from bot.adapters.github.protection_rules import ProtectionRules
+from bot.adapters.github.release import ReleaseReads
+from bot.adapters.github.repository import RepositoryReads
+from bot.adapters.github.runs import WorkflowRuns
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
+from bot.domain.release_contents import Comparison
+from bot.domain.run import RunRef, RunSnapshot
+from bot.domain.run_link import LinkableRun
+from bot.services.ports import ReviewState
+
+
+class PyGithubGateway:
+    """`GitHubGateway` and `ReleaseGateway` for the repository `github` talks to (it is closed
+    with the gateway)."""
+
+    def __init__(
+        self,
+        github: GitHubTransport,
+        *,
+        search: DispatchSearch | None = None,
+        rules: ProtectionRules | None = None,
+    ) -> None:
+        self._github = github
+        self._rules = rules
+        """Without it (token mode), every environment is held by its reviewers."""
+        self._dispatch = WorkflowDispatch(github, search or DispatchSearch())
+        self._runs = WorkflowRuns(github)
+        self._repository = RepositoryReads(github)
+        self._release = ReleaseReads(github)
+        self._history = RepositoryHistory(github)
+
+    @property
+    def repository(self) -> str:
+        return self._github.repository
+
+    async def close(self) -> None:
+        """Wait for the calls in flight, then release the threads and the HTTP connections."""
+        await self._github.close()
+
+    # -- workflow runs --------------------------------------------------------------------------
+
+    async def dispatch(
+        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+    ) -> RunRef:
+        return await self._dispatch.dispatch(
+            workflow_file=workflow_file, ref=ref, inputs=inputs, dispatched_at=dispatched_at
+        )
+
+    async def find_dispatched_run(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef | None:
+        return await self._dispatch.find_dispatched_run(
+            workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at
+        )
+
+    async def snapshot(self, run_id: int) -> RunSnapshot:
+        return await self.held(await self.reported(run_id))
+
+    async def reported(self, run_id: int) -> RunSnapshot:
+        return await self._runs.snapshot(run_id)
+
+    async def held(self, reported: RunSnapshot) -> RunSnapshot:
+        return reported if self._rules is None else await self._rules.holding(reported)
+
+    async def linkable_run(self, run_id: int) -> LinkableRun:
+        return await self._runs.linkable_run(run_id)
+
+    async def review(
+        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+    ) -> bool:
+        # The App's rule first, then the reviewers for what the rule did not answer: an
+        # environment may have both, but the App is never a required reviewer.
+        answered = (
+            await self._rules.answer(
+                run_id=run_id, environments=environments, state=state, comment=comment
+            )
+            if self._rules is not None
+            else set()
+        )
+        rest = [name for name in environments if name not in answered]
+        reviewed = rest != [] and await self._runs.review(
+            run_id=run_id, environments=rest, state=state, comment=comment
+        )
+        return bool(answered) or reviewed
+
+    # -- preflight's reads ----------------------------------------------------------------------
+
+    async def list_directory(self, *, path: str, ref: str) -> list[str]:
+        return await self._repository.list_directory(path=path, ref=ref)
+
+    async def read_file(self, *, path: str, ref: str) -> str:
+        return await self._repository.read_file(path=path, ref=ref)
+
+    async def image_published(self, *, package: str, tag: str) -> bool | None:
+        return await self._repository.image_published(package=package, tag=tag)
+
+    # -- what is in a release ------------------------------------------------------------------
+
+    async def compare(self, *, base: str, head: str) -> Comparison:
+        return await self._history.compare(base=base, head=head)
+
+    async def latest_release(self) -> str | None:
+        return await self._history.latest_release()
+
+    # -- the npm Release workflow ---------------------------------------------------------------
+
+    async def secret(self, name: str) -> SecretMetadata | None:
+        return await self._release.secret(name)
+
+    async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
+        return await self._release.latest_run(workflow_file=workflow_file)
+
+    async def release_run(self, run_id: int) -> ReleaseRun:
+        return await self._release.release_run(run_id)
+
+    async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
+        return await self._release.release_job(run_id=run_id, name=name)
+
+    async def job_log(self, job_id: int) -> str:
+        return await self._release.job_log(job_id)

@@ -1,0 +1,137 @@
+"""What `rollout-bot doctor` asks GitHub (`bot.services.doctor.GitHubInstall`): the token's
+account, the repository, the workflow file at the plan's ref, the environments' required
+reviewers, the repository webhooks and their recent deliveries."""
+
+from __future__ import annotations
+
+import itertools
+
+import yaml
+from github import GithubException
+from github.NamedUser import NamedUser
+
+from bot.adapters.github.protection_rules import enabled_rule_apps
+from bot.adapters.github.refusals import message
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.errors import GitHubError
+from bot.services.doctor import WebhookDelivery
+from bot.services.doctor_app import AppInstallation, AppWebhook
+
+
+class GitHubInstallReads:
+    def __init__(self, github: GitHubTransport) -> None:
+        self._github = github
+
+    async def login(self) -> str:
+        return await self._github.actor_login()
+
+    async def repository(self) -> str:
+        return await self._github.call(
+            f"read the repository {self._github.repository}",
+            lambda: self._github.repo.full_name,
+        )
+
+    async def workflow_inputs(self, *, file: str, ref: str) -> set[str] | None:
+        path = f".github/workflows/{file}"
+
+        def read() -> str | None:
+            try:
+                content = self._github.repo.get_contents(path, ref=ref)
+            except GithubException as exc:
+                # A missing file is a plain "Not Found"; a missing ref says so.
+                if exc.status == 404 and message(exc) == "Not Found":
+                    return None
+                raise
+            if isinstance(content, list):
+                return None
+            return content.decoded_content.decode("utf-8")
+
+        text = await self._github.call(f"read {path} at {ref}", read)
+        if text is None:
+            return None
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise GitHubError(f"{path} at {ref} is not valid YAML ({error})") from None
+        # YAML 1.1 reads the key `on` as true.
+        triggers = document.get("on", document.get(True)) if isinstance(document, dict) else None
+        dispatch = triggers.get("workflow_dispatch") if isinstance(triggers, dict) else None
+        inputs = dispatch.get("inputs") if isinstance(dispatch, dict) else None
+        return set(inputs) if isinstance(inputs, dict) else set()
+
+    async def environment_reviewers(self, name: str) -> list[str] | None:
+        def reviewers() -> list[str] | None:
+            try:
+                # The client is lazy: the environment is fetched when its rules are read.
+                rules = self._github.repo.get_environment(name).protection_rules or []
+            except GithubException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            return [
+                reviewer.reviewer.login
+                for rule in rules
+                if rule.type == "required_reviewers"
+                for reviewer in rule.reviewers or []
+                if isinstance(reviewer.reviewer, NamedUser)
+            ]
+
+        return await self._github.call(f"read the environment {name}", reviewers)
+
+    async def webhooks(self) -> list[tuple[int, str]]:
+        def hooks() -> list[tuple[int, str]]:
+            return [
+                (hook.id, hook.config.get("url", ""))
+                for hook in self._github.repo.get_hooks()
+                if hook.active
+            ]
+
+        return await self._github.call("list the repository webhooks", hooks, kind="hooks")
+
+    async def recent_deliveries(self, hook_id: int, count: int) -> list[WebhookDelivery]:
+        def deliveries() -> list[WebhookDelivery]:
+            newest = self._github.repo.get_hook_deliveries(hook_id)
+            return [
+                WebhookDelivery(
+                    status_code=d.status_code or 0,
+                    status=d.status or "",
+                    event=d.event or "",
+                    delivered_at=d.delivered_at,
+                )
+                for d in itertools.islice(newest, count)
+                if d.delivered_at is not None
+            ]
+
+        return await self._github.call(
+            f"list the deliveries of webhook {hook_id}", deliveries, kind="hooks"
+        )
+
+    async def app_installation(self) -> AppInstallation | None:
+        installation = self._github.installation
+        if installation is None:
+            return None
+
+        def read() -> AppInstallation:
+            found = installation.installation()
+            hook = installation.hook_config()
+            return AppInstallation(
+                id=found.id,
+                configured_id=installation.configured_id,
+                slug=installation.slug(),
+                permissions={str(k): str(v) for k, v in (found.permissions or {}).items()},
+                events=frozenset(found.events or ()),
+                webhook=AppWebhook(
+                    url=hook.get("url", ""),
+                    content_type=hook.get("content_type", ""),
+                    secret_set=bool(hook.get("secret")),
+                ),
+            )
+
+        return await self._github.call("read the GitHub App's installation", read, kind="app")
+
+    async def environment_rule_apps(self, name: str) -> list[str] | None:
+        def rules() -> list[str] | None:
+            apps = enabled_rule_apps(self._github, name)
+            return None if apps is None else list(apps.values())
+
+        return await self._github.call(f"read the protection rules of environment {name}", rules)

@@ -1,0 +1,234 @@
+"""Holding stages by the App's custom deployment protection rule, environment by environment
+(App mode only: a token cannot answer a rule).
+
+GitHub decides which: an environment for which a `deployment_protection_rule` request of this
+run is open waits for the App, and is answered through the run's callback
+(`POST .../actions/runs/{run_id}/deployment_protection_rule`); any other waits for a reviewer
+and goes through `pending_deployments` as in token mode. A request whose webhook was lost is
+found from the deployment GitHub created for the job (its latest status `waiting`, linking one
+of the run's jobs), on an environment where the App's rule is enabled, unless a request the bot
+holds is already that deployment's (docs/protection-rules.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from urllib.parse import quote
+
+from github import GithubException
+
+from bot.adapters.github.reviews import post_review
+from bot.adapters.github.schema import DEPLOYMENT_STATUSES, DEPLOYMENTS, Run
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.errors import GitHubError
+from bot.domain.protection_rules import RuleRequest, WaitingDeployment, unexplained
+from bot.domain.run import JobStatus, RunSnapshot
+from bot.services.ports import Clock, ReviewState
+from bot.services.store_ports import ProtectionRuleRequests
+
+_log = logging.getLogger(__name__)
+
+
+def enabled_rule_apps(github: GitHubTransport, environment: str) -> dict[int, str] | None:
+    """The Apps whose custom protection rule is enabled on `environment`, id to slug (in the
+    pool's thread); None when the repository has no such environment."""
+    path = (
+        f"/repos/{github.repository}/environments/{quote(environment, safe='')}"
+        "/deployment_protection_rules"
+    )
+    try:
+        data = github.get_json(path)
+    except GithubException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return {
+        int(rule["app"]["id"]): str(rule["app"]["slug"])
+        for rule in data.get("custom_deployment_protection_rules", [])
+        if rule.get("enabled") and isinstance(rule.get("app"), dict)
+    }
+
+
+class ProtectionRules:
+    """The rule's side of reading and reviewing a run (see the module's docstring)."""
+
+    def __init__(
+        self,
+        github: GitHubTransport,
+        *,
+        requests: ProtectionRuleRequests,
+        clock: Clock,
+        app_id: int,
+        recheck: timedelta,
+    ) -> None:
+        self._github = github
+        self._requests = requests
+        self._clock = clock
+        self._app_id = app_id
+        self._recheck = recheck
+        """How long an environment's rules, once read, are taken as they were (a poll)."""
+        self._enabled: dict[str, tuple[bool, datetime]] = {}
+
+    async def holding(self, snapshot: RunSnapshot) -> RunSnapshot:
+        """The snapshot with the environments that wait for the App among `waiting`, and the
+        waits whose request never arrived as `unrequested` (for the service to keep)."""
+        waiting_jobs = sum(1 for j in snapshot.jobs.values() if j.status is JobStatus.WAITING)
+        if snapshot.completed or not waiting_jobs:
+            return snapshot  # nothing waits: a request still open was answered another way
+        run_id = snapshot.run_id
+        known = await self._requests.for_run(run_id)
+        held = {r.environment for r in known if r.open}
+        explained = {name.casefold() for name in (*snapshot.waiting, *held)}
+        found: list[RuleRequest] = []
+        if waiting_jobs > len(explained):
+            # A job waits for something no review and no request explains: a request whose
+            # delivery was lost, another App's rule, a wait timer, or a reviewer who is not
+            # the bot; only the first is the App's to answer.
+            job_ids = {j.job_id for j in snapshot.jobs.values() if j.status is JobStatus.WAITING}
+            for deployment in await self._waiting_deployments(run_id, job_ids):
+                name = deployment.environment
+                if name.casefold() in explained or not unexplained(deployment, known):
+                    continue
+                if not await self._rule_enabled(name):
+                    continue
+                found.append(RuleRequest(run_id, name, deployment.id, self._clock()))
+                explained.add(name.casefold())
+        if not held and not found:
+            return snapshot
+        return replace(
+            snapshot,
+            waiting=snapshot.waiting | held | {r.environment for r in found},
+            unrequested=tuple(found),
+        )
+
+    async def answer(
+        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+    ) -> set[str]:
+        """Answer those of `environments` that wait for the App; the environments answered
+        (or found answered by another replica), which the reviewers' endpoint must not be
+        asked about. A refusal while the job still waits raises GitHubError, the request open."""
+        held = [
+            r
+            for r in await self._requests.open_for_run(run_id)
+            if any(r.named(name) for name in environments)
+        ]
+        answered: set[str] = set()
+        for request in held:
+            if await self._answer_one(request, state, comment):
+                answered.update(n for n in environments if request.named(n))
+        return answered
+
+    async def _answer_one(self, request: RuleRequest, state: ReviewState, comment: str) -> bool:
+        """Whether `state` is the request's answer now (False: it no longer waits)."""
+        run_id, environment = request.run_id, request.environment
+        verb = "approve" if state == "approved" else "reject"
+        operation = f"{verb} {environment} on run {run_id} (protection rule)"
+        body = {"environment_name": environment, "state": state, "comment": comment}
+        path = f"{self._github.runs_path(run_id)}/deployment_protection_rule"
+        answer = await post_review(self._github, path, body, operation=operation, run_id=run_id)
+        if isinstance(answer, str):
+            # Whether it was applied: the same answer again is applied now (204) or was
+            # applied already (422); GitHub tells no other way apart from the reviewers' waits.
+            again = await post_review(self._github, path, body, operation=operation, run_id=run_id)
+            if isinstance(again, str):
+                text = (
+                    f"{answer} when asked to {operation}, and whether it was applied could not "
+                    f"be read back ({again}) The bot looks again at its next poll; the card "
+                    "shows the outcome."
+                )
+                _log.warning("GitHub: run %s: %s", run_id, text)
+                raise GitHubError(text)
+            _log.warning(
+                "GitHub: run %s: %s when asked to %s; read back: %s",
+                run_id,
+                answer,
+                operation,
+                "applied now" if again else "applied already",
+            )
+        elif answer is False:
+            return await self._refused(request, state, operation)
+        else:
+            _log.info("GitHub: run %s: %s %s through the rule", run_id, state, environment)
+        closed = await self._requests.close(
+            run_id=run_id, environment=environment, answer=state, at=self._clock()
+        )
+        if not closed:
+            _log.info("GitHub: run %s: %s was closed by another replica", run_id, environment)
+        return True
+
+    async def _refused(self, request: RuleRequest, state: ReviewState, operation: str) -> bool:
+        """GitHub answered 422: nothing of the App's waits there any more, or "the endpoint
+        has been spammed". Only a deployment seen no longer waiting closes the request."""
+        run_id, environment = request.run_id, request.environment
+        if await self._requests.answer_of(run_id=run_id, environment=environment) == state:
+            return True  # another replica's answer came first
+        still = await self._waiting_deployments(run_id, job_ids=None)
+        if not any(d.id == request.deployment_id or d.environment == environment for d in still):
+            await self._requests.close(
+                run_id=run_id, environment=environment, answer="gone", at=self._clock()
+            )
+            return await self._requests.answer_of(run_id=run_id, environment=environment) == state
+        raise GitHubError(
+            f"GitHub refused to {operation} (Validation failed) while the job still waits "
+            "there: nothing was changed. Try again in a moment; the bot also asks again at "
+            "its next poll."
+        )
+
+    async def _rule_enabled(self, environment: str) -> bool:
+        """Whether the App's rule is enabled on `environment` (read at most once a poll)."""
+        now = self._clock()
+        cached = self._enabled.get(environment)
+        if cached is not None and now - cached[1] < self._recheck:
+            return cached[0]
+        apps = await self._github.call(
+            f"read the protection rules of environment {environment}",
+            lambda: enabled_rule_apps(self._github, environment),
+        )
+        enabled = apps is not None and self._app_id in apps
+        self._enabled[environment] = (enabled, now)
+        return enabled
+
+    async def _waiting_deployments(
+        self, run_id: int, job_ids: Collection[int] | None
+    ) -> list[WaitingDeployment]:
+        """The run's deployments whose latest status is `waiting` (linking one of `job_ids`,
+        or any job when None: then every deployment since the run began counts)."""
+        github = self._github
+        path = github.runs_path(run_id)
+
+        def read() -> list[WaitingDeployment]:
+            run = Run.model_validate(github.get_conditional(path))
+            deployments = DEPLOYMENTS.validate_python(
+                github.get_json(
+                    f"/repos/{github.repository}/deployments",
+                    {"sha": run.head_sha, "per_page": 100},
+                )
+                or []
+            )
+            found = []
+            for deployment in deployments:
+                if deployment.created_at < run.created_at:
+                    continue  # an older run of the same commit
+                statuses = DEPLOYMENT_STATUSES.validate_python(
+                    github.get_json(
+                        f"/repos/{github.repository}/deployments/{deployment.id}/statuses",
+                        {"per_page": 1},
+                    )
+                    or []
+                )
+                if not statuses or statuses[0].state != "waiting":
+                    continue
+                if job_ids is None or statuses[0].of_jobs(job_ids):
+                    found.append(
+                        WaitingDeployment(
+                            deployment.id, deployment.environment, deployment.created_at
+                        )
+                    )
+            return found
+
+        return await github.call(
+            f"read the deployments waiting on run {run_id}", read, run_id=run_id
+        )

@@ -1,0 +1,113 @@
+"""What the npm Release walkthrough reads on GitHub: the Actions secret's metadata, the Release
+workflow's runs and jobs, and the tail of a job's log.
+
+Runs and jobs are read as JSON through PyGithub's requester: one run is all that is needed,
+and PyGithub's lists fetch pages of a hundred.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.error import HTTPError
+from urllib.parse import quote, urlsplit
+from urllib.request import Request, urlopen
+
+from github import UnknownObjectException
+
+from bot.adapters.github.schema import JobsPage, Run, RunsPage
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.errors import GitHubError
+from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
+
+_log = logging.getLogger(__name__)
+
+_LOG_LIMIT = 4 * 1024 * 1024
+"""The bytes of a job log kept: its end, where npm's errors are."""
+
+
+class ReleaseReads:
+    """The npm Release workflow of one repository, as the walkthrough follows it."""
+
+    def __init__(self, github: GitHubTransport) -> None:
+        self._github = github
+
+    async def secret(self, name: str) -> SecretMetadata | None:
+        def read() -> SecretMetadata | None:
+            secret = self._github.repo.get_secret(name)  # lazy: the first attribute fetches it
+            try:
+                return SecretMetadata(
+                    name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at
+                )
+            except UnknownObjectException:
+                return None
+
+        found = await self._github.call(f"read the Actions secret {name}", read, kind="secret")
+        _log.info("GitHub: Actions secret %s %s", name, "is set" if found else "is not set")
+        return found
+
+    async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
+        workflow = quote(workflow_file, safe="")
+        path = f"/repos/{self._github.repository}/actions/workflows/{workflow}/runs"
+
+        def read() -> ReleaseRun | None:
+            data = self._github.get_json(path, {"per_page": 1, "exclude_pull_requests": "true"})
+            runs = RunsPage.model_validate(data).workflow_runs
+            return runs[0].release_run() if runs else None
+
+        return await self._github.call(f"list the runs of {workflow_file}", read, kind="release")
+
+    async def release_run(self, run_id: int) -> ReleaseRun:
+        def read() -> ReleaseRun:
+            return Run.model_validate(
+                self._github.get_json(self._github.runs_path(run_id))
+            ).release_run()
+
+        return await self._github.call(f"read run {run_id}", read, run_id=run_id, kind="release")
+
+    async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
+        def read() -> ReleaseJob | None:
+            path = f"{self._github.runs_path(run_id)}/jobs"
+            page = JobsPage.model_validate(self._github.get_json(path, {"per_page": 100}))
+            for job in page.jobs:
+                # A matrix job is reported as "name (value, ...)".
+                if job.name == name or job.name.startswith(f"{name} ("):
+                    return job.release_job()
+            return None
+
+        return await self._github.call(
+            f"read the jobs of run {run_id}", read, run_id=run_id, kind="release"
+        )
+
+    async def job_log(self, job_id: int) -> str:
+        operation = f"read the log of job {job_id}"
+
+        def read() -> str:
+            # GitHub answers 302 to a short-lived signed address on another host: fetched
+            # without the token, which must never leave for a host that is not GitHub's API.
+            headers, _ = self._github.client.requester.requestBlobAndCheck(
+                "GET", f"/repos/{self._github.repository}/actions/jobs/{job_id}/logs"
+            )
+            location = str(headers.get("location") or "")
+            if urlsplit(location).scheme not in ("https", "http"):
+                raise GitHubError(f"Could not {operation}: GitHub gave no address for it.")
+            try:
+                return _download_tail(location, limit=_LOG_LIMIT)
+            except HTTPError as exc:
+                # 410 Gone: the log outlived the repository's retention period.
+                raise GitHubError(
+                    f"Could not {operation}: its download answered {exc.code} "
+                    "(logs are deleted after the repository's retention period)."
+                ) from None
+
+        return await self._github.call(operation, read, kind="release")
+
+
+def _download_tail(url: str, *, limit: int) -> str:
+    request = Request(url, headers={"User-Agent": "rollout-bot"})  # noqa: S310 - http(s) only
+    kept = bytearray()
+    with urlopen(request, timeout=30) as response:  # noqa: S310 - http(s) checked by the caller
+        while chunk := response.read(64 * 1024):
+            kept += chunk
+            if len(kept) > limit:
+                del kept[:-limit]
+    return kept.decode("utf-8", errors="replace")

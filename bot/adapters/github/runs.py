@@ -1,0 +1,251 @@
+"""Reading a workflow run on GitHub (its jobs, the deployments waiting for review, its review
+history) and approving or rejecting its waiting deployments.
+
+A review whose answer is unclear (5xx, timeout, reset) is read back from the run's pending
+deployments and review history instead of being repeated. Pending deployments and reviews have
+no PyGithub method: they go through its public `requester`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from github import UnknownObjectException
+
+from bot.adapters.github.reviews import post_review
+from bot.adapters.github.schema import (
+    PENDING,
+    REVIEWS,
+    Job,
+    JobsPage,
+    PendingDeployment,
+    Review,
+    Run,
+)
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.errors import GitHubError
+from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
+from bot.domain.run_link import LinkableRun
+from bot.services.ports import ReviewState
+
+_log = logging.getLogger(__name__)
+
+
+class WorkflowRuns:
+    """Reads and reviews the runs of one repository."""
+
+    def __init__(self, github: GitHubTransport) -> None:
+        self._github = github
+
+    # -- observing the run ----------------------------------------------------------------------
+
+    async def snapshot(self, run_id: int) -> RunSnapshot:
+        """The run read with conditional requests: what did not change since the last look
+        costs GitHub a 304 (no rate limit) and is rebuilt from the answer kept then."""
+        github = self._github
+
+        def read() -> RunSnapshot:
+            path = github.runs_path(run_id)
+            run = Run.model_validate(github.get_conditional(path))
+            jobs = {
+                job.name: _job_snapshot(
+                    run_id,
+                    job.name,
+                    job.status or "queued",
+                    job.conclusion,
+                    None if job.completed_at is None else job.completed_at.astimezone(UTC),
+                    job.html_url,
+                    ran=bool(job.steps) or job.runner_id is not None,
+                    job_id=job.id,
+                )
+                for job in self._run_jobs(run_id)
+            }
+            pending = PENDING.validate_python(
+                github.get_conditional(f"{path}/pending_deployments") or []
+            )
+            return RunSnapshot(
+                run_id=run_id,
+                status=run.status or "queued",
+                conclusion=run.conclusion,
+                html_url=run.html_url,
+                jobs=jobs,
+                waiting=frozenset(
+                    item.environment.name for item in pending if item.current_user_can_approve
+                ),
+                reviews=self._reviews(run_id),
+            )
+
+        snapshot = await github.call(f"read run {run_id}", read, run_id=run_id)
+        _log.info(
+            "GitHub: run %s is %s; waiting for review: %s",
+            run_id,
+            snapshot.conclusion or snapshot.status,
+            ", ".join(sorted(snapshot.waiting)) or "none",
+        )
+        return snapshot
+
+    async def linkable_run(self, run_id: int) -> LinkableRun:
+        """The run a person names to link to a rollout (GitHubError when GitHub has none)."""
+
+        def read() -> LinkableRun:
+            data = self._github.get_json(self._github.runs_path(run_id))
+            return Run.model_validate(data).linkable_run()
+
+        return await self._github.call(f"read run {run_id}", read, run_id=run_id, kind="link")
+
+    def _run_jobs(self, run_id: int) -> list[Job]:
+        """Every job of the run's latest attempt (the first page conditionally; a run with more
+        than 100 jobs reads its further pages every time)."""
+        path = f"{self._github.runs_path(run_id)}/jobs"
+        first = JobsPage.model_validate(self._github.get_conditional(path, {"per_page": 100}))
+        jobs = list(first.jobs)
+        page = 1
+        while len(jobs) < first.total_count:
+            page += 1
+            more = JobsPage.model_validate(
+                self._github.get_json(path, {"per_page": 100, "page": page})
+            )
+            if not more.jobs:
+                break
+            jobs.extend(more.jobs)
+        return [job for job in jobs if job.name]
+
+    def _reviews(self, run_id: int) -> tuple[EnvironmentReview, ...]:
+        """Who approved or rejected which environment of the run (its review history)."""
+        path = f"{self._github.runs_path(run_id)}/approvals"
+        try:
+            history = REVIEWS.validate_python(self._github.get_conditional(path) or [])
+        except UnknownObjectException:
+            return ()  # a GitHub Enterprise Server without the review history API
+        return tuple(review for item in history for review in item.per_environment())
+
+    def _pending_deployments(self, run_id: int) -> list[PendingDeployment]:
+        """The run's waits that the bot may review (not a wait timer, not someone else's)."""
+        data = self._github.get_json(f"{self._github.runs_path(run_id)}/pending_deployments")
+        pending = PENDING.validate_python(data or [])
+        return [item for item in pending if item.current_user_can_approve]
+
+    # -- reviewing pending deployments ----------------------------------------------------------
+
+    async def review(
+        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+    ) -> bool:
+        verb = "approve" if state == "approved" else "reject"
+        names = ", ".join(environments)
+        operation = f"{verb} {names} on run {run_id}"
+        pending = await self._github.call(
+            f"read the deployments waiting on run {run_id}",
+            functools.partial(self._pending_deployments, run_id),
+            run_id=run_id,
+            kind="review",
+        )
+        ids_by_name = {item.environment.name.casefold(): item.environment.id for item in pending}
+        wanted = {name.casefold() for name in environments}
+        ids = sorted({ids_by_name[name] for name in wanted if name in ids_by_name})
+        if not ids:
+            _log.info("GitHub: run %s: %s not waiting, nothing to %s", run_id, names, verb)
+            return False
+        body = {"environment_ids": ids, "state": state, "comment": comment}
+        path = f"{self._github.runs_path(run_id)}/pending_deployments"
+        answer = await post_review(self._github, path, body, operation=operation, run_id=run_id)
+        if answer is True:
+            _log.info("GitHub: run %s: %s %s", run_id, state, names)
+        if not isinstance(answer, str):
+            return answer
+        unclear = answer
+        return await self._read_back_review(
+            run_id=run_id, ids=ids, state=state, operation=operation, unclear=unclear
+        )
+
+    async def _read_back_review(
+        self, *, run_id: int, ids: Sequence[int], state: ReviewState, operation: str, unclear: str
+    ) -> bool:
+        """After an unclear answer to a review, what GitHub holds now tells whether it was
+        applied: True when the run's review history has our review of those environments,
+        False when someone else's review took them, GitHubError when they still wait."""
+        path = self._github.runs_path(run_id)
+
+        def read() -> tuple[set[int], list[Review]]:
+            waiting = {item.environment.id for item in self._pending_deployments(run_id)}
+            try:
+                history = REVIEWS.validate_python(self._github.get_json(f"{path}/approvals") or [])
+            except UnknownObjectException:
+                history = []  # a GitHub Enterprise Server without the review history API
+            return waiting, history
+
+        try:
+            actor = await self._github.actor_login()
+            waiting, history = await self._github.call(
+                f"read back the reviews of run {run_id}", read, run_id=run_id, kind="review"
+            )
+        except GitHubError as error:
+            text = (
+                f"{unclear} when asked to {operation}, and whether it was applied could not be "
+                f"read back ({error.message}) The bot looks again at its next poll; the card "
+                "shows the outcome."
+            )
+            _log.warning("GitHub: run %s: %s", run_id, text)
+            raise GitHubError(text) from None
+        if waiting & set(ids):
+            # Repeating it is safe: a review of a deployment that no longer waits is refused.
+            text = f"{unclear} when asked to {operation}; it was not applied: try again."
+            _log.warning("GitHub: run %s: %s", run_id, text)
+            raise GitHubError(text)
+        ours = any(
+            entry.state == state
+            and entry.reviewer.casefold() == actor.casefold()
+            and {environment.id for environment in entry.environments} & set(ids)
+            for entry in history
+        )
+        _log.warning(
+            "GitHub: run %s: %s when asked to %s; read back: %s",
+            run_id,
+            unclear,
+            operation,
+            "it was applied" if ours else "someone else's review came first",
+        )
+        return ours
+
+
+def _job_snapshot(
+    run_id: int,
+    name: str,
+    status: str,
+    conclusion: str | None,
+    completed_at: datetime | None,
+    html_url: str | None,
+    *,
+    ran: bool = True,
+    job_id: int = 0,
+) -> JobSnapshot:
+    """A job as the domain sees it. GitHub adds statuses and conclusions over time: an unknown
+    status counts as queued (not started, nothing to act on yet); an unknown conclusion of a
+    completed job counts as a failure, so the rollout reports it instead of waiting forever."""
+    try:
+        job_status = JobStatus(status)
+    except ValueError:
+        job_status = JobStatus.QUEUED
+    job_conclusion: JobConclusion | None = None
+    if job_status is JobStatus.COMPLETED:
+        try:
+            job_conclusion = JobConclusion(conclusion or "")
+        except ValueError:
+            _log.warning(
+                "GitHub: run %s: job %r ended with unknown conclusion %r; treated as a failure",
+                run_id,
+                name,
+                conclusion,
+            )
+            job_conclusion = JobConclusion.FAILURE
+    return JobSnapshot(
+        name=name,
+        job_id=job_id,
+        status=job_status,
+        conclusion=job_conclusion,
+        completed_at=completed_at,
+        html_url=html_url,
+        ran=ran,
+    )

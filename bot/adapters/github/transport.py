@@ -1,0 +1,352 @@
+"""How the GitHub adapter talks to GitHub: PyGithub in a bounded thread pool, retried reads,
+conditional GETs, and GitHub's refusals and network failures turned into `GitHubError`.
+
+PyGithub is synchronous. Every call runs in a `ThreadPoolExecutor` through
+`loop.run_in_executor`. Reads (GET, HEAD) are retried by PyGithub's own `GithubRetry` on 5xx,
+timeouts, resets and rate limits, with backoff and jitter, honouring `Retry-After` and
+`X-RateLimit-Reset` up to a bound; writes are never repeated by the library: `unclear_answer`
+tells the caller when a write's outcome is unknown, so that it looks instead of sending again.
+Error messages say what a release engineer can do and never carry the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypedDict, TypeVar
+from urllib.parse import urlencode
+
+from github import Auth, Github, GithubException, GithubRetry
+from github.Repository import Repository
+from pydantic import SecretStr, ValidationError
+
+from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
+from bot.adapters.github.refusals import (
+    HINTS,
+    app_credentials_fix,
+    message,
+    network_failure,
+    never_sent,
+    rate_limited,
+    reset_hint,
+    retry_after,
+)
+from bot.domain.errors import GitHubError, GitHubRateLimited
+from bot.github_credentials import GitHubApp
+from bot.services.telemetry import UNTRACKED, Telemetry
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+_KEPT_ANSWERS = 512
+"""Conditional GET answers kept (about four per run followed): the oldest go first."""
+
+
+class GitHubTransport:
+    """One repository's PyGithub client, its thread pool, and the conditional GETs' memory."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        token: str | None = None,
+        app: GitHubApp | None = None,
+        repository: str,
+        max_workers: int = 4,
+        actor: str | None = None,
+        timeout: int = 15,
+        retries: int = 4,
+        backoff: float = 0.5,
+        rate_limit_wait: float = 30.0,
+        telemetry: Telemetry = UNTRACKED,
+    ) -> None:
+        if repository.count("/") != 1:
+            raise ValueError("repository must be owner/name")
+        if (token is None) == (app is None):
+            raise ValueError("give a token or a GitHub App")
+        self._token = token or ""
+        self.repository = repository
+        self._actor = actor
+        self._telemetry = telemetry
+        self.installation = RepositoryInstallation(app, repository) if app is not None else None
+        """The GitHub App's installation (App mode), None with a token."""
+        self.client = Github(
+            base_url=api_url.rstrip("/"),
+            auth=self.installation or Auth.Token(self._token),
+            timeout=timeout,
+            retry=read_retry(total=retries, backoff=backoff, rate_limit_wait=rate_limit_wait),
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            per_page=100,
+            pool_size=max_workers,
+            lazy=True,
+        )
+        self.repo: Repository = self.client.get_repo(repository)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="github")
+        # The last answer (and its ETag) of each conditional GET, newest last.
+        self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._answers_lock = threading.Lock()
+
+    async def close(self) -> None:
+        """Wait for the calls in flight, then release the threads and the HTTP connections."""
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+        self.client.close()
+
+    def runs_path(self, run_id: int) -> str:
+        return f"/repos/{self.repository}/actions/runs/{run_id}"
+
+    async def actor_login(self) -> str:
+        """The login the bot acts as (GET /user once, then cached); in App mode the App's bot
+        account `<slug>[bot]`, which runs and reviews on GitHub name (GET /app once)."""
+        if self._actor is None:
+            if (installation := self.installation) is not None:
+                slug = await self.call("read the GitHub App", installation.slug, kind="app")
+                self._actor = f"{slug}[bot]"
+            else:
+                self._actor = await self.call(
+                    "read the token's account", lambda: self.client.get_user().login
+                )
+        return self._actor
+
+    # -- running calls --------------------------------------------------------------------------
+
+    async def run(self, fn: Callable[[], T], *, endpoint: str, operation: str) -> T:
+        """`fn` in the pool, its exceptions as they are (for writes, which look them over),
+        except that no installation token (App mode) is a GitHubError: `fn` sent nothing.
+        Each call is counted by `endpoint` (the area of GitHub's API) and how it ended."""
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except InstallationTokenError as exc:
+            self._count(endpoint, "no_token")
+            raise self.no_token(operation, exc) from exc.cause
+        except GithubException as exc:
+            self._count(endpoint, "rate_limited" if rate_limited(exc) else str(exc.status))
+            raise
+        except OSError:
+            self._count(endpoint, "no_answer")
+            raise
+        self._count(endpoint, "2xx")
+        return result
+
+    def _count(self, endpoint: str, status: str) -> None:
+        # PyGithub keeps X-RateLimit-Remaining of the last answer that carried it (-1: none).
+        remaining = self.client.requester.rate_limiting[0]
+        self._telemetry.github_request(
+            endpoint=endpoint, status=status, remaining=remaining if remaining >= 0 else None
+        )
+
+    async def call(
+        self,
+        operation: str,
+        fn: Callable[[], T],
+        *,
+        run_id: int | None = None,
+        kind: str = "read",
+    ) -> T:
+        """Run `fn` in the pool; turn GitHub's refusals and network failures into GitHubError."""
+        try:
+            return await self.run(fn, endpoint=kind, operation=operation)
+        except GithubException as exc:
+            raise self.explain(operation, exc, run_id=run_id, kind=kind) from exc
+        except OSError as exc:  # requests' errors are OSErrors
+            raise self.unreachable(operation, exc, run_id=run_id) from exc
+        except UnicodeDecodeError as exc:
+            raise GitHubError(f"Could not {operation}: it is not UTF-8 text.") from exc
+        except ValidationError as exc:
+            raise GitHubError(
+                f"Could not {operation}: GitHub answered in an unknown shape."
+            ) from exc
+
+    def authenticated(self, fn: Callable[[], T]) -> Callable[[], T]:
+        """`fn` once the App's installation token is in hand (minted first if due), in the
+        same thread: for a write that must not be mistaken for sent when only the mint failed
+        (PyGithub would mint inside the call). Token mode: `fn` itself."""
+        installation = self.installation
+        if installation is None:
+            return fn
+
+        def call() -> T:
+            installation.token  # noqa: B018 - the property mints: InstallationTokenError
+            return fn()
+
+        return call
+
+    def get_json(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
+        """GET `path` (in the pool's thread); GithubException on a refusal."""
+        _, data = self.client.requester.requestJsonAndCheck("GET", path, parameters=parameters)
+        return data
+
+    def get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
+        """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
+        answers 304 Not Modified when nothing changed (not counted against the rate limit);
+        the answer kept from last time is returned then."""
+        key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
+        with self._answers_lock:
+            kept = self._answers.get(key)
+        headers = {"If-None-Match": kept[0]} if kept is not None else {}
+        requester = self.client.requester
+        status, answer_headers, body = requester.requestJson("GET", path, parameters, headers)
+        if status == 304 and kept is not None:
+            return kept[1]
+        data = json.loads(body) if body else None
+        if status >= 400:
+            output = data if isinstance(data, dict) else {"message": str(body)[:200]}
+            raise requester.createException(status, answer_headers, output)
+        etag = answer_headers.get("etag")
+        if etag:
+            with self._answers_lock:
+                self._answers[key] = (str(etag), data)
+                self._answers.move_to_end(key)
+                while len(self._answers) > _KEPT_ANSWERS:
+                    self._answers.popitem(last=False)
+        return data
+
+    # -- what went wrong, in words --------------------------------------------------------------
+
+    def unclear_answer(
+        self,
+        operation: str,
+        exc: GithubException | OSError,
+        *,
+        run_id: int | None = None,
+        kind: str,
+    ) -> str:
+        """What GitHub answered a write when it may have carried it out (a 5xx, a timeout, a
+        reset), for the caller to look before acting again; raises GitHubError when it
+        certainly did not (a refusal, or no connection at all)."""
+        if isinstance(exc, GithubException):
+            if exc.status < 500:
+                raise self.explain(operation, exc, run_id=run_id, kind=kind) from exc
+            return f"GitHub answered {exc.status} ({self.scrub(message(exc))})"
+        if never_sent(exc):
+            raise self.unreachable(operation, exc, run_id=run_id) from exc
+        return f"GitHub gave no answer ({network_failure(exc)})"
+
+    def explain(
+        self, operation: str, exc: GithubException, *, run_id: int | None = None, kind: str
+    ) -> GitHubError:
+        status, text = exc.status, self.scrub(message(exc))
+        if status == 401 and (installation := self.installation) is not None and kind == "app":
+            text = (
+                f"GitHub rejected the App's credentials (401 {text}) when asked to "
+                f"{operation}: {app_credentials_fix(installation)}"
+            )
+        elif status == 401 and (installation := self.installation) is not None:
+            # The App's JWT was good (it got the token): GitHub refuses the token itself.
+            installation.refused()
+            text = (
+                f"GitHub refused the App's installation token (401 {text}) when asked to "
+                f"{operation}: it was revoked, or it expired by GitHub's clock (check this "
+                "machine's clock, NTP); the bot gets a new token for its next call."
+            )
+        elif status == 401:
+            text = (
+                f"GitHub rejected the token (401 {text}) when asked to {operation}: "
+                "check GITHUB_TOKEN."
+            )
+        elif rate_limited(exc):
+            text = (
+                f"GitHub rate limited the bot ({status}: {text}) when asked to {operation}; "
+                f"{reset_hint(exc)}"
+            )
+        elif status >= 500:
+            # Only reads come here: an unclear answer to a write is looked up by the caller.
+            text = f"GitHub answered {status} ({text}) when asked to {operation}; try again."
+        else:
+            text = f"GitHub refused to {operation} ({status}: {text})"
+            hints = APP_HINTS if self.installation is not None else {}
+            hint = hints.get((kind, status)) or HINTS.get((kind, status))
+            text = f"{text}: {hint}." if hint else f"{text}."
+        _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
+        if rate_limited(exc):
+            return GitHubRateLimited(text, retry_after=retry_after(exc))
+        return GitHubError(text)
+
+    def no_token(self, operation: str, exc: InstallationTokenError) -> GitHubError:
+        """GitHub gave the App no installation token, so nothing was sent to `operation`."""
+        installation = self.installation
+        assert installation is not None
+        cause = exc.cause
+        if isinstance(cause, OSError):
+            why = f"GitHub could not be reached ({network_failure(cause)}); try again."
+        elif cause.status == 401:
+            why = (
+                f"GitHub rejected the App's credentials (401 {self.scrub(message(cause))}): "
+                f"{app_credentials_fix(installation)}"
+            )
+        elif cause.status == 404 and installation.configured_id is not None:
+            why = (
+                f"GitHub has no installation {installation.configured_id} of the App (404): "
+                "set GITHUB_APP_INSTALLATION_ID to the App's installation on "
+                f"{self.repository}, or unset it to have the bot find it."
+            )
+        elif cause.status == 404:
+            why = (
+                f"the App's installation on {self.repository} is gone (404): install the App "
+                "there again (the App's page → Install App)."
+            )
+        elif rate_limited(cause):
+            why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause)}"
+        elif cause.status >= 500:
+            why = f"GitHub answered {cause.status} ({self.scrub(message(cause))}); try again."
+        else:
+            why = f"GitHub refused it ({cause.status}: {self.scrub(message(cause))})."
+        text = (
+            f"Could not get an installation token for the GitHub App, so nothing was sent to "
+            f"{operation}: {why}"
+        )
+        _log.warning("GitHub: %s", text)
+        if isinstance(cause, GithubException) and rate_limited(cause):
+            return GitHubRateLimited(text, retry_after=retry_after(cause))
+        return GitHubError(text)
+
+    def unreachable(
+        self, operation: str, exc: OSError, *, run_id: int | None = None
+    ) -> GitHubError:
+        text = (
+            f"GitHub could not be reached when asked to {operation} "
+            f"({network_failure(exc)}); try again."
+        )
+        _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
+        return GitHubError(text)
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+
+class Credentials(TypedDict):
+    token: str | None
+    app: GitHubApp | None
+
+
+def github_auth(credentials: SecretStr | GitHubApp) -> Credentials:
+    """The transport's keyword arguments for a token (token mode) or a GitHub App."""
+    if isinstance(credentials, GitHubApp):
+        return Credentials(token=None, app=credentials)
+    return Credentials(token=credentials.get_secret_value(), app=None)
+
+
+def read_retry(*, total: int, backoff: float, rate_limit_wait: float) -> GithubRetry:
+    """PyGithub's retry, for reads only (GET, HEAD): up to `total` more attempts on 5xx, 429,
+    rate-limited 403s, timeouts and resets, with exponential backoff and jitter. It waits as
+    GitHub asks (`Retry-After`, `X-RateLimit-Reset`) up to `rate_limit_wait` seconds; a longer
+    wait fails at once with the rate limit error (the poller paces itself by it). The last
+    answer of an exhausted retry is returned as is, so a 502 still reads as a 502."""
+    return GithubRetry(
+        total=total,
+        backoff_factor=backoff,
+        backoff_jitter=backoff,
+        backoff_max=rate_limit_wait,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        status_forcelist=[429, *range(500, 600)],  # GithubRetry adds 403 (rate limits only)
+        raise_on_status=False,
+        secondary_rate_wait=rate_limit_wait,
+        max_rate_limit_wait=rate_limit_wait,
+        retry_after_max=max(int(rate_limit_wait), 1),
+    )

@@ -1,0 +1,243 @@
+"""The Sentry release-health source: a ring's crash rate and session count from the sessions API.
+
+`GET /api/0/organizations/{org}/sessions/` with `field=crash_rate(session)` and
+`field=sum(session)` for the release and environment of the stage, over its window. Sentry
+rounds the range out to whole hours (its smallest interval), so a window counts the hours it
+touches. No sessions, a null rate or an HTTP error leave the figure missing with the reason:
+the gate says INCONCLUSIVE, never PASS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import SecretStr
+
+from bot.adapters.metrics.live import LiveSource, MetricsProblem, request_json, utc_now
+from bot.domain.metrics import Figures, MetricReading, QueryWindow, Reading
+from bot.domain.plan import SentryMetrics, fill
+from bot.services.ports import Clock
+
+log = logging.getLogger(__name__)
+
+_COUNT_FIELD = {"crash_rate(session)": "sum(session)", "crash_rate(user)": "count_unique(user)"}
+
+
+@dataclass(frozen=True)
+class SentryAccess:
+    """Where and as whom the bot reads release health (SENTRY_URL, _ORG, _PROJECT, _TOKEN)."""
+
+    url: str
+    org: str
+    project: str
+    """The numeric project id (Sentry's sessions API filters by id)."""
+    token: SecretStr
+
+
+@dataclass(frozen=True)
+class _Totals:
+    rate: Decimal | None
+    count: int | None
+    series: tuple[tuple[datetime, float], ...]
+
+
+class SentryClient:
+    """The organisation sessions endpoint of Sentry's API."""
+
+    def __init__(self, access: SentryAccess) -> None:
+        self._access = access
+
+    @property
+    def access(self) -> SentryAccess:
+        return self._access
+
+    async def totals(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        field: str,
+        query: str,
+        environment: str | None,
+        start: datetime,
+        end: datetime,
+    ) -> _Totals:
+        count_field = _COUNT_FIELD[field]
+        params: list[tuple[str, str]] = [
+            ("field", field),
+            ("field", count_field),
+            ("project", self._access.project),
+            ("query", query),
+            ("start", _iso(start)),
+            ("end", _iso(end)),
+            ("interval", "1h"),
+        ]
+        if environment:
+            params.append(("environment", environment))
+        url = f"{self._access.url.rstrip('/')}/api/0/organizations/{self._access.org}/sessions/"
+        headers = {"Authorization": f"Bearer {self._access.token.get_secret_value()}"}
+        status, body = await request_json(
+            session, "GET", url, service="Sentry", params=params, headers=headers
+        )
+        if status in (401, 403):
+            raise MetricsProblem(
+                f"Sentry refused the token (HTTP {status}): SENTRY_TOKEN needs org:read "
+                "on the organisation"
+            )
+        if status != 200 or not isinstance(body, dict):
+            detail = body.get("detail") if isinstance(body, dict) else None
+            raise MetricsProblem(
+                f"Sentry answered HTTP {status}" + (f": {detail}" if detail else "")
+            )
+        try:
+            return _totals(body, field, count_field)
+        except (ValueError, TypeError, AttributeError):
+            raise MetricsProblem("Sentry answered in an unexpected shape") from None
+
+
+class SentrySource(LiveSource):
+    """Reads a ring's crash rate from Sentry release health at the end of its window."""
+
+    def __init__(
+        self,
+        config: SentryMetrics,
+        *,
+        access: SentryAccess | None,
+        clock: Clock = utc_now,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(clock=clock, timeout=timeout)
+        self._config = config
+        self._client = SentryClient(access) if access else None
+
+    async def measure(self, window: QueryWindow) -> Reading:
+        config = self._config
+        if self._client is None:
+            metric = MetricReading(
+                name="crash_rate",
+                value=None,
+                problem="Sentry is not configured (SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN)",
+            )
+            return _reading(metric, None, window)
+        values = window.placeholders()
+        release = fill(config.release, values)
+        environment = fill(config.environment, values) if config.environment else None
+        baseline_query = fill(config.baseline_query, values) if config.baseline_query else None
+        client = self._client
+        async with self.session() as session:
+            current, chart, baseline = await asyncio.gather(
+                self._totals(session, client, _release_query(release), environment, window, False),
+                self._totals(session, client, _release_query(release), environment, window, True),
+                self._totals(session, client, baseline_query, environment, window, False),
+            )
+        problems = [
+            f"{what}: {problem}"
+            for what, (_, problem) in (("value", current), ("baseline", baseline))
+            if problem
+        ]
+        rate = current[0].rate if current[0] else None
+        fixed = config.baseline_crash_rate if baseline_query is None else None
+        baseline_rate = fixed if fixed is not None else (baseline[0].rate if baseline[0] else None)
+        metric = MetricReading(
+            name="crash_rate",
+            value=rate,
+            sample=current[0].count if current[0] else None,
+            baseline=baseline_rate,
+            problem="; ".join(problems) or None,
+            link=_release_url(client.access, release, environment),
+            series=chart[0].series if chart[0] else (),
+        )
+        return _reading(metric, baseline_rate, window)
+
+    async def _totals(
+        self,
+        session: aiohttp.ClientSession,
+        client: SentryClient,
+        query: str | None,
+        environment: str | None,
+        window: QueryWindow,
+        whole_rollout: bool,
+    ) -> tuple[_Totals | None, str | None]:
+        if query is None:
+            return None, None
+        try:
+            totals = await client.totals(
+                session,
+                field=self._config.crash_rate,
+                query=query,
+                environment=environment,
+                start=window.rollout_start if whole_rollout else window.start,
+                end=window.end,
+            )
+        except MetricsProblem as problem:
+            log.warning("sentry sessions %r: %s", query, problem)
+            return None, str(problem)
+        if totals.rate is None and not whole_rollout:
+            where = f" in {environment}" if environment else ""
+            return totals, f"no data: no sessions for {query}{where} in the window"
+        return totals, None
+
+
+def _reading(metric: MetricReading, baseline: Decimal | None, window: QueryWindow) -> Reading:
+    return Reading(
+        baseline_crash=baseline,
+        figures=Figures(crash_rate=metric.value, sample=metric.sample),
+        source="sentry",
+        metrics=(metric,),
+        window=(window.start, window.end),
+    )
+
+
+def _totals(body: dict[str, Any], field: str, count_field: str) -> _Totals:
+    groups = body.get("groups")
+    if not isinstance(groups, list) or not groups:
+        return _Totals(rate=None, count=0, series=())
+    group = groups[0] if isinstance(groups[0], dict) else {}
+    totals = group.get("totals") or {}
+    rate = _rate(totals.get(field))
+    raw_count = totals.get(count_field)
+    count = int(raw_count) if isinstance(raw_count, int | float) else None
+    intervals = body.get("intervals") or []
+    points = (group.get("series") or {}).get(field) or []
+    series = tuple(
+        (_parse_time(stamp), float(value))
+        for stamp, value in zip(intervals, points, strict=False)
+        if isinstance(value, int | float) and math.isfinite(value)
+    )
+    return _Totals(rate=None if count == 0 else rate, count=count, series=series)
+
+
+def _rate(value: object) -> Decimal | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return Decimal(str(value))
+
+
+def _release_query(release: str) -> str:
+    escaped = release.replace("\\", "\\\\").replace('"', '\\"')
+    return f'release:"{escaped}"'
+
+
+def _release_url(access: SentryAccess, release: str, environment: str | None) -> str:
+    url = (
+        f"{access.url.rstrip('/')}/organizations/{access.org}/releases/"
+        f"{quote(release, safe='')}/?project={access.project}"
+    )
+    return url + (f"&environment={quote(environment, safe='')}" if environment else "")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _parse_time(stamp: object) -> datetime:
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))

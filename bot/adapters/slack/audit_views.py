@@ -1,0 +1,66 @@
+"""`/rollout history <tag>`: one rollout's audit timeline as ephemeral Block Kit, built by pure
+functions. Long timelines keep their newest events within Slack's limits and say how to get
+the whole export."""
+
+from __future__ import annotations
+
+import re
+
+from slack_sdk.models.blocks import Block
+
+from bot.adapters.slack.blocks import BlockJson, as_json, context, header, section
+from bot.adapters.slack.limits import MESSAGE_BLOCKS, clip, pack
+from bot.adapters.slack.messages import slack_time
+from bot.services.audit import Timeline
+from bot.services.records import AuditEvent
+
+_MAX_LINE = 600
+_DETAIL_KEYS = ("why", "error", "environment", "run_id", "by", "tag", "reason", "new")
+_SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
+
+
+def actor_words(actor: str) -> str:
+    """A Slack user as a mention, the bot and its metrics sources as plain words."""
+    return f"<@{actor}>" if _SLACK_USER.fullmatch(actor) else f"_{actor}_"
+
+
+def event_line(event: AuditEvent) -> str:
+    """One event: when, who, what, on which track and stage, and how it ended."""
+    where = "/".join(part for part in (event.track, event.stage) if part)
+    line = f"{slack_time(event.at)} {actor_words(event.actor)} `{event.action}` → *{event.result}*"
+    if where:
+        line += f" ({where})"
+    detail = event.detail or {}
+    notes = [f"{key}: {detail[key]}" for key in _DETAIL_KEYS if detail.get(key) not in (None, "")]
+    if event.action == "gate" and detail.get("sample") is not None:
+        notes.append(f"sample: {detail['sample']}")
+    if notes:
+        line += " · " + "; ".join(str(note) for note in notes)
+    return clip(line, _MAX_LINE)
+
+
+def timeline_blocks(timeline: Timeline) -> list[BlockJson]:
+    """The timeline, oldest first; when it does not fit, the newest events and a note."""
+    facts = (
+        f"{timeline.rollout_id} · started {slack_time(timeline.created_at)} by "
+        f"<@{timeline.started_by}> · {timeline.state}"
+    )
+    blocks: list[Block] = [header(f"Timeline of {timeline.tag}"), context(facts)]
+    if not timeline.events:
+        return as_json([*blocks, section("No events recorded for this rollout.")])
+    chunks = pack(event_line(event) for event in timeline.events)
+    shown = chunks[-(MESSAGE_BLOCKS - 3) :]
+    if len(shown) < len(chunks):
+        hidden = sum(chunk.count("\n") + 1 for chunk in chunks[: len(chunks) - len(shown)])
+        blocks.append(
+            context(
+                f"_{hidden} earlier events not shown: `rollout-bot audit {timeline.tag} --json` "
+                "exports them all._"
+            )
+        )
+    return as_json([*blocks, *(section(chunk) for chunk in shown)])
+
+
+def timeline_text(timeline: Timeline) -> str:
+    """The plain-text fallback."""
+    return f"Timeline of {timeline.tag} ({timeline.rollout_id}): {len(timeline.events)} events"

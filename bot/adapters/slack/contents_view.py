@@ -1,0 +1,120 @@
+"""Block Kit of what is in a release: a short section on the preflight card (counts, risks, the
+first pull requests) and the "What's in it" modal that lists every pull request.
+
+Pull request titles and logins are other people's text: they are escaped for mrkdwn, so a
+title such as "<!channel> fix" is shown, never acted on.
+"""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import Block
+
+from bot.adapters.slack.blocks import ViewJson, context, modal, section, sections
+from bot.adapters.slack.limits import VIEW_BLOCKS, fit
+from bot.adapters.slack.mrkdwn import escape
+from bot.domain.release_contents import (
+    COMMITS_CAP,
+    FILES_CAP,
+    PullRequest,
+    ReleaseContents,
+    RiskKind,
+    Since,
+)
+
+CARD_PULL_REQUESTS = 5
+"""Pull requests listed on the card itself; the modal lists them all."""
+
+_SOURCE = {
+    Since.ROLLOUT: "the last release the bot completed on every track",
+    Since.GITHUB_RELEASE: "the repository's latest GitHub Release",
+}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def summary(contents: ReleaseContents) -> str:
+    """One line: "12 commits, 5 pull requests since v1.4.1 · ⚠ 1 migration · ⚠ workflow
+    changed", or why there is nothing to count."""
+    if contents.unread is not None:
+        return (
+            f":warning: *What's in it*: the changes could not be read ({escape(contents.unread)});"
+            " Re-check to read them again."
+        )
+    if contents.since is None:
+        return ":information_source: *What's in it*: the first release (no earlier release)."
+    if contents.behind_by:
+        return (
+            f":warning: *What's in it*: `{escape(contents.tag)}` is "
+            f"*{_plural(contents.behind_by, 'commit')} behind* `{escape(contents.since.tag)}`: "
+            "releasing it takes out what those brought."
+        )
+    pulls = _plural(len(contents.pull_requests), "pull request")
+    if contents.commits_capped:
+        pulls = f"at least {pulls}"
+    parts = [
+        f"*{_plural(contents.total_commits, 'commit')}, {pulls}* since "
+        f"`{escape(contents.since.tag)}`"
+    ]
+    for risk in contents.risks:
+        if risk.kind is RiskKind.MIGRATION:
+            parts.append(f":warning: {_plural(len(risk.paths), 'migration')}")
+        else:
+            parts.append(":warning: workflow changed")
+    return " · ".join(parts)
+
+
+def pull_request_line(pull: PullRequest) -> str:
+    by = f" by {escape(pull.author)}" if pull.author else ""
+    return f"• <{pull.url}|#{pull.number}> {escape(pull.title)}{by}"
+
+
+def _small_print(contents: ReleaseContents) -> list[str]:
+    """Where the comparison comes from, and what GitHub left out."""
+    if contents.since is None or contents.unread is not None:
+        return []
+    notes = [f"Compared with {_SOURCE[contents.since.source]}."]
+    if contents.commits_capped:
+        notes.append(
+            f"GitHub lists only the first {COMMITS_CAP} commits: "
+            "the pull requests of the others are not shown."
+        )
+    if contents.files_capped:
+        notes.append(
+            f"GitHub lists only {FILES_CAP} changed files and more changed: "
+            "a migration or workflow change among the others is not flagged."
+        )
+    if contents.compare_url:
+        notes.append(f"<{contents.compare_url}|All changes on GitHub>")
+    return notes
+
+
+def card_blocks(contents: ReleaseContents) -> list[Block]:
+    """The preflight card's section: the summary and the first pull requests."""
+    lines = [summary(contents)]
+    shown = contents.pull_requests[:CARD_PULL_REQUESTS]
+    lines += [pull_request_line(pull) for pull in shown]
+    more = len(contents.pull_requests) - len(shown)
+    if more > 0:
+        lines.append(f"… and {more} more: *What's in it* lists them all.")
+    blocks: list[Block] = [*sections(lines)]
+    if notes := _small_print(contents):
+        blocks.append(context(" ".join(notes)))
+    return blocks
+
+
+def contents_modal(contents: ReleaseContents) -> ViewJson:
+    """Every pull request of the release, and the risky files by name."""
+    risky = [
+        f":warning: *{'Migrations' if risk.kind is RiskKind.MIGRATION else 'Workflow'}*: "
+        + ", ".join(f"`{escape(path)}`" for path in risk.paths)
+        for risk in contents.risks
+    ]
+    pulls = [pull_request_line(pull) for pull in contents.pull_requests]
+    if not pulls and contents.since is not None and contents.unread is None:
+        pulls = ["No merged pull request among these commits."]
+    blocks: list[Block] = [section(summary(contents)), *sections(risky), *sections(pulls)]
+    if notes := _small_print(contents):
+        blocks.append(context(" ".join(notes)))
+    return modal(f"What's in {contents.tag}", fit(blocks, "the comparison on GitHub", VIEW_BLOCKS))

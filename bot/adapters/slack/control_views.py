@@ -1,0 +1,195 @@
+"""Block Kit of the controls' forms, as pure functions: the custom window extension (a typed
+duration, validated with the plan's duration rules), the redeploy confirm dialog, which
+names the tag going back in and the tag it replaces, the Link a run… form, and the reason to
+override a freeze for a refused Dispatch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
+
+from bot.adapters.slack.actions import (
+    Callback,
+    ExtendMetadata,
+    LinkMetadata,
+    OverrideMetadata,
+    RedeployMetadata,
+)
+from bot.adapters.slack.blocks import ViewJson, modal, plain, section, submitted
+from bot.adapters.slack.limits import INPUT_HINT, INPUT_LABEL, PLACEHOLDER
+from bot.adapters.slack.messages import slack_time
+from bot.adapters.slack.mrkdwn import escape
+from bot.domain.durations import HINT, parse_duration
+from bot.domain.errors import InvalidCommand
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout
+from bot.domain.run_link import RunReference, parse_run_reference
+from bot.domain.text import clean_text
+from bot.services.redeploy import RedeployOffer
+
+DURATION_BLOCK = "duration"
+DURATION_ACTION = "duration"
+LINK_BLOCK = "link_url"
+LINK_ACTION = "link_url"
+REASON_BLOCK = "override_reason"
+REASON_ACTION = "override_reason"
+_MAX_REASON_TEXT = 500
+_MAX_LINK_TEXT = 300
+_MAX_DURATION_TEXT = 40
+
+
+def extend_modal(
+    rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, channel_id: str
+) -> ViewJson:
+    """Ask how much longer the stage's window should run."""
+    plan_track = plan.track(track)
+    spec = plan_track.stage(stage)
+    ends = rollout.track(track).stage(stage).window_ends_at
+    until = f", until {slack_time(ends)} now" if ends is not None else ""
+    metadata = ExtendMetadata(
+        rollout_id=rollout.id,
+        track=track,
+        stage=stage,
+        version=rollout.version,
+        channel_id=channel_id,
+    )
+    duration = InputBlock(
+        block_id=DURATION_BLOCK,
+        label=plain("Extend the window by", INPUT_LABEL),
+        hint=plain(f"A duration: {HINT} (at most 30 days).", INPUT_HINT),
+        element=PlainTextInputElement(
+            action_id=DURATION_ACTION,
+            max_length=_MAX_DURATION_TEXT,
+            placeholder=plain("45m", PLACEHOLDER),
+        ),
+    )
+    about = section(
+        f"*{rollout.tag}* · {plan_track.label} · *{spec.label}* observes{until}. "
+        "The gate decides when the window ends."
+    )
+    return modal(
+        "Extend window",
+        [about, duration],
+        submit="Extend",
+        callback_id=Callback.EXTEND,
+        private_metadata=metadata.encode(),
+    )
+
+
+def parse_extension(values: Mapping[str, Any]) -> tuple[timedelta | None, dict[str, str]]:
+    """The duration typed in the extend modal, or Slack's `errors` keyed by block id."""
+    try:
+        return parse_duration(submitted(values, DURATION_BLOCK, DURATION_ACTION)), {}
+    except ValueError as error:
+        return None, {DURATION_BLOCK: str(error)}
+
+
+def redeploy_modal(offer: RedeployOffer, *, channel_id: str) -> ViewJson:
+    """The confirm dialog of a redeploy: which tag goes back in, which it replaces, and how."""
+    how = (
+        f"the rollback workflow *{offer.workflow}* is dispatched with `{offer.tag}`"
+        if offer.workflow is not None
+        else f"a new rollout of `{offer.tag}` starts, with its own preflight and stages"
+    )
+    metadata = RedeployMetadata(
+        rollout_id=offer.rollout_id, track=offer.track, tag=offer.tag, channel_id=channel_id
+    )
+    blocks = [
+        section(
+            f":rewind: Roll {offer.track_label} back from `{offer.replaced_tag}` to "
+            f"`{offer.tag}`, the last release that completed before it?"
+        ),
+        section(f"On confirm, {how}. `{offer.replaced_tag}` stays live until it lands."),
+    ]
+    return modal(
+        "Roll back?",
+        blocks,
+        submit=f"Redeploy {offer.tag}",
+        callback_id=Callback.REDEPLOY,
+        private_metadata=metadata.encode(),
+    )
+
+
+def link_modal(rollout: Rollout, plan: RolloutPlan, *, channel_id: str) -> ViewJson:
+    """Ask for the run (its page or number) to follow for a dispatch the bot could not identify."""
+    metadata = LinkMetadata(rollout_id=rollout.id, channel_id=channel_id)
+    run = InputBlock(
+        block_id=LINK_BLOCK,
+        label=plain("Run URL or number", INPUT_LABEL),
+        hint=plain(
+            f"A run of {plan.workflow.file} on {plan.workflow.ref}, started after this "
+            "preflight and still going: https://HOST/OWNER/REPO/actions/runs/ID",
+            INPUT_HINT,
+        ),
+        element=PlainTextInputElement(
+            action_id=LINK_ACTION,
+            max_length=_MAX_LINK_TEXT,
+            placeholder=plain("https://github.com/owner/repo/actions/runs/123", PLACEHOLDER),
+        ),
+    )
+    about = section(
+        f"The run of `{rollout.tag}`'s dispatch could not be identified. If *{plan.workflow.name}* "
+        "did start, name its run: the bot follows it and dispatches nothing again."
+    )
+    return modal(
+        "Link a run",
+        [about, run],
+        submit="Link",
+        callback_id=Callback.LINK_RUN,
+        private_metadata=metadata.encode(),
+    )
+
+
+def parse_link(values: Mapping[str, Any]) -> tuple[RunReference | None, dict[str, str]]:
+    """The run named in the Link a run… form, or Slack's `errors` keyed by block id."""
+    try:
+        return parse_run_reference(submitted(values, LINK_BLOCK, LINK_ACTION)), {}
+    except InvalidCommand as error:
+        return None, {LINK_BLOCK: error.message}
+
+
+def override_modal(rollout: Rollout, *, channel_id: str) -> ViewJson:
+    """Ask an approver's reason to override the freeze for this rollout's dispatch."""
+    metadata = OverrideMetadata(
+        rollout_id=rollout.id, version=rollout.version, channel_id=channel_id
+    )
+    reason = InputBlock(
+        block_id=REASON_BLOCK,
+        label=plain("Why deploy through the freeze?", INPUT_LABEL),
+        hint=plain("Said in the thread and kept in the audit trail.", INPUT_HINT),
+        element=PlainTextInputElement(
+            action_id=REASON_ACTION,
+            max_length=_MAX_REASON_TEXT,
+            placeholder=plain("hotfix for INC-123", PLACEHOLDER),
+        ),
+    )
+    about = section(
+        f"Deploys are frozen. Overriding the freeze lets `{rollout.tag}` be dispatched until "
+        "the freeze ends; Dispatch then goes on at once (unless the plan's two-person rule "
+        "needs another approver to click it)."
+    )
+    return modal(
+        "Override freeze",
+        [about, reason],
+        submit="Override and dispatch",
+        callback_id=Callback.OVERRIDE_FREEZE,
+        private_metadata=metadata.encode(),
+    )
+
+
+def parse_reason(values: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]:
+    """The override's reason, escaped for mrkdwn as Slack escapes a command's text (it is said
+    in the thread as typed, never as a mention or a link), or Slack's `errors` keyed by block
+    id (a reason is required)."""
+    reason = clean_text(submitted(values, REASON_BLOCK, REASON_ACTION)).strip()
+    if not reason:
+        return None, {REASON_BLOCK: "An override needs a reason."}
+    return escape(reason), {}
+
+
+def notice_modal(text: str) -> ViewJson:
+    """A submitted form the bot cannot act on, turned into the reason (nothing was changed)."""
+    return modal("Nothing changed", [section(text)], close="Close")

@@ -1,0 +1,104 @@
+"""The release lane's words: a start or dispatch refused by a freeze or a lock, and the lane
+in `/rollout status` and in the answers to freeze, unfreeze, lock and unlock."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.adapters.slack.actions import Action
+from bot.adapters.slack.blocks import BlockJson, actions, as_json, button, section
+from bot.adapters.slack.mrkdwn import person, slack_time
+from bot.domain.freeze import Freeze, Frozen, LaneHold, LaneRefusal, Locked, SecondApproverNeeded
+from bot.services.lane import LaneState
+
+
+def freeze_text(freeze: Freeze) -> str:
+    """`Deploys are frozen by @ann until <time>: reason` (or by the plan's calendar entry)."""
+    by = person(freeze.actor) if freeze.actor else f"the plan's `{freeze.calendar}` freeze"
+    return f"Deploys are frozen by {by} until {slack_time(freeze.until)}: {freeze.reason}"
+
+
+def lock_text(lock: LaneHold) -> str:
+    why = f": {lock.reason}" if lock.reason else ""
+    return f"The release lane is locked by {person(lock.actor)} since {slack_time(lock.since)}{why}"
+
+
+def lane_refusal_text(refused: LaneRefusal) -> str:
+    if isinstance(refused, Locked):
+        return (
+            f"{lock_text(refused.lock)}. Ask them to `/rollout unlock`, or an approver may "
+            "unlock it with a reason."
+        )
+    if isinstance(refused, SecondApproverNeeded):
+        return (
+            f"{freeze_text(refused.freeze)}. You overrode it for this rollout "
+            f"({refused.override.reason}); the plan's two-person rule needs another approver "
+            "to dispatch it."
+        )
+    assert isinstance(refused, Frozen)
+    if refused.link:
+        return (
+            f"{freeze_text(refused.freeze)}. Linking a run approves its first stages, so it "
+            "waits for the freeze to end or be lifted (`/rollout unfreeze`); then link the run "
+            "again. Do not click Dispatch meanwhile: the run to link already exists."
+        )
+    override = (
+        "click Dispatch on the card, then *Override freeze…* with a reason"
+        if refused.dispatch
+        else '`/rollout start <tag> --override-freeze "<reason>"`'
+    )
+    when = f"At {slack_time(refused.at)}: " if refused.at is not None else ""
+    return (
+        f"{when}{freeze_text(refused.freeze)}. Running rollouts keep their gates and rollbacks. "
+        f"An approver may override: {override}."
+    )
+
+
+def frozen_answer(hold: LaneHold) -> str:
+    assert hold.until is not None  # a freeze always ends
+    return (
+        f":snowflake: {person(hold.actor)} froze deploys until {slack_time(hold.until)}: "
+        f"{hold.reason}. `start` and `dispatch` are refused; running rollouts go on."
+    )
+
+
+def unfrozen_answer(actor: str, removed: LaneHold) -> str:
+    return (
+        f":sunny: {person(actor)} lifted the freeze by {person(removed.actor)} ({removed.reason})."
+    )
+
+
+def locked_answer(hold: LaneHold) -> str:
+    return f":lock: {lock_text(hold)}. Others' `start` and `dispatch` are refused."
+
+
+def unlocked_answer(actor: str, removed: LaneHold, reason: str) -> str:
+    why = f": {reason}" if reason else ""
+    return (
+        f":unlock: {person(actor)} unlocked the release lane held by {person(removed.actor)}{why}."
+    )
+
+
+def override_answer(
+    actor: str, tag: str, freeze: Freeze, reason: str, *, at: datetime | None = None
+) -> str:
+    """An override of `freeze` for `tag` (`reason`: mrkdwn, as Slack sends a command's text
+    or as `mrkdwn.escape` made a form's), and the time its dispatch is scheduled for."""
+    scheduled = f" Its dispatch is scheduled for {slack_time(at)}." if at is not None else ""
+    return (
+        f":warning: {person(actor)} overrode the freeze for `{tag}`: {reason}. "
+        f"({freeze_text(freeze)}.){scheduled}"
+    )
+
+
+def override_button(dispatch_value: str) -> list[BlockJson]:
+    """The *Override freeze…* button under a Dispatch refused by a freeze, carrying the
+    refused button's value (the card it was on); it opens the form asking for the reason."""
+    return as_json([*actions([button("Override freeze…", Action.OVERRIDE_FREEZE, dispatch_value)])])
+
+
+def lane_blocks(state: LaneState) -> list[BlockJson]:
+    """The lane's freeze and lock on top of `/rollout status` (nothing when the lane is open)."""
+    lines = [freeze_text(state.freeze)] if state.freeze is not None else []
+    lines += [lock_text(state.lock)] if state.lock is not None else []
+    return as_json([section(f":snowflake: {line}") for line in lines])

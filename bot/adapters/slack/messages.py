@@ -1,0 +1,275 @@
+"""The thread's words: every event the domain tells of, rendered as Slack mrkdwn.
+
+The domain speaks events (`bot.domain.rollout.events`) and keeps reasons as data; this is the
+one place that turns them into what the channel shows, with mentions, bold, links and emoji.
+"""
+
+from __future__ import annotations
+
+from bot.adapters.slack.lane_words import override_answer
+
+# Re-exported: every view takes its marks from here.
+from bot.adapters.slack.mrkdwn import person as person
+from bot.adapters.slack.mrkdwn import slack_time as slack_time
+from bot.adapters.slack.schedule_words import schedule_event_text
+from bot.domain.controls import Control
+from bot.domain.durations import format_duration
+from bot.domain.gate import gate_reason_words
+from bot.domain.github_events import GitHubReported
+from bot.domain.permissions import TwoPersonRefusal
+from bot.domain.rollout.events import (
+    DispatchGaveUp,
+    DispatchScheduled,
+    DispatchUnclear,
+    Event,
+    FailureJobEnded,
+    FreezeOverridden,
+    GateFailed,
+    GateInconclusive,
+    GateMissed,
+    GatePassed,
+    LandedWhileStopping,
+    PromotedOnGitHub,
+    Redeploying,
+    Reevaluated,
+    RejectedOnGitHub,
+    RolloutCancelled,
+    RolloutEnded,
+    RunDispatched,
+    RunEnded,
+    ScheduleCancelled,
+    ScheduleHeld,
+    StageApproved,
+    StageDeployed,
+    StageJobFailed,
+    StagePromoted,
+    StageRejected,
+    TrackCompleted,
+    TrackStopped,
+    WindowExtended,
+)
+from bot.domain.rollout.state import Check, StageState, StopReason, ended_words, reason_words
+
+
+def reason_text(reason: StopReason) -> str:
+    """Why a track ended, as the card and thread say it."""
+    return reason_words(reason, person)
+
+
+def check_text(check: Check) -> str:
+    """What a preflight check found, as the preflight card says it (empty: nothing said)."""
+    if check.confirmed_by is None:
+        return check.detail
+    said = f" {check.detail}" if check.detail else ""
+    return f"confirmed by {person(check.confirmed_by)}{said}"
+
+
+def two_person_text(refused: TwoPersonRefusal) -> str:
+    """The two-person rule's refusal, naming the starter."""
+    what = {
+        Control.DISPATCH: f"dispatch `{refused.tag}`",
+        Control.REDEPLOY: f"redeploy over `{refused.tag}`",
+    }.get(refused.control, f"promote {refused.track} to *{refused.stage}*")
+    return (
+        f"The plan's two-person rule: {person(refused.actor)} started `{refused.tag}`, so "
+        f"another approver must {what}. Ask a second approver to click it (or type the command)."
+    )
+
+
+def _stays_on(reached: str | None, *, desktop: bool) -> str:
+    if desktop:
+        return f"The release stays on the {reached}." if reached else "No ring was reached."
+    return f"Reached: {reached}." if reached else "Nothing was deployed yet."
+
+
+def render(event: Event) -> str:
+    """The thread's message for `event`."""
+    match event:
+        case RunDispatched():
+            firsts = ", ".join(f"{stage} ({track})" for stage, track in event.firsts)
+            run = f"<{event.run_url}|run {event.run_id}>"
+            said = (
+                f"{person(event.linked_by)} linked {run} of *{event.workflow}* to `{event.tag}`."
+                if event.linked_by is not None
+                else f"Dispatched *{event.workflow}* for `{event.tag}`: {run}."
+            )
+            return f"{said} Approving {firsts} as soon as GitHub waits for them."
+        case StageApproved():
+            return f"Approved *{event.stage}* ({event.track}): deploying."
+        case StageJobFailed():
+            links = ", ".join(f"<{url}|{name}>" for name, url in event.logs)
+            what = "was skipped" if event.outcome is None else f"ended `{event.outcome}`"
+            return (
+                f":x: {event.track}: *{event.job}* {what} on GitHub. "
+                f"Logs: {links or f'<{event.run_url}|the run>'}. "
+                f"The track has failed; approving *{event.failure_job}* if it waits."
+            )
+        case PromotedOnGitHub():
+            return _promoted_on_github(event)
+        case RejectedOnGitHub():
+            who = event.reviewer or "Someone"
+            said = f" ({event.comment})" if event.comment else ""
+            action = "tripping the kill-switch" if event.desktop else "rolling back"
+            return (
+                f":no_entry: {who} rejected *{event.stage}* ({event.track}) on GitHub{said}. "
+                f"{_stays_on(event.reached, desktop=event.desktop)} {event.track}: {action}: "
+                f"approving *{event.failure_job}* when it waits."
+            )
+        case StageDeployed():
+            return (
+                f"*{event.stage}* deployed ({event.track}). Observing for "
+                f"{format_duration(event.window)}, until {slack_time(event.until)}."
+            )
+        case TrackCompleted():
+            return f":white_check_mark: *{event.stage}* deployed: {event.track} is done."
+        case LandedWhileStopping():
+            what = "deployed" if event.outcome is None else f"ended `{event.outcome}`"
+            return f"*{event.stage}* {what} ({event.track}); not observed: the track is stopping."
+        case StageRejected():
+            return f"Rejected *{event.stage}* ({event.track})."
+        case FailureJobEnded():
+            outcome = "finished" if event.outcome is None else f"ended `{event.outcome}`"
+            link = f" <{event.url}|logs>" if event.url else ""
+            return f"*{event.job}* {outcome}.{link} {event.track}: {ended_words(event.ended)}."
+        case RunEnded():
+            return (
+                f"The run ended (`{event.conclusion}`). {event.track}: {ended_words(event.ended)}."
+            )
+        case RolloutEnded():
+            lanes = "; ".join(f"{track}: {ended_words(state)}" for track, state in event.tracks)
+            return f"Rollout of `{event.tag}` ended. {lanes}."
+        case GateMissed():
+            gate = (
+                "*Extend* observes longer and asks for the figures again"
+                if event.manual
+                else "*Re-evaluate now* runs the gate, *Extend* observes longer"
+            )
+            return (
+                f":warning: The window of *{event.stage}* ({event.track}) ended at "
+                f"{slack_time(event.due_at)}, but its gate could not run: {event.attempts} "
+                f"attempts failed (last: {event.error}). Holding: {gate}, Promote overrides, "
+                "Roll back stops."
+            )
+        case GatePassed():
+            then = (
+                f"Promoting to *{event.following}* automatically (plan: promote auto)."
+                if event.auto
+                else f"Holding *{event.following}* until someone clicks Promote."
+            )
+            return f":large_green_circle: {event.stage} gate PASS ({event.figures}). {then}"
+        case GateInconclusive():
+            then = (
+                f"Window extended once by {format_duration(event.extended_by)}, "
+                f"until {slack_time(event.until)}."
+                if event.extended_by is not None and event.until is not None
+                else "Not enough data for a verdict: holding for a human "
+                "(Promote overrides, Roll back stops)."
+            )
+            return (
+                f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures}). {then}"
+            )
+        case GateFailed():
+            action = "tripping the kill-switch" if event.desktop else "rolling back"
+            return (
+                f":red_circle: {event.stage} gate *{event.verdict}*: "
+                f"{gate_reason_words(event.reason)} ({event.figures}). "
+                f"{_stays_on(event.reached, desktop=event.desktop)} "
+                f"{event.track}: {action} now: rejecting the next stage and approving "
+                f"*{event.failure_job}*."
+            )
+        case StagePromoted():
+            how = {
+                StageState.HOLDING: " (override of an INCONCLUSIVE gate)",
+                StageState.PENDING: " (override: the gate never ran)",
+            }.get(event.override or StageState.PASSED, "")
+            return f"{person(event.actor)} promoted {event.track} to *{event.stage}*{how}."
+        case WindowExtended():
+            return (
+                f"{person(event.actor)} extended the window of *{event.stage}* ({event.track}) "
+                f"by {format_duration(event.by)}, until {slack_time(event.until)}."
+            )
+        case Reevaluated():
+            until = f" until {slack_time(event.until)}" if event.until is not None else ""
+            return (
+                f"{person(event.actor)} re-evaluated *{event.stage}* ({event.track}) while "
+                f"observing: {event.verdict} ({event.figures}). The window runs on{until}; "
+                "the gate decides when it ends."
+            )
+        case TrackStopped():
+            return (
+                f":rotating_light: {event.track}: {reason_text(event.reason)}. "
+                f"{_stays_on(event.reached, desktop=event.desktop)} Rejecting the next stage "
+                f"and approving *{event.failure_job}*."
+            )
+        case RolloutCancelled():
+            return f"{person(event.actor)} cancelled the rollout."
+        case Redeploying():
+            how = (
+                f"as a new rollout ({event.rollout_id}): follow its preflight card"
+                if event.rollout_id is not None
+                else f"through *{event.workflow}*: <{event.run_url}|run {event.run_id}>"
+            )
+            return (
+                f":rewind: {person(event.actor)} is redeploying `{event.tag}` in place of "
+                f"`{event.replaced}` {how}."
+            )
+        case DispatchGaveUp():
+            return (
+                f":warning: No run of the dispatch of `{event.tag}` could be identified on "
+                f"GitHub within {format_duration(event.after)}. Check the runs of "
+                f"*{event.workflow}* (cancel any stray run), then dispatch again, or link "
+                "the run it started: `/rollout link <run URL>`."
+            )
+        case DispatchUnclear():
+            return f":warning: {event.message}"
+        case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
+            return schedule_event_text(event)
+        case FreezeOverridden():
+            return override_answer(event.actor, event.tag, event.freeze, event.reason)
+        case GitHubReported():
+            return _github_reported(event)
+
+
+def _promoted_on_github(event: PromotedOnGitHub) -> str:
+    if event.held is StageState.OBSERVING:
+        held = f"the window of {event.stage} is stopped before its gate"
+    elif event.held is StageState.EVALUATING:
+        held = f"the gate of {event.stage} is skipped"
+    else:
+        held = f"the hold after {event.stage} ends"
+    if event.reviewer is not None:
+        what = f"{event.reviewer} approved *{event.following}* ({event.track}) on GitHub"
+    else:
+        what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
+    return f":white_check_mark: {what}: {held}. Deploying."
+
+
+def _github_reported(told: GitHubReported) -> str:
+    event = told.event
+    job = f"*{event.job}*" if event.job else "A job"
+    environment = f"`{event.environment}`" if event.environment else "an environment"
+    outcome = f"`{event.outcome or 'unknown'}`"
+    if event.event == "workflow_job":
+        if event.action == "waiting":
+            of = f"`{told.environment}`" if told.environment else "its environment"
+            return f"GitHub: {job} is waiting for approval of {of}."
+        return {
+            "queued": f"GitHub: {job} queued.",
+            "in_progress": f"GitHub: {job} started.",
+        }.get(event.action, f"GitHub: {job} finished: {outcome}.")
+    if event.event == "workflow_run":
+        return {
+            "requested": "GitHub: the run was requested.",
+            "in_progress": "GitHub: the run is in progress.",
+        }.get(event.action, f"GitHub: the run completed: {outcome}.")
+    if event.event == "deployment":
+        return f"GitHub: deployment to {environment} created."
+    if event.event == "deployment_status":
+        return f"GitHub: deployment to {environment} is {outcome}."
+    if event.event == "deployment_protection_rule":
+        return f"GitHub: {environment} is waiting for the bot's protection rule."
+    if event.action == "requested":
+        return f"GitHub: {environment} is waiting for a reviewer."
+    review = event.reviews[0]
+    said = f" ({review.comment})" if review.comment else ""
+    return f"GitHub: {review.reviewer} {event.action} {environment}{said}."

@@ -1,0 +1,382 @@
+"""What the release channel sees: one card per rollout, updated in place, and its thread.
+
+The outbox (`bot.services.outbox`) calls this adapter to deliver what a state change wrote. Every
+Slack failure comes out as `DeliveryFailed`: Slack's 429 with its Retry-After, network errors,
+timeouts and 5xx as worth retrying, Slack's refusals (a channel the bot is not in, a message
+Slack will not take) as permanent.
+
+Every post carries a marker in its message metadata: the card its rollout's id, a thread line
+(or a failure elsewhere) its outbox message's id. A retry whose earlier attempt may have reached
+Slack looks for the marker (`conversations.history` / `conversations.replies` with
+`include_all_metadata`) before posting again, so a lost answer does not post twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.adapters.charts import (
+    CHARTS_OFF,
+    MetricChart,
+    TimelineChart,
+    charts_enabled,
+    gate_charts,
+    render_png,
+    render_timeline_png,
+    timeline_chart,
+)
+from bot.adapters.slack import gate_views, messages
+from bot.adapters.slack.actions import Action, ButtonValue
+from bot.adapters.slack.blocks import actions, as_json, button, section
+from bot.adapters.slack.rollout_card import rollout_card, rollout_text
+from bot.adapters.slack.summary_views import summary_text
+from bot.adapters.slack.unfollowed_card import unfollowed_card, unfollowed_text
+from bot.domain.gate import GateVerdict
+from bot.domain.metrics import Reading
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Event, Rollout
+from bot.domain.rollout_summary import RolloutSummary
+from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
+from bot.services.ports import DeliveryFailed
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Slack's own troubles (its documented "try again" errors); any other error is a refusal.
+_TRANSIENT = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+CARD_EVENT = "rollout_bot_card"
+"""The metadata `event_type` of a rollout's card (payload: its `rollout_id`)."""
+RUN_EVENT = "rollout_bot_unfollowed_run"
+"""The metadata `event_type` of the card of a run the bot did not start (payload: `run_id`)."""
+POST_EVENT = "rollout_bot_outbox"
+"""The metadata `event_type` of every other post (payload: `rollout_id`, `outbox_id`)."""
+LOOK_BACK = timedelta(minutes=10)
+"""How far before a message was written a look for it starts (clocks differ)."""
+LOOK_PAGES = 10
+"""Pages of 200 messages looked through at most; beyond them the message is posted again."""
+
+
+def mention(approver: str) -> str:
+    """A Slack mention of a user id or a user-group id."""
+    return f"<!subteam^{approver}>" if approver.startswith("S") else f"<@{approver}>"
+
+
+async def delivered(call: Awaitable[T]) -> T:
+    """Await a Web API call; whatever keeps Slack from taking it raises DeliveryFailed."""
+    try:
+        return await call
+    except SlackApiError as error:
+        raise _failure(error) from None
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise DeliveryFailed(f"network error: {type(error).__name__}") from None
+
+
+def _failure(error: SlackApiError) -> DeliveryFailed:
+    response = error.response
+    code = str(response.get("error") or "unknown")
+    status = int(response.status_code)
+    if status == 429 or code == "ratelimited":
+        wait = _retry_after(response.headers)
+        return DeliveryFailed(f"Slack rate limit ({code})", retry_after=wait)
+    transient = status >= 500 or code in _TRANSIENT
+    return DeliveryFailed(f"Slack answered {status} {code}", permanent=not transient)
+
+
+def _retry_after(headers: Any) -> float:
+    """Seconds Slack asked to wait (Retry-After); 1 s, Slack's usual answer, when unreadable."""
+    for name in ("Retry-After", "retry-after"):
+        value = headers.get(name) if headers is not None else None
+        if isinstance(value, list):
+            value = value[0] if value else None
+        try:
+            return max(0.0, float(str(value)))
+        except ValueError:
+            continue
+    return 1.0
+
+
+class SlackNotifier:
+    def __init__(self, client: AsyncWebClient, *, approvers: tuple[str, ...]) -> None:
+        self._client = client
+        self._approvers = approvers
+
+    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
+        blocks = rollout_card(rollout, plan)
+        text = rollout_text(rollout, plan)
+        if rollout.message_ts is None:
+            posted = await delivered(
+                self._client.chat_postMessage(
+                    channel=rollout.channel_id,
+                    blocks=blocks,
+                    text=text,
+                    metadata=_marker(CARD_EVENT, rollout_id=rollout.id),
+                )
+            )
+            return str(posted["ts"])
+        await delivered(
+            self._client.chat_update(
+                channel=rollout.channel_id, ts=rollout.message_ts, blocks=blocks, text=text
+            )
+        )
+        return rollout.message_ts
+
+    async def draw_unfollowed(self, card: UnfollowedRun, *, channel: str) -> None:
+        blocks = unfollowed_card(card)
+        text = unfollowed_text(card)
+        found = await self._find(
+            self._client.conversations_history,
+            lambda data: data.get("run_id") == card.run_id,
+            event_type=RUN_EVENT,
+            channel=channel,
+            since=card.asked_at,
+        )
+        if found is None:
+            marker = _marker(RUN_EVENT, run_id=card.run_id)
+            await delivered(
+                self._client.chat_postMessage(
+                    channel=channel, blocks=blocks, text=text, metadata=marker
+                )
+            )
+            return
+        if card.fate is RunFate.WAITING:
+            return  # a retried first post, delivered after the answer: the card stays decided
+        await delivered(
+            self._client.chat_update(channel=channel, ts=found["ts"], blocks=blocks, text=text)
+        )
+
+    async def find_card(self, rollout: Rollout) -> str | None:
+        """The ts of the rollout's card, when an earlier attempt posted it."""
+        found = await self._find(
+            self._client.conversations_history,
+            lambda data: data.get("rollout_id") == rollout.id,
+            event_type=CARD_EVENT,
+            channel=rollout.channel_id,
+            since=rollout.created_at,
+        )
+        return None if found is None else str(found["ts"])
+
+    async def posted(self, rollout: Rollout, *, key: int, channel: str, since: datetime) -> bool:
+        """Whether an earlier attempt posted outbox message `key`: in the rollout's thread,
+        or at the top of `channel` when that is another channel (a failure)."""
+        args: dict[str, Any] = {"channel": channel}
+        read: Callable[..., Awaitable[AsyncSlackResponse]] = self._client.conversations_history
+        if channel == rollout.channel_id:
+            args["ts"] = rollout.message_ts
+            read = self._client.conversations_replies
+        found = await self._find(
+            read,
+            lambda data: data.get("rollout_id") == rollout.id and data.get("outbox_id") == key,
+            event_type=POST_EVENT,
+            since=since,
+            **args,
+        )
+        return found is not None
+
+    async def _find(
+        self,
+        read: Callable[..., Awaitable[AsyncSlackResponse]],
+        wanted: Callable[[Mapping[str, Any]], bool],
+        *,
+        event_type: str,
+        since: datetime,
+        **args: Any,
+    ) -> dict[str, Any] | None:
+        """Look through the pages `read` answers (history or a thread) for a message with
+        our `event_type` whose metadata payload is `wanted`. A look Slack refuses (a missing
+        `channels:history` scope) finds nothing, so the message is posted again."""
+        oldest = f"{(since - LOOK_BACK).timestamp():.6f}"
+        cursor = None
+        for _ in range(LOOK_PAGES):
+            try:
+                page = await delivered(
+                    read(
+                        **args,
+                        oldest=oldest,
+                        limit=200,
+                        include_all_metadata=True,
+                        cursor=cursor,
+                    )
+                )
+            except DeliveryFailed as failure:
+                if not failure.permanent:
+                    raise
+                log.warning("could not look for an earlier post (%s)", failure.reason)
+                return None
+            for message in page.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if metadata.get("event_type") == event_type and wanted(payload):
+                    return dict(message)
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:
+        text = told if isinstance(told, str) else messages.render(told)
+        await delivered(
+            self._client.chat_postMessage(
+                channel=rollout.channel_id,
+                thread_ts=rollout.message_ts,
+                text=text,
+                metadata=_post_marker(rollout, key),
+            )
+        )
+
+    async def post_failure(
+        self, rollout: Rollout, told: Event | str, *, channel: str, key: int
+    ) -> None:
+        text = told if isinstance(told, str) else messages.render(told)
+        where = f"<#{rollout.channel_id}>"
+        if rollout.message_ts is not None:
+            message = rollout.message_ts.replace(".", "")
+            link = f"https://slack.com/archives/{rollout.channel_id}/p{message}"
+            where = f"<{link}|the thread in {where}>"
+        await delivered(
+            self._client.chat_postMessage(
+                channel=channel,
+                text=f"*Rollout `{rollout.tag}`* ({where}): {text}",
+                metadata=_post_marker(rollout, key),
+            )
+        )
+
+    async def ask_for_figures(
+        self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, key: int
+    ) -> None:
+        spec = plan.track(track).stage(stage)
+        who = " ".join(mention(a) for a in self._approvers)
+        text = (
+            f"{who} the window of *{spec.label}* ({plan.track(track).label}) has ended. "
+            "Enter the observed rates so the gate can decide."
+        )
+        value = ButtonValue(rollout_id=rollout.id, track=track, stage=stage).encode()
+        figures = button("Enter figures", Action.ENTER_FIGURES, value, style="primary")
+        blocks = as_json([section(text), *actions([figures])])
+        await delivered(
+            self._client.chat_postMessage(
+                channel=rollout.channel_id,
+                thread_ts=rollout.message_ts,
+                text=text,
+                blocks=blocks,
+                metadata=_post_marker(rollout, key),
+            )
+        )
+
+    async def post_gate_card(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str,
+        verdict: GateVerdict,
+        reading: Reading | None,
+        key: int,
+    ) -> None:
+        plan_track = plan.track(track)
+        label = plan_track.stage(stage).label
+        now = datetime.now(UTC)
+        charts = gate_charts(rollout, plan, track=track, verdict=verdict, reading=reading, now=now)
+        enabled = charts_enabled()
+        note = None
+        if charts and not enabled:
+            note = CHARTS_OFF
+        elif reading is not None and reading.metrics and not charts:
+            note = "No chart: the source gave no series over the rollout."
+        blocks = gate_views.gate_card(
+            verdict=verdict,
+            reading=reading,
+            stage_label=label,
+            track_label=plan_track.label,
+            window=(reading.window if reading else None) or _stage_window(rollout, track, stage),
+            chart_note=note,
+        )
+        await delivered(
+            self._client.chat_postMessage(
+                channel=rollout.channel_id,
+                thread_ts=rollout.message_ts,
+                text=gate_views.gate_card_text(verdict, label),
+                blocks=blocks,
+                metadata=_post_marker(rollout, key),
+            )
+        )
+        if charts and enabled:
+            try:
+                await delivered(self._upload_charts(rollout, charts, label))
+            except DeliveryFailed as failure:
+                # The verdict and its figures are in the thread; the charts only illustrate
+                # them, and sending the card again for them would say the verdict twice.
+                log.warning("could not upload the charts of %s: %s", rollout.id, failure.reason)
+
+    async def post_summary(self, rollout: Rollout, summary: RolloutSummary, *, key: int) -> None:
+        await delivered(
+            self._client.chat_postMessage(
+                channel=rollout.channel_id,
+                thread_ts=rollout.message_ts,
+                text=summary_text(summary),
+                metadata=_post_marker(rollout, key),
+            )
+        )
+        if charts_enabled():
+            try:
+                await delivered(self._upload_timeline(rollout, timeline_chart(summary)))
+            except DeliveryFailed as failure:
+                # The summary is in the thread; posting it again for its image would say it twice.
+                log.warning("could not upload the timeline of %s: %s", rollout.id, failure.reason)
+
+    async def _upload_timeline(self, rollout: Rollout, chart: TimelineChart) -> None:
+        image = await asyncio.to_thread(render_timeline_png, chart)
+        await self._client.files_upload_v2(
+            channel=rollout.channel_id,
+            thread_ts=rollout.message_ts,
+            initial_comment=f"{rollout.tag}: the stages over time, each gated figure, its limit.",
+            file=image,
+            filename=chart.filename,
+            title=chart.title,
+            alt_txt=f"{chart.title}: stages as bands, gated figures against their limits",
+        )
+
+    async def _upload_charts(self, rollout: Rollout, charts: list[MetricChart], label: str) -> None:
+        """One PNG per chart, rendered off the event loop, shared in the thread (upload v2)."""
+        images = await asyncio.gather(*(asyncio.to_thread(render_png, c) for c in charts))
+        await self._client.files_upload_v2(
+            channel=rollout.channel_id,
+            thread_ts=rollout.message_ts,
+            initial_comment=f"{label} gate: the gated metrics over the rollout so far.",
+            file_uploads=[
+                {
+                    "file": image,
+                    "filename": chart.filename,
+                    "title": chart.title,
+                    "alt_txt": f"{chart.title}, with the {chart.limit_label} line",
+                }
+                for chart, image in zip(charts, images, strict=True)
+            ],
+        )
+
+
+def _marker(event_type: str, **payload: str | int) -> dict[str, Any]:
+    return {"event_type": event_type, "event_payload": payload}
+
+
+def _post_marker(rollout: Rollout, key: int) -> dict[str, Any]:
+    return _marker(POST_EVENT, rollout_id=rollout.id, outbox_id=key)
+
+
+def _stage_window(rollout: Rollout, track: str, stage: str) -> tuple[datetime, datetime] | None:
+    observed = rollout.track(track).stage(stage)
+    if observed.window_started_at is None or observed.window_ends_at is None:
+        return None
+    return observed.window_started_at, observed.window_ends_at

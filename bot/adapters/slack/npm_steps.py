@@ -1,0 +1,301 @@
+"""What each step of the NPM_TOKEN walkthrough says, from the checks a `Walkthrough` holds: how
+to create the token and add the secret (steps 1 and 2), the secret's dates (3), the last Release
+run's validate and publish steps with the fix for npm's refusal (4), and the run it started (5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.adapters.slack.limits import SECTION_TEXT, clip
+from bot.adapters.slack.messages import slack_time
+from bot.domain.npm import (
+    SECRET_NAME,
+    SKIP_WARNING,
+    NpmError,
+    ReleaseFollow,
+    ReleasePhase,
+    RunCheck,
+    SecretCheck,
+    StepVerdict,
+    Tone,
+    Walkthrough,
+)
+from bot.domain.plan import NpmRelease
+
+TOKEN_DOCS = "https://docs.npmjs.com/creating-and-viewing-access-tokens"  # noqa: S105 - a URL
+TRUSTED_PUBLISHING_DOCS = "https://docs.npmjs.com/trusted-publishers"
+
+
+@dataclass(frozen=True)
+class WalkthroughSetup:
+    """What the walkthrough says that does not change: the repository and the plan's npm keys."""
+
+    repository: str
+    web_url: str
+    """GitHub's web address (https://github.com, or the Enterprise Server's host)."""
+    npm: NpmRelease
+
+    @property
+    def new_secret_url(self) -> str:
+        """The repository's "New repository secret" page."""
+        return f"{self.web_url}/{self.repository}/settings/secrets/actions/new"
+
+    def run_url(self, run_id: int) -> str:
+        return f"{self.web_url}/{self.repository}/actions/runs/{run_id}"
+
+    def job_url(self, run_id: int, job_id: int) -> str:
+        return f"{self.run_url(run_id)}/job/{job_id}"
+
+
+def _clip(text: str) -> str:
+    return clip(text, SECTION_TEXT)
+
+
+# -- steps 1 and 2 ------------------------------------------------------------------------------
+
+
+def create_tone(walkthrough: Walkthrough) -> Tone:
+    run = walkthrough.latest_run_check()
+    if run is not None and run.tone is Tone.OK:
+        return Tone.OK
+    secret = walkthrough.secret
+    if secret is not None and secret.found:
+        return secret.tone
+    return Tone.TODO
+
+
+def add_tone(walkthrough: Walkthrough) -> Tone:
+    secret = walkthrough.secret
+    if secret is not None and secret.error is None:
+        return Tone.OK if secret.found else Tone.FAILED
+    run = walkthrough.latest_run_check()
+    if run is not None and run.validate_step is StepVerdict.PASSED:
+        return Tone.OK
+    return Tone.TODO
+
+
+def create_text(npm: NpmRelease) -> str:
+    return (
+        f"On npmjs.com, <{TOKEN_DOCS}|generate a *granular access token*> with *Read and write* "
+        f"access to the `{npm.scope}` scope's packages. Granular write tokens expire after at "
+        "most 90 days: note the date. Classic tokens were revoked in December 2025, so do not "
+        "look for one. When publishing requires two-factor authentication, enable the token's "
+        "option to bypass it. Copy the token straight into GitHub (step 2), never into Slack.\n"
+        f"Token-free alternative: npm <{TRUSTED_PUBLISHING_DOCS}|trusted publishing> (OIDC) lets "
+        "the workflow publish without any secret."
+    )
+
+
+def add_text(setup: WalkthroughSetup) -> str:
+    return (
+        f"<{setup.new_secret_url}|Open New repository secret> (Settings → Secrets and variables "
+        f"→ Actions) of `{setup.repository}`, name it exactly `{SECRET_NAME}`, paste the token "
+        "as its value and save."
+    )
+
+
+# -- step 3 -------------------------------------------------------------------------------------
+
+
+def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
+    if check is None:
+        return (
+            f"*Check secret* reads `{SECRET_NAME}`'s name and dates from GitHub, never its value."
+        )
+    if check.error is not None:
+        return check.error
+    if not check.found or check.updated_at is None or check.created_at is None:
+        return (
+            f"`{SECRET_NAME}` is not set in `{setup.repository}`: add it (step 2). An "
+            "organization secret shared with the repository does not show here; step 4 tells "
+            "whether the workflow got a token."
+        )
+    text = (
+        f"`{SECRET_NAME}` is set: created {slack_time(check.created_at)}, last updated "
+        f"{slack_time(check.updated_at)} ({_ago(check.age_days or 0)})."
+    )
+    if check.tone is Tone.WARNING:
+        text += (
+            f"\n:warning: It is older than {check.max_age_days} days, and granular write tokens "
+            "expire after at most 90: create a new token (step 1) and update the secret (step 2)."
+        )
+    return text
+
+
+def _ago(days: int) -> str:
+    if days == 0:
+        return "today"
+    return "1 day ago" if days == 1 else f"{days} days ago"
+
+
+# -- steps 4 and 5 ------------------------------------------------------------------------------
+
+
+def last_run_text(
+    check: RunCheck | None, secret: SecretCheck | None, setup: WalkthroughSetup
+) -> str:
+    npm = setup.npm
+    if check is None:
+        return (
+            f"*Check last Release run* reads the newest run of `{npm.workflow}`: did "
+            f"*{npm.validate_step}* pass without the {SECRET_NAME} warning, and did "
+            f"*{npm.publish_step}* publish?"
+        )
+    text = _run_text(check, setup)
+    changed = secret.updated_at if secret is not None and secret.found else None
+    run = check.run
+    if (
+        run is not None
+        and changed is not None
+        and changed > run.created_at
+        and check.tone in (Tone.WARNING, Tone.FAILED)
+    ):
+        text += (
+            f"\n:information_source: `{SECRET_NAME}` was updated after this run: run Release "
+            "again (step 5) to verify it."
+        )
+    return _clip(text)
+
+
+def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
+    npm = setup.npm
+    if check.error is not None:
+        return check.error
+    run = check.run
+    if run is None:
+        return f"`{npm.workflow}` has never run: run it (step 5) or push to `{npm.ref}`."
+    title = (
+        f"<{setup.run_url(run.id)}|Run #{run.number}> ({run.event} on `{run.branch}`, "
+        f"{slack_time(run.created_at)})"
+    )
+    if not run.completed:
+        return f"{title} is {run.status.replace('_', ' ')}: check again when it has ended."
+    lines = [f"{title}: {run.conclusion or 'completed'}."]
+    if not check.job_found:
+        lines.append(f":x: The run has no job `{npm.job}`: check the plan's `npm.job`.")
+        return _clip("\n".join(lines))
+    log = "the job's log"
+    if check.job_id is not None:
+        log = f"<{setup.job_url(run.id, check.job_id)}|the job's log>"
+    lines.append(_validate_line(check, npm, log))
+    lines.append(_publish_line(check, npm, log))
+    if check.log_unavailable:
+        lines.append(
+            f":grey_question: {check.log_unavailable} The verdict rests on the steps' results."
+        )
+    return _clip("\n".join(lines))
+
+
+def _validate_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
+    step = f"*{npm.validate_step}*"
+    verdict = check.validate_step
+    if verdict is StepVerdict.PASSED:
+        return f":white_check_mark: {step} passed without the {SECRET_NAME} warning."
+    if verdict is StepVerdict.WARNED:
+        return (
+            f":warning: {step} printed “{SKIP_WARNING}”: the run had no token, so nothing was "
+            "published. Fix: create the token and add the secret (steps 1 and 2), then run "
+            "Release again (step 5)."
+        )
+    if verdict is StepVerdict.FAILED:
+        return f":x: {step} failed: see {log}."
+    if verdict is StepVerdict.MISSING:
+        return f":x: The job has no step {step}: check the plan's `npm.validate_step`."
+    return f":white_circle: {step} did not run."
+
+
+def _publish_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
+    step = f"*{npm.publish_step}*"
+    verdict = check.publish_step
+    if verdict is StepVerdict.PASSED:
+        return f":white_check_mark: {step} passed."
+    if verdict is StepVerdict.MISSING:
+        return f":x: The job has no step {step}: check the plan's `npm.publish_step`."
+    if verdict is StepVerdict.SKIPPED:
+        return f":white_circle: {step} was skipped: nothing was published."
+    if verdict is not StepVerdict.FAILED:
+        return f":white_circle: {step} did not run."
+    if check.npm_error is None:
+        return (
+            f":x: {step} failed, and its log shows no npm credentials error (ENEEDAUTH, E401, "
+            f"E403, E404): see {log}."
+        )
+    shown = "E403" if check.npm_error is NpmError.TWO_FACTOR else check.npm_error.value
+    fix = _fix(check.npm_error, npm, warned=check.validate_step is StepVerdict.WARNED)
+    return f":x: {step} failed with `{shown}`. {fix}"
+
+
+def _fix(error: NpmError, npm: NpmRelease, *, warned: bool) -> str:
+    """What to do about npm's refusal (the fixes docs/npm-token.md lists)."""
+    if error is NpmError.NEED_AUTH and warned:
+        return (
+            "npm had no credentials because the secret is missing or empty: create the token "
+            "and add the secret (steps 1 and 2), then run Release again."
+        )
+    if error is NpmError.NEED_AUTH:
+        return (
+            f"npm got no credentials although the validate step saw a token: make sure the "
+            f"publish step passes it to npm (`NPM_TOKEN: ${{{{ secrets.{SECRET_NAME} }}}}` in "
+            "its `env`), then run Release again."
+        )
+    if error is NpmError.UNAUTHORIZED:
+        return (
+            "npm rejected the token: it expired, was revoked (classic tokens were revoked in "
+            "December 2025) or was pasted incompletely. Create a new granular access token "
+            "(step 1), update the secret (step 2) and run Release again."
+        )
+    if error is NpmError.TWO_FACTOR:
+        return (
+            "npm requires two-factor authentication to publish and the token cannot give it: "
+            "create a granular access token that bypasses two-factor authentication (step 1), "
+            "or switch to trusted publishing (OIDC)."
+        )
+    if error is NpmError.FORBIDDEN:
+        return (
+            f"npm refused the publish: the token has no write access to `{npm.scope}` or to the "
+            f"package. Give the token Read and write on `{npm.scope}` (step 1) and update the "
+            "secret."
+        )
+    return (
+        f"npm answered 404 to the publish: the token cannot see the `{npm.scope}` scope (npm "
+        "hides what a token may not write to), or the scope does not exist. Give the token "
+        f"Read and write on `{npm.scope}` (step 1) and check the package names."
+    )
+
+
+def release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
+    npm = setup.npm
+    about = (
+        f"Dispatches `{npm.workflow}` on `{npm.ref}` and follows the run; step 4's checks appear "
+        "here when it ends. It may publish packages. Release approvers only."
+    )
+    if release is None:
+        return about
+    who = f"<@{release.requested_by}>"
+    run = "The run"
+    if release.run_id is not None:
+        run = f"<{setup.run_url(release.run_id)}|Run {release.run_id}>"
+    if release.phase is ReleasePhase.DISPATCHING and release.error:
+        # Sent, but GitHub's answer was unclear: Release may be running. Never "not started".
+        return _clip(
+            f"Sent `{npm.workflow}` on `{npm.ref}` for {who}; its run is not identified yet, "
+            f"and the bot is looking for it (no second run meanwhile). {release.error}"
+        )
+    if release.phase is ReleasePhase.DISPATCHING:
+        return f"Dispatching `{npm.workflow}` on `{npm.ref}` for {who}…"
+    if release.phase is ReleasePhase.NOT_STARTED:
+        return f"Could not start Release for {who}: {release.error}"
+    if release.phase is ReleasePhase.UNFOLLOWED:
+        return (
+            f"{run}, started by {who}, took too long to follow: check it with step 4 once it "
+            "has ended."
+        )
+    if release.phase is ReleasePhase.RUNNING:
+        status = (release.status or "queued").replace("_", " ")
+        text = f"{run}, started by {who}, is {status}…"
+        if release.error:
+            text += f"\nStill following, although GitHub just failed: {release.error}"
+        return text
+    assert release.check is not None
+    return _clip(f"Started by {who}.\n{_run_text(release.check, setup)}")

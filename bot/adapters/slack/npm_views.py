@@ -1,0 +1,146 @@
+"""Block Kit of the NPM_TOKEN walkthrough, built by pure functions from a `Walkthrough`.
+
+One message, five steps, each with a status; three steps have a button. Every button carries
+the whole `Walkthrough` as its value (compact JSON), so a click redraws the message from what
+it showed, with no table. Nothing here offers a place to type a token: no input anywhere.
+What each step says is `bot.adapters.slack.npm_steps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+from pydantic import ValidationError
+from slack_sdk.models.blocks import ButtonElement, DividerBlock, SectionBlock
+
+from bot.adapters.slack.actions import InvalidPayload
+from bot.adapters.slack.blocks import (
+    BlockJson,
+    as_json,
+    button,
+    confirm,
+    context,
+    header,
+    section,
+)
+from bot.adapters.slack.npm_steps import (
+    WalkthroughSetup,
+    add_text,
+    add_tone,
+    create_text,
+    create_tone,
+    last_run_text,
+    release_text,
+    secret_text,
+)
+from bot.domain.npm import SECRET_NAME, Tone, Walkthrough
+from bot.domain.plan import NpmRelease
+
+
+class NpmAction(StrEnum):
+    """The action_id of each button of the walkthrough."""
+
+    CHECK_SECRET = "npm_check_secret"  # noqa: S105 - an action id
+    CHECK_LAST_RUN = "npm_check_last_run"
+    RUN_RELEASE = "npm_run_release"
+
+
+_TONES: Mapping[Tone, str] = {
+    Tone.TODO: ":white_circle: to do",
+    Tone.OK: ":white_check_mark: done",
+    Tone.WARNING: ":warning: needs attention",
+    Tone.FAILED: ":x: failed",
+    Tone.PENDING: ":hourglass_flowing_sand: in progress",
+    Tone.BLOCKED: ":no_entry: cannot check",
+}
+
+# -- button values ------------------------------------------------------------------------------
+
+
+def encode_state(walkthrough: Walkthrough) -> str:
+    """The walkthrough as a button value (within Slack's 2000 characters: every free text in
+    it is bounded)."""
+    return walkthrough.model_dump_json(exclude_none=True)
+
+
+def decode_state(raw: str) -> Walkthrough:
+    """The walkthrough a button carries; InvalidPayload for anything the bot did not make."""
+    try:
+        return Walkthrough.model_validate_json(raw)
+    except ValidationError:
+        raise InvalidPayload(
+            "This button does not carry a walkthrough the bot made. "
+            "Run `/rollout npm-token` for a fresh one."
+        ) from None
+
+
+# -- the message --------------------------------------------------------------------------------
+
+
+def walkthrough_text(setup: WalkthroughSetup) -> str:
+    """The plain-text fallback (notifications, screen readers)."""
+    return f"Set up and verify {SECRET_NAME} for the npm Release workflow of {setup.repository}"
+
+
+def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> list[BlockJson]:
+    """The whole walkthrough message."""
+    npm = setup.npm
+    value = encode_state(walkthrough)
+    blocks = [
+        header(f"npm Release: set up {SECRET_NAME}"),
+        context(
+            f"`{setup.repository}` · workflow `{npm.workflow}`, job `{npm.job}` · "
+            f"scope `{npm.scope}`"
+        ),
+        DividerBlock(),
+        _step(1, "Create an npm token", create_tone(walkthrough), create_text(npm)),
+        _step(2, "Add it as a repository secret", add_tone(walkthrough), add_text(setup)),
+        _step(
+            3,
+            "Check the secret",
+            walkthrough.secret.tone if walkthrough.secret else Tone.TODO,
+            secret_text(walkthrough.secret, setup),
+            button("Check secret", NpmAction.CHECK_SECRET, value),
+        ),
+        _step(
+            4,
+            "Check the last Release run",
+            walkthrough.last_run.tone if walkthrough.last_run else Tone.TODO,
+            last_run_text(walkthrough.last_run, walkthrough.secret, setup),
+            button("Check last Release run", NpmAction.CHECK_LAST_RUN, value),
+        ),
+        _step(
+            5,
+            "Run Release now",
+            walkthrough.release.tone if walkthrough.release else Tone.TODO,
+            release_text(walkthrough.release, setup),
+            _run_button(value, npm),
+        ),
+        context(
+            ":lock: The bot never asks for, receives or shows a token value: never paste a token "
+            "into Slack. It reads only the secret's name and dates."
+        ),
+    ]
+    return as_json(blocks)
+
+
+# -- blocks -------------------------------------------------------------------------------------
+
+
+def _step(
+    number: int, title: str, tone: Tone, text: str, accessory: ButtonElement | None = None
+) -> SectionBlock:
+    text = f"*{number}. {title}*   {_TONES[tone]}\n{text}"
+    return section(text, block_id=f"npm_step_{number}", accessory=accessory)
+
+
+def _run_button(value: str, npm: NpmRelease) -> ButtonElement:
+    dialog = confirm(
+        "Run Release now?",
+        f"This runs the Release workflow ({npm.workflow}) on {npm.ref}. It may publish "
+        f"packages of {npm.scope} to npm.",
+        "Run Release",
+        danger=True,
+    )
+    return button("Run Release now", NpmAction.RUN_RELEASE, value, style="danger", confirm=dialog)

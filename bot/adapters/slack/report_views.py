@@ -1,0 +1,48 @@
+"""`/rollout report`'s answer: a period's rollouts in a few lines."""
+
+from __future__ import annotations
+
+from bot.adapters.slack.blocks import BlockJson, as_json, sections
+from bot.adapters.slack.limits import fit
+from bot.adapters.slack.messages import reason_text, slack_time
+from bot.adapters.slack.summary_views import span
+from bot.domain.period_report import PeriodReport
+from bot.domain.rollout.state import ended_words
+
+
+def report_text(report: PeriodReport) -> str:
+    return "\n".join(_lines(report))
+
+
+def report_blocks(report: PeriodReport) -> list[BlockJson]:
+    return as_json(fit(sections(_lines(report)), "a shorter period"))
+
+
+def _lines(report: PeriodReport) -> list[str]:
+    title = (
+        f"*Rollouts of {report.period.text}* ({slack_time(report.start)} to "
+        f"{slack_time(report.end)})"
+    )
+    if not report.rollouts:
+        return [f"{title}: no rollout ended in this period."]
+    rate = report.success_rate or 0.0
+    lines = [
+        title,
+        f"• {report.rollouts} rollout(s), {report.succeeded} to 100%: success rate {rate:.0%}",
+        "• lead time start to 100%: "
+        + (
+            f"median {span(report.lead_median)}, p90 {span(report.lead_p90)}"
+            if report.lead_median is not None and report.lead_p90 is not None
+            else "none reached 100%"
+        ),
+    ]
+    if report.held_median is not None:
+        lines.append(f"• median time held waiting for a person: {span(report.held_median)}")
+    if report.stopped:
+        lines.append("*Rollbacks, kills and other stops*")
+        lines.extend(
+            f"• `{s.tag}` {s.track}: {ended_words(s.state)}"
+            + (f" ({reason_text(s.reason)})" if s.reason else "")
+            for s in report.stopped
+        )
+    return lines

@@ -1,0 +1,179 @@
+"""Block Kit of the rollout card: the one parent message of a rollout, updated in place, with a
+lane per track and only the buttons that apply now, and its plain-text fallback.
+
+However large the plan, the card keeps within Slack's limits: long lanes are split into
+sections, and blocks beyond a message's 50 are cut with a note.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from slack_sdk.models.blocks import Block, ButtonElement, DividerBlock
+
+from bot.adapters.slack.actions import Action, ButtonValue
+from bot.adapters.slack.blocks import (
+    BlockJson,
+    actions,
+    as_json,
+    button,
+    confirm,
+    context,
+    header,
+    section,
+    sections,
+)
+from bot.adapters.slack.limits import FALLBACK_TEXT, clip, fit
+from bot.adapters.slack.preflight_card import preflight_card
+from bot.adapters.slack.rollout_words import (
+    card_facts,
+    current_stage,
+    lane_title,
+    stage_lines,
+    track_standing,
+)
+from bot.domain.controls import hold_of
+from bot.domain.durations import format_duration
+from bot.domain.gate import GateKind, Verdict
+from bot.domain.plan import ManualMetrics, RolloutPlan
+from bot.domain.plan import Stage as PlanStage
+from bot.domain.plan import Track as PlanTrack
+from bot.domain.rollout import (
+    Phase,
+    Rollout,
+    Stage,
+    StageState,
+    Track,
+    TrackState,
+    gate_missed,
+    reached_label,
+)
+from bot.domain.run_link import may_link
+
+EXTEND_STEP = timedelta(minutes=15)
+"""What one click on Extend window adds to the observation window."""
+
+
+def rollout_card(rollout: Rollout, plan: RolloutPlan) -> list[BlockJson]:
+    """The one parent message of a rollout, updated in place: a lane per track, and only the
+    buttons that apply now. While in preflight it is the preflight card."""
+    if rollout.phase is Phase.PREFLIGHT:
+        return preflight_card(rollout, plan)
+    blocks: list[Block] = [
+        header(f"Rollout {rollout.tag} · {rollout.phase}"),
+        context(" · ".join(card_facts(rollout))),
+    ]
+    if may_link(rollout):
+        value = ButtonValue(rollout_id=rollout.id, version=rollout.version).encode()
+        blocks.append(
+            section(
+                ":mag: The run of the dispatch is not identified yet: the bot keeps looking. "
+                "If it did start on GitHub, link it."
+            )
+        )
+        blocks.extend(actions([button("Link a run…", Action.LINK_RUN, value)]))
+    for track in rollout.tracks:
+        plan_track = plan.track(track.name)
+        lines = [lane_title(track, plan_track)]
+        for stage in track.stages:
+            lines.extend(stage_lines(stage, plan_track))
+        blocks.append(DividerBlock())
+        blocks.extend(sections(lines))
+        blocks.extend(actions(_lane_buttons(rollout, track, plan_track)))
+    return as_json(fit(blocks, "`/rollout status` shows every track"))
+
+
+def _lane_buttons(rollout: Rollout, track: Track, plan_track: PlanTrack) -> list[ButtonElement]:
+    if track.state is TrackState.COMPLETED and plan_track.gate is GateKind.RELAY:
+        # Roll back after the track completed: a redeploy of the previous good release, whose
+        # confirm dialog (naming both tags) opens on click, when the previous tag is looked up.
+        value = ButtonValue(rollout_id=rollout.id, track=track.name, version=rollout.version)
+        return [button("Roll back to the previous release…", Action.REDEPLOY, value.encode())]
+    if rollout.phase is not Phase.RUNNING or track.state is not TrackState.ACTIVE:
+        return []
+    current = track.current
+    value = ButtonValue(
+        rollout_id=rollout.id,
+        track=track.name,
+        stage=current.key if current else None,
+        version=rollout.version,
+    )
+    buttons: list[ButtonElement] = []
+    if current is not None:
+        spec = plan_track.stage(current.key)
+        following = plan_track.next_stage(current.key)
+        if current.state is StageState.HOLDING and following is not None:
+            held = value.model_copy(update={"hold": hold_of(current)})
+            buttons.append(_promote(rollout, current, spec, following, held))
+        if current.state is StageState.OBSERVING or gate_missed(current):
+            label = f"Extend window (+{format_duration(EXTEND_STEP)})"
+            buttons.append(button(label, Action.EXTEND_WINDOW, value.encode()))
+            buttons.append(button("Extend by…", Action.EXTEND_CUSTOM, value.encode()))
+        gated = (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING)
+        manual = isinstance(plan_track.metrics, ManualMetrics)
+        if current.state in gated and not manual:
+            buttons.append(button("Re-evaluate now", Action.REEVALUATE, value.encode()))
+        if current.state is StageState.EVALUATING and manual:
+            figures = button("Enter figures", Action.ENTER_FIGURES, value.encode(), style="primary")
+            buttons.append(figures)
+    buttons.append(_stop(rollout, track, plan_track, value))
+    return buttons
+
+
+def _promote(
+    rollout: Rollout, stage: Stage, spec: PlanStage, following: PlanStage, value: ButtonValue
+) -> ButtonElement:
+    dialog = None
+    if gate_missed(stage):
+        dialog = confirm(
+            "Promote without a gate?",
+            f"The {spec.label} gate never ran (see the thread). Promoting approves "
+            f"{following.label} for {rollout.tag} without a verdict.",
+            "Promote anyway",
+            danger=True,
+        )
+    elif stage.verdict is not None and stage.verdict.verdict is Verdict.INCONCLUSIVE:
+        dialog = confirm(
+            "Override an inconclusive gate?",
+            f"The {spec.label} gate was INCONCLUSIVE ({stage.verdict.summary}). Promoting "
+            f"overrides it and approves {following.label} for {rollout.tag} without a verdict.",
+            "Promote anyway",
+            danger=True,
+        )
+    label = f"Promote to {following.label}"
+    return button(label, Action.PROMOTE, value.encode(), style="primary", confirm=dialog)
+
+
+def _stop(
+    rollout: Rollout, track: Track, plan_track: PlanTrack, value: ButtonValue
+) -> ButtonElement:
+    failure = plan_track.on_failure.job
+    if plan_track.gate is GateKind.RELAY:
+        label, action, yes = "Roll back", Action.ROLLBACK, "Roll back"
+        title = f"Roll back {plan_track.label}?"
+        text = (
+            f"Stops {rollout.tag} on {plan_track.label}: the next stage is rejected and "
+            f"{failure} is approved. This cannot be undone."
+        )
+    else:
+        label, action, yes = "Kill-switch", Action.KILL, "Trip the kill-switch"
+        title = f"Trip the kill-switch of {plan_track.label}?"
+        reached = reached_label(plan_track, track)
+        stays = f"the release stays on the {reached}" if reached else "no ring was reached yet"
+        text = (
+            f"Stops promotion of {rollout.tag} for good: {stays}, the next ring is rejected and "
+            f"{failure} is approved."
+        )
+    dialog = confirm(title, text, yes, danger=True)
+    return button(label, action, value.encode(), style="danger", confirm=dialog)
+
+
+def rollout_text(rollout: Rollout, plan: RolloutPlan) -> str:
+    """The card's plain-text fallback (notifications, screen readers)."""
+    lanes = []
+    for track in rollout.tracks:
+        plan_track = plan.track(track.name)
+        lane = f"{plan_track.label}: {track_standing(track, plan_track)}"
+        current = current_stage(track, plan_track)
+        lanes.append(f"{lane} ({current[1]})" if current else lane)
+    return clip(f"Rollout {rollout.tag} ({rollout.phase}). " + ". ".join(lanes), FALLBACK_TEXT)

@@ -1,0 +1,180 @@
+"""Words for a rollout's states, shared by its card, `/rollout status` and `history`: the emoji
+of each state, a stage's and a track's standing in a few words, a gate verdict, the card's facts."""
+
+from __future__ import annotations
+
+from bot.adapters.slack.messages import reason_text, slack_time
+from bot.domain.durations import format_duration
+from bot.domain.gate import GateVerdict, Verdict, gate_reason_words
+from bot.domain.plan import ManualMetrics
+from bot.domain.plan import Stage as PlanStage
+from bot.domain.plan import Track as PlanTrack
+from bot.domain.rollout import (
+    CheckState,
+    Phase,
+    Rollout,
+    Stage,
+    StageState,
+    Track,
+    TrackState,
+    gate_missed,
+    reached_label,
+)
+
+CHECK_EMOJI = {
+    CheckState.PASS: ":white_check_mark:",
+    CheckState.FAIL: ":x:",
+    CheckState.ERROR: ":x:",
+    CheckState.PENDING: ":hourglass_flowing_sand:",
+    CheckState.SKIPPED: ":heavy_minus_sign:",
+}
+
+_STAGE_EMOJI = {
+    StageState.PENDING: ":white_circle:",
+    StageState.APPROVING: ":hourglass_flowing_sand:",
+    StageState.DEPLOYING: ":rocket:",
+    StageState.OBSERVING: ":eyes:",
+    StageState.EVALUATING: ":mag:",
+    StageState.HOLDING: ":double_vertical_bar:",
+    StageState.PASSED: ":white_check_mark:",
+    StageState.DEPLOYED: ":white_check_mark:",
+    StageState.FAILED_GATE: ":red_circle:",
+    StageState.REJECTED: ":no_entry:",
+    StageState.FAILED: ":x:",
+    StageState.STOPPED: ":black_square_for_stop:",
+}
+
+_TRACK_EMOJI = {
+    TrackState.PENDING: ":white_circle:",
+    TrackState.ACTIVE: ":arrow_forward:",
+    TrackState.ABORTING: ":rotating_light:",
+    TrackState.COMPLETED: ":white_check_mark:",
+    TrackState.ROLLED_BACK: ":rewind:",
+    TrackState.HALTED: ":octagonal_sign:",
+    TrackState.FAILED: ":x:",
+    TrackState.CANCELLED: ":heavy_minus_sign:",
+}
+
+
+def _where(spec: PlanStage) -> str:
+    return f"{spec.percent}%" if spec.percent is not None else f"ring {spec.ring}"
+
+
+def stage_name(spec: PlanStage) -> str:
+    """The label, followed by the share or ring unless the label already says it."""
+    where = f"{spec.percent}%" if spec.percent is not None else str(spec.ring)
+    named = where.casefold() in spec.label.casefold()
+    return f"*{spec.label}*" if named else f"*{spec.label}* ({_where(spec)})"
+
+
+def stage_words(stage: Stage, spec: PlanStage, plan_track: PlanTrack) -> str:
+    state = stage.state
+    if state is StageState.PENDING:
+        window = spec.window
+        return f"pending, window {format_duration(window)}" if window else "pending"
+    if state is StageState.OBSERVING and stage.window_ends_at is not None:
+        extended = " (extended)" if stage.extensions else ""
+        return f"observing until {slack_time(stage.window_ends_at)}{extended}"
+    if gate_missed(stage):
+        return "holding: the gate could not run (see the thread)"
+    if state is StageState.EVALUATING:
+        if isinstance(plan_track.metrics, ManualMetrics):
+            return "window ended: waiting for the observed figures"
+        return "window ended: evaluating the gate"
+    return {
+        StageState.APPROVING: "approving as soon as GitHub waits",
+        StageState.DEPLOYING: "deploying",
+        StageState.OBSERVING: "observing",
+        StageState.HOLDING: "holding: waiting for Promote",
+        StageState.PASSED: "passed",
+        StageState.DEPLOYED: "deployed",
+        StageState.FAILED_GATE: "gate failed",
+        StageState.REJECTED: "rejected",
+        StageState.FAILED: "failed on GitHub",
+        StageState.STOPPED: "stopped",
+    }[state]
+
+
+def current_stage(track: Track, plan_track: PlanTrack) -> tuple[Stage, str] | None:
+    """The stage an active track is on, with its words; None when the track is not active."""
+    current = track.current
+    if track.state is not TrackState.ACTIVE or current is None:
+        return None
+    return current, stage_words(current, plan_track.stage(current.key), plan_track)
+
+
+def verdict_words(verdict: GateVerdict) -> str:
+    """`PASS`, `ROLLBACK (error rate)`, `KILL_SWITCH (crash rate)`, `INCONCLUSIVE`."""
+    if verdict.verdict in (Verdict.PASS, Verdict.INCONCLUSIVE) or verdict.reason is None:
+        return str(verdict.verdict)
+    return f"{verdict.verdict} ({gate_reason_words(verdict.reason)})"
+
+
+def track_standing(track: Track, plan_track: PlanTrack) -> str:
+    """Where a track stands in a few words: `at 50%`, `halted on beta ring: <why>`, ..."""
+    reached = reached_label(plan_track, track)
+    state = track.state
+    if state is TrackState.PENDING:
+        return "not started"
+    if state is TrackState.ACTIVE:
+        current = track.current
+        return f"at {plan_track.stage(current.key).label}" if current else "active"
+    if state is TrackState.ABORTING:
+        words = {
+            TrackState.ROLLED_BACK: "rolling back",
+            TrackState.HALTED: "tripping the kill-switch"
+            + (f", stays on {reached}" if reached else ""),
+        }.get(track.ending or TrackState.FAILED, "failing")
+    elif state is TrackState.COMPLETED:
+        last = plan_track.stages[-1].label
+        return f"completed ({last})"
+    elif state is TrackState.ROLLED_BACK:
+        words = f"rolled back from {reached}" if reached else "rolled back"
+    elif state is TrackState.HALTED:
+        words = f"halted on {reached}" if reached else "halted before any ring"
+    else:
+        words = "failed" if state is TrackState.FAILED else "cancelled"
+    return f"{words}: {reason_text(track.ended_reason)}" if track.ended_reason else words
+
+
+def stage_lines(stage: Stage, plan_track: PlanTrack) -> list[str]:
+    spec = plan_track.stage(stage.key)
+    lines = [
+        f"{_STAGE_EMOJI[stage.state]} {stage_name(spec)} · `{spec.environment}` · "
+        f"{stage_words(stage, spec, plan_track)}"
+    ]
+    if stage.verdict is not None:
+        lines.append(f"      ↳ *{verdict_words(stage.verdict)}*: {stage.verdict.summary}")
+    return lines
+
+
+def lane_title(track: Track, plan_track: PlanTrack) -> str:
+    return f"{_TRACK_EMOJI[track.state]} *{plan_track.label}*: {track_standing(track, plan_track)}"
+
+
+def _preflight_summary(rollout: Rollout) -> str:
+    checks = rollout.preflight
+    return "Preflight: " + " · ".join(
+        f"{CHECK_EMOJI[check.state]} {name}"
+        for name, check in (
+            ("flags", checks.flags),
+            ("migrations", checks.migrations),
+            ("image", checks.image),
+        )
+    )
+
+
+def card_facts(rollout: Rollout, *, preflight: bool = True) -> list[str]:
+    facts = [f"Started by <@{rollout.started_by}>"]
+    if rollout.run_id is not None and rollout.run_url:
+        facts.append(f"<{rollout.run_url}|run {rollout.run_id}>")
+    elif rollout.phase is Phase.DISPATCHING:
+        facts.append("dispatching…")
+    schedule = rollout.schedule
+    if rollout.phase is Phase.PREFLIGHT and schedule is not None and schedule.pending:
+        facts.append(f"dispatch scheduled for {slack_time(schedule.at)}")
+    if rollout.ended_at is not None:
+        facts.append(f"ended {slack_time(rollout.ended_at)}")
+    if preflight:
+        facts.append(_preflight_summary(rollout))
+    return facts

@@ -1,0 +1,71 @@
+"""Scheduled starts in words: the thread's lines when a dispatch is scheduled, held at its time
+or cancelled, the card's line while it waits, and the answer to the starter."""
+
+from __future__ import annotations
+
+from bot.adapters.slack.lane_words import lane_refusal_text
+from bot.adapters.slack.mrkdwn import person, slack_time
+from bot.domain.rollout.events import DispatchScheduled, ScheduleCancelled, ScheduleHeld
+from bot.domain.schedule import Held, Schedule
+
+
+def held_text(held: Held) -> str:
+    """Why a scheduled dispatch did not go, in a sentence or two."""
+    if held.lane is not None:
+        return lane_refusal_text(held.lane)
+    if held.blocking:
+        return "Dispatch is blocked by: " + "; ".join(held.blocking) + "."
+    if held.not_approver is not None:
+        return (
+            f"{person(held.not_approver)}, who scheduled it, is no longer a release approver: "
+            "another approver dispatches it."
+        )
+    if held.two_person:
+        return "The plan's two-person rule needs an approver other than the starter to dispatch."
+    return f"{held.error or 'it could not be dispatched'}."
+
+
+def schedule_event_text(event: DispatchScheduled | ScheduleHeld | ScheduleCancelled) -> str:
+    if isinstance(event, DispatchScheduled):
+        return (
+            f":alarm_clock: {person(event.actor)} scheduled the dispatch for "
+            f"{slack_time(event.at)} (read in {event.zone}). The preflight is checked again "
+            "then; it dispatches only if all checks are clear and deploys are not frozen."
+        )
+    if isinstance(event, ScheduleHeld):
+        return (
+            f":warning: The dispatch scheduled for {slack_time(event.at)} did not go: "
+            f"{held_text(event.held)} The preflight waits: an approver clicks Dispatch when "
+            "it is clear."
+        )
+    return (
+        f":heavy_minus_sign: {person(event.actor)} cancelled the dispatch scheduled for "
+        f"{slack_time(event.at)}; the preflight waits for Dispatch."
+    )
+
+
+def card_line(schedule: Schedule) -> str:
+    """The preflight card's line about its schedule."""
+    if schedule.held is None:
+        return (
+            f":alarm_clock: *Scheduled:* dispatch at {slack_time(schedule.at)} "
+            f"(by {person(schedule.by)}), if the preflight is clear and deploys are not frozen."
+        )
+    return (
+        f":warning: The dispatch scheduled for {slack_time(schedule.at)} did not go: "
+        f"{held_text(schedule.held)}"
+    )
+
+
+def scheduled_answer(tag: str, rollout_id: str, schedule: Schedule) -> str:
+    """The starter's answer: when, in everyone's own time, and the zone it was read in (or
+    the offset they typed)."""
+    read = (
+        f"at the offset you gave, {schedule.zone}"
+        if schedule.offset_given
+        else f"read in your Slack time zone, {schedule.zone}"
+    )
+    return (
+        f"Preflight of `{tag}` posted ({rollout_id}); dispatch scheduled for "
+        f"{slack_time(schedule.at)} ({read})."
+    )

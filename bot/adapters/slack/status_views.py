@@ -1,0 +1,72 @@
+"""Block Kit of `/rollout status` (also the App Home's list) and `/rollout history`: the
+rollouts, where each of their tracks stands or how it ended."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from slack_sdk.models.blocks import Block
+
+from bot.adapters.slack.blocks import BlockJson, as_json, header, section, sections
+from bot.adapters.slack.limits import fit
+from bot.adapters.slack.messages import slack_time
+from bot.adapters.slack.rollout_words import card_facts, current_stage, lane_title, verdict_words
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout
+
+PlanFor = Callable[[Rollout], RolloutPlan]
+"""The plan a rollout runs under (each rollout keeps the snapshot it was started with)."""
+
+
+def _status_lines(rollout: Rollout, plan: RolloutPlan) -> list[str]:
+    facts = [f"*{rollout.tag}* · {rollout.phase}", *card_facts(rollout, preflight=False)]
+    lines = [" · ".join(facts)]
+    for track in rollout.tracks:
+        plan_track = plan.track(track.name)
+        line = f"• {lane_title(track, plan_track)}"
+        current = current_stage(track, plan_track)
+        if current is not None:
+            stage, words = current
+            line += f": {words}"
+            if stage.verdict is not None:
+                line += f"; gate {verdict_words(stage.verdict)}: {stage.verdict.summary}"
+        lines.append(line)
+    return lines
+
+
+def status_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[BlockJson]:
+    """`/rollout status`: the active rollouts and where each of their tracks stands."""
+    active = [rollout for rollout in rollouts if rollout.active]
+    if not active:
+        return as_json([section("No active rollouts.")])
+    blocks: list[Block] = [header("Active rollouts")]
+    for rollout in active:
+        blocks.extend(sections(_status_lines(rollout, plan_for(rollout))))
+    return as_json(fit(blocks, "finish or cancel a rollout to see the others"))
+
+
+def active_blocks(active: Sequence[tuple[Rollout, RolloutPlan]]) -> list[BlockJson]:
+    """The status of the active rollouts, each drawn with its own plan."""
+    plans = {rollout.id: plan for rollout, plan in active}
+    return status_blocks([rollout for rollout, _ in active], lambda r: plans[r.id])
+
+
+def history_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[BlockJson]:
+    """`/rollout history`: the last rollouts, in the order given, and how each track ended."""
+    if not rollouts:
+        return as_json([section("No rollouts yet.")])
+    blocks: list[Block] = [header("Recent rollouts")]
+    for rollout in rollouts:
+        plan = plan_for(rollout)
+        when = (
+            f"ended {slack_time(rollout.ended_at)}"
+            if rollout.ended_at is not None
+            else str(rollout.phase)
+        )
+        lines = [
+            f"*{rollout.tag}* · started {slack_time(rollout.created_at)} by "
+            f"<@{rollout.started_by}> · {when}"
+        ]
+        lines.extend(f"• {lane_title(track, plan.track(track.name))}" for track in rollout.tracks)
+        blocks.extend(sections(lines))
+    return as_json(fit(blocks, "`/rollout history <tag>` shows one rollout"))

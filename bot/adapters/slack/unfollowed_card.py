@@ -1,0 +1,74 @@
+"""The card of a run the bot did not start (`bot.domain.unfollowed_runs`): what waits where, who
+started it, and Adopt / Reject until it is answered; then what became of it."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import Block
+
+from bot.adapters.slack.actions import Action, RunValue
+from bot.adapters.slack.blocks import actions, button, confirm, context, section
+from bot.adapters.slack.mrkdwn import escape, person, slack_time
+from bot.domain.text import shown
+from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
+
+
+def unfollowed_text(card: UnfollowedRun) -> str:
+    """The card's first line (also its notification text)."""
+    by = f"@{shown(card.sender)}" if card.sender else "someone"
+    how = {"workflow_dispatch": "dispatched by", "push": "started by a push of"}.get(
+        card.event, f"started ({shown(card.event) or 'unknown event'}) by"
+    )
+    return (
+        f"Run {card.run_id} of {escape(card.workflow)}, {how} {escape(by)} on GitHub, waits at "
+        f"`{shown(card.environment)}` for the bot's answer. No rollout follows it."
+    )
+
+
+def unfollowed_card(card: UnfollowedRun) -> list[Block]:
+    lines = [
+        section(f":warning: {unfollowed_text(card)}"),
+        context(f"<{card.run_url}|Run {card.run_id}> on `{shown(card.ref)}`"),
+    ]
+    if card.fate is RunFate.WAITING:
+        value = RunValue(run_id=card.run_id).encode()
+        lines.append(
+            context(
+                f"Adopt it (approvers) to follow it as a rollout of `{shown(card.ref)}` with the "
+                f"plan's gates, or Reject it. Unanswered by {slack_time(card.due_at)}, the "
+                "default answers it (UNFOLLOWED_RUN_DEFAULT)."
+            )
+        )
+        adopt = confirm(
+            "Adopt this run?",
+            f"Run {card.run_id} becomes a rollout of {shown(card.ref)}: its waiting stage is "
+            "approved, and the plan's windows and gates follow.",
+            "Adopt",
+            danger=False,
+        )
+        reject = confirm(
+            "Reject this run?", f"Run {card.run_id}'s job fails.", "Reject", danger=True
+        )
+        lines += actions(
+            [
+                button("Adopt", Action.ADOPT_RUN, value, style="primary", confirm=adopt),
+                button("Reject", Action.REJECT_RUN, value, style="danger", confirm=reject),
+            ]
+        )
+    else:
+        lines.append(section(_fate(card)))
+    return lines
+
+
+def _fate(card: UnfollowedRun) -> str:
+    if card.fate is RunFate.ADOPTED:
+        return (
+            f":white_check_mark: Adopted by {person(card.by)}: rollout `{card.rollout_id}` "
+            "follows it from here (see its card)."
+        )
+    if card.by:
+        return f":no_entry: Rejected by {person(card.by)}: its job fails."
+    verb = "Rejected" if card.fate is RunFate.REJECTED else "Approved"
+    return (
+        f":hourglass: {verb} by default (UNFOLLOWED_RUN_DEFAULT): nobody adopted or rejected "
+        f"it by {slack_time(card.due_at)}. No rollout follows it."
+    )

@@ -1,0 +1,124 @@
+"""The bot's own metrics in the Prometheus text format, with prometheus-client.
+
+One `CollectorRegistry` per app (not the library's global one), so several apps in one process
+(the tests) keep their figures apart. docs/observability.md lists every series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+
+from bot.services.telemetry import ACTIVE_PHASES, Handled, Telemetry
+from bot.version import Build
+
+LATENESS_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+"""Seconds: a window is evaluated within a second of its end when all is well; minutes mean
+the scheduler was away (a restart, a dead replica's lease running out)."""
+
+
+class PrometheusTelemetry(Telemetry):
+    """`Telemetry` as Prometheus series in this app's own registry."""
+
+    def __init__(self, build: Build) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        Info("rollout_bot_build", "The running version.", registry=registry).info(
+            {"version": build.version, "commit": build.commit}
+        )
+        ProcessCollector(namespace="rollout_bot", registry=registry)
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(f"rollout_bot_{name}", documentation, labels, registry=registry)
+
+        def gauge(name: str, documentation: str, *labels: str) -> Gauge:
+            return Gauge(f"rollout_bot_{name}", documentation, labels, registry=registry)
+
+        self._commands = counter(
+            "commands_total", "/rollout commands answered.", "subcommand", "outcome"
+        )
+        self._clicks = counter("clicks_total", "Button clicks answered.", "action", "outcome")
+        self._refusals = counter("refusals_total", "People refused, by the error's code.", "reason")
+        self._github = counter(
+            "github_requests_total", "Calls to GitHub's API.", "endpoint", "status"
+        )
+        self._rate_limit = gauge(
+            "github_rate_limit_remaining", "X-RateLimit-Remaining of GitHub's last answer."
+        )
+        self._rate_limit.set(float("nan"))  # unknown until GitHub answers
+        self._slack = counter(
+            "slack_api_calls_total", "Slack Web API attempts.", "method", "status", "error"
+        )
+        self._verdicts = counter("gate_verdicts_total", "Gate verdicts saved.", "track", "verdict")
+        self._lateness = Histogram(
+            "rollout_bot_window_end_lateness_seconds",
+            "Seconds between an observation window's end and its evaluation.",
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self._dead_timers = counter(
+            "timers_dead_lettered_total", "Window timers given up after their last attempt."
+        )
+        self._timers_due = gauge("timers_due", "Pending timers due (database-wide).")
+        self._timers_overdue = gauge(
+            "timers_overdue", "Pending timers due for longer than a lease (database-wide)."
+        )
+        self._rollouts = gauge("rollouts_active", "Rollouts not ended (database-wide).", "state")
+        self._webhooks = counter(
+            "webhook_deliveries_total", "Signed GitHub webhook deliveries.", "event", "result"
+        )
+        self._last_webhook = gauge(
+            "webhook_last_delivery_timestamp_seconds",
+            "Unix time of the last signed webhook delivery this process took in (0: none yet).",
+        )
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The registry in the format the scraper accepts (the text format unless it asks
+        for OpenMetrics): the body and its content type."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+    # -- Telemetry -----------------------------------------------------------------------------
+
+    def handled(self, *, kind: Handled, name: str, outcome: str) -> None:
+        counter = self._commands if kind == "command" else self._clicks
+        counter.labels(name, outcome).inc()
+
+    def refused(self, *, reason: str) -> None:
+        self._refusals.labels(reason).inc()
+
+    def github_request(self, *, endpoint: str, status: str, remaining: int | None) -> None:
+        self._github.labels(endpoint, status).inc()
+        if remaining is not None:
+            self._rate_limit.set(remaining)
+
+    def slack_call(self, *, method: str, status: str, error: str) -> None:
+        self._slack.labels(method, status, error).inc()
+
+    def gate_decided(self, *, track: str, verdict: str) -> None:
+        self._verdicts.labels(track, verdict).inc()
+
+    def window_closed(self, *, lateness: timedelta) -> None:
+        self._lateness.observe(max(lateness.total_seconds(), 0.0))
+
+    def timer_dead(self) -> None:
+        self._dead_timers.inc()
+
+    def webhook_delivery(self, *, event: str, result: str, at: datetime) -> None:
+        self._webhooks.labels(event, result).inc()
+        self._last_webhook.set(at.timestamp())
+
+    def backlog(self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int) -> None:
+        for state in ACTIVE_PHASES:
+            self._rollouts.labels(state).set(rollouts.get(state, 0))
+        self._timers_due.set(timers_due)
+        self._timers_overdue.set(timers_overdue)

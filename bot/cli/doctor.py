@@ -1,0 +1,112 @@
+"""`rollout-bot doctor [--manifest PATH] [--tag TAG]`: check a live install from the operator's
+shell against the real Slack and GitHub, one line per check with ✓ or ✗ and the fix; exit 0
+when every check passes, 1 otherwise (2: bad configuration or usage)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import yaml
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapters.github.install import GitHubInstallReads
+from bot.adapters.github.transport import GitHubTransport, github_auth
+from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
+from bot.adapters.slack.install import SlackInstallReads
+from bot.cli.settings import load
+from bot.config import Settings
+from bot.domain.plan import RolloutPlan, Stage
+from bot.logs import configure_logging
+from bot.services.doctor import Doctor
+from bot.services.findings import Finding, failed
+
+
+def main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rollout-bot doctor",
+        description="Check that Slack, GitHub and the metrics source are set up for the bot.",
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=Path("manifest.yml"),
+        help="the Slack app manifest whose bot scopes the token must have (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tag",
+        default="v0.0.0-doctor",
+        help="the release tag the metrics queries are asked for (no data is fine)",
+    )
+    options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
+    settings = load(Settings)
+    if settings is None:
+        return 2
+    # The checks' findings say what failed; the adapters' own warnings would say it twice.
+    configure_logging(level="CRITICAL", fmt=settings.log_format, secrets=settings.secret_values())
+    scopes, problem = manifest_scopes(options.manifest)
+    findings = [problem] if problem else []
+    findings += asyncio.run(examine(settings, scopes=scopes, tag=options.tag))
+    for finding in findings:
+        sys.stdout.write(finding.line() + "\n")
+    failed = sum(not finding.ok for finding in findings)
+    sys.stdout.write(f"\n{len(findings)} checks, {failed} failed\n")
+    return 1 if failed else 0
+
+
+def manifest_scopes(path: Path) -> tuple[frozenset[str], Finding | None]:
+    """The manifest's bot scopes, or a failed finding that says why they are unknown."""
+    try:
+        manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+        scopes = manifest["oauth_config"]["scopes"]["bot"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        return frozenset(), failed(
+            f"Slack app manifest {path} unreadable ({type(error).__name__})",
+            "pass the bot's manifest.yml with --manifest",
+        )
+    return frozenset(str(scope) for scope in scopes), None
+
+
+async def examine(settings: Settings, *, scopes: frozenset[str], tag: str) -> list[Finding]:
+    plan = settings.plan()
+    github = GitHubTransport(
+        api_url=str(settings.github_api_url),
+        **github_auth(settings.github_credentials()),
+        repository=settings.github_repository,
+        timeout=settings.github_timeout,
+        retries=1,
+        backoff=settings.github_retry_backoff,
+    )
+    endpoints = MetricsEndpoints.from_settings(settings)
+
+    async def metrics(track: str) -> list[str] | None:
+        stage = first_window(plan, track)
+        config = plan.track(track).metrics
+        return await unanswered(config, endpoints, track=track, stage=stage, tag=tag)
+
+    try:
+        return await Doctor(
+            plan=plan,
+            repository=settings.github_repository,
+            release_channels=settings.release_channels,
+            approvers=settings.rollout_approvers,
+            manifest_scopes=scopes,
+            slack=SlackInstallReads(
+                AsyncWebClient(
+                    token=settings.slack_bot_token.get_secret_value(),
+                    base_url=str(settings.slack_api_url),
+                )
+            ),
+            github=GitHubInstallReads(github),
+            metrics=metrics,
+        ).examine()
+    finally:
+        await github.close()
+
+
+def first_window(plan: RolloutPlan, track: str) -> Stage:
+    """The track's first observed stage (its gate is the first the metrics answer for)."""
+    stages = plan.track(track).stages
+    return next((stage for stage in stages if stage.window is not None), stages[0])

@@ -1,0 +1,121 @@
+"""`rollout-bot metrics <stage> --tag <tag>`: what a stage's gate would read now, for tuning the
+plan's queries: its figures over a window of the stage's length ending now, and the verdict."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, datetime
+
+from bot.adapters.metrics.live import LiveSource
+from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
+from bot.cli.settings import load
+from bot.config import Settings
+from bot.domain.gate import GateVerdict
+from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
+from bot.domain.metrics import QueryWindow, Reading
+from bot.logs import configure_logging
+
+
+def main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rollout-bot metrics",
+        description="Print what a stage's gate would read now (for tuning queries).",
+    )
+    parser.add_argument("stage", help="the stage's key in the plan (canary, half, internal...)")
+    parser.add_argument("--tag", required=True, help="the release tag the queries are for")
+    parser.add_argument("--track", help="the track, when several have a stage of that key")
+    options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
+    settings = load(Settings)
+    if settings is None:
+        return 2
+    configure_logging(level="ERROR", fmt=settings.log_format, secrets=settings.secret_values())
+    plan = settings.plan()
+    found = [
+        (name, track)
+        for name, track in plan.tracks.items()
+        if (options.track is None or name == options.track)
+        and any(stage.key == options.stage for stage in track.stages)
+    ]
+    if len(found) != 1:
+        stages = "; ".join(
+            f"{name}: {', '.join(stage.key for stage in track.stages)}"
+            for name, track in plan.tracks.items()
+        )
+        problem = "no track has" if not found else "several tracks have (name one with --track)"
+        sys.stderr.write(f"rollout-bot metrics: {problem} a stage {options.stage!r} ({stages})\n")
+        return 2
+    name, track = found[0]
+    stage = track.stage(options.stage)
+    if stage.window is None:
+        sys.stderr.write(
+            f"rollout-bot metrics: {stage.label} has no observation window, so no gate\n"
+        )
+        return 2
+    source = metrics_source(track.metrics, MetricsEndpoints.from_settings(settings))
+    if not isinstance(source, LiveSource):
+        sys.stderr.write(
+            f"rollout-bot metrics: the {name} track reads no live metrics "
+            f"(source: {track.metrics.source})\n"
+        )
+        return 2
+    now = datetime.now(UTC)
+    start = now - stage.window
+    window = QueryWindow(
+        tag=options.tag, track=name, stage=stage.key, start=start, end=now, rollout_start=start
+    )
+    reading = asyncio.run(source.measure(window))
+    verdict = track.evaluate_gate(
+        baseline_crash=reading.baseline_crash,
+        current_crash=reading.figures.crash_rate,
+        current_error=reading.figures.error_rate,
+        sample=reading.figures.sample,
+    )
+    sys.stdout.write(
+        plain_text(
+            verdict=verdict,
+            reading=reading,
+            stage_label=stage.label,
+            track_label=track.label,
+            window=reading.window,
+        )
+    )
+    return 0
+
+
+def plain_text(
+    *,
+    verdict: GateVerdict,
+    reading: Reading | None,
+    stage_label: str,
+    track_label: str,
+    window: tuple[datetime, datetime] | None,
+) -> str:
+    """The gate card for a terminal: the verdict line, then a line per metric and its query."""
+    rows = metric_rows(verdict, reading)
+    head = f"{stage_label} gate: {verdict.verdict}. {verdict_reason(verdict, rows)}"
+    lines = [f"{track_label}: {head}", f"  window: {_window(window)}"]
+    for row in rows:
+        baseline = f"   baseline {percent(row.baseline)}" if row.metric != "error_rate" else ""
+        sample = "unknown" if row.sample is None else f"{row.sample:,}"
+        lines.append(
+            f"  {row.name.lower():<10}  {percent(row.value):>9}{baseline}   "
+            f"limit {percent(row.limit)} ({row.rule})   {times(row.ratio)} the limit   "
+            f"sample {sample}"
+        )
+        if row.problem:
+            lines.append(f"    problem: {row.problem}")
+        if row.link:
+            lines.append(f"    query: {row.link}")
+    return "\n".join(lines) + "\n"
+
+
+def _window(window: tuple[datetime, datetime] | None) -> str:
+    if window is None:
+        return "unknown"
+    start, end = window
+    return (
+        f"{window_length(start, end)}, {start.astimezone(UTC):%Y-%m-%d %H:%M:%S} "
+        f"to {end.astimezone(UTC):%H:%M:%S} UTC"
+    )

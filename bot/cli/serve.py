@@ -1,0 +1,85 @@
+"""`rollout-bot serve`: the bot over HTTP (POST /slack/events, POST /github/webhook,
+GET /healthz, GET /readyz).
+
+It refuses to start on a database whose migrations are not at this version's head. On SIGTERM
+(or SIGINT) it drains: `/readyz` answers 503 at once, the scheduler stops claiming and gives
+back its timers, the requests in flight finish (within SHUTDOWN_GRACE_SECONDS), then the work
+Slack was told is accepted (`handlers.ack_first`, within SHUTDOWN_GRACE_SECONDS again), then it
+closes the Slack session and the database engine and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.bootstrap import create_app
+from bot.cli.settings import load
+from bot.config import Settings
+from bot.logs import configure_logging
+from bot.services.failures import error_summary
+from handlers.app_keys import READINESS
+from storage.db import engine_for_one_task
+from storage.migrate import schema_problem
+
+log = logging.getLogger(__name__)
+
+
+def main() -> int:
+    settings = load(Settings)
+    if settings is None:
+        return 2
+    return run(settings, socket_mode=False)
+
+
+def run(settings: Settings, *, socket_mode: bool) -> int:
+    """Serve until SIGTERM or SIGINT, then drain and exit 0; 2 when the database's migrations
+    are behind or ahead of this version (one line says which, and what to do), or when it
+    cannot listen on HOST:PORT (one line)."""
+    # Before logging is configured: a refusal is its one line, not Alembic's chatter too.
+    try:
+        problem = asyncio.run(_schema_problem(settings.database_url))
+    except (OSError, SQLAlchemyError) as error:
+        problem = f"the database does not answer ({error_summary(error)}); nothing was served"
+    if problem is not None:
+        sys.stderr.write(f"rollout-bot: {problem}\n")
+        return 2
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
+    )
+    try:
+        asyncio.run(_serve(create_app(settings, socket_mode=socket_mode), settings))
+    except OSError as error:  # the port is taken, or the host is not this machine's
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
+        return 2
+    return 0
+
+
+async def _schema_problem(database_url: str) -> str | None:
+    async with engine_for_one_task(database_url) as engine:
+        return await schema_problem(engine)
+
+
+async def _serve(app: web.Application, settings: Settings) -> None:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        log.info("serving on %s:%d", settings.host, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("asked to stop")
+        await app[READINESS].drain()
+    finally:
+        # Stops listening, lets the requests in flight and their work finish, then closes
+        # every resource (`bot.bootstrap.create_app`).
+        await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,174 @@
+"""Deploy freezes and the release lane's lock: when `start` and `dispatch` are refused.
+
+A freeze comes from the plan's calendar (`freezes:`, `bot.domain.plan.freezes`) or from an
+approver's `/rollout freeze`; a lock is held by one person (`/rollout lock`). While frozen, a
+start or a dispatch is refused naming who froze it, why and until when, unless an approver
+overrides it with a reason (and, when the plan's two-person rule covers `override_freeze`, the
+dispatch of an overridden rollout needs a second approver). A lock refuses everyone else's start
+and dispatch. Neither ever stops a running rollout: promote, roll back and the kill-switch are
+never judged here. The edge words the refusals (`bot.adapters.slack.lane_words`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
+from bot.domain.errors import InvalidCommand
+from bot.domain.plan.freezes import CalendarFreeze
+
+LANE_FREEZE = "freeze"
+LANE_LOCK = "lock"
+
+
+@dataclass(frozen=True)
+class LaneHold:
+    """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK
+    or `override:<rollout id>` (an approver's override of a freeze for one rollout)."""
+
+    kind: str
+    actor: str
+    reason: str
+    since: datetime
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """A freeze in force: by a person (`actor`), or by the calendar entry `calendar`."""
+
+    reason: str
+    until: datetime
+    actor: str | None = None
+    calendar: str | None = None
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """A start (or, with `dispatch`, a dispatch; with `link` too, a run linked to a rollout
+    back in its preflight) refused by a freeze; `at`: a start scheduled then, when the freeze
+    is known to be in force."""
+
+    freeze: Freeze
+    dispatch: bool = False
+    at: datetime | None = None
+    link: bool = False
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A start or dispatch refused by someone else's lock."""
+
+    lock: LaneHold
+
+
+@dataclass(frozen=True)
+class SecondApproverNeeded:
+    """The plan's two-person rule: the approver who overrode a freeze cannot dispatch alone."""
+
+    override: LaneHold
+    freeze: Freeze
+
+
+LaneRefusal = Frozen | Locked | SecondApproverNeeded
+
+
+def override_kind(rollout_id: str) -> str:
+    return f"override:{rollout_id}"
+
+
+def freeze_in_force(
+    calendar: Sequence[CalendarFreeze], holds: Sequence[LaneHold], now: datetime
+) -> Freeze | None:
+    """The freeze at `now`: of an approver's (while it lasts) and the calendar's windows in
+    force, the one that ends latest (the approver's on a tie)."""
+    frozen = [
+        Freeze(reason=hold.reason, until=hold.until, actor=hold.actor)
+        for hold in holds
+        if hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until
+    ]
+    for entry in calendar:
+        until = entry.covering(now)
+        if until is not None:
+            frozen.append(
+                Freeze(reason=entry.reason or entry.name, until=until, calendar=entry.name)
+            )
+    return max(frozen, key=lambda freeze: freeze.until, default=None)
+
+
+def lock_of(holds: Sequence[LaneHold]) -> LaneHold | None:
+    return next((hold for hold in holds if hold.kind == LANE_LOCK), None)
+
+
+def lane_refusal(
+    *,
+    actor: str,
+    freeze: Freeze | None,
+    holds: Sequence[LaneHold],
+    rollout_id: str | None,
+    two_person: bool,
+    now: datetime,
+) -> LaneRefusal | None:
+    """Why the release lane refuses `actor` a start (`rollout_id` None) or the dispatch of
+    `rollout_id`, or None. An override of the freeze for the rollout lets its dispatch through
+    while it lasts (`now` before its `until`); with `two_person`, only when another approver
+    dispatches it."""
+    lock = lock_of(holds)
+    if lock is not None and lock.actor != actor:
+        return Locked(lock)
+    if freeze is None:
+        return None
+    if rollout_id is not None:
+        kind = override_kind(rollout_id)
+        override = next(
+            (
+                hold
+                for hold in holds
+                if hold.kind == kind and hold.until is not None and now < hold.until
+            ),
+            None,
+        )
+        if override is not None and two_person and override.actor == actor:
+            return SecondApproverNeeded(override, freeze)
+        if override is not None:
+            return None
+    return Frozen(freeze, dispatch=rollout_id is not None)
+
+
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?:Z|[+-].*)?")
+
+
+def freeze_end(text: str, now: datetime) -> datetime:
+    """When an ad hoc freeze ends: `now` plus a duration (`2h`, `72h`), or a time
+    (`2026-12-24 18:00`, UTC unless it names an offset such as `+01:00`). Raises
+    InvalidCommand for an unreadable text or an end that is not in the future or is more than
+    MAX_DURATION (30 days) away."""
+    if _ISO.fullmatch(text):
+        too_far = InvalidCommand(
+            f"`{text}` is too far ahead: a freeze lasts at most 30 days "
+            f"(`{format_duration(MAX_DURATION)}`)."
+        )
+        try:
+            until = datetime.fromisoformat(text.replace(" ", "T"))
+            until = (until if until.tzinfo is not None else until.replace(tzinfo=UTC)).astimezone(
+                UTC
+            )
+        except ValueError:
+            raise InvalidCommand(f"`{text}` is not a date and time I can read.") from None
+        except OverflowError:  # past datetime's last year once in UTC
+            raise too_far from None
+        if until <= now:
+            raise InvalidCommand(f"`{text}` is in the past: a freeze must end in the future.")
+        if until > now + MAX_DURATION:
+            raise too_far
+        return until
+    try:
+        return now + parse_duration(text)
+    except ValueError as error:
+        raise InvalidCommand(
+            f"{error}; or give an end time such as `2026-12-24 18:00` (UTC) or "
+            "`2026-12-24T18:00+01:00`."
+        ) from None

@@ -1,0 +1,140 @@
+"""A gate's verdict as people read it, whatever the surface (the Slack card, the terminal of
+`rollout-bot metrics`): a row per gated metric (value, baseline, limit, ratio, sample, problem,
+query link) and the sentence that says why. Plain text: each surface adds its own markup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from bot.domain.durations import format_duration
+from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict, format_rate
+from bot.domain.metrics import MetricReading, Reading
+
+MAX_PROBLEM = 300
+_NAMES = {"error_rate": "Error rate", "crash_rate": "Crash rate"}
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One gated metric as a gate card shows it."""
+
+    metric: str
+    value: Decimal | None
+    baseline: Decimal | None
+    limit: Decimal | None
+    rule: str
+    """How the limit is set: `threshold` or `2x baseline`."""
+    sample: int | None
+    problem: str | None
+    link: str | None
+
+    @property
+    def name(self) -> str:
+        return metric_name(self.metric)
+
+    @property
+    def ratio(self) -> Decimal | None:
+        """value / limit: above 1 fails the gate (None when either is missing or the limit 0)."""
+        if self.value is None or self.limit is None or self.limit <= 0:
+            return None
+        return self.value / self.limit
+
+
+def metric_name(metric: str) -> str:
+    """A gated metric as people name it: `Error rate`."""
+    return _NAMES.get(metric, metric)
+
+
+def metric_rows(verdict: GateVerdict, reading: Reading | None) -> list[MetricRow]:
+    """The gated metrics: from the reading's detail when a live source read them, otherwise
+    from the verdict's figures (static figures, or figures typed by a person)."""
+    details = {m.name: m for m in reading.metrics} if reading is not None else {}
+    names = ["error_rate", "crash_rate"] if verdict.gate is GateKind.RELAY else ["crash_rate"]
+    rows = []
+    for name in names:
+        detail = details.get(name)
+        if name == "error_rate":
+            value, baseline, limit, rule = (
+                verdict.current_error,
+                None,
+                verdict.error_threshold,
+                "threshold",
+            )
+        else:
+            value, baseline, limit = (
+                verdict.current_crash,
+                verdict.baseline_crash,
+                verdict.crash_limit,
+            )
+            rule = f"{format_rate(verdict.crash_multiplier)}x baseline"
+        rows.append(
+            MetricRow(
+                metric=name,
+                value=value,
+                baseline=baseline,
+                limit=limit,
+                rule=rule,
+                sample=detail.sample if detail is not None else verdict.sample,
+                problem=_problem(detail),
+                link=detail.link if detail is not None else None,
+            )
+        )
+    return rows
+
+
+def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
+    """Why the gate said what it said, with the one figure that decided it."""
+    by_metric = {row.metric: row for row in rows}
+    reason = verdict.reason
+    if verdict.verdict is Verdict.PASS:
+        seen = f" on a sample of {verdict.sample:,}" if verdict.sample is not None else ""
+        return f"Every metric is within its limit{seen}."
+    if reason is GateReason.INSUFFICIENT_SAMPLE:
+        seen = "an unknown sample" if verdict.sample is None else f"a sample of {verdict.sample:,}"
+        return f"Too little data: {seen}, the gate needs {verdict.min_sample:,}."
+    if reason is GateReason.NO_DATA:
+        missing = next((row for row in rows if row.value is None), None)
+        if missing is None:
+            return "No data: the baseline is missing."
+        why = f": {missing.problem}" if missing.problem else ""
+        return f"No data for the {missing.name.lower()}{why}."
+    action = "Rolling back." if verdict.verdict is Verdict.ROLLBACK else "Kill-switch tripped."
+    if reason is GateReason.ERROR_RATE:
+        row = by_metric["error_rate"]
+        return (
+            f"Error rate {percent(row.value)} is {times(row.ratio)} its "
+            f"{percent(row.limit)} limit. {action}"
+        )
+    if reason is GateReason.ZERO_BASELINE:
+        return f"Crashes ({percent(verdict.current_crash)}) against a zero baseline. {action}"
+    row = by_metric["crash_rate"]
+    return (
+        f"Crash rate {percent(row.value)} is {times(row.ratio)} its limit of "
+        f"{percent(row.limit)} ({row.rule} {percent(row.baseline)}). {action}"
+    )
+
+
+def percent(rate: Decimal | None) -> str:
+    """A rate as a percentage with three significant digits: `3.01%`, `0.1%`."""
+    if rate is None:
+        return "missing"
+    return f"{float(rate) * 100:.3g}%"
+
+
+def times(ratio: Decimal | None) -> str:
+    """A ratio to a limit as people say it: `3.01x`."""
+    return "n/a" if ratio is None else f"{float(ratio):.2f}x"
+
+
+def window_length(start: datetime, end: datetime) -> str:
+    """How long a gate's window was, in whole seconds: `30m`."""
+    return format_duration(timedelta(seconds=max(0, int((end - start).total_seconds()))))
+
+
+def _problem(detail: MetricReading | None) -> str | None:
+    if detail is None or not detail.problem:
+        return None
+    problem = detail.problem
+    return problem if len(problem) <= MAX_PROBLEM else problem[: MAX_PROBLEM - 3] + "..."

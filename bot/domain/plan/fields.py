@@ -1,0 +1,85 @@
+"""The plan's building blocks: the frozen model base, field types, and problems at a key's path."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from bot.domain.durations import HINT, format_duration, parse_duration
+
+Path_ = tuple[str | int, ...]
+"""A key's location in the plan: ("tracks", "relay", "stages", 1, "observe")."""
+
+
+def _duration(value: object) -> object:
+    if isinstance(value, timedelta):
+        # Same rules as the written form: whole seconds, positive, at most MAX_DURATION.
+        return parse_duration(format_duration(value))
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise ValueError(f"{value!r} is not a duration ({HINT})")
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
+]
+Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+_KEY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+
+
+def _key(value: str) -> str:
+    if not _KEY.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid key: a lowercase letter, then up to 31 lowercase letters, "
+            "digits, '-' or '_'"
+        )
+    return value
+
+
+def _input_name(value: str) -> str:
+    if not _INPUT_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid workflow input name")
+    return value
+
+
+Key = Annotated[str, StringConstraints(strict=True), AfterValidator(_key)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=255, strict=True)]
+InputName = Annotated[str, StringConstraints(strict=True), AfterValidator(_input_name)]
+Count = Annotated[int, Field(ge=0, strict=True)]
+
+
+class PlanModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Problems(ValueError):
+    """Several problems found by one cross-check, each at a path relative to the model checked."""
+
+    def __init__(self, problems: list[tuple[Path_, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{dotted(path)}: {problem}" for path, problem in problems))
+
+
+def dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part == "[key]":
+            continue  # the error is about the key itself, and its message quotes it
+        else:
+            text += f".{part}" if text else part
+    return text or "(the plan)"

@@ -1,0 +1,124 @@
+"""Where a track's figures come from (Prometheus, Sentry, static, people) and thresholds."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+)
+
+from bot.domain.plan.fields import (
+    Count,
+    Key,
+    PlanModel,
+    Rate,
+)
+
+
+class Thresholds(PlanModel):
+    """The gate's limits (SPEC section 1) and how much data a verdict needs."""
+
+    crash_multiplier: Rate = Decimal("2.0")
+    error_threshold: Rate | None = None
+    min_sample: Count = 0
+
+
+class StageFigures(PlanModel):
+    """Observed figures of one stage, for the `static` metrics source."""
+
+    crash_rate: Rate
+    error_rate: Rate | None = None
+    sample: Count | None = None
+
+
+class StaticMetrics(PlanModel):
+    """Fixed figures from the plan: tests, the demo, dry runs."""
+
+    source: Literal["static"]
+    baseline_crash_rate: Rate
+    stages: dict[Key, StageFigures] = Field(default_factory=dict)
+    file: Path | None = None
+    """A YAML file with `baseline_crash_rate` and `stages`, read again at every gate and
+    taking precedence over the values here (a dry run or the demo changes it as it goes)."""
+
+
+class ManualMetrics(PlanModel):
+    """The runbook's human flow: at the end of a window the approvers type the observed rates."""
+
+    source: Literal["manual"]
+    baseline_crash_rate: Rate
+
+
+PLACEHOLDERS = ("window", "since_start", "tag", "stage", "track")
+"""What a query template may name: `$window` (the stage's window so far, `1800s`),
+`$since_start` (time since the rollout was dispatched, for `offset`), `$tag`, `$stage`, `$track`."""
+
+
+def _template(value: str) -> str:
+    template = string.Template(value)
+    if not template.is_valid():
+        raise ValueError("has a lone '$': write '$$' for a literal dollar sign")
+    unknown = sorted(set(template.get_identifiers()) - set(PLACEHOLDERS))
+    if unknown:
+        known = ", ".join(f"${name}" for name in PLACEHOLDERS)
+        raise ValueError(f"unknown placeholder ${unknown[0]} (known: {known})")
+    return value
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """A query template with its placeholders replaced (`values` names every placeholder)."""
+    return string.Template(template).substitute(values)
+
+
+QueryTemplate = Annotated[
+    str, StringConstraints(min_length=1, max_length=4000, strict=True), AfterValidator(_template)
+]
+
+
+class PrometheusQuery(PlanModel):
+    """One gated metric in PromQL: the rate, the count it came from, and optionally a baseline."""
+
+    query: QueryTemplate
+    sample: QueryTemplate | None = None
+    """The number of requests or sessions behind the rate, compared with `min_sample`."""
+    baseline: QueryTemplate | None = None
+    """crash_rate only: the baseline read live (e.g. the same query `offset $since_start`)
+    instead of the fixed `baseline_crash_rate`."""
+
+
+class PrometheusMetrics(PlanModel):
+    """Live figures from Prometheus (PROMETHEUS_URL), one PromQL template per metric."""
+
+    source: Literal["prometheus"]
+    baseline_crash_rate: Rate
+    """The fixed baseline: the workflow's baseline inputs, and the gate's without a query."""
+    crash_rate: PrometheusQuery
+    error_rate: PrometheusQuery | None = None
+
+
+class SentryMetrics(PlanModel):
+    """Crash rates from Sentry release health (SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN)."""
+
+    source: Literal["sentry"]
+    baseline_crash_rate: Rate
+    release: QueryTemplate = "$tag"
+    """The Sentry release name of the tag being rolled out (e.g. `scriptum-desktop@$tag`)."""
+    environment: QueryTemplate | None = None
+    """The Sentry environment of the stage (e.g. `$stage` when rings are environments)."""
+    crash_rate: Literal["crash_rate(session)", "crash_rate(user)"] = "crash_rate(session)"
+    baseline_query: QueryTemplate | None = None
+    """A Sentry search for the baseline sessions (e.g. `!release:scriptum-desktop@$tag`, every
+    other release) instead of the fixed `baseline_crash_rate`."""
+
+
+Metrics = Annotated[
+    StaticMetrics | ManualMetrics | PrometheusMetrics | SentryMetrics,
+    Field(discriminator="source"),
+]

@@ -1,0 +1,141 @@
+"""A custom deployment protection rule's request: GitHub asks the rule's App whether a job of a
+run may deploy to an environment, and holds the job until the App answers through the run's
+callback (`docs/protection-rules.md`).
+
+A request comes from the `deployment_protection_rule` webhook or, when that delivery was lost,
+is recovered from the deployment still `waiting`. A run waits at an environment at most once
+at a time, so at most one request is *open* per (run, environment); a re-run of the job asks
+again once the first was answered. A redelivery is known by its delivery id, not by its body
+(GitHub's payload may name no deployment at all).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from bot.domain.text import clean_text
+
+EVENT = "deployment_protection_rule"
+"""The webhook event (action `requested`) an App with a custom rule receives."""
+
+RuleAnswer = Literal["approved", "rejected", "gone"]
+"""How a request was closed: answered, or found no longer waiting (its deployment moved on)."""
+
+MAX_RUN_ID = 2**63 - 1
+"""Run ids are stored as 64-bit integers."""
+
+
+@dataclass(frozen=True)
+class RuleRequest:
+    """One job of a run waiting at an environment for the App's answer."""
+
+    run_id: int
+    environment: str
+    """As GitHub spells it (the request is closed by this spelling)."""
+    deployment_id: int
+    """0 when the request named no deployment (GitHub's `deployment` may be null)."""
+    requested_at: datetime
+    event: str = ""
+    """What started the run (`workflow_dispatch`, `push`, ...)."""
+    sender: str = ""
+    """The GitHub login that caused the request (the run's actor)."""
+    answer: RuleAnswer | None = None
+    answered_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        """Names the request in logs and timers (not unique across re-runs without a
+        deployment: the database keeps one open per run and environment)."""
+        return f"{self.run_id}:{self.environment.casefold()}:{self.deployment_id}"
+
+    @property
+    def open(self) -> bool:
+        return self.answer is None
+
+    def named(self, environment: str) -> bool:
+        """Whether this is the request of `environment` (GitHub's names ignore case)."""
+        return self.environment.casefold() == environment.casefold()
+
+
+@dataclass(frozen=True)
+class WaitingDeployment:
+    """A deployment of a run whose latest status is `waiting` (what a lost request leaves)."""
+
+    id: int
+    environment: str
+    created_at: datetime
+
+
+def unexplained(deployment: WaitingDeployment, known: Iterable[RuleRequest]) -> bool:
+    """Whether no request the bot holds (open or answered) is this waiting deployment's: one
+    that names it, or one without a deployment for its environment that was open when the
+    deployment already existed. A deployment still waiting after the App answered waits for
+    something else (another rule, a wait timer): it is not asked again."""
+    for request in known:
+        if request.deployment_id == deployment.id:
+            return False
+        if (
+            request.deployment_id == 0
+            and request.named(deployment.environment)
+            and (request.answered_at is None or request.answered_at >= deployment.created_at)
+        ):
+            return False
+    return True
+
+
+def rule_request(
+    payload: Mapping[str, Any],
+    *,
+    repository: str,
+    api_url: str,
+    installation_id: int | None,
+    at: datetime,
+) -> RuleRequest | str:
+    """The request a `requested` delivery makes, or why it is not one for this App on
+    `repository`. The App receives the requests of every repository it is installed on; its
+    callback must be the run's on `api_url` (the bot posts there, never to a payload's host)."""
+    if payload.get("action") != "requested":
+        return f"action {clean_text(str(payload.get('action')))!r} is not a request"
+    full_name = _field(payload, "repository", "full_name")
+    if not isinstance(full_name, str) or full_name.casefold() != repository.casefold():
+        return "not the bot's repository"
+    installation = _field(payload, "installation", "id")
+    if installation_id is not None and installation != installation_id:
+        return "not the bot's installation"
+    callback = payload.get("deployment_callback_url")
+    pattern = (
+        f"^{re.escape(api_url.rstrip('/'))}/repos/{re.escape(repository)}"
+        r"/actions/runs/(\d{1,19})/deployment_protection_rule$"
+    )
+    found = re.match(pattern, callback, re.IGNORECASE) if isinstance(callback, str) else None
+    if found is None:
+        return "no deployment_callback_url of a run of the bot's repository on its GitHub"
+    run_id = int(found.group(1))
+    if not 0 < run_id <= MAX_RUN_ID:
+        return f"run id {run_id} is not one GitHub gives"
+    environment = payload.get("environment")
+    if not isinstance(environment, str) or not environment.strip():
+        return "no environment"
+    deployment_id = _field(payload, "deployment", "id")
+    if isinstance(deployment_id, bool) or not isinstance(deployment_id, int):
+        deployment_id = 0  # `deployment` is null when GitHub created none
+    login = _field(payload, "sender", "login")
+    event = payload.get("event")
+    return RuleRequest(
+        run_id=run_id,
+        environment=clean_text(environment),
+        deployment_id=deployment_id,
+        requested_at=at,
+        event=clean_text(event) if isinstance(event, str) else "",
+        sender=clean_text(login) if isinstance(login, str) else "",
+    )
+
+
+def _field(payload: Mapping[str, Any], name: str, key: str) -> object:
+    """`payload[name][key]`, or None when either is missing or not an object."""
+    value = payload.get(name)
+    return value.get(key) if isinstance(value, Mapping) else None

@@ -1,0 +1,155 @@
+"""The rollout state machine: pure functions from (rollout, event) to (rollout, effects).
+
+A rollout drives one run of the Deployment Strategy workflow through its tracks (the relay's
+percentages, the desktop rings). Each track moves its stages one at a time:
+
+    pending -> approving -> deploying -> observing -> evaluating -> holding -> passed
+                                               \\-> deployed (last stage, no window)
+
+GitHub is reconciled level-triggered: `reconcile` compares the stages with a snapshot of the
+run and asks for whatever is still missing (approve a waiting environment the bot promoted,
+reject the next stage of a track being rolled back, make sure a window's timer exists). So a
+lost effect (a crash, a GitHub 500) is simply asked for again on the next snapshot, and a
+duplicate is harmless: GitHub only reviews environments that are waiting.
+
+Nothing here does I/O; the services execute the effects after saving the new state. The
+package re-exports what the services use: `state` (the values and stop reasons), `events`
+(the events the thread is told of, and the effects), `reconcile` (following the run),
+`gating` (windows and gates), `actions` (people's actions), `work` (building a decision) and
+`codec` (JSON for storage and the outbox). The domain speaks events, not Slack: the words
+and markup live in `bot.adapters.slack.messages`.
+"""
+
+from bot.domain.rollout.actions import (
+    abort,
+    begin_dispatch,
+    cancel_preflight,
+    cancel_schedule,
+    confirm_flags,
+    dispatched,
+    extend,
+    hold_schedule,
+    migration_check,
+    promote,
+)
+from bot.domain.rollout.codec import (
+    check_from_json,
+    check_to_json,
+    contents_from_json,
+    contents_to_json,
+    event_from_json,
+    event_to_json,
+    reason_from_json,
+    reason_to_json,
+    schedule_from_json,
+    schedule_to_json,
+    verdict_from_json,
+    verdict_to_json,
+)
+from bot.domain.rollout.events import (
+    Announce,
+    CancelWindow,
+    Decision,
+    DispatchGaveUp,
+    DispatchScheduled,
+    DispatchUnclear,
+    Effect,
+    Event,
+    FreezeOverridden,
+    ReadMetrics,
+    Redeploying,
+    Reevaluated,
+    Review,
+    RolloutCancelled,
+    ScheduleCancelled,
+    ScheduleHeld,
+    ScheduleWindow,
+)
+from bot.domain.rollout.gating import gate_evaluated, window_ended, window_timer_dead
+from bot.domain.rollout.reconcile import reconcile
+from bot.domain.rollout.state import (
+    TERMINAL_TRACK,
+    Check,
+    CheckState,
+    InvalidTransition,
+    Phase,
+    Preflight,
+    Rollout,
+    Stage,
+    StageState,
+    StopKind,
+    StopReason,
+    Track,
+    TrackState,
+    gate_missed,
+    holding_tracks,
+    new_rollout,
+    reason_words,
+    window_timer_key,
+)
+from bot.domain.rollout.work import reached_label
+
+__all__ = [
+    "TERMINAL_TRACK",
+    "Announce",
+    "CancelWindow",
+    "Check",
+    "CheckState",
+    "Decision",
+    "DispatchGaveUp",
+    "DispatchScheduled",
+    "DispatchUnclear",
+    "Effect",
+    "Event",
+    "FreezeOverridden",
+    "InvalidTransition",
+    "Phase",
+    "Preflight",
+    "ReadMetrics",
+    "Redeploying",
+    "Reevaluated",
+    "Review",
+    "Rollout",
+    "RolloutCancelled",
+    "ScheduleCancelled",
+    "ScheduleHeld",
+    "ScheduleWindow",
+    "Stage",
+    "StageState",
+    "StopKind",
+    "StopReason",
+    "Track",
+    "TrackState",
+    "abort",
+    "begin_dispatch",
+    "cancel_preflight",
+    "cancel_schedule",
+    "check_from_json",
+    "check_to_json",
+    "confirm_flags",
+    "contents_from_json",
+    "contents_to_json",
+    "dispatched",
+    "event_from_json",
+    "event_to_json",
+    "extend",
+    "gate_evaluated",
+    "gate_missed",
+    "hold_schedule",
+    "holding_tracks",
+    "migration_check",
+    "new_rollout",
+    "promote",
+    "reached_label",
+    "reason_from_json",
+    "reason_to_json",
+    "reason_words",
+    "reconcile",
+    "schedule_from_json",
+    "schedule_to_json",
+    "verdict_from_json",
+    "verdict_to_json",
+    "window_ended",
+    "window_timer_dead",
+    "window_timer_key",
+]

@@ -1,0 +1,116 @@
+"""The rollout's values as JSON for storage: verdicts, checks, stop reasons, thread events."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
+from bot.domain.release_contents import ReleaseContents
+from bot.domain.rollout.events import Event
+from bot.domain.rollout.state import Check, CheckState, StopKind, StopReason
+from bot.domain.schedule import Schedule
+
+
+def verdict_to_json(verdict: GateVerdict) -> dict[str, Any]:
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "gate": verdict.gate.value,
+        "verdict": verdict.verdict.value,
+        "reason": verdict.reason.value if verdict.reason else None,
+        "current_crash": text(verdict.current_crash),
+        "baseline_crash": text(verdict.baseline_crash),
+        "crash_multiplier": str(verdict.crash_multiplier),
+        "crash_limit": text(verdict.crash_limit),
+        "current_error": text(verdict.current_error),
+        "error_threshold": text(verdict.error_threshold),
+        "sample": verdict.sample,
+        "min_sample": verdict.min_sample,
+    }
+
+
+def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
+    def number(key: str) -> Decimal | None:
+        value = data.get(key)
+        return None if value is None else Decimal(value)
+
+    return GateVerdict(
+        gate=GateKind(data["gate"]),
+        verdict=Verdict(data["verdict"]),
+        reason=GateReason(data["reason"]) if data.get("reason") else None,
+        current_crash=number("current_crash"),
+        baseline_crash=number("baseline_crash"),
+        crash_multiplier=Decimal(data["crash_multiplier"]),
+        crash_limit=number("crash_limit"),
+        current_error=number("current_error"),
+        error_threshold=number("error_threshold"),
+        sample=data.get("sample"),
+        min_sample=int(data.get("min_sample", 0)),
+    )
+
+
+def check_to_json(check: Check) -> dict[str, str]:
+    data = {"state": check.state.value, "detail": check.detail}
+    if check.confirmed_by is not None:
+        data["confirmed_by"] = check.confirmed_by
+    return data
+
+
+def check_from_json(data: Mapping[str, str]) -> Check:
+    return Check(CheckState(data["state"]), data.get("detail", ""), data.get("confirmed_by"))
+
+
+_CONTENTS: TypeAdapter[ReleaseContents] = TypeAdapter(ReleaseContents)
+
+
+def contents_to_json(contents: ReleaseContents) -> dict[str, Any]:
+    data: dict[str, Any] = _CONTENTS.dump_python(contents, mode="json")
+    return data
+
+
+def contents_from_json(data: Mapping[str, Any]) -> ReleaseContents:
+    return _CONTENTS.validate_python(data)
+
+
+_EVENTS: dict[str, TypeAdapter[Any]] = {kind.__name__: TypeAdapter(kind) for kind in Event.__args__}
+_REASON: TypeAdapter[StopReason] = TypeAdapter(StopReason)
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """A thread event as the outbox stores it: its kind and its fields."""
+    kind = type(event).__name__
+    return {"kind": kind, "fields": _EVENTS[kind].dump_python(event, mode="json")}
+
+
+def event_from_json(data: Mapping[str, Any]) -> Event:
+    event: Event = _EVENTS[data["kind"]].validate_python(data["fields"])
+    return event
+
+
+def reason_to_json(reason: StopReason) -> str:
+    """A stop reason as the track row stores it (JSON text)."""
+    return _REASON.dump_json(reason, exclude_defaults=True).decode()
+
+
+def reason_from_json(text: str) -> StopReason:
+    """A stored stop reason; text stored before reasons were data reads as a legacy reason."""
+    if text.startswith("{"):
+        return _REASON.validate_json(text)
+    return StopReason(StopKind.LEGACY, detail=text)
+
+
+_SCHEDULE: TypeAdapter[Schedule] = TypeAdapter(Schedule)
+
+
+def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
+    data: dict[str, Any] = _SCHEDULE.dump_python(schedule, mode="json")
+    return data
+
+
+def schedule_from_json(data: Mapping[str, Any]) -> Schedule:
+    return _SCHEDULE.validate_python(data)

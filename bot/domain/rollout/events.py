@@ -1,0 +1,367 @@
+"""What the machine asks for: the events the thread is told of, the effects, the decision.
+
+Events are data (labels, actors, outcomes, times), never Slack text: the Slack adapter's
+`messages` module words each kind; the outbox stores them as JSON (`codec`) until delivered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.domain.freeze import Freeze
+from bot.domain.gate import GateReason, Verdict
+from bot.domain.github_events import GitHubReported
+from bot.domain.rollout.state import Rollout, StageState, StopReason, TrackState
+from bot.domain.schedule import Held
+
+# -- what the thread is told: one event per kind, rendered by the Slack messages --------------
+# Stage and track names are the plan's labels, as the reader knows them.
+
+
+@dataclass(frozen=True)
+class AtStage:
+    """Of one stage of one track: the fields every stage's event or effect starts with."""
+
+    track: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class PersonAtStage:
+    """A person's action on one stage of one track (Promote, Extend, Re-evaluate)."""
+
+    actor: str
+    track: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class RunDispatched:
+    workflow: str
+    tag: str
+    run_id: int
+    run_url: str
+    firsts: tuple[tuple[str, str], ...]
+    """Each track's first stage, approved as soon as GitHub waits: (stage, track)."""
+    linked_by: str | None = None
+    """The person who linked the run by hand (`/rollout link`), when the bot did not find it."""
+
+
+@dataclass(frozen=True)
+class StageApproved(AtStage):
+    """The bot approved the stage's environment."""
+
+
+@dataclass(frozen=True)
+class StageJobFailed:
+    """A stage's job failed on GitHub (or was skipped: no `outcome`); the track fails."""
+
+    track: str
+    job: str
+    outcome: str | None
+    logs: tuple[tuple[str, str], ...]
+    """The failed jobs behind it: (name, URL); empty when none has a URL."""
+    run_url: str
+    failure_job: str
+
+
+@dataclass(frozen=True)
+class PromotedOnGitHub(AtStage):
+    """The stage after `stage` was approved (by `reviewer`) or started on GitHub."""
+
+    following: str
+    held: StageState
+    """Where `stage` was: observing, evaluating or holding."""
+    reviewer: str | None
+
+
+@dataclass(frozen=True)
+class RejectedOnGitHub(AtStage):
+    reviewer: str | None
+    comment: str
+    reached: str | None
+    desktop: bool
+    failure_job: str
+
+
+@dataclass(frozen=True)
+class StageDeployed(AtStage):
+    """A stage deployed and its window runs for `window`, until `until`."""
+
+    window: timedelta
+    until: datetime
+
+
+@dataclass(frozen=True)
+class TrackCompleted(AtStage):
+    """The last stage deployed."""
+
+
+@dataclass(frozen=True)
+class LandedWhileStopping(AtStage):
+    """An approved stage's job ended while its track stops (`outcome` None: deployed)."""
+
+    outcome: str | None
+
+
+@dataclass(frozen=True)
+class StageRejected(AtStage):
+    """The bot rejected the stage's waiting environment: its track is stopping."""
+
+
+@dataclass(frozen=True)
+class FailureJobEnded:
+    """The failure job (rollback, kill-switch) ended (`outcome` None: it succeeded)."""
+
+    track: str
+    job: str
+    outcome: str | None
+    url: str | None
+    ended: TrackState
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """The run ended while the track was not over."""
+
+    track: str
+    conclusion: str | None
+    ended: TrackState
+
+
+@dataclass(frozen=True)
+class RolloutEnded:
+    tag: str
+    tracks: tuple[tuple[str, TrackState], ...]
+
+
+@dataclass(frozen=True)
+class GateMissed(AtStage):
+    """A window's timer gave up after `attempts`: the stage holds without a verdict."""
+
+    due_at: datetime
+    attempts: int
+    error: str
+    manual: bool
+    """The track's figures are typed in by people (no Re-evaluate)."""
+
+
+@dataclass(frozen=True)
+class GatePassed:
+    stage: str
+    figures: str
+    following: str
+    auto: bool
+    """Promoted at once (the plan says `promote: auto`), else holding for a Promote."""
+
+
+@dataclass(frozen=True)
+class GateInconclusive:
+    """Extended once by `extended_by` until `until`, or (neither) holding for a human."""
+
+    stage: str
+    figures: str
+    extended_by: timedelta | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class GateFailed(AtStage):
+    verdict: Verdict
+    reason: GateReason | None
+    figures: str
+    reached: str | None
+    desktop: bool
+    failure_job: str
+
+
+@dataclass(frozen=True)
+class StagePromoted(PersonAtStage):
+    override: StageState | None = None
+    """What a Promote overrode: a HOLDING stage's INCONCLUSIVE gate, or (PENDING) a gate that
+    never ran."""
+
+
+@dataclass(frozen=True)
+class WindowExtended(PersonAtStage):
+    by: timedelta
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Reevaluated(PersonAtStage):
+    """A person re-evaluated an observing stage: the verdict is shown, the window runs on."""
+
+    verdict: Verdict
+    figures: str
+    until: datetime | None
+
+
+@dataclass(frozen=True)
+class TrackStopped:
+    """A person stopped the track (rolled back, or tripped the kill-switch)."""
+
+    track: str
+    reason: StopReason
+    reached: str | None
+    desktop: bool
+    failure_job: str
+
+
+@dataclass(frozen=True)
+class RolloutCancelled:
+    actor: str
+
+
+@dataclass(frozen=True)
+class Redeploying:
+    """A person redeploys `tag` over `replaced`: as a new rollout (`rollout_id`), or through
+    the track's redeploy `workflow` (its run `run_id` at `run_url`)."""
+
+    actor: str
+    tag: str
+    replaced: str
+    rollout_id: str | None = None
+    workflow: str | None = None
+    run_id: int | None = None
+    run_url: str | None = None
+
+
+@dataclass(frozen=True)
+class DispatchGaveUp:
+    """No run of the dispatch could be told apart within `after`: back to the preflight."""
+
+    tag: str
+    workflow: str
+    after: timedelta
+
+
+@dataclass(frozen=True)
+class DispatchUnclear:
+    """The dispatch went through but its run is not known yet (`message` says what)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class DispatchScheduled:
+    """`actor` scheduled the dispatch for `at`, read in their Slack time zone `zone`."""
+
+    actor: str
+    at: datetime
+    zone: str
+
+
+@dataclass(frozen=True)
+class ScheduleHeld:
+    """The dispatch scheduled for `at` did not go (`held` says why): a person dispatches."""
+
+    at: datetime
+    held: Held
+
+
+@dataclass(frozen=True)
+class ScheduleCancelled:
+    """`actor` cancelled the dispatch scheduled for `at`; the preflight stays."""
+
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class FreezeOverridden:
+    """`actor` overrode `freeze` for the dispatch of `tag`, for `reason` (from the card)."""
+
+    actor: str
+    tag: str
+    reason: str
+    freeze: Freeze
+
+
+Event = (
+    RunDispatched
+    | StageApproved
+    | StageJobFailed
+    | PromotedOnGitHub
+    | RejectedOnGitHub
+    | StageDeployed
+    | TrackCompleted
+    | LandedWhileStopping
+    | StageRejected
+    | FailureJobEnded
+    | RunEnded
+    | RolloutEnded
+    | GateMissed
+    | GatePassed
+    | GateInconclusive
+    | GateFailed
+    | StagePromoted
+    | WindowExtended
+    | Reevaluated
+    | TrackStopped
+    | RolloutCancelled
+    | Redeploying
+    | DispatchGaveUp
+    | DispatchUnclear
+    | DispatchScheduled
+    | ScheduleHeld
+    | ScheduleCancelled
+    | FreezeOverridden
+    | GitHubReported
+)
+
+# -- effects -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    """Approve or reject a waiting environment of the run."""
+
+    track: str
+    environment: str
+    approve: bool
+    comment: str
+
+
+@dataclass(frozen=True)
+class WindowEnd(AtStage):
+    """The end of a stage's observation window, at `due_at` (its durable timer's key)."""
+
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class ScheduleWindow(WindowEnd):
+    """Make sure the durable timer for this window's end exists (idempotent by key)."""
+
+
+@dataclass(frozen=True)
+class CancelWindow(WindowEnd):
+    """The window ending at `due_at` no longer ends there (stopped or moved)."""
+
+
+@dataclass(frozen=True)
+class ReadMetrics(AtStage):
+    """Read the stage's figures and feed them to `gate_evaluated`."""
+
+
+@dataclass(frozen=True)
+class Announce:
+    """A reply in the rollout's thread, telling of `event`. The plan's notification level
+    decides who sees it: failures always, stage changes unless the level is `failures`,
+    details only at `all`."""
+
+    event: Event
+    failure: bool = False
+    detail: bool = False
+    """A step within a stage (a job queued, a deployment status), not a stage change."""
+
+
+Effect = Review | ScheduleWindow | CancelWindow | ReadMetrics | Announce
+
+
+@dataclass(frozen=True)
+class Decision:
+    rollout: Rollout
+    effects: tuple[Effect, ...] = field(default_factory=tuple)

@@ -1,0 +1,138 @@
+"""Windows and gates: a window's end, the gate's verdict, a window timer that gave up."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from bot.domain.gate import GateKind, GateVerdict, Verdict
+from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
+from bot.domain.rollout.events import (
+    Announce,
+    Decision,
+    GateFailed,
+    GateInconclusive,
+    GateMissed,
+    GatePassed,
+    ReadMetrics,
+    ScheduleWindow,
+)
+from bot.domain.rollout.state import Rollout, StageState, StopKind, StopReason, TrackState
+from bot.domain.rollout.work import Work, advance, reached_label
+
+
+def window_ended(rollout: Rollout, *, track: str, stage: str, due_at: datetime) -> Decision:
+    """A window's timer fired. `due_at` is the window end the timer was scheduled for (not
+    when a retry of it fires). Stale timers (an extended or stopped window) change nothing;
+    a timer fired again after a failure mid-evaluation asks for the metrics again."""
+    current = rollout.track(track).stage(stage)
+    if current.window_ends_at != due_at or current.state not in (
+        StageState.OBSERVING,
+        StageState.EVALUATING,
+    ):
+        return Decision(rollout)
+    evaluating = replace(current, state=StageState.EVALUATING)
+    updated = rollout.with_track(rollout.track(track).with_stage(evaluating))
+    return Decision(updated, (ReadMetrics(track, stage),))
+
+
+def window_timer_dead(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    *,
+    track: str,
+    stage: str,
+    due_at: datetime,
+    attempts: int,
+    reason: str,
+) -> Decision:
+    """The timer of a window's end gave up after `attempts` failures, so the gate never ran.
+    The stage holds without a verdict rather than observing forever: a person re-evaluates,
+    extends the window, overrides with Promote or stops; the thread says what failed."""
+    current = rollout.track(track).stage(stage)
+    if current.window_ends_at != due_at or current.state not in (
+        StageState.OBSERVING,
+        StageState.EVALUATING,
+    ):
+        return Decision(rollout)
+    plan_track = plan.track(track)
+    spec = plan_track.stage(stage)
+    held = replace(current, state=StageState.HOLDING, verdict=None)
+    manual = isinstance(plan_track.metrics, ManualMetrics)
+    told = GateMissed(plan_track.label, spec.label, due_at, attempts, reason, manual)
+    return Decision(
+        rollout.with_track(rollout.track(track).with_stage(held)),
+        (Announce(told, failure=True),),
+    )
+
+
+def gate_evaluated(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    *,
+    track: str,
+    stage: str,
+    verdict: GateVerdict,
+    now: datetime,
+) -> Decision:
+    """Act on a gate's verdict: hold (or auto-promote) on PASS, stop on a failure, extend
+    once then hold on INCONCLUSIVE. Only a stage being evaluated takes a verdict."""
+    current = rollout.track(track).stage(stage)
+    if current.state is not StageState.EVALUATING:
+        return Decision(rollout)
+    work = Work(rollout)
+    plan_track = plan.track(track)
+    spec = plan_track.stage(stage)
+    judged = replace(current, verdict=verdict)
+    figures = verdict.summary
+    if verdict.verdict is Verdict.PASS:
+        following = plan_track.next_stage(stage)
+        assert following is not None  # only stages with a window are gated; the last has none
+        observe = spec.observe
+        if observe is not None and observe.promote is PromoteMode.AUTO:
+            advance(work, track, judged, following)
+            work.effects.append(Announce(GatePassed(spec.label, figures, following.label, True)))
+        else:
+            work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
+            work.effects.append(Announce(GatePassed(spec.label, figures, following.label, False)))
+    elif verdict.verdict is Verdict.INCONCLUSIVE:
+        extension = spec.observe.inconclusive_extension if spec.observe else None
+        if extension is not None and current.extensions == 0 and current.window_ends_at:
+            ends = now + extension
+            extended = replace(
+                judged, state=StageState.OBSERVING, window_ends_at=ends, extensions=1
+            )
+            work.set_track(work.track(track).with_stage(extended))
+            work.effects.append(ScheduleWindow(track, stage, ends))
+            work.effects.append(Announce(GateInconclusive(spec.label, figures, extension, ends)))
+        else:
+            work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
+            work.effects.append(Announce(GateInconclusive(spec.label, figures), failure=True))
+    else:
+        failed = replace(judged, state=StageState.FAILED_GATE)
+        ending = TrackState.ROLLED_BACK if plan_track.gate is GateKind.RELAY else TrackState.HALTED
+        reason = StopReason(
+            StopKind.GATE_FAILED,
+            subject=spec.label,
+            outcome=str(verdict.verdict),
+            detail=verdict.reason.value if verdict.reason else "",
+        )
+        stopped = replace(
+            work.track(track).with_stage(failed),
+            state=TrackState.ABORTING,
+            ending=ending,
+            ended_reason=reason,
+        )
+        work.set_track(stopped)
+        told = GateFailed(
+            plan_track.label,
+            spec.label,
+            verdict.verdict,
+            verdict.reason,
+            figures,
+            reached_label(plan_track, stopped),
+            desktop=ending is TrackState.HALTED,
+            failure_job=plan_track.on_failure.job,
+        )
+        work.effects.append(Announce(told, failure=True))
+    return work.decision()

@@ -1,0 +1,318 @@
+"""Following the GitHub run: compare the rollout with its run and ask for what is missing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from bot.domain.gate import GateKind
+from bot.domain.plan import RolloutPlan
+from bot.domain.plan import Stage as PlanStage
+from bot.domain.plan import Track as PlanTrack
+from bot.domain.rollout.events import (
+    Announce,
+    Decision,
+    FailureJobEnded,
+    LandedWhileStopping,
+    PromotedOnGitHub,
+    RejectedOnGitHub,
+    Review,
+    RolloutEnded,
+    RunEnded,
+    ScheduleWindow,
+    StageApproved,
+    StageDeployed,
+    StageJobFailed,
+    StageRejected,
+    TrackCompleted,
+)
+from bot.domain.rollout.state import (
+    REJECTABLE,
+    TERMINAL_TRACK,
+    WATCHED,
+    Phase,
+    Rollout,
+    Stage,
+    StageState,
+    StopKind,
+    StopReason,
+    TrackState,
+    reason_words,
+)
+from bot.domain.rollout.work import Work, cancel_window, reached_label
+from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
+
+
+def reconcile(
+    rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot, now: datetime
+) -> Decision:
+    """Bring the rollout in line with what GitHub reports, and ask for what is still missing."""
+    if rollout.phase is not Phase.RUNNING:
+        return Decision(rollout)
+    work = Work(rollout)
+    for track in rollout.tracks:
+        plan_track = plan.track(track.name)
+        if track.state is TrackState.ACTIVE:
+            _reconcile_active(work, plan, plan_track, track.name, snapshot, now)
+        if work.track(track.name).state is TrackState.ABORTING:
+            _reconcile_aborting(work, plan_track, track.name, snapshot, now)
+        if snapshot.completed and work.track(track.name).state not in TERMINAL_TRACK:
+            _end_with_run(work, plan_track, track.name, snapshot, now)
+    return _maybe_end(work, plan, now)
+
+
+def _reconcile_active(
+    work: Work,
+    plan: RolloutPlan,
+    plan_track: PlanTrack,
+    name: str,
+    snapshot: RunSnapshot,
+    now: datetime,
+) -> None:
+    track = work.track(name)
+    stage = track.current
+    if stage is None:
+        return
+    if stage.state in WATCHED and _reviewed_on_github(work, plan_track, name, stage, snapshot):
+        track = work.track(name)
+        stage = track.current
+        if track.state is not TrackState.ACTIVE or stage is None:
+            return
+    spec = plan_track.stage(stage.key)
+    if stage.state in (StageState.APPROVING, StageState.DEPLOYING):
+        job = snapshot.job(spec.job)
+        if job is not None and _rejected(job, snapshot.review_of(spec.environment)):
+            _rejected_on_github(work, plan_track, name, spec, snapshot.review_of(spec.environment))
+        elif job is not None and job.succeeded:
+            _deployed(work, plan_track, name, spec, job.completed_at or now, now)
+        elif job is not None and (job.failed or job.skipped):
+            # The stage's own job, or what made it skip; never the other track's failures.
+            related = {s.job for s in plan_track.stages} | {plan.preflight.job}
+            failed = (
+                [job]
+                if job.failed
+                else [j for j in snapshot.jobs.values() if j.failed and j.name in related]
+            )
+            logs = tuple((j.name, j.html_url) for j in failed if j.html_url)
+            outcome = None if job.skipped else str(job.conclusion)
+            work.set_track(
+                replace(
+                    track.with_stage(replace(stage, state=StageState.FAILED)),
+                    state=TrackState.ABORTING,
+                    ending=TrackState.FAILED,
+                    ended_reason=StopReason(StopKind.JOB_FAILED, subject=spec.job, outcome=outcome),
+                )
+            )
+            told = StageJobFailed(
+                plan_track.label,
+                spec.job,
+                outcome,
+                logs,
+                snapshot.html_url,
+                plan_track.on_failure.job,
+            )
+            work.effects.append(Announce(told, failure=True))
+        elif snapshot.is_waiting(spec.environment):
+            work.set_track(track.with_stage(replace(stage, state=StageState.DEPLOYING)))
+            work.effects.append(
+                Review(name, spec.environment, approve=True, comment=_comment(work.rollout, spec))
+            )
+            if stage.state is StageState.APPROVING:
+                work.effects.append(Announce(StageApproved(plan_track.label, spec.label)))
+    elif (
+        stage.state is StageState.OBSERVING
+        and stage.window_ends_at is not None
+        and not snapshot.completed
+    ):
+        work.effects.append(ScheduleWindow(name, stage.key, stage.window_ends_at))
+
+
+def _rejected(job: JobSnapshot, review: EnvironmentReview | None) -> bool:
+    """GitHub failed the job without running it: its environment was rejected (or its wait
+    for a review ran out). The bot itself only rejects stages of a track it is stopping."""
+    if job.conclusion is not JobConclusion.FAILURE:
+        return False  # a cancelled run, a timeout: not a review
+    return not job.ran or (review is not None and review.state == "rejected")
+
+
+def _reviewed_on_github(
+    work: Work, plan_track: PlanTrack, name: str, stage: Stage, snapshot: RunSnapshot
+) -> bool:
+    """Someone acted on GitHub (github.com, the API) on the stage after `stage`, which the bot
+    was holding (its window, its gate or a Promote still to come): an approval promotes it,
+    a rejection stops the track. True when the track moved."""
+    following = plan_track.next_stage(stage.key)
+    job = snapshot.job(following.job) if following is not None else None
+    if following is None or job is None:
+        return False
+    review = snapshot.review_of(following.environment)
+    if _rejected(job, review):
+        _rejected_on_github(work, plan_track, name, following, review)
+        return True
+    if not (job.started or (review is not None and review.state == "approved")):
+        return False
+    if stage.state is StageState.OBSERVING:
+        work.effects.append(cancel_window(name, stage))
+    moved = work.track(name).with_stage(replace(stage, state=StageState.PASSED))
+    nxt = moved.stage(following.key)
+    work.set_track(moved.with_stage(replace(nxt, state=StageState.DEPLOYING)))
+    reviewer = review.reviewer if review is not None and review.state == "approved" else None
+    told = PromotedOnGitHub(
+        plan_track.label, plan_track.stage(stage.key).label, following.label, stage.state, reviewer
+    )
+    work.effects.append(Announce(told))
+    return True
+
+
+def _rejected_on_github(
+    work: Work,
+    plan_track: PlanTrack,
+    name: str,
+    rejected: PlanStage,
+    review: EnvironmentReview | None,
+) -> None:
+    """A stage the bot had not approved was rejected on GitHub: the run fails into the
+    track's failure job, so the track stops as if rolled back (or killed) from Slack."""
+    before = work.track(name)
+    track = before
+    current = track.current
+    if current is not None and current.state in WATCHED:
+        if current.state is StageState.OBSERVING:
+            work.effects.append(cancel_window(name, current))
+        track = track.with_stage(replace(current, state=StageState.STOPPED))
+    track = track.with_stage(replace(track.stage(rejected.key), state=StageState.REJECTED))
+    relay = plan_track.gate is GateKind.RELAY
+    who = review.reviewer if review is not None else None
+    reason = StopReason(StopKind.REJECTED_ON_GITHUB, actor=who, subject=rejected.label)
+    work.set_track(
+        replace(
+            track,
+            state=TrackState.ABORTING,
+            ending=TrackState.ROLLED_BACK if relay else TrackState.HALTED,
+            ended_reason=reason,
+        )
+    )
+    told = RejectedOnGitHub(
+        plan_track.label,
+        rejected.label,
+        who,
+        review.comment if review is not None else "",
+        reached_label(plan_track, before),
+        desktop=not relay,
+        failure_job=plan_track.on_failure.job,
+    )
+    work.effects.append(Announce(told, failure=True))
+
+
+def _deployed(
+    work: Work,
+    plan_track: PlanTrack,
+    name: str,
+    spec: PlanStage,
+    completed_at: datetime,
+    now: datetime,
+) -> None:
+    track = work.track(name)
+    stage = track.stage(spec.key)
+    window = spec.window
+    if window is None:
+        done = replace(stage, state=StageState.DEPLOYED)
+        work.set_track(
+            replace(
+                track.with_stage(done),
+                state=TrackState.COMPLETED,
+                ended_at=now,
+                ended_reason=StopReason(StopKind.COMPLETED, subject=spec.label),
+            )
+        )
+        work.effects.append(Announce(TrackCompleted(plan_track.label, spec.label)))
+        return
+    ends = completed_at + window
+    observing = replace(
+        stage, state=StageState.OBSERVING, window_started_at=completed_at, window_ends_at=ends
+    )
+    work.set_track(track.with_stage(observing))
+    work.effects.append(ScheduleWindow(name, spec.key, ends))
+    work.effects.append(Announce(StageDeployed(plan_track.label, spec.label, window, ends)))
+
+
+def _reconcile_aborting(
+    work: Work, plan_track: PlanTrack, name: str, snapshot: RunSnapshot, now: datetime
+) -> None:
+    track = work.track(name)
+    for stage in track.stages:
+        job = snapshot.job(plan_track.stage(stage.key).job)
+        if stage.state is not StageState.DEPLOYING or job is None:
+            continue
+        if job.status is not JobStatus.COMPLETED:
+            continue
+        # An approved job runs to its end whatever the bot does: the release got there (or the
+        # deploy failed), and the stage's window is never observed.
+        landed = StageState.STOPPED if job.succeeded else StageState.FAILED
+        track = track.with_stage(replace(stage, state=landed))
+        outcome = None if job.succeeded else str(job.conclusion)
+        label = plan_track.stage(stage.key).label
+        told = LandedWhileStopping(plan_track.label, label, outcome)
+        work.effects.append(Announce(told, failure=not job.succeeded))
+    for stage in track.stages:
+        spec = plan_track.stage(stage.key)
+        # A stage that has landed is never rejected: a late snapshot may still list its
+        # environment as waiting after its job ran.
+        if stage.state in REJECTABLE and snapshot.is_waiting(spec.environment):
+            why = reason_words(track.ended_reason) if track.ended_reason else "stopped"
+            comment = f"rollout-bot: {why}"
+            work.effects.append(Review(name, spec.environment, approve=False, comment=comment))
+            if stage.state is not StageState.REJECTED:
+                track = track.with_stage(replace(stage, state=StageState.REJECTED))
+                work.effects.append(Announce(StageRejected(plan_track.label, spec.label)))
+    work.set_track(track)
+    failure = plan_track.on_failure
+    if snapshot.is_waiting(failure.environment):
+        work.effects.append(
+            Review(name, failure.environment, approve=True, comment=f"rollout-bot: {failure.job}")
+        )
+    job = snapshot.job(failure.job)
+    if job is not None and job.status is JobStatus.COMPLETED:
+        # Only a successful rollback or kill-switch job rolled back or halted anything.
+        ending = (track.ending if job.succeeded else None) or TrackState.FAILED
+        outcome = None if job.succeeded else str(job.conclusion)
+        reason = track.ended_reason
+        if outcome is not None:
+            reason = StopReason(
+                StopKind.FAILURE_JOB_FAILED, subject=failure.job, outcome=outcome, cause=reason
+            )
+        work.set_track(replace(track, state=ending, ending=None, ended_at=now, ended_reason=reason))
+        ended = FailureJobEnded(plan_track.label, failure.job, outcome, job.html_url, ending)
+        work.effects.append(Announce(ended, failure=True))
+
+
+def _end_with_run(
+    work: Work, plan_track: PlanTrack, name: str, snapshot: RunSnapshot, now: datetime
+) -> None:
+    track = work.track(name)
+    ending = track.ending if track.state is TrackState.ABORTING and track.ending else None
+    state = ending or TrackState.FAILED
+    conclusion = str(snapshot.conclusion)
+    reason = track.ended_reason or StopReason(StopKind.RUN_ENDED, outcome=conclusion)
+    stage = track.current
+    if stage is not None and stage.state in WATCHED:
+        # Its window's timer must not wake a track that has ended.
+        if stage.state is StageState.OBSERVING:
+            work.effects.append(cancel_window(name, stage))
+        track = track.with_stage(replace(stage, state=StageState.STOPPED))
+    work.set_track(replace(track, state=state, ending=None, ended_at=now, ended_reason=reason))
+    told = RunEnded(plan_track.label, conclusion, state)
+    work.effects.append(Announce(told, failure=state is not TrackState.COMPLETED))
+
+
+def _maybe_end(work: Work, plan: RolloutPlan, now: datetime) -> Decision:
+    rollout = work.rollout
+    if rollout.phase is Phase.RUNNING and all(t.state in TERMINAL_TRACK for t in rollout.tracks):
+        work.rollout = replace(rollout, phase=Phase.ENDED, ended_at=now)
+        lanes = tuple((plan.track(t.name).label, t.state) for t in rollout.tracks)
+        work.effects.append(Announce(RolloutEnded(rollout.tag, lanes)))
+    return work.decision()
+
+
+def _comment(rollout: Rollout, spec: PlanStage) -> str:
+    return f"rollout-bot: {rollout.tag} to {spec.label}"

@@ -1,0 +1,335 @@
+"""The rollout's state: phases, tracks and stages as values, and the rules read off them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from bot.domain.errors import RolloutError
+from bot.domain.gate import GateReason, GateVerdict, gate_reason_words
+from bot.domain.plan import RolloutPlan
+from bot.domain.release_contents import ReleaseContents
+from bot.domain.schedule import Schedule
+
+
+class InvalidTransition(RolloutError):
+    """An action that does not apply to the rollout as it stands (the message says why)."""
+
+    code = "invalid_transition"
+
+
+class Phase(StrEnum):
+    PREFLIGHT = "preflight"
+    DISPATCHING = "dispatching"
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+class TrackState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ABORTING = "aborting"
+    """Stopping: the next stage is rejected and the track's failure job approved."""
+    COMPLETED = "completed"
+    ROLLED_BACK = "rolled_back"
+    HALTED = "halted"
+    """The desktop kill-switch tripped: the release stays on its current ring."""
+    FAILED = "failed"
+    """A job failed on GitHub's side (preflight, a deploy step), or the run ended early."""
+    CANCELLED = "cancelled"
+
+
+TERMINAL_TRACK = frozenset(
+    {
+        TrackState.COMPLETED,
+        TrackState.ROLLED_BACK,
+        TrackState.HALTED,
+        TrackState.FAILED,
+        TrackState.CANCELLED,
+    }
+)
+
+
+class StageState(StrEnum):
+    PENDING = "pending"
+    APPROVING = "approving"
+    """The bot approves the stage's environment as soon as GitHub waits for it."""
+    DEPLOYING = "deploying"
+    OBSERVING = "observing"
+    EVALUATING = "evaluating"
+    """The window ended; the metrics are being read (or asked of the approvers)."""
+    HOLDING = "holding"
+    """Gate passed (or stayed inconclusive): the next stage waits for a Promote."""
+    PASSED = "passed"
+    DEPLOYED = "deployed"
+    FAILED_GATE = "failed_gate"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    """Observation cut short by a rollback or kill."""
+
+
+WATCHED = (StageState.OBSERVING, StageState.EVALUATING, StageState.HOLDING)
+"""A deployed stage whose window or gate is under way."""
+
+REJECTABLE = (StageState.PENDING, StageState.APPROVING, StageState.DEPLOYING, StageState.REJECTED)
+"""Stages whose job has not run: a stopping track rejects one whose environment waits (a
+deploying one too: the bot's approval was lost)."""
+
+
+REACHED = frozenset(
+    {*WATCHED, StageState.DEPLOYING, StageState.PASSED, StageState.DEPLOYED}
+    | {StageState.FAILED_GATE, StageState.STOPPED}
+)
+"""Stages the release has reached: deployed there, whatever happened after (a deploying job
+was approved: GitHub cannot stop it, so the release lands there)."""
+
+
+class StopKind(StrEnum):
+    """Why a track ended (or is ending)."""
+
+    CANCELLED = "cancelled"
+    """Cancelled in its preflight by `actor`."""
+    ROLLED_BACK = "rolled_back"
+    """Rolled back by hand by `actor`; `detail` holds their words."""
+    KILL_SWITCH = "kill_switch"
+    """The kill-switch tripped by hand by `actor`; `detail` holds their words."""
+    GATE_FAILED = "gate_failed"
+    """The gate of stage `subject` decided `outcome` (a verdict) for `detail` (reason words)."""
+    REJECTED_ON_GITHUB = "rejected_on_github"
+    """Stage `subject` was rejected on GitHub by `actor` (a GitHub login, or None)."""
+    JOB_FAILED = "job_failed"
+    """Job `subject` ended `outcome` (a conclusion) on GitHub, or was skipped (no outcome)."""
+    FAILURE_JOB_FAILED = "failure_job_failed"
+    """The failure job `subject` ended `outcome`; `cause` is why the track was stopping."""
+    RUN_ENDED = "run_ended"
+    """The run ended `outcome` (a conclusion) before the track did."""
+    COMPLETED = "completed"
+    """The last stage `subject` deployed."""
+    LEGACY = "legacy"
+    """A reason stored as text before reasons were data: `detail` holds it."""
+
+
+@dataclass(frozen=True)
+class StopReason:
+    """Why a track ended, as data (the edge words it, with mentions where there is an actor)."""
+
+    kind: StopKind
+    actor: str | None = None
+    subject: str = ""
+    outcome: str | None = None
+    detail: str = ""
+    cause: StopReason | None = None
+
+
+class CheckState(StrEnum):
+    PASS = "pass"  # noqa: S105 - a check state, not a password
+    FAIL = "fail"
+    PENDING = "pending"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One preflight check and what it found."""
+
+    state: CheckState
+    detail: str = ""
+    confirmed_by: str | None = None
+    """The person who confirmed the check by hand (the edge renders the mention)."""
+
+    @property
+    def clear(self) -> bool:
+        return self.state in (CheckState.PASS, CheckState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """The runbook's preconditions: flags validated, migrations additive, image published."""
+
+    flags: Check
+    migrations: Check
+    image: Check
+    contents: ReleaseContents | None = None
+    """What is in the release (shown on the card; it never blocks the dispatch). None on
+    rollouts started before the bot read it."""
+
+    def blocking(self) -> list[str]:
+        """What stops the dispatch, one line per check, empty when all are clear."""
+        names = (
+            ("Feature flags", self.flags),
+            ("Migrations", self.migrations),
+            ("Image tag", self.image),
+        )
+        return [
+            f"{name}: {check.detail or check.state}" for name, check in names if not check.clear
+        ]
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str
+    state: StageState = StageState.PENDING
+    window_started_at: datetime | None = None
+    window_ends_at: datetime | None = None
+    extensions: int = 0
+    verdict: GateVerdict | None = None
+
+
+@dataclass(frozen=True)
+class Track:
+    name: str
+    state: TrackState = TrackState.PENDING
+    stages: tuple[Stage, ...] = ()
+    ending: TrackState | None = None
+    """While ABORTING: the state the track ends in once its failure job is done."""
+    ended_reason: StopReason | None = None
+    ended_at: datetime | None = None
+
+    def stage(self, key: str) -> Stage:
+        for stage in self.stages:
+            if stage.key == key:
+                return stage
+        raise KeyError(f"track {self.name} has no stage {key}")
+
+    @property
+    def current(self) -> Stage | None:
+        """The stage the track is at: the first not yet passed (None once all passed)."""
+        return next((s for s in self.stages if s.state is not StageState.PASSED), None)
+
+    @property
+    def reached(self) -> Stage | None:
+        """The last stage the release reached (see `REACHED`), None before any."""
+        return next((s for s in reversed(self.stages) if s.state in REACHED), None)
+
+    def with_stage(self, stage: Stage) -> Track:
+        return replace(self, stages=tuple(stage if s.key == stage.key else s for s in self.stages))
+
+
+@dataclass(frozen=True)
+class Rollout:
+    id: str
+    tag: str
+    channel_id: str
+    started_by: str
+    phase: Phase
+    tracks: tuple[Track, ...]
+    preflight: Preflight
+    created_at: datetime
+    run_id: int | None = None
+    run_url: str | None = None
+    message_ts: str | None = None
+    dispatched_at: datetime | None = None
+    gave_up_at: datetime | None = None
+    """When the bot last gave up looking for the run of its dispatch (a person may link it)."""
+    schedule: Schedule | None = None
+    """A dispatch scheduled by its starter (`/rollout start ... --at`)."""
+    ended_at: datetime | None = None
+    version: int = 0
+    """The stored version this value was read at (optimistic concurrency); 0 before storing."""
+
+    def track(self, name: str) -> Track:
+        for track in self.tracks:
+            if track.name == name:
+                return track
+        raise KeyError(f"rollout {self.id} has no track {name}")
+
+    def with_track(self, track: Track) -> Rollout:
+        return replace(
+            self, tracks=tuple(track if t.name == track.name else t for t in self.tracks)
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.phase is not Phase.ENDED
+
+
+def window_timer_key(rollout_id: str, track: str, stage: str, due_at: datetime) -> str:
+    """The durable timer of one window end. Keyed by the due time, so a window that moves
+    (an extension) gets a timer of its own, and a stale one that fires anyway is told apart
+    by `window_ended` (its due time is not the stage's window end any more)."""
+    return f"window:{rollout_id}:{track}:{stage}:{due_at.astimezone(UTC).isoformat()}"
+
+
+def new_rollout(
+    *,
+    rollout_id: str,
+    tag: str,
+    channel_id: str,
+    started_by: str,
+    plan: RolloutPlan,
+    preflight: Preflight,
+    now: datetime,
+) -> Rollout:
+    tracks = tuple(
+        Track(name=name, stages=tuple(Stage(key=s.key) for s in track.stages))
+        for name, track in plan.tracks.items()
+    )
+    return Rollout(
+        id=rollout_id,
+        tag=tag,
+        channel_id=channel_id,
+        started_by=started_by,
+        phase=Phase.PREFLIGHT,
+        tracks=tracks,
+        preflight=preflight,
+        created_at=now,
+    )
+
+
+def holding_tracks(rollout: Rollout) -> list[str]:
+    """Tracks whose current stage holds on a gate, waiting for a Promote."""
+    return [
+        t.name
+        for t in rollout.tracks
+        if t.state is TrackState.ACTIVE
+        and (stage := t.current) is not None
+        and stage.state is StageState.HOLDING
+    ]
+
+
+def gate_missed(stage: Stage) -> bool:
+    """Held without a verdict: the window's timer gave up before its gate could run."""
+    return stage.state is StageState.HOLDING and stage.verdict is None
+
+
+def ended_words(state: TrackState) -> str:
+    return {
+        TrackState.COMPLETED: "completed",
+        TrackState.ROLLED_BACK: "rolled back",
+        TrackState.HALTED: "halted by the kill-switch",
+        TrackState.FAILED: "failed",
+        TrackState.CANCELLED: "cancelled",
+    }.get(state, str(state))
+
+
+def reason_words(reason: StopReason, person: Callable[[str], str] = str) -> str:
+    """Why a track ended, in words; `person` names an actor of the project's own (the Slack
+    edge makes it a mention). GitHub logins are named as they are."""
+    who = person(reason.actor) if reason.actor else "someone"
+    said = f": {reason.detail}" if reason.detail else ""
+    match reason.kind:
+        case StopKind.CANCELLED:
+            return f"cancelled by {who}"
+        case StopKind.ROLLED_BACK:
+            return f"rolled back by {who}{said}"
+        case StopKind.KILL_SWITCH:
+            return f"kill-switch by {who}{said}"
+        case StopKind.GATE_FAILED:
+            why = gate_reason_words(GateReason(reason.detail) if reason.detail else None)
+            return f"{reason.subject} gate {reason.outcome}: {why}"
+        case StopKind.REJECTED_ON_GITHUB:
+            return f"{reason.subject} rejected on GitHub by {reason.actor or 'Someone'}"
+        case StopKind.JOB_FAILED if reason.outcome is None:
+            return f"{reason.subject} was skipped"
+        case StopKind.JOB_FAILED | StopKind.FAILURE_JOB_FAILED:
+            cause = f" ({reason_words(reason.cause, person)})" if reason.cause else ""
+            return f"{reason.subject} ended `{reason.outcome}`{cause}"
+        case StopKind.RUN_ENDED:
+            return f"the run ended `{reason.outcome}` first"
+        case StopKind.COMPLETED:
+            return f"{reason.subject} deployed"
+    return reason.detail

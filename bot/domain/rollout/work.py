@@ -1,0 +1,51 @@
+"""Building a decision step by step: the rollout as it changes and the effects asked for."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from bot.domain.plan import Stage as PlanStage
+from bot.domain.plan import Track as PlanTrack
+from bot.domain.rollout.events import CancelWindow, Decision, Effect
+from bot.domain.rollout.state import Rollout, Stage, StageState, Track
+
+
+class Work:
+    """Accumulates a decision: the rollout as it changes, and the effects asked for."""
+
+    def __init__(self, rollout: Rollout) -> None:
+        self.rollout = rollout
+        self.effects: list[Effect] = []
+
+    def set_track(self, track: Track) -> None:
+        self.rollout = self.rollout.with_track(track)
+
+    def track(self, name: str) -> Track:
+        return self.rollout.track(name)
+
+    def decision(self) -> Decision:
+        return Decision(self.rollout, tuple(self.effects))
+
+
+def cancel_window(track: str, stage: Stage) -> CancelWindow:
+    assert stage.window_ends_at is not None  # every observed stage has a window end
+    return CancelWindow(track, stage.key, stage.window_ends_at)
+
+
+def advance(work: Work, track: str, passed_stage: Stage, following: PlanStage) -> None:
+    current = work.track(track)
+    moved = current.with_stage(replace(passed_stage, state=StageState.PASSED))
+    nxt = moved.stage(following.key)
+    work.set_track(moved.with_stage(replace(nxt, state=StageState.APPROVING)))
+
+
+def reached_label(plan_track: PlanTrack, track: Track) -> str | None:
+    """The label of the last stage the release reached on `track`, None before any."""
+    reached = track.reached
+    return None if reached is None else plan_track.stage(reached.key).label
+
+
+def utc_minute(moment: datetime) -> str:
+    """A moment in words for a refusal: `2025-06-02 09:35 UTC`."""
+    return f"{moment:%Y-%m-%d %H:%M} UTC"

@@ -1,0 +1,376 @@
+"""`/rollout` commands: the slash command's text parsed into typed values, and the help as data.
+
+The parser raises only InvalidCommand (or its InvalidTag), whose message is safe to show.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar, NamedTuple
+
+from bot.domain.errors import InvalidCommand, InvalidTag
+from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
+from bot.domain.run_link import USAGE, RunReference, parse_run_reference
+from bot.domain.text import clean_text, shown
+
+TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+"""A container image tag, as the workflow's `relay_image_tag` takes it."""
+
+_TAG = re.compile(TAG_RULE)
+_MAX_REASON = 500
+_QUOTES = "\"'\N{LEFT DOUBLE QUOTATION MARK}\N{RIGHT DOUBLE QUOTATION MARK}"
+# start's options, wherever they stand; Slack's desktop clients may turn a typed "--" into an
+# em dash. A quoted value is taken as it is (a reason may say `--at 9`).
+_START_OPTION = re.compile(
+    r"(?<!\S)(?:--|\N{EM DASH})(flags-ready|at|override-freeze)(?=\s|$|=)", re.IGNORECASE
+)
+_START_OPTIONS = 'it takes --flags-ready, --at "<time>" and --override-freeze "<reason>"'
+# An unquoted time: one word, and a time of day after it (`--at tue 09:00`, `--at tomorrow
+# 9am`, `--at tue 09:00+01:00`), so a tag after it stays the tag.
+_UNQUOTED_AT = re.compile(
+    r"\S+(?:\s+[0-9]{1,2}(?::[0-9]{2})?(?:am|pm)?(?:[+-][0-9]{2}:?[0-9]{2}|Z)?(?!\S))?",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"\S+")
+
+
+class Subcommand(StrEnum):
+    START = "start"
+    STATUS = "status"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+    KILL = "kill"
+    HISTORY = "history"
+    REPORT = "report"
+    NPM_TOKEN = "npm-token"  # noqa: S105 (a subcommand, not a token)
+    FREEZE = "freeze"
+    UNFREEZE = "unfreeze"
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    LINK = "link"
+    HELP = "help"
+
+
+@dataclass(frozen=True)
+class Start:
+    """Check the preflight for `tag`; `flags_ready` confirms the feature flags up front."""
+
+    name: ClassVar[Subcommand] = Subcommand.START
+    tag: str
+    flags_ready: bool = False
+    override_freeze: str | None = None
+    """An approver's reason to start (and dispatch) while deploys are frozen."""
+    at: str | None = None
+    """When to dispatch, as typed (`tue 09:00`): read in the starter's time zone by the
+    service (`bot.domain.schedule.start_schedule`)."""
+
+
+@dataclass(frozen=True)
+class Status:
+    name: ClassVar[Subcommand] = Subcommand.STATUS
+
+
+@dataclass(frozen=True)
+class Promote:
+    name: ClassVar[Subcommand] = Subcommand.PROMOTE
+
+
+@dataclass(frozen=True)
+class Rollback:
+    name: ClassVar[Subcommand] = Subcommand.ROLLBACK
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Trip the desktop kill-switch; `reason` is the rest of the text as Slack sent it (escaped)."""
+
+    name: ClassVar[Subcommand] = Subcommand.KILL
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """The last rollouts, or one rollout's timeline when `tag` is given."""
+
+    name: ClassVar[Subcommand] = Subcommand.HISTORY
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The rollouts that ended in `period`, summed up."""
+
+    name: ClassVar[Subcommand] = Subcommand.REPORT
+    period: Period = field(default_factory=lambda: parse_period(DEFAULT_PERIOD))
+
+
+@dataclass(frozen=True)
+class NpmToken:
+    name: ClassVar[Subcommand] = Subcommand.NPM_TOKEN
+
+
+@dataclass(frozen=True)
+class Link:
+    """Attach an existing run to the rollout whose dispatch could not be identified."""
+
+    name: ClassVar[Subcommand] = Subcommand.LINK
+    run: RunReference
+
+
+@dataclass(frozen=True)
+class Help:
+    name: ClassVar[Subcommand] = Subcommand.HELP
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """Freeze starts and dispatches until `until` (a duration or a time, read by the service
+    against its clock: `bot.domain.freeze.freeze_end`), for `reason`."""
+
+    name: ClassVar[Subcommand] = Subcommand.FREEZE
+    until: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unfreeze:
+    name: ClassVar[Subcommand] = Subcommand.UNFREEZE
+
+
+@dataclass(frozen=True)
+class Lock:
+    name: ClassVar[Subcommand] = Subcommand.LOCK
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Unlock:
+    """Unlock the lane: the holder, or another approver giving `reason`."""
+
+    name: ClassVar[Subcommand] = Subcommand.UNLOCK
+    reason: str = ""
+
+
+Command = (
+    Freeze
+    | Unfreeze
+    | Lock
+    | Unlock
+    | Start
+    | Status
+    | Promote
+    | Rollback
+    | Kill
+    | History
+    | Report
+    | NpmToken
+    | Link
+    | Help
+)
+
+
+class HelpEntry(NamedTuple):
+    usage: str
+    description: str
+
+
+HELP: tuple[HelpEntry, ...] = (
+    HelpEntry(
+        '/rollout start <tag> [--flags-ready] [--at "tue 09:00"]',
+        "Check the preflight for a release tag, then dispatch the Deployment Strategy workflow "
+        "(at a time in your time zone, with --at)",
+    ),
+    HelpEntry("/rollout status", "Show the active rollouts and where each one stands"),
+    HelpEntry("/rollout promote", "Approve the next stage once the current stage's gate passed"),
+    HelpEntry("/rollout rollback", "Roll the relay back: stop at once and run the rollback job"),
+    HelpEntry(
+        "/rollout kill [reason]",
+        "Trip the desktop/CLI kill-switch: stop promotion and keep the current ring",
+    ),
+    HelpEntry("/rollout history [tag]", "Show the last rollouts, or the timeline of one release"),
+    HelpEntry(
+        "/rollout report [period]",
+        "Sum up the rollouts that ended in a period (7d, 30d, 2026-11; default 30d)",
+    ),
+    HelpEntry("/rollout npm-token", "Set up and verify the NPM_TOKEN secret of the npm Release"),
+    HelpEntry(
+        "/rollout freeze <duration or until> <reason>",
+        "Freeze starts and dispatches (`2h`, or `2026-12-24 18:00` UTC); running rollouts go on",
+    ),
+    HelpEntry("/rollout unfreeze", "Lift a `/rollout freeze` before it ends"),
+    HelpEntry("/rollout lock [reason]", "Hold the release lane: others cannot start or dispatch"),
+    HelpEntry("/rollout unlock [reason]", "Release the lane (another approver gives a reason)"),
+    HelpEntry(
+        "/rollout link <run id or URL>",
+        "Follow a run of the workflow whose dispatch the bot could not identify",
+    ),
+    HelpEntry("/rollout help", "Show this help"),
+)
+
+_OUTSIDE_RELEASE_CHANNELS = frozenset({Subcommand.HELP})
+# The npm walkthrough changes no rollout; a person may prefer to set a secret up in private.
+_IN_DIRECT_MESSAGES = frozenset({Subcommand.HELP, Subcommand.NPM_TOKEN})
+
+
+def allowed_outside_release_channels(command: Command | Subcommand) -> bool:
+    """Whether a subcommand may run in a channel that is not a release channel."""
+    name = command if isinstance(command, Subcommand) else command.name
+    return name in _OUTSIDE_RELEASE_CHANNELS
+
+
+def is_direct_message(channel_id: str) -> bool:
+    """Whether a Slack conversation id is a direct message (Slack's DM ids start with D)."""
+    return channel_id.startswith("D")
+
+
+def allowed_in_direct_messages(command: Command | Subcommand) -> bool:
+    """Whether a subcommand may run in a direct message with the bot."""
+    name = command if isinstance(command, Subcommand) else command.name
+    return name in _IN_DIRECT_MESSAGES
+
+
+def parse_command(text: str) -> Command:
+    """The command in the slash command's text; empty text is help. Characters the database
+    cannot store are dropped first, so a kill-switch goes through whatever its reason says."""
+    parts = clean_text(text).strip().split(maxsplit=1)
+    if not parts:
+        return Help()
+    word, rest = parts[0], parts[1] if len(parts) > 1 else ""
+    try:
+        subcommand = Subcommand(word.lower())
+    except ValueError:
+        raise InvalidCommand(f"`{shown(word)}` is not a /rollout subcommand.") from None
+    args = rest.split()
+    if subcommand is Subcommand.START:
+        return _start(rest)
+    if subcommand is Subcommand.KILL:
+        reason = rest.strip()
+        if len(reason) > _MAX_REASON:
+            raise InvalidCommand(f"The kill reason is too long (at most {_MAX_REASON} characters).")
+        return Kill(reason=reason or None)
+    if subcommand is Subcommand.FREEZE:
+        return _freeze(rest)
+    if subcommand is Subcommand.LOCK:
+        return Lock(reason=_reason(rest, "lock"))
+    if subcommand is Subcommand.UNLOCK:
+        return Unlock(reason=_reason(rest, "unlock"))
+    if subcommand is Subcommand.HISTORY:
+        if len(args) > 1:
+            raise _unexpected(subcommand, args[1])
+        return History(tag=parse_tag(args[0]) if args else None)
+    if subcommand is Subcommand.REPORT:
+        if len(args) > 1:
+            raise _unexpected(subcommand, args[1])
+        return Report(parse_period(args[0])) if args else Report()
+    if subcommand is Subcommand.LINK:
+        if len(args) != 1:
+            raise InvalidCommand(f"link takes one run: {USAGE}.")
+        return Link(run=parse_run_reference(args[0]))
+    if args:
+        raise _unexpected(subcommand, args[0])
+    simple: dict[Subcommand, Command] = {
+        Subcommand.STATUS: Status(),
+        Subcommand.PROMOTE: Promote(),
+        Subcommand.ROLLBACK: Rollback(),
+        Subcommand.NPM_TOKEN: NpmToken(),
+        Subcommand.HELP: Help(),
+        Subcommand.UNFREEZE: Unfreeze(),
+    }
+    return simple[subcommand]
+
+
+def parse_tag(text: str) -> str:
+    """`text` if it is a valid image tag; raises InvalidTag quoting the rule otherwise."""
+    if not _TAG.fullmatch(text):
+        raise InvalidTag(
+            f"`{shown(text)}` is not a valid release tag: a tag must match `{TAG_RULE}` "
+            "(a letter, digit or _, then up to 127 letters, digits, _, . or -)."
+        )
+    return text
+
+
+def _reason(text: str, what: str) -> str:
+    reason = text.strip().strip(_QUOTES).strip()
+    if len(reason) > _MAX_REASON:
+        raise InvalidCommand(f"The {what} reason is too long (at most {_MAX_REASON} characters).")
+    return reason
+
+
+_FREEZE_USAGE = "`/rollout freeze <duration or until> <reason>` (`/rollout freeze 2h code freeze`)"
+_UNTIL = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}\S*|\S+)\s*(.*)", re.DOTALL)
+
+
+def _freeze(text: str) -> Freeze:
+    found = _UNTIL.fullmatch(text.strip())
+    if found is None:
+        raise InvalidCommand(f"freeze needs an end and a reason: {_FREEZE_USAGE}.")
+    reason = _reason(found[2], "freeze")
+    if not reason:
+        raise InvalidCommand(f"freeze needs a reason after its end: {_FREEZE_USAGE}.")
+    return Freeze(until=found[1], reason=reason)
+
+
+def _start(text: str) -> Start:
+    """start's tag and options, each option once, in any order."""
+    values: dict[str, str] = {}
+    tags: list[str] = []
+    flags_ready = False
+    at = 0
+    while (word := _WORD.search(text, at)) is not None:
+        option = _START_OPTION.match(text, word.start())
+        if option is None:
+            if word[0].startswith(("--", "\N{EM DASH}")):
+                raise InvalidCommand(
+                    f"`{shown(word[0])}` is not an option of start; {_START_OPTIONS}."
+                )
+            tags.append(word[0])
+            at = word.end()
+            continue
+        name, at = option[1].lower(), option.end()
+        if name == "flags-ready":
+            if text.startswith("=", at):
+                raise InvalidCommand(f"`--flags-ready` takes no value; {_START_OPTIONS}.")
+            flags_ready = True
+            continue
+        if name in values:
+            raise InvalidCommand(f"`--{name}` is given twice: give it once.")
+        values[name], at = _option_value(text, at + text.startswith("=", at), name)
+    if not tags:
+        raise InvalidCommand("start needs a release tag: `/rollout start <tag> [--flags-ready]`.")
+    if len(tags) > 1:
+        raise _unexpected(Subcommand.START, tags[1])
+    when = values.get("at")
+    if when is not None and not when:
+        raise InvalidCommand('--at needs a time: `/rollout start <tag> --at "tue 09:00"`.')
+    override = values.get("override-freeze")
+    if override is not None:
+        override = _reason(override, "override")
+        if not override:
+            raise InvalidCommand(
+                'An override needs a reason: `/rollout start <tag> --override-freeze "<reason>"`.'
+            )
+    return Start(tag=parse_tag(tags[0]), flags_ready=flags_ready, override_freeze=override, at=when)
+
+
+def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
+    """The value of option `name` from `at` on, and where it ends: a quoted text as it is; else
+    a time (`--at`), or a reason up to the next option or the end (`--override-freeze`)."""
+    start = len(text) - len(text[at:].lstrip())
+    if start < len(text) and text[start] in _QUOTES:
+        end = next((i for i in range(start + 1, len(text)) if text[i] in _QUOTES), None)
+        if end is None:
+            raise InvalidCommand(f"The quote after `--{name}` is not closed.")
+        return text[start + 1 : end].strip(), end + 1
+    if name == "at":
+        found = _UNQUOTED_AT.match(text, start)
+        return (found[0], found.end()) if found is not None else ("", start)
+    following = _START_OPTION.search(text, start)
+    end = following.start() if following is not None else len(text)
+    return text[start:end].strip(), end
+
+
+def _unexpected(subcommand: Subcommand, arg: str) -> InvalidCommand:
+    usage = next(entry.usage for entry in HELP if entry.usage.split()[1] == subcommand)
+    return InvalidCommand(f"Unexpected `{shown(arg)}`: the usage is `{usage}`.")

@@ -1,0 +1,229 @@
+"""The report afterwards: what a finished rollout did, built from its state and its audit trail.
+
+Pure: the rollout, its plan and its recorded events in, a `RolloutSummary` out (the Slack edge
+words it). Stage times: deployed (its window opened, or the track completed there), window end,
+gate decided, promoted. "Held" is the time a stage waited for a person: from its gate's verdict
+to the Promote click (or to the end of its track when nobody promoted it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bot.domain.gate import GateVerdict, Verdict
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout.codec import verdict_from_json
+from bot.domain.rollout.state import Rollout, StopReason, Track, TrackState
+
+PEOPLES_ACTIONS = {
+    "start": "started",
+    "confirm_flags": "confirmed the feature flags",
+    "dispatch": "dispatched",
+    "promote": "promoted",
+    "extend": "extended the window",
+    "abort_relay": "rolled back",
+    "abort_desktop": "tripped the kill-switch",
+    "redeploy": "redeployed",
+    "gate": "entered the figures",
+    "cancel": "cancelled",
+}
+"""The audit actions a person takes that the summary names, in words."""
+
+
+HOLDS = (Verdict.PASS, Verdict.INCONCLUSIVE)
+"""The verdicts after which a stage waits for a person."""
+
+DONE = ("ok", "run_not_identified")
+"""The results of a person's action that took place (a dispatch whose run GitHub did not name
+still started the workflow); a refusal, a GitHub error or a duplicate did not."""
+
+
+class Recorded(Protocol):
+    """One audit trail entry as the summary reads it (`bot.services.records.AuditEvent`)."""
+
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def result(self) -> str: ...
+    @property
+    def track(self) -> str | None: ...
+    @property
+    def stage(self) -> str | None: ...
+    @property
+    def detail(self) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    track: str
+    stage: str
+    """The plan's labels of the track and stage."""
+    deployed_at: datetime
+    window_ended_at: datetime | None
+    decided_at: datetime | None
+    promoted_at: datetime | None
+    promoted_by: str | None
+    held: timedelta | None
+    """From the gate's verdict to the promotion (or the track's end): waiting for a person."""
+
+
+@dataclass(frozen=True)
+class StageVerdict:
+    track: str
+    stage: str
+    at: datetime
+    verdict: GateVerdict
+
+
+@dataclass(frozen=True)
+class PersonAct:
+    at: datetime
+    actor: str
+    what: str
+    """Words from `PEOPLES_ACTIONS`, with `(override)` for a promotion that overrode a hold."""
+    track: str | None
+    said: str = ""
+    """A reason the person gave (a rollback, a kill)."""
+
+
+@dataclass(frozen=True)
+class TrackOutcome:
+    track: str
+    state: TrackState
+    reason: StopReason | None
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    rollout_id: str
+    tag: str
+    started_by: str
+    started_at: datetime
+    ended_at: datetime
+    outcomes: tuple[TrackOutcome, ...]
+    stages: tuple[StageTimes, ...]
+    verdicts: tuple[StageVerdict, ...]
+    acts: tuple[PersonAct, ...]
+
+    @property
+    def lead_time(self) -> timedelta:
+        return self.ended_at - self.started_at
+
+    @property
+    def held(self) -> timedelta:
+        """Time held waiting for a person, over every stage."""
+        return sum((s.held for s in self.stages if s.held is not None), timedelta(0))
+
+    @property
+    def succeeded(self) -> bool:
+        return all(o.state is TrackState.COMPLETED for o in self.outcomes)
+
+
+def summarize(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    events: Sequence[Recorded],
+    *,
+    machine: Callable[[str], bool],
+) -> RolloutSummary:
+    """The summary of an ended rollout; `events` is its audit trail, oldest first. Actors
+    that are a `machine` (the bot, a metrics source) are not named among the people."""
+    if rollout.ended_at is None:
+        raise ValueError(f"rollout {rollout.id} has not ended")
+    ok = _took_place([e for e in events if not (e.detail or {}).get("interim")])
+    verdicts = tuple(
+        StageVerdict(
+            plan.track(e.track).label,
+            plan.track(e.track).stage(e.stage).label,
+            e.at,
+            verdict_from_json(dict(e.detail or {})),
+        )
+        for e in ok
+        if e.action == "gate" and e.track and e.stage and e.detail
+    )
+    return RolloutSummary(
+        rollout_id=rollout.id,
+        tag=rollout.tag,
+        started_by=rollout.started_by,
+        started_at=rollout.created_at,
+        ended_at=rollout.ended_at,
+        outcomes=tuple(
+            TrackOutcome(plan.track(t.name).label, t.state, t.ended_reason) for t in rollout.tracks
+        ),
+        stages=tuple(s for t in rollout.tracks for s in _stage_times(t, plan, ok)),
+        verdicts=verdicts,
+        acts=tuple(
+            _act(e, plan) for e in ok if e.action in PEOPLES_ACTIONS and not machine(e.actor)
+        ),
+    )
+
+
+def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
+    """The gates, and the people's actions that took place: each promotion once (a replica
+    that lost the race to save a promotion records it again: the first after a track's gate
+    counts)."""
+    kept = []
+    gates: dict[str | None, int] = {}
+    promoted: set[tuple[str | None, int]] = set()
+    for e in events:
+        if e.action == "gate":
+            gates[e.track] = gates.get(e.track, 0) + 1
+        elif e.action in PEOPLES_ACTIONS and e.result not in DONE:
+            continue
+        if e.action == "promote":
+            key = (e.track, gates.get(e.track, 0))
+            if key in promoted:
+                continue
+            promoted.add(key)
+        kept.append(e)
+    return kept
+
+
+def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) -> list[StageTimes]:
+    spec = plan.track(track.name)
+    promotions = [e for e in events if e.action == "promote" and e.track == track.name]
+    times = []
+    for stage in track.stages:
+        deployed = stage.window_started_at
+        if deployed is None and stage is track.stages[-1] and track.state is TrackState.COMPLETED:
+            deployed = track.ended_at
+        if deployed is None:
+            continue  # never reached
+        gates = [
+            e
+            for e in events
+            if e.action == "gate" and (e.track, e.stage) == (track.name, stage.key)
+        ]
+        # Held: a gate that passed (or stayed inconclusive) waits for a Promote.
+        decided = gates[-1].at if gates and gates[-1].result in HOLDS else None
+        promotion = next((e for e in promotions if decided and e.at >= decided), None)
+        until = promotion.at if promotion else track.ended_at
+        times.append(
+            StageTimes(
+                track=spec.label,
+                stage=spec.stage(stage.key).label,
+                deployed_at=deployed,
+                window_ended_at=stage.window_ends_at,
+                decided_at=decided,
+                promoted_at=promotion.at if promotion else None,
+                promoted_by=promotion.actor if promotion else None,
+                held=until - decided if decided and until and until >= decided else None,
+            )
+        )
+    return times
+
+
+def _act(event: Recorded, plan: RolloutPlan) -> PersonAct:
+    detail = event.detail or {}
+    what = PEOPLES_ACTIONS[event.action]
+    if detail.get("override"):
+        what += " (override)"
+    track = plan.track(event.track).label if event.track else None
+    return PersonAct(event.at, event.actor, what, track, str(detail.get("reason") or ""))

@@ -1,0 +1,211 @@
+"""Scheduled starts: `/rollout start <tag> --at "tue 09:00"` read in the starter's time zone,
+and the schedule a rollout keeps until its dispatch goes, is held, or is cancelled.
+
+The time is read by `dateutil` (weekdays, ISO dates, `9am`, `dec 8 9:30pm`) against the clock
+and zone the caller passes; `today` and `tomorrow` are read here. A time without a date is
+its next occurrence: `09:00` at 10:00 is tomorrow's, `tue 09:00` on a Tuesday afternoon next
+week's; a date without a year is its next occurrence too (`jan 2 09:00` on December 30 is
+next year's). A time must be given, in the future, and at most `MAX_AHEAD` away. Numeric
+day-and-month dates (`08/12`) are refused: whether the day or the month comes first is a
+guess. A local time that happens twice (clocks going back) is its first occurrence, one the
+clocks skip is read an hour later (`zoneinfo`'s fold 0).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
+
+from dateutil import parser
+
+from bot.domain.errors import InvalidCommand
+from bot.domain.freeze import LaneRefusal
+from bot.domain.text import shown
+
+MAX_AHEAD = timedelta(days=14)
+"""How far ahead a start may be scheduled: a release plan, not a calendar."""
+
+EXAMPLES = (
+    '`--at "tue 09:00"`, `--at 09:00`, `--at "tomorrow 09:00"`, `--at "2026-12-08 09:00"`, '
+    '`--at "tue 09:00+01:00"`'
+)
+
+_DAY_WORDS = {"today": 0, "tomorrow": 1}
+_UTC_NAMES = frozenset({"UTC", "GMT", "Z"})
+_INFO = parser.parserinfo()
+# Two numbers joined by `/`, `.` or `-` that are not an ISO date's or a time's parts (`08/12`).
+_NUMERIC_DAY_MONTH = re.compile(r"(?<![0-9:/.-])[0-9]{1,2}[/.-][0-9]{1,2}(?![0-9:])")
+_OFFSET_ZONE = re.compile(r"UTC[+-][0-9]{2}:[0-9]{2}")
+
+
+class ZoneNeeded(InvalidCommand):
+    """The time names no offset, and no time zone was given to read it in."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """Why a scheduled dispatch did not go at its time (the rollout waits for a person): the
+    preflight's blocking checks, the lane's refusal (a freeze, someone else's lock, the
+    two-person rule on an override), the plan's two-person rule on dispatch, a starter who is
+    no longer an approver, or an error (GitHub's refusal, the bot down at the time)."""
+
+    blocking: tuple[str, ...] = ()
+    lane: LaneRefusal | None = None
+    two_person: bool = False
+    error: str | None = None
+    not_approver: str | None = None
+    """The starter, no longer a release approver at the time."""
+
+    def summary(self) -> str:
+        """Why, in plain words (for the audit trail and the log)."""
+        if self.not_approver is not None:
+            return f"its starter {self.not_approver} is no longer a release approver"
+        if self.lane is not None:
+            return f"the release lane refused it ({type(self.lane).__name__})"
+        if self.blocking:
+            return "blocked: " + "; ".join(self.blocking)
+        if self.two_person:
+            return "the plan's two-person rule needs another approver to dispatch"
+        return self.error or "not dispatched"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A rollout's dispatch scheduled by `by` for `at` (typed in their time zone `zone`);
+    `held` once it did not go then."""
+
+    at: datetime
+    by: str
+    zone: str = "UTC"
+    held: Held | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether the dispatch is still to go at `at`."""
+        return self.held is None
+
+    @property
+    def offset_given(self) -> bool:
+        """Whether the time was typed with its offset (`zone` is then `UTC+01:00`), not read
+        in the starter's Slack time zone."""
+        return _OFFSET_ZONE.fullmatch(self.zone) is not None
+
+
+def offset_zone(when: datetime) -> str:
+    """The zone of a time typed with its offset, as a schedule keeps it (`UTC+01:00`)."""
+    offset = when.utcoffset() or timedelta(0)
+    sign, size = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+    hours, rest = divmod(int(size.total_seconds()) // 60, 60)
+    return f"UTC{sign}{hours:02d}:{rest:02d}"
+
+
+def dispatch_timer_key(rollout_id: str, at: datetime) -> str:
+    """The durable timer of one scheduled dispatch (a new schedule would be a new timer)."""
+    return f"schedule:{rollout_id}:{at.astimezone(UTC).isoformat()}"
+
+
+def start_schedule(text: str, *, now: datetime, zone: ZoneInfo | None, by: str) -> Schedule:
+    """The schedule `by` asks for with `text` (`_typed_time`): its time in UTC, and the zone
+    it was read in, or the offset typed (`UTC+01:00`)."""
+    when = _typed_time(text, now=now, zone=zone)
+    typed = zone.key if zone is not None and when.tzinfo is zone else offset_zone(when)
+    return Schedule(at=when.astimezone(UTC), by=by, zone=typed)
+
+
+def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
+    """When `text` (as a person in `zone` means it at `now`) is, in that zone or the offset
+    the text names. Raises InvalidCommand
+    saying why for an unreadable text, a time without an hour, a numeric day and month, two
+    weekdays, a past time, or one more than MAX_AHEAD away. A time that names an offset
+    (`09:00+01:00`, `09:00 UTC`) keeps it; without `zone`, only such a time is read (else
+    ZoneNeeded)."""
+    words = text.strip().split(maxsplit=1)
+    if not words:
+        raise InvalidCommand(f"--at needs a time: {EXAMPLES}.")
+    if _NUMERIC_DAY_MONTH.search(text):
+        raise InvalidCommand(
+            f"`{shown(text)}` could be day/month or month/day: name the month "
+            f'(`--at "dec 8 09:00"`) or give the whole date (`--at "2026-12-08 09:00"`).'
+        )
+    weekdays = [word for word in re.findall(r"[A-Za-z]+", text) if _INFO.weekday(word) is not None]
+    if len(weekdays) > 1:
+        raise InvalidCommand(f"`{shown(text)}` names more than one day: {EXAMPLES}.")
+    day = _DAY_WORDS.get(words[0].lower())
+    rest = words[1] if day is not None and len(words) > 1 else text.strip()
+    if day is not None and len(words) == 1:
+        rest = ""  # `tomorrow` alone: no time given
+    local_now = now.astimezone(zone or _named_offset(rest) or UTC)  # whose today it is
+    base = local_now.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    base += timedelta(days=day or 0)
+    when = _read(text, rest, base, zone)
+    if when <= now and day is None:
+        later = _read(text, rest, base + timedelta(days=1), zone)
+        if later == when:  # a date was given: next year's, unless the year was given too
+            later = _read(text, rest, datetime(base.year + 1, 1, 1), zone)
+        if later != when and later <= now + MAX_AHEAD:  # its next occurrence
+            when = later
+    if when <= now:
+        raise InvalidCommand(f"`{shown(text)}` is in the past: a start is scheduled ahead.")
+    if when > now + MAX_AHEAD:
+        raise InvalidCommand(
+            f"`{shown(text)}` is too far ahead: a start is scheduled at most "
+            f"{MAX_AHEAD.days} days ahead."
+        )
+    return when
+
+
+def _read(text: str, rest: str, base: datetime, zone: tzinfo | None) -> datetime:
+    """`rest` read on the date `base` (local, naive); an aware datetime in `zone` unless it
+    named an offset. Raises InvalidCommand unless it names an hour (ZoneNeeded when it names
+    no offset and there is no `zone`)."""
+    unreadable = InvalidCommand(f"`{shown(text)}` is not a time I can read: {EXAMPLES}.")
+    if not rest:
+        raise InvalidCommand(f"`{shown(text)}` names no time of day: {EXAMPLES}.")
+    try:
+        first = parser.parse(rest, default=base, tzinfos=_offset)
+        # Read again on another hour: an hour that moved with it was not given.
+        second = parser.parse(rest, default=base.replace(hour=1), tzinfos=_offset)
+    except (ValueError, OverflowError):
+        raise unreadable from None
+    if first.hour != second.hour:
+        raise InvalidCommand(f"`{shown(text)}` names no time of day: {EXAMPLES}.")
+    if first.tzinfo is not None:
+        return first
+    if zone is None:
+        raise ZoneNeeded(f"`{shown(text)}` names no offset and no time zone was given.")
+    return first.replace(tzinfo=zone)
+
+
+def _named_offset(rest: str) -> tzinfo | None:
+    """The offset `rest` names (`09:00+01:00`), if any and readable."""
+    try:
+        return parser.parse(rest, default=datetime(2000, 1, 1), tzinfos=_offset).tzinfo
+    except (ValueError, OverflowError, InvalidCommand):
+        return None
+
+
+def _offset(name: str | None, offset: int | None) -> int | None:
+    """The offset dateutil found (`+01:00`) or UTC (None: no zone named); any other zone name
+    is refused rather than guessed (`CET`, `EST` are ambiguous abbreviations)."""
+    if offset is not None:
+        return offset
+    if name is None:
+        return None
+    if name is not None and name.upper() in _UTC_NAMES:
+        return 0
+    raise InvalidCommand(
+        f"`{shown(name or '')}` is not a time zone I read: the time is read in your Slack "
+        "time zone, or give an offset such as `+01:00`."
+    )
+
+
+def zone_named(name: str | None) -> ZoneInfo:
+    """The IANA zone Slack gave for a person (`Europe/Berlin`), UTC when none or unknown."""
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+            pass
+    return ZoneInfo("UTC")

@@ -1,0 +1,106 @@
+"""Runs the bot did not start: a run of the plan's workflow that no rollout follows (dispatched
+on github.com, re-run, a push) asks the App's protection rule to deploy. It is never approved
+silently: its card offers Adopt (the run becomes a rollout the bot follows, with the plan's
+gates) and Reject, and a default answers it once its time is up (docs/protection-rules.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+from bot.domain.durations import format_duration
+
+DefaultAnswer = Literal["reject", "approve"]
+"""What the bot answers when nobody adopted or rejected the run in time."""
+
+TIMER = "unfollowed_run"
+"""The kind of the durable timer that answers a run nobody adopted or rejected in time."""
+
+
+class RunFate(StrEnum):
+    WAITING = "waiting"
+    ADOPTED = "adopted"
+    REJECTED = "rejected"
+    APPROVED = "approved"
+    """Approved by the default (`UNFOLLOWED_RUN_DEFAULT=approve`), not followed."""
+
+
+@dataclass(frozen=True)
+class UnfollowedRun:
+    """What the card of a run nobody follows shows, and what became of it."""
+
+    run_id: int
+    workflow: str
+    run_url: str
+    ref: str
+    """The branch or tag the run is on (the adopted rollout's tag)."""
+    event: str
+    sender: str
+    environment: str
+    """The environment its first request waits at."""
+    asked_at: datetime
+    due_at: datetime
+    fate: RunFate = RunFate.WAITING
+    by: str = ""
+    """The Slack user who adopted or rejected it; empty when the default answered."""
+    rollout_id: str = ""
+    """The rollout it became (adopted)."""
+
+    def decided(self, fate: RunFate, *, by: str = "", rollout_id: str = "") -> UnfollowedRun:
+        return replace(self, fate=fate, by=by, rollout_id=rollout_id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "run_url": self.run_url,
+            "ref": self.ref,
+            "event": self.event,
+            "sender": self.sender,
+            "environment": self.environment,
+            "asked_at": self.asked_at.isoformat(),
+            "due_at": self.due_at.isoformat(),
+            "fate": self.fate.value,
+            "by": self.by,
+            "rollout_id": self.rollout_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UnfollowedRun:
+        return cls(
+            run_id=int(data["run_id"]),
+            workflow=str(data["workflow"]),
+            run_url=str(data["run_url"]),
+            ref=str(data["ref"]),
+            event=str(data["event"]),
+            sender=str(data["sender"]),
+            environment=str(data["environment"]),
+            asked_at=datetime.fromisoformat(str(data["asked_at"])),
+            due_at=datetime.fromisoformat(str(data["due_at"])),
+            fate=RunFate(str(data.get("fate", RunFate.WAITING))),
+            by=str(data.get("by", "")),
+            rollout_id=str(data.get("rollout_id", "")),
+        )
+
+
+def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
+    """Whether a run's workflow (`.github/workflows/x.yml`, maybe with `@ref`) is the plan's."""
+    name = PurePosixPath(workflow_path.split("@", 1)[0]).name
+    return name == PurePosixPath(plan_workflow_file).name
+
+
+def rejected_comment(actor: str) -> str:
+    """The callback's comment (GitHub shows the App, not the person, as the one who answered)."""
+    return f"rollout-bot: rejected by Slack user {actor}; no rollout follows this run"
+
+
+def default_comment(answer: DefaultAnswer, waited: timedelta) -> str:
+    verb = "rejected" if answer == "reject" else "approved"
+    return (
+        f"rollout-bot: {verb} by default (UNFOLLOWED_RUN_DEFAULT={answer}): nobody adopted or "
+        f"rejected this run within {format_duration(waited)}"
+    )

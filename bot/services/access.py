@@ -1,0 +1,181 @@
+"""The controls' door: who may act (applying `bot.domain.permissions`), and each request's audit.
+
+Every command, click and form passes here: it is refused from outside the release channels and
+from people who are not approvers; a click on a stale card is told where the rollout stands now
+(or who did it); the plan's two-person rule is applied; a dispatch is refused while the release
+lane is frozen or locked by someone else (`bot.services.lane`). Whatever the outcome, the
+request is one audit event (`click:promote`, `command:status`, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from bot.domain.controls import AlreadyDone, CardRef, Control, StaleCard, describe
+from bot.domain.errors import NotAReleaseChannel, NotAuthorized, RolloutError
+from bot.domain.permissions import Asker, Refused, refusal
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Phase, Rollout
+from bot.services.actions import where_it_stands
+from bot.services.authz import Approvers
+from bot.services.exactly_once import ExactlyOnce
+from bot.services.lane import ReleaseLane
+from bot.services.ports import Clock
+from bot.services.requests import Entry, Origin, Via, current_entry
+from bot.services.rollouts import RolloutService
+from bot.services.store_ports import AuditLog
+
+
+@dataclass(frozen=True, kw_only=True)
+class Access:
+    """Admits a person's request, or refuses it saying why; records it in the audit trail."""
+
+    rollouts: RolloutService
+    approvers: Approvers
+    release_channels: tuple[str, ...]
+    once: ExactlyOnce
+    audit: AuditLog
+    clock: Clock
+    lane: ReleaseLane
+
+    @contextlib.asynccontextmanager
+    async def audited(
+        self,
+        origin: Origin,
+        name: str,
+        *,
+        rollout_id: str | None = None,
+        track: str | None = None,
+        stage: str | None = None,
+    ) -> AsyncIterator[None]:
+        """Record the request's outcome as one audit event (`click:promote`, `command:status`):
+        `ok`, `refused`, `stale`, `duplicate`, or the error's code. A control called while a
+        command is being recorded adds what it acts on to the command's event."""
+        outer = current_entry.get()
+        if outer is not None:
+            outer.fill(rollout_id=rollout_id, track=track, stage=stage)
+            yield
+            return
+        entry = Entry(origin, name, rollout_id, track, stage)
+        if origin.retry:
+            entry.detail["slack_retry"] = origin.retry
+        token = current_entry.set(entry)
+        result = "ok"
+        try:
+            yield
+        except Exception as error:
+            result, why = _outcome(error)
+            entry.detail.update(why)
+            raise
+        except BaseException:
+            result = "interrupted"  # shut down mid-request
+            raise
+        finally:
+            current_entry.reset(token)
+            await self.audit.append(
+                at=self.clock(),
+                actor=origin.actor,
+                action=f"{origin.via}:{name}",
+                result=result,
+                rollout_id=entry.rollout_id,
+                track=entry.track,
+                stage=entry.stage,
+                detail=entry.detail or None,
+            )
+
+    async def admit(self, origin: Origin, control: Control) -> None:
+        """Refuse requests from outside the release channels and from non-approvers."""
+        await self._judge(origin, control)
+
+    async def form_refusal(self, actor: str, control: Control) -> str | None:
+        """Why `actor` may not submit a form for `control` (its channel was checked when the
+        click opened it), or None when they may: the words a form shows next to its input."""
+        asker = Asker(
+            actor=actor,
+            channel_id="",
+            approver=await self.approvers.is_approver(actor),
+            channel_checked=True,
+        )
+        refused = refusal(control, asker, release_channels=self.release_channels)
+        return refused.message if refused is not None else None
+
+    async def checked(
+        self, origin: Origin, control: Control, card: CardRef
+    ) -> tuple[Rollout, RolloutPlan]:
+        """The rollout and its plan, once the request is allowed and the card still applies."""
+        asker = await self._judge(origin, control)
+        rollout = await self.rollouts.get(card.rollout_id)
+        plan = await self.rollouts.plan_of(rollout)
+        refused = refusal(
+            control,
+            asker,
+            release_channels=self.release_channels,
+            rollout=rollout,
+            plan=plan,
+            card=card,
+        )
+        if refused is not None and refused.why is Refused.STALE:
+            raise await self._stale(control, rollout, plan, card)
+        if refused is not None and refused.two_person is not None:
+            raise NotAuthorized(self.rollouts.words.two_person_text(refused.two_person))
+        if refused is not None:
+            raise NotAuthorized(refused.message)
+        # A freeze or someone else's lock refuses a dispatch, and a run linked to a rollout
+        # back in its preflight (the bot gave up): linking approves the run's first stages.
+        if control is Control.DISPATCH or (
+            control is Control.LINK_RUN and rollout.phase is Phase.PREFLIGHT
+        ):
+            linking = control is Control.LINK_RUN
+            await self.lane.judge(actor=origin.actor, rollout_id=rollout.id, linking=linking)
+        return rollout, plan
+
+    async def _judge(self, origin: Origin, control: Control) -> Asker:
+        """Who asks, admitted by who they are and where they ask from (else refused)."""
+        channel_checked = origin.via is Via.FORM
+        # Who is an approver is asked of Slack only for a request from a release channel.
+        asked_there = channel_checked or origin.channel_id in self.release_channels
+        asker = Asker(
+            actor=origin.actor,
+            channel_id=origin.channel_id,
+            approver=asked_there and await self.approvers.is_approver(origin.actor),
+            channel_checked=channel_checked,
+        )
+        refused = refusal(control, asker, release_channels=self.release_channels)
+        if refused is not None and refused.why is Refused.CHANNEL:
+            channels = ", ".join(f"<#{channel}>" for channel in self.release_channels)
+            raise NotAReleaseChannel(
+                f"Rollouts are steered from the release channels only ({channels}); this came "
+                f"from <#{origin.channel_id}>. Use the card or `/rollout` there, or ask your bot "
+                "admin to add this channel to RELEASE_CHANNELS."
+            )
+        if refused is not None:
+            raise NotAuthorized(refused.message)
+        return asker
+
+    async def _stale(
+        self, control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef
+    ) -> RolloutError:
+        """A card whose button no longer applies: who did it (waiting for them to finish), if
+        someone did, else where the rollout stands now."""
+        done = await self.once.done_by(control, card, describe(control, rollout, plan, card))
+        if done is not None:
+            return done
+        return StaleCard(
+            f"This card is out of date: {where_it_stands(rollout, plan, self.rollouts.words)} "
+            "Use the buttons on the updated card, or `/rollout status`."
+        )
+
+
+def _outcome(error: Exception) -> tuple[str, dict[str, Any]]:
+    if isinstance(error, AlreadyDone):
+        return "duplicate", {"why": error.message}
+    if isinstance(error, StaleCard):
+        return "stale", {"why": error.message}
+    if isinstance(error, NotAuthorized | NotAReleaseChannel):
+        return "refused", {"why": error.message}
+    if isinstance(error, RolloutError):
+        return error.code, {"why": error.message}
+    return "error", {"error": type(error).__name__}

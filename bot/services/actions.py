@@ -1,0 +1,247 @@
+"""People's actions on a rollout under way: promote, extend a window, roll back or kill, cancel.
+
+Who may act was decided before any of this, once per request, by the controls
+(`bot.services.controls`); here each action is checked against the rollout as it stands,
+carried out, and recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from bot.domain import rollout as machine
+from bot.domain.controls import StaleCard
+from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    Announce,
+    Decision,
+    InvalidTransition,
+    Phase,
+    Review,
+    Rollout,
+    RolloutCancelled,
+    StageState,
+    TrackState,
+)
+from bot.services.effects import EffectRunner
+from bot.services.following import RunFollower
+from bot.services.ports import Words
+
+PROMOTION_SAVES = 5
+"""Tries of saving a promotion GitHub approved while other replicas keep saving the rollout."""
+
+
+class PeoplesActions:
+    """Promote, extend, abort (roll back or kill) and cancel rollouts."""
+
+    def __init__(self, effects: EffectRunner, follower: RunFollower, words: Words) -> None:
+        self._effects = effects
+        self._follower = follower
+        self._words = words
+
+    async def cancel(self, *, rollout_id: str, actor: str) -> None:
+        """Cancel a rollout still in its preflight."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            ended = machine.cancel_preflight(rollout, actor=actor, now=effects.clock())
+            decision = Decision(ended, (Announce(RolloutCancelled(actor)),))
+            event = effects.event(actor, "cancel", "ok", rollout)
+            await effects.apply(rollout, decision, await effects.plan_of(rollout), audit=[event])
+
+    async def cancel_schedule(self, *, rollout_id: str, actor: str) -> Rollout:
+        """Cancel the dispatch scheduled for later; the preflight stays for a Dispatch click.
+        Its timer is left to fire for nothing (the rollout no longer has that schedule)."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            decision = machine.cancel_schedule(rollout, actor=actor)
+            event = effects.event(actor, "cancel_schedule", "ok", rollout)
+            plan = await effects.plan_of(rollout)
+            return await effects.apply(rollout, decision, plan, audit=[event])
+
+    async def promote(
+        self,
+        *,
+        actor: str,
+        rollout_id: str | None = None,
+        track: str | None = None,
+        stage: str | None = None,
+        override: bool = False,
+    ) -> Rollout:
+        """Approve the next stage of each track held on a gate (or of the one named, held at
+        `stage` when given: a card's button names the stage it was drawn for).
+
+        The approval goes to GitHub before the promotion is saved, so when GitHub fails the
+        answer says so and the rollout stays as it was: the click can be repeated.
+        """
+        effects = self._effects
+        target = await self._target(rollout_id)
+        async with effects.lock(target.id):
+            rollout = await effects.get(target.id)
+            plan = await effects.plan_of(rollout)
+            tracks = [track] if track else machine.holding_tracks(rollout)
+            if not tracks:
+                message = "Nothing is waiting for a Promote. " + where_it_stands(
+                    rollout, plan, self._words
+                )
+                await effects.refuse(actor, "promote", rollout, message)
+                raise InvalidTransition(message)
+            current = rollout
+            for name in tracks:
+                held = current.track(name).current
+                if stage is not None and (held is None or held.key != stage):
+                    message = "This card is out of date: " + where_it_stands(
+                        current, plan, self._words
+                    )
+                    await effects.refuse(actor, "promote", current, message, track=name)
+                    raise StaleCard(message)
+                try:
+                    decision = machine.promote(
+                        current, plan, track=name, actor=actor, override=override
+                    )
+                except InvalidTransition as error:
+                    await effects.refuse(actor, "promote", current, error.message, track=name)
+                    raise
+                decision = await self._approve_first(decision, plan, track=name, actor=actor)
+                current = await self._save_promotion(
+                    current, decision, plan, track=name, actor=actor, override=override
+                )
+            await self._follower.settle(rollout.id)
+            return await effects.get(rollout.id)
+
+    async def _approve_first(
+        self, decision: Decision, plan: RolloutPlan, *, track: str, actor: str
+    ) -> Decision:
+        """Approve the promoted stage on GitHub now, before the promotion is saved (a failure
+        raises GitHubError and changes nothing). The run is reconciled with the promotion, so
+        the stage is saved as deploying; other tracks' effects follow after the save."""
+        effects = self._effects
+        promoted = decision.rollout
+        if promoted.run_id is None:
+            return decision
+        try:
+            snapshot = await effects.read_run(promoted.run_id)
+        except GitHubError as error:
+            await effects.record(
+                effects.event(
+                    actor,
+                    "promote",
+                    "github_error",
+                    promoted,
+                    {"error": error.message},
+                    track=track,
+                )
+            )
+            raise
+        seen = machine.reconcile(promoted, plan, snapshot, effects.clock())
+        approvals = [e for e in seen.effects if isinstance(e, Review) and e.track == track]
+        for review in approvals:
+            # The comment names who clicked: in App mode it is all GitHub shows of them.
+            said = replace(review, comment=f"{review.comment}, promoted by Slack user {actor}")
+            await effects.review(promoted, said, strict=True)
+        rest = tuple(effect for effect in seen.effects if effect not in approvals)
+        return Decision(seen.rollout, (*decision.effects, *rest))
+
+    async def _save_promotion(
+        self,
+        before: Rollout,
+        decision: Decision,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        actor: str,
+        override: bool,
+    ) -> Rollout:
+        """Save a promotion GitHub already approved, with its audit event. Another replica may
+        have saved the rollout meanwhile (a window, the other track): promote again on its
+        state, never losing an approval that GitHub holds."""
+        effects = self._effects
+        said = {"override": True} if override else None
+        event = effects.event(actor, "promote", "ok", before, said, track=track)
+        for _ in range(PROMOTION_SAVES):
+            try:
+                return await effects.apply(before, decision, plan, audit=[event])
+            except ConcurrentChange:
+                before = await effects.get(before.id)
+                stage = before.track(track).current
+                if stage is None or stage.state is not StageState.HOLDING:
+                    await effects.record(event)  # someone else saved the promotion already
+                    return before
+                decision = machine.promote(
+                    before, plan, track=track, actor=actor, override=override
+                )
+        return await effects.apply(before, decision, plan, audit=[event])
+
+    async def abort(
+        self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
+    ) -> Rollout:
+        """Roll back the relay-gated tracks (`gate="relay"`) or trip the desktop kill-switch."""
+        effects = self._effects
+        target = await self._target(rollout_id)
+        async with effects.lock(target.id):
+            rollout = await effects.get(target.id)
+            plan = await effects.plan_of(rollout)
+            names = [name for name, t in plan.tracks.items() if t.gate.value == gate]
+            current = rollout
+            for name in names:
+                try:
+                    decision = machine.abort(
+                        current, plan, track=name, actor=actor, reason=reason, now=effects.clock()
+                    )
+                except InvalidTransition as error:
+                    await effects.refuse(actor, f"abort_{gate}", current, error.message, track=name)
+                    raise
+                event = effects.event(
+                    actor, f"abort_{gate}", "ok", current, {"reason": reason}, track=name
+                )
+                current = await effects.apply(current, decision, plan, audit=[event])
+            await self._follower.settle(rollout.id)
+            return await effects.get(rollout.id)
+
+    async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
+        """Give a running window more time."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            plan = await effects.plan_of(rollout)
+            try:
+                decision = machine.extend(
+                    rollout, plan, track=track, actor=actor, by=by, now=effects.clock()
+                )
+            except InvalidTransition as error:
+                await effects.refuse(actor, "extend", rollout, error.message, track=track)
+                raise
+            event = effects.event(actor, "extend", "ok", rollout, {"by": str(by)}, track=track)
+            return await effects.apply(rollout, decision, plan, audit=[event])
+
+    async def _target(self, rollout_id: str | None) -> Rollout:
+        """The named rollout, or (a command naming none) the one in progress."""
+        if rollout_id is not None:
+            return await self._effects.get(rollout_id)
+        active = [r for r in await self._effects.store.active() if r.phase is not Phase.PREFLIGHT]
+        if not active:
+            raise InvalidTransition(
+                "There is no rollout in progress. Start one with `/rollout start <tag>`."
+            )
+        return active[0]
+
+
+def where_it_stands(rollout: Rollout, plan: RolloutPlan, words: Words) -> str:
+    """Each track's stage and state in a sentence (why a card or a Promote no longer applies)."""
+    parts = []
+    for track in rollout.tracks:
+        label = plan.track(track.name).label
+        stage = track.current
+        if track.state is not TrackState.ACTIVE or stage is None:
+            parts.append(f"{label}: {track.state}")
+            continue
+        spec = plan.track(track.name).stage(stage.key)
+        if stage.state is StageState.OBSERVING and stage.window_ends_at:
+            ends = words.slack_time(stage.window_ends_at)
+            parts.append(f"{label}: {spec.label} observing until {ends}")
+        else:
+            parts.append(f"{label}: {spec.label} {stage.state}")
+    return "; ".join(parts) + "."

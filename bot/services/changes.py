@@ -1,0 +1,21 @@
+"""The port of what the release contents read on GitHub: a comparison of two refs and the
+latest GitHub Release (part of `ports.GitHubGateway`, kept here for its size)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.domain.release_contents import Comparison
+
+
+class ChangesSource(Protocol):
+    """GitHub's history of the repository; raises `GitHubError` when GitHub refuses or fails."""
+
+    async def compare(self, *, base: str, head: str) -> Comparison:
+        """The commits and changed files from `base` to `head` (GitHub lists at most 250
+        commits and 300 files; `total_commits` counts them all)."""
+        ...
+
+    async def latest_release(self) -> str | None:
+        """The tag of the repository's latest published GitHub Release; None when none."""
+        ...

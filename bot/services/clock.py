@@ -1,0 +1,39 @@
+"""The clock the scheduler and the outbox loop run on: what time it is, and sleeping until a
+time unless woken first. Production runs on `SystemClock`; tests inject one they move."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Protocol
+
+from bot.services.ports import Clock
+
+
+class LoopClock(Clock, Protocol):
+    """A clock a loop can sleep on: a test's clock wakes the sleeper when it is moved."""
+
+    async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
+        """Return once this clock reads `when`, or earlier: when `wake` is set or the clock
+        was moved (the caller looks again either way)."""
+        ...
+
+
+class SystemClock:
+    """Real time, in UTC."""
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
+        await sleep_until_woken(wake, max(0.0, (when - self()).total_seconds()))
+
+
+async def sleep_until_woken(wake: asyncio.Event, seconds: float | None) -> None:
+    """Sleep `seconds` (None: until woken), or less when `wake` is set. `asyncio.timeout`, not
+    `wait_for`: on Python 3.11 `wait_for` can swallow a cancellation that arrives as the event
+    is set, and a loop that lost its cancellation never stops (a shutdown that hangs)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()

@@ -1,0 +1,381 @@
+"""People's controls on a rollout, exactly once, by the right hands, on the record.
+
+Every state-changing command, click and form goes through `ControlService`, which, in order:
+admits the request (`bot.services.access`, applying `bot.domain.permissions`: the release
+channels, the approvers, a stale card, the plan's two-person rule); drops a Slack delivery seen
+before (a retry) and claims the effect's key in the database (`bot.services.exactly_once`: one
+winner across every replica); then makes the one service call, and completes the claim, or
+releases it when the action failed so the click can be repeated. Each command, click and form
+is one audit event with its outcome.
+
+Starting, freezing and locking (the release lane's controls) are `bot.services.lane_controls`.
+
+Size exception: the one door of every control, each a few lines over `_act`; what grows is
+kept elsewhere (the lane's controls, the scheduled dispatch in `bot.services.scheduled_starts`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from bot.domain.controls import CardRef, Control, StaleCard, describe, hold_of
+from bot.domain.metrics import Figures
+from bot.domain.permissions import overrides
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import InvalidTransition, Phase, Redeploying, Rollout, holding_tracks
+from bot.domain.run_link import RunReference, may_link
+from bot.services.access import Access
+from bot.services.actions import where_it_stands
+from bot.services.audit import AuditTrail, Timeline
+from bot.services.authz import Approvers
+from bot.services.exactly_once import ExactlyOnce
+from bot.services.lane import ReleaseLane
+from bot.services.lane_controls import LaneControls, TimeZoneOf
+from bot.services.ports import Clock
+from bot.services.redeploy import Redeployer, RedeployOffer, completed_on
+from bot.services.requests import Origin
+from bot.services.rollouts import RolloutService
+from bot.services.scheduled_starts import ScheduledStarts
+from bot.services.store_ports import AuditLog, Claims
+from bot.services.unfollowed_runs import UnfollowedRunRules, UnfollowedRuns
+
+T = TypeVar("T")
+
+
+class ControlService:
+    """The one way people change rollouts: checks, exactly-once claims, audit."""
+
+    def __init__(
+        self,
+        *,
+        rollouts: RolloutService,
+        claims: Claims,
+        audit: AuditLog,
+        trail: AuditTrail,
+        approvers: Approvers,
+        release_channels: tuple[str, ...],
+        clock: Clock,
+        lane: ReleaseLane,
+        time_zone_of: TimeZoneOf,
+        unfollowed: UnfollowedRunRules | None = None,
+    ) -> None:
+        self._rollouts = rollouts
+        self._trail = trail
+        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words)
+        self._access = Access(
+            rollouts=rollouts,
+            approvers=approvers,
+            release_channels=release_channels,
+            once=self._once,
+            audit=audit,
+            clock=clock,
+            lane=lane,
+        )
+        self._redeployer = Redeployer(rollouts)
+        self.lane = LaneControls(
+            lane,
+            rollouts=rollouts,
+            access=self._access,
+            once=self._once,
+            clock=clock,
+            time_zone_of=time_zone_of,
+            dispatch=self.dispatch,
+        )
+        """Start, freeze, unfreeze, lock and unlock: the release lane's controls."""
+        self.unfollowed = (
+            None
+            if unfollowed is None
+            else UnfollowedRuns(
+                rollouts=rollouts,
+                access=self._access,
+                once=self._once,
+                lane=lane,
+                settings=unfollowed,
+            )
+        )
+        """Adopt and Reject of the runs the bot did not start (App mode's protection rule)."""
+        self.start = self.lane.start
+        self.audited = self._access.audited
+        self.release_contents = rollouts.release_contents  # reading it changes nothing
+        self.form_refusal = self._access.form_refusal
+
+    def scheduled_starts(self) -> ScheduledStarts:
+        """What fires the dispatches `start --at` schedules, through these controls' access,
+        claims and audit (`bot.bootstrap` hands it to the rollouts' timers)."""
+        return ScheduledStarts(
+            rollouts=self._rollouts,
+            access=self._access,
+            once=self._once,
+            lane=self._access.lane,
+            clock=self._access.clock,
+        )
+
+    async def timeline(self, tag: str) -> Timeline:
+        """The audit timeline of the tag's newest rollout (raises UnknownTag). Reading it is
+        audited without the rollout, so looking never adds to the timeline looked at."""
+        return await self._trail.timeline(tag)
+
+    # -- commands and buttons ---------------------------------------------------------------
+
+    async def confirm_flags(self, origin: Origin, card: CardRef) -> Rollout:
+        return await self.preflight(origin, Control.CONFIRM_FLAGS, card)
+
+    async def dispatch(self, origin: Origin, card: CardRef) -> Rollout:
+        return await self.preflight(origin, Control.DISPATCH, card)
+
+    async def recheck(self, origin: Origin, card: CardRef) -> Rollout:
+        """Run the preflight's GitHub checks again; once per card version."""
+        return await self.preflight(origin, Control.RECHECK, card)
+
+    async def cancel(self, origin: Origin, card: CardRef) -> None:
+        await self._act(
+            origin,
+            Control.CANCEL,
+            card,
+            lambda: self._rollouts.cancel(rollout_id=card.rollout_id, actor=origin.actor),
+        )
+
+    async def preflight(self, origin: Origin, control: Control, card: CardRef) -> Rollout:
+        """A control on the preflight card (Cancel schedule too): its service call, once."""
+        calls = {
+            Control.CONFIRM_FLAGS: self._rollouts.confirm_flags,
+            Control.DISPATCH: self._rollouts.dispatch,
+            Control.RECHECK: self._rollouts.recheck,
+            Control.CANCEL_SCHEDULE: self._rollouts.cancel_schedule,
+        }
+        call = calls[control]
+        return await self._act(
+            origin, control, card, lambda: call(rollout_id=card.rollout_id, actor=origin.actor)
+        )
+
+    async def link_run(
+        self, origin: Origin, run: RunReference, card: CardRef | None = None
+    ) -> Rollout:
+        """Attach the run a person names to the card's rollout (the form), or to the rollout
+        waiting for its run (the command); refused unless it waits for one."""
+        if card is None:
+            async with self.audited(origin, Control.LINK_RUN):
+                await self._access.admit(origin, Control.LINK_RUN)
+                active = await self._rollouts.active()
+                waiting = [r for r in active if may_link(r)]
+                if not waiting:
+                    raise InvalidTransition(await self._nothing_to_link(active))
+                card = CardRef(waiting[0].id)
+        return await self._act(
+            origin,
+            Control.LINK_RUN,
+            card,
+            lambda: self._rollouts.link_run(
+                rollout_id=card.rollout_id, reference=run, actor=origin.actor
+            ),
+        )
+
+    async def _nothing_to_link(self, active: list[Rollout]) -> str:
+        if not active:
+            return "No rollout is in progress: there is nothing to link a run to."
+        rollout = active[0]
+        where = f"`{rollout.tag}` is in its preflight."
+        if rollout.run_id is not None:
+            plan = await self._rollouts.plan_of(rollout)
+            where = (
+                f"`{rollout.tag}` already follows run {rollout.run_id}: "
+                f"{where_it_stands(rollout, plan, self._rollouts.words)}"
+            )
+        return (
+            "No rollout is waiting for its run (a run is linked while a dispatch is unclear, "
+            f"or after the bot gave up looking for it). {where}"
+        )
+
+    async def promote(self, origin: Origin, card: CardRef | None = None) -> Rollout:
+        """Promote the track on the card (a click), or every track held on a gate (the command).
+
+        Only a card drawn for an INCONCLUSIVE hold overrides it (its button asked to confirm
+        that); a command, or a card drawn for another hold, never does."""
+        if card is not None:
+            return await self._promote(origin, card, override=overrides(card))
+        async with self.audited(origin, Control.PROMOTE):
+            await self._access.admit(origin, Control.PROMOTE)
+            running = [r for r in await self._rollouts.active() if r.phase is Phase.RUNNING]
+            await self._once.delivery(
+                origin, Control.PROMOTE, CardRef(running[0].id) if running else None
+            )
+            held = holding_tracks(running[0]) if running else []
+            if not held:  # the service explains: nothing in progress, or where it stands
+                return await self._rollouts.promote(actor=origin.actor)
+            rollout = running[0]
+            for name in held:
+                stage = rollout.track(name).current
+                assert stage is not None  # a holding track is at a stage
+                # The command confirms the hold it finds; only the card's dialog overrides.
+                card = CardRef(rollout.id, name, stage.key, rollout.version, hold_of(stage))
+                promoted = await self._promote(origin, card, override=False)
+            return promoted
+
+    async def _promote(self, origin: Origin, card: CardRef, *, override: bool) -> Rollout:
+        return await self._act(
+            origin,
+            Control.PROMOTE,
+            card,
+            lambda: self._rollouts.promote(
+                actor=origin.actor,
+                rollout_id=card.rollout_id,
+                track=card.track,
+                stage=card.stage,
+                override=override,
+            ),
+        )
+
+    async def abort(
+        self, origin: Origin, *, gate: str, reason: str = "", card: CardRef | None = None
+    ) -> Rollout:
+        """Roll back (`gate="relay"`) or trip the kill-switch (`"desktop"`) of the card's
+        rollout, or of the rollout in progress (the command)."""
+        control = Control.ROLLBACK if gate == "relay" else Control.KILL
+        if card is None:
+            async with self.audited(origin, control):
+                await self._access.admit(origin, control)
+                running = [
+                    r for r in await self._rollouts.active() if r.phase is not Phase.PREFLIGHT
+                ]
+                await self._once.delivery(
+                    origin, control, CardRef(running[0].id) if running else None
+                )
+                if not running:  # the service explains
+                    return await self._rollouts.abort(actor=origin.actor, gate=gate, reason=reason)
+                card = CardRef(running[0].id)
+                return await self._abort(origin, control, card, gate=gate, reason=reason)
+        return await self._abort(origin, control, card, gate=gate, reason=reason)
+
+    async def _abort(
+        self, origin: Origin, control: Control, card: CardRef, *, gate: str, reason: str
+    ) -> Rollout:
+        async def act() -> Rollout:
+            try:
+                return await self._rollouts.abort(
+                    actor=origin.actor, gate=gate, reason=reason, rollout_id=card.rollout_id
+                )
+            except InvalidTransition as error:
+                rollout = await self._rollouts.get(card.rollout_id)
+                plan = await self._rollouts.plan_of(rollout)
+                relay = [name for name, t in plan.tracks.items() if t.gate.value == "relay"]
+                if gate == "relay" and any(completed_on(rollout, name) for name in relay):
+                    raise InvalidTransition(
+                        f"{error.message} To go back to the previous release, click "
+                        "*Roll back to the previous release…* on the rollout's card."
+                    ) from None
+                raise
+
+        return await self._act(origin, control, card, act)
+
+    async def extend(
+        self, origin: Origin, card: CardRef, *, by: timedelta, control: Control = Control.EXTEND
+    ) -> Rollout:
+        """Extend the card's window: by the +15m button (EXTEND) or a typed duration
+        (EXTEND_BY); each card version extends once per control."""
+        track = _named_track(card)
+        return await self._act(
+            origin,
+            control,
+            card,
+            lambda: self._rollouts.extend(
+                actor=origin.actor, rollout_id=card.rollout_id, track=track, by=by
+            ),
+        )
+
+    async def reevaluate(self, origin: Origin, card: CardRef) -> Rollout:
+        track = _named_track(card)
+        return await self._act(
+            origin,
+            Control.REEVALUATE,
+            card,
+            lambda: self._rollouts.reevaluate(
+                actor=origin.actor, rollout_id=card.rollout_id, track=track
+            ),
+        )
+
+    async def submit_figures(self, origin: Origin, card: CardRef, figures: Figures) -> None:
+        """Figures typed for a stage whose window ended; one submission per evaluation."""
+        track, stage = _named_track(card), card.stage or ""
+        rollout = await self._rollouts.get(card.rollout_id)
+        observed = rollout.track(track).stage(stage) if stage else None
+        ends = observed.window_ends_at if observed is not None else None
+        # One evaluation per window end: a window extended after INCONCLUSIVE asks again.
+        keyed = CardRef(card.rollout_id, track, stage, int(ends.timestamp()) if ends else 0)
+        await self._act(
+            origin,
+            Control.FIGURES,
+            keyed,
+            lambda: self._rollouts.submit_figures(
+                rollout_id=card.rollout_id,
+                track=track,
+                stage=stage,
+                figures=figures,
+                actor=origin.actor,
+            ),
+        )
+
+    async def open_form(
+        self, origin: Origin, control: Control, card: CardRef
+    ) -> tuple[Rollout, RolloutPlan]:
+        """A click that opens a form (figures, custom extension): allowed, and still current?"""
+        async with self.audited(
+            origin,
+            f"{control}_form",
+            rollout_id=card.rollout_id,
+            track=card.track,
+            stage=card.stage,
+        ):
+            return await self._access.checked(origin, control, card)
+
+    # -- redeploying the previous good release ---------------------------------------------------
+
+    async def redeploy_offer(self, origin: Origin, card: CardRef) -> RedeployOffer:
+        """What Roll back on a completed track would redeploy (for its confirm dialog)."""
+        track = _named_track(card)
+        async with self.audited(
+            origin, f"{Control.REDEPLOY}_form", rollout_id=card.rollout_id, track=track
+        ):
+            rollout, plan = await self._access.checked(origin, Control.REDEPLOY, card)
+            return await self._redeployer.offer(rollout, plan, track)
+
+    async def redeploy(self, origin: Origin, card: CardRef, *, tag: str) -> Redeploying:
+        """Put `tag` (the previous good release, as the confirm dialog named it) back in place
+        of the card's rollout: through the plan's rollback workflow, or as a new rollout."""
+        track = _named_track(card)
+
+        async def act() -> Redeploying:
+            rollout = await self._rollouts.get(card.rollout_id)
+            plan = await self._rollouts.plan_of(rollout)
+            previous = await self._redeployer.previous_good(rollout, plan, track)
+            if previous.tag != tag:
+                raise StaleCard(
+                    f"This form is out of date: the previous good release of "
+                    f"{plan.track(track).label} is now `{previous.tag}`, not `{tag}`. "
+                    "Click Roll back again."
+                )
+            return await self._redeployer.redeploy(
+                actor=origin.actor, rollout=rollout, plan=plan, track=track, tag=previous.tag
+            )
+
+        return await self._act(origin, Control.REDEPLOY, CardRef(card.rollout_id, track), act)
+
+    # -- the steps every control goes through ------------------------------------------------------
+
+    async def _act(
+        self, origin: Origin, control: Control, card: CardRef, act: Callable[[], Awaitable[T]]
+    ) -> T:
+        async with self.audited(
+            origin, control, rollout_id=card.rollout_id, track=card.track, stage=card.stage
+        ):
+            rollout, plan = await self._access.checked(origin, control, card)
+            what = describe(control, rollout, plan, card)
+            await self._once.delivery(origin, control, card, what)
+            return await self._once.once(origin, control, card, what, act)
+
+
+def _named_track(card: CardRef) -> str:
+    if card.track is None:
+        raise InvalidTransition("This button names no track; refresh the card and try again.")
+    return card.track

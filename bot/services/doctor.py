@@ -1,0 +1,290 @@
+"""`rollout-bot doctor`: is a live install wired right? One finding per check, with the fix.
+
+The checks ask Slack and GitHub what the bot will need from them during a rollout: the token,
+its scopes against the manifest, the release channels, the approvers' groups; the repository,
+the workflow and its inputs at the plan's ref, each environment holding the bot as a required
+reviewer, the webhook and its recent deliveries; and the metrics source's queries. In GitHub
+App mode (`doctor_app`): the App authenticates and is installed, with the permissions and
+events the bot needs, its own webhook, and each environment with the App's protection rule. A
+side whose credentials fail is not asked anything more (every answer would be the same refusal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from bot.domain.errors import GitHubError
+from bot.domain.plan import RolloutPlan
+from bot.services.doctor_app import (
+    WEBHOOK_PATH,
+    AppInstallation,
+    environment_finding,
+    installation_findings,
+    wrong_installation,
+)
+from bot.services.findings import Finding, failed, passed
+
+RECENT_DELIVERIES = 10
+
+
+class InstallProblem(Exception):
+    """A service refused or could not be asked; the message is safe to print (no secret)."""
+
+
+@dataclass(frozen=True)
+class SlackIdentity:
+    user_id: str
+    name: str
+    team: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    status_code: int
+    status: str
+    event: str
+    delivered_at: datetime
+
+
+class SlackInstall(Protocol):
+    async def identity(self) -> SlackIdentity: ...
+
+    async def channel_members(self, channel: str) -> Sequence[str]: ...
+
+    async def group_members(self, group: str) -> Sequence[str]: ...
+
+
+class GitHubInstall(Protocol):
+    """Reads of the repository; a refusal or no answer raises GitHubError."""
+
+    async def login(self) -> str: ...
+
+    async def repository(self) -> str: ...
+
+    async def workflow_inputs(self, *, file: str, ref: str) -> set[str] | None:
+        """The workflow_dispatch inputs of the workflow file at `ref`; None: no such file."""
+        ...
+
+    async def environment_reviewers(self, name: str) -> list[str] | None:
+        """Logins of the environment's required reviewers; None: no such environment."""
+        ...
+
+    async def webhooks(self) -> list[tuple[int, str]]:
+        """(id, url) of each active repository webhook."""
+        ...
+
+    async def recent_deliveries(self, hook_id: int, count: int) -> list[WebhookDelivery]: ...
+
+    async def app_installation(self) -> AppInstallation | None:
+        """The GitHub App's installation on the repository; None in token mode."""
+        ...
+
+    async def environment_rule_apps(self, name: str) -> list[str] | None:
+        """Slugs of the Apps whose custom protection rule the environment has enabled;
+        None: no such environment."""
+        ...
+
+
+MetricsProbe = Callable[[str], Awaitable[list[str] | None]]
+"""A track's metrics source asked its queries once: what it could not answer (None: a source
+with nothing to ask, figures from the plan or from people)."""
+
+
+@dataclass(frozen=True)
+class Doctor:
+    plan: RolloutPlan
+    repository: str
+    release_channels: tuple[str, ...]
+    approvers: tuple[str, ...]
+    manifest_scopes: frozenset[str]
+    slack: SlackInstall
+    github: GitHubInstall
+    metrics: MetricsProbe
+
+    async def examine(self) -> list[Finding]:
+        return [*await self._slack(), *await self._github(), *await self._metrics()]
+
+    async def _slack(self) -> list[Finding]:
+        try:
+            me = await self.slack.identity()
+        except InstallProblem as problem:
+            return [failed("Slack token", f"{problem}: check SLACK_BOT_TOKEN")]
+        findings = [passed(f"Slack token valid (auth.test: {me.user_id} in {me.team})")]
+        missing = sorted(self.manifest_scopes - me.scopes)
+        if self.manifest_scopes:  # an unreadable manifest is a finding of its own
+            findings.append(
+                passed(f"Slack scopes cover the manifest's {len(self.manifest_scopes)}")
+                if not missing
+                else failed(
+                    f"Slack scopes lack {', '.join(missing)}",
+                    "add them under OAuth & Permissions (or paste manifest.yml again) "
+                    "and reinstall the app",
+                )
+            )
+        for channel in self.release_channels:
+            try:
+                member = me.user_id in await self.slack.channel_members(channel)
+            except InstallProblem as problem:
+                findings.append(failed(f"release channel {channel}", str(problem)))
+                continue
+            findings.append(
+                passed(f"bot is a member of release channel {channel}")
+                if member
+                else failed(
+                    f"bot is not a member of release channel {channel}",
+                    f"type /invite @{me.name} in that channel",
+                )
+            )
+        for group in (a for a in self.approvers if a.startswith("S")):
+            try:
+                members = await self.slack.group_members(group)
+            except InstallProblem as problem:
+                findings.append(
+                    failed(
+                        f"approver group {group}",
+                        f"{problem}: check ROLLOUT_APPROVERS and the usergroups:read scope",
+                    )
+                )
+                continue
+            findings.append(passed(f"approver group {group} has {len(members)} members"))
+        return findings
+
+    async def _github(self) -> list[Finding]:
+        findings: list[Finding] = []
+        try:
+            app = await self.github.app_installation()
+        except GitHubError as error:
+            return [failed(f"GitHub App is installed on {self.repository}", error.message)]
+        if app is not None:
+            if (wrong := wrong_installation(app, self.repository)) is not None:
+                return [wrong]  # every token would be minted for another installation
+            findings += installation_findings(app, self.repository)
+        try:
+            login = await self.github.login()
+            await self.github.repository()
+        except GitHubError as error:
+            return [*findings, failed(f"GitHub reaches {self.repository}", error.message)]
+        findings.append(passed(f"GitHub reaches {self.repository} as {login}"))
+        checks = [
+            ("workflow", self._workflow),
+            ("environments", self._environments if app is None else self._rule_environments),
+        ]
+        if app is None:  # App mode: the App's own webhook, checked above
+            checks.append(("webhook", self._webhook))
+        for label, check in checks:
+            try:
+                findings.extend(await check(login))
+            except GitHubError as error:
+                findings.append(failed(f"GitHub {label}", error.message))
+        return findings
+
+    async def _workflow(self, login: str) -> list[Finding]:
+        workflow = self.plan.workflow
+        where = f"workflow {workflow.file} at {workflow.ref}"
+        inputs = await self.github.workflow_inputs(file=workflow.file, ref=workflow.ref)
+        if inputs is None:
+            return [
+                failed(
+                    f"{where} not found",
+                    "push .github/workflows/"
+                    f"{workflow.file} to {workflow.ref}, or fix the plan's workflow.file/ref",
+                )
+            ]
+        missing = sorted(set(self.plan.inputs) - inputs)
+        if missing:
+            return [
+                failed(
+                    f"{where} lacks the inputs {', '.join(missing)}",
+                    "GitHub refuses a dispatch with unknown inputs: add them to its "
+                    "workflow_dispatch inputs, or remove them from the plan's inputs",
+                )
+            ]
+        return [passed(f"{where} takes the plan's {len(self.plan.inputs)} inputs")]
+
+    async def _environments(self, login: str) -> list[Finding]:
+        findings = []
+        for name in _environments(self.plan):
+            reviewers = await self.github.environment_reviewers(name)
+            if reviewers is None:
+                findings.append(
+                    failed(
+                        f"environment {name} does not exist",
+                        f"create it (Settings → Environments) with {login} as a required reviewer",
+                    )
+                )
+            elif login not in reviewers:
+                findings.append(
+                    failed(
+                        f"environment {name} does not hold the bot",
+                        f"add {login} to its required reviewers: without them the job does "
+                        "not wait for the bot",
+                    )
+                )
+            else:
+                findings.append(passed(f"environment {name} waits for {login}"))
+        return findings
+
+    async def _rule_environments(self, login: str) -> list[Finding]:
+        slug = login.removesuffix("[bot]")
+        return [
+            environment_finding(name, await self.github.environment_rule_apps(name), slug)
+            for name in _environments(self.plan)
+        ]
+
+    async def _webhook(self, login: str) -> list[Finding]:
+        hooks = [(i, url) for i, url in await self.github.webhooks() if url.endswith(WEBHOOK_PATH)]
+        if not hooks:
+            return [
+                failed(
+                    f"no repository webhook posts to …{WEBHOOK_PATH}",
+                    f"add one (Settings → Webhooks: https://YOUR-HOST{WEBHOOK_PATH}, JSON, "
+                    "the GITHUB_WEBHOOK_SECRET, workflow runs, jobs and deployment reviews)",
+                )
+            ]
+        hook_id, url = hooks[0]
+        recent = await self.github.recent_deliveries(hook_id, RECENT_DELIVERIES)
+        unsuccessful = [d for d in recent if not 200 <= d.status_code < 300]
+        if unsuccessful:
+            latest = max(unsuccessful, key=lambda d: d.delivered_at)
+            return [
+                failed(
+                    f"webhook {url}: {len(unsuccessful)} of the last {len(recent)} deliveries "
+                    f"failed (latest: {latest.status_code} {latest.status}, {latest.event})",
+                    "check that the URL reaches the bot from GitHub and that its secret is "
+                    "GITHUB_WEBHOOK_SECRET; redeliver from the webhook's Recent Deliveries",
+                )
+            ]
+        return [passed(f"webhook {url}: the last {len(recent)} deliveries succeeded")]
+
+    async def _metrics(self) -> list[Finding]:
+        findings = []
+        for name, track in self.plan.tracks.items():
+            metrics = f"metrics of the {name} track ({track.metrics.source})"
+            problems = await self.metrics(name)
+            if problems is None:
+                findings.append(passed(f"{metrics}: no queries"))
+                continue
+            findings.append(
+                passed(f"{metrics} answer their queries")
+                if not problems
+                else failed(
+                    f"{metrics}: {'; '.join(problems)}",
+                    "check PROMETHEUS_URL or SENTRY_* and the plan's queries "
+                    "(rollout-bot metrics <stage> --tag <tag> shows each)",
+                )
+            )
+        return findings
+
+
+def _environments(plan: RolloutPlan) -> list[str]:
+    """Every environment the plan's stages and failure jobs run in, in plan order."""
+    names = [
+        environment
+        for track in plan.tracks.values()
+        for environment in (*(s.environment for s in track.stages), track.on_failure.environment)
+    ]
+    return list(dict.fromkeys(names))

@@ -1,0 +1,157 @@
+"""`rollout-bot doctor` in GitHub App mode: what the App's installation must have for the bot.
+
+The permissions and events are the ones `github-app.yml` asks for (a test keeps them equal):
+Actions write (dispatch, re-run), Deployments write (answer protection rules), Contents read
+(the workflow file, what's in a release), Secrets read (the NPM_TOKEN walkthrough sees that the
+secret exists, never its value), Metadata read (every App has it). No Packages permission:
+GitHub's packages API takes only a personal access token (classic), so an App cannot see
+whether the relay image is published (preflight says so instead of checking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bot.services.findings import Finding, failed, passed
+
+APP_PERMISSIONS: Mapping[str, str] = {
+    "actions": "write",
+    "contents": "read",
+    "deployments": "write",
+    "metadata": "read",
+    "secrets": "read",
+}
+APP_EVENTS = frozenset(
+    {"deployment_protection_rule", "deployment_status", "workflow_job", "workflow_run"}
+)
+_SETTINGS = "the App's settings → Permissions & events"
+_ACCEPT = "then accept the new permissions on the installation (Settings → GitHub Apps → Configure)"
+WEBHOOK_PATH = "/github/webhook"
+
+
+@dataclass(frozen=True)
+class AppWebhook:
+    """The App's webhook configuration (`GET /app/hook/config`): GitHub never shows the
+    secret, only whether one is set."""
+
+    url: str
+    content_type: str
+    secret_set: bool
+
+
+@dataclass(frozen=True)
+class AppInstallation:
+    """The App's installation on the repository, as GitHub describes it."""
+
+    id: int
+    configured_id: int | None
+    """GITHUB_APP_INSTALLATION_ID (None: the bot finds the installation from the repository)."""
+    slug: str
+    permissions: Mapping[str, str]
+    events: frozenset[str]
+    webhook: AppWebhook
+
+
+def grants(permissions: Mapping[str, str], name: str, level: str) -> bool:
+    granted = permissions.get(name)
+    return granted == "write" or (granted == "read" and level == "read")
+
+
+def _words(name: str, level: str) -> str:
+    """A permission as GitHub's settings page names it: `Actions: Read and write`."""
+    title = name.replace("_", " ").capitalize()
+    return f"{title}: {'Read and write' if level == 'write' else 'Read-only'}"
+
+
+def missing_permissions(installation: AppInstallation) -> list[str]:
+    return [
+        _words(name, level)
+        for name, level in APP_PERMISSIONS.items()
+        if not grants(installation.permissions, name, level)
+    ]
+
+
+def wrong_installation(installation: AppInstallation, repository: str) -> Finding | None:
+    """GITHUB_APP_INSTALLATION_ID set to another installation than the App's on the
+    repository: the bot's tokens would be minted for it (None when it is right or unset)."""
+    configured = installation.configured_id
+    if configured is None or configured == installation.id:
+        return None
+    return failed(
+        f"GITHUB_APP_INSTALLATION_ID is {configured}; the App's installation on {repository} "
+        f"is {installation.id}",
+        f"set GITHUB_APP_INSTALLATION_ID={installation.id} (or unset it: the bot then finds it)",
+    )
+
+
+def installation_findings(installation: AppInstallation, repository: str) -> list[Finding]:
+    """Installed, its permissions, its events, its webhook."""
+    findings = [
+        passed(
+            f"GitHub App {installation.slug} authenticates and is installed on {repository} "
+            f"(installation {installation.id})"
+        )
+    ]
+    missing = missing_permissions(installation)
+    findings.append(
+        passed(f"GitHub App has the {len(APP_PERMISSIONS)} permissions the bot needs")
+        if not missing
+        else failed(
+            f"GitHub App lacks the permissions {', '.join(missing)}",
+            f"grant them in {_SETTINGS}, {_ACCEPT}; without them GitHub answers 403 "
+            "'Resource not accessible by integration'",
+        )
+    )
+    events = sorted(APP_EVENTS - installation.events)
+    findings.append(
+        passed(f"GitHub App receives the {len(APP_EVENTS)} events the bot follows")
+        if not events
+        else failed(
+            f"GitHub App is not subscribed to {', '.join(events)}",
+            f"tick them under {_SETTINGS} → Subscribe to events",
+        )
+    )
+    return [*findings, webhook_finding(installation.webhook)]
+
+
+def webhook_finding(hook: AppWebhook) -> Finding:
+    """App mode: GitHub delivers the App's events to the App's own webhook: its URL, its
+    content type, and that it has a secret (GitHub shows `********`, never the secret, so
+    whether it equals GITHUB_WEBHOOK_SECRET is not checked here)."""
+    general = "in the App's settings (General → Webhook)"
+    problems = []
+    if not hook.url.endswith(WEBHOOK_PATH):
+        problems.append(
+            (
+                f"posts to {hook.url}" if hook.url else "is not set",
+                f"set the Webhook URL {general} to https://YOUR-HOST{WEBHOOK_PATH}",
+            )
+        )
+    if hook.content_type != "json":
+        problems.append(
+            (f"sends {hook.content_type or 'no'} content", "the bot reads JSON: content type json")
+        )
+    if not hook.secret_set:
+        problems.append(
+            ("has no secret", f"set the Webhook secret {general} to the GITHUB_WEBHOOK_SECRET")
+        )
+    if not problems:
+        return passed(f"GitHub App webhook posts JSON to {hook.url}, with a secret")
+    return failed(
+        "GitHub App webhook " + ", ".join(what for what, _ in problems),
+        "; ".join(fix for _, fix in problems),
+    )
+
+
+def environment_finding(name: str, rule_apps: list[str] | None, slug: str) -> Finding:
+    """An environment must have the App's custom deployment protection rule (App mode)."""
+    enable = f"Settings → Environments → {name} → Deployment protection rules: enable {slug}"
+    if rule_apps is None:
+        return failed(f"environment {name} does not exist", f"create it; then {enable}")
+    if slug not in rule_apps:
+        return failed(
+            f"environment {name} does not wait for the App's rule",
+            f"{enable}: without it the job does not wait for the bot",
+        )
+    return passed(f"environment {name} waits for the App's rule ({slug})")

@@ -1,0 +1,321 @@
+"""The effect runner: saves a rollout's decision and carries out its effects, in one place.
+
+Every use case (preflight, following a run, gating, people's actions) asks the pure machine
+(`bot.domain.rollout`) for a `Decision`, then hands it here: the new state is saved with an
+optimistic version check and, in the same transaction, what the channel must be told of it
+(the outbox); then the effects run in order: reviews on GitHub, durable window timers, and
+metrics reads (handed to the gate). What the thread is told outside a decision (`tell`, a card
+`redraw`) is written here too. Operations on one rollout are serialised within a process
+(`lock`); across processes the version check makes the loser see the winner's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from bot.domain import rollout as machine
+from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    Announce,
+    CancelWindow,
+    Decision,
+    Event,
+    InvalidTransition,
+    Phase,
+    ReadMetrics,
+    Review,
+    Rollout,
+    ScheduleWindow,
+)
+from bot.domain.run import RunSnapshot
+from bot.domain.schedule import dispatch_timer_key
+from bot.services.outbox import Outbox
+from bot.services.outbox_messages import card, summary, told
+from bot.services.ports import Clock, GitHubGateway, ReviewState
+from bot.services.records import BOT, NewAuditEvent, NewMessage, NewTimer
+from bot.services.store_ports import AuditLog, ProtectionRuleRequests, Rollouts, Timers
+from bot.services.telemetry import UNTRACKED, Telemetry
+
+log = logging.getLogger(__name__)
+
+WINDOW_TIMER = "window"
+DISPATCH_TIMER = "scheduled_dispatch"
+CONCURRENT_RETRIES = 4
+"""Tries of a timer's or the poller's step while other replicas keep saving the rollout."""
+
+T = TypeVar("T")
+
+ReadHandler = Callable[[Rollout, RolloutPlan, ReadMetrics], Awaitable[None]]
+"""Reads a stage's figures and judges them (the gate, `bot.services.gating`)."""
+
+
+def dispatch_timer(rollout_id: str, at: datetime) -> NewTimer:
+    """The durable timer of a dispatch scheduled for `at`, written with its rollout."""
+    return NewTimer(
+        key=dispatch_timer_key(rollout_id, at),
+        kind=DISPATCH_TIMER,
+        due_at=at,
+        payload={"at": at.isoformat()},
+    )
+
+
+class EffectRunner:
+    """Loads and saves rollouts, carries out decisions' effects, and keeps the audit trail."""
+
+    def __init__(
+        self,
+        *,
+        store: Rollouts,
+        timers: Timers,
+        audit: AuditLog,
+        github: GitHubGateway,
+        outbox: Outbox,
+        clock: Clock,
+        on_timer_scheduled: Callable[[], None] = lambda: None,
+        telemetry: Telemetry = UNTRACKED,
+        rule_requests: ProtectionRuleRequests | None = None,
+    ) -> None:
+        self.store = store
+        self._rule_requests = rule_requests
+        self.telemetry = telemetry
+        self.github = github
+        self.outbox = outbox
+        self.clock = clock
+        self._timers = timers
+        self.timers = timers
+        """The durable timers (the use cases that schedule their own: a run nobody follows)."""
+        self._audit = audit
+        self._on_timer_scheduled = on_timer_scheduled
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._read: ReadHandler | None = None
+
+    def reads_with(self, read: ReadHandler) -> None:
+        """Who reads and judges a stage's figures when a decision asks (the gate)."""
+        self._read = read
+
+    # -- loading ------------------------------------------------------------------------------
+
+    async def read_run(self, run_id: int) -> RunSnapshot:
+        """The run as GitHub shows it now, with what holds its waits (`held`)."""
+        return await self.held(await self.github.reported(run_id))
+
+    async def held(self, reported: RunSnapshot) -> RunSnapshot:
+        """The run GitHub reported, with what holds its waits; a wait for the App's rule whose
+        request never arrived (found from its deployment) is kept as a request, to be answered
+        like one."""
+        snapshot = await self.github.held(reported)
+        for request in snapshot.unrequested:
+            if self._rule_requests is not None and await self._rule_requests.remember(request):
+                log.warning(
+                    "GitHub: run %s waits at %s for the App's rule, and its request never "
+                    "arrived: recovered from the deployment still waiting",
+                    reported.run_id,
+                    request.environment,
+                )
+        return snapshot
+
+    async def get(self, rollout_id: str) -> Rollout:
+        rollout = await self.store.get(rollout_id)
+        if rollout is None:
+            raise InvalidTransition(f"There is no rollout {rollout_id}.")
+        return rollout
+
+    async def plan_of(self, rollout: Rollout) -> RolloutPlan:
+        """The plan the rollout was started with (a later ROLLOUT_PLAN change does not move it)."""
+        return await self.store.plan(rollout.id)
+
+    def lock(self, rollout_id: str) -> asyncio.Lock:
+        """Serialises the operations on one rollout within this process."""
+        return self._locks.setdefault(rollout_id, asyncio.Lock())
+
+    async def serialised(self, rollout_id: str, act: Callable[[], Awaitable[T]]) -> T:
+        """Run `act` (which loads the rollout afresh) again when another replica saved the
+        rollout first, so concurrent replicas take turns instead of failing (optimistic
+        retry). Every step is level-triggered: a retry redoes only what is still missing."""
+        for _ in range(CONCURRENT_RETRIES - 1):
+            try:
+                return await act()
+            except ConcurrentChange:
+                log.info("rollout %s changed on another replica; acting on its state", rollout_id)
+        return await act()
+
+    # -- effects ------------------------------------------------------------------------------
+
+    async def apply(
+        self,
+        before: Rollout,
+        decision: Decision,
+        plan: RolloutPlan,
+        *,
+        also: Sequence[NewMessage] = (),
+        audit: Sequence[NewAuditEvent] = (),
+    ) -> Rollout:
+        """Save the decision's rollout with what the channel must be told of it (its
+        announcements, then `also`, then the card's redraw) and the `audit` events that record
+        it in one transaction, carry out its other effects in order, and deliver the messages.
+        A decision that changes nothing writes its messages and events on their own."""
+        rollout = decision.rollout
+        messages = [
+            message
+            for effect in decision.effects
+            if isinstance(effect, Announce)
+            for message in told(
+                rollout,
+                effect.event,
+                notifications=plan.notifications,
+                failure=effect.failure,
+                detail=effect.detail,
+            )
+        ]
+        messages.extend(also)
+        changed = rollout != before
+        if changed:
+            messages.append(card(rollout))
+            if before.phase is not Phase.ENDED and rollout.phase is Phase.ENDED and rollout.run_id:
+                # Saved with the change that ends the rollout: one replica wins, one summary.
+                messages.append(summary(rollout))
+            rollout = await self.store.save(rollout, outbox=messages, audit=audit)
+        else:
+            if messages:
+                await self.outbox.add(messages)
+            if audit:
+                await self._audit.add(audit)
+        reads: list[ReadMetrics] = []
+        for effect in decision.effects:
+            if isinstance(effect, Review):
+                await self.review(rollout, effect)
+            elif isinstance(effect, ScheduleWindow):
+                await self._timers.schedule(
+                    key=machine.window_timer_key(
+                        rollout.id, effect.track, effect.stage, effect.due_at
+                    ),
+                    kind=WINDOW_TIMER,
+                    due_at=effect.due_at,
+                    now=self.clock(),
+                    rollout_id=rollout.id,
+                    payload={
+                        "track": effect.track,
+                        "stage": effect.stage,
+                        "window_ends_at": effect.due_at.isoformat(),
+                    },
+                )
+                self._on_timer_scheduled()
+            elif isinstance(effect, CancelWindow):
+                await self._timers.cancel(
+                    key=machine.window_timer_key(
+                        rollout.id, effect.track, effect.stage, effect.due_at
+                    ),
+                    now=self.clock(),
+                )
+            elif isinstance(effect, ReadMetrics):
+                reads.append(effect)
+        if messages:
+            await self.outbox.flush(rollout.id)
+        for read in reads:
+            assert self._read is not None, "no gate reads the figures"
+            rollout = await self.get(rollout.id)
+            await self._read(rollout, plan, read)
+        return await self.get(rollout.id) if reads else rollout
+
+    def timers_changed(self) -> None:
+        """A timer was written elsewhere (with a new rollout): the scheduler looks again."""
+        self._on_timer_scheduled()
+
+    async def tell(self, rollout: Rollout, event: Event) -> None:
+        """A reply in the rollout's thread, telling of `event`, that goes with no state change
+        (delivered at once)."""
+        await self.outbox.send(told(rollout, event))
+
+    async def redraw(
+        self,
+        rollout: Rollout,
+        *,
+        saying: Event | None = None,
+        audit: Sequence[NewAuditEvent] = (),
+    ) -> Rollout:
+        """Save the rollout as a new card version (its state unchanged, so a button on the
+        card may be clicked again), after a thread reply `saying` when given, with the `audit`
+        events that record it; deliver both."""
+        said = told(rollout, saying) if saying is not None else []
+        saved = await self.store.save(rollout, outbox=[*said, card(rollout)], audit=audit)
+        await self.outbox.flush(rollout.id)
+        return saved
+
+    async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> None:
+        """Send a review; its failure is recorded and asked again by the next reconcile, or
+        raised when `strict` (a person is waiting for the answer)."""
+        assert rollout.run_id is not None
+        state: ReviewState = "approved" if review.approve else "rejected"
+        try:
+            sent = await self.github.review(
+                run_id=rollout.run_id,
+                environments=[review.environment],
+                state=state,
+                comment=review.comment,
+            )
+        except GitHubError as error:
+            # Level-triggered: the next reconcile asks again while GitHub still waits.
+            log.warning("could not %s %s: %s", state[:-1], review.environment, error.message)
+            await self.record(
+                self.event(
+                    BOT,
+                    f"github_{state}",
+                    "error",
+                    rollout,
+                    {"environment": review.environment, "error": error.message},
+                    track=review.track,
+                )
+            )
+            if strict:
+                raise
+            return
+        await self.record(
+            self.event(
+                BOT,
+                f"github_{state}",
+                "ok" if sent else "not_waiting",
+                rollout,
+                {"environment": review.environment},
+                track=review.track,
+            )
+        )
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    async def refuse(
+        self, actor: str, action: str, rollout: Rollout, why: str, *, track: str | None = None
+    ) -> None:
+        await self.record(self.event(actor, action, "refused", rollout, {"why": why}, track=track))
+
+    async def record(self, *events: NewAuditEvent) -> None:
+        """Write audit events that go with no saved state change of the rollout (a refusal, a
+        GitHub call, a change another replica saved)."""
+        await self._audit.add(events)
+
+    def event(
+        self,
+        actor: str,
+        action: str,
+        result: str,
+        rollout: Rollout,
+        detail: Mapping[str, Any] | None = None,
+        *,
+        track: str | None = None,
+        stage: str | None = None,
+    ) -> NewAuditEvent:
+        """An audit event of the rollout, now, to save with the state change it records."""
+        return NewAuditEvent(
+            at=self.clock(),
+            actor=actor,
+            action=action,
+            result=result,
+            rollout_id=rollout.id,
+            track=track,
+            stage=stage,
+            detail=detail,
+        )

@@ -1,0 +1,176 @@
+"""Exactly once: a Slack delivery acted on once, an effect claimed by one winner across replicas.
+
+A delivery (`trigger_id`) is remembered as a completed claim, so a repeat of it is told who did
+what and when. An effect's key (`bot.domain.controls.effect_key`) is claimed in the database
+before its one service call, completed after it, or released when the call failed so the click
+can be repeated. Whoever loses a claim waits for the winner and is told "already done by
+@someone at <time>".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+from bot.domain.controls import AlreadyDone, CardRef, Control, delivery_key, effect_key
+from bot.domain.errors import RolloutError, RunNotIdentified
+from bot.domain.permissions import VERBS
+from bot.domain.rollout import InvalidTransition
+from bot.services.ports import Clock, Words
+from bot.services.records import BOT, Claim, ClaimState
+from bot.services.requests import Origin, Via, current_entry, fill
+from bot.services.store_ports import Claims
+
+T = TypeVar("T")
+
+
+class ExactlyOnce:
+    """Claims deliveries and effects, and answers whoever comes second."""
+
+    def __init__(
+        self,
+        *,
+        claims: Claims,
+        clock: Clock,
+        words: Words,
+        holder_wait: timedelta = timedelta(seconds=10),
+        poll_interval: float = 0.1,
+    ) -> None:
+        self._claims = claims
+        self._clock = clock
+        self._words = words
+        self._holder_wait = holder_wait.total_seconds()
+        self._poll_interval = poll_interval
+
+    async def delivery(
+        self,
+        origin: Origin,
+        control: Control,
+        card: CardRef | None = None,
+        what: str | None = None,
+    ) -> None:
+        """A Slack delivery is acted on once: a repeat of it (same trigger_id) is told who
+        did `what` (the effect in words) and when."""
+        entry = current_entry.get()
+        if origin.delivery is None or (entry is not None and entry.delivered):
+            return
+        key = delivery_key(origin.delivery)
+        seen = await self._claims.claim(
+            key=key,
+            action=f"delivery:{control}",
+            actor=origin.actor,
+            now=self._clock(),
+            rollout_id=card.rollout_id if card else None,
+            done=True,
+        )
+        if seen is None:
+            first = await self._claims.get(key)
+            fill(rollout_id=first.rollout_id if first is not None else None)
+            raise await self._repeated(origin, control, card, what, first)
+        if entry is not None:
+            entry.delivered = True
+
+    async def once(
+        self,
+        origin: Origin,
+        control: Control,
+        card: CardRef,
+        what: str,
+        act: Callable[[], Awaitable[T]],
+    ) -> T:
+        """Claim the effect `control` on `card` (`what`, in words), then `act` once."""
+        key = effect_key(control, card)
+        claim: Claim | None = None
+        for _ in range(3):  # a claim released between our INSERT and our read: try again
+            claim = await self._claims.claim(
+                key=key,
+                action=control.value,
+                actor=origin.actor,
+                now=self._clock(),
+                rollout_id=card.rollout_id,
+                track=card.track,
+                stage=card.stage,
+            )
+            if claim is not None:
+                break
+            held = await self._claims.get(key)
+            if held is not None:
+                raise await self._already(held, what)
+        if claim is None:
+            raise InvalidTransition("Others are trying this very action right now: try again.")
+        try:
+            result = await act()
+        except RunNotIdentified:
+            # The dispatch may have started a run: never invite a second one.
+            await self._claims.complete(claim, now=self._clock())
+            raise
+        except BaseException:
+            await asyncio.shield(self._claims.release(claim))
+            raise
+        await self._claims.complete(claim, now=self._clock())
+        return result
+
+    async def done_by(self, control: Control, card: CardRef, what: str) -> RolloutError | None:
+        """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""
+        claim = await self._claims.get(effect_key(control, card))
+        return None if claim is None else await self._already(claim, what)
+
+    async def _repeated(
+        self,
+        origin: Origin,
+        control: Control,
+        card: CardRef | None,
+        what: str | None,
+        first: Claim | None,
+    ) -> RolloutError:
+        """The answer to a delivery seen before. Slack re-sends a command it got no answer to
+        (marked with its retry number), but never a click: a click seen twice is a double
+        click or a replay, so the answer names what was done, by whom and when."""
+        when = f" at {self._words.slack_time(first.claimed_at)}" if first is not None else ""
+        who = _who(first.actor) if first is not None else "someone"
+        if origin.via is Via.COMMAND and origin.retry:
+            return AlreadyDone(
+                f"Already done by {who}{when}: Slack delivered this request again "
+                f"(retry {origin.retry}), and it is handled once."
+            )
+        described = what or VERBS[control]
+        held = await self._claims.get(effect_key(control, card)) if card is not None else None
+        if held is not None:  # the same click again: its first answer is on its way
+            return await self._already(held, described, wait=False)
+        return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
+
+    async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
+        """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
+        when, or who is doing it."""
+        first = held
+        claim: Claim | None = held
+        at = self._words.slack_time
+        deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
+        while claim is not None and claim.state is ClaimState.CLAIMED:
+            if time.monotonic() >= deadline:
+                return AlreadyDone(
+                    f"Already being done by {_who(claim.actor)} since "
+                    f"{at(claim.claimed_at)}: {what}. The card shows the outcome."
+                )
+            await asyncio.sleep(self._poll_interval)
+            claim = await self._claims.get(held.key)
+        if claim is None:
+            return InvalidTransition(
+                f"{_who(first.actor, start=True)} tried to {what} at {at(first.claimed_at)} but it "
+                "failed and changed nothing (their answer says why). Click again to retry."
+            )
+        done_at = claim.done_at or claim.claimed_at
+        return AlreadyDone(
+            f"Already done by {_who(claim.actor)} at {at(done_at)}: {what}. Nothing more was done."
+        )
+
+
+def _who(actor: str, *, start: bool = False) -> str:
+    """Who holds a claim, for an answer (`start`: opening a sentence): a person's mention, or
+    the bot's schedule (the only claims the bot takes on its own are scheduled dispatches)."""
+    if actor != BOT:
+        return f"<@{actor}>"
+    return "The bot's schedule" if start else "the bot's schedule"

@@ -1,0 +1,39 @@
+"""Which failures repair themselves on a later try, and how a failure is logged: a transient one
+as one WARNING line, a bug as an ERROR with its traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from bot.domain.errors import ConcurrentChange, GitHubError, RolloutError
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    GitHubError,
+    ConcurrentChange,
+    DBAPIError,  # OperationalError, InterfaceError: the database or the connection to it
+    PoolTimeout,
+    OSError,  # connection refused or reset
+    TimeoutError,
+    aiohttp.ClientError,
+)
+"""Failures that a later try repairs by itself: logged as one line, not as a bug."""
+
+
+def error_summary(error: BaseException) -> str:
+    """An error's class and the first line of its message, for `timers.last_error` and log
+    lines: no traceback, no SQL statement or parameters."""
+    text = error.message if isinstance(error, RolloutError) else str(error)
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}: {first[:300]}" if first else type(error).__name__
+
+
+def log_failure(log: logging.Logger, message: str, error: BaseException) -> None:
+    """A transient failure as one WARNING line; anything else as an ERROR with its traceback."""
+    if isinstance(error, TRANSIENT):
+        log.warning("%s: %s", message, error_summary(error))
+    else:
+        log.error("%s", message, exc_info=error)

@@ -1,0 +1,263 @@
+"""Following a rollout's run on GitHub: reconcile on each poll or webhook, find an unclear dispatch.
+
+The poller (`bot.services.scheduler`) and the webhook receiver (`bot.services.webhooks`) both
+come here, so a change of the run is acted on once, whichever sees it first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from bot.domain import github_events
+from bot.domain import rollout as machine
+from bot.domain.errors import ConcurrentChange, GitHubError, GitHubRateLimited
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    Announce,
+    Decision,
+    DispatchGaveUp,
+    InvalidTransition,
+    Phase,
+    Rollout,
+    ScheduleWindow,
+)
+from bot.domain.run import EnvironmentReview, RunRef, RunSnapshot
+from bot.domain.run_link import (
+    LinkRefused,
+    RunReference,
+    link_refusal,
+    may_link,
+    reference_refusal,
+)
+from bot.logs import rollout_context
+from bot.services.effects import EffectRunner
+from bot.services.records import BOT
+
+log = logging.getLogger(__name__)
+
+DISPATCH_SEARCH = timedelta(minutes=10)
+"""How long the poller looks for the run of a dispatch it could not identify at once."""
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What one look at a rollout's run found: the poller paces itself by it."""
+
+    snapshot: RunSnapshot | None = None
+    """The run as GitHub reported it; None when the rollout is not running or GitHub failed."""
+    version: int = 0
+    """The rollout's stored version after acting on it."""
+    rate_limited: bool = False
+    retry_after: float | None = None
+    """Seconds GitHub asked to wait, when it said."""
+    settled: bool = False
+    """The rollout (at `version`) and the run (`snapshot`) agree: acting on them changed
+    nothing and only made sure that the windows' timers exist. Another look at the same
+    two would do the same again."""
+    reported: RunSnapshot | None = None
+    """The run as GitHub's APIs reported it (`snapshot` without the protection rule's
+    requests kept in the database), for `look_again` to compare."""
+
+
+class RunFollower:
+    """Compares rollouts with their runs on GitHub and acts on the difference."""
+
+    def __init__(self, effects: EffectRunner, *, dispatch_search: timedelta) -> None:
+        self._effects = effects
+        self._dispatch_search = dispatch_search
+
+    async def reconcile(
+        self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
+    ) -> Reconciled:
+        """Compare the rollout with its run on GitHub and act on the difference. `reviews`
+        (from a delivery) name reviewers GitHub's review history may not list yet."""
+        async with self._effects.lock(rollout_id):
+            return await self._effects.serialised(
+                rollout_id, lambda: self.reconcile_locked(rollout_id, reviews=reviews)
+            )
+
+    async def follow_github_event(
+        self, *, rollout_id: str, event: github_events.RunEvent
+    ) -> Reconciled:
+        """A webhook delivery about the rollout's run: tell the thread what GitHub reported
+        (shown at the `all` notification level), then reconcile as the poller would."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            if rollout.phase is not Phase.RUNNING:
+                return Reconciled(version=rollout.version)
+            plan = await effects.plan_of(rollout)
+            with rollout_context(rollout_id):
+                if (reported := github_events.reported(event, plan)) is not None:
+                    said = Decision(rollout, (Announce(reported, detail=True),))
+                    await effects.apply(rollout, said, plan)
+                try:
+                    return await self.reconcile_locked(rollout_id, reviews=event.reviews)
+                except ConcurrentChange:
+                    # Another replica acted on the same change first: nothing is left to do.
+                    log.info("run %s changed under another replica; left to it", rollout.run_id)
+                    return Reconciled()
+
+    async def settle(self, rollout_id: str) -> None:
+        """Reconcile after a person's action was saved (the rollout's lock held). Another
+        replica may have saved the rollout meanwhile: it reconciles too, and the action
+        itself stands."""
+        try:
+            await self.reconcile_locked(rollout_id)
+        except ConcurrentChange:
+            log.info("rollout %s changed on another replica; it follows the run", rollout_id)
+
+    async def reconcile_locked(
+        self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
+    ) -> Reconciled:
+        """`reconcile`, the rollout's lock already held."""
+        effects = self._effects
+        rollout = await effects.get(rollout_id)
+        if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
+            return Reconciled(version=rollout.version)
+        with rollout_context(rollout_id):
+            run_id = rollout.run_id
+            reported = await self._look(rollout, lambda: effects.github.reported(run_id))
+            if isinstance(reported, Reconciled):
+                return reported
+            snapshot = await self._look(rollout, lambda: effects.held(reported))
+            if isinstance(snapshot, Reconciled):
+                return snapshot
+            known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}
+            hinted = [r for r in reviews if (r.environment.casefold(), r.state) not in known]
+            if hinted:
+                snapshot = replace(snapshot, reviews=(*snapshot.reviews, *hinted))
+            plan = await effects.plan_of(rollout)
+            decision = machine.reconcile(rollout, plan, snapshot, effects.clock())
+            acted = await effects.apply(rollout, decision, plan)
+            # A wait nothing explains yet (a request's delivery lost while GitHub had not
+            # listed its deployment as waiting) is looked for again at every poll.
+            settled = (
+                decision.rollout == rollout
+                and all(isinstance(effect, ScheduleWindow) for effect in decision.effects)
+                and not snapshot.waits_unexplained
+            )
+            return Reconciled(
+                snapshot=snapshot, version=acted.version, settled=settled, reported=reported
+            )
+
+    async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:
+        """The poller's next look at a run that `last` found settled with the rollout: while
+        GitHub reports the run as it did then and the rollout (as the poller just read it) is
+        at the same version, reconciling would do what it did then, so nothing is read from
+        the database and nothing is done; otherwise `reconcile`.
+
+        A look that left a job's wait unexplained never counts as settled, so a protection
+        rule's request whose delivery was lost is looked for at every poll until found."""
+        if not last.settled or last.version != rollout.version or rollout.run_id is None:
+            return await self.reconcile(rollout.id)
+        run_id, github = rollout.run_id, self._effects.github
+        with rollout_context(rollout.id):
+            reported = await self._look(rollout, lambda: github.reported(run_id))
+        if isinstance(reported, Reconciled):
+            return reported  # GitHub did not say: as `reconcile` would answer
+        return last if reported == last.reported else await self.reconcile(rollout.id)
+
+    @staticmethod
+    async def _look(
+        rollout: Rollout, read: Callable[[], Awaitable[RunSnapshot]]
+    ) -> RunSnapshot | Reconciled:
+        """The rollout's run as `read` gives it, or what the poller makes of GitHub's failure
+        to say (a rate limit pauses it)."""
+        try:
+            return await read()
+        except GitHubRateLimited as error:
+            log.warning("could not read run %s: %s", rollout.run_id, error.message)
+            return Reconciled(
+                version=rollout.version, rate_limited=True, retry_after=error.retry_after
+            )
+        except GitHubError as error:
+            log.warning("could not read run %s: %s", rollout.run_id, error.message)
+            return Reconciled(version=rollout.version)
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None:
+        """Attach the run our dispatch created, when the dispatch could not tell it (GitHub's
+        answer was unclear, GitHub Enterprise, a restart). Only searches that answered count
+        towards giving up: the rollout returns to its preflight when none found it in time."""
+        if rollout.phase is not Phase.DISPATCHING or rollout.dispatched_at is None:
+            return
+        effects = self._effects
+        async with effects.lock(rollout.id):
+            current = await effects.get(rollout.id)
+            if current.phase is not Phase.DISPATCHING or current.dispatched_at is None:
+                return
+            plan = await effects.plan_of(current)
+            try:
+                run = await effects.github.find_dispatched_run(
+                    workflow_file=plan.workflow.file,
+                    ref=plan.workflow.ref,
+                    dispatched_at=current.dispatched_at,
+                )
+            except GitHubError as error:
+                # A failed look proves nothing: the run is looked for again at the next poll.
+                log.warning("could not look for the run of %s: %s", current.tag, error.message)
+                return
+            if run is None:
+                if effects.clock() - current.dispatched_at > self._dispatch_search:
+                    await self._give_up_dispatch(current, plan)
+                return
+            await self._attach(current, plan, run, actor=BOT)
+
+    async def link_run(self, *, rollout_id: str, reference: RunReference, actor: str) -> Rollout:
+        """Attach the run a person names to a rollout whose dispatch could not be identified,
+        exactly as a found run is attached; raises LinkRefused (naming the rule) otherwise."""
+        effects = self._effects
+        github = effects.github
+        if (refused := reference_refusal(reference, github.repository)) is not None:
+            raise LinkRefused(refused)
+        async with effects.lock(rollout_id):
+            current = await effects.get(rollout_id)
+            if not may_link(current):
+                raise InvalidTransition(
+                    f"Rollout `{current.tag}` is not waiting for its run (it is {current.phase}): "
+                    "a run is linked while a dispatch is unclear, or after the bot gave up "
+                    "looking for it."
+                )
+            plan = await effects.plan_of(current)
+            run = await github.linkable_run(reference.run_id)
+            followed_by = await effects.store.by_run_id(run.run_id)
+            if refused := link_refusal(current, plan, reference, run, followed_by=followed_by):
+                raise LinkRefused(refused)
+            return await self._attach(current, plan, RunRef(run.run_id, run.html_url), actor=actor)
+
+    async def adopt(self, *, rollout_id: str, run: RunRef, actor: str) -> Rollout:
+        """Follow a run the bot did not start (`bot.services.unfollowed_runs`), from the new
+        rollout's preflight, exactly as a found run is attached."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            current = await effects.get(rollout_id)
+            plan = await effects.plan_of(current)
+            return await self._attach(current, plan, run, actor=actor)
+
+    async def _attach(
+        self, rollout: Rollout, plan: RolloutPlan, run: RunRef, *, actor: str
+    ) -> Rollout:
+        """The rollout follows `run` from now on (the rollout's lock held)."""
+        effects = self._effects
+        linked_by = None if actor == BOT else actor
+        attached = await effects.apply(
+            rollout,
+            machine.dispatched(rollout, plan, run, linked_by=linked_by),
+            plan,
+            audit=[effects.event(actor, "attach_run", "ok", rollout, {"run_id": run.run_id})],
+        )
+        await self.settle(rollout.id)
+        return attached
+
+    async def _give_up_dispatch(self, rollout: Rollout, plan: RolloutPlan) -> None:
+        """No run of ours could be told apart for too long: back to the preflight, so a person
+        checks the workflow's runs on GitHub and dispatches again (never the bot on its own)."""
+        back = replace(
+            rollout, phase=Phase.PREFLIGHT, dispatched_at=None, gave_up_at=self._effects.clock()
+        )
+        gave_up = DispatchGaveUp(rollout.tag, plan.workflow.name, self._dispatch_search)
+        await self._effects.record(self._effects.event(BOT, "attach_run", "gave_up", rollout))
+        await self._effects.apply(rollout, Decision(back, (Announce(gave_up, failure=True),)), plan)

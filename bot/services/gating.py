@@ -1,0 +1,255 @@
+"""Gating a stage: its window's timer, reading and judging its figures, re-evaluating on request.
+
+A stage observes for its window; when the durable timer fires the window closes and the gate
+reads the figures from the track's metrics source (or asks the approvers for them, the
+`manual` source), judges them, and the machine holds or promotes the stage on the verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+
+from bot.domain import rollout as machine
+from bot.domain.controls import reevaluation
+from bot.domain.metrics import Figures, Reading
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
+from bot.logs import rollout_context
+from bot.services.effects import WINDOW_TIMER, EffectRunner
+from bot.services.following import RunFollower
+from bot.services.outbox_messages import figures_request, gate_card
+from bot.services.ports import MetricsSources
+from bot.services.records import BOT, Timer, metrics_actor
+
+log = logging.getLogger(__name__)
+
+
+class Gate:
+    """Closes windows, reads and judges figures, and re-evaluates a gate on request."""
+
+    def __init__(
+        self, effects: EffectRunner, follower: RunFollower, *, sources: MetricsSources
+    ) -> None:
+        self._effects = effects
+        self._follower = follower
+        self._sources = sources
+        effects.reads_with(self.evaluate)
+
+    async def on_timer(self, timer: Timer) -> None:
+        """A durable timer fired (on one replica; again after a failure, at a later time).
+        The window it closes is the one it was scheduled for, whenever the retry runs."""
+        window = _window(timer)
+        if window is None:
+            log.warning("ignoring timer %s of kind %s", timer.key, timer.kind)
+            return
+        effects = self._effects
+        rollout_id, track, stage, ends = window
+
+        async def close_window() -> None:
+            rollout = await effects.get(rollout_id)
+            decision = machine.window_ended(rollout, track=track, stage=stage, due_at=ends)
+            await effects.apply(rollout, decision, await effects.plan_of(rollout))
+            if decision.effects:  # its gate ran now: not a stale timer (moved, stopped, done)
+                effects.telemetry.window_closed(lateness=effects.clock() - ends)
+            await self._follower.reconcile_locked(rollout_id)
+
+        async with effects.lock(rollout_id):
+            with rollout_context(rollout_id):
+                await effects.serialised(rollout_id, close_window)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        """A window timer gave up (dead-lettered): hold the stage whose gate never ran, and
+        tell the thread why, so the window is not silently dropped."""
+        window = _window(timer)
+        if window is None:
+            return
+        effects = self._effects
+        rollout_id, track, stage, ends = window
+
+        async def hold() -> None:
+            rollout = await effects.get(rollout_id)
+            plan = await effects.plan_of(rollout)
+            decision = machine.window_timer_dead(
+                rollout,
+                plan,
+                track=track,
+                stage=stage,
+                due_at=ends,
+                attempts=timer.attempts,
+                reason=reason,
+            )
+            event = effects.event(
+                BOT, "window_timer", "dead", rollout, {"why": reason}, track=track, stage=stage
+            )
+            held = decision.rollout != rollout
+            await effects.apply(rollout, decision, plan, audit=[event] if held else [])
+
+        async with effects.lock(rollout_id):
+            with rollout_context(rollout_id):
+                await effects.serialised(rollout_id, hold)
+
+    async def evaluate(self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics) -> None:
+        """Read a stage's figures from its source and judge them; the `manual` source asks
+        the approvers in the thread instead."""
+        source = self._sources(plan.track(read.track).metrics)
+        reading = await source.read(rollout=rollout, track=read.track, stage=read.stage)
+        if reading is None:
+            await self._effects.outbox.send(
+                [figures_request(rollout, track=read.track, stage=read.stage)]
+            )
+            return
+        await self._judge(
+            rollout,
+            plan,
+            track=read.track,
+            stage=read.stage,
+            baseline=reading.baseline_crash,
+            figures=reading.figures,
+            actor=metrics_actor(reading.source),
+            reading=reading,
+        )
+
+    async def submit_figures(
+        self, *, rollout_id: str, track: str, stage: str, figures: Figures, actor: str
+    ) -> None:
+        """An approver typed the observed rates of a stage (manual metrics)."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            if rollout.track(track).stage(stage).state is not StageState.EVALUATING:
+                raise InvalidTransition(
+                    "Those figures are no longer asked for: the gate already decided."
+                )
+            plan = await effects.plan_of(rollout)
+            await self._judge(
+                rollout,
+                plan,
+                track=track,
+                stage=stage,
+                baseline=plan.track(track).metrics.baseline_crash_rate,
+                figures=figures,
+                actor=actor,
+            )
+            await self._follower.reconcile_locked(rollout_id)
+
+    async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
+        """Re-evaluate now: read the current stage's figures again and apply the gate as
+        `bot.domain.controls.reevaluation` defines (a held stage takes the new verdict; an
+        observed one only stops early on a failing verdict, never promotes early)."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            plan = await effects.plan_of(rollout)
+            stage = rollout.track(track).current
+            source = self._sources(plan.track(track).metrics)
+            reading = None
+            if stage is not None:
+                reading = await source.read(rollout=rollout, track=track, stage=stage.key)
+            if stage is None or reading is None:
+                message = (
+                    f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
+                    "(figures entered by hand are asked in the thread when a window ends)."
+                )
+                await effects.refuse(actor, "reevaluate", rollout, message, track=track)
+                raise InvalidTransition(message)
+            verdict = plan.track(track).evaluate_gate(
+                baseline_crash=reading.baseline_crash,
+                current_crash=reading.figures.crash_rate,
+                current_error=reading.figures.error_rate,
+                sample=reading.figures.sample,
+            )
+            try:
+                ready = reevaluation(rollout, plan, track=track, verdict=verdict)
+            except InvalidTransition as error:
+                await effects.refuse(actor, "reevaluate", rollout, error.message, track=track)
+                raise
+            if ready is None:
+                event = effects.event(
+                    actor,
+                    "gate",
+                    verdict.verdict.value,
+                    rollout,
+                    {**machine.verdict_to_json(verdict), "interim": True},
+                    track=track,
+                    stage=stage.key,
+                )
+                plan_track = plan.track(track)
+                shown = Reevaluated(
+                    actor,
+                    plan_track.label,
+                    plan_track.stage(stage.key).label,
+                    verdict.verdict,
+                    verdict.summary,
+                    stage.window_ends_at,
+                )
+                # A new card version: Re-evaluate may be clicked again for a later reading.
+                return await effects.redraw(rollout, saying=shown, audit=[event])
+            evaluating = await effects.apply(rollout, ready, plan)
+            await self._judge(
+                evaluating,
+                plan,
+                track=track,
+                stage=stage.key,
+                baseline=reading.baseline_crash,
+                figures=reading.figures,
+                actor=actor,
+                reading=reading,
+            )
+            await self._follower.settle(rollout_id)
+            return await effects.get(rollout_id)
+
+    async def _judge(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str,
+        baseline: Decimal | None,
+        figures: Figures,
+        actor: str,
+        reading: Reading | None = None,
+    ) -> None:
+        verdict = plan.track(track).evaluate_gate(
+            baseline_crash=baseline,
+            current_crash=figures.crash_rate,
+            current_error=figures.error_rate,
+            sample=figures.sample,
+        )
+        effects = self._effects
+        # Recorded with the verdict's save: a replica that dies before it, or loses the save
+        # to another replica, leaves no reading on record, and the retry's is the only one.
+        event = effects.event(
+            actor,
+            "gate",
+            verdict.verdict.value,
+            rollout,
+            machine.verdict_to_json(verdict),
+            track=track,
+            stage=stage,
+        )
+        decision = machine.gate_evaluated(
+            rollout, plan, track=track, stage=stage, verdict=verdict, now=effects.clock()
+        )
+        # When the stage took the verdict, the thread shows the figures behind it.
+        shown = gate_card(rollout, track=track, stage=stage, verdict=verdict, reading=reading)
+        await effects.apply(
+            rollout, decision, plan, also=[shown] if decision.effects else [], audit=[event]
+        )
+        effects.telemetry.gate_decided(track=track, verdict=verdict.verdict.value)
+
+
+def _window(timer: Timer) -> tuple[str, str, str, datetime] | None:
+    """The rollout, track, stage and window end a window timer closes (None: not a window
+    timer). The end is as stored when it was scheduled (a retry moves only its due time);
+    timers of earlier versions carry it in their key alone."""
+    if timer.kind != WINDOW_TIMER or timer.rollout_id is None or timer.payload is None:
+        return None
+    rollout_id = timer.rollout_id
+    track, stage = str(timer.payload["track"]), str(timer.payload["stage"])
+    stored = timer.payload.get("window_ends_at")
+    if stored is None:
+        stored = timer.key.removeprefix(f"window:{rollout_id}:{track}:{stage}:")
+    return rollout_id, track, stage, datetime.fromisoformat(str(stored))

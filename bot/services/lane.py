@@ -1,0 +1,144 @@
+"""The release lane: freezes (the plan's calendar and `/rollout freeze`), the lock, and an
+approver's override of a freeze, applied where a start or a dispatch is admitted.
+
+`ReleaseLane.judge` is called where a start (`bot.services.lane_controls`) or a dispatch
+(`bot.services.access`) is admitted; the rules are `bot.domain.freeze`'s. The holds live in
+the database (`storage.lane_holds`), so every replica and a restarted bot see the same lane.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from bot.domain.errors import RolloutError
+from bot.domain.freeze import (
+    Freeze,
+    Frozen,
+    LaneHold,
+    LaneRefusal,
+    freeze_in_force,
+    lane_refusal,
+    lock_of,
+    override_kind,
+)
+from bot.domain.plan import RolloutPlan, TwoPersonAction
+from bot.services.ports import Clock
+from bot.services.requests import current_entry
+
+
+class LaneHolds(Protocol):
+    """The port of the release lane's freezes, lock and overrides (`storage.lane_holds`)."""
+
+    async def current(self) -> list[LaneHold]: ...
+    async def take(self, hold: LaneHold, *, replace: bool = False) -> LaneHold: ...
+    async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None: ...
+
+    # Here rather than in ports.py, which is at the 400-line limit.
+
+
+class LaneClosed(RolloutError):
+    """A start or dispatch refused by a freeze or a lock; the message says by whom and why.
+    `overridable`: a dispatch refused by a freeze alone, which an approver may override from
+    the card (*Override freeze…*)."""
+
+    code = "lane_closed"
+
+    def __init__(self, message: str, *, overridable: bool = False) -> None:
+        super().__init__(message)
+        self.overridable = overridable
+
+
+class LaneWords(Protocol):
+    """The edge's words for the lane (`bot.adapters.slack.lane_words`)."""
+
+    def lane_refusal_text(self, refused: LaneRefusal) -> str: ...
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """What `/rollout status` shows of the lane."""
+
+    freeze: Freeze | None
+    lock: LaneHold | None
+
+
+class ReleaseLane:
+    """Judges starts and dispatches against the freezes and the lock; keeps the holds."""
+
+    def __init__(
+        self, *, holds: LaneHolds, plan: RolloutPlan, clock: Clock, words: LaneWords
+    ) -> None:
+        self.holds = holds
+        self._plan = plan
+        self._clock = clock
+        self.words = words
+
+    async def state(self, *, at: datetime | None = None) -> LaneState:
+        """The lane now, or the freeze known now to be in force `at` a later time."""
+        holds = await self.holds.current()
+        freeze = freeze_in_force(self._plan.freezes, holds, at or self._clock())
+        return LaneState(freeze, lock_of(holds))
+
+    async def refusal(
+        self,
+        *,
+        actor: str,
+        rollout_id: str | None = None,
+        override: str | None = None,
+        at: datetime | None = None,
+    ) -> LaneRefusal | None:
+        """Why the lane refuses `actor` a start (`rollout_id` None) or the dispatch of
+        `rollout_id`, or None. The lock is judged now; the freeze now, or for a start scheduled
+        `at` a later time, as it is known now to be then."""
+        holds, now = await self.holds.current(), self._clock()
+        freeze = freeze_in_force(self._plan.freezes, holds, at or now)
+        refused = lane_refusal(
+            actor=actor,
+            freeze=None if override is not None else freeze,
+            holds=holds,
+            rollout_id=rollout_id,
+            two_person=TwoPersonAction.OVERRIDE_FREEZE in self._plan.two_person,
+            now=now,
+        )
+        if isinstance(refused, Frozen) and at is not None:
+            return replace(refused, at=at)
+        if refused is None and override is not None and freeze is not None:
+            current = current_entry.get()
+            if current is not None:
+                current.detail.update(override_freeze=override, freeze=freeze.reason)
+        return refused
+
+    async def judge(
+        self,
+        *,
+        actor: str,
+        rollout_id: str | None = None,
+        override: str | None = None,
+        at: datetime | None = None,
+        linking: bool = False,
+    ) -> None:
+        """Raise LaneClosed when the lane refuses (`refusal`). A start with `override` (the
+        reason) while frozen passes; the caller records the override with `override_for` once
+        the rollout exists. `linking`: the dispatch judged is a run linked by hand (its
+        refusal says so, and offers no Override freeze… that would dispatch again)."""
+        refused = await self.refusal(actor=actor, rollout_id=rollout_id, override=override, at=at)
+        if isinstance(refused, Frozen) and linking:
+            refused = replace(refused, link=True)
+        if refused is not None:
+            overridable = isinstance(refused, Frozen) and refused.dispatch and not refused.link
+            raise LaneClosed(self.words.lane_refusal_text(refused), overridable=overridable)
+
+    async def override_for(
+        self, *, rollout_id: str, actor: str, reason: str, at: datetime | None = None
+    ) -> Freeze | None:
+        """Record an approver's override of the freeze in force for one rollout (its dispatch
+        then passes; for a dispatch scheduled `at` a later time, the freeze known then): the
+        freeze overridden, or None when nothing is frozen."""
+        now = self._clock()
+        freeze = freeze_in_force(self._plan.freezes, await self.holds.current(), at or now)
+        if freeze is not None:
+            hold = LaneHold(override_kind(rollout_id), actor, reason, since=now, until=freeze.until)
+            await self.holds.take(hold, replace=True)
+        return freeze

@@ -1,0 +1,202 @@
+"""The controls of the release lane: `/rollout start` (refused while frozen or locked by
+someone else, unless an approver overrides the freeze), `freeze`, `unfreeze`, `lock` and
+`unlock`. Each passes the release channels and approvers (`bot.services.access`), drops a Slack
+retry, and is one audit event; the rules are `bot.domain.freeze`'s, applied by
+`bot.services.lane.ReleaseLane`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, replace
+
+from bot.domain.controls import CardRef, Control, describe
+from bot.domain.errors import InvalidCommand, NotAuthorized
+from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, LaneHold, Locked, freeze_end, lock_of
+from bot.domain.rollout import FreezeOverridden, Rollout
+from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
+from bot.domain.text import shown
+from bot.services.access import Access
+from bot.services.exactly_once import ExactlyOnce
+from bot.services.lane import LaneClosed, ReleaseLane
+from bot.services.ports import Clock
+from bot.services.requests import Origin, current_entry, fill
+from bot.services.rollouts import RolloutService
+
+Dispatch = Callable[[Origin, CardRef], Awaitable[Rollout]]
+"""The controls' Dispatch of a card (`ControlService.dispatch`)."""
+
+TimeZoneOf = Callable[[str], Awaitable[str | None]]
+"""A person's IANA time zone as Slack knows it (`users.info`), None when it cannot say."""
+
+NO_TIME_ZONE = (
+    "Slack did not tell me your time zone (`users.info` failed: the app may need to be "
+    "reinstalled for its `users:read` scope), so I cannot read `{at}`: give it with an offset, "
+    '`--at "tue 09:00+01:00"`.'
+)
+
+
+@dataclass(frozen=True)
+class LaneControls:
+    """`/rollout start`, `freeze`, `unfreeze`, `lock` and `unlock`, by approvers, each audited."""
+
+    lane: ReleaseLane
+    _: KW_ONLY
+    rollouts: RolloutService
+    access: Access
+    once: ExactlyOnce
+    clock: Clock
+    time_zone_of: TimeZoneOf
+    """Where a starter's time zone is asked (Slack's `users.info`)."""
+    dispatch: Dispatch | None = None
+    """The controls' Dispatch, which goes on once a freeze is overridden from the card."""
+
+    async def start(
+        self,
+        origin: Origin,
+        *,
+        tag: str,
+        flags_ready: bool,
+        override: str | None = None,
+        at: str | None = None,
+    ) -> Rollout:
+        """Start a rollout, unless a freeze or someone else's lock refuses it; `override` (the
+        reason) overrides a freeze for this rollout (recorded, so its dispatch passes too).
+        With `at` (as typed, read in the starter's Slack time zone) its dispatch is scheduled
+        then, and the freeze judged is the one known now to be in force then."""
+        async with self.access.audited(origin, Control.START):
+            await self._admitted(origin, Control.START)
+            schedule = await self._schedule(origin.actor, at) if at is not None else None
+            when = schedule.at if schedule is not None else None
+            await self.lane.judge(actor=origin.actor, override=override, at=when)
+            started = await self.rollouts.start(
+                tag=tag,
+                flags_ready=flags_ready,
+                channel_id=origin.channel_id,
+                actor=origin.actor,
+                schedule=schedule,
+            )
+            fill(rollout_id=started.id)
+            if override is not None:
+                await self.lane.override_for(
+                    rollout_id=started.id, actor=origin.actor, reason=override, at=when
+                )
+            return started
+
+    async def _schedule(self, actor: str, at: str) -> Schedule:
+        """The schedule `at` asks for: at the offset it names, else read in `actor`'s Slack
+        time zone; raises InvalidCommand for a time that cannot be scheduled, or when Slack
+        cannot say the zone a time without an offset needs."""
+        now = self.clock()
+        try:
+            schedule = start_schedule(at, now=now, zone=None, by=actor)
+        except ZoneNeeded:
+            name = await self.time_zone_of(actor)
+            if name is None:
+                raise InvalidCommand(NO_TIME_ZONE.format(at=shown(at))) from None
+            schedule = start_schedule(at, now=now, zone=zone_named(name), by=actor)
+        current = current_entry.get()
+        if current is not None:
+            current.detail.update(at=schedule.at.isoformat(), at_typed=at, time_zone=schedule.zone)
+        return schedule
+
+    async def override_freeze(self, origin: Origin, card: CardRef, *, reason: str) -> Rollout:
+        """An approver overrides the freeze in force for the card's rollout (from a refused
+        Dispatch): once per card version (the exactly-once claim: a second approver is told
+        who did it), recorded, audited and said in its thread; then its dispatch goes on as a
+        click on that card would, its own request (audit event, claim)."""
+        control = Control.OVERRIDE_FREEZE
+        async with self.access.audited(origin, control, rollout_id=card.rollout_id):
+            rollout, plan = await self.access.checked(origin, control, card)
+            what = describe(control, rollout, plan, card)
+            await self.once.delivery(origin, control, card, what)
+            if not reason.strip():
+                raise InvalidCommand("An override needs a reason.")
+            await self.once.once(
+                origin, control, card, what, lambda: self._override(origin, rollout, reason)
+            )
+        assert self.dispatch is not None, "the controls give their Dispatch"
+        return await self.dispatch(replace(origin, delivery=None), card)
+
+    async def _override(self, origin: Origin, rollout: Rollout, reason: str) -> None:
+        freeze = await self.lane.override_for(
+            rollout_id=rollout.id, actor=origin.actor, reason=reason
+        )
+        if freeze is None:
+            raise InvalidCommand("Nothing is frozen now: click Dispatch on the card.")
+        current = current_entry.get()
+        if current is not None:
+            current.detail.update(override_freeze=reason, freeze=freeze.reason)
+        told = FreezeOverridden(origin.actor, rollout.tag, reason, freeze)
+        await self.rollouts.effects.tell(rollout, told)
+
+    async def freeze(self, origin: Origin, *, until: str, reason: str) -> LaneHold:
+        async with self.access.audited(origin, Control.FREEZE):
+            await self._admitted(origin, Control.FREEZE)
+            now = self.clock()
+            hold = LaneHold(LANE_FREEZE, origin.actor, reason, now, freeze_end(until, now))
+            current = current_entry.get()
+            if current is not None:
+                current.detail.update(until=hold.until.isoformat() if hold.until else None)
+            return await self.lane.holds.take(hold, replace=True)
+
+    async def unfreeze(self, origin: Origin) -> LaneHold:
+        async with self.access.audited(origin, Control.UNFREEZE):
+            await self._admitted(origin, Control.UNFREEZE)
+            now = self.clock()
+            in_force = any(
+                hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until
+                for hold in await self.lane.holds.current()
+            )
+            # Decided before anything is removed: a refused unfreeze changes nothing.
+            removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
+            if removed is None:
+                state = await self.lane.state()
+                calendar = state.freeze.calendar if state.freeze is not None else None
+                raise InvalidCommand(
+                    f"Nothing to unfreeze: the calendar's `{calendar}` freeze is in the plan "
+                    "(an approver may override it: `/rollout start <tag> --override-freeze "
+                    '"<reason>"`).'
+                    if calendar
+                    else "Nothing to unfreeze: no `/rollout freeze` is in force."
+                )
+            return removed
+
+    async def lock(self, origin: Origin, *, reason: str) -> LaneHold:
+        async with self.access.audited(origin, Control.LOCK):
+            await self._admitted(origin, Control.LOCK)
+            hold = LaneHold(LANE_LOCK, origin.actor, reason, self.clock())
+            held = await self.lane.holds.take(hold)
+            if held.actor != origin.actor:
+                raise LaneClosed(self.lane.words.lane_refusal_text(Locked(held)))
+            return held
+
+    async def unlock(self, origin: Origin, *, reason: str) -> LaneHold:
+        """Unlock: by the holder, or by another approver who gives a reason."""
+        async with self.access.audited(origin, Control.UNLOCK):
+            await self._admitted(origin, Control.UNLOCK)
+            lock = lock_of(await self.lane.holds.current())
+            if lock is None:
+                raise InvalidCommand("The release lane is not locked.")
+            if lock.actor != origin.actor and not reason.strip():
+                raise NotAuthorized(
+                    "Someone else holds the lock: unlock it with a reason, "
+                    "`/rollout unlock <reason>`."
+                )
+            current = current_entry.get()
+            if current is not None:
+                current.detail.update(holder=lock.actor, reason=reason or None)
+            removed = await self.lane.holds.release(LANE_LOCK, actor=lock.actor)
+            if removed is None:  # unlocked, or taken by someone else, since it was read
+                holder = lock_of(await self.lane.holds.current())
+                raise InvalidCommand(
+                    f"The lock changed hands meanwhile: <@{holder.actor}> holds it now; nothing "
+                    "was unlocked."
+                    if holder is not None
+                    else "The release lane is not locked."
+                )
+            return removed
+
+    async def _admitted(self, origin: Origin, control: Control) -> None:
+        await self.access.admit(origin, control)
+        await self.once.delivery(origin, control)

@@ -1,0 +1,39 @@
+"""Holding a lease while working: renewed every third of it in the background, so a slow piece
+of work (a delivery to Slack, a window's end) is not taken over and done again by another
+replica; the renewal stops when the work ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+
+@asynccontextmanager
+async def holding(
+    renew: Callable[[], Awaitable[object]],
+    *,
+    lease: timedelta,
+    name: str,
+    failed: Callable[[Exception], None],
+) -> AsyncIterator[None]:
+    """Call `renew` every third of `lease` while the body runs; a renewal that raises is
+    handed to `failed` and the next one is tried. `name` names the background task."""
+
+    async def renewing() -> None:
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            try:
+                await renew()
+            except Exception as error:
+                failed(error)
+
+    task = asyncio.create_task(renewing(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        # Waited for without suppressing CancelledError: that would also swallow a
+        # cancellation of the caller (a shutdown) arriving meanwhile.
+        await asyncio.wait([task])

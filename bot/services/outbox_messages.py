@@ -1,0 +1,108 @@
+"""The messages a state change writes to the outbox, and how their payloads read back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from bot.domain.gate import GateVerdict
+from bot.domain.metrics import Reading
+from bot.domain.plan import Notifications
+from bot.domain.rollout import Event, Rollout, event_from_json, event_to_json, verdict_to_json
+from bot.services.records import NewMessage
+
+CARD = "card"
+THREAD = "thread"
+FAILURE = "failure"
+FIGURES = "figures"
+GATE = "gate"
+SUMMARY = "summary"
+UNFOLLOWED = "unfollowed_run"
+"""The card of a run the bot did not start (`bot.services.unfollowed_runs`), of no rollout."""
+
+_READING: TypeAdapter[Reading] = TypeAdapter(Reading)
+
+
+def card(rollout: Rollout) -> NewMessage:
+    """Draw the rollout's card as it stands when delivered (posted the first time)."""
+    return NewMessage(kind=CARD, channel_id=rollout.channel_id, rollout_id=rollout.id)
+
+
+def summary(rollout: Rollout) -> NewMessage:
+    """The report of a rollout that has ended, drawn from its state and audit trail when
+    delivered."""
+    return NewMessage(kind=SUMMARY, channel_id=rollout.channel_id, rollout_id=rollout.id)
+
+
+def told(
+    rollout: Rollout,
+    event: Event,
+    *,
+    notifications: Notifications | None = None,
+    failure: bool = False,
+    detail: bool = False,
+) -> list[NewMessage]:
+    """A reply in the rollout's thread telling of `event` (stored as JSON, worded at
+    delivery), when the plan's notification level shows it (no `notifications`: always); a
+    failure also goes to the failure channel, if set."""
+    if notifications is not None and not notifications.shows(failure=failure, detail=detail):
+        return []
+    payload = {"event": event_to_json(event)}
+    messages = [
+        NewMessage(
+            kind=THREAD,
+            channel_id=rollout.channel_id,
+            rollout_id=rollout.id,
+            payload=payload,
+        )
+    ]
+    elsewhere = notifications.failure_channel if notifications is not None else None
+    if failure and elsewhere and elsewhere != rollout.channel_id:
+        messages.append(
+            NewMessage(kind=FAILURE, channel_id=elsewhere, rollout_id=rollout.id, payload=payload)
+        )
+    return messages
+
+
+def figures_request(rollout: Rollout, *, track: str, stage: str) -> NewMessage:
+    """Ask the approvers in the thread for a stage's observed rates (manual metrics)."""
+    return NewMessage(
+        kind=FIGURES,
+        channel_id=rollout.channel_id,
+        rollout_id=rollout.id,
+        payload={"track": track, "stage": stage},
+    )
+
+
+def gate_card(
+    rollout: Rollout, *, track: str, stage: str, verdict: GateVerdict, reading: Reading | None
+) -> NewMessage:
+    """The gate's verdict with the figures (and series) behind it, as read at the time."""
+    return NewMessage(
+        kind=GATE,
+        channel_id=rollout.channel_id,
+        rollout_id=rollout.id,
+        payload={
+            "track": track,
+            "stage": stage,
+            "verdict": verdict_to_json(verdict),
+            "reading": None if reading is None else _READING.dump_python(reading, mode="json"),
+        },
+    )
+
+
+def told_event(payload: dict[str, Any]) -> Event | str:
+    """What a thread message tells: its event, or the text a previous version wrote."""
+    return event_from_json(payload["event"]) if "event" in payload else str(payload["text"])
+
+
+def stage_of(payload: dict[str, Any]) -> tuple[str, str]:
+    """The track and stage a figures request or a gate card is about."""
+    return str(payload["track"]), str(payload["stage"])
+
+
+def gate_reading(payload: dict[str, Any]) -> Reading | None:
+    """The figures a gate card was written with (`gate_card`), if any."""
+    reading = payload.get("reading")
+    return None if reading is None else _READING.validate_python(reading)

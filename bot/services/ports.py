@@ -1,0 +1,237 @@
+"""The small interfaces behind which the world sits: GitHub, Slack, metrics, the clock (the
+database's are in `store_ports`).
+
+Services depend on these Protocols (and the records that cross them); production wires the real
+adapters and `storage`, tests the same adapters against the sandbox servers (never fakes of the
+client libraries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Literal, Protocol
+
+from bot.domain.gate import GateVerdict
+from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
+from bot.domain.permissions import TwoPersonRefusal
+from bot.domain.plan import Metrics, RolloutPlan
+from bot.domain.rollout import Event, Rollout
+from bot.domain.rollout_summary import RolloutSummary
+from bot.domain.run import RunRef, RunSnapshot
+from bot.domain.run_link import LinkableRun
+from bot.domain.unfollowed_runs import UnfollowedRun
+from bot.services.changes import ChangesSource
+
+ReviewState = Literal["approved", "rejected"]
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime:
+        """Now, timezone-aware (UTC)."""
+        ...
+
+
+class GitHubGateway(ChangesSource, Protocol):
+    """What the bot asks of GitHub. Every method raises `GitHubError` (a RolloutError with a
+    message fit for Slack and free of secrets) when GitHub refuses or fails."""
+
+    async def dispatch(
+        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+    ) -> RunRef:
+        """Dispatch the workflow and return the run it started; on GitHub Enterprise (which
+        rejects `return_run_details`) find that run without ever taking someone else's."""
+        ...
+
+    async def find_dispatched_run(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef | None:
+        """The run our own dispatch created at or after `dispatched_at`, if it can be told
+        apart unambiguously (used after a restart in the middle of a dispatch)."""
+        ...
+
+    @property
+    def repository(self) -> str: ...  # `owner/name`, whose workflow runs this reads
+
+    async def linkable_run(self, run_id: int) -> LinkableRun: ...  # a run a person names
+
+    async def reported(self, run_id: int) -> RunSnapshot:
+        """The run as GitHub's APIs report it (its jobs, the environments waiting for a
+        reviewer), without the protection rule's requests kept in the database."""
+        ...
+
+    async def held(self, reported: RunSnapshot) -> RunSnapshot:
+        """`reported` with the environments waiting for the App's protection rule among its
+        waiting ones (the same snapshot in token mode)."""
+        ...
+
+    async def review(
+        self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+    ) -> bool:
+        """Approve or reject the named waiting environments. False (and nothing sent) when
+        none of them is waiting any more; GitHub's 422 for that case is not an error here."""
+        ...
+
+    async def list_directory(self, *, path: str, ref: str) -> list[str]:
+        """Paths of the files in a repository directory at `ref` ([] when it does not exist)."""
+        ...
+
+    async def read_file(self, *, path: str, ref: str) -> str:
+        """A text file of the repository at `ref`."""
+        ...
+
+    async def image_published(self, *, package: str, tag: str) -> bool | None:
+        """Whether the container image `package:tag` is published to GitHub Packages; None
+        when the bot's credentials cannot tell (a GitHub App: GitHub's packages API takes
+        only a personal access token (classic))."""
+        ...
+
+
+class ReleaseGateway(Protocol):
+    """What the NPM_TOKEN walkthrough asks of GitHub about the npm Release workflow. Every
+    method raises `GitHubError` (saying which permission or setup is missing) on a refusal."""
+
+    async def secret(self, name: str) -> SecretMetadata | None:
+        """A repository Actions secret's name and dates (never its value); None when unset."""
+        ...
+
+    async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
+        """The newest run of the workflow (any event, any branch), None when it never ran."""
+        ...
+
+    async def release_run(self, run_id: int) -> ReleaseRun:
+        """One run of the workflow, as it stands now."""
+        ...
+
+    async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
+        """The run's job with this display name, with its steps; None when it has none."""
+        ...
+
+    async def job_log(self, job_id: int) -> str:
+        """The job's log text (its tail, when the log is very long)."""
+        ...
+
+    async def dispatch(
+        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
+    ) -> RunRef:
+        """Dispatch the workflow and return its run (as `GitHubGateway.dispatch`)."""
+        ...
+
+    async def find_dispatched_run(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> RunRef | None:
+        """The run our own dispatch created (as `GitHubGateway.find_dispatched_run`)."""
+        ...
+
+
+class MetricsSource(Protocol):
+    """Reads a stage's figures at the end of its window."""
+
+    async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading | None:
+        """The figures, or None when a person will supply them (the `manual` source)."""
+        ...
+
+
+class WindowMetrics(Protocol):
+    """Reads a track's figures over any window, past or present (what `backtest` replays)."""
+
+    async def measure(self, window: QueryWindow) -> Reading:
+        """Every figure of the gate over `window`; a figure it cannot read is missing."""
+        ...
+
+
+class DeliveryFailed(Exception):
+    """Slack did not take a message. The outbox waits `retry_after` seconds when Slack said
+    (HTTP 429), gives up at once when `permanent` (retrying cannot help: a channel the bot is
+    not in, a message Slack refuses), and otherwise backs off and tries again."""
+
+    def __init__(
+        self, reason: str, *, retry_after: float | None = None, permanent: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Notifier(Protocol):
+    """What the channel sees: one card per rollout, updated in place, and its thread. The
+    outbox (`bot.services.outbox`) calls it to deliver what a state change wrote; every method
+    raises `DeliveryFailed` when Slack did not take the message."""
+
+    async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
+        """Post the rollout's card, or update it when it has a message; returns its ts."""
+        ...
+
+    async def find_card(self, rollout: Rollout) -> str | None:
+        """The ts of the rollout's card when an earlier attempt posted it (its answer was
+        lost), else None."""
+        ...
+
+    async def posted(self, rollout: Rollout, *, key: int, channel: str, since: datetime) -> bool:
+        """Whether an earlier attempt posted the outbox message `key` (written at `since`) to
+        the rollout's thread, or to `channel` when that is another channel."""
+        ...
+
+    async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:
+        """A reply in the rollout's thread, telling of an event (or a line of text); `key`
+        (its outbox message) marks the post."""
+        ...
+
+    async def post_failure(
+        self, rollout: Rollout, told: Event | str, *, channel: str, key: int
+    ) -> None:
+        """A failure of the rollout in another channel (the plan's failure channel), with a
+        link to the rollout's thread."""
+        ...
+
+    async def ask_for_figures(
+        self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, key: int
+    ) -> None:
+        """Ask the approvers in the thread for a stage's observed rates (manual metrics)."""
+        ...
+
+    async def post_gate_card(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str,
+        verdict: GateVerdict,
+        reading: Reading | None,
+        key: int,
+    ) -> None:
+        """The gate's verdict and every figure behind it in the thread, then a chart per
+        gated metric (when the source gave a series and charts are installed)."""
+        ...
+
+    async def post_summary(self, rollout: Rollout, summary: RolloutSummary, *, key: int) -> None:
+        """The report of a rollout that has ended, in its thread."""
+
+    async def draw_unfollowed(self, card: UnfollowedRun, *, channel: str) -> None:
+        """Post the card of a run the bot did not start, or redraw it once decided (an earlier
+        post is found by its metadata, so it is never posted twice)."""
+
+
+class MetricsSources(Protocol):
+    def __call__(self, config: Metrics) -> MetricsSource:
+        """The source a track's `metrics` section names."""
+        ...
+
+
+class Words(Protocol):
+    """The words of the Slack edge that the services' answers use (a refusal, a card out of
+    date, an effect already done); `bot.adapters.slack.messages` is one."""
+
+    def slack_time(self, moment: datetime) -> str:
+        """A time every reader sees in their own zone."""
+        ...
+
+    def two_person_text(self, refused: TwoPersonRefusal) -> str:
+        """The two-person rule's refusal, naming the starter."""
+        ...
+
+
+# -- storage: the stores ---------------------------------------------------------------------

@@ -1,0 +1,274 @@
+"""Starting a rollout: its preflight checks, re-checking them, the starter's flags, the dispatch.
+
+A rollout starts in its preflight (one active rollout per track): the migrations and the image
+are checked on GitHub, the starter confirms the feature flags, and Dispatch starts the workflow
+(the click is also the approval of the first stages).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+
+from bot.domain import rollout as machine
+from bot.domain.errors import (
+    GitHubError,
+    NotAuthorized,
+    RolloutError,
+    RolloutInProgress,
+    RunNotIdentified,
+)
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Decision,
+    DispatchScheduled,
+    DispatchUnclear,
+    InvalidTransition,
+    Phase,
+    Preflight,
+    Rollout,
+)
+from bot.domain.schedule import Held, Schedule
+from bot.logs import rollout_context
+from bot.services.effects import EffectRunner, dispatch_timer
+from bot.services.following import RunFollower
+from bot.services.outbox_messages import card, told
+from bot.services.records import new_rollout_id
+from bot.services.release_contents import read_contents
+
+log = logging.getLogger(__name__)
+
+
+class Preflights:
+    """Start a rollout, check its preflight (again), confirm its flags, dispatch it."""
+
+    def __init__(self, effects: EffectRunner, follower: RunFollower, *, plan: RolloutPlan) -> None:
+        self._effects = effects
+        self._follower = follower
+        self.plan = plan
+
+    async def start(
+        self,
+        *,
+        tag: str,
+        flags_ready: bool,
+        channel_id: str,
+        actor: str,
+        schedule: Schedule | None = None,
+    ) -> Rollout:
+        """Check the preflight for `tag` and post its card (with its `schedule`: the dispatch
+        goes then, `bot.services.scheduled_starts`). One active rollout per track."""
+        effects = self._effects
+        for track in self.plan.tracks:
+            active = await effects.store.active_on_track(track)
+            if active is not None:
+                raise _in_progress(active, track)
+        now = effects.clock()
+        flags = (
+            Check(CheckState.PASS, "(--flags-ready)", confirmed_by=actor)
+            if flags_ready
+            else Check(CheckState.PENDING, "waiting for the starter to confirm")
+        )
+        migrations, image = await self._github_checks(self.plan, tag)
+        contents = await read_contents(
+            github=effects.github, store=effects.store, plan=self.plan, tag=tag
+        )
+        rollout = machine.new_rollout(
+            rollout_id=new_rollout_id(),
+            tag=tag,
+            channel_id=channel_id,
+            started_by=actor,
+            plan=self.plan,
+            preflight=Preflight(flags=flags, migrations=migrations, image=image, contents=contents),
+            now=now,
+        )
+        rollout = replace(rollout, schedule=schedule)
+        said, timers = [], []
+        if schedule is not None:  # the timer is written with the rollout: never one without
+            said = told(rollout, DispatchScheduled(actor, schedule.at, schedule.zone))
+            timers = [dispatch_timer(rollout.id, schedule.at)]
+        rollout = await effects.store.create(
+            rollout=rollout, plan=self.plan, outbox=[card(rollout), *said], timers=timers
+        )
+        if timers:
+            effects.timers_changed()
+        with rollout_context(rollout.id):
+            log.info("rollout of %s started by %s", tag, actor)
+            detail = {"tag": tag}
+            if schedule is not None:
+                detail["at"] = schedule.at.isoformat()
+            await effects.record(effects.event(actor, "start", "ok", rollout, detail=detail))
+            await effects.outbox.flush(rollout.id)
+        return await effects.get(rollout.id)
+
+    async def _github_checks(self, plan: RolloutPlan, tag: str) -> tuple[Check, Check]:
+        """The preflight checks GitHub answers: the migrations, and the image (when the plan
+        checks it). A check GitHub failed to answer is an ERROR that says it was not checked."""
+        github = self._effects.github
+        rule = plan.preflight
+        ref = plan.workflow.ref
+        try:
+            paths = await github.list_directory(path=rule.migrations.directory, ref=ref)
+            files = {
+                path: await github.read_file(path=path, ref=ref)
+                for path in paths
+                if rule.migrations.applies_to(path)
+            }
+            migrations = machine.migration_check(plan, files)
+        except GitHubError as error:
+            migrations = _not_checked(error)
+        if not rule.check_image_published:
+            image = Check(CheckState.SKIPPED, "not checked (turned off in the plan)")
+        else:
+            image = await self._image_check(plan, tag)
+        return migrations, image
+
+    async def _image_check(self, plan: RolloutPlan, tag: str) -> Check:
+        package = plan.preflight.image_package
+        try:
+            published = await self._effects.github.image_published(package=package, tag=tag)
+        except GitHubError as error:
+            return _not_checked(error)
+        if published is None:
+            return Check(
+                CheckState.SKIPPED,
+                f"not checked: GitHub's packages API does not take a GitHub App's token (only "
+                f"a personal access token (classic)); make sure `{package}:{tag}` is published",
+            )
+        if published:
+            return Check(CheckState.PASS, f"`{package}:{tag}` is published")
+        return Check(CheckState.FAIL, f"`{package}:{tag}` is not published yet")
+
+    async def recheck(self, *, rollout_id: str, actor: str) -> Rollout:
+        """Run the preflight's GitHub checks and read the release's contents again (the flags
+        stay as confirmed). The card is redrawn as a new version even when nothing changed, so
+        Re-check can be clicked again."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            if rollout.phase is not Phase.PREFLIGHT:
+                raise InvalidTransition(
+                    "The preflight is over: this rollout was already dispatched."
+                )
+            plan = await effects.plan_of(rollout)
+            migrations, image = await self._github_checks(plan, rollout.tag)
+            contents = await read_contents(
+                github=effects.github, store=effects.store, plan=plan, tag=rollout.tag
+            )
+            checked = replace(
+                rollout,
+                preflight=replace(
+                    rollout.preflight, migrations=migrations, image=image, contents=contents
+                ),
+            )
+            log.info("preflight of %s re-checked by %s", rollout.tag, actor)
+            return await effects.redraw(checked)
+
+    async def hold_schedule(self, *, rollout_id: str, held: Held) -> Rollout:
+        """The scheduled dispatch did not go (`held` says why): the card and the thread say
+        so, and the preflight waits for a person."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            decision = machine.hold_schedule(rollout, held)
+            return await effects.apply(rollout, decision, await effects.plan_of(rollout))
+
+    async def confirm_flags(self, *, rollout_id: str, actor: str) -> Rollout:
+        """The starter confirms that the release's feature flags exist and are validated."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            if actor != rollout.started_by:
+                await effects.refuse(actor, "confirm_flags", rollout, "not the starter")
+                raise _not_starter(rollout)
+            updated = machine.confirm_flags(rollout, actor=actor)
+            event = effects.event(actor, "confirm_flags", "ok", rollout)
+            plan = await effects.plan_of(rollout)
+            await effects.apply(rollout, Decision(updated), plan, audit=[event])
+            return updated
+
+    async def dispatch(
+        self, *, rollout_id: str, actor: str, scheduled_at: datetime | None = None
+    ) -> Rollout:
+        """Dispatch the workflow; the click is also the approval of the first stages. The
+        scheduled dispatch (`scheduled_at`) is refused here, under the rollout's lock, unless
+        it is still scheduled then (a Cancel schedule may land while its preflight was being
+        re-checked). A dispatch GitHub refuses changes nothing: the schedule is kept."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            plan = await effects.plan_of(rollout)
+            now = effects.clock()
+            try:
+                begun = machine.begin_dispatch(rollout, now=now, scheduled_at=scheduled_at)
+            except InvalidTransition as error:
+                await effects.refuse(actor, "dispatch", rollout, error.message)
+                raise
+            begun = await effects.store.save(begun)
+            inputs = plan.dispatch_inputs(
+                tag=rollout.tag, feature_flags_ready=True, baselines=_baselines(plan)
+            )
+            try:
+                run = await effects.github.dispatch(
+                    workflow_file=plan.workflow.file,
+                    ref=plan.workflow.ref,
+                    inputs=inputs,
+                    dispatched_at=now,
+                )
+            except RunNotIdentified as error:
+                # The dispatch went through but the run is not known yet: the poller keeps
+                # looking for it (never a second dispatch, never someone else's run). The card
+                # is redrawn: it offers to link the run by hand meanwhile.
+                await effects.redraw(
+                    begun,
+                    saying=DispatchUnclear(error.message),
+                    audit=[effects.event(actor, "dispatch", "run_not_identified", begun)],
+                )
+                raise
+            except GitHubError as error:
+                reverted = await effects.store.save(
+                    replace(begun, phase=Phase.PREFLIGHT, schedule=rollout.schedule)
+                )
+                await effects.record(
+                    effects.event(
+                        actor, "dispatch", "github_error", reverted, {"error": error.message}
+                    )
+                )
+                raise
+            await effects.record(
+                effects.event(actor, "dispatch", "ok", begun, {"run_id": run.run_id})
+            )
+            await effects.apply(begun, machine.dispatched(begun, plan, run), plan)
+            await self._follower.settle(rollout_id)
+            return await effects.get(rollout_id)
+
+
+def _baselines(plan: RolloutPlan) -> dict[str, Decimal]:
+    """Each track's baseline crash rate, for the workflow's baseline inputs."""
+    return {name: track.metrics.baseline_crash_rate for name, track in plan.tracks.items()}
+
+
+def _not_checked(error: GitHubError) -> Check:
+    """A preflight check GitHub failed to answer: not checked, and why, in a few words."""
+    return Check(CheckState.ERROR, f"could not check ({error.cause}); not checked, Re-check it")
+
+
+def _in_progress(active: Rollout, track: str) -> RolloutError:
+    message = (active.message_ts or "").replace(".", "")
+    link = f"https://slack.com/archives/{active.channel_id}/p{message}"
+    return RolloutInProgress(
+        f"`{active.tag}` is already rolling out (<{link}|{active.id}>, started by "
+        f"<@{active.started_by}>). One rollout per track at a time: finish or cancel it first.",
+        track=track,
+        active_rollout_id=active.id,
+    )
+
+
+def _not_starter(rollout: Rollout) -> RolloutError:
+    return NotAuthorized(
+        f"Only <@{rollout.started_by}>, who started `{rollout.tag}`, confirms its feature flags."
+    )

@@ -1,0 +1,133 @@
+"""The records that cross the storage ports: outbox messages, timers, claims, audit events.
+
+`storage` keeps them and the services read them (`bot.services.ports` has the stores' Protocols).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+BOT = "rollout-bot"
+"""The actor of what the bot does on its own, in the audit trail."""
+
+
+def metrics_actor(source: str) -> str:
+    """The actor of a gate judged on the figures a metrics source read."""
+    return f"metrics:{source}"
+
+
+def is_machine(actor: str) -> bool:
+    """Whether an audit actor is the bot or a metrics source, not a person."""
+    return actor == BOT or actor.startswith(metrics_actor(""))
+
+
+def new_rollout_id() -> str:
+    """A fresh rollout id, `r-` and 12 hex digits: short enough to type in Slack."""
+    return f"r-{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """An outbox message to write: its kind and what its delivery needs to render it."""
+
+    kind: str
+    channel_id: str
+    rollout_id: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NewTimer:
+    """A durable timer to write with the rollout it belongs to (a scheduled dispatch)."""
+
+    key: str
+    kind: str
+    due_at: datetime
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """An outbox message as stored; `attempts` counts failed deliveries, a claim taken over
+    from an owner whose lease ran out (it died, or lost its database) included: above 0, an
+    earlier attempt may have reached Slack without its answer being recorded."""
+
+    id: int
+    kind: str
+    channel_id: str
+    rollout_id: str | None
+    payload: dict[str, Any]
+    created_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A timer as stored. `payload` is whatever the scheduler needs to act when it fires."""
+
+    id: int
+    key: str
+    kind: str
+    due_at: datetime
+    created_at: datetime
+    attempts: int
+    rollout_id: str | None = None
+    payload: dict[str, Any] | None = None
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
+    fired_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    last_error: str | None = None
+    dead_at: datetime | None = None
+
+    @property
+    def is_pending(self) -> bool:
+        return self.fired_at is None and self.cancelled_at is None and self.dead_at is None
+
+
+class ClaimState(StrEnum):
+    CLAIMED = "claimed"
+    """Being carried out by its owner."""
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who claimed an effect, when, and whether it is done; `holder` tells attempts apart."""
+
+    key: str
+    action: str
+    actor: str
+    state: ClaimState
+    claimed_at: datetime
+    holder: str
+    rollout_id: str | None = None
+    track: str | None = None
+    stage: str | None = None
+    done_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAuditEvent:
+    """An audit trail entry to write, alone or with the state change it records."""
+
+    at: datetime
+    actor: str
+    action: str
+    result: str
+    rollout_id: str | None = None
+    track: str | None = None
+    stage: str | None = None
+    detail: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent(NewAuditEvent):
+    """One audit trail entry as stored: the entry written, and its id."""
+
+    id: int

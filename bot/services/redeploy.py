@@ -1,0 +1,131 @@
+"""Redeploying the previous good release of a completed track (Roll back after it completed).
+
+The previous good release is the last rollout before this one whose track completed, with
+another tag; only the newest completed rollout of the track (the one in production) offers it.
+It goes back through the plan's rollback workflow, or as a new rollout when the plan has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.domain.controls import StaleCard
+from bot.domain.errors import GitHubError, RunNotIdentified
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import InvalidTransition, Redeploying, Rollout, TrackState
+from bot.services.rollouts import RolloutService
+
+HISTORY_DEPTH = 200
+"""How many recent rollouts are searched for the previous good release of a track."""
+
+
+@dataclass(frozen=True)
+class RedeployOffer:
+    """What Roll back after a completed track would do: put `tag` back in place of
+    `replaced_tag`, through `workflow` (None: as a new rollout of `tag`)."""
+
+    rollout_id: str
+    track: str
+    track_label: str
+    tag: str
+    replaced_tag: str
+    workflow: str | None
+    version: int
+
+
+class Redeployer:
+    """Finds the previous good release of a track and puts it back."""
+
+    def __init__(self, rollouts: RolloutService) -> None:
+        self._rollouts = rollouts
+        self._effects = rollouts.effects
+
+    async def offer(self, rollout: Rollout, plan: RolloutPlan, track: str) -> RedeployOffer:
+        """What Roll back on the completed `track` would redeploy (for its confirm dialog)."""
+        previous = await self.previous_good(rollout, plan, track)
+        spec = plan.track(track).redeploy
+        return RedeployOffer(
+            rollout_id=rollout.id,
+            track=track,
+            track_label=plan.track(track).label,
+            tag=previous.tag,
+            replaced_tag=rollout.tag,
+            workflow=spec.workflow if spec is not None else None,
+            version=rollout.version,
+        )
+
+    async def redeploy(
+        self, *, actor: str, rollout: Rollout, plan: RolloutPlan, track: str, tag: str
+    ) -> Redeploying:
+        """Put `tag` back in place of `rollout` on `track`; what the thread is told of it."""
+        spec = plan.track(track).redeploy
+        detail: dict[str, object] = {"tag": tag, "replaced_tag": rollout.tag}
+        if spec is None:
+            started = await self._rollouts.start(
+                tag=tag, flags_ready=False, channel_id=rollout.channel_id, actor=actor
+            )
+            redeploying = Redeploying(actor, tag, rollout.tag, rollout_id=started.id)
+            detail["new"] = started.id
+        else:
+            inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
+            try:
+                run = await self._effects.github.dispatch(
+                    workflow_file=spec.workflow,
+                    ref=spec.ref,
+                    inputs=inputs,
+                    dispatched_at=self._effects.clock(),
+                )
+            except GitHubError as error:
+                failed = isinstance(error, RunNotIdentified)
+                result = "run_not_identified" if failed else "github_error"
+                failure = {**detail, "error": error.message}
+                await self._effects.record(
+                    self._effects.event(actor, "redeploy", result, rollout, failure, track=track)
+                )
+                raise
+            redeploying = Redeploying(
+                actor,
+                tag,
+                rollout.tag,
+                workflow=spec.workflow,
+                run_id=run.run_id,
+                run_url=run.html_url,
+            )
+            detail["run_id"] = run.run_id
+        await self._effects.record(
+            self._effects.event(actor, "redeploy", "ok", rollout, detail, track=track)
+        )
+        await self._effects.tell(rollout, redeploying)
+        return redeploying
+
+    async def previous_good(self, rollout: Rollout, plan: RolloutPlan, track: str) -> Rollout:
+        """The last rollout before this one whose `track` completed, with another tag. Only
+        the newest completed rollout of the track (the one in production) offers it."""
+        label = plan.track(track).label
+        completed = [
+            r for r in await self._rollouts.history(limit=HISTORY_DEPTH) if completed_on(r, track)
+        ]
+        if completed and completed[0].id != rollout.id:
+            newer = completed[0]
+            raise StaleCard(
+                f"This card is out of date: `{newer.tag}` ({newer.id}) completed {label} after "
+                f"`{rollout.tag}`. Roll back from the card of `{newer.tag}`."
+            )
+        earlier = next(
+            (r for r in completed if r.created_at < rollout.created_at and r.tag != rollout.tag),
+            None,
+        )
+        if earlier is None:
+            raise InvalidTransition(
+                f"No rollout before `{rollout.tag}` completed {label}, so there is no previous "
+                f"good release to redeploy. Start one with `/rollout start <tag>`."
+            )
+        return earlier
+
+
+def completed_on(rollout: Rollout, track: str) -> bool:
+    """Whether the rollout completed `track` (False when it has no such track)."""
+    try:
+        return rollout.track(track).state is TrackState.COMPLETED
+    except KeyError:
+        return False

@@ -1,0 +1,35 @@
+"""`/rollout report [period]`: the rollouts that ended in a period, each summed up from its
+state and audit trail as its thread's summary is (`bot.domain.rollout_summary`)."""
+
+from __future__ import annotations
+
+from bot.domain.period_report import Period, PeriodReport, period_report
+from bot.domain.rollout_summary import summarize
+from bot.services.ports import Clock
+from bot.services.records import is_machine
+from bot.services.store_ports import AuditLog, Rollouts
+
+
+class RolloutReports:
+    """Reads the rollouts of a period and their audit trails; changes nothing."""
+
+    def __init__(self, *, rollouts: Rollouts, audit: AuditLog, clock: Clock) -> None:
+        self._rollouts = rollouts
+        self._audit = audit
+        self._clock = clock
+
+    async def period(self, period: Period) -> PeriodReport:
+        """The report of the rollouts dispatched that ended in `period` (a rollout cancelled
+        in its preflight never ran, and is not counted)."""
+        start, end = period.bounds(self._clock())
+        summaries = [
+            summarize(
+                rollout,
+                await self._rollouts.plan(rollout.id),
+                await self._audit.list_for_rollout(rollout.id),
+                machine=is_machine,
+            )
+            for rollout in await self._rollouts.ended_between(start, end)
+            if rollout.run_id is not None
+        ]
+        return period_report(period, start, end, summaries)

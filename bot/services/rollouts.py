@@ -1,0 +1,137 @@
+"""The rollout service: one object that gathers a rollout's use cases, for the callers.
+
+Each use case lives in its own module: starting and dispatching (`preflight`), following the
+run (`following`), gating a stage (`gating`), people's actions (`actions`); all of them save
+decisions and carry out their effects through one runner (`effects`). The controls
+(`bot.services.controls`) decide who may act, once per request, before any of this.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Protocol
+
+from bot.domain.plan import RolloutPlan
+from bot.domain.release_contents import ReleaseContents
+from bot.domain.rollout import InvalidTransition, Rollout
+from bot.services.actions import PeoplesActions
+from bot.services.effects import DISPATCH_TIMER, WINDOW_TIMER, EffectRunner
+from bot.services.following import DISPATCH_SEARCH, RunFollower
+from bot.services.gating import Gate
+from bot.services.ports import MetricsSources, Words
+from bot.services.preflight import Preflights
+from bot.services.records import Timer
+
+log = logging.getLogger(__name__)
+
+
+class UnhandledTimer(RuntimeError):
+    """A timer of a kind no handler was wired for (a wiring mistake, or a timer written by a
+    newer version): its firing fails, so it is retried and then dead-lettered loudly."""
+
+
+class TimerHandler(Protocol):
+    """Fires one kind of durable timer."""
+
+    async def on_timer(self, timer: Timer) -> None: ...
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
+
+
+class RolloutService:
+    """Start, dispatch, observe, gate, promote and stop rollouts (the use cases, by name)."""
+
+    def __init__(
+        self,
+        *,
+        plan: RolloutPlan,
+        effects: EffectRunner,
+        metrics: MetricsSources,
+        words: Words,
+        dispatch_search: timedelta = DISPATCH_SEARCH,
+    ) -> None:
+        self.plan = plan
+        follower = RunFollower(effects, dispatch_search=dispatch_search)
+        preflight = Preflights(effects, follower, plan=plan)
+        gate = Gate(effects, follower, sources=metrics)
+        actions = PeoplesActions(effects, follower, words)
+        self.effects = effects
+        """The effect runner every use case saves through (GitHub, the outbox, the audit)."""
+        self.words = words
+        """The edge's words for the answers the use cases and the controls give."""
+        self._store = effects.store
+        self.get = effects.get
+        self.plan_of = effects.plan_of
+        self.start = preflight.start
+        self.recheck = preflight.recheck
+        self.confirm_flags = preflight.confirm_flags
+        self.dispatch = preflight.dispatch
+        self.hold_schedule = preflight.hold_schedule
+        self.reconcile = follower.reconcile
+        self.look_again = follower.look_again
+        self.follow_github_event = follower.follow_github_event
+        self.find_dispatched_run = follower.find_dispatched_run
+        self.link_run = follower.link_run
+        self.adopt_run = follower.adopt
+        self._gate = gate
+        self._handlers: dict[str, TimerHandler] = {}
+        self.submit_figures = gate.submit_figures
+        self.reevaluate = gate.reevaluate
+        self.promote = actions.promote
+        self.extend = actions.extend
+        self.abort = actions.abort
+        self.cancel = actions.cancel
+        self.cancel_schedule = actions.cancel_schedule
+
+    def dispatches_scheduled_with(self, handler: TimerHandler) -> None:
+        """Who fires the scheduled dispatches (`bot.services.scheduled_starts`, which goes
+        through the controls' exactly-once claims and audit); wired by `bot.bootstrap`."""
+        self.fires_timers_with(DISPATCH_TIMER, handler)
+
+    def fires_timers_with(self, kind: str, handler: TimerHandler) -> None:
+        """Who fires the durable timers of `kind` (the gate fires the windows' ends)."""
+        self._handlers[kind] = handler
+
+    def _handler(self, timer: Timer) -> TimerHandler | None:
+        """Who handles `timer`'s kind: a window's end (the gate), a scheduled dispatch, a run
+        nobody adopted in time (`bot.services.unfollowed_runs`)."""
+        if timer.kind == WINDOW_TIMER:
+            return self._gate
+        return self._handlers.get(timer.kind)
+
+    async def on_timer(self, timer: Timer) -> None:
+        """A durable timer fired. A kind nobody handles fails (the scheduler retries it, then
+        dead-letters it, logging each failure), never completes as if it had fired."""
+        handler = self._handler(timer)
+        if handler is None:
+            raise UnhandledTimer(f"no handler for timer {timer.key} of kind {timer.kind!r}")
+        await handler.on_timer(timer)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        handler = self._handler(timer)
+        if handler is None:  # nobody to tell: it is dead-lettered, and the log says so
+            log.error("timer %s of kind %r has no handler; dead-lettered", timer.key, timer.kind)
+            return
+        await handler.on_timer_dead(timer, reason=reason)
+
+    async def release_contents(self, rollout_id: str) -> ReleaseContents:
+        """What is in the rollout's release, for its "What's in it" list (anyone who sees the
+        card may look)."""
+        contents = (await self.get(rollout_id)).preflight.contents
+        if contents is None:
+            raise InvalidTransition("This rollout started before the bot read release contents.")
+        return contents
+
+    async def active(self) -> list[Rollout]:
+        return await self._store.active()
+
+    async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]:
+        """The active rollouts with the plans they were started with, in one read."""
+        return await self._store.active_with_plans()
+
+    async def history(self, *, tag: str | None = None, limit: int = 10) -> list[Rollout]:
+        """The latest rollouts, newest first (of one tag when given)."""
+        if tag is not None:
+            return (await self._store.by_tag(tag))[:limit]
+        return await self._store.recent(limit)

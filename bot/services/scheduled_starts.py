@@ -1,0 +1,203 @@
+"""Scheduled dispatches: at the time a starter gave (`/rollout start <tag> --at "tue 09:00"`),
+the preflight is checked again and the rollout dispatched, through the Dispatch click's path.
+
+The schedule is a durable timer (`bot.services.scheduler`), so a restart or a second replica
+neither loses it nor fires it twice; the dispatch itself is claimed exactly once, as a click's
+(`bot.services.exactly_once`), and recorded as its own audit event (`schedule:dispatch`, the
+bot as actor). It goes only if every check is clear, the lane lets the starter through (no
+freeze without their override, nobody else's lock) and the plan's two-person rule does not
+need a second approver and the starter is still an approver; otherwise the card and the
+thread say why and the preflight waits for a person, as any preflight does. A time long past
+when the timer first fires (the bot was down) is held, not dispatched; so is a dispatch GitHub
+refuses (its answer said), never retried. Whoever dispatches first consumes the schedule
+(`bot.domain.rollout.begin_dispatch`), and the scheduled dispatch goes only while its schedule
+is still pending, judged under the rollout's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.domain.controls import AlreadyDone, CardRef, Control, describe
+from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
+from bot.domain.permissions import two_person_refusal
+from bot.domain.rollout import InvalidTransition, Phase, Rollout
+from bot.domain.schedule import Held
+from bot.logs import rollout_context
+from bot.services.access import Access
+from bot.services.exactly_once import ExactlyOnce
+from bot.services.lane import ReleaseLane
+from bot.services.ports import Clock
+from bot.services.records import BOT, Timer
+from bot.services.requests import Origin, Via, current_entry
+from bot.services.rollouts import RolloutService
+
+log = logging.getLogger(__name__)
+
+LATE = timedelta(minutes=15)
+"""How late a scheduled dispatch may still go (a bot back from an outage later than this
+holds it for a person instead of dispatching at a time nobody chose)."""
+
+
+class DispatchHeld(RolloutError):
+    """The scheduled dispatch did not go; its audit event says why."""
+
+    code = "held"
+
+
+class ScheduledStarts:
+    """Fires the scheduled dispatches (the scheduler's timers of kind `scheduled_dispatch`)."""
+
+    def __init__(
+        self,
+        *,
+        rollouts: RolloutService,
+        access: Access,
+        once: ExactlyOnce,
+        lane: ReleaseLane,
+        clock: Clock,
+    ) -> None:
+        self._rollouts = rollouts
+        self._access = access
+        self._once = once
+        self._lane = lane
+        self._clock = clock
+
+    async def on_timer(self, timer: Timer) -> None:
+        """The time came: check the preflight again, then dispatch or say why not (one audit
+        event). Nothing when the schedule is gone (cancelled, dispatched by hand, the rollout
+        ended) or when another replica's claim of the same dispatch won."""
+        at = _scheduled_at(timer)
+        rollout = await self._due(timer, at)
+        if rollout is None:
+            return
+        origin = Origin(actor=BOT, channel_id=rollout.channel_id, via=Via.SCHEDULE)
+        with rollout_context(rollout.id):
+            try:
+                async with self._access.audited(origin, Control.DISPATCH, rollout_id=rollout.id):
+                    entry = current_entry.get()
+                    if entry is not None:
+                        entry.detail.update(at=at.isoformat())
+                    if timer.attempts <= 1:  # a retry is late by its backoff, not an outage
+                        await self._hold_if_late(rollout, at)
+                    attempt = _Attempt()
+                    await self._rollouts.effects.serialised(
+                        rollout.id, lambda: self._fire(origin, rollout.id, at, attempt)
+                    )
+            except DispatchHeld as held:
+                log.info("scheduled dispatch held: %s", held.message)
+            except (AlreadyDone, InvalidTransition) as done:
+                log.info("scheduled dispatch not needed: %s", done.message)
+            except RunNotIdentified:
+                log.info("scheduled dispatch went; its run is being looked for")
+
+    async def _fire(self, origin: Origin, rollout_id: str, at: datetime, attempt: _Attempt) -> None:
+        """One try, again after another replica saved the rollout first: recheck, then hold
+        or dispatch. A try that finds its own dispatch under way (another replica saved it
+        further, finding its run) is done; one that finds the rollout dispatched otherwise
+        says so."""
+        rollout = await self._rollouts.get(rollout_id)
+        if rollout.phase is not Phase.PREFLIGHT:
+            if attempt.dispatching:
+                return
+            raise AlreadyDone(
+                f"`{rollout.tag}` was dispatched meanwhile by another request (a person's "
+                "Dispatch, or this schedule on another replica); it was not dispatched again."
+            )
+        if rollout.schedule is None or not rollout.schedule.pending:
+            raise InvalidTransition(f"The dispatch of `{rollout.tag}` is no longer scheduled.")
+        checked = await self._rollouts.recheck(rollout_id=rollout.id, actor=BOT)
+        await self._dispatch(origin, checked, at, attempt)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        """The timer gave up (it failed every attempt): hold the schedule, saying why."""
+        at = _scheduled_at(timer)
+        rollout = await self._due(timer, at)
+        if rollout is not None:
+            await self._rollouts.hold_schedule(rollout_id=rollout.id, held=Held(error=reason))
+
+    async def _due(self, timer: Timer, at: datetime) -> Rollout | None:
+        """The rollout whose dispatch is scheduled for `at` and still waits for it, if any."""
+        if timer.rollout_id is None:
+            return None
+        rollout = await self._rollouts.effects.store.get(timer.rollout_id)
+        if rollout is None or rollout.phase is not Phase.PREFLIGHT:
+            return None
+        schedule = rollout.schedule
+        if schedule is None or not schedule.pending or schedule.at != at:
+            return None
+        return rollout
+
+    async def _dispatch(
+        self, origin: Origin, checked: Rollout, at: datetime, attempt: _Attempt
+    ) -> None:
+        plan = await self._rollouts.plan_of(checked)
+        held = await self._held(checked)
+        if held is None and two_person_refusal(
+            plan, checked, control=Control.DISPATCH, track=None, actor=checked.started_by
+        ):
+            held = Held(two_person=True)
+        if held is not None:
+            await self._hold(checked, held)
+        card = CardRef(checked.id, version=checked.version)
+        what = describe(Control.DISPATCH, checked, plan, card)
+        attempt.dispatching = True
+        try:
+            await self._once.once(
+                origin,
+                Control.DISPATCH,
+                card,
+                what,
+                lambda: self._rollouts.dispatch(rollout_id=checked.id, actor=BOT, scheduled_at=at),
+            )
+        except RunNotIdentified:
+            raise
+        except GitHubError as refused:  # a dispatch GitHub refuses is refused again: held
+            await self._hold(checked, Held(error=f"GitHub refused it: {refused.message}"))
+
+    async def _hold_if_late(self, rollout: Rollout, at: datetime) -> None:
+        """Hold a dispatch fired long after its time (the bot was down), before any recheck."""
+        late = self._clock() - at
+        if late > LATE:
+            minutes = int(late.total_seconds() // 60)
+            reason = f"the bot was not running then (it is back {minutes} minutes late)"
+            await self._hold(rollout, Held(error=reason))
+
+    async def _hold(self, rollout: Rollout, held: Held) -> None:
+        """Hold the schedule, saying why (the card and the thread); raises DispatchHeld."""
+        await self._rollouts.hold_schedule(rollout_id=rollout.id, held=held)
+        raise DispatchHeld(held.summary())
+
+    async def _held(self, rollout: Rollout) -> Held | None:
+        """Why the dispatch may not go now: a blocking check, the bot gave up looking for an
+        earlier dispatch's run (a person checks GitHub first), the starter no longer an
+        approver, the lane (judged for the starter: their lock and their override count, as
+        for their own click)."""
+        blocking = rollout.preflight.blocking()
+        if blocking:
+            return Held(blocking=tuple(blocking))
+        if rollout.gave_up_at is not None:
+            return Held(
+                error="the bot gave up looking for the run of an earlier dispatch: check the "
+                "workflow's runs on GitHub, then Link a run or Dispatch"
+            )
+        if not await self._access.approvers.is_approver(rollout.started_by):
+            return Held(not_approver=rollout.started_by)
+        refused = await self._lane.refusal(actor=rollout.started_by, rollout_id=rollout.id)
+        return Held(lane=refused) if refused is not None else None
+
+
+@dataclass
+class _Attempt:
+    """One firing of a scheduled dispatch, across its tries: whether it dispatched."""
+
+    dispatching: bool = False
+
+
+def _scheduled_at(timer: Timer) -> datetime:
+    """The time the dispatch was scheduled for, as stored with its timer (a retry moves only
+    the timer's due time)."""
+    payload = timer.payload or {}
+    return datetime.fromisoformat(str(payload["at"]))

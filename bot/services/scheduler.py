@@ -1,0 +1,387 @@
+"""The scheduler: fires durable timers (window ends) and follows the runs of active rollouts.
+
+Timers live in the database, so a window that was running when the process died still ends:
+the next process (or another replica, once the dead one's lease runs out) claims it and fires
+it, once. Timers are claimed one at a time and their lease is renewed while they are worked
+on, so a lease covers exactly the timer in hand. A timer whose handler fails is retried with
+exponential backoff and full jitter; after `max_attempts` it is dead-lettered and its stage
+holds for a person (nothing is dropped silently). A transient failure (GitHub, the database,
+another replica's change, a timeout) is one WARNING line; a bug or a dead-lettered timer is
+an ERROR with its traceback.
+
+Between timers the scheduler polls GitHub for each running rollout, so stage changes are
+noticed even without webhooks (or when deliveries stop). Each run is polled at its own pace:
+every `poll_interval` while things move, twice as long after each look that found nothing new
+(up to `max_poll_interval`), and not at all while GitHub's rate limit says to wait. Unchanged
+answers are conditional-request 304s, which cost no rate limit. Once an hour it prunes old
+action claims and webhook deliveries (`Retention`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bot.domain.errors import RolloutError
+from bot.domain.rollout import Phase, Rollout
+from bot.domain.run import RunSnapshot
+from bot.services.clock import LoopClock, sleep_until_woken
+from bot.services.failures import error_summary, log_failure
+from bot.services.following import Reconciled
+from bot.services.leases import holding
+from bot.services.records import Timer
+from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
+from bot.services.telemetry import UNTRACKED, Telemetry
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY = timedelta(hours=1)
+
+
+class RolloutFollower(Protocol):
+    """What the scheduler drives: the rollout service."""
+
+    async def on_timer(self, timer: Timer) -> None: ...
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
+
+    async def active(self) -> list[Rollout]: ...
+
+    async def reconcile(self, rollout_id: str) -> Reconciled: ...
+
+    async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled: ...
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None: ...
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: retry n waits a random time between `floor` and
+    min(`cap`, `base` * 2**(n-1)), so replicas that failed together do not retry together."""
+
+    base: timedelta = timedelta(seconds=10)
+    cap: timedelta = timedelta(minutes=5)
+    floor: timedelta = timedelta(seconds=1)
+    """Never at once: a failed timer is not claimed again in the same pass."""
+
+    def delay(self, attempt: int, rng: random.Random) -> timedelta:
+        floor = self.floor.total_seconds()
+        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2.0 ** (attempt - 1))
+        return timedelta(seconds=floor + max(ceiling - floor, 0.0) * rng.random())
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long action claims, webhook deliveries and protection rules' requests are kept
+    (the audit trail stays)."""
+
+    claims: Claims
+    deliveries: Deliveries
+    keep: timedelta = timedelta(days=30)
+    rules: ProtectionRuleRequests | None = None
+
+
+def _thread_reason(error: BaseException) -> str:
+    """What the thread is told failed: a known error's message is written for people; of
+    anything else only its kind (its text may hold what a channel must not see)."""
+    if isinstance(error, RolloutError):
+        return error.message
+    return f"an unexpected {type(error).__name__}, see the bot's log"
+
+
+@dataclass(frozen=True)
+class RunPace:
+    """How the poller follows one rollout's run: when it looks next, and what it saw last."""
+
+    interval: timedelta
+    due_at: datetime
+    seen: RunSnapshot | None
+    version: int
+    """The rollout's version after the last look: any change to it (a click, a timer, a
+    webhook) brings the next look forward."""
+    settled: Reconciled | None = None
+    """The last look, when it found nothing to do (`Reconciled.settled`): the next one reads
+    the database only if the run or the rollout changed since."""
+
+
+def replica_name() -> str:
+    """Who holds a claim: host, process and a random part (a restarted process is new)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        timers: Timers,
+        service: RolloutFollower,
+        clock: LoopClock,
+        poll_interval: timedelta,
+        max_poll_interval: timedelta | None = None,
+        lease: timedelta = timedelta(minutes=2),
+        retry_after: timedelta = timedelta(seconds=5),
+        max_attempts: int = 8,
+        backoff: Backoff | None = None,
+        retention: Retention | None = None,
+        rng: random.Random | None = None,
+        owner: str | None = None,
+        wake: asyncio.Event | None = None,
+        telemetry: Telemetry = UNTRACKED,
+    ) -> None:
+        self._timers = timers
+        self._telemetry = telemetry
+        self._service = service
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._max_poll_interval = max(poll_interval, max_poll_interval or poll_interval * 8)
+        self.paces: dict[str, RunPace] = {}
+        self.paused_until: datetime | None = None
+        """GitHub's rate limit said to wait until then: no run is polled before."""
+        self._lease = lease
+        self._retry_after = retry_after
+        self._max_attempts = max_attempts
+        self._backoff = backoff or Backoff()
+        self._retention = retention
+        self._pruned_at: datetime | None = None
+        self._rng = rng or random.Random()
+        self.owner = owner or replica_name()
+        self._wake = wake or asyncio.Event()
+        """Set when a timer is scheduled: look again now, not at the end of the current sleep."""
+        self.last_tick: datetime | None = None
+        """When the loop last made progress (for `/readyz`): a pass begun, a timer or a
+        rollout's poll done, a pass ended. Set step by step, so a slow GitHub during one long
+        pass does not make every replica unready at once."""
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Run the loop in a task of its own until `stop`."""
+        self._task = asyncio.create_task(self.run(), name="scheduler")
+
+    async def stop(self, *, grace: timedelta) -> None:
+        """Stop claiming at once; let the timer in hand finish within `grace` (else cancel it),
+        then give back every timer this replica still holds, so another replica fires it now
+        rather than when its lease runs out."""
+        running, self._task = self._task, None
+        if running is None:
+            return  # never started, or already stopped
+        self._stopping.set()
+        self._wake.set()
+        done, _ = await asyncio.wait([running], timeout=grace.total_seconds())
+        if not done:
+            running.cancel()
+            await asyncio.wait([running])
+        try:
+            released = await self._timers.release_owned(owner=self.owner)
+        except Exception as error:
+            log_failure(log, "could not give back this replica's timers", error)
+            return
+        log.info("scheduler %s stopped; gave back %d timers", self.owner, released)
+
+    async def run(self) -> None:
+        """Run until `stop` (or cancelled)."""
+        log.info("scheduler %s started", self.owner)
+        next_poll = self._clock()
+        while not self._stopping.is_set():
+            try:
+                self.last_tick = self._clock()
+                await self.fire_due()
+                if self._clock() >= next_poll:
+                    await self.poll_runs()
+                    next_poll = self._clock() + self._poll_interval
+                await self.prune()
+                self.last_tick = self._clock()
+                await self._sleep_until(next_poll)
+            except Exception as error:
+                # The database or GitHub is away: the timers wait in the database, so
+                # nothing is lost; try again after a pause instead of dying.
+                log_failure(
+                    log, f"scheduler iteration failed; retrying in {self._retry_after}", error
+                )
+                await sleep_until_woken(self._stopping, self._retry_after.total_seconds())
+
+    async def fire_due(self) -> int:
+        """Fire every due timer this replica can claim, one at a time (a lease covers only
+        the timer being worked on); returns how many fired."""
+        fired = 0
+        while not self._stopping.is_set() and (
+            claimed := await self._timers.claim_due(
+                now=self._clock(), owner=self.owner, lease=self._lease, limit=1
+            )
+        ):
+            (timer,) = claimed
+            if timer.attempts > self._max_attempts:
+                # The last attempts never reported back: the replica working on it stopped.
+                await self._give_up(timer, reason="its last attempt never finished")
+                continue
+            try:
+                async with self._holding(timer):
+                    await self._service.on_timer(timer)
+            except Exception as error:
+                await self._failed(timer, error)
+                continue
+            finally:
+                self.last_tick = self._clock()
+            if await self._timers.complete(timer_id=timer.id, owner=self.owner, now=self._clock()):
+                fired += 1
+        return fired
+
+    def _holding(self, timer: Timer) -> contextlib.AbstractAsyncContextManager[None]:
+        """Renew the timer's lease while it is worked on, so a slow window end (metrics, a
+        chart, GitHub) is not taken over and run again by another replica."""
+        return holding(
+            lambda: self._timers.renew(
+                timer_id=timer.id, owner=self.owner, lease_until=self._clock() + self._lease
+            ),
+            lease=self._lease,
+            name=f"lease:{timer.key}",
+            failed=lambda error: log_failure(
+                log, f"could not renew the lease of timer {timer.key}", error
+            ),
+        )
+
+    async def _failed(self, timer: Timer, error: Exception) -> None:
+        """A timer must not be lost to a failure: it fires again later, or, after the last
+        attempt, is dead-lettered and a person told."""
+        if timer.attempts >= self._max_attempts:
+            log.error(
+                "timer %s failed %d times; giving up: %s",
+                timer.key,
+                timer.attempts,
+                error_summary(error),
+                exc_info=error,
+            )
+            await self._give_up(timer, reason=_thread_reason(error), error=error_summary(error))
+            return
+        delay = self._backoff.delay(timer.attempts, self._rng)
+        log_failure(
+            log,
+            f"timer {timer.key} failed (attempt {timer.attempts} of {self._max_attempts}); "
+            f"retrying in {delay}",
+            error,
+        )
+        await self._timers.release(
+            timer_id=timer.id,
+            owner=self.owner,
+            due_at=self._clock() + delay,
+            error=error_summary(error),
+        )
+
+    async def _give_up(self, timer: Timer, *, reason: str, error: str | None = None) -> None:
+        """Dead-letter the timer once its stage holds and the thread knows; while they cannot
+        be told, the timer stays and telling them is retried."""
+        try:
+            await self._service.on_timer_dead(timer, reason=reason)
+        except Exception as failure:
+            delay = self._backoff.delay(self._max_attempts, self._rng)
+            log_failure(
+                log, f"timer {timer.key} could not be given up; retrying in {delay}", failure
+            )
+            await self._timers.release(
+                timer_id=timer.id, owner=self.owner, due_at=self._clock() + delay
+            )
+            return
+        log.error("timer %s dead-lettered after %d attempts: %s", timer.key, timer.attempts, reason)
+        await self._timers.bury(
+            timer_id=timer.id,
+            owner=self.owner,
+            now=self._clock(),
+            error=error or timer.last_error or reason,
+        )
+        self._telemetry.timer_dead()
+
+    async def prune(self) -> None:
+        """Forget action claims, webhook deliveries and protection rules' requests older than
+        the retention, at most once an hour (any replica may; deleting twice is harmless). A
+        request still waiting then is found again from its deployment. The audit trail stays."""
+        now = self._clock()
+        if self._retention is None or (
+            self._pruned_at is not None and now < self._pruned_at + PRUNE_EVERY
+        ):
+            return
+        self._pruned_at = now
+        before = now - self._retention.keep
+        claims = await self._retention.claims.prune(before=before)
+        deliveries = await self._retention.deliveries.prune(before=before)
+        rules = self._retention.rules
+        requests = await rules.prune(before=before) if rules is not None else 0
+        if claims or deliveries or requests:
+            log.info(
+                "retention: forgot %d action claims, %d webhook deliveries and %d protection "
+                "rule requests before %s",
+                claims,
+                deliveries,
+                requests,
+                before,
+            )
+
+    async def poll_runs(self) -> None:
+        """Reconcile each running rollout whose look is due; find runs of interrupted
+        dispatches. Nothing while GitHub's rate limit says to wait."""
+        if self.paused_until is not None and self._clock() < self.paused_until:
+            return
+        self.paused_until = None
+        active = await self._service.active()
+        following = {rollout.id for rollout in active}
+        self.paces = {key: pace for key, pace in self.paces.items() if key in following}
+        for rollout in active:
+            try:
+                if rollout.phase is Phase.DISPATCHING:
+                    await self._service.find_dispatched_run(rollout)
+                elif rollout.phase is Phase.RUNNING:
+                    await self._follow(rollout)
+            except Exception as error:
+                log_failure(
+                    log, f"following rollout {rollout.id} failed; trying again next poll", error
+                )
+            self.last_tick = self._clock()
+            if self.paused_until is not None:
+                return
+
+    async def _follow(self, rollout: Rollout) -> None:
+        pace = self.paces.get(rollout.id)
+        if pace is not None and rollout.version == pace.version and self._clock() < pace.due_at:
+            return
+        if pace is not None and pace.settled is not None:
+            found = await self._service.look_again(rollout, pace.settled)
+        else:
+            found = await self._service.reconcile(rollout.id)
+        now = self._clock()
+        longer = min((pace.interval if pace else self._poll_interval) * 2, self._max_poll_interval)
+        if found.rate_limited:
+            wait = timedelta(seconds=found.retry_after) if found.retry_after else longer
+            self.paused_until = now + max(wait, self._poll_interval)
+            log.warning("GitHub rate limit: polling paused until %s", self.paused_until)
+            return
+        seen = pace.seen if pace is not None else None
+        unchanged = (
+            pace is not None
+            and found.version == pace.version
+            and (found.snapshot is None or found.snapshot == seen)
+        )
+        interval = longer if unchanged else self._poll_interval
+        self.paces[rollout.id] = RunPace(
+            interval=interval,
+            due_at=now + interval,
+            seen=found.snapshot or seen,
+            version=found.version,
+            settled=found if found.settled else None,
+        )
+
+    async def _sleep_until(self, next_poll: datetime) -> None:
+        # Cleared before the next due time is read: a timer scheduled meanwhile sets it
+        # again and cuts the sleep short instead of being slept through.
+        self._wake.clear()
+        if self._stopping.is_set():
+            return
+        due = await self._timers.next_due()
+        wake_at = min(next_poll, due) if due is not None else next_poll
+        await self._clock.sleep_until(wake_at, self._wake)

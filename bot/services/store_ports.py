@@ -1,0 +1,240 @@
+"""The storage ports: what the use cases ask of the database (rollouts, timers, claims, the
+audit log, webhook deliveries, the outbox, protection rules' requests), which `storage`
+implements. The other ports (GitHub, Slack, metrics, the clock) are in `ports`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bot.domain.plan import RolloutPlan
+from bot.domain.protection_rules import RuleAnswer, RuleRequest
+from bot.domain.rollout import Rollout
+from bot.services.records import (
+    AuditEvent,
+    Claim,
+    NewAuditEvent,
+    NewMessage,
+    NewTimer,
+    OutboxMessage,
+    Timer,
+)
+
+
+class Rollouts(Protocol):
+    """Domain rollouts with the plan each started with; at most one active rollout per track,
+    versions checked on save (`ConcurrentChange`), outbox messages and audit events saved with
+    the change."""
+
+    async def create(
+        self,
+        *,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        outbox: Sequence[NewMessage] = (),
+        timers: Sequence[NewTimer] = (),
+    ) -> Rollout: ...
+
+    async def get(self, rollout_id: str) -> Rollout | None: ...
+
+    async def plan(self, rollout_id: str) -> RolloutPlan: ...
+
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None: ...
+
+    async def save(
+        self,
+        rollout: Rollout,
+        *,
+        outbox: Sequence[NewMessage] = (),
+        audit: Sequence[NewAuditEvent] = (),
+    ) -> Rollout: ...
+
+    async def set_message_ts(self, rollout_id: str, message_ts: str) -> str: ...
+
+    async def active(self) -> list[Rollout]: ...
+
+    async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]: ...
+
+    async def recent(self, limit: int = 10) -> list[Rollout]: ...
+
+    async def ended_between(self, start: datetime, end: datetime) -> list[Rollout]: ...
+
+    async def by_run_id(self, run_id: int) -> Rollout | None: ...
+
+    async def by_tag(self, tag: str) -> list[Rollout]: ...
+
+    async def active_on_track(self, track: str) -> Rollout | None: ...
+
+    async def last_released(self, *, other_than: str) -> Rollout | None: ...
+
+
+class Timers(Protocol):
+    """Durable timers, each fired once by one replica (`storage.timers`)."""
+
+    async def schedule(
+        self,
+        *,
+        key: str,
+        kind: str,
+        due_at: datetime,
+        now: datetime,
+        rollout_id: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> Timer: ...
+
+    async def cancel(self, *, key: str, now: datetime) -> bool: ...
+
+    async def get(self, *, key: str) -> Timer | None: ...
+
+    async def claim_due(
+        self, *, now: datetime, owner: str, lease: timedelta, limit: int = 10
+    ) -> list[Timer]: ...
+
+    async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool: ...
+
+    async def renew(self, *, timer_id: int, owner: str, lease_until: datetime) -> bool: ...
+
+    async def release(
+        self,
+        *,
+        timer_id: int,
+        owner: str,
+        due_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool: ...
+
+    async def bury(self, *, timer_id: int, owner: str, now: datetime, error: str) -> bool: ...
+
+    async def release_owned(self, *, owner: str) -> int: ...
+
+    async def next_due(self) -> datetime | None: ...
+
+
+class Claims(Protocol):
+    """Exactly-once effect keys: one winner across every replica (`storage.claims`)."""
+
+    async def claim(
+        self,
+        *,
+        key: str,
+        action: str,
+        actor: str,
+        now: datetime,
+        rollout_id: str | None = None,
+        track: str | None = None,
+        stage: str | None = None,
+        done: bool = False,
+    ) -> Claim | None: ...
+
+    async def complete(self, claim: Claim, *, now: datetime) -> None: ...
+
+    async def release(self, claim: Claim) -> None: ...
+
+    async def get(self, key: str) -> Claim | None: ...
+
+    async def prune(self, *, before: datetime) -> int: ...
+
+
+class AuditLog(Protocol):
+    """The append-only audit trail."""
+
+    async def append(
+        self,
+        *,
+        at: datetime,
+        actor: str,
+        action: str,
+        result: str,
+        rollout_id: str | None = None,
+        track: str | None = None,
+        stage: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditEvent: ...
+
+    async def add(self, events: Sequence[NewAuditEvent]) -> list[AuditEvent]:
+        """Write events that go with no saved state change, in one transaction."""
+        ...
+
+    async def list_for_rollout(self, rollout_id: str) -> list[AuditEvent]: ...
+
+
+class Deliveries(Protocol):
+    """GitHub webhook deliveries taken in, so that each is processed once."""
+
+    async def remember(
+        self, *, delivery_id: str, event: str, rollout_id: str | None, received_at: datetime
+    ) -> bool: ...
+
+    async def prune(self, *, before: datetime) -> int: ...
+
+
+class Outboxes(Protocol):
+    """The outbox table: messages claimed by one deliverer at a time (`storage.outbox`)."""
+
+    async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None: ...
+
+    async def claim(
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        rollout_id: str | None = None,
+        limit: int = 20,
+    ) -> list[OutboxMessage]: ...
+
+    async def superseded(self, message: OutboxMessage) -> bool: ...
+
+    async def renew(
+        self, *, message_id: int, owner: str, now: datetime, lease: timedelta
+    ) -> bool: ...
+
+    async def delivered(self, *, message_id: int, owner: str, now: datetime) -> bool: ...
+
+    async def retry(
+        self, *, message_id: int, owner: str, due_at: datetime, error: str, failed: bool = True
+    ) -> bool: ...
+
+    async def dead(self, *, message_id: int, owner: str, now: datetime, error: str) -> bool: ...
+
+    async def next_due(self) -> datetime | None: ...
+
+    async def pending(self, rollout_id: str | None = None) -> list[OutboxMessage]: ...
+
+
+class Database(Protocol):
+    """The database, as far as the app's health check asks."""
+
+    async def ping(self) -> bool:
+        """True when the database answers in time."""
+        ...
+
+
+class ProtectionRuleRequests(Protocol):
+    """Custom deployment protection rules' requests, kept until answered (`storage`)."""
+
+    async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
+        """Keep a request; False when its delivery was taken in before, or when a request of
+        its run and environment is open already."""
+        ...
+
+    async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...
+
+    async def for_run(self, run_id: int) -> list[RuleRequest]:
+        """Every request of the run, answered or not."""
+        ...
+
+    async def close(
+        self, *, run_id: int, environment: str, answer: RuleAnswer, at: datetime
+    ) -> int:
+        """Close the run's open request for `environment` (as stored); how many it closed."""
+        ...
+
+    async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:
+        """How the run's latest request for `environment` was closed (None: open, or none)."""
+        ...
+
+    async def prune(self, *, before: datetime) -> int:
+        """Forget requests made before `before` (retention); returns how many."""
+        ...

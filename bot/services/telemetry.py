@@ -1,0 +1,118 @@
+"""What the bot tells its operator about itself: the `Telemetry` port and the gauges read from
+storage when Prometheus scrapes.
+
+The few choke points (the GitHub transport, the Slack clients, the listeners' answer, the
+scheduler, the gate, the webhook intake) report through `Telemetry`; production wires the
+prometheus-client adapter (`bot.adapters.telemetry`), and code built without it (unit tests, the
+CLI's one-shot commands) reports to `UNTRACKED`, which records nothing. It lives apart from
+`ports.py`, which holds the world the use cases act on; this one only watches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
+
+from bot.domain.rollout import Phase
+from bot.services.failures import TRANSIENT, log_failure
+from bot.services.ports import Clock
+from bot.services.store_ports import Rollouts
+
+REFRESH_SECONDS = 2.0
+"""How long a scrape waits for the database gauges before it serves the last ones."""
+
+log = logging.getLogger(__name__)
+
+Handled = Literal["command", "click"]
+
+
+class Telemetry:
+    """Counts and figures about the bot's work; every method returns at once and never fails.
+
+    This base records nothing (what runs without an operator watching: unit tests, one-shot
+    commands); the Prometheus adapter overrides every method."""
+
+    def handled(self, *, kind: Handled, name: str, outcome: str) -> None:
+        """A slash command (`name` its subcommand) or a click (`name` its action id) was
+        answered: `ok`, `refused`, `interrupted` or `error`."""
+
+    def refused(self, *, reason: str) -> None:
+        """A person was refused, `reason` the RolloutError's code."""
+
+    def github_request(self, *, endpoint: str, status: str, remaining: int | None) -> None:
+        """A call to GitHub's API ended: its endpoint class, its status (`2xx`, the refusal's
+        code, `rate_limited`, `no_answer`, or `no_token`: no installation token, nothing sent),
+        and the rate limit left after it (None: GitHub did not say)."""
+
+    def slack_call(self, *, method: str, status: str, error: str) -> None:
+        """A Slack Web API attempt ended: its method, the HTTP status (`no_answer` when none
+        came) and Slack's error code (empty when it said ok)."""
+
+    def gate_decided(self, *, track: str, verdict: str) -> None:
+        """A gate's verdict was saved."""
+
+    def window_closed(self, *, lateness: timedelta) -> None:
+        """An observation window was evaluated `lateness` after its end."""
+
+    def timer_dead(self) -> None:
+        """A window timer was dead-lettered: its stage holds for a person."""
+
+    def webhook_delivery(self, *, event: str, result: str, at: datetime) -> None:
+        """A signed GitHub webhook delivery was taken in: `followed`, `ignored`, `duplicate`,
+        `kept`."""
+
+    def backlog(self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int) -> None:
+        """The state of the database as of the scrape: active rollouts by phase, timers due
+        and overdue."""
+
+
+UNTRACKED = Telemetry()
+
+ACTIVE_PHASES = tuple(phase.value for phase in Phase if phase is not Phase.ENDED)
+
+
+class TimerBacklog(Protocol):
+    async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
+        """How many pending timers are due now, and how many of them have been due for longer
+        than `overdue_after`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Reads the gauges Prometheus asks for from the database, at scrape time: they are the
+    same on every replica (take the max across instances)."""
+
+    telemetry: Telemetry
+    rollouts: Rollouts
+    timers: TimerBacklog
+    clock: Clock
+    overdue_after: timedelta
+    """A timer due longer than this has not been fired when it should have been (a lease:
+    the time another replica waits before it takes a dead one's timer over)."""
+
+    async def refresh(self) -> None:
+        """Read the gauges; when the database does not answer they keep their last values
+        (one WARNING line), so the scrape still serves every counter."""
+        try:
+            # A hung query must not hold the scrape past Prometheus' timeout: the counters
+            # would go unserved and the replica would read as down.
+            async with asyncio.timeout(REFRESH_SECONDS):
+                active = await self.rollouts.active()
+                due, overdue = await self.timers.backlog(
+                    now=self.clock(), overdue_after=self.overdue_after
+                )
+        except TRANSIENT as error:
+            log_failure(log, "metrics: the database gauges were not read", error)
+            return
+        phases = Counter(rollout.phase.value for rollout in active)
+        self.telemetry.backlog(
+            rollouts={phase: phases[phase] for phase in ACTIVE_PHASES},
+            timers_due=due,
+            timers_overdue=overdue,
+        )

@@ -1,0 +1,188 @@
+"""GitHub webhook deliveries: taken in once each, acted on after GitHub has its answer.
+
+GitHub gives a receiver 10 seconds and does not retry on its own. A delivery is therefore
+checked (repository, a run the bot follows), remembered by its `X-GitHub-Delivery` id in the
+database (so a redelivery or a second replica does nothing), answered, and only then
+reconciled, in a task this object holds until the app shuts down. A task lost to a crash
+loses nothing: the reconcile is level-triggered and the poller does the same one later.
+
+A custom protection rule's request (`deployment_protection_rule`, App mode only) is kept in the
+database first, whether or not a rollout follows its run yet: the bot may not have identified
+the run it dispatched, and the request is answered once it has (docs/protection-rules.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.domain import protection_rules
+from bot.domain.github_events import RunEvent, run_event
+from bot.domain.rollout import Phase
+from bot.logs import rollout_context
+from bot.services.failures import log_failure
+from bot.services.ports import Clock
+from bot.services.rollouts import RolloutService
+from bot.services.store_ports import Deliveries, ProtectionRuleRequests, Rollouts
+from bot.services.telemetry import UNTRACKED, Telemetry
+
+log = logging.getLogger(__name__)
+
+Unfollowed = Callable[[protection_rules.RuleRequest], Coroutine[Any, Any, None]]
+"""What is done with a request for a run no rollout follows (`UnfollowedRuns.kept`)."""
+
+MAX_RUN_ID = 2**63 - 1
+"""Run ids are stored as 64-bit integers; a larger one cannot be a run the bot follows."""
+
+
+class Taken(StrEnum):
+    FOLLOWED = "followed"
+    """About a run the bot follows: remembered, and reconciled after the answer."""
+    IGNORED = "ignored"
+    """Another repository, a run the bot does not follow, an event it does not follow."""
+    DUPLICATE = "duplicate"
+    """This delivery id was taken in before: nothing is done again."""
+    KEPT = "kept"
+    """A protection rule's request for a run no active rollout follows (yet): kept."""
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What became of one delivery, and why (for the answer GitHub shows in its log)."""
+
+    taken: Taken
+    reason: str
+    rollout_id: str | None = None
+
+
+class GitHubWebhooks:
+    """Takes in deliveries about the runs of active rollouts."""
+
+    def __init__(
+        self,
+        *,
+        repository: str,
+        rollouts: RolloutService,
+        store: Rollouts,
+        deliveries: Deliveries,
+        rules: ProtectionRuleRequests,
+        clock: Clock,
+        telemetry: Telemetry = UNTRACKED,
+        api_url: str = "",
+        installation_id: Callable[[], int | None] | None = None,
+        unfollowed: Unfollowed | None = None,
+    ) -> None:
+        self._unfollowed = unfollowed
+        self._rules = rules
+        self._api_url = api_url
+        self._installation_id = installation_id
+        """The App's installation (None in token mode: a token answers no protection rule)."""
+        self._telemetry = telemetry
+        self._repository = repository.casefold()
+        self._rollouts = rollouts
+        self._store = store
+        self._deliveries = deliveries
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def take(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> Intake:
+        """Take a delivery in; a followed one is reconciled in the background afterwards."""
+        intake = await self._intake(delivery_id=delivery_id, event=event, payload=payload)
+        self._telemetry.webhook_delivery(
+            event=event or "unknown", result=intake.taken.value, at=self._clock()
+        )
+        return intake
+
+    async def _intake(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> Intake:
+        if event == protection_rules.EVENT:
+            return await self._rule_request(delivery_id, payload)
+        found = run_event(event, payload)
+        if found is None:
+            return Intake(Taken.IGNORED, f"{event or 'this'} event is not followed")
+        if found.repository.casefold() != self._repository:
+            return Intake(Taken.IGNORED, "not the bot's repository")
+        if found.run_id is not None and not 0 < found.run_id <= MAX_RUN_ID:
+            return Intake(Taken.IGNORED, f"run id {found.run_id} is not one GitHub gives")
+        rollout = await self._store.by_run_id(found.run_id) if found.run_id is not None else None
+        if rollout is None or rollout.phase is not Phase.RUNNING:
+            return Intake(Taken.IGNORED, "no active rollout follows this run")
+        new = await self._deliveries.remember(
+            delivery_id=delivery_id,
+            event=event,
+            rollout_id=rollout.id,
+            received_at=self._clock(),
+        )
+        if not new:
+            log.info("webhook delivery %s (%s) seen before: ignored", delivery_id, event)
+            return Intake(Taken.DUPLICATE, "delivery already processed", rollout.id)
+        self._spawn(rollout.id, found, name=f"webhook {delivery_id}")
+        return Intake(Taken.FOLLOWED, f"{event} {found.action} of run {found.run_id}", rollout.id)
+
+    async def _rule_request(self, delivery_id: str, payload: Mapping[str, Any]) -> Intake:
+        """Keep the request (once: its delivery id decides, and one open per run and
+        environment), then answer it through the reconcile of the rollout that follows its
+        run, if one does already."""
+        if self._installation_id is None:
+            return Intake(Taken.IGNORED, "the bot answers protection rules only as a GitHub App")
+        request = protection_rules.rule_request(
+            payload,
+            repository=self._repository,
+            api_url=self._api_url,
+            installation_id=self._installation_id(),
+            at=self._clock(),
+        )
+        if isinstance(request, str):
+            return Intake(Taken.IGNORED, request)
+        what = f"protection rule request for {request.environment} of run {request.run_id}"
+        if not await self._rules.remember(request, delivery_id=delivery_id):
+            return Intake(Taken.DUPLICATE, f"{what} taken in before")
+        rollout = await self._store.by_run_id(request.run_id)
+        if rollout is None or rollout.phase is not Phase.RUNNING:
+            if rollout is None and self._unfollowed is not None:
+                # A run the bot did not start, maybe: its card (`bot.services.unfollowed_runs`).
+                self._background(self._unfollowed(request), name=f"unfollowed {request.key}")
+            return Intake(Taken.KEPT, f"{what} kept: no active rollout follows the run yet")
+        found = RunEvent(
+            protection_rules.EVENT,
+            "requested",
+            self._repository,
+            request.run_id,
+            environment=request.environment,
+        )
+        self._spawn(rollout.id, found, name=f"protection rule {delivery_id}")
+        return Intake(Taken.FOLLOWED, what, rollout.id)
+
+    def _spawn(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
+        self._background(self._follow(rollout_id, event), name=name)
+
+    def _background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def _follow(self, rollout_id: str, event: RunEvent) -> None:
+        with rollout_context(rollout_id):
+            await self._rollouts.follow_github_event(rollout_id=rollout_id, event=event)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The poller reconciles the same run later: the delivery's effect is not lost.
+            log_failure(log, f"acting on {task.get_name()} failed", error)
+
+    async def settled(self) -> None:
+        """Wait until every delivery taken in so far has been acted on."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def close(self, *, grace: float = 10.0) -> None:
+        """Give the deliveries in flight `grace` seconds to finish, then cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,19 @@
+"""Typed keys of the aiohttp application, shared by the factory and the HTTP handlers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+
+from bot.adapters.telemetry import PrometheusTelemetry
+from bot.config import Settings
+from bot.services.catalog import Services
+from bot.services.readiness import Readiness
+from handlers.ack_first import AckFirst
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICES = web.AppKey("services", Services)
+BOLT = web.AppKey("bolt", AsyncApp)
+TELEMETRY = web.AppKey("telemetry", PrometheusTelemetry)
+READINESS = web.AppKey("readiness", Readiness)
+ACKS = web.AppKey("acks", AckFirst)

@@ -1,0 +1,42 @@
+"""`GET /metrics`: the bot's own series for Prometheus (docs/observability.md).
+
+With METRICS_TOKEN set, a scrape must carry `Authorization: Bearer <token>`; anything else is
+answered 401 without a word about the token. The gauges read from the database are refreshed
+first, so every replica reports the database as it is now (when it does not answer, they keep
+their last values and the log says so: the counters are served all the same).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+
+from handlers.app_keys import SERVICES, SETTINGS, TELEMETRY
+
+log = logging.getLogger(__name__)
+
+
+def bearer_matches(expected: str, header: str | None) -> bool:
+    """Whether `Authorization` carries the bearer token (compared in constant time)."""
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
+async def scrape(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token is not None and not bearer_matches(
+        token.get_secret_value(), request.headers.get("Authorization")
+    ):
+        log.warning("metrics scrape refused: missing or wrong bearer token")
+        return web.Response(
+            status=401,
+            text="a bearer token is required (METRICS_TOKEN)\n",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    await request.app[SERVICES].backlog.refresh()
+    body, content_type = request.app[TELEMETRY].exposition(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})

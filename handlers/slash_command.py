@@ -1,0 +1,145 @@
+"""The `/rollout` slash command: acknowledge at once, then route to one service call and
+answer ephemerally. What changes a rollout is also told in its thread, for everyone."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
+
+from bot.adapters.slack import audit_views, lane_words, report_views, schedule_words, views
+from bot.adapters.slack.blocks import BlockJson
+from bot.adapters.slack.status_views import active_blocks, history_blocks
+from bot.domain import rollout_command as commands
+from bot.domain.errors import NotAvailable
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout
+from bot.services.catalog import Services
+from bot.services.requests import Origin
+from handlers.errors import acknowledged, subcommand_name
+from handlers.origin import command_origin
+from handlers.payloads import SlashCommand, parse
+
+
+async def plans_of(services: Services, rollouts: list[Rollout]) -> dict[str, RolloutPlan]:
+    return {r.id: await services.rollouts.plan_of(r) for r in rollouts}
+
+
+async def lane_answer(services: Services, command: commands.Command, origin: Origin) -> str | None:
+    """Freeze, unfreeze, lock and unlock: the answer, said in the channel for everyone; None
+    for any other command."""
+    lane, actor = services.controls.lane, origin.actor
+    if isinstance(command, commands.Freeze):
+        return lane_words.frozen_answer(
+            await lane.freeze(origin, until=command.until, reason=command.reason)
+        )
+    if isinstance(command, commands.Unfreeze):
+        return lane_words.unfrozen_answer(actor, await lane.unfreeze(origin))
+    if isinstance(command, commands.Lock):
+        return lane_words.locked_answer(await lane.lock(origin, reason=command.reason))
+    if isinstance(command, commands.Unlock):
+        removed = await lane.unlock(origin, reason=command.reason)
+        return lane_words.unlocked_answer(actor, removed, command.reason)
+    return None
+
+
+async def start_answer(
+    services: Services, command: commands.Start, origin: Origin
+) -> tuple[str, list[BlockJson], bool]:
+    """Start once. An override of a freeze in force is said in the channel for everyone
+    (with the scheduled time, if any); otherwise the starter is answered alone."""
+    started = await services.controls.start(
+        origin,
+        tag=command.tag,
+        flags_ready=command.flags_ready,
+        override=command.override_freeze,
+        at=command.at,
+    )
+    schedule = started.schedule
+    if command.override_freeze is not None:
+        at = schedule.at if schedule is not None else None
+        freeze = (await services.lane.state(at=at)).freeze
+        if freeze is not None:  # else nothing was frozen: an ordinary start
+            said = lane_words.override_answer(
+                origin.actor, started.tag, freeze, command.override_freeze, at=at
+            )
+            return *views.note(said), True
+    if schedule is not None:
+        return *views.note(
+            schedule_words.scheduled_answer(started.tag, started.id, schedule)
+        ), False
+    return *views.note(f"Preflight of `{started.tag}` posted ({started.id})."), False
+
+
+async def answer(
+    services: Services, payload: SlashCommand, origin: Origin
+) -> tuple[str, list[BlockJson], bool]:
+    """Run the command; the answer as (text, blocks, whether the whole channel sees it). What
+    changes a rollout or the release lane goes through the controls (approvers, exactly once,
+    audit)."""
+    command = services.commands.route(text=payload.text, channel_id=payload.channel_id)
+    if isinstance(command, commands.Start):
+        return await start_answer(services, command, origin)
+    said = await lane_answer(services, command, origin)
+    if said is not None:
+        return *views.note(said), True
+    return *await _ephemeral(services, command, payload, origin), False
+
+
+async def _ephemeral(
+    services: Services, command: commands.Command, payload: SlashCommand, origin: Origin
+) -> tuple[str, list[BlockJson]]:
+    rollouts = services.rollouts
+    controls = services.controls
+    actor = payload.user_id
+    if isinstance(command, commands.Help):
+        return views.help_text(), views.help_blocks()
+    if isinstance(command, commands.Status):
+        blocks = active_blocks(await rollouts.active_with_plans())
+        return "Active rollouts", lane_words.lane_blocks(await services.lane.state()) + blocks
+    if isinstance(command, commands.History) and command.tag is not None:
+        timeline = await controls.timeline(command.tag)
+        return audit_views.timeline_text(timeline), audit_views.timeline_blocks(timeline)
+    if isinstance(command, commands.History):
+        recent = await rollouts.history(tag=command.tag)
+        plans = await plans_of(services, recent)
+        return "Rollout history", history_blocks(recent, lambda r: plans[r.id])
+    if isinstance(command, commands.Report):
+        report = await services.reports.period(command.period)
+        return report_views.report_text(report), report_views.report_blocks(report)
+    if isinstance(command, commands.Promote):
+        promoted = await controls.promote(origin)
+        return views.note(f"Promoted `{promoted.tag}`: see its thread.")
+    if isinstance(command, commands.Rollback):
+        stopped = await controls.abort(origin, gate="relay")
+        return views.note(f"Rolling back `{stopped.tag}`: see its thread.")
+    if isinstance(command, commands.Kill):
+        stopped = await controls.abort(origin, gate="desktop", reason=command.reason or "")
+        return views.note(f"Kill-switch tripped for `{stopped.tag}`: see its thread.")
+    if isinstance(command, commands.Link):
+        linked = await controls.link_run(origin, command.run)
+        return views.note(f"Run {linked.run_id} linked to `{linked.tag}`: see its thread.")
+    if isinstance(command, commands.NpmToken):
+        await services.npm_token.open(channel=payload.channel_id, actor=actor)
+        return views.note(
+            "NPM_TOKEN walkthrough posted: follow its steps. Never paste a token into Slack."
+        )
+    raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    @app.command("/rollout")
+    @acknowledged(services.telemetry)
+    async def rollout_command(
+        ack: AsyncAck, body: dict[str, str], respond: AsyncRespond, request: AsyncBoltRequest
+    ) -> None:
+        payload = parse(SlashCommand, body)
+        origin = command_origin(
+            user_id=payload.user_id,
+            channel_id=payload.channel_id,
+            trigger_id=payload.trigger_id,
+            request=request,
+        )
+        async with services.controls.audited(origin, subcommand_name(payload.text)):
+            text, blocks, in_channel = await answer(services, payload, origin)
+        shown = "in_channel" if in_channel else "ephemeral"
+        await respond(response_type=shown, text=text, blocks=blocks)

@@ -1,0 +1,356 @@
+"""One chaos run: three `rollout-bot serve` replicas on a fresh PostgreSQL database, driven
+by people in Slack and GitHub's webhooks, under the faults, and the evidence it leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
+
+from bot.bootstrap import utc_now
+from bot.domain.durations import parse_duration
+from bot.domain.rollout import CheckState, Phase, Rollout, holding_tracks
+from sandbox.chaos.checks import Evidence, Finding, check
+from sandbox.chaos.evidence import gather_evidence
+from sandbox.chaos.script import (
+    ADMIN_URL,
+    SCENARIOS,
+    Faults,
+    Scenario,
+    inject_service_faults,
+    pick_scenarios,
+    rollout_budget,
+)
+from sandbox.config import GITHUB_WEBHOOK_SECRET, RELEASE_CHANNEL
+from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.loopback import Lifecycle
+from sandbox.signing import github_signature_headers
+from sandbox.slack import ChannelMessage
+from storage.db import create_engine, create_session_factory, engine_for_one_task
+from storage.rollout_store import RolloutStore
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+async def _admin(url: str, statement: str, **parameters: str) -> int:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that); returns how
+    many rows it gave."""
+    async with (
+        engine_for_one_task(url, poolclass=NullPool, isolation_level="AUTOCOMMIT") as engine,
+        engine.connect() as connection,
+    ):
+        result = await connection.execute(text(statement), parameters)
+        return len(result.fetchall()) if result.returns_rows else 0
+
+
+def _button(card: ChannelMessage, action: str, track: str) -> str | None:
+    for block in card.blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            value = str(element.get("value", ""))
+            if element.get("action_id") == action and f'"track":"{track}"' in value:
+                return value
+    return None
+
+
+class ChaosRun(Lifecycle):
+    """The three replicas, the sandbox servers, the people and the faults of one run."""
+
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        seed: int,
+        faults: Faults,
+        rollouts: int = 10,
+        duration: float = 0.0,
+        window: str = "1s",
+        replicas: int = 3,
+        rollout_timeout: float | None = None,
+        admin_url: str = ADMIN_URL,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.workdir = workdir
+        self.seed = seed
+        self.faults = faults
+        self.rng = random.Random(seed)
+        self.minimum = rollouts
+        self.duration = duration
+        self.window = window
+        self.replica_count = replicas
+        self.rollout_timeout = rollout_timeout or rollout_budget(
+            faults, window=parse_duration(window).total_seconds()
+        )
+        """Seconds a rollout may take (`rollout_budget` unless given)."""
+        self.admin_url = admin_url
+        self.poll_interval = poll_interval
+        self.database = f"rb_chaos_{secrets.token_hex(5)}"
+        self.database_url = (
+            make_url(admin_url).set(database=self.database).render_as_string(hide_password=False)
+        )
+        self.answers: Counter[int] = Counter()
+        self.figures: Counter[str] = Counter()
+        self.played: list[tuple[str, Scenario]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._box: Sandbox | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._engine: AsyncEngine | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await _admin(self.admin_url, f'CREATE DATABASE "{self.database}"')
+        await self._migrate()
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        plan = fast_plan(self.workdir / "figures.yml", window=self.window, extension=self.window)
+        self._box = Sandbox(
+            workdir=self.workdir,
+            database_url=self.database_url,
+            plan_yaml=plan,
+            in_process=False,
+            poll_interval=self.poll_interval,
+            # A replica is SIGKILLed every few seconds: its timers, messages and clicks are
+            # taken over after seconds, not the minutes a production lease lasts.
+            # A dispatch answered unclearly is looked for 15 s, not 10 minutes, before the
+            # release manager may dispatch again.
+            extra_env={
+                "LEASE_SECONDS": "3",
+                "CLAIM_LEASE_SECONDS": "8",
+                "DISPATCH_SEARCH_SECONDS": "15",
+            },
+        )
+        await self._box.start()
+        await asyncio.gather(*(self._box.start_replica() for _ in range(self.replica_count - 1)))
+        self._box.github.on_event(self._webhook)
+        self._engine = create_engine(self.database_url)
+
+    async def stop(self) -> None:
+        await self._stop_background()
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self._box is not None:
+            await self._box.stop()
+        if self._http is not None:
+            await self._http.close()
+        await _admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    async def _migrate(self) -> None:
+        """`rollout-bot migrate`, as an operator prepares a new database."""
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "migrate",
+            env=env | {"DATABASE_URL": self.database_url},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"rollout-bot migrate failed: {err.decode(errors='replace')}")
+
+    @property
+    def box(self) -> Sandbox:
+        assert self._box is not None, "use ChaosRun as an async context manager"
+        return self._box
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stop_background(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- playing --------------------------------------------------------------------------------
+
+    async def play(self) -> Evidence:
+        """Run rollouts one after another (a track runs one rollout at a time) until at least
+        `rollouts` ran and `duration` seconds passed, under the faults; then gather evidence."""
+        started = time.monotonic()
+        assert self._engine is not None
+        store = RolloutStore(create_session_factory(self._engine), clock=utc_now)
+        injected = inject_service_faults(self.box, self.faults, seed=self.seed)
+        if self.faults.kill_every:
+            self._spawn(self._kill_replicas(self.faults.kill_every))
+        if self.faults.db_kill_every and self.faults.db_kills:
+            self._spawn(self._kill_connections(self.faults.db_kill_every, self.faults.db_kills))
+        plan = pick_scenarios(self.minimum, self.rng)
+        index = 0
+        while index < len(plan) or time.monotonic() - started < self.duration:
+            scenario = plan[index] if index < len(plan) else self.rng.choice(SCENARIOS)
+            tag = f"v{self.seed}.{index + 1}.0"
+            index += 1
+            self.played.append((tag, scenario))
+            if not await self._play_one(store, tag, scenario):
+                break  # stuck: its tracks stay busy, no later rollout could start
+        await asyncio.sleep(1.0)  # late deliveries, a last poll: anything done twice shows now
+        await self._stop_background()
+        self.figures.update(injected())
+        return await gather_evidence(self, store, time.monotonic() - started)
+
+    async def _play_one(self, store: RolloutStore, tag: str, scenario: Scenario) -> bool:
+        """A release manager runs one rollout to its end; False when it did not end in time."""
+        write_figures(self.box.figures, "relay", scenario.relay)
+        write_figures(self.box.figures, "desktop", scenario.desktop)
+        acted: dict[tuple[str, ...], float] = {}
+
+        def due(*what: str, every: float = 2.0) -> bool:
+            """A person repeats an action only after looking again a while later."""
+            now = time.monotonic()
+            if now - acted.get(what, -every) < every:
+                return False
+            acted[what] = now
+            return True
+
+        deadline = time.monotonic() + self.rollout_timeout
+        while time.monotonic() < deadline:
+            found = await self._look(store, tag)
+            if found is None:
+                if due("start", every=3.0):
+                    self._spawn(self._command(f"start {tag} --flags-ready"))
+            elif found.phase is Phase.ENDED:
+                return True
+            elif found.phase is Phase.PREFLIGHT:
+                unchecked = CheckState.ERROR in (
+                    found.preflight.migrations.state,
+                    found.preflight.image.state,
+                )
+                if unchecked and due("recheck"):  # GitHub failed the check: look again
+                    await self._click(found, "recheck", None)
+                elif not unchecked and due("dispatch"):
+                    await self._click(found, "dispatch", None)
+            elif found.phase is Phase.RUNNING:
+                for track in holding_tracks(found):
+                    stage = found.track(track).current
+                    assert stage is not None
+                    if scenario.stop_at == (track, stage.key):
+                        action = "rollback" if track == "relay" else "kill"
+                    else:
+                        action = "promote"
+                    if due(action, track, stage.key):
+                        await self._click(found, action, track)
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _look(self, store: RolloutStore, tag: str) -> Rollout | None:
+        try:
+            found = await store.by_tag(tag)
+        except (OSError, SQLAlchemyError):
+            # The person's own connection was among the terminated ones: look again.
+            self.figures["the test's own database reads that failed"] += 1
+            return None
+        return found[0] if found else None
+
+    def _replica(self) -> str | None:
+        running = [r.url for r in self.box.replicas if r.running]
+        return self.rng.choice(running) if running else None
+
+    async def _command(self, text: str) -> None:
+        replica = self._replica()
+        if replica is None:
+            return
+        try:
+            await self.box.command(text, replica=replica)
+            self.answers[200] += 1
+        except AssertionError as refused:
+            self.answers[_status_in(str(refused))] += 1
+        except (aiohttp.ClientError, TimeoutError):
+            self.answers[0] += 1
+
+    async def _click(self, rollout: Rollout, action: str, track: str | None) -> None:
+        replica = self._replica()
+        if replica is None or rollout.message_ts is None:
+            return
+        try:
+            card = self.box.slack.message(RELEASE_CHANNEL, rollout.message_ts)
+        except KeyError:
+            return
+        value = _button(card, action, track) if track is not None else None
+        if track is not None and value is None:
+            return  # the card does not show it (yet): look again
+        try:
+            await self.box.click(action, message=card, value=value, wait=False, replica=replica)
+            self.answers[200] += 1
+            self.figures[f"clicks: {action}"] += 1
+        except AssertionError as refused:
+            self.answers[_status_in(str(refused))] += 1
+        except (aiohttp.ClientError, TimeoutError):
+            self.answers[0] += 1
+
+    async def _webhook(self, event: str, payload: Mapping[str, Any]) -> None:
+        """GitHub delivers each event to one replica (behind a load balancer), never twice."""
+        self._spawn(self._deliver(event, json.dumps(payload).encode()))
+
+    async def _deliver(self, event: str, body: bytes) -> None:
+        replica = self._replica()
+        assert self._http is not None
+        self.figures["webhook deliveries"] += 1
+        if replica is None:
+            self.figures["webhook deliveries lost (no replica up)"] += 1
+            return
+        headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event=event)
+        try:
+            async with self._http.post(
+                f"{replica}/github/webhook", data=body, headers=headers
+            ) as answer:
+                self.answers[answer.status] += 1
+        except (aiohttp.ClientError, TimeoutError):
+            self.answers[0] += 1
+            self.figures["webhook deliveries lost (replica died)"] += 1
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    async def _kill_replicas(self, every: float) -> None:
+        """SIGKILL a random replica every few seconds and start it again at once."""
+        while True:
+            await asyncio.sleep(self.rng.uniform(every / 2, every * 1.5))
+            victim = self.rng.choice(self.box.replicas)
+            await victim.kill()
+            self.figures["replicas SIGKILLed"] += 1
+            with contextlib.suppress(RuntimeError, TimeoutError):
+                await victim.start()
+
+    async def _kill_connections(self, every: float, rounds: int) -> None:
+        for _ in range(rounds):
+            await asyncio.sleep(self.rng.uniform(every / 2, every * 1.5))
+            killed = await _admin(
+                self.admin_url,
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :database AND pid <> pg_backend_pid()",
+                database=self.database,
+            )
+            self.figures["database kills (pg_terminate_backend rounds)"] += 1
+            self.figures["database connections terminated"] += killed
+
+
+def _status_in(message: str) -> int:
+    found = re.search(r"HTTP (\d{3})", message)
+    return int(found.group(1)) if found else 0
+
+
+async def run_chaos(
+    *, workdir: Path, seed: int, faults: Faults, **options: Any
+) -> tuple[Evidence, list[Finding]]:
+    async with ChaosRun(workdir=workdir, seed=seed, faults=faults, **options) as run:
+        evidence = await run.play()
+    return evidence, check(evidence)

@@ -1,0 +1,73 @@
+"""Clocks the tests move: the bot, its loops and the GitHub simulator read them, and a move
+wakes whatever sleeps on them, so a test skips a window instead of waiting it out."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from bot.services.clock import sleep_until_woken
+
+
+class ManualClock:
+    """A clock that only moves when told to: `clock()` reads it, `clock.advance(...)` moves
+    it (and wakes the loops sleeping on it)."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ManualClock needs a timezone-aware start time")
+        self._start = start
+        self.skipped = timedelta(0)
+        """How far the clock was moved in all."""
+        self._sleepers: set[asyncio.Event] = set()
+        self._naps: dict[asyncio.Event, int] = {}
+        """How many times each loop went to sleep on this clock: a loop woken by a move has
+        finished its pass once it sleeps again."""
+        self._woken: dict[asyncio.Event, int] = {}
+        self._napped = asyncio.Event()
+        """Set whenever a loop goes to sleep."""
+
+    def __call__(self) -> datetime:
+        return self._start + self.skipped
+
+    def advance(self, delta: timedelta) -> None:
+        self.skipped += delta
+        for wake in self._sleepers:
+            self._woken.setdefault(wake, self._naps[wake])
+            wake.set()
+
+    async def settle(self) -> None:
+        """Wait until every loop the last moves woke has looked and sleeps again: whatever
+        the moves made due has been done (or tried) by then."""
+        while any(self._naps[wake] <= naps for wake, naps in self._woken.items()):
+            self._napped.clear()
+            await self._napped.wait()
+        self._woken.clear()
+
+    async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
+        """Return once woken or moved (a moved clock has the sleeper look again), or once
+        `when` came in real time on a clock that also runs by itself."""
+        self._sleepers.add(wake)
+        self._naps[wake] = self._naps.get(wake, 0) + 1
+        self._napped.set()
+        try:
+            await sleep_until_woken(wake, self._real_seconds(when))
+        finally:
+            self._sleepers.discard(wake)
+
+    def _real_seconds(self, when: datetime) -> float | None:
+        return None  # it never reaches a later time by itself
+
+
+class SkippingClock(ManualClock):
+    """Real time plus whatever the test skipped: everything runs as on the system clock,
+    until a test jumps it over a window."""
+
+    def __init__(self) -> None:
+        super().__init__(datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.skipped
+
+    def _real_seconds(self, when: datetime) -> float | None:
+        return max(0.0, (when - self()).total_seconds())

@@ -1,0 +1,276 @@
+"""The GitHub Actions run/job state machine behind the GitHub simulator (no HTTP here).
+
+It follows GitHub's rules: a job starts when its needs completed; a job whose needs did not all
+succeed is skipped, unless it is an `if: failure()` job and something before it failed; a job
+targeting an environment that requires review, or has a GitHub App's custom protection rule,
+waits until each is approved (a review through `pending_deployments`, the App's answer through
+`deployment_protection_rule`); a rejection fails the job.
+Time comes from an injected clock; a job takes its configured duration on that clock, and
+timestamps chain (a job starts when its needs completed), so jumping the clock is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sandbox.github_gates import EnvironmentGates
+from sandbox.github_job_failures import FailurePlan, has_job
+from sandbox.github_runs import (
+    COMPLETE_STEP,
+    SETUP_STEP,
+    ActionsError,
+    Deployment,
+    JobFailure,
+    Review,
+    SimJob,
+    SimRun,
+    SimStep,
+    Transition,
+    ancestors,
+    commit_sha,
+)
+from sandbox.workflows import StepContext, StepOutcome, Workflow
+
+Clock = Callable[[], datetime]
+
+
+class ActionsEngine(EnvironmentGates):
+    """Runs workflow runs to a fixed point at the clock's current time, GitHub's way."""
+
+    def __init__(
+        self,
+        *,
+        workflows: Iterable[Workflow],
+        protected_environments: Iterable[str] | None,
+        clock: Clock,
+        secrets: Mapping[str, datetime],
+        files: Mapping[str, Mapping[str, str]],
+        job_duration: timedelta = timedelta(0),
+    ) -> None:
+        self.workflows = list(workflows)
+        self.clock = clock
+        self.job_duration = job_duration
+        self.job_durations: dict[str, timedelta] = {}
+        self.runs: dict[int, SimRun] = {}
+        self.reviews: list[Review] = []
+        self.deployments: list[Deployment] = []
+        self.listeners: list[Callable[[Transition], None]] = []
+        self._secrets = secrets
+        self._files = files
+        names = [job.environment for wf in self.workflows for job in wf.jobs if job.environment]
+        self.environments: dict[str, int] = {}
+        for name in [*names, *(protected_environments or ())]:
+            self.environments.setdefault(name, 5_000_001 + len(self.environments))
+        self.protected = set(names if protected_environments is None else protected_environments)
+        self.rule_environments: set[str] = set()
+        self.rule_reviews: list[Review] = []
+        self._failures = FailurePlan()
+        self._run_ids = iter(range(9_001_000_001, 10**12))
+        self._job_ids = iter(range(40_001_000_001, 10**12))
+        self._deployment_ids = iter(range(2_100_000_001, 10**12))
+        self._status_ids = iter(range(3_200_000_001, 10**12))
+        self._run_numbers: dict[int, int] = {}
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        workflow: Workflow,
+        *,
+        event: str,
+        branch: str,
+        actor: str,
+        inputs: Mapping[str, str],
+        created_at: datetime | None = None,
+    ) -> SimRun:
+        at = created_at or self.clock()
+        number = self._run_numbers.get(workflow.id, 0) + 1
+        self._run_numbers[workflow.id] = number
+        run = SimRun(
+            id=next(self._run_ids),
+            number=number,
+            workflow=workflow,
+            event=event,
+            branch=branch,
+            head_sha=commit_sha(branch),
+            actor=actor,
+            inputs=dict(inputs),
+            created_at=at,
+            updated_at=at,
+        )
+        for spec in workflow.jobs:
+            names = [SETUP_STEP, *(step.name for step in spec.steps), COMPLETE_STEP]
+            steps = [SimStep(name=name, number=i) for i, name in enumerate(names, start=1)]
+            run.jobs.append(SimJob(next(self._job_ids), run.id, spec, at, steps))
+        self._failures.attach(run)
+        self.runs[run.id] = run
+        self._emit(Transition("workflow_run", "requested", run))
+        return run
+
+    def fail_job(
+        self,
+        run: int | Literal["next", "every"],
+        job: str,
+        *,
+        lines: tuple[str, ...],
+        step: str | None,
+    ) -> None:
+        failure = JobFailure(step, lines)
+        specs = [wf.job(job) for wf in self.workflows if has_job(wf, job)]
+        if not specs:
+            raise ValueError(f"no workflow has a job {job!r}")
+        if step is not None and not any(step in (s.name for s in spec.steps) for spec in specs):
+            raise ValueError(f"job {job!r} has no step {step!r}")
+        if run == "next" or run == "every":
+            self._failures.add(run, job, failure)
+        else:
+            sim_job = self.runs[run].job(job)
+            if sim_job.status == "completed":
+                raise ValueError(f"job {job!r} of run {run} already completed")
+            sim_job.failure = failure
+
+    def cancel(self, run_id: int) -> None:
+        run = self.runs[run_id]
+        if run.status == "completed":
+            raise ActionsError(409, "Cannot cancel a workflow run that is completed.")
+        now = self.clock()
+        for job in run.jobs:
+            if job.status != "completed":
+                for step in job.steps:
+                    if step.status != "completed":
+                        step.status, step.conclusion = "completed", "cancelled"
+                        step.completed_at = now if step.started_at else None
+                self._complete(run, job, "cancelled", now)
+        self._update_run(run)
+
+    def process(self) -> bool:
+        """Move every run as far as it can go at the clock's time; True when anything moved."""
+        now = self.clock()
+        moved = False
+        while True:
+            changed = False
+            for run in list(self.runs.values()):
+                if run.status != "completed":
+                    changed |= self._advance(run, now)
+            if not changed:
+                return moved
+            moved = True
+
+    def _advance(self, run: SimRun, now: datetime) -> bool:
+        changed = False
+        for job in run.jobs:
+            if job.status == "queued":
+                changed |= self._try_start(run, job)
+            elif job.status == "in_progress" and job.due_at is not None and job.due_at <= now:
+                self._finish(run, job)
+                changed = True
+        return self._update_run(run) or changed
+
+    def _try_start(self, run: SimRun, job: SimJob) -> bool:
+        needs = [run.job(key) for key in job.spec.needs]
+        if any(need.status != "completed" for need in needs):
+            return False
+        ready_at = max([run.created_at, *(need.completed_at or run.created_at for need in needs)])
+        if job.spec.if_failure:
+            runs = any(a.conclusion == "failure" for a in ancestors(run, job))
+        else:
+            runs = all(need.conclusion == "success" for need in needs)
+        if not runs:
+            job.steps = []
+            job.started_at = ready_at
+            self._complete(run, job, "skipped", ready_at)
+            return True
+        self._emit(Transition("workflow_job", "queued", run, job))
+        job.gates = self._gates(job.environment)
+        if job.gates:
+            job.status, job.waiting_since = "waiting", ready_at
+            run.updated_at = max(run.updated_at, ready_at)
+            self._emit(Transition("workflow_job", "waiting", run, job))
+            if "rule" in job.gates:
+                # GitHub creates the deployment, `waiting`, and asks the rule's App.
+                deployment = self._deploy(run, job, run.actor, ready_at)
+                self._set_status(deployment, "waiting", ready_at)
+                self._emit(Transition("deployment_protection_rule", "requested", run, job))
+        else:
+            self._begin(run, job, ready_at)
+        return True
+
+    def _begin(self, run: SimRun, job: SimJob, at: datetime) -> None:
+        duration = self.job_durations.get(job.key, self.job_durations.get(job.name))
+        job.status, job.started_at = "in_progress", at
+        run.updated_at = max(run.updated_at, at)
+        job.due_at = at + (self.job_duration if duration is None else duration)
+        first = job.steps[0]
+        first.status, first.started_at = "in_progress", at
+        self._emit(Transition("workflow_job", "in_progress", run, job))
+
+    def _finish(self, run: SimRun, job: SimJob) -> None:
+        assert job.started_at is not None and job.due_at is not None
+        context = StepContext(
+            inputs=run.inputs,
+            secrets=frozenset(self._secrets),
+            files=self._files.get(run.branch, {}),
+        )
+        slot = (job.due_at - job.started_at) / len(job.steps)
+        failed = False
+        for index, step in enumerate(job.steps):
+            if failed and step.name != COMPLETE_STEP:
+                step.status, step.conclusion = "completed", "skipped"
+                continue
+            step.started_at = job.started_at + slot * index
+            step.completed_at = step.started_at + slot
+            outcome = self._run_step(job, step, context)
+            step.status, step.lines = "completed", outcome.lines
+            step.conclusion = "success" if outcome.passed else "failure"
+            failed = failed or not outcome.passed
+        self._complete(run, job, "failure" if failed else "success", job.due_at)
+
+    def _run_step(self, job: SimJob, step: SimStep, context: StepContext) -> StepOutcome:
+        specs = {s.name: s for s in job.spec.steps}
+        failure = job.failure
+        target = job.spec.steps[-1].name if failure and failure.step is None else None
+        if failure is not None and step.name in (failure.step, target):
+            return StepOutcome(False, failure.lines)
+        if step.name in specs:
+            return specs[step.name].run(context)
+        return StepOutcome(True, ())
+
+    def _complete(self, run: SimRun, job: SimJob, conclusion: str, at: datetime) -> None:
+        job.status, job.conclusion, job.completed_at = "completed", conclusion, at
+        job.started_at = job.started_at or at
+        if job.deployment is not None:
+            self._set_status(
+                job.deployment, "success" if conclusion == "success" else "failure", at
+            )
+        run.updated_at = max(run.updated_at, at)
+        self._emit(Transition("workflow_job", "completed", run, job))
+
+    def _update_run(self, run: SimRun) -> bool:
+        before = run.status
+        statuses = {job.status for job in run.jobs}
+        if statuses <= {"completed"}:
+            conclusions = {job.conclusion for job in run.jobs}
+            run.status = "completed"
+            if "failure" in conclusions:
+                run.conclusion = "failure"
+            elif "cancelled" in conclusions:
+                run.conclusion = "cancelled"
+            else:
+                run.conclusion = "success"
+        elif "in_progress" in statuses:
+            run.status = "in_progress"
+        elif "waiting" in statuses:
+            run.status = "waiting"
+        if run.status == before:
+            return False
+        if before == "queued":
+            self._emit(Transition("workflow_run", "in_progress", run))
+        if run.status == "completed":
+            self._emit(Transition("workflow_run", "completed", run))
+        return True
+
+    def _emit(self, transition: Transition) -> None:
+        for listener in self.listeners:
+            listener(transition)

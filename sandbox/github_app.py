@@ -1,0 +1,400 @@
+"""A GitHub App registered on the GitHub simulator: its RSA key pair, its installation on the
+repository, its JWTs and its installation tokens, answered as GitHub documents them.
+
+- A JWT (`Authorization: Bearer`) is accepted on the App's endpoints only (`GET /app`,
+  `GET /repos/{owner}/{repo}/installation`, `POST /app/installations/{id}/access_tokens`,
+  `GET /app/hook/config`): RS256, signed by the App's key, `iss` the App's id, `iat` not in the
+  future and `exp` in the future but at most 10 minutes ahead; otherwise 401 with GitHub's
+  message. An installation token there is not a JWT: 401 "A JSON web token could not be
+  decoded".
+- An installation token (`ghs_…`, longer than 40 characters as GitHub's newer tokens are)
+  lasts `token_lifetime` (an hour on GitHub; seconds in tests, so a rollout outlives several)
+  and then answers 401 "Bad credentials" (so does a token `revoke`d). It acts as the App's bot
+  account `<slug>[bot]` and may do what the installation's permissions allow: else 403
+  "Resource not accessible by integration" (the permission each path needs is
+  `needed_permission`).
+- GitHub's packages API takes only a personal access token (classic): an installation token
+  gets 404 "Not Found" there, as if the package did not exist, whatever its permissions.
+
+Times are the wall clock (`time.time`, moved by `advance`): PyGithub signs and refreshes by
+the wall clock, not by the simulator's Actions clock.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bot.services.doctor_app import APP_EVENTS, APP_PERMISSIONS, grants
+from sandbox import github_json as shapes
+from sandbox.github_json import Json
+from sandbox.github_routes import ACTOR, BODY, SimulatorRoutes, invalid, json_response, not_found
+
+APP_ID = 1_040_337
+INSTALLATION_ID = 61_000_001
+NOT_A_JWT = "A JSON web token could not be decoded"
+IAT_MESSAGE = (
+    "'Issued at' claim ('iat') must be an Integer representing the time that the assertion "
+    "was issued"
+)
+EXP_PAST = (
+    "'Expiration time' claim ('exp') must be a numeric value representing the future time at "
+    "which the assertion expires"
+)
+EXP_TOO_FAR = "'Expiration time' claim ('exp') is too far in the future"
+NOT_ACCESSIBLE = "Resource not accessible by integration"
+MAX_JWT_SECONDS = 600
+
+# The bot's App is registered with what github-app.yml asks for; a test may install it with less.
+BOT_PERMISSIONS = dict(APP_PERMISSIONS)
+BOT_EVENTS = tuple(sorted(APP_EVENTS))
+
+# (method, path pattern relative to the API base, permission, level): the first match decides.
+# From GitHub's REST reference ("Fine-grained access tokens" / GitHub App permissions of each
+# endpoint). A path that matches nothing needs no permission (rate_limit, public users).
+_PERMISSIONS = (
+    ("POST", "/repos/*/*/actions/runs/*/pending_deployments", "deployments", "write"),
+    ("POST", "/repos/*/*/actions/runs/*/deployment_protection_rule", "deployments", "write"),
+    ("POST", "/repos/*/*/actions/**", "actions", "write"),
+    ("GET", "/repos/*/*/actions/secrets/**", "secrets", "read"),
+    ("GET", "/repos/*/*/actions/**", "actions", "read"),
+    ("GET", "/repos/*/*/environments/**", "actions", "read"),
+    ("GET", "/repos/*/*/hooks/**", "repository_hooks", "read"),
+    ("GET", "/repos/*/*/deployments/**", "deployments", "read"),
+    ("GET", "/repos/*/*/contents/**", "contents", "read"),
+    ("GET", "/repos/*/*/compare/**", "contents", "read"),
+    ("GET", "/repos/*/*/releases/**", "contents", "read"),
+    ("GET", "/repos/*/*/**", "metadata", "read"),
+)
+_APP_PATHS = ("/app", "/app/**", "/repos/*/*/installation")
+_NO_INSTALLATION_TOKEN = ("/user",)  # a person's endpoints: an App is no person
+_CLASSIC_TOKEN_ONLY = ("/orgs/*/packages/**", "/users/*/packages/**", "/user/packages/**")
+
+
+def path_matches(path: str, pattern: str) -> bool:
+    """Whether `path` matches `pattern` segment by segment: `*` is one segment (or part of
+    one), a last `**` any number of segments, none included (`fnmatch` alone lets `*` cross
+    a `/`: `/repos/*/*/installation` would take `/repos/o/r/environments/installation`)."""
+    parts, wanted = path.strip("/").split("/"), pattern.strip("/").split("/")
+    if wanted[-1] == "**":
+        wanted = wanted[:-1]
+        parts = parts[: len(wanted)]
+    return len(parts) == len(wanted) and all(
+        fnmatch.fnmatchcase(part, want) for part, want in zip(parts, wanted, strict=True)
+    )
+
+
+def needed_permission(method: str, path: str) -> tuple[str, str] | None:
+    for rule_method, pattern, permission, level in _PERMISSIONS:
+        if method == rule_method and path_matches(path, pattern):
+            return permission, level
+    return None
+
+
+def is_app_path(path: str) -> bool:
+    return any(path_matches(path, pattern) for pattern in _APP_PATHS)
+
+
+@functools.cache
+def session_key() -> rsa.RSAPrivateKey:
+    """One RSA key pair for the whole test session (2048 bits, as GitHub generates)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem(key: rsa.RSAPrivateKey) -> str:
+    """The key as GitHub's downloaded .pem file has it (PKCS#1, `BEGIN RSA PRIVATE KEY`)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+@dataclass(frozen=True)
+class InstallationToken:
+    token: str
+    installation_id: int
+    expires_at: float
+    permissions: dict[str, str]
+
+
+@dataclass
+class SandboxApp:
+    """The App (its id, slug, key pair) and its one installation on the simulator's repository."""
+
+    app_id: int = APP_ID
+    slug: str = "rollout-bot"
+    installation_id: int = INSTALLATION_ID
+    installed: bool = True
+    permissions: dict[str, str] = field(default_factory=lambda: dict(BOT_PERMISSIONS))
+    """The installation's permissions (fewer than the bot needs: calls answer 403)."""
+    events: tuple[str, ...] = BOT_EVENTS
+    hook_url: str = ""
+    hook_content_type: str = "json"
+    hook_secret: bool = True  # GitHub shows a webhook's secret as `********`
+    rule_environments: set[str] = field(default_factory=set)
+    """Environments with the App's custom deployment protection rule enabled."""
+    token_lifetime: timedelta = timedelta(hours=1)
+    key: rsa.RSAPrivateKey = field(default_factory=session_key)
+    offset: float = 0.0
+    """Seconds the App's wall clock is ahead of the real one (`advance`)."""
+    issued: list[InstallationToken] = field(default_factory=list)
+    """Every installation token minted, oldest first."""
+    revoked: set[str] = field(default_factory=set)
+    jwts_seen: int = 0
+
+    @property
+    def private_key(self) -> str:
+        return pem(self.key)
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.slug}[bot]"
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the App's clock ahead (installation tokens expire, a JWT ages)."""
+        self.offset += seconds
+
+    # -- authentication -------------------------------------------------------------------------
+
+    def check_jwt(self, token: str) -> str | None:
+        """Why GitHub refuses this JWT (its 401 message), or None when it is good."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return NOT_A_JWT
+        if str(claims.get("iss")) != str(self.app_id) or header.get("alg") != "RS256":
+            return NOT_A_JWT
+        try:
+            jwt.decode(
+                token,
+                key=self.key.public_key(),
+                algorithms=["RS256"],
+                options={"verify_exp": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError:
+            return NOT_A_JWT
+        now = self.now()
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if not isinstance(iat, int) or iat > now + 60:  # GitHub allows a minute of drift
+            return IAT_MESSAGE
+        if not isinstance(exp, int | float) or exp <= now:
+            return EXP_PAST
+        if exp > now + MAX_JWT_SECONDS:
+            return EXP_TOO_FAR
+        self.jwts_seen += 1
+        return None
+
+    def check_token(self, token: str, method: str, path: str) -> tuple[int, str] | None:
+        """(status, GitHub's message) refusing an installation token here; None: allowed.
+        Unknown tokens are not the App's (the caller answers them)."""
+        issued = next((t for t in self.issued if t.token == token), None)
+        if issued is None or issued.expires_at <= self.now() or token in self.revoked:
+            return 401, "Bad credentials"
+        if path in _NO_INSTALLATION_TOKEN:
+            return 403, NOT_ACCESSIBLE
+        if any(path_matches(path, pattern) for pattern in _CLASSIC_TOKEN_ONLY):
+            return 404, "Not Found"
+        needed = needed_permission(method, path)
+        if needed is not None and not grants(issued.permissions, *needed):
+            return 403, NOT_ACCESSIBLE
+        return None
+
+    def owns(self, token: str) -> bool:
+        return token.startswith(f"ghs_{self.app_id}_")
+
+    def revoke(self, token: str) -> None:
+        """Refuse the token from now on, unexpired (as `DELETE /installation/token` does)."""
+        self.revoked.add(token)
+
+    def mint(self, requested: dict[str, str]) -> InstallationToken:
+        """A new installation token with `requested` permissions (all of them when empty)."""
+        permissions = dict(requested or self.permissions)
+        # GitHub's tokens are letters, digits and `_` after the prefix.
+        body = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
+        issued = InstallationToken(
+            token=f"ghs_{self.app_id}_{body}",
+            installation_id=self.installation_id,
+            expires_at=float(int(self.now() + self.token_lifetime.total_seconds())),
+            permissions=permissions,
+        )
+        self.issued.append(issued)
+        return issued
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AppRoutes(SimulatorRoutes):
+    """The App's endpoints, authenticated by its JWT (`RequestPipeline` checked it)."""
+
+    @property
+    def app(self) -> SandboxApp:
+        assert self.sim.app is not None
+        return self.sim.app
+
+    def register(self, app: web.Application, prefix: str) -> None:
+        app.router.add_get(f"{prefix}/app", self.get_app)
+        app.router.add_get(f"{prefix}/app/hook/config", self.get_hook_config)
+        app.router.add_get(f"{prefix}/repos/{{owner}}/{{repo}}/installation", self.get_installation)
+        app.router.add_post(
+            f"{prefix}/app/installations/{{installation_id:\\d+}}/access_tokens", self.create_token
+        )
+        app.router.add_get(
+            f"{prefix}/repos/{{owner}}/{{repo}}/environments/{{name}}/deployment_protection_rules",
+            self.list_protection_rules,
+        )
+
+    async def list_protection_rules(self, request: web.Request) -> web.Response:
+        """`GET .../environments/{name}/deployment_protection_rules`: the custom rules enabled."""
+        self._check_repo(request)
+        name = request.match_info["name"]
+        if name not in self.sim.engine.environments:
+            raise not_found()
+        sandbox_app, urls = self.app, self.sim.urls
+        rules = []
+        if name in sandbox_app.rule_environments:
+            rule_id = shapes.stable_id(f"rule:{name}")
+            rules.append(
+                {
+                    "id": rule_id,
+                    "node_id": shapes.node_id("DPR", rule_id),
+                    "enabled": True,
+                    "app": {
+                        "id": sandbox_app.app_id,
+                        "node_id": shapes.node_id("App", sandbox_app.app_id),
+                        "slug": sandbox_app.slug,
+                        "integration_url": f"{urls.api}/apps/{sandbox_app.slug}",
+                    },
+                }
+            )
+        return json_response(
+            {"total_count": len(rules), "custom_deployment_protection_rules": rules}
+        )
+
+    def _owner(self) -> Json:
+        return shapes.user(self.sim.urls, self.sim.repository.split("/")[0], kind="Organization")
+
+    async def get_app(self, request: web.Request) -> web.Response:
+        sandbox_app = self.app
+        return json_response(
+            {
+                "id": sandbox_app.app_id,
+                "slug": sandbox_app.slug,
+                "node_id": shapes.node_id("App", sandbox_app.app_id),
+                "client_id": f"Iv23li{sandbox_app.app_id}",
+                "owner": self._owner(),
+                "name": sandbox_app.slug,
+                "description": "Drives staged releases from Slack",
+                "external_url": "https://rollout.example.com",
+                "html_url": f"{self.sim.html_url}/apps/{sandbox_app.slug}",
+                "created_at": shapes.iso(shapes.CREATED),
+                "updated_at": shapes.iso(shapes.CREATED),
+                "permissions": dict(BOT_PERMISSIONS),
+                "events": list(BOT_EVENTS),
+                "installations_count": 1 if sandbox_app.installed else 0,
+            }
+        )
+
+    async def get_hook_config(self, request: web.Request) -> web.Response:
+        app = self.app
+        config = {"content_type": app.hook_content_type, "insecure_ssl": "0", "url": app.hook_url}
+        if app.hook_secret:
+            config["secret"] = "********"
+        return json_response(config)
+
+    async def get_installation(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        if not self.app.installed:
+            raise not_found()
+        return json_response(self._installation())
+
+    def _installation(self) -> Json:
+        sandbox_app, urls = self.app, self.sim.urls
+        number = sandbox_app.installation_id
+        return {
+            "id": number,
+            "account": self._owner(),
+            "repository_selection": "selected",
+            "access_tokens_url": f"{urls.api}/app/installations/{number}/access_tokens",
+            "repositories_url": f"{urls.api}/installation/repositories",
+            "html_url": f"{urls.html}/organizations/{self.sim.repository.split('/')[0]}"
+            f"/settings/installations/{number}",
+            "app_id": sandbox_app.app_id,
+            "app_slug": sandbox_app.slug,
+            "target_id": shapes.stable_id(self.sim.repository.split("/")[0]),
+            "target_type": "Organization",
+            "permissions": dict(sandbox_app.permissions),
+            "events": list(sandbox_app.events),
+            "created_at": shapes.iso(shapes.CREATED),
+            "updated_at": shapes.iso(shapes.CREATED),
+            "single_file_name": None,
+            "has_multiple_single_files": False,
+            "single_file_paths": [],
+            "suspended_by": None,
+            "suspended_at": None,
+        }
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        sandbox_app = self.app
+        if (
+            not sandbox_app.installed
+            or int(request.match_info["installation_id"]) != sandbox_app.installation_id
+        ):
+            raise not_found()
+        requested = _requested_permissions(request)
+        if any(
+            not grants(sandbox_app.permissions, name, level) for name, level in requested.items()
+        ):
+            raise invalid("The permissions requested are not granted to this installation.")
+        issued = sandbox_app.mint(requested)
+        return json_response(
+            {
+                "token": issued.token,
+                "expires_at": _iso(issued.expires_at),
+                "permissions": issued.permissions,
+                "repository_selection": "selected",
+            },
+            201,
+        )
+
+
+def _requested_permissions(request: web.Request) -> dict[str, str]:
+    body = request[BODY]
+    permissions = body.get("permissions") if isinstance(body, dict) else None
+    return {str(k): str(v) for k, v in permissions.items()} if isinstance(permissions, dict) else {}
+
+
+def authenticate_app(
+    sandbox_app: SandboxApp, request: web.Request, path: str, scheme: str, credential: str
+) -> web.Response | None:
+    """The pipeline's check of an App credential; sets the request's actor when it passes."""
+    if is_app_path(path):
+        if scheme.lower() != "bearer" or sandbox_app.owns(credential):
+            return json_response(shapes.error(NOT_A_JWT, 401), 401)
+        refused = sandbox_app.check_jwt(credential)
+        if refused is not None:
+            return json_response(shapes.error(refused, 401), 401)
+        request[ACTOR] = sandbox_app.slug
+        return None
+    refusal = sandbox_app.check_token(credential, request.method, path)
+    if refusal is not None:
+        status, message = refusal
+        return json_response(shapes.error(message, status), status)
+    request[ACTOR] = sandbox_app.bot_login
+    return None

@@ -1,0 +1,250 @@
+"""The GitHub simulator's commit history: commits on one line, tags, published releases, and
+the REST answers built on them, in GitHub's shapes (REST docs: "Compare two commits", "Get the
+latest release"). The bot reads pull requests from merge and squash subjects, so the
+simulator has no `commits/{sha}/pulls`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from sandbox import github_json as shapes
+from sandbox.github_json import Json, Urls
+from sandbox.github_routes import SimulatorRoutes, json_response, normalize_ref, not_found
+
+COMPARE_COMMITS = 250
+COMPARE_FILES = 300
+
+
+@dataclass(frozen=True)
+class SimCommit:
+    sha: str
+    message: str
+    author: str | None
+    """The author's GitHub login (None: an e-mail GitHub matches to no account)."""
+    files: tuple[str, ...]
+    parents: tuple[str, ...]
+    at: datetime
+
+
+@dataclass
+class History:
+    """The repository's commits (one line, oldest first), tags and published releases."""
+
+    commits: list[SimCommit] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    releases: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def commit(
+        self,
+        message: str,
+        *,
+        at: datetime,
+        author: str | None = "octocat",
+        files: tuple[str, ...] = ("README.md",),
+        parents: tuple[str, ...] | None = None,
+    ) -> SimCommit:
+        """A commit on top of the line (its parent the previous commit, unless given)."""
+        if parents is None:
+            parents = () if self.head is None else (self.head,)
+        text = f"{len(self.commits)}:{message}"
+        sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        made = SimCommit(sha, message, author, files, parents, at)
+        self.commits.append(made)
+        return made
+
+    def squash(
+        self, title: str, number: int, *, at: datetime, author: str, files: tuple[str, ...]
+    ) -> SimCommit:
+        """A pull request merged with "Squash and merge": one commit "Title (#N)" by its
+        author."""
+        return self.commit(f"{title} (#{number})", at=at, author=author, files=files)
+
+    def merge(
+        self,
+        title: str,
+        number: int,
+        *,
+        at: datetime,
+        author: str,
+        merger: str,
+        files: tuple[str, ...],
+    ) -> SimCommit:
+        """A pull request merged with a merge commit: its branch's commit by `author`, then
+        GitHub's "Merge pull request #N from author/branch" by `merger`, who clicked Merge."""
+        base = () if self.head is None else (self.head,)
+        work = self.commit(title, at=at, author=author, files=files, parents=base)
+        return self.commit(
+            f"Merge pull request #{number} from {author}/pr-{number}\n\n{title}",
+            at=at,
+            author=merger,
+            files=(),
+            parents=(*base, work.sha),
+        )
+
+    @property
+    def head(self) -> str | None:
+        return self.commits[-1].sha if self.commits else None
+
+    def tag(self, name: str) -> None:
+        """Tag the newest commit."""
+        if self.head is None:
+            raise ValueError("no commit to tag yet")
+        self.tags[name] = self.head
+
+    def publish(self, tag: str, at: datetime) -> None:
+        """A published GitHub Release of `tag` (it must be tagged)."""
+        if tag not in self.tags:
+            raise ValueError(f"no tag {tag}")
+        self.releases.append((tag, at))
+
+    def index(self, ref: str, default_branch: str) -> int | None:
+        """Where `ref` (a tag, a full or short sha, the default branch) is on the line."""
+        ref = normalize_ref(ref)
+        if ref == default_branch and self.commits:
+            return len(self.commits) - 1
+        sha = self.tags.get(ref, ref)
+        for at, commit in enumerate(self.commits):
+            if len(sha) >= 7 and commit.sha.startswith(sha):
+                return at
+        return None
+
+
+def _user(urls: Urls, login: str | None) -> Json | None:
+    return None if login is None else shapes.user(urls, login)
+
+
+def commit_json(urls: Urls, commit: SimCommit) -> Json:
+    """A commit as the commits and compare APIs list it."""
+    person = {
+        "name": commit.author or "Someone",
+        "email": f"{commit.author or 'someone'}@users.noreply.github.com",
+        "date": shapes.iso(commit.at),
+    }
+    return {
+        "url": f"{urls.repo_api}/commits/{commit.sha}",
+        "sha": commit.sha,
+        "node_id": f"C_{commit.sha[:20]}",
+        "html_url": f"{urls.repo_html}/commit/{commit.sha}",
+        "comments_url": f"{urls.repo_api}/commits/{commit.sha}/comments",
+        "commit": {
+            "url": f"{urls.repo_api}/git/commits/{commit.sha}",
+            "author": person,
+            "committer": person,
+            "message": commit.message,
+            "tree": {"sha": commit.sha[::-1], "url": f"{urls.repo_api}/git/trees/{commit.sha}"},
+            "comment_count": 0,
+        },
+        "author": _user(urls, commit.author),
+        "committer": _user(urls, commit.author),
+        "parents": [
+            {
+                "sha": parent,
+                "url": f"{urls.repo_api}/commits/{parent}",
+                "html_url": f"{urls.repo_html}/commit/{parent}",
+            }
+            for parent in commit.parents
+        ],
+    }
+
+
+def _file_json(urls: Urls, path: str, sha: str) -> Json:
+    return {
+        "sha": hashlib.sha1(f"{sha}:{path}".encode(), usedforsecurity=False).hexdigest(),
+        "filename": path,
+        "status": "modified",
+        "additions": 1,
+        "deletions": 0,
+        "changes": 1,
+        "blob_url": f"{urls.repo_html}/blob/{sha}/{path}",
+        "raw_url": f"{urls.repo_html}/raw/{sha}/{path}",
+        "contents_url": f"{urls.repo_api}/contents/{path}?ref={sha}",
+        "patch": "@@ -0,0 +1 @@\n+changed",
+    }
+
+
+class HistoryRoutes(SimulatorRoutes):
+    """compare and releases/latest on the simulator's `history`."""
+
+    def register(self, app: web.Application, prefix: str) -> None:
+        repo = f"{prefix}/repos/{{owner}}/{{repo}}"
+        app.router.add_get(f"{repo}/compare/{{basehead:.+}}", self.compare)
+        app.router.add_get(f"{repo}/releases/latest", self.latest_release)
+
+    @property
+    def _history(self) -> History:
+        return self.sim.history
+
+    def _at(self, ref: str) -> int:
+        found = self._history.index(ref, self.sim.default_branch)
+        if found is None:
+            raise not_found()
+        return found
+
+    async def compare(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        base_ref, sep, head_ref = unquote(request.match_info["basehead"]).partition("...")
+        if not sep:
+            raise not_found()
+        base, head = self._at(base_ref), self._at(head_ref)
+        commits = self._history.commits
+        ahead = commits[base + 1 : head + 1]
+        files = sorted({path for commit in ahead for path in commit.files})
+        urls = self.sim.urls
+        base_json = commit_json(urls, commits[min(base, head)])
+        refs = f"{base_ref}...{head_ref}"
+        permalink = f"{commits[base].sha}...{commits[head].sha}"
+        return json_response(
+            {
+                "url": f"{urls.repo_api}/compare/{refs}",
+                "html_url": f"{urls.repo_html}/compare/{refs}",
+                "permalink_url": f"{urls.repo_html}/compare/{permalink}",
+                "diff_url": f"{urls.repo_html}/compare/{refs}.diff",
+                "patch_url": f"{urls.repo_html}/compare/{refs}.patch",
+                "base_commit": commit_json(urls, commits[base]),
+                "merge_base_commit": base_json,
+                "status": "ahead" if head > base else ("identical" if head == base else "behind"),
+                "ahead_by": max(head - base, 0),
+                "behind_by": max(base - head, 0),
+                "total_commits": len(ahead),
+                "commits": [commit_json(urls, c) for c in ahead[:COMPARE_COMMITS]],
+                "files": [
+                    _file_json(urls, path, commits[head].sha) for path in files[:COMPARE_FILES]
+                ],
+            }
+        )
+
+    async def latest_release(self, request: web.Request) -> web.Response:
+        """The newest published release (GitHub: 404 Not Found when there is none)."""
+        self._check_repo(request)
+        if not self._history.releases:
+            raise not_found()
+        tag, at = self._history.releases[-1]
+        release_id = shapes.stable_id(f"release:{tag}")
+        urls = self.sim.urls
+        return json_response(
+            {
+                "url": f"{urls.repo_api}/releases/{release_id}",
+                "html_url": f"{urls.repo_html}/releases/tag/{tag}",
+                "assets_url": f"{urls.repo_api}/releases/{release_id}/assets",
+                "upload_url": f"{urls.repo_api}/releases/{release_id}/assets{{?name,label}}",
+                "tarball_url": f"{urls.repo_api}/tarball/{tag}",
+                "zipball_url": f"{urls.repo_api}/zipball/{tag}",
+                "id": release_id,
+                "node_id": f"RE_{release_id}",
+                "tag_name": tag,
+                "target_commitish": self.sim.default_branch,
+                "name": tag,
+                "body": "",
+                "draft": False,
+                "prerelease": False,
+                "created_at": shapes.iso(at),
+                "published_at": shapes.iso(at),
+                "author": shapes.user(urls, self.sim.actor),
+                "assets": [],
+            }
+        )

@@ -1,0 +1,213 @@
+"""The GitHub simulator's REST handlers for the repository around the runs: users, the
+rate limit, workflows, environments, secrets, container packages and file contents."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from aiohttp import web
+
+from sandbox import github_json as shapes
+from sandbox.github_json import Json
+from sandbox.github_routes import (
+    ACTOR,
+    DOWNLOAD_PREFIX,
+    SimulatorRoutes,
+    json_response,
+    normalize_ref,
+    not_found,
+)
+from sandbox.github_runs import ActionsError
+
+
+class RepositoryRoutes(SimulatorRoutes):
+    """Everything GitHub answers about the repository that is not a run."""
+
+    def register(self, app: web.Application, prefix: str) -> None:
+        repo = f"{prefix}/repos/{{owner}}/{{repo}}"
+        app.router.add_get(f"{prefix}/user", self.get_user)
+        app.router.add_get(f"{prefix}/users/{{login}}", self.get_named_user)
+        app.router.add_get(f"{prefix}/rate_limit", self.get_rate_limit)
+        app.router.add_get(repo, self.get_repository)
+        app.router.add_get(f"{repo}/actions/workflows", self.list_workflows)
+        app.router.add_get(f"{repo}/actions/workflows/{{workflow}}", self.get_workflow)
+        app.router.add_get(f"{repo}/actions/secrets", self.list_secrets)
+        app.router.add_get(f"{repo}/actions/secrets/{{name}}", self.get_secret)
+        app.router.add_get(f"{repo}/environments", self.list_environments)
+        app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
+        for owner_kind in ("orgs", "users"):
+            app.router.add_get(
+                f"{prefix}/{owner_kind}/{{owner}}/packages/container/{{package}}/versions",
+                self.list_package_versions,
+            )
+        app.router.add_get(f"{repo}/contents", self.get_contents)
+        app.router.add_get(f"{repo}/contents/{{path:.*}}", self.get_contents)
+        app.router.add_get(f"{prefix}{DOWNLOAD_PREFIX}/raw/{{ref}}/{{path:.*}}", self.download_raw)
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        return json_response(shapes.user(self.sim.urls, request[ACTOR]))
+
+    async def get_named_user(self, request: web.Request) -> web.Response:
+        return json_response(shapes.user(self.sim.urls, request.match_info["login"]))
+
+    async def get_rate_limit(self, request: web.Request) -> web.Response:
+        core = {
+            "limit": 5000,
+            "remaining": self.sim.rate_limit_remaining,
+            "reset": int(datetime.now(UTC).timestamp()) + 3600,
+            "used": 5000 - self.sim.rate_limit_remaining,
+        }
+        return json_response({"resources": {"core": core}, "rate": core})
+
+    async def get_repository(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        return json_response(
+            shapes.repository(self.sim.urls, default_branch=self.sim.default_branch)
+        )
+
+    async def list_workflows(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        items = [
+            shapes.workflow(self.sim.urls, spec, default_branch=self.sim.default_branch)
+            for spec in self.sim.engine.workflows
+        ]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "workflows": page}, headers=headers)
+
+    async def get_workflow(self, request: web.Request) -> web.Response:
+        spec = self._workflow(request)
+        return json_response(
+            shapes.workflow(self.sim.urls, spec, default_branch=self.sim.default_branch)
+        )
+
+    # -- environments ---------------------------------------------------------------------------
+
+    def _environment_json(self, name: str) -> Json:
+        return shapes.environment(
+            self.sim.urls,
+            name,
+            self.sim.engine.environments[name],
+            protected=name in self.sim.engine.protected,
+            reviewer=self.sim.actor,
+        )
+
+    async def list_environments(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        items = [self._environment_json(name) for name in self.sim.engine.environments]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "environments": page}, headers=headers)
+
+    async def get_environment(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        name = request.match_info["name"]
+        if name not in self.sim.engine.environments:
+            raise not_found()
+        return json_response(self._environment_json(name))
+
+    # -- secrets --------------------------------------------------------------------------------
+
+    def _secret_json(self, name: str) -> Json:
+        when = shapes.iso(self.sim.secrets[name])
+        return {"name": name, "created_at": when, "updated_at": when}
+
+    def _check_secrets_access(self, request: web.Request) -> None:
+        self._check_repo(request)
+        if self.sim.secrets_forbidden:
+            raise ActionsError(403, "Resource not accessible by integration")
+
+    async def list_secrets(self, request: web.Request) -> web.Response:
+        self._check_secrets_access(request)
+        items = [self._secret_json(name) for name in sorted(self.sim.secrets)]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "secrets": page}, headers=headers)
+
+    async def get_secret(self, request: web.Request) -> web.Response:
+        self._check_secrets_access(request)
+        name = request.match_info["name"]
+        if name not in self.sim.secrets:
+            raise not_found()
+        return json_response(self._secret_json(name))
+
+    # -- packages -------------------------------------------------------------------------------
+
+    async def list_package_versions(self, request: web.Request) -> web.Response:
+        """GitHub Packages: the versions of a container package, each with its tags."""
+        owner = request.match_info["owner"]
+        package = request.match_info["package"]
+        if owner != self.sim.repository.split("/")[0] or package not in self.sim.images:
+            raise ActionsError(404, "Package not found.")
+        versions = [
+            {
+                "id": index + 1,
+                "name": "sha256:" + hashlib.sha256(tag.encode()).hexdigest(),
+                "package_html_url": f"{self.sim.html_url}/{owner}/packages/container/{package}",
+                "metadata": {"package_type": "container", "container": {"tags": [tag]}},
+            }
+            for index, tag in enumerate(sorted(self.sim.images[package]))
+        ]
+        page, headers = self._paginate(request, versions)
+        return json_response(page, headers=headers)
+
+    # -- contents -------------------------------------------------------------------------------
+
+    def _tree(self, ref: str) -> dict[str, str]:
+        if ref not in self.sim.files and ref not in self.sim.refs:
+            raise ActionsError(404, f"No commit found for the ref {ref}")
+        return self.sim.files.get(ref, {})
+
+    def _entry(self, ref: str, path: str, kind: str, text: str | None) -> Json:
+        api = f"{self.sim.urls.repo_api}/contents/{quote(path)}?ref={quote(ref, safe='')}"
+        html = f"{self.sim.urls.repo_html}/{'blob' if kind == 'file' else 'tree'}/{ref}/{path}"
+        data = (text or "").encode()
+        sha = hashlib.sha1(
+            b"blob %d\0" % len(data) + data if kind == "file" else f"tree:{ref}:{path}".encode(),
+            usedforsecurity=False,
+        ).hexdigest()
+        git = f"{self.sim.urls.repo_api}/git/{'blobs' if kind == 'file' else 'trees'}/{sha}"
+        download = f"{self.sim.api_url}{DOWNLOAD_PREFIX}/raw/{quote(ref, safe='')}/{quote(path)}"
+        return {
+            "type": kind,
+            "size": len(data),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "sha": sha,
+            "url": api,
+            "git_url": git,
+            "html_url": html,
+            "download_url": download if kind == "file" else None,
+            "_links": {"self": api, "git": git, "html": html},
+        }
+
+    async def get_contents(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        ref = normalize_ref(request.query.get("ref", self.sim.default_branch))
+        tree = self._tree(ref)
+        path = request.match_info.get("path", "").strip("/")
+        if path in tree:
+            entry = self._entry(ref, path, "file", tree[path])
+            encoded = base64.b64encode(tree[path].encode()).decode()
+            chunks = [encoded[i : i + 60] for i in range(0, len(encoded), 60)]
+            entry.update(encoding="base64", content="".join(f"{c}\n" for c in chunks))
+            return json_response(entry)
+        prefix = f"{path}/" if path else ""
+        children: dict[str, Json] = {}
+        for file_path in tree:
+            if not file_path.startswith(prefix):
+                continue
+            head, sep, _ = file_path.removeprefix(prefix).partition("/")
+            child = f"{prefix}{head}"
+            kind = "dir" if sep else "file"
+            children[child] = self._entry(ref, child, kind, tree.get(child))
+        if not children:
+            raise not_found()
+        return json_response([children[name] for name in sorted(children)])
+
+    async def download_raw(self, request: web.Request) -> web.Response:
+        tree = self._tree(request.match_info["ref"])
+        path = request.match_info["path"]
+        if path not in tree:
+            raise not_found()
+        return web.Response(text=tree[path], content_type="text/plain")

@@ -1,0 +1,308 @@
+"""Custom deployment protection rules in the GitHub simulator: the App's webhook that asks
+(`deployment_protection_rule`, action `requested`), the run's callback that answers
+(`POST .../actions/runs/{run_id}/deployment_protection_rule`), and the deployments API that
+shows a deployment `waiting` on the rule.
+
+Payloads follow GitHub's published schema for the event (octokit/webhooks,
+`deployment_protection_rule/requested`): no `workflow_run`, the run is named only by the
+callback URL. GitHub delivers each event once and never again by itself; a failed delivery
+stays failed until someone redelivers it (`AppWebhook.redeliver`), which tests use, with
+`lose_next`, to lose one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+from aiohttp import web
+
+from sandbox import github_json as shapes
+from sandbox.config import GITHUB_WEBHOOK_SECRET
+from sandbox.github_json import Json, Urls
+from sandbox.github_routes import ACTOR, BODY, SimulatorRoutes, invalid, json_response, not_found
+from sandbox.github_runs import Deployment, DeploymentStatus, SimJob, SimRun
+from sandbox.signing import github_signature_headers
+
+_log = logging.getLogger(__name__)
+
+APP_LOGIN = "rollout-bot[bot]"
+"""The login GitHub shows for the sandbox App's installation (a bot user)."""
+INSTALLATION_ID = 61_000_001
+
+
+def callback_url(urls: Urls, run_id: int) -> str:
+    """Fixed per run: the same URL answers every environment of the run."""
+    return f"{urls.repo_api}/actions/runs/{run_id}/deployment_protection_rule"
+
+
+def requested_payload(
+    urls: Urls,
+    run: SimRun,
+    job: SimJob,
+    *,
+    default_branch: str,
+    sender: str,
+    with_deployment: bool = True,
+) -> Json:
+    """The `deployment_protection_rule` delivery when `job` reaches its environment. GitHub's
+    REST description has `sha` and `ref` at the top level, "always populated from the check
+    suite, regardless of whether a deployment is created", and a nullable `deployment`."""
+    assert job.deployment is not None
+    deployment = shapes.deployment(urls, job.deployment) if with_deployment else None
+    return {
+        "action": "requested",
+        "environment": job.environment,
+        "event": run.event,
+        "sha": run.head_sha,
+        "ref": f"refs/heads/{run.branch}",
+        "deployment_callback_url": callback_url(urls, run.id),
+        "deployment": deployment,
+        "pull_requests": [],
+        "repository": webhook_repository(urls, default_branch=default_branch),
+        "sender": shapes.user(urls, sender),
+        "installation": {
+            "id": INSTALLATION_ID,
+            "node_id": shapes.node_id("Installation", INSTALLATION_ID),
+        },
+    }
+
+
+def webhook_repository(urls: Urls, *, default_branch: str) -> Json:
+    """The repository as a webhook carries it: the REST shape with every field octokit's
+    `common/repository.schema.json` requires."""
+    api, html = urls.repo_api, urls.repo_html
+    host = html.split("://", 1)[-1].split("/", 1)[0]
+    templates = {
+        "forks_url": "/forks",
+        "keys_url": "/keys{/key_id}",
+        "collaborators_url": "/collaborators{/collaborator}",
+        "teams_url": "/teams",
+        "issue_events_url": "/issues/events{/number}",
+        "events_url": "/events",
+        "assignees_url": "/assignees{/user}",
+        "branches_url": "/branches{/branch}",
+        "tags_url": "/tags",
+        "blobs_url": "/git/blobs{/sha}",
+        "git_tags_url": "/git/tags{/sha}",
+        "git_refs_url": "/git/refs{/sha}",
+        "trees_url": "/git/trees{/sha}",
+        "statuses_url": "/statuses/{sha}",
+        "languages_url": "/languages",
+        "stargazers_url": "/stargazers",
+        "contributors_url": "/contributors",
+        "subscribers_url": "/subscribers",
+        "subscription_url": "/subscription",
+        "commits_url": "/commits{/sha}",
+        "git_commits_url": "/git/commits{/sha}",
+        "comments_url": "/comments{/number}",
+        "issue_comment_url": "/issues/comments{/number}",
+        "compare_url": "/compare/{base}...{head}",
+        "merges_url": "/merges",
+        "archive_url": "/{archive_format}{/ref}",
+        "downloads_url": "/downloads",
+        "issues_url": "/issues{/number}",
+        "pulls_url": "/pulls{/number}",
+        "milestones_url": "/milestones{/number}",
+        "notifications_url": "/notifications{?since,all,participating}",
+        "labels_url": "/labels{/name}",
+        "releases_url": "/releases{/id}",
+    }
+    counts = ("size", "stargazers_count", "watchers_count", "forks_count", "open_issues_count")
+    return {
+        **shapes.repository(urls, default_branch=default_branch),
+        **{name: f"{api}{tail}" for name, tail in templates.items()},
+        **dict.fromkeys((*counts, "forks", "open_issues", "watchers"), 0),
+        **dict.fromkeys(("has_issues", "has_projects", "has_downloads", "has_wiki"), True),
+        "git_url": f"git://{host}/{urls.repository}.git",
+        "ssh_url": f"git@{host}:{urls.repository}.git",
+        "clone_url": f"{html}.git",
+        "svn_url": html,
+        "homepage": None,
+        "language": None,
+        "has_pages": False,
+        "mirror_url": None,
+        "license": None,
+        "is_template": False,
+        "web_commit_signoff_required": False,
+        "topics": [],
+        "custom_properties": {},
+    }
+
+
+def status_json(
+    urls: Urls, deployment: Deployment, status: DeploymentStatus, *, check_run_links: bool = False
+) -> Json:
+    """One status of an Actions deployment: its log and target link the run's job, as
+    `.../actions/runs/{run_id}/job/{job_id}` or, as octokit's published example has it, as the
+    job's check run (`.../runs/{job_id}?check_suite_focus=true`)."""
+    deployment_api = f"{urls.repo_api}/deployments/{deployment.id}"
+    job_url = f"{urls.repo_html}/actions/runs/{deployment.run_id}/job/{deployment.job_id}"
+    if check_run_links:
+        job_url = f"{urls.repo_html}/runs/{deployment.job_id}?check_suite_focus=true"
+    return {
+        "url": f"{deployment_api}/statuses/{status.id}",
+        "id": status.id,
+        "node_id": shapes.node_id("DeploymentStatus", status.id),
+        "state": status.state,
+        "creator": shapes.user(urls, "github-actions[bot]", kind="Bot"),
+        "description": "",
+        "environment": deployment.environment,
+        "target_url": job_url,
+        "log_url": job_url,
+        "environment_url": "",
+        "created_at": shapes.iso(status.at),
+        "updated_at": shapes.iso(status.at),
+        "deployment_url": deployment_api,
+        "repository_url": urls.repo_api,
+        "performed_via_github_app": None,
+    }
+
+
+@dataclass(frozen=True)
+class AppDelivery:
+    """One attempt: `status_code` None when the bot could not be reached (or it was lost)."""
+
+    guid: str
+    event: str
+    body: bytes
+    status_code: int | None
+    result: str | None = None
+    """What the bot's answer says became of it (`followed`, `kept`, `duplicate`, ...)."""
+    redelivery: bool = False
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class AppWebhook:
+    """The App's webhook: each event POSTed once to `url`, signed with the App's secret."""
+
+    def __init__(self, secret: str = GITHUB_WEBHOOK_SECRET) -> None:
+        self.url: str | None = None
+        """Where the App's events go (the bot's `/github/webhook`); None while it is down."""
+        self.secret = secret
+        self.deliveries: list[AppDelivery] = []
+        self._lose = 0
+        self._http: aiohttp.ClientSession | None = None
+
+    def lose_next(self, count: int = 1) -> None:
+        """The next `count` deliveries fail (as when the receiver is unreachable)."""
+        self._lose += count
+
+    async def send(self, event: str, payload: Json) -> AppDelivery:
+        body = json.dumps(payload).encode()
+        return await self._post(str(uuid.uuid4()), event, body, redelivery=False)
+
+    async def redeliver(self, guid: str) -> AppDelivery:
+        """Deliver an earlier delivery again, with its GUID (`POST .../attempts`)."""
+        first = next(d for d in self.deliveries if d.guid == guid)
+        return await self._post(guid, first.event, first.body, redelivery=True)
+
+    def failed(self) -> list[AppDelivery]:
+        """Deliveries that never reached the bot and were not redelivered since."""
+        reached = {d.guid for d in self.deliveries if d.status_code is not None}
+        return [d for d in self.deliveries if d.guid not in reached]
+
+    async def _post(self, guid: str, event: str, body: bytes, *, redelivery: bool) -> AppDelivery:
+        status: int | None = None
+        result: str | None = None
+        if self._lose > 0:
+            self._lose -= 1
+        elif self.url is not None:
+            headers = github_signature_headers(self.secret, body, event=event, delivery=guid)
+            headers["X-GitHub-Hook-Installation-Target-Type"] = "integration"
+            self._http = self._http or aiohttp.ClientSession()
+            try:
+                async with self._http.post(self.url, data=body, headers=headers) as response:
+                    status = response.status
+                    answer = await response.json(content_type=None)
+                    result = answer.get("result") if isinstance(answer, dict) else None
+            except aiohttp.ClientError as error:
+                _log.info("App webhook %s to %s failed: %s", event, self.url, error)
+        delivery = AppDelivery(guid, event, body, status, result, redelivery)
+        self.deliveries.append(delivery)
+        return delivery
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+class RuleRoutes(SimulatorRoutes):
+    """The run's callback for the rule's App, and the deployments it creates."""
+
+    def register(self, app: web.Application, prefix: str) -> None:
+        repo = f"{prefix}/repos/{{owner}}/{{repo}}"
+        app.router.add_post(
+            f"{repo}/actions/runs/{{run_id:\\d+}}/deployment_protection_rule", self.answer_rule
+        )
+        app.router.add_get(f"{repo}/deployments", self.list_deployments)
+        app.router.add_get(f"{repo}/deployments/{{deployment_id:\\d+}}/statuses", self.statuses)
+
+    async def answer_rule(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        run_id = int(request.match_info["run_id"])
+        if run_id not in self.sim.runs or not request[ACTOR].endswith("[bot]"):
+            raise not_found()  # only a GitHub App may answer, and only its own rule
+        body = request.get(BODY)
+        if not isinstance(body, dict):
+            raise invalid("Body must be a JSON object.")
+        environment, state, comment = (
+            body.get(k) for k in ("environment_name", "state", "comment")
+        )
+        if not isinstance(environment, str) or not environment:
+            raise invalid('"environment_name" wasn\'t supplied.')
+        if state is not None and state not in ("approved", "rejected"):
+            raise invalid(
+                f"For 'properties/state', {json.dumps(state)} "
+                'is not one of ["approved", "rejected"].'
+            )
+        if (comment is not None and not isinstance(comment, str)) or (
+            state is None and not comment
+        ):
+            raise invalid("A comment is required when no state is given.")
+        if request[ACTOR] != self.sim.rule_app:
+            environment = ""  # another App's rule: nothing of this App's is pending
+        if state is None:  # a comment alone, on a request still pending
+            self.sim.engine.rule_jobs(run_id, environment)
+        else:
+            self.sim.engine.review_rule(
+                run_id,
+                environment=environment,
+                state=state,
+                comment=comment or "",
+                actor=request[ACTOR],
+            )
+        return web.Response(status=204)
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        """Newest first, filtered by `sha`, `ref`, `task` and `environment` as GitHub does."""
+        self._check_repo(request)
+        wanted = {k: request.query[k] for k in ("sha", "ref", "environment") if k in request.query}
+        found = [
+            shapes.deployment(self.sim.urls, d)
+            for d in reversed(self.sim.engine.deployments)
+            if all(getattr(d, key) == value for key, value in wanted.items())
+            and request.query.get("task", "deploy") == "deploy"
+            and d.environment not in self.sim.unlisted_deployments
+        ]
+        page, headers = self._paginate(request, found)
+        return json_response(page, headers=headers)
+
+    async def statuses(self, request: web.Request) -> web.Response:
+        self._check_repo(request)
+        wanted = int(request.match_info["deployment_id"])
+        deployment = next((d for d in self.sim.engine.deployments if d.id == wanted), None)
+        if deployment is None:
+            raise not_found()
+        links = self.sim.check_run_links
+        items = [
+            status_json(self.sim.urls, deployment, s, check_run_links=links)
+            for s in reversed(deployment.statuses)
+        ]
+        page, headers = self._paginate(request, items)
+        return json_response(page, headers=headers)

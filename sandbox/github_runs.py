@@ -1,0 +1,162 @@
+"""What the simulated GitHub Actions holds: runs, their jobs and steps, reviews, deployments,
+the transitions it reports, and the errors GitHub answers with."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from sandbox.workflows import Job, Workflow
+
+ReviewState = Literal["approved", "rejected"]
+Gate = Literal["reviewers", "rule"]
+"""What holds a waiting job: the environment's required reviewers, or its custom protection
+rule (a GitHub App's), each answered through its own endpoint."""
+SETUP_STEP = "Set up job"
+COMPLETE_STEP = "Complete job"
+
+
+def commit_sha(ref: str) -> str:
+    """A stable fake commit sha for a ref, so the same ref always reports the same head_sha."""
+    return hashlib.sha1(f"commit:{ref}".encode(), usedforsecurity=False).hexdigest()
+
+
+class ActionsError(Exception):
+    """A request GitHub would refuse; `status` is the HTTP status it answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A scenario knob: make `step` (default: the job's last step) fail, printing `lines`."""
+
+    step: str | None
+    lines: tuple[str, ...]
+
+
+@dataclass
+class SimStep:
+    name: str
+    number: int
+    status: str = "queued"
+    conclusion: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    lines: tuple[str, ...] = ()
+
+
+@dataclass
+class SimJob:
+    id: int
+    run_id: int
+    spec: Job
+    created_at: datetime
+    steps: list[SimStep]
+    status: str = "queued"
+    conclusion: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    due_at: datetime | None = None
+    waiting_since: datetime | None = None
+    failure: JobFailure | None = None
+    gates: set[Gate] = field(default_factory=set)
+    """The protection rules the waiting job still waits for."""
+    deployment: Deployment | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def environment(self) -> str | None:
+        return self.spec.environment
+
+
+@dataclass
+class SimRun:
+    id: int
+    number: int
+    workflow: Workflow
+    event: str
+    branch: str
+    head_sha: str
+    actor: str
+    inputs: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    jobs: list[SimJob] = field(default_factory=list)
+    status: str = "queued"
+    conclusion: str | None = None
+
+    def job(self, key_or_name: str) -> SimJob:
+        for job in self.jobs:
+            if key_or_name in (job.key, job.name):
+                return job
+        raise KeyError(key_or_name)
+
+
+@dataclass(frozen=True)
+class Review:
+    """One review of pending deployments, in the order they happened (`order` starts at 1)."""
+
+    order: int
+    run_id: int
+    environments: tuple[str, ...]
+    state: ReviewState
+    comment: str
+    actor: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: int
+    run_id: int
+    job_id: int
+    environment: str
+    ref: str
+    sha: str
+    creator: str
+    created_at: datetime
+    statuses: list[DeploymentStatus] = field(default_factory=list)
+    """Oldest first (the API lists them newest first)."""
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    id: int
+    state: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change worth a webhook: `kind` is the GitHub event name, `action` its action."""
+
+    kind: Literal["workflow_run", "workflow_job", "deployment_review", "deployment_protection_rule"]
+    action: str
+    run: SimRun
+    job: SimJob | None = None
+    review: Review | None = None
+
+
+def ancestors(run: SimRun, job: SimJob) -> list[SimJob]:
+    """Every job `job` depends on, directly or not: `failure()` looks at all of them."""
+    seen: dict[str, SimJob] = {}
+    pending = list(job.spec.needs)
+    while pending:
+        key = pending.pop()
+        if key not in seen:
+            seen[key] = run.job(key)
+            pending.extend(seen[key].spec.needs)
+    return list(seen.values())

@@ -1,0 +1,195 @@
+"""The harness acting as a person in Slack: signed commands, clicks and modal submissions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from sandbox.render import render_message
+from sandbox.signing import (
+    block_actions_body,
+    slack_signature_headers,
+    slash_command_body,
+    view_submission_body,
+)
+from sandbox.slack import ChannelMessage, ResponseUrlPost, SlackTestServer
+
+Task = asyncio.Task[Any]
+
+ANSWER_WAIT = 1.5
+"""Seconds a click waits for an ephemeral answer when it cannot watch the bot's work."""
+
+
+class SlackUser:
+    """`Sandbox`'s commands, clicks and modal submissions (a mixin), and the card they act on."""
+
+    slack: SlackTestServer
+    url: str
+    _http: aiohttp.ClientSession | None
+    _runner: web.AppRunner | None
+
+    async def _post(self, body: str, *, url: str | None = None) -> tuple[int, set[Task]]:
+        """POST a signed request; returns the status and the work the bot in this process
+        started on it (none for a `serve` process: its work cannot be watched)."""
+        assert self._http is not None
+        headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+        before = asyncio.all_tasks()
+        target = f"{url or self.url}/slack/events"
+        async with self._http.post(target, data=body, headers=headers) as r:
+            status = r.status
+        if self._runner is None or url not in (None, self.url):
+            return status, set()
+        return status, {task for task in asyncio.all_tasks() - before if not _serving(task)}
+
+    async def _answer(self, url: str, work: set[Task]) -> list[ResponseUrlPost]:
+        """The posts to the response `url` once the bot answered, or once its `work` on the
+        request ended without an answer; a moment (`ANSWER_WAIT`) at most."""
+        deadline = asyncio.get_running_loop().time() + ANSWER_WAIT
+        while not (posts := self.slack.responses(url)):
+            if (work and all(task.done() for task in work)) or (
+                asyncio.get_running_loop().time() >= deadline
+            ):
+                return self.slack.responses(url)
+            await asyncio.sleep(0.01)
+        return posts
+
+    async def command(
+        self,
+        text: str,
+        *,
+        user: str = RELEASE_MANAGER,
+        channel: str = RELEASE_CHANNEL,
+        replica: str | None = None,
+    ) -> str:
+        """Type `/rollout <text>` (through `replica`, a URL of `start_replica`, or the first
+        bot); returns the ephemeral answer as the user sees it."""
+        url = await self.send_command(text, user=user, channel=channel, replica=replica)
+        (post,) = await self.slack.wait_for_response(url, timeout=30)
+        return _shown(post.body)
+
+    async def send_command(
+        self,
+        text: str,
+        *,
+        user: str = RELEASE_MANAGER,
+        channel: str = RELEASE_CHANNEL,
+        replica: str | None = None,
+    ) -> str:
+        """Type `/rollout <text>` and see it acknowledged; returns its response_url (where the
+        answer comes, `slack.responses(url)`)."""
+        url = self.slack.new_response_url(channel=channel, user=user)
+        body = slash_command_body(text=text, user_id=user, channel_id=channel, response_url=url)
+        status, _ = await self._post(body, url=replica)
+        assert status == 200, f"/rollout {text} answered HTTP {status}"
+        return url
+
+    def click_body(
+        self,
+        action_id: str,
+        *,
+        user: str = RELEASE_MANAGER,
+        channel: str = RELEASE_CHANNEL,
+        message: ChannelMessage | None = None,
+        value: str | None = None,
+        trigger_id: str | None = None,
+    ) -> tuple[str, str]:
+        """The block_actions body of a click on `message` (default: the newest rollout card),
+        with a fresh response_url of its own: (response_url, body), to sign and post."""
+        target = message or self.card_message()
+        found = value if value is not None else _button_value(target.blocks, action_id)
+        url = self.slack.new_response_url(
+            channel=channel, user=user, message_ts=target.ts, kind="actions"
+        )
+        body = block_actions_body(
+            user_id=user,
+            channel_id=channel,
+            action_id=action_id,
+            value=found,
+            response_url=url,
+            message_ts=target.ts,
+            message=target.to_json(),
+            trigger_id=trigger_id or self.slack.new_trigger_id(),
+        )
+        return url, body
+
+    async def click(
+        self,
+        action_id: str,
+        *,
+        user: str = RELEASE_MANAGER,
+        channel: str = RELEASE_CHANNEL,
+        message: ChannelMessage | None = None,
+        value: str | None = None,
+        wait: bool = True,
+        replica: str | None = None,
+    ) -> str | None:
+        """Click the button `action_id` on `message` (default: the newest rollout card),
+        through `replica` (a URL from `start_replica`) or the first bot.
+
+        Returns the ephemeral answer, if the bot sent one (None once the bot's work on the
+        click ended without one, or after a moment for a `serve` process).
+        """
+        url, body = self.click_body(
+            action_id, user=user, channel=channel, message=message, value=value
+        )
+        status, work = await self._post(body, url=replica)
+        assert status == 200, f"click {action_id} answered HTTP {status}"
+        if not wait:
+            return None
+        posts = await self._answer(url, work)
+        return _shown(posts[0].body) if posts else None
+
+    async def submit_view(
+        self,
+        view_id: str,
+        values: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        *,
+        user: str = RELEASE_MANAGER,
+    ) -> dict[str, Any]:
+        """Submit a modal the bot opened; returns Slack's answer body (errors, if any)."""
+        assert self._http is not None
+        body = view_submission_body(user_id=user, view=self.slack.views[view_id], values=values)
+        headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+        async with self._http.post(f"{self.url}/slack/events", data=body, headers=headers) as r:
+            text = await r.text()
+        return json.loads(text) if text else {}
+
+    # -- the card they act on -----------------------------------------------------------------
+
+    def card_message(self, channel: str = RELEASE_CHANNEL) -> ChannelMessage:
+        """The newest top-level message of the bot in the channel (the rollout card)."""
+        messages = self.slack.messages(channel)
+        assert messages, "no message in the channel yet"
+        return messages[-1]
+
+    def thread(self, channel: str = RELEASE_CHANNEL) -> list[str]:
+        return [reply.rendered for reply in self.card_message(channel).replies]
+
+
+def _serving(task: Task) -> bool:
+    """An aiohttp server's connection handler: it lives as long as the keep-alive connection,
+    not as long as the request."""
+    coroutine = task.get_coro()
+    return getattr(coroutine, "__qualname__", "") == "RequestHandler.start"
+
+
+def _button_value(blocks: list[dict[str, Any]], action_id: str) -> str:
+    """The value of a button, in an actions block or as a section's accessory."""
+    for block in blocks:
+        elements = list(block.get("elements", [])) if block.get("type") == "actions" else []
+        if isinstance(block.get("accessory"), dict):
+            elements.append(block["accessory"])
+        for element in elements:
+            if element.get("action_id") == action_id:
+                return str(element.get("value", ""))
+    raise AssertionError(f"no {action_id} button on the message")
+
+
+def _shown(body: Mapping[str, Any]) -> str:
+    return render_message(str(body.get("text", "")), list(body.get("blocks") or []))

@@ -1,0 +1,110 @@
+"""One `rollout-bot serve` process, run as an operator runs it: the restart test, the
+two-replica tests and the chaos test start, SIGTERM or SIGKILL and start again the real
+command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import aiohttp
+
+_INHERITED = ("PATH", "HOME", "LANG")
+"""The only variables a replica takes from the test's own environment."""
+
+
+class ServeProcess:
+    """A `rollout-bot serve` replica on a fresh loopback port at every start; its stderr is
+    appended to `log`, so a restarted replica keeps one log across its lives."""
+
+    def __init__(
+        self,
+        *,
+        environment: Callable[[int], Mapping[str, str]],
+        workdir: Path,
+        log: Path,
+        http: aiohttp.ClientSession,
+    ) -> None:
+        self._environment = environment
+        self._workdir = workdir
+        self.log = log
+        self._http = http
+        self._process: asyncio.subprocess.Process | None = None
+        self.url = ""
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    async def start(self, *, timeout: float = 30.0) -> str:  # noqa: ASYNC109
+        """Start the process and wait until `/healthz` answers; returns its base URL. The
+        port is free when chosen; another process may take it before `serve` binds it: then
+        once more on another port."""
+        try:
+            return await self._start(timeout)
+        except PortTaken:
+            return await self._start(timeout)
+
+    async def _start(self, timeout: float) -> str:  # noqa: ASYNC109
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if k in _INHERITED}
+        with self.log.open("ab") as stderr:
+            self._process = process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "serve",
+                env=env | dict(self._environment(port)),
+                cwd=self._workdir,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        self.starts += 1
+        url = f"http://127.0.0.1:{port}"
+        async with asyncio.timeout(timeout):
+            while process.returncode is None:
+                try:
+                    async with self._http.get(f"{url}/healthz") as health:
+                        if health.status == 200:
+                            self.url = url
+                            return url
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+        if process.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in self.log.read_text():
+            raise PortTaken(port)
+        raise RuntimeError(f"rollout-bot serve exited with {process.returncode}; see {self.log}")
+
+    async def stop(self, *, timeout: float = 60.0) -> int:  # noqa: ASYNC109
+        """SIGTERM, as an orchestrator stops a replica in a rolling restart: it drains and
+        exits; returns its exit status."""
+        process = self._process
+        assert process is not None and process.returncode is None, "not running"
+        process.terminate()
+        async with asyncio.timeout(timeout):
+            status = await process.wait()
+        self._process = None
+        return status
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as when a node dies."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        self._process = None
+
+
+class PortTaken(Exception):
+    """`serve` could not listen on the port chosen for it: another process took it first."""

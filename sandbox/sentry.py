@@ -1,0 +1,213 @@
+"""A local Sentry answering the release-health sessions API as sentry.io does.
+
+`GET /api/0/organizations/{org}/sessions/` with Bearer token auth, `field` (`sum(session)`,
+`count_unique(user)`, `crash_rate(session)`, `crash_rate(user)`), `project`, `environment`,
+`query` (`release:"x"`, `!release:"x"`), `start`/`end` or `statsPeriod`, and `interval`
+(whole hours, at least one, dividing a day; the range is rounded out to it, as Sentry does).
+Sessions are recorded with `add_sessions`; every request is kept in `requests`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from sandbox.loopback import LoopbackServer
+
+_FIELDS = ("sum(session)", "count_unique(user)", "crash_rate(session)", "crash_rate(user)")
+_PERIOD = re.compile(r"([0-9]+)([mhd])")
+_TERM = re.compile(r'(!?)release:(?:"((?:[^"\\]|\\.)*)"|(\S+))')
+
+
+@dataclass(frozen=True)
+class SessionBatch:
+    """`count` sessions of `users` users of one release in one environment at one moment."""
+
+    release: str
+    environment: str
+    at: datetime
+    count: int
+    crashed: int
+    users: int
+    crashed_users: int
+
+
+@dataclass(frozen=True)
+class SentryRequest:
+    path: str
+    params: dict[str, list[str]]
+    authorization: str | None
+
+
+@dataclass
+class SentryTestServer(LoopbackServer):
+    """Sentry's sessions API on 127.0.0.1 (random port) for one organisation and project."""
+
+    token: str
+    org: str = "scriptum"
+    project: str = "4505"
+    batches: list[SessionBatch] = field(default_factory=list)
+    requests: list[SentryRequest] = field(default_factory=list)
+
+    def add_sessions(
+        self,
+        *,
+        release: str,
+        environment: str,
+        count: int,
+        crashed: int,
+        at: datetime,
+        users: int | None = None,
+        crashed_users: int | None = None,
+    ) -> None:
+        self.batches.append(
+            SessionBatch(
+                release=release,
+                environment=environment,
+                at=at,
+                count=count,
+                crashed=crashed,
+                users=count if users is None else users,
+                crashed_users=crashed if crashed_users is None else crashed_users,
+            )
+        )
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/api/0/organizations/{org}/sessions/", self._sessions)
+        return app
+
+    async def _sessions(self, request: web.Request) -> web.Response:
+        query = request.rel_url.query
+        self.requests.append(
+            SentryRequest(
+                path=request.path,
+                params={key: query.getall(key) for key in set(query.keys())},
+                authorization=request.headers.get("Authorization"),
+            )
+        )
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"detail": "Invalid token"}, status=401)
+        if request.match_info["org"] != self.org:
+            return web.json_response(
+                {"detail": "The requested resource does not exist"}, status=404
+            )
+        try:
+            return web.json_response(self._answer(query))
+        except ValueError as error:
+            return web.json_response({"detail": str(error)}, status=400)
+
+    def _answer(self, query: MultiDictProxy[str]) -> dict[str, Any]:
+        fields = query.getall("field", [])
+        if not fields:
+            raise ValueError('Request is missing a "field"')
+        unknown = [name for name in fields if name not in _FIELDS]
+        if unknown:
+            raise ValueError(f'Invalid field: "{unknown[0]}"')
+        projects = query.getall("project", [])
+        if projects and any(p not in (self.project, "-1") for p in projects):
+            raise ValueError("You do not have permission to access the requested projects")
+        interval = _interval(query.get("interval", "1h"))
+        start, end = _range(query, interval)
+        environments = set(query.getall("environment", []))
+        matches = _matcher(query.get("query", ""))
+        chosen = [
+            b
+            for b in self.batches
+            if start <= b.at < end
+            and (not environments or b.environment in environments)
+            and matches(b.release)
+        ]
+        intervals = []
+        moment = start
+        while moment < end:
+            intervals.append(moment)
+            moment += interval
+        series = {
+            name: [
+                _value(name, [b for b in chosen if slot <= b.at < slot + interval])
+                for slot in intervals
+            ]
+            for name in fields
+        }
+        totals = {name: _value(name, chosen) for name in fields}
+        return {
+            "start": _iso(start),
+            "end": _iso(end),
+            "intervals": [_iso(slot) for slot in intervals],
+            "groups": [{"by": {}, "totals": totals, "series": series}] if chosen else [],
+            "query": query.get("query", ""),
+        }
+
+
+def _value(name: str, batches: list[SessionBatch]) -> float | int | None:
+    sessions = sum(b.count for b in batches)
+    users = sum(b.users for b in batches)
+    if name == "sum(session)":
+        return sessions
+    if name == "count_unique(user)":
+        return users
+    if name == "crash_rate(session)":
+        return sum(b.crashed for b in batches) / sessions if sessions else None
+    return sum(b.crashed_users for b in batches) / users if users else None
+
+
+def _interval(text: str) -> timedelta:
+    match = _PERIOD.fullmatch(text)
+    if match is None:
+        raise ValueError(f"Invalid interval: {text}")
+    amount, unit = int(match.group(1)), match.group(2)
+    interval = timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
+    if interval < timedelta(hours=1) or interval > timedelta(days=1):
+        raise ValueError("The interval has to be between one hour and one day")
+    if timedelta(days=1) % interval:
+        raise ValueError("The interval has to cleanly divide one day")
+    return interval
+
+
+def _range(query: MultiDictProxy[str], interval: timedelta) -> tuple[datetime, datetime]:
+    if "start" in query and "end" in query:
+        start, end = _parse(query["start"]), _parse(query["end"])
+    else:
+        match = _PERIOD.fullmatch(query.get("statsPeriod", "24h"))
+        if match is None:
+            raise ValueError("Invalid statsPeriod")
+        amount, unit = int(match.group(1)), match.group(2)
+        end = datetime.now(UTC)
+        start = end - timedelta(**{{"m": "minutes", "h": "hours", "d": "days"}[unit]: amount})
+    if end <= start:
+        raise ValueError("start must be before end")
+    # Sentry rounds the range out to whole intervals.
+    step = interval.total_seconds()
+    first = datetime.fromtimestamp(start.timestamp() // step * step, UTC)
+    last = datetime.fromtimestamp(-(-end.timestamp() // step) * step, UTC)
+    return first, last
+
+
+def _matcher(search: str) -> Callable[[str], bool]:
+    terms = [
+        (negated == "!", quoted.replace('\\"', '"') if quoted else bare)
+        for negated, quoted, bare in _TERM.findall(search)
+    ]
+    if search.strip() and not terms:
+        raise ValueError(f"Invalid query: {search}")
+
+    def matches(release: str) -> bool:
+        return all((release == wanted) != negated for negated, wanted in terms)
+
+    return matches
+
+
+def _parse(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,101 @@
+"""The sandbox Slack's Socket Mode: the app's WebSocket, the envelopes pushed and their acks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+
+class SocketMode:
+    """Socket Mode for `SlackTestServer` (a mixin); `apps.connections.open` gives the tickets."""
+
+    app_id: str
+    _tickets: set[str]
+    _sockets: list[web.WebSocketResponse]
+    _acks: dict[str, dict[str, Any]]
+    wait_for: Callable[[Callable[[], bool], float], Awaitable[None]]
+    _notify: Callable[[], Awaitable[None]]
+
+    @property
+    def socket_connected(self) -> bool:
+        return bool(self._sockets)
+
+    async def socket_send_envelope(
+        self,
+        *,
+        type: str,
+        payload: Mapping[str, Any],
+        accepts_response_payload: bool | None = None,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> str:
+        """Push an envelope (`slash_commands`, `interactive`, `events_api`) to the connected app.
+
+        Waits up to `timeout` for a connection; returns the envelope id to await the ack with.
+        """
+        await self.wait_for(lambda: self.socket_connected, timeout)
+        envelope_id = str(uuid.uuid4())
+        if accepts_response_payload is None:
+            accepts_response_payload = type != "events_api"
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "payload": dict(payload),
+            "type": type,
+            "accepts_response_payload": accepts_response_payload,
+        }
+        if type == "events_api":
+            envelope["retry_attempt"] = 0
+            envelope["retry_reason"] = ""
+        await self._sockets[-1].send_str(json.dumps(envelope))
+        return envelope_id
+
+    async def wait_for_socket_ack(
+        self,
+        envelope_id: str,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> dict[str, Any]:
+        """The app's acknowledgement of an envelope (`{"envelope_id", "payload"?}`)."""
+        await self.wait_for(lambda: envelope_id in self._acks, timeout)
+        return self._acks[envelope_id]
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        if ticket not in self._tickets:
+            raise web.HTTPUnauthorized(text="invalid ticket")
+        self._tickets.discard(ticket)
+        ws = web.WebSocketResponse(autoping=True)  # answers the SDK's pings with its own data
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._sockets),
+                    "debug_info": {
+                        "host": "applink-sandbox",
+                        "build_number": 1,
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+        )
+        await self._notify()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if isinstance(data, dict) and isinstance(data.get("envelope_id"), str):
+                    self._acks[data["envelope_id"]] = data
+                    await self._notify()
+        finally:
+            self._sockets.remove(ws)
+            await self._notify()
+        return ws

@@ -1,0 +1,52 @@
+"""The release lane's freezes, lock and overrides (`bot.domain.freeze`), shared by replicas."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.domain.freeze import LaneHold
+from storage.db import from_row, insert_new
+from storage.models import LaneHoldRow
+
+
+class LaneHoldStore:
+    """One row per kind: the first writer of a kind holds it (a lock taken once)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def current(self) -> list[LaneHold]:
+        async with self._sessions() as session:
+            rows = await session.scalars(select(LaneHoldRow).order_by(LaneHoldRow.kind))
+            return [from_row(LaneHold, row) for row in rows]
+
+    async def take(self, hold: LaneHold, *, replace: bool = False) -> LaneHold:
+        """Write `hold` unless its kind is held (then, with `replace`, overwrite it): the
+        hold stored afterwards, which is someone else's when they came first."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                insert_new(session, LaneHoldRow, asdict(hold), unique=LaneHoldRow.kind)
+            )
+            row = await session.get(LaneHoldRow, hold.kind, with_for_update=True)
+            assert row is not None  # just written, or held
+            if replace:
+                for name, value in asdict(hold).items():
+                    setattr(row, name, value)
+            return from_row(LaneHold, row)
+
+    async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None:
+        """Remove the hold of `kind` (an override is left to end at its `until`), only while
+        `actor` holds it when given: what was removed, or None when nothing was held (by them).
+        One DELETE ... RETURNING: a write first, so SQLite never has to upgrade a read lock."""
+        held = [LaneHoldRow.kind == kind]
+        if actor is not None:
+            held.append(LaneHoldRow.actor == actor)
+        async with self._sessions.begin() as session:
+            rows = await session.execute(
+                delete(LaneHoldRow).where(*held).returning(*LaneHoldRow.__table__.c)
+            )
+            removed = [from_row(LaneHold, row) for row in rows]
+            return removed[0] if removed else None

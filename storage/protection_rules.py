@@ -1,0 +1,114 @@
+"""Custom deployment protection rules' requests, shared by replicas and kept across restarts.
+
+The database decides what is new: a delivery taken in before (its `X-GitHub-Delivery` id, in
+the deliveries table, in the same transaction) changes nothing, and a partial unique index
+keeps at most one request open per run and environment, so a second replica or a request
+recovered after its delivery was lost finds the open one. A request is closed once, by
+whoever answers it first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
+from storage.db import from_row, insert_new
+from storage.models import GitHubDeliveryRow
+from storage.models import ProtectionRuleRequestRow as Row
+
+
+class ProtectionRuleStore:
+    """The `ProtectionRuleRequests` port on the bot's database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
+        """Keep a request; False when its delivery was taken in before, or when a request of
+        its run and environment is open already."""
+        values = {
+            "run_id": request.run_id,
+            "environment": request.environment,
+            "deployment_id": request.deployment_id,
+            "event": request.event,
+            "sender": request.sender,
+            "requested_at": request.requested_at,
+            "answer": request.answer,
+            "answered_at": request.answered_at,
+        }
+        async with self._sessions.begin() as session:
+            if delivery_id is not None:
+                delivery = {
+                    "delivery_id": delivery_id,
+                    "event": EVENT,
+                    "rollout_id": None,
+                    "received_at": request.requested_at,
+                }
+                seen = await session.execute(
+                    insert_new(
+                        session, GitHubDeliveryRow, delivery, unique=GitHubDeliveryRow.delivery_id
+                    )
+                )
+                if getattr(seen, "rowcount", 0) != 1:
+                    return False
+            result = await session.execute(
+                insert_new(
+                    session,
+                    Row,
+                    values,
+                    unique=[Row.run_id, Row.environment],
+                    where=Row.answer.is_(None),
+                )
+            )
+            return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def open_for_run(self, run_id: int) -> list[RuleRequest]:
+        """The run's requests nobody answered yet, oldest first."""
+        return [r for r in await self.for_run(run_id) if r.open]
+
+    async def for_run(self, run_id: int) -> list[RuleRequest]:
+        """Every request of the run the bot holds, answered or not, oldest first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Row).where(Row.run_id == run_id).order_by(Row.requested_at, Row.id)
+            )
+            return [from_row(RuleRequest, row) for row in rows]
+
+    async def close(
+        self, *, run_id: int, environment: str, answer: RuleAnswer, at: datetime
+    ) -> int:
+        """Close the run's open request for `environment` (spelled as stored: SQL's lower()
+        knows ASCII only); how many this call closed (0: someone closed it first). An answer
+        GitHub took replaces a `gone` that a racing replica recorded first. One UPDATE, a write
+        first, so SQLite never has to upgrade a read lock."""
+        closable: ColumnElement[bool] = Row.answer.is_(None)
+        if answer != "gone":
+            closable = or_(closable, Row.answer == "gone")
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(Row)
+                .where(Row.run_id == run_id, Row.environment == environment, closable)
+                .values(answer=answer, answered_at=at)
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:
+        """How the run's latest request for `environment` was closed (None: still open, or
+        none): what another replica answered when this one's answer raced it."""
+        async with self._sessions() as session:
+            row = await session.scalar(
+                select(Row)
+                .where(Row.run_id == run_id, Row.environment == environment)
+                .order_by(Row.id.desc())
+                .limit(1)
+            )
+            return None if row is None else row.answer  # type: ignore[return-value]
+
+    async def prune(self, *, before: datetime) -> int:
+        """Forget requests made before `before` (retention); returns how many."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(delete(Row).where(Row.requested_at < before))
+            return int(getattr(result, "rowcount", 0) or 0)

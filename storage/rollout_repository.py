@@ -1,0 +1,424 @@
+"""Rollouts with their tracks and stages in the database, as frozen records.
+
+Each method is one transaction. The save checks the version the rollout was read at, so two
+replicas acting on the same rollout cannot both win; at most one open rollout holds a track.
+
+Size exception: the rollout table's queries stay beside the loader they share (`_load`); split
+the read-only lists (recent, by tag, ended in a period, last released) out when one more comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollout_id
+from storage.audit_log import audit_row
+from storage.db import from_row
+from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
+from storage.models import RolloutRow, RolloutTrackRow, StageRow, TimerRow
+from storage.outbox import enqueue
+from storage.rollout_records import NewTrack, RolloutRecord, StageRecord, TrackRecord
+
+
+class RolloutRepository:
+    """Stores rollouts; at most one open rollout per track, enforced by the database."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(
+        self,
+        *,
+        tag: str,
+        channel_id: str,
+        started_by: str,
+        state: str,
+        plan: Mapping[str, Any],
+        tracks: Sequence[NewTrack],
+        now: datetime,
+        rollout_id: str | None = None,
+        message_ts: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        outbox: Sequence[NewMessage] = (),
+        timers: Sequence[NewTimer] = (),
+    ) -> RolloutRecord:
+        """Store a new rollout with its tracks and stages (and the messages that tell of it,
+        and its timers) in one transaction.
+
+        Raises TrackBusy when one of its tracks already has an open rollout (also when
+        another replica opened it a moment ago).
+        """
+        rollout_id = rollout_id or new_rollout_id()
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    insert(RolloutRow).values(
+                        id=rollout_id,
+                        tag=tag,
+                        channel_id=channel_id,
+                        message_ts=message_ts,
+                        started_by=started_by,
+                        state=state,
+                        plan=dict(plan),
+                        context=dict(context) if context is not None else None,
+                        created_at=now,
+                        updated_at=now,
+                        version=1,
+                    )
+                )
+                if tracks:
+                    await session.execute(
+                        insert(RolloutTrackRow),
+                        [
+                            {
+                                "rollout_id": rollout_id,
+                                "track": track.name,
+                                "position": position,
+                                "state": track.state,
+                                "current_stage": track.current_stage,
+                            }
+                            for position, track in enumerate(tracks)
+                        ],
+                    )
+                stage_rows = [
+                    {
+                        "rollout_id": rollout_id,
+                        "track": track.name,
+                        "key": stage.key,
+                        "position": position,
+                        "state": stage.state,
+                        "environment": stage.environment,
+                        "extensions": 0,
+                        "updated_at": now,
+                    }
+                    for track in tracks
+                    for position, stage in enumerate(track.stages)
+                ]
+                if stage_rows:
+                    await session.execute(insert(StageRow), stage_rows)
+                await enqueue(session, outbox, now=now)
+                if timers:
+                    await session.execute(
+                        insert(TimerRow),
+                        [
+                            {
+                                "key": timer.key,
+                                "kind": timer.kind,
+                                "rollout_id": rollout_id,
+                                "due_at": timer.due_at,
+                                "payload": dict(timer.payload),
+                                "attempts": 0,
+                                "created_at": now,
+                            }
+                            for timer in timers
+                        ],
+                    )
+                created = await _load_one(session, RolloutRow.id == rollout_id)
+        except IntegrityError:
+            for track in tracks:
+                active = await self.find_active_by_track(track.name)
+                if active is not None:
+                    raise TrackBusy(track.name, active.id) from None
+            raise
+        assert created is not None
+        return created
+
+    async def get(self, rollout_id: str) -> RolloutRecord | None:
+        async with self._sessions() as session:
+            return await _load_one(session, RolloutRow.id == rollout_id)
+
+    async def find_active_by_track(self, track: str) -> RolloutRecord | None:
+        """The open rollout on this track, if any."""
+        open_on_track = (
+            select(RolloutTrackRow.rollout_id)
+            .where(RolloutTrackRow.track == track, RolloutTrackRow.ended_at.is_(None))
+            .scalar_subquery()
+        )
+        async with self._sessions() as session:
+            return await _load_one(
+                session, RolloutRow.id == open_on_track, RolloutRow.ended_at.is_(None)
+            )
+
+    async def find_by_run_id(self, run_id: int) -> RolloutRecord | None:
+        """The rollout driving this GitHub Actions run, if the bot tracks it."""
+        async with self._sessions() as session:
+            return await _load_one(session, RolloutRow.run_id == run_id)
+
+    async def list_active(self) -> list[RolloutRecord]:
+        """Rollouts that have not ended, oldest first."""
+        ids = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
+        async with self._sessions() as session:
+            return await _load(session, ids, newest_first=False)
+
+    async def list_recent(self, *, limit: int = 10) -> list[RolloutRecord]:
+        """The latest rollouts, active or ended, newest first."""
+        ids = (
+            select(RolloutRow.id)
+            .order_by(RolloutRow.created_at.desc(), RolloutRow.id.desc())
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return await _load(session, ids, newest_first=True)
+
+    async def list_ended(self, *, start: datetime, end: datetime) -> list[RolloutRecord]:
+        """The rollouts that ended in [start, end), newest first."""
+        ids = select(RolloutRow.id).where(RolloutRow.ended_at >= start, RolloutRow.ended_at < end)
+        async with self._sessions() as session:
+            return await _load(session, ids, newest_first=True)
+
+    async def list_by_tag(self, tag: str) -> list[RolloutRecord]:
+        """Every rollout of this tag, newest first."""
+        ids = select(RolloutRow.id).where(RolloutRow.tag == tag)
+        async with self._sessions() as session:
+            return await _load(session, ids, newest_first=True)
+
+    async def find_last_released(self, *, other_than: str) -> RolloutRecord | None:
+        """The newest ended rollout of another tag whose every track completed."""
+        unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
+        released = RolloutRow.ended_at.is_not(None), RolloutRow.id.not_in(unfinished)
+        newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than)
+        latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
+        async with self._sessions() as session:
+            return await _load_one(session, RolloutRow.id == latest.scalar_subquery())
+
+    async def update_state(
+        self,
+        *,
+        rollout_id: str,
+        expected_version: int,
+        state: str,
+        now: datetime,
+        ended: bool = False,
+    ) -> RolloutRecord:
+        """Set the rollout's state; `ended` also closes it and every track still open.
+
+        Raises StaleRollout when the rollout is no longer at `expected_version`.
+        """
+        values: dict[str, Any] = {"state": state}
+        if ended:
+            values["ended_at"] = now
+        async with self._sessions.begin() as session:
+            await _bump_version(session, rollout_id, expected_version, now, values)
+            if ended:
+                await session.execute(
+                    update(RolloutTrackRow)
+                    .where(
+                        RolloutTrackRow.rollout_id == rollout_id,
+                        RolloutTrackRow.ended_at.is_(None),
+                    )
+                    .values(
+                        ended_at=now,
+                        ended_reason=func.coalesce(RolloutTrackRow.ended_reason, state),
+                    )
+                )
+            updated = await _load_one(session, RolloutRow.id == rollout_id)
+        assert updated is not None
+        return updated
+
+    async def set_message_ts(self, *, rollout_id: str, message_ts: str) -> str:
+        """Record the ts of the rollout's card once (its first post); returns the ts stored.
+
+        No version bump: nothing the domain decides changes, and a save made from a copy read
+        before keeps the ts (see `save`).
+        """
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(RolloutRow)
+                .where(RolloutRow.id == rollout_id, RolloutRow.message_ts.is_(None))
+                .values(message_ts=message_ts)
+            )
+            stored = await session.scalar(
+                select(RolloutRow.message_ts).where(RolloutRow.id == rollout_id)
+            )
+        if stored is None:
+            raise RolloutNotFound(rollout_id)
+        return stored
+
+    async def save(
+        self,
+        *,
+        rollout: RolloutRecord,
+        now: datetime,
+        outbox: Sequence[NewMessage] = (),
+        audit: Sequence[NewAuditEvent] = (),
+    ) -> RolloutRecord:
+        """Write every changed field of the rollout, its tracks and its stages at once, with
+        the messages that tell of the change (`storage.outbox`) and the audit events that
+        record it (none is on record for a change that was not saved).
+
+        `rollout.version` is the version it was read at; raises StaleRollout when someone
+        saved in between. Tracks and stages must be the stored ones (none added or removed),
+        and an ended rollout must have no open track. Returns the stored record, version + 1.
+        """
+        if rollout.ended_at is not None and any(t.is_open for t in rollout.tracks):
+            raise ValueError(f"rollout {rollout.id} ends with open tracks")
+        async with self._sessions.begin() as session:
+            await _bump_version(
+                session,
+                rollout.id,
+                rollout.version,
+                now,
+                {
+                    "state": rollout.state,
+                    # Set once by the card's first post, which a stale copy must not undo.
+                    "message_ts": func.coalesce(rollout.message_ts, RolloutRow.message_ts),
+                    "run_id": rollout.run_id,
+                    "run_url": rollout.run_url,
+                    "ended_at": rollout.ended_at,
+                    "context": rollout.context,
+                },
+            )
+            stored = await _load_one(session, RolloutRow.id == rollout.id)
+            assert stored is not None
+            if {t.name for t in stored.tracks} != {t.name for t in rollout.tracks}:
+                raise ValueError(f"rollout {rollout.id}: tracks cannot be added or removed")
+            for track in rollout.tracks:
+                await _save_track(session, rollout.id, stored.track(track.name), track, now)
+            await enqueue(session, outbox, now=now)
+            session.add_all([audit_row(event) for event in audit])
+            saved = await _load_one(session, RolloutRow.id == rollout.id)
+        assert saved is not None
+        return saved
+
+
+async def _bump_version(
+    session: AsyncSession,
+    rollout_id: str,
+    expected_version: int,
+    now: datetime,
+    values: Mapping[str, Any],
+) -> None:
+    """Update the rollout row only if it is still at `expected_version`.
+
+    Written first in the transaction on purpose: it takes the row's write lock (PostgreSQL)
+    or the database's (SQLite) before anything is read, so the rest of the save sees the
+    version it checked.
+    """
+    bumped = await session.scalar(
+        update(RolloutRow)
+        .where(RolloutRow.id == rollout_id, RolloutRow.version == expected_version)
+        .values(**values, updated_at=now, version=RolloutRow.version + 1)
+        .returning(RolloutRow.version)
+    )
+    if bumped is not None:
+        return
+    actual = await session.scalar(select(RolloutRow.version).where(RolloutRow.id == rollout_id))
+    if actual is None:
+        raise RolloutNotFound(rollout_id)
+    raise StaleRollout(rollout_id, expected_version, actual)
+
+
+async def _save_track(
+    session: AsyncSession,
+    rollout_id: str,
+    stored: TrackRecord,
+    wanted: TrackRecord,
+    now: datetime,
+) -> None:
+    track_fields = {
+        "state": wanted.state,
+        "current_stage": wanted.current_stage,
+        "ending": wanted.ending,
+        "ended_reason": wanted.ended_reason,
+        "ended_at": wanted.ended_at,
+    }
+    if any(getattr(stored, name) != value for name, value in track_fields.items()):
+        await session.execute(
+            update(RolloutTrackRow)
+            .where(RolloutTrackRow.rollout_id == rollout_id, RolloutTrackRow.track == wanted.name)
+            .values(**track_fields)
+        )
+    if {s.key for s in stored.stages} != {s.key for s in wanted.stages}:
+        raise ValueError(f"rollout {rollout_id}: stages of {wanted.name} cannot change")
+    for stage in wanted.stages:
+        stage_fields = {
+            "state": stage.state,
+            "window_started_at": stage.window_started_at,
+            "window_ends_at": stage.window_ends_at,
+            "extensions": stage.extensions,
+            "verdict": stage.verdict,
+            "verdict_detail": stage.verdict_detail,
+        }
+        current = stored.stage(stage.key)
+        if all(getattr(current, name) == value for name, value in stage_fields.items()):
+            continue
+        await session.execute(
+            update(StageRow)
+            .where(
+                StageRow.rollout_id == rollout_id,
+                StageRow.track == wanted.name,
+                StageRow.key == stage.key,
+            )
+            .values(**stage_fields, updated_at=now)
+        )
+
+
+async def _load_one(session: AsyncSession, *criteria: ColumnElement[bool]) -> RolloutRecord | None:
+    found = await _load(session, select(RolloutRow.id).where(*criteria), newest_first=False)
+    return found[0] if found else None
+
+
+async def _load(
+    session: AsyncSession, ids: Select[Any], *, newest_first: bool
+) -> list[RolloutRecord]:
+    """Rollouts whose id is in the `ids` query, with tracks and stages, in one statement.
+
+    One statement reads one snapshot, so a rollout never comes back half-updated;
+    `populate_existing` because a save reloads rows its session already holds.
+    """
+    created = RolloutRow.created_at.desc() if newest_first else RolloutRow.created_at.asc()
+    tie_break = RolloutRow.id.desc() if newest_first else RolloutRow.id.asc()
+    rows = await session.execute(
+        select(RolloutRow, RolloutTrackRow, StageRow)
+        .outerjoin(RolloutTrackRow, RolloutTrackRow.rollout_id == RolloutRow.id)
+        .outerjoin(
+            StageRow,
+            (StageRow.rollout_id == RolloutTrackRow.rollout_id)
+            & (StageRow.track == RolloutTrackRow.track),
+        )
+        .where(RolloutRow.id.in_(ids.scalar_subquery()))
+        .order_by(created, tie_break, RolloutTrackRow.position, StageRow.position)
+        .execution_options(populate_existing=True)
+    )
+    return _assemble(rows)
+
+
+def _assemble(
+    rows: Iterable[tuple[RolloutRow, RolloutTrackRow | None, StageRow | None]],
+) -> list[RolloutRecord]:
+    rollouts: dict[str, RolloutRow] = {}
+    tracks: dict[str, dict[str, RolloutTrackRow]] = {}
+    stages: dict[tuple[str, str], list[StageRecord]] = {}
+    for rollout, track, stage in rows:
+        rollouts.setdefault(rollout.id, rollout)
+        lanes = tracks.setdefault(rollout.id, {})
+        if track is not None:
+            lanes.setdefault(track.track, track)
+        if stage is not None:
+            stages.setdefault((stage.rollout_id, stage.track), []).append(_stage_record(stage))
+    return [
+        from_row(
+            RolloutRecord,
+            row,
+            tracks=tuple(
+                from_row(
+                    TrackRecord,
+                    track,
+                    name=track.track,
+                    stages=tuple(stages.get((row.id, track.track), ())),
+                )
+                for track in tracks[row.id].values()
+            ),
+        )
+        for row in rollouts.values()
+    ]
+
+
+def _stage_record(row: StageRow) -> StageRecord:
+    return from_row(StageRecord, row)

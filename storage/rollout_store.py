@@ -1,0 +1,344 @@
+"""Rollouts kept in the database: the pure domain `Rollout` mapped to storage records and back.
+
+The domain never sees a record and storage never sees a domain value; this is the one place
+that knows both. What the domain holds beyond the columns (the preflight checks, the dispatch
+time) lives in `rollouts.context`; gate verdicts in `stages.verdict` and `verdict_detail`.
+Storage's conflicts come out as domain errors a Slack answer can explain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.domain.errors import ConcurrentChange, RolloutInProgress
+from bot.domain.plan import RolloutPlan
+from bot.domain.plan import Track as PlanTrack
+from bot.domain.rollout import (
+    Phase,
+    Preflight,
+    Rollout,
+    Stage,
+    StageState,
+    Track,
+    TrackState,
+    check_from_json,
+    check_to_json,
+    contents_from_json,
+    contents_to_json,
+    reason_from_json,
+    reason_to_json,
+    schedule_from_json,
+    schedule_to_json,
+    verdict_from_json,
+    verdict_to_json,
+)
+from bot.domain.schedule import Schedule
+from bot.services.records import NewAuditEvent, NewMessage, NewTimer
+from storage.db import from_row
+from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
+from storage.rollout_records import NewStage, NewTrack, RolloutRecord, StageRecord, TrackRecord
+from storage.rollout_repository import RolloutRepository
+
+
+class RolloutStore:
+    """Stores domain rollouts; at most one active rollout per track, versions checked on save."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._repository = RolloutRepository(sessions)
+        self._clock = clock
+
+    async def create(
+        self,
+        *,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        outbox: Sequence[NewMessage] = (),
+        timers: Sequence[NewTimer] = (),
+    ) -> Rollout:
+        """Store a new rollout with a snapshot of its plan (never changed afterwards), and the
+        messages that tell of it and its `timers` (a scheduled dispatch) in the same
+        transaction.
+
+        Raises RolloutInProgress, naming the active rollout, when one of its tracks is busy.
+        """
+        try:
+            record = await self._repository.create(
+                rollout_id=rollout.id,
+                tag=rollout.tag,
+                channel_id=rollout.channel_id,
+                started_by=rollout.started_by,
+                state=rollout.phase.value,
+                plan=plan.model_dump(mode="json", by_alias=True),
+                tracks=[_new_track(track, plan.track(track.name)) for track in rollout.tracks],
+                now=rollout.created_at,
+                message_ts=rollout.message_ts,
+                context=_context(rollout),
+                outbox=outbox,
+                timers=timers,
+            )
+        except TrackBusy as busy:
+            raise await self._in_progress(busy) from None
+        stored = _rollout(record)
+        wanted = replace(rollout, version=stored.version)
+        # A new rollout is usually all pending; anything further along is written at once.
+        return stored if stored == wanted else await self.save(wanted)
+
+    async def get(self, rollout_id: str) -> Rollout | None:
+        record = await self._repository.get(rollout_id)
+        return None if record is None else _rollout(record)
+
+    async def plan(self, rollout_id: str) -> RolloutPlan:
+        """The plan the rollout was started with: a later change of ROLLOUT_PLAN never moves
+        a rollout already under way. Raises RolloutNotFound for an unknown id."""
+        record = await self._repository.get(rollout_id)
+        if record is None:
+            raise RolloutNotFound(rollout_id)
+        return RolloutPlan.model_validate(record.plan)
+
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
+        """The rollout and its plan in one read (what drawing its card needs)."""
+        record = await self._repository.get(rollout_id)
+        if record is None:
+            return None
+        return _rollout(record), RolloutPlan.model_validate(record.plan)
+
+    async def save(
+        self,
+        rollout: Rollout,
+        *,
+        outbox: Sequence[NewMessage] = (),
+        audit: Sequence[NewAuditEvent] = (),
+    ) -> Rollout:
+        """Write the rollout as it now stands, with the messages that tell of the change and
+        the audit events that record it in the same transaction (nothing is said or recorded
+        of a change that was not saved, and nothing a change must say is lost); returns it
+        at its new version.
+
+        Raises ConcurrentChange when it was changed since `rollout.version` was read.
+        """
+        stored = await self._repository.get(rollout.id)
+        if stored is None:
+            raise RolloutNotFound(rollout.id)
+        try:
+            saved = await self._repository.save(
+                rollout=_record(rollout, stored), now=self._clock(), outbox=outbox, audit=audit
+            )
+        except StaleRollout:
+            raise ConcurrentChange(
+                f"Rollout `{rollout.tag}` was changed by someone else a moment ago, so this "
+                "action changed nothing. Look at its latest state and try again.",
+                rollout_id=rollout.id,
+            ) from None
+        return _rollout(saved)
+
+    async def set_message_ts(self, rollout_id: str, message_ts: str) -> str:
+        """Record the ts of the rollout's first card post; the ts stored (a card posted
+        twice keeps the first)."""
+        return await self._repository.set_message_ts(rollout_id=rollout_id, message_ts=message_ts)
+
+    async def active(self) -> list[Rollout]:
+        """Rollouts that have not ended, oldest first."""
+        return [_rollout(record) for record in await self._repository.list_active()]
+
+    async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]:
+        """Rollouts that have not ended, oldest first, each with its plan, in one read (what
+        a status view draws)."""
+        return [
+            (_rollout(record), RolloutPlan.model_validate(record.plan))
+            for record in await self._repository.list_active()
+        ]
+
+    async def recent(self, limit: int = 10) -> list[Rollout]:
+        """The latest rollouts, active or ended, newest first."""
+        return [_rollout(record) for record in await self._repository.list_recent(limit=limit)]
+
+    async def ended_between(self, start: datetime, end: datetime) -> list[Rollout]:
+        """The rollouts that ended in [start, end), newest first."""
+        records = await self._repository.list_ended(start=start, end=end)
+        return [_rollout(record) for record in records]
+
+    async def last_released(self, *, other_than: str) -> Rollout | None:
+        """The newest rollout of another tag that reached its last stage on every track."""
+        record = await self._repository.find_last_released(other_than=other_than)
+        return None if record is None else _rollout(record)
+
+    async def by_run_id(self, run_id: int) -> Rollout | None:
+        record = await self._repository.find_by_run_id(run_id)
+        return None if record is None else _rollout(record)
+
+    async def by_tag(self, tag: str) -> list[Rollout]:
+        """Every rollout of this tag, newest first."""
+        return [_rollout(record) for record in await self._repository.list_by_tag(tag)]
+
+    async def active_on_track(self, track: str) -> Rollout | None:
+        """The rollout holding this track, if any (a track is free once it has ended)."""
+        record = await self._repository.find_active_by_track(track)
+        return None if record is None else _rollout(record)
+
+    async def _in_progress(self, busy: TrackBusy) -> RolloutInProgress:
+        active = (
+            await self._repository.get(busy.active_rollout_id) if busy.active_rollout_id else None
+        )
+        what = f"`{active.tag}` ({active.id}) is" if active else "Another rollout is"
+        return RolloutInProgress(
+            f"{what} already rolling out on the {busy.track} track, and a track runs one "
+            "rollout at a time: it has to end (or be rolled back) before another starts.",
+            track=busy.track,
+            active_rollout_id=busy.active_rollout_id,
+        )
+
+
+# -- domain -> storage -------------------------------------------------------------------------
+
+
+def _context(rollout: Rollout) -> dict[str, Any]:
+    preflight = rollout.preflight
+    return {
+        "preflight": {
+            "flags": check_to_json(preflight.flags),
+            "migrations": check_to_json(preflight.migrations),
+            "image": check_to_json(preflight.image),
+        },
+        "contents": None if preflight.contents is None else contents_to_json(preflight.contents),
+        "dispatched_at": _iso(rollout.dispatched_at),
+        "gave_up_at": _iso(rollout.gave_up_at),
+        "schedule": None if rollout.schedule is None else schedule_to_json(rollout.schedule),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _new_track(track: Track, plan_track: PlanTrack) -> NewTrack:
+    return NewTrack(
+        name=track.name,
+        state=track.state.value,
+        current_stage=_current_stage(track),
+        stages=tuple(
+            NewStage(
+                key=stage.key,
+                environment=plan_track.stage(stage.key).environment,
+                state=stage.state.value,
+            )
+            for stage in track.stages
+        ),
+    )
+
+
+def _current_stage(track: Track) -> str | None:
+    current = track.current
+    return None if current is None else current.key
+
+
+def _record(rollout: Rollout, stored: RolloutRecord) -> RolloutRecord:
+    """The stored record with everything the domain decides replaced by the rollout's values."""
+    return replace(
+        stored,
+        state=rollout.phase.value,
+        version=rollout.version,
+        message_ts=rollout.message_ts,
+        run_id=rollout.run_id,
+        run_url=rollout.run_url,
+        ended_at=rollout.ended_at,
+        context=_context(rollout),
+        tracks=tuple(
+            _track_record(track, stored.track(track.name), rollout.ended_at)
+            for track in rollout.tracks
+        ),
+    )
+
+
+def _track_record(
+    track: Track, stored: TrackRecord, rollout_ended_at: datetime | None
+) -> TrackRecord:
+    return replace(
+        stored,
+        state=track.state.value,
+        current_stage=_current_stage(track),
+        ending=None if track.ending is None else track.ending.value,
+        ended_reason=None if track.ended_reason is None else reason_to_json(track.ended_reason),
+        # Storage keeps no open track in an ended rollout.
+        ended_at=track.ended_at or rollout_ended_at,
+        stages=tuple(_stage_record(stage, stored.stage(stage.key)) for stage in track.stages),
+    )
+
+
+def _stage_record(stage: Stage, stored: StageRecord) -> StageRecord:
+    verdict = stage.verdict
+    return replace(
+        stored,
+        state=stage.state.value,
+        window_started_at=stage.window_started_at,
+        window_ends_at=stage.window_ends_at,
+        extensions=stage.extensions,
+        verdict=None if verdict is None else verdict.verdict.value,
+        verdict_detail=None if verdict is None else verdict_to_json(verdict),
+    )
+
+
+# -- storage -> domain -------------------------------------------------------------------------
+
+
+def _rollout(record: RolloutRecord) -> Rollout:
+    if record.context is None:
+        raise ValueError(f"rollout {record.id} was stored without its context")
+    return from_row(
+        Rollout,
+        record,
+        phase=Phase(record.state),
+        tracks=tuple(_track(track) for track in record.tracks),
+        preflight=_preflight(record.context["preflight"], record.context.get("contents")),
+        dispatched_at=_moment(record.context.get("dispatched_at")),
+        gave_up_at=_moment(record.context.get("gave_up_at")),
+        schedule=_schedule(record.context.get("schedule")),
+    )
+
+
+def _preflight(
+    data: Mapping[str, Mapping[str, str]], contents: Mapping[str, Any] | None
+) -> Preflight:
+    return Preflight(
+        flags=check_from_json(data["flags"]),
+        migrations=check_from_json(data["migrations"]),
+        image=check_from_json(data["image"]),
+        contents=None if contents is None else contents_from_json(contents),
+    )
+
+
+def _schedule(data: Mapping[str, Any] | None) -> Schedule | None:
+    return None if data is None else schedule_from_json(data)
+
+
+def _moment(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _track(record: TrackRecord) -> Track:
+    return from_row(
+        Track,
+        record,
+        state=TrackState(record.state),
+        stages=tuple(_stage(stage) for stage in record.stages),
+        ending=None if record.ending is None else TrackState(record.ending),
+        ended_reason=None if record.ended_reason is None else reason_from_json(record.ended_reason),
+    )
+
+
+def _stage(record: StageRecord) -> Stage:
+    return from_row(
+        Stage,
+        record,
+        state=StageState(record.state),
+        verdict=None if record.verdict_detail is None else verdict_from_json(record.verdict_detail),
+    )

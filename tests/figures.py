@@ -1,0 +1,73 @@
+"""Figures the sandbox's metrics files give the end-to-end tests (every gate passes on these),
+and a sandbox running on them (with a second approver, for the tests that need two people)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sandbox.config import RELEASE_MANAGER
+from sandbox.github_app import SandboxApp
+from sandbox.harness import Sandbox, fast_plan, write_figures
+
+CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
+HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
+SECOND_APPROVER = "U0SECOND01"
+TWO_APPROVERS = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND_APPROVER}"}
+"""The environment that makes SECOND_APPROVER an approver besides the release manager."""
+
+
+def every_gate_passes(box: Sandbox) -> None:
+    """Passing figures for every stage of both tracks."""
+    write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+    write_figures(box.figures, "desktop", RINGS_OK)
+
+
+@asynccontextmanager
+async def running_sandbox(
+    tmp_path: Path,
+    database_url: str,
+    *,
+    window: str = "1s",
+    relay: Mapping[str, Mapping[str, Any]] | None = None,
+    desktop: Mapping[str, Mapping[str, Any]] | None = None,
+) -> AsyncIterator[Sandbox]:
+    """A sandbox with every window `window` and the figures given (passing ones by default)."""
+    plan = fast_plan(tmp_path / "figures.yml", window=window, extension=window)
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", relay or {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "desktop", desktop or RINGS_OK)
+        yield box
+
+
+@asynccontextmanager
+async def two_approvers_sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """A sandbox with every gate passing and SECOND_APPROVER an approver too."""
+    async with Sandbox(workdir=tmp_path, extra_env=TWO_APPROVERS) as box:
+        every_gate_passes(box)
+        yield box
+
+
+@asynccontextmanager
+async def two_serve_processes(
+    tmp_path: Path,
+    database_url: str,
+    env: Mapping[str, str],
+    *,
+    github_app: SandboxApp | None = None,
+) -> AsyncIterator[tuple[Sandbox, str]]:
+    """A sandbox whose bot runs as a `rollout-bot serve` process on `database_url` with every
+    gate passing (as the GitHub App `github_app` when given), and the URL of a second such
+    replica on the same database."""
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        in_process=False,
+        extra_env=dict(env),
+        github_app=github_app,
+    ) as box:
+        every_gate_passes(box)
+        yield box, await box.start_replica()

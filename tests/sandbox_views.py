@@ -1,0 +1,145 @@
+"""What tests read off the sandbox (a stage's state, a button's value on the rollout card, the
+relay's reviews, the App Home), the signed click on the card that they send it, and the first
+steps of a rollout (dispatched, a stage held and promoted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from bot.domain.rollout import Phase, Rollout, StageState
+from sandbox.config import SLACK_SIGNING_SECRET
+from sandbox.harness import Sandbox
+from sandbox.signing import event_callback_body, slack_signature_headers
+
+
+def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
+    return rollout.track(track).stage(stage).state
+
+
+def holding(track: str, stage: str) -> Callable[[Rollout], bool]:
+    """Whether `stage` of `track` holds on its gate, waiting for a Promote."""
+    return lambda rollout: stage_state(rollout, track, stage) is StageState.HOLDING
+
+
+async def held(box: Sandbox, track: str, stage: str) -> Rollout:
+    """The rollout once `stage` of `track` holds on its gate."""
+    return await box.wait_until(holding(track, stage))
+
+
+async def promote(box: Sandbox, track: str, stage: str) -> None:
+    """Once `stage` holds, click the lane's Promote button when the card offers it for `stage`
+    (the card is redrawn just after the state is saved); nothing is answered when it works."""
+    await held(box, track, stage)
+
+    def offered() -> bool:
+        value = button(box, "promote", track)
+        return value is not None and json.loads(value)["stage"] == stage
+
+    await box.slack.wait_for(offered)
+    await box.click("promote", value=button(box, "promote", track), wait=False)
+
+
+def card_button(box: Sandbox, action_id: str, track: str | None = None) -> dict[str, Any] | None:
+    """The card's `action_id` button (of `track`, if given) as the card shows it now, if it does."""
+    for block in box.card_message().blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id and (
+                track is None or f'"track":"{track}"' in element["value"]
+            ):
+                return dict(element)
+    return None
+
+
+def button(box: Sandbox, action_id: str, track: str | None = None) -> str | None:
+    """The value of the card's `action_id` button (of `track`, if given), if the card shows it."""
+    found = card_button(box, action_id, track)
+    return None if found is None else str(found["value"])
+
+
+async def value_of(box: Sandbox, action_id: str, track: str | None = None) -> str:
+    """The value of a button on the card, once the card shows it."""
+    await box.slack.wait_for(lambda: button(box, action_id, track) is not None, timeout=30)
+    found = button(box, action_id, track)
+    assert found is not None
+    return found
+
+
+def reviews(box: Sandbox, prefix: str = "") -> list[tuple[str, str]]:
+    """The reviews on GitHub, in order, as (environment, state), of the environments whose name
+    starts with `prefix`."""
+    return [
+        (name, review.state)
+        for review in box.github.reviews
+        for name in review.environments
+        if name.startswith(prefix)
+    ]
+
+
+RELAY_COMPLETED = [
+    ("relay-canary-5", "approved"),
+    ("relay-rollout-50", "approved"),
+    ("relay-rollout-100", "approved"),
+]
+"""The relay's `reviews` of a rollout that went to 100%."""
+RELAY_ROLLED_BACK_AT_CANARY = [
+    ("relay-canary-5", "approved"),
+    ("relay-rollout-50", "rejected"),
+    ("relay-rollback", "approved"),
+]
+"""The relay's `reviews` of a rollout rolled back during (or after) its canary window."""
+RINGS_COMPLETED = [
+    ("desktop-internal", "approved"),
+    ("desktop-beta", "approved"),
+    ("desktop-ga", "approved"),
+]
+"""The desktop `reviews` of a rollout that reached the GA ring."""
+
+
+async def open_home(box: Sandbox, user: str) -> str:
+    """Open the App Home as `user` does; the tab Slack shows them then (as JSON text)."""
+    body = event_callback_body(event={"type": "app_home_opened", "user": user, "tab": "home"})
+    headers = slack_signature_headers(SLACK_SIGNING_SECRET, body, content_type="application/json")
+    before = len(box.slack.calls_to("views.publish"))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{box.url}/slack/events", data=body, headers=headers) as r,
+    ):
+        assert r.status == 200
+    await box.slack.wait_for(lambda: len(box.slack.calls_to("views.publish")) > before)
+    return json.dumps(box.slack.home_tabs[user])
+
+
+async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
+    """`/rollout start <tag> --flags-ready`, then Dispatch on its card: the rollout once it runs."""
+    assert "Preflight" in await box.command(f"start {tag} --flags-ready")
+    await box.click("dispatch")
+    return await box.wait_until(lambda r: r.phase is Phase.RUNNING and r.tag == tag)
+
+
+async def deploying_canary(box: Sandbox) -> Rollout:
+    """Dispatched, its relay canary deploying on a run the bot knows."""
+    await dispatched(box)
+    rollout = await box.wait_until(
+        lambda r: r.track("relay").stage("canary").state is StageState.DEPLOYING
+    )
+    assert rollout.run_id is not None
+    return rollout
+
+
+async def audit_results(box: Sandbox, rollout_id: str, action: str, count: int) -> list[str]:
+    """The results of the rollout's `action` audit events, once `count` are recorded (a
+    click's event is written when its answer is complete, after the card moved); what there is
+    after 10 s otherwise."""
+    results: list[str] = []
+    for _ in range(100):
+        events = await box.audit.list_for_rollout(rollout_id)
+        results = [e.result for e in events if e.action == action]
+        if len(results) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return results

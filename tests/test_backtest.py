@@ -1,0 +1,311 @@
+"""`rollout-bot backtest` against a real Prometheus holding a known past week of the relay
+(`sandbox/relay_history.py`, backfilled with promtool): the exact counts per verdict and
+reason, the windows listed with their times and figures, and every bad input refused with
+one line and exit 2 (an unreachable Prometheus: exit 1).
+
+Without the prometheus or promtool binaries the module is skipped, or fails when
+REQUIRE_SERVICES=1 (CI installs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import yaml
+from services import missing
+
+from bot.adapters.metrics.prometheus import PrometheusSource
+from bot.cli import backtest
+from bot.domain.metrics import QueryWindow
+from bot.domain.plan import PrometheusMetrics
+from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary, promtool_binary
+from sandbox.relay_history import RELAY_METRICS, known_week
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# The known week starts at midnight UTC nine days ago: in the past, within any retention.
+WEEK_START = datetime.combine(
+    datetime.now(UTC).date() - timedelta(days=9), datetime.min.time(), UTC
+)
+DAY = WEEK_START.date()
+NOW = WEEK_START + timedelta(days=8)
+
+
+@dataclass(frozen=True)
+class History:
+    prometheus_url: str
+    plan: Path
+
+
+def at(days: int, hours: int, minutes: int = 0) -> str:
+    """A time of the known week as the table shows it: `2026-11-26 14:00`."""
+    moment = WEEK_START + timedelta(days=days, hours=hours, minutes=minutes)
+    return f"{moment:%Y-%m-%d %H:%M}"
+
+
+def day(days: int) -> str:
+    return (DAY + timedelta(days=days)).isoformat()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def history(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[History]:
+    """A real Prometheus holding the known week, and a plan whose relay reads it."""
+    if prometheus_binary() is None or promtool_binary() is None:
+        missing("the prometheus or promtool binary is missing (apt-get install prometheus)")
+    plan = yaml.safe_load(
+        resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
+    )
+    plan["tracks"]["relay"]["thresholds"]["min_sample"] = 1000
+    plan["tracks"]["relay"]["metrics"] = RELAY_METRICS
+    path = tmp_path_factory.mktemp("backtest") / "plan.yml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    prometheus = PrometheusProcess({}, history=known_week(WEEK_START))
+    await prometheus.start()
+    try:
+        yield History(prometheus.url, path)
+    finally:
+        await prometheus.stop()
+
+
+@pytest.fixture
+def run(
+    history: History, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Any]:
+    """Run `rollout-bot backtest ARGS` (in a thread: it runs its own event loop) with the
+    known week's plan and Prometheus; returns the exit status, stdout and stderr."""
+    monkeypatch.setenv("PROMETHEUS_URL", history.prometheus_url)
+
+    async def invoke(*args: str, plan: bool = True, now: datetime = NOW) -> tuple[int, str, str]:
+        given = ["--plan", str(history.plan), *args] if plan else list(args)
+        status = await asyncio.to_thread(backtest.main, given, clock=lambda: now)
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return invoke
+
+
+async def test_the_canary_windows_of_the_week(history: History) -> None:
+    """The command as an operator runs it (its own process: nothing else on stderr)."""
+    args = ["--plan", str(history.plan), "--from", day(0), "--to", day(6), "--stage", "canary"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "backtest",
+        *args,
+        env={**os.environ, "PROMETHEUS_URL": history.prometheus_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    out, err = stdout.decode(), stderr.decode()
+    assert (process.returncode, err) == (0, "")
+    no_data = (
+        "INCONCLUSIVE No data for the error rate: value: no data: the query matched no "
+        "series; sample: no data: the query matched no series."
+    )
+    assert out.splitlines() == [
+        f"Backtest from {at(0, 0)} to {at(7, 0)} UTC (Prometheus {history.prometheus_url})",
+        "",
+        "Hosted relay, 5% canary (relay/canary): 336 windows of 30m",
+        "  PASS             328   97.6%",
+        "  ROLLBACK           2    0.6%   error rate 1, crash rate 1",
+        "  INCONCLUSIVE       6    1.8%   no data 4, not enough data 2",
+        "  not PASS:",
+        f"    {at(1, 14)}-14:30  ROLLBACK     error rate 0.05 exceeds the threshold 0.01",
+        f"    {at(2, 9)}-09:30  ROLLBACK     crash rate 0.005 exceeds 2x baseline 0.001 "
+        "(limit 0.002); sample 30000",
+        f"    {at(3, 3)}-03:30  INCONCLUSIVE sample 300 is below the minimum of 1000",
+        f"    {at(3, 3, 30)}-04:00  INCONCLUSIVE sample 300 is below the minimum of 1000",
+        f"    {at(4, 10)}-10:30  {no_data}",
+        f"    {at(4, 10, 30)}-11:00  {no_data}",
+        f"    {at(4, 11)}-11:30  {no_data}",
+        f"    {at(4, 11, 30)}-12:00  {no_data}",
+    ]
+
+
+async def test_every_stage_as_json_with_a_bounded_list(run: Callable[..., Any]) -> None:
+    status, out, err = await run("--from", day(0), "--to", day(6), "--json", "--limit", "3")
+    assert (status, err) == (0, "")
+    report = json.loads(out)
+    assert report["skipped"] == [{"track": "desktop", "source": "manual"}]
+    canary, half = report["stages"]
+    assert (canary["stage"], canary["window"], canary["windows"]) == ("canary", "30m", 336)
+    assert canary["verdicts"] == {"PASS": 328, "ROLLBACK": 2, "INCONCLUSIVE": 6}
+    assert canary["reasons"] == {
+        "ROLLBACK": {"error_rate": 1, "crash_rate": 1},
+        "INCONCLUSIVE": {"no_data": 4, "insufficient_sample": 2},
+    }
+    assert [(w["start"], w["verdict"], w["reason"]) for w in canary["not_passed"]] == [
+        ((WEEK_START + timedelta(days=1, hours=14)).isoformat(), "ROLLBACK", "error_rate"),
+        ((WEEK_START + timedelta(days=2, hours=9)).isoformat(), "ROLLBACK", "crash_rate"),
+        (
+            (WEEK_START + timedelta(days=3, hours=3)).isoformat(),
+            "INCONCLUSIVE",
+            "insufficient_sample",
+        ),
+    ]
+    assert canary["not_passed"][0]["current_error"] == "0.05"
+    assert canary["not_passed"][2]["sample"] == 300
+    assert canary["more"] == 5
+    # The 50% stage's own 60m windows: the spikes dilute into an hour, and still fail.
+    assert (half["stage"], half["window"], half["windows"]) == ("half", "1h", 168)
+    assert half["verdicts"] == {"PASS": 163, "ROLLBACK": 2, "INCONCLUSIVE": 3}
+    assert half["reasons"]["INCONCLUSIVE"] == {"no_data": 2, "insufficient_sample": 1}
+    assert [(w["end"], w["current_error"]) for w in half["not_passed"][:1]] == [
+        ((WEEK_START + timedelta(days=1, hours=15)).isoformat(), "0.026")
+    ]
+    assert half["more"] == 2
+
+
+async def test_a_limit_of_zero_lists_no_window(run: Callable[..., Any]) -> None:
+    status, out, _ = await run("--from", day(0), "--to", day(6), "--stage", "half", "--limit", "0")
+    assert status == 0
+    assert out.splitlines()[-2:] == ["  not PASS:", "    … and 5 more"]
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--from", "2026-13-01", "--to", "2026-11-30"], "--from '2026-13-01' is not a date"),
+        (["--from", day(0), "--to", "9999-12-31"], "--to '9999-12-31' is not a date"),
+        (["--from", day(3), "--to", day(1)], "the range ends"),
+        (["--from", day(12), "--to", day(14)], "the range starts in the future"),
+        (["--from", day(0), "--to", day(1), "--stage", "nope"], "no stage 'nope' in the plan"),
+        (["--from", day(0), "--to", day(1), "--track", "web"], "no track 'web' in the plan"),
+        (
+            ["--from", day(0), "--to", day(1), "--track", "desktop"],
+            "only Prometheus data can be replayed, and the plan reads the desktop track from "
+            "manual",
+        ),
+        (
+            ["--from", day(0), "--to", day(1), "--stage", "full"],
+            "Hosted relay 100% has no observation window, so no gate",
+        ),
+        (
+            ["--from", f"{day(0)}T00:00", "--to", f"{day(0)}T00:20", "--stage", "canary"],
+            "no whole 30m window",
+        ),
+        (["--from", "2020-01-01", "--to", day(6)], "more than 10,000"),
+        (["--from", day(-30), "--to", day(-29)], "no data between"),
+        (["--from", day(0)], "the following arguments are required: --to"),
+        (["--from", day(0), "--to", day(1), "--limit", "-1"], "argument --limit"),
+    ],
+    ids=[
+        "bad date",
+        "the calendar's edge",
+        "backwards",
+        "future",
+        "unknown stage",
+        "unknown track",
+        "no Prometheus source",
+        "no window",
+        "shorter than a window",
+        "too many windows",
+        "no data",
+        "missing --to",
+        "bad limit",
+    ],
+)
+async def test_bad_input_is_one_line_and_exit_2(
+    run: Callable[..., Any], args: list[str], line: str
+) -> None:
+    status, out, err = await run(*args, now=datetime.now(UTC))
+    assert (status, out) == (2, "")
+    assert err.startswith("rollout-bot backtest: ") and line in err
+    assert err.count("\n") == 1, err
+
+
+async def test_an_unreadable_plan_is_exit_2(run: Callable[..., Any], tmp_path: Path) -> None:
+    status, out, err = await run(
+        "--plan", str(tmp_path / "missing.yml"), "--from", day(0), "--to", day(1), plan=False
+    )
+    assert (status, out) == (2, "")
+    assert err == (
+        f"rollout-bot backtest: cannot read the rollout plan {tmp_path / 'missing.yml'}: "
+        "No such file or directory\n"
+    )
+
+
+async def test_without_prometheus_url_it_is_exit_2(
+    run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_URL")
+    status, out, err = await run("--from", day(0), "--to", day(1))
+    assert (status, out, err) == (2, "", "rollout-bot backtest: PROMETHEUS_URL: missing\n")
+
+
+async def test_an_unreachable_prometheus_is_exit_1(
+    run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PROMETHEUS_URL", f"http://reader:s3cret@127.0.0.1:{port}")
+    status, out, err = await run("--from", day(0), "--to", day(1))
+    assert (status, out) == (1, "")
+    assert err == (
+        f"rollout-bot backtest: Prometheus at http://127.0.0.1:{port} unreachable "
+        "(ClientConnectorError)\n"
+    )
+
+
+async def test_a_range_reaching_into_the_future_ends_now(run: Callable[..., Any]) -> None:
+    now = WEEK_START + timedelta(days=7, hours=1)
+    status, out, _ = await run(
+        "--from", day(6), "--to", day(30), "--stage", "canary", "--json", now=now
+    )
+    assert status == 0
+    report = json.loads(out)
+    assert report["to"] == now.isoformat()
+    # 25 hours: the last day of the week, then an hour after its last sample (no data).
+    assert report["stages"][0]["verdicts"] == {"PASS": 48, "ROLLBACK": 0, "INCONCLUSIVE": 2}
+
+
+async def test_queries_naming_the_tag_need_one(
+    run: Callable[..., Any], history: History, tmp_path: Path
+) -> None:
+    plan = yaml.safe_load(history.plan.read_text(encoding="utf-8"))
+    relay = plan["tracks"]["relay"]["metrics"]
+    relay["crash_rate"]["query"] = relay["crash_rate"]["query"].replace(
+        'container="relay"', 'container="relay",version="$tag"'
+    )
+    path = tmp_path / "tagged.yml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    status, out, err = await run("--plan", str(path), "--from", day(0), "--to", day(1), plan=False)
+    assert (status, out) == (2, "")
+    assert err == (
+        "rollout-bot backtest: the relay track's queries name $tag: "
+        "give the release's tag with --tag\n"
+    )
+
+
+async def test_the_replay_reads_no_chart_series(history: History) -> None:
+    """The backtest's source leaves out the chart's range query; a live one still reads it."""
+    metrics = PrometheusMetrics.model_validate(RELAY_METRICS)
+    start = WEEK_START + timedelta(days=1)
+    window = QueryWindow(
+        tag="v1",
+        track="relay",
+        stage="canary",
+        start=start,
+        end=start + timedelta(minutes=30),
+        rollout_start=start,
+    )
+    for charts in (False, True):
+        source = PrometheusSource(metrics, url=history.prometheus_url, charts=charts)
+        reading = await source.measure(window)
+        assert reading.figures.sample == 30000
+        assert all(bool(metric.series) is charts for metric in reading.metrics), charts

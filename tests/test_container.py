@@ -1,0 +1,240 @@
+"""The image and the compose file: what can be checked without a container engine always is
+(the files parse, every command and health path they name exists, the final stage runs as a
+non-root user with a HEALTHCHECK); building the image and running it needs an engine."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from services import missing
+
+from bot.bootstrap import create_app
+from bot.cli.main import USAGE
+from bot.config import Settings
+from sandbox.config import bot_environment
+from sandbox.prometheus_exporter import promtool_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_ENGINE = "no container engine (docker daemon or podman) on this machine"
+HTTP_PATH = re.compile(r"http://127\.0\.0\.1:[^/]*?(/[\w/.-]*)")
+"""The path a health check asks of the container itself (its port may be an expression)."""
+
+
+def cli_commands() -> set[str]:
+    """The commands `rollout-bot --help` lists."""
+    listed = USAGE.split("commands:", 1)[1]
+    return {line.split()[0] for line in listed.splitlines() if line.strip()}
+
+
+def get_routes() -> set[str]:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        **{
+            name.lower(): value
+            for name, value in bot_environment(
+                slack_api_url="http://127.0.0.1:9/api/",
+                github_api_url="http://127.0.0.1:9/",
+                database_url="sqlite:///unused.db",
+            ).items()
+        },
+    )
+    app = create_app(settings)
+    return {
+        route.resource.canonical
+        for route in app.router.routes()
+        if route.method == "GET" and route.resource is not None
+    }
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yml").read_text(encoding="utf-8"))
+    return loaded
+
+
+def final_stage() -> list[tuple[str, str]]:
+    """(instruction, arguments) of the Dockerfile's last stage, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    lines = [line for line in text.replace("\\\n", " ").splitlines() if line.strip()]
+    stages: list[list[tuple[str, str]]] = []
+    for line in lines:
+        if line.lstrip().startswith("#"):
+            continue
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction.upper(), arguments.strip()))
+    assert len(stages) >= 2, "a multi-stage build"
+    return stages[-1]
+
+
+def health_paths(command: str) -> list[str]:
+    return HTTP_PATH.findall(command)
+
+
+def test_the_final_stage_runs_as_a_non_root_user_with_a_healthcheck_on_healthz() -> None:
+    stage = final_stage()
+    users = [arguments for instruction, arguments in stage if instruction == "USER"]
+    assert users, "the final stage sets USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+    (healthcheck,) = [arguments for instruction, arguments in stage if instruction == "HEALTHCHECK"]
+    paths = health_paths(healthcheck)
+    assert paths == ["/healthz"]
+    assert set(paths) <= get_routes()
+    entry = dict(stage)
+    assert entry["ENTRYPOINT"] == '["rollout-bot"]' and entry["CMD"] == '["serve"]'
+    # No compiler in the image: the wheels were built in the first stage.
+    assert not any(
+        tool in arguments
+        for instruction, arguments in stage
+        if instruction == "RUN"
+        for tool in ("apt-get", "gcc", "build-essential", "pip wheel")
+    )
+
+
+def test_compose_runs_two_replicas_after_migrate_with_real_commands_and_paths() -> None:
+    defined = compose()["services"]
+    commands = cli_commands()
+    routes = get_routes()
+    bots = {name for name, s in defined.items() if s.get("image") == "rollout-bot:local"}
+    serving = {name for name in bots if defined[name]["command"] == ["serve"]}
+    assert len(serving) == 2
+    assert defined["migrate"]["command"] == ["migrate"]
+    for name in serving:
+        assert defined[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }
+    for name in bots:
+        (command,) = defined[name]["command"]
+        assert command in commands, f"{name}: rollout-bot {command} is not a command"
+    checked = 0
+    for name, service in defined.items():
+        test = service.get("healthcheck", {}).get("test")
+        if test is None:
+            continue
+        paths = health_paths(" ".join(test))
+        assert set(paths) <= routes, f"{name}: {paths} are not all routes of the bot"
+        checked += len(paths)
+    assert checked == 2  # both replicas
+
+
+def test_the_proxy_asks_readyz_and_prometheus_scrapes_each_replica() -> None:
+    defined = compose()["services"]
+    serving = sorted(name for name, s in defined.items() if s.get("command") == ["serve"])
+    haproxy = (ROOT / "ops" / "haproxy.cfg").read_text(encoding="utf-8")
+    (check,) = re.findall(r"option httpchk GET (\S+)", haproxy)
+    assert check == "/readyz" and check in get_routes()
+    assert sorted(re.findall(r"^\s*server (\S+) ", haproxy, re.MULTILINE)) == serving
+
+    prometheus = yaml.safe_load((ROOT / "ops" / "prometheus.yml").read_text(encoding="utf-8"))
+    assert prometheus["rule_files"] == ["alerts.yml"]
+    (job,) = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and "/metrics" in get_routes()
+    (targets,) = [static["targets"] for static in job["static_configs"]]
+    assert sorted(targets) == [f"{name}:3000" for name in serving]
+    mounts = defined["prometheus"]["volumes"]
+    assert "./ops/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+
+
+def test_promtool_accepts_the_prometheus_configuration(tmp_path: Path) -> None:
+    promtool = promtool_binary()
+    if promtool is None:
+        missing("promtool is missing (apt-get install prometheus)")
+    config = tmp_path / "prometheus.yml"
+    shutil.copyfile(ROOT / "ops" / "prometheus.yml", config)
+    shutil.copyfile(ROOT / "ops" / "alerts.yml", tmp_path / "alerts.yml")
+    checked = subprocess.run(  # noqa: S603 - a fixed command line
+        [promtool, "check", "config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_haproxy_accepts_the_proxy_configuration() -> None:
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        missing("haproxy is missing (apt-get install haproxy)")
+    # Outside compose the replicas' names do not resolve: a warning, not an error.
+    checked = subprocess.run(  # noqa: S603 - a fixed command line
+        [haproxy, "-c", "-f", str(ROOT / "ops" / "haproxy.cfg")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def container_engine() -> str | None:
+    """`docker` or `podman`, whichever answers `info`; None when neither does."""
+    for engine in ("docker", "podman"):
+        if shutil.which(engine) is None:
+            continue
+        answered = subprocess.run(  # noqa: S603 - a fixed command line
+            [engine, "info"], capture_output=True, timeout=30, check=False
+        )
+        if answered.returncode == 0:
+            return engine
+    return None
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[tuple[str, str]]:
+    engine = container_engine()
+    if engine is None:
+        pytest.skip(NO_ENGINE)
+    tag = "rollout-bot:test"
+    subprocess.run(  # noqa: S603
+        [engine, "build", "--build-arg", "ROLLOUT_BOT_COMMIT=c0ffee1", "--tag", tag, str(ROOT)],
+        check=True,
+        timeout=1200,
+    )
+    yield engine, tag
+    subprocess.run([engine, "rmi", "--force", tag], check=False, timeout=120)  # noqa: S603
+
+
+def run_in(
+    image: tuple[str, str], *args: str, env: dict[str, str] | None = None, entrypoint: str = ""
+) -> str:
+    engine, tag = image
+    options = [f"--env={name}={value}" for name, value in (env or {}).items()]
+    if entrypoint:
+        options.append(f"--entrypoint={entrypoint}")
+    done = subprocess.run(  # noqa: S603 - the engine and fixed arguments
+        [engine, "run", "--rm", *options, tag, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"{shlex.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def test_the_image_knows_its_version(image: tuple[str, str]) -> None:
+    expected = f"rollout-bot {version('rollout-bot')} (commit c0ffee1)"
+    assert run_in(image, "--version").strip() == expected
+
+
+def test_the_image_checks_a_configuration_as_a_non_root_user(image: tuple[str, str]) -> None:
+    env = bot_environment(
+        slack_api_url="http://127.0.0.1:9/api/",
+        github_api_url="http://127.0.0.1:9/",
+        database_url="sqlite:////app/rollout-bot.db",
+    )
+    out = run_in(image, "check-config", env=env)
+    assert "RELEASE_CHANNELS" in out and "xoxb-" not in out
+    assert run_in(image, "-u", entrypoint="id").strip() == "10001"

@@ -1,0 +1,227 @@
+"""`rollout-bot doctor` against the sandbox's Slack, GitHub and Sentry, through the real
+slack_sdk and PyGithub clients: every check passes on a sound install, and each misconfiguration
+in turn fails its own check (and only that one) with the fix."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cli import base_env, run
+
+from bot.cli.doctor import examine, manifest_scopes
+from bot.config import Settings
+from sandbox.config import (
+    GITHUB_TOKEN,
+    RELEASE_CHANNEL,
+    RELEASE_MANAGER,
+    SECRETS,
+    SENTRY_TOKEN,
+    SLACK_BOT_TOKEN,
+)
+from sandbox.config import bot_environment as sandbox_environment
+from sandbox.github import GitHubSimulator
+from sandbox.plans import fast_plan
+from sandbox.sentry import SentryTestServer
+from sandbox.slack import SlackTestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+APPROVER_GROUP = "S0APPROVE1"
+
+
+@dataclass
+class Install:
+    """A sound install: the servers it talks to and its environment."""
+
+    slack: SlackTestServer
+    github: GitHubSimulator
+    sentry: SentryTestServer | None
+    env: dict[str, str]
+
+    def settings(self) -> Settings:
+        values = {name.lower(): value for name, value in self.env.items()}
+        return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def install(tmp_path: Path) -> AsyncIterator[Install]:
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    plan["tracks"]["desktop"]["metrics"] = {
+        "source": "sentry",
+        "baseline_crash_rate": "0.001",
+        "release": "scriptum-desktop@$tag",
+        "environment": "$stage",
+    }
+    (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    async with (
+        SlackTestServer(bot_token=SLACK_BOT_TOKEN) as slack,
+        GitHubSimulator(token=GITHUB_TOKEN) as github,
+        SentryTestServer(token=SENTRY_TOKEN) as sentry,
+    ):
+        slack.channel_members[RELEASE_CHANNEL] = [slack.bot_user_id, RELEASE_MANAGER]
+        slack.usergroups[APPROVER_GROUP] = [RELEASE_MANAGER]
+        hook = github.add_hook("https://rollout.example.com/github/webhook")
+        hook.deliver(event="workflow_run", status_code=200)
+        env = sandbox_environment(
+            slack_api_url=slack.api_url,
+            github_api_url=github.api_url,
+            database_url=f"sqlite:///{tmp_path}/unused.db",
+        ) | {
+            "ROLLOUT_PLAN": str(tmp_path / "plan.yml"),
+            "ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{APPROVER_GROUP}",
+            "SENTRY_URL": sentry.url,
+            "SENTRY_ORG": sentry.org,
+            "SENTRY_PROJECT": sentry.project,
+            "SENTRY_TOKEN": SENTRY_TOKEN,
+            "GITHUB_RETRY_BACKOFF": "0",
+        }
+        yield Install(slack=slack, github=github, sentry=sentry, env=env)
+
+
+async def lines(install: Install) -> list[str]:
+    scopes, problem = manifest_scopes(ROOT / "manifest.yml")
+    assert problem is None
+    findings = await examine(install.settings(), scopes=scopes, tag="v1.4.2")
+    return [finding.line() for finding in findings]
+
+
+async def test_a_sound_install_passes_every_check_and_exits_0(
+    install: Install, tmp_path: Path
+) -> None:
+    code, out, err = await run(
+        "doctor", "--manifest", str(ROOT / "manifest.yml"), env=base_env() | install.env, cwd=ROOT
+    )
+    assert code == 0, out + err
+    checks = out.split("\n\n")[0].splitlines()
+    assert all(line.startswith("✓ ") for line in checks), out
+    text = "\n".join(checks)
+    for expected in (
+        "Slack token valid",
+        "Slack scopes cover the manifest's 9",
+        f"bot is a member of release channel {RELEASE_CHANNEL}",
+        f"approver group {APPROVER_GROUP} has 1 members",
+        "GitHub reaches scriptum/scriptum as release-bot",
+        "workflow deployment-strategy.yml at main takes the plan's",
+        "environment relay-canary-5 waits for release-bot",
+        "environment desktop-kill-switch waits for release-bot",
+        "webhook https://rollout.example.com/github/webhook: the last 1 deliveries succeeded",
+        "metrics of the desktop track (sentry) answer their queries",
+        "metrics of the relay track (static): no queries",
+    ):
+        assert expected in text, expected
+    assert out.endswith(f"{len(checks)} checks, 0 failed\n")
+    assert not any(secret in out + err for secret in SECRETS)
+
+
+Breakage = Callable[[Install], object]
+
+
+async def stop_sentry(install: Install) -> None:
+    assert install.sentry is not None
+    await install.sentry.stop()
+
+
+@pytest.mark.parametrize(
+    ("breakage", "failure", "fix"),
+    [
+        pytest.param(
+            lambda i: setattr(
+                i.slack, "scopes", tuple(s for s in i.slack.scopes if s != "files:write")
+            ),
+            "✗ Slack scopes lack files:write",
+            "reinstall the app",
+            id="a scope removed",
+        ),
+        pytest.param(
+            lambda i: i.slack.channel_members[RELEASE_CHANNEL].remove(i.slack.bot_user_id),
+            f"✗ bot is not a member of release channel {RELEASE_CHANNEL}",
+            "/invite @rollout-bot",
+            id="not in the channel",
+        ),
+        pytest.param(
+            lambda i: i.slack.usergroups.pop(APPROVER_GROUP),
+            f"✗ approver group {APPROVER_GROUP}",
+            "check ROLLOUT_APPROVERS",
+            id="an unknown user group",
+        ),
+        pytest.param(
+            lambda i: i.github.engine.protected.discard("relay-rollout-50"),
+            "✗ environment relay-rollout-50 does not hold the bot",
+            "add release-bot to its required reviewers",
+            id="no reviewer on an environment",
+        ),
+        pytest.param(
+            lambda i: i.github.engine.environments.pop("desktop-beta"),
+            "✗ environment desktop-beta does not exist",
+            "create it",
+            id="an environment missing",
+        ),
+        pytest.param(
+            lambda i: i.github.remove_workflow("deployment-strategy.yml"),
+            "✗ workflow deployment-strategy.yml at main not found",
+            "push .github/workflows/deployment-strategy.yml",
+            id="the workflow removed",
+        ),
+        pytest.param(
+            lambda i: i.github.hooks.clear(),
+            "✗ no repository webhook posts to …/github/webhook",
+            "Settings → Webhooks",
+            id="no webhook",
+        ),
+        pytest.param(
+            lambda i: i.github.hooks[0].deliver(
+                event="workflow_job", status_code=502, status="failed to connect"
+            ),
+            "✗ webhook https://rollout.example.com/github/webhook: 1 of the last 2 deliveries "
+            "failed (latest: 502 failed to connect, workflow_job)",
+            "GITHUB_WEBHOOK_SECRET",
+            id="a failed delivery",
+        ),
+        pytest.param(
+            stop_sentry,
+            "✗ metrics of the desktop track (sentry): crash_rate",
+            "SENTRY_*",
+            id="a dead metrics source",
+        ),
+    ],
+)
+async def test_each_misconfiguration_fails_its_own_check_with_the_fix(
+    install: Install, breakage: Breakage, failure: str, fix: str
+) -> None:
+    assert all(line.startswith("✓") for line in await lines(install))
+    broken = breakage(install)
+    if hasattr(broken, "__await__"):
+        await broken  # type: ignore[misc]
+    found = await lines(install)
+    failed = [line for line in found if line.startswith("✗")]
+    assert len(failed) == 1, found
+    assert failed[0].startswith(failure), failed[0]
+    assert fix in failed[0]
+
+
+async def test_a_refused_token_is_one_failure_and_the_doctor_exits_1(install: Install) -> None:
+    env = base_env() | install.env | {"SLACK_BOT_TOKEN": "xoxb-revoked-0000"}
+    code, out, _ = await run("doctor", "--manifest", str(ROOT / "manifest.yml"), env=env, cwd=ROOT)
+    assert code == 1
+    assert "✗ Slack token: auth.test answered invalid_auth: check SLACK_BOT_TOKEN" in out
+    assert "xoxb-revoked-0000" not in out
+    # The GitHub side is still checked.
+    assert "✓ GitHub reaches scriptum/scriptum as release-bot" in out
+
+
+async def test_without_a_manifest_no_scope_check_claims_to_pass(install: Install) -> None:
+    findings = await examine(install.settings(), scopes=frozenset(), tag="v1.4.2")
+    assert not any("scopes" in finding.line() for finding in findings)
+
+
+def test_a_missing_manifest_is_a_failed_check_that_names_the_option(tmp_path: Path) -> None:
+    scopes, problem = manifest_scopes(tmp_path / "manifest.yml")
+    assert scopes == frozenset()
+    assert problem is not None
+    assert problem.line() == (
+        f"✗ Slack app manifest {tmp_path / 'manifest.yml'} unreadable (FileNotFoundError): "
+        "pass the bot's manifest.yml with --manifest"
+    )

@@ -1,0 +1,174 @@
+"""`rollout-bot doctor` in GitHub App mode against the sandbox's GitHub, through the real
+PyGithub: a sound App install passes every check; each App misconfiguration (wrong App id:
+GitHub's 401; not installed; a permission, an event, the webhook or an environment's rule
+missing; a call refused 403) fails its own check with the fix, and never shows the key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from test_cli import base_env, run
+from test_doctor import ROOT, Install, lines
+
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN
+from sandbox.config import bot_environment as sandbox_environment
+from sandbox.github import GitHubSimulator
+from sandbox.github_app import INSTALLATION_ID, SandboxApp
+from sandbox.plans import fast_plan
+from sandbox.slack import SlackTestServer
+
+HOOK = "https://rollout.example.com/github/webhook"
+
+
+@dataclass
+class AppInstall(Install):
+    """A sound App install (no Sentry: the plan's metrics are static)."""
+
+    app: SandboxApp = field(default_factory=SandboxApp)
+
+
+@pytest.fixture
+async def install(tmp_path: Path) -> AsyncIterator[AppInstall]:
+    app = SandboxApp(hook_url=HOOK)
+    (tmp_path / "plan.yml").write_text(fast_plan(tmp_path / "figures.yml"), encoding="utf-8")
+    async with (
+        SlackTestServer(bot_token=SLACK_BOT_TOKEN) as slack,
+        GitHubSimulator(app=app) as github,
+    ):
+        slack.channel_members[RELEASE_CHANNEL] = [slack.bot_user_id, RELEASE_MANAGER]
+        app.rule_environments |= set(github.engine.environments)
+        env = sandbox_environment(
+            slack_api_url=slack.api_url,
+            github_api_url=github.api_url,
+            database_url=f"sqlite:///{tmp_path}/unused.db",
+        ) | {
+            "ROLLOUT_PLAN": str(tmp_path / "plan.yml"),
+            "GITHUB_APP_ID": str(app.app_id),
+            "GITHUB_APP_PRIVATE_KEY": app.private_key,
+            "GITHUB_RETRY_BACKOFF": "0",
+        }
+        del env["GITHUB_TOKEN"]
+        yield AppInstall(slack=slack, github=github, sentry=None, env=env, app=app)
+
+
+async def test_a_sound_app_install_passes_every_check_and_exits_0(install: AppInstall) -> None:
+    code, out, err = await run(
+        "doctor", "--manifest", str(ROOT / "manifest.yml"), env=base_env() | install.env, cwd=ROOT
+    )
+    assert code == 0, out + err
+    checks = out.split("\n\n")[0].splitlines()
+    assert all(line.startswith("✓ ") for line in checks), out
+    text = "\n".join(checks)
+    for expected in (
+        f"GitHub App rollout-bot authenticates and is installed on scriptum/scriptum "
+        f"(installation {install.app.installation_id})",
+        "GitHub App has the 5 permissions the bot needs",
+        "GitHub App receives the 4 events the bot follows",
+        f"GitHub App webhook posts JSON to {HOOK}, with a secret",
+        "GitHub reaches scriptum/scriptum as rollout-bot[bot]",
+        "workflow deployment-strategy.yml at main takes the plan's",
+        "environment relay-canary-5 waits for the App's rule (rollout-bot)",
+        "environment desktop-kill-switch waits for the App's rule (rollout-bot)",
+    ):
+        assert expected in text, expected
+    assert "repository webhook" not in text  # App mode: the App's own webhook
+    for line in install.app.private_key.splitlines()[1:-1]:
+        assert line not in out + err
+
+
+Breakage = Callable[[AppInstall], object]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "failure", "fix"),
+    [
+        pytest.param(
+            lambda i: i.env.update(GITHUB_APP_ID=str(i.app.app_id + 1)),
+            "✗ GitHub App is installed on scriptum/scriptum: GitHub rejected the App's "
+            "credentials (401 A JSON web token could not be decoded)",
+            "check that GITHUB_APP_ID is the App's id",
+            id="wrong App id",
+        ),
+        pytest.param(
+            lambda i: setattr(i.app, "installed", False),
+            "✗ GitHub App is installed on scriptum/scriptum: The GitHub App",
+            "install it there",
+            id="not installed",
+        ),
+        pytest.param(
+            lambda i: i.app.permissions.pop("secrets"),
+            "✗ GitHub App lacks the permissions Secrets: Read-only",
+            "accept the new permissions on the installation",
+            id="a permission missing",
+        ),
+        pytest.param(
+            lambda i: setattr(i.app, "events", ("workflow_run", "deployment_status")),
+            "✗ GitHub App is not subscribed to deployment_protection_rule, workflow_job",
+            "Subscribe to events",
+            id="events missing",
+        ),
+        pytest.param(
+            lambda i: setattr(i.app, "hook_url", ""),
+            "✗ GitHub App webhook is not set",
+            "set the Webhook URL in the App's settings",
+            id="no webhook",
+        ),
+        pytest.param(
+            lambda i: setattr(i.app, "hook_secret", False),
+            "✗ GitHub App webhook has no secret",
+            "set the Webhook secret in the App's settings (General → Webhook) to the "
+            "GITHUB_WEBHOOK_SECRET",
+            id="webhook without a secret",
+        ),
+        pytest.param(
+            lambda i: setattr(i.app, "hook_content_type", "form"),
+            "✗ GitHub App webhook sends form content",
+            "the bot reads JSON",
+            id="webhook sending form content",
+        ),
+        pytest.param(
+            lambda i: i.env.update(GITHUB_APP_INSTALLATION_ID=str(i.app.installation_id + 1)),
+            f"✗ GITHUB_APP_INSTALLATION_ID is {INSTALLATION_ID + 1}; the App's installation on "
+            f"scriptum/scriptum is {INSTALLATION_ID}",
+            f"set GITHUB_APP_INSTALLATION_ID={INSTALLATION_ID} (or unset it",
+            id="another installation configured",
+        ),
+        pytest.param(
+            lambda i: i.app.rule_environments.discard("relay-rollout-50"),
+            "✗ environment relay-rollout-50 does not wait for the App's rule",
+            "Deployment protection rules: enable rollout-bot",
+            id="an environment without the rule",
+        ),
+    ],
+)
+async def test_each_app_misconfiguration_fails_its_own_check_with_the_fix(
+    install: AppInstall, breakage: Breakage, failure: str, fix: str
+) -> None:
+    assert all(line.startswith("✓") for line in await lines(install))
+    breakage(install)
+    found = await lines(install)
+    failed = [line for line in found if line.startswith("✗")]
+    assert len(failed) == 1, found
+    assert failed[0].startswith(failure), failed[0]
+    assert fix in failed[0]
+
+
+async def test_a_call_the_installation_may_not_make_names_the_permission_to_grant(
+    install: AppInstall,
+) -> None:
+    install.app.permissions.pop("contents")
+    failed = [line for line in await lines(install) if line.startswith("✗")]
+    assert failed == [
+        "✗ GitHub App lacks the permissions Contents: Read-only: grant them in the App's "
+        "settings → Permissions & events, then accept the new permissions on the installation "
+        "(Settings → GitHub Apps → Configure); without them GitHub answers 403 'Resource not "
+        "accessible by integration'",
+        "✗ GitHub workflow: GitHub refused to read .github/workflows/deployment-strategy.yml "
+        "at main (403: Resource not accessible by integration): the GitHub App needs the "
+        "permissions Actions: Read and Contents: Read (the App's settings → Permissions & "
+        "events; then accept the new permissions on the installation: Settings → GitHub Apps "
+        "→ Configure).",
+    ]

@@ -1,0 +1,36 @@
+"""A failure a later try repairs is one WARNING line; a bug is an ERROR with its traceback."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from sqlalchemy.exc import InternalError
+
+from bot.services.failures import log_failure
+
+LOG = logging.getLogger("bot.test.failures")
+
+
+def test_a_connection_killed_mid_operation_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What asyncpg raised through SQLAlchemy when the chaos run killed a connection mid-delivery.
+    killed = InternalError(
+        "SELECT rollouts.id FROM rollouts WHERE rollouts.id = $1",
+        {"id_1": "r-1"},
+        Exception("cannot switch to state 12; another operation (2) is in progress"),
+    )
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        log_failure(LOG, "acting on webhook d-1 failed", killed)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage().startswith("acting on webhook d-1 failed: InternalError:")
+    assert "SELECT" not in record.getMessage()  # no SQL statement in the line
+
+
+def test_a_bug_is_an_error_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        log_failure(LOG, "acting on webhook d-2 failed", KeyError("state"))
+    (record,) = caplog.records
+    assert record.levelno == logging.ERROR and record.exc_info is not None

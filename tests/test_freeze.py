@@ -1,0 +1,325 @@
+"""The freeze calendar and the lane's rules (pure): weekly windows across DST changes and the
+week's wrap, dated windows, the plan's errors, the ad hoc freeze's end, and the commands; and
+the lane's store on both databases (one lock holder among replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from replicas import replica_sessions
+
+from bot.domain.errors import InvalidCommand, PlanError
+from bot.domain.freeze import (
+    LANE_FREEZE,
+    LANE_LOCK,
+    Frozen,
+    LaneHold,
+    Locked,
+    SecondApproverNeeded,
+    freeze_end,
+    freeze_in_force,
+    lane_refusal,
+    override_kind,
+)
+from bot.domain.plan.freezes import CalendarFreeze
+from bot.domain.rollout_command import Freeze, Lock, Start, Unlock, parse_command
+from bot.plan_file import load_plan, parse_plan
+from storage.lane_holds import LaneHoldStore
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+WEEKEND = CalendarFreeze.model_validate(
+    {
+        "name": "weekend",
+        "timezone": "Europe/Berlin",
+        "weekly": {"from": "fri 16:00", "until": "mon 08:00"},
+    }
+)
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("now", "until"),
+    [
+        ("2026-12-04 14:59", None),  # Friday 15:59 in Berlin (UTC+1): not yet
+        ("2026-12-04 15:00", "2026-12-07 07:00"),  # Friday 16:00 Berlin: frozen until Monday 08:00
+        ("2026-12-06 23:00", "2026-12-07 07:00"),  # Sunday night, across the week's wrap
+        ("2026-12-07 06:59", "2026-12-07 07:00"),
+        ("2026-12-07 07:00", None),  # Monday 08:00 Berlin: open again
+        ("2026-12-09 12:00", None),  # Wednesday
+    ],
+)
+def test_the_weekend_window_wraps_the_week_in_its_zone(now: str, until: str | None) -> None:
+    assert WEEKEND.covering(utc(now)) == (utc(until) if until else None)
+
+
+def test_a_weekend_across_the_spring_dst_change_ends_at_local_eight() -> None:
+    # Europe/Berlin moves to UTC+2 on Sunday 2027-03-28: Friday 16:00 is 15:00 UTC, but
+    # Monday 08:00 is 06:00 UTC.
+    assert WEEKEND.covering(utc("2027-03-26 15:00")) == utc("2027-03-29 06:00")
+    assert WEEKEND.covering(utc("2027-03-26 14:59")) is None
+    assert WEEKEND.covering(utc("2027-03-29 06:00")) is None
+
+
+def test_a_weekend_across_the_autumn_dst_change_starts_at_local_four_pm() -> None:
+    # Back to UTC+1 on Sunday 2026-10-25: Friday 16:00 is 14:00 UTC, Monday 08:00 is 07:00 UTC.
+    assert WEEKEND.covering(utc("2026-10-23 13:59")) is None
+    assert WEEKEND.covering(utc("2026-10-23 14:00")) == utc("2026-10-26 07:00")
+
+
+def test_a_window_starting_in_the_skipped_hour_starts_an_hour_later() -> None:
+    night = CalendarFreeze.model_validate(
+        {
+            "name": "night",
+            "timezone": "Europe/Berlin",
+            "weekly": {"from": "sun 02:30", "until": "sun 05:00"},
+        }
+    )
+    # 02:30 does not exist on 2027-03-28 in Berlin: read as 03:30 CEST, 01:30 UTC.
+    assert night.covering(utc("2027-03-28 00:45")) is None
+    assert night.covering(utc("2027-03-28 01:30")) == utc("2027-03-28 03:00")
+
+
+def test_a_dated_window_covers_its_days_only() -> None:
+    holidays = CalendarFreeze.model_validate(
+        {
+            "name": "holidays",
+            "reason": "holiday week",
+            "timezone": "America/New_York",
+            "dates": {"from": "2026-12-21 00:00", "until": "2027-01-04 08:00"},
+        }
+    )
+    assert holidays.covering(utc("2026-12-21 04:59")) is None
+    assert holidays.covering(utc("2026-12-21 05:00")) == utc("2027-01-04 13:00")
+    assert holidays.covering(utc("2027-01-04 13:00")) is None
+
+
+def _plan_with(freezes: object) -> str:
+    default = load_plan(None).model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    default["freezes"] = freezes
+    return yaml.safe_dump(default)
+
+
+def test_the_plan_names_each_bad_freeze_by_its_dotted_path() -> None:
+    bad = [
+        {
+            "name": "weekend",
+            "timezone": "Mars/Olympus",
+            "weekly": {"from": "fri 16:00", "until": "mon 08:00"},
+        },
+        {
+            "name": "holidays",
+            "timezone": "UTC",
+            "dates": {"from": "2026-12-21 00:00", "until": "2026-12-20 00:00"},
+        },
+        {"name": "both", "timezone": "UTC"},
+        {"name": "typo", "timezone": "UTC", "weekly": {"from": "fry 16:00", "until": "mon 08:00"}},
+        {
+            "name": "same",
+            "timezone": "UTC",
+            "weekly": {"from": "Fri 16:00", "until": "friday 16:00"},
+        },
+    ]
+    with pytest.raises(PlanError) as raised:
+        parse_plan(_plan_with(bad), "plan.yml")
+    text = str(raised.value)
+    assert "freezes[0].timezone: 'Mars/Olympus' is not an IANA time zone" in text
+    assert "freezes[1].dates.until: must be after dates.from" in text
+    assert "freezes[2]: needs exactly one of weekly or dates" in text
+    assert "freezes[3].weekly.from: 'fry 16:00' is not a weekday and time" in text
+    assert "freezes[4].weekly.until: must differ from weekly.from" in text
+
+
+def test_a_good_calendar_loads() -> None:
+    good = [
+        {
+            "name": "weekend",
+            "timezone": "Europe/Berlin",
+            "weekly": {"from": "fri 16:00", "until": "mon 08:00"},
+        }
+    ]
+    plan = parse_plan(_plan_with(good), "plan.yml")
+    assert plan.freezes[0].covering(utc("2026-12-05 12:00")) == utc("2026-12-07 07:00")
+
+
+NOW = utc("2026-12-04 12:00")
+
+
+def test_an_ad_hoc_freeze_ends() -> None:
+    hold = LaneHold(LANE_FREEZE, "U1", "incident", NOW, NOW + timedelta(hours=2))
+    frozen = freeze_in_force([WEEKEND], [hold], NOW)
+    assert frozen is not None and (frozen.actor, frozen.reason) == ("U1", "incident")
+    assert freeze_in_force([], [hold], NOW + timedelta(hours=2)) is None
+    weekend = freeze_in_force([WEEKEND], [hold], utc("2026-12-05 12:00"))
+    assert weekend is not None and weekend.calendar == "weekend"
+
+
+def test_of_two_freezes_in_force_the_one_ending_latest_is_shown() -> None:
+    saturday = utc("2026-12-05 12:00")  # the weekend freezes until Monday 07:00 UTC
+    short = LaneHold(LANE_FREEZE, "U1", "incident", saturday, saturday + timedelta(hours=2))
+    weekend = freeze_in_force([WEEKEND], [short], saturday)
+    assert weekend is not None and weekend.calendar == "weekend"
+    long = LaneHold(LANE_FREEZE, "U1", "incident", saturday, utc("2026-12-08 00:00"))
+    frozen = freeze_in_force([WEEKEND], [long], saturday)
+    assert frozen is not None and (frozen.actor, frozen.until) == ("U1", long.until)
+
+
+def test_the_lane_refuses_others_under_a_lock_and_everyone_under_a_freeze() -> None:
+    lock = LaneHold(LANE_LOCK, "U1", "", NOW)
+    assert lane_refusal(
+        actor="U2", freeze=None, holds=[lock], rollout_id=None, two_person=False, now=NOW
+    ) == Locked(lock)
+    assert (
+        lane_refusal(
+            actor="U1", freeze=None, holds=[lock], rollout_id=None, two_person=False, now=NOW
+        )
+        is None
+    )
+    freeze = freeze_in_force([WEEKEND], [], utc("2026-12-05 12:00"))
+    assert freeze is not None
+    assert isinstance(
+        lane_refusal(
+            actor="U1", freeze=freeze, holds=[], rollout_id="r1", two_person=False, now=NOW
+        ),
+        Frozen,
+    )
+    override = LaneHold(override_kind("r1"), "U1", "hotfix", NOW, freeze.until)
+    args = {"freeze": freeze, "holds": [override], "rollout_id": "r1", "now": NOW}
+    assert lane_refusal(actor="U1", two_person=False, **args) is None  # type: ignore[arg-type]
+    assert isinstance(lane_refusal(actor="U1", two_person=True, **args), SecondApproverNeeded)  # type: ignore[arg-type]
+    assert lane_refusal(actor="U2", two_person=True, **args) is None  # type: ignore[arg-type]
+
+
+def test_an_override_counts_only_until_it_ends() -> None:
+    freeze = freeze_in_force([WEEKEND], [], utc("2026-12-05 12:00"))
+    assert freeze is not None
+    override = LaneHold(override_kind("r1"), "U1", "hotfix", NOW, NOW + timedelta(hours=1))
+    args = {"actor": "U2", "freeze": freeze, "holds": [override], "rollout_id": "r1"}
+    assert lane_refusal(now=NOW, two_person=False, **args) is None  # type: ignore[arg-type]
+    ended = lane_refusal(now=NOW + timedelta(hours=1), two_person=False, **args)  # type: ignore[arg-type]
+    assert ended == Frozen(freeze, dispatch=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "until"),
+    [
+        ("2h", NOW + timedelta(hours=2)),
+        ("2026-12-24 18:00", utc("2026-12-24 18:00")),
+        ("2026-12-24T18:00+01:00", utc("2026-12-24 17:00")),
+        ("2027-01-03 12:00", NOW + timedelta(days=30)),
+    ],
+)
+def test_a_freeze_ends_after_a_duration_or_at_a_time(text: str, until: datetime) -> None:
+    assert freeze_end(text, NOW) == until
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("soon", "is not a duration"),
+        ("2026-12-01 09:00", "is in the past"),
+        ("2026-13-40 09:00", "not a date and time"),
+        ("0s", "not longer than zero"),
+        ("9999-12-31 23:00-05:00", "too far ahead: a freeze lasts at most 30 days"),
+        ("2027-01-03 12:01", "too far ahead: a freeze lasts at most 30 days"),
+    ],
+)
+def test_a_bad_freeze_end_is_one_clear_line(text: str, says: str) -> None:
+    with pytest.raises(InvalidCommand, match=says):
+        freeze_end(text, NOW)
+
+
+def test_the_commands_parse() -> None:
+    assert parse_command("freeze 2h INC-123 investigation") == Freeze("2h", "INC-123 investigation")
+    assert parse_command("freeze 2026-12-24 18:00 holidays") == Freeze(
+        "2026-12-24 18:00", "holidays"
+    )
+    assert parse_command("lock") == Lock()
+    assert parse_command("unlock he left") == Unlock("he left")
+    assert parse_command('start v1.4.2 --override-freeze "hotfix for INC-123"') == Start(
+        "v1.4.2", override_freeze="hotfix for INC-123"
+    )
+    assert parse_command(
+        "start v1.4.2 --flags-ready \N{EM DASH}override-freeze "
+        "\N{LEFT DOUBLE QUOTATION MARK}hotfix\N{RIGHT DOUBLE QUOTATION MARK}"
+    ) == Start("v1.4.2", flags_ready=True, override_freeze="hotfix")
+    for order in (
+        "--override-freeze hotfix --flags-ready",
+        "--flags-ready --override-freeze hotfix",
+    ):
+        assert parse_command(f"start v1.4.2 {order}") == Start(
+            "v1.4.2", flags_ready=True, override_freeze="hotfix"
+        )
+    with pytest.raises(InvalidCommand) as unknown:
+        parse_command("start v1.4.2 --fast")
+    said = str(unknown.value)
+    assert said.count("--flags-ready") == said.count("--override-freeze") == 1, said
+    for bad, says in [
+        ("freeze 2h", "needs a reason"),
+        ("freeze", "needs an end"),
+        ("start v1 --override-freeze", "needs a reason"),
+    ]:
+        with pytest.raises(InvalidCommand, match=says):
+            parse_command(bad)
+
+
+async def test_of_many_replicas_locking_at_once_one_holds_the_lane(database_url: str) -> None:
+    async with replica_sessions(database_url, 3) as sessions:
+        stores = [LaneHoldStore(factory) for factory in sessions]
+        held = await asyncio.gather(
+            *(stores[i % 3].take(LaneHold(LANE_LOCK, f"U{i:02d}", "", NOW)) for i in range(12))
+        )
+        assert len({hold.actor for hold in held}) == 1  # every taker is told the one holder
+        assert await stores[1].current() == [held[0]]
+        other = "U99" if held[0].actor != "U99" else "U98"
+        assert await stores[2].release(LANE_LOCK, actor=other) is None  # not theirs: kept
+        assert await stores[0].current() == [held[0]]
+        assert await stores[2].release(LANE_LOCK, actor=held[0].actor) == held[0]
+        assert await stores[0].release(LANE_LOCK) is None
+
+
+async def test_releasing_the_freeze_keeps_its_overrides_and_the_lock(
+    database_url: str,
+) -> None:
+    async with replica_sessions(database_url, 1) as (sessions,):
+        store = LaneHoldStore(sessions)
+        until = NOW + timedelta(hours=1)
+        lock = LaneHold(LANE_LOCK, "U1", "db work", NOW)
+        override = LaneHold(override_kind("r1"), "U2", "hotfix", NOW, until)
+        for hold in (
+            LaneHold(LANE_FREEZE, "U1", "incident", NOW, until),
+            override,
+            lock,
+        ):
+            await store.take(hold)
+        assert (await store.release(LANE_FREEZE) or lock).reason == "incident"
+        assert await store.current() == [lock, override]  # the override ends at its until
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1)))
+def test_any_instant_in_the_weekend_window_ends_on_the_next_monday_at_eight_in_berlin(
+    instant: datetime,
+) -> None:
+    now = instant.replace(tzinfo=UTC)
+    local = now.astimezone(BERLIN)
+    until = WEEKEND.covering(now)
+    in_window = (
+        (local.weekday() == 4 and local.hour >= 16)
+        or local.weekday() in (5, 6)
+        or (local.weekday() == 0 and local.hour < 8)
+    )
+    assert (until is not None) == in_window
+    if until is not None:
+        ends = until.astimezone(BERLIN)
+        assert (ends.weekday(), ends.hour, ends.minute) == (0, 8, 0)
+        assert timedelta(0) < until - now <= timedelta(days=2, hours=17)

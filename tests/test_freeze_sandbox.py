@@ -1,0 +1,273 @@
+"""Freezes and the lock end to end: signed `/rollout` commands to the real app and to two
+`rollout-bot serve` processes, the sandbox's Slack recording what people see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from figures import every_gate_passes, two_serve_processes
+from sandbox_views import dispatched
+from test_controls import sandbox_for
+
+from bot.adapters.slack.control_views import REASON_ACTION, REASON_BLOCK
+from bot.domain.freeze import LANE_LOCK, LaneHold
+from bot.domain.rollout import Phase
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.harness import Sandbox
+from sandbox.slack_records import ChannelMessage
+
+OTHER = "U0APPROVE2"
+THIRD = "U0APPROVE3"
+APPROVERS_ENV = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{OTHER}"}
+
+
+def card(box: Sandbox) -> ChannelMessage | None:
+    """The preflight card (whichever message of the channel has a Dispatch button)."""
+    return next(
+        (m for m in box.slack.messages(RELEASE_CHANNEL) if '"dispatch"' in json.dumps(m.blocks)),
+        None,
+    )
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
+        every_gate_passes(box)
+        yield box
+
+
+async def test_a_freeze_refuses_start_names_who_and_why_and_an_override_goes_through(
+    sandbox: Sandbox,
+) -> None:
+    said = await sandbox.command("freeze 2h INC-123 investigation", user=OTHER)
+    assert f"<@{OTHER}> froze deploys until" in said and "INC-123 investigation" in said
+
+    refused = await sandbox.command("start v1.4.2 --flags-ready")
+    assert f"Deploys are frozen by <@{OTHER}> until" in refused
+    assert "INC-123 investigation" in refused and "--override-freeze" in refused
+    assert card(sandbox) is None  # no preflight card
+    status = await sandbox.command("status")
+    assert f"Deploys are frozen by <@{OTHER}>" in status
+
+    overridden = await sandbox.command(
+        'start v1.4.2 --flags-ready --override-freeze "hotfix for INC-123"'
+    )
+    assert (
+        f"<@{RELEASE_MANAGER}> overrode the freeze for `v1.4.2`: hotfix for INC-123" in overridden
+    )
+    # The card and the channel's announcement arrive in either order.
+    await sandbox.slack.wait_for(lambda: card(sandbox) is not None, timeout=30)
+    await sandbox.click("dispatch", message=card(sandbox))  # the override covers its dispatch
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+    events = await sandbox.audit.list_for_actor(RELEASE_MANAGER)
+    starts = [
+        (e.result, (e.detail or {}).get("override_freeze"))
+        for e in events
+        if e.action == "command:start"
+    ]
+    assert starts == [("lane_closed", None), ("ok", "hotfix for INC-123")]
+
+    lifted = await sandbox.command("unfreeze")
+    assert f"lifted the freeze by <@{OTHER}>" in lifted
+    assert "Nothing to unfreeze" in await sandbox.command("unfreeze")
+
+
+def typed_reason(text: str) -> dict[str, dict[str, dict[str, str]]]:
+    return {REASON_BLOCK: {REASON_ACTION: {"type": "plain_text_input", "value": text}}}
+
+
+async def refused_dispatch(box: Sandbox) -> tuple[str, str]:
+    """A preflight whose Dispatch a freeze refuses: the refusal, and the value of the
+    *Override freeze…* button under it."""
+    await box.command("start v1.4.2 --flags-ready")
+    await box.slack.wait_for(lambda: card(box) is not None, timeout=30)
+    await box.command("freeze 2h INC-123 investigation", user=OTHER)
+    refused = await box.click("dispatch", message=card(box))
+    assert refused is not None and "INC-123 investigation" in refused
+    (answer,) = [e for e in box.slack.ephemerals(user=RELEASE_MANAGER) if "[Override" in e.rendered]
+    buttons = [
+        element
+        for block in answer.blocks
+        if block.get("type") == "actions"
+        for element in block["elements"]
+    ]
+    (override,) = [b for b in buttons if b["action_id"] == "override_freeze"]
+    return refused, str(override["value"])
+
+
+async def open_override(box: Sandbox, value: str, *, user: str = RELEASE_MANAGER) -> str:
+    """Click *Override freeze…*; the id of the form it opened."""
+    before = len(box.slack.calls_to("views.open"))
+    await box.click("override_freeze", value=value, message=card(box), user=user)
+    opened = await box.slack.wait_for_call("views.open", count=before + 1)
+    return str(opened[-1].response["view"]["id"])
+
+
+async def test_a_dispatch_refused_by_a_freeze_is_overridden_from_the_card(
+    sandbox: Sandbox,
+) -> None:
+    refused, value = await refused_dispatch(sandbox)
+    assert "click Dispatch on the card, then *Override freeze…* with a reason" in refused
+    assert "[Override freeze…]" in refused and "/rollout start <tag>" not in refused
+    assert sandbox.github.dispatches == []
+
+    not_approver = await sandbox.click("override_freeze", value=value, user=THIRD)
+    assert not_approver is not None and "Only release approvers may override a freeze" in (
+        not_approver
+    )
+    view_id = await open_override(sandbox, value)
+    empty = await sandbox.submit_view(view_id, typed_reason("   "))
+    assert empty == {
+        "response_action": "errors",
+        "errors": {REASON_BLOCK: "An override needs a reason."},
+    }
+    assert sandbox.github.dispatches == []
+
+    assert await sandbox.submit_view(view_id, typed_reason("hotfix for INC-123")) == {}
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert len(sandbox.github.dispatches) == 1
+    first = sandbox.slack.messages(RELEASE_CHANNEL)[0]  # the card, before the freeze's note
+    thread = [reply.rendered for reply in first.replies]
+    assert any(
+        f"<@{RELEASE_MANAGER}> overrode the freeze for `v1.4.2`: hotfix for INC-123" in reply
+        for reply in thread
+    )
+
+    async def said() -> list[tuple[str, str, object]]:
+        events = await sandbox.audit.list_for_actor(RELEASE_MANAGER)
+        return [(e.action, e.result, (e.detail or {}).get("override_freeze")) for e in events]
+
+    # The dispatch's event is written as its request ends, a moment after the rollout ran.
+    async with asyncio.timeout(10):
+        while ("form:dispatch", "ok", None) not in await said():  # noqa: ASYNC110 - the database
+            await asyncio.sleep(0.05)
+    assert ("form:override_freeze", "ok", "hotfix for INC-123") in await said()
+    assert ("click:dispatch", "lane_closed", None) in await said()
+
+
+async def test_the_two_person_rule_holds_an_override_from_the_card_for_a_second_approver(
+    tmp_path: Path, database_url: str
+) -> None:
+    plan = {"two_person": ["override_freeze"]}
+    approvers = f"{RELEASE_MANAGER},{OTHER}"
+    async with sandbox_for(tmp_path, database_url, approvers=approvers, plan_changes=plan) as box:
+        every_gate_passes(box)
+        _, value = await refused_dispatch(box)
+        view_id = await open_override(box, value)
+        assert await box.submit_view(view_id, typed_reason("hotfix for INC-123")) == {}
+        await box.slack.wait_for(
+            lambda: any("two-person rule" in e.rendered for e in box.slack.ephemerals()),
+            timeout=30,
+        )
+        assert box.github.dispatches == []
+        await box.click("dispatch", message=card(box), user=OTHER)
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+        assert len(box.github.dispatches) == 1
+
+
+async def test_a_freeze_never_blocks_a_rollback(sandbox: Sandbox) -> None:
+    await dispatched(sandbox)
+    await sandbox.command("freeze 1h change freeze", user=OTHER)
+    said = await sandbox.command("rollback")
+    assert said.startswith("Rolling back `v1.4.2`"), said
+
+
+async def test_a_lock_holds_the_lane_for_one_person(sandbox: Sandbox) -> None:
+    locked = await sandbox.command("lock migrating the billing db", user=OTHER)
+    assert f"locked by <@{OTHER}>" in locked
+    refused = await sandbox.command("start v1.4.2 --flags-ready")
+    assert f"The release lane is locked by <@{OTHER}>" in refused and "billing db" in refused
+    assert f"locked by <@{OTHER}>" in await sandbox.command("status")
+    assert "unlock it with a reason" in await sandbox.command("unlock")
+
+    unlocked = await sandbox.command("unlock they are on leave")
+    assert f"unlocked the release lane held by <@{OTHER}>: they are on leave" in unlocked
+    assert "Preflight" in await sandbox.command("start v1.4.2 --flags-ready")
+
+
+async def test_an_unlock_leaves_a_lock_that_changed_hands_after_it_was_checked(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sandbox.command("lock migrating the billing db", user=OTHER)
+    holds = sandbox.services.lane.holds
+    read = holds.current
+
+    async def read_then_hand_over() -> list[LaneHold]:
+        """The unlock's read, after which OTHER unlocks and a third approver locks."""
+        seen = await read()
+        monkeypatch.setattr(holds, "current", read)
+        await holds.release(LANE_LOCK)
+        await holds.take(LaneHold(LANE_LOCK, THIRD, "their turn", seen[0].since))
+        return seen
+
+    monkeypatch.setattr(holds, "current", read_then_hand_over)
+    said = await sandbox.command("unlock they are on leave")
+    assert f"The lock changed hands meanwhile: <@{THIRD}> holds it now" in said, said
+    assert [hold.actor for hold in await holds.current()] == [THIRD]
+
+
+async def test_bad_freezes_say_one_line_and_change_nothing(sandbox: Sandbox) -> None:
+    assert "is in the past" in await sandbox.command("freeze 2020-01-01 00:00 too late")
+    assert "is not a duration" in await sandbox.command("freeze soonish reasons")
+    assert "needs a reason" in await sandbox.command("freeze 2h")
+    assert "Preflight" in await sandbox.command("start v1.4.2 --flags-ready")
+
+
+@pytest.mark.postgres
+async def test_a_freeze_and_a_lock_are_shared_by_replicas_and_survive_a_restart(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    async with two_serve_processes(tmp_path, postgres_database_url, APPROVERS_ENV) as (
+        box,
+        second,
+    ):
+        await box.command("freeze 2h release train paused", user=OTHER)
+        refused = await box.command("start v1.4.2 --flags-ready", replica=second)
+        assert "release train paused" in refused
+
+        await box.kill_process()
+        await box.start_process()
+        assert "release train paused" in await box.command("start v1.4.2 --flags-ready")
+        await box.command("unfreeze", user=OTHER, replica=second)
+        await box.command("lock", user=OTHER, replica=second)
+        assert f"locked by <@{OTHER}>" in await box.command("start v1.4.2 --flags-ready")
+
+
+async def test_the_plans_calendar_names_itself_and_two_people_carry_an_override(
+    tmp_path: Path, database_url: str
+) -> None:
+    always = {
+        "name": "holidays",
+        "reason": "holiday week",
+        "timezone": "Europe/Berlin",
+        "dates": {"from": "2000-01-01 00:00", "until": "2100-01-01 00:00"},
+    }
+    changes: dict[str, object] = {"freezes": [always], "two_person": ["override_freeze"]}
+    approvers = f"{RELEASE_MANAGER},{OTHER}"
+    async with sandbox_for(
+        tmp_path, database_url, approvers=approvers, plan_changes=changes
+    ) as box:
+        every_gate_passes(box)
+        refused = await box.command("start v1.4.2 --flags-ready")
+        assert "Deploys are frozen by the plan's `holidays` freeze until" in refused
+        assert "holiday week" in refused
+        assert "Nothing to unfreeze: the calendar's `holidays` freeze" in await box.command(
+            "unfreeze"
+        )
+
+        await box.command('start v1.4.2 --flags-ready --override-freeze "hotfix"')
+        await box.slack.wait_for(lambda: card(box) is not None, timeout=30)
+        # A refused unfreeze changes nothing: the override still carries the dispatch.
+        assert "Nothing to unfreeze" in await box.command("unfreeze")
+        alone = await box.click("dispatch", message=card(box))
+        assert alone is not None and "needs another approver to dispatch it" in alone
+        assert box.github.dispatches == []
+
+        await box.click("dispatch", user=OTHER, message=card(box))
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+        assert [d.inputs["relay_image_tag"] for d in box.github.dispatches] == ["v1.4.2"]

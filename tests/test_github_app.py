@@ -1,0 +1,413 @@
+"""GitHub App mode against the sandbox's GitHub: the real PyGithub authenticates as the App's
+installation (found from the repository), mints installation tokens and mints new ones before
+they expire while a rollout's calls go on; bad App settings are one clear line each; the
+sandbox answers JWTs and expired tokens as GitHub documents.
+
+Installation tokens last 21 s here: PyGithub mints a new one 20 s before expiry, so every
+second of the test needs a new token (a rollout outlives many).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
+from test_github_gateway import INPUTS, START, WORKFLOW
+
+from bot.adapters.github.dispatch import DispatchSearch
+from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.errors import GitHubError
+from bot.domain.rollout import CheckState, Phase
+from bot.domain.run import JobStatus, RunSnapshot
+from bot.github_credentials import GitHubApp
+from bot.logs import REDACTED, configure_logging
+from sandbox.clock import ManualClock
+from sandbox.config import REPOSITORY
+from sandbox.github import GitHubSimulator
+from sandbox.github_app import (
+    EXP_PAST,
+    EXP_TOO_FAR,
+    IAT_MESSAGE,
+    INSTALLATION_ID,
+    NOT_A_JWT,
+    NOT_ACCESSIBLE,
+    SandboxApp,
+)
+from sandbox.harness import Sandbox, fast_plan
+
+SHORT_LIFETIME = timedelta(seconds=21)
+
+
+@pytest.fixture
+def app() -> SandboxApp:
+    return SandboxApp(token_lifetime=SHORT_LIFETIME)
+
+
+@pytest.fixture
+async def gh(app: SandboxApp) -> AsyncIterator[GitHubSimulator]:
+    async with GitHubSimulator(app=app, clock=ManualClock(START)) as sim:
+        yield sim
+
+
+def credentials(app: SandboxApp, **changes: object) -> GitHubApp:
+    values: dict[str, object] = {"app_id": app.app_id, "private_key": SecretStr(app.private_key)}
+    return GitHubApp(**(values | changes))  # type: ignore[arg-type]
+
+
+def gateway(gh: GitHubSimulator, app: GitHubApp) -> PyGithubGateway:
+    transport = GitHubTransport(
+        api_url=gh.api_url, app=app, repository=REPOSITORY, timeout=5, backoff=0.01
+    )
+    return PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
+
+
+async def dispatch_refused(gh: GitHubSimulator, app: GitHubApp) -> str:
+    """What the gateway says when GitHub refuses its dispatch (the test fails if it did not)."""
+    github = gateway(gh, app)
+    try:
+        with pytest.raises(GitHubError) as refused:
+            await github.dispatch(
+                workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+            )
+    finally:
+        await github.close()
+    return refused.value.message
+
+
+FIRST_STAGES = {"Relay rollout 5% canary (30m)", "Desktop/CLI ring deploy - internal"}
+
+
+def waiting_jobs(snapshot: RunSnapshot) -> set[str]:
+    """The run's jobs that wait at their environment, by display name."""
+    return {job.name for job in snapshot.jobs.values() if job.status is JobStatus.WAITING}
+
+
+def requests_to(gh: GitHubSimulator, path: str) -> list[int]:
+    return [r.status for r in gh.requests if r.path == path]
+
+
+async def test_a_rollouts_calls_run_as_the_apps_installation_through_several_tokens(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    github = gateway(gh, credentials(app))
+    try:
+        started = await github.dispatch(
+            workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+        )
+        seen = []
+        for _ in range(3):  # a rollout polls its run while its tokens come and go
+            await asyncio.sleep(1.1)  # PyGithub refreshes by the wall clock
+            seen.append(await github.snapshot(started.run_id))
+    finally:
+        await github.close()
+
+    [dispatch] = gh.dispatches
+    assert dispatch.actor == "rollout-bot[bot]" and dispatch.inputs == INPUTS
+    # Both first stages wait for their reviewers (which an App never is: not its to review).
+    assert all(waiting_jobs(s) == FIRST_STAGES for s in seen)
+    assert all(s.waiting == frozenset() for s in seen)
+    # The installation was found from the repository once, with the App's JWT.
+    assert requests_to(gh, f"/repos/{REPOSITORY}/installation") == [200]
+    minted = requests_to(gh, f"/app/installations/{app.installation_id}/access_tokens")
+    assert len(minted) >= 3 and set(minted) == {201}
+    assert all(len(token.token) > 40 for token in app.issued)
+    assert not [r for r in gh.requests if r.status == 401], "no call met an expired token"
+
+
+async def test_a_configured_installation_is_not_looked_up(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    github = gateway(gh, credentials(app, installation_id=app.installation_id))
+    try:
+        await github.snapshot(
+            (
+                await github.dispatch(
+                    workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+                )
+            ).run_id
+        )
+    finally:
+        await github.close()
+    assert requests_to(gh, f"/repos/{REPOSITORY}/installation") == []
+
+
+async def test_on_github_enterprise_the_app_calls_go_to_the_same_api_base(app: SandboxApp) -> None:
+    app.token_lifetime = timedelta(hours=1)  # one token, however slow the machine
+    async with GitHubSimulator(app=app, clock=ManualClock(START), enterprise=True) as ghes:
+        assert ghes.api_url.endswith("/api/v3")
+        github = gateway(ghes, credentials(app))
+        try:
+            await github.dispatch(
+                workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+            )
+        finally:
+            await github.close()
+        [dispatch] = ghes.dispatches
+    assert dispatch.actor == "rollout-bot[bot]"
+    assert requests_to(ghes, f"/repos/{REPOSITORY}/installation") == [200]
+    assert requests_to(ghes, f"/app/installations/{app.installation_id}/access_tokens") == [201]
+
+
+async def test_a_wrong_app_id_is_githubs_401_in_one_line_with_the_fix(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    text = await dispatch_refused(gh, credentials(app, app_id=app.app_id + 1))
+    assert "\n" not in text
+    assert f"GitHub rejected the App's credentials (401 {NOT_A_JWT})" in text
+    assert f"check that GITHUB_APP_ID is the App's id ({app.app_id + 1} now)" in text
+    assert gh.dispatches == []
+
+
+async def test_an_installation_without_a_permission_is_refused_403_naming_the_permission(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    app.permissions["actions"] = "read"
+    text = await dispatch_refused(gh, credentials(app))
+    assert f"(403: {NOT_ACCESSIBLE})" in text
+    assert "the GitHub App needs the permission Actions: Read and write" in text
+    assert gh.dispatches == []
+
+
+async def test_an_app_not_installed_on_the_repository_says_to_install_it(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    app.installed = False
+    github = gateway(gh, credentials(app))
+    try:
+        with pytest.raises(GitHubError) as refused:
+            await github.snapshot(1)
+    finally:
+        await github.close()
+    assert refused.value.message == (
+        f"The GitHub App {app.app_id} is not installed on {REPOSITORY}: install it there "
+        "(the App's page → Install App)."
+    )
+
+
+@pytest.fixture
+def production_logging() -> Iterator[None]:
+    """The bot's own log setup (as `serve` installs it), undone after the test."""
+    loggers = [logging.getLogger(), logging.getLogger("github")]
+    kept = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, (handlers, level, propagate) in zip(loggers, kept, strict=True):
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+async def test_the_key_and_tokens_appear_in_no_log_line_or_message(
+    gh: GitHubSimulator,
+    app: SandboxApp,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    production_logging: None,
+) -> None:
+    key_lines = app.private_key.splitlines()[1:-1]
+    configure_logging(level="DEBUG", fmt="text", secrets=key_lines)
+    # PyGithub logs each request and its whole answer at DEBUG on `github`, the answer that
+    # carries a minted installation token too: raised to DEBUG, its lines are still scrubbed.
+    caplog.set_level(logging.DEBUG, logger="github")
+    messages = []
+    for changes in ({}, {"app_id": 1}):
+        github = gateway(gh, credentials(app, **changes))
+        try:
+            await github.dispatch(
+                workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+            )
+        except GitHubError as error:
+            messages.append(error.message)
+        finally:
+            await github.close()
+    assert len(messages) == 1 and app.issued
+    logged = capsys.readouterr().err
+    minted = [line for line in logged.splitlines() if "/access_tokens {" in line]
+    assert minted and all(f'"token": "{REDACTED}"' in line for line in minted), minted
+    text = logged + "\n".join(messages)
+    for secret in [t.token for t in app.issued] + key_lines:
+        assert secret not in text
+    assert "ghs_" not in text
+
+
+@pytest.mark.parametrize(
+    ("status", "installation_id", "said"),
+    [
+        pytest.param(
+            502, None, "GitHub answered 502 (Server Error); try again.", id="502 on the mint"
+        ),
+        pytest.param(
+            404,
+            INSTALLATION_ID + 1,
+            f"GitHub has no installation {INSTALLATION_ID + 1} of the App (404): set "
+            f"GITHUB_APP_INSTALLATION_ID to the App's installation on {REPOSITORY}, or unset it",
+            id="wrong installation id",
+        ),
+    ],
+)
+async def test_a_failed_mint_is_its_own_error_and_no_dispatch_is_sent_or_looked_for(
+    gh: GitHubSimulator, app: SandboxApp, status: int, installation_id: int | None, said: str
+) -> None:
+    if status != 404:
+        gh.fail_next("POST", "/app/installations/*/access_tokens", status)
+    text = await dispatch_refused(gh, credentials(app, installation_id=installation_id))
+    assert text.startswith(
+        "Could not get an installation token for the GitHub App, so nothing was sent to "
+        f"dispatch {WORKFLOW} on main: {said}"
+    ), text
+    assert "Actions" not in text  # no dispatch hint: the dispatch was never refused
+    assert gh.dispatches == []
+    assert not [r for r in gh.requests if r.path.endswith("/runs")], "no run was looked for"
+
+
+async def test_a_revoked_installation_token_is_named_and_a_new_one_is_minted_next(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    github = gateway(gh, credentials(app))
+    try:
+        started = await github.dispatch(
+            workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+        )
+        app.token_lifetime = timedelta(hours=1)
+        await github.snapshot(started.run_id)
+        for token in app.issued:
+            app.revoke(token.token)
+        with pytest.raises(GitHubError) as refused:
+            await github.snapshot(started.run_id)
+        snapshot = await github.snapshot(started.run_id)
+    finally:
+        await github.close()
+    assert refused.value.message.startswith(
+        "GitHub refused the App's installation token (401 Bad credentials) when asked to "
+    )
+    assert "it was revoked, or it expired by GitHub's clock" in refused.value.message
+    assert "GITHUB_APP_ID" not in refused.value.message  # the App's own credentials are good
+    assert waiting_jobs(snapshot) == FIRST_STAGES
+    assert app.issued[-1].token not in app.revoked
+
+
+async def test_in_app_mode_the_preflight_says_the_image_cannot_be_checked_and_dispatch_goes_on(
+    tmp_path: Path,
+) -> None:
+    async with Sandbox(
+        workdir=tmp_path,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", check_image=True),
+        github_app=SandboxApp(),
+    ) as box:
+        box.github.images["relay"] = {"v1.4.2"}
+        assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+        image = (await box.rollout()).preflight.image
+        assert image.state is CheckState.SKIPPED
+        assert image.detail.startswith(
+            "not checked: GitHub's packages API does not take a GitHub App's token"
+        )
+        assert "make sure `relay:v1.4.2` is published" in image.detail
+        await box.click("dispatch")
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+        assert not [r for r in box.github.requests if "/packages/" in r.path]
+
+
+# -- the sandbox answers as GitHub documents -------------------------------------------------------
+
+
+def signed(app: SandboxApp, *, iat: float, exp: float, **changes: object) -> str:
+    claims = {"iat": int(iat), "exp": int(exp), "iss": str(app.app_id)} | changes
+    return jwt.encode(claims, app.key, algorithm="RS256")
+
+
+async def get(gh: GitHubSimulator, path: str, authorization: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(gh.api_url + path, headers={"Authorization": authorization}) as answer,
+    ):
+        return answer.status, (await answer.json())["message" if answer.status >= 400 else "id"]
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "message"),
+    [
+        pytest.param(lambda a, now: signed(a, iat=now - 60, exp=now + 540), 200, None, id="good"),
+        pytest.param(
+            lambda a, now: signed(a, iat=now - 60, exp=now + 660), 401, EXP_TOO_FAR, id="exp 11 min"
+        ),
+        pytest.param(
+            lambda a, now: signed(a, iat=now - 700, exp=now - 100), 401, EXP_PAST, id="expired"
+        ),
+        pytest.param(
+            lambda a, now: signed(a, iat=now + 300, exp=now + 500), 401, IAT_MESSAGE, id="iat ahead"
+        ),
+        pytest.param(
+            lambda a, now: signed(a, iat=now - 60, exp=now + 300, iss="42"),
+            401,
+            NOT_A_JWT,
+            id="another App id",
+        ),
+        pytest.param(
+            lambda a, now: jwt.encode(
+                {"iat": int(now), "exp": int(now) + 300, "iss": str(a.app_id)},
+                rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                algorithm="RS256",
+            ),
+            401,
+            NOT_A_JWT,
+            id="another key",
+        ),
+        pytest.param(lambda a, now: "not.a.jwt", 401, NOT_A_JWT, id="garbage"),
+    ],
+)
+async def test_a_jwt_is_checked_as_github_does(
+    gh: GitHubSimulator, app: SandboxApp, make: object, status: int, message: str | None
+) -> None:
+    token = make(app, time.time())  # type: ignore[operator]
+    answer = await get(gh, "/app", f"Bearer {token}")
+    assert answer == (status, message if message is not None else app.app_id)
+
+
+async def test_an_installation_token_works_until_it_expires_then_is_bad_credentials(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    now = time.time()
+    jwt_header = f"Bearer {signed(app, iat=now - 60, exp=now + 300)}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gh.api_url}/app/installations/{app.installation_id}/access_tokens",
+            headers={"Authorization": jwt_header},
+            json={},
+        ) as answer,
+    ):
+        assert answer.status == 201
+        minted = await answer.json()
+    assert len(minted["token"]) > 40 and minted["permissions"] == app.permissions
+    assert minted["expires_at"].endswith("Z")
+    header = f"token {minted['token']}"
+    assert await get(gh, f"/repos/{REPOSITORY}", header) == (200, (await repo_id(gh, header)))
+    assert await get(gh, "/app", header) == (401, NOT_A_JWT)
+    assert await get(gh, "/user", header) == (403, NOT_ACCESSIBLE)
+    # GitHub's packages API takes only a classic personal access token: 404, as if no package.
+    owner = REPOSITORY.split("/")[0]
+    for path in (
+        f"/orgs/{owner}/packages/container/relay/versions",
+        f"/users/{owner}/packages/container/relay/versions",
+    ):
+        assert await get(gh, path, header) == (404, "Not Found")
+    # Only the repository's own installation path takes a JWT (`*` is one path segment).
+    assert (await get(gh, f"/repos/{REPOSITORY}/environments/installation", header))[0] == 404
+    app.advance(SHORT_LIFETIME.total_seconds())
+    assert await get(gh, f"/repos/{REPOSITORY}", header) == (401, "Bad credentials")
+
+
+async def repo_id(gh: GitHubSimulator, header: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{gh.api_url}/repos/{REPOSITORY}", headers={"Authorization": header}) as a,
+    ):
+        return int((await a.json())["id"])

@@ -1,0 +1,177 @@
+"""The domain speaks events and the Slack edge words them: no Slack markup in the domain, every
+event survives the outbox's JSON, and reasons are data the edge renders with mentions."""
+
+from __future__ import annotations
+
+import ast
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import bot.domain
+from bot.adapters.slack.messages import check_text, reason_text, render, two_person_text
+from bot.domain.controls import Control
+from bot.domain.freeze import Freeze, Frozen, LaneHold, Locked
+from bot.domain.gate import GateReason, Verdict
+from bot.domain.github_events import GitHubReported, RunEvent
+from bot.domain.permissions import TwoPersonRefusal
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    StageState,
+    StopKind,
+    StopReason,
+    TrackState,
+    event_from_json,
+    event_to_json,
+    reason_from_json,
+    reason_to_json,
+)
+from bot.domain.rollout import events as told
+from bot.domain.run import EnvironmentReview
+from bot.domain.schedule import Held
+
+DOMAIN = Path(bot.domain.__file__).parent
+SLACK_MARKUP = re.compile(
+    r"(?<!\(\?)<[@!#]"  # mentions, dates, channels (not a regex's look-behind)
+    r"|<https?:|<\{"  # links
+    r"|(?<![\w:]):[a-z_]+:(?![\w/])"  # emoji
+    r"|(?<![\w(])\*(?:\{|[A-Za-z][^*\n]{0,60}\*)"  # bold (not an unpacking)
+)
+AT = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
+
+
+def _strings(tree: ast.Module, source: str) -> list[tuple[int, str]]:
+    """Every string literal and f-string in the module, docstrings left out."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    inner = {
+        id(part)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.JoinedStr)
+        for part in node.values
+    }
+    return [
+        (node.lineno, ast.get_source_segment(source, node) or "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant | ast.JoinedStr)
+        and (isinstance(node, ast.JoinedStr) or isinstance(node.value, str))
+        and id(node) not in docstrings | inner
+    ]
+
+
+def _markup_in(path: Path) -> list[str]:
+    source = path.read_text("utf-8")
+    return [
+        f"{path.name}:{line}: {text}"
+        for line, text in _strings(ast.parse(source), source)
+        if SLACK_MARKUP.search(text)
+    ]
+
+
+def test_the_domain_writes_no_slack_markup() -> None:
+    found = [hit for path in sorted(DOMAIN.rglob("*.py")) for hit in _markup_in(path)]
+    assert found == []
+
+
+def test_the_markup_scan_finds_what_the_domain_used_to_write(tmp_path: Path) -> None:
+    old = tmp_path / "old.py"
+    old.write_text(
+        'def f(actor, label, url):\n    """A *docstring* may say <@U1>."""\n'
+        '    return f"<@{actor}> promoted to *{label}* :rocket: <{url}|run>"\n'
+    )
+    assert len(_markup_in(old)) == 1
+
+
+EVENTS: list[told.Event] = [
+    told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (("5%", "Relay"),)),
+    told.StageApproved("Relay", "5%"),
+    told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
+    told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),
+    told.PromotedOnGitHub("Relay", "5%", "50%", StageState.OBSERVING, "octocat"),
+    told.RejectedOnGitHub("Desktop", "beta", None, "", None, desktop=True, failure_job="kill"),
+    told.StageDeployed("Relay", "5%", timedelta(minutes=30), AT),
+    told.TrackCompleted("Relay", "100%"),
+    told.LandedWhileStopping("Relay", "50%", None),
+    told.StageRejected("Relay", "50%"),
+    told.FailureJobEnded("Relay", "rb", "failure", "https://gh/j", TrackState.FAILED),
+    told.RunEnded("Relay", "cancelled", TrackState.FAILED),
+    told.RolloutEnded("v1.4.2", (("Relay", TrackState.COMPLETED),)),
+    told.GateMissed("Relay", "5%", AT, 3, "timeout", manual=False),
+    told.GatePassed("5%", "crash rate 0.1%", "50%", auto=True),
+    told.GateInconclusive("5%", "sample 3", timedelta(minutes=15), AT),
+    told.GateFailed("Relay", "5%", Verdict.ROLLBACK, GateReason.ERROR_RATE, "x", "5%", False, "rb"),
+    told.StagePromoted("U1", "Relay", "50%", StageState.HOLDING),
+    told.WindowExtended("U1", "Relay", "5%", timedelta(minutes=15), AT),
+    told.Reevaluated("U1", "Relay", "5%", Verdict.PASS, "crash rate 0.1%", None),
+    told.TrackStopped(
+        "Relay", StopReason(StopKind.ROLLED_BACK, "U1", detail="spike"), None, False, "rb"
+    ),
+    told.RolloutCancelled("U1"),
+    told.Redeploying("U1", "v1.4.1", "v1.4.2", rollout_id="r-2"),
+    told.DispatchGaveUp("v1.4.2", "Deploy", timedelta(minutes=10)),
+    told.DispatchUnclear("GitHub did not say which run"),
+    told.DispatchScheduled("U1", AT, "Europe/Berlin"),
+    told.ScheduleHeld(AT, Held(blocking=("Image tag: `relay:v1` is not published yet",))),
+    told.ScheduleHeld(AT, Held(lane=Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True))),
+    told.ScheduleHeld(AT, Held(lane=Locked(LaneHold("lock", "U2", "db", AT)))),
+    told.ScheduleHeld(AT, Held(two_person=True)),
+    told.ScheduleHeld(AT, Held(error="the bot was not running then")),
+    told.ScheduleCancelled("U1", AT),
+    told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
+    GitHubReported(
+        RunEvent(
+            "deployment_review",
+            "rejected",
+            "o/r",
+            7001,
+            environment="relay-half",
+            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", "no"),),
+        ),
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda event: type(event).__name__)
+def test_every_event_survives_the_outbox_and_is_worded(event: told.Event) -> None:
+    assert event_from_json(event_to_json(event)) == event
+    assert render(event_from_json(event_to_json(event))) == render(event)
+
+
+def test_every_kind_of_event_is_covered() -> None:
+    kinds = {*told.Event.__args__}  # type: ignore[attr-defined]
+    assert kinds == {type(event) for event in EVENTS}
+
+
+def test_the_edge_mentions_the_people_a_reason_and_an_event_name() -> None:
+    stopped = StopReason(StopKind.KILL_SWITCH, actor="U9", detail="crash reports")
+    assert reason_text(stopped) == "kill-switch by <@U9>: crash reports"
+    assert render(told.StagePromoted("U1", "Relay", "*50%*")).startswith("<@U1> promoted")
+    refused = TwoPersonRefusal("U1", "v1.4.2", Control.DISPATCH)
+    assert "<@U1> started `v1.4.2`, so another approver must dispatch `v1.4.2`" in (
+        two_person_text(refused)
+    )
+    assert check_text(Check(CheckState.PASS, confirmed_by="U2")) == "confirmed by <@U2>"
+
+
+def test_a_reason_nests_its_cause_and_survives_storage() -> None:
+    gate = StopReason(
+        StopKind.GATE_FAILED, subject="5% canary", outcome="ROLLBACK", detail="crash_rate"
+    )
+    failed = StopReason(StopKind.FAILURE_JOB_FAILED, subject="rb", outcome="failure", cause=gate)
+    assert reason_from_json(reason_to_json(failed)) == failed
+    assert reason_text(failed) == "rb ended `failure` (5% canary gate ROLLBACK: crash rate)"
+
+
+def test_a_reason_stored_as_text_before_reads_as_it_was() -> None:
+    legacy = reason_from_json("cancelled by <@U1>")
+    assert legacy == StopReason(StopKind.LEGACY, detail="cancelled by <@U1>")
+    assert reason_text(legacy) == "cancelled by <@U1>"

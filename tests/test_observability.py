@@ -1,0 +1,476 @@
+"""The bot's own metrics, /healthz and --version, as an operator reads them.
+
+`GET /metrics` is scraped from a sandbox-run app after a real command, click, gate and webhook
+and parsed with prometheus-client's own parser; the series and labels asserted are the ones
+docs/observability.md and ops/alerts.yml name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from figures import every_gate_passes, running_sandbox
+from prometheus_client.parser import text_string_to_metric_families
+from sandbox_views import dispatched, open_home
+from services import missing
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.transport import GitHubTransport
+from bot.adapters.telemetry import PrometheusTelemetry
+from bot.config import ConfigError, Settings, load_settings
+from bot.domain.errors import GitHubError, GitHubRateLimited
+from bot.domain.rollout import StageState
+from bot.services.telemetry import Backlog
+from bot.version import build
+from sandbox.config import (
+    BYSTANDER,
+    GITHUB_TOKEN,
+    GITHUB_WEBHOOK_SECRET,
+    RELEASE_MANAGER,
+    bot_environment,
+)
+from sandbox.github import GitHubSimulator
+from sandbox.harness import Sandbox
+from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary
+from sandbox.signing import github_signature_headers
+from storage.timers import TimerStore
+
+TOKEN = "scrape-me-0123456789"
+ROLLOUT_BOT = Path(sys.executable).parent / "rollout-bot"
+ALERTS = Path(__file__).resolve().parent.parent / "ops" / "alerts.yml"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a scrape, by name and labels (prometheus-client's parser: a scrape it
+    cannot read fails the test)."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+class Scraper:
+    """Prometheus's side: GET /metrics with the bearer token."""
+
+    def __init__(self, box: Sandbox, http: aiohttp.ClientSession, token: str | None) -> None:
+        self._box, self._http = box, http
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def get(self, headers: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+        async with self._http.get(
+            f"{self._box.url}/metrics", headers=self._headers if headers is None else headers
+        ) as response:
+            return response.status, response.headers["Content-Type"], await response.text()
+
+    async def samples(self) -> Samples:
+        status, _, text = await self.get()
+        assert status == 200, text
+        return parse(text)
+
+    async def until(self, holds: Callable[[Samples], bool]) -> Samples:
+        """Scrape until `holds` is true of the samples (what the bot does after it answered)."""
+        for _ in range(300):
+            found = await self.samples()
+            if holds(found):
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never held; last scrape: {sorted(found)}")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def box(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(
+        workdir=tmp_path, database_url=sqlite_database_url, extra_env={"METRICS_TOKEN": TOKEN}
+    ) as sandbox:
+        every_gate_passes(sandbox)
+        yield sandbox
+
+
+async def post_webhook(
+    box: Sandbox, http: aiohttp.ClientSession, event: str, payload: Mapping[str, Any], delivery: str
+) -> str:
+    body = json.dumps(payload).encode()
+    headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event=event, delivery=delivery)
+    async with http.post(f"{box.url}/github/webhook", data=body, headers=headers) as response:
+        return str((await response.json())["result"])
+
+
+async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_series(
+    box: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    events: list[tuple[str, Mapping[str, Any]]] = []
+    box.github.on_event(lambda name, payload: events.append((name, payload)))
+    scraper = Scraper(box, http, TOKEN)
+
+    await dispatched(box)
+    await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+    assert "approver" in await box.command("promote", user=BYSTANDER)
+    assert "frobnicate" in await box.command("frobnicate")
+    run = next(p for name, p in events if name == "workflow_run")
+    assert await post_webhook(box, http, "workflow_run", run, "delivery-1") == "followed"
+    assert await post_webhook(box, http, "workflow_run", run, "delivery-1") == "duplicate"
+
+    found = await scraper.until(
+        lambda s: (
+            (value(s, "rollout_bot_gate_verdicts_total", track="relay", verdict="PASS") or 0) >= 1
+        )
+    )
+    assert value(found, "rollout_bot_commands_total", subcommand="start", outcome="ok") == 1
+    assert value(found, "rollout_bot_commands_total", subcommand="promote", outcome="refused") == 1
+    assert value(found, "rollout_bot_commands_total", subcommand="unknown", outcome="refused") == 1
+    assert value(found, "rollout_bot_clicks_total", action="dispatch", outcome="ok") == 1
+    assert value(found, "rollout_bot_refusals_total", reason="not_authorized") == 1
+    assert value(found, "rollout_bot_refusals_total", reason="invalid_command") == 1
+    assert value(found, "rollout_bot_github_requests_total", endpoint="dispatch", status="2xx") == 1
+    assert (
+        value(found, "rollout_bot_github_requests_total", endpoint="review", status="2xx") or 0
+    ) >= 1
+    remaining = value(found, "rollout_bot_github_rate_limit_remaining")
+    assert remaining is not None and box.github.rate_limit_remaining <= remaining < 5000
+    posted = value(
+        found,
+        "rollout_bot_slack_api_calls_total",
+        method="chat.postMessage",
+        status="200",
+        error="",
+    )
+    assert posted is not None and posted >= 1
+    assert value(found, "rollout_bot_rollouts_active", state="running") == 1
+    assert value(found, "rollout_bot_rollouts_active", state="preflight") == 0
+    assert value(found, "rollout_bot_timers_overdue") == 0
+    assert value(found, "rollout_bot_timers_due") is not None
+    closed = value(found, "rollout_bot_window_end_lateness_seconds_count")
+    assert closed is not None and closed >= 1
+    assert (
+        value(
+            found, "rollout_bot_webhook_deliveries_total", event="workflow_run", result="followed"
+        )
+        == 1
+    )
+    assert (
+        value(
+            found, "rollout_bot_webhook_deliveries_total", event="workflow_run", result="duplicate"
+        )
+        == 1
+    )
+    assert value(found, "rollout_bot_webhook_last_delivery_timestamp_seconds") == pytest.approx(
+        box.clock().timestamp(), abs=60
+    )
+    build = value(found, "rollout_bot_build_info", version=version("rollout-bot"), commit=_commit())
+    assert build == 1
+    assert value(found, "rollout_bot_process_start_time_seconds") is not None
+
+
+async def test_window_end_lateness_is_measured_on_the_bots_clock(
+    tmp_path: Path, sqlite_database_url: str, http: aiohttp.ClientSession
+) -> None:
+    async with running_sandbox(tmp_path, sqlite_database_url, window="1h") as box:
+        await dispatched(box)
+        await box.wait_until(
+            lambda r: (
+                r.track("relay").stage("canary").state is StageState.OBSERVING
+                and r.track("desktop").stage("internal").state is StageState.OBSERVING
+            )
+        )
+        # The bot was away: the hour-long windows are evaluated two minutes after their end.
+        await box.pass_time(timedelta(minutes=62))
+        await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+        found = await Scraper(box, http, None).until(
+            lambda s: value(s, "rollout_bot_window_end_lateness_seconds_count") == 2
+        )
+    late = value(found, "rollout_bot_window_end_lateness_seconds_sum")
+    assert late is not None and 2 * 120 <= late < 2 * 150
+    assert value(found, "rollout_bot_window_end_lateness_seconds_bucket", le="120.0") == 0
+    assert value(found, "rollout_bot_window_end_lateness_seconds_bucket", le="300.0") == 2
+
+
+async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rules(
+    box: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    target = box.url.removeprefix("http://")
+    async with PrometheusProcess(
+        {"rollout-bot": target, "wrong-token": target},
+        tokens={"rollout-bot": TOKEN, "wrong-token": "not-the-token"},
+        rules=[ALERTS],
+    ) as prometheus:
+        await prometheus.wait_for_scrapes(2)
+
+        async def query(expression: str) -> dict[str, str]:
+            async with http.post(
+                f"{prometheus.url}/api/v1/query", data={"query": expression}
+            ) as response:
+                result = (await response.json())["data"]["result"]
+            return {item["metric"].get("job", ""): item["value"][1] for item in result}
+
+        async def rules() -> list[dict[str, Any]]:
+            async with http.get(f"{prometheus.url}/api/v1/rules") as response:
+                return [
+                    rule
+                    for group in (await response.json())["data"]["groups"]
+                    for rule in group["rules"]
+                ]
+
+        assert await query("up") == {"rollout-bot": "1", "wrong-token": "0"}
+        built = await query(f'rollout_bot_build_info{{version="{version("rollout-bot")}"}}')
+        assert built == {"rollout-bot": "1"}
+        for _ in range(100):
+            loaded = await rules()
+            if loaded and all(rule["health"] == "ok" for rule in loaded):
+                break
+            await asyncio.sleep(0.1)
+        assert len(loaded) == 9 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert {rule["state"] for rule in loaded} == {"inactive"}
+
+
+async def test_slack_and_github_failures_are_counted_by_method_endpoint_and_status(
+    box: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    scraper = Scraper(box, http, TOKEN)
+    await open_home(box, RELEASE_MANAGER)
+    box.slack.fail_next("views.publish", error="invalid_auth")
+    await open_home(box, RELEASE_MANAGER)
+    # A 429 is counted, then the client waits as Slack asks and tries again.
+    box.slack.fail_next("views.publish", error="ratelimited", status=429, retry_after=0)
+    calls = len(box.slack.calls_to("views.publish"))
+    await open_home(box, RELEASE_MANAGER)
+    await box.slack.wait_for(lambda: len(box.slack.calls_to("views.publish")) == calls + 2)
+
+    found = await scraper.until(
+        lambda s: value(s, "rollout_bot_slack_api_calls_total", **_publish("200", "")) == 2
+    )
+    assert value(found, "rollout_bot_slack_api_calls_total", **_publish("200", "invalid_auth")) == 1
+    assert value(found, "rollout_bot_slack_api_calls_total", **_publish("429", "ratelimited")) == 1
+
+    box.github.fail_next("GET", "/repos/*/contents/*", 401)
+    await box.command("start v1.4.2 --flags-ready")  # preflight lists the migrations
+    await scraper.until(
+        lambda s: value(s, "rollout_bot_github_requests_total", endpoint="read", status="401") == 1
+    )
+
+
+async def test_github_calls_are_counted_by_endpoint_and_status_with_rate_limits_apart() -> None:
+    telemetry = PrometheusTelemetry(build())
+    async with GitHubSimulator(token=GITHUB_TOKEN) as gh:
+        gateway = PyGithubGateway(
+            GitHubTransport(
+                api_url=gh.api_url,
+                token=GITHUB_TOKEN,
+                repository=gh.repository,
+                telemetry=telemetry,
+            )
+        )
+        try:
+            gh.fail_next("GET", "/repos/*/contents/*", 403)  # GitHub's primary rate limit
+            with pytest.raises(GitHubRateLimited):
+                await gateway.list_directory(path="crates", ref="main")
+            gh.fail_next("GET", "/repos/*/contents/*", 403, {"message": "Resource not accessible"})
+            with pytest.raises(GitHubError, match="403"):
+                await gateway.list_directory(path="crates", ref="main")
+            await gateway.list_directory(path="crates", ref="main")
+        finally:
+            await gateway.close()
+        left = gh.rate_limit_remaining
+    found = parse(telemetry.exposition(None)[0].decode())
+    statuses = {
+        dict(labels)["status"]: count
+        for (name, labels), count in found.items()
+        if name == "rollout_bot_github_requests_total" and dict(labels)["endpoint"] == "read"
+    }
+    assert statuses == {"rate_limited": 1, "403": 1, "2xx": 1}
+    assert value(found, "rollout_bot_github_rate_limit_remaining") == left
+
+
+def _publish(status: str, error: str) -> dict[str, str]:
+    return {"method": "views.publish", "status": status, "error": error}
+
+
+async def test_metrics_want_the_bearer_token_when_one_is_set(
+    box: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    scraper = Scraper(box, http, TOKEN)
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+    ):
+        status, _, text = await scraper.get(headers)
+        assert status == 401 and TOKEN not in text
+    status, content_type, text = await scraper.get()
+    assert status == 200
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert "rollout_bot_commands_total" in text
+
+
+async def test_healthz_the_app_home_and_the_start_log_show_the_version_and_metrics_are_open(
+    tmp_path: Path,
+    sqlite_database_url: str,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.bootstrap")
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
+        async with http.get(f"{box.url}/healthz") as response:
+            assert response.status == 200
+            health = await response.json()
+        status, _, text = await Scraper(box, http, None).get()
+        home = await open_home(box, RELEASE_MANAGER)
+    assert health == {
+        "status": "ok",
+        "database": "ok",
+        "version": version("rollout-bot"),
+        "commit": _commit(),
+    }
+    assert status == 200 and "rollout_bot_build_info" in text
+    assert f"rollout-bot {version('rollout-bot')} (commit {_commit()})" in home
+    assert f"rollout-bot {version('rollout-bot')} (commit {_commit()}) starting" in caplog.messages
+
+
+class TimersLeft:
+    """The timer store's answer, or the database gone (a connection refused)."""
+
+    def __init__(self) -> None:
+        self.reachable = True
+
+    async def active(self) -> list[object]:
+        if not self.reachable:
+            raise OperationalError("SELECT", {}, ConnectionRefusedError("connection refused"))
+        return []
+
+    async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
+        return 3, 1
+
+
+async def test_a_scrape_while_the_database_is_away_keeps_the_last_gauges_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    telemetry = PrometheusTelemetry(build())
+    database = TimersLeft()
+    backlog = Backlog(
+        telemetry=telemetry,
+        rollouts=database,
+        timers=database,
+        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
+        overdue_after=timedelta(minutes=1),
+    )
+    await backlog.refresh()
+    database.reachable = False
+    telemetry.handled(kind="command", name="status", outcome="ok")
+    await backlog.refresh()
+
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert (value(found, "rollout_bot_timers_due"), value(found, "rollout_bot_timers_overdue")) == (
+        3,
+        1,
+    )
+    assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
+    [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
+    assert line.levelname == "WARNING" and "connection refused" in line.getMessage()
+
+
+async def test_the_timer_backlog_counts_due_and_overdue_pending_timers(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    timers = TimerStore(session_factory)
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    for key, due in (
+        ("long-due", now - timedelta(minutes=10)),
+        ("just-due", now - timedelta(seconds=10)),
+        ("later", now + timedelta(minutes=1)),
+        ("fired", now - timedelta(minutes=20)),
+    ):
+        await timers.schedule(key=key, kind="window", due_at=due, now=now - timedelta(hours=1))
+    (fired,) = await timers.claim_due(
+        now=now - timedelta(minutes=15), owner="a", lease=timedelta(minutes=1)
+    )
+    assert await timers.complete(timer_id=fired.id, owner="a", now=now)
+    assert await timers.backlog(now=now, overdue_after=timedelta(minutes=1)) == (2, 1)
+    assert await timers.backlog(now=now, overdue_after=timedelta(minutes=30)) == (2, 0)
+
+
+def _commit() -> str:
+    """The commit this process reports: ROLLOUT_BOT_COMMIT when the runner sets it, else HEAD."""
+    return os.environ.get("ROLLOUT_BOT_COMMIT", "").strip() or _head()
+
+
+def _head() -> str:
+    found = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - the test runs in a checkout
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent,
+    )
+    return found.stdout.strip()
+
+
+def _version(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - the installed command
+        [str(ROLLOUT_BOT), "--version"], capture_output=True, text=True, env=dict(env), check=False
+    )
+
+
+def test_version_names_the_package_version_and_the_commit() -> None:
+    path = os.environ.get("PATH", "")
+    given = _version({"PATH": path, "ROLLOUT_BOT_COMMIT": "0a1b2c3"})
+    assert (given.returncode, given.stdout) == (
+        0,
+        f"rollout-bot {version('rollout-bot')} (commit 0a1b2c3)\n",
+    )
+    checkout = _version({"PATH": path})
+    assert checkout.stdout == f"rollout-bot {version('rollout-bot')} (commit {_head()})\n"
+    no_git = _version({"PATH": str(ROLLOUT_BOT.parent)})
+    assert no_git.stdout == f"rollout-bot {version('rollout-bot')} (commit unknown)\n"
+
+
+def test_metrics_token_is_a_masked_secret_and_a_bad_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = bot_environment(
+        slack_api_url="http://127.0.0.1:9/api/",
+        github_api_url="http://127.0.0.1:9/",
+        database_url="sqlite:///unused.db",
+    )
+    for name, setting in env.items():
+        monkeypatch.setenv(name, setting)
+    monkeypatch.setenv("METRICS_TOKEN", TOKEN)
+    settings = load_settings(Settings, env_file=None)
+    assert ("METRICS_TOKEN", "******** (set)") in settings.describe()
+    assert TOKEN in settings.secret_values()
+    for bad in ("", "two words"):
+        monkeypatch.setenv("METRICS_TOKEN", bad)
+        with pytest.raises(ConfigError) as refused:
+            load_settings(Settings, env_file=None)
+        assert [p for p in refused.value.problems if p.startswith("METRICS_TOKEN")] == [
+            "METRICS_TOKEN: must be printable ASCII without spaces (a bearer token); leave it "
+            "unset to serve /metrics without one"
+        ]

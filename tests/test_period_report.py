@@ -1,0 +1,169 @@
+"""`/rollout report [period]` end to end: signed slash commands through the real app, over
+finished rollouts stored with known times (start, gate, promotion, end) on the sandbox's clock;
+and the periods it refuses. Every test runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from cleared import cleared_rollout
+from figures import running_sandbox
+
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    Phase,
+    Rollout,
+    StageState,
+    StopKind,
+    StopReason,
+    TrackState,
+    verdict_to_json,
+)
+from bot.services.records import BOT, NewAuditEvent
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.harness import Sandbox
+from storage.db import create_engine, create_session_factory
+from storage.rollout_store import RolloutStore
+
+CRASHED = StopReason(
+    StopKind.GATE_FAILED, subject="5% canary", outcome="ROLLBACK", detail="crash_rate"
+)
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with running_sandbox(tmp_path, database_url) as sandbox:
+        yield sandbox
+
+
+class Scene:
+    """Finished rollouts written straight to the bot's database, at known times."""
+
+    def __init__(self, box: Sandbox) -> None:
+        self.box = box
+        self.engine = create_engine(box.database_url)
+        self.store = RolloutStore(create_session_factory(self.engine), clock=box.clock)
+        self.plan: RolloutPlan = box.services.rollouts.plan
+        self.count = 0
+
+    async def finished(
+        self,
+        *,
+        ago: timedelta,
+        lead: timedelta,
+        held: timedelta = timedelta(0),
+        relay: StopReason | None = None,
+    ) -> Rollout:
+        """A rollout started `ago`, ended `lead` later; its relay canary held `held` between
+        its gate and its promotion; the relay rolled back for `relay` when given."""
+        self.count += 1
+        start = self.box.clock() - ago
+        rollout = cleared_rollout(
+            self.plan, now=start, rollout_id=f"r-{self.count:012d}", tag=f"v1.{self.count}.0"
+        )
+        created = await self.store.create(rollout=rollout, plan=self.plan)
+        gate_at = start + timedelta(minutes=1)
+        end = start + lead
+        tracks = []
+        for track in created.tracks:
+            stopped = relay if track.name == "relay" else None
+            state = TrackState.ROLLED_BACK if stopped else TrackState.COMPLETED
+            first = replace(
+                track.stages[0],
+                state=StageState.FAILED_GATE if stopped else StageState.PASSED,
+                window_started_at=start,
+                window_ends_at=gate_at,
+            )
+            reason = stopped or StopReason(StopKind.COMPLETED, subject="100%")
+            tracks.append(
+                replace(
+                    track,
+                    state=state,
+                    stages=(first, *track.stages[1:]),
+                    ended_at=end,
+                    ended_reason=reason,
+                )
+            )
+        verdict = self.plan.track("relay").evaluate_gate(
+            baseline_crash=Decimal("0.001"),
+            current_crash=Decimal("0.003" if relay else "0.001"),
+            current_error=Decimal("0"),
+            sample=5000,
+        )
+
+        def event(
+            at: datetime, actor: str, action: str, result: str = "ok", **detail: object
+        ) -> NewAuditEvent:
+            return NewAuditEvent(
+                at=at,
+                actor=actor,
+                action=action,
+                result=result,
+                rollout_id=created.id,
+                track="relay",
+                stage="canary",
+                detail=detail or None,
+            )
+
+        trail = [event(gate_at, BOT, "gate", verdict.verdict, **verdict_to_json(verdict))]
+        if not relay:
+            trail.append(event(gate_at + held, RELEASE_MANAGER, "promote"))
+        ended = replace(
+            created, phase=Phase.ENDED, run_id=self.count, ended_at=end, tracks=tuple(tracks)
+        )
+        return await self.store.save(ended, audit=trail)
+
+
+async def test_the_report_sums_up_the_rollouts_of_the_period(box: Sandbox) -> None:
+    scene = Scene(box)
+    try:
+        hour = timedelta(hours=1)
+        await scene.finished(ago=5 * hour, lead=hour, held=timedelta(minutes=30))
+        await scene.finished(ago=6 * hour, lead=2 * hour, held=timedelta(minutes=50))
+        await scene.finished(ago=7 * hour, lead=4 * hour)
+        await scene.finished(ago=8 * hour, lead=hour, relay=CRASHED)
+        await scene.finished(ago=timedelta(days=10), lead=10 * hour)  # outside 7d
+    finally:
+        await scene.engine.dispose()
+
+    week = await box.command("report 7d")
+    assert "Rollouts of 7d" in week
+    assert "4 rollout(s), 3 to 100%: success rate 75%" in week
+    # Leads of the three at 100%: 1h, 2h, 4h. Held: 30m, 50m, 0s, 0s.
+    assert "median 2h, p90 4h" in week
+    assert "median time held waiting for a person: 15m" in week
+    assert "`v1.4.0` Hosted relay: rolled back (5% canary gate ROLLBACK: crash" in week
+
+    month = await box.command("report")  # 30d by default
+    assert "Rollouts of 30d" in month
+    assert "5 rollout(s), 4 to 100%: success rate 80%" in month
+    assert "median 3h, p90 10h" in month
+
+    empty = await box.command("report 2020-01")
+    assert "no rollout ended in this period" in empty
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("report 0d", "`0d` is not a period of 1 to 366 days"),
+        ("report 400d", "`400d` is not a period of 1 to 366 days"),
+        ("report soon", "`soon` is not a period: use 7d, 30d (up to 366d) or a month"),
+        ("report 2026-13", "`2026-13` is not a month"),
+        ("report 2999-01", "`2999-01` has not begun yet"),
+    ],
+)
+async def test_a_bad_period_gets_one_clear_line_and_changes_nothing(
+    box: Sandbox, text: str, said: str
+) -> None:
+    answer = await box.command(text)
+    assert said in answer
+    assert "\n" not in answer.strip()  # the reason alone, without the help
+    assert await box.services.rollouts.history() == []
+    assert box.slack.messages(RELEASE_CHANNEL) == []

@@ -1,0 +1,59 @@
+"""The protection rules' requests in the database (SQLite and PostgreSQL): one open request per
+run and environment, a redelivery known by its delivery id, a re-run asking again, an answer
+GitHub took replacing a racing replica's `gone`, and environments spelled outside ASCII."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.domain.protection_rules import RuleRequest
+from storage.protection_rules import ProtectionRuleStore
+
+AT = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+RUN = 4_200_001
+
+
+async def test_a_rerun_asks_again_without_a_deployment_and_a_redelivery_changes_nothing(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    store = ProtectionRuleStore(session_factory)
+    first = RuleRequest(RUN, "relay-canary-5", 0, AT)  # GitHub's `deployment` was null
+    assert await store.remember(first, delivery_id="d-1")
+    assert not await store.remember(first, delivery_id="d-1")  # the same delivery again
+    assert not await store.remember(first, delivery_id="d-2")  # one open per environment
+    await store.close(run_id=RUN, environment="relay-canary-5", answer="approved", at=AT)
+
+    rerun = RuleRequest(RUN, "relay-canary-5", 0, AT + timedelta(minutes=5))
+
+    assert await store.remember(rerun, delivery_id="d-3")
+    assert [r.requested_at for r in await store.open_for_run(RUN)] == [rerun.requested_at]
+    assert not await store.remember(first, delivery_id="d-1")  # still a redelivery
+
+
+async def test_an_answer_github_took_replaces_a_racing_replicas_gone(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    store = ProtectionRuleStore(session_factory)
+    await store.remember(RuleRequest(RUN, "relay-rollout-50", 7, AT))
+
+    closed = [
+        await store.close(run_id=RUN, environment="relay-rollout-50", answer=answer, at=AT)
+        for answer in ("gone", "approved", "gone")
+    ]
+
+    assert closed == [1, 1, 0]
+    assert await store.answer_of(run_id=RUN, environment="relay-rollout-50") == "approved"
+
+
+async def test_an_environment_spelled_outside_ascii_closes(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    store = ProtectionRuleStore(session_factory)
+    await store.remember(RuleRequest(RUN, "Déploiement-Ω", 7, AT))
+    (request,) = await store.open_for_run(RUN)
+
+    assert request.named("déploiement-ω")
+    assert await store.close(run_id=RUN, environment=request.environment, answer="approved", at=AT)
+    assert await store.open_for_run(RUN) == []

@@ -1,0 +1,403 @@
+"""What is in the release: the risk rules, pull requests read from merge and squash subjects,
+the card's words and the modal's limits, the last released tag in the store, the simulator's
+answers against GitHub's documented fields, and the preflight end to end in the sandbox."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from cleared import cleared_rollout
+from sandbox_views import value_of
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.adapters.github.schema import CommitComparison
+from bot.adapters.slack.contents_view import card_blocks, contents_modal, summary
+from bot.adapters.slack.limits import VIEW_BLOCKS
+from bot.domain.release_contents import (
+    ComparedCommit,
+    Comparison,
+    LastRelease,
+    PullRequest,
+    ReleaseContents,
+    Risk,
+    RiskKind,
+    Since,
+    pull_requests,
+    release_contents,
+    risks,
+)
+from bot.domain.rollout import Phase, TrackState
+from bot.plan_file import load_plan
+from bot.services.store_ports import Rollouts
+from sandbox.harness import Sandbox
+from storage.rollout_store import RolloutStore
+
+PLAN = load_plan(None)
+MIGRATION = "crates/relay/src/db/migrations/0002_add_index.sql"
+WORKFLOW = ".github/workflows/deployment-strategy.yml"
+PULLS = "https://github.com/scriptum/scriptum/pull"
+NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+
+
+# -- the risk rules ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ((), ()),
+        (("README.md", "crates/relay/src/lib.rs"), ()),
+        ((MIGRATION,), (Risk(RiskKind.MIGRATION, (MIGRATION,)),)),
+        # The plan's migrations are *.sql directly in its directory: nothing else is one.
+        (("crates/relay/src/db/migrations/README.md",), ()),
+        (("crates/relay/src/db/migrations/old/0001.sql",), ()),
+        (("other/migrations/0002.sql",), ()),
+        ((WORKFLOW,), (Risk(RiskKind.WORKFLOW, (WORKFLOW,)),)),
+        ((".github/workflows/release.yml",), ()),  # another workflow is not the one dispatched
+        (
+            (WORKFLOW, MIGRATION, "crates/relay/src/db/migrations/0003_more.sql"),
+            (
+                Risk(
+                    RiskKind.MIGRATION,
+                    (MIGRATION, "crates/relay/src/db/migrations/0003_more.sql"),
+                ),
+                Risk(RiskKind.WORKFLOW, (WORKFLOW,)),
+            ),
+        ),
+    ],
+)
+def test_risk_rules(files: tuple[str, ...], expected: tuple[Risk, ...]) -> None:
+    assert risks(files, PLAN) == expected
+
+
+def test_the_risk_rules_follow_the_plans_migrations_and_workflow() -> None:
+    data = PLAN.model_dump(mode="json", by_alias=True)
+    data["preflight"]["migrations"]["directory"] = "db/migrate"
+    data["preflight"]["migrations"]["pattern"] = "*.rb"
+    data["workflow"]["file"] = "deploy.yml"
+    plan = type(PLAN).model_validate(data)
+    files = ("db/migrate/20261204_add.rb", MIGRATION, WORKFLOW, ".github/workflows/deploy.yml")
+    assert risks(files, plan) == (
+        Risk(RiskKind.MIGRATION, ("db/migrate/20261204_add.rb",)),
+        Risk(RiskKind.WORKFLOW, (".github/workflows/deploy.yml",)),
+    )
+
+
+# -- pull requests from commit subjects ---------------------------------------------------------
+
+
+def test_pull_requests_from_merge_and_squash_subjects_newest_first() -> None:
+    commits = [
+        ComparedCommit("a1", "Tidy the README", "ana"),
+        ComparedCommit("b1", "Add an index on documents", "bo"),  # on the merged branch
+        ComparedCommit(
+            "m1",
+            "Merge pull request #12 from bo/index\n\nAdd an index on documents",
+            "release-manager",
+            parents=("a1", "b1"),
+        ),
+        ComparedCommit("s1", "Faster sync for large files (#15)", "cy"),
+        ComparedCommit("s2", 'Revert "Faster sync" (#15)', "cy"),  # the same number again
+        ComparedCommit("m2", "Merge pull request #16 from dee/branch", None, parents=("s2", "x")),
+        ComparedCommit("n1", "Merge branch 'main' into feature", "ana"),
+    ]
+    assert pull_requests(commits, PULLS) == (
+        # No title in the body: the branch names it; the branch head is not listed: the merger.
+        PullRequest(16, "dee/branch", None, f"{PULLS}/16"),
+        PullRequest(15, 'Revert "Faster sync"', "cy", f"{PULLS}/15"),
+        PullRequest(12, "Add an index on documents", "bo", f"{PULLS}/12"),
+    )
+
+
+def test_release_contents_say_when_github_listed_less_than_it_counted() -> None:
+    since = LastRelease("v1.4.1", Since.GITHUB_RELEASE)
+    listed = tuple(ComparedCommit(f"c{i}", f"Change {i} (#{i})", "ana") for i in range(250))
+    files = tuple(f"src/file{i}.rs" for i in range(300))
+    comparison = Comparison(
+        total_commits=260,
+        commits=listed,
+        files=files,
+        html_url="https://github.com/scriptum/scriptum/compare/v1.4.1...v1.4.2",
+    )
+    contents = release_contents(tag="v1.4.2", since=since, comparison=comparison, plan=PLAN)
+    assert contents.commits_capped and contents.files_capped
+    assert len(contents.pull_requests) == 250
+    assert contents.pull_requests[0].url == f"{PULLS}/249"
+    assert "260 commits, at least 250 pull requests* since `v1.4.1`" in summary(contents)
+    small_print = json.dumps([b.to_dict() for b in card_blocks(contents)])
+    assert "only the first 250 commits" in small_print
+    assert "only 300 changed files and more changed" in small_print
+    complete = replace(comparison, total_commits=250, files=files[:10])
+    whole = release_contents(tag="v1.4.2", since=since, comparison=complete, plan=PLAN)
+    assert not whole.commits_capped and not whole.files_capped
+
+
+# -- the card's words and the modal ------------------------------------------------------------
+
+
+def _contents(pulls: int, *, title: str = "Change") -> ReleaseContents:
+    return ReleaseContents(
+        tag="v1.4.2",
+        since=LastRelease("v1.4.1", Since.ROLLOUT),
+        total_commits=12,
+        pull_requests=tuple(
+            PullRequest(n, f"{title} {n}", "ana", f"{PULLS}/{n}") for n in range(pulls, 0, -1)
+        ),
+        risks=(Risk(RiskKind.MIGRATION, (MIGRATION,)), Risk(RiskKind.WORKFLOW, (WORKFLOW,))),
+        compare_url="https://github.com/scriptum/scriptum/compare/v1.4.1...v1.4.2",
+    )
+
+
+def test_the_summary_counts_and_flags() -> None:
+    assert summary(_contents(5)) == (
+        "*12 commits, 5 pull requests* since `v1.4.1` · :warning: 1 migration"
+        " · :warning: workflow changed"
+    )
+    first = ReleaseContents(tag="v1.0.0")
+    assert "the first release (no earlier release)" in summary(first)
+    failed = ReleaseContents(tag="v1.4.2", unread="GitHub answered 502 (Server Error)")
+    assert "could not be read (GitHub answered 502 (Server Error))" in summary(failed)
+
+
+def test_an_older_release_says_how_far_behind_it_is_not_zero_commits() -> None:
+    since = LastRelease("v1.5.0", Since.ROLLOUT)
+    taken_back = Comparison(
+        total_commits=0,
+        commits=(),
+        files=(),
+        html_url="https://github.com/scriptum/scriptum/compare/v1.5.0...v1.4.2",
+        behind_by=7,
+    )
+    contents = release_contents(tag="v1.4.2", since=since, comparison=taken_back, plan=PLAN)
+    assert summary(contents) == (
+        ":warning: *What's in it*: `v1.4.2` is *7 commits behind* `v1.5.0`: releasing it "
+        "takes out what those brought."
+    )
+
+
+def test_titles_are_escaped_for_mrkdwn() -> None:
+    contents = replace(
+        _contents(1),
+        pull_requests=(PullRequest(7, "<!channel> & <https://evil|click>", "a<b", f"{PULLS}/7"),),
+    )
+    shown = json.dumps([b.to_dict() for b in card_blocks(contents)])
+    assert "&lt;!channel&gt; &amp; &lt;https://evil|click&gt; by a&lt;b" in shown
+    assert "<!channel>" not in shown
+
+
+def test_the_modal_lists_every_pull_request_within_slacks_limits() -> None:
+    view = contents_modal(_contents(250, title="A long title " * 20))
+    assert len(view["blocks"]) <= VIEW_BLOCKS
+    text = json.dumps(view)
+    assert "#250>" in text and "#1>" in text  # all of them, packed into sections
+    assert all(len(b["text"]["text"]) <= 3000 for b in view["blocks"] if b["type"] == "section")
+    card = card_blocks(_contents(250))
+    assert "… and 245 more" in json.dumps([b.to_dict() for b in card], ensure_ascii=False)
+
+
+# -- the last released tag in the store ---------------------------------------------------------
+
+
+async def _ended(
+    store: Rollouts, tag: str, rollout_id: str, at: timedelta, *ends: TrackState
+) -> None:
+    """A rollout of `tag` ended `at` after NOW, its tracks in the states `ends`."""
+    created = await store.create(
+        rollout=cleared_rollout(PLAN, now=NOW + at, rollout_id=rollout_id, tag=tag), plan=PLAN
+    )
+    tracks = tuple(
+        replace(track, state=state, ended_at=NOW + at)
+        for track, state in zip(created.tracks, ends, strict=True)
+    )
+    await store.save(replace(created, phase=Phase.ENDED, ended_at=NOW + at, tracks=tracks))
+
+
+async def test_the_last_released_tag_is_the_newest_rollout_completed_on_every_track(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    store = RolloutStore(session_factory, clock=lambda: NOW)
+    ended = functools.partial(_ended, store)
+    assert await store.last_released(other_than="v1.4.2") is None
+    done = TrackState.COMPLETED
+    await ended("v1.4.0", "r-1", timedelta(hours=1), done, done)
+    await ended("v1.4.1", "r-2", timedelta(hours=2), done, done)
+    await ended("v1.4.2", "r-3", timedelta(hours=3), TrackState.ROLLED_BACK, done)
+    await ended("v1.4.3", "r-4", timedelta(hours=4), done, TrackState.HALTED)
+    released = await store.last_released(other_than="v1.4.4")
+    assert released is not None and released.tag == "v1.4.1"
+    # A tag rolled out again is compared with the release before it, not with itself.
+    before = await store.last_released(other_than="v1.4.1")
+    assert before is not None and before.tag == "v1.4.0"
+
+
+# -- the simulator answers as GitHub documents --------------------------------------------------
+
+COMPARISON_FIELDS = {
+    "url", "html_url", "permalink_url", "diff_url", "patch_url", "base_commit",
+    "merge_base_commit", "status", "ahead_by", "behind_by", "total_commits", "commits", "files",
+}  # fmt: skip
+COMMIT_FIELDS = {
+    "url", "sha", "node_id", "html_url", "comments_url", "commit", "author", "committer",
+    "parents",
+}  # fmt: skip
+GIT_COMMIT_FIELDS = {"url", "author", "committer", "message", "tree", "comment_count"}
+FILE_FIELDS = {
+    "sha", "filename", "status", "additions", "deletions", "changes", "blob_url", "raw_url",
+    "contents_url",
+}  # fmt: skip
+RELEASE_FIELDS = {
+    "url", "html_url", "assets_url", "upload_url", "tarball_url", "zipball_url", "id",
+    "node_id", "tag_name", "target_commitish", "name", "body", "draft", "prerelease",
+    "created_at", "published_at", "author", "assets",
+}  # fmt: skip
+
+
+def _history(box: Sandbox) -> None:
+    """v1.4.1 released; then a squash with a migration, a merge that changes the workflow
+    (two commits), five more squashes, a plain commit (nine commits); v1.4.2 tagged on top."""
+    history = box.github.history
+    history.commit("Initial import", at=NOW, author="ana")
+    history.tag("v1.4.1")
+    history.publish("v1.4.1", NOW)
+    history.squash("Add an index on documents", 20, at=NOW, author="bo", files=(MIGRATION,))
+    history.merge(
+        "Wait for the canary <b>longer</b>",
+        21,
+        at=NOW,
+        author="cy",
+        merger="release-manager",
+        files=(WORKFLOW,),
+    )
+    for number in range(22, 27):
+        history.squash(f"Small fix {number}", number, at=NOW, author="dee", files=("a.rs",))
+    history.commit("Bump the version", at=NOW, author="ana", files=("Cargo.toml",))
+    history.tag("v1.4.2")
+
+
+async def _get(box: Sandbox, path: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"token {box.github.token}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{box.github.api_url}{path}", headers=headers) as answer,
+    ):
+        return answer.status, await answer.json()
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path) as sandbox:
+        yield sandbox
+
+
+async def test_the_simulator_answers_compare_and_latest_release_with_githubs_fields(
+    box: Sandbox,
+) -> None:
+    repo = f"/repos/{box.github.repository}"
+    status, missing = await _get(box, f"{repo}/releases/latest")
+    assert status == 404 and missing["message"] == "Not Found"
+    _history(box)
+    status, compared = await _get(box, f"{repo}/compare/v1.4.1...v1.4.2")
+    assert status == 200
+    assert compared.keys() >= COMPARISON_FIELDS
+    assert compared["status"] == "ahead" and compared["ahead_by"] == 9
+    assert compared["total_commits"] == len(compared["commits"]) == 9
+    for commit in compared["commits"]:
+        assert commit.keys() >= COMMIT_FIELDS
+        assert commit["commit"].keys() >= GIT_COMMIT_FIELDS
+    merge = compared["commits"][2]
+    assert merge["commit"]["message"].startswith("Merge pull request #21 from cy/pr-21")
+    assert [p["sha"] for p in merge["parents"]][1] == compared["commits"][1]["sha"]
+    assert all(file.keys() >= FILE_FIELDS for file in compared["files"])
+    assert {file["filename"] for file in compared["files"]} == {
+        MIGRATION, WORKFLOW, "a.rs", "Cargo.toml",
+    }  # fmt: skip
+    assert (await _get(box, f"{repo}/compare/v1.4.1...v9.9.9"))[0] == 404
+    status, backwards = await _get(box, f"{repo}/compare/v1.4.2...v1.4.1")
+    taken_back = CommitComparison.model_validate(backwards).comparison()
+    assert (taken_back.total_commits, taken_back.behind_by) == (0, 9)
+    status, release = await _get(box, f"{repo}/releases/latest")
+    assert status == 200 and release.keys() >= RELEASE_FIELDS
+    assert release["tag_name"] == "v1.4.1"
+
+
+# -- the preflight end to end -------------------------------------------------------------------
+
+
+async def test_the_preflight_card_shows_whats_in_the_release_and_lists_it_all(
+    box: Sandbox,
+) -> None:
+    _history(box)
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert (
+        "*9 commits, 7 pull requests* since `v1.4.1` · :warning: 1 migration"
+        " · :warning: workflow changed"
+    ) in shown
+    assert "#26> Small fix 26 by dee" in shown
+    assert "#21>" not in shown  # the card shows the newest five
+    assert "… and 2 more" in shown
+    assert "Compared with the repository's latest GitHub Release." in shown
+    assert "[Dispatch]" in shown  # the contents inform; they never block
+    stored = (await box.rollout()).preflight.contents
+    assert stored is not None and stored.since == LastRelease("v1.4.1", Since.GITHUB_RELEASE)
+
+    await box.click("show_contents", value=await value_of(box, "show_contents"))
+    opened = await box.slack.wait_for_call("views.open")
+    modal = json.dumps(opened[-1].args["view"])
+    for number in range(20, 27):
+        assert f"/pull/{number}|#{number}>" in modal
+    assert "Wait for the canary &lt;b&gt;longer&lt;/b&gt; by cy" in modal
+    assert "Add an index on documents by bo" in modal
+    assert f"`{MIGRATION}`" in modal and f"`{WORKFLOW}`" in modal
+
+
+async def test_the_first_release_has_nothing_to_compare_with(box: Sandbox) -> None:
+    await box.command("start v1.0.0 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "the first release (no earlier release)" in shown
+    assert "[What's in it]" not in shown and "[Dispatch]" in shown
+    assert not [r for r in box.github.requests if "/compare/" in r.path]
+
+
+async def test_a_failed_comparison_never_blocks_and_re_check_reads_it(box: Sandbox) -> None:
+    _history(box)
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)  # every retry
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert (
+        "the changes could not be read (GitHub answered 502 (Server Error)); "
+        "Re-check to read them again."
+    ) in shown
+    assert "[Dispatch]" in shown and "[Re-check]" in shown and "[What's in it]" not in shown
+
+    await box.click("recheck", value=await value_of(box, "recheck"))
+
+    await box.slack.wait_for(lambda: "7 pull requests" in box.card_message().rendered)
+    shown = box.card_message().rendered
+    assert "[Re-check]" not in shown and "[What's in it]" in shown
+
+
+async def test_the_card_compares_with_the_last_release_the_bot_completed(box: Sandbox) -> None:
+    _history(box)
+    box.github.history.publish("v1.4.2", NOW)  # GitHub's latest release is not asked for
+    done = TrackState.COMPLETED
+    await _ended(box.services.rollouts.effects.store, "v1.4.1", "r-1", timedelta(0), done, done)
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*9 commits, 7 pull requests* since `v1.4.1`" in shown
+    assert "Compared with the last release the bot completed on every track." in shown
+    assert not [r for r in box.github.requests if r.path.endswith("/releases/latest")]

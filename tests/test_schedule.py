@@ -1,0 +1,235 @@
+"""The scheduled start's time, read as a person in their Slack time zone means it (pure: the
+clock and the zone are passed in), and `--at` taken out of the start command."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.domain.errors import InvalidCommand
+from bot.domain.rollout_command import Start, parse_command
+from bot.domain.schedule import MAX_AHEAD, Held, ZoneNeeded, start_schedule, zone_named
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+NOW = datetime(2026, 12, 4, 14, 30, tzinfo=UTC)
+"""A Friday, 15:30 in Berlin (UTC+1 in December)."""
+
+
+def parse_start_time(text: str, *, now: datetime, zone: ZoneInfo | None) -> datetime:
+    """The time a schedule typed as `text` is for, in UTC."""
+    return start_schedule(text, now=now, zone=zone, by="U0RELMGR01").at
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tue 09:00", utc(2026, 12, 8, 8, 0)),
+        ("Tuesday 9am", utc(2026, 12, 8, 8, 0)),
+        ("09:00", utc(2026, 12, 5, 8, 0)),  # past today: tomorrow's
+        ("16:00", utc(2026, 12, 4, 15, 0)),  # still ahead today
+        ("fri 09:00", utc(2026, 12, 11, 8, 0)),  # today is Friday, 09:00 is past: next week
+        ("fri 16:00", utc(2026, 12, 4, 15, 0)),
+        ("tomorrow 09:00", utc(2026, 12, 5, 8, 0)),
+        ("TOMORROW 9:30pm", utc(2026, 12, 5, 20, 30)),
+        ("today 16:00", utc(2026, 12, 4, 15, 0)),
+        ("2026-12-08 09:00", utc(2026, 12, 8, 8, 0)),
+        ("dec 8 9:30pm", utc(2026, 12, 8, 20, 30)),
+        ("2026-12-18 15:00", utc(2026, 12, 18, 14, 0)),  # 13 days 23.5 hours ahead
+        ("09:00 UTC", utc(2026, 12, 5, 9, 0)),  # an offset named is kept
+        ("2026-12-08T09:00-05:00", utc(2026, 12, 8, 14, 0)),
+    ],
+)
+def test_a_time_is_read_in_the_starters_zone(text: str, expected: datetime) -> None:
+    assert parse_start_time(text, now=NOW, zone=BERLIN) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("today 09:00", "`today 09:00` is in the past: a start is scheduled ahead."),
+        ("2026-12-01 09:00", "`2026-12-01 09:00` is in the past"),
+        ("2026-12-04 15:00", "is in the past"),  # 14:00 UTC, half an hour ago
+        ("2026-12-19 09:00", "is too far ahead: a start is scheduled at most 14 days ahead."),
+        ("2027-06-01 09:00", "too far ahead"),
+        ("banana", "`banana` is not a time I can read"),
+        ("next tue 09:00", "is not a time I can read"),
+        ("25:00", "is not a time I can read"),
+        ("2026-02-30 09:00", "is not a time I can read"),
+        ("tue", "`tue` names no time of day"),
+        ("tomorrow", "`tomorrow` names no time of day"),
+        ("2026-12-08", "names no time of day"),
+        ("9", "names no time of day"),  # dateutil reads a day of the month
+        ("09:00 CET", "`CET` is not a time zone I read"),
+        ("", "--at needs a time"),
+    ],
+)
+def test_a_time_that_cannot_be_scheduled_says_why(text: str, message: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_start_time(text, now=NOW, zone=BERLIN)
+    assert message in caught.value.message
+
+
+def test_daylight_saving_time_is_the_zones_on_that_day() -> None:
+    saturday = utc(2027, 3, 13, 12, 0)  # 07:00 EST; clocks go forward on Sunday at 02:00
+    assert parse_start_time("tomorrow 09:00", now=saturday, zone=NEW_YORK) == utc(
+        2027, 3, 14, 13, 0
+    )  # EDT, UTC-4
+    assert parse_start_time("08:00", now=saturday, zone=NEW_YORK) == utc(2027, 3, 13, 13, 0)
+    # A time the clocks skip reads as an hour later (zoneinfo, fold=0): 03:30 EDT.
+    assert parse_start_time("tomorrow 02:30", now=saturday, zone=NEW_YORK) == utc(
+        2027, 3, 14, 7, 30
+    )
+
+
+@given(
+    hour=st.integers(0, 23),
+    minute=st.integers(0, 59),
+    now=st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)
+    ),
+)
+def test_a_time_of_day_is_its_next_occurrence(hour: int, minute: int, now: datetime) -> None:
+    when = parse_start_time(f"{hour:02d}:{minute:02d}", now=now, zone=BERLIN)
+    local = when.astimezone(BERLIN)
+    assert now < when <= now + timedelta(hours=25)  # a day, give or take a DST change
+    assert when <= now + MAX_AHEAD
+    assert (local.hour, local.minute) == (hour, minute) or local.hour == hour + 1  # skipped
+
+
+def test_a_date_without_a_year_is_its_next_occurrence() -> None:
+    december_30 = utc(2026, 12, 30, 10, 0)
+    assert parse_start_time("jan 2 09:00", now=december_30, zone=BERLIN) == utc(2027, 1, 2, 8, 0)
+    assert parse_start_time("dec 31 09:00", now=december_30, zone=BERLIN) == utc(2026, 12, 31, 8, 0)
+    with pytest.raises(InvalidCommand, match="is in the past"):  # a year given is kept
+        parse_start_time("2026-01-02 09:00", now=december_30, zone=BERLIN)
+    with pytest.raises(InvalidCommand, match="is in the past"):  # next year's is too far
+        parse_start_time("dec 1 09:00", now=december_30, zone=BERLIN)
+
+
+@given(
+    now=st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
+    ),
+    ahead=st.timedeltas(min_value=timedelta(hours=1), max_value=MAX_AHEAD - timedelta(hours=2)),
+)
+def test_a_month_and_day_typed_is_that_day_within_the_next_two_weeks(
+    now: datetime, ahead: timedelta
+) -> None:
+    target = (now + ahead).astimezone(BERLIN)
+    text = f"{target:%b} {target.day} {target:%H:%M}"  # `jan 2 09:00`: no year
+    when = parse_start_time(text, now=now, zone=BERLIN).astimezone(BERLIN)
+    assert (when.year, when.month, when.day) == (target.year, target.month, target.day)
+    assert now < when <= now + MAX_AHEAD
+
+
+@pytest.mark.parametrize("text", ["08/12 09:00", "8.12. 09:00", "12-08 09:00", "08/12/2026 9am"])
+def test_a_numeric_day_and_month_is_refused_naming_the_forms_read(text: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_start_time(text, now=NOW, zone=BERLIN)
+    assert "could be day/month or month/day" in caught.value.message
+    assert '`--at "dec 8 09:00"`' in caught.value.message
+
+
+def test_two_days_named_are_refused() -> None:
+    with pytest.raises(InvalidCommand, match="names more than one day"):
+        parse_start_time("wed 09:00 tue", now=NOW, zone=BERLIN)
+
+
+def test_a_time_with_its_offset_needs_no_zone_and_keeps_it() -> None:
+    typed = start_schedule("tue 09:00+01:00", now=NOW, zone=None, by="U1")
+    assert typed.at == utc(2026, 12, 8, 8, 0) and typed.zone == "UTC+01:00" and typed.offset_given
+    behind = start_schedule("2026-12-08 09:00 -05:30", now=NOW, zone=None, by="U1")
+    assert behind.at == utc(2026, 12, 8, 14, 30) and behind.zone == "UTC-05:30"
+    late = utc(2026, 12, 4, 23, 30)  # already the 5th at +01:00: its tomorrow is the 6th
+    assert start_schedule("tomorrow 09:00+01:00", now=late, zone=None, by="U1").at == utc(
+        2026, 12, 6, 8, 0
+    )
+    read = start_schedule("tue 09:00", now=NOW, zone=BERLIN, by="U1")
+    assert read.zone == "Europe/Berlin" and not read.offset_given
+    with pytest.raises(ZoneNeeded):
+        start_schedule("tue 09:00", now=NOW, zone=None, by="U1")
+
+
+def test_a_time_the_clocks_go_back_over_is_its_first_occurrence() -> None:
+    saturday = utc(2026, 10, 24, 12, 0)  # Berlin goes back from 03:00 CEST to 02:00 CET Sunday
+    assert parse_start_time("tomorrow 02:30", now=saturday, zone=BERLIN) == utc(
+        2026, 10, 25, 0, 30
+    )  # 02:30 CEST (UTC+2), not 02:30 CET an hour later
+
+
+def test_a_zone_slack_does_not_name_reads_as_utc() -> None:
+    assert zone_named("Europe/Berlin") == BERLIN
+    assert zone_named(None).key == zone_named("Mars/Olympus").key == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ('start v1.4.2 --at "tue 09:00"', Start("v1.4.2", at="tue 09:00")),
+        ('start --at "tue 09:00" v1.4.2 --flags-ready', Start("v1.4.2", True, at="tue 09:00")),
+        ("start v1.4.2 --at tue 09:00 --flags-ready", Start("v1.4.2", True, at="tue 09:00")),
+        ("start --at tomorrow 9am v1.4.2", Start("v1.4.2", at="tomorrow 9am")),
+        ("start v1.4.2 --at 09:00", Start("v1.4.2", at="09:00")),
+        (
+            "start v1.4.2 --at=\N{LEFT DOUBLE QUOTATION MARK}tue 09:00"
+            "\N{RIGHT DOUBLE QUOTATION MARK}",
+            Start("v1.4.2", at="tue 09:00"),
+        ),
+        (
+            'start v1.4.2 --at 09:00 --override-freeze "hotfix for INC-1"',
+            Start("v1.4.2", override_freeze="hotfix for INC-1", at="09:00"),
+        ),
+        (
+            'start v1.4.2 --override-freeze "hotfix" --at "tue 09:00"',
+            Start("v1.4.2", override_freeze="hotfix", at="tue 09:00"),
+        ),
+    ],
+)
+def test_at_is_taken_out_of_the_start_wherever_it_stands(text: str, start: Start) -> None:
+    assert parse_command(text) == start
+
+
+def test_at_without_a_time_is_refused() -> None:
+    with pytest.raises(InvalidCommand, match="--at needs a time"):
+        parse_command("start v1.4.2 --at")
+
+
+def test_a_quoted_value_is_taken_as_typed() -> None:
+    assert parse_command(
+        'start v1.4.2 --override-freeze "revert --at 9 --flags-ready" --at 09:00'
+    ) == (Start("v1.4.2", override_freeze="revert --at 9 --flags-ready", at="09:00"))
+    assert parse_command("start v1.4.2 --override-freeze it's urgent --flags-ready") == Start(
+        "v1.4.2", True, override_freeze="it's urgent"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("start v1.4.2 --at 09:00 --at 10:00", "`--at` is given twice: give it once."),
+        ('start v1.4.2 --override-freeze "a" --override-freeze "b"', "is given twice"),
+        ('start v1.4.2 --at "tue 09:00', "The quote after `--at` is not closed."),
+        ("start v1.4.2 --flags-ready=yes", "`--flags-ready` takes no value"),
+        ("start v1.4.2 --when 09:00", "`--when` is not an option of start"),
+    ],
+)
+def test_an_option_given_wrongly_is_refused_saying_how(text: str, message: str) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command(text)
+    assert message in caught.value.message
+
+
+def test_a_held_schedule_says_why_in_plain_words() -> None:
+    assert Held(blocking=("Image tag: not published",)).summary() == (
+        "blocked: Image tag: not published"
+    )
+    assert "two-person" in Held(two_person=True).summary()

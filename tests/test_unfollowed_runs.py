@@ -1,0 +1,228 @@
+"""Runs the bot did not start, end to end: a run of the Deployment Strategy workflow started on
+github.com (the simulator's own run, not the bot's dispatch) reaches environments on the App's
+rule; the bot posts one card for it in the release channel, and an approver adopts it (a
+rollout gated to the end) or rejects it, or the default answers it after
+UNFOLLOWED_RUN_TIMEOUT. Every test runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from figures import two_serve_processes
+from sandbox_views import dispatched
+from test_cli import full_env
+from test_exactly_once import APPROVERS_ENV
+from test_protection_rules import answers, app_box, both_held
+
+from bot.adapters.slack.notifier import RUN_EVENT
+from bot.config import ConfigError, Settings, load_settings
+from bot.domain.rollout import Phase, TrackState
+from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.github_app import SandboxApp
+from sandbox.harness import Sandbox
+from sandbox.slack_records import ChannelMessage
+
+
+def test_the_settings_default_to_reject_after_30_minutes_and_refuse_other_answers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in full_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    loaded = load_settings(Settings, env_file=None)
+    assert (loaded.unfollowed_run_timeout, loaded.unfollowed_run_default) == (1800, "reject")
+
+    monkeypatch.setenv("UNFOLLOWED_RUN_DEFAULT", "maybe")
+    monkeypatch.setenv("UNFOLLOWED_RUN_TIMEOUT", "5")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(Settings, env_file=None)
+    said = " ".join(refused.value.problems)
+    assert "UNFOLLOWED_RUN_DEFAULT" in said and "UNFOLLOWED_RUN_TIMEOUT" in said
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """The bot running as the GitHub App, every environment on the App's rule."""
+    async with app_box(tmp_path, database_url) as sandbox:
+        yield sandbox
+
+
+def run_cards(box: Sandbox) -> list[ChannelMessage]:
+    return [
+        m
+        for m in box.slack.messages(RELEASE_CHANNEL)
+        if (m.metadata or {}).get("event_type") == RUN_EVENT
+    ]
+
+
+def first_stages(box: Sandbox) -> list[tuple[str, str]]:
+    """The answers to the run's first requests (each track's first stage), sorted."""
+    return sorted(a for a in answers(box) if a[0] in {"relay-canary-5", "desktop-internal"})
+
+
+async def started_on_github(box: Sandbox) -> tuple[int, ChannelMessage]:
+    """A run dispatched on github.com by @octocat, and its card once posted."""
+    run_id = box.github.create_foreign_run(actor="octocat")
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    return run_id, card
+
+
+async def test_a_run_started_on_github_is_adopted_and_gated_to_the_end(box: Sandbox) -> None:
+    run_id, card = await started_on_github(box)
+    assert f"Run {run_id} of Deployment Strategy, dispatched by @octocat on GitHub" in card.text
+    assert answers(box) == []  # not approved silently
+
+    assert await box.click("adopt_run", message=card) is None
+
+    rollout = await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert rollout.run_id == run_id
+    for _ in range(2):
+        await both_held(box)
+        assert "Promoted" in await box.command("promote")
+    ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+    assert {t.state for t in ended.tracks} == {TrackState.COMPLETED}
+    assert answers(box, "relay") == [
+        ("relay-canary-5", "approved"),
+        ("relay-rollout-50", "approved"),
+        ("relay-rollout-100", "approved"),
+    ]
+    (card,) = run_cards(box)
+    assert "Adopted by" in card.rendered and rollout.id in card.rendered
+    trail = await box.audit.list_for_rollout(rollout.id)
+    assert ("click:adopt", "ok") in {(e.action, e.result) for e in trail}
+
+
+async def test_a_run_started_on_github_is_rejected_and_its_failure_jobs_run(
+    box: Sandbox,
+) -> None:
+    run_id, card = await started_on_github(box)
+
+    assert await box.click("reject_run", message=card) is None
+
+    await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
+    first = box.github.engine.rule_reviews[0]
+    assert first.environments[0] in {"relay-canary-5", "desktop-internal"}
+    assert (
+        first.comment
+        == f"rollout-bot: rejected by Slack user {RELEASE_MANAGER}; no rollout follows this run"
+    )
+    # The `if: failure()` jobs start, as GitHub runs them, and are rejected as the run was.
+    kill_switch = ("desktop-kill-switch", "rejected")
+    run = box.github.run(run_id)
+    await box.slack.wait_for(lambda: run.status == "completed", timeout=30)
+    assert run.conclusion == "failure"
+    assert sorted(answers(box)) == [
+        ("desktop-internal", "rejected"),
+        kill_switch,
+        ("relay-canary-5", "rejected"),
+        ("relay-rollback", "rejected"),
+    ]
+    kill = next(r for r in box.github.engine.rule_reviews if r.environments == (kill_switch[0],))
+    assert kill.comment == f"rollout-bot: run {run_id} was rejected; so is the rest of it"
+    assert (await box.services.rollouts.active()) == []
+    assert len(run_cards(box)) == 1
+
+
+async def test_nobody_answers_and_the_default_rejects_after_the_time_limit(
+    box: Sandbox,
+) -> None:
+    await started_on_github(box)
+    await box.stop_bot()  # a restart while the card waits loses nothing
+    await box.start_bot()
+
+    await box.pass_time(timedelta(seconds=1790))
+    assert answers(box) == []  # not before its time
+    await box.pass_time(timedelta(seconds=15))
+
+    await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+    assert first_stages(box) == [
+        ("desktop-internal", "rejected"),
+        ("relay-canary-5", "rejected"),
+    ]
+    assert "UNFOLLOWED_RUN_DEFAULT=reject" in box.github.engine.rule_reviews[0].comment
+    assert len(run_cards(box)) == 1
+
+
+async def test_adopt_is_refused_while_the_preflight_blocks(box: Sandbox) -> None:
+    box.github.files["main"]["crates/relay/src/db/migrations/0002_drop.sql"] = (
+        "ALTER TABLE documents\n  DROP COLUMN title;\n"
+    )
+    _, card = await started_on_github(box)
+
+    refused = await box.click("adopt_run", message=card)
+
+    assert refused is not None and "was not adopted: its preflight blocks" in refused
+    assert "0002_drop.sql" in refused
+    assert answers(box) == []
+
+
+async def test_an_approve_default_rejects_while_deploys_are_frozen(
+    tmp_path: Path, database_url: str
+) -> None:
+    """UNFOLLOWED_RUN_DEFAULT=approve never approves through a freeze: nobody saw the run,
+    and deploys are frozen, so the default rejects it."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        await started_on_github(box)
+        assert "froze deploys" in await box.command("freeze 2h INC-123 investigation")
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert ("relay-canary-5", "rejected") in first_stages(box)
+        assert all(state == "rejected" for _, state in first_stages(box))
+
+
+async def test_adopt_is_refused_to_a_non_approver_and_while_frozen(box: Sandbox) -> None:
+    _, card = await started_on_github(box)
+
+    refused = await box.click("adopt_run", message=card, user=BYSTANDER)
+    assert refused is not None and "Only release approvers may adopt a run" in refused
+
+    assert "froze deploys" in await box.command("freeze 2h INC-123 investigation")
+    refused = await box.click("adopt_run", message=card)
+    assert refused is not None and "INC-123 investigation" in refused
+
+    assert answers(box) == []
+    assert (await box.services.rollouts.active()) == []
+
+
+async def test_two_replicas_post_one_card_and_give_one_answer(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    async with two_serve_processes(
+        tmp_path, postgres_database_url, APPROVERS_ENV, github_app=SandboxApp()
+    ) as (box, second):
+        box.github.protection_rule(set(box.github.engine.protected))
+        _, card = await started_on_github(box)
+        box.github.app_hook.url = f"{second}/github/webhook"  # every request, to the other one
+        first = list(box.github.app_hook.deliveries)
+        again = [await box.github.app_hook.redeliver(d.guid) for d in first]
+        assert {d.result for d in again} == {"duplicate"}
+
+        said = await asyncio.gather(
+            box.click("reject_run", message=card),
+            box.click("reject_run", message=card, replica=second),
+        )
+
+        await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
+        assert len(run_cards(box)) == 1
+        assert first_stages(box) == [
+            ("desktop-internal", "rejected"),
+            ("relay-canary-5", "rejected"),
+        ]
+        assert len([s for s in said if s is not None and "already" in s.lower()]) <= 1
+
+
+async def test_the_bots_own_runs_get_no_card(box: Sandbox) -> None:
+    """Its requests may come before the bot has saved the run its dispatch started: kept, then
+    answered by the rollout, never offered for adoption."""
+    await dispatched(box)
+    await both_held(box)
+
+    assert run_cards(box) == []
