@@ -8,7 +8,6 @@ Resources open and close in `cleanup_ctx`, in order: the database (migrated befo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
@@ -135,7 +134,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
     github = PyGithubGateway(transport, rules=rules)
     slack_http = slack_session()
     scheduler: Scheduler | None = None
-    outbox_task: asyncio.Task[None] | None = None
+    outbox: Outbox | None = None
     npm_token: NpmTokenService | None = None
     webhooks: GitHubWebhooks | None = None
     try:
@@ -202,7 +201,6 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         lane = ReleaseLane(
             holds=LaneHoldStore(sessions), plan=rollouts.plan, clock=clock, words=lane_words
         )
-        rule_requests = ProtectionRuleStore(sessions)
         controls = ControlService(
             rollouts=rollouts,
             claims=claims,
@@ -294,15 +292,16 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         )
         app[READINESS] = _readiness(settings, scheduler, engine=engine, clock=clock)
         scheduler.start()
-        outbox_task = asyncio.create_task(outbox.run(), name="outbox")
+        outbox.start()
         yield
     finally:
+        # Both loops end their work in hand (a drain stopped the scheduler already): a task
+        # cancelled amid a database call could leave its connection behind.
+        grace = timedelta(seconds=settings.shutdown_grace_seconds)
         if scheduler is not None:
-            await scheduler.stop(grace=timedelta(0))
-        if outbox_task is not None:
-            outbox_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await outbox_task
+            await scheduler.stop(grace=grace)
+        if outbox is not None:
+            await outbox.stop(grace=grace)
         if webhooks is not None:
             await webhooks.close()
         if npm_token is not None:

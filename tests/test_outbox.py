@@ -201,6 +201,28 @@ async def test_a_flush_waits_for_a_claim_of_the_loop_still_on_its_way(scene: Sce
     await loop
 
 
+async def test_a_stop_lets_the_post_in_hand_finish_and_be_recorded(scene: Scene) -> None:
+    """A shutdown while the loop posts the card waits for the post (within its grace): the
+    card is recorded as posted, nothing is left claimed, and no cancelled database call holds
+    a connection (SQLite's write lock) behind."""
+    rollout = await scene.started(lines=0)
+    SlowCard.posting, SlowCard.let_through = asyncio.Event(), asyncio.Event()
+    outbox = scene.replica("a", notifier=SlowCard)
+    outbox.start()
+    await SlowCard.posting.wait()
+
+    stopped = asyncio.create_task(outbox.stop(grace=timedelta(seconds=30)))
+    await asyncio.sleep(0)
+    assert not stopped.done()
+    SlowCard.let_through.set()
+    await stopped
+
+    assert await scene.store.pending() == []
+    assert len(scene.slack.calls_to("chat.postMessage")) == 1
+    stored = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert stored is not None and stored.message_ts is not None
+
+
 async def test_two_replicas_deliver_each_message_once_and_in_order(scene: Scene) -> None:
     rollout = await scene.started(lines=15)
     a = scene.replica("replica-a")

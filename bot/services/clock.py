@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.services.ports import Clock
 
@@ -37,3 +38,16 @@ async def sleep_until_woken(wake: asyncio.Event, seconds: float | None) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await wake.wait()
+
+
+async def finish(tasks: Collection[asyncio.Task[Any]], *, grace: float) -> None:
+    """Let `tasks` end on their own within `grace` seconds, then cancel the rest and wait for
+    them. Cancelling comes last: a task cancelled in the middle of a database call can leave
+    its connection checked out, and on SQLite its write lock held, until the garbage collector
+    finds it (the next start of the bot in the same process then meets "database is locked")."""
+    if not tasks:
+        return
+    await asyncio.wait(tasks, timeout=grace)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

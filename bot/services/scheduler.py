@@ -33,7 +33,7 @@ from typing import Protocol
 from bot.domain.errors import RolloutError
 from bot.domain.rollout import Phase, Rollout
 from bot.domain.run import RunSnapshot
-from bot.services.clock import LoopClock, sleep_until_woken
+from bot.services.clock import LoopClock, finish, sleep_until_woken
 from bot.services.failures import error_summary, log_failure
 from bot.services.following import Reconciled
 from bot.services.leases import holding
@@ -175,10 +175,7 @@ class Scheduler:
             return  # never started, or already stopped
         self._stopping.set()
         self._wake.set()
-        done, _ = await asyncio.wait([running], timeout=grace.total_seconds())
-        if not done:
-            running.cancel()
-            await asyncio.wait([running])
+        await finish([running], grace=grace.total_seconds())
         try:
             released = await self._timers.release_owned(owner=self.owner)
         except Exception as error:

@@ -24,6 +24,7 @@ from bot.domain import protection_rules
 from bot.domain.github_events import RunEvent, run_event
 from bot.domain.rollout import Phase
 from bot.logs import rollout_context
+from bot.services.clock import finish
 from bot.services.failures import log_failure
 from bot.services.ports import Clock
 from bot.services.rollouts import RolloutService
@@ -181,8 +182,4 @@ class GitHubWebhooks:
 
     async def close(self, *, grace: float = 10.0) -> None:
         """Give the deliveries in flight `grace` seconds to finish, then cancel the rest."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await finish(set(self._tasks), grace=grace)
