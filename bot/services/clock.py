@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
-from datetime import UTC, datetime
+from collections.abc import Collection, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bot.services.ports import Clock
@@ -51,3 +51,29 @@ async def finish(tasks: Collection[asyncio.Task[Any]], *, grace: float) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Background:
+    """A loop run in a task of its own until stopped: the loop ends its turn once `stopping`
+    is set, and `wake` cuts its sleep short."""
+
+    def __init__(self, name: str, *, wake: asyncio.Event) -> None:
+        self.name = name
+        self.stopping = asyncio.Event()
+        self._wake = wake
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, loop: Coroutine[Any, Any, None]) -> None:
+        self.stopping.clear()
+        self._task = asyncio.create_task(loop, name=self.name)
+
+    async def stop(self, *, grace: timedelta) -> bool:
+        """Tell the loop to stop and let its turn end within `grace` (`finish`); False when
+        it was not running (never started, or stopped already)."""
+        running, self._task = self._task, None
+        if running is None:
+            return False
+        self.stopping.set()
+        self._wake.set()
+        await finish([running], grace=grace.total_seconds())
+        return True

@@ -31,7 +31,7 @@ from bot.domain.rollout import Rollout, verdict_from_json
 from bot.domain.rollout_summary import summarize
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.logs import rollout_context
-from bot.services.clock import LoopClock, finish, sleep_until_woken
+from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.leases import holding
 from bot.services.outbox_messages import (
     CARD,
@@ -89,8 +89,7 @@ class Outbox:
         self._in_hand = _InHand()
         self._paused: dict[str, datetime] = {}
         """Channels Slack rate-limited, until when (its Retry-After)."""
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("outbox", wake=self._wake)
 
     async def add(self, messages: Sequence[NewMessage]) -> None:
         """Write messages that go with no state change of their own."""
@@ -134,31 +133,23 @@ class Outbox:
             self._wake.set()
 
     def start(self) -> None:
-        """Run the loop in a task of its own until `stop`."""
-        self._stopping.clear()
-        self._task = asyncio.create_task(self.run(), name="outbox")
+        self._loop.start(self.run())
 
     async def stop(self, *, grace: timedelta) -> None:
-        """Stop looking; let the delivery in hand end within `grace` (else cancel it). What is
-        left waits in the outbox for the next replica to look."""
-        running, self._task = self._task, None
-        if running is None:
-            return
-        self._stopping.set()
-        self._wake.set()
-        await finish([running], grace=grace.total_seconds())
+        """Let the delivery in hand end within `grace`; what is left waits for a replica."""
+        await self._loop.stop(grace=grace)
 
     async def run(self) -> None:
         """Deliver due messages until `stop` (or cancelled)."""
         log.info("outbox %s started", self.owner)
-        while not self._stopping.is_set():
+        while not self._loop.stopping.is_set():
             try:
                 await self.deliver_due()
                 await self._sleep()
             except Exception as error:
                 # The database is away: the messages wait in it, so nothing is lost.
                 log.warning("outbox delivery failed (%r); retrying in %s", error, self._idle)
-                await sleep_until_woken(self._stopping, self._idle.total_seconds())
+                await sleep_until_woken(self._loop.stopping, self._idle.total_seconds())
 
     async def deliver_due(self) -> int:
         """Deliver every due message this replica can claim, channels side by side and each
@@ -199,7 +190,7 @@ class Outbox:
     async def _sleep(self) -> None:
         # Cleared before looking, so a message written meanwhile wakes the wait at once.
         self._wake.clear()
-        if self._stopping.is_set():
+        if self._loop.stopping.is_set():
             return
         due = await self._store.next_due()
         until = self._clock() + self._idle

@@ -33,7 +33,7 @@ from typing import Protocol
 from bot.domain.errors import RolloutError
 from bot.domain.rollout import Phase, Rollout
 from bot.domain.run import RunSnapshot
-from bot.services.clock import LoopClock, finish, sleep_until_woken
+from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.failures import error_summary, log_failure
 from bot.services.following import Reconciled
 from bot.services.leases import holding
@@ -159,23 +159,18 @@ class Scheduler:
         """When the loop last made progress (for `/readyz`): a pass begun, a timer or a
         rollout's poll done, a pass ended. Set step by step, so a slow GitHub during one long
         pass does not make every replica unready at once."""
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("scheduler", wake=self._wake)
 
     def start(self) -> None:
         """Run the loop in a task of its own until `stop`."""
-        self._task = asyncio.create_task(self.run(), name="scheduler")
+        self._loop.start(self.run())
 
     async def stop(self, *, grace: timedelta) -> None:
         """Stop claiming at once; let the timer in hand finish within `grace` (else cancel it),
         then give back every timer this replica still holds, so another replica fires it now
         rather than when its lease runs out."""
-        running, self._task = self._task, None
-        if running is None:
+        if not await self._loop.stop(grace=grace):
             return  # never started, or already stopped
-        self._stopping.set()
-        self._wake.set()
-        await finish([running], grace=grace.total_seconds())
         try:
             released = await self._timers.release_owned(owner=self.owner)
         except Exception as error:
@@ -187,7 +182,7 @@ class Scheduler:
         """Run until `stop` (or cancelled)."""
         log.info("scheduler %s started", self.owner)
         next_poll = self._clock()
-        while not self._stopping.is_set():
+        while not self._loop.stopping.is_set():
             try:
                 self.last_tick = self._clock()
                 await self.fire_due()
@@ -203,13 +198,13 @@ class Scheduler:
                 log_failure(
                     log, f"scheduler iteration failed; retrying in {self._retry_after}", error
                 )
-                await sleep_until_woken(self._stopping, self._retry_after.total_seconds())
+                await sleep_until_woken(self._loop.stopping, self._retry_after.total_seconds())
 
     async def fire_due(self) -> int:
         """Fire every due timer this replica can claim, one at a time (a lease covers only
         the timer being worked on); returns how many fired."""
         fired = 0
-        while not self._stopping.is_set() and (
+        while not self._loop.stopping.is_set() and (
             claimed := await self._timers.claim_due(
                 now=self._clock(), owner=self.owner, lease=self._lease, limit=1
             )
@@ -377,7 +372,7 @@ class Scheduler:
         # Cleared before the next due time is read: a timer scheduled meanwhile sets it
         # again and cuts the sleep short instead of being slept through.
         self._wake.clear()
-        if self._stopping.is_set():
+        if self._loop.stopping.is_set():
             return
         due = await self._timers.next_due()
         wake_at = min(next_poll, due) if due is not None else next_poll
