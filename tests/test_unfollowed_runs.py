@@ -27,7 +27,9 @@ from bot.domain.rollout import Phase, TrackState
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
+from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
+from storage.protection_rules import ProtectionRuleStore
 
 
 def test_the_settings_default_to_reject_after_30_minutes_and_refuse_other_answers(
@@ -321,3 +323,72 @@ async def test_the_bots_own_runs_get_no_card(box: Sandbox) -> None:
     await both_held(box)
 
     assert run_cards(box) == []
+
+
+async def test_a_card_lost_before_it_was_posted_is_posted_by_the_next_poll(box: Sandbox) -> None:
+    """The request was kept, but its card never drawn (GitHub failed to tell the run, as a
+    crash between the two would): the scheduler's next poll hands it over again."""
+    box.github.refs.add(TAG)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    assert run_cards(box) == []
+
+    await box.pass_time(timedelta(seconds=1))
+
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert f"Run {run_id} of Deployment Strategy" in card.text
+    await box.pass_time(timedelta(seconds=1))
+    assert len(run_cards(box)) == 1
+
+
+async def test_a_later_request_is_not_rejected_when_the_default_answered_nothing(
+    box: Sandbox,
+) -> None:
+    """Nothing waited when the default came (the requests were gone): it rejected nothing, so
+    the run's later requests are not rejected as if it had."""
+    run_id, _ = await started_on_github(box)
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    for request in await rules.open_for_run(run_id):
+        await rules.close(
+            run_id=run_id, environment=request.environment, answer="gone", at=box.clock()
+        )
+    await box.pass_time(timedelta(seconds=1805))
+    assert answers(box) == []
+
+    # Someone answers the canary on GitHub; the run moves on to the next stage.
+    box.github.engine.review_rule(
+        run_id, environment="relay-canary-5", state="approved", comment="", actor="octocat"
+    )
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    await box.pass_time(timedelta(seconds=1))
+
+    assert "relay-rollout-50" in [r.environment for r in await rules.open_for_run(run_id)]
+    assert ("relay-rollout-50", "rejected") not in answers(box)
+
+
+async def test_a_default_answer_that_failed_every_attempt_is_left_to_a_person(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"TIMER_MAX_ATTEMPTS": "2"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        run_id, card = await started_on_github(box)
+        rule = f"/repos/*/actions/runs/{run_id}/deployment_protection_rule"
+        box.github.fail_next("POST", rule, 404, times=2)  # each attempt fails
+
+        await box.pass_time(timedelta(seconds=1805))
+        await box.pass_time(timedelta(seconds=400))
+
+        said = "The default answer could not be given"
+        await box.slack.wait_for(lambda: said in run_cards(box)[0].rendered, timeout=30)
+        waits = [b["text"]["text"] for b in card.blocks if said in b.get("text", {}).get("text", "")]
+        assert f"run {run_id} still waits on GitHub" in waits[0]
+        assert f"/actions/runs/{run_id}|its page>" in waits[0]
+        assert answers(box) == []
+
+        assert await box.click("reject_run", message=card) is None
+        await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
+        assert ("relay-canary-5", "rejected") in first_stages(box)
