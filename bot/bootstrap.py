@@ -295,13 +295,9 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         outbox.start()
         yield
     finally:
-        # Both loops end their work in hand (a drain stopped the scheduler already): a task
-        # cancelled amid a database call could leave its connection behind.
-        grace = timedelta(seconds=settings.shutdown_grace_seconds)
-        if scheduler is not None:
-            await scheduler.stop(grace=grace)
-        if outbox is not None:
-            await outbox.stop(grace=grace)
+        if scheduler is not None and outbox is not None:  # unless a drain stopped them
+            grace = timedelta(seconds=settings.shutdown_grace_seconds)
+            await _stop_loops(scheduler, outbox, grace=grace)
         if webhooks is not None:
             await webhooks.close()
         if npm_token is not None:
@@ -344,7 +340,8 @@ def _readiness(
 
 async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta) -> None:
     """The scheduler and the outbox loop end their work in hand side by side, within one
-    grace; what the outbox still holds waits in it for another replica."""
+    grace (never cancelled earlier: a task cancelled amid a database call can leave its
+    connection, and SQLite's write lock, behind); what the outbox holds waits for a replica."""
     await asyncio.gather(scheduler.stop(grace=grace), outbox.stop(grace=grace))
 
 
