@@ -290,7 +290,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             owner=owner,
             telemetry=telemetry,
         )
-        app[READINESS] = _readiness(settings, scheduler, engine=engine, clock=clock)
+        app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
         scheduler.start()
         outbox.start()
         yield
@@ -312,9 +312,15 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
 
 
 def _readiness(
-    settings: Settings, scheduler: Scheduler, *, engine: AsyncEngine, clock: LoopClock
+    settings: Settings,
+    scheduler: Scheduler,
+    outbox: Outbox,
+    *,
+    engine: AsyncEngine,
+    clock: LoopClock,
 ) -> Readiness:
-    """`/readyz` of this replica; draining it stops the scheduler, which gives its timers back."""
+    """`/readyz` of this replica; draining it stops the scheduler, which gives its timers back,
+    and the outbox loop."""
     return Readiness(
         database=partial(ping, engine),
         # Behind is not ready; ahead is the rolling upgrade under way (additive migrations).
@@ -326,9 +332,20 @@ def _readiness(
             seconds=max(3 * settings.github_poll_interval, settings.lease_seconds)
         ),
         stoppers=[
-            partial(scheduler.stop, grace=timedelta(seconds=settings.shutdown_grace_seconds))
+            partial(
+                _stop_loops,
+                scheduler,
+                outbox,
+                grace=timedelta(seconds=settings.shutdown_grace_seconds),
+            )
         ],
     )
+
+
+async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta) -> None:
+    """The scheduler and the outbox loop end their work in hand side by side, within one
+    grace; what the outbox still holds waits in it for another replica."""
+    await asyncio.gather(scheduler.stop(grace=grace), outbox.stop(grace=grace))
 
 
 def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
