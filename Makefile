@@ -31,7 +31,7 @@ format: $(STAMP)
 # and processes, so four workers on two cores stay ahead of two. The bounded chaos run starts
 # first (tests/conftest.py) and runs beside the rest.
 test: lint
-	$(VENV)/bin/pytest -q -n 4
+	$(VENV)/bin/pytest -q -n 4 --durations=15
 
 bench: $(STAMP)
 	$(PY) bench/gate_startup.py

@@ -291,18 +291,14 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             telemetry=telemetry,
             sweep=services.controls.unfollowed.sweep if services.controls.unfollowed else None,
         )
-        app[READINESS] = _readiness(settings, scheduler, engine=engine, clock=clock)
+        app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
         scheduler.start()
         outbox.start()
         yield
     finally:
-        # Both loops end their work in hand (a drain stopped the scheduler already): a task
-        # cancelled amid a database call could leave its connection behind.
-        grace = timedelta(seconds=settings.shutdown_grace_seconds)
-        if scheduler is not None:
-            await scheduler.stop(grace=grace)
-        if outbox is not None:
-            await outbox.stop(grace=grace)
+        if scheduler is not None and outbox is not None:  # unless a drain stopped them
+            grace = timedelta(seconds=settings.shutdown_grace_seconds)
+            await _stop_loops(scheduler, outbox, grace=grace)
         if webhooks is not None:
             await webhooks.close()
         if npm_token is not None:
@@ -313,9 +309,15 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
 
 
 def _readiness(
-    settings: Settings, scheduler: Scheduler, *, engine: AsyncEngine, clock: LoopClock
+    settings: Settings,
+    scheduler: Scheduler,
+    outbox: Outbox,
+    *,
+    engine: AsyncEngine,
+    clock: LoopClock,
 ) -> Readiness:
-    """`/readyz` of this replica; draining it stops the scheduler, which gives its timers back."""
+    """`/readyz` of this replica; draining it stops the scheduler, which gives its timers back,
+    and the outbox loop."""
     return Readiness(
         database=partial(ping, engine),
         # Behind is not ready; ahead is the rolling upgrade under way (additive migrations).
@@ -327,9 +329,21 @@ def _readiness(
             seconds=max(3 * settings.github_poll_interval, settings.lease_seconds)
         ),
         stoppers=[
-            partial(scheduler.stop, grace=timedelta(seconds=settings.shutdown_grace_seconds))
+            partial(
+                _stop_loops,
+                scheduler,
+                outbox,
+                grace=timedelta(seconds=settings.shutdown_grace_seconds),
+            )
         ],
     )
+
+
+async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta) -> None:
+    """The scheduler and the outbox loop end their work in hand side by side, within one
+    grace (never cancelled earlier: a task cancelled amid a database call can leave its
+    connection, and SQLite's write lock, behind); what the outbox holds waits for a replica."""
+    await asyncio.gather(scheduler.stop(grace=grace), outbox.stop(grace=grace))
 
 
 def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:

@@ -22,6 +22,7 @@ from bot.services.clock import SystemClock
 from sandbox import github_json as shapes
 from sandbox.github_actions import ActionsEngine, Clock
 from sandbox.github_app import AppRoutes, SandboxApp
+from sandbox.github_app_hook import AppHookRoutes
 from sandbox.github_faults import FaultPlan
 from sandbox.github_history import History, HistoryRoutes
 from sandbox.github_hooks import Hook, HookRoutes
@@ -149,6 +150,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer):
         RuleRoutes(self).register(app, self._api_path)
         if self.app is not None:
             AppRoutes(self).register(app, self._api_path)
+            AppHookRoutes(self).register(app, self._api_path)
         return app
 
     async def start(self) -> None:

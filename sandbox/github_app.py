@@ -3,7 +3,8 @@ repository, its JWTs and its installation tokens, answered as GitHub documents t
 
 - A JWT (`Authorization: Bearer`) is accepted on the App's endpoints only (`GET /app`,
   `GET /repos/{owner}/{repo}/installation`, `POST /app/installations/{id}/access_tokens`,
-  `GET /app/hook/config`): RS256, signed by the App's key, `iss` the App's id, `iat` not in the
+  the App's webhook, `GET /app/hook/config` and `GET /app/hook/deliveries`, in
+  `github_app_hook`): RS256, signed by the App's key, `iss` the App's id, `iat` not in the
   future and `exp` in the future but at most 10 minutes ahead; otherwise 401 with GitHub's
   message. An installation token there is not a JWT: 401 "A JSON web token could not be
   decoded".
@@ -250,7 +251,6 @@ class AppRoutes(SimulatorRoutes):
 
     def register(self, app: web.Application, prefix: str) -> None:
         app.router.add_get(f"{prefix}/app", self.get_app)
-        app.router.add_get(f"{prefix}/app/hook/config", self.get_hook_config)
         app.router.add_get(f"{prefix}/repos/{{owner}}/{{repo}}/installation", self.get_installation)
         app.router.add_post(
             f"{prefix}/app/installations/{{installation_id:\\d+}}/access_tokens", self.create_token
@@ -310,13 +310,6 @@ class AppRoutes(SimulatorRoutes):
                 "installations_count": 1 if sandbox_app.installed else 0,
             }
         )
-
-    async def get_hook_config(self, request: web.Request) -> web.Response:
-        app = self.app
-        config = {"content_type": app.hook_content_type, "insecure_ssl": "0", "url": app.hook_url}
-        if app.hook_secret:
-            config["secret"] = "********"
-        return json_response(config)
 
     async def get_installation(self, request: web.Request) -> web.Response:
         self._check_repo(request)

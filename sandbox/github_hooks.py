@@ -111,12 +111,17 @@ class HookRoutes(SimulatorRoutes):
         if hook is None:
             raise not_found()
         repository_id = shapes.stable_id(f"repo:{self.sim.repository}")
-        # Newest first, as GitHub lists them; one page (GitHub pages by cursor).
         newest = sorted(hook.deliveries, key=lambda d: d.delivered_at, reverse=True)
-        try:
-            per_page = min(max(int(request.query.get("per_page", "30")), 1), 100)
-        except ValueError as exc:
-            raise invalid("per_page must be an integer.") from exc
         return json_response(
-            [delivery_json(d, repository_id=repository_id) for d in newest[:per_page]]
+            first_page(request, [delivery_json(d, repository_id=repository_id) for d in newest])
         )
+
+
+def first_page(request: web.Request, newest: list[Json]) -> list[Json]:
+    """Deliveries newest first, as GitHub lists them: one page of `per_page` (GitHub pages
+    deliveries by cursor; the doctor reads the first page only)."""
+    try:
+        per_page = min(max(int(request.query.get("per_page", "30")), 1), 100)
+    except ValueError as exc:
+        raise invalid("per_page must be an integer.") from exc
+    return newest[:per_page]

@@ -71,6 +71,15 @@ def new_view_id() -> str:
     return "V" + secrets.token_hex(5).upper()
 
 
+def _refused(args: dict[str, Any], field: str, view_type: str) -> ApiResult | None:
+    """Slack's answer to a views call without its `field` or whose `view` is not a valid view
+    of `view_type`; None when both are right."""
+    if not str_arg(args, field):
+        return slack_error("invalid_arguments", f"missing required field: {field}")
+    problem = view_problem(args.get("view"), view_type)
+    return None if problem is None else slack_error("invalid_arguments", problem)
+
+
 def _exchanged(workspace: Views, trigger_id: str) -> str | None:
     """Take `trigger_id` for a modal: None, or Slack's error when it is spent
     (`exchanged_trigger_id`) or older than `TRIGGER_LIFETIME` (`expired_trigger_id`). A
@@ -89,12 +98,10 @@ def _exchanged(workspace: Views, trigger_id: str) -> str | None:
 def open_view(workspace: Views, args: dict[str, Any]) -> ApiResult:
     """views.open: a modal shown to whoever clicked (its `trigger_id`, good for one modal
     within 3 seconds of the click)."""
+    refused = _refused(args, "trigger_id", "modal")
+    if refused is not None:
+        return refused
     trigger_id = str_arg(args, "trigger_id")
-    if not trigger_id:
-        return slack_error("invalid_arguments", "missing required field: trigger_id")
-    problem = view_problem(args.get("view"), "modal")
-    if problem is not None:
-        return slack_error("invalid_arguments", problem)
     spent = _exchanged(workspace, trigger_id)
     if spent is not None:
         return slack_error(spent)
@@ -126,12 +133,10 @@ def update_view(workspace: Views, args: dict[str, Any]) -> ApiResult:
 
 def publish_view(workspace: Views, args: dict[str, Any]) -> ApiResult:
     """views.publish: a user's App Home tab, refused on a stale `hash`."""
+    refused = _refused(args, "user_id", "home")
+    if refused is not None:
+        return refused
     user_id = str_arg(args, "user_id")
-    if not user_id:
-        return slack_error("invalid_arguments", "missing required field: user_id")
-    problem = view_problem(args.get("view"), "home")
-    if problem is not None:
-        return slack_error("invalid_arguments", problem)
     current = workspace.home_tabs.get(user_id)
     if current is not None and str_arg(args, "hash") and args["hash"] != current["hash"]:
         return slack_error("hash_conflict")

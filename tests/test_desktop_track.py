@@ -306,7 +306,7 @@ async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
     tmp_path: Path, database_url: str
 ) -> None:
     async with running_sandbox(tmp_path, database_url) as box:
-        box.github.set_job_duration("Desktop/CLI ring deploy - beta", timedelta(seconds=1.5))
+        box.github.set_job_duration("Desktop/CLI ring deploy - beta", timedelta(minutes=10))
         await dispatched(box)
         await promote(box, "desktop", "internal")
         await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.DEPLOYING)
@@ -315,6 +315,7 @@ async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
         announced = await box.wait_for_thread("beta crashes on startup")
         # GitHub cannot stop an approved job: the beta deploy finishes, GA is what is refused.
         assert "The release stays on the beta ring." in announced
+        await box.pass_time(timedelta(minutes=10))  # the beta deploy ends
         landed = await box.wait_for_thread("*beta ring* deployed")
         assert "not observed: the track is stopping" in landed
         await halted_at(box, "beta", StageState.STOPPED, HALTED_ON_BETA)

@@ -1,15 +1,22 @@
 """`rollout-bot doctor` in GitHub App mode against the sandbox's GitHub, through the real
 PyGithub: a sound App install passes every check; each App misconfiguration (wrong App id:
 GitHub's 401; not installed; a permission, an event, the webhook or an environment's rule
-missing; a call refused 403) fails its own check with the fix, and never shows the key."""
+missing; a call refused 403) fails its own check with the fix, and never shows the key; a
+delivery of the App's webhook that failed, and was not redelivered since, is reported."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from github import Auth, Github, GithubException, GithubIntegration
 from test_cli import base_env, run
 from test_doctor import ROOT, Install, lines
 
@@ -17,6 +24,8 @@ from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN
 from sandbox.config import bot_environment as sandbox_environment
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import INSTALLATION_ID, SandboxApp
+from sandbox.github_json import stable_id
+from sandbox.loopback import LoopbackServer
 from sandbox.plans import fast_plan
 from sandbox.slack import SlackTestServer
 
@@ -68,6 +77,7 @@ async def test_a_sound_app_install_passes_every_check_and_exits_0(install: AppIn
         "GitHub App has the 5 permissions the bot needs",
         "GitHub App receives the 4 events the bot follows",
         f"GitHub App webhook posts JSON to {HOOK}, with a secret",
+        "GitHub App webhook: no recent deliveries",
         "GitHub reaches scriptum/scriptum as rollout-bot[bot]",
         "workflow deployment-strategy.yml at main takes the plan's",
         "environment relay-canary-5 waits for the App's rule (rollout-bot)",
@@ -172,3 +182,92 @@ async def test_a_call_the_installation_may_not_make_names_the_permission_to_gran
         "events; then accept the new permissions on the installation: Settings → GitHub Apps "
         "→ Configure).",
     ]
+
+
+class Receiver(LoopbackServer):
+    """Where the App's webhook posts (the bot's `/github/webhook`): answers 202."""
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/github/webhook", self.receive)
+        return app
+
+    async def receive(self, request: web.Request) -> web.Response:
+        return web.json_response({"result": "followed"}, status=202)
+
+
+def app_deliveries(install: AppInstall, credential: Auth.Auth) -> Any:
+    """`GET /app/hook/deliveries` through PyGithub, as the App (its JWT) or another credential."""
+    if isinstance(credential, Auth.AppAuth):
+        client = GithubIntegration(auth=credential, base_url=install.github.api_url)
+        requester = client.requester
+    else:
+        requester = Github(auth=credential, base_url=install.github.api_url).requester
+    return requester.requestJsonAndCheck("GET", "/app/hook/deliveries")[1]
+
+
+async def test_a_failed_delivery_of_the_app_webhook_is_reported_until_it_is_redelivered(
+    install: AppInstall,
+) -> None:
+    github, hook = install.github, install.github.app_hook
+    github.protection_rule(set(github.engine.environments))
+    async with Receiver() as bot:
+        hook.url = f"{bot.url}/github/webhook"
+        github.create_foreign_run()
+        await github.settle()  # its first two jobs wait for the App: two requests, delivered
+        assert len(hook.deliveries) == 2
+        assert "✓ GitHub App webhook: the last 2 deliveries succeeded" in await lines(install)
+
+        hook.url = None  # the bot is down
+        lost = await hook.send("deployment_protection_rule", json.loads(hook.deliveries[0].body))
+        found = await lines(install)
+        failed = [line for line in found if line.startswith("✗")]
+        assert failed == [
+            "✗ GitHub App webhook: 1 of the last 3 deliveries failed (latest: 502 failed to "
+            "connect, deployment_protection_rule, "
+            f"{lost.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC): check that the App's webhook "
+            "URL reaches the bot from GitHub and that its secret is GITHUB_WEBHOOK_SECRET; then "
+            "redeliver them from the App's settings → Advanced → Recent Deliveries (GitHub does "
+            "not redeliver by itself)"
+        ], found
+
+        hook.url = f"{bot.url}/github/webhook"
+        await hook.redeliver(lost.guid)
+        assert "✓ GitHub App webhook: the last 4 deliveries succeeded" in await lines(install)
+
+    listed = await asyncio.to_thread(
+        app_deliveries, install, Auth.AppAuth(install.app.app_id, install.app.private_key)
+    )
+    assert [(d["guid"], d["status_code"], d["redelivery"]) for d in listed[:2]] == [
+        (lost.guid, 202, True),
+        (lost.guid, 502, False),
+    ]
+    assert set(listed[0]) == {
+        "id",
+        "guid",
+        "delivered_at",
+        "redelivery",
+        "duration",
+        "status",
+        "status_code",
+        "event",
+        "action",
+        "installation_id",
+        "repository_id",
+        "throttled_at",
+    }
+    assert (listed[0]["status"], listed[1]["status"]) == ("OK", "failed to connect")
+    assert listed[0]["event"] == "deployment_protection_rule"
+    assert listed[0]["action"] == "requested"
+    assert listed[0]["installation_id"] == INSTALLATION_ID
+    assert listed[0]["repository_id"] == stable_id(f"repo:{github.repository}")
+    assert len({d["id"] for d in listed}) == 4
+
+
+async def test_only_the_apps_jwt_lists_its_webhook_deliveries(install: AppInstall) -> None:
+    with pytest.raises(GithubException) as refused:
+        await asyncio.to_thread(app_deliveries, install, Auth.Token(install.github.token))
+    assert (refused.value.status, refused.value.data["message"]) == (
+        401,
+        "A JSON web token could not be decoded",
+    )

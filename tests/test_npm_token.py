@@ -49,6 +49,11 @@ PUBLISH = "Version / publish packages"
 LEAKED_IN_LOG = "npm_" + "Zq8" * 12
 
 
+RELEASE_JOB = timedelta(minutes=30)
+"""How long the Release run's job takes on the sandbox clock: it runs until the test moves the
+clock on, so "in progress" is seen however slow the machine is."""
+
+
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
     async with Sandbox(workdir=tmp_path) as sandbox:
@@ -301,10 +306,11 @@ async def test_run_release_dispatches_on_main_and_follows_the_run_to_its_end(
     box: Sandbox,
 ) -> None:
     set_secret(box, age=timedelta(days=1))
-    box.github.set_job_duration("changesets", timedelta(seconds=1))
+    box.github.set_job_duration("changesets", RELEASE_JOB)
     message = await open_walkthrough(box)
     await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
     await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    await box.pass_time(RELEASE_JOB)
     await box.slack.wait_for(lambda: ":white_check_mark: done" in step(message, 5), timeout=30)
     shown = step(message, 5)
     (dispatch,) = box.github.dispatches
@@ -320,12 +326,13 @@ async def test_run_release_dispatches_on_main_and_follows_the_run_to_its_end(
 
 
 async def test_a_second_click_while_following_dispatches_nothing(box: Sandbox) -> None:
-    box.github.set_job_duration("changesets", timedelta(seconds=2))
+    box.github.set_job_duration("changesets", RELEASE_JOB)
     message = await open_walkthrough(box)
     await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
     await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
     answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
     assert answer is not None and "already following a Release run" in answer
+    await box.pass_time(RELEASE_JOB)
     await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
     assert len(box.github.dispatches) == 1
 
@@ -514,7 +521,7 @@ async def test_two_replicas_clicked_at_once_run_release_once(
 async def test_release_accepted_without_a_clear_answer_is_followed_and_never_run_twice(
     box: Sandbox, fault: str
 ) -> None:
-    box.github.set_job_duration("changesets", timedelta(seconds=2))
+    box.github.set_job_duration("changesets", RELEASE_JOB)
     box.github.fault_next("POST", "/repos/*/actions/workflows/release.yml/dispatches", fault)
     message = await open_walkthrough(box)
 

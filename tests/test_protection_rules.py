@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 from figures import CANARY_OK, HALF_OK, RINGS_OK, two_serve_processes
 from github import Auth, Github, GithubException
-from sandbox_views import dispatched, value_of
+from sandbox_views import dispatched, holding, value_of
 from test_exactly_once import APPROVERS_ENV, fifty_promote_clicks
+from test_restart import assert_evaluated_once, canary_observing
 
 from bot.cli import demo
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState, holding_tracks
-from sandbox.config import RELEASE_MANAGER
+from sandbox.config import RELEASE_MANAGER, SECRETS
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
 from sandbox.github_rules import APP_LOGIN
@@ -379,6 +380,54 @@ async def test_in_app_mode_every_stage_is_held_by_the_rule_to_100_percent_as_tok
         assert {r.actor for r in box.github.engine.rule_reviews} == {app.bot_login}
         assert box.github.reviews == []
         assert len(app.issued) >= 2  # a new installation token before the old one expired
+
+
+async def test_a_window_running_when_the_serve_process_dies_ends_once_and_the_rule_answers_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The `serve` process, as the App with installation tokens that last 21 s, is SIGKILLed
+    while the canary observes and started again; the App's clock passes 21 s meanwhile, so
+    every token the dead process held has expired on GitHub. The window still ends once, and
+    the canary and the 50% stage are each answered once through the App's rule, with tokens
+    the new process mints."""
+    app = SandboxApp(token_lifetime=timedelta(seconds=21))
+    # The killed process's timer is taken over once its lease runs out (10 s, as in token mode).
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", window="3s"),
+        in_process=False,
+        extra_env={"LEASE_SECONDS": "10"},
+        github_app=app,
+    ) as box:
+        box.github.protection_rule(set(box.github.engine.protected))
+        window_end = await canary_observing(box)
+        await box.kill_process()
+        held_by_the_dead = list(app.issued)
+        app.advance(21)
+        await box.start_process()
+
+        held = await box.wait_until(holding("relay", "canary"))
+        await box.wait_for_thread("5% canary gate PASS")
+        await box.click("promote", value=await value_of(box, "promote", "relay"))
+        await box.wait_until(
+            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+        )
+        await asyncio.sleep(1)  # the process polls and fires whatever it would fire twice
+
+    await assert_evaluated_once(box, held, window_end)
+    assert answers(box, "relay") == [
+        ("relay-canary-5", "approved"),
+        ("relay-rollout-50", "approved"),
+    ]
+    assert {r.actor for r in box.github.engine.rule_reviews} == {app.bot_login}
+    assert box.github.reviews == []
+    assert held_by_the_dead and all(t.expires_at <= app.now() for t in held_by_the_dead)
+    assert len(app.issued) > len(held_by_the_dead)  # the restarted process minted its own
+    logs = (tmp_path / "serve.log").read_text()
+    key_lines = app.private_key.splitlines()[1:-1]
+    tokens = [t.token for t in app.issued]
+    assert not any(secret in logs for secret in (*SECRETS, *key_lines, *tokens))
 
 
 @pytest.mark.postgres

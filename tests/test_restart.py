@@ -105,7 +105,8 @@ async def canary_observing(box: Sandbox) -> datetime:
 
 
 async def assert_evaluated_once(box: Sandbox, held: Rollout, window_end: datetime) -> None:
-    """One gate, never early; one dispatch, one canary approval, one PASS line in the thread."""
+    """One gate, never early; one dispatch, one canary approval (a review, or the App's answer
+    to its rule), one PASS line in the thread."""
     canary = held.track("relay").stage("canary")
     assert canary.verdict is not None and canary.verdict.verdict == "PASS"
     gates = [
@@ -116,7 +117,9 @@ async def assert_evaluated_once(box: Sandbox, held: Rollout, window_end: datetim
     assert len(gates) == 1
     assert gates[0].at >= window_end
     assert len(box.github.dispatches) == 1
-    canary_reviews = [r for r in box.github.reviews if "relay-canary-5" in r.environments]
+    # Through the token's review, or (App mode) the App's answer to its protection rule.
+    answers = [*box.github.reviews, *box.github.engine.rule_reviews]
+    canary_reviews = [r for r in answers if "relay-canary-5" in r.environments]
     assert len(canary_reviews) == 1
     passes = [t for t in box.thread() if "5% canary gate PASS" in t]
     assert len(passes) == 1

@@ -98,6 +98,7 @@ def test_a_run_is_named_by_its_number_or_its_page(text: str, reference: RunRefer
         f"{SITE}/scriptum/scriptum/pull/12",
         f"{SITE}/scriptum/actions/runs/12",
         "https://user:secret@github.test/a/b/actions/runs/1",
+        "https://[github.test/a/b/actions/runs/1",
     ],
 )
 def test_anything_else_is_not_a_run(text: str) -> None:

@@ -136,19 +136,14 @@ def evaluate_relay(
     """
     _check_threshold("error_threshold", error_threshold)
     return _evaluate(
-        GateVerdict(
-            gate=GateKind.RELAY,
-            verdict=Verdict.INCONCLUSIVE,
-            reason=None,
-            current_crash=current_crash,
-            baseline_crash=baseline_crash,
-            crash_multiplier=crash_multiplier,
-            crash_limit=_limit(baseline_crash, crash_multiplier),
-            current_error=current_error,
-            error_threshold=error_threshold,
-            sample=sample,
-            min_sample=min_sample,
-        )
+        GateKind.RELAY,
+        baseline_crash,
+        current_crash,
+        crash_multiplier,
+        sample,
+        min_sample,
+        current_error,
+        error_threshold,
     )
 
 
@@ -162,17 +157,7 @@ def evaluate_desktop(
 ) -> GateVerdict:
     """The desktop/CLI ring gate: the relay gate's crash rules alone, failing as KILL_SWITCH."""
     return _evaluate(
-        GateVerdict(
-            gate=GateKind.DESKTOP,
-            verdict=Verdict.INCONCLUSIVE,
-            reason=None,
-            current_crash=current_crash,
-            baseline_crash=baseline_crash,
-            crash_multiplier=crash_multiplier,
-            crash_limit=_limit(baseline_crash, crash_multiplier),
-            sample=sample,
-            min_sample=min_sample,
-        )
+        GateKind.DESKTOP, baseline_crash, current_crash, crash_multiplier, sample, min_sample
     )
 
 
@@ -195,9 +180,31 @@ def format_rate(value: Decimal) -> str:
     return str(exact)
 
 
-def _evaluate(figures: GateVerdict) -> GateVerdict:
-    """SPEC's rule on `figures`, preceded by the data checks; returns `figures` with its verdict."""
-    _check_threshold("crash_multiplier", figures.crash_multiplier)
+def _evaluate(
+    gate: GateKind,
+    baseline_crash: Decimal | None,
+    current_crash: Decimal | None,
+    crash_multiplier: Decimal,
+    sample: int | None,
+    min_sample: int,
+    current_error: Decimal | None = None,
+    error_threshold: Decimal | None = None,
+) -> GateVerdict:
+    """The gate's figures with SPEC's verdict on them, preceded by the data checks."""
+    _check_threshold("crash_multiplier", crash_multiplier)
+    figures = GateVerdict(
+        gate=gate,
+        verdict=Verdict.INCONCLUSIVE,
+        reason=None,
+        current_crash=current_crash,
+        baseline_crash=baseline_crash,
+        crash_multiplier=crash_multiplier,
+        crash_limit=_limit(baseline_crash, crash_multiplier),
+        current_error=current_error,
+        error_threshold=error_threshold,
+        sample=sample,
+        min_sample=min_sample,
+    )
     relay = figures.gate is GateKind.RELAY
     failure = Verdict.ROLLBACK if relay else Verdict.KILL_SWITCH
     rates = [figures.baseline_crash, figures.current_crash]

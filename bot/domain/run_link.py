@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from bot.domain.errors import InvalidCommand, RolloutError
 from bot.domain.plan import RolloutPlan
@@ -66,7 +66,7 @@ def parse_run_reference(text: str) -> RunReference:
     text = text.strip().removeprefix("<").removesuffix(">")  # Slack's escaped links
     if _ID.fullmatch(text):
         return RunReference(int(text))
-    parts = urlsplit(text) if text.isprintable() and " " not in text else None
+    parts = _split(text) if text.isprintable() and " " not in text else None
     page = _PAGE.fullmatch(parts.path) if parts is not None else None
     if (
         parts is None
@@ -157,6 +157,14 @@ def link_refusal(
             f"({followed_by.id}): link another run."
         )
     return None
+
+
+def _split(text: str) -> SplitResult | None:
+    """The parts of a URL, None for text urlsplit refuses (an unclosed `[` of an IPv6 host)."""
+    try:
+        return urlsplit(text)
+    except ValueError:
+        return None
 
 
 def _site(url: str) -> str:

@@ -5,7 +5,8 @@ its scopes against the manifest, the release channels, the approvers' groups; th
 the workflow and its inputs at the plan's ref, each environment holding the bot as a required
 reviewer, the webhook and its recent deliveries; and the metrics source's queries. In GitHub
 App mode (`doctor_app`): the App authenticates and is installed, with the permissions and
-events the bot needs, its own webhook, and each environment with the App's protection rule. A
+events the bot needs, its own webhook and that webhook's recent deliveries, and each
+environment with the App's protection rule. A
 side whose credentials fail is not asked anything more (every answer would be the same refusal).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from bot.domain.errors import GitHubError
@@ -44,10 +45,17 @@ class SlackIdentity:
 
 @dataclass(frozen=True)
 class WebhookDelivery:
+    """One attempt; a redelivery is another attempt with the same `guid`."""
+
     status_code: int
     status: str
     event: str
     delivered_at: datetime
+    guid: str
+
+    @property
+    def succeeded(self) -> bool:
+        return 200 <= self.status_code < 300
 
 
 class SlackInstall(Protocol):
@@ -78,6 +86,10 @@ class GitHubInstall(Protocol):
         ...
 
     async def recent_deliveries(self, hook_id: int, count: int) -> list[WebhookDelivery]: ...
+
+    async def app_deliveries(self, count: int) -> list[WebhookDelivery]:
+        """The newest attempts to deliver the GitHub App's webhook (App mode)."""
+        ...
 
     async def app_installation(self) -> AppInstallation | None:
         """The GitHub App's installation on the repository; None in token mode."""
@@ -173,8 +185,12 @@ class Doctor:
             ("workflow", self._workflow),
             ("environments", self._environments if app is None else self._rule_environments),
         ]
-        if app is None:  # App mode: the App's own webhook, checked above
-            checks.append(("webhook", self._webhook))
+        # App mode: the App's own webhook (its settings checked above), and its deliveries.
+        checks.append(
+            ("webhook", self._webhook)
+            if app is None
+            else ("App webhook deliveries", self._app_deliveries)
+        )
         for label, check in checks:
             try:
                 findings.extend(await check(login))
@@ -247,7 +263,7 @@ class Doctor:
             ]
         hook_id, url = hooks[0]
         recent = await self.github.recent_deliveries(hook_id, RECENT_DELIVERIES)
-        unsuccessful = [d for d in recent if not 200 <= d.status_code < 300]
+        unsuccessful = [d for d in recent if not d.succeeded]
         if unsuccessful:
             latest = max(unsuccessful, key=lambda d: d.delivered_at)
             return [
@@ -259,6 +275,28 @@ class Doctor:
                 )
             ]
         return [passed(f"webhook {url}: the last {len(recent)} deliveries succeeded")]
+
+    async def _app_deliveries(self, login: str) -> list[Finding]:
+        """GitHub lists every attempt and never redelivers by itself: a delivery failed when
+        none of its attempts (same guid) succeeded."""
+        recent = await self.github.app_deliveries(RECENT_DELIVERIES)
+        delivered = {d.guid for d in recent if d.succeeded}
+        lost = [d for d in recent if not d.succeeded and d.guid not in delivered]
+        if not recent:
+            return [passed("GitHub App webhook: no recent deliveries")]
+        if not lost:
+            return [passed(f"GitHub App webhook: the last {len(recent)} deliveries succeeded")]
+        latest = max(lost, key=lambda d: d.delivered_at)
+        return [
+            failed(
+                f"GitHub App webhook: {len(lost)} of the last {len(recent)} deliveries failed "
+                f"(latest: {latest.status_code} {latest.status}, {latest.event}, "
+                f"{latest.delivered_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)",
+                "check that the App's webhook URL reaches the bot from GitHub and that its "
+                "secret is GITHUB_WEBHOOK_SECRET; then redeliver them from the App's settings "
+                "→ Advanced → Recent Deliveries (GitHub does not redeliver by itself)",
+            )
+        ]
 
     async def _metrics(self) -> list[Finding]:
         findings = []

@@ -5,8 +5,9 @@ PyGithub does the work: `Auth.AppAuth` signs the App's JWTs (RS256, `iat` a minu
 five minutes ahead) and `Auth.AppInstallationAuth` mints installation tokens and mints a new
 one 20 s before the last expires. This class only adds the lookup of the installation
 (`GET /repos/{owner}/{repo}/installation`, with the JWT) and the App's own reads (`GET /app`,
-`GET /app/hook/config`), on the same base URL, timeout and retries as the client's requests
-(PyGithub's `Requester.withAuth`: GitHub Enterprise's `/api/v3` and the sandbox alike).
+`GET /app/hook/config`, `GET /app/hook/deliveries`), on the same base URL, timeout and retries
+as the client's requests (PyGithub's `Requester.withAuth`: GitHub Enterprise's `/api/v3` and
+the sandbox alike).
 
 PyGithub mints inside whatever call needs the token: a mint that fails is raised as
 `InstallationTokenError` (before the call sent anything), never as the call's own answer.
@@ -14,12 +15,15 @@ PyGithub mints inside whatever call needs the token: a mint that fails is raised
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from github import Auth, GithubException, GithubIntegration
+from github.HookDelivery import HookDeliverySummary
 from github.Installation import Installation
+from github.PaginatedList import PaginatedList
 from github.Requester import Requester, WithRequester
 
 from bot.domain.errors import GitHubError
@@ -140,3 +144,17 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         if not isinstance(config, dict):
             return {}
         return {str(k): str(v) for k, v in config.items() if v is not None}
+
+    def hook_deliveries(self, count: int) -> list[HookDeliverySummary]:
+        """The newest `count` attempts to deliver the App's webhook (`GET /app/hook/deliveries`,
+        newest first; a redelivery is one more attempt with the same `guid`). PyGithub's
+        GithubIntegration has no method for it: its paginated HookDeliverySummary list, as
+        `Repository.get_hook_deliveries` reads a repository webhook's, on the JWT's requester."""
+        with self.integration() as integration:
+            deliveries = PaginatedList(
+                HookDeliverySummary,
+                integration.requester,
+                "/app/hook/deliveries",
+                {"per_page": count},
+            )
+            return list(itertools.islice(deliveries, count))

@@ -1,13 +1,16 @@
 """What `rollout-bot doctor` asks GitHub (`bot.services.doctor.GitHubInstall`): the token's
 account, the repository, the workflow file at the plan's ref, the environments' required
-reviewers, the repository webhooks and their recent deliveries."""
+reviewers, the repository webhooks and their recent deliveries; in App mode the App's
+installation, its webhook and that webhook's recent deliveries."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 import yaml
 from github import GithubException
+from github.HookDelivery import HookDeliverySummary
 from github.NamedUser import NamedUser
 
 from bot.adapters.github.protection_rules import enabled_rule_apps
@@ -91,19 +94,20 @@ class GitHubInstallReads:
     async def recent_deliveries(self, hook_id: int, count: int) -> list[WebhookDelivery]:
         def deliveries() -> list[WebhookDelivery]:
             newest = self._github.repo.get_hook_deliveries(hook_id)
-            return [
-                WebhookDelivery(
-                    status_code=d.status_code or 0,
-                    status=d.status or "",
-                    event=d.event or "",
-                    delivered_at=d.delivered_at,
-                )
-                for d in itertools.islice(newest, count)
-                if d.delivered_at is not None
-            ]
+            return _deliveries(itertools.islice(newest, count))
 
         return await self._github.call(
             f"list the deliveries of webhook {hook_id}", deliveries, kind="hooks"
+        )
+
+    async def app_deliveries(self, count: int) -> list[WebhookDelivery]:
+        installation = self._github.installation
+        if installation is None:
+            return []
+        return await self._github.call(
+            "list the deliveries of the GitHub App's webhook",
+            lambda: _deliveries(installation.hook_deliveries(count)),
+            kind="app",
         )
 
     async def app_installation(self) -> AppInstallation | None:
@@ -135,3 +139,17 @@ class GitHubInstallReads:
             return None if apps is None else list(apps.values())
 
         return await self._github.call(f"read the protection rules of environment {name}", rules)
+
+
+def _deliveries(newest: Iterable[HookDeliverySummary]) -> list[WebhookDelivery]:
+    return [
+        WebhookDelivery(
+            status_code=d.status_code or 0,
+            status=d.status or "",
+            event=d.event or "",
+            delivered_at=d.delivered_at,
+            guid=d.guid or "",
+        )
+        for d in newest
+        if d.delivered_at is not None
+    ]

@@ -5,9 +5,9 @@ override a freeze for a refused Dispatch."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
 
@@ -42,6 +42,54 @@ _MAX_REASON_TEXT = 500
 _MAX_LINK_TEXT = 300
 _MAX_DURATION_TEXT = 40
 
+T = TypeVar("T")
+
+
+def one_field_modal(
+    title: str,
+    about: str,
+    *,
+    block: str,
+    action: str,
+    label: str,
+    hint: str,
+    placeholder: str,
+    max_length: int,
+    submit: str,
+    callback_id: Callback,
+    private_metadata: str,
+) -> ViewJson:
+    """A form of one typed field (`block`/`action`, read back with `parse_one`) under a
+    section saying what it is about."""
+    field = InputBlock(
+        block_id=block,
+        label=plain(label, INPUT_LABEL),
+        hint=plain(hint, INPUT_HINT),
+        element=PlainTextInputElement(
+            action_id=action,
+            max_length=max_length,
+            placeholder=plain(placeholder, PLACEHOLDER),
+        ),
+    )
+    return modal(
+        title,
+        [section(about), field],
+        submit=submit,
+        callback_id=callback_id,
+        private_metadata=private_metadata,
+    )
+
+
+def parse_one(
+    values: Mapping[str, Any], block: str, action: str, read: Callable[[str], T]
+) -> tuple[T | None, dict[str, str]]:
+    """What `read` makes of the text typed in a one-field form, or, when it raises
+    ValueError or InvalidCommand, Slack's `errors` keyed by block id with its message."""
+    try:
+        return read(submitted(values, block, action)), {}
+    except (ValueError, InvalidCommand) as error:
+        return None, {block: str(error)}
+
 
 def extend_modal(
     rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, channel_id: str
@@ -58,23 +106,16 @@ def extend_modal(
         version=rollout.version,
         channel_id=channel_id,
     )
-    duration = InputBlock(
-        block_id=DURATION_BLOCK,
-        label=plain("Extend the window by", INPUT_LABEL),
-        hint=plain(f"A duration: {HINT} (at most 30 days).", INPUT_HINT),
-        element=PlainTextInputElement(
-            action_id=DURATION_ACTION,
-            max_length=_MAX_DURATION_TEXT,
-            placeholder=plain("45m", PLACEHOLDER),
-        ),
-    )
-    about = section(
-        f"*{rollout.tag}* · {plan_track.label} · *{spec.label}* observes{until}. "
-        "The gate decides when the window ends."
-    )
-    return modal(
+    return one_field_modal(
         "Extend window",
-        [about, duration],
+        f"*{rollout.tag}* · {plan_track.label} · *{spec.label}* observes{until}. "
+        "The gate decides when the window ends.",
+        block=DURATION_BLOCK,
+        action=DURATION_ACTION,
+        label="Extend the window by",
+        hint=f"A duration: {HINT} (at most 30 days).",
+        placeholder="45m",
+        max_length=_MAX_DURATION_TEXT,
         submit="Extend",
         callback_id=Callback.EXTEND,
         private_metadata=metadata.encode(),
@@ -83,10 +124,7 @@ def extend_modal(
 
 def parse_extension(values: Mapping[str, Any]) -> tuple[timedelta | None, dict[str, str]]:
     """The duration typed in the extend modal, or Slack's `errors` keyed by block id."""
-    try:
-        return parse_duration(submitted(values, DURATION_BLOCK, DURATION_ACTION)), {}
-    except ValueError as error:
-        return None, {DURATION_BLOCK: str(error)}
+    return parse_one(values, DURATION_BLOCK, DURATION_ACTION, parse_duration)
 
 
 def redeploy_modal(offer: RedeployOffer, *, channel_id: str) -> ViewJson:
@@ -118,27 +156,17 @@ def redeploy_modal(offer: RedeployOffer, *, channel_id: str) -> ViewJson:
 def link_modal(rollout: Rollout, plan: RolloutPlan, *, channel_id: str) -> ViewJson:
     """Ask for the run (its page or number) to follow for a dispatch the bot could not identify."""
     metadata = LinkMetadata(rollout_id=rollout.id, channel_id=channel_id)
-    run = InputBlock(
-        block_id=LINK_BLOCK,
-        label=plain("Run URL or number", INPUT_LABEL),
-        hint=plain(
-            f"A run of {plan.workflow.file} on {plan.workflow.ref}, started after this "
-            "preflight and still going: https://HOST/OWNER/REPO/actions/runs/ID",
-            INPUT_HINT,
-        ),
-        element=PlainTextInputElement(
-            action_id=LINK_ACTION,
-            max_length=_MAX_LINK_TEXT,
-            placeholder=plain("https://github.com/owner/repo/actions/runs/123", PLACEHOLDER),
-        ),
-    )
-    about = section(
-        f"The run of `{rollout.tag}`'s dispatch could not be identified. If *{plan.workflow.name}* "
-        "did start, name its run: the bot follows it and dispatches nothing again."
-    )
-    return modal(
+    return one_field_modal(
         "Link a run",
-        [about, run],
+        f"The run of `{rollout.tag}`'s dispatch could not be identified. If *{plan.workflow.name}* "
+        "did start, name its run: the bot follows it and dispatches nothing again.",
+        block=LINK_BLOCK,
+        action=LINK_ACTION,
+        label="Run URL or number",
+        hint=f"A run of {plan.workflow.file} on {plan.workflow.ref}, started after this "
+        "preflight and still going: https://HOST/OWNER/REPO/actions/runs/ID",
+        placeholder="https://github.com/owner/repo/actions/runs/123",
+        max_length=_MAX_LINK_TEXT,
         submit="Link",
         callback_id=Callback.LINK_RUN,
         private_metadata=metadata.encode(),
@@ -147,10 +175,7 @@ def link_modal(rollout: Rollout, plan: RolloutPlan, *, channel_id: str) -> ViewJ
 
 def parse_link(values: Mapping[str, Any]) -> tuple[RunReference | None, dict[str, str]]:
     """The run named in the Link a run… form, or Slack's `errors` keyed by block id."""
-    try:
-        return parse_run_reference(submitted(values, LINK_BLOCK, LINK_ACTION)), {}
-    except InvalidCommand as error:
-        return None, {LINK_BLOCK: error.message}
+    return parse_one(values, LINK_BLOCK, LINK_ACTION, parse_run_reference)
 
 
 def override_modal(rollout: Rollout, *, channel_id: str) -> ViewJson:
@@ -183,19 +208,16 @@ def _reason_modal(
     callback: Callback,
     metadata: OverrideMetadata | AdoptOverrideMetadata,
 ) -> ViewJson:
-    reason = InputBlock(
-        block_id=REASON_BLOCK,
-        label=plain("Why deploy through the freeze?", INPUT_LABEL),
-        hint=plain("Said in the thread and kept in the audit trail.", INPUT_HINT),
-        element=PlainTextInputElement(
-            action_id=REASON_ACTION,
-            max_length=_MAX_REASON_TEXT,
-            placeholder=plain("hotfix for INC-123", PLACEHOLDER),
-        ),
-    )
-    return modal(
+    """The form asking the reason to deploy through a freeze."""
+    return one_field_modal(
         "Override freeze",
-        [section(about), reason],
+        about,
+        block=REASON_BLOCK,
+        action=REASON_ACTION,
+        label="Why deploy through the freeze?",
+        hint="Said in the thread and kept in the audit trail.",
+        placeholder="hotfix for INC-123",
+        max_length=_MAX_REASON_TEXT,
         submit=submit,
         callback_id=callback,
         private_metadata=metadata.encode(),
@@ -206,10 +228,14 @@ def parse_reason(values: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]
     """The override's reason, escaped for mrkdwn as Slack escapes a command's text (it is said
     in the thread as typed, never as a mention or a link), or Slack's `errors` keyed by block
     id (a reason is required)."""
-    reason = clean_text(submitted(values, REASON_BLOCK, REASON_ACTION)).strip()
+    return parse_one(values, REASON_BLOCK, REASON_ACTION, _reason)
+
+
+def _reason(text: str) -> str:
+    reason = clean_text(text).strip()
     if not reason:
-        return None, {REASON_BLOCK: "An override needs a reason."}
-    return escape(reason), {}
+        raise ValueError("An override needs a reason.")
+    return escape(reason)
 
 
 def notice_modal(text: str) -> ViewJson:

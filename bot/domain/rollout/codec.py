@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
@@ -13,6 +13,8 @@ from bot.domain.release_contents import ReleaseContents
 from bot.domain.rollout.events import Event
 from bot.domain.rollout.state import Check, CheckState, StopKind, StopReason
 from bot.domain.schedule import Schedule
+
+T = TypeVar("T")
 
 
 def verdict_to_json(verdict: GateVerdict) -> dict[str, Any]:
@@ -69,8 +71,7 @@ _CONTENTS: TypeAdapter[ReleaseContents] = TypeAdapter(ReleaseContents)
 
 
 def contents_to_json(contents: ReleaseContents) -> dict[str, Any]:
-    data: dict[str, Any] = _CONTENTS.dump_python(contents, mode="json")
-    return data
+    return _dumped(_CONTENTS, contents)
 
 
 def contents_from_json(data: Mapping[str, Any]) -> ReleaseContents:
@@ -84,7 +85,7 @@ _REASON: TypeAdapter[StopReason] = TypeAdapter(StopReason)
 def event_to_json(event: Event) -> dict[str, Any]:
     """A thread event as the outbox stores it: its kind and its fields."""
     kind = type(event).__name__
-    return {"kind": kind, "fields": _EVENTS[kind].dump_python(event, mode="json")}
+    return {"kind": kind, "fields": _dumped(_EVENTS[kind], event)}
 
 
 def event_from_json(data: Mapping[str, Any]) -> Event:
@@ -108,9 +109,14 @@ _SCHEDULE: TypeAdapter[Schedule] = TypeAdapter(Schedule)
 
 
 def schedule_to_json(schedule: Schedule) -> dict[str, Any]:
-    data: dict[str, Any] = _SCHEDULE.dump_python(schedule, mode="json")
-    return data
+    return _dumped(_SCHEDULE, schedule)
 
 
 def schedule_from_json(data: Mapping[str, Any]) -> Schedule:
     return _SCHEDULE.validate_python(data)
+
+
+def _dumped(adapter: TypeAdapter[T], value: T) -> dict[str, Any]:
+    """A value as JSON-ready data (its fields by name), through its TypeAdapter."""
+    data: dict[str, Any] = adapter.dump_python(value, mode="json")
+    return data
