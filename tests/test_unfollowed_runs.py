@@ -21,7 +21,7 @@ from test_freeze_sandbox import typed_reason
 from test_protection_rules import answers, app_box, both_held
 
 from bot.adapters.slack.control_views import REASON_BLOCK
-from bot.adapters.slack.notifier import RUN_EVENT
+from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
@@ -83,7 +83,11 @@ async def started_on_github(box: Sandbox, ref: str = TAG) -> tuple[int, ChannelM
 
 def rollout_cards(box: Sandbox) -> list[ChannelMessage]:
     """The preflight and rollout cards in the release channel."""
-    return [m for m in box.slack.messages(RELEASE_CHANNEL) if "Preflight" in m.text]
+    return [
+        m
+        for m in box.slack.messages(RELEASE_CHANNEL)
+        if (m.metadata or {}).get("event_type") == CARD_EVENT
+    ]
 
 
 def adopt_dialog(card: ChannelMessage) -> str:
@@ -192,7 +196,8 @@ async def test_adopt_is_refused_while_the_preflight_blocks(box: Sandbox) -> None
     # Nothing is left behind: no rollout holds the tracks, no preflight card was posted.
     assert await box.services.rollouts.history() == []
     assert rollout_cards(box) == []
-    assert "Preflight" in await box.command(f"start {TAG} --flags-ready")
+    assert "Preflight" in await box.command(f"start {TAG} --flags-ready")  # the tracks are free
+    await box.slack.wait_for(lambda: len(rollout_cards(box)) == 1, timeout=30)
 
 
 async def test_a_run_on_a_branch_is_not_adopted_as_a_release(box: Sandbox) -> None:

@@ -20,7 +20,7 @@ from bot.domain.controls import AlreadyDone, CardRef, Control
 from bot.domain.errors import GitHubError, InvalidCommand
 from bot.domain.plan import TwoPersonAction
 from bot.domain.protection_rules import RuleRequest
-from bot.domain.rollout import Check, CheckState, FreezeOverridden, Rollout
+from bot.domain.rollout import Check, CheckState, FreezeOverridden, InvalidTransition, Rollout
 from bot.domain.run import RunRef
 from bot.domain.run_link import branch_of, may_link
 from bot.domain.unfollowed_runs import (
@@ -195,9 +195,9 @@ class UnfollowedRuns:
 
     def _may_override(self, reason: str) -> None:
         if not reason.strip():
-            raise InvalidCommand("An override needs a reason.")
+            raise InvalidTransition("An override needs a reason.")
         if TwoPersonAction.OVERRIDE_FREEZE in self._rollouts.plan.two_person:
-            raise InvalidCommand(
+            raise InvalidTransition(
                 "The plan's two-person rule needs a second approver to deploy through a freeze, "
                 "and an adopted run is approved at once: nothing was changed. Reject the run, or "
                 "adopt it once the freeze ends or is lifted."
@@ -262,13 +262,13 @@ class UnfollowedRuns:
         """The rollout is created already following the run, or nothing is created."""
         await self._waiting(card)
         if not card.tag:
-            raise InvalidCommand(not_a_tag(card))
+            raise InvalidTransition(not_a_tag(card))
         flags = Check(CheckState.PASS, adopted_flags(card), confirmed_by=origin.actor)
         checked = await self._rollouts.checked(
             tag=card.tag, flags=flags, channel_id=self._channel, actor=origin.actor
         )
         if blocked := checked.preflight.blocking():
-            raise InvalidCommand(
+            raise InvalidTransition(
                 f"Run {card.run_id} was not adopted: its preflight blocks "
                 f"({'; '.join(blocked)}). Nothing was changed and the run still waits: Reject "
                 "it, or fix this and Adopt it again."
