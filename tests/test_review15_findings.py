@@ -1,0 +1,121 @@
+"""Review of issue 15 (review15 branch): each test reproduces one defect found and FAILS on
+main as it is; the assertion states what a release engineer would expect. Not to be merged
+as is: the fixes make them pass."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from test_freeze_sandbox import OTHER, card
+from test_scheduled_corners import fired
+from test_scheduled_starts import berlin_sandbox, scheduled, told_in_thread
+
+from bot.domain.errors import InvalidCommand
+from bot.domain.freeze import LANE_FREEZE, LaneHold, freeze_in_force, lane_refusal, override_kind
+from bot.domain.rollout import Phase
+from bot.domain.schedule import start_schedule
+from sandbox.harness import Sandbox
+from storage.timers import TimerStore
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NOW = datetime(2026, 12, 5, 2, 0, tzinfo=UTC)  # a Saturday
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with berlin_sandbox(tmp_path, database_url) as box:
+        yield box
+
+
+# 1. An override outlives the freeze it overrode and passes a freeze declared after it.
+
+
+def test_review15_an_override_does_not_carry_a_dispatch_through_a_later_incident_freeze() -> None:
+    maintenance_end = NOW + timedelta(hours=6)
+    override = LaneHold(override_kind("r1"), "UANN", "hotfix", NOW, until=maintenance_end)
+    # The maintenance freeze was lifted; an hour later an incident freeze is declared.
+    incident = LaneHold(
+        LANE_FREEZE, "UBOB", "INC-9 outage", NOW + timedelta(hours=1), NOW + timedelta(hours=3)
+    )
+    later = NOW + timedelta(hours=1, minutes=5)
+    freeze = freeze_in_force([], [override, incident], later)
+    assert freeze is not None and freeze.reason == "INC-9 outage"
+    refused = lane_refusal(
+        actor="UANN",
+        freeze=freeze,
+        holds=[override, incident],
+        rollout_id="r1",
+        two_person=False,
+        now=later,
+    )
+    assert refused is not None, "the incident freeze was never overridden, yet it lets r1 through"
+
+
+async def test_review15_an_override_of_a_lifted_freeze_dispatches_through_an_incident_freeze(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("freeze 6h planned maintenance", user=OTHER)
+    await sandbox.command('start v1.4.2 --flags-ready --override-freeze "hotfix"')
+    await sandbox.slack.wait_for(lambda: card(sandbox) is not None, timeout=30)
+    await sandbox.command("unfreeze", user=OTHER)
+    said = await sandbox.command("freeze 2h INC-9 outage, hands off", user=OTHER)
+    assert "INC-9" in said
+    refused = await sandbox.click("dispatch", message=card(sandbox))
+    assert sandbox.github.dispatches == [], "dispatched through a freeze nobody overrode"
+    assert refused is not None and "INC-9" in refused
+
+
+# 2. A second `/rollout freeze` replaces the first: it can shorten a colleague's freeze.
+
+
+async def test_review15_a_second_freeze_does_not_silently_shorten_the_first(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("freeze 72h holiday freeze", user=OTHER)
+    holiday = (await sandbox.services.lane.state()).freeze
+    assert holiday is not None
+    said = await sandbox.command("freeze 1h quick db check")
+    assert "quick db check" in said  # said in the channel, with no word of the holiday freeze
+    await sandbox.pass_time(timedelta(hours=2))
+    refused = await sandbox.command("start v1.4.2 --flags-ready")
+    assert "holiday freeze" in refused, f"the 72h holiday freeze ended after 1 hour: {refused}"
+
+
+# 3. A scheduled dispatch whose firing was cut short (the replica died holding its timer) goes
+#    however late the bot comes back: the late check runs only on a timer's first attempt.
+
+
+async def test_review15_a_crash_while_firing_does_not_dispatch_hours_late(
+    sandbox: Sandbox,
+) -> None:
+    at = await scheduled(sandbox)
+    timers = TimerStore(sandbox.services.database.sessions)
+    await sandbox.stop_bot()
+    # A replica claims the due timer at the time, then is killed (deploy, OOM) before it ends.
+    claimed = await timers.claim_due(
+        now=at + timedelta(seconds=1), owner="killed-replica", lease=timedelta(minutes=2)
+    )
+    assert "scheduled_dispatch" in [t.kind for t in claimed], claimed
+    sandbox.clock.advance(at - sandbox.clock() + timedelta(hours=3))  # back three hours later
+    await sandbox.start_bot()
+    await sandbox.pass_time(timedelta(seconds=5))
+    await fired(sandbox, await sandbox.rollout(), at)  # the scheduler fired it again
+    assert sandbox.github.dispatches == [], "dispatched three hours after the time chosen"
+    said = await told_in_thread(sandbox, "did not go")
+    assert "not running" in said
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
+# 4. `--at` reads duration-like words as clock times: `--at 2h` (as `freeze 2h` means two hours)
+#    schedules 02:00, and a contradictory `--at "09:00 2h"` is 02:00 too, without a word.
+
+
+@pytest.mark.parametrize("typed", ["2h", "1h30m", "09:00 2h"])
+def test_review15_at_refuses_a_duration_instead_of_reading_a_clock_time(typed: str) -> None:
+    with pytest.raises(InvalidCommand):
+        schedule = start_schedule(typed, now=NOW, zone=BERLIN, by="UANN")
+        pytest.fail(f"--at {typed!r} was scheduled for {schedule.at.astimezone(BERLIN)}")
