@@ -5,19 +5,23 @@ as is: the fixes make them pass."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from test_freeze_sandbox import OTHER, card
+from test_rollout_summary import MINUTE, PERSON, PLAN, T0, ended, event, gate
 from test_scheduled_corners import fired
 from test_scheduled_starts import berlin_sandbox, scheduled, told_in_thread
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LANE_FREEZE, LaneHold, freeze_in_force, lane_refusal, override_kind
 from bot.domain.rollout import Phase
+from bot.domain.rollout_summary import summarize
 from bot.domain.schedule import start_schedule
+from bot.services.records import is_machine
 from sandbox.harness import Sandbox
 from storage.timers import TimerStore
 
@@ -119,3 +123,16 @@ def test_review15_at_refuses_a_duration_instead_of_reading_a_clock_time(typed: s
     with pytest.raises(InvalidCommand):
         schedule = start_schedule(typed, now=NOW, zone=BERLIN, by="UANN")
         pytest.fail(f"--at {typed!r} was scheduled for {schedule.at.astimezone(BERLIN)}")
+
+
+# 5. The report's lead time ("start to 100%") counts the days a scheduled start waited for its
+#    time: a start typed on Friday for Monday 09:00 that reaches 100% by 11:00 reads 3 days.
+
+
+def test_review15_the_lead_time_of_a_scheduled_start_is_not_its_wait_for_the_time() -> None:
+    rollout = ended(120)  # dispatched at T0, 100% two hours later
+    typed = T0 - timedelta(days=3)  # `/rollout start v1.4.2 --at "mon 09:00"` on Friday
+    scheduled_start = replace(rollout, created_at=typed, dispatched_at=T0)
+    trail = [event(-3 * 24 * 60, PERSON, "start"), gate(30, "canary", "0.001")]
+    summary = summarize(scheduled_start, PLAN, trail, machine=is_machine)
+    assert summary.lead_time == 120 * MINUTE, f"lead time reads {summary.lead_time}"
