@@ -20,8 +20,9 @@ from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LANE_FREEZE, LaneHold, freeze_in_force, lane_refusal, override_kind
 from bot.domain.rollout import Phase
 from bot.domain.rollout_summary import summarize
-from bot.domain.schedule import start_schedule
+from bot.domain.schedule import start_schedule, zone_named
 from bot.services.records import is_machine
+from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from storage.timers import TimerStore
 
@@ -136,3 +137,29 @@ def test_review15_the_lead_time_of_a_scheduled_start_is_not_its_wait_for_the_tim
     trail = [event(-3 * 24 * 60, PERSON, "start"), gate(30, "canary", "0.001")]
     summary = summarize(scheduled_start, PLAN, trail, machine=is_machine)
     assert summary.lead_time == 120 * MINUTE, f"lead time reads {summary.lead_time}"
+
+
+# 6. A Slack time zone this host's tz database does not know (a zone newer than its tzdata,
+#    such as `Europe/Kyiv` on an old image) is read as UTC without a word (`zone_named`): 09:00
+#    in Kyiv becomes 09:00 UTC, two hours late. The docs say a time is "never read as UTC".
+
+
+def test_review15_a_slack_time_zone_unknown_here_is_refused_not_read_as_utc() -> None:
+    with pytest.raises(InvalidCommand):
+        zone = zone_named("Europe/Atlantis")
+        pytest.fail(f"read in {zone.key}")
+
+
+# 7. `users.info` failing with a body that is not JSON (a 5xx from Slack's edge) makes
+#    `/rollout start --at` answer "Something went wrong": `members.time_zone` logs
+#    `error.response.get("error")`, which raises on a non-JSON body. (The sandbox's users.info
+#    answers such a 500 for a zone it cannot load, which is used here to produce one.)
+
+
+async def test_review15_users_info_5xx_gets_the_no_time_zone_line_not_an_internal_error(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.slack.time_zones[RELEASE_MANAGER] = "Europe/Atlantis"  # the sandbox answers 500
+    said = await sandbox.command('start v1.4.2 --flags-ready --at "tomorrow 09:00"')
+    assert await sandbox.services.rollouts.active() == []
+    assert "Something went wrong" not in said and "give it with an offset" in said, said
