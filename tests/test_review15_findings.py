@@ -16,8 +16,16 @@ from test_rollout_summary import MINUTE, PERSON, PLAN, T0, ended, event, gate
 from test_scheduled_corners import fired
 from test_scheduled_starts import berlin_sandbox, scheduled, told_in_thread
 
+from bot.adapters.slack.contents_view import summary
 from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LANE_FREEZE, LaneHold, freeze_in_force, lane_refusal, override_kind
+from bot.domain.release_contents import (
+    ComparedCommit,
+    Comparison,
+    LastRelease,
+    Since,
+    release_contents,
+)
 from bot.domain.rollout import Phase
 from bot.domain.rollout_summary import summarize
 from bot.domain.schedule import start_schedule, zone_named
@@ -163,3 +171,45 @@ async def test_review15_users_info_5xx_gets_the_no_time_zone_line_not_an_interna
     said = await sandbox.command('start v1.4.2 --flags-ready --at "tomorrow 09:00"')
     assert await sandbox.services.rollouts.active() == []
     assert "Something went wrong" not in said and "give it with an offset" in said, said
+
+
+# 8. The summary's "who did what" leaves out a freeze override (from the card, or with
+#    `--override-freeze` on start): the one act a release engineer most wants in the record.
+
+
+def test_review15_the_summary_names_who_overrode_a_freeze() -> None:
+    trail = [
+        event(0, PERSON, "start"),
+        event(1, OTHER, "form:override_freeze", override_freeze="hotfix", freeze="weekend"),
+        event(2, OTHER, "dispatch"),
+        gate(30, "canary", "0.001"),
+    ]
+    summary = summarize(ended(120), PLAN, trail, machine=is_machine)
+    whats = [(a.actor, a.what) for a in summary.acts]
+    assert any(actor == OTHER and "freeze" in what for actor, what in whats), whats
+
+
+# 9. Pull requests are read from commit subjects only: a repository that rebase-merges (GitHub's
+#    "Rebase and merge" writes no merge commit and no `(#n)`) gets "3 commits, 0 pull requests"
+#    on its card, which is untrue; the modal says "No merged pull request among these commits".
+
+
+def test_review15_rebase_merged_pull_requests_are_not_reported_as_none() -> None:
+    commits = tuple(
+        ComparedCommit(sha=f"{n:040x}", message=subject, author="dev")
+        for n, subject in enumerate(["Add billing export", "Fix export rounding", "Docs"])
+    )
+    comparison = Comparison(
+        total_commits=3,
+        commits=commits,
+        files=("src/export.py",),
+        html_url="https://github.com/o/r/compare/v1.4.1...v1.4.2",
+    )
+    contents = release_contents(
+        tag="v1.4.2",
+        since=LastRelease("v1.4.1", Since.ROLLOUT),
+        comparison=comparison,
+        plan=PLAN,
+    )
+    line = summary(contents)
+    assert "0 pull requests" not in line, line
