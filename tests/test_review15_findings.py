@@ -4,6 +4,7 @@ as is: the fixes make them pass."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -213,3 +214,24 @@ def test_review15_rebase_merged_pull_requests_are_not_reported_as_none() -> None
     )
     line = summary(contents)
     assert "0 pull requests" not in line, line
+
+
+# 10. The audit trail of the lane's commands leaves out what a later reader needs: the reason
+#     of a freeze and of a lock, and which freeze (whose, why) an unfreeze lifted.
+
+
+async def test_review15_the_audit_says_why_deploys_were_frozen_and_what_was_lifted(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("freeze 2h INC-123 investigation", user=OTHER)
+    await sandbox.command("lock migrating the billing db", user=OTHER)
+    await sandbox.command("unfreeze")
+    trail = await sandbox.audit.list_for_actor(OTHER) + await sandbox.audit.list_for_actor(
+        RELEASE_MANAGER
+    )
+    details = {e.action: json.dumps(e.detail or {}) for e in trail}
+    assert "INC-123" in details["command:freeze"], details
+    assert "billing db" in details["command:lock"], details
+    assert "INC-123" in details["command:unfreeze"] and OTHER in details["command:unfreeze"], (
+        details
+    )
