@@ -4,7 +4,9 @@ A freeze comes from the plan's calendar (`freezes:`, `bot.domain.plan.freezes`) 
 approver's `/rollout freeze`; a lock is held by one person (`/rollout lock`). While frozen, a
 start or a dispatch is refused naming who froze it, why and until when, unless an approver
 overrides it with a reason (and, when the plan's two-person rule covers `override_freeze`, the
-dispatch of an overridden rollout needs a second approver). A lock refuses everyone else's start
+dispatch of an overridden rollout needs a second approver). An override is of one freeze
+(`Freeze.key`): it passes only while that freeze is the one in force, never a freeze declared
+after it or one that replaced it. A lock refuses everyone else's start
 and dispatch. Neither ever stops a running rollout: promote, roll back and the kill-switch are
 never judged here. The edge words the refusals (`bot.adapters.slack.lane_words`).
 """
@@ -27,23 +29,28 @@ LANE_LOCK = "lock"
 @dataclass(frozen=True)
 class LaneHold:
     """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK
-    or `override:<rollout id>` (an approver's override of a freeze for one rollout)."""
+    or `override:<rollout id>` (an approver's override of a freeze for one rollout; `overrides`
+    is the `Freeze.key` of the freeze it overrode)."""
 
     kind: str
     actor: str
     reason: str
     since: datetime
     until: datetime | None = None
+    overrides: str | None = None
 
 
 @dataclass(frozen=True)
 class Freeze:
-    """A freeze in force: by a person (`actor`), or by the calendar entry `calendar`."""
+    """A freeze in force: by a person (`actor`), or by the calendar entry `calendar`. `key`
+    names this one freeze (who froze and since when, or the calendar window), which an
+    override records."""
 
     reason: str
     until: datetime
     actor: str | None = None
     calendar: str | None = None
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,7 +93,12 @@ def freeze_in_force(
     """The freeze at `now`: of an approver's (while it lasts) and the calendar's windows in
     force, the one that ends latest (the approver's on a tie)."""
     frozen = [
-        Freeze(reason=hold.reason, until=hold.until, actor=hold.actor)
+        Freeze(
+            reason=hold.reason,
+            until=hold.until,
+            actor=hold.actor,
+            key=f"freeze:{hold.actor}:{hold.since.isoformat()}",
+        )
         for hold in holds
         if hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until
     ]
@@ -94,7 +106,12 @@ def freeze_in_force(
         until = entry.covering(now)
         if until is not None:
             frozen.append(
-                Freeze(reason=entry.reason or entry.name, until=until, calendar=entry.name)
+                Freeze(
+                    reason=entry.reason or entry.name,
+                    until=until,
+                    calendar=entry.name,
+                    key=f"calendar:{entry.name}:{until.isoformat()}",
+                )
             )
     return max(frozen, key=lambda freeze: freeze.until, default=None)
 
@@ -113,9 +130,9 @@ def lane_refusal(
     now: datetime,
 ) -> LaneRefusal | None:
     """Why the release lane refuses `actor` a start (`rollout_id` None) or the dispatch of
-    `rollout_id`, or None. An override of the freeze for the rollout lets its dispatch through
-    while it lasts (`now` before its `until`); with `two_person`, only when another approver
-    dispatches it."""
+    `rollout_id`, or None. An override for the rollout lets its dispatch through while the
+    freeze it overrode is the one in force (`freeze.key`) and it lasts (`now` before its
+    `until`); with `two_person`, only when another approver dispatches it."""
     lock = lock_of(holds)
     if lock is not None and lock.actor != actor:
         return Locked(lock)
@@ -127,7 +144,10 @@ def lane_refusal(
             (
                 hold
                 for hold in holds
-                if hold.kind == kind and hold.until is not None and now < hold.until
+                if hold.kind == kind
+                and hold.overrides == freeze.key
+                and hold.until is not None
+                and now < hold.until
             ),
             None,
         )

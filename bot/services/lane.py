@@ -32,7 +32,9 @@ class LaneHolds(Protocol):
     """The port of the release lane's freezes, lock and overrides (`storage.lane_holds`)."""
 
     async def current(self) -> list[LaneHold]: ...
-    async def take(self, hold: LaneHold, *, replace: bool = False) -> LaneHold: ...
+    async def take(
+        self, hold: LaneHold, *, replace: bool = False, later: bool = False
+    ) -> LaneHold: ...
     async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None: ...
 
     # Here rather than in ports.py, which is at the 400-line limit.
@@ -139,6 +141,13 @@ class ReleaseLane:
         now = self._clock()
         freeze = freeze_in_force(self._plan.freezes, await self.holds.current(), at or now)
         if freeze is not None:
-            hold = LaneHold(override_kind(rollout_id), actor, reason, since=now, until=freeze.until)
+            hold = LaneHold(
+                override_kind(rollout_id),
+                actor,
+                reason,
+                since=now,
+                until=freeze.until,
+                overrides=freeze.key,
+            )
             await self.holds.take(hold, replace=True)
         return freeze
