@@ -167,6 +167,29 @@ def test_the_summary_counts_and_flags() -> None:
     assert "could not be read (GitHub answered 502 (Server Error))" in summary(failed)
 
 
+def test_rebase_merged_pull_requests_are_not_reported_as_none() -> None:
+    commits = tuple(
+        ComparedCommit(sha=f"{n:040x}", message=subject, author="dev")
+        for n, subject in enumerate(["Add billing export", "Fix export rounding", "Docs"])
+    )
+    comparison = Comparison(
+        total_commits=3,
+        commits=commits,
+        files=("src/export.py",),
+        html_url="https://github.com/o/r/compare/v1.4.1...v1.4.2",
+    )
+    since = LastRelease("v1.4.1", Since.ROLLOUT)
+    contents = release_contents(tag="v1.4.2", since=since, comparison=comparison, plan=PLAN)
+    line = summary(contents)
+    assert "0 pull requests" not in line, line
+    assert line == (
+        "*3 commits* since `v1.4.1` (no merged pull requests found in the commit subjects)"
+    )
+    modal = json.dumps(contents_modal(contents))
+    assert "No merged pull requests found in the commit subjects" in modal
+    assert "rebase merge" in modal
+
+
 def test_an_older_release_says_how_far_behind_it_is_not_zero_commits() -> None:
     since = LastRelease("v1.5.0", Since.ROLLOUT)
     taken_back = Comparison(
