@@ -66,8 +66,15 @@ def summary(contents: ReleaseContents) -> str:
         if risk.kind is RiskKind.MIGRATION:
             parts.append(f":warning: {_plural(len(risk.paths), 'migration')}")
         else:
-            parts.append(":warning: workflow changed")
+            parts.append(f":warning: workflow file changed in these commits{_run_from(contents)}")
     return " · ".join(parts)
+
+
+def _run_from(contents: ReleaseContents) -> str:
+    """Where the dispatch runs the workflow from, which the comparison of the tags is not."""
+    if not contents.workflow_ref:
+        return ""
+    return f" (the dispatch runs it from `{escape(contents.workflow_ref)}`, not from the tag)"
 
 
 def pull_request_line(pull: PullRequest) -> str:
@@ -114,6 +121,11 @@ def contents_modal(contents: ReleaseContents) -> ViewJson:
     risky = [
         f":warning: *{'Migrations' if risk.kind is RiskKind.MIGRATION else 'Workflow'}*: "
         + ", ".join(f"`{escape(path)}`" for path in risk.paths)
+        + (
+            ""
+            if risk.kind is RiskKind.MIGRATION
+            else f" changed in these commits{_run_from(contents)}"
+        )
         for risk in contents.risks
     ]
     pulls = [pull_request_line(pull) for pull in contents.pull_requests]
