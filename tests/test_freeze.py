@@ -5,6 +5,7 @@ the lane's store on both databases (one lock holder among replicas)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,7 @@ from bot.domain.freeze import (
     SecondApproverNeeded,
     freeze_end,
     freeze_in_force,
+    freezes_in_force,
     lane_refusal,
     override_kind,
 )
@@ -234,6 +236,47 @@ def test_an_override_passes_only_the_freeze_it_overrode_not_a_later_one() -> Non
     assert weekend is not None
     refused = lane_refusal(freeze=weekend, holds=[override], now=NOW, **args)  # type: ignore[arg-type]
     assert refused == Frozen(weekend, dispatch=True)
+
+
+def test_an_override_of_one_freeze_does_not_pass_another_in_force_alongside() -> None:
+    saturday = utc("2026-12-05 12:00")  # the weekend freezes until Monday 07:00 UTC
+    weekend = freeze_in_force([WEEKEND], [], saturday)
+    assert weekend is not None
+    override = LaneHold(override_kind("r1"), "UANN", "hotfix", saturday, weekend.until, weekend.key)
+    incident = LaneHold(LANE_FREEZE, "UBOB", "INC-9", saturday, saturday + timedelta(hours=2))
+    holds = [override, incident]
+    assert freeze_in_force([WEEKEND], holds, saturday) == weekend  # the one ending latest
+    judged = freeze_in_force([WEEKEND], holds, saturday, rollout_id="r1")
+    assert judged is not None and judged.reason == "INC-9"  # the one r1 did not override
+    refused = lane_refusal(
+        actor="UANN", freeze=judged, holds=holds, rollout_id="r1", two_person=False, now=saturday
+    )
+    assert refused == Frozen(judged, dispatch=True)
+    both = replace(
+        override, overrides="\n".join(f.key for f in freezes_in_force([WEEKEND], holds, saturday))
+    )
+    judged = freeze_in_force([WEEKEND], [both, incident], saturday, rollout_id="r1")
+    assert judged == weekend  # an override given while both were in force covers both
+    assert (
+        lane_refusal(
+            actor="UANN",
+            freeze=judged,
+            holds=[both],
+            rollout_id="r1",
+            two_person=False,
+            now=saturday,
+        )
+        is None
+    )
+    after = saturday + timedelta(hours=2)  # the incident freeze ended: the override passes
+    alone = freeze_in_force([WEEKEND], holds, after, rollout_id="r1")
+    assert alone == weekend
+    assert (
+        lane_refusal(
+            actor="UANN", freeze=alone, holds=holds, rollout_id="r1", two_person=False, now=after
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,12 @@ A freeze comes from the plan's calendar (`freezes:`, `bot.domain.plan.freezes`) 
 approver's `/rollout freeze`; a lock is held by one person (`/rollout lock`). While frozen, a
 start or a dispatch is refused naming who froze it, why and until when, unless an approver
 overrides it with a reason (and, when the plan's two-person rule covers `override_freeze`, the
-dispatch of an overridden rollout needs a second approver). An override is of one freeze
-(`Freeze.key`): it passes only while that freeze is the one in force, never a freeze declared
-after it or one that replaced it. A lock refuses everyone else's start
-and dispatch. Neither ever stops a running rollout: promote, roll back and the kill-switch are
-never judged here. The edge words the refusals (`bot.adapters.slack.lane_words`).
+dispatch of an overridden rollout needs a second approver). An override is of the freezes
+in force when it was given (their `Freeze.key`s): it never passes a freeze declared after it,
+one that replaced them, or one in force alongside that it was not given for. A lock refuses
+everyone else's start and dispatch. Neither ever stops a running rollout: promote, roll back
+and the kill-switch are never judged here. The edge words the refusals
+(`bot.adapters.slack.lane_words`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ LANE_LOCK = "lock"
 class LaneHold:
     """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK
     or `override:<rollout id>` (an approver's override of a freeze for one rollout; `overrides`
-    is the `Freeze.key` of the freeze it overrode)."""
+    holds the `Freeze.key`s of the freezes in force it overrode, one a line)."""
 
     kind: str
     actor: str
@@ -87,11 +88,10 @@ def override_kind(rollout_id: str) -> str:
     return f"override:{rollout_id}"
 
 
-def freeze_in_force(
+def freezes_in_force(
     calendar: Sequence[CalendarFreeze], holds: Sequence[LaneHold], now: datetime
-) -> Freeze | None:
-    """The freeze at `now`: of an approver's (while it lasts) and the calendar's windows in
-    force, the one that ends latest (the approver's on a tie)."""
+) -> list[Freeze]:
+    """Every freeze at `now`: the approvers' (while they last) and the calendar's windows."""
     frozen = [
         Freeze(
             reason=hold.reason,
@@ -113,7 +113,30 @@ def freeze_in_force(
                     key=f"calendar:{entry.name}:{until.isoformat()}",
                 )
             )
+    return frozen
+
+
+def freeze_in_force(
+    calendar: Sequence[CalendarFreeze],
+    holds: Sequence[LaneHold],
+    now: datetime,
+    *,
+    rollout_id: str | None = None,
+) -> Freeze | None:
+    """The freeze at `now`: of those in force, the one that ends latest (the approver's on a
+    tie). For the dispatch of `rollout_id`, a freeze its override does not cover comes first
+    (an override never carries it through a freeze it was not given for)."""
+    frozen = freezes_in_force(calendar, holds, now)
+    if rollout_id is not None:
+        kind = override_kind(rollout_id)
+        covered = {key for hold in holds if hold.kind == kind for key in overridden(hold)}
+        frozen = [freeze for freeze in frozen if freeze.key not in covered] or frozen
     return max(frozen, key=lambda freeze: freeze.until, default=None)
+
+
+def overridden(hold: LaneHold) -> list[str]:
+    """The keys of the freezes an override was given for (those in force then)."""
+    return (hold.overrides or "").splitlines()
 
 
 def lock_of(holds: Sequence[LaneHold]) -> LaneHold | None:
@@ -145,7 +168,7 @@ def lane_refusal(
                 hold
                 for hold in holds
                 if hold.kind == kind
-                and hold.overrides == freeze.key
+                and freeze.key in overridden(hold)
                 and hold.until is not None
                 and now < hold.until
             ),

@@ -1,4 +1,4 @@
-"""An override records the freeze it overrode (`lane_holds.overrides`, `Freeze.key`):
+"""An override records the freezes it overrode (`lane_holds.overrides`, their `Freeze.key`s):
 additive, a nullable column. An override stored before has none, so it passes no freeze
 (an approver overrides again)."""
 
@@ -12,7 +12,7 @@ down_revision = "0008"
 
 
 def upgrade() -> None:
-    op.add_column("lane_holds", sa.Column("overrides", sa.String(length=255), nullable=True))
+    op.add_column("lane_holds", sa.Column("overrides", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
