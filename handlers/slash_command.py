@@ -29,9 +29,8 @@ async def lane_answer(services: Services, command: commands.Command, origin: Ori
     for any other command."""
     lane, actor = services.controls.lane, origin.actor
     if isinstance(command, commands.Freeze):
-        return lane_words.frozen_answer(
-            await lane.freeze(origin, until=command.until, reason=command.reason)
-        )
+        froze = await lane.freeze(origin, until=command.until, reason=command.reason)
+        return lane_words.frozen_answer(froze.asked, froze.in_force)
     if isinstance(command, commands.Unfreeze):
         return lane_words.unfrozen_answer(actor, await lane.unfreeze(origin))
     if isinstance(command, commands.Lock):

@@ -23,16 +23,20 @@ class LaneHoldStore:
             rows = await session.scalars(select(LaneHoldRow).order_by(LaneHoldRow.kind))
             return [from_row(LaneHold, row) for row in rows]
 
-    async def take(self, hold: LaneHold, *, replace: bool = False) -> LaneHold:
-        """Write `hold` unless its kind is held (then, with `replace`, overwrite it): the
-        hold stored afterwards, which is someone else's when they came first."""
+    async def take(self, hold: LaneHold, *, replace: bool = False, later: bool = False) -> LaneHold:
+        """Write `hold` unless its kind is held (then, with `replace`, overwrite it; with
+        `later`, overwrite it only when it ends before `hold`): the hold stored afterwards,
+        which is someone else's when they came first."""
         async with self._sessions.begin() as session:
             await session.execute(
                 insert_new(session, LaneHoldRow, asdict(hold), unique=LaneHoldRow.kind)
             )
             row = await session.get(LaneHoldRow, hold.kind, with_for_update=True)
             assert row is not None  # just written, or held
-            if replace:
+            ends_before = (
+                row.until is not None and hold.until is not None and row.until < hold.until
+            )
+            if replace or (later and ends_before):
                 for name, value in asdict(hold).items():
                     setattr(row, name, value)
             return from_row(LaneHold, row)

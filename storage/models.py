@@ -295,6 +295,7 @@ class LaneHoldRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     since: Mapped[datetime] = mapped_column(UTCDateTime)
     until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    overrides: Mapped[str | None] = mapped_column(Text)
 
 
 class ProtectionRuleRequestRow(Base):

@@ -5,6 +5,7 @@ the lane's store on both databases (one lock holder among replicas)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -24,6 +25,7 @@ from bot.domain.freeze import (
     SecondApproverNeeded,
     freeze_end,
     freeze_in_force,
+    freezes_in_force,
     lane_refusal,
     override_kind,
 )
@@ -192,7 +194,7 @@ def test_the_lane_refuses_others_under_a_lock_and_everyone_under_a_freeze() -> N
         ),
         Frozen,
     )
-    override = LaneHold(override_kind("r1"), "U1", "hotfix", NOW, freeze.until)
+    override = LaneHold(override_kind("r1"), "U1", "hotfix", NOW, freeze.until, freeze.key)
     args = {"freeze": freeze, "holds": [override], "rollout_id": "r1", "now": NOW}
     assert lane_refusal(actor="U1", two_person=False, **args) is None  # type: ignore[arg-type]
     assert isinstance(lane_refusal(actor="U1", two_person=True, **args), SecondApproverNeeded)  # type: ignore[arg-type]
@@ -202,11 +204,79 @@ def test_the_lane_refuses_others_under_a_lock_and_everyone_under_a_freeze() -> N
 def test_an_override_counts_only_until_it_ends() -> None:
     freeze = freeze_in_force([WEEKEND], [], utc("2026-12-05 12:00"))
     assert freeze is not None
-    override = LaneHold(override_kind("r1"), "U1", "hotfix", NOW, NOW + timedelta(hours=1))
+    override = LaneHold(
+        override_kind("r1"), "U1", "hotfix", NOW, NOW + timedelta(hours=1), freeze.key
+    )
     args = {"actor": "U2", "freeze": freeze, "holds": [override], "rollout_id": "r1"}
     assert lane_refusal(now=NOW, two_person=False, **args) is None  # type: ignore[arg-type]
     ended = lane_refusal(now=NOW + timedelta(hours=1), two_person=False, **args)  # type: ignore[arg-type]
     assert ended == Frozen(freeze, dispatch=True)
+
+
+def test_an_override_passes_only_the_freeze_it_overrode_not_a_later_one() -> None:
+    maintenance = LaneHold(LANE_FREEZE, "UBOB", "maintenance", NOW, NOW + timedelta(hours=6))
+    overridden = freeze_in_force([], [maintenance], NOW)
+    assert overridden is not None
+    override = LaneHold(
+        override_kind("r1"), "UANN", "hotfix", NOW, overridden.until, overridden.key
+    )
+    args = {"actor": "UANN", "rollout_id": "r1", "two_person": False}
+    assert lane_refusal(freeze=overridden, holds=[maintenance, override], now=NOW, **args) is None  # type: ignore[arg-type]
+    # The maintenance freeze was lifted; an hour later an incident freeze is declared.
+    incident = LaneHold(
+        LANE_FREEZE, "UBOB", "INC-9 outage", NOW + timedelta(hours=1), NOW + timedelta(hours=3)
+    )
+    later = NOW + timedelta(hours=1, minutes=5)
+    freeze = freeze_in_force([], [override, incident], later)
+    assert freeze is not None and freeze.reason == "INC-9 outage"
+    refused = lane_refusal(freeze=freeze, holds=[override, incident], now=later, **args)  # type: ignore[arg-type]
+    assert refused == Frozen(freeze, dispatch=True), "the incident freeze was never overridden"
+    # Nor does it pass the calendar's freeze, whose window is another freeze.
+    weekend = freeze_in_force([WEEKEND], [override], utc("2026-12-05 12:00"))
+    assert weekend is not None
+    refused = lane_refusal(freeze=weekend, holds=[override], now=NOW, **args)  # type: ignore[arg-type]
+    assert refused == Frozen(weekend, dispatch=True)
+
+
+def test_an_override_of_one_freeze_does_not_pass_another_in_force_alongside() -> None:
+    saturday = utc("2026-12-05 12:00")  # the weekend freezes until Monday 07:00 UTC
+    weekend = freeze_in_force([WEEKEND], [], saturday)
+    assert weekend is not None
+    override = LaneHold(override_kind("r1"), "UANN", "hotfix", saturday, weekend.until, weekend.key)
+    incident = LaneHold(LANE_FREEZE, "UBOB", "INC-9", saturday, saturday + timedelta(hours=2))
+    holds = [override, incident]
+    assert freeze_in_force([WEEKEND], holds, saturday) == weekend  # the one ending latest
+    judged = freeze_in_force([WEEKEND], holds, saturday, rollout_id="r1")
+    assert judged is not None and judged.reason == "INC-9"  # the one r1 did not override
+    refused = lane_refusal(
+        actor="UANN", freeze=judged, holds=holds, rollout_id="r1", two_person=False, now=saturday
+    )
+    assert refused == Frozen(judged, dispatch=True)
+    both = replace(
+        override, overrides="\n".join(f.key for f in freezes_in_force([WEEKEND], holds, saturday))
+    )
+    judged = freeze_in_force([WEEKEND], [both, incident], saturday, rollout_id="r1")
+    assert judged == weekend  # an override given while both were in force covers both
+    assert (
+        lane_refusal(
+            actor="UANN",
+            freeze=judged,
+            holds=[both],
+            rollout_id="r1",
+            two_person=False,
+            now=saturday,
+        )
+        is None
+    )
+    after = saturday + timedelta(hours=2)  # the incident freeze ended: the override passes
+    alone = freeze_in_force([WEEKEND], holds, after, rollout_id="r1")
+    assert alone == weekend
+    assert (
+        lane_refusal(
+            actor="UANN", freeze=alone, holds=holds, rollout_id="r1", two_person=False, now=after
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(

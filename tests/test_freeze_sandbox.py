@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,55 @@ async def test_a_freeze_refuses_start_names_who_and_why_and_an_override_goes_thr
     lifted = await sandbox.command("unfreeze")
     assert f"lifted the freeze by <@{OTHER}>" in lifted
     assert "Nothing to unfreeze" in await sandbox.command("unfreeze")
+
+
+async def test_an_override_passes_only_the_freeze_it_overrode_not_one_declared_later(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("freeze 6h planned maintenance", user=OTHER)
+    await sandbox.command('start v1.4.2 --flags-ready --override-freeze "hotfix"')
+    await sandbox.slack.wait_for(lambda: card(sandbox) is not None, timeout=30)
+    await sandbox.command("unfreeze", user=OTHER)
+    said = await sandbox.command("freeze 2h INC-9 outage, hands off", user=OTHER)
+    assert "INC-9" in said
+    refused = await sandbox.click("dispatch", message=card(sandbox))
+    assert sandbox.github.dispatches == [], "dispatched through a freeze nobody overrode"
+    assert refused is not None and "INC-9" in refused and "*Override freeze…*" in refused
+
+
+async def test_a_second_freeze_never_shortens_the_first_and_says_which_is_in_force(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("freeze 72h holiday freeze", user=OTHER)
+    said = await sandbox.command("freeze 1h quick db check")
+    assert f"The freeze by <@{OTHER}> until" in said and "stays in force: holiday freeze" in said
+    assert f"<@{RELEASE_MANAGER}>'s freeze until" in said and "(quick db check)" in said
+    await sandbox.pass_time(timedelta(hours=2))
+    refused = await sandbox.command("start v1.4.2 --flags-ready")
+    assert "holiday freeze" in refused, f"the 72h holiday freeze ended after 1 hour: {refused}"
+    # A longer freeze extends it: the lane then says the later one.
+    longer = await sandbox.command("freeze 96h year-end freeze")
+    assert f"<@{RELEASE_MANAGER}> froze deploys until" in longer and "year-end freeze" in longer
+    await sandbox.pass_time(timedelta(hours=80))
+    assert "year-end freeze" in await sandbox.command("start v1.4.2 --flags-ready")
+
+
+async def test_the_audit_says_why_deploys_were_frozen_and_what_an_unfreeze_lifted(
+    sandbox: Sandbox,
+) -> None:
+    await sandbox.command("freeze 2h INC-123 investigation", user=OTHER)
+    await sandbox.command("lock migrating the billing db", user=OTHER)
+    await sandbox.command("unfreeze")
+    trail = await sandbox.audit.list_for_actor(OTHER) + await sandbox.audit.list_for_actor(
+        RELEASE_MANAGER
+    )
+    details = {e.action: e.detail or {} for e in trail}
+    froze = details["command:freeze"]
+    assert froze["reason"] == "INC-123 investigation" and froze["until"], details
+    assert details["command:lock"]["reason"] == "migrating the billing db", details
+    lifted = details["command:unfreeze"]
+    assert (lifted["lifted_by"], lifted["lifted_reason"]) == (OTHER, "INC-123 investigation")
+    assert lifted["lifted_until"] == froze["until"], details
 
 
 def typed_reason(text: str) -> dict[str, dict[str, dict[str, str]]]:

@@ -159,12 +159,53 @@ def _contents(pulls: int, *, title: str = "Change") -> ReleaseContents:
 def test_the_summary_counts_and_flags() -> None:
     assert summary(_contents(5)) == (
         "*12 commits, 5 pull requests* since `v1.4.1` · :warning: 1 migration"
-        " · :warning: workflow changed"
+        " · :warning: workflow file changed in these commits"
     )
     first = ReleaseContents(tag="v1.0.0")
     assert "the first release (no earlier release)" in summary(first)
     failed = ReleaseContents(tag="v1.4.2", unread="GitHub answered 502 (Server Error)")
     assert "could not be read (GitHub answered 502 (Server Error))" in summary(failed)
+
+
+def test_rebase_merged_pull_requests_are_not_reported_as_none() -> None:
+    commits = tuple(
+        ComparedCommit(sha=f"{n:040x}", message=subject, author="dev")
+        for n, subject in enumerate(["Add billing export", "Fix export rounding", "Docs"])
+    )
+    comparison = Comparison(
+        total_commits=3,
+        commits=commits,
+        files=("src/export.py",),
+        html_url="https://github.com/o/r/compare/v1.4.1...v1.4.2",
+    )
+    since = LastRelease("v1.4.1", Since.ROLLOUT)
+    contents = release_contents(tag="v1.4.2", since=since, comparison=comparison, plan=PLAN)
+    line = summary(contents)
+    assert "0 pull requests" not in line, line
+    assert line == (
+        "*3 commits* since `v1.4.1` (no merged pull requests found in the commit subjects)"
+    )
+    modal = json.dumps(contents_modal(contents))
+    assert "No merged pull requests found in the commit subjects" in modal
+    assert "rebase merge" in modal
+
+
+def test_a_workflow_change_says_it_was_read_between_the_tags_not_at_the_dispatched_ref() -> None:
+    comparison = Comparison(
+        total_commits=1,
+        commits=(ComparedCommit("c1", "Wait longer (#9)", "cy"),),
+        files=(WORKFLOW,),
+        html_url="https://github.com/o/r/compare/v1.4.1...v1.4.2",
+    )
+    since = LastRelease("v1.4.1", Since.ROLLOUT)
+    contents = release_contents(tag="v1.4.2", since=since, comparison=comparison, plan=PLAN)
+    assert contents.workflow_ref == PLAN.workflow.ref == "main"
+    runs_from = "(the dispatch runs it from `main`, not from the tag)"
+    assert summary(contents).endswith(
+        f":warning: workflow file changed in these commits {runs_from}"
+    )
+    modal = json.dumps(contents_modal(contents))
+    assert f"`{WORKFLOW}` changed in these commits {runs_from}" in modal
 
 
 def test_an_older_release_says_how_far_behind_it_is_not_zero_commits() -> None:
@@ -340,7 +381,8 @@ async def test_the_preflight_card_shows_whats_in_the_release_and_lists_it_all(
     shown = box.card_message().rendered
     assert (
         "*9 commits, 7 pull requests* since `v1.4.1` · :warning: 1 migration"
-        " · :warning: workflow changed"
+        " · :warning: workflow file changed in these commits"
+        " (the dispatch runs it from `main`, not from the tag)"
     ) in shown
     assert "#26> Small fix 26 by dee" in shown
     assert "#21>" not in shown  # the card shows the newest five

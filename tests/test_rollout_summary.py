@@ -20,6 +20,7 @@ PLAN = load_plan(None)
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 PERSON = "U0RELMGR01"
+OTHER = "U0APPROVE2"
 
 
 def at(minutes: int) -> datetime:
@@ -105,6 +106,39 @@ def test_held_runs_from_the_gate_to_the_first_promotion_and_people_only_are_name
         "promoted (override)",
     ]
     assert {a.actor for a in summary.acts} == {PERSON}
+
+
+def test_the_lead_time_runs_from_the_dispatch_not_a_scheduled_starts_wait() -> None:
+    rollout = ended(120)  # dispatched at T0, 100% two hours later
+    typed = T0 - timedelta(days=3)  # `/rollout start v1.4.2 --at "mon 09:00"` on Friday
+    scheduled_start = replace(rollout, created_at=typed, dispatched_at=T0)
+    trail = [event(-3 * 24 * 60, PERSON, "start"), gate(30, "canary", "0.001")]
+    summary = summarize(scheduled_start, PLAN, trail, machine=is_machine)
+    assert summary.started_at == typed and summary.dispatched_at == T0
+    assert summary.lead_time == 120 * MINUTE, f"lead time reads {summary.lead_time}"
+
+
+def test_the_summary_names_freeze_overrides_linked_runs_and_cancelled_schedules() -> None:
+    trail = [
+        event(0, PERSON, "start"),
+        event(0, PERSON, "command:start", override_freeze="INC-1 fix", freeze="INC-1"),
+        event(1, PERSON, "cancel_schedule"),
+        event(2, OTHER, "form:override_freeze", "refused", override_freeze="x", freeze="weekend"),
+        event(3, OTHER, "form:override_freeze", override_freeze="hotfix", freeze="weekend"),
+        event(4, OTHER, "dispatch", "run_not_identified"),
+        event(5, BOT, "attach_run", "gave_up"),
+        event(6, OTHER, "attach_run", run_id=7),
+        gate(30, "canary", "0.001"),
+    ]
+    summary = summarize(ended(120), PLAN, trail, machine=is_machine)
+    assert [(a.actor, a.what, a.said) for a in summary.acts] == [
+        (PERSON, "started", ""),
+        (PERSON, "overrode the freeze (INC-1)", "INC-1 fix"),
+        (PERSON, "cancelled the scheduled dispatch", ""),
+        (OTHER, "overrode the freeze (weekend)", "hotfix"),  # the refused one is not an act
+        (OTHER, "dispatched", ""),
+        (OTHER, "linked the run", ""),
+    ]
 
 
 def test_a_failed_gate_holds_nothing() -> None:

@@ -166,9 +166,35 @@ def test_a_time_the_clocks_go_back_over_is_its_first_occurrence() -> None:
     )  # 02:30 CEST (UTC+2), not 02:30 CET an hour later
 
 
-def test_a_zone_slack_does_not_name_reads_as_utc() -> None:
+def test_a_slack_time_zone_is_read_by_its_name() -> None:
     assert zone_named("Europe/Berlin") == BERLIN
-    assert zone_named(None).key == zone_named("Mars/Olympus").key == "UTC"
+
+
+def test_a_slack_time_zone_unknown_here_is_refused_not_read_as_utc() -> None:
+    with pytest.raises(InvalidCommand, match=r"`Europe/Atlantis`.*offset"):
+        zone = zone_named("Europe/Atlantis")
+        pytest.fail(f"read in {zone.key}")
+
+
+@pytest.mark.parametrize("typed", ["2h", "1h30m", "09:00 2h", "90 min", "tue 09:00 3d"])
+def test_at_refuses_a_duration_saying_how_to_write_a_time(typed: str) -> None:
+    with pytest.raises(InvalidCommand, match="is a duration: --at takes the time") as refused:
+        schedule = start_schedule(typed, now=NOW, zone=BERLIN, by="UANN")
+        pytest.fail(f"--at {typed!r} was scheduled for {schedule.at.astimezone(BERLIN)}")
+    assert '`--at "tue 09:00"`' in refused.value.message
+
+
+@pytest.mark.parametrize("typed", ["09:00 10:00", "9am 10:30", "tomorrow 9am 09:00"])
+def test_at_refuses_text_naming_two_times(typed: str) -> None:
+    with pytest.raises(InvalidCommand, match="names more than one time"):
+        start_schedule(typed, now=NOW, zone=BERLIN, by="UANN")
+
+
+@pytest.mark.parametrize(
+    "typed", ["9:30pm", "2026-12-08T09:00:00+01:00", "tue 09:00+01:00", "dec 8 9am"]
+)
+def test_a_time_with_minutes_seconds_or_an_offset_is_one_time(typed: str) -> None:
+    assert start_schedule(typed, now=NOW, zone=BERLIN, by="UANN").at > NOW
 
 
 @pytest.mark.parametrize(

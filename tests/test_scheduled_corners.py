@@ -199,3 +199,34 @@ async def test_two_approvers_overriding_at_once_override_once_and_the_reason_rea
     assert len(overrides) == 1, thread
     assert "&lt;!channel&gt; see &lt;https://x.example|approved&gt;" in overrides[0]
     assert "<!channel>" not in overrides[0]
+
+
+async def test_a_dispatch_claimed_again_after_a_crash_is_held_when_long_past_its_time(
+    sandbox: Sandbox,
+) -> None:
+    at = await scheduled(sandbox)
+    timers = TimerStore(sandbox.services.database.sessions)
+    await sandbox.stop_bot()
+    # A replica claims the due timer at the time, then is killed (deploy, OOM) before it ends.
+    claimed = await timers.claim_due(
+        now=at + timedelta(seconds=1), owner="killed-replica", lease=timedelta(minutes=2)
+    )
+    assert "scheduled_dispatch" in [t.kind for t in claimed], claimed
+    sandbox.clock.advance(at - sandbox.clock() + timedelta(hours=3))  # back three hours later
+    await sandbox.start_bot()
+    await sandbox.pass_time(timedelta(seconds=5))
+    await fired(sandbox, await sandbox.rollout(), at)  # the scheduler fired it again
+    assert sandbox.github.dispatches == [], "dispatched three hours after the time chosen"
+    said = await told_in_thread(sandbox, "did not go")
+    assert "not running" in said
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
+async def test_users_info_failing_without_json_asks_for_an_offset_not_an_internal_error(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.slack.time_zones[RELEASE_MANAGER] = "Europe/Atlantis"  # the sandbox answers 500
+    said = await sandbox.command(SCHEDULED)
+    assert "Something went wrong" not in said and "give it with an offset" in said, said
+    assert await sandbox.services.rollouts.active() == []
+    assert sandbox.slack.messages(RELEASE_CHANNEL) == []

@@ -296,6 +296,8 @@ async def test_a_blocked_preflight_at_the_time_holds_it(sandbox: Sandbox) -> Non
         ("banana", "`banana` is not a time I can read"),
         ('"tue"', "`tue` names no time of day"),
         ('"09:00 CET"', "`CET` is not a time zone I read"),
+        ("2h", "`2h` is a duration: --at takes the time the dispatch goes"),
+        ('"09:00 10:00"', "names more than one time"),
     ],
 )
 async def test_a_time_that_cannot_be_scheduled_changes_nothing(

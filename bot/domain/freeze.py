@@ -4,9 +4,12 @@ A freeze comes from the plan's calendar (`freezes:`, `bot.domain.plan.freezes`) 
 approver's `/rollout freeze`; a lock is held by one person (`/rollout lock`). While frozen, a
 start or a dispatch is refused naming who froze it, why and until when, unless an approver
 overrides it with a reason (and, when the plan's two-person rule covers `override_freeze`, the
-dispatch of an overridden rollout needs a second approver). A lock refuses everyone else's start
-and dispatch. Neither ever stops a running rollout: promote, roll back and the kill-switch are
-never judged here. The edge words the refusals (`bot.adapters.slack.lane_words`).
+dispatch of an overridden rollout needs a second approver). An override is of the freezes
+in force when it was given (their `Freeze.key`s): it never passes a freeze declared after it,
+one that replaced them, or one in force alongside that it was not given for. A lock refuses
+everyone else's start and dispatch. Neither ever stops a running rollout: promote, roll back
+and the kill-switch are never judged here. The edge words the refusals
+(`bot.adapters.slack.lane_words`).
 """
 
 from __future__ import annotations
@@ -27,23 +30,28 @@ LANE_LOCK = "lock"
 @dataclass(frozen=True)
 class LaneHold:
     """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK
-    or `override:<rollout id>` (an approver's override of a freeze for one rollout)."""
+    or `override:<rollout id>` (an approver's override of a freeze for one rollout; `overrides`
+    holds the `Freeze.key`s of the freezes in force it overrode, one a line)."""
 
     kind: str
     actor: str
     reason: str
     since: datetime
     until: datetime | None = None
+    overrides: str | None = None
 
 
 @dataclass(frozen=True)
 class Freeze:
-    """A freeze in force: by a person (`actor`), or by the calendar entry `calendar`."""
+    """A freeze in force: by a person (`actor`), or by the calendar entry `calendar`. `key`
+    names this one freeze (who froze and since when, or the calendar window), which an
+    override records."""
 
     reason: str
     until: datetime
     actor: str | None = None
     calendar: str | None = None
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,17 @@ def override_kind(rollout_id: str) -> str:
     return f"override:{rollout_id}"
 
 
-def freeze_in_force(
+def freezes_in_force(
     calendar: Sequence[CalendarFreeze], holds: Sequence[LaneHold], now: datetime
-) -> Freeze | None:
-    """The freeze at `now`: of an approver's (while it lasts) and the calendar's windows in
-    force, the one that ends latest (the approver's on a tie)."""
+) -> list[Freeze]:
+    """Every freeze at `now`: the approvers' (while they last) and the calendar's windows."""
     frozen = [
-        Freeze(reason=hold.reason, until=hold.until, actor=hold.actor)
+        Freeze(
+            reason=hold.reason,
+            until=hold.until,
+            actor=hold.actor,
+            key=f"freeze:{hold.actor}:{hold.since.isoformat()}",
+        )
         for hold in holds
         if hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until
     ]
@@ -96,9 +108,37 @@ def freeze_in_force(
         until = entry.covering(now)
         if until is not None:
             frozen.append(
-                Freeze(reason=entry.reason or entry.name, until=until, calendar=entry.name)
+                Freeze(
+                    reason=entry.reason or entry.name,
+                    until=until,
+                    calendar=entry.name,
+                    key=f"calendar:{entry.name}:{until.isoformat()}",
+                )
             )
+    return frozen
+
+
+def freeze_in_force(
+    calendar: Sequence[CalendarFreeze],
+    holds: Sequence[LaneHold],
+    now: datetime,
+    *,
+    rollout_id: str | None = None,
+) -> Freeze | None:
+    """The freeze at `now`: of those in force, the one that ends latest (the approver's on a
+    tie). For the dispatch of `rollout_id`, a freeze its override does not cover comes first
+    (an override never carries it through a freeze it was not given for)."""
+    frozen = freezes_in_force(calendar, holds, now)
+    if rollout_id is not None:
+        kind = override_kind(rollout_id)
+        covered = {key for hold in holds if hold.kind == kind for key in overridden(hold)}
+        frozen = [freeze for freeze in frozen if freeze.key not in covered] or frozen
     return max(frozen, key=lambda freeze: freeze.until, default=None)
+
+
+def overridden(hold: LaneHold) -> list[str]:
+    """The keys of the freezes an override was given for (those in force then)."""
+    return (hold.overrides or "").splitlines()
 
 
 def lock_of(holds: Sequence[LaneHold]) -> LaneHold | None:
@@ -115,9 +155,9 @@ def lane_refusal(
     now: datetime,
 ) -> LaneRefusal | None:
     """Why the release lane refuses `actor` a start (`rollout_id` None) or the dispatch of
-    `rollout_id`, or None. An override of the freeze for the rollout lets its dispatch through
-    while it lasts (`now` before its `until`); with `two_person`, only when another approver
-    dispatches it."""
+    `rollout_id`, or None. An override for the rollout lets its dispatch through while the
+    freeze it overrode is the one in force (`freeze.key`) and it lasts (`now` before its
+    `until`); with `two_person`, only when another approver dispatches it."""
     lock = lock_of(holds)
     if lock is not None and lock.actor != actor:
         return Locked(lock)
@@ -129,7 +169,10 @@ def lane_refusal(
             (
                 hold
                 for hold in holds
-                if hold.kind == kind and hold.until is not None and now < hold.until
+                if hold.kind == kind
+                and freeze.key in overridden(hold)
+                and hold.until is not None
+                and now < hold.until
             ),
             None,
         )

@@ -2,8 +2,9 @@
 
 A period is `<n>d` (the last n days, up to now) or a calendar month `YYYY-MM` (UTC). The
 figures come from each rollout's summary (`bot.domain.rollout_summary`): a rollout succeeded
-when every track completed; its lead time runs from `/rollout start` to 100% (the end of a
-rollout whose every track completed); time held is what its stages waited for a person.
+when every track completed; its lead time runs from its dispatch to 100% (the end of a
+rollout whose every track completed; a scheduled start's wait for its time and the preflight
+before the dispatch are not counted); time held is what its stages waited for a person.
 """
 
 from __future__ import annotations

@@ -112,6 +112,10 @@ class ReleaseContents:
     """Commits of the last release this one lacks: releasing it takes their changes out."""
     unread: str | None = None
     """Why the changes could not be read (the rest of the preflight goes on)."""
+    workflow_ref: str = ""
+    """The ref the dispatch runs the workflow from (the plan's `workflow.ref`): a workflow
+    change is read between the tags, which is not what that ref holds ("" when stored
+    before it was kept)."""
 
 
 def release_contents(
@@ -128,6 +132,7 @@ def release_contents(
         files_capped=len(comparison.files) >= FILES_CAP,
         compare_url=comparison.html_url,
         behind_by=comparison.behind_by,
+        workflow_ref=plan.workflow.ref,
     )
 
 
@@ -159,7 +164,8 @@ def pull_requests(commits: Sequence[ComparedCommit], pulls_url: str) -> tuple[Pu
 
 def risks(files: Sequence[str], plan: RolloutPlan) -> tuple[Risk, ...]:
     """The risky changes among the changed files: the plan's migration files, and the
-    deployment workflow file the bot dispatches."""
+    deployment workflow file the bot dispatches (changed between the tags compared; the
+    dispatch runs it from the plan's `workflow.ref`, which this does not compare)."""
     migrations = tuple(path for path in files if plan.preflight.migrations.applies_to(path))
     workflow = str(PurePosixPath(WORKFLOWS_DIRECTORY) / plan.workflow.file)
     found = []

@@ -3,7 +3,8 @@
 Pure: the rollout, its plan and its recorded events in, a `RolloutSummary` out (the Slack edge
 words it). Stage times: deployed (its window opened, or the track completed there), window end,
 gate decided, promoted. "Held" is the time a stage waited for a person: from its gate's verdict
-to the Promote click (or to the end of its track when nobody promoted it).
+to the Promote click (or to the end of its track when nobody promoted it). The lead time runs
+from the dispatch to the end (a scheduled start's wait for its time is not part of it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.rollout.codec import verdict_from_json
 from bot.domain.rollout.state import Rollout, StopReason, Track, TrackState
 
+OVERRIDE = "override_freeze"
+"""The audit detail of an override of a freeze (`bot.services.lane`), and its act."""
+
 PEOPLES_ACTIONS = {
     "start": "started",
     "confirm_flags": "confirmed the feature flags",
@@ -29,8 +33,12 @@ PEOPLES_ACTIONS = {
     "redeploy": "redeployed",
     "gate": "entered the figures",
     "cancel": "cancelled",
+    "cancel_schedule": "cancelled the scheduled dispatch",
+    "attach_run": "linked the run",
+    OVERRIDE: "overrode the freeze",
 }
-"""The audit actions a person takes that the summary names, in words."""
+"""The audit actions a person takes that the summary names, in words (OVERRIDE: an event
+whose detail says a freeze was overridden, a start's or a form's)."""
 
 
 HOLDS = (Verdict.PASS, Verdict.INCONCLUSIVE)
@@ -106,6 +114,7 @@ class RolloutSummary:
     tag: str
     started_by: str
     started_at: datetime
+    dispatched_at: datetime | None
     ended_at: datetime
     outcomes: tuple[TrackOutcome, ...]
     stages: tuple[StageTimes, ...]
@@ -114,7 +123,8 @@ class RolloutSummary:
 
     @property
     def lead_time(self) -> timedelta:
-        return self.ended_at - self.started_at
+        """From the dispatch (from the start for a rollout without one) to the end."""
+        return self.ended_at - (self.dispatched_at or self.started_at)
 
     @property
     def held(self) -> timedelta:
@@ -153,6 +163,7 @@ def summarize(
         tag=rollout.tag,
         started_by=rollout.started_by,
         started_at=rollout.created_at,
+        dispatched_at=rollout.dispatched_at,
         ended_at=rollout.ended_at,
         outcomes=tuple(
             TrackOutcome(plan.track(t.name).label, t.state, t.ended_reason) for t in rollout.tracks
@@ -160,7 +171,7 @@ def summarize(
         stages=tuple(s for t in rollout.tracks for s in _stage_times(t, plan, ok)),
         verdicts=verdicts,
         acts=tuple(
-            _act(e, plan) for e in ok if e.action in PEOPLES_ACTIONS and not machine(e.actor)
+            _act(e, plan) for e in ok if _action(e) in PEOPLES_ACTIONS and not machine(e.actor)
         ),
     )
 
@@ -175,7 +186,7 @@ def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     for e in events:
         if e.action == "gate":
             gates[e.track] = gates.get(e.track, 0) + 1
-        elif e.action in PEOPLES_ACTIONS and e.result not in DONE:
+        elif _action(e) in PEOPLES_ACTIONS and e.result not in DONE:
             continue
         if e.action == "promote":
             key = (e.track, gates.get(e.track, 0))
@@ -220,10 +231,21 @@ def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) ->
     return times
 
 
+def _action(event: Recorded) -> str:
+    """The act `event` records: OVERRIDE when it overrode a freeze, else its action."""
+    return OVERRIDE if (event.detail or {}).get(OVERRIDE) else event.action
+
+
 def _act(event: Recorded, plan: RolloutPlan) -> PersonAct:
     detail = event.detail or {}
-    what = PEOPLES_ACTIONS[event.action]
+    action = _action(event)
+    what = PEOPLES_ACTIONS[action]
+    if action == OVERRIDE:
+        what += f" ({detail.get('freeze')})" if detail.get("freeze") else ""
+        said = str(detail[OVERRIDE])
+    else:
+        said = str(detail.get("reason") or "")
     if detail.get("override"):
         what += " (override)"
     track = plan.track(event.track).label if event.track else None
-    return PersonAct(event.at, event.actor, what, track, str(detail.get("reason") or ""))
+    return PersonAct(event.at, event.actor, what, track, said)

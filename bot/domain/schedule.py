@@ -38,6 +38,15 @@ _INFO = parser.parserinfo()
 # Two numbers joined by `/`, `.` or `-` that are not an ISO date's or a time's parts (`08/12`).
 _NUMERIC_DAY_MONTH = re.compile(r"(?<![0-9:/.-])[0-9]{1,2}[/.-][0-9]{1,2}(?![0-9:])")
 _OFFSET_ZONE = re.compile(r"UTC[+-][0-9]{2}:[0-9]{2}")
+# A duration (`2h`, `1h30m`, `90 min`), which `--at` would otherwise read as a clock time.
+_DURATION = re.compile(
+    r"(?<![A-Za-z0-9:])[0-9]+ ?(?:h|hrs?|hours?|m|mins?|minutes?|s|d|days?|w|weeks?)(?![A-Za-z])",
+    re.IGNORECASE,
+)
+# A time of day (`09:00`, `9am`), not an offset's (`+01:00`) nor a time's seconds.
+_CLOCK_TIME = re.compile(
+    r"(?<![0-9:+-])[0-9]{1,2}:[0-9]{2}|(?<![0-9:])[0-9]{1,2} ?(?:am|pm)\b", re.IGNORECASE
+)
 
 
 class ZoneNeeded(InvalidCommand):
@@ -116,14 +125,22 @@ def start_schedule(text: str, *, now: datetime, zone: ZoneInfo | None, by: str) 
 
 def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     """When `text` (as a person in `zone` means it at `now`) is, in that zone or the offset
-    the text names. Raises InvalidCommand
-    saying why for an unreadable text, a time without an hour, a numeric day and month, two
-    weekdays, a past time, or one more than MAX_AHEAD away. A time that names an offset
-    (`09:00+01:00`, `09:00 UTC`) keeps it; without `zone`, only such a time is read (else
-    ZoneNeeded)."""
+    the text names. Raises InvalidCommand saying why for an unreadable text, a duration
+    (`2h`), two times, a time without an hour, a numeric day and month, two weekdays, a past
+    time, or one more than MAX_AHEAD away. A time that names an offset (`09:00+01:00`,
+    `09:00 UTC`) keeps it; without `zone`, only such a time is read (else ZoneNeeded)."""
     words = text.strip().split(maxsplit=1)
     if not words:
         raise InvalidCommand(f"--at needs a time: {EXAMPLES}.")
+    duration = _DURATION.search(text)
+    if duration is not None:
+        raise InvalidCommand(
+            f"`{shown(duration.group())}` is a duration: --at takes the time the dispatch goes, "
+            f"read in your time zone ({EXAMPLES}); to wait two hours, give the time two hours "
+            "from now."
+        )
+    if len(_CLOCK_TIME.findall(text)) > 1:
+        raise InvalidCommand(f"`{shown(text)}` names more than one time: give one, {EXAMPLES}.")
     if _NUMERIC_DAY_MONTH.search(text):
         raise InvalidCommand(
             f"`{shown(text)}` could be day/month or month/day: name the month "
@@ -201,11 +218,13 @@ def _offset(name: str | None, offset: int | None) -> int | None:
     )
 
 
-def zone_named(name: str | None) -> ZoneInfo:
-    """The IANA zone Slack gave for a person (`Europe/Berlin`), UTC when none or unknown."""
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-            pass
-    return ZoneInfo("UTC")
+def zone_named(name: str) -> ZoneInfo:
+    """The IANA zone Slack gave for a person (`Europe/Berlin`). Raises InvalidCommand when
+    this host's time zone database does not know it (never read as UTC instead)."""
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        raise InvalidCommand(
+            f"Slack gives your time zone as `{shown(name)}`, which this bot's time zone "
+            'database does not know: give the time with an offset, `--at "tue 09:00+01:00"`.'
+        ) from None

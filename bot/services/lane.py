@@ -19,6 +19,7 @@ from bot.domain.freeze import (
     LaneHold,
     LaneRefusal,
     freeze_in_force,
+    freezes_in_force,
     lane_refusal,
     lock_of,
     override_kind,
@@ -32,7 +33,9 @@ class LaneHolds(Protocol):
     """The port of the release lane's freezes, lock and overrides (`storage.lane_holds`)."""
 
     async def current(self) -> list[LaneHold]: ...
-    async def take(self, hold: LaneHold, *, replace: bool = False) -> LaneHold: ...
+    async def take(
+        self, hold: LaneHold, *, replace: bool = False, later: bool = False
+    ) -> LaneHold: ...
     async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None: ...
 
     # Here rather than in ports.py, which is at the 400-line limit.
@@ -93,7 +96,7 @@ class ReleaseLane:
         `rollout_id`, or None. The lock is judged now; the freeze now, or for a start scheduled
         `at` a later time, as it is known now to be then."""
         holds, now = await self.holds.current(), self._clock()
-        freeze = freeze_in_force(self._plan.freezes, holds, at or now)
+        freeze = freeze_in_force(self._plan.freezes, holds, at or now, rollout_id=rollout_id)
         refused = lane_refusal(
             actor=actor,
             freeze=None if override is not None else freeze,
@@ -140,12 +143,21 @@ class ReleaseLane:
     async def override_for(
         self, *, rollout_id: str, actor: str, reason: str, at: datetime | None = None
     ) -> Freeze | None:
-        """Record an approver's override of the freeze in force for one rollout (its dispatch
-        then passes; for a dispatch scheduled `at` a later time, the freeze known then): the
-        freeze overridden, or None when nothing is frozen."""
+        """Record an approver's override of the freezes in force for one rollout (its dispatch
+        then passes while one of them is the freeze judged; for a dispatch scheduled `at` a
+        later time, those known then): the freeze overridden that ends latest, or None when
+        nothing is frozen."""
         now = self._clock()
-        freeze = freeze_in_force(self._plan.freezes, await self.holds.current(), at or now)
+        frozen = freezes_in_force(self._plan.freezes, await self.holds.current(), at or now)
+        freeze = max(frozen, key=lambda each: each.until, default=None)
         if freeze is not None:
-            hold = LaneHold(override_kind(rollout_id), actor, reason, since=now, until=freeze.until)
+            hold = LaneHold(
+                override_kind(rollout_id),
+                actor,
+                reason,
+                since=now,
+                until=freeze.until,
+                overrides="\n".join(each.key for each in frozen),
+            )
             await self.holds.take(hold, replace=True)
         return freeze

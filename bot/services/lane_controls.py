@@ -37,6 +37,15 @@ NO_TIME_ZONE = (
 
 
 @dataclass(frozen=True)
+class Froze:
+    """A `/rollout freeze`: the freeze `asked`, and the one `in_force` afterwards (a freeze
+    already in force that ends later, when it is not `asked`)."""
+
+    asked: LaneHold
+    in_force: LaneHold
+
+
+@dataclass(frozen=True)
 class LaneControls:
     """`/rollout start`, `freeze`, `unfreeze`, `lock` and `unlock`, by approvers, each audited."""
 
@@ -130,15 +139,26 @@ class LaneControls:
         told = FreezeOverridden(origin.actor, rollout.tag, reason, freeze)
         await self.rollouts.effects.tell(rollout, told)
 
-    async def freeze(self, origin: Origin, *, until: str, reason: str) -> LaneHold:
+    async def freeze(self, origin: Origin, *, until: str, reason: str) -> Froze:
+        """Freeze the lane until `until`, unless a freeze in force ends later: a freeze is
+        never shortened by another (only `/rollout unfreeze` ends it early)."""
         async with self.access.audited(origin, Control.FREEZE):
             await self._admitted(origin, Control.FREEZE)
             now = self.clock()
-            hold = LaneHold(LANE_FREEZE, origin.actor, reason, now, freeze_end(until, now))
+            asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, freeze_end(until, now))
+            assert asked.until is not None
+            in_force = await self.lane.holds.take(asked, later=True)
+            assert in_force.until is not None
             current = current_entry.get()
             if current is not None:
-                current.detail.update(until=hold.until.isoformat() if hold.until else None)
-            return await self.lane.holds.take(hold, replace=True)
+                current.detail.update(reason=reason, until=asked.until.isoformat())
+                if in_force != asked:
+                    current.detail.update(
+                        kept_freeze=in_force.reason,
+                        kept_by=in_force.actor,
+                        kept_until=in_force.until.isoformat(),
+                    )
+            return Froze(asked, in_force)
 
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):
@@ -150,7 +170,14 @@ class LaneControls:
             )
             # Decided before anything is removed: a refused unfreeze changes nothing.
             removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
-            if removed is None:
+            if removed is not None:
+                current = current_entry.get()
+                if current is not None:
+                    until = removed.until.isoformat() if removed.until else None
+                    current.detail.update(
+                        lifted_by=removed.actor, lifted_reason=removed.reason, lifted_until=until
+                    )
+            else:
                 state = await self.lane.state()
                 calendar = state.freeze.calendar if state.freeze is not None else None
                 raise InvalidCommand(
@@ -165,6 +192,9 @@ class LaneControls:
     async def lock(self, origin: Origin, *, reason: str) -> LaneHold:
         async with self.access.audited(origin, Control.LOCK):
             await self._admitted(origin, Control.LOCK)
+            current = current_entry.get()
+            if current is not None:
+                current.detail.update(reason=reason)
             hold = LaneHold(LANE_LOCK, origin.actor, reason, self.clock())
             held = await self.lane.holds.take(hold)
             if held.actor != origin.actor:

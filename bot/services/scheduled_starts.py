@@ -8,10 +8,12 @@ bot as actor). It goes only if every check is clear, the lane lets the starter t
 freeze without their override, nobody else's lock) and the plan's two-person rule does not
 need a second approver and the starter is still an approver; otherwise the card and the
 thread say why and the preflight waits for a person, as any preflight does. A time long past
-when the timer first fires (the bot was down) is held, not dispatched; so is a dispatch GitHub
-refuses (its answer said), never retried. Whoever dispatches first consumes the schedule
-(`bot.domain.rollout.begin_dispatch`), and the scheduled dispatch goes only while its schedule
-is still pending, judged under the rollout's lock.
+(the bot was down, or a replica died while firing it and the bot came back later) is held, not
+dispatched: every attempt is judged against the schedule's time, allowing for the retries'
+backoff; so is a dispatch GitHub refuses (its answer said), never retried. Whoever
+dispatches first consumes the schedule (`bot.domain.rollout.begin_dispatch`), and the
+scheduled dispatch goes only while its schedule is still pending, judged under the rollout's
+lock.
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ from bot.services.ports import Clock
 from bot.services.records import BOT, Timer
 from bot.services.requests import Origin, Via, current_entry
 from bot.services.rollouts import RolloutService
+from bot.services.scheduler import Backoff
 
 log = logging.getLogger(__name__)
 
 LATE = timedelta(minutes=15)
 """How late a scheduled dispatch may still go (a bot back from an outage later than this
-holds it for a person instead of dispatching at a time nobody chose)."""
+holds it for a person instead of dispatching at a time nobody chose); a retry may be later by
+the scheduler's backoff before it (`RETRIES`)."""
+
+RETRIES = Backoff()
+"""The scheduler's backoff between a timer's attempts (`bot.bootstrap` keeps its default)."""
 
 
 class DispatchHeld(RolloutError):
@@ -80,8 +87,7 @@ class ScheduledStarts:
                     entry = current_entry.get()
                     if entry is not None:
                         entry.detail.update(at=at.isoformat())
-                    if timer.attempts <= 1:  # a retry is late by its backoff, not an outage
-                        await self._hold_if_late(rollout, at)
+                    await self._hold_if_late(rollout, at, attempt=timer.attempts)
                     attempt = _Attempt()
                     await self._rollouts.effects.serialised(
                         rollout.id, lambda: self._fire(origin, rollout.id, at, attempt)
@@ -157,10 +163,11 @@ class ScheduledStarts:
         except GitHubError as refused:  # a dispatch GitHub refuses is refused again: held
             await self._hold(checked, Held(error=f"GitHub refused it: {refused.message}"))
 
-    async def _hold_if_late(self, rollout: Rollout, at: datetime) -> None:
-        """Hold a dispatch fired long after its time (the bot was down), before any recheck."""
+    async def _hold_if_late(self, rollout: Rollout, at: datetime, *, attempt: int) -> None:
+        """Hold a dispatch fired long after its time (the bot was down), before any recheck:
+        on every attempt, later than LATE plus the backoff of the retries before it."""
         late = self._clock() - at
-        if late > LATE:
+        if late > LATE + RETRIES.longest(attempt):
             minutes = int(late.total_seconds() // 60)
             reason = f"the bot was not running then (it is back {minutes} minutes late)"
             await self._hold(rollout, Held(error=reason))

@@ -78,6 +78,12 @@ class Backoff:
         ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2.0 ** (attempt - 1))
         return timedelta(seconds=floor + max(ceiling - floor, 0.0) * rng.random())
 
+    def longest(self, attempt: int) -> timedelta:
+        """The longest the retries before attempt `attempt` can have waited in all."""
+        return sum(
+            (min(self.cap, self.base * 2 ** (n - 1)) for n in range(1, attempt)), timedelta()
+        )
+
 
 @dataclass(frozen=True)
 class Retention:

@@ -30,6 +30,10 @@ _SOURCE = {
 }
 
 
+NO_PULLS = "no merged pull requests found in the commit subjects"
+"""Pull requests are read from commit subjects only, so none found is not none merged."""
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
@@ -50,19 +54,27 @@ def summary(contents: ReleaseContents) -> str:
             f"*{_plural(contents.behind_by, 'commit')} behind* `{escape(contents.since.tag)}`: "
             "releasing it takes out what those brought."
         )
-    pulls = _plural(len(contents.pull_requests), "pull request")
-    if contents.commits_capped:
-        pulls = f"at least {pulls}"
-    parts = [
-        f"*{_plural(contents.total_commits, 'commit')}, {pulls}* since "
-        f"`{escape(contents.since.tag)}`"
-    ]
+    commits = _plural(contents.total_commits, "commit")
+    if contents.pull_requests:
+        pulls = _plural(len(contents.pull_requests), "pull request")
+        if contents.commits_capped:
+            pulls = f"at least {pulls}"
+        parts = [f"*{commits}, {pulls}* since `{escape(contents.since.tag)}`"]
+    else:  # a rebase merge leaves no subject to read: none found is not none merged
+        parts = [f"*{commits}* since `{escape(contents.since.tag)}` ({NO_PULLS})"]
     for risk in contents.risks:
         if risk.kind is RiskKind.MIGRATION:
             parts.append(f":warning: {_plural(len(risk.paths), 'migration')}")
         else:
-            parts.append(":warning: workflow changed")
+            parts.append(f":warning: workflow file changed in these commits{_run_from(contents)}")
     return " · ".join(parts)
+
+
+def _run_from(contents: ReleaseContents) -> str:
+    """Where the dispatch runs the workflow from, which the comparison of the tags is not."""
+    if not contents.workflow_ref:
+        return ""
+    return f" (the dispatch runs it from `{escape(contents.workflow_ref)}`, not from the tag)"
 
 
 def pull_request_line(pull: PullRequest) -> str:
@@ -109,11 +121,19 @@ def contents_modal(contents: ReleaseContents) -> ViewJson:
     risky = [
         f":warning: *{'Migrations' if risk.kind is RiskKind.MIGRATION else 'Workflow'}*: "
         + ", ".join(f"`{escape(path)}`" for path in risk.paths)
+        + (
+            ""
+            if risk.kind is RiskKind.MIGRATION
+            else f" changed in these commits{_run_from(contents)}"
+        )
         for risk in contents.risks
     ]
     pulls = [pull_request_line(pull) for pull in contents.pull_requests]
     if not pulls and contents.since is not None and contents.unread is None:
-        pulls = ["No merged pull request among these commits."]
+        pulls = [
+            f"{NO_PULLS.capitalize()}: they are read from merge commits and squashes' `(#12)`, "
+            "and a rebase merge leaves neither."
+        ]
     blocks: list[Block] = [section(summary(contents)), *sections(risky), *sections(pulls)]
     if notes := _small_print(contents):
         blocks.append(context(" ".join(notes)))

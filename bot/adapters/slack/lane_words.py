@@ -56,11 +56,21 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     )
 
 
-def frozen_answer(hold: LaneHold) -> str:
-    assert hold.until is not None  # a freeze always ends
+def frozen_answer(asked: LaneHold, in_force: LaneHold) -> str:
+    """A `/rollout freeze`: the freeze `asked`, or, when a freeze `in_force` ends later, that
+    it stays (a freeze is never shortened by another)."""
+    assert asked.until is not None and in_force.until is not None  # a freeze always ends
+    if in_force != asked:
+        return (
+            f":snowflake: The freeze by {person(in_force.actor)} until "
+            f"{slack_time(in_force.until)} stays in force: {in_force.reason}. "
+            f"{person(asked.actor)}'s freeze until {slack_time(asked.until)} ({asked.reason}) "
+            "ends before it, so it changes nothing: a freeze is never shortened by another "
+            "(`/rollout unfreeze` lifts it)."
+        )
     return (
-        f":snowflake: {person(hold.actor)} froze deploys until {slack_time(hold.until)}: "
-        f"{hold.reason}. `start` and `dispatch` are refused; running rollouts go on."
+        f":snowflake: {person(asked.actor)} froze deploys until {slack_time(asked.until)}: "
+        f"{asked.reason}. `start` and `dispatch` are refused; running rollouts go on."
     )
 
 

@@ -53,7 +53,7 @@ def time_zone(slack: AsyncWebClient) -> Callable[[str], Awaitable[str | None]]:
         try:
             answer = await slack.users_info(user=user)
         except SlackApiError as error:
-            log.warning("users.info %s: %s", user, error.response.get("error"))
+            log.warning("users.info %s: %s", user, _slack_error(error))
             return None
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("users.info %s: %s", user, type(error).__name__)
@@ -65,4 +65,13 @@ def time_zone(slack: AsyncWebClient) -> Callable[[str], Awaitable[str | None]]:
 
 
 def _unknown(method: str, name: str, error: SlackApiError) -> LookupError:
-    return LookupError(f"{method} {name}: {error.response.get('error')}")
+    return LookupError(f"{method} {name}: {_slack_error(error)}")
+
+
+def _slack_error(error: SlackApiError) -> str:
+    """Slack's `error` when it answered JSON; else its HTTP status (a 5xx from its edge has
+    no JSON body, and reading one from it raises)."""
+    data = error.response.data
+    if isinstance(data, dict):
+        return str(data.get("error"))
+    return f"HTTP {error.response.status_code}"

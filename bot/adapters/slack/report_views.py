@@ -29,7 +29,7 @@ def _lines(report: PeriodReport) -> list[str]:
     lines = [
         title,
         f"• {report.rollouts} rollout(s), {report.succeeded} to 100%: success rate {rate:.0%}",
-        "• lead time start to 100%: "
+        "• lead time dispatch to 100%: "
         + (
             f"median {span(report.lead_median)}, p90 {span(report.lead_p90)}"
             if report.lead_median is not None and report.lead_p90 is not None

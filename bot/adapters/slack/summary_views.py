@@ -19,10 +19,16 @@ def span(duration: timedelta) -> str:
 def summary_text(summary: RolloutSummary) -> str:
     """The whole report: outcome, stages, verdicts, people, time held, lead time."""
     outcome = "completed" if summary.succeeded else "ended"
+    since, dispatched = "", ""
+    if summary.dispatched_at is not None:  # the lead time runs from the dispatch
+        since, dispatched = (
+            " from its dispatch",
+            f"dispatched {slack_time(summary.dispatched_at)}, ",
+        )
     lines = [
-        f"*Report of `{summary.tag}`*: {outcome} in {span(summary.lead_time)} "
+        f"*Report of `{summary.tag}`*: {outcome} in {span(summary.lead_time)}{since} "
         f"(started {slack_time(summary.started_at)} by {person(summary.started_by)}, "
-        f"ended {slack_time(summary.ended_at)}); held waiting for a person "
+        f"{dispatched}ended {slack_time(summary.ended_at)}); held waiting for a person "
         f"{span(summary.held)}.",
         *(f"• {o.track}: {ended_words(o.state)}{_why(o.reason)}" for o in summary.outcomes),
         "*Stages*",
