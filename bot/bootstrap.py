@@ -289,6 +289,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             wake=wake,
             owner=owner,
             telemetry=telemetry,
+            sweep=services.controls.unfollowed.sweep if services.controls.unfollowed else None,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
         scheduler.start()

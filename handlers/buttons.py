@@ -1,5 +1,5 @@
 """Buttons on the rollout cards and the forms they open (figures, custom extension, redeploy,
-link a run, the reason to override a freeze for a refused Dispatch).
+link a run, the reason to override a freeze for a refused Dispatch or Adopt).
 
 Each click is acknowledged at once, its payload and typed value validated, and one control
 called (`bot.services.controls`: channel, approver, stale card, two-person rule, exactly once,
@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.slack import contents_view, control_views, figures_modal
 from bot.adapters.slack.actions import (
     Action,
+    AdoptOverrideMetadata,
     ButtonValue,
     Callback,
     ExtendMetadata,
@@ -38,6 +39,7 @@ from bot.adapters.slack.actions import (
 from bot.adapters.slack.blocks import ViewJson
 from bot.adapters.slack.rollout_card import EXTEND_STEP
 from bot.domain.controls import CardRef, Control
+from bot.domain.errors import InvalidCommand
 from bot.services.catalog import Services
 from bot.services.controls import ControlService
 from bot.services.requests import Origin
@@ -189,7 +191,13 @@ _FOREIGN_FORM = "This form was not made by this bot (or by an older version): op
 
 
 Metadata = TypeVar(
-    "Metadata", FiguresMetadata, ExtendMetadata, RedeployMetadata, LinkMetadata, OverrideMetadata
+    "Metadata",
+    FiguresMetadata,
+    ExtendMetadata,
+    RedeployMetadata,
+    LinkMetadata,
+    OverrideMetadata,
+    AdoptOverrideMetadata,
 )
 Typed = TypeVar("Typed")
 
@@ -269,7 +277,24 @@ SUBMISSIONS: dict[Callback, Submission[Any, Any]] = {
         ),
         control=Control.OVERRIDE_FREEZE,
     ),
+    Callback.OVERRIDE_ADOPT: Submission(
+        AdoptOverrideMetadata,
+        control_views.parse_reason,
+        control_views.REASON_BLOCK,
+        lambda controls, origin, meta, reason: _adopt_overriding(controls, origin, meta, reason),
+        control=Control.ADOPT,
+    ),
 }
+
+
+async def _adopt_overriding(
+    controls: ControlService, origin: Origin, meta: AdoptOverrideMetadata, reason: str
+) -> object:
+    """The Override freeze… form of a refused Adopt: adopt the run through the freeze."""
+    runs = controls.unfollowed
+    if runs is None:
+        raise InvalidCommand("This bot answers runs it did not start only as a GitHub App.")
+    return await runs.adopt(origin, meta.run_id, override=reason)
 
 
 def _submitted(services: Services, submission: Submission[Any, Any]) -> Listener:

@@ -77,7 +77,10 @@ def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[BlockJson
             text, with_help=isinstance(error, InvalidCommand) and error.with_help
         )
         if isinstance(error, LaneClosed) and error.overridable and body.get("actions"):
-            blocks += lane_words.override_button(str(body["actions"][0].get("value", "")))
+            clicked = body["actions"][0]
+            blocks += lane_words.override_button(
+                str(clicked.get("action_id", "")), str(clicked.get("value", ""))
+            )
     elif isinstance(error, TRANSIENT):
         log.warning("handling %s was interrupted: %s", what, error_summary(error))
         text = INTERRUPTED

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, or_, select, update
+from sqlalchemy import ColumnElement, String, cast, delete, exists, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
 from storage.db import from_row, insert_new
-from storage.models import GitHubDeliveryRow
+from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
 
 
@@ -68,6 +68,23 @@ class ProtectionRuleStore:
     async def open_for_run(self, run_id: int) -> list[RuleRequest]:
         """The run's requests nobody answered yet, oldest first."""
         return [r for r in await self.for_run(run_id) if r.open]
+
+    async def without_timer(self, prefix: str) -> list[RuleRequest]:
+        """The open requests of runs no rollout follows and no timer `<prefix>:<run id>`
+        waits for, oldest first: one query on the open requests' partial index, each looked
+        up by the timers' unique key and the rollouts' run id index."""
+        key = literal(f"{prefix}:") + cast(Row.run_id, String)
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(Row)
+                .where(
+                    Row.answer.is_(None),
+                    ~exists().where(TimerRow.key == key),
+                    ~exists().where(RolloutRow.run_id == Row.run_id),
+                )
+                .order_by(Row.requested_at, Row.id)
+            )
+            return [from_row(RuleRequest, row) for row in rows]
 
     async def for_run(self, run_id: int) -> list[RuleRequest]:
         """Every request of the run the bot holds, answered or not, oldest first."""

@@ -45,11 +45,13 @@ class RolloutRepository:
         rollout_id: str | None = None,
         message_ts: str | None = None,
         context: Mapping[str, Any] | None = None,
+        run: tuple[int, str | None] | None = None,
         outbox: Sequence[NewMessage] = (),
         timers: Sequence[NewTimer] = (),
     ) -> RolloutRecord:
         """Store a new rollout with its tracks and stages (and the messages that tell of it,
-        and its timers) in one transaction.
+        and its timers) in one transaction; `run`: the run (id, url) it follows already (an
+        adopted run).
 
         Raises TrackBusy when one of its tracks already has an open rollout (also when
         another replica opened it a moment ago).
@@ -67,6 +69,8 @@ class RolloutRepository:
                         state=state,
                         plan=dict(plan),
                         context=dict(context) if context is not None else None,
+                        run_id=run[0] if run is not None else None,
+                        run_url=run[1] if run is not None else None,
                         created_at=now,
                         updated_at=now,
                         version=1,

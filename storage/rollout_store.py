@@ -83,6 +83,7 @@ class RolloutStore:
                 now=rollout.created_at,
                 message_ts=rollout.message_ts,
                 context=_context(rollout),
+                run=None if rollout.run_id is None else (rollout.run_id, rollout.run_url),
                 outbox=outbox,
                 timers=timers,
             )

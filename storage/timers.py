@@ -10,17 +10,18 @@ clock is always passed in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services.records import Timer
+from bot.services.records import NewMessage, Timer
 from storage.db import from_row, insert_new
 from storage.leases import LeasedRows
 from storage.models import TimerRow
+from storage.outbox import enqueue
 
 
 def _pending() -> ColumnElement[bool]:
@@ -45,10 +46,13 @@ class TimerStore:
         now: datetime,
         rollout_id: str | None = None,
         payload: Mapping[str, Any] | None = None,
+        outbox: Sequence[NewMessage] = (),
     ) -> Timer:
-        """Schedule a timer once per key: a second call returns the stored one unchanged."""
+        """Schedule a timer once per key: a second call returns the stored one unchanged.
+        `outbox`: what the channel is told of it, written in the same transaction by the call
+        that wrote the timer only."""
         async with self._sessions.begin() as session:
-            await session.execute(
+            written = await session.execute(
                 insert_new(
                     session,
                     TimerRow,
@@ -64,9 +68,35 @@ class TimerStore:
                     unique=TimerRow.key,
                 )
             )
+            if getattr(written, "rowcount", 0) == 1:
+                await enqueue(session, outbox, now=now)
             row = await session.scalar(select(TimerRow).where(TimerRow.key == key))
             assert row is not None
             return _timer(row)
+
+    async def settle(
+        self,
+        *,
+        key: str,
+        payload: Mapping[str, Any],
+        now: datetime,
+        cancel: bool = False,
+        outbox: Sequence[NewMessage] = (),
+    ) -> None:
+        """Record in the timer's payload what became of what it waits for (cancelling it, if
+        still pending, when `cancel`), with `outbox`, what the channel is told of it, in one
+        transaction."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(TimerRow).where(TimerRow.key == key).values(payload=dict(payload))
+            )
+            if cancel:
+                await session.execute(
+                    update(TimerRow)
+                    .where(TimerRow.key == key, _pending())
+                    .values(cancelled_at=now, claimed_by=None, lease_until=None)
+                )
+            await enqueue(session, outbox, now=now)
 
     async def get(self, *, key: str) -> Timer | None:
         async with self._sessions() as session:

@@ -10,6 +10,8 @@ from replicas import replica_sessions
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.services.records import NewMessage
+from storage.outbox import OutboxStore
 from storage.timers import Timer, TimerStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -29,6 +31,25 @@ async def _window(timers: TimerStore, key: str, due_in: timedelta) -> Timer:
         now=NOW,
         payload={"track": "relay", "stage": "canary-5"},
     )
+
+
+async def test_a_timer_and_what_it_tells_are_written_together_once(
+    timers: TimerStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """The card of a run nobody follows goes with its default answer's timer: written by the
+    call that wrote the timer, in its transaction; never by a second call."""
+    card = NewMessage(kind="unfollowed_run", channel_id="C1", payload={"run_id": 7})
+    for minutes in (0, 1):
+        await timers.schedule(
+            key="unfollowed_run:7",
+            kind="unfollowed_run",
+            due_at=NOW + timedelta(minutes=30),
+            now=NOW + timedelta(minutes=minutes),
+            outbox=[card],
+        )
+
+    claimed = await OutboxStore(session_factory).claim(now=NOW, owner="a", lease=LEASE)
+    assert [(m.kind, m.payload) for m in claimed] == [("unfollowed_run", {"run_id": 7})]
 
 
 async def test_scheduling_a_key_twice_keeps_the_first(timers: TimerStore) -> None:

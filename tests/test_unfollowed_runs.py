@@ -17,15 +17,19 @@ from figures import two_serve_processes
 from sandbox_views import dispatched
 from test_cli import full_env
 from test_exactly_once import APPROVERS_ENV
+from test_freeze_sandbox import typed_reason
 from test_protection_rules import answers, app_box, both_held
 
-from bot.adapters.slack.notifier import RUN_EVENT
+from bot.adapters.slack.control_views import REASON_BLOCK
+from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
+from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
+from storage.protection_rules import ProtectionRuleStore
 
 
 def test_the_settings_default_to_reject_after_30_minutes_and_refuse_other_answers(
@@ -64,23 +68,53 @@ def first_stages(box: Sandbox) -> list[tuple[str, str]]:
     return sorted(a for a in answers(box) if a[0] in {"relay-canary-5", "desktop-internal"})
 
 
-async def started_on_github(box: Sandbox) -> tuple[int, ChannelMessage]:
-    """A run dispatched on github.com by @octocat, and its card once posted."""
-    run_id = box.github.create_foreign_run(actor="octocat")
+TAG = "v2.0.0"
+"""The release tag the runs started on github.com run on (a tag is their ref)."""
+
+
+async def started_on_github(box: Sandbox, ref: str = TAG) -> tuple[int, ChannelMessage]:
+    """A run dispatched on github.com by @octocat on `ref`, and its card once posted."""
+    box.github.refs.add(ref)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=ref)
     await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
     (card,) = run_cards(box)
     return run_id, card
+
+
+def rollout_cards(box: Sandbox) -> list[ChannelMessage]:
+    """The preflight and rollout cards in the release channel."""
+    return [
+        m
+        for m in box.slack.messages(RELEASE_CHANNEL)
+        if (m.metadata or {}).get("event_type") == CARD_EVENT
+    ]
+
+
+def adopt_dialog(card: ChannelMessage) -> str:
+    """The text of the confirm dialog Slack shows before Adopt acts."""
+    (adopt,) = [
+        element
+        for block in card.blocks
+        if block["type"] == "actions"
+        for element in block["elements"]
+        if element["action_id"] == "adopt_run"
+    ]
+    return str(adopt["confirm"]["text"]["text"])
 
 
 async def test_a_run_started_on_github_is_adopted_and_gated_to_the_end(box: Sandbox) -> None:
     run_id, card = await started_on_github(box)
     assert f"Run {run_id} of Deployment Strategy, dispatched by @octocat on GitHub" in card.text
     assert answers(box) == []  # not approved silently
+    # The feature flags: the adopter confirms them in the dialog (no --flags-ready).
+    assert "you confirm that the release's feature flags are ready" in adopt_dialog(card)
 
     assert await box.click("adopt_run", message=card) is None
 
     rollout = await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert rollout.run_id == run_id
+    assert (rollout.run_id, rollout.tag) == (run_id, TAG)
+    flags = rollout.preflight.flags
+    assert (flags.confirmed_by, flags.detail) == (RELEASE_MANAGER, f"by adopting run {run_id}")
     for _ in range(2):
         await both_held(box)
         assert "Promoted" in await box.command("promote")
@@ -157,8 +191,26 @@ async def test_adopt_is_refused_while_the_preflight_blocks(box: Sandbox) -> None
     refused = await box.click("adopt_run", message=card)
 
     assert refused is not None and "was not adopted: its preflight blocks" in refused
-    assert "0002_drop.sql" in refused
+    assert "0002_drop.sql" in refused and "Nothing was changed" in refused
     assert answers(box) == []
+    # Nothing is left behind: no rollout holds the tracks, no preflight card was posted.
+    assert await box.services.rollouts.history() == []
+    assert rollout_cards(box) == []
+    assert "Preflight" in await box.command(f"start {TAG} --flags-ready")  # the tracks are free
+    await box.slack.wait_for(lambda: len(rollout_cards(box)) == 1, timeout=30)
+
+
+async def test_a_run_on_a_branch_is_not_adopted_as_a_release(box: Sandbox) -> None:
+    """`main` is where the workflow runs, not a release tag: Adopt says what to do instead."""
+    run_id, card = await started_on_github(box, ref="main")
+    assert "`main` is not a release tag, so Adopt is refused" in card.rendered
+
+    refused = await box.click("adopt_run", message=card)
+
+    assert refused is not None
+    assert f"Run {run_id} runs on `main`, which is not a release tag" in refused
+    assert "Reject it, or start the release's tag with `/rollout start <tag>`" in refused
+    assert answers(box) == [] and await box.services.rollouts.history() == []
 
 
 async def test_an_approve_default_rejects_while_deploys_are_frozen(
@@ -190,6 +242,56 @@ async def test_adopt_is_refused_to_a_non_approver_and_while_frozen(box: Sandbox)
 
     assert answers(box) == []
     assert (await box.services.rollouts.active()) == []
+
+
+async def test_an_approver_overrides_the_freeze_and_adopts_the_run(box: Sandbox) -> None:
+    """As under a refused Dispatch: Override freeze…, a reason, and the run is adopted; the
+    override is said in the rollout's thread and kept in the audit trail."""
+    run_id, card = await started_on_github(box)
+    assert "froze deploys" in await box.command("freeze 2h INC-123 investigation")
+    refused = await box.click("adopt_run", message=card)
+    assert refused is not None and "click *Override freeze…* below with a reason" in refused
+    (answer,) = [e for e in box.slack.ephemerals(user=RELEASE_MANAGER) if "[Override" in e.rendered]
+    (override,) = [
+        element
+        for block in answer.blocks
+        if block.get("type") == "actions"
+        for element in block["elements"]
+        if element["action_id"] == "override_adopt"
+    ]
+    before = len(box.slack.calls_to("views.open"))
+    await box.click("override_adopt", value=str(override["value"]), message=card)
+    opened = await box.slack.wait_for_call("views.open", count=before + 1)
+    view_id = str(opened[-1].response["view"]["id"])
+
+    empty = await box.submit_view(view_id, typed_reason("   "))
+    assert empty == {
+        "response_action": "errors",
+        "errors": {REASON_BLOCK: "An override needs a reason."},
+    }
+    assert await box.submit_view(view_id, typed_reason("hotfix for INC-9")) == {}
+
+    await box.slack.wait_for(lambda: "Adopted by" in run_cards(box)[0].rendered, timeout=30)
+    rollout = await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert rollout.run_id == run_id
+    overridden = f"overrode the freeze for `{TAG}`: hotfix for INC-9"
+    await box.slack.wait_for(
+        lambda: any(
+            overridden in reply.rendered
+            for m in box.slack.messages(RELEASE_CHANNEL)
+            for reply in m.replies
+        ),
+        timeout=30,
+    )
+
+    async def said() -> list[tuple[str, str, object]]:
+        events = await box.audit.list_for_actor(RELEASE_MANAGER)
+        return [(e.action, e.result, (e.detail or {}).get("override_freeze")) for e in events]
+
+    # The form's event is written as its request ends, a moment after the rollout ran.
+    async with asyncio.timeout(10):
+        while ("form:adopt", "ok", "hotfix for INC-9") not in await said():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 async def test_two_replicas_post_one_card_and_give_one_answer(
@@ -226,3 +328,73 @@ async def test_the_bots_own_runs_get_no_card(box: Sandbox) -> None:
     await both_held(box)
 
     assert run_cards(box) == []
+
+
+async def test_a_card_lost_before_it_was_posted_is_posted_by_the_next_poll(box: Sandbox) -> None:
+    """The request was kept, but its card never drawn (GitHub failed to tell the run, as a
+    crash between the two would): the scheduler's next poll hands it over again."""
+    box.github.refs.add(TAG)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    assert run_cards(box) == []
+
+    await box.pass_time(timedelta(seconds=1))
+
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert f"Run {run_id} of Deployment Strategy" in card.text
+    await box.pass_time(timedelta(seconds=1))
+    assert len(run_cards(box)) == 1
+
+
+async def test_a_later_request_is_not_rejected_when_the_default_answered_nothing(
+    box: Sandbox,
+) -> None:
+    """Nothing waited when the default came (the requests were gone): it rejected nothing, so
+    the run's later requests are not rejected as if it had."""
+    run_id, _ = await started_on_github(box)
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    for request in await rules.open_for_run(run_id):
+        await rules.close(
+            run_id=run_id, environment=request.environment, answer="gone", at=box.clock()
+        )
+    await box.pass_time(timedelta(seconds=1805))
+    assert answers(box) == []
+
+    # Someone answers the canary on GitHub; the run moves on to the next stage.
+    box.github.engine.review_rule(
+        run_id, environment="relay-canary-5", state="approved", comment="", actor="octocat"
+    )
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    await box.pass_time(timedelta(seconds=1))
+
+    assert "relay-rollout-50" in [r.environment for r in await rules.open_for_run(run_id)]
+    assert ("relay-rollout-50", "rejected") not in answers(box)
+
+
+async def test_a_default_answer_that_failed_every_attempt_is_left_to_a_person(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"TIMER_MAX_ATTEMPTS": "2"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        run_id, card = await started_on_github(box)
+        rule = f"/repos/*/actions/runs/{run_id}/deployment_protection_rule"
+        box.github.fail_next("POST", rule, 404, times=2)  # each attempt fails
+
+        await box.pass_time(timedelta(seconds=1805))
+        await box.pass_time(timedelta(seconds=400))
+
+        said = "The default answer could not be given"
+        await box.slack.wait_for(lambda: said in run_cards(box)[0].rendered, timeout=30)
+        texts = [str(block.get("text", {}).get("text", "")) for block in card.blocks]
+        waits = [text for text in texts if said in text]
+        assert f"run {run_id} still waits on GitHub" in waits[0]
+        assert f"/actions/runs/{run_id}|its page>" in waits[0]
+        assert answers(box) == []
+
+        assert await box.click("reject_run", message=card) is None
+        await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
+        assert ("relay-canary-5", "rejected") in first_stages(box)

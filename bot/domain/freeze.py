@@ -56,6 +56,8 @@ class Frozen:
     dispatch: bool = False
     at: datetime | None = None
     link: bool = False
+    adopt: bool = False
+    """The start refused is the adoption of a run the bot did not start."""
 
 
 @dataclass(frozen=True)

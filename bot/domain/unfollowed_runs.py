@@ -13,6 +13,9 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from bot.domain.durations import format_duration
+from bot.domain.errors import InvalidTag
+from bot.domain.rollout_command import parse_tag
+from bot.domain.text import shown
 
 DefaultAnswer = Literal["reject", "approve"]
 """What the bot answers when nobody adopted or rejected the run in time."""
@@ -27,6 +30,8 @@ class RunFate(StrEnum):
     REJECTED = "rejected"
     APPROVED = "approved"
     """Approved by the default (`UNFOLLOWED_RUN_DEFAULT=approve`), not followed."""
+    UNANSWERED = "unanswered"
+    """The default answer could not be given (every attempt failed): a person answers it."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,10 @@ class UnfollowedRun:
     workflow: str
     run_url: str
     ref: str
-    """The branch or tag the run is on (the adopted rollout's tag)."""
+    """The branch or tag the run is on."""
+    tag: str
+    """The release tag adopting it rolls out: its ref, when that is a release tag; empty
+    otherwise (`release_tag`), and Adopt is refused."""
     event: str
     sender: str
     environment: str
@@ -59,6 +67,7 @@ class UnfollowedRun:
             "workflow": self.workflow,
             "run_url": self.run_url,
             "ref": self.ref,
+            "tag": self.tag,
             "event": self.event,
             "sender": self.sender,
             "environment": self.environment,
@@ -76,6 +85,7 @@ class UnfollowedRun:
             workflow=str(data["workflow"]),
             run_url=str(data["run_url"]),
             ref=str(data["ref"]),
+            tag=str(data.get("tag", "")),
             event=str(data["event"]),
             sender=str(data["sender"]),
             environment=str(data["environment"]),
@@ -91,6 +101,33 @@ def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
     """Whether a run's workflow (`.github/workflows/x.yml`, maybe with `@ref`) is the plan's."""
     name = PurePosixPath(workflow_path.split("@", 1)[0]).name
     return name == PurePosixPath(plan_workflow_file).name
+
+
+def release_tag(ref: str, branch: str) -> str:
+    """The release tag a run on `ref` rolls out once adopted: `ref` itself when it is a valid
+    tag other than `branch`, the branch the plan's workflow runs on (a run dispatched on it
+    takes its release from its inputs, which GitHub does not show); "" otherwise."""
+    if ref == branch:
+        return ""
+    try:
+        return parse_tag(ref)
+    except InvalidTag:
+        return ""
+
+
+def adopted_flags(card: UnfollowedRun) -> str:
+    """How the adopted rollout's feature flags were confirmed (with the adopter): the Adopt
+    dialog asks the adopter to confirm them."""
+    return f"by adopting run {card.run_id}"
+
+
+def not_a_tag(card: UnfollowedRun) -> str:
+    """Why Adopt is refused for a run whose ref is not a release tag, and what to do."""
+    return (
+        f"Run {card.run_id} runs on `{shown(card.ref)}`, which is not a release tag, so "
+        "adopting it would roll out no known release: nothing was changed. Reject it, or start "
+        "the release's tag with `/rollout start <tag>`."
+    )
 
 
 def rejected_comment(actor: str) -> str:

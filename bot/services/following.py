@@ -228,15 +228,6 @@ class RunFollower:
                 raise LinkRefused(refused)
             return await self._attach(current, plan, RunRef(run.run_id, run.html_url), actor=actor)
 
-    async def adopt(self, *, rollout_id: str, run: RunRef, actor: str) -> Rollout:
-        """Follow a run the bot did not start (`bot.services.unfollowed_runs`), from the new
-        rollout's preflight, exactly as a found run is attached."""
-        effects = self._effects
-        async with effects.lock(rollout_id):
-            current = await effects.get(rollout_id)
-            plan = await effects.plan_of(current)
-            return await self._attach(current, plan, run, actor=actor)
-
     async def _attach(
         self, rollout: Rollout, plan: RolloutPlan, run: RunRef, *, actor: str
     ) -> Rollout:

@@ -118,16 +118,23 @@ class ReleaseLane:
         override: str | None = None,
         at: datetime | None = None,
         linking: bool = False,
+        adopting: bool = False,
     ) -> None:
         """Raise LaneClosed when the lane refuses (`refusal`). A start with `override` (the
         reason) while frozen passes; the caller records the override with `override_for` once
         the rollout exists. `linking`: the dispatch judged is a run linked by hand (its
-        refusal says so, and offers no Override freeze… that would dispatch again)."""
+        refusal says so, and offers no Override freeze… that would dispatch again).
+        `adopting`: the start judged is the adoption of a run the bot did not start (its
+        refusal offers Override freeze…, which adopts it)."""
         refused = await self.refusal(actor=actor, rollout_id=rollout_id, override=override, at=at)
-        if isinstance(refused, Frozen) and linking:
-            refused = replace(refused, link=True)
+        if isinstance(refused, Frozen) and (linking or adopting):
+            refused = replace(refused, link=linking, adopt=adopting)
         if refused is not None:
-            overridable = isinstance(refused, Frozen) and refused.dispatch and not refused.link
+            overridable = (
+                isinstance(refused, Frozen)
+                and (refused.dispatch or refused.adopt)
+                and not refused.link
+            )
             raise LaneClosed(self.words.lane_refusal_text(refused), overridable=overridable)
 
     async def override_for(

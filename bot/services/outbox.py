@@ -95,9 +95,10 @@ class Outbox:
         """Write messages that go with no state change of their own."""
         await self._store.add(messages, now=self._clock())
 
-    async def send(self, messages: Sequence[NewMessage]) -> None:
-        """Write messages and deliver them now, or as soon as Slack takes them."""
-        await self.add(messages)
+    async def send(self, messages: Sequence[NewMessage], *, written: bool = False) -> None:
+        """Write messages (unless `written` already) and deliver them now, or once Slack can."""
+        if not written:
+            await self.add(messages)
         for rollout_id in dict.fromkeys(m.rollout_id for m in messages if m.rollout_id):
             await self.flush(rollout_id)
         if any(m.rollout_id is None for m in messages):
@@ -230,9 +231,7 @@ class Outbox:
                 message_id=message.id, owner=self.owner, now=self._clock()
             ):
                 return True
-            log.warning(
-                "message %s (%s) was taken over while it was sent", message.id, message.kind
-            )
+            log.warning("message %s (%s) was taken over while sent", message.id, message.kind)
             return False
 
     def _holding(self, message: OutboxMessage) -> AbstractAsyncContextManager[None]:

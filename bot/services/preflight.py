@@ -8,6 +8,7 @@ are checked on GitHub, the starter confirms the feature flags, and Dispatch star
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
@@ -22,6 +23,7 @@ from bot.domain.errors import (
 )
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
+    Announce,
     Check,
     CheckState,
     Decision,
@@ -32,12 +34,13 @@ from bot.domain.rollout import (
     Preflight,
     Rollout,
 )
+from bot.domain.run import RunRef
 from bot.domain.schedule import Held, Schedule
 from bot.logs import rollout_context
 from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
-from bot.services.records import new_rollout_id
+from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
 
 log = logging.getLogger(__name__)
@@ -63,29 +66,12 @@ class Preflights:
         """Check the preflight for `tag` and post its card (with its `schedule`: the dispatch
         goes then, `bot.services.scheduled_starts`). One active rollout per track."""
         effects = self._effects
-        for track in self.plan.tracks:
-            active = await effects.store.active_on_track(track)
-            if active is not None:
-                raise _in_progress(active, track)
-        now = effects.clock()
         flags = (
             Check(CheckState.PASS, "(--flags-ready)", confirmed_by=actor)
             if flags_ready
             else Check(CheckState.PENDING, "waiting for the starter to confirm")
         )
-        migrations, image = await self._github_checks(self.plan, tag)
-        contents = await read_contents(
-            github=effects.github, store=effects.store, plan=self.plan, tag=tag
-        )
-        rollout = machine.new_rollout(
-            rollout_id=new_rollout_id(),
-            tag=tag,
-            channel_id=channel_id,
-            started_by=actor,
-            plan=self.plan,
-            preflight=Preflight(flags=flags, migrations=migrations, image=image, contents=contents),
-            now=now,
-        )
+        rollout = await self.checked(tag=tag, flags=flags, channel_id=channel_id, actor=actor)
         rollout = replace(rollout, schedule=schedule)
         said, timers = [], []
         if schedule is not None:  # the timer is written with the rollout: never one without
@@ -96,11 +82,62 @@ class Preflights:
         )
         if timers:
             effects.timers_changed()
+        detail = {"tag": tag} | ({"at": schedule.at.isoformat()} if schedule is not None else {})
+        return await self._started(rollout, actor, detail)
+
+    async def checked(self, *, tag: str, flags: Check, channel_id: str, actor: str) -> Rollout:
+        """A new rollout of `tag` in its preflight, its checks made, not saved yet (refused
+        while a track is taken)."""
+        effects = self._effects
+        for track in self.plan.tracks:
+            active = await effects.store.active_on_track(track)
+            if active is not None:
+                raise _in_progress(active, track)
+        migrations, image = await self._github_checks(self.plan, tag)
+        contents = await read_contents(
+            github=effects.github, store=effects.store, plan=self.plan, tag=tag
+        )
+        return machine.new_rollout(
+            rollout_id=new_rollout_id(),
+            tag=tag,
+            channel_id=channel_id,
+            started_by=actor,
+            plan=self.plan,
+            preflight=Preflight(flags=flags, migrations=migrations, image=image, contents=contents),
+            now=effects.clock(),
+        )
+
+    async def adopt(
+        self, checked: Rollout, run: RunRef, *, actor: str, also: Sequence[NewMessage] = ()
+    ) -> Rollout:
+        """Save `checked` (from `checked`) already following `run`, a run the bot did not start
+        (`bot.services.unfollowed_runs`), with its card, what its thread is told and `also`,
+        in one transaction: an adopted run never leaves a preflight behind."""
+        effects = self._effects
+        decision = machine.dispatched(checked, self.plan, run, linked_by=actor)
+        attached = decision.rollout
+        said = [
+            message
+            for effect in decision.effects
+            if isinstance(effect, Announce)
+            for message in told(attached, effect.event, notifications=self.plan.notifications)
+        ]
+        saved = await effects.store.create(
+            rollout=attached, plan=self.plan, outbox=[card(attached), *said, *also]
+        )
+        await effects.record(
+            effects.event(actor, "attach_run", "ok", saved, {"run_id": run.run_id})
+        )
+        await self._started(saved, actor, {"tag": attached.tag})
+        async with effects.lock(saved.id):
+            await self._follower.settle(saved.id)
+        return await effects.get(saved.id)
+
+    async def _started(self, rollout: Rollout, actor: str, detail: dict[str, str]) -> Rollout:
+        """Log and audit a rollout just saved, and deliver what it said."""
+        effects = self._effects
         with rollout_context(rollout.id):
-            log.info("rollout of %s started by %s", tag, actor)
-            detail = {"tag": tag}
-            if schedule is not None:
-                detail["at"] = schedule.at.isoformat()
+            log.info("rollout of %s started by %s", rollout.tag, actor)
             await effects.record(effects.event(actor, "start", "ok", rollout, detail=detail))
             await effects.outbox.flush(rollout.id)
         return await effects.get(rollout.id)

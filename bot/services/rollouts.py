@@ -64,6 +64,8 @@ class RolloutService:
         self.get = effects.get
         self.plan_of = effects.plan_of
         self.start = preflight.start
+        self.checked = preflight.checked
+        self.adopt = preflight.adopt
         self.recheck = preflight.recheck
         self.confirm_flags = preflight.confirm_flags
         self.dispatch = preflight.dispatch
@@ -73,7 +75,6 @@ class RolloutService:
         self.follow_github_event = follower.follow_github_event
         self.find_dispatched_run = follower.find_dispatched_run
         self.link_run = follower.link_run
-        self.adopt_run = follower.adopt
         self._gate = gate
         self._handlers: dict[str, TimerHandler] = {}
         self.submit_figures = gate.submit_figures

@@ -26,6 +26,7 @@ import os
 import random
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -135,7 +136,11 @@ class Scheduler:
         owner: str | None = None,
         wake: asyncio.Event | None = None,
         telemetry: Telemetry = UNTRACKED,
+        sweep: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._sweep = sweep
+        """Each poll: hand kept protection-rule requests whose run has no card to their
+        handler again (`UnfollowedRuns.sweep`; one indexed query when there are none)."""
         self._timers = timers
         self._telemetry = telemetry
         self._service = service
@@ -321,6 +326,11 @@ class Scheduler:
         if self.paused_until is not None and self._clock() < self.paused_until:
             return
         self.paused_until = None
+        if self._sweep is not None:
+            try:
+                await self._sweep()
+            except Exception as error:
+                log_failure(log, "the sweep of kept requests failed; trying again next poll", error)
         active = await self._service.active()
         following = {rollout.id for rollout in active}
         self.paces = {key: pace for key, pace in self.paces.items() if key in following}

@@ -81,7 +81,18 @@ class Timers(Protocol):
         now: datetime,
         rollout_id: str | None = None,
         payload: Mapping[str, Any] | None = None,
+        outbox: Sequence[NewMessage] = (),
     ) -> Timer: ...
+
+    async def settle(
+        self,
+        *,
+        key: str,
+        payload: Mapping[str, Any],
+        now: datetime,
+        cancel: bool = False,
+        outbox: Sequence[NewMessage] = (),
+    ) -> None: ...
 
     async def cancel(self, *, key: str, now: datetime) -> bool: ...
 
@@ -220,6 +231,11 @@ class ProtectionRuleRequests(Protocol):
         ...
 
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...
+
+    async def without_timer(self, prefix: str) -> list[RuleRequest]:
+        """The open requests of runs no rollout follows and no timer `<prefix>:<run id>`
+        waits for, oldest first (one indexed query)."""
+        ...
 
     async def for_run(self, run_id: int) -> list[RuleRequest]:
         """Every request of the run, answered or not."""

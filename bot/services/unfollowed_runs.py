@@ -18,18 +18,22 @@ from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, CardRef, Control
 from bot.domain.errors import GitHubError, InvalidCommand
+from bot.domain.plan import TwoPersonAction
 from bot.domain.protection_rules import RuleRequest
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import Check, CheckState, FreezeOverridden, InvalidTransition, Rollout
 from bot.domain.run import RunRef
-from bot.domain.run_link import may_link
+from bot.domain.run_link import branch_of, may_link
 from bot.domain.unfollowed_runs import (
     TIMER,
     DefaultAnswer,
     RunFate,
     UnfollowedRun,
+    adopted_flags,
     default_comment,
+    not_a_tag,
     of_the_plan,
     rejected_comment,
+    release_tag,
 )
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
@@ -83,6 +87,8 @@ class UnfollowedRuns:
         self._channel = settings.channel_id
         self._timeout = settings.timeout
         self._default: DefaultAnswer = settings.default
+        self._swept: set[int] = set()
+        """The runs `sweep` handed to `kept` (once each)."""
 
     async def kept(self, request: RuleRequest) -> None:
         """A request no active rollout follows was kept: unless a rollout still waits for the
@@ -114,30 +120,43 @@ class UnfollowedRuns:
             workflow=plan.workflow.name,
             run_url=run.html_url,
             ref=run.head_branch,
+            tag=release_tag(run.head_branch, branch_of(plan.workflow.ref)),
             event=request.event,
             sender=request.sender,
             environment=request.environment,
             asked_at=now,
             due_at=now + self._timeout,
         )
+        drawn = self._message(card)
+        # The timer and the card are written together: never one without the other.
         timer = await effects.timers.schedule(
             key=timer_key(request.run_id),
             kind=TIMER,
             due_at=card.due_at,
             now=now,
             payload={"request": request.key, "card": card.to_json()},
+            outbox=[drawn],
         )
         if (timer.payload or {}).get("request") == request.key:
             effects.timers_changed()
-            await self._draw(card)
+            await effects.outbox.send([drawn], written=True)
         else:
             await self._another_request(request, timer)
 
+    async def sweep(self) -> None:
+        """Hand the kept requests whose run has neither a rollout nor a card (the bot stopped
+        between keeping one and posting its card) to `kept` again, once per run."""
+        for request in await self._rules.without_timer(TIMER):
+            if request.run_id not in self._swept:
+                self._swept.add(request.run_id)
+                await self.kept(request)
+
     async def _another_request(self, request: RuleRequest, timer: Timer) -> None:
         """A request of a run whose card was posted: covered by the card's answer while it
-        waits; rejected when the run was rejected. After the default approved a stage, a later
-        stage is not approved silently: it waits for a person on GitHub."""
-        if timer.cancelled_at is not None or (timer.fired_at and self._default == "reject"):
+        waits; rejected when the run was rejected. After the default approved a stage, or
+        answered nothing (the run had moved on), a later stage is not approved silently: it
+        waits for a person on GitHub."""
+        if _fate(timer) is RunFate.REJECTED:
             await self._rejected_before(request)
 
     async def _rejected_before(self, request: RuleRequest) -> None:
@@ -156,17 +175,33 @@ class UnfollowedRuns:
                 comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
             )
 
-    async def adopt(self, origin: Origin, run_id: int) -> Rollout:
-        """An approver makes the run a rollout the bot follows from here (refused while frozen
-        or locked by someone else, as Dispatch is): its waiting stage is approved."""
+    async def adopt(self, origin: Origin, run_id: int, *, override: str | None = None) -> Rollout:
+        """An approver makes the run a rollout the bot follows from here, confirming its
+        feature flags are ready (refused while locked by someone else, as Dispatch is, and
+        while frozen unless the approver overrides the freeze with a reason): its waiting
+        stage is approved."""
         async with self._access.audited(origin, Control.ADOPT):
             await self._access.admit(origin, Control.ADOPT)
             await self._once.delivery(origin, Control.ADOPT)
             card = await self._card(run_id)
-            await self._lane.judge(actor=origin.actor)
-            adopted = await self._answer(origin, card, "adopt", lambda: self._adopt(origin, card))
+            if override is not None:
+                self._may_override(override)
+            await self._lane.judge(actor=origin.actor, override=override, adopting=True)
+            adopted = await self._answer(
+                origin, card, "adopt", lambda: self._adopt(origin, card, override)
+            )
             fill(rollout_id=adopted.id)
             return adopted
+
+    def _may_override(self, reason: str) -> None:
+        if not reason.strip():
+            raise InvalidTransition("An override needs a reason.")
+        if TwoPersonAction.OVERRIDE_FREEZE in self._rollouts.plan.two_person:
+            raise InvalidTransition(
+                "The plan's two-person rule needs a second approver to deploy through a freeze, "
+                "and an adopted run is approved at once: nothing was changed. Reject the run, or "
+                "adopt it once the freeze ends or is lifted."
+            )
 
     async def reject(self, origin: Origin, run_id: int) -> None:
         """An approver rejects the run through the App's rule: its job fails."""
@@ -175,6 +210,12 @@ class UnfollowedRuns:
             await self._once.delivery(origin, Control.REJECT_RUN)
             card = await self._card(run_id)
             await self._answer(origin, card, "reject", lambda: self._reject(origin, card))
+
+    async def override_form(self, origin: Origin, run_id: int) -> UnfollowedRun:
+        """The card an approver opens the form to override a freeze for (from a refused
+        Adopt): checked before the form is drawn."""
+        await self._access.admit(origin, Control.ADOPT)
+        return await self._card(run_id)
 
     async def on_timer(self, timer: Timer) -> None:
         """Nobody adopted or rejected the run in time: the default answers it, once."""
@@ -187,7 +228,12 @@ class UnfollowedRuns:
             log.info("run %s was answered: %s", card.run_id, done.message)
 
     async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        """The default answer failed every attempt: the card says so, and that the run still
+        waits on GitHub, so a person answers it."""
         log.error("the default answer of %s failed every attempt: %s", timer.key, reason)
+        card = UnfollowedRun.from_json(dict((timer.payload or {})["card"]))
+        if card.fate is RunFate.WAITING:
+            await self._settle(card.decided(RunFate.UNANSWERED), cancel=False)
 
     async def _card(self, run_id: int) -> UnfollowedRun:
         timer = await self._effects.timers.get(key=timer_key(run_id))
@@ -212,24 +258,37 @@ class UnfollowedRuns:
             raise InvalidCommand(f"Run {card.run_id} no longer waits for the bot's answer.")
         return waiting
 
-    async def _adopt(self, origin: Origin, card: UnfollowedRun) -> Rollout:
+    async def _adopt(self, origin: Origin, card: UnfollowedRun, override: str | None) -> Rollout:
+        """The rollout is created already following the run, or nothing is created."""
         await self._waiting(card)
-        started = await self._rollouts.start(
-            tag=card.ref, flags_ready=True, channel_id=self._channel, actor=origin.actor
+        if not card.tag:
+            raise InvalidTransition(not_a_tag(card))
+        flags = Check(CheckState.PASS, adopted_flags(card), confirmed_by=origin.actor)
+        checked = await self._rollouts.checked(
+            tag=card.tag, flags=flags, channel_id=self._channel, actor=origin.actor
         )
-        if blocked := started.preflight.blocking():
-            # Nothing is approved; the preflight card shows why (cancel it, or fix and Adopt
-            # once it is cancelled).
-            raise InvalidCommand(
+        if blocked := checked.preflight.blocking():
+            raise InvalidTransition(
                 f"Run {card.run_id} was not adopted: its preflight blocks "
-                f"({'; '.join(blocked)}). The run still waits; cancel the preflight card, "
-                "then Reject the run or fix it and Adopt again."
+                f"({'; '.join(blocked)}). Nothing was changed and the run still waits: Reject "
+                "it, or fix this and Adopt it again."
             )
-        adopted = await self._rollouts.adopt_run(
-            rollout_id=started.id, run=RunRef(card.run_id, card.run_url), actor=origin.actor
+        decided = card.decided(RunFate.ADOPTED, by=origin.actor, rollout_id=checked.id)
+        drawn = self._message(decided)
+        adopted = await self._rollouts.adopt(
+            checked, RunRef(card.run_id, card.run_url), actor=origin.actor, also=[drawn]
         )
-        await self._decided(card.decided(RunFate.ADOPTED, by=origin.actor, rollout_id=started.id))
+        await self._settle(decided, cancel=True, drawn=drawn)
+        if override is not None:
+            await self._overridden(adopted, origin.actor, override)
         return adopted
+
+    async def _overridden(self, adopted: Rollout, actor: str, reason: str) -> None:
+        """Record the approver's override of the freeze for the adopted rollout, and say it in
+        its thread (the audit event of the Adopt names it: `ReleaseLane.refusal`)."""
+        freeze = await self._lane.override_for(rollout_id=adopted.id, actor=actor, reason=reason)
+        if freeze is not None:
+            await self._effects.tell(adopted, FreezeOverridden(actor, adopted.tag, reason, freeze))
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
         environments = await self._waiting(card)
@@ -239,12 +298,13 @@ class UnfollowedRuns:
             state="rejected",
             comment=rejected_comment(origin.actor),
         )
-        await self._decided(card.decided(RunFate.REJECTED, by=origin.actor))
+        await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
         await self._after_rejecting(card.run_id)
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
-        and never while deploys are frozen or the lane is locked: then it rejects."""
+        and never while deploys are frozen or the lane is locked: then it rejects. What it
+        answered is recorded in the timer's payload (nothing, when nothing waits)."""
         try:
             environments = await self._waiting(card)
         except InvalidCommand as gone:
@@ -266,7 +326,8 @@ class UnfollowedRuns:
             state="rejected" if answer == "reject" else "approved",
             comment=default_comment(answer, self._timeout),
         )
-        await self._draw(card.decided(RunFate.REJECTED if answer == "reject" else RunFate.APPROVED))
+        fate = RunFate.REJECTED if answer == "reject" else RunFate.APPROVED
+        await self._settle(card.decided(fate), cancel=False)
         if answer == "reject":
             await self._after_rejecting(card.run_id)
 
@@ -277,12 +338,27 @@ class UnfollowedRuns:
             run_id, [r.environment for r in await self._rules.open_for_run(run_id)]
         )
 
-    async def _decided(self, card: UnfollowedRun) -> None:
-        await self._effects.timers.cancel(key=timer_key(card.run_id), now=self._effects.clock())
-        await self._draw(card)
-
-    async def _draw(self, card: UnfollowedRun) -> None:
-        """Post the run's card, or redraw it as decided (the outbox: retried, never twice)."""
-        await self._effects.outbox.send(
-            [NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())]
+    async def _settle(
+        self, card: UnfollowedRun, *, cancel: bool, drawn: NewMessage | None = None
+    ) -> None:
+        """Record what became of the run in its timer's payload (read by later requests of
+        it), with the card's redraw (unless `drawn` went with the adopted rollout already), in
+        one transaction; then deliver the card (the outbox: retried, never twice)."""
+        effects = self._effects
+        key = timer_key(card.run_id)
+        timer = await effects.timers.get(key=key)
+        payload = {**((timer.payload if timer is not None else None) or {}), "card": card.to_json()}
+        outbox = [self._message(card)] if drawn is None else []
+        await effects.timers.settle(
+            key=key, payload=payload, now=effects.clock(), cancel=cancel, outbox=outbox
         )
+        await effects.outbox.send(outbox if drawn is None else [drawn], written=True)
+
+    def _message(self, card: UnfollowedRun) -> NewMessage:
+        """The run's card, posted or redrawn as it stands."""
+        return NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())
+
+
+def _fate(timer: Timer) -> RunFate:
+    """What became of the run, as recorded in its timer's payload."""
+    return UnfollowedRun.from_json(dict((timer.payload or {})["card"])).fate

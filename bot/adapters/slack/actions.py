@@ -47,6 +47,9 @@ class Action(StrEnum):
     """On the card of a run the bot did not start: follow it as a rollout from here."""
     REJECT_RUN = "reject_run"
     """On the card of a run the bot did not start: reject it through the App's rule."""
+    OVERRIDE_ADOPT = "override_adopt"
+    """Under an Adopt refused by a freeze: opens the form asking an approver's reason to
+    override the freeze and adopt the run."""
 
 
 class Callback(StrEnum):
@@ -57,6 +60,7 @@ class Callback(StrEnum):
     REDEPLOY = "redeploy"
     LINK_RUN = "link_run"
     OVERRIDE_FREEZE = "override_freeze"
+    OVERRIDE_ADOPT = "override_adopt"
 
 
 class InvalidPayload(RolloutError):
@@ -142,4 +146,11 @@ class OverrideMetadata(_Payload):
 
     rollout_id: _Id
     version: Annotated[int, Field(ge=0, strict=True, lt=2**63)]
+    channel_id: _Id
+
+
+class AdoptOverrideMetadata(_Payload):
+    """The Override freeze… form of a refused Adopt: the run it adopts."""
+
+    run_id: Annotated[int, Field(gt=0, strict=True, lt=2**63)]
     channel_id: _Id

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from slack_sdk.models.blocks import InputBlock, PlainTextInputElement
 
 from bot.adapters.slack.actions import (
+    AdoptOverrideMetadata,
     Callback,
     ExtendMetadata,
     LinkMetadata,
@@ -27,7 +28,8 @@ from bot.domain.errors import InvalidCommand
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.run_link import RunReference, parse_run_reference
-from bot.domain.text import clean_text
+from bot.domain.text import clean_text, shown
+from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.services.redeploy import RedeployOffer
 
 DURATION_BLOCK = "duration"
@@ -181,19 +183,43 @@ def override_modal(rollout: Rollout, *, channel_id: str) -> ViewJson:
     metadata = OverrideMetadata(
         rollout_id=rollout.id, version=rollout.version, channel_id=channel_id
     )
-    return one_field_modal(
-        "Override freeze",
+    about = (
         f"Deploys are frozen. Overriding the freeze lets `{rollout.tag}` be dispatched until "
         "the freeze ends; Dispatch then goes on at once (unless the plan's two-person rule "
-        "needs another approver to click it).",
+        "needs another approver to click it)."
+    )
+    return _reason_modal(about, "Override and dispatch", Callback.OVERRIDE_FREEZE, metadata)
+
+
+def adopt_override_modal(card: UnfollowedRun, *, channel_id: str) -> ViewJson:
+    """Ask an approver's reason to override the freeze and adopt a run the bot did not start."""
+    metadata = AdoptOverrideMetadata(run_id=card.run_id, channel_id=channel_id)
+    about = (
+        f"Deploys are frozen. Overriding the freeze adopts run {card.run_id} as a rollout of "
+        f"`{shown(card.tag or card.ref)}` at once: its waiting stage is approved, and you "
+        "confirm its feature flags are ready."
+    )
+    return _reason_modal(about, "Override and adopt", Callback.OVERRIDE_ADOPT, metadata)
+
+
+def _reason_modal(
+    about: str,
+    submit: str,
+    callback: Callback,
+    metadata: OverrideMetadata | AdoptOverrideMetadata,
+) -> ViewJson:
+    """The form asking the reason to deploy through a freeze."""
+    return one_field_modal(
+        "Override freeze",
+        about,
         block=REASON_BLOCK,
         action=REASON_ACTION,
         label="Why deploy through the freeze?",
         hint="Said in the thread and kept in the audit trail.",
         placeholder="hotfix for INC-123",
         max_length=_MAX_REASON_TEXT,
-        submit="Override and dispatch",
-        callback_id=Callback.OVERRIDE_FREEZE,
+        submit=submit,
+        callback_id=callback,
         private_metadata=metadata.encode(),
     )
 

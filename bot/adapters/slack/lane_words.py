@@ -42,11 +42,13 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
             "waits for the freeze to end or be lifted (`/rollout unfreeze`); then link the run "
             "again. Do not click Dispatch meanwhile: the run to link already exists."
         )
-    override = (
-        "click Dispatch on the card, then *Override freeze…* with a reason"
-        if refused.dispatch
-        else '`/rollout start <tag> --override-freeze "<reason>"`'
-    )
+    if refused.dispatch:
+        override = "click Dispatch on the card, then *Override freeze…* with a reason"
+    elif refused.adopt:
+        override = "click *Override freeze…* below with a reason, which adopts the run"
+    else:
+        override = '`/rollout start <tag> --override-freeze "<reason>"`'
+
     when = f"At {slack_time(refused.at)}: " if refused.at is not None else ""
     return (
         f"{when}{freeze_text(refused.freeze)}. Running rollouts keep their gates and rollbacks. "
@@ -91,10 +93,21 @@ def override_answer(
     )
 
 
-def override_button(dispatch_value: str) -> list[BlockJson]:
-    """The *Override freeze…* button under a Dispatch refused by a freeze, carrying the
-    refused button's value (the card it was on); it opens the form asking for the reason."""
-    return as_json([*actions([button("Override freeze…", Action.OVERRIDE_FREEZE, dispatch_value)])])
+def override_button(refused: str, value: str) -> list[BlockJson]:
+    """The *Override freeze…* button under a Dispatch or an Adopt (`refused`) refused by a
+    freeze, carrying the refused button's value (the card it was on); it opens the form asking
+    for the reason. None under another button."""
+    action = OVERRIDES.get(refused)
+    if action is None:
+        return []
+    return as_json([*actions([button("Override freeze…", action, value)])])
+
+
+OVERRIDES: dict[str, Action] = {
+    Action.DISPATCH: Action.OVERRIDE_FREEZE,
+    Action.ADOPT_RUN: Action.OVERRIDE_ADOPT,
+}
+"""The Override freeze… of each button a freeze may refuse."""
 
 
 def lane_blocks(state: LaneState) -> list[BlockJson]:

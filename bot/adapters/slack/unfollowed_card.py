@@ -29,34 +29,56 @@ def unfollowed_card(card: UnfollowedRun) -> list[Block]:
         section(f":warning: {unfollowed_text(card)}"),
         context(f"<{card.run_url}|Run {card.run_id}> on `{shown(card.ref)}`"),
     ]
-    if card.fate is RunFate.WAITING:
-        value = RunValue(run_id=card.run_id).encode()
+    if card.fate is RunFate.UNANSWERED:
         lines.append(
-            context(
-                f"Adopt it (approvers) to follow it as a rollout of `{shown(card.ref)}` with the "
-                f"plan's gates, or Reject it. Unanswered by {slack_time(card.due_at)}, the "
-                "default answers it (UNFOLLOWED_RUN_DEFAULT)."
+            section(
+                ":rotating_light: The default answer could not be given (UNFOLLOWED_RUN_DEFAULT"
+                f"): run {card.run_id} still waits on GitHub. Adopt or Reject it here, or "
+                f"review it on <{card.run_url}|its page>."
             )
         )
-        adopt = confirm(
-            "Adopt this run?",
-            f"Run {card.run_id} becomes a rollout of {shown(card.ref)}: its waiting stage is "
-            "approved, and the plan's windows and gates follow.",
-            "Adopt",
-            danger=False,
+    if card.fate in (RunFate.WAITING, RunFate.UNANSWERED):
+        lines += _answers(card)
+    else:
+        lines.append(section(_fate(card)))
+    return lines
+
+
+def _answers(card: UnfollowedRun) -> list[Block]:
+    """What Adopt and Reject do, and the buttons."""
+    value = RunValue(run_id=card.run_id).encode()
+    if card.tag:
+        follow = f"Adopt it (approvers) to follow it as a rollout of `{shown(card.tag)}` with "
+        follow += "the plan's gates, or Reject it."
+    else:
+        follow = (
+            f"`{shown(card.ref)}` is not a release tag, so Adopt is refused: Reject it, or "
+            "start the release's tag with `/rollout start <tag>`."
         )
-        reject = confirm(
-            "Reject this run?", f"Run {card.run_id}'s job fails.", "Reject", danger=True
-        )
-        lines += actions(
+    due = (
+        f" Unanswered by {slack_time(card.due_at)}, the default answers it "
+        "(UNFOLLOWED_RUN_DEFAULT)."
+        if card.fate is RunFate.WAITING
+        else ""
+    )
+    adopt = confirm(
+        "Adopt this run?",
+        "By adopting it you confirm that the release's feature flags are ready. Run "
+        f"{card.run_id} becomes a rollout of {shown(card.tag or card.ref)}: its waiting stage "
+        "is approved, and the plan's windows and gates follow.",
+        "Adopt",
+        danger=False,
+    )
+    reject = confirm("Reject this run?", f"Run {card.run_id}'s job fails.", "Reject", danger=True)
+    return [
+        context(f"{follow}{due}"),
+        *actions(
             [
                 button("Adopt", Action.ADOPT_RUN, value, style="primary", confirm=adopt),
                 button("Reject", Action.REJECT_RUN, value, style="danger", confirm=reject),
             ]
-        )
-    else:
-        lines.append(section(_fate(card)))
-    return lines
+        ),
+    ]
 
 
 def _fate(card: UnfollowedRun) -> str:
