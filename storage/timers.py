@@ -169,17 +169,14 @@ class TimerStore:
         )
 
     async def dead_count(self) -> int:
-        """How many dead-lettered timers belong to no rollout or to one that has not ended: the
-        stages they hold still wait for a person (for the bot's own metrics)."""
+        """How many dead-lettered timers belong to a rollout that has not ended: the stages
+        they hold still wait for a person (for the bot's own metrics)."""
         running = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
         async with self._sessions() as session:
             count = await session.scalar(
                 select(func.count())
                 .select_from(TimerRow)
-                .where(
-                    TimerRow.dead_at.is_not(None),
-                    or_(TimerRow.rollout_id.is_(None), TimerRow.rollout_id.in_(running)),
-                )
+                .where(TimerRow.dead_at.is_not(None), TimerRow.rollout_id.in_(running))
             )
             return int(count or 0)
 
