@@ -2,8 +2,9 @@
 
 With METRICS_TOKEN set, a scrape must carry `Authorization: Bearer <token>`; anything else is
 answered 401 without a word about the token. The gauges read from the database are refreshed
-first, so every replica reports the database as it is now (when it does not answer, they keep
-their last values and the log says so: the counters are served all the same).
+first, so every replica reports the database as it is now (when it does not answer, they are
+unknown, `rollout_bot_database_up` is 0 and the log says so: the counters are served all the
+same), and `rollout_bot_ready` says what `/readyz` answers now.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 
 from aiohttp import web
 
-from handlers.app_keys import SERVICES, SETTINGS, TELEMETRY
+from handlers.app_keys import READINESS, SERVICES, SETTINGS, TELEMETRY
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ async def scrape(request: web.Request) -> web.Response:
             text="a bearer token is required (METRICS_TOKEN)\n",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
+    telemetry = request.app[TELEMETRY]
+    telemetry.readiness(ready=await request.app[READINESS].problem() is None)
     await request.app[SERVICES].backlog.refresh()
-    body, content_type = request.app[TELEMETRY].exposition(request.headers.get("Accept"))
+    body, content_type = telemetry.exposition(request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})

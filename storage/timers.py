@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.services.records import NewMessage, Timer
 from storage.db import from_row, insert_new
 from storage.leases import LeasedRows
-from storage.models import TimerRow
+from storage.models import RolloutRow, TimerRow
 from storage.outbox import enqueue
 
 
@@ -169,10 +169,14 @@ class TimerStore:
         )
 
     async def dead_count(self) -> int:
-        """How many timers were dead-lettered (for the bot's own metrics)."""
+        """How many dead-lettered timers belong to a rollout that has not ended: the stages
+        they hold still wait for a person (for the bot's own metrics)."""
+        running = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
         async with self._sessions() as session:
             count = await session.scalar(
-                select(func.count()).select_from(TimerRow).where(TimerRow.dead_at.is_not(None))
+                select(func.count())
+                .select_from(TimerRow)
+                .where(TimerRow.dead_at.is_not(None), TimerRow.rollout_id.in_(running))
             )
             return int(count or 0)
 

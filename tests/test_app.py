@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
@@ -277,6 +280,35 @@ async def test_readyz_once_the_scheduler_went_round_then_503_with_the_reason(
     assert (await client.get("/healthz")).status == 200
 
 
+async def test_a_failed_scheduler_pass_does_not_move_the_tick_readyz_reads(
+    settings: Settings, sqlite_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The scheduler's timers table is gone while `SELECT 1` and the migration revision still
+    answer: every pass fails and is retried 5 s later, and no failed pass moves the tick
+    `/readyz` reads, so the replica goes unready instead of firing no window end for ever."""
+    caplog.set_level(logging.WARNING, logger="bot.services.scheduler")
+
+    def failures() -> int:
+        return sum("scheduler iteration failed" in r.getMessage() for r in caplog.records)
+
+    polling = settings.model_copy(update={"github_poll_interval": 0.5})  # the next pass soon
+    async with TestClient(TestServer(create_app(polling))) as client:
+        async with asyncio.timeout(10):
+            while (await readyz(client))[0] != 200:  # noqa: ASYNC110 - the first round
+                await asyncio.sleep(0.05)
+        assert client.app is not None
+        readiness = client.app[READINESS]
+        with sqlite3.connect(make_url(sqlite_database_url).database or "") as db:
+            db.execute("drop table timers")
+        async with asyncio.timeout(15):
+            while failures() < 1:  # noqa: ASYNC110 - the scheduler's next pass
+                await asyncio.sleep(0.05)
+            failed_from = readiness.last_tick()
+            while failures() < 2:  # noqa: ASYNC110 - its retry, 5 s later
+                await asyncio.sleep(0.05)
+        assert readiness.last_tick() == failed_from, "a failed pass moved the scheduler's tick"
+
+
 async def test_socket_mode_answers_help_over_the_socket(
     settings: Settings, slack: SlackTestServer
 ) -> None:
@@ -293,7 +325,7 @@ async def test_socket_mode_answers_help_over_the_socket(
 
 
 @pytest.mark.postgres
-async def test_healthz_stays_alive_and_readyz_answers_503_when_the_database_is_gone(
+async def test_the_database_gone_leaves_healthz_alive_readyz_503_and_metrics_saying_so(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, empty_postgres_database_url: str
 ) -> None:
     await upgrade(empty_postgres_database_url)
@@ -313,9 +345,21 @@ async def test_healthz_stays_alive_and_readyz_answers_503_when_the_database_is_g
         response = await test_client.get("/healthz")
         health = await response.json()
         ready = await readyz(test_client)
+        scrape = await test_client.get("/metrics")
+        figures = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(await scrape.text())
+            for sample in family.samples
+            if not sample.labels
+        }
     assert response.status == 200  # liveness: restarting the replica would not help
     assert health["database"] == "unavailable"
     assert ready == (503, {"status": "not ready", "reason": "the database does not answer"})
+    # Every replica still answers its scrape: the series say what is down (RolloutBotNotReady),
+    # and the database's figures are unknown rather than the last ones read.
+    assert scrape.status == 200
+    assert (figures["rollout_bot_ready"], figures["rollout_bot_database_up"]) == (0, 0)
+    assert math.isnan(figures["rollout_bot_timers_overdue"])
 
 
 async def test_opening_the_app_home_shows_the_help(

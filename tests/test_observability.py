@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -25,11 +27,16 @@ from figures import every_gate_passes, running_sandbox
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_views import dispatched, open_home
 from services import missing
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from test_github_app import app, credentials, gh  # noqa: F401 - fixtures
+from test_github_gateway import INPUTS, START, WORKFLOW
 
+from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
+from bot.adapters.slack.calls import CallCounter
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import GitHubError, GitHubRateLimited
@@ -40,13 +47,18 @@ from sandbox.config import (
     BYSTANDER,
     GITHUB_TOKEN,
     GITHUB_WEBHOOK_SECRET,
+    RELEASE_CHANNEL,
     RELEASE_MANAGER,
+    REPOSITORY,
+    SLACK_BOT_TOKEN,
     bot_environment,
 )
 from sandbox.github import GitHubSimulator
+from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
 from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary
 from sandbox.signing import github_signature_headers
+from sandbox.slack import SlackTestServer
 from storage.timers import TimerStore
 
 TOKEN = "scrape-me-0123456789"
@@ -247,7 +259,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 9 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 10 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 
@@ -279,26 +291,28 @@ async def test_slack_and_github_failures_are_counted_by_method_endpoint_and_stat
 
 async def test_github_calls_are_counted_by_endpoint_and_status_with_rate_limits_apart() -> None:
     telemetry = PrometheusTelemetry(build())
-    async with GitHubSimulator(token=GITHUB_TOKEN) as gh:
+    async with GitHubSimulator(token=GITHUB_TOKEN) as simulator:
         gateway = PyGithubGateway(
             GitHubTransport(
-                api_url=gh.api_url,
+                api_url=simulator.api_url,
                 token=GITHUB_TOKEN,
-                repository=gh.repository,
+                repository=simulator.repository,
                 telemetry=telemetry,
             )
         )
         try:
-            gh.fail_next("GET", "/repos/*/contents/*", 403)  # GitHub's primary rate limit
+            simulator.fail_next("GET", "/repos/*/contents/*", 403)  # GitHub's primary rate limit
             with pytest.raises(GitHubRateLimited):
                 await gateway.list_directory(path="crates", ref="main")
-            gh.fail_next("GET", "/repos/*/contents/*", 403, {"message": "Resource not accessible"})
+            simulator.fail_next(
+                "GET", "/repos/*/contents/*", 403, {"message": "Resource not accessible"}
+            )
             with pytest.raises(GitHubError, match="403"):
                 await gateway.list_directory(path="crates", ref="main")
             await gateway.list_directory(path="crates", ref="main")
         finally:
             await gateway.close()
-        left = gh.rate_limit_remaining
+        left = simulator.rate_limit_remaining
     found = parse(telemetry.exposition(None)[0].decode())
     statuses = {
         dict(labels)["status"]: count
@@ -307,6 +321,71 @@ async def test_github_calls_are_counted_by_endpoint_and_status_with_rate_limits_
     }
     assert statuses == {"rate_limited": 1, "403": 1, "2xx": 1}
     assert value(found, "rollout_bot_github_rate_limit_remaining") == left
+    reset = value(found, "rollout_bot_github_rate_limit_reset_timestamp_seconds")
+    assert reset is not None and time.time() < reset <= time.time() + 3600
+
+
+async def test_the_apps_refused_credentials_count_githubs_401_to_the_installation_token(
+    gh: GitHubSimulator,  # noqa: F811
+    app: SandboxApp,  # noqa: F811
+) -> None:
+    """GitHub answers 401 to the App's JWT (a wrong App id: the same as a revoked key): no
+    installation token, nothing else sent; the token's request is counted with GitHub's 401,
+    which RolloutBotGitHubAuthFailing pages on."""
+    telemetry = PrometheusTelemetry(build())
+    transport = GitHubTransport(
+        api_url=gh.api_url,
+        app=credentials(app, app_id=app.app_id + 1),
+        repository=REPOSITORY,
+        timeout=5,
+        backoff=0.01,
+        telemetry=telemetry,
+    )
+    github = PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
+    try:
+        with pytest.raises(GitHubError, match="401"):
+            await github.dispatch(
+                workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
+            )
+    finally:
+        await github.close()
+    found = parse(telemetry.exposition(None)[0].decode())
+    counted = {
+        (labels["endpoint"], labels["status"])
+        for (name, label_set), count in found.items()
+        if name == "rollout_bot_github_requests_total" and count > 0
+        for labels in [dict(label_set)]
+    }
+    assert counted == {("app_token", "401")}
+
+
+async def test_a_slack_file_upload_is_counted_under_a_fixed_label_never_its_upload_url() -> None:
+    """files_upload_v2 posts the file to the one-time `upload_url` Slack handed out
+    (`.../upload/v1/<key>`), and slack_sdk runs that request through the retry handlers too:
+    its key must not become a `method` label (one series per upload, and the key is the
+    upload's credential until it expires)."""
+    telemetry = PrometheusTelemetry(build())
+    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN) as slack:
+        client = AsyncWebClient(
+            token=SLACK_BOT_TOKEN,
+            base_url=slack.api_url,
+            retry_handlers=[CallCounter(telemetry)],
+        )
+        for n in range(2):
+            await client.files_upload_v2(
+                channel=RELEASE_CHANNEL, content=b"\x89PNG", filename=f"gate-{n}.png"
+            )
+    found = parse(telemetry.exposition(None)[0].decode())
+    methods = {
+        dict(labels)["method"]: count
+        for (name, labels), count in found.items()
+        if name == "rollout_bot_slack_api_calls_total"
+    }
+    assert methods == {
+        "files.getUploadURLExternal": 2,
+        "file_upload": 2,
+        "files.completeUploadExternal": 2,
+    }
 
 
 def _publish(status: str, error: str) -> dict[str, str]:
@@ -355,6 +434,9 @@ async def test_healthz_the_app_home_and_the_start_log_show_the_version_and_metri
     assert f"rollout-bot {version('rollout-bot')} (commit {_commit()}) starting" in caplog.messages
 
 
+DATABASE_GAUGES = ("timers_due", "timers_overdue", "timers_dead", "database_up")
+
+
 class TimersLeft:
     """The timer store's answer, or the database gone (a connection refused)."""
 
@@ -369,8 +451,11 @@ class TimersLeft:
     async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
         return 3, 1
 
+    async def dead_count(self) -> int:
+        return 2
 
-async def test_a_scrape_while_the_database_is_away_keeps_the_last_gauges_and_says_so(
+
+async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     telemetry = PrometheusTelemetry(build())
@@ -383,15 +468,16 @@ async def test_a_scrape_while_the_database_is_away_keeps_the_last_gauges_and_say
         overdue_after=timedelta(minutes=1),
     )
     await backlog.refresh()
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, 2, 1]
     database.reachable = False
     telemetry.handled(kind="command", name="status", outcome="ok")
     await backlog.refresh()
 
     found = parse(telemetry.exposition(None)[0].decode())
-    assert (value(found, "rollout_bot_timers_due"), value(found, "rollout_bot_timers_overdue")) == (
-        3,
-        1,
-    )
+    *unknown, up = [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES]
+    assert all(math.isnan(figure or 0) for figure in unknown) and up == 0, unknown
+    assert math.isnan(value(found, "rollout_bot_rollouts_active", state="running") or 0)
     assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
     [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
     assert line.levelname == "WARNING" and "connection refused" in line.getMessage()

@@ -6,12 +6,17 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cleared import cleared_rollout
 from replicas import replica_sessions
+from sqlalchemy import update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.plan_file import load_plan
 from bot.services.records import NewMessage
+from storage.models import RolloutRow
 from storage.outbox import OutboxStore
+from storage.rollout_store import RolloutStore
 from storage.timers import Timer, TimerStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -23,12 +28,15 @@ def timers(session_factory: async_sessionmaker[AsyncSession]) -> TimerStore:
     return TimerStore(session_factory)
 
 
-async def _window(timers: TimerStore, key: str, due_in: timedelta) -> Timer:
+async def _window(
+    timers: TimerStore, key: str, due_in: timedelta, *, rollout_id: str | None = None
+) -> Timer:
     return await timers.schedule(
         key=key,
         kind="window_end",
         due_at=NOW + due_in,
         now=NOW,
+        rollout_id=rollout_id,
         payload={"track": "relay", "stage": "canary-5"},
     )
 
@@ -235,10 +243,13 @@ async def test_a_failed_attempt_is_counted_with_its_error(timers: TimerStore) ->
     assert (first.attempts, second.attempts) == (1, 2)
 
 
-async def test_a_dead_lettered_timer_is_never_claimed_again_and_is_counted(
-    timers: TimerStore,
+async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_its_rollout_ends(
+    timers: TimerStore, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
-    timer = await _window(timers, "w", timedelta(0))
+    plan = load_plan(None)
+    rollout = cleared_rollout(plan, now=NOW, rollout_id="r-0000000dead1", channel_id="C0RELEASES")
+    await RolloutStore(session_factory, clock=lambda: NOW).create(rollout=rollout, plan=plan)
+    timer = await _window(timers, "w", timedelta(0), rollout_id=rollout.id)
     await _window(timers, "other", timedelta(hours=1))
     await timers.claim_due(now=NOW, owner="a", lease=LEASE, limit=1)
     assert await timers.dead_count() == 0
@@ -254,3 +265,7 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_is_counted(
     later = NOW + timedelta(days=1)
     assert [t.key for t in await timers.claim_due(now=later, owner="c", lease=LEASE)] == ["other"]
     assert await timers.cancel(key="w", now=later) is False  # dead stays dead, for the record
+    # The stage it held is gone with its rollout: nothing waits for a person any more.
+    async with session_factory.begin() as session:
+        await session.execute(update(RolloutRow).values(ended_at=later))
+    assert await timers.dead_count() == 0

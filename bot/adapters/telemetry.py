@@ -22,6 +22,8 @@ from prometheus_client.exposition import choose_encoder
 from bot.services.telemetry import ACTIVE_PHASES, Handled, Telemetry
 from bot.version import Build
 
+NAN = float("nan")
+
 LATENESS_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 """Seconds: a window is evaluated within a second of its end when all is well; minutes mean
 the scheduler was away (a restart, a dead replica's lease running out)."""
@@ -54,7 +56,12 @@ class PrometheusTelemetry(Telemetry):
         self._rate_limit = gauge(
             "github_rate_limit_remaining", "X-RateLimit-Remaining of GitHub's last answer."
         )
-        self._rate_limit.set(float("nan"))  # unknown until GitHub answers
+        self._rate_limit_reset = gauge(
+            "github_rate_limit_reset_timestamp_seconds",
+            "X-RateLimit-Reset of GitHub's last answer: when the limit is whole again.",
+        )
+        for unknown in (self._rate_limit, self._rate_limit_reset):
+            unknown.set(NAN)  # until GitHub answers
         self._slack = counter(
             "slack_api_calls_total", "Slack Web API attempts.", "method", "status", "error"
         )
@@ -72,7 +79,15 @@ class PrometheusTelemetry(Telemetry):
         self._timers_overdue = gauge(
             "timers_overdue", "Pending timers due for longer than a lease (database-wide)."
         )
+        self._timers_dead = gauge(
+            "timers_dead", "Dead-lettered timers of rollouts not ended (database-wide)."
+        )
         self._rollouts = gauge("rollouts_active", "Rollouts not ended (database-wide).", "state")
+        self._ready = gauge("ready", "1 while /readyz answers 200, else 0 (as of the scrape).")
+        self._database_up = gauge(
+            "database_up", "1 when the database answered the scrape's reads, else 0."
+        )
+        self._database_up.set(NAN)  # until the first scrape
         self._webhooks = counter(
             "webhook_deliveries_total", "Signed GitHub webhook deliveries.", "event", "result"
         )
@@ -96,10 +111,14 @@ class PrometheusTelemetry(Telemetry):
     def refused(self, *, reason: str) -> None:
         self._refusals.labels(reason).inc()
 
-    def github_request(self, *, endpoint: str, status: str, remaining: int | None) -> None:
+    def github_request(
+        self, *, endpoint: str, status: str, remaining: int | None, reset: int | None
+    ) -> None:
         self._github.labels(endpoint, status).inc()
         if remaining is not None:
             self._rate_limit.set(remaining)
+        if reset is not None:
+            self._rate_limit_reset.set(reset)
 
     def slack_call(self, *, method: str, status: str, error: str) -> None:
         self._slack.labels(method, status, error).inc()
@@ -117,8 +136,23 @@ class PrometheusTelemetry(Telemetry):
         self._webhooks.labels(event, result).inc()
         self._last_webhook.set(at.timestamp())
 
-    def backlog(self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int) -> None:
+    def readiness(self, *, ready: bool) -> None:
+        self._ready.set(1 if ready else 0)
+
+    def backlog(
+        self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int, timers_dead: int
+    ) -> None:
         for state in ACTIVE_PHASES:
             self._rollouts.labels(state).set(rollouts.get(state, 0))
         self._timers_due.set(timers_due)
         self._timers_overdue.set(timers_overdue)
+        self._timers_dead.set(timers_dead)
+        self._database_up.set(1)
+
+    def database_unread(self) -> None:
+        # Unknown, not the last values: a rule must not read an outage as "nothing overdue".
+        for state in ACTIVE_PHASES:
+            self._rollouts.labels(state).set(NAN)
+        for gauge in (self._timers_due, self._timers_overdue, self._timers_dead):
+            gauge.set(NAN)
+        self._database_up.set(0)

@@ -167,9 +167,10 @@ class Scheduler:
         self._wake = wake or asyncio.Event()
         """Set when a timer is scheduled: look again now, not at the end of the current sleep."""
         self.last_tick: datetime | None = None
-        """When the loop last made progress (for `/readyz`): a pass begun, a timer or a
-        rollout's poll done, a pass ended. Set step by step, so a slow GitHub during one long
-        pass does not make every replica unready at once."""
+        """When the loop last made progress (for `/readyz`): a timer or a rollout's poll done,
+        a pass ended. Set step by step, so a slow GitHub during one long pass does not make
+        every replica unready at once; never by a pass that fails, so a loop failing every
+        pass goes stale."""
         self._loop = Background("scheduler", wake=self._wake)
 
     def start(self) -> None:
@@ -195,7 +196,6 @@ class Scheduler:
         next_poll = self._clock()
         while not self._loop.stopping.is_set():
             try:
-                self.last_tick = self._clock()
                 await self.fire_due()
                 if self._clock() >= next_poll:
                     await self.poll_runs()

@@ -24,7 +24,7 @@ from bot.services.ports import Clock
 from bot.services.store_ports import Rollouts
 
 REFRESH_SECONDS = 2.0
-"""How long a scrape waits for the database gauges before it serves the last ones."""
+"""How long a scrape waits for the database gauges before it serves them as unknown."""
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,13 @@ class Telemetry:
     def refused(self, *, reason: str) -> None:
         """A person was refused, `reason` the RolloutError's code."""
 
-    def github_request(self, *, endpoint: str, status: str, remaining: int | None) -> None:
-        """A call to GitHub's API ended: its endpoint class, its status (`2xx`, the refusal's
-        code, `rate_limited`, `no_answer`, or `no_token`: no installation token, nothing sent),
-        and the rate limit left after it (None: GitHub did not say)."""
+    def github_request(
+        self, *, endpoint: str, status: str, remaining: int | None, reset: int | None
+    ) -> None:
+        """A call to GitHub's API ended: its endpoint class (`app_token` when the installation
+        token it needed was refused: nothing else sent), its status (`2xx`, GitHub's refusal
+        code, `rate_limited` or `no_answer`), the rate limit left after it and the Unix time
+        it resets at (None: GitHub did not say)."""
 
     def slack_call(self, *, method: str, status: str, error: str) -> None:
         """A Slack Web API attempt ended: its method, the HTTP status (`no_answer` when none
@@ -66,9 +69,17 @@ class Telemetry:
         """A signed GitHub webhook delivery was taken in: `followed`, `ignored`, `duplicate`,
         `kept`."""
 
-    def backlog(self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int) -> None:
-        """The state of the database as of the scrape: active rollouts by phase, timers due
-        and overdue."""
+    def readiness(self, *, ready: bool) -> None:
+        """What `/readyz` answers as of the scrape."""
+
+    def backlog(
+        self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int, timers_dead: int
+    ) -> None:
+        """The state of the database as of the scrape (it answered): active rollouts by phase,
+        timers due and overdue, dead-lettered timers whose stage still holds."""
+
+    def database_unread(self) -> None:
+        """The database did not answer the scrape: its figures are unknown."""
 
 
 UNTRACKED = Telemetry()
@@ -80,6 +91,10 @@ class TimerBacklog(Protocol):
     async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
         """How many pending timers are due now, and how many of them have been due for longer
         than `overdue_after`."""
+        ...
+
+    async def dead_count(self) -> int:
+        """How many dead-lettered timers still hold a stage (their rollout has not ended)."""
         ...
 
 
@@ -97,8 +112,8 @@ class Backlog:
     the time another replica waits before it takes a dead one's timer over)."""
 
     async def refresh(self) -> None:
-        """Read the gauges; when the database does not answer they keep their last values
-        (one WARNING line), so the scrape still serves every counter."""
+        """Read the gauges; when the database does not answer they become unknown and the
+        database reads as down (one WARNING line), and the scrape still serves every counter."""
         try:
             # A hung query must not hold the scrape past Prometheus' timeout: the counters
             # would go unserved and the replica would read as down.
@@ -107,12 +122,15 @@ class Backlog:
                 due, overdue = await self.timers.backlog(
                     now=self.clock(), overdue_after=self.overdue_after
                 )
+                dead = await self.timers.dead_count()
         except TRANSIENT as error:
             log_failure(log, "metrics: the database gauges were not read", error)
+            self.telemetry.database_unread()
             return
         phases = Counter(rollout.phase.value for rollout in active)
         self.telemetry.backlog(
             rollouts={phase: phases[phase] for phase in ACTIVE_PHASES},
             timers_due=due,
             timers_overdue=overdue,
+            timers_dead=dead,
         )

@@ -119,26 +119,36 @@ class GitHubTransport:
     async def run(self, fn: Callable[[], T], *, endpoint: str, operation: str) -> T:
         """`fn` in the pool, its exceptions as they are (for writes, which look them over),
         except that no installation token (App mode) is a GitHubError: `fn` sent nothing.
-        Each call is counted by `endpoint` (the area of GitHub's API) and how it ended."""
+        Each call is counted by `endpoint` (the area of GitHub's API) and how it ended; a call
+        that got no installation token is counted as the token's request (`app_token`) with
+        GitHub's answer to it (401: the App's credentials refused, 404: not installed)."""
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
         except InstallationTokenError as exc:
-            self._count(endpoint, "no_token")
+            self._count("app_token", exc.cause)
             raise self.no_token(operation, exc) from exc.cause
-        except GithubException as exc:
-            self._count(endpoint, "rate_limited" if rate_limited(exc) else str(exc.status))
+        except (GithubException, OSError) as exc:
+            self._count(endpoint, exc)
             raise
-        except OSError:
-            self._count(endpoint, "no_answer")
-            raise
-        self._count(endpoint, "2xx")
+        self._count(endpoint, None)
         return result
 
-    def _count(self, endpoint: str, status: str) -> None:
-        # PyGithub keeps X-RateLimit-Remaining of the last answer that carried it (-1: none).
-        remaining = self.client.requester.rate_limiting[0]
+    def _count(self, endpoint: str, failure: GithubException | OSError | None) -> None:
+        if failure is None:
+            status = "2xx"
+        elif isinstance(failure, OSError):
+            status = "no_answer"
+        else:
+            status = "rate_limited" if rate_limited(failure) else str(failure.status)
+        # PyGithub keeps X-RateLimit-Remaining and -Reset of the last answer that carried them
+        # (-1: none).
+        remaining, _ = self.client.requester.rate_limiting
+        reset = self.client.requester.rate_limiting_resettime
         self._telemetry.github_request(
-            endpoint=endpoint, status=status, remaining=remaining if remaining >= 0 else None
+            endpoint=endpoint,
+            status=status,
+            remaining=remaining if remaining >= 0 else None,
+            reset=reset if reset > 0 else None,
         )
 
     async def call(
