@@ -64,6 +64,9 @@ class ActionsEngine(EnvironmentGates):
         for name in [*names, *(protected_environments or ())]:
             self.environments.setdefault(name, 5_000_001 + len(self.environments))
         self.protected = set(names if protected_environments is None else protected_environments)
+        self.self_review_prevented: set[str] = set()
+        """Protected environments whose rule has "Prevent self-review" ticked (as GitHub lists
+        it; the approvals are not refused)."""
         self.rule_environments: set[str] = set()
         self.rule_reviews: list[Review] = []
         self._failures = FailurePlan()

@@ -32,7 +32,14 @@ class HookDelivery:
 class Hook:
     id: int
     url: str
-    events: tuple[str, ...] = ("workflow_run", "workflow_job", "deployment_review")
+    events: tuple[str, ...] = (
+        "workflow_run",
+        "workflow_job",
+        "deployment",
+        "deployment_status",
+        "deployment_review",
+    )
+    """The events README's setup ticks."""
     active: bool = True
     deliveries: list[HookDelivery] = field(default_factory=list)
 

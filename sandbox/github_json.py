@@ -230,7 +230,15 @@ def job(urls: Urls, sim: SimJob, sim_run: SimRun) -> Json:
     }
 
 
-def environment(urls: Urls, name: str, env_id: int, *, protected: bool, reviewer: str) -> Json:
+def environment(
+    urls: Urls,
+    name: str,
+    env_id: int,
+    *,
+    protected: bool,
+    reviewer: str,
+    prevent_self_review: bool = False,
+) -> Json:
     rules = []
     if protected:
         rules.append(
@@ -238,7 +246,7 @@ def environment(urls: Urls, name: str, env_id: int, *, protected: bool, reviewer
                 "id": env_id + 1,
                 "node_id": node_id("ProtectionRule", env_id + 1),
                 "type": "required_reviewers",
-                "prevent_self_review": False,
+                "prevent_self_review": prevent_self_review,
                 "reviewers": [{"type": "User", "reviewer": user(urls, reviewer)}],
             }
         )

@@ -92,6 +92,7 @@ class RepositoryRoutes(SimulatorRoutes):
             self.sim.engine.environments[name],
             protected=name in self.sim.engine.protected,
             reviewer=self.sim.actor,
+            prevent_self_review=name in self.sim.engine.self_review_prevented,
         )
 
     async def list_environments(self, request: web.Request) -> web.Response:

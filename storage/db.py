@@ -59,11 +59,17 @@ class InvalidDatabaseUrl(ValueError):
 
 def _parse(url: str) -> URL:
     try:
-        return make_url(url.strip())
-    except ArgumentError:
+        parsed = make_url(url.strip())
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise InvalidDatabaseUrl(
             "DATABASE_URL is not a database URL (expected sqlite:///... or postgresql://...)"
         ) from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise InvalidDatabaseUrl(
+            f"DATABASE_URL has the port {parsed.port}; a port is 1 to 65535 "
+            f"(got {mask_database_url(parsed)})"
+        )
+    return parsed
 
 
 def mask_database_url(url: str | URL) -> str:

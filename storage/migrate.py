@@ -83,19 +83,24 @@ async def revision_of(engine: AsyncEngine) -> str | None:
         )
 
 
-async def schema_problem(engine: AsyncEngine, *, newer_is_fine: bool = False) -> str | None:
+async def schema_problem(
+    engine: AsyncEngine, *, newer_is_fine: bool = False, behind_is_fine: bool = False
+) -> str | None:
     """Why this binary must not serve on the database, or None when it is at head.
 
-    Behind (never migrated, or an older revision): run `rollout-bot migrate`. Ahead (a revision
-    this binary does not ship): a newer version migrated it, so this one is too old to start
-    on it. A replica already serving stays ready on a newer schema (`newer_is_fine`):
-    migrations are additive, and the rolling restart that follows replaces it.
+    Behind (never migrated, or an older revision): run `rollout-bot migrate` (`behind_is_fine`:
+    that is what `migrate` is for). Ahead (a revision this binary does not ship): a newer
+    version migrated it, so this one is too old to start on it, or to migrate it. A replica
+    already serving stays ready on a newer schema (`newer_is_fine`): migrations are additive,
+    and the rolling restart that follows replaces it.
     """
     current = await revision_of(engine)
     head = head_revision()
     if current == head:
         return None
     if current is None or _known(current):
+        if behind_is_fine:
+            return None
         return (
             f"the database is at migration {current or 'none'}, this version needs {head}: "
             "run `rollout-bot migrate`"

@@ -10,11 +10,11 @@ clock is always passed in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.records import NewMessage, Timer
@@ -28,6 +28,11 @@ def _pending() -> ColumnElement[bool]:
     return and_(
         TimerRow.fired_at.is_(None), TimerRow.cancelled_at.is_(None), TimerRow.dead_at.is_(None)
     )
+
+
+def _of(kinds: Collection[str] | None) -> ColumnElement[bool]:
+    """Timers of these kinds (None: of every kind)."""
+    return TimerRow.kind.in_(sorted(kinds)) if kinds is not None else true()
 
 
 class TimerStore:
@@ -104,16 +109,24 @@ class TimerStore:
             return _timer(row) if row is not None else None
 
     async def claim_due(
-        self, *, now: datetime, owner: str, lease: timedelta, limit: int = 10
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        limit: int = 10,
+        kinds: Collection[str] | None = None,
     ) -> list[Timer]:
         """Claim up to `limit` due timers for `owner` until `now + lease`, earliest first.
 
-        A timer is claimable when it is due, pending, and unclaimed or its lease has run out.
-        Each timer goes to exactly one caller, however many replicas claim at once.
+        A timer is claimable when it is due, pending, of one of `kinds` (None: any kind), and
+        unclaimed or its lease has run out. Each timer goes to exactly one caller, however many
+        replicas claim at once.
         """
         claimable = and_(
             TimerRow.due_at <= now,
             _pending(),
+            _of(kinds),
             or_(TimerRow.claimed_by.is_(None), TimerRow.lease_until <= now),
         )
         async with self._sessions.begin() as session:
@@ -206,17 +219,26 @@ class TimerStore:
             ).one()
         return int(row[0]), int(row[1])
 
-    async def next_due(self) -> datetime | None:
-        """When the next timer can be claimed: its due time, or its lease end if it is claimed.
+    async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None:
+        """When the next timer (of one of `kinds`; None: any) can be claimed: its due time, or
+        its lease end if it is claimed.
 
         The scheduler sleeps until then (or until it is woken), so a timer another replica
-        holds does not make it spin.
+        holds, or one only a newer replica knows, does not make it spin.
         """
         async with self._sessions() as session:
             result: datetime | None = await session.scalar(
-                select(func.min(self._leases.claimable_at())).where(_pending())
+                select(func.min(self._leases.claimable_at())).where(_pending(), _of(kinds))
             )
             return result
+
+    async def due_kinds(self, *, now: datetime) -> set[str]:
+        """The kinds of the pending timers due by `now`."""
+        async with self._sessions() as session:
+            found = await session.scalars(
+                select(TimerRow.kind).where(_pending(), TimerRow.due_at <= now).distinct()
+            )
+            return set(found)
 
 
 def _timer(row: TimerRow) -> Timer:

@@ -167,27 +167,53 @@ async def test_serve_refuses_a_database_whose_migrations_are_behind(tmp_path: Pa
     assert "at migration 0005" in err and "run `rollout-bot migrate`" in err
 
 
-async def test_serve_refuses_a_database_a_newer_version_migrated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+async def test_serve_and_migrate_refuse_a_database_a_newer_version_migrated(
+    tmp_path: Path, command: str
+) -> None:
+    """An image rolled back, or the old image's one-shot `migrate`: one line, nothing changed."""
     env = full_env(tmp_path)
     assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
     with sqlite3.connect(tmp_path / "bot.db") as db:
         db.execute("update alembic_version set version_num = '0099_from_the_future'")
-    code, _, err = await run("serve", env=env, cwd=tmp_path)
+    code, _, err = await run(command, env=env, cwd=tmp_path)
     assert code == 2
     (line,) = err.splitlines()
-    assert "0099_from_the_future" in line
+    assert "0099_from_the_future" in line and "newer than this version's" in line
     assert line.endswith("this binary is older than the database: deploy the newer version")
+    with sqlite3.connect(tmp_path / "bot.db") as db:
+        assert db.execute("select version_num from alembic_version").fetchall() == [
+            ("0099_from_the_future",)
+        ]
 
 
-async def test_serve_says_in_one_line_that_the_database_does_not_answer(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "nothing"), [("serve", "served"), ("migrate", "migrated")])
+async def test_serve_and_migrate_say_in_one_line_that_the_database_does_not_answer(
+    tmp_path: Path, command: str, nothing: str
+) -> None:
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    url = f"postgresql://rollout:hunter2-secret@127.0.0.1:{port}/rollouts"
-    code, _, err = await run("serve", env=full_env(tmp_path) | {"DATABASE_URL": url}, cwd=tmp_path)
+    unreachable = f"postgresql://rollout:hunter2-secret@127.0.0.1:{port}/rollouts"
+    unopenable = f"sqlite:///{tmp_path}/no-such-directory/bot.db"
+    for url in (unreachable, unopenable):
+        code, _, err = await run(
+            command, env=full_env(tmp_path) | {"DATABASE_URL": url}, cwd=tmp_path
+        )
+        assert code == 2
+        (line,) = err.splitlines()
+        assert "the database does not answer" in line and "hunter2-secret" not in line
+        assert line.endswith(f"nothing was {nothing}"), line
+
+
+async def test_migrate_refuses_a_bad_database_url_in_one_line(tmp_path: Path) -> None:
+    url = "postgresql://rollout:hunter2-secret@127.0.0.1:99999/rollouts"
+    code, _, err = await run(
+        "migrate", env=full_env(tmp_path) | {"DATABASE_URL": url}, cwd=tmp_path
+    )
     assert code == 2
-    (line,) = err.splitlines()
-    assert "the database does not answer" in line and "hunter2-secret" not in line
+    assert "Traceback" not in err and "hunter2-secret" not in err
+    assert "DATABASE_URL has the port 99999; a port is 1 to 65535" in err
 
 
 async def test_serve_says_in_one_line_that_its_port_is_taken(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ in turn fails its own check (and only that one) with the fix."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -148,6 +148,18 @@ async def stop_sentry(install: Install) -> None:
             id="an unknown user group",
         ),
         pytest.param(
+            lambda i: i.slack.usergroups.__setitem__(APPROVER_GROUP, []),
+            f"✗ approver group {APPROVER_GROUP} has no members",
+            "add the approvers to the user group",
+            id="an empty approver group",
+        ),
+        pytest.param(
+            lambda i: i.github.engine.self_review_prevented.add("relay-rollout-50"),
+            "✗ environment relay-rollout-50 prevents self-review",
+            "untick Prevent self-review",
+            id="an environment that prevents self-review",
+        ),
+        pytest.param(
             lambda i: i.github.engine.protected.discard("relay-rollout-50"),
             "✗ environment relay-rollout-50 does not hold the bot",
             "add release-bot to its required reviewers",
@@ -172,11 +184,18 @@ async def stop_sentry(install: Install) -> None:
             id="no webhook",
         ),
         pytest.param(
+            lambda i: setattr(i.github.hooks[0], "events", ("push", "workflow_run")),
+            "✗ webhook https://rollout.example.com/github/webhook is not subscribed to "
+            "deployment, deployment_review, deployment_status, workflow_job",
+            "Let me select individual events",
+            id="a webhook without the bot's events",
+        ),
+        pytest.param(
             lambda i: i.github.hooks[0].deliver(
                 event="workflow_job", status_code=502, status="failed to connect"
             ),
             "✗ webhook https://rollout.example.com/github/webhook: 1 of the last 2 deliveries "
-            "failed (latest: 502 failed to connect, workflow_job)",
+            "failed (latest: 502 failed to connect, workflow_job, ",
             "GITHUB_WEBHOOK_SECRET",
             id="a failed delivery",
         ),
@@ -200,6 +219,18 @@ async def test_each_misconfiguration_fails_its_own_check_with_the_fix(
     assert len(failed) == 1, found
     assert failed[0].startswith(failure), failed[0]
     assert fix in failed[0]
+
+
+async def test_a_failed_delivery_redelivered_with_success_passes(install: Install) -> None:
+    """GitHub records a redelivery as another attempt with the delivery's guid."""
+    hook = install.github.hooks[0]
+    failed = hook.deliver(event="workflow_job", status_code=502, status="failed to connect")
+    redelivered = hook.deliver(event="workflow_job", status_code=200)
+    hook.deliveries[-1] = replace(redelivered, guid=failed.guid)
+    assert (
+        "✓ webhook https://rollout.example.com/github/webhook: the last 3 deliveries succeeded"
+        in await lines(install)
+    )
 
 
 async def test_a_refused_token_is_one_failure_and_the_doctor_exits_1(install: Install) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,10 +36,11 @@ from bot.domain.rollout import (
     window_timer_key,
 )
 from bot.services.clock import SystemClock
+from bot.services.effects import TIMER_KINDS
 from bot.services.following import Reconciled
 from bot.services.readiness import Readiness
 from bot.services.rollouts import RolloutService, UnhandledTimer
-from bot.services.scheduler import Backoff, Retention, Scheduler
+from bot.services.scheduler import PRUNE_EVERY, Backoff, Retention, Scheduler
 from handlers.app_keys import SERVICES
 from sandbox.clock import ManualClock
 from sandbox.harness import Sandbox
@@ -298,14 +299,14 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
     reads = 0
 
     class ScheduledMeanwhile(TimerStore):
-        async def next_due(self) -> datetime | None:
+        async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None:
             nonlocal reads
             reads += 1
             if reads == 1:
                 wake.set()  # a timer is scheduled right now, by this process
             else:
                 looked_again.set()
-            return await super().next_due()
+            return await super().next_due(kinds=kinds)
 
     store = ScheduledMeanwhile(session_factory)
     loop = Scheduler(
@@ -627,9 +628,42 @@ async def test_a_timer_of_the_previous_version_finds_its_window_in_its_key(
     assert await gates(quiet, rollout.id) == ["PASS"]
 
 
-async def test_a_timer_of_a_kind_nobody_handles_fails_loudly(
+async def test_a_timer_of_a_kind_only_a_newer_version_knows_is_left_to_its_replicas(
+    timers: TimerStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mid-upgrade, a newer replica schedules a kind this version does not know: this one never
+    claims it (no attempt counted, never dead-lettered), sleeps past it, and says so once."""
+    clock = ManualClock(NOW)
+    follower = Follower()
+    loop = scheduler(timers, follower, clock)
+    newer = await timers.schedule(key="newer:r-1", kind="from_a_newer_version", due_at=NOW, now=NOW)
+    await window(timers, due=NOW + timedelta(days=1))
+
+    for _ in range(3):
+        assert await loop.fire_due() == 0
+        await loop.prune()
+        clock.advance(PRUNE_EVERY)
+    assert follower.fired == [] and follower.dead == []
+    assert await timers.next_due(kinds=TIMER_KINDS) == NOW + timedelta(days=1)
+    stored = await timers.get(key=newer.key)
+    assert stored is not None and stored.attempts == 0 and stored.claimed_by is None
+    warned = [r for r in caplog.records if r.name == "bot.services.scheduler"]
+    assert [r.levelname for r in warned] == ["WARNING"], warned
+    assert "left to a newer version's replicas" in warned[0].getMessage()
+
+    # A newer replica claims it at once.
+    (claimed,) = await timers.claim_due(
+        now=clock(), owner="replica-new", lease=timedelta(minutes=1)
+    )
+    assert claimed.key == newer.key and claimed.attempts == 1
+
+
+async def test_firing_a_timer_no_handler_takes_fails_loudly(
     quiet: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The scheduler hands over only the kinds this version schedules; one without a handler
+    wired is a wiring mistake: firing it fails (retried, then dead-lettered), never completes
+    as if it had fired."""
     mystery = Timer(id=1, key="mystery:r-1", kind="mystery", due_at=NOW, created_at=NOW, attempts=1)
     with pytest.raises(UnhandledTimer, match="no handler for timer mystery:r-1"):
         await quiet.services.rollouts.on_timer(mystery)  # retried, then dead-lettered

@@ -48,7 +48,15 @@ def test_urls_are_normalized_to_async_drivers(given: str, expected: str) -> None
 
 
 @pytest.mark.parametrize(
-    "url", ["mysql://root:hunter2@db/rollouts", "not a url", "", "oracle://u:hunter2@h/x"]
+    "url",
+    [
+        "mysql://root:hunter2@db/rollouts",
+        "not a url",
+        "",
+        "oracle://u:hunter2@h/x",
+        "postgresql://u:hunter2@db:99999/rollouts",  # asyncpg would die of an OverflowError
+        "postgresql://u:hunter2@db:pg/rollouts",
+    ],
 )
 def test_unsupported_urls_are_refused_without_showing_the_password(url: str) -> None:
     with pytest.raises(InvalidDatabaseUrl) as refused:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Column, MetaData, String, inspect, text
 from sqlalchemy.engine import Connection
 
@@ -101,6 +104,36 @@ async def test_downgrade_to_base_then_upgrade_again(empty_database_url: str) -> 
 
     await upgrade(empty_database_url)
     assert await _on_connection(empty_database_url, _tables) == TABLES | {"alembic_version"}
+
+
+async def test_the_rollback_command_of_docs_operating_brings_the_schema_back(
+    empty_database_url: str,
+) -> None:
+    """docs/operating.md, Upgrades: the command that brings a database back to the previous
+    version's head, from the newer image, before that version is deployed again."""
+    await upgrade(empty_database_url)
+    docs = (Path(__file__).parent.parent / "docs" / "operating.md").read_text(encoding="utf-8")
+    (line,) = [line for line in docs.splitlines() if "command.downgrade(" in line]
+    snippet = line.split(" -c ", 1)[1].strip().strip('"')
+    previous = _previous_revision()
+    snippet = snippet.replace("'0007'", f"'{previous}'")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        snippet,
+        env={**os.environ, "DATABASE_URL": empty_database_url},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert await current_revision(empty_database_url) == previous
+
+
+def _previous_revision() -> str:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    head = scripts.get_revision(head_revision())
+    assert head is not None and isinstance(head.down_revision, str)
+    return head.down_revision
 
 
 LEGACY_REASONS = {

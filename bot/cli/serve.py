@@ -13,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
+from functools import partial
 
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot.bootstrap import create_app
+from bot.cli.database import refused
 from bot.cli.settings import load
 from bot.config import Settings
 from bot.logs import configure_logging
-from bot.services.failures import error_summary
 from handlers.app_keys import READINESS
 from storage.db import engine_for_one_task
 from storage.migrate import schema_problem
@@ -41,13 +40,7 @@ def run(settings: Settings, *, socket_mode: bool) -> int:
     """Serve until SIGTERM or SIGINT, then drain and exit 0; 2 when the database's migrations
     are behind or ahead of this version (one line says which, and what to do), or when it
     cannot listen on HOST:PORT (one line)."""
-    # Before logging is configured: a refusal is its one line, not Alembic's chatter too.
-    try:
-        problem = asyncio.run(_schema_problem(settings.database_url))
-    except (OSError, SQLAlchemyError) as error:
-        problem = f"the database does not answer ({error_summary(error)}); nothing was served"
-    if problem is not None:
-        sys.stderr.write(f"rollout-bot: {problem}\n")
+    if refused(partial(_schema_problem, settings.database_url), nothing="served"):
         return 2
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from bot.domain.errors import GitHubError
+from bot.domain.github_events import FOLLOWED
 from bot.domain.plan import RolloutPlan
 from bot.services.doctor_app import (
     WEBHOOK_PATH,
@@ -58,6 +59,21 @@ class WebhookDelivery:
         return 200 <= self.status_code < 300
 
 
+@dataclass(frozen=True)
+class RepositoryWebhook:
+    id: int
+    url: str
+    events: frozenset[str]
+
+
+@dataclass(frozen=True)
+class EnvironmentReviewers:
+    logins: list[str]
+    """Logins of the environment's required reviewers (users; teams are not the bot)."""
+    self_review_prevented: bool
+    """"Prevent self-review": a reviewer cannot approve a run they triggered."""
+
+
 class SlackInstall(Protocol):
     async def identity(self) -> SlackIdentity: ...
 
@@ -77,12 +93,12 @@ class GitHubInstall(Protocol):
         """The workflow_dispatch inputs of the workflow file at `ref`; None: no such file."""
         ...
 
-    async def environment_reviewers(self, name: str) -> list[str] | None:
-        """Logins of the environment's required reviewers; None: no such environment."""
+    async def environment_reviewers(self, name: str) -> EnvironmentReviewers | None:
+        """The environment's required reviewers; None: no such environment."""
         ...
 
-    async def webhooks(self) -> list[tuple[int, str]]:
-        """(id, url) of each active repository webhook."""
+    async def webhooks(self) -> list[RepositoryWebhook]:
+        """Each active repository webhook."""
         ...
 
     async def recent_deliveries(self, hook_id: int, count: int) -> list[WebhookDelivery]: ...
@@ -162,7 +178,14 @@ class Doctor:
                     )
                 )
                 continue
-            findings.append(passed(f"approver group {group} has {len(members)} members"))
+            findings.append(
+                passed(f"approver group {group} has {len(members)} members")
+                if members
+                else failed(
+                    f"approver group {group} has no members: nobody it names can approve",
+                    "add the approvers to the user group in Slack, or fix ROLLOUT_APPROVERS",
+                )
+            )
         return findings
 
     async def _github(self) -> list[Finding]:
@@ -232,12 +255,21 @@ class Doctor:
                         f"create it (Settings → Environments) with {login} as a required reviewer",
                     )
                 )
-            elif login not in reviewers:
+            elif login not in reviewers.logins:
                 findings.append(
                     failed(
                         f"environment {name} does not hold the bot",
                         f"add {login} to its required reviewers: without them the job does "
                         "not wait for the bot",
+                    )
+                )
+            elif reviewers.self_review_prevented:
+                findings.append(
+                    failed(
+                        f"environment {name} prevents self-review",
+                        f"the bot dispatches the run, so GitHub refuses {login}'s approval: "
+                        "untick Prevent self-review in its required reviewers (Settings → "
+                        "Environments)",
                     )
                 )
             else:
@@ -252,46 +284,43 @@ class Doctor:
         ]
 
     async def _webhook(self, login: str) -> list[Finding]:
-        hooks = [(i, url) for i, url in await self.github.webhooks() if url.endswith(WEBHOOK_PATH)]
+        hooks = [h for h in await self.github.webhooks() if h.url.endswith(WEBHOOK_PATH)]
         if not hooks:
             return [
                 failed(
                     f"no repository webhook posts to …{WEBHOOK_PATH}",
                     f"add one (Settings → Webhooks: https://YOUR-HOST{WEBHOOK_PATH}, JSON, "
-                    "the GITHUB_WEBHOOK_SECRET, workflow runs, jobs and deployment reviews)",
+                    "the GITHUB_WEBHOOK_SECRET, workflow runs, workflow jobs, deployments, "
+                    "deployment statuses and deployment reviews)",
                 )
             ]
-        hook_id, url = hooks[0]
-        recent = await self.github.recent_deliveries(hook_id, RECENT_DELIVERIES)
-        unsuccessful = [d for d in recent if not d.succeeded]
-        if unsuccessful:
-            latest = max(unsuccessful, key=lambda d: d.delivered_at)
+        hook = hooks[0]
+        unheard = sorted(FOLLOWED - hook.events)
+        if unheard:
             return [
                 failed(
-                    f"webhook {url}: {len(unsuccessful)} of the last {len(recent)} deliveries "
-                    f"failed (latest: {latest.status_code} {latest.status}, {latest.event})",
-                    "check that the URL reaches the bot from GitHub and that its secret is "
-                    "GITHUB_WEBHOOK_SECRET; redeliver from the webhook's Recent Deliveries",
+                    f"webhook {hook.url} is not subscribed to {', '.join(unheard)}",
+                    "tick them under the webhook's settings → Let me select individual "
+                    "events: without them the bot hears of its runs only by polling",
                 )
             ]
-        return [passed(f"webhook {url}: the last {len(recent)} deliveries succeeded")]
+        recent = await self.github.recent_deliveries(hook.id, RECENT_DELIVERIES)
+        return [
+            _deliveries_finding(
+                f"webhook {hook.url}",
+                recent,
+                "check that the URL reaches the bot from GitHub and that its secret is "
+                "GITHUB_WEBHOOK_SECRET; then redeliver them from the webhook's Recent "
+                "Deliveries (GitHub does not redeliver by itself)",
+            )
+        ]
 
     async def _app_deliveries(self, login: str) -> list[Finding]:
-        """GitHub lists every attempt and never redelivers by itself: a delivery failed when
-        none of its attempts (same guid) succeeded."""
         recent = await self.github.app_deliveries(RECENT_DELIVERIES)
-        delivered = {d.guid for d in recent if d.succeeded}
-        lost = [d for d in recent if not d.succeeded and d.guid not in delivered]
-        if not recent:
-            return [passed("GitHub App webhook: no recent deliveries")]
-        if not lost:
-            return [passed(f"GitHub App webhook: the last {len(recent)} deliveries succeeded")]
-        latest = max(lost, key=lambda d: d.delivered_at)
         return [
-            failed(
-                f"GitHub App webhook: {len(lost)} of the last {len(recent)} deliveries failed "
-                f"(latest: {latest.status_code} {latest.status}, {latest.event}, "
-                f"{latest.delivered_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)",
+            _deliveries_finding(
+                "GitHub App webhook",
+                recent,
                 "check that the App's webhook URL reaches the bot from GitHub and that its "
                 "secret is GITHUB_WEBHOOK_SECRET; then redeliver them from the App's settings "
                 "→ Advanced → Recent Deliveries (GitHub does not redeliver by itself)",
@@ -326,3 +355,21 @@ def _environments(plan: RolloutPlan) -> list[str]:
         for environment in (*(s.environment for s in track.stages), track.on_failure.environment)
     ]
     return list(dict.fromkeys(names))
+
+
+def _deliveries_finding(hook: str, recent: list[WebhookDelivery], fix: str) -> Finding:
+    """GitHub lists every attempt and never redelivers by itself: a delivery failed when
+    none of its attempts (same guid) succeeded, so a redelivery that succeeded clears it."""
+    delivered = {d.guid for d in recent if d.succeeded}
+    lost = [d for d in recent if not d.succeeded and d.guid not in delivered]
+    if not recent:
+        return passed(f"{hook}: no recent deliveries")
+    if not lost:
+        return passed(f"{hook}: the last {len(recent)} deliveries succeeded")
+    latest = max(lost, key=lambda d: d.delivered_at)
+    return failed(
+        f"{hook}: {len(lost)} of the last {len(recent)} deliveries failed "
+        f"(latest: {latest.status_code} {latest.status}, {latest.event}, "
+        f"{latest.delivered_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC)",
+        fix,
+    )

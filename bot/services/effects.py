@@ -34,6 +34,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
+from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import card, summary, told
 from bot.services.ports import Clock, GitHubGateway, ReviewState
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 
 WINDOW_TIMER = "window"
 DISPATCH_TIMER = "scheduled_dispatch"
+TIMER_KINDS = frozenset({WINDOW_TIMER, DISPATCH_TIMER, UNFOLLOWED_TIMER})
+"""Every kind of timer this version schedules, hence fires: a kind not here was scheduled by
+a newer version, and only its replicas claim it (`bot.services.scheduler`)."""
 CONCURRENT_RETRIES = 4
 """Tries of a timer's or the poller's step while other replicas keep saving the rollout."""
 

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class UnhandledTimer(RuntimeError):
-    """A timer of a kind no handler was wired for (a wiring mistake, or a timer written by a
-    newer version): its firing fails, so it is retried and then dead-lettered loudly."""
+    """A timer of a kind no handler was wired for (a wiring mistake: the scheduler claims only
+    the kinds this version knows, `TIMER_KINDS`): its firing fails, so it is retried and then
+    dead-lettered loudly."""
 
 
 class TimerHandler(Protocol):

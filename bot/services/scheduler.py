@@ -5,9 +5,10 @@ the next process (or another replica, once the dead one's lease runs out) claims
 it, once. Timers are claimed one at a time and their lease is renewed while they are worked
 on, so a lease covers exactly the timer in hand. A timer whose handler fails is retried with
 exponential backoff and full jitter; after `max_attempts` it is dead-lettered and its stage
-holds for a person (nothing is dropped silently). A transient failure (GitHub, the database,
-another replica's change, a timeout) is one WARNING line; a bug or a dead-lettered timer is
-an ERROR with its traceback.
+holds for a person (nothing is dropped silently). A kind this version does not know (a newer
+one scheduled it, mid-upgrade) is never claimed, so no attempt is counted: its replicas fire
+it. A transient failure (GitHub, the database, another replica's change, a timeout) is one
+WARNING line; a bug or a dead-lettered timer is an ERROR with its traceback.
 
 Between timers the scheduler polls GitHub for each running rollout, so stage changes are
 noticed even without webhooks (or when deliveries stop). Each run is polled at its own pace:
@@ -35,6 +36,7 @@ from bot.domain.errors import RolloutError
 from bot.domain.rollout import Phase, Rollout
 from bot.domain.run import RunSnapshot
 from bot.services.clock import Background, LoopClock, sleep_until_woken
+from bot.services.effects import TIMER_KINDS
 from bot.services.failures import error_summary, log_failure
 from bot.services.following import Reconciled
 from bot.services.leases import holding
@@ -162,6 +164,8 @@ class Scheduler:
         self._backoff = backoff or Backoff()
         self._retention = retention
         self._pruned_at: datetime | None = None
+        self._newer: set[str] = set()
+        """Timer kinds of a newer version, said once (this version never claims them)."""
         self._rng = rng or random.Random()
         self.owner = owner or replica_name()
         self._wake = wake or asyncio.Event()
@@ -217,7 +221,7 @@ class Scheduler:
         fired = 0
         while not self._loop.stopping.is_set() and (
             claimed := await self._timers.claim_due(
-                now=self._clock(), owner=self.owner, lease=self._lease, limit=1
+                now=self._clock(), owner=self.owner, lease=self._lease, limit=1, kinds=TIMER_KINDS
             )
         ):
             (timer,) = claimed
@@ -302,15 +306,19 @@ class Scheduler:
         self._telemetry.timer_dead()
 
     async def prune(self) -> None:
-        """Forget action claims, webhook deliveries and protection rules' requests older than
-        the retention, at most once an hour (any replica may; deleting twice is harmless). A
-        request still waiting then is found again from its deployment. The audit trail stays."""
+        """At most once an hour: say (once) which due timers only a newer version fires; forget
+        action claims, webhook deliveries and protection rules' requests older than the
+        retention (any replica may; deleting twice is harmless). A request still waiting then
+        is found again from its deployment. The audit trail stays."""
         now = self._clock()
-        if self._retention is None or (
-            self._pruned_at is not None and now < self._pruned_at + PRUNE_EVERY
-        ):
+        if self._pruned_at is not None and now < self._pruned_at + PRUNE_EVERY:
             return
         self._pruned_at = now
+        for kind in sorted(await self._timers.due_kinds(now=now) - TIMER_KINDS - self._newer):
+            self._newer.add(kind)
+            log.warning("timers of kind %r are due: left to a newer version's replicas", kind)
+        if self._retention is None:
+            return
         before = now - self._retention.keep
         claims = await self._retention.claims.prune(before=before)
         deliveries = await self._retention.deliveries.prune(before=before)
@@ -390,6 +398,6 @@ class Scheduler:
         self._wake.clear()
         if self._loop.stopping.is_set():
             return
-        due = await self._timers.next_due()
+        due = await self._timers.next_due(kinds=TIMER_KINDS)
         wake_at = min(next_poll, due) if due is not None else next_poll
         await self._clock.sleep_until(wake_at, self._wake)

@@ -4,7 +4,7 @@ implements. The other ports (GitHub, Slack, metrics, the clock) are in `ports`."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -99,7 +99,13 @@ class Timers(Protocol):
     async def get(self, *, key: str) -> Timer | None: ...
 
     async def claim_due(
-        self, *, now: datetime, owner: str, lease: timedelta, limit: int = 10
+        self,
+        *,
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        limit: int = 10,
+        kinds: Collection[str] | None = None,
     ) -> list[Timer]: ...
 
     async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool: ...
@@ -119,7 +125,9 @@ class Timers(Protocol):
 
     async def release_owned(self, *, owner: str) -> int: ...
 
-    async def next_due(self) -> datetime | None: ...
+    async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None: ...
+
+    async def due_kinds(self, *, now: datetime) -> set[str]: ...
 
 
 class Claims(Protocol):

@@ -17,7 +17,7 @@ from bot.adapters.github.protection_rules import enabled_rule_apps
 from bot.adapters.github.refusals import message
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
-from bot.services.doctor import WebhookDelivery
+from bot.services.doctor import EnvironmentReviewers, RepositoryWebhook, WebhookDelivery
 from bot.services.doctor_app import AppInstallation, AppWebhook
 
 
@@ -62,8 +62,8 @@ class GitHubInstallReads:
         inputs = dispatch.get("inputs") if isinstance(dispatch, dict) else None
         return set(inputs) if isinstance(inputs, dict) else set()
 
-    async def environment_reviewers(self, name: str) -> list[str] | None:
-        def reviewers() -> list[str] | None:
+    async def environment_reviewers(self, name: str) -> EnvironmentReviewers | None:
+        def reviewers() -> EnvironmentReviewers | None:
             try:
                 # The client is lazy: the environment is fetched when its rules are read.
                 rules = self._github.repo.get_environment(name).protection_rules or []
@@ -71,20 +71,26 @@ class GitHubInstallReads:
                 if exc.status == 404:
                     return None
                 raise
-            return [
-                reviewer.reviewer.login
-                for rule in rules
-                if rule.type == "required_reviewers"
-                for reviewer in rule.reviewers or []
-                if isinstance(reviewer.reviewer, NamedUser)
-            ]
+            required = [rule for rule in rules if rule.type == "required_reviewers"]
+            return EnvironmentReviewers(
+                logins=[
+                    reviewer.reviewer.login
+                    for rule in required
+                    for reviewer in rule.reviewers or []
+                    if isinstance(reviewer.reviewer, NamedUser)
+                ],
+                # Absent (older GitHub Enterprise Server): self-review is allowed.
+                self_review_prevented=any(rule.prevent_self_review for rule in required),
+            )
 
         return await self._github.call(f"read the environment {name}", reviewers)
 
-    async def webhooks(self) -> list[tuple[int, str]]:
-        def hooks() -> list[tuple[int, str]]:
+    async def webhooks(self) -> list[RepositoryWebhook]:
+        def hooks() -> list[RepositoryWebhook]:
             return [
-                (hook.id, hook.config.get("url", ""))
+                RepositoryWebhook(
+                    id=hook.id, url=hook.config.get("url", ""), events=frozenset(hook.events)
+                )
                 for hook in self._github.repo.get_hooks()
                 if hook.active
             ]
