@@ -5,10 +5,9 @@ the next process (or another replica, once the dead one's lease runs out) claims
 it, once. Timers are claimed one at a time and their lease is renewed while they are worked
 on, so a lease covers exactly the timer in hand. A timer whose handler fails is retried with
 exponential backoff and full jitter; after `max_attempts` it is dead-lettered and its stage
-holds for a person (nothing is dropped silently). A kind this version does not know (a newer
-one scheduled it, mid-upgrade) is never claimed, so no attempt is counted: its replicas fire
-it. A transient failure (GitHub, the database, another replica's change, a timeout) is one
-WARNING line; a bug or a dead-lettered timer is an ERROR with its traceback.
+holds for a person (nothing is dropped silently); a kind only a newer version knows is left
+to its replicas. A transient failure (GitHub, the database, another replica's change, a
+timeout) is one WARNING line; a bug or a dead-lettered timer is an ERROR with its traceback.
 
 Between timers the scheduler polls GitHub for each running rollout, so stage changes are
 noticed even without webhooks (or when deliveries stop). Each run is polled at its own pace:
@@ -164,8 +163,7 @@ class Scheduler:
         self._backoff = backoff or Backoff()
         self._retention = retention
         self._pruned_at: datetime | None = None
-        self._newer: set[str] = set()
-        """Timer kinds of a newer version, said once (this version never claims them)."""
+        self._newer: set[str] = set()  # timer kinds of a newer version, said once
         self._rng = rng or random.Random()
         self.owner = owner or replica_name()
         self._wake = wake or asyncio.Event()
@@ -178,8 +176,7 @@ class Scheduler:
         self._loop = Background("scheduler", wake=self._wake)
 
     def start(self) -> None:
-        """Run the loop in a task of its own until `stop`."""
-        self._loop.start(self.run())
+        self._loop.start(self.run())  # in a task of its own, until `stop`
 
     async def stop(self, *, grace: timedelta) -> None:
         """Stop claiming at once; let the timer in hand finish within `grace` (else cancel it),
@@ -194,8 +191,7 @@ class Scheduler:
             return
         log.info("scheduler %s stopped; gave back %d timers", self.owner, released)
 
-    async def run(self) -> None:
-        """Run until `stop` (or cancelled)."""
+    async def run(self) -> None:  # until `stop` (or cancelled)
         log.info("scheduler %s started", self.owner)
         next_poll = self._clock()
         while not self._loop.stopping.is_set():
@@ -306,10 +302,10 @@ class Scheduler:
         self._telemetry.timer_dead()
 
     async def prune(self) -> None:
-        """At most once an hour: say (once) which due timers only a newer version fires; forget
-        action claims, webhook deliveries and protection rules' requests older than the
-        retention (any replica may; deleting twice is harmless). A request still waiting then
-        is found again from its deployment. The audit trail stays."""
+        """Once an hour: say (once) which due timers only a newer version fires (never claimed
+        here, so no attempt is counted); forget action claims, webhook deliveries and rule
+        requests older than the retention (deleting twice is harmless; a request still waiting
+        is found again from its deployment). The audit trail stays."""
         now = self._clock()
         if self._pruned_at is not None and now < self._pruned_at + PRUNE_EVERY:
             return
