@@ -98,5 +98,3 @@ async def test_review12_defect_adopt_rolls_out_the_runs_ref_not_the_image_its_in
         assert rollout.tag == deployed, (
             f"adopted as a rollout of {rollout.tag} while run {run_id} deploys {deployed}"
         )
-
-
