@@ -5,73 +5,19 @@ test that fails on main. Every test runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from test_protection_rules import app_box
-from test_unfollowed_runs import TAG, run_cards, started_on_github
+from test_unfollowed_runs import TAG, run_cards
 
 from sandbox.harness import Sandbox
-from sandbox.idle import bots_database
-from storage.protection_rules import ProtectionRuleStore
 
 
 @pytest.fixture
 async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     async with app_box(tmp_path, database_url) as sandbox:
         yield sandbox
-
-
-async def test_review12_defect_card_offers_answers_refused_after_a_default_that_answered_nothing(
-    box: Sandbox,
-) -> None:
-    """The default found nothing waiting and answered nothing, but it took the run's one answer
-    (`answer_run:run-<id>`) and left the card as it was: the card still says the default will
-    answer and offers Adopt and Reject, and each is refused "Already done by the bot's schedule"
-    while the run waits at its next stage with nobody told."""
-    run_id, _ = await started_on_github(box)
-    rules = ProtectionRuleStore(bots_database(box).sessions)
-    for request in await rules.open_for_run(run_id):
-        await rules.close(
-            run_id=run_id, environment=request.environment, answer="gone", at=box.clock()
-        )
-    await box.pass_time(timedelta(seconds=1805))
-    box.github.engine.review_rule(
-        run_id, environment="relay-canary-5", state="approved", comment="", actor="octocat"
-    )
-    await box.github.settle()
-    await box.services.webhooks.settled()
-    await box.pass_time(timedelta(seconds=1))
-    assert "relay-rollout-50" in [r.environment for r in await rules.open_for_run(run_id)]
-
-    (card,) = run_cards(box)
-    said = await box.click("reject_run", message=card)
-
-    assert said is None, f"the card offers Reject, and Reject was refused: {said!r}"
-
-
-async def test_review12_defect_a_card_github_failed_to_tell_twice_is_never_posted(
-    box: Sandbox,
-) -> None:
-    """`UnfollowedRuns.sweep` marks a run swept before `kept` succeeds: when GitHub fails to
-    tell the run on the sweep too (its two requests' webhooks failed first), no later poll of
-    this process tries again, and the run waits with no card and no default."""
-    box.github.refs.add(TAG)
-    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
-    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=3)
-    await box.github.settle()
-    await box.services.webhooks.settled()
-    for _ in range(5):
-        await box.pass_time(timedelta(seconds=60))
-
-    reads = [
-        r.status
-        for r in box.github.requests
-        if r.method == "GET" and r.path.endswith(f"/actions/runs/{run_id}")
-    ]
-    assert reads[:3] == [404, 404, 404]  # the webhooks' two reads and the first sweep's
-    assert run_cards(box), "no card, and no default answer scheduled, after five polls"
 
 
 async def test_review12_defect_adopt_rolls_out_the_runs_ref_not_the_image_its_inputs_deploy(
