@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from handlers.app_keys import ACKS
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.render import render_message
 from sandbox.signing import (
@@ -24,6 +25,9 @@ Task = asyncio.Task[Any]
 
 ANSWER_WAIT = 1.5
 """Seconds a click waits for an ephemeral answer when it cannot watch the bot's work."""
+WORK_WAIT = 30.0
+"""Seconds at most a click waits while the bot in this process still works on a request it
+acknowledged (a loaded machine): the work's end, not a moment, says no answer is coming."""
 
 
 class SlackUser:
@@ -49,15 +53,24 @@ class SlackUser:
 
     async def _answer(self, url: str, work: set[Task]) -> list[ResponseUrlPost]:
         """The posts to the response `url` once the bot answered, or once its `work` on the
-        request ended without an answer; a moment (`ANSWER_WAIT`) at most."""
-        deadline = asyncio.get_running_loop().time() + ANSWER_WAIT
+        request ended without an answer; a moment (`ANSWER_WAIT`) at most, unless the bot in
+        this process is still working on what it acknowledged (`WORK_WAIT` at most)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while not (posts := self.slack.responses(url)):
-            if (work and all(task.done() for task in work)) or (
-                asyncio.get_running_loop().time() >= deadline
+            waited = loop.time() - started
+            if (
+                (work and all(task.done() for task in work))
+                or waited >= WORK_WAIT
+                or (waited >= ANSWER_WAIT and not self._working())
             ):
                 return self.slack.responses(url)
             await asyncio.sleep(0.01)
         return posts
+
+    def _working(self) -> bool:
+        """Whether the bot in this process works on a request it acknowledged."""
+        return self._runner is not None and self._runner.app[ACKS].work_under_way > 0
 
     async def command(
         self,

@@ -143,3 +143,27 @@ async def audit_results(box: Sandbox, rollout_id: str, action: str, count: int) 
             break
         await asyncio.sleep(0.1)
     return results
+
+
+async def github_until(
+    box: Sandbox,
+    holds: Callable[[], bool],
+    *,
+    timeout: float = 30.0,  # noqa: ASYNC109
+) -> None:
+    """Wait until `holds()`, looked at again each time a run on the sandbox GitHub changes (a
+    dispatch, a job's step, a run's end): what Slack records says nothing of those."""
+    moved = asyncio.Event()
+    engine = box.github.engine
+
+    def changed(_: object) -> None:
+        moved.set()
+
+    engine.listeners.append(changed)
+    try:
+        async with asyncio.timeout(timeout):
+            while not holds():
+                moved.clear()
+                await moved.wait()
+    finally:
+        engine.listeners.remove(changed)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sandbox_views import github_until
 
 from bot.adapters.slack.limits import BUTTON_VALUE
 from bot.adapters.slack.npm_views import NpmAction, encode_state
@@ -511,7 +512,7 @@ async def test_two_replicas_clicked_at_once_run_release_once(
             sandbox.click(str(NpmAction.RUN_RELEASE), message=message),
             sandbox.click(str(NpmAction.RUN_RELEASE), message=message, replica=second),
         )
-        await sandbox.slack.wait_for(lambda: len(sandbox.github.dispatches) >= 1)
+        await github_until(sandbox, lambda: len(sandbox.github.dispatches) >= 1)
         await asyncio.sleep(0.5)  # a second dispatch, if any, would have been sent by now
         assert len(sandbox.github.dispatches) == 1
         assert any(a is not None and "already started" in a for a in answers), answers

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from figures import two_serve_processes
-from sandbox_views import dispatched
+from sandbox_views import dispatched, github_until
 from test_cli import full_env
 from test_exactly_once import APPROVERS_ENV
 from test_freeze_sandbox import typed_reason
@@ -152,7 +152,7 @@ async def test_a_run_started_on_github_is_rejected_and_its_failure_jobs_run(
     # The `if: failure()` jobs start, as GitHub runs them, and are rejected as the run was.
     kill_switch = ("desktop-kill-switch", "rejected")
     run = box.github.run(run_id)
-    await box.slack.wait_for(lambda: run.status == "completed", timeout=30)
+    await github_until(box, lambda: run.status == "completed")
     assert run.conclusion == "failure"
     assert sorted(answers(box)) == [
         ("desktop-internal", "rejected"),
