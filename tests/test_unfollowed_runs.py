@@ -29,6 +29,7 @@ from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
 from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
+from storage.claims import ClaimStore
 from storage.protection_rules import ProtectionRuleStore
 
 
@@ -106,8 +107,11 @@ async def test_a_run_started_on_github_is_adopted_and_gated_to_the_end(box: Sand
     run_id, card = await started_on_github(box)
     assert f"Run {run_id} of Deployment Strategy, dispatched by @octocat on GitHub" in card.text
     assert answers(box) == []  # not approved silently
-    # The feature flags: the adopter confirms them in the dialog (no --flags-ready).
-    assert "you confirm that the release's feature flags are ready" in adopt_dialog(card)
+    # The release (GitHub does not show the run's inputs) and the feature flags: the adopter
+    # confirms them in the dialog (no --flags-ready); the card says the release is not known.
+    assert f"you confirm that run {run_id} deploys {TAG} (check its inputs" in adopt_dialog(card)
+    assert "and that the release's feature flags are ready" in adopt_dialog(card)
+    assert "The release it deploys (its inputs' `relay_image_tag`) is not known" in card.rendered
 
     assert await box.click("adopt_run", message=card) is None
 
@@ -349,11 +353,17 @@ async def test_a_card_lost_before_it_was_posted_is_posted_by_the_next_poll(box: 
     assert len(run_cards(box)) == 1
 
 
-async def test_a_later_request_is_not_rejected_when_the_default_answered_nothing(
+def has_buttons(card: ChannelMessage) -> bool:
+    return any(block["type"] == "actions" for block in card.blocks)
+
+
+async def test_a_default_that_found_nothing_waiting_leaves_the_runs_later_stages_to_a_person(
     box: Sandbox,
 ) -> None:
-    """Nothing waited when the default came (the requests were gone): it rejected nothing, so
-    the run's later requests are not rejected as if it had."""
+    """Nothing waited when the default came (the requests were gone): it rejected nothing, and
+    took the run's one answer, so the card is redrawn without Adopt and Reject (each would be
+    refused as done) and says the run's later stages wait on GitHub for a person; those later
+    requests are not rejected as if the default had rejected the run."""
     run_id, _ = await started_on_github(box)
     rules = ProtectionRuleStore(bots_database(box).sessions)
     for request in await rules.open_for_run(run_id):
@@ -362,6 +372,13 @@ async def test_a_later_request_is_not_rejected_when_the_default_answered_nothing
         )
     await box.pass_time(timedelta(seconds=1805))
     assert answers(box) == []
+    said = "Nothing waited for the bot's answer when the default came"
+    await box.slack.wait_for(lambda: said in run_cards(box)[0].rendered, timeout=30)
+    (card,) = run_cards(box)
+    assert not has_buttons(card)
+    assert f"Run {run_id}'s later stages wait on GitHub for a person" in card.rendered
+    texts = [str(block.get("text", {}).get("text", "")) for block in card.blocks]
+    assert any(f"/actions/runs/{run_id}|its page>" in text for text in texts)
 
     # Someone answers the canary on GitHub; the run moves on to the next stage.
     box.github.engine.review_rule(
@@ -373,6 +390,66 @@ async def test_a_later_request_is_not_rejected_when_the_default_answered_nothing
 
     assert "relay-rollout-50" in [r.environment for r in await rules.open_for_run(run_id)]
     assert ("relay-rollout-50", "rejected") not in answers(box)
+
+
+async def test_a_card_github_failed_to_tell_is_tried_again_at_each_poll_until_posted(
+    box: Sandbox,
+) -> None:
+    """GitHub failed to tell the run to the webhook's two requests and to the first poll's
+    sweep: a run is handed over again at each poll until it has its card."""
+    box.github.refs.add(TAG)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=3)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    for _ in range(5):
+        await box.pass_time(timedelta(seconds=60))
+
+    reads = [
+        r.status
+        for r in box.github.requests
+        if r.method == "GET" and r.path.endswith(f"/actions/runs/{run_id}")
+    ]
+    assert reads[:3] == [404, 404, 404]  # the webhooks' two reads and the first sweep's
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    assert len(run_cards(box)) == 1
+
+
+async def test_the_default_waits_for_an_answer_being_given_and_comes_if_it_fails(
+    box: Sandbox,
+) -> None:
+    """The default fires while someone holds the run's answer (a slow Adopt): it answers
+    nothing and is not spent, but fires again a little later; once that answer failed (its
+    claim released), the default answers the run."""
+    run_id, _ = await started_on_github(box)
+    await box.pass_time(timedelta(seconds=1790))
+    claims = ClaimStore(bots_database(box).sessions)  # a claim's lease: 5 minutes
+    held = await claims.claim(
+        key=f"answer_run:run-{run_id}", action="answer_run", actor=RELEASE_MANAGER, now=box.clock()
+    )
+    assert held is not None
+
+    await box.pass_time(timedelta(seconds=15))
+    timers = box.services.rollouts.effects.timers
+
+    async def last_error() -> str:
+        timer = await timers.get(key=f"unfollowed_run:{run_id}")
+        assert timer is not None and timer.is_pending
+        return timer.last_error or ""
+
+    for _ in range(100):  # it fired, found the answer held, and was released (within 5 s)
+        if "BeingDone: Already being done by" in await last_error():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the default was spent, or still waits, while the run's answer was held")
+    assert answers(box) == []
+
+    await claims.release(held)  # the Adopt failed
+    await box.pass_time(timedelta(minutes=5))
+
+    await box.slack.wait_for(lambda: "Rejected by default" in run_cards(box)[0].rendered, 30)
+    assert ("relay-canary-5", "rejected") in first_stages(box)
 
 
 async def test_a_default_answer_that_failed_every_attempt_is_left_to_a_person(

@@ -75,6 +75,10 @@ class AlreadyDone(RolloutError):
     code = "already_done"
 
 
+class BeingDone(AlreadyDone):
+    """Someone is doing this right now (their claim is held): it may still fail."""
+
+
 class StaleCard(RolloutError):
     """The button belongs to a card that no longer shows where the rollout stands."""
 

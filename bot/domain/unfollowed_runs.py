@@ -6,6 +6,7 @@ gates) and Reject, and a default answers it once its time is up (docs/protection
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,6 +15,8 @@ from typing import Any, Literal
 
 from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidTag
+from bot.domain.plan import TwoPersonAction
+from bot.domain.rollout import InvalidTransition
 from bot.domain.rollout_command import parse_tag
 from bot.domain.text import shown
 
@@ -32,6 +35,9 @@ class RunFate(StrEnum):
     """Approved by the default (`UNFOLLOWED_RUN_DEFAULT=approve`), not followed."""
     UNANSWERED = "unanswered"
     """The default answer could not be given (every attempt failed): a person answers it."""
+    NOTHING_WAITED = "nothing_waited"
+    """Nothing waited for the bot's answer when the default came (the run had moved on): the
+    default answered nothing, and the run's later stages wait on GitHub for a person."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,19 @@ def adopted_flags(card: UnfollowedRun) -> str:
     """How the adopted rollout's feature flags were confirmed (with the adopter): the Adopt
     dialog asks the adopter to confirm them."""
     return f"by adopting run {card.run_id}"
+
+
+def may_override(reason: str, two_person: Collection[TwoPersonAction]) -> None:
+    """Refuse an Adopt overriding a freeze without a reason, or under a plan whose two-person
+    rule covers overriding a freeze (an adopted run is approved at once)."""
+    if not reason.strip():
+        raise InvalidTransition("An override needs a reason.")
+    if TwoPersonAction.OVERRIDE_FREEZE in two_person:
+        raise InvalidTransition(
+            "The plan's two-person rule needs a second approver to deploy through a freeze, "
+            "and an adopted run is approved at once: nothing was changed. Reject the run, or "
+            "adopt it once the freeze ends or is lifted."
+        )
 
 
 def not_a_tag(card: UnfollowedRun) -> str:

@@ -15,7 +15,14 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from bot.domain.controls import AlreadyDone, CardRef, Control, delivery_key, effect_key
+from bot.domain.controls import (
+    AlreadyDone,
+    BeingDone,
+    CardRef,
+    Control,
+    delivery_key,
+    effect_key,
+)
 from bot.domain.errors import RolloutError, RunNotIdentified
 from bot.domain.permissions import VERBS
 from bot.domain.rollout import InvalidTransition
@@ -80,8 +87,11 @@ class ExactlyOnce:
         card: CardRef,
         what: str,
         act: Callable[[], Awaitable[T]],
+        *,
+        wait: bool = True,
     ) -> T:
-        """Claim the effect `control` on `card` (`what`, in words), then `act` once."""
+        """Claim the effect `control` on `card` (`what`, in words), then `act` once. Whoever
+        holds the claim is waited for, unless not `wait` (then `BeingDone` at once)."""
         key = effect_key(control, card)
         claim: Claim | None = None
         for _ in range(3):  # a claim released between our INSERT and our read: try again
@@ -98,7 +108,7 @@ class ExactlyOnce:
                 break
             held = await self._claims.get(key)
             if held is not None:
-                raise await self._already(held, what)
+                raise await self._already(held, what, wait=wait)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         try:
@@ -151,7 +161,7 @@ class ExactlyOnce:
         deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
         while claim is not None and claim.state is ClaimState.CLAIMED:
             if time.monotonic() >= deadline:
-                return AlreadyDone(
+                return BeingDone(
                     f"Already being done by {_who(claim.actor)} since "
                     f"{at(claim.claimed_at)}: {what}. The card shows the outcome."
                 )

@@ -9,11 +9,13 @@ import aiohttp
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from bot.domain.controls import BeingDone
 from bot.domain.errors import ConcurrentChange, GitHubError, RolloutError
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     GitHubError,
     ConcurrentChange,
+    BeingDone,  # someone else is doing it right now: they finish, or fail, by the next try
     DBAPIError,  # OperationalError, InterfaceError: the database or the connection to it
     PoolTimeout,
     OSError,  # connection refused or reset

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from bot.domain.controls import AlreadyDone, CardRef, Control
+from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
 from bot.domain.errors import GitHubError, InvalidCommand
-from bot.domain.plan import TwoPersonAction
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Check, CheckState, FreezeOverridden, InvalidTransition, Rollout
 from bot.domain.run import RunRef
@@ -30,6 +29,7 @@ from bot.domain.unfollowed_runs import (
     UnfollowedRun,
     adopted_flags,
     default_comment,
+    may_override,
     not_a_tag,
     of_the_plan,
     rejected_comment,
@@ -88,32 +88,38 @@ class UnfollowedRuns:
         self._timeout = settings.timeout
         self._default: DefaultAnswer = settings.default
         self._swept: set[int] = set()
-        """The runs `sweep` handed to `kept` (once each)."""
+        """The runs `sweep` found settled (`_settled`): not handed over again."""
 
     async def kept(self, request: RuleRequest) -> None:
         """A request no active rollout follows was kept: unless a rollout still waits for the
         run of its own dispatch, or the run is of another workflow (left alone), the run's card
         is posted and its default answer scheduled, once per run."""
+        await self._settled(request)
+
+    async def _settled(self, request: RuleRequest) -> bool:
+        """`kept`; whether the run is settled (a rollout follows it, it has its card, or it is
+        of another workflow), not when its card could not be posted yet (a dispatch being
+        identified, or GitHub failed to tell the run)."""
         effects = self._effects
         if any(may_link(r) for r in await effects.store.active()):
             log.info("run %s may be a dispatch being identified: kept", request.run_id)
-            return
+            return False
         # Read after that look: a dispatch identified since the request came follows it now.
         if await effects.store.by_run_id(request.run_id) is not None:
-            return
+            return True
         known = await effects.timers.get(key=timer_key(request.run_id))
         if known is not None:  # the run has its card: nothing to read again
             await self._another_request(request, known)
-            return
+            return True
         try:
             run = await effects.github.linkable_run(request.run_id)
         except GitHubError as error:
             log.warning("could not read run %s: %s", request.run_id, error.message)
-            return
+            return False
         plan = self._rollouts.plan
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
-            return
+            return True
         now = effects.clock()
         card = UnfollowedRun(
             run_id=request.run_id,
@@ -142,26 +148,25 @@ class UnfollowedRuns:
             await effects.outbox.send([drawn], written=True)
         else:
             await self._another_request(request, timer)
+        return True
 
     async def sweep(self) -> None:
         """Hand the kept requests whose run has neither a rollout nor a card (the bot stopped
-        between keeping one and posting its card) to `kept` again, once per run."""
+        between keeping one and posting its card, or GitHub failed to tell the run) to `kept`
+        again, at each poll until the run is settled (then never again in this process: a run
+        of another workflow stays without a timer)."""
         for request in await self._rules.without_timer(TIMER):
-            if request.run_id not in self._swept:
+            if request.run_id not in self._swept and await self._settled(request):
                 self._swept.add(request.run_id)
-                await self.kept(request)
 
     async def _another_request(self, request: RuleRequest, timer: Timer) -> None:
         """A request of a run whose card was posted: covered by the card's answer while it
         waits; rejected when the run was rejected. After the default approved a stage, or
         answered nothing (the run had moved on), a later stage is not approved silently: it
-        waits for a person on GitHub."""
-        if _fate(timer) is RunFate.REJECTED:
-            await self._rejected_before(request)
-
-    async def _rejected_before(self, request: RuleRequest) -> None:
-        """The run was rejected (no rollout follows it) before this request of it came (its
-        `if: failure()` jobs): rejected too, as the rest of the run."""
+        waits for a person on GitHub. A request of a rejected run (its `if: failure()` jobs)
+        is rejected too, as the rest of the run."""
+        if _fate(timer) is not RunFate.REJECTED:
+            return
         origin = Origin(actor=BOT, channel_id=self._channel, via=Via.SCHEDULE)
         async with self._access.audited(origin, Control.REJECT_RUN):
             await self._reject_rest(request.run_id, [request.environment])
@@ -185,23 +190,13 @@ class UnfollowedRuns:
             await self._once.delivery(origin, Control.ADOPT)
             card = await self._card(run_id)
             if override is not None:
-                self._may_override(override)
+                may_override(override, self._rollouts.plan.two_person)
             await self._lane.judge(actor=origin.actor, override=override, adopting=True)
             adopted = await self._answer(
                 origin, card, "adopt", lambda: self._adopt(origin, card, override)
             )
             fill(rollout_id=adopted.id)
             return adopted
-
-    def _may_override(self, reason: str) -> None:
-        if not reason.strip():
-            raise InvalidTransition("An override needs a reason.")
-        if TwoPersonAction.OVERRIDE_FREEZE in self._rollouts.plan.two_person:
-            raise InvalidTransition(
-                "The plan's two-person rule needs a second approver to deploy through a freeze, "
-                "and an adopted run is approved at once: nothing was changed. Reject the run, or "
-                "adopt it once the freeze ends or is lifted."
-            )
 
     async def reject(self, origin: Origin, run_id: int) -> None:
         """An approver rejects the run through the App's rule: its job fails."""
@@ -218,12 +213,19 @@ class UnfollowedRuns:
         return await self._card(run_id)
 
     async def on_timer(self, timer: Timer) -> None:
-        """Nobody adopted or rejected the run in time: the default answers it, once."""
+        """Nobody adopted or rejected the run in time: the default answers it, once. While
+        someone is answering it (a slow Adopt holds the run's answer), the timer is not
+        completed: it fails (`BeingDone`, transient), so the scheduler fires it again a little
+        later, and the default still comes if that answer fails."""
         card = UnfollowedRun.from_json(dict((timer.payload or {})["card"]))
         origin = Origin(actor=BOT, channel_id=self._channel, via=Via.SCHEDULE)
         try:
             async with self._access.audited(origin, Control.ANSWER_RUN):
-                await self._answer(origin, card, "answer", lambda: self._by_default(card))
+                await self._answer(
+                    origin, card, "answer", lambda: self._by_default(card), wait=False
+                )
+        except BeingDone:
+            raise  # a transient failure: the scheduler releases the timer, to fire again
         except AlreadyDone as done:
             log.info("run %s was answered: %s", card.run_id, done.message)
 
@@ -242,11 +244,17 @@ class UnfollowedRuns:
         return UnfollowedRun.from_json(dict(timer.payload["card"]))
 
     async def _answer(
-        self, origin: Origin, card: UnfollowedRun, verb: str, act: Callable[[], Awaitable[T]]
+        self,
+        origin: Origin,
+        card: UnfollowedRun,
+        verb: str,
+        act: Callable[[], Awaitable[T]],
+        *,
+        wait: bool = True,
     ) -> T:
         what = f"{verb} run {card.run_id}"
         return await self._once.once(
-            origin, Control.ANSWER_RUN, CardRef(f"run-{card.run_id}"), what, act
+            origin, Control.ANSWER_RUN, CardRef(f"run-{card.run_id}"), what, act, wait=wait
         )
 
     async def _waiting(self, card: UnfollowedRun) -> list[str]:
@@ -304,22 +312,23 @@ class UnfollowedRuns:
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
         and never while deploys are frozen or the lane is locked: then it rejects. What it
-        answered is recorded in the timer's payload (nothing, when nothing waits)."""
+        answered is recorded in the timer's payload, and the card redrawn without its buttons
+        (also when nothing waits: it answered nothing, and a person answers the rest)."""
+        answer = self._default
         try:
             environments = await self._waiting(card)
         except InvalidCommand as gone:
             log.info("no default answer: %s", gone.message)
-            return
-        answer = self._default
-        if answer == "approve":
+            environments = []
+        if environments and answer == "approve":
             if await self._lane.refusal(actor=BOT) is not None:
                 log.info("run %s: the lane refuses, so the default rejects it", card.run_id)
                 answer = "reject"
-            else:
+            else:  # when the run moved on from it, nothing is approved
                 environments = [e for e in environments if e == card.environment]
-                if not environments:
-                    log.info("no default answer: run %s moved on", card.run_id)
-                    return
+        if not environments:
+            await self._settle(card.decided(RunFate.NOTHING_WAITED), cancel=False)
+            return
         await self._effects.github.review(
             run_id=card.run_id,
             environments=environments,

@@ -48,8 +48,12 @@ def _answers(card: UnfollowedRun) -> list[Block]:
     """What Adopt and Reject do, and the buttons."""
     value = RunValue(run_id=card.run_id).encode()
     if card.tag:
-        follow = f"Adopt it (approvers) to follow it as a rollout of `{shown(card.tag)}` with "
-        follow += "the plan's gates, or Reject it."
+        follow = (
+            "The release it deploys (its inputs' `relay_image_tag`) is not known until someone "
+            "adopts it: GitHub's API does not show a run's inputs, so check them on its page. "
+            f"Adopt it (approvers) to follow it as a rollout of `{shown(card.tag)}` with the "
+            "plan's gates, or Reject it."
+        )
     else:
         follow = (
             f"`{shown(card.ref)}` is not a release tag, so Adopt is refused: Reject it, or "
@@ -63,9 +67,10 @@ def _answers(card: UnfollowedRun) -> list[Block]:
     )
     adopt = confirm(
         "Adopt this run?",
-        "By adopting it you confirm that the release's feature flags are ready. Run "
-        f"{card.run_id} becomes a rollout of {shown(card.tag or card.ref)}: its waiting stage "
-        "is approved, and the plan's windows and gates follow.",
+        f"By adopting it you confirm that run {card.run_id} deploys {shown(card.tag or card.ref)} "
+        "(check its inputs on its page: GitHub's API does not show them) and that the "
+        "release's feature flags are ready. Its waiting stage is approved; the plan's gates "
+        "follow.",
         "Adopt",
         danger=False,
     )
@@ -89,6 +94,13 @@ def _fate(card: UnfollowedRun) -> str:
         )
     if card.by:
         return f":no_entry: Rejected by {person(card.by)}: its job fails."
+    if card.fate is RunFate.NOTHING_WAITED:
+        return (
+            f":hourglass: Nothing waited for the bot's answer when the default came at "
+            f"{slack_time(card.due_at)} (the run had moved on), so it answered nothing. Run "
+            f"{card.run_id}'s later stages wait on GitHub for a person: review them on "
+            f"<{card.run_url}|its page>. No rollout follows it."
+        )
     verb = "Rejected" if card.fate is RunFate.REJECTED else "Approved"
     return (
         f":hourglass: {verb} by default (UNFOLLOWED_RUN_DEFAULT): nobody adopted or rejected "
