@@ -12,6 +12,7 @@ from bot.domain.gate import GateReason, GateVerdict, gate_reason_words
 from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.schedule import Schedule
+from bot.domain.service import DEFAULT_SERVICE
 
 
 class InvalidTransition(RolloutError):
@@ -230,6 +231,8 @@ class Rollout:
     ended_at: datetime | None = None
     version: int = 0
     """The stored version this value was read at (optimistic concurrency); 0 before storing."""
+    service: str = DEFAULT_SERVICE
+    """The service released (`bot.domain.service`): its plan, repository, channels, approvers."""
 
     def track(self, name: str) -> Track:
         for track in self.tracks:
@@ -263,6 +266,7 @@ def new_rollout(
     plan: RolloutPlan,
     preflight: Preflight,
     now: datetime,
+    service: str = DEFAULT_SERVICE,
 ) -> Rollout:
     tracks = tuple(
         Track(name=name, stages=tuple(Stage(key=s.key) for s in track.stages))
@@ -277,6 +281,7 @@ def new_rollout(
         tracks=tracks,
         preflight=preflight,
         created_at=now,
+        service=service,
     )
 
 
