@@ -95,9 +95,9 @@ def _refuse_other_services() -> None:
     connection = op.get_bind()
     found = {
         table: connection.scalar(
-            sa.text(f"SELECT count(*) FROM {table} WHERE service <> :default").bindparams(
-                default=DEFAULT
-            )
+            sa.select(sa.func.count())
+            .select_from(sa.table(table, sa.column("service")))
+            .where(sa.column("service") != DEFAULT)
         )
         for table in SERVICE_TABLES
     }
