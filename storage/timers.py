@@ -70,8 +70,6 @@ class TimerStore:
         `outbox`: what the channel is told of it, written in the same transaction by the call
         that wrote the timer only. `service`: the service it belongs to (the store's when it
         has one); not given, its rollout's, else the default service."""
-        if self._service is not None and service not in (None, self._service):
-            raise ValueError(f"a timer of {service} given to the store of {self._service}")
         async with self._sessions.begin() as session:
             written = await session.execute(
                 insert_new(
@@ -98,7 +96,9 @@ class TimerStore:
 
     def _service_of(self, service: str | None, rollout_id: str | None) -> Any:
         """The service a new timer is written for (a value, or its rollout's, read in the
-        INSERT itself)."""
+        INSERT itself); a store of one service writes for that service only."""
+        if self._service is not None and service not in (None, self._service):
+            raise ValueError(f"a timer of {service} given to the store of {self._service}")
         chosen = service or self._service
         if chosen is not None or rollout_id is None:
             return chosen or DEFAULT_SERVICE

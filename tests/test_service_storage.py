@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_audit import audit_cli
+from test_storage_migrations import _on_connection
 
 from bot.domain.errors import RolloutInProgress
 from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, LaneHold
@@ -49,15 +50,6 @@ def _store(sessions: async_sessionmaker[AsyncSession], service: str | None = Non
 
 
 # -- migration 0010 ----------------------------------------------------------------------------
-
-
-async def _on_connection(url: str, work: Any) -> Any:
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            return await connection.run_sync(work)
-    finally:
-        await engine.dispose()
 
 
 def _migrate(revision: str, *, down: bool = False) -> Any:
