@@ -24,7 +24,7 @@ from bot.adapters.telemetry import PrometheusTelemetry
 from bot.domain.rollout import Phase, Rollout
 from bot.plan_file import load_plan
 from bot.services.following import Reconciled
-from bot.services.polling import RunPoller, polling
+from bot.services.polling import RunPoller, is_polling, polling
 from bot.version import build
 from sandbox.clock import ManualClock
 from sandbox.config import GITHUB_TOKEN, REPOSITORY
@@ -58,6 +58,7 @@ class ChangingRuns:
         return self.rollouts
 
     async def reconcile(self, rollout_id: str) -> Reconciled:
+        assert is_polling()  # the transport keeps a worker free of these calls
         self.looked.append(rollout_id)
         if (seen := self.budget.seen) is None:  # GitHub's first answer
             reset = int((NOW + timedelta(hours=1)).timestamp())
