@@ -22,6 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.adapters.github.budget import RequestBudget
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import slack_session
 from bot.adapters.slack.notifier import SlackNotifier
@@ -128,6 +129,9 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             clock=clock,
             wake=asyncio.Event(),
             trail=audit_trail(sessions),
+            # One App with repositories of several owners has an installation (and a rate
+            # limit) per owner; their polls are paced by one budget (docs/github-polling.md).
+            budget=RequestBudget(),
         )
         for service in configured:
             wired.append(wire_service(shared, service))
@@ -163,6 +167,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             owner=owner,
             telemetry=telemetry,
             sweep=_sweeps(directory),
+            budget=shared.budget,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
         scheduler.start()

@@ -11,6 +11,7 @@ from functools import partial
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.transport import GitHubTransport, github_auth
@@ -65,6 +66,8 @@ class Shared:
     wake: asyncio.Event
     """Set when a timer is written, so the scheduler looks at once."""
     trail: AuditTrail
+    budget: RequestBudget
+    """The token's (or App's) rate limit, shared by every service's polls and clicks."""
 
 
 @dataclass
@@ -92,6 +95,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         retries=settings.github_retries,
         backoff=settings.github_retry_backoff,
         telemetry=shared.telemetry,
+        budget=shared.budget,
     )
     rule_requests = ProtectionRuleStore(sessions, service=service.name)
     installation = transport.installation
