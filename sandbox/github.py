@@ -28,12 +28,7 @@ from sandbox.github_faults import FaultPlan
 from sandbox.github_history import HistoryRoutes
 from sandbox.github_hooks import HookRoutes
 from sandbox.github_json import Json
-from sandbox.github_repository import (
-    DEFAULT_MIGRATION,
-    EventCallback,
-    SimRepository,
-    default_workflows,
-)
+from sandbox.github_repository import EventCallback, SimRepository, default_workflows
 from sandbox.github_repository_routes import RepositoryRoutes
 from sandbox.github_requests import RATE_LIMIT, ForcedFailure, RecordedRequest, RequestPipeline
 from sandbox.github_routes import RunRoutes
@@ -41,8 +36,6 @@ from sandbox.github_rules import AppWebhook, RuleRoutes
 from sandbox.github_runs import Ids
 from sandbox.loopback import LoopbackServer
 from sandbox.workflows import Workflow
-
-__all__ = ["DEFAULT_MIGRATION", "SANDBOX_TOKEN", "GitHubSimulator", "SimRepository"]
 
 SANDBOX_TOKEN = "ghp_test"
 _log = logging.getLogger(__name__)

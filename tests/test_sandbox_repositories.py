@@ -20,6 +20,7 @@ from sandbox.config import RELEASE_MANAGER, SandboxService, numbered_services, w
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
 from sandbox.github_json import DOCS_URL
+from sandbox.harness import Sandbox
 from sandbox.workflows import DEPLOYMENT_STRATEGY_WORKFLOW_ID
 
 BILLING = "scriptum/billing-api"
@@ -269,3 +270,21 @@ def test_the_services_file_has_the_shape_the_bot_reads(tmp_path: Path) -> None:
             },
         }
     }
+
+
+def test_a_sandbox_of_several_services_serves_their_repositories(tmp_path: Path) -> None:
+    own_plan = tmp_path / "billing-plan.yml"
+    services = [
+        SandboxService(name="relay", repository="scriptum/scriptum"),
+        SandboxService(name="billing-api", repository=BILLING, plan=own_plan),
+    ]
+
+    box = Sandbox(workdir=tmp_path, rollout_services=services)
+
+    assert set(box.github.repositories) == {"scriptum/scriptum", BILLING}
+    written = yaml.safe_load(Path(box.environment()["ROLLOUT_SERVICES"]).read_text("utf-8"))
+    plans = {name: entry["plan"] for name, entry in written["services"].items()}
+    assert plans == {"relay": "plan.yml", "billing-api": "billing-plan.yml"}
+    single = tmp_path / "single"
+    single.mkdir()
+    assert "ROLLOUT_SERVICES" not in Sandbox(workdir=single).environment()
