@@ -58,15 +58,15 @@ def bot_environment(
 @dataclass(frozen=True)
 class SandboxService:
     """One service of a `ROLLOUT_SERVICES` file: a name, its repository, the plan file (None:
-    the built-in plan), its release channels, approvers (user or user group ids) and
-    notification targets."""
+    the built-in plan), its release channels, approvers (user or user group ids) and the
+    channel also told of its failures."""
 
     name: str
     repository: str
     release_channels: tuple[str, ...] = (RELEASE_CHANNEL,)
     approvers: tuple[str, ...] = (RELEASE_MANAGER,)
     plan: Path | None = None
-    notify: tuple[str, ...] = ()
+    failure_channel: str | None = None
 
 
 def numbered_services(
@@ -95,8 +95,8 @@ def services_yaml(services: Iterable[SandboxService], *, directory: Path) -> str
             entry["plan"] = os.path.relpath(service.plan, directory)
         entry["release_channels"] = list(service.release_channels)
         entry["approvers"] = list(service.approvers)
-        if service.notify:
-            entry["notify"] = list(service.notify)
+        if service.failure_channel is not None:
+            entry["failure_channel"] = service.failure_channel
         entries[service.name] = entry
     return yaml.safe_dump({"services": entries}, sort_keys=False)
 

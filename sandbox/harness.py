@@ -159,7 +159,14 @@ class Sandbox(SlackUser, Lifecycle):
             env["GITHUB_APP_ID"] = str(app.app_id)
             env["GITHUB_APP_PRIVATE_KEY"] = app.private_key
         env["ROLLOUT_PLAN"] = str(self.plan_file)
-        if self.services_file is not None:
+        if self.services_file is not None:  # each service names its own
+            for name in (
+                "GITHUB_REPOSITORY",
+                "ROLLOUT_PLAN",
+                "RELEASE_CHANNELS",
+                "ROLLOUT_APPROVERS",
+            ):
+                del env[name]
             env["ROLLOUT_SERVICES"] = str(self.services_file)
         env["GITHUB_POLL_INTERVAL"] = str(self._poll_interval)
         # Short waits, so the simulator's `timeout` fault (GITHUB_TIMEOUT + 1 s) is one.

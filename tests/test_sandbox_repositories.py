@@ -243,7 +243,7 @@ def test_the_services_file_has_the_shape_the_bot_reads(tmp_path: Path) -> None:
         plan=plans / "relay.yml",
         release_channels=("C0RELEASE",),
         approvers=("U0ALICE", "S0RELEASERS"),
-        notify=("C0ANNOUNCE",),
+        failure_channel="C0ANNOUNCE",
     )
     services = [relay, *numbered_services(2)]
 
@@ -256,7 +256,7 @@ def test_the_services_file_has_the_shape_the_bot_reads(tmp_path: Path) -> None:
                 "plan": "plans/relay.yml",
                 "release_channels": ["C0RELEASE"],
                 "approvers": ["U0ALICE", "S0RELEASERS"],
-                "notify": ["C0ANNOUNCE"],
+                "failure_channel": "C0ANNOUNCE",
             },
             "svc-001": {
                 "repository": "scriptum/svc-001",
