@@ -253,8 +253,12 @@ class Sandbox(SlackUser, Lifecycle):
                 await self._next_moment()
         return reply
 
+    async def rollouts(self, limit: int = 50) -> list[Rollout]:
+        """The newest rollouts of every service, as stored, newest first."""
+        return await self._store.recent(limit)
+
     async def rollout(self) -> Rollout:
-        """The newest rollout, as stored."""
+        """The newest rollout (of any service), as stored."""
         latest = await self._store.recent(1)
         assert latest, "no rollout yet"
         return latest[0]
