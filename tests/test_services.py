@@ -77,7 +77,9 @@ async def test_an_approver_of_one_service_is_refused_on_another_services_card(
     box: Sandbox,
 ) -> None:
     assert "Preflight" in await box.command("start relay v1.4.2 --flags-ready")
-    refused = await box.click("dispatch", user=BILLING_APPROVER, message=card_of(box, "relay v1.4.2"))
+    refused = await box.click(
+        "dispatch", user=BILLING_APPROVER, message=card_of(box, "relay v1.4.2")
+    )
     assert refused is not None and "approver" in refused
     assert box.github.dispatches == []
     assert (await rollouts_by_service(box))["relay"] == ("v1.4.2", Phase.PREFLIGHT)
