@@ -14,10 +14,12 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
+from cleared import cleared_rollout
 from sandbox_views import deploying_canary
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -30,11 +32,13 @@ from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import (
     Announce,
     InvalidTransition,
+    Phase,
     Rollout,
     StageState,
     promote,
     window_timer_key,
 )
+from bot.plan_file import load_plan
 from bot.services.clock import SystemClock
 from bot.services.effects import TIMER_KINDS
 from bot.services.following import Reconciled
@@ -242,6 +246,46 @@ async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
     # While the first was worked on, the second was free for any other replica to take.
     second_meanwhile = seen["first"]
     assert second_meanwhile is not None and second_meanwhile.claimed_by is None
+
+
+class SlowPass(Follower):
+    """Three running rollouts; the first look learns that a window ended (its timer is
+    written, due now, and the scheduler woken, as the effects do)."""
+
+    def __init__(self, timers: TimerStore, wake: asyncio.Event) -> None:
+        super().__init__()
+        self._timers = timers
+        self._wake = wake
+        self.order: list[str] = []
+
+    async def active(self) -> list[Rollout]:
+        plan = load_plan(None)
+        return [
+            replace(cleared_rollout(plan, now=NOW, rollout_id=name), phase=Phase.RUNNING, run_id=n)
+            for n, name in enumerate(["a", "b", "c"], start=1)
+        ]
+
+    async def reconcile(self, rollout_id: str) -> Reconciled:
+        self.order.append(f"look {rollout_id}")
+        if rollout_id == "a":
+            await window(self._timers, "ended")
+            self._wake.set()
+        return Reconciled()
+
+    async def on_timer(self, timer: Timer) -> None:
+        self.order.append(f"timer {timer.key}")
+
+
+async def test_a_window_that_ends_during_a_poll_pass_fires_before_the_next_look(
+    timers: TimerStore,
+) -> None:
+    wake = asyncio.Event()
+    follower = SlowPass(timers, wake)
+
+    await scheduler(timers, follower, ManualClock(NOW), wake=wake).poll_runs()
+
+    # Not after the pass: with hundreds of runs to look at, that is seconds late.
+    assert follower.order == ["look a", "timer ended", "look b", "look c"]
 
 
 async def test_each_timer_done_counts_as_progress_for_readiness(timers: TimerStore) -> None:

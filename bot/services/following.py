@@ -6,6 +6,7 @@ come here, so a change of the run is acted on once, whichever sees it first.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -68,6 +69,10 @@ class RunFollower:
     def __init__(self, effects: EffectRunner, *, dispatch_search: timedelta) -> None:
         self._effects = effects
         self._dispatch_search = dispatch_search
+        self._moments = itertools.count()
+        """Orders deliveries' arrivals and reconciles' starts within this process."""
+        self._reconciled: dict[str, int] = {}
+        """Per running rollout, when the latest reconcile that read its run here had started."""
 
     async def reconcile(
         self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
@@ -85,6 +90,7 @@ class RunFollower:
         """A webhook delivery about the rollout's run: tell the thread what GitHub reported
         (shown at the `all` notification level), then reconcile as the poller would."""
         effects = self._effects
+        arrived = next(self._moments)
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
             if rollout.phase is not Phase.RUNNING:
@@ -94,6 +100,12 @@ class RunFollower:
                 if (reported := github_events.reported(event, plan)) is not None:
                     said = Decision(rollout, (Announce(reported, detail=True),))
                     await effects.apply(rollout, said, plan)
+                if not event.reviews and self._reconciled.get(rollout_id, -1) > arrived:
+                    # A reconcile that started after this delivery arrived read GitHub after
+                    # the change it tells of: a burst of deliveries (a job queued, started,
+                    # finished...) costs one look, and a window's end does not queue behind
+                    # the rest of the burst for this rollout's lock.
+                    return Reconciled(version=rollout.version)
                 try:
                     return await self.reconcile_locked(rollout_id, reviews=event.reviews)
                 except ConcurrentChange:
@@ -114,6 +126,17 @@ class RunFollower:
         self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
     ) -> Reconciled:
         """`reconcile`, the rollout's lock already held."""
+        started = next(self._moments)
+        reconciled = await self._reconcile_locked(rollout_id, reviews=reviews)
+        if reconciled.snapshot is None:  # not running (any more), or GitHub did not answer
+            self._reconciled.pop(rollout_id, None)
+        else:
+            self._reconciled[rollout_id] = max(self._reconciled.get(rollout_id, -1), started)
+        return reconciled
+
+    async def _reconcile_locked(
+        self, rollout_id: str, *, reviews: Sequence[EnvironmentReview]
+    ) -> Reconciled:
         effects = self._effects
         rollout = await effects.get(rollout_id)
         if rollout.phase is not Phase.RUNNING or rollout.run_id is None:

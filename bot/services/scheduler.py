@@ -133,6 +133,7 @@ class Scheduler:
             budget=budget,
             telemetry=telemetry,
             progressed=self._progressed,
+            between_looks=self._fire_if_due,
         )
         self._lease = lease
         self._retry_after = retry_after
@@ -145,6 +146,8 @@ class Scheduler:
         self.owner = owner or replica_name()
         self._wake = wake or asyncio.Event()
         """Set when a timer is scheduled: look again now, not at the end of the current sleep."""
+        self._next_due: datetime | None = None
+        """The earliest due time of a timer, as last read (None: none, or not read yet)."""
         self.last_tick: datetime | None = None
         """When the loop last made progress (for `/readyz`): a timer or a rollout's poll done,
         a pass ended. Set step by step, so a slow GitHub during one long pass does not make
@@ -315,12 +318,22 @@ class Scheduler:
     def _progressed(self) -> None:
         self.last_tick = self._clock()
 
+    async def _fire_if_due(self) -> None:
+        """Between two looks of a poll pass: fire the timers due by now, if one was scheduled
+        here since the last read (`wake`) or the earliest read has come. A pass through many
+        runs takes seconds; a window's end does not wait for it. Nothing is read otherwise."""
+        if not self._wake.is_set() and (self._next_due is None or self._clock() < self._next_due):
+            return
+        self._wake.clear()  # what is scheduled from here on sets it again
+        await self.fire_due()
+        self._next_due = await self._timers.next_due(kinds=TIMER_KINDS)
+
     async def _sleep_until(self, next_poll: datetime) -> None:
         # Cleared before the next due time is read: a timer scheduled meanwhile sets it
         # again and cuts the sleep short instead of being slept through.
         self._wake.clear()
         if self._loop.stopping.is_set():
             return
-        due = await self._timers.next_due(kinds=TIMER_KINDS)
+        self._next_due = due = await self._timers.next_due(kinds=TIMER_KINDS)
         wake_at = min(next_poll, due) if due is not None else next_poll
         await self._clock.sleep_until(wake_at, self._wake)

@@ -1,0 +1,448 @@
+"""Many services at once: one bot of N services (default 50; issue 13 asks for 200), each with
+one two-track rollout, on PostgreSQL with two `rollout-bot serve` replicas, against the
+sandbox's GitHub and Slack, with webhooks and then with polling only, side by side in one run.
+
+Per mode, on a fresh database (dropped afterwards):
+
+1. **Complete rollouts.** Every window WINDOW seconds, every gate passing, `promote: auto`.
+   Each service's `/rollout start svc-NNN v1.4.2 --flags-ready` is typed in its own channel
+   and its card's Dispatch clicked, through the replicas in turn (a load balancer's
+   alternation); with webhooks, the simulator's every `workflow_run`, `workflow_job` and
+   `deployment_review` is delivered, signed, to the replicas in turn. Measured until every
+   rollout ended: window-end lateness (the window timer's due time to the gate's verdict,
+   recorded and posted in the thread), GitHub requests per complete rollout (304s apart),
+   each replica's RSS.
+2. **Long windows.** The replicas restart on the plan with 1 h windows, every service starts
+   one more rollout, and once its 2N tracks observe their first stage, each replica's CPU
+   (`/proc/<pid>/stat`), RSS and the GitHub requests are measured over IDLE seconds.
+
+Goals (issue 13): lateness p99 < 1 s, <= 60 GitHub requests per complete rollout, RSS < 250 MB
+and idle CPU < 2 % of a core per replica.
+
+Usage: python bench/services_scale.py [SERVICES] [WINDOW] [--idle SECONDS]
+    [--poll-interval SECONDS] [--modes webhooks,polling]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import re
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from ack_latency import cpu_seconds
+from databases import fresh_database
+from sqlalchemy import text
+
+from bot.adapters.slack.actions import Action
+from sandbox.chaos.script import CANARY_OK, HALF_OK, RINGS_OK
+from sandbox.config import GITHUB_WEBHOOK_SECRET, numbered_services
+from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.signing import github_signature_headers
+from storage.db import engine_for_one_task
+
+MODES = ("webhooks", "polling")
+STARTING_AT_ONCE = 8
+"""Services whose start (command, card, Dispatch) is under way at once."""
+HOUR = 3600.0
+ANY_REPOSITORY_OR_ID = re.compile(r"/repos/[^/]+/[^/]+|/\d+")
+
+
+@dataclass
+class ModeFigures:
+    """What one mode (webhooks, or polling only) measured."""
+
+    mode: str
+    services: int
+    recorded: list[float] = field(default_factory=list)
+    """Seconds from each window's due time to its gate verdict's save."""
+    posted: list[float] = field(default_factory=list)
+    """Seconds from each window's due time to its verdict's delivery in the thread."""
+    written: list[float] = field(default_factory=list)
+    """Seconds from each window's due time to its timer's write (negative: written before)."""
+    completed: int = 0
+    rollout_requests: Counter[str] = field(default_factory=Counter)
+    rollout_kinds: Counter[str] = field(default_factory=Counter)
+    rollout_seconds: float = 0.0
+    deliveries: int = 0
+    """Webhook deliveries while the rollouts ran to their end."""
+    rollout_rss: list[int] = field(default_factory=list)
+    """kB per replica once every rollout ended (VmRSS), and the peak (VmHWM) after it."""
+    rollout_peak: list[int] = field(default_factory=list)
+    idle_cpu: list[float] = field(default_factory=list)
+    """Per replica, CPU seconds per second over the idle measurement."""
+    idle_rss: list[int] = field(default_factory=list)
+    idle_requests: Counter[str] = field(default_factory=Counter)
+    idle_kinds: Counter[str] = field(default_factory=Counter)
+    idle_seconds: float = 0.0
+
+
+def memory_kb(pid: int, key: str) -> int:
+    """A `/proc/<pid>/status` figure in kB (`VmRSS`, `VmHWM`)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {key} for process {pid}")
+
+
+def pids(box: Sandbox) -> list[int]:
+    found = [replica.pid for replica in box.replicas]
+    assert all(pid is not None for pid in found), "a replica is not running"
+    return [pid for pid in found if pid is not None]
+
+
+def count_requests(box: Sandbox, since: int) -> Counter[str]:
+    """The simulator's requests from index `since`: `counted` (against the rate limit) and
+    `not_modified` (304, free)."""
+    return Counter(
+        "not_modified" if r.status == 304 else "counted" for r in box.github.requests[since:]
+    )
+
+
+def request_kinds(box: Sandbox, since: int) -> Counter[str]:
+    """The simulator's requests from index `since` by method, path (numbers and the
+    repository's name left out) and whether the answer was a 304."""
+    return Counter(
+        f"{r.method} {ANY_REPOSITORY_OR_ID.sub('', r.path) or '/'}"
+        + (" 304" if r.status == 304 else "")
+        for r in box.github.requests[since:]
+    )
+
+
+class Webhooks:
+    """GitHub's side of the webhooks: each simulator event, signed, to the replicas in turn,
+    each delivery on its own (GitHub does not wait for one answer before the next delivery)."""
+
+    def __init__(self, http: aiohttp.ClientSession, urls: Sequence[str]) -> None:
+        self._http = http
+        self.urls = list(urls)
+        self._turn = itertools.count()
+        self._sending: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+        self.refused = 0
+
+    def deliver(self, event: str, payload: Mapping[str, Any]) -> None:
+        url = self.urls[next(self._turn) % len(self.urls)]
+        task = asyncio.create_task(self._post(url, event, json.dumps(payload).encode()))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _post(self, url: str, event: str, body: bytes) -> None:
+        headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event=event)
+        self.delivered += 1
+        try:
+            async with self._http.post(
+                f"{url}/github/webhook", data=body, headers=headers
+            ) as answer:
+                refused = answer.status >= 300
+        except aiohttp.ClientConnectionError:
+            refused = True
+        self.refused += refused
+
+    async def sent(self) -> None:
+        """Until every delivery so far has its answer."""
+        while self._sending:
+            await asyncio.wait(set(self._sending))
+
+
+async def start_rollouts(box: Sandbox, count: int, tag: str, urls: Sequence[str]) -> None:
+    """Every service's start command in its channel, then its card's Dispatch click, through
+    the replicas in turn, STARTING_AT_ONCE services at a time."""
+    gate = asyncio.Semaphore(STARTING_AT_ONCE)
+
+    async def start(number: int) -> None:
+        channel = f"C0SVC{number:03d}"
+        replica = urls[number % len(urls)]
+        async with gate:
+            before = len(box.slack.messages(channel))
+            answer = await box.command(
+                f"start svc-{number:03d} {tag} --flags-ready", channel=channel, replica=replica
+            )
+            assert "Preflight" in answer, answer
+            async with asyncio.timeout(120):
+                while not (
+                    len(messages := box.slack.messages(channel)) > before
+                    and Action.DISPATCH in json.dumps(messages[-1].blocks)
+                ):
+                    await box.slack.changed(timeout=0.5)
+            await box.click(
+                Action.DISPATCH,
+                channel=channel,
+                message=messages[-1],
+                replica=replica,
+                wait=False,
+            )
+
+    await asyncio.gather(*(start(number) for number in range(1, count + 1)))
+
+
+async def wait_for(database: str, query: str, wanted: int, *, timeout: float) -> None:  # noqa: ASYNC109
+    """Until `query` (one count) reaches `wanted`; says how far it got if it never does."""
+    async with engine_for_one_task(database) as engine:
+        deadline = time.monotonic() + timeout
+        while (found := await scalar(engine, query)) < wanted:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{found} of {wanted} after {timeout:.0f} s: {query}")
+            await asyncio.sleep(1)
+
+
+async def scalar(engine: Any, query: str) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text(query))).scalar_one())
+
+
+async def lateness(database: str) -> dict[str, list[float]]:
+    """Per window that ended, seconds from its timer's due time to the gate verdict's save
+    (`recorded`: the audit event written with it) and to the verdict's post in the thread
+    (`posted`: the outbox); `written`: how long after its due time the timer was written (a
+    window whose start the bot learned late, e.g. by a poll, is due before it is written)."""
+    async with engine_for_one_task(database) as engine, engine.connect() as connection:
+        timers = (
+            await connection.execute(
+                text(
+                    "SELECT rollout_id, payload, due_at, created_at FROM timers "
+                    "WHERE kind = 'window'"
+                )
+            )
+        ).all()
+        due = {(rollout, *stage_of(payload)): when for rollout, payload, when, _ in timers}
+        written = {(rollout, *stage_of(payload)): at for rollout, payload, _, at in timers}
+        gates = await connection.execute(
+            text("SELECT rollout_id, track, stage, at FROM audit_events WHERE action = 'gate'")
+        )
+        recorded = {(rollout, track, stage): at for rollout, track, stage, at in gates}
+        posts = await connection.execute(
+            text(
+                "SELECT rollout_id, payload, delivered_at FROM outbox "
+                "WHERE kind = 'gate' AND delivered_at IS NOT NULL"
+            )
+        )
+        posted = {(rollout, *stage_of(payload)): at for rollout, payload, at in posts}
+    return {
+        "recorded": seconds_after(due, recorded),
+        "posted": seconds_after(due, posted),
+        "written": seconds_after(due, written),
+    }
+
+
+def stage_of(payload: str | dict[str, Any]) -> tuple[str, str]:
+    """The track and stage a timer's or a message's payload names."""
+    value = json.loads(payload) if isinstance(payload, str) else payload
+    return value["track"], value["stage"]
+
+
+def seconds_after(due: Mapping[Any, datetime], happened: Mapping[Any, datetime]) -> list[float]:
+    return [(happened[key] - when).total_seconds() for key, when in due.items() if key in happened]
+
+
+@contextlib.contextmanager
+def workdir_of(mode: str, logs: Path | None) -> Iterator[str]:
+    """A temporary working directory, or one kept in `logs` (its replicas' logs)."""
+    if logs is None:
+        with tempfile.TemporaryDirectory() as workdir:
+            yield workdir
+    else:
+        logs.mkdir(parents=True, exist_ok=True)
+        yield tempfile.mkdtemp(prefix=f"{mode}-", dir=logs)
+
+
+async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
+    figures = ModeFigures(mode, options.services)
+    count = options.services
+    with workdir_of(mode, options.logs) as workdir:
+        plan = Path(workdir) / "figures.yml"
+        async with (
+            fresh_database("postgres") as database,
+            aiohttp.ClientSession() as http,
+            Sandbox(
+                workdir=Path(workdir),
+                database_url=database,
+                poll_interval=options.poll_interval,
+                in_process=False,
+                plan_yaml=fast_plan(
+                    plan,
+                    window=f"{options.window}s",
+                    extension=f"{options.window}s",
+                    promote="auto",
+                ),
+                rollout_services=numbered_services(count),
+            ) as box,
+        ):
+            write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+            write_figures(box.figures, "desktop", RINGS_OK)
+            await box.start_replica()
+            hooks = Webhooks(http, [replica.url for replica in box.replicas])
+            if mode == "webhooks":
+                box.github.on_event(hooks.deliver)
+
+            since, started = len(box.github.requests), time.monotonic()
+            await start_rollouts(box, count, "v1.4.2", hooks.urls)
+            await wait_for(
+                database,
+                "SELECT count(*) FROM rollout_tracks WHERE state = 'completed'",
+                2 * count,
+                timeout=options.timeout,
+            )
+            figures.rollout_seconds = time.monotonic() - started
+            figures.completed = count
+            await hooks.sent()
+            figures.deliveries = hooks.delivered
+            figures.rollout_requests = count_requests(box, since)
+            figures.rollout_kinds = request_kinds(box, since)
+            figures.rollout_rss = [memory_kb(pid, "VmRSS") for pid in pids(box)]
+            figures.rollout_peak = [memory_kb(pid, "VmHWM") for pid in pids(box)]
+            late = await lateness(database)
+            figures.recorded, figures.posted = late["recorded"], late["posted"]
+            figures.written = late["written"]
+
+            # Long windows: the plan a rollout starts on is its own, so the replicas restart
+            # on the new one and every service starts another rollout.
+            box.plan_file.write_text(
+                fast_plan(plan, window="1h", extension="1h", promote="auto"), encoding="utf-8"
+            )
+            for replica in box.replicas:
+                await replica.stop()
+                await replica.start()
+            hooks.urls = [replica.url for replica in box.replicas]
+            box.url = hooks.urls[0]
+            await start_rollouts(box, count, "v1.5.0", hooks.urls)
+            await wait_for(
+                database,
+                "SELECT count(*) FROM stages WHERE state = 'observing'",
+                2 * count,
+                timeout=options.timeout,
+            )
+            await hooks.sent()
+            await asyncio.sleep(options.settle)  # the last posts and looks of the start
+            since, cpu = len(box.github.requests), [cpu_seconds(pid) for pid in pids(box)]
+            started = time.monotonic()
+            await asyncio.sleep(options.idle)
+            figures.idle_seconds = time.monotonic() - started
+            figures.idle_cpu = [
+                (cpu_seconds(pid) - before) / figures.idle_seconds
+                for pid, before in zip(pids(box), cpu, strict=True)
+            ]
+            figures.idle_rss = [memory_kb(pid, "VmRSS") for pid in pids(box)]
+            figures.idle_requests = count_requests(box, since)
+            figures.idle_kinds = request_kinds(box, since)
+            assert hooks.refused == 0, f"{hooks.refused} webhook deliveries refused"
+    return figures
+
+
+def p(values: Sequence[float], percentile: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[percentile - 1]
+
+
+def mb(kbs: Sequence[int]) -> str:
+    return " | ".join(f"{kb / 1024:.0f}" for kb in kbs) + " MB"
+
+
+def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
+    done = figures.completed
+    counted = figures.rollout_requests["counted"]
+    unchanged = figures.rollout_requests["not_modified"]
+    idle_hour = HOUR / figures.idle_seconds
+    yield (
+        "window-end lateness, verdict saved (p50 / p99 / max)",
+        f"{p(figures.recorded, 50):.2f} / {p(figures.recorded, 99):.2f} / "
+        f"{max(figures.recorded):.2f} s over {len(figures.recorded)} windows (goal p99 < 1 s)",
+    )
+    yield (
+        "window-end lateness, verdict posted (p50 / p99 / max)",
+        f"{p(figures.posted, 50):.2f} / {p(figures.posted, 99):.2f} / {max(figures.posted):.2f} s",
+    )
+    yield (
+        "window timers written after their due time (p50 / p99 / max)",
+        f"{p(figures.written, 50):.2f} / {p(figures.written, 99):.2f} / "
+        f"{max(figures.written):.2f} s",
+    )
+    yield (
+        "GitHub requests per complete rollout",
+        f"{counted / done:.1f} counted + {unchanged / done:.1f} 304s (goal <= 60 counted)",
+    )
+    yield ("webhook deliveries per complete rollout", f"{figures.deliveries / done:.1f}")
+    yield (
+        "GitHub requests per hour while rollouts complete",
+        f"{counted * HOUR / figures.rollout_seconds:.0f} counted + "
+        f"{unchanged * HOUR / figures.rollout_seconds:.0f} 304s "
+        f"({done} rollouts in {figures.rollout_seconds:.0f} s)",
+    )
+    yield (
+        "RSS per replica after the rollouts (peak)",
+        f"{mb(figures.rollout_rss)} ({mb(figures.rollout_peak)}) (goal < 250 MB)",
+    )
+    yield (
+        f"CPU per replica, {2 * figures.services} tracks in long windows",
+        " | ".join(f"{share * 100:.2f} %" for share in figures.idle_cpu)
+        + f" of a core over {figures.idle_seconds:.0f} s (goal < 2 %)",
+    )
+    yield ("RSS per replica in long windows", mb(figures.idle_rss))
+    yield (
+        "GitHub requests per hour in long windows",
+        f"{figures.idle_requests['counted'] * idle_hour:.0f} counted "
+        f"(of a 5,000/h budget) + {figures.idle_requests['not_modified'] * idle_hour:.0f} 304s",
+    )
+
+
+def report(results: Sequence[ModeFigures], options: argparse.Namespace) -> None:
+    print(
+        f"{options.services} services, one two-track rollout each, windows {options.window} s, "
+        f"GITHUB_POLL_INTERVAL {options.poll_interval} s, PostgreSQL, 2 serve replicas "
+        "(figures per replica: first | second)"
+    )
+    for figures in results:
+        print(f"\n{figures.mode}:")
+        for name, value in rows(figures):
+            print(f"  {name}: {value}")
+        for phase, kinds in (
+            ("rollouts", figures.rollout_kinds),
+            ("long windows", figures.idle_kinds),
+        ):
+            print(
+                f"  GitHub requests, {phase}: "
+                + ", ".join(f"{k} {n}" for k, n in kinds.most_common(8))
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("services", type=int, nargs="?", default=50)
+    parser.add_argument("window", type=int, nargs="?", default=5, help="window seconds")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
+    parser.add_argument("--settle", type=float, default=10.0, help=argparse.SUPPRESS)
+    parser.add_argument("--poll-interval", type=float, default=15.0)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        help="keep each mode's workdir (the replicas' logs) in this directory",
+    )
+    options = parser.parse_args()
+    modes = options.modes.split(",")
+    if not set(modes) <= set(MODES) or not 1 <= options.services <= 999:
+        parser.error(f"modes are {', '.join(MODES)}; services 1 to 999")
+
+    async def run_all() -> list[ModeFigures]:
+        return [await run_mode(mode, options) for mode in modes]
+
+    report(asyncio.run(run_all()), options)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)
+    main()
