@@ -77,6 +77,8 @@ class ModeFigures:
     rollout_requests: Counter[str] = field(default_factory=Counter)
     rollout_kinds: Counter[str] = field(default_factory=Counter)
     rollout_seconds: float = 0.0
+    rollout_cpu: list[float] = field(default_factory=list)
+    """Per replica, CPU seconds per second from the first start to the last rollout's end."""
     deliveries: int = 0
     """Webhook deliveries while the rollouts ran to their end."""
     rollout_rss: list[int] = field(default_factory=list)
@@ -289,6 +291,7 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
                 box.github.on_event(hooks.deliver)
 
             since, started = len(box.github.requests), time.monotonic()
+            cpu = [cpu_seconds(pid) for pid in pids(box)]
             await start_rollouts(box, count, "v1.4.2", hooks.urls)
             await wait_for(
                 database,
@@ -297,6 +300,10 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
                 timeout=options.timeout,
             )
             figures.rollout_seconds = time.monotonic() - started
+            figures.rollout_cpu = [
+                (cpu_seconds(pid) - before) / figures.rollout_seconds
+                for pid, before in zip(pids(box), cpu, strict=True)
+            ]
             figures.completed = count
             await hooks.sent()
             figures.deliveries = hooks.delivered
@@ -383,6 +390,10 @@ def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
     yield (
         "RSS per replica after the rollouts (peak)",
         f"{mb(figures.rollout_rss)} ({mb(figures.rollout_peak)}) (goal < 250 MB)",
+    )
+    yield (
+        "CPU per replica while the rollouts ran",
+        " | ".join(f"{share * 100:.0f} %" for share in figures.rollout_cpu) + " of a core",
     )
     yield (
         f"CPU per replica, {2 * figures.services} tracks in long windows",
