@@ -36,6 +36,9 @@ class ServeProcess:
         self._process: asyncio.subprocess.Process | None = None
         self.url = ""
         self.starts = 0
+        self.profile: Path | None = None
+        """A directory: each later start runs under cProfile, whose statistics are written
+        to `<log name>-<start>.prof` there when the process stops (`stop`, not `kill`)."""
 
     @property
     def pid(self) -> int | None:
@@ -61,8 +64,19 @@ class ServeProcess:
             port = int(probe.getsockname()[1])
         env = {k: v for k, v in os.environ.items() if k in _INHERITED}
         with self.log.open("ab") as stderr:
+            profiled = (
+                [
+                    "-m",
+                    "cProfile",
+                    "-o",
+                    str(self.profile / f"{self.log.stem}-{self.starts + 1}.prof"),
+                ]
+                if self.profile is not None
+                else []
+            )
             self._process = process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                *profiled,
                 "-m",
                 "bot.cli",
                 "serve",
