@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cleared import cleared_rollout
@@ -20,6 +21,7 @@ from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
+from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.domain.rollout import Phase, Rollout
 from bot.plan_file import load_plan
@@ -234,6 +236,45 @@ async def test_a_click_goes_through_while_polls_hold_the_pool(gh: GitHubSimulato
         assert gh.faults_injected["timeout"] == 2
     finally:
         await gateway.close()
+
+
+async def test_every_service_shares_the_threads_and_people_keep_one(gh: GitHubSimulator) -> None:
+    billing = gh.add_repository("scriptum/billing-api")
+    workers = GitHubWorkers(2)  # the app's: one for polls, one kept for people
+    relay, other = (
+        GitHubTransport(api_url=gh.api_url, token=GITHUB_TOKEN, repository=name, workers=workers)
+        for name in (REPOSITORY, billing.repository)
+    )
+    try:
+        slow = gh.create_foreign_run()
+        gh.fault_next("GET", f"/repos/*/actions/runs/{slow}", "timeout")  # GitHub holds it
+
+        def read(transport: GitHubTransport, path: str) -> Any:
+            return transport.call("read", lambda: transport.get_json(path))
+
+        async def poll(transport: GitHubTransport, path: str) -> None:
+            with polling():
+                await read(transport, path)
+
+        finished: list[str] = []
+        held = asyncio.create_task(poll(relay, relay.runs_path(slow)))
+        held.add_done_callback(lambda _: finished.append("relay's poll"))
+        for _ in range(200):  # until GitHub holds the relay's poll
+            if gh.faults_injected["timeout"]:
+                break
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(poll(other, f"/repos/{billing.repository}"))
+        waiting.add_done_callback(lambda _: finished.append("billing's poll"))
+
+        # A person's call on the other service goes at once; its poll waits for the share.
+        await read(other, f"/repos/{billing.repository}")
+        finished.append("billing's person")
+        await asyncio.gather(held, waiting)
+        assert finished == ["billing's person", "relay's poll", "billing's poll"]
+    finally:
+        for transport in (relay, other):
+            await transport.close()
+        await workers.close()
 
 
 def test_a_transport_keeps_a_worker_for_people() -> None:

@@ -23,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import slack_session
 from bot.adapters.slack.notifier import SlackNotifier
@@ -52,6 +53,10 @@ from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
 
 log = logging.getLogger(__name__)
+
+GITHUB_WORKERS = 8
+"""Threads for every service's GitHub calls (PyGithub is synchronous): the poller holds 7 at
+most, so a person's call never waits behind polls, whatever the number of services."""
 
 
 def create_app(
@@ -91,6 +96,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
     log.info("database %s", mask_database_url(settings.database_url))
     sessions = create_session_factory(engine)
     slack_http = slack_session()
+    github_workers = GitHubWorkers(GITHUB_WORKERS)
     scheduler: Scheduler | None = None
     outbox: Outbox | None = None
     wired: list[Wired] = []
@@ -132,6 +138,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             # One App with repositories of several owners has an installation (and a rate
             # limit) per owner; their polls are paced by one budget (docs/github-polling.md).
             budget=RequestBudget(),
+            github_workers=github_workers,
         )
         for service in configured:
             wired.append(wire_service(shared, service))
@@ -179,6 +186,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             await _stop_loops(scheduler, outbox, grace=grace)
         for one in wired:
             await one.close()
+        await github_workers.close()
         await slack_http.close()
         await engine.dispose()
 

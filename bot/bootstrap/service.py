@@ -15,6 +15,7 @@ from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.transport import GitHubTransport, github_auth
+from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
 from bot.adapters.slack import lane_words, messages
 from bot.adapters.slack.members import channel_members, group_members, time_zone
@@ -68,6 +69,8 @@ class Shared:
     trail: AuditTrail
     budget: RequestBudget
     """The token's (or App's) rate limit, shared by every service's polls and clicks."""
+    github_workers: GitHubWorkers
+    """The threads every service's GitHub calls run in (the poller may hold all but one)."""
 
 
 @dataclass
@@ -91,6 +94,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         api_url=str(settings.github_api_url),
         **github_auth(settings.github_credentials()),
         repository=service.repository,
+        workers=shared.github_workers,
         timeout=settings.github_timeout,
         retries=settings.github_retries,
         backoff=settings.github_retry_backoff,

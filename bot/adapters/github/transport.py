@@ -1,15 +1,16 @@
 """How the GitHub adapter talks to GitHub: PyGithub in a bounded thread pool, retried reads,
 conditional GETs, and GitHub's refusals and network failures turned into `GitHubError`.
 
-PyGithub is synchronous. Every call runs in a `ThreadPoolExecutor` through
-`loop.run_in_executor`. Reads (GET, HEAD) are retried by PyGithub's own `GithubRetry` on 5xx,
-timeouts, resets and rate limits, with backoff and jitter, honouring `Retry-After` and
-`X-RateLimit-Reset` up to a bound; writes are never repeated by the library: `unclear_answer`
-tells the caller when a write's outcome is unknown, so that it looks instead of sending again.
+PyGithub is synchronous. Every call runs in a thread pool (`GitHubWorkers`, one for every
+service of the app) through `loop.run_in_executor`. Reads (GET, HEAD) are retried by
+PyGithub's own `GithubRetry` on 5xx, timeouts, resets and rate limits, with backoff and
+jitter, honouring `Retry-After` and `X-RateLimit-Reset` up to a bound; writes are never
+repeated by the library: `unclear_answer` tells the caller when a write's outcome is unknown,
+so that it looks instead of sending again.
 Error messages say what a release engineer can do and never carry the token.
 
-The poller's calls (`bot.services.polling.is_polling`) may hold at most `max_workers` - 1 of
-the pool's workers: one is always free for a person's call, which never queues behind polls.
+The poller's calls (`bot.services.polling.is_polling`) may hold all but one of the pool's
+workers: one is always free for a person's call, which never queues behind polls.
 Each answer's rate limit is handed to the `RequestBudget` of the credentials, which every
 transport on them shares.
 """
@@ -22,7 +23,6 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlencode
 
@@ -42,6 +42,7 @@ from bot.adapters.github.refusals import (
     reset_hint,
     retry_after,
 )
+from bot.adapters.github.workers import GitHubWorkers
 from bot.domain.errors import GitHubError, GitHubRateLimited
 from bot.github_credentials import GitHubApp
 from bot.services.polling import is_polling
@@ -56,7 +57,8 @@ _KEPT_ANSWERS = 512
 
 
 class GitHubTransport:
-    """One repository's PyGithub client, its thread pool, and the conditional GETs' memory."""
+    """One repository's PyGithub client, the threads its calls run in (`GitHubWorkers`, the
+    app's shared ones), and the conditional GETs' memory."""
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class GitHubTransport:
         token: str | None = None,
         app: GitHubApp | None = None,
         repository: str,
+        workers: GitHubWorkers | None = None,
         max_workers: int = 4,
         actor: str | None = None,
         timeout: int = 15,
@@ -76,8 +79,6 @@ class GitHubTransport:
     ) -> None:
         if repository.count("/") != 1:
             raise ValueError("repository must be owner/name")
-        if max_workers < 2:
-            raise ValueError("max_workers must be at least 2: one is kept for people's calls")
         if (token is None) == (app is None):
             raise ValueError("give a token or a GitHub App")
         self._token = token or ""
@@ -96,20 +97,23 @@ class GitHubTransport:
             seconds_between_requests=None,
             seconds_between_writes=None,
             per_page=100,
-            pool_size=max_workers,
+            pool_size=(workers.max_workers if workers is not None else max_workers),
             lazy=True,
         )
         self.repo: Repository = self.client.get_repo(repository)
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="github")
-        self._polls = asyncio.Semaphore(max_workers - 1)
-        """The pool's workers the poller may hold at once."""
+        self._own_workers = workers is None
+        self._workers = workers or GitHubWorkers(max_workers)
+        """Where the calls run: the app's, shared by every service, or this transport's own
+        (`max_workers` of them)."""
         # The last answer (and its ETag) of each conditional GET, newest last.
         self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._answers_lock = threading.Lock()
 
     async def close(self) -> None:
-        """Wait for the calls in flight, then release the threads and the HTTP connections."""
-        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown)
+        """Wait for the calls in flight, then release the HTTP connections (and the threads,
+        unless they are shared: their owner closes them)."""
+        if self._own_workers:
+            await self._workers.close()
         self.client.close()
 
     def runs_path(self, run_id: int) -> str:
@@ -138,10 +142,12 @@ class GitHubTransport:
         GitHub's answer to it (401: the App's credentials refused, 404: not installed)."""
         try:
             if is_polling():
-                async with self._polls:
-                    result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+                async with self._workers.polls:
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        self._workers.pool, fn
+                    )
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+                result = await asyncio.get_running_loop().run_in_executor(self._workers.pool, fn)
         except InstallationTokenError as exc:
             self._count("app_token", exc.cause)
             raise self.no_token(operation, exc) from exc.cause
