@@ -1,0 +1,161 @@
+"""Review of issue 13 (many services): failing tests that show defects of the multi-service
+change. Each test states the expected behaviour; they fail on main as of this review."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from figures import every_gate_passes
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from test_services_file import env, settings, write
+
+from bot.config import ConfigError
+from bot.services.directory import EveryService
+from bot.services.scheduler import Backoff, Scheduler
+from sandbox.clock import ManualClock
+from sandbox.config import RELEASE_CHANNEL, SandboxService
+from sandbox.harness import Sandbox
+from storage.rollout_store import RolloutStore
+from storage.timers import TimerStore
+
+SEARCH_CHANNEL = "C0SEARCH01"
+OTHER_CHANNEL = "C0GENERAL1"
+DIRECT_MESSAGE = "D0DIRECT01"
+SERVICES = [
+    SandboxService(name="relay", repository="scriptum/scriptum"),
+    SandboxService(name="billing-api", repository="scriptum/billing-api"),
+    SandboxService(name="search", repository="scriptum/search", release_channels=(SEARCH_CHANNEL,)),
+]
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, rollout_services=SERVICES) as sandbox:
+        every_gate_passes(sandbox)
+        yield sandbox
+
+
+# -- command parsing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channel", [RELEASE_CHANNEL, OTHER_CHANNEL, DIRECT_MESSAGE])
+async def test_a_bare_rollout_command_is_help_wherever_it_is_typed(
+    box: Sandbox, channel: str
+) -> None:
+    """`/rollout` with no text is help (`parse_command("")`), allowed in any channel and in a
+    DM with one service. With several, the directory refuses it before the parser sees it:
+    'This channel releases several services: name one, as in `/rollout start relay ...`'."""
+    answer = await box.command("", channel=channel)
+    assert ":warning:" not in answer, answer
+    assert "Show this help" in answer, answer
+
+
+async def test_the_help_of_a_bot_of_several_services_says_how_to_name_one(box: Sandbox) -> None:
+    """The help still reads `/rollout start <tag>`, `/rollout status`... as for one service:
+    nothing says that a channel of several needs `/rollout start <service> <tag>`."""
+    answer = await box.command("help")
+    assert "service" in answer.lower(), answer
+
+
+async def test_an_unknown_subcommand_in_a_channel_of_several_says_it_is_unknown(
+    box: Sandbox,
+) -> None:
+    """A typo (`/rollout stauts`) must be told it is not a subcommand, not asked to name a
+    service with a `start` example."""
+    answer = await box.command("stauts")
+    assert "not a /rollout subcommand" in answer, answer
+
+
+async def test_a_kill_reason_that_starts_with_another_services_name_trips_this_kill_switch(
+    box: Sandbox,
+) -> None:
+    """In search's own channel, `/rollout kill relay calls time out` is search's kill-switch
+    (the reason mentions a dependency that happens to be a service). The word is taken as the
+    service `relay`, whose channel this is not, and the emergency stop is refused."""
+    assert "Preflight" in await box.command("start v3.0.0 --flags-ready", channel=SEARCH_CHANNEL)
+    answer = await box.command("kill relay calls time out", channel=SEARCH_CHANNEL)
+    assert "only works in" not in answer, answer
+    (rollout,) = await box.rollouts()
+    assert rollout.service == "search"
+    assert rollout.ended_at is not None or "search" in answer.lower(), answer
+
+
+async def test_the_card_of_a_service_named_default_names_it_beside_another(
+    tmp_path: Path,
+) -> None:
+    """docs/services.md tells an existing install to name its service `default` to keep its
+    history. In a channel it shares with `billing-api`, its card must say which service it
+    releases, as billing-api's does; `released()` drops the name of any service called
+    `default`, so its card reads `Preflight: v1.4.2`."""
+    services = [
+        SandboxService(name="default", repository="scriptum/scriptum"),
+        SandboxService(name="billing-api", repository="scriptum/billing-api"),
+    ]
+    async with Sandbox(workdir=tmp_path, rollout_services=services) as box:
+        every_gate_passes(box)
+        assert "Preflight" in await box.command("start default v1.4.2 --flags-ready")
+        assert "Preflight" in await box.command("start billing-api v1.4.2 --flags-ready")
+        titles = [m.rendered.splitlines()[0] for m in box.slack.messages(RELEASE_CHANNEL)]
+        assert any("billing-api v1.4.2" in t for t in titles), titles
+        assert any("default v1.4.2" in t for t in titles), titles
+
+
+# -- timers of a removed service --------------------------------------------------------------
+
+
+async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """docs/services.md: a removed service's timers 'are retried and then dead-lettered'.
+    `EveryService.on_timer_dead` raises UnknownService as `on_timer` does, so the scheduler's
+    `_give_up` never buries the timer: it is released and retried for ever."""
+    timers = TimerStore(session_factory)
+    clock = ManualClock(NOW)
+    every = EveryService([], rollouts=RolloutStore(session_factory, clock=clock))
+    loop = Scheduler(
+        timers=timers,
+        service=every,
+        clock=clock,
+        poll_interval=timedelta(hours=1),
+        rng=random.Random(7),
+        owner="replica-a",
+        max_attempts=2,
+        backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=2)),
+    )
+    await timers.schedule(
+        key="w", kind="window", due_at=NOW, now=NOW, payload={"track": "relay"}, service="gone"
+    )
+    for _ in range(8):
+        await loop.fire_due()
+        clock.advance(timedelta(seconds=5))
+    stored = await timers.get(key="w")
+    assert stored is not None
+    assert stored.dead_at is not None, f"still pending after {stored.attempts} attempts"
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_a_bad_services_file_and_a_one_service_variable_are_said_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every problem at once: with a bad ROLLOUT_SERVICES, GITHUB_REPOSITORY (for a bot of one
+    service) is not reported, because `one_service_problem` skips every check while the
+    services file is invalid; the operator learns of it only after fixing the file."""
+    bad = {"services": {"relay": {"repository": "x", "release_channels": [], "approvers": []}}}
+    values = env(
+        tmp_path,
+        ROLLOUT_SERVICES=str(write(tmp_path, bad)),
+        RELEASE_CHANNELS=None,
+        ROLLOUT_APPROVERS=None,
+    )
+    with pytest.raises(ConfigError) as raised:
+        settings(monkeypatch, values)
+    problems = raised.value.problems
+    assert any(p.startswith("ROLLOUT_SERVICES:") for p in problems), problems
+    assert any(p.startswith("GITHUB_REPOSITORY:") for p in problems), problems
