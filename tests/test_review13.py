@@ -17,7 +17,7 @@ from bot.config import ConfigError
 from bot.services.directory import EveryService
 from bot.services.scheduler import Backoff, Scheduler
 from sandbox.clock import ManualClock
-from sandbox.config import RELEASE_CHANNEL, SandboxService
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SandboxService
 from sandbox.harness import Sandbox
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
@@ -103,6 +103,24 @@ async def test_the_card_of_a_service_named_default_names_it_beside_another(
         titles = [m.rendered.splitlines()[0] for m in box.slack.messages(RELEASE_CHANNEL)]
         assert any("billing-api v1.4.2" in t for t in titles), titles
         assert any("default v1.4.2" in t for t in titles), titles
+
+
+@pytest.mark.parametrize(
+    ("text", "channel"),
+    [("promote", RELEASE_CHANNEL), ("start v1.4.2", OTHER_CHANNEL)],
+)
+async def test_a_command_refused_for_its_service_is_audited(
+    box: Sandbox, text: str, channel: str
+) -> None:
+    """Every command is an audit event with its outcome (`command:promote`, `refused`), and
+    so it is with one service. With several, a command that names no service in a channel of
+    two, or comes from a channel of none, is refused by `ServiceDirectory.for_command` before
+    `controls.audited` is entered: no event is written."""
+    answer = await box.command(text, channel=channel)
+    assert ":warning:" in answer, answer
+    events = await box.audit.list_for_actor(RELEASE_MANAGER)
+    name = f"command:{text.split()[0]}"
+    assert [e.action for e in events if e.action == name] == [name], events
 
 
 # -- timers of a removed service --------------------------------------------------------------
