@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_services_file import env, settings, write
 
 from bot.config import ConfigError
+from bot.domain.errors import ServicesError
+from bot.service_file import load_services
 from bot.services.directory import EveryService
 from bot.services.scheduler import Backoff, Scheduler
 from sandbox.clock import ManualClock
@@ -177,3 +179,31 @@ def test_a_bad_services_file_and_a_one_service_variable_are_said_together(
     problems = raised.value.problems
     assert any(p.startswith("ROLLOUT_SERVICES:") for p in problems), problems
     assert any(p.startswith("GITHUB_REPOSITORY:") for p in problems), problems
+
+
+def test_a_services_file_says_its_services_problems_and_its_plans_problems_at_once(
+    tmp_path: Path,
+) -> None:
+    """docs/services.md shows a bad channel and an unreadable plan said together. A problem
+    pydantic finds (a channel id) raises in `read_model` before any plan file is read, so the
+    missing plan of another service is said only once the first problem is fixed."""
+    data = {
+        "services": {
+            "relay": {
+                "repository": "scriptum/scriptum",
+                "release_channels": ["general"],
+                "approvers": ["U0RELMGR01"],
+            },
+            "billing-api": {
+                "repository": "scriptum/billing-api",
+                "plan": "plans/missing.yml",
+                "release_channels": ["C0RELEASES"],
+                "approvers": ["U0BILLING1"],
+            },
+        }
+    }
+    with pytest.raises(ServicesError) as raised:
+        load_services(write(tmp_path, data, plan=False))
+    said = raised.value.message
+    assert "services.relay.release_channels[0]" in said, said
+    assert "services.billing-api.plan" in said, said
