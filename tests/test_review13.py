@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 from figures import every_gate_passes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from test_cli import full_env
 from test_services_file import env, settings, write
 
-from bot.config import ConfigError
+from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import ServicesError
 from bot.service_file import load_services
 from bot.services.directory import EveryService
 from bot.services.scheduler import Backoff, Scheduler
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SandboxService
+from sandbox.github_app import APP_ID, SandboxApp
 from sandbox.harness import Sandbox
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
@@ -207,3 +209,41 @@ def test_a_services_file_says_its_services_problems_and_its_plans_problems_at_on
     said = raised.value.message
     assert "services.relay.release_channels[0]" in said, said
     assert "services.billing-api.plan" in said, said
+
+
+def test_one_installation_id_for_services_of_two_owners_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An App has one installation per owner (docs/services.md). GITHUB_APP_INSTALLATION_ID
+    is still accepted with services of two owners, and `RepositoryInstallation` then uses it
+    for every repository: each call for the other owner's repository fails at run time
+    (GitHub's token for that installation cannot see it) instead of at start."""
+    two_owners = {
+        "services": {
+            "relay": {
+                "repository": "scriptum/scriptum",
+                "release_channels": ["C0RELEASES"],
+                "approvers": ["U0RELMGR01"],
+            },
+            "billing-api": {
+                "repository": "acme/billing-api",
+                "release_channels": ["C0RELEASES"],
+                "approvers": ["U0RELMGR01"],
+            },
+        }
+    }
+    base = full_env(tmp_path)
+    for name in ("GITHUB_TOKEN", "GITHUB_REPOSITORY", "RELEASE_CHANNELS", "ROLLOUT_APPROVERS"):
+        base.pop(name, None)
+        monkeypatch.delenv(name, raising=False)
+    app = {
+        "ROLLOUT_SERVICES": str(write(tmp_path, two_owners, plan=False)),
+        "GITHUB_APP_ID": str(APP_ID),
+        "GITHUB_APP_PRIVATE_KEY": SandboxApp().private_key,
+        "GITHUB_APP_INSTALLATION_ID": "61000001",
+    }
+    for name, value in (base | app).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(Settings, env_file=None)
+    assert any("GITHUB_APP_INSTALLATION_ID" in p for p in refused.value.problems)
