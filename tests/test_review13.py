@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from figures import every_gate_passes
+from sandbox_views import open_home
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_cli import full_env
 from test_services_file import env, settings, write
@@ -125,6 +126,16 @@ async def test_a_command_of_a_bot_of_several_services_is_audited(
     events = await box.audit.list_for_actor(RELEASE_MANAGER)
     name = f"command:{text.split()[0]}"
     assert [e.action for e in events if e.action == name] == [name], events
+
+
+async def test_the_app_home_asks_slack_for_each_channels_members_once(box: Sandbox) -> None:
+    """The App Home asks, service after service, whether the viewer is in its release
+    channels, each service with a membership cache of its own: a channel shared by N services
+    is read N times per opening (200 services sharing a channel: 200 sequential
+    `conversations.members` calls, past Slack's Tier 4 limit, before the tab is drawn)."""
+    await open_home(box, "U0NOBODY01")
+    asked = [call.args.get("channel") for call in box.slack.calls_to("conversations.members")]
+    assert sorted(asked) == sorted({RELEASE_CHANNEL, SEARCH_CHANNEL}), asked
 
 
 # -- timers of a removed service --------------------------------------------------------------
