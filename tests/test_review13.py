@@ -138,6 +138,39 @@ async def test_the_app_home_asks_slack_for_each_channels_members_once(box: Sandb
     assert sorted(asked) == sorted({RELEASE_CHANNEL, SEARCH_CHANNEL}), asked
 
 
+async def test_a_first_freeze_of_a_service_is_said_to_be_in_force(box: Sandbox) -> None:
+    """`/rollout freeze 2h reindex` in search's channel, nothing frozen before: the lane store
+    of a service stores the hold with `service="search"` while the hold asked has the default
+    service, so `in_force != asked` and everyone in the channel is told the freeze "changes
+    nothing" and "ends before" a freeze that is the very same one (the audit event records it
+    as a `kept_freeze` too)."""
+    froze = await box.command("freeze 2h reindex", channel=SEARCH_CHANNEL)
+    assert "froze deploys until" in froze, froze
+    assert "changes nothing" not in froze, froze
+    events = await box.audit.list_for_actor(RELEASE_MANAGER)
+    (freeze,) = [e for e in events if e.action == "command:freeze"]
+    assert "kept_freeze" not in (freeze.detail or {}), freeze.detail
+
+
+async def test_a_freeze_and_a_lock_in_a_shared_channel_say_which_service_they_hold(
+    box: Sandbox,
+) -> None:
+    """relay and billing-api share the channel. `/rollout freeze billing-api ...` is said to
+    everyone as "Deploys are frozen by ... until ...", naming no service (relay's people read
+    it as theirs), and a bare `/rollout status` draws each service's lane lines *before* its
+    heading, so billing-api's freeze sits under "Active rollouts of relay" and relay's lock
+    above every heading, neither naming its service."""
+    assert "Preflight" in await box.command("start relay v1.4.2 --flags-ready")
+    froze = await box.command("freeze billing-api 2h payments quarter end")
+    assert "billing-api" in froze, froze
+    await box.command("lock relay migrating")
+    lines = (await box.command("status")).splitlines()
+    frozen = next(line for line in lines if "frozen" in line)
+    locked = next(line for line in lines if "locked" in line)
+    assert "billing-api" in frozen, lines
+    assert "relay" in locked, lines
+
+
 # -- timers of a removed service --------------------------------------------------------------
 
 
