@@ -15,15 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_cli import full_env
 from test_services_file import env, settings, write
 
+from bot.adapters.slack.notifier import RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import ServicesError
 from bot.service_file import load_services
 from bot.services.directory import EveryService
 from bot.services.scheduler import Backoff, Scheduler
+from bot.services.unfollowed_runs import timer_key
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SandboxService
 from sandbox.github_app import APP_ID, SandboxApp
 from sandbox.harness import Sandbox
+from storage.db import create_engine, create_session_factory
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
 
@@ -291,3 +294,45 @@ def test_one_installation_id_for_services_of_two_owners_is_refused(
     with pytest.raises(ConfigError) as refused:
         load_settings(Settings, env_file=None)
     assert any("GITHUB_APP_INSTALLATION_ID" in p for p in refused.value.problems)
+
+
+# -- runs the bot did not start (App mode) ----------------------------------------------------
+
+
+async def test_nobody_answers_a_run_of_another_service_and_its_default_comes(
+    tmp_path: Path,
+) -> None:
+    """A run started on GitHub in billing-api's repository gets its card; nobody answers it,
+    and the default (reject) must come after UNFOLLOWED_RUN_TIMEOUT. The webhook hands the
+    request as parsed (service `default`) to `UnfollowedRuns.kept`, which writes the card's
+    timer for the service `default`: the scheduler finds no such service (UnknownService),
+    so the run waits on GitHub and its card says "waiting" for ever."""
+    services = [
+        SandboxService(name="relay", repository="scriptum/scriptum"),
+        SandboxService(name="billing-api", repository="scriptum/billing-api"),
+    ]
+    async with Sandbox(workdir=tmp_path, rollout_services=services, github_app=SandboxApp()) as box:
+        every_gate_passes(box)
+        billing = box.github.repository_named("scriptum/billing-api")
+        assert billing is not None
+        billing.protection_rule(set(billing.engine.protected))
+        billing.refs.add("v2.0.0")
+        run_id = billing.create_foreign_run(actor="octocat", branch="v2.0.0")
+
+        def cards() -> list[str]:
+            return [
+                m.rendered
+                for m in box.slack.messages(RELEASE_CHANNEL)
+                if (m.metadata or {}).get("event_type") == RUN_EVENT
+            ]
+
+        await box.slack.wait_for(lambda: bool(cards()), timeout=30)
+        engine = create_engine(box.database_url)
+        try:
+            timers = TimerStore(create_session_factory(engine), service="billing-api")
+            timer = await timers.get(key=timer_key(run_id))
+        finally:
+            await engine.dispose()
+        assert timer is not None, "the card's timer is not billing-api's"
+        await box.pass_time(timedelta(seconds=1805))
+        await box.slack.wait_for(lambda: "by default" in cards()[0], timeout=30)
