@@ -30,6 +30,7 @@ from bot.config_checks import (
     given,
     metrics_sources,
     one_service_problem,
+    service_owners,
     with_problems,
 )
 from bot.domain.errors import PlanError, ServicesError
@@ -211,6 +212,18 @@ class Settings(DatabaseSettings):
                 load_services(value)
             except ServicesError as error:  # names the file, each key and its problem
                 raise ValueError(error.message) from None
+        return value
+
+    @field_validator("github_app_installation_id")
+    @classmethod
+    def _installation(cls, value: int | None, info: ValidationInfo) -> int | None:
+        owners = service_owners(info)
+        if value is not None and len(owners) > 1:
+            raise ValueError(
+                f"an App has one installation per owner, and the services' repositories have "
+                f"{len(owners)} ({', '.join(sorted(owners))}): leave it unset, the bot finds "
+                "each repository's installation"
+            )
         return value
 
     @field_validator("github_repository")

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.adapters.github.budget import RequestBudget
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import slack_session
+from bot.adapters.slack.members import channel_members
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.bootstrap.service import Shared, Wired, wire_service
@@ -32,6 +33,7 @@ from bot.config import Settings
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.audit import AuditTrail
+from bot.services.authz import Memberships
 from bot.services.clock import LoopClock, SystemClock
 from bot.services.directory import EveryService, ServiceDirectory
 from bot.services.outbox import Outbox
@@ -133,6 +135,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             # One App with repositories of several owners has an installation (and a rate
             # limit) per owner; their polls are paced by one budget (docs/github-polling.md).
             budget=RequestBudget(),
+            members=Memberships(channel_members(slack), kind="channel", keep_failures=True),
         )
         for service in configured:
             wired.append(wire_service(shared, service))
