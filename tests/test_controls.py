@@ -35,6 +35,8 @@ from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.slack import EphemeralMessage
 from sandbox.workflows import Job, Step, Workflow, WorkflowInput
 
+pytestmark = pytest.mark.story
+
 CANARY_BAD = {"crash_rate": "0.001", "error_rate": "0.02", "sample": 5000}
 GROUP = "S0RELMGRS1"
 SECOND = "U0SECOND01"

@@ -1,8 +1,9 @@
 """Stages held by the App's custom deployment protection rule, end to end: the bot runs as the
 GitHub App, every environment of the Deployment Strategy workflow has the rule (and no required
 reviewers), the simulator delivers signed `deployment_protection_rule` requests to the bot's
-`/github/webhook`, and the bot answers through the run's callback. Every test runs on SQLite
-and on PostgreSQL. What goes wrong on the way is in `test_protection_rule_faults.py`.
+`/github/webhook`, and the bot answers through the run's callback. A story on SQLite (the
+restart on both; tests/conftest.py). What goes wrong on the way is in
+`test_protection_rule_faults.py`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sandbox.github_rules import APP_LOGIN
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from storage.db import create_engine, create_session_factory
 from storage.protection_rules import ProtectionRuleStore
+
+pytestmark = pytest.mark.story
 
 CANARY_CRASHES = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
 BETA_CRASHES = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0025"}}
@@ -161,6 +164,7 @@ async def test_a_crashing_ring_trips_the_kill_switch_through_the_rule(box: Sandb
     assert box.github.run(ended.run_id or 0).job("desktop-cli-kill-switch").conclusion == "success"
 
 
+@pytest.mark.database_matters
 async def test_a_request_lost_while_the_bot_was_down_is_answered_after_restart(
     box: Sandbox, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
