@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 
 from aiohttp import web
@@ -21,6 +21,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.transport import GitHubTransport, github_auth
@@ -96,10 +97,6 @@ def create_app(
     return app
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     telemetry = app[TELEMETRY]
@@ -131,7 +128,8 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         if installation is not None
         else None
     )
-    github = PyGithubGateway(transport, rules=rules)
+    search = DispatchSearch(delay=settings.github_dispatch_look_interval)
+    github = PyGithubGateway(transport, rules=rules, search=search)
     slack_http = slack_session()
     scheduler: Scheduler | None = None
     outbox: Outbox | None = None
@@ -348,7 +346,7 @@ async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta)
 
 def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
     """The audit timelines, read from the database (for `/rollout history` and the CLI)."""
-    return AuditTrail(rollouts=RolloutStore(sessions, clock=utc_now), log=AuditLog(sessions))
+    return AuditTrail(rollouts=RolloutStore(sessions, clock=SystemClock()), log=AuditLog(sessions))
 
 
 def _npm_token_service(
