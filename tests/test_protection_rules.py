@@ -2,7 +2,7 @@
 GitHub App, every environment of the Deployment Strategy workflow has the rule (and no required
 reviewers), the simulator delivers signed `deployment_protection_rule` requests to the bot's
 `/github/webhook`, and the bot answers through the run's callback. A story on SQLite (the
-restart on both; tests/conftest.py). What goes wrong on the way is in
+restart and the redelivery on both; tests/conftest.py). What goes wrong on the way is in
 `test_protection_rule_faults.py`.
 """
 
@@ -219,6 +219,7 @@ async def test_a_request_before_the_run_is_identified_is_kept_and_answered_later
     assert rollout.run_id == next(iter(box.github.runs))
 
 
+@pytest.mark.database_matters
 async def test_a_redelivered_request_is_answered_once(box: Sandbox) -> None:
     await dispatched(box)
     await both_held(box)
@@ -386,6 +387,7 @@ async def test_in_app_mode_every_stage_is_held_by_the_rule_to_100_percent_as_tok
         assert len(app.issued) >= 2  # a new installation token before the old one expired
 
 
+@pytest.mark.database_matters
 async def test_a_window_running_when_the_serve_process_dies_ends_once_and_the_rule_answers_once(
     tmp_path: Path, database_url: str
 ) -> None:
