@@ -5,19 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.records import AuditEvent, NewAuditEvent
 from storage.db import from_row
-from storage.models import AuditEventRow
+from storage.models import AuditEventRow, RolloutRow
 
 
 class AuditLog:
-    """The append-only audit trail: every command, click, refusal, verdict and GitHub call."""
+    """The append-only audit trail: every command, click, refusal, verdict and GitHub call.
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    A log of one `service` lists that service's events only, and writes its events for it;
+    without one, every service's, and an event that names no service is its rollout's.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+    ) -> None:
         self._sessions = sessions
+        self._service = service
 
     async def append(self, **event: Any) -> AuditEvent:
         """One event (`NewAuditEvent`'s fields) that goes with no saved state change."""
@@ -26,10 +33,23 @@ class AuditLog:
     async def add(self, events: Sequence[NewAuditEvent]) -> list[AuditEvent]:
         """Write events that go with no saved state change, in one transaction."""
         async with self._sessions.begin() as session:
-            rows = [audit_row(event) for event in events]
-            session.add_all(rows)
-            await session.flush()
-            return [_audit_event(row) for row in rows]
+            written = []
+            for event in events:
+                service: Any = event.service or self._service
+                if service is None and event.rollout_id is not None:
+                    service = (
+                        select(RolloutRow.service)
+                        .where(RolloutRow.id == event.rollout_id)
+                        .scalar_subquery()
+                    )
+                row = await session.scalar(
+                    insert(AuditEventRow)
+                    .values(**_values(event), service=service)
+                    .returning(AuditEventRow)
+                )
+                assert row is not None
+                written.append(_audit_event(row))
+            return written
 
     async def list_for_rollout(self, rollout_id: str) -> list[AuditEvent]:
         """The rollout's events in the order they happened."""
@@ -40,25 +60,33 @@ class AuditLog:
         return await self._list(AuditEventRow.actor == actor)
 
     async def _list(self, criterion: ColumnElement[bool]) -> list[AuditEvent]:
+        scope = () if self._service is None else (AuditEventRow.service == self._service,)
         async with self._sessions() as session:
             rows = await session.scalars(
-                select(AuditEventRow).where(criterion).order_by(AuditEventRow.at, AuditEventRow.id)
+                select(AuditEventRow)
+                .where(criterion, *scope)
+                .order_by(AuditEventRow.at, AuditEventRow.id)
             )
             return [_audit_event(row) for row in rows]
 
 
-def audit_row(event: NewAuditEvent) -> AuditEventRow:
-    """The row of an event to write, alone or in a rollout's save (`storage.rollout_repository`)."""
-    return AuditEventRow(
-        at=event.at,
-        actor=event.actor,
-        action=event.action,
-        result=event.result,
-        rollout_id=event.rollout_id,
-        track=event.track,
-        stage=event.stage,
-        detail=dict(event.detail) if event.detail is not None else None,
-    )
+def audit_row(event: NewAuditEvent, *, service: str) -> AuditEventRow:
+    """The row of an event written in a rollout's save (`storage.rollout_repository`): of
+    the rollout's `service` unless the event names one."""
+    return AuditEventRow(**_values(event), service=event.service or service)
+
+
+def _values(event: NewAuditEvent) -> dict[str, Any]:
+    return {
+        "at": event.at,
+        "actor": event.actor,
+        "action": event.action,
+        "result": event.result,
+        "rollout_id": event.rollout_id,
+        "track": event.track,
+        "stage": event.stage,
+        "detail": dict(event.detail) if event.detail is not None else None,
+    }
 
 
 def _audit_event(row: AuditEventRow) -> AuditEvent:

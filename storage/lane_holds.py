@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from dataclasses import replace as replaced
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.freeze import LaneHold
@@ -13,25 +14,47 @@ from storage.models import LaneHoldRow
 
 
 class LaneHoldStore:
-    """One row per kind: the first writer of a kind holds it (a lock taken once)."""
+    """One row per service and kind: the first writer of a kind holds it (a lock taken once).
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    A store of one `service` is that service's lane: it reads, takes and releases that
+    service's holds only (and takes every hold for it); without one, every service's (a hold
+    taken is its `service`'s).
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+    ) -> None:
         self._sessions = sessions
+        self._service = service
+        self._scope: tuple[ColumnElement[bool], ...] = (
+            () if service is None else (LaneHoldRow.service == service,)
+        )
 
     async def current(self) -> list[LaneHold]:
         async with self._sessions() as session:
-            rows = await session.scalars(select(LaneHoldRow).order_by(LaneHoldRow.kind))
+            rows = await session.scalars(
+                select(LaneHoldRow)
+                .where(*self._scope)
+                .order_by(LaneHoldRow.service, LaneHoldRow.kind)
+            )
             return [from_row(LaneHold, row) for row in rows]
 
     async def take(self, hold: LaneHold, *, replace: bool = False, later: bool = False) -> LaneHold:
         """Write `hold` unless its kind is held (then, with `replace`, overwrite it; with
         `later`, overwrite it only when it ends before `hold`): the hold stored afterwards,
         which is someone else's when they came first."""
+        if self._service is not None:
+            hold = replaced(hold, service=self._service)
         async with self._sessions.begin() as session:
             await session.execute(
-                insert_new(session, LaneHoldRow, asdict(hold), unique=LaneHoldRow.kind)
+                insert_new(
+                    session,
+                    LaneHoldRow,
+                    asdict(hold),
+                    unique=[LaneHoldRow.service, LaneHoldRow.kind],
+                )
             )
-            row = await session.get(LaneHoldRow, hold.kind, with_for_update=True)
+            row = await session.get(LaneHoldRow, (hold.service, hold.kind), with_for_update=True)
             assert row is not None  # just written, or held
             ends_before = (
                 row.until is not None and hold.until is not None and row.until < hold.until
@@ -44,8 +67,10 @@ class LaneHoldStore:
     async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None:
         """Remove the hold of `kind` (an override is left to end at its `until`), only while
         `actor` holds it when given: what was removed, or None when nothing was held (by them).
-        One DELETE ... RETURNING: a write first, so SQLite never has to upgrade a read lock."""
-        held = [LaneHoldRow.kind == kind]
+        Without a service, the kind is removed from every service's lane (the first removed is
+        returned). One DELETE ... RETURNING: a write first, so SQLite never has to upgrade a
+        read lock."""
+        held = [LaneHoldRow.kind == kind, *self._scope]
         if actor is not None:
             held.append(LaneHoldRow.actor == actor)
         async with self._sessions.begin() as session:

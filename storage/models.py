@@ -27,6 +27,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from bot.domain.service import DEFAULT_SERVICE
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -74,6 +76,12 @@ def _partial_index(name: str, *columns: str, where: str, unique: bool = False) -
     )
 
 
+def _service() -> Mapped[str]:
+    """The service a row belongs to (`bot.domain.service`; migration 0010): rows written
+    before services existed, or by a replica that knows none, belong to the default one."""
+    return mapped_column(String(64), server_default=DEFAULT_SERVICE)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -84,6 +92,7 @@ class RolloutRow(Base):
     __tablename__ = "rollouts"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    service: Mapped[str] = _service()
     tag: Mapped[str] = mapped_column(String(128))
     channel_id: Mapped[str] = mapped_column(String(32))
     message_ts: Mapped[str | None] = mapped_column(String(32))
@@ -101,6 +110,7 @@ class RolloutRow(Base):
     version: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (
+        Index(None, "service"),
         Index(None, "state"),
         Index(None, "tag"),
         Index(None, "run_id"),
@@ -117,6 +127,8 @@ class RolloutTrackRow(Base):
         ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
     )
     track: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The rollout's, denormalised so that the open-track index can be per service.
+    service: Mapped[str] = _service()
     position: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(32))
     current_stage: Mapped[str | None] = mapped_column(String(64))
@@ -128,9 +140,14 @@ class RolloutTrackRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        # At most one open rollout per track, enforced by the database across replicas.
+        # At most one open rollout per track of a service, enforced by the database across
+        # replicas.
         _partial_index(
-            "uq_rollout_tracks_open_track", "track", where="ended_at IS NULL", unique=True
+            "uq_rollout_tracks_open_track",
+            "service",
+            "track",
+            where="ended_at IS NULL",
+            unique=True,
         ),
     )
 
@@ -187,6 +204,8 @@ class TimerRow(Leased, Base):
 
     key: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(64))
+    # Its rollout's, so the one scheduler routes a fired timer without another query.
+    service: Mapped[str] = _service()
     payload: Mapped[dict[str, Any] | None] = mapped_column(JsonObject)
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -234,6 +253,8 @@ class AuditEventRow(Base):
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(64))
     rollout_id: Mapped[str | None] = mapped_column(String(32))
+    # None: an event of no known service (a refusal naming an unknown rollout).
+    service: Mapped[str | None] = mapped_column(String(64))
     track: Mapped[str | None] = mapped_column(String(64))
     stage: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[str] = mapped_column(String(64))
@@ -242,6 +263,7 @@ class AuditEventRow(Base):
     __table_args__ = (
         Index(None, "rollout_id", "at"),
         Index(None, "at"),
+        Index(None, "service"),
     )
 
 
@@ -286,10 +308,13 @@ class ActionClaimRow(Base):
 
 class LaneHoldRow(Base):
     """A freeze, the lock, or a freeze's override for one rollout (`bot.domain.freeze`): one
-    row per kind, so two replicas locking at once leave one holder."""
+    row per service and kind, so two replicas locking at once leave one holder."""
 
     __tablename__ = "lane_holds"
 
+    service: Mapped[str] = mapped_column(
+        String(64), primary_key=True, server_default=DEFAULT_SERVICE
+    )
     kind: Mapped[str] = mapped_column(String(64), primary_key=True)
     actor: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str] = mapped_column(Text)
@@ -306,6 +331,8 @@ class ProtectionRuleRequestRow(Base):
     __tablename__ = "protection_rule_requests"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The service whose repository's run asked.
+    service: Mapped[str] = _service()
     run_id: Mapped[int] = mapped_column(BigInteger)
     environment: Mapped[str] = mapped_column(String(255))
     deployment_id: Mapped[int] = mapped_column(BigInteger)

@@ -5,13 +5,27 @@ the deliveries table, in the same transaction) changes nothing, and a partial un
 keeps at most one request open per run and environment, so a second replica or a request
 recovered after its delivery was lost finds the open one. A request is closed once, by
 whoever answers it first.
+
+A request carries the service whose repository's run asked. A store of one service keeps and
+reads that service's requests only; without one, every service's.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, String, cast, delete, exists, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    cast,
+    delete,
+    exists,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
@@ -23,13 +37,18 @@ from storage.models import ProtectionRuleRequestRow as Row
 class ProtectionRuleStore:
     """The `ProtectionRuleRequests` port on the bot's database."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+    ) -> None:
         self._sessions = sessions
+        self._service = service
+        self._scope: ColumnElement[bool] = true() if service is None else Row.service == service
 
     async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
-        """Keep a request; False when its delivery was taken in before, or when a request of
-        its run and environment is open already."""
+        """Keep a request (for the store's service when it has one); False when its delivery
+        was taken in before, or when a request of its run and environment is open already."""
         values = {
+            "service": self._service or request.service,
             "run_id": request.run_id,
             "environment": request.environment,
             "deployment_id": request.deployment_id,
@@ -79,6 +98,7 @@ class ProtectionRuleStore:
                 select(Row)
                 .where(
                     Row.answer.is_(None),
+                    self._scope,
                     ~exists().where(TimerRow.key == key),
                     ~exists().where(RolloutRow.run_id == Row.run_id),
                 )
@@ -90,7 +110,9 @@ class ProtectionRuleStore:
         """Every request of the run the bot holds, answered or not, oldest first."""
         async with self._sessions() as session:
             rows = await session.scalars(
-                select(Row).where(Row.run_id == run_id).order_by(Row.requested_at, Row.id)
+                select(Row)
+                .where(Row.run_id == run_id, self._scope)
+                .order_by(Row.requested_at, Row.id)
             )
             return [from_row(RuleRequest, row) for row in rows]
 
@@ -107,7 +129,7 @@ class ProtectionRuleStore:
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(Row)
-                .where(Row.run_id == run_id, Row.environment == environment, closable)
+                .where(Row.run_id == run_id, Row.environment == environment, closable, self._scope)
                 .values(answer=answer, answered_at=at)
             )
             return int(getattr(result, "rowcount", 0) or 0)
@@ -118,7 +140,7 @@ class ProtectionRuleStore:
         async with self._sessions() as session:
             row = await session.scalar(
                 select(Row)
-                .where(Row.run_id == run_id, Row.environment == environment)
+                .where(Row.run_id == run_id, Row.environment == environment, self._scope)
                 .order_by(Row.id.desc())
                 .limit(1)
             )
@@ -127,5 +149,7 @@ class ProtectionRuleStore:
     async def prune(self, *, before: datetime) -> int:
         """Forget requests made before `before` (retention); returns how many."""
         async with self._sessions.begin() as session:
-            result = await session.execute(delete(Row).where(Row.requested_at < before))
+            result = await session.execute(
+                delete(Row).where(Row.requested_at < before, self._scope)
+            )
             return int(getattr(result, "rowcount", 0) or 0)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from bot.domain.service import DEFAULT_SERVICE
+
 
 @dataclass(frozen=True, slots=True)
 class StageRecord:
@@ -75,6 +77,8 @@ class RolloutRecord:
     context: dict[str, Any] | None = None
     """What the caller keeps beyond the columns (preflight checks, dispatch time), as JSON."""
     tracks: tuple[TrackRecord, ...] = ()
+    service: str = DEFAULT_SERVICE
+    """The service released (`bot.domain.service`)."""
 
     @property
     def is_active(self) -> bool:

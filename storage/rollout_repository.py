@@ -1,7 +1,9 @@
 """Rollouts with their tracks and stages in the database, as frozen records.
 
 Each method is one transaction. The save checks the version the rollout was read at, so two
-replicas acting on the same rollout cannot both win; at most one open rollout holds a track.
+replicas acting on the same rollout cannot both win; at most one open rollout of a service
+holds a track. A repository of one service (`service`) reads and writes that service's
+rollouts only; without one, every service's.
 
 Size exception: the rollout table's queries stay beside the loader they share (`_load`); split
 the read-only lists (recent, by tag, ended in a period, last released) out when one more comes.
@@ -17,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollout_id
 from storage.audit_log import audit_row
 from storage.db import from_row
@@ -27,10 +30,17 @@ from storage.rollout_records import NewTrack, RolloutRecord, StageRecord, TrackR
 
 
 class RolloutRepository:
-    """Stores rollouts; at most one open rollout per track, enforced by the database."""
+    """Stores rollouts; at most one open rollout per track of a service, enforced by the
+    database."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+    ) -> None:
         self._sessions = sessions
+        self._service = service
+        self._scope: tuple[ColumnElement[bool], ...] = (
+            () if service is None else (RolloutRow.service == service,)
+        )
 
     async def create(
         self,
@@ -48,20 +58,24 @@ class RolloutRepository:
         run: tuple[int, str | None] | None = None,
         outbox: Sequence[NewMessage] = (),
         timers: Sequence[NewTimer] = (),
+        service: str | None = None,
     ) -> RolloutRecord:
-        """Store a new rollout with its tracks and stages (and the messages that tell of it,
-        and its timers) in one transaction; `run`: the run (id, url) it follows already (an
-        adopted run).
+        """Store a new rollout of `service` (default: the repository's, else the default
+        service) with its tracks and stages (and the messages that tell of it, and its
+        timers) in one transaction; `run`: the run (id, url) it follows already (an adopted
+        run).
 
-        Raises TrackBusy when one of its tracks already has an open rollout (also when
-        another replica opened it a moment ago).
+        Raises TrackBusy when one of its tracks already has an open rollout of that service
+        (also when another replica opened it a moment ago).
         """
+        service = self._service_of(service)
         rollout_id = rollout_id or new_rollout_id()
         try:
             async with self._sessions.begin() as session:
                 await session.execute(
                     insert(RolloutRow).values(
                         id=rollout_id,
+                        service=service,
                         tag=tag,
                         channel_id=channel_id,
                         message_ts=message_ts,
@@ -83,6 +97,7 @@ class RolloutRepository:
                             {
                                 "rollout_id": rollout_id,
                                 "track": track.name,
+                                "service": service,
                                 "position": position,
                                 "state": track.state,
                                 "current_stage": track.current_stage,
@@ -114,6 +129,7 @@ class RolloutRepository:
                             {
                                 "key": timer.key,
                                 "kind": timer.kind,
+                                "service": service,
                                 "rollout_id": rollout_id,
                                 "due_at": timer.due_at,
                                 "payload": dict(timer.payload),
@@ -126,37 +142,49 @@ class RolloutRepository:
                 created = await _load_one(session, RolloutRow.id == rollout_id)
         except IntegrityError:
             for track in tracks:
-                active = await self.find_active_by_track(track.name)
+                active = await self._active_on_track(track.name, (RolloutRow.service == service,))
                 if active is not None:
                     raise TrackBusy(track.name, active.id) from None
             raise
         assert created is not None
         return created
 
+    def _service_of(self, service: str | None) -> str:
+        """The service a new rollout is written for: the one asked, which must be the
+        repository's when it has one."""
+        if self._service is not None and service not in (None, self._service):
+            raise ValueError(f"a rollout of {service} given to the store of {self._service}")
+        return service or self._service or DEFAULT_SERVICE
+
     async def get(self, rollout_id: str) -> RolloutRecord | None:
         async with self._sessions() as session:
-            return await _load_one(session, RolloutRow.id == rollout_id)
+            return await _load_one(session, RolloutRow.id == rollout_id, *self._scope)
 
     async def find_active_by_track(self, track: str) -> RolloutRecord | None:
-        """The open rollout on this track, if any."""
-        open_on_track = (
-            select(RolloutTrackRow.rollout_id)
-            .where(RolloutTrackRow.track == track, RolloutTrackRow.ended_at.is_(None))
-            .scalar_subquery()
+        """The open rollout on this track, if any (without a service: the oldest of any)."""
+        return await self._active_on_track(track, self._scope)
+
+    async def _active_on_track(
+        self, track: str, scope: Sequence[ColumnElement[bool]]
+    ) -> RolloutRecord | None:
+        open_on_track = select(RolloutTrackRow.rollout_id).where(
+            RolloutTrackRow.track == track, RolloutTrackRow.ended_at.is_(None)
+        )
+        ids = select(RolloutRow.id).where(
+            RolloutRow.id.in_(open_on_track), RolloutRow.ended_at.is_(None), *scope
         )
         async with self._sessions() as session:
-            return await _load_one(
-                session, RolloutRow.id == open_on_track, RolloutRow.ended_at.is_(None)
-            )
+            found = await _load(session, ids, newest_first=False)
+        return found[0] if found else None
 
     async def find_by_run_id(self, run_id: int) -> RolloutRecord | None:
         """The rollout driving this GitHub Actions run, if the bot tracks it."""
         async with self._sessions() as session:
-            return await _load_one(session, RolloutRow.run_id == run_id)
+            return await _load_one(session, RolloutRow.run_id == run_id, *self._scope)
 
     async def list_active(self) -> list[RolloutRecord]:
         """Rollouts that have not ended, oldest first."""
-        ids = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
+        ids = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None), *self._scope)
         async with self._sessions() as session:
             return await _load(session, ids, newest_first=False)
 
@@ -164,6 +192,7 @@ class RolloutRepository:
         """The latest rollouts, active or ended, newest first."""
         ids = (
             select(RolloutRow.id)
+            .where(*self._scope)
             .order_by(RolloutRow.created_at.desc(), RolloutRow.id.desc())
             .limit(limit)
         )
@@ -172,13 +201,15 @@ class RolloutRepository:
 
     async def list_ended(self, *, start: datetime, end: datetime) -> list[RolloutRecord]:
         """The rollouts that ended in [start, end), newest first."""
-        ids = select(RolloutRow.id).where(RolloutRow.ended_at >= start, RolloutRow.ended_at < end)
+        ids = select(RolloutRow.id).where(
+            RolloutRow.ended_at >= start, RolloutRow.ended_at < end, *self._scope
+        )
         async with self._sessions() as session:
             return await _load(session, ids, newest_first=True)
 
     async def list_by_tag(self, tag: str) -> list[RolloutRecord]:
         """Every rollout of this tag, newest first."""
-        ids = select(RolloutRow.id).where(RolloutRow.tag == tag)
+        ids = select(RolloutRow.id).where(RolloutRow.tag == tag, *self._scope)
         async with self._sessions() as session:
             return await _load(session, ids, newest_first=True)
 
@@ -186,7 +217,7 @@ class RolloutRepository:
         """The newest ended rollout of another tag whose every track completed."""
         unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
         released = RolloutRow.ended_at.is_not(None), RolloutRow.id.not_in(unfinished)
-        newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than)
+        newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than, *self._scope)
         latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
         async with self._sessions() as session:
             return await _load_one(session, RolloutRow.id == latest.scalar_subquery())
@@ -208,7 +239,7 @@ class RolloutRepository:
         if ended:
             values["ended_at"] = now
         async with self._sessions.begin() as session:
-            await _bump_version(session, rollout_id, expected_version, now, values)
+            await _bump_version(session, rollout_id, expected_version, now, values, self._scope)
             if ended:
                 await session.execute(
                     update(RolloutTrackRow)
@@ -234,11 +265,11 @@ class RolloutRepository:
         async with self._sessions.begin() as session:
             await session.execute(
                 update(RolloutRow)
-                .where(RolloutRow.id == rollout_id, RolloutRow.message_ts.is_(None))
+                .where(RolloutRow.id == rollout_id, RolloutRow.message_ts.is_(None), *self._scope)
                 .values(message_ts=message_ts)
             )
             stored = await session.scalar(
-                select(RolloutRow.message_ts).where(RolloutRow.id == rollout_id)
+                select(RolloutRow.message_ts).where(RolloutRow.id == rollout_id, *self._scope)
             )
         if stored is None:
             raise RolloutNotFound(rollout_id)
@@ -277,6 +308,7 @@ class RolloutRepository:
                     "ended_at": rollout.ended_at,
                     "context": rollout.context,
                 },
+                self._scope,
             )
             stored = await _load_one(session, RolloutRow.id == rollout.id)
             assert stored is not None
@@ -285,7 +317,7 @@ class RolloutRepository:
             for track in rollout.tracks:
                 await _save_track(session, rollout.id, stored.track(track.name), track, now)
             await enqueue(session, outbox, now=now)
-            session.add_all([audit_row(event) for event in audit])
+            session.add_all([audit_row(event, service=stored.service) for event in audit])
             saved = await _load_one(session, RolloutRow.id == rollout.id)
         assert saved is not None
         return saved
@@ -297,8 +329,10 @@ async def _bump_version(
     expected_version: int,
     now: datetime,
     values: Mapping[str, Any],
+    scope: Sequence[ColumnElement[bool]],
 ) -> None:
-    """Update the rollout row only if it is still at `expected_version`.
+    """Update the rollout row (of the service `scope` names) only if it is still at
+    `expected_version`.
 
     Written first in the transaction on purpose: it takes the row's write lock (PostgreSQL)
     or the database's (SQLite) before anything is read, so the rest of the save sees the
@@ -306,13 +340,15 @@ async def _bump_version(
     """
     bumped = await session.scalar(
         update(RolloutRow)
-        .where(RolloutRow.id == rollout_id, RolloutRow.version == expected_version)
+        .where(RolloutRow.id == rollout_id, RolloutRow.version == expected_version, *scope)
         .values(**values, updated_at=now, version=RolloutRow.version + 1)
         .returning(RolloutRow.version)
     )
     if bumped is not None:
         return
-    actual = await session.scalar(select(RolloutRow.version).where(RolloutRow.id == rollout_id))
+    actual = await session.scalar(
+        select(RolloutRow.version).where(RolloutRow.id == rollout_id, *scope)
+    )
     if actual is None:
         raise RolloutNotFound(rollout_id)
     raise StaleRollout(rollout_id, expected_version, actual)

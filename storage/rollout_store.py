@@ -46,15 +46,18 @@ from storage.rollout_repository import RolloutRepository
 
 
 class RolloutStore:
-    """Stores domain rollouts; at most one active rollout per track, versions checked on save."""
+    """Stores domain rollouts; at most one active rollout per track of a service, versions
+    checked on save. A store of one `service` reads and writes that service's rollouts only
+    (another's is not found); without one (the shared loops), every service's."""
 
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         *,
         clock: Callable[[], datetime],
+        service: str | None = None,
     ) -> None:
-        self._repository = RolloutRepository(sessions)
+        self._repository = RolloutRepository(sessions, service=service)
         self._clock = clock
 
     async def create(
@@ -86,6 +89,7 @@ class RolloutStore:
                 run=None if rollout.run_id is None else (rollout.run_id, rollout.run_url),
                 outbox=outbox,
                 timers=timers,
+                service=rollout.service,
             )
         except TrackBusy as busy:
             raise await self._in_progress(busy) from None

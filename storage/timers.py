@@ -6,6 +6,9 @@ current holder of a claim can mark a timer fired, so a replica that lost its lea
 finish work someone else has taken over. Every claim counts an attempt; a timer that failed
 too often is dead-lettered (`dead_at`): it is never claimed again, and people are told. The
 clock is always passed in.
+
+Each timer carries its rollout's service. A store of one service sees and claims that
+service's timers only; without one (the shared scheduler), every service's.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewMessage, Timer
 from storage.db import from_row, insert_new
 from storage.leases import LeasedRows
@@ -38,9 +42,17 @@ def _of(kinds: Collection[str] | None) -> ColumnElement[bool]:
 class TimerStore:
     """Timers in the database, safe for any number of replicas on PostgreSQL or SQLite."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+    ) -> None:
         self._sessions = sessions
-        self._leases = LeasedRows(sessions, TimerRow, _pending())
+        self._service = service
+        self._scope = true() if service is None else TimerRow.service == service
+        self._leases = LeasedRows(sessions, TimerRow, and_(_pending(), self._scope))
+
+    def _pending(self) -> ColumnElement[bool]:
+        """Pending timers of the store's service (of every service without one)."""
+        return self._leases.pending
 
     async def schedule(
         self,
@@ -52,10 +64,12 @@ class TimerStore:
         rollout_id: str | None = None,
         payload: Mapping[str, Any] | None = None,
         outbox: Sequence[NewMessage] = (),
+        service: str | None = None,
     ) -> Timer:
         """Schedule a timer once per key: a second call returns the stored one unchanged.
         `outbox`: what the channel is told of it, written in the same transaction by the call
-        that wrote the timer only."""
+        that wrote the timer only. `service`: the service it belongs to (the store's when it
+        has one); not given, its rollout's, else the default service."""
         async with self._sessions.begin() as session:
             written = await session.execute(
                 insert_new(
@@ -64,6 +78,7 @@ class TimerStore:
                     {
                         "key": key,
                         "kind": kind,
+                        "service": self._service_of(service, rollout_id),
                         "rollout_id": rollout_id,
                         "due_at": due_at,
                         "payload": dict(payload) if payload is not None else None,
@@ -79,6 +94,19 @@ class TimerStore:
             assert row is not None
             return _timer(row)
 
+    def _service_of(self, service: str | None, rollout_id: str | None) -> Any:
+        """The service a new timer is written for (a value, or its rollout's, read in the
+        INSERT itself); a store of one service writes for that service only."""
+        if self._service is not None and service not in (None, self._service):
+            raise ValueError(f"a timer of {service} given to the store of {self._service}")
+        chosen = service or self._service
+        if chosen is not None or rollout_id is None:
+            return chosen or DEFAULT_SERVICE
+        return func.coalesce(
+            select(RolloutRow.service).where(RolloutRow.id == rollout_id).scalar_subquery(),
+            literal(DEFAULT_SERVICE),
+        )
+
     async def settle(
         self,
         *,
@@ -93,19 +121,21 @@ class TimerStore:
         transaction."""
         async with self._sessions.begin() as session:
             await session.execute(
-                update(TimerRow).where(TimerRow.key == key).values(payload=dict(payload))
+                update(TimerRow)
+                .where(TimerRow.key == key, self._scope)
+                .values(payload=dict(payload))
             )
             if cancel:
                 await session.execute(
                     update(TimerRow)
-                    .where(TimerRow.key == key, _pending())
+                    .where(TimerRow.key == key, self._pending())
                     .values(cancelled_at=now, claimed_by=None, lease_until=None)
                 )
             await enqueue(session, outbox, now=now)
 
     async def get(self, *, key: str) -> Timer | None:
         async with self._sessions() as session:
-            row = await session.scalar(select(TimerRow).where(TimerRow.key == key))
+            row = await session.scalar(select(TimerRow).where(TimerRow.key == key, self._scope))
             return _timer(row) if row is not None else None
 
     async def claim_due(
@@ -125,7 +155,7 @@ class TimerStore:
         """
         claimable = and_(
             TimerRow.due_at <= now,
-            _pending(),
+            self._pending(),
             _of(kinds),
             or_(TimerRow.claimed_by.is_(None), TimerRow.lease_until <= now),
         )
@@ -189,7 +219,7 @@ class TimerStore:
             count = await session.scalar(
                 select(func.count())
                 .select_from(TimerRow)
-                .where(TimerRow.dead_at.is_not(None), TimerRow.rollout_id.in_(running))
+                .where(TimerRow.dead_at.is_not(None), TimerRow.rollout_id.in_(running), self._scope)
             )
             return int(count or 0)
 
@@ -198,7 +228,7 @@ class TimerStore:
         async with self._sessions.begin() as session:
             cancelled = await session.scalar(
                 update(TimerRow)
-                .where(TimerRow.key == key, _pending())
+                .where(TimerRow.key == key, self._pending())
                 .values(cancelled_at=now, claimed_by=None, lease_until=None)
                 .returning(TimerRow.id)
             )
@@ -214,7 +244,7 @@ class TimerStore:
                     select(
                         func.count(),
                         func.coalesce(func.sum(case((TimerRow.due_at <= late, 1), else_=0)), 0),
-                    ).where(_pending(), TimerRow.due_at <= now)
+                    ).where(self._pending(), TimerRow.due_at <= now)
                 )
             ).one()
         return int(row[0]), int(row[1])
@@ -228,7 +258,7 @@ class TimerStore:
         """
         async with self._sessions() as session:
             result: datetime | None = await session.scalar(
-                select(func.min(self._leases.claimable_at())).where(_pending(), _of(kinds))
+                select(func.min(self._leases.claimable_at())).where(self._pending(), _of(kinds))
             )
             return result
 
@@ -236,7 +266,7 @@ class TimerStore:
         """The kinds of the pending timers due by `now`."""
         async with self._sessions() as session:
             found = await session.scalars(
-                select(TimerRow.kind).where(_pending(), TimerRow.due_at <= now).distinct()
+                select(TimerRow.kind).where(self._pending(), TimerRow.due_at <= now).distinct()
             )
             return set(found)
 

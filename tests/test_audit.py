@@ -178,6 +178,7 @@ def test_a_long_timeline_keeps_its_newest_events_within_slacks_limits() -> None:
     timeline = Timeline(
         rollout_id="r-1",
         tag="v1.4.2",
+        service="default",
         channel_id="C0RELEASES",
         started_by="U0RELMGR01",
         state="running",

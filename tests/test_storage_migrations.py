@@ -241,11 +241,16 @@ def contracting_steps(source: str) -> list[str]:
     return steps
 
 
+# The contract steps a release calls out (docs/operating.md, Migration 0010): lane_holds' key
+# widens from (kind) to (service, kind), on which the previous version cannot take a hold.
+CALLED_OUT = {"0010_services.py": ["op.drop_constraint"]}
+
+
 def test_every_migration_is_additive_so_the_previous_version_keeps_serving() -> None:
     versions = sorted((Path(__file__).parent.parent / "storage/migrations/versions").glob("0*.py"))
     assert versions
     found = {path.name: contracting_steps(path.read_text(encoding="utf-8")) for path in versions}
-    assert {name: steps for name, steps in found.items() if steps} == {}
+    assert {name: steps for name, steps in found.items() if steps} == CALLED_OUT
     # The check itself sees a contracting step.
     assert contracting_steps(
         "def upgrade():\n    op.drop_column('timers', 'dead_at')\n"

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
 from bot.domain.errors import InvalidCommand
 from bot.domain.plan.freezes import CalendarFreeze
+from bot.domain.service import DEFAULT_SERVICE
 
 LANE_FREEZE = "freeze"
 LANE_LOCK = "lock"
@@ -31,7 +32,8 @@ LANE_LOCK = "lock"
 class LaneHold:
     """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK
     or `override:<rollout id>` (an approver's override of a freeze for one rollout; `overrides`
-    holds the `Freeze.key`s of the freezes in force it overrode, one a line)."""
+    holds the `Freeze.key`s of the freezes in force it overrode, one a line). Each service
+    has its own lane (`service`)."""
 
     kind: str
     actor: str
@@ -39,6 +41,7 @@ class LaneHold:
     since: datetime
     until: datetime | None = None
     overrides: str | None = None
+    service: str = DEFAULT_SERVICE
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from bot.domain.service import DEFAULT_SERVICE
 from bot.domain.text import clean_text
 
 EVENT = "deployment_protection_rule"
@@ -45,6 +46,8 @@ class RuleRequest:
     """The GitHub login that caused the request (the run's actor)."""
     answer: RuleAnswer | None = None
     answered_at: datetime | None = None
+    service: str = DEFAULT_SERVICE
+    """The service whose repository's run asks (`bot.domain.service`)."""
 
     @property
     def key(self) -> str:

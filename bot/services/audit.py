@@ -30,6 +30,7 @@ class Timeline:
 
     rollout_id: str
     tag: str
+    service: str
     channel_id: str
     started_by: str
     state: str
@@ -43,6 +44,7 @@ class Timeline:
             "rollout": {
                 "id": self.rollout_id,
                 "tag": self.tag,
+                "service": self.service,
                 "channel_id": self.channel_id,
                 "started_by": self.started_by,
                 "state": self.state,
@@ -71,18 +73,25 @@ class AuditTrail:
         self._rollouts = rollouts
         self._log = log
 
-    async def timeline(self, tag: str) -> Timeline:
-        """The newest rollout of `tag` with its events; raises UnknownTag when there is none."""
-        found = await self._rollouts.by_tag(tag)
+    async def timeline(self, tag: str, *, service: str | None = None) -> Timeline:
+        """The newest rollout of `tag` (of `service`, when given: the same tag may be released
+        by several services) with its events; raises UnknownTag when there is none."""
+        found = [
+            rollout
+            for rollout in await self._rollouts.by_tag(tag)
+            if service is None or rollout.service == service
+        ]
         if not found:
+            of = f"`{tag}`" if service is None else f"`{tag}` of the service `{service}`"
             raise UnknownTag(
-                f"No rollout of `{tag}` is on record. `/rollout history` lists the recent ones."
+                f"No rollout of {of} is on record. `/rollout history` lists the recent ones."
             )
         rollout = found[0]
         events = await self._log.list_for_rollout(rollout.id)
         return Timeline(
             rollout_id=rollout.id,
             tag=rollout.tag,
+            service=rollout.service,
             channel_id=rollout.channel_id,
             started_by=rollout.started_by,
             state=rollout.phase.value,

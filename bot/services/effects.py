@@ -202,6 +202,7 @@ class EffectRunner:
                     due_at=effect.due_at,
                     now=self.clock(),
                     rollout_id=rollout.id,
+                    service=rollout.service,
                     payload={
                         "track": effect.track,
                         "stage": effect.stage,

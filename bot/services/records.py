@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from bot.domain.service import DEFAULT_SERVICE
+
 BOT = "rollout-bot"
 """The actor of what the bot does on its own, in the audit trail."""
 
@@ -76,6 +78,8 @@ class Timer:
     due_at: datetime
     created_at: datetime
     attempts: int
+    service: str = DEFAULT_SERVICE
+    """Its rollout's (`bot.domain.service`): the scheduler routes it without another query."""
     rollout_id: str | None = None
     payload: dict[str, Any] | None = None
     claimed_by: str | None = None
@@ -124,6 +128,8 @@ class NewAuditEvent:
     track: str | None = None
     stage: str | None = None
     detail: Mapping[str, Any] | None = None
+    service: str | None = None
+    """The service acted on; None: its rollout's (when it names one the bot knows)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,9 +23,9 @@ from bot.services.records import (
 
 
 class Rollouts(Protocol):
-    """Domain rollouts with the plan each started with; at most one active rollout per track,
-    versions checked on save (`ConcurrentChange`), outbox messages and audit events saved with
-    the change."""
+    """Domain rollouts with the plan each started with; at most one active rollout per track
+    of a service, versions checked on save (`ConcurrentChange`), outbox messages and audit
+    events saved with the change. A store of one service sees that service's rollouts only."""
 
     async def create(
         self,
@@ -82,6 +82,7 @@ class Timers(Protocol):
         rollout_id: str | None = None,
         payload: Mapping[str, Any] | None = None,
         outbox: Sequence[NewMessage] = (),
+        service: str | None = None,
     ) -> Timer: ...
 
     async def settle(
@@ -169,6 +170,7 @@ class AuditLog(Protocol):
         track: str | None = None,
         stage: str | None = None,
         detail: Mapping[str, Any] | None = None,
+        service: str | None = None,
     ) -> AuditEvent: ...
 
     async def add(self, events: Sequence[NewAuditEvent]) -> list[AuditEvent]:

@@ -87,8 +87,7 @@ class UnfollowedRuns:
         self._channel = settings.channel_id
         self._timeout = settings.timeout
         self._default: DefaultAnswer = settings.default
-        self._swept: set[int] = set()
-        """The runs `sweep` found settled (`_settled`): not handed over again."""
+        self._swept: set[int] = set()  # runs `sweep` found settled: not handed over again
 
     async def kept(self, request: RuleRequest) -> None:
         """A request no active rollout follows was kept: unless a rollout still waits for the
@@ -142,6 +141,7 @@ class UnfollowedRuns:
             now=now,
             payload={"request": request.key, "card": card.to_json()},
             outbox=[drawn],
+            service=request.service,
         )
         if (timer.payload or {}).get("request") == request.key:
             effects.timers_changed()
