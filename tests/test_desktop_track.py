@@ -198,8 +198,8 @@ async def test_a_kill_during_the_internal_window_stops_it_before_its_gate(
 
         # Past the end of the internal window (the relay's canary gate decided meanwhile):
         # the internal gate was never evaluated.
-        await held(box, "relay", "canary")
         await box.pass_time(max(timedelta(0), window_ends - box.clock()) + timedelta(seconds=0.3))
+        await held(box, "relay", "canary")
         events = await box.audit.list_for_rollout(rollout.id)
         assert [e.track for e in events if e.action == "gate"] == ["relay"]
         assert (await box.rollout()).track("desktop").state is TrackState.HALTED
