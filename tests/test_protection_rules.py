@@ -205,8 +205,13 @@ async def test_a_request_before_the_run_is_identified_is_kept_and_answered_later
     # find it: the run's first jobs reach their environments and their requests come first.
     box.github.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "accept_then_drop")
     box.github.fault_next("GET", "/repos/*/actions/*runs", "server_error", times=10_000)
-    await box.click("dispatch")
-    await box.wait_until(lambda _: len(box.github.app_hook.deliveries) >= 2)
+    await box.click("dispatch", wait=False)  # its answer comes once the run is found
+    await box.wait_until(
+        lambda _: (
+            len(box.github.app_hook.deliveries) >= 2
+            and any(r.fault == "server_error" and r.method == "GET" for r in box.github.requests)
+        )
+    )
     assert {(d.status_code, d.result) for d in box.github.app_hook.deliveries} == {(202, "kept")}
     assert (await box.rollout()).run_id is None
     assert answers(box) == []
