@@ -7,9 +7,9 @@ listing every problem by its variable name, so an operator fixes them in one pas
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AnyHttpUrl,
@@ -22,12 +22,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from bot.domain.errors import PlanError
-from bot.domain.plan import RolloutPlan
+from bot.config_checks import (
+    SLACK_IDS,
+    given,
+    metrics_sources,
+    one_service_problem,
+    with_problems,
+)
+from bot.domain.errors import PlanError, ServicesError
+from bot.domain.service import DEFAULT_SERVICE, Service
 from bot.github_credentials import (
     APP_SETTINGS,
     GitHubApp,
@@ -38,11 +44,11 @@ from bot.github_credentials import (
     rsa_key,
 )
 from bot.plan_file import load_plan
+from bot.service_file import (
+    REPOSITORY,
+    load_services,
+)
 from storage.db import default_database_url, mask_database_url, normalize_database_url
-
-CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
-APPROVER_ID = re.compile(r"[UWS][A-Z0-9]{2,}")
-REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -53,26 +59,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-class _SlackIds(NamedTuple):
-    """What a list of Slack ids must hold, and what to say when it does not."""
-
-    pattern: re.Pattern[str]
-    none: str
-    bad: str
-
-
-_SLACK_IDS = {
-    "release_channels": _SlackIds(
-        CHANNEL_ID, "needs at least one channel id", "not a Slack channel id (C... or G...)"
-    ),
-    "rollout_approvers": _SlackIds(
-        APPROVER_ID,
-        "needs at least one Slack user id (U... or W...) or group id (S...)",
-        "not a Slack user id (U..., W...) or group (S...)",
-    ),
-}
 
 
 class DatabaseSettings(BaseSettings):
@@ -102,6 +88,10 @@ class Settings(DatabaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
 
+    rollout_services: Path | None = None
+    """The services file (docs/services.md); without it, one service from GITHUB_REPOSITORY,
+    ROLLOUT_PLAN, RELEASE_CHANNELS and ROLLOUT_APPROVERS."""
+
     # A token or a GitHub App, never both: `_github_mode` checks them together.
     github_app_id: int | None = Field(default=None, gt=0)
     github_app_private_key: SecretStr | None = None
@@ -111,7 +101,7 @@ class Settings(DatabaseSettings):
     """Found from GITHUB_REPOSITORY (`GET /repos/{owner}/{repo}/installation`) when unset."""
     github_token: SecretStr | None = None
     github_api_url: AnyHttpUrl = AnyHttpUrl("https://api.github.com")
-    github_repository: str
+    github_repository: str | None = Field(default=None, validate_default=True)
     github_webhook_secret: SecretStr | None = None
     github_poll_interval: float = Field(default=15.0, gt=0, le=3600)
     """Seconds between two looks at each running rollout's run on GitHub."""
@@ -146,8 +136,8 @@ class Settings(DatabaseSettings):
     lists a new run only after a moment)."""
 
     rollout_plan: Path | None = None
-    release_channels: CommaList
-    rollout_approvers: CommaList
+    release_channels: CommaList = Field(default=(), validate_default=True)
+    rollout_approvers: CommaList = Field(default=(), validate_default=True)
     prometheus_url: AnyHttpUrl | None = Field(default=None, validate_default=True)
     sentry_url: AnyHttpUrl = AnyHttpUrl("https://sentry.io")
     sentry_org: str | None = None
@@ -190,9 +180,9 @@ class Settings(DatabaseSettings):
         it concerns and listed with every other setting's; the key file is read here, once."""
         raw = data if isinstance(data, dict) else {}
         names = ("GITHUB_TOKEN", *APP_SETTINGS)
-        problems = mode_problems({name for name in names if _given(raw.get(name.lower()))})
+        problems = mode_problems({name for name in names if given(raw.get(name.lower()))})
         key_file, key = raw.get("github_app_private_key_file"), None
-        if _given(key_file) and "GITHUB_APP_PRIVATE_KEY_FILE" not in problems:
+        if given(key_file) and "GITHUB_APP_PRIVATE_KEY_FILE" not in problems:
             try:
                 key = SecretStr(key_from_file(Path(str(key_file))))
             except KeyProblem as problem:
@@ -200,9 +190,9 @@ class Settings(DatabaseSettings):
         try:
             settings = handler(data)
         except ValidationError as error:
-            raise _with_problems(error.title, error.errors(), problems) from None
+            raise with_problems(error.title, error.errors(), problems) from None
         if problems:
-            raise _with_problems(cls.__name__, [], problems)
+            raise with_problems(cls.__name__, [], problems)
         settings._github_app_key = key or settings.github_app_private_key
         return settings
 
@@ -216,34 +206,47 @@ class Settings(DatabaseSettings):
             )
         return value
 
+    @field_validator("rollout_services")
+    @classmethod
+    def _services(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_services(value)
+            except ServicesError as error:  # names the file, each key and its problem
+                raise ValueError(error.message) from None
+        return value
+
     @field_validator("github_repository")
     @classmethod
-    def _repository(cls, value: str) -> str:
+    def _repository(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if one_service_problem(value, info) or value is None:
+            return value
         if not REPOSITORY.fullmatch(value):
             raise ValueError(f"{value!r} is not owner/name")
         return value
 
     @field_validator("rollout_plan")
     @classmethod
-    def _plan(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                load_plan(value)
-            except PlanError as error:  # names the file, the key and the problem
-                raise ValueError(error.message) from None
+    def _plan(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if one_service_problem(value, info, required=False) or value is None:
+            return value
+        try:
+            load_plan(value)
+        except PlanError as error:  # names the file, the key and the problem
+            raise ValueError(error.message) from None
         return value
 
     @field_validator("prometheus_url")
     @classmethod
     def _prometheus(cls, value: AnyHttpUrl | None, info: ValidationInfo) -> AnyHttpUrl | None:
-        if value is None and "prometheus" in _metrics_sources(info):
+        if value is None and "prometheus" in metrics_sources(info):
             raise ValueError("missing: the rollout plan reads metrics from Prometheus")
         return value
 
     @field_validator("sentry_token")
     @classmethod
     def _sentry(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
-        if "sentry" in _metrics_sources(info):
+        if "sentry" in metrics_sources(info):
             given = {
                 "SENTRY_ORG": info.data.get("sentry_org"),
                 "SENTRY_PROJECT": info.data.get("sentry_project"),
@@ -267,9 +270,9 @@ class Settings(DatabaseSettings):
     @classmethod
     def _slack_ids(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         assert info.field_name is not None
-        rule = _SLACK_IDS[info.field_name]
-        if not value:
-            raise ValueError(rule.none)
+        rule = SLACK_IDS[info.field_name]
+        if one_service_problem(value, info):
+            return value
         bad = [item for item in value if not rule.pattern.fullmatch(item)]
         if bad:
             raise ValueError(f"{', '.join(bad)}: {rule.bad}")
@@ -283,9 +286,22 @@ class Settings(DatabaseSettings):
         assert self.github_app_id is not None and self._github_app_key is not None
         return GitHubApp(self.github_app_id, self._github_app_key, self.github_app_installation_id)
 
-    def plan(self) -> RolloutPlan:
-        """The rollout plan: the file named by ROLLOUT_PLAN, or the built-in Scriptum plan."""
-        return load_plan(self.rollout_plan)
+    def services(self) -> tuple[Service, ...]:
+        """Every service the bot releases: those of ROLLOUT_SERVICES, or the one service of
+        GITHUB_REPOSITORY, ROLLOUT_PLAN (or the built-in plan), RELEASE_CHANNELS and
+        ROLLOUT_APPROVERS, named `default`."""
+        if self.rollout_services is not None:
+            return load_services(self.rollout_services)
+        assert self.github_repository is not None  # `_repository` refuses its absence
+        return (
+            Service(
+                name=DEFAULT_SERVICE,
+                repository=self.github_repository,
+                plan=load_plan(self.rollout_plan),
+                release_channels=self.release_channels,
+                approvers=self.rollout_approvers,
+            ),
+        )
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log scrubber: the SecretStr settings, the passwords
@@ -330,43 +346,6 @@ class Settings(DatabaseSettings):
                 shown = str(value)
             rows.append((name.upper(), shown))
         return rows
-
-
-def _given(value: object) -> bool:
-    """Whether a raw setting was given (an empty value is not)."""
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    return value is not None and (not isinstance(value, str) or bool(value.strip()))
-
-
-def _with_problems(
-    title: str, errors: Sequence[ErrorDetails], problems: Mapping[str, str]
-) -> ValidationError:
-    """The settings' errors and `problems` (by environment name) as one ValidationError."""
-    details = [
-        InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
-        for e in errors
-    ]
-    details += [
-        InitErrorDetails(
-            type=PydanticCustomError("github_settings", text),
-            loc=(name.lower(),),
-            input=None,
-        )
-        for name, text in problems.items()
-    ]
-    return ValidationError.from_exception_data(title, details)
-
-
-def _metrics_sources(info: ValidationInfo) -> set[str]:
-    """The metrics sources of the configured plan (none when the plan itself is invalid)."""
-    if "rollout_plan" not in info.data:
-        return set()
-    try:
-        plan = load_plan(info.data["rollout_plan"])
-    except PlanError:
-        return set()
-    return {track.metrics.source for track in plan.tracks.values()}
 
 
 S = TypeVar("S", bound=DatabaseSettings)

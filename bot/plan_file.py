@@ -1,6 +1,7 @@
 """The rollout plan's file: reads its YAML (or the built-in plan), validates it into the
 domain's `RolloutPlan`, and words every problem of a bad plan at once, each under the dotted
 path of its key (`tracks.relay.stages[1].observe.window: '6o' is not a duration ...`).
+`read_model` does the same for any YAML file read into a pydantic model (the services file).
 """
 
 from __future__ import annotations
@@ -8,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from bot.domain.errors import PlanError
+from bot.domain.errors import PlanError, RolloutError
 from bot.domain.plan import RolloutPlan
 from bot.domain.plan.fields import Path_, Problems, dotted
 
@@ -40,19 +41,33 @@ def load_plan(path: Path | None) -> RolloutPlan:
 
 def parse_plan(text: str, source: str) -> RolloutPlan:
     """The plan in `text`; `source` names it in errors. Raises PlanError listing every problem."""
+    return read_model(
+        text, RolloutPlan, what=f"the rollout plan {source}", keys="docs/plan.md", error=PlanError
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_model(text: str, model: type[M], *, what: str, keys: str, error: type[RolloutError]) -> M:
+    """`text`, YAML, validated into `model`; raises `error` listing every problem at its dotted
+    path. `what` names the file in messages, `keys` the document listing its keys."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as error:
-        raise PlanError(
-            f"the rollout plan {source} is not valid YAML: {_yaml_problem(error)}"
-        ) from None
+    except yaml.YAMLError as problem:
+        raise error(f"{what} is not valid YAML: {_yaml_problem(problem)}") from None
     if data is None:
-        raise PlanError(f"the rollout plan {source} is empty")
+        raise error(f"{what} is empty")
     try:
-        return RolloutPlan.model_validate(data)
-    except ValidationError as error:
-        problems = "\n".join(f"  {line}" for line in _problem_lines(error, data))
-        raise PlanError(f"the rollout plan {source} is invalid:\n{problems}") from None
+        return model.model_validate(data)
+    except ValidationError as invalid:
+        raise error(invalid_lines(what, problem_lines(invalid, data, keys=keys))) from None
+
+
+def invalid_lines(what: str, lines: list[str]) -> str:
+    """The message of a file with problems: one indented line per problem."""
+    problems = "\n".join(f"  {line}" for line in lines)
+    return f"{what} is invalid:\n{problems}"
 
 
 class _StrictLoader(_SafeLoader):
@@ -78,7 +93,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return " ".join(str(error).split())
 
 
-def _problem_lines(error: ValidationError, data: object) -> list[str]:
+def problem_lines(error: ValidationError, data: object, *, keys: str) -> list[str]:
+    """Each of pydantic's errors as `dotted.path: problem`, the path through the YAML."""
     lines: list[str] = []
     for detail in error.errors():
         at = _plan_path(detail["loc"], data)
@@ -94,15 +110,15 @@ def _problem_lines(error: ValidationError, data: object) -> list[str]:
             problem = f"{context['tag']!r} is not one of {context['expected_tags']}"
             lines.append(f"{dotted((*at, key))}: {problem}")
         else:
-            lines.append(f"{dotted(at)}: {_problem(kind, detail)}")
+            lines.append(f"{dotted(at)}: {_problem(kind, detail, keys)}")
     return lines
 
 
-def _problem(kind: str, detail: Mapping[str, Any]) -> str:
+def _problem(kind: str, detail: Mapping[str, Any], keys: str) -> str:
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
-        return "unknown key (docs/plan.md lists every key)"
+        return f"unknown key ({keys} lists every key)"
     if kind == "value_error":
         return str(detail["ctx"]["error"])
     if kind == "too_short":

@@ -40,13 +40,14 @@ from bot.adapters.slack.blocks import ViewJson
 from bot.adapters.slack.rollout_card import EXTEND_STEP
 from bot.domain.controls import CardRef, Control
 from bot.domain.errors import InvalidCommand
-from bot.services.catalog import Services
 from bot.services.controls import ControlService
+from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
 from bot.services.telemetry import Telemetry
 from handlers.errors import Listener, acknowledged, explain, failure_outcome
 from handlers.origin import card_of, click_origin, form_origin
 from handlers.payloads import BlockActions, ViewSubmission, parse
+from handlers.run_buttons import APP_ONLY
 
 Click = Callable[[ControlService, Origin, CardRef], Awaitable[object]]
 """What a plain button does: one call on the controls for the card it was clicked on."""
@@ -80,14 +81,23 @@ def _stage(card: CardRef) -> tuple[str, str]:
     return card.track, card.stage
 
 
-def _clicked(controls: ControlService, act: Click, telemetry: Telemetry) -> Listener:
+async def _controls(
+    directory: ServiceDirectory, click: BlockActions, card: CardRef
+) -> ControlService:
+    """The controls of the service whose rollout the card is of."""
+    services = await directory.of_rollout(card.rollout_id, channel_id=click.channel_id)
+    return services.controls
+
+
+def _clicked(directory: ServiceDirectory, act: Click) -> Listener:
     async def clicked(
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
         click = parse(BlockActions, body)
-        await act(controls, click_origin(click, request), _card(click))
+        card = _card(click)
+        await act(await _controls(directory, click, card), click_origin(click, request), card)
 
-    return acknowledged(telemetry)(clicked)
+    return acknowledged(directory.telemetry)(clicked)
 
 
 async def _answer_form(
@@ -162,7 +172,7 @@ FORMS: dict[Action, Form] = {
 }
 
 
-def _opens(controls: ControlService, form: Form, telemetry: Telemetry) -> Listener:
+def _opens(directory: ServiceDirectory, form: Form) -> Listener:
     async def opens(
         ack: AsyncAck,
         body: dict[str, Any],
@@ -171,20 +181,21 @@ def _opens(controls: ControlService, form: Form, telemetry: Telemetry) -> Listen
         client: AsyncWebClient,
     ) -> None:
         click = parse(BlockActions, body)
-        modal = await form(controls, click_origin(click, request), _card(click))
+        card = _card(click)
+        controls = await _controls(directory, click, card)
+        modal = await form(controls, click_origin(click, request), card)
         await client.views_open(trigger_id=click.trigger_id or "", view=modal)
 
-    return acknowledged(telemetry, waits=False)(opens)
+    return acknowledged(directory.telemetry, waits=False)(opens)
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    controls = services.controls
+def register(app: AsyncApp, directory: ServiceDirectory) -> None:
     for action, act in CLICKS.items():
-        app.action(action)(_clicked(controls, act, services.telemetry))
+        app.action(action)(_clicked(directory, act))
     for action, form in FORMS.items():
-        app.action(action)(_opens(controls, form, services.telemetry))
+        app.action(action)(_opens(directory, form))
     for callback, submission in SUBMISSIONS.items():
-        app.view(callback)(_submitted(services, submission))
+        app.view(callback)(_submitted(directory, submission))
 
 
 _FOREIGN_FORM = "This form was not made by this bot (or by an older version): open it again."
@@ -293,13 +304,32 @@ async def _adopt_overriding(
     """The Override freeze… form of a refused Adopt: adopt the run through the freeze."""
     runs = controls.unfollowed
     if runs is None:
-        raise InvalidCommand("This bot answers runs it did not start only as a GitHub App.")
+        raise InvalidCommand(APP_ONLY)
     return await runs.adopt(origin, meta.run_id, override=reason)
 
 
-def _submitted(services: Services, submission: Submission[Any, Any]) -> Listener:
-    controls = services.controls
+async def _form_controls(
+    directory: ServiceDirectory,
+    metadata: FiguresMetadata
+    | ExtendMetadata
+    | RedeployMetadata
+    | LinkMetadata
+    | OverrideMetadata
+    | AdoptOverrideMetadata
+    | None,
+) -> ControlService:
+    """The controls of the service the form's rollout (or run) is of; a foreign form's are the
+    first service's (it is refused before any of them acts)."""
+    if metadata is None:
+        services = directory.each[0]
+    elif isinstance(metadata, AdoptOverrideMetadata):
+        services = await directory.of_run(metadata.run_id, channel_id=metadata.channel_id)
+    else:
+        services = await directory.of_rollout(metadata.rollout_id, channel_id=metadata.channel_id)
+    return services.controls
 
+
+def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) -> Listener:
     async def submitted(
         ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
     ) -> None:
@@ -310,6 +340,7 @@ def _submitted(services: Services, submission: Submission[Any, Any]) -> Listener
         if block is None and metadata is None:
             await ack(response_action="update", view=control_views.notice_modal(_FOREIGN_FORM))
             return
+        controls = await _form_controls(directory, metadata)
         if block is not None and metadata is None:
             errors = {block: _FOREIGN_FORM}
         elif block is not None and submission.control is not None:
@@ -320,7 +351,7 @@ def _submitted(services: Services, submission: Submission[Any, Any]) -> Listener
             return
         await ack()
         await _answer_form(
-            services.telemetry,
+            directory.telemetry,
             client,
             form,
             request,

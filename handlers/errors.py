@@ -36,7 +36,6 @@ from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.limits import RESPONSE_URL_LIFETIME, RESPONSE_URL_USES
 from bot.domain import rollout_command as commands
 from bot.domain.errors import InvalidCommand, RolloutError
-from bot.services.catalog import Services
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.lane import LaneClosed
 from bot.services.telemetry import Handled, Telemetry
@@ -264,7 +263,7 @@ class LimitedRespond(AsyncRespond):
         return WebhookResponse(url="chat.postEphemeral", status_code=200, body="ok", headers={})
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: AsyncApp) -> None:
     uses = ResponseUrlUses()
 
     @app.middleware

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.webhooks import Taken
-from handlers.app_keys import SERVICES, SETTINGS
+from handlers.app_keys import DIRECTORY, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ async def receive(request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "event": "ping"})
     if not delivery or len(delivery) > 64:
         return web.json_response({"error": "missing or invalid X-GitHub-Delivery"}, status=400)
-    webhooks = request.app[SERVICES].webhooks
+    webhooks = request.app[DIRECTORY].webhooks_of(payload)
     try:
         intake = await webhooks.take(delivery_id=delivery, event=event, payload=payload)
     except TRANSIENT as error:

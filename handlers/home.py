@@ -1,7 +1,8 @@
 """The App Home tab: the help and the active rollouts, drawn when someone opens it.
 
-The rollouts are shown to the people `/rollout status` answers: members of a release channel
-and the approvers. Anyone else in the workspace sees the help and a line saying why.
+Each service's rollouts are shown to the people its `/rollout status` answers: members of its
+release channels and its approvers. Anyone else in the workspace sees the help and a line
+saying why.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import views
+from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.status_views import active_blocks
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout
 from bot.services.catalog import Services
+from bot.services.directory import ServiceDirectory
 from bot.version import build
 from handlers.payloads import EventCallback, parse
 
@@ -23,14 +28,32 @@ NOT_SHOWN = (
 )
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: AsyncApp, directory: ServiceDirectory) -> None:
     @app.event("app_home_opened")
     async def home_opened(body: dict[str, Any], client: AsyncWebClient) -> None:
         event = parse(EventCallback, body).event
         if event.tab != "home" or event.user is None:
             return
-        if await services.audience.admits(event.user):
-            shown = active_blocks(await services.rollouts.active_with_plans())
+        admitted = [s for s in directory.each if await s.audience.admits(event.user)]
+        if admitted:
+            shown = _active(directory, admitted, await directory.rollouts.active_with_plans())
         else:
             _, shown = views.note(NOT_SHOWN)
         await client.views_publish(user_id=event.user, view=views.home_tab(shown, running=build()))
+
+
+def _active(
+    directory: ServiceDirectory,
+    admitted: list[Services],
+    active: list[tuple[Rollout, RolloutPlan]],
+) -> list[BlockJson]:
+    """The active rollouts of the services the viewer may see; each service's under its name
+    when the bot releases several (those without any are left out)."""
+    if not directory.several:
+        return active_blocks(active)
+    shown: list[BlockJson] = []
+    for services in admitted:
+        name = services.service.name
+        if its := [(rollout, plan) for rollout, plan in active if rollout.service == name]:
+            shown += active_blocks(its, service=name)
+    return shown or active_blocks([])

@@ -1,9 +1,10 @@
 """The NPM_TOKEN walkthrough's buttons.
 
 Each click is acknowledged at once; the listener reads which message was clicked (the payload's
-container) and the walkthrough its button carried, and makes one service call, which redraws
-the message with chat.update. Refusals come back ephemerally through `acknowledged`. The clicks
-are a table (`NPM_CLICKS`: action id to service call), audited under the action id.
+container) and the walkthrough its button carried (with its service), and makes one service
+call, which redraws the message with chat.update. Refusals come back ephemerally through
+`acknowledged`. The clicks are a table (`NPM_CLICKS`: action id to service call), audited under
+the action id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.adapters.slack.actions import InvalidPayload
 from bot.adapters.slack.npm_views import NpmAction, decode_state
 from bot.domain.npm import Walkthrough
-from bot.services.catalog import Services
+from bot.services.directory import ServiceDirectory
 from bot.services.npm_walkthrough import MessageRef, NpmTokenService
 from handlers.errors import Listener, acknowledged
 from handlers.origin import click_origin
@@ -48,18 +49,23 @@ def _message(click: BlockActions) -> MessageRef:
     return MessageRef(channel=container.channel_id, ts=container.message_ts)
 
 
-def _clicked(services: Services, action: NpmAction, step: Step) -> Listener:
+def _clicked(directory: ServiceDirectory, action: NpmAction, step: Step) -> Listener:
     async def clicked(
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
         click = parse(BlockActions, body)
         message, shown = _message(click), decode_state(click.action.value)
+        services = directory.named(shown.service)
+        if services is None:
+            raise InvalidPayload(
+                f"This walkthrough is of a service the bot no longer releases ({shown.service})."
+            )
         async with services.controls.audited(click_origin(click, request), str(action)):
             await step(services.npm_token, message, shown, click.user.id)
 
-    return acknowledged(services.telemetry)(clicked)
+    return acknowledged(directory.telemetry)(clicked)
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: AsyncApp, directory: ServiceDirectory) -> None:
     for action, step in NPM_CLICKS.items():
-        app.action(action)(_clicked(services, action, step))
+        app.action(action)(_clicked(directory, action, step))

@@ -17,7 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import control_views
 from bot.adapters.slack.actions import Action, RunValue
-from bot.services.catalog import Services
+from bot.domain.errors import InvalidCommand
+from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
 from bot.services.unfollowed_runs import UnfollowedRuns
 from handlers.errors import Listener, acknowledged
@@ -26,24 +27,35 @@ from handlers.payloads import BlockActions, parse
 
 RunClick = Callable[[UnfollowedRuns, Origin, int], Awaitable[object]]
 
+APP_ONLY = "This bot answers runs it did not start only as a GitHub App."
+
 RUN_CLICKS: dict[Action, RunClick] = {
     Action.ADOPT_RUN: lambda runs, origin, run_id: runs.adopt(origin, run_id),
     Action.REJECT_RUN: lambda runs, origin, run_id: runs.reject(origin, run_id),
 }
 
 
-def _clicked(runs: UnfollowedRuns, act: RunClick, services: Services) -> Listener:
+async def _runs(directory: ServiceDirectory, click: BlockActions, run_id: int) -> UnfollowedRuns:
+    """The unfollowed runs of the service whose repository the run is of."""
+    runs = (await directory.of_run(run_id, channel_id=click.channel_id)).controls.unfollowed
+    if runs is None:
+        raise InvalidCommand(APP_ONLY)
+    return runs
+
+
+def _clicked(directory: ServiceDirectory, act: RunClick) -> Listener:
     async def clicked(
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
         click = parse(BlockActions, body)
         run = RunValue.decode(click.action.value)
+        runs = await _runs(directory, click, run.run_id)
         await act(runs, click_origin(click, request), run.run_id)
 
-    return acknowledged(services.telemetry)(clicked)
+    return acknowledged(directory.telemetry)(clicked)
 
 
-def _opens_override(runs: UnfollowedRuns, services: Services) -> Listener:
+def _opens_override(directory: ServiceDirectory) -> Listener:
     """Override freeze… under an Adopt refused by a freeze: the form asking the reason."""
 
     async def opens(
@@ -55,17 +67,17 @@ def _opens_override(runs: UnfollowedRuns, services: Services) -> Listener:
     ) -> None:
         click = parse(BlockActions, body)
         origin = click_origin(click, request)
-        card = await runs.override_form(origin, RunValue.decode(click.action.value).run_id)
+        run_id = RunValue.decode(click.action.value).run_id
+        card = await (await _runs(directory, click, run_id)).override_form(origin, run_id)
         modal = control_views.adopt_override_modal(card, channel_id=origin.channel_id)
         await client.views_open(trigger_id=click.trigger_id or "", view=modal)
 
-    return acknowledged(services.telemetry, waits=False)(opens)
+    return acknowledged(directory.telemetry, waits=False)(opens)
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    runs = services.controls.unfollowed
-    if runs is None:
+def register(app: AsyncApp, directory: ServiceDirectory) -> None:
+    if all(services.controls.unfollowed is None for services in directory.each):
         return
     for action, act in RUN_CLICKS.items():
-        app.action(action)(_clicked(runs, act, services))
-    app.action(Action.OVERRIDE_ADOPT)(_opens_override(runs, services))
+        app.action(action)(_clicked(directory, act))
+    app.action(Action.OVERRIDE_ADOPT)(_opens_override(directory))

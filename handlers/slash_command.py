@@ -13,7 +13,9 @@ from bot.domain import rollout_command as commands
 from bot.domain.errors import NotAvailable
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.catalog import Services
+from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
 from handlers.errors import acknowledged, subcommand_name
 from handlers.origin import command_origin
@@ -93,7 +95,9 @@ async def _ephemeral(
     if isinstance(command, commands.Help):
         return views.help_text(), views.help_blocks()
     if isinstance(command, commands.Status):
-        blocks = active_blocks(await rollouts.active_with_plans())
+        name = services.service.name
+        shown = name if name != DEFAULT_SERVICE else None
+        blocks = active_blocks(await rollouts.active_with_plans(), service=shown)
         return "Active rollouts", lane_words.lane_blocks(await services.lane.state()) + blocks
     if isinstance(command, commands.History) and command.tag is not None:
         timeline = await controls.timeline(command.tag)
@@ -125,9 +129,20 @@ async def _ephemeral(
     raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
 
 
-def register(app: AsyncApp, services: Services) -> None:
+async def channel_status(each: tuple[Services, ...]) -> tuple[str, list[BlockJson]]:
+    """A bare `/rollout status` in a channel of several services: each one's lane and rollouts."""
+    blocks: list[BlockJson] = []
+    for services in each:
+        active = await services.rollouts.active_with_plans()
+        name = services.service.name
+        blocks += lane_words.lane_blocks(await services.lane.state())
+        blocks += active_blocks(active, service=name)
+    return "Active rollouts", blocks
+
+
+def register(app: AsyncApp, directory: ServiceDirectory) -> None:
     @app.command("/rollout")
-    @acknowledged(services.telemetry)
+    @acknowledged(directory.telemetry)
     async def rollout_command(
         ack: AsyncAck, body: dict[str, str], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
@@ -138,6 +153,12 @@ def register(app: AsyncApp, services: Services) -> None:
             trigger_id=payload.trigger_id,
             request=request,
         )
+        if each := directory.status_of_channel(payload.text, channel_id=payload.channel_id):
+            text, blocks = await channel_status(each)
+            await respond(response_type="ephemeral", text=text, blocks=blocks)
+            return
+        services, typed = directory.for_command(payload.text, channel_id=payload.channel_id)
+        payload = payload.model_copy(update={"text": typed})
         async with services.controls.audited(origin, subcommand_name(payload.text)):
             text, blocks, in_channel = await answer(services, payload, origin)
         shown = "in_channel" if in_channel else "ephemeral"

@@ -22,6 +22,7 @@ from sandbox.github_runs import (
     SETUP_STEP,
     ActionsError,
     Deployment,
+    Ids,
     JobFailure,
     Review,
     SimJob,
@@ -48,7 +49,10 @@ class ActionsEngine(EnvironmentGates):
         secrets: Mapping[str, datetime],
         files: Mapping[str, Mapping[str, str]],
         job_duration: timedelta = timedelta(0),
+        ids: Ids | None = None,
     ) -> None:
+        self.ids = ids or Ids()
+        """Shared by every repository of one simulator (GitHub's ids are global)."""
         self.workflows = list(workflows)
         self.clock = clock
         self.job_duration = job_duration
@@ -62,7 +66,8 @@ class ActionsEngine(EnvironmentGates):
         names = [job.environment for wf in self.workflows for job in wf.jobs if job.environment]
         self.environments: dict[str, int] = {}
         for name in [*names, *(protected_environments or ())]:
-            self.environments.setdefault(name, 5_000_001 + len(self.environments))
+            if name not in self.environments:
+                self.environments[name] = next(self.ids.environments)
         self.protected = set(names if protected_environments is None else protected_environments)
         self.self_review_prevented: set[str] = set()
         """Protected environments whose rule has "Prevent self-review" ticked (as GitHub lists
@@ -70,10 +75,6 @@ class ActionsEngine(EnvironmentGates):
         self.rule_environments: set[str] = set()
         self.rule_reviews: list[Review] = []
         self._failures = FailurePlan()
-        self._run_ids = iter(range(9_001_000_001, 10**12))
-        self._job_ids = iter(range(40_001_000_001, 10**12))
-        self._deployment_ids = iter(range(2_100_000_001, 10**12))
-        self._status_ids = iter(range(3_200_000_001, 10**12))
         self._run_numbers: dict[int, int] = {}
 
     # -- runs -----------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class ActionsEngine(EnvironmentGates):
         number = self._run_numbers.get(workflow.id, 0) + 1
         self._run_numbers[workflow.id] = number
         run = SimRun(
-            id=next(self._run_ids),
+            id=next(self.ids.runs),
             number=number,
             workflow=workflow,
             event=event,
@@ -106,7 +107,7 @@ class ActionsEngine(EnvironmentGates):
         for spec in workflow.jobs:
             names = [SETUP_STEP, *(step.name for step in spec.steps), COMPLETE_STEP]
             steps = [SimStep(name=name, number=i) for i, name in enumerate(names, start=1)]
-            run.jobs.append(SimJob(next(self._job_ids), run.id, spec, at, steps))
+            run.jobs.append(SimJob(next(self.ids.jobs), run.id, spec, at, steps))
         self._failures.attach(run)
         self.runs[run.id] = run
         self._emit(Transition("workflow_run", "requested", run))

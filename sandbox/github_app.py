@@ -1,5 +1,5 @@
 """A GitHub App registered on the GitHub simulator: its RSA key pair, its installation on the
-repository, its JWTs and its installation tokens, answered as GitHub documents them.
+repositories, its JWTs and its installation tokens, answered as GitHub documents them.
 
 - A JWT (`Authorization: Bearer`) is accepted on the App's endpoints only (`GET /app`,
   `GET /repos/{owner}/{repo}/installation`, `POST /app/installations/{id}/access_tokens`,
@@ -16,6 +16,10 @@ repository, its JWTs and its installation tokens, answered as GitHub documents t
   `needed_permission`).
 - GitHub's packages API takes only a personal access token (classic): an installation token
   gets 404 "Not Found" there, as if the package did not exist, whatever its permissions.
+- The installation covers every repository of the simulator, or the `repositories` chosen
+  ("Only select repositories"): `GET /repos/{owner}/{repo}/installation` and an installation
+  token's calls answer 404 "Not Found" for another, as GitHub does for a repository the
+  installation cannot see.
 
 Times are the wall clock (`time.time`, moved by `advance`): PyGithub signs and refreshes by
 the wall clock, not by the simulator's Actions clock.
@@ -29,7 +33,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import jwt
 from aiohttp import web
@@ -38,8 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.services.doctor_app import APP_EVENTS, APP_PERMISSIONS, grants
 from sandbox import github_json as shapes
-from sandbox.github_json import Json
-from sandbox.github_routes import ACTOR, BODY, SimulatorRoutes, invalid, json_response, not_found
+from sandbox.github_routes import ACTOR, json_response
 
 APP_ID = 1_040_337
 INSTALLATION_ID = 61_000_001
@@ -131,12 +134,15 @@ class InstallationToken:
 
 @dataclass
 class SandboxApp:
-    """The App (its id, slug, key pair) and its one installation on the simulator's repository."""
+    """The App (its id, slug, key pair) and its one installation on the simulator's
+    repositories."""
 
     app_id: int = APP_ID
     slug: str = "rollout-bot"
     installation_id: int = INSTALLATION_ID
     installed: bool = True
+    repositories: set[str] | None = None
+    """The repositories (`owner/name`) the installation was given; None: all of them."""
     permissions: dict[str, str] = field(default_factory=lambda: dict(BOT_PERMISSIONS))
     """The installation's permissions (fewer than the bot needs: calls answer 403)."""
     events: tuple[str, ...] = BOT_EVENTS
@@ -144,7 +150,8 @@ class SandboxApp:
     hook_content_type: str = "json"
     hook_secret: bool = True  # GitHub shows a webhook's secret as `********`
     rule_environments: set[str] = field(default_factory=set)
-    """Environments with the App's custom deployment protection rule enabled."""
+    """Environments of the first repository with the App's custom deployment protection rule
+    enabled (another repository's are its handle's `app_rule_environments`)."""
     token_lifetime: timedelta = timedelta(hours=1)
     key: rsa.RSAPrivateKey = field(default_factory=session_key)
     offset: float = 0.0
@@ -161,6 +168,13 @@ class SandboxApp:
     @property
     def bot_login(self) -> str:
         return f"{self.slug}[bot]"
+
+    def covers(self, repository: str) -> bool:
+        """Whether the installation includes `repository` (`owner/name`, any case)."""
+        if not self.installed:
+            return False
+        chosen = self.repositories
+        return chosen is None or repository.lower() in {name.lower() for name in chosen}
 
     def now(self) -> float:
         return time.time() + self.offset
@@ -208,6 +222,8 @@ class SandboxApp:
             return 401, "Bad credentials"
         if path in _NO_INSTALLATION_TOKEN:
             return 403, NOT_ACCESSIBLE
+        if path_matches(path, "/repos/*/*/**") and not self.covers("/".join(path.split("/")[2:4])):
+            return 404, "Not Found"
         if any(path_matches(path, pattern) for pattern in _CLASSIC_TOKEN_ONLY):
             return 404, "Not Found"
         needed = needed_permission(method, path)
@@ -235,142 +251,6 @@ class SandboxApp:
         )
         self.issued.append(issued)
         return issued
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class AppRoutes(SimulatorRoutes):
-    """The App's endpoints, authenticated by its JWT (`RequestPipeline` checked it)."""
-
-    @property
-    def app(self) -> SandboxApp:
-        assert self.sim.app is not None
-        return self.sim.app
-
-    def register(self, app: web.Application, prefix: str) -> None:
-        app.router.add_get(f"{prefix}/app", self.get_app)
-        app.router.add_get(f"{prefix}/repos/{{owner}}/{{repo}}/installation", self.get_installation)
-        app.router.add_post(
-            f"{prefix}/app/installations/{{installation_id:\\d+}}/access_tokens", self.create_token
-        )
-        app.router.add_get(
-            f"{prefix}/repos/{{owner}}/{{repo}}/environments/{{name}}/deployment_protection_rules",
-            self.list_protection_rules,
-        )
-
-    async def list_protection_rules(self, request: web.Request) -> web.Response:
-        """`GET .../environments/{name}/deployment_protection_rules`: the custom rules enabled."""
-        self._check_repo(request)
-        name = request.match_info["name"]
-        if name not in self.sim.engine.environments:
-            raise not_found()
-        sandbox_app, urls = self.app, self.sim.urls
-        rules = []
-        if name in sandbox_app.rule_environments:
-            rule_id = shapes.stable_id(f"rule:{name}")
-            rules.append(
-                {
-                    "id": rule_id,
-                    "node_id": shapes.node_id("DPR", rule_id),
-                    "enabled": True,
-                    "app": {
-                        "id": sandbox_app.app_id,
-                        "node_id": shapes.node_id("App", sandbox_app.app_id),
-                        "slug": sandbox_app.slug,
-                        "integration_url": f"{urls.api}/apps/{sandbox_app.slug}",
-                    },
-                }
-            )
-        return json_response(
-            {"total_count": len(rules), "custom_deployment_protection_rules": rules}
-        )
-
-    def _owner(self) -> Json:
-        return shapes.user(self.sim.urls, self.sim.repository.split("/")[0], kind="Organization")
-
-    async def get_app(self, request: web.Request) -> web.Response:
-        sandbox_app = self.app
-        return json_response(
-            {
-                "id": sandbox_app.app_id,
-                "slug": sandbox_app.slug,
-                "node_id": shapes.node_id("App", sandbox_app.app_id),
-                "client_id": f"Iv23li{sandbox_app.app_id}",
-                "owner": self._owner(),
-                "name": sandbox_app.slug,
-                "description": "Drives staged releases from Slack",
-                "external_url": "https://rollout.example.com",
-                "html_url": f"{self.sim.html_url}/apps/{sandbox_app.slug}",
-                "created_at": shapes.iso(shapes.CREATED),
-                "updated_at": shapes.iso(shapes.CREATED),
-                "permissions": dict(BOT_PERMISSIONS),
-                "events": list(BOT_EVENTS),
-                "installations_count": 1 if sandbox_app.installed else 0,
-            }
-        )
-
-    async def get_installation(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
-        if not self.app.installed:
-            raise not_found()
-        return json_response(self._installation())
-
-    def _installation(self) -> Json:
-        sandbox_app, urls = self.app, self.sim.urls
-        number = sandbox_app.installation_id
-        return {
-            "id": number,
-            "account": self._owner(),
-            "repository_selection": "selected",
-            "access_tokens_url": f"{urls.api}/app/installations/{number}/access_tokens",
-            "repositories_url": f"{urls.api}/installation/repositories",
-            "html_url": f"{urls.html}/organizations/{self.sim.repository.split('/')[0]}"
-            f"/settings/installations/{number}",
-            "app_id": sandbox_app.app_id,
-            "app_slug": sandbox_app.slug,
-            "target_id": shapes.stable_id(self.sim.repository.split("/")[0]),
-            "target_type": "Organization",
-            "permissions": dict(sandbox_app.permissions),
-            "events": list(sandbox_app.events),
-            "created_at": shapes.iso(shapes.CREATED),
-            "updated_at": shapes.iso(shapes.CREATED),
-            "single_file_name": None,
-            "has_multiple_single_files": False,
-            "single_file_paths": [],
-            "suspended_by": None,
-            "suspended_at": None,
-        }
-
-    async def create_token(self, request: web.Request) -> web.Response:
-        sandbox_app = self.app
-        if (
-            not sandbox_app.installed
-            or int(request.match_info["installation_id"]) != sandbox_app.installation_id
-        ):
-            raise not_found()
-        requested = _requested_permissions(request)
-        if any(
-            not grants(sandbox_app.permissions, name, level) for name, level in requested.items()
-        ):
-            raise invalid("The permissions requested are not granted to this installation.")
-        issued = sandbox_app.mint(requested)
-        return json_response(
-            {
-                "token": issued.token,
-                "expires_at": _iso(issued.expires_at),
-                "permissions": issued.permissions,
-                "repository_selection": "selected",
-            },
-            201,
-        )
-
-
-def _requested_permissions(request: web.Request) -> dict[str, str]:
-    body = request[BODY]
-    permissions = body.get("permissions") if isinstance(body, dict) else None
-    return {str(k): str(v) for k, v in permissions.items()} if isinstance(permissions, dict) else {}
 
 
 def authenticate_app(

@@ -8,7 +8,7 @@ either fails it without running. The deployments GitHub creates for jobs, with t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 
 from sandbox.github_runs import (
@@ -16,6 +16,7 @@ from sandbox.github_runs import (
     Deployment,
     DeploymentStatus,
     Gate,
+    Ids,
     Review,
     ReviewState,
     SimJob,
@@ -38,8 +39,7 @@ class EnvironmentGates(ABC):
     rule_reviews: list[Review]
     """The App's answers to its protection rule, oldest first."""
     deployments: list[Deployment]
-    _deployment_ids: Iterator[int]
-    _status_ids: Iterator[int]
+    ids: Ids
 
     @abstractmethod
     def process(self) -> bool: ...
@@ -150,7 +150,7 @@ class EnvironmentGates(ABC):
     def _deploy(self, run: SimRun, job: SimJob, creator: str, at: datetime) -> Deployment:
         assert job.environment is not None
         deployment = Deployment(
-            id=next(self._deployment_ids),
+            id=next(self.ids.deployments),
             run_id=run.id,
             job_id=job.id,
             environment=job.environment,
@@ -164,4 +164,4 @@ class EnvironmentGates(ABC):
         return deployment
 
     def _set_status(self, deployment: Deployment, state: str, at: datetime) -> None:
-        deployment.statuses.append(DeploymentStatus(next(self._status_ids), state, at))
+        deployment.statuses.append(DeploymentStatus(next(self.ids.statuses), state, at))

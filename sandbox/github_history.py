@@ -167,6 +167,13 @@ def _file_json(urls: Urls, path: str, sha: str) -> Json:
     }
 
 
+def _at(history: History, ref: str, default_branch: str) -> int:
+    found = history.index(ref, default_branch)
+    if found is None:
+        raise not_found()
+    return found
+
+
 class HistoryRoutes(SimulatorRoutes):
     """compare and releases/latest on the simulator's `history`."""
 
@@ -175,26 +182,17 @@ class HistoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/compare/{{basehead:.+}}", self.compare)
         app.router.add_get(f"{repo}/releases/latest", self.latest_release)
 
-    @property
-    def _history(self) -> History:
-        return self.sim.history
-
-    def _at(self, ref: str) -> int:
-        found = self._history.index(ref, self.sim.default_branch)
-        if found is None:
-            raise not_found()
-        return found
-
     async def compare(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
+        repository = self._repository(request)
         base_ref, sep, head_ref = unquote(request.match_info["basehead"]).partition("...")
         if not sep:
             raise not_found()
-        base, head = self._at(base_ref), self._at(head_ref)
-        commits = self._history.commits
+        base = _at(repository.history, base_ref, repository.default_branch)
+        head = _at(repository.history, head_ref, repository.default_branch)
+        commits = repository.history.commits
         ahead = commits[base + 1 : head + 1]
         files = sorted({path for commit in ahead for path in commit.files})
-        urls = self.sim.urls
+        urls = repository.urls
         base_json = commit_json(urls, commits[min(base, head)])
         refs = f"{base_ref}...{head_ref}"
         permalink = f"{commits[base].sha}...{commits[head].sha}"
@@ -220,12 +218,12 @@ class HistoryRoutes(SimulatorRoutes):
 
     async def latest_release(self, request: web.Request) -> web.Response:
         """The newest published release (GitHub: 404 Not Found when there is none)."""
-        self._check_repo(request)
-        if not self._history.releases:
+        repository = self._repository(request)
+        if not repository.history.releases:
             raise not_found()
-        tag, at = self._history.releases[-1]
-        release_id = shapes.stable_id(f"release:{tag}")
-        urls = self.sim.urls
+        tag, at = repository.history.releases[-1]
+        release_id = shapes.stable_id(f"release:{repository.repository}:{tag}")
+        urls = repository.urls
         return json_response(
             {
                 "url": f"{urls.repo_api}/releases/{release_id}",
@@ -237,7 +235,7 @@ class HistoryRoutes(SimulatorRoutes):
                 "id": release_id,
                 "node_id": f"RE_{release_id}",
                 "tag_name": tag,
-                "target_commitish": self.sim.default_branch,
+                "target_commitish": repository.default_branch,
                 "name": tag,
                 "body": "",
                 "draft": False,

@@ -106,18 +106,18 @@ class HookRoutes(SimulatorRoutes):
         app.router.add_get(f"{hooks}/{{hook_id:\\d+}}/deliveries", self.list_deliveries)
 
     async def list_hooks(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
-        items = [hook_json(self.sim.urls, hook) for hook in self.sim.hooks]
+        repository = self._repository(request)
+        items = [hook_json(repository.urls, hook) for hook in repository.hooks]
         page, headers = self._paginate(request, items)
         return json_response(page, headers=headers)
 
     async def list_deliveries(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
+        repository = self._repository(request)
         wanted = int(request.match_info["hook_id"])
-        hook = next((hook for hook in self.sim.hooks if hook.id == wanted), None)
+        hook = next((hook for hook in repository.hooks if hook.id == wanted), None)
         if hook is None:
             raise not_found()
-        repository_id = shapes.stable_id(f"repo:{self.sim.repository}")
+        repository_id = shapes.stable_id(f"repo:{repository.repository}")
         newest = sorted(hook.deliveries, key=lambda d: d.delivered_at, reverse=True)
         return json_response(
             first_page(request, [delivery_json(d, repository_id=repository_id) for d in newest])

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from sandbox.github_runs import Deployment, Review, SimJob, SimRun, SimStep, Transition
+from sandbox.github_runs import Deployment, SimJob, SimRun, SimStep
 from sandbox.workflows import Workflow
 
 Json = dict[str, Any]
@@ -306,95 +306,3 @@ def deployment(urls: Urls, sim: Deployment) -> Json:
         "production_environment": False,
         "performed_via_github_app": None,
     }
-
-
-def job_run(urls: Urls, sim: SimJob) -> Json:
-    """The short job shape `deployment_review` events carry (`workflow_job_run(s)`)."""
-    return {
-        "id": sim.id,
-        "name": sim.name,
-        "status": sim.status,
-        "conclusion": sim.conclusion,
-        "environment": sim.environment,
-        "html_url": f"{urls.repo_html}/actions/runs/{sim.run_id}/job/{sim.id}",
-        "created_at": iso(sim.created_at),
-        "updated_at": iso(sim.completed_at or sim.started_at or sim.created_at),
-    }
-
-
-def deployment_review_event(
-    urls: Urls,
-    action: str,
-    sim_run: SimRun,
-    sim_job: SimJob,
-    review: Review | None,
-    *,
-    default_branch: str,
-    reviewer: str,
-) -> Json:
-    payload: Json = {
-        "action": action,
-        "since": iso(sim_job.waiting_since),
-        "environment": sim_job.environment,
-        "workflow_run": run(urls, sim_run, default_branch=default_branch),
-        "workflow_job_run": job_run(urls, sim_job),
-        "workflow_job_runs": [job_run(urls, sim_job)],
-        "repository": repository(urls, default_branch=default_branch),
-    }
-    if review is None:
-        payload["requestor"] = user(urls, sim_run.actor)
-        payload["reviewers"] = [{"type": "User", "reviewer": user(urls, reviewer)}]
-        payload["sender"] = user(urls, sim_run.actor)
-    else:
-        payload["approver"] = user(urls, review.actor)
-        payload["comment"] = review.comment
-        payload["sender"] = user(urls, review.actor)
-    return payload
-
-
-def webhook_events(
-    urls: Urls, transition: Transition, *, default_branch: str, reviewer: str
-) -> list[tuple[str, Json]]:
-    """The webhook deliveries (event name, payload) a run's or a job's transition makes."""
-    sim_run, sim_job, branch = transition.run, transition.job, default_branch
-    base: Json = {
-        "repository": repository(urls, default_branch=branch),
-        "sender": user(urls, sim_run.actor),
-    }
-    if transition.kind == "workflow_run":
-        return [
-            (
-                "workflow_run",
-                {
-                    "action": transition.action,
-                    "workflow_run": run(urls, sim_run, default_branch=branch),
-                    "workflow": workflow(urls, sim_run.workflow, default_branch=branch),
-                    **base,
-                },
-            )
-        ]
-    if sim_job is None:
-        return []
-    if transition.kind == "workflow_job":
-        events: list[tuple[str, Json]] = [
-            (
-                "workflow_job",
-                {"action": transition.action, "workflow_job": job(urls, sim_job, sim_run), **base},
-            )
-        ]
-        if transition.action == "waiting" and "reviewers" in sim_job.gates:
-            requested = deployment_review_event(
-                urls, "requested", sim_run, sim_job, None, default_branch=branch, reviewer=reviewer
-            )
-            events.append(("deployment_review", requested))
-        return events
-    review = deployment_review_event(
-        urls,
-        transition.action,
-        sim_run,
-        sim_job,
-        transition.review,
-        default_branch=branch,
-        reviewer=reviewer,
-    )
-    return [("deployment_review", review)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import web
@@ -21,6 +22,13 @@ from sandbox.github_routes import (
     not_found,
 )
 from sandbox.github_runs import ActionsError
+
+if TYPE_CHECKING:
+    from sandbox.github_repository import SimRepository
+
+
+def _secret_json(name: str, when: str | None) -> Json:
+    return {"name": name, "created_at": when, "updated_at": when}
 
 
 class RepositoryRoutes(SimulatorRoutes):
@@ -45,7 +53,8 @@ class RepositoryRoutes(SimulatorRoutes):
             )
         app.router.add_get(f"{repo}/contents", self.get_contents)
         app.router.add_get(f"{repo}/contents/{{path:.*}}", self.get_contents)
-        app.router.add_get(f"{prefix}{DOWNLOAD_PREFIX}/raw/{{ref}}/{{path:.*}}", self.download_raw)
+        raw = f"{prefix}{DOWNLOAD_PREFIX}/raw/{{owner}}/{{repo}}/{{ref}}/{{path:.*}}"
+        app.router.add_get(raw, self.download_raw)
 
     async def get_user(self, request: web.Request) -> web.Response:
         return json_response(shapes.user(self.sim.urls, request[ACTOR]))
@@ -63,74 +72,75 @@ class RepositoryRoutes(SimulatorRoutes):
         return json_response({"resources": {"core": core}, "rate": core})
 
     async def get_repository(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
+        repository = self._repository(request)
         return json_response(
-            shapes.repository(self.sim.urls, default_branch=self.sim.default_branch)
+            shapes.repository(repository.urls, default_branch=repository.default_branch)
         )
 
     async def list_workflows(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
+        repository = self._repository(request)
         items = [
-            shapes.workflow(self.sim.urls, spec, default_branch=self.sim.default_branch)
-            for spec in self.sim.engine.workflows
+            shapes.workflow(repository.urls, spec, default_branch=repository.default_branch)
+            for spec in repository.engine.workflows
         ]
         page, headers = self._paginate(request, items)
         return json_response({"total_count": len(items), "workflows": page}, headers=headers)
 
     async def get_workflow(self, request: web.Request) -> web.Response:
-        spec = self._workflow(request)
+        repository, spec = self._workflow(request)
         return json_response(
-            shapes.workflow(self.sim.urls, spec, default_branch=self.sim.default_branch)
+            shapes.workflow(repository.urls, spec, default_branch=repository.default_branch)
         )
 
     # -- environments ---------------------------------------------------------------------------
 
-    def _environment_json(self, name: str) -> Json:
+    def _environment_json(self, repository: SimRepository, name: str) -> Json:
+        engine = repository.engine
         return shapes.environment(
-            self.sim.urls,
+            repository.urls,
             name,
-            self.sim.engine.environments[name],
-            protected=name in self.sim.engine.protected,
+            engine.environments[name],
+            protected=name in engine.protected,
             reviewer=self.sim.actor,
-            prevent_self_review=name in self.sim.engine.self_review_prevented,
+            prevent_self_review=name in engine.self_review_prevented,
         )
 
     async def list_environments(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
-        items = [self._environment_json(name) for name in self.sim.engine.environments]
+        repository = self._repository(request)
+        items = [
+            self._environment_json(repository, name) for name in repository.engine.environments
+        ]
         page, headers = self._paginate(request, items)
         return json_response({"total_count": len(items), "environments": page}, headers=headers)
 
     async def get_environment(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
+        repository = self._repository(request)
         name = request.match_info["name"]
-        if name not in self.sim.engine.environments:
+        if name not in repository.engine.environments:
             raise not_found()
-        return json_response(self._environment_json(name))
+        return json_response(self._environment_json(repository, name))
 
     # -- secrets --------------------------------------------------------------------------------
 
-    def _secret_json(self, name: str) -> Json:
-        when = shapes.iso(self.sim.secrets[name])
-        return {"name": name, "created_at": when, "updated_at": when}
-
-    def _check_secrets_access(self, request: web.Request) -> None:
-        self._check_repo(request)
-        if self.sim.secrets_forbidden:
+    def _secrets(self, request: web.Request) -> dict[str, str | None]:
+        """The repository's secrets as GitHub lists them (their values are never shown)."""
+        repository = self._repository(request)
+        if repository.secrets_forbidden:
             raise ActionsError(403, "Resource not accessible by integration")
+        return {name: shapes.iso(when) for name, when in repository.secrets.items()}
 
     async def list_secrets(self, request: web.Request) -> web.Response:
-        self._check_secrets_access(request)
-        items = [self._secret_json(name) for name in sorted(self.sim.secrets)]
+        secrets = self._secrets(request)
+        items = [_secret_json(name, secrets[name]) for name in sorted(secrets)]
         page, headers = self._paginate(request, items)
         return json_response({"total_count": len(items), "secrets": page}, headers=headers)
 
     async def get_secret(self, request: web.Request) -> web.Response:
-        self._check_secrets_access(request)
+        secrets = self._secrets(request)
         name = request.match_info["name"]
-        if name not in self.sim.secrets:
+        if name not in secrets:
             raise not_found()
-        return json_response(self._secret_json(name))
+        return json_response(_secret_json(name, secrets[name]))
 
     # -- packages -------------------------------------------------------------------------------
 
@@ -138,7 +148,8 @@ class RepositoryRoutes(SimulatorRoutes):
         """GitHub Packages: the versions of a container package, each with its tags."""
         owner = request.match_info["owner"]
         package = request.match_info["package"]
-        if owner != self.sim.repository.split("/")[0] or package not in self.sim.images:
+        owners = {name.split("/")[0] for name in self.sim.repositories}
+        if owner.lower() not in owners or package not in self.sim.images:
             raise ActionsError(404, "Package not found.")
         versions = [
             {
@@ -154,21 +165,25 @@ class RepositoryRoutes(SimulatorRoutes):
 
     # -- contents -------------------------------------------------------------------------------
 
-    def _tree(self, ref: str) -> dict[str, str]:
-        if ref not in self.sim.files and ref not in self.sim.refs:
+    def _tree(self, repository: SimRepository, ref: str) -> dict[str, str]:
+        if ref not in repository.files and ref not in repository.refs:
             raise ActionsError(404, f"No commit found for the ref {ref}")
-        return self.sim.files.get(ref, {})
+        return repository.files.get(ref, {})
 
-    def _entry(self, ref: str, path: str, kind: str, text: str | None) -> Json:
-        api = f"{self.sim.urls.repo_api}/contents/{quote(path)}?ref={quote(ref, safe='')}"
-        html = f"{self.sim.urls.repo_html}/{'blob' if kind == 'file' else 'tree'}/{ref}/{path}"
+    def _entry(
+        self, repository: SimRepository, ref: str, path: str, kind: str, text: str | None
+    ) -> Json:
+        urls = repository.urls
+        api = f"{urls.repo_api}/contents/{quote(path)}?ref={quote(ref, safe='')}"
+        html = f"{urls.repo_html}/{'blob' if kind == 'file' else 'tree'}/{ref}/{path}"
         data = (text or "").encode()
         sha = hashlib.sha1(
             b"blob %d\0" % len(data) + data if kind == "file" else f"tree:{ref}:{path}".encode(),
             usedforsecurity=False,
         ).hexdigest()
-        git = f"{self.sim.urls.repo_api}/git/{'blobs' if kind == 'file' else 'trees'}/{sha}"
-        download = f"{self.sim.api_url}{DOWNLOAD_PREFIX}/raw/{quote(ref, safe='')}/{quote(path)}"
+        git = f"{urls.repo_api}/git/{'blobs' if kind == 'file' else 'trees'}/{sha}"
+        raw = f"{self.sim.api_url}{DOWNLOAD_PREFIX}/raw/{repository.repository}"
+        download = f"{raw}/{quote(ref, safe='')}/{quote(path)}"
         return {
             "type": kind,
             "size": len(data),
@@ -183,12 +198,12 @@ class RepositoryRoutes(SimulatorRoutes):
         }
 
     async def get_contents(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
-        ref = normalize_ref(request.query.get("ref", self.sim.default_branch))
-        tree = self._tree(ref)
+        repository = self._repository(request)
+        ref = normalize_ref(request.query.get("ref", repository.default_branch))
+        tree = self._tree(repository, ref)
         path = request.match_info.get("path", "").strip("/")
         if path in tree:
-            entry = self._entry(ref, path, "file", tree[path])
+            entry = self._entry(repository, ref, path, "file", tree[path])
             encoded = base64.b64encode(tree[path].encode()).decode()
             chunks = [encoded[i : i + 60] for i in range(0, len(encoded), 60)]
             entry.update(encoding="base64", content="".join(f"{c}\n" for c in chunks))
@@ -201,13 +216,13 @@ class RepositoryRoutes(SimulatorRoutes):
             head, sep, _ = file_path.removeprefix(prefix).partition("/")
             child = f"{prefix}{head}"
             kind = "dir" if sep else "file"
-            children[child] = self._entry(ref, child, kind, tree.get(child))
+            children[child] = self._entry(repository, ref, child, kind, tree.get(child))
         if not children:
             raise not_found()
         return json_response([children[name] for name in sorted(children)])
 
     async def download_raw(self, request: web.Request) -> web.Response:
-        tree = self._tree(request.match_info["ref"])
+        tree = self._tree(self._repository(request), request.match_info["ref"])
         path = request.match_info["path"]
         if path not in tree:
             raise not_found()

@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 
 from sandbox import github_json as shapes
-from sandbox.github_actions import ActionsEngine
 from sandbox.github_app import SandboxApp, authenticate_app, is_app_path
 from sandbox.github_faults import (
     SECONDARY_RATE_LIMIT_MESSAGE,
@@ -61,7 +60,6 @@ class ForcedFailure:
 class RequestPipeline:
     """What `GitHubSimulator` does to every request around its route handler (a mixin)."""
 
-    engine: ActionsEngine
     tokens: dict[str, str]
     app: SandboxApp | None
     requests: list[RecordedRequest]
@@ -71,7 +69,8 @@ class RequestPipeline:
     _api_path: str
     _forced: list[ForcedFailure]
     _faults: FaultPlan
-    _schedule_flush: Callable[[], None]
+    schedule_flush: Callable[[], None]
+    run_actions: Callable[[], bool]
 
     # -- failures and faults on request ---------------------------------------------------------
 
@@ -152,7 +151,7 @@ class RequestPipeline:
                 fault.value if fault is not None else None,
             )
         )
-        self._schedule_flush()
+        self.schedule_flush()
         if fault is FaultKind.ACCEPT_THEN_DROP and request.transport is not None:
             request.transport.abort()  # the request took effect; its answer is never sent
         return response
@@ -199,7 +198,7 @@ class RequestPipeline:
                 return json_response(forced.body, forced.status, headers)
         if isinstance(body, str):
             return json_response(shapes.error("Problems parsing JSON", 400), 400)
-        self.engine.process()
+        self.run_actions()
         try:
             response = await handler(request)
         except web.HTTPException:

@@ -17,6 +17,7 @@ from sandbox.workflows import Workflow
 
 if TYPE_CHECKING:
     from sandbox.github import GitHubSimulator
+    from sandbox.github_repository import SimRepository
 
 DOWNLOAD_PREFIX = "/_sandbox"
 ACTOR = web.RequestKey("actor", str)
@@ -107,23 +108,26 @@ def _run_matches(sim: SimRun, filters: Mapping[str, str]) -> bool:
 
 
 class SimulatorRoutes:
-    """What the REST handlers share: the simulator, the repository check, pagination."""
+    """What the REST handlers share: the simulator, the repository of the path, pagination."""
 
     def __init__(self, sim: GitHubSimulator) -> None:
         self.sim = sim
 
-    def _check_repo(self, request: web.Request) -> None:
+    def _repository(self, request: web.Request) -> SimRepository:
+        """The repository `/repos/{owner}/{repo}/...` names (404 Not Found, as GitHub
+        answers, for one the simulator does not serve)."""
         full_name = f"{request.match_info['owner']}/{request.match_info['repo']}"
-        if full_name.lower() != self.sim.repository.lower():
+        found = self.sim.repository_named(full_name)
+        if found is None:
             raise not_found()
+        return found
 
-    def _workflow(self, request: web.Request) -> Workflow:
-        self._check_repo(request)
-        wanted = request.match_info["workflow"]
-        for spec in self.sim.engine.workflows:
-            if wanted in (str(spec.id), spec.file_name):
-                return spec
-        raise not_found()
+    def _workflow(self, request: web.Request) -> tuple[SimRepository, Workflow]:
+        repository = self._repository(request)
+        spec = repository.workflow(request.match_info["workflow"])
+        if spec is None:
+            raise not_found()
+        return repository, spec
 
     def _paginate(
         self, request: web.Request, items: list[Json]
@@ -162,29 +166,32 @@ class RunRoutes(SimulatorRoutes):
         download = f"{prefix}{DOWNLOAD_PREFIX}"
         app.router.add_get(f"{download}/job-logs/{{job_id:\\d+}}", self.download_job_logs)
 
-    def _run(self, request: web.Request) -> SimRun:
-        self._check_repo(request)
-        sim = self.sim.engine.runs.get(int(request.match_info["run_id"]))
+    def _run(self, request: web.Request) -> tuple[SimRepository, SimRun]:
+        repository = self._repository(request)
+        sim = repository.runs.get(int(request.match_info["run_id"]))
         if sim is None:
             raise not_found()
-        return sim
+        return repository, sim
 
-    def _job(self, job_id: int) -> tuple[SimJob, SimRun]:
-        for sim_run in self.sim.engine.runs.values():
-            for sim_job in sim_run.jobs:
-                if sim_job.id == job_id:
-                    return sim_job, sim_run
+    def _job(self, repositories: list[SimRepository], job_id: int) -> tuple[SimJob, SimRun]:
+        for repository in repositories:
+            for sim_run in repository.runs.values():
+                for sim_job in sim_run.jobs:
+                    if sim_job.id == job_id:
+                        return sim_job, sim_run
         raise not_found()
 
-    def _run_json(self, sim: SimRun) -> Json:
-        return shapes.run(self.sim.urls, sim, default_branch=self.sim.default_branch)
+    def _run_json(self, repository: SimRepository, sim: SimRun) -> Json:
+        return shapes.run(repository.urls, sim, default_branch=repository.default_branch)
 
-    def _runs_response(self, request: web.Request, workflow_id: int | None) -> web.Response:
+    def _runs_response(
+        self, request: web.Request, repository: SimRepository, workflow_id: int | None
+    ) -> web.Response:
         filters = {name: request.query[name] for name in _RUN_FILTERS if name in request.query}
         try:
             matching = [
                 sim
-                for sim in self.sim.engine.runs.values()
+                for sim in repository.runs.values()
                 if (workflow_id is None or sim.workflow.id == workflow_id)
                 and _run_matches(sim, filters)
             ]
@@ -193,13 +200,15 @@ class RunRoutes(SimulatorRoutes):
                 f"For 'created', {filters.get('created')!r} is not a valid date."
             ) from exc
         matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=True)
-        page, headers = self._paginate(request, [self._run_json(sim) for sim in matching])
+        page, headers = self._paginate(
+            request, [self._run_json(repository, sim) for sim in matching]
+        )
         return json_response({"total_count": len(matching), "workflow_runs": page}, headers=headers)
 
     # -- dispatch -------------------------------------------------------------------------------
 
     async def dispatch(self, request: web.Request) -> web.Response:
-        spec = self._workflow(request)
+        repository, spec = self._workflow(request)
         body = request.get(BODY)
         if not isinstance(body, dict):
             raise invalid("Body must be a JSON object.")
@@ -227,7 +236,7 @@ class RunRoutes(SimulatorRoutes):
         if "workflow_dispatch" not in spec.events:
             raise ActionsError(422, "Workflow does not have 'workflow_dispatch' trigger")
         branch = normalize_ref(ref)
-        if branch not in self.sim.refs and branch not in self.sim.files:
+        if branch not in repository.refs and branch not in repository.files:
             raise ActionsError(422, f"No ref found for: {ref}")
         declared = {spec_input.name for spec_input in spec.inputs}
         unexpected = sorted(set(inputs) - declared)
@@ -237,10 +246,10 @@ class RunRoutes(SimulatorRoutes):
             if spec_input.required and spec_input.name not in inputs:
                 raise ActionsError(422, f"Required input '{spec_input.name}' not provided")
         actor = request[ACTOR]
-        sim_run = self.sim.engine.start_run(
+        sim_run = repository.engine.start_run(
             spec, event="workflow_dispatch", branch=branch, actor=actor, inputs=inputs
         )
-        self.sim.dispatches.append(
+        repository.dispatches.append(
             Dispatch(
                 workflow_id=spec.id,
                 workflow_path=spec.path,
@@ -252,10 +261,10 @@ class RunRoutes(SimulatorRoutes):
                 run_id=sim_run.id,
             )
         )
-        self.sim.engine.process()
+        repository.engine.process()
         if not return_details:
             return web.Response(status=204)
-        run_json = self._run_json(sim_run)
+        run_json = self._run_json(repository, sim_run)
         return json_response(
             {
                 "workflow_run_id": sim_run.id,
@@ -267,38 +276,41 @@ class RunRoutes(SimulatorRoutes):
     # -- runs and jobs --------------------------------------------------------------------------
 
     async def list_runs(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
-        return self._runs_response(request, None)
+        return self._runs_response(request, self._repository(request), None)
 
     async def list_workflow_runs(self, request: web.Request) -> web.Response:
-        return self._runs_response(request, self._workflow(request).id)
+        repository, spec = self._workflow(request)
+        return self._runs_response(request, repository, spec.id)
 
     async def get_run(self, request: web.Request) -> web.Response:
-        return json_response(self._run_json(self._run(request)))
+        return json_response(self._run_json(*self._run(request)))
 
     async def cancel_run(self, request: web.Request) -> web.Response:
-        self.sim.engine.cancel(self._run(request).id)
+        repository, sim_run = self._run(request)
+        repository.engine.cancel(sim_run.id)
         return json_response({}, status=202)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
-        sim_run = self._run(request)
-        items = [shapes.job(self.sim.urls, sim_job, sim_run) for sim_job in sim_run.jobs]
+        repository, sim_run = self._run(request)
+        items = [shapes.job(repository.urls, sim_job, sim_run) for sim_job in sim_run.jobs]
         page, headers = self._paginate(request, items)
         return json_response({"total_count": len(items), "jobs": page}, headers=headers)
 
     async def get_job(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
-        sim_job, sim_run = self._job(int(request.match_info["job_id"]))
-        return json_response(shapes.job(self.sim.urls, sim_job, sim_run))
+        repository = self._repository(request)
+        sim_job, sim_run = self._job([repository], int(request.match_info["job_id"]))
+        return json_response(shapes.job(repository.urls, sim_job, sim_run))
 
     async def job_logs_redirect(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
-        sim_job, _ = self._job(int(request.match_info["job_id"]))
+        repository = self._repository(request)
+        sim_job, _ = self._job([repository], int(request.match_info["job_id"]))
         location = f"{self.sim.api_url}{DOWNLOAD_PREFIX}/job-logs/{sim_job.id}"
         return web.Response(status=302, headers={"Location": location})
 
     async def download_job_logs(self, request: web.Request) -> web.Response:
-        sim_job, _ = self._job(int(request.match_info["job_id"]))
+        # Job ids are global: the download link names the job alone, as GitHub's does.
+        repositories = list(self.sim.repositories.values())
+        sim_job, _ = self._job(repositories, int(request.match_info["job_id"]))
         lines: list[str] = []
         for step in sim_job.steps:
             if step.started_at is None:
@@ -314,20 +326,20 @@ class RunRoutes(SimulatorRoutes):
     # -- reviews --------------------------------------------------------------------------------
 
     async def list_pending_deployments(self, request: web.Request) -> web.Response:
-        sim_run = self._run(request)
+        repository, sim_run = self._run(request)
         seen: dict[str, Json] = {}
-        for sim_job in self.sim.engine.waiting_jobs(sim_run.id):
+        for sim_job in repository.engine.waiting_jobs(sim_run.id):
             assert sim_job.environment is not None
             # Every environment waiting for its protection rules; only its required reviewers
             # (the simulator's reviewer account) may approve it here.
             reviewers = "reviewers" in sim_job.gates
             if not reviewers and not self.sim.pending_lists_rules:
                 continue
-            env_id = self.sim.engine.environments[sim_job.environment]
+            env_id = repository.engine.environments[sim_job.environment]
             seen.setdefault(
                 sim_job.environment,
                 shapes.pending_deployment(
-                    self.sim.urls,
+                    repository.urls,
                     sim_job,
                     env_id,
                     reviewer=self.sim.actor if reviewers else None,
@@ -338,25 +350,25 @@ class RunRoutes(SimulatorRoutes):
 
     async def list_approvals(self, request: web.Request) -> web.Response:
         """The run's review history: every approval or rejection, by whom, oldest first."""
-        sim_run = self._run(request)
-        urls = self.sim.urls
+        repository, sim_run = self._run(request)
+        urls = repository.urls
         history = [
             {
                 "state": review.state,
                 "comment": review.comment,
                 "environments": [
-                    shapes.environment_ref(urls, name, self.sim.engine.environments[name])
+                    shapes.environment_ref(urls, name, repository.engine.environments[name])
                     for name in review.environments
                 ],
                 "user": shapes.user(urls, review.actor),
             }
-            for review in self.sim.engine.reviews
+            for review in repository.reviews
             if review.run_id == sim_run.id
         ]
         return json_response(history)
 
     async def review_pending_deployments(self, request: web.Request) -> web.Response:
-        sim_run = self._run(request)
+        repository, sim_run = self._run(request)
         body = request.get(BODY)
         if not isinstance(body, dict):
             raise invalid("Body must be a JSON object.")
@@ -379,7 +391,7 @@ class RunRoutes(SimulatorRoutes):
         comment = body["comment"]
         if not isinstance(comment, str):
             raise invalid(f"For 'properties/comment', {json.dumps(comment)} is not a string.")
-        created = self.sim.engine.review(
+        created = repository.engine.review(
             sim_run.id, environment_ids=ids, state=state, comment=comment, actor=request[ACTOR]
         )
-        return json_response([shapes.deployment(self.sim.urls, d) for d in created])
+        return json_response([shapes.deployment(repository.urls, d) for d in created])

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from sandbox import github_json as shapes
 from sandbox.config import GITHUB_WEBHOOK_SECRET
+from sandbox.github_events import webhook_repository
 from sandbox.github_json import Json, Urls
 from sandbox.github_routes import ACTOR, BODY, SimulatorRoutes, invalid, json_response, not_found
 from sandbox.github_runs import Deployment, DeploymentStatus, SimJob, SimRun
@@ -69,68 +70,6 @@ def requested_payload(
             "id": INSTALLATION_ID,
             "node_id": shapes.node_id("Installation", INSTALLATION_ID),
         },
-    }
-
-
-def webhook_repository(urls: Urls, *, default_branch: str) -> Json:
-    """The repository as a webhook carries it: the REST shape with every field octokit's
-    `common/repository.schema.json` requires."""
-    api, html = urls.repo_api, urls.repo_html
-    host = html.split("://", 1)[-1].split("/", 1)[0]
-    templates = {
-        "forks_url": "/forks",
-        "keys_url": "/keys{/key_id}",
-        "collaborators_url": "/collaborators{/collaborator}",
-        "teams_url": "/teams",
-        "issue_events_url": "/issues/events{/number}",
-        "events_url": "/events",
-        "assignees_url": "/assignees{/user}",
-        "branches_url": "/branches{/branch}",
-        "tags_url": "/tags",
-        "blobs_url": "/git/blobs{/sha}",
-        "git_tags_url": "/git/tags{/sha}",
-        "git_refs_url": "/git/refs{/sha}",
-        "trees_url": "/git/trees{/sha}",
-        "statuses_url": "/statuses/{sha}",
-        "languages_url": "/languages",
-        "stargazers_url": "/stargazers",
-        "contributors_url": "/contributors",
-        "subscribers_url": "/subscribers",
-        "subscription_url": "/subscription",
-        "commits_url": "/commits{/sha}",
-        "git_commits_url": "/git/commits{/sha}",
-        "comments_url": "/comments{/number}",
-        "issue_comment_url": "/issues/comments{/number}",
-        "compare_url": "/compare/{base}...{head}",
-        "merges_url": "/merges",
-        "archive_url": "/{archive_format}{/ref}",
-        "downloads_url": "/downloads",
-        "issues_url": "/issues{/number}",
-        "pulls_url": "/pulls{/number}",
-        "milestones_url": "/milestones{/number}",
-        "notifications_url": "/notifications{?since,all,participating}",
-        "labels_url": "/labels{/name}",
-        "releases_url": "/releases{/id}",
-    }
-    counts = ("size", "stargazers_count", "watchers_count", "forks_count", "open_issues_count")
-    return {
-        **shapes.repository(urls, default_branch=default_branch),
-        **{name: f"{api}{tail}" for name, tail in templates.items()},
-        **dict.fromkeys((*counts, "forks", "open_issues", "watchers"), 0),
-        **dict.fromkeys(("has_issues", "has_projects", "has_downloads", "has_wiki"), True),
-        "git_url": f"git://{host}/{urls.repository}.git",
-        "ssh_url": f"git@{host}:{urls.repository}.git",
-        "clone_url": f"{html}.git",
-        "svn_url": html,
-        "homepage": None,
-        "language": None,
-        "has_pages": False,
-        "mirror_url": None,
-        "license": None,
-        "is_template": False,
-        "web_commit_signoff_required": False,
-        "topics": [],
-        "custom_properties": {},
     }
 
 
@@ -244,9 +183,9 @@ class RuleRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/deployments/{{deployment_id:\\d+}}/statuses", self.statuses)
 
     async def answer_rule(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
+        repository = self._repository(request)
         run_id = int(request.match_info["run_id"])
-        if run_id not in self.sim.runs or not request[ACTOR].endswith("[bot]"):
+        if run_id not in repository.runs or not request[ACTOR].endswith("[bot]"):
             raise not_found()  # only a GitHub App may answer, and only its own rule
         body = request.get(BODY)
         if not isinstance(body, dict):
@@ -265,12 +204,12 @@ class RuleRoutes(SimulatorRoutes):
             state is None and not comment
         ):
             raise invalid("A comment is required when no state is given.")
-        if request[ACTOR] != self.sim.rule_app:
+        if request[ACTOR] != repository.rule_app:
             environment = ""  # another App's rule: nothing of this App's is pending
         if state is None:  # a comment alone, on a request still pending
-            self.sim.engine.rule_jobs(run_id, environment)
+            repository.engine.rule_jobs(run_id, environment)
         else:
-            self.sim.engine.review_rule(
+            repository.engine.review_rule(
                 run_id,
                 environment=environment,
                 state=state,
@@ -281,27 +220,27 @@ class RuleRoutes(SimulatorRoutes):
 
     async def list_deployments(self, request: web.Request) -> web.Response:
         """Newest first, filtered by `sha`, `ref`, `task` and `environment` as GitHub does."""
-        self._check_repo(request)
+        repository = self._repository(request)
         wanted = {k: request.query[k] for k in ("sha", "ref", "environment") if k in request.query}
         found = [
-            shapes.deployment(self.sim.urls, d)
-            for d in reversed(self.sim.engine.deployments)
+            shapes.deployment(repository.urls, d)
+            for d in reversed(repository.engine.deployments)
             if all(getattr(d, key) == value for key, value in wanted.items())
             and request.query.get("task", "deploy") == "deploy"
-            and d.environment not in self.sim.unlisted_deployments
+            and d.environment not in repository.unlisted_deployments
         ]
         page, headers = self._paginate(request, found)
         return json_response(page, headers=headers)
 
     async def statuses(self, request: web.Request) -> web.Response:
-        self._check_repo(request)
+        repository = self._repository(request)
         wanted = int(request.match_info["deployment_id"])
-        deployment = next((d for d in self.sim.engine.deployments if d.id == wanted), None)
+        deployment = next((d for d in repository.engine.deployments if d.id == wanted), None)
         if deployment is None:
             raise not_found()
         links = self.sim.check_run_links
         items = [
-            status_json(self.sim.urls, deployment, s, check_run_links=links)
+            status_json(repository.urls, deployment, s, check_run_links=links)
             for s in reversed(deployment.statuses)
         ]
         page, headers = self._paginate(request, items)

@@ -4,6 +4,7 @@ the transitions it reports, and the errors GitHub answers with."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -30,6 +31,23 @@ class ActionsError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def _from(first: int) -> Callable[[], Iterator[int]]:
+    return lambda: iter(range(first, 10**12))
+
+
+@dataclass
+class Ids:
+    """Where new ids come from. GitHub's ids are global, so every repository of the simulator
+    draws from one `Ids`: a run id, a job id or a deployment id names one thing only."""
+
+    runs: Iterator[int] = field(default_factory=_from(9_001_000_001))
+    jobs: Iterator[int] = field(default_factory=_from(40_001_000_001))
+    deployments: Iterator[int] = field(default_factory=_from(2_100_000_001))
+    statuses: Iterator[int] = field(default_factory=_from(3_200_000_001))
+    environments: Iterator[int] = field(default_factory=_from(5_000_001))
+    hooks: Iterator[int] = field(default_factory=_from(4_000_001))
 
 
 @dataclass(frozen=True)

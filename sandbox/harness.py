@@ -9,7 +9,8 @@ the real Slack and GitHub clients.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from sandbox.config import (
     RELEASE_CHANNEL,
     SLACK_APP_TOKEN,
     SLACK_BOT_TOKEN,
+    SandboxService,
     bot_environment,
+    write_services,
 )
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
@@ -73,6 +76,7 @@ class Sandbox(SlackUser, Lifecycle):
         extra_env: Mapping[str, str] | None = None,
         skip_windows: bool = True,
         github_app: SandboxApp | None = None,
+        rollout_services: Sequence[SandboxService] = (),
     ) -> None:
         self.workdir = workdir
         self._extra_env = dict(extra_env or {})
@@ -95,6 +99,8 @@ class Sandbox(SlackUser, Lifecycle):
             clock=self.clock,
             app=github_app,
         )
+        self.services_file = self._serve(rollout_services) if rollout_services else None
+        """The `ROLLOUT_SERVICES` file of a bot of several services (None: one service)."""
         self._poll_interval = poll_interval
         self._in_process = in_process
         self.replicas: list[ServeProcess] = []
@@ -108,6 +114,15 @@ class Sandbox(SlackUser, Lifecycle):
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self.url = ""
+
+    def _serve(self, services: Sequence[SandboxService]) -> Path:
+        """Write the services file (a service without a plan gets the sandbox's accelerated
+        one) and serve each service's repository on the GitHub simulator."""
+        for service in services:
+            if self.github.repository_named(service.repository) is None:
+                self.github.add_repository(service.repository)
+        planned = [replace(s, plan=s.plan or self.plan_file) for s in services]
+        return write_services(self.workdir / "services.yml", planned)
 
     async def start(self) -> None:
         """Migrate the database (as `rollout-bot migrate` does before a deploy), then start the
@@ -144,6 +159,15 @@ class Sandbox(SlackUser, Lifecycle):
             env["GITHUB_APP_ID"] = str(app.app_id)
             env["GITHUB_APP_PRIVATE_KEY"] = app.private_key
         env["ROLLOUT_PLAN"] = str(self.plan_file)
+        if self.services_file is not None:  # each service names its own
+            for name in (
+                "GITHUB_REPOSITORY",
+                "ROLLOUT_PLAN",
+                "RELEASE_CHANNELS",
+                "ROLLOUT_APPROVERS",
+            ):
+                del env[name]
+            env["ROLLOUT_SERVICES"] = str(self.services_file)
         env["GITHUB_POLL_INTERVAL"] = str(self._poll_interval)
         # Short waits, so the simulator's `timeout` fault (GITHUB_TIMEOUT + 1 s) is one.
         env["GITHUB_TIMEOUT"] = str(GITHUB_TIMEOUT)
@@ -232,8 +256,12 @@ class Sandbox(SlackUser, Lifecycle):
                 await self._next_moment()
         return reply
 
+    async def rollouts(self, limit: int = 50) -> list[Rollout]:
+        """The newest rollouts of every service, as stored, newest first."""
+        return await self._store.recent(limit)
+
     async def rollout(self) -> Rollout:
-        """The newest rollout, as stored."""
+        """The newest rollout (of any service), as stored."""
         latest = await self._store.recent(1)
         assert latest, "no rollout yet"
         return latest[0]

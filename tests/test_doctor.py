@@ -84,7 +84,8 @@ async def install(tmp_path: Path) -> AsyncIterator[Install]:
 async def lines(install: Install) -> list[str]:
     scopes, problem = manifest_scopes(ROOT / "manifest.yml")
     assert problem is None
-    findings = await examine(install.settings(), scopes=scopes, tag="v1.4.2")
+    settings = install.settings()
+    findings = await examine(settings, settings.services()[0], scopes=scopes, tag="v1.4.2")
     return [finding.line() for finding in findings]
 
 
@@ -244,7 +245,8 @@ async def test_a_refused_token_is_one_failure_and_the_doctor_exits_1(install: In
 
 
 async def test_without_a_manifest_no_scope_check_claims_to_pass(install: Install) -> None:
-    findings = await examine(install.settings(), scopes=frozenset(), tag="v1.4.2")
+    settings = install.settings()
+    findings = await examine(settings, settings.services()[0], scopes=frozenset(), tag="v1.4.2")
     assert not any("scopes" in finding.line() for finding in findings)
 
 

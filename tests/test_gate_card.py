@@ -216,7 +216,7 @@ async def slack() -> AsyncIterator[SlackTestServer]:
 
 async def post_gate_card(slack: SlackTestServer, verdict: GateVerdict) -> None:
     """The notifier posts `verdict`'s card, read live, in the thread of an observed rollout."""
-    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers=())
+    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers={})
     rollout = await observed_rollout(notifier)
     await notifier.post_gate_card(
         rollout,

@@ -213,6 +213,24 @@ async def test_find_dispatched_run_without_a_dispatch_finds_nothing(
     assert found is not None and found.run_id == run_id
 
 
+async def test_the_pollers_search_for_a_dispatched_run_is_a_conditional_request(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    async def search() -> list[int]:
+        looked = len(gh.requests)
+        await gateway.find_dispatched_run(workflow_file=WORKFLOW, ref="main", dispatched_at=START)
+        return [r.status for r in gh.requests[looked:] if r.path.endswith(f"{WORKFLOW}/runs")]
+
+    assert await search() == [200]
+    remaining = gh.rate_limit_remaining
+    assert await search() == [304]  # no run appeared: nothing spent
+    assert gh.rate_limit_remaining == remaining
+    run_id = await dispatch(gateway)
+    assert await search() == [200]
+    assert gh.requests[-1].if_none_match is not None
+    assert gh.dispatches[-1].run_id == run_id
+
+
 # -- snapshot and reviews -----------------------------------------------------------------------
 
 

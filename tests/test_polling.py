@@ -124,7 +124,7 @@ async def test_the_poller_backs_off_while_nothing_changes_and_catches_up_on_a_ch
     said = await quiet.wait_for_thread("octocat approved *50%* (Hosted relay) on GitHub")
     assert "the window of 5% canary is stopped before its gate" in said
     assert (await quiet.rollout()).track("relay").stage("half").state is StageState.OBSERVING
-    assert poller.scheduler.paces[seen.id].interval == BASE
+    assert poller.scheduler.poller.paces[seen.id].interval == BASE
 
 
 async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
@@ -137,10 +137,10 @@ async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
     refused = await poller.look(run_id, after=BASE)
 
     assert [r.status for r in refused] == [403]
-    paused = poller.scheduler.paused_until
+    paused = poller.scheduler.poller.paused_until
     assert paused is not None and paused - poller.clock() > timedelta(minutes=50)
     for _ in range(5):  # GitHub said when the limit resets: not one request before that
         assert await poller.look(run_id, after=BASE * 10) == []
     resumed = await poller.look(run_id, after=timedelta(hours=1))
     assert [r.status for r in resumed] == [304] * len(RUN_PARTS)
-    assert poller.scheduler.paused_until is None
+    assert poller.scheduler.poller.paused_until is None

@@ -86,6 +86,7 @@ from bot.plan_file import load_plan
 from sandbox import github_json as shapes
 from sandbox.clock import ManualClock
 from sandbox.github_actions import ActionsEngine
+from sandbox.github_events import deployment_review_event
 from sandbox.github_runs import ActionsError
 from sandbox.workflows import deployment_strategy_workflow
 
@@ -397,7 +398,7 @@ class RolloutWorld(RuleBasedStateMachine):
         review = data.draw(st.sampled_from(self.engine.reviews))
         run = self.engine.runs[self.run_id]
         job = next(j for j in run.jobs if j.environment in review.environments)
-        payload = shapes.deployment_review_event(
+        payload = deployment_review_event(
             URLS, review.state, run, job, review, default_branch="main", reviewer=BOT
         )
         event = run_event("deployment_review", payload)

@@ -12,46 +12,13 @@ checks them) before validating the rest.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
+from octokit_schemas import registry, schema_errors
 
 from sandbox.github import GitHubSimulator
 from sandbox.github_rules import APP_LOGIN
-
-jsonschema = pytest.importorskip("jsonschema")
-referencing = pytest.importorskip("referencing")
-
-CHECKOUT = Path(os.environ.get("OCTOKIT_WEBHOOKS_GIT", "/work/.mirror/octokit+webhooks/repo"))
-SCHEMAS = "payload-schemas/api.github.com"
-
-
-def _git(*args: str) -> str:
-    return subprocess.run(  # noqa: S603 - git reading a checkout of octokit/webhooks
-        ["git", "--git-dir", str(CHECKOUT), *args],  # noqa: S607
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-
-
-def _registry() -> Any:
-    """Every `common/` schema and the event's, by `$id` (their `$ref`s are relative ids)."""
-    if not CHECKOUT.exists():
-        pytest.skip(f"no octokit/webhooks checkout at {CHECKOUT} (set OCTOKIT_WEBHOOKS_GIT)")
-    names = _git("ls-tree", "--name-only", "HEAD", f"{SCHEMAS}/common/").split()
-    names.append(f"{SCHEMAS}/deployment_protection_rule/requested.schema.json")
-    resources = []
-    for name in names:
-        schema = json.loads(_git("show", f"HEAD:{name}"))
-        resource = referencing.Resource.from_contents(
-            schema, default_specification=referencing.jsonschema.DRAFT7
-        )
-        resources.append((schema["$id"], resource))
-    return referencing.Registry().with_resources(resources)
 
 
 async def _delivered(*, with_deployment: bool) -> dict[str, Any]:
@@ -67,7 +34,7 @@ async def _delivered(*, with_deployment: bool) -> dict[str, Any]:
 
 @pytest.mark.parametrize("with_deployment", [True, False])
 async def test_the_sandbox_delivery_matches_octokits_schema(with_deployment: bool) -> None:
-    registry = _registry()
+    schemas = registry("deployment_protection_rule/requested")
     payload = await _delivered(with_deployment=with_deployment)
 
     sha, ref, deployment = payload.pop("sha"), payload.pop("ref"), payload.pop("deployment")
@@ -76,9 +43,5 @@ async def test_the_sandbox_delivery_matches_octokits_schema(with_deployment: boo
     if deployment is not None:
         payload["deployment"] = deployment
         assert deployment["sha"] == sha
-    validator = jsonschema.Draft7Validator(
-        registry.contents("deployment_protection_rule$requested"), registry=registry
-    )
-    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(payload)]
-    assert errors == []
+    assert schema_errors(schemas, "deployment_protection_rule$requested", payload) == []
     assert (payload["sender"]["login"], payload["sender"]["type"]) == (APP_LOGIN, "Bot")

@@ -53,6 +53,14 @@ class PrometheusTelemetry(Telemetry):
         self._github = counter(
             "github_requests_total", "Calls to GitHub's API.", "endpoint", "status"
         )
+        self._not_modified = counter(
+            "github_not_modified_total",
+            "Conditional GETs GitHub answered 304 Not Modified (no rate limit spent).",
+        )
+        self._polls_deferred = counter(
+            "github_polls_deferred_total",
+            "Looks at runs the poller put off to its next pass to keep the request budget.",
+        )
         self._rate_limit = gauge(
             "github_rate_limit_remaining", "X-RateLimit-Remaining of GitHub's last answer."
         )
@@ -119,6 +127,12 @@ class PrometheusTelemetry(Telemetry):
             self._rate_limit.set(remaining)
         if reset is not None:
             self._rate_limit_reset.set(reset)
+
+    def github_not_modified(self) -> None:
+        self._not_modified.inc()
+
+    def polls_deferred(self, *, count: int) -> None:
+        self._polls_deferred.inc(count)
 
     def slack_call(self, *, method: str, status: str, error: str) -> None:
         self._slack.labels(method, status, error).inc()

@@ -1,5 +1,6 @@
 """`rollout-bot check-config`: the effective configuration with secrets masked, the GitHub App's
-key fingerprint (App mode), and the plan's tracks; or every problem with the configuration."""
+key fingerprint (App mode), and each service with its plan's tracks; or every problem with the
+configuration."""
 
 from __future__ import annotations
 
@@ -21,18 +22,23 @@ def main() -> int:
         sys.stdout.write(f"{name.ljust(width)}  {value}\n")
     credentials = settings.github_credentials()
     if isinstance(credentials, GitHubApp):
-        installation = credentials.installation_id or f"found from {settings.github_repository}"
+        installation = credentials.installation_id or "found from each service's repository"
         sys.stdout.write(
             f"\nGitHub App {credentials.app_id} (installation {installation}): private key "
             f"{credentials.fingerprint}\n  (GitHub shows each key's fingerprint in the App's "
             "settings → Private keys: this one must be listed there)\n"
         )
-    plan = settings.plan()
-    sys.stdout.write(f"\nplan: {settings.rollout_plan or 'built-in (Scriptum)'}\n")
-    for name, track in plan.tracks.items():
-        stages = " -> ".join(
-            stage.label + (f" ({format_duration(stage.window)})" if stage.window else "")
-            for stage in track.stages
+    for service in settings.services():
+        sys.stdout.write(
+            f"\nservice {service.name}: {service.repository}, channels "
+            f"{', '.join(service.release_channels)}, approvers {', '.join(service.approvers)}\n"
         )
-        sys.stdout.write(f"  {name}: {stages}; on failure {track.on_failure.environment}\n")
+        if (failures := service.plan.notifications.failure_channel) is not None:
+            sys.stdout.write(f"  failures also told in {failures}\n")
+        for name, track in service.plan.tracks.items():
+            stages = " -> ".join(
+                stage.label + (f" ({format_duration(stage.window)})" if stage.window else "")
+                for stage in track.stages
+            )
+            sys.stdout.write(f"  {name}: {stages}; on failure {track.on_failure.environment}\n")
     return 0

@@ -1,6 +1,7 @@
-"""`rollout-bot doctor [--manifest PATH] [--tag TAG]`: check a live install from the operator's
-shell against the real Slack and GitHub, one line per check with ✓ or ✗ and the fix; exit 0
-when every check passes, 1 otherwise (2: bad configuration or usage)."""
+"""`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
+from the operator's shell against the real Slack and GitHub, each service's (or one's), one
+line per check with ✓ or ✗ and the fix; exit 0 when every check passes, 1 otherwise (2: bad
+configuration or usage)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.install import SlackInstallReads
-from bot.cli.settings import load
+from bot.cli.settings import load, services_named
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan, Stage
+from bot.domain.service import Service
 from bot.logs import configure_logging
 from bot.services.doctor import Doctor
 from bot.services.findings import Finding, failed
@@ -40,17 +42,27 @@ def main(args: list[str]) -> int:
         default="v0.0.0-doctor",
         help="the release tag the metrics queries are asked for (no data is fine)",
     )
+    parser.add_argument("--service", help="check this service only (default: every service)")
     options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
     settings = load(Settings)
     if settings is None:
+        return 2
+    services = services_named(settings, options.service, command="doctor")
+    if services is None:
         return 2
     # The checks' findings say what failed; the adapters' own warnings would say it twice.
     configure_logging(level="CRITICAL", fmt=settings.log_format, secrets=settings.secret_values())
     scopes, problem = manifest_scopes(options.manifest)
     findings = [problem] if problem else []
-    findings += asyncio.run(examine(settings, scopes=scopes, tag=options.tag))
     for finding in findings:
         sys.stdout.write(finding.line() + "\n")
+    for service in services:
+        if len(services) > 1:
+            sys.stdout.write(f"\nservice {service.name} ({service.repository}):\n")
+        found = asyncio.run(examine(settings, service, scopes=scopes, tag=options.tag))
+        for finding in found:
+            sys.stdout.write(finding.line() + "\n")
+        findings += found
     failed = sum(not finding.ok for finding in findings)
     sys.stdout.write(f"\n{len(findings)} checks, {failed} failed\n")
     return 1 if failed else 0
@@ -69,12 +81,15 @@ def manifest_scopes(path: Path) -> tuple[frozenset[str], Finding | None]:
     return frozenset(str(scope) for scope in scopes), None
 
 
-async def examine(settings: Settings, *, scopes: frozenset[str], tag: str) -> list[Finding]:
-    plan = settings.plan()
+async def examine(
+    settings: Settings, service: Service, *, scopes: frozenset[str], tag: str
+) -> list[Finding]:
+    """The checks of one service's install: its repository, channels, approvers and plan."""
+    plan = service.plan
     github = GitHubTransport(
         api_url=str(settings.github_api_url),
         **github_auth(settings.github_credentials()),
-        repository=settings.github_repository,
+        repository=service.repository,
         timeout=settings.github_timeout,
         retries=1,
         backoff=settings.github_retry_backoff,
@@ -89,9 +104,9 @@ async def examine(settings: Settings, *, scopes: frozenset[str], tag: str) -> li
     try:
         return await Doctor(
             plan=plan,
-            repository=settings.github_repository,
-            release_channels=settings.release_channels,
-            approvers=settings.rollout_approvers,
+            repository=service.repository,
+            release_channels=service.release_channels,
+            approvers=service.approvers,
             manifest_scopes=scopes,
             slack=SlackInstallReads(
                 AsyncWebClient(

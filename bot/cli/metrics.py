@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from bot.adapters.metrics.live import LiveSource
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
-from bot.cli.settings import load
+from bot.cli.settings import load, one_service
 from bot.config import Settings
 from bot.domain.gate import GateVerdict
 from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
@@ -26,12 +26,16 @@ def main(args: list[str]) -> int:
     parser.add_argument("stage", help="the stage's key in the plan (canary, half, internal...)")
     parser.add_argument("--tag", required=True, help="the release tag the queries are for")
     parser.add_argument("--track", help="the track, when several have a stage of that key")
+    parser.add_argument("--service", help="the service, when the bot releases several")
     options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
     settings = load(Settings)
     if settings is None:
         return 2
     configure_logging(level="ERROR", fmt=settings.log_format, secrets=settings.secret_values())
-    plan = settings.plan()
+    service = one_service(settings, options.service, command="metrics")
+    if service is None:
+        return 2
+    plan = service.plan
     found = [
         (name, track)
         for name, track in plan.tracks.items()

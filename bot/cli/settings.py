@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from bot.config import ConfigError, S, load_settings
+from bot.config import ConfigError, S, Settings, load_settings
+from bot.domain.service import Service
 
 
 def load(kind: type[S]) -> S | None:
@@ -22,3 +23,25 @@ def report(error: ConfigError) -> int:
     for problem in error.problems:
         sys.stderr.write(f"  - {problem}\n")
     return 2
+
+
+def services_named(settings: Settings, name: str | None, *, command: str) -> list[Service] | None:
+    """The service called `name` (every service when None); None after saying that there is
+    no such service, and which there are (the command exits 2)."""
+    services = list(settings.services())
+    chosen = [service for service in services if name is None or service.name == name]
+    if not chosen:
+        names = ", ".join(service.name for service in services)
+        sys.stderr.write(f"rollout-bot {command}: no service {name!r} (the services: {names})\n")
+        return None
+    return chosen
+
+
+def one_service(settings: Settings, name: str | None, *, command: str) -> Service | None:
+    """The service called `name`, or the only one when None; None after saying why not."""
+    chosen = services_named(settings, name, command=command)
+    if chosen is not None and len(chosen) > 1:
+        names = ", ".join(service.name for service in chosen)
+        sys.stderr.write(f"rollout-bot {command}: name the service with --service ({names})\n")
+        return None
+    return chosen[0] if chosen else None

@@ -49,6 +49,12 @@ class PlanError(RolloutError):
     code = "invalid_plan"
 
 
+class ServicesError(RolloutError):
+    """The services file (ROLLOUT_SERVICES) is invalid; the message names each problem."""
+
+    code = "invalid_services"
+
+
 class NotAvailable(RolloutError):
     """A subcommand this version of the bot does not offer yet."""
 

@@ -41,12 +41,17 @@ class RunEvent:
     reviews: tuple[EnvironmentReview, ...] = ()
 
 
+def repository_of(payload: Mapping[str, Any]) -> str:
+    """The `repository.full_name` a delivery is about ("" when it names none)."""
+    return _text(_object(payload.get("repository")).get("full_name"))
+
+
 def run_event(event: str, payload: Mapping[str, Any]) -> RunEvent | None:
     """The delivery as a RunEvent; None for an event the bot does not follow."""
     if event not in FOLLOWED:
         return None
     action = _text(payload.get("action"))
-    repository = _text(_object(payload.get("repository")).get("full_name"))
+    repository = repository_of(payload)
     run = _object(payload.get("workflow_run"))
     run_id = _number(run.get("id"))
     if event == "workflow_run":

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bot.domain.plan import NpmRelease
+from bot.domain.service import DEFAULT_SERVICE
 
 SECRET_NAME = "NPM_TOKEN"  # noqa: S105 - the secret's name, never its value
 """The repository secret the Release workflow reads (SPEC section 1)."""
@@ -251,6 +252,8 @@ class Walkthrough(_Model):
     """Everything the walkthrough message shows beyond its fixed text: the last result of each
     check. Small on purpose: it travels in the message's button values."""
 
+    service: str = DEFAULT_SERVICE
+    """The service whose repository the walkthrough checks (a button is routed by it)."""
     secret: SecretCheck | None = None
     last_run: RunCheck | None = None
     release: ReleaseFollow | None = None

@@ -6,6 +6,7 @@ The parser raises only InvalidCommand (or its InvalidTag), whose message is safe
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, NamedTuple
@@ -279,6 +280,22 @@ def parse_command(text: str) -> Command:
         Subcommand.UNFREEZE: Unfreeze(),
     }
     return simple[subcommand]
+
+
+def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, Subcommand | None]:
+    """The service the command's text names right after its subcommand (`start billing-api
+    v1.4.2`: a word that is one of `names`, in any case), the text without it, and the
+    subcommand (None when the text has none, or an unknown one: the parser says so)."""
+    parts = clean_text(text).strip().split(maxsplit=2)
+    try:
+        subcommand = Subcommand(parts[0].lower()) if parts else None
+    except ValueError:
+        return None, text, None
+    if subcommand is None or subcommand is Subcommand.HELP or len(parts) < 2:
+        return None, text, subcommand
+    if (name := parts[1].lower()) not in names:
+        return None, text, subcommand
+    return name, " ".join([parts[0], *parts[2:]]), subcommand
 
 
 def parse_tag(text: str) -> str:

@@ -30,5 +30,3 @@ class Service:
     release_channels: tuple[str, ...]
     approvers: tuple[str, ...]
     """Slack user and user-group ids who may approve this service's steps."""
-    notify: tuple[str, ...] = ()
-    """Channels told of this service's verdicts and ends besides its release channels."""

@@ -17,6 +17,7 @@ from bot.domain.rollout_command import (
     is_direct_message,
     parse_command,
 )
+from bot.domain.service import Service
 from bot.services.authz import Approvers, Audience
 from bot.services.controls import ControlService
 from bot.services.lane import ReleaseLane
@@ -53,8 +54,10 @@ class CommandService:
 
 @dataclass(frozen=True)
 class Services:
-    """Everything a listener or handler may call, built once per application."""
+    """Everything a listener or handler may call for one service (`bot.services.directory`
+    finds the service of a request), built once per application."""
 
+    service: Service
     settings: Settings
     database: Database
     commands: CommandService

@@ -34,6 +34,7 @@ from bot.domain.npm import (
     clip_error,
 )
 from bot.domain.plan import NpmRelease
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
 from bot.services.failures import log_failure
 from bot.services.ports import Clock, ReleaseGateway
@@ -93,7 +94,9 @@ class NpmTokenService:
         claims: Claims,
         follow_for: timedelta = timedelta(hours=2),
         search_for: timedelta = timedelta(minutes=4),
+        service: str = DEFAULT_SERVICE,
     ) -> None:
+        self._fresh = Walkthrough(service=service)
         self._github = github
         self._claims = claims
         self._board = board
@@ -112,7 +115,7 @@ class NpmTokenService:
 
     async def open(self, *, channel: str, actor: str) -> MessageRef:
         """Post a fresh walkthrough in the channel (or direct message)."""
-        walkthrough = Walkthrough()
+        walkthrough = self._fresh
         message = await self._board.post(channel=channel, walkthrough=walkthrough)
         self._remember(message, walkthrough)
         log.info("npm-token walkthrough opened by %s in %s", actor, channel)
@@ -349,7 +352,7 @@ class NpmTokenService:
     async def _set_release(self, message: MessageRef, release: ReleaseFollow) -> None:
         # The message is remembered from the click that started it; a fresh state only if not.
         await self._change(
-            message, Walkthrough(), lambda w: w.model_copy(update={"release": release})
+            message, self._fresh, lambda w: w.model_copy(update={"release": release})
         )
 
     # -- plumbing -------------------------------------------------------------------------------

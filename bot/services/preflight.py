@@ -49,10 +49,13 @@ log = logging.getLogger(__name__)
 class Preflights:
     """Start a rollout, check its preflight (again), confirm its flags, dispatch it."""
 
-    def __init__(self, effects: EffectRunner, follower: RunFollower, *, plan: RolloutPlan) -> None:
+    def __init__(
+        self, effects: EffectRunner, follower: RunFollower, *, plan: RolloutPlan, service: str
+    ) -> None:
         self._effects = effects
         self._follower = follower
         self.plan = plan
+        self._service = service
 
     async def start(
         self,
@@ -105,6 +108,7 @@ class Preflights:
             plan=self.plan,
             preflight=Preflight(flags=flags, migrations=migrations, image=image, contents=contents),
             now=effects.clock(),
+            service=self._service,
         )
 
     async def adopt(

@@ -15,6 +15,7 @@ from typing import Protocol
 from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.rollout import InvalidTransition, Rollout
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.actions import PeoplesActions
 from bot.services.effects import DISPATCH_TIMER, WINDOW_TIMER, EffectRunner
 from bot.services.following import DISPATCH_SEARCH, RunFollower
@@ -51,10 +52,13 @@ class RolloutService:
         metrics: MetricsSources,
         words: Words,
         dispatch_search: timedelta = DISPATCH_SEARCH,
+        service: str = DEFAULT_SERVICE,
     ) -> None:
         self.plan = plan
+        self.service = service
+        """The service whose rollouts these are (`bot.domain.service`)."""
         follower = RunFollower(effects, dispatch_search=dispatch_search)
-        preflight = Preflights(effects, follower, plan=plan)
+        preflight = Preflights(effects, follower, plan=plan, service=service)
         gate = Gate(effects, follower, sources=metrics)
         actions = PeoplesActions(effects, follower, words)
         self.effects = effects

@@ -9,12 +9,9 @@ holds for a person (nothing is dropped silently); a kind only a newer version kn
 to its replicas. A transient failure (GitHub, the database, another replica's change, a
 timeout) is one WARNING line; a bug or a dead-lettered timer is an ERROR with its traceback.
 
-Between timers the scheduler polls GitHub for each running rollout, so stage changes are
-noticed even without webhooks (or when deliveries stop). Each run is polled at its own pace:
-every `poll_interval` while things move, twice as long after each look that found nothing new
-(up to `max_poll_interval`), and not at all while GitHub's rate limit says to wait. Unchanged
-answers are conditional-request 304s, which cost no rate limit. Once an hour it prunes old
-action claims and webhook deliveries (`Retention`).
+Between timers the scheduler polls GitHub for each running rollout (`bot.services.polling`),
+so stage changes are noticed even without webhooks (or when deliveries stop). Once an hour it
+prunes old action claims and webhook deliveries (`Retention`).
 """
 
 from __future__ import annotations
@@ -32,13 +29,11 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.errors import RolloutError
-from bot.domain.rollout import Phase, Rollout
-from bot.domain.run import RunSnapshot
 from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.effects import TIMER_KINDS
 from bot.services.failures import error_summary, log_failure
-from bot.services.following import Reconciled
 from bot.services.leases import holding
+from bot.services.polling import PollBudget, RolloutLooks, RunPoller
 from bot.services.records import Timer
 from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
@@ -48,20 +43,12 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY = timedelta(hours=1)
 
 
-class RolloutFollower(Protocol):
+class RolloutFollower(RolloutLooks, Protocol):
     """What the scheduler drives: the rollout service."""
 
     async def on_timer(self, timer: Timer) -> None: ...
 
     async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
-
-    async def active(self) -> list[Rollout]: ...
-
-    async def reconcile(self, rollout_id: str) -> Reconciled: ...
-
-    async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled: ...
-
-    async def find_dispatched_run(self, rollout: Rollout) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -105,21 +92,6 @@ def _thread_reason(error: BaseException) -> str:
     return f"an unexpected {type(error).__name__}, see the bot's log"
 
 
-@dataclass(frozen=True)
-class RunPace:
-    """How the poller follows one rollout's run: when it looks next, and what it saw last."""
-
-    interval: timedelta
-    due_at: datetime
-    seen: RunSnapshot | None
-    version: int
-    """The rollout's version after the last look: any change to it (a click, a timer, a
-    webhook) brings the next look forward."""
-    settled: Reconciled | None = None
-    """The last look, when it found nothing to do (`Reconciled.settled`): the next one reads
-    the database only if the run or the rollout changed since."""
-
-
 def replica_name() -> str:
     """Who holds a claim: host, process and a random part (a restarted process is new)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -144,6 +116,7 @@ class Scheduler:
         wake: asyncio.Event | None = None,
         telemetry: Telemetry = UNTRACKED,
         sweep: Callable[[], Awaitable[None]] | None = None,
+        budget: PollBudget | None = None,
     ) -> None:
         self._sweep = sweep
         """Each poll: hand kept protection-rule requests whose run has no card to their
@@ -152,11 +125,15 @@ class Scheduler:
         self._telemetry = telemetry
         self._service = service
         self._clock = clock
-        self._poll_interval = poll_interval
-        self._max_poll_interval = max(poll_interval, max_poll_interval or poll_interval * 8)
-        self.paces: dict[str, RunPace] = {}
-        self.paused_until: datetime | None = None
-        """GitHub's rate limit said to wait until then: no run is polled before."""
+        self.poller = RunPoller(
+            service=service,
+            clock=clock,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            budget=budget,
+            telemetry=telemetry,
+            progressed=self._progressed,
+        )
         self._lease = lease
         self._retry_after = retry_after
         self._max_attempts = max_attempts
@@ -199,7 +176,7 @@ class Scheduler:
                 await self.fire_due()
                 if self._clock() >= next_poll:
                     await self.poll_runs()
-                    next_poll = self._clock() + self._poll_interval
+                    next_poll = self._clock() + self.poller.poll_interval
                 await self.prune()
                 self.last_tick = self._clock()
                 await self._sleep_until(next_poll)
@@ -331,62 +308,12 @@ class Scheduler:
             )
 
     async def poll_runs(self) -> None:
-        """Reconcile each running rollout whose look is due; find runs of interrupted
-        dispatches. Nothing while GitHub's rate limit says to wait."""
-        if self.paused_until is not None and self._clock() < self.paused_until:
-            return
-        self.paused_until = None
-        if self._sweep is not None:
-            try:
-                await self._sweep()
-            except Exception as error:
-                log_failure(log, "the sweep of kept requests failed; trying again next poll", error)
-        active = await self._service.active()
-        following = {rollout.id for rollout in active}
-        self.paces = {key: pace for key, pace in self.paces.items() if key in following}
-        for rollout in active:
-            try:
-                if rollout.phase is Phase.DISPATCHING:
-                    await self._service.find_dispatched_run(rollout)
-                elif rollout.phase is Phase.RUNNING:
-                    await self._follow(rollout)
-            except Exception as error:
-                log_failure(
-                    log, f"following rollout {rollout.id} failed; trying again next poll", error
-                )
-            self.last_tick = self._clock()
-            if self.paused_until is not None:
-                return
+        """Look at the runs of active rollouts whose look is due (`RunPoller.poll`), after
+        the sweep of kept protection-rule requests."""
+        await self.poller.poll(self._sweep)
 
-    async def _follow(self, rollout: Rollout) -> None:
-        pace = self.paces.get(rollout.id)
-        if pace is not None and rollout.version == pace.version and self._clock() < pace.due_at:
-            return
-        if pace is not None and pace.settled is not None:
-            found = await self._service.look_again(rollout, pace.settled)
-        else:
-            found = await self._service.reconcile(rollout.id)
-        now = self._clock()
-        longer = min((pace.interval if pace else self._poll_interval) * 2, self._max_poll_interval)
-        if found.rate_limited:
-            wait = timedelta(seconds=found.retry_after) if found.retry_after else longer
-            self.paused_until = now + max(wait, self._poll_interval)
-            log.warning("GitHub rate limit: polling paused until %s", self.paused_until)
-            return
-        seen = pace.seen if pace is not None else None
-        unchanged = (
-            pace is not None
-            and found.version == pace.version
-            and (found.snapshot is None or found.snapshot == seen)
-        )
-        interval = longer if unchanged else self._poll_interval
-        self.paces[rollout.id] = RunPace(
-            interval=interval,
-            due_at=now + interval,
-            seen=found.snapshot or seen,
-            version=found.version,
-            settled=found if found.settled else None,
-        )
+    def _progressed(self) -> None:
+        self.last_tick = self._clock()
 
     async def _sleep_until(self, next_poll: datetime) -> None:
         # Cleared before the next due time is read: a timer scheduled meanwhile sets it

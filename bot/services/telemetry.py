@@ -52,6 +52,14 @@ class Telemetry:
         code, `rate_limited` or `no_answer`), the rate limit left after it and the Unix time
         it resets at (None: GitHub did not say)."""
 
+    def github_not_modified(self) -> None:
+        """A conditional GET was answered 304 Not Modified: it cost no rate limit (it is one
+        of the requests of a call counted by `github_request`)."""
+
+    def polls_deferred(self, *, count: int) -> None:
+        """The poller put off `count` looks at runs to its next pass: the GitHub request
+        budget keeps its reserve for people."""
+
     def slack_call(self, *, method: str, status: str, error: str) -> None:
         """A Slack Web API attempt ended: its method, the HTTP status (`no_answer` when none
         came) and Slack's error code (empty when it said ok)."""

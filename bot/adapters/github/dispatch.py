@@ -14,12 +14,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from github import GithubException
-from github.Workflow import Workflow
 from github.WorkflowRun import WorkflowRun
 
 from bot.adapters.github.refusals import message
+from bot.adapters.github.schema import Run, RunsPage
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.run import RunRef
@@ -90,21 +91,18 @@ class WorkflowDispatch:
             if isinstance(started, WorkflowRun):
                 _log.info("GitHub: dispatched %s on %s: run %s", workflow_file, ref, started.id)
                 return RunRef(run_id=started.id, html_url=started.html_url)
-            return await self._await_dispatched_run(workflow, workflow_file, ref, dispatched_at)
+            return await self._await_dispatched_run(workflow_file, ref, dispatched_at)
         _log.warning(
             "GitHub: %s when asked to %s; the run may have started: looking for it",
             unclear,
             operation,
         )
-        return await self._await_dispatched_run(
-            workflow, workflow_file, ref, dispatched_at, unclear=unclear
-        )
+        return await self._await_dispatched_run(workflow_file, ref, dispatched_at, unclear=unclear)
 
     async def find_dispatched_run(
         self, *, workflow_file: str, ref: str, dispatched_at: datetime
     ) -> RunRef | None:
-        workflow = self._github.repo.get_workflow(workflow_file)
-        candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+        candidates = await self._candidates(workflow_file, ref, dispatched_at)
         if len(candidates) == 1:
             return candidates[0]
         _log.info(
@@ -118,7 +116,6 @@ class WorkflowDispatch:
 
     async def _await_dispatched_run(
         self,
-        workflow: Workflow,
         workflow_file: str,
         ref: str,
         dispatched_at: datetime,
@@ -131,7 +128,7 @@ class WorkflowDispatch:
             if attempt:
                 await asyncio.sleep(self._search.delay)
             try:
-                candidates = await self._candidates(workflow, workflow_file, ref, dispatched_at)
+                candidates = await self._candidates(workflow_file, ref, dispatched_at)
             except GitHubError:
                 continue  # the dispatch may have started a run: a failed look is no answer
             if len(candidates) == 1:
@@ -168,7 +165,7 @@ class WorkflowDispatch:
         )
 
     async def _candidates(
-        self, workflow: Workflow, workflow_file: str, ref: str, dispatched_at: datetime
+        self, workflow_file: str, ref: str, dispatched_at: datetime
     ) -> list[RunRef]:
         """Runs of this workflow dispatched by our account on `ref` since `dispatched_at`.
 
@@ -181,18 +178,25 @@ class WorkflowDispatch:
         branch = branch_of(ref)
         since = (dispatched_at - self._search.clock_skew).astimezone(UTC).replace(microsecond=0)
 
-        def search() -> list[WorkflowRun]:
-            runs = workflow.get_runs(
-                actor=actor,
-                branch=branch,
-                event="workflow_dispatch",
-                created=f">={_iso(since)}",
-            )
+        github = self._github
+        path = f"/repos/{github.repository}/actions/workflows/{quote(workflow_file, safe='')}/runs"
+        query = {
+            "actor": actor,
+            "branch": branch,
+            "event": "workflow_dispatch",
+            "created": f">={_iso(since)}",
+            "per_page": 100,
+        }
+
+        def search() -> list[Run]:
+            # The newest 100 (ours was created since the dispatch), conditionally: while no run
+            # appears, the poller's looks are 304s.
+            page = RunsPage.model_validate(github.get_conditional(path, query))
             # The same filters again, client-side: taking another person's run is the one
             # mistake this must never make, whatever the server did with the query.
             return [
                 run
-                for run in runs
+                for run in page.workflow_runs
                 if run.event == "workflow_dispatch"
                 and run.head_branch == branch
                 and run.actor is not None

@@ -40,7 +40,7 @@ def enabled_rule_apps(github: GitHubTransport, environment: str) -> dict[int, st
         "/deployment_protection_rules"
     )
     try:
-        data = github.get_json(path)
+        data = github.get_conditional(path)
     except GithubException as exc:
         if exc.status == 404:
             return None
@@ -202,7 +202,7 @@ class ProtectionRules:
         def read() -> list[WaitingDeployment]:
             run = Run.model_validate(github.get_conditional(path))
             deployments = DEPLOYMENTS.validate_python(
-                github.get_json(
+                github.get_conditional(
                     f"/repos/{github.repository}/deployments",
                     {"sha": run.head_sha, "per_page": 100},
                 )
@@ -213,7 +213,7 @@ class ProtectionRules:
                 if deployment.created_at < run.created_at:
                     continue  # an older run of the same commit
                 statuses = DEPLOYMENT_STATUSES.validate_python(
-                    github.get_json(
+                    github.get_conditional(
                         f"/repos/{github.repository}/deployments/{deployment.id}/statuses",
                         {"per_page": 1},
                     )

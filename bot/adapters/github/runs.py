@@ -97,8 +97,7 @@ class WorkflowRuns:
         return await self._github.call(f"read run {run_id}", read, run_id=run_id, kind="link")
 
     def _run_jobs(self, run_id: int) -> list[Job]:
-        """Every job of the run's latest attempt (the first page conditionally; a run with more
-        than 100 jobs reads its further pages every time)."""
+        """Every job of the run's latest attempt, each page a conditional GET."""
         path = f"{self._github.runs_path(run_id)}/jobs"
         first = JobsPage.model_validate(self._github.get_conditional(path, {"per_page": 100}))
         jobs = list(first.jobs)
@@ -106,7 +105,7 @@ class WorkflowRuns:
         while len(jobs) < first.total_count:
             page += 1
             more = JobsPage.model_validate(
-                self._github.get_json(path, {"per_page": 100, "page": page})
+                self._github.get_conditional(path, {"per_page": 100, "page": page})
             )
             if not more.jobs:
                 break

@@ -116,6 +116,7 @@ class Run(_Answer):
     created_at: AwareDatetime
     path: str = ""
     """The workflow file the run is of."""
+    actor: Account | None = None
 
     def linkable_run(self) -> LinkableRun:
         return LinkableRun(

@@ -7,6 +7,11 @@ timeouts, resets and rate limits, with backoff and jitter, honouring `Retry-Afte
 `X-RateLimit-Reset` up to a bound; writes are never repeated by the library: `unclear_answer`
 tells the caller when a write's outcome is unknown, so that it looks instead of sending again.
 Error messages say what a release engineer can do and never carry the token.
+
+The poller's calls (`bot.services.polling.is_polling`) may hold at most `max_workers` - 1 of
+the pool's workers: one is always free for a person's call, which never queues behind polls.
+Each answer's rate limit is handed to the `RequestBudget` of the credentials, which every
+transport on them shares.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
 
 from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
+from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.refusals import (
     HINTS,
     app_credentials_fix,
@@ -38,6 +44,7 @@ from bot.adapters.github.refusals import (
 )
 from bot.domain.errors import GitHubError, GitHubRateLimited
 from bot.github_credentials import GitHubApp
+from bot.services.polling import is_polling
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 T = TypeVar("T")
@@ -65,15 +72,20 @@ class GitHubTransport:
         backoff: float = 0.5,
         rate_limit_wait: float = 30.0,
         telemetry: Telemetry = UNTRACKED,
+        budget: RequestBudget | None = None,
     ) -> None:
         if repository.count("/") != 1:
             raise ValueError("repository must be owner/name")
+        if max_workers < 2:
+            raise ValueError("max_workers must be at least 2: one is kept for people's calls")
         if (token is None) == (app is None):
             raise ValueError("give a token or a GitHub App")
         self._token = token or ""
         self.repository = repository
         self._actor = actor
         self._telemetry = telemetry
+        self.budget = budget
+        """The rate limit shared with the other transports on these credentials."""
         self.installation = RepositoryInstallation(app, repository) if app is not None else None
         """The GitHub App's installation (App mode), None with a token."""
         self.client = Github(
@@ -89,6 +101,8 @@ class GitHubTransport:
         )
         self.repo: Repository = self.client.get_repo(repository)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="github")
+        self._polls = asyncio.Semaphore(max_workers - 1)
+        """The pool's workers the poller may hold at once."""
         # The last answer (and its ETag) of each conditional GET, newest last.
         self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._answers_lock = threading.Lock()
@@ -123,7 +137,11 @@ class GitHubTransport:
         that got no installation token is counted as the token's request (`app_token`) with
         GitHub's answer to it (401: the App's credentials refused, 404: not installed)."""
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            if is_polling():
+                async with self._polls:
+                    result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
         except InstallationTokenError as exc:
             self._count("app_token", exc.cause)
             raise self.no_token(operation, exc) from exc.cause
@@ -140,9 +158,9 @@ class GitHubTransport:
             status = "no_answer"
         else:
             status = "rate_limited" if rate_limited(failure) else str(failure.status)
-        # PyGithub keeps X-RateLimit-Remaining and -Reset of the last answer that carried them
-        # (-1: none).
-        remaining, _ = self.client.requester.rate_limiting
+        # PyGithub keeps X-RateLimit-Remaining, -Limit and -Reset of the last answer that
+        # carried them (-1 and 0: none).
+        remaining, limit = self.client.requester.rate_limiting
         reset = self.client.requester.rate_limiting_resettime
         self._telemetry.github_request(
             endpoint=endpoint,
@@ -150,6 +168,8 @@ class GitHubTransport:
             remaining=remaining if remaining >= 0 else None,
             reset=reset if reset > 0 else None,
         )
+        if self.budget is not None and remaining >= 0 and limit > 0 and reset > 0:
+            self.budget.observe(limit=limit, remaining=remaining, reset=reset)
 
     async def call(
         self,
@@ -203,6 +223,7 @@ class GitHubTransport:
         requester = self.client.requester
         status, answer_headers, body = requester.requestJson("GET", path, parameters, headers)
         if status == 304 and kept is not None:
+            self._telemetry.github_not_modified()
             return kept[1]
         data = json.loads(body) if body else None
         if status >= 400:

@@ -108,9 +108,10 @@ def _retry_after(headers: Any) -> float:
 
 
 class SlackNotifier:
-    def __init__(self, client: AsyncWebClient, *, approvers: tuple[str, ...]) -> None:
+    def __init__(self, client: AsyncWebClient, *, approvers: Mapping[str, tuple[str, ...]]) -> None:
         self._client = client
         self._approvers = approvers
+        """Each service's approvers, mentioned when a window ends waiting for figures."""
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
         blocks = rollout_card(rollout, plan)
@@ -256,7 +257,7 @@ class SlackNotifier:
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, key: int
     ) -> None:
         spec = plan.track(track).stage(stage)
-        who = " ".join(mention(a) for a in self._approvers)
+        who = " ".join(mention(a) for a in self._approvers.get(rollout.service, ()))
         text = (
             f"{who} the window of *{spec.label}* ({plan.track(track).label}) has ended. "
             "Enter the observed rates so the gate can decide."

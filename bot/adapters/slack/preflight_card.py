@@ -9,7 +9,7 @@ from bot.adapters.slack.actions import Action, ButtonValue
 from bot.adapters.slack.blocks import BlockJson, actions, as_json, button, context, header, section
 from bot.adapters.slack.contents_view import card_blocks
 from bot.adapters.slack.messages import check_text, reason_text
-from bot.adapters.slack.rollout_words import CHECK_EMOJI
+from bot.adapters.slack.rollout_words import CHECK_EMOJI, released
 from bot.adapters.slack.schedule_words import card_line
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Check, CheckState, Phase, Preflight, Rollout
@@ -41,7 +41,7 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan) -> list[BlockJson]:
         skipped="not checked",
     )
     blocks: list[Block] = [
-        header(f"Preflight: {rollout.tag}"),
+        header(f"Preflight: {released(rollout)}"),
         context(
             f"Started by <@{rollout.started_by}> · *{plan.workflow.name}* "
             f"(`{plan.workflow.file}` on `{plan.workflow.ref}`)"

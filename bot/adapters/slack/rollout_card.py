@@ -29,6 +29,7 @@ from bot.adapters.slack.rollout_words import (
     card_facts,
     current_stage,
     lane_title,
+    released,
     stage_lines,
     track_standing,
 )
@@ -60,7 +61,7 @@ def rollout_card(rollout: Rollout, plan: RolloutPlan) -> list[BlockJson]:
     if rollout.phase is Phase.PREFLIGHT:
         return preflight_card(rollout, plan)
     blocks: list[Block] = [
-        header(f"Rollout {rollout.tag} · {rollout.phase}"),
+        header(f"Rollout {released(rollout)} · {rollout.phase}"),
         context(" · ".join(card_facts(rollout))),
     ]
     if may_link(rollout):

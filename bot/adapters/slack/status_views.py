@@ -34,21 +34,27 @@ def _status_lines(rollout: Rollout, plan: RolloutPlan) -> list[str]:
     return lines
 
 
-def status_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[BlockJson]:
-    """`/rollout status`: the active rollouts and where each of their tracks stands."""
+def status_blocks(
+    rollouts: Sequence[Rollout], plan_for: PlanFor, *, service: str | None = None
+) -> list[BlockJson]:
+    """`/rollout status`: the active rollouts and where each of their tracks stands (of
+    `service`, named when the bot releases several)."""
     active = [rollout for rollout in rollouts if rollout.active]
+    of = f" of {service}" if service is not None else ""
     if not active:
-        return as_json([section("No active rollouts.")])
-    blocks: list[Block] = [header("Active rollouts")]
+        return as_json([section(f"No active rollouts{of}.")])
+    blocks: list[Block] = [header(f"Active rollouts{of}")]
     for rollout in active:
         blocks.extend(sections(_status_lines(rollout, plan_for(rollout))))
     return as_json(fit(blocks, "finish or cancel a rollout to see the others"))
 
 
-def active_blocks(active: Sequence[tuple[Rollout, RolloutPlan]]) -> list[BlockJson]:
+def active_blocks(
+    active: Sequence[tuple[Rollout, RolloutPlan]], *, service: str | None = None
+) -> list[BlockJson]:
     """The status of the active rollouts, each drawn with its own plan."""
     plans = {rollout.id: plan for rollout, plan in active}
-    return status_blocks([rollout for rollout, _ in active], lambda r: plans[r.id])
+    return status_blocks([rollout for rollout, _ in active], lambda r: plans[r.id], service=service)
 
 
 def history_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[BlockJson]:

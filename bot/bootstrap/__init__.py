@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from functools import partial
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
@@ -21,48 +22,29 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.adapters.github.dispatch import DispatchSearch
-from bot.adapters.github.gateway import PyGithubGateway
-from bot.adapters.github.protection_rules import ProtectionRules
-from bot.adapters.github.transport import GitHubTransport, github_auth
-from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
-from bot.adapters.slack import lane_words, messages
+from bot.adapters.github.budget import RequestBudget
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import slack_session
-from bot.adapters.slack.members import channel_members, group_members, time_zone
 from bot.adapters.slack.notifier import SlackNotifier
-from bot.adapters.slack.npm_board import SlackWalkthroughBoard
-from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.adapters.telemetry import PrometheusTelemetry
+from bot.bootstrap.service import Shared, Wired, wire_service
 from bot.config import Settings
-from bot.domain.npm import github_web_url
-from bot.domain.plan import NpmRelease
-from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
+from bot.domain.service import Service
 from bot.services.audit import AuditTrail
-from bot.services.authz import Approvers, Audience, Memberships
-from bot.services.catalog import CommandService, Services
 from bot.services.clock import LoopClock, SystemClock
-from bot.services.controls import ControlService
-from bot.services.effects import EffectRunner
-from bot.services.lane import ReleaseLane
-from bot.services.npm_walkthrough import NpmTokenService
+from bot.services.directory import EveryService, ServiceDirectory
 from bot.services.outbox import Outbox
 from bot.services.readiness import Readiness
-from bot.services.reports import RolloutReports
-from bot.services.rollouts import RolloutService
 from bot.services.scheduler import Retention, Scheduler, replica_name
 from bot.services.telemetry import Backlog
-from bot.services.unfollowed_runs import UnfollowedRunRules
-from bot.services.webhooks import GitHubWebhooks
 from bot.version import build
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events
 from handlers.ack_first import AckFirst
-from handlers.app_keys import ACKS, BOLT, READINESS, SERVICES, SETTINGS, TELEMETRY
+from handlers.app_keys import ACKS, BOLT, DIRECTORY, READINESS, SERVICES, SETTINGS, TELEMETRY
 from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
 from storage.db import Database, create_engine, create_session_factory, mask_database_url, ping
 from storage.deliveries import DeliveryLog
-from storage.lane_holds import LaneHoldStore
 from storage.migrate import schema_problem
 from storage.outbox import OutboxStore
 from storage.protection_rules import ProtectionRuleStore
@@ -103,38 +85,11 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
     log.info("%s starting", build())
     engine = create_engine(settings.database_url)
     log.info("database %s", mask_database_url(settings.database_url))
-    credentials = settings.github_credentials()
     sessions = create_session_factory(engine)
-    transport = GitHubTransport(
-        api_url=str(settings.github_api_url),
-        **github_auth(credentials),
-        repository=settings.github_repository,
-        timeout=settings.github_timeout,
-        retries=settings.github_retries,
-        backoff=settings.github_retry_backoff,
-        telemetry=telemetry,
-    )
-    rule_requests = ProtectionRuleStore(sessions)
-    installation = transport.installation
-    # Only a GitHub App answers protection rules: a token's answer is refused (404).
-    rules = (
-        ProtectionRules(
-            transport,
-            requests=rule_requests,
-            clock=clock,
-            app_id=installation.app_id,
-            recheck=timedelta(seconds=settings.github_poll_interval),
-        )
-        if installation is not None
-        else None
-    )
-    search = DispatchSearch(delay=settings.github_dispatch_look_interval)
-    github = PyGithubGateway(transport, rules=rules, search=search)
     slack_http = slack_session()
     scheduler: Scheduler | None = None
     outbox: Outbox | None = None
-    npm_token: NpmTokenService | None = None
-    webhooks: GitHubWebhooks | None = None
+    wired: list[Wired] = []
     try:
         slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
@@ -145,107 +100,20 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         # counter comes first: it sees every attempt, the 429s too.
         slack.retry_handlers.insert(0, CallCounter(telemetry))
         slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
-        approvers = Approvers(settings.rollout_approvers, resolve_group=group_members(slack))
         timers = TimerStore(sessions)
-        store = RolloutStore(sessions, clock=clock)
-        wake = asyncio.Event()
+        store = RolloutStore(sessions, clock=clock)  # every service's rollouts
         owner = replica_name()
-        # The outbox's posts go through a client that never posts again on its own (after a
-        # dropped connection, or a 429's wait while the message's lease runs out): the outbox
-        # retries, looking first, and waits out a 429 for the whole channel.
-        posting = AsyncWebClient(
-            token=settings.slack_bot_token.get_secret_value(),
-            base_url=str(settings.slack_api_url),
-            session=slack_http,
-            retry_handlers=[CallCounter(telemetry)],
-        )
-        outbox = Outbox(
-            store=OutboxStore(sessions),
-            rollouts=store,
-            audit=AuditLog(sessions),
-            notifier=SlackNotifier(posting, approvers=settings.rollout_approvers),
-            clock=clock,
-            owner=owner,
-            lease=timedelta(seconds=settings.lease_seconds),
-        )
-        rollouts = RolloutService(
-            plan=settings.plan(),
-            effects=EffectRunner(
-                store=store,
-                timers=timers,
-                audit=AuditLog(sessions),
-                github=github,
-                outbox=outbox,
-                clock=clock,
-                on_timer_scheduled=wake.set,
-                telemetry=telemetry,
-                rule_requests=rule_requests,
-            ),
-            metrics=partial(metrics_source, endpoints=MetricsEndpoints.from_settings(settings)),
-            words=messages,
-            dispatch_search=timedelta(seconds=settings.dispatch_search_seconds),
-        )
-        claims = ClaimStore(sessions, lease=timedelta(seconds=settings.claim_lease_seconds))
-        npm_token = _npm_token_service(
-            settings,
-            rollouts.plan.npm,
-            github=github,
-            slack=slack,
-            approvers=approvers,
-            claims=claims,
-            clock=clock,
-        )
-        deliveries = DeliveryLog(sessions)
-        lane = ReleaseLane(
-            holds=LaneHoldStore(sessions), plan=rollouts.plan, clock=clock, words=lane_words
-        )
-        controls = ControlService(
-            rollouts=rollouts,
-            claims=claims,
-            audit=AuditLog(sessions),
-            trail=audit_trail(sessions),
-            approvers=approvers,
-            release_channels=settings.release_channels,
-            clock=clock,
-            lane=lane,
-            time_zone_of=time_zone(slack),
-            unfollowed=UnfollowedRunRules(
-                rules=rule_requests,
-                channel_id=settings.release_channels[0],
-                timeout=timedelta(seconds=settings.unfollowed_run_timeout),
-                default=settings.unfollowed_run_default,
-            ),
-        )
-        webhooks = GitHubWebhooks(
-            repository=settings.github_repository,
-            rollouts=rollouts,
-            store=store,
-            deliveries=deliveries,
-            rules=rule_requests,
-            clock=clock,
-            telemetry=telemetry,
-            api_url=str(settings.github_api_url),
-            installation_id=(
-                (lambda: installation.installation_id) if installation is not None else None
-            ),
-            unfollowed=controls.unfollowed.kept if controls.unfollowed is not None else None,
-        )
-        services = Services(
+        configured = settings.services()
+        outbox = _outbox(app, slack_http, sessions, configured, clock=clock, owner=owner)
+        shared = Shared(
             settings=settings,
+            sessions=sessions,
             database=Database(engine, sessions),
-            commands=CommandService(release_channels=settings.release_channels),
-            rollouts=rollouts,
-            approvers=approvers,
-            audience=Audience(
-                approvers=approvers,
-                release_channels=settings.release_channels,
-                members=Memberships(channel_members(slack), kind="channel"),
-            ),
-            npm_token=npm_token,
-            webhooks=webhooks,
-            lane=lane,
-            controls=controls,
-            reports=RolloutReports(rollouts=store, audit=AuditLog(sessions), clock=clock),
+            slack=slack,
+            outbox=outbox,
+            timers=timers,
+            claims=ClaimStore(sessions, lease=timedelta(seconds=settings.claim_lease_seconds)),
+            deliveries=DeliveryLog(sessions),
             telemetry=telemetry,
             backlog=Backlog(
                 telemetry=telemetry,
@@ -254,12 +122,18 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
                 clock=clock,
                 overdue_after=timedelta(seconds=settings.lease_seconds),
             ),
+            clock=clock,
+            wake=asyncio.Event(),
+            trail=audit_trail(sessions),
+            # One App with repositories of several owners has an installation (and a rate
+            # limit) per owner; their polls are paced by one budget (docs/github-polling.md).
+            budget=RequestBudget(),
         )
-        # The dispatches `start --at` schedules, and the default answers of runs nobody
-        # adopted, fire from the rollouts' timers.
-        rollouts.dispatches_scheduled_with(services.controls.scheduled_starts())
-        if services.controls.unfollowed is not None:
-            rollouts.fires_timers_with(UNFOLLOWED_TIMER, services.controls.unfollowed)
+        for service in configured:
+            wired.append(wire_service(shared, service))
+        directory = ServiceDirectory(
+            tuple(w.services for w in wired), rollouts=store, runs=ProtectionRuleStore(sessions)
+        )
         bolt = AsyncApp(
             name="rollout-bot",  # Bolt would otherwise walk the call stack to name itself
             client=slack,
@@ -268,26 +142,28 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             request_verification_enabled=False,
         )
         bolt.middleware(ack_first.in_context(app[ACKS]))
-        register_all(bolt, services)
-        app[SERVICES] = services
+        register_all(bolt, directory)
+        app[SERVICES] = directory.each[0]
+        app[DIRECTORY] = directory
         app[BOLT] = bolt
         scheduler = Scheduler(
             timers=timers,
-            service=rollouts,
+            service=EveryService((w.services.rollouts for w in wired), rollouts=store),
             clock=clock,
             poll_interval=timedelta(seconds=settings.github_poll_interval),
             max_attempts=settings.timer_max_attempts,
             lease=timedelta(seconds=settings.lease_seconds),
             retention=Retention(
-                claims=claims,
-                deliveries=deliveries,
+                claims=shared.claims,
+                deliveries=shared.deliveries,
                 keep=timedelta(days=settings.retention_days),
-                rules=rule_requests,
+                rules=ProtectionRuleStore(sessions),
             ),
-            wake=wake,
+            wake=shared.wake,
             owner=owner,
             telemetry=telemetry,
-            sweep=services.controls.unfollowed.sweep if services.controls.unfollowed else None,
+            sweep=_sweeps(directory),
+            budget=shared.budget,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
         scheduler.start()
@@ -297,13 +173,56 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         if scheduler is not None and outbox is not None:  # unless a drain stopped them
             grace = timedelta(seconds=settings.shutdown_grace_seconds)
             await _stop_loops(scheduler, outbox, grace=grace)
-        if webhooks is not None:
-            await webhooks.close()
-        if npm_token is not None:
-            await npm_token.close()
-        await github.close()
+        for one in wired:
+            await one.close()
         await slack_http.close()
         await engine.dispose()
+
+
+def _outbox(
+    app: web.Application,
+    slack_http: aiohttp.ClientSession,
+    sessions: async_sessionmaker[AsyncSession],
+    services: tuple[Service, ...],
+    *,
+    clock: LoopClock,
+    owner: str,
+) -> Outbox:
+    """The outbox every service posts through. Its posts go through a client that never
+    posts again on its own (after a dropped connection, or a 429's wait while the message's
+    lease runs out): the outbox retries, looking first, and waits out a 429 for the whole
+    channel."""
+    settings = app[SETTINGS]
+    posting = AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=str(settings.slack_api_url),
+        session=slack_http,
+        retry_handlers=[CallCounter(app[TELEMETRY])],
+    )
+    return Outbox(
+        store=OutboxStore(sessions),
+        rollouts=RolloutStore(sessions, clock=clock),
+        audit=AuditLog(sessions),
+        notifier=SlackNotifier(
+            posting, approvers={service.name: service.approvers for service in services}
+        ),
+        clock=clock,
+        owner=owner,
+        lease=timedelta(seconds=settings.lease_seconds),
+    )
+
+
+def _sweeps(directory: ServiceDirectory) -> Callable[[], Awaitable[None]] | None:
+    """Each service's sweep of kept protection-rule requests that have no card (App mode)."""
+    runs = [s.controls.unfollowed for s in directory.each if s.controls.unfollowed is not None]
+    if not runs:
+        return None
+
+    async def sweep() -> None:
+        for one in runs:
+            await one.sweep()
+
+    return sweep
 
 
 def _readiness(
@@ -347,33 +266,6 @@ async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta)
 def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
     """The audit timelines, read from the database (for `/rollout history` and the CLI)."""
     return AuditTrail(rollouts=RolloutStore(sessions, clock=SystemClock()), log=AuditLog(sessions))
-
-
-def _npm_token_service(
-    settings: Settings,
-    npm: NpmRelease,
-    *,
-    github: PyGithubGateway,
-    slack: AsyncWebClient,
-    approvers: Approvers,
-    claims: ClaimStore,
-    clock: LoopClock,
-) -> NpmTokenService:
-    """The NPM_TOKEN walkthrough, its message drawn in Slack, its checks asked of GitHub."""
-    setup = WalkthroughSetup(
-        repository=settings.github_repository,
-        web_url=github_web_url(str(settings.github_api_url)),
-        npm=npm,
-    )
-    return NpmTokenService(
-        github=github,
-        board=SlackWalkthroughBoard(slack, setup=setup),
-        approvers=approvers,
-        npm=npm,
-        clock=clock,
-        poll_interval=timedelta(seconds=settings.github_poll_interval),
-        claims=claims,
-    )
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,120 @@
+"""The GitHub request budget of one token or App installation: what the poller may spend now,
+learnt from GitHub's rate-limit headers, with a reserve that only people's calls may spend.
+
+Every transport on the same credentials shares one `RequestBudget` and hands it the rate
+limit of each answer (`X-RateLimit-Limit`, `-Remaining`, `-Reset`, as PyGithub read them).
+The poller asks it before each look at a run (`PollBudget`): a look may go when its worst cost
+(`look_cost` requests, if no answer were a 304) leaves
+
+- the reserve whole: max(`reserve_floor`, `reserve_share` of the limit) stays for clicks,
+  commands and webhooks, so polling never spends the requests a person's action needs;
+- this pass's share: max(`burst` of what polling has left, its even share until the reset:
+  what polling has left x the pass interval / the time to the reset). Requests are counted as
+  GitHub counts them, so the 304s of unchanged runs cost nothing and looks go on; only runs
+  that changed spend the share. A backlog (a restart, many runs moving at once) is spread
+  over passes rather than sent at one instant.
+
+Once the reset time has passed the limit is whole again until an answer says otherwise. Before
+the first answer nothing is known, and looks go (their answers teach the budget).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+WINDOW = timedelta(hours=1)
+"""GitHub's primary rate limit is counted per hour."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """GitHub's primary rate limit as of an answer."""
+
+    limit: int
+    remaining: int
+    reset: datetime
+
+
+class RequestBudget:
+    """One token's or App installation's rate limit, shared by its transports (on the event
+    loop), and what the poller may spend of it."""
+
+    def __init__(
+        self,
+        *,
+        reserve_share: float = 0.2,
+        reserve_floor: int = 100,
+        look_cost: int = 4,
+        burst: float = 0.1,
+    ) -> None:
+        if not 0 <= reserve_share < 1:
+            raise ValueError("reserve_share must be at least 0 and below 1")
+        if reserve_floor < 0 or look_cost < 1:
+            raise ValueError("reserve_floor must be at least 0 and look_cost at least 1")
+        if not 0 < burst <= 1:
+            raise ValueError("burst must be above 0 and at most 1")
+        self._reserve_share = reserve_share
+        self._reserve_floor = reserve_floor
+        self.look_cost = look_cost
+        """Requests one look at a run makes at most: the run, its jobs, its waiting
+        deployments, its reviews."""
+        self.burst = burst
+        """The share of what polling has left that one pass may always spend."""
+        self.seen: RateLimit | None = None
+        """The rate limit of the latest answer (None: none yet)."""
+
+    def observe(self, *, limit: int, remaining: int, reset: int) -> None:
+        """An answer's rate limit (`reset` in Unix seconds). Transports answer out of order: of
+        answers in the same window (the same reset) the lowest remaining is the latest."""
+        at = datetime.fromtimestamp(reset, UTC)
+        seen = self.seen
+        if seen is None or at > seen.reset or (at == seen.reset and remaining < seen.remaining):
+            self.seen = RateLimit(limit=limit, remaining=remaining, reset=at)
+
+    def reserve(self, limit: int) -> int:
+        """Requests kept for people out of `limit`."""
+        return max(self._reserve_floor, math.ceil(limit * self._reserve_share))
+
+    def as_of(self, now: datetime) -> RateLimit | None:
+        """The rate limit as it stands `now`: whole again once its reset has passed."""
+        seen = self.seen
+        if seen is None or now < seen.reset:
+            return seen
+        return RateLimit(limit=seen.limit, remaining=seen.limit, reset=now + WINDOW)
+
+    def open_pass(self, *, now: datetime, every: timedelta) -> PollAllowance:
+        return PollAllowance(self, now=now, every=every)
+
+
+class PollAllowance:
+    """What one pass of the poller may spend (`PollPass`; see the module's docstring)."""
+
+    def __init__(self, budget: RequestBudget, *, now: datetime, every: timedelta) -> None:
+        self._budget = budget
+        self._now = now
+        self._every = every
+        self._start: RateLimit | None = None
+        self._share = 0.0
+
+    def may_poll(self) -> bool:
+        budget = self._budget
+        current = budget.as_of(self._now)
+        if current is None:
+            return True  # nothing known yet: the answers will tell
+        start = self._start
+        if start is None or current.remaining > start.remaining:  # first look, or a new window
+            self._start = start = current
+            self._share = self._pass_share(current)
+        cost = budget.look_cost
+        spent = start.remaining - current.remaining
+        return (
+            current.remaining - cost >= budget.reserve(current.limit)
+            and spent + cost <= self._share
+        )
+
+    def _pass_share(self, at_start: RateLimit) -> float:
+        left = max(at_start.remaining - self._budget.reserve(at_start.limit), 0)
+        to_reset = max(at_start.reset - self._now, self._every)
+        return max(left * (self._every / to_reset), left * self._budget.burst)

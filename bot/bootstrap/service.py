@@ -1,0 +1,222 @@
+"""One service's wiring: its GitHub repository, plan, approvers, lane and controls, built on
+what every service shares (the database, Slack, the outbox, the timers)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.dispatch import DispatchSearch
+from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.protection_rules import ProtectionRules
+from bot.adapters.github.transport import GitHubTransport, github_auth
+from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
+from bot.adapters.slack import lane_words, messages
+from bot.adapters.slack.members import channel_members, group_members, time_zone
+from bot.adapters.slack.npm_board import SlackWalkthroughBoard
+from bot.adapters.slack.npm_steps import WalkthroughSetup
+from bot.config import Settings
+from bot.domain.npm import github_web_url
+from bot.domain.service import Service
+from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
+from bot.services.audit import AuditTrail
+from bot.services.authz import Approvers, Audience, Memberships
+from bot.services.catalog import CommandService, Services
+from bot.services.clock import LoopClock
+from bot.services.controls import ControlService
+from bot.services.effects import EffectRunner
+from bot.services.lane import ReleaseLane
+from bot.services.npm_walkthrough import NpmTokenService
+from bot.services.outbox import Outbox
+from bot.services.reports import RolloutReports
+from bot.services.rollouts import RolloutService
+from bot.services.store_ports import Database
+from bot.services.telemetry import Backlog, Telemetry
+from bot.services.unfollowed_runs import UnfollowedRunRules
+from bot.services.webhooks import GitHubWebhooks
+from storage.audit_log import AuditLog
+from storage.claims import ClaimStore
+from storage.deliveries import DeliveryLog
+from storage.lane_holds import LaneHoldStore
+from storage.protection_rules import ProtectionRuleStore
+from storage.rollout_store import RolloutStore
+from storage.timers import TimerStore
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every service of the app uses: one of each."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    database: Database
+    slack: AsyncWebClient
+    outbox: Outbox
+    timers: TimerStore
+    claims: ClaimStore
+    deliveries: DeliveryLog
+    telemetry: Telemetry
+    backlog: Backlog
+    clock: LoopClock
+    wake: asyncio.Event
+    """Set when a timer is written, so the scheduler looks at once."""
+    trail: AuditTrail
+    budget: RequestBudget
+    """The token's (or App's) rate limit, shared by every service's polls and clicks."""
+
+
+@dataclass
+class Wired:
+    """One service's `Services`, and what to close when the app stops."""
+
+    services: Services
+    github: PyGithubGateway
+    closers: list[PyGithubGateway | NpmTokenService | GitHubWebhooks] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Stop the webhook tasks and the walkthroughs' polls, then close GitHub's client."""
+        for closer in self.closers:
+            await closer.close()
+
+
+def wire_service(shared: Shared, service: Service) -> Wired:
+    """`service`'s controls, rollouts, lane and webhooks, its rows scoped to its name."""
+    settings, sessions, clock = shared.settings, shared.sessions, shared.clock
+    transport = GitHubTransport(
+        api_url=str(settings.github_api_url),
+        **github_auth(settings.github_credentials()),
+        repository=service.repository,
+        timeout=settings.github_timeout,
+        retries=settings.github_retries,
+        backoff=settings.github_retry_backoff,
+        telemetry=shared.telemetry,
+        budget=shared.budget,
+    )
+    rule_requests = ProtectionRuleStore(sessions, service=service.name)
+    installation = transport.installation
+    # Only a GitHub App answers protection rules: a token's answer is refused (404).
+    rules = (
+        ProtectionRules(
+            transport,
+            requests=rule_requests,
+            clock=clock,
+            app_id=installation.app_id,
+            recheck=timedelta(seconds=settings.github_poll_interval),
+        )
+        if installation is not None
+        else None
+    )
+    search = DispatchSearch(delay=settings.github_dispatch_look_interval)
+    github = PyGithubGateway(transport, rules=rules, search=search)
+    approvers = Approvers(service.approvers, resolve_group=group_members(shared.slack))
+    store = RolloutStore(sessions, clock=clock, service=service.name)
+    rollouts = RolloutService(
+        plan=service.plan,
+        effects=EffectRunner(
+            store=store,
+            timers=shared.timers,
+            audit=AuditLog(sessions),
+            github=github,
+            outbox=shared.outbox,
+            clock=clock,
+            on_timer_scheduled=shared.wake.set,
+            telemetry=shared.telemetry,
+            rule_requests=rule_requests,
+        ),
+        metrics=partial(metrics_source, endpoints=MetricsEndpoints.from_settings(settings)),
+        words=messages,
+        dispatch_search=timedelta(seconds=settings.dispatch_search_seconds),
+        service=service.name,
+    )
+    npm_token = _npm_token_service(shared, service, github=github, approvers=approvers)
+    lane = ReleaseLane(
+        holds=LaneHoldStore(sessions, service=service.name),
+        plan=service.plan,
+        clock=clock,
+        words=lane_words,
+    )
+    controls = ControlService(
+        rollouts=rollouts,
+        claims=shared.claims,
+        audit=AuditLog(sessions),
+        trail=shared.trail,
+        approvers=approvers,
+        release_channels=service.release_channels,
+        clock=clock,
+        lane=lane,
+        time_zone_of=time_zone(shared.slack),
+        unfollowed=UnfollowedRunRules(
+            rules=rule_requests,
+            channel_id=service.release_channels[0],
+            timeout=timedelta(seconds=settings.unfollowed_run_timeout),
+            default=settings.unfollowed_run_default,
+        ),
+    )
+    webhooks = GitHubWebhooks(
+        repository=service.repository,
+        rollouts=rollouts,
+        store=store,
+        deliveries=shared.deliveries,
+        rules=rule_requests,
+        clock=clock,
+        telemetry=shared.telemetry,
+        api_url=str(settings.github_api_url),
+        installation_id=(
+            (lambda: installation.installation_id) if installation is not None else None
+        ),
+        unfollowed=controls.unfollowed.kept if controls.unfollowed is not None else None,
+    )
+    # The dispatches `start --at` schedules, and the default answers of runs nobody adopted,
+    # fire from the rollouts' timers.
+    rollouts.dispatches_scheduled_with(controls.scheduled_starts())
+    if controls.unfollowed is not None:
+        rollouts.fires_timers_with(UNFOLLOWED_TIMER, controls.unfollowed)
+    services = Services(
+        service=service,
+        settings=settings,
+        database=shared.database,
+        commands=CommandService(release_channels=service.release_channels),
+        rollouts=rollouts,
+        approvers=approvers,
+        audience=Audience(
+            approvers=approvers,
+            release_channels=service.release_channels,
+            members=Memberships(channel_members(shared.slack), kind="channel"),
+        ),
+        npm_token=npm_token,
+        webhooks=webhooks,
+        lane=lane,
+        controls=controls,
+        reports=RolloutReports(rollouts=store, audit=AuditLog(sessions), clock=clock),
+        telemetry=shared.telemetry,
+        backlog=shared.backlog,
+    )
+    return Wired(services, github, closers=[webhooks, npm_token, github])
+
+
+def _npm_token_service(
+    shared: Shared, service: Service, *, github: PyGithubGateway, approvers: Approvers
+) -> NpmTokenService:
+    """The NPM_TOKEN walkthrough of the service's repository, drawn in Slack."""
+    settings = shared.settings
+    setup = WalkthroughSetup(
+        repository=service.repository,
+        web_url=github_web_url(str(settings.github_api_url)),
+        npm=service.plan.npm,
+    )
+    return NpmTokenService(
+        github=github,
+        board=SlackWalkthroughBoard(shared.slack, setup=setup),
+        approvers=approvers,
+        npm=service.plan.npm,
+        clock=shared.clock,
+        poll_interval=timedelta(seconds=settings.github_poll_interval),
+        claims=shared.claims,
+        service=service.name,
+    )

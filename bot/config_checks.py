@@ -1,0 +1,91 @@
+"""The checks `Settings` makes across variables: the Slack ids' rules, the settings of a bot of
+one service against ROLLOUT_SERVICES, the metrics sources the plans read, and problems listed
+together under their variables' names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from pydantic import SecretStr, ValidationError, ValidationInfo
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+
+from bot.domain.errors import PlanError, ServicesError
+from bot.plan_file import load_plan
+from bot.service_file import APPROVER_ID, APPROVER_RULE, CHANNEL_ID, CHANNEL_RULE, load_services
+
+
+class SlackIds(NamedTuple):
+    """What a list of Slack ids must hold, and what to say when it does not."""
+
+    pattern: re.Pattern[str]
+    bad: str
+
+
+SLACK_IDS = {
+    "release_channels": SlackIds(CHANNEL_ID, CHANNEL_RULE),
+    "rollout_approvers": SlackIds(APPROVER_ID, APPROVER_RULE),
+}
+ONE_SERVICE = ("GITHUB_REPOSITORY", "ROLLOUT_PLAN", "RELEASE_CHANNELS", "ROLLOUT_APPROVERS")
+"""The one service of a bot without ROLLOUT_SERVICES; with it, each service names its own."""
+
+
+def given(value: object) -> bool:
+    """Whether a raw setting was given (an empty value is not)."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, tuple):
+        return bool(value)
+    return value is not None and (not isinstance(value, str) or bool(value.strip()))
+
+
+def with_problems(
+    title: str, errors: Sequence[ErrorDetails], problems: Mapping[str, str]
+) -> ValidationError:
+    """The settings' errors and `problems` (by environment name) as one ValidationError."""
+    details = [
+        InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"], ctx=e.get("ctx", {}))
+        for e in errors
+    ]
+    details += [
+        InitErrorDetails(
+            type=PydanticCustomError("github_settings", text),
+            loc=(name.lower(),),
+            input=None,
+        )
+        for name, text in problems.items()
+    ]
+    return ValidationError.from_exception_data(title, details)
+
+
+def one_service_problem(value: object, info: ValidationInfo, *, required: bool = True) -> bool:
+    """Whether a setting of the one service has nothing more to check: it is not given with
+    ROLLOUT_SERVICES, and given without it (when `required`); raises what is wrong."""
+    if "rollout_services" not in info.data:
+        return True  # the services file is wrong: its problems are said
+    if info.data["rollout_services"] is not None:
+        if given(value):
+            name = (info.field_name or "").upper()
+            raise ValueError(
+                f"each service of ROLLOUT_SERVICES names its own ({', '.join(ONE_SERVICE)} "
+                f"are for a bot of one service): remove {name}"
+            )
+        return True
+    if required and not given(value):
+        raise ValueError("missing")
+    return not given(value)
+
+
+def metrics_sources(info: ValidationInfo) -> set[str]:
+    """The metrics sources of the configured plans (none when a plan itself is invalid)."""
+    try:
+        if info.data.get("rollout_services") is not None:
+            plans = [service.plan for service in load_services(info.data["rollout_services"])]
+        elif "rollout_plan" in info.data and "rollout_services" in info.data:
+            plans = [load_plan(info.data["rollout_plan"])]
+        else:
+            return set()
+    except (PlanError, ServicesError):
+        return set()
+    return {track.metrics.source for plan in plans for track in plan.tracks.values()}

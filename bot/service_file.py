@@ -1,0 +1,113 @@
+"""The services file (`ROLLOUT_SERVICES`): every service the bot releases, read from YAML into
+the domain's `Service`s, every problem of a bad file worded at once under its dotted path
+(`services.billing-api.release_channels[0]: 'general' is not a Slack channel id ...`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from bot.domain.errors import PlanError, ServicesError
+from bot.domain.service import SERVICE_NAME, Service
+from bot.plan_file import invalid_lines, load_plan, read_model
+
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+APPROVER_ID = re.compile(r"[UWS][A-Z0-9]{2,}")
+REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+
+CHANNEL_RULE = "not a Slack channel id (C... or G...)"
+APPROVER_RULE = "not a Slack user id (U..., W...) or group (S...)"
+
+
+def _matching(pattern: re.Pattern[str], rule: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{value!r}: {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+_Text = StringConstraints(strict=True)
+ChannelId = Annotated[str, _Text, _matching(CHANNEL_ID, CHANNEL_RULE)]
+ApproverId = Annotated[str, _Text, _matching(APPROVER_ID, APPROVER_RULE)]
+Repository = Annotated[str, _Text, _matching(REPOSITORY, "not owner/name")]
+ServiceName = Annotated[
+    str,
+    _Text,
+    _matching(
+        SERVICE_NAME,
+        "not a service name: a lowercase letter, then lowercase letters, "
+        "digits or '-' (at most 63)",
+    ),
+]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repository: Repository
+    plan: Annotated[str, _Text] | None = None
+    """The plan file, relative to the services file; the built-in plan when absent."""
+    release_channels: tuple[ChannelId, ...] = Field(min_length=1)
+    approvers: tuple[ApproverId, ...] = Field(min_length=1)
+    failure_channel: ChannelId | None = None
+    """Also told of every failure, with a link to the thread (the plan's
+    `notifications.failure_channel`, for this service)."""
+
+
+class _ServicesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    services: dict[ServiceName, _Entry] = Field(min_length=1)
+
+
+KEYS = "docs/services.md"
+
+
+def load_services(path: Path) -> tuple[Service, ...]:
+    """The services in the YAML file at `path`, in the file's order. Raises ServicesError
+    listing every problem: of the file, of each service, and of each plan file it names."""
+    what = f"the services file {path}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ServicesError(f"cannot read {what}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ServicesError(f"cannot read {what}: it is not UTF-8 text") from None
+    read = read_model(text, _ServicesFile, what=what, keys=KEYS, error=ServicesError)
+    services: list[Service] = []
+    problems: list[str] = []
+    owners: dict[str, str] = {}
+    for name, entry in read.services.items():
+        at = f"services.{name}"
+        owner = owners.setdefault(entry.repository.lower(), name)
+        if owner != name:
+            problems.append(
+                f"{at}.repository: {entry.repository} is already services.{owner}'s "
+                "(GitHub's webhooks name the repository, so one repository is one service)"
+            )
+        try:
+            plan = load_plan(path.parent / entry.plan if entry.plan is not None else None)
+        except PlanError as error:
+            problems.append(f"{at}.plan: {error.message}")
+            continue
+        if entry.failure_channel is not None:
+            told = plan.notifications.model_copy(update={"failure_channel": entry.failure_channel})
+            plan = plan.model_copy(update={"notifications": told})
+        services.append(
+            Service(
+                name=name,
+                repository=entry.repository,
+                plan=plan,
+                release_channels=entry.release_channels,
+                approvers=entry.approvers,
+            )
+        )
+    if problems:
+        raise ServicesError(invalid_lines(what, problems))
+    return tuple(services)

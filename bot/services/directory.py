@@ -1,0 +1,208 @@
+"""Which service a request is for: a command by its channel and the service it names, a click
+by the rollout it is on, a webhook by its repository, a person's App Home by what they may see.
+
+Each service has its own `Services` (plan, repository, channels, approvers, lane); the
+directory only finds the right one, so a click on one service's card never reaches another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.domain.errors import InvalidCommand, NotAReleaseChannel
+from bot.domain.github_events import repository_of
+from bot.domain.plan import RolloutPlan
+from bot.domain.protection_rules import RuleRequest
+from bot.domain.rollout import Rollout
+from bot.domain.rollout_command import (
+    Subcommand,
+    allowed_in_direct_messages,
+    is_direct_message,
+    named_service,
+)
+from bot.services.catalog import Services
+from bot.services.following import Reconciled
+from bot.services.records import Timer
+from bot.services.rollouts import RolloutService
+from bot.services.telemetry import Telemetry
+from bot.services.webhooks import GitHubWebhooks
+
+
+class RolloutLookup(Protocol):
+    """Any service's rollout by its id (the store, not scoped to one service)."""
+
+    async def get(self, rollout_id: str) -> Rollout | None: ...
+
+
+class RunRequests(Protocol):
+    """The protection-rule requests kept for a run, of any service."""
+
+    async def for_run(self, run_id: int) -> list[RuleRequest]: ...
+
+
+class ActiveRollouts(RolloutLookup, Protocol):
+    """Every service's active rollouts, in one read."""
+
+    async def active(self) -> list[Rollout]: ...
+
+    async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]: ...
+
+
+class UnknownService(RuntimeError):
+    """A stored row names a service that is not configured (any more)."""
+
+
+def _names(services: Iterable[Services]) -> str:
+    return ", ".join(f"`{one.service.name}`" for one in services)
+
+
+@dataclass(frozen=True)
+class ServiceDirectory:
+    """Every service's `Services`, in the configured order, and how to find one."""
+
+    each: tuple[Services, ...]
+    rollouts: ActiveRollouts
+    """Every service's rollouts (for routing and the App Home)."""
+    runs: RunRequests
+    _by_name: dict[str, Services] = field(init=False, repr=False, compare=False)
+    _by_repository: dict[str, Services] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {s.service.name: s for s in self.each})
+        object.__setattr__(
+            self, "_by_repository", {s.service.repository.casefold(): s for s in self.each}
+        )
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """What the listeners count (the same for every service)."""
+        return self.each[0].telemetry
+
+    @property
+    def several(self) -> bool:
+        """Whether commands may name a service (more than one is configured)."""
+        return len(self.each) > 1
+
+    def named(self, name: str) -> Services | None:
+        return self._by_name.get(name)
+
+    def in_channel(self, channel_id: str) -> tuple[Services, ...]:
+        """The services released in this channel."""
+        return tuple(s for s in self.each if channel_id in s.service.release_channels)
+
+    def of_repository(self, full_name: str) -> Services | None:
+        """The service of a GitHub repository (`repository.full_name`, any case)."""
+        return self._by_repository.get(full_name.casefold())
+
+    def webhooks_of(self, payload: Mapping[str, Any]) -> GitHubWebhooks:
+        """The webhooks of the service whose repository a delivery is about; a repository of
+        no service goes to the first service's, which ignores (and counts) it."""
+        found = self.of_repository(repository_of(payload))
+        return (found or self.each[0]).webhooks
+
+    async def of_rollout(self, rollout_id: str, *, channel_id: str | None = None) -> Services:
+        """The service a rollout belongs to. A rollout the bot does not know goes to the
+        channel's first service (or the first of all), whose controls refuse it as unknown."""
+        rollout = await self.rollouts.get(rollout_id)
+        if rollout is not None and (found := self.named(rollout.service)) is not None:
+            return found
+        here = self.in_channel(channel_id) if channel_id is not None else ()
+        return (here or self.each)[0]
+
+    async def of_run(self, run_id: int, *, channel_id: str | None = None) -> Services:
+        """The service of a run the bot did not start (its kept protection-rule requests say
+        which repository it is of); a run the bot does not know goes to the channel's first
+        service, whose controls refuse it."""
+        for request in await self.runs.for_run(run_id):
+            if (found := self.named(request.service)) is not None:
+                return found
+        here = self.in_channel(channel_id) if channel_id is not None else ()
+        return (here or self.each)[0]
+
+    def status_of_channel(self, text: str, *, channel_id: str) -> tuple[Services, ...]:
+        """The services a bare `/rollout status` shows in a channel of several: all of them
+        (empty for any other command: `for_command` finds its one service)."""
+        name, _, subcommand = named_service(text, self._by_name)
+        here = self.in_channel(channel_id)
+        if name is None and subcommand is Subcommand.STATUS and len(here) > 1:
+            return here
+        return ()
+
+    def for_command(self, text: str, *, channel_id: str) -> tuple[Services, str]:
+        """The service a `/rollout` command is for, and its text without the service's name:
+        the one it names, else the channel's only one. Raises, listing the choices, when that
+        is missing or ambiguous."""
+        name, rest, subcommand = named_service(text, self._by_name)
+        if name is not None:
+            return self._by_name[name], rest
+        if not self.several or subcommand is Subcommand.HELP:
+            return self.each[0], rest
+        here = self.in_channel(channel_id)
+        if len(here) == 1:
+            return here[0], rest
+        what = subcommand.value if subcommand is not None else "start"
+        if here:
+            raise InvalidCommand(
+                f"This channel releases several services: name one, as in "
+                f"`/rollout {what} {here[0].service.name} ...`. The services here: "
+                f"{_names(here)}."
+            )
+        direct = subcommand is not None and is_direct_message(channel_id)
+        if direct and subcommand is not None and allowed_in_direct_messages(subcommand):
+            raise InvalidCommand(
+                f"Name the service, as in `/rollout {what} {self.each[0].service.name}`. "
+                f"The services: {_names(self.each)}."
+            )
+        raise NotAReleaseChannel(
+            f"`/rollout {what}` only works in a release channel of a service. The services: "
+            + "; ".join(
+                f"`{s.service.name}` in {', '.join(f'<#{c}>' for c in s.service.release_channels)}"
+                for s in self.each
+            )
+            + "."
+        )
+
+
+class EveryService:
+    """What the one scheduler drives (`RolloutFollower`), over every service: the active
+    rollouts of all in one read, each timer and rollout handed to its own service's use cases."""
+
+    def __init__(self, each: Iterable[RolloutService], *, rollouts: ActiveRollouts) -> None:
+        self._by_name = {service.service: service for service in each}
+        self._rollouts = rollouts
+        self._service_of: dict[str, str] = {}
+        """The service of each rollout the last `active` read (what `reconcile` is given)."""
+
+    def _of(self, name: str) -> RolloutService:
+        found = self._by_name.get(name)
+        if found is None:  # a row of a service no longer configured: retried, then dead
+            raise UnknownService(f"no service {name!r} is configured (ROLLOUT_SERVICES)")
+        return found
+
+    async def on_timer(self, timer: Timer) -> None:
+        await self._of(timer.service).on_timer(timer)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        await self._of(timer.service).on_timer_dead(timer, reason=reason)
+
+    async def active(self) -> list[Rollout]:
+        active = await self._rollouts.active()
+        self._service_of = {rollout.id: rollout.service for rollout in active}
+        return active
+
+    async def reconcile(self, rollout_id: str) -> Reconciled:
+        service = self._service_of.get(rollout_id)
+        if service is None:
+            rollout = await self._rollouts.get(rollout_id)
+            if rollout is None:
+                raise UnknownService(f"rollout {rollout_id} is not in the database")
+            service = rollout.service
+        return await self._of(service).reconcile(rollout_id)
+
+    async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:
+        return await self._of(rollout.service).look_again(rollout, last)
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None:
+        await self._of(rollout.service).find_dispatched_run(rollout)

@@ -1,0 +1,153 @@
+"""The GitHub App's REST endpoints on the GitHub simulator, authenticated by its JWT (the
+request pipeline checked it): the App, its installation on a repository, its installation
+tokens, and the custom deployment protection rules it has on an environment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from bot.services.doctor_app import grants
+from sandbox import github_json as shapes
+from sandbox.github_app import BOT_EVENTS, BOT_PERMISSIONS, SandboxApp
+from sandbox.github_json import Json
+from sandbox.github_routes import BODY, SimulatorRoutes, invalid, json_response, not_found
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class AppRoutes(SimulatorRoutes):
+    """The App's endpoints, authenticated by its JWT (`RequestPipeline` checked it)."""
+
+    @property
+    def app(self) -> SandboxApp:
+        assert self.sim.app is not None
+        return self.sim.app
+
+    def register(self, app: web.Application, prefix: str) -> None:
+        app.router.add_get(f"{prefix}/app", self.get_app)
+        app.router.add_get(f"{prefix}/repos/{{owner}}/{{repo}}/installation", self.get_installation)
+        app.router.add_post(
+            f"{prefix}/app/installations/{{installation_id:\\d+}}/access_tokens", self.create_token
+        )
+        app.router.add_get(
+            f"{prefix}/repos/{{owner}}/{{repo}}/environments/{{name}}/deployment_protection_rules",
+            self.list_protection_rules,
+        )
+
+    async def list_protection_rules(self, request: web.Request) -> web.Response:
+        """`GET .../environments/{name}/deployment_protection_rules`: the custom rules enabled."""
+        repository = self._repository(request)
+        name = request.match_info["name"]
+        if name not in repository.engine.environments:
+            raise not_found()
+        sandbox_app, urls = self.app, repository.urls
+        rules = []
+        if name in repository.app_rule_environments:
+            rule_id = shapes.stable_id(f"rule:{name}")  # the App's rule: one id everywhere
+            rules.append(
+                {
+                    "id": rule_id,
+                    "node_id": shapes.node_id("DPR", rule_id),
+                    "enabled": True,
+                    "app": {
+                        "id": sandbox_app.app_id,
+                        "node_id": shapes.node_id("App", sandbox_app.app_id),
+                        "slug": sandbox_app.slug,
+                        "integration_url": f"{urls.api}/apps/{sandbox_app.slug}",
+                    },
+                }
+            )
+        return json_response(
+            {"total_count": len(rules), "custom_deployment_protection_rules": rules}
+        )
+
+    def _owner(self, repository: str) -> Json:
+        return shapes.user(self.sim.urls, repository.split("/")[0], kind="Organization")
+
+    async def get_app(self, request: web.Request) -> web.Response:
+        sandbox_app = self.app
+        return json_response(
+            {
+                "id": sandbox_app.app_id,
+                "slug": sandbox_app.slug,
+                "node_id": shapes.node_id("App", sandbox_app.app_id),
+                "client_id": f"Iv23li{sandbox_app.app_id}",
+                "owner": self._owner(self.sim.repository),
+                "name": sandbox_app.slug,
+                "description": "Drives staged releases from Slack",
+                "external_url": "https://rollout.example.com",
+                "html_url": f"{self.sim.html_url}/apps/{sandbox_app.slug}",
+                "created_at": shapes.iso(shapes.CREATED),
+                "updated_at": shapes.iso(shapes.CREATED),
+                "permissions": dict(BOT_PERMISSIONS),
+                "events": list(BOT_EVENTS),
+                "installations_count": 1 if sandbox_app.installed else 0,
+            }
+        )
+
+    async def get_installation(self, request: web.Request) -> web.Response:
+        """The App's installation that includes the repository (GitHub: 404 for one it was
+        not given). One installation covers every repository, whatever its owner's account."""
+        repository = self._repository(request).repository
+        if not self.app.covers(repository):
+            raise not_found()
+        return json_response(self._installation(repository))
+
+    def _installation(self, repository: str) -> Json:
+        sandbox_app, urls = self.app, self.sim.urls
+        number = sandbox_app.installation_id
+        owner = repository.split("/")[0]
+        return {
+            "id": number,
+            "account": self._owner(repository),
+            "repository_selection": "all" if sandbox_app.repositories is None else "selected",
+            "access_tokens_url": f"{urls.api}/app/installations/{number}/access_tokens",
+            "repositories_url": f"{urls.api}/installation/repositories",
+            "html_url": f"{urls.html}/organizations/{owner}/settings/installations/{number}",
+            "app_id": sandbox_app.app_id,
+            "app_slug": sandbox_app.slug,
+            "target_id": shapes.stable_id(owner),
+            "target_type": "Organization",
+            "permissions": dict(sandbox_app.permissions),
+            "events": list(sandbox_app.events),
+            "created_at": shapes.iso(shapes.CREATED),
+            "updated_at": shapes.iso(shapes.CREATED),
+            "single_file_name": None,
+            "has_multiple_single_files": False,
+            "single_file_paths": [],
+            "suspended_by": None,
+            "suspended_at": None,
+        }
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        sandbox_app = self.app
+        if (
+            not sandbox_app.installed
+            or int(request.match_info["installation_id"]) != sandbox_app.installation_id
+        ):
+            raise not_found()
+        requested = _requested_permissions(request)
+        if any(
+            not grants(sandbox_app.permissions, name, level) for name, level in requested.items()
+        ):
+            raise invalid("The permissions requested are not granted to this installation.")
+        issued = sandbox_app.mint(requested)
+        return json_response(
+            {
+                "token": issued.token,
+                "expires_at": _iso(issued.expires_at),
+                "permissions": issued.permissions,
+                "repository_selection": "all" if sandbox_app.repositories is None else "selected",
+            },
+            201,
+        )
+
+
+def _requested_permissions(request: web.Request) -> dict[str, str]:
+    body = request[BODY]
+    permissions = body.get("permissions") if isinstance(body, dict) else None
+    return {str(k): str(v) for k, v in permissions.items()} if isinstance(permissions, dict) else {}

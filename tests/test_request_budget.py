@@ -1,0 +1,243 @@
+"""The GitHub request budget: polls spread over passes and never spend the reserve kept for
+people, and a person's click never waits behind polls in the transport's pool.
+
+The poller's tests drive `RunPoller` on a rollout service of their own whose every look spends
+what a look that changed costs (GitHub's answers, as the transport hands them to the budget);
+the transport's run real PyGithub against the GitHub simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cleared import cleared_rollout
+
+from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.dispatch import DispatchSearch
+from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.transport import GitHubTransport
+from bot.adapters.telemetry import PrometheusTelemetry
+from bot.domain.rollout import Phase, Rollout
+from bot.plan_file import load_plan
+from bot.services.following import Reconciled
+from bot.services.polling import RunPoller, is_polling, polling
+from bot.version import build
+from sandbox.clock import ManualClock
+from sandbox.config import GITHUB_TOKEN, REPOSITORY
+from sandbox.github import GitHubSimulator
+from sandbox.workflows import deployment_strategy_workflow
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+EVERY = timedelta(seconds=10)
+LIMIT = 5000
+RESERVE = 1000  # 20% of the limit
+COST = 4
+PLAN = load_plan(None)
+
+
+def running(name: str, run_id: int) -> Rollout:
+    return replace(
+        cleared_rollout(PLAN, now=NOW, rollout_id=name), phase=Phase.RUNNING, run_id=run_id
+    )
+
+
+class ChangingRuns:
+    """Active rollouts whose every look finds a change: it costs `COST` requests of the
+    budget's window, as GitHub's answers would report them."""
+
+    def __init__(self, budget: RequestBudget, names: list[str]) -> None:
+        self.budget = budget
+        self.rollouts = [running(name, run_id) for run_id, name in enumerate(names, start=1)]
+        self.looked: list[str] = []
+
+    async def active(self) -> list[Rollout]:
+        return self.rollouts
+
+    async def reconcile(self, rollout_id: str) -> Reconciled:
+        assert is_polling()  # the transport keeps a worker free of these calls
+        self.looked.append(rollout_id)
+        if (seen := self.budget.seen) is None:  # GitHub's first answer
+            reset = int((NOW + timedelta(hours=1)).timestamp())
+            self.budget.observe(limit=LIMIT, remaining=RESERVE + COST + 1, reset=reset)
+        else:
+            reset = int(seen.reset.timestamp())
+            self.budget.observe(limit=seen.limit, remaining=seen.remaining - COST, reset=reset)
+        [rollout] = [rollout for rollout in self.rollouts if rollout.id == rollout_id]
+        return Reconciled(version=rollout.version)
+
+    async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:
+        return await self.reconcile(rollout.id)
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None:
+        raise AssertionError("no rollout is dispatching")
+
+
+def deferred(telemetry: PrometheusTelemetry) -> float:
+    return telemetry.registry.get_sample_value("rollout_bot_github_polls_deferred_total") or 0.0
+
+
+def poller_on(
+    budget: RequestBudget, names: list[str]
+) -> tuple[RunPoller, ChangingRuns, ManualClock, PrometheusTelemetry]:
+    clock = ManualClock(NOW)
+    runs = ChangingRuns(budget, names)
+    telemetry = PrometheusTelemetry(build())
+    poller = RunPoller(
+        service=runs, clock=clock, poll_interval=EVERY, budget=budget, telemetry=telemetry
+    )
+    return poller, runs, clock, telemetry
+
+
+async def test_near_exhaustion_polls_are_put_off_and_resume_after_the_reset() -> None:
+    budget = RequestBudget()
+    reset = NOW + timedelta(minutes=30)
+    budget.observe(limit=LIMIT, remaining=RESERVE + COST - 1, reset=int(reset.timestamp()))
+    poller, runs, clock, telemetry = poller_on(budget, ["a", "b"])
+
+    for _ in range(3):
+        await poller.poll()
+        clock.advance(EVERY)
+    assert runs.looked == []  # one more look could spend the reserve
+    assert deferred(telemetry) == 6
+    assert set(poller.deferred) == {"a", "b"}
+
+    clock.advance(reset - clock())  # GitHub's limit is whole again
+    await poller.poll()
+    assert runs.looked == ["a", "b"]
+    assert poller.deferred == {}
+
+
+async def test_looks_put_off_go_first_at_the_next_pass_and_none_starves() -> None:
+    budget = RequestBudget()
+    reset = NOW + timedelta(hours=1)
+    # 100 requests above the reserve: a pass may spend a tenth of them, two looks.
+    budget.observe(limit=LIMIT, remaining=RESERVE + 100, reset=int(reset.timestamp()))
+    poller, runs, clock, telemetry = poller_on(budget, ["a", "b", "c", "d", "e"])
+
+    passes = []
+    for _ in range(4):
+        before = len(runs.looked)
+        await poller.poll()
+        passes.append(runs.looked[before:])
+        clock.advance(EVERY)
+
+    # a and b are due again at the second pass, but c and d have waited longer; then e.
+    # Each pass may spend a tenth of what is left: the fourth, one look.
+    assert passes == [["a", "b"], ["c", "d"], ["e", "a"], ["b"]]
+    assert deferred(telemetry) == 3 + 3 + 3 + 3
+    seen = budget.seen
+    assert seen is not None and seen.remaining == RESERVE + 100 - 7 * COST
+
+
+async def test_before_githubs_first_answer_a_look_goes_and_its_answer_paces_the_rest() -> None:
+    poller, runs, _, telemetry = poller_on(RequestBudget(), ["a", "b", "c"])
+
+    await poller.poll()
+
+    assert runs.looked == ["a"]  # GitHub answered: one more look could spend the reserve
+    assert deferred(telemetry) == 2
+
+
+# -- the transport ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def gh() -> AsyncIterator[GitHubSimulator]:
+    async with GitHubSimulator(token=GITHUB_TOKEN, fault_delay=0.5) as sim:
+        yield sim
+
+
+def gateway_on(
+    gh: GitHubSimulator, budget: RequestBudget, *, telemetry: PrometheusTelemetry | None = None
+) -> PyGithubGateway:
+    transport = GitHubTransport(
+        api_url=gh.api_url,
+        token=GITHUB_TOKEN,
+        repository=REPOSITORY,
+        max_workers=2,
+        budget=budget,
+        **({"telemetry": telemetry} if telemetry is not None else {}),
+    )
+    return PyGithubGateway(transport, search=DispatchSearch(attempts=3, delay=0.01))
+
+
+async def test_polls_never_spend_the_reserve_a_person_may(gh: GitHubSimulator) -> None:
+    budget = RequestBudget()
+    telemetry = PrometheusTelemetry(build())
+    gateway = gateway_on(gh, budget, telemetry=telemetry)
+    try:
+        runs = [gh.create_foreign_run() for _ in range(4)]
+        gh.rate_limit_remaining = RESERVE + 10
+        now = datetime.now(UTC)  # the simulator's reset is an hour from its wall clock
+        first = await gateway.snapshot(runs[0])  # a person's look: the budget learns
+        seen = budget.seen
+        assert seen is not None and (seen.limit, seen.remaining) == (LIMIT, RESERVE + 6)
+
+        # A pass as long as the window may spend all that is left above the reserve.
+        allowance = budget.open_pass(now=now, every=timedelta(hours=1))
+        looked = []
+        for run_id in runs[1:]:
+            if allowance.may_poll():
+                with polling():
+                    await gateway.snapshot(run_id)
+                looked.append(run_id)
+        assert looked == runs[1:2]  # a second look could have dipped into the reserve
+        assert gh.rate_limit_remaining == RESERVE + 2
+
+        # The reserve is people's: a click's look goes, and unchanged answers cost nothing.
+        assert await gateway.snapshot(runs[0]) == first
+        assert gh.rate_limit_remaining == RESERVE + 2
+        not_modified = telemetry.registry.get_sample_value("rollout_bot_github_not_modified_total")
+        assert not_modified == 4  # the run, its jobs, its waiting, its reviews
+        await gateway.snapshot(runs[3])
+        assert gh.rate_limit_remaining == RESERVE - 2
+    finally:
+        await gateway.close()
+
+
+async def test_a_click_goes_through_while_polls_hold_the_pool(gh: GitHubSimulator) -> None:
+    gateway = gateway_on(gh, RequestBudget())
+    try:
+        inputs = {**deployment_strategy_workflow().default_inputs(), "relay_image_tag": "v1.4.2"}
+        started = await gateway.dispatch(
+            workflow_file="deployment-strategy.yml",
+            ref="main",
+            inputs=inputs,
+            dispatched_at=datetime.now(UTC),
+        )
+        slow = gh.create_foreign_run()
+        # GitHub holds its answers to the poller's reads of the slow run.
+        gh.fault_next("GET", f"/repos/*/actions/runs/{slow}", "timeout", times=2)
+
+        async def poll() -> None:
+            with polling():
+                await gateway.snapshot(slow)
+
+        polls = [asyncio.create_task(poll()) for _ in range(2)]
+        for _ in range(200):  # until GitHub holds the first poll's answer
+            if gh.faults_injected["timeout"]:
+                break
+            await asyncio.sleep(0.01)
+        assert gh.faults_injected["timeout"] == 1
+
+        approved = await gateway.review(
+            run_id=started.run_id, environments=["relay-canary-5"], state="approved", comment=""
+        )
+
+        assert approved
+        assert not any(task.done() for task in polls)  # the click did not wait for them
+        await asyncio.gather(*polls)
+        assert gh.faults_injected["timeout"] == 2
+    finally:
+        await gateway.close()
+
+
+def test_a_transport_keeps_a_worker_for_people() -> None:
+    with pytest.raises(ValueError, match="one is kept for people's calls"):
+        GitHubTransport(
+            api_url="http://127.0.0.1:9", token=GITHUB_TOKEN, repository=REPOSITORY, max_workers=1
+        )
