@@ -30,6 +30,7 @@ from bot.adapters.telemetry import PrometheusTelemetry
 from bot.bootstrap.service import Shared, Wired, wire_service
 from bot.config import Settings
 from bot.domain.service import Service
+from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.audit import AuditTrail
 from bot.services.clock import LoopClock, SystemClock
 from bot.services.directory import EveryService, ServiceDirectory
@@ -162,7 +163,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             wake=shared.wake,
             owner=owner,
             telemetry=telemetry,
-            sweep=_sweeps(directory),
+            sweep=_sweeps(directory, ProtectionRuleStore(sessions)),
             budget=shared.budget,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
@@ -212,15 +213,24 @@ def _outbox(
     )
 
 
-def _sweeps(directory: ServiceDirectory) -> Callable[[], Awaitable[None]] | None:
-    """Each service's sweep of kept protection-rule requests that have no card (App mode)."""
-    runs = [s.controls.unfollowed for s in directory.each if s.controls.unfollowed is not None]
+def _sweeps(
+    directory: ServiceDirectory, rules: ProtectionRuleStore
+) -> Callable[[], Awaitable[None]] | None:
+    """The sweep of kept protection-rule requests that have no card (App mode): every
+    service's read in one query, each handed to its service."""
+    runs = {
+        s.service.name: s.controls.unfollowed
+        for s in directory.each
+        if s.controls.unfollowed is not None
+    }
     if not runs:
         return None
 
     async def sweep() -> None:
-        for one in runs:
-            await one.sweep()
+        found = await rules.without_timer(UNFOLLOWED_TIMER)
+        for name, one in runs.items():
+            if its := [request for request in found if request.service == name]:
+                await one.sweep(its)
 
     return sweep
 

@@ -121,7 +121,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         effects=EffectRunner(
             store=store,
             timers=shared.timers,
-            audit=AuditLog(sessions),
+            audit=AuditLog(sessions, service=service.name),
             github=github,
             outbox=shared.outbox,
             clock=clock,
@@ -144,7 +144,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     controls = ControlService(
         rollouts=rollouts,
         claims=shared.claims,
-        audit=AuditLog(sessions),
+        audit=AuditLog(sessions, service=service.name),
         trail=shared.trail,
         approvers=approvers,
         release_channels=service.release_channels,
@@ -193,7 +193,9 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         webhooks=webhooks,
         lane=lane,
         controls=controls,
-        reports=RolloutReports(rollouts=store, audit=AuditLog(sessions), clock=clock),
+        reports=RolloutReports(
+            rollouts=store, audit=AuditLog(sessions, service=service.name), clock=clock
+        ),
         telemetry=shared.telemetry,
         backlog=shared.backlog,
     )
