@@ -132,6 +132,9 @@ class Settings(DatabaseSettings):
     github_timeout: int = Field(default=15, ge=1, le=300)
     github_retries: int = Field(default=4, ge=0, le=10)
     github_retry_backoff: float = Field(default=0.5, ge=0, le=60)
+    github_dispatch_look_interval: float = Field(default=1.0, gt=0, le=60)
+    """Seconds between the ten looks for the run a dispatch started, right after it (GitHub
+    lists a new run only after a moment)."""
 
     rollout_plan: Path | None = None
     release_channels: CommaList = Field(default=(), validate_default=True)

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 
 import aiohttp
@@ -80,10 +80,6 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", metrics.scrape)
     return app
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[None]:
@@ -282,7 +278,7 @@ async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta)
 
 def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
     """The audit timelines, read from the database (for `/rollout history` and the CLI)."""
-    return AuditTrail(rollouts=RolloutStore(sessions, clock=utc_now), log=AuditLog(sessions))
+    return AuditTrail(rollouts=RolloutStore(sessions, clock=SystemClock()), log=AuditLog(sessions))
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:

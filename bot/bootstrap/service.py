@@ -12,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.transport import GitHubTransport, github_auth
@@ -114,7 +115,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         if installation is not None
         else None
     )
-    github = PyGithubGateway(transport, rules=rules)
+    search = DispatchSearch(delay=settings.github_dispatch_look_interval)
+    github = PyGithubGateway(transport, rules=rules, search=search)
     approvers = Approvers(service.approvers, resolve_group=group_members(shared.slack))
     store = RolloutStore(sessions, clock=clock, service=service.name)
     rollouts = RolloutService(
