@@ -28,6 +28,8 @@ from sandbox.harness import Sandbox
 from sandbox.signing import slack_signature_headers
 from storage.outbox import OutboxStore
 
+pytestmark = pytest.mark.story
+
 PROMOTED = "<@U0RELMGR01> promoted Hosted relay to *50%*"
 
 
@@ -105,6 +107,7 @@ async def test_a_post_rate_limited_three_times_is_delivered_after_the_waits(
     assert PROMOTED in lines[before]
 
 
+@pytest.mark.database_matters
 async def test_fifty_duplicate_clicks_use_their_response_url_at_most_five_times(
     sandbox: Sandbox,
 ) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 
 import aiohttp
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.adapters.github.budget import RequestBudget
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import slack_session
+from bot.adapters.slack.members import channel_members
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.bootstrap.service import Shared, Wired, wire_service
@@ -32,6 +33,7 @@ from bot.config import Settings
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.audit import AuditTrail
+from bot.services.authz import Memberships
 from bot.services.clock import LoopClock, SystemClock
 from bot.services.directory import EveryService, ServiceDirectory
 from bot.services.outbox import Outbox
@@ -78,10 +80,6 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", metrics.scrape)
     return app
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[None]:
@@ -133,6 +131,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             # One App with repositories of several owners has an installation (and a rate
             # limit) per owner; their polls are paced by one budget (docs/github-polling.md).
             budget=RequestBudget(),
+            members=Memberships(channel_members(slack), kind="channel", keep_failures=True),
         )
         for service in configured:
             wired.append(wire_service(shared, service))
@@ -279,7 +278,7 @@ async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta)
 
 def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
     """The audit timelines, read from the database (for `/rollout history` and the CLI)."""
-    return AuditTrail(rollouts=RolloutStore(sessions, clock=utc_now), log=AuditLog(sessions))
+    return AuditTrail(rollouts=RolloutStore(sessions, clock=SystemClock()), log=AuditLog(sessions))
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:

@@ -12,12 +12,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
 from bot.adapters.slack import lane_words, messages
-from bot.adapters.slack.members import channel_members, group_members, time_zone
+from bot.adapters.slack.members import group_members, time_zone
 from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
@@ -68,6 +69,8 @@ class Shared:
     trail: AuditTrail
     budget: RequestBudget
     """The token's (or App's) rate limit, shared by every service's polls and clicks."""
+    members: Memberships
+    """Who is in which channel (one cache: services share channels)."""
 
 
 @dataclass
@@ -107,11 +110,13 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             clock=clock,
             app_id=installation.app_id,
             recheck=timedelta(seconds=settings.github_poll_interval),
+            service=service.name,
         )
         if installation is not None
         else None
     )
-    github = PyGithubGateway(transport, rules=rules)
+    search = DispatchSearch(delay=settings.github_dispatch_look_interval)
+    github = PyGithubGateway(transport, rules=rules, search=search)
     approvers = Approvers(service.approvers, resolve_group=group_members(shared.slack))
     store = RolloutStore(sessions, clock=clock, service=service.name)
     rollouts = RolloutService(
@@ -138,6 +143,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         plan=service.plan,
         clock=clock,
         words=lane_words,
+        service=service.name,
     )
     controls = ControlService(
         rollouts=rollouts,
@@ -158,6 +164,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     )
     webhooks = GitHubWebhooks(
         repository=service.repository,
+        service=service.name,
         rollouts=rollouts,
         store=store,
         deliveries=shared.deliveries,
@@ -185,7 +192,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         audience=Audience(
             approvers=approvers,
             release_channels=service.release_channels,
-            members=Memberships(channel_members(shared.slack), kind="channel"),
+            members=shared.members,
         ),
         npm_token=npm_token,
         webhooks=webhooks,
