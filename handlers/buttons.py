@@ -190,13 +190,13 @@ def _opens(directory: ServiceDirectory, form: Form) -> Listener:
     return acknowledged(directory.telemetry, waits=False)(opens)
 
 
-def register(app: Routes, directory: ServiceDirectory) -> None:
+def register(routes: Routes, directory: ServiceDirectory) -> None:
     for action, act in CLICKS.items():
-        app.action(action)(_clicked(directory, act))
+        routes.action(action)(_clicked(directory, act))
     for action, form in FORMS.items():
-        app.action(action)(_opens(directory, form))
+        routes.action(action)(_opens(directory, form))
     for callback, submission in SUBMISSIONS.items():
-        app.view(callback)(_submitted(directory, submission))
+        routes.view(callback)(_submitted(directory, submission))
 
 
 _FOREIGN_FORM = "This form was not made by this bot (or by an older version): open it again."

@@ -67,6 +67,6 @@ def _clicked(directory: ServiceDirectory, action: NpmAction, step: Step) -> List
     return acknowledged(directory.telemetry)(clicked)
 
 
-def register(app: Routes, directory: ServiceDirectory) -> None:
+def register(routes: Routes, directory: ServiceDirectory) -> None:
     for action, step in NPM_CLICKS.items():
-        app.action(action)(_clicked(directory, action, step))
+        routes.action(action)(_clicked(directory, action, step))

@@ -76,9 +76,9 @@ def _opens_override(directory: ServiceDirectory) -> Listener:
     return acknowledged(directory.telemetry, waits=False)(opens)
 
 
-def register(app: Routes, directory: ServiceDirectory) -> None:
+def register(routes: Routes, directory: ServiceDirectory) -> None:
     if all(services.controls.unfollowed is None for services in directory.each):
         return
     for action, act in RUN_CLICKS.items():
-        app.action(action)(_clicked(directory, act))
-    app.action(Action.OVERRIDE_ADOPT)(_opens_override(directory))
+        routes.action(action)(_clicked(directory, act))
+    routes.action(Action.OVERRIDE_ADOPT)(_opens_override(directory))
