@@ -18,7 +18,7 @@ def help_blocks() -> list[BlockJson]:
 
 SEVERAL_SERVICES = (
     "In a channel of several services, name the service right after the subcommand: "
-    "`/rollout start billing-api v1.4.2`."
+    "`/rollout start <service> <tag>`."
 )
 
 
