@@ -20,7 +20,7 @@ from pydantic import (
 
 from bot.domain.errors import PlanError, ServicesError
 from bot.domain.service import SERVICE_NAME, Service
-from bot.plan_file import invalid_lines, load_plan, problem_lines, read_model
+from bot.plan_file import invalid_lines, load_plan, problem_lines, read_model, read_text
 
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 APPROVER_ID = re.compile(r"[UWS][A-Z0-9]{2,}")
@@ -77,12 +77,7 @@ def load_services(path: Path) -> tuple[Service, ...]:
     """The services in the YAML file at `path`, in the file's order. Raises ServicesError
     listing every problem: of the file, of each service, and of each plan file it names."""
     what = f"the services file {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ServicesError(f"cannot read {what}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ServicesError(f"cannot read {what}: it is not UTF-8 text") from None
+    text = read_text(path, what, ServicesError)
     read = read_model(text, _ServicesFile, what=what, keys=KEYS, error=ServicesError)
     services: list[Service] = []
     problems: list[str] = []
