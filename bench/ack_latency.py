@@ -11,7 +11,9 @@ changed). Before the next burst the bot's answers on the response_urls are await
 pays for the last one's work.
 
 Prints, per request kind, p50/p99 of the HTTP answer and the throughput (requests / burst
-time) of each app, and the ratios. Slack gives an app 3 seconds.
+time) of each app over all rounds, and the ratios; then the median (and range) of the ratios
+taken round by round, which a load coming and going on a shared machine moves less. Slack
+gives an app 3 seconds.
 
 Usage: python bench/ack_latency.py [CONCURRENT] [ROUNDS] [--profile FILE]
 (`--profile` runs the bot in this process instead, under cProfile, and writes the statistics
@@ -60,12 +62,14 @@ class Figures:
 
     times: list[float] = field(default_factory=list)
     burst_seconds: float = 0.0
+    bursts: list[tuple[list[float], float]] = field(default_factory=list)
+    """Each burst's answer times and its duration, in the order of the rounds."""
     cpu_seconds: float = 0.0
     """CPU time of the app's process from the start of each burst until its work on the
     burst was done (for the bot: its answers on the response_urls arrived)."""
 
     def p(self, percentile: int) -> float:
-        return statistics.quantiles(self.times, n=100, method="inclusive")[percentile - 1]
+        return _percentile(self.times, percentile)
 
     @property
     def throughput(self) -> float:
@@ -74,6 +78,21 @@ class Figures:
     @property
     def cpu_per_request(self) -> float:
         return self.cpu_seconds / len(self.times)
+
+
+def _percentile(times: list[float], percentile: int) -> float:
+    return statistics.quantiles(times, n=100, method="inclusive")[percentile - 1]
+
+
+def round_ratios(bot: Figures, bare: Figures) -> tuple[list[float], list[float]]:
+    """Per round, the bot's p99 over the bare app's, and its throughput over the bare app's:
+    the two bursts of a round ran a moment apart, so a load that comes and goes on a shared
+    machine moves both, where the pooled figures mix a quiet round of one with a busy one of
+    the other."""
+    pairs = list(zip(bot.bursts, bare.bursts, strict=True))
+    p99 = [_percentile(b, 99) / _percentile(a, 99) for (b, _), (a, _) in pairs]
+    throughput = [(len(b) / tb) / (len(a) / ta) for (b, tb), (a, ta) in pairs]
+    return p99, throughput
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -149,8 +168,11 @@ async def burst(
         return time.perf_counter() - start
 
     start = time.perf_counter()
-    into.times += await asyncio.gather(*(one(body, headers) for body, headers in signed))
-    into.burst_seconds += time.perf_counter() - start
+    times = await asyncio.gather(*(one(body, headers) for body, headers in signed))
+    seconds = time.perf_counter() - start
+    into.times += times
+    into.burst_seconds += seconds
+    into.bursts.append((times, seconds))
 
 
 async def run(concurrent: int, rounds: int, profile: Path | None) -> dict[str, dict[str, Figures]]:
@@ -211,6 +233,12 @@ def report(figures: dict[str, dict[str, Figures]], concurrent: int, rounds: int)
             f"CPU {bot.cpu_per_request * 1000:.1f} | {bare.cpu_per_request * 1000:.1f} ms/request; "
             f"p99 ratio {bot.p(99) / bare.p(99):.2f}x (goal <= 1.5), "
             f"throughput ratio {bot.throughput / bare.throughput:.2f}x (goal >= 0.7)"
+        )
+        p99, throughput = round_ratios(bot, bare)
+        print(
+            f"  per round (median, range): p99 ratio {statistics.median(p99):.2f}x "
+            f"({min(p99):.2f}-{max(p99):.2f}), throughput ratio "
+            f"{statistics.median(throughput):.2f}x ({min(throughput):.2f}-{max(throughput):.2f})"
         )
 
 

@@ -30,6 +30,7 @@ from bot.config_checks import (
     given,
     metrics_sources,
     one_service_problem,
+    service_owners,
     with_problems,
 )
 from bot.domain.errors import PlanError, ServicesError
@@ -131,6 +132,9 @@ class Settings(DatabaseSettings):
     github_timeout: int = Field(default=15, ge=1, le=300)
     github_retries: int = Field(default=4, ge=0, le=10)
     github_retry_backoff: float = Field(default=0.5, ge=0, le=60)
+    github_dispatch_look_interval: float = Field(default=1.0, gt=0, le=60)
+    """Seconds between the ten looks for the run a dispatch started, right after it (GitHub
+    lists a new run only after a moment)."""
 
     rollout_plan: Path | None = None
     release_channels: CommaList = Field(default=(), validate_default=True)
@@ -211,6 +215,18 @@ class Settings(DatabaseSettings):
                 load_services(value)
             except ServicesError as error:  # names the file, each key and its problem
                 raise ValueError(error.message) from None
+        return value
+
+    @field_validator("github_app_installation_id")
+    @classmethod
+    def _installation(cls, value: int | None, info: ValidationInfo) -> int | None:
+        owners = service_owners(info)
+        if value is not None and len(owners) > 1:
+            raise ValueError(
+                f"an App has one installation per owner, and the services' repositories have "
+                f"{len(owners)} ({', '.join(sorted(owners))}): leave it unset, the bot finds "
+                "each repository's installation"
+            )
         return value
 
     @field_validator("github_repository")

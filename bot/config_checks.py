@@ -29,6 +29,10 @@ SLACK_IDS = {
 }
 ONE_SERVICE = ("GITHUB_REPOSITORY", "ROLLOUT_PLAN", "RELEASE_CHANNELS", "ROLLOUT_APPROVERS")
 """The one service of a bot without ROLLOUT_SERVICES; with it, each service names its own."""
+_NOT_BOTH = (
+    f"each service of ROLLOUT_SERVICES names its own ({', '.join(ONE_SERVICE)} are for a bot "
+    "of one service): remove {name}"
+)
 
 
 def given(value: object) -> bool:
@@ -62,19 +66,28 @@ def with_problems(
 def one_service_problem(value: object, info: ValidationInfo, *, required: bool = True) -> bool:
     """Whether a setting of the one service has nothing more to check: it is not given with
     ROLLOUT_SERVICES, and given without it (when `required`); raises what is wrong."""
-    if "rollout_services" not in info.data:
-        return True  # the services file is wrong: its problems are said
+    if "rollout_services" not in info.data:  # given, and wrong: its problems are said too
+        if given(value):
+            raise ValueError(_NOT_BOTH.format(name=(info.field_name or "").upper()))
+        return True
     if info.data["rollout_services"] is not None:
         if given(value):
-            name = (info.field_name or "").upper()
-            raise ValueError(
-                f"each service of ROLLOUT_SERVICES names its own ({', '.join(ONE_SERVICE)} "
-                f"are for a bot of one service): remove {name}"
-            )
+            raise ValueError(_NOT_BOTH.format(name=(info.field_name or "").upper()))
         return True
     if required and not given(value):
         raise ValueError("missing")
     return not given(value)
+
+
+def service_owners(info: ValidationInfo) -> set[str]:
+    """The owners of the services' repositories (none without a valid services file)."""
+    path = info.data.get("rollout_services")
+    if path is None:
+        return set()
+    try:
+        return {service.repository.split("/")[0].casefold() for service in load_services(path)}
+    except ServicesError:
+        return set()
 
 
 def metrics_sources(info: ValidationInfo) -> set[str]:

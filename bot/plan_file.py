@@ -30,13 +30,17 @@ def load_plan(path: Path | None) -> RolloutPlan:
     if path is None:
         default = resources.files("bot.domain").joinpath("default_plan.yml")
         return parse_plan(default.read_text(encoding="utf-8"), "the built-in plan")
+    return parse_plan(read_text(path, f"the rollout plan {path}", PlanError), str(path))
+
+
+def read_text(path: Path, what: str, error: type[RolloutError]) -> str:
+    """The UTF-8 text of the file at `path`, `what` names it when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise PlanError(f"cannot read the rollout plan {path}: {error.strerror}") from None
+        return path.read_text(encoding="utf-8")
+    except OSError as problem:
+        raise error(f"cannot read {what}: {problem.strerror}") from None
     except UnicodeDecodeError:
-        raise PlanError(f"cannot read the rollout plan {path}: it is not UTF-8 text") from None
-    return parse_plan(text, str(path))
+        raise error(f"cannot read {what}: it is not UTF-8 text") from None
 
 
 def parse_plan(text: str, source: str) -> RolloutPlan:

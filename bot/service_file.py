@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from bot.domain.errors import PlanError, ServicesError
 from bot.domain.service import SERVICE_NAME, Service
-from bot.plan_file import invalid_lines, load_plan, read_model
+from bot.plan_file import invalid_lines, load_plan, problem_lines, read_model, read_text
 
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 APPROVER_ID = re.compile(r"[UWS][A-Z0-9]{2,}")
@@ -36,15 +43,9 @@ _Text = StringConstraints(strict=True)
 ChannelId = Annotated[str, _Text, _matching(CHANNEL_ID, CHANNEL_RULE)]
 ApproverId = Annotated[str, _Text, _matching(APPROVER_ID, APPROVER_RULE)]
 Repository = Annotated[str, _Text, _matching(REPOSITORY, "not owner/name")]
-ServiceName = Annotated[
-    str,
-    _Text,
-    _matching(
-        SERVICE_NAME,
-        "not a service name: a lowercase letter, then lowercase letters, "
-        "digits or '-' (at most 63)",
-    ),
-]
+NAME_RULE = (
+    "not a service name: a lowercase letter, then lowercase letters, digits or '-' (at most 63)"
+)
 
 
 class _Entry(BaseModel):
@@ -61,9 +62,12 @@ class _Entry(BaseModel):
 
 
 class _ServicesFile(BaseModel):
+    """The file's shape; each service's keys are checked on their own (`_Entry`), so that one
+    service's problems do not hide another's, nor the problems of the plan files."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    services: dict[ServiceName, _Entry] = Field(min_length=1)
+    services: dict[str, dict[str, Any]] = Field(min_length=1)
 
 
 KEYS = "docs/services.md"
@@ -73,28 +77,32 @@ def load_services(path: Path) -> tuple[Service, ...]:
     """The services in the YAML file at `path`, in the file's order. Raises ServicesError
     listing every problem: of the file, of each service, and of each plan file it names."""
     what = f"the services file {path}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ServicesError(f"cannot read {what}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ServicesError(f"cannot read {what}: it is not UTF-8 text") from None
+    text = read_text(path, what, ServicesError)
     read = read_model(text, _ServicesFile, what=what, keys=KEYS, error=ServicesError)
     services: list[Service] = []
     problems: list[str] = []
     owners: dict[str, str] = {}
-    for name, entry in read.services.items():
+    for name, raw in read.services.items():
         at = f"services.{name}"
+        if not SERVICE_NAME.fullmatch(name):
+            problems.append(f"{at}: {name!r}: {NAME_RULE}")
+        named = raw.get("plan")
+        try:
+            plan = load_plan(path.parent / named if isinstance(named, str) else None)
+        except PlanError as error:
+            problems.append(f"{at}.plan: {error.message}")
+        try:
+            entry = _Entry.model_validate(raw)
+        except ValidationError as invalid:
+            problems += [f"{at}.{line}" for line in problem_lines(invalid, raw, keys=KEYS)]
+            continue
         owner = owners.setdefault(entry.repository.lower(), name)
         if owner != name:
             problems.append(
                 f"{at}.repository: {entry.repository} is already services.{owner}'s "
                 "(GitHub's webhooks name the repository, so one repository is one service)"
             )
-        try:
-            plan = load_plan(path.parent / entry.plan if entry.plan is not None else None)
-        except PlanError as error:
-            problems.append(f"{at}.plan: {error.message}")
+        if problems:
             continue
         if entry.failure_channel is not None:
             told = plan.notifications.model_copy(update={"failure_channel": entry.failure_channel})

@@ -1,7 +1,8 @@
 """Transport: Slack listeners, Block Kit views and the GitHub webhook receiver.
 
-Each listener module has `register(app, directory)`; `register_all` calls them in one place. A
-listener finds the service a request is for in the directory (`bot.services.directory`).
+Each listener module has `register(app, directory)` (the buttons' and forms' modules register
+on `handlers.routing.Routes`); `register_all` calls them in one place. A listener finds the
+service a request is for in the directory (`bot.services.directory`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.services.directory import ServiceDirectory
 from handlers import buttons, errors, home, npm_buttons, run_buttons, slash_command
+from handlers.routing import Routes
 
 
 def register_all(app: AsyncApp, directory: ServiceDirectory) -> None:
     """Attach every Slack listener and the error handler to the Bolt app."""
     errors.register(app)
     slash_command.register(app, directory)
-    buttons.register(app, directory)
-    npm_buttons.register(app, directory)
-    run_buttons.register(app, directory)
+    routes = Routes()  # the buttons and forms: one Bolt listener each (`handlers.routing`)
+    buttons.register(routes, directory)
+    npm_buttons.register(routes, directory)
+    run_buttons.register(routes, directory)
+    routes.register(app)
     home.register(app, directory)

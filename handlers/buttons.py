@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -47,6 +47,7 @@ from bot.services.telemetry import Telemetry
 from handlers.errors import Listener, acknowledged, explain, failure_outcome
 from handlers.origin import card_of, click_origin, form_origin
 from handlers.payloads import BlockActions, ViewSubmission, parse
+from handlers.routing import Routes
 from handlers.run_buttons import APP_ONLY
 
 Click = Callable[[ControlService, Origin, CardRef], Awaitable[object]]
@@ -189,13 +190,13 @@ def _opens(directory: ServiceDirectory, form: Form) -> Listener:
     return acknowledged(directory.telemetry, waits=False)(opens)
 
 
-def register(app: AsyncApp, directory: ServiceDirectory) -> None:
+def register(routes: Routes, directory: ServiceDirectory) -> None:
     for action, act in CLICKS.items():
-        app.action(action)(_clicked(directory, act))
+        routes.action(action)(_clicked(directory, act))
     for action, form in FORMS.items():
-        app.action(action)(_opens(directory, form))
+        routes.action(action)(_opens(directory, form))
     for callback, submission in SUBMISSIONS.items():
-        app.view(callback)(_submitted(directory, submission))
+        routes.view(callback)(_submitted(directory, submission))
 
 
 _FOREIGN_FORM = "This form was not made by this bot (or by an older version): open it again."

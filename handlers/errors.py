@@ -183,13 +183,14 @@ class ResponseUrlUses:
     def take(self, url: str) -> bool:
         """Count one use of `url`; False when Slack would refuse it (the limit is spent)."""
         now = self._clock()
-        if len(self._uses) > 1000:  # forget response_urls Slack no longer takes anyway
-            self._uses = {
-                u: seen for u, seen in self._uses.items() if now - seen[0] < RESPONSE_URL_LIFETIME
-            }
+        # Forget the response_urls Slack no longer takes, oldest first: the dict keeps the
+        # order of first uses, so each answer looks at the expired ones only.
+        while self._uses:
+            oldest = next(iter(self._uses))
+            if now - self._uses[oldest][0] < RESPONSE_URL_LIFETIME:
+                break
+            del self._uses[oldest]
         first, count = self._uses.get(url, (now, 0))
-        if now - first >= RESPONSE_URL_LIFETIME:
-            first, count = now, 0
         if count >= RESPONSE_URL_USES:
             return False
         self._uses[url] = (first, count + 1)

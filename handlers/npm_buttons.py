@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.adapters.slack.actions import InvalidPayload
@@ -23,6 +23,7 @@ from bot.services.npm_walkthrough import MessageRef, NpmTokenService
 from handlers.errors import Listener, acknowledged
 from handlers.origin import click_origin
 from handlers.payloads import BlockActions, parse
+from handlers.routing import Routes
 
 Step = Callable[[NpmTokenService, MessageRef, Walkthrough, str], Awaitable[object]]
 """What a walkthrough button does: one call on the walkthrough for the message it was on, with
@@ -66,6 +67,6 @@ def _clicked(directory: ServiceDirectory, action: NpmAction, step: Step) -> List
     return acknowledged(directory.telemetry)(clicked)
 
 
-def register(app: AsyncApp, directory: ServiceDirectory) -> None:
+def register(routes: Routes, directory: ServiceDirectory) -> None:
     for action, step in NPM_CLICKS.items():
-        app.action(action)(_clicked(directory, action, step))
+        routes.action(action)(_clicked(directory, action, step))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -24,6 +24,7 @@ from bot.services.unfollowed_runs import UnfollowedRuns
 from handlers.errors import Listener, acknowledged
 from handlers.origin import click_origin
 from handlers.payloads import BlockActions, parse
+from handlers.routing import Routes
 
 RunClick = Callable[[UnfollowedRuns, Origin, int], Awaitable[object]]
 
@@ -75,9 +76,9 @@ def _opens_override(directory: ServiceDirectory) -> Listener:
     return acknowledged(directory.telemetry, waits=False)(opens)
 
 
-def register(app: AsyncApp, directory: ServiceDirectory) -> None:
+def register(routes: Routes, directory: ServiceDirectory) -> None:
     if all(services.controls.unfollowed is None for services in directory.each):
         return
     for action, act in RUN_CLICKS.items():
-        app.action(action)(_clicked(directory, act))
-    app.action(Action.OVERRIDE_ADOPT)(_opens_override(directory))
+        routes.action(action)(_clicked(directory, act))
+    routes.action(Action.OVERRIDE_ADOPT)(_opens_override(directory))

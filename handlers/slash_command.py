@@ -10,7 +10,7 @@ from bot.adapters.slack import audit_views, lane_words, report_views, schedule_w
 from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.status_views import active_blocks, history_blocks
 from bot.domain import rollout_command as commands
-from bot.domain.errors import NotAvailable
+from bot.domain.errors import NotAvailable, RolloutError
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.service import DEFAULT_SERVICE
@@ -82,7 +82,8 @@ async def answer(
         return await start_answer(services, command, origin)
     said = await lane_answer(services, command, origin)
     if said is not None:
-        return *views.note(said), True
+        name = services.service.name
+        return *views.note(said if name == DEFAULT_SERVICE else f"*{name}*: {said}"), True
     return *await _ephemeral(services, command, payload, origin), False
 
 
@@ -135,8 +136,8 @@ async def channel_status(each: tuple[Services, ...]) -> tuple[str, list[BlockJso
     for services in each:
         active = await services.rollouts.active_with_plans()
         name = services.service.name
-        blocks += lane_words.lane_blocks(await services.lane.state())
         blocks += active_blocks(active, service=name)
+        blocks += lane_words.lane_blocks(await services.lane.state(), service=name)
     return "Active rollouts", blocks
 
 
@@ -153,13 +154,19 @@ def register(app: AsyncApp, directory: ServiceDirectory) -> None:
             trigger_id=payload.trigger_id,
             request=request,
         )
+        name = subcommand_name(payload.text)
         if each := directory.status_of_channel(payload.text, channel_id=payload.channel_id):
-            text, blocks = await channel_status(each)
+            async with directory.fallback(payload.channel_id).controls.audited(origin, name):
+                text, blocks = await channel_status(each)
             await respond(response_type="ephemeral", text=text, blocks=blocks)
             return
-        services, typed = directory.for_command(payload.text, channel_id=payload.channel_id)
+        try:
+            services, typed = directory.for_command(payload.text, channel_id=payload.channel_id)
+        except RolloutError:  # no service named where one is needed: refused, and audited
+            async with directory.fallback(payload.channel_id).controls.audited(origin, name):
+                raise
         payload = payload.model_copy(update={"text": typed})
-        async with services.controls.audited(origin, subcommand_name(payload.text)):
+        async with services.controls.audited(origin, name):
             text, blocks, in_channel = await answer(services, payload, origin)
         shown = "in_channel" if in_channel else "ephemeral"
         await respond(response_type=shown, text=text, blocks=blocks)

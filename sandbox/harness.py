@@ -172,6 +172,9 @@ class Sandbox(SlackUser, Lifecycle):
         # Short waits, so the simulator's `timeout` fault (GITHUB_TIMEOUT + 1 s) is one.
         env["GITHUB_TIMEOUT"] = str(GITHUB_TIMEOUT)
         env["GITHUB_RETRY_BACKOFF"] = "0.05"
+        # The simulator lists a run at once: a dispatch it answered unclearly, and that started
+        # no run, is given up on after ten looks in one second instead of ten.
+        env["GITHUB_DISPATCH_LOOK_INTERVAL"] = "0.1"
         env.update(self._extra_env)  # e.g. PROMETHEUS_URL of a test's Prometheus
         return env
 

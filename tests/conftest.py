@@ -1,6 +1,7 @@
-"""Shared database fixtures: every storage-backed test runs on SQLite and on PostgreSQL.
+"""Shared database fixtures: a test where the database matters runs on SQLite and PostgreSQL.
 
-- `database_url`: a migrated database with empty tables, parametrized `sqlite` / `postgres`.
+- `database_url`: a migrated database with empty tables, parametrized `sqlite` / `postgres`;
+  `sqlite` only for a test marked `story` (below).
   SQLite: a copy of a migrated template file in the test's tmp dir. PostgreSQL: one fresh
   database per test session (`rb_test_<hex>`, dropped at the end), every table truncated
   before each test.
@@ -8,6 +9,13 @@
 - `empty_database_url` (and `empty_postgres_database_url`): a database with no tables at all,
   for migration tests.
 - `migrated_engine`, `session_factory`: an engine and sessions on `database_url`.
+
+Which tests run on both: storage, migrations, two replicas or concurrent requests on one
+database, exactly-once claims, restarts, leases, reports computed by queries, and chaos. An
+end-to-end story, where the database only keeps the rollout between two clicks, is marked
+`story` (most of them module-wide, `pytestmark = pytest.mark.story`) and runs on SQLite alone:
+twice would prove nothing more and double its time. Within such a module a test marked
+`database_matters` runs on both again.
 
 The bounded chaos run (real processes, real time) is collected first, so that with several
 workers it runs beside the rest instead of ending the run alone. (Not beside the fuzzing: that
@@ -53,6 +61,16 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The chaos run first (see the module docstring); the rest keep their order."""
     items.sort(key=lambda item: item.get_closest_marker("chaos") is None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`database_url` on both backends, or on SQLite alone for a `story` (module docstring)."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    story = metafunc.definition.get_closest_marker("story") is not None
+    matters = metafunc.definition.get_closest_marker("database_matters") is not None
+    backends = ["sqlite"] if story and not matters else BACKENDS
+    metafunc.parametrize("database_url", backends, indirect=True)
 
 
 def pg_url(database: str) -> str:
@@ -176,9 +194,9 @@ def sqlite_database_url(_sqlite_template: Path, tmp_path: Path) -> str:
     return sqlite_url(path)
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest) -> str:
-    """A migrated, empty database: a SQLite file, then PostgreSQL."""
+    """A migrated, empty database: a SQLite file, then PostgreSQL (`pytest_generate_tests`)."""
     fixture = "sqlite_database_url" if request.param == "sqlite" else "postgres_database_url"
     url: str = request.getfixturevalue(fixture)
     return url

@@ -1,6 +1,6 @@
 """What tests read off the sandbox (a stage's state, a button's value on the rollout card, the
 relay's reviews, the App Home), the signed click on the card that they send it, and the first
-steps of a rollout (dispatched, a stage held and promoted)."""
+steps of a rollout (dispatched, a stage held and promoted, a tag rolled out to the end)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.domain.rollout import Phase, Rollout, StageState
+from bot.domain.rollout import Phase, Rollout, StageState, holding_tracks
 from sandbox.config import SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.signing import event_callback_body, slack_signature_headers
@@ -119,6 +119,17 @@ async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
     assert "Preflight" in await box.command(f"start {tag} --flags-ready")
     await box.click("dispatch")
     return await box.wait_until(lambda r: r.phase is Phase.RUNNING and r.tag == tag)
+
+
+async def finish(box: Sandbox, tag: str) -> Rollout:
+    """Roll `tag` out to the end of both tracks, promoting each held gate by command (the
+    harness's wait skips each window on the clock instead of sleeping through it)."""
+    await dispatched(box, tag)
+    while True:
+        rollout = await box.wait_until(lambda r: r.phase is Phase.ENDED or bool(holding_tracks(r)))
+        if rollout.phase is Phase.ENDED:
+            return rollout
+        await box.command("promote")
 
 
 async def deploying_canary(box: Sandbox) -> Rollout:

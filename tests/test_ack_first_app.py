@@ -7,12 +7,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from figures import every_gate_passes
 from sandbox_views import dispatched, stage_state, value_of
 
 from bot.domain.rollout import StageState
 from sandbox.harness import Sandbox, fast_plan
 from sandbox.slack_views import TRIGGER_LIFETIME
+
+pytestmark = pytest.mark.story
 
 
 async def test_a_form_opens_at_once_while_a_burst_is_being_acknowledged(
@@ -37,6 +40,7 @@ async def test_a_form_opens_at_once_while_a_burst_is_being_acknowledged(
         assert opened.ok, opened.response
 
 
+@pytest.mark.database_matters
 async def test_work_acknowledged_before_a_stop_still_answers(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -14,33 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from figures import CANARY_OK, RINGS_OK, every_gate_passes, running_sandbox
-from sandbox_views import dispatched
+from sandbox_views import dispatched, finish
 from sqlalchemy import text
 
 from bot.adapters.slack.audit_views import timeline_blocks
 from bot.adapters.slack.limits import MESSAGE_BLOCKS as MAX_BLOCKS
 from bot.adapters.slack.limits import SECTION_TEXT as MAX_TEXT
-from bot.domain.rollout import Phase, Rollout, StageState, window_timer_key
+from bot.domain.rollout import Phase, StageState, window_timer_key
 from bot.services.audit import Timeline
 from bot.services.records import AuditEvent
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox, write_figures
 from storage.db import create_engine
 from storage.timers import TimerStore
-
-
-async def finish(box: Sandbox, tag: str) -> Rollout:
-    """Start, dispatch and promote `tag` (by command) until both tracks have ended."""
-    await box.command(f"start {tag} --flags-ready")
-    await box.click("dispatch")
-    async with asyncio.timeout(60):
-        while True:
-            rollout = await box.rollout()
-            if rollout.phase is Phase.ENDED:
-                return rollout
-            if any(t.current and t.current.state is StageState.HOLDING for t in rollout.tracks):
-                await box.command("promote")
-            await asyncio.sleep(0.1)
 
 
 def audit_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -36,6 +36,8 @@ from sandbox.signing import (
     slack_signature_headers,
 )
 
+pytestmark = pytest.mark.story
+
 
 @pytest.fixture
 async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:

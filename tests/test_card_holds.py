@@ -29,6 +29,8 @@ from handlers.home import NOT_SHOWN
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox, write_figures
 
+pytestmark = pytest.mark.story
+
 
 def _verdict(verdict: Verdict) -> GateVerdict:
     return GateVerdict(

@@ -95,6 +95,7 @@ async def test_check_config_lists_every_malformed_value_at_once(tmp_path: Path) 
         "ROLLOUT_PLAN": str(tmp_path / "missing-plan.yml"),
         "ROLLOUT_APPROVERS": "alice",
         "PORT": "http",
+        "GITHUB_DISPATCH_LOOK_INTERVAL": "0",
     }
     code, _, err = await run("check-config", env=env, cwd=tmp_path)
     assert code == 2
@@ -103,6 +104,7 @@ async def test_check_config_lists_every_malformed_value_at_once(tmp_path: Path) 
     assert "ROLLOUT_PLAN:" in err and "missing-plan.yml" in err
     assert "ROLLOUT_APPROVERS: alice" in err
     assert "PORT:" in err
+    assert "GITHUB_DISPATCH_LOOK_INTERVAL:" in err
 
 
 async def test_check_config_prints_the_configuration_with_no_secret_visible(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from cleared import cleared_rollout
 from figures import CANARY_OK, HALF_OK, every_gate_passes
-from sandbox_views import button, dispatched, stage_state, value_of
+from sandbox_views import button, dispatched, finish, stage_state, value_of
 
 from bot.adapters.slack.messages import two_person_text
 from bot.domain.controls import CardRef, Control, card_applies, effect_key
@@ -34,6 +34,8 @@ from sandbox.config import BYSTANDER, OTHER_CHANNEL, RELEASE_CHANNEL, RELEASE_MA
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.slack import EphemeralMessage
 from sandbox.workflows import Job, Step, Workflow, WorkflowInput
+
+pytestmark = pytest.mark.story
 
 CANARY_BAD = {"crash_rate": "0.001", "error_rate": "0.02", "sample": 5000}
 GROUP = "S0RELMGRS1"
@@ -72,24 +74,6 @@ async def held_without_canary_figures(box: Sandbox) -> Rollout:
             and r.track("relay").stage("canary").extensions == 1
         )
     )
-
-
-async def finish(box: Sandbox, tag: str) -> Rollout:
-    """Roll `tag` out to the end of both tracks, promoting each held gate by command."""
-    await dispatched(box, tag)
-    async with asyncio.timeout(60):
-        while True:
-            rollout = await box.rollout()
-            if rollout.phase is Phase.ENDED:
-                return rollout
-            held = [
-                t
-                for t in rollout.tracks
-                if t.current is not None and t.current.state is StageState.HOLDING
-            ]
-            if held:
-                await box.command("promote")
-            await asyncio.sleep(0.1)
 
 
 def sandbox_for(

@@ -4,7 +4,7 @@ Signed Slack requests through the real app, PyGithub against the GitHub simulato
 one or two seconds, figures from files. Covered: both tracks to the end; the kill-switch
 tripping on a failed beta gate while the relay goes on; a manual kill during the internal
 window, by command and by the Kill-switch button; a relay rollback that leaves the rings alone;
-a kill that comes after GA. Every test runs on SQLite and on PostgreSQL.
+a kill that comes after GA. A story on SQLite (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from figures import RINGS_OK, running_sandbox
 from sandbox_views import (
     RELAY_COMPLETED,
@@ -31,6 +32,8 @@ from bot.domain.rollout import Phase, Rollout, StageState, TrackState, window_ti
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from storage.timers import TimerStore
+
+pytestmark = pytest.mark.story
 
 BETA_CRASHING = {"crash_rate": "0.0021"}
 """Above 2x the baseline of 0.001: the desktop gate trips the kill-switch."""
@@ -195,8 +198,8 @@ async def test_a_kill_during_the_internal_window_stops_it_before_its_gate(
 
         # Past the end of the internal window (the relay's canary gate decided meanwhile):
         # the internal gate was never evaluated.
-        await held(box, "relay", "canary")
         await box.pass_time(max(timedelta(0), window_ends - box.clock()) + timedelta(seconds=0.3))
+        await held(box, "relay", "canary")
         events = await box.audit.list_for_rollout(rollout.id)
         assert [e.track for e in events if e.action == "gate"] == ["relay"]
         assert (await box.rollout()).track("desktop").state is TrackState.HALTED

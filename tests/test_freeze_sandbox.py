@@ -21,6 +21,8 @@ from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from sandbox.slack_records import ChannelMessage
 
+pytestmark = pytest.mark.story
+
 OTHER = "U0APPROVE2"
 THIRD = "U0APPROVE3"
 APPROVERS_ENV = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{OTHER}"}

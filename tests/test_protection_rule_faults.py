@@ -2,7 +2,7 @@
 is not the bot's, GitHub's 422 ("Validation failed, or the endpoint has been spammed"), unclear
 answers read back, an environment held by the rule and reviewers, requests that are not for
 this App or repository, deployments linked as check runs, and requests without a deployment.
-Every test runs on SQLite and on PostgreSQL (docs/protection-rules.md).
+A story on SQLite (tests/conftest.py; docs/protection-rules.md).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from test_protection_rules import answers, app_box, both_held
 
 from bot.domain.rollout import Phase, StageState
 from sandbox.harness import Sandbox, fast_plan, write_figures
+
+pytestmark = pytest.mark.story
 
 CALLBACK = "/repos/*/actions/runs/*/deployment_protection_rule"
 

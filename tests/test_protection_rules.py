@@ -1,8 +1,9 @@
 """Stages held by the App's custom deployment protection rule, end to end: the bot runs as the
 GitHub App, every environment of the Deployment Strategy workflow has the rule (and no required
 reviewers), the simulator delivers signed `deployment_protection_rule` requests to the bot's
-`/github/webhook`, and the bot answers through the run's callback. Every test runs on SQLite
-and on PostgreSQL. What goes wrong on the way is in `test_protection_rule_faults.py`.
+`/github/webhook`, and the bot answers through the run's callback. A story on SQLite (the
+restart and the redelivery on both; tests/conftest.py). What goes wrong on the way is in
+`test_protection_rule_faults.py`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sandbox.github_rules import APP_LOGIN
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from storage.db import create_engine, create_session_factory
 from storage.protection_rules import ProtectionRuleStore
+
+pytestmark = pytest.mark.story
 
 CANARY_CRASHES = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
 BETA_CRASHES = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0025"}}
@@ -161,6 +164,7 @@ async def test_a_crashing_ring_trips_the_kill_switch_through_the_rule(box: Sandb
     assert box.github.run(ended.run_id or 0).job("desktop-cli-kill-switch").conclusion == "success"
 
 
+@pytest.mark.database_matters
 async def test_a_request_lost_while_the_bot_was_down_is_answered_after_restart(
     box: Sandbox, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -201,8 +205,13 @@ async def test_a_request_before_the_run_is_identified_is_kept_and_answered_later
     # find it: the run's first jobs reach their environments and their requests come first.
     box.github.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "accept_then_drop")
     box.github.fault_next("GET", "/repos/*/actions/*runs", "server_error", times=10_000)
-    await box.click("dispatch")
-    await box.wait_until(lambda _: len(box.github.app_hook.deliveries) >= 2)
+    await box.click("dispatch", wait=False)  # its answer comes once the run is found
+    await box.wait_until(
+        lambda _: (
+            len(box.github.app_hook.deliveries) >= 2
+            and any(r.fault == "server_error" and r.method == "GET" for r in box.github.requests)
+        )
+    )
     assert {(d.status_code, d.result) for d in box.github.app_hook.deliveries} == {(202, "kept")}
     assert (await box.rollout()).run_id is None
     assert answers(box) == []
@@ -215,6 +224,7 @@ async def test_a_request_before_the_run_is_identified_is_kept_and_answered_later
     assert rollout.run_id == next(iter(box.github.runs))
 
 
+@pytest.mark.database_matters
 async def test_a_redelivered_request_is_answered_once(box: Sandbox) -> None:
     await dispatched(box)
     await both_held(box)
@@ -382,6 +392,7 @@ async def test_in_app_mode_every_stage_is_held_by_the_rule_to_100_percent_as_tok
         assert len(app.issued) >= 2  # a new installation token before the old one expired
 
 
+@pytest.mark.database_matters
 async def test_a_window_running_when_the_serve_process_dies_ends_once_and_the_rule_answers_once(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -1,7 +1,7 @@
 """Relay rollouts end to end: signed Slack requests, the real app, the GitHub simulator.
 
-Windows are two seconds; figures come from files the test writes before each gate. Every
-test runs on SQLite and on PostgreSQL.
+Windows are two seconds; figures come from files the test writes before each gate. A story on
+SQLite (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from sandbox_views import (
 from bot.domain.rollout import Phase, StageState, TrackState
 from sandbox.config import BYSTANDER
 from sandbox.harness import Sandbox, fast_plan, write_figures
+
+pytestmark = pytest.mark.story
 
 
 @pytest.fixture

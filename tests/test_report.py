@@ -3,7 +3,7 @@
 across two `rollout-bot serve` replicas on one PostgreSQL.
 
 Signed Slack requests through the real app, PyGithub against the GitHub simulator, one-second
-windows on the sandbox's clock. The in-process tests run on SQLite and on PostgreSQL.
+windows on the sandbox's clock. A story on SQLite; the restart on both (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan
 from storage.db import create_engine, create_session_factory
 from storage.models import OutboxRow
+
+pytestmark = pytest.mark.story
 
 REPORT = "*Report of `v1.4.2`*"
 
@@ -48,6 +50,7 @@ def both_holding(first: str, second: str):  # type: ignore[no-untyped-def]
     return check
 
 
+@pytest.mark.database_matters
 async def test_a_rollout_to_100_percent_gets_one_summary_even_after_a_restart(
     tmp_path: Path, database_url: str
 ) -> None:

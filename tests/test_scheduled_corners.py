@@ -37,6 +37,8 @@ from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from storage.timers import TimerStore
 
+pytestmark = pytest.mark.story
+
 
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
@@ -181,6 +183,7 @@ async def test_a_time_zone_slack_cannot_give_is_refused_unless_an_offset_is_give
     assert len(sandbox.slack.calls_to("users.info")) == asked  # an offset needs no zone
 
 
+@pytest.mark.database_matters
 async def test_two_approvers_overriding_at_once_override_once_and_the_reason_reads_as_typed(
     sandbox: Sandbox,
 ) -> None:
@@ -201,6 +204,7 @@ async def test_two_approvers_overriding_at_once_override_once_and_the_reason_rea
     assert "<!channel>" not in overrides[0]
 
 
+@pytest.mark.database_matters
 async def test_a_dispatch_claimed_again_after_a_crash_is_held_when_long_past_its_time(
     sandbox: Sandbox,
 ) -> None:

@@ -27,6 +27,8 @@ from sandbox.harness import Sandbox
 from sandbox.slack_records import ChannelMessage
 from storage.timers import TimerStore
 
+pytestmark = pytest.mark.story
+
 OTHER = "U0APPROVE2"
 BERLIN = ZoneInfo("Europe/Berlin")
 APPROVERS_ENV = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{OTHER}"}
@@ -133,6 +135,7 @@ async def test_a_scheduled_start_posts_its_preflight_now_and_dispatches_at_the_t
     assert sandbox.slack.calls_to("users.info")  # the zone came from Slack
 
 
+@pytest.mark.database_matters
 async def test_a_restart_while_scheduled_keeps_the_schedule(sandbox: Sandbox) -> None:
     at = await scheduled(sandbox)
     await sandbox.stop_bot()
@@ -142,6 +145,7 @@ async def test_a_restart_while_scheduled_keeps_the_schedule(sandbox: Sandbox) ->
     assert len(sandbox.github.dispatches) == 1
 
 
+@pytest.mark.database_matters
 async def test_a_bot_back_long_after_the_time_holds_it_instead_of_dispatching(
     sandbox: Sandbox,
 ) -> None:
@@ -165,6 +169,7 @@ async def second_replica(sandbox: Sandbox) -> AsyncIterator[web.Application]:
         await runner.cleanup()
 
 
+@pytest.mark.database_matters
 async def test_two_replicas_dispatch_a_schedule_once(
     sandbox: Sandbox, second_replica: web.Application
 ) -> None:
@@ -175,6 +180,7 @@ async def test_two_replicas_dispatch_a_schedule_once(
     assert await recorded(sandbox, "schedule:dispatch") == [("ok", at.isoformat())]
 
 
+@pytest.mark.database_matters
 async def test_the_timer_fired_on_both_replicas_at_once_dispatches_once(
     sandbox: Sandbox, second_replica: web.Application
 ) -> None:

@@ -4,6 +4,7 @@ connections and answering 429, the thread checked as people read it."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from sandbox.config import RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.signing import slack_signature_headers
 from storage.outbox import OutboxStore
+
+pytestmark = pytest.mark.story
 
 PROMOTED = "<@U0RELMGR01> promoted Hosted relay to *50%*"
 
@@ -104,6 +107,7 @@ async def test_a_post_rate_limited_three_times_is_delivered_after_the_waits(
     assert PROMOTED in lines[before]
 
 
+@pytest.mark.database_matters
 async def test_fifty_duplicate_clicks_use_their_response_url_at_most_five_times(
     sandbox: Sandbox,
 ) -> None:
@@ -155,6 +159,20 @@ def test_a_response_url_is_counted_five_times_per_thirty_minutes() -> None:
     assert uses.take("https://hooks/2")
     now[0] += 30 * 60
     assert uses.take("https://hooks/1")
+
+
+def test_counting_a_response_url_costs_the_same_with_thousands_in_the_last_half_hour() -> None:
+    # Every answer of a busy app counts its response_url, on the event loop the acks share.
+    now = [0.0]
+    uses = ResponseUrlUses(clock=lambda: now[0])
+    started = time.perf_counter()
+    for n in range(20_000):
+        now[0] += 0.01
+        assert uses.take(f"https://hooks/{n}")
+    assert time.perf_counter() - started < 2  # not one pass over every url per answer
+    now[0] += 30 * 60 - 100  # the first 10,000 expire; the last 10,000 are still counted
+    assert [uses.take("https://hooks/19999") for _ in range(5)] == [True] * 4 + [False]
+    assert uses.take("https://hooks/0")
 
 
 def test_a_request_interrupted_by_a_database_blip_is_told_the_truth_without_a_traceback(

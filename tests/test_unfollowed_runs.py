@@ -2,7 +2,8 @@
 github.com (the simulator's own run, not the bot's dispatch) reaches environments on the App's
 rule; the bot posts one card for it in the release channel, and an approver adopts it (a
 rollout gated to the end) or rejects it, or the default answers it after
-UNFOLLOWED_RUN_TIMEOUT. Every test runs on SQLite and on PostgreSQL.
+UNFOLLOWED_RUN_TIMEOUT. A story on SQLite (the restart on both;
+tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
 from storage.claims import ClaimStore
 from storage.protection_rules import ProtectionRuleStore
+
+pytestmark = pytest.mark.story
 
 
 def test_the_settings_default_to_reject_after_30_minutes_and_refuse_other_answers(
@@ -166,6 +169,7 @@ async def test_a_run_started_on_github_is_rejected_and_its_failure_jobs_run(
     assert len(run_cards(box)) == 1
 
 
+@pytest.mark.database_matters
 async def test_nobody_answers_and_the_default_rejects_after_the_time_limit(
     box: Sandbox,
 ) -> None:

@@ -1,8 +1,8 @@
 """GitHub webhooks end to end: the simulator's events POSTed to the bot as signed deliveries.
 
 The webhook runs use a poll interval of an hour, so GitHub's changes reach the bot only
-through the webhook (the poller looks once, at start, before any rollout exists). Every test
-runs on SQLite and on PostgreSQL.
+through the webhook (the poller looks once, at start, before any rollout exists). A story on
+SQLite; duplicate and concurrent deliveries and the database blip on both (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from bot.services.webhooks import Intake
 from sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.signing import github_signature_headers
+
+pytestmark = pytest.mark.story
 
 CANARY_CRASHES = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
 WEBHOOK_ONLY = 3600.0
@@ -259,6 +261,7 @@ async def test_a_burst_of_deliveries_about_one_run_costs_one_look(
     assert 1 <= len(looks) <= 3
 
 
+@pytest.mark.database_matters
 async def test_duplicate_deliveries_change_nothing(
     observing: tuple[Sandbox, GitHubHook],
 ) -> None:
@@ -279,6 +282,7 @@ async def test_duplicate_deliveries_change_nothing(
     assert len(box.github.requests) == requests  # not even a look at the run
 
 
+@pytest.mark.database_matters
 async def test_one_delivery_sent_to_several_receivers_at_once_is_acted_on_once(
     observing: tuple[Sandbox, GitHubHook],
 ) -> None:
@@ -497,6 +501,7 @@ async def test_deployment_events_of_a_followed_run_are_told_at_level_all(
     assert "GitHub: deployment to `relay-canary-5` is `success`." in thread
 
 
+@pytest.mark.database_matters
 async def test_a_delivery_a_database_blip_interrupts_is_taken_in_once_on_a_fresh_try(
     observing: tuple[Sandbox, GitHubHook],
     monkeypatch: pytest.MonkeyPatch,

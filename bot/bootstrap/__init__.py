@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 
 import aiohttp
@@ -26,12 +26,15 @@ from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import slack_session
+from bot.adapters.slack.members import channel_members
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.bootstrap.service import Shared, Wired, wire_service
 from bot.config import Settings
 from bot.domain.service import Service
+from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.audit import AuditTrail
+from bot.services.authz import Memberships
 from bot.services.clock import LoopClock, SystemClock
 from bot.services.directory import EveryService, ServiceDirectory
 from bot.services.outbox import Outbox
@@ -82,10 +85,6 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", metrics.scrape)
     return app
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[None]:
@@ -139,6 +138,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             # limit) per owner; their polls are paced by one budget (docs/github-polling.md).
             budget=RequestBudget(),
             github_workers=github_workers,
+            members=Memberships(channel_members(slack), kind="channel", keep_failures=True),
         )
         for service in configured:
             wired.append(wire_service(shared, service))
@@ -173,7 +173,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
             wake=shared.wake,
             owner=owner,
             telemetry=telemetry,
-            sweep=_sweeps(directory),
+            sweep=_sweeps(directory, ProtectionRuleStore(sessions)),
             budget=shared.budget,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
@@ -224,15 +224,24 @@ def _outbox(
     )
 
 
-def _sweeps(directory: ServiceDirectory) -> Callable[[], Awaitable[None]] | None:
-    """Each service's sweep of kept protection-rule requests that have no card (App mode)."""
-    runs = [s.controls.unfollowed for s in directory.each if s.controls.unfollowed is not None]
+def _sweeps(
+    directory: ServiceDirectory, rules: ProtectionRuleStore
+) -> Callable[[], Awaitable[None]] | None:
+    """The sweep of kept protection-rule requests that have no card (App mode): every
+    service's read in one query, each handed to its service."""
+    runs = {
+        s.service.name: s.controls.unfollowed
+        for s in directory.each
+        if s.controls.unfollowed is not None
+    }
     if not runs:
         return None
 
     async def sweep() -> None:
-        for one in runs:
-            await one.sweep()
+        found = await rules.without_timer(UNFOLLOWED_TIMER)
+        for name, one in runs.items():
+            if its := [request for request in found if request.service == name]:
+                await one.sweep(its)
 
     return sweep
 
@@ -277,7 +286,7 @@ async def _stop_loops(scheduler: Scheduler, outbox: Outbox, *, grace: timedelta)
 
 def audit_trail(sessions: async_sessionmaker[AsyncSession]) -> AuditTrail:
     """The audit timelines, read from the database (for `/rollout history` and the CLI)."""
-    return AuditTrail(rollouts=RolloutStore(sessions, clock=utc_now), log=AuditLog(sessions))
+    return AuditTrail(rollouts=RolloutStore(sessions, clock=SystemClock()), log=AuditLog(sessions))
 
 
 async def _socket_mode(app: web.Application) -> AsyncIterator[None]:

@@ -12,13 +12,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
 from bot.adapters.slack import lane_words, messages
-from bot.adapters.slack.members import channel_members, group_members, time_zone
+from bot.adapters.slack.members import group_members, time_zone
 from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
@@ -71,6 +72,8 @@ class Shared:
     """The token's (or App's) rate limit, shared by every service's polls and clicks."""
     github_workers: GitHubWorkers
     """The threads every service's GitHub calls run in (the poller may hold all but one)."""
+    members: Memberships
+    """Who is in which channel (one cache: services share channels)."""
 
 
 @dataclass
@@ -111,11 +114,13 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             clock=clock,
             app_id=installation.app_id,
             recheck=timedelta(seconds=settings.github_poll_interval),
+            service=service.name,
         )
         if installation is not None
         else None
     )
-    github = PyGithubGateway(transport, rules=rules)
+    search = DispatchSearch(delay=settings.github_dispatch_look_interval)
+    github = PyGithubGateway(transport, rules=rules, search=search)
     approvers = Approvers(service.approvers, resolve_group=group_members(shared.slack))
     store = RolloutStore(sessions, clock=clock, service=service.name)
     rollouts = RolloutService(
@@ -123,7 +128,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         effects=EffectRunner(
             store=store,
             timers=shared.timers,
-            audit=AuditLog(sessions),
+            audit=AuditLog(sessions, service=service.name),
             github=github,
             outbox=shared.outbox,
             clock=clock,
@@ -142,11 +147,12 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         plan=service.plan,
         clock=clock,
         words=lane_words,
+        service=service.name,
     )
     controls = ControlService(
         rollouts=rollouts,
         claims=shared.claims,
-        audit=AuditLog(sessions),
+        audit=AuditLog(sessions, service=service.name),
         trail=shared.trail,
         approvers=approvers,
         release_channels=service.release_channels,
@@ -162,6 +168,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     )
     webhooks = GitHubWebhooks(
         repository=service.repository,
+        service=service.name,
         rollouts=rollouts,
         store=store,
         deliveries=shared.deliveries,
@@ -189,13 +196,15 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         audience=Audience(
             approvers=approvers,
             release_channels=service.release_channels,
-            members=Memberships(channel_members(shared.slack), kind="channel"),
+            members=shared.members,
         ),
         npm_token=npm_token,
         webhooks=webhooks,
         lane=lane,
         controls=controls,
-        reports=RolloutReports(rollouts=store, audit=AuditLog(sessions), clock=clock),
+        reports=RolloutReports(
+            rollouts=store, audit=AuditLog(sessions, service=service.name), clock=clock
+        ),
         telemetry=shared.telemetry,
         backlog=shared.backlog,
     )

@@ -22,7 +22,9 @@ def main() -> int:
         sys.stdout.write(f"{name.ljust(width)}  {value}\n")
     credentials = settings.github_credentials()
     if isinstance(credentials, GitHubApp):
-        installation = credentials.installation_id or "found from each service's repository"
+        repositories = [service.repository for service in settings.services()]
+        found = repositories[0] if len(repositories) == 1 else "each service's repository"
+        installation = credentials.installation_id or f"found from {found}"
         sys.stdout.write(
             f"\nGitHub App {credentials.app_id} (installation {installation}): private key "
             f"{credentials.fingerprint}\n  (GitHub shows each key's fingerprint in the App's "

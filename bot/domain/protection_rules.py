@@ -97,10 +97,12 @@ def rule_request(
     api_url: str,
     installation_id: int | None,
     at: datetime,
+    service: str = DEFAULT_SERVICE,
 ) -> RuleRequest | str:
-    """The request a `requested` delivery makes, or why it is not one for this App on
-    `repository`. The App receives the requests of every repository it is installed on; its
-    callback must be the run's on `api_url` (the bot posts there, never to a payload's host)."""
+    """The request a `requested` delivery makes (for `service`, whose repository it is), or
+    why it is not one for this App on `repository`. The App receives the requests of every
+    repository it is installed on; its callback must be the run's on `api_url` (the bot posts
+    there, never to a payload's host)."""
     if payload.get("action") != "requested":
         return f"action {clean_text(str(payload.get('action')))!r} is not a request"
     full_name = _field(payload, "repository", "full_name")
@@ -135,6 +137,7 @@ def rule_request(
         requested_at=at,
         event=clean_text(event) if isinstance(event, str) else "",
         sender=clean_text(login) if isinstance(login, str) else "",
+        service=service,
     )
 
 

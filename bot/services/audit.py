@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain.errors import RolloutError
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import AuditEvent
 from bot.services.store_ports import AuditLog, Rollouts
 
@@ -82,7 +83,8 @@ class AuditTrail:
             if service is None or rollout.service == service
         ]
         if not found:
-            of = f"`{tag}`" if service is None else f"`{tag}` of the service `{service}`"
+            unnamed = service is None or service == DEFAULT_SERVICE
+            of = f"`{tag}`" if unnamed else f"`{tag}` of the service `{service}`"
             raise UnknownTag(
                 f"No rollout of {of} is on record. `/rollout history` lists the recent ones."
             )

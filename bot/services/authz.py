@@ -31,7 +31,12 @@ class Memberships:
         kind: str,
         cache_seconds: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
+        keep_failures: bool = False,
     ) -> None:
+        self._keep_failures = keep_failures
+        """Whether a failed lookup is kept (as empty) like an answer: the channels of the App
+        Home, asked for each service that releases in them; a group of approvers is asked
+        again at the next click."""
         self._resolve = resolve
         self._kind = kind
         self._cache_seconds = cache_seconds
@@ -49,7 +54,9 @@ class Memberships:
             members = frozenset(await self._resolve(group))
         except LookupError:  # a failed lookup denies, it never grants
             log.warning("could not resolve %s %s; treating it as empty", self._kind, group)
-            return frozenset()
+            if not self._keep_failures:
+                return frozenset()
+            members = frozenset()
         self._cache[group] = (now, members)
         return members
 

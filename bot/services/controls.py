@@ -113,9 +113,10 @@ class ControlService:
         )
 
     async def timeline(self, tag: str) -> Timeline:
-        """The audit timeline of the tag's newest rollout (raises UnknownTag). Reading it is
-        audited without the rollout, so looking never adds to the timeline looked at."""
-        return await self._trail.timeline(tag)
+        """The audit timeline of the tag's newest rollout of this service (raises UnknownTag).
+        Reading it is audited without the rollout, so looking never adds to the timeline
+        looked at."""
+        return await self._trail.timeline(tag, service=self._rollouts.service)
 
     # -- commands and buttons ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ directory only finds the right one, so a click on one service's card never reach
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,12 @@ from bot.services.records import Timer
 from bot.services.rollouts import RolloutService
 from bot.services.telemetry import Telemetry
 from bot.services.webhooks import GitHubWebhooks
+
+log = logging.getLogger(__name__)
+
+_FREE_TEXT = frozenset({Subcommand.KILL, Subcommand.FREEZE, Subcommand.LOCK, Subcommand.UNLOCK})
+"""Subcommands whose text is a reason: in a channel of its own service, a first word that
+names another service is the reason's."""
 
 
 class RolloutLookup(Protocol):
@@ -96,6 +103,12 @@ class ServiceDirectory:
         """The service of a GitHub repository (`repository.full_name`, any case)."""
         return self._by_repository.get(full_name.casefold())
 
+    def fallback(self, channel_id: str | None) -> Services:
+        """The service a request that names none goes to, to be refused or audited: the
+        channel's first, or the first of all."""
+        here = self.in_channel(channel_id) if channel_id is not None else ()
+        return (here or self.each)[0]
+
     def webhooks_of(self, payload: Mapping[str, Any]) -> GitHubWebhooks:
         """The webhooks of the service whose repository a delivery is about; a repository of
         no service goes to the first service's, which ignores (and counts) it."""
@@ -108,8 +121,7 @@ class ServiceDirectory:
         rollout = await self.rollouts.get(rollout_id)
         if rollout is not None and (found := self.named(rollout.service)) is not None:
             return found
-        here = self.in_channel(channel_id) if channel_id is not None else ()
-        return (here or self.each)[0]
+        return self.fallback(channel_id)
 
     async def of_run(self, run_id: int, *, channel_id: str | None = None) -> Services:
         """The service of a run the bot did not start (its kept protection-rule requests say
@@ -118,8 +130,7 @@ class ServiceDirectory:
         for request in await self.runs.for_run(run_id):
             if (found := self.named(request.service)) is not None:
                 return found
-        here = self.in_channel(channel_id) if channel_id is not None else ()
-        return (here or self.each)[0]
+        return self.fallback(channel_id)
 
     def status_of_channel(self, text: str, *, channel_id: str) -> tuple[Services, ...]:
         """The services a bare `/rollout status` shows in a channel of several: all of them
@@ -135,11 +146,15 @@ class ServiceDirectory:
         the one it names, else the channel's only one. Raises, listing the choices, when that
         is missing or ambiguous."""
         name, rest, subcommand = named_service(text, self._by_name)
+        here = self.in_channel(channel_id)
+        elsewhere = name is not None and here and self._by_name[name] not in here
+        if elsewhere and subcommand in _FREE_TEXT:  # a reason's first word, not a service
+            name, rest = None, text
         if name is not None:
             return self._by_name[name], rest
-        if not self.several or subcommand is Subcommand.HELP:
-            return self.each[0], rest
-        here = self.in_channel(channel_id)
+        if not self.several or subcommand in (None, Subcommand.HELP):
+            # Help, or text the parser refuses (an unknown subcommand), for any service.
+            return self.fallback(channel_id), rest
         if len(here) == 1:
             return here[0], rest
         what = subcommand.value if subcommand is not None else "start"
@@ -185,7 +200,18 @@ class EveryService:
         await self._of(timer.service).on_timer(timer)
 
     async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
-        await self._of(timer.service).on_timer_dead(timer, reason=reason)
+        """A dead timer of a service no longer configured has nobody to tell: it stays
+        dead-lettered, and the log says so."""
+        found = self._by_name.get(timer.service)
+        if found is None:
+            log.error(
+                "timer %s of service %r, which is not configured, is dead-lettered: %s",
+                timer.key,
+                timer.service,
+                reason,
+            )
+            return
+        await found.on_timer_dead(timer, reason=reason)
 
     async def active(self) -> list[Rollout]:
         active = await self._rollouts.active()

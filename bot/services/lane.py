@@ -25,6 +25,7 @@ from bot.domain.freeze import (
     override_kind,
 )
 from bot.domain.plan import RolloutPlan, TwoPersonAction
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import Clock
 from bot.services.requests import current_entry
 
@@ -71,8 +72,16 @@ class ReleaseLane:
     """Judges starts and dispatches against the freezes and the lock; keeps the holds."""
 
     def __init__(
-        self, *, holds: LaneHolds, plan: RolloutPlan, clock: Clock, words: LaneWords
+        self,
+        *,
+        holds: LaneHolds,
+        plan: RolloutPlan,
+        clock: Clock,
+        words: LaneWords,
+        service: str = DEFAULT_SERVICE,
     ) -> None:
+        self.service = service
+        """The service whose lane this is: its holds are written for it."""
         self.holds = holds
         self._plan = plan
         self._clock = clock
@@ -158,6 +167,7 @@ class ReleaseLane:
                 since=now,
                 until=freeze.until,
                 overrides="\n".join(each.key for each in frozen),
+                service=self.service,
             )
             await self.holds.take(hold, replace=True)
         return freeze

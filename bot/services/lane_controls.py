@@ -145,7 +145,8 @@ class LaneControls:
         async with self.access.audited(origin, Control.FREEZE):
             await self._admitted(origin, Control.FREEZE)
             now = self.clock()
-            asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, freeze_end(until, now))
+            end = freeze_end(until, now)
+            asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=self.lane.service)
             assert asked.until is not None
             in_force = await self.lane.holds.take(asked, later=True)
             assert in_force.until is not None
@@ -195,7 +196,9 @@ class LaneControls:
             current = current_entry.get()
             if current is not None:
                 current.detail.update(reason=reason)
-            hold = LaneHold(LANE_LOCK, origin.actor, reason, self.clock())
+            hold = LaneHold(
+                LANE_LOCK, origin.actor, reason, self.clock(), service=self.lane.service
+            )
             held = await self.lane.holds.take(hold)
             if held.actor != origin.actor:
                 raise LaneClosed(self.lane.words.lane_refusal_text(Locked(held)))

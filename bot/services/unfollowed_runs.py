@@ -11,7 +11,7 @@ request that wrote it posts the card; Adopt, Reject and the default claim the ru
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -150,12 +150,12 @@ class UnfollowedRuns:
             await self._another_request(request, timer)
         return True
 
-    async def sweep(self) -> None:
-        """Hand the kept requests whose run has neither a rollout nor a card (the bot stopped
-        between keeping one and posting its card, or GitHub failed to tell the run) to `kept`
-        again, at each poll until the run is settled (then never again in this process: a run
-        of another workflow stays without a timer)."""
-        for request in await self._rules.without_timer(TIMER):
+    async def sweep(self, requests: Sequence[RuleRequest]) -> None:
+        """Hand this service's kept requests whose run has neither a rollout nor a card (the
+        bot stopped before posting it, or GitHub failed to tell the run) to `kept` again, at
+        each poll until the run is settled (then never again in this process: a run of another
+        workflow stays without a timer). Every service's are read in one query."""
+        for request in requests:
             if request.run_id not in self._swept and await self._settled(request):
                 self._swept.add(request.run_id)
 

@@ -67,6 +67,7 @@ class GitHubWebhooks:
         self,
         *,
         repository: str,
+        service: str,
         rollouts: RolloutService,
         store: Rollouts,
         deliveries: Deliveries,
@@ -84,6 +85,7 @@ class GitHubWebhooks:
         """The App's installation (None in token mode: a token answers no protection rule)."""
         self._telemetry = telemetry
         self._repository = repository.casefold()
+        self._service = service
         self._rollouts = rollouts
         self._store = store
         self._deliveries = deliveries
@@ -135,6 +137,7 @@ class GitHubWebhooks:
             api_url=self._api_url,
             installation_id=self._installation_id(),
             at=self._clock(),
+            service=self._service,
         )
         if isinstance(request, str):
             return Intake(Taken.IGNORED, request)

@@ -24,9 +24,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from bot.bootstrap import utc_now
 from bot.domain.durations import parse_duration
 from bot.domain.rollout import CheckState, Phase, Rollout, holding_tracks
+from bot.services.clock import SystemClock
 from sandbox.chaos.checks import Evidence, Finding, check
 from sandbox.chaos.evidence import gather_evidence
 from sandbox.chaos.script import (
@@ -188,7 +188,7 @@ class ChaosRun(Lifecycle):
         `rollouts` ran and `duration` seconds passed, under the faults; then gather evidence."""
         started = time.monotonic()
         assert self._engine is not None
-        store = RolloutStore(create_session_factory(self._engine), clock=utc_now)
+        store = RolloutStore(create_session_factory(self._engine), clock=SystemClock())
         injected = inject_service_faults(self.box, self.faults, seed=self.seed)
         if self.faults.kill_every:
             self._spawn(self._kill_replicas(self.faults.kill_every))

@@ -63,7 +63,10 @@ class ProtectionRules:
         clock: Clock,
         app_id: int,
         recheck: timedelta,
+        service: str,
     ) -> None:
+        self._service = service
+        """The service whose repository's runs these are (the requests found are its)."""
         self._github = github
         self._requests = requests
         self._clock = clock
@@ -94,7 +97,9 @@ class ProtectionRules:
                     continue
                 if not await self._rule_enabled(name):
                     continue
-                found.append(RuleRequest(run_id, name, deployment.id, self._clock()))
+                found.append(
+                    RuleRequest(run_id, name, deployment.id, self._clock(), service=self._service)
+                )
                 explained.add(name.casefold())
         if not held and not found:
             return snapshot

@@ -112,9 +112,11 @@ class SlackNotifier:
         self._client = client
         self._approvers = approvers
         """Each service's approvers, mentioned when a window ends waiting for figures."""
+        self._named = len(approvers) > 1
+        """Whether a card names its service (the bot releases several)."""
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
-        blocks = rollout_card(rollout, plan)
+        blocks = rollout_card(rollout, plan, named=self._named)
         text = rollout_text(rollout, plan)
         if rollout.message_ts is None:
             posted = await delivered(

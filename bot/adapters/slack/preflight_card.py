@@ -26,7 +26,7 @@ def _check_line(title: str, check: Check, pending: str, skipped: str) -> str:
     return f"{CHECK_EMOJI[check.state]} *{title}*: {detail}"
 
 
-def preflight_card(rollout: Rollout, plan: RolloutPlan) -> list[BlockJson]:
+def preflight_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) -> list[BlockJson]:
     """The runbook's preconditions with their outcome; Dispatch only once all are clear."""
     checks = rollout.preflight
     open_ = rollout.phase is Phase.PREFLIGHT
@@ -41,7 +41,7 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan) -> list[BlockJson]:
         skipped="not checked",
     )
     blocks: list[Block] = [
-        header(f"Preflight: {released(rollout)}"),
+        header(f"Preflight: {released(rollout, named=named)}"),
         context(
             f"Started by <@{rollout.started_by}> · *{plan.workflow.name}* "
             f"(`{plan.workflow.file}` on `{plan.workflow.ref}`)"

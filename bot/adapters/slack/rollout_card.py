@@ -55,13 +55,13 @@ EXTEND_STEP = timedelta(minutes=15)
 """What one click on Extend window adds to the observation window."""
 
 
-def rollout_card(rollout: Rollout, plan: RolloutPlan) -> list[BlockJson]:
+def rollout_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) -> list[BlockJson]:
     """The one parent message of a rollout, updated in place: a lane per track, and only the
     buttons that apply now. While in preflight it is the preflight card."""
     if rollout.phase is Phase.PREFLIGHT:
-        return preflight_card(rollout, plan)
+        return preflight_card(rollout, plan, named=named)
     blocks: list[Block] = [
-        header(f"Rollout {released(rollout)} · {rollout.phase}"),
+        header(f"Rollout {released(rollout, named=named)} · {rollout.phase}"),
         context(" · ".join(card_facts(rollout))),
     ]
     if may_link(rollout):

@@ -20,7 +20,6 @@ from bot.domain.rollout import (
     gate_missed,
     reached_label,
 )
-from bot.domain.service import DEFAULT_SERVICE
 
 CHECK_EMOJI = {
     CheckState.PASS: ":white_check_mark:",
@@ -165,12 +164,10 @@ def _preflight_summary(rollout: Rollout) -> str:
     )
 
 
-def released(rollout: Rollout) -> str:
+def released(rollout: Rollout, *, named: bool) -> str:
     """What a rollout releases, as its card's title says it: the tag, after the service's name
-    when the bot releases several (`billing-api v2.0.0`)."""
-    if rollout.service == DEFAULT_SERVICE:
-        return rollout.tag
-    return f"{rollout.service} {rollout.tag}"
+    when the bot releases several (`named`: `billing-api v2.0.0`)."""
+    return f"{rollout.service} {rollout.tag}" if named else rollout.tag
 
 
 def card_facts(rollout: Rollout, *, preflight: bool = True) -> list[str]:

@@ -13,7 +13,13 @@ from bot.version import Build
 def help_blocks() -> list[BlockJson]:
     """Every subcommand with a line each."""
     lines = "\n".join(f"`{usage}`  {description}" for usage, description in HELP)
-    return as_json([header("/rollout: staged releases"), section(lines)])
+    return as_json([header("/rollout: staged releases"), section(lines), context(SEVERAL_SERVICES)])
+
+
+SEVERAL_SERVICES = (
+    "In a channel of several services, name the service right after the subcommand: "
+    "`/rollout start <service> <tag>`."
+)
 
 
 def help_text() -> str:
