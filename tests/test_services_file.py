@@ -6,17 +6,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 from test_cli import base_env
+from test_rollout_machine import running
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain.errors import ServicesError
+from bot.domain.errors import PlanError, ServicesError
+from bot.domain.metrics import stage_window
+from bot.domain.plan.metrics import fill
 from bot.domain.rollout_command import Subcommand, named_service
 from bot.domain.service import DEFAULT_SERVICE
-from bot.plan_file import load_plan
+from bot.plan_file import load_plan, parse_plan
 from bot.service_file import load_services
 from sandbox.config import bot_environment
 from sandbox.plans import fast_plan
@@ -259,3 +263,23 @@ def test_a_service_is_named_right_after_the_subcommand(
     text: str, expected: tuple[str | None, str, Subcommand | None]
 ) -> None:
     assert named_service(text, {"relay", "billing-api"}) == expected
+
+
+def test_services_sharing_one_plan_read_their_own_metrics() -> None:
+    """`$service` in a query template is the service the rollout releases."""
+    rollout = replace(running(), service="billing-api")
+    window = stage_window(rollout, track="relay", stage="canary", now=rollout.created_at)
+    template = 'sum(rate(errors{service="$service", stage="$stage"}[$window]))'
+    filled = fill(template, window.placeholders())
+    assert filled.startswith('sum(rate(errors{service="billing-api", stage="canary"}[')
+    plan = load_plan(None).model_dump(mode="json", by_alias=True, exclude_none=True)
+    plan["tracks"]["relay"]["metrics"] = {
+        "source": "prometheus",
+        "baseline_crash_rate": "0.001",
+        "crash_rate": {"query": template},
+        "error_rate": {"query": template},
+    }
+    parse_plan(yaml.safe_dump(plan), "a plan naming $service")  # accepted
+    plan["tracks"]["relay"]["metrics"]["crash_rate"]["query"] = 'x{s="$services"}'
+    with pytest.raises(PlanError, match=r"unknown placeholder \$services"):
+        parse_plan(yaml.safe_dump(plan), "a plan naming $services")

@@ -99,7 +99,9 @@ async def examine(
     async def metrics(track: str) -> list[str] | None:
         stage = first_window(plan, track)
         config = plan.track(track).metrics
-        return await unanswered(config, endpoints, track=track, stage=stage, tag=tag)
+        return await unanswered(
+            config, endpoints, track=track, stage=stage, tag=tag, service=service.name
+        )
 
     try:
         return await Doctor(

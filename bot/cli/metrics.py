@@ -67,7 +67,13 @@ def main(args: list[str]) -> int:
     now = datetime.now(UTC)
     start = now - stage.window
     window = QueryWindow(
-        tag=options.tag, track=name, stage=stage.key, start=start, end=now, rollout_start=start
+        tag=options.tag,
+        track=name,
+        stage=stage.key,
+        start=start,
+        end=now,
+        rollout_start=start,
+        service=service.name,
     )
     reading = asyncio.run(source.measure(window))
     verdict = track.evaluate_gate(

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from bot.domain.rollout import Rollout
+from bot.domain.service import DEFAULT_SERVICE
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class QueryWindow:
     end: datetime
     rollout_start: datetime
     """When the rollout was dispatched: `$since_start` reaches back to it."""
+    service: str = DEFAULT_SERVICE
+    """The service released (`$service`)."""
 
     @property
     def length(self) -> timedelta:
@@ -74,6 +77,7 @@ class QueryWindow:
             "tag": self.tag,
             "stage": self.stage,
             "track": self.track,
+            "service": self.service,
         }
 
 
@@ -91,4 +95,5 @@ def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> 
         start=start,
         end=max(end, start),
         rollout_start=min(rollout_start, start),
+        service=rollout.service,
     )

@@ -104,7 +104,13 @@ NO_DATA = "no data:"
 
 
 async def unanswered(
-    config: Metrics, endpoints: MetricsEndpoints, *, track: str, stage: Stage, tag: str
+    config: Metrics,
+    endpoints: MetricsEndpoints,
+    *,
+    track: str,
+    stage: Stage,
+    tag: str,
+    service: str,
 ) -> list[str] | None:
     """What a track's live source could not answer when asked its queries once, over a window
     of `stage`'s length ending now, for `tag` (for `rollout-bot doctor`). An answer of no data
@@ -115,7 +121,13 @@ async def unanswered(
     end = datetime.now(UTC)
     start = end - (stage.window or timedelta(minutes=5))
     window = QueryWindow(
-        tag=tag, track=track, stage=stage.key, start=start, end=end, rollout_start=start
+        tag=tag,
+        track=track,
+        stage=stage.key,
+        start=start,
+        end=end,
+        rollout_start=start,
+        service=service,
     )
     try:
         reading = await source.measure(window)

@@ -56,9 +56,10 @@ class ManualMetrics(PlanModel):
     baseline_crash_rate: Rate
 
 
-PLACEHOLDERS = ("window", "since_start", "tag", "stage", "track")
+PLACEHOLDERS = ("window", "since_start", "tag", "stage", "track", "service")
 """What a query template may name: `$window` (the stage's window so far, `1800s`),
-`$since_start` (time since the rollout was dispatched, for `offset`), `$tag`, `$stage`, `$track`."""
+`$since_start` (time since the rollout was dispatched, for `offset`), `$tag`, `$stage`, `$track`,
+`$service` (so that services sharing one plan file read their own metrics)."""
 
 
 def _template(value: str) -> str:
