@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,7 +69,7 @@ class Figures:
     burst was done (for the bot: its answers on the response_urls arrived)."""
 
     def p(self, percentile: int) -> float:
-        return _percentile(self.times, percentile)
+        return percentile(self.times, percentile)
 
     @property
     def throughput(self) -> float:
@@ -80,8 +80,9 @@ class Figures:
         return self.cpu_seconds / len(self.times)
 
 
-def _percentile(times: list[float], percentile: int) -> float:
-    return statistics.quantiles(times, n=100, method="inclusive")[percentile - 1]
+def percentile(times: Sequence[float], at: int) -> float:
+    """The `at`-th percentile of `times` (inclusive method)."""
+    return statistics.quantiles(times, n=100, method="inclusive")[at - 1]
 
 
 def round_ratios(bot: Figures, bare: Figures) -> tuple[list[float], list[float]]:
@@ -90,7 +91,7 @@ def round_ratios(bot: Figures, bare: Figures) -> tuple[list[float], list[float]]
     machine moves both, where the pooled figures mix a quiet round of one with a busy one of
     the other."""
     pairs = list(zip(bot.bursts, bare.bursts, strict=True))
-    p99 = [_percentile(b, 99) / _percentile(a, 99) for (b, _), (a, _) in pairs]
+    p99 = [percentile(b, 99) / percentile(a, 99) for (b, _), (a, _) in pairs]
     throughput = [(len(b) / tb) / (len(a) / ta) for (b, tb), (a, ta) in pairs]
     return p99, throughput
 

@@ -35,21 +35,25 @@ import contextlib
 import itertools
 import json
 import logging
-import re
-import statistics
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from ack_latency import cpu_seconds
+from ack_latency import cpu_seconds, percentile
 from databases import fresh_database
-from sqlalchemy import text
+from scale_readings import (
+    count_requests,
+    lateness,
+    memory_kb,
+    pids,
+    request_kinds,
+    wait_for,
+)
 
 from bot.adapters.slack.actions import Action
 from sandbox.chaos.script import CANARY_OK, HALF_OK, RINGS_OK
@@ -57,13 +61,11 @@ from sandbox.config import GITHUB_WEBHOOK_SECRET, numbered_services
 from sandbox.github_requests import RATE_LIMIT
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.signing import github_signature_headers
-from storage.db import engine_for_one_task
 
 MODES = ("webhooks", "polling")
 STARTING_AT_ONCE = 8
 """Services whose start (command, card, Dispatch) is under way at once."""
 HOUR = 3600.0
-ANY_REPOSITORY_OR_ID = re.compile(r"/repos/[^/]+/[^/]+|/\d+")
 
 
 @dataclass
@@ -95,38 +97,6 @@ class ModeFigures:
     idle_requests: Counter[str] = field(default_factory=Counter)
     idle_kinds: Counter[str] = field(default_factory=Counter)
     idle_seconds: float = 0.0
-
-
-def memory_kb(pid: int, key: str) -> int:
-    """A `/proc/<pid>/status` figure in kB (`VmRSS`, `VmHWM`)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {key} for process {pid}")
-
-
-def pids(box: Sandbox) -> list[int]:
-    found = [replica.pid for replica in box.replicas]
-    assert all(pid is not None for pid in found), "a replica is not running"
-    return [pid for pid in found if pid is not None]
-
-
-def count_requests(box: Sandbox, since: int) -> Counter[str]:
-    """The simulator's requests from index `since`: `counted` (against the rate limit) and
-    `not_modified` (304, free)."""
-    return Counter(
-        "not_modified" if r.status == 304 else "counted" for r in box.github.requests[since:]
-    )
-
-
-def request_kinds(box: Sandbox, since: int) -> Counter[str]:
-    """The simulator's requests from index `since` by method, path (numbers and the
-    repository's name left out) and whether the answer was a 304."""
-    return Counter(
-        f"{r.method} {ANY_REPOSITORY_OR_ID.sub('', r.path) or '/'}"
-        + (" 304" if r.status == 304 else "")
-        for r in box.github.requests[since:]
-    )
 
 
 class Webhooks:
@@ -194,65 +164,6 @@ async def start_rollouts(box: Sandbox, count: int, tag: str, urls: Sequence[str]
             )
 
     await asyncio.gather(*(start(number) for number in range(1, count + 1)))
-
-
-async def wait_for(database: str, query: str, wanted: int, *, timeout: float) -> None:  # noqa: ASYNC109
-    """Until `query` (one count) reaches `wanted`; says how far it got if it never does."""
-    async with engine_for_one_task(database) as engine:
-        deadline = time.monotonic() + timeout
-        while (found := await scalar(engine, query)) < wanted:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{found} of {wanted} after {timeout:.0f} s: {query}")
-            await asyncio.sleep(1)
-
-
-async def scalar(engine: Any, query: str) -> int:
-    async with engine.connect() as connection:
-        return int((await connection.execute(text(query))).scalar_one())
-
-
-async def lateness(database: str) -> dict[str, list[float]]:
-    """Per window that ended, seconds from its timer's due time to the gate verdict's save
-    (`recorded`: the audit event written with it) and to the verdict's post in the thread
-    (`posted`: the outbox); `written`: how long after its due time the timer was written (a
-    window whose start the bot learned late, e.g. by a poll, is due before it is written)."""
-    async with engine_for_one_task(database) as engine, engine.connect() as connection:
-        timers = (
-            await connection.execute(
-                text(
-                    "SELECT rollout_id, payload, due_at, created_at FROM timers "
-                    "WHERE kind = 'window'"
-                )
-            )
-        ).all()
-        due = {(rollout, *stage_of(payload)): when for rollout, payload, when, _ in timers}
-        written = {(rollout, *stage_of(payload)): at for rollout, payload, _, at in timers}
-        gates = await connection.execute(
-            text("SELECT rollout_id, track, stage, at FROM audit_events WHERE action = 'gate'")
-        )
-        recorded = {(rollout, track, stage): at for rollout, track, stage, at in gates}
-        posts = await connection.execute(
-            text(
-                "SELECT rollout_id, payload, delivered_at FROM outbox "
-                "WHERE kind = 'gate' AND delivered_at IS NOT NULL"
-            )
-        )
-        posted = {(rollout, *stage_of(payload)): at for rollout, payload, at in posts}
-    return {
-        "recorded": seconds_after(due, recorded),
-        "posted": seconds_after(due, posted),
-        "written": seconds_after(due, written),
-    }
-
-
-def stage_of(payload: str | dict[str, Any]) -> tuple[str, str]:
-    """The track and stage a timer's or a message's payload names."""
-    value = json.loads(payload) if isinstance(payload, str) else payload
-    return value["track"], value["stage"]
-
-
-def seconds_after(due: Mapping[Any, datetime], happened: Mapping[Any, datetime]) -> list[float]:
-    return [(happened[key] - when).total_seconds() for key, when in due.items() if key in happened]
 
 
 async def keep_the_rate_limit_full(box: Sandbox) -> None:
@@ -375,12 +286,13 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
     return figures
 
 
-def p(values: Sequence[float], percentile: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[percentile - 1]
-
-
 def mb(kbs: Sequence[int]) -> str:
     return " | ".join(f"{kb / 1024:.0f}" for kb in kbs) + " MB"
+
+
+def spread(seconds: Sequence[float]) -> str:
+    """p50 / p99 / max of `seconds`."""
+    return f"{percentile(seconds, 50):.2f} / {percentile(seconds, 99):.2f} / {max(seconds):.2f} s"
 
 
 def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
@@ -390,17 +302,15 @@ def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
     idle_hour = HOUR / figures.idle_seconds
     yield (
         "window-end lateness, verdict saved (p50 / p99 / max)",
-        f"{p(figures.recorded, 50):.2f} / {p(figures.recorded, 99):.2f} / "
-        f"{max(figures.recorded):.2f} s over {len(figures.recorded)} windows (goal p99 < 1 s)",
+        f"{spread(figures.recorded)} over {len(figures.recorded)} windows (goal p99 < 1 s)",
     )
     yield (
         "window-end lateness, verdict posted (p50 / p99 / max)",
-        f"{p(figures.posted, 50):.2f} / {p(figures.posted, 99):.2f} / {max(figures.posted):.2f} s",
+        spread(figures.posted),
     )
     yield (
         "window timers written after their due time (p50 / p99 / max)",
-        f"{p(figures.written, 50):.2f} / {p(figures.written, 99):.2f} / "
-        f"{max(figures.written):.2f} s",
+        spread(figures.written),
     )
     yield (
         "GitHub requests per complete rollout",

@@ -1,0 +1,113 @@
+"""What the many-services benchmark (`services_scale.py`) reads of its run: the replicas'
+memory, the GitHub requests the simulator answered, and from the database how late each
+window's gate came."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from sandbox.harness import Sandbox
+from storage.db import engine_for_one_task
+
+ANY_REPOSITORY_OR_ID = re.compile(r"/repos/[^/]+/[^/]+|/\d+")
+
+
+def memory_kb(pid: int, key: str) -> int:
+    """A `/proc/<pid>/status` figure in kB (`VmRSS`, `VmHWM`)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {key} for process {pid}")
+
+
+def pids(box: Sandbox) -> list[int]:
+    found = [replica.pid for replica in box.replicas]
+    assert all(pid is not None for pid in found), "a replica is not running"
+    return [pid for pid in found if pid is not None]
+
+
+def count_requests(box: Sandbox, since: int) -> Counter[str]:
+    """The simulator's requests from index `since`: `counted` (against the rate limit) and
+    `not_modified` (304, free)."""
+    return Counter(
+        "not_modified" if r.status == 304 else "counted" for r in box.github.requests[since:]
+    )
+
+
+def request_kinds(box: Sandbox, since: int) -> Counter[str]:
+    """The simulator's requests from index `since` by method, path (numbers and the
+    repository's name left out) and whether the answer was a 304."""
+    return Counter(
+        f"{r.method} {ANY_REPOSITORY_OR_ID.sub('', r.path) or '/'}"
+        + (" 304" if r.status == 304 else "")
+        for r in box.github.requests[since:]
+    )
+
+
+async def wait_for(database: str, query: str, wanted: int, *, timeout: float) -> None:  # noqa: ASYNC109
+    """Until `query` (one count) reaches `wanted`; says how far it got if it never does."""
+    async with engine_for_one_task(database) as engine:
+        deadline = time.monotonic() + timeout
+        while (found := await scalar(engine, query)) < wanted:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{found} of {wanted} after {timeout:.0f} s: {query}")
+            await asyncio.sleep(1)
+
+
+async def scalar(engine: Any, query: str) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text(query))).scalar_one())
+
+
+async def lateness(database: str) -> dict[str, list[float]]:
+    """Per window that ended, seconds from its timer's due time to the gate verdict's save
+    (`recorded`: the audit event written with it) and to the verdict's post in the thread
+    (`posted`: the outbox); `written`: how long after its due time the timer was written (a
+    window whose start the bot learned late, e.g. by a poll, is due before it is written)."""
+    async with engine_for_one_task(database) as engine, engine.connect() as connection:
+        timers = (
+            await connection.execute(
+                text(
+                    "SELECT rollout_id, payload, due_at, created_at FROM timers "
+                    "WHERE kind = 'window'"
+                )
+            )
+        ).all()
+        due = {(rollout, *stage_of(payload)): when for rollout, payload, when, _ in timers}
+        written = {(rollout, *stage_of(payload)): at for rollout, payload, _, at in timers}
+        gates = await connection.execute(
+            text("SELECT rollout_id, track, stage, at FROM audit_events WHERE action = 'gate'")
+        )
+        recorded = {(rollout, track, stage): at for rollout, track, stage, at in gates}
+        posts = await connection.execute(
+            text(
+                "SELECT rollout_id, payload, delivered_at FROM outbox "
+                "WHERE kind = 'gate' AND delivered_at IS NOT NULL"
+            )
+        )
+        posted = {(rollout, *stage_of(payload)): at for rollout, payload, at in posts}
+    return {
+        "recorded": seconds_after(due, recorded),
+        "posted": seconds_after(due, posted),
+        "written": seconds_after(due, written),
+    }
+
+
+def stage_of(payload: str | dict[str, Any]) -> tuple[str, str]:
+    """The track and stage a timer's or a message's payload names."""
+    value = json.loads(payload) if isinstance(payload, str) else payload
+    return value["track"], value["stage"]
+
+
+def seconds_after(due: Mapping[Any, datetime], happened: Mapping[Any, datetime]) -> list[float]:
+    return [(happened[key] - when).total_seconds() for key, when in due.items() if key in happened]
