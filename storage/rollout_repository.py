@@ -5,28 +5,27 @@ replicas acting on the same rollout cannot both win; at most one open rollout of
 holds a track. A repository of one service (`service`) reads and writes that service's
 rollouts only; without one, every service's.
 
-Size exception: the rollout table's queries stay beside the loader they share (`_load`); split
-the read-only lists (recent, by tag, ended in a period, last released) out when one more comes.
+Reading a rollout with its tracks and stages is `storage.rollout_loader`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollout_id
 from storage.audit_log import audit_row
-from storage.db import from_row
 from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
 from storage.models import RolloutRow, RolloutTrackRow, StageRow, TimerRow
 from storage.outbox import enqueue
-from storage.rollout_records import NewTrack, RolloutRecord, StageRecord, TrackRecord
+from storage.rollout_loader import load, load_one
+from storage.rollout_records import NewTrack, RolloutRecord, TrackRecord
 
 
 class RolloutRepository:
@@ -139,7 +138,7 @@ class RolloutRepository:
                             for timer in timers
                         ],
                     )
-                created = await _load_one(session, RolloutRow.id == rollout_id)
+                created = await load_one(session, RolloutRow.id == rollout_id)
         except IntegrityError:
             for track in tracks:
                 active = await self._active_on_track(track.name, (RolloutRow.service == service,))
@@ -158,7 +157,7 @@ class RolloutRepository:
 
     async def get(self, rollout_id: str) -> RolloutRecord | None:
         async with self._sessions() as session:
-            return await _load_one(session, RolloutRow.id == rollout_id, *self._scope)
+            return await load_one(session, RolloutRow.id == rollout_id, *self._scope)
 
     async def find_active_by_track(self, track: str) -> RolloutRecord | None:
         """The open rollout on this track, if any (without a service: the oldest of any)."""
@@ -174,19 +173,19 @@ class RolloutRepository:
             RolloutRow.id.in_(open_on_track), RolloutRow.ended_at.is_(None), *scope
         )
         async with self._sessions() as session:
-            found = await _load(session, ids, newest_first=False)
+            found = await load(session, ids, newest_first=False)
         return found[0] if found else None
 
     async def find_by_run_id(self, run_id: int) -> RolloutRecord | None:
         """The rollout driving this GitHub Actions run, if the bot tracks it."""
         async with self._sessions() as session:
-            return await _load_one(session, RolloutRow.run_id == run_id, *self._scope)
+            return await load_one(session, RolloutRow.run_id == run_id, *self._scope)
 
     async def list_active(self) -> list[RolloutRecord]:
         """Rollouts that have not ended, oldest first."""
         ids = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None), *self._scope)
         async with self._sessions() as session:
-            return await _load(session, ids, newest_first=False)
+            return await load(session, ids, newest_first=False)
 
     async def list_recent(self, *, limit: int = 10) -> list[RolloutRecord]:
         """The latest rollouts, active or ended, newest first."""
@@ -197,7 +196,7 @@ class RolloutRepository:
             .limit(limit)
         )
         async with self._sessions() as session:
-            return await _load(session, ids, newest_first=True)
+            return await load(session, ids, newest_first=True)
 
     async def list_ended(self, *, start: datetime, end: datetime) -> list[RolloutRecord]:
         """The rollouts that ended in [start, end), newest first."""
@@ -205,13 +204,13 @@ class RolloutRepository:
             RolloutRow.ended_at >= start, RolloutRow.ended_at < end, *self._scope
         )
         async with self._sessions() as session:
-            return await _load(session, ids, newest_first=True)
+            return await load(session, ids, newest_first=True)
 
     async def list_by_tag(self, tag: str) -> list[RolloutRecord]:
         """Every rollout of this tag, newest first."""
         ids = select(RolloutRow.id).where(RolloutRow.tag == tag, *self._scope)
         async with self._sessions() as session:
-            return await _load(session, ids, newest_first=True)
+            return await load(session, ids, newest_first=True)
 
     async def find_last_released(self, *, other_than: str) -> RolloutRecord | None:
         """The newest ended rollout of another tag whose every track completed."""
@@ -220,7 +219,7 @@ class RolloutRepository:
         newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than, *self._scope)
         latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
         async with self._sessions() as session:
-            return await _load_one(session, RolloutRow.id == latest.scalar_subquery())
+            return await load_one(session, RolloutRow.id == latest.scalar_subquery())
 
     async def update_state(
         self,
@@ -252,7 +251,7 @@ class RolloutRepository:
                         ended_reason=func.coalesce(RolloutTrackRow.ended_reason, state),
                     )
                 )
-            updated = await _load_one(session, RolloutRow.id == rollout_id)
+            updated = await load_one(session, RolloutRow.id == rollout_id)
         assert updated is not None
         return updated
 
@@ -310,7 +309,7 @@ class RolloutRepository:
                 },
                 self._scope,
             )
-            stored = await _load_one(session, RolloutRow.id == rollout.id)
+            stored = await load_one(session, RolloutRow.id == rollout.id)
             assert stored is not None
             if {t.name for t in stored.tracks} != {t.name for t in rollout.tracks}:
                 raise ValueError(f"rollout {rollout.id}: tracks cannot be added or removed")
@@ -318,7 +317,7 @@ class RolloutRepository:
                 await _save_track(session, rollout.id, stored.track(track.name), track, now)
             await enqueue(session, outbox, now=now)
             session.add_all([audit_row(event, service=stored.service) for event in audit])
-            saved = await _load_one(session, RolloutRow.id == rollout.id)
+            saved = await load_one(session, RolloutRow.id == rollout.id)
         assert saved is not None
         return saved
 
@@ -397,68 +396,3 @@ async def _save_track(
             )
             .values(**stage_fields, updated_at=now)
         )
-
-
-async def _load_one(session: AsyncSession, *criteria: ColumnElement[bool]) -> RolloutRecord | None:
-    found = await _load(session, select(RolloutRow.id).where(*criteria), newest_first=False)
-    return found[0] if found else None
-
-
-async def _load(
-    session: AsyncSession, ids: Select[Any], *, newest_first: bool
-) -> list[RolloutRecord]:
-    """Rollouts whose id is in the `ids` query, with tracks and stages, in one statement.
-
-    One statement reads one snapshot, so a rollout never comes back half-updated;
-    `populate_existing` because a save reloads rows its session already holds.
-    """
-    created = RolloutRow.created_at.desc() if newest_first else RolloutRow.created_at.asc()
-    tie_break = RolloutRow.id.desc() if newest_first else RolloutRow.id.asc()
-    rows = await session.execute(
-        select(RolloutRow, RolloutTrackRow, StageRow)
-        .outerjoin(RolloutTrackRow, RolloutTrackRow.rollout_id == RolloutRow.id)
-        .outerjoin(
-            StageRow,
-            (StageRow.rollout_id == RolloutTrackRow.rollout_id)
-            & (StageRow.track == RolloutTrackRow.track),
-        )
-        .where(RolloutRow.id.in_(ids.scalar_subquery()))
-        .order_by(created, tie_break, RolloutTrackRow.position, StageRow.position)
-        .execution_options(populate_existing=True)
-    )
-    return _assemble(rows)
-
-
-def _assemble(
-    rows: Iterable[tuple[RolloutRow, RolloutTrackRow | None, StageRow | None]],
-) -> list[RolloutRecord]:
-    rollouts: dict[str, RolloutRow] = {}
-    tracks: dict[str, dict[str, RolloutTrackRow]] = {}
-    stages: dict[tuple[str, str], list[StageRecord]] = {}
-    for rollout, track, stage in rows:
-        rollouts.setdefault(rollout.id, rollout)
-        lanes = tracks.setdefault(rollout.id, {})
-        if track is not None:
-            lanes.setdefault(track.track, track)
-        if stage is not None:
-            stages.setdefault((stage.rollout_id, stage.track), []).append(_stage_record(stage))
-    return [
-        from_row(
-            RolloutRecord,
-            row,
-            tracks=tuple(
-                from_row(
-                    TrackRecord,
-                    track,
-                    name=track.track,
-                    stages=tuple(stages.get((row.id, track.track), ())),
-                )
-                for track in tracks[row.id].values()
-            ),
-        )
-        for row in rollouts.values()
-    ]
-
-
-def _stage_record(row: StageRow) -> StageRecord:
-    return from_row(StageRecord, row)
