@@ -142,8 +142,9 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         )
         for service in configured:
             wired.append(wire_service(shared, service))
+        requests = ProtectionRuleStore(sessions)  # every service's
         directory = ServiceDirectory(
-            tuple(w.services for w in wired), rollouts=store, runs=ProtectionRuleStore(sessions)
+            tuple(w.services for w in wired), rollouts=store, runs=requests
         )
         bolt = AsyncApp(
             name="rollout-bot",  # Bolt would otherwise walk the call stack to name itself
@@ -168,12 +169,12 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
                 claims=shared.claims,
                 deliveries=shared.deliveries,
                 keep=timedelta(days=settings.retention_days),
-                rules=ProtectionRuleStore(sessions),
+                rules=requests,
             ),
             wake=shared.wake,
             owner=owner,
             telemetry=telemetry,
-            sweep=_sweeps(directory, ProtectionRuleStore(sessions)),
+            sweep=_sweeps(directory, requests),
             budget=shared.budget,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
