@@ -16,6 +16,7 @@ from cleared import cleared_rollout
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.adapters.chart_worker import ChartWorker
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
@@ -359,7 +360,7 @@ async def test_a_line_posted_by_a_replica_that_died_before_recording_it_is_not_p
     client = AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=scene.slack.api_url, retry_handlers=[])
     posted = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
     assert posted is not None
-    await SlackNotifier(client, approvers={}).announce(
+    await SlackNotifier(client, approvers={}, charts=ChartWorker()).announce(
         posted, DispatchUnclear("promoted"), key=claimed.id
     )
 
