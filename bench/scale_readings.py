@@ -1,10 +1,11 @@
 """What the many-services benchmark (`services_scale.py`) reads of its run: the replicas'
-memory, the GitHub requests the simulator answered, and from the database how late each
-window's gate came."""
+memory and CPU (their chart workers' apart), the GitHub requests the simulator answered, and
+from the database how late each window's gate came."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ack_latency import cpu_seconds
 from sqlalchemy import text
 
 from sandbox.harness import Sandbox
@@ -28,6 +30,40 @@ def memory_kb(pid: int, key: str) -> int:
         if line.startswith(f"{key}:"):
             return int(line.split()[1])
     raise RuntimeError(f"no {key} for process {pid}")
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started, by the parent field of `/proc/<pid>/stat`: a replica's
+    chart worker (from its first chart on) and multiprocessing's resource tracker beside it."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended while we looked
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def chart_cpu_seconds(pid: int) -> float:
+    """CPU seconds so far of the processes replica `pid` started (its chart worker): its own
+    `/proc/<pid>/stat` counts them nowhere while they run. A worker that died and was
+    replaced between two readings takes its seconds with it."""
+    total = 0.0
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):  # ended since `children` found it
+            total += cpu_seconds(child)
+    return total
+
+
+def chart_rss_kb(pid: int) -> int:
+    """kB resident (VmRSS) in the processes replica `pid` started (its chart worker)."""
+    total = 0
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):  # ended since `children` found it
+            total += memory_kb(child, "VmRSS")
+    return total
 
 
 def pids(box: Sandbox) -> list[int]:

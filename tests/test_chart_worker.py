@@ -8,12 +8,14 @@ imports matplotlib, about a second.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -89,30 +91,45 @@ async def test_a_drawing_that_raises_fails_that_chart_only(chart_worker: ChartWo
     assert await chart_worker.run(os.getpid) == drawing  # the same worker draws on
 
 
-async def drawn_for_a_bot() -> list[str]:
+async def drawn_for_a_bot() -> tuple[list[str], int]:
     """What a bot's process does for a chart (asks whether charts are on, has a worker of its
-    own draw it, ends the worker); the matplotlib modules the process then holds."""
+    own draw it): the matplotlib modules the process then holds, and the worker's pid."""
     charts = ChartWorker()
-    try:
-        assert charts_enabled()
-        assert (await charts.run(render_png, CHART)).startswith(PNG_SIGNATURE)
-    finally:
-        await charts.close()
-    return sorted(name for name in sys.modules if name.partition(".")[0] == "matplotlib")
+    assert charts_enabled()
+    assert (await charts.run(render_png, CHART)).startswith(PNG_SIGNATURE)
+    held = sorted(name for name in sys.modules if name.partition(".")[0] == "matplotlib")
+    return held, await charts.run(os.getpid)
 
 
-def test_the_bots_own_process_never_imports_matplotlib() -> None:
+def test_the_bots_process_never_imports_matplotlib_and_a_killed_bot_takes_its_worker() -> None:
     script = (
-        "import asyncio, bot.bootstrap, bot.cli.main, bot.cli.serve, test_chart_worker\n"
-        "print(asyncio.run(test_chart_worker.drawn_for_a_bot()))"
+        "import asyncio, os, signal, bot.bootstrap, bot.cli.main, bot.cli.serve\n"
+        "import test_chart_worker\n"
+        "print(asyncio.run(test_chart_worker.drawn_for_a_bot()), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # as a node dies: nothing is closed\n"
     )
-    here = str(Path(__file__).parent)
     done = subprocess.run(  # noqa: S603 - this interpreter, on a fixed script
         [sys.executable, "-c", script],
-        env=os.environ | {"PYTHONPATH": here},
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parent)},
         capture_output=True,
         text=True,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    held, worker = ast.literal_eval(done.stdout)
+    try:
+        assert held == []
+        while running(worker):  # the worker sees its bot gone and ends
+            time.sleep(0.01)
+    finally:
+        if running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

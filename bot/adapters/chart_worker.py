@@ -4,7 +4,8 @@ Drawing a chart holds the GIL for a good part of a second: in a thread of the bo
 loop (window ends, webhooks, clicks) would wait behind it. One worker process draws instead,
 spawned (never forked from the threaded bot) at the first chart, at a lower CPU priority so
 that on a busy machine the bot's own work goes first. Only the worker imports matplotlib. A
-worker that died is replaced at the next chart; the app ends it when it closes.
+worker that died is replaced at the next chart; the app ends it when it closes, and a bot
+that was killed (closing nothing) takes its worker with it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -65,7 +67,7 @@ class ChartWorker:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=os.nice,
+                initializer=_worker_starts,
                 initargs=(self._niceness,),
             )
         return self._pool
@@ -75,3 +77,18 @@ class ChartWorker:
         if self._pool is pool:
             self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _worker_starts(niceness: int) -> None:
+    """In the worker, before its first chart: lower its priority, and watch the bot."""
+    os.nice(niceness)
+    threading.Thread(target=_end_with_the_bot, name="end-with-the-bot", daemon=True).start()
+
+
+def _end_with_the_bot() -> None:
+    """Wait for the bot's process to end, then end too: a pool's worker would otherwise wait
+    for work forever after a SIGKILL of the bot (it holds its own queue's writing end)."""
+    bot = multiprocessing.parent_process()
+    if bot is not None:
+        bot.join()
+        os._exit(0)
