@@ -59,7 +59,8 @@ LOOK_AGAIN = 0.2
 
 CHARTS = ChartWorker()
 """The chart worker every in-process bot of this process shares: a test session spawns one
-(each imports matplotlib, about a second) instead of one per test; the session ends it."""
+(each imports matplotlib, about a second) instead of one per test. The session ends it
+(tests/conftest.py); in `rollout-bot demo`, the process's exit does."""
 
 GITHUB_TIMEOUT = 5
 """Seconds the sandboxed bot waits for GitHub's answer (generous: a slow answer on a loaded
