@@ -109,7 +109,9 @@ async def lateness(database: str) -> dict[str, list[float]]:
     """Per window that ended, seconds from its timer's due time to the gate verdict's save
     (`recorded`: the audit event written with it) and to the verdict's post in the thread
     (`posted`: the outbox); `written`: how long after its due time the timer was written (a
-    window whose start the bot learned late, e.g. by a poll, is due before it is written)."""
+    window whose start the bot learned late, e.g. by a poll, is due before it is written);
+    `known`: from the later of the due time and the timer's write to the verdict's save (the
+    part of the lateness that is the bot's own, not how late it learned that a window began)."""
     async with engine_for_one_task(database) as engine, engine.connect() as connection:
         timers = (
             await connection.execute(
@@ -136,6 +138,7 @@ async def lateness(database: str) -> dict[str, list[float]]:
         "recorded": seconds_after(due, recorded),
         "posted": seconds_after(due, posted),
         "written": seconds_after(due, written),
+        "known": seconds_after({key: max(due[key], written[key]) for key in due}, recorded),
     }
 
 

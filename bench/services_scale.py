@@ -84,6 +84,9 @@ class ModeFigures:
     """Seconds from each window's due time to its verdict's delivery in the thread."""
     written: list[float] = field(default_factory=list)
     """Seconds from each window's due time to its timer's write (negative: written before)."""
+    known: list[float] = field(default_factory=list)
+    """Seconds from the later of each window's due time and its timer's write to the verdict's
+    save: the lateness that is the bot's own."""
     completed: int = 0
     rollout_requests: Counter[str] = field(default_factory=Counter)
     rollout_kinds: Counter[str] = field(default_factory=Counter)
@@ -257,7 +260,7 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
             figures.rollout_charts = chart_figures(box, charts, figures.rollout_seconds)
             late = await lateness(database)
             figures.recorded, figures.posted = late["recorded"], late["posted"]
-            figures.written = late["written"]
+            figures.written, figures.known = late["written"], late["known"]
 
             # Long windows: the plan a rollout starts on is its own, so the replicas restart
             # on the new one and every service starts another rollout.
@@ -338,6 +341,14 @@ def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
     yield (
         "window timers written after their due time (p50 / p99 / max)",
         spread(figures.written),
+    )
+    yield (
+        "verdict saved after the due time or the timer's write, the later (p50 / p99 / max)",
+        spread(figures.known),
+    )
+    yield (
+        "window ends per second while the rollouts ran",
+        f"{len(figures.recorded) / figures.rollout_seconds:.2f}",
     )
     yield (
         "GitHub requests per complete rollout",

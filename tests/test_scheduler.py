@@ -227,7 +227,7 @@ async def test_a_timer_stays_until_its_stage_is_held(timers: TimerStore) -> None
 # -- leases and the wake-up ----------------------------------------------------------------------
 
 
-async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
+async def test_a_worker_claims_its_timers_one_at_a_time(timers: TimerStore) -> None:
     clock = ManualClock(NOW)
     follower = Follower()
     seen: dict[str, Timer | None] = {}
@@ -241,11 +241,39 @@ async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
     await window(timers, "second", due=NOW + timedelta(seconds=1))
     clock.advance(timedelta(seconds=1))
 
-    assert await scheduler(timers, follower, clock).fire_due() == 2
+    assert await scheduler(timers, follower, clock, workers=2).fire_due() == 2
 
     # While the first was worked on, the second was free for any other replica to take.
     second_meanwhile = seen["first"]
     assert second_meanwhile is not None and second_meanwhile.claimed_by is None
+
+
+async def test_a_slow_window_end_does_not_hold_the_timers_due_behind_it(
+    timers: TimerStore,
+) -> None:
+    """Window ends of different rollouts wait on GitHub and the metrics source, not on each
+    other: with two workers the second fires while the first is still in hand."""
+    clock = ManualClock(NOW)
+    follower = Follower()
+    second_done = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_first(timer: Timer) -> None:
+        if timer.key == "first":
+            await asyncio.wait_for(second_done.wait(), 5)  # a slow metrics source
+        else:
+            second_done.set()
+        finished.append(timer.key)
+
+    follower.during_timer = slow_first
+    await window(timers, "first")
+    await window(timers, "second", due=NOW + timedelta(seconds=1))
+    clock.advance(timedelta(seconds=1))
+
+    assert await scheduler(timers, follower, clock, workers=2).fire_due() == 2
+
+    assert [timer.key for timer in follower.fired] == ["first", "second"]
+    assert finished == ["second", "first"]
 
 
 class SlowPass(Follower):
@@ -294,7 +322,7 @@ async def test_each_timer_done_counts_as_progress_for_readiness(timers: TimerSto
     clock = ManualClock(NOW)
     follower = Follower()
     seen: list[datetime | None] = []
-    loop = scheduler(timers, follower, clock)
+    loop = scheduler(timers, follower, clock, workers=1)
 
     async def slow(timer: Timer) -> None:
         seen.append(loop.last_tick)
@@ -391,7 +419,7 @@ async def test_stopping_lets_the_timer_in_hand_finish_or_gives_it_back_at_once(
     follower.during_timer = window_end
     await window(timers, "in hand")
     await window(timers, "next")
-    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1))
+    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1), workers=1)
     loop.start()
     await asyncio.wait_for(in_hand.wait(), 5)
 
