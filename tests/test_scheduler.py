@@ -438,6 +438,63 @@ async def test_stopping_lets_the_timer_in_hand_finish_or_gives_it_back_at_once(
     assert fired is not None and (fired.fired_at is not None) is finishes
 
 
+class CompleteFailsOnce(TimerStore):
+    """A database blip as the first timer done is marked fired."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(sessions)
+        self.failed = asyncio.Event()
+
+    async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise OperationalError("UPDATE timers", {}, ConnectionResetError("reset"))
+        return await super().complete(timer_id=timer_id, owner=owner, now=now)
+
+
+async def test_a_worker_that_fails_leaves_no_other_worker_running_past_stop(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """One worker's database error ends `fire_due`; the other workers' timers in hand must
+    still be finished or cancelled before `stop` gives this replica's timers back, or another
+    replica fires a window end that is still being worked on here."""
+    timers = CompleteFailsOnce(session_factory)
+    clock = ManualClock(NOW)
+    follower = Follower()
+    slow_in_hand = asyncio.Event()
+    slow_running = False
+
+    async def window_end(timer: Timer) -> None:
+        nonlocal slow_running
+        if timer.key != "slow":
+            return
+        slow_running = True
+        slow_in_hand.set()
+        try:
+            await asyncio.Event().wait()  # a metrics source that does not answer
+        finally:
+            slow_running = False
+
+    follower.during_timer = window_end
+    await window(timers, "slow")
+    await window(timers, "quick")
+    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1), workers=2)
+    loop.start()
+    await asyncio.wait_for(slow_in_hand.wait(), 5)
+    await asyncio.wait_for(timers.failed.wait(), 5)  # the quick one's worker met the blip
+    await asyncio.sleep(0.05)  # and `fire_due` raised it to the loop
+
+    await asyncio.wait_for(loop.stop(grace=timedelta(seconds=0.3)), 5)
+
+    try:
+        # Given back while still worked on here, another replica would fire it a second time.
+        assert not slow_running, "a worker still fires a timer after the scheduler stopped"
+    finally:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task() and "_fire_in_turn" in repr(task.get_coro()):
+                task.cancel()
+
+
 async def test_readiness_reports_each_reason_and_draining_stops_the_scheduler() -> None:
     clock = ManualClock(NOW)
     state: dict[str, object] = {"db": True, "schema": None, "tick": None}
