@@ -276,6 +276,35 @@ async def test_a_slow_window_end_does_not_hold_the_timers_due_behind_it(
     assert finished == ["second", "first"]
 
 
+async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_runs(
+    timers: TimerStore,
+) -> None:
+    """Issue 13's case as it happens: window ends fall due one after another, not at one
+    instant. While one is slow (its metrics source), the next one due must still be fired by a
+    free worker, not wait until the slow one ends."""
+    clock = ManualClock(NOW)
+    follower = Follower()
+    later_done = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_first(timer: Timer) -> None:
+        if timer.key == "slow":
+            clock.advance(timedelta(seconds=1))  # the next window ends meanwhile
+            await asyncio.wait_for(later_done.wait(), 2)  # a slow metrics source
+        else:
+            later_done.set()
+        finished.append(timer.key)
+
+    follower.during_timer = slow_first
+    await window(timers, "slow")
+    await window(timers, "later", due=NOW + timedelta(seconds=1))
+
+    fired = await scheduler(timers, follower, clock, workers=4).fire_due()
+
+    assert finished == ["later", "slow"], "the later window end waited for the slow one"
+    assert fired == 2
+
+
 class SlowPass(Follower):
     """Three running rollouts; the first look learns that a window ended (its timer is
     written, due now, and the scheduler woken, as the effects do)."""
