@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from replicas import poll_stores
 from sandbox_views import deploying_canary
 
 from bot.adapters.github.gateway import PyGithubGateway
@@ -76,6 +77,7 @@ class Poller:
         self.scheduler = Scheduler(
             timers=TimerStore(box.services.database.sessions),
             service=box.services.rollouts,
+            **poll_stores(box.services.database.sessions),
             clock=self.clock,
             poll_interval=BASE,
             max_poll_interval=BASE * 4,
