@@ -319,10 +319,11 @@ class RunPoller:
             log.warning("GitHub rate limit: polling paused until %s", self.paused_until)
             return
         seen = pace.seen if pace is not None else None
+        # A run this replica has not seen yet is as the replica whose pace it adopted saw it.
         unchanged = (
             pace is not None
             and found.version == pace.version
-            and (found.snapshot is None or found.snapshot == seen)
+            and (found.snapshot is None or seen is None or found.snapshot == seen)
         )
         if not unchanged and (
             claim.interval != self.poll_interval or found.version != claim.version
