@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from figures import every_gate_passes
+from replicas import poll_stores
 from sandbox_views import open_home
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_cli import full_env
@@ -192,6 +193,7 @@ async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
     loop = Scheduler(
         timers=timers,
         service=every,
+        **poll_stores(session_factory),
         clock=clock,
         poll_interval=timedelta(hours=1),
         rng=random.Random(7),

@@ -51,6 +51,7 @@ from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
 from storage.db import Database, create_engine, create_session_factory, mask_database_url, ping
 from storage.deliveries import DeliveryLog
+from storage.looks import LookStore
 from storage.migrate import schema_problem
 from storage.outbox import OutboxStore
 from storage.protection_rules import ProtectionRuleStore
@@ -175,6 +176,8 @@ async def _services(
         scheduler = Scheduler(
             timers=timers,
             service=EveryService((w.services.rollouts for w in wired), rollouts=store),
+            looks=LookStore(sessions),
+            deliveries=shared.deliveries,
             clock=clock,
             poll_interval=timedelta(seconds=settings.github_poll_interval),
             max_attempts=settings.timer_max_attempts,

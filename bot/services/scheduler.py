@@ -36,7 +36,13 @@ from bot.services.failures import error_summary, log_failure
 from bot.services.leases import holding
 from bot.services.polling import PollBudget, RolloutLooks, RunPoller
 from bot.services.records import Timer
-from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
+from bot.services.store_ports import (
+    Claims,
+    Deliveries,
+    ProtectionRuleRequests,
+    RunLooks,
+    Timers,
+)
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
@@ -123,6 +129,8 @@ class Scheduler:
         *,
         timers: Timers,
         service: RolloutFollower,
+        looks: RunLooks,
+        deliveries: Deliveries,
         clock: LoopClock,
         poll_interval: timedelta,
         max_poll_interval: timedelta | None = None,
@@ -149,6 +157,8 @@ class Scheduler:
         self._clock = clock
         self.poller = RunPoller(
             service=service,
+            looks=looks,
+            deliveries=deliveries,
             clock=clock,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
