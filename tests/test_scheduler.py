@@ -40,12 +40,13 @@ from bot.domain.rollout import (
     window_timer_key,
 )
 from bot.plan_file import load_plan
+from bot.services.backoff import Backoff
 from bot.services.clock import SystemClock
 from bot.services.effects import TIMER_KINDS
 from bot.services.following import Reconciled
 from bot.services.readiness import Readiness
 from bot.services.rollouts import RolloutService, UnhandledTimer
-from bot.services.scheduler import PRUNE_EVERY, Backoff, Retention, Scheduler
+from bot.services.scheduler import PRUNE_EVERY, Retention, Scheduler
 from handlers.app_keys import SERVICES
 from sandbox.clock import ManualClock
 from sandbox.harness import Sandbox
@@ -110,7 +111,7 @@ def scheduler(
     **options: object,
 ) -> Scheduler:
     return Scheduler(
-        timers=TimerStore(sessions),
+        timers=options.pop("timers", None) or TimerStore(sessions),  # type: ignore[arg-type]
         service=follower,
         **poll_stores(sessions),
         clock=clock,
@@ -292,7 +293,7 @@ async def test_a_slow_window_end_does_not_hold_the_timers_due_behind_it(
 
 
 async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_runs(
-    timers: TimerStore,
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
 ) -> None:
     """Issue 13's case as it happens: window ends fall due one after another, not at one
     instant. While one is slow (its metrics source), the next one due must still be fired by a
@@ -314,7 +315,7 @@ async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_r
     await window(timers, "slow")
     await window(timers, "later", due=NOW + timedelta(seconds=1))
 
-    fired = await scheduler(timers, follower, clock, workers=4).fire_due()
+    fired = await scheduler(session_factory, follower, clock, workers=4).fire_due()
 
     assert finished == ["later", "slow"], "the later window end waited for the slow one"
     assert fired == 2
@@ -529,7 +530,9 @@ async def test_a_worker_that_fails_leaves_no_other_worker_running_past_stop(
     follower.during_timer = window_end
     await window(timers, "slow")
     await window(timers, "quick")
-    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1), workers=2)
+    loop = scheduler(
+        session_factory, follower, clock, timers=timers, lease=timedelta(hours=1), workers=2
+    )
     loop.start()
     await asyncio.wait_for(slow_in_hand.wait(), 5)
     await asyncio.wait_for(timers.failed.wait(), 5)  # the quick one's worker met the blip

@@ -22,8 +22,9 @@ from bot.adapters.slack.notifier import RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import ServicesError
 from bot.service_file import load_services
+from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
-from bot.services.scheduler import Backoff, Scheduler
+from bot.services.scheduler import Scheduler
 from bot.services.unfollowed_runs import timer_key
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SandboxService

@@ -20,20 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.errors import RolloutError
+from bot.services.backoff import Backoff
 from bot.services.clock import Background, LoopClock, sleep_until_any, sleep_until_woken
 from bot.services.effects import TIMER_KINDS
 from bot.services.failures import error_summary, log_failure
-from bot.services.leases import holding
+from bot.services.leases import holding, replica_name
 from bot.services.polling import PollBudget, RolloutLooks, RunPoller
 from bot.services.records import Timer
 from bot.services.store_ports import (
@@ -59,28 +57,6 @@ class RolloutFollower(RolloutLooks, Protocol):
     async def on_timer(self, timer: Timer) -> None: ...
 
     async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter: retry n waits a random time between `floor` and
-    min(`cap`, `base` * 2**(n-1)), so replicas that failed together do not retry together."""
-
-    base: timedelta = timedelta(seconds=10)
-    cap: timedelta = timedelta(minutes=5)
-    floor: timedelta = timedelta(seconds=1)
-    """Never at once: a failed timer is not claimed again in the same pass."""
-
-    def delay(self, attempt: int, rng: random.Random) -> timedelta:
-        floor = self.floor.total_seconds()
-        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2.0 ** (attempt - 1))
-        return timedelta(seconds=floor + max(ceiling - floor, 0.0) * rng.random())
-
-    def longest(self, attempt: int) -> timedelta:
-        """The longest the retries before attempt `attempt` can have waited in all."""
-        return sum(
-            (min(self.cap, self.base * 2 ** (n - 1)) for n in range(1, attempt)), timedelta()
-        )
 
 
 @dataclass(frozen=True)
@@ -116,11 +92,6 @@ def _thread_reason(error: BaseException) -> str:
     if isinstance(error, RolloutError):
         return error.message
     return f"an unexpected {type(error).__name__}, see the bot's log"
-
-
-def replica_name() -> str:
-    """Who holds a claim: host, process and a random part (a restarted process is new)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class Scheduler:
