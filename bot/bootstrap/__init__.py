@@ -42,7 +42,8 @@ from bot.services.directory import EveryService, ServiceDirectory
 from bot.services.leases import replica_name
 from bot.services.outbox import Outbox
 from bot.services.readiness import Readiness
-from bot.services.scheduler import Retention, Scheduler
+from bot.services.retention import Retention
+from bot.services.scheduler import Scheduler
 from bot.services.telemetry import Backlog
 from bot.version import build
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events

@@ -132,7 +132,6 @@ class RunPoller:
         budget: PollBudget | None = None,
         telemetry: Telemetry = UNTRACKED,
         progressed: Callable[[], None] = lambda: None,
-        between_looks: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._service = service
         self._looks = looks
@@ -146,9 +145,6 @@ class RunPoller:
         self._telemetry = telemetry
         self._progressed = progressed
         """Called after each rollout's look (the scheduler's liveness for `/readyz`)."""
-        self._between_looks = between_looks
-        """Awaited after each look: the scheduler fires the timers that fell due meanwhile,
-        so a long pass (many runs, a slow GitHub) does not hold a window's end."""
         self.paces: dict[str, RunPace] = {}
         self.deferred: dict[str, datetime] = {}
         """Rollouts whose look the budget put off, and since when each has waited."""
@@ -191,8 +187,6 @@ class RunPoller:
             self.deferred.pop(rollout.id, None)
             await self._look(rollout, claimed[rollout.id])
             self._progressed()
-            if self._between_looks is not None:
-                await self._between_looks()
             if self.paused_until is not None:
                 return
 

@@ -34,13 +34,8 @@ from bot.services.failures import error_summary, log_failure
 from bot.services.leases import holding, replica_name
 from bot.services.polling import PollBudget, RolloutLooks, RunPoller
 from bot.services.records import Timer
-from bot.services.store_ports import (
-    Claims,
-    Deliveries,
-    ProtectionRuleRequests,
-    RunLooks,
-    Timers,
-)
+from bot.services.retention import Retention
+from bot.services.store_ports import Deliveries, RunLooks, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
@@ -57,17 +52,6 @@ class RolloutFollower(RolloutLooks, Protocol):
     async def on_timer(self, timer: Timer) -> None: ...
 
     async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long action claims, webhook deliveries and protection rules' requests are kept
-    (the audit trail stays)."""
-
-    claims: Claims
-    deliveries: Deliveries
-    keep: timedelta = timedelta(days=30)
-    rules: ProtectionRuleRequests | None = None
 
 
 @dataclass
@@ -135,8 +119,7 @@ class Scheduler:
             max_poll_interval=max_poll_interval,
             budget=budget,
             telemetry=telemetry,
-            progressed=self._progressed,
-            between_looks=self._fire_if_due,
+            progressed=lambda: self._tick("polls"),
         )
         self._lease = lease
         self._retry_after = retry_after
@@ -149,22 +132,32 @@ class Scheduler:
         self.owner = owner or replica_name()
         self._wake = wake or asyncio.Event()
         """Set when a timer is scheduled: look again now, not at the end of the current sleep."""
-        self._next_due: datetime | None = None
-        """The earliest due time of a timer, as last read (None: none, or not read yet)."""
-        self.last_tick: datetime | None = None
-        """When the loop last made progress (for `/readyz`): a timer or a rollout's poll done,
+        self._polls_wake = asyncio.Event()
+        """Set only to stop: the polls keep their pace."""
+        self._ticks: dict[str, datetime] = {}
+        """When each loop (timers, polls) last made progress: a timer or a rollout's poll done,
         a pass ended. Set step by step, so a slow GitHub during one long pass does not make
         every replica unready at once; never by a pass that fails, so a loop failing every
         pass goes stale."""
         self._loop = Background("scheduler", wake=self._wake)
 
+    @property
+    def last_tick(self) -> datetime | None:
+        """When the loop that is further behind last made progress (for `/readyz`): one loop
+        failing every pass makes the replica unready while the other goes on."""
+        return min(self._ticks.values(), default=None)
+
+    def _tick(self, loop: str) -> None:
+        self._ticks[loop] = self._clock()
+
     def start(self) -> None:
         self._loop.start(self.run())  # in a task of its own, until `stop`
 
     async def stop(self, *, grace: timedelta) -> None:
-        """Stop claiming at once; let the timer in hand finish within `grace` (else cancel it),
-        then give back every timer this replica still holds, so another replica fires it now
-        rather than when its lease runs out."""
+        """Stop claiming at once; let the timers in hand finish within `grace` (else cancel
+        them), then give back every timer this replica holds, for another replica now."""
+        self._loop.stopping.set()  # before the polls wake: they end instead of polling again
+        self._polls_wake.set()
         if not await self._loop.stop(grace=grace):
             return  # never started, or already stopped
         try:
@@ -175,24 +168,52 @@ class Scheduler:
         log.info("scheduler %s stopped; gave back %d timers", self.owner, released)
 
     async def run(self) -> None:  # until `stop` (or cancelled)
+        """Two loops side by side: the timers, and the polls (with the retention's pruning).
+        A window's end never waits for a look at GitHub, however long a pass through many
+        runs takes."""
         log.info("scheduler %s started", self.owner)
-        next_poll = self._clock()
+        await asyncio.gather(
+            self._loop_until_stopped("timers", self._timers_turn),
+            self._loop_until_stopped("polls", self._polls_turn),
+        )
+
+    async def _loop_until_stopped(self, name: str, turn: Callable[[], Awaitable[None]]) -> None:
         while not self._loop.stopping.is_set():
             try:
-                await self.fire_due()
-                if self._clock() >= next_poll:
-                    await self.poll_runs()
-                    next_poll = self._clock() + self.poller.poll_interval
-                await self.prune()
-                self.last_tick = self._clock()
-                await self._sleep_until(next_poll)
+                await turn()
             except Exception as error:
                 # The database or GitHub is away: the timers wait in the database, so
                 # nothing is lost; try again after a pause instead of dying.
                 log_failure(
-                    log, f"scheduler iteration failed; retrying in {self._retry_after}", error
+                    log,
+                    f"scheduler iteration failed ({name}); retrying in {self._retry_after}",
+                    error,
                 )
                 await sleep_until_woken(self._loop.stopping, self._retry_after.total_seconds())
+
+    async def _timers_turn(self) -> None:
+        """Fire what is due, then sleep until the next due time or a timer scheduled here.
+        The wake-up is cleared before the due time is read: a timer scheduled meanwhile sets
+        it again and cuts the sleep short instead of being slept through."""
+        await self.fire_due()
+        self._tick("timers")
+        self._wake.clear()
+        if self._loop.stopping.is_set():
+            return
+        due = await self._timers.next_due(kinds=TIMER_KINDS)
+        # A timer another replica schedules does not wake this one: read again each poll
+        # interval, so one that replica leaves behind (it stopped) is not slept through.
+        again = self._clock() + self.poller.poll_interval
+        await self._clock.sleep_until(min(due, again) if due is not None else again, self._wake)
+
+    async def _polls_turn(self) -> None:
+        """Look at the runs whose look is due, prune once an hour, sleep until the next pass."""
+        await self.poll_runs()
+        next_poll = self._clock() + self.poller.poll_interval
+        await self.prune()
+        self._tick("polls")
+        if not self._loop.stopping.is_set():
+            await self._clock.sleep_until(next_poll, self._polls_wake)
 
     async def fire_due(self) -> int:
         """Fire every due timer this replica can claim, `workers` at once; returns how many
@@ -268,7 +289,7 @@ class Scheduler:
             await self._failed(timer, error)
             return
         finally:
-            self.last_tick = self._clock()
+            self._tick("timers")
         if await self._timers.complete(timer_id=timer.id, owner=self.owner, now=self._clock()):
             firing.fired += 1
 
@@ -348,47 +369,10 @@ class Scheduler:
         for kind in sorted(await self._timers.due_kinds(now=now) - TIMER_KINDS - self._newer):
             self._newer.add(kind)
             log.warning("timers of kind %r are due: left to a newer version's replicas", kind)
-        if self._retention is None:
-            return
-        before = now - self._retention.keep
-        claims = await self._retention.claims.prune(before=before)
-        deliveries = await self._retention.deliveries.prune(before=before)
-        rules = self._retention.rules
-        requests = await rules.prune(before=before) if rules is not None else 0
-        if claims or deliveries or requests:
-            log.info(
-                "retention: forgot %d action claims, %d webhook deliveries and %d protection "
-                "rule requests before %s",
-                claims,
-                deliveries,
-                requests,
-                before,
-            )
+        if self._retention is not None:
+            await self._retention.prune(now=now)
 
     async def poll_runs(self) -> None:
         """Look at the runs of active rollouts whose look is due (`RunPoller.poll`), after
         the sweep of kept protection-rule requests."""
         await self.poller.poll(self._sweep)
-
-    def _progressed(self) -> None:
-        self.last_tick = self._clock()
-
-    async def _fire_if_due(self) -> None:
-        """Between two looks of a poll pass: fire the timers due by now, if one was scheduled
-        here since the last read (`wake`) or the earliest read has come. A pass through many
-        runs takes seconds; a window's end does not wait for it. Nothing is read otherwise."""
-        if not self._wake.is_set() and (self._next_due is None or self._clock() < self._next_due):
-            return
-        self._wake.clear()  # what is scheduled from here on sets it again
-        await self.fire_due()
-        self._next_due = await self._timers.next_due(kinds=TIMER_KINDS)
-
-    async def _sleep_until(self, next_poll: datetime) -> None:
-        # Cleared before the next due time is read: a timer scheduled meanwhile sets it
-        # again and cuts the sleep short instead of being slept through.
-        self._wake.clear()
-        if self._loop.stopping.is_set():
-            return
-        self._next_due = due = await self._timers.next_due(kinds=TIMER_KINDS)
-        wake_at = min(next_poll, due) if due is not None else next_poll
-        await self._clock.sleep_until(wake_at, self._wake)
