@@ -1,10 +1,11 @@
 """What the many-services benchmark (`services_scale.py`) reads of its run: the replicas'
-memory, the GitHub requests the simulator answered, and from the database how late each
-window's gate came."""
+memory and CPU (their chart workers' apart), the GitHub requests the simulator answered, and
+from the database how late each window's gate came."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ack_latency import cpu_seconds
 from sqlalchemy import text
 
 from sandbox.harness import Sandbox
@@ -28,6 +30,40 @@ def memory_kb(pid: int, key: str) -> int:
         if line.startswith(f"{key}:"):
             return int(line.split()[1])
     raise RuntimeError(f"no {key} for process {pid}")
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started, by the parent field of `/proc/<pid>/stat`: a replica's
+    chart worker (from its first chart on) and multiprocessing's resource tracker beside it."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended while we looked
+        if parent == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def chart_cpu_seconds(pid: int) -> float:
+    """CPU seconds so far of the processes replica `pid` started (its chart worker): its own
+    `/proc/<pid>/stat` counts them nowhere while they run. A worker that died and was
+    replaced between two readings takes its seconds with it."""
+    total = 0.0
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):  # ended since `children` found it
+            total += cpu_seconds(child)
+    return total
+
+
+def chart_rss_kb(pid: int) -> int:
+    """kB resident (VmRSS) in the processes replica `pid` started (its chart worker)."""
+    total = 0
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):  # ended since `children` found it
+            total += memory_kb(child, "VmRSS")
+    return total
 
 
 def pids(box: Sandbox) -> list[int]:
@@ -73,7 +109,9 @@ async def lateness(database: str) -> dict[str, list[float]]:
     """Per window that ended, seconds from its timer's due time to the gate verdict's save
     (`recorded`: the audit event written with it) and to the verdict's post in the thread
     (`posted`: the outbox); `written`: how long after its due time the timer was written (a
-    window whose start the bot learned late, e.g. by a poll, is due before it is written)."""
+    window whose start the bot learned late, e.g. by a poll, is due before it is written);
+    `known`: from the later of the due time and the timer's write to the verdict's save (the
+    part of the lateness that is the bot's own, not how late it learned that a window began)."""
     async with engine_for_one_task(database) as engine, engine.connect() as connection:
         timers = (
             await connection.execute(
@@ -100,6 +138,7 @@ async def lateness(database: str) -> dict[str, list[float]]:
         "recorded": seconds_after(due, recorded),
         "posted": seconds_after(due, posted),
         "written": seconds_after(due, written),
+        "known": seconds_after({key: max(due[key], written[key]) for key in due}, recorded),
     }
 
 

@@ -11,10 +11,12 @@ Per mode, on a fresh database (dropped afterwards):
    `deployment_review` is delivered, signed, to the replicas in turn. Measured until every
    rollout ended: window-end lateness (the window timer's due time to the gate's verdict,
    recorded and posted in the thread), GitHub requests per complete rollout (304s apart),
-   each replica's RSS.
+   each replica's RSS and CPU, and apart from them those of its chart worker (the process
+   it draws the charts in, `bot.adapters.chart_worker`).
 2. **Long windows.** The replicas restart on the plan with 1 h windows, every service starts
    one more rollout, and once its 2N tracks observe their first stage, each replica's CPU
-   (`/proc/<pid>/stat`), RSS and the GitHub requests are measured over IDLE seconds.
+   (`/proc/<pid>/stat`), RSS, its chart worker's and the GitHub requests are measured over
+   IDLE seconds.
 
 The simulator's rate limit is kept full (hours of releases pass in minutes here): the figures
 are what the bot asks of GitHub, not what its budget would let through. Goals (issue 13):
@@ -47,6 +49,8 @@ import aiohttp
 from ack_latency import cpu_seconds, percentile
 from databases import fresh_database
 from scale_readings import (
+    chart_cpu_seconds,
+    chart_rss_kb,
     count_requests,
     lateness,
     memory_kb,
@@ -80,6 +84,9 @@ class ModeFigures:
     """Seconds from each window's due time to its verdict's delivery in the thread."""
     written: list[float] = field(default_factory=list)
     """Seconds from each window's due time to its timer's write (negative: written before)."""
+    known: list[float] = field(default_factory=list)
+    """Seconds from the later of each window's due time and its timer's write to the verdict's
+    save: the lateness that is the bot's own."""
     completed: int = 0
     rollout_requests: Counter[str] = field(default_factory=Counter)
     rollout_kinds: Counter[str] = field(default_factory=Counter)
@@ -91,9 +98,14 @@ class ModeFigures:
     rollout_rss: list[int] = field(default_factory=list)
     """kB per replica once every rollout ended (VmRSS), and the peak (VmHWM) after it."""
     rollout_peak: list[int] = field(default_factory=list)
+    rollout_charts: list[tuple[float, int]] = field(default_factory=list)
+    """Per replica, its chart worker's CPU seconds per second while the rollouts ran, and
+    its kB (VmRSS) once they ended (the replica's own figures leave it out)."""
     idle_cpu: list[float] = field(default_factory=list)
     """Per replica, CPU seconds per second over the idle measurement."""
     idle_rss: list[int] = field(default_factory=list)
+    idle_charts: list[tuple[float, int]] = field(default_factory=list)
+    """Per replica, its chart worker's CPU share and kB over the idle measurement."""
     idle_requests: Counter[str] = field(default_factory=Counter)
     idle_kinds: Counter[str] = field(default_factory=Counter)
     idle_seconds: float = 0.0
@@ -225,6 +237,7 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
 
             since, started = len(box.github.requests), time.monotonic()
             cpu = [cpu_seconds(pid) for pid in pids(box)]
+            charts = [chart_cpu_seconds(pid) for pid in pids(box)]
             await start_rollouts(box, count, "v1.4.2", hooks.urls)
             await wait_for(
                 database,
@@ -244,9 +257,10 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
             figures.rollout_kinds = request_kinds(box, since)
             figures.rollout_rss = [memory_kb(pid, "VmRSS") for pid in pids(box)]
             figures.rollout_peak = [memory_kb(pid, "VmHWM") for pid in pids(box)]
+            figures.rollout_charts = chart_figures(box, charts, figures.rollout_seconds)
             late = await lateness(database)
             figures.recorded, figures.posted = late["recorded"], late["posted"]
-            figures.written = late["written"]
+            figures.written, figures.known = late["written"], late["known"]
 
             # Long windows: the plan a rollout starts on is its own, so the replicas restart
             # on the new one and every service starts another rollout.
@@ -268,6 +282,7 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
             await hooks.sent()
             await asyncio.sleep(options.settle)  # the last posts and looks of the start
             since, cpu = len(box.github.requests), [cpu_seconds(pid) for pid in pids(box)]
+            charts = [chart_cpu_seconds(pid) for pid in pids(box)]
             started = time.monotonic()
             await asyncio.sleep(options.idle)
             figures.idle_seconds = time.monotonic() - started
@@ -276,6 +291,7 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
                 for pid, before in zip(pids(box), cpu, strict=True)
             ]
             figures.idle_rss = [memory_kb(pid, "VmRSS") for pid in pids(box)]
+            figures.idle_charts = chart_figures(box, charts, figures.idle_seconds)
             figures.idle_requests = count_requests(box, since)
             figures.idle_kinds = request_kinds(box, since)
             assert hooks.refused == 0, f"{hooks.refused} webhook deliveries refused"
@@ -284,6 +300,20 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
                 for replica in box.replicas:
                     await replica.stop()
     return figures
+
+
+def chart_figures(box: Sandbox, before: Sequence[float], seconds: float) -> list[tuple[float, int]]:
+    """Per replica, its chart worker's CPU share since `before` (its CPU seconds then) and
+    its kB now (0 while it drew no chart: the worker starts at the first)."""
+    return [
+        ((chart_cpu_seconds(pid) - then) / seconds, chart_rss_kb(pid))
+        for pid, then in zip(pids(box), before, strict=True)
+    ]
+
+
+def charts_row(charts: Sequence[tuple[float, int]]) -> str:
+    cpu = " | ".join(f"{share * 100:.1f} %" for share, _ in charts)
+    return f"{mb([kb for _, kb in charts])}, {cpu} of a core (niced +10)"
 
 
 def mb(kbs: Sequence[int]) -> str:
@@ -313,6 +343,14 @@ def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
         spread(figures.written),
     )
     yield (
+        "verdict saved after the due time or the timer's write, the later (p50 / p99 / max)",
+        spread(figures.known),
+    )
+    yield (
+        "window ends per second while the rollouts ran",
+        f"{len(figures.recorded) / figures.rollout_seconds:.2f}",
+    )
+    yield (
         "GitHub requests per complete rollout",
         f"{counted / done:.1f} counted + {unchanged / done:.1f} 304s (goal <= 60 counted)",
     )
@@ -332,11 +370,16 @@ def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
         " | ".join(f"{share * 100:.0f} %" for share in figures.rollout_cpu) + " of a core",
     )
     yield (
+        "chart worker per replica: RSS after the rollouts, CPU while they ran",
+        charts_row(figures.rollout_charts),
+    )
+    yield (
         f"CPU per replica, {2 * figures.services} tracks in long windows",
         " | ".join(f"{share * 100:.2f} %" for share in figures.idle_cpu)
         + f" of a core over {figures.idle_seconds:.0f} s (goal < 2 %)",
     )
     yield ("RSS per replica in long windows", mb(figures.idle_rss))
+    yield ("chart worker per replica in long windows: RSS, CPU", charts_row(figures.idle_charts))
     yield (
         "GitHub requests per hour in long windows",
         f"{figures.idle_requests['counted'] * idle_hour:.0f} counted "

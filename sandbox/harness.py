@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bot.adapters.chart_worker import ChartWorker
 from bot.bootstrap import create_app
 from bot.config import Settings
 from bot.domain.rollout import Rollout
@@ -55,6 +56,11 @@ click Extend, to kill a ring), and an hour-long window only moves with `pass_tim
 
 LOOK_AGAIN = 0.2
 """Seconds a wait looks again at most after its last look when Slack recorded nothing."""
+
+CHARTS = ChartWorker()
+"""The chart worker every in-process bot of this process shares: a test session spawns one
+(each imports matplotlib, about a second) instead of one per test. The session ends it
+(tests/conftest.py); in `rollout-bot demo`, the process's exit does."""
 
 GITHUB_TIMEOUT = 5
 """Seconds the sandboxed bot waits for GitHub's answer (generous: a slow answer on a loaded
@@ -184,7 +190,8 @@ class Sandbox(SlackUser, Lifecycle):
 
     async def start_bot(self) -> None:
         """Start (or start again) the bot in this process."""
-        self._runner = web.AppRunner(create_app(self.settings(), clock=self.clock), access_log=None)
+        app = create_app(self.settings(), clock=self.clock, charts=CHARTS)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -9,6 +9,8 @@
 - `empty_database_url` (and `empty_postgres_database_url`): a database with no tables at all,
   for migration tests.
 - `migrated_engine`, `session_factory`: an engine and sessions on `database_url`.
+- `chart_worker`: the chart worker process the session's tests and in-process bots share
+  (`sandbox.harness.CHARTS`), ended with the session.
 
 Which tests run on both: storage, migrations, two replicas or concurrent requests on one
 database, exactly-once claims, restarts, leases, reports computed by queries, and chaos. An
@@ -45,8 +47,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
+from bot.adapters.chart_worker import ChartWorker
 from sandbox.config import SECRETS
-from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.harness import CHARTS, Sandbox, fast_plan, write_figures
 from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
 
@@ -133,6 +136,14 @@ def _root_logger_restored() -> Iterator[None]:
     yield
     root.setLevel(level)
     root.handlers[:] = handlers
+
+
+@pytest.fixture(scope="session", autouse=True)
+def chart_worker() -> Iterator[ChartWorker]:
+    """One chart worker per test process (each imports matplotlib, about a second), not one
+    per test; no worker outlives the session."""
+    yield CHARTS
+    run_async(CHARTS.close())
 
 
 @pytest.fixture(scope="session")

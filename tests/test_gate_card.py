@@ -4,16 +4,17 @@ to the thread through the real Slack client and the Slack test server."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from cleared import cleared_rollout
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.adapters.chart_worker import ChartFailed, ChartWorker
 from bot.adapters.charts import PNG_SIGNATURE
 from bot.adapters.slack.gate_views import gate_card, gate_card_text
 from bot.adapters.slack.limits import SECTION_TEXT
@@ -32,6 +33,7 @@ from sandbox.render import render_blocks
 from sandbox.slack import SlackTestServer
 
 D = Decimal
+R = TypeVar("R")
 NOW = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
 WINDOW = (NOW - timedelta(minutes=30), NOW)
 BOT_TOKEN = "xoxb-gate-card-test"
@@ -214,9 +216,10 @@ async def slack() -> AsyncIterator[SlackTestServer]:
         yield server
 
 
-async def post_gate_card(slack: SlackTestServer, verdict: GateVerdict) -> None:
+async def post_gate_card(slack: SlackTestServer, verdict: GateVerdict, charts: ChartWorker) -> None:
     """The notifier posts `verdict`'s card, read live, in the thread of an observed rollout."""
-    notifier = SlackNotifier(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url), approvers={})
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
+    notifier = SlackNotifier(client, approvers={}, charts=charts)
     rollout = await observed_rollout(notifier)
     await notifier.post_gate_card(
         rollout,
@@ -239,8 +242,10 @@ async def observed_rollout(notifier: SlackNotifier) -> Rollout:
     return replace(rollout, message_ts=ts).with_track(track.with_stage(canary))
 
 
-async def test_the_card_and_a_png_per_metric_go_to_the_thread(slack: SlackTestServer) -> None:
-    await post_gate_card(slack, relay("0.0301", sample=4512))
+async def test_the_card_and_a_png_per_metric_go_to_the_thread(
+    slack: SlackTestServer, chart_worker: ChartWorker
+) -> None:
+    await post_gate_card(slack, relay("0.0301", sample=4512), chart_worker)
     (parent,) = slack.messages(CHANNEL)
     card, charts = parent.replies
     assert card.rendered.startswith(":red_circle: *5% canary gate: ROLLBACK*")
@@ -261,8 +266,28 @@ async def test_without_matplotlib_the_card_says_charts_are_off(
 ) -> None:
     for module in ("matplotlib", "matplotlib.figure", "matplotlib.dates"):
         monkeypatch.setitem(sys.modules, module, None)
-    await post_gate_card(slack, relay("0.002", sample=4512))
+    await post_gate_card(slack, relay("0.002", sample=4512), NeverDraws())
     (parent,) = slack.messages(CHANNEL)
     (card,) = parent.replies
     assert "Charts are off: install `rollout-bot[charts]`" in card.rendered
     assert slack.calls_to("files.getUploadURLExternal") == []
+
+
+class NeverDraws(ChartWorker):
+    """A chart worker whose process dies at every chart (as when matplotlib crashes)."""
+
+    async def run(self, draw: Callable[..., R], *args: object) -> R:
+        raise ChartFailed("the chart worker died while drawing")
+
+
+async def test_charts_not_drawn_leave_the_card_alone_with_a_warning(
+    slack: SlackTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await post_gate_card(slack, relay("0.0301", sample=4512), NeverDraws())
+    (parent,) = slack.messages(CHANNEL)
+    (card,) = parent.replies  # one card, and no second one for its charts
+    assert card.rendered.startswith(":red_circle: *5% canary gate: ROLLBACK*")
+    assert slack.calls_to("files.getUploadURLExternal") == []
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "could not upload the charts" in warning.getMessage()
+    assert "chart not drawn: the chart worker died while drawing" in warning.getMessage()

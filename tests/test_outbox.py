@@ -28,6 +28,7 @@ from bot.services.outbox_messages import card, told
 from bot.services.records import NewMessage, OutboxMessage
 from sandbox.clock import ManualClock
 from sandbox.config import SLACK_BOT_TOKEN
+from sandbox.harness import CHARTS
 from sandbox.slack import SlackCall, SlackTestServer
 from storage.audit_log import AuditLog
 from storage.outbox import OutboxStore
@@ -70,7 +71,7 @@ class Scene:
             store=store or self.store,
             rollouts=RolloutStore(self.sessions, clock=self.clock),
             audit=AuditLog(self.sessions),
-            notifier=notifier(client, approvers={}),
+            notifier=notifier(client, approvers={}, charts=CHARTS),
             clock=self.clock,
             owner=owner,
         )
@@ -359,7 +360,7 @@ async def test_a_line_posted_by_a_replica_that_died_before_recording_it_is_not_p
     client = AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=scene.slack.api_url, retry_handlers=[])
     posted = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
     assert posted is not None
-    await SlackNotifier(client, approvers={}).announce(
+    await SlackNotifier(client, approvers={}, charts=CHARTS).announce(
         posted, DispatchUnclear("promoted"), key=claimed.id
     )
 

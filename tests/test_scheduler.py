@@ -227,7 +227,7 @@ async def test_a_timer_stays_until_its_stage_is_held(timers: TimerStore) -> None
 # -- leases and the wake-up ----------------------------------------------------------------------
 
 
-async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
+async def test_a_worker_claims_its_timers_one_at_a_time(timers: TimerStore) -> None:
     clock = ManualClock(NOW)
     follower = Follower()
     seen: dict[str, Timer | None] = {}
@@ -241,11 +241,68 @@ async def test_timers_are_claimed_one_at_a_time(timers: TimerStore) -> None:
     await window(timers, "second", due=NOW + timedelta(seconds=1))
     clock.advance(timedelta(seconds=1))
 
-    assert await scheduler(timers, follower, clock).fire_due() == 2
+    assert await scheduler(timers, follower, clock, workers=1).fire_due() == 2
 
     # While the first was worked on, the second was free for any other replica to take.
     second_meanwhile = seen["first"]
     assert second_meanwhile is not None and second_meanwhile.claimed_by is None
+
+
+async def test_a_slow_window_end_does_not_hold_the_timers_due_behind_it(
+    timers: TimerStore,
+) -> None:
+    """Window ends of different rollouts wait on GitHub and the metrics source, not on each
+    other: with two workers the second fires while the first is still in hand."""
+    clock = ManualClock(NOW)
+    follower = Follower()
+    second_done = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_first(timer: Timer) -> None:
+        if timer.key == "first":
+            await asyncio.wait_for(second_done.wait(), 5)  # a slow metrics source
+        else:
+            second_done.set()
+        finished.append(timer.key)
+
+    follower.during_timer = slow_first
+    await window(timers, "first")
+    await window(timers, "second", due=NOW + timedelta(seconds=1))
+    clock.advance(timedelta(seconds=1))
+
+    assert await scheduler(timers, follower, clock, workers=2).fire_due() == 2
+
+    assert [timer.key for timer in follower.fired] == ["first", "second"]
+    assert finished == ["second", "first"]
+
+
+async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_runs(
+    timers: TimerStore,
+) -> None:
+    """Issue 13's case as it happens: window ends fall due one after another, not at one
+    instant. While one is slow (its metrics source), the next one due must still be fired by a
+    free worker, not wait until the slow one ends."""
+    clock = ManualClock(NOW)
+    follower = Follower()
+    later_done = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_first(timer: Timer) -> None:
+        if timer.key == "slow":
+            clock.advance(timedelta(seconds=1))  # the next window ends meanwhile
+            await asyncio.wait_for(later_done.wait(), 2)  # a slow metrics source
+        else:
+            later_done.set()
+        finished.append(timer.key)
+
+    follower.during_timer = slow_first
+    await window(timers, "slow")
+    await window(timers, "later", due=NOW + timedelta(seconds=1))
+
+    fired = await scheduler(timers, follower, clock, workers=4).fire_due()
+
+    assert finished == ["later", "slow"], "the later window end waited for the slow one"
+    assert fired == 2
 
 
 class SlowPass(Follower):
@@ -294,7 +351,7 @@ async def test_each_timer_done_counts_as_progress_for_readiness(timers: TimerSto
     clock = ManualClock(NOW)
     follower = Follower()
     seen: list[datetime | None] = []
-    loop = scheduler(timers, follower, clock)
+    loop = scheduler(timers, follower, clock, workers=1)
 
     async def slow(timer: Timer) -> None:
         seen.append(loop.last_tick)
@@ -391,7 +448,7 @@ async def test_stopping_lets_the_timer_in_hand_finish_or_gives_it_back_at_once(
     follower.during_timer = window_end
     await window(timers, "in hand")
     await window(timers, "next")
-    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1))
+    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1), workers=1)
     loop.start()
     await asyncio.wait_for(in_hand.wait(), 5)
 
@@ -408,6 +465,63 @@ async def test_stopping_lets_the_timer_in_hand_finish_or_gives_it_back_at_once(
     assert {timer.key for timer in nothing_held} == expected
     fired = await timers.get(key="in hand")
     assert fired is not None and (fired.fired_at is not None) is finishes
+
+
+class CompleteFailsOnce(TimerStore):
+    """A database blip as the first timer done is marked fired."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(sessions)
+        self.failed = asyncio.Event()
+
+    async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise OperationalError("UPDATE timers", {}, ConnectionResetError("reset"))
+        return await super().complete(timer_id=timer_id, owner=owner, now=now)
+
+
+async def test_a_worker_that_fails_leaves_no_other_worker_running_past_stop(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """One worker's database error ends `fire_due`; the other workers' timers in hand must
+    still be finished or cancelled before `stop` gives this replica's timers back, or another
+    replica fires a window end that is still being worked on here."""
+    timers = CompleteFailsOnce(session_factory)
+    clock = ManualClock(NOW)
+    follower = Follower()
+    slow_in_hand = asyncio.Event()
+    slow_running = False
+
+    async def window_end(timer: Timer) -> None:
+        nonlocal slow_running
+        if timer.key != "slow":
+            return
+        slow_running = True
+        slow_in_hand.set()
+        try:
+            await asyncio.Event().wait()  # a metrics source that does not answer
+        finally:
+            slow_running = False
+
+    follower.during_timer = window_end
+    await window(timers, "slow")
+    await window(timers, "quick")
+    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1), workers=2)
+    loop.start()
+    await asyncio.wait_for(slow_in_hand.wait(), 5)
+    await asyncio.wait_for(timers.failed.wait(), 5)  # the quick one's worker met the blip
+    await asyncio.sleep(0.05)  # and `fire_due` raised it to the loop
+
+    await asyncio.wait_for(loop.stop(grace=timedelta(seconds=0.3)), 5)
+
+    try:
+        # Given back while still worked on here, another replica would fire it a second time.
+        assert not slow_running, "a worker still fires a timer after the scheduler stopped"
+    finally:
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task() and "_fire_in_turn" in repr(task.get_coro()):
+                task.cancel()
 
 
 async def test_readiness_reports_each_reason_and_draining_stops_the_scheduler() -> None:

@@ -2,12 +2,15 @@
 
 Plotting is an optional extra (`pip install 'rollout-bot[charts]'`, which brings matplotlib).
 Without it `charts_enabled()` is False, the gate card says charts are off, and nothing else
-changes. What to draw (`gate_charts`) is decided without matplotlib; only `render_png` needs it.
+changes. What to draw (`gate_charts`) is decided without matplotlib; only `render_png` and
+`render_timeline_png` need it, and they run in the chart worker's process
+(`bot.adapters.chart_worker`): the bot's own process never imports matplotlib.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,12 +58,8 @@ class MetricChart:
 
 
 def charts_enabled() -> bool:
-    """Whether matplotlib can be imported (the `charts` extra is installed)."""
-    try:
-        importlib.import_module("matplotlib")
-    except ImportError:
-        return False
-    return True
+    """Whether matplotlib is installed (the `charts` extra), found without importing it."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def gate_charts(
@@ -114,8 +113,8 @@ def gate_charts(
 
 
 def render_png(chart: MetricChart) -> bytes:
-    """The chart as PNG bytes. Raises ChartsOff without matplotlib. Thread-safe: it uses
-    matplotlib's object API (no pyplot state), so charts render off the event loop."""
+    """The chart as PNG bytes (in the chart worker). Raises ChartsOff without matplotlib.
+    It uses matplotlib's object API: no pyplot state is left behind between charts."""
     figure, dates = _canvas((8, 3.2))
     axes = figure.add_subplot()
     for index, span in enumerate(chart.stages):
@@ -229,7 +228,8 @@ def timeline_chart(summary: RolloutSummary) -> TimelineChart:
 
 def render_timeline_png(chart: TimelineChart) -> bytes:
     """The timeline as PNG bytes: the stages as bands per track above, each gated figure (a
-    dot) and its limit (a dash) below. Raises ChartsOff without matplotlib; thread-safe."""
+    dot) and its limit (a dash) below (in the chart worker). Raises ChartsOff without
+    matplotlib."""
     figure, dates = _canvas((9, 4.5))
     lanes, metrics = figure.subplots(2, 1, sharex=True, height_ratios=(1, 1.3))
     tracks = list(dict.fromkeys(band.track for band in chart.bands))

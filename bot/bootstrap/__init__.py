@@ -1,7 +1,8 @@
 """The app factory: `create_app(settings)` wires configuration, storage, Slack and GitHub.
 
 Resources open and close in `cleanup_ctx`, in order: the database (migrated beforehand by
-`rollout-bot migrate`), the services, then (in Socket Mode) the Slack connection. Routes:
+`rollout-bot migrate`), the services (and the chart worker's process, started at the first
+chart), then (in Socket Mode) the Slack connection. Routes:
 `POST /slack/events`, `POST /github/webhook`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 """
 
@@ -22,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.adapters.chart_worker import ChartWorker
 from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack.calls import CallCounter
@@ -63,15 +65,22 @@ most, so a person's call never waits behind polls, whatever the number of servic
 
 
 def create_app(
-    settings: Settings, *, socket_mode: bool = False, clock: LoopClock | None = None
+    settings: Settings,
+    *,
+    socket_mode: bool = False,
+    clock: LoopClock | None = None,
+    charts: ChartWorker | None = None,
 ) -> web.Application:
     """Build the aiohttp application. Nothing is opened until the app starts. `clock` is the
-    system's unless a test brings one it moves."""
+    system's unless a test brings one it moves; `charts` is the app's own (ended with it)
+    unless the caller brings one its apps share (the tests' in-process bots)."""
     app = web.Application(client_max_size=github_webhook.MAX_BODY)
     app[SETTINGS] = settings
     app[TELEMETRY] = PrometheusTelemetry(build())
     app[ACKS] = AckFirst()
-    app.cleanup_ctx.append(functools.partial(_services, clock=clock or SystemClock()))
+    app.cleanup_ctx.append(
+        functools.partial(_services, clock=clock or SystemClock(), charts=charts)
+    )
     # Cleaned up before the services (in reverse order): the work Slack was told is accepted
     # ends before the Slack session and the database engine close.
     drain = ack_first.Drain(app[ACKS], grace=settings.shutdown_grace_seconds)
@@ -87,7 +96,9 @@ def create_app(
     return app
 
 
-async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[None]:
+async def _services(
+    app: web.Application, *, clock: LoopClock, charts: ChartWorker | None
+) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     telemetry = app[TELEMETRY]
     log.info("%s starting", build())
@@ -96,6 +107,7 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
     sessions = create_session_factory(engine)
     slack_http = slack_session()
     github_workers = GitHubWorkers(GITHUB_WORKERS)
+    chart_worker = charts or ChartWorker()
     scheduler: Scheduler | None = None
     outbox: Outbox | None = None
     wired: list[Wired] = []
@@ -113,7 +125,9 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         store = RolloutStore(sessions, clock=clock)  # every service's rollouts
         owner = replica_name()
         configured = settings.services()
-        outbox = _outbox(app, slack_http, sessions, configured, clock=clock, owner=owner)
+        outbox = _outbox(
+            app, slack_http, sessions, configured, clock=clock, owner=owner, charts=chart_worker
+        )
         shared = Shared(
             settings=settings,
             sessions=sessions,
@@ -188,6 +202,8 @@ async def _services(app: web.Application, *, clock: LoopClock) -> AsyncIterator[
         for one in wired:
             await one.close()
         await github_workers.close()
+        if charts is None:  # the app's own
+            await chart_worker.close()
         await slack_http.close()
         await engine.dispose()
 
@@ -200,6 +216,7 @@ def _outbox(
     *,
     clock: LoopClock,
     owner: str,
+    charts: ChartWorker,
 ) -> Outbox:
     """The outbox every service posts through. Its posts go through a client that never
     posts again on its own (after a dropped connection, or a 429's wait while the message's
@@ -217,7 +234,9 @@ def _outbox(
         rollouts=RolloutStore(sessions, clock=clock),
         audit=AuditLog(sessions),
         notifier=SlackNotifier(
-            posting, approvers={service.name: service.approvers for service in services}
+            posting,
+            approvers={service.name: service.approvers for service in services},
+            charts=charts,
         ),
         clock=clock,
         owner=owner,

@@ -2,8 +2,9 @@
 
 Timers live in the database, so a window that was running when the process died still ends:
 the next process (or another replica, once the dead one's lease runs out) claims it and fires
-it, once. Timers are claimed one at a time and their lease is renewed while they are worked
-on, so a lease covers exactly the timer in hand. A timer whose handler fails is retried with
+it, once. Each of a few workers claims one timer at a time and renews its lease while working
+on it, so a lease covers exactly the timers in hand, and a slow window end (metrics, GitHub)
+does not hold the ones due behind it. A timer whose handler fails is retried with
 exponential backoff and full jitter; after `max_attempts` it is dead-lettered and its stage
 holds for a person (nothing is dropped silently); a kind only a newer version knows is left
 to its replicas. A transient failure (GitHub, the database, another replica's change, a
@@ -41,6 +42,9 @@ from bot.services.telemetry import UNTRACKED, Telemetry
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = timedelta(hours=1)
+TIMER_WORKERS = 4
+"""Timers fired at once per replica: window ends of different rollouts wait on GitHub and the
+metrics source, not on each other (two of one rollout still take its lock in turn)."""
 
 
 class RolloutFollower(RolloutLooks, Protocol):
@@ -117,8 +121,10 @@ class Scheduler:
         telemetry: Telemetry = UNTRACKED,
         sweep: Callable[[], Awaitable[None]] | None = None,
         budget: PollBudget | None = None,
+        workers: int = TIMER_WORKERS,
     ) -> None:
         self._sweep = sweep
+        self._workers = workers
         """Each poll: hand kept protection-rule requests whose run has no card to their
         handler again (`UnfollowedRuns.sweep`; one indexed query when there are none)."""
         self._timers = timers
@@ -192,8 +198,14 @@ class Scheduler:
                 await sleep_until_woken(self._loop.stopping, self._retry_after.total_seconds())
 
     async def fire_due(self) -> int:
-        """Fire every due timer this replica can claim, one at a time (a lease covers only
-        the timer being worked on); returns how many fired."""
+        """Fire every due timer this replica can claim, with `workers` at once; returns how
+        many fired."""
+        fired = await asyncio.gather(*(self._fire_in_turn() for _ in range(self._workers)))
+        return sum(fired)
+
+    async def _fire_in_turn(self) -> int:
+        """One worker: claim a due timer, fire it, and the next, until none is left (a lease
+        covers only the timer being worked on)."""
         fired = 0
         while not self._loop.stopping.is_set() and (
             claimed := await self._timers.claim_due(

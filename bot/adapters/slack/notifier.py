@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.adapters.chart_worker import ChartFailed, ChartWorker
 from bot.adapters.charts import (
     CHARTS_OFF,
     MetricChart,
@@ -108,8 +109,15 @@ def _retry_after(headers: Any) -> float:
 
 
 class SlackNotifier:
-    def __init__(self, client: AsyncWebClient, *, approvers: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        approvers: Mapping[str, tuple[str, ...]],
+        charts: ChartWorker,
+    ) -> None:
         self._client = client
+        self._charts = charts
         self._approvers = approvers
         """Each service's approvers, mentioned when a window ends waiting for figures."""
         self._named = len(approvers) > 1
@@ -340,7 +348,7 @@ class SlackNotifier:
                 log.warning("could not upload the timeline of %s: %s", rollout.id, failure.reason)
 
     async def _upload_timeline(self, rollout: Rollout, chart: TimelineChart) -> None:
-        image = await asyncio.to_thread(render_timeline_png, chart)
+        (image,) = await self._drawn(render_timeline_png, [chart])
         await self._client.files_upload_v2(
             channel=rollout.channel_id,
             thread_ts=rollout.message_ts,
@@ -352,8 +360,8 @@ class SlackNotifier:
         )
 
     async def _upload_charts(self, rollout: Rollout, charts: list[MetricChart], label: str) -> None:
-        """One PNG per chart, rendered off the event loop, shared in the thread (upload v2)."""
-        images = await asyncio.gather(*(asyncio.to_thread(render_png, c) for c in charts))
+        """One PNG per chart, drawn in the chart worker, shared in the thread (upload v2)."""
+        images = await self._drawn(render_png, charts)
         await self._client.files_upload_v2(
             channel=rollout.channel_id,
             thread_ts=rollout.message_ts,
@@ -368,6 +376,13 @@ class SlackNotifier:
                 for chart, image in zip(charts, images, strict=True)
             ],
         )
+
+    async def _drawn(self, draw: Callable[[Any], bytes], charts: Sequence[Any]) -> list[bytes]:
+        """Each chart drawn in the worker; one not drawn fails its upload (logged, not retried)."""
+        try:
+            return await asyncio.gather(*(self._charts.run(draw, chart) for chart in charts))
+        except ChartFailed as failure:
+            raise DeliveryFailed(f"chart not drawn: {failure}", permanent=True) from None
 
 
 def _marker(event_type: str, **payload: str | int) -> dict[str, Any]:

@@ -1,0 +1,135 @@
+"""The chart worker: charts drawn in a process of their own at a lower CPU priority, never in
+the bot's (which does not even import matplotlib); a drawing that raises, or a worker that
+dies, fails that chart alone, and the next chart gets a worker again.
+
+The tests share the session's worker (`chart_worker`, tests/conftest.py): each fresh one
+imports matplotlib, about a second.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bot.adapters.chart_worker import NICENESS, ChartFailed, ChartWorker
+from bot.adapters.charts import (
+    PNG_SIGNATURE,
+    Band,
+    Figure,
+    MetricChart,
+    StageSpan,
+    TimelineChart,
+    charts_enabled,
+    render_png,
+    render_timeline_png,
+)
+
+NOW = datetime(2025, 6, 2, 11, 0, tzinfo=UTC)
+SERIES = tuple((NOW - timedelta(minutes=30 - i), 0.002 + i * 0.0001) for i in range(30))
+CHART = MetricChart(
+    metric="error_rate",
+    title="Error rate: Hosted relay, v1.4.2",
+    series=SERIES,
+    limit=Decimal("0.01"),
+    limit_label="threshold 1%",
+    stages=(StageSpan("5% canary", SERIES[5][0], SERIES[25][0]),),
+)
+TIMELINE = TimelineChart(
+    title="Rollout v1.4.2",
+    bands=(Band("relay", "canary", NOW - timedelta(minutes=30), NOW),),
+    figures=(Figure("crash rate", "relay canary", NOW, Decimal("0.001"), Decimal("0.002")),),
+)
+
+
+def test_both_kinds_of_chart_cross_to_the_worker_unchanged() -> None:
+    for chart in (CHART, TIMELINE):
+        assert pickle.loads(pickle.dumps(chart)) == chart  # noqa: S301 - our own charts
+
+
+async def test_the_worker_draws_both_kinds_in_its_own_process_at_a_lower_priority(
+    chart_worker: ChartWorker,
+) -> None:
+    assert await chart_worker.run(os.getpid) != os.getpid()
+    assert await chart_worker.run(os.nice, 0) == min(os.nice(0) + NICENESS, 19)
+    assert (await chart_worker.run(render_png, CHART)).startswith(PNG_SIGNATURE)
+    assert (await chart_worker.run(render_timeline_png, TIMELINE)).startswith(PNG_SIGNATURE)
+
+
+async def test_a_killed_worker_is_replaced_at_the_next_chart(chart_worker: ChartWorker) -> None:
+    killed = await chart_worker.run(os.getpid)
+    os.kill(killed, signal.SIGKILL)
+    # Until the pool's own thread has seen it die and reaped it (nothing to await for that).
+    while Path(f"/proc/{killed}").exists():  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.01)
+    assert (await chart_worker.run(render_png, CHART)).startswith(PNG_SIGNATURE)
+    assert await chart_worker.run(os.getpid) != killed
+
+
+async def test_a_worker_that_dies_while_drawing_fails_that_chart_only(
+    chart_worker: ChartWorker,
+) -> None:
+    with pytest.raises(ChartFailed, match="died while drawing"):
+        await chart_worker.run(os._exit, 1)
+    assert (await chart_worker.run(render_png, CHART)).startswith(PNG_SIGNATURE)
+
+
+async def test_a_drawing_that_raises_fails_that_chart_only(chart_worker: ChartWorker) -> None:
+    drawing = await chart_worker.run(os.getpid)
+    with pytest.raises(ChartFailed, match="AttributeError"):
+        await chart_worker.run(render_png, "not a chart")
+    assert await chart_worker.run(os.getpid) == drawing  # the same worker draws on
+
+
+async def drawn_for_a_bot() -> tuple[list[str], int]:
+    """What a bot's process does for a chart (asks whether charts are on, has a worker of its
+    own draw it): the matplotlib modules the process then holds, and the worker's pid."""
+    charts = ChartWorker()
+    assert charts_enabled()
+    assert (await charts.run(render_png, CHART)).startswith(PNG_SIGNATURE)
+    held = sorted(name for name in sys.modules if name.partition(".")[0] == "matplotlib")
+    return held, await charts.run(os.getpid)
+
+
+def test_the_bots_process_never_imports_matplotlib_and_a_killed_bot_takes_its_worker() -> None:
+    script = (
+        "import asyncio, os, signal, bot.bootstrap, bot.cli.main, bot.cli.serve\n"
+        "import test_chart_worker\n"
+        "print(asyncio.run(test_chart_worker.drawn_for_a_bot()), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)  # as a node dies: nothing is closed\n"
+    )
+    done = subprocess.run(  # noqa: S603 - this interpreter, on a fixed script
+        [sys.executable, "-c", script],
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parent)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    held, worker = ast.literal_eval(done.stdout)
+    try:
+        assert held == []
+        while running(worker):  # the worker sees its bot gone and ends
+            time.sleep(0.01)
+    finally:
+        if running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
