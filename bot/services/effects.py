@@ -227,7 +227,7 @@ class EffectRunner:
             elif isinstance(effect, ReadMetrics):
                 reads.append(effect)
         if messages:
-            await self.outbox.flush(rollout.id)
+            await self.outbox.flush(rollout.id, known=(rollout, plan))
         for read in reads:
             assert self._read is not None, "no gate reads the figures"
             rollout = await self.get(rollout.id)
