@@ -23,6 +23,8 @@ from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
 from sandbox.harness import Sandbox
 from storage.db import Database
+from storage.deliveries import DeliveryLog
+from storage.looks import LookStore
 from storage.models import Base, RolloutRow, RolloutTrackRow, StageRow, TimerRow
 from storage.outbox import OutboxStore
 from storage.timers import TimerStore
@@ -157,6 +159,8 @@ class IdleLoops:
         self.scheduler = Scheduler(
             timers=self._timers,
             service=box.services.rollouts,
+            looks=LookStore(sessions),
+            deliveries=DeliveryLog(sessions),
             clock=self.clock,
             poll_interval=POLL_INTERVAL,
         )
@@ -171,9 +175,11 @@ class IdleLoops:
         self.clock.advance(POLL_INTERVAL)
 
 
-async def statements_per_tick(box: Sandbox, loops: IdleLoops, ticks: int) -> float:
-    """The statements the stepped loops send in `ticks` idle ticks, per tick."""
-    with statements(bots_database(box).engine, this_task=True) as sent:
-        for _ in range(ticks):
+async def statements_of_each_tick(box: Sandbox, loops: IdleLoops, ticks: int) -> list[int]:
+    """The statements the stepped loops send in each of `ticks` idle ticks."""
+    counts = []
+    for _ in range(ticks):
+        with statements(bots_database(box).engine, this_task=True) as sent:
             await loops.tick()
-    return len(sent) / ticks
+        counts.append(len(sent))
+    return counts

@@ -1,7 +1,8 @@
 """Database URLs, engines and sessions for SQLite (the default) and PostgreSQL (several replicas).
 
-Also the two helpers every store shares: `insert_new` (a row written once, in either dialect)
-and `from_row` (an ORM row as the frozen record callers hold).
+Also the helpers every store shares: `insert_new` (a row written once, in either dialect, as
+`insert_into` writes any `ON CONFLICT`) and `from_row` (an ORM row as the frozen record callers
+hold).
 
 Every URL is normalized to an async driver (aiosqlite, asyncpg) so the same code runs on both,
 and every URL that reaches a log or an error message goes through `mask_database_url` first.
@@ -199,14 +200,19 @@ def insert_new(
     """`INSERT ... ON CONFLICT (unique) DO NOTHING` in the session's dialect (PostgreSQL or
     SQLite): the row is written once, by whichever writer comes first. `where` names a partial
     unique index (its columns `unique`, its condition `where`)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = list(unique) if isinstance(unique, Sequence) else [unique]
     return (
-        insert(table)
+        insert_into(session, table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=columns, index_where=where)
     )
+
+
+def insert_into(session: AsyncSession, table: type[Base]) -> Inserted:
+    """An `INSERT` in the session's dialect, which can say what to do `ON CONFLICT`."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def from_row(record: type[R], row: object, **converted: Any) -> R:

@@ -2,17 +2,18 @@
 
 GitHub retries a delivery it thinks failed and people redeliver by hand; several replicas may
 receive the same one. The primary key decides, in the database, which receiver acts on it.
+The deliveries also tell the replicas' pollers whose webhook is arriving (`bot.services.polling`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.db import insert_new
-from storage.models import GitHubDeliveryRow
+from storage.models import GitHubDeliveryRow, RolloutRow
 
 
 class DeliveryLog:
@@ -49,3 +50,15 @@ class DeliveryLog:
                 delete(GitHubDeliveryRow).where(GitHubDeliveryRow.received_at < before)
             )
             return int(getattr(result, "rowcount", 0) or 0)
+
+    async def services_with_deliveries(self, *, since: datetime) -> set[str]:
+        """The services a delivery about one of their rollouts was taken in for since `since`
+        (every delivery remembered is about a rollout the bot follows)."""
+        async with self._sessions() as session:
+            services = await session.scalars(
+                select(RolloutRow.service)
+                .distinct()
+                .join(GitHubDeliveryRow, GitHubDeliveryRow.rollout_id == RolloutRow.id)
+                .where(GitHubDeliveryRow.received_at >= since)
+            )
+            return set(services)

@@ -281,6 +281,24 @@ class GitHubDeliveryRow(Base):
     __table_args__ = (Index(None, "received_at"),)
 
 
+class RunLookRow(Base):
+    """The next look at a rollout's run, shared by the replicas (`storage.looks`): a replica
+    looks only once it has claimed it here, so one replica at a time looks at a run."""
+
+    __tablename__ = "run_looks"
+
+    # Not a foreign key (like the deliveries'): the row is only a pace, which the poller
+    # claims for whatever rollouts its service port gives it.
+    rollout_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # The rollout's version the look was for: a newer one brings the next look forward.
+    version: Mapped[int] = mapped_column(Integer)
+    looked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Whose look it is (a random token per replica's poller): only it may record the look's
+    # pace, or claim it again before it is due.
+    holder: Mapped[str] = mapped_column(String(32))
+
+
 class ActionClaimRow(Base):
     """An effect a person asked for (a Promote of one stage, a Slack delivery), claimed once.
 

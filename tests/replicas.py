@@ -1,13 +1,17 @@
-"""Separate engines on one database, standing for separate replicas of the bot."""
+"""Separate engines on one database, standing for separate replicas of the bot, and what the
+replicas' pollers share in it."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TypedDict
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storage.db import create_engine, create_session_factory
+from storage.deliveries import DeliveryLog
+from storage.looks import LookStore
 
 
 @asynccontextmanager
@@ -21,3 +25,15 @@ async def replica_sessions(
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+class PollStores(TypedDict):
+    """The stores a replica's poller shares with the others (`RunPoller`'s, `Scheduler`'s)."""
+
+    looks: LookStore
+    deliveries: DeliveryLog
+
+
+def poll_stores(sessions: async_sessionmaker[AsyncSession]) -> PollStores:
+    """The looks at runs and the webhook deliveries in the database of `sessions`."""
+    return PollStores(looks=LookStore(sessions), deliveries=DeliveryLog(sessions))

@@ -2,14 +2,16 @@
 
 The gateway test runs PyGithub against the GitHub simulator. The pacing tests run the whole
 bot with its own poller asleep (an interval of an hour) and drive a second `Scheduler` on the
-same services with a manual clock, so each look at GitHub is one explicit `poll_runs()`.
+same services with a manual clock, so each look at GitHub is one explicit `poll_runs()`; two
+such schedulers on one clock stand for two replicas.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sandbox_views import deploying_canary
+from replicas import poll_stores
+from sandbox_views import deploying_canary, value_of
 
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
@@ -19,6 +21,7 @@ from sandbox.clock import ManualClock
 from sandbox.config import GITHUB_TOKEN
 from sandbox.github import GitHubSimulator, RecordedRequest
 from sandbox.harness import Sandbox
+from storage.deliveries import DeliveryLog
 from storage.timers import TimerStore
 
 BASE = timedelta(seconds=10)
@@ -68,14 +71,16 @@ async def test_an_unchanged_run_is_read_with_if_none_match_and_304s() -> None:
 
 
 class Poller:
-    """A second scheduler on the bot's services, moved by hand along a manual clock."""
+    """A second scheduler on the bot's services, moved by hand along a manual clock (another
+    poller's, for a replica beside it)."""
 
-    def __init__(self, box: Sandbox) -> None:
+    def __init__(self, box: Sandbox, *, clock: ManualClock | None = None) -> None:
         self.box = box
-        self.clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
+        self.clock = clock or ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
         self.scheduler = Scheduler(
             timers=TimerStore(box.services.database.sessions),
             service=box.services.rollouts,
+            **poll_stores(box.services.database.sessions),
             clock=self.clock,
             poll_interval=BASE,
             max_poll_interval=BASE * 4,
@@ -144,3 +149,72 @@ async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
     resumed = await poller.look(run_id, after=timedelta(hours=1))
     assert [r.status for r in resumed] == [304] * len(RUN_PARTS)
     assert poller.scheduler.poller.paused_until is None
+
+
+async def test_two_replicas_look_at_a_run_once_per_interval_between_them(quiet: Sandbox) -> None:
+    run_id = (await deploying_canary(quiet)).run_id
+    assert run_id is not None
+    a = Poller(quiet)
+    b = Poller(quiet, clock=a.clock)
+
+    async def step(n: int) -> list[str]:
+        """Both replicas pass, in turns first; who looked at the run."""
+        a.clock.advance(BASE if n else timedelta(0))
+        turns = [("a", a), ("b", b)] if n % 2 == 0 else [("b", b), ("a", a)]
+        looked = []
+        for name, poller in turns:
+            if await poller.look(run_id):
+                looked.append(name)
+        return looked
+
+    looks = {n: await step(n) for n in range(16)}
+
+    # As one replica alone would: the change, then due after 10 s, 20 s, 40 s, 40 s (the cap).
+    assert {n: who for n, who in looks.items() if who} == {
+        0: ["a"],
+        1: ["b"],
+        3: ["b"],
+        7: ["b"],
+        11: ["b"],
+        15: ["b"],
+    }
+    assert [n for n, who in looks.items() if who] == [0, 1, 3, 7, 11, 15]
+
+    # A click on the card (the window extended) changes the rollout: the next look is due at
+    # once on both replicas, and one of them makes it.
+    async def click() -> None:
+        before = await quiet.rollout()
+        await quiet.click("extend_window", value=await value_of(quiet, "extend_window", "relay"))
+        await quiet.wait_until(lambda r: r.version != before.version)
+
+    await click()
+    assert await step(16) == ["a"]  # not due before step 19 otherwise
+    assert [await step(n) for n in range(17, 21)] == [["b"], [], ["b"], []]
+    await click()
+    assert await step(21) == ["b"]  # not due before step 23 otherwise
+
+
+async def test_while_webhook_deliveries_arrive_an_unchanged_run_is_looked_at_less_often(
+    quiet: Sandbox,
+) -> None:
+    rollout = await deploying_canary(quiet)
+    assert rollout.run_id is not None
+    poller = Poller(quiet)
+    deliveries = DeliveryLog(quiet.services.database.sessions)
+    await poller.look(rollout.run_id)
+
+    looks = []
+    for step in range(1, 81):  # T+10s .. T+800s; a delivery about the rollout until T+400s
+        if step <= 40:
+            await deliveries.remember(
+                delivery_id=f"d-{step}",
+                event="workflow_job",
+                rollout_id=rollout.id,
+                received_at=poller.clock() + BASE,
+            )
+        if await poller.look(rollout.run_id, after=BASE):
+            looks.append(step)
+
+    # Due after 10 s, 20 s, 40 s, then on to 80 s, 160 s, 320 s (8 times the cap of 40 s) while
+    # deliveries arrive. None came within 320 s at T+730s: the cap is 40 s again, at once.
+    assert looks == [1, 3, 7, 15, 31, 63, 73, 77]

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from cleared import cleared_rollout
+from replicas import poll_stores, replica_sessions
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.dispatch import DispatchSearch
@@ -82,23 +84,37 @@ def deferred(telemetry: PrometheusTelemetry) -> float:
     return telemetry.registry.get_sample_value("rollout_bot_github_polls_deferred_total") or 0.0
 
 
+@pytest.fixture
+async def sessions(sqlite_database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """One replica's database: its poller claims the looks it makes there."""
+    async with replica_sessions(sqlite_database_url, 1) as [one]:
+        yield one
+
+
 def poller_on(
-    budget: RequestBudget, names: list[str]
+    budget: RequestBudget, names: list[str], sessions: async_sessionmaker[AsyncSession]
 ) -> tuple[RunPoller, ChangingRuns, ManualClock, PrometheusTelemetry]:
     clock = ManualClock(NOW)
     runs = ChangingRuns(budget, names)
     telemetry = PrometheusTelemetry(build())
     poller = RunPoller(
-        service=runs, clock=clock, poll_interval=EVERY, budget=budget, telemetry=telemetry
+        service=runs,
+        **poll_stores(sessions),
+        clock=clock,
+        poll_interval=EVERY,
+        budget=budget,
+        telemetry=telemetry,
     )
     return poller, runs, clock, telemetry
 
 
-async def test_near_exhaustion_polls_are_put_off_and_resume_after_the_reset() -> None:
+async def test_near_exhaustion_polls_are_put_off_and_resume_after_the_reset(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     budget = RequestBudget()
     reset = NOW + timedelta(minutes=30)
     budget.observe(limit=LIMIT, remaining=RESERVE + COST - 1, reset=int(reset.timestamp()))
-    poller, runs, clock, telemetry = poller_on(budget, ["a", "b"])
+    poller, runs, clock, telemetry = poller_on(budget, ["a", "b"], sessions)
 
     for _ in range(3):
         await poller.poll()
@@ -113,12 +129,14 @@ async def test_near_exhaustion_polls_are_put_off_and_resume_after_the_reset() ->
     assert poller.deferred == {}
 
 
-async def test_looks_put_off_go_first_at_the_next_pass_and_none_starves() -> None:
+async def test_looks_put_off_go_first_at_the_next_pass_and_none_starves(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
     budget = RequestBudget()
     reset = NOW + timedelta(hours=1)
     # 100 requests above the reserve: a pass may spend a tenth of them, two looks.
     budget.observe(limit=LIMIT, remaining=RESERVE + 100, reset=int(reset.timestamp()))
-    poller, runs, clock, telemetry = poller_on(budget, ["a", "b", "c", "d", "e"])
+    poller, runs, clock, telemetry = poller_on(budget, ["a", "b", "c", "d", "e"], sessions)
 
     passes = []
     for _ in range(4):
@@ -135,8 +153,10 @@ async def test_looks_put_off_go_first_at_the_next_pass_and_none_starves() -> Non
     assert seen is not None and seen.remaining == RESERVE + 100 - 7 * COST
 
 
-async def test_before_githubs_first_answer_a_look_goes_and_its_answer_paces_the_rest() -> None:
-    poller, runs, _, telemetry = poller_on(RequestBudget(), ["a", "b", "c"])
+async def test_before_githubs_first_answer_a_look_goes_and_its_answer_paces_the_rest(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    poller, runs, _, telemetry = poller_on(RequestBudget(), ["a", "b", "c"], sessions)
 
     await poller.poll()
 

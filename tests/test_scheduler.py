@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp import web
 from cleared import cleared_rollout
+from replicas import poll_stores
 from sandbox_views import deploying_canary
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -39,12 +40,13 @@ from bot.domain.rollout import (
     window_timer_key,
 )
 from bot.plan_file import load_plan
+from bot.services.backoff import Backoff
 from bot.services.clock import SystemClock
 from bot.services.effects import TIMER_KINDS
 from bot.services.following import Reconciled
 from bot.services.readiness import Readiness
 from bot.services.rollouts import RolloutService, UnhandledTimer
-from bot.services.scheduler import PRUNE_EVERY, Backoff, Retention, Scheduler
+from bot.services.scheduler import PRUNE_EVERY, Retention, Scheduler
 from handlers.app_keys import SERVICES
 from sandbox.clock import ManualClock
 from sandbox.harness import Sandbox
@@ -103,11 +105,15 @@ def timers(session_factory: async_sessionmaker[AsyncSession]) -> TimerStore:
 
 
 def scheduler(
-    timers: TimerStore, follower: Follower, clock: ManualClock, **options: object
+    sessions: async_sessionmaker[AsyncSession],
+    follower: Follower,
+    clock: ManualClock,
+    **options: object,
 ) -> Scheduler:
     return Scheduler(
-        timers=timers,
+        timers=options.pop("timers", None) or TimerStore(sessions),  # type: ignore[arg-type]
         service=follower,
+        **poll_stores(sessions),
         clock=clock,
         poll_interval=timedelta(hours=1),
         rng=random.Random(7),
@@ -126,14 +132,16 @@ async def window(timers: TimerStore, key: str = "w", *, due: datetime = NOW) -> 
 
 
 async def test_a_failing_timer_backs_off_with_jitter_and_is_dead_lettered_after_n_attempts(
-    timers: TimerStore, caplog: pytest.LogCaptureFixture
+    session_factory: async_sessionmaker[AsyncSession],
+    timers: TimerStore,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = ManualClock(NOW)
     follower = Follower(
         [BAD_GATEWAY, ConcurrentChange("changed", rollout_id="r-1"), BAD_GATEWAY, BAD_GATEWAY]
     )
     backoff = Backoff(base=timedelta(seconds=10), cap=timedelta(seconds=25))
-    loop = scheduler(timers, follower, clock, max_attempts=4, backoff=backoff)
+    loop = scheduler(session_factory, follower, clock, max_attempts=4, backoff=backoff)
     await window(timers)
     caplog.set_level(logging.INFO, logger="bot.services.scheduler")
 
@@ -171,11 +179,13 @@ async def test_a_failing_timer_backs_off_with_jitter_and_is_dead_lettered_after_
 
 
 async def test_an_unexpected_error_is_logged_with_its_traceback_and_a_safe_reason(
-    timers: TimerStore, caplog: pytest.LogCaptureFixture
+    session_factory: async_sessionmaker[AsyncSession],
+    timers: TimerStore,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = ManualClock(NOW)
     follower = Follower([KeyError("state")])
-    loop = scheduler(timers, follower, clock, max_attempts=1)
+    loop = scheduler(session_factory, follower, clock, max_attempts=1)
     await window(timers)
 
     await loop.fire_due()
@@ -189,6 +199,7 @@ async def test_an_unexpected_error_is_logged_with_its_traceback_and_a_safe_reaso
 
 
 async def test_a_timer_whose_replica_died_on_every_attempt_is_given_up_without_running(
+    session_factory: async_sessionmaker[AsyncSession],
     timers: TimerStore,
 ) -> None:
     clock = ManualClock(NOW)
@@ -199,7 +210,7 @@ async def test_a_timer_whose_replica_died_on_every_attempt_is_given_up_without_r
         await timers.claim_due(now=clock(), owner="gone", lease=lease)
         clock.advance(lease)
 
-    await scheduler(timers, follower, clock, max_attempts=2, lease=lease).fire_due()
+    await scheduler(session_factory, follower, clock, max_attempts=2, lease=lease).fire_due()
 
     assert follower.fired == []
     assert [reason for _, reason in follower.dead] == ["its last attempt never finished"]
@@ -207,7 +218,9 @@ async def test_a_timer_whose_replica_died_on_every_attempt_is_given_up_without_r
     assert dead is not None and dead.dead_at is not None
 
 
-async def test_a_timer_stays_until_its_stage_is_held(timers: TimerStore) -> None:
+async def test_a_timer_stays_until_its_stage_is_held(
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
+) -> None:
     """Telling the thread failed (the database blinked): the timer is not buried unseen."""
 
     class Unreachable(Follower):
@@ -218,7 +231,7 @@ async def test_a_timer_stays_until_its_stage_is_held(timers: TimerStore) -> None
     follower = Unreachable([BAD_GATEWAY])
     await window(timers)
 
-    await scheduler(timers, follower, clock, max_attempts=1).fire_due()
+    await scheduler(session_factory, follower, clock, max_attempts=1).fire_due()
 
     kept = await timers.get(key="w")
     assert kept is not None and kept.is_pending and kept.dead_at is None and kept.due_at > NOW
@@ -227,7 +240,9 @@ async def test_a_timer_stays_until_its_stage_is_held(timers: TimerStore) -> None
 # -- leases and the wake-up ----------------------------------------------------------------------
 
 
-async def test_a_worker_claims_its_timers_one_at_a_time(timers: TimerStore) -> None:
+async def test_a_worker_claims_its_timers_one_at_a_time(
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
+) -> None:
     clock = ManualClock(NOW)
     follower = Follower()
     seen: dict[str, Timer | None] = {}
@@ -241,7 +256,7 @@ async def test_a_worker_claims_its_timers_one_at_a_time(timers: TimerStore) -> N
     await window(timers, "second", due=NOW + timedelta(seconds=1))
     clock.advance(timedelta(seconds=1))
 
-    assert await scheduler(timers, follower, clock, workers=1).fire_due() == 2
+    assert await scheduler(session_factory, follower, clock, workers=1).fire_due() == 2
 
     # While the first was worked on, the second was free for any other replica to take.
     second_meanwhile = seen["first"]
@@ -249,6 +264,7 @@ async def test_a_worker_claims_its_timers_one_at_a_time(timers: TimerStore) -> N
 
 
 async def test_a_slow_window_end_does_not_hold_the_timers_due_behind_it(
+    session_factory: async_sessionmaker[AsyncSession],
     timers: TimerStore,
 ) -> None:
     """Window ends of different rollouts wait on GitHub and the metrics source, not on each
@@ -270,14 +286,14 @@ async def test_a_slow_window_end_does_not_hold_the_timers_due_behind_it(
     await window(timers, "second", due=NOW + timedelta(seconds=1))
     clock.advance(timedelta(seconds=1))
 
-    assert await scheduler(timers, follower, clock, workers=2).fire_due() == 2
+    assert await scheduler(session_factory, follower, clock, workers=2).fire_due() == 2
 
     assert [timer.key for timer in follower.fired] == ["first", "second"]
     assert finished == ["second", "first"]
 
 
 async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_runs(
-    timers: TimerStore,
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
 ) -> None:
     """Issue 13's case as it happens: window ends fall due one after another, not at one
     instant. While one is slow (its metrics source), the next one due must still be fired by a
@@ -299,7 +315,7 @@ async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_r
     await window(timers, "slow")
     await window(timers, "later", due=NOW + timedelta(seconds=1))
 
-    fired = await scheduler(timers, follower, clock, workers=4).fire_due()
+    fired = await scheduler(session_factory, follower, clock, workers=4).fire_due()
 
     assert finished == ["later", "slow"], "the later window end waited for the slow one"
     assert fired == 2
@@ -334,24 +350,27 @@ class SlowPass(Follower):
 
 
 async def test_a_window_that_ends_during_a_poll_pass_fires_before_the_next_look(
+    session_factory: async_sessionmaker[AsyncSession],
     timers: TimerStore,
 ) -> None:
     wake = asyncio.Event()
     follower = SlowPass(timers, wake)
 
-    await scheduler(timers, follower, ManualClock(NOW), wake=wake).poll_runs()
+    await scheduler(session_factory, follower, ManualClock(NOW), wake=wake).poll_runs()
 
     # Not after the pass: with hundreds of runs to look at, that is seconds late.
     assert follower.order == ["look a", "timer ended", "look b", "look c"]
 
 
-async def test_each_timer_done_counts_as_progress_for_readiness(timers: TimerStore) -> None:
+async def test_each_timer_done_counts_as_progress_for_readiness(
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
+) -> None:
     """A pass through many slow timers (a slow GitHub) is progress, not a stuck loop: every
     replica would otherwise turn unready at once."""
     clock = ManualClock(NOW)
     follower = Follower()
     seen: list[datetime | None] = []
-    loop = scheduler(timers, follower, clock, workers=1)
+    loop = scheduler(session_factory, follower, clock, workers=1)
 
     async def slow(timer: Timer) -> None:
         seen.append(loop.last_tick)
@@ -367,7 +386,9 @@ async def test_each_timer_done_counts_as_progress_for_readiness(timers: TimerSto
     assert loop.last_tick == NOW + timedelta(seconds=180)
 
 
-async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(timers: TimerStore) -> None:
+async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
+) -> None:
     lease = timedelta(seconds=0.3)
     taken_meanwhile: list[Timer] = []
 
@@ -382,6 +403,7 @@ async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(timers: TimerS
     loop = Scheduler(
         timers=timers,
         service=follower,
+        **poll_stores(session_factory),
         clock=SystemClock(),
         poll_interval=timedelta(hours=1),
         lease=lease,
@@ -413,6 +435,7 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
     loop = Scheduler(
         timers=store,
         service=Follower(),
+        **poll_stores(session_factory),
         clock=SystemClock(),
         poll_interval=timedelta(hours=1),
         wake=wake,
@@ -434,7 +457,7 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
 
 @pytest.mark.parametrize("finishes", [True, False], ids=["within the grace", "past the grace"])
 async def test_stopping_lets_the_timer_in_hand_finish_or_gives_it_back_at_once(
-    timers: TimerStore, finishes: bool
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore, finishes: bool
 ) -> None:
     clock = ManualClock(NOW)
     follower = Follower()
@@ -448,7 +471,7 @@ async def test_stopping_lets_the_timer_in_hand_finish_or_gives_it_back_at_once(
     follower.during_timer = window_end
     await window(timers, "in hand")
     await window(timers, "next")
-    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1), workers=1)
+    loop = scheduler(session_factory, follower, clock, lease=timedelta(hours=1), workers=1)
     loop.start()
     await asyncio.wait_for(in_hand.wait(), 5)
 
@@ -507,7 +530,9 @@ async def test_a_worker_that_fails_leaves_no_other_worker_running_past_stop(
     follower.during_timer = window_end
     await window(timers, "slow")
     await window(timers, "quick")
-    loop = scheduler(timers, follower, clock, lease=timedelta(hours=1), workers=2)
+    loop = scheduler(
+        session_factory, follower, clock, timers=timers, lease=timedelta(hours=1), workers=2
+    )
     loop.start()
     await asyncio.wait_for(slow_in_hand.wait(), 5)
     await asyncio.wait_for(timers.failed.wait(), 5)  # the quick one's worker met the blip
@@ -583,6 +608,7 @@ async def test_readiness_reports_each_reason_and_draining_stops_the_scheduler() 
     ],
 )
 async def test_a_failed_poll_is_one_warning_unless_it_is_a_bug(
+    session_factory: async_sessionmaker[AsyncSession],
     timers: TimerStore,
     caplog: pytest.LogCaptureFixture,
     failure: Exception,
@@ -591,7 +617,7 @@ async def test_a_failed_poll_is_one_warning_unless_it_is_a_bug(
 ) -> None:
     follower = Follower()
     follower.poll_failure = failure
-    loop = scheduler(timers, follower, ManualClock(NOW), retry_after=timedelta(0))
+    loop = scheduler(session_factory, follower, ManualClock(NOW), retry_after=timedelta(0))
 
     running = asyncio.create_task(loop.run())
     try:
@@ -637,7 +663,7 @@ async def test_old_claims_and_deliveries_are_pruned_hourly_and_audit_events_stay
     retention = Retention(
         claims=claims, deliveries=deliveries, keep=timedelta(days=30), rules=rules
     )
-    loop = scheduler(timers, Follower(), clock, retention=retention)
+    loop = scheduler(session_factory, Follower(), clock, retention=retention)
 
     await loop.prune()
 
@@ -716,6 +742,7 @@ def manual_scheduler(
     return Scheduler(
         timers=TimerStore(box.services.database.sessions),
         service=follower,  # type: ignore[arg-type]
+        **poll_stores(box.services.database.sessions),
         clock=clock,
         poll_interval=timedelta(seconds=10),
         rng=random.Random(3),
@@ -787,13 +814,15 @@ async def test_a_timer_of_the_previous_version_finds_its_window_in_its_key(
 
 
 async def test_a_timer_of_a_kind_only_a_newer_version_knows_is_left_to_its_replicas(
-    timers: TimerStore, caplog: pytest.LogCaptureFixture
+    session_factory: async_sessionmaker[AsyncSession],
+    timers: TimerStore,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Mid-upgrade, a newer replica schedules a kind this version does not know: this one never
     claims it (no attempt counted, never dead-lettered), sleeps past it, and says so once."""
     clock = ManualClock(NOW)
     follower = Follower()
-    loop = scheduler(timers, follower, clock)
+    loop = scheduler(session_factory, follower, clock)
     newer = await timers.schedule(key="newer:r-1", kind="from_a_newer_version", due_at=NOW, now=NOW)
     await window(timers, due=NOW + timedelta(days=1))
 

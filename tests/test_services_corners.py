@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from figures import every_gate_passes
+from replicas import poll_stores
 from sandbox_views import open_home
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_cli import full_env
@@ -21,8 +22,9 @@ from bot.adapters.slack.notifier import RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import ServicesError
 from bot.service_file import load_services
+from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
-from bot.services.scheduler import Backoff, Scheduler
+from bot.services.scheduler import Scheduler
 from bot.services.unfollowed_runs import timer_key
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SandboxService
@@ -192,6 +194,7 @@ async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
     loop = Scheduler(
         timers=timers,
         service=every,
+        **poll_stores(session_factory),
         clock=clock,
         poll_interval=timedelta(hours=1),
         rng=random.Random(7),

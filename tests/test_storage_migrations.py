@@ -35,6 +35,7 @@ TABLES = {
     "outbox",
     "lane_holds",
     "protection_rule_requests",
+    "run_looks",
 }
 
 

@@ -39,9 +39,10 @@ from bot.services.audit import AuditTrail
 from bot.services.authz import Memberships
 from bot.services.clock import LoopClock, SystemClock
 from bot.services.directory import EveryService, ServiceDirectory
+from bot.services.leases import replica_name
 from bot.services.outbox import Outbox
 from bot.services.readiness import Readiness
-from bot.services.scheduler import Retention, Scheduler, replica_name
+from bot.services.scheduler import Retention, Scheduler
 from bot.services.telemetry import Backlog
 from bot.version import build
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events
@@ -51,6 +52,7 @@ from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
 from storage.db import Database, create_engine, create_session_factory, mask_database_url, ping
 from storage.deliveries import DeliveryLog
+from storage.looks import LookStore
 from storage.migrate import schema_problem
 from storage.outbox import OutboxStore
 from storage.protection_rules import ProtectionRuleStore
@@ -175,6 +177,8 @@ async def _services(
         scheduler = Scheduler(
             timers=timers,
             service=EveryService((w.services.rollouts for w in wired), rollouts=store),
+            looks=LookStore(sessions),
+            deliveries=shared.deliveries,
             clock=clock,
             poll_interval=timedelta(seconds=settings.github_poll_interval),
             max_attempts=settings.timer_max_attempts,

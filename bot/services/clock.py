@@ -40,6 +40,16 @@ async def sleep_until_woken(wake: asyncio.Event, seconds: float | None) -> None:
             await wake.wait()
 
 
+async def sleep_until_any(wakes: Collection[asyncio.Event], seconds: float) -> None:
+    """Sleep `seconds`, or less when one of `wakes` is set."""
+    waits = [asyncio.ensure_future(wake.wait()) for wake in wakes]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 async def finish(tasks: Collection[asyncio.Task[Any]], *, grace: float) -> None:
     """Let `tasks` end on their own within `grace` seconds, then cancel the rest and wait for
     them. Cancelling comes last: a task cancelled in the middle of a database call can leave

@@ -1,10 +1,13 @@
 """Holding a lease while working: renewed every third of it in the background, so a slow piece
 of work (a delivery to Slack, a window's end) is not taken over and done again by another
-replica; the renewal stops when the work ends."""
+replica; the renewal stops when the work ends. And who holds it (`replica_name`)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -37,3 +40,8 @@ async def holding(
         # Waited for without suppressing CancelledError: that would also swallow a
         # cancellation of the caller (a shutdown) arriving meanwhile.
         await asyncio.wait([task])
+
+
+def replica_name() -> str:
+    """Who holds a claim: host, process and a random part (a restarted process is new)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

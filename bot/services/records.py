@@ -1,4 +1,5 @@
-"""The records that cross the storage ports: outbox messages, timers, claims, audit events.
+"""The records that cross the storage ports: outbox messages, timers, claims, audit events,
+the looks at runs.
 
 `storage` keeps them and the services read them (`bot.services.ports` has the stores' Protocols).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -114,6 +115,24 @@ class Claim:
     track: str | None = None
     stage: str | None = None
     done_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunLook:
+    """A look at a rollout's run, as one replica claimed it (`bot.services.polling`): made at
+    `looked_at` for the rollout at `version`, the next one due at `due_at`."""
+
+    rollout_id: str
+    version: int
+    looked_at: datetime
+    due_at: datetime
+    holder: str
+    """Whose look it is: the claiming poller's random token."""
+
+    @property
+    def interval(self) -> timedelta:
+        """The wait its replica chose: the look's pace."""
+        return self.due_at - self.looked_at
 
 
 @dataclass(frozen=True, slots=True)

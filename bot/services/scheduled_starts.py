@@ -29,13 +29,13 @@ from bot.domain.rollout import InvalidTransition, Phase, Rollout
 from bot.domain.schedule import Held
 from bot.logs import rollout_context
 from bot.services.access import Access
+from bot.services.backoff import Backoff
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.ports import Clock
 from bot.services.records import BOT, Timer
 from bot.services.requests import Origin, Via, current_entry
 from bot.services.rollouts import RolloutService
-from bot.services.scheduler import Backoff
 
 log = logging.getLogger(__name__)
 

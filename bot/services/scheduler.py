@@ -20,23 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.errors import RolloutError
-from bot.services.clock import Background, LoopClock, sleep_until_woken
+from bot.services.backoff import Backoff
+from bot.services.clock import Background, LoopClock, sleep_until_any, sleep_until_woken
 from bot.services.effects import TIMER_KINDS
 from bot.services.failures import error_summary, log_failure
-from bot.services.leases import holding
+from bot.services.leases import holding, replica_name
 from bot.services.polling import PollBudget, RolloutLooks, RunPoller
 from bot.services.records import Timer
-from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
+from bot.services.store_ports import (
+    Claims,
+    Deliveries,
+    ProtectionRuleRequests,
+    RunLooks,
+    Timers,
+)
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
@@ -56,28 +60,6 @@ class RolloutFollower(RolloutLooks, Protocol):
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter: retry n waits a random time between `floor` and
-    min(`cap`, `base` * 2**(n-1)), so replicas that failed together do not retry together."""
-
-    base: timedelta = timedelta(seconds=10)
-    cap: timedelta = timedelta(minutes=5)
-    floor: timedelta = timedelta(seconds=1)
-    """Never at once: a failed timer is not claimed again in the same pass."""
-
-    def delay(self, attempt: int, rng: random.Random) -> timedelta:
-        floor = self.floor.total_seconds()
-        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2.0 ** (attempt - 1))
-        return timedelta(seconds=floor + max(ceiling - floor, 0.0) * rng.random())
-
-    def longest(self, attempt: int) -> timedelta:
-        """The longest the retries before attempt `attempt` can have waited in all."""
-        return sum(
-            (min(self.cap, self.base * 2 ** (n - 1)) for n in range(1, attempt)), timedelta()
-        )
-
-
-@dataclass(frozen=True)
 class Retention:
     """How long action claims, webhook deliveries and protection rules' requests are kept
     (the audit trail stays)."""
@@ -88,6 +70,22 @@ class Retention:
     rules: ProtectionRuleRequests | None = None
 
 
+@dataclass
+class _Firing:
+    """What the workers of one `Scheduler.fire_due` share."""
+
+    in_hand: int = 0
+    fired: int = 0
+    failed: bool = False
+    """A worker's own call (a claim, a completion) failed: the others stop claiming."""
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a worker ends a timer (or fails); a waiting worker holds the one it saw."""
+
+    def moved(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
 def _thread_reason(error: BaseException) -> str:
     """What the thread is told failed: a known error's message is written for people; of
     anything else only its kind (its text may hold what a channel must not see)."""
@@ -96,17 +94,14 @@ def _thread_reason(error: BaseException) -> str:
     return f"an unexpected {type(error).__name__}, see the bot's log"
 
 
-def replica_name() -> str:
-    """Who holds a claim: host, process and a random part (a restarted process is new)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 class Scheduler:
     def __init__(
         self,
         *,
         timers: Timers,
         service: RolloutFollower,
+        looks: RunLooks,
+        deliveries: Deliveries,
         clock: LoopClock,
         poll_interval: timedelta,
         max_poll_interval: timedelta | None = None,
@@ -124,15 +119,17 @@ class Scheduler:
         workers: int = TIMER_WORKERS,
     ) -> None:
         self._sweep = sweep
-        self._workers = workers
         """Each poll: hand kept protection-rule requests whose run has no card to their
         handler again (`UnfollowedRuns.sweep`; one indexed query when there are none)."""
+        self._workers = workers
         self._timers = timers
         self._telemetry = telemetry
         self._service = service
         self._clock = clock
         self.poller = RunPoller(
             service=service,
+            looks=looks,
+            deliveries=deliveries,
             clock=clock,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
@@ -198,36 +195,82 @@ class Scheduler:
                 await sleep_until_woken(self._loop.stopping, self._retry_after.total_seconds())
 
     async def fire_due(self) -> int:
-        """Fire every due timer this replica can claim, with `workers` at once; returns how
-        many fired."""
-        fired = await asyncio.gather(*(self._fire_in_turn() for _ in range(self._workers)))
-        return sum(fired)
+        """Fire every due timer this replica can claim, `workers` at once; returns how many
+        fired once none is due and none is in hand. While one is in hand the others also fire
+        what falls due meanwhile (a later window end does not wait for a slow one). A failure
+        of the workers' own (the database) ends them all, then is raised. With nothing due it
+        costs one claim, as with one worker."""
+        first = await self._claim()
+        if first is None:
+            return 0
+        firing = _Firing()
+        ended = await asyncio.gather(
+            self._fire_in_turn(firing, first),
+            *(self._fire_in_turn(firing, None) for _ in range(self._workers - 1)),
+            return_exceptions=True,
+        )
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return firing.fired
 
-    async def _fire_in_turn(self) -> int:
-        """One worker: claim a due timer, fire it, and the next, until none is left (a lease
-        covers only the timer being worked on)."""
-        fired = 0
-        while not self._loop.stopping.is_set() and (
-            claimed := await self._timers.claim_due(
-                now=self._clock(), owner=self.owner, lease=self._lease, limit=1, kinds=TIMER_KINDS
-            )
-        ):
-            (timer,) = claimed
-            if timer.attempts > self._max_attempts:
-                # The last attempts never reported back: the replica working on it stopped.
-                await self._give_up(timer, reason="its last attempt never finished")
-                continue
-            try:
-                async with self._holding(timer):
-                    await self._service.on_timer(timer)
-            except Exception as error:
-                await self._failed(timer, error)
-                continue
-            finally:
-                self.last_tick = self._clock()
-            if await self._timers.complete(timer_id=timer.id, owner=self.owner, now=self._clock()):
-                fired += 1
-        return fired
+    async def _claim(self) -> Timer | None:
+        claimed = await self._timers.claim_due(
+            now=self._clock(), owner=self.owner, lease=self._lease, limit=1, kinds=TIMER_KINDS
+        )
+        return claimed[0] if claimed else None
+
+    async def _fire_in_turn(self, firing: _Firing, timer: Timer | None) -> None:
+        """One worker: fire `timer`, claim the next due and fire it, and so on; with none
+        due, wait while another worker holds one (for a timer scheduled here, the next due
+        time, or another worker's end: it may have scheduled the next window)."""
+        try:
+            while not self._loop.stopping.is_set() and not firing.failed:
+                if timer is not None:
+                    firing.in_hand += 1
+                    try:
+                        await self._fire(timer, firing)
+                    finally:
+                        firing.in_hand -= 1
+                        firing.moved()
+                elif not firing.in_hand:
+                    return
+                else:
+                    await self._wait_for_work(firing)
+                timer = await self._claim()
+        except Exception:
+            firing.failed = True
+            firing.moved()
+            raise
+
+    async def _wait_for_work(self, firing: _Firing) -> None:
+        """Until the next timer can be claimed, one is scheduled here (`wake`), or a worker
+        ends one. The wake-up is cleared before the due time is read, so a timer scheduled
+        meanwhile cuts the wait short; the clock's sleepers are the loops', not these."""
+        moved = firing.changed
+        self._wake.clear()
+        due = await self._timers.next_due(kinds=TIMER_KINDS)
+        now = self._clock()
+        if due is None or due > now:
+            until = due or now + self._lease
+            await sleep_until_any((moved, self._wake), (until - now).total_seconds())
+
+    async def _fire(self, timer: Timer, firing: _Firing) -> None:
+        """Fire one claimed timer under its lease, and record how it went."""
+        if timer.attempts > self._max_attempts:
+            # The last attempts never reported back: the replica working on it stopped.
+            await self._give_up(timer, reason="its last attempt never finished")
+            return
+        try:
+            async with self._holding(timer):
+                await self._service.on_timer(timer)
+        except Exception as error:
+            await self._failed(timer, error)
+            return
+        finally:
+            self.last_tick = self._clock()
+        if await self._timers.complete(timer_id=timer.id, owner=self.owner, now=self._clock()):
+            firing.fired += 1
 
     def _holding(self, timer: Timer) -> contextlib.AbstractAsyncContextManager[None]:
         """Renew the timer's lease while it is worked on, so a slow window end (metrics, a

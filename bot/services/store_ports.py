@@ -1,6 +1,6 @@
 """The storage ports: what the use cases ask of the database (rollouts, timers, claims, the
-audit log, webhook deliveries, the outbox, protection rules' requests), which `storage`
-implements. The other ports (GitHub, Slack, metrics, the clock) are in `ports`."""
+audit log, webhook deliveries, the outbox, protection rules' requests, the looks at runs),
+which `storage` implements. The other ports (GitHub, Slack, metrics, the clock) are in `ports`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from bot.services.records import (
     NewMessage,
     NewTimer,
     OutboxMessage,
+    RunLook,
     Timer,
 )
 
@@ -192,6 +193,36 @@ class Deliveries(Protocol):
     ) -> bool: ...
 
     async def prune(self, *, before: datetime) -> int: ...
+
+    async def services_with_deliveries(self, *, since: datetime) -> set[str]:
+        """The services a delivery about one of their rollouts was taken in for since
+        `since` (one statement, whatever the number of services)."""
+        ...
+
+
+class RunLooks(Protocol):
+    """The next look at each rollout's run, claimed by one replica at a time
+    (`storage.looks`)."""
+
+    async def claim(
+        self,
+        looks: Sequence[RunLook],
+        *,
+        now: datetime,
+        cut_short: Collection[str] = (),
+        paced_before: datetime | None = None,
+    ) -> list[RunLook]:
+        """Claim each look, in one statement: it is won unless another holder claimed a look
+        of its rollout whose due time has not come, for the same version of the rollout or a
+        newer one; a rollout in `cut_short` is won too when its look was claimed at
+        `paced_before` or earlier (its holder chose a pace longer than is allowed now). For
+        each, the look recorded afterwards: the one given when won, else the other's."""
+        ...
+
+    async def record(self, look: RunLook) -> None:
+        """After a look that found something: the pace it turned out to need, in place of
+        `look.holder`'s claim (unless another replica has claimed since)."""
+        ...
 
 
 class Outboxes(Protocol):
