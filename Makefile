@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(PY) bench/timers.py postgres 500
 	$(PY) bench/idle_queries.py sqlite 40 1 200
 	$(PY) bench/idle_queries.py postgres 40 1 200
+	$(PY) bench/rollout_reads.py sqlite
+	$(PY) bench/rollout_reads.py postgres
 	$(PY) bench/services_scale.py 50 5
 
 # The long chaos run: three serve replicas on a fresh PostgreSQL database under faults, at

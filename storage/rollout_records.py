@@ -7,7 +7,7 @@ session can change under them. A rollout is changed by deriving a new record
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -103,6 +103,17 @@ class RolloutRecord:
         track.stage(stage.key)
         stages = tuple(stage if s.key == stage.key else s for s in track.stages)
         return self.with_track(replace(track, stages=stages))
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutChange:
+    """What a save writes, derived from the stored record it reads once the version is
+    checked (`RolloutRepository.save`): the caller need not read the rollout first."""
+
+    id: str
+    version: int
+    """The version the change was decided on."""
+    derive: Callable[[RolloutRecord], RolloutRecord]
 
 
 @dataclass(frozen=True, slots=True)

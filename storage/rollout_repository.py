@@ -5,7 +5,8 @@ replicas acting on the same rollout cannot both win; at most one open rollout of
 holds a track. A repository of one service (`service`) reads and writes that service's
 rollouts only; without one, every service's.
 
-Reading a rollout with its tracks and stages is `storage.rollout_loader`'s.
+Reading a rollout with its tracks and stages is `storage.rollout_loader`'s; writing the rows
+a save changed, `storage.rollout_saving`'s.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollout_id
 from storage.audit_log import audit_row
-from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
+from storage.errors import RolloutNotFound, TrackBusy
 from storage.models import RolloutRow, RolloutTrackRow, StageRow, TimerRow
 from storage.outbox import enqueue
-from storage.rollout_loader import load, load_one
-from storage.rollout_records import NewTrack, RolloutRecord, TrackRecord
+from storage.rollout_loader import load, load_by_id, load_one, load_plan, load_state
+from storage.rollout_records import NewTrack, RolloutChange, RolloutRecord
+from storage.rollout_saving import bump_version, save_changes
 
 
 class RolloutRepository:
@@ -138,7 +140,7 @@ class RolloutRepository:
                             for timer in timers
                         ],
                     )
-                created = await load_one(session, RolloutRow.id == rollout_id)
+                created = await load_by_id(session, rollout_id)
         except IntegrityError:
             for track in tracks:
                 active = await self._active_on_track(track.name, (RolloutRow.service == service,))
@@ -157,7 +159,7 @@ class RolloutRepository:
 
     async def get(self, rollout_id: str) -> RolloutRecord | None:
         async with self._sessions() as session:
-            return await load_one(session, RolloutRow.id == rollout_id, *self._scope)
+            return await load_by_id(session, rollout_id, service=self._service)
 
     async def find_active_by_track(self, track: str) -> RolloutRecord | None:
         """The open rollout on this track, if any (without a service: the oldest of any)."""
@@ -180,6 +182,20 @@ class RolloutRepository:
         """The rollout driving this GitHub Actions run, if the bot tracks it."""
         async with self._sessions() as session:
             return await load_one(session, RolloutRow.run_id == run_id, *self._scope)
+
+    async def find_state_by_run_id(self, run_id: int) -> tuple[str, str] | None:
+        """The id and state of the rollout driving this run (the one `find_by_run_id` finds),
+        without the rest of it: what a webhook's intake asks of every delivery."""
+        async with self._sessions() as session:
+            return await load_state(session, RolloutRow.run_id == run_id, *self._scope)
+
+    async def plan(self, rollout_id: str) -> dict[str, Any]:
+        """The rollout's plan as stored, alone; raises RolloutNotFound for an unknown id."""
+        async with self._sessions() as session:
+            plan = await load_plan(session, RolloutRow.id == rollout_id, *self._scope)
+        if plan is None:
+            raise RolloutNotFound(rollout_id)
+        return plan
 
     async def list_active(self) -> list[RolloutRecord]:
         """Rollouts that have not ended, oldest first."""
@@ -238,7 +254,7 @@ class RolloutRepository:
         if ended:
             values["ended_at"] = now
         async with self._sessions.begin() as session:
-            await _bump_version(session, rollout_id, expected_version, now, values, self._scope)
+            await bump_version(session, rollout_id, expected_version, now, values, self._scope)
             if ended:
                 await session.execute(
                     update(RolloutTrackRow)
@@ -251,7 +267,7 @@ class RolloutRepository:
                         ended_reason=func.coalesce(RolloutTrackRow.ended_reason, state),
                     )
                 )
-            updated = await load_one(session, RolloutRow.id == rollout_id)
+            updated = await load_by_id(session, rollout_id)
         assert updated is not None
         return updated
 
@@ -277,7 +293,7 @@ class RolloutRepository:
     async def save(
         self,
         *,
-        rollout: RolloutRecord,
+        rollout: RolloutRecord | RolloutChange,
         now: datetime,
         outbox: Sequence[NewMessage] = (),
         audit: Sequence[NewAuditEvent] = (),
@@ -287,112 +303,19 @@ class RolloutRepository:
         record it (none is on record for a change that was not saved).
 
         `rollout.version` is the version it was read at; raises StaleRollout when someone
-        saved in between. Tracks and stages must be the stored ones (none added or removed),
-        and an ended rollout must have no open track. Returns the stored record, version + 1.
+        saved in between. A `RolloutChange` derives the record to write from the stored one,
+        read in the same transaction once the version is checked (so nothing is read before).
+        Tracks and stages must be the stored ones (none added or removed), and an ended
+        rollout must have no open track. Returns the stored record, version + 1.
         """
-        if rollout.ended_at is not None and any(t.is_open for t in rollout.tracks):
-            raise ValueError(f"rollout {rollout.id} ends with open tracks")
         async with self._sessions.begin() as session:
-            await _bump_version(
-                session,
-                rollout.id,
-                rollout.version,
-                now,
-                {
-                    "state": rollout.state,
-                    # Set once by the card's first post, which a stale copy must not undo.
-                    "message_ts": func.coalesce(rollout.message_ts, RolloutRow.message_ts),
-                    "run_id": rollout.run_id,
-                    "run_url": rollout.run_url,
-                    "ended_at": rollout.ended_at,
-                    "context": rollout.context,
-                },
-                self._scope,
-            )
-            stored = await load_one(session, RolloutRow.id == rollout.id)
+            await bump_version(session, rollout.id, rollout.version, now, {}, self._scope)
+            stored = await load_by_id(session, rollout.id)
             assert stored is not None
-            if {t.name for t in stored.tracks} != {t.name for t in rollout.tracks}:
-                raise ValueError(f"rollout {rollout.id}: tracks cannot be added or removed")
-            for track in rollout.tracks:
-                await _save_track(session, rollout.id, stored.track(track.name), track, now)
+            wanted = rollout.derive(stored) if isinstance(rollout, RolloutChange) else rollout
+            await save_changes(session, stored, wanted, now)
             await enqueue(session, outbox, now=now)
             session.add_all([audit_row(event, service=stored.service) for event in audit])
-            saved = await load_one(session, RolloutRow.id == rollout.id)
+            saved = await load_by_id(session, rollout.id)
         assert saved is not None
         return saved
-
-
-async def _bump_version(
-    session: AsyncSession,
-    rollout_id: str,
-    expected_version: int,
-    now: datetime,
-    values: Mapping[str, Any],
-    scope: Sequence[ColumnElement[bool]],
-) -> None:
-    """Update the rollout row (of the service `scope` names) only if it is still at
-    `expected_version`.
-
-    Written first in the transaction on purpose: it takes the row's write lock (PostgreSQL)
-    or the database's (SQLite) before anything is read, so the rest of the save sees the
-    version it checked.
-    """
-    bumped = await session.scalar(
-        update(RolloutRow)
-        .where(RolloutRow.id == rollout_id, RolloutRow.version == expected_version, *scope)
-        .values(**values, updated_at=now, version=RolloutRow.version + 1)
-        .returning(RolloutRow.version)
-    )
-    if bumped is not None:
-        return
-    actual = await session.scalar(
-        select(RolloutRow.version).where(RolloutRow.id == rollout_id, *scope)
-    )
-    if actual is None:
-        raise RolloutNotFound(rollout_id)
-    raise StaleRollout(rollout_id, expected_version, actual)
-
-
-async def _save_track(
-    session: AsyncSession,
-    rollout_id: str,
-    stored: TrackRecord,
-    wanted: TrackRecord,
-    now: datetime,
-) -> None:
-    track_fields = {
-        "state": wanted.state,
-        "current_stage": wanted.current_stage,
-        "ending": wanted.ending,
-        "ended_reason": wanted.ended_reason,
-        "ended_at": wanted.ended_at,
-    }
-    if any(getattr(stored, name) != value for name, value in track_fields.items()):
-        await session.execute(
-            update(RolloutTrackRow)
-            .where(RolloutTrackRow.rollout_id == rollout_id, RolloutTrackRow.track == wanted.name)
-            .values(**track_fields)
-        )
-    if {s.key for s in stored.stages} != {s.key for s in wanted.stages}:
-        raise ValueError(f"rollout {rollout_id}: stages of {wanted.name} cannot change")
-    for stage in wanted.stages:
-        stage_fields = {
-            "state": stage.state,
-            "window_started_at": stage.window_started_at,
-            "window_ends_at": stage.window_ends_at,
-            "extensions": stage.extensions,
-            "verdict": stage.verdict,
-            "verdict_detail": stage.verdict_detail,
-        }
-        current = stored.stage(stage.key)
-        if all(getattr(current, name) == value for name, value in stage_fields.items()):
-            continue
-        await session.execute(
-            update(StageRow)
-            .where(
-                StageRow.rollout_id == rollout_id,
-                StageRow.track == wanted.name,
-                StageRow.key == stage.key,
-            )
-            .values(**stage_fields, updated_at=now)
-        )

@@ -40,8 +40,15 @@ from bot.domain.rollout import (
 from bot.domain.schedule import Schedule
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer
 from storage.db import from_row
-from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
-from storage.rollout_records import NewStage, NewTrack, RolloutRecord, StageRecord, TrackRecord
+from storage.errors import StaleRollout, TrackBusy
+from storage.rollout_records import (
+    NewStage,
+    NewTrack,
+    RolloutChange,
+    RolloutRecord,
+    StageRecord,
+    TrackRecord,
+)
 from storage.rollout_repository import RolloutRepository
 
 
@@ -105,10 +112,7 @@ class RolloutStore:
     async def plan(self, rollout_id: str) -> RolloutPlan:
         """The plan the rollout was started with: a later change of ROLLOUT_PLAN never moves
         a rollout already under way. Raises RolloutNotFound for an unknown id."""
-        record = await self._repository.get(rollout_id)
-        if record is None:
-            raise RolloutNotFound(rollout_id)
-        return RolloutPlan.model_validate(record.plan)
+        return RolloutPlan.model_validate(await self._repository.plan(rollout_id))
 
     async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
         """The rollout and its plan in one read (what drawing its card needs)."""
@@ -131,12 +135,10 @@ class RolloutStore:
 
         Raises ConcurrentChange when it was changed since `rollout.version` was read.
         """
-        stored = await self._repository.get(rollout.id)
-        if stored is None:
-            raise RolloutNotFound(rollout.id)
+        change = RolloutChange(rollout.id, rollout.version, lambda stored: _record(rollout, stored))
         try:
             saved = await self._repository.save(
-                rollout=_record(rollout, stored), now=self._clock(), outbox=outbox, audit=audit
+                rollout=change, now=self._clock(), outbox=outbox, audit=audit
             )
         except StaleRollout:
             raise ConcurrentChange(
@@ -180,6 +182,11 @@ class RolloutStore:
     async def by_run_id(self, run_id: int) -> Rollout | None:
         record = await self._repository.find_by_run_id(run_id)
         return None if record is None else _rollout(record)
+
+    async def phase_by_run_id(self, run_id: int) -> tuple[str, Phase] | None:
+        """The id and phase of the rollout driving this run, read without the rest of it."""
+        found = await self._repository.find_state_by_run_id(run_id)
+        return None if found is None else (found[0], Phase(found[1]))
 
     async def by_tag(self, tag: str) -> list[Rollout]:
         """Every rollout of this tag, newest first."""

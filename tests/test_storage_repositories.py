@@ -8,13 +8,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from cleared import cleared_rollout
 from replicas import replica_sessions
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.plan_file import load_plan
+from sandbox.idle import statements
 from storage.audit_log import AuditLog
 from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
 from storage.rollout_records import NewStage, NewTrack, RolloutRecord
 from storage.rollout_repository import RolloutRepository
+from storage.rollout_store import RolloutStore
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 PLAN = {"tracks": {"relay": {"stages": ["canary-5", "rollout-50", "rollout-100"]}}, "v": 1}
@@ -322,3 +326,20 @@ async def test_audit_trail_in_the_order_things_happened(
     assert events[1].detail == {"environment_ids": [161171787]}
     assert (events[1].track, events[1].stage) == ("relay", "canary-5")
     assert events[0].at == NOW
+
+
+async def test_a_save_reads_its_rollout_only_after_its_version_check(
+    migrated_engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    plan = load_plan(None)
+    store = RolloutStore(session_factory, clock=lambda: NOW + timedelta(minutes=1))
+    created = await store.create(rollout=cleared_rollout(plan, now=NOW), plan=plan)
+
+    with statements(migrated_engine) as sent:
+        saved = await store.save(replace(created, message_ts="1700000000.000100"))
+
+    assert (saved.message_ts, saved.version) == ("1700000000.000100", created.version + 1)
+    sent = [s for s in sent if s != "BEGIN"]
+    assert sent[0].startswith("UPDATE rollouts SET")  # the version check, which locks the row
+    reads = [s for s in sent if s.startswith("SELECT") and "FROM rollouts" in s]
+    assert len(reads) == 2  # what the change is written over, then what was saved

@@ -129,6 +129,13 @@ class EffectRunner:
             raise InvalidTransition(f"There is no rollout {rollout_id}.")
         return rollout
 
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan]:
+        """The rollout and the plan it was started with, in one read."""
+        found = await self.store.with_plan(rollout_id)
+        if found is None:
+            raise InvalidTransition(f"There is no rollout {rollout_id}.")
+        return found
+
     async def plan_of(self, rollout: Rollout) -> RolloutPlan:
         """The plan the rollout was started with (a later ROLLOUT_PLAN change does not move it)."""
         return await self.store.plan(rollout.id)
@@ -220,7 +227,7 @@ class EffectRunner:
             elif isinstance(effect, ReadMetrics):
                 reads.append(effect)
         if messages:
-            await self.outbox.flush(rollout.id)
+            await self.outbox.flush(rollout.id, known=(rollout, plan))
         for read in reads:
             assert self._read is not None, "no gate reads the figures"
             rollout = await self.get(rollout.id)

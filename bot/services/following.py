@@ -92,10 +92,11 @@ class RunFollower:
         effects = self._effects
         arrived = next(self._moments)
         async with effects.lock(rollout_id):
-            rollout = await effects.get(rollout_id)
+            # Read once, under the lock: the note and the reconcile act on this state, and
+            # the save checks that it is still the stored one.
+            rollout, plan = await effects.with_plan(rollout_id)
             if rollout.phase is not Phase.RUNNING:
                 return Reconciled(version=rollout.version)
-            plan = await effects.plan_of(rollout)
             with rollout_context(rollout_id):
                 if (reported := github_events.reported(event, plan)) is not None:
                     said = Decision(rollout, (Announce(reported, detail=True),))
@@ -107,7 +108,9 @@ class RunFollower:
                     # the rest of the burst for this rollout's lock.
                     return Reconciled(version=rollout.version)
                 try:
-                    return await self.reconcile_locked(rollout_id, reviews=event.reviews)
+                    return await self.reconcile_locked(
+                        rollout_id, reviews=event.reviews, read=(rollout, plan)
+                    )
                 except ConcurrentChange:
                     # Another replica acted on the same change first: nothing is left to do.
                     log.info("run %s changed under another replica; left to it", rollout.run_id)
@@ -123,11 +126,18 @@ class RunFollower:
             log.info("rollout %s changed on another replica; it follows the run", rollout_id)
 
     async def reconcile_locked(
-        self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
+        self,
+        rollout_id: str,
+        *,
+        reviews: Sequence[EnvironmentReview] = (),
+        read: tuple[Rollout, RolloutPlan] | None = None,
     ) -> Reconciled:
-        """`reconcile`, the rollout's lock already held."""
+        """`reconcile`, the rollout's lock already held; `read`: the rollout and its plan as
+        read under that lock already (else read here)."""
         started = next(self._moments)
-        reconciled = await self._reconcile_locked(rollout_id, reviews=reviews)
+        reconciled = await self._reconcile_locked(
+            read or await self._effects.with_plan(rollout_id), reviews=reviews
+        )
         if reconciled.snapshot is None:  # not running (any more), or GitHub did not answer
             self._reconciled.pop(rollout_id, None)
         else:
@@ -135,13 +145,13 @@ class RunFollower:
         return reconciled
 
     async def _reconcile_locked(
-        self, rollout_id: str, *, reviews: Sequence[EnvironmentReview]
+        self, read: tuple[Rollout, RolloutPlan], *, reviews: Sequence[EnvironmentReview]
     ) -> Reconciled:
         effects = self._effects
-        rollout = await effects.get(rollout_id)
+        rollout, plan = read
         if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
             return Reconciled(version=rollout.version)
-        with rollout_context(rollout_id):
+        with rollout_context(rollout.id):
             run_id = rollout.run_id
             reported = await self._look(rollout, lambda: effects.github.reported(run_id))
             if isinstance(reported, Reconciled):
@@ -153,7 +163,6 @@ class RunFollower:
             hinted = [r for r in reviews if (r.environment.casefold(), r.state) not in known]
             if hinted:
                 snapshot = replace(snapshot, reviews=(*snapshot.reviews, *hinted))
-            plan = await effects.plan_of(rollout)
             decision = machine.reconcile(rollout, plan, snapshot, effects.clock())
             acted = await effects.apply(rollout, decision, plan)
             # A wait nothing explains yet (a request's delivery lost while GitHub had not

@@ -104,15 +104,16 @@ class Outbox:
         if any(m.rollout_id is None for m in messages):
             self._wake.set()  # of no rollout: the loop delivers them
 
-    async def flush(self, rollout_id: str) -> None:
+    async def flush(self, rollout_id: str, *, known: Drawn | None = None) -> None:
         """Deliver now, in order, what the rollout owes the channel. Never raises: what Slack
-        (or the database) did not take waits in the outbox for the loop.
+        (or the database) did not take waits in the outbox for the loop. `known`: the rollout
+        and plan held under its lock, for replies once its card has a ts (a card is read anew).
 
         The loop is not woken by the write itself: it would race this flush for the messages,
         and the person's answer could come before the card changed. A message the loop claimed
         anyway (it was looking already) is waited for, then the flush goes on; for one lease at
         most, since the caller may hold the rollout's lock."""
-        drawn: dict[str, Drawn] = {}
+        drawn = {rollout_id: known} if known is not None and known[0].message_ts else {}
         waited_until = asyncio.get_running_loop().time() + self._lease.total_seconds()
         try:
             while True:

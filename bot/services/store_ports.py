@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleAnswer, RuleRequest
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import Phase, Rollout
 from bot.services.records import (
     AuditEvent,
     Claim,
@@ -62,6 +62,10 @@ class Rollouts(Protocol):
     async def ended_between(self, start: datetime, end: datetime) -> list[Rollout]: ...
 
     async def by_run_id(self, run_id: int) -> Rollout | None: ...
+
+    async def phase_by_run_id(self, run_id: int) -> tuple[str, Phase] | None:
+        """The id and phase of the rollout driving this run, without the rest of it."""
+        ...
 
     async def by_tag(self, tag: str) -> list[Rollout]: ...
 

@@ -110,20 +110,24 @@ class GitHubWebhooks:
             return Intake(Taken.IGNORED, "not the bot's repository")
         if found.run_id is not None and not 0 < found.run_id <= MAX_RUN_ID:
             return Intake(Taken.IGNORED, f"run id {found.run_id} is not one GitHub gives")
-        rollout = await self._store.by_run_id(found.run_id) if found.run_id is not None else None
-        if rollout is None or rollout.phase is not Phase.RUNNING:
+        # Its id and phase only: the follow-up reads the rollout itself, under its lock.
+        following = (
+            None if found.run_id is None else await self._store.phase_by_run_id(found.run_id)
+        )
+        if following is None or following[1] is not Phase.RUNNING:
             return Intake(Taken.IGNORED, "no active rollout follows this run")
+        rollout_id = following[0]
         new = await self._deliveries.remember(
             delivery_id=delivery_id,
             event=event,
-            rollout_id=rollout.id,
+            rollout_id=rollout_id,
             received_at=self._clock(),
         )
         if not new:
             log.info("webhook delivery %s (%s) seen before: ignored", delivery_id, event)
-            return Intake(Taken.DUPLICATE, "delivery already processed", rollout.id)
-        self._spawn(rollout.id, found, name=f"webhook {delivery_id}")
-        return Intake(Taken.FOLLOWED, f"{event} {found.action} of run {found.run_id}", rollout.id)
+            return Intake(Taken.DUPLICATE, "delivery already processed", rollout_id)
+        self._spawn(rollout_id, found, name=f"webhook {delivery_id}")
+        return Intake(Taken.FOLLOWED, f"{event} {found.action} of run {found.run_id}", rollout_id)
 
     async def _rule_request(self, delivery_id: str, payload: Mapping[str, Any]) -> Intake:
         """Keep the request (once: its delivery id decides, and one open per run and
@@ -144,9 +148,9 @@ class GitHubWebhooks:
         what = f"protection rule request for {request.environment} of run {request.run_id}"
         if not await self._rules.remember(request, delivery_id=delivery_id):
             return Intake(Taken.DUPLICATE, f"{what} taken in before")
-        rollout = await self._store.by_run_id(request.run_id)
-        if rollout is None or rollout.phase is not Phase.RUNNING:
-            if rollout is None and self._unfollowed is not None:
+        following = await self._store.phase_by_run_id(request.run_id)
+        if following is None or following[1] is not Phase.RUNNING:
+            if following is None and self._unfollowed is not None:
                 # A run the bot did not start, maybe: its card (`bot.services.unfollowed_runs`).
                 self._background(self._unfollowed(request), name=f"unfollowed {request.key}")
             return Intake(Taken.KEPT, f"{what} kept: no active rollout follows the run yet")
@@ -157,8 +161,8 @@ class GitHubWebhooks:
             request.run_id,
             environment=request.environment,
         )
-        self._spawn(rollout.id, found, name=f"protection rule {delivery_id}")
-        return Intake(Taken.FOLLOWED, what, rollout.id)
+        self._spawn(following[0], found, name=f"protection rule {delivery_id}")
+        return Intake(Taken.FOLLOWED, what, following[0])
 
     def _spawn(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
         self._background(self._follow(rollout_id, event), name=name)
