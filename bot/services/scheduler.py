@@ -41,7 +41,7 @@ from bot.services.telemetry import UNTRACKED, Telemetry
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = timedelta(hours=1)
-TIMER_WORKERS = 4
+TIMER_WORKERS = 8
 """Timers fired at once per replica: window ends of different rollouts wait on GitHub and the
 metrics source, not on each other (two of one rollout still take its lock in turn)."""
 
