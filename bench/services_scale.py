@@ -37,6 +37,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import tempfile
 import time
 from collections import Counter
@@ -92,6 +93,9 @@ class ModeFigures:
     rollout_kinds: Counter[str] = field(default_factory=Counter)
     rollout_seconds: float = 0.0
     rollout_cpu: list[float] = field(default_factory=list)
+    simulators_cpu: float = 0.0
+    """CPU seconds per second of this process (GitHub and Slack simulators, the webhook
+    sender) while the rollouts ran: near 1, it, not the bot, sets the pace."""
     """Per replica, CPU seconds per second from the first start to the last rollout's end."""
     deliveries: int = 0
     """Webhook deliveries while the rollouts ran to their end."""
@@ -238,6 +242,7 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
             since, started = len(box.github.requests), time.monotonic()
             cpu = [cpu_seconds(pid) for pid in pids(box)]
             charts = [chart_cpu_seconds(pid) for pid in pids(box)]
+            simulators = cpu_seconds(os.getpid())
             await start_rollouts(box, count, "v1.4.2", hooks.urls)
             await wait_for(
                 database,
@@ -250,6 +255,8 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
                 (cpu_seconds(pid) - before) / figures.rollout_seconds
                 for pid, before in zip(pids(box), cpu, strict=True)
             ]
+            simulated = cpu_seconds(os.getpid()) - simulators
+            figures.simulators_cpu = simulated / figures.rollout_seconds
             figures.completed = count
             await hooks.sent()
             figures.deliveries = hooks.delivered
@@ -368,6 +375,11 @@ def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
     yield (
         "CPU per replica while the rollouts ran",
         " | ".join(f"{share * 100:.0f} %" for share in figures.rollout_cpu) + " of a core",
+    )
+    yield (
+        "CPU of the simulators' process (GitHub, Slack, webhooks) meanwhile",
+        f"{figures.simulators_cpu * 100:.0f} % of a core (one Python process: near 100 %, "
+        "it sets the pace)",
     )
     yield (
         "chart worker per replica: RSS after the rollouts, CPU while they ran",
