@@ -3,7 +3,8 @@
 A claim picks the claimable rows (oldest first) and marks them its owner's until the lease
 ends; on PostgreSQL it locks the chosen rows and skips those another replica is claiming right
 now, on SQLite (one writer at a time) the update's own subquery is the lock. Only the current
-holder of a claim may change the row afterwards.
+holder of a claim may change the row afterwards. A store builds its claims' statements once
+(`Claim`); each call binds its own values.
 """
 
 from __future__ import annotations
@@ -12,13 +13,81 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, and_, case, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import InstrumentedAttribute
 
-from storage.models import Leased
+from storage.models import Leased, UTCDateTime
 
 Row = TypeVar("Row", bound=Leased)
+
+# A claim's values, bound at each call (none is named after a column: an UPDATE would set it).
+_NOW = bindparam("now", type_=UTCDateTime())
+_OWNER = bindparam("owner", type_=String())
+_LEASE_END = bindparam("lease_end", type_=UTCDateTime())
+_LIMIT = bindparam("limit", type_=Integer())
+_IDS: BindParameter[int] = bindparam("ids", expanding=True)
+
+
+class Claim(Generic[Row]):
+    """One claim's statements, built once and run with each call's values as bind parameters.
+
+    A claim runs at every turn of the outbox (once per message a flush delivers) and of the
+    scheduler: building its statements anew each time, and the cache key SQLAlchemy derives
+    from a new statement, took most of the CPU a claim costs a replica's event loop.
+    """
+
+    def __init__(
+        self,
+        table: type[Row],
+        claimable: ColumnElement[bool],
+        oldest_first: Sequence[InstrumentedAttribute[Any]],
+        values: Mapping[str, Any],
+    ) -> None:
+        picked = select(table.id).where(claimable).order_by(*oldest_first).limit(_LIMIT)
+        setting = (
+            update(table)
+            .values(**values)
+            .returning(table)
+            .execution_options(synchronize_session=False)
+        )
+        # PostgreSQL: lock the chosen rows and skip those another replica is claiming right now.
+        self._locking = picked.with_for_update(skip_locked=True)
+        self._setting_chosen = setting.where(table.id.in_(_IDS))
+        # SQLite runs one writer at a time, so the update's own subquery is the lock.
+        self._setting_picked = setting.where(table.id.in_(picked), claimable)
+
+    async def __call__(
+        self,
+        session: AsyncSession,
+        *,
+        now: datetime,
+        owner: str,
+        lease_end: datetime,
+        limit: int,
+        **bound: Any,
+    ) -> list[Row]:
+        """Claim up to `limit` rows for `owner` until `lease_end`, oldest first; `bound`: the
+        values of the claim's own criteria. Each row goes to one caller, however many replicas
+        claim at once."""
+        params = {"now": now, "owner": owner, "lease_end": lease_end, "limit": limit, **bound}
+        if session.get_bind().dialect.name == "postgresql":
+            ids = list(await session.scalars(self._locking, params))
+            if not ids:
+                return []
+            return list(await session.scalars(self._setting_chosen, {**params, "ids": ids}))
+        return list(await session.scalars(self._setting_picked, params))
 
 
 class LeasedRows(Generic[Row]):
@@ -34,44 +103,28 @@ class LeasedRows(Generic[Row]):
         self._table: type[Row] = table
         self.pending = pending
 
-    async def claim(
+    def claims(
         self,
-        session: AsyncSession,
-        *,
-        claimable: ColumnElement[bool],
+        *criteria: ColumnElement[bool],
         oldest_first: Sequence[InstrumentedAttribute[Any]],
-        limit: int,
-        values: Mapping[str, Any],
-    ) -> list[Row]:
-        """Set `values` (the owner, the lease's end, the attempts) on up to `limit` claimable
-        rows, oldest first; each row goes to one caller, however many replicas claim at once."""
+        attempts: ColumnElement[int],
+    ) -> Claim[Row]:
+        """The claim of the pending rows that meet `criteria` and are due, unclaimed or their
+        lease run out, `oldest_first`; it sets the owner, the lease's end and `attempts`. Built
+        once by its store, then called with the values of each claim."""
         table = self._table
-        if session.get_bind().dialect.name == "postgresql":
-            # Lock the chosen rows and skip those another replica is claiming right now.
-            ids = list(
-                await session.scalars(
-                    select(table.id)
-                    .where(claimable)
-                    .order_by(*oldest_first)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            if not ids:
-                return []
-            chosen: ColumnElement[bool] = table.id.in_(ids)
-        else:
-            # SQLite runs one writer at a time, so the update's own subquery is the lock.
-            picked = select(table.id).where(claimable).order_by(*oldest_first).limit(limit)
-            chosen = and_(table.id.in_(picked), claimable)
-        claimed = await session.scalars(
-            update(table)
-            .where(chosen)
-            .values(**values)
-            .returning(table)
-            .execution_options(synchronize_session=False)
+        claimable = and_(
+            self.pending,
+            table.due_at <= _NOW,
+            or_(table.claimed_by.is_(None), table.lease_until <= _NOW),
+            *criteria,
         )
-        return list(claimed)
+        return Claim(
+            table,
+            claimable,
+            oldest_first,
+            {"claimed_by": _OWNER, "lease_until": _LEASE_END, "attempts": attempts},
+        )
 
     def claimable_at(self) -> ColumnElement[datetime]:
         """When a row can be claimed: its due time, or its lease's end while someone holds it."""

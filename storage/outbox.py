@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -69,6 +69,18 @@ class OutboxStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._leases = LeasedRows(sessions, OutboxRow, _pending())
+        attempts = case(
+            (OutboxRow.claimed_by.is_(None), OutboxRow.attempts), else_=OutboxRow.attempts + 1
+        )
+        self._claim = self._leases.claims(
+            _oldest_of_its_rollout(), oldest_first=(OutboxRow.id,), attempts=attempts
+        )
+        self._claim_of_rollout = self._leases.claims(
+            _oldest_of_its_rollout(),
+            OutboxRow.rollout_id == bindparam("of_rollout"),
+            oldest_first=(OutboxRow.id,),
+            attempts=attempts,
+        )
 
     async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
         """Write messages that go with no state change of their own."""
@@ -88,28 +100,14 @@ class OutboxStore:
         of each rollout (of `rollout_id` only, when given), oldest first. Each message goes
         to one caller, however many replicas claim at once. Taking over a claim whose lease
         ran out counts an attempt: its owner may have posted it before it died."""
-        claimable = and_(
-            _pending(),
-            OutboxRow.due_at <= now,
-            or_(OutboxRow.claimed_by.is_(None), OutboxRow.lease_until <= now),
-            _oldest_of_its_rollout(),
-        )
-        if rollout_id is not None:
-            claimable = and_(claimable, OutboxRow.rollout_id == rollout_id)
         async with self._sessions.begin() as session:
-            claimed = await self._leases.claim(
-                session,
-                claimable=claimable,
-                oldest_first=(OutboxRow.id,),
-                limit=limit,
-                values={
-                    "claimed_by": owner,
-                    "lease_until": now + lease,
-                    "attempts": case(
-                        (OutboxRow.claimed_by.is_(None), OutboxRow.attempts),
-                        else_=OutboxRow.attempts + 1,
-                    ),
-                },
+            claim, bound = (
+                (self._claim, {})
+                if rollout_id is None
+                else (self._claim_of_rollout, {"of_rollout": rollout_id})
+            )
+            claimed = await claim(
+                session, now=now, owner=owner, lease_end=now + lease, limit=limit, **bound
             )
             messages = [_message(row) for row in claimed]
         return sorted(messages, key=lambda message: message.id)

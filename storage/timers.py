@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select, true, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, literal, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
@@ -49,6 +49,15 @@ class TimerStore:
         self._service = service
         self._scope = true() if service is None else TimerRow.service == service
         self._leases = LeasedRows(sessions, TimerRow, and_(_pending(), self._scope))
+        earliest_first = (TimerRow.due_at, TimerRow.id)
+        self._claim = self._leases.claims(
+            oldest_first=earliest_first, attempts=TimerRow.attempts + 1
+        )
+        self._claim_of_kinds = self._leases.claims(
+            TimerRow.kind.in_(bindparam("kinds", expanding=True)),
+            oldest_first=earliest_first,
+            attempts=TimerRow.attempts + 1,
+        )
 
     def _pending(self) -> ColumnElement[bool]:
         """Pending timers of the store's service (of every service without one)."""
@@ -153,23 +162,14 @@ class TimerStore:
         unclaimed or its lease has run out. Each timer goes to exactly one caller, however many
         replicas claim at once.
         """
-        claimable = and_(
-            TimerRow.due_at <= now,
-            self._pending(),
-            _of(kinds),
-            or_(TimerRow.claimed_by.is_(None), TimerRow.lease_until <= now),
-        )
         async with self._sessions.begin() as session:
-            claimed = await self._leases.claim(
-                session,
-                claimable=claimable,
-                oldest_first=(TimerRow.due_at, TimerRow.id),
-                limit=limit,
-                values={
-                    "claimed_by": owner,
-                    "lease_until": now + lease,
-                    "attempts": TimerRow.attempts + 1,
-                },
+            claim, bound = (
+                (self._claim, {})
+                if kinds is None
+                else (self._claim_of_kinds, {"kinds": sorted(kinds)})
+            )
+            claimed = await claim(
+                session, now=now, owner=owner, lease_end=now + lease, limit=limit, **bound
             )
             timers = [_timer(row) for row in claimed]
         return sorted(timers, key=lambda timer: (timer.due_at, timer.id))

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cleared import cleared_rollout
 from replicas import replica_sessions
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import ORMExecuteState, Session
 
 from bot.plan_file import load_plan
 from bot.services.records import NewMessage
@@ -115,6 +116,35 @@ async def test_a_held_claim_is_not_handed_out_again(timers: TimerStore) -> None:
     assert (
         await timers.claim_due(now=NOW + LEASE - timedelta(seconds=1), owner="b", lease=LEASE) == []
     )
+
+
+async def test_claims_run_the_statements_their_stores_built_once(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """The scheduler and the outbox claim at every turn: building a claim's statements anew
+    each time cost a busy replica more CPU than the rest of the claim, so a claim runs the
+    statements its store built, with the call's values bound."""
+    timers, outbox = TimerStore(session_factory), OutboxStore(session_factory)
+    await _window(timers, "w", timedelta(0))
+    await outbox.add([NewMessage(kind="note", channel_id="C1")], now=NOW)
+    executed: list[list[object]] = []
+
+    def record(execution: ORMExecuteState) -> None:
+        executed[-1].append(execution.statement)
+
+    event.listen(Session, "do_orm_execute", record)
+    try:
+        # The second claims take over the first ones, their lease run out.
+        for owner, now in (("a", NOW), ("b", NOW + LEASE)):
+            executed.append([])
+            assert await timers.claim_due(now=now, owner=owner, lease=LEASE, kinds={"window_end"})
+            assert await outbox.claim(now=now, owner=owner, lease=LEASE)
+    finally:
+        event.remove(Session, "do_orm_execute", record)
+
+    first, second = executed
+    assert len(first) == len(second) >= 2
+    assert all(again is statement for statement, again in zip(first, second, strict=True))
 
 
 async def test_concurrent_claims_hand_each_timer_to_exactly_one_owner(database_url: str) -> None:
