@@ -460,16 +460,15 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
         poll_interval=timedelta(hours=1),
         wake=wake,
     )
-    running = asyncio.create_task(loop.run())
+    loop.start()
     try:
         async with asyncio.timeout(5):
             await looked_again.wait()  # woken: it looked again instead of sleeping an hour
     finally:
-        # Stopped and awaited before the database fixture closes: a query cancelled after
-        # the engine was disposed would never finish, and the loop's teardown would hang.
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        # Stopped, not cancelled, before the database fixture closes: the timers and the
+        # polls run side by side, and one cancelled in a query that then never finishes
+        # (the engine disposed) would hang the loop's teardown.
+        await loop.stop(grace=timedelta(seconds=5))
 
 
 # -- graceful shutdown -------------------------------------------------------------------------
@@ -639,16 +638,13 @@ async def test_a_failed_poll_is_one_warning_unless_it_is_a_bug(
     follower.poll_failure = failure
     loop = scheduler(session_factory, follower, ManualClock(NOW), retry_after=timedelta(0))
 
-    running = asyncio.create_task(loop.run())
+    loop.start()
     try:
         async with asyncio.timeout(5):
             await follower.polled_again.wait()  # the failure was logged, the loop went on
     finally:
-        # Stopped and awaited before the database fixture closes: a query cancelled after
-        # the engine was disposed would never finish, and the loop's teardown would hang.
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
+        # Stopped, not cancelled, before the database fixture closes (see above).
+        await loop.stop(grace=timedelta(seconds=5))
 
     record = next(r for r in caplog.records if "iteration failed" in r.getMessage())
     assert record.levelname == level
