@@ -252,6 +252,14 @@ async def readyz(client: TestClient[object, object]) -> tuple[int, dict[str, str
     return response.status, await response.json()
 
 
+def write(database_url: str, statement: str) -> None:
+    """Change the bot's SQLite database behind its back. Run it in a thread of its own: the
+    bot's event loop goes on meanwhile, so a transaction it has open commits instead of
+    holding the write lock this waits for (on the loop's thread, neither would give way)."""
+    with sqlite3.connect(make_url(database_url).database or "", timeout=15) as db:
+        db.execute(statement)
+
+
 async def test_readyz_once_the_scheduler_went_round_then_503_with_the_reason(
     client: TestClient[object, object], sqlite_database_url: str
 ) -> None:
@@ -261,14 +269,18 @@ async def test_readyz_once_the_scheduler_went_round_then_503_with_the_reason(
     assert await readyz(client) == (200, {"status": "ready"})
 
     # Another version's `migrate` took the database back a revision: not ready, and why.
-    with sqlite3.connect(make_url(sqlite_database_url).database or "", timeout=15) as db:
-        db.execute("update alembic_version set version_num = '0005'")
+    await asyncio.to_thread(
+        write, sqlite_database_url, "update alembic_version set version_num = '0005'"
+    )
     status, body = await readyz(client)
     assert status == 503 and body["status"] == "not ready"
     assert body["reason"].endswith("run `rollout-bot migrate`")
     # The next version migrated it during a rolling upgrade: this replica keeps serving.
-    with sqlite3.connect(make_url(sqlite_database_url).database or "", timeout=15) as db:
-        db.execute("update alembic_version set version_num = '0099_from_the_next_version'")
+    await asyncio.to_thread(
+        write,
+        sqlite_database_url,
+        "update alembic_version set version_num = '0099_from_the_next_version'",
+    )
     assert (await readyz(client))[0] == 200
 
     # SIGTERM drains: not ready at once, while the process still answers.
@@ -279,13 +291,6 @@ async def test_readyz_once_the_scheduler_went_round_then_503_with_the_reason(
         {"status": "not ready", "reason": "shutting down: this replica takes no new work"},
     )
     assert (await client.get("/healthz")).status == 200
-
-
-def drop_table(database_url: str, table: str) -> None:
-    """In a thread of its own: the bot's event loop goes on meanwhile, so a transaction it has
-    open commits instead of holding the write lock the drop waits for."""
-    with sqlite3.connect(make_url(database_url).database or "", timeout=15) as db:
-        db.execute(f"drop table {table}")
 
 
 async def test_a_failed_scheduler_pass_does_not_move_the_tick_readyz_reads(
@@ -306,7 +311,7 @@ async def test_a_failed_scheduler_pass_does_not_move_the_tick_readyz_reads(
                 await asyncio.sleep(0.05)
         assert client.app is not None
         readiness = client.app[READINESS]
-        await asyncio.to_thread(drop_table, sqlite_database_url, "timers")
+        await asyncio.to_thread(write, sqlite_database_url, "drop table timers")
         async with asyncio.timeout(15):
             while failures() < 1:  # noqa: ASYNC110 - the scheduler's next pass
                 await asyncio.sleep(0.05)
