@@ -1,5 +1,6 @@
 """Holding a lease while working (`bot.services.leases.holding`): renewed in the background every
-third of the lease while the work runs, a failed renewal reported and retried, nothing after."""
+third of the lease while the work runs, a failed renewal reported and retried, a lost lease
+reported once and not renewed, nothing after."""
 
 from __future__ import annotations
 
@@ -12,17 +13,24 @@ LEASE = timedelta(seconds=0.09)  # a renewal every 30 ms
 A_WHILE = 5.0  # seconds: far longer than the renewals a test waits for take
 
 
+def ignore() -> None:
+    pass
+
+
 async def test_the_lease_is_renewed_while_the_work_runs_and_not_after() -> None:
     renewals = 0
     renewed_twice = asyncio.Event()
 
-    async def renew() -> None:
+    async def renew() -> bool:
         nonlocal renewals
         renewals += 1
         if renewals == 2:
             renewed_twice.set()
+        return True
 
-    async with holding(renew, lease=LEASE, name="lease:test", failed=lambda error: None):
+    async with holding(
+        renew, lease=LEASE, name="lease:test", failed=lambda error: None, lost=ignore
+    ):
         await asyncio.wait_for(renewed_twice.wait(), A_WHILE)  # work longer than the lease
     done = renewals
     await asyncio.sleep(LEASE.total_seconds())  # three renewals' worth
@@ -33,11 +41,27 @@ async def test_a_failed_renewal_is_reported_and_the_next_one_tried() -> None:
     failures: list[Exception] = []
     tried_again = asyncio.Event()
 
-    async def renew() -> None:
+    async def renew() -> bool:
         if not failures:
             raise ConnectionResetError("the database went away")
         tried_again.set()
+        return True
 
-    async with holding(renew, lease=LEASE, name="lease:test", failed=failures.append):
+    async with holding(renew, lease=LEASE, name="lease:test", failed=failures.append, lost=ignore):
         await asyncio.wait_for(tried_again.wait(), A_WHILE)
     assert [type(error) for error in failures] == [ConnectionResetError]
+
+
+async def test_a_lost_lease_is_reported_once_and_not_renewed_again() -> None:
+    renewals = 0
+    lost = asyncio.Event()
+
+    async def renew() -> bool:
+        nonlocal renewals
+        renewals += 1
+        return False  # another replica took the work over
+
+    async with holding(renew, lease=LEASE, name="lease:test", failed=print, lost=lost.set):
+        await asyncio.wait_for(lost.wait(), A_WHILE)
+        await asyncio.sleep(LEASE.total_seconds())  # three renewals' worth
+    assert renewals == 1

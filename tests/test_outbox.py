@@ -36,6 +36,8 @@ from storage.rollout_store import RolloutStore
 
 PLAN = load_plan(None)
 CHANNEL = "C0RELEASES"
+LEASE = timedelta(minutes=1)
+REQUEST_TIMEOUT = timedelta(seconds=10)
 
 
 @pytest.fixture
@@ -62,6 +64,8 @@ class Scene:
         owner: str,
         notifier: type[SlackNotifier] = SlackNotifier,
         store: OutboxStore | None = None,
+        lease: timedelta = LEASE,
+        request_timeout: timedelta | None = None,
     ) -> Outbox:
         # No retry handler on the client: the outbox alone answers Slack's faults here.
         client = AsyncWebClient(
@@ -74,6 +78,8 @@ class Scene:
             notifier=notifier(client, approvers={}, charts=CHARTS),
             clock=self.clock,
             owner=owner,
+            request_timeout=request_timeout or REQUEST_TIMEOUT * (lease / LEASE),
+            lease=lease,
         )
 
     async def started(self, *, lines: int) -> Rollout:
@@ -384,3 +390,99 @@ async def test_a_card_whose_answer_was_lost_is_found_and_its_ts_recorded(scene: 
     stored = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
     assert stored is not None and stored.message_ts == card_message.ts
     assert len(scene.slack.calls_to("chat.update")) == 1  # the found card redrawn as it stands
+
+
+class Renewals(Watched):
+    """The store that holds the loop's claims on their way back (`Watched`) and records, at
+    each renewal, how many posts Slack had seen and what the renewal answered."""
+
+    def __init__(self, scene: Scene, *, hold: bool = True) -> None:
+        super().__init__(scene.sessions, hold=hold)
+        self.slack = scene.slack
+        self.renewals: list[tuple[int, bool]] = []
+        self.lost = asyncio.Event()
+
+    async def renew(self, **kwargs: Any) -> bool:
+        held = await super().renew(**kwargs)
+        self.renewals.append((len(self.slack.calls_to("chat.postMessage")), held))
+        if not held:
+            self.lost.set()
+        return held
+
+
+async def test_a_message_whose_lease_ran_out_before_its_turn_is_not_sent(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replica "a" claimed the card, then stalled past its lease; "b" took the card over. "a"
+    must not post it: "b" will, and chat.postMessage has no idempotency key."""
+    await scene.started(lines=0)
+    store = Renewals(scene)
+    a = scene.replica("a", store=store)
+    stalled = asyncio.create_task(a.deliver_due())
+    await store.loop_took.wait()
+    scene.clock.advance(LEASE + timedelta(seconds=1))
+    (taken,) = await scene.store.claim(now=scene.clock(), owner="b", lease=LEASE)
+
+    with caplog.at_level(logging.WARNING, logger="bot.services.outbox_lease"):
+        store.let_through.set()
+        assert await stalled == 0
+
+    assert scene.slack.calls_to("chat.postMessage") == []
+    assert store.renewals == [(0, False)]  # looked at before anything was posted: lost
+    assert [m.id for m in await scene.store.pending()] == [taken.id]  # left to "b"
+    assert any(f"message {taken.id} (card) lost" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("stalled", "renewed"), [(timedelta(seconds=55), True), (None, False)])
+async def test_a_claim_with_less_than_a_request_timeout_left_is_renewed_before_it_is_sent(
+    scene: Scene, stalled: timedelta | None, renewed: bool
+) -> None:
+    """A claim with 5 s of its lease left (less than the 10 s a request may take) is renewed
+    before the card is posted; a fresh one is sent on the claim."""
+    await scene.started(lines=0)
+    store = Renewals(scene)
+    a = scene.replica("a", store=store)
+    loop = asyncio.create_task(a.deliver_due())
+    await store.loop_took.wait()
+    if stalled is not None:
+        scene.clock.advance(stalled)
+    store.let_through.set()
+    assert await loop == 1
+
+    assert len(scene.slack.calls_to("chat.postMessage")) == 1
+    assert store.renewals == ([(0, True)] if renewed else [])
+
+
+def test_the_outbox_refuses_a_request_timeout_not_below_its_lease(scene: Scene) -> None:
+    lease = timedelta(seconds=30)
+    scene.replica("a", lease=lease, request_timeout=lease - timedelta(seconds=1))
+    with pytest.raises(ValueError, match="posted twice"):
+        scene.replica("a", lease=lease, request_timeout=lease)
+
+
+async def test_a_lease_lost_while_the_post_is_on_its_way_is_logged_once(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ "a" posts the card, slowly; its lease runs out and "b" takes the card over. The renewal
+    that finds the lease lost says so at once (the post cannot be unsent), and only then."""
+    rollout = await scene.started(lines=0)
+    SlowCard.posting, SlowCard.let_through = asyncio.Event(), asyncio.Event()
+    store = Renewals(scene, hold=False)
+    lease = timedelta(seconds=0.3)  # renewed every 100 ms of real time while sent
+    a = scene.replica("a", notifier=SlowCard, store=store, lease=lease)
+    caplog.set_level(logging.WARNING, logger="bot.services")
+    flushed = asyncio.create_task(a.flush(rollout.id))
+    await SlowCard.posting.wait()
+    scene.clock.advance(timedelta(seconds=1))
+    (taken,) = await scene.store.claim(now=scene.clock(), owner="b", lease=LEASE)
+
+    await asyncio.wait_for(store.lost.wait(), 5.0)
+    SlowCard.let_through.set()
+    await flushed
+
+    assert len(scene.slack.calls_to("chat.postMessage")) == 1  # "a"'s post went out
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"message {taken.id} (card) lost its lease while sent: the replica that took it over "
+        "may post it again"
+    ]

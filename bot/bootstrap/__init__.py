@@ -27,7 +27,7 @@ from bot.adapters.chart_worker import ChartWorker
 from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack.calls import CallCounter
-from bot.adapters.slack.http import slack_session
+from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
 from bot.adapters.slack.members import channel_members
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.adapters.telemetry import PrometheusTelemetry
@@ -109,6 +109,10 @@ async def _services(
     log.info("database %s", mask_database_url(settings.database_url))
     sessions = create_session_factory(engine)
     slack_http = slack_session()
+    # The outbox's posts may take half its lease at most: a post is sent only with that much
+    # lease left, so none is still on its way when its message can be taken over.
+    outbox_request_timeout = min(float(SLACK_TIMEOUT_S), settings.lease_seconds / 2)
+    posting_http = slack_session(timeout_s=outbox_request_timeout)
     github_workers = GitHubWorkers(GITHUB_WORKERS)
     chart_worker = charts or ChartWorker()
     scheduler: Scheduler | None = None
@@ -129,7 +133,14 @@ async def _services(
         owner = replica_name()
         configured = settings.services()
         outbox = _outbox(
-            app, slack_http, sessions, configured, clock=clock, owner=owner, charts=chart_worker
+            app,
+            posting_http,
+            sessions,
+            configured,
+            clock=clock,
+            owner=owner,
+            charts=chart_worker,
+            request_timeout=timedelta(seconds=outbox_request_timeout),
         )
         shared = Shared(
             settings=settings,
@@ -210,28 +221,31 @@ async def _services(
         if charts is None:  # the app's own
             await chart_worker.close()
         await slack_http.close()
+        await posting_http.close()
         await engine.dispose()
 
 
 def _outbox(
     app: web.Application,
-    slack_http: aiohttp.ClientSession,
+    posting_http: aiohttp.ClientSession,
     sessions: async_sessionmaker[AsyncSession],
     services: tuple[Service, ...],
     *,
     clock: LoopClock,
     owner: str,
     charts: ChartWorker,
+    request_timeout: timedelta,
 ) -> Outbox:
     """The outbox every service posts through. Its posts go through a client that never
     posts again on its own (after a dropped connection, or a 429's wait while the message's
     lease runs out): the outbox retries, looking first, and waits out a 429 for the whole
-    channel."""
+    channel. `posting_http`'s calls may take `request_timeout`, which must be below the lease
+    (the outbox refuses to be built otherwise)."""
     settings = app[SETTINGS]
     posting = AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=str(settings.slack_api_url),
-        session=slack_http,
+        session=posting_http,
         retry_handlers=[CallCounter(app[TELEMETRY])],
     )
     return Outbox(
@@ -245,6 +259,7 @@ def _outbox(
         ),
         clock=clock,
         owner=owner,
+        request_timeout=request_timeout,
         lease=timedelta(seconds=settings.lease_seconds),
     )
 

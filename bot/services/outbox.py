@@ -14,6 +14,8 @@ and logged at ERROR once.
 A post whose earlier attempt may have reached Slack (it failed unclearly, or its replica died
 before recording the answer) is first looked for in Slack, by the marker each post carries:
 found, it is recorded as delivered instead of posted again. A card's redraw needs no look.
+A message is sent only under its lease, with a Slack request's timeout left at least
+(`outbox_lease`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -32,7 +33,7 @@ from bot.domain.rollout_summary import summarize
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.logs import rollout_context
 from bot.services.clock import Background, LoopClock, sleep_until_woken
-from bot.services.leases import holding
+from bot.services.outbox_lease import MessageLeases
 from bot.services.outbox_messages import (
     CARD,
     FAILURE,
@@ -66,6 +67,7 @@ class Outbox:
         notifier: Notifier,
         clock: LoopClock,
         owner: str,
+        request_timeout: timedelta,
         lease: timedelta = timedelta(minutes=1),
         backoff: timedelta = timedelta(seconds=2),
         max_backoff: timedelta = timedelta(minutes=5),
@@ -79,6 +81,9 @@ class Outbox:
         self._clock = clock
         self.owner = owner
         self._lease = lease
+        self._leases = MessageLeases(
+            store=store, clock=clock, owner=owner, lease=lease, request_timeout=request_timeout
+        )
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._max_attempts = max_attempts
@@ -173,17 +178,12 @@ class Outbox:
         return count
 
     async def _deliver_in_turn(self, messages: list[OutboxMessage]) -> int:
-        """One channel's messages of a claimed batch, one after another. The lease of each
-        is renewed when its turn comes: a replica that died holds a message one lease at
-        most, and a message whose lease ran out while it waited is left to its new owner."""
+        """One channel's messages of a claimed batch, one after another (a message whose
+        lease ran out while it waited is left to its new owner)."""
         drawn: dict[str, Drawn] = {}
         count = 0
-        for turn, message in enumerate(messages):
+        for message in messages:
             try:
-                if turn and not await self._store.renew(
-                    message_id=message.id, owner=self.owner, now=self._clock(), lease=self._lease
-                ):
-                    continue
                 count += await self._deliver(message, drawn)
             finally:
                 self._in_hand.dealt_with(message.rollout_id)
@@ -202,8 +202,8 @@ class Outbox:
         """Send one claimed message through its channel's queue; True when it was delivered.
         `drawn` keeps the rollouts read for the messages before it in the same turn.
 
-        The lease is renewed while the message is sent: a slow post is not taken over (its
-        new owner would not find a post still on its way, and would post it again)."""
+        It is sent only under its lease, renewed while it is sent: a slow post is not taken
+        over (its new owner would not find a post still on its way, and would post it again)."""
         channel = message.channel_id
         queue = self._queues.setdefault(channel, asyncio.Lock())
         async with queue:
@@ -217,9 +217,11 @@ class Outbox:
                     failed=False,
                 )
                 return False
+            if not await self._leases.held(message):
+                return False
             try:
                 with rollout_context(message.rollout_id or "-"):
-                    async with self._holding(message):
+                    async with self._leases.holding(message) as sending:
                         await self._send(message, drawn)
             except DeliveryFailed as failure:
                 await self._failed(message, failure)
@@ -232,21 +234,9 @@ class Outbox:
                 message_id=message.id, owner=self.owner, now=self._clock()
             ):
                 return True
-            log.warning("message %s (%s) was taken over while sent", message.id, message.kind)
+            if not sending.lost:  # else logged when it was found lost
+                log.warning("message %s (%s) was taken over while sent", message.id, message.kind)
             return False
-
-    def _holding(self, message: OutboxMessage) -> AbstractAsyncContextManager[None]:
-        """Renew the message's lease every third of it while it is sent."""
-        return holding(
-            lambda: self._store.renew(
-                message_id=message.id, owner=self.owner, now=self._clock(), lease=self._lease
-            ),
-            lease=self._lease,
-            name=f"lease:outbox:{message.id}",
-            failed=lambda error: log.warning(
-                "could not renew the lease of message %s: %r", message.id, error
-            ),
-        )
 
     async def _failed(self, message: OutboxMessage, failure: DeliveryFailed) -> None:
         now = self._clock()

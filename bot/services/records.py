@@ -67,6 +67,8 @@ class OutboxMessage:
     payload: dict[str, Any]
     created_at: datetime
     attempts: int
+    lease_until: datetime | None = None
+    """Until when its claimer holds it, as claimed (renewals later are not read back)."""
 
 
 @dataclass(frozen=True, slots=True)

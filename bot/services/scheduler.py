@@ -305,6 +305,7 @@ class Scheduler:
             failed=lambda error: log_failure(
                 log, f"could not renew the lease of timer {timer.key}", error
             ),
+            lost=lambda: log.warning("timer %s was taken over while it fired", timer.key),
         )
 
     async def _failed(self, timer: Timer, error: Exception) -> None:

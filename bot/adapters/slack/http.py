@@ -16,16 +16,17 @@ SLACK_CONNECTIONS = 50
 for one to be free."""
 
 
-def slack_session() -> aiohttp.ClientSession:
+def slack_session(timeout_s: float = SLACK_TIMEOUT_S) -> aiohttp.ClientSession:
     """One HTTP session (its connection pool) for every call to Slack, the Web API's and the
     answers on response_urls alike: without it slack_sdk opens a session, and a new
-    connection, for each call. slack_sdk applies its timeout only to a session it opens.
+    connection, for each call. slack_sdk applies its timeout only to a session it opens: a
+    call through this one may take `timeout_s`.
 
     An idle connection is closed after `SLACK_KEEPALIVE_S`, before Slack's edge drops it (a
     request on a connection the server is closing fails); at most `SLACK_CONNECTIONS` are open.
     """
     return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_S),
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
         connector=aiohttp.TCPConnector(
             keepalive_timeout=SLACK_KEEPALIVE_S, limit=SLACK_CONNECTIONS
         ),
