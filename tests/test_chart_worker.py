@@ -1,6 +1,7 @@
 """The chart worker: charts drawn in a process of their own at a lower CPU priority, never in
 the bot's (which does not even import matplotlib); a drawing that raises, or a worker that
-dies, fails that chart alone, and the next chart gets a worker again.
+dies, fails that chart alone, and the next chart gets a worker again; so does a drawing that
+hangs (its worker is killed). A worker closed with its app starts no process again.
 
 The tests share the session's worker (`chart_worker`, tests/conftest.py): each fresh one
 imports matplotlib, about a second.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import multiprocessing
 import os
 import pickle
 import signal
@@ -89,6 +91,34 @@ async def test_a_drawing_that_raises_fails_that_chart_only(chart_worker: ChartWo
     with pytest.raises(ChartFailed, match="AttributeError"):
         await chart_worker.run(render_png, "not a chart")
     assert await chart_worker.run(os.getpid) == drawing  # the same worker draws on
+
+
+async def test_a_hung_drawing_fails_its_chart_and_the_next_gets_a_new_worker(
+    chart_worker: ChartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hung = await chart_worker.run(os.getpid)  # started before the time limit is shortened
+    monkeypatch.setattr(chart_worker, "draw_timeout", 0.5)
+
+    with pytest.raises(ChartFailed, match=r"not drawn within 0\.5s; the worker was killed"):
+        await chart_worker.run(time.sleep, 3600)
+
+    while running(hung):  # noqa: ASYNC110 - killed (SIGKILL), then reaped by the pool
+        await asyncio.sleep(0.01)
+    monkeypatch.undo()
+    assert (await chart_worker.run(render_png, CHART)).startswith(PNG_SIGNATURE)
+    assert await chart_worker.run(os.getpid) != hung
+
+
+async def test_a_closed_worker_refuses_charts_and_starts_no_process() -> None:
+    charts = ChartWorker()
+    assert await charts.run(os.getpid) != os.getpid()
+    await charts.close()
+    before = multiprocessing.active_children()
+
+    with pytest.raises(ChartFailed, match="closed"):
+        await charts.run(render_png, CHART)
+
+    assert multiprocessing.active_children() == before
 
 
 async def drawn_for_a_bot() -> tuple[list[str], int]:
