@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from cleared import cleared_rollout
 from replicas import replica_sessions
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.plan_file import load_plan
 from bot.services.records import RunLook
@@ -78,6 +80,36 @@ async def test_a_pace_longer_than_is_allowed_now_is_cut_short(
     short = look("b", at=later)
     cut = await store.claim([short], now=later, cut_short=["r-1"], paced_before=NOW)
     assert cut == [short]
+
+
+async def test_a_pass_of_400_rollouts_binds_each_rollout_id_once(
+    migrated_engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A replica's pass over 400 rollouts, all cut short, claims them in one statement that
+    binds each rollout id once (six values a look): before, each cut-short id was bound again
+    in every column's test, about 3,600 parameters."""
+    rollouts = [f"r-{n:03}" for n in range(400)]
+    store = LookStore(session_factory)
+    paced = [look("a", wait=STEP * 64, rollout=r) for r in rollouts]
+    assert await store.claim(paced, now=NOW) == paced
+    bound: list[list[Any]] = []
+
+    def claiming(*args: Any) -> None:
+        statement, parameters = args[2], args[3]
+        if "run_looks" in statement:
+            bound.append(list(parameters.values() if isinstance(parameters, dict) else parameters))
+
+    later = NOW + STEP * 8
+    cut = [look("b", at=later, rollout=r) for r in rollouts]
+    event.listen(migrated_engine.sync_engine, "before_cursor_execute", claiming)
+    try:
+        assert await store.claim(cut, now=later, cut_short=rollouts, paced_before=NOW) == cut
+    finally:
+        event.remove(migrated_engine.sync_engine, "before_cursor_execute", claiming)
+
+    (parameters,) = bound
+    assert len(parameters) <= 6 * len(rollouts) + 10
+    assert all(parameters.count(r) == 1 for r in rollouts)
 
 
 async def test_only_the_holder_of_a_look_records_its_pace(
