@@ -128,6 +128,9 @@ def create_engine(url: str, **engine_options: Any) -> AsyncEngine:
 
 def _create_sqlite_engine(url: URL, engine_options: dict[str, Any]) -> AsyncEngine:
     in_memory = url.database in (None, "", ":memory:")
+    if in_memory:  # one connection every session shares (StaticPool): no pool to size
+        for option in ("pool_size", "max_overflow"):
+            engine_options.pop(option, None)
     connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **engine_options.pop("connect_args", {})}
     engine = _create_async_engine(url, connect_args=connect_args, **engine_options)
 

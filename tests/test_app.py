@@ -9,17 +9,20 @@ import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from bot.bootstrap import create_app
 from bot.config import Settings, load_settings
-from handlers.app_keys import READINESS
+from bot.services.scheduler import TIMER_WORKERS
+from handlers.app_keys import READINESS, SERVICES
 from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     OTHER_CHANNEL,
@@ -38,7 +41,7 @@ from sandbox.signing import (
     slash_command_payload,
 )
 from sandbox.slack import SlackTestServer
-from storage.db import create_engine
+from storage.db import Database, create_engine
 from storage.migrate import upgrade
 
 SUBCOMMANDS = ("start", "status", "promote", "rollback", "kill", "history", "npm-token", "help")
@@ -389,3 +392,21 @@ async def test_opening_the_app_home_shows_the_help(
     await slack.wait_for_call("views.publish")
     assert "npm-token" in json.dumps(slack.home_tabs[RELEASE_MANAGER])
     assert "No active rollouts" in json.dumps(slack.home_tabs[RELEASE_MANAGER])
+
+
+async def test_every_timer_worker_its_lease_renewal_the_loops_and_requests_get_a_connection_at_once(
+    client: TestClient[object, object],
+) -> None:
+    """A replica's timer workers all in the database, each with its lease renewal beside it,
+    with the polls and the outbox loops and a few requests: none waits for a connection (a
+    renewal that waited could let its lease run out under a worker still at work). Before,
+    the pool held 15 at most, and the 16th waited for one to be given back."""
+    database = client.app[SERVICES].database
+    assert isinstance(database, Database)
+    at_once = 2 * TIMER_WORKERS + 2 + 5
+    async with AsyncExitStack() as held, asyncio.timeout(10):
+        connections = await asyncio.gather(
+            *(held.enter_async_context(database.engine.connect()) for _ in range(at_once))
+        )
+        for connection in connections:
+            assert await connection.scalar(text("SELECT 1")) == 1

@@ -43,7 +43,7 @@ from bot.services.leases import replica_name
 from bot.services.outbox import Outbox
 from bot.services.readiness import Readiness
 from bot.services.retention import Retention
-from bot.services.scheduler import Scheduler
+from bot.services.scheduler import TIMER_WORKERS, Scheduler
 from bot.services.telemetry import Backlog
 from bot.version import build
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events
@@ -65,6 +65,15 @@ log = logging.getLogger(__name__)
 GITHUB_WORKERS = 8
 """Threads for every service's GitHub calls (PyGithub is synchronous): the poller holds 7 at
 most, so a person's call never waits behind polls, whatever the number of services."""
+
+DATABASE_POOL = 2 * TIMER_WORKERS + 2
+"""Database connections a replica keeps: each timer worker's statement and its lease renewal
+(which can overlap it), the polls loop's and the outbox loop's. A renewal that waited for a
+connection could let its lease run out under a worker that is still at work."""
+
+DATABASE_OVERFLOW = 10
+"""Connections opened beyond `DATABASE_POOL` for a burst (Slack requests and webhooks, their
+flushes, the outbox's channels side by side) and closed again after: SQLAlchemy's default."""
 
 
 def create_app(
@@ -105,7 +114,9 @@ async def _services(
     settings = app[SETTINGS]
     telemetry = app[TELEMETRY]
     log.info("%s starting", build())
-    engine = create_engine(settings.database_url)
+    engine = create_engine(
+        settings.database_url, pool_size=DATABASE_POOL, max_overflow=DATABASE_OVERFLOW
+    )
     log.info("database %s", mask_database_url(settings.database_url))
     sessions = create_session_factory(engine)
     slack_http = slack_session()
@@ -195,6 +206,7 @@ async def _services(
             poll_interval=timedelta(seconds=settings.github_poll_interval),
             max_attempts=settings.timer_max_attempts,
             lease=timedelta(seconds=settings.lease_seconds),
+            workers=TIMER_WORKERS,  # DATABASE_POOL follows from them
             retention=Retention(
                 claims=shared.claims,
                 deliveries=shared.deliveries,
