@@ -23,7 +23,7 @@ import logging
 import random
 from collections.abc import Awaitable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from bot.domain.plan import RolloutPlan
@@ -52,308 +52,6 @@ from bot.services.store_ports import AuditLog, Outboxes, Rollouts
 log = logging.getLogger(__name__)
 
 Drawn = tuple[Rollout, RolloutPlan]
-
-
-class Outbox:
-    """Delivers the outbox to Slack: at once for the caller, and in the background loop."""
-
-    def __init__(
-        self,
-        *,
-        store: Outboxes,
-        rollouts: Rollouts,
-        audit: AuditLog,
-        notifier: Notifier,
-        clock: LoopClock,
-        owner: str,
-        lease: timedelta = timedelta(minutes=1),
-        backoff: timedelta = timedelta(seconds=2),
-        max_backoff: timedelta = timedelta(minutes=5),
-        max_attempts: int = 12,
-        idle: timedelta = timedelta(seconds=5),
-    ) -> None:
-        self._store = store
-        self._rollouts = rollouts
-        self._audit = audit
-        self._notifier = notifier
-        self._clock = clock
-        self.owner = owner
-        self._lease = lease
-        self._backoff = backoff
-        self._max_backoff = max_backoff
-        self._max_attempts = max_attempts
-        self._idle = idle
-        self._wake = asyncio.Event()
-        """Set when a flush left messages behind: the loop looks now, not after its sleep."""
-        self._queues: dict[str, asyncio.Lock] = {}
-        self._in_hand = _InHand()
-        self._paused: dict[str, datetime] = {}
-        """Channels Slack rate-limited, until when (its Retry-After)."""
-        self._loop = Background("outbox", wake=self._wake)
-
-    async def add(self, messages: Sequence[NewMessage]) -> None:
-        """Write messages that go with no state change of their own."""
-        await self._store.add(messages, now=self._clock())
-
-    async def send(self, messages: Sequence[NewMessage], *, written: bool = False) -> None:
-        """Write messages (unless `written` already) and deliver them now, or once Slack can."""
-        if not written:
-            await self.add(messages)
-        for rollout_id in dict.fromkeys(m.rollout_id for m in messages if m.rollout_id):
-            await self.flush(rollout_id)
-        if any(m.rollout_id is None for m in messages):
-            self._wake.set()  # of no rollout: the loop delivers them
-
-    async def flush(self, rollout_id: str, *, known: Drawn | None = None) -> None:
-        """Deliver now, in order, what the rollout owes the channel. Never raises: what Slack
-        (or the database) did not take waits in the outbox for the loop. `known`: the rollout
-        and plan held under its lock, for replies once its card has a ts (a card is read anew).
-
-        The loop is not woken by the write itself: it would race this flush for the messages,
-        and the person's answer could come before the card changed. A message the loop claimed
-        anyway (it was looking already) is waited for, then the flush goes on; for one lease at
-        most, since the caller may hold the rollout's lock."""
-        drawn = {rollout_id: known} if known is not None and known[0].message_ts else {}
-        waited_until = asyncio.get_running_loop().time() + self._lease.total_seconds()
-        try:
-            while True:
-                claimed = await self._store.claim(
-                    now=self._clock(), owner=self.owner, lease=self._lease, rollout_id=rollout_id
-                )
-                if claimed:
-                    if not await self._deliver(claimed[0], drawn):
-                        self._wake.set()
-                        return
-                    continue
-                loop = self._in_hand.waiting_on(rollout_id)
-                if loop is None:
-                    return
-                async with asyncio.timeout_at(waited_until):
-                    await loop.wait()
-        except Exception as error:
-            log.warning("messages of %s left to the outbox loop: %r", rollout_id, error)
-            self._wake.set()
-
-    def start(self) -> None:
-        self._loop.start(self.run())
-
-    async def stop(self, *, grace: timedelta) -> None:
-        """Let the delivery in hand end within `grace`; what is left waits for a replica."""
-        await self._loop.stop(grace=grace)
-
-    async def run(self) -> None:
-        """Deliver due messages until `stop` (or cancelled)."""
-        log.info("outbox %s started", self.owner)
-        while not self._loop.stopping.is_set():
-            try:
-                await self.deliver_due()
-                await self._sleep()
-            except Exception as error:
-                # The database is away: the messages wait in it, so nothing is lost.
-                log.warning("outbox delivery failed (%r); retrying in %s", error, self._idle)
-                await sleep_until_woken(self._loop.stopping, self._idle.total_seconds())
-
-    async def deliver_due(self) -> int:
-        """Deliver every due message this replica can claim, channels side by side and each
-        channel in order; returns how many were delivered."""
-        count = 0
-        while claimed := await self._in_hand.claim(
-            self._store.claim(now=self._clock(), owner=self.owner, lease=self._lease)
-        ):
-            channels: dict[str, list[OutboxMessage]] = {}
-            for message in claimed:
-                channels.setdefault(message.channel_id, []).append(message)
-            in_hand = {m.rollout_id for m in claimed if m.rollout_id}
-            try:
-                done = await asyncio.gather(*(self._deliver_in_turn(m) for m in channels.values()))
-            finally:
-                for rollout_id in in_hand:
-                    self._in_hand.dealt_with(rollout_id)
-            count += sum(done)
-        return count
-
-    async def _deliver_in_turn(self, messages: list[OutboxMessage]) -> int:
-        """One channel's messages of a claimed batch, one after another. The lease of each
-        is renewed when its turn comes: a replica that died holds a message one lease at
-        most, and a message whose lease ran out while it waited is left to its new owner."""
-        drawn: dict[str, Drawn] = {}
-        count = 0
-        for turn, message in enumerate(messages):
-            try:
-                if turn and not await self._store.renew(
-                    message_id=message.id, owner=self.owner, now=self._clock(), lease=self._lease
-                ):
-                    continue
-                count += await self._deliver(message, drawn)
-            finally:
-                self._in_hand.dealt_with(message.rollout_id)
-        return count
-
-    async def _sleep(self) -> None:
-        # Cleared before looking, so a message written meanwhile wakes the wait at once.
-        self._wake.clear()
-        if self._loop.stopping.is_set():
-            return
-        due = await self._store.next_due()
-        until = self._clock() + self._idle
-        await self._clock.sleep_until(min(until, due) if due is not None else until, self._wake)
-
-    async def _deliver(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> bool:
-        """Send one claimed message through its channel's queue; True when it was delivered.
-        `drawn` keeps the rollouts read for the messages before it in the same turn.
-
-        The lease is renewed while the message is sent: a slow post is not taken over (its
-        new owner would not find a post still on its way, and would post it again)."""
-        channel = message.channel_id
-        queue = self._queues.setdefault(channel, asyncio.Lock())
-        async with queue:
-            paused = self._paused.get(channel)
-            if paused is not None and paused > self._clock():
-                await self._store.retry(
-                    message_id=message.id,
-                    owner=self.owner,
-                    due_at=paused,
-                    error="waiting for Slack's rate limit",
-                    failed=False,
-                )
-                return False
-            try:
-                with rollout_context(message.rollout_id or "-"):
-                    async with self._holding(message):
-                        await self._send(message, drawn)
-            except DeliveryFailed as failure:
-                await self._failed(message, failure)
-                return False
-            except Exception as error:
-                log.exception("message %s (%s) could not be rendered", message.id, message.kind)
-                await self._failed(message, DeliveryFailed(f"bug: {type(error).__name__}"))
-                return False
-            if await self._store.delivered(
-                message_id=message.id, owner=self.owner, now=self._clock()
-            ):
-                return True
-            log.warning("message %s (%s) was taken over while sent", message.id, message.kind)
-            return False
-
-    def _holding(self, message: OutboxMessage) -> AbstractAsyncContextManager[None]:
-        """Renew the message's lease every third of it while it is sent."""
-        return holding(
-            lambda: self._store.renew(
-                message_id=message.id, owner=self.owner, now=self._clock(), lease=self._lease
-            ),
-            lease=self._lease,
-            name=f"lease:outbox:{message.id}",
-            failed=lambda error: log.warning(
-                "could not renew the lease of message %s: %r", message.id, error
-            ),
-        )
-
-    async def _failed(self, message: OutboxMessage, failure: DeliveryFailed) -> None:
-        now = self._clock()
-        what = f"message {message.id} ({message.kind}) to {message.channel_id}"
-        if failure.retry_after is not None:
-            until = now + timedelta(seconds=failure.retry_after)
-            self._paused[message.channel_id] = until
-            log.warning("%s: %s; the channel waits until %s", what, failure.reason, until)
-            await self._store.retry(
-                message_id=message.id,
-                owner=self.owner,
-                due_at=until,
-                error=failure.reason,
-                failed=False,
-            )
-            return
-        attempts = message.attempts + 1
-        if failure.permanent or attempts >= self._max_attempts:
-            log.error(
-                "%s given up after %d attempt(s): %s. It stays in the outbox as a dead letter.",
-                what,
-                attempts,
-                failure.reason,
-            )
-            await self._store.dead(
-                message_id=message.id, owner=self.owner, now=now, error=failure.reason
-            )
-            return
-        delay = min(self._backoff * 2 ** (attempts - 1), self._max_backoff)
-        delay *= random.uniform(0.5, 1.0)  # jitter: replicas do not retry in step
-        log.warning("%s: %s; retrying in %.1fs", what, failure.reason, delay.total_seconds())
-        await self._store.retry(
-            message_id=message.id, owner=self.owner, due_at=now + delay, error=failure.reason
-        )
-
-    async def _send(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> None:
-        rollout_id = message.rollout_id
-        if message.kind == UNFOLLOWED:
-            await self._notifier.draw_unfollowed(
-                UnfollowedRun.from_json(dict(message.payload)), channel=message.channel_id
-            )
-            return
-        if rollout_id is None:
-            raise DeliveryFailed("a message of no rollout", permanent=True)
-        if message.kind == CARD or rollout_id not in drawn:
-            found = await self._rollouts.with_plan(rollout_id)
-            if found is None:
-                raise DeliveryFailed(f"rollout {rollout_id} is gone", permanent=True)
-            drawn[rollout_id] = found
-        rollout, plan = drawn[rollout_id]
-        payload = message.payload
-        unclear = message.attempts > 0
-        if message.kind == CARD:
-            if rollout.message_ts is not None and await self._store.superseded(message):
-                return  # a newer redraw follows: draw the card once
-            drawn[rollout_id] = await self._card(rollout, plan, look=unclear), plan
-            return
-        if rollout.message_ts is None:
-            rollout = await self._card(rollout, plan, look=unclear)
-            drawn[rollout_id] = rollout, plan
-        if unclear and await self._notifier.posted(
-            rollout, key=message.id, channel=message.channel_id, since=message.created_at
-        ):
-            log.info("message %s (%s) was posted by an earlier attempt", message.id, message.kind)
-            return
-        if message.kind == THREAD:
-            await self._notifier.announce(rollout, told_event(payload), key=message.id)
-        elif message.kind == FAILURE:
-            await self._notifier.post_failure(
-                rollout, told_event(payload), channel=message.channel_id, key=message.id
-            )
-        elif message.kind == FIGURES:
-            track, stage = stage_of(payload)
-            await self._notifier.ask_for_figures(
-                rollout, plan, track=track, stage=stage, key=message.id
-            )
-        elif message.kind == GATE:
-            track, stage = stage_of(payload)
-            await self._notifier.post_gate_card(
-                rollout,
-                plan,
-                track=track,
-                stage=stage,
-                verdict=verdict_from_json(payload["verdict"]),
-                reading=gate_reading(payload),
-                key=message.id,
-            )
-        elif message.kind == SUMMARY:
-            events = await self._audit.list_for_rollout(rollout_id)
-            done = summarize(rollout, plan, events, machine=is_machine)
-            await self._notifier.post_summary(rollout, done, key=message.id)
-        else:
-            raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)
-
-    async def _card(self, rollout: Rollout, plan: RolloutPlan, *, look: bool) -> Rollout:
-        """Draw the card; its first post records its ts, which thread replies need. With
-        `look`, a card an earlier attempt posted is found and redrawn, not posted again."""
-        if look and rollout.message_ts is None:
-            found = await self._notifier.find_card(rollout)
-            if found is not None:
-                log.info("the card of %s was posted by an earlier attempt", rollout.id)
-                found = await self._rollouts.set_message_ts(rollout.id, found)
-                rollout = replace(rollout, message_ts=found)
-        ts = await self._notifier.publish(rollout, plan)
-        if rollout.message_ts is None:
-            ts = await self._rollouts.set_message_ts(rollout.id, ts)
-        return replace(rollout, message_ts=ts)
 
 
 class _InHand:
@@ -385,3 +83,294 @@ class _InHand:
         """The loop is done with the rollout's claimed message: a flush waiting on it goes on."""
         if rollout_id is not None and (waiting := self._rollouts.pop(rollout_id, None)):
             waiting.set()
+
+
+@dataclass(kw_only=True, eq=False)
+class Outbox:
+    """Delivers the outbox to Slack: at once for the caller, and in the background loop."""
+
+    store: Outboxes
+    rollouts: Rollouts
+    audit: AuditLog
+    notifier: Notifier
+    clock: LoopClock
+    owner: str
+    lease: timedelta = timedelta(minutes=1)
+    backoff: timedelta = timedelta(seconds=2)
+    max_backoff: timedelta = timedelta(minutes=5)
+    max_attempts: int = 12
+    idle: timedelta = timedelta(seconds=5)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    """Set when a flush left messages behind: the loop looks now, not after its sleep."""
+    _queues: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    _in_hand: _InHand = field(default_factory=_InHand, init=False)
+    _paused: dict[str, datetime] = field(default_factory=dict, init=False)
+    """Channels Slack rate-limited, until when (its Retry-After)."""
+    _loop: Background = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._loop = Background("outbox", wake=self._wake)
+
+    async def add(self, messages: Sequence[NewMessage]) -> None:
+        """Write messages that go with no state change of their own."""
+        await self.store.add(messages, now=self.clock())
+
+    async def send(self, messages: Sequence[NewMessage], *, written: bool = False) -> None:
+        """Write messages (unless `written` already) and deliver them now, or once Slack can."""
+        if not written:
+            await self.add(messages)
+        for rollout_id in dict.fromkeys(m.rollout_id for m in messages if m.rollout_id):
+            await self.flush(rollout_id)
+        if any(m.rollout_id is None for m in messages):
+            self._wake.set()  # of no rollout: the loop delivers them
+
+    async def flush(self, rollout_id: str, *, known: Drawn | None = None) -> None:
+        """Deliver now, in order, what the rollout owes the channel. Never raises: what Slack
+        (or the database) did not take waits in the outbox for the loop. `known`: the rollout
+        and plan held under its lock, for replies once its card has a ts (a card is read anew).
+
+        The loop is not woken by the write itself: it would race this flush for the messages,
+        and the person's answer could come before the card changed. A message the loop claimed
+        anyway (it was looking already) is waited for, then the flush goes on; for one lease at
+        most, since the caller may hold the rollout's lock."""
+        drawn = {rollout_id: known} if known is not None and known[0].message_ts else {}
+        waited_until = asyncio.get_running_loop().time() + self.lease.total_seconds()
+        try:
+            while True:
+                claimed = await self.store.claim(
+                    now=self.clock(), owner=self.owner, lease=self.lease, rollout_id=rollout_id
+                )
+                if claimed:
+                    if not await self._deliver(claimed[0], drawn):
+                        self._wake.set()
+                        return
+                    continue
+                loop = self._in_hand.waiting_on(rollout_id)
+                if loop is None:
+                    return
+                async with asyncio.timeout_at(waited_until):
+                    await loop.wait()
+        except Exception as error:
+            log.warning("messages of %s left to the outbox loop: %r", rollout_id, error)
+            self._wake.set()
+
+    def start(self) -> None:
+        self._loop.start(self.run())
+
+    async def stop(self, *, grace: timedelta) -> None:
+        """Let the delivery in hand end within `grace`; what is left waits for a replica."""
+        await self._loop.stop(grace=grace)
+
+    async def run(self) -> None:
+        """Deliver due messages until `stop` (or cancelled)."""
+        log.info("outbox %s started", self.owner)
+        while not self._loop.stopping.is_set():
+            try:
+                await self.deliver_due()
+                await self._sleep()
+            except Exception as error:
+                # The database is away: the messages wait in it, so nothing is lost.
+                log.warning("outbox delivery failed (%r); retrying in %s", error, self.idle)
+                await sleep_until_woken(self._loop.stopping, self.idle.total_seconds())
+
+    async def deliver_due(self) -> int:
+        """Deliver every due message this replica can claim, channels side by side and each
+        channel in order; returns how many were delivered."""
+        count = 0
+        while claimed := await self._in_hand.claim(
+            self.store.claim(now=self.clock(), owner=self.owner, lease=self.lease)
+        ):
+            channels: dict[str, list[OutboxMessage]] = {}
+            for message in claimed:
+                channels.setdefault(message.channel_id, []).append(message)
+            in_hand = {m.rollout_id for m in claimed if m.rollout_id}
+            try:
+                done = await asyncio.gather(*(self._deliver_in_turn(m) for m in channels.values()))
+            finally:
+                for rollout_id in in_hand:
+                    self._in_hand.dealt_with(rollout_id)
+            count += sum(done)
+        return count
+
+    async def _deliver_in_turn(self, messages: list[OutboxMessage]) -> int:
+        """One channel's messages of a claimed batch, one after another. The lease of each
+        is renewed when its turn comes: a replica that died holds a message one lease at
+        most, and a message whose lease ran out while it waited is left to its new owner."""
+        drawn: dict[str, Drawn] = {}
+        count = 0
+        for turn, message in enumerate(messages):
+            try:
+                if turn and not await self.store.renew(
+                    message_id=message.id, owner=self.owner, now=self.clock(), lease=self.lease
+                ):
+                    continue
+                count += await self._deliver(message, drawn)
+            finally:
+                self._in_hand.dealt_with(message.rollout_id)
+        return count
+
+    async def _sleep(self) -> None:
+        # Cleared before looking, so a message written meanwhile wakes the wait at once.
+        self._wake.clear()
+        if self._loop.stopping.is_set():
+            return
+        due = await self.store.next_due()
+        until = self.clock() + self.idle
+        await self.clock.sleep_until(min(until, due) if due is not None else until, self._wake)
+
+    async def _deliver(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> bool:
+        """Send one claimed message through its channel's queue; True when it was delivered.
+        `drawn` keeps the rollouts read for the messages before it in the same turn.
+
+        The lease is renewed while the message is sent: a slow post is not taken over (its
+        new owner would not find a post still on its way, and would post it again)."""
+        channel = message.channel_id
+        queue = self._queues.setdefault(channel, asyncio.Lock())
+        async with queue:
+            paused = self._paused.get(channel)
+            if paused is not None and paused > self.clock():
+                await self.store.retry(
+                    message_id=message.id,
+                    owner=self.owner,
+                    due_at=paused,
+                    error="waiting for Slack's rate limit",
+                    failed=False,
+                )
+                return False
+            try:
+                with rollout_context(message.rollout_id or "-"):
+                    async with self._holding(message):
+                        await self._send(message, drawn)
+            except DeliveryFailed as failure:
+                await self._failed(message, failure)
+                return False
+            except Exception as error:
+                log.exception("message %s (%s) could not be rendered", message.id, message.kind)
+                await self._failed(message, DeliveryFailed(f"bug: {type(error).__name__}"))
+                return False
+            if await self.store.delivered(
+                message_id=message.id, owner=self.owner, now=self.clock()
+            ):
+                return True
+            log.warning("message %s (%s) was taken over while sent", message.id, message.kind)
+            return False
+
+    def _holding(self, message: OutboxMessage) -> AbstractAsyncContextManager[None]:
+        """Renew the message's lease every third of it while it is sent."""
+        return holding(
+            lambda: self.store.renew(
+                message_id=message.id, owner=self.owner, now=self.clock(), lease=self.lease
+            ),
+            lease=self.lease,
+            name=f"lease:outbox:{message.id}",
+            failed=lambda error: log.warning(
+                "could not renew the lease of message %s: %r", message.id, error
+            ),
+        )
+
+    async def _failed(self, message: OutboxMessage, failure: DeliveryFailed) -> None:
+        now = self.clock()
+        what = f"message {message.id} ({message.kind}) to {message.channel_id}"
+        if failure.retry_after is not None:
+            until = now + timedelta(seconds=failure.retry_after)
+            self._paused[message.channel_id] = until
+            log.warning("%s: %s; the channel waits until %s", what, failure.reason, until)
+            await self.store.retry(
+                message_id=message.id,
+                owner=self.owner,
+                due_at=until,
+                error=failure.reason,
+                failed=False,
+            )
+            return
+        attempts = message.attempts + 1
+        if failure.permanent or attempts >= self.max_attempts:
+            log.error(
+                "%s given up after %d attempt(s): %s. It stays in the outbox as a dead letter.",
+                what,
+                attempts,
+                failure.reason,
+            )
+            await self.store.dead(
+                message_id=message.id, owner=self.owner, now=now, error=failure.reason
+            )
+            return
+        delay = min(self.backoff * 2 ** (attempts - 1), self.max_backoff)
+        delay *= random.uniform(0.5, 1.0)  # jitter: replicas do not retry in step
+        log.warning("%s: %s; retrying in %.1fs", what, failure.reason, delay.total_seconds())
+        await self.store.retry(
+            message_id=message.id, owner=self.owner, due_at=now + delay, error=failure.reason
+        )
+
+    async def _send(self, message: OutboxMessage, drawn: dict[str, Drawn]) -> None:
+        rollout_id = message.rollout_id
+        if message.kind == UNFOLLOWED:
+            await self.notifier.draw_unfollowed(
+                UnfollowedRun.from_json(dict(message.payload)), channel=message.channel_id
+            )
+            return
+        if rollout_id is None:
+            raise DeliveryFailed("a message of no rollout", permanent=True)
+        if message.kind == CARD or rollout_id not in drawn:
+            found = await self.rollouts.with_plan(rollout_id)
+            if found is None:
+                raise DeliveryFailed(f"rollout {rollout_id} is gone", permanent=True)
+            drawn[rollout_id] = found
+        rollout, plan = drawn[rollout_id]
+        payload = message.payload
+        unclear = message.attempts > 0
+        if message.kind == CARD:
+            if rollout.message_ts is not None and await self.store.superseded(message):
+                return  # a newer redraw follows: draw the card once
+            drawn[rollout_id] = await self._card(rollout, plan, look=unclear), plan
+            return
+        if rollout.message_ts is None:
+            rollout = await self._card(rollout, plan, look=unclear)
+            drawn[rollout_id] = rollout, plan
+        if unclear and await self.notifier.posted(
+            rollout, key=message.id, channel=message.channel_id, since=message.created_at
+        ):
+            log.info("message %s (%s) was posted by an earlier attempt", message.id, message.kind)
+            return
+        if message.kind == THREAD:
+            await self.notifier.announce(rollout, told_event(payload), key=message.id)
+        elif message.kind == FAILURE:
+            await self.notifier.post_failure(
+                rollout, told_event(payload), channel=message.channel_id, key=message.id
+            )
+        elif message.kind == FIGURES:
+            track, stage = stage_of(payload)
+            await self.notifier.ask_for_figures(
+                rollout, plan, track=track, stage=stage, key=message.id
+            )
+        elif message.kind == GATE:
+            track, stage = stage_of(payload)
+            await self.notifier.post_gate_card(
+                rollout,
+                plan,
+                track=track,
+                stage=stage,
+                verdict=verdict_from_json(payload["verdict"]),
+                reading=gate_reading(payload),
+                key=message.id,
+            )
+        elif message.kind == SUMMARY:
+            events = await self.audit.list_for_rollout(rollout_id)
+            done = summarize(rollout, plan, events, machine=is_machine)
+            await self.notifier.post_summary(rollout, done, key=message.id)
+        else:
+            raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)
+
+    async def _card(self, rollout: Rollout, plan: RolloutPlan, *, look: bool) -> Rollout:
+        """Draw the card; its first post records its ts, which thread replies need. With
+        `look`, a card an earlier attempt posted is found and redrawn, not posted again."""
+        if look and rollout.message_ts is None:
+            found = await self.notifier.find_card(rollout)
+            if found is not None:
+                log.info("the card of %s was posted by an earlier attempt", rollout.id)
+                found = await self.rollouts.set_message_ts(rollout.id, found)
+                rollout = replace(rollout, message_ts=found)
+        ts = await self.notifier.publish(rollout, plan)
+        if rollout.message_ts is None:
+            ts = await self.rollouts.set_message_ts(rollout.id, ts)
+        return replace(rollout, message_ts=ts)
