@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from bot.config_checks import (
     SLACK_IDS,
     given,
+    loaded,
     metrics_sources,
     one_service_problem,
     service_owners,
@@ -210,12 +211,7 @@ class Settings(DatabaseSettings):
     @field_validator("rollout_services")
     @classmethod
     def _services(cls, value: Path | None) -> Path | None:
-        if value is not None:
-            try:
-                load_services(value)
-            except ServicesError as error:  # names the file, each key and its problem
-                raise ValueError(error.message) from None
-        return value
+        return None if value is None else loaded(value, load_services, ServicesError)
 
     @field_validator("github_app_installation_id")
     @classmethod
@@ -243,11 +239,7 @@ class Settings(DatabaseSettings):
     def _plan(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if one_service_problem(value, info, required=False) or value is None:
             return value
-        try:
-            load_plan(value)
-        except PlanError as error:  # names the file, the key and the problem
-            raise ValueError(error.message) from None
-        return value
+        return loaded(value, load_plan, PlanError)
 
     @field_validator("prometheus_url")
     @classmethod

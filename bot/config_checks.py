@@ -5,13 +5,14 @@ together under their variables' names."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 from pydantic import SecretStr, ValidationError, ValidationInfo
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from bot.domain.errors import PlanError, ServicesError
+from bot.domain.errors import PlanError, RolloutError, ServicesError
 from bot.plan_file import load_plan
 from bot.service_file import APPROVER_ID, APPROVER_RULE, CHANNEL_ID, CHANNEL_RULE, load_services
 
@@ -77,6 +78,16 @@ def one_service_problem(value: object, info: ValidationInfo, *, required: bool =
     if required and not given(value):
         raise ValueError("missing")
     return not given(value)
+
+
+def loaded(path: Path, load: Callable[[Path], object], refused: type[RolloutError]) -> Path:
+    """`path`, once `load` (what the bot does with the file at start) took it; its `refused`
+    error, which names the file, each key and its problem, becomes the setting's."""
+    try:
+        load(path)
+    except refused as error:
+        raise ValueError(error.message) from None
+    return path
 
 
 def service_owners(info: ValidationInfo) -> set[str]:

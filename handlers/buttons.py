@@ -44,7 +44,7 @@ from bot.services.controls import ControlService
 from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
 from bot.services.telemetry import Telemetry
-from handlers.errors import Listener, acknowledged, explain, failure_outcome
+from handlers.errors import Listener, acknowledged, explain, failure_outcome, opens_form
 from handlers.origin import card_of, click_origin, form_origin
 from handlers.payloads import BlockActions, ViewSubmission, parse
 from handlers.routing import Routes
@@ -174,20 +174,12 @@ FORMS: dict[Action, Form] = {
 
 
 def _opens(directory: ServiceDirectory, form: Form) -> Listener:
-    async def opens(
-        ack: AsyncAck,
-        body: dict[str, Any],
-        respond: AsyncRespond,
-        request: AsyncBoltRequest,
-        client: AsyncWebClient,
-    ) -> None:
-        click = parse(BlockActions, body)
+    async def draw(click: BlockActions, request: AsyncBoltRequest) -> ViewJson:
         card = _card(click)
         controls = await _controls(directory, click, card)
-        modal = await form(controls, click_origin(click, request), card)
-        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+        return await form(controls, click_origin(click, request), card)
 
-    return acknowledged(directory.telemetry, waits=False)(opens)
+    return opens_form(directory.telemetry, draw)
 
 
 def register(routes: Routes, directory: ServiceDirectory) -> None:

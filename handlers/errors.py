@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -32,7 +32,7 @@ from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.adapters.slack import lane_words, views
-from bot.adapters.slack.blocks import BlockJson
+from bot.adapters.slack.blocks import BlockJson, ViewJson
 from bot.adapters.slack.limits import RESPONSE_URL_LIFETIME, RESPONSE_URL_USES
 from bot.domain import rollout_command as commands
 from bot.domain.errors import InvalidCommand, RolloutError
@@ -40,6 +40,7 @@ from bot.services.failures import TRANSIENT, error_summary
 from bot.services.lane import LaneClosed
 from bot.services.telemetry import Handled, Telemetry
 from handlers import ack_first
+from handlers.payloads import BlockActions, parse
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,26 @@ def acknowledged(telemetry: Telemetry, *, waits: bool = True) -> Callable[[Liste
 
 _NEEDED = frozenset({"ack", "body", "request"})
 """What a listener wrapped by `acknowledged` declares."""
+
+
+def opens_form(
+    telemetry: Telemetry, draw: Callable[[BlockActions, AsyncBoltRequest], Awaitable[ViewJson]]
+) -> Listener:
+    """A button that opens the form `draw` makes of its click: acknowledged, without waiting
+    (the trigger_id expires 3 seconds after the click)."""
+
+    async def opens(
+        ack: AsyncAck,
+        body: dict[str, Any],
+        respond: AsyncRespond,
+        request: AsyncBoltRequest,
+        client: AsyncWebClient,
+    ) -> None:
+        click = parse(BlockActions, body)
+        modal = await draw(click, request)
+        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+
+    return acknowledged(telemetry, waits=False)(opens)
 
 
 async def _answered(listener: Listener, kwargs: dict[str, Any], telemetry: Telemetry) -> None:

@@ -13,15 +13,15 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import control_views
 from bot.adapters.slack.actions import Action, RunValue
+from bot.adapters.slack.blocks import ViewJson
 from bot.domain.errors import InvalidCommand
 from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
 from bot.services.unfollowed_runs import UnfollowedRuns
-from handlers.errors import Listener, acknowledged
+from handlers.errors import Listener, acknowledged, opens_form
 from handlers.origin import click_origin
 from handlers.payloads import BlockActions, parse
 from handlers.routing import Routes
@@ -59,21 +59,13 @@ def _clicked(directory: ServiceDirectory, act: RunClick) -> Listener:
 def _opens_override(directory: ServiceDirectory) -> Listener:
     """Override freeze… under an Adopt refused by a freeze: the form asking the reason."""
 
-    async def opens(
-        ack: AsyncAck,
-        body: dict[str, Any],
-        respond: AsyncRespond,
-        request: AsyncBoltRequest,
-        client: AsyncWebClient,
-    ) -> None:
-        click = parse(BlockActions, body)
+    async def draw(click: BlockActions, request: AsyncBoltRequest) -> ViewJson:
         origin = click_origin(click, request)
         run_id = RunValue.decode(click.action.value).run_id
         card = await (await _runs(directory, click, run_id)).override_form(origin, run_id)
-        modal = control_views.adopt_override_modal(card, channel_id=origin.channel_id)
-        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+        return control_views.adopt_override_modal(card, channel_id=origin.channel_id)
 
-    return acknowledged(directory.telemetry, waits=False)(opens)
+    return opens_form(directory.telemetry, draw)
 
 
 def register(routes: Routes, directory: ServiceDirectory) -> None:

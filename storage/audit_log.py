@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.records import AuditEvent, NewAuditEvent
-from storage.db import from_row
+from storage.db import from_row, of_service
 from storage.models import AuditEventRow, RolloutRow
 
 
@@ -60,11 +60,10 @@ class AuditLog:
         return await self._list(AuditEventRow.actor == actor)
 
     async def _list(self, criterion: ColumnElement[bool]) -> list[AuditEvent]:
-        scope = () if self._service is None else (AuditEventRow.service == self._service,)
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(AuditEventRow)
-                .where(criterion, *scope)
+                .where(criterion, *of_service(AuditEventRow.service, self._service))
                 .order_by(AuditEventRow.at, AuditEventRow.id)
             )
             return [_audit_event(row) for row in rows]

@@ -1,8 +1,8 @@
 """Database URLs, engines and sessions for SQLite (the default) and PostgreSQL (several replicas).
 
 Also the helpers every store shares: `insert_new` (a row written once, in either dialect, as
-`insert_into` writes any `ON CONFLICT`) and `from_row` (an ORM row as the frozen record callers
-hold).
+`insert_into` writes any `ON CONFLICT`), `from_row` (an ORM row as the frozen record callers
+hold) and `of_service` (what a store of one service adds to its queries).
 
 Every URL is normalized to an async driver (aiosqlite, asyncpg) so the same code runs on both,
 and every URL that reaches a log or an error message goes through `mask_database_url` first.
@@ -216,6 +216,13 @@ def insert_into(session: AsyncSession, table: type[Base]) -> Inserted:
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def of_service(
+    column: InstrumentedAttribute[Any], service: str | None
+) -> tuple[ColumnElement[bool], ...]:
+    """The criteria of a store of one `service` (none for a store of every service)."""
+    return () if service is None else (column == service,)
 
 
 def from_row(record: type[R], row: object, **converted: Any) -> R:

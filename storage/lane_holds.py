@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from dataclasses import replace as replaced
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.freeze import LaneHold
-from storage.db import from_row, insert_new
+from storage.db import from_row, insert_new, of_service
 from storage.models import LaneHoldRow
 
 
@@ -26,9 +26,7 @@ class LaneHoldStore:
     ) -> None:
         self._sessions = sessions
         self._service = service
-        self._scope: tuple[ColumnElement[bool], ...] = (
-            () if service is None else (LaneHoldRow.service == service,)
-        )
+        self._scope = of_service(LaneHoldRow.service, service)
 
     async def current(self) -> list[LaneHold]:
         async with self._sessions() as session:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollout_id
 from storage.audit_log import audit_row
+from storage.db import of_service
 from storage.errors import RolloutNotFound, TrackBusy
 from storage.models import RolloutRow, RolloutTrackRow, StageRow, TimerRow
 from storage.outbox import enqueue
@@ -39,9 +40,7 @@ class RolloutRepository:
     ) -> None:
         self._sessions = sessions
         self._service = service
-        self._scope: tuple[ColumnElement[bool], ...] = (
-            () if service is None else (RolloutRow.service == service,)
-        )
+        self._scope = of_service(RolloutRow.service, service)
 
     async def create(
         self,

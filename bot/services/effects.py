@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -68,35 +69,22 @@ def dispatch_timer(rollout_id: str, at: datetime) -> NewTimer:
     )
 
 
+@dataclass(kw_only=True, eq=False)
 class EffectRunner:
     """Loads and saves rollouts, carries out decisions' effects, and keeps the audit trail."""
 
-    def __init__(
-        self,
-        *,
-        store: Rollouts,
-        timers: Timers,
-        audit: AuditLog,
-        github: GitHubGateway,
-        outbox: Outbox,
-        clock: Clock,
-        on_timer_scheduled: Callable[[], None] = lambda: None,
-        telemetry: Telemetry = UNTRACKED,
-        rule_requests: ProtectionRuleRequests | None = None,
-    ) -> None:
-        self.store = store
-        self._rule_requests = rule_requests
-        self.telemetry = telemetry
-        self.github = github
-        self.outbox = outbox
-        self.clock = clock
-        self._timers = timers
-        self.timers = timers
-        """The durable timers (the use cases that schedule their own: a run nobody follows)."""
-        self._audit = audit
-        self._on_timer_scheduled = on_timer_scheduled
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._read: ReadHandler | None = None
+    store: Rollouts
+    timers: Timers
+    """The durable timers (the use cases that schedule their own: a run nobody follows)."""
+    audit: AuditLog
+    github: GitHubGateway
+    outbox: Outbox
+    clock: Clock
+    on_timer_scheduled: Callable[[], None] = lambda: None
+    telemetry: Telemetry = UNTRACKED
+    rule_requests: ProtectionRuleRequests | None = None
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    _read: ReadHandler | None = field(default=None, init=False)
 
     def reads_with(self, read: ReadHandler) -> None:
         """Who reads and judges a stage's figures when a decision asks (the gate)."""
@@ -114,7 +102,7 @@ class EffectRunner:
         like one."""
         snapshot = await self.github.held(reported)
         for request in snapshot.unrequested:
-            if self._rule_requests is not None and await self._rule_requests.remember(request):
+            if self.rule_requests is not None and await self.rule_requests.remember(request):
                 log.warning(
                     "GitHub: run %s waits at %s for the App's rule, and its request never "
                     "arrived: recovered from the deployment still waiting",
@@ -195,13 +183,13 @@ class EffectRunner:
             if messages:
                 await self.outbox.add(messages)
             if audit:
-                await self._audit.add(audit)
+                await self.audit.add(audit)
         reads: list[ReadMetrics] = []
         for effect in decision.effects:
             if isinstance(effect, Review):
                 await self.review(rollout, effect)
             elif isinstance(effect, ScheduleWindow):
-                await self._timers.schedule(
+                await self.timers.schedule(
                     key=machine.window_timer_key(
                         rollout.id, effect.track, effect.stage, effect.due_at
                     ),
@@ -216,9 +204,9 @@ class EffectRunner:
                         "window_ends_at": effect.due_at.isoformat(),
                     },
                 )
-                self._on_timer_scheduled()
+                self.on_timer_scheduled()
             elif isinstance(effect, CancelWindow):
-                await self._timers.cancel(
+                await self.timers.cancel(
                     key=machine.window_timer_key(
                         rollout.id, effect.track, effect.stage, effect.due_at
                     ),
@@ -236,7 +224,7 @@ class EffectRunner:
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""
-        self._on_timer_scheduled()
+        self.on_timer_scheduled()
 
     async def tell(self, rollout: Rollout, event: Event) -> None:
         """A reply in the rollout's thread, telling of `event`, that goes with no state change
@@ -307,7 +295,7 @@ class EffectRunner:
     async def record(self, *events: NewAuditEvent) -> None:
         """Write audit events that go with no saved state change of the rollout (a refusal, a
         GitHub call, a change another replica saved)."""
-        await self._audit.add(events)
+        await self.audit.add(events)
 
     def event(
         self,

@@ -68,29 +68,21 @@ class LaneState:
     lock: LaneHold | None
 
 
+@dataclass(kw_only=True, eq=False)
 class ReleaseLane:
     """Judges starts and dispatches against the freezes and the lock; keeps the holds."""
 
-    def __init__(
-        self,
-        *,
-        holds: LaneHolds,
-        plan: RolloutPlan,
-        clock: Clock,
-        words: LaneWords,
-        service: str = DEFAULT_SERVICE,
-    ) -> None:
-        self.service = service
-        """The service whose lane this is: its holds are written for it."""
-        self.holds = holds
-        self._plan = plan
-        self._clock = clock
-        self.words = words
+    holds: LaneHolds
+    plan: RolloutPlan
+    clock: Clock
+    words: LaneWords
+    service: str = DEFAULT_SERVICE
+    """The service whose lane this is: its holds are written for it."""
 
     async def state(self, *, at: datetime | None = None) -> LaneState:
         """The lane now, or the freeze known now to be in force `at` a later time."""
         holds = await self.holds.current()
-        freeze = freeze_in_force(self._plan.freezes, holds, at or self._clock())
+        freeze = freeze_in_force(self.plan.freezes, holds, at or self.clock())
         return LaneState(freeze, lock_of(holds))
 
     async def refusal(
@@ -104,14 +96,14 @@ class ReleaseLane:
         """Why the lane refuses `actor` a start (`rollout_id` None) or the dispatch of
         `rollout_id`, or None. The lock is judged now; the freeze now, or for a start scheduled
         `at` a later time, as it is known now to be then."""
-        holds, now = await self.holds.current(), self._clock()
-        freeze = freeze_in_force(self._plan.freezes, holds, at or now, rollout_id=rollout_id)
+        holds, now = await self.holds.current(), self.clock()
+        freeze = freeze_in_force(self.plan.freezes, holds, at or now, rollout_id=rollout_id)
         refused = lane_refusal(
             actor=actor,
             freeze=None if override is not None else freeze,
             holds=holds,
             rollout_id=rollout_id,
-            two_person=TwoPersonAction.OVERRIDE_FREEZE in self._plan.two_person,
+            two_person=TwoPersonAction.OVERRIDE_FREEZE in self.plan.two_person,
             now=now,
         )
         if isinstance(refused, Frozen) and at is not None:
@@ -156,8 +148,8 @@ class ReleaseLane:
         then passes while one of them is the freeze judged; for a dispatch scheduled `at` a
         later time, those known then): the freeze overridden that ends latest, or None when
         nothing is frozen."""
-        now = self._clock()
-        frozen = freezes_in_force(self._plan.freezes, await self.holds.current(), at or now)
+        now = self.clock()
+        frozen = freezes_in_force(self.plan.freezes, await self.holds.current(), at or now)
         freeze = max(frozen, key=lambda each: each.until, default=None)
         if freeze is not None:
             hold = LaneHold(

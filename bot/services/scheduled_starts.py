@@ -54,23 +54,15 @@ class DispatchHeld(RolloutError):
     code = "held"
 
 
+@dataclass(kw_only=True, eq=False)
 class ScheduledStarts:
     """Fires the scheduled dispatches (the scheduler's timers of kind `scheduled_dispatch`)."""
 
-    def __init__(
-        self,
-        *,
-        rollouts: RolloutService,
-        access: Access,
-        once: ExactlyOnce,
-        lane: ReleaseLane,
-        clock: Clock,
-    ) -> None:
-        self._rollouts = rollouts
-        self._access = access
-        self._once = once
-        self._lane = lane
-        self._clock = clock
+    rollouts: RolloutService
+    access: Access
+    once: ExactlyOnce
+    lane: ReleaseLane
+    clock: Clock
 
     async def on_timer(self, timer: Timer) -> None:
         """The time came: check the preflight again, then dispatch or say why not (one audit
@@ -83,13 +75,13 @@ class ScheduledStarts:
         origin = Origin(actor=BOT, channel_id=rollout.channel_id, via=Via.SCHEDULE)
         with rollout_context(rollout.id):
             try:
-                async with self._access.audited(origin, Control.DISPATCH, rollout_id=rollout.id):
+                async with self.access.audited(origin, Control.DISPATCH, rollout_id=rollout.id):
                     entry = current_entry.get()
                     if entry is not None:
                         entry.detail.update(at=at.isoformat())
                     await self._hold_if_late(rollout, at, attempt=timer.attempts)
                     attempt = _Attempt()
-                    await self._rollouts.effects.serialised(
+                    await self.rollouts.effects.serialised(
                         rollout.id, lambda: self._fire(origin, rollout.id, at, attempt)
                     )
             except DispatchHeld as held:
@@ -104,7 +96,7 @@ class ScheduledStarts:
         or dispatch. A try that finds its own dispatch under way (another replica saved it
         further, finding its run) is done; one that finds the rollout dispatched otherwise
         says so."""
-        rollout = await self._rollouts.get(rollout_id)
+        rollout = await self.rollouts.get(rollout_id)
         if rollout.phase is not Phase.PREFLIGHT:
             if attempt.dispatching:
                 return
@@ -114,7 +106,7 @@ class ScheduledStarts:
             )
         if rollout.schedule is None or not rollout.schedule.pending:
             raise InvalidTransition(f"The dispatch of `{rollout.tag}` is no longer scheduled.")
-        checked = await self._rollouts.recheck(rollout_id=rollout.id, actor=BOT)
+        checked = await self.rollouts.recheck(rollout_id=rollout.id, actor=BOT)
         await self._dispatch(origin, checked, at, attempt)
 
     async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
@@ -122,13 +114,13 @@ class ScheduledStarts:
         at = _scheduled_at(timer)
         rollout = await self._due(timer, at)
         if rollout is not None:
-            await self._rollouts.hold_schedule(rollout_id=rollout.id, held=Held(error=reason))
+            await self.rollouts.hold_schedule(rollout_id=rollout.id, held=Held(error=reason))
 
     async def _due(self, timer: Timer, at: datetime) -> Rollout | None:
         """The rollout whose dispatch is scheduled for `at` and still waits for it, if any."""
         if timer.rollout_id is None:
             return None
-        rollout = await self._rollouts.effects.store.get(timer.rollout_id)
+        rollout = await self.rollouts.effects.store.get(timer.rollout_id)
         if rollout is None or rollout.phase is not Phase.PREFLIGHT:
             return None
         schedule = rollout.schedule
@@ -139,7 +131,7 @@ class ScheduledStarts:
     async def _dispatch(
         self, origin: Origin, checked: Rollout, at: datetime, attempt: _Attempt
     ) -> None:
-        plan = await self._rollouts.plan_of(checked)
+        plan = await self.rollouts.plan_of(checked)
         held = await self._held(checked)
         if held is None and two_person_refusal(
             plan, checked, control=Control.DISPATCH, track=None, actor=checked.started_by
@@ -151,12 +143,12 @@ class ScheduledStarts:
         what = describe(Control.DISPATCH, checked, plan, card)
         attempt.dispatching = True
         try:
-            await self._once.once(
+            await self.once.once(
                 origin,
                 Control.DISPATCH,
                 card,
                 what,
-                lambda: self._rollouts.dispatch(rollout_id=checked.id, actor=BOT, scheduled_at=at),
+                lambda: self.rollouts.dispatch(rollout_id=checked.id, actor=BOT, scheduled_at=at),
             )
         except RunNotIdentified:
             raise
@@ -166,7 +158,7 @@ class ScheduledStarts:
     async def _hold_if_late(self, rollout: Rollout, at: datetime, *, attempt: int) -> None:
         """Hold a dispatch fired long after its time (the bot was down), before any recheck:
         on every attempt, later than LATE plus the backoff of the retries before it."""
-        late = self._clock() - at
+        late = self.clock() - at
         if late > LATE + RETRIES.longest(attempt):
             minutes = int(late.total_seconds() // 60)
             reason = f"the bot was not running then (it is back {minutes} minutes late)"
@@ -174,7 +166,7 @@ class ScheduledStarts:
 
     async def _hold(self, rollout: Rollout, held: Held) -> None:
         """Hold the schedule, saying why (the card and the thread); raises DispatchHeld."""
-        await self._rollouts.hold_schedule(rollout_id=rollout.id, held=held)
+        await self.rollouts.hold_schedule(rollout_id=rollout.id, held=held)
         raise DispatchHeld(held.summary())
 
     async def _held(self, rollout: Rollout) -> Held | None:
@@ -190,9 +182,9 @@ class ScheduledStarts:
                 error="the bot gave up looking for the run of an earlier dispatch: check the "
                 "workflow's runs on GitHub, then Link a run or Dispatch"
             )
-        if not await self._access.approvers.is_approver(rollout.started_by):
+        if not await self.access.approvers.is_approver(rollout.started_by):
             return Held(not_approver=rollout.started_by)
-        refused = await self._lane.refusal(actor=rollout.started_by, rollout_id=rollout.id)
+        refused = await self.lane.refusal(actor=rollout.started_by, rollout_id=rollout.id)
         return Held(lane=refused) if refused is not None else None
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -60,43 +60,33 @@ class Intake:
     rollout_id: str | None = None
 
 
+@dataclass(kw_only=True, eq=False)
 class GitHubWebhooks:
     """Takes in deliveries about the runs of active rollouts."""
 
-    def __init__(
-        self,
-        *,
-        repository: str,
-        service: str,
-        rollouts: RolloutService,
-        store: Rollouts,
-        deliveries: Deliveries,
-        rules: ProtectionRuleRequests,
-        clock: Clock,
-        telemetry: Telemetry = UNTRACKED,
-        api_url: str = "",
-        installation_id: Callable[[], int | None] | None = None,
-        unfollowed: Unfollowed | None = None,
-    ) -> None:
-        self._unfollowed = unfollowed
-        self._rules = rules
-        self._api_url = api_url
-        self._installation_id = installation_id
-        """The App's installation (None in token mode: a token answers no protection rule)."""
-        self._telemetry = telemetry
-        self._repository = repository.casefold()
-        self._service = service
-        self._rollouts = rollouts
-        self._store = store
-        self._deliveries = deliveries
-        self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+    repository: str
+    """Compared without case, as GitHub names repositories (kept casefolded)."""
+    service: str
+    rollouts: RolloutService
+    store: Rollouts
+    deliveries: Deliveries
+    rules: ProtectionRuleRequests
+    clock: Clock
+    telemetry: Telemetry = UNTRACKED
+    api_url: str = ""
+    installation_id: Callable[[], int | None] | None = None
+    """The App's installation (None in token mode: a token answers no protection rule)."""
+    unfollowed: Unfollowed | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.repository = self.repository.casefold()
 
     async def take(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> Intake:
         """Take a delivery in; a followed one is reconciled in the background afterwards."""
         intake = await self._intake(delivery_id=delivery_id, event=event, payload=payload)
-        self._telemetry.webhook_delivery(
-            event=event or "unknown", result=intake.taken.value, at=self._clock()
+        self.telemetry.webhook_delivery(
+            event=event or "unknown", result=intake.taken.value, at=self.clock()
         )
         return intake
 
@@ -106,22 +96,20 @@ class GitHubWebhooks:
         found = run_event(event, payload)
         if found is None:
             return Intake(Taken.IGNORED, f"{event or 'this'} event is not followed")
-        if found.repository.casefold() != self._repository:
+        if found.repository.casefold() != self.repository:
             return Intake(Taken.IGNORED, "not the bot's repository")
         if found.run_id is not None and not 0 < found.run_id <= MAX_RUN_ID:
             return Intake(Taken.IGNORED, f"run id {found.run_id} is not one GitHub gives")
         # Its id and phase only: the follow-up reads the rollout itself, under its lock.
-        following = (
-            None if found.run_id is None else await self._store.phase_by_run_id(found.run_id)
-        )
+        following = None if found.run_id is None else await self.store.phase_by_run_id(found.run_id)
         if following is None or following[1] is not Phase.RUNNING:
             return Intake(Taken.IGNORED, "no active rollout follows this run")
         rollout_id = following[0]
-        new = await self._deliveries.remember(
+        new = await self.deliveries.remember(
             delivery_id=delivery_id,
             event=event,
             rollout_id=rollout_id,
-            received_at=self._clock(),
+            received_at=self.clock(),
         )
         if not new:
             log.info("webhook delivery %s (%s) seen before: ignored", delivery_id, event)
@@ -133,31 +121,31 @@ class GitHubWebhooks:
         """Keep the request (once: its delivery id decides, and one open per run and
         environment), then answer it through the reconcile of the rollout that follows its
         run, if one does already."""
-        if self._installation_id is None:
+        if self.installation_id is None:
             return Intake(Taken.IGNORED, "the bot answers protection rules only as a GitHub App")
         request = protection_rules.rule_request(
             payload,
-            repository=self._repository,
-            api_url=self._api_url,
-            installation_id=self._installation_id(),
-            at=self._clock(),
-            service=self._service,
+            repository=self.repository,
+            api_url=self.api_url,
+            installation_id=self.installation_id(),
+            at=self.clock(),
+            service=self.service,
         )
         if isinstance(request, str):
             return Intake(Taken.IGNORED, request)
         what = f"protection rule request for {request.environment} of run {request.run_id}"
-        if not await self._rules.remember(request, delivery_id=delivery_id):
+        if not await self.rules.remember(request, delivery_id=delivery_id):
             return Intake(Taken.DUPLICATE, f"{what} taken in before")
-        following = await self._store.phase_by_run_id(request.run_id)
+        following = await self.store.phase_by_run_id(request.run_id)
         if following is None or following[1] is not Phase.RUNNING:
-            if following is None and self._unfollowed is not None:
+            if following is None and self.unfollowed is not None:
                 # A run the bot did not start, maybe: its card (`bot.services.unfollowed_runs`).
-                self._background(self._unfollowed(request), name=f"unfollowed {request.key}")
+                self._background(self.unfollowed(request), name=f"unfollowed {request.key}")
             return Intake(Taken.KEPT, f"{what} kept: no active rollout follows the run yet")
         found = RunEvent(
             protection_rules.EVENT,
             "requested",
-            self._repository,
+            self.repository,
             request.run_id,
             environment=request.environment,
         )
@@ -174,7 +162,7 @@ class GitHubWebhooks:
 
     async def _follow(self, rollout_id: str, event: RunEvent) -> None:
         with rollout_context(rollout_id):
-            await self._rollouts.follow_github_event(rollout_id=rollout_id, event=event)
+            await self.rollouts.follow_github_event(rollout_id=rollout_id, event=event)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

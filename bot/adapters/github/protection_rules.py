@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Sequence
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -52,28 +52,20 @@ def enabled_rule_apps(github: GitHubTransport, environment: str) -> dict[int, st
     }
 
 
+@dataclass(eq=False)
 class ProtectionRules:
     """The rule's side of reading and reviewing a run (see the module's docstring)."""
 
-    def __init__(
-        self,
-        github: GitHubTransport,
-        *,
-        requests: ProtectionRuleRequests,
-        clock: Clock,
-        app_id: int,
-        recheck: timedelta,
-        service: str,
-    ) -> None:
-        self._service = service
-        """The service whose repository's runs these are (the requests found are its)."""
-        self._github = github
-        self._requests = requests
-        self._clock = clock
-        self._app_id = app_id
-        self._recheck = recheck
-        """How long an environment's rules, once read, are taken as they were (a poll)."""
-        self._enabled: dict[str, tuple[bool, datetime]] = {}
+    github: GitHubTransport
+    _: KW_ONLY
+    requests: ProtectionRuleRequests
+    clock: Clock
+    app_id: int
+    recheck: timedelta
+    """How long an environment's rules, once read, are taken as they were (a poll)."""
+    service: str
+    """The service whose repository's runs these are (the requests found are its)."""
+    _enabled: dict[str, tuple[bool, datetime]] = field(default_factory=dict, init=False)
 
     async def holding(self, snapshot: RunSnapshot) -> RunSnapshot:
         """The snapshot with the environments that wait for the App among `waiting`, and the
@@ -82,7 +74,7 @@ class ProtectionRules:
         if snapshot.completed or not waiting_jobs:
             return snapshot  # nothing waits: a request still open was answered another way
         run_id = snapshot.run_id
-        known = await self._requests.for_run(run_id)
+        known = await self.requests.for_run(run_id)
         held = {r.environment for r in known if r.open}
         explained = {name.casefold() for name in (*snapshot.waiting, *held)}
         found: list[RuleRequest] = []
@@ -98,7 +90,7 @@ class ProtectionRules:
                 if not await self._rule_enabled(name):
                     continue
                 found.append(
-                    RuleRequest(run_id, name, deployment.id, self._clock(), service=self._service)
+                    RuleRequest(run_id, name, deployment.id, self.clock(), service=self.service)
                 )
                 explained.add(name.casefold())
         if not held and not found:
@@ -117,7 +109,7 @@ class ProtectionRules:
         asked about. A refusal while the job still waits raises GitHubError, the request open."""
         held = [
             r
-            for r in await self._requests.open_for_run(run_id)
+            for r in await self.requests.open_for_run(run_id)
             if any(r.named(name) for name in environments)
         ]
         answered: set[str] = set()
@@ -132,12 +124,12 @@ class ProtectionRules:
         verb = "approve" if state == "approved" else "reject"
         operation = f"{verb} {environment} on run {run_id} (protection rule)"
         body = {"environment_name": environment, "state": state, "comment": comment}
-        path = f"{self._github.runs_path(run_id)}/deployment_protection_rule"
-        answer = await post_review(self._github, path, body, operation=operation, run_id=run_id)
+        path = f"{self.github.runs_path(run_id)}/deployment_protection_rule"
+        answer = await post_review(self.github, path, body, operation=operation, run_id=run_id)
         if isinstance(answer, str):
             # Whether it was applied: the same answer again is applied now (204) or was
             # applied already (422); GitHub tells no other way apart from the reviewers' waits.
-            again = await post_review(self._github, path, body, operation=operation, run_id=run_id)
+            again = await post_review(self.github, path, body, operation=operation, run_id=run_id)
             if isinstance(again, str):
                 text = (
                     f"{answer} when asked to {operation}, and whether it was applied could not "
@@ -157,8 +149,8 @@ class ProtectionRules:
             return await self._refused(request, state, operation)
         else:
             _log.info("GitHub: run %s: %s %s through the rule", run_id, state, environment)
-        closed = await self._requests.close(
-            run_id=run_id, environment=environment, answer=state, at=self._clock()
+        closed = await self.requests.close(
+            run_id=run_id, environment=environment, answer=state, at=self.clock()
         )
         if not closed:
             _log.info("GitHub: run %s: %s was closed by another replica", run_id, environment)
@@ -168,14 +160,14 @@ class ProtectionRules:
         """GitHub answered 422: nothing of the App's waits there any more, or "the endpoint
         has been spammed". Only a deployment seen no longer waiting closes the request."""
         run_id, environment = request.run_id, request.environment
-        if await self._requests.answer_of(run_id=run_id, environment=environment) == state:
+        if await self.requests.answer_of(run_id=run_id, environment=environment) == state:
             return True  # another replica's answer came first
         still = await self._waiting_deployments(run_id, job_ids=None)
         if not any(d.id == request.deployment_id or d.environment == environment for d in still):
-            await self._requests.close(
-                run_id=run_id, environment=environment, answer="gone", at=self._clock()
+            await self.requests.close(
+                run_id=run_id, environment=environment, answer="gone", at=self.clock()
             )
-            return await self._requests.answer_of(run_id=run_id, environment=environment) == state
+            return await self.requests.answer_of(run_id=run_id, environment=environment) == state
         raise GitHubError(
             f"GitHub refused to {operation} (Validation failed) while the job still waits "
             "there: nothing was changed. Try again in a moment; the bot also asks again at "
@@ -184,15 +176,15 @@ class ProtectionRules:
 
     async def _rule_enabled(self, environment: str) -> bool:
         """Whether the App's rule is enabled on `environment` (read at most once a poll)."""
-        now = self._clock()
+        now = self.clock()
         cached = self._enabled.get(environment)
-        if cached is not None and now - cached[1] < self._recheck:
+        if cached is not None and now - cached[1] < self.recheck:
             return cached[0]
-        apps = await self._github.call(
+        apps = await self.github.call(
             f"read the protection rules of environment {environment}",
-            lambda: enabled_rule_apps(self._github, environment),
+            lambda: enabled_rule_apps(self.github, environment),
         )
-        enabled = apps is not None and self._app_id in apps
+        enabled = apps is not None and self.app_id in apps
         self._enabled[environment] = (enabled, now)
         return enabled
 
@@ -201,7 +193,7 @@ class ProtectionRules:
     ) -> list[WaitingDeployment]:
         """The run's deployments whose latest status is `waiting` (linking one of `job_ids`,
         or any job when None: then every deployment since the run began counts)."""
-        github = self._github
+        github = self.github
         path = github.runs_path(run_id)
 
         def read() -> list[WaitingDeployment]:
