@@ -11,6 +11,7 @@ timestamps chain (a job starts when its needs completed), so jumping the clock i
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Literal
@@ -76,6 +77,11 @@ class ActionsEngine(EnvironmentGates):
         self.rule_reviews: list[Review] = []
         self._failures = FailurePlan()
         self._run_numbers: dict[int, int] = {}
+        self._touched: set[int] = set()
+        """Runs that may move: started, or a job of theirs began or completed since they
+        were last advanced (a run nothing touched waits on a review or on a job's end)."""
+        self._ends: list[tuple[datetime, int]] = []
+        """A heap of the running jobs' ends and their runs: a run moves again at its job's end."""
 
     # -- runs -----------------------------------------------------------------------------------
 
@@ -110,6 +116,7 @@ class ActionsEngine(EnvironmentGates):
             run.jobs.append(SimJob(next(self.ids.jobs), run.id, spec, at, steps))
         self._failures.attach(run)
         self.runs[run.id] = run
+        self._touched.add(run.id)
         self._emit(Transition("workflow_run", "requested", run))
         return run
 
@@ -150,17 +157,20 @@ class ActionsEngine(EnvironmentGates):
         self._update_run(run)
 
     def process(self) -> bool:
-        """Move every run as far as it can go at the clock's time; True when anything moved."""
+        """Move every run as far as it can go at the clock's time; True when anything moved.
+        Only the runs that can move are looked at (see `_touched`), in the order they were
+        started, pass after pass, as GitHub would move them all at once."""
         now = self.clock()
+        while self._ends and self._ends[0][0] <= now:
+            self._touched.add(heapq.heappop(self._ends)[1])
         moved = False
-        while True:
-            changed = False
-            for run in list(self.runs.values()):
-                if run.status != "completed":
-                    changed |= self._advance(run, now)
-            if not changed:
-                return moved
-            moved = True
+        while self._touched:
+            touched, self._touched = sorted(self._touched), set()
+            for run in (self.runs[run_id] for run_id in touched):
+                if run.status != "completed" and self._advance(run, now):
+                    moved = True
+                    self._touched.add(run.id)
+        return moved
 
     def _advance(self, run: SimRun, now: datetime) -> bool:
         changed = False
@@ -206,6 +216,8 @@ class ActionsEngine(EnvironmentGates):
         job.status, job.started_at = "in_progress", at
         run.updated_at = max(run.updated_at, at)
         job.due_at = at + (self.job_duration if duration is None else duration)
+        heapq.heappush(self._ends, (job.due_at, run.id))
+        self._touched.add(run.id)
         first = job.steps[0]
         first.status, first.started_at = "in_progress", at
         self._emit(Transition("workflow_job", "in_progress", run, job))
@@ -249,6 +261,7 @@ class ActionsEngine(EnvironmentGates):
                 job.deployment, "success" if conclusion == "success" else "failure", at
             )
         run.updated_at = max(run.updated_at, at)
+        self._touched.add(run.id)
         self._emit(Transition("workflow_job", "completed", run, job))
 
     def _update_run(self, run: SimRun) -> bool:
