@@ -57,17 +57,20 @@ async def two_serve_processes(
     database_url: str,
     env: Mapping[str, str],
     *,
-    github_app: SandboxApp | None = None,
+    app_rule: bool = False,
 ) -> AsyncIterator[tuple[Sandbox, str]]:
     """A sandbox whose bot runs as a `rollout-bot serve` process on `database_url` with every
-    gate passing (as the GitHub App `github_app` when given), and the URL of a second such
-    replica on the same database."""
+    gate passing (with `app_rule`: as a GitHub App, every protected environment on its rule),
+    and the URL of a second such replica on the same database."""
     async with Sandbox(
         workdir=tmp_path,
         database_url=database_url,
         in_process=False,
         extra_env=dict(env),
-        github_app=github_app,
+        github_app=SandboxApp() if app_rule else None,
     ) as box:
         every_gate_passes(box)
-        yield box, await box.start_replica()
+        second = await box.start_replica()
+        if app_rule:
+            box.github.protection_rule(set(box.github.engine.protected))
+        yield box, second

@@ -31,6 +31,11 @@ async def held(box: Sandbox, track: str, stage: str) -> Rollout:
     return await box.wait_until(holding(track, stage))
 
 
+async def begun(box: Sandbox, track: str, stage: str) -> Rollout:
+    """The rollout once `stage` of `track` is pending no more (let through, or stopped)."""
+    return await box.wait_until(lambda r: stage_state(r, track, stage) is not StageState.PENDING)
+
+
 async def promote(box: Sandbox, track: str, stage: str) -> None:
     """Once `stage` holds, click the lane's Promote button when the card offers it for `stage`
     (the card is redrawn just after the state is saved); nothing is answered when it works."""

@@ -18,35 +18,24 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from test_charts import CHART, NOW
 
 from bot.adapters.chart_worker import NICENESS, ChartFailed, ChartWorker
 from bot.adapters.charts import (
     PNG_SIGNATURE,
     Band,
     Figure,
-    MetricChart,
-    StageSpan,
     TimelineChart,
     charts_enabled,
     render_png,
     render_timeline_png,
 )
 
-NOW = datetime(2025, 6, 2, 11, 0, tzinfo=UTC)
-SERIES = tuple((NOW - timedelta(minutes=30 - i), 0.002 + i * 0.0001) for i in range(30))
-CHART = MetricChart(
-    metric="error_rate",
-    title="Error rate: Hosted relay, v1.4.2",
-    series=SERIES,
-    limit=Decimal("0.01"),
-    limit_label="threshold 1%",
-    stages=(StageSpan("5% canary", SERIES[5][0], SERIES[25][0]),),
-)
 TIMELINE = TimelineChart(
     title="Rollout v1.4.2",
     bands=(Band("relay", "canary", NOW - timedelta(minutes=30), NOW),),

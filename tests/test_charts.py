@@ -33,6 +33,15 @@ from bot.plan_file import load_plan
 NOW = datetime(2025, 6, 2, 11, 0, tzinfo=UTC)
 PLAN = load_plan(None)
 SERIES = tuple((NOW - timedelta(minutes=100 - i), 0.002 + i * 0.0001) for i in range(100))
+CHART = MetricChart(
+    metric="error_rate",
+    title="Error rate: Hosted relay, v1.4.2",
+    series=SERIES,
+    limit=Decimal("0.01"),
+    limit_label="threshold 1%",
+    stages=(StageSpan("5% canary", SERIES[5][0], SERIES[35][0]),),
+)
+"""A relay canary's error rate over 100 minutes, under its limit."""
 
 
 def rollout_with_two_windows() -> Rollout:
@@ -116,18 +125,10 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_render_png_draws_a_valid_png() -> None:
-    chart = MetricChart(
-        metric="error_rate",
-        title="Error rate: Hosted relay, v1.4.2",
-        series=SERIES,
-        limit=Decimal("0.01"),
-        limit_label="threshold 1%",
-        stages=(StageSpan("5% canary", SERIES[5][0], SERIES[35][0]),),
-    )
-    data = render_png(chart)
+    data = render_png(CHART)
     assert png_size(data) == (800, 320)
     assert data.endswith(b"IEND\xaeB`\x82")
-    flat = replace(chart, series=tuple((t, 0.0) for t, _ in SERIES), limit=None, stages=())
+    flat = replace(CHART, series=tuple((t, 0.0) for t, _ in SERIES), limit=None, stages=())
     assert render_png(flat) != data
 
 

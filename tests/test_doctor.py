@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
@@ -118,6 +119,23 @@ async def test_a_sound_install_passes_every_check_and_exits_0(
 
 
 Breakage = Callable[[Install], object]
+AnyInstall = TypeVar("AnyInstall", bound=Install)
+
+
+async def fails_alone_with_the_fix(
+    install: AnyInstall, breakage: Callable[[AnyInstall], object], failure: str, fix: str
+) -> None:
+    """Every check passes on the sound install; after `breakage` (which may be awaitable),
+    exactly one fails, starting with `failure` and naming `fix`."""
+    assert all(line.startswith("✓") for line in await lines(install))
+    broken = breakage(install)
+    if hasattr(broken, "__await__"):
+        await broken
+    found = await lines(install)
+    failed = [line for line in found if line.startswith("✗")]
+    assert len(failed) == 1, found
+    assert failed[0].startswith(failure), failed[0]
+    assert fix in failed[0]
 
 
 async def stop_sentry(install: Install) -> None:
@@ -211,15 +229,7 @@ async def stop_sentry(install: Install) -> None:
 async def test_each_misconfiguration_fails_its_own_check_with_the_fix(
     install: Install, breakage: Breakage, failure: str, fix: str
 ) -> None:
-    assert all(line.startswith("✓") for line in await lines(install))
-    broken = breakage(install)
-    if hasattr(broken, "__await__"):
-        await broken  # type: ignore[misc]
-    found = await lines(install)
-    failed = [line for line in found if line.startswith("✗")]
-    assert len(failed) == 1, found
-    assert failed[0].startswith(failure), failed[0]
-    assert fix in failed[0]
+    await fails_alone_with_the_fix(install, breakage, failure, fix)
 
 
 async def test_a_failed_delivery_redelivered_with_success_passes(install: Install) -> None:

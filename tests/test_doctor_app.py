@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from github import Auth, Github, GithubException, GithubIntegration
 from test_cli import base_env, run
-from test_doctor import ROOT, Install, lines
+from test_doctor import ROOT, Install, fails_alone_with_the_fix, lines
 
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN
 from sandbox.config import bot_environment as sandbox_environment
@@ -157,13 +157,7 @@ Breakage = Callable[[AppInstall], object]
 async def test_each_app_misconfiguration_fails_its_own_check_with_the_fix(
     install: AppInstall, breakage: Breakage, failure: str, fix: str
 ) -> None:
-    assert all(line.startswith("✓") for line in await lines(install))
-    breakage(install)
-    found = await lines(install)
-    failed = [line for line in found if line.startswith("✗")]
-    assert len(failed) == 1, found
-    assert failed[0].startswith(failure), failed[0]
-    assert fix in failed[0]
+    await fails_alone_with_the_fix(install, breakage, failure, fix)
 
 
 async def test_a_call_the_installation_may_not_make_names_the_permission_to_grant(

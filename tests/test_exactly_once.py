@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from figures import every_gate_passes, running_sandbox, two_serve_processes
-from sandbox_views import audit_results, dispatched, held, value_of
+from sandbox_views import audit_results, begun, dispatched, held, value_of
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.slack import messages
@@ -87,7 +87,7 @@ async def fifty_promote_clicks(box: Sandbox, urls: list[str]) -> list[str]:
             )
         )
     await box.slack.wait_for(lambda: len(answers(box, response_urls)) >= 49, timeout=30)
-    await box.wait_until(lambda r: r.track("relay").stage("half").state is not StageState.PENDING)
+    await begun(box, "relay", "half")
     await asyncio.sleep(0.5)  # a 50th answer or a second approval would show up by now
     return answers(box, response_urls)
 
@@ -174,9 +174,7 @@ async def test_a_double_click_acts_once_and_tells_the_second_click(sandbox: Sand
     value = await value_of(sandbox, "promote", "relay")
     async with aiohttp.ClientSession() as http:
         first = await post_click(sandbox, http, url=sandbox.url, user=RELEASE_MANAGER, value=value)
-        await sandbox.wait_until(
-            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-        )
+        await begun(sandbox, "relay", "half")
         second = await post_click(sandbox, http, url=sandbox.url, user=RELEASE_MANAGER, value=value)
     (answer,) = await sandbox.slack.wait_for_response(second)
     assert str(answer.body["text"]).startswith("Already done by <@U0RELMGR01> at <!date^")
@@ -212,9 +210,7 @@ async def test_an_old_promote_button_is_answered_with_who_promoted_it(sandbox: S
     await both_holding(sandbox)
     canary = await value_of(sandbox, "promote", "relay")
     await sandbox.click("promote", value=canary)
-    await sandbox.wait_until(
-        lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-    )
+    await begun(sandbox, "relay", "half")
 
     answer = await sandbox.click("promote", value=canary, user=CLICKERS[1])
 
@@ -244,9 +240,7 @@ async def test_a_github_500_during_a_promote_changes_nothing_and_the_click_can_b
     again = await sandbox.click("promote", value=value)
 
     assert again is None  # no error this time: the card and the thread show the promotion
-    await sandbox.wait_until(
-        lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-    )
+    await begun(sandbox, "relay", "half")
     assert approvals(sandbox, "relay-rollout-50") == ["approved"]
     clicks = await audit_results(sandbox, still.id, "click:promote", 2)
     assert clicks == ["github_error", "ok"]

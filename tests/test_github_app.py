@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
-from test_github_gateway import INPUTS, START, WORKFLOW
+from test_github_gateway import INPUTS, START, WORKFLOW, start
 
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
@@ -64,23 +65,24 @@ def credentials(app: SandboxApp, **changes: object) -> GitHubApp:
     return GitHubApp(**(values | changes))  # type: ignore[arg-type]
 
 
-def gateway(gh: GitHubSimulator, app: GitHubApp) -> PyGithubGateway:
+@asynccontextmanager
+async def gateway(gh: GitHubSimulator, app: GitHubApp) -> AsyncIterator[PyGithubGateway]:
+    """The bot's gateway to `gh` as the App, closed after."""
     transport = GitHubTransport(
         api_url=gh.api_url, app=app, repository=REPOSITORY, timeout=5, backoff=0.01
     )
-    return PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
+    github = PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
+    try:
+        yield github
+    finally:
+        await github.close()
 
 
 async def dispatch_refused(gh: GitHubSimulator, app: GitHubApp) -> str:
     """What the gateway says when GitHub refuses its dispatch (the test fails if it did not)."""
-    github = gateway(gh, app)
-    try:
+    async with gateway(gh, app) as github:
         with pytest.raises(GitHubError) as refused:
-            await github.dispatch(
-                workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-            )
-    finally:
-        await github.close()
+            await start(github)
     return refused.value.message
 
 
@@ -99,17 +101,12 @@ def requests_to(gh: GitHubSimulator, path: str) -> list[int]:
 async def test_a_rollouts_calls_run_as_the_apps_installation_through_several_tokens(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:
-    github = gateway(gh, credentials(app))
-    try:
-        started = await github.dispatch(
-            workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-        )
+    async with gateway(gh, credentials(app)) as github:
+        started = await start(github)
         seen = []
         for _ in range(3):  # a rollout polls its run while its tokens come and go
             await asyncio.sleep(1.1)  # PyGithub refreshes by the wall clock
             seen.append(await github.snapshot(started.run_id))
-    finally:
-        await github.close()
 
     [dispatch] = gh.dispatches
     assert dispatch.actor == "rollout-bot[bot]" and dispatch.inputs == INPUTS
@@ -127,17 +124,8 @@ async def test_a_rollouts_calls_run_as_the_apps_installation_through_several_tok
 async def test_a_configured_installation_is_not_looked_up(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:
-    github = gateway(gh, credentials(app, installation_id=app.installation_id))
-    try:
-        await github.snapshot(
-            (
-                await github.dispatch(
-                    workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-                )
-            ).run_id
-        )
-    finally:
-        await github.close()
+    async with gateway(gh, credentials(app, installation_id=app.installation_id)) as github:
+        await github.snapshot((await start(github)).run_id)
     assert requests_to(gh, f"/repos/{REPOSITORY}/installation") == []
 
 
@@ -145,13 +133,8 @@ async def test_on_github_enterprise_the_app_calls_go_to_the_same_api_base(app: S
     app.token_lifetime = timedelta(hours=1)  # one token, however slow the machine
     async with GitHubSimulator(app=app, clock=ManualClock(START), enterprise=True) as ghes:
         assert ghes.api_url.endswith("/api/v3")
-        github = gateway(ghes, credentials(app))
-        try:
-            await github.dispatch(
-                workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-            )
-        finally:
-            await github.close()
+        async with gateway(ghes, credentials(app)) as github:
+            await start(github)
         [dispatch] = ghes.dispatches
     assert dispatch.actor == "rollout-bot[bot]"
     assert requests_to(ghes, f"/repos/{REPOSITORY}/installation") == [200]
@@ -182,12 +165,9 @@ async def test_an_app_not_installed_on_the_repository_says_to_install_it(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:
     app.installed = False
-    github = gateway(gh, credentials(app))
-    try:
+    async with gateway(gh, credentials(app)) as github:
         with pytest.raises(GitHubError) as refused:
             await github.snapshot(1)
-    finally:
-        await github.close()
     assert refused.value.message == (
         f"The GitHub App {app.app_id} is not installed on {REPOSITORY}: install it there "
         "(the App's page → Install App)."
@@ -219,15 +199,11 @@ async def test_the_key_and_tokens_appear_in_no_log_line_or_message(
     caplog.set_level(logging.DEBUG, logger="github")
     messages = []
     for changes in ({}, {"app_id": 1}):
-        github = gateway(gh, credentials(app, **changes))
-        try:
-            await github.dispatch(
-                workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-            )
-        except GitHubError as error:
-            messages.append(error.message)
-        finally:
-            await github.close()
+        async with gateway(gh, credentials(app, **changes)) as github:
+            try:
+                await start(github)
+            except GitHubError as error:
+                messages.append(error.message)
     assert len(messages) == 1 and app.issued
     logged = capsys.readouterr().err
     minted = [line for line in logged.splitlines() if "/access_tokens {" in line]
@@ -271,11 +247,8 @@ async def test_a_failed_mint_is_its_own_error_and_no_dispatch_is_sent_or_looked_
 async def test_a_revoked_installation_token_is_named_and_a_new_one_is_minted_next(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:
-    github = gateway(gh, credentials(app))
-    try:
-        started = await github.dispatch(
-            workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
-        )
+    async with gateway(gh, credentials(app)) as github:
+        started = await start(github)
         app.token_lifetime = timedelta(hours=1)
         await github.snapshot(started.run_id)
         for token in app.issued:
@@ -283,8 +256,6 @@ async def test_a_revoked_installation_token_is_named_and_a_new_one_is_minted_nex
         with pytest.raises(GitHubError) as refused:
             await github.snapshot(started.run_id)
         snapshot = await github.snapshot(started.run_id)
-    finally:
-        await github.close()
     assert refused.value.message.startswith(
         "GitHub refused the App's installation token (401 Bad credentials) when asked to "
     )

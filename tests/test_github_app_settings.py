@@ -40,6 +40,25 @@ def problems(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> lis
     return refused.value.problems
 
 
+class AppEnv:
+    """The sandbox's environment in GitHub App mode: no GITHUB_TOKEN, the App's id, plus what a
+    test gives (its key, mostly)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        self._monkeypatch, self._tmp_path = monkeypatch, tmp_path
+
+    def settings(self, **env: str) -> Settings:
+        return settings(self._monkeypatch, self._tmp_path, GITHUB_APP_ID=str(APP_ID), **env)
+
+    def problems(self, **env: str) -> list[str]:
+        return problems(self._monkeypatch, self._tmp_path, GITHUB_APP_ID=str(APP_ID), **env)
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppEnv:
+    return AppEnv(monkeypatch, tmp_path)
+
+
 def other_keys(tmp_path: Path) -> dict[str, str]:
     elliptic = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
@@ -53,45 +72,23 @@ def other_keys(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_the_app_settings_load_and_give_the_apps_credentials(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    loaded = settings(
-        monkeypatch,
-        tmp_path,
-        GITHUB_APP_ID=str(APP_ID),
-        GITHUB_APP_PRIVATE_KEY=KEY,
-        GITHUB_APP_INSTALLATION_ID="61000001",
-    )
+def test_the_app_settings_load_and_give_the_apps_credentials(app_env: AppEnv) -> None:
+    loaded = app_env.settings(GITHUB_APP_PRIVATE_KEY=KEY, GITHUB_APP_INSTALLATION_ID="61000001")
     credentials = loaded.github_credentials()
     assert credentials == GitHubApp(APP_ID, SecretStr(KEY.strip()), 61000001)
     assert KEY_BODY not in repr(loaded) + str(loaded.describe())
 
 
-def test_a_key_given_on_one_line_with_escaped_newlines_is_read(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    loaded = settings(
-        monkeypatch,
-        tmp_path,
-        GITHUB_APP_ID=str(APP_ID),
-        GITHUB_APP_PRIVATE_KEY=KEY.strip().replace("\n", "\\n"),
-    )
+def test_a_key_given_on_one_line_with_escaped_newlines_is_read(app_env: AppEnv) -> None:
+    loaded = app_env.settings(GITHUB_APP_PRIVATE_KEY=KEY.strip().replace("\n", "\\n"))
     credentials = loaded.github_credentials()
     assert isinstance(credentials, GitHubApp) and credentials.installation_id is None
     assert credentials.private_key.get_secret_value() == KEY.strip()
 
 
-def test_the_key_file_is_read_once_at_start(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_the_key_file_is_read_once_at_start(app_env: AppEnv, tmp_path: Path) -> None:
     (tmp_path / "app.pem").write_text(KEY, encoding="utf-8")
-    loaded = settings(
-        monkeypatch,
-        tmp_path,
-        GITHUB_APP_ID=str(APP_ID),
-        GITHUB_APP_PRIVATE_KEY_FILE=str(tmp_path / "app.pem"),
-    )
+    loaded = app_env.settings(GITHUB_APP_PRIVATE_KEY_FILE=str(tmp_path / "app.pem"))
     (tmp_path / "app.pem").unlink()  # a secret mount gone after the start changes nothing
     credentials = loaded.github_credentials()
     assert isinstance(credentials, GitHubApp)
@@ -102,40 +99,23 @@ def test_the_key_file_is_read_once_at_start(
 
 @pytest.mark.parametrize("kind", ["truncated", "not PEM", "elliptic"])
 def test_a_bad_key_is_one_line_that_never_shows_the_key(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
+    app_env: AppEnv, tmp_path: Path, kind: str
 ) -> None:
     expected = {
         "truncated": "is not a readable PEM private key",
         "not PEM": "is not PEM text",
         "elliptic": "is not an RSA key",
     }[kind]
-    found = problems(
-        monkeypatch,
-        tmp_path,
-        GITHUB_APP_ID=str(APP_ID),
-        GITHUB_APP_PRIVATE_KEY=other_keys(tmp_path)[kind],
-    )
+    found = app_env.problems(GITHUB_APP_PRIVATE_KEY=other_keys(tmp_path)[kind])
     assert len(found) == 1, found
     assert found[0].startswith("GITHUB_APP_PRIVATE_KEY: the value ") and expected in found[0]
 
 
-def test_a_missing_or_unreadable_key_file_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    missing = problems(
-        monkeypatch,
-        tmp_path,
-        GITHUB_APP_ID=str(APP_ID),
-        GITHUB_APP_PRIVATE_KEY_FILE=str(tmp_path / "gone.pem"),
-    )
+def test_a_missing_or_unreadable_key_file_is_one_line(app_env: AppEnv, tmp_path: Path) -> None:
+    missing = app_env.problems(GITHUB_APP_PRIVATE_KEY_FILE=str(tmp_path / "gone.pem"))
     assert missing == [f"GITHUB_APP_PRIVATE_KEY_FILE: {tmp_path / 'gone.pem'} does not exist"]
     (tmp_path / "broken.pem").write_text(KEY[:300], encoding="utf-8")
-    broken = problems(
-        monkeypatch,
-        tmp_path,
-        GITHUB_APP_ID=str(APP_ID),
-        GITHUB_APP_PRIVATE_KEY_FILE=str(tmp_path / "broken.pem"),
-    )
+    broken = app_env.problems(GITHUB_APP_PRIVATE_KEY_FILE=str(tmp_path / "broken.pem"))
     assert len(broken) == 1 and "broken.pem is not a readable PEM private key" in broken[0]
 
 

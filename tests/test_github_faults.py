@@ -49,20 +49,20 @@ async def dispatch_answered_502(box: Sandbox) -> str:
     return dispatch
 
 
-async def held_at_canary(box: Sandbox) -> str:
-    """Start and dispatch `v1.4.2`, wait for the canary's hold; its Promote button's value."""
+async def promote_meeting(box: Sandbox, fault: str) -> tuple[str, str | None]:
+    """Start and dispatch `v1.4.2`; once the canary holds, click Promote while GitHub meets the
+    approval with `fault`. The Promote button's value, and what the click was answered."""
     await dispatched(box)
     await held(box, "relay", "canary")
-    return await value_of(box, "promote", "relay")
+    promote = await value_of(box, "promote", "relay")
+    box.github.fault_next("POST", REVIEWS, fault)
+    return promote, await box.click("promote", value=promote)
 
 
 async def test_an_approval_applied_but_answered_502_is_the_clickers_promotion(
     sandbox: Sandbox,
 ) -> None:
-    promote = await held_at_canary(sandbox)
-    sandbox.github.fault_next("POST", REVIEWS, "apply_then_502")
-
-    answer = await sandbox.click("promote", value=promote)
+    _, answer = await promote_meeting(sandbox, "apply_then_502")
 
     assert answer is None  # no error: the card and the thread show the promotion
     promoted = await sandbox.wait_for_thread("promoted Hosted relay")
@@ -79,10 +79,7 @@ async def test_an_approval_applied_but_answered_502_is_the_clickers_promotion(
 async def test_an_approval_answered_502_and_not_applied_says_so_and_can_be_repeated(
     sandbox: Sandbox,
 ) -> None:
-    promote = await held_at_canary(sandbox)
-    sandbox.github.fault_next("POST", REVIEWS, "server_error")
-
-    answer = await sandbox.click("promote", value=promote)
+    promote, answer = await promote_meeting(sandbox, "server_error")
 
     assert answer is not None and "GitHub answered 502" in answer
     assert "it was not applied: try again" in answer

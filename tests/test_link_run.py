@@ -10,29 +10,23 @@ one line naming its rule and changes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-from figures import SECOND_APPROVER, TWO_APPROVERS, two_approvers_sandbox
+from figures import SECOND_APPROVER, TWO_APPROVERS
 from sandbox_views import button, value_of
+from test_github_faults import DISPATCHES, sandbox
 
 from bot.domain.rollout import Phase, Rollout
 from bot.services.following import DISPATCH_SEARCH
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 
-DISPATCHES = "/repos/*/actions/workflows/*/dispatches"
+__all__ = ["sandbox"]  # the fixture this module's tests use
+
 LINK_URL = "link_url"
 """The block and action id of the run's URL in the Link a run… form."""
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with two_approvers_sandbox(tmp_path) as box:
-        yield box
 
 
 async def unclear_dispatch(box: Sandbox) -> Rollout:

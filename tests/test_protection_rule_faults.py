@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from figures import CANARY_OK, HALF_OK, RINGS_OK
-from sandbox_views import dispatched, value_of
-from test_protection_rules import answers, app_box, both_held
+from sandbox_views import begun, dispatched, value_of
+from test_protection_rules import answers, app_box, both_held, box
 
 from bot.domain.rollout import Phase, StageState
 from sandbox.harness import Sandbox, fast_plan, write_figures
 
+__all__ = ["box"]  # the fixture this module's tests use
+
 pytestmark = pytest.mark.story
 
 CALLBACK = "/repos/*/actions/runs/*/deployment_protection_rule"
-
-
-@pytest.fixture
-async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    """The bot answering as the App's installation, every environment on the App's rule."""
-    async with app_box(tmp_path, database_url) as sandbox:
-        yield sandbox
 
 
 def callbacks(box: Sandbox) -> list[int]:
@@ -82,9 +76,7 @@ async def test_in_token_mode_another_apps_rule_is_never_answered(
             comment="",
             actor="datadog[bot]",
         )
-        await box.wait_until(
-            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-        )
+        await begun(box, "relay", "half")
 
 
 async def test_a_422_on_the_callback_leaves_the_request_open_for_a_second_click(
@@ -99,9 +91,7 @@ async def test_a_422_on_the_callback_leaves_the_request_open_for_a_second_click(
         assert said is not None and "refused" in said and "still waits" in said
         assert answers(box, "relay-rollout-50") == []
         assert await box.click("promote", value=await value_of(box, "promote", "relay")) is None
-        await box.wait_until(
-            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-        )
+        await begun(box, "relay", "half")
         assert answers(box, "relay-rollout-50") == [("relay-rollout-50", "approved")]
         assert callbacks(box)[-2:] == [422, 204]
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from figures import CANARY_OK, HALF_OK, RINGS_OK, two_serve_processes
 from github import Auth, Github, GithubException
-from sandbox_views import dispatched, holding, value_of
+from sandbox_views import begun, dispatched, holding, value_of
 from test_exactly_once import APPROVERS_ENV, fifty_promote_clicks
 from test_restart import assert_evaluated_once, canary_observing
 
@@ -181,7 +181,7 @@ async def test_a_request_lost_while_the_bot_was_down_is_answered_after_restart(
     await box.start_bot()
     await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
     await box.click("promote", value=await value_of(box, "promote", "relay"))
-    await box.wait_until(lambda r: r.track("relay").stage("half").state is not StageState.PENDING)
+    await begun(box, "relay", "half")
 
     assert ("relay-rollout-50", "approved") in answers(box, "relay")
     assert "waits at relay-rollout-50 for the App's rule, and its request never arrived" in (
@@ -249,7 +249,7 @@ async def test_an_answer_applied_but_answered_502_is_read_back_as_applied(box: S
 
     assert await box.click("promote", value=promote) is None  # no error for the clicker
 
-    await box.wait_until(lambda r: r.track("relay").stage("half").state is not StageState.PENDING)
+    await begun(box, "relay", "half")
     assert answers(box, "relay-rollout-50") == [("relay-rollout-50", "approved")]
     assert box.github.faults_injected == {"apply_then_502": 1}
 
@@ -353,9 +353,7 @@ async def test_an_environment_with_reviewers_and_the_rule_waits_for_the_reviewer
             comment="",
             actor="release-manager",
         )
-        await box.wait_until(
-            lambda r: r.track("relay").stage("canary").state is not StageState.PENDING
-        )
+        await begun(box, "relay", "canary")
 
 
 async def test_in_app_mode_every_stage_is_held_by_the_rule_to_100_percent_as_tokens_expire(
@@ -421,9 +419,7 @@ async def test_a_window_running_when_the_serve_process_dies_ends_once_and_the_ru
         held = await box.wait_until(holding("relay", "canary"))
         await box.wait_for_thread("5% canary gate PASS")
         await box.click("promote", value=await value_of(box, "promote", "relay"))
-        await box.wait_until(
-            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-        )
+        await begun(box, "relay", "half")
         await asyncio.sleep(1)  # the process polls and fires whatever it would fire twice
 
     await assert_evaluated_once(box, held, window_end)
@@ -441,20 +437,28 @@ async def test_a_window_running_when_the_serve_process_dies_ends_once_and_the_ru
     assert not any(secret in logs for secret in (*SECRETS, *key_lines, *tokens))
 
 
+@pytest.fixture
+async def app_replicas(
+    tmp_path: Path, postgres_database_url: str
+) -> AsyncIterator[tuple[Sandbox, str]]:
+    """Two `serve` replicas as the App on one PostgreSQL database, every protected environment
+    on its rule: the sandbox, and the second replica's URL."""
+    async with two_serve_processes(
+        tmp_path, postgres_database_url, APPROVERS_ENV, app_rule=True
+    ) as replicas:
+        yield replicas
+
+
 @pytest.mark.postgres
 async def test_fifty_clicks_on_two_serve_processes_answer_the_rule_once(
-    tmp_path: Path, postgres_database_url: str
+    app_replicas: tuple[Sandbox, str],
 ) -> None:
-    async with two_serve_processes(
-        tmp_path, postgres_database_url, APPROVERS_ENV, github_app=SandboxApp()
-    ) as (box, second):
-        box.github.protection_rule(set(box.github.engine.protected))
+    box, second = app_replicas
+    texts = await fifty_promote_clicks(box, [box.url, second])
 
-        texts = await fifty_promote_clicks(box, [box.url, second])
-
-        assert answers(box, "relay-rollout-50") == [("relay-rollout-50", "approved")]
-        assert len(texts) == 49
-        assert box.github.reviews == []
+    assert answers(box, "relay-rollout-50") == [("relay-rollout-50", "approved")]
+    assert len(texts) == 49
+    assert box.github.reviews == []
 
 
 async def test_the_demo_runs_both_stories_as_a_github_app() -> None:

@@ -22,20 +22,25 @@ RELAY = {
 RINGS = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.001"}}
 
 
+def serve_process(tmp_path: Path, database_url: str, *, window: str, lease_seconds: int) -> Sandbox:
+    """The bot as a `serve` process of its own, with `window`-long observation windows; what a
+    process holds (a timer, an outbox message) is taken over after `lease_seconds`."""
+    return Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", window=window),
+        in_process=False,
+        extra_env={"LEASE_SECONDS": str(lease_seconds)},
+    )
+
+
 @pytest.mark.parametrize("back", ["after the window end", "before the window end"])
 async def test_a_window_running_when_the_process_dies_ends_once_after_restart(
     tmp_path: Path, database_url: str, back: str
 ) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="3s")
     # What the killed process held (a timer, an outbox message the thread's next lines wait
     # behind) is taken over once its lease runs out: 10 s, well inside the test's waits.
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=database_url,
-        plan_yaml=plan,
-        in_process=False,
-        extra_env={"LEASE_SECONDS": "10"},
-    ) as box:
+    async with serve_process(tmp_path, database_url, window="3s", lease_seconds=10) as box:
         window_end = await canary_observing(box)
         await box.kill_process()
         if back == "after the window end":
@@ -60,14 +65,9 @@ async def test_a_window_running_when_the_process_dies_ends_once_after_restart(
 async def test_a_window_ending_during_a_rolling_restart_of_two_replicas_is_evaluated_once(
     tmp_path: Path, postgres_database_url: str
 ) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="6s")
     # A lease far longer than the test: a timer a stopping replica kept would stall it.
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=postgres_database_url,
-        plan_yaml=plan,
-        in_process=False,
-        extra_env={"LEASE_SECONDS": "600"},
+    async with serve_process(
+        tmp_path, postgres_database_url, window="6s", lease_seconds=600
     ) as box:
         await box.start_replica()
         window_end = await canary_observing(box)

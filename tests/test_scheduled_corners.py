@@ -7,7 +7,6 @@ approvers at once (its reason shown as typed)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,15 +14,15 @@ from pathlib import Path
 import pytest
 from test_controls import GROUP, sandbox_for
 from test_freeze_sandbox import open_override, refused_dispatch, typed_reason
-from test_link_run import DISPATCHES
+from test_github_faults import DISPATCHES
 from test_scheduled_starts import (
     OTHER,
     SCHEDULED,
     audit_of,
-    berlin_sandbox,
     preflight_card,
     reach,
     recorded,
+    sandbox,
     scheduled,
     slack_date,
     told_in_thread,
@@ -37,13 +36,9 @@ from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from storage.timers import TimerStore
 
+__all__ = ["sandbox"]  # the fixture this module's tests use
+
 pytestmark = pytest.mark.story
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    async with berlin_sandbox(tmp_path, database_url) as box:
-        yield box
 
 
 async def fired(box: Sandbox, rollout: Rollout, at: datetime) -> None:

@@ -129,6 +129,30 @@ async def window(timers: TimerStore, key: str = "w", *, due: datetime = NOW) -> 
     )
 
 
+async def slow_then_later(
+    timers: TimerStore, follower: Follower, clock: ManualClock, *, later_due_meanwhile: bool
+) -> list[str]:
+    """Two window ends: "slow", due now, whose metrics source answers only once "later" (due a
+    second on) has been worked on; `later_due_meanwhile`: the clock reaches "later" while
+    "slow" runs. The keys in the order their work ends, filled in as the scheduler fires."""
+    later_done = asyncio.Event()
+    finished: list[str] = []
+
+    async def slow_first(timer: Timer) -> None:
+        if timer.key == "slow":
+            if later_due_meanwhile:
+                clock.advance(timedelta(seconds=1))
+            await asyncio.wait_for(later_done.wait(), 5)  # a slow metrics source
+        else:
+            later_done.set()
+        finished.append(timer.key)
+
+    follower.during_timer = slow_first
+    await window(timers, "slow")
+    await window(timers, "later", due=NOW + timedelta(seconds=1))
+    return finished
+
+
 # -- retries, backoff, dead letters -----------------------------------------------------------
 
 
@@ -272,25 +296,13 @@ async def test_a_slow_window_end_does_not_hold_the_timers_due_behind_it(
     other: with two workers the second fires while the first is still in hand."""
     clock = ManualClock(NOW)
     follower = Follower()
-    second_done = asyncio.Event()
-    finished: list[str] = []
-
-    async def slow_first(timer: Timer) -> None:
-        if timer.key == "first":
-            await asyncio.wait_for(second_done.wait(), 5)  # a slow metrics source
-        else:
-            second_done.set()
-        finished.append(timer.key)
-
-    follower.during_timer = slow_first
-    await window(timers, "first")
-    await window(timers, "second", due=NOW + timedelta(seconds=1))
+    finished = await slow_then_later(timers, follower, clock, later_due_meanwhile=False)
     clock.advance(timedelta(seconds=1))
 
     assert await scheduler(session_factory, follower, clock, workers=2).fire_due() == 2
 
-    assert [timer.key for timer in follower.fired] == ["first", "second"]
-    assert finished == ["second", "first"]
+    assert [timer.key for timer in follower.fired] == ["slow", "later"]
+    assert finished == ["later", "slow"]
 
 
 async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_runs(
@@ -301,20 +313,7 @@ async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_r
     free worker, not wait until the slow one ends."""
     clock = ManualClock(NOW)
     follower = Follower()
-    later_done = asyncio.Event()
-    finished: list[str] = []
-
-    async def slow_first(timer: Timer) -> None:
-        if timer.key == "slow":
-            clock.advance(timedelta(seconds=1))  # the next window ends meanwhile
-            await asyncio.wait_for(later_done.wait(), 2)  # a slow metrics source
-        else:
-            later_done.set()
-        finished.append(timer.key)
-
-    follower.during_timer = slow_first
-    await window(timers, "slow")
-    await window(timers, "later", due=NOW + timedelta(seconds=1))
+    finished = await slow_then_later(timers, follower, clock, later_due_meanwhile=True)
 
     fired = await scheduler(session_factory, follower, clock, workers=4).fire_due()
 

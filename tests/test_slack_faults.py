@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from figures import every_gate_passes
-from sandbox_views import dispatched, value_of
+from sandbox_views import begun, dispatched, value_of
 from sqlalchemy.exc import OperationalError
 from test_exactly_once import (
     APPROVERS_ENV,
@@ -21,7 +21,6 @@ from test_exactly_once import (
     both_holding,
 )
 
-from bot.domain.rollout import StageState
 from handlers.errors import INTERRUPTED, ResponseUrlUses, explain
 from sandbox.config import RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
@@ -69,9 +68,7 @@ async def test_a_slack_network_error_after_a_promotion_tells_the_truth_and_the_t
     answer = await sandbox.click("promote", value=value)
 
     assert answer is None  # no "Something went wrong": the promotion happened
-    await sandbox.wait_until(
-        lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-    )
+    await begun(sandbox, "relay", "half")
     assert approvals(sandbox, "relay-rollout-50") == ["approved"]
     await sandbox.wait_for_thread(PROMOTED)
     lines = sandbox.thread()

@@ -9,29 +9,27 @@ tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from figures import two_serve_processes
 from sandbox_views import dispatched, github_until
 from test_cli import full_env
-from test_exactly_once import APPROVERS_ENV
 from test_freeze_sandbox import typed_reason
-from test_protection_rules import answers, app_box, both_held
+from test_protection_rules import answers, app_box, app_replicas, both_held, box
 
 from bot.adapters.slack.control_views import REASON_BLOCK
 from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
-from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
 from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
 from storage.claims import ClaimStore
 from storage.protection_rules import ProtectionRuleStore
+
+__all__ = ["app_replicas", "box"]  # the fixtures this module's tests use
 
 pytestmark = pytest.mark.story
 
@@ -50,13 +48,6 @@ def test_the_settings_default_to_reject_after_30_minutes_and_refuse_other_answer
         load_settings(Settings, env_file=None)
     said = " ".join(refused.value.problems)
     assert "UNFOLLOWED_RUN_DEFAULT" in said and "UNFOLLOWED_RUN_TIMEOUT" in said
-
-
-@pytest.fixture
-async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    """The bot running as the GitHub App, every environment on the App's rule."""
-    async with app_box(tmp_path, database_url) as sandbox:
-        yield sandbox
 
 
 def run_cards(box: Sandbox) -> list[ChannelMessage]:
@@ -303,30 +294,27 @@ async def test_an_approver_overrides_the_freeze_and_adopts_the_run(box: Sandbox)
 
 
 async def test_two_replicas_post_one_card_and_give_one_answer(
-    tmp_path: Path, postgres_database_url: str
+    app_replicas: tuple[Sandbox, str],
 ) -> None:
-    async with two_serve_processes(
-        tmp_path, postgres_database_url, APPROVERS_ENV, github_app=SandboxApp()
-    ) as (box, second):
-        box.github.protection_rule(set(box.github.engine.protected))
-        _, card = await started_on_github(box)
-        box.github.app_hook.url = f"{second}/github/webhook"  # every request, to the other one
-        first = list(box.github.app_hook.deliveries)
-        again = [await box.github.app_hook.redeliver(d.guid) for d in first]
-        assert {d.result for d in again} == {"duplicate"}
+    box, second = app_replicas
+    _, card = await started_on_github(box)
+    box.github.app_hook.url = f"{second}/github/webhook"  # every request, to the other one
+    first = list(box.github.app_hook.deliveries)
+    again = [await box.github.app_hook.redeliver(d.guid) for d in first]
+    assert {d.result for d in again} == {"duplicate"}
 
-        said = await asyncio.gather(
-            box.click("reject_run", message=card),
-            box.click("reject_run", message=card, replica=second),
-        )
+    said = await asyncio.gather(
+        box.click("reject_run", message=card),
+        box.click("reject_run", message=card, replica=second),
+    )
 
-        await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
-        assert len(run_cards(box)) == 1
-        assert first_stages(box) == [
-            ("desktop-internal", "rejected"),
-            ("relay-canary-5", "rejected"),
-        ]
-        assert len([s for s in said if s is not None and "already" in s.lower()]) <= 1
+    await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
+    assert len(run_cards(box)) == 1
+    assert first_stages(box) == [
+        ("desktop-internal", "rejected"),
+        ("relay-canary-5", "rejected"),
+    ]
+    assert len([s for s in said if s is not None and "already" in s.lower()]) <= 1
 
 
 async def test_the_bots_own_runs_get_no_card(box: Sandbox) -> None:

@@ -104,6 +104,17 @@ class GitHubHook:
     def followed(self) -> list[Delivery]:
         return [d for d in self.sent if d.answer.get("result") == "followed"]
 
+    def job_completed(self, name: str | None = None) -> Delivery:
+        """The first followed delivery saying a workflow job completed (the job `name`, if
+        given)."""
+        return next(
+            d
+            for d in self.followed()
+            if d.event == "workflow_job"
+            and json.loads(d.body)["action"] == "completed"
+            and name in (None, json.loads(d.body)["workflow_job"]["name"])
+        )
+
 
 def plan_yaml(figures: Path, *, window: str, **notifications: str) -> str:
     """The accelerated built-in plan, with these windows and notification settings."""
@@ -287,13 +298,7 @@ async def test_one_delivery_sent_to_several_receivers_at_once_is_acted_on_once(
     observing: tuple[Sandbox, GitHubHook],
 ) -> None:
     box, hook = observing
-    finished = next(
-        d
-        for d in hook.followed()
-        if d.event == "workflow_job"
-        and json.loads(d.body)["action"] == "completed"
-        and json.loads(d.body)["workflow_job"]["name"] == "Relay rollout 5% canary (30m)"
-    )
+    finished = hook.job_completed("Relay rollout 5% canary (30m)")
     note = "GitHub: *Relay rollout 5% canary (30m)* finished: `success`."
     assert box.thread().count(note) == 1
 

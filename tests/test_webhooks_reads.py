@@ -51,11 +51,7 @@ async def test_a_followed_delivery_reads_its_rollout_once_at_intake_and_once_aft
     observing: tuple[Sandbox, GitHubHook],
 ) -> None:
     box, hook = observing
-    finished = next(
-        d
-        for d in hook.followed()
-        if d.event == "workflow_job" and json.loads(d.body)["action"] == "completed"
-    )
+    finished = hook.job_completed()
     webhooks = box.services.webhooks
     before = await box.rollout()
 
