@@ -33,10 +33,10 @@ class ModeFigures:
     rollout_kinds: Counter[str] = field(default_factory=Counter)
     rollout_seconds: float = 0.0
     rollout_cpu: list[float] = field(default_factory=list)
+    """Per replica, CPU seconds per second from the first start to the last rollout's end."""
     simulators_cpu: float = 0.0
     """CPU seconds per second of this process (GitHub and Slack simulators, the webhook
     sender) while the rollouts ran: near 1, it, not the bot, sets the pace."""
-    """Per replica, CPU seconds per second from the first start to the last rollout's end."""
     deliveries: int = 0
     """Webhook deliveries while the rollouts ran to their end."""
     rollout_rss: list[int] = field(default_factory=list)
@@ -138,9 +138,10 @@ def rows(figures: ModeFigures) -> Iterator[tuple[str, str]]:
 
 def report(figures: ModeFigures, options: argparse.Namespace) -> None:
     print(
-        f"\n{figures.mode}: {options.services} services, one two-track rollout each, windows "
-        f"{options.window} s, GITHUB_POLL_INTERVAL {options.poll_interval} s, PostgreSQL, "
-        "2 serve replicas (figures per replica: first | second)",
+        f"\n{figures.mode}: {options.services} services, one two-track rollout each, started "
+        + (f"over {options.spread:.0f} s" if options.spread else "at once")
+        + f", windows {options.window} s, GITHUB_POLL_INTERVAL {options.poll_interval} s, "
+        "PostgreSQL, 2 serve replicas (figures per replica: first | second)",
         flush=True,
     )
     for name, value in rows(figures):

@@ -5,7 +5,8 @@ sandbox's GitHub and Slack, with webhooks and then with polling only, side by si
 Per mode, on a fresh database (dropped afterwards):
 
 1. **Complete rollouts.** Every window WINDOW seconds, every gate passing, `promote: auto`.
-   Each service's `/rollout start svc-NNN v1.4.2 --flags-ready` is typed in its own channel
+   The rollouts start at once, or evenly over SPREAD seconds (`--spread`). Each service's
+   `/rollout start svc-NNN v1.4.2 --flags-ready` is typed in its own channel
    and its card's Dispatch clicked, through the replicas in turn (a load balancer's
    alternation); with webhooks, the simulator's every `workflow_run`, `workflow_job` and
    `deployment_review` is delivered, signed, to the replicas in turn. Measured until every
@@ -23,7 +24,7 @@ are what the bot asks of GitHub, not what its budget would let through. Goals (i
 lateness p99 < 1 s, <= 60 GitHub requests per complete rollout, RSS < 250 MB and idle CPU
 < 2 % of a core per replica.
 
-Usage: python bench/services_scale.py [SERVICES] [WINDOW] [--idle SECONDS]
+Usage: python bench/services_scale.py [SERVICES] [WINDOW] [--idle SECONDS] [--spread SECONDS]
     [--poll-interval SECONDS] [--modes webhooks,polling] [--logs DIR] [--profile DIR]
 (`--logs` keeps each mode's working directory, with the replicas' logs; `--profile` runs the
 replicas under cProfile, their figures are then not comparable.)
@@ -107,14 +108,20 @@ class Webhooks:
             await asyncio.wait(set(self._sending))
 
 
-async def start_rollouts(box: Sandbox, count: int, tag: str, urls: Sequence[str]) -> None:
+async def start_rollouts(
+    box: Sandbox, count: int, tag: str, urls: Sequence[str], *, spread: float = 0.0
+) -> None:
     """Every service's start command in its channel, then its card's Dispatch click, through
-    the replicas in turn, STARTING_AT_ONCE services at a time."""
+    the replicas in turn, STARTING_AT_ONCE services at a time; with `spread`, the starts are
+    paced evenly over that many seconds (an organisation's releases, not one burst)."""
     gate = asyncio.Semaphore(STARTING_AT_ONCE)
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
 
     async def start(number: int) -> None:
         channel = f"C0SVC{number:03d}"
         replica = urls[number % len(urls)]
+        await asyncio.sleep(begun + spread * (number - 1) / count - loop.time())
         async with gate:
             before = len(box.slack.messages(channel))
             answer = await box.command(
@@ -199,7 +206,7 @@ async def run_mode(mode: str, options: argparse.Namespace) -> ModeFigures:
             cpu = [cpu_seconds(pid) for pid in pids(box)]
             charts = [chart_cpu_seconds(pid) for pid in pids(box)]
             simulators = cpu_seconds(os.getpid())
-            await start_rollouts(box, count, "v1.4.2", hooks.urls)
+            await start_rollouts(box, count, "v1.4.2", hooks.urls, spread=options.spread)
             await wait_for(
                 database,
                 "SELECT count(*) FROM rollout_tracks WHERE state = 'completed'",
@@ -279,6 +286,12 @@ def main() -> None:
     parser.add_argument("services", type=int, nargs="?", default=50)
     parser.add_argument("window", type=int, nargs="?", default=5, help="window seconds")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measurement")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.0,
+        help="seconds over which the rollouts start, evenly (default: all at once)",
+    )
     parser.add_argument("--settle", type=float, default=10.0, help=argparse.SUPPRESS)
     parser.add_argument("--poll-interval", type=float, default=15.0)
     parser.add_argument("--timeout", type=float, default=1800.0)
