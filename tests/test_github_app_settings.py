@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from test_cli import full_env, run
 
+from bot.bootstrap import request_budgets
 from bot.config import ConfigError, Settings, load_settings
 from bot.github_credentials import GitHubApp
 from sandbox.config import GITHUB_TOKEN
@@ -228,3 +229,14 @@ async def test_check_config_refuses_a_mix_in_one_line(tmp_path: Path) -> None:
     code, out, err = await run("check-config", env=mixed, cwd=tmp_path)
     assert (code, out) == (2, "")
     assert "GITHUB_TOKEN: set either GITHUB_TOKEN" in err and KEY_BODY not in err
+
+
+def test_an_app_without_a_fixed_installation_keeps_a_budget_per_owner(app_env: AppEnv) -> None:
+    # GitHub's rate limit is the installation's, and an App is installed once per account.
+    repositories = {"api": "acme/api", "web": "Acme/web", "billing": "globex/billing"}
+    per_owner = request_budgets(app_env.settings(GITHUB_APP_PRIVATE_KEY=KEY), repositories)
+    assert per_owner.of("api") is per_owner.of("web") is not per_owner.of("billing")
+
+    fixed = app_env.settings(GITHUB_APP_PRIVATE_KEY=KEY, GITHUB_APP_INSTALLATION_ID="61000001")
+    one = request_budgets(fixed, repositories)
+    assert one.of("api") is one.of("web") is one.of("billing")

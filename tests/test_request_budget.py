@@ -19,13 +19,14 @@ from cleared import cleared_rollout
 from replicas import poll_stores, replica_sessions
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.budget import RequestBudget, RequestBudgets
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.domain.rollout import Phase, Rollout
+from bot.domain.service import DEFAULT_SERVICE
 from bot.plan_file import load_plan
 from bot.services.following import Reconciled
 from bot.services.polling import RunPoller, is_polling, polling
@@ -43,19 +44,22 @@ COST = 4
 PLAN = load_plan(None)
 
 
-def running(name: str, run_id: int) -> Rollout:
-    return replace(
-        cleared_rollout(PLAN, now=NOW, rollout_id=name), phase=Phase.RUNNING, run_id=run_id
-    )
+def running(name: str, run_id: int, service: str = DEFAULT_SERVICE) -> Rollout:
+    rollout = cleared_rollout(PLAN, now=NOW, rollout_id=name)
+    return replace(rollout, phase=Phase.RUNNING, run_id=run_id, service=service)
 
 
 class ChangingRuns:
-    """Active rollouts whose every look finds a change: it costs `COST` requests of the
-    budget's window, as GitHub's answers would report them."""
+    """Active rollouts whose every look finds a change: it costs `COST` requests of its
+    service's budget's window, as GitHub's answers would report them. A name `service:id`
+    is a rollout of that service."""
 
-    def __init__(self, budget: RequestBudget, names: list[str]) -> None:
-        self.budget = budget
-        self.rollouts = [running(name, run_id) for run_id, name in enumerate(names, start=1)]
+    def __init__(self, budgets: RequestBudgets, names: list[str]) -> None:
+        self.budgets = budgets
+        self.rollouts = [
+            running(name, run_id, *name.split(":")[:-1])
+            for run_id, name in enumerate(names, start=1)
+        ]
         self.looked: list[str] = []
 
     async def active(self) -> list[Rollout]:
@@ -64,13 +68,14 @@ class ChangingRuns:
     async def reconcile(self, rollout_id: str) -> Reconciled:
         assert is_polling()  # the transport keeps a worker free of these calls
         self.looked.append(rollout_id)
-        if (seen := self.budget.seen) is None:  # GitHub's first answer
+        [rollout] = [rollout for rollout in self.rollouts if rollout.id == rollout_id]
+        budget = self.budgets.of(rollout.service)
+        if (seen := budget.seen) is None:  # GitHub's first answer
             reset = int((NOW + timedelta(hours=1)).timestamp())
-            self.budget.observe(limit=LIMIT, remaining=RESERVE + COST + 1, reset=reset)
+            budget.observe(limit=LIMIT, remaining=RESERVE + COST + 1, reset=reset)
         else:
             reset = int(seen.reset.timestamp())
-            self.budget.observe(limit=seen.limit, remaining=seen.remaining - COST, reset=reset)
-        [rollout] = [rollout for rollout in self.rollouts if rollout.id == rollout_id]
+            budget.observe(limit=seen.limit, remaining=seen.remaining - COST, reset=reset)
         return Reconciled(version=rollout.version)
 
     async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:
@@ -92,17 +97,17 @@ async def sessions(sqlite_database_url: str) -> AsyncIterator[async_sessionmaker
 
 
 def poller_on(
-    budget: RequestBudget, names: list[str], sessions: async_sessionmaker[AsyncSession]
+    budgets: RequestBudgets, names: list[str], sessions: async_sessionmaker[AsyncSession]
 ) -> tuple[RunPoller, ChangingRuns, ManualClock, PrometheusTelemetry]:
     clock = ManualClock(NOW)
-    runs = ChangingRuns(budget, names)
+    runs = ChangingRuns(budgets, names)
     telemetry = PrometheusTelemetry(build())
     poller = RunPoller(
         service=runs,
         **poll_stores(sessions),
         clock=clock,
         poll_interval=EVERY,
-        budget=budget,
+        budget=budgets,
         telemetry=telemetry,
     )
     return poller, runs, clock, telemetry
@@ -111,10 +116,12 @@ def poller_on(
 async def test_near_exhaustion_polls_are_put_off_and_resume_after_the_reset(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    budget = RequestBudget()
+    budgets = RequestBudgets()
     reset = NOW + timedelta(minutes=30)
-    budget.observe(limit=LIMIT, remaining=RESERVE + COST - 1, reset=int(reset.timestamp()))
-    poller, runs, clock, telemetry = poller_on(budget, ["a", "b"], sessions)
+    budgets.of(DEFAULT_SERVICE).observe(
+        limit=LIMIT, remaining=RESERVE + COST - 1, reset=int(reset.timestamp())
+    )
+    poller, runs, clock, telemetry = poller_on(budgets, ["a", "b"], sessions)
 
     for _ in range(3):
         await poller.poll()
@@ -132,11 +139,12 @@ async def test_near_exhaustion_polls_are_put_off_and_resume_after_the_reset(
 async def test_looks_put_off_go_first_at_the_next_pass_and_none_starves(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    budget = RequestBudget()
+    budgets = RequestBudgets()
+    budget = budgets.of(DEFAULT_SERVICE)
     reset = NOW + timedelta(hours=1)
     # 100 requests above the reserve: a pass may spend a tenth of them, two looks.
     budget.observe(limit=LIMIT, remaining=RESERVE + 100, reset=int(reset.timestamp()))
-    poller, runs, clock, telemetry = poller_on(budget, ["a", "b", "c", "d", "e"], sessions)
+    poller, runs, clock, telemetry = poller_on(budgets, ["a", "b", "c", "d", "e"], sessions)
 
     passes = []
     for _ in range(4):
@@ -156,11 +164,31 @@ async def test_looks_put_off_go_first_at_the_next_pass_and_none_starves(
 async def test_before_githubs_first_answer_a_look_goes_and_its_answer_paces_the_rest(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    poller, runs, _, telemetry = poller_on(RequestBudget(), ["a", "b", "c"], sessions)
+    poller, runs, _, telemetry = poller_on(RequestBudgets(), ["a", "b", "c"], sessions)
 
     await poller.poll()
 
     assert runs.looked == ["a"]  # GitHub answered: one more look could spend the reserve
+    assert deferred(telemetry) == 2
+
+
+async def test_each_app_installation_paces_its_own_services_polls(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    # An App installed on two accounts: acme's services share acme's installation's limit,
+    # globex's service has its own. acme's is spent down to its reserve; globex's is not.
+    budgets = RequestBudgets({"api": "acme", "web": "ACME", "billing": "globex"})
+    assert budgets.of("api") is budgets.of("web") is not budgets.of("billing")
+    reset = int((NOW + timedelta(minutes=30)).timestamp())
+    budgets.of("api").observe(limit=LIMIT, remaining=RESERVE + COST - 1, reset=reset)
+    budgets.of("billing").observe(limit=LIMIT, remaining=LIMIT, reset=reset)
+    names = ["api:1", "web:2", "billing:3", "billing:4"]
+    poller, runs, _, telemetry = poller_on(budgets, names, sessions)
+
+    await poller.poll()
+
+    assert runs.looked == ["billing:3", "billing:4"]  # after acme's were refused
+    assert set(poller.deferred) == {"api:1", "web:2"}
     assert deferred(telemetry) == 2
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import timedelta
 from functools import partial
 
@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.adapters.chart_worker import ChartWorker
-from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.budget import RequestBudgets
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
@@ -35,6 +35,7 @@ from bot.bootstrap.service import Shared, Wired, wire_service
 from bot.config import Settings
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
+from bot.github_credentials import GitHubApp
 from bot.services.audit import AuditTrail
 from bot.services.authz import Memberships
 from bot.services.clock import LoopClock, SystemClock
@@ -173,9 +174,9 @@ async def _services(
             clock=clock,
             wake=asyncio.Event(),
             trail=audit_trail(sessions),
-            # One App with repositories of several owners has an installation (and a rate
-            # limit) per owner; their polls are paced by one budget (docs/github-polling.md).
-            budget=RequestBudget(),
+            # A token has one rate limit; an App with repositories of several owners has an
+            # installation (and a rate limit) per owner (docs/github-polling.md).
+            budgets=request_budgets(settings, {s.name: s.repository for s in configured}),
             github_workers=github_workers,
             members=Memberships(channel_members(slack), kind="channel", keep_failures=True),
         )
@@ -217,7 +218,7 @@ async def _services(
             owner=owner,
             telemetry=telemetry,
             sweep=_sweeps(directory, requests),
-            budget=shared.budget,
+            budget=shared.budgets,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)
         scheduler.start()
@@ -274,6 +275,16 @@ def _outbox(
         request_timeout=request_timeout,
         lease=timedelta(seconds=settings.lease_seconds),
     )
+
+
+def request_budgets(settings: Settings, repositories: Mapping[str, str]) -> RequestBudgets:
+    """The budgets of the services' `repositories` (by service name): one for a token, or for
+    an App of one fixed installation; otherwise one per owner, whose installation the App's
+    calls for that owner's repositories use."""
+    credentials = settings.github_credentials()
+    if not isinstance(credentials, GitHubApp) or credentials.installation_id is not None:
+        return RequestBudgets()
+    return RequestBudgets({name: repo.split("/", 1)[0] for name, repo in repositories.items()})
 
 
 def _sweeps(

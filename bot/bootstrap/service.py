@@ -11,7 +11,7 @@ from functools import partial
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.budget import RequestBudgets
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.protection_rules import ProtectionRules
@@ -68,8 +68,9 @@ class Shared:
     wake: asyncio.Event
     """Set when a timer is written, so the scheduler looks at once."""
     trail: AuditTrail
-    budget: RequestBudget
-    """The token's (or App's) rate limit, shared by every service's polls and clicks."""
+    budgets: RequestBudgets
+    """The token's rate limit, or each App installation's, shared by its services' polls and
+    clicks."""
     github_workers: GitHubWorkers
     """The threads every service's GitHub calls run in (the poller may hold all but one)."""
     members: Memberships
@@ -102,7 +103,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         retries=settings.github_retries,
         backoff=settings.github_retry_backoff,
         telemetry=shared.telemetry,
-        budget=shared.budget,
+        budget=shared.budgets.of(service.name),
     )
     rule_requests = ProtectionRuleStore(sessions, service=service.name)
     installation = transport.installation

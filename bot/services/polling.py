@@ -5,9 +5,10 @@ Each run is polled at its own pace: every `poll_interval` while things move, twi
 after each look that found nothing new (up to `max_poll_interval`, or `WHILE_WEBHOOKS_ARRIVE`
 times that while its service's webhook deliveries arrive), and not at all while GitHub's rate
 limit says to wait. Unchanged answers are conditional-request 304s, which cost no rate limit.
-A pass asks the budget (`PollBudget`, one per token or App installation) before each look: the
-runs due are looked at longest-waiting first, and those the budget does not allow now wait for
-the next pass, ahead of the runs that fall due later (none starves).
+A pass asks the budget of the run's service (`PollBudget`: one per token, or per App
+installation) before each look: the runs due are looked at longest-waiting first, and those
+their budget does not allow now wait for the next pass, ahead of the runs that fall due later
+(none starves); a run whose budget has room goes even when another budget has none.
 
 The replicas share the looks (`RunLooks`): a pass first claims the looks due in the database,
 all in one statement, and leaves to another replica each look it has claimed whose due time
@@ -71,9 +72,10 @@ def is_polling() -> bool:
 class PollPass(Protocol):
     """One pass of the poller through the runs due, as the budget sees it."""
 
-    def may_poll(self) -> bool:
-        """Whether one more look may go now: its worst cost leaves the people's reserve and
-        this pass's share of the budget whole (GitHub's answers so far count)."""
+    def may_poll(self, service: str) -> bool:
+        """Whether one more look at a run of `service` may go now: its worst cost leaves the
+        people's reserve and this pass's share of its budget whole (GitHub's answers so far
+        count)."""
         ...
 
 
@@ -180,15 +182,18 @@ class RunPoller:
         due = [item for item in due if item[2].id in claimed]
         budget = self._budget
         allowance = budget.open_pass(now=now, every=self.poll_interval) if budget else None
-        for position, (_, _, rollout) in enumerate(due):
-            if allowance is not None and not allowance.may_poll():
-                self._defer([(since, waiting) for since, _, waiting in due[position:]])
-                return
+        put_off: list[tuple[datetime, Rollout]] = []
+        for since, _, rollout in due:
+            if allowance is not None and not allowance.may_poll(rollout.service):
+                put_off.append((since, rollout))  # its budget's; another's may still go
+                continue
             self.deferred.pop(rollout.id, None)
             await self._look(rollout, claimed[rollout.id])
             self._progressed()
             if self.paused_until is not None:
-                return
+                break
+        if put_off:
+            self._defer(put_off)
 
     async def _due(
         self, active: list[Rollout], now: datetime

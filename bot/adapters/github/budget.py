@@ -1,8 +1,9 @@
 """The GitHub request budget of one token or App installation: what the poller may spend now,
 learnt from GitHub's rate-limit headers, with a reserve that only people's calls may spend.
 
-Every transport on the same credentials shares one `RequestBudget` and hands it the rate
-limit of each answer (`X-RateLimit-Limit`, `-Remaining`, `-Reset`, as PyGithub read them).
+Every transport on the same credentials shares one `RequestBudget` (`RequestBudgets` keeps one
+per token, or per account a GitHub App is installed on) and hands it the rate limit of each
+answer (`X-RateLimit-Limit`, `-Remaining`, `-Reset`, as PyGithub read them).
 The poller asks it before each look at a run (`PollBudget`): a look may go when its worst cost
 (`look_cost` requests, if no answer were a 304) leaves
 
@@ -21,6 +22,7 @@ the first answer nothing is known, and looks go (their answers teach the budget)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -118,3 +120,46 @@ class PollAllowance:
         left = max(at_start.remaining - self._budget.reserve(at_start.limit), 0)
         to_reset = max(at_start.reset - self._now, self._every)
         return max(left * (self._every / to_reset), left * self._budget.burst)
+
+
+class RequestBudgets:
+    """The budgets of a bot's services. A token has one rate limit for every repository; a
+    GitHub App has one per installation, that is per account it is installed on (GitHub's
+    limit is the installation's), so the services of one owner's repositories share a budget
+    and one owner's polls never spend another's requests."""
+
+    def __init__(self, owners: Mapping[str, str] | None = None) -> None:
+        """`owners`: per service, the account whose installation its calls use (an App
+        without a fixed installation); None: every service spends one budget."""
+        self._shared = RequestBudget()
+        by_owner: dict[str, RequestBudget] = {}
+        self._of = {
+            service: by_owner.setdefault(owner.casefold(), RequestBudget())
+            for service, owner in (owners or {}).items()
+        }
+
+    def of(self, service: str) -> RequestBudget:
+        """The budget `service`'s calls spend (the shared one for a service not named)."""
+        return self._of.get(service, self._shared)
+
+    def open_pass(self, *, now: datetime, every: timedelta) -> BudgetsPass:
+        return BudgetsPass(self, now=now, every=every)
+
+
+class BudgetsPass:
+    """One pass of the poller through the runs of every service: each budget's allowance,
+    opened at its first look."""
+
+    def __init__(self, budgets: RequestBudgets, *, now: datetime, every: timedelta) -> None:
+        self._budgets = budgets
+        self._now = now
+        self._every = every
+        self._allowances: dict[int, PollAllowance] = {}
+
+    def may_poll(self, service: str) -> bool:
+        budget = self._budgets.of(service)
+        allowance = self._allowances.get(id(budget))
+        if allowance is None:
+            allowance = budget.open_pass(now=self._now, every=self._every)
+            self._allowances[id(budget)] = allowance
+        return allowance.may_poll()
