@@ -1,7 +1,8 @@
 """The chart worker: charts drawn in a process of their own at a lower CPU priority, never in
 the bot's (which does not even import matplotlib); a drawing that raises, or a worker that
 dies, fails that chart alone, and the next chart gets a worker again; so does a drawing that
-hangs (its worker is killed). A worker closed with its app starts no process again.
+hangs (its worker is killed; the charts queued behind it are drawn on the next worker). A
+worker closed with its app starts no process again, and closing ends a hung drawing.
 
 The tests share the session's worker (`chart_worker`, tests/conftest.py): each fresh one
 imports matplotlib, about a second.
@@ -96,6 +97,38 @@ async def test_a_hung_drawing_fails_its_chart_and_the_next_gets_a_new_worker(
     monkeypatch.undo()
     assert (await chart_worker.run(render_png, CHART)).startswith(PNG_SIGNATURE)
     assert await chart_worker.run(os.getpid) != hung
+
+
+async def test_charts_queued_behind_a_hung_one_are_drawn_on_the_new_worker() -> None:
+    # Another channel's gate card asks for its charts while one hangs: killing the hung
+    # worker must not fail them as if their caller had been cancelled (a CancelledError would
+    # end the outbox loop that awaits them).
+    charts = ChartWorker(draw_timeout=1.0)
+    try:
+        await charts.run(os.getpid)  # the worker is up
+        hung = asyncio.create_task(charts.run(time.sleep, 60))
+        await asyncio.sleep(0.3)
+        queued = [asyncio.create_task(charts.run(os.getpid)) for _ in range(3)]
+        outcomes = await asyncio.gather(hung, *queued, return_exceptions=True)
+        assert isinstance(outcomes[0], ChartFailed)
+        assert all(isinstance(pid, int) and pid != os.getpid() for pid in outcomes[1:]), outcomes
+    finally:
+        await charts.close()
+
+
+async def test_closing_kills_a_drawing_that_hangs_once_its_time_is_up() -> None:
+    # The outbox's stop cancels its delivery while the chart hangs; closing then waits for the
+    # drawing one time limit at most, not until it ends.
+    charts = ChartWorker(draw_timeout=1.0)
+    await charts.run(os.getpid)
+    drawing = asyncio.create_task(charts.run(time.sleep, 30))
+    await asyncio.sleep(0.3)
+    drawing.cancel()
+    started = time.monotonic()
+    await charts.close()
+    assert time.monotonic() - started < 10
+    with pytest.raises(asyncio.CancelledError):
+        await drawing
 
 
 async def test_a_closed_worker_refuses_charts_and_starts_no_process() -> None:

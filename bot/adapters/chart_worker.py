@@ -50,6 +50,9 @@ class ChartWorker:
     async def run(self, draw: Callable[..., R], *args: object) -> R:
         """`draw(*args)` in the worker; what it returns, or ChartFailed. `draw` and `args`
         cross to the worker pickled (module-level functions, frozen dataclasses)."""
+        return await self._run(draw, args, again=True)
+
+    async def _run(self, draw: Callable[..., R], args: tuple[object, ...], *, again: bool) -> R:
         if self._closed:
             raise ChartFailed("the chart worker was closed (the bot is shutting down)")
         pool = self._started()
@@ -70,7 +73,13 @@ class ChartWorker:
                 f"not drawn within {self.draw_timeout:g}s; the worker was killed, the next "
                 "chart gets a new one"
             ) from None
-        except BrokenProcessPool:
+        except (BrokenProcessPool, asyncio.CancelledError) as error:
+            if isinstance(error, asyncio.CancelledError) and _cancelled_here():
+                raise  # the caller's own cancellation (a shutdown)
+            if self._pool is not pool and again:
+                # Waiting behind a chart whose time ran out: its worker was killed with this
+                # one queued (cancelled, or broken under it). Drawn once more, on the new one.
+                return await self._run(draw, args, again=False)
             # Died while drawing, maybe because of this chart: it fails, the next gets a worker.
             self._discard(pool)
             raise ChartFailed("the chart worker died while drawing") from None
@@ -78,11 +87,17 @@ class ChartWorker:
             raise ChartFailed(f"{type(error).__name__}: {error}") from None
 
     async def close(self) -> None:
-        """Wait for the charts in hand, then end the worker (if one was started), for good."""
+        """Wait for the charts in hand (one drawing's time limit at most: a hung one is
+        killed), then end the worker (if one was started), for good."""
         self._closed = True
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown)
+        if pool is None:
+            return
+        ended = asyncio.ensure_future(asyncio.to_thread(pool.shutdown))
+        done, _ = await asyncio.wait([ended], timeout=self.draw_timeout)
+        if not done:
+            self._discard(pool, kill=True)
+            await ended
 
     def _started(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -105,6 +120,12 @@ class ChartWorker:
             for process in list((pool._processes or {}).values()):
                 process.kill()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cancelled_here() -> bool:
+    """Whether the running task itself is being cancelled (not a future it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _worker_starts(niceness: int) -> None:
