@@ -433,12 +433,17 @@ async def test_a_message_whose_lease_ran_out_before_its_turn_is_not_sent(
     assert any(f"message {taken.id} (card) lost" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize(("stalled", "renewed"), [(timedelta(seconds=55), True), (None, False)])
-async def test_a_claim_with_less_than_a_request_timeout_left_is_renewed_before_it_is_sent(
+@pytest.mark.parametrize(
+    ("stalled", "renewed"),
+    [(timedelta(seconds=55), True), (timedelta(seconds=45), True), (None, False)],
+)
+async def test_a_claim_with_too_little_lease_left_is_renewed_before_it_is_sent(
     scene: Scene, stalled: timedelta | None, renewed: bool
 ) -> None:
-    """A claim with 5 s of its lease left (less than the 10 s a request may take) is renewed
-    before the card is posted; a fresh one is sent on the claim."""
+    """A claim whose lease would run out before the first renewal while it is sent (a third of
+    the lease, 20 s) and a request's 10 s beyond is renewed before the card is posted: with 5 s
+    left, and with 15 s (a request's time, but the lease would end before anything renews it);
+    a fresh one is sent on the claim."""
     await scene.started(lines=0)
     store = Renewals(scene)
     a = scene.replica("a", store=store)

@@ -1,9 +1,9 @@
 """The lease an outbox replica holds on a message while it sends it. chat.postMessage takes no
 idempotency key, so a post still on its way when its lease runs out can be posted again by the
 replica that takes the message over (it looks in the thread first, and the post is not there
-yet). So a message is sent only while its owner holds the lease with a Slack request's timeout
-left at least (renewed first when less is left; not sent when the lease was lost), and the lease
-is renewed while it is sent; the request timeout is below the lease (checked here)."""
+yet). So a message is sent only while its owner holds the lease for a Slack request's timeout
+beyond the first renewal while it is sent (a third of the lease): renewed first when less is
+left, not sent when the lease was lost. The request timeout is below the lease (checked here)."""
 
 from __future__ import annotations
 
@@ -52,11 +52,13 @@ class MessageLeases:
         self._request_timeout = request_timeout
 
     async def held(self, message: OutboxMessage) -> bool:
-        """Whether the claimed message may be sent now: its lease has a request's timeout left
-        at least, renewed first when it has not. False when the lease was lost (it ran out and
-        another replica took the message over): that replica delivers it."""
+        """Whether the claimed message may be sent now: its lease lasts until the first renewal
+        while it is sent (a third of the lease) and a request's timeout beyond, renewed first
+        when it does not. False when the lease was lost (it ran out and another replica took
+        the message over): that replica delivers it."""
         until = message.lease_until
-        if until is not None and until - self._clock() >= self._request_timeout:
+        enough = self._lease / 3 + self._request_timeout
+        if until is not None and until - self._clock() >= enough:
             return True
         if await self._renew(message):
             return True
