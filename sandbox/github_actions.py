@@ -166,8 +166,14 @@ class ActionsEngine(EnvironmentGates):
         moved = False
         while self._touched:
             touched, self._touched = sorted(self._touched), set()
-            for run in (self.runs[run_id] for run_id in touched):
-                if run.status != "completed" and self._advance(run, now):
+            for position, run_id in enumerate(touched):
+                run = self.runs[run_id]
+                try:
+                    advanced = run.status != "completed" and self._advance(run, now)
+                except BaseException:
+                    self._touched.update(touched[position:])  # looked at again next time
+                    raise
+                if advanced:
                     moved = True
                     self._touched.add(run.id)
         return moved

@@ -20,6 +20,8 @@ from github.WorkflowRun import WorkflowRun
 
 from sandbox.clock import ManualClock
 from sandbox.github import GitHubSimulator
+from sandbox.github_actions import ActionsEngine
+from sandbox.github_runs import Transition
 from sandbox.workflows import deployment_strategy_workflow
 
 T = TypeVar("T")
@@ -659,3 +661,31 @@ def test_fault_settings_are_checked() -> None:
         sim.inject_faults(rate=1.5, seed=1)
     with pytest.raises(ValueError, match="not a valid FaultKind"):
         sim.inject_faults(rate=0.1, seed=1, kinds=["meteor"])
+
+
+def test_a_run_whose_move_raised_is_moved_again_at_the_next_process() -> None:
+    # The Actions engine moves only the runs something touched: one whose move was cut short
+    # by an exception (a listener's bug) must not be forgotten.
+    clock = ManualClock(datetime(2030, 1, 1, tzinfo=UTC))
+    engine = ActionsEngine(
+        workflows=[deployment_strategy_workflow()],
+        protected_environments=None,
+        clock=clock,
+        secrets={},
+        files={},
+    )
+    failures = [RuntimeError("a listener's bug")]
+
+    def listener(transition: Transition) -> None:
+        if failures and transition.job is not None:
+            raise failures.pop()
+
+    engine.listeners.append(listener)
+    spec = engine.workflows[0]
+    run = engine.start_run(
+        spec, event="workflow_dispatch", branch="main", actor="bot", inputs=spec.default_inputs()
+    )
+    with pytest.raises(RuntimeError):
+        engine.process()
+    assert engine.process()
+    assert run.status == "waiting"
