@@ -36,7 +36,7 @@ from sandbox.config import (
 )
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
-from sandbox.harness_slack import SlackUser
+from sandbox.harness_slack import SlackUser, button
 from sandbox.loopback import Lifecycle
 from sandbox.plans import fast_plan, write_figures
 from sandbox.replica import ServeProcess
@@ -262,6 +262,19 @@ class Sandbox(SlackUser, Lifecycle):
             while (reply := found()) is None:
                 await self._next_moment()
         return reply
+
+    async def wait_for_button(self, action_id: str, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Wait until the newest card in the channel has the button `action_id`. A command's
+        answer can come before its card: with several replicas, another's outbox loop may be
+        posting it (docs/reliability.md)."""
+
+        def shown() -> bool:
+            messages = self.slack.messages(RELEASE_CHANNEL)
+            return bool(messages) and button(messages[-1].blocks, action_id) is not None
+
+        async with asyncio.timeout(timeout):
+            while not shown():
+                await self._next_moment()
 
     async def rollouts(self, limit: int = 50) -> list[Rollout]:
         """The newest rollouts of every service, as stored, newest first."""

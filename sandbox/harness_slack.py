@@ -192,16 +192,23 @@ def _serving(task: Task) -> bool:
     return getattr(coroutine, "__qualname__", "") == "RequestHandler.start"
 
 
-def _button_value(blocks: list[dict[str, Any]], action_id: str) -> str:
-    """The value of a button, in an actions block or as a section's accessory."""
+def button(blocks: list[dict[str, Any]], action_id: str) -> dict[str, Any] | None:
+    """The button `action_id`, in an actions block or as a section's accessory (None: none)."""
     for block in blocks:
         elements = list(block.get("elements", [])) if block.get("type") == "actions" else []
         if isinstance(block.get("accessory"), dict):
             elements.append(block["accessory"])
         for element in elements:
             if element.get("action_id") == action_id:
-                return str(element.get("value", ""))
-    raise AssertionError(f"no {action_id} button on the message")
+                return dict(element)
+    return None
+
+
+def _button_value(blocks: list[dict[str, Any]], action_id: str) -> str:
+    """The value of a button, in an actions block or as a section's accessory."""
+    found = button(blocks, action_id)
+    assert found is not None, f"no {action_id} button on the message"
+    return str(found.get("value", ""))
 
 
 def _shown(body: Mapping[str, Any]) -> str:

@@ -122,6 +122,7 @@ async def open_home(box: Sandbox, user: str) -> str:
 async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
     """`/rollout start <tag> --flags-ready`, then Dispatch on its card: the rollout once it runs."""
     assert "Preflight" in await box.command(f"start {tag} --flags-ready")
+    await box.wait_for_button("dispatch")
     await box.click("dispatch")
     return await box.wait_until(lambda r: r.phase is Phase.RUNNING and r.tag == tag)
 
