@@ -14,8 +14,8 @@ and logged at ERROR once.
 A post whose earlier attempt may have reached Slack (it failed unclearly, or its replica died
 before recording the answer) is first looked for in Slack, by the marker each post carries:
 found, it is recorded as delivered instead of posted again. A card's redraw needs no look.
-A message is sent only under its lease, with a Slack request's timeout left at least
-(`outbox_lease`).
+A message is sent only under its lease, with enough of it left for its first renewal and a
+Slack request beyond (`outbox_lease`).
 """
 
 from __future__ import annotations
