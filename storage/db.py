@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -156,12 +157,29 @@ def _create_sqlite_engine(url: URL, engine_options: dict[str, Any]) -> AsyncEngi
 
 @contextlib.asynccontextmanager
 async def engine_for_one_task(url: str, **engine_options: Any) -> AsyncIterator[AsyncEngine]:
-    """An engine (`create_engine`) for one short task, a command or a check: disposed after it."""
+    """An engine (`create_engine`) for one short task, a command or a check: disposed after it,
+    and the threads aiosqlite ran its connections in waited for. A connection that failed to
+    open stops its thread without waiting for it, and that thread's last answer, to an event
+    loop already closed after a short task, would be a traceback on stderr."""
+    before = set(threading.enumerate())
     engine = create_engine(url, **engine_options)
     try:
         yield engine
     finally:
         await engine.dispose()
+        started = [t for t in threading.enumerate() if t not in before and _is_sqlite_worker(t)]
+        if started:
+            await asyncio.to_thread(_join, started, timeout=5.0)
+
+
+def _is_sqlite_worker(thread: threading.Thread) -> bool:
+    """One of aiosqlite's connection threads (named after their function, as Python does)."""
+    return thread.name.endswith("(_connection_worker_thread)")
+
+
+def _join(threads: Sequence[threading.Thread], *, timeout: float) -> None:
+    for thread in threads:
+        thread.join(timeout)
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,6 +20,7 @@ from storage.db import (
     InvalidDatabaseUrl,
     create_engine,
     default_database_url,
+    engine_for_one_task,
     mask_database_url,
     normalize_database_url,
     ping,
@@ -189,3 +191,16 @@ async def test_a_connection_the_server_terminates_fails_as_a_lost_connection(
     finally:
         await engine.dispose()
         await admin.dispose()
+
+
+async def test_a_task_on_a_database_that_cannot_open_leaves_no_sqlite_thread(
+    tmp_path: Path,
+) -> None:
+    # aiosqlite stops a connection's thread without waiting when the file cannot be opened;
+    # left running, its last answer reaches the event loop after `asyncio.run` closed it
+    # (`serve` then printed a traceback under its one-line refusal).
+    url = f"sqlite:///{tmp_path}/no-such-directory/bot.db"
+    with pytest.raises(DBAPIError):
+        async with engine_for_one_task(url) as engine, engine.connect():
+            pass
+    assert not [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
