@@ -65,3 +65,31 @@ async def test_a_lost_lease_is_reported_once_and_not_renewed_again() -> None:
         await asyncio.wait_for(lost.wait(), A_WHILE)
         await asyncio.sleep(LEASE.total_seconds())  # three renewals' worth
     assert renewals == 1
+
+
+async def test_a_renewal_under_way_when_the_work_ends_is_let_finish_not_cancelled() -> None:
+    """A renewal cancelled inside its UPDATE can leave SQLite locked for every writer."""
+    in_renewal = asyncio.Event()
+    finish_renewal = asyncio.Event()
+    finished: list[bool] = []
+
+    async def renew() -> bool:
+        in_renewal.set()
+        try:
+            await finish_renewal.wait()  # the database is writing the new lease
+        except asyncio.CancelledError:
+            finished.append(False)
+            raise
+        finished.append(True)
+        return True
+
+    async def work() -> None:
+        async with holding(renew, lease=LEASE, name="lease:test", failed=print, lost=ignore):
+            await asyncio.wait_for(in_renewal.wait(), A_WHILE)
+
+    ending = asyncio.create_task(work())
+    await asyncio.sleep(LEASE.total_seconds())  # the work has ended; its renewal is under way
+    assert not ending.done()  # holding waits for the renewal
+    finish_renewal.set()
+    await asyncio.wait_for(ending, A_WHILE)
+    assert finished == [True]

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from bot.services.clock import sleep_until_woken
+
 
 @asynccontextmanager
 async def holding(
@@ -26,11 +28,18 @@ async def holding(
     """Call `renew` every third of `lease` while the body runs; a renewal that raises is
     handed to `failed` and the next one is tried; one that answers False (another replica
     took the work over) calls `lost`, and nothing is renewed after it. `name` names the
-    background task."""
+    background task.
+
+    When the body ends, a renewal under way is let finish, not cancelled: a write cancelled
+    in the middle can leave its connection in a transaction, and on SQLite the database
+    locked for every replica's writes until the garbage collector closes it."""
+    ended = asyncio.Event()
 
     async def renewing() -> None:
         while True:
-            await asyncio.sleep(lease.total_seconds() / 3)
+            await sleep_until_woken(ended, lease.total_seconds() / 3)
+            if ended.is_set():
+                return
             try:
                 held = await renew()
             except Exception as error:
@@ -44,9 +53,7 @@ async def holding(
     try:
         yield
     finally:
-        task.cancel()
-        # Waited for without suppressing CancelledError: that would also swallow a
-        # cancellation of the caller (a shutdown) arriving meanwhile.
+        ended.set()
         await asyncio.wait([task])
 
 
