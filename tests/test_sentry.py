@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -258,3 +259,16 @@ async def test_a_ring_crashing_in_sentry_trips_the_kill_switch_through_the_bot(
         card = await box.wait_for_thread("internal ring gate: KILL_SWITCH*")
         assert "Crash rate 0.25% is 1.25x its limit of 0.2%" in card
         assert "sample 10,000" in card and "Open the query in Sentry" in card
+
+
+async def test_a_window_shorter_than_a_second_is_still_a_range_sentry_takes(
+    sentry: SentryTestServer,
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=100_000)
+    with_sessions(sentry, at=start)
+    short = replace(window(), start=start, end=start + timedelta(milliseconds=400))
+    reading = await SentrySource(config(), access=access(sentry)).measure(short)
+    (metric,) = reading.metrics
+    assert metric.problem is None  # not "Sentry answered HTTP 400: start must be before end"
+    request = sentry.requests[0]
+    assert request.params["start"] < request.params["end"]

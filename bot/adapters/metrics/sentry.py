@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
@@ -75,8 +75,10 @@ class SentryClient:
             ("field", count_field),
             ("project", self._access.project),
             ("query", query),
+            # Whole seconds, the end rounded up: a window shorter than a second must not read
+            # as an empty range, which Sentry refuses ("start must be before end").
             ("start", _iso(start)),
-            ("end", _iso(end)),
+            ("end", _iso(end, up=True)),
             ("interval", "1h"),
         ]
         if environment:
@@ -235,7 +237,10 @@ def _release_url(access: SentryAccess, release: str, environment: str | None) ->
     return url + (f"&environment={quote(environment, safe='')}" if environment else "")
 
 
-def _iso(moment: datetime) -> str:
+def _iso(moment: datetime, *, up: bool = False) -> str:
+    """The moment in whole seconds, as Sentry reads it: cut down, or `up` to the next second."""
+    if up and moment.microsecond:
+        moment += timedelta(microseconds=1_000_000 - moment.microsecond)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
