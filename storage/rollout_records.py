@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from bot.domain.members import member, replaced
 from bot.domain.service import DEFAULT_SERVICE
 
 
@@ -51,10 +52,9 @@ class TrackRecord:
         return self.ended_at is None
 
     def stage(self, key: str) -> StageRecord:
-        for stage in self.stages:
-            if stage.key == key:
-                return stage
-        raise KeyError(f"track {self.name} has no stage {key}")
+        return member(
+            self.stages, key, by=lambda s: s.key, missing=f"track {self.name} has no stage {key}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,24 +85,22 @@ class RolloutRecord:
         return self.ended_at is None
 
     def track(self, name: str) -> TrackRecord:
-        for track in self.tracks:
-            if track.name == name:
-                return track
-        raise KeyError(f"rollout {self.id} has no track {name}")
+        return member(
+            self.tracks, name, by=lambda t: t.name, missing=f"rollout {self.id} has no track {name}"
+        )
 
     def with_track(self, track: TrackRecord) -> RolloutRecord:
         """A copy with the track of the same name replaced."""
         self.track(track.name)
-        return replace(
-            self, tracks=tuple(track if t.name == track.name else t for t in self.tracks)
-        )
+        return replace(self, tracks=replaced(self.tracks, track, by=lambda t: t.name))
 
     def with_stage(self, stage: StageRecord) -> RolloutRecord:
         """A copy with the stage of the same track and key replaced."""
         track = self.track(stage.track)
         track.stage(stage.key)
-        stages = tuple(stage if s.key == stage.key else s for s in track.stages)
-        return self.with_track(replace(track, stages=stages))
+        return self.with_track(
+            replace(track, stages=replaced(track.stages, stage, by=lambda s: s.key))
+        )
 
 
 @dataclass(frozen=True, slots=True)

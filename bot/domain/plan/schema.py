@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay, format_rate
+from bot.domain.members import member
 from bot.domain.plan.fields import (
     Duration,
     InputName,
@@ -150,10 +151,9 @@ class Track(PlanModel):
     rollout of that tag)."""
 
     def stage(self, key: str) -> Stage:
-        for stage in self.stages:
-            if stage.key == key:
-                return stage
-        raise KeyError(f"no stage {key!r} in this track")
+        return member(
+            self.stages, key, by=lambda s: s.key, missing=f"no stage {key!r} in this track"
+        )
 
     def next_stage(self, key: str) -> Stage | None:
         """The stage after `key`, or None after the last."""

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from bot.domain.errors import RolloutError
 from bot.domain.gate import GateReason, GateVerdict, gate_reason_words
+from bot.domain.members import member, replaced
 from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.schedule import Schedule
@@ -191,10 +192,9 @@ class Track:
     ended_at: datetime | None = None
 
     def stage(self, key: str) -> Stage:
-        for stage in self.stages:
-            if stage.key == key:
-                return stage
-        raise KeyError(f"track {self.name} has no stage {key}")
+        return member(
+            self.stages, key, by=lambda s: s.key, missing=f"track {self.name} has no stage {key}"
+        )
 
     @property
     def current(self) -> Stage | None:
@@ -207,7 +207,7 @@ class Track:
         return next((s for s in reversed(self.stages) if s.state in REACHED), None)
 
     def with_stage(self, stage: Stage) -> Track:
-        return replace(self, stages=tuple(stage if s.key == stage.key else s for s in self.stages))
+        return replace(self, stages=replaced(self.stages, stage, by=lambda s: s.key))
 
 
 @dataclass(frozen=True)
@@ -235,15 +235,12 @@ class Rollout:
     """The service released (`bot.domain.service`): its plan, repository, channels, approvers."""
 
     def track(self, name: str) -> Track:
-        for track in self.tracks:
-            if track.name == name:
-                return track
-        raise KeyError(f"rollout {self.id} has no track {name}")
+        return member(
+            self.tracks, name, by=lambda t: t.name, missing=f"rollout {self.id} has no track {name}"
+        )
 
     def with_track(self, track: Track) -> Rollout:
-        return replace(
-            self, tracks=tuple(track if t.name == track.name else t for t in self.tracks)
-        )
+        return replace(self, tracks=replaced(self.tracks, track, by=lambda t: t.name))
 
     @property
     def active(self) -> bool:
