@@ -90,15 +90,26 @@ async def lines(install: Install) -> list[str]:
     return [finding.line() for finding in findings]
 
 
-async def test_a_sound_install_passes_every_check_and_exits_0(
-    install: Install, tmp_path: Path
-) -> None:
-    code, out, err = await run(
-        "doctor", "--manifest", str(ROOT / "manifest.yml"), env=base_env() | install.env, cwd=ROOT
-    )
+async def run_doctor(install: Install, **env: str) -> tuple[int, str, str]:
+    """`rollout-bot doctor` as a process on the install's environment (with `env` over it)."""
+    environment = base_env() | install.env | env
+    return await run("doctor", "--manifest", str(ROOT / "manifest.yml"), env=environment, cwd=ROOT)
+
+
+async def passing_checks(install: Install) -> tuple[list[str], str, str]:
+    """The doctor on a sound install exits 0 with every check passed; returns the check lines,
+    its stdout and its stderr."""
+    code, out, err = await run_doctor(install)
     assert code == 0, out + err
     checks = out.split("\n\n")[0].splitlines()
     assert all(line.startswith("✓ ") for line in checks), out
+    return checks, out, err
+
+
+async def test_a_sound_install_passes_every_check_and_exits_0(
+    install: Install, tmp_path: Path
+) -> None:
+    checks, out, err = await passing_checks(install)
     text = "\n".join(checks)
     for expected in (
         "Slack token valid",
@@ -245,8 +256,7 @@ async def test_a_failed_delivery_redelivered_with_success_passes(install: Instal
 
 
 async def test_a_refused_token_is_one_failure_and_the_doctor_exits_1(install: Install) -> None:
-    env = base_env() | install.env | {"SLACK_BOT_TOKEN": "xoxb-revoked-0000"}
-    code, out, _ = await run("doctor", "--manifest", str(ROOT / "manifest.yml"), env=env, cwd=ROOT)
+    code, out, _ = await run_doctor(install, SLACK_BOT_TOKEN="xoxb-revoked-0000")
     assert code == 1
     assert "✗ Slack token: auth.test answered invalid_auth: check SLACK_BOT_TOKEN" in out
     assert "xoxb-revoked-0000" not in out

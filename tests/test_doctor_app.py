@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from github import Auth, Github, GithubException, GithubIntegration
-from test_cli import base_env, run
-from test_doctor import ROOT, Install, fails_alone_with_the_fix, lines
+from test_doctor import Install, fails_alone_with_the_fix, lines, passing_checks
 
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN
 from sandbox.config import bot_environment as sandbox_environment
@@ -64,12 +63,7 @@ async def install(tmp_path: Path) -> AsyncIterator[AppInstall]:
 
 
 async def test_a_sound_app_install_passes_every_check_and_exits_0(install: AppInstall) -> None:
-    code, out, err = await run(
-        "doctor", "--manifest", str(ROOT / "manifest.yml"), env=base_env() | install.env, cwd=ROOT
-    )
-    assert code == 0, out + err
-    checks = out.split("\n\n")[0].splitlines()
-    assert all(line.startswith("✓ ") for line in checks), out
+    checks, out, err = await passing_checks(install)
     text = "\n".join(checks)
     for expected in (
         f"GitHub App rollout-bot authenticates and is installed on scriptum/scriptum "
