@@ -47,6 +47,18 @@ class Install:
         return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
+def doctor_environment(
+    slack: SlackTestServer, github: GitHubSimulator, tmp_path: Path
+) -> dict[str, str]:
+    """The bot's environment on these servers with the plan `tmp_path/plan.yml` (the doctor
+    opens no database) and no wait between GitHub retries."""
+    return sandbox_environment(
+        slack_api_url=slack.api_url,
+        github_api_url=github.api_url,
+        database_url=f"sqlite:///{tmp_path}/unused.db",
+    ) | {"ROLLOUT_PLAN": str(tmp_path / "plan.yml"), "GITHUB_RETRY_BACKOFF": "0"}
+
+
 @pytest.fixture
 async def install(tmp_path: Path) -> AsyncIterator[Install]:
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
@@ -66,18 +78,12 @@ async def install(tmp_path: Path) -> AsyncIterator[Install]:
         slack.usergroups[APPROVER_GROUP] = [RELEASE_MANAGER]
         hook = github.add_hook("https://rollout.example.com/github/webhook")
         hook.deliver(event="workflow_run", status_code=200)
-        env = sandbox_environment(
-            slack_api_url=slack.api_url,
-            github_api_url=github.api_url,
-            database_url=f"sqlite:///{tmp_path}/unused.db",
-        ) | {
-            "ROLLOUT_PLAN": str(tmp_path / "plan.yml"),
+        env = doctor_environment(slack, github, tmp_path) | {
             "ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{APPROVER_GROUP}",
             "SENTRY_URL": sentry.url,
             "SENTRY_ORG": sentry.org,
             "SENTRY_PROJECT": sentry.project,
             "SENTRY_TOKEN": SENTRY_TOKEN,
-            "GITHUB_RETRY_BACKOFF": "0",
         }
         yield Install(slack=slack, github=github, sentry=sentry, env=env)
 
