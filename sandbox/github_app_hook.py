@@ -14,10 +14,10 @@ import json
 from aiohttp import web
 
 from sandbox import github_json as shapes
-from sandbox.github_app import SandboxApp
+from sandbox.github_app_routes import AppScopedRoutes
 from sandbox.github_hooks import first_page
 from sandbox.github_json import Json
-from sandbox.github_routes import SimulatorRoutes, json_response
+from sandbox.github_routes import json_response
 from sandbox.github_rules import AppDelivery
 
 UNREACHED = (502, "failed to connect")
@@ -46,12 +46,7 @@ def app_delivery_json(number: int, delivery: AppDelivery) -> Json:
     }
 
 
-class AppHookRoutes(SimulatorRoutes):
-    @property
-    def app(self) -> SandboxApp:
-        assert self.sim.app is not None
-        return self.sim.app
-
+class AppHookRoutes(AppScopedRoutes):
     def register(self, app: web.Application, prefix: str) -> None:
         app.router.add_get(f"{prefix}/app/hook/config", self.get_hook_config)
         app.router.add_get(f"{prefix}/app/hook/deliveries", self.list_deliveries)

@@ -19,13 +19,17 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class AppRoutes(SimulatorRoutes):
-    """The App's endpoints, authenticated by its JWT (`RequestPipeline` checked it)."""
+class AppScopedRoutes(SimulatorRoutes):
+    """Handlers a simulator serves only when it has a GitHub App (`GitHubSimulator(app=...)`)."""
 
     @property
     def app(self) -> SandboxApp:
         assert self.sim.app is not None
         return self.sim.app
+
+
+class AppRoutes(AppScopedRoutes):
+    """The App's endpoints, authenticated by its JWT (`RequestPipeline` checked it)."""
 
     def register(self, app: web.Application, prefix: str) -> None:
         app.router.add_get(f"{prefix}/app", self.get_app)

@@ -17,7 +17,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.records import Claim, ClaimState
-from storage.db import from_row, insert_new
+from storage.db import from_row, insert_new, rows_changed
 from storage.models import ActionClaimRow
 
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -109,7 +109,7 @@ class ClaimStore:
             result = await session.execute(
                 delete(ActionClaimRow).where(ActionClaimRow.claimed_at < before)
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            return rows_changed(result)
 
     async def get(self, key: str) -> Claim | None:
         async with self._sessions() as session:

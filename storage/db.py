@@ -236,6 +236,13 @@ def insert_into(session: AsyncSession, table: type[Base]) -> Inserted:
     return sqlite.insert(table)
 
 
+def rows_changed(result: object) -> int:
+    """How many rows an INSERT, UPDATE or DELETE changed: its cursor's `rowcount` (for an
+    `INSERT ... ON CONFLICT DO NOTHING`, 1 when it wrote the row). `AsyncSession.execute` is
+    typed as returning a `Result`, which has no `rowcount`."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def of_service(
     column: InstrumentedAttribute[Any], service: str | None
 ) -> tuple[ColumnElement[bool], ...]:

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage.db import insert_new
+from storage.db import insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow
 
 
@@ -40,7 +40,7 @@ class DeliveryLog:
                     unique=GitHubDeliveryRow.delivery_id,
                 )
             )
-            return bool(getattr(result, "rowcount", 0) == 1)
+            return rows_changed(result) == 1
 
     async def prune(self, *, before: datetime) -> int:
         """Forget deliveries received before `before` (retention); returns how many. GitHub
@@ -49,7 +49,7 @@ class DeliveryLog:
             result = await session.execute(
                 delete(GitHubDeliveryRow).where(GitHubDeliveryRow.received_at < before)
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            return rows_changed(result)
 
     async def services_with_deliveries(self, *, since: datetime) -> set[str]:
         """The services a delivery about one of their rollouts was taken in for since `since`

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
-from storage.db import from_row, insert_new
+from storage.db import from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
 
@@ -71,7 +71,7 @@ class ProtectionRuleStore:
                         session, GitHubDeliveryRow, delivery, unique=GitHubDeliveryRow.delivery_id
                     )
                 )
-                if getattr(seen, "rowcount", 0) != 1:
+                if rows_changed(seen) != 1:
                     return False
             result = await session.execute(
                 insert_new(
@@ -82,7 +82,7 @@ class ProtectionRuleStore:
                     where=Row.answer.is_(None),
                 )
             )
-            return bool(getattr(result, "rowcount", 0) == 1)
+            return rows_changed(result) == 1
 
     async def open_for_run(self, run_id: int) -> list[RuleRequest]:
         """The run's requests nobody answered yet, oldest first."""
@@ -132,7 +132,7 @@ class ProtectionRuleStore:
                 .where(Row.run_id == run_id, Row.environment == environment, closable, self._scope)
                 .values(answer=answer, answered_at=at)
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            return rows_changed(result)
 
     async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:
         """How the run's latest request for `environment` was closed (None: still open, or
@@ -152,4 +152,4 @@ class ProtectionRuleStore:
             result = await session.execute(
                 delete(Row).where(Row.requested_at < before, self._scope)
             )
-            return int(getattr(result, "rowcount", 0) or 0)
+            return rows_changed(result)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewMessage, Timer
-from storage.db import from_row, insert_new
+from storage.db import from_row, insert_new, rows_changed
 from storage.leases import LeasedRows
 from storage.models import RolloutRow, TimerRow
 from storage.outbox import enqueue
@@ -97,7 +97,7 @@ class TimerStore:
                     unique=TimerRow.key,
                 )
             )
-            if getattr(written, "rowcount", 0) == 1:
+            if rows_changed(written) == 1:
                 await enqueue(session, outbox, now=now)
             row = await session.scalar(select(TimerRow).where(TimerRow.key == key))
             assert row is not None

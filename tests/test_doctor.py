@@ -47,6 +47,18 @@ class Install:
         return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
+def doctor_environment(
+    slack: SlackTestServer, github: GitHubSimulator, tmp_path: Path
+) -> dict[str, str]:
+    """The bot's environment on these servers with the plan `tmp_path/plan.yml` (the doctor
+    opens no database) and no wait between GitHub retries."""
+    return sandbox_environment(
+        slack_api_url=slack.api_url,
+        github_api_url=github.api_url,
+        database_url=f"sqlite:///{tmp_path}/unused.db",
+    ) | {"ROLLOUT_PLAN": str(tmp_path / "plan.yml"), "GITHUB_RETRY_BACKOFF": "0"}
+
+
 @pytest.fixture
 async def install(tmp_path: Path) -> AsyncIterator[Install]:
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
@@ -66,18 +78,12 @@ async def install(tmp_path: Path) -> AsyncIterator[Install]:
         slack.usergroups[APPROVER_GROUP] = [RELEASE_MANAGER]
         hook = github.add_hook("https://rollout.example.com/github/webhook")
         hook.deliver(event="workflow_run", status_code=200)
-        env = sandbox_environment(
-            slack_api_url=slack.api_url,
-            github_api_url=github.api_url,
-            database_url=f"sqlite:///{tmp_path}/unused.db",
-        ) | {
-            "ROLLOUT_PLAN": str(tmp_path / "plan.yml"),
+        env = doctor_environment(slack, github, tmp_path) | {
             "ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{APPROVER_GROUP}",
             "SENTRY_URL": sentry.url,
             "SENTRY_ORG": sentry.org,
             "SENTRY_PROJECT": sentry.project,
             "SENTRY_TOKEN": SENTRY_TOKEN,
-            "GITHUB_RETRY_BACKOFF": "0",
         }
         yield Install(slack=slack, github=github, sentry=sentry, env=env)
 
@@ -90,15 +96,26 @@ async def lines(install: Install) -> list[str]:
     return [finding.line() for finding in findings]
 
 
-async def test_a_sound_install_passes_every_check_and_exits_0(
-    install: Install, tmp_path: Path
-) -> None:
-    code, out, err = await run(
-        "doctor", "--manifest", str(ROOT / "manifest.yml"), env=base_env() | install.env, cwd=ROOT
-    )
+async def run_doctor(install: Install, **env: str) -> tuple[int, str, str]:
+    """`rollout-bot doctor` as a process on the install's environment (with `env` over it)."""
+    environment = base_env() | install.env | env
+    return await run("doctor", "--manifest", str(ROOT / "manifest.yml"), env=environment, cwd=ROOT)
+
+
+async def passing_checks(install: Install) -> tuple[list[str], str, str]:
+    """The doctor on a sound install exits 0 with every check passed; returns the check lines,
+    its stdout and its stderr."""
+    code, out, err = await run_doctor(install)
     assert code == 0, out + err
     checks = out.split("\n\n")[0].splitlines()
     assert all(line.startswith("✓ ") for line in checks), out
+    return checks, out, err
+
+
+async def test_a_sound_install_passes_every_check_and_exits_0(
+    install: Install, tmp_path: Path
+) -> None:
+    checks, out, err = await passing_checks(install)
     text = "\n".join(checks)
     for expected in (
         "Slack token valid",
@@ -245,8 +262,7 @@ async def test_a_failed_delivery_redelivered_with_success_passes(install: Instal
 
 
 async def test_a_refused_token_is_one_failure_and_the_doctor_exits_1(install: Install) -> None:
-    env = base_env() | install.env | {"SLACK_BOT_TOKEN": "xoxb-revoked-0000"}
-    code, out, _ = await run("doctor", "--manifest", str(ROOT / "manifest.yml"), env=env, cwd=ROOT)
+    code, out, _ = await run_doctor(install, SLACK_BOT_TOKEN="xoxb-revoked-0000")
     assert code == 1
     assert "✗ Slack token: auth.test answered invalid_auth: check SLACK_BOT_TOKEN" in out
     assert "xoxb-revoked-0000" not in out

@@ -17,11 +17,15 @@ from typing import Any
 import pytest
 from aiohttp import web
 from github import Auth, Github, GithubException, GithubIntegration
-from test_cli import base_env, run
-from test_doctor import ROOT, Install, fails_alone_with_the_fix, lines
+from test_doctor import (
+    Install,
+    doctor_environment,
+    fails_alone_with_the_fix,
+    lines,
+    passing_checks,
+)
 
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN
-from sandbox.config import bot_environment as sandbox_environment
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import INSTALLATION_ID, SandboxApp
 from sandbox.github_json import stable_id
@@ -49,27 +53,16 @@ async def install(tmp_path: Path) -> AsyncIterator[AppInstall]:
     ):
         slack.channel_members[RELEASE_CHANNEL] = [slack.bot_user_id, RELEASE_MANAGER]
         app.rule_environments |= set(github.engine.environments)
-        env = sandbox_environment(
-            slack_api_url=slack.api_url,
-            github_api_url=github.api_url,
-            database_url=f"sqlite:///{tmp_path}/unused.db",
-        ) | {
-            "ROLLOUT_PLAN": str(tmp_path / "plan.yml"),
+        env = doctor_environment(slack, github, tmp_path) | {
             "GITHUB_APP_ID": str(app.app_id),
             "GITHUB_APP_PRIVATE_KEY": app.private_key,
-            "GITHUB_RETRY_BACKOFF": "0",
         }
         del env["GITHUB_TOKEN"]
         yield AppInstall(slack=slack, github=github, sentry=None, env=env, app=app)
 
 
 async def test_a_sound_app_install_passes_every_check_and_exits_0(install: AppInstall) -> None:
-    code, out, err = await run(
-        "doctor", "--manifest", str(ROOT / "manifest.yml"), env=base_env() | install.env, cwd=ROOT
-    )
-    assert code == 0, out + err
-    checks = out.split("\n\n")[0].splitlines()
-    assert all(line.startswith("✓ ") for line in checks), out
+    checks, out, err = await passing_checks(install)
     text = "\n".join(checks)
     for expected in (
         f"GitHub App rollout-bot authenticates and is installed on scriptum/scriptum "
