@@ -10,12 +10,14 @@ tokens (`bot.adapters.github.transport`).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import SecretStr
 
 
@@ -33,8 +35,13 @@ class GitHubApp:
     installation_id: int | None = None
 
     @property
+    def key(self) -> rsa.RSAPrivateKey:
+        """The parsed key (once per process: `rsa_key`), to sign the App's JWTs with."""
+        return rsa_key(self.private_key.get_secret_value(), source="the key")
+
+    @property
     def fingerprint(self) -> str:
-        return fingerprint(rsa_key(self.private_key.get_secret_value(), source="the key"))
+        return fingerprint(self.key)
 
 
 APP_SETTINGS = (
@@ -114,14 +121,15 @@ def normalize_pem(text: str) -> str:
 
 def rsa_key(pem: str, *, source: str) -> rsa.RSAPrivateKey:
     """The RSA private key in `pem`, or KeyProblem saying what is wrong with it (never the key).
-    `source` names where it came from, for the message."""
+    `source` names where it came from, for the message. A key is parsed once per process:
+    loading checks its numbers, tens of milliseconds of CPU each time."""
     if "-----BEGIN" not in pem:
         raise KeyProblem(
             f"{source} is not PEM text (it should start with -----BEGIN RSA PRIVATE KEY-----, "
             "as in the .pem file GitHub downloads)"
         )
     try:
-        key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
+        key = _loaded(pem)
     except TypeError:
         raise KeyProblem(
             f"{source} is encrypted with a passphrase; use the key as GitHub gave it"
@@ -137,6 +145,11 @@ def rsa_key(pem: str, *, source: str) -> rsa.RSAPrivateKey:
             "Private keys → Generate a private key)"
         )
     return key
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(pem: str) -> PrivateKeyTypes:
+    return serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
 
 
 def fingerprint(key: rsa.RSAPrivateKey) -> str:

@@ -1,8 +1,9 @@
 """GitHub App authentication for the bot's PyGithub client: the App's installation on the
 repository, its id found on first use when GITHUB_APP_INSTALLATION_ID is not set.
 
-PyGithub does the work: `Auth.AppAuth` signs the App's JWTs (RS256, `iat` a minute back, `exp`
-five minutes ahead) and `Auth.AppInstallationAuth` mints installation tokens and mints a new
+PyGithub does the work: `Auth.AppAuth` makes the App's JWTs (`iat` a minute back, `exp` five
+minutes ahead; signed RS256 here with the key parsed once, where PyJWT would parse the PEM text
+again for every JWT) and `Auth.AppInstallationAuth` mints installation tokens and mints a new
 one 20 s before the last expires. This class only adds the lookup of the installation
 (`GET /repos/{owner}/{repo}/installation`, with the JWT) and the App's own reads (`GET /app`,
 `GET /app/hook/config`, `GET /app/hook/deliveries`), on the same base URL, timeout and retries
@@ -15,11 +16,14 @@ PyGithub mints inside whatever call needs the token: a mint that fails is raised
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
 from github import Auth, GithubException, GithubIntegration
 from github.HookDelivery import HookDeliverySummary
 from github.Installation import Installation
@@ -63,7 +67,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         super().__init__()
         self.app_id = app.app_id
         self.repository = repository
-        self._app = Auth.AppAuth(app.app_id, app.private_key.get_secret_value())
+        self._app = Auth.AppAuth(app.app_id, sign_func=functools.partial(_signed, app.key))
         self.configured_id = app.installation_id
         """GITHUB_APP_INSTALLATION_ID (None: found from the repository on first use)."""
         self._installation_id = app.installation_id
@@ -158,3 +162,8 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 {"per_page": count},
             )
             return list(itertools.islice(deliveries, count))
+
+
+def _signed(key: rsa.RSAPrivateKey, payload: dict[str, Any]) -> str:
+    """The App's JWT: `payload` signed RS256, as GitHub asks."""
+    return jwt.encode(payload, key=key, algorithm="RS256")
