@@ -3,6 +3,8 @@ figures its static metrics source reads."""
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -23,9 +25,7 @@ def fast_plan(
     """The built-in plan as YAML, accelerated: every window `window`, static figures from
     `figures_file` (one per track, see `write_figures`), or asked of the approvers for the
     `manual_tracks`."""
-    plan = yaml.safe_load(
-        resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
-    )
+    plan = copy.deepcopy(_default_plan())
     plan["preflight"]["check_image_published"] = check_image
     for name, track in plan["tracks"].items():
         for stage in track["stages"]:
@@ -43,6 +43,14 @@ def fast_plan(
             }
         )
     return yaml.safe_dump(plan, sort_keys=False)
+
+
+@functools.cache
+def _default_plan() -> dict[str, Any]:
+    """The built-in plan, read once (copied before it is changed)."""
+    text = resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
+    plan: dict[str, Any] = yaml.safe_load(text)
+    return plan
 
 
 def write_figures(

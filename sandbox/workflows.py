@@ -8,6 +8,7 @@ workflow files do: the preflight's migration check, the gate scripts, the npm cr
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -168,8 +169,10 @@ def _check_migrations(context: StepContext) -> StepOutcome:
     return StepOutcome(True, (*lines, "Migrations are additive only."))
 
 
+@functools.cache
 def deployment_strategy_workflow() -> Workflow:
-    """Scriptum's `Deployment Strategy` workflow (SPEC section 1, "The GitHub side")."""
+    """Scriptum's `Deployment Strategy` workflow (SPEC section 1, "The GitHub side"): one
+    frozen value, built once."""
     relay_jobs = ("relay-preflight", "relay-canary-5", "relay-rollout-50", "relay-rollout-100")
     rings = ("desktop-cli-ring-internal", "desktop-cli-ring-beta", "desktop-cli-ring-ga")
     rate_inputs = (
@@ -306,6 +309,7 @@ def _publish_packages(context: StepContext) -> StepOutcome:
     )
 
 
+@functools.cache
 def release_workflow() -> Workflow:
     """Scriptum's npm `Release` workflow: its outcome depends on the `NPM_TOKEN` secret."""
     return Workflow(
@@ -327,8 +331,10 @@ def release_workflow() -> Workflow:
     )
 
 
+@functools.cache
 def workflow_file(spec: Workflow) -> str:
-    """The workflow's YAML as the repository holds it: its name, dispatch inputs and jobs."""
+    """The workflow's YAML as the repository holds it: its name, dispatch inputs and jobs
+    (written once per workflow: every simulated repository holds the same files)."""
     document = {
         "name": spec.name,
         "on": {
