@@ -22,6 +22,7 @@ from bot.bootstrap import create_app
 from bot.config import Settings
 from bot.domain.rollout import Rollout
 from bot.services.catalog import Services
+from bot.services.records import Timer
 from handlers.ack_first import AckFirst
 from handlers.app_keys import ACKS, SERVICES
 from sandbox.clock import SkippingClock
@@ -297,6 +298,20 @@ class Sandbox(SlackUser, Lifecycle):
             while not predicate(current := await self.rollout()):
                 await self._next_moment()
         return current
+
+    async def wait_for_timer(
+        self,
+        key: str,
+        holds: Callable[[Timer], bool],
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> Timer:
+        """Wait until the bot's timer `key`, as stored, `holds` (its attempts, who holds it)."""
+        async with asyncio.timeout(timeout):
+            # A row in the database: nothing to be woken by, so it is read again and again.
+            while (timer := await self._timers.get(key=key)) is None or not holds(timer):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        return timer
 
     async def skip_to_next_timer(self, *, at_most: timedelta = SKIP_AT_MOST) -> bool:
         """Move the clock to the next window end (or other timer) if it is due within
