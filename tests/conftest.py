@@ -61,6 +61,13 @@ POSTGRES_ADMIN_URL = os.environ.get(
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Every record at DEBUG is made, for the secret scan (`no_secret_in_any_log_line`). Set
+    before pytest's own log capture starts: it puts back the level it found after each phase
+    of a test (and captures INFO and above for its reports, `log_level` in pyproject.toml)."""
+    logging.getLogger().setLevel(logging.DEBUG)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The chaos run first (see the module docstring); the rest keep their order."""
     items.sort(key=lambda item: item.get_closest_marker("chaos") is None)
@@ -246,16 +253,19 @@ def session_factory(migrated_engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return create_session_factory(migrated_engine)
 
 
-class _LogCapture(logging.Handler):
-    """Keeps every formatted log line of the run (tracebacks included)."""
+class _LeakScan(logging.Handler):
+    """Formats every log record of the run (tracebacks included) and keeps the lines that
+    carry a sandbox secret."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self.lines: list[str] = []
+        self.leaks: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        line = self.format(record)
+        if any(secret in line for secret in SECRETS):
+            self.leaks.append(line)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -263,17 +273,15 @@ def no_secret_in_any_log_line() -> Iterator[None]:
     """Scan the logs of the whole test run (at DEBUG, libraries included) for the sandbox
     secrets. The records are read raw, before the production scrubber, so this proves the
     code never logs a secret rather than that the scrubber caught it."""
-    capture = _LogCapture()
+    scan = _LeakScan()
     root = logging.getLogger()
-    previous = root.level
-    root.addHandler(capture)
-    root.setLevel(logging.DEBUG)
+    assert root.level == logging.DEBUG, "pytest_configure sets it: a scan at DEBUG or none"
+    root.addHandler(scan)
     try:
         yield
     finally:
-        root.removeHandler(capture)
-        root.setLevel(previous)
-    leaks = [line for line in capture.lines if any(secret in line for secret in SECRETS)]
+        root.removeHandler(scan)
+    leaks = scan.leaks
     assert not leaks, f"{len(leaks)} log lines carry a sandbox secret, e.g. {leaks[0][:300]}"
 
 
