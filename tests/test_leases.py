@@ -83,13 +83,35 @@ async def test_a_renewal_under_way_when_the_work_ends_is_let_finish_not_cancelle
         finished.append(True)
         return True
 
+    lease = timedelta(seconds=1.5)  # a renewal every 0.5 s, and 0.5 s to end one under way
+
     async def work() -> None:
-        async with holding(renew, lease=LEASE, name="lease:test", failed=print, lost=ignore):
+        async with holding(renew, lease=lease, name="lease:test", failed=print, lost=ignore):
             await asyncio.wait_for(in_renewal.wait(), A_WHILE)
 
     ending = asyncio.create_task(work())
-    await asyncio.sleep(LEASE.total_seconds())  # the work has ended; its renewal is under way
+    await asyncio.wait_for(in_renewal.wait(), A_WHILE)
+    await asyncio.sleep(0.05)  # the work has ended; its renewal is under way
     assert not ending.done()  # holding waits for the renewal
     finish_renewal.set()
     await asyncio.wait_for(ending, A_WHILE)
     assert finished == [True]
+
+
+async def test_a_renewal_hung_when_the_work_ends_is_cancelled_after_a_third_of_the_lease() -> None:
+    """A database that hangs must not hang the end of the work (a shutdown)."""
+    in_renewal = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def renew() -> bool:
+        in_renewal.set()
+        try:
+            await asyncio.Event().wait()  # the database never answers
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return True
+
+    async with holding(renew, lease=LEASE, name="lease:test", failed=print, lost=ignore):
+        await asyncio.wait_for(in_renewal.wait(), A_WHILE)
+    assert cancelled.is_set()

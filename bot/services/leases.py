@@ -32,7 +32,10 @@ async def holding(
 
     When the body ends, a renewal under way is let finish, not cancelled: a write cancelled
     in the middle can leave its connection in a transaction, and on SQLite the database
-    locked for every replica's writes until the garbage collector closes it."""
+    locked for every replica's writes until the garbage collector closes it. It is waited
+    for a third of the lease at most (longer than SQLite's busy timeout at the default
+    lease), then cancelled: a database that hangs must not hang a shutdown. A caller
+    cancelled meanwhile leaves it to end by itself (`_finishing` keeps it)."""
     ended = asyncio.Event()
 
     async def renewing() -> None:
@@ -50,11 +53,20 @@ async def holding(
                 return
 
     task = asyncio.create_task(renewing(), name=name)
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
     try:
         yield
     finally:
         ended.set()
-        await asyncio.wait([task])
+        await asyncio.wait([task], timeout=lease.total_seconds() / 3)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+
+
+_finishing: set[asyncio.Task[None]] = set()
+"""The renewal tasks not yet ended (the event loop keeps only weak references to tasks)."""
 
 
 def replica_name() -> str:
