@@ -239,9 +239,10 @@ def _release_url(access: SentryAccess, release: str, environment: str | None) ->
 
 def _iso(moment: datetime, *, up: bool = False) -> str:
     """The moment in whole seconds, as Sentry reads it: cut down, or `up` to the next second."""
+    moment = moment.astimezone(UTC)  # first: arithmetic on a local time can lose its fold
     if up and moment.microsecond:
         moment += timedelta(microseconds=1_000_000 - moment.microsecond)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _parse_time(stamp: object) -> datetime:
