@@ -84,6 +84,11 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+QUIETED_LIBRARIES = ("slack_bolt", "slack_sdk", "github", "aiohttp.access")
+"""Loggers held at WARNING at least: their chatter at INFO carries request details we do not
+need in production logs."""
+
+
 def configure_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     """Install the one root handler (stderr) with the rollout-id and secret filters."""
     handler = logging.StreamHandler()
@@ -95,8 +100,7 @@ def configure_logging(*, level: str, fmt: str, secrets: Iterable[str] = ()) -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Library chatter at INFO carries request details we do not need in production logs.
-    for noisy in ("slack_bolt", "slack_sdk", "github", "aiohttp.access"):
+    for noisy in QUIETED_LIBRARIES:
         library = logging.getLogger(noisy)
         library.setLevel(max(logging.getLevelName(level), logging.WARNING))
         # PyGithub adds a stderr handler of its own to `github` on import: its lines would be

@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from bot.adapters.chart_worker import ChartWorker
+from bot.logs import QUIETED_LIBRARIES
 from sandbox.config import SECRETS
 from sandbox.harness import CHARTS, Sandbox, fast_plan, write_figures
 from storage.db import create_engine, create_session_factory, mask_database_url
@@ -134,15 +135,18 @@ async def _truncate_all(url: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _root_logger_restored() -> Iterator[None]:
-    """A command run in-process (`backtest`, `doctor`, `metrics`) configures the root logger
-    as its process would (level ERROR, its own handler): give the next test in this worker the
-    root logger as it was, so `caplog` sees its WARNING lines."""
-    root = logging.getLogger()
-    level, handlers = root.level, root.handlers[:]
+def _loggers_restored() -> Iterator[None]:
+    """A command run in-process (`backtest`, `doctor`, `metrics`) configures logging as its
+    process would (the root at ERROR with its own handler, the chatty libraries at WARNING):
+    give the next test in this worker the loggers as they were, so `caplog` sees its WARNING
+    lines and the secret scan every library's DEBUG records again. (During such a test the
+    scan sees what the production setup lets through.)"""
+    loggers = [logging.getLogger(), *map(logging.getLogger, QUIETED_LIBRARIES)]
+    kept = [(logger.level, logger.handlers[:], logger.propagate) for logger in loggers]
     yield
-    root.setLevel(level)
-    root.handlers[:] = handlers
+    for logger, (level, handlers, propagate) in zip(loggers, kept, strict=True):
+        logger.setLevel(level)
+        logger.handlers[:], logger.propagate = handlers, propagate
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -174,23 +174,11 @@ async def test_an_app_not_installed_on_the_repository_says_to_install_it(
     )
 
 
-@pytest.fixture
-def production_logging() -> Iterator[None]:
-    """The bot's own log setup (as `serve` installs it), undone after the test."""
-    loggers = [logging.getLogger(), logging.getLogger("github")]
-    kept = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
-    yield
-    for logger, (handlers, level, propagate) in zip(loggers, kept, strict=True):
-        logger.handlers[:], logger.propagate = handlers, propagate
-        logger.setLevel(level)
-
-
 async def test_the_key_and_tokens_appear_in_no_log_line_or_message(
     gh: GitHubSimulator,
     app: SandboxApp,
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
-    production_logging: None,
 ) -> None:
     key_lines = app.private_key.splitlines()[1:-1]
     configure_logging(level="DEBUG", fmt="text", secrets=key_lines)

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 
 from bot.logs import REDACTED, configure_logging, rollout_context
 
 
-@pytest.fixture
-def restore_root() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def test_json_lines_carry_the_rollout_id_and_never_a_secret(
-    restore_root: None, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging(level="INFO", fmt="json", secrets=["s3cr3t-value-123"])
     log = logging.getLogger("bot.test")
@@ -34,9 +24,7 @@ def test_json_lines_carry_the_rollout_id_and_never_a_secret(
     assert "rollout_id" not in second
 
 
-def test_text_lines_scrub_secrets_in_tracebacks(
-    restore_root: None, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_text_lines_scrub_secrets_in_tracebacks(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(level="INFO", fmt="text", secrets=["s3cr3t-value-123"])
     try:
         raise RuntimeError("token s3cr3t-value-123 rejected")
@@ -48,7 +36,7 @@ def test_text_lines_scrub_secrets_in_tracebacks(
 
 
 def test_anything_shaped_like_a_github_token_is_scrubbed_though_no_setting_names_it(
-    restore_root: None, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging(level="INFO", fmt="text", secrets=[])
     tokens = [
