@@ -239,9 +239,9 @@ def test_a_bad_services_file_and_a_one_service_variable_are_said_together(
 def test_a_services_file_says_its_services_problems_and_its_plans_problems_at_once(
     tmp_path: Path,
 ) -> None:
-    """docs/services.md shows a bad channel and an unreadable plan said together. A problem
-    pydantic finds (a channel id) raises in `read_model` before any plan file is read, so the
-    missing plan of another service is said only once the first problem is fixed."""
+    """docs/services.md shows a bad channel and an unreadable plan said together: a problem
+    pydantic finds (a channel id) and another service's missing plan file are in one message,
+    so one round of fixes is enough."""
     data = {
         "services": {
             "relay": {
