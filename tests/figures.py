@@ -14,6 +14,7 @@ from sandbox.harness import Sandbox, fast_plan, write_figures
 
 CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
 HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
+RELAY_OK = {"canary": CANARY_OK, "half": HALF_OK}
 RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
 SECOND_APPROVER = "U0SECOND01"
 TWO_APPROVERS = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND_APPROVER}"}
@@ -22,7 +23,7 @@ TWO_APPROVERS = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND_APPROVER}"}
 
 def every_gate_passes(box: Sandbox) -> None:
     """Passing figures for every stage of both tracks."""
-    write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+    write_figures(box.figures, "relay", RELAY_OK)
     write_figures(box.figures, "desktop", RINGS_OK)
 
 
@@ -38,7 +39,7 @@ async def running_sandbox(
     """A sandbox with every window `window` and the figures given (passing ones by default)."""
     plan = fast_plan(tmp_path / "figures.yml", window=window, extension=window)
     async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", relay or {"canary": CANARY_OK, "half": HALF_OK})
+        write_figures(box.figures, "relay", relay or RELAY_OK)
         write_figures(box.figures, "desktop", desktop or RINGS_OK)
         yield box
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from figures import CANARY_OK, HALF_OK, RINGS_OK
+from figures import HALF_OK, RELAY_OK, RINGS_OK
 from sandbox_views import dispatched, open_home, value_of
 from test_controls import (
     held_at,
@@ -87,7 +87,7 @@ async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
 async def test_a_pass_card_clicked_after_reevaluate_found_inconclusive_changes_nothing(
     box: Sandbox,
 ) -> None:
-    write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+    write_figures(box.figures, "relay", RELAY_OK)
     await dispatched(box)
     await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
     pass_card = await value_of(box, "promote", "relay")
@@ -132,7 +132,7 @@ async def test_the_promote_command_does_not_override_an_inconclusive_hold(box: S
 async def test_the_rollout_service_acts_for_whoever_the_controls_admitted(box: Sandbox) -> None:
     """Authorisation happens once, in the controls: the service itself (used by the demo and
     by the controls) does not ask again, so it does not refuse or audit a second time."""
-    write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+    write_figures(box.figures, "relay", RELAY_OK)
     started = await box.services.rollouts.start(
         tag="v1.4.2", flags_ready=True, channel_id=RELEASE_CHANNEL, actor=BYSTANDER
     )
@@ -144,7 +144,7 @@ async def test_the_rollout_service_acts_for_whoever_the_controls_admitted(box: S
 async def test_the_app_home_shows_rollouts_only_to_approvers_and_release_channel_members(
     box: Sandbox,
 ) -> None:
-    write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+    write_figures(box.figures, "relay", RELAY_OK)
     member = "U0MEMBER01"
     box.slack.channel_members[RELEASE_CHANNEL] = [RELEASE_MANAGER, member]
     await box.command("start v1.4.2 --flags-ready")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cleared import cleared_rollout
-from figures import CANARY_OK, HALF_OK, every_gate_passes
+from figures import HALF_OK, RELAY_OK, every_gate_passes
 from sandbox_views import button, dispatched, finish, stage_state, value_of
 
 from bot.adapters.slack.messages import two_person_text
@@ -276,7 +276,7 @@ async def test_reevaluate_on_an_inconclusive_hold_takes_the_new_verdict(sandbox:
     await sandbox.slack.wait_for(lambda: bool(promote_buttons()))
     assert "confirm" in promote_buttons()[0]  # an override of INCONCLUSIVE asks first
 
-    write_figures(sandbox.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
+    write_figures(sandbox.figures, "relay", RELAY_OK)
     await sandbox.click("reevaluate", value=await value_of(sandbox, "reevaluate", "relay"))
 
     passed = await sandbox.wait_until(

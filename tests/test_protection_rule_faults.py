@@ -13,12 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from figures import CANARY_OK, HALF_OK, RINGS_OK
+from figures import every_gate_passes
 from sandbox_views import begun, dispatched, value_of
 from test_protection_rules import answers, app_box, both_held, box
 
 from bot.domain.rollout import Phase, StageState
-from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.harness import Sandbox, fast_plan
 
 __all__ = ["box"]  # the fixture this module's tests use
 
@@ -54,8 +54,7 @@ async def test_in_token_mode_another_apps_rule_is_never_answered(
     async with Sandbox(
         workdir=tmp_path, database_url=database_url, plan_yaml=fast_plan(tmp_path / "figures.yml")
     ) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+        every_gate_passes(box)
         box.github.protection_rule(["relay-rollout-50"], app="datadog[bot]")
         box.github.pending_lists_rules = pending_lists_rules
         box.github.app_hook.lose_next(1000)  # Datadog's webhook, not the bot's

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import CANARY_OK, HALF_OK, RINGS_OK, two_serve_processes
+from figures import HALF_OK, every_gate_passes, two_serve_processes
 from github import Auth, Github, GithubException
 from sandbox_views import begun, dispatched, holding, value_of
 from test_exactly_once import APPROVERS_ENV, fifty_promote_clicks
@@ -60,8 +60,7 @@ async def app_box(
     ) as sandbox:
         everywhere = set(sandbox.github.engine.protected)
         sandbox.github.protection_rule(everywhere if ruled is None else ruled, reviewers=reviewers)
-        write_figures(sandbox.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(sandbox.figures, "desktop", RINGS_OK)
+        every_gate_passes(sandbox)
         yield sandbox
 
 
@@ -369,8 +368,7 @@ async def test_in_app_mode_every_stage_is_held_by_the_rule_to_100_percent_as_tok
         github_app=app,
     ) as box:
         box.github.protection_rule(set(box.github.engine.protected))
-        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": HALF_OK})
-        write_figures(box.figures, "desktop", RINGS_OK)
+        every_gate_passes(box)
         assert "GITHUB_TOKEN" not in box.environment()
 
         await dispatched(box)
