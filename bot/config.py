@@ -63,6 +63,14 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+_BLANK_KEY_FIX = {
+    "slack_signing_secret": "set the Slack app's Signing Secret (Basic Information)",
+    "github_webhook_secret": (
+        "set the webhook's secret, or leave GITHUB_WEBHOOK_SECRET unset to refuse every delivery"
+    ),
+}
+
+
 class DatabaseSettings(BaseSettings):
     """Just DATABASE_URL: all that `rollout-bot migrate` needs."""
 
@@ -197,6 +205,15 @@ class Settings(DatabaseSettings):
             raise with_problems(cls.__name__, [], problems)
         settings._github_app_key = key or settings.github_app_private_key
         return settings
+
+    @field_validator("slack_signing_secret", "github_webhook_secret")
+    @classmethod
+    def _signing_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A blank key signs what anyone sends: refused, never taken as a key."""
+        if value is not None and not value.get_secret_value().strip():
+            fix = _BLANK_KEY_FIX[str(info.field_name)]
+            raise ValueError(f"empty: anyone can sign with an empty key; {fix}")
+        return value
 
     @field_validator("metrics_token")
     @classmethod

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from bot.bootstrap import create_app
-from bot.config import Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.services.scheduler import TIMER_WORKERS
 from handlers.app_keys import READINESS, SERVICES
 from sandbox.config import (
@@ -242,6 +242,35 @@ async def test_webhook_without_a_configured_secret_refuses_everything(
     async with TestClient(TestServer(create_app(unsecured))) as test_client:
         response = await test_client.post("/github/webhook", data=body, headers=headers)
     assert response.status == 401
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("name", ["SLACK_SIGNING_SECRET", "GITHUB_WEBHOOK_SECRET"])
+async def test_a_blank_signing_secret_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    slack: SlackTestServer,
+    name: str,
+    blank: str,
+) -> None:
+    """An HMAC keyed with an empty secret is one anyone can compute: a bot that took a blank
+    webhook secret acted on forged deliveries, and one with a blank Slack secret answered
+    every Slack request 500 (slack_sdk's verifier refuses the key). Either is refused with the
+    other problems of the configuration, and nothing starts."""
+    monkeypatch.setenv(name, blank)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(Settings, env_file=None)
+    assert [p for p in refused.value.problems if p.startswith(name)] == [
+        f"{name}: empty: anyone can sign with an empty key; {_BLANK_SECRET_FIX[name]}"
+    ]
+
+
+_BLANK_SECRET_FIX = {
+    "SLACK_SIGNING_SECRET": "set the Slack app's Signing Secret (Basic Information)",
+    "GITHUB_WEBHOOK_SECRET": (
+        "set the webhook's secret, or leave GITHUB_WEBHOOK_SECRET unset to refuse every delivery"
+    ),
+}
 
 
 async def test_healthz_answers_when_the_database_does(client: TestClient[object, object]) -> None:
