@@ -188,6 +188,36 @@ async def test_unsigned_or_forged_slack_requests_are_refused(
     assert slack.all_responses == []
 
 
+_OVER_A_MEGABYTE = {
+    "announced": b"Content-Length: 20000000\r\n\r\ntext=" + b"a" * 1000,
+    "chunked": b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (1100 * 1024)
+    + b"a" * (1100 * 1024)
+    + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("length", list(_OVER_A_MEGABYTE))
+async def test_a_body_larger_than_slack_sends_is_refused_before_it_is_read(
+    client: TestClient[object, object], slack: SlackTestServer, length: str
+) -> None:
+    """Slack's requests are a few kilobytes. A request that announces more than a megabyte, or
+    sends more in chunks, is answered at once, read no further: an unauthenticated sender
+    cannot make the bot take in the 25 MB the webhook's limit allows (the rest of the body is
+    never sent here, so a bot that waited to read it all would not answer)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n" + _OVER_A_MEGABYTE[length]
+    )
+    await writer.drain()
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413"
+    assert slack.calls == []
+
+
 async def test_a_valid_request_is_not_refused_by_the_timestamp_guard(
     client: TestClient[object, object], slack: SlackTestServer
 ) -> None:
