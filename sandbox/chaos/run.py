@@ -84,6 +84,8 @@ class Lane:
 
 @dataclass(frozen=True)
 class Played:
+    """A rollout the run started (or tried to), its script and its service's lane."""
+
     tag: str
     scenario: Scenario
     lane: Lane
@@ -170,7 +172,7 @@ class ChaosRun(Lifecycle):
         )
         github = self._box.github
         self._lanes = [
-            Lane(service.release_channels[0], self._figures(service)) for service in services
+            Lane(service.release_channels[0], self._figures(service.name)) for service in services
         ] or [Lane(RELEASE_CHANNEL, self._box.figures)]
         if self.app is not None:
             for repository in github.repositories.values():
@@ -198,9 +200,9 @@ class ChaosRun(Lifecycle):
         for number in range(1, self.service_count + 1):
             name = f"svc-{number}"
             plan = self.workdir / f"plan-{name}.yml"
-            figures = self.workdir / f"figures-{name}.yml"
             plan.write_text(
-                fast_plan(figures, window=self.window, extension=self.window), encoding="utf-8"
+                fast_plan(self._figures(name), window=self.window, extension=self.window),
+                encoding="utf-8",
             )
             services.append(
                 SandboxService(
@@ -212,8 +214,8 @@ class ChaosRun(Lifecycle):
             )
         return services
 
-    def _figures(self, service: SandboxService) -> Path:
-        return self.workdir / f"figures-{service.name}.yml"
+    def _figures(self, service: str) -> Path:
+        return self.workdir / f"figures-{service}.yml"
 
     async def _migrate(self) -> None:
         """`rollout-bot migrate`, as an operator prepares a new database."""
