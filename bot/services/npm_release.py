@@ -263,7 +263,9 @@ class ReleaseLooks:
                 return
             release = release.model_copy(update={"status": run.status, "error": None})
         if self._clock() >= look.until:
-            unfollowed = release.model_copy(update={"phase": ReleasePhase.UNFOLLOWED})
+            unfollowed = release.model_copy(
+                update={"phase": ReleasePhase.UNFOLLOWED, "error": None}
+            )
             await self._redraw(look.message, look.walkthrough, unfollowed)
             return
         drawn = look.walkthrough
