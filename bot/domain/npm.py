@@ -223,7 +223,8 @@ class ReleasePhase(StrEnum):
     NOT_STARTED = "not_started"
     """The dispatch failed (the error says why)."""
     UNFOLLOWED = "unfollowed"
-    """The bot stopped following the run (timeout or restart); step 4 still checks it."""
+    """The bot stopped following the run (after `follow_for`, or its looks failed every
+    attempt); step 4 still checks it."""
 
 
 class ReleaseFollow(_Model):
