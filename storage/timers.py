@@ -17,7 +17,19 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, literal, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
@@ -233,6 +245,20 @@ class TimerStore:
                 .returning(TimerRow.id)
             )
             return cancelled is not None
+
+    async def prune(self, *, kinds: Collection[str], before: datetime) -> int:
+        """Forget the timers of `kinds` that fired or were cancelled before `before`; how many.
+        For the kinds written often and of no use once ended (the looks at a Release run);
+        dead-lettered ones stay."""
+        ended = or_(
+            and_(TimerRow.fired_at.is_not(None), TimerRow.fired_at < before),
+            and_(TimerRow.cancelled_at.is_not(None), TimerRow.cancelled_at < before),
+        )
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                delete(TimerRow).where(_of(kinds), TimerRow.dead_at.is_(None), ended, self._scope)
+            )
+            return rows_changed(result)
 
     async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
         """How many pending timers are due, and how many have been due longer than

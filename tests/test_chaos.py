@@ -2,8 +2,8 @@
 
 The checks are proven able to fail on hand-made records first: a window evaluated twice, an
 environment approved twice, a verdict posted twice, a traceback or a secret in a log.
-The bounded runs, in token mode and as a GitHub App, need PostgreSQL (`-m chaos` selects
-them) and take one to two minutes each.
+The bounded runs (token mode with one service; a GitHub App releasing two services) need
+PostgreSQL (`-m chaos` selects them) and take about a minute each.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def test_every_scenario_is_played_in_a_run_of_ten() -> None:
 
 BOUNDED = Faults(github=0.2, slack=0.1, kill_every=4.0, db_kill_every=8.0, db_kills=2)
 """About 20% of GitHub's answers and 10% of Slack's posts fail, a replica is SIGKILLed every
-few seconds and database connections are terminated twice. Three rollouts keep `make test`
+few seconds and database connections are terminated twice. Two or three rollouts keep `make test`
 short; `make chaos` plays ten or more (docs/reliability.md has its figures). A rollout gets
 `rollout_budget` to end (132 s here): under these faults each takes 20 to 40 seconds on an
 idle machine, more on a loaded one."""
@@ -194,16 +194,17 @@ idle machine, more on a loaded one."""
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
-    ("github_app", "rollouts"),
+    ("github_app", "services", "rollouts"),
     [
-        pytest.param(False, 3, id="token"),
-        # As the App (every stage held by its protection rule, installation tokens that
-        # last 30 s), two rollouts: one to 100% and GA, one rolled back by its 5% gate.
-        pytest.param(True, 2, id="github-app"),
+        pytest.param(False, 1, 3, id="token"),
+        # As the App (every stage held by its protection rule, installation tokens that last
+        # 30 s) releasing two services side by side (each its repository, channel and plan):
+        # one rollout to 100% and GA, the other rolled back by its 5% gate, at the same time.
+        pytest.param(True, 2, 2, id="github-app-2-services"),
     ],
 )
 async def test_rollouts_under_chaos_keep_every_invariant(
-    tmp_path: Path, postgres_server: str, github_app: bool, rollouts: int
+    tmp_path: Path, postgres_server: str, github_app: bool, services: int, rollouts: int
 ) -> None:
     evidence, findings = await run_chaos(
         workdir=tmp_path,
@@ -212,6 +213,7 @@ async def test_rollouts_under_chaos_keep_every_invariant(
         rollouts=rollouts,
         admin_url=postgres_server,
         github_app=github_app,
+        services=services,
     )
     figures = report(evidence, findings, seed=11)
     print(figures)  # the figures are the point of a chaos run (pytest -s shows them)

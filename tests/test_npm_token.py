@@ -43,6 +43,7 @@ from sandbox.github_json import error as github_error
 from sandbox.harness import Sandbox
 from sandbox.render import render_blocks
 from sandbox.slack import ChannelMessage
+from sandbox.slack_records import blocks_arg
 
 DIRECT_MESSAGE = "D0DIRECT01"
 PUBLISH = "Version / publish packages"
@@ -551,3 +552,150 @@ async def test_release_answered_502_is_looked_for_not_called_not_started(
     assert answer is not None and "already following a Release run" in answer
     assert "Could not start" not in step(message, 5)
     assert box.github.dispatches == []  # the 502 was a real failure, and it was not sent again
+
+
+# -- following a Release run across a shutdown, a crash and replicas ------------------------------
+
+DONE = ":white_check_mark: done"
+
+
+def results_drawn(box: Sandbox, shown: str) -> int:
+    """How many redraws of the walkthrough showed `shown` in step 5 (its result: once)."""
+    drawn = 0
+    for call in box.slack.calls:
+        blocks = blocks_arg(call.args) if call.method == "chat.update" else None
+        fifth = [b for b in blocks or [] if b.get("block_id") == "npm_step_5"]
+        drawn += shown in render_blocks(fifth)
+    return drawn
+
+
+async def test_a_release_run_is_followed_to_its_end_across_a_restart(box: Sandbox) -> None:
+    """Stopped while a run is followed: the bot started again carries on and shows the result,
+    once, with the rest of the message as it was."""
+    set_secret(box, age=timedelta(days=1))
+    box.github.set_job_duration("changesets", RELEASE_JOB)
+    message = await open_walkthrough(box)
+    await press(box, message, NpmAction.CHECK_SECRET, number=3, until="is set")
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    checked_secret = step(message, 3)
+
+    await box.stop_bot()
+    # The run ends while the bot is away (moving the clock past a lease while a look is in
+    # hand would have another worker take the look over, as another replica would).
+    await box.pass_time(RELEASE_JOB)
+    await box.start_bot()  # the same database; nothing in memory
+
+    await box.slack.wait_for(lambda: DONE in step(message, 5), timeout=30)
+    await box.pass_time(timedelta(seconds=1))  # a look left behind would have fired by now
+    assert f"*{PUBLISH}* passed" in step(message, 5)
+    assert step(message, 3) == checked_secret
+    assert len(box.github.dispatches) == 1
+    assert results_drawn(box, DONE) == 1
+
+
+async def test_a_look_at_the_release_run_under_way_at_shutdown_is_let_finish(
+    tmp_path: Path,
+) -> None:
+    """Stopping the bot while it waits for GitHub's answer about the run: the look ends (and
+    says GitHub failed), within the shutdown's grace, instead of being cut off; the bot
+    started again follows the run on."""
+    async with Sandbox(workdir=tmp_path, extra_env={"GITHUB_RETRIES": "0"}) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+        box.github.fault_next("GET", "/repos/*/actions/runs/*", "timeout")
+        await github_waits(box)  # a look waits for GitHub's answer
+
+        await box.stop_bot()
+        assert "Still following, although GitHub just failed" in step(message, 5)
+
+        await box.pass_time(RELEASE_JOB)
+        await box.start_bot()
+        await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+        assert results_drawn(box, "ENEEDAUTH") == 1
+
+
+async def github_waits(box: Sandbox) -> None:
+    """Until GitHub holds a request's answer back (the `timeout` fault asked for)."""
+    async with asyncio.timeout(30):
+        # A counter on the simulator: nothing to be woken by, so it is read again and again.
+        while not box.github.faults_injected["timeout"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+def serve(tmp_path: Path, database_url: str | None = None) -> Sandbox:
+    """The bot as `rollout-bot serve` processes; what a killed one held is taken over after
+    two seconds (LEASE_SECONDS)."""
+    return Sandbox(
+        workdir=tmp_path, database_url=database_url, in_process=False, extra_env=SHORT_LEASE
+    )
+
+
+SHORT_LEASE = {"LEASE_SECONDS": "2"}
+
+
+async def test_a_release_run_followed_when_the_bot_is_killed_is_followed_after_restart(
+    tmp_path: Path,
+) -> None:
+    async with serve(tmp_path) as box:
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+
+        await box.kill_process()
+        await box.start_process()
+        await box.pass_time(RELEASE_JOB)
+
+        await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+        await asyncio.sleep(0.5)  # a second follower, if any, would have redrawn it by now
+        assert len(box.github.dispatches) == 1
+        assert results_drawn(box, "ENEEDAUTH") == 1
+
+
+async def test_a_release_dispatched_when_the_bot_is_killed_is_found_and_followed(
+    tmp_path: Path,
+) -> None:
+    """Killed while GitHub had not answered the dispatch yet (it applies it late): the bot
+    started again looks for the run, follows it, and never dispatches again."""
+    async with serve(tmp_path) as box:
+        box.github.fault_next(
+            "POST", "/repos/*/actions/workflows/release.yml/dispatches", "timeout"
+        )
+        message = await open_walkthrough(box)
+        await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+        await github_waits(box)  # the dispatch is on its way
+        assert "Dispatching" in step(message, 5)
+
+        await box.kill_process()
+        await github_until(box, lambda: len(box.github.dispatches) == 1)  # applied, late
+        await box.start_process()
+
+        await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+        (dispatch,) = box.github.dispatches
+        assert f"/actions/runs/{dispatch.run_id}|" in step(message, 5)
+        await asyncio.sleep(0.5)  # a second dispatch or result, if any, would be there by now
+        assert len(box.github.dispatches) == 1
+        assert results_drawn(box, "ENEEDAUTH") == 1
+
+
+async def test_a_release_run_is_followed_by_one_replica_and_by_the_other_after_it_stops(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    async with serve(tmp_path, postgres_database_url) as box:
+        await box.start_replica()
+        box.github.set_job_duration("changesets", RELEASE_JOB)
+        message = await open_walkthrough(box)
+        await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+        await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+
+        assert await box.replicas[0].stop() == 0  # SIGTERM: it drains and gives its looks back
+        await box.pass_time(RELEASE_JOB)
+
+        await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+        await asyncio.sleep(0.5)  # a second follower, if any, would have redrawn it by now
+        assert results_drawn(box, "ENEEDAUTH") == 1
+        logs = "".join(replica.log.read_text() for replica in box.replicas)
+        assert len(re.findall(r"Release run \d+ ended", logs)) == 1

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cleared import cleared_rollout
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.slack.notifier import SlackNotifier
@@ -66,6 +67,7 @@ class Scene:
         store: OutboxStore | None = None,
         lease: timedelta = LEASE,
         request_timeout: timedelta | None = None,
+        rollouts: RolloutStore | None = None,
     ) -> Outbox:
         # No retry handler on the client: the outbox alone answers Slack's faults here.
         client = AsyncWebClient(
@@ -73,7 +75,7 @@ class Scene:
         )
         return Outbox(
             store=store or self.store,
-            rollouts=RolloutStore(self.sessions, clock=self.clock),
+            rollouts=rollouts or RolloutStore(self.sessions, clock=self.clock),
             audit=AuditLog(self.sessions),
             notifier=notifier(client, approvers={}, charts=CHARTS),
             clock=self.clock,
@@ -257,6 +259,40 @@ async def test_a_network_error_is_retried_after_a_backoff_and_the_thread_keeps_i
     assert scene.thread() == []  # still backing off
     await scene.deliver_all([outbox])
     assert scene.thread() == ["promoted", "deploying"]
+
+
+class _DatabaseRefusesOnce(RolloutStore):
+    """The rollout store of a replica whose first read of a rollout finds the database
+    refusing connections (PostgreSQL's "too many clients")."""
+
+    refused = False
+
+    async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
+        if not self.refused:
+            self.refused = True
+            refusal = OSError("sorry, too many clients already")
+            raise DBAPIError("SELECT rollouts", {}, refusal)
+        return await super().with_plan(rollout_id)
+
+
+async def test_a_database_refusing_connections_while_a_card_is_drawn_is_retried_as_one_warning(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transient database failure is what a later try repairs: one WARNING line and a retry
+    after the backoff, not an ERROR with a traceback reported as a bug."""
+    rollout = await scene.started(lines=1)
+    outbox = scene.replica("a", rollouts=_DatabaseRefusesOnce(scene.sessions, clock=scene.clock))
+
+    with caplog.at_level(logging.INFO, logger="bot.services.outbox"):
+        await outbox.flush(rollout.id)
+        (first, _) = await scene.store.pending(rollout.id)
+        assert first.attempts == 1 and scene.slack.messages(CHANNEL) == []
+        await scene.deliver_all([outbox])
+
+    assert scene.thread() == ["line 0"]
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelname, r.exc_info is None) for r in problems] == [("WARNING", True)]
+    assert "too many clients" in problems[0].getMessage()
 
 
 async def test_a_message_slack_refuses_is_dead_lettered_once_and_the_rest_go_on(

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.adapters.slack.messages import render
 from bot.bootstrap import create_app
 from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.npm import RELEASE_TIMER
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import (
     Announce,
@@ -675,8 +676,19 @@ async def test_old_claims_and_deliveries_are_pruned_hourly_and_audit_events_stay
     rules = ProtectionRuleStore(session_factory)
     for run_id, at in ((1, old), (2, NOW)):
         await rules.remember(RuleRequest(run_id, "relay-canary-5", 7, at))
+    # The looks at an npm Release run: a timer each, of no use once ended.
+    ended = {"look fired old": old, "look fired new": NOW, "window fired old": old}
+    for key in [*ended, "look cancelled old", "look pending"]:
+        kind = "window" if key.startswith("window") else RELEASE_TIMER
+        await timers.schedule(key=key, kind=kind, due_at=old, now=old)
+    lease = timedelta(minutes=1)
+    claimed = {t.key: t for t in await timers.claim_due(now=NOW, owner="r", lease=lease)}
+    for key, at in ended.items():
+        assert await timers.complete(timer_id=claimed[key].id, owner="r", now=at)
+    assert await timers.release(timer_id=claimed["look pending"].id, owner="r")
+    assert await timers.cancel(key="look cancelled old", now=old)
     retention = Retention(
-        claims=claims, deliveries=deliveries, keep=timedelta(days=30), rules=rules
+        claims=claims, deliveries=deliveries, keep=timedelta(days=30), rules=rules, timers=timers
     )
     loop = scheduler(session_factory, Follower(), clock, retention=retention)
 
@@ -691,6 +703,9 @@ async def test_old_claims_and_deliveries_are_pruned_hourly_and_audit_events_stay
         delivery_id="d-new", event="workflow_job", rollout_id=None, received_at=NOW
     )
     assert await rules.open_for_run(1) == [] and len(await rules.open_for_run(2)) == 1
+    kept = {"look fired new", "window fired old", "look pending"}
+    for key in [*ended, "look cancelled old", "look pending"]:
+        assert (await timers.get(key=key) is not None) is (key in kept), key
     async with session_factory() as session:
         assert len(list(await session.scalars(select(AuditEventRow)))) == 1
 

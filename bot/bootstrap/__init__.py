@@ -216,6 +216,7 @@ async def _services(
                 deliveries=shared.deliveries,
                 keep=timedelta(days=settings.retention_days),
                 rules=requests,
+                timers=timers,
             ),
             wake=shared.wake,
             owner=owner,

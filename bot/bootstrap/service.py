@@ -23,7 +23,7 @@ from bot.adapters.slack.members import group_members, time_zone
 from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
-from bot.domain.npm import github_web_url
+from bot.domain.npm import RELEASE_TIMER, github_web_url
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.audit import AuditTrail
@@ -33,6 +33,7 @@ from bot.services.clock import LoopClock
 from bot.services.controls import ControlService
 from bot.services.effects import EffectRunner
 from bot.services.lane import ReleaseLane
+from bot.services.npm_release import LookPace
 from bot.services.npm_walkthrough import NpmTokenService
 from bot.services.outbox import Outbox
 from bot.services.reports import RolloutReports
@@ -83,10 +84,10 @@ class Wired:
 
     services: Services
     github: PyGithubGateway
-    closers: list[PyGithubGateway | NpmTokenService | GitHubWebhooks] = field(default_factory=list)
+    closers: list[PyGithubGateway | GitHubWebhooks] = field(default_factory=list)
 
     async def close(self) -> None:
-        """Stop the webhook tasks and the walkthroughs' polls, then close GitHub's client."""
+        """Stop the webhook tasks, then close GitHub's client."""
         for closer in self.closers:
             await closer.close()
 
@@ -187,6 +188,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     rollouts.dispatches_scheduled_with(controls.scheduled_starts())
     if controls.unfollowed is not None:
         rollouts.fires_timers_with(UNFOLLOWED_TIMER, controls.unfollowed)
+    # The walkthroughs' Release runs are followed one look (a timer) at a time.
+    rollouts.fires_timers_with(RELEASE_TIMER, npm_token.looks)
     services = Services(
         service=service,
         settings=settings,
@@ -209,7 +212,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         telemetry=shared.telemetry,
         backlog=shared.backlog,
     )
-    return Wired(services, github, closers=[webhooks, npm_token, github])
+    return Wired(services, github, closers=[webhooks, github])
 
 
 def _npm_token_service(
@@ -228,7 +231,12 @@ def _npm_token_service(
         approvers=approvers,
         npm=service.plan.npm,
         clock=shared.clock,
-        poll_interval=timedelta(seconds=settings.github_poll_interval),
         claims=shared.claims,
+        timers=shared.timers,
+        timers_changed=shared.wake.set,
+        pace=LookPace(
+            every=timedelta(seconds=settings.github_poll_interval),
+            resume_after=timedelta(seconds=settings.lease_seconds),
+        ),
         service=service.name,
     )

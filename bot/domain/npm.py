@@ -24,6 +24,9 @@ from bot.domain.service import DEFAULT_SERVICE
 SECRET_NAME = "NPM_TOKEN"  # noqa: S105 - the secret's name, never its value
 """The repository secret the Release workflow reads (SPEC section 1)."""
 
+RELEASE_TIMER = "npm_release"
+"""The kind of the durable timers that follow a dispatched Release run, one look each."""
+
 SKIP_WARNING = "NPM_TOKEN secret not configured — skipping npm publish."
 """What the validate step prints when the secret is empty; it passes all the same."""
 
@@ -220,7 +223,8 @@ class ReleasePhase(StrEnum):
     NOT_STARTED = "not_started"
     """The dispatch failed (the error says why)."""
     UNFOLLOWED = "unfollowed"
-    """The bot stopped following the run (timeout or restart); step 4 still checks it."""
+    """The bot stopped following the run (after `follow_for`, or its looks failed every
+    attempt); step 4 still checks it."""
 
 
 class ReleaseFollow(_Model):

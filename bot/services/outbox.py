@@ -33,6 +33,7 @@ from bot.domain.rollout_summary import summarize
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.logs import rollout_context
 from bot.services.clock import Background, LoopClock, sleep_until_woken
+from bot.services.failures import TRANSIENT, error_summary
 from bot.services.outbox_lease import MessageLeases
 from bot.services.outbox_messages import (
     CARD,
@@ -225,6 +226,9 @@ class Outbox:
                         await self._send(message, drawn)
             except DeliveryFailed as failure:
                 await self._failed(message, failure)
+                return False
+            except TRANSIENT as error:  # the database or the network, for a moment
+                await self._failed(message, DeliveryFailed(error_summary(error)))
                 return False
             except Exception as error:
                 log.exception("message %s (%s) could not be rendered", message.id, message.kind)

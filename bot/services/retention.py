@@ -1,5 +1,5 @@
-"""Forgetting what is no longer needed: old action claims, webhook deliveries and protection
-rules' requests (the audit trail stays)."""
+"""Forgetting what is no longer needed: old action claims, webhook deliveries, protection
+rules' requests and the ended looks at npm Release runs (the audit trail stays)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests
+from bot.domain.npm import RELEASE_TIMER
+from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Retention:
-    """How long action claims, webhook deliveries and protection rules' requests are kept."""
+    """How long action claims, webhook deliveries, protection rules' requests and the ended
+    looks at npm Release runs (a timer each, `bot.services.npm_release`) are kept."""
 
     claims: Claims
     deliveries: Deliveries
     keep: timedelta = timedelta(days=30)
     rules: ProtectionRuleRequests | None = None
+    timers: Timers | None = None
 
     async def prune(self, *, now: datetime) -> None:
         """Forget what is older than `keep` (deleting twice is harmless; a request still
@@ -28,12 +31,18 @@ class Retention:
         claims = await self.claims.prune(before=before)
         deliveries = await self.deliveries.prune(before=before)
         requests = await self.rules.prune(before=before) if self.rules is not None else 0
-        if claims or deliveries or requests:
+        looks = (
+            await self.timers.prune(kinds={RELEASE_TIMER}, before=before)
+            if self.timers is not None
+            else 0
+        )
+        if claims or deliveries or requests or looks:
             log.info(
-                "retention: forgot %d action claims, %d webhook deliveries and %d protection "
-                "rule requests before %s",
+                "retention: forgot %d action claims, %d webhook deliveries, %d protection "
+                "rule requests and %d looks at npm Release runs before %s",
                 claims,
                 deliveries,
                 requests,
+                looks,
                 before,
             )

@@ -32,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the replicas as a GitHub App, every stage held by its protection rule",
     )
+    parser.add_argument(
+        "--services",
+        type=int,
+        default=1,
+        help="services of the bot, each with its repository and channel, played side by side",
+    )
     args = parser.parse_args(argv)
     faults = Faults(
         github=args.github_faults,
@@ -48,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             rollouts=args.rollouts,
             duration=args.duration,
             github_app=args.github_app,
+            services=args.services,
         )
     )
     sys.stdout.write(report(evidence, findings, seed=args.seed) + "\n")

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from sandbox.chaos.checks import Evidence, Outcome
-from sandbox.config import RELEASE_CHANNEL, SECRETS
+from sandbox.config import SECRETS
 from storage.rollout_store import RolloutStore
 
 if TYPE_CHECKING:
@@ -21,7 +21,8 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
     reviews and dispatches, what Slack received, the logs."""
     box = run.box
     outcomes = []
-    for tag, scenario in run.played:
+    for played in run.played:
+        tag, scenario = played.tag, played.scenario
         found = await store.by_tag(tag)
         if not found:
             outcomes.append(Outcome(tag, scenario, None))
@@ -36,7 +37,7 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
         thread: tuple[str, ...] = ()
         if rollout.message_ts is not None:
             with contextlib.suppress(KeyError):
-                card = box.slack.message(RELEASE_CHANNEL, rollout.message_ts)
+                card = box.slack.message(played.lane.channel, rollout.message_ts)
                 thread = tuple(reply.rendered for reply in card.replies)
         outcomes.append(
             Outcome(
@@ -53,7 +54,10 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
         await replica.kill()
     sent = [json.dumps(call.args) for call in box.slack.calls]
     sent += [json.dumps(post.body) for post in box.slack.all_responses]
-    dispatches = Counter(str(d.inputs.get("relay_image_tag")) for d in box.github.dispatches)
+    repositories = box.github.repositories.values()
+    dispatches = Counter(
+        str(d.inputs.get("relay_image_tag")) for r in repositories for d in r.dispatches
+    )
     run.figures["GitHub requests"] = len(box.github.requests)
     app = box.github.app
     answered, path = (
@@ -81,7 +85,8 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
         outcomes=tuple(outcomes),
         reviews=tuple(
             (review.run_id, environment, review.state)
-            for review in (*box.github.reviews, *box.github.engine.rule_reviews)
+            for r in repositories
+            for review in (*r.reviews, *r.engine.rule_reviews)
             for environment in review.environments
         ),
         dispatches=dispatches,

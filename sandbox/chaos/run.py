@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -13,7 +14,8 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from sandbox.chaos.script import (
     pick_scenarios,
     rollout_budget,
 )
-from sandbox.config import GITHUB_WEBHOOK_SECRET, RELEASE_CHANNEL
+from sandbox.config import GITHUB_WEBHOOK_SECRET, RELEASE_CHANNEL, SandboxService
 from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.loopback import Lifecycle
@@ -71,6 +73,24 @@ def _button(card: ChannelMessage, action: str, track: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One service's release channel and the figures file its gates read: its rollouts run
+    one after another, beside the other services' (a bot of one service has one lane)."""
+
+    channel: str
+    figures: Path
+
+
+@dataclass(frozen=True)
+class Played:
+    """A rollout the run started (or tried to), its script and its service's lane."""
+
+    tag: str
+    scenario: Scenario
+    lane: Lane
+
+
 class ChaosRun(Lifecycle):
     """The three replicas, the sandbox servers, the people and the faults of one run."""
 
@@ -88,6 +108,7 @@ class ChaosRun(Lifecycle):
         admin_url: str = ADMIN_URL,
         poll_interval: float = 0.2,
         github_app: bool = False,
+        services: int = 1,
     ) -> None:
         self.workdir = workdir
         self.seed = seed
@@ -112,7 +133,12 @@ class ChaosRun(Lifecycle):
         )
         self.answers: Counter[int] = Counter()
         self.figures: Counter[str] = Counter()
-        self.played: list[tuple[str, Scenario]] = []
+        self.played: list[Played] = []
+        self.service_count = services
+        """Services of the bot, each with its repository, channel and plan (1: the sandbox's
+        one service, configured without a services file)."""
+        self._lanes: list[Lane] = []
+        self._numbers = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._box: Sandbox | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -125,10 +151,12 @@ class ChaosRun(Lifecycle):
         await self._migrate()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         plan = fast_plan(self.workdir / "figures.yml", window=self.window, extension=self.window)
+        services = self._services() if self.service_count > 1 else ()
         self._box = Sandbox(
             workdir=self.workdir,
             database_url=self.database_url,
             plan_yaml=plan,
+            rollout_services=services,
             in_process=False,
             poll_interval=self.poll_interval,
             # A replica is SIGKILLed every few seconds: its timers, messages and clicks are
@@ -143,8 +171,12 @@ class ChaosRun(Lifecycle):
             github_app=self.app,
         )
         github = self._box.github
+        self._lanes = [
+            Lane(service.release_channels[0], self._figures(service.name)) for service in services
+        ] or [Lane(RELEASE_CHANNEL, self._box.figures)]
         if self.app is not None:
-            github.protection_rule(set(github.engine.protected))
+            for repository in github.repositories.values():
+                repository.protection_rule(set(repository.engine.protected))
             github.app_hook.route = self._app_hook_url
         await self._box.start()
         await asyncio.gather(*(self._box.start_replica() for _ in range(self.replica_count - 1)))
@@ -160,6 +192,30 @@ class ChaosRun(Lifecycle):
         if self._http is not None:
             await self._http.close()
         await _admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+    def _services(self) -> list[SandboxService]:
+        """`svc-1`, `svc-2`...: a repository, a release channel and a plan each, the plan
+        reading figures of its own (`_figures`)."""
+        services = []
+        for number in range(1, self.service_count + 1):
+            name = f"svc-{number}"
+            plan = self.workdir / f"plan-{name}.yml"
+            plan.write_text(
+                fast_plan(self._figures(name), window=self.window, extension=self.window),
+                encoding="utf-8",
+            )
+            services.append(
+                SandboxService(
+                    name=name,
+                    repository=f"scriptum/{name}",
+                    release_channels=(f"C0SVC{number:05d}",),
+                    plan=plan,
+                )
+            )
+        return services
+
+    def _figures(self, service: str) -> Path:
+        return self.workdir / f"figures-{service}.yml"
 
     async def _migrate(self) -> None:
         """`rollout-bot migrate`, as an operator prepares a new database."""
@@ -195,8 +251,9 @@ class ChaosRun(Lifecycle):
     # -- playing --------------------------------------------------------------------------------
 
     async def play(self) -> Evidence:
-        """Run rollouts one after another (a track runs one rollout at a time) until at least
-        `rollouts` ran and `duration` seconds passed, under the faults; then gather evidence."""
+        """Run rollouts until at least `rollouts` ran and `duration` seconds passed, under the
+        faults, one after another in each service (a track runs one rollout at a time) and
+        the services side by side; then gather evidence."""
         started = time.monotonic()
         assert self._engine is not None
         store = RolloutStore(create_session_factory(self._engine), clock=SystemClock())
@@ -206,23 +263,35 @@ class ChaosRun(Lifecycle):
         if self.faults.db_kill_every and self.faults.db_kills:
             self._spawn(self._kill_connections(self.faults.db_kill_every, self.faults.db_kills))
         plan = pick_scenarios(self.minimum, self.rng)
-        index = 0
-        while index < len(plan) or time.monotonic() - started < self.duration:
-            scenario = plan[index] if index < len(plan) else self.rng.choice(SCENARIOS)
-            tag = f"v{self.seed}.{index + 1}.0"
-            index += 1
-            self.played.append((tag, scenario))
-            if not await self._play_one(store, tag, scenario):
-                break  # stuck: its tracks stay busy, no later rollout could start
+        lanes = len(self._lanes)
+        await asyncio.gather(
+            *(
+                self._play_lane(store, lane, plan[number::lanes], started)
+                for number, lane in enumerate(self._lanes)
+            )
+        )
         await asyncio.sleep(1.0)  # late deliveries, a last poll: anything done twice shows now
         await self._stop_background()
         self.figures.update(injected())
         return await gather_evidence(self, store, time.monotonic() - started)
 
-    async def _play_one(self, store: RolloutStore, tag: str, scenario: Scenario) -> bool:
+    async def _play_lane(
+        self, store: RolloutStore, lane: Lane, plan: Sequence[Scenario], started: float
+    ) -> None:
+        index = 0
+        while index < len(plan) or time.monotonic() - started < self.duration:
+            scenario = plan[index] if index < len(plan) else self.rng.choice(SCENARIOS)
+            index += 1
+            played = Played(f"v{self.seed}.{next(self._numbers)}.0", scenario, lane)
+            self.played.append(played)
+            if not await self._play_one(store, played):
+                return  # stuck: its tracks stay busy, no later rollout could start
+
+    async def _play_one(self, store: RolloutStore, played: Played) -> bool:
         """A release manager runs one rollout to its end; False when it did not end in time."""
-        write_figures(self.box.figures, "relay", scenario.relay)
-        write_figures(self.box.figures, "desktop", scenario.desktop)
+        tag, scenario, lane = played.tag, played.scenario, played.lane
+        write_figures(lane.figures, "relay", scenario.relay)
+        write_figures(lane.figures, "desktop", scenario.desktop)
         acted: dict[tuple[str, ...], float] = {}
 
         def due(*what: str, every: float = 2.0) -> bool:
@@ -238,7 +307,7 @@ class ChaosRun(Lifecycle):
             found = await self._look(store, tag)
             if found is None:
                 if due("start", every=3.0):
-                    self._spawn(self._command(f"start {tag} --flags-ready"))
+                    self._spawn(self._command(f"start {tag} --flags-ready", lane.channel))
             elif found.phase is Phase.ENDED:
                 return True
             elif found.phase is Phase.PREFLIGHT:
@@ -247,9 +316,9 @@ class ChaosRun(Lifecycle):
                     found.preflight.image.state,
                 )
                 if unchecked and due("recheck"):  # GitHub failed the check: look again
-                    await self._click(found, "recheck", None)
+                    await self._click(found, "recheck", None, lane.channel)
                 elif not unchecked and due("dispatch"):
-                    await self._click(found, "dispatch", None)
+                    await self._click(found, "dispatch", None, lane.channel)
             elif found.phase is Phase.RUNNING:
                 for track in holding_tracks(found):
                     stage = found.track(track).current
@@ -259,7 +328,7 @@ class ChaosRun(Lifecycle):
                     else:
                         action = "promote"
                     if due(action, track, stage.key):
-                        await self._click(found, action, track)
+                        await self._click(found, action, track, lane.channel)
             await asyncio.sleep(0.2)
         return False
 
@@ -282,31 +351,33 @@ class ChaosRun(Lifecycle):
         replica = self._replica()
         return f"{replica}/github/webhook" if replica is not None else None
 
-    async def _command(self, text: str) -> None:
+    async def _command(self, text: str, channel: str) -> None:
         replica = self._replica()
         if replica is None:
             return
         try:
-            await self.box.command(text, replica=replica)
+            await self.box.command(text, channel=channel, replica=replica)
             self.answers[200] += 1
         except AssertionError as refused:
             self.answers[_status_in(str(refused))] += 1
         except (aiohttp.ClientError, TimeoutError):
             self.answers[0] += 1
 
-    async def _click(self, rollout: Rollout, action: str, track: str | None) -> None:
+    async def _click(self, rollout: Rollout, action: str, track: str | None, channel: str) -> None:
         replica = self._replica()
         if replica is None or rollout.message_ts is None:
             return
         try:
-            card = self.box.slack.message(RELEASE_CHANNEL, rollout.message_ts)
+            card = self.box.slack.message(channel, rollout.message_ts)
         except KeyError:
             return
         value = _button(card, action, track) if track is not None else None
         if track is not None and value is None:
             return  # the card does not show it (yet): look again
         try:
-            await self.box.click(action, message=card, value=value, wait=False, replica=replica)
+            await self.box.click(
+                action, channel=channel, message=card, value=value, wait=False, replica=replica
+            )
             self.answers[200] += 1
             self.figures[f"clicks: {action}"] += 1
         except AssertionError as refused:

@@ -286,6 +286,12 @@ def release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
         return f"Dispatching `{npm.workflow}` on `{npm.ref}` for {who}…"
     if release.phase is ReleasePhase.NOT_STARTED:
         return f"Could not start Release for {who}: {release.error}"
+    if release.phase is ReleasePhase.UNFOLLOWED and release.error:
+        # Its looks failed every attempt (the database, most likely): the log has the rest.
+        return _clip(
+            f"The bot stopped following {run.lower() if release.run_id is None else run}, "
+            f"started by {who}: {release.error} Check it with step 4 once it has ended."
+        )
     if release.phase is ReleasePhase.UNFOLLOWED:
         return (
             f"{run}, started by {who}, took too long to follow: check it with step 4 once it "

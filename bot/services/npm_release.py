@@ -1,0 +1,300 @@
+"""Following the Release run the npm walkthrough dispatched: one look at a time, each a durable
+timer (`storage.timers`), so a run is followed to its end across a shutdown, a crash and
+replicas.
+
+A look (key `npm_release:<channel>:<ts>:<claim holder>:<n>`) reads the run once, redraws step 5
+when it changed and schedules the next look, or shows the run's result and ends. A look is
+fired by one replica; one fired again (its replica died before completing it) writes a next
+look whose key is taken already, so the chain stays one. The first look is written before the
+dispatch, due a lease later: when the bot stops or dies during the dispatch, it looks for the
+run the dispatch may have started, as after an unclear answer, instead of forgetting it. What
+the message showed travels in each look, so a restarted bot redraws it whole.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.domain.errors import GitHubError
+from bot.domain.npm import (
+    RELEASE_TIMER,
+    ReleaseFollow,
+    ReleasePhase,
+    ReleaseRun,
+    RunCheck,
+    RunSummary,
+    Walkthrough,
+    assess_run,
+    clip_error,
+)
+from bot.domain.plan import NpmRelease
+from bot.services.ports import Clock, ReleaseGateway
+from bot.services.records import Claim, ClaimState, Timer
+from bot.services.store_ports import Claims, Timers
+
+log = logging.getLogger(__name__)
+
+CLAIM_ACTION = "npm_release"
+"""The action of the claim a Release click takes (one Release per walkthrough and run shown)."""
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """The walkthrough's Slack message."""
+
+    channel: str
+    ts: str
+
+
+Redraw = Callable[[MessageRef, Walkthrough, ReleaseFollow], Awaitable[Walkthrough]]
+"""Show `release` in step 5 of the message's newest state (the given one, when this process
+has not seen the message) and redraw it; the state drawn."""
+
+
+class ReleaseLook(BaseModel):
+    """One look at a Release run: a timer's payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    ts: str
+    walkthrough: Walkthrough
+    """What the message showed when the look was written (its step 5 names the run)."""
+    claim_key: str
+    holder: str
+    """The click's claim (completed once the run is known, released when none started)."""
+    actor: str
+    dispatched_at: datetime
+    until: datetime
+    """The run is looked for (no run id yet), or followed, until then."""
+    number: int = 0
+
+    @property
+    def message(self) -> MessageRef:
+        return MessageRef(channel=self.channel, ts=self.ts)
+
+    @property
+    def key(self) -> str:
+        return f"{RELEASE_TIMER}:{self.channel}:{self.ts}:{self.holder}:{self.number}"
+
+    @property
+    def release(self) -> ReleaseFollow:
+        assert self.walkthrough.release is not None  # a look is written for a Release shown
+        return self.walkthrough.release
+
+    def claim(self) -> Claim:
+        return Claim(
+            key=self.claim_key,
+            action=CLAIM_ACTION,
+            actor=self.actor,
+            state=ClaimState.CLAIMED,
+            claimed_at=self.dispatched_at,
+            holder=self.holder,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LookPace:
+    """How often, and how long, a Release run is looked at."""
+
+    every: timedelta
+    """GITHUB_POLL_INTERVAL."""
+    follow_for: timedelta = timedelta(hours=2)
+    search_for: timedelta = timedelta(minutes=4)
+    """How long the run of an unclear dispatch is looked for (within the claim's lease)."""
+    resume_after: timedelta = timedelta(minutes=1)
+    """When the first look, written before the dispatch, fires if nothing replaced it (the bot
+    stopped or died during the dispatch): LEASE_SECONDS."""
+
+
+class ReleaseLooks:
+    """Writes and fires the looks at a dispatched Release run (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        github: ReleaseGateway,
+        timers: Timers,
+        timers_changed: Callable[[], None],
+        claims: Claims,
+        npm: NpmRelease,
+        clock: Clock,
+        pace: LookPace,
+        redraw: Redraw,
+        service: str,
+    ) -> None:
+        self._github = github
+        self._timers = timers
+        self._timers_changed = timers_changed
+        self._claims = claims
+        self._npm = npm
+        self._clock = clock
+        self.pace = pace
+        self._redraw = redraw
+        self._service = service
+
+    async def first(
+        self, message: MessageRef, shown: Walkthrough, claim: Claim, dispatched_at: datetime
+    ) -> ReleaseLook:
+        """Written before the dispatch: due a lease later, unless the dispatch's outcome
+        replaces it (`next`, then `cancel`)."""
+        due = dispatched_at + self.pace.resume_after
+        look = ReleaseLook(
+            channel=message.channel,
+            ts=message.ts,
+            walkthrough=shown,
+            claim_key=claim.key,
+            holder=claim.holder,
+            actor=claim.actor,
+            dispatched_at=dispatched_at,
+            until=due + self.pace.search_for,
+        )
+        await self._write(look, due)
+        return look
+
+    async def next(
+        self, look: ReleaseLook, shown: Walkthrough, *, until: datetime | None = None
+    ) -> None:
+        """The look after `look`, a poll interval from now, with what the message shows."""
+        update: dict[str, object] = {"walkthrough": shown, "number": look.number + 1}
+        if until is not None:
+            update["until"] = until
+        await self._write(look.model_copy(update=update), self._clock() + self.pace.every)
+
+    async def cancel(self, look: ReleaseLook) -> None:
+        await self._timers.cancel(key=look.key, now=self._clock())
+
+    async def _write(self, look: ReleaseLook, due: datetime) -> None:
+        await self._timers.schedule(
+            key=look.key,
+            kind=RELEASE_TIMER,
+            due_at=due,
+            now=self._clock(),
+            payload=look.model_dump(mode="json"),
+            service=self._service,
+        )
+        self._timers_changed()
+
+    # -- firing ---------------------------------------------------------------------------------
+
+    async def on_timer(self, timer: Timer) -> None:
+        """One look: look for the run of the dispatch, or at the run followed."""
+        look = ReleaseLook.model_validate(timer.payload or {})
+        if look.release.run_id is None:
+            await self._look_for_run(look)
+        else:
+            await self._look_at_run(look, look.release.run_id)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        """A look failed every attempt: step 5 says the bot stopped following (step 4 still
+        checks the run)."""
+        look = ReleaseLook.model_validate(timer.payload or {})
+        log.error("npm-token: stopped following the Release run of %s: %s", look.key, reason)
+        stopped = look.release.model_copy(
+            update={"phase": ReleasePhase.UNFOLLOWED, "error": clip_error(reason)}
+        )
+        await self._redraw(look.message, look.walkthrough, stopped)
+
+    async def _look_for_run(self, look: ReleaseLook) -> None:
+        """The dispatch's answer was unclear (or never came): its run is followed once found;
+        when none appeared by `until`, the click may be repeated."""
+        try:
+            found = await self._github.find_dispatched_run(
+                workflow_file=self._npm.workflow,
+                ref=self._npm.ref,
+                dispatched_at=look.dispatched_at,
+            )
+        except GitHubError as error:
+            log.warning("npm-token: could not look for the Release run: %s", error.message)
+            found = None  # a failed look is no answer: look again
+        if found is not None:
+            await self._claims.complete(look.claim(), now=self._clock())
+            log.info("npm-token: found the Release run %s", found.run_id)
+            await self.follow(look, look.walkthrough, look.release, found.run_id)
+            return
+        if self._clock() < look.until:
+            await self.next(look, look.walkthrough)
+            return
+        await self._claims.release(look.claim())
+        minutes = int(self.pace.search_for.total_seconds() // 60)
+        absent = look.release.model_copy(
+            update={
+                "phase": ReleasePhase.NOT_STARTED,
+                "error": clip_error(
+                    f"GitHub did not answer the dispatch clearly and no run of "
+                    f"{self._npm.workflow} by the bot appeared within {minutes} minutes. "
+                    "Check its runs on GitHub before running it again."
+                ),
+            }
+        )
+        log.warning("npm-token: no Release run appeared; the dispatch is taken as not started")
+        await self._redraw(look.message, look.walkthrough, absent)
+
+    async def follow(
+        self, look: ReleaseLook, shown: Walkthrough, release: ReleaseFollow, run_id: int
+    ) -> None:
+        """Show the run as started and follow it from the next look on."""
+        running = release.model_copy(
+            update={
+                "phase": ReleasePhase.RUNNING,
+                "run_id": run_id,
+                "status": "queued",
+                "error": None,
+            }
+        )
+        drawn = await self._redraw(look.message, shown, running)
+        await self.next(look, drawn, until=self._clock() + self.pace.follow_for)
+
+    async def _look_at_run(self, look: ReleaseLook, run_id: int) -> None:
+        release = shown = look.release
+        try:
+            run = await self._github.release_run(run_id)
+        except GitHubError as error:
+            # Keep following: a rate limit or a blip says so in the step, then passes.
+            release = release.model_copy(update={"error": clip_error(error.message)})
+        else:
+            if run.completed:
+                await self._ended(look, run)
+                return
+            release = release.model_copy(update={"status": run.status, "error": None})
+        if self._clock() >= look.until:
+            unfollowed = release.model_copy(
+                update={"phase": ReleasePhase.UNFOLLOWED, "error": None}
+            )
+            await self._redraw(look.message, look.walkthrough, unfollowed)
+            return
+        drawn = look.walkthrough
+        if release != shown:
+            drawn = await self._redraw(look.message, look.walkthrough, release)
+        await self.next(look, drawn)
+
+    async def _ended(self, look: ReleaseLook, run: ReleaseRun) -> None:
+        try:
+            check = await judged(self._github, run, self._npm)
+        except GitHubError as error:
+            check = RunCheck(run=RunSummary.of(run), error=clip_error(error.message))
+        done = look.release.model_copy(
+            update={"phase": ReleasePhase.DONE, "status": run.status, "check": check, "error": None}
+        )
+        log.info("npm-token: Release run %s ended: %s", run.run_id, check.tone)
+        await self._redraw(look.message, look.walkthrough, done)
+
+
+async def judged(github: ReleaseGateway, run: ReleaseRun | None, npm: NpmRelease) -> RunCheck:
+    """The run's job, its steps and (once it completed) its log, judged."""
+    if run is None or not run.completed:
+        return assess_run(run, None, None, npm=npm)
+    job = await github.release_job(run_id=run.run_id, name=npm.job)
+    text: str | None = None
+    unavailable: str | None = None
+    if job is not None and job.status == "completed" and job.conclusion != "skipped":
+        try:
+            text = await github.job_log(job.job_id)
+        except GitHubError as error:
+            unavailable = error.message
+    return assess_run(run, job, text, npm=npm, log_unavailable=unavailable)
