@@ -140,13 +140,29 @@ def create_engine(
     connect_args: dict[str, Any] = {"timeout": POSTGRES_CONNECT_TIMEOUT_S}
     if statement_timeout_s is not None:
         connect_args["command_timeout"] = statement_timeout_s * CLIENT_TIMEOUT_SHARE
-        connect_args["server_settings"] = {
-            "statement_timeout": str(max(int(statement_timeout_s * 1000), 1))
-        }
     connect_args.update(engine_options.pop("connect_args", {}))
-    return _create_async_engine(
+    engine = _create_async_engine(
         parsed, pool_pre_ping=True, connect_args=connect_args, **engine_options
     )
+    if statement_timeout_s is not None:
+        _bound_statements(engine, statement_timeout_s)
+    return engine
+
+
+def _bound_statements(engine: AsyncEngine, seconds: float) -> None:
+    """Each new PostgreSQL connection sets `statement_timeout` for its session. With `SET`,
+    not as a startup parameter (asyncpg's `server_settings`): PgBouncer refuses a startup
+    parameter it does not know, and would refuse every connection."""
+    milliseconds = max(int(seconds * 1000), 1)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # the driver's adapter began a transaction for the SET
 
 
 def _create_sqlite_engine(

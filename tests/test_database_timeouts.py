@@ -125,12 +125,11 @@ async def test_each_connection_carries_the_bound_and_a_migration_none(
     postgres_database_url: str,
 ) -> None:
     for bound, expected in ((BOUND, "500ms"), (None, "0")):
-        async with (
-            engine_for_one_task(postgres_database_url, statement_timeout_s=bound) as engine,
-            engine.connect() as connection,
-        ):
-            shown = await connection.exec_driver_sql("SHOW statement_timeout")
-            assert shown.scalar() == expected
+        async with engine_for_one_task(postgres_database_url, statement_timeout_s=bound) as engine:
+            for _ in range(2):  # a new connection, then the same one back from the pool
+                async with engine.connect() as connection:
+                    shown = await connection.exec_driver_sql("SHOW statement_timeout")
+                    assert shown.scalar() == expected
 
 
 class FreezingProxy:
