@@ -35,8 +35,8 @@ async def holding(
     locked for every replica's writes until the garbage collector closes it. It is waited
     for a third of the lease at most (longer than the app lets one statement take, a quarter
     of the lease: `bot.bootstrap.statement_timeout`), then cancelled: a database that hangs
-    must not hang a shutdown. A caller
-    cancelled meanwhile leaves it to end by itself (`_finishing` keeps it)."""
+    must not hang a shutdown. A caller cancelled meanwhile leaves it to end by itself
+    (`_finishing` keeps it)."""
     ended = asyncio.Event()
 
     async def renewing() -> None:
