@@ -46,10 +46,12 @@ bench: $(STAMP)
 
 # The long chaos run: three serve replicas on a fresh PostgreSQL database under faults, at
 # least ten rollouts for DURATION seconds; prints the figures, fails on a broken invariant.
+# GITHUB_APP=1: the replicas run as a GitHub App, every stage held by its protection rule.
 SEED ?= 1
 DURATION ?= 300
 GITHUB_FAULTS ?= 0.2
 SLACK_FAULTS ?= 0.1
 chaos: $(STAMP)
 	$(PY) -m sandbox.chaos --seed $(SEED) --duration $(DURATION) \
-		--github-faults $(GITHUB_FAULTS) --slack-faults $(SLACK_FAULTS)
+		--github-faults $(GITHUB_FAULTS) --slack-faults $(SLACK_FAULTS) \
+		$(if $(GITHUB_APP),--github-app)

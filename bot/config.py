@@ -7,7 +7,7 @@ listing every problem by its variable name, so an operator fixes them in one pas
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,7 +23,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 from bot.config_checks import (
     SLACK_IDS,
@@ -45,6 +44,7 @@ from bot.github_credentials import (
     normalize_pem,
     rsa_key,
 )
+from bot.logs import password_forms
 from bot.plan_file import load_plan
 from bot.service_file import (
     REPOSITORY,
@@ -61,6 +61,14 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+_BLANK_KEY_FIX = {
+    "slack_signing_secret": "set the Slack app's Signing Secret (Basic Information)",
+    "github_webhook_secret": (
+        "set the webhook's secret, or leave GITHUB_WEBHOOK_SECRET unset to refuse every delivery"
+    ),
+}
 
 
 class DatabaseSettings(BaseSettings):
@@ -83,7 +91,8 @@ class PrometheusSettings(DatabaseSettings):
 
 
 class Settings(DatabaseSettings):
-    """The bot's configuration. Secrets are `SecretStr`: they print as asterisks."""
+    """The bot's configuration. Secrets are `SecretStr`: they print as asterisks, and so do
+    the passwords inside its URLs."""
 
     slack_bot_token: SecretStr
     slack_signing_secret: SecretStr
@@ -197,6 +206,15 @@ class Settings(DatabaseSettings):
             raise with_problems(cls.__name__, [], problems)
         settings._github_app_key = key or settings.github_app_private_key
         return settings
+
+    @field_validator("slack_signing_secret", "github_webhook_secret")
+    @classmethod
+    def _signing_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """A blank key signs what anyone sends: refused, never taken as a key."""
+        if value is not None and not value.get_secret_value().strip():
+            fix = _BLANK_KEY_FIX[str(info.field_name)]
+            raise ValueError(f"empty: anyone can sign with an empty key; {fix}")
+        return value
 
     @field_validator("metrics_token")
     @classmethod
@@ -317,20 +335,20 @@ class Settings(DatabaseSettings):
             for name in type(self).model_fields
             if isinstance(value := getattr(self, name), SecretStr) and value.get_secret_value()
         ]
-        passwords = [
-            url.password
+        urls = [
+            str(url)
             for name in type(self).model_fields
-            if isinstance(url := getattr(self, name), AnyHttpUrl) and url.password
+            if isinstance(url := getattr(self, name), AnyHttpUrl)
         ]
-        database_password = make_url(self.database_url).password
+        passwords = [form for url in (*urls, self.database_url) for form in password_forms(url)]
         key = self._github_app_key.get_secret_value() if self._github_app_key is not None else ""
         key_lines = [line for line in key.splitlines() if not line.startswith("-----")]
-        return (
-            secrets
-            + passwords
-            + ([str(database_password)] if database_password else [])
-            + key_lines
-        )
+        return secrets + passwords + key_lines
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """As `describe` shows the settings (a traceback or a holder's repr may show them):
+        the passwords inside URLs masked, as the secrets are."""
+        return [(name.lower(), shown) for name, shown in self.describe()]
 
     def describe(self) -> list[tuple[str, str]]:
         """Every setting as (ENV_NAME, value) with secrets masked, for `check-config`."""

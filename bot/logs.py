@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from urllib.parse import unquote, urlsplit
 
 _rollout_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rollout_id", default=None)
 
@@ -23,6 +24,13 @@ REDACTED = "[redacted]"
 GITHUB_TOKEN_SHAPE = re.compile(r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]+")
 """GitHub's token formats: `ghs_` installation tokens, `ghp_` classic and `github_pat_`
 fine-grained personal tokens, `gho_`/`ghu_`/`ghr_` OAuth, user and refresh tokens."""
+
+
+def password_forms(url: str) -> set[str]:
+    """The password inside a URL as the URL writes it (percent-encoded) and as it is meant
+    (decoded): a line may carry either, and the scrubber must know both."""
+    written = urlsplit(url).password
+    return {written, unquote(written)} if written else set()
 
 
 @contextlib.contextmanager

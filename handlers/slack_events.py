@@ -2,9 +2,10 @@
 
 The signature (slack_sdk's `SignatureVerifier`, on the body exactly as received) is checked
 before anything reads the body, so an unsigned request costs one log line and a 401, whatever
-it holds. A signed body is then validated into one of `handlers.payloads`' models; what does
-not fit (nothing Slack itself sends) is refused with a 400 and one line, and what fits
-reaches Bolt as that model again, so no listener meets a shape it does not expect.
+it holds; a body over `MAX_BODY` is not even read in full (413). A signed body is then
+validated into one of `handlers.payloads`' models; what does not fit (nothing Slack itself
+sends) is refused with a 400 and one line, and what fits reaches Bolt as that model again, so
+no listener meets a shape it does not expect.
 Bolt's own verification is off: it would check the rebuilt body, and this check came first.
 """
 
@@ -54,7 +55,11 @@ class Refused(Exception):
 
 
 async def receive(request: web.Request) -> web.Response:
-    text = _signed(request, await request.read())
+    body = await _read(request)
+    if body is None:
+        log.warning("Slack request refused: its body is over %d bytes", MAX_BODY)
+        return web.json_response({"error": "request body too large"}, status=413)
+    text = _signed(request, body)
     if text is None:
         log.warning("Slack request refused: missing, stale or wrong signature")
         return web.json_response({"error": "invalid request signature"}, status=401)
@@ -80,12 +85,25 @@ async def receive(request: web.Request) -> web.Response:
     return await to_aiohttp_response(answer)
 
 
+async def _read(request: web.Request) -> bytes | None:
+    """The body, or None when it is over MAX_BODY: then it is not read further (the app's
+    limit is the webhook's 25 MB, which an unsigned sender must not make the bot take in)."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return bytes(body)
+
+
 def _signed(request: web.Request, body: bytes) -> str | None:
     """The body as text, if Slack signed exactly these bytes recently (slack_sdk's verifier);
     None otherwise."""
     timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
     signature = request.headers.get("X-Slack-Signature", "")
-    if len(body) > MAX_BODY or not _TIMESTAMP.fullmatch(timestamp) or not signature:
+    if not _TIMESTAMP.fullmatch(timestamp) or not signature:
         return None
     try:
         text = body.decode("utf-8")  # the verifier signs text: a body that is not UTF-8

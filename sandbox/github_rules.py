@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -122,6 +123,9 @@ class AppWebhook:
     def __init__(self, secret: str = GITHUB_WEBHOOK_SECRET) -> None:
         self.url: str | None = None
         """Where the App's events go (the bot's `/github/webhook`); None while it is down."""
+        self.route: Callable[[], str | None] | None = None
+        """When set, asked for the URL of each delivery instead of `url`: a load balancer in
+        front of several replicas (None when no replica is up)."""
         self.secret = secret
         self.deliveries: list[AppDelivery] = []
         self._lose = 0
@@ -148,19 +152,20 @@ class AppWebhook:
     async def _post(self, guid: str, event: str, body: bytes, *, redelivery: bool) -> AppDelivery:
         status: int | None = None
         result: str | None = None
+        url = self.route() if self.route is not None else self.url
         if self._lose > 0:
             self._lose -= 1
-        elif self.url is not None:
+        elif url is not None:
             headers = github_signature_headers(self.secret, body, event=event, delivery=guid)
             headers["X-GitHub-Hook-Installation-Target-Type"] = "integration"
             self._http = self._http or aiohttp.ClientSession()
             try:
-                async with self._http.post(self.url, data=body, headers=headers) as response:
+                async with self._http.post(url, data=body, headers=headers) as response:
                     status = response.status
                     answer = await response.json(content_type=None)
                     result = answer.get("result") if isinstance(answer, dict) else None
             except aiohttp.ClientError as error:
-                _log.info("App webhook %s to %s failed: %s", event, self.url, error)
+                _log.info("App webhook %s to %s failed: %s", event, url, error)
         delivery = AppDelivery(guid, event, body, status, result, redelivery)
         self.deliveries.append(delivery)
         return delivery

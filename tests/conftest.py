@@ -19,9 +19,9 @@ end-to-end story, where the database only keeps the rollout between two clicks, 
 twice would prove nothing more and double its time. Within such a module a test marked
 `database_matters` runs on both again.
 
-The bounded chaos run (real processes, real time) is collected first, so that with several
-workers it runs beside the rest instead of ending the run alone. (Not beside the fuzzing: that
-one is CPU-bound and would starve the chaos run's replicas.)
+The bounded chaos runs (real processes, real time) are collected first, so that with several
+workers they run beside the rest instead of ending the run alone. (Not beside the fuzzing: that
+one is CPU-bound and would starve the chaos runs' replicas.)
 
 PostgreSQL is expected at `postgresql://postgres@127.0.0.1:5432/test` (trust auth; override
 with TEST_POSTGRES_URL). When it cannot be reached the postgres cases are skipped, or fail

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from bot.bootstrap import create_app
-from bot.config import Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.services.scheduler import TIMER_WORKERS
 from handlers.app_keys import READINESS, SERVICES
 from sandbox.config import (
@@ -188,6 +188,36 @@ async def test_unsigned_or_forged_slack_requests_are_refused(
     assert slack.all_responses == []
 
 
+_OVER_A_MEGABYTE = {
+    "announced": b"Content-Length: 20000000\r\n\r\ntext=" + b"a" * 1000,
+    "chunked": b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (1100 * 1024)
+    + b"a" * (1100 * 1024)
+    + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("length", list(_OVER_A_MEGABYTE))
+async def test_a_body_larger_than_slack_sends_is_refused_before_it_is_read(
+    client: TestClient[object, object], slack: SlackTestServer, length: str
+) -> None:
+    """Slack's requests are a few kilobytes. A request that announces more than a megabyte, or
+    sends more in chunks, is answered at once, read no further: an unauthenticated sender
+    cannot make the bot take in the 25 MB the webhook's limit allows (the rest of the body is
+    never sent here, so a bot that waited to read it all would not answer)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n" + _OVER_A_MEGABYTE[length]
+    )
+    await writer.drain()
+    try:
+        status_line = await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413"
+    assert slack.calls == []
+
+
 async def test_a_valid_request_is_not_refused_by_the_timestamp_guard(
     client: TestClient[object, object], slack: SlackTestServer
 ) -> None:
@@ -242,6 +272,35 @@ async def test_webhook_without_a_configured_secret_refuses_everything(
     async with TestClient(TestServer(create_app(unsecured))) as test_client:
         response = await test_client.post("/github/webhook", data=body, headers=headers)
     assert response.status == 401
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize("name", ["SLACK_SIGNING_SECRET", "GITHUB_WEBHOOK_SECRET"])
+async def test_a_blank_signing_secret_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    slack: SlackTestServer,
+    name: str,
+    blank: str,
+) -> None:
+    """An HMAC keyed with an empty secret is one anyone can compute: a bot that took a blank
+    webhook secret acted on forged deliveries, and one with a blank Slack secret answered
+    every Slack request 500 (slack_sdk's verifier refuses the key). Either is refused with the
+    other problems of the configuration, and nothing starts."""
+    monkeypatch.setenv(name, blank)
+    with pytest.raises(ConfigError) as refused:
+        load_settings(Settings, env_file=None)
+    assert [p for p in refused.value.problems if p.startswith(name)] == [
+        f"{name}: empty: anyone can sign with an empty key; {_BLANK_SECRET_FIX[name]}"
+    ]
+
+
+_BLANK_SECRET_FIX = {
+    "SLACK_SIGNING_SECRET": "set the Slack app's Signing Secret (Basic Information)",
+    "GITHUB_WEBHOOK_SECRET": (
+        "set the webhook's secret, or leave GITHUB_WEBHOOK_SECRET unset to refuse every delivery"
+    ),
+}
 
 
 async def test_healthz_answers_when_the_database_does(client: TestClient[object, object]) -> None:

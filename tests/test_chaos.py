@@ -2,7 +2,8 @@
 
 The checks are proven able to fail on hand-made records first: a window evaluated twice, an
 environment approved twice, a verdict posted twice, a traceback or a secret in a log.
-The bounded run needs PostgreSQL (`-m chaos` selects it) and takes about a minute.
+The bounded runs, in token mode and as a GitHub App, need PostgreSQL (`-m chaos` selects
+them) and take one to two minutes each.
 """
 
 from __future__ import annotations
@@ -192,15 +193,25 @@ idle machine, more on a loaded one."""
 @pytest.mark.chaos
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("github_app", "rollouts"),
+    [
+        pytest.param(False, 3, id="token"),
+        # As the App (every stage held by its protection rule, installation tokens that
+        # last 30 s), two rollouts: one to 100% and GA, one rolled back by its 5% gate.
+        pytest.param(True, 2, id="github-app"),
+    ],
+)
 async def test_rollouts_under_chaos_keep_every_invariant(
-    tmp_path: Path, postgres_server: str
+    tmp_path: Path, postgres_server: str, github_app: bool, rollouts: int
 ) -> None:
     evidence, findings = await run_chaos(
         workdir=tmp_path,
         seed=11,
         faults=BOUNDED,
-        rollouts=3,
+        rollouts=rollouts,
         admin_url=postgres_server,
+        github_app=github_app,
     )
     figures = report(evidence, findings, seed=11)
     print(figures)  # the figures are the point of a chaos run (pytest -s shows them)

@@ -14,8 +14,10 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from figures import SECOND_APPROVER, TWO_APPROVERS
+import pytest
+from figures import SECOND_APPROVER, TWO_APPROVERS, every_gate_passes
 from sandbox_views import button, value_of
+from test_controls import sandbox_for
 from test_github_faults import DISPATCHES, sandbox
 
 from bot.domain.rollout import Phase, Rollout
@@ -29,19 +31,19 @@ LINK_URL = "link_url"
 """The block and action id of the run's URL in the Link a run… form."""
 
 
-async def unclear_dispatch(box: Sandbox) -> Rollout:
-    """Start v1.4.2 and dispatch it while GitHub answers 502: the rollout is left dispatching,
-    its run unknown (the bot keeps looking)."""
+async def unclear_dispatch(box: Sandbox, *, by: str = RELEASE_MANAGER) -> Rollout:
+    """Start v1.4.2 and dispatch it (`by` clicks Dispatch) while GitHub answers 502: the
+    rollout is left dispatching, its run unknown (the bot keeps looking)."""
     await box.command("start v1.4.2 --flags-ready")
     box.github.fault_next("POST", DISPATCHES, "server_error")
-    await box.click("dispatch", value=await value_of(box, "dispatch"), wait=False)
+    await box.click("dispatch", user=by, value=await value_of(box, "dispatch"), wait=False)
     await box.wait_for_thread("no run of it appeared", timeout=30)
     return await box.rollout()
 
 
-async def gave_up(box: Sandbox) -> Rollout:
+async def gave_up(box: Sandbox, *, by: str = RELEASE_MANAGER) -> Rollout:
     """`unclear_dispatch`, then the search limit passes: the bot gives up, back to preflight."""
-    sent = await unclear_dispatch(box)
+    sent = await unclear_dispatch(box, by=by)
     assert sent.dispatched_at is not None
     await box._store.save(replace(sent, dispatched_at=sent.dispatched_at - DISPATCH_SEARCH))
     await box.wait_for_thread("No run of the dispatch of `v1.4.2` could be identified")
@@ -103,6 +105,35 @@ async def test_a_freeze_refuses_a_link_that_would_start_a_rollout_back_in_its_pr
     assert "Override freeze" not in answer and "Do not click Dispatch" in answer
     assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
     assert await attached(sandbox, back.id) == [("rollout-bot", "gave_up", None)]
+
+
+@pytest.mark.parametrize("waiting", ["dispatching", "gave_up"])
+async def test_the_two_person_rule_on_dispatch_binds_the_starter_s_link(
+    tmp_path: Path, database_url: str, waiting: str
+) -> None:
+    """A link picks the run whose first stages the bot approves: with `two_person: [dispatch]`
+    the starter cannot link one alone, or they could start a run on GitHub (any inputs) and
+    have it approved with nobody else's click, while the bot still looks for the second
+    approver's dispatch or after it gave up."""
+    changes: dict[str, object] = {"two_person": ["dispatch"]}
+    approvers = f"{RELEASE_MANAGER},{SECOND_APPROVER}"
+    async with sandbox_for(
+        tmp_path, database_url, approvers=approvers, plan_changes=changes
+    ) as box:
+        every_gate_passes(box)
+        wait = unclear_dispatch if waiting == "dispatching" else gave_up
+        back = await wait(box, by=SECOND_APPROVER)
+        run_id = by_hand(box)
+
+        answer = await box.command(f"link {run_id}")
+
+        assert "two-person rule" in answer and "link a run to `v1.4.2`" in answer
+        assert (await box.rollout()).phase is back.phase
+        assert await attached(box, back.id) == [
+            ("rollout-bot", "gave_up", None) for _ in range(waiting == "gave_up")
+        ]
+        assert f"Run {run_id} linked" in await box.command(f"link {run_id}", user=SECOND_APPROVER)
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
 
 
 async def test_a_run_is_linked_by_its_number_while_the_bot_still_looks(sandbox: Sandbox) -> None:

@@ -7,7 +7,9 @@ import logging
 
 import pytest
 
+from bot.config import Settings, load_settings
 from bot.logs import REDACTED, configure_logging, rollout_context
+from sandbox.config import bot_environment
 
 
 def test_json_lines_carry_the_rollout_id_and_never_a_secret(
@@ -48,3 +50,39 @@ def test_anything_shaped_like_a_github_token_is_scrubbed_though_no_setting_names
     err = capsys.readouterr().err
     assert err.count(REDACTED) == 3
     assert not [token for token in tokens if token[:8] in err]
+
+
+URL_PASSWORDS = {
+    "DATABASE_URL": ("postgresql://bot:p%40ss%2Fw0rd@127.0.0.1:5432/rollouts", "p@ss/w0rd"),
+    "PROMETHEUS_URL": ("http://admin:hunter%3A22x@127.0.0.1:9090/", "hunter:22x"),
+}
+"""Generated passwords often hold `@`, `/` or `:`, which a URL carries percent-encoded."""
+
+
+def test_a_password_inside_a_url_shows_in_neither_form_in_the_settings_or_a_log_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`repr(settings)` (a traceback's locals, a dataclass that holds them) masks the URLs'
+    passwords as it masks the SecretStr settings, and a URL logged by a slip is scrubbed
+    whether its password is written encoded or decoded."""
+    env = bot_environment(
+        slack_api_url="http://127.0.0.1:9/api/",
+        github_api_url="http://127.0.0.1:9/",
+        database_url=URL_PASSWORDS["DATABASE_URL"][0],
+    )
+    for name, setting in env.items():
+        monkeypatch.setenv(name, setting)
+    monkeypatch.setenv("PROMETHEUS_URL", URL_PASSWORDS["PROMETHEUS_URL"][0])
+    settings = load_settings(Settings, env_file=None)
+    configure_logging(level="INFO", fmt="text", secrets=settings.secret_values())
+    logging.getLogger("bot.test").warning(
+        "connecting to %s, then %s", settings.database_url, settings.prometheus_url
+    )
+    logging.getLogger("bot.test").warning(
+        "as given: %s", [url for url, _ in URL_PASSWORDS.values()]
+    )
+    shown = repr(settings) + str(settings) + capsys.readouterr().err
+    for url, password in URL_PASSWORDS.values():
+        encoded = url.split(":")[2].split("@")[0]
+        assert encoded not in shown and password not in shown
+    assert "postgresql+asyncpg://bot:***@127.0.0.1:5432/rollouts" in repr(settings)

@@ -134,6 +134,29 @@ async def post_webhook(
         return str((await response.json())["result"])
 
 
+async def test_an_event_name_the_bot_does_not_follow_is_counted_as_other(
+    box: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    """`X-GitHub-Event` is outside the signature: a signed body (GitHub shows its deliveries'
+    headers to the repository's admins) sent again under made-up event names must not make a
+    series for each name, which would grow the bot's memory and every scrape without bound."""
+    made_up = [f"made-up-{n}" for n in range(3)]
+    for n, event in enumerate(made_up):
+        assert await post_webhook(box, http, event, {"zen": "x"}, f"d-{n}") == "ignored"
+
+    found = await Scraper(box, http, TOKEN).samples()
+
+    deliveries = {
+        dict(labels)["event"]
+        for name, labels in found
+        if name == "rollout_bot_webhook_deliveries_total"
+    }
+    assert not deliveries & set(made_up)
+    assert (
+        value(found, "rollout_bot_webhook_deliveries_total", event="other", result="ignored") == 3
+    )
+
+
 async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_series(
     box: Sandbox, http: aiohttp.ClientSession
 ) -> None:

@@ -140,15 +140,17 @@ def two_person_refusal(
 ) -> TwoPersonRefusal | None:
     """Why the plan's two-person rule refuses `actor` this action, or None when it allows it.
 
-    The rule binds the person who started the rollout: they cannot alone dispatch it, promote
-    it (to the last stage, or into a stage marked `two_person`), or redeploy over it. Stopping
-    a rollout (roll back, kill-switch) never needs a second person.
+    The rule binds the person who started the rollout: they cannot alone dispatch it (nor link
+    a run to it), promote it (to the last stage, or into a stage marked
+    `two_person`), or redeploy over it. Stopping a rollout (roll back, kill-switch) never needs
+    a second person.
     """
     if actor != rollout.started_by:
         return None
     rules = set(plan.two_person)
     refused = TwoPersonRefusal(actor, rollout.tag, control)
-    if control is Control.DISPATCH and TwoPersonAction.DISPATCH in rules:
+    # A link picks the run the bot approves (one the starter may have started on GitHub).
+    if control in (Control.DISPATCH, Control.LINK_RUN) and TwoPersonAction.DISPATCH in rules:
         return refused
     if control is Control.REDEPLOY and TwoPersonAction.REDEPLOY in rules:
         return refused

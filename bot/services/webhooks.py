@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.domain import protection_rules
-from bot.domain.github_events import RunEvent, run_event
+from bot.domain.github_events import FOLLOWED, RunEvent, run_event
 from bot.domain.rollout import Phase
 from bot.logs import rollout_context
 from bot.services.clock import finish
@@ -85,8 +85,11 @@ class GitHubWebhooks:
     async def take(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> Intake:
         """Take a delivery in; a followed one is reconciled in the background afterwards."""
         intake = await self._intake(delivery_id=delivery_id, event=event, payload=payload)
+        # The event's name is outside the signature: one the bot does not follow is `other`,
+        # so made-up names cannot add series without bound.
+        known = event in FOLLOWED or event == protection_rules.EVENT
         self.telemetry.webhook_delivery(
-            event=event or "unknown", result=intake.taken.value, at=self.clock()
+            event=event if known else "other", result=intake.taken.value, at=self.clock()
         )
         return intake
 

@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slack-faults", type=float, default=Faults.slack)
     parser.add_argument("--kill-every", type=float, default=Faults.kill_every)
     parser.add_argument("--db-kills", type=int, default=Faults.db_kills)
+    parser.add_argument(
+        "--github-app",
+        action="store_true",
+        help="the replicas as a GitHub App, every stage held by its protection rule",
+    )
     args = parser.parse_args(argv)
     faults = Faults(
         github=args.github_faults,
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             faults=faults,
             rollouts=args.rollouts,
             duration=args.duration,
+            github_app=args.github_app,
         )
     )
     sys.stdout.write(report(evidence, findings, seed=args.seed) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from bot.domain.rollout import Phase
@@ -34,7 +34,8 @@ class Outcome:
 class Evidence:
     outcomes: tuple[Outcome, ...]
     reviews: tuple[tuple[int, str, str], ...]
-    """Every review GitHub recorded: (run id, environment, approved|rejected)."""
+    """Every review GitHub recorded, by reviewers or (App mode) by the App's protection rule:
+    (run id, environment, approved|rejected)."""
     dispatches: Mapping[str, int]
     """Deployment Strategy dispatches per tag."""
     logs: Mapping[str, str]
@@ -46,6 +47,9 @@ class Evidence:
     figures: Mapping[str, int] = field(default_factory=dict)
     """Faults and traffic, for the report."""
     seconds: float = 0.0
+    secrets: tuple[str, ...] = SECRETS
+    """What must appear nowhere: the sandbox's secrets, and in App mode the App's private key
+    and every installation token it minted."""
 
 
 @dataclass(frozen=True)
@@ -155,13 +159,13 @@ def no_tracebacks(evidence: Evidence) -> Finding:
     )
 
 
-def no_secrets(evidence: Evidence, hidden: Sequence[str] = SECRETS) -> Finding:
+def no_secrets(evidence: Evidence) -> Finding:
     places = [(f"log {name}", log) for name, log in sorted(evidence.logs.items())]
     places += [("a Slack message", sent) for sent in evidence.sent_to_slack]
     problems = tuple(
         f"{where} carries a secret ({secret[:6]}...)"
         for where, content in places
-        for secret in hidden
+        for secret in evidence.secrets
         if secret in content
     )
     return Finding("no secret in any log line or Slack message", len(places), problems)

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from sandbox.chaos.checks import Evidence, Outcome
-from sandbox.config import RELEASE_CHANNEL
+from sandbox.config import RELEASE_CHANNEL, SECRETS
 from storage.rollout_store import RolloutStore
 
 if TYPE_CHECKING:
@@ -55,16 +55,33 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
     sent += [json.dumps(post.body) for post in box.slack.all_responses]
     dispatches = Counter(str(d.inputs.get("relay_image_tag")) for d in box.github.dispatches)
     run.figures["GitHub requests"] = len(box.github.requests)
-    run.figures["GitHub review attempts refused (not waiting)"] = sum(
+    app = box.github.app
+    answered, path = (
+        ("review", "/pending_deployments")
+        if app is None
+        else ("rule answer", "/deployment_protection_rule")
+    )
+    run.figures[f"GitHub {answered} attempts refused (not waiting)"] = sum(
         1
         for r in box.github.requests
-        if r.method == "POST" and r.path.endswith("/pending_deployments") and r.status == 422
+        if r.method == "POST" and r.path.endswith(path) and r.status == 422
     )
+    secrets: tuple[str, ...] = SECRETS
+    if app is not None:
+        deliveries = box.github.app_hook.deliveries
+        run.figures["App deliveries"] = len(deliveries)
+        # The bot finds their requests again from the run's deployments (docs/protection-rules.md).
+        run.figures["App deliveries that reached no replica"] = sum(
+            1 for d in deliveries if d.status_code is None
+        )
+        run.figures["App installation tokens minted"] = len(app.issued)
+        key_lines = app.private_key.splitlines()[1:-1]
+        secrets += (*key_lines, *(token.token for token in app.issued))
     return Evidence(
         outcomes=tuple(outcomes),
         reviews=tuple(
             (review.run_id, environment, review.state)
-            for review in box.github.reviews
+            for review in (*box.github.reviews, *box.github.engine.rule_reviews)
             for environment in review.environments
         ),
         dispatches=dispatches,
@@ -73,4 +90,5 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
         answers=dict(run.answers),
         figures=dict(run.figures),
         seconds=seconds,
+        secrets=secrets,
     )

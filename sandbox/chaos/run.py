@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Coroutine, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from sandbox.chaos.script import (
     rollout_budget,
 )
 from sandbox.config import GITHUB_WEBHOOK_SECRET, RELEASE_CHANNEL
+from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.loopback import Lifecycle
 from sandbox.signing import github_signature_headers
@@ -85,6 +87,7 @@ class ChaosRun(Lifecycle):
         rollout_timeout: float | None = None,
         admin_url: str = ADMIN_URL,
         poll_interval: float = 0.2,
+        github_app: bool = False,
     ) -> None:
         self.workdir = workdir
         self.seed = seed
@@ -100,6 +103,9 @@ class ChaosRun(Lifecycle):
         """Seconds a rollout may take (`rollout_budget` unless given)."""
         self.admin_url = admin_url
         self.poll_interval = poll_interval
+        self.app = SandboxApp(token_lifetime=APP_TOKEN_LIFETIME) if github_app else None
+        """App mode: the replicas authenticate as this App, and every stage's environment is
+        held by its custom deployment protection rule instead of required reviewers."""
         self.database = f"rb_chaos_{secrets.token_hex(5)}"
         self.database_url = (
             make_url(admin_url).set(database=self.database).render_as_string(hide_password=False)
@@ -134,10 +140,15 @@ class ChaosRun(Lifecycle):
                 "CLAIM_LEASE_SECONDS": "8",
                 "DISPATCH_SEARCH_SECONDS": "15",
             },
+            github_app=self.app,
         )
+        github = self._box.github
+        if self.app is not None:
+            github.protection_rule(set(github.engine.protected))
+            github.app_hook.route = self._app_hook_url
         await self._box.start()
         await asyncio.gather(*(self._box.start_replica() for _ in range(self.replica_count - 1)))
-        self._box.github.on_event(self._webhook)
+        github.on_event(self._webhook)
         self._engine = create_engine(self.database_url)
 
     async def stop(self) -> None:
@@ -265,6 +276,12 @@ class ChaosRun(Lifecycle):
         running = [r.url for r in self.box.replicas if r.running]
         return self.rng.choice(running) if running else None
 
+    def _app_hook_url(self) -> str | None:
+        """The App's webhook reaches a replica that is up (a load balancer's choice), or
+        fails, as GitHub's delivery does when none is."""
+        replica = self._replica()
+        return f"{replica}/github/webhook" if replica is not None else None
+
     async def _command(self, text: str) -> None:
         replica = self._replica()
         if replica is None:
@@ -341,6 +358,11 @@ class ChaosRun(Lifecycle):
             )
             self.figures["database kills (pg_terminate_backend rounds)"] += 1
             self.figures["database connections terminated"] += killed
+
+
+APP_TOKEN_LIFETIME = timedelta(seconds=30)
+"""In App mode, installation tokens last 30 s instead of an hour: each replica mints new ones
+every few seconds under the faults, and a token expires in a process's hands."""
 
 
 def _status_in(message: str) -> int:

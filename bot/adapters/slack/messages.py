@@ -68,6 +68,7 @@ def two_person_text(refused: TwoPersonRefusal) -> str:
     """The two-person rule's refusal, naming the starter."""
     what = {
         Control.DISPATCH: f"dispatch `{refused.tag}`",
+        Control.LINK_RUN: f"link a run to `{refused.tag}`",
         Control.REDEPLOY: f"redeploy over `{refused.tag}`",
     }.get(refused.control, f"promote {refused.track} to *{refused.stage}*")
     return (
