@@ -19,7 +19,13 @@ class Lifecycle:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # What started before the failure is stopped: no server, process or database is
+            # left behind by a start that timed out halfway (`stop` copes with a part-start).
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(

@@ -7,25 +7,19 @@ import asyncio
 import contextlib
 import itertools
 import json
-import os
 import random
 import re
 import secrets
-import sys
 import time
 from collections import Counter
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import NullPool
 
 from bot.domain.durations import parse_duration
 from bot.domain.rollout import CheckState, Phase, Rollout, holding_tracks
@@ -41,27 +35,23 @@ from sandbox.chaos.script import (
     pick_scenarios,
     rollout_budget,
 )
-from sandbox.config import GITHUB_WEBHOOK_SECRET, RELEASE_CHANNEL, SandboxService
+from sandbox.chaos.world import (
+    APP_TOKEN_LIFETIME,
+    Lane,
+    Played,
+    admin,
+    migrate,
+    service_lanes,
+    terminate_connections,
+)
+from sandbox.config import GITHUB_WEBHOOK_SECRET, RELEASE_CHANNEL
 from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.loopback import Lifecycle
 from sandbox.signing import github_signature_headers
 from sandbox.slack import ChannelMessage
-from storage.db import create_engine, create_session_factory, engine_for_one_task
+from storage.db import create_engine, create_session_factory
 from storage.rollout_store import RolloutStore
-
-# -- the run -----------------------------------------------------------------------------------
-
-
-async def _admin(url: str, statement: str, **parameters: str) -> int:
-    """Run one statement outside a transaction (CREATE/DROP DATABASE need that); returns how
-    many rows it gave."""
-    async with (
-        engine_for_one_task(url, poolclass=NullPool, isolation_level="AUTOCOMMIT") as engine,
-        engine.connect() as connection,
-    ):
-        result = await connection.execute(text(statement), parameters)
-        return len(result.fetchall()) if result.returns_rows else 0
 
 
 def _button(card: ChannelMessage, action: str, track: str) -> str | None:
@@ -71,24 +61,6 @@ def _button(card: ChannelMessage, action: str, track: str) -> str | None:
             if element.get("action_id") == action and f'"track":"{track}"' in value:
                 return value
     return None
-
-
-@dataclass(frozen=True)
-class Lane:
-    """One service's release channel and the figures file its gates read: its rollouts run
-    one after another, beside the other services' (a bot of one service has one lane)."""
-
-    channel: str
-    figures: Path
-
-
-@dataclass(frozen=True)
-class Played:
-    """A rollout the run started (or tried to), its script and its service's lane."""
-
-    tag: str
-    scenario: Scenario
-    lane: Lane
 
 
 class ChaosRun(Lifecycle):
@@ -147,16 +119,21 @@ class ChaosRun(Lifecycle):
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await _admin(self.admin_url, f'CREATE DATABASE "{self.database}"')
-        await self._migrate()
+        await admin(self.admin_url, f'CREATE DATABASE "{self.database}"')
+        await migrate(self.database_url)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         plan = fast_plan(self.workdir / "figures.yml", window=self.window, extension=self.window)
-        services = self._services() if self.service_count > 1 else ()
+        services = (
+            service_lanes(self.workdir, self.service_count, self.window)
+            if self.service_count > 1
+            else []
+        )
+        self._lanes = [lane for _, lane in services]
         self._box = Sandbox(
             workdir=self.workdir,
             database_url=self.database_url,
             plan_yaml=plan,
-            rollout_services=services,
+            rollout_services=[service for service, _ in services],
             in_process=False,
             poll_interval=self.poll_interval,
             # A replica is SIGKILLed every few seconds: its timers, messages and clicks are
@@ -171,9 +148,7 @@ class ChaosRun(Lifecycle):
             github_app=self.app,
         )
         github = self._box.github
-        self._lanes = [
-            Lane(service.release_channels[0], self._figures(service.name)) for service in services
-        ] or [Lane(RELEASE_CHANNEL, self._box.figures)]
+        self._lanes = self._lanes or [Lane(RELEASE_CHANNEL, self._box.figures)]
         if self.app is not None:
             for repository in github.repositories.values():
                 repository.protection_rule(set(repository.engine.protected))
@@ -191,47 +166,7 @@ class ChaosRun(Lifecycle):
             await self._box.stop()
         if self._http is not None:
             await self._http.close()
-        await _admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-
-    def _services(self) -> list[SandboxService]:
-        """`svc-1`, `svc-2`...: a repository, a release channel and a plan each, the plan
-        reading figures of its own (`_figures`)."""
-        services = []
-        for number in range(1, self.service_count + 1):
-            name = f"svc-{number}"
-            plan = self.workdir / f"plan-{name}.yml"
-            plan.write_text(
-                fast_plan(self._figures(name), window=self.window, extension=self.window),
-                encoding="utf-8",
-            )
-            services.append(
-                SandboxService(
-                    name=name,
-                    repository=f"scriptum/{name}",
-                    release_channels=(f"C0SVC{number:05d}",),
-                    plan=plan,
-                )
-            )
-        return services
-
-    def _figures(self, service: str) -> Path:
-        return self.workdir / f"figures-{service}.yml"
-
-    async def _migrate(self) -> None:
-        """`rollout-bot migrate`, as an operator prepares a new database."""
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "migrate",
-            env=env | {"DATABASE_URL": self.database_url},
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"rollout-bot migrate failed: {err.decode(errors='replace')}")
+        await admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     @property
     def box(self) -> Sandbox:
@@ -421,19 +356,9 @@ class ChaosRun(Lifecycle):
     async def _kill_connections(self, every: float, rounds: int) -> None:
         for _ in range(rounds):
             await asyncio.sleep(self.rng.uniform(every / 2, every * 1.5))
-            killed = await _admin(
-                self.admin_url,
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = :database AND pid <> pg_backend_pid()",
-                database=self.database,
-            )
+            killed = await terminate_connections(self.admin_url, self.database)
             self.figures["database kills (pg_terminate_backend rounds)"] += 1
             self.figures["database connections terminated"] += killed
-
-
-APP_TOKEN_LIFETIME = timedelta(seconds=30)
-"""In App mode, installation tokens last 30 s instead of an hour: each replica mints new ones
-every few seconds under the faults, and a token expires in a process's hands."""
 
 
 def _status_in(message: str) -> int:
