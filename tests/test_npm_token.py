@@ -19,6 +19,7 @@ from bot.adapters.slack.npm_views import NpmAction, encode_state
 from bot.domain.errors import NotAReleaseChannel, PlanError
 from bot.domain.npm import (
     MAX_ERROR,
+    RELEASE_TIMER,
     NpmError,
     ReleaseFollow,
     ReleasePhase,
@@ -44,6 +45,8 @@ from sandbox.harness import Sandbox
 from sandbox.render import render_blocks
 from sandbox.slack import ChannelMessage
 from sandbox.slack_records import blocks_arg
+from storage.claims import ClaimStore
+from storage.db import create_engine, create_session_factory
 
 DIRECT_MESSAGE = "D0DIRECT01"
 PUBLISH = "Version / publish packages"
@@ -699,3 +702,36 @@ async def test_a_release_run_is_followed_by_one_replica_and_by_the_other_after_i
         assert results_drawn(box, "ENEEDAUTH") == 1
         logs = "".join(replica.log.read_text() for replica in box.replicas)
         assert len(re.findall(r"Release run \d+ ended", logs)) == 1
+
+
+async def test_a_look_fired_again_after_the_chain_moved_on_redraws_nothing(box: Sandbox) -> None:
+    """A look whose replica died (or whose completion failed: the database) after it wrote the
+    next look is fired again once its lease runs out. The chain went on meanwhile: the look
+    that found the run, fired again after the run ended, must not draw it as just started
+    (a run shown running forever, whose walkthrough refuses every Release click)."""
+    box.github.fault_next(
+        "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
+    )
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "not identified yet" in step(message, 5), timeout=30)
+    # The run the unclear dispatch may have started appears: the next look finds it.
+    box.github.create_foreign_run(workflow="release.yml", actor=box.github.actor, branch="main")
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+
+    engine = create_engine(box.database_url)
+    try:
+        claims = ClaimStore(create_session_factory(engine))
+        claim = await claims.get(f"npm_release:{message.channel}:{message.ts}:None")
+    finally:
+        await engine.dispose()
+    assert claim is not None
+    holder = claim.holder
+    found_it = await box.wait_for_timer(
+        f"{RELEASE_TIMER}:{message.channel}:{message.ts}:{holder}:1",
+        lambda t: t.fired_at is not None,
+    )
+    await box.services.npm_token.looks.on_timer(found_it)  # fired again
+
+    assert "ENEEDAUTH" in step(message, 5)
+    assert results_drawn(box, "ENEEDAUTH") == 1
