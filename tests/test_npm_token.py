@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import github_until
+from sqlalchemy import text
 
 from bot.adapters.slack.limits import BUTTON_VALUE
 from bot.adapters.slack.npm_views import NpmAction, encode_state
@@ -735,3 +736,34 @@ async def test_a_look_fired_again_after_the_chain_moved_on_redraws_nothing(box: 
 
     assert "ENEEDAUTH" in step(message, 5)
     assert results_drawn(box, "ENEEDAUTH") == 1
+
+
+async def test_a_release_whose_first_look_cannot_be_written_is_not_left_dispatching(
+    tmp_path: Path,
+) -> None:
+    """The database refuses the first look (written before the dispatch): nothing is sent, the
+    walkthrough does not show a dispatch under way that nothing follows (every later Release
+    click would be refused as 'already following'), and the click can be repeated once the
+    database is back."""
+    async with Sandbox(workdir=tmp_path) as box:
+        message = await open_walkthrough(box)
+        engine = create_engine(box.database_url)
+        refuse = (
+            "CREATE TRIGGER refuse_looks BEFORE INSERT ON timers WHEN NEW.kind = 'npm_release' "
+            "BEGIN SELECT RAISE(ABORT, 'the database is away'); END"
+        )
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(refuse))
+            answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+            assert answer is not None and "already following" not in answer
+            async with engine.begin() as connection:
+                await connection.execute(text("DROP TRIGGER refuse_looks"))
+        finally:
+            await engine.dispose()
+        assert box.github.dispatches == []
+        assert "Dispatching" not in step(message, 5)
+
+        answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+        assert answer is None or "already" not in answer, answer
+        await github_until(box, lambda: len(box.github.dispatches) == 1)
