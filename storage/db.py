@@ -40,8 +40,15 @@ R = TypeVar("R", bound="DataclassInstance")
 DEFAULT_SQLITE_FILE = "rollout-bot.db"
 SQLITE_DRIVER = "sqlite+aiosqlite"
 POSTGRES_DRIVER = "postgresql+asyncpg"
-# Seconds a SQLite writer waits for another writer's lock before giving up.
-SQLITE_BUSY_TIMEOUT_S = 15.0
+STATEMENT_TIMEOUT_S = 15.0
+"""Seconds one statement may take, a wait for a lock included, unless the engine's maker says
+otherwise (the app derives it from its lease, `bot.bootstrap`): SQLite's busy timeout (how long
+a writer waits for another's write lock), PostgreSQL's `statement_timeout`. A statement held
+up longer fails as a database error, which its caller's loop retries."""
+CLIENT_TIMEOUT_SHARE = 1.25
+"""asyncpg's own `command_timeout`, as a share of the statement's bound: the server cancels a
+statement blocked on a lock first (its connection stays usable); asyncpg gives up only on a
+server or a network that no longer answers at all."""
 # Seconds asyncpg waits to open a connection: a dead server must not hang a request.
 POSTGRES_CONNECT_TIMEOUT_S = 10.0
 
@@ -111,8 +118,16 @@ def default_database_url() -> str:
     return f"{SQLITE_DRIVER}:///{Path.cwd() / DEFAULT_SQLITE_FILE}"
 
 
-def create_engine(url: str, **engine_options: Any) -> AsyncEngine:
+def create_engine(
+    url: str, *, statement_timeout_s: float | None = STATEMENT_TIMEOUT_S, **engine_options: Any
+) -> AsyncEngine:
     """An async engine for the URL; SQLite gets foreign keys, WAL and a busy timeout.
+
+    No statement waits longer than `statement_timeout_s` (a lock held elsewhere, a server
+    that hangs): on PostgreSQL the server cancels it (`statement_timeout`) and asyncpg gives
+    up a quarter later (`command_timeout`); on SQLite it is the busy timeout. None: no bound
+    on PostgreSQL (a migration: an index built on a large table, a wait for another
+    replica's migration), the default busy timeout on SQLite.
 
     SQLite's own implicit transactions are switched off and SQLAlchemy emits `BEGIN`, so a
     read-only transaction sees one snapshot and a transaction that writes first waits for
@@ -120,19 +135,44 @@ def create_engine(url: str, **engine_options: Any) -> AsyncEngine:
     """
     parsed = make_url(normalize_database_url(url))
     if parsed.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(parsed, engine_options)
-    connect_args = {"timeout": POSTGRES_CONNECT_TIMEOUT_S, **engine_options.pop("connect_args", {})}
-    return _create_async_engine(
+        busy_s = STATEMENT_TIMEOUT_S if statement_timeout_s is None else statement_timeout_s
+        return _create_sqlite_engine(parsed, engine_options, busy_s=busy_s)
+    connect_args: dict[str, Any] = {"timeout": POSTGRES_CONNECT_TIMEOUT_S}
+    if statement_timeout_s is not None:
+        connect_args["command_timeout"] = statement_timeout_s * CLIENT_TIMEOUT_SHARE
+    connect_args.update(engine_options.pop("connect_args", {}))
+    engine = _create_async_engine(
         parsed, pool_pre_ping=True, connect_args=connect_args, **engine_options
     )
+    if statement_timeout_s is not None:
+        _bound_statements(engine, statement_timeout_s)
+    return engine
 
 
-def _create_sqlite_engine(url: URL, engine_options: dict[str, Any]) -> AsyncEngine:
+def _bound_statements(engine: AsyncEngine, seconds: float) -> None:
+    """Each new PostgreSQL connection sets `statement_timeout` for its session. With `SET`,
+    not as a startup parameter (asyncpg's `server_settings`): PgBouncer refuses a startup
+    parameter it does not know, and would refuse every connection."""
+    milliseconds = max(int(seconds * 1000), 1)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # the driver's adapter began a transaction for the SET
+
+
+def _create_sqlite_engine(
+    url: URL, engine_options: dict[str, Any], *, busy_s: float
+) -> AsyncEngine:
     in_memory = url.database in (None, "", ":memory:")
     if in_memory:  # one connection every session shares (StaticPool): no pool to size
         for option in ("pool_size", "max_overflow"):
             engine_options.pop(option, None)
-    connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_S, **engine_options.pop("connect_args", {})}
+    connect_args = {"timeout": busy_s, **engine_options.pop("connect_args", {})}
     engine = _create_async_engine(url, connect_args=connect_args, **engine_options)
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -141,7 +181,7 @@ def _create_sqlite_engine(url: URL, engine_options: dict[str, Any]) -> AsyncEngi
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
@@ -156,13 +196,15 @@ def _create_sqlite_engine(url: URL, engine_options: dict[str, Any]) -> AsyncEngi
 
 
 @contextlib.asynccontextmanager
-async def engine_for_one_task(url: str, **engine_options: Any) -> AsyncIterator[AsyncEngine]:
+async def engine_for_one_task(
+    url: str, *, statement_timeout_s: float | None = STATEMENT_TIMEOUT_S, **engine_options: Any
+) -> AsyncIterator[AsyncEngine]:
     """An engine (`create_engine`) for one short task, a command or a check: disposed after it,
     and the threads aiosqlite ran its connections in waited for. A connection that failed to
     open stops its thread without waiting for it, and that thread's last answer, to an event
     loop already closed after a short task, would be a traceback on stderr."""
     before = set(threading.enumerate())
-    engine = create_engine(url, **engine_options)
+    engine = create_engine(url, statement_timeout_s=statement_timeout_s, **engine_options)
     try:
         yield engine
     finally:

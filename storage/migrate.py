@@ -55,7 +55,12 @@ def head_revision() -> str:
 async def upgrade(database_url: str, *, revision: str = "head") -> None:
     """Migrate the database to `revision` (default: the newest)."""
     logger.info("migrating %s to %s", mask_database_url(database_url), revision)
-    async with engine_for_one_task(database_url) as engine, engine.begin() as connection:
+    # No bound on a statement: an index built on a large table, or the wait for another
+    # replica's migration (the advisory lock), may take longer than a served statement may.
+    async with (
+        engine_for_one_task(database_url, statement_timeout_s=None) as engine,
+        engine.begin() as connection,
+    ):
         if connection.dialect.name == "postgresql":
             await connection.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from figures import quiet_sandbox
 from services import missing
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,7 +51,7 @@ from sqlalchemy.pool import NullPool
 from bot.adapters.chart_worker import ChartWorker
 from bot.logs import QUIETED_LIBRARIES
 from sandbox.config import SECRETS
-from sandbox.harness import CHARTS, Sandbox, fast_plan, write_figures
+from sandbox.harness import CHARTS, Sandbox
 from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
 
@@ -292,14 +293,5 @@ def no_secret_in_any_log_line() -> Iterator[None]:
 @pytest.fixture
 async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
-    figures = tmp_path / "figures.yml"
-    async with Sandbox(
-        workdir=tmp_path,
-        database_url=database_url,
-        poll_interval=3600,
-        plan_yaml=fast_plan(figures, window="1h"),
-    ) as box:
-        relay = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-        write_figures(box.figures, "relay", {"canary": relay})
-        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0.001"}})
+    async with quiet_sandbox(tmp_path, database_url) as box:
         yield box

@@ -1,5 +1,6 @@
 """Figures the sandbox's metrics files give the end-to-end tests (every gate passes on these),
-and a sandbox running on them (with a second approver, for the tests that need two people)."""
+and sandboxes running on them (one where nothing moves by itself; one with a second approver,
+for the tests that need two people)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,25 @@ async def running_sandbox(
     async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
         write_figures(box.figures, "relay", relay or RELAY_OK)
         write_figures(box.figures, "desktop", desktop or RINGS_OK)
+        yield box
+
+
+@asynccontextmanager
+async def quiet_sandbox(
+    tmp_path: Path, database_url: str, *, extra_env: Mapping[str, str] | None = None
+) -> AsyncIterator[Sandbox]:
+    """The bot with hour-long windows and its own poller asleep: nothing moves by itself
+    (the `quiet` fixture); `extra_env`: more of its settings."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1h")
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        poll_interval=3600,
+        plan_yaml=plan,
+        extra_env=extra_env,
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK})
+        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
         yield box
 
 

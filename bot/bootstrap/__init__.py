@@ -77,6 +77,15 @@ DATABASE_OVERFLOW = 10
 flushes, the outbox's channels side by side) and closed again after: SQLAlchemy's default."""
 
 
+def statement_timeout(settings: Settings) -> float:
+    """Seconds one database statement may take (a wait for a lock included): a quarter of the
+    lease, 15 s at the default. A lease is renewed every third of it, so a renewal held up by
+    a lock fails and is tried again before the lease runs out, and ends by itself before
+    `leases.holding` would cancel it mid-write; a window end, a delivery or a poll held up
+    fails as a database error and its loop tries again, instead of waiting for ever."""
+    return settings.lease_seconds / 4
+
+
 def create_app(
     settings: Settings,
     *,
@@ -116,7 +125,10 @@ async def _services(
     telemetry = app[TELEMETRY]
     log.info("%s starting", build())
     engine = create_engine(
-        settings.database_url, pool_size=DATABASE_POOL, max_overflow=DATABASE_OVERFLOW
+        settings.database_url,
+        statement_timeout_s=statement_timeout(settings),
+        pool_size=DATABASE_POOL,
+        max_overflow=DATABASE_OVERFLOW,
     )
     log.info("database %s", mask_database_url(settings.database_url))
     sessions = create_session_factory(engine)

@@ -30,6 +30,8 @@ def error_summary(error: BaseException) -> str:
     lines: no traceback, no SQL statement or parameters."""
     text = error.message if isinstance(error, RolloutError) else str(error)
     first = text.strip().splitlines()[0] if text.strip() else ""
+    if not first and isinstance(error, TimeoutError):  # asyncpg's `command_timeout`, say
+        first = "no answer in time"
     return f"{type(error).__name__}: {first[:300]}" if first else type(error).__name__
 
 

@@ -33,9 +33,10 @@ async def holding(
     When the body ends, a renewal under way is let finish, not cancelled: a write cancelled
     in the middle can leave its connection in a transaction, and on SQLite the database
     locked for every replica's writes until the garbage collector closes it. It is waited
-    for a third of the lease at most (longer than SQLite's busy timeout at the default
-    lease), then cancelled: a database that hangs must not hang a shutdown. A caller
-    cancelled meanwhile leaves it to end by itself (`_finishing` keeps it)."""
+    for a third of the lease at most (longer than the app lets one statement take, a quarter
+    of the lease: `bot.bootstrap.statement_timeout`), then cancelled: a database that hangs
+    must not hang a shutdown. A caller cancelled meanwhile leaves it to end by itself
+    (`_finishing` keeps it)."""
     ended = asyncio.Event()
 
     async def renewing() -> None:

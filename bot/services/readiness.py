@@ -8,6 +8,7 @@ is alive but not ready is left running and sent nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,10 @@ from datetime import datetime, timedelta
 from bot.services.ports import Clock
 
 log = logging.getLogger(__name__)
+
+SCHEMA_WITHIN_S = 2.0
+"""Seconds the look at the migrations may take, as the ping (`storage.db.ping`): a probe
+is answered in time, whatever holds the database up."""
 
 
 @dataclass
@@ -42,7 +47,12 @@ class Readiness:
         if not await self.database():
             return "the database does not answer"
         try:
-            behind = await self.schema()
+            async with asyncio.timeout(SCHEMA_WITHIN_S):
+                behind = await self.schema()
+        # A lock holds the table of migrations (or the server stopped answering since the
+        # ping): not ready, rather than an answer a probe gives up waiting for.
+        except TimeoutError:
+            return f"the database did not answer within {SCHEMA_WITHIN_S:g} s"
         # The database went away between the ping and this look: not ready, never a 500.
         except Exception as error:
             log.warning("reading the migration revision failed: %s", type(error).__name__)

@@ -41,7 +41,7 @@ def run_on(connection: Connection) -> None:
 
 
 async def run_with_own_engine(url: str) -> None:
-    engine = create_engine(url)
+    engine = create_engine(url, statement_timeout_s=None)  # as `storage.migrate.upgrade`
     try:
         async with engine.begin() as connection:
             await connection.run_sync(run_on)

@@ -1,0 +1,285 @@
+"""A database that stops answering does not hang the bot: every statement has a bound (on
+PostgreSQL the server's `statement_timeout` and asyncpg's `command_timeout`, on SQLite the busy
+timeout), a quarter of the lease in the app. A statement held up longer fails as a transient
+database error: its loop logs one WARNING line and tries again on a later pass, and the work
+waits in the database, so a window's end is evaluated once when the lock goes away.
+
+The locks are real: another connection takes them (`LOCK TABLE`, a row locked in an open
+transaction, SQLite's write lock); a server that hangs is a loopback proxy that stops passing
+bytes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from figures import quiet_sandbox
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from test_scheduler import NOW, canary_observing, gates, manual_scheduler
+
+from bot.domain.rollout import StageState
+from bot.services.failures import TRANSIENT, error_summary
+from sandbox.clock import ManualClock
+from sandbox.harness import Sandbox
+from storage.db import create_engine, create_session_factory, engine_for_one_task
+from storage.timers import TimerStore
+
+BOUND = 0.5
+"""Seconds a statement may take in these tests (the app's bound at `LEASE_SECONDS=2`)."""
+LATE = 3.0
+"""Seconds past the bound a held-up statement may still take to fail on a loaded machine."""
+HELD_UP = ("canceling statement due to statement timeout", "database is locked")
+"""How PostgreSQL and SQLite say a statement waited too long."""
+
+
+@asynccontextmanager
+async def locked(database_url: str, statement: str, *params: object) -> AsyncIterator[None]:
+    """Another connection holds a lock while the block runs: on PostgreSQL what `statement`
+    takes, in a transaction left open; on SQLite the database's write lock (it has no other)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        holder = sqlite3.connect(str(url.database), isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            yield
+            holder.execute("ROLLBACK")
+        finally:
+            holder.close()
+        return
+    engine = create_engine(database_url, statement_timeout_s=None)
+    try:
+        async with engine.connect() as connection, connection.begin():
+            await connection.exec_driver_sql(statement, params)
+            yield
+    finally:
+        await engine.dispose()
+
+
+def held_up(error: BaseException) -> bool:
+    """A transient failure whose one line says the statement waited too long, without SQL."""
+    summary = error_summary(error)
+    return (
+        isinstance(error, TRANSIENT)
+        and any(reason in summary for reason in HELD_UP)
+        and "SELECT" not in summary
+        and "UPDATE" not in summary
+    )
+
+
+async def test_a_statement_held_up_by_a_lock_fails_within_its_bound_and_then_works(
+    database_url: str,
+) -> None:
+    engine = create_engine(database_url, statement_timeout_s=BOUND)
+    timers = TimerStore(create_session_factory(engine))
+    try:
+        await timers.schedule(key="w", kind="window", due_at=NOW, now=NOW)
+        async with locked(database_url, "LOCK TABLE timers IN ACCESS EXCLUSIVE MODE"):
+            started = time.monotonic()
+            with pytest.raises(DBAPIError) as failed:
+                await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+            waited = time.monotonic() - started
+        assert held_up(failed.value), error_summary(failed.value)
+        assert BOUND * 0.8 <= waited < BOUND + LATE  # it waited for the lock, then gave up
+
+        (claimed,) = await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+        assert claimed.key == "w" and claimed.attempts == 1  # the failed claim took nothing
+    finally:
+        await engine.dispose()
+
+
+async def test_a_lease_renewal_held_up_by_a_lock_fails_within_its_bound(
+    database_url: str,
+) -> None:
+    """In time for the next renewal, a third of the lease later (`leases.holding`)."""
+    engine = create_engine(database_url, statement_timeout_s=BOUND)
+    timers = TimerStore(create_session_factory(engine))
+    try:
+        await timers.schedule(key="w", kind="window", due_at=NOW, now=NOW)
+        (timer,) = await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+        lease_until = NOW + timedelta(minutes=2)
+        async with locked(database_url, "SELECT 1 FROM timers WHERE id = $1 FOR UPDATE", timer.id):
+            started = time.monotonic()
+            with pytest.raises(DBAPIError) as failed:
+                await timers.renew(timer_id=timer.id, owner="replica-a", lease_until=lease_until)
+            waited = time.monotonic() - started
+        assert held_up(failed.value), error_summary(failed.value)
+        assert waited < BOUND + LATE
+        assert await timers.renew(timer_id=timer.id, owner="replica-a", lease_until=lease_until)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_each_connection_carries_the_bound_and_a_migration_none(
+    postgres_database_url: str,
+) -> None:
+    for bound, expected in ((BOUND, "500ms"), (None, "0")):
+        async with engine_for_one_task(postgres_database_url, statement_timeout_s=bound) as engine:
+            for _ in range(2):  # a new connection, then the same one back from the pool
+                async with engine.connect() as connection:
+                    shown = await connection.exec_driver_sql("SHOW statement_timeout")
+                    assert shown.scalar() == expected
+
+
+class FreezingProxy:
+    """A loopback TCP proxy to PostgreSQL that can stop passing bytes on (`freeze`): a server
+    or a network that hangs without closing anything. New connections wait too."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
+        server, to_server = await asyncio.open_connection("127.0.0.1", self._port)
+        for pipe in (self._pipe(client, to_server), self._pipe(server, to_client)):
+            task = asyncio.create_task(pipe)
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self._flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.postgres
+async def test_a_server_that_stops_answering_fails_a_statement_within_its_bound(
+    postgres_database_url: str,
+) -> None:
+    """The server's own timeout cannot help when it (or the network) no longer answers at
+    all: asyncpg gives up, its cancel request bounded too, and the pool recovers after."""
+    url = make_url(postgres_database_url)
+    proxy = FreezingProxy(url.port or 5432)
+    through = url.set(port=await proxy.start()).render_as_string(hide_password=False)
+    engine = create_engine(through, statement_timeout_s=BOUND)
+    try:
+        async with engine.connect() as connection:  # a pooled connection, then silence
+            await connection.execute(text("SELECT 1"))
+        proxy.freeze()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as failed:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        waited = time.monotonic() - started
+        assert isinstance(failed.value, TRANSIENT)
+        assert error_summary(failed.value) == "TimeoutError: no answer in time"
+        assert waited < 2 * BOUND * 1.25 + LATE  # the statement, then its cancel request
+
+        proxy.thaw()
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        proxy.thaw()
+        await engine.dispose()
+        await proxy.close()
+
+
+async def readyz(box: Sandbox) -> tuple[int, dict[str, str]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{box.url}/readyz") as response:
+        return response.status, await response.json()
+
+
+@pytest.mark.postgres
+async def test_readyz_answers_in_time_while_a_lock_holds_the_migrations_table(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    """A load balancer's probe gets its answer, and the truth, in two seconds; the bot's
+    statements are bounded at 15 s here (the default lease)."""
+    async with quiet_sandbox(tmp_path, postgres_database_url) as box:
+        async with asyncio.timeout(10):
+            while (await readyz(box))[0] != 200:  # noqa: ASYNC110 - the scheduler's first round
+                await asyncio.sleep(0.05)
+        async with locked(postgres_database_url, "LOCK TABLE alembic_version"):
+            started = time.monotonic()
+            answer = await readyz(box)
+            waited = time.monotonic() - started
+        assert answer == (
+            503,
+            {"status": "not ready", "reason": "the database did not answer within 2 s"},
+        )
+        assert waited < 2 + LATE
+        assert await readyz(box) == (200, {"status": "ready"})
+
+
+async def test_a_window_end_held_up_by_a_lock_is_retried_and_evaluated_once(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock on the rollout's row (PostgreSQL) holds up saving the verdict; SQLite's write
+    lock holds up claiming the timer already. Either way the pass fails within the bound with
+    one WARNING line a timer, no traceback, nothing evaluated; once the lock goes, the next
+    pass evaluates the window once."""
+    async with quiet_sandbox(tmp_path, database_url, extra_env={"LEASE_SECONDS": "2"}) as box:
+        clock = ManualClock(box.clock())
+        scheduler = manual_scheduler(box, box.services.rollouts, clock)
+        rollout = await canary_observing(box, scheduler)
+        ends = rollout.track("relay").stage("canary").window_ends_at
+        assert ends is not None
+        clock.advance(ends - clock() + timedelta(seconds=1))
+        caplog.clear()
+
+        on_sqlite = make_url(database_url).get_backend_name() == "sqlite"
+        row = "SELECT 1 FROM rollouts WHERE id = $1 FOR UPDATE"
+        async with locked(database_url, row, rollout.id):
+            started = time.monotonic()
+            if on_sqlite:  # the claim itself waits for the write lock: the pass fails
+                with pytest.raises(DBAPIError) as failed:
+                    await scheduler.fire_due()
+                assert held_up(failed.value), error_summary(failed.value)
+            else:  # both window ends (canary, internal ring) fail and are released
+                assert await scheduler.fire_due() == 0
+            waited = time.monotonic() - started
+        assert waited < 2 * BOUND + LATE  # side by side, each within its bound
+        assert await gates(box, rollout.id) == []
+        lines = [r for r in caplog.records if r.name == "bot.services.scheduler"]
+        assert len(lines) == (0 if on_sqlite else 2)  # on SQLite the loop logs the pass's one
+        for line in lines:
+            assert line.levelno == logging.WARNING and line.exc_info is None
+            assert "failed (attempt 1 of 8)" in line.getMessage()
+            assert HELD_UP[0] in line.getMessage() and "[SQL" not in line.getMessage()
+
+        clock.advance(timedelta(minutes=5))  # past the first retry's backoff
+        assert await scheduler.fire_due() == 2
+        judged = await box.rollout()
+        assert judged.track("relay").stage("canary").state is StageState.HOLDING
+        assert await gates(box, rollout.id) == ["PASS"]
+        await box.wait_for_thread("5% canary gate PASS")
+        assert sum("5% canary gate PASS" in line for line in box.thread()) == 1
