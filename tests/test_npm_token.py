@@ -767,3 +767,44 @@ async def test_a_release_whose_first_look_cannot_be_written_is_not_left_dispatch
         answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
         assert answer is None or "already" not in answer, answer
         await github_until(box, lambda: len(box.github.dispatches) == 1)
+
+
+async def test_the_last_look_of_a_search_fired_again_does_not_follow_the_next_release(
+    box: Sandbox,
+) -> None:
+    """The search for the run of an unclear dispatch ended without one (the click's claim
+    released), and the Release clicked again is followed. The search's last look, fired again
+    (its completion failed, or its replica died), must neither draw "could not start" over the
+    new run nor take the new run, created since its dispatch, for its own and follow it a
+    second time."""
+    box.github.set_job_duration("changesets", RELEASE_JOB)
+    box.github.fault_next(
+        "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
+    )
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "not identified yet" in step(message, 5), timeout=30)
+    await box.pass_time(timedelta(minutes=6))  # the search ends: nothing started
+    await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+    engine = create_engine(box.database_url)
+    try:
+        async with engine.connect() as connection:
+            keys = await connection.scalars(
+                text("SELECT key FROM timers WHERE kind = 'npm_release' ORDER BY id")
+            )
+            last = list(keys)[-1]
+    finally:
+        await engine.dispose()
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    (dispatch,) = box.github.dispatches
+
+    ended = await box.wait_for_timer(last, lambda t: t.fired_at is not None)
+    await box.services.npm_token.looks.on_timer(ended)  # fired again
+
+    assert "is in progress" in step(message, 5)
+    await box.pass_time(RELEASE_JOB)
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+    await box.pass_time(timedelta(seconds=1))  # a second follower would have drawn it again
+    assert f"/actions/runs/{dispatch.run_id}|" in step(message, 5)
+    assert results_drawn(box, "ENEEDAUTH") == 1
