@@ -72,7 +72,8 @@ _BLANK_KEY_FIX = {
 
 
 class DatabaseSettings(BaseSettings):
-    """Just DATABASE_URL: all that `rollout-bot migrate` needs."""
+    """Just DATABASE_URL: all that `rollout-bot migrate` needs. Its kinds show their secrets
+    masked (`describe`), in their repr too."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -82,6 +83,32 @@ class DatabaseSettings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """As `describe` shows the settings (a traceback or a holder's repr may show them):
+        the passwords inside URLs masked, as the secrets are; so for every kind of settings
+        (`migrate`, `audit` and `backtest` load a part of them)."""
+        return [(name.lower(), shown) for name, shown in self.describe()]
+
+    def describe(self) -> list[tuple[str, str]]:
+        """Every setting as (ENV_NAME, value) with secrets masked, for `check-config`."""
+        rows: list[tuple[str, str]] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "******** (set)" if value.get_secret_value() else "(empty)"
+            elif value is None:
+                shown = "(not set)"
+            elif isinstance(value, tuple):
+                shown = ", ".join(value)
+            elif name == "database_url":
+                shown = mask_database_url(value)
+            elif isinstance(value, AnyHttpUrl) and value.password:
+                shown = str(value).replace(f":{value.password}@", ":***@", 1)
+            else:
+                shown = str(value)
+            rows.append((name.upper(), shown))
+        return rows
 
 
 class PrometheusSettings(DatabaseSettings):
@@ -344,31 +371,6 @@ class Settings(DatabaseSettings):
         key = self._github_app_key.get_secret_value() if self._github_app_key is not None else ""
         key_lines = [line for line in key.splitlines() if not line.startswith("-----")]
         return secrets + passwords + key_lines
-
-    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
-        """As `describe` shows the settings (a traceback or a holder's repr may show them):
-        the passwords inside URLs masked, as the secrets are."""
-        return [(name.lower(), shown) for name, shown in self.describe()]
-
-    def describe(self) -> list[tuple[str, str]]:
-        """Every setting as (ENV_NAME, value) with secrets masked, for `check-config`."""
-        rows: list[tuple[str, str]] = []
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                shown = "******** (set)" if value.get_secret_value() else "(empty)"
-            elif value is None:
-                shown = "(not set)"
-            elif isinstance(value, tuple):
-                shown = ", ".join(value)
-            elif name == "database_url":
-                shown = mask_database_url(value)
-            elif isinstance(value, AnyHttpUrl) and value.password:
-                shown = str(value).replace(f":{value.password}@", ":***@", 1)
-            else:
-                shown = str(value)
-            rows.append((name.upper(), shown))
-        return rows
 
 
 S = TypeVar("S", bound=DatabaseSettings)

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+from functools import partial
 
 from aiohttp import web
 
@@ -55,14 +56,22 @@ async def receive(request: web.Request) -> web.Response:
     if not delivery or len(delivery) > 64:
         return web.json_response({"error": "missing or invalid X-GitHub-Delivery"}, status=400)
     webhooks = request.app[DIRECTORY].webhooks_of(payload)
+    # The id is outside the signature: the body's digest tells the same body sent again.
+    taken = partial(
+        webhooks.take,
+        delivery_id=delivery,
+        event=event,
+        payload=payload,
+        body_digest=hashlib.sha256(body).hexdigest(),
+    )
     try:
-        intake = await webhooks.take(delivery_id=delivery, event=event, payload=payload)
+        intake = await taken()
     except TRANSIENT as error:
         # A database blip mid-intake. Taking a delivery in is idempotent (its id decides):
         # once more, on a fresh connection; GitHub does not redeliver a failed one by itself.
         log.warning("webhook %s (delivery %s): %s", event, delivery, error_summary(error))
         try:
-            intake = await webhooks.take(delivery_id=delivery, event=event, payload=payload)
+            intake = await taken()
         except TRANSIENT as again:
             log.warning(
                 "webhook %s (delivery %s) not taken in: %s", event, delivery, error_summary(again)

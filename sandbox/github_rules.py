@@ -144,6 +144,13 @@ class AppWebhook:
         first = next(d for d in self.deliveries if d.guid == guid)
         return await self._post(guid, first.event, first.body, redelivery=True)
 
+    async def replay(self, guid: str) -> AppDelivery:
+        """Send an earlier delivery's body and signature again under a new GUID: not something
+        GitHub does, but what anyone who saw the delivery can (the repository's admins see
+        past deliveries; `X-GitHub-Delivery` is outside the signature)."""
+        first = next(d for d in self.deliveries if d.guid == guid)
+        return await self._post(str(uuid.uuid4()), first.event, first.body, redelivery=False)
+
     def failed(self) -> list[AppDelivery]:
         """Deliveries that never reached the bot and were not redelivered since."""
         reached = {d.guid for d in self.deliveries if d.status_code is not None}

@@ -1,7 +1,9 @@
 """The GitHub webhook deliveries already taken in, by `X-GitHub-Delivery` id.
 
 GitHub retries a delivery it thinks failed and people redeliver by hand; several replicas may
-receive the same one. The primary key decides, in the database, which receiver acts on it.
+receive the same one. The primary key decides, in the database, which receiver acts on it. The
+id is outside the signature, so a signed body is known by its digest too: the same body sent
+again under a new id (anyone who saw it can) is taken in before.
 The deliveries also tell the replicas' pollers whose webhook is arriving (`bot.services.polling`).
 """
 
@@ -12,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storage.db import insert_new, rows_changed
+from storage.db import insert_into, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow
 
 
@@ -23,22 +25,27 @@ class DeliveryLog:
         self._sessions = sessions
 
     async def remember(
-        self, *, delivery_id: str, event: str, rollout_id: str | None, received_at: datetime
+        self,
+        *,
+        delivery_id: str,
+        event: str,
+        rollout_id: str | None,
+        received_at: datetime,
+        body_digest: str | None = None,
     ) -> bool:
-        """Record a delivery; True when it is new, False when it was taken in before."""
+        """Record a delivery; True when it is new, False when it was taken in before: its id,
+        or its signed body (`body_digest`, its SHA-256) under another id."""
         async with self._sessions.begin() as session:
             result = await session.execute(
-                insert_new(
-                    session,
-                    GitHubDeliveryRow,
-                    {
-                        "delivery_id": delivery_id,
-                        "event": event,
-                        "rollout_id": rollout_id,
-                        "received_at": received_at,
-                    },
-                    unique=GitHubDeliveryRow.delivery_id,
+                insert_into(session, GitHubDeliveryRow)
+                .values(
+                    delivery_id=delivery_id,
+                    event=event,
+                    rollout_id=rollout_id,
+                    received_at=received_at,
+                    body_digest=body_digest,
                 )
+                .on_conflict_do_nothing()  # on either unique key
             )
             return rows_changed(result) == 1
 

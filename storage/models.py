@@ -277,8 +277,13 @@ class GitHubDeliveryRow(Base):
     event: Mapped[str] = mapped_column(String(64))
     rollout_id: Mapped[str | None] = mapped_column(String(32))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    body_digest: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the signed body (hex), unique: the same body under another delivery id (the
+    id is outside the signature) is taken in before (migration 0012). None for a protection
+    rule's request (its deployment decides: `storage.protection_rules`) and for a delivery
+    taken in before 0012."""
 
-    __table_args__ = (Index(None, "received_at"),)
+    __table_args__ = (Index(None, "received_at"), Index(None, "body_digest", unique=True))
 
 
 class RunLookRow(Base):

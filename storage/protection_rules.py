@@ -1,7 +1,8 @@
 """Custom deployment protection rules' requests, shared by replicas and kept across restarts.
 
 The database decides what is new: a delivery taken in before (its `X-GitHub-Delivery` id, in
-the deliveries table, in the same transaction) changes nothing, and a partial unique index
+the deliveries table, in the same transaction) changes nothing, nor does a request of a
+deployment the bot holds one of (a body sent again under a new id), and a partial unique index
 keeps at most one request open per run and environment, so a second replica or a request
 recovered after its delivery was lost finds the open one. A request is closed once, by
 whoever answers it first.
@@ -46,7 +47,9 @@ class ProtectionRuleStore:
 
     async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
         """Keep a request (for the store's service when it has one); False when its delivery
-        was taken in before, or when a request of its run and environment is open already."""
+        was taken in before, when a request of its deployment was (open or answered: GitHub
+        asks once per deployment, so it is the same signed body sent again under a new
+        delivery id), or when a request of its run and environment is open already."""
         values = {
             "service": self._service or request.service,
             "run_id": request.run_id,
@@ -73,6 +76,14 @@ class ProtectionRuleStore:
                 )
                 if rows_changed(seen) != 1:
                     return False
+            if request.deployment_id and await session.scalar(
+                select(
+                    exists().where(
+                        Row.run_id == request.run_id, Row.deployment_id == request.deployment_id
+                    )
+                )
+            ):
+                return False
             result = await session.execute(
                 insert_new(
                     session,

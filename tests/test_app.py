@@ -401,6 +401,27 @@ async def test_socket_mode_answers_help_over_the_socket(
     assert "npm-token" in answer
 
 
+async def test_socket_mode_serves_no_slack_route_over_http(
+    settings: Settings, slack: SlackTestServer
+) -> None:
+    """Over Socket Mode, Slack reaches the bot through the socket only: `POST /slack/events` is
+    not served (a request signed with SLACK_SIGNING_SECRET, which an operator of `socket` may
+    have left a placeholder, is answered 404 and acted on by nobody), while the health,
+    readiness and metrics endpoints and GitHub's webhook stay."""
+    async with TestClient(TestServer(create_app(settings, socket_mode=True))) as client:
+        await slack.wait_for(lambda: slack.socket_connected)
+        status, url = await post_command(client, slack, "help")
+        served = {
+            path: (await client.get(path)).status for path in ("/healthz", "/readyz", "/metrics")
+        }
+        body, headers = _webhook({"zen": "x", "hook_id": 1})
+        webhook = await client.post("/github/webhook", data=body, headers=headers)
+    assert status == 404
+    assert slack.responses(url) == []
+    assert 404 not in served.values() and served["/healthz"] == 200
+    assert webhook.status == 200
+
+
 @pytest.mark.postgres
 async def test_the_database_gone_leaves_healthz_alive_readyz_503_and_metrics_saying_so(
     monkeypatch: pytest.MonkeyPatch, settings: Settings, empty_postgres_database_url: str

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bot.config import Settings, load_settings
+from bot.config import DatabaseSettings, PrometheusSettings, Settings, load_settings
 from bot.logs import REDACTED, configure_logging, rollout_context
 from sandbox.config import bot_environment
 
@@ -86,3 +86,21 @@ def test_a_password_inside_a_url_shows_in_neither_form_in_the_settings_or_a_log_
         encoded = url.split(":")[2].split("@")[0]
         assert encoded not in shown and password not in shown
     assert "postgresql+asyncpg://bot:***@127.0.0.1:5432/rollouts" in repr(settings)
+
+
+@pytest.mark.parametrize("kind", [DatabaseSettings, PrometheusSettings])
+def test_the_settings_of_migrate_audit_and_backtest_mask_the_urls_passwords_too(
+    monkeypatch: pytest.MonkeyPatch, kind: type[DatabaseSettings]
+) -> None:
+    """`rollout-bot migrate`, `audit` and `backtest` load only DATABASE_URL (and
+    PROMETHEUS_URL): their settings' repr masks the passwords as the bot's settings do."""
+    monkeypatch.setenv("DATABASE_URL", URL_PASSWORDS["DATABASE_URL"][0])
+    monkeypatch.setenv("PROMETHEUS_URL", URL_PASSWORDS["PROMETHEUS_URL"][0])
+    settings = load_settings(kind, env_file=None)
+
+    shown = repr(settings) + str(settings)
+
+    for url, password in URL_PASSWORDS.values():
+        encoded = url.split(":")[2].split("@")[0]
+        assert encoded not in shown and password not in shown
+    assert "postgresql+asyncpg://bot:***@127.0.0.1:5432/rollouts" in shown

@@ -4,6 +4,7 @@ GitHub took replacing a racing replica's `gone`, and environments spelled outsid
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +31,25 @@ async def test_a_rerun_asks_again_without_a_deployment_and_a_redelivery_changes_
     assert await store.remember(rerun, delivery_id="d-3")
     assert [r.requested_at for r in await store.open_for_run(RUN)] == [rerun.requested_at]
     assert not await store.remember(first, delivery_id="d-1")  # still a redelivery
+
+
+async def test_a_request_of_a_deployment_taken_in_before_is_not_reopened_under_a_new_id(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """GitHub asks once per deployment (a re-run's job gets a new one): the same deployment's
+    request under a new delivery id (its signed body sent again; the id is outside the
+    signature) is taken in before, answered or not, by any service's store."""
+    store = ProtectionRuleStore(session_factory)
+    first = RuleRequest(RUN, "relay-canary-5", 7, AT)
+    assert await store.remember(first, delivery_id="d-1")
+    await store.close(run_id=RUN, environment="relay-canary-5", answer="rejected", at=AT)
+
+    assert not await store.remember(first, delivery_id="d-2")
+    assert not await ProtectionRuleStore(session_factory, service="billing").remember(
+        first, delivery_id="d-3"
+    )
+    assert await store.open_for_run(RUN) == []
+    assert await store.remember(replace(first, deployment_id=8), delivery_id="d-4")  # a re-run
 
 
 async def test_an_answer_github_took_replaces_a_racing_replicas_gone(

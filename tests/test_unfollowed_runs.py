@@ -22,6 +22,7 @@ from bot.adapters.slack.control_views import REASON_BLOCK
 from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
+from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from sandbox.idle import bots_database
@@ -158,6 +159,34 @@ async def test_a_run_started_on_github_is_rejected_and_its_failure_jobs_run(
     assert kill.comment == f"rollout-bot: run {run_id} was rejected; so is the rest of it"
     assert (await box.services.rollouts.active()) == []
     assert len(run_cards(box)) == 1
+
+
+@pytest.mark.database_matters
+async def test_a_request_sent_again_under_a_new_delivery_id_posts_no_card_and_reopens_nothing(
+    box: Sandbox,
+) -> None:
+    """`X-GitHub-Delivery` is outside the signature, and the repository's admins see past
+    deliveries: a request's signed body sent again under a new id after the run was rejected
+    is the same deployment's request, taken in before. It reopens no request, asks GitHub
+    nothing, and the run keeps its one card."""
+    run_id, card = await started_on_github(box)
+    assert await box.click("reject_run", message=card) is None
+    run = box.github.run(run_id)
+    await github_until(box, lambda: run.status == "completed")
+    await box.services.webhooks.settled()
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    reviews, audited = len(box.github.engine.rule_reviews), len(await box.audit.list_for_actor(BOT))
+    hook = box.github.app_hook
+
+    again = [await hook.replay(d.guid) for d in list(hook.deliveries) if d.status_code == 202]
+    await box.services.webhooks.settled()
+
+    assert again and {d.result for d in again} == {"duplicate"}
+    assert await rules.open_for_run(run_id) == []
+    assert len(box.github.engine.rule_reviews) == reviews
+    assert len(await box.audit.list_for_actor(BOT)) == audited
+    (card,) = run_cards(box)
+    assert "Rejected by" in card.rendered
 
 
 @pytest.mark.database_matters

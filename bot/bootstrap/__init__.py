@@ -3,7 +3,8 @@
 Resources open and close in `cleanup_ctx`, in order: the database (migrated beforehand by
 `rollout-bot migrate`), the services (and the chart worker's process, started at the first
 chart), then (in Socket Mode) the Slack connection. Routes:
-`POST /slack/events`, `POST /github/webhook`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
+`POST /slack/events` (not in Socket Mode), `POST /github/webhook`, `GET /healthz`,
+`GET /readyz`, `GET /metrics`.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def create_app(
     app.cleanup_ctx.append(drain.finishes)
     if socket_mode:
         app.cleanup_ctx.append(_socket_mode)
-    app.router.add_post("/slack/events", slack_events.receive)
+    else:
+        # Over Socket Mode Slack comes through the socket only: no HTTP door for it to keep.
+        app.router.add_post("/slack/events", slack_events.receive)
     app.router.add_post("/github/webhook", github_webhook.receive)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", health.readyz)

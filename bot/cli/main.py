@@ -14,7 +14,8 @@ USAGE = """usage: rollout-bot COMMAND [ARGS]
 
 commands:
   serve          run the bot over HTTP (/slack/events, /github/webhook, /healthz, /readyz)
-  socket         run the bot over Slack Socket Mode (needs SLACK_APP_TOKEN)
+  socket         run the bot over Slack Socket Mode (needs SLACK_APP_TOKEN; HTTP without
+                 /slack/events)
   migrate        apply the database migrations to DATABASE_URL
   gate           evaluate a rollback gate, a drop-in for CI scripts (rollout-bot gate --help)
   check-config   print the effective configuration with secrets masked, or every problem

@@ -5,8 +5,10 @@ callback (`docs/protection-rules.md`).
 A request comes from the `deployment_protection_rule` webhook or, when that delivery was lost,
 is recovered from the deployment still `waiting`. A run waits at an environment at most once
 at a time, so at most one request is *open* per (run, environment); a re-run of the job asks
-again once the first was answered. A redelivery is known by its delivery id, not by its body
-(GitHub's payload may name no deployment at all).
+again once the first was answered. A redelivery is known by its delivery id, and the same
+body sent again under a new id (the id is outside the signature) by its deployment, which asks
+once; not by the body's bytes (GitHub's payload may name no deployment at all, and a re-run's
+request may then repeat the first's body).
 """
 
 from __future__ import annotations

@@ -191,8 +191,17 @@ class Deliveries(Protocol):
     """GitHub webhook deliveries taken in, so that each is processed once."""
 
     async def remember(
-        self, *, delivery_id: str, event: str, rollout_id: str | None, received_at: datetime
-    ) -> bool: ...
+        self,
+        *,
+        delivery_id: str,
+        event: str,
+        rollout_id: str | None,
+        received_at: datetime,
+        body_digest: str | None = None,
+    ) -> bool:
+        """Record a delivery; False when its id, or its signed body (`body_digest`), was
+        taken in before."""
+        ...
 
     async def prune(self, *, before: datetime) -> int: ...
 
@@ -273,8 +282,9 @@ class ProtectionRuleRequests(Protocol):
     """Custom deployment protection rules' requests, kept until answered (`storage`)."""
 
     async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
-        """Keep a request; False when its delivery was taken in before, or when a request of
-        its run and environment is open already."""
+        """Keep a request; False when its delivery was taken in before, when a request of its
+        deployment was (open or answered), or when a request of its run and environment is
+        open already."""
         ...
 
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...

@@ -1,14 +1,17 @@
 """GitHub webhook deliveries: taken in once each, acted on after GitHub has its answer.
 
 GitHub gives a receiver 10 seconds and does not retry on its own. A delivery is therefore
-checked (repository, a run the bot follows), remembered by its `X-GitHub-Delivery` id in the
-database (so a redelivery or a second replica does nothing), answered, and only then
+checked (repository, a run the bot follows), remembered by its `X-GitHub-Delivery` id and its
+signed body's digest in the database (so a redelivery, a second replica, or the same body sent
+again under a new id, which is outside the signature, does nothing), answered, and only then
 reconciled, in a task this object holds until the app shuts down. A task lost to a crash
 loses nothing: the reconcile is level-triggered and the poller does the same one later.
 
 A custom protection rule's request (`deployment_protection_rule`, App mode only) is kept in the
 database first, whether or not a rollout follows its run yet: the bot may not have identified
-the run it dispatched, and the request is answered once it has (docs/protection-rules.md).
+the run it dispatched, and the request is answered once it has (docs/protection-rules.md). Its
+deployment, not its body's digest, tells a request taken in before (a re-run's request without
+a deployment may repeat its body byte for byte).
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class Taken(StrEnum):
     IGNORED = "ignored"
     """Another repository, a run the bot does not follow, an event it does not follow."""
     DUPLICATE = "duplicate"
-    """This delivery id was taken in before: nothing is done again."""
+    """This delivery id, or its signed body under another id (or, for a protection rule's
+    request, its deployment), was taken in before: nothing is done again."""
     KEPT = "kept"
     """A protection rule's request for a run no active rollout follows (yet): kept."""
 
@@ -82,9 +86,14 @@ class GitHubWebhooks:
     def __post_init__(self) -> None:
         self.repository = self.repository.casefold()
 
-    async def take(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> Intake:
-        """Take a delivery in; a followed one is reconciled in the background afterwards."""
-        intake = await self._intake(delivery_id=delivery_id, event=event, payload=payload)
+    async def take(
+        self, *, delivery_id: str, event: str, payload: Mapping[str, Any], body_digest: str
+    ) -> Intake:
+        """Take a delivery in (`body_digest`: its signed body's SHA-256); a followed one is
+        reconciled in the background afterwards."""
+        intake = await self._intake(
+            delivery_id=delivery_id, event=event, payload=payload, body_digest=body_digest
+        )
         # The event's name is outside the signature: one the bot does not follow is `other`,
         # so made-up names cannot add series without bound.
         known = event in FOLLOWED or event == protection_rules.EVENT
@@ -93,7 +102,9 @@ class GitHubWebhooks:
         )
         return intake
 
-    async def _intake(self, *, delivery_id: str, event: str, payload: Mapping[str, Any]) -> Intake:
+    async def _intake(
+        self, *, delivery_id: str, event: str, payload: Mapping[str, Any], body_digest: str
+    ) -> Intake:
         if event == protection_rules.EVENT:
             return await self._rule_request(delivery_id, payload)
         found = run_event(event, payload)
@@ -113,10 +124,15 @@ class GitHubWebhooks:
             event=event,
             rollout_id=rollout_id,
             received_at=self.clock(),
+            body_digest=body_digest,
         )
         if not new:
             log.info("webhook delivery %s (%s) seen before: ignored", delivery_id, event)
-            return Intake(Taken.DUPLICATE, "delivery already processed", rollout_id)
+            return Intake(
+                Taken.DUPLICATE,
+                "delivery (its id or its signed body) already processed",
+                rollout_id,
+            )
         self._spawn(rollout_id, found, name=f"webhook {delivery_id}")
         return Intake(Taken.FOLLOWED, f"{event} {found.action} of run {found.run_id}", rollout_id)
 
