@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import sys
@@ -260,6 +261,23 @@ async def test_an_unreachable_prometheus_is_exit_1(
         f"rollout-bot backtest: Prometheus at http://127.0.0.1:{port} unreachable "
         "(ClientConnectorError)\n"
     )
+
+
+async def test_the_prometheus_password_is_scrubbed_in_both_its_forms(
+    run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A generated password often holds `@` or `:`, which the URL carries percent-encoded: the
+    backtest's log scrubber knows it written both ways, as the bot's does."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("PROMETHEUS_URL", f"http://reader:p%40ss%3Aw0rd@127.0.0.1:{port}")
+    status, _, _ = await run("--from", day(0), "--to", day(1))
+    assert status == 1
+
+    logging.getLogger("bot.adapters.metrics").error("reading p%40ss%3Aw0rd, meant p@ss:w0rd")
+    err = capsys.readouterr().err
+    assert "reading" in err and "p%40ss" not in err and "p@ss" not in err
 
 
 async def test_a_range_reaching_into_the_future_ends_now(run: Callable[..., Any]) -> None:

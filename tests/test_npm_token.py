@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import github_until
+from sqlalchemy import text
 
 from bot.adapters.slack.limits import BUTTON_VALUE
 from bot.adapters.slack.npm_views import NpmAction, encode_state
 from bot.domain.errors import NotAReleaseChannel, PlanError
 from bot.domain.npm import (
     MAX_ERROR,
+    RELEASE_TIMER,
     NpmError,
     ReleaseFollow,
     ReleasePhase,
@@ -44,6 +46,8 @@ from sandbox.harness import Sandbox
 from sandbox.render import render_blocks
 from sandbox.slack import ChannelMessage
 from sandbox.slack_records import blocks_arg
+from storage.claims import ClaimStore
+from storage.db import create_engine, create_session_factory
 
 DIRECT_MESSAGE = "D0DIRECT01"
 PUBLISH = "Version / publish packages"
@@ -699,3 +703,108 @@ async def test_a_release_run_is_followed_by_one_replica_and_by_the_other_after_i
         assert results_drawn(box, "ENEEDAUTH") == 1
         logs = "".join(replica.log.read_text() for replica in box.replicas)
         assert len(re.findall(r"Release run \d+ ended", logs)) == 1
+
+
+async def test_a_look_fired_again_after_the_chain_moved_on_redraws_nothing(box: Sandbox) -> None:
+    """A look whose replica died (or whose completion failed: the database) after it wrote the
+    next look is fired again once its lease runs out. The chain went on meanwhile: the look
+    that found the run, fired again after the run ended, must not draw it as just started
+    (a run shown running forever, whose walkthrough refuses every Release click)."""
+    box.github.fault_next(
+        "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
+    )
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "not identified yet" in step(message, 5), timeout=30)
+    # The run the unclear dispatch may have started appears: the next look finds it.
+    box.github.create_foreign_run(workflow="release.yml", actor=box.github.actor, branch="main")
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+
+    engine = create_engine(box.database_url)
+    try:
+        claims = ClaimStore(create_session_factory(engine))
+        claim = await claims.get(f"npm_release:{message.channel}:{message.ts}:None")
+    finally:
+        await engine.dispose()
+    assert claim is not None
+    holder = claim.holder
+    found_it = await box.wait_for_timer(
+        f"{RELEASE_TIMER}:{message.channel}:{message.ts}:{holder}:1",
+        lambda t: t.fired_at is not None,
+    )
+    await box.services.npm_token.looks.on_timer(found_it)  # fired again
+
+    assert "ENEEDAUTH" in step(message, 5)
+    assert results_drawn(box, "ENEEDAUTH") == 1
+
+
+async def test_a_release_whose_first_look_cannot_be_written_is_not_left_dispatching(
+    tmp_path: Path,
+) -> None:
+    """The database refuses the first look (written before the dispatch): nothing is sent, the
+    walkthrough does not show a dispatch under way that nothing follows (every later Release
+    click would be refused as 'already following'), and the click can be repeated once the
+    database is back."""
+    async with Sandbox(workdir=tmp_path) as box:
+        message = await open_walkthrough(box)
+        engine = create_engine(box.database_url)
+        refuse = (
+            "CREATE TRIGGER refuse_looks BEFORE INSERT ON timers WHEN NEW.kind = 'npm_release' "
+            "BEGIN SELECT RAISE(ABORT, 'the database is away'); END"
+        )
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(refuse))
+            answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+            assert answer is not None and "already following" not in answer
+            async with engine.begin() as connection:
+                await connection.execute(text("DROP TRIGGER refuse_looks"))
+        finally:
+            await engine.dispose()
+        assert box.github.dispatches == []
+        assert "Dispatching" not in step(message, 5)
+
+        answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+        assert answer is None or "already" not in answer, answer
+        await github_until(box, lambda: len(box.github.dispatches) == 1)
+
+
+async def test_the_last_look_of_a_search_fired_again_does_not_follow_the_next_release(
+    box: Sandbox,
+) -> None:
+    """The search for the run of an unclear dispatch ended without one (the click's claim
+    released), and the Release clicked again is followed. The search's last look, fired again
+    (its completion failed, or its replica died), must neither draw "could not start" over the
+    new run nor take the new run, created since its dispatch, for its own and follow it a
+    second time."""
+    box.github.set_job_duration("changesets", RELEASE_JOB)
+    box.github.fault_next(
+        "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
+    )
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "not identified yet" in step(message, 5), timeout=30)
+    await box.pass_time(timedelta(minutes=6))  # the search ends: nothing started
+    await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
+    engine = create_engine(box.database_url)
+    try:
+        async with engine.connect() as connection:
+            keys = await connection.scalars(
+                text("SELECT key FROM timers WHERE kind = 'npm_release' ORDER BY id")
+            )
+            last = list(keys)[-1]
+    finally:
+        await engine.dispose()
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    (dispatch,) = box.github.dispatches
+
+    ended = await box.wait_for_timer(last, lambda t: t.fired_at is not None)
+    await box.services.npm_token.looks.on_timer(ended)  # fired again
+
+    assert "is in progress" in step(message, 5)
+    await box.pass_time(RELEASE_JOB)
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+    await box.pass_time(timedelta(seconds=1))  # a second follower would have drawn it again
+    assert f"/actions/runs/{dispatch.run_id}|" in step(message, 5)
+    assert results_drawn(box, "ENEEDAUTH") == 1

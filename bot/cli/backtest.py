@@ -26,7 +26,7 @@ from bot.domain.gate import GateKind, GateReason, Verdict, gate_reason_words
 from bot.domain.gate_report import metric_rows, verdict_reason
 from bot.domain.plan import PrometheusMetrics
 from bot.domain.rollout import verdict_to_json
-from bot.logs import configure_logging
+from bot.logs import configure_logging, password_forms
 from bot.plan_file import load_plan
 from bot.services.backtest import (
     Backtest,
@@ -77,8 +77,7 @@ def main(args: Sequence[str], *, clock: Callable[[], datetime] = utc_now) -> int
         return EXIT_USAGE
     url = str(settings.prometheus_url)
     # A window without data is in the report; the source's warning about it is not for stderr.
-    password = settings.prometheus_url.password
-    configure_logging(level="ERROR", fmt="text", secrets=[password] if password else [])
+    configure_logging(level="ERROR", fmt="text", secrets=sorted(password_forms(url)))
 
     def source(metrics: PrometheusMetrics) -> PrometheusSource:
         return PrometheusSource(metrics, url=url, clock=clock, charts=False)

@@ -4,11 +4,14 @@ replicas.
 
 A look (key `npm_release:<channel>:<ts>:<claim holder>:<n>`) reads the run once, redraws step 5
 when it changed and schedules the next look, or shows the run's result and ends. A look is
-fired by one replica; one fired again (its replica died before completing it) writes a next
-look whose key is taken already, so the chain stays one. The first look is written before the
-dispatch, due a lease later: when the bot stops or dies during the dispatch, it looks for the
-run the dispatch may have started, as after an unclear answer, instead of forgetting it. What
-the message showed travels in each look, so a restarted bot redraws it whole.
+fired by one replica; one fired again (its replica died before completing it) does nothing
+when its next look is written already (what it saw is old), and otherwise writes it, once
+(its key), so the chain stays one. A look whose click's claim was released (nothing started,
+or the search ended) or taken by another click does nothing: a run that appears then is not
+its click's. The first look is written before the dispatch, due a lease later: when the bot
+stops or dies during the dispatch, it looks for the run the dispatch may have started, as
+after an unclear answer, instead of forgetting it. What the message showed travels in each
+look, so a restarted bot redraws it whole.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ class ReleaseLook(BaseModel):
     @property
     def key(self) -> str:
         return f"{RELEASE_TIMER}:{self.channel}:{self.ts}:{self.holder}:{self.number}"
+
+    @property
+    def next_key(self) -> str:
+        return self.model_copy(update={"number": self.number + 1}).key
 
     @property
     def release(self) -> ReleaseFollow:
@@ -185,6 +192,17 @@ class ReleaseLooks:
     async def on_timer(self, timer: Timer) -> None:
         """One look: look for the run of the dispatch, or at the run followed."""
         look = ReleaseLook.model_validate(timer.payload or {})
+        if await self._timers.get(key=look.next_key) is not None:
+            # Fired again (its replica died, or its completion failed, after it wrote the next
+            # look): the chain went on without it, and what it saw is old.
+            log.info("npm-token: %s was taken over by the next look; nothing to do", look.key)
+            return
+        claim = await self._claims.get(look.claim_key)
+        if claim is None or claim.holder != look.holder:
+            # The click's claim was released (nothing started, or the search ended) or another
+            # click took it: a run that shows up now is that click's, not this one's.
+            log.info("npm-token: %s outlived its Release click; nothing to do", look.key)
+            return
         if look.release.run_id is None:
             await self._look_for_run(look)
         else:

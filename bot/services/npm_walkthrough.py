@@ -187,10 +187,17 @@ class NpmTokenService:
         known, released when nothing started, and kept while a run the dispatch may have
         started is looked for."""
         dispatching = ReleaseFollow(requested_by=actor, phase=ReleasePhase.DISPATCHING)
-        shown = await self._set_release(message, current, dispatching)
         dispatched_at = self._clock()
         # Written first: if the bot stops or dies during the dispatch, it looks for the run.
-        look = await self.looks.first(message, shown, claim, dispatched_at)
+        # Before "Dispatching" is shown: a look that could not be written follows nothing.
+        try:
+            look = await self.looks.first(
+                message, current.model_copy(update={"release": dispatching}), claim, dispatched_at
+            )
+        except Exception:
+            await self._claims.release(claim)  # nothing was sent: the click may be repeated
+            raise
+        shown = await self._set_release(message, current, dispatching)
         try:
             started = await self._github.dispatch(
                 workflow_file=self._npm.workflow,
