@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/rollout-bot demo $(if $(GITHUB_APP),--github-app)
+	$(VENV)/bin/rollout-bot demo $(if $(filter-out 0,$(GITHUB_APP)),--github-app)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -56,4 +56,4 @@ SERVICES ?= 1
 chaos: $(STAMP)
 	$(PY) -m sandbox.chaos --seed $(SEED) --duration $(DURATION) \
 		--github-faults $(GITHUB_FAULTS) --slack-faults $(SLACK_FAULTS) \
-		--services $(SERVICES) $(if $(GITHUB_APP),--github-app)
+		--services $(SERVICES) $(if $(filter-out 0,$(GITHUB_APP)),--github-app)

@@ -12,7 +12,8 @@ timeout) is one WARNING line; a bug or a dead-lettered timer is an ERROR with it
 
 Between timers the scheduler polls GitHub for each running rollout (`bot.services.polling`),
 so stage changes are noticed even without webhooks (or when deliveries stop). Once an hour it
-prunes old action claims and webhook deliveries (`Retention`).
+forgets what is older than RETENTION_DAYS (`Retention`: action claims, webhook deliveries,
+protection rules' requests, the ended looks at npm Release runs).
 """
 
 from __future__ import annotations
