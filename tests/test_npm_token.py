@@ -40,6 +40,7 @@ from bot.domain.rollout_command import (
 )
 from bot.plan_file import parse_plan
 from bot.services.catalog import CommandService
+from bot.services.records import Timer
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, SECRETS
 from sandbox.github_json import error as github_error
 from sandbox.harness import Sandbox
@@ -808,3 +809,25 @@ async def test_the_last_look_of_a_search_fired_again_does_not_follow_the_next_re
     await box.pass_time(timedelta(seconds=1))  # a second follower would have drawn it again
     assert f"/actions/runs/{dispatch.run_id}|" in step(message, 5)
     assert results_drawn(box, "ENEEDAUTH") == 1
+
+
+async def test_a_look_that_cannot_be_read_is_given_up_once_not_retried_for_ever(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A look whose payload this version cannot read (written by another version) fails every
+    attempt; giving it up must not fail too, or the scheduler would retry giving it up for
+    ever: there is no message it could name, so it is only logged."""
+    unreadable = Timer(
+        id=1,
+        key=f"{RELEASE_TIMER}:C0RELEASES:1.0:someone:3",
+        kind=RELEASE_TIMER,
+        due_at=datetime.now(UTC),
+        created_at=datetime.now(UTC),
+        attempts=9,
+        payload={"channel": "C0RELEASES", "shape": "of another version"},
+    )
+
+    await box.services.npm_token.looks.on_timer_dead(unreadable, reason="ValidationError")
+
+    (given_up,) = [r for r in caplog.records if r.name == "bot.services.npm_release"]
+    assert given_up.levelname == "ERROR" and unreadable.key in given_up.getMessage()

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.domain.errors import GitHubError
 from bot.domain.npm import (
@@ -210,8 +210,15 @@ class ReleaseLooks:
 
     async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
         """A look failed every attempt: step 5 says the bot stopped following (step 4 still
-        checks the run)."""
-        look = ReleaseLook.model_validate(timer.payload or {})
+        checks the run). One this version cannot read names no message to tell: it is only
+        logged (failing here would have the scheduler retry giving it up for ever)."""
+        try:
+            look = ReleaseLook.model_validate(timer.payload or {})
+        except ValidationError:
+            log.error(
+                "npm-token: gave up %s, which this version cannot read: %s", timer.key, reason
+            )
+            return
         log.error("npm-token: stopped following the Release run of %s: %s", look.key, reason)
         stopped = look.release.model_copy(
             update={"phase": ReleasePhase.UNFOLLOWED, "error": clip_error(reason)}
