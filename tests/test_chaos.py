@@ -190,6 +190,12 @@ short; `make chaos` plays ten or more (docs/reliability.md has its figures). A r
 idle machine, more on a loaded one."""
 
 
+REPLICAS = 2
+"""The bounded runs' replicas (the long run has three): one to kill and one to take over.
+Each holds up to 28 PostgreSQL connections (docs/operating.md), and the rest of the suite,
+beside them, runs other replicas on the same server (`max_connections` 100)."""
+
+
 @pytest.mark.chaos
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
@@ -214,6 +220,7 @@ async def test_rollouts_under_chaos_keep_every_invariant(
         admin_url=postgres_server,
         github_app=github_app,
         services=services,
+        replicas=REPLICAS,
     )
     figures = report(evidence, findings, seed=11)
     print(figures)  # the figures are the point of a chaos run (pytest -s shows them)
