@@ -409,11 +409,13 @@ async def test_each_timer_done_counts_as_progress_for_readiness(
 async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(
     session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
 ) -> None:
-    lease = timedelta(seconds=0.3)
+    # Real time: renewed every 0.4 s, the lease is lost only if a renewal is 0.8 s late (0.3 s
+    # leases were lost on a loaded CI machine, the renewal not run in time).
+    lease = timedelta(seconds=1.2)
     taken_meanwhile: list[Timer] = []
 
     async def slow_window_end(timer: Timer) -> None:
-        await asyncio.sleep(0.45)  # longer than the lease: metrics, a chart, GitHub
+        await asyncio.sleep(1.8)  # longer than the lease: metrics, a chart, GitHub
         other = await timers.claim_due(now=datetime.now(UTC), owner="replica-b", lease=lease)
         taken_meanwhile.extend(other)
 
