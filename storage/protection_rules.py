@@ -61,6 +61,8 @@ class ProtectionRuleStore:
             "answer": request.answer,
             "answered_at": request.answered_at,
         }
+        if request.deployment_id and await self._asked_for(request):
+            return False
         async with self._sessions.begin() as session:
             if delivery_id is not None:
                 delivery = {
@@ -76,14 +78,6 @@ class ProtectionRuleStore:
                 )
                 if rows_changed(seen) != 1:
                     return False
-            if request.deployment_id and await session.scalar(
-                select(
-                    exists().where(
-                        Row.run_id == request.run_id, Row.deployment_id == request.deployment_id
-                    )
-                )
-            ):
-                return False
             result = await session.execute(
                 insert_new(
                     session,
@@ -94,6 +88,23 @@ class ProtectionRuleStore:
                 )
             )
             return rows_changed(result) == 1
+
+    async def _asked_for(self, request: RuleRequest) -> bool:
+        """Whether a request of the deployment was kept before (open or answered). Read in a
+        transaction of its own, before `remember` writes: on SQLite a transaction that reads
+        and then writes fails at once ("database is locked") when another connection wrote
+        in between, where one that writes first waits for the lock."""
+        async with self._sessions() as session:
+            return bool(
+                await session.scalar(
+                    select(
+                        exists().where(
+                            Row.run_id == request.run_id,
+                            Row.deployment_id == request.deployment_id,
+                        )
+                    )
+                )
+            )
 
     async def open_for_run(self, run_id: int) -> list[RuleRequest]:
         """The run's requests nobody answered yet, oldest first."""

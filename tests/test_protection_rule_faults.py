@@ -13,12 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes
+from figures import CANARY_OK, every_gate_passes
 from sandbox_views import begun, dispatched, value_of
 from test_protection_rules import answers, app_box, both_held, box
 
-from bot.domain.rollout import Phase, StageState
-from sandbox.harness import Sandbox, fast_plan
+from bot.domain.protection_rules import RuleRequest
+from bot.domain.rollout import Phase, StageState, TrackState
+from sandbox.github_app import SandboxApp
+from sandbox.harness import Sandbox, fast_plan, write_figures
 
 __all__ = ["box"]  # the fixture this module's tests use
 
@@ -221,3 +223,39 @@ async def test_a_lost_request_whose_deployment_github_lists_late_is_found_by_a_l
     async with asyncio.timeout(30):  # polls on a loaded machine take their time
         while ("relay-canary-5", "approved") not in answers(box, "relay"):
             await box.pass_time(timedelta(seconds=5))
+
+
+async def test_a_lost_rollback_request_is_recovered_beside_a_stale_open_request(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Found by the chaos run: a request stayed open although its job ran (GitHub applied the
+    approval, its reply and the read-back were lost, and the stage moved on without asking
+    again). Then the relay canary's gate failed, the 50% stage was rejected, and the rollback
+    job's request was lost: the stale open request must not count for the waiting rollback
+    job, or the run's deployments are never read and the rollback is never approved."""
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
+        github_app=SandboxApp(),
+        skip_windows=False,
+    ) as box:
+        box.github.protection_rule(set(box.github.engine.protected))
+        every_gate_passes(box)
+        write_figures(box.figures, "relay", {"canary": {**CANARY_OK, "error_rate": "0.02"}})
+        rollout = await dispatched(box)
+        await box.wait_until(
+            lambda r: r.track("relay").stage("canary").state is StageState.OBSERVING
+        )
+        stale = RuleRequest(rollout.run_id or 0, "relay-canary-5", 424242, box.clock())
+        assert await box.services.webhooks.rules.remember(stale)
+        box.github.app_hook.lose_next()  # the rollback job's request, once 50% is rejected
+
+        await box.pass_time(timedelta(hours=1))  # the canary's window ends: its gate fails
+        async with asyncio.timeout(30):
+            while ("relay-rollback", "approved") not in answers(box, "relay"):
+                await box.pass_time(timedelta(seconds=5))  # polls
+
+        ended = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        assert ended.id == rollout.id
+        assert [d.result for d in box.github.app_hook.failed()] == [None]  # not redelivered

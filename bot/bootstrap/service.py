@@ -24,6 +24,7 @@ from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
 from bot.domain.npm import RELEASE_TIMER, github_web_url
+from bot.domain.protection_rules import environment_jobs
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.audit import AuditTrail
@@ -117,6 +118,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             app_id=installation.app_id,
             recheck=timedelta(seconds=settings.github_poll_interval),
             service=service.name,
+            jobs=environment_jobs(service.plan),
         )
         if installation is not None
         else None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from bot.domain.plan import RolloutPlan
 from bot.domain.service import DEFAULT_SERVICE
 from bot.domain.text import clean_text
 
@@ -73,6 +74,19 @@ class WaitingDeployment:
     id: int
     environment: str
     created_at: datetime
+
+
+def environment_jobs(plan: RolloutPlan) -> dict[str, str]:
+    """Each gated environment's job, by the environment's name casefolded (every stage's and
+    every track's failure job): a request whose job runs or ran waits no more."""
+    return {
+        environment.casefold(): job
+        for track in plan.tracks.values()
+        for environment, job in (
+            *((stage.environment, stage.job) for stage in track.stages),
+            (track.on_failure.environment, track.on_failure.job),
+        )
+    }
 
 
 def unexplained(deployment: WaitingDeployment, known: Iterable[RuleRequest]) -> bool:

@@ -13,7 +13,7 @@ holds is already that deployment's (docs/protection-rules.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import quote
@@ -65,6 +65,10 @@ class ProtectionRules:
     """How long an environment's rules, once read, are taken as they were (a poll)."""
     service: str
     """The service whose repository's runs these are (the requests found are its)."""
+    jobs: Mapping[str, str] = field(default_factory=dict)
+    """Each gated environment's job (`environment_jobs`): an open request whose job
+    runs or ran already no longer waits (its answer was applied, though GitHub's reply to it
+    was lost), and explains no waiting job."""
     _enabled: dict[str, tuple[bool, datetime]] = field(default_factory=dict, init=False)
 
     async def holding(self, snapshot: RunSnapshot) -> RunSnapshot:
@@ -75,7 +79,7 @@ class ProtectionRules:
             return snapshot  # nothing waits: a request still open was answered another way
         run_id = snapshot.run_id
         known = await self.requests.for_run(run_id)
-        held = {r.environment for r in known if r.open}
+        held = {r.environment for r in known if r.open and not self._moved_on(r, snapshot)}
         explained = {name.casefold() for name in (*snapshot.waiting, *held)}
         found: list[RuleRequest] = []
         if waiting_jobs > len(explained):
@@ -100,6 +104,11 @@ class ProtectionRules:
             waiting=snapshot.waiting | held | {r.environment for r in found},
             unrequested=tuple(found),
         )
+
+    def _moved_on(self, request: RuleRequest, snapshot: RunSnapshot) -> bool:
+        """Whether the request's job runs or ran: it waits no more, whatever the request says."""
+        job = snapshot.job(self.jobs.get(request.environment.casefold(), ""))
+        return job is not None and job.status in (JobStatus.IN_PROGRESS, JobStatus.COMPLETED)
 
     async def answer(
         self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
