@@ -19,7 +19,8 @@ from bot.adapters.slack.actions import InvalidPayload
 from bot.adapters.slack.npm_views import NpmAction, decode_state
 from bot.domain.npm import Walkthrough
 from bot.services.directory import ServiceDirectory
-from bot.services.npm_walkthrough import MessageRef, NpmTokenService
+from bot.services.npm_release import MessageRef
+from bot.services.npm_walkthrough import NpmTokenService
 from handlers.errors import Listener, acknowledged
 from handlers.origin import click_origin
 from handlers.payloads import BlockActions, parse

@@ -37,8 +37,6 @@ from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim
 from bot.services.store_ports import Claims, Timers
 
-__all__ = ["MessageRef", "NpmTokenService", "ReleaseAlreadyRunning", "WalkthroughNotPosted"]
-
 log = logging.getLogger(__name__)
 
 _REMEMBERED = 256

@@ -11,7 +11,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.adapters.slack.npm_views import walkthrough_blocks, walkthrough_text
 from bot.domain.npm import Walkthrough
-from bot.services.npm_walkthrough import MessageRef, WalkthroughNotPosted
+from bot.services.npm_release import MessageRef
+from bot.services.npm_walkthrough import WalkthroughNotPosted
 
 log = logging.getLogger(__name__)
 
