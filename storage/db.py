@@ -2,7 +2,8 @@
 
 Also the helpers every store shares: `insert_new` (a row written once, in either dialect, as
 `insert_into` writes any `ON CONFLICT`), `from_row` (an ORM row as the frozen record callers
-hold) and `of_service` (what a store of one service adds to its queries).
+hold), `of_service` (what a store of one service adds to its queries) and `ServiceStore` (a
+store of one service's rows, or of every service's).
 
 Every URL is normalized to an async driver (aiosqlite, asyncpg) so the same code runs on both,
 and every URL that reaches a log or an error message goes through `mask_database_url` first.
@@ -17,7 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import ColumnElement, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -290,6 +291,28 @@ def of_service(
 ) -> tuple[ColumnElement[bool], ...]:
     """The criteria of a store of one `service` (none for a store of every service)."""
     return () if service is None else (column == service,)
+
+
+class ServiceStore:
+    """A store of one `service`'s rows, or (None) of every service's: its queries add
+    `_scope`, and it writes for its own service only (`_written_for`)."""
+
+    service_column: ClassVar[InstrumentedAttribute[Any]]
+    """The column naming the service a row belongs to."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._service = service
+        self._scope = of_service(type(self).service_column, service)
+
+    def _written_for(self, service: str | None, row: str) -> str | None:
+        """The service a new `row` (`a timer`) is written for: the one asked, which must be
+        the store's when it has one; None when neither names one."""
+        if self._service is not None and service not in (None, self._service):
+            raise ValueError(f"{row} of {service} given to the store of {self._service}")
+        return service or self._service
 
 
 def from_row(record: type[R], row: object, **converted: Any) -> R:
