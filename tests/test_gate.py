@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.domain.gate import (
+    DEFAULT_ERROR_THRESHOLD,
     GateKind,
     GateReason,
     GateVerdict,
@@ -165,6 +166,77 @@ def test_missing_data_says_which_figure() -> None:
     assert result.summary == "current error rate missing: no verdict without data"
 
 
+@pytest.mark.parametrize(
+    ("b", "c", "e", "verdict", "reason", "summary"),
+    [
+        (
+            "0.001",
+            None,
+            "0.5",
+            Verdict.ROLLBACK,
+            GateReason.ERROR_RATE,
+            "error rate 0.5 exceeds the threshold 0.01; current crash rate missing",
+        ),
+        (
+            None,
+            "0.001",
+            "0.5",
+            Verdict.ROLLBACK,
+            GateReason.ERROR_RATE,
+            "error rate 0.5 exceeds the threshold 0.01; baseline crash rate missing",
+        ),
+        (
+            "0.001",
+            "0.5",
+            None,
+            Verdict.ROLLBACK,
+            GateReason.CRASH_RATE,
+            "crash rate 0.5 exceeds 2x baseline 0.001 (limit 0.002); current error rate missing",
+        ),
+        (
+            "0",
+            "0.001",
+            None,
+            Verdict.ROLLBACK,
+            GateReason.ZERO_BASELINE,
+            "crash rate 0.001 while the baseline crash rate is 0; current error rate missing",
+        ),
+        (
+            "0.001",
+            "0.001",
+            None,
+            Verdict.INCONCLUSIVE,
+            GateReason.NO_DATA,
+            "current error rate missing: no verdict without data",
+        ),
+        (
+            "0.001",
+            None,
+            "0.001",
+            Verdict.INCONCLUSIVE,
+            GateReason.NO_DATA,
+            "current crash rate missing: no verdict without data",
+        ),
+    ],
+)
+def test_a_figure_that_breaks_a_rule_rolls_back_whatever_is_missing_beside_it(
+    b: str | None,
+    c: str | None,
+    e: str | None,
+    verdict: Verdict,
+    reason: GateReason,
+    summary: str,
+) -> None:
+    """SPEC: roll back at once when either rule holds. A failed crash-rate query during an
+    error burst rolls back; what passes stays INCONCLUSIVE until every figure is read."""
+    result = evaluate_relay(
+        baseline_crash=None if b is None else D(b),
+        current_crash=None if c is None else D(c),
+        current_error=None if e is None else D(e),
+    )
+    assert (result.verdict, result.reason, result.summary) == (verdict, reason, summary)
+
+
 @pytest.mark.parametrize("bad", [D("NaN"), D("-1"), D("Infinity")])
 def test_bad_thresholds_are_a_programming_error(bad: Decimal) -> None:
     with pytest.raises(ValueError, match="crash_multiplier"):
@@ -258,6 +330,36 @@ def test_below_the_minimum_sample_never_passes(
     )
     assert result.verdict is Verdict.INCONCLUSIVE
     assert result.reason is GateReason.INSUFFICIENT_SAMPLE
+
+
+def known(rate: Decimal | None) -> Decimal | None:
+    """The rate when the gate can use it, None when not (missing, NaN, infinite, negative)."""
+    return rate if rate is not None and rate.is_finite() and not rate.is_signed() else None
+
+
+@given(
+    b=st.none() | st.decimals(),
+    c=st.none() | st.decimals(),
+    e=st.none() | st.decimals(),
+    m=multipliers,
+)
+def test_with_a_figure_missing_only_the_rules_on_known_figures_can_fail_and_none_passes(
+    b: Decimal | None, c: Decimal | None, e: Decimal | None, m: Decimal
+) -> None:
+    result = evaluate_relay(baseline_crash=b, current_crash=c, current_error=e, crash_multiplier=m)
+    b, c, e = known(b), known(c), known(e)
+    t = DEFAULT_ERROR_THRESHOLD
+    if e is not None and Fraction(e) > Fraction(t):
+        expected: GateReason | None = GateReason.ERROR_RATE
+    elif b is not None and c is not None:
+        expected = reference(b, c, None, m, None)
+    else:
+        expected = None
+    if None in (b, c, e) and expected is None:
+        assert (result.verdict, result.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+    else:
+        assert result.reason == expected
+        assert result.verdict is (Verdict.PASS if expected is None else Verdict.ROLLBACK)
 
 
 @given(

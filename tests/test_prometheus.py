@@ -200,6 +200,20 @@ async def test_too_few_requests_is_inconclusive_never_pass(telemetry: Telemetry)
     assert verdict.sample is not None and verdict.sample < 100
 
 
+async def test_a_fractional_sample_just_under_the_minimum_never_passes(
+    telemetry: Telemetry,
+) -> None:
+    """`increase()` extrapolates, so a sample is fractional: 99.6 requests are fewer than a
+    `min_sample` of 100, not 100 (rounded to the nearest, the gate passed on them)."""
+    metrics = relay_metrics("healthy")
+    metrics["error_rate"] = {"query": "vector(0)", "sample": "vector(99.6)"}
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert reading.figures.sample == 99
+    verdict = judged(reading, min_sample=100)
+    assert verdict.verdict is Verdict.INCONCLUSIVE
+    assert verdict.reason is GateReason.INSUFFICIENT_SAMPLE
+
+
 async def test_an_unreachable_prometheus_is_inconclusive(telemetry: Telemetry) -> None:
     config = PrometheusMetrics.model_validate(relay_metrics("healthy"))
     dead = PrometheusSource(config, url="http://user:hunter2@127.0.0.1:9", timeout=2)
@@ -247,22 +261,23 @@ async def test_the_documented_relay_example_reads_the_error_rate_of_all_traffic(
 # -- the whole chain: Prometheus -> gate -> GitHub -> Slack ------------------------------------
 
 
-def prometheus_plan(workdir: Path, job: str) -> str:
+def prometheus_plan(workdir: Path, job: str, **metrics: Any) -> str:
     plan = yaml.safe_load(fast_plan(workdir / "figures.yml", window="3s", extension="3s"))
     plan["tracks"]["relay"]["thresholds"]["min_sample"] = 1000
-    plan["tracks"]["relay"]["metrics"] = relay_metrics(job)
+    plan["tracks"]["relay"]["metrics"] = relay_metrics(job, **metrics)
     return yaml.safe_dump(plan, sort_keys=False)
 
 
 @asynccontextmanager
 async def dispatched_on_prometheus(
-    telemetry: Telemetry, workdir: Path, database_url: str, job: str
+    telemetry: Telemetry, workdir: Path, database_url: str, job: str, **metrics: Any
 ) -> AsyncIterator[Sandbox]:
-    """A sandbox whose relay gates read Prometheus's `job`: v1.4.2 started and dispatched."""
+    """A sandbox whose relay gates read Prometheus's `job` (`metrics`: other queries for some
+    of them): v1.4.2 started and dispatched."""
     async with Sandbox(
         workdir=workdir,
         database_url=database_url,
-        plan_yaml=prometheus_plan(workdir, job),
+        plan_yaml=prometheus_plan(workdir, job, **metrics),
         extra_env={"PROMETHEUS_URL": telemetry.prometheus_url},
         skip_windows=False,  # Prometheus scrapes in real time
     ) as box:
@@ -293,6 +308,29 @@ async def test_a_high_error_rate_rolls_back_through_the_whole_chain(
             assert upload.data is not None and upload.data.startswith(PNG_SIGNATURE)
             assert upload.length == len(upload.data)
         assert any("[file: Error rate" in reply for reply in box.thread())
+
+
+async def test_a_high_error_rate_rolls_back_though_the_crash_rate_query_reads_nothing(
+    telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """SPEC: roll back at once when either rule holds. The crash rate's query matches no
+    series, the error rate is 3%: the canary rolls back instead of waiting for a person."""
+    async with dispatched_on_prometheus(
+        telemetry,
+        tmp_path,
+        sqlite_database_url,
+        "failing",
+        crash_rate={"query": "sum(relay_crashes_nobody_exports)"},
+    ) as box:
+        ended = await box.wait_until(
+            lambda r: r.track("relay").state is TrackState.ROLLED_BACK, timeout=30
+        )
+        canary = ended.track("relay").stage("canary")
+        assert canary.state is StageState.FAILED_GATE and canary.extensions == 0
+        assert canary.verdict is not None and canary.verdict.current_crash is None
+        assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
+        card = await box.wait_for_thread("5% canary gate: ROLLBACK*. Error rate")
+        assert "no series" in card, card
 
 
 async def test_too_few_requests_extends_the_window_and_never_passes(

@@ -78,16 +78,17 @@ class GateVerdict:
     def summary(self) -> str:
         """One line naming the figures, e.g. `crash rate 0.005 exceeds 2x baseline 0.001 ...`."""
         if self.reason is GateReason.NO_DATA:
-            return "; ".join(self._missing()) + ": no verdict without data"
+            return "; ".join(self.missing()) + ": no verdict without data"
         if self.reason is GateReason.INSUFFICIENT_SAMPLE:
             seen = "unknown" if self.sample is None else str(self.sample)
             return f"sample {seen} is below the minimum of {self.min_sample}"
         if self.reason is GateReason.ERROR_RATE:
-            return (
+            parts = [
                 f"error rate {_fmt(self.current_error)} exceeds "
                 f"the threshold {_fmt(self.error_threshold)}"
-            )
-        parts = [self._crash_clause()]
+            ]
+            return "; ".join(parts + self.missing())
+        parts = [self._crash_clause(), *self.missing()]
         if self.gate is GateKind.RELAY and self.reason is None:
             parts.append(
                 f"error rate {_fmt(self.current_error)} within "
@@ -109,7 +110,8 @@ class GateVerdict:
             f"baseline {baseline} (limit {_fmt(self.crash_limit)})"
         )
 
-    def _missing(self) -> list[str]:
+    def missing(self) -> list[str]:
+        """The figures the gate could not use, each with what it was given."""
         figures = [
             ("current crash rate", self.current_crash),
             ("baseline crash rate", self.baseline_crash),
@@ -131,8 +133,9 @@ def evaluate_relay(
 ) -> GateVerdict:
     """The relay gate: error rate first, then the zero-baseline rule, then the crash ratio.
 
-    A missing or unusable rate (None, NaN, infinite, negative), or a sample below
-    `min_sample` (an unknown sample counts as below any positive minimum), is INCONCLUSIVE.
+    A sample below `min_sample` (an unknown sample counts as below any positive minimum) is
+    INCONCLUSIVE. So is a missing or unusable rate (None, NaN, infinite, negative), unless the
+    rates it has already break a rule: never PASS without every figure.
     """
     _check_threshold("error_threshold", error_threshold)
     return _evaluate(
@@ -190,7 +193,7 @@ def _evaluate(
     current_error: Decimal | None = None,
     error_threshold: Decimal | None = None,
 ) -> GateVerdict:
-    """The gate's figures with SPEC's verdict on them, preceded by the data checks."""
+    """The gate's figures with SPEC's verdict on them, after the sample's check."""
     _check_threshold("crash_multiplier", crash_multiplier)
     figures = GateVerdict(
         gate=gate,
@@ -205,28 +208,34 @@ def _evaluate(
         sample=sample,
         min_sample=min_sample,
     )
-    relay = figures.gate is GateKind.RELAY
-    failure = Verdict.ROLLBACK if relay else Verdict.KILL_SWITCH
-    rates = [figures.baseline_crash, figures.current_crash]
-    if relay:
-        rates.append(figures.current_error)
-    if not all(_usable(rate) for rate in rates):
-        return replace(figures, reason=GateReason.NO_DATA)
     if figures.min_sample > 0 and (figures.sample is None or figures.sample < figures.min_sample):
-        return replace(figures, reason=GateReason.INSUFFICIENT_SAMPLE)
-    baseline, current = figures.baseline_crash, figures.current_crash
-    assert baseline is not None and current is not None and figures.crash_limit is not None
-    if relay:
-        assert figures.current_error is not None and figures.error_threshold is not None
-        if figures.current_error > figures.error_threshold:
-            return replace(figures, verdict=failure, reason=GateReason.ERROR_RATE)
-    if baseline <= 0:
-        if current > 0:
-            return replace(figures, verdict=failure, reason=GateReason.ZERO_BASELINE)
-        return replace(figures, verdict=Verdict.PASS)
-    if current > figures.crash_limit:
-        return replace(figures, verdict=failure, reason=GateReason.CRASH_RATE)
+        reason = GateReason.NO_DATA if figures.missing() else GateReason.INSUFFICIENT_SAMPLE
+        return replace(figures, reason=reason)
+    failed = _first_failure(figures)
+    if failed is not None:
+        failure = Verdict.ROLLBACK if figures.gate is GateKind.RELAY else Verdict.KILL_SWITCH
+        return replace(figures, verdict=failure, reason=failed)
+    if figures.missing():
+        return replace(figures, reason=GateReason.NO_DATA)
     return replace(figures, verdict=Verdict.PASS)
+
+
+def _first_failure(figures: GateVerdict) -> GateReason | None:
+    """The first of SPEC's rules, in its order, that the figures break. A rule whose figures
+    are missing breaks nothing, and one that holds on the figures it has is enough: an error
+    rate over its threshold rolls back whatever the crash rate's query gave."""
+    error, threshold = figures.current_error, figures.error_threshold
+    if figures.gate is GateKind.RELAY and _usable(error):
+        assert error is not None and threshold is not None
+        if error > threshold:
+            return GateReason.ERROR_RATE
+    baseline, current = figures.baseline_crash, figures.current_crash
+    if not (_usable(baseline) and _usable(current)):
+        return None
+    assert baseline is not None and current is not None and figures.crash_limit is not None
+    if baseline <= 0:
+        return GateReason.ZERO_BASELINE if current > 0 else None
+    return GateReason.CRASH_RATE if current > figures.crash_limit else None
 
 
 def _limit(baseline: Decimal | None, multiplier: Decimal) -> Decimal | None:

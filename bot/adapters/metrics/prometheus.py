@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -208,7 +208,10 @@ class PrometheusSource(LiveSource):
         return MetricReading(
             name=name,
             value=value.value,
-            sample=None if sample.value is None else int(sample.value.to_integral_value()),
+            # Whole requests seen, rounded down: 99.6 is fewer than a minimum of 100.
+            sample=None
+            if sample.value is None
+            else int(sample.value.to_integral_value(ROUND_FLOOR)),
             baseline=fixed_baseline if fixed_baseline is not None else baseline.value,
             problem="; ".join(problems) or None,
             link=graph_url(client.base_url, expr, window=window.length, end=window.end),
