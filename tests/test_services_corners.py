@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes
+from figures import passing_sandbox
 from replicas import poll_stores
 from sandbox_views import open_home
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,8 +47,7 @@ NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, rollout_services=SERVICES) as sandbox:
-        every_gate_passes(sandbox)
+    async with passing_sandbox(tmp_path, rollout_services=SERVICES) as sandbox:
         yield sandbox
 
 
@@ -109,8 +108,7 @@ async def test_the_card_of_a_service_named_default_names_it_beside_another(
         SandboxService(name="default", repository="scriptum/scriptum"),
         SandboxService(name="billing-api", repository="scriptum/billing-api"),
     ]
-    async with Sandbox(workdir=tmp_path, rollout_services=services) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, rollout_services=services) as box:
         assert "Preflight" in await box.command("start default v1.4.2 --flags-ready")
         assert "Preflight" in await box.command("start billing-api v1.4.2 --flags-ready")
         titles = [m.rendered.splitlines()[0] for m in box.slack.messages(RELEASE_CHANNEL)]
@@ -317,8 +315,7 @@ async def test_nobody_answers_a_run_of_another_service_and_its_default_comes(
         SandboxService(name="relay", repository="scriptum/scriptum"),
         SandboxService(name="billing-api", repository="scriptum/billing-api"),
     ]
-    async with Sandbox(workdir=tmp_path, rollout_services=services, github_app=SandboxApp()) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, rollout_services=services, github_app=SandboxApp()) as box:
         billing = box.github.repository_named("scriptum/billing-api")
         assert billing is not None
         billing.protection_rule(set(billing.engine.protected))
