@@ -20,8 +20,6 @@ from test_services_file import env, settings, write
 
 from bot.adapters.slack.notifier import RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain.errors import ServicesError
-from bot.service_file import load_services
 from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
 from bot.services.scheduler import Scheduler
@@ -232,34 +230,6 @@ def test_a_bad_services_file_and_a_one_service_variable_are_said_together(
     problems = raised.value.problems
     assert any(p.startswith("ROLLOUT_SERVICES:") for p in problems), problems
     assert any(p.startswith("GITHUB_REPOSITORY:") for p in problems), problems
-
-
-def test_a_services_file_says_its_services_problems_and_its_plans_problems_at_once(
-    tmp_path: Path,
-) -> None:
-    """docs/services.md shows a bad channel and an unreadable plan said together: a problem
-    pydantic finds (a channel id) and another service's missing plan file are in one message,
-    so one round of fixes is enough."""
-    data = {
-        "services": {
-            "relay": {
-                "repository": "scriptum/scriptum",
-                "release_channels": ["general"],
-                "approvers": ["U0RELMGR01"],
-            },
-            "billing-api": {
-                "repository": "scriptum/billing-api",
-                "plan": "plans/missing.yml",
-                "release_channels": ["C0RELEASES"],
-                "approvers": ["U0BILLING1"],
-            },
-        }
-    }
-    with pytest.raises(ServicesError) as raised:
-        load_services(write(tmp_path, data, plan=False))
-    said = raised.value.message
-    assert "services.relay.release_channels[0]" in said, said
-    assert "services.billing-api.plan" in said, said
 
 
 def test_one_installation_id_for_services_of_two_owners_is_refused(
