@@ -101,7 +101,7 @@ async def test_the_audit_export_of_a_finished_rollout_lists_every_step_in_order(
 async def test_the_audit_command_without_json_prints_one_line_per_event(
     tmp_path: Path, sqlite_database_url: str
 ) -> None:
-    async with passing_sandbox(tmp_path, database_url=sqlite_database_url) as box:
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
         await box.command("start v1.4.2")
         await box.click("cancel_preflight")
         await box.wait_until(lambda r: r.phase is Phase.ENDED)
@@ -128,7 +128,7 @@ async def test_the_audit_of_an_unknown_tag_exits_2_with_a_message(
 async def test_history_with_a_tag_shows_the_rollouts_timeline(
     tmp_path: Path, database_url: str
 ) -> None:
-    async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
+    async with passing_sandbox(tmp_path, database_url=database_url) as box:
         await dispatched(box)
         await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
 
