@@ -6,25 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.records import AuditEvent, NewAuditEvent
-from storage.db import from_row, of_service
+from storage.db import ServiceStore, from_row
 from storage.models import AuditEventRow, RolloutRow
 
 
-class AuditLog:
+class AuditLog(ServiceStore):
     """The append-only audit trail: every command, click, refusal, verdict and GitHub call.
 
     A log of one `service` lists that service's events only, and writes its events for it;
     without one, every service's, and an event that names no service is its rollout's.
     """
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
-    ) -> None:
-        self._sessions = sessions
-        self._service = service
+    service_column = AuditEventRow.service
 
     async def append(self, **event: Any) -> AuditEvent:
         """One event (`NewAuditEvent`'s fields) that goes with no saved state change."""
@@ -63,7 +58,7 @@ class AuditLog:
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(AuditEventRow)
-                .where(criterion, *of_service(AuditEventRow.service, self._service))
+                .where(criterion, *self._scope)
                 .order_by(AuditEventRow.at, AuditEventRow.id)
             )
             return [_audit_event(row) for row in rows]

@@ -2,7 +2,8 @@
 
 Also the helpers every store shares: `insert_new` (a row written once, in either dialect, as
 `insert_into` writes any `ON CONFLICT`), `from_row` (an ORM row as the frozen record callers
-hold) and `of_service` (what a store of one service adds to its queries).
+hold), `of_service` (what a store of one service adds to its queries) and `ServiceStore` (a
+store of one service's rows, or of every service's).
 
 Every URL is normalized to an async driver (aiosqlite, asyncpg) so the same code runs on both,
 and every URL that reaches a log or an error message goes through `mask_database_url` first.
@@ -17,7 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sqlalchemy import ColumnElement, event, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -49,6 +50,11 @@ CLIENT_TIMEOUT_SHARE = 1.25
 """asyncpg's own `command_timeout`, as a share of the statement's bound: the server cancels a
 statement blocked on a lock first (its connection stays usable); asyncpg gives up only on a
 server or a network that no longer answers at all."""
+IDLE_IN_TRANSACTION_SHARE = 4
+"""PostgreSQL's `idle_in_transaction_session_timeout`, as a share of the statement's bound (the
+lease, in the app): no transaction of the bot's waits on anything but its own statements, so a
+session left idle inside one (a task stuck between two statements) is ended by the server, and
+the locks it holds go with it, by the time its replica's leases would have run out anyway."""
 # Seconds asyncpg waits to open a connection: a dead server must not hang a request.
 POSTGRES_CONNECT_TIMEOUT_S = 10.0
 
@@ -125,7 +131,8 @@ def create_engine(
 
     No statement waits longer than `statement_timeout_s` (a lock held elsewhere, a server
     that hangs): on PostgreSQL the server cancels it (`statement_timeout`) and asyncpg gives
-    up a quarter later (`command_timeout`); on SQLite it is the busy timeout. None: no bound
+    up a quarter later (`command_timeout`); on SQLite it is the busy timeout. On PostgreSQL a
+    session idle inside a transaction for four bounds is ended by the server. None: no bound
     on PostgreSQL (a migration: an index built on a large table, a wait for another
     replica's migration), the default busy timeout on SQLite.
 
@@ -150,16 +157,21 @@ def create_engine(
 
 
 def _bound_statements(engine: AsyncEngine, seconds: float) -> None:
-    """Each new PostgreSQL connection sets `statement_timeout` for its session. With `SET`,
-    not as a startup parameter (asyncpg's `server_settings`): PgBouncer refuses a startup
-    parameter it does not know, and would refuse every connection."""
-    milliseconds = max(int(seconds * 1000), 1)
+    """Each new PostgreSQL connection sets `statement_timeout` and
+    `idle_in_transaction_session_timeout` for its session. With `SET`, not as startup
+    parameters (asyncpg's `server_settings`): PgBouncer refuses a startup parameter it does
+    not know, and would refuse every connection."""
+    settings = {
+        "statement_timeout": seconds,
+        "idle_in_transaction_session_timeout": seconds * IDLE_IN_TRANSACTION_SHARE,
+    }
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"SET statement_timeout = {milliseconds}")
+            for name, bound in settings.items():
+                cursor.execute(f"SET {name} = {max(int(bound * 1000), 1)}")
         finally:
             cursor.close()
         dbapi_connection.commit()  # the driver's adapter began a transaction for the SET
@@ -290,6 +302,28 @@ def of_service(
 ) -> tuple[ColumnElement[bool], ...]:
     """The criteria of a store of one `service` (none for a store of every service)."""
     return () if service is None else (column == service,)
+
+
+class ServiceStore:
+    """A store of one `service`'s rows, or (None) of every service's: its queries add
+    `_scope`, and it writes for its own service only (`_written_for`)."""
+
+    service_column: ClassVar[InstrumentedAttribute[Any]]
+    """The column naming the service a row belongs to."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._service = service
+        self._scope = of_service(type(self).service_column, service)
+
+    def _written_for(self, service: str | None, row: str) -> str | None:
+        """The service a new `row` (`a timer`) is written for: the one asked, which must be
+        the store's when it has one; None when neither names one."""
+        if self._service is not None and service not in (None, self._service):
+            raise ValueError(f"{row} of {service} given to the store of {self._service}")
+        return service or self._service
 
 
 def from_row(record: type[R], row: object, **converted: Any) -> R:

@@ -6,14 +6,13 @@ from dataclasses import asdict
 from dataclasses import replace as replaced
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.freeze import LaneHold
-from storage.db import from_row, insert_new, of_service
+from storage.db import ServiceStore, from_row, insert_new
 from storage.models import LaneHoldRow
 
 
-class LaneHoldStore:
+class LaneHoldStore(ServiceStore):
     """One row per service and kind: the first writer of a kind holds it (a lock taken once).
 
     A store of one `service` is that service's lane: it reads, takes and releases that
@@ -21,12 +20,7 @@ class LaneHoldStore:
     taken is its `service`'s).
     """
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
-    ) -> None:
-        self._sessions = sessions
-        self._service = service
-        self._scope = of_service(LaneHoldRow.service, service)
+    service_column = LaneHoldRow.service
 
     async def current(self) -> list[LaneHold]:
         async with self._sessions() as session:

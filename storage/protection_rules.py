@@ -24,26 +24,19 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    true,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
-from storage.db import from_row, insert_new, rows_changed
+from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
 
 
-class ProtectionRuleStore:
+class ProtectionRuleStore(ServiceStore):
     """The `ProtectionRuleRequests` port on the bot's database."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
-    ) -> None:
-        self._sessions = sessions
-        self._service = service
-        self._scope: ColumnElement[bool] = true() if service is None else Row.service == service
+    service_column = Row.service
 
     async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
         """Keep a request (for the store's service when it has one); False when its delivery
@@ -120,7 +113,7 @@ class ProtectionRuleStore:
                 select(Row)
                 .where(
                     Row.answer.is_(None),
-                    self._scope,
+                    *self._scope,
                     ~exists().where(TimerRow.key == key),
                     ~exists().where(RolloutRow.run_id == Row.run_id),
                 )
@@ -133,7 +126,7 @@ class ProtectionRuleStore:
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(Row)
-                .where(Row.run_id == run_id, self._scope)
+                .where(Row.run_id == run_id, *self._scope)
                 .order_by(Row.requested_at, Row.id)
             )
             return [from_row(RuleRequest, row) for row in rows]
@@ -151,7 +144,7 @@ class ProtectionRuleStore:
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(Row)
-                .where(Row.run_id == run_id, Row.environment == environment, closable, self._scope)
+                .where(Row.run_id == run_id, Row.environment == environment, closable, *self._scope)
                 .values(answer=answer, answered_at=at)
             )
             return rows_changed(result)
@@ -162,7 +155,7 @@ class ProtectionRuleStore:
         async with self._sessions() as session:
             row = await session.scalar(
                 select(Row)
-                .where(Row.run_id == run_id, Row.environment == environment, self._scope)
+                .where(Row.run_id == run_id, Row.environment == environment, *self._scope)
                 .order_by(Row.id.desc())
                 .limit(1)
             )
@@ -172,6 +165,6 @@ class ProtectionRuleStore:
         """Forget requests made before `before` (retention); returns how many."""
         async with self._sessions.begin() as session:
             result = await session.execute(
-                delete(Row).where(Row.requested_at < before, self._scope)
+                delete(Row).where(Row.requested_at < before, *self._scope)
             )
             return rows_changed(result)

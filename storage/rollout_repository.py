@@ -17,12 +17,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollout_id
 from storage.audit_log import audit_row
-from storage.db import of_service
+from storage.db import ServiceStore
 from storage.errors import RolloutNotFound, TrackBusy
 from storage.models import RolloutRow, RolloutTrackRow, StageRow, TimerRow
 from storage.outbox import enqueue
@@ -31,16 +30,11 @@ from storage.rollout_records import NewTrack, RolloutChange, RolloutRecord
 from storage.rollout_saving import bump_version, save_changes
 
 
-class RolloutRepository:
+class RolloutRepository(ServiceStore):
     """Stores rollouts; at most one open rollout per track of a service, enforced by the
     database."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
-    ) -> None:
-        self._sessions = sessions
-        self._service = service
-        self._scope = of_service(RolloutRow.service, service)
+    service_column = RolloutRow.service
 
     async def create(
         self,
@@ -152,9 +146,7 @@ class RolloutRepository:
     def _service_of(self, service: str | None) -> str:
         """The service a new rollout is written for: the one asked, which must be the
         repository's when it has one."""
-        if self._service is not None and service not in (None, self._service):
-            raise ValueError(f"a rollout of {service} given to the store of {self._service}")
-        return service or self._service or DEFAULT_SERVICE
+        return self._written_for(service, "a rollout") or DEFAULT_SERVICE
 
     async def get(self, rollout_id: str) -> RolloutRecord | None:
         async with self._sessions() as session:

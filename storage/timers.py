@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewMessage, Timer
-from storage.db import from_row, insert_new, rows_changed
+from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.leases import LeasedRows
 from storage.models import RolloutRow, TimerRow
 from storage.outbox import enqueue
@@ -51,16 +51,16 @@ def _of(kinds: Collection[str] | None) -> ColumnElement[bool]:
     return TimerRow.kind.in_(sorted(kinds)) if kinds is not None else true()
 
 
-class TimerStore:
+class TimerStore(ServiceStore):
     """Timers in the database, safe for any number of replicas on PostgreSQL or SQLite."""
+
+    service_column = TimerRow.service
 
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
     ) -> None:
-        self._sessions = sessions
-        self._service = service
-        self._scope = true() if service is None else TimerRow.service == service
-        self._leases = LeasedRows(sessions, TimerRow, and_(_pending(), self._scope))
+        super().__init__(sessions, service=service)
+        self._leases = LeasedRows(sessions, TimerRow, and_(_pending(), *self._scope))
         earliest_first = (TimerRow.due_at, TimerRow.id)
         self._claim = self._leases.claims(
             oldest_first=earliest_first, attempts=TimerRow.attempts + 1
@@ -118,9 +118,7 @@ class TimerStore:
     def _service_of(self, service: str | None, rollout_id: str | None) -> Any:
         """The service a new timer is written for (a value, or its rollout's, read in the
         INSERT itself); a store of one service writes for that service only."""
-        if self._service is not None and service not in (None, self._service):
-            raise ValueError(f"a timer of {service} given to the store of {self._service}")
-        chosen = service or self._service
+        chosen = self._written_for(service, "a timer")
         if chosen is not None or rollout_id is None:
             return chosen or DEFAULT_SERVICE
         return func.coalesce(
@@ -143,7 +141,7 @@ class TimerStore:
         async with self._sessions.begin() as session:
             await session.execute(
                 update(TimerRow)
-                .where(TimerRow.key == key, self._scope)
+                .where(TimerRow.key == key, *self._scope)
                 .values(payload=dict(payload))
             )
             if cancel:
@@ -156,7 +154,7 @@ class TimerStore:
 
     async def get(self, *, key: str) -> Timer | None:
         async with self._sessions() as session:
-            row = await session.scalar(select(TimerRow).where(TimerRow.key == key, self._scope))
+            row = await session.scalar(select(TimerRow).where(TimerRow.key == key, *self._scope))
             return _timer(row) if row is not None else None
 
     async def claim_due(
@@ -231,7 +229,9 @@ class TimerStore:
             count = await session.scalar(
                 select(func.count())
                 .select_from(TimerRow)
-                .where(TimerRow.dead_at.is_not(None), TimerRow.rollout_id.in_(running), self._scope)
+                .where(
+                    TimerRow.dead_at.is_not(None), TimerRow.rollout_id.in_(running), *self._scope
+                )
             )
             return int(count or 0)
 
@@ -256,7 +256,7 @@ class TimerStore:
         )
         async with self._sessions.begin() as session:
             result = await session.execute(
-                delete(TimerRow).where(_of(kinds), TimerRow.dead_at.is_(None), ended, self._scope)
+                delete(TimerRow).where(_of(kinds), TimerRow.dead_at.is_(None), ended, *self._scope)
             )
             return rows_changed(result)
 

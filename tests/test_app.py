@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from bot.adapters.slack.bolt_app import bolt_app
 from bot.bootstrap import create_app
 from bot.config import ConfigError, Settings, load_settings
 from bot.services.scheduler import TIMER_WORKERS
@@ -490,3 +492,16 @@ async def test_every_timer_worker_its_lease_renewal_the_loops_and_requests_get_a
         )
         for connection in connections:
             assert await connection.scalar(text("SELECT 1")) == 1
+
+
+async def test_bolt_does_not_warn_at_each_start_that_the_token_it_read_goes_unused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bolt reads SLACK_BOT_TOKEN by itself and would warn, at every start of every replica,
+    that the client's token (the same one) wins: that line is dropped, Bolt's others are not."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-the-same-token")
+    caplog.set_level(logging.WARNING, logger="slack_bolt")
+    bolt_app(AsyncWebClient(token="xoxb-the-same-token"), signing_secret="secret")
+    assert [r.getMessage() for r in caplog.records] == []
+    logging.getLogger("slack_bolt.AsyncApp").warning("any other line of Bolt's")
+    assert [r.getMessage() for r in caplog.records] == ["any other line of Bolt's"]

@@ -233,6 +233,22 @@ async def test_serve_says_in_one_line_that_its_port_is_taken(tmp_path: Path) -> 
     assert "Traceback" not in err
 
 
+async def test_a_command_loads_with_the_collector_off_and_runs_with_it_on() -> None:
+    """`rollout-bot` loads a command's modules with the cyclic collector off (a seventh of a
+    start), then freezes what they made and turns the collector on again for the run."""
+    probe = (
+        "import gc\n"
+        "from bot.cli.main import _load\n"
+        "_load('check_config')\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 1000)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", probe, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert out.decode().split() == ["True", "True"]
+
+
 async def test_unknown_command_exits_2(tmp_path: Path) -> None:
     code, _, err = await run("deploy", env=base_env(), cwd=tmp_path)
     assert code == 2

@@ -124,12 +124,42 @@ async def test_a_lease_renewal_held_up_by_a_lock_fails_within_its_bound(
 async def test_each_connection_carries_the_bound_and_a_migration_none(
     postgres_database_url: str,
 ) -> None:
-    for bound, expected in ((BOUND, "500ms"), (None, "0")):
+    for bound, expected in ((BOUND, ("500ms", "2s")), (None, ("0", "0"))):
         async with engine_for_one_task(postgres_database_url, statement_timeout_s=bound) as engine:
             for _ in range(2):  # a new connection, then the same one back from the pool
                 async with engine.connect() as connection:
-                    shown = await connection.exec_driver_sql("SHOW statement_timeout")
-                    assert shown.scalar() == expected
+                    shown = [
+                        (await connection.exec_driver_sql(f"SHOW {name}")).scalar()
+                        for name in ("statement_timeout", "idle_in_transaction_session_timeout")
+                    ]
+                    assert tuple(shown) == expected
+
+
+@pytest.mark.postgres
+async def test_a_session_left_idle_in_a_transaction_is_ended_and_its_lock_freed(
+    postgres_database_url: str,
+) -> None:
+    """A task stuck between two statements of a transaction holds its locks only until the
+    server ends its session (four statement bounds); the engine then serves a new one."""
+    key = 0x1D1E
+    bounded = create_engine(postgres_database_url, statement_timeout_s=0.1)
+    try:
+        async with (
+            engine_for_one_task(postgres_database_url, statement_timeout_s=None) as other,
+            bounded.connect() as stuck,
+        ):
+            await stuck.begin()
+            await stuck.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+            async with other.connect() as waiting, asyncio.timeout(10):
+                # Granted once the server ends the idle session (0.4 s), not before.
+                await waiting.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                await waiting.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            with pytest.raises(DBAPIError):  # its connection is gone
+                await stuck.execute(text("SELECT 1"))
+        async with bounded.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+    finally:
+        await bounded.dispose()
 
 
 class FreezingProxy:

@@ -19,7 +19,6 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.adapters.chart_worker import ChartWorker
 from bot.adapters.github.budget import RequestBudgets
 from bot.adapters.github.workers import GitHubWorkers
+from bot.adapters.slack.bolt_app import bolt_app
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
 from bot.adapters.slack.members import channel_members
@@ -201,13 +201,7 @@ async def _services(
         directory = ServiceDirectory(
             tuple(w.services for w in wired), rollouts=store, runs=requests
         )
-        bolt = AsyncApp(
-            name="rollout-bot",  # Bolt would otherwise walk the call stack to name itself
-            client=slack,
-            signing_secret=settings.slack_signing_secret.get_secret_value(),
-            # `handlers.slack_events` verifies the raw body before anything parses it.
-            request_verification_enabled=False,
-        )
+        bolt = bolt_app(slack, signing_secret=settings.slack_signing_secret.get_secret_value())
         bolt.middleware(ack_first.in_context(app[ACKS]))
         register_all(bolt, directory)
         app[SERVICES] = directory.each[0]
