@@ -29,6 +29,14 @@ def every_gate_passes(box: Sandbox) -> None:
 
 
 @asynccontextmanager
+async def passing_sandbox(workdir: Path, **options: Any) -> AsyncIterator[Sandbox]:
+    """A sandbox (`options`: the rest of `Sandbox`'s) with every gate passing."""
+    async with Sandbox(workdir=workdir, **options) as box:
+        every_gate_passes(box)
+        yield box
+
+
+@asynccontextmanager
 async def running_sandbox(
     tmp_path: Path,
     database_url: str,
@@ -67,8 +75,7 @@ async def quiet_sandbox(
 @asynccontextmanager
 async def two_approvers_sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
     """A sandbox with every gate passing and SECOND_APPROVER an approver too."""
-    async with Sandbox(workdir=tmp_path, extra_env=TWO_APPROVERS) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, extra_env=TWO_APPROVERS) as box:
         yield box
 
 
@@ -83,14 +90,13 @@ async def two_serve_processes(
     """A sandbox whose bot runs as a `rollout-bot serve` process on `database_url` with every
     gate passing (with `app_rule`: as a GitHub App, every protected environment on its rule),
     and the URL of a second such replica on the same database."""
-    async with Sandbox(
-        workdir=tmp_path,
+    async with passing_sandbox(
+        tmp_path,
         database_url=database_url,
         in_process=False,
         extra_env=dict(env),
         github_app=SandboxApp() if app_rule else None,
     ) as box:
-        every_gate_passes(box)
         second = await box.start_replica()
         if app_rule:
             box.github.protection_rule(set(box.github.engine.protected))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes
+from figures import passing_sandbox
 from sandbox_views import dispatched, stage_state, value_of
 
 from bot.domain.rollout import StageState
@@ -22,8 +22,7 @@ async def test_a_form_opens_at_once_while_a_burst_is_being_acknowledged(
     tmp_path: Path, database_url: str
 ) -> None:
     plan = fast_plan(tmp_path / "figures.yml", window="1h")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, database_url=database_url, plan_yaml=plan) as box:
         await dispatched(box)
         await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING)
         value = await value_of(box, "extend_custom", "relay")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from figures import CANARY_OK, RINGS_OK, every_gate_passes, running_sandbox
+from figures import CANARY_OK, RINGS_OK, passing_sandbox, running_sandbox
 from sandbox_views import dispatched, finish
 from sqlalchemy import text
 
@@ -128,8 +128,7 @@ async def test_the_audit_of_an_unknown_tag_exits_2_with_a_message(
 async def test_history_with_a_tag_shows_the_rollouts_timeline(
     tmp_path: Path, database_url: str
 ) -> None:
-    async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, database_url=database_url) as box:
         await dispatched(box)
         await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
 

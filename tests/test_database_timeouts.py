@@ -77,47 +77,47 @@ def held_up(error: BaseException) -> bool:
     )
 
 
-async def test_a_statement_held_up_by_a_lock_fails_within_its_bound_and_then_works(
-    database_url: str,
-) -> None:
+@pytest.fixture
+async def timers(database_url: str) -> AsyncIterator[TimerStore]:
+    """Timers on an engine whose statements have the bound, one of them ("w") due."""
     engine = create_engine(database_url, statement_timeout_s=BOUND)
-    timers = TimerStore(create_session_factory(engine))
     try:
+        timers = TimerStore(create_session_factory(engine))
         await timers.schedule(key="w", kind="window", due_at=NOW, now=NOW)
-        async with locked(database_url, "LOCK TABLE timers IN ACCESS EXCLUSIVE MODE"):
-            started = time.monotonic()
-            with pytest.raises(DBAPIError) as failed:
-                await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
-            waited = time.monotonic() - started
-        assert held_up(failed.value), error_summary(failed.value)
-        assert BOUND * 0.8 <= waited < BOUND + LATE  # it waited for the lock, then gave up
-
-        (claimed,) = await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
-        assert claimed.key == "w" and claimed.attempts == 1  # the failed claim took nothing
+        yield timers
     finally:
         await engine.dispose()
+
+
+async def test_a_statement_held_up_by_a_lock_fails_within_its_bound_and_then_works(
+    database_url: str, timers: TimerStore
+) -> None:
+    async with locked(database_url, "LOCK TABLE timers IN ACCESS EXCLUSIVE MODE"):
+        started = time.monotonic()
+        with pytest.raises(DBAPIError) as failed:
+            await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+        waited = time.monotonic() - started
+    assert held_up(failed.value), error_summary(failed.value)
+    assert BOUND * 0.8 <= waited < BOUND + LATE  # it waited for the lock, then gave up
+
+    (claimed,) = await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+    assert claimed.key == "w" and claimed.attempts == 1  # the failed claim took nothing
 
 
 async def test_a_lease_renewal_held_up_by_a_lock_fails_within_its_bound(
-    database_url: str,
+    database_url: str, timers: TimerStore
 ) -> None:
     """In time for the next renewal, a third of the lease later (`leases.holding`)."""
-    engine = create_engine(database_url, statement_timeout_s=BOUND)
-    timers = TimerStore(create_session_factory(engine))
-    try:
-        await timers.schedule(key="w", kind="window", due_at=NOW, now=NOW)
-        (timer,) = await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
-        lease_until = NOW + timedelta(minutes=2)
-        async with locked(database_url, "SELECT 1 FROM timers WHERE id = $1 FOR UPDATE", timer.id):
-            started = time.monotonic()
-            with pytest.raises(DBAPIError) as failed:
-                await timers.renew(timer_id=timer.id, owner="replica-a", lease_until=lease_until)
-            waited = time.monotonic() - started
-        assert held_up(failed.value), error_summary(failed.value)
-        assert waited < BOUND + LATE
-        assert await timers.renew(timer_id=timer.id, owner="replica-a", lease_until=lease_until)
-    finally:
-        await engine.dispose()
+    (timer,) = await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+    lease_until = NOW + timedelta(minutes=2)
+    async with locked(database_url, "SELECT 1 FROM timers WHERE id = $1 FOR UPDATE", timer.id):
+        started = time.monotonic()
+        with pytest.raises(DBAPIError) as failed:
+            await timers.renew(timer_id=timer.id, owner="replica-a", lease_until=lease_until)
+        waited = time.monotonic() - started
+    assert held_up(failed.value), error_summary(failed.value)
+    assert waited < BOUND + LATE
+    assert await timers.renew(timer_id=timer.id, owner="replica-a", lease_until=lease_until)
 
 
 @pytest.mark.postgres

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from figures import every_gate_passes, running_sandbox, two_serve_processes
+from figures import passing_sandbox, running_sandbox, two_serve_processes
 from sandbox_views import audit_results, begun, dispatched, held, value_of
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -94,8 +94,7 @@ async def fifty_promote_clicks(box: Sandbox, urls: list[str]) -> list[str]:
 
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
         yield box
 
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes, two_serve_processes
+from figures import every_gate_passes, passing_sandbox, two_serve_processes
 from sandbox_views import dispatched
 from test_controls import sandbox_for
 
@@ -38,8 +38,7 @@ def card(box: Sandbox) -> ChannelMessage | None:
 
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
         yield box
 
 

@@ -331,44 +331,44 @@ async def test_a_review_that_raced_a_change_on_github_is_not_an_error(
     assert posts(gh, "/pending_deployments") == [422]
 
 
-async def test_a_server_error_on_review_changes_nothing_and_a_retry_works(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+@pytest.mark.parametrize(
+    ("status", "body", "explained"),
+    [
+        pytest.param(
+            500,
+            None,
+            "GitHub answered 500 (Server Error) when asked to approve relay-canary-5 on run "
+            "{run_id}; it was not applied: try again.",
+            id="a server error",
+        ),
+        pytest.param(
+            403,
+            {"message": "Resource not accessible by integration"},
+            "GitHub refused to approve relay-canary-5 on run {run_id} "
+            "(403: Resource not accessible by integration): "
+            "the token needs a reviewer's rights on the environment.",
+            id="a token without reviewer rights",
+        ),
+    ],
+)
+async def test_a_review_github_refuses_is_explained_changes_nothing_and_a_retry_works(
+    gh: GitHubSimulator,
+    gateway: PyGithubGateway,
+    status: int,
+    body: dict[str, str] | None,
+    explained: str,
 ) -> None:
     run_id = await dispatch(gateway)
-    gh.fail_next("POST", "/repos/*/actions/runs/*/pending_deployments", 500)
+    gh.fail_next("POST", "/repos/*/actions/runs/*/pending_deployments", status, body)
 
     with pytest.raises(GitHubError) as raised:
         await approve_canary(gateway, run_id)
 
-    assert raised.value.message == (
-        f"GitHub answered 500 (Server Error) when asked to approve relay-canary-5 on run "
-        f"{run_id}; it was not applied: try again."
-    )
+    assert raised.value.message == explained.format(run_id=run_id)
     assert gh.reviews == []
     assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
     assert await approve_canary(gateway, run_id)
     assert [r.environments for r in gh.reviews] == [("relay-canary-5",)]
-
-
-async def test_a_token_without_reviewer_rights_is_explained(
-    gh: GitHubSimulator, gateway: PyGithubGateway
-) -> None:
-    run_id = await dispatch(gateway)
-    gh.fail_next(
-        "POST",
-        "/repos/*/actions/runs/*/pending_deployments",
-        403,
-        {"message": "Resource not accessible by integration"},
-    )
-
-    with pytest.raises(GitHubError) as raised:
-        await approve_canary(gateway, run_id)
-
-    assert raised.value.message == (
-        f"GitHub refused to approve relay-canary-5 on run {run_id} "
-        "(403: Resource not accessible by integration): "
-        "the token needs a reviewer's rights on the environment."
-    )
 
 
 async def test_rate_limiting_says_when_the_limit_resets(

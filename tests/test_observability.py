@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from figures import every_gate_passes, running_sandbox
+from figures import passing_sandbox, running_sandbox
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_views import dispatched, open_home
 from services import missing
@@ -118,10 +118,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def box(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Sandbox]:
-    async with Sandbox(
-        workdir=tmp_path, database_url=sqlite_database_url, extra_env={"METRICS_TOKEN": TOKEN}
+    async with passing_sandbox(
+        tmp_path, database_url=sqlite_database_url, extra_env={"METRICS_TOKEN": TOKEN}
     ) as sandbox:
-        every_gate_passes(sandbox)
         yield sandbox
 
 

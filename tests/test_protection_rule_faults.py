@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from figures import CANARY_OK, every_gate_passes
+from figures import CANARY_OK, every_gate_passes, passing_sandbox
 from sandbox_views import begun, dispatched, value_of
 from test_protection_rules import answers, app_box, both_held, box
 
@@ -53,10 +53,9 @@ async def test_in_token_mode_another_apps_rule_is_never_answered(
     the bot never posts to the rule's callback (a token's answer is refused), poll after poll,
     whether or not `pending_deployments` lists the rule's wait, and follows the stage once that
     App approves."""
-    async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=fast_plan(tmp_path / "figures.yml")
+    async with passing_sandbox(
+        tmp_path, database_url=database_url, plan_yaml=fast_plan(tmp_path / "figures.yml")
     ) as box:
-        every_gate_passes(box)
         box.github.protection_rule(["relay-rollout-50"], app="datadog[bot]")
         box.github.pending_lists_rules = pending_lists_rules
         box.github.app_hook.lose_next(1000)  # Datadog's webhook, not the bot's

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import HALF_OK, every_gate_passes, two_serve_processes
+from figures import HALF_OK, passing_sandbox, two_serve_processes
 from github import Auth, Github, GithubException
 from sandbox_views import begun, dispatched, holding, value_of
 from test_exactly_once import APPROVERS_ENV, fifty_promote_clicks
@@ -51,8 +51,8 @@ async def app_box(
 ) -> AsyncIterator[Sandbox]:
     """The bot running as the GitHub App, the App's rule on `ruled` (default: every
     environment of the plan, without their reviewers unless `reviewers`)."""
-    async with Sandbox(
-        workdir=tmp_path,
+    async with passing_sandbox(
+        tmp_path,
         database_url=database_url,
         plan_yaml=fast_plan(tmp_path / "figures.yml"),
         github_app=SandboxApp(),
@@ -60,7 +60,6 @@ async def app_box(
     ) as sandbox:
         everywhere = set(sandbox.github.engine.protected)
         sandbox.github.protection_rule(everywhere if ruled is None else ruled, reviewers=reviewers)
-        every_gate_passes(sandbox)
         yield sandbox
 
 
@@ -361,14 +360,13 @@ async def test_in_app_mode_every_stage_is_held_by_the_rule_to_100_percent_as_tok
     """The bot authenticates as the App (its JWT, installation tokens that last 21 s, so a
     rollout outlives several) and answers the rule as `rollout-bot[bot]`; no token at all."""
     app = SandboxApp(token_lifetime=timedelta(seconds=21))
-    async with Sandbox(
-        workdir=tmp_path,
+    async with passing_sandbox(
+        tmp_path,
         database_url=database_url,
         plan_yaml=fast_plan(tmp_path / "figures.yml"),
         github_app=app,
     ) as box:
         box.github.protection_rule(set(box.github.engine.protected))
-        every_gate_passes(box)
         assert "GITHUB_TOKEN" not in box.environment()
 
         await dispatched(box)

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from figures import CANARY_OK, HALF_OK, RINGS_OK, every_gate_passes
+from figures import CANARY_OK, HALF_OK, RINGS_OK, passing_sandbox
 from sandbox_views import (
     RELAY_COMPLETED,
     RELAY_ROLLED_BACK_AT_CANARY,
@@ -32,8 +32,7 @@ pytestmark = pytest.mark.story
 
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, database_url=database_url) as box:
         yield box
 
 
@@ -177,8 +176,7 @@ async def test_status_and_history_show_the_rollout(sandbox: Sandbox) -> None:
 
 @pytest.fixture
 async def enterprise(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, enterprise=True) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, enterprise=True) as box:
         yield box
 
 
@@ -201,8 +199,7 @@ async def test_github_enterprise_dispatch_finds_our_run_and_not_someone_elses(
 
 async def test_extend_window_moves_the_end_of_the_canary_window(tmp_path: Path) -> None:
     plan = fast_plan(tmp_path / "figures.yml", window="4s")
-    async with Sandbox(workdir=tmp_path, plan_yaml=plan) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, plan_yaml=plan) as box:
         await dispatched(box)
         before = await box.wait_until(
             lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING

@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes, running_sandbox
+from figures import passing_sandbox, running_sandbox
 from sandbox_views import dispatched
 from sqlalchemy import func, select
 
@@ -121,10 +121,9 @@ async def test_two_replicas_ending_a_rollout_post_one_summary(
     tmp_path: Path, postgres_database_url: str
 ) -> None:
     plan = fast_plan(tmp_path / "figures.yml", window="1s", extension="1s")
-    async with Sandbox(
-        workdir=tmp_path, database_url=postgres_database_url, plan_yaml=plan, in_process=False
+    async with passing_sandbox(
+        tmp_path, database_url=postgres_database_url, plan_yaml=plan, in_process=False
     ) as box:
-        every_gate_passes(box)
         second = await box.start_replica()
         await dispatched(box)
         await box.wait_until(both_holding("canary", "internal"))

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from aiohttp import web
-from figures import every_gate_passes
+from figures import every_gate_passes, passing_sandbox
 from test_controls import sandbox_for
 
 from bot.bootstrap import create_app
@@ -78,18 +77,11 @@ async def reach(box: Sandbox, at: datetime) -> None:
     await box.pass_time(at - box.clock() + timedelta(seconds=1))
 
 
-@asynccontextmanager
-async def berlin_sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    """Two approvers, the release manager in Berlin, every gate passing."""
-    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
-        box.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
-        every_gate_passes(box)
-        yield box
-
-
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    async with berlin_sandbox(tmp_path, database_url) as box:
+    """Two approvers, the release manager in Berlin, every gate passing."""
+    async with passing_sandbox(tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
+        box.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
         yield box
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from figures import every_gate_passes
+from figures import passing_sandbox
 
 from bot.domain.rollout import Phase
 from sandbox.config import (
@@ -38,8 +38,7 @@ SERVICES = [
 
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, rollout_services=SERVICES) as sandbox:
-        every_gate_passes(sandbox)
+    async with passing_sandbox(tmp_path, rollout_services=SERVICES) as sandbox:
         yield sandbox
 
 

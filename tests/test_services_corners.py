@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes
+from figures import passing_sandbox
 from replicas import poll_stores
 from sandbox_views import open_home
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,8 +20,6 @@ from test_services_file import env, settings, write
 
 from bot.adapters.slack.notifier import RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain.errors import ServicesError
-from bot.service_file import load_services
 from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
 from bot.services.scheduler import Scheduler
@@ -47,8 +45,7 @@ NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, rollout_services=SERVICES) as sandbox:
-        every_gate_passes(sandbox)
+    async with passing_sandbox(tmp_path, rollout_services=SERVICES) as sandbox:
         yield sandbox
 
 
@@ -109,8 +106,7 @@ async def test_the_card_of_a_service_named_default_names_it_beside_another(
         SandboxService(name="default", repository="scriptum/scriptum"),
         SandboxService(name="billing-api", repository="scriptum/billing-api"),
     ]
-    async with Sandbox(workdir=tmp_path, rollout_services=services) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, rollout_services=services) as box:
         assert "Preflight" in await box.command("start default v1.4.2 --flags-ready")
         assert "Preflight" in await box.command("start billing-api v1.4.2 --flags-ready")
         titles = [m.rendered.splitlines()[0] for m in box.slack.messages(RELEASE_CHANNEL)]
@@ -236,34 +232,6 @@ def test_a_bad_services_file_and_a_one_service_variable_are_said_together(
     assert any(p.startswith("GITHUB_REPOSITORY:") for p in problems), problems
 
 
-def test_a_services_file_says_its_services_problems_and_its_plans_problems_at_once(
-    tmp_path: Path,
-) -> None:
-    """docs/services.md shows a bad channel and an unreadable plan said together: a problem
-    pydantic finds (a channel id) and another service's missing plan file are in one message,
-    so one round of fixes is enough."""
-    data = {
-        "services": {
-            "relay": {
-                "repository": "scriptum/scriptum",
-                "release_channels": ["general"],
-                "approvers": ["U0RELMGR01"],
-            },
-            "billing-api": {
-                "repository": "scriptum/billing-api",
-                "plan": "plans/missing.yml",
-                "release_channels": ["C0RELEASES"],
-                "approvers": ["U0BILLING1"],
-            },
-        }
-    }
-    with pytest.raises(ServicesError) as raised:
-        load_services(write(tmp_path, data, plan=False))
-    said = raised.value.message
-    assert "services.relay.release_channels[0]" in said, said
-    assert "services.billing-api.plan" in said, said
-
-
 def test_one_installation_id_for_services_of_two_owners_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -317,8 +285,7 @@ async def test_nobody_answers_a_run_of_another_service_and_its_default_comes(
         SandboxService(name="relay", repository="scriptum/scriptum"),
         SandboxService(name="billing-api", repository="scriptum/billing-api"),
     ]
-    async with Sandbox(workdir=tmp_path, rollout_services=services, github_app=SandboxApp()) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, rollout_services=services, github_app=SandboxApp()) as box:
         billing = box.github.repository_named("scriptum/billing-api")
         assert billing is not None
         billing.protection_rule(set(billing.engine.protected))

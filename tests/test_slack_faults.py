@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from figures import every_gate_passes
+from figures import passing_sandbox
 from sandbox_views import begun, dispatched, value_of
 from sqlalchemy.exc import OperationalError
 from test_exactly_once import (
@@ -34,8 +34,7 @@ PROMOTED = "<@U0RELMGR01> promoted Hosted relay to *50%*"
 
 @pytest.fixture
 async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
-        every_gate_passes(box)
+    async with passing_sandbox(tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as box:
         yield box
 
 
