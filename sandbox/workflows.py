@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import PurePosixPath
 
 import yaml
 
@@ -159,7 +160,9 @@ def _check_feature_flags(context: StepContext) -> StepOutcome:
 def _check_migrations(context: StepContext) -> StepOutcome:
     lines: list[str] = []
     for path in sorted(context.files):
-        if not (path.startswith(MIGRATIONS_DIR) and path.endswith(".sql")):
+        # The workflow's glob, `migrations/*.sql`: files in the directory itself, not below it.
+        file = PurePosixPath(path)
+        if not (file.parent == PurePosixPath(MIGRATIONS_DIR) and file.suffix == ".sql"):
             continue
         lines.append(f"checking {path}")
         for number, text in enumerate(context.files[path].splitlines(), start=1):

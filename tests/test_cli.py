@@ -127,12 +127,16 @@ async def test_check_config_reads_a_dotenv_file(tmp_path: Path) -> None:
     assert RELEASE_CHANNEL in out
 
 
-async def test_socket_refuses_to_start_without_an_app_token(tmp_path: Path) -> None:
+async def test_socket_lists_a_missing_app_token_with_every_other_problem(tmp_path: Path) -> None:
     env = full_env(tmp_path)
-    del env["SLACK_APP_TOKEN"]
+    del env["SLACK_APP_TOKEN"], env["SLACK_BOT_TOKEN"]
     code, _, err = await run("socket", env=env, cwd=tmp_path)
     assert code == 2
-    assert "SLACK_APP_TOKEN" in err
+    assert "SLACK_BOT_TOKEN: missing" in err
+    assert "SLACK_APP_TOKEN: Socket Mode needs an app-level token (xapp-...)" in err
+    code, _, err = await run("socket", env=env | {"SLACK_APP_TOKEN": "xoxb-1"}, cwd=tmp_path)
+    assert "SLACK_APP_TOKEN: Socket Mode needs an app-level token (xapp-...)" in err
+    assert "xoxb-1" not in err
 
 
 async def test_serve_refuses_a_bad_configuration_before_starting(tmp_path: Path) -> None:

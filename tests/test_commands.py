@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -196,3 +198,11 @@ def test_known_subcommands_with_any_arguments(word: str, rest: list[str]) -> Non
     except InvalidCommand:
         return
     assert command.name == word
+
+
+def test_the_slack_manifest_hints_at_every_subcommand() -> None:
+    """Slack shows the command's `usage_hint` as people type: it names every subcommand."""
+    manifest = Path(__file__).resolve().parent.parent / "manifest.yml"
+    (command,) = yaml.safe_load(manifest.read_text(encoding="utf-8"))["features"]["slash_commands"]
+    hinted = set(re.findall(r"[a-z][a-z-]*", command["usage_hint"]))
+    assert {subcommand.value for subcommand in Subcommand} <= hinted

@@ -368,6 +368,17 @@ async def test_preflight_blocks_a_destructive_migration_at_the_ref(
     assert "0002_drop.sql:2: ALTER TABLE documents DROP COLUMN title;" in log
 
 
+async def test_preflight_reads_the_migrations_directory_not_below_it(
+    gh: GitHubSimulator, repo: Repository
+) -> None:
+    """The workflow's glob is `migrations/*.sql`: a file in a folder below it is not read."""
+    gh.files["main"]["crates/relay/src/db/migrations/archive/0001_old.sql"] = "DROP TABLE t;\n"
+    run = await dispatch(repo)
+
+    preflight = await call(lambda: next(iter(run.jobs())))
+    assert preflight.conclusion == "success"
+
+
 async def test_release_workflow_depends_on_the_npm_token_secret(
     gh: GitHubSimulator, repo: Repository
 ) -> None:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr, field_validator
+
 from bot.cli.serve import run
-from bot.cli.settings import load, report
-from bot.config import ConfigError, Settings
+from bot.cli.settings import load
+from bot.config import Settings
+
+
+class SocketSettings(Settings):
+    """The bot's settings and an app-level token, checked with every other setting so that
+    one run lists every problem."""
+
+    slack_app_token: SecretStr | None = Field(default=None, validate_default=True)
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_level(cls, value: SecretStr | None) -> SecretStr:
+        if value is None or not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("Socket Mode needs an app-level token (xapp-...)")
+        return value
 
 
 def main() -> int:
-    settings = load(Settings)
+    settings = load(SocketSettings)
     if settings is None:
         return 2
-    token = settings.slack_app_token
-    if token is None or not token.get_secret_value().startswith("xapp-"):
-        return report(
-            ConfigError(["SLACK_APP_TOKEN: Socket Mode needs an app-level token (xapp-...)"])
-        )
     return run(settings, socket_mode=True)
