@@ -143,18 +143,17 @@ async def test_an_answer_that_cannot_be_read_back_is_said_and_asked_again(
 
 
 async def test_requests_not_for_this_app_on_this_repository_are_ignored(box: Sandbox) -> None:
-    """The App receives the requests of every repository it is installed on; a callback on
-    another host is never called (nor is its run answered)."""
+    """The App receives the requests of every repository it is installed on: another
+    repository's, another installation's, or a callback that is not a run's are ignored."""
     await dispatched(box)
     await both_held(box)
     sample = json.loads(box.github.app_hook.deliveries[0].body)
     repository = dict(sample["repository"], full_name="someone/else")
-    elsewhere = sample["deployment_callback_url"].replace(box.github.api_url, "http://127.0.0.2:9")
     payloads = [
         dict(sample, repository=repository),
         dict(sample, installation=dict(sample["installation"], id=42)),
-        dict(sample, deployment_callback_url=elsewhere),
         dict(sample, deployment_callback_url=sample["deployment_callback_url"] + "/x"),
+        dict(sample, deployment_callback_url="http://[::1/repos/x"),
     ]
     before, requests = answers(box), len(box.github.requests)
 
@@ -164,6 +163,33 @@ async def test_requests_not_for_this_app_on_this_repository_are_ignored(box: San
     await box.services.webhooks.settled()
     assert answers(box) == before
     assert [r for r in box.github.requests[requests:] if r.method == "POST"] == []
+
+
+async def test_a_callback_on_another_host_is_answered_on_the_bots_own_github(
+    box: Sandbox,
+) -> None:
+    """A proxy or a GitHub double may name its host otherwise than GITHUB_API_URL does: the
+    request is read from the callback's path and answered on the bot's GitHub, never on the
+    payload's host."""
+    box.github.set_job_duration("relay-preflight", timedelta(minutes=10))
+    await dispatched(box)
+    await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.APPROVING)
+    box.github.app_hook.lose_next(1)
+    box.github.unlisted_deployments.add("relay-canary-5")  # no recovery from the deployments
+    box.clock.advance(timedelta(minutes=11))
+    await box.github.settle()  # the preflight ends: the canary's job waits, its request lost
+    (lost,) = box.github.app_hook.failed()
+    sample = json.loads(lost.body)
+    elsewhere = sample["deployment_callback_url"].replace(box.github.api_url, "http://127.0.0.2:9")
+
+    sent = await box.github.app_hook.send(
+        "deployment_protection_rule", dict(sample, deployment_callback_url=elsewhere)
+    )
+
+    assert sent.status_code == 202 and sent.result != "ignored"
+    async with asyncio.timeout(30):
+        while ("relay-canary-5", "approved") not in answers(box, "relay"):
+            await box.pass_time(timedelta(seconds=5))  # polls
 
 
 async def test_a_lost_request_is_recovered_from_a_deployment_linked_as_a_check_run(

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from bot.domain.plan import RolloutPlan
 from bot.domain.service import DEFAULT_SERVICE
@@ -106,19 +107,29 @@ def unexplained(deployment: WaitingDeployment, known: Iterable[RuleRequest]) -> 
     return True
 
 
+def _path(url: object) -> str:
+    """The path of `url` ("" when it is not a URL)."""
+    if not isinstance(url, str):
+        return ""
+    try:
+        return urlsplit(url).path
+    except ValueError:  # an unbalanced IPv6 bracket, say
+        return ""
+
+
 def rule_request(
     payload: Mapping[str, Any],
     *,
     repository: str,
-    api_url: str,
     installation_id: int | None,
     at: datetime,
     service: str = DEFAULT_SERVICE,
 ) -> RuleRequest | str:
     """The request a `requested` delivery makes (for `service`, whose repository it is), or
     why it is not one for this App on `repository`. The App receives the requests of every
-    repository it is installed on; its callback must be the run's on `api_url` (the bot posts
-    there, never to a payload's host)."""
+    repository it is installed on; its callback must name a run of `repository`. Only the
+    callback's path is read: the bot answers on its own GitHub (`GITHUB_API_URL`), never on a
+    payload's host, which a proxy or a GitHub double may name differently."""
     if payload.get("action") != "requested":
         return f"action {clean_text(str(payload.get('action')))!r} is not a request"
     full_name = _field(payload, "repository", "full_name")
@@ -129,12 +140,11 @@ def rule_request(
         return "not the bot's installation"
     callback = payload.get("deployment_callback_url")
     pattern = (
-        f"^{re.escape(api_url.rstrip('/'))}/repos/{re.escape(repository)}"
-        r"/actions/runs/(\d{1,19})/deployment_protection_rule$"
+        rf"/repos/{re.escape(repository)}/actions/runs/(\d{{1,19}})/deployment_protection_rule$"
     )
-    found = re.match(pattern, callback, re.IGNORECASE) if isinstance(callback, str) else None
+    found = re.search(pattern, _path(callback), re.IGNORECASE)
     if found is None:
-        return "no deployment_callback_url of a run of the bot's repository on its GitHub"
+        return "no deployment_callback_url of a run of the bot's repository"
     run_id = int(found.group(1))
     if not 0 < run_id <= MAX_RUN_ID:
         return f"run id {run_id} is not one GitHub gives"
