@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     Field,
     ModelWrapValidatorHandler,
@@ -26,6 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.config_checks import (
     SLACK_IDS,
+    a_folder,
     given,
     loaded,
     metrics_sources,
@@ -124,7 +126,9 @@ class Settings(DatabaseSettings):
     slack_bot_token: SecretStr
     slack_signing_secret: SecretStr
     slack_app_token: SecretStr | None = None
-    slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    slack_api_url: Annotated[AnyHttpUrl, AfterValidator(a_folder)] = AnyHttpUrl(
+        "https://slack.com/api/"
+    )
 
     rollout_services: Path | None = None
     """The services file (docs/services.md); without it, one service from GITHUB_REPOSITORY,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from pydantic import SecretStr, ValidationError, ValidationInfo
+from pydantic import AnyHttpUrl, SecretStr, ValidationError, ValidationInfo
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from bot.domain.errors import PlanError, RolloutError, ServicesError
@@ -34,6 +34,12 @@ _NOT_BOTH = (
     f"each service of ROLLOUT_SERVICES names its own ({', '.join(ONE_SERVICE)} are for a bot "
     "of one service): remove {name}"
 )
+
+
+def a_folder(url: AnyHttpUrl) -> AnyHttpUrl:
+    """The URL ending in `/`: slack_sdk joins a method's name to its base URL, and without
+    the slash `.../api` would lose its last part (`.../chat.postMessage`)."""
+    return url if str(url).endswith("/") else AnyHttpUrl(f"{url}/")
 
 
 def given(value: object) -> bool:

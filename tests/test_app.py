@@ -276,6 +276,20 @@ async def test_webhook_without_a_configured_secret_refuses_everything(
     assert response.status == 401
 
 
+async def test_a_slack_api_url_without_its_last_slash_still_reaches_the_api(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, slack: SlackTestServer
+) -> None:
+    """slack_sdk joins a method's name to the base URL: `.../api` alone would call
+    `.../auth.test`. SLACK_API_URL is taken as the folder it names."""
+    monkeypatch.setenv("SLACK_API_URL", slack.api_url.rstrip("/"))
+    trimmed = load_settings(Settings, env_file=None)
+    assert str(trimmed.slack_api_url) == slack.api_url
+    client = AsyncWebClient(
+        token=trimmed.slack_bot_token.get_secret_value(), base_url=str(trimmed.slack_api_url)
+    )
+    assert (await client.auth_test())["ok"] is True
+
+
 @pytest.mark.parametrize("blank", ["", "  "])
 @pytest.mark.parametrize("name", ["SLACK_SIGNING_SECRET", "GITHUB_WEBHOOK_SECRET"])
 async def test_a_blank_signing_secret_is_refused_at_start(
