@@ -234,8 +234,20 @@ class SlackWorkspace(MessageStore):
             return slack_error("invalid_arguments", "missing required field: channel")
         if channel not in self.channel_members:
             return slack_error("channel_not_found")
+        # Slack pages the members: `limit` under 1000 (default 100), the cursor an offset here.
+        try:
+            limit, start = int(args.get("limit") or 100), int(args.get("cursor") or 0)
+        except ValueError:
+            return slack_error("invalid_cursor")
+        if not 0 < limit < 1000:
+            return slack_error("invalid_limit")
         members = list(self.channel_members[channel])
-        return {"ok": True, "members": members, "response_metadata": {"next_cursor": ""}}
+        more = start + limit < len(members)
+        return {
+            "ok": True,
+            "members": members[start : start + limit],
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     def _conversations_history(self, args: dict[str, Any]) -> ApiResult:
         """A channel's top-level messages, newest first, as Slack pages them."""

@@ -19,6 +19,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.adapters.slack.members import channel_members
 from sandbox.render import render_blocks
 from sandbox.signing import (
     block_actions_body,
@@ -273,6 +274,20 @@ async def test_usergroup_members(slack: SlackTestServer, client: AsyncWebClient)
     slack.usergroups["S123"] = ["U1", "U2"]
     response = await client.usergroups_users_list(usergroup="S123")
     assert response["users"] == ["U1", "U2"]
+
+
+async def test_a_channels_members_come_in_pages_and_every_page_is_read(
+    slack: SlackTestServer, client: AsyncWebClient
+) -> None:
+    slack.channel_members[CHANNEL] = [f"U{n:04d}" for n in range(450)]
+    with pytest.raises(SlackApiError, match="invalid_limit"):
+        await client.conversations_members(channel=CHANNEL, limit=1000)
+    first = await client.conversations_members(channel=CHANNEL, limit=200)
+    assert len(first["members"]) == 200 and first["response_metadata"]["next_cursor"]
+
+    everyone = await channel_members(client)(CHANNEL)
+
+    assert everyone == slack.channel_members[CHANNEL]
 
 
 async def test_files_upload_v2_lands_in_the_thread(

@@ -35,7 +35,8 @@ def channel_members(slack: AsyncWebClient) -> GroupResolver:
     async def members(channel: str) -> list[str]:
         found: list[str] = []
         try:
-            async for page in await slack.conversations_members(channel=channel, limit=1000):
+            # Slack takes a limit under 1000 and advises 200 at most a page.
+            async for page in await slack.conversations_members(channel=channel, limit=200):
                 found.extend(page.get("members") or [])
         except SlackApiError as error:
             raise _unknown("conversations.members", channel, error) from None
