@@ -61,6 +61,7 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         self._failures: dict[str, deque[Failure]] = {}
         self._drops: dict[str, int] = {}
         self._lost_answers: dict[str, int] = {}
+        self._failed_uploads = 0
         self._fault_rate = 0.0
         self._fault_random = random.Random(0)
         self.faults_injected = 0
@@ -127,6 +128,10 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         """Drop the connection of the next `count` calls of `method` without answering (a
         network error for the client); nothing is done for them."""
         self._drops[method] = self._drops.get(method, 0) + count
+
+    def fail_next_upload(self, count: int = 1) -> None:
+        """The next `count` uploads to a file's `upload_url` are answered 500."""
+        self._failed_uploads += count
 
     def lose_next_answer(self, method: str, *, count: int = 1) -> None:
         """Do the next `count` calls of `method` (a Web API method, or `response_url` for the
@@ -257,6 +262,9 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         file_id = self._upload_paths.get(request.match_info["key"])
         if file_id is None:
             return web.Response(status=404, text="not found")
+        if self._failed_uploads > 0:
+            self._failed_uploads -= 1
+            return web.Response(status=500, text="internal error")
         if request.content_type == "multipart/form-data":
             data = b""
             async for part in await request.multipart():

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -46,6 +46,7 @@ from bot.domain.metrics import Reading
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Event, Rollout
 from bot.domain.rollout_summary import RolloutSummary
+from bot.domain.text import clean_text
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
 from bot.services.ports import DeliveryFailed
 
@@ -82,6 +83,9 @@ async def delivered(call: Awaitable[T]) -> T:
         raise _failure(error) from None
     except (aiohttp.ClientError, TimeoutError) as error:
         raise DeliveryFailed(f"network error: {type(error).__name__}") from None
+    except SlackRequestError as error:  # a file's upload_url did not answer 200, say
+        said = clean_text(str(error))[:200]
+        raise DeliveryFailed(f"Slack did not take the request: {said}") from None
 
 
 def _failure(error: SlackApiError) -> DeliveryFailed:
