@@ -14,6 +14,7 @@ import hmac
 import json
 import logging
 from functools import partial
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -35,6 +36,15 @@ def signature_matches(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), header.encode("utf-8", "replace"))
 
 
+def _json_of(content_type: str, body: bytes) -> bytes | str:
+    """The payload's JSON: the body, or its `payload` field when the hook sends
+    `application/x-www-form-urlencoded` (a repository hook's other content type)."""
+    if content_type != "application/x-www-form-urlencoded":
+        return body
+    fields = parse_qs(body.decode("utf-8"), max_num_fields=1)
+    return fields.get("payload", [""])[0]
+
+
 async def receive(request: web.Request) -> web.Response:
     secret = request.app[SETTINGS].github_webhook_secret
     body = await request.read()
@@ -45,8 +55,8 @@ async def receive(request: web.Request) -> web.Response:
     event = request.headers.get("X-GitHub-Event", "")
     delivery = request.headers.get("X-GitHub-Delivery", "")
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        payload = json.loads(_json_of(request.content_type, body))
+    except ValueError:  # not UTF-8, not JSON, or a form of more than its payload
         return web.json_response({"error": "body is not JSON"}, status=400)
     if not isinstance(payload, dict):
         return web.json_response({"error": "body is not a JSON object"}, status=400)

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -239,6 +240,18 @@ async def test_webhook_answers_a_signed_ping(client: TestClient[object, object])
     response = await client.post("/github/webhook", data=body, headers=headers)
     assert response.status == 200
     assert (await response.json())["event"] == "ping"
+
+
+async def test_webhook_reads_a_form_encoded_delivery(client: TestClient[object, object]) -> None:
+    """A repository hook may send `application/x-www-form-urlencoded`: `payload=<JSON>`,
+    signed as sent."""
+    ping = json.dumps({"zen": "Design for failure.", "hook_id": 7})
+    for body, status in ((urlencode({"payload": ping}), 200), (f"payload={ping}&x=1", 400)):
+        headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body.encode(), event="ping")
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        response = await client.post("/github/webhook", data=body.encode(), headers=headers)
+        assert response.status == status
+    assert (await response.json()) == {"error": "body is not JSON"}
 
 
 @pytest.mark.parametrize("forgery", ["wrong secret", "missing", "not sha256", "body changed"])
