@@ -2,10 +2,15 @@
 
 Bolt (over HTTP) hands a retried delivery to the listeners like any other; Slack marks it
 with `X-Slack-Retry-Num`, and its body (with its `trigger_id`) is the one sent before. The
-controls use the trigger_id to act on a delivery once, and record the retry number.
+controls act on a delivery once, and record the retry number. A delivery is its `trigger_id`
+and the digest of its body: a retry sends the same body again, so it is the same delivery,
+while a trigger_id sent again with another body (a client or a Slack double that reuses one)
+is another request, not a repeat to refuse.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from slack_bolt.request.async_request import AsyncBoltRequest
 
@@ -26,10 +31,23 @@ def slack_retry(request: AsyncBoltRequest | None) -> int:
     return int(first) if first.isdigit() else 0
 
 
+def delivery(trigger_id: str | None, request: AsyncBoltRequest | None) -> str | None:
+    """The delivery a request is: its trigger_id, and the digest of the body Slack sent."""
+    if not trigger_id:
+        return None
+    if request is None:
+        return trigger_id
+    return f"{trigger_id}:{hashlib.sha256(request.raw_body.encode()).hexdigest()[:16]}"
+
+
 def click_origin(click: BlockActions, request: AsyncBoltRequest | None) -> Origin:
     """The clicker of a button and the channel the payload names."""
     return Origin(
-        click.user.id, click.channel_id, Via.CLICK, click.trigger_id, slack_retry(request)
+        click.user.id,
+        click.channel_id,
+        Via.CLICK,
+        delivery(click.trigger_id, request),
+        slack_retry(request),
     )
 
 
@@ -37,13 +55,21 @@ def form_origin(
     form: ViewSubmission, request: AsyncBoltRequest | None, *, channel_id: str | None
 ) -> Origin:
     """The submitter of a modal, with the channel its opening click came from."""
-    return Origin(form.user.id, channel_id or "", Via.FORM, form.trigger_id, slack_retry(request))
+    return Origin(
+        form.user.id,
+        channel_id or "",
+        Via.FORM,
+        delivery(form.trigger_id, request),
+        slack_retry(request),
+    )
 
 
 def command_origin(
     *, user_id: str, channel_id: str, trigger_id: str | None, request: AsyncBoltRequest | None
 ) -> Origin:
-    return Origin(user_id, channel_id, Via.COMMAND, trigger_id or None, slack_retry(request))
+    return Origin(
+        user_id, channel_id, Via.COMMAND, delivery(trigger_id, request), slack_retry(request)
+    )
 
 
 def card_of(value: ButtonValue) -> CardRef:

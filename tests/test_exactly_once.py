@@ -167,6 +167,36 @@ async def test_a_slack_retry_of_a_command_promotes_once(sandbox: Sandbox) -> Non
     assert retried[0].detail["slack_retry"] == 1
 
 
+async def test_a_trigger_id_sent_again_with_another_body_is_another_request(
+    sandbox: Sandbox,
+) -> None:
+    """Slack makes a trigger_id per interaction. A client or a Slack double that sends one
+    again with another request is not retrying: the lock and then the unlock both happen."""
+    said = []
+    async with aiohttp.ClientSession() as http:
+        for text in ("lock release train", "unlock release train done"):
+            response_url = sandbox.slack.new_response_url(
+                channel=RELEASE_CHANNEL, user=RELEASE_MANAGER
+            )
+            body = slash_command_body(
+                text=text,
+                user_id=RELEASE_MANAGER,
+                channel_id=RELEASE_CHANNEL,
+                response_url=response_url,
+                trigger_id="13345224609.738474920.8088930838d88f008e0",  # Slack's docs' example
+            )
+            headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+            async with http.post(
+                f"{sandbox.url}/slack/events", data=body, headers=headers
+            ) as answer:
+                assert answer.status == 200
+            (post,) = await sandbox.slack.wait_for_response(response_url)
+            said.append(str(post.body["text"]))
+
+    assert not any(text.startswith(ALREADY) for text in said), said
+    assert "unlocked" in said[1].lower(), said
+
+
 async def test_a_double_click_acts_once_and_tells_the_second_click(sandbox: Sandbox) -> None:
     await dispatched(sandbox)
     await both_holding(sandbox)

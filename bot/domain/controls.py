@@ -164,7 +164,7 @@ def effect_key(control: Control, card: CardRef) -> str:
 
 
 def delivery_key(delivery: str) -> str:
-    """The identity of one Slack delivery (its trigger_id): a retried delivery acts once."""
+    """The identity of one Slack delivery (its trigger_id and body): a retry acts once."""
     return f"delivery:{delivery}"
 
 

@@ -25,7 +25,8 @@ class Via(StrEnum):
 
 @dataclass(frozen=True)
 class Origin:
-    """Who asks, from which channel, in which Slack delivery (`trigger_id`) and retry."""
+    """Who asks, from which channel, in which Slack delivery (its `trigger_id` and body's digest:
+    `handlers.origin.delivery`) and retry."""
 
     actor: str
     channel_id: str
