@@ -35,6 +35,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) bench/gate_startup.py
+	$(PY) bench/serve_load.py 20
 	$(PY) bench/ack_latency.py 100 10
 	$(PY) bench/timers.py sqlite 500
 	$(PY) bench/timers.py postgres 500
