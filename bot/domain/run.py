@@ -46,9 +46,12 @@ class JobSnapshot:
 
     @property
     def started(self) -> bool:
-        """A runner took the job (it runs, or ran to an end other than skipped)."""
+        """A runner took the job (it runs, or ran to an end other than skipped). A job that
+        succeeded ran, whether or not its answer names a runner or steps (both optional)."""
         return self.status is JobStatus.IN_PROGRESS or (
-            self.status is JobStatus.COMPLETED and self.ran and not self.skipped
+            self.status is JobStatus.COMPLETED
+            and not self.skipped
+            and (self.ran or self.conclusion is JobConclusion.SUCCESS)
         )
 
     @property
