@@ -234,6 +234,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         rules=rule_requests,
         clock=clock,
         telemetry=shared.telemetry,
+        api_url=str(settings.github_api_url),
         installation_id=(
             (lambda: installation.installation_id) if installation is not None else None
         ),

@@ -149,17 +149,25 @@ async def test_requests_not_for_this_app_on_this_repository_are_ignored(box: San
     await both_held(box)
     sample = json.loads(box.github.app_hook.deliveries[0].body)
     repository = dict(sample["repository"], full_name="someone/else")
+    callback = sample["deployment_callback_url"]
     payloads = [
         dict(sample, repository=repository),
         dict(sample, installation=dict(sample["installation"], id=42)),
-        dict(sample, deployment_callback_url=sample["deployment_callback_url"] + "/x"),
-        dict(sample, deployment_callback_url="http://[::1/repos/x"),
+        *(
+            dict(sample, deployment_callback_url=url)
+            for url in (
+                callback + "/x",
+                callback.replace("/repos/", "/elsewhere/repos/"),
+                callback + "?page=2",
+                "http://[::1/repos/x",
+            )
+        ),
     ]
     before, requests = answers(box), len(box.github.requests)
 
     sent = [await box.github.app_hook.send("deployment_protection_rule", p) for p in payloads]
 
-    assert [(d.status_code, d.result) for d in sent] == [(202, "ignored")] * 4
+    assert [(d.status_code, d.result) for d in sent] == [(202, "ignored")] * 6
     await box.services.webhooks.settled()
     assert answers(box) == before
     assert [r for r in box.github.requests[requests:] if r.method == "POST"] == []

@@ -107,29 +107,32 @@ def unexplained(deployment: WaitingDeployment, known: Iterable[RuleRequest]) -> 
     return True
 
 
-def _path(url: object) -> str:
-    """The path of `url` ("" when it is not a URL)."""
+def _plain_path(url: object) -> str:
+    """The path of `url`; "" when it is not a URL, or carries a query or a fragment."""
     if not isinstance(url, str):
         return ""
     try:
-        return urlsplit(url).path
+        parts = urlsplit(url)
     except ValueError:  # an unbalanced IPv6 bracket, say
         return ""
+    return "" if parts.query or parts.fragment else parts.path
 
 
 def rule_request(
     payload: Mapping[str, Any],
     *,
     repository: str,
+    api_url: str,
     installation_id: int | None,
     at: datetime,
     service: str = DEFAULT_SERVICE,
 ) -> RuleRequest | str:
     """The request a `requested` delivery makes (for `service`, whose repository it is), or
     why it is not one for this App on `repository`. The App receives the requests of every
-    repository it is installed on; its callback must name a run of `repository`. Only the
-    callback's path is read: the bot answers on its own GitHub (`GITHUB_API_URL`), never on a
-    payload's host, which a proxy or a GitHub double may name differently."""
+    repository it is installed on; its callback must be the path of a run of `repository`
+    under `api_url`'s path (`/api/v3` on GitHub Enterprise Server). Its host is not read: the
+    bot answers on its own GitHub, never on a payload's host, which a proxy or a GitHub double
+    may name otherwise than `api_url` does."""
     if payload.get("action") != "requested":
         return f"action {clean_text(str(payload.get('action')))!r} is not a request"
     full_name = _field(payload, "repository", "full_name")
@@ -139,10 +142,9 @@ def rule_request(
     if installation_id is not None and installation != installation_id:
         return "not the bot's installation"
     callback = payload.get("deployment_callback_url")
-    pattern = (
-        rf"/repos/{re.escape(repository)}/actions/runs/(\d{{1,19}})/deployment_protection_rule$"
-    )
-    found = re.search(pattern, _path(callback), re.IGNORECASE)
+    under = re.escape(urlsplit(api_url).path.rstrip("/"))
+    run = rf"/repos/{re.escape(repository)}/actions/runs/(\d{{1,19}})/deployment_protection_rule"
+    found = re.fullmatch(under + run, _plain_path(callback), re.IGNORECASE)
     if found is None:
         return "no deployment_callback_url of a run of the bot's repository"
     run_id = int(found.group(1))

@@ -77,6 +77,7 @@ class GitHubWebhooks:
     rules: ProtectionRuleRequests
     clock: Clock
     telemetry: Telemetry = UNTRACKED
+    api_url: str = ""
     installation_id: Callable[[], int | None] | None = None
     """The App's installation (None in token mode: a token answers no protection rule)."""
     unfollowed: Unfollowed | None = None
@@ -144,6 +145,7 @@ class GitHubWebhooks:
         request = protection_rules.rule_request(
             payload,
             repository=self.repository,
+            api_url=self.api_url,
             installation_id=self.installation_id(),
             at=self.clock(),
             service=self.service,
