@@ -3,14 +3,18 @@
 Bolt (over HTTP) hands a retried delivery to the listeners like any other; Slack marks it
 with `X-Slack-Retry-Num`, and its body (with its `trigger_id`) is the one sent before. The
 controls act on a delivery once, and record the retry number. A delivery is its `trigger_id`
-and the digest of its body: a retry sends the same body again, so it is the same delivery,
-while a trigger_id sent again with another body (a client or a Slack double that reuses one)
-is another request, not a repeat to refuse.
+and the digest of what Slack sent (over HTTP the signed body, `BODY_DIGEST`; in Socket Mode the
+payload): a retry sends the same again, so it is the same delivery, while a trigger_id sent
+again with another request (a client or a Slack double that reuses one) is another request,
+not a repeat to refuse.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
 
 from slack_bolt.request.async_request import AsyncBoltRequest
 
@@ -20,6 +24,8 @@ from bot.services.requests import Origin, Via
 from handlers.payloads import BlockActions, ViewSubmission
 
 RETRY_HEADER = "x-slack-retry-num"
+BODY_DIGEST = "x-rollout-bot-body-sha256"
+"""Set by `handlers.slack_events` (over any a client sent): the SHA-256 of the body as signed."""
 
 
 def slack_retry(request: AsyncBoltRequest | None) -> int:
@@ -32,12 +38,19 @@ def slack_retry(request: AsyncBoltRequest | None) -> int:
 
 
 def delivery(trigger_id: str | None, request: AsyncBoltRequest | None) -> str | None:
-    """The delivery a request is: its trigger_id, and the digest of the body Slack sent."""
+    """The delivery a request is: its trigger_id, and the digest of what Slack sent."""
     if not trigger_id:
         return None
     if request is None:
         return trigger_id
-    return f"{trigger_id}:{hashlib.sha256(request.raw_body.encode()).hexdigest()[:16]}"
+    digests = request.headers.get(BODY_DIGEST) or []
+    digest = digests[0] if digests else _payload_digest(request.body)
+    return f"{trigger_id}:{digest[:16]}"
+
+
+def _payload_digest(payload: Mapping[str, Any]) -> str:
+    """A Socket Mode request's: its payload has no signed bytes, so its JSON in one form."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def click_origin(click: BlockActions, request: AsyncBoltRequest | None) -> Origin:

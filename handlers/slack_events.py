@@ -11,6 +11,7 @@ Bolt's own verification is off: it would check the rebuilt body, and this check 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
 from handlers.app_keys import ACKS, BOLT, SETTINGS
+from handlers.origin import BODY_DIGEST
 from handlers.payloads import (
     BlockActions,
     EventCallback,
@@ -74,6 +76,7 @@ async def receive(request: web.Request) -> web.Response:
         name.lower(): value for name, value in request.headers.items()
     }
     headers["content-type"] = "application/json"
+    headers[BODY_DIGEST] = hashlib.sha256(body).hexdigest()  # what Slack signed, not the rebuild
     acks = request.app[ACKS]
     bolt_request = AsyncBoltRequest(
         body=json.dumps(payload.model_dump(mode="json", exclude_none=True)),

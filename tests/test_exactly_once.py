@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from figures import passing_sandbox, running_sandbox, two_serve_processes
 from sandbox_views import audit_results, begun, dispatched, held, value_of
+from slack_bolt.request.async_request import AsyncBoltRequest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.slack import messages
@@ -24,6 +25,7 @@ from bot.domain.rollout import Rollout, StageState
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.records import BOT
 from bot.services.requests import Origin, Via
+from handlers.origin import delivery
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.signing import slack_signature_headers, slash_command_body
@@ -195,6 +197,21 @@ async def test_a_trigger_id_sent_again_with_another_body_is_another_request(
 
     assert not any(text.startswith(ALREADY) for text in said), said
     assert "unlocked" in said[1].lower(), said
+
+
+def test_in_socket_mode_a_delivery_is_its_trigger_id_and_its_payload() -> None:
+    """Socket Mode has no signed bytes: the payload itself tells a resent request (the same)
+    from another one under the same trigger_id."""
+    trigger = "13345224609.738474920.8088930838d88f008e0"
+    clicks = [
+        {"type": "block_actions", "trigger_id": trigger, "actions": [{"action_ts": ts}]}
+        for ts in ("1.1", "1.1", "2.2")
+    ]
+    first, again, other = (
+        delivery(trigger, AsyncBoltRequest(body=click, mode="socket_mode")) for click in clicks
+    )
+    assert first == again != other
+    assert first is not None and first.startswith(trigger)
 
 
 async def test_a_double_click_acts_once_and_tells_the_second_click(sandbox: Sandbox) -> None:

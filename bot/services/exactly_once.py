@@ -1,7 +1,7 @@
 """Exactly once: a Slack delivery acted on once, an effect claimed by one winner across replicas.
 
-A delivery (`trigger_id`) is remembered as a completed claim, so a repeat of it is told who did
-what and when. An effect's key (`bot.domain.controls.effect_key`) is claimed in the database
+A delivery (its `trigger_id` and the digest of what Slack sent: `handlers.origin.delivery`) is
+remembered as a completed claim, so a repeat of it is told who did what and when. An effect's key (`bot.domain.controls.effect_key`) is claimed in the database
 before its one service call, completed after it, or released when the call failed so the click
 can be repeated. Whoever loses a claim waits for the winner and is told "already done by
 @someone at <time>".
@@ -59,8 +59,8 @@ class ExactlyOnce:
         card: CardRef | None = None,
         what: str | None = None,
     ) -> None:
-        """A Slack delivery is acted on once: a repeat of it (same trigger_id) is told who
-        did `what` (the effect in words) and when."""
+        """A Slack delivery is acted on once: a repeat of it (the same trigger_id and body) is
+        told who did `what` (the effect in words) and when."""
         entry = current_entry.get()
         if origin.delivery is None or (entry is not None and entry.delivered):
             return
