@@ -1,9 +1,10 @@
 """Exactly once: a Slack delivery acted on once, an effect claimed by one winner across replicas.
 
-A delivery (its `trigger_id` and the digest of what Slack sent: `handlers.origin.delivery`) is
-remembered as a completed claim, so a repeat of it is told who did what and when. An effect's key (`bot.domain.controls.effect_key`) is claimed in the database
-before its one service call, completed after it, or released when the call failed so the click
-can be repeated. Whoever loses a claim waits for the winner and is told "already done by
+A delivery (its `trigger_id` and the digest of what Slack sent, `handlers.origin.delivery`)
+is remembered as a completed claim, so a repeat of it is told who did what and when. An
+effect's key (`bot.domain.controls.effect_key`) is claimed in the database before its one
+service call, completed after it, or released when the call failed so the click can be
+repeated. Whoever loses a claim waits for the winner and is told "already done by
 @someone at <time>".
 """
 
