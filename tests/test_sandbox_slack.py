@@ -20,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.adapters.slack.members import channel_members
-from bot.adapters.slack.notifier import delivered
+from bot.adapters.slack.notifier import uploaded
 from bot.services.ports import DeliveryFailed
 from sandbox.render import render_blocks
 from sandbox.signing import (
@@ -296,10 +296,10 @@ async def test_a_file_upload_slack_does_not_take_is_a_failed_delivery(
     slack: SlackTestServer, client: AsyncWebClient
 ) -> None:
     """slack_sdk raises SlackRequestError when a file's upload_url answers other than 200:
-    the notifier's calls say it as a failed delivery (the outbox's to handle), not a bug."""
+    the notifier says it as a failed delivery of the charts (logged once), not a bug."""
     slack.fail_next_upload()
-    with pytest.raises(DeliveryFailed, match=r"did not take the request: .*status: 500"):
-        await delivered(client.files_upload_v2(channel=CHANNEL, content=b"x", filename="a.png"))
+    with pytest.raises(DeliveryFailed, match=r"did not take the upload: .*status: 500"):
+        await uploaded(client.files_upload_v2(channel=CHANNEL, content=b"x", filename="a.png"))
 
 
 async def test_files_upload_v2_lands_in_the_thread(
