@@ -243,14 +243,16 @@ async def test_a_command_loads_with_the_collector_off_and_runs_with_it_on() -> N
     probe = (
         "import gc\n"
         "from bot.cli.main import _load\n"
+        "collections = lambda: sum(s['collections'] for s in gc.get_stats())\n"
+        "before = collections()\n"
         "_load('check_config')\n"
-        "print(gc.isenabled(), gc.get_freeze_count() > 1000)\n"
+        "print(collections() - before, gc.get_freeze_count() > 1000, gc.isenabled())\n"
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", probe, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await process.communicate()
-    assert out.decode().split() == ["True", "True"]
+    assert out.decode().split() == ["0", "True", "True"]
 
 
 async def test_unknown_command_exits_2(tmp_path: Path) -> None:

@@ -77,10 +77,12 @@ def _load(module: str) -> Callable[..., int]:
     and collections that walk them again and again took about a seventh of `serve`'s start.
     What they made is then frozen out of later collections, which a long-running `serve` pays
     for at every one (see `gc.freeze`)."""
+    collecting = gc.isenabled()
     gc.disable()
     try:
         run: Callable[..., int] = importlib.import_module(f"bot.cli.{module}").main
     finally:
         gc.freeze()
-        gc.enable()
+        if collecting:
+            gc.enable()
     return run
