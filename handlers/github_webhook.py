@@ -57,7 +57,9 @@ async def receive(request: web.Request) -> web.Response:
     try:
         payload = json.loads(_json_of(request.content_type, body))
     except ValueError:  # not UTF-8, not JSON, or a form of more than its payload
-        return web.json_response({"error": "body is not JSON"}, status=400)
+        return web.json_response(
+            {"error": "body is not JSON (nor a form of one JSON `payload` field)"}, status=400
+        )
     if not isinstance(payload, dict):
         return web.json_response({"error": "body is not a JSON object"}, status=400)
     if event == "ping":

@@ -251,7 +251,9 @@ async def test_webhook_reads_a_form_encoded_delivery(client: TestClient[object, 
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         response = await client.post("/github/webhook", data=body.encode(), headers=headers)
         assert response.status == status
-    assert (await response.json()) == {"error": "body is not JSON"}
+    assert (await response.json()) == {
+        "error": "body is not JSON (nor a form of one JSON `payload` field)"
+    }
 
 
 @pytest.mark.parametrize("forgery", ["wrong secret", "missing", "not sha256", "body changed"])
