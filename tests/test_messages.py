@@ -175,3 +175,28 @@ def test_a_reason_stored_as_text_before_reads_as_it_was() -> None:
     legacy = reason_from_json("cancelled by <@U1>")
     assert legacy == StopReason(StopKind.LEGACY, detail="cancelled by <@U1>")
     assert reason_text(legacy) == "cancelled by <@U1>"
+
+
+def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
+    """A reviewer's comment, a job's or an environment's name come from GitHub: a `<!channel>`
+    in them reads as typed in the thread instead of notifying everyone."""
+    loud = "<!channel> see <https://evil.example|the fix>"
+    rejected = told.RejectedOnGitHub(
+        "Relay", "50%", "octocat", loud, "5%", desktop=False, failure_job="rb"
+    )
+    reviewed = GitHubReported(
+        RunEvent(
+            "deployment_review",
+            "rejected",
+            "o/r",
+            7001,
+            environment="relay-half",
+            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", loud),),
+        ),
+        None,
+    )
+    job = GitHubReported(RunEvent("workflow_job", "completed", "o/r", 7001, job=loud), None)
+    for event in (rejected, reviewed, job):
+        shown = render(event)
+        assert "<!channel>" not in shown and "<https://evil" not in shown, shown
+        assert "&lt;!channel&gt;" in shown

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.adapters.slack.lane_words import override_answer
 
 # Re-exported: every view takes its marks from here.
+from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
 from bot.adapters.slack.schedule_words import schedule_event_text
@@ -108,8 +109,8 @@ def render(event: Event) -> str:
         case PromotedOnGitHub():
             return _promoted_on_github(event)
         case RejectedOnGitHub():
-            who = event.reviewer or "Someone"
-            said = f" ({event.comment})" if event.comment else ""
+            who = escape(event.reviewer or "Someone")
+            said = f" ({escape(event.comment)})" if event.comment else ""
             action = "tripping the kill-switch" if event.desktop else "rolling back"
             return (
                 f":no_entry: {who} rejected *{event.stage}* ({event.track}) on GitHub{said}. "
@@ -246,13 +247,15 @@ def _promoted_on_github(event: PromotedOnGitHub) -> str:
 
 
 def _github_reported(told: GitHubReported) -> str:
+    # Names and comments as GitHub sent them: escaped, so a `<!channel>` in a job's name or a
+    # reviewer's comment reads as typed instead of notifying the channel.
     event = told.event
-    job = f"*{event.job}*" if event.job else "A job"
-    environment = f"`{event.environment}`" if event.environment else "an environment"
-    outcome = f"`{event.outcome or 'unknown'}`"
+    job = f"*{escape(event.job)}*" if event.job else "A job"
+    environment = f"`{escape(event.environment)}`" if event.environment else "an environment"
+    outcome = f"`{escape(event.outcome or 'unknown')}`"
     if event.event == "workflow_job":
         if event.action == "waiting":
-            of = f"`{told.environment}`" if told.environment else "its environment"
+            of = f"`{escape(told.environment)}`" if told.environment else "its environment"
             return f"GitHub: {job} is waiting for approval of {of}."
         return {
             "queued": f"GitHub: {job} queued.",
@@ -272,5 +275,5 @@ def _github_reported(told: GitHubReported) -> str:
     if event.action == "requested":
         return f"GitHub: {environment} is waiting for a reviewer."
     review = event.reviews[0]
-    said = f" ({review.comment})" if review.comment else ""
-    return f"GitHub: {review.reviewer} {event.action} {environment}{said}."
+    said = f" ({escape(review.comment)})" if review.comment else ""
+    return f"GitHub: {escape(review.reviewer)} {escape(event.action)} {environment}{said}."
