@@ -8,6 +8,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.adapters.slack import audit_views, lane_words, report_views, schedule_words, views
 from bot.adapters.slack.blocks import BlockJson
+from bot.adapters.slack.limits import fit_drawn
 from bot.adapters.slack.status_views import active_blocks, history_blocks
 from bot.domain import rollout_command as commands
 from bot.domain.errors import NotAvailable, RolloutError
@@ -99,7 +100,8 @@ async def _ephemeral(
         name = services.service.name
         shown = name if name != DEFAULT_SERVICE else None
         blocks = active_blocks(await rollouts.active_with_plans(), service=shown)
-        return "Active rollouts", lane_words.lane_blocks(await services.lane.state()) + blocks
+        lane = lane_words.lane_blocks(await services.lane.state())
+        return "Active rollouts", fit_drawn(lane + blocks, "`/rollout history` lists them")
     if isinstance(command, commands.History) and command.tag is not None:
         timeline = await controls.timeline(command.tag)
         return audit_views.timeline_text(timeline), audit_views.timeline_blocks(timeline)
@@ -138,7 +140,7 @@ async def channel_status(each: tuple[Services, ...]) -> tuple[str, list[BlockJso
         name = services.service.name
         blocks += active_blocks(active, service=name)
         blocks += lane_words.lane_blocks(await services.lane.state(), service=name)
-    return "Active rollouts", blocks
+    return "Active rollouts", fit_drawn(blocks, "`/rollout status <service>` shows one service")
 
 
 def register(app: AsyncApp, directory: ServiceDirectory) -> None:

@@ -30,9 +30,11 @@ from bot.adapters.slack.figures_modal import (
     figures_modal,
     parse_figures,
 )
+from bot.adapters.slack.limits import fit_drawn
 from bot.adapters.slack.preflight_card import preflight_card
 from bot.adapters.slack.rollout_card import rollout_card, rollout_text
-from bot.adapters.slack.status_views import history_blocks, status_blocks
+from bot.adapters.slack.status_views import active_blocks, history_blocks, status_blocks
+from bot.adapters.slack.views import home_tab
 from bot.domain.controls import Hold
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Figures
@@ -55,6 +57,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
 from bot.plan_file import load_plan
+from bot.version import build
 from sandbox.render import render_blocks, render_view
 
 NOW = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
@@ -439,6 +442,22 @@ def test_cards_of_huge_plans_stay_within_slack_limits(tracks: int, rings: int) -
         assert "more blocks not shown" in shown
     assert_within_slack_limits(status_blocks([rollout] * 5, lambda _: plan))
     assert_within_slack_limits(history_blocks([rollout] * 60, lambda _: plan))
+
+
+def test_many_services_status_and_home_tab_stay_within_slack_limits() -> None:
+    """Each service's status fits on its own; a channel of 26 services, or a Home tab of 49,
+    put together is over Slack's 50 blocks a message and 100 a view unless cut as a whole."""
+    one = active_blocks([(started(), PLAN)], service="billing-api")
+    together = [block for _ in range(60) for block in one]
+    assert len(together) > 100
+
+    status = fit_drawn(together, "`/rollout status <service>` shows one service")
+    assert_within_slack_limits(status)
+    assert "more blocks not shown: `/rollout status <service>`" in render_blocks(status)
+
+    home = home_tab(together, running=build())
+    assert len(home["blocks"]) == 100
+    assert "/rollout: staged releases" in render_view(home)
 
 
 # -- status and history ----------------------------------------------------------------------

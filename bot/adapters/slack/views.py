@@ -6,6 +6,7 @@ from __future__ import annotations
 from slack_sdk.models.views import View
 
 from bot.adapters.slack.blocks import BlockJson, ViewJson, as_json, context, header, section
+from bot.adapters.slack.limits import VIEW_BLOCKS, fit_drawn
 from bot.domain.rollout_command import HELP
 from bot.version import Build
 
@@ -41,5 +42,7 @@ def note(text: str) -> tuple[str, list[BlockJson]]:
 def home_tab(shown: list[BlockJson], *, running: Build) -> ViewJson:
     """The App Home tab: what the person may see (rollouts, or why not), the help, and the
     running version (what an admin asks first)."""
-    about = as_json([context(str(running))])
-    return View(type="home", blocks=[*shown, *help_blocks(), *about]).to_dict()
+    about = [*help_blocks(), *as_json([context(str(running))])]
+    room = VIEW_BLOCKS - len(about)
+    rollouts = fit_drawn(shown, "`/rollout status` in a release channel shows them", room)
+    return View(type="home", blocks=[*rollouts, *about]).to_dict()
