@@ -33,7 +33,12 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.adapters.slack import lane_words, views
 from bot.adapters.slack.blocks import BlockJson, ViewJson
-from bot.adapters.slack.limits import RESPONSE_URL_LIFETIME, RESPONSE_URL_USES
+from bot.adapters.slack.limits import (
+    FALLBACK_TEXT,
+    RESPONSE_URL_LIFETIME,
+    RESPONSE_URL_USES,
+    clip,
+)
 from bot.domain import rollout_command as commands
 from bot.domain.errors import InvalidCommand, RolloutError
 from bot.services.failures import TRANSIENT, error_summary
@@ -242,7 +247,10 @@ class LimitedRespond(AsyncRespond):
     async def __call__(  # type: ignore[override]
         self, text: str | dict[str, Any] = "", **more: Any
     ) -> WebhookResponse:
-        """Bolt's `respond(text, blocks=..., response_type=..., replace_original=..., ...)`."""
+        """Bolt's `respond(text, blocks=..., response_type=..., replace_original=..., ...)`.
+        Beside blocks the text is only the notification's fallback: kept to Slack's advice."""
+        if more.get("blocks") and isinstance(text, str):
+            text = clip(text, FALLBACK_TEXT)
         whole = {"text": text, **more}
         if self._uses.take(self._url):
             # On the app's HTTP session (the Web API client's), where Bolt's `respond` would

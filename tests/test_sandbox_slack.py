@@ -19,9 +19,11 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.adapters.slack.limits import FALLBACK_TEXT
 from bot.adapters.slack.members import channel_members
 from bot.adapters.slack.notifier import uploaded
 from bot.services.ports import DeliveryFailed
+from handlers.errors import LimitedRespond, ResponseUrlUses
 from sandbox.render import render_blocks
 from sandbox.signing import (
     block_actions_body,
@@ -300,6 +302,22 @@ async def test_a_file_upload_slack_does_not_take_is_a_failed_delivery(
     slack.fail_next_upload()
     with pytest.raises(DeliveryFailed, match=r"did not take the upload: .*status: 500"):
         await uploaded(client.files_upload_v2(channel=CHANNEL, content=b"x", filename="a.png"))
+
+
+async def test_an_answer_with_blocks_keeps_its_fallback_text_to_slacks_advice(
+    slack: SlackTestServer, client: AsyncWebClient
+) -> None:
+    """Beside blocks, an answer's text is the notification's fallback: a long report's text is
+    cut to Slack's advice (its blocks carry the whole)."""
+    url = slack.new_response_url(channel=CHANNEL, user="U1")
+    respond = LimitedRespond(
+        response_url=url, uses=ResponseUrlUses(), client=client, channel_id=CHANNEL, user_id="U1"
+    )
+    await respond(
+        "x" * 50_000, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "y"}}]
+    )
+    (post,) = await slack.wait_for_response(url)
+    assert len(post.body["text"]) == FALLBACK_TEXT
 
 
 async def test_files_upload_v2_lands_in_the_thread(
