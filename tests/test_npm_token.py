@@ -29,6 +29,7 @@ from bot.domain.npm import (
     SecretCheck,
     StepVerdict,
     Walkthrough,
+    clip_error,
     github_web_url,
     npm_error,
     output_lines,
@@ -472,10 +473,10 @@ def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
         validate_step=StepVerdict.WARNED,
         publish_step=StepVerdict.FAILED,
         npm_error=NpmError.TWO_FACTOR,
-        log_unavailable="x" * MAX_ERROR,
+        log_unavailable=clip_error('"\n' * MAX_ERROR),  # each takes two in JSON
     )
     walkthrough = Walkthrough(
-        secret=SecretCheck(max_age_days=80, error="e" * MAX_ERROR),
+        secret=SecretCheck(max_age_days=80, error=clip_error("\\" * 2 * MAX_ERROR)),
         last_run=check,
         release=ReleaseFollow(
             requested_by="U" * 11,

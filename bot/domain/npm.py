@@ -8,6 +8,7 @@ ever sees a token value: GitHub only reports a secret's name and dates.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,7 +44,21 @@ ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR)]
 
 
 def clip_error(text: str) -> str:
-    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
+    """`text` within MAX_ERROR characters as JSON writes it into a button value (a quote, a
+    backslash or a newline takes two there), cut with "..." when longer."""
+    if _json_length(text) <= MAX_ERROR:
+        return text
+    room, kept = MAX_ERROR - 3, []
+    for character in text:
+        room -= _json_length(character)
+        if room < 0:
+            break
+        kept.append(character)
+    return "".join(kept) + "..."
+
+
+def _json_length(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False)) - 2  # without its quotes
 
 
 # -- what GitHub reports ------------------------------------------------------------------------
