@@ -29,6 +29,7 @@ from sandbox.slack_records import (
     ResponseUrlPost,
     SlackCall,
     UploadedFile,
+    blocks_arg,
     decode_json_args,
     read_args,
     slack_error,
@@ -296,6 +297,9 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         if not deleting and not has_content:
             await self._notify()
             return web.Response(status=400, text="no_text")
+        if "blocks" in body and blocks_arg(body) is None:
+            await self._notify()
+            return web.Response(status=400, text="invalid_blocks")
         self._apply_response(target, body)
         await self._notify()
         if self._lost_answers.get("response_url"):

@@ -195,10 +195,21 @@ def str_arg(args: Mapping[str, Any], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+MESSAGE_BLOCKS = 50
+"""Blocks a message may hold: Slack refuses more (`invalid_blocks`)."""
+VIEW_BLOCKS = 100
+"""Blocks a modal or a Home tab may hold."""
+
+
 def blocks_arg(args: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The blocks argument, or None when it is not a list of block objects."""
+    """The blocks argument, or None when it is not a list of block objects or holds more
+    than a message may."""
     blocks = args.get("blocks", [])
-    if isinstance(blocks, list) and all(isinstance(b, dict) and "type" in b for b in blocks):
+    if (
+        isinstance(blocks, list)
+        and len(blocks) <= MESSAGE_BLOCKS
+        and all(isinstance(b, dict) and "type" in b for b in blocks)
+    ):
         return blocks
     return None
 

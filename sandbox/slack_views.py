@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sandbox.slack_records import ApiResult, Identity, slack_error, str_arg
+from sandbox.slack_records import VIEW_BLOCKS, ApiResult, Identity, slack_error, str_arg
 
 TRIGGER_LIFETIME = 3.0
 """Seconds a trigger_id can open a modal after the click that made it (Slack: 3 seconds)."""
@@ -62,6 +62,8 @@ def view_problem(view: Any, expected_type: str) -> str | None:
         return f"view type must be {expected_type}"
     if not isinstance(view.get("blocks", []), list):
         return "blocks must be a list"
+    if len(view.get("blocks", [])) > VIEW_BLOCKS:
+        return f"must provide at most {VIEW_BLOCKS} items [json-pointer:/view/blocks]"
     if expected_type == "modal" and not isinstance(view.get("title"), dict):
         return "missing required field: title"
     return None

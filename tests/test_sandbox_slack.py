@@ -320,6 +320,23 @@ async def test_an_answer_with_blocks_keeps_its_fallback_text_to_slacks_advice(
     assert len(post.body["text"]) == FALLBACK_TEXT
 
 
+async def test_more_blocks_than_slack_takes_are_refused(
+    slack: SlackTestServer, client: AsyncWebClient
+) -> None:
+    """Slack: at most 50 blocks a message, 100 a modal or Home tab."""
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": "y"}}
+    with pytest.raises(SlackApiError, match="invalid_blocks"):
+        await client.chat_postMessage(channel=CHANNEL, text="t", blocks=[section] * 51)
+    assert (await client.chat_postMessage(channel=CHANNEL, text="t", blocks=[section] * 50))["ok"]
+    home = {"type": "home", "blocks": [section] * 101}
+    with pytest.raises(SlackApiError, match="invalid_arguments"):
+        await client.views_publish(user_id="U1", view=home)
+    url = slack.new_response_url(channel=CHANNEL, user="U1")
+    async with aiohttp.ClientSession() as http:
+        answer = await http.post(url, json={"text": "t", "blocks": [section] * 51})
+        assert (answer.status, await answer.text()) == (400, "invalid_blocks")
+
+
 async def test_files_upload_v2_lands_in_the_thread(
     slack: SlackTestServer, client: AsyncWebClient
 ) -> None:
