@@ -19,9 +19,9 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.adapters.slack.delivery import uploaded
 from bot.adapters.slack.limits import FALLBACK_TEXT
 from bot.adapters.slack.members import channel_members
-from bot.adapters.slack.notifier import uploaded
 from bot.services.ports import DeliveryFailed
 from handlers.errors import LimitedRespond, ResponseUrlUses
 from sandbox.render import render_blocks

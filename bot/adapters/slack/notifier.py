@@ -1,9 +1,8 @@
 """What the release channel sees: one card per rollout, updated in place, and its thread.
 
 The outbox (`bot.services.outbox`) calls this adapter to deliver what a state change wrote. Every
-Slack failure comes out as `DeliveryFailed`: Slack's 429 with its Retry-After, network errors,
-timeouts and 5xx as worth retrying, Slack's refusals (a channel the bot is not in, a message
-Slack will not take) as permanent.
+Slack failure comes out as `DeliveryFailed` (`bot.adapters.slack.delivery` says which are worth
+retrying).
 
 Every post carries a marker in its message metadata: the card its rollout's id, a thread line
 (or a failure elsewhere) its outbox message's id. A retry whose earlier attempt may have reached
@@ -17,10 +16,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-import aiohttp
-from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -38,6 +35,7 @@ from bot.adapters.charts import (
 from bot.adapters.slack import gate_views, messages
 from bot.adapters.slack.actions import Action, ButtonValue
 from bot.adapters.slack.blocks import actions, as_json, button, section
+from bot.adapters.slack.delivery import delivered, uploaded
 from bot.adapters.slack.rollout_card import rollout_card, rollout_text
 from bot.adapters.slack.summary_views import summary_text
 from bot.adapters.slack.unfollowed_card import unfollowed_card, unfollowed_text
@@ -46,18 +44,11 @@ from bot.domain.metrics import Reading
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Event, Rollout
 from bot.domain.rollout_summary import RolloutSummary
-from bot.domain.text import clean_text
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
 from bot.services.ports import DeliveryFailed
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# Slack's own troubles (its documented "try again" errors); any other error is a refusal.
-_TRANSIENT = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
 CARD_EVENT = "rollout_bot_card"
 """The metadata `event_type` of a rollout's card (payload: its `rollout_id`)."""
 RUN_EVENT = "rollout_bot_unfollowed_run"
@@ -73,51 +64,6 @@ LOOK_PAGES = 10
 def mention(approver: str) -> str:
     """A Slack mention of a user id or a user-group id."""
     return f"<!subteam^{approver}>" if approver.startswith("S") else f"<@{approver}>"
-
-
-async def delivered(call: Awaitable[T]) -> T:
-    """Await a Web API call; whatever keeps Slack from taking it raises DeliveryFailed."""
-    try:
-        return await call
-    except SlackApiError as error:
-        raise _failure(error) from None
-    except (aiohttp.ClientError, TimeoutError) as error:
-        raise DeliveryFailed(f"network error: {type(error).__name__}") from None
-
-
-async def uploaded(call: Awaitable[T]) -> T:
-    """`delivered` for `files_upload_v2`, whose upload step raises SlackRequestError when the
-    file's upload_url answers other than 200 (slack_sdk raises it for a call made wrong too,
-    which stays a bug everywhere else)."""
-    try:
-        return await delivered(call)
-    except SlackRequestError as error:
-        said = clean_text(str(error))[:200]
-        raise DeliveryFailed(f"Slack did not take the upload: {said}") from None
-
-
-def _failure(error: SlackApiError) -> DeliveryFailed:
-    response = error.response
-    code = str(response.get("error") or "unknown")
-    status = int(response.status_code)
-    if status == 429 or code == "ratelimited":
-        wait = _retry_after(response.headers)
-        return DeliveryFailed(f"Slack rate limit ({code})", retry_after=wait)
-    transient = status >= 500 or code in _TRANSIENT
-    return DeliveryFailed(f"Slack answered {status} {code}", permanent=not transient)
-
-
-def _retry_after(headers: Any) -> float:
-    """Seconds Slack asked to wait (Retry-After); 1 s, Slack's usual answer, when unreadable."""
-    for name in ("Retry-After", "retry-after"):
-        value = headers.get(name) if headers is not None else None
-        if isinstance(value, list):
-            value = value[0] if value else None
-        try:
-            return max(0.0, float(str(value)))
-        except ValueError:
-            continue
-    return 1.0
 
 
 class SlackNotifier:

@@ -1,0 +1,66 @@
+"""How a Slack Web API call that did not go through is said: `DeliveryFailed`, with Slack's
+429 and its Retry-After, network errors, timeouts and 5xx as worth retrying, and Slack's
+refusals (a channel the bot is not in, a message Slack will not take) as permanent."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import aiohttp
+from slack_sdk.errors import SlackApiError, SlackRequestError
+
+from bot.domain.text import clean_text
+from bot.services.ports import DeliveryFailed
+
+T = TypeVar("T")
+
+# Slack's own troubles (its documented "try again" errors); any other error is a refusal.
+_TRANSIENT = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+
+async def delivered(call: Awaitable[T]) -> T:
+    """Await a Web API call; whatever keeps Slack from taking it raises DeliveryFailed."""
+    try:
+        return await call
+    except SlackApiError as error:
+        raise _failure(error) from None
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise DeliveryFailed(f"network error: {type(error).__name__}") from None
+
+
+async def uploaded(call: Awaitable[T]) -> T:
+    """`delivered` for `files_upload_v2`, whose upload step raises SlackRequestError when the
+    file's upload_url answers other than 200 (slack_sdk raises it for a call made wrong too,
+    which stays a bug everywhere else)."""
+    try:
+        return await delivered(call)
+    except SlackRequestError as error:
+        said = clean_text(str(error))[:200]
+        raise DeliveryFailed(f"Slack did not take the upload: {said}") from None
+
+
+def _failure(error: SlackApiError) -> DeliveryFailed:
+    response = error.response
+    code = str(response.get("error") or "unknown")
+    status = int(response.status_code)
+    if status == 429 or code == "ratelimited":
+        wait = _retry_after(response.headers)
+        return DeliveryFailed(f"Slack rate limit ({code})", retry_after=wait)
+    transient = status >= 500 or code in _TRANSIENT
+    return DeliveryFailed(f"Slack answered {status} {code}", permanent=not transient)
+
+
+def _retry_after(headers: Any) -> float:
+    """Seconds Slack asked to wait (Retry-After); 1 s, Slack's usual answer, when unreadable."""
+    for name in ("Retry-After", "retry-after"):
+        value = headers.get(name) if headers is not None else None
+        if isinstance(value, list):
+            value = value[0] if value else None
+        try:
+            return max(0.0, float(str(value)))
+        except ValueError:
+            continue
+    return 1.0
