@@ -199,6 +199,8 @@ MESSAGE_BLOCKS = 50
 """Blocks a message may hold: Slack refuses more (`invalid_blocks`)."""
 VIEW_BLOCKS = 100
 """Blocks a modal or a Home tab may hold."""
+MESSAGE_TEXT = 40_000
+"""Characters a message's text may hold (`msg_too_long` beyond)."""
 
 
 def blocks_arg(args: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -231,6 +233,8 @@ def message_content(args: Mapping[str, Any]) -> MessageContent | str:
     text = str_arg(args, "text")
     if not text and not blocks and not args.get("attachments"):
         return "no_text"
+    if len(text) > MESSAGE_TEXT:
+        return "msg_too_long"
     return MessageContent(text, blocks)
 
 

@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.adapters.slack.limits import MESSAGE_TEXT
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
@@ -527,3 +528,18 @@ async def test_a_lease_lost_while_the_post_is_on_its_way_is_logged_once(
         f"message {taken.id} (card) lost its lease while sent: the replica that took it over "
         "may post it again"
     ]
+
+
+async def test_a_thread_line_longer_than_slack_takes_is_cut_not_refused(scene: Scene) -> None:
+    rollout = await scene.started(lines=0)
+    await scene.replica("a").flush(rollout.id)  # the card
+    posted = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert posted is not None
+    client = AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=scene.slack.api_url, retry_handlers=[])
+
+    await SlackNotifier(client, approvers={}, charts=CHARTS).announce(
+        posted, DispatchUnclear("x" * 50_000), key=1
+    )
+
+    (line,) = scene.thread()
+    assert len(line) <= MESSAGE_TEXT and line.endswith("…")

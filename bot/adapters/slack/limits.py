@@ -24,6 +24,10 @@ MESSAGE_BLOCKS = 50
 VIEW_BLOCKS = 100
 """Blocks in a modal or the Home tab (views.open / views.publish: "up to 100 blocks")."""
 
+MESSAGE_TEXT = 40_000
+"""A message's `text` (chat.postMessage, "Truncating content": Slack truncates beyond 40,000
+characters, and lists `msg_too_long` among its errors): a text-only post is cut to it."""
+
 FALLBACK_TEXT = 3000
 """The bot's cap on a message's `text` fallback: Slack advises at most 4,000 characters and
 truncates at 40,000 (chat.postMessage, "Truncating content"); the bot keeps to a section's."""

@@ -36,6 +36,7 @@ from bot.adapters.slack import gate_views, messages
 from bot.adapters.slack.actions import Action, ButtonValue
 from bot.adapters.slack.blocks import actions, as_json, button, section
 from bot.adapters.slack.delivery import delivered, uploaded
+from bot.adapters.slack.limits import MESSAGE_TEXT, clip
 from bot.adapters.slack.rollout_card import rollout_card, rollout_text
 from bot.adapters.slack.summary_views import summary_text
 from bot.adapters.slack.unfollowed_card import unfollowed_card, unfollowed_text
@@ -194,7 +195,7 @@ class SlackNotifier:
         return None
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:
-        text = told if isinstance(told, str) else messages.render(told)
+        text = clip(told if isinstance(told, str) else messages.render(told), MESSAGE_TEXT)
         await delivered(
             self._client.chat_postMessage(
                 channel=rollout.channel_id,
@@ -207,7 +208,7 @@ class SlackNotifier:
     async def post_failure(
         self, rollout: Rollout, told: Event | str, *, channel: str, key: int
     ) -> None:
-        text = told if isinstance(told, str) else messages.render(told)
+        text = clip(told if isinstance(told, str) else messages.render(told), MESSAGE_TEXT // 2)
         where = f"<#{rollout.channel_id}>"
         if rollout.message_ts is not None:
             message = rollout.message_ts.replace(".", "")
@@ -294,7 +295,7 @@ class SlackNotifier:
             self._client.chat_postMessage(
                 channel=rollout.channel_id,
                 thread_ts=rollout.message_ts,
-                text=summary_text(summary),
+                text=clip(summary_text(summary), MESSAGE_TEXT),
                 metadata=_post_marker(rollout, key),
             )
         )
