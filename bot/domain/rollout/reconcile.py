@@ -129,14 +129,11 @@ def _reconcile_active(
 
 def _rejected(job: JobSnapshot, review: EnvironmentReview | None) -> bool:
     """GitHub failed the job without running it: its environment was rejected (or its wait
-    for a review ran out). The bot itself only rejects stages of a track it is stopping.
-    GitHub's record of the review decides when there is one; without it, a job that names no
-    runner and no steps did not run (both are optional in GitHub's answer)."""
+    for a review ran out, or another protection rule rejected it after a person approved).
+    The bot itself only rejects stages of a track it is stopping."""
     if job.conclusion is not JobConclusion.FAILURE:
         return False  # a cancelled run, a timeout: not a review
-    if review is not None:
-        return review.state == "rejected"
-    return not job.ran
+    return not job.ran or (review is not None and review.state == "rejected")
 
 
 def _reviewed_on_github(
