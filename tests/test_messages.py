@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 import bot.domain
+from bot.adapters.slack.blocks import as_json
 from bot.adapters.slack.messages import check_text, reason_text, render, two_person_text
+from bot.adapters.slack.unfollowed_card import unfollowed_card
 from bot.domain.controls import Control
 from bot.domain.freeze import Freeze, Frozen, LaneHold, Locked
 from bot.domain.gate import GateReason, Verdict
@@ -32,6 +34,8 @@ from bot.domain.rollout import (
 from bot.domain.rollout import events as told
 from bot.domain.run import EnvironmentReview
 from bot.domain.schedule import Held
+from bot.domain.unfollowed_runs import UnfollowedRun
+from sandbox.render import render_blocks
 
 DOMAIN = Path(bot.domain.__file__).parent
 SLACK_MARKUP = re.compile(
@@ -200,3 +204,23 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
         shown = render(event)
         assert "<!channel>" not in shown and "<https://evil" not in shown, shown
         assert "&lt;!channel&gt;" in shown
+
+
+def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
+    """A branch may be named `x<!channel>` (git accepts it): the card of its run must not
+    notify the release channel."""
+    loud = "x<!channel>"
+    card = UnfollowedRun(
+        run_id=42,
+        workflow="Deployment Strategy",
+        run_url="https://github.com/o/r/actions/runs/42",
+        ref=loud,
+        tag="",
+        event="push",
+        sender=loud,
+        environment=loud,
+        asked_at=AT,
+        due_at=AT,
+    )
+    shown = render_blocks(as_json(unfollowed_card(card)))
+    assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown

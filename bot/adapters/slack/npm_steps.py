@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from bot.adapters.slack.limits import SECTION_TEXT, clip
 from bot.adapters.slack.messages import slack_time
+from bot.adapters.slack.mrkdwn import escape
 from bot.domain.npm import (
     SECRET_NAME,
     SKIP_WARNING,
@@ -104,7 +105,7 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
             f"*Check secret* reads `{SECRET_NAME}`'s name and dates from GitHub, never its value."
         )
     if check.error is not None:
-        return check.error
+        return escape(check.error)
     if not check.found or check.updated_at is None or check.created_at is None:
         return (
             f"`{SECRET_NAME}` is not set in `{setup.repository}`: add it (step 2). An "
@@ -161,13 +162,13 @@ def last_run_text(
 def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
     npm = setup.npm
     if check.error is not None:
-        return check.error
+        return escape(check.error)
     run = check.run
     if run is None:
         return f"`{npm.workflow}` has never run: run it (step 5) or push to `{npm.ref}`."
     title = (
-        f"<{setup.run_url(run.id)}|Run #{run.number}> ({run.event} on `{run.branch}`, "
-        f"{slack_time(run.created_at)})"
+        f"<{setup.run_url(run.id)}|Run #{run.number}> ({escape(run.event)} on "
+        f"`{escape(run.branch)}`, {slack_time(run.created_at)})"
     )
     if not run.completed:
         return f"{title} is {run.status.replace('_', ' ')}: check again when it has ended."
@@ -182,7 +183,8 @@ def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
     lines.append(_publish_line(check, npm, log))
     if check.log_unavailable:
         lines.append(
-            f":grey_question: {check.log_unavailable} The verdict rests on the steps' results."
+            f":grey_question: {escape(check.log_unavailable)} "
+            "The verdict rests on the steps' results."
         )
     return _clip("\n".join(lines))
 
@@ -280,17 +282,17 @@ def release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
         # Sent, but GitHub's answer was unclear: Release may be running. Never "not started".
         return _clip(
             f"Sent `{npm.workflow}` on `{npm.ref}` for {who}; its run is not identified yet, "
-            f"and the bot is looking for it (no second run meanwhile). {release.error}"
+            f"and the bot is looking for it (no second run meanwhile). {escape(release.error)}"
         )
     if release.phase is ReleasePhase.DISPATCHING:
         return f"Dispatching `{npm.workflow}` on `{npm.ref}` for {who}…"
     if release.phase is ReleasePhase.NOT_STARTED:
-        return f"Could not start Release for {who}: {release.error}"
+        return f"Could not start Release for {who}: {escape(release.error)}"
     if release.phase is ReleasePhase.UNFOLLOWED and release.error:
         # Its looks failed every attempt (the database, most likely): the log has the rest.
         return _clip(
             f"The bot stopped following {run.lower() if release.run_id is None else run}, "
-            f"started by {who}: {release.error} Check it with step 4 once it has ended."
+            f"started by {who}: {escape(release.error)} Check it with step 4 once it has ended."
         )
     if release.phase is ReleasePhase.UNFOLLOWED:
         return (
@@ -301,7 +303,7 @@ def release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
         status = (release.status or "queued").replace("_", " ")
         text = f"{run}, started by {who}, is {status}…"
         if release.error:
-            text += f"\nStill following, although GitHub just failed: {release.error}"
+            text += f"\nStill following, although GitHub just failed: {escape(release.error)}"
         return text
     assert release.check is not None
     return _clip(f"Started by {who}.\n{_run_text(release.check, setup)}")

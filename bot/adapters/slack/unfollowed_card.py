@@ -14,20 +14,20 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
 
 def unfollowed_text(card: UnfollowedRun) -> str:
     """The card's first line (also its notification text)."""
-    by = f"@{shown(card.sender)}" if card.sender else "someone"
+    by = f"@{_quoted(card.sender)}" if card.sender else "someone"
     how = {"workflow_dispatch": "dispatched by", "push": "started by a push of"}.get(
-        card.event, f"started ({shown(card.event) or 'unknown event'}) by"
+        card.event, f"started ({_quoted(card.event) or 'unknown event'}) by"
     )
     return (
-        f"Run {card.run_id} of {escape(card.workflow)}, {how} {escape(by)} on GitHub, waits at "
-        f"`{shown(card.environment)}` for the bot's answer. No rollout follows it."
+        f"Run {card.run_id} of {escape(card.workflow)}, {how} {by} on GitHub, waits at "
+        f"`{_quoted(card.environment)}` for the bot's answer. No rollout follows it."
     )
 
 
 def unfollowed_card(card: UnfollowedRun) -> list[Block]:
     lines = [
         section(f":warning: {unfollowed_text(card)}"),
-        context(f"<{card.run_url}|Run {card.run_id}> on `{shown(card.ref)}`"),
+        context(f"<{card.run_url}|Run {card.run_id}> on `{_quoted(card.ref)}`"),
     ]
     if card.fate is RunFate.UNANSWERED:
         lines.append(
@@ -51,12 +51,12 @@ def _answers(card: UnfollowedRun) -> list[Block]:
         follow = (
             "The release it deploys (its inputs' `relay_image_tag`) is not known until someone "
             "adopts it: GitHub's API does not show a run's inputs, so check them on its page. "
-            f"Adopt it (approvers) to follow it as a rollout of `{shown(card.tag)}` with the "
+            f"Adopt it (approvers) to follow it as a rollout of `{_quoted(card.tag)}` with the "
             "plan's gates, or Reject it."
         )
     else:
         follow = (
-            f"`{shown(card.ref)}` is not a release tag, so Adopt is refused: Reject it, or "
+            f"`{_quoted(card.ref)}` is not a release tag, so Adopt is refused: Reject it, or "
             "start the release's tag with `/rollout start <tag>`."
         )
     due = (
@@ -67,6 +67,7 @@ def _answers(card: UnfollowedRun) -> list[Block]:
     )
     adopt = confirm(
         "Adopt this run?",
+        # Plain text: shown as typed, nothing to escape.
         f"By adopting it you confirm that run {card.run_id} deploys {shown(card.tag or card.ref)} "
         "(check its inputs on its page: GitHub's API does not show them) and that the "
         "release's feature flags are ready. Its waiting stage is approved; the plan's gates "
@@ -106,3 +107,9 @@ def _fate(card: UnfollowedRun) -> str:
         f":hourglass: {verb} by default (UNFOLLOWED_RUN_DEFAULT): nobody adopted or rejected "
         f"it by {slack_time(card.due_at)}. No rollout follows it."
     )
+
+
+def _quoted(text: str) -> str:
+    """What GitHub sent (a branch, an environment, a login), quoted short and escaped: a
+    `<!channel>` in a branch's name reads as typed instead of notifying the channel."""
+    return escape(shown(text))
