@@ -287,7 +287,7 @@ def release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
     if release.phase is ReleasePhase.DISPATCHING:
         return f"Dispatching `{npm.workflow}` on `{npm.ref}` for {who}…"
     if release.phase is ReleasePhase.NOT_STARTED:
-        return f"Could not start Release for {who}: {escape(release.error)}"
+        return f"Could not start Release for {who}: {escape(release.error or 'no reason given')}"
     if release.phase is ReleasePhase.UNFOLLOWED and release.error:
         # Its looks failed every attempt (the database, most likely): the log has the rest.
         return _clip(
