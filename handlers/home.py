@@ -14,7 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapters.slack import views
 from bot.adapters.slack.blocks import BlockJson
-from bot.adapters.slack.status_views import active_blocks
+from bot.adapters.slack.status_views import active_blocks, services_blocks
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.services.catalog import Services
@@ -50,10 +50,10 @@ def _active(
     """The active rollouts of the services the viewer may see; each service's under its name
     when the bot releases several (those without any are left out)."""
     if not directory.several:
-        return active_blocks(active)
-    shown: list[BlockJson] = []
+        return active_blocks(active, room=views.HOME_ROOM)
+    shown: list[tuple[str, list[BlockJson]]] = []
     for services in admitted:
         name = services.service.name
         if its := [(rollout, plan) for rollout, plan in active if rollout.service == name]:
-            shown += active_blocks(its, service=name)
-    return shown or active_blocks([])
+            shown.append((name, active_blocks(its, service=name)))
+    return services_blocks(shown, room=views.HOME_ROOM) if shown else active_blocks([])

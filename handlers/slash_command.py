@@ -8,8 +8,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.adapters.slack import audit_views, lane_words, report_views, schedule_words, views
 from bot.adapters.slack.blocks import BlockJson
-from bot.adapters.slack.limits import fit_drawn
-from bot.adapters.slack.status_views import active_blocks, history_blocks
+from bot.adapters.slack.limits import MESSAGE_BLOCKS
+from bot.adapters.slack.status_views import active_blocks, history_blocks, services_blocks
 from bot.domain import rollout_command as commands
 from bot.domain.errors import NotAvailable, RolloutError
 from bot.domain.plan import RolloutPlan
@@ -99,9 +99,11 @@ async def _ephemeral(
     if isinstance(command, commands.Status):
         name = services.service.name
         shown = name if name != DEFAULT_SERVICE else None
-        blocks = active_blocks(await rollouts.active_with_plans(), service=shown)
         lane = lane_words.lane_blocks(await services.lane.state())
-        return "Active rollouts", fit_drawn(lane + blocks, "`/rollout history` lists them")
+        room = MESSAGE_BLOCKS - len(lane)
+        return "Active rollouts", lane + active_blocks(
+            await rollouts.active_with_plans(), service=shown, room=room
+        )
     if isinstance(command, commands.History) and command.tag is not None:
         timeline = await controls.timeline(command.tag)
         return audit_views.timeline_text(timeline), audit_views.timeline_blocks(timeline)
@@ -134,13 +136,14 @@ async def _ephemeral(
 
 async def channel_status(each: tuple[Services, ...]) -> tuple[str, list[BlockJson]]:
     """A bare `/rollout status` in a channel of several services: each one's lane and rollouts."""
-    blocks: list[BlockJson] = []
+    shown: list[tuple[str, list[BlockJson]]] = []
     for services in each:
-        active = await services.rollouts.active_with_plans()
         name = services.service.name
-        blocks += active_blocks(active, service=name)
-        blocks += lane_words.lane_blocks(await services.lane.state(), service=name)
-    return "Active rollouts", fit_drawn(blocks, "`/rollout status <service>` shows one service")
+        lane = lane_words.lane_blocks(await services.lane.state(), service=name)
+        shown.append(
+            (name, lane + active_blocks(await services.rollouts.active_with_plans(), service=name))
+        )
+    return "Active rollouts", services_blocks(shown)
 
 
 def register(app: AsyncApp, directory: ServiceDirectory) -> None:

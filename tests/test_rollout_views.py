@@ -30,11 +30,15 @@ from bot.adapters.slack.figures_modal import (
     figures_modal,
     parse_figures,
 )
-from bot.adapters.slack.limits import fit_drawn
 from bot.adapters.slack.preflight_card import preflight_card
 from bot.adapters.slack.rollout_card import rollout_card, rollout_text
-from bot.adapters.slack.status_views import active_blocks, history_blocks, status_blocks
-from bot.adapters.slack.views import home_tab
+from bot.adapters.slack.status_views import (
+    active_blocks,
+    history_blocks,
+    services_blocks,
+    status_blocks,
+)
+from bot.adapters.slack.views import HOME_ROOM, home_tab
 from bot.domain.controls import Hold
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Figures
@@ -446,18 +450,22 @@ def test_cards_of_huge_plans_stay_within_slack_limits(tracks: int, rings: int) -
 
 def test_many_services_status_and_home_tab_stay_within_slack_limits() -> None:
     """Each service's status fits on its own; a channel of 26 services, or a Home tab of 49,
-    put together is over Slack's 50 blocks a message and 100 a view unless cut as a whole."""
+    put together is over Slack's 50 blocks a message and 100 a view unless cut as a whole:
+    whole services are shown, and those left out are named."""
     one = active_blocks([(started(), PLAN)], service="billing-api")
-    together = [block for _ in range(60) for block in one]
-    assert len(together) > 100
+    each = [(f"svc-{n}", one) for n in range(60)]
 
-    status = fit_drawn(together, "`/rollout status <service>` shows one service")
+    status = services_blocks(each)
     assert_within_slack_limits(status)
-    assert "more blocks not shown: `/rollout status <service>`" in render_blocks(status)
+    assert len(status) == 1 + len(one) * ((50 - 1) // len(one))  # whole services and the note
+    assert "_Not shown: svc-" in render_blocks(status)
 
-    home = home_tab(together, running=build())
-    assert len(home["blocks"]) == 100
+    home = home_tab(services_blocks(each, room=HOME_ROOM), running=build())
+    assert len(home["blocks"]) <= 100
     assert "/rollout: staged releases" in render_view(home)
+
+    many = active_blocks([(replace(started(), id=f"r-{n}"), PLAN) for n in range(60)], room=48)
+    assert len(many) == 48  # beside a service's two lane lines, within one message
 
 
 # -- status and history ----------------------------------------------------------------------

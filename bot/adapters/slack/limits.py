@@ -12,7 +12,6 @@ that this module lists every limit the views live within.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from slack_sdk.models.blocks import Block, ContextBlock, MarkdownTextObject
 
@@ -123,14 +122,3 @@ def fit(blocks: list[Block], what: str, limit: int = MESSAGE_BLOCKS) -> list[Blo
     kept = blocks[: limit - 1]
     note = f"_{len(blocks) - len(kept)} more blocks not shown: {what}_"
     return [*kept, ContextBlock(elements=[MarkdownTextObject(text=clip(note, CONTEXT_TEXT))])]
-
-
-def fit_drawn(
-    blocks: list[dict[str, Any]], what: str, limit: int = MESSAGE_BLOCKS
-) -> list[dict[str, Any]]:
-    """`fit` for blocks already drawn as JSON: several views' blocks put together (each view
-    fits on its own, their sum may not)."""
-    if len(blocks) <= limit:
-        return blocks
-    parsed = [Block.parse(block) for block in blocks]
-    return [block.to_dict() for block in fit([b for b in parsed if b is not None], what, limit)]

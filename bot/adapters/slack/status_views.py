@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 
 from slack_sdk.models.blocks import Block
 
-from bot.adapters.slack.blocks import BlockJson, as_json, header, section, sections
-from bot.adapters.slack.limits import fit
+from bot.adapters.slack.blocks import BlockJson, as_json, context, header, section, sections
+from bot.adapters.slack.limits import CONTEXT_TEXT, MESSAGE_BLOCKS, clip, fit
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.rollout_words import card_facts, current_stage, lane_title, verdict_words
 from bot.domain.plan import RolloutPlan
@@ -35,10 +35,14 @@ def _status_lines(rollout: Rollout, plan: RolloutPlan) -> list[str]:
 
 
 def status_blocks(
-    rollouts: Sequence[Rollout], plan_for: PlanFor, *, service: str | None = None
+    rollouts: Sequence[Rollout],
+    plan_for: PlanFor,
+    *,
+    service: str | None = None,
+    room: int = MESSAGE_BLOCKS,
 ) -> list[BlockJson]:
     """`/rollout status`: the active rollouts and where each of their tracks stands (of
-    `service`, named when the bot releases several)."""
+    `service`, named when the bot releases several), in `room` blocks at most."""
     active = [rollout for rollout in rollouts if rollout.active]
     of = f" of {service}" if service is not None else ""
     if not active:
@@ -46,15 +50,37 @@ def status_blocks(
     blocks: list[Block] = [header(f"Active rollouts{of}")]
     for rollout in active:
         blocks.extend(sections(_status_lines(rollout, plan_for(rollout))))
-    return as_json(fit(blocks, "finish or cancel a rollout to see the others"))
+    return as_json(fit(blocks, "finish or cancel a rollout to see the others", room))
 
 
 def active_blocks(
-    active: Sequence[tuple[Rollout, RolloutPlan]], *, service: str | None = None
+    active: Sequence[tuple[Rollout, RolloutPlan]],
+    *,
+    service: str | None = None,
+    room: int = MESSAGE_BLOCKS,
 ) -> list[BlockJson]:
     """The status of the active rollouts, each drawn with its own plan."""
     plans = {rollout.id: plan for rollout, plan in active}
-    return status_blocks([rollout for rollout, _ in active], lambda r: plans[r.id], service=service)
+    rollouts = [rollout for rollout, _ in active]
+    return status_blocks(rollouts, lambda r: plans[r.id], service=service, room=room)
+
+
+def services_blocks(
+    each: Sequence[tuple[str, list[BlockJson]]], *, room: int = MESSAGE_BLOCKS
+) -> list[BlockJson]:
+    """Several services' blocks (each its lane and its rollouts) in `room` blocks: whole
+    services while they fit, then a line naming those left out."""
+    if sum(len(blocks) for _, blocks in each) <= room:
+        return [block for _, blocks in each for block in blocks]
+    shown: list[BlockJson] = []
+    left: list[str] = []
+    for name, blocks in each:
+        if not left and len(shown) + len(blocks) < room:
+            shown += blocks
+        else:
+            left.append(name)
+    note = f"_Not shown: {', '.join(left)}. `/rollout status <service>` shows one service._"
+    return [*shown, *as_json([context(clip(note, CONTEXT_TEXT))])]
 
 
 def history_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[BlockJson]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from slack_sdk.models.views import View
 
 from bot.adapters.slack.blocks import BlockJson, ViewJson, as_json, context, header, section
-from bot.adapters.slack.limits import VIEW_BLOCKS, fit_drawn
+from bot.adapters.slack.limits import VIEW_BLOCKS
 from bot.domain.rollout_command import HELP
 from bot.version import Build
 
@@ -40,9 +40,11 @@ def note(text: str) -> tuple[str, list[BlockJson]]:
 
 
 def home_tab(shown: list[BlockJson], *, running: Build) -> ViewJson:
-    """The App Home tab: what the person may see (rollouts, or why not), the help, and the
-    running version (what an admin asks first)."""
-    about = [*help_blocks(), *as_json([context(str(running))])]
-    room = VIEW_BLOCKS - len(about)
-    rollouts = fit_drawn(shown, "`/rollout status` in a release channel shows them", room)
-    return View(type="home", blocks=[*rollouts, *about]).to_dict()
+    """The App Home tab: what the person may see (rollouts, or why not; `HOME_ROOM` blocks at
+    most), the help, and the running version (what an admin asks first)."""
+    about = as_json([context(str(running))])
+    return View(type="home", blocks=[*shown, *help_blocks(), *about]).to_dict()
+
+
+HOME_ROOM = VIEW_BLOCKS - len(help_blocks()) - 1
+"""Blocks the Home tab has for rollouts: a view's 100, less the help and the version."""
