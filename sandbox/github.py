@@ -75,6 +75,8 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self._job_duration = job_duration
         self.repositories: dict[str, SimRepository] = {}
         """Every repository served, by lower-cased `owner/name` (GitHub's paths ignore case)."""
+        self.renamed: dict[str, SimRepository] = {}
+        """Former names (lower-cased) of renamed repositories (`rename`): their paths redirect."""
         self.requests_without_deployment = False
         """Protection rule requests come with `deployment` null (GitHub's schema allows it)."""
         self._every_repository: list[EventCallback] = []

@@ -161,6 +161,27 @@ class SimRepository:
         if not reviewers:
             self.engine.protected -= names
 
+    def rename(self, new_name: str) -> None:
+        """Rename (or transfer) the repository to `new_name` (`owner/name`). As on GitHub, the
+        old name keeps answering, by redirect to the new one: 301 to a GET or HEAD, 307 to
+        any other method, to be repeated there verbatim ("Follow any redirects that the API
+        sends you", docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-rest-api;
+        developer.github.com/changes/2015-07-21-automatic-redirects-for-renamed-repositories).
+        GitHub's `Location` names the repository by id (`/repositories/{id}/...`); the
+        simulator's names it by its new name, which a client follows the same way."""
+        owner, _, name = new_name.partition("/")
+        if not owner or not name or "/" in name:
+            raise ValueError(f"repository must be owner/name, not {new_name!r}")
+        server = self.server
+        if new_name.lower() in server.repositories:
+            raise ValueError(f"the simulator already serves {new_name}")
+        old = self.repository.lower()
+        del server.repositories[old]
+        server.renamed[old] = self
+        server.renamed.pop(new_name.lower(), None)
+        server.repositories[new_name.lower()] = self
+        self.repository = new_name
+
     def remove_workflow(self, file_name: str) -> None:
         """Delete a workflow file from the repository (every ref): GitHub no longer knows it."""
         self.engine.workflows = [w for w in self.engine.workflows if w.file_name != file_name]

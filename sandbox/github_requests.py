@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,8 @@ class RequestPipeline:
     _api_path: str
     _forced: list[ForcedFailure]
     _faults: FaultPlan
+    renamed: Mapping[str, Any]
+    """Former names of renamed repositories (lower-cased) to their handles (`repository`)."""
     schedule_flush: Callable[[], None]
     run_actions: Callable[[], bool]
 
@@ -188,6 +190,9 @@ class RequestPipeline:
             denied = self._authenticate(request)
             if denied is not None:
                 return denied
+        moved = self._moved(request, path)
+        if moved is not None:
+            return moved
         for forced in self._forced:
             if forced.method in ("*", request.method) and fnmatch.fnmatchcase(path, forced.pattern):
                 forced.remaining -= 1
@@ -219,6 +224,28 @@ class RequestPipeline:
         self.rate_limit_remaining = max(self.rate_limit_remaining - 1, 0)
         response.headers.update(self._rate_headers())
         return response
+
+    def _moved(self, request: web.Request, path: str) -> web.Response | None:
+        """A renamed repository's former path (`SimRepository.rename`): GitHub redirects it,
+        301 Moved Permanently to a GET or HEAD and 307 Temporary Redirect to any other method
+        (the request is to be repeated verbatim at `Location`), with a JSON body naming it."""
+        parts = path.split("/", 4)
+        if len(parts) < 4 or parts[1] != "repos":
+            return None
+        handle = self.renamed.get(f"{parts[2]}/{parts[3]}".lower())
+        if handle is None:
+            return None
+        rest = f"/{parts[4]}" if len(parts) > 4 else ""
+        location = f"{request.url.origin()}{self._api_path}/repos/{handle.repository}{rest}"
+        if request.query_string:
+            location += f"?{request.query_string}"
+        status = 301 if request.method in ("GET", "HEAD") else 307
+        body = {
+            "message": "Moved Permanently",
+            "url": location,
+            "documentation_url": "https://docs.github.com/v3/#http-redirects",
+        }
+        return json_response(body, status, {**self._rate_headers(), "Location": location})
 
     def _authenticate(self, request: web.Request) -> web.Response | None:
         header = request.headers.get("Authorization", "")

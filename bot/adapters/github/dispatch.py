@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 from github import GithubException
+from github.Repository import Repository
 from github.WorkflowRun import WorkflowRun
 
 from bot.adapters.github.refusals import message
@@ -56,7 +57,8 @@ class WorkflowDispatch:
         """Dispatch once. An unclear answer (5xx, timeout, reset) may hide a run that started:
         it is searched for, never dispatched again; RunNotIdentified when it cannot be found."""
         operation = f"dispatch {workflow_file} on {ref}"
-        workflow = self._github.repo.get_workflow(workflow_file)  # lazy: no request
+        repo = await self._repository_now(operation)
+        workflow = repo.get_workflow(workflow_file)  # lazy: no request
         # The App's installation token is had first, in the same thread: a mint that fails is
         # a GitHubError saying nothing was sent, never an unclear answer to the dispatch.
         send = self._github.authenticated(
@@ -98,6 +100,31 @@ class WorkflowDispatch:
             operation,
         )
         return await self._await_dispatched_run(workflow_file, ref, dispatched_at, unclear=unclear)
+
+    async def _repository_now(self, operation: str) -> Repository:
+        """The repository under its name now. GitHub answers a write at a renamed or
+        transferred repository's former name `307 Temporary Redirect`, which PyGithub does not
+        follow (and its dispatch would read as sent); a read is answered 301, which it does.
+        So the repository is read first (conditionally: a 304 costs no rate limit) and the
+        dispatch goes to the name it answers with. A read that fails is the dispatch's
+        GitHubError: nothing was sent."""
+        github = self._github
+
+        def name_now() -> str:
+            data = github.get_conditional(f"/repos/{github.repository}")
+            name = data.get("full_name") if isinstance(data, dict) else None
+            return name if isinstance(name, str) and name.count("/") == 1 else github.repository
+
+        name = await github.call(operation, name_now, kind="dispatch")
+        if name.casefold() == github.repository.casefold():
+            return github.repo
+        _log.warning(
+            "GitHub: %s was renamed or transferred to %s: dispatching there; set the "
+            "service's repository to its new name",
+            github.repository,
+            name,
+        )
+        return github.client.get_repo(name)  # lazy: no request
 
     async def find_dispatched_run(
         self, *, workflow_file: str, ref: str, dispatched_at: datetime

@@ -83,6 +83,7 @@ class GitHubTransport:
             raise ValueError("give a token or a GitHub App")
         self._token = token or ""
         self.repository = repository
+        self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
         self.budget = budget

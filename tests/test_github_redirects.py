@@ -1,0 +1,96 @@
+"""A repository renamed or transferred while the bot knows it by its former name: GitHub keeps
+answering the old name by redirect, 301 to a read and 307 to a write, which is to be repeated
+verbatim at `Location` (docs.github.com/rest/using-the-rest-api/best-practices-for-using-the-
+rest-api, "Follow any redirects that the API sends you"). The sandbox's `rename` does so."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from bot.adapters.github.dispatch import DispatchSearch
+from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.transport import GitHubTransport
+from bot.domain.errors import GitHubError
+from sandbox.config import GITHUB_TOKEN, REPOSITORY
+from sandbox.github import GitHubSimulator
+from sandbox.workflows import deployment_strategy_workflow
+
+WORKFLOW = "deployment-strategy.yml"
+INPUTS = {**deployment_strategy_workflow().default_inputs(), "relay_image_tag": "v1.4.2"}
+CANARY = "Relay rollout 5% canary (30m)"
+RENAMED = "scriptum/scriptum-editor"
+
+
+@pytest.fixture
+async def gh() -> AsyncIterator[GitHubSimulator]:
+    async with GitHubSimulator(token=GITHUB_TOKEN) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def gateway(gh: GitHubSimulator) -> AsyncIterator[PyGithubGateway]:
+    transport = GitHubTransport(
+        api_url=gh.api_url, token=GITHUB_TOKEN, repository=REPOSITORY, timeout=2, backoff=0.01
+    )
+    gateway = PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
+    yield gateway
+    await gateway.close()
+
+
+async def dispatch(gateway: PyGithubGateway) -> int:
+    started = await gateway.dispatch(
+        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=datetime.now(UTC)
+    )
+    return started.run_id
+
+
+async def test_an_approval_at_a_renamed_repositorys_former_name_is_applied_at_its_new_one(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.rename(RENAMED)
+
+    approved = await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment="go"
+    )
+
+    assert approved is True
+    [review] = gh.reviews
+    assert (review.environments, review.state) == (("relay-canary-5",), "approved")
+    assert [r.status for r in gh.requests if r.method == "POST"][-2:] == [307, 200]
+    assert (await gateway.snapshot(run_id)).jobs[CANARY].succeeded
+
+
+async def test_a_dispatch_at_a_renamed_repositorys_former_name_starts_one_run_there(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    gh.rename(RENAMED)
+
+    run_id = await dispatch(gateway)
+
+    [recorded] = gh.dispatches
+    assert recorded.run_id == run_id
+    assert recorded.inputs == INPUTS
+    assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
+
+
+async def test_a_write_redirected_where_the_bot_does_not_follow_is_refused_never_applied(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.fail_next(
+        "POST",
+        "/repos/*/actions/runs/*/pending_deployments",
+        307,
+        {"message": "Moved Permanently", "url": "https://elsewhere.example/x"},
+    )
+
+    with pytest.raises(GitHubError, match="307"):
+        await gateway.review(
+            run_id=run_id, environments=["relay-canary-5"], state="approved", comment="go"
+        )
+
+    assert gh.reviews == []
