@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from sandbox_views import begun, dispatched, value_of
+from test_protection_rules import answers, app_box
 
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
+from bot.domain.rollout import StageState
 from sandbox.config import GITHUB_TOKEN, REPOSITORY
 from sandbox.github import GitHubSimulator
 from sandbox.workflows import deployment_strategy_workflow
@@ -94,3 +98,25 @@ async def test_a_write_redirected_where_the_bot_does_not_follow_is_refused_never
         )
 
     assert gh.reviews == []
+
+
+async def test_the_apps_answer_at_a_renamed_repositorys_former_name_is_applied_at_its_new_one(
+    tmp_path: Path, database_url: str
+) -> None:
+    """App mode: the rule's callback is posted at the name the bot knows; GitHub's 307 is
+    followed, so the request is answered (closing it on a 307 would hold the stage forever)."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+        promote = await value_of(box, "promote", "relay")
+        box.github.rename(RENAMED)
+
+        assert await box.click("promote", value=promote) is None
+
+        await begun(box, "relay", "half")
+        assert answers(box, "relay-rollout-50") == [("relay-rollout-50", "approved")]
+        assert [
+            r.status
+            for r in box.github.requests
+            if r.method == "POST" and r.path.endswith("/deployment_protection_rule")
+        ][-2:] == [307, 204]
