@@ -28,6 +28,7 @@ from sandbox.github_runs import ActionsError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RATE_LIMIT = 5000
+_REDIRECTS_DOC = "https://docs.github.com/rest/using-the-rest-api/getting-started-with-the-rest-api"
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,11 @@ class ForcedFailure:
     method: str
     pattern: str
     status: int
-    body: Json
+    body: Json | str
+    """GitHub's JSON error, or a text body (an error page that is not JSON)."""
     remaining: int
+    redirect: bool = False
+    """A temporary redirection (`redirect_next`): `Location` is the request's own URL."""
 
 
 class RequestPipeline:
@@ -96,6 +100,26 @@ class RequestPipeline:
             else:
                 body = shapes.error("Server Error" if status >= 500 else "Error", status)
         self._forced.append(ForcedFailure(method.upper(), path_pattern, status, body, times))
+
+    def fail_next_with_text(
+        self, method: str, path_pattern: str, status: int, text: str, *, times: int = 1
+    ) -> None:
+        """Answer the next `times` matching requests `status` with a body that is not JSON
+        (an HTML error page from a proxy or load balancer in front of the API)."""
+        self._forced.append(ForcedFailure(method.upper(), path_pattern, status, text, times))
+
+    def redirect_next(
+        self, method: str, path_pattern: str, status: int = 307, *, times: int = 1
+    ) -> None:
+        """Answer the next `times` matching requests with a temporary redirection (302 or
+        307) to their own URL. GitHub's REST docs, "HTTP redirects": "302, 307: Temporary
+        redirection. The request should be repeated verbatim to the URI specified in the
+        Location header field but clients should continue to use the original URI for future
+        requests." """
+        body = {"message": "Temporary Redirect", "documentation_url": _REDIRECTS_DOC}
+        self._forced.append(
+            ForcedFailure(method.upper(), path_pattern, status, body, times, redirect=True)
+        )
 
     def fault_next(self, method: str, path_pattern: str, kind: str, *, times: int = 1) -> None:
         """Inject the fault `kind` (`github_faults.FaultKind`) into the next `times` requests
@@ -198,8 +222,14 @@ class RequestPipeline:
                 forced.remaining -= 1
                 self._forced = [f for f in self._forced if f.remaining > 0]
                 headers = self._rate_headers()
+                if isinstance(forced.body, str):
+                    return web.Response(
+                        text=forced.body, status=forced.status, content_type="text/html"
+                    )
                 if forced.status == 403 and "rate limit" in str(forced.body.get("message", "")):
                     headers["X-RateLimit-Remaining"] = "0"
+                if forced.redirect:
+                    headers["Location"] = str(request.url)
                 return json_response(forced.body, forced.status, headers)
         if isinstance(body, str):
             return json_response(shapes.error("Problems parsing JSON", 400), 400)

@@ -120,3 +120,52 @@ async def test_the_apps_answer_at_a_renamed_repositorys_former_name_is_applied_a
             for r in box.github.requests
             if r.method == "POST" and r.path.endswith("/deployment_protection_rule")
         ][-2:] == [307, 204]
+
+
+# -- temporary redirections and error pages (GitHub's REST docs, "HTTP redirects") ---------------
+
+
+def statuses(gh: GitHubSimulator, method: str, path: str) -> list[int]:
+    return [r.status for r in gh.requests if r.method == method and r.path == path]
+
+
+async def test_a_read_redirected_temporarily_is_read_again_where_github_said(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.redirect_next("GET", f"/repos/{REPOSITORY}/actions/runs/{run_id}", 307)
+
+    snapshot = await gateway.snapshot(run_id)
+
+    assert snapshot.is_waiting("relay-canary-5")
+    assert statuses(gh, "GET", f"/repos/{REPOSITORY}/actions/runs/{run_id}")[-2:] == [307, 200]
+
+
+async def test_a_review_redirected_with_302_is_repeated_verbatim_and_applied(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    gh.redirect_next("POST", "/repos/*/actions/runs/*/pending_deployments", 302)
+
+    approved = await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment="go"
+    )
+
+    assert approved is True
+    [review] = gh.reviews
+    assert (review.environments, review.comment) == (("relay-canary-5",), "go")
+    path = f"/repos/{REPOSITORY}/actions/runs/{run_id}/pending_deployments"
+    assert statuses(gh, "POST", path) == [302, 200]
+
+
+async def test_an_error_page_that_is_not_json_is_githubs_error_not_a_crash(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    page = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+    gh.fail_next_with_text("GET", f"/repos/*/actions/runs/{run_id}/jobs", 502, page, times=5)
+
+    with pytest.raises(GitHubError, match="502"):
+        await gateway.snapshot(run_id)
+
+    assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")

@@ -18,7 +18,6 @@ transport on them shares.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -32,6 +31,7 @@ from pydantic import SecretStr, ValidationError
 
 from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
 from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.redirects import checked, followed
 from bot.adapters.github.refusals import (
     HINTS,
     app_credentials_fix,
@@ -228,15 +228,17 @@ class GitHubTransport:
             kept = self._answers.get(key)
         headers = {"If-None-Match": kept[0]} if kept is not None else {}
         requester = self.client.requester
-        status, answer_headers, body = requester.requestJson("GET", path, parameters, headers)
-        if status == 304 and kept is not None:
+        answer = followed(
+            self.api_url,
+            requester.requestJson("GET", path, parameters, headers),
+            lambda url: requester.requestJson("GET", url, None, headers),
+            what=f"GET {path}",
+        )
+        if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
             return kept[1]
-        data = json.loads(body) if body else None
-        if status >= 400:
-            output = data if isinstance(data, dict) else {"message": str(body)[:200]}
-            raise requester.createException(status, answer_headers, output)
-        etag = answer_headers.get("etag")
+        data = checked(requester, answer)
+        etag = answer[1].get("etag")
         if etag:
             with self._answers_lock:
                 self._answers[key] = (str(etag), data)
