@@ -169,3 +169,18 @@ async def test_an_error_page_that_is_not_json_is_githubs_error_not_a_crash(
         await gateway.snapshot(run_id)
 
     assert (await gateway.snapshot(run_id)).is_waiting("relay-canary-5")
+
+
+async def test_a_review_whose_read_of_the_waits_is_redirected_is_applied(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    run_id = await dispatch(gateway)
+    path = f"/repos/{REPOSITORY}/actions/runs/{run_id}/pending_deployments"
+    gh.redirect_next("GET", path, 307)
+
+    assert await gateway.review(
+        run_id=run_id, environments=["relay-canary-5"], state="approved", comment=""
+    )
+
+    assert statuses(gh, "GET", path) == [307, 200]
+    assert [r.environments for r in gh.reviews] == [("relay-canary-5",)]

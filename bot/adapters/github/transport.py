@@ -215,9 +215,16 @@ class GitHubTransport:
         return call
 
     def get_json(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
-        """GET `path` (in the pool's thread); GithubException on a refusal."""
-        _, data = self.client.requester.requestJsonAndCheck("GET", path, parameters=parameters)
-        return data
+        """GET `path` (in the pool's thread), following a temporary redirection
+        (`redirects`); GithubException on a refusal."""
+        requester = self.client.requester
+        answer = followed(
+            self.api_url,
+            requester.requestJson("GET", path, parameters),
+            lambda url: requester.requestJson("GET", url),
+            what=f"GET {path}",
+        )
+        return checked(requester, answer)
 
     def get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
