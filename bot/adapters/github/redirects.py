@@ -45,6 +45,22 @@ def followed(api_url: str, answer: Answer, again: Callable[[str], Answer], *, wh
     return answer
 
 
+def get(
+    requester: Requester,
+    api_url: str,
+    path: str,
+    parameters: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Answer:
+    """GitHub's answer to `GET path`, its temporary redirections followed (`followed`)."""
+    return followed(
+        api_url,
+        requester.requestJson("GET", path, dict(parameters or {}) or None, dict(headers or {})),
+        lambda url: requester.requestJson("GET", url, None, dict(headers or {})),
+        what=f"GET {path}",
+    )
+
+
 def checked(requester: Requester, answer: Answer) -> Any:
     """The JSON of a 2xx answer (None when empty); GithubException for any other status."""
     status, headers, text = answer

@@ -31,7 +31,7 @@ from pydantic import SecretStr, ValidationError
 
 from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
 from bot.adapters.github.budget import RequestBudget
-from bot.adapters.github.redirects import checked, followed
+from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
     app_credentials_fix,
@@ -218,13 +218,7 @@ class GitHubTransport:
         """GET `path` (in the pool's thread), following a temporary redirection
         (`redirects`); GithubException on a refusal."""
         requester = self.client.requester
-        answer = followed(
-            self.api_url,
-            requester.requestJson("GET", path, parameters),
-            lambda url: requester.requestJson("GET", url),
-            what=f"GET {path}",
-        )
-        return checked(requester, answer)
+        return checked(requester, get(requester, self.api_url, path, parameters))
 
     def get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
@@ -235,12 +229,7 @@ class GitHubTransport:
             kept = self._answers.get(key)
         headers = {"If-None-Match": kept[0]} if kept is not None else {}
         requester = self.client.requester
-        answer = followed(
-            self.api_url,
-            requester.requestJson("GET", path, parameters, headers),
-            lambda url: requester.requestJson("GET", url, None, headers),
-            what=f"GET {path}",
-        )
+        answer = get(requester, self.api_url, path, parameters, headers)
         if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
             return kept[1]
