@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -311,5 +312,28 @@ def register(app: AsyncApp) -> None:
         return await next()
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_error(
+        error: Exception, body: dict[str, Any], respond: AsyncRespond
+    ) -> BoltResponse | None:
+        if isinstance(error, BoltUnhandledRequestError):
+            # A button or form of an older version, an event or interaction the bot has no
+            # use for: acknowledged, so Slack neither retries it nor shows the person an error.
+            log.info("Slack request acknowledged and ignored: %s", _unhandled(body))
+            return BoltResponse(status=200, body="")
         await report(error, body, respond)
+        return None
+
+
+def _unhandled(body: dict[str, Any]) -> str:
+    """What a request no listener takes is, in a few words (its type, and the id it names)."""
+    event = body.get("event")
+    actions = body.get("actions")
+    view = body.get("view")
+    named: object = None
+    if isinstance(event, dict):
+        named = event.get("type")
+    elif isinstance(actions, list) and actions and isinstance(actions[0], dict):
+        named = actions[0].get("action_id")
+    elif isinstance(view, dict):
+        named = view.get("callback_id")
+    return f"{body.get('type', body.get('command'))!r:.40} {named!r:.64}"
