@@ -177,9 +177,28 @@ def opens_form(
     ) -> None:
         click = parse(BlockActions, body)
         modal = await draw(click, request)
-        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+        try:
+            await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+        except SlackApiError as error:
+            if error.response.get("error") in _TRIGGER_SPENT:
+                raise FormNotOpened(FORM_TOO_LATE) from None
+            raise
 
     return acknowledged(telemetry, waits=False)(opens)
+
+
+class FormNotOpened(RolloutError):
+    """Slack would not open a form: the click's trigger_id was spent or too old."""
+
+    code = "form_not_opened"
+
+
+FORM_TOO_LATE = (
+    "The form could not open: Slack opens one form per click, within 3 seconds of it, and this "
+    "click's time was up. Nothing was changed; click the button again."
+)
+_TRIGGER_SPENT = frozenset({"expired_trigger_id", "exchanged_trigger_id"})
+"""views.open's answers for a trigger_id older than 3 seconds, or used already."""
 
 
 async def _answered(listener: Listener, kwargs: dict[str, Any], telemetry: Telemetry) -> None:
