@@ -96,3 +96,28 @@ async def test_a_form_whose_trigger_id_slack_says_expired_is_answered_with_what_
         assert "Something went wrong" not in shown, shown
         assert "again" in shown, shown
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_deleted_card_is_posted_again_and_its_thread_goes_on_under_it(
+    box: Sandbox,
+) -> None:
+    """Someone deletes the rollout's card: chat.update answers `message_not_found` and every
+    reply to its thread `thread_not_found`. The card is posted again and what the thread must
+    say (the gate's verdict) is said under it, not dead-lettered."""
+    await dispatched(box)
+    first = await box.wait_until(
+        lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING
+    )
+    assert first.message_ts is not None
+    box.slack.delete_message(RELEASE_CHANNEL, first.message_ts)
+
+    held = await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+    await box.slack.wait_for(lambda: len(box.slack.messages(RELEASE_CHANNEL)) == 1, timeout=30)
+    (card,) = box.slack.messages(RELEASE_CHANNEL)
+    assert card.ts != first.message_ts
+    await box.slack.wait_for(
+        lambda: any("gate PASS" in reply.rendered for reply in card.replies), timeout=30
+    )
+    assert (await box.rollout()).message_ts == card.ts
+    assert '"action_id": "rollback"' in json.dumps(card.blocks), "the new card has its buttons"
+    assert held.id == first.id

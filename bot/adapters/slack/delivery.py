@@ -15,6 +15,8 @@ from bot.services.ports import DeliveryFailed
 
 T = TypeVar("T")
 
+# chat.update of a deleted message, and a reply to the thread of one.
+_GONE = frozenset({"message_not_found", "thread_not_found"})
 # Slack's own troubles (its documented "try again" errors); any other error is a refusal.
 _TRANSIENT = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
@@ -50,7 +52,9 @@ def _failure(error: SlackApiError) -> DeliveryFailed:
         wait = _retry_after(response.headers)
         return DeliveryFailed(f"Slack rate limit ({code})", retry_after=wait)
     transient = status >= 500 or code in _TRANSIENT
-    return DeliveryFailed(f"Slack answered {status} {code}", permanent=not transient)
+    return DeliveryFailed(
+        f"Slack answered {status} {code}", permanent=not transient, card_gone=code in _GONE
+    )
 
 
 def _retry_after(headers: Any) -> float:
