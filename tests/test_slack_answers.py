@@ -19,9 +19,9 @@ from sandbox_views import dispatched, stage_state, value_of
 from test_controls import sandbox_for
 
 from bot.domain.rollout import StageState
-from sandbox.config import RELEASE_CHANNEL, SLACK_SIGNING_SECRET
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox, fast_plan
-from sandbox.signing import slack_signature_headers
+from sandbox.signing import slack_signature_headers, slash_command_body
 from sandbox.slack_views import TRIGGER_LIFETIME
 
 pytestmark = pytest.mark.story
@@ -121,3 +121,31 @@ async def test_a_deleted_card_is_posted_again_and_its_thread_goes_on_under_it(
     assert (await box.rollout()).message_ts == card.ts
     assert '"action_id": "rollback"' in json.dumps(card.blocks), "the new card has its buttons"
     assert held.id == first.id
+
+
+async def test_an_answer_for_the_channel_whose_response_url_slack_refused_is_posted(
+    box: Sandbox,
+) -> None:
+    """`/rollout freeze` is said in the channel, for everyone, through the command's
+    response_url. When Slack refuses that URL (404 `expired_url`: it is good for 5 posts
+    within 30 minutes) the freeze is still said in the channel, with chat.postMessage."""
+    expired = f"{box.slack.base_url}/commands/{box.slack.team_id}/1/expired"
+    body = slash_command_body(
+        text="freeze 2h INC-123 investigation",
+        user_id=RELEASE_MANAGER,
+        channel_id=RELEASE_CHANNEL,
+        response_url=expired,
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{box.url}/slack/events",
+            data=body,
+            headers=slack_signature_headers(SLACK_SIGNING_SECRET, body),
+        ) as response,
+    ):
+        assert response.status == 200
+
+    await box.slack.wait_for(lambda: bool(box.slack.messages(RELEASE_CHANNEL)), timeout=10)
+    (said,) = box.slack.messages(RELEASE_CHANNEL)
+    assert "INC-123 investigation" in said.rendered, said.rendered
