@@ -110,15 +110,31 @@ class ActionsEngine(EnvironmentGates):
             created_at=at,
             updated_at=at,
         )
-        for spec in workflow.jobs:
+        self.runs[run.id] = run
+        self._attempt(run, at)
+        return run
+
+    def rerun(self, run_id: int) -> None:
+        """Re-run every job of a completed run (`POST .../rerun`): its next attempt, the same
+        run id, new jobs; the run's review history keeps the earlier attempts' reviews."""
+        run = self.runs[run_id]
+        if run.status != "completed":
+            raise ActionsError(403, "This workflow is already running")
+        at = self.clock()
+        run.attempt += 1
+        run.status, run.conclusion, run.updated_at = "queued", None, at
+        self._attempt(run, at)
+
+    def _attempt(self, run: SimRun, at: datetime) -> None:
+        """The jobs of the run's current attempt, each queued, and the run requested."""
+        run.jobs = []
+        for spec in run.workflow.jobs:
             names = [SETUP_STEP, *(step.name for step in spec.steps), COMPLETE_STEP]
             steps = [SimStep(name=name, number=i) for i, name in enumerate(names, start=1)]
             run.jobs.append(SimJob(next(self.ids.jobs), run.id, spec, at, steps))
         self._failures.attach(run)
-        self.runs[run.id] = run
         self._touched.add(run.id)
         self._emit(Transition("workflow_run", "requested", run))
-        return run
 
     def fail_job(
         self,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from sandbox.github_runs import Deployment, SimJob, SimRun, SimStep
+from sandbox.github_runs import Deployment, Review, SimJob, SimRun, SimStep
 from sandbox.workflows import Workflow
 
 Json = dict[str, Any]
@@ -166,7 +167,7 @@ def run(urls: Urls, sim: SimRun, *, default_branch: str) -> Json:
         "updated_at": iso(sim.updated_at),
         "actor": actor,
         "triggering_actor": actor,
-        "run_attempt": 1,
+        "run_attempt": sim.attempt,
         "referenced_workflows": [],
         "run_started_at": iso(sim.created_at),
         "jobs_url": f"{api}/jobs",
@@ -175,7 +176,7 @@ def run(urls: Urls, sim: SimRun, *, default_branch: str) -> Json:
         "artifacts_url": f"{api}/artifacts",
         "cancel_url": f"{api}/cancel",
         "rerun_url": f"{api}/rerun",
-        "previous_attempt_url": None,
+        "previous_attempt_url": f"{api}/attempts/{sim.attempt - 1}" if sim.attempt > 1 else None,
         "workflow_url": f"{urls.repo_api}/actions/workflows/{sim.workflow.id}",
         "head_commit": {
             "id": sim.head_sha,
@@ -209,7 +210,7 @@ def job(urls: Urls, sim: SimJob, sim_run: SimRun) -> Json:
         "workflow_name": sim_run.workflow.name,
         "head_branch": sim_run.branch,
         "run_url": f"{urls.repo_api}/actions/runs/{sim.run_id}",
-        "run_attempt": 1,
+        "run_attempt": sim_run.attempt,
         "node_id": node_id("CheckRun", sim.id),
         "head_sha": sim_run.head_sha,
         "url": f"{urls.repo_api}/actions/jobs/{sim.id}",
@@ -281,6 +282,18 @@ def pending_deployment(
         "wait_timer_started_at": iso(sim.waiting_since),
         "current_user_can_approve": can_approve,
         "reviewers": reviewers,
+    }
+
+
+def review(urls: Urls, sim: Review, environment_ids: Mapping[str, int]) -> Json:
+    """One entry of a run's review history (`GET .../approvals`): no attempt, no time."""
+    return {
+        "state": sim.state,
+        "comment": sim.comment,
+        "environments": [
+            environment_ref(urls, name, environment_ids[name]) for name in sim.environments
+        ],
+        "user": user(urls, sim.actor),
     }
 
 

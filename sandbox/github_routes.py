@@ -156,6 +156,7 @@ class RunRoutes(SimulatorRoutes):
         app.router.add_get(f"{actions}/runs", self.list_runs)
         app.router.add_get(f"{actions}/runs/{{run_id:\\d+}}", self.get_run)
         app.router.add_post(f"{actions}/runs/{{run_id:\\d+}}/cancel", self.cancel_run)
+        app.router.add_post(f"{actions}/runs/{{run_id:\\d+}}/rerun", self.rerun_run)
         app.router.add_get(f"{actions}/runs/{{run_id:\\d+}}/jobs", self.list_jobs)
         pending = f"{actions}/runs/{{run_id:\\d+}}/pending_deployments"
         app.router.add_get(pending, self.list_pending_deployments)
@@ -290,6 +291,12 @@ class RunRoutes(SimulatorRoutes):
         repository.engine.cancel(sim_run.id)
         return json_response({}, status=202)
 
+    async def rerun_run(self, request: web.Request) -> web.Response:
+        repository, sim_run = self._run(request)
+        repository.engine.rerun(sim_run.id)
+        repository.engine.process()
+        return json_response({}, status=201)
+
     async def list_jobs(self, request: web.Request) -> web.Response:
         repository, sim_run = self._run(request)
         items = [shapes.job(repository.urls, sim_job, sim_run) for sim_job in sim_run.jobs]
@@ -351,21 +358,9 @@ class RunRoutes(SimulatorRoutes):
     async def list_approvals(self, request: web.Request) -> web.Response:
         """The run's review history: every approval or rejection, by whom, oldest first."""
         repository, sim_run = self._run(request)
-        urls = repository.urls
-        history = [
-            {
-                "state": review.state,
-                "comment": review.comment,
-                "environments": [
-                    shapes.environment_ref(urls, name, repository.engine.environments[name])
-                    for name in review.environments
-                ],
-                "user": shapes.user(urls, review.actor),
-            }
-            for review in repository.reviews
-            if review.run_id == sim_run.id
-        ]
-        return json_response(history)
+        urls, ids = repository.urls, repository.engine.environments
+        reviews = [r for r in repository.reviews if r.run_id == sim_run.id]
+        return json_response([shapes.review(urls, review, ids) for review in reviews])
 
     async def review_pending_deployments(self, request: web.Request) -> web.Response:
         repository, sim_run = self._run(request)

@@ -113,8 +113,10 @@ class SimRun:
     created_at: datetime
     updated_at: datetime
     jobs: list[SimJob] = field(default_factory=list)
+    """The jobs of the current attempt (GitHub's jobs list shows the latest attempt's)."""
     status: str = "queued"
     conclusion: str | None = None
+    attempt: int = 1
 
     def job(self, key_or_name: str) -> SimJob:
         for job in self.jobs:

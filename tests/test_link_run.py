@@ -21,6 +21,7 @@ from test_controls import sandbox_for
 from test_github_faults import DISPATCHES, sandbox
 
 from bot.domain.rollout import Phase, Rollout
+from bot.domain.rollout.state import Stage, StageState
 from bot.services.following import DISPATCH_SEARCH
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox
@@ -87,6 +88,33 @@ async def test_a_run_is_linked_after_the_bot_gave_up_and_is_followed(sandbox: Sa
         ("rollout-bot", "gave_up", None),
         (RELEASE_MANAGER, "ok", run_id),
     ]
+
+
+async def test_a_re_run_s_first_attempt_approvals_do_not_promote_its_stages(
+    sandbox: Sandbox,
+) -> None:
+    """Someone approved 5% and 50% of a run on github.com, cancelled it and re-ran it, then
+    linked it. GitHub's review history names no attempt: the first attempt's approval of 50%
+    must not read as a promotion on GitHub, skipping the 5% gate."""
+    await gave_up(sandbox)
+    run_id = by_hand(sandbox)
+    engine = sandbox.github.engine
+    for environment in ("relay-canary-5", "relay-rollout-50"):
+        sandbox.github.review(run_id, [environment], "approved", actor="octo-release")
+    engine.cancel(run_id)
+    engine.rerun(run_id)
+    engine.process()
+
+    assert f"Run {run_id} linked" in await sandbox.command(f"link {run_id}")
+
+    def canary(rollout: Rollout) -> Stage:
+        return rollout.track("relay").stage("canary")
+
+    await sandbox.wait_until(lambda r: canary(r).verdict is not None)  # its gate decided
+    await sandbox.pass_time(timedelta(minutes=1))  # the bot looks at the run again
+    held = canary(await sandbox.rollout())
+    assert held.state is StageState.HOLDING  # for a person's Promote: nobody clicked it
+    assert "relay-rollout-50" in {job.environment for job in engine.waiting_jobs(run_id)}
 
 
 async def test_a_freeze_refuses_a_link_that_would_start_a_rollout_back_in_its_preflight(

@@ -12,6 +12,7 @@ import pytest
 
 import bot.domain
 from bot.adapters.slack.blocks import as_json
+from bot.adapters.slack.limits import clip
 from bot.adapters.slack.messages import check_text, reason_text, render, two_person_text
 from bot.adapters.slack.unfollowed_card import unfollowed_card
 from bot.domain.controls import Control
@@ -224,3 +225,21 @@ def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
     )
     shown = render_blocks(as_json(unfollowed_card(card)))
     assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "clipped"),
+    [
+        ("see <https://github.com/o/r/actions/runs/7|run 7> now", 20, "see …"),
+        ("<@U0ALICE> said: more", 6, "…"),
+        ("a &amp; b and so on", 5, "a …"),
+        ("a &lt; b and so on", 7, "a &lt;…"),
+        ("<https://x|x> and more text", 17, "<https://x|x> an…"),
+        ("short", 5, "short"),
+    ],
+)
+def test_a_clipped_text_never_ends_inside_a_link_a_mention_or_an_entity(
+    text: str, limit: int, clipped: str
+) -> None:
+    assert clip(text, limit) == clipped
+    assert len(clipped) <= limit

@@ -512,6 +512,29 @@ async def test_cancel_stops_the_run_and_a_completed_run_cannot_be_cancelled(
     assert gh.requests[-1].status == 409
 
 
+async def test_a_re_run_is_the_next_attempt_of_the_same_run_with_the_earlier_reviews(
+    gh: GitHubSimulator, repo: Repository
+) -> None:
+    run = await dispatch(repo)
+    canary = gh.environment_id("relay-canary-5")
+    await review(repo, run, [canary], "approved", "canary go")
+    first = await call(lambda: [job.id for job in run.jobs()])
+    assert await call(run.rerun) is False  # still running: GitHub refuses (403)
+    assert gh.requests[-1].status == 403
+    await call(run.cancel)
+
+    assert await call(run.rerun) is True  # 201 Created
+    again = await call(repo.get_workflow_run, run.id)
+
+    assert (again.run_attempt, again.status, again.conclusion) == (2, "waiting", None)
+    assert again.previous_attempt_url == f"{run.url}/attempts/1"
+    state = await jobs(again)
+    assert state["Relay rollout 5% canary (30m)"] == ("waiting", None)
+    assert not set(first) & set(await call(lambda: [job.id for job in again.jobs()]))
+    _, history = await call(repo._requester.requestJsonAndCheck, "GET", f"{run.url}/approvals")
+    assert [(h["state"], h["comment"]) for h in history] == [("approved", "canary go")]
+
+
 async def test_job_durations_follow_the_clock(
     gh: GitHubSimulator, clock: ManualClock, repo: Repository
 ) -> None:

@@ -75,7 +75,10 @@ class WorkflowRuns:
                 waiting=frozenset(
                     item.environment.name for item in pending if item.current_user_can_approve
                 ),
-                reviews=self._reviews(run_id),
+                # GitHub's review history spans every attempt and names none: after a re-run,
+                # an earlier attempt's approval would read as this attempt's (a stage promoted
+                # on GitHub, its gate skipped). Only the first attempt's history is its own.
+                reviews=self._reviews(run_id) if run.run_attempt == 1 else (),
             )
 
         snapshot = await github.call(f"read run {run_id}", read, run_id=run_id)

@@ -117,6 +117,8 @@ class Run(_Answer):
     path: str = ""
     """The workflow file the run is of."""
     actor: Account | None = None
+    run_attempt: int = 1
+    """2 and up once someone re-ran it: the same id, new jobs."""
 
     def linkable_run(self) -> LinkableRun:
         return LinkableRun(

@@ -94,8 +94,18 @@ PRIVATE_METADATA = 3000
 
 
 def clip(text: str, limit: int) -> str:
-    """`text` within `limit` characters: cut with an ellipsis when longer."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """`text` within `limit` characters: cut with an ellipsis when longer, never inside a
+    `<url|label>`, a mention or an `&amp;`, which Slack would show half-written."""
+    if len(text) <= limit:
+        return text
+    kept = text[: limit - 1]
+    opened = kept.rfind("<")
+    if opened > kept.rfind(">"):
+        kept = kept[:opened]
+    entity = kept.rfind("&")
+    if entity >= 0 and ";" not in kept[entity:] and len(kept) - entity < len("&amp;"):
+        kept = kept[:entity]
+    return kept + "…"
 
 
 def pack(lines: Iterable[str], limit: int = SECTION_TEXT) -> list[str]:
