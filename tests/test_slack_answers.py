@@ -149,3 +149,18 @@ async def test_an_answer_for_the_channel_whose_response_url_slack_refused_is_pos
     await box.slack.wait_for(lambda: bool(box.slack.messages(RELEASE_CHANNEL)), timeout=10)
     (said,) = box.slack.messages(RELEASE_CHANNEL)
     assert "INC-123 investigation" in said.rendered, said.rendered
+
+
+@pytest.mark.parametrize("error", ["invalid_auth", "account_inactive", "token_revoked"])
+async def test_a_card_refused_for_the_bots_credentials_is_posted_once_they_work_again(
+    box: Sandbox, error: str
+) -> None:
+    """Slack refuses the bot's token for a while (a token being rotated, an IP allow-list
+    being fixed): what the channel must be told waits and is retried, not dead-lettered at
+    the first refusal."""
+    box.slack.fail_next("chat.postMessage", error=error)
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    await box.slack.wait_for(lambda: len(box.slack.messages(RELEASE_CHANNEL)) == 1, timeout=20)
+    assert (await box.rollout()).message_ts == box.slack.messages(RELEASE_CHANNEL)[0].ts
