@@ -79,6 +79,6 @@ def started_answer(tag: str, rollout_id: str, *, posted: bool) -> str:
         return f"Preflight of `{tag}` posted ({rollout_id})."
     return (
         f"Preflight of `{tag}` started ({rollout_id}), but its card is not in this channel: "
-        "Slack has not taken it. If the bot is not a member here, `/invite` it, then type "
-        f"`/rollout start {tag}` again: that posts the card of this rollout."
+        "Slack has not taken it. If the bot is not a member here, `/invite` it, then type the "
+        "same `/rollout start` again: that posts the card of this rollout."
     )
