@@ -151,6 +151,26 @@ async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
     assert poller.scheduler.poller.paused_until is None
 
 
+async def test_a_rate_limit_that_says_no_wait_pauses_polling_a_minute(quiet: Sandbox) -> None:
+    """A secondary rate limit (429) without `Retry-After`, with requests left: GitHub's REST
+    docs say to wait at least one minute before retrying, not the poll interval."""
+    run_id = (await deploying_canary(quiet)).run_id
+    assert run_id is not None
+    poller = Poller(quiet)
+    await poller.look(run_id)
+    secondary = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}
+    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 429, secondary, times=5)
+
+    refused = await poller.look(run_id, after=BASE)
+
+    assert {r.status for r in refused} == {429}
+    paused = poller.scheduler.poller.paused_until
+    assert paused is not None and paused - poller.clock() >= timedelta(minutes=1)
+    assert await poller.look(run_id, after=BASE * 5) == []  # 50 s: still waiting
+    resumed = await poller.look(run_id, after=BASE * 2)
+    assert resumed and 429 not in {r.status for r in resumed}
+
+
 async def test_two_replicas_look_at_a_run_once_per_interval_between_them(quiet: Sandbox) -> None:
     run_id = (await deploying_canary(quiet)).run_id
     assert run_id is not None

@@ -98,23 +98,31 @@ def rate_limited(exc: GithubException) -> bool:
     )
 
 
-def retry_after(exc: GithubException) -> float | None:
-    """Seconds GitHub asks to wait: `Retry-After`, or until `X-RateLimit-Reset` when no
-    requests are left; None when it did not say."""
+UNSAID_WAIT = 60.0
+"""Seconds to wait after a rate limit that says nothing of when to try again. GitHub's REST
+docs ("Rate limits for the REST API", exceeding the rate limit): use `retry-after` when
+present; else, with `x-ratelimit-remaining` 0, wait until `x-ratelimit-reset`; "Otherwise, wait
+for at least one minute before retrying" (a secondary rate limit)."""
+
+
+def retry_after(exc: GithubException) -> float:
+    """Seconds a rate limit asks to wait: `Retry-After`, or until `X-RateLimit-Reset` when no
+    requests are left, or else GitHub's one minute (`UNSAID_WAIT`)."""
     headers = _headers(exc)
     if (retry_after := str(headers.get("retry-after", ""))).isdigit():
         return float(retry_after)
     reset = str(headers.get("x-ratelimit-reset", ""))
     if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
         return max(0.0, int(reset) - time.time())
-    return None
+    return UNSAID_WAIT
 
 
 def reset_hint(exc: GithubException) -> str:
     headers = _headers(exc)
     if (retry_after := headers.get("retry-after", "")).isdigit():
         return f"try again in {retry_after} s."
-    if (reset := headers.get("x-ratelimit-reset", "")).isdigit():
+    reset = str(headers.get("x-ratelimit-reset", ""))
+    if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
         at = datetime.fromtimestamp(int(reset), UTC)
         return f"the limit resets at {at:%H:%M:%S} UTC."
-    return "try again later."
+    return "try again in a minute."
