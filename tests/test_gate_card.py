@@ -131,8 +131,13 @@ def shown(verdict: GateVerdict, reading: Reading | None = None, **kw: str | None
             ":large_yellow_circle: *5% canary gate: INCONCLUSIVE*. Too little data: an unknown "
             "sample, the gate needs 1,000.",
         ),
+        (
+            relay("0", sample=0),
+            ":large_yellow_circle: *5% canary gate: INCONCLUSIVE*. No data: nothing was observed "
+            "in the window (a sample of 0).",
+        ),
     ],
-    ids=["pass", "error", "crash", "zero baseline", "kill switch", "small sample", "no sample"],
+    ids=["pass", "error", "crash", "zero baseline", "kill switch", "small sample", "no sample", "zero sample"],
 )
 def test_the_first_line_says_the_verdict_and_what_decided_it(
     verdict: GateVerdict, first_line: str

@@ -91,6 +91,8 @@ def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
     if verdict.verdict is Verdict.PASS:
         seen = f" on a sample of {verdict.sample:,}" if verdict.sample is not None else ""
         return f"Every metric is within its limit{seen}."
+    if reason is GateReason.INSUFFICIENT_SAMPLE and verdict.sample == 0:
+        return "No data: nothing was observed in the window (a sample of 0)."
     if reason is GateReason.INSUFFICIENT_SAMPLE:
         seen = "an unknown sample" if verdict.sample is None else f"a sample of {verdict.sample:,}"
         return f"Too little data: {seen}, the gate needs {verdict.min_sample:,}."
