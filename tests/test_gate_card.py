@@ -137,7 +137,16 @@ def shown(verdict: GateVerdict, reading: Reading | None = None, **kw: str | None
             "in the window (a sample of 0).",
         ),
     ],
-    ids=["pass", "error", "crash", "zero baseline", "kill switch", "small sample", "no sample", "zero sample"],
+    ids=[
+        "pass",
+        "error",
+        "crash",
+        "zero baseline",
+        "kill switch",
+        "small sample",
+        "no sample",
+        "zero sample",
+    ],
 )
 def test_the_first_line_says_the_verdict_and_what_decided_it(
     verdict: GateVerdict, first_line: str

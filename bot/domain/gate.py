@@ -144,8 +144,8 @@ def evaluate_relay(
     """The relay gate: error rate first, then the zero-baseline rule, then the crash ratio.
 
     A sample below `min_sample` (an unknown sample counts as below any positive minimum), or
-    a sample of zero, is INCONCLUSIVE. So is a missing or unusable rate (None, NaN, infinite, negative), unless the
-    rates it has already break a rule: never PASS without every figure.
+    a sample of zero, is INCONCLUSIVE. So is a missing or unusable rate (None, NaN, infinite,
+    negative), unless the rates it has already break a rule: never PASS without every figure.
     """
     _check_threshold("error_threshold", error_threshold)
     return _evaluate(

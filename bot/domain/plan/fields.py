@@ -36,6 +36,8 @@ def _duration(value: object) -> object:
 Duration = Annotated[
     timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
 ]
+
+
 def _unsigned(value: Decimal) -> Decimal:
     # `ge=0` lets -0 through, and no gate can use a signed figure (`bot.domain.gate`).
     if value.is_signed():
@@ -55,8 +57,7 @@ def _below_one(value: Decimal) -> Decimal:
     if value >= 1:
         shown = format_rate(value * 100)
         raise ValueError(
-            f"{value} is {shown}%: an error rate never exceeds it "
-            "(rates are fractions: 0.01 = 1%)"
+            f"{value} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
         )
     return value
 
