@@ -7,9 +7,13 @@ completed (or already stopped) is left as it is and never keeps the others from 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import sandbox_views as views
 import yaml
 from cleared import cleared_rollout
+from figures import RELAY_OK
 from test_rollout_machine import PLAN_TEXT, T0, at
 
 from bot.domain.gate import GateKind
@@ -26,6 +30,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
 from bot.plan_file import parse_plan
+from sandbox.harness import Sandbox, fast_plan, write_figures
 
 RUN = RunRef(run_id=7, html_url="https://github.example/o/r/actions/runs/7")
 API_JOB = "API deploy"
@@ -46,7 +51,7 @@ def plan_with_an_api_track() -> RolloutPlan:
         "metrics": {"source": "manual", "baseline_crash_rate": "0.001"},
     }
     data["tracks"] = {"api": api, **data["tracks"]}
-    return parse_plan(yaml.safe_dump(data), "plan.yml")
+    return parse_plan(yaml.safe_dump(data, sort_keys=False), "plan.yml")
 
 
 def job(name: str, *, done: bool) -> JobSnapshot:
@@ -96,3 +101,35 @@ def test_nothing_to_stop_says_why_of_the_first_track() -> None:
     rollout = abort(rollout, plan, track="relay", actor="U1", reason="", now=at(4)).rollout
     with pytest.raises(InvalidTransition, match="API already completed"):
         tracks_to_stop(rollout, plan, gate=GateKind.RELAY)
+
+
+async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_other(
+    tmp_path: Path, database_url: str
+) -> None:
+    """End to end (the real app, PyGithub against the GitHub simulator): a plan whose second
+    track is relay-gated too. The relay reaches 100% while the second track holds on its first
+    stage; `/rollout rollback` then rolls the second one back on GitHub."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    second = plan["tracks"]["desktop"]
+    second["gate"] = "relay"
+    second["thresholds"]["error_threshold"] = "0.01"
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+    ) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0", "error_rate": "0"}})
+        await views.dispatched(box)
+        await views.held(box, "desktop", "internal")
+        await views.promote(box, "relay", "canary")
+        await views.promote(box, "relay", "half")
+        await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+
+        await box.command("rollback")
+
+        stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.ROLLED_BACK)
+        assert stopped.track("relay").state is TrackState.COMPLETED
+        assert views.reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "rejected"),
+            ("desktop-kill-switch", "approved"),
+        ]
