@@ -8,7 +8,8 @@ Bolt's handler stays registered for failures before any listener runs.
 
 Every answer on a response_url goes through `LimitedRespond`: Slack takes at most 5 posts to
 one response_url within 30 minutes, so further answers (many duplicate clicks at once) go to
-the person with chat.postEphemeral instead, as does an answer the response_url refused.
+the person with chat.postEphemeral instead, as does an answer the response_url refused (one
+for the whole channel goes with chat.postMessage).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.error import BoltUnhandledRequestError
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -176,9 +178,28 @@ def opens_form(
     ) -> None:
         click = parse(BlockActions, body)
         modal = await draw(click, request)
-        await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+        try:
+            await client.views_open(trigger_id=click.trigger_id or "", view=modal)
+        except SlackApiError as error:
+            if error.response.get("error") in _TRIGGER_SPENT:
+                raise FormNotOpened(FORM_TOO_LATE) from None
+            raise
 
     return acknowledged(telemetry, waits=False)(opens)
+
+
+class FormNotOpened(RolloutError):
+    """Slack would not open a form: the click's trigger_id was spent or too old."""
+
+    code = "form_not_opened"
+
+
+FORM_TOO_LATE = (
+    "The form could not open: Slack opens one form per click, within 3 seconds of it, and this "
+    "click's time was up. Nothing was changed; click the button again."
+)
+_TRIGGER_SPENT = frozenset({"expired_trigger_id", "exchanged_trigger_id"})
+"""views.open's answers for a trigger_id older than 3 seconds, or used already."""
 
 
 async def _answered(listener: Listener, kwargs: dict[str, Any], telemetry: Telemetry) -> None:
@@ -252,6 +273,7 @@ class LimitedRespond(AsyncRespond):
         if more.get("blocks") and isinstance(text, str):
             text = clip(text, FALLBACK_TEXT)
         whole = {"text": text, **more}
+        unclear = False  # whether the response_url may have taken the answer all the same
         if self._uses.take(self._url):
             # On the app's HTTP session (the Web API client's), where Bolt's `respond` would
             # open a session and a connection for each answer.
@@ -265,32 +287,48 @@ class LimitedRespond(AsyncRespond):
                     webhook.send_dict(text) if isinstance(text, dict) else webhook.send(**whole)
                 )
             except (aiohttp.ClientError, TimeoutError) as error:
-                log.warning("response_url failed (%s); answering with chat.postEphemeral", error)
+                log.warning("response_url failed (%s); answering with the Web API", error)
+                unclear = True
             else:
                 if sent.status_code == 200:
                     return sent
-                log.warning("response_url answered %s; using chat.postEphemeral", sent.status_code)
-        return await self._ephemeral(whole)
+                log.warning(
+                    "response_url answered %s; answering with the Web API", sent.status_code
+                )
+        return await self._instead(whole, unclear=unclear)
 
-    async def _ephemeral(self, whole: dict[str, Any]) -> WebhookResponse:
+    async def _instead(self, whole: dict[str, Any], *, unclear: bool) -> WebhookResponse:
+        """The answer through the Web API: an ephemeral one with chat.postEphemeral, one for
+        the whole channel with chat.postMessage (unless the response_url may have posted it:
+        said twice to everyone is worse than a lost answer to one); a change of the original
+        message is skipped."""
         skipped = WebhookResponse(url=self._url, status_code=429, body="skipped", headers={})
         text = whole["text"]
         changes_original = whole.get("replace_original") or whole.get("delete_original")
         in_channel = whole.get("response_type") == "in_channel"
-        if changes_original or in_channel or not isinstance(text, str) or not self._user_id:
+        if changes_original or not isinstance(text, str) or not self._user_id:
             log.info("an answer beyond the response_url's limit was skipped")
             return skipped
+        if in_channel and (unclear or not self._channel_id):
+            log.info("an answer for the channel that may have been posted was not sent again")
+            return skipped
         try:
-            await self._client.chat_postEphemeral(
-                channel=self._channel_id or "",
-                user=self._user_id,
-                text=text,
-                blocks=whole.get("blocks"),
-            )
+            if in_channel:
+                await self._client.chat_postMessage(
+                    channel=self._channel_id or "", text=text, blocks=whole.get("blocks")
+                )
+            else:
+                await self._client.chat_postEphemeral(
+                    channel=self._channel_id or "",
+                    user=self._user_id,
+                    text=text,
+                    blocks=whole.get("blocks"),
+                )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as error:
             log.warning("an answer could not be sent: %s", type(error).__name__)
             return skipped
-        return WebhookResponse(url="chat.postEphemeral", status_code=200, body="ok", headers={})
+        method = "chat.postMessage" if in_channel else "chat.postEphemeral"
+        return WebhookResponse(url=method, status_code=200, body="ok", headers={})
 
 
 def register(app: AsyncApp) -> None:
@@ -311,5 +349,28 @@ def register(app: AsyncApp) -> None:
         return await next()
 
     @app.error
-    async def on_error(error: Exception, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_error(
+        error: Exception, body: dict[str, Any], respond: AsyncRespond
+    ) -> BoltResponse | None:
+        if isinstance(error, BoltUnhandledRequestError):
+            # A button or form of an older version, an event or interaction the bot has no
+            # use for: acknowledged, so Slack neither retries it nor shows the person an error.
+            log.info("Slack request acknowledged and ignored: %s", _unhandled(body))
+            return BoltResponse(status=200, body="")
         await report(error, body, respond)
+        return None
+
+
+def _unhandled(body: dict[str, Any]) -> str:
+    """What a request no listener takes is, in a few words (its type, and the id it names)."""
+    event = body.get("event")
+    actions = body.get("actions")
+    view = body.get("view")
+    named: object = None
+    if isinstance(event, dict):
+        named = event.get("type")
+    elif isinstance(actions, list) and actions and isinstance(actions[0], dict):
+        named = actions[0].get("action_id")
+    elif isinstance(view, dict):
+        named = view.get("callback_id")
+    return f"{body.get('type', body.get('command'))!r:.40} {named!r:.64}"

@@ -29,7 +29,7 @@ NOT_SHOWN = (
 
 
 def register(app: AsyncApp, directory: ServiceDirectory) -> None:
-    @app.event("app_home_opened")
+    @app.event("app_home_opened")  # in `payloads.HANDLED_EVENTS`: the edge answers others unread
     async def home_opened(body: dict[str, Any], client: AsyncWebClient) -> None:
         event = parse(EventCallback, body).event
         if event.tab != "home" or event.user is None:

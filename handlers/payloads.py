@@ -163,6 +163,11 @@ class UrlVerification(_Part):
 
 Interaction = BlockActions | ViewSubmission | EventCallback | UrlVerification
 
+HANDLED_INTERACTIONS = frozenset({"block_actions", "view_submission"})
+"""The interaction payload types a listener takes (`BlockActions`, `ViewSubmission`)."""
+HANDLED_EVENTS = frozenset({"app_home_opened"})
+"""The events a listener takes (`handlers.home`); the manifest subscribes to these alone."""
+
 
 def parse(model: type[M], body: object) -> M:
     """`body` as `model`; raises InvalidPayload (a clear answer, never a traceback) otherwise."""

@@ -5,7 +5,10 @@ before anything reads the body, so an unsigned request costs one log line and a 
 it holds; a body over `MAX_BODY` is not even read in full (413). A signed body is then
 validated into one of `handlers.payloads`' models; what does not fit (nothing Slack itself
 sends) is refused with a 400 and one line, and what fits reaches Bolt as that model again, so
-no listener meets a shape it does not expect.
+no listener meets a shape it does not expect. A signed request of a kind no listener takes (an
+event the bot does not use, `app_rate_limited`, a `view_closed`) is answered 200 unread: Slack
+retries an event answered otherwise, and disables the subscriptions of an app that answers
+more than 5% of them so (https://docs.slack.dev/reference/events/app_rate_limited/).
 Bolt's own verification is off: it would check the rebuilt body, and this check came first.
 """
 
@@ -28,6 +31,8 @@ from slack_sdk.signature import SignatureVerifier
 from handlers.app_keys import ACKS, BOLT, SETTINGS
 from handlers.origin import BODY_DIGEST
 from handlers.payloads import (
+    HANDLED_EVENTS,
+    HANDLED_INTERACTIONS,
     BlockActions,
     EventCallback,
     SlashCommand,
@@ -70,7 +75,7 @@ async def receive(request: web.Request) -> web.Response:
     except Refused as refused:
         log.info("Slack request refused: %s", refused.reason)
         return web.json_response({"error": refused.reason}, status=400)
-    if payload is None:  # Slack's SSL check: nothing to do
+    if payload is None:  # Slack's SSL check, or a kind of request the bot has no use for
         return web.Response(status=200)
     headers: dict[str, str | Sequence[str]] = {
         name.lower(): value for name, value in request.headers.items()
@@ -118,18 +123,43 @@ def _signed(request: web.Request, body: bytes) -> str | None:
 
 
 def _validated(text: str, content_type: str) -> BaseModel | None:
-    """The request as a model, None for Slack's SSL check; raises Refused otherwise."""
+    """The request as a model; None for Slack's SSL check and for a kind of request no listener
+    takes; raises Refused otherwise."""
     try:
         if content_type == "application/json" or text.startswith("{"):
-            return _Event.validate_json(text)
+            return None if _unused(text, events=True) else _Event.validate_json(text)
         form = dict(parse_qsl(text, keep_blank_values=True))
         if "ssl_check" in form:
             return None
         if "payload" in form:
-            return _Interaction.validate_json(form["payload"])
+            raw = form["payload"]
+            return None if _unused(raw, events=False) else _Interaction.validate_json(raw)
         return SlashCommand.model_validate(form)
     except ValidationError as error:
         raise Refused(_problem(error)) from None
+
+
+def _unused(raw: str, *, events: bool) -> bool:
+    """Whether `raw` is an Events API delivery (`events`) or an interaction payload of a kind
+    no listener takes. What is not JSON or names no type is not: the validation refuses it."""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False
+    kind = data.get("type") if isinstance(data, dict) else None
+    if not isinstance(kind, str):
+        return False
+    if events and kind == "event_callback":
+        event = data.get("event")
+        kind = event.get("type") if isinstance(event, dict) else None
+        unused = isinstance(kind, str) and kind not in HANDLED_EVENTS
+    elif events:
+        unused = kind not in ("event_callback", "url_verification")
+    else:
+        unused = kind not in HANDLED_INTERACTIONS
+    if unused:
+        log.info("Slack request answered and ignored: the bot has no use for %.64r", kind)
+    return unused
 
 
 def _problem(error: ValidationError) -> str:

@@ -65,11 +65,12 @@ async def start_answer(
                 origin.actor, started.tag, freeze, command.override_freeze, at=at
             )
             return *views.note(said), True
+    posted = started.message_ts is not None  # else Slack did not take the card (yet)
     if schedule is not None:
         return *views.note(
-            schedule_words.scheduled_answer(started.tag, started.id, schedule)
+            schedule_words.scheduled_answer(started.tag, started.id, schedule, posted=posted)
         ), False
-    return *views.note(f"Preflight of `{started.tag}` posted ({started.id})."), False
+    return *views.note(schedule_words.started_answer(started.tag, started.id, posted=posted)), False
 
 
 async def answer(

@@ -122,6 +122,12 @@ class MessageStore:
             )
         )
 
+    def delete_message(self, channel: str, ts: str) -> None:
+        """A person (the author or a workspace admin) deletes a message, as chat.delete does:
+        chat.update of it then answers `message_not_found`, and a reply to its thread
+        `thread_not_found` (https://github.com/slackapi/bolt-js/issues/2307)."""
+        self._delete(self._messages[(channel, ts)])
+
     def _delete(self, message: ChannelMessage) -> None:
         del self._messages[(message.channel, message.ts)]
         if message.thread_ts is None:

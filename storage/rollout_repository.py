@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.domain.service import DEFAULT_SERVICE
@@ -262,16 +262,21 @@ class RolloutRepository(ServiceStore):
         assert updated is not None
         return updated
 
-    async def set_message_ts(self, *, rollout_id: str, message_ts: str) -> str:
-        """Record the ts of the rollout's card once (its first post); returns the ts stored.
+    async def set_message_ts(
+        self, *, rollout_id: str, message_ts: str, replacing: str | None = None
+    ) -> str:
+        """Record the ts of the rollout's card once (its first post), or in place of
+        `replacing` (a deleted card, posted again); returns the ts stored.
 
         No version bump: nothing the domain decides changes, and a save made from a copy read
         before keeps the ts (see `save`).
         """
+        unset = RolloutRow.message_ts.is_(None)
+        was = unset if replacing is None else or_(unset, RolloutRow.message_ts == replacing)
         async with self._sessions.begin() as session:
             await session.execute(
                 update(RolloutRow)
-                .where(RolloutRow.id == rollout_id, RolloutRow.message_ts.is_(None), *self._scope)
+                .where(RolloutRow.id == rollout_id, was, *self._scope)
                 .values(message_ts=message_ts)
             )
             stored = await session.scalar(

@@ -57,8 +57,9 @@ async def save_changes(
         raise ValueError(f"rollout {wanted.id}: tracks cannot be added or removed")
     fields = {
         "state": wanted.state,
-        # Set once by the card's first post, which a stale copy must not undo.
-        "message_ts": stored.message_ts if wanted.message_ts is None else wanted.message_ts,
+        # Set by the card's post (`set_message_ts`: the first, or one replacing a deleted
+        # card), which a stale copy must not undo.
+        "message_ts": stored.message_ts if stored.message_ts is not None else wanted.message_ts,
         "run_id": wanted.run_id,
         "run_url": wanted.run_url,
         "ended_at": wanted.ended_at,

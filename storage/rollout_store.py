@@ -148,10 +148,15 @@ class RolloutStore:
             ) from None
         return _rollout(saved)
 
-    async def set_message_ts(self, rollout_id: str, message_ts: str) -> str:
-        """Record the ts of the rollout's first card post; the ts stored (a card posted
-        twice keeps the first)."""
-        return await self._repository.set_message_ts(rollout_id=rollout_id, message_ts=message_ts)
+    async def set_message_ts(
+        self, rollout_id: str, message_ts: str, *, replacing: str | None = None
+    ) -> str:
+        """Record the ts of the rollout's first card post, or (`replacing` the ts of a card
+        someone deleted) of the card posted again; the ts stored (a card posted twice keeps
+        the first)."""
+        return await self._repository.set_message_ts(
+            rollout_id=rollout_id, message_ts=message_ts, replacing=replacing
+        )
 
     async def active(self) -> list[Rollout]:
         """Rollouts that have not ended, oldest first."""

@@ -131,7 +131,6 @@ def _click(**changes: Any) -> dict[str, Any]:
         _click(user=[]),  # was AttributeError: 'list' object has no attribute 'get'
         _click(team=["T1"], channel="C0RELEASES"),
         {"type": "view_submission", "user": {"id": "U0RELMGR01"}, "view": []},
-        {"type": "shortcut", "user": {"id": "U0RELMGR01"}},
         [],
     ],
 )

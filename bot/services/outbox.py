@@ -291,7 +291,6 @@ class Outbox:
                 raise DeliveryFailed(f"rollout {rollout_id} is gone", permanent=True)
             drawn[rollout_id] = found
         rollout, plan = drawn[rollout_id]
-        payload = message.payload
         unclear = message.attempts > 0
         if message.kind == CARD:
             if rollout.message_ts is not None and await self._store.superseded(message):
@@ -306,34 +305,15 @@ class Outbox:
         ):
             log.info("message %s (%s) was posted by an earlier attempt", message.id, message.kind)
             return
-        if message.kind == THREAD:
-            await self._notifier.announce(rollout, told_event(payload), key=message.id)
-        elif message.kind == FAILURE:
-            await self._notifier.post_failure(
-                rollout, told_event(payload), channel=message.channel_id, key=message.id
-            )
-        elif message.kind == FIGURES:
-            track, stage = stage_of(payload)
-            await self._notifier.ask_for_figures(
-                rollout, plan, track=track, stage=stage, key=message.id
-            )
-        elif message.kind == GATE:
-            track, stage = stage_of(payload)
-            await self._notifier.post_gate_card(
-                rollout,
-                plan,
-                track=track,
-                stage=stage,
-                verdict=verdict_from_json(payload["verdict"]),
-                reading=gate_reading(payload),
-                key=message.id,
-            )
-        elif message.kind == SUMMARY:
-            events = await self._audit.list_for_rollout(rollout_id)
-            done = summarize(rollout, plan, events, machine=is_machine)
-            await self._notifier.post_summary(rollout, done, key=message.id)
-        else:
-            raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)
+        try:
+            await _post(self._notifier, self._audit, message, rollout, plan)
+        except DeliveryFailed as failure:
+            if not failure.card_gone or message.kind == FAILURE:
+                raise
+            # The thread's card was deleted: it is posted again, and the reply goes under it.
+            rollout = await self._card(rollout, plan, look=False)
+            drawn[rollout_id] = rollout, plan
+            await _post(self._notifier, self._audit, message, rollout, plan)
 
     async def _card(self, rollout: Rollout, plan: RolloutPlan, *, look: bool) -> Rollout:
         """Draw the card; its first post records its ts, which thread replies need. With
@@ -345,9 +325,42 @@ class Outbox:
                 found = await self._rollouts.set_message_ts(rollout.id, found)
                 rollout = replace(rollout, message_ts=found)
         ts = await self._notifier.publish(rollout, plan)
-        if rollout.message_ts is None:
-            ts = await self._rollouts.set_message_ts(rollout.id, ts)
+        if ts != rollout.message_ts:  # its first post, or a deleted card posted again
+            ts = await self._rollouts.set_message_ts(rollout.id, ts, replacing=rollout.message_ts)
         return replace(rollout, message_ts=ts)
+
+
+async def _post(
+    notifier: Notifier, audit: AuditLog, message: OutboxMessage, rollout: Rollout, plan: RolloutPlan
+) -> None:
+    """Post a message of the rollout's thread (or its failure elsewhere)."""
+    payload = message.payload
+    if message.kind == THREAD:
+        await notifier.announce(rollout, told_event(payload), key=message.id)
+    elif message.kind == FAILURE:
+        await notifier.post_failure(
+            rollout, told_event(payload), channel=message.channel_id, key=message.id
+        )
+    elif message.kind == FIGURES:
+        track, stage = stage_of(payload)
+        await notifier.ask_for_figures(rollout, plan, track=track, stage=stage, key=message.id)
+    elif message.kind == GATE:
+        track, stage = stage_of(payload)
+        await notifier.post_gate_card(
+            rollout,
+            plan,
+            track=track,
+            stage=stage,
+            verdict=verdict_from_json(payload["verdict"]),
+            reading=gate_reading(payload),
+            key=message.id,
+        )
+    elif message.kind == SUMMARY:
+        events = await audit.list_for_rollout(rollout.id)
+        done = summarize(rollout, plan, events, machine=is_machine)
+        await notifier.post_summary(rollout, done, key=message.id)
+    else:
+        raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)
 
 
 class _InHand:

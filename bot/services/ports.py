@@ -144,15 +144,22 @@ class WindowMetrics(Protocol):
 class DeliveryFailed(Exception):
     """Slack did not take a message. The outbox waits `retry_after` seconds when Slack said
     (HTTP 429), gives up at once when `permanent` (retrying cannot help: a channel the bot is
-    not in, a message Slack refuses), and otherwise backs off and tries again."""
+    not in, a message Slack refuses), and otherwise backs off and tries again. `card_gone`: the
+    message it updates or replies to is no longer in the channel (someone deleted the card)."""
 
     def __init__(
-        self, reason: str, *, retry_after: float | None = None, permanent: bool = False
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
+        card_gone: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-        self.permanent = permanent
+        self.permanent = permanent or card_gone
+        self.card_gone = card_gone
 
 
 class Notifier(Protocol):

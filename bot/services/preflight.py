@@ -94,6 +94,11 @@ class Preflights:
         effects = self._effects
         for track in self.plan.tracks:
             active = await effects.store.active_on_track(track)
+            if active is not None and active.message_ts is None:
+                # Its card never reached the channel (Slack refused it: the bot was not
+                # invited): post it again, so the starter has its buttons to go on or cancel.
+                await effects.outbox.send([card(active)])
+                active = await effects.get(active.id)
             if active is not None:
                 raise _in_progress(active, track)
         migrations, image = await self._github_checks(self.plan, tag)
@@ -299,10 +304,14 @@ def _not_checked(error: GitHubError) -> Check:
 
 
 def _in_progress(active: Rollout, track: str) -> RolloutError:
-    message = (active.message_ts or "").replace(".", "")
-    link = f"https://slack.com/archives/{active.channel_id}/p{message}"
+    if active.message_ts is None:
+        where = f"{active.id}; its card is not in <#{active.channel_id}>: Slack has not taken it"
+    else:
+        message = active.message_ts.replace(".", "")
+        link = f"https://slack.com/archives/{active.channel_id}/p{message}"
+        where = f"<{link}|{active.id}>"
     return RolloutInProgress(
-        f"`{active.tag}` is already rolling out (<{link}|{active.id}>, started by "
+        f"`{active.tag}` is already rolling out ({where}, started by "
         f"<@{active.started_by}>). One rollout per track at a time: finish or cancel it first.",
         track=track,
         active_rollout_id=active.id,

@@ -23,10 +23,14 @@ logging.getLogger(f"slack_bolt.{AsyncApp.__name__}").addFilter(_SameToken())  # 
 
 def bolt_app(client: AsyncWebClient, *, signing_secret: str) -> AsyncApp:
     """A Bolt app that calls Slack through `client`. It verifies no signature:
-    `handlers.slack_events` checks the raw body before anything parses it."""
+    `handlers.slack_events` checks the raw body before anything parses it. A request no
+    listener takes goes to the app's error handler (`handlers.errors`), which acknowledges it:
+    Bolt's own answer, a 404 (and no ack over Socket Mode), has Slack deliver it again and
+    show the person an error."""
     return AsyncApp(
         name="rollout-bot",  # Bolt would otherwise walk the call stack to name itself
         client=client,
         signing_secret=signing_secret,
         request_verification_enabled=False,
+        raise_error_for_unhandled_request=True,
     )

@@ -15,9 +15,25 @@ from bot.services.ports import DeliveryFailed
 
 T = TypeVar("T")
 
-# Slack's own troubles (its documented "try again" errors); any other error is a refusal.
+# chat.update of a deleted message, and a reply to the thread of one.
+_GONE = frozenset({"message_not_found", "thread_not_found"})
+# Slack's own troubles (its documented "try again" errors), and a refusal of the bot's token,
+# which an operator may be fixing (a token rotated, an IP allow-list): retried with backoff
+# (for about half an hour, `Outbox`), not given up at the first answer. Any other error is a
+# refusal of the message.
 _TRANSIENT = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+    {
+        "ratelimited",
+        "internal_error",
+        "fatal_error",
+        "service_unavailable",
+        "request_timeout",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+    }
 )
 
 
@@ -50,7 +66,9 @@ def _failure(error: SlackApiError) -> DeliveryFailed:
         wait = _retry_after(response.headers)
         return DeliveryFailed(f"Slack rate limit ({code})", retry_after=wait)
     transient = status >= 500 or code in _TRANSIENT
-    return DeliveryFailed(f"Slack answered {status} {code}", permanent=not transient)
+    return DeliveryFailed(
+        f"Slack answered {status} {code}", permanent=not transient, card_gone=code in _GONE
+    )
 
 
 def _retry_after(headers: Any) -> float:

@@ -83,24 +83,30 @@ class SlackNotifier:
         """Whether a card names its service (the bot releases several)."""
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
+        """Post the card, or update it; a card someone deleted is posted again (a new ts)."""
         blocks = rollout_card(rollout, plan, named=self._named)
         text = rollout_text(rollout, plan)
-        if rollout.message_ts is None:
-            posted = await delivered(
-                self._client.chat_postMessage(
-                    channel=rollout.channel_id,
-                    blocks=blocks,
-                    text=text,
-                    metadata=_marker(CARD_EVENT, rollout_id=rollout.id),
+        if rollout.message_ts is not None:
+            try:
+                await delivered(
+                    self._client.chat_update(
+                        channel=rollout.channel_id, ts=rollout.message_ts, blocks=blocks, text=text
+                    )
                 )
-            )
-            return str(posted["ts"])
-        await delivered(
-            self._client.chat_update(
-                channel=rollout.channel_id, ts=rollout.message_ts, blocks=blocks, text=text
+                return rollout.message_ts
+            except DeliveryFailed as failure:
+                if not failure.card_gone:
+                    raise
+                log.warning("the card of %s was deleted; posting it again", rollout.id)
+        posted = await delivered(
+            self._client.chat_postMessage(
+                channel=rollout.channel_id,
+                blocks=blocks,
+                text=text,
+                metadata=_marker(CARD_EVENT, rollout_id=rollout.id),
             )
         )
-        return rollout.message_ts
+        return str(posted["ts"])
 
     async def draw_unfollowed(self, card: UnfollowedRun, *, channel: str) -> None:
         blocks = unfollowed_card(card)

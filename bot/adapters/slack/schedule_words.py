@@ -57,15 +57,28 @@ def card_line(schedule: Schedule) -> str:
     )
 
 
-def scheduled_answer(tag: str, rollout_id: str, schedule: Schedule) -> str:
+def scheduled_answer(tag: str, rollout_id: str, schedule: Schedule, *, posted: bool = True) -> str:
     """The starter's answer: when, in everyone's own time, and the zone it was read in (or
-    the offset they typed)."""
+    the offset they typed); whether its card is in the channel (`posted`)."""
     read = (
         f"at the offset you gave, {schedule.zone}"
         if schedule.offset_given
         else f"read in your Slack time zone, {schedule.zone}"
     )
+    when = f"dispatch scheduled for {slack_time(schedule.at)} ({read})."
+    if not posted:
+        return f"{started_answer(tag, rollout_id, posted=False)} Its {when}"
+    return f"Preflight of `{tag}` posted ({rollout_id}); {when}"
+
+
+def started_answer(tag: str, rollout_id: str, *, posted: bool) -> str:
+    """The starter's answer to a start: its card is in the channel (`posted`), or Slack did
+    not take it (the bot is not a member of the channel, the channel is archived, or Slack is
+    away): then the starter is told, not that it was posted."""
+    if posted:
+        return f"Preflight of `{tag}` posted ({rollout_id})."
     return (
-        f"Preflight of `{tag}` posted ({rollout_id}); dispatch scheduled for "
-        f"{slack_time(schedule.at)} ({read})."
+        f"Preflight of `{tag}` started ({rollout_id}), but its card is not in this channel: "
+        "Slack has not taken it. If the bot is not a member here, `/invite` it, then type the "
+        "same `/rollout start` again: that posts the card of this rollout."
     )
