@@ -128,6 +128,8 @@ def test_a_failing_verdict_is_not_passed() -> None:
         (99, 100, Verdict.INCONCLUSIVE),
         (None, 100, Verdict.INCONCLUSIVE),
         (0, 1, Verdict.INCONCLUSIVE),
+        (0, 0, Verdict.INCONCLUSIVE),  # nothing observed: no minimum makes that a PASS
+        (1, 0, Verdict.PASS),
         (100, 100, Verdict.PASS),
         (None, 0, Verdict.PASS),
     ],
@@ -140,6 +142,27 @@ def test_a_small_sample_is_inconclusive(
     if verdict is Verdict.INCONCLUSIVE:
         assert result.reason is GateReason.INSUFFICIENT_SAMPLE
         assert str(min_sample) in result.summary
+
+
+def test_a_zero_sample_says_nothing_was_observed() -> None:
+    result = relay("0.001", "0.001", "0", sample=0, min_sample=0)
+    assert (result.verdict, result.reason) == (Verdict.INCONCLUSIVE, GateReason.INSUFFICIENT_SAMPLE)
+    assert result.summary == "sample 0: nothing was observed in the window"
+
+
+@given(b=st.none() | st.decimals(), c=st.none() | st.decimals(), min_sample=st.integers(0, 100))
+def test_a_zero_sample_never_passes_nor_fails(
+    b: Decimal | None, c: Decimal | None, min_sample: int
+) -> None:
+    """A window that saw no request or session (a canary no traffic reached) tested nothing:
+    whatever rates a query or a person gives for it, and whatever the minimum."""
+    for result in (
+        evaluate_relay(
+            baseline_crash=b, current_crash=c, current_error=c, sample=0, min_sample=min_sample
+        ),
+        evaluate_desktop(baseline_crash=b, current_crash=c, sample=0, min_sample=min_sample),
+    ):
+        assert result.verdict is Verdict.INCONCLUSIVE
 
 
 def test_a_small_sample_does_not_roll_back_on_a_few_errors() -> None:

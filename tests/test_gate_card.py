@@ -22,6 +22,7 @@ from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.cli.metrics import plain_text
 from bot.domain.gate import GateVerdict, evaluate_desktop, evaluate_relay
+from bot.domain.gate_report import metric_rows, times
 from bot.domain.metrics import Figures, MetricReading, Reading
 from bot.domain.rollout import (
     Rollout,
@@ -131,8 +132,22 @@ def shown(verdict: GateVerdict, reading: Reading | None = None, **kw: str | None
             ":large_yellow_circle: *5% canary gate: INCONCLUSIVE*. Too little data: an unknown "
             "sample, the gate needs 1,000.",
         ),
+        (
+            relay("0", sample=0),
+            ":large_yellow_circle: *5% canary gate: INCONCLUSIVE*. No data: nothing was observed "
+            "in the window (a sample of 0).",
+        ),
     ],
-    ids=["pass", "error", "crash", "zero baseline", "kill switch", "small sample", "no sample"],
+    ids=[
+        "pass",
+        "error",
+        "crash",
+        "zero baseline",
+        "kill switch",
+        "small sample",
+        "no sample",
+        "zero sample",
+    ],
 )
 def test_the_first_line_says_the_verdict_and_what_decided_it(
     verdict: GateVerdict, first_line: str
@@ -291,3 +306,23 @@ async def test_charts_not_drawn_leave_the_card_alone_with_a_warning(
     (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
     assert "could not upload the charts" in warning.getMessage()
     assert "chart not drawn: the chart worker died while drawing" in warning.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("verdict", "ratio"),
+    [
+        (relay("0.010001"), "1.01x"),  # just above the limit: never shown as 1.00x
+        (relay("0.01"), "1.00x"),  # at the limit: a PASS
+        (relay("0.0099999"), "0.99x"),  # just below: never shown as 1.00x, nor above
+        (relay("0.001", crash="0.0020001"), "1.01x"),
+        (relay("0.001", crash="0.5", baseline="1e-30"), f"{2.5e29:.2f}x"),  # no crash
+    ],
+)
+def test_the_ratio_to_the_limit_is_never_rounded_across_it(
+    verdict: GateVerdict, ratio: str
+) -> None:
+    """A ratio above 1 fails the gate, so the card rounds it away from 1: a ROLLBACK never
+    reads `1.00x`, and a PASS never reads more than `1.00x`."""
+    rows = metric_rows(verdict, None)
+    shown = {times(row.ratio) for row in rows if row.ratio is not None and row.ratio > D("0.5")}
+    assert shown == {ratio}

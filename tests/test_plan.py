@@ -305,6 +305,43 @@ RULES: list[tuple[list[Mutation], str]] = [
         "tracks.relay.thresholds.crash_multiplier: input should be a finite number",
     ),
     (
+        # Rates are fractions: an error threshold of 1 (meant as 1%) could never roll back.
+        [("tracks.relay.thresholds.error_threshold", "1")],
+        "tracks.relay.thresholds.error_threshold: 1 is 100%: an error rate never exceeds it "
+        "(rates are fractions: 0.01 = 1%)",
+    ),
+    (
+        [("tracks.relay.thresholds.error_threshold", 5)],
+        "tracks.relay.thresholds.error_threshold: 5 is 500%: an error rate never exceeds it",
+    ),
+    (
+        [("tracks.relay.metrics.baseline_crash_rate", "2")],
+        "tracks.relay.metrics.baseline_crash_rate: 2 is above 1 (100%): rates are fractions "
+        "(0.01 = 1%)",
+    ),
+    (
+        # -0 passes `ge=0` but no gate can use it (a signed figure is unusable).
+        [("tracks.relay.thresholds.crash_multiplier", "-0")],
+        "tracks.relay.thresholds.crash_multiplier: -0 is negative: write 0",
+    ),
+    (
+        [("tracks.desktop.metrics.baseline_crash_rate", -0.0)],
+        "tracks.desktop.metrics.baseline_crash_rate: -0.0 is negative: write 0",
+    ),
+    (
+        [
+            (
+                "tracks.desktop.metrics",
+                {
+                    "source": "static",
+                    "baseline_crash_rate": "0.001",
+                    "stages": {"internal": {"crash_rate": "1.5"}, "beta": {"crash_rate": "0"}},
+                },
+            )
+        ],
+        "tracks.desktop.metrics.stages.internal.crash_rate: 1.5 is above 1 (100%)",
+    ),
+    (
         [("tracks.relay.thresholds.min_sample", -1)],
         "tracks.relay.thresholds.min_sample: input should be greater than or equal to 0",
     ),

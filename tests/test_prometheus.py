@@ -214,6 +214,34 @@ async def test_a_fractional_sample_just_under_the_minimum_never_passes(
     assert verdict.reason is GateReason.INSUFFICIENT_SAMPLE
 
 
+async def test_a_zero_sample_never_passes_whatever_the_minimum(telemetry: Telemetry) -> None:
+    """A canary no request reached, read with queries guarded by `or vector(0)`: an error
+    rate of 0 on a sample of 0 tested nothing (it passed with `min_sample: 0`)."""
+    metrics = relay_metrics("healthy")
+    metrics["error_rate"] = {"query": "vector(0)", "sample": "vector(0.4)"}
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert (reading.figures.error_rate, reading.figures.sample) == (0, 0)
+    verdict = judged(reading, min_sample=0)
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.INSUFFICIENT_SAMPLE,
+    )
+
+
+async def test_a_baseline_read_above_one_is_no_baseline(telemetry: Telemetry) -> None:
+    """Rates are fractions: a baseline query giving percent (0.1% read as 0.1 x 100 = 10) set
+    a limit no crash rate reaches. It is left missing with the reason: INCONCLUSIVE."""
+    metrics = relay_metrics(
+        "healthy", crash_rate={"query": "vector(0.05)", "baseline": "vector(0.1) * 100"}
+    )
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert reading.baseline_crash is None
+    (_error, crash) = reading.metrics
+    assert crash.problem == "baseline: 10 is above 1 (100%): rates are fractions (0.01 = 1%)"
+    verdict = judged(reading, min_sample=0)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
 async def test_an_unreachable_prometheus_is_inconclusive(telemetry: Telemetry) -> None:
     config = PrometheusMetrics.model_validate(relay_metrics("healthy"))
     dead = PrometheusSource(config, url="http://user:hunter2@127.0.0.1:9", timeout=2)

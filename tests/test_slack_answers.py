@@ -163,4 +163,5 @@ async def test_a_card_refused_for_the_bots_credentials_is_posted_once_they_work_
     await box.command("start v1.4.2 --flags-ready")
 
     await box.slack.wait_for(lambda: len(box.slack.messages(RELEASE_CHANNEL)) == 1, timeout=20)
-    assert (await box.rollout()).message_ts == box.slack.messages(RELEASE_CHANNEL)[0].ts
+    posted = await box.wait_until(lambda r: r.message_ts is not None)  # recorded after the post
+    assert posted.message_ts == box.slack.messages(RELEASE_CHANNEL)[0].ts

@@ -75,11 +75,21 @@ class GateVerdict:
         return self.verdict is Verdict.PASS
 
     @property
+    def sample_too_small(self) -> bool:
+        """Below the minimum (an unknown sample is below any positive one), or zero: a window
+        that saw no request or session tested nothing, whatever the minimum."""
+        if self.sample == 0:
+            return True
+        return self.min_sample > 0 and (self.sample is None or self.sample < self.min_sample)
+
+    @property
     def summary(self) -> str:
         """One line naming the figures, e.g. `crash rate 0.005 exceeds 2x baseline 0.001 ...`."""
         if self.reason is GateReason.NO_DATA:
             return "; ".join(self.missing()) + ": no verdict without data"
         if self.reason is GateReason.INSUFFICIENT_SAMPLE:
+            if self.sample == 0 and self.min_sample == 0:
+                return "sample 0: nothing was observed in the window"
             seen = "unknown" if self.sample is None else str(self.sample)
             return f"sample {seen} is below the minimum of {self.min_sample}"
         if self.reason is GateReason.ERROR_RATE:
@@ -133,9 +143,9 @@ def evaluate_relay(
 ) -> GateVerdict:
     """The relay gate: error rate first, then the zero-baseline rule, then the crash ratio.
 
-    A sample below `min_sample` (an unknown sample counts as below any positive minimum) is
-    INCONCLUSIVE. So is a missing or unusable rate (None, NaN, infinite, negative), unless the
-    rates it has already break a rule: never PASS without every figure.
+    A sample below `min_sample` (an unknown sample counts as below any positive minimum), or
+    a sample of zero, is INCONCLUSIVE. So is a missing or unusable rate (None, NaN, infinite,
+    negative), unless the rates it has already break a rule: never PASS without every figure.
     """
     _check_threshold("error_threshold", error_threshold)
     return _evaluate(
@@ -208,7 +218,7 @@ def _evaluate(
         sample=sample,
         min_sample=min_sample,
     )
-    if figures.min_sample > 0 and (figures.sample is None or figures.sample < figures.min_sample):
+    if figures.sample_too_small:
         reason = GateReason.NO_DATA if figures.missing() else GateReason.INSUFFICIENT_SAMPLE
         return replace(figures, reason=reason)
     failed = _first_failure(figures)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict, format_rate
@@ -91,6 +91,8 @@ def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
     if verdict.verdict is Verdict.PASS:
         seen = f" on a sample of {verdict.sample:,}" if verdict.sample is not None else ""
         return f"Every metric is within its limit{seen}."
+    if reason is GateReason.INSUFFICIENT_SAMPLE and verdict.sample == 0:
+        return "No data: nothing was observed in the window (a sample of 0)."
     if reason is GateReason.INSUFFICIENT_SAMPLE:
         seen = "an unknown sample" if verdict.sample is None else f"a sample of {verdict.sample:,}"
         return f"Too little data: {seen}, the gate needs {verdict.min_sample:,}."
@@ -124,8 +126,14 @@ def percent(rate: Decimal | None) -> str:
 
 
 def times(ratio: Decimal | None) -> str:
-    """A ratio to a limit as people say it: `3.01x`."""
-    return "n/a" if ratio is None else f"{float(ratio):.2f}x"
+    """A ratio to a limit as people say it: `3.01x`. Rounded away from 1, the limit: a ratio
+    above it (a failing figure) never reads `1.00x`, one within it never reads more."""
+    if ratio is None:
+        return "n/a"
+    if ratio >= 100:  # far from the limit; quantizing would need more digits than Decimal's 28
+        return f"{float(ratio):.2f}x"
+    rounding = ROUND_CEILING if ratio > 1 else ROUND_FLOOR
+    return f"{ratio.quantize(Decimal('0.01'), rounding=rounding)}x"
 
 
 def window_length(start: datetime, end: datetime) -> str:

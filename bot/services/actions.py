@@ -13,6 +13,7 @@ from datetime import timedelta
 from bot.domain import rollout as machine
 from bot.domain.controls import StaleCard
 from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Announce,
@@ -184,16 +185,19 @@ class PeoplesActions:
         async with effects.lock(target.id):
             rollout = await effects.get(target.id)
             plan = await effects.plan_of(rollout)
-            names = [name for name, t in plan.tracks.items() if t.gate.value == gate]
+            try:
+                # Every track of the gate still running: one that completed or already
+                # stopped never keeps another from rolling back.
+                names = machine.tracks_to_stop(rollout, plan, gate=GateKind(gate))
+            except InvalidTransition as error:
+                first = next(n for n, t in plan.tracks.items() if t.gate.value == gate)
+                await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
+                raise
             current = rollout
             for name in names:
-                try:
-                    decision = machine.abort(
-                        current, plan, track=name, actor=actor, reason=reason, now=effects.clock()
-                    )
-                except InvalidTransition as error:
-                    await effects.refuse(actor, f"abort_{gate}", current, error.message, track=name)
-                    raise
+                decision = machine.abort(
+                    current, plan, track=name, actor=actor, reason=reason, now=effects.clock()
+                )
                 event = effects.event(
                     actor, f"abort_{gate}", "ok", current, {"reason": reason}, track=name
                 )

@@ -22,6 +22,7 @@ import aiohttp
 from yarl import URL
 
 from bot.adapters.metrics.live import LiveSource, MetricsProblem, request_json, utc_now
+from bot.domain.gate import format_rate
 from bot.domain.metrics import Figures, MetricReading, QueryWindow, Reading
 from bot.domain.plan import PrometheusMetrics, PrometheusQuery, fill
 from bot.services.ports import Clock
@@ -200,6 +201,11 @@ class PrometheusSource(LiveSource):
             self._instant(session, client, baseline_expr, window.end),
             self._chart(session, client, query, window),
         )
+        if baseline.value is not None and baseline.value > 1:
+            # A rate is a fraction: a baseline in percent would set a limit nothing reaches.
+            shown = format_rate(baseline.value)
+            problem = f"{shown} is above 1 (100%): rates are fractions (0.01 = 1%)"
+            baseline = _Read(None, problem)
         problems = [
             f"{what}: {read.problem}"
             for what, read in (("value", value), ("sample", sample), ("baseline", baseline))

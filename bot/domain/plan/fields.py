@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from bot.domain.durations import HINT, format_duration, parse_duration
+from bot.domain.gate import format_rate
 
 Path_ = tuple[str | int, ...]
 """A key's location in the plan: ("tracks", "relay", "stages", 1, "observe")."""
@@ -35,7 +36,37 @@ def _duration(value: object) -> object:
 Duration = Annotated[
     timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
 ]
-Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+def _unsigned(value: Decimal) -> Decimal:
+    # `ge=0` lets -0 through, and no gate can use a signed figure (`bot.domain.gate`).
+    if value.is_signed():
+        raise ValueError(f"{value} is negative: write 0")
+    return value
+
+
+def _fraction(value: Decimal) -> Decimal:
+    if value > 1:
+        raise ValueError(f"{value} is above 1 (100%): rates are fractions (0.01 = 1%)")
+    return value
+
+
+def _below_one(value: Decimal) -> Decimal:
+    """An error threshold: an error rate (errors / requests) never exceeds 1, so a threshold
+    of 1 or more (`1` meant as 1%) could never roll back."""
+    if value >= 1:
+        shown = format_rate(value * 100)
+        raise ValueError(
+            f"{value} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
+        )
+    return value
+
+
+Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_unsigned)]
+"""A finite non-negative figure: a multiplier, or a rate."""
+Fraction_ = Annotated[Rate, AfterValidator(_fraction)]
+"""A rate: a fraction from 0 to 1 (0.01 = 1%), as SPEC writes every rate."""
+ErrorThreshold = Annotated[Rate, AfterValidator(_below_one)]
 _KEY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
 

@@ -16,6 +16,8 @@ from pydantic import (
 
 from bot.domain.plan.fields import (
     Count,
+    ErrorThreshold,
+    Fraction_,
     Key,
     PlanModel,
     Rate,
@@ -26,15 +28,15 @@ class Thresholds(PlanModel):
     """The gate's limits (SPEC section 1) and how much data a verdict needs."""
 
     crash_multiplier: Rate = Decimal("2.0")
-    error_threshold: Rate | None = None
+    error_threshold: ErrorThreshold | None = None
     min_sample: Count = 0
 
 
 class StageFigures(PlanModel):
     """Observed figures of one stage, for the `static` metrics source."""
 
-    crash_rate: Rate
-    error_rate: Rate | None = None
+    crash_rate: Fraction_
+    error_rate: Fraction_ | None = None
     sample: Count | None = None
 
 
@@ -42,7 +44,7 @@ class StaticMetrics(PlanModel):
     """Fixed figures from the plan: tests, the demo, dry runs."""
 
     source: Literal["static"]
-    baseline_crash_rate: Rate
+    baseline_crash_rate: Fraction_
     stages: dict[Key, StageFigures] = Field(default_factory=dict)
     file: Path | None = None
     """A YAML file with `baseline_crash_rate` and `stages`, read again at every gate and
@@ -53,7 +55,7 @@ class ManualMetrics(PlanModel):
     """The runbook's human flow: at the end of a window the approvers type the observed rates."""
 
     source: Literal["manual"]
-    baseline_crash_rate: Rate
+    baseline_crash_rate: Fraction_
 
 
 PLACEHOLDERS = ("window", "since_start", "tag", "stage", "track", "service")
@@ -98,7 +100,7 @@ class PrometheusMetrics(PlanModel):
     """Live figures from Prometheus (PROMETHEUS_URL), one PromQL template per metric."""
 
     source: Literal["prometheus"]
-    baseline_crash_rate: Rate
+    baseline_crash_rate: Fraction_
     """The fixed baseline: the workflow's baseline inputs, and the gate's without a query."""
     crash_rate: PrometheusQuery
     error_rate: PrometheusQuery | None = None
@@ -108,7 +110,7 @@ class SentryMetrics(PlanModel):
     """Crash rates from Sentry release health (SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN)."""
 
     source: Literal["sentry"]
-    baseline_crash_rate: Rate
+    baseline_crash_rate: Fraction_
     release: QueryTemplate = "$tag"
     """The Sentry release name of the tag being rolled out (e.g. `scriptum-desktop@$tag`)."""
     environment: QueryTemplate | None = None

@@ -31,6 +31,7 @@ from bot.domain.rollout.actions import (
     hold_schedule,
     migration_check,
     promote,
+    tracks_to_stop,
 )
 from bot.domain.rollout.codec import (
     check_from_json,
@@ -147,6 +148,7 @@ __all__ = [
     "reconcile",
     "schedule_from_json",
     "schedule_to_json",
+    "tracks_to_stop",
     "verdict_from_json",
     "verdict_to_json",
     "window_ended",

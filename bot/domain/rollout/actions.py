@@ -224,31 +224,13 @@ def abort(
     rollout: Rollout, plan: RolloutPlan, *, track: str, actor: str, reason: str, now: datetime
 ) -> Decision:
     """Stop a track by hand: roll back the relay, or trip the desktop kill-switch."""
+    refusal = _why_not_stoppable(rollout, plan, track)
+    if refusal is not None:
+        raise InvalidTransition(refusal)
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     relay = plan_track.gate is GateKind.RELAY
-    verb = "roll back" if relay else "trip the kill-switch of"
-    if rollout.phase is Phase.PREFLIGHT:
-        raise InvalidTransition(f"`{rollout.tag}` has not been dispatched yet: nothing to {verb}.")
-    if current_track.state is TrackState.COMPLETED:
-        last = plan_track.stages[-1].label
-        raise InvalidTransition(
-            f"{plan_track.label} already completed ({last}) for `{rollout.tag}`: "
-            f"there is no stage left to stop, nothing was changed."
-        )
-    if current_track.state is not TrackState.ACTIVE:
-        raise InvalidTransition(
-            f"{plan_track.label} is already {ended_words(current_track.state)}: "
-            "nothing was changed."
-        )
     stage = current_track.current
-    final = plan_track.stages[-1]
-    if stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING:
-        # GitHub only stops a job by rejecting its environment; this one was approved.
-        raise InvalidTransition(
-            f"{plan_track.label} is already deploying {final.label} for `{rollout.tag}`: "
-            "there is no stage left to stop, nothing was changed."
-        )
     work = Work(rollout)
     track_now = current_track
     if stage is not None and stage.state in WATCHED:
@@ -269,3 +251,46 @@ def abort(
     )
     work.effects.append(Announce(stopped, failure=True))
     return work.decision()
+
+
+def tracks_to_stop(rollout: Rollout, plan: RolloutPlan, *, gate: GateKind) -> list[str]:
+    """The tracks a Roll back (`relay` gate) or a Kill-switch (`desktop` gate) stops: every
+    track of that gate that can still be stopped, in the plan's order. One that completed or
+    already stopped is left as it is and never keeps another of its gate running. Raises the
+    first track's refusal when none can be stopped (an empty list: the plan has none)."""
+    names = [name for name, track in plan.tracks.items() if track.gate is gate]
+    refusals = [_why_not_stoppable(rollout, plan, name) for name in names]
+    stoppable = [name for name, refusal in zip(names, refusals, strict=True) if refusal is None]
+    if names and not stoppable:
+        raise InvalidTransition(str(refusals[0]))
+    return stoppable
+
+
+def _why_not_stoppable(rollout: Rollout, plan: RolloutPlan, track: str) -> str | None:
+    """Why a track cannot be stopped by hand now (None: it can)."""
+    current_track = rollout.track(track)
+    plan_track = plan.track(track)
+    relay = plan_track.gate is GateKind.RELAY
+    verb = "roll back" if relay else "trip the kill-switch of"
+    if rollout.phase is Phase.PREFLIGHT:
+        return f"`{rollout.tag}` has not been dispatched yet: nothing to {verb}."
+    if current_track.state is TrackState.COMPLETED:
+        last = plan_track.stages[-1].label
+        return (
+            f"{plan_track.label} already completed ({last}) for `{rollout.tag}`: "
+            f"there is no stage left to stop, nothing was changed."
+        )
+    if current_track.state is not TrackState.ACTIVE:
+        return (
+            f"{plan_track.label} is already {ended_words(current_track.state)}: "
+            "nothing was changed."
+        )
+    stage = current_track.current
+    final = plan_track.stages[-1]
+    if stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING:
+        # GitHub only stops a job by rejecting its environment; this one was approved.
+        return (
+            f"{plan_track.label} is already deploying {final.label} for `{rollout.tag}`: "
+            "there is no stage left to stop, nothing was changed."
+        )
+    return None

@@ -1,0 +1,135 @@
+"""Roll back and Kill-switch stop every track of their gate that can still be stopped.
+
+A plan may have several tracks of one gate (a relay-gated API beside the relay, a CLI beside
+the desktop app). A Roll back stops each relay-gated track still running; one that already
+completed (or already stopped) is left as it is and never keeps the others from stopping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sandbox_views as views
+import yaml
+from cleared import cleared_rollout
+from figures import RELAY_OK
+from test_rollout_machine import PLAN_TEXT, T0, at
+
+from bot.domain.gate import GateKind
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    InvalidTransition,
+    Rollout,
+    TrackState,
+    abort,
+    begin_dispatch,
+    dispatched,
+    reconcile,
+    tracks_to_stop,
+)
+from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
+from bot.plan_file import parse_plan
+from sandbox.harness import Sandbox, fast_plan, write_figures
+
+RUN = RunRef(run_id=7, html_url="https://github.example/o/r/actions/runs/7")
+API_JOB = "API deploy"
+CANARY = "Relay rollout 5% canary (30m)"
+
+
+def plan_with_an_api_track() -> RolloutPlan:
+    """Scriptum's plan with a one-stage relay-gated `api` track first (so it is stopped first)."""
+    data = yaml.safe_load(PLAN_TEXT)
+    api = {
+        "label": "API",
+        "gate": "relay",
+        "stages": [
+            {"key": "all", "label": "100%", "percent": 100, "environment": "api", "job": API_JOB}
+        ],
+        "on_failure": {"environment": "api-rollback", "job": "API rollback"},
+        "thresholds": {"error_threshold": "0.01"},
+        "metrics": {"source": "manual", "baseline_crash_rate": "0.001"},
+    }
+    data["tracks"] = {"api": api, **data["tracks"]}
+    return parse_plan(yaml.safe_dump(data, sort_keys=False), "plan.yml")
+
+
+def job(name: str, *, done: bool) -> JobSnapshot:
+    return JobSnapshot(
+        name=name,
+        status=JobStatus.COMPLETED if done else JobStatus.WAITING,
+        conclusion=JobConclusion.SUCCESS if done else None,
+        completed_at=at(2) if done else None,
+    )
+
+
+def api_done_relay_deploying(plan: RolloutPlan) -> Rollout:
+    rollout = dispatched(begin_dispatch(cleared_rollout(plan, now=T0), now=T0), plan, RUN).rollout
+    waiting = RunSnapshot(
+        run_id=RUN.run_id,
+        status="in_progress",
+        conclusion=None,
+        html_url=RUN.html_url,
+        jobs={n: job(n, done=False) for n in (API_JOB, CANARY)},
+        waiting=frozenset({"api", "relay-canary-5"}),
+    )
+    rollout = reconcile(rollout, plan, waiting, at(1)).rollout
+    done = RunSnapshot(
+        run_id=RUN.run_id,
+        status="in_progress",
+        conclusion=None,
+        html_url=RUN.html_url,
+        jobs={API_JOB: job(API_JOB, done=True), CANARY: job(CANARY, done=False)},
+        waiting=frozenset(),
+    )
+    return reconcile(rollout, plan, done, at(3)).rollout
+
+
+def test_a_completed_track_does_not_keep_another_of_its_gate_from_rolling_back() -> None:
+    plan = plan_with_an_api_track()
+    rollout = api_done_relay_deploying(plan)
+    assert rollout.track("api").state is TrackState.COMPLETED
+    assert rollout.track("relay").state is TrackState.ACTIVE
+
+    assert tracks_to_stop(rollout, plan, gate=GateKind.RELAY) == ["relay"]
+    assert tracks_to_stop(rollout, plan, gate=GateKind.DESKTOP) == ["desktop"]
+
+
+def test_nothing_to_stop_says_why_of_the_first_track() -> None:
+    plan = plan_with_an_api_track()
+    rollout = api_done_relay_deploying(plan)
+    rollout = abort(rollout, plan, track="relay", actor="U1", reason="", now=at(4)).rollout
+    with pytest.raises(InvalidTransition, match="API already completed"):
+        tracks_to_stop(rollout, plan, gate=GateKind.RELAY)
+
+
+async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_other(
+    tmp_path: Path, database_url: str
+) -> None:
+    """End to end (the real app, PyGithub against the GitHub simulator): a plan whose second
+    track is relay-gated too. The relay reaches 100% while the second track holds on its first
+    stage; `/rollout rollback` then rolls the second one back on GitHub."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    second = plan["tracks"]["desktop"]
+    second["gate"] = "relay"
+    second["thresholds"]["error_threshold"] = "0.01"
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+    ) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0", "error_rate": "0"}})
+        await views.dispatched(box)
+        await views.held(box, "desktop", "internal")
+        await views.promote(box, "relay", "canary")
+        await views.promote(box, "relay", "half")
+        await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+
+        await box.command("rollback")
+
+        stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.ROLLED_BACK)
+        assert stopped.track("relay").state is TrackState.COMPLETED
+        assert views.reviews(box, "desktop") == [
+            ("desktop-internal", "approved"),
+            ("desktop-beta", "rejected"),
+            ("desktop-kill-switch", "approved"),
+        ]
