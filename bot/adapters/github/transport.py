@@ -34,6 +34,7 @@ from bot.adapters.github.budget import RequestBudget
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
+    UNSAID_WAIT,
     app_credentials_fix,
     message,
     network_failure,
@@ -369,20 +370,20 @@ def github_auth(credentials: SecretStr | GitHubApp) -> Credentials:
 
 
 def read_retry(*, total: int, backoff: float, rate_limit_wait: float) -> GithubRetry:
-    """PyGithub's retry, for reads only (GET, HEAD): up to `total` more attempts on 5xx, 429,
-    rate-limited 403s, timeouts and resets, with exponential backoff and jitter. It waits as
-    GitHub asks (`Retry-After`, `X-RateLimit-Reset`) up to `rate_limit_wait` seconds; a longer
-    wait fails at once with the rate limit error (the poller paces itself by it). The last
-    answer of an exhausted retry is returned as is, so a 502 still reads as a 502."""
+    """PyGithub's retry, for reads only (GET, HEAD): up to `total` more attempts on 5xx,
+    rate limits, timeouts and resets, with exponential backoff and jitter. It waits as GitHub
+    asks (`Retry-After`, `X-RateLimit-Reset`) up to `rate_limit_wait` seconds; a longer wait,
+    or a rate limit that says neither (GitHub's docs: then wait at least a minute), fails at
+    once (the poller paces itself by it). An exhausted retry's last answer is returned as is."""
     return GithubRetry(
         total=total,
         backoff_factor=backoff,
         backoff_jitter=backoff,
         backoff_max=rate_limit_wait,
         allowed_methods=frozenset({"GET", "HEAD"}),
-        status_forcelist=[429, *range(500, 600)],  # GithubRetry adds 403 (rate limits only)
+        status_forcelist=list(range(500, 600)),  # and 403/429 as rate limits (see above)
         raise_on_status=False,
-        secondary_rate_wait=rate_limit_wait,
+        secondary_rate_wait=max(UNSAID_WAIT, rate_limit_wait),
         max_rate_limit_wait=rate_limit_wait,
         retry_after_max=max(int(rate_limit_wait), 1),
     )
