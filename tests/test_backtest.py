@@ -310,6 +310,33 @@ async def test_queries_naming_the_tag_need_one(
     )
 
 
+async def test_service_names_what_the_queries_call_the_service(
+    run: Callable[..., Any], history: History, tmp_path: Path
+) -> None:
+    """A bot releasing several services fills `$service` with the one released: a replay of
+    one service's queries names it, as the live gate does."""
+    plan = yaml.safe_load(history.plan.read_text(encoding="utf-8"))
+    relay = plan["tracks"]["relay"]["metrics"]
+    relay["crash_rate"]["query"] = relay["crash_rate"]["query"].replace(
+        'container="relay"', 'container="$service"'
+    )
+    path = tmp_path / "services.yml"
+    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    window = ["--plan", str(path), "--from", day(2), "--to", day(2), "--stage", "canary"]
+
+    def verdicts(out: str) -> dict[str, int]:
+        return dict(json.loads(out)["stages"][0]["verdicts"])
+
+    named = await run(*window, "--service", "relay", "--json", plan=False)
+    unnamed = await run(*window, plan=False)  # `$service` is `default`: no such pods
+
+    assert named[0] == 0, named[2]
+    assert verdicts(named[1]) == {"PASS": 47, "ROLLBACK": 1, "INCONCLUSIVE": 0}
+    assert unnamed[:2] == (2, "") and "no data between" in unnamed[2]
+    refused = await run(*window, "--service", "Relay API", plan=False)
+    assert refused[0] == 2 and "'Relay API' is not a service's name" in refused[2]
+
+
 async def test_the_replay_reads_no_chart_series(history: History) -> None:
     """The backtest's source leaves out the chart's range query; a live one still reads it."""
     metrics = PrometheusMetrics.model_validate(RELAY_METRICS)

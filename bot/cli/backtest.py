@@ -26,6 +26,7 @@ from bot.domain.gate import GateKind, GateReason, Verdict, gate_reason_words
 from bot.domain.gate_report import metric_rows, verdict_reason
 from bot.domain.plan import PrometheusMetrics
 from bot.domain.rollout import verdict_to_json
+from bot.domain.service import DEFAULT_SERVICE, SERVICE_NAME
 from bot.logs import configure_logging, password_forms
 from bot.plan_file import load_plan
 from bot.services.backtest import (
@@ -68,6 +69,7 @@ def main(args: Sequence[str], *, clock: Callable[[], datetime] = utc_now) -> int
             track=options.track,
             stage=options.stage,
             tag=options.tag,
+            service=options.service,
         )
         settings = _settings()
         plan = load_plan(Path(options.plan))
@@ -119,6 +121,12 @@ def _parser() -> _Parser:
     parser.add_argument("--stage", help="replay this stage only (canary, half...)")
     parser.add_argument("--tag", help="what $tag stands for in the plan's queries")
     parser.add_argument(
+        "--service",
+        type=_service,
+        default=DEFAULT_SERVICE,
+        help=f"what $service stands for in the plan's queries ({DEFAULT_SERVICE})",
+    )
+    parser.add_argument(
         "--limit",
         type=_limit,
         default=DEFAULT_LIMIT,
@@ -126,6 +134,14 @@ def _parser() -> _Parser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _service(text: str) -> str:
+    if SERVICE_NAME.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"{text[:64]!r} is not a service's name (lower case letters, digits and dashes)"
+        )
+    return text
 
 
 def _limit(text: str) -> int:

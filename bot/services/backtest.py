@@ -22,6 +22,7 @@ from bot.domain.errors import RolloutError
 from bot.domain.gate import GateReason, GateVerdict, Verdict
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.plan import PrometheusMetrics, RolloutPlan, Stage, Track
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import WindowMetrics
 
 MAX_WINDOWS = 10_000
@@ -48,6 +49,8 @@ class Replay:
     track: str | None = None
     stage: str | None = None
     tag: str | None = None
+    service: str = DEFAULT_SERVICE
+    """What `$service` stands for, as the bot fills it when it releases that service."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +236,7 @@ def _windows(replay: Replay, track: str, stage: Stage, end: datetime) -> Iterato
             start=at,
             end=at + length,
             rollout_start=at,
+            service=replay.service,
         )
         at += length
 
