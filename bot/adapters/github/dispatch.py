@@ -115,7 +115,7 @@ class WorkflowDispatch:
             name = data.get("full_name") if isinstance(data, dict) else None
             return name if isinstance(name, str) and name.count("/") == 1 else github.repository
 
-        name = await github.call(operation, name_now, kind="dispatch")
+        name = await github.call(operation, name_now)  # a read, counted as one
         if name.casefold() == github.repository.casefold():
             return github.repo
         _log.warning(
