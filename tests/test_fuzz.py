@@ -69,6 +69,8 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_any_text, inner, max_size=3),
     max_leaves=4,
 )
+LANE = (Subcommand.FREEZE, Subcommand.UNFREEZE, Subcommand.LOCK, Subcommand.UNLOCK)
+"""An approver's freeze or lock changes the release lane, and is said in the channel."""
 _users = st.sampled_from([BYSTANDER, "U0OUTSIDE1"]) | _form_text
 _channels = st.sampled_from([RELEASE_CHANNEL, OTHER_CHANNEL]) | _form_text
 _ids = st.sampled_from(["r-000000000001", "relay", "desktop", "canary", "half"]) | _any_text
@@ -104,8 +106,9 @@ def commands(draw: st.DrawFn) -> tuple[str, bytes, dict[str, str]]:
     text = " ".join(draw(st.lists(words | _form_text, max_size=4)))
     user = draw(st.sampled_from([RELEASE_MANAGER, BYSTANDER]))
     if user == RELEASE_MANAGER and clean_text(text).lower().split()[:1] in (
-        ["start"],
-        ["npm-token"],
+        [Subcommand.START],
+        [Subcommand.NPM_TOKEN],
+        *([lane] for lane in LANE),
     ):
         user = BYSTANDER  # the approver asks only what changes nothing without a rollout
     fields: dict[str, Any] = slash_command_payload(
