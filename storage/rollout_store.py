@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.errors import ConcurrentChange, RolloutInProgress
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import STORED_PLAN, RolloutPlan
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout import (
     Phase,
@@ -112,14 +112,14 @@ class RolloutStore:
     async def plan(self, rollout_id: str) -> RolloutPlan:
         """The plan the rollout was started with: a later change of ROLLOUT_PLAN never moves
         a rollout already under way. Raises RolloutNotFound for an unknown id."""
-        return RolloutPlan.model_validate(await self._repository.plan(rollout_id))
+        return _stored_plan(await self._repository.plan(rollout_id))
 
     async def with_plan(self, rollout_id: str) -> tuple[Rollout, RolloutPlan] | None:
         """The rollout and its plan in one read (what drawing its card needs)."""
         record = await self._repository.get(rollout_id)
         if record is None:
             return None
-        return _rollout(record), RolloutPlan.model_validate(record.plan)
+        return _rollout(record), _stored_plan(record.plan)
 
     async def save(
         self,
@@ -166,7 +166,7 @@ class RolloutStore:
         """Rollouts that have not ended, oldest first, each with its plan, in one read (what
         a status view draws)."""
         return [
-            (_rollout(record), RolloutPlan.model_validate(record.plan))
+            (_rollout(record), _stored_plan(record.plan))
             for record in await self._repository.list_active()
         ]
 
@@ -359,3 +359,9 @@ def _stage(record: StageRecord) -> Stage:
         state=StageState(record.state),
         verdict=None if record.verdict_detail is None else verdict_from_json(record.verdict_detail),
     )
+
+
+def _stored_plan(data: object) -> RolloutPlan:
+    """The plan a rollout started with, as saved: rules added to plan files since (rates are
+    fractions) do not lock a rollout under way out of its card or its Roll back."""
+    return RolloutPlan.model_validate(data, context=STORED_PLAN)

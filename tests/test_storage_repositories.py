@@ -9,13 +9,16 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from cleared import cleared_rollout
+from pydantic import ValidationError
 from replicas import replica_sessions
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.domain.plan import RolloutPlan
 from bot.plan_file import load_plan
 from sandbox.idle import statements
 from storage.audit_log import AuditLog
 from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
+from storage.models import RolloutRow
 from storage.rollout_records import NewStage, NewTrack, RolloutRecord
 from storage.rollout_repository import RolloutRepository
 from storage.rollout_store import RolloutStore
@@ -343,3 +346,27 @@ async def test_a_save_reads_its_rollout_only_after_its_version_check(
     assert sent[0].startswith("UPDATE rollouts SET")  # the version check, which locks the row
     reads = [s for s in sent if s.startswith("SELECT") and "FROM rollouts" in s]
     assert len(reads) == 2  # what the change is written over, then what was saved
+
+
+async def test_a_plan_a_rollout_started_with_stays_readable_under_later_plan_rules(
+    migrated_engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """An error threshold of 1 (meant as 1%) is refused in a plan file now; a rollout started
+    with one before must still be read, to draw its card and to roll it back."""
+    plan = load_plan(None)
+    store = RolloutStore(session_factory, clock=lambda: NOW)
+    created = await store.create(rollout=cleared_rollout(plan, now=NOW), plan=plan)
+    saved = plan.model_dump(mode="json", by_alias=True)
+    saved["tracks"]["relay"]["thresholds"]["error_threshold"] = "1"
+    async with migrated_engine.begin() as connection:
+        await connection.execute(
+            RolloutRow.__table__.update().where(RolloutRow.id == created.id).values(plan=saved)
+        )
+    with pytest.raises(ValidationError, match="an error rate never exceeds it"):
+        RolloutPlan.model_validate(saved)  # as a plan file is read
+
+    found = await store.with_plan(created.id)
+
+    assert found is not None and found[1].track("relay").thresholds.error_threshold == 1
+    assert (await store.plan(created.id)) == found[1]
+    assert [p for _, p in await store.active_with_plans()] == [found[1]]

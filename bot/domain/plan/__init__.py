@@ -7,6 +7,7 @@ re-exports its parts: `schema` (the plan, tracks, stages), `metrics` (where figu
 and `inputs` (the workflow_dispatch inputs).
 """
 
+from bot.domain.plan.fields import STORED_PLAN
 from bot.domain.plan.inputs import (
     BaselineInput,
     FeatureFlagsInput,
@@ -50,6 +51,7 @@ from bot.domain.plan.schema import (
 
 __all__ = [
     "PLACEHOLDERS",
+    "STORED_PLAN",
     "BaselineInput",
     "FailureJob",
     "FeatureFlagsInput",

@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    ValidationInfo,
 )
 
 from bot.domain.durations import HINT, format_duration, parse_duration
@@ -38,23 +39,33 @@ Duration = Annotated[
 ]
 
 
-def _unsigned(value: Decimal) -> Decimal:
+STORED_PLAN: dict[str, bool] = {"stored": True}
+"""Validation context of a plan read back from storage: the plan a rollout started with. The
+rules below came after some rollouts started; a stored plan that breaks them stays readable
+(to roll it back, to draw its card), and a plan file that breaks them is refused."""
+
+
+def _loaded(info: ValidationInfo) -> bool:
+    return not (isinstance(info.context, dict) and info.context.get("stored"))
+
+
+def _unsigned(value: Decimal, info: ValidationInfo) -> Decimal:
     # `ge=0` lets -0 through, and no gate can use a signed figure (`bot.domain.gate`).
-    if value.is_signed():
+    if value.is_signed() and _loaded(info):
         raise ValueError(f"{value} is negative: write 0")
     return value
 
 
-def _fraction(value: Decimal) -> Decimal:
-    if value > 1:
+def _fraction(value: Decimal, info: ValidationInfo) -> Decimal:
+    if value > 1 and _loaded(info):
         raise ValueError(f"{value} is above 1 (100%): rates are fractions (0.01 = 1%)")
     return value
 
 
-def _below_one(value: Decimal) -> Decimal:
+def _below_one(value: Decimal, info: ValidationInfo) -> Decimal:
     """An error threshold: an error rate (errors / requests) never exceeds 1, so a threshold
     of 1 or more (`1` meant as 1%) could never roll back."""
-    if value >= 1:
+    if value >= 1 and _loaded(info):
         shown = format_rate(value * 100)
         raise ValueError(
             f"{value} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
