@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -543,3 +543,35 @@ async def test_a_thread_line_longer_than_slack_takes_is_cut_not_refused(scene: S
 
     (line,) = scene.thread()
     assert len(line) <= MESSAGE_TEXT and line.endswith("…")
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["retried", "stale copy"])
+async def test_a_deleted_card_posted_again_already_is_found_not_posted_once_more(
+    scene: Scene, stale: bool
+) -> None:
+    """Someone deleted the card; a new one was posted, but not recorded (its post's answer
+    was lost) or recorded by another replica while this one held the old copy. A thread line
+    then finds that card and goes under it: never a third card in the channel."""
+    rollout, outbox = await scene.card_posted("after the card")
+    assert rollout.message_ts is None
+    drawn = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert drawn is not None and drawn.message_ts is not None
+    scene.slack.delete_message(CHANNEL, drawn.message_ts)
+    notifier = SlackNotifier(
+        AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=scene.slack.api_url),
+        approvers={},
+        charts=CHARTS,
+    )
+    again = await notifier.publish(replace(drawn, message_ts=None), PLAN)  # posted, not recorded
+    if stale:  # another replica recorded it; this one still holds the deleted card's ts
+        store = RolloutStore(scene.sessions, clock=scene.clock)
+        await store.set_message_ts(rollout.id, again, replacing=drawn.message_ts)
+        await outbox.flush(rollout.id, known=(drawn, PLAN))
+    else:
+        await scene.deliver_all([outbox])
+
+    (only,) = scene.slack.messages(CHANNEL)
+    assert only.ts == again
+    assert scene.thread() == ["after the card"]
+    stored = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert stored is not None and stored.message_ts == again

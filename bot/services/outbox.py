@@ -310,19 +310,25 @@ class Outbox:
         except DeliveryFailed as failure:
             if not failure.card_gone or message.kind == FAILURE:
                 raise
-            # The thread's card was deleted: it is posted again, and the reply goes under it.
-            rollout = await self._card(rollout, plan, look=False)
+            # The thread's card was deleted: it is posted again (or found, when an earlier
+            # attempt or another replica posted it already), and the reply goes under it.
+            rollout = await self._card(rollout, plan, look=True, gone=True)
             drawn[rollout_id] = rollout, plan
             await _post(self._notifier, self._audit, message, rollout, plan)
 
-    async def _card(self, rollout: Rollout, plan: RolloutPlan, *, look: bool) -> Rollout:
+    async def _card(
+        self, rollout: Rollout, plan: RolloutPlan, *, look: bool, gone: bool = False
+    ) -> Rollout:
         """Draw the card; its first post records its ts, which thread replies need. With
-        `look`, a card an earlier attempt posted is found and redrawn, not posted again."""
-        if look and rollout.message_ts is None:
+        `look`, a card an earlier attempt posted (or, for a card `gone`, posted again) is found
+        and redrawn, not posted again."""
+        if look and (gone or rollout.message_ts is None):
             found = await self._notifier.find_card(rollout)
-            if found is not None:
+            if found is not None and found != rollout.message_ts:
                 log.info("the card of %s was posted by an earlier attempt", rollout.id)
-                found = await self._rollouts.set_message_ts(rollout.id, found)
+                found = await self._rollouts.set_message_ts(
+                    rollout.id, found, replacing=rollout.message_ts
+                )
                 rollout = replace(rollout, message_ts=found)
         ts = await self._notifier.publish(rollout, plan)
         if ts != rollout.message_ts:  # its first post, or a deleted card posted again
