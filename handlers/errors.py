@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import logging
 import time
 import uuid
@@ -34,6 +35,7 @@ from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.adapters.slack import lane_words, views
+from bot.adapters.slack.actions import NOT_OURS, InvalidPayload
 from bot.adapters.slack.blocks import BlockJson, ViewJson
 from bot.adapters.slack.limits import (
     FALLBACK_TEXT,
@@ -353,12 +355,26 @@ def register(app: AsyncApp) -> None:
         error: Exception, body: dict[str, Any], respond: AsyncRespond
     ) -> BoltResponse | None:
         if isinstance(error, BoltUnhandledRequestError):
-            # A button or form of an older version, an event or interaction the bot has no
-            # use for: acknowledged, so Slack neither retries it nor shows the person an error.
+            # An event or interaction the bot has no use for: acknowledged, so Slack neither
+            # retries it nor shows an error. A button or a form of an older version: the person
+            # is told, and the form stays open with the reason under its first field.
             log.info("Slack request acknowledged and ignored: %s", _unhandled(body))
-            return BoltResponse(status=200, body="")
+            if body.get("type") == "block_actions":
+                await report(InvalidPayload(NOT_OURS), body, respond)
+            return BoltResponse(status=200, body=_form_refused(body))
         await report(error, body, respond)
         return None
+
+
+def _form_refused(body: dict[str, Any]) -> str:
+    """A submitted form's answer that keeps it open and says why (`response_action: errors`
+    under its first input); empty for anything else, or a form with no input."""
+    view = body.get("view") if body.get("type") == "view_submission" else None
+    state = view.get("state") if isinstance(view, dict) else None
+    values = state.get("values") if isinstance(state, dict) else None
+    if not isinstance(values, dict) or not values:
+        return ""
+    return json.dumps({"response_action": "errors", "errors": {next(iter(values)): NOT_OURS}})
 
 
 def _unhandled(body: dict[str, Any]) -> str:

@@ -93,15 +93,7 @@ INTERACTIONS: dict[str, dict[str, Any]] = {
         "block_id": "b1",
         "value": "rel",
     },
-    "an unknown button": block_actions_payload(
-        user_id=RELEASE_MANAGER,
-        channel_id=RELEASE_CHANNEL,
-        action_id="a_button_of_an_older_version",
-        value="",
-        response_url="https://hooks.slack.com/actions/T0SANDBOX/1/abc",
-        message_ts="1700000000.000100",
-    ),
-    "an unknown form": {
+    "an unknown form without inputs": {
         "type": "view_submission",
         "team": TEAM,
         "user": USER,
@@ -179,6 +171,52 @@ async def test_an_interaction_the_bot_does_not_use_is_acknowledged(
     body = "payload=" + quote(json.dumps(INTERACTIONS[name]), safe="")
     assert await post(client, body, json_body=False) == 200
     assert acted(slack) == [] and errors(caplog) == []
+
+
+async def test_a_button_of_an_older_card_is_answered_with_what_to_do(
+    client: TestClient[object, object],  # noqa: F811
+    slack: SlackTestServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A card drawn by an earlier version carries a button this one does not have: the
+    click is acknowledged, nothing changes, and the person is told to take a fresh card."""
+    url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+    payload = block_actions_payload(
+        user_id=RELEASE_MANAGER,
+        channel_id=RELEASE_CHANNEL,
+        action_id="a_button_of_an_older_version",
+        value="",
+        response_url=url,
+        message_ts="1700000000.000100",
+    )
+    assert await post(client, "payload=" + quote(json.dumps(payload)), json_body=False) == 200
+    (said,) = await slack.wait_for_response(url, timeout=10)
+    assert said.body["response_type"] == "ephemeral" and "fresh card" in said.body["text"]
+    assert acted(slack) == [] and errors(caplog) == []
+
+
+async def test_a_form_of_an_older_version_stays_open_and_says_why(
+    client: TestClient[object, object],  # noqa: F811
+    slack: SlackTestServer,  # noqa: F811
+) -> None:
+    """Answered 200 with nothing, Slack would close the form as if it had been taken."""
+    payload = dict(INTERACTIONS["an unknown form without inputs"])
+    payload["view"] = {
+        **payload["view"],
+        "state": {
+            "values": {"reason_block": {"reason": {"type": "plain_text_input", "value": "x"}}}
+        },
+    }
+    signed = slack_signature_headers(
+        SLACK_SIGNING_SECRET, body := "payload=" + quote(json.dumps(payload))
+    )
+    response = await client.post("/slack/events", data=body, headers=signed)
+
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["response_action"] == "errors"
+    assert "fresh card" in answer["errors"]["reason_block"]
+    assert acted(slack) == []
 
 
 SOCKET_ENVELOPES = [

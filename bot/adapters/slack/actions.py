@@ -69,6 +69,12 @@ class InvalidPayload(RolloutError):
     code = "invalid_payload"
 
 
+NOT_OURS = (
+    "This button or form does not carry a value the bot made. "
+    "Run `/rollout status` for the current rollouts and use a fresh card."
+)
+
+
 class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -82,10 +88,7 @@ class _Payload(BaseModel):
         try:
             return cls.model_validate_json(raw)
         except ValidationError:
-            raise InvalidPayload(
-                "This button or form does not carry a value the bot made. "
-                "Run `/rollout status` for the current rollouts and use a fresh card."
-            ) from None
+            raise InvalidPayload(NOT_OURS) from None
 
 
 class ButtonValue(_Payload):
