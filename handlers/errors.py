@@ -294,6 +294,7 @@ class LimitedRespond(AsyncRespond):
             else:
                 if sent.status_code == 200:
                     return sent
+                unclear = sent.status_code >= 500  # it may have posted it all the same
                 log.warning(
                     "response_url answered %s; answering with the Web API", sent.status_code
                 )

@@ -62,6 +62,7 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         self._failures: dict[str, deque[Failure]] = {}
         self._drops: dict[str, int] = {}
         self._lost_answers: dict[str, int] = {}
+        self._response_statuses: deque[int] = deque()
         self._failed_uploads = 0
         self._fault_rate = 0.0
         self._fault_random = random.Random(0)
@@ -133,6 +134,11 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
     def fail_next_upload(self, count: int = 1) -> None:
         """The next `count` uploads to a file's `upload_url` are answered 500."""
         self._failed_uploads += count
+
+    def fail_next_response(self, status: int) -> None:
+        """The next post to a response_url takes effect, then is answered `status` (a 5xx
+        Slack gave after posting it: whether it was posted cannot be told from the answer)."""
+        self._response_statuses.append(status)
 
     def lose_next_answer(self, method: str, *, count: int = 1) -> None:
         """Do the next `count` calls of `method` (a Web API method, or `response_url` for the
@@ -304,4 +310,6 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         await self._notify()
         if self._lost_answers.get("response_url"):
             return self._lose_answer(request, "response_url")
+        if self._response_statuses:
+            return web.Response(status=self._response_statuses.popleft(), text="internal_error")
         return web.Response(text="ok")

@@ -151,6 +151,20 @@ async def test_an_answer_for_the_channel_whose_response_url_slack_refused_is_pos
     assert "INC-123 investigation" in said.rendered, said.rendered
 
 
+async def test_an_answer_for_the_channel_that_slack_may_have_posted_is_not_posted_again(
+    box: Sandbox,
+) -> None:
+    """A response_url answered 5xx may have posted the freeze all the same: said twice to
+    everyone is worse than one answer lost, so it is not posted again with chat.postMessage."""
+    box.slack.fail_next_response(502)
+
+    await box.command("freeze 2h INC-123 investigation")
+
+    assert await box.acks.idle(within=10)  # every answer was sent
+    (said,) = box.slack.messages(RELEASE_CHANNEL)
+    assert "INC-123 investigation" in said.rendered, said.rendered
+
+
 @pytest.mark.parametrize("error", ["invalid_auth", "account_inactive", "token_revoked"])
 async def test_a_card_refused_for_the_bots_credentials_is_posted_once_they_work_again(
     box: Sandbox, error: str

@@ -305,7 +305,8 @@ def _not_checked(error: GitHubError) -> Check:
 
 def _in_progress(active: Rollout, track: str) -> RolloutError:
     if active.message_ts is None:
-        where = f"{active.id}; its card is not in <#{active.channel_id}>: Slack has not taken it"
+        channel = f"<#{active.channel_id}>"
+        where = f"{active.id}; its card is not in {channel} yet: Slack has not taken it"
     else:
         message = active.message_ts.replace(".", "")
         link = f"https://slack.com/archives/{active.channel_id}/p{message}"

@@ -78,7 +78,8 @@ def started_answer(tag: str, rollout_id: str, *, posted: bool) -> str:
     if posted:
         return f"Preflight of `{tag}` posted ({rollout_id})."
     return (
-        f"Preflight of `{tag}` started ({rollout_id}), but its card is not in this channel: "
-        "Slack has not taken it. If the bot is not a member here, `/invite` it, then type the "
-        "same `/rollout start` again: that posts the card of this rollout."
+        f"Preflight of `{tag}` started ({rollout_id}), but its card is not in this channel "
+        "yet: Slack has not taken it (the bot tries again while Slack is busy). If the bot is "
+        "not a member here, `/invite` it, then type the same `/rollout start` again: that "
+        "posts the card of this rollout."
     )
