@@ -105,7 +105,8 @@ class RequestPipeline:
         self, method: str, path_pattern: str, status: int, text: str, *, times: int = 1
     ) -> None:
         """Answer the next `times` matching requests `status` with a body that is not JSON
-        (an HTML error page from a proxy or load balancer in front of the API)."""
+        (an HTML error page from a proxy or load balancer in front of the API); `{authorization}`
+        in `text` is the request's Authorization header, as a proxy echoing the request has it."""
         self._forced.append(ForcedFailure(method.upper(), path_pattern, status, text, times))
 
     def redirect_next(
@@ -223,8 +224,11 @@ class RequestPipeline:
                 self._forced = [f for f in self._forced if f.remaining > 0]
                 headers = self._rate_headers()
                 if isinstance(forced.body, str):
+                    echoed = request.headers.get("Authorization", "")
                     return web.Response(
-                        text=forced.body, status=forced.status, content_type="text/html"
+                        text=forced.body.replace("{authorization}", echoed),
+                        status=forced.status,
+                        content_type="text/html",
                     )
                 if forced.status == 403 and "rate limit" in str(forced.body.get("message", "")):
                     headers["X-RateLimit-Remaining"] = "0"

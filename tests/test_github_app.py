@@ -202,6 +202,23 @@ async def test_the_key_and_tokens_appear_in_no_log_line_or_message(
     assert "ghs_" not in text
 
 
+async def test_an_error_page_echoing_the_request_shows_no_installation_token(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """A proxy's error page may print the request it got, Authorization header included:
+    what the bot says of it masks the App's installation token as it masks a token's."""
+    async with gateway(gh, credentials(app)) as github:
+        started = await start(github)
+        page = "<html>502 Bad Gateway for a request with Authorization: {authorization}</html>"
+        gh.fail_next_with_text("GET", f"/repos/*/actions/runs/{started.run_id}", 502, page, times=5)
+        with pytest.raises(GitHubError) as refused:
+            await github.snapshot(started.run_id)
+
+    assert "502" in refused.value.message and app.issued
+    assert not [t.token for t in app.issued if t.token in refused.value.message]
+    assert "token ***" in refused.value.message
+
+
 @pytest.mark.parametrize(
     ("status", "installation_id", "said"),
     [

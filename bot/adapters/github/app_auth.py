@@ -74,6 +74,8 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self._installation: Auth.AppInstallationAuth | None = None
         self._refused = False
         self._lock = threading.Lock()
+        self.issued = ""
+        """The last token handed out: masked in whatever GitHub's answers echo of a request."""
 
     @property
     def installation_id(self) -> int | None:
@@ -102,7 +104,8 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                         self._installation_id, requester=self.requester
                     )
                     self._refused = False
-                return self._installation.token
+                self.issued = self._installation.token
+                return self.issued
             except (GithubException, OSError) as exc:
                 raise InstallationTokenError(exc) from exc
 

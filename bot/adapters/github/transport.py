@@ -354,7 +354,12 @@ class GitHubTransport:
         return GitHubError(text)
 
     def scrub(self, text: str) -> str:
-        return text.replace(self._token, "***") if self._token else text
+        """`text` (an answer's words, which a proxy's error page may fill with the request it
+        got) without the bot's token, or the App's installation token in hand."""
+        for secret in (self._token, self.installation.issued if self.installation else ""):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
 
 class Credentials(TypedDict):
