@@ -354,12 +354,15 @@ class GitHubTransport:
         return GitHubError(text)
 
     def scrub(self, text: str) -> str:
-        """`text` (an answer's words, which a proxy's error page may fill with the request it
-        got) without the bot's token, or the App's installation token in hand."""
-        for secret in (self._token, self.installation.issued if self.installation else ""):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        """`text` without the bot's token (a proxy's error page may echo the request)."""
+        return _masked(text, self._token, self.installation.issued if self.installation else "")
+
+
+def _masked(text: str, *secrets: str) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class Credentials(TypedDict):
