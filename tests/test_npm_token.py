@@ -771,14 +771,27 @@ async def test_a_release_whose_first_look_cannot_be_written_is_not_left_dispatch
         await github_until(box, lambda: len(box.github.dispatches) == 1)
 
 
+@pytest.fixture
+async def long_leases(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """A bot whose leases outlast `RELEASE_JOB`: the clock jumped over the job never finds a
+    look in hand past its lease (on a loaded machine a look can still be running when the test
+    moves the clock; real time never jumps past a lease that is renewed while its look runs),
+    so a look is fired twice only when the test fires it again."""
+    env = {"LEASE_SECONDS": str(int(RELEASE_JOB.total_seconds()) * 2)}
+    async with Sandbox(workdir=tmp_path, extra_env=env) as sandbox:
+        yield sandbox
+        assert_no_token_reached_slack(sandbox)
+
+
 async def test_the_last_look_of_a_search_fired_again_does_not_follow_the_next_release(
-    box: Sandbox,
+    long_leases: Sandbox,
 ) -> None:
     """The search for the run of an unclear dispatch ended without one (the click's claim
     released), and the Release clicked again is followed. The search's last look, fired again
     (its completion failed, or its replica died), must neither draw "could not start" over the
     new run nor take the new run, created since its dispatch, for its own and follow it a
     second time."""
+    box = long_leases
     box.github.set_job_duration("changesets", RELEASE_JOB)
     box.github.fault_next(
         "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
