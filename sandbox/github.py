@@ -104,6 +104,10 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         """The rule's App's webhook (`protection_rule`): the bot's `/github/webhook` while up."""
         self.check_run_links = False
         """Deployment statuses link the job as its check run (`.../runs/{job_id}`)."""
+        self.lists_oldest_first = False
+        """Deployments and a deployment's statuses are listed oldest first: GitHub's reference
+        ("List deployments", "List deployment statuses") promises no order (GitHub lists
+        them newest first, the default here)."""
         self.pending_lists_rules = True
         """`pending_deployments` lists the waits for a custom rule too (GitHub describes it as
         the environments "waiting for protection rules to pass"); False: reviewers' only."""

@@ -231,12 +231,14 @@ class RuleRoutes(SimulatorRoutes):
         return web.Response(status=204)
 
     async def list_deployments(self, request: web.Request) -> web.Response:
-        """Newest first, filtered by `sha`, `ref`, `task` and `environment` as GitHub does."""
+        """Newest first (oldest first with `lists_oldest_first`), filtered by `sha`, `ref`,
+        `task` and `environment` as GitHub does."""
         repository = self._repository(request)
         wanted = {k: request.query[k] for k in ("sha", "ref", "environment") if k in request.query}
+        deployments = repository.engine.deployments
         found = [
             shapes.deployment(repository.urls, d)
-            for d in reversed(repository.engine.deployments)
+            for d in (deployments if self.sim.lists_oldest_first else deployments[::-1])
             if all(getattr(d, key) == value for key, value in wanted.items())
             and request.query.get("task", "deploy") == "deploy"
             and d.environment not in repository.unlisted_deployments
@@ -251,9 +253,7 @@ class RuleRoutes(SimulatorRoutes):
         if deployment is None:
             raise not_found()
         links = self.sim.check_run_links
-        items = [
-            status_json(repository.urls, deployment, s, check_run_links=links)
-            for s in reversed(deployment.statuses)
-        ]
+        listed = deployment.statuses if self.sim.lists_oldest_first else deployment.statuses[::-1]
+        items = [status_json(repository.urls, deployment, s, check_run_links=links) for s in listed]
         page, headers = self._paginate(request, items)
         return json_response(page, headers=headers)

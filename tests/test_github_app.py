@@ -270,6 +270,30 @@ async def test_a_revoked_installation_token_is_named_and_a_new_one_is_minted_nex
     assert app.issued[-1].token not in app.revoked
 
 
+async def test_an_app_installed_again_under_a_new_id_is_found_again_and_its_calls_go_on(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """Uninstalled and installed again: GitHub revokes the old installation's tokens and
+    answers 404 to a token for it ("Create an installation access token for an app"); the
+    installation found from the repository is looked up again, not asked for tokens forever."""
+    async with gateway(gh, credentials(app)) as github:
+        started = await start(github)
+        app.token_lifetime = timedelta(hours=1)
+        await github.snapshot(started.run_id)
+        for token in app.issued:
+            app.revoke(token.token)
+        old = app.installation_id
+        app.installation_id = old + 1
+        with pytest.raises(GitHubError, match="401 Bad credentials"):
+            await github.snapshot(started.run_id)
+        snapshot = await github.snapshot(started.run_id)
+
+    assert waiting_jobs(snapshot) == FIRST_STAGES
+    assert requests_to(gh, f"/repos/{REPOSITORY}/installation") == [200, 200]
+    assert requests_to(gh, f"/app/installations/{old}/access_tokens")[-1] == 404
+    assert requests_to(gh, f"/app/installations/{old + 1}/access_tokens") == [201]
+
+
 async def test_in_app_mode_the_preflight_says_the_image_cannot_be_checked_and_dispatch_goes_on(
     tmp_path: Path,
 ) -> None:

@@ -33,7 +33,7 @@ from bot.domain.rollout import (
     holding_tracks,
 )
 from bot.services.webhooks import Intake
-from sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL
+from sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL, REPOSITORY
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.signing import github_signature_headers
 
@@ -350,6 +350,22 @@ async def test_deliveries_the_bot_does_not_follow_answer_2xx_and_change_nothing(
         json.dumps({**sample, "repository": {"full_name": "someone/else"}}).encode(),
     )
     push = await hook.post("push", json.dumps({"ref": "refs/heads/main"}).encode())
+    # A GitHub App's own events (octokit/webhooks payload examples, cut down): acked, never
+    # 4xx, which GitHub would show as failed deliveries of the App's webhook.
+    sender = {"login": "octocat", "id": 1}
+    installed = {"id": 61_000_001, "account": sender}
+    added = {"id": 7, "full_name": REPOSITORY, "private": True}
+    app_events = [
+        await hook.post(event, json.dumps(body | {"sender": sender}).encode())
+        for event, body in (
+            ("installation", {"action": "new_permissions_accepted", "installation": installed}),
+            (
+                "installation_repositories",
+                {"action": "added", "installation": installed, "repositories_added": [added]},
+            ),
+            ("github_app_authorization", {"action": "revoked"}),
+        )
+    ]
     garbled = await hook.post(
         "workflow_job", json.dumps({"action": "completed", "workflow_job": "?"}).encode()
     )
@@ -357,7 +373,7 @@ async def test_deliveries_the_bot_does_not_follow_answer_2xx_and_change_nothing(
 
     of_foreign_run = [d for d in hook.sent if f'"run_id": {foreign_run}'.encode() in d.body]
     assert of_foreign_run
-    for delivery in [*of_foreign_run, elsewhere, push, garbled]:
+    for delivery in [*of_foreign_run, elsewhere, push, garbled, *app_events]:
         assert (delivery.status, delivery.answer["result"]) == (202, "ignored"), delivery.answer
     assert await box.rollout() == before
     assert box.thread() == thread

@@ -98,16 +98,29 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         none; GitHubError when the App is not installed on the repository."""
         with self._lock:
             try:
-                if self._installation is None or self._refused:
-                    self._installation_id = self._installation_id or self.installation().id
-                    self._installation = self._app.get_installation_auth(
-                        self._installation_id, requester=self.requester
-                    )
-                    self._refused = False
-                self.issued = self._installation.token
-                return self.issued
+                try:
+                    return self._minted()
+                except GithubException as exc:
+                    if exc.status != 404 or self.configured_id is not None:
+                        raise
+                    # The installation found is gone (the App uninstalled, then installed
+                    # again under a new id): found again, once, from the repository.
+                    self._installation_id, self._installation = None, None
+                    return self._minted()
             except (GithubException, OSError) as exc:
                 raise InstallationTokenError(exc) from exc
+
+    def _minted(self) -> str:
+        """The current token, minted when there is none, it nears its expiry or GitHub
+        refused it (under the lock)."""
+        if self._installation is None or self._refused:
+            self._installation_id = self._installation_id or self.installation().id
+            self._installation = self._app.get_installation_auth(
+                self._installation_id, requester=self.requester
+            )
+            self._refused = False
+        self.issued = self._installation.token
+        return self.issued
 
     def refused(self) -> None:
         """GitHub answered 401 to the current token (revoked, or expired by GitHub's clock):

@@ -21,7 +21,13 @@ from urllib.parse import quote
 from github import GithubException
 
 from bot.adapters.github.reviews import post_review
-from bot.adapters.github.schema import DEPLOYMENT_STATUSES, DEPLOYMENTS, Run
+from bot.adapters.github.schema import (
+    DEPLOYMENT_STATUSES,
+    DEPLOYMENTS,
+    Deployment,
+    Run,
+    latest_status,
+)
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.domain.protection_rules import RuleRequest, WaitingDeployment, unexplained
@@ -30,6 +36,13 @@ from bot.services.ports import Clock, ReviewState
 from bot.services.store_ports import ProtectionRuleRequests
 
 _log = logging.getLogger(__name__)
+
+_PAGE = 100
+"""GitHub's largest page. Its reference promises no order for deployments nor for their
+statuses ("List deployments", "List deployment statuses"): every page of the commit's
+deployments is read, and a deployment's latest status is the one created last."""
+_PAGES = 10
+"""At most this many pages of a commit's deployments (a thousand: its runs and re-runs)."""
 
 
 def enabled_rule_apps(github: GitHubTransport, environment: str) -> dict[int, str] | None:
@@ -207,27 +220,21 @@ class ProtectionRules:
 
         def read() -> list[WaitingDeployment]:
             run = Run.model_validate(github.get_conditional(path))
-            deployments = DEPLOYMENTS.validate_python(
-                github.get_conditional(
-                    f"/repos/{github.repository}/deployments",
-                    {"sha": run.head_sha, "per_page": 100},
-                )
-                or []
-            )
             found = []
-            for deployment in deployments:
+            for deployment in _deployments(github, run.head_sha):
                 if deployment.created_at < run.created_at:
                     continue  # an older run of the same commit
                 statuses = DEPLOYMENT_STATUSES.validate_python(
                     github.get_conditional(
                         f"/repos/{github.repository}/deployments/{deployment.id}/statuses",
-                        {"per_page": 1},
+                        {"per_page": _PAGE},
                     )
                     or []
                 )
-                if not statuses or statuses[0].state != "waiting":
+                latest = latest_status(statuses)
+                if latest is None or latest.state != "waiting":
                     continue
-                if job_ids is None or statuses[0].of_jobs(job_ids):
+                if job_ids is None or latest.of_jobs(job_ids):
                     found.append(
                         WaitingDeployment(
                             deployment.id, deployment.environment, deployment.created_at
@@ -238,3 +245,17 @@ class ProtectionRules:
         return await github.call(
             f"read the deployments waiting on run {run_id}", read, run_id=run_id
         )
+
+
+def _deployments(github: GitHubTransport, sha: str) -> list[Deployment]:
+    """The deployments of the commit `sha`, page by page (in the pool's thread), up to
+    `_PAGES` pages."""
+    path = f"/repos/{github.repository}/deployments"
+    found: list[Deployment] = []
+    for page in range(1, _PAGES + 1):
+        parameters = {"sha": sha, "per_page": _PAGE} | ({"page": page} if page > 1 else {})
+        listed = DEPLOYMENTS.validate_python(github.get_conditional(path, parameters) or [])
+        found.extend(listed)
+        if len(listed) < _PAGE:
+            break
+    return found

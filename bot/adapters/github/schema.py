@@ -233,10 +233,13 @@ class Deployment(_Answer):
 
 
 class DeploymentStatus(_Answer):
-    """A deployment's status (`GET .../deployments/{id}/statuses`, newest first); an Actions
-    deployment's log and target link the job that deploys, as `.../actions/runs/{run_id}/job/
-    {job_id}` or as `.../runs/{job_id}?check_suite_focus=true` (a job's id is its check run's)."""
+    """A deployment's status (`GET .../deployments/{id}/statuses`, in no order GitHub's
+    reference promises: the latest is the one created last); an Actions deployment's log and
+    target link the job that deploys, as `.../actions/runs/{run_id}/job/{job_id}` or as
+    `.../runs/{job_id}?check_suite_focus=true` (a job's id is its check run's)."""
 
+    id: int = 0
+    created_at: AwareDatetime
     state: str = ""
     log_url: str | None = None
     target_url: str | None = None
@@ -252,5 +255,12 @@ class DeploymentStatus(_Answer):
 
 
 _JOB_LINK = re.compile(r"/(?:runs|job)/(\d+)")
+
+
+def latest_status(statuses: Collection[DeploymentStatus]) -> DeploymentStatus | None:
+    """The status created last (ids break a tie within a second); None when there is none."""
+    return max(statuses, key=lambda s: (s.created_at, s.id), default=None)
+
+
 DEPLOYMENTS = TypeAdapter(list[Deployment])
 DEPLOYMENT_STATUSES = TypeAdapter(list[DeploymentStatus])
