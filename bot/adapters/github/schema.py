@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import UTC
+from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -239,7 +239,7 @@ class DeploymentStatus(_Answer):
     `.../runs/{job_id}?check_suite_focus=true` (a job's id is its check run's)."""
 
     id: int = 0
-    created_at: AwareDatetime
+    created_at: AwareDatetime | None = None
     state: str = ""
     log_url: str | None = None
     target_url: str | None = None
@@ -257,9 +257,13 @@ class DeploymentStatus(_Answer):
 _JOB_LINK = re.compile(r"/(?:runs|job)/(\d+)")
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+"""Before any status a double gives without `created_at` (GitHub always gives it)."""
+
+
 def latest_status(statuses: Collection[DeploymentStatus]) -> DeploymentStatus | None:
     """The status created last (ids break a tie within a second); None when there is none."""
-    return max(statuses, key=lambda s: (s.created_at, s.id), default=None)
+    return max(statuses, key=lambda s: (s.created_at or _NEVER, s.id), default=None)
 
 
 DEPLOYMENTS = TypeAdapter(list[Deployment])
