@@ -575,3 +575,22 @@ async def test_a_deleted_card_posted_again_already_is_found_not_posted_once_more
     assert scene.thread() == ["after the card"]
     stored = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
     assert stored is not None and stored.message_ts == again
+
+
+async def test_a_card_redraw_posted_again_with_its_answer_lost_is_not_posted_twice(
+    scene: Scene,
+) -> None:
+    """Someone deleted the card; the next redraw posts it again, and Slack takes the post but
+    its answer is lost. The retry finds that card and redraws it: one card in the channel."""
+    rollout, outbox = await scene.card_posted()
+    drawn = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert drawn is not None and drawn.message_ts is not None
+    scene.slack.delete_message(CHANNEL, drawn.message_ts)
+    scene.slack.lose_next_answer("chat.postMessage")
+
+    await outbox.add([card(drawn)])
+    await scene.deliver_all([outbox])
+
+    (only,) = scene.slack.messages(CHANNEL)
+    stored = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
+    assert stored is not None and stored.message_ts == only.ts != drawn.message_ts

@@ -295,7 +295,7 @@ class Outbox:
         if message.kind == CARD:
             if rollout.message_ts is not None and await self._store.superseded(message):
                 return  # a newer redraw follows: draw the card once
-            drawn[rollout_id] = await self._card(rollout, plan, look=unclear), plan
+            drawn[rollout_id] = await self._card(rollout, plan, look=unclear, gone=unclear), plan
             return
         if rollout.message_ts is None:
             rollout = await self._card(rollout, plan, look=unclear)
@@ -320,8 +320,8 @@ class Outbox:
         self, rollout: Rollout, plan: RolloutPlan, *, look: bool, gone: bool = False
     ) -> Rollout:
         """Draw the card; its first post records its ts, which thread replies need. With
-        `look`, a card an earlier attempt posted (or, for a card `gone`, posted again) is found
-        and redrawn, not posted again."""
+        `look`, a card an earlier attempt posted (or, for a card `gone` or maybe gone, posted
+        again) is found and redrawn, not posted again."""
         if look and (gone or rollout.message_ts is None):
             found = await self._notifier.find_card(rollout)
             if found is not None and found != rollout.message_ts:

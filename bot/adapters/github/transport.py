@@ -46,6 +46,7 @@ from bot.adapters.github.refusals import (
 from bot.adapters.github.workers import GitHubWorkers
 from bot.domain.errors import GitHubError, GitHubRateLimited
 from bot.github_credentials import GitHubApp
+from bot.logs import GITHUB_TOKEN_SHAPE
 from bot.services.polling import is_polling
 from bot.services.telemetry import UNTRACKED, Telemetry
 
@@ -359,10 +360,12 @@ class GitHubTransport:
 
 
 def _masked(text: str, *secrets: str) -> str:
+    """`text` without `secrets`, nor anything shaped as a GitHub token (an installation token
+    minted before the one in hand, which a request still in flight carried)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return text
+    return GITHUB_TOKEN_SHAPE.sub("***", text)
 
 
 class Credentials(TypedDict):
