@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import time
 import uuid
@@ -35,7 +34,6 @@ from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.adapters.slack import lane_words, views
-from bot.adapters.slack.actions import NOT_OURS, InvalidPayload
 from bot.adapters.slack.blocks import BlockJson, ViewJson
 from bot.adapters.slack.limits import (
     FALLBACK_TEXT,
@@ -48,7 +46,7 @@ from bot.domain.errors import InvalidCommand, RolloutError
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.lane import LaneClosed
 from bot.services.telemetry import Handled, Telemetry
-from handlers import ack_first
+from handlers import ack_first, unhandled
 from handlers.payloads import BlockActions, parse
 
 log = logging.getLogger(__name__)
@@ -351,43 +349,13 @@ def register(app: AsyncApp) -> None:
             )
         return await next()
 
+    unused = unhandled.Unhandled(report)
+
     @app.error
     async def on_error(
-        error: Exception, body: dict[str, Any], respond: AsyncRespond
+        error: Exception, body: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
     ) -> BoltResponse | None:
         if isinstance(error, BoltUnhandledRequestError):
-            # An event or interaction the bot has no use for: acknowledged, so Slack neither
-            # retries it nor shows an error. A button or a form of an older version: the person
-            # is told, and the form stays open with the reason under its first field.
-            log.info("Slack request acknowledged and ignored: %s", _unhandled(body))
-            if body.get("type") == "block_actions":
-                await report(InvalidPayload(NOT_OURS), body, respond)
-            return BoltResponse(status=200, body=_form_refused(body))
+            return unused.answer(body, respond, context.get(ack_first.CONTEXT_KEY))
         await report(error, body, respond)
         return None
-
-
-def _form_refused(body: dict[str, Any]) -> str:
-    """A submitted form's answer that keeps it open and says why (`response_action: errors`
-    under its first input); empty for anything else, or a form with no input."""
-    view = body.get("view") if body.get("type") == "view_submission" else None
-    state = view.get("state") if isinstance(view, dict) else None
-    values = state.get("values") if isinstance(state, dict) else None
-    if not isinstance(values, dict) or not values:
-        return ""
-    return json.dumps({"response_action": "errors", "errors": {next(iter(values)): NOT_OURS}})
-
-
-def _unhandled(body: dict[str, Any]) -> str:
-    """What a request no listener takes is, in a few words (its type, and the id it names)."""
-    event = body.get("event")
-    actions = body.get("actions")
-    view = body.get("view")
-    named: object = None
-    if isinstance(event, dict):
-        named = event.get("type")
-    elif isinstance(actions, list) and actions and isinstance(actions[0], dict):
-        named = actions[0].get("action_id")
-    elif isinstance(view, dict):
-        named = view.get("callback_id")
-    return f"{body.get('type', body.get('command'))!r:.40} {named!r:.64}"

@@ -219,9 +219,21 @@ async def test_a_form_of_an_older_version_stays_open_and_says_why(
     assert acted(slack) == []
 
 
+STALE_BUTTON = {
+    key: value
+    for key, value in block_actions_payload(
+        user_id=RELEASE_MANAGER,
+        channel_id=RELEASE_CHANNEL,
+        action_id="a_button_of_an_older_version",
+        value="",
+        response_url="",
+        message_ts="1700000000.000100",
+    ).items()
+    if key != "response_url"  # a button of the App Home has none
+}
 SOCKET_ENVELOPES = [
     *(("events_api", event_callback_body(event=event)) for event in EVENTS.values()),
-    *(("interactive", json.dumps(payload)) for payload in INTERACTIONS.values()),
+    *(("interactive", json.dumps(payload)) for payload in [*INTERACTIONS.values(), STALE_BUTTON]),
 ]
 
 
