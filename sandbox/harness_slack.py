@@ -51,6 +51,11 @@ class SlackUser:
             return status, set()
         return status, {task for task in asyncio.all_tasks() - before if not _serving(task)}
 
+    async def post_signed(self, body: str) -> int:
+        """POST a body of the test's own making, signed as Slack signs it; the status."""
+        status, _ = await self._post(body)
+        return status
+
     async def _answer(self, url: str, work: set[Task]) -> list[ResponseUrlPost]:
         """The posts to the response `url` once the bot answered, or once its `work` on the
         request ended without an answer; a moment (`ANSWER_WAIT`) at most, unless the bot in

@@ -12,16 +12,15 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from figures import every_gate_passes, passing_sandbox
 from sandbox_views import dispatched, stage_state, value_of
 from test_controls import sandbox_for
 
 from bot.domain.rollout import StageState
-from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan
-from sandbox.signing import slack_signature_headers, slash_command_body
+from sandbox.signing import slash_command_body
 from sandbox.slack_views import TRIGGER_LIFETIME
 
 pytestmark = pytest.mark.story
@@ -79,15 +78,7 @@ async def test_a_form_whose_trigger_id_slack_says_expired_is_answered_with_what_
         value = await value_of(box, "extend_custom", "relay")
         url, body = box.click_body("extend_custom", value=value)  # the trigger_id issued now
         box.slack.trigger_clock = lambda: time.monotonic() + 2 * TRIGGER_LIFETIME  # then late
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"{box.url}/slack/events",
-                data=body,
-                headers=slack_signature_headers(SLACK_SIGNING_SECRET, body),
-            ) as response,
-        ):
-            assert response.status == 200
+        assert await box.post_signed(body) == 200
 
         (opened,) = await box.slack.wait_for_call("views.open")
         assert opened.response["error"] == "expired_trigger_id"
@@ -136,15 +127,7 @@ async def test_an_answer_for_the_channel_whose_response_url_slack_refused_is_pos
         channel_id=RELEASE_CHANNEL,
         response_url=expired,
     )
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{box.url}/slack/events",
-            data=body,
-            headers=slack_signature_headers(SLACK_SIGNING_SECRET, body),
-        ) as response,
-    ):
-        assert response.status == 200
+    assert await box.post_signed(body) == 200
 
     await box.slack.wait_for(lambda: bool(box.slack.messages(RELEASE_CHANNEL)), timeout=10)
     (said,) = box.slack.messages(RELEASE_CHANNEL)
