@@ -292,16 +292,23 @@ async def test_a_range_reaching_into_the_future_ends_now(run: Callable[..., Any]
     assert report["stages"][0]["verdicts"] == {"PASS": 48, "ROLLBACK": 0, "INCONCLUSIVE": 2}
 
 
-async def test_queries_naming_the_tag_need_one(
-    run: Callable[..., Any], history: History, tmp_path: Path
-) -> None:
+def crash_query_naming(history: History, tmp_path: Path, matcher: str) -> Path:
+    """The known week's plan, its relay crash query selecting pods by `matcher` instead of
+    `container="relay"`, written to a file of its own."""
     plan = yaml.safe_load(history.plan.read_text(encoding="utf-8"))
     relay = plan["tracks"]["relay"]["metrics"]
     relay["crash_rate"]["query"] = relay["crash_rate"]["query"].replace(
-        'container="relay"', 'container="relay",version="$tag"'
+        'container="relay"', matcher
     )
-    path = tmp_path / "tagged.yml"
+    path = tmp_path / "plan.yml"
     path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    return path
+
+
+async def test_queries_naming_the_tag_need_one(
+    run: Callable[..., Any], history: History, tmp_path: Path
+) -> None:
+    path = crash_query_naming(history, tmp_path, 'container="relay",version="$tag"')
     status, out, err = await run("--plan", str(path), "--from", day(0), "--to", day(1), plan=False)
     assert (status, out) == (2, "")
     assert err == (
@@ -315,13 +322,7 @@ async def test_service_names_what_the_queries_call_the_service(
 ) -> None:
     """A bot releasing several services fills `$service` with the one released: a replay of
     one service's queries names it, as the live gate does."""
-    plan = yaml.safe_load(history.plan.read_text(encoding="utf-8"))
-    relay = plan["tracks"]["relay"]["metrics"]
-    relay["crash_rate"]["query"] = relay["crash_rate"]["query"].replace(
-        'container="relay"', 'container="$service"'
-    )
-    path = tmp_path / "services.yml"
-    path.write_text(yaml.safe_dump(plan), encoding="utf-8")
+    path = crash_query_naming(history, tmp_path, 'container="$service"')
     window = ["--plan", str(path), "--from", day(2), "--to", day(2), "--stage", "canary"]
 
     def verdicts(out: str) -> dict[str, int]:

@@ -29,7 +29,7 @@ from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import CheckState, Phase
-from bot.domain.run import JobStatus, RunSnapshot
+from bot.domain.run import JobStatus, RunRef, RunSnapshot
 from bot.github_credentials import GitHubApp
 from bot.logs import REDACTED, configure_logging
 from sandbox.clock import ManualClock
@@ -249,15 +249,22 @@ async def test_a_failed_mint_is_its_own_error_and_no_dispatch_is_sent_or_looked_
     assert not [r for r in gh.requests if r.path.endswith("/runs")], "no run was looked for"
 
 
+async def tokens_revoked(github: PyGithubGateway, app: SandboxApp) -> RunRef:
+    """A run started, then every installation token minted so far revoked (tokens now last an
+    hour: the next call uses the one in hand)."""
+    started = await start(github)
+    app.token_lifetime = timedelta(hours=1)
+    await github.snapshot(started.run_id)
+    for token in app.issued:
+        app.revoke(token.token)
+    return started
+
+
 async def test_a_revoked_installation_token_is_named_and_a_new_one_is_minted_next(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:
     async with gateway(gh, credentials(app)) as github:
-        started = await start(github)
-        app.token_lifetime = timedelta(hours=1)
-        await github.snapshot(started.run_id)
-        for token in app.issued:
-            app.revoke(token.token)
+        started = await tokens_revoked(github, app)
         with pytest.raises(GitHubError) as refused:
             await github.snapshot(started.run_id)
         snapshot = await github.snapshot(started.run_id)
@@ -277,11 +284,7 @@ async def test_an_app_installed_again_under_a_new_id_is_found_again_and_its_call
     answers 404 to a token for it ("Create an installation access token for an app"); the
     installation found from the repository is looked up again, not asked for tokens forever."""
     async with gateway(gh, credentials(app)) as github:
-        started = await start(github)
-        app.token_lifetime = timedelta(hours=1)
-        await github.snapshot(started.run_id)
-        for token in app.issued:
-            app.revoke(token.token)
+        started = await tokens_revoked(github, app)
         old = app.installation_id
         app.installation_id = old + 1
         with pytest.raises(GitHubError, match="401 Bad credentials"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import begun, dispatched, value_of
+from test_github_gateway import statuses
 from test_protection_rules import answers, app_box
 
 from bot.adapters.github.dispatch import DispatchSearch
@@ -123,10 +124,6 @@ async def test_the_apps_answer_at_a_renamed_repositorys_former_name_is_applied_a
 
 
 # -- temporary redirections and error pages (GitHub's REST docs, "HTTP redirects") ---------------
-
-
-def statuses(gh: GitHubSimulator, method: str, path: str) -> list[int]:
-    return [r.status for r in gh.requests if r.method == method and r.path == path]
 
 
 async def test_a_read_redirected_temporarily_is_read_again_where_github_said(

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes, passing_sandbox
+from figures import passing_sandbox
 from sandbox_views import dispatched, stage_state, value_of
-from test_controls import sandbox_for
+from test_bad_input import box
 
 from bot.domain.rollout import StageState
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
@@ -24,13 +23,7 @@ from sandbox.signing import slash_command_body
 from sandbox.slack_views import TRIGGER_LIFETIME
 
 pytestmark = pytest.mark.story
-
-
-@pytest.fixture
-async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    async with sandbox_for(tmp_path, database_url) as sandbox:
-        every_gate_passes(sandbox)
-        yield sandbox
+__all__ = ["box"]  # the fixture this module's tests use (test_bad_input's)
 
 
 @pytest.mark.parametrize("error", ["not_in_channel", "is_archived", "channel_not_found"])
