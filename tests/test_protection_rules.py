@@ -119,8 +119,10 @@ async def test_every_stage_held_by_the_rule_runs_to_100_percent(box: Sandbox) ->
     )
     delivered = box.github.app_hook.deliveries
     assert len(delivered) == 6
-    # Followed, or kept when it came before the bot had saved the run its dispatch started.
-    assert {(d.status_code, d.result) for d in delivered} <= {(202, "followed"), (202, "kept")}
+    # Followed, or kept when it came before the bot had saved the run its dispatch started, or
+    # a duplicate when a poll found the wait from the run's deployments first (a loaded machine).
+    outcomes = {(202, "followed"), (202, "kept"), (200, "duplicate")}
+    assert {(d.status_code, d.result) for d in delivered} <= outcomes
     trail = await box.audit.list_for_rollout(ended.id)
     approved = [e for e in trail if e.action == "github_approved"]
     assert {e.result for e in approved} == {"ok"}
