@@ -23,6 +23,11 @@ The bounded chaos runs (real processes, real time) are collected first, so that 
 workers they run beside the rest instead of ending the run alone. (Not beside the fuzzing: that
 one is CPU-bound and would starve the chaos runs' replicas.)
 
+PostgreSQL allows 100 connections and a `serve` replica may open 28 (docs/operating.md): a
+test marked `postgres_burst` (two replicas taking fifty clicks fill both pools: 56) has the
+server to itself among the tests on `postgres_database_url` (`_postgres_turn`); only the chaos
+run (about 25) may run beside it.
+
 PostgreSQL is expected at `postgresql://postgres@127.0.0.1:5432/test` (trust auth; override
 with TEST_POSTGRES_URL). When it cannot be reached the postgres cases are skipped, or fail
 when REQUIRE_SERVICES=1.
@@ -31,12 +36,14 @@ when REQUIRE_SERVICES=1.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -202,11 +209,38 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@contextmanager
+def _postgres_turn(folder: Path, *, alone: bool) -> Iterator[None]:
+    """Held for a test on PostgreSQL: shared, or `alone` (no other holder meanwhile), across
+    the run's worker processes. One waiting to be alone holds the door, so no test comes in
+    after it and it cannot wait for ever behind a stream of shared holders."""
+    with (
+        open(folder / "postgres-door.lock", "a") as door,
+        open(folder / "postgres-room.lock", "a") as room,
+    ):
+        fcntl.flock(door, fcntl.LOCK_EX)
+        fcntl.flock(room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(door, fcntl.LOCK_UN)
+        yield
+
+
+@pytest.fixture(scope="session")
+def _postgres_turns(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The folder of the run's turn locks: shared by its workers (each one's base temp folder
+    is inside the run's)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
 @pytest.fixture
-def postgres_database_url(_postgres_session_database: str) -> str:
-    """A migrated PostgreSQL database with every table empty."""
-    run_async(_truncate_all(_postgres_session_database))
-    return _postgres_session_database
+def postgres_database_url(
+    _postgres_session_database: str, _postgres_turns: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A migrated PostgreSQL database with every table empty, and a turn on the server."""
+    alone = request.node.get_closest_marker("postgres_burst") is not None
+    with _postgres_turn(_postgres_turns, alone=alone):
+        run_async(_truncate_all(_postgres_session_database))
+        yield _postgres_session_database
 
 
 @pytest.fixture

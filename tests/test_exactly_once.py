@@ -104,6 +104,7 @@ ALREADY = ("Already done by <@", "Already being done by <@")
 """A repeated click is told who did it, or who is doing it while the first click works."""
 
 
+@pytest.mark.postgres_burst
 async def test_fifty_concurrent_promote_clicks_approve_the_next_stage_once(
     sandbox: Sandbox,
 ) -> None:
@@ -119,6 +120,7 @@ async def test_fifty_concurrent_promote_clicks_approve_the_next_stage_once(
     assert [e.result for e in events if e.action == "promote"] == ["ok"]
 
 
+@pytest.mark.postgres_burst
 @pytest.mark.postgres
 async def test_fifty_clicks_on_two_server_processes_sharing_postgresql_approve_once(
     tmp_path: Path, postgres_database_url: str

@@ -447,6 +447,7 @@ async def app_replicas(
         yield replicas
 
 
+@pytest.mark.postgres_burst
 @pytest.mark.postgres
 async def test_fifty_clicks_on_two_serve_processes_answer_the_rule_once(
     app_replicas: tuple[Sandbox, str],
