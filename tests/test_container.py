@@ -4,17 +4,19 @@ non-root user with a HEALTHCHECK); building the image and running it needs an en
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from services import missing
 
 from bot.bootstrap import create_app
@@ -238,3 +240,76 @@ def test_the_image_checks_a_configuration_as_a_non_root_user(image: tuple[str, s
     out = run_in(image, "check-config", env=env)
     assert "RELEASE_CHANNELS" in out and "xoxb-" not in out
     assert run_in(image, "-u", entrypoint="id").strip() == "10001"
+
+
+def local_proxy(config: str, *, listen: int, replica: int) -> str:
+    """ops/haproxy.cfg with its published port on loopback and one replica at `replica` on
+    loopback, instead of compose's names (which resolve only inside compose)."""
+    config = config.replace("bind :3000", f"bind 127.0.0.1:{listen}")
+    config = re.sub(r"^\s*server bot-2 .*\n", "", config, flags=re.MULTILINE)
+    config = re.sub(
+        r"^(\s*server bot-1) .*$", rf"\1 127.0.0.1:{replica} check", config, flags=re.MULTILINE
+    )
+    return config.split("\nresolvers ", 1)[0] + "\n"
+
+
+async def ask(port: int, method: str, path: str) -> int:
+    """The status of one request for `path` exactly as written (percent-escapes included)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"{method} {path} HTTP/1.1\r\nHost: rollout.example.com\r\nConnection: close\r\n"
+    writer.write(f"{head}Content-Length: 0\r\n\r\n".encode())
+    status = int((await reader.readline()).split()[1])
+    writer.close()
+    await writer.wait_closed()
+    return status
+
+
+async def test_the_proxy_publishes_slacks_and_githubs_doors_only_however_a_path_is_spelled(
+    tmp_path: Path, unused_tcp_port_factory: Callable[[], int]
+) -> None:
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        missing("haproxy is missing (apt-get install haproxy)")
+    reached: list[str] = []
+
+    async def replica(request: web.Request) -> web.Response:
+        reached.append(request.path)  # the path as the bot's router matches it (decoded)
+        return web.Response(text="the replica")
+
+    behind = web.Application()
+    for route in ("/healthz", "/readyz", "/metrics"):
+        behind.router.add_get(route, replica)
+    for route in ("/slack/events", "/github/webhook"):
+        behind.router.add_post(route, replica)
+    runner = web.AppRunner(behind)
+    await runner.setup()
+    listen, port = unused_tcp_port_factory(), unused_tcp_port_factory()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        local_proxy(
+            (ROOT / "ops" / "haproxy.cfg").read_text(encoding="utf-8"), listen=listen, replica=port
+        ),
+        encoding="utf-8",
+    )
+    proxy = subprocess.Popen(  # noqa: S603 - haproxy on a file of this test's own
+        [haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):  # until it listens
+            try:
+                await ask(listen, "GET", "/healthz")
+                break
+            except (OSError, IndexError):
+                await asyncio.sleep(0.05)
+        assert await ask(listen, "POST", "/slack/events") == 200
+        assert await ask(listen, "POST", "/github/webhook") == 200
+        reached.clear()
+        # The bot decodes percent-escapes before it routes: /%6Detrics is its /metrics.
+        for path in ("/metrics", "/%6Detrics", "/%6detrics?x=1", "/readyz", "/%72eadyz"):
+            assert await ask(listen, "GET", path) == 404, path
+        assert reached == []
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        await runner.cleanup()
