@@ -292,8 +292,8 @@ async def test_the_proxy_publishes_slacks_and_githubs_doors_only_however_a_path_
         ),
         encoding="utf-8",
     )
-    proxy = subprocess.Popen(  # noqa: S603 - haproxy on a file of this test's own
-        [haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    proxy = await asyncio.create_subprocess_exec(
+        haproxy, "-db", "-f", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         for _ in range(200):  # until it listens
@@ -311,5 +311,5 @@ async def test_the_proxy_publishes_slacks_and_githubs_doors_only_however_a_path_
         assert reached == []
     finally:
         proxy.terminate()
-        proxy.wait(timeout=30)
+        await proxy.wait()
         await runner.cleanup()

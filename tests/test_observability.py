@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_github_app import app, credentials, gh  # noqa: F401 - fixtures
 from test_github_gateway import INPUTS, START, WORKFLOW
 
+from bot.adapters.github.budget import RequestBudgets
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
@@ -186,7 +187,8 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
     assert (
         value(found, "rollout_bot_github_requests_total", endpoint="review", status="2xx") or 0
     ) >= 1
-    remaining = value(found, "rollout_bot_github_rate_limit_remaining")
+    # A token's one limit: no account (an empty label is no label to Prometheus).
+    remaining = value(found, "rollout_bot_github_rate_limit_remaining", account="")
     assert remaining is not None and box.github.rate_limit_remaining <= remaining < 5000
     posted = value(
         found,
@@ -342,9 +344,48 @@ async def test_github_calls_are_counted_by_endpoint_and_status_with_rate_limits_
         if name == "rollout_bot_github_requests_total" and dict(labels)["endpoint"] == "read"
     }
     assert statuses == {"rate_limited": 1, "403": 1, "2xx": 1}
-    assert value(found, "rollout_bot_github_rate_limit_remaining") == left
-    reset = value(found, "rollout_bot_github_rate_limit_reset_timestamp_seconds")
+    assert value(found, "rollout_bot_github_rate_limit_remaining", account="") == left
+    reset = value(found, "rollout_bot_github_rate_limit_reset_timestamp_seconds", account="")
     assert reset is not None and time.time() < reset <= time.time() + 3600
+
+
+async def test_each_app_installations_rate_limit_is_its_own_series() -> None:
+    # An App installed on two accounts has a rate limit per installation: acme's is nearly
+    # spent, globex's is whole. One series for both would read as whichever answered last.
+    telemetry = PrometheusTelemetry(build())
+    budgets = RequestBudgets({"api": "acme", "billing": "globex"})
+    async with (
+        GitHubSimulator(token=GITHUB_TOKEN) as acme,
+        GitHubSimulator(token=GITHUB_TOKEN) as globex,
+    ):
+        acme.rate_limit_remaining = 150
+        gateways = [
+            PyGithubGateway(
+                GitHubTransport(
+                    api_url=sim.api_url,
+                    token=GITHUB_TOKEN,
+                    repository=sim.repository,
+                    telemetry=telemetry,
+                    budget=budgets.of(service),
+                )
+            )
+            for sim, service in ((acme, "api"), (globex, "billing"))
+        ]
+        try:
+            for gateway in gateways:
+                await gateway.list_directory(path="crates", ref="main")
+        finally:
+            for gateway in gateways:
+                await gateway.close()
+        left = {"acme": acme.rate_limit_remaining, "globex": globex.rate_limit_remaining}
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert left["acme"] < 200 < left["globex"]
+    for account, remaining in left.items():
+        assert value(found, "rollout_bot_github_rate_limit_remaining", account=account) == remaining
+        reset = value(
+            found, "rollout_bot_github_rate_limit_reset_timestamp_seconds", account=account
+        )
+        assert reset is not None and time.time() < reset <= time.time() + 3600
 
 
 async def test_the_apps_refused_credentials_count_githubs_401_to_the_installation_token(

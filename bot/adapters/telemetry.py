@@ -61,15 +61,17 @@ class PrometheusTelemetry(Telemetry):
             "github_polls_deferred_total",
             "Looks at runs the poller put off to its next pass to keep the request budget.",
         )
+        # One series per App installation (`account`; none for a token): each has its limit.
         self._rate_limit = gauge(
-            "github_rate_limit_remaining", "X-RateLimit-Remaining of GitHub's last answer."
+            "github_rate_limit_remaining",
+            "X-RateLimit-Remaining of GitHub's latest answer.",
+            "account",
         )
         self._rate_limit_reset = gauge(
             "github_rate_limit_reset_timestamp_seconds",
-            "X-RateLimit-Reset of GitHub's last answer: when the limit is whole again.",
+            "X-RateLimit-Reset of GitHub's latest answer: when the limit is whole again.",
+            "account",
         )
-        for unknown in (self._rate_limit, self._rate_limit_reset):
-            unknown.set(NAN)  # until GitHub answers
         self._slack = counter(
             "slack_api_calls_total", "Slack Web API attempts.", "method", "status", "error"
         )
@@ -119,14 +121,12 @@ class PrometheusTelemetry(Telemetry):
     def refused(self, *, reason: str) -> None:
         self._refusals.labels(reason).inc()
 
-    def github_request(
-        self, *, endpoint: str, status: str, remaining: int | None, reset: int | None
-    ) -> None:
+    def github_request(self, *, endpoint: str, status: str) -> None:
         self._github.labels(endpoint, status).inc()
-        if remaining is not None:
-            self._rate_limit.set(remaining)
-        if reset is not None:
-            self._rate_limit_reset.set(reset)
+
+    def github_rate_limit(self, *, account: str, remaining: int, reset: int) -> None:
+        self._rate_limit.labels(account).set(remaining)
+        self._rate_limit_reset.labels(account).set(reset)
 
     def github_not_modified(self) -> None:
         self._not_modified.inc()

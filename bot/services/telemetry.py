@@ -44,13 +44,15 @@ class Telemetry:
     def refused(self, *, reason: str) -> None:
         """A person was refused, `reason` the RolloutError's code."""
 
-    def github_request(
-        self, *, endpoint: str, status: str, remaining: int | None, reset: int | None
-    ) -> None:
+    def github_request(self, *, endpoint: str, status: str) -> None:
         """A call to GitHub's API ended: its endpoint class (`app_token` when the installation
-        token it needed was refused: nothing else sent), its status (`2xx`, GitHub's refusal
-        code, `rate_limited` or `no_answer`), the rate limit left after it and the Unix time
-        it resets at (None: GitHub did not say)."""
+        token it needed was refused: nothing else sent) and its status (`2xx`, GitHub's
+        refusal code, `rate_limited` or `no_answer`)."""
+
+    def github_rate_limit(self, *, account: str, remaining: int, reset: int) -> None:
+        """GitHub's rate limit of `account`'s App installation ("": the token's, or the one
+        installation's) as of its latest answer: the requests left and the Unix time it is
+        renewed at."""
 
     def github_not_modified(self) -> None:
         """A conditional GET was answered 304 Not Modified: it cost no rate limit (it is one

@@ -26,6 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from github.Requester import Requester
+
+from bot.services.telemetry import Telemetry
+
 WINDOW = timedelta(hours=1)
 """GitHub's primary rate limit is counted per hour."""
 
@@ -46,6 +50,7 @@ class RequestBudget:
     def __init__(
         self,
         *,
+        account: str = "",
         reserve_share: float = 0.2,
         reserve_floor: int = 100,
         look_cost: int = 4,
@@ -57,6 +62,9 @@ class RequestBudget:
             raise ValueError("reserve_floor must be at least 0 and look_cost at least 1")
         if not 0 < burst <= 1:
             raise ValueError("burst must be above 0 and at most 1")
+        self.account = account
+        """The account whose App installation this limit is ("": a token's, or a fixed
+        installation's: the bot's one limit); the label of its rate-limit gauges."""
         self._reserve_share = reserve_share
         self._reserve_floor = reserve_floor
         self.look_cost = look_cost
@@ -134,7 +142,7 @@ class RequestBudgets:
         self._shared = RequestBudget()
         by_owner: dict[str, RequestBudget] = {}
         self._of = {
-            service: by_owner.setdefault(owner.casefold(), RequestBudget())
+            service: by_owner.setdefault(owner.casefold(), RequestBudget(account=owner.casefold()))
             for service, owner in (owners or {}).items()
         }
 
@@ -163,3 +171,24 @@ class BudgetsPass:
             allowance = budget.open_pass(now=self._now, every=self._every)
             self._allowances[id(budget)] = allowance
         return allowance.may_poll()
+
+
+def rate_limit_seen(
+    requester: Requester, budget: RequestBudget | None, telemetry: Telemetry
+) -> None:
+    """Hand the rate limit of the latest answer to the budget, and report the budget's figure
+    (not this client's last one: a call that got no answer would report an older one)."""
+    # PyGithub keeps X-RateLimit-Remaining, -Limit and -Reset of the last answer that
+    # carried them (-1 and 0: none).
+    remaining, limit = requester.rate_limiting
+    reset = requester.rate_limiting_resettime
+    if budget is None:
+        if remaining >= 0 and reset > 0:
+            telemetry.github_rate_limit(account="", remaining=remaining, reset=reset)
+        return
+    if remaining >= 0 and limit > 0 and reset > 0:
+        budget.observe(limit=limit, remaining=remaining, reset=reset)
+    if (seen := budget.seen) is not None:
+        telemetry.github_rate_limit(
+            account=budget.account, remaining=seen.remaining, reset=int(seen.reset.timestamp())
+        )

@@ -30,7 +30,7 @@ from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
 
 from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
-from bot.adapters.github.budget import RequestBudget
+from bot.adapters.github.budget import RequestBudget, rate_limit_seen
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
@@ -167,18 +167,8 @@ class GitHubTransport:
             status = "no_answer"
         else:
             status = "rate_limited" if rate_limited(failure) else str(failure.status)
-        # PyGithub keeps X-RateLimit-Remaining, -Limit and -Reset of the last answer that
-        # carried them (-1 and 0: none).
-        remaining, limit = self.client.requester.rate_limiting
-        reset = self.client.requester.rate_limiting_resettime
-        self._telemetry.github_request(
-            endpoint=endpoint,
-            status=status,
-            remaining=remaining if remaining >= 0 else None,
-            reset=reset if reset > 0 else None,
-        )
-        if self.budget is not None and remaining >= 0 and limit > 0 and reset > 0:
-            self.budget.observe(limit=limit, remaining=remaining, reset=reset)
+        self._telemetry.github_request(endpoint=endpoint, status=status)
+        rate_limit_seen(self.client.requester, self.budget, self._telemetry)
 
     async def call(
         self,
