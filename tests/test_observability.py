@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_github_app import app, credentials, gh  # noqa: F401 - fixtures
 from test_github_gateway import INPUTS, START, WORKFLOW
 
-from bot.adapters.github.budget import RequestBudgets
+from bot.adapters.github.budget import RequestBudget, RequestBudgets
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
@@ -386,6 +386,41 @@ async def test_each_app_installations_rate_limit_is_its_own_series() -> None:
             found, "rollout_bot_github_rate_limit_reset_timestamp_seconds", account=account
         )
         assert reset is not None and time.time() < reset <= time.time() + 3600
+
+
+async def test_a_call_without_an_answer_leaves_the_newest_rate_limit_shown() -> None:
+    # Two transports on one token: the second answered last; the first's next call gets no
+    # answer, and its client's figure is older than the second's.
+    telemetry = PrometheusTelemetry(build())
+    budget = RequestBudget()
+    async with GitHubSimulator(token=GITHUB_TOKEN) as simulator:
+        first, second = (
+            PyGithubGateway(
+                GitHubTransport(
+                    api_url=simulator.api_url,
+                    token=GITHUB_TOKEN,
+                    repository=simulator.repository,
+                    telemetry=telemetry,
+                    budget=budget,
+                    retries=0,
+                )
+            )
+            for _ in range(2)
+        )
+        try:
+            await first.list_directory(path="crates", ref="main")
+            for _ in range(3):
+                await second.list_directory(path="crates", ref="main")
+            newest = simulator.rate_limit_remaining
+            simulator.fault_next("GET", "/repos/*/contents/*", "accept_then_drop")
+            with pytest.raises(GitHubError):
+                await first.list_directory(path="crates", ref="main")
+        finally:
+            await first.close()
+            await second.close()
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert value(found, "rollout_bot_github_requests_total", endpoint="read", status="no_answer")
+    assert value(found, "rollout_bot_github_rate_limit_remaining", account="") == newest
 
 
 async def test_the_apps_refused_credentials_count_githubs_401_to_the_installation_token(
