@@ -505,6 +505,7 @@ def _outbox(
         owner=owner,
         request_timeout=request_timeout,
         lease=timedelta(seconds=settings.lease_seconds),
+        telemetry=app[TELEMETRY],
     )
 
 

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from cleared import cleared_rollout
+from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.slack.limits import MESSAGE_TEXT
 from bot.adapters.slack.notifier import SlackNotifier
+from bot.adapters.telemetry import PrometheusTelemetry
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     DispatchUnclear,
@@ -28,6 +30,8 @@ from bot.plan_file import load_plan
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import card, told
 from bot.services.records import NewMessage, OutboxMessage
+from bot.services.telemetry import UNTRACKED, Telemetry
+from bot.version import build
 from sandbox.clock import ManualClock
 from sandbox.config import SLACK_BOT_TOKEN
 from sandbox.harness import CHARTS
@@ -69,6 +73,7 @@ class Scene:
         lease: timedelta = LEASE,
         request_timeout: timedelta | None = None,
         rollouts: RolloutStore | None = None,
+        telemetry: Telemetry = UNTRACKED,
     ) -> Outbox:
         # No retry handler on the client: the outbox alone answers Slack's faults here.
         client = AsyncWebClient(
@@ -83,6 +88,7 @@ class Scene:
             owner=owner,
             request_timeout=request_timeout or REQUEST_TIMEOUT * (lease / LEASE),
             lease=lease,
+            telemetry=telemetry,
         )
 
     async def started(self, *, lines: int) -> Rollout:
@@ -309,6 +315,28 @@ async def test_a_message_slack_refuses_is_dead_lettered_once_and_the_rest_go_on(
     assert scene.thread() == ["next"]
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "msg_too_long" in errors[0].getMessage()
+
+
+async def test_a_message_given_up_is_counted_for_the_operators_alert(scene: Scene) -> None:
+    # The bot was removed from the channel: Slack refuses the line for good.
+    telemetry = PrometheusTelemetry(build())
+    rollout = await scene.started(lines=0)
+    outbox = scene.replica("a", telemetry=telemetry)
+    await outbox.flush(rollout.id)
+    await outbox.add(said(rollout, "lost"))
+    scene.slack.fail_next("chat.postMessage", error="not_in_channel")
+
+    await outbox.flush(rollout.id)
+    await scene.deliver_all([outbox])
+
+    scraped = telemetry.exposition(None)[0].decode()
+    (dead,) = (
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "rollout_bot_outbox_dead_lettered_total"
+    )
+    assert dead == 1
 
 
 async def test_a_card_redraw_superseded_by_a_newer_one_is_skipped(scene: Scene) -> None:

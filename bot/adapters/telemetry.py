@@ -85,6 +85,10 @@ class PrometheusTelemetry(Telemetry):
         self._dead_timers = counter(
             "timers_dead_lettered_total", "Window timers given up after their last attempt."
         )
+        self._dead_messages = counter(
+            "outbox_dead_lettered_total",
+            "Messages to Slack given up (refused for good, or after their last attempt).",
+        )
         self._timers_due = gauge("timers_due", "Pending timers due (database-wide).")
         self._timers_overdue = gauge(
             "timers_overdue", "Pending timers due for longer than a lease (database-wide)."
@@ -142,6 +146,9 @@ class PrometheusTelemetry(Telemetry):
 
     def window_closed(self, *, lateness: timedelta) -> None:
         self._lateness.observe(max(lateness.total_seconds(), 0.0))
+
+    def outbox_dead(self) -> None:
+        self._dead_messages.inc()
 
     def timer_dead(self) -> None:
         self._dead_timers.inc()

@@ -28,28 +28,17 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Rollout, verdict_from_json
-from bot.domain.rollout_summary import summarize
+from bot.domain.rollout import Rollout
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.logs import rollout_context
 from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.outbox_lease import MessageLeases
-from bot.services.outbox_messages import (
-    CARD,
-    FAILURE,
-    FIGURES,
-    GATE,
-    SUMMARY,
-    THREAD,
-    UNFOLLOWED,
-    gate_reading,
-    stage_of,
-    told_event,
-)
+from bot.services.outbox_messages import CARD, FAILURE, UNFOLLOWED, post
 from bot.services.ports import DeliveryFailed, Notifier
-from bot.services.records import NewMessage, OutboxMessage, is_machine
+from bot.services.records import NewMessage, OutboxMessage
 from bot.services.store_ports import AuditLog, Outboxes, Rollouts
+from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +63,10 @@ class Outbox:
         max_backoff: timedelta = timedelta(minutes=5),
         max_attempts: int = 12,
         idle: timedelta = timedelta(seconds=5),
+        telemetry: Telemetry = UNTRACKED,
     ) -> None:
         self._store = store
+        self._telemetry = telemetry
         self._rollouts = rollouts
         self._audit = audit
         self._notifier = notifier
@@ -268,6 +259,7 @@ class Outbox:
             await self._store.dead(
                 message_id=message.id, owner=self.owner, now=now, error=failure.reason
             )
+            self._telemetry.outbox_dead()
             return
         delay = min(self._backoff * 2 ** (attempts - 1), self._max_backoff)
         delay *= random.uniform(0.5, 1.0)  # jitter: replicas do not retry in step
@@ -306,7 +298,7 @@ class Outbox:
             log.info("message %s (%s) was posted by an earlier attempt", message.id, message.kind)
             return
         try:
-            await _post(self._notifier, self._audit, message, rollout, plan)
+            await post(self._notifier, self._audit, message, rollout, plan)
         except DeliveryFailed as failure:
             if not failure.card_gone or message.kind == FAILURE:
                 raise
@@ -314,7 +306,7 @@ class Outbox:
             # attempt or another replica posted it already), and the reply goes under it.
             rollout = await self._card(rollout, plan, look=True, gone=True)
             drawn[rollout_id] = rollout, plan
-            await _post(self._notifier, self._audit, message, rollout, plan)
+            await post(self._notifier, self._audit, message, rollout, plan)
 
     async def _card(
         self, rollout: Rollout, plan: RolloutPlan, *, look: bool, gone: bool = False
@@ -334,39 +326,6 @@ class Outbox:
         if ts != rollout.message_ts:  # its first post, or a deleted card posted again
             ts = await self._rollouts.set_message_ts(rollout.id, ts, replacing=rollout.message_ts)
         return replace(rollout, message_ts=ts)
-
-
-async def _post(
-    notifier: Notifier, audit: AuditLog, message: OutboxMessage, rollout: Rollout, plan: RolloutPlan
-) -> None:
-    """Post a message of the rollout's thread (or its failure elsewhere)."""
-    payload = message.payload
-    if message.kind == THREAD:
-        await notifier.announce(rollout, told_event(payload), key=message.id)
-    elif message.kind == FAILURE:
-        await notifier.post_failure(
-            rollout, told_event(payload), channel=message.channel_id, key=message.id
-        )
-    elif message.kind == FIGURES:
-        track, stage = stage_of(payload)
-        await notifier.ask_for_figures(rollout, plan, track=track, stage=stage, key=message.id)
-    elif message.kind == GATE:
-        track, stage = stage_of(payload)
-        await notifier.post_gate_card(
-            rollout,
-            plan,
-            track=track,
-            stage=stage,
-            verdict=verdict_from_json(payload["verdict"]),
-            reading=gate_reading(payload),
-            key=message.id,
-        )
-    elif message.kind == SUMMARY:
-        events = await audit.list_for_rollout(rollout.id)
-        done = summarize(rollout, plan, events, machine=is_machine)
-        await notifier.post_summary(rollout, done, key=message.id)
-    else:
-        raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)
 
 
 class _InHand:

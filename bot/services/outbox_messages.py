@@ -1,4 +1,5 @@
-"""The messages a state change writes to the outbox, and how their payloads read back."""
+"""The messages a state change writes to the outbox, how their payloads read back, and how
+each is posted."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ from pydantic import TypeAdapter
 
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Reading
-from bot.domain.plan import Notifications
-from bot.domain.rollout import Event, Rollout, event_from_json, event_to_json, verdict_to_json
-from bot.services.records import NewMessage
+from bot.domain.plan import Notifications, RolloutPlan
+from bot.domain.rollout import (
+    Event,
+    Rollout,
+    event_from_json,
+    event_to_json,
+    verdict_from_json,
+    verdict_to_json,
+)
+from bot.domain.rollout_summary import summarize
+from bot.services.ports import DeliveryFailed, Notifier
+from bot.services.records import NewMessage, OutboxMessage, is_machine
+from bot.services.store_ports import AuditLog
 
 CARD = "card"
 THREAD = "thread"
@@ -106,3 +117,36 @@ def gate_reading(payload: dict[str, Any]) -> Reading | None:
     """The figures a gate card was written with (`gate_card`), if any."""
     reading = payload.get("reading")
     return None if reading is None else _READING.validate_python(reading)
+
+
+async def post(
+    notifier: Notifier, audit: AuditLog, message: OutboxMessage, rollout: Rollout, plan: RolloutPlan
+) -> None:
+    """Post a message of the rollout's thread (or its failure elsewhere)."""
+    payload = message.payload
+    if message.kind == THREAD:
+        await notifier.announce(rollout, told_event(payload), key=message.id)
+    elif message.kind == FAILURE:
+        await notifier.post_failure(
+            rollout, told_event(payload), channel=message.channel_id, key=message.id
+        )
+    elif message.kind == FIGURES:
+        track, stage = stage_of(payload)
+        await notifier.ask_for_figures(rollout, plan, track=track, stage=stage, key=message.id)
+    elif message.kind == GATE:
+        track, stage = stage_of(payload)
+        await notifier.post_gate_card(
+            rollout,
+            plan,
+            track=track,
+            stage=stage,
+            verdict=verdict_from_json(payload["verdict"]),
+            reading=gate_reading(payload),
+            key=message.id,
+        )
+    elif message.kind == SUMMARY:
+        events = await audit.list_for_rollout(rollout.id)
+        done = summarize(rollout, plan, events, machine=is_machine)
+        await notifier.post_summary(rollout, done, key=message.id)
+    else:
+        raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)

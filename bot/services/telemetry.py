@@ -72,6 +72,10 @@ class Telemetry:
     def window_closed(self, *, lateness: timedelta) -> None:
         """An observation window was evaluated `lateness` after its end."""
 
+    def outbox_dead(self) -> None:
+        """A message to Slack was given up (refused for good, or after its last attempt): a
+        card or thread was not told something."""
+
     def timer_dead(self) -> None:
         """A window timer was dead-lettered: its stage holds for a person."""
 
