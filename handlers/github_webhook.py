@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.webhooks import Taken
-from handlers.app_keys import DIRECTORY, SETTINGS
+from handlers.app_keys import DIRECTORY, SETTINGS, TELEMETRY
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ async def receive(request: web.Request) -> web.Response:
     header = request.headers.get("X-Hub-Signature-256")
     if secret is None or not signature_matches(secret.get_secret_value().encode(), body, header):
         log.warning("webhook refused: missing or wrong signature")
+        if header:  # signed with a secret the bot does not have (or has none)
+            request.app[TELEMETRY].signature_refused(door="github")
         return web.json_response({"error": "invalid signature"}, status=401)
     event = request.headers.get("X-GitHub-Event", "")
     delivery = request.headers.get("X-GitHub-Delivery", "")

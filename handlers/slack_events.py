@@ -28,7 +28,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from handlers.app_keys import ACKS, BOLT, SETTINGS
+from handlers.app_keys import ACKS, BOLT, SETTINGS, TELEMETRY
 from handlers.origin import BODY_DIGEST
 from handlers.payloads import (
     HANDLED_EVENTS,
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 """Slack's requests are a few kilobytes; anything near this is not from Slack."""
+
+FRESH_S = 5 * 60
+"""How old a signature Slack's verifier takes: an older one is a replay, not another secret."""
 
 # Slack sends seconds since the epoch. Anything else is refused before the verifier sees it:
 # it calls int() on the header, which raises on "abc" and accepts "+1_0".
@@ -118,8 +121,12 @@ def _signed(request: web.Request, body: bytes) -> str | None:
     except UnicodeDecodeError:  # cannot have been signed by Slack
         return None
     secret = request.app[SETTINGS].slack_signing_secret.get_secret_value()
-    valid = SignatureVerifier(secret).is_valid(body=text, timestamp=timestamp, signature=signature)
-    return text if valid else None
+    verifier = SignatureVerifier(secret)
+    if verifier.is_valid(body=text, timestamp=timestamp, signature=signature):
+        return text
+    if abs(verifier.clock.now() - int(timestamp)) <= FRESH_S:  # signed now, another secret
+        request.app[TELEMETRY].signature_refused(door="slack")
+    return None
 
 
 def _validated(text: str, content_type: str) -> BaseModel | None:

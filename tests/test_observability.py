@@ -52,13 +52,14 @@ from sandbox.config import (
     RELEASE_MANAGER,
     REPOSITORY,
     SLACK_BOT_TOKEN,
+    SLACK_SIGNING_SECRET,
     bot_environment,
 )
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
 from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary
-from sandbox.signing import github_signature_headers
+from sandbox.signing import github_signature_headers, slack_signature_headers
 from sandbox.slack import SlackTestServer
 from storage.timers import TimerStore
 
@@ -224,6 +225,34 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
     assert value(found, "rollout_bot_process_start_time_seconds") is not None
 
 
+async def test_requests_signed_with_another_secret_are_counted_by_door(
+    box: Sandbox, http: aiohttp.ClientSession
+) -> None:
+    # The signing secret was regenerated in Slack's app settings, and the webhook's secret
+    # changed on GitHub, but not the bot's: every request is refused, and counted.
+    slack = b"command=%2Frollout&text=status"
+    github = json.dumps({"action": "completed"}).encode()
+    asked = [
+        ("/slack/events", slack, slack_signature_headers("regenerated-secret", slack)),
+        ("/github/webhook", github, github_signature_headers("changed", github, event="push")),
+        # Not counted: a request nobody signed, and one Slack signed ten minutes ago (a replay).
+        ("/slack/events", slack, {"Content-Type": "application/x-www-form-urlencoded"}),
+        ("/github/webhook", github, {"X-GitHub-Event": "push"}),
+        (
+            "/slack/events",
+            slack,
+            slack_signature_headers(SLACK_SIGNING_SECRET, slack, timestamp=int(time.time()) - 600),
+        ),
+    ]
+    for path, body, headers in asked:
+        async with http.post(f"{box.url}{path}", data=body, headers=headers) as response:
+            assert response.status == 401, path
+
+    found = await Scraper(box, http, TOKEN).samples()
+    assert value(found, "rollout_bot_signature_refusals_total", door="slack") == 1
+    assert value(found, "rollout_bot_signature_refusals_total", door="github") == 1
+
+
 async def test_window_end_lateness_is_measured_on_the_bots_clock(
     tmp_path: Path, sqlite_database_url: str, http: aiohttp.ClientSession
 ) -> None:
@@ -283,7 +312,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 11 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 13 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -102,6 +103,11 @@ class PrometheusTelemetry(Telemetry):
             "database_up", "1 when the database answered the scrape's reads, else 0."
         )
         self._database_up.set(NAN)  # until the first scrape
+        self._wrong_signatures = counter(
+            "signature_refusals_total",
+            "Requests signed, but not with the bot's secret (the secret changed on one side).",
+            "door",
+        )
         self._webhooks = counter(
             "webhook_deliveries_total", "Signed GitHub webhook deliveries.", "event", "result"
         )
@@ -146,6 +152,9 @@ class PrometheusTelemetry(Telemetry):
 
     def window_closed(self, *, lateness: timedelta) -> None:
         self._lateness.observe(max(lateness.total_seconds(), 0.0))
+
+    def signature_refused(self, *, door: Literal["slack", "github"]) -> None:
+        self._wrong_signatures.labels(door).inc()
 
     def outbox_dead(self) -> None:
         self._dead_messages.inc()

@@ -72,6 +72,10 @@ class Telemetry:
     def window_closed(self, *, lateness: timedelta) -> None:
         """An observation window was evaluated `lateness` after its end."""
 
+    def signature_refused(self, *, door: Literal["slack", "github"]) -> None:
+        """A request came signed, but not with the secret the bot has (Slack's: with a fresh
+        timestamp): the secret was changed on one side only, or the request is forged."""
+
     def outbox_dead(self) -> None:
         """A message to Slack was given up (refused for good, or after its last attempt): a
         card or thread was not told something."""
