@@ -2,7 +2,9 @@
 
 A plan may have several tracks of one gate (a relay-gated API beside the relay, a CLI beside
 the desktop app). A Roll back stops each relay-gated track still running; one that already
-completed (or already stopped) is left as it is and never keeps the others from stopping.
+completed (or already stopped) is left as it is and never keeps the others from stopping,
+and whoever pressed it is told which tracks stayed on the release and what to do about them
+(as after a failed gate, which stops its own track only).
 """
 
 from __future__ import annotations
@@ -14,19 +16,27 @@ import sandbox_views as views
 import yaml
 from cleared import cleared_rollout
 from figures import RELAY_OK
-from test_rollout_machine import PLAN_TEXT, T0, at
+from test_rollout_machine import PLAN_TEXT, T0, at, relay_verdict
 
+from bot.adapters.slack.messages import render
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
+    Announce,
     InvalidTransition,
+    Left,
     Rollout,
+    TrackLeft,
+    TracksLeft,
     TrackState,
     abort,
     begin_dispatch,
     dispatched,
+    gate_evaluated,
     reconcile,
+    tracks_left,
     tracks_to_stop,
+    window_ended,
 )
 from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
 from bot.plan_file import parse_plan
@@ -103,6 +113,51 @@ def test_nothing_to_stop_says_why_of_the_first_track() -> None:
         tracks_to_stop(rollout, plan, gate=GateKind.RELAY)
 
 
+API_LEFT = TrackLeft("api", "API", Left.COMPLETED, TrackState.COMPLETED, "100%", redeploy=True)
+
+
+def test_a_rollback_names_the_completed_track_it_leaves_and_how_to_roll_it_back() -> None:
+    plan = plan_with_an_api_track()
+    rollout = api_done_relay_deploying(plan)
+
+    assert tracks_left(rollout, plan, gate=GateKind.RELAY, stopping=["relay"]) == (API_LEFT,)
+    told = render(TracksLeft("v1.4.2", False, (API_LEFT,), actor="U1"))
+    assert told.startswith(":warning: Not rolled back by this Roll back:")
+    assert "*API* completed (100%) and stays on `v1.4.2`" in told
+    assert "*Roll back to the previous release…*" in told
+
+
+def test_a_failed_gate_says_which_tracks_of_its_gate_it_did_not_roll_back() -> None:
+    """The relay's canary gate fails after the API completed: the relay rolls back, and the
+    thread is told that the API stays on the release (a failed gate stops its own track)."""
+    plan = plan_with_an_api_track()
+    rollout = api_done_relay_deploying(plan)
+    canary_done = RunSnapshot(
+        run_id=RUN.run_id,
+        status="in_progress",
+        conclusion=None,
+        html_url=RUN.html_url,
+        jobs={API_JOB: job(API_JOB, done=True), CANARY: job(CANARY, done=True)},
+        waiting=frozenset(),
+    )
+    rollout = reconcile(rollout, plan, canary_done, at(3)).rollout
+    due = rollout.track("relay").stage("canary").window_ends_at
+    assert due is not None
+    evaluating = window_ended(rollout, track="relay", stage="canary", due_at=due).rollout
+    failed = relay_verdict(error="0.5")
+
+    decision = gate_evaluated(
+        evaluating, plan, track="relay", stage="canary", verdict=failed, now=due
+    )
+
+    assert decision.rollout.track("relay").state is TrackState.ABORTING
+    told = [e.event for e in decision.effects if isinstance(e, Announce)]
+    assert TracksLeft("v1.4.2", False, (API_LEFT,)) in told
+    assert render(told[-1]).startswith(
+        ":warning: The failed gate stops its own track only; not rolled back:\n• *API* completed"
+    )
+
+
 async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_other(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -122,12 +177,23 @@ async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_o
         await views.held(box, "desktop", "internal")
         await views.promote(box, "relay", "canary")
         await views.promote(box, "relay", "half")
-        await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+        done = await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+        dialog = views.card_button(box, "rollback", "desktop")
+        assert dialog is not None
+        assert "Not stopped: Hosted relay stays on v1.4.2" in dialog["confirm"]["text"]["text"]
 
-        await box.command("rollback")
+        answer = await box.command("rollback")
 
+        assert "Not stopped, still on `v1.4.2`: *Hosted relay* (completed, 100%)" in answer
+        told = await box.wait_for_thread("Not rolled back by this Roll back")
+        assert "*Hosted relay* completed (100%) and stays on `v1.4.2`" in told
         stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.ROLLED_BACK)
         assert stopped.track("relay").state is TrackState.COMPLETED
+        trail = await box.audit.list_for_rollout(done.id)
+        assert [(e.track, e.result, e.detail) for e in trail if e.action == "abort_relay"] == [
+            ("desktop", "ok", {"reason": ""}),
+            ("relay", "not_stopped", {"why": "completed", "state": "completed", "reached": "100%"}),
+        ]
         assert views.reviews(box, "desktop") == [
             ("desktop-internal", "approved"),
             ("desktop-beta", "rejected"),

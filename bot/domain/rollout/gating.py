@@ -16,7 +16,9 @@ from bot.domain.rollout.events import (
     GatePassed,
     ReadMetrics,
     ScheduleWindow,
+    TracksLeft,
 )
+from bot.domain.rollout.left import tracks_left
 from bot.domain.rollout.state import Rollout, StageState, StopKind, StopReason, TrackState
 from bot.domain.rollout.work import Work, advance, reached_label
 
@@ -135,4 +137,9 @@ def gate_evaluated(
             failure_job=plan_track.on_failure.job,
         )
         work.effects.append(Announce(told, failure=True))
+        # A gate stops its own track: say what the other tracks of its gate still do.
+        left = tracks_left(work.rollout, plan, gate=plan_track.gate, stopping=(track,))
+        if left:
+            desktop = plan_track.gate is GateKind.DESKTOP
+            work.effects.append(Announce(TracksLeft(rollout.tag, desktop, left), failure=True))
     return work.decision()
