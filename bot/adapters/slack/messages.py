@@ -15,7 +15,7 @@ from bot.adapters.slack.mrkdwn import slack_time as slack_time
 from bot.adapters.slack.schedule_words import schedule_event_text
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
-from bot.domain.gate import GateKind, gate_reason_words
+from bot.domain.gate import GateKind, GateReason, gate_reason_words
 from bot.domain.github_events import GitHubReported
 from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.plan import RolloutPlan
@@ -171,15 +171,9 @@ def render(event: Event) -> str:
             )
             return f":large_green_circle: {event.stage} gate PASS ({event.figures}). {then}"
         case GateInconclusive():
-            then = (
-                f"Window extended once by {format_duration(event.extended_by)}, "
-                f"until {slack_time(event.until)}."
-                if event.extended_by is not None and event.until is not None
-                else "Not enough data for a verdict: holding for a human "
-                "(Promote overrides, Roll back stops)."
-            )
             return (
-                f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures}). {then}"
+                f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures}). "
+                f"{_inconclusive_then(event)}"
             )
         case GateFailed():
             action = "tripping the kill-switch" if event.desktop else "rolling back"
@@ -307,6 +301,22 @@ def _left_line(left: TrackLeft, event: TracksLeft) -> str:
     reached = f"at {left.reached}" if left.reached else "nothing deployed yet"
     stop = "*Kill-switch*" if event.desktop else "*Roll back*"
     return f"{track} keeps running ({reached}) on its own gate: click {stop} to stop it too."
+
+
+def _inconclusive_then(event: GateInconclusive) -> str:
+    if event.extended_by is not None and event.until is not None:
+        return (
+            f"Window extended once by {format_duration(event.extended_by)}, "
+            f"until {slack_time(event.until)}."
+        )
+    if event.reason is GateReason.UNUSABLE_THRESHOLD:
+        return (
+            "The saved plan cannot decide this gate: holding for a human (check the figures: "
+            "Promote overrides, Roll back stops)."
+        )
+    return (
+        "Not enough data for a verdict: holding for a human (Promote overrides, Roll back stops)."
+    )
 
 
 def _promoted_on_github(event: PromotedOnGitHub) -> str:

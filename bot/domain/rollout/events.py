@@ -165,6 +165,8 @@ class GateInconclusive:
     figures: str
     extended_by: timedelta | None = None
     until: datetime | None = None
+    reason: GateReason | None = None
+    """Why no verdict (None in events stored before it was said)."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from bot.domain.gate import GateKind, GateVerdict, Verdict
+from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
 from bot.domain.rollout.events import (
     Announce,
@@ -99,7 +99,9 @@ def gate_evaluated(
             work.effects.append(Announce(GatePassed(spec.label, figures, following.label, False)))
     elif verdict.verdict is Verdict.INCONCLUSIVE:
         extension = spec.observe.inconclusive_extension if spec.observe else None
-        if extension is not None and current.extensions == 0 and current.window_ends_at:
+        # More data never makes a saved plan's unusable threshold usable: hold at once.
+        waits = verdict.reason is not GateReason.UNUSABLE_THRESHOLD
+        if waits and extension is not None and current.extensions == 0 and current.window_ends_at:
             ends = now + extension
             extended = replace(
                 judged, state=StageState.OBSERVING, window_ends_at=ends, extensions=1
@@ -109,7 +111,8 @@ def gate_evaluated(
             work.effects.append(Announce(GateInconclusive(spec.label, figures, extension, ends)))
         else:
             work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
-            work.effects.append(Announce(GateInconclusive(spec.label, figures), failure=True))
+            held = GateInconclusive(spec.label, figures, reason=verdict.reason)
+            work.effects.append(Announce(held, failure=True))
     else:
         failed = replace(judged, state=StageState.FAILED_GATE)
         ending = TrackState.ROLLED_BACK if plan_track.gate is GateKind.RELAY else TrackState.HALTED
