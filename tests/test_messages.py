@@ -210,7 +210,7 @@ def test_a_stop_says_what_it_left_and_what_to_do_about_each_track() -> None:
         "it too.",
     ]
     assert render(desktop) == (
-        ":warning: The failed gate stops its own track only; not stopped by the kill-switch:\n"
+        ":warning: The failed gate stops its own track only; not stopped:\n"
         "• *CLI* completed (GA) and stays on `v1.4.2`: the kill-switch cannot take a ring back; "
         "ship a fixed release (`/rollout start <tag>`)."
     )

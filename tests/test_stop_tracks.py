@@ -15,7 +15,7 @@ import pytest
 import sandbox_views as views
 import yaml
 from cleared import cleared_rollout
-from figures import RELAY_OK
+from figures import RELAY_OK, RINGS_OK
 from test_rollout_machine import PLAN_TEXT, T0, at, relay_verdict
 
 from bot.adapters.slack.messages import render
@@ -199,3 +199,66 @@ async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_o
             ("desktop-beta", "rejected"),
             ("desktop-kill-switch", "approved"),
         ]
+
+
+async def test_a_kill_switch_after_one_desktop_gated_track_completed_says_it_stays_on_ga(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The Kill-switch with two desktop-gated tracks (the relay's made one): the desktop
+    reached its GA ring, the other holds on its first stage. `/rollout kill` halts the other
+    and says the desktop stays on GA, which no kill-switch can take back."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    first = plan["tracks"]["relay"]
+    first["gate"] = "desktop"
+    del first["thresholds"]["error_threshold"]
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await views.dispatched(box)
+        await views.held(box, "relay", "canary")
+        await views.promote(box, "desktop", "internal")
+        await views.promote(box, "desktop", "beta")
+        await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
+
+        answer = await box.command("kill crash reports")
+
+        assert "Not stopped, still on `v1.4.2`: *Desktop app and CLI* (completed, GA ring)" in (
+            answer
+        )
+        told = await box.wait_for_thread("Not stopped by this Kill-switch")
+        assert "*Desktop app and CLI* completed (GA ring) and stays on `v1.4.2`" in told
+        assert "the kill-switch cannot take a ring back" in told
+        halted = await box.wait_until(lambda r: r.track("relay").state is TrackState.HALTED)
+        assert halted.track("desktop").state is TrackState.COMPLETED
+
+
+async def test_a_failed_gate_tells_the_thread_and_the_trail_what_else_of_its_gate_runs(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Two relay-gated tracks: the second one's first gate fails (50% errors) and rolls it
+    back; the relay, on its own gate, keeps running, and the thread and audit trail say so."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    second = plan["tracks"]["desktop"]
+    second["gate"] = "relay"
+    second["thresholds"]["error_threshold"] = "0.01"
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+    ) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        failing = {"internal": {"crash_rate": "0", "error_rate": "0.5"}}
+        write_figures(box.figures, "desktop", failing)
+        started = await views.dispatched(box)
+
+        told = await box.wait_for_thread("The failed gate stops its own track only")
+
+        assert "*Hosted relay* keeps running" in told and "click *Roll back* to stop it too" in told
+        stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.ROLLED_BACK)
+        assert stopped.track("relay").state is TrackState.ACTIVE
+        trail = await box.audit.list_for_rollout(started.id)
+        left = [(e.track, e.detail or {}) for e in trail if e.result == "not_stopped"]
+        assert [(track, d["why"], d["state"]) for track, d in left] == [
+            ("relay", "running", "active")
+        ]
+        assert all(e.action == "gate" for e in trail if e.result == "not_stopped")

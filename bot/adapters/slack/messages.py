@@ -266,7 +266,7 @@ def stop_note(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
 def tracks_left_text(event: TracksLeft) -> str:
     """What a stop did not stop, track by track, and what to do about each."""
     stop = "Kill-switch" if event.desktop else "Roll back"
-    done = "stopped by the kill-switch" if event.desktop else "rolled back"
+    done = "stopped" if event.desktop else "rolled back"
     head = (
         f"Not {done} by this {stop}"
         if event.actor is not None
