@@ -224,6 +224,29 @@ def test_an_older_release_says_how_far_behind_it_is_not_zero_commits() -> None:
     )
 
 
+def test_a_diverged_release_lists_what_it_brings_and_what_it_takes_out() -> None:
+    # The last release's tag was force-pushed, or this one was cut from another branch: GitHub
+    # answers `diverged`, ahead by 2 and behind by 3. The migration it brings is still flagged.
+    since = LastRelease("v1.4.1", Since.ROLLOUT)
+    diverged = Comparison(
+        total_commits=2,
+        commits=(
+            ComparedCommit("a1", "Add an index (#47)", "bo"),
+            ComparedCommit("a2", "Faster sync (#46)", "dee"),
+        ),
+        files=(MIGRATION,),
+        html_url="https://github.com/scriptum/scriptum/compare/v1.4.1...v1.4.2",
+        behind_by=3,
+    )
+    contents = release_contents(tag="v1.4.2", since=since, comparison=diverged, plan=PLAN)
+    assert summary(contents) == (
+        "*2 commits, 2 pull requests* since `v1.4.1` · :warning: 1 migration · :warning: "
+        "*diverged*: `v1.4.1` has 3 commits that `v1.4.2` lacks (a force-push, or a tag from "
+        "another branch): releasing it takes those out"
+    )
+    assert "#47" in json.dumps(contents_modal(contents))
+
+
 def test_titles_are_escaped_for_mrkdwn() -> None:
     contents = replace(
         _contents(1),
