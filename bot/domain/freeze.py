@@ -194,8 +194,9 @@ _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2
 
 _UTC_WORDS = frozenset({"UTC", "GMT", "Z"})
 _ZONE_ABBREVIATIONS = frozenset(
-    "CET CEST EET EEST WET WEST BST IST EST EDT CST CDT MST MDT PST PDT AKST AKDT HST JST KST "
-    "AEST AEDT ACST ACDT AWST NZST NZDT MSK SGT HKT".split()
+    {"CET", "CEST", "EET", "EEST", "WET", "WEST", "BST", "IST", "EST", "EDT", "CST", "CDT"}
+    | {"MST", "MDT", "PST", "PDT", "AKST", "AKDT", "HST", "JST", "KST", "AEST", "AEDT"}
+    | {"ACST", "ACDT", "AWST", "NZST", "NZDT", "MSK", "SGT", "HKT"}
 )
 """Zone abbreviations a person may type after a freeze's end (`18:00 CET`): ambiguous (IST,
 CST, BST name several zones), so they are refused rather than read as UTC."""

@@ -22,6 +22,10 @@ from bot.domain.rollout.state import Rollout, StopReason, Track, TrackState
 OVERRIDE = "override_freeze"
 """The audit detail of an override of a freeze (`bot.services.lane`), and its act."""
 
+REDEPLOY = "redeploy"
+"""The audit action of a completed track's previous release put back (Roll back after it
+completed): the release it replaced was rolled back, though it reached 100%."""
+
 PEOPLES_ACTIONS = {
     "start": "started",
     "confirm_flags": "confirmed the feature flags",
@@ -30,7 +34,7 @@ PEOPLES_ACTIONS = {
     "extend": "extended the window",
     "abort_relay": "rolled back",
     "abort_desktop": "tripped the kill-switch",
-    "redeploy": "redeployed",
+    REDEPLOY: "redeployed",
     "gate": "entered the figures",
     "cancel": "cancelled",
     "cancel_schedule": "cancelled the scheduled dispatch",
@@ -106,6 +110,9 @@ class TrackOutcome:
     track: str
     state: TrackState
     reason: StopReason | None
+    redeployed: PersonAct | None = None
+    """A person put the previous good release back on the completed track afterwards (Roll
+    back after it completed): the release was rolled back, though it reached 100%."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +139,14 @@ class RolloutSummary:
         return sum((s.held for s in self.stages if s.held is not None), timedelta(0))
 
     @property
-    def succeeded(self) -> bool:
+    def reached_the_end(self) -> bool:
+        """Every track reached its last stage (a release rolled back afterwards did too)."""
         return all(o.state is TrackState.COMPLETED for o in self.outcomes)
+
+    @property
+    def succeeded(self) -> bool:
+        """Every track completed, and none was rolled back after it completed."""
+        return self.reached_the_end and not any(o.redeployed for o in self.outcomes)
 
 
 def summarize(
@@ -166,7 +179,16 @@ def summarize(
         dispatched_at=rollout.dispatched_at,
         ended_at=rollout.ended_at,
         outcomes=tuple(
-            TrackOutcome(plan.track(t.name).label, t.state, t.ended_reason) for t in rollout.tracks
+            TrackOutcome(
+                plan.track(t.name).label,
+                t.state,
+                t.ended_reason,
+                next(
+                    (_act(e, plan) for e in ok if e.action == REDEPLOY and e.track == t.name),
+                    None,
+                ),
+            )
+            for t in rollout.tracks
         ),
         stages=tuple(s for t in rollout.tracks for s in _stage_times(t, plan, ok)),
         verdicts=verdicts,

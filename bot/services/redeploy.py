@@ -13,6 +13,7 @@ from bot.domain.controls import StaleCard
 from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Redeploying, Rollout, TrackState
+from bot.domain.rollout_summary import REDEPLOY
 from bot.services.rollouts import RolloutService
 
 HISTORY_DEPTH = 200
@@ -80,7 +81,7 @@ class Redeployer:
                 result = "run_not_identified" if failed else "github_error"
                 failure = {**detail, "error": error.message}
                 await self._effects.record(
-                    self._effects.event(actor, "redeploy", result, rollout, failure, track=track)
+                    self._effects.event(actor, REDEPLOY, result, rollout, failure, track=track)
                 )
                 raise
             redeploying = Redeploying(
@@ -93,7 +94,7 @@ class Redeployer:
             )
             detail["run_id"] = run.run_id
         await self._effects.record(
-            self._effects.event(actor, "redeploy", "ok", rollout, detail, track=track)
+            self._effects.event(actor, REDEPLOY, "ok", rollout, detail, track=track)
         )
         await self._effects.tell(rollout, redeploying)
         return redeploying
