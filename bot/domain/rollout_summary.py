@@ -3,7 +3,8 @@
 Pure: the rollout, its plan and its recorded events in, a `RolloutSummary` out (the Slack edge
 words it). Stage times: deployed (its window opened, or the track completed there), window end,
 gate decided, promoted. "Held" is the time a stage waited for a person: from its gate's verdict
-to the Promote click (or to the end of its track when nobody promoted it). The lead time runs
+to the Promote click (or to the end of its track when nobody promoted it; nothing when the next
+stage went on without one, `promote: auto`). The lead time runs
 from the dispatch to the end (a scheduled start's wait for its time is not part of it).
 """
 
@@ -222,13 +223,19 @@ def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
 def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) -> list[StageTimes]:
     spec = plan.track(track.name)
     promotions = [e for e in events if e.action == "promote" and e.track == track.name]
+    deployments = [
+        stage.window_started_at
+        or (track.ended_at if last and track.state is TrackState.COMPLETED else None)
+        for last, stage in ((s is track.stages[-1], s) for s in track.stages)
+    ]
     times = []
-    for stage in track.stages:
-        deployed = stage.window_started_at
-        if deployed is None and stage is track.stages[-1] and track.state is TrackState.COMPLETED:
-            deployed = track.ended_at
+    for index, stage in enumerate(track.stages):
+        deployed = deployments[index]
         if deployed is None:
             continue  # never reached
+        # A promotion of this stage comes before the next stage deploys; one after it is a
+        # later stage's (this one promoted itself: `promote: auto`).
+        following = deployments[index + 1] if index + 1 < len(deployments) else None
         gates = [
             e
             for e in events
@@ -236,8 +243,17 @@ def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) ->
         ]
         # Held: a gate that passed (or stayed inconclusive) waits for a Promote.
         decided = gates[-1].at if gates and gates[-1].result in HOLDS else None
-        promotion = next((e for e in promotions if decided and e.at >= decided), None)
-        until = promotion.at if promotion else track.ended_at
+        promotion = next(
+            (
+                e
+                for e in promotions
+                if decided and decided <= e.at and (following is None or e.at <= following)
+            ),
+            None,
+        )
+        # Not promoted: held until the track ended, unless the next stage went on without a
+        # person.
+        until = promotion.at if promotion else (track.ended_at if following is None else None)
         times.append(
             StageTimes(
                 track=spec.label,
