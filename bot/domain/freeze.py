@@ -71,6 +71,8 @@ class Frozen:
     link: bool = False
     adopt: bool = False
     """The start refused is the adoption of a run the bot did not start."""
+    publish: bool = False
+    """The start refused is the npm Release workflow's run (it publishes packages)."""
 
 
 @dataclass(frozen=True)
