@@ -21,9 +21,12 @@ from urllib.parse import unquote, urlsplit
 _rollout_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rollout_id", default=None)
 
 REDACTED = "[redacted]"
-GITHUB_TOKEN_SHAPE = re.compile(r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]+")
+GITHUB_TOKEN_SHAPE = re.compile(
+    r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*"
+)
 """GitHub's token formats: `ghs_` installation tokens, `ghp_` classic and `github_pat_`
-fine-grained personal tokens, `gho_`/`ghu_`/`ghr_` OAuth, user and refresh tokens."""
+fine-grained personal tokens, `gho_`/`ghu_`/`ghr_` OAuth, user and refresh tokens; and a
+GitHub App's JWT (base64url JSON, `eyJ…`, from its header on: a cut one too)."""
 
 
 def password_forms(url: str) -> set[str]:

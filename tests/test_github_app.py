@@ -219,6 +219,21 @@ async def test_an_error_page_echoing_the_request_shows_no_installation_token(
     assert "token ***" in refused.value.message
 
 
+async def test_an_error_page_echoing_the_mint_shows_no_jwt(
+    gh: GitHubSimulator, app: SandboxApp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mint goes with the App's JWT (a credential for ten minutes): a proxy's error page
+    that prints the request shows it masked, in what the bot says and in its log lines."""
+    configure_logging(level="DEBUG", fmt="text", secrets=[])
+    page = "<html>502 Bad Gateway for a request with Authorization: {authorization}</html>"
+    gh.fail_next_with_text("POST", "/app/installations/*/access_tokens", 502, page)
+
+    text = await dispatch_refused(gh, credentials(app))
+
+    assert "502" in text and "Bearer ***" in text, text
+    assert "eyJ" not in text + capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("status", "installation_id", "said"),
     [

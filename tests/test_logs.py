@@ -45,10 +45,13 @@ def test_anything_shaped_like_a_github_token_is_scrubbed_though_no_setting_names
         "ghs_1040337_" + "a1B2c3D4" * 4,  # an installation token, minted at run time
         "ghp_" + "Z9y8X7w6" * 4 + "v5U4",
         "github_pat_11ABCDEFG0" + "_x" * 20,
+        # a GitHub App's JWT, and one cut inside its payload (an error page's first 200 bytes)
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3OTY1MDIwNjUsImV4cCI6MTc5Nj.R1pm",
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3",
     ]
     logging.getLogger("bot.test").info("answer %s", {"token": tokens[0], "others": tokens[1:]})
     err = capsys.readouterr().err
-    assert err.count(REDACTED) == 3
+    assert err.count(REDACTED) == 5
     assert not [token for token in tokens if token[:8] in err]
 
 

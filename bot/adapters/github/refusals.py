@@ -47,10 +47,13 @@ HINTS: Mapping[tuple[str, int], str] = {
 
 
 def message(exc: GithubException) -> str:
-    """GitHub's own words for a refusal (its JSON `message`, else the start of the body)."""
+    """GitHub's own words for a refusal (its JSON `message`, else the start of the body:
+    PyGithub keeps a body that is not JSON as `{"data": text}` when it mints a token)."""
     data = exc.data
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"]).strip()
+    if isinstance(data, dict) and isinstance(data.get("data"), str):
+        data = data["data"]
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")
     return str(data or exc.message or "no message")[:200].strip()
