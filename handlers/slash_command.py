@@ -9,9 +9,11 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.adapters.slack import audit_views, lane_words, report_views, schedule_words, views
 from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.limits import MESSAGE_BLOCKS
+from bot.adapters.slack.messages import stop_note
 from bot.adapters.slack.status_views import active_blocks, history_blocks, services_blocks
 from bot.domain import rollout_command as commands
 from bot.domain.errors import NotAvailable, RolloutError
+from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.service import DEFAULT_SERVICE
@@ -120,10 +122,12 @@ async def _ephemeral(
         return views.note(f"Promoted `{promoted.tag}`: see its thread.")
     if isinstance(command, commands.Rollback):
         stopped = await controls.abort(origin, gate="relay")
-        return views.note(f"Rolling back `{stopped.tag}`: see its thread.")
+        plan = await rollouts.plan_of(stopped)
+        return views.note(stop_note(stopped, plan, GateKind.RELAY))
     if isinstance(command, commands.Kill):
         stopped = await controls.abort(origin, gate="desktop", reason=command.reason or "")
-        return views.note(f"Kill-switch tripped for `{stopped.tag}`: see its thread.")
+        plan = await rollouts.plan_of(stopped)
+        return views.note(stop_note(stopped, plan, GateKind.DESKTOP))
     if isinstance(command, commands.Link):
         linked = await controls.link_run(origin, command.run)
         return views.note(f"Run {linked.run_id} linked to `{linked.tag}`: see its thread.")

@@ -395,9 +395,16 @@ async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow
         view = opened[-1].response["view"]
         shown = " ".join(block["text"]["text"] for block in view["blocks"])
         assert "the rollback workflow *relay-redeploy.yml*" in shown and "`v1.4.1`" in shown
+        # The workflow puts back the relay alone: the desktop track stays on the release.
+        assert (
+            "Desktop app and CLI completed `v1.4.2` too and stays on it: this workflow puts "
+            "back Hosted relay only." in shown
+        )
         assert await box.submit_view(view["id"], {}) == {}
 
-        await box.wait_for_thread("through *relay-redeploy.yml*")
+        told = await box.wait_for_thread("through *relay-redeploy.yml*")
+        assert "redeploying `v1.4.1` on *Hosted relay* in place of `v1.4.2`" in told
+        assert "Still on `v1.4.2`: *Desktop app and CLI*; this workflow puts back" in told
         redeploys = [d for d in box.github.dispatches if d.inputs.get("replacing")]
         assert [d.inputs for d in redeploys] == [
             {"relay_image_tag": "v1.4.1", "replacing": "v1.4.2"}

@@ -23,9 +23,11 @@ from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.rollout import (
     Check,
     CheckState,
+    Left,
     StageState,
     StopKind,
     StopReason,
+    TrackLeft,
     TrackState,
     event_from_json,
     event_to_json,
@@ -121,6 +123,33 @@ EVENTS: list[told.Event] = [
     ),
     told.RolloutCancelled("U1"),
     told.Redeploying("U1", "v1.4.1", "v1.4.2", rollout_id="r-2"),
+    told.Redeploying(
+        "U1",
+        "v1.4.1",
+        "v1.4.2",
+        workflow="rb.yml",
+        run_id=7,
+        run_url="u",
+        track="API",
+        still=("Relay",),
+    ),
+    told.TracksLeft(
+        "v1.4.2",
+        False,
+        (
+            TrackLeft("api", "API", Left.COMPLETED, TrackState.COMPLETED, "100%", redeploy=True),
+            TrackLeft("web", "Web", Left.LANDING, TrackState.ACTIVE, "100%", redeploy=False),
+            TrackLeft("cdn", "CDN", Left.ENDED, TrackState.ROLLED_BACK, "5%", redeploy=False),
+            TrackLeft("edge", "Edge", Left.ENDED, TrackState.ABORTING, None, redeploy=False),
+            TrackLeft("db", "DB", Left.RUNNING, TrackState.ACTIVE, None, redeploy=False),
+        ),
+        actor="U1",
+    ),
+    told.TracksLeft(
+        "v1.4.2",
+        True,
+        (TrackLeft("cli", "CLI", Left.COMPLETED, TrackState.COMPLETED, "GA", redeploy=False),),
+    ),
     told.DispatchGaveUp("v1.4.2", "Deploy", timedelta(minutes=10)),
     told.DispatchUnclear("GitHub did not say which run"),
     told.DispatchScheduled("U1", AT, "Europe/Berlin"),
@@ -165,6 +194,26 @@ def test_the_edge_mentions_the_people_a_reason_and_an_event_name() -> None:
         two_person_text(refused)
     )
     assert check_text(Check(CheckState.PASS, confirmed_by="U2")) == "confirmed by <@U2>"
+
+
+def test_a_stop_says_what_it_left_and_what_to_do_about_each_track() -> None:
+    relay, desktop = (e for e in EVENTS if isinstance(e, told.TracksLeft))
+    assert render(relay).splitlines() == [
+        ":warning: Not rolled back by this Roll back:",
+        "• *API* completed (100%) and stays on `v1.4.2`: to go back, click *Roll back to the "
+        "previous release…* on its lane of the card.",
+        "• *Web* is already deploying its last stage (100%), which GitHub cannot stop: once it "
+        "completes, click *Roll back to the previous release…* on its lane of the card.",
+        "• *CDN* is already rolled back.",
+        "• *Edge* is already being stopped.",
+        "• *DB* keeps running (nothing deployed yet) on its own gate: click *Roll back* to stop "
+        "it too.",
+    ]
+    assert render(desktop) == (
+        ":warning: The failed gate stops its own track only; not stopped:\n"
+        "• *CLI* completed (GA) and stays on `v1.4.2`: the kill-switch cannot take a ring back; "
+        "ship a fixed release (`/rollout start <tag>`)."
+    )
 
 
 def test_a_reason_nests_its_cause_and_survives_storage() -> None:

@@ -2,7 +2,9 @@
 
 A plan may have several tracks of one gate (a relay-gated API beside the relay, a CLI beside
 the desktop app). A Roll back stops each relay-gated track still running; one that already
-completed (or already stopped) is left as it is and never keeps the others from stopping.
+completed (or already stopped) is left as it is and never keeps the others from stopping,
+and whoever pressed it is told which tracks stayed on the release and what to do about them
+(as after a failed gate, which stops its own track only).
 """
 
 from __future__ import annotations
@@ -13,20 +15,28 @@ import pytest
 import sandbox_views as views
 import yaml
 from cleared import cleared_rollout
-from figures import RELAY_OK
-from test_rollout_machine import PLAN_TEXT, T0, at
+from figures import RELAY_OK, RINGS_OK
+from test_rollout_machine import PLAN_TEXT, T0, at, relay_verdict
 
+from bot.adapters.slack.messages import render
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
+    Announce,
     InvalidTransition,
+    Left,
     Rollout,
+    TrackLeft,
+    TracksLeft,
     TrackState,
     abort,
     begin_dispatch,
     dispatched,
+    gate_evaluated,
     reconcile,
+    tracks_left,
     tracks_to_stop,
+    window_ended,
 )
 from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSnapshot
 from bot.plan_file import parse_plan
@@ -103,6 +113,51 @@ def test_nothing_to_stop_says_why_of_the_first_track() -> None:
         tracks_to_stop(rollout, plan, gate=GateKind.RELAY)
 
 
+API_LEFT = TrackLeft("api", "API", Left.COMPLETED, TrackState.COMPLETED, "100%", redeploy=True)
+
+
+def test_a_rollback_names_the_completed_track_it_leaves_and_how_to_roll_it_back() -> None:
+    plan = plan_with_an_api_track()
+    rollout = api_done_relay_deploying(plan)
+
+    assert tracks_left(rollout, plan, gate=GateKind.RELAY, stopping=["relay"]) == (API_LEFT,)
+    told = render(TracksLeft("v1.4.2", False, (API_LEFT,), actor="U1"))
+    assert told.startswith(":warning: Not rolled back by this Roll back:")
+    assert "*API* completed (100%) and stays on `v1.4.2`" in told
+    assert "*Roll back to the previous release…*" in told
+
+
+def test_a_failed_gate_says_which_tracks_of_its_gate_it_did_not_roll_back() -> None:
+    """The relay's canary gate fails after the API completed: the relay rolls back, and the
+    thread is told that the API stays on the release (a failed gate stops its own track)."""
+    plan = plan_with_an_api_track()
+    rollout = api_done_relay_deploying(plan)
+    canary_done = RunSnapshot(
+        run_id=RUN.run_id,
+        status="in_progress",
+        conclusion=None,
+        html_url=RUN.html_url,
+        jobs={API_JOB: job(API_JOB, done=True), CANARY: job(CANARY, done=True)},
+        waiting=frozenset(),
+    )
+    rollout = reconcile(rollout, plan, canary_done, at(3)).rollout
+    due = rollout.track("relay").stage("canary").window_ends_at
+    assert due is not None
+    evaluating = window_ended(rollout, track="relay", stage="canary", due_at=due).rollout
+    failed = relay_verdict(error="0.5")
+
+    decision = gate_evaluated(
+        evaluating, plan, track="relay", stage="canary", verdict=failed, now=due
+    )
+
+    assert decision.rollout.track("relay").state is TrackState.ABORTING
+    told = [e.event for e in decision.effects if isinstance(e, Announce)]
+    assert TracksLeft("v1.4.2", False, (API_LEFT,)) in told
+    assert render(told[-1]).startswith(
+        ":warning: The failed gate stops its own track only; not rolled back:\n• *API* completed"
+    )
+
+
 async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_other(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -122,14 +177,88 @@ async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_o
         await views.held(box, "desktop", "internal")
         await views.promote(box, "relay", "canary")
         await views.promote(box, "relay", "half")
-        await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+        done = await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
+        dialog = views.card_button(box, "rollback", "desktop")
+        assert dialog is not None
+        assert "Not stopped: Hosted relay stays on v1.4.2" in dialog["confirm"]["text"]["text"]
 
-        await box.command("rollback")
+        answer = await box.command("rollback")
 
+        assert "Not stopped, still on `v1.4.2`: *Hosted relay* (completed, 100%)" in answer
+        told = await box.wait_for_thread("Not rolled back by this Roll back")
+        assert "*Hosted relay* completed (100%) and stays on `v1.4.2`" in told
         stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.ROLLED_BACK)
         assert stopped.track("relay").state is TrackState.COMPLETED
+        trail = await box.audit.list_for_rollout(done.id)
+        assert [(e.track, e.result, e.detail) for e in trail if e.action == "abort_relay"] == [
+            ("desktop", "ok", {"reason": ""}),
+            ("relay", "not_stopped", {"why": "completed", "state": "completed", "reached": "100%"}),
+        ]
         assert views.reviews(box, "desktop") == [
             ("desktop-internal", "approved"),
             ("desktop-beta", "rejected"),
             ("desktop-kill-switch", "approved"),
         ]
+
+
+async def test_a_kill_switch_after_one_desktop_gated_track_completed_says_it_stays_on_ga(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The Kill-switch with two desktop-gated tracks (the relay's made one): the desktop
+    reached its GA ring, the other holds on its first stage. `/rollout kill` halts the other
+    and says the desktop stays on GA, which no kill-switch can take back."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    first = plan["tracks"]["relay"]
+    first["gate"] = "desktop"
+    del first["thresholds"]["error_threshold"]
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await views.dispatched(box)
+        await views.held(box, "relay", "canary")
+        await views.promote(box, "desktop", "internal")
+        await views.promote(box, "desktop", "beta")
+        await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
+
+        answer = await box.command("kill crash reports")
+
+        assert "Not stopped, still on `v1.4.2`: *Desktop app and CLI* (completed, GA ring)" in (
+            answer
+        )
+        told = await box.wait_for_thread("Not stopped by this Kill-switch")
+        assert "*Desktop app and CLI* completed (GA ring) and stays on `v1.4.2`" in told
+        assert "the kill-switch cannot take a ring back" in told
+        halted = await box.wait_until(lambda r: r.track("relay").state is TrackState.HALTED)
+        assert halted.track("desktop").state is TrackState.COMPLETED
+
+
+async def test_a_failed_gate_tells_the_thread_and_the_trail_what_else_of_its_gate_runs(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Two relay-gated tracks: the second one's first gate fails (50% errors) and rolls it
+    back; the relay, on its own gate, keeps running, and the thread and audit trail say so."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    second = plan["tracks"]["desktop"]
+    second["gate"] = "relay"
+    second["thresholds"]["error_threshold"] = "0.01"
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+    ) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        failing = {"internal": {"crash_rate": "0", "error_rate": "0.5"}}
+        write_figures(box.figures, "desktop", failing)
+        started = await views.dispatched(box)
+
+        told = await box.wait_for_thread("The failed gate stops its own track only")
+
+        assert "*Hosted relay* keeps running" in told and "click *Roll back* to stop it too" in told
+        stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.ROLLED_BACK)
+        assert stopped.track("relay").state is TrackState.ACTIVE
+        trail = await box.audit.list_for_rollout(started.id)
+        left = [(e.track, e.detail or {}) for e in trail if e.result == "not_stopped"]
+        assert [(track, d["why"], d["state"]) for track, d in left] == [
+            ("relay", "running", "active")
+        ]
+        assert all(e.action == "gate" for e in trail if e.result == "not_stopped")

@@ -37,6 +37,8 @@ class GateReason(StrEnum):
     CRASH_RATE = "crash_rate"
     INSUFFICIENT_SAMPLE = "insufficient_sample"
     NO_DATA = "no_data"
+    UNUSABLE_THRESHOLD = "unusable_threshold"
+    """The rollout's saved plan has a threshold no gate can decide on (`held_on_unusable`)."""
 
 
 _REASON_WORDS = {
@@ -45,6 +47,7 @@ _REASON_WORDS = {
     GateReason.CRASH_RATE: "crash rate",
     GateReason.INSUFFICIENT_SAMPLE: "not enough data",
     GateReason.NO_DATA: "no data",
+    GateReason.UNUSABLE_THRESHOLD: "a threshold of the saved plan is unusable",
 }
 
 
@@ -87,6 +90,8 @@ class GateVerdict:
         """One line naming the figures, e.g. `crash rate 0.005 exceeds 2x baseline 0.001 ...`."""
         if self.reason is GateReason.NO_DATA:
             return "; ".join(self.missing()) + ": no verdict without data"
+        if self.reason is GateReason.UNUSABLE_THRESHOLD:
+            return self._unusable_clause()
         if self.reason is GateReason.INSUFFICIENT_SAMPLE:
             if self.sample == 0 and self.min_sample == 0:
                 return "sample 0: nothing was observed in the window"
@@ -118,6 +123,23 @@ class GateVerdict:
         return (
             f"crash rate {crash} {relation} {_fmt(self.crash_multiplier)}x "
             f"baseline {baseline} (limit {_fmt(self.crash_limit)})"
+        )
+
+    def _unusable_clause(self) -> str:
+        threshold = self.error_threshold
+        if threshold is not None and unusable_error_threshold(threshold):
+            what = f"error_threshold {format_rate(threshold)}"
+            why = (
+                "is negative"
+                if threshold.is_signed()
+                else f"is {format_rate(threshold * 100)}%: an error rate never exceeds it"
+            )
+        else:
+            what, why = f"crash_multiplier {format_rate(self.crash_multiplier)}", "is negative"
+        return (
+            f"the plan this rollout was saved with has {what}, which {why}: no verdict on it; "
+            "fix the plan (rates are fractions: 0.01 = 1%) for the next rollouts, and decide "
+            "this one by hand"
         )
 
     def missing(self) -> list[str]:
@@ -172,6 +194,64 @@ def evaluate_desktop(
     return _evaluate(
         GateKind.DESKTOP, baseline_crash, current_crash, crash_multiplier, sample, min_sample
     )
+
+
+def unusable_error_threshold(threshold: Decimal) -> bool:
+    """An error threshold of 1 or more (`1` meant as 1%: an error rate never exceeds it) or a
+    signed one (-0): plan files refuse both, a plan saved before they did may hold them."""
+    return threshold.is_signed() or threshold >= 1
+
+
+def evaluate_track(
+    gate: GateKind,
+    *,
+    baseline_crash: Decimal | None,
+    current_crash: Decimal | None,
+    current_error: Decimal | None,
+    crash_multiplier: Decimal,
+    error_threshold: Decimal | None,
+    sample: int | None = None,
+    min_sample: int = 0,
+) -> GateVerdict:
+    """A plan track's gate. A plan saved before plan files refused an error threshold of 1
+    or more and -0 may hold them: a rule on such a threshold is not applied (1 is 100%, which
+    no error rate exceeds; -0 is no limit a person meant), the others are, and when none of
+    them fails the gate holds, INCONCLUSIVE for UNUSABLE_THRESHOLD: never a PASS, never a
+    crash of the gate."""
+    bad_multiplier = crash_multiplier.is_signed()
+    bad_error = error_threshold is not None and unusable_error_threshold(error_threshold)
+    multiplier = crash_multiplier.copy_abs()
+    if gate is GateKind.RELAY:
+        assert error_threshold is not None  # required for relay gates
+        verdict = evaluate_relay(
+            baseline_crash=baseline_crash,
+            current_crash=current_crash,
+            current_error=None if bad_error else current_error,
+            crash_multiplier=multiplier,
+            error_threshold=error_threshold.copy_abs(),
+            sample=sample,
+            min_sample=min_sample,
+        )
+    else:
+        verdict = evaluate_desktop(
+            baseline_crash=baseline_crash,
+            current_crash=current_crash,
+            crash_multiplier=multiplier,
+            sample=sample,
+            min_sample=min_sample,
+        )
+    if not (bad_multiplier or bad_error):
+        return verdict
+    shown = replace(
+        verdict,
+        crash_multiplier=crash_multiplier,
+        error_threshold=error_threshold,
+        current_error=current_error,
+    )
+    failed = verdict.verdict in (Verdict.ROLLBACK, Verdict.KILL_SWITCH)
+    if failed and not (bad_multiplier and verdict.reason is GateReason.CRASH_RATE):
+        return shown  # a rule on usable figures failed: rolling back is always safe
+    return replace(shown, verdict=Verdict.INCONCLUSIVE, reason=GateReason.UNUSABLE_THRESHOLD)
 
 
 def exact_product(a: Decimal, b: Decimal) -> Decimal:

@@ -102,6 +102,8 @@ def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
             return "No data: the baseline is missing."
         why = f": {missing.problem}" if missing.problem else ""
         return f"No data for the {missing.name.lower()}{why}."
+    if reason is GateReason.UNUSABLE_THRESHOLD:
+        return f"Holding: {verdict.summary}."
     action = "Rolling back." if verdict.verdict is Verdict.ROLLBACK else "Kill-switch tripped."
     if reason is GateReason.ERROR_RATE:
         row = by_metric["error_rate"]

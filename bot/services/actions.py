@@ -24,6 +24,7 @@ from bot.domain.rollout import (
     Rollout,
     RolloutCancelled,
     StageState,
+    TracksLeft,
     TrackState,
 )
 from bot.services.effects import EffectRunner
@@ -193,15 +194,25 @@ class PeoplesActions:
                 first = next(n for n, t in plan.tracks.items() if t.gate.value == gate)
                 await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
                 raise
+            kind = GateKind(gate)
+            left = machine.tracks_left(rollout, plan, gate=kind, stopping=names)
+            told = TracksLeft(rollout.tag, kind is GateKind.DESKTOP, left, actor=actor)
             current = rollout
             for name in names:
                 decision = machine.abort(
                     current, plan, track=name, actor=actor, reason=reason, now=effects.clock()
                 )
-                event = effects.event(
-                    actor, f"abort_{gate}", "ok", current, {"reason": reason}, track=name
-                )
-                current = await effects.apply(current, decision, plan, audit=[event])
+                if left and name == names[-1]:
+                    # Said with the last stop: whoever pressed it learns what it did not stop.
+                    said = Announce(told, failure=True)
+                    decision = Decision(decision.rollout, (*decision.effects, said))
+                audit = [
+                    effects.event(
+                        actor, f"abort_{gate}", "ok", current, {"reason": reason}, track=name
+                    ),
+                    *effects.left_events(actor, f"abort_{gate}", current, decision),
+                ]
+                current = await effects.apply(current, decision, plan, audit=audit)
             await self._follower.settle(rollout.id)
             return await effects.get(rollout.id)
 

@@ -33,6 +33,7 @@ from bot.domain.rollout import (
     Review,
     Rollout,
     ScheduleWindow,
+    TracksLeft,
 )
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
@@ -320,3 +321,22 @@ class EffectRunner:
             stage=stage,
             detail=detail,
         )
+
+    def left_events(
+        self, actor: str, action: str, rollout: Rollout, decision: Decision
+    ) -> list[NewAuditEvent]:
+        """One `not_stopped` audit event for each track the decision's stop left as it is
+        (see `TracksLeft`): the trail says what a Roll back or a failed gate did not stop."""
+        return [
+            self.event(
+                actor,
+                action,
+                "not_stopped",
+                rollout,
+                {"why": left.why.value, "state": left.state.value, "reached": left.reached},
+                track=left.name,
+            )
+            for effect in decision.effects
+            if isinstance(effect, Announce) and isinstance(effect.event, TracksLeft)
+            for left in effect.event.tracks
+        ]

@@ -235,8 +235,13 @@ class Gate:
         )
         # When the stage took the verdict, the thread shows the figures behind it.
         shown = gate_card(rollout, track=track, stage=stage, verdict=verdict, reading=reading)
+        left = effects.left_events(actor, "gate", rollout, decision)
         await effects.apply(
-            rollout, decision, plan, also=[shown] if decision.effects else [], audit=[event]
+            rollout,
+            decision,
+            plan,
+            also=[shown] if decision.effects else [],
+            audit=[event, *left],
         )
         effects.telemetry.gate_decided(track=track, verdict=verdict.verdict.value)
 

@@ -32,6 +32,8 @@ class RedeployOffer:
     replaced_tag: str
     workflow: str | None
     version: int
+    still: tuple[str, ...] = ()
+    """Labels of the other tracks that completed `replaced_tag`: the workflow leaves them."""
 
 
 class Redeployer:
@@ -53,6 +55,7 @@ class Redeployer:
             replaced_tag=rollout.tag,
             workflow=spec.workflow if spec is not None else None,
             version=rollout.version,
+            still=still_on(rollout, plan, track) if spec is not None else (),
         )
 
     async def redeploy(
@@ -91,8 +94,12 @@ class Redeployer:
                 workflow=spec.workflow,
                 run_id=run.run_id,
                 run_url=run.html_url,
+                track=plan.track(track).label,
+                still=still_on(rollout, plan, track),
             )
             detail["run_id"] = run.run_id
+            if redeploying.still:
+                detail["still"] = list(redeploying.still)
         await self._effects.record(
             self._effects.event(actor, REDEPLOY, "ok", rollout, detail, track=track)
         )
@@ -130,6 +137,16 @@ class Redeployer:
         before it redeployed over it): a known bad release, never put back."""
         events = await self._effects.audit.list_for_rollout(rollout.id)
         return any(e.action == REDEPLOY and e.result in DONE and e.track == track for e in events)
+
+
+def still_on(rollout: Rollout, plan: RolloutPlan, track: str) -> tuple[str, ...]:
+    """The labels of the rollout's other completed tracks: a rollback workflow of `track`
+    leaves them on the rollout's tag (a new rollout of the previous tag would not)."""
+    return tuple(
+        plan.track(other.name).label
+        for other in rollout.tracks
+        if other.name != track and other.state is TrackState.COMPLETED
+    )
 
 
 def completed_on(rollout: Rollout, track: str) -> bool:

@@ -144,6 +144,14 @@ def redeploy_modal(offer: RedeployOffer, *, channel_id: str) -> ViewJson:
         ),
         section(f"On confirm, {how}. `{offer.replaced_tag}` stays live until it lands."),
     ]
+    if offer.still:
+        still = " and ".join(offer.still)
+        blocks.append(
+            section(
+                f":warning: {still} completed `{offer.replaced_tag}` too and stays on it: "
+                f"this workflow puts back {offer.track_label} only."
+            )
+        )
     return modal(
         "Roll back?",
         blocks,

@@ -15,9 +15,10 @@ from bot.adapters.slack.mrkdwn import slack_time as slack_time
 from bot.adapters.slack.schedule_words import schedule_event_text
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
-from bot.domain.gate import gate_reason_words
+from bot.domain.gate import GateKind, GateReason, gate_reason_words
 from bot.domain.github_events import GitHubReported
 from bot.domain.permissions import TwoPersonRefusal
+from bot.domain.plan import RolloutPlan
 from bot.domain.rollout.events import (
     DispatchGaveUp,
     DispatchScheduled,
@@ -46,10 +47,20 @@ from bot.domain.rollout.events import (
     StagePromoted,
     StageRejected,
     TrackCompleted,
+    TracksLeft,
     TrackStopped,
     WindowExtended,
 )
-from bot.domain.rollout.state import Check, StageState, StopReason, ended_words, reason_words
+from bot.domain.rollout.left import Left, TrackLeft, tracks_left
+from bot.domain.rollout.state import (
+    Check,
+    Rollout,
+    StageState,
+    StopReason,
+    TrackState,
+    ended_words,
+    reason_words,
+)
 
 
 def reason_text(reason: StopReason) -> str:
@@ -160,15 +171,9 @@ def render(event: Event) -> str:
             )
             return f":large_green_circle: {event.stage} gate PASS ({event.figures}). {then}"
         case GateInconclusive():
-            then = (
-                f"Window extended once by {format_duration(event.extended_by)}, "
-                f"until {slack_time(event.until)}."
-                if event.extended_by is not None and event.until is not None
-                else "Not enough data for a verdict: holding for a human "
-                "(Promote overrides, Roll back stops)."
-            )
             return (
-                f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures}). {then}"
+                f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures}). "
+                f"{_inconclusive_then(event)}"
             )
         case GateFailed():
             action = "tripping the kill-switch" if event.desktop else "rolling back"
@@ -203,6 +208,8 @@ def render(event: Event) -> str:
                 f"{_stays_on(event.reached, desktop=event.desktop)} Rejecting the next stage "
                 f"and approving *{event.failure_job}*."
             )
+        case TracksLeft():
+            return tracks_left_text(event)
         case RolloutCancelled():
             return f"{person(event.actor)} cancelled the rollout."
         case Redeploying():
@@ -211,9 +218,17 @@ def render(event: Event) -> str:
                 if event.rollout_id is not None
                 else f"through *{event.workflow}*: <{event.run_url}|run {event.run_id}>"
             )
+            on = f" on *{event.track}*" if event.track else ""
+            still = ", ".join(f"*{label}*" for label in event.still)
+            left = (
+                f" Still on `{event.replaced}`: {still}; this workflow puts back *{event.track}* "
+                "only (each relay-gated lane of the card offers its own roll back)."
+                if still
+                else ""
+            )
             return (
-                f":rewind: {person(event.actor)} is redeploying `{event.tag}` in place of "
-                f"`{event.replaced}` {how}."
+                f":rewind: {person(event.actor)} is redeploying `{event.tag}`{on} in place of "
+                f"`{event.replaced}` {how}.{left}"
             )
         case DispatchGaveUp():
             return (
@@ -230,6 +245,78 @@ def render(event: Event) -> str:
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():
             return _github_reported(event)
+
+
+def stop_note(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
+    """The answer to `/rollout rollback` or `kill`: what it stopped, and never a stop of every
+    track when one of the gate completed or is landing (the thread says what to do)."""
+    done = "Kill-switch tripped for" if gate is GateKind.DESKTOP else "Rolling back"
+    answer = f"{done} `{rollout.tag}`: see its thread."
+    kept = [
+        f"*{left.track}* ({left.why}, {left.reached})"
+        for left in tracks_left(rollout, plan, gate=gate, stopping=())
+        if left.why in (Left.COMPLETED, Left.LANDING)
+    ]
+    if kept:
+        still = ", ".join(kept)
+        answer += f" Not stopped, still on `{rollout.tag}`: {still}; the thread says what to do."
+    return answer
+
+
+def tracks_left_text(event: TracksLeft) -> str:
+    """What a stop did not stop, track by track, and what to do about each."""
+    stop = "Kill-switch" if event.desktop else "Roll back"
+    done = "stopped" if event.desktop else "rolled back"
+    head = (
+        f"Not {done} by this {stop}"
+        if event.actor is not None
+        else f"The failed gate stops its own track only; not {done}"
+    )
+    lines = "\n".join(f"• {_left_line(left, event)}" for left in event.tracks)
+    return f":warning: {head}:\n{lines}"
+
+
+def _left_line(left: TrackLeft, event: TracksLeft) -> str:
+    track, tag = f"*{left.track}*", f"`{event.tag}`"
+    redeploy = "click *Roll back to the previous release…* on its lane of the card"
+    fix = "ship a fixed release (`/rollout start <tag>`)"
+    match left.why:
+        case Left.COMPLETED if left.redeploy:
+            return f"{track} completed ({left.reached}) and stays on {tag}: to go back, {redeploy}."
+        case Left.COMPLETED:
+            return (
+                f"{track} completed ({left.reached}) and stays on {tag}: the kill-switch cannot "
+                f"take a ring back; {fix}."
+            )
+        case Left.LANDING:
+            then = f"once it completes, {redeploy}" if not event.desktop else f"{fix} once it lands"
+            return (
+                f"{track} is already deploying its last stage ({left.reached}), which GitHub "
+                f"cannot stop: {then}."
+            )
+        case Left.ENDED if left.state is TrackState.ABORTING:
+            return f"{track} is already being stopped."
+        case Left.ENDED:
+            return f"{track} is already {ended_words(left.state)}."
+    reached = f"at {left.reached}" if left.reached else "nothing deployed yet"
+    stop = "*Kill-switch*" if event.desktop else "*Roll back*"
+    return f"{track} keeps running ({reached}) on its own gate: click {stop} to stop it too."
+
+
+def _inconclusive_then(event: GateInconclusive) -> str:
+    if event.extended_by is not None and event.until is not None:
+        return (
+            f"Window extended once by {format_duration(event.extended_by)}, "
+            f"until {slack_time(event.until)}."
+        )
+    if event.reason is GateReason.UNUSABLE_THRESHOLD:
+        return (
+            "The saved plan cannot decide this gate: holding for a human (check the figures: "
+            "Promote overrides, Roll back stops)."
+        )
+    return (
+        "Not enough data for a verdict: holding for a human (Promote overrides, Roll back stops)."
+    )
 
 
 def _promoted_on_github(event: PromotedOnGitHub) -> str:

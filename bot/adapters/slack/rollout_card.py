@@ -40,6 +40,8 @@ from bot.domain.plan import ManualMetrics, RolloutPlan
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout import (
+    InvalidTransition,
+    Left,
     Phase,
     Rollout,
     Stage,
@@ -48,6 +50,8 @@ from bot.domain.rollout import (
     TrackState,
     gate_missed,
     reached_label,
+    tracks_left,
+    tracks_to_stop,
 )
 from bot.domain.run_link import may_link
 
@@ -80,11 +84,13 @@ def rollout_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) ->
             lines.extend(stage_lines(stage, plan_track))
         blocks.append(DividerBlock())
         blocks.extend(sections(lines))
-        blocks.extend(actions(_lane_buttons(rollout, track, plan_track)))
+        blocks.extend(actions(_lane_buttons(rollout, plan, track, plan_track)))
     return as_json(fit(blocks, "`/rollout status` shows every track"))
 
 
-def _lane_buttons(rollout: Rollout, track: Track, plan_track: PlanTrack) -> list[ButtonElement]:
+def _lane_buttons(
+    rollout: Rollout, plan: RolloutPlan, track: Track, plan_track: PlanTrack
+) -> list[ButtonElement]:
     if track.state is TrackState.COMPLETED and plan_track.gate is GateKind.RELAY:
         # Roll back after the track completed: a redeploy of the previous good release, whose
         # confirm dialog (naming both tags) opens on click, when the previous tag is looked up.
@@ -117,7 +123,7 @@ def _lane_buttons(rollout: Rollout, track: Track, plan_track: PlanTrack) -> list
         if current.state is StageState.EVALUATING and manual:
             figures = button("Enter figures", Action.ENTER_FIGURES, value.encode(), style="primary")
             buttons.append(figures)
-    buttons.append(_stop(rollout, track, plan_track, value))
+    buttons.append(_stop(rollout, plan, track, plan_track, value))
     return buttons
 
 
@@ -146,10 +152,21 @@ def _promote(
 
 
 def _stop(
-    rollout: Rollout, track: Track, plan_track: PlanTrack, value: ButtonValue
+    rollout: Rollout, plan: RolloutPlan, track: Track, plan_track: PlanTrack, value: ButtonValue
 ) -> ButtonElement:
+    """Roll back or Kill-switch: it stops every track of the lane's gate still running."""
     failure = plan_track.on_failure.job
-    if plan_track.gate is GateKind.RELAY:
+    relay = plan_track.gate is GateKind.RELAY
+    try:
+        stopping = tracks_to_stop(rollout, plan, gate=plan_track.gate)
+    except InvalidTransition:
+        stopping = []  # the click answers why nothing can be stopped
+    kept = [
+        left.track
+        for left in tracks_left(rollout, plan, gate=plan_track.gate, stopping=stopping)
+        if left.why in (Left.COMPLETED, Left.LANDING)
+    ]
+    if relay:
         label, action, yes = "Roll back", Action.ROLLBACK, "Roll back"
         title = f"Roll back {plan_track.label}?"
         text = (
@@ -165,6 +182,17 @@ def _stop(
             f"Stops promotion of {rollout.tag} for good: {stays}, the next ring is rejected and "
             f"{failure} is approved."
         )
+    if len(stopping) > 1 or (stopping and kept):
+        # The click stops more than this lane, or leaves a track of the gate on the release.
+        title = f"{label}: {len(stopping)} of {len(stopping) + len(kept)} tracks?"
+        names = " and ".join(plan.track(name).label for name in stopping)
+        text = (
+            f"Stops {rollout.tag} on {names}: the next stage of each is rejected and its "
+            f"{'rollback' if relay else 'kill-switch'} job approved."
+        )
+        if kept:
+            after = " (Roll back to the previous release… on its lane)" if relay else ""
+            text += f" Not stopped: {' and '.join(kept)} stays on {rollout.tag}{after}."
     dialog = confirm(title, text, yes, danger=True)
     return button(label, action, value.encode(), style="danger", confirm=dialog)
 

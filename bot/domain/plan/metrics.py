@@ -14,6 +14,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from bot.domain.gate import GateKind, GateVerdict, evaluate_track
 from bot.domain.plan.fields import (
     Count,
     ErrorThreshold,
@@ -30,6 +31,28 @@ class Thresholds(PlanModel):
     crash_multiplier: Rate = Decimal("2.0")
     error_threshold: ErrorThreshold | None = None
     min_sample: Count = 0
+
+    def evaluate(
+        self,
+        gate: GateKind,
+        *,
+        baseline_crash: Decimal | None,
+        current_crash: Decimal | None,
+        current_error: Decimal | None = None,
+        sample: int | None = None,
+    ) -> GateVerdict:
+        """The gate on these figures with these limits (`evaluate_track`: a saved plan's
+        unusable threshold holds the gate)."""
+        return evaluate_track(
+            gate,
+            baseline_crash=baseline_crash,
+            current_crash=current_crash,
+            current_error=current_error,
+            crash_multiplier=self.crash_multiplier,
+            error_threshold=self.error_threshold if gate is GateKind.RELAY else None,
+            sample=sample,
+            min_sample=self.min_sample,
+        )
 
 
 class StageFigures(PlanModel):

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay, format_rate
+from bot.domain.gate import GateKind, GateVerdict, format_rate
 from bot.domain.members import member
 from bot.domain.plan.fields import (
     Duration,
@@ -178,23 +178,12 @@ class Track(PlanModel):
         sample: int | None = None,
     ) -> GateVerdict:
         """This track's gate on these figures, with the plan's thresholds."""
-        if self.gate is GateKind.RELAY:
-            assert self.thresholds.error_threshold is not None  # required for relay gates
-            return evaluate_relay(
-                baseline_crash=baseline_crash,
-                current_crash=current_crash,
-                current_error=current_error,
-                crash_multiplier=self.thresholds.crash_multiplier,
-                error_threshold=self.thresholds.error_threshold,
-                sample=sample,
-                min_sample=self.thresholds.min_sample,
-            )
-        return evaluate_desktop(
+        return self.thresholds.evaluate(
+            self.gate,
             baseline_crash=baseline_crash,
             current_crash=current_crash,
-            crash_multiplier=self.thresholds.crash_multiplier,
+            current_error=current_error,
             sample=sample,
-            min_sample=self.thresholds.min_sample,
         )
 
     @model_validator(mode="after")

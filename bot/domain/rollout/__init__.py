@@ -65,8 +65,10 @@ from bot.domain.rollout.events import (
     ScheduleCancelled,
     ScheduleHeld,
     ScheduleWindow,
+    TracksLeft,
 )
 from bot.domain.rollout.gating import gate_evaluated, window_ended, window_timer_dead
+from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import reconcile
 from bot.domain.rollout.state import (
     TERMINAL_TRACK,
@@ -104,6 +106,7 @@ __all__ = [
     "Event",
     "FreezeOverridden",
     "InvalidTransition",
+    "Left",
     "Phase",
     "Preflight",
     "ReadMetrics",
@@ -120,7 +123,9 @@ __all__ = [
     "StopKind",
     "StopReason",
     "Track",
+    "TrackLeft",
     "TrackState",
+    "TracksLeft",
     "abort",
     "begin_dispatch",
     "cancel_preflight",
@@ -148,6 +153,7 @@ __all__ = [
     "reconcile",
     "schedule_from_json",
     "schedule_to_json",
+    "tracks_left",
     "tracks_to_stop",
     "verdict_from_json",
     "verdict_to_json",

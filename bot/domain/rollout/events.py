@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
+from bot.domain.rollout.left import TrackLeft
 from bot.domain.rollout.state import Rollout, StageState, StopReason, TrackState
 from bot.domain.schedule import Held
 
@@ -164,6 +165,8 @@ class GateInconclusive:
     figures: str
     extended_by: timedelta | None = None
     until: datetime | None = None
+    reason: GateReason | None = None
+    """Why no verdict (None in events stored before it was said)."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,17 @@ class TrackStopped:
 
 
 @dataclass(frozen=True)
+class TracksLeft:
+    """A stop of `tag` (by `actor`, or by a failed gate: None) left these tracks of its gate
+    as they are (`desktop`: the kill-switch's gate, else the relay's)."""
+
+    tag: str
+    desktop: bool
+    tracks: tuple[TrackLeft, ...]
+    actor: str | None = None
+
+
+@dataclass(frozen=True)
 class RolloutCancelled:
     actor: str
 
@@ -226,6 +240,11 @@ class Redeploying:
     workflow: str | None = None
     run_id: int | None = None
     run_url: str | None = None
+    track: str = ""
+    """The label of the track put back (empty in events stored before it was said)."""
+    still: tuple[str, ...] = ()
+    """Labels of the rollout's other completed tracks, which the rollback workflow leaves on
+    `replaced` (each card lane offers its own Roll back to the previous release…)."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +319,7 @@ Event = (
     | WindowExtended
     | Reevaluated
     | TrackStopped
+    | TracksLeft
     | RolloutCancelled
     | Redeploying
     | DispatchGaveUp

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from bot.domain.gate import GateKind, GateVerdict, Verdict
+from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
 from bot.domain.rollout.events import (
     Announce,
@@ -16,7 +16,9 @@ from bot.domain.rollout.events import (
     GatePassed,
     ReadMetrics,
     ScheduleWindow,
+    TracksLeft,
 )
+from bot.domain.rollout.left import tracks_left
 from bot.domain.rollout.state import Rollout, StageState, StopKind, StopReason, TrackState
 from bot.domain.rollout.work import Work, advance, reached_label
 
@@ -97,7 +99,9 @@ def gate_evaluated(
             work.effects.append(Announce(GatePassed(spec.label, figures, following.label, False)))
     elif verdict.verdict is Verdict.INCONCLUSIVE:
         extension = spec.observe.inconclusive_extension if spec.observe else None
-        if extension is not None and current.extensions == 0 and current.window_ends_at:
+        # More data never makes a saved plan's unusable threshold usable: hold at once.
+        waits = verdict.reason is not GateReason.UNUSABLE_THRESHOLD
+        if waits and extension is not None and current.extensions == 0 and current.window_ends_at:
             ends = now + extension
             extended = replace(
                 judged, state=StageState.OBSERVING, window_ends_at=ends, extensions=1
@@ -107,7 +111,8 @@ def gate_evaluated(
             work.effects.append(Announce(GateInconclusive(spec.label, figures, extension, ends)))
         else:
             work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
-            work.effects.append(Announce(GateInconclusive(spec.label, figures), failure=True))
+            held = GateInconclusive(spec.label, figures, reason=verdict.reason)
+            work.effects.append(Announce(held, failure=True))
     else:
         failed = replace(judged, state=StageState.FAILED_GATE)
         ending = TrackState.ROLLED_BACK if plan_track.gate is GateKind.RELAY else TrackState.HALTED
@@ -135,4 +140,9 @@ def gate_evaluated(
             failure_job=plan_track.on_failure.job,
         )
         work.effects.append(Announce(told, failure=True))
+        # A gate stops its own track: say what the other tracks of its gate still do.
+        left = tracks_left(work.rollout, plan, gate=plan_track.gate, stopping=(track,))
+        if left:
+            desktop = plan_track.gate is GateKind.DESKTOP
+            work.effects.append(Announce(TracksLeft(rollout.tag, desktop, left), failure=True))
     return work.decision()
