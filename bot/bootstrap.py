@@ -200,7 +200,6 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         dispatch_search=timedelta(seconds=settings.dispatch_search_seconds),
         service=service.name,
     )
-    npm_token = _npm_token_service(shared, service, github=github, approvers=approvers)
     lane = ReleaseLane(
         holds=LaneHoldStore(sessions, service=service.name),
         plan=service.plan,
@@ -208,6 +207,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         words=lane_words,
         service=service.name,
     )
+    npm_token = _npm_token_service(shared, service, github=github, approvers=approvers, lane=lane)
     controls = ControlService(
         rollouts=rollouts,
         claims=shared.claims,
@@ -273,7 +273,12 @@ def wire_service(shared: Shared, service: Service) -> Wired:
 
 
 def _npm_token_service(
-    shared: Shared, service: Service, *, github: PyGithubGateway, approvers: Approvers
+    shared: Shared,
+    service: Service,
+    *,
+    github: PyGithubGateway,
+    approvers: Approvers,
+    lane: ReleaseLane,
 ) -> NpmTokenService:
     """The NPM_TOKEN walkthrough of the service's repository, drawn in Slack."""
     settings = shared.settings
@@ -295,6 +300,7 @@ def _npm_token_service(
             every=timedelta(seconds=settings.github_poll_interval),
             resume_after=timedelta(seconds=settings.lease_seconds),
         ),
+        lane=lane,
         service=service.name,
     )
 

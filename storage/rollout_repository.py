@@ -18,12 +18,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bot.domain.rollout_summary import DONE, REDEPLOY
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer, new_rollout_id
 from storage.audit_log import audit_row
 from storage.db import ServiceStore
 from storage.errors import RolloutNotFound, TrackBusy
-from storage.models import RolloutRow, RolloutTrackRow, StageRow, TimerRow
+from storage.models import AuditEventRow, RolloutRow, RolloutTrackRow, StageRow, TimerRow
 from storage.outbox import enqueue
 from storage.rollout_loader import load, load_by_id, load_one, load_plan, load_state
 from storage.rollout_records import NewTrack, RolloutChange, RolloutRecord
@@ -220,9 +221,19 @@ class RolloutRepository(ServiceStore):
             return await load(session, ids, newest_first=True)
 
     async def find_last_released(self, *, other_than: str) -> RolloutRecord | None:
-        """The newest ended rollout of another tag whose every track completed."""
+        """The newest ended rollout of another tag whose every track completed, and none
+        was rolled back after it completed (the previous release redeployed over it)."""
         unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
-        released = RolloutRow.ended_at.is_not(None), RolloutRow.id.not_in(unfinished)
+        redeployed = select(AuditEventRow.rollout_id).where(
+            AuditEventRow.action == REDEPLOY,
+            AuditEventRow.result.in_(DONE),
+            AuditEventRow.rollout_id.is_not(None),
+        )
+        released = (
+            RolloutRow.ended_at.is_not(None),
+            RolloutRow.id.not_in(unfinished),
+            RolloutRow.id.not_in(redeployed),
+        )
         newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than, *self._scope)
         latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
         async with self._sessions() as session:

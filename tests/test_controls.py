@@ -410,6 +410,13 @@ async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow
             {"relay_image_tag": "v1.4.1", "replacing": "v1.4.2"}
         ]
 
+        # v1.4.2 was rolled back: once v1.4.3 completes, its previous good release is v1.4.1.
+        await finish(box, "v1.4.3")
+        await box.click("redeploy", value=await value_of(box, "redeploy", "relay"))
+        opened = await box.slack.wait_for_call("views.open", count=2)
+        shown = " ".join(block["text"]["text"] for block in opened[-1].response["view"]["blocks"])
+        assert "from `v1.4.3` to `v1.4.1`" in shown
+
 
 async def test_rollback_after_the_relay_completed_points_to_the_redeploy(
     sandbox: Sandbox,

@@ -342,6 +342,32 @@ def test_the_commands_parse() -> None:
             parse_command(bad)
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("freeze 2026-12-24 18:00 CET holiday freeze", "`CET` is not a time zone I read"),
+        ("freeze 2026-12-24 18:00 EST holiday freeze", "`EST` is not a time zone I read"),
+        ("freeze 2026-12-24 18:00 America/New_York holidays", "`America/New_York` is not a"),
+    ],
+)
+def test_a_zone_typed_after_a_freeze_end_is_refused_not_read_as_utc(text: str, says: str) -> None:
+    # Read as UTC with the zone taken for the reason, `18:00 EST` would end five hours early.
+    with pytest.raises(InvalidCommand, match=says) as refused:
+        parse_command(text)
+    assert "2026-12-24T18:00+01:00" in refused.value.message
+
+
+def test_utc_typed_after_a_freeze_end_is_not_part_of_the_reason() -> None:
+    assert parse_command("freeze 2026-12-24 18:00 UTC holidays") == Freeze(
+        "2026-12-24 18:00", "holidays"
+    )
+    # A reason that merely starts in capitals, and a zone after a duration, stay the reason.
+    assert parse_command("freeze 2026-12-24 18:00 DB migration") == Freeze(
+        "2026-12-24 18:00", "DB migration"
+    )
+    assert parse_command("freeze 2h CET office move") == Freeze("2h", "CET office move")
+
+
 async def test_of_many_replicas_locking_at_once_one_holds_the_lane(database_url: str) -> None:
     async with replica_sessions(database_url, 3) as sessions:
         stores = [LaneHoldStore(factory) for factory in sessions]

@@ -355,6 +355,19 @@ async def test_a_non_approver_cannot_run_release(box: Sandbox) -> None:
     assert audited == [("click:npm_run_release", "refused")]
 
 
+async def test_run_release_is_refused_while_deploys_are_frozen(box: Sandbox) -> None:
+    # Release publishes the @scriptum packages: a freeze holds it, as it holds a Dispatch.
+    message = await open_walkthrough(box)
+    await box.command("freeze 2h holiday freeze")
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is not None and "Deploys are frozen by" in answer
+    assert "The npm Release workflow publishes packages, so it waits for the freeze" in answer
+    assert box.github.dispatches == []
+    assert message.updates == 0
+    audited = [(e.action, e.result) for e in await box.audit.list_for_actor(RELEASE_MANAGER)]
+    assert ("click:npm_run_release", "lane_closed") in audited
+
+
 async def test_a_refused_dispatch_says_which_permission(box: Sandbox) -> None:
     box.github.fail_next(
         "POST",

@@ -59,9 +59,11 @@ class Scene:
         lead: timedelta,
         held: timedelta = timedelta(0),
         relay: StopReason | None = None,
+        redeployed: bool = False,
     ) -> Rollout:
         """A rollout started `ago`, ended `lead` later; its relay canary held `held` between
-        its gate and its promotion; the relay rolled back for `relay` when given."""
+        its gate and its promotion; the relay rolled back for `relay` when given, or (with
+        `redeployed`) rolled back after it completed, an hour after the end."""
         self.count += 1
         start = self.box.clock() - ago
         rollout = cleared_rollout(
@@ -114,6 +116,8 @@ class Scene:
         trail = [event(gate_at, BOT, "gate", verdict.verdict, **verdict_to_json(verdict))]
         if not relay:
             trail.append(event(gate_at + held, RELEASE_MANAGER, "promote"))
+        if redeployed:
+            trail.append(event(end + timedelta(hours=1), RELEASE_MANAGER, "redeploy", tag="v0"))
         ended = replace(
             created, phase=Phase.ENDED, run_id=self.count, ended_at=end, tracks=tuple(tracks)
         )
@@ -147,6 +151,22 @@ async def test_the_report_sums_up_the_rollouts_of_the_period(box: Sandbox) -> No
 
     empty = await box.command("report 2020-01")
     assert "no rollout ended in this period" in empty
+
+
+async def test_a_release_rolled_back_after_it_completed_is_no_success(box: Sandbox) -> None:
+    scene = Scene(box)
+    try:
+        hour = timedelta(hours=1)
+        await scene.finished(ago=5 * hour, lead=hour)
+        await scene.finished(ago=4 * hour, lead=2 * hour, redeployed=True)
+    finally:
+        await scene.engine.dispose()
+
+    week = await box.command("report 7d")
+    assert "2 rollout(s), 2 to 100% (1 rolled back after): success rate 50%" in week
+    assert "median 1h30m, p90 2h" in week  # both reached 100%: their lead times stand
+    assert "`v1.2.0` Hosted relay: rolled back after it completed (redeployed the previous" in week
+    assert "`v1.1.0`" not in week.split("*Rollbacks, kills and other stops*")[1]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from bot.domain.release_contents import (
 )
 from bot.domain.rollout import Phase, TrackState
 from bot.plan_file import load_plan
+from bot.services.records import NewAuditEvent
 from bot.services.store_ports import Rollouts
 from sandbox.harness import Sandbox
 from storage.rollout_store import RolloutStore
@@ -224,6 +225,29 @@ def test_an_older_release_says_how_far_behind_it_is_not_zero_commits() -> None:
     )
 
 
+def test_a_diverged_release_lists_what_it_brings_and_what_it_takes_out() -> None:
+    # The last release's tag was force-pushed, or this one was cut from another branch: GitHub
+    # answers `diverged`, ahead by 2 and behind by 3. The migration it brings is still flagged.
+    since = LastRelease("v1.4.1", Since.ROLLOUT)
+    diverged = Comparison(
+        total_commits=2,
+        commits=(
+            ComparedCommit("a1", "Add an index (#47)", "bo"),
+            ComparedCommit("a2", "Faster sync (#46)", "dee"),
+        ),
+        files=(MIGRATION,),
+        html_url="https://github.com/scriptum/scriptum/compare/v1.4.1...v1.4.2",
+        behind_by=3,
+    )
+    contents = release_contents(tag="v1.4.2", since=since, comparison=diverged, plan=PLAN)
+    assert summary(contents) == (
+        "*2 commits, 2 pull requests* since `v1.4.1` · :warning: 1 migration · :warning: "
+        "*diverged*: `v1.4.1` has 3 commits that `v1.4.2` lacks (a force-push, or a tag from "
+        "another branch): releasing it takes those out"
+    )
+    assert "#47" in json.dumps(contents_modal(contents))
+
+
 def test_titles_are_escaped_for_mrkdwn() -> None:
     contents = replace(
         _contents(1),
@@ -277,6 +301,31 @@ async def test_the_last_released_tag_is_the_newest_rollout_completed_on_every_tr
     # A tag rolled out again is compared with the release before it, not with itself.
     before = await store.last_released(other_than="v1.4.1")
     assert before is not None and before.tag == "v1.4.0"
+
+
+async def test_a_release_rolled_back_after_it_completed_is_not_the_last_released(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    # v1.4.1 completed, then Roll back put v1.4.0 back through the rollback workflow: v1.4.2
+    # brings v1.4.1's changes again, so it is compared with v1.4.0, not with v1.4.1.
+    store = RolloutStore(session_factory, clock=lambda: NOW)
+    done = TrackState.COMPLETED
+    await _ended(store, "v1.4.0", "r-1", timedelta(hours=1), done, done)
+    await _ended(store, "v1.4.1", "r-2", timedelta(hours=2), done, done)
+    rolled_back = await store.get("r-2")
+    assert rolled_back is not None
+    redeploy = NewAuditEvent(
+        at=NOW + timedelta(hours=3),
+        actor="U_ANN",
+        action="redeploy",
+        result="ok",
+        rollout_id="r-2",
+        track="relay",
+        detail={"tag": "v1.4.0", "replaced_tag": "v1.4.1"},
+    )
+    await store.save(rolled_back, audit=[redeploy])
+    released = await store.last_released(other_than="v1.4.2")
+    assert released is not None and released.tag == "v1.4.0"
 
 
 # -- the simulator answers as GitHub documents --------------------------------------------------

@@ -108,6 +108,17 @@ def test_held_runs_from_the_gate_to_the_first_promotion_and_people_only_are_name
     assert {a.actor for a in summary.acts} == {PERSON}
 
 
+def test_a_stage_promoted_on_its_own_held_nothing_and_is_not_given_a_later_promotion() -> None:
+    # The canary's PASS promoted it at once (`promote: auto`): the 50% deployed at 40 without
+    # a click. The only Promote, at 110, is the 50%'s.
+    trail = [gate(30, "canary", "0.001"), gate(100, "half", "0.001"), event(110, PERSON, "promote")]
+    summary = summarize(ended(120), PLAN, trail, machine=is_machine)
+    canary, half, *_ = summary.stages
+    assert (canary.promoted_at, canary.promoted_by, canary.held) == (None, None, None)
+    assert (half.promoted_at, half.held) == (at(110), 10 * MINUTE)
+    assert summary.held == 10 * MINUTE, f"held reads {summary.held}"
+
+
 def test_the_lead_time_runs_from_the_dispatch_not_a_scheduled_starts_wait() -> None:
     rollout = ended(120)  # dispatched at T0, 100% two hours later
     typed = T0 - timedelta(days=3)  # `/rollout start v1.4.2 --at "mon 09:00"` on Friday
@@ -161,7 +172,8 @@ def test_the_period_takes_the_median_and_the_nearest_rank_p90() -> None:
             [gate(30, "canary", "0.001"), event(30 + wait, PERSON, "promote")],
             machine=is_machine,
         )
-        for minutes, wait in [(60, 5), (120, 10), (180, 20), (600, 40)]
+        # Each Promote comes before the 50% deploys (at 40, `ended`), as the canary's must.
+        for minutes, wait in [(60, 1), (120, 2), (180, 4), (600, 8)]
     ]
     failed = summarize(ended(50, TrackState.ROLLED_BACK), PLAN, [], machine=is_machine)
     period = parse_period("2026-11")
@@ -169,7 +181,7 @@ def test_the_period_takes_the_median_and_the_nearest_rank_p90() -> None:
     assert (report.rollouts, report.succeeded, report.success_rate) == (5, 4, 0.8)
     assert report.lead_median == 150 * MINUTE  # between 2h and 3h
     assert report.lead_p90 == 600 * MINUTE
-    assert report.held_median == 10 * MINUTE  # 0, 5, 10, 20, 40
+    assert report.held_median == 2 * MINUTE  # 0, 1, 2, 4, 8
     assert [s.state for s in report.stopped] == [TrackState.ROLLED_BACK]
     assert report.start == datetime(2026, 11, 1, tzinfo=UTC)
     assert report.end == datetime(2026, 12, 1, tzinfo=UTC)

@@ -18,11 +18,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
 from bot.domain.errors import InvalidCommand
 from bot.domain.plan.freezes import CalendarFreeze
 from bot.domain.service import DEFAULT_SERVICE
+from bot.domain.text import shown
 
 LANE_FREEZE = "freeze"
 LANE_LOCK = "lock"
@@ -69,6 +71,8 @@ class Frozen:
     link: bool = False
     adopt: bool = False
     """The start refused is the adoption of a run the bot did not start."""
+    publish: bool = False
+    """The start refused is the npm Release workflow's run (it publishes packages)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +190,45 @@ def lane_refusal(
     return Frozen(freeze, dispatch=rollout_id is not None)
 
 
+_OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}$")
 _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?:Z|[+-].*)?")
+
+
+_UTC_WORDS = frozenset({"UTC", "GMT", "Z"})
+_ZONE_ABBREVIATIONS = frozenset(
+    {"CET", "CEST", "EET", "EEST", "WET", "WEST", "BST", "IST", "EST", "EDT", "CST", "CDT"}
+    | {"MST", "MDT", "PST", "PDT", "AKST", "AKDT", "HST", "JST", "KST", "AEST", "AEDT"}
+    | {"ACST", "ACDT", "AWST", "NZST", "NZDT", "MSK", "SGT", "HKT"}
+)
+"""Zone abbreviations a person may type after a freeze's end (`18:00 CET`): ambiguous (IST,
+CST, BST name several zones), so they are refused rather than read as UTC."""
+
+
+def zone_after_end(until: str, reason: str) -> str:
+    """The reason of `/rollout freeze <until> <reason>`, once a zone typed after an end time
+    is taken off it: `UTC` or `GMT` (the end is UTC anyway); a zone abbreviation (`CET`) or an
+    IANA name (`Europe/Berlin`) raises InvalidCommand, since the end would be read as UTC."""
+    word, _, rest = reason.partition(" ")
+    if not _ISO.fullmatch(until) or until.endswith("Z") or _OFFSET.search(until[10:]):
+        return reason
+    if word in _UTC_WORDS:
+        return rest.strip()
+    if word in _ZONE_ABBREVIATIONS or _is_zone_name(word):
+        raise InvalidCommand(
+            f"`{shown(word)}` is not a time zone I read: a freeze's end is read in UTC, or give "
+            f"its offset, such as `{until.replace(' ', 'T')}+01:00`."
+        )
+    return reason
+
+
+def _is_zone_name(word: str) -> bool:
+    if "/" not in word:
+        return False
+    try:
+        ZoneInfo(word)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
 
 
 def freeze_end(text: str, now: datetime) -> datetime:

@@ -2,9 +2,10 @@
 
 A period is `<n>d` (the last n days, up to now) or a calendar month `YYYY-MM` (UTC). The
 figures come from each rollout's summary (`bot.domain.rollout_summary`): a rollout succeeded
-when every track completed; its lead time runs from its dispatch to 100% (the end of a
-rollout whose every track completed; a scheduled start's wait for its time and the preflight
-before the dispatch are not counted); time held is what its stages waited for a person.
+when every track completed and none was rolled back after it completed; its lead time runs
+from its dispatch to 100% (the end of a rollout whose every track completed; a scheduled
+start's wait for its time and the preflight before the dispatch are not counted); time held
+is what its stages waited for a person.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.rollout.state import StopReason, TrackState
-from bot.domain.rollout_summary import RolloutSummary
+from bot.domain.rollout_summary import PersonAct, RolloutSummary
 
 DEFAULT_PERIOD = "30d"
 MAX_DAYS = 366
@@ -75,12 +76,14 @@ def parse_period(text: str) -> Period:
 
 @dataclass(frozen=True)
 class StoppedTrack:
-    """A track that did not complete (rolled back, killed, failed, cancelled) and why."""
+    """A track that did not complete (rolled back, killed, failed, cancelled) and why, or one
+    rolled back after it completed (`redeployed`: who put the previous release back, when)."""
 
     tag: str
     track: str
     state: TrackState
     reason: StopReason | None
+    redeployed: PersonAct | None = None
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,14 @@ class PeriodReport:
     start: datetime
     end: datetime
     rollouts: int
+    reached_the_end: int
+    """Rollouts whose every track completed, whether or not one was rolled back afterwards."""
     succeeded: int
+    """... and none of whose tracks was rolled back after it completed."""
     stopped: tuple[StoppedTrack, ...]
     lead_median: timedelta | None
     lead_p90: timedelta | None
-    """Start to 100%, over the rollouts that succeeded (nearest rank for the 90th)."""
+    """Dispatch to 100%, over the rollouts that reached it (nearest rank for the 90th)."""
     held_median: timedelta | None
     """Time held waiting for a person, per rollout, over every rollout of the period."""
 
@@ -106,18 +112,19 @@ def period_report(
     period: Period, start: datetime, end: datetime, summaries: Sequence[RolloutSummary]
 ) -> PeriodReport:
     """The report of `summaries`, the rollouts that ended in [start, end)."""
-    leads = sorted(s.lead_time for s in summaries if s.succeeded)
+    leads = sorted(s.lead_time for s in summaries if s.reached_the_end)
     return PeriodReport(
         period=period,
         start=start,
         end=end,
         rollouts=len(summaries),
+        reached_the_end=sum(s.reached_the_end for s in summaries),
         succeeded=sum(s.succeeded for s in summaries),
         stopped=tuple(
-            StoppedTrack(s.tag, o.track, o.state, o.reason)
+            StoppedTrack(s.tag, o.track, o.state, o.reason, o.redeployed)
             for s in summaries
             for o in s.outcomes
-            if o.state is not TrackState.COMPLETED
+            if o.state is not TrackState.COMPLETED or o.redeployed is not None
         ),
         lead_median=_median(leads),
         lead_p90=leads[math.ceil(0.9 * len(leads)) - 1] if leads else None,

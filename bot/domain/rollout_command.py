@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import ClassVar, NamedTuple
 
 from bot.domain.errors import InvalidCommand, InvalidTag
+from bot.domain.freeze import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
 from bot.domain.text import clean_text, shown
@@ -323,7 +324,7 @@ def _freeze(text: str) -> Freeze:
     found = _UNTIL.fullmatch(text.strip())
     if found is None:
         raise InvalidCommand(f"freeze needs an end and a reason: {_FREEZE_USAGE}.")
-    reason = _reason(found[2], "freeze")
+    reason = zone_after_end(found[1], _reason(found[2], "freeze"))
     if not reason:
         raise InvalidCommand(f"freeze needs a reason after its end: {_FREEZE_USAGE}.")
     return Freeze(until=found[1], reason=reason)

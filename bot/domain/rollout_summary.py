@@ -3,7 +3,8 @@
 Pure: the rollout, its plan and its recorded events in, a `RolloutSummary` out (the Slack edge
 words it). Stage times: deployed (its window opened, or the track completed there), window end,
 gate decided, promoted. "Held" is the time a stage waited for a person: from its gate's verdict
-to the Promote click (or to the end of its track when nobody promoted it). The lead time runs
+to the Promote click (or to the end of its track when nobody promoted it; nothing when the next
+stage went on without one, `promote: auto`). The lead time runs
 from the dispatch to the end (a scheduled start's wait for its time is not part of it).
 """
 
@@ -22,6 +23,10 @@ from bot.domain.rollout.state import Rollout, StopReason, Track, TrackState
 OVERRIDE = "override_freeze"
 """The audit detail of an override of a freeze (`bot.services.lane`), and its act."""
 
+REDEPLOY = "redeploy"
+"""The audit action of a completed track's previous release put back (Roll back after it
+completed): the release it replaced was rolled back, though it reached 100%."""
+
 PEOPLES_ACTIONS = {
     "start": "started",
     "confirm_flags": "confirmed the feature flags",
@@ -30,7 +35,7 @@ PEOPLES_ACTIONS = {
     "extend": "extended the window",
     "abort_relay": "rolled back",
     "abort_desktop": "tripped the kill-switch",
-    "redeploy": "redeployed",
+    REDEPLOY: "redeployed",
     "gate": "entered the figures",
     "cancel": "cancelled",
     "cancel_schedule": "cancelled the scheduled dispatch",
@@ -106,6 +111,9 @@ class TrackOutcome:
     track: str
     state: TrackState
     reason: StopReason | None
+    redeployed: PersonAct | None = None
+    """A person put the previous good release back on the completed track afterwards (Roll
+    back after it completed): the release was rolled back, though it reached 100%."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +140,14 @@ class RolloutSummary:
         return sum((s.held for s in self.stages if s.held is not None), timedelta(0))
 
     @property
-    def succeeded(self) -> bool:
+    def reached_the_end(self) -> bool:
+        """Every track reached its last stage (a release rolled back afterwards did too)."""
         return all(o.state is TrackState.COMPLETED for o in self.outcomes)
+
+    @property
+    def succeeded(self) -> bool:
+        """Every track completed, and none was rolled back after it completed."""
+        return self.reached_the_end and not any(o.redeployed for o in self.outcomes)
 
 
 def summarize(
@@ -166,7 +180,16 @@ def summarize(
         dispatched_at=rollout.dispatched_at,
         ended_at=rollout.ended_at,
         outcomes=tuple(
-            TrackOutcome(plan.track(t.name).label, t.state, t.ended_reason) for t in rollout.tracks
+            TrackOutcome(
+                plan.track(t.name).label,
+                t.state,
+                t.ended_reason,
+                next(
+                    (_act(e, plan) for e in ok if e.action == REDEPLOY and e.track == t.name),
+                    None,
+                ),
+            )
+            for t in rollout.tracks
         ),
         stages=tuple(s for t in rollout.tracks for s in _stage_times(t, plan, ok)),
         verdicts=verdicts,
@@ -200,13 +223,19 @@ def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
 def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) -> list[StageTimes]:
     spec = plan.track(track.name)
     promotions = [e for e in events if e.action == "promote" and e.track == track.name]
+    deployments = [
+        stage.window_started_at
+        or (track.ended_at if last and track.state is TrackState.COMPLETED else None)
+        for last, stage in ((s is track.stages[-1], s) for s in track.stages)
+    ]
     times = []
-    for stage in track.stages:
-        deployed = stage.window_started_at
-        if deployed is None and stage is track.stages[-1] and track.state is TrackState.COMPLETED:
-            deployed = track.ended_at
+    for index, stage in enumerate(track.stages):
+        deployed = deployments[index]
         if deployed is None:
             continue  # never reached
+        # A promotion of this stage comes before the next stage deploys; one after it is a
+        # later stage's (this one promoted itself: `promote: auto`).
+        following = deployments[index + 1] if index + 1 < len(deployments) else None
         gates = [
             e
             for e in events
@@ -214,8 +243,17 @@ def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) ->
         ]
         # Held: a gate that passed (or stayed inconclusive) waits for a Promote.
         decided = gates[-1].at if gates and gates[-1].result in HOLDS else None
-        promotion = next((e for e in promotions if decided and e.at >= decided), None)
-        until = promotion.at if promotion else track.ended_at
+        promotion = next(
+            (
+                e
+                for e in promotions
+                if decided and decided <= e.at and (following is None or e.at <= following)
+            ),
+            None,
+        )
+        # Not promoted: held until the track ended, unless the next stage went on without a
+        # person.
+        until = promotion.at if promotion else (track.ended_at if following is None else None)
         times.append(
             StageTimes(
                 track=spec.label,

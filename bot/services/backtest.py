@@ -5,7 +5,8 @@ retrospective analysis, on the plan's own gate code).
 Each stage with an observation window is replayed in consecutive windows of that length from
 the start of the range; each window is read through the track's metrics source exactly as a
 live gate reads it at the end of its window (`WindowMetrics.measure`), and judged by the
-track's own gate (`Track.evaluate_gate`).
+track's own gate (`Track.evaluate_gate`); an INCONCLUSIVE window is given the stage's
+`inconclusive_extension` and judged again, as the live gate does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import string
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from bot.domain.durations import format_duration
@@ -200,8 +201,12 @@ async def backtest(
     results = []
     for planned in prepared.stages:
         source = sources(planned.metrics)
+        extension = planned.stage.observe.inconclusive_extension if planned.stage.observe else None
         judged = await asyncio.gather(
-            *(_judge(source, planned.plan_track, window, limit) for window in planned.windows)
+            *(
+                _judge(source, planned.plan_track, window, limit, extension, prepared.end)
+                for window in planned.windows
+            )
         )
         stage = planned.stage
         results.append(
@@ -242,10 +247,26 @@ def _windows(replay: Replay, track: str, stage: Stage, end: datetime) -> Iterato
 
 
 async def _judge(
-    source: WindowMetrics, track: Track, window: QueryWindow, limit: asyncio.Semaphore
+    source: WindowMetrics,
+    track: Track,
+    window: QueryWindow,
+    limit: asyncio.Semaphore,
+    extension: timedelta | None,
+    until: datetime,
 ) -> JudgedWindow:
+    """The window's verdict as the live gate reaches it: an INCONCLUSIVE one, on a stage with
+    `observe.inconclusive_extension`, is read again over the window extended once by it (when
+    that still ends by `until`), and that verdict stands (`bot.domain.rollout.gating`)."""
     async with limit:
-        reading = await source.measure(window)
+        judged = await _read_and_judge(source, track, window)
+        longer = replace(window, end=window.end + extension) if extension else None
+        if judged.verdict.verdict is Verdict.INCONCLUSIVE and longer and longer.end <= until:
+            judged = await _read_and_judge(source, track, longer)
+    return judged
+
+
+async def _read_and_judge(source: WindowMetrics, track: Track, window: QueryWindow) -> JudgedWindow:
+    reading = await source.measure(window)
     verdict = track.evaluate_gate(
         baseline_crash=reading.baseline_crash,
         current_crash=reading.figures.crash_rate,

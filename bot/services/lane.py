@@ -123,16 +123,18 @@ class ReleaseLane:
         at: datetime | None = None,
         linking: bool = False,
         adopting: bool = False,
+        publishing: bool = False,
     ) -> None:
         """Raise LaneClosed when the lane refuses (`refusal`). A start with `override` (the
         reason) while frozen passes; the caller records the override with `override_for` once
         the rollout exists. `linking`: the dispatch judged is a run linked by hand (its
         refusal says so, and offers no Override freeze… that would dispatch again).
         `adopting`: the start judged is the adoption of a run the bot did not start (its
-        refusal offers Override freeze…, which adopts it)."""
+        refusal offers Override freeze…, which adopts it). `publishing`: the start judged is a
+        run of the npm Release workflow, which publishes packages (no override: it waits)."""
         refused = await self.refusal(actor=actor, rollout_id=rollout_id, override=override, at=at)
-        if isinstance(refused, Frozen) and (linking or adopting):
-            refused = replace(refused, link=linking, adopt=adopting)
+        if isinstance(refused, Frozen) and (linking or adopting or publishing):
+            refused = replace(refused, link=linking, adopt=adopting, publish=publishing)
         if refused is not None:
             overridable = (
                 isinstance(refused, Frozen)

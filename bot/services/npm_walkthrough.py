@@ -32,6 +32,7 @@ from bot.domain.npm import (
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
+from bot.services.lane import ReleaseLane
 from bot.services.npm_release import CLAIM_ACTION, LookPace, MessageRef, ReleaseLooks, judged
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim
@@ -82,9 +83,11 @@ class NpmTokenService:
         timers: Timers,
         timers_changed: Callable[[], None],
         pace: LookPace,
+        lane: ReleaseLane,
         service: str = DEFAULT_SERVICE,
     ) -> None:
         self._fresh = Walkthrough(service=service)
+        self._lane = lane
         self._github = github
         self._claims = claims
         self._board = board
@@ -146,9 +149,12 @@ class NpmTokenService:
         return check
 
     async def run_release(self, *, message: MessageRef, shown: Walkthrough, actor: str) -> None:
-        """Step 5 (approvers only, after a confirm dialog): dispatch Release on the plan's ref
-        and follow the run until it completes (`bot.services.npm_release`: durable looks)."""
+        """Step 5 (approvers only, after a confirm dialog; refused while the release lane is
+        frozen, or locked by someone else): dispatch Release on the plan's ref and follow the
+        run until it completes (`bot.services.npm_release`: durable looks)."""
         await self._approvers.require(actor, "run the npm Release workflow")
+        # It publishes packages: refused while deploys are frozen or someone else holds the lock.
+        await self._lane.judge(actor=actor, publishing=True)
         async with self._lock:
             current = self._latest.get(message, shown)
             release = current.release

@@ -13,6 +13,7 @@ from bot.domain.controls import StaleCard
 from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Redeploying, Rollout, TrackState
+from bot.domain.rollout_summary import DONE, REDEPLOY
 from bot.services.rollouts import RolloutService
 
 HISTORY_DEPTH = 200
@@ -83,7 +84,7 @@ class Redeployer:
                 result = "run_not_identified" if failed else "github_error"
                 failure = {**detail, "error": error.message}
                 await self._effects.record(
-                    self._effects.event(actor, "redeploy", result, rollout, failure, track=track)
+                    self._effects.event(actor, REDEPLOY, result, rollout, failure, track=track)
                 )
                 raise
             redeploying = Redeploying(
@@ -100,14 +101,15 @@ class Redeployer:
             if redeploying.still:
                 detail["still"] = list(redeploying.still)
         await self._effects.record(
-            self._effects.event(actor, "redeploy", "ok", rollout, detail, track=track)
+            self._effects.event(actor, REDEPLOY, "ok", rollout, detail, track=track)
         )
         await self._effects.tell(rollout, redeploying)
         return redeploying
 
     async def previous_good(self, rollout: Rollout, plan: RolloutPlan, track: str) -> Rollout:
-        """The last rollout before this one whose `track` completed, with another tag. Only
-        the newest completed rollout of the track (the one in production) offers it."""
+        """The last rollout before this one whose `track` completed, with another tag, and
+        that was not rolled back after it completed. Only the newest completed rollout of the
+        track (the one in production) offers it."""
         label = plan.track(track).label
         completed = [
             r for r in await self._rollouts.history(limit=HISTORY_DEPTH) if completed_on(r, track)
@@ -118,16 +120,23 @@ class Redeployer:
                 f"This card is out of date: `{newer.tag}` ({newer.id}) completed {label} after "
                 f"`{rollout.tag}`. Roll back from the card of `{newer.tag}`."
             )
-        earlier = next(
-            (r for r in completed if r.created_at < rollout.created_at and r.tag != rollout.tag),
-            None,
+        earlier = [
+            r for r in completed if r.created_at < rollout.created_at and r.tag != rollout.tag
+        ]
+        for candidate in earlier:
+            if not await self._rolled_back_after(candidate, track):
+                return candidate
+        raise InvalidTransition(
+            f"No rollout before `{rollout.tag}` completed {label} without being rolled back "
+            "afterwards, so there is no previous good release to redeploy. Start one with "
+            "`/rollout start <tag>`."
         )
-        if earlier is None:
-            raise InvalidTransition(
-                f"No rollout before `{rollout.tag}` completed {label}, so there is no previous "
-                f"good release to redeploy. Start one with `/rollout start <tag>`."
-            )
-        return earlier
+
+    async def _rolled_back_after(self, rollout: Rollout, track: str) -> bool:
+        """Whether `rollout` was itself rolled back on `track` after it completed (the release
+        before it redeployed over it): a known bad release, never put back."""
+        events = await self._effects.audit.list_for_rollout(rollout.id)
+        return any(e.action == REDEPLOY and e.result in DONE and e.track == track for e in events)
 
 
 def still_on(rollout: Rollout, plan: RolloutPlan, track: str) -> tuple[str, ...]:

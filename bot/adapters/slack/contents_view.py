@@ -40,7 +40,8 @@ def _plural(count: int, word: str) -> str:
 
 def summary(contents: ReleaseContents) -> str:
     """One line: "12 commits, 5 pull requests since v1.4.1 · ⚠ 1 migration · ⚠ workflow
-    changed", or why there is nothing to count."""
+    changed" (and what it lacks of the last release when their histories diverged), or why
+    there is nothing to count."""
     if contents.unread is not None:
         return (
             f":warning: *What's in it*: the changes could not be read ({escape(contents.unread)});"
@@ -48,7 +49,7 @@ def summary(contents: ReleaseContents) -> str:
         )
     if contents.since is None:
         return ":information_source: *What's in it*: the first release (no earlier release)."
-    if contents.behind_by:
+    if contents.behind_by and not contents.total_commits:
         return (
             f":warning: *What's in it*: `{escape(contents.tag)}` is "
             f"*{_plural(contents.behind_by, 'commit')} behind* `{escape(contents.since.tag)}`: "
@@ -67,6 +68,12 @@ def summary(contents: ReleaseContents) -> str:
             parts.append(f":warning: {_plural(len(risk.paths), 'migration')}")
         else:
             parts.append(f":warning: workflow file changed in these commits{_run_from(contents)}")
+    if contents.behind_by:  # diverged: a force-push, or a tag cut from another branch
+        parts.append(
+            f":warning: *diverged*: `{escape(contents.since.tag)}` has "
+            f"{_plural(contents.behind_by, 'commit')} that `{escape(contents.tag)}` lacks "
+            "(a force-push, or a tag from another branch): releasing it takes those out"
+        )
     return " · ".join(parts)
 
 

@@ -140,7 +140,7 @@ def redeploy_modal(offer: RedeployOffer, *, channel_id: str) -> ViewJson:
     blocks = [
         section(
             f":rewind: Roll {offer.track_label} back from `{offer.replaced_tag}` to "
-            f"`{offer.tag}`, the last release that completed before it?"
+            f"`{offer.tag}`, the last good release before it?"
         ),
         section(f"On confirm, {how}. `{offer.replaced_tag}` stays live until it lands."),
     ]

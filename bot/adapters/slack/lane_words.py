@@ -42,6 +42,12 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
             "waits for the freeze to end or be lifted (`/rollout unfreeze`); then link the run "
             "again. Do not click Dispatch meanwhile: the run to link already exists."
         )
+    if refused.publish:
+        return (
+            f"{freeze_text(refused.freeze)}. The npm Release workflow publishes packages, so it "
+            "waits for the freeze to end or be lifted (`/rollout unfreeze`); then click Run "
+            "Release again."
+        )
     if refused.dispatch:
         override = "click Dispatch on the card, then *Override freeze…* with a reason"
     elif refused.adopt:

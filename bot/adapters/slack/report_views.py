@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from bot.adapters.slack.blocks import BlockJson, as_json, sections
 from bot.adapters.slack.limits import fit
-from bot.adapters.slack.messages import reason_text, slack_time
+from bot.adapters.slack.messages import person, reason_text, slack_time
 from bot.adapters.slack.summary_views import span
-from bot.domain.period_report import PeriodReport
+from bot.domain.period_report import PeriodReport, StoppedTrack
 from bot.domain.rollout.state import ended_words
 
 
@@ -28,7 +28,13 @@ def _lines(report: PeriodReport) -> list[str]:
     rate = report.success_rate or 0.0
     lines = [
         title,
-        f"• {report.rollouts} rollout(s), {report.succeeded} to 100%: success rate {rate:.0%}",
+        f"• {report.rollouts} rollout(s), {report.reached_the_end} to 100%"
+        + (
+            f" ({report.reached_the_end - report.succeeded} rolled back after)"
+            if report.reached_the_end > report.succeeded
+            else ""
+        )
+        + f": success rate {rate:.0%}",
         "• lead time dispatch to 100%: "
         + (
             f"median {span(report.lead_median)}, p90 {span(report.lead_p90)}"
@@ -40,9 +46,16 @@ def _lines(report: PeriodReport) -> list[str]:
         lines.append(f"• median time held waiting for a person: {span(report.held_median)}")
     if report.stopped:
         lines.append("*Rollbacks, kills and other stops*")
-        lines.extend(
-            f"• `{s.tag}` {s.track}: {ended_words(s.state)}"
-            + (f" ({reason_text(s.reason)})" if s.reason else "")
-            for s in report.stopped
-        )
+        lines.extend(_stopped(s) for s in report.stopped)
     return lines
+
+
+def _stopped(track: StoppedTrack) -> str:
+    if track.redeployed is not None:
+        return (
+            f"• `{track.tag}` {track.track}: rolled back after it completed (redeployed the "
+            f"previous release by {person(track.redeployed.actor)}, "
+            f"{slack_time(track.redeployed.at)})"
+        )
+    why = f" ({reason_text(track.reason)})" if track.reason else ""
+    return f"• `{track.tag}` {track.track}: {ended_words(track.state)}{why}"

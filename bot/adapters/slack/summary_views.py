@@ -18,7 +18,7 @@ def span(duration: timedelta) -> str:
 
 def summary_text(summary: RolloutSummary) -> str:
     """The whole report: outcome, stages, verdicts, people, time held, lead time."""
-    outcome = "completed" if summary.succeeded else "ended"
+    outcome = "completed" if summary.reached_the_end else "ended"
     since, dispatched = "", ""
     if summary.dispatched_at is not None:  # the lead time runs from the dispatch
         since, dispatched = (
