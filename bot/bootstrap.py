@@ -412,6 +412,7 @@ async def _services(
                 timers=timers,
                 clock=clock,
                 overdue_after=timedelta(seconds=settings.lease_seconds),
+                services=[service.name for service in configured],
             ),
             clock=clock,
             wake=asyncio.Event(),

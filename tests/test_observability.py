@@ -175,7 +175,17 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
 
     found = await scraper.until(
         lambda s: (
-            (value(s, "rollout_bot_gate_verdicts_total", track="relay", verdict="PASS") or 0) >= 1
+            (
+                value(
+                    s,
+                    "rollout_bot_gate_verdicts_total",
+                    service="default",
+                    track="relay",
+                    verdict="PASS",
+                )
+                or 0
+            )
+            >= 1
         )
     )
     assert value(found, "rollout_bot_commands_total", subcommand="start", outcome="ok") == 1
@@ -199,8 +209,8 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
         error="",
     )
     assert posted is not None and posted >= 1
-    assert value(found, "rollout_bot_rollouts_active", state="running") == 1
-    assert value(found, "rollout_bot_rollouts_active", state="preflight") == 0
+    assert value(found, "rollout_bot_rollouts_active", service="default", state="running") == 1
+    assert value(found, "rollout_bot_rollouts_active", service="default", state="preflight") == 0
     assert value(found, "rollout_bot_timers_overdue") == 0
     assert value(found, "rollout_bot_timers_due") is not None
     closed = value(found, "rollout_bot_window_end_lateness_seconds_count")
@@ -593,6 +603,7 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
         timers=database,
         clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
         overdue_after=timedelta(minutes=1),
+        services=["relay"],
     )
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
@@ -604,7 +615,9 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     found = parse(telemetry.exposition(None)[0].decode())
     *unknown, up = [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES]
     assert all(math.isnan(figure or 0) for figure in unknown) and up == 0, unknown
-    assert math.isnan(value(found, "rollout_bot_rollouts_active", state="running") or 0)
+    assert math.isnan(
+        value(found, "rollout_bot_rollouts_active", service="relay", state="running") or 0
+    )
     assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
     [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
     assert line.levelname == "WARNING" and "connection refused" in line.getMessage()
