@@ -230,6 +230,8 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
     assert value(found, "rollout_bot_webhook_last_delivery_timestamp_seconds") == pytest.approx(
         box.clock().timestamp(), abs=60
     )
+    # The sandbox sets GITHUB_WEBHOOK_SECRET: deliveries are expected (RolloutBotNoWebhookDeliveries).
+    assert value(found, "rollout_bot_webhook_secret_configured") == 1
     build = value(found, "rollout_bot_build_info", version=version("rollout-bot"), commit=_commit())
     assert build == 1
     assert value(found, "rollout_bot_process_start_time_seconds") is not None
@@ -322,7 +324,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 13 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 14 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 
@@ -663,6 +665,12 @@ def _version(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - the installed command
         [str(ROLLOUT_BOT), "--version"], capture_output=True, text=True, env=dict(env), check=False
     )
+
+
+def test_without_a_webhook_secret_no_delivery_is_expected() -> None:
+    """The webhook is optional: without GITHUB_WEBHOOK_SECRET the gauge the alert reads is 0."""
+    found = parse(PrometheusTelemetry(build()).exposition(None)[0].decode())
+    assert value(found, "rollout_bot_webhook_secret_configured") == 0
 
 
 def test_version_names_the_package_version_and_the_commit() -> None:

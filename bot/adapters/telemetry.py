@@ -33,7 +33,9 @@ the scheduler was away (a restart, a dead replica's lease running out)."""
 class PrometheusTelemetry(Telemetry):
     """`Telemetry` as Prometheus series in this app's own registry."""
 
-    def __init__(self, build: Build) -> None:
+    def __init__(self, build: Build, *, webhooks_expected: bool = False) -> None:
+        """`webhooks_expected`: a webhook secret is configured, so GitHub's deliveries should
+        arrive (without one every delivery is refused and the bot follows runs by polling)."""
         self.registry = registry = CollectorRegistry(auto_describe=True)
         Info("rollout_bot_build", "The running version.", registry=registry).info(
             {"version": build.version, "commit": build.commit}
@@ -121,6 +123,10 @@ class PrometheusTelemetry(Telemetry):
             "webhook_last_delivery_timestamp_seconds",
             "Unix time of the last signed webhook delivery this process took in (0: none yet).",
         )
+        gauge(
+            "webhook_secret_configured",
+            "1 when GITHUB_WEBHOOK_SECRET is set: GitHub's webhook deliveries are expected.",
+        ).set(1 if webhooks_expected else 0)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format the scraper accepts (the text format unless it asks
