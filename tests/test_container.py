@@ -131,6 +131,7 @@ def test_compose_runs_two_replicas_after_migrate_with_real_commands_and_paths() 
     for name in bots:
         (command,) = defined[name]["command"]
         assert command in commands, f"{name}: rollout-bot {command} is not a command"
+        assert defined[name].get("init") is True, f"{name}: the bot would run as PID 1"
     checked = 0
     for name, service in defined.items():
         test = service.get("healthcheck", {}).get("test")
@@ -140,6 +141,20 @@ def test_compose_runs_two_replicas_after_migrate_with_real_commands_and_paths() 
         assert set(paths) <= routes, f"{name}: {paths} are not all routes of the bot"
         checked += len(paths)
     assert checked == 2  # both replicas
+
+
+def test_every_docker_run_line_of_the_docs_runs_an_init() -> None:
+    """Without `--init` the bot is PID 1: a signal it has no handler for does nothing (the
+    kernel gives PID 1 no default action), and exited children are never reaped."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [
+        (page.name, line)
+        for page in pages
+        for line in page.read_text(encoding="utf-8").splitlines()
+        if re.search(r"\bdocker run\b.*\s(--rm|-d|--env-file)\b", line)
+    ]
+    assert lines
+    assert [(page, line) for page, line in lines if "--init" not in line] == []
 
 
 def test_the_proxy_asks_readyz_and_prometheus_scrapes_each_replica() -> None:

@@ -667,6 +667,18 @@ def _version(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_no_created_series_beside_the_counters_and_histograms() -> None:
+    """prometheus-client would add an undocumented `*_created` series to each counter and
+    histogram, in both formats."""
+    telemetry = PrometheusTelemetry(build())
+    telemetry.handled(kind="command", name="status", outcome="ok")
+    telemetry.window_closed(lateness=timedelta(seconds=1))
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        text = telemetry.exposition(accept)[0].decode()
+        assert "rollout_bot_commands_total" in text
+        assert "_created" not in text, accept
+
+
 def test_without_a_webhook_secret_no_delivery_is_expected() -> None:
     """The webhook is optional: without GITHUB_WEBHOOK_SECRET the gauge the alert reads is 0."""
     found = parse(PrometheusTelemetry(build()).exposition(None)[0].decode())

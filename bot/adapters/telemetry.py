@@ -17,6 +17,7 @@ from prometheus_client import (
     Histogram,
     Info,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
 
@@ -36,6 +37,10 @@ class PrometheusTelemetry(Telemetry):
     def __init__(self, build: Build, *, webhooks_expected: bool = False) -> None:
         """`webhooks_expected`: a webhook secret is configured, so GitHub's deliveries should
         arrive (without one every delivery is refused and the bot follows runs by polling)."""
+        # No `*_created` series beside each counter and histogram: nothing reads them (rate()
+        # and increase() handle restarts) and they would double the series. A switch of the
+        # library's, for the whole process.
+        disable_created_metrics()
         self.registry = registry = CollectorRegistry(auto_describe=True)
         Info("rollout_bot_build", "The running version.", registry=registry).info(
             {"version": build.version, "commit": build.commit}
