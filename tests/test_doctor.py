@@ -15,7 +15,6 @@ from test_cli import base_env, run
 
 from bot.cli.doctor import examine, manifest_scopes
 from bot.config import Settings
-from storage.migrate import head_revision, upgrade
 from sandbox.config import (
     GITHUB_TOKEN,
     RELEASE_CHANNEL,
@@ -29,6 +28,7 @@ from sandbox.github import GitHubSimulator
 from sandbox.plans import fast_plan
 from sandbox.sentry import SentryTestServer
 from sandbox.slack import SlackTestServer
+from storage.migrate import head_revision, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 APPROVER_GROUP = "S0APPROVE1"

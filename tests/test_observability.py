@@ -230,7 +230,7 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
     assert value(found, "rollout_bot_webhook_last_delivery_timestamp_seconds") == pytest.approx(
         box.clock().timestamp(), abs=60
     )
-    # The sandbox sets GITHUB_WEBHOOK_SECRET: deliveries are expected (RolloutBotNoWebhookDeliveries).
+    # The sandbox sets GITHUB_WEBHOOK_SECRET: deliveries are expected (the alert reads it).
     assert value(found, "rollout_bot_webhook_secret_configured") == 1
     build = value(found, "rollout_bot_build_info", version=version("rollout-bot"), commit=_commit())
     assert build == 1

@@ -40,7 +40,7 @@ class PrometheusTelemetry(Telemetry):
         # No `*_created` series beside each counter and histogram: nothing reads them (rate()
         # and increase() handle restarts) and they would double the series. A switch of the
         # library's, for the whole process.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry = CollectorRegistry(auto_describe=True)
         Info("rollout_bot_build", "The running version.", registry=registry).info(
             {"version": build.version, "commit": build.commit}

@@ -1,7 +1,7 @@
 """`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
-from the operator's shell: the database `serve` would start on, then the real Slack and GitHub,
-each service's (or one's), one line per check with ✓ or ✗ and the fix; exit 0 when every check passes, 1 otherwise (2: bad
-configuration or usage)."""
+from the operator's shell: the database `serve` would start on, then the real Slack and
+GitHub, each service's (or one's), one line per check with ✓ or ✗ and the fix; exit 0 when
+every check passes, 1 otherwise (2: bad configuration or usage)."""
 
 from __future__ import annotations
 
@@ -80,13 +80,13 @@ def database_finding(database_url: str) -> Finding:
     it would create an empty one)."""
     url = make_url(database_url)
     shown = f"database {mask_database_url(url)}"
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        if not Path(url.database).exists():
-            return failed(
-                f"{shown} does not exist",
-                "run `rollout-bot migrate` (it creates it), "
-                "or point DATABASE_URL at the bot's database",
-            )
+    in_a_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if in_a_file and not Path(str(url.database)).exists():
+        return failed(
+            f"{shown} does not exist",
+            "run `rollout-bot migrate` (it creates it), "
+            "or point DATABASE_URL at the bot's database",
+        )
     try:
         problem = asyncio.run(serve_refusal(database_url))
     except (OSError, SQLAlchemyError) as error:
