@@ -224,15 +224,17 @@ class RolloutRepository(ServiceStore):
         """The newest ended rollout of another tag whose every track completed, and none
         was rolled back after it completed (the previous release redeployed over it)."""
         unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
-        redeployed = select(AuditEventRow.rollout_id).where(
+        # Correlated, so it reads each candidate's own events (their index leads with
+        # rollout_id), not the whole audit trail.
+        redeployed = select(AuditEventRow.id).where(
+            AuditEventRow.rollout_id == RolloutRow.id,
             AuditEventRow.action == REDEPLOY,
             AuditEventRow.result.in_(DONE),
-            AuditEventRow.rollout_id.is_not(None),
         )
         released = (
             RolloutRow.ended_at.is_not(None),
             RolloutRow.id.not_in(unfinished),
-            RolloutRow.id.not_in(redeployed),
+            ~redeployed.exists(),
         )
         newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than, *self._scope)
         latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
