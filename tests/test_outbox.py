@@ -355,15 +355,17 @@ class TakenOverBeforeGivenUp(OutboxStore):
 
 
 async def test_a_message_another_replica_took_over_is_not_counted_given_up_here(
-    scene: Scene,
+    scene: Scene, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # "b" holds the message now: it retries it, and counts it if it gives it up.
+    # "b" holds the message now: it retries it, and tells and counts it if it gives it up.
     telemetry = PrometheusTelemetry(build())
     rollout, _ = await scene.card_posted("lost")
     outbox = scene.replica("a", store=TakenOverBeforeGivenUp(scene), telemetry=telemetry)
     scene.slack.fail_next("chat.postMessage", error="not_in_channel")
 
     await outbox.deliver_due()
+
+    assert not [r for r in caplog.records if "given up" in r.getMessage()]
 
     assert [m.rollout_id for m in await scene.store.pending()] == [rollout.id]  # not dead
     scraped = telemetry.exposition(None)[0].decode()

@@ -250,16 +250,18 @@ class Outbox:
             return
         attempts = message.attempts + 1
         if failure.permanent or attempts >= self._max_attempts:
-            log.error(
-                "%s given up after %d attempt(s): %s. It stays in the outbox as a dead letter.",
-                what,
-                attempts,
-                failure.reason,
-            )
-            # Counted by the replica that gave it up: one whose lease ran out meanwhile did not.
+            # Told and counted by the replica that gave it up: one whose lease ran out
+            # meanwhile did not (the message is the other's, which tries it again).
             if await self._store.dead(
                 message_id=message.id, owner=self.owner, now=now, error=failure.reason
             ):
+                log.error(
+                    "%s given up after %d attempt(s): %s. It stays in the outbox as a dead "
+                    "letter.",
+                    what,
+                    attempts,
+                    failure.reason,
+                )
                 self._telemetry.outbox_dead()
             return
         delay = min(self._backoff * 2 ** (attempts - 1), self._max_backoff)
