@@ -23,6 +23,8 @@ from bot.domain.freeze import (
     lane_refusal,
     lock_of,
     override_kind,
+    roll_back_kind,
+    roll_back_pass,
 )
 from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.service import DEFAULT_SERVICE
@@ -95,7 +97,9 @@ class ReleaseLane:
     ) -> LaneRefusal | None:
         """Why the lane refuses `actor` a start (`rollout_id` None) or the dispatch of
         `rollout_id`, or None. The lock is judged now; the freeze now, or for a start scheduled
-        `at` a later time, as it is known now to be then."""
+        `at` a later time, as it is known now to be then. A rollout started as a roll back of a
+        completed release (`roll_back_for`) passes both: the request's audit event says what it
+        passed."""
         holds, now = await self.holds.current(), self.clock()
         freeze = freeze_in_force(self.plan.freezes, holds, at or now, rollout_id=rollout_id)
         refused = lane_refusal(
@@ -106,12 +110,18 @@ class ReleaseLane:
             two_person=TwoPersonAction.OVERRIDE_FREEZE in self.plan.two_person,
             now=now,
         )
+        current = current_entry.get()
+        roll_back = roll_back_pass(holds, rollout_id)
+        if refused is not None and roll_back is not None:
+            if current is not None:
+                current.detail.update(
+                    _passed(freeze, lock_of(holds), actor), roll_back=roll_back.reason
+                )
+            return None
         if isinstance(refused, Frozen) and at is not None:
             return replace(refused, at=at)
-        if refused is None and override is not None and freeze is not None:
-            current = current_entry.get()
-            if current is not None:
-                current.detail.update(override_freeze=override, freeze=freeze.reason)
+        if refused is None and override is not None and freeze is not None and current:
+            current.detail.update(override_freeze=override, freeze=freeze.reason)
         return refused
 
     async def judge(
@@ -143,6 +153,20 @@ class ReleaseLane:
             )
             raise LaneClosed(self.words.lane_refusal_text(refused), overridable=overridable)
 
+    async def roll_back_for(self, *, rollout_id: str, actor: str, replaced: str) -> LaneState:
+        """Record that `rollout_id` was started by `actor` as a roll back of `replaced`, a
+        completed release: no freeze or lock holds its dispatch (or the link of its run). The
+        lane now, which it passes (for the thread)."""
+        hold = LaneHold(
+            roll_back_kind(rollout_id),
+            actor,
+            f"a roll back of `{replaced}`",
+            since=self.clock(),
+            service=self.service,
+        )
+        await self.holds.take(hold, replace=True)
+        return await self.state()
+
     async def override_for(
         self, *, rollout_id: str, actor: str, reason: str, at: datetime | None = None
     ) -> Freeze | None:
@@ -165,3 +189,17 @@ class ReleaseLane:
             )
             await self.holds.take(hold, replace=True)
         return freeze
+
+
+def _passed(freeze: Freeze | None, lock: LaneHold | None, actor: str) -> dict[str, str]:
+    """What a roll back's dispatch passed, for its audit event: the freeze, someone else's
+    lock, or both."""
+    passed: dict[str, str] = {}
+    held = []
+    if freeze is not None:
+        held.append("the freeze")
+        passed["freeze"] = freeze.reason
+    if lock is not None and lock.actor != actor:
+        held.append("the lock")
+        passed["locked_by"] = lock.actor
+    return {"lane": f"a roll back: not held by {' or '.join(held)}", **passed}

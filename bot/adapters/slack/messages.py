@@ -6,7 +6,7 @@ one place that turns them into what the channel shows, with mentions, bold, link
 
 from __future__ import annotations
 
-from bot.adapters.slack.lane_words import override_answer
+from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answer
 
 # Re-exported: every view takes its marks from here.
 from bot.adapters.slack.mrkdwn import escape
@@ -228,7 +228,7 @@ def render(event: Event) -> str:
             )
             return (
                 f":rewind: {person(event.actor)} is redeploying `{event.tag}`{on} in place of "
-                f"`{event.replaced}` {how}.{left}"
+                f"`{event.replaced}` {how}.{left}{_roll_back_passes(event)}"
             )
         case DispatchGaveUp():
             return (
@@ -364,3 +364,20 @@ def _github_reported(told: GitHubReported) -> str:
     review = event.reviews[0]
     said = f" ({escape(review.comment)})" if review.comment else ""
     return f"GitHub: {escape(review.reviewer)} {escape(event.action)} {environment}{said}."
+
+
+def _roll_back_passes(event: Redeploying) -> str:
+    """What a new rollout of the previous release passes: it is a roll back, so the freeze
+    and someone else's lock in force as it started do not hold its Dispatch."""
+    held = [
+        *([f"{freeze_text(event.freeze)}."] if event.freeze is not None else []),
+        *([f"{lock_text(event.lock)}."] if event.lock is not None else []),
+    ]
+    if not held:
+        return ""
+    what = " or ".join(
+        name
+        for name, on in (("the freeze", event.freeze), ("the lock", event.lock))
+        if on is not None
+    )
+    return f" A roll back: not held by {what}; its Dispatch goes through. ({' '.join(held)})"

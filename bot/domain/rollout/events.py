@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot.domain.freeze import Freeze
+from bot.domain.freeze import Freeze, LaneHold
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.left import TrackLeft
@@ -245,6 +245,10 @@ class Redeploying:
     still: tuple[str, ...] = ()
     """Labels of the rollout's other completed tracks, which the rollback workflow leaves on
     `replaced` (each card lane offers its own Roll back to the previous release…)."""
+    freeze: Freeze | None = None
+    """The freeze in force as a new rollout started: a roll back, so it does not hold it."""
+    lock: LaneHold | None = None
+    """Someone else's lock of the lane then, which the new rollout passes too."""
 
 
 @dataclass(frozen=True)
