@@ -220,9 +220,9 @@ class RolloutRepository(ServiceStore):
         async with self._sessions() as session:
             return await load(session, ids, newest_first=True)
 
-    async def find_last_released(self, *, other_than: str) -> RolloutRecord | None:
-        """The newest ended rollout of another tag whose every track completed, and none
-        was rolled back after it completed (the previous release redeployed over it)."""
+    async def find_last_released(self) -> RolloutRecord | None:
+        """The newest ended rollout whose every track completed, and none was rolled back
+        after it completed (the previous release redeployed over it): the release live."""
         unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
         redeployed = select(AuditEventRow.rollout_id).where(
             AuditEventRow.action == REDEPLOY,
@@ -234,7 +234,7 @@ class RolloutRepository(ServiceStore):
             RolloutRow.id.not_in(unfinished),
             RolloutRow.id.not_in(redeployed),
         )
-        newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than, *self._scope)
+        newest = select(RolloutRow.id).where(*released, *self._scope)
         latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
         async with self._sessions() as session:
             return await load_one(session, RolloutRow.id == latest.scalar_subquery())

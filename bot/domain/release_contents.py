@@ -117,6 +117,12 @@ class ReleaseContents:
     change is read between the tags, which is not what that ref holds ("" when stored
     before it was kept)."""
 
+    @property
+    def nothing_new(self) -> bool:
+        """The tag is the last release itself (the release live, started again): it brings
+        nothing, and GitHub was not asked."""
+        return self.since is not None and self.since.tag == self.tag and self.unread is None
+
 
 def release_contents(
     *, tag: str, since: LastRelease, comparison: Comparison, plan: RolloutPlan

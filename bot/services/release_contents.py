@@ -1,9 +1,10 @@
 """What is in the release: which release it is compared with, and GitHub's comparison.
 
-The last released tag is the newest rollout (of another tag) in the bot's own store that
-reached its last stage on every track; without one, the repository's latest GitHub Release;
-without that, this is the first release. A failure to read never blocks the preflight: the
-contents say why they could not be read.
+The last released tag is the newest rollout in the bot's own store that reached its last stage
+on every track; without one, the repository's latest GitHub Release; without that, this is the
+first release. When it is the tag started (the release live, started again), there is nothing
+new and GitHub is not asked. A failure to read never blocks the preflight: the contents say
+why they could not be read.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ log = logging.getLogger(__name__)
 
 async def last_release(*, github: ChangesSource, store: Rollouts, tag: str) -> LastRelease | None:
     """The release `tag` is compared with (None for the first release); raises GitHubError."""
-    released = await store.last_released(other_than=tag)
+    released = await store.last_released()
     if released is not None:
         return LastRelease(released.tag, Since.ROLLOUT)
     latest = await github.latest_release()
-    if latest is None or latest == tag:
-        return None
-    return LastRelease(latest, Since.GITHUB_RELEASE)
+    return None if latest is None else LastRelease(latest, Since.GITHUB_RELEASE)
 
 
 async def read_contents(
@@ -37,8 +36,8 @@ async def read_contents(
     since: LastRelease | None = None
     try:
         since = await last_release(github=github, store=store, tag=tag)
-        if since is None:
-            return ReleaseContents(tag=tag)
+        if since is None or since.tag == tag:  # the first release, or the one live: nothing new
+            return ReleaseContents(tag=tag, since=since)
         comparison = await github.compare(base=since.tag, head=tag)
     except GitHubError as error:
         log.info("the changes in %s could not be read: %s", tag, error.cause)

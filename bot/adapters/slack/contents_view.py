@@ -30,6 +30,12 @@ _SOURCE = {
 }
 
 
+_SAME = {
+    Since.ROLLOUT: "the release live now (the last the bot completed on every track)",
+    Since.GITHUB_RELEASE: "the repository's latest GitHub Release already",
+}
+
+
 NO_PULLS = "no merged pull requests found in the commit subjects"
 """Pull requests are read from commit subjects only, so none found is not none merged."""
 
@@ -49,6 +55,11 @@ def summary(contents: ReleaseContents) -> str:
         )
     if contents.since is None:
         return ":information_source: *What's in it*: the first release (no earlier release)."
+    if contents.nothing_new:
+        return (
+            f":information_source: *What's in it*: nothing new. `{escape(contents.tag)}` is "
+            f"{_SAME[contents.since.source]}: the same release, so no change is compared."
+        )
     if contents.behind_by and not contents.total_commits:
         return (
             f":warning: *What's in it*: `{escape(contents.tag)}` is "
@@ -91,7 +102,7 @@ def pull_request_line(pull: PullRequest) -> str:
 
 def _small_print(contents: ReleaseContents) -> list[str]:
     """Where the comparison comes from, and what GitHub left out."""
-    if contents.since is None or contents.unread is not None:
+    if contents.since is None or contents.unread is not None or contents.nothing_new:
         return []
     notes = [f"Compared with {_SOURCE[contents.since.source]}."]
     if contents.commits_capped:
@@ -136,7 +147,12 @@ def contents_modal(contents: ReleaseContents) -> ViewJson:
         for risk in contents.risks
     ]
     pulls = [pull_request_line(pull) for pull in contents.pull_requests]
-    if not pulls and contents.since is not None and contents.unread is None:
+    if (
+        not pulls
+        and contents.since is not None
+        and contents.unread is None
+        and not (contents.nothing_new)
+    ):
         pulls = [
             f"{NO_PULLS.capitalize()}: they are read from merge commits and squashes' `(#12)`, "
             "and a rebase merge leaves neither."
