@@ -220,20 +220,23 @@ class RolloutRepository(ServiceStore):
         async with self._sessions() as session:
             return await load(session, ids, newest_first=True)
 
-    async def find_last_released(self) -> RolloutRecord | None:
+    async def find_last_released(self, *, before: datetime | None = None) -> RolloutRecord | None:
         """The newest ended rollout whose every track completed, and none was rolled back
-        after it completed (the previous release redeployed over it): the release live."""
+        after it completed (the previous release redeployed over it): the release live; with
+        `before`, the newest such that ended before then."""
         unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
         redeployed = select(AuditEventRow.rollout_id).where(
             AuditEventRow.action == REDEPLOY,
             AuditEventRow.result.in_(DONE),
             AuditEventRow.rollout_id.is_not(None),
         )
-        released = (
+        released: list[ColumnElement[bool]] = [
             RolloutRow.ended_at.is_not(None),
             RolloutRow.id.not_in(unfinished),
             RolloutRow.id.not_in(redeployed),
-        )
+        ]
+        if before is not None:
+            released.append(RolloutRow.ended_at < before)
         newest = select(RolloutRow.id).where(*released, *self._scope)
         latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
         async with self._sessions() as session:

@@ -410,6 +410,11 @@ async def test_the_simulator_answers_compare_and_latest_release_with_githubs_fie
     status, backwards = await _get(box, f"{repo}/compare/v1.4.2...v1.4.1")
     taken_back = CommitComparison.model_validate(backwards).comparison()
     assert (taken_back.total_commits, taken_back.behind_by) == (0, 9)
+    status, ref = await _get(box, f"{repo}/git/ref/tags/v1.4.1")
+    assert status == 200 and ref.keys() >= {"ref", "node_id", "url", "object"}
+    assert ref["ref"] == "refs/tags/v1.4.1" and ref["object"]["type"] == "commit"
+    assert ref["object"]["sha"] == box.github.history.tags["v1.4.1"]
+    assert (await _get(box, f"{repo}/git/ref/tags/v9.9.9"))[0] == 404
     status, release = await _get(box, f"{repo}/releases/latest")
     assert status == 200 and release.keys() >= RELEASE_FIELDS
     assert release["tag_name"] == "v1.4.1"
@@ -516,3 +521,49 @@ async def test_the_release_live_started_again_brings_nothing_new(box: Sandbox) -
     opened = await box.slack.wait_for_call("views.open")
     modal = json.dumps(opened[-1].args["view"])
     assert "nothing new" in modal and "/pull/" not in modal
+
+
+async def test_a_deleted_tag_of_the_last_release_falls_back_to_the_release_before_it(
+    box: Sandbox,
+) -> None:
+    _history(box)
+    history = box.github.history
+    history.tags["v1.4.0"] = history.tags.pop("v1.4.1")  # v1.4.1's tag deleted
+    done = TrackState.COMPLETED
+    store = box.services.rollouts.effects.store
+    await _ended(store, "v1.4.0", "r-1", timedelta(0), done, done)
+    await _ended(store, "v1.4.1", "r-2", timedelta(hours=1), done, done)
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*9 commits, 7 pull requests* since `v1.4.0`" in shown
+    assert (
+        ":warning: the tag of the last release, `v1.4.1`, is gone from GitHub: compared with "
+        "`v1.4.0`, an earlier release, so what `v1.4.1` brought (already live) is counted too"
+    ) in shown
+    assert "Re-check" not in shown and "[What's in it]" in shown
+
+
+async def test_a_deleted_tag_with_no_earlier_release_says_so_and_what_to_do(
+    box: Sandbox,
+) -> None:
+    _history(box)
+    sha = box.github.history.tags.pop("v1.4.1")  # the only release's tag deleted
+    done = TrackState.COMPLETED
+    await _ended(box.services.rollouts.effects.store, "v1.4.1", "r-1", timedelta(0), done, done)
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert (
+        "the tag `v1.4.1` of the last release is gone from GitHub (deleted), and no earlier "
+        "release's tag is there to compare `v1.4.2` with. Push the tag back to the commit it "
+        "named (`git push origin &lt;commit&gt;:refs/tags/v1.4.1`), then Re-check"
+    ) in shown
+    assert "Re-check to read them again" not in shown and "[Dispatch]" in shown
+
+    box.github.history.tags["v1.4.1"] = sha  # pushed back
+    await box.click("recheck", value=await value_of(box, "recheck"))
+    await box.slack.wait_for(lambda: "7 pull requests" in box.card_message().rendered)
+    assert "since `v1.4.1`" in box.card_message().rendered

@@ -48,6 +48,14 @@ def summary(contents: ReleaseContents) -> str:
     """One line: "12 commits, 5 pull requests since v1.4.1 · ⚠ 1 migration · ⚠ workflow
     changed" (and what it lacks of the last release when their histories diverged), or why
     there is nothing to count."""
+    if contents.unread is not None and contents.gone is not None:
+        return (
+            f":warning: *What's in it*: the tag `{escape(contents.gone)}` of the last release is "
+            f"gone from GitHub (deleted), and no earlier release's tag is there to compare "
+            f"`{escape(contents.tag)}` with. Push the tag back to the commit it named "
+            f"(`git push origin &lt;commit&gt;:refs/tags/{escape(contents.gone)}`), then Re-check; "
+            "or compare the commits on GitHub by hand."
+        )
     if contents.unread is not None:
         return (
             f":warning: *What's in it*: the changes could not be read ({escape(contents.unread)});"
@@ -79,6 +87,12 @@ def summary(contents: ReleaseContents) -> str:
             parts.append(f":warning: {_plural(len(risk.paths), 'migration')}")
         else:
             parts.append(f":warning: workflow file changed in these commits{_run_from(contents)}")
+    if contents.gone is not None:
+        parts.append(
+            f":warning: the tag of the last release, `{escape(contents.gone)}`, is gone from "
+            f"GitHub: compared with `{escape(contents.since.tag)}`, an earlier release, so what "
+            f"`{escape(contents.gone)}` brought (already live) is counted too"
+        )
     if contents.behind_by:  # diverged: a force-push, or a tag cut from another branch
         parts.append(
             f":warning: *diverged*: `{escape(contents.since.tag)}` has "
@@ -104,7 +118,10 @@ def _small_print(contents: ReleaseContents) -> list[str]:
     """Where the comparison comes from, and what GitHub left out."""
     if contents.since is None or contents.unread is not None or contents.nothing_new:
         return []
-    notes = [f"Compared with {_SOURCE[contents.since.source]}."]
+    source = _SOURCE[contents.since.source]
+    if contents.gone is not None:
+        source = f"an earlier release than {source} (its tag is gone)"
+    notes = [f"Compared with {source}."]
     if contents.commits_capped:
         notes.append(
             f"GitHub lists only the first {COMMITS_CAP} commits: "
