@@ -8,12 +8,14 @@ the database (`storage.lane_holds`), so every replica and a restarted bot see th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
 from bot.domain.errors import RolloutError
 from bot.domain.freeze import (
+    LANE_LOCK,
     Freeze,
     Frozen,
     LaneHold,
@@ -27,6 +29,7 @@ from bot.domain.freeze import (
     roll_back_pass,
 )
 from bot.domain.plan import RolloutPlan, TwoPersonAction
+from bot.domain.rollout import Phase, Rollout
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import Clock
 from bot.services.requests import current_entry
@@ -152,6 +155,32 @@ class ReleaseLane:
                 and not refused.link
             )
             raise LaneClosed(self.words.lane_refusal_text(refused), overridable=overridable)
+
+    async def held_then(self, rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
+        """The scheduled dispatches a freeze known now will hold at their time (a freeze
+        declared after they were scheduled, or a calendar window), by rollout id: the freeze,
+        as the scheduled dispatch will judge it then (the rollout's override or roll-back pass
+        counted). A lock is left out: it is judged at the time, and may be gone by then."""
+        holds = [hold for hold in await self.holds.current() if hold.kind != LANE_LOCK]
+        held: dict[str, Frozen] = {}
+        for rollout in rollouts:
+            schedule = rollout.schedule
+            if schedule is None or not schedule.pending or rollout.phase is not Phase.PREFLIGHT:
+                continue
+            if roll_back_pass(holds, rollout.id) is not None:
+                continue
+            at = schedule.at
+            refused = lane_refusal(
+                actor=rollout.started_by,
+                freeze=freeze_in_force(self.plan.freezes, holds, at, rollout_id=rollout.id),
+                holds=holds,
+                rollout_id=rollout.id,
+                two_person=TwoPersonAction.OVERRIDE_FREEZE in self.plan.two_person,
+                now=at,
+            )
+            if isinstance(refused, Frozen):
+                held[rollout.id] = replace(refused, at=at)
+        return held
 
     async def roll_back_for(self, *, rollout_id: str, actor: str, replaced: str) -> LaneState:
         """Record that `rollout_id` was started by `actor` as a roll back of `replaced`, a

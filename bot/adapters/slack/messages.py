@@ -12,7 +12,7 @@ from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answe
 from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
-from bot.adapters.slack.schedule_words import schedule_event_text
+from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, GateReason, gate_reason_words
@@ -40,6 +40,7 @@ from bot.domain.rollout.events import (
     RunDispatched,
     RunEnded,
     ScheduleCancelled,
+    ScheduleFrozen,
     ScheduleHeld,
     StageApproved,
     StageDeployed,
@@ -241,6 +242,8 @@ def render(event: Event) -> str:
             return f":warning: {event.message}"
         case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
             return schedule_event_text(event)
+        case ScheduleFrozen():
+            return held_then_text(event.held)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():

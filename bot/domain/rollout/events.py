@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot.domain.freeze import Freeze, LaneHold
+from bot.domain.freeze import Freeze, Frozen, LaneHold
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.left import TrackLeft
@@ -285,6 +285,14 @@ class ScheduleHeld:
 
 
 @dataclass(frozen=True)
+class ScheduleFrozen:
+    """A freeze declared after the dispatch was scheduled covers its time: the dispatch will
+    be held then (`held`, with `at`) unless the freeze is lifted or ends first."""
+
+    held: Frozen
+
+
+@dataclass(frozen=True)
 class ScheduleCancelled:
     """`actor` cancelled the dispatch scheduled for `at`; the preflight stays."""
 
@@ -330,6 +338,7 @@ Event = (
     | DispatchUnclear
     | DispatchScheduled
     | ScheduleHeld
+    | ScheduleFrozen
     | ScheduleCancelled
     | FreezeOverridden
     | GitHubReported
