@@ -263,6 +263,10 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
         ]
         assert (event.detail or {})["lane"] == "a roll back: not held by the freeze or the lock"
         assert (event.detail or {})["roll_back"] == "a roll back of `v1.4.2`"
+        (redeploy,) = [
+            e for e in await box.audit.list_for_rollout(replaced.id) if e.action == "redeploy"
+        ]
+        assert (redeploy.detail or {})["locked_by"] == OTHER
 
 
 async def test_a_lock_holds_the_lane_for_one_person(sandbox: Sandbox) -> None:

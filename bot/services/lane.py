@@ -118,7 +118,7 @@ class ReleaseLane:
         if refused is not None and roll_back is not None:
             if current is not None:
                 current.detail.update(
-                    _passed(freeze, lock_of(holds), actor), roll_back=roll_back.reason
+                    roll_back_passed(freeze, lock_of(holds), actor), roll_back=roll_back.reason
                 )
             return None
         if isinstance(refused, Frozen) and at is not None:
@@ -220,9 +220,9 @@ class ReleaseLane:
         return freeze
 
 
-def _passed(freeze: Freeze | None, lock: LaneHold | None, actor: str) -> dict[str, str]:
-    """What a roll back's dispatch passed, for its audit event: the freeze, someone else's
-    lock, or both."""
+def roll_back_passed(freeze: Freeze | None, lock: LaneHold | None, actor: str) -> dict[str, str]:
+    """What a roll back by `actor` passes, for its audit events: the freeze, someone else's
+    lock, or both (empty when neither holds the lane)."""
     passed: dict[str, str] = {}
     held = []
     if freeze is not None:
@@ -231,4 +231,4 @@ def _passed(freeze: Freeze | None, lock: LaneHold | None, actor: str) -> dict[st
     if lock is not None and lock.actor != actor:
         held.append("the lock")
         passed["locked_by"] = lock.actor
-    return {"lane": f"a roll back: not held by {' or '.join(held)}", **passed}
+    return {"lane": f"a roll back: not held by {' or '.join(held)}", **passed} if held else {}

@@ -15,7 +15,7 @@ from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Redeploying, Rollout, TrackState
 from bot.domain.rollout_summary import DONE, REDEPLOY
-from bot.services.lane import ReleaseLane
+from bot.services.lane import ReleaseLane, roll_back_passed
 from bot.services.rollouts import RolloutService
 
 HISTORY_DEPTH = 200
@@ -78,9 +78,7 @@ class Redeployer:
             redeploying = Redeploying(
                 actor, tag, rollout.tag, rollout_id=started.id, freeze=lane.freeze, lock=lock
             )
-            detail["new"] = started.id
-            if lane.freeze is not None or lock is not None:
-                detail["lane"] = "a roll back: not held by the freeze or the lock"
+            detail.update(new=started.id, **roll_back_passed(lane.freeze, lock, actor))
         else:
             inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
             try:
