@@ -326,7 +326,9 @@ def create_app(
     unless the caller brings one its apps share (the tests' in-process bots)."""
     app = web.Application(client_max_size=github_webhook.MAX_BODY)
     app[SETTINGS] = settings
-    app[TELEMETRY] = PrometheusTelemetry(build())
+    app[TELEMETRY] = PrometheusTelemetry(
+        build(), webhooks_expected=settings.github_webhook_secret is not None
+    )
     app[ACKS] = AckFirst()
     app.cleanup_ctx.append(
         functools.partial(_services, clock=clock or SystemClock(), charts=charts)
@@ -412,6 +414,7 @@ async def _services(
                 timers=timers,
                 clock=clock,
                 overdue_after=timedelta(seconds=settings.lease_seconds),
+                services=[service.name for service in configured],
             ),
             clock=clock,
             wake=asyncio.Event(),

@@ -225,15 +225,17 @@ class RolloutRepository(ServiceStore):
         after it completed (the previous release redeployed over it): the release live; with
         `before`, the newest such that ended before then."""
         unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
-        redeployed = select(AuditEventRow.rollout_id).where(
+        # Correlated, so it reads each candidate's own events (their index leads with
+        # rollout_id), not the whole audit trail.
+        redeployed = select(AuditEventRow.id).where(
+            AuditEventRow.rollout_id == RolloutRow.id,
             AuditEventRow.action == REDEPLOY,
             AuditEventRow.result.in_(DONE),
-            AuditEventRow.rollout_id.is_not(None),
         )
         released: list[ColumnElement[bool]] = [
             RolloutRow.ended_at.is_not(None),
             RolloutRow.id.not_in(unfinished),
-            RolloutRow.id.not_in(redeployed),
+            ~redeployed.exists(),
         ]
         if before is not None:
             released.append(RolloutRow.ended_at < before)

@@ -22,6 +22,7 @@ from services import missing
 from bot.bootstrap import create_app
 from bot.cli.main import USAGE
 from bot.config import Settings
+from bot.services.readiness import READY_WITHIN_S
 from sandbox.config import bot_environment
 from sandbox.prometheus_exporter import promtool_binary
 
@@ -38,6 +39,11 @@ def cli_commands() -> set[str]:
 
 
 def get_routes() -> set[str]:
+    return routes(method="GET")
+
+
+def routes(*, method: str | None = None) -> set[str]:
+    """The paths `serve` answers (for `method`, or any)."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         **{
@@ -53,8 +59,14 @@ def get_routes() -> set[str]:
     return {
         route.resource.canonical
         for route in app.router.routes()
-        if route.method == "GET" and route.resource is not None
+        if method in (None, route.method) and route.resource is not None
     }
+
+
+def test_the_help_names_every_path_serve_answers() -> None:
+    (serve,) = re.findall(r"^  serve .*\n(?:   +.*\n)*", USAGE, re.MULTILINE)
+    listed = set(re.findall(r"/[\w/]+", serve))
+    assert listed == routes(), serve
 
 
 def compose() -> dict[str, Any]:
@@ -119,6 +131,7 @@ def test_compose_runs_two_replicas_after_migrate_with_real_commands_and_paths() 
     for name in bots:
         (command,) = defined[name]["command"]
         assert command in commands, f"{name}: rollout-bot {command} is not a command"
+        assert defined[name].get("init") is True, f"{name}: the bot would run as PID 1"
     checked = 0
     for name, service in defined.items():
         test = service.get("healthcheck", {}).get("test")
@@ -128,6 +141,20 @@ def test_compose_runs_two_replicas_after_migrate_with_real_commands_and_paths() 
         assert set(paths) <= routes, f"{name}: {paths} are not all routes of the bot"
         checked += len(paths)
     assert checked == 2  # both replicas
+
+
+def test_every_docker_run_line_of_the_docs_runs_an_init() -> None:
+    """Without `--init` the bot is PID 1: a signal it has no handler for does nothing (the
+    kernel gives PID 1 no default action), and exited children are never reaped."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    lines = [
+        (page.name, line)
+        for page in pages
+        for line in page.read_text(encoding="utf-8").splitlines()
+        if re.search(r"\bdocker run\b.*\s(--rm|-d|--env-file)\b", line)
+    ]
+    assert lines
+    assert [(page, line) for page, line in lines if "--init" not in line] == []
 
 
 def test_the_proxy_asks_readyz_and_prometheus_scrapes_each_replica() -> None:
@@ -309,6 +336,66 @@ async def test_the_proxy_publishes_slacks_and_githubs_doors_only_however_a_path_
         for path in ("/metrics", "/%6Detrics", "/%6detrics?x=1", "/readyz", "/%72eadyz"):
             assert await ask(listen, "GET", path) == 404, path
         assert reached == []
+    finally:
+        proxy.terminate()
+        await proxy.wait()
+        await runner.cleanup()
+
+
+def test_the_proxy_waits_for_readyz_longer_than_its_budget() -> None:
+    """`/readyz` takes up to READY_WITHIN_S on a slow database; the proxy's check must wait
+    longer (without `timeout check` it waits `inter`), and one failure must not drop a replica."""
+    haproxy = (ROOT / "ops" / "haproxy.cfg").read_text(encoding="utf-8")
+    (timeout,) = re.findall(r"^\s*timeout check (\d+)s$", haproxy, re.MULTILINE)
+    assert int(timeout) > READY_WITHIN_S
+    (fall,) = re.findall(r"^\s*default-server .*\bfall (\d+)\b", haproxy, re.MULTILINE)
+    assert int(fall) >= 2
+
+
+async def test_the_proxy_keeps_a_replica_whose_readiness_is_slow_or_fails_once(
+    tmp_path: Path, unused_tcp_port_factory: Callable[[], int]
+) -> None:
+    """ops/haproxy.cfg against a replica on a slow but working database: a check answered 200
+    after READY_WITHIN_S and a half, one at once, then one 503 (a blip). Requests reach it
+    throughout. (HAProxy starts a server at its lowest healthy level: before any success one
+    failure takes it out whatever `fall` says.)"""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        missing("haproxy is missing (apt-get install haproxy)")
+    answers = [(200, READY_WITHIN_S + 0.5), (200, 0.0), (503, 0.0)]
+    answered: asyncio.Queue[int] = asyncio.Queue()
+
+    async def readyz(request: web.Request) -> web.Response:
+        status, slowness = answers.pop(0) if answers else (200, 0.0)
+        await asyncio.sleep(slowness)  # the replica's slowness, not a wait for something
+        answered.put_nowait(status)
+        return web.Response(status=status)
+
+    async def slack(request: web.Request) -> web.Response:
+        return web.Response(text="the replica")
+
+    behind = web.Application()
+    behind.router.add_get("/readyz", readyz)
+    behind.router.add_post("/slack/events", slack)
+    runner = web.AppRunner(behind)
+    await runner.setup()
+    listen, port = unused_tcp_port_factory(), unused_tcp_port_factory()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        local_proxy(
+            (ROOT / "ops" / "haproxy.cfg").read_text(encoding="utf-8"), listen=listen, replica=port
+        ),
+        encoding="utf-8",
+    )
+    proxy = await asyncio.create_subprocess_exec(
+        haproxy, "-db", "-f", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        async with asyncio.timeout(30):
+            for expected in (200, 200, 503):
+                assert await answered.get() == expected
+                assert await ask(listen, "POST", "/slack/events") == 200, f"after {expected}"
     finally:
         proxy.terminate()
         await proxy.wait()

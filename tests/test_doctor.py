@@ -28,6 +28,7 @@ from sandbox.github import GitHubSimulator
 from sandbox.plans import fast_plan
 from sandbox.sentry import SentryTestServer
 from sandbox.slack import SlackTestServer
+from storage.migrate import head_revision, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 APPROVER_GROUP = "S0APPROVE1"
@@ -48,19 +49,17 @@ class Install:
 
 
 def doctor_environment(
-    slack: SlackTestServer, github: GitHubSimulator, tmp_path: Path
+    slack: SlackTestServer, github: GitHubSimulator, tmp_path: Path, database_url: str
 ) -> dict[str, str]:
-    """The bot's environment on these servers with the plan `tmp_path/plan.yml` (the doctor
-    opens no database) and no wait between GitHub retries."""
+    """The bot's environment on these servers and database with the plan `tmp_path/plan.yml`
+    and no wait between GitHub retries."""
     return sandbox_environment(
-        slack_api_url=slack.api_url,
-        github_api_url=github.api_url,
-        database_url=f"sqlite:///{tmp_path}/unused.db",
+        slack_api_url=slack.api_url, github_api_url=github.api_url, database_url=database_url
     ) | {"ROLLOUT_PLAN": str(tmp_path / "plan.yml"), "GITHUB_RETRY_BACKOFF": "0"}
 
 
 @pytest.fixture
-async def install(tmp_path: Path) -> AsyncIterator[Install]:
+async def install(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Install]:
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
     plan["tracks"]["desktop"]["metrics"] = {
         "source": "sentry",
@@ -78,7 +77,7 @@ async def install(tmp_path: Path) -> AsyncIterator[Install]:
         slack.usergroups[APPROVER_GROUP] = [RELEASE_MANAGER]
         hook = github.add_hook("https://rollout.example.com/github/webhook")
         hook.deliver(event="workflow_run", status_code=200)
-        env = doctor_environment(slack, github, tmp_path) | {
+        env = doctor_environment(slack, github, tmp_path, sqlite_database_url) | {
             "ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{APPROVER_GROUP}",
             "SENTRY_URL": sentry.url,
             "SENTRY_ORG": sentry.org,
@@ -122,6 +121,7 @@ async def test_a_sound_install_passes_every_check_and_exits_0(
         "Slack scopes cover the manifest's 9",
         f"bot is a member of release channel {RELEASE_CHANNEL}",
         f"approver group {APPROVER_GROUP} has 1 members",
+        f"database {install.env['DATABASE_URL']} answers, its migrations at {head_revision()}",
         "GitHub reaches scriptum/scriptum as release-bot",
         "workflow deployment-strategy.yml at main takes the plan's",
         "environment relay-canary-5 waits for release-bot",
@@ -284,3 +284,31 @@ def test_a_missing_manifest_is_a_failed_check_that_names_the_option(tmp_path: Pa
         f"✗ Slack app manifest {tmp_path / 'manifest.yml'} unreadable (FileNotFoundError): "
         "pass the bot's manifest.yml with --manifest"
     )
+
+
+async def test_a_missing_sqlite_database_is_said_missing_and_not_created(
+    install: Install, tmp_path: Path
+) -> None:
+    """`serve` would refuse to start: the doctor says so (and does not create the file)."""
+    missing_file = tmp_path / "elsewhere" / "rollout-bot.db"
+    missing_file.parent.mkdir()
+    url = f"sqlite+aiosqlite:///{missing_file}"
+    code, out, _ = await run_doctor(install, DATABASE_URL=url)
+    assert code == 1
+    (line,) = [line for line in out.splitlines() if line.startswith("✗")]
+    assert line == (
+        f"✗ database {url} does not exist: run `rollout-bot migrate` (it creates it), "
+        "or point DATABASE_URL at the bot's database"
+    )
+    assert not missing_file.exists()
+
+
+async def test_a_database_behind_this_version_fails_with_the_migrate_fix(
+    install: Install, empty_database_url: str
+) -> None:
+    await upgrade(empty_database_url, revision="0001")
+    code, out, _ = await run_doctor(install, DATABASE_URL=empty_database_url)
+    assert code == 1
+    (line,) = [line for line in out.splitlines() if line.startswith("✗")]
+    assert "`rollout-bot serve` would refuse it: the database is at migration 0001" in line
+    assert line.endswith("run `rollout-bot migrate`")

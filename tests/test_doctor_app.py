@@ -44,7 +44,7 @@ class AppInstall(Install):
 
 
 @pytest.fixture
-async def install(tmp_path: Path) -> AsyncIterator[AppInstall]:
+async def install(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[AppInstall]:
     app = SandboxApp(hook_url=HOOK)
     (tmp_path / "plan.yml").write_text(fast_plan(tmp_path / "figures.yml"), encoding="utf-8")
     async with (
@@ -53,7 +53,7 @@ async def install(tmp_path: Path) -> AsyncIterator[AppInstall]:
     ):
         slack.channel_members[RELEASE_CHANNEL] = [slack.bot_user_id, RELEASE_MANAGER]
         app.rule_environments |= set(github.engine.environments)
-        env = doctor_environment(slack, github, tmp_path) | {
+        env = doctor_environment(slack, github, tmp_path, sqlite_database_url) | {
             "GITHUB_APP_ID": str(app.app_id),
             "GITHUB_APP_PRIVATE_KEY": app.private_key,
         }

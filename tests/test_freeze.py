@@ -350,6 +350,10 @@ def test_the_commands_parse() -> None:
         ("freeze 2026-12-24 18:00 CET holiday freeze", "`CET` is not a time zone I read"),
         ("freeze 2026-12-24 18:00 EST holiday freeze", "`EST` is not a time zone I read"),
         ("freeze 2026-12-24 18:00 America/New_York holidays", "`America/New_York` is not a"),
+        # An offset after a space, or after UTC/GMT, would be read as UTC all the same.
+        ("freeze 2026-12-24 18:00 GMT-5 holidays", "`GMT-5` is not a time zone I read"),
+        ("freeze 2026-12-24 18:00 UTC+01:00 holidays", "`UTC\\+01:00` is not a time zone"),
+        ("freeze 2026-12-24 18:00 +0100 holidays", "`\\+0100` is not a time zone I read"),
     ],
 )
 def test_a_zone_typed_after_a_freeze_end_is_refused_not_read_as_utc(text: str, says: str) -> None:

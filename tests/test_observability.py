@@ -175,7 +175,17 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
 
     found = await scraper.until(
         lambda s: (
-            (value(s, "rollout_bot_gate_verdicts_total", track="relay", verdict="PASS") or 0) >= 1
+            (
+                value(
+                    s,
+                    "rollout_bot_gate_verdicts_total",
+                    service="default",
+                    track="relay",
+                    verdict="PASS",
+                )
+                or 0
+            )
+            >= 1
         )
     )
     assert value(found, "rollout_bot_commands_total", subcommand="start", outcome="ok") == 1
@@ -199,8 +209,8 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
         error="",
     )
     assert posted is not None and posted >= 1
-    assert value(found, "rollout_bot_rollouts_active", state="running") == 1
-    assert value(found, "rollout_bot_rollouts_active", state="preflight") == 0
+    assert value(found, "rollout_bot_rollouts_active", service="default", state="running") == 1
+    assert value(found, "rollout_bot_rollouts_active", service="default", state="preflight") == 0
     assert value(found, "rollout_bot_timers_overdue") == 0
     assert value(found, "rollout_bot_timers_due") is not None
     closed = value(found, "rollout_bot_window_end_lateness_seconds_count")
@@ -220,6 +230,8 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
     assert value(found, "rollout_bot_webhook_last_delivery_timestamp_seconds") == pytest.approx(
         box.clock().timestamp(), abs=60
     )
+    # The sandbox sets GITHUB_WEBHOOK_SECRET: deliveries are expected (the alert reads it).
+    assert value(found, "rollout_bot_webhook_secret_configured") == 1
     build = value(found, "rollout_bot_build_info", version=version("rollout-bot"), commit=_commit())
     assert build == 1
     assert value(found, "rollout_bot_process_start_time_seconds") is not None
@@ -312,7 +324,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 13 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 14 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 
@@ -593,6 +605,7 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
         timers=database,
         clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
         overdue_after=timedelta(minutes=1),
+        services=["relay"],
     )
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
@@ -604,7 +617,9 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     found = parse(telemetry.exposition(None)[0].decode())
     *unknown, up = [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES]
     assert all(math.isnan(figure or 0) for figure in unknown) and up == 0, unknown
-    assert math.isnan(value(found, "rollout_bot_rollouts_active", state="running") or 0)
+    assert math.isnan(
+        value(found, "rollout_bot_rollouts_active", service="relay", state="running") or 0
+    )
     assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
     [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
     assert line.levelname == "WARNING" and "connection refused" in line.getMessage()
@@ -650,6 +665,24 @@ def _version(env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - the installed command
         [str(ROLLOUT_BOT), "--version"], capture_output=True, text=True, env=dict(env), check=False
     )
+
+
+def test_no_created_series_beside_the_counters_and_histograms() -> None:
+    """prometheus-client would add an undocumented `*_created` series to each counter and
+    histogram, in both formats."""
+    telemetry = PrometheusTelemetry(build())
+    telemetry.handled(kind="command", name="status", outcome="ok")
+    telemetry.window_closed(lateness=timedelta(seconds=1))
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        text = telemetry.exposition(accept)[0].decode()
+        assert "rollout_bot_commands_total" in text
+        assert "_created" not in text, accept
+
+
+def test_without_a_webhook_secret_no_delivery_is_expected() -> None:
+    """The webhook is optional: without GITHUB_WEBHOOK_SECRET the gauge the alert reads is 0."""
+    found = parse(PrometheusTelemetry(build()).exposition(None)[0].decode())
+    assert value(found, "rollout_bot_webhook_secret_configured") == 0
 
 
 def test_version_names_the_package_version_and_the_commit() -> None:

@@ -339,6 +339,43 @@ async def test_a_message_given_up_is_counted_for_the_operators_alert(scene: Scen
     assert dead == 1
 
 
+class TakenOverBeforeGivenUp(OutboxStore):
+    """The store of a replica whose lease ran out while Slack refused its message: replica
+    "b" took the message over before this one gave it up."""
+
+    def __init__(self, scene: Scene) -> None:
+        super().__init__(scene.sessions)
+        self.scene = scene
+
+    async def dead(self, **kwargs: Any) -> bool:
+        self.scene.clock.advance(LEASE + timedelta(seconds=1))
+        (taken,) = await self.scene.store.claim(now=self.scene.clock(), owner="b", lease=LEASE)
+        assert taken.id == kwargs["message_id"]
+        return await super().dead(**kwargs)
+
+
+async def test_a_message_another_replica_took_over_is_not_counted_given_up_here(
+    scene: Scene,
+) -> None:
+    # "b" holds the message now: it retries it, and counts it if it gives it up.
+    telemetry = PrometheusTelemetry(build())
+    rollout, _ = await scene.card_posted("lost")
+    outbox = scene.replica("a", store=TakenOverBeforeGivenUp(scene), telemetry=telemetry)
+    scene.slack.fail_next("chat.postMessage", error="not_in_channel")
+
+    await outbox.deliver_due()
+
+    assert [m.rollout_id for m in await scene.store.pending()] == [rollout.id]  # not dead
+    scraped = telemetry.exposition(None)[0].decode()
+    (dead,) = (
+        sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+        if sample.name == "rollout_bot_outbox_dead_lettered_total"
+    )
+    assert dead == 0
+
+
 async def test_a_card_redraw_superseded_by_a_newer_one_is_skipped(scene: Scene) -> None:
     rollout = await scene.started(lines=0)
     outbox = scene.replica("a")

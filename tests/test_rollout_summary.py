@@ -108,6 +108,27 @@ def test_held_runs_from_the_gate_to_the_first_promotion_and_people_only_are_name
     assert {a.actor for a in summary.acts} == {PERSON}
 
 
+def test_a_failed_gates_note_of_the_tracks_it_left_is_no_act_and_no_gate() -> None:
+    # Figures entered by hand fail the relay's 50% gate: the gate's audit event is the
+    # person's, and so is its `not_stopped` note of the desktop track (`TracksLeft`). The
+    # note names no act of hers on the desktop, and is no gate of it: the desktop's Promote
+    # recorded twice around it (a replica that lost the save) is one promotion.
+    failed = gate(100, "half", "0.01")
+    trail = [
+        event(0, PERSON, "promote"),
+        replace(event(99, PERSON, "promote"), track="desktop"),
+        replace(failed, actor=PERSON),
+        replace(event(100, PERSON, "gate", "not_stopped", why="running"), track="desktop"),
+        replace(event(101, PERSON, "promote"), track="desktop"),
+    ]
+    summary = summarize(ended(120, TrackState.ROLLED_BACK), PLAN, trail, machine=is_machine)
+    assert [(a.what, a.track) for a in summary.acts] == [
+        ("promoted", "Hosted relay"),
+        ("promoted", "Desktop app and CLI"),
+        ("entered the figures", "Hosted relay"),
+    ]
+
+
 def test_a_stage_promoted_on_its_own_held_nothing_and_is_not_given_a_later_promotion() -> None:
     # The canary's PASS promoted it at once (`promote: auto`): the 50% deployed at 40 without
     # a click. The only Promote, at 110, is the 50%'s.

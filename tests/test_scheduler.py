@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -614,6 +615,32 @@ async def test_readiness_reports_each_reason_and_draining_stops_the_scheduler() 
     await readiness.drain()
     assert stopped == ["scheduler"]
     assert await readiness.problem() == "shutting down: this replica takes no new work"
+
+
+async def test_readiness_answers_within_one_budget_when_ping_and_schema_are_each_slow() -> None:
+    """A slow but working database: each look alone is within the budget, both together are
+    not. The probe is answered within the one budget (a load balancer's check waits for that
+    long, ops/haproxy.cfg), not within the sum of two."""
+
+    async def slow_database() -> bool:
+        await asyncio.sleep(0.3)  # the database's slowness, not a wait for something to happen
+        return True
+
+    async def slow_schema() -> str | None:
+        await asyncio.sleep(0.3)
+        return None
+
+    readiness = Readiness(
+        database=slow_database,
+        schema=slow_schema,
+        last_tick=lambda: NOW,
+        clock=ManualClock(NOW),
+        stale_after=timedelta(seconds=60),
+        within_s=0.4,
+    )
+    started = time.monotonic()
+    assert await readiness.problem() == "the database did not answer within 0.4 s"
+    assert time.monotonic() - started < 0.55
 
 
 # -- logs ------------------------------------------------------------------------------------

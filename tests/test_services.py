@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from figures import passing_sandbox
+from test_observability import Scraper
 
 from bot.domain.rollout import Phase
 from sandbox.config import (
@@ -137,3 +138,20 @@ async def test_webhooks_go_to_the_service_of_their_repository(box: Sandbox) -> N
     # The same run id under relay's repository, or a repository of no service: ignored.
     assert (await deliver("scriptum/scriptum", rollout.run_id))["result"] == "ignored"
     assert (await deliver("scriptum/unknown", rollout.run_id))["result"] == "ignored"
+
+
+async def test_metrics_say_which_services_rollouts_are_active(box: Sandbox) -> None:
+    """`rollout_bot_rollouts_active` by service: every configured service has its series (0
+    when it has no rollout), so a dashboard or an alert can tell which service is releasing."""
+    assert "Preflight" in await box.command("start billing-api v2.0.0 --flags-ready")
+    async with aiohttp.ClientSession() as http:
+        found = await Scraper(box, http, None).samples()
+    active = {
+        (labels["service"], labels["state"]): figure
+        for (name, pairs), figure in found.items()
+        if name == "rollout_bot_rollouts_active"
+        for labels in [dict(pairs)]
+    }
+    assert active[("billing-api", "preflight")] == 1
+    assert active[("relay", "preflight")] == 0
+    assert {service for service, _ in active} == {"relay", "billing-api", "search"}

@@ -18,7 +18,9 @@ from cleared import cleared_rollout
 from figures import RELAY_OK, RINGS_OK
 from test_rollout_machine import PLAN_TEXT, T0, at, relay_verdict
 
+from bot.adapters.slack.actions import Action
 from bot.adapters.slack.messages import render
+from bot.adapters.slack.rollout_card import rollout_card
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
@@ -111,6 +113,30 @@ def test_nothing_to_stop_says_why_of_the_first_track() -> None:
     rollout = abort(rollout, plan, track="relay", actor="U1", reason="", now=at(4)).rollout
     with pytest.raises(InvalidTransition, match="API already completed"):
         tracks_to_stop(rollout, plan, gate=GateKind.RELAY)
+
+
+def test_the_roll_back_dialog_keeps_what_it_does_not_stop_whatever_the_labels() -> None:
+    """Slack shows 300 characters of a confirm dialog's text: the track a Roll back leaves on
+    the release is named first, so long labels cut what it stops, never what it leaves."""
+    plan = plan_with_an_api_track()
+    long = "Hosted relay for every customer region, " * 5
+    plan = plan.model_copy(
+        update={
+            "tracks": {
+                **plan.tracks,
+                "relay": plan.tracks["relay"].model_copy(update={"label": long}),
+            }
+        }
+    )
+    rollout = api_done_relay_deploying(plan)
+
+    (dialog,) = [
+        element["confirm"]["text"]["text"]
+        for block in rollout_card(rollout, plan)
+        for element in block.get("elements", [])
+        if element.get("action_id") == Action.ROLLBACK and "confirm" in element
+    ]
+    assert dialog.startswith("Not stopped: API stays on v1.4.2 (Roll back to the previous"), dialog
 
 
 API_LEFT = TrackLeft("api", "API", Left.COMPLETED, TrackState.COMPLETED, "100%", redeploy=True)

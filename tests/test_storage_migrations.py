@@ -114,8 +114,12 @@ async def test_the_rollback_command_of_docs_operating_brings_the_schema_back(
     version's head, from the newer image, before that version is deployed again."""
     await upgrade(empty_database_url)
     docs = (Path(__file__).parent.parent / "docs" / "operating.md").read_text(encoding="utf-8")
-    (line,) = [line for line in docs.splitlines() if "command.downgrade(" in line]
-    snippet = line.split(" -c ", 1)[1].strip().strip('"')
+    # The same command, as `docker run` and as `docker compose run` give it.
+    (snippet,) = {
+        line.split(" -c ", 1)[1].strip().strip('"')
+        for line in docs.splitlines()
+        if "command.downgrade(" in line
+    }
     previous = _previous_revision()
     snippet = snippet.replace("'0007'", f"'{previous}'")
     process = await asyncio.create_subprocess_exec(

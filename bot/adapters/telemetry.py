@@ -6,7 +6,7 @@ One `CollectorRegistry` per app (not the library's global one), so several apps 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -17,6 +17,7 @@ from prometheus_client import (
     Histogram,
     Info,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
 
@@ -33,7 +34,13 @@ the scheduler was away (a restart, a dead replica's lease running out)."""
 class PrometheusTelemetry(Telemetry):
     """`Telemetry` as Prometheus series in this app's own registry."""
 
-    def __init__(self, build: Build) -> None:
+    def __init__(self, build: Build, *, webhooks_expected: bool = False) -> None:
+        """`webhooks_expected`: a webhook secret is configured, so GitHub's deliveries should
+        arrive (without one every delivery is refused and the bot follows runs by polling)."""
+        # No `*_created` series beside each counter and histogram: nothing reads them (rate()
+        # and increase() handle restarts) and they would double the series. A switch of the
+        # library's, for the whole process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry = CollectorRegistry(auto_describe=True)
         Info("rollout_bot_build", "The running version.", registry=registry).info(
             {"version": build.version, "commit": build.commit}
@@ -76,7 +83,9 @@ class PrometheusTelemetry(Telemetry):
         self._slack = counter(
             "slack_api_calls_total", "Slack Web API attempts.", "method", "status", "error"
         )
-        self._verdicts = counter("gate_verdicts_total", "Gate verdicts saved.", "track", "verdict")
+        self._verdicts = counter(
+            "gate_verdicts_total", "Gate verdicts saved.", "service", "track", "verdict"
+        )
         self._lateness = Histogram(
             "rollout_bot_window_end_lateness_seconds",
             "Seconds between an observation window's end and its evaluation.",
@@ -97,7 +106,11 @@ class PrometheusTelemetry(Telemetry):
         self._timers_dead = gauge(
             "timers_dead", "Dead-lettered timers of rollouts not ended (database-wide)."
         )
-        self._rollouts = gauge("rollouts_active", "Rollouts not ended (database-wide).", "state")
+        self._rollouts = gauge(
+            "rollouts_active", "Rollouts not ended (database-wide).", "service", "state"
+        )
+        self._rollout_services: set[str] = set()
+        """The services whose active rollouts have series (made unknown with the rest)."""
         self._ready = gauge("ready", "1 while /readyz answers 200, else 0 (as of the scrape).")
         self._database_up = gauge(
             "database_up", "1 when the database answered the scrape's reads, else 0."
@@ -115,6 +128,10 @@ class PrometheusTelemetry(Telemetry):
             "webhook_last_delivery_timestamp_seconds",
             "Unix time of the last signed webhook delivery this process took in (0: none yet).",
         )
+        gauge(
+            "webhook_secret_configured",
+            "1 when GITHUB_WEBHOOK_SECRET is set: GitHub's webhook deliveries are expected.",
+        ).set(1 if webhooks_expected else 0)
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The registry in the format the scraper accepts (the text format unless it asks
@@ -147,8 +164,8 @@ class PrometheusTelemetry(Telemetry):
     def slack_call(self, *, method: str, status: str, error: str) -> None:
         self._slack.labels(method, status, error).inc()
 
-    def gate_decided(self, *, track: str, verdict: str) -> None:
-        self._verdicts.labels(track, verdict).inc()
+    def gate_decided(self, *, service: str, track: str, verdict: str) -> None:
+        self._verdicts.labels(service, track, verdict).inc()
 
     def window_closed(self, *, lateness: timedelta) -> None:
         self._lateness.observe(max(lateness.total_seconds(), 0.0))
@@ -170,19 +187,28 @@ class PrometheusTelemetry(Telemetry):
         self._ready.set(1 if ready else 0)
 
     def backlog(
-        self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int, timers_dead: int
+        self,
+        *,
+        rollouts: Mapping[str, Mapping[str, int]],
+        timers_due: int,
+        timers_overdue: int,
+        timers_dead: int,
     ) -> None:
-        for state in ACTIVE_PHASES:
-            self._rollouts.labels(state).set(rollouts.get(state, 0))
+        for service, phases in rollouts.items():
+            for state in ACTIVE_PHASES:
+                self._rollouts.labels(service, state).set(phases.get(state, 0))
+        self._rollout_services |= set(rollouts)
         self._timers_due.set(timers_due)
         self._timers_overdue.set(timers_overdue)
         self._timers_dead.set(timers_dead)
         self._database_up.set(1)
 
-    def database_unread(self) -> None:
+    def database_unread(self, *, services: Sequence[str]) -> None:
         # Unknown, not the last values: a rule must not read an outage as "nothing overdue".
-        for state in ACTIVE_PHASES:
-            self._rollouts.labels(state).set(NAN)
+        self._rollout_services |= set(services)
+        for service in self._rollout_services:
+            for state in ACTIVE_PHASES:
+                self._rollouts.labels(service, state).set(NAN)
         for gauge in (self._timers_due, self._timers_overdue, self._timers_dead):
             gauge.set(NAN)
         self._database_up.set(0)

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.services.failures import error_summary
+from storage.db import engine_for_one_task
+from storage.migrate import schema_problem
 
 
 def refused(check: Callable[[], Coroutine[Any, Any, str | None]], *, nothing: str) -> bool:
@@ -26,3 +28,10 @@ def refused(check: Callable[[], Coroutine[Any, Any, str | None]], *, nothing: st
         return False
     sys.stderr.write(f"rollout-bot: {problem}\n")
     return True
+
+
+async def serve_refusal(database_url: str) -> str | None:
+    """Why `serve` refuses to start on the database (its migrations behind or ahead of this
+    version), or None."""
+    async with engine_for_one_task(database_url) as engine:
+        return await schema_problem(engine)

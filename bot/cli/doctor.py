@@ -1,7 +1,7 @@
 """`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
-from the operator's shell against the real Slack and GitHub, each service's (or one's), one
-line per check with ✓ or ✗ and the fix; exit 0 when every check passes, 1 otherwise (2: bad
-configuration or usage)."""
+from the operator's shell: the database `serve` would start on, then the real Slack and
+GitHub, each service's (or one's), one line per check with ✓ or ✗ and the fix; exit 0 when
+every check passes, 1 otherwise (2: bad configuration or usage)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,24 @@ from pathlib import Path
 
 import yaml
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.install import SlackInstallReads
+from bot.cli.database import serve_refusal
 from bot.cli.settings import load, services_named
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan, Stage
 from bot.domain.service import Service
 from bot.logs import configure_logging
 from bot.services.doctor import Doctor
-from bot.services.findings import Finding, failed
+from bot.services.failures import error_summary
+from bot.services.findings import Finding, failed, passed
+from storage.db import mask_database_url
+from storage.migrate import head_revision
 
 
 def main(args: list[str]) -> int:
@@ -53,7 +59,7 @@ def main(args: list[str]) -> int:
     # The checks' findings say what failed; the adapters' own warnings would say it twice.
     configure_logging(level="CRITICAL", fmt=settings.log_format, secrets=settings.secret_values())
     scopes, problem = manifest_scopes(options.manifest)
-    findings = [problem] if problem else []
+    findings = [database_finding(settings.database_url)] + ([problem] if problem else [])
     for finding in findings:
         sys.stdout.write(finding.line() + "\n")
     for service in services:
@@ -66,6 +72,31 @@ def main(args: list[str]) -> int:
     failed = sum(not finding.ok for finding in findings)
     sys.stdout.write(f"\n{len(findings)} checks, {failed} failed\n")
     return 1 if failed else 0
+
+
+def database_finding(database_url: str) -> Finding:
+    """Whether `serve` would start on the database: it answers and its migrations are at this
+    version's head. A SQLite file that does not exist is said missing, never created (opening
+    it would create an empty one)."""
+    url = make_url(database_url)
+    shown = f"database {mask_database_url(url)}"
+    in_a_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if in_a_file and not Path(str(url.database)).exists():
+        return failed(
+            f"{shown} does not exist",
+            "run `rollout-bot migrate` (it creates it), "
+            "or point DATABASE_URL at the bot's database",
+        )
+    try:
+        problem = asyncio.run(serve_refusal(database_url))
+    except (OSError, SQLAlchemyError) as error:
+        return failed(
+            f"{shown} does not answer ({error_summary(error)})",
+            "check DATABASE_URL and that the database server is up and reachable from here",
+        )
+    if problem is not None:
+        return failed(f"{shown}: `rollout-bot serve` would refuse it", problem)
+    return passed(f"{shown} answers, its migrations at {head_revision()}")
 
 
 def manifest_scopes(path: Path) -> tuple[frozenset[str], Finding | None]:

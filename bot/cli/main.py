@@ -15,7 +15,8 @@ USAGE = """usage: rollout-bot COMMAND [ARGS]
        rollout-bot --version
 
 commands:
-  serve          run the bot over HTTP (/slack/events, /github/webhook, /healthz, /readyz)
+  serve          run the bot over HTTP (/slack/events, /github/webhook, /healthz, /readyz,
+                 /metrics)
   socket         run the bot over Slack Socket Mode (needs SLACK_APP_TOKEN; HTTP without
                  /slack/events)
   migrate        apply the database migrations to DATABASE_URL

@@ -19,13 +19,11 @@ from functools import partial
 from aiohttp import web
 
 from bot.bootstrap import create_app
-from bot.cli.database import refused
+from bot.cli.database import refused, serve_refusal
 from bot.cli.settings import load
 from bot.config import Settings
 from bot.logs import configure_logging
 from handlers.app_keys import READINESS
-from storage.db import engine_for_one_task
-from storage.migrate import schema_problem
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ def run(settings: Settings, *, socket_mode: bool) -> int:
     """Serve until SIGTERM or SIGINT, then drain and exit 0; 2 when the database's migrations
     are behind or ahead of this version (one line says which, and what to do), or when it
     cannot listen on HOST:PORT (one line)."""
-    if refused(partial(_schema_problem, settings.database_url), nothing="served"):
+    if refused(partial(serve_refusal, settings.database_url), nothing="served"):
         return 2
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
@@ -52,11 +50,6 @@ def run(settings: Settings, *, socket_mode: bool) -> int:
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
         return 2
     return 0
-
-
-async def _schema_problem(database_url: str) -> str | None:
-    async with engine_for_one_task(database_url) as engine:
-        return await schema_problem(engine)
 
 
 async def _serve(app: web.Application, settings: Settings) -> None:

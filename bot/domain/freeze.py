@@ -218,18 +218,22 @@ _ZONE_ABBREVIATIONS = frozenset(
 )
 """Zone abbreviations a person may type after a freeze's end (`18:00 CET`): ambiguous (IST,
 CST, BST name several zones), so they are refused rather than read as UTC."""
+_TYPED_OFFSET = re.compile(r"(?:UTC|GMT)?[+-][0-9]{1,2}(?::?[0-9]{2})?", re.IGNORECASE)
+"""An offset typed apart from the end (`18:00 +01:00`, `18:00 GMT-5`): refused too, since the
+end would be read as UTC with the offset taken for the reason."""
 
 
 def zone_after_end(until: str, reason: str) -> str:
     """The reason of `/rollout freeze <until> <reason>`, once a zone typed after an end time
-    is taken off it: `UTC` or `GMT` (the end is UTC anyway); a zone abbreviation (`CET`) or an
-    IANA name (`Europe/Berlin`) raises InvalidCommand, since the end would be read as UTC."""
+    is taken off it: `UTC` or `GMT` (the end is UTC anyway); a zone abbreviation (`CET`), an
+    IANA name (`Europe/Berlin`) or an offset apart from the time (`+01:00`, `GMT-5`) raises
+    InvalidCommand, since the end would be read as UTC."""
     word, _, rest = reason.partition(" ")
     if not _ISO.fullmatch(until) or until.endswith("Z") or _OFFSET.search(until[10:]):
         return reason
     if word in _UTC_WORDS:
         return rest.strip()
-    if word in _ZONE_ABBREVIATIONS or _is_zone_name(word):
+    if word in _ZONE_ABBREVIATIONS or _TYPED_OFFSET.fullmatch(word) or _is_zone_name(word):
         raise InvalidCommand(
             f"`{shown(word)}` is not a time zone I read: a freeze's end is read in UTC, or give "
             f"its offset, such as `{until.replace(' ', 'T')}+01:00`."

@@ -53,6 +53,11 @@ DONE = ("ok", "run_not_identified")
 """The results of a person's action that took place (a dispatch whose run GitHub did not name
 still started the workflow); a refusal, a GitHub error or a duplicate did not."""
 
+NOT_STOPPED = "not_stopped"
+"""The audit result of a track a stop left as it is (`TracksLeft`), recorded under the stop's
+action (a failed gate's: `gate`, by whoever entered its figures): no act, no gate of that
+track."""
+
 
 class Recorded(Protocol):
     """One audit trail entry as the summary reads it (`bot.services.records.AuditEvent`)."""
@@ -207,6 +212,8 @@ def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     gates: dict[str | None, int] = {}
     promoted: set[tuple[str | None, int]] = set()
     for e in events:
+        if e.result == NOT_STOPPED:
+            continue
         if e.action == "gate":
             gates[e.track] = gates.get(e.track, 0) + 1
         elif _action(e) in PEOPLES_ACTIONS and e.result not in DONE:

@@ -35,6 +35,7 @@ from bot.domain.rollout import (
     ScheduleWindow,
     TracksLeft,
 )
+from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
@@ -331,7 +332,7 @@ class EffectRunner:
             self.event(
                 actor,
                 action,
-                "not_stopped",
+                NOT_STOPPED,
                 rollout,
                 {"why": left.why.value, "state": left.state.value, "reached": left.reached},
                 track=left.name,

@@ -243,7 +243,9 @@ class Gate:
             also=[shown] if decision.effects else [],
             audit=[event, *left],
         )
-        effects.telemetry.gate_decided(track=track, verdict=verdict.verdict.value)
+        effects.telemetry.gate_decided(
+            service=rollout.service, track=track, verdict=verdict.verdict.value
+        )
 
 
 def _window(timer: Timer) -> tuple[str, str, str, datetime] | None:

@@ -256,10 +256,11 @@ class Outbox:
                 attempts,
                 failure.reason,
             )
-            await self._store.dead(
+            # Counted by the replica that gave it up: one whose lease ran out meanwhile did not.
+            if await self._store.dead(
                 message_id=message.id, owner=self.owner, now=now, error=failure.reason
-            )
-            self._telemetry.outbox_dead()
+            ):
+                self._telemetry.outbox_dead()
             return
         delay = min(self._backoff * 2 ** (attempts - 1), self._max_backoff)
         delay *= random.uniform(0.5, 1.0)  # jitter: replicas do not retry in step

@@ -18,9 +18,10 @@ from bot.services.ports import Clock
 
 log = logging.getLogger(__name__)
 
-SCHEMA_WITHIN_S = 2.0
-"""Seconds the look at the migrations may take, as the ping (`storage.db.ping`): a probe
-is answered in time, whatever holds the database up."""
+READY_WITHIN_S = 2.0
+"""Seconds the database's part of the check (the ping and the look at the migrations, together)
+may take: a probe is answered in time, whatever holds the database up. A load balancer's check
+must wait longer than this (`timeout check` in ops/haproxy.cfg)."""
 
 
 @dataclass
@@ -39,20 +40,22 @@ class Readiness:
     stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """What `drain` stops, in order (the scheduler: it gives back its timers)."""
     draining: bool = False
+    within_s: float = READY_WITHIN_S
+    """One budget for the database's part: the ping and the look at the migrations share it."""
 
     async def problem(self) -> str | None:
         """Why this replica should not be sent work, or None when it is ready."""
         if self.draining:
             return "shutting down: this replica takes no new work"
-        if not await self.database():
-            return "the database does not answer"
         try:
-            async with asyncio.timeout(SCHEMA_WITHIN_S):
+            async with asyncio.timeout(self.within_s):
+                if not await self.database():
+                    return "the database does not answer"
                 behind = await self.schema()
-        # A lock holds the table of migrations (or the server stopped answering since the
-        # ping): not ready, rather than an answer a probe gives up waiting for.
+        # A slow server, or a lock on the table of migrations: not ready, rather than an
+        # answer a probe gives up waiting for.
         except TimeoutError:
-            return f"the database did not answer within {SCHEMA_WITHIN_S:g} s"
+            return f"the database did not answer within {self.within_s:g} s"
         # The database went away between the ping and this look: not ready, never a 500.
         except Exception as error:
             log.warning("reading the migration revision failed: %s", type(error).__name__)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -66,8 +66,8 @@ class Telemetry:
         """A Slack Web API attempt ended: its method, the HTTP status (`no_answer` when none
         came) and Slack's error code (empty when it said ok)."""
 
-    def gate_decided(self, *, track: str, verdict: str) -> None:
-        """A gate's verdict was saved."""
+    def gate_decided(self, *, service: str, track: str, verdict: str) -> None:
+        """A gate's verdict was saved, for a rollout of `service`."""
 
     def window_closed(self, *, lateness: timedelta) -> None:
         """An observation window was evaluated `lateness` after its end."""
@@ -91,13 +91,20 @@ class Telemetry:
         """What `/readyz` answers as of the scrape."""
 
     def backlog(
-        self, *, rollouts: Mapping[str, int], timers_due: int, timers_overdue: int, timers_dead: int
+        self,
+        *,
+        rollouts: Mapping[str, Mapping[str, int]],
+        timers_due: int,
+        timers_overdue: int,
+        timers_dead: int,
     ) -> None:
-        """The state of the database as of the scrape (it answered): active rollouts by phase,
-        timers due and overdue, dead-lettered timers whose stage still holds."""
+        """The state of the database as of the scrape (it answered): active rollouts by
+        service and phase (every configured service, with zeros), timers due and overdue,
+        dead-lettered timers whose stage still holds."""
 
-    def database_unread(self) -> None:
-        """The database did not answer the scrape: its figures are unknown."""
+    def database_unread(self, *, services: Sequence[str]) -> None:
+        """The database did not answer the scrape: its figures (`services`' rollouts among
+        them) are unknown."""
 
 
 UNTRACKED = Telemetry()
@@ -128,6 +135,9 @@ class Backlog:
     overdue_after: timedelta
     """A timer due longer than this has not been fired when it should have been (a lease:
     the time another replica waits before it takes a dead one's timer over)."""
+    services: Sequence[str]
+    """The configured services: each has its series of active rollouts, 0 when it has none
+    (a bounded label: services are configured, not made up by requests)."""
 
     async def refresh(self) -> None:
         """Read the gauges; when the database does not answer they become unknown and the
@@ -143,11 +153,16 @@ class Backlog:
                 dead = await self.timers.dead_count()
         except TRANSIENT as error:
             log_failure(log, "metrics: the database gauges were not read", error)
-            self.telemetry.database_unread()
+            self.telemetry.database_unread(services=self.services)
             return
-        phases = Counter(rollout.phase.value for rollout in active)
+        counted = Counter((rollout.service, rollout.phase.value) for rollout in active)
+        # A service taken out of the configuration with rollouts still active keeps its series.
+        services = dict.fromkeys([*self.services, *(service for service, _ in counted)])
         self.telemetry.backlog(
-            rollouts={phase: phases[phase] for phase in ACTIVE_PHASES},
+            rollouts={
+                service: {phase: counted[service, phase] for phase in ACTIVE_PHASES}
+                for service in services
+            },
             timers_due=due,
             timers_overdue=overdue,
             timers_dead=dead,

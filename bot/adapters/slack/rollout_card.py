@@ -191,8 +191,9 @@ def _stop(
             f"{'rollback' if relay else 'kill-switch'} job approved."
         )
         if kept:
+            # First: Slack keeps 300 characters of the text, and this must not be what is cut.
             after = " (Roll back to the previous release… on its lane)" if relay else ""
-            text += f" Not stopped: {' and '.join(kept)} stays on {rollout.tag}{after}."
+            text = f"Not stopped: {' and '.join(kept)} stays on {rollout.tag}{after}. {text}"
     dialog = confirm(title, text, yes, danger=True)
     return button(label, action, value.encode(), style="danger", confirm=dialog)
 
