@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.adapters.slack import views
 from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.status_views import active_blocks, services_blocks
+from bot.domain.freeze import Frozen
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.services.catalog import Services
@@ -36,7 +37,12 @@ def register(app: AsyncApp, directory: ServiceDirectory) -> None:
             return
         admitted = [s for s in directory.each if await s.audience.admits(event.user)]
         if admitted:
-            shown = _active(directory, admitted, await directory.rollouts.active_with_plans())
+            active = await directory.rollouts.active_with_plans()
+            held: dict[str, Frozen] = {}
+            for services in admitted:  # each service's lane: a freeze that will hold a schedule
+                name = services.service.name
+                held |= await services.lane.held_then([r for r, _ in active if r.service == name])
+            shown = _active(directory, admitted, active, held)
         else:
             _, shown = views.note(NOT_SHOWN)
         await client.views_publish(user_id=event.user, view=views.home_tab(shown, running=build()))
@@ -46,14 +52,15 @@ def _active(
     directory: ServiceDirectory,
     admitted: list[Services],
     active: list[tuple[Rollout, RolloutPlan]],
+    held: dict[str, Frozen],
 ) -> list[BlockJson]:
     """The active rollouts of the services the viewer may see; each service's under its name
     when the bot releases several (those without any are left out)."""
     if not directory.several:
-        return active_blocks(active, room=views.HOME_ROOM)
+        return active_blocks(active, room=views.HOME_ROOM, held=held)
     shown: list[tuple[str, list[BlockJson]]] = []
     for services in admitted:
         name = services.service.name
         if its := [(rollout, plan) for rollout, plan in active if rollout.service == name]:
-            shown.append((name, active_blocks(its, service=name)))
+            shown.append((name, active_blocks(its, service=name, held=held)))
     return services_blocks(shown, room=views.HOME_ROOM) if shown else active_blocks([])

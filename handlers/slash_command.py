@@ -104,9 +104,9 @@ async def _ephemeral(
         shown = name if name != DEFAULT_SERVICE else None
         lane = lane_words.lane_blocks(await services.lane.state())
         room = MESSAGE_BLOCKS - len(lane)
-        return "Active rollouts", lane + active_blocks(
-            await rollouts.active_with_plans(), service=shown, room=room
-        )
+        active = await rollouts.active_with_plans()
+        held = await services.lane.held_then([rollout for rollout, _ in active])
+        return "Active rollouts", lane + active_blocks(active, service=shown, room=room, held=held)
     if isinstance(command, commands.History) and command.tag is not None:
         timeline = await controls.timeline(command.tag)
         return audit_views.timeline_text(timeline), audit_views.timeline_blocks(timeline)
@@ -145,9 +145,9 @@ async def channel_status(each: tuple[Services, ...]) -> tuple[str, list[BlockJso
     for services in each:
         name = services.service.name
         lane = lane_words.lane_blocks(await services.lane.state(), service=name)
-        shown.append(
-            (name, lane + active_blocks(await services.rollouts.active_with_plans(), service=name))
-        )
+        active = await services.rollouts.active_with_plans()
+        held = await services.lane.held_then([rollout for rollout, _ in active])
+        shown.append((name, lane + active_blocks(active, service=name, held=held)))
     return "Active rollouts", services_blocks(shown)
 
 

@@ -1,7 +1,7 @@
 """The GitHub simulator's commit history: commits on one line, tags, published releases, and
 the REST answers built on them, in GitHub's shapes (REST docs: "Compare two commits", "Get the
-latest release"). The bot reads pull requests from merge and squash subjects, so the
-simulator has no `commits/{sha}/pulls`."""
+latest release", "Get a reference"). The bot reads pull requests from merge and squash
+subjects, so the simulator has no `commits/{sha}/pulls`."""
 
 from __future__ import annotations
 
@@ -175,12 +175,36 @@ def _at(history: History, ref: str, default_branch: str) -> int:
 
 
 class HistoryRoutes(SimulatorRoutes):
-    """compare and releases/latest on the simulator's `history`."""
+    """compare, git/ref and releases/latest on the simulator's `history`."""
 
     def register(self, app: web.Application, prefix: str) -> None:
         repo = f"{prefix}/repos/{{owner}}/{{repo}}"
         app.router.add_get(f"{repo}/compare/{{basehead:.+}}", self.compare)
         app.router.add_get(f"{repo}/releases/latest", self.latest_release)
+        app.router.add_get(f"{repo}/git/ref/{{ref:.+}}", self.get_ref)
+
+    async def get_ref(self, request: web.Request) -> web.Response:
+        """One tag's reference (GitHub: `tags/<name>`; 404 Not Found when there is no such
+        ref). The simulator's tags are lightweight: the object is the tagged commit."""
+        repository = self._repository(request)
+        ref = unquote(request.match_info["ref"])
+        kind, _, name = ref.partition("/")
+        sha = repository.history.tags.get(name) if kind == "tags" else None
+        if sha is None:
+            raise not_found()
+        urls = repository.urls
+        return json_response(
+            {
+                "ref": f"refs/{ref}",
+                "node_id": f"REF_{shapes.stable_id(f'ref:{repository.repository}:{ref}')}",
+                "url": f"{urls.repo_api}/git/refs/{ref}",
+                "object": {
+                    "sha": sha,
+                    "type": "commit",
+                    "url": f"{urls.repo_api}/git/commits/{sha}",
+                },
+            }
+        )
 
     async def compare(self, request: web.Request) -> web.Response:
         repository = self._repository(request)

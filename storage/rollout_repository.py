@@ -220,9 +220,10 @@ class RolloutRepository(ServiceStore):
         async with self._sessions() as session:
             return await load(session, ids, newest_first=True)
 
-    async def find_last_released(self, *, other_than: str) -> RolloutRecord | None:
-        """The newest ended rollout of another tag whose every track completed, and none
-        was rolled back after it completed (the previous release redeployed over it)."""
+    async def find_last_released(self, *, before: datetime | None = None) -> RolloutRecord | None:
+        """The newest ended rollout whose every track completed, and none was rolled back
+        after it completed (the previous release redeployed over it): the release live; with
+        `before`, the newest such that ended before then."""
         unfinished = select(RolloutTrackRow.rollout_id).where(RolloutTrackRow.state != "completed")
         # Correlated, so it reads each candidate's own events (their index leads with
         # rollout_id), not the whole audit trail.
@@ -231,12 +232,14 @@ class RolloutRepository(ServiceStore):
             AuditEventRow.action == REDEPLOY,
             AuditEventRow.result.in_(DONE),
         )
-        released = (
+        released: list[ColumnElement[bool]] = [
             RolloutRow.ended_at.is_not(None),
             RolloutRow.id.not_in(unfinished),
             ~redeployed.exists(),
-        )
-        newest = select(RolloutRow.id).where(*released, RolloutRow.tag != other_than, *self._scope)
+        ]
+        if before is not None:
+            released.append(RolloutRow.ended_at < before)
+        newest = select(RolloutRow.id).where(*released, *self._scope)
         latest = newest.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)
         async with self._sessions() as session:
             return await load_one(session, RolloutRow.id == latest.scalar_subquery())

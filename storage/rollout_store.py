@@ -179,9 +179,10 @@ class RolloutStore:
         records = await self._repository.list_ended(start=start, end=end)
         return [_rollout(record) for record in records]
 
-    async def last_released(self, *, other_than: str) -> Rollout | None:
-        """The newest rollout of another tag that reached its last stage on every track."""
-        record = await self._repository.find_last_released(other_than=other_than)
+    async def last_released(self, *, before: datetime | None = None) -> Rollout | None:
+        """The newest rollout that reached its last stage on every track (and was not rolled
+        back after it): the release live now; with `before`, the newest that ended before."""
+        record = await self._repository.find_last_released(before=before)
         return None if record is None else _rollout(record)
 
     async def by_run_id(self, run_id: int) -> Rollout | None:

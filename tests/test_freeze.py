@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from replicas import replica_sessions
 
+from bot.adapters.slack import lane_words
 from bot.domain.errors import InvalidCommand, PlanError
 from bot.domain.freeze import (
     LANE_FREEZE,
@@ -32,6 +33,7 @@ from bot.domain.freeze import (
 from bot.domain.plan.freezes import CalendarFreeze
 from bot.domain.rollout_command import Freeze, Lock, Start, Unlock, parse_command
 from bot.plan_file import load_plan, parse_plan
+from bot.services.lane import ReleaseLane
 from storage.lane_holds import LaneHoldStore
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -403,6 +405,31 @@ async def test_releasing_the_freeze_keeps_its_overrides_and_the_lock(
             await store.take(hold)
         assert (await store.release(LANE_FREEZE) or lock).reason == "incident"
         assert await store.current() == [lock, override]  # the override ends at its until
+
+
+async def test_a_roll_backs_pass_lets_its_dispatch_through_freeze_and_lock_only(
+    database_url: str,
+) -> None:
+    # Every path that judges a dispatch asks `refusal` with the rollout: the Dispatch click,
+    # a scheduled dispatch, a run linked by hand.
+    async with replica_sessions(database_url, 1) as (sessions,):
+        store = LaneHoldStore(sessions)
+        lane = ReleaseLane(holds=store, plan=load_plan(None), clock=lambda: NOW, words=lane_words)
+        await store.take(LaneHold(LANE_FREEZE, "U1", "holidays", NOW, NOW + timedelta(days=9)))
+        await store.take(LaneHold(LANE_LOCK, "U1", "INC-7", NOW))
+        assert isinstance(await lane.refusal(actor="U2", rollout_id="r-back"), Locked)
+
+        await lane.roll_back_for(rollout_id="r-back", actor="U2", replaced="v1.4.2")
+
+        assert await lane.refusal(actor="U2", rollout_id="r-back") is None
+        assert await lane.refusal(actor="U3", rollout_id="r-back") is None  # anyone's dispatch
+        assert isinstance(await lane.refusal(actor="U2", rollout_id="r-other"), Locked)
+        assert isinstance(await lane.refusal(actor="U2"), Locked)  # a start is not a roll back
+        await store.release(LANE_LOCK)
+        assert isinstance(await lane.refusal(actor="U2"), Frozen)
+        at = NOW + timedelta(days=1)
+        assert isinstance(await lane.refusal(actor="U2", at=at), Frozen)  # nor a scheduled one
+        assert await lane.refusal(actor="U2", rollout_id="r-back") is None
 
 
 @settings(max_examples=300, deadline=None)

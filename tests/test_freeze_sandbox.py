@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from figures import every_gate_passes, passing_sandbox, two_serve_processes
-from sandbox_views import dispatched
+from sandbox_views import audit_results, dispatched, finish, value_of
 from test_controls import sandbox_for
 
 from bot.adapters.slack.control_views import REASON_ACTION, REASON_BLOCK
 from bot.domain.freeze import LANE_LOCK, LaneHold
-from bot.domain.rollout import Phase
+from bot.domain.rollout import Phase, Rollout, holding_tracks
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from sandbox.slack_records import ChannelMessage
@@ -26,6 +26,10 @@ pytestmark = pytest.mark.story
 OTHER = "U0APPROVE2"
 THIRD = "U0APPROVE3"
 APPROVERS_ENV = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{OTHER}"}
+
+
+def holding(rollout: Rollout) -> bool:
+    return rollout.phase is Phase.RUNNING and bool(holding_tracks(rollout))
 
 
 def card(box: Sandbox) -> ChannelMessage | None:
@@ -226,6 +230,79 @@ async def test_a_freeze_never_blocks_a_rollback(sandbox: Sandbox) -> None:
     await sandbox.command("freeze 1h change freeze", user=OTHER)
     said = await sandbox.command("rollback")
     assert said.startswith("Rolling back `v1.4.2`"), said
+
+
+async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock(
+    tmp_path: Path, database_url: str
+) -> None:
+    # No rollback workflow in the plan: Roll back to the previous release… starts a new
+    # rollout of v1.4.1, whose Dispatch and run link no freeze or lock may hold.
+    approvers = f"{RELEASE_MANAGER},{OTHER}"
+    async with sandbox_for(tmp_path, database_url, window="1s", approvers=approvers) as box:
+        every_gate_passes(box)
+        await finish(box, "v1.4.1")
+        replaced = await finish(box, "v1.4.2")
+        replaced_card = box.card_message()
+        redeploy = await value_of(box, "redeploy", "relay")
+        await box.command("freeze 2h holiday freeze", user=OTHER)
+        await box.command("lock INC-7 triage", user=OTHER)
+        refused = await box.command("start v1.4.3 --flags-ready")
+        assert f"The release lane is locked by <@{OTHER}>" in refused  # an ordinary start
+
+        await box.click("redeploy", value=redeploy, message=replaced_card)
+        opened = await box.slack.wait_for_call("views.open")
+        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        started = await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != replaced.id)
+        told = "A roll back: not held by the freeze or the lock; its Dispatch goes through."
+        await box.slack.wait_for(lambda: any(told in r.rendered for r in replaced_card.replies))
+
+        await box.click("confirm_flags", message=card(box))
+        await box.wait_for_button("dispatch")
+        assert await box.click("dispatch", message=card(box)) is None
+        await box.wait_until(lambda r: r.id == started.id and r.phase is Phase.RUNNING)
+        assert len(box.github.dispatches) == 3
+        assert await audit_results(box, started.id, "click:dispatch", 1) == ["ok"]
+        (event,) = [
+            e for e in await box.audit.list_for_rollout(started.id) if e.action == "click:dispatch"
+        ]
+        assert (event.detail or {})["lane"] == "a roll back: not held by the freeze or the lock"
+        assert (event.detail or {})["roll_back"] == "a roll back of `v1.4.2`"
+        (redeploy,) = [
+            e for e in await box.audit.list_for_rollout(replaced.id) if e.action == "redeploy"
+        ]
+        assert (redeploy.detail or {})["locked_by"] == OTHER
+
+
+async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispatches_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    approvers = f"{RELEASE_MANAGER},{OTHER}"
+    plan = {"two_person": ["dispatch"]}
+    async with sandbox_for(
+        tmp_path, database_url, window="1s", approvers=approvers, plan_changes=plan
+    ) as box:
+        every_gate_passes(box)
+        for tag in ("v1.4.1", "v1.4.2"):  # the starter does not dispatch alone
+            assert "Preflight" in await box.command(f"start {tag} --flags-ready")
+            await box.wait_for_button("dispatch")
+            await box.click("dispatch", user=OTHER)
+            while (await box.wait_until(lambda r: r.phase is Phase.ENDED or holding(r))).active:
+                await box.command("promote")
+        replaced_card = box.card_message()
+        redeploy = await value_of(box, "redeploy", "relay")
+        await box.command("freeze 2h holiday freeze", user=OTHER)
+        await box.click("redeploy", value=redeploy, message=replaced_card)
+        opened = await box.slack.wait_for_call("views.open")
+        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        await box.wait_until(lambda r: r.tag == "v1.4.1" and r.phase is Phase.PREFLIGHT)
+        await box.click("confirm_flags", message=card(box))
+        await box.wait_for_button("dispatch")
+
+        alone = await box.click("dispatch", message=card(box))
+        assert alone is not None and "two-person rule" in alone
+        await asyncio.gather(*(box.click("dispatch", message=card(box), user=OTHER) for _ in "ab"))
+        await box.wait_until(lambda r: r.tag == "v1.4.1" and r.phase is Phase.RUNNING)
+        assert len(box.github.dispatches) == 3  # v1.4.1, v1.4.2, and the roll back once
 
 
 async def test_a_lock_holds_the_lane_for_one_person(sandbox: Sandbox) -> None:

@@ -127,6 +127,14 @@ EVENTS: list[told.Event] = [
         "U1",
         "v1.4.1",
         "v1.4.2",
+        rollout_id="r-2",
+        freeze=Freeze("INC-1", AT, actor="U2"),
+        lock=LaneHold("lock", "U3", "db", AT),
+    ),
+    told.Redeploying(
+        "U1",
+        "v1.4.1",
+        "v1.4.2",
         workflow="rb.yml",
         run_id=7,
         run_url="u",
@@ -158,6 +166,7 @@ EVENTS: list[told.Event] = [
     told.ScheduleHeld(AT, Held(lane=Locked(LaneHold("lock", "U2", "db", AT)))),
     told.ScheduleHeld(AT, Held(two_person=True)),
     told.ScheduleHeld(AT, Held(error="the bot was not running then")),
+    told.ScheduleFrozen(Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True, at=AT)),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
     GitHubReported(

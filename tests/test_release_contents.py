@@ -290,17 +290,14 @@ async def test_the_last_released_tag_is_the_newest_rollout_completed_on_every_tr
 ) -> None:
     store = RolloutStore(session_factory, clock=lambda: NOW)
     ended = functools.partial(_ended, store)
-    assert await store.last_released(other_than="v1.4.2") is None
+    assert await store.last_released() is None
     done = TrackState.COMPLETED
     await ended("v1.4.0", "r-1", timedelta(hours=1), done, done)
     await ended("v1.4.1", "r-2", timedelta(hours=2), done, done)
     await ended("v1.4.2", "r-3", timedelta(hours=3), TrackState.ROLLED_BACK, done)
     await ended("v1.4.3", "r-4", timedelta(hours=4), done, TrackState.HALTED)
-    released = await store.last_released(other_than="v1.4.4")
+    released = await store.last_released()
     assert released is not None and released.tag == "v1.4.1"
-    # A tag rolled out again is compared with the release before it, not with itself.
-    before = await store.last_released(other_than="v1.4.1")
-    assert before is not None and before.tag == "v1.4.0"
 
 
 async def test_a_release_rolled_back_after_it_completed_is_not_the_last_released(
@@ -324,7 +321,7 @@ async def test_a_release_rolled_back_after_it_completed_is_not_the_last_released
         detail={"tag": "v1.4.0", "replaced_tag": "v1.4.1"},
     )
     await store.save(rolled_back, audit=[redeploy])
-    released = await store.last_released(other_than="v1.4.2")
+    released = await store.last_released()
     assert released is not None and released.tag == "v1.4.0"
 
 
@@ -413,6 +410,11 @@ async def test_the_simulator_answers_compare_and_latest_release_with_githubs_fie
     status, backwards = await _get(box, f"{repo}/compare/v1.4.2...v1.4.1")
     taken_back = CommitComparison.model_validate(backwards).comparison()
     assert (taken_back.total_commits, taken_back.behind_by) == (0, 9)
+    status, ref = await _get(box, f"{repo}/git/ref/tags/v1.4.1")
+    assert status == 200 and ref.keys() >= {"ref", "node_id", "url", "object"}
+    assert ref["ref"] == "refs/tags/v1.4.1" and ref["object"]["type"] == "commit"
+    assert ref["object"]["sha"] == box.github.history.tags["v1.4.1"]
+    assert (await _get(box, f"{repo}/git/ref/tags/v9.9.9"))[0] == 404
     status, release = await _get(box, f"{repo}/releases/latest")
     assert status == 200 and release.keys() >= RELEASE_FIELDS
     assert release["tag_name"] == "v1.4.1"
@@ -492,3 +494,76 @@ async def test_the_card_compares_with_the_last_release_the_bot_completed(box: Sa
     assert "*9 commits, 7 pull requests* since `v1.4.1`" in shown
     assert "Compared with the last release the bot completed on every track." in shown
     assert not [r for r in box.github.requests if r.path.endswith("/releases/latest")]
+
+
+async def test_the_release_live_started_again_brings_nothing_new(box: Sandbox) -> None:
+    # v1.4.2 completed on every track and is live: started again, it brings nothing, not
+    # the changes since v1.4.1 that are already in production.
+    _history(box)
+    done = TrackState.COMPLETED
+    store = box.services.rollouts.effects.store
+    await _ended(store, "v1.4.1", "r-1", timedelta(0), done, done)
+    await _ended(store, "v1.4.2", "r-2", timedelta(hours=1), done, done)
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert (
+        "*What's in it*: nothing new. `v1.4.2` is the release live now (the last the bot "
+        "completed on every track): the same release, so no change is compared."
+    ) in shown
+    assert "since `v1.4.1`" not in shown and "pull request" not in shown
+    assert not [r for r in box.github.requests if "/compare/" in r.path]
+    stored = (await box.rollout()).preflight.contents
+    assert stored is not None and stored.nothing_new
+
+    await box.click("show_contents", value=await value_of(box, "show_contents"))
+    opened = await box.slack.wait_for_call("views.open")
+    modal = json.dumps(opened[-1].args["view"])
+    assert "nothing new" in modal and "/pull/" not in modal
+
+
+async def test_a_deleted_tag_of_the_last_release_falls_back_to_the_release_before_it(
+    box: Sandbox,
+) -> None:
+    _history(box)
+    history = box.github.history
+    history.tags["v1.4.0"] = history.tags.pop("v1.4.1")  # v1.4.1's tag deleted
+    done = TrackState.COMPLETED
+    store = box.services.rollouts.effects.store
+    await _ended(store, "v1.4.0", "r-1", timedelta(0), done, done)
+    await _ended(store, "v1.4.1", "r-2", timedelta(hours=1), done, done)
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*9 commits, 7 pull requests* since `v1.4.0`" in shown
+    assert (
+        ":warning: the tag of the last release, `v1.4.1`, is gone from GitHub: compared with "
+        "`v1.4.0`, an earlier release, so what `v1.4.1` brought (already live) is counted too"
+    ) in shown
+    assert "Re-check" not in shown and "[What's in it]" in shown
+
+
+async def test_a_deleted_tag_with_no_earlier_release_says_so_and_what_to_do(
+    box: Sandbox,
+) -> None:
+    _history(box)
+    sha = box.github.history.tags.pop("v1.4.1")  # the only release's tag deleted
+    done = TrackState.COMPLETED
+    await _ended(box.services.rollouts.effects.store, "v1.4.1", "r-1", timedelta(0), done, done)
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert (
+        "the tag `v1.4.1` of the last release is gone from GitHub (deleted), and no earlier "
+        "release's tag is there to compare `v1.4.2` with. Push the tag back to the commit it "
+        "named (`git push origin &lt;commit&gt;:refs/tags/v1.4.1`), then Re-check"
+    ) in shown
+    assert "Re-check to read them again" not in shown and "[Dispatch]" in shown
+
+    box.github.history.tags["v1.4.1"] = sha  # pushed back
+    await box.click("recheck", value=await value_of(box, "recheck"))
+    await box.slack.wait_for(lambda: "7 pull requests" in box.card_message().rendered)
+    assert "since `v1.4.1`" in box.card_message().rendered

@@ -232,6 +232,24 @@ async def test_frozen_at_the_time_it_waits_and_says_why(sandbox: Sandbox) -> Non
     assert await recorded(sandbox, "schedule:dispatch") == [("held", at.isoformat())]
 
 
+async def test_the_status_says_a_freeze_declared_after_the_schedule_will_hold_it(
+    sandbox: Sandbox,
+) -> None:
+    at = await scheduled(sandbox)
+    await sandbox.command("freeze 1h quick db check", user=OTHER)  # ends before the time
+    assert "will be held then" not in await sandbox.command("status")
+
+    await sandbox.command("freeze 48h INC-123 investigation", user=OTHER)
+    status = await sandbox.command("status")
+    assert f":warning: The dispatch scheduled for {slack_date(at)}" in status
+    assert f"will be held then: Deploys are frozen by <@{OTHER}> until" in status
+    assert "INC-123 investigation. It goes only if that freeze is lifted" in status
+    said = await told_in_thread(sandbox, "will be held then")  # the thread is told once
+    assert f"Deploys are frozen by <@{OTHER}>" in said and "INC-123 investigation" in said
+    held = [r for r in preflight_card(sandbox).replies if "will be held then" in r.rendered]
+    assert len(held) == 1  # not for the 1h freeze, which ends before the time
+
+
 async def test_a_freeze_known_for_the_time_refuses_the_schedule_unless_overridden(
     sandbox: Sandbox,
 ) -> None:

@@ -84,6 +84,12 @@ class GitHubRateLimited(GitHubError):
         self.retry_after = retry_after
 
 
+class RefNotFound(GitHubError):
+    """GitHub knows no tag or commit of that name (404): a tag deleted, or never pushed."""
+
+    code = "github_ref_not_found"
+
+
 class RunNotIdentified(GitHubError):
     """The dispatch went through but its run cannot be told apart yet: never dispatch again,
     keep looking (or link the run by hand)."""

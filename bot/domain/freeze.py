@@ -8,7 +8,9 @@ dispatch of an overridden rollout needs a second approver). An override is of th
 in force when it was given (their `Freeze.key`s): it never passes a freeze declared after it,
 one that replaced them, or one in force alongside that it was not given for. A lock refuses
 everyone else's start and dispatch. Neither ever stops a running rollout: promote, roll back
-and the kill-switch are never judged here. The edge words the refusals
+and the kill-switch are never judged here; nor a roll back of a completed release that goes as
+a new rollout of the previous tag (its roll-back pass, `rollback:<rollout id>`: its dispatch
+passes every freeze and lock). The edge words the refusals
 (`bot.adapters.slack.lane_words`).
 """
 
@@ -32,10 +34,11 @@ LANE_LOCK = "lock"
 
 @dataclass(frozen=True)
 class LaneHold:
-    """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK
-    or `override:<rollout id>` (an approver's override of a freeze for one rollout; `overrides`
-    holds the `Freeze.key`s of the freezes in force it overrode, one a line). Each service
-    has its own lane (`service`)."""
+    """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK,
+    `override:<rollout id>` (an approver's override of a freeze for one rollout; `overrides`
+    holds the `Freeze.key`s of the freezes in force it overrode, one a line) or
+    `rollback:<rollout id>` (the rollout was started as a roll back of a completed release:
+    `reason` names the tag it replaces). Each service has its own lane (`service`)."""
 
     kind: str
     actor: str
@@ -95,6 +98,19 @@ LaneRefusal = Frozen | Locked | SecondApproverNeeded
 
 def override_kind(rollout_id: str) -> str:
     return f"override:{rollout_id}"
+
+
+def roll_back_kind(rollout_id: str) -> str:
+    return f"rollback:{rollout_id}"
+
+
+def roll_back_pass(holds: Sequence[LaneHold], rollout_id: str | None) -> LaneHold | None:
+    """The roll-back pass of `rollout_id` (started as a roll back of a completed release: no
+    freeze or lock holds its dispatch), or None."""
+    if rollout_id is None:
+        return None
+    kind = roll_back_kind(rollout_id)
+    return next((hold for hold in holds if hold.kind == kind), None)
 
 
 def freezes_in_force(

@@ -112,10 +112,19 @@ class ReleaseContents:
     """Commits of the last release this one lacks: releasing it takes their changes out."""
     unread: str | None = None
     """Why the changes could not be read (the rest of the preflight goes on)."""
+    gone: str | None = None
+    """The tag of the last release, gone from GitHub (deleted): the changes are compared with
+    an earlier release whose tag is there (`since`), or, with `unread`, with none."""
     workflow_ref: str = ""
     """The ref the dispatch runs the workflow from (the plan's `workflow.ref`): a workflow
     change is read between the tags, which is not what that ref holds ("" when stored
     before it was kept)."""
+
+    @property
+    def nothing_new(self) -> bool:
+        """The tag is the last release itself (the release live, started again): it brings
+        nothing, and GitHub was not asked."""
+        return self.since is not None and self.since.tag == self.tag and self.unread is None
 
 
 def release_contents(

@@ -1,5 +1,6 @@
-"""The port of what the release contents read on GitHub: a comparison of two refs and the
-latest GitHub Release (part of `ports.GitHubGateway`, kept here for its size)."""
+"""The port of what the release contents read on GitHub: a comparison of two refs, whether
+a tag exists, and the latest GitHub Release (part of `ports.GitHubGateway`, kept here for
+its size)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ class ChangesSource(Protocol):
     async def compare(self, *, base: str, head: str) -> Comparison:
         """The commits and changed files from `base` to `head` (GitHub lists at most 250
         commits and 300 files; `total_commits` counts them all)."""
+        ...
+
+    async def tag_exists(self, tag: str) -> bool:
+        """Whether the repository has the tag `tag` (`GET .../git/ref/tags/{tag}`)."""
         ...
 
     async def latest_release(self) -> str | None:

@@ -73,7 +73,7 @@ class ControlService:
             clock=clock,
             lane=lane,
         )
-        self._redeployer = Redeployer(rollouts)
+        self._redeployer = Redeployer(rollouts, lane)
         self.lane = LaneControls(
             lane,
             rollouts=rollouts,

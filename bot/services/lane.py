@@ -8,12 +8,14 @@ the database (`storage.lane_holds`), so every replica and a restarted bot see th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
 from bot.domain.errors import RolloutError
 from bot.domain.freeze import (
+    LANE_LOCK,
     Freeze,
     Frozen,
     LaneHold,
@@ -23,8 +25,11 @@ from bot.domain.freeze import (
     lane_refusal,
     lock_of,
     override_kind,
+    roll_back_kind,
+    roll_back_pass,
 )
 from bot.domain.plan import RolloutPlan, TwoPersonAction
+from bot.domain.rollout import Phase, Rollout
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import Clock
 from bot.services.requests import current_entry
@@ -95,7 +100,9 @@ class ReleaseLane:
     ) -> LaneRefusal | None:
         """Why the lane refuses `actor` a start (`rollout_id` None) or the dispatch of
         `rollout_id`, or None. The lock is judged now; the freeze now, or for a start scheduled
-        `at` a later time, as it is known now to be then."""
+        `at` a later time, as it is known now to be then. A rollout started as a roll back of a
+        completed release (`roll_back_for`) passes both: the request's audit event says what it
+        passed."""
         holds, now = await self.holds.current(), self.clock()
         freeze = freeze_in_force(self.plan.freezes, holds, at or now, rollout_id=rollout_id)
         refused = lane_refusal(
@@ -106,12 +113,18 @@ class ReleaseLane:
             two_person=TwoPersonAction.OVERRIDE_FREEZE in self.plan.two_person,
             now=now,
         )
+        current = current_entry.get()
+        roll_back = roll_back_pass(holds, rollout_id)
+        if refused is not None and roll_back is not None:
+            if current is not None:
+                current.detail.update(
+                    roll_back_passed(freeze, lock_of(holds), actor), roll_back=roll_back.reason
+                )
+            return None
         if isinstance(refused, Frozen) and at is not None:
             return replace(refused, at=at)
-        if refused is None and override is not None and freeze is not None:
-            current = current_entry.get()
-            if current is not None:
-                current.detail.update(override_freeze=override, freeze=freeze.reason)
+        if refused is None and override is not None and freeze is not None and current:
+            current.detail.update(override_freeze=override, freeze=freeze.reason)
         return refused
 
     async def judge(
@@ -143,6 +156,46 @@ class ReleaseLane:
             )
             raise LaneClosed(self.words.lane_refusal_text(refused), overridable=overridable)
 
+    async def held_then(self, rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
+        """The scheduled dispatches a freeze known now will hold at their time (a freeze
+        declared after they were scheduled, or a calendar window), by rollout id: the freeze,
+        as the scheduled dispatch will judge it then (the rollout's override or roll-back pass
+        counted). A lock is left out: it is judged at the time, and may be gone by then."""
+        holds = [hold for hold in await self.holds.current() if hold.kind != LANE_LOCK]
+        held: dict[str, Frozen] = {}
+        for rollout in rollouts:
+            schedule = rollout.schedule
+            if schedule is None or not schedule.pending or rollout.phase is not Phase.PREFLIGHT:
+                continue
+            if roll_back_pass(holds, rollout.id) is not None:
+                continue
+            at = schedule.at
+            refused = lane_refusal(
+                actor=rollout.started_by,
+                freeze=freeze_in_force(self.plan.freezes, holds, at, rollout_id=rollout.id),
+                holds=holds,
+                rollout_id=rollout.id,
+                two_person=TwoPersonAction.OVERRIDE_FREEZE in self.plan.two_person,
+                now=at,
+            )
+            if isinstance(refused, Frozen):
+                held[rollout.id] = replace(refused, at=at)
+        return held
+
+    async def roll_back_for(self, *, rollout_id: str, actor: str, replaced: str) -> LaneState:
+        """Record that `rollout_id` was started by `actor` as a roll back of `replaced`, a
+        completed release: no freeze or lock holds its dispatch (or the link of its run). The
+        lane now, which it passes (for the thread)."""
+        hold = LaneHold(
+            roll_back_kind(rollout_id),
+            actor,
+            f"a roll back of `{replaced}`",
+            since=self.clock(),
+            service=self.service,
+        )
+        await self.holds.take(hold, replace=True)
+        return await self.state()
+
     async def override_for(
         self, *, rollout_id: str, actor: str, reason: str, at: datetime | None = None
     ) -> Freeze | None:
@@ -165,3 +218,17 @@ class ReleaseLane:
             )
             await self.holds.take(hold, replace=True)
         return freeze
+
+
+def roll_back_passed(freeze: Freeze | None, lock: LaneHold | None, actor: str) -> dict[str, str]:
+    """What a roll back by `actor` passes, for its audit events: the freeze, someone else's
+    lock, or both (empty when neither holds the lane)."""
+    passed: dict[str, str] = {}
+    held = []
+    if freeze is not None:
+        held.append("the freeze")
+        passed["freeze"] = freeze.reason
+    if lock is not None and lock.actor != actor:
+        held.append("the lock")
+        passed["locked_by"] = lock.actor
+    return {"lane": f"a roll back: not held by {' or '.join(held)}", **passed} if held else {}

@@ -13,7 +13,7 @@ from dataclasses import KW_ONLY, dataclass, replace
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, LaneHold, Locked, freeze_end, lock_of
-from bot.domain.rollout import FreezeOverridden, Rollout
+from bot.domain.rollout import FreezeOverridden, Rollout, ScheduleFrozen
 from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
 from bot.services.access import Access
@@ -159,7 +159,18 @@ class LaneControls:
                         kept_by=in_force.actor,
                         kept_until=in_force.until.isoformat(),
                     )
+            if in_force == asked:
+                await self._tell_scheduled(asked)
             return Froze(asked, in_force)
+
+    async def _tell_scheduled(self, freeze: LaneHold) -> None:
+        """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold
+        at its time (`/rollout status` says it too)."""
+        active = await self.rollouts.active()
+        for rollout_id, held in (await self.lane.held_then(active)).items():
+            if (held.freeze.actor, held.freeze.until) == (freeze.actor, freeze.until):
+                rollout = next(r for r in active if r.id == rollout_id)
+                await self.rollouts.effects.tell(rollout, ScheduleFrozen(held))
 
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):

@@ -2,7 +2,8 @@
 
 The previous good release is the last rollout before this one whose track completed, with
 another tag; only the newest completed rollout of the track (the one in production) offers it.
-It goes back through the plan's rollback workflow, or as a new rollout when the plan has none.
+It goes back through the plan's rollback workflow, or as a new rollout when the plan has none:
+a roll back, so no freeze or lock holds that rollout's dispatch (`ReleaseLane.roll_back_for`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Redeploying, Rollout, TrackState
 from bot.domain.rollout_summary import DONE, REDEPLOY
+from bot.services.lane import ReleaseLane, roll_back_passed
 from bot.services.rollouts import RolloutService
 
 HISTORY_DEPTH = 200
@@ -39,9 +41,10 @@ class RedeployOffer:
 class Redeployer:
     """Finds the previous good release of a track and puts it back."""
 
-    def __init__(self, rollouts: RolloutService) -> None:
+    def __init__(self, rollouts: RolloutService, lane: ReleaseLane) -> None:
         self._rollouts = rollouts
         self._effects = rollouts.effects
+        self._lane = lane
 
     async def offer(self, rollout: Rollout, plan: RolloutPlan, track: str) -> RedeployOffer:
         """What Roll back on the completed `track` would redeploy (for its confirm dialog)."""
@@ -68,8 +71,14 @@ class Redeployer:
             started = await self._rollouts.start(
                 tag=tag, flags_ready=False, channel_id=rollout.channel_id, actor=actor
             )
-            redeploying = Redeploying(actor, tag, rollout.tag, rollout_id=started.id)
-            detail["new"] = started.id
+            lane = await self._lane.roll_back_for(
+                rollout_id=started.id, actor=actor, replaced=rollout.tag
+            )
+            lock = lane.lock if lane.lock is not None and lane.lock.actor != actor else None
+            redeploying = Redeploying(
+                actor, tag, rollout.tag, rollout_id=started.id, freeze=lane.freeze, lock=lock
+            )
+            detail.update(new=started.id, **roll_back_passed(lane.freeze, lock, actor))
         else:
             inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
             try:

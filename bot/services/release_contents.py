@@ -1,46 +1,84 @@
 """What is in the release: which release it is compared with, and GitHub's comparison.
 
-The last released tag is the newest rollout (of another tag) in the bot's own store that
-reached its last stage on every track; without one, the repository's latest GitHub Release;
-without that, this is the first release. A failure to read never blocks the preflight: the
-contents say why they could not be read.
+The last released tag is the newest rollout in the bot's own store that reached its last stage
+on every track; without one, the repository's latest GitHub Release; without that, this is the
+first release. When it is the tag started (the release live, started again), there is nothing
+new and GitHub is not asked. When its tag is gone from GitHub (deleted), the newest earlier
+release whose tag is there is compared with instead, and the card says so. A failure to read
+never blocks the preflight: the contents say why they could not be read.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
-from bot.domain.errors import GitHubError
+from bot.domain.errors import GitHubError, RefNotFound
 from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import LastRelease, ReleaseContents, Since, release_contents
+from bot.domain.rollout import Rollout
 from bot.services.changes import ChangesSource
 from bot.services.store_ports import Rollouts
 
 log = logging.getLogger(__name__)
 
 
-async def last_release(*, github: ChangesSource, store: Rollouts, tag: str) -> LastRelease | None:
-    """The release `tag` is compared with (None for the first release); raises GitHubError."""
-    released = await store.last_released(other_than=tag)
-    if released is not None:
-        return LastRelease(released.tag, Since.ROLLOUT)
-    latest = await github.latest_release()
-    if latest is None or latest == tag:
-        return None
-    return LastRelease(latest, Since.GITHUB_RELEASE)
+EARLIER_RELEASES = 5
+"""How many earlier releases are tried, each tag asked of GitHub, when the tag of the last
+release is gone (deleted) and cannot be compared with."""
 
 
 async def read_contents(
     *, github: ChangesSource, store: Rollouts, plan: RolloutPlan, tag: str
 ) -> ReleaseContents:
-    """The changes `tag` brings since the last release (two GitHub requests at most)."""
+    """The changes `tag` brings since the last release (two GitHub requests at most, unless
+    the last release's tag is gone)."""
     since: LastRelease | None = None
     try:
-        since = await last_release(github=github, store=store, tag=tag)
-        if since is None:
-            return ReleaseContents(tag=tag)
-        comparison = await github.compare(base=since.tag, head=tag)
+        released = await store.last_released()
+        if released is not None:
+            since = LastRelease(released.tag, Since.ROLLOUT)
+        elif (latest := await github.latest_release()) is not None:
+            since = LastRelease(latest, Since.GITHUB_RELEASE)
+        if since is None or since.tag == tag:  # the first release, or the one live: nothing new
+            return ReleaseContents(tag=tag, since=since)
+        try:
+            comparison = await github.compare(base=since.tag, head=tag)
+        except RefNotFound:
+            if await github.tag_exists(since.tag):
+                raise  # the tag started is the one GitHub does not know
+            return await _instead_of_gone(
+                github=github, store=store, plan=plan, tag=tag, gone=since, released=released
+            )
     except GitHubError as error:
         log.info("the changes in %s could not be read: %s", tag, error.cause)
         return ReleaseContents(tag=tag, since=since, unread=error.cause)
     return release_contents(tag=tag, since=since, comparison=comparison, plan=plan)
+
+
+async def _instead_of_gone(
+    *,
+    github: ChangesSource,
+    store: Rollouts,
+    plan: RolloutPlan,
+    tag: str,
+    gone: LastRelease,
+    released: Rollout | None,
+) -> ReleaseContents:
+    """The changes `tag` brings since the newest earlier release whose tag GitHub still has,
+    the last release's tag (`gone`) deleted; without one, contents that say the tag is gone
+    (Re-check reads them again once it is pushed back). Raises GitHubError."""
+    earlier = released
+    for _ in range(EARLIER_RELEASES):
+        if earlier is None or earlier.ended_at is None:
+            break
+        earlier = await store.last_released(before=earlier.ended_at)
+        if earlier is None or earlier.tag == tag:
+            break
+        if earlier.tag != gone.tag and await github.tag_exists(earlier.tag):
+            since = LastRelease(earlier.tag, Since.ROLLOUT)
+            comparison = await github.compare(base=since.tag, head=tag)
+            contents = release_contents(tag=tag, since=since, comparison=comparison, plan=plan)
+            return replace(contents, gone=gone.tag)
+    unread = f"the tag `{gone.tag}` is gone from GitHub"
+    return ReleaseContents(tag=tag, since=gone, unread=unread, gone=gone.tag)

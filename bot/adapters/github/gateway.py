@@ -119,6 +119,9 @@ class PyGithubGateway:
     async def compare(self, *, base: str, head: str) -> Comparison:
         return await self._history.compare(base=base, head=head)
 
+    async def tag_exists(self, tag: str) -> bool:
+        return await self._history.tag_exists(tag)
+
     async def latest_release(self) -> str | None:
         return await self._history.latest_release()
 

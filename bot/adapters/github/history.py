@@ -10,7 +10,7 @@ from github import GithubException
 
 from bot.adapters.github.schema import CommitComparison, Release
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError
+from bot.domain.errors import RefNotFound
 from bot.domain.release_contents import Comparison
 
 
@@ -30,13 +30,27 @@ class RepositoryHistory:
                 return CommitComparison.model_validate(self._github.get_json(path))
             except GithubException as exc:
                 if exc.status == 404:
-                    raise GitHubError(
+                    raise RefNotFound(
                         f"GitHub knows no tag or commit `{base}` or `{head}` to compare (404)"
                     ) from exc
                 raise
 
         answer = await self._github.call(f"compare {base} with {head}", compared, kind="read")
         return answer.comparison()
+
+    async def tag_exists(self, tag: str) -> bool:
+        path = f"/repos/{self._github.repository}/git/ref/tags/{quote(tag, safe='')}"
+
+        def found() -> bool:
+            try:
+                self._github.get_json(path)
+            except GithubException as exc:
+                if exc.status == 404:  # GitHub: no ref of that name
+                    return False
+                raise
+            return True
+
+        return await self._github.call(f"read the tag {tag}", found, kind="read")
 
     async def latest_release(self) -> str | None:
         path = f"/repos/{self._github.repository}/releases/latest"

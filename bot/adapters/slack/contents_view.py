@@ -30,6 +30,12 @@ _SOURCE = {
 }
 
 
+_SAME = {
+    Since.ROLLOUT: "the release live now (the last the bot completed on every track)",
+    Since.GITHUB_RELEASE: "the repository's latest GitHub Release already",
+}
+
+
 NO_PULLS = "no merged pull requests found in the commit subjects"
 """Pull requests are read from commit subjects only, so none found is not none merged."""
 
@@ -42,6 +48,14 @@ def summary(contents: ReleaseContents) -> str:
     """One line: "12 commits, 5 pull requests since v1.4.1 · ⚠ 1 migration · ⚠ workflow
     changed" (and what it lacks of the last release when their histories diverged), or why
     there is nothing to count."""
+    if contents.unread is not None and contents.gone is not None:
+        return (
+            f":warning: *What's in it*: the tag `{escape(contents.gone)}` of the last release is "
+            f"gone from GitHub (deleted), and no earlier release's tag is there to compare "
+            f"`{escape(contents.tag)}` with. Push the tag back to the commit it named "
+            f"(`git push origin &lt;commit&gt;:refs/tags/{escape(contents.gone)}`), then Re-check; "
+            "or compare the commits on GitHub by hand."
+        )
     if contents.unread is not None:
         return (
             f":warning: *What's in it*: the changes could not be read ({escape(contents.unread)});"
@@ -49,6 +63,11 @@ def summary(contents: ReleaseContents) -> str:
         )
     if contents.since is None:
         return ":information_source: *What's in it*: the first release (no earlier release)."
+    if contents.nothing_new:
+        return (
+            f":information_source: *What's in it*: nothing new. `{escape(contents.tag)}` is "
+            f"{_SAME[contents.since.source]}: the same release, so no change is compared."
+        )
     if contents.behind_by and not contents.total_commits:
         return (
             f":warning: *What's in it*: `{escape(contents.tag)}` is "
@@ -68,6 +87,12 @@ def summary(contents: ReleaseContents) -> str:
             parts.append(f":warning: {_plural(len(risk.paths), 'migration')}")
         else:
             parts.append(f":warning: workflow file changed in these commits{_run_from(contents)}")
+    if contents.gone is not None:
+        parts.append(
+            f":warning: the tag of the last release, `{escape(contents.gone)}`, is gone from "
+            f"GitHub: compared with `{escape(contents.since.tag)}`, an earlier release, so what "
+            f"`{escape(contents.gone)}` brought (already live) is counted too"
+        )
     if contents.behind_by:  # diverged: a force-push, or a tag cut from another branch
         parts.append(
             f":warning: *diverged*: `{escape(contents.since.tag)}` has "
@@ -91,9 +116,12 @@ def pull_request_line(pull: PullRequest) -> str:
 
 def _small_print(contents: ReleaseContents) -> list[str]:
     """Where the comparison comes from, and what GitHub left out."""
-    if contents.since is None or contents.unread is not None:
+    if contents.since is None or contents.unread is not None or contents.nothing_new:
         return []
-    notes = [f"Compared with {_SOURCE[contents.since.source]}."]
+    source = _SOURCE[contents.since.source]
+    if contents.gone is not None:
+        source = f"an earlier release than {source} (its tag is gone)"
+    notes = [f"Compared with {source}."]
     if contents.commits_capped:
         notes.append(
             f"GitHub lists only the first {COMMITS_CAP} commits: "
@@ -136,7 +164,12 @@ def contents_modal(contents: ReleaseContents) -> ViewJson:
         for risk in contents.risks
     ]
     pulls = [pull_request_line(pull) for pull in contents.pull_requests]
-    if not pulls and contents.since is not None and contents.unread is None:
+    if (
+        not pulls
+        and contents.since is not None
+        and contents.unread is None
+        and not (contents.nothing_new)
+    ):
         pulls = [
             f"{NO_PULLS.capitalize()}: they are read from merge commits and squashes' `(#12)`, "
             "and a rebase merge leaves neither."

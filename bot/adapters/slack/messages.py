@@ -6,13 +6,13 @@ one place that turns them into what the channel shows, with mentions, bold, link
 
 from __future__ import annotations
 
-from bot.adapters.slack.lane_words import override_answer
+from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answer
 
 # Re-exported: every view takes its marks from here.
 from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
-from bot.adapters.slack.schedule_words import schedule_event_text
+from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, GateReason, gate_reason_words
@@ -40,6 +40,7 @@ from bot.domain.rollout.events import (
     RunDispatched,
     RunEnded,
     ScheduleCancelled,
+    ScheduleFrozen,
     ScheduleHeld,
     StageApproved,
     StageDeployed,
@@ -228,7 +229,7 @@ def render(event: Event) -> str:
             )
             return (
                 f":rewind: {person(event.actor)} is redeploying `{event.tag}`{on} in place of "
-                f"`{event.replaced}` {how}.{left}"
+                f"`{event.replaced}` {how}.{left}{_roll_back_passes(event)}"
             )
         case DispatchGaveUp():
             return (
@@ -241,6 +242,8 @@ def render(event: Event) -> str:
             return f":warning: {event.message}"
         case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
             return schedule_event_text(event)
+        case ScheduleFrozen():
+            return held_then_text(event.held)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():
@@ -364,3 +367,20 @@ def _github_reported(told: GitHubReported) -> str:
     review = event.reviews[0]
     said = f" ({escape(review.comment)})" if review.comment else ""
     return f"GitHub: {escape(review.reviewer)} {escape(event.action)} {environment}{said}."
+
+
+def _roll_back_passes(event: Redeploying) -> str:
+    """What a new rollout of the previous release passes: it is a roll back, so the freeze
+    and someone else's lock in force as it started do not hold its Dispatch."""
+    held = [
+        *([f"{freeze_text(event.freeze)}."] if event.freeze is not None else []),
+        *([f"{lock_text(event.lock)}."] if event.lock is not None else []),
+    ]
+    if not held:
+        return ""
+    what = " or ".join(
+        name
+        for name, on in (("the freeze", event.freeze), ("the lock", event.lock))
+        if on is not None
+    )
+    return f" A roll back: not held by {what}; its Dispatch goes through. ({' '.join(held)})"

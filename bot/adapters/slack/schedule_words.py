@@ -3,8 +3,9 @@ or cancelled, the card's line while it waits, and the answer to the starter."""
 
 from __future__ import annotations
 
-from bot.adapters.slack.lane_words import lane_refusal_text
+from bot.adapters.slack.lane_words import freeze_text, lane_refusal_text
 from bot.adapters.slack.mrkdwn import person, slack_time
+from bot.domain.freeze import Frozen
 from bot.domain.rollout.events import DispatchScheduled, ScheduleCancelled, ScheduleHeld
 from bot.domain.schedule import Held, Schedule
 
@@ -54,6 +55,16 @@ def card_line(schedule: Schedule) -> str:
     return (
         f":warning: The dispatch scheduled for {slack_time(schedule.at)} did not go: "
         f"{held_text(schedule.held)}"
+    )
+
+
+def held_then_text(held: Frozen) -> str:
+    """A scheduled dispatch that a freeze known now covers: it will be held at its time."""
+    at = slack_time(held.at) if held.at is not None else "its time"
+    return (
+        f":warning: The dispatch scheduled for {at} will be held then: "
+        f"{freeze_text(held.freeze)}. It goes only if that freeze is lifted "
+        "(`/rollout unfreeze`) or ends before then."
     )
 
 

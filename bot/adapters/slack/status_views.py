@@ -3,7 +3,7 @@ rollouts, where each of their tracks stands or how it ended."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from slack_sdk.models.blocks import Block
 
@@ -11,6 +11,8 @@ from bot.adapters.slack.blocks import BlockJson, as_json, context, header, secti
 from bot.adapters.slack.limits import CONTEXT_TEXT, MESSAGE_BLOCKS, clip, fit
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.rollout_words import card_facts, current_stage, lane_title, verdict_words
+from bot.adapters.slack.schedule_words import held_then_text
+from bot.domain.freeze import Frozen
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 
@@ -18,9 +20,11 @@ PlanFor = Callable[[Rollout], RolloutPlan]
 """The plan a rollout runs under (each rollout keeps the snapshot it was started with)."""
 
 
-def _status_lines(rollout: Rollout, plan: RolloutPlan) -> list[str]:
+def _status_lines(rollout: Rollout, plan: RolloutPlan, held: Frozen | None) -> list[str]:
     facts = [f"*{rollout.tag}* · {rollout.phase}", *card_facts(rollout, preflight=False)]
     lines = [" · ".join(facts)]
+    if held is not None:
+        lines.append(held_then_text(held))
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
         line = f"• {lane_title(track, plan_track)}"
@@ -40,16 +44,19 @@ def status_blocks(
     *,
     service: str | None = None,
     room: int = MESSAGE_BLOCKS,
+    held: Mapping[str, Frozen] | None = None,
 ) -> list[BlockJson]:
     """`/rollout status`: the active rollouts and where each of their tracks stands (of
-    `service`, named when the bot releases several), in `room` blocks at most."""
+    `service`, named when the bot releases several), in `room` blocks at most; a scheduled
+    dispatch that a freeze known now will hold then (`held`, by rollout id) says so."""
     active = [rollout for rollout in rollouts if rollout.active]
     of = f" of {service}" if service is not None else ""
     if not active:
         return as_json([section(f"No active rollouts{of}.")])
     blocks: list[Block] = [header(f"Active rollouts{of}")]
     for rollout in active:
-        blocks.extend(sections(_status_lines(rollout, plan_for(rollout))))
+        lines = _status_lines(rollout, plan_for(rollout), (held or {}).get(rollout.id))
+        blocks.extend(sections(lines))
     return as_json(fit(blocks, "finish or cancel a rollout to see the others", room))
 
 
@@ -58,11 +65,12 @@ def active_blocks(
     *,
     service: str | None = None,
     room: int = MESSAGE_BLOCKS,
+    held: Mapping[str, Frozen] | None = None,
 ) -> list[BlockJson]:
     """The status of the active rollouts, each drawn with its own plan."""
     plans = {rollout.id: plan for rollout, plan in active}
     rollouts = [rollout for rollout, _ in active]
-    return status_blocks(rollouts, lambda r: plans[r.id], service=service, room=room)
+    return status_blocks(rollouts, lambda r: plans[r.id], service=service, room=room, held=held)
 
 
 def services_blocks(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from bot.domain.freeze import Freeze
+from bot.domain.freeze import Freeze, Frozen, LaneHold
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.left import TrackLeft
@@ -245,6 +245,10 @@ class Redeploying:
     still: tuple[str, ...] = ()
     """Labels of the rollout's other completed tracks, which the rollback workflow leaves on
     `replaced` (each card lane offers its own Roll back to the previous release…)."""
+    freeze: Freeze | None = None
+    """The freeze in force as a new rollout started: a roll back, so it does not hold it."""
+    lock: LaneHold | None = None
+    """Someone else's lock of the lane then, which the new rollout passes too."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,14 @@ class ScheduleHeld:
 
     at: datetime
     held: Held
+
+
+@dataclass(frozen=True)
+class ScheduleFrozen:
+    """A freeze declared after the dispatch was scheduled covers its time: the dispatch will
+    be held then (`held`, with `at`) unless the freeze is lifted or ends first."""
+
+    held: Frozen
 
 
 @dataclass(frozen=True)
@@ -326,6 +338,7 @@ Event = (
     | DispatchUnclear
     | DispatchScheduled
     | ScheduleHeld
+    | ScheduleFrozen
     | ScheduleCancelled
     | FreezeOverridden
     | GitHubReported
