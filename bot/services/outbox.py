@@ -256,8 +256,7 @@ class Outbox:
                 message_id=message.id, owner=self.owner, now=now, error=failure.reason
             ):
                 log.error(
-                    "%s given up after %d attempt(s): %s. It stays in the outbox as a dead "
-                    "letter.",
+                    "%s given up after %d attempt(s): %s. It stays in the outbox as a dead letter.",
                     what,
                     attempts,
                     failure.reason,
