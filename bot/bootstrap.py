@@ -421,7 +421,9 @@ async def _services(
             trail=audit_trail(sessions),
             # A token has one rate limit; an App with repositories of several owners has an
             # installation (and a rate limit) per owner (docs/github-polling.md).
-            budgets=request_budgets(settings, {s.name: s.repository for s in configured}),
+            budgets=request_budgets(
+                settings, {s.name: s.repository for s in configured}, clock=clock
+            ),
             github_workers=github_workers,
             members=Memberships(channel_members(slack), kind="channel", keep_failures=True),
         )
@@ -518,14 +520,17 @@ def _outbox(
     )
 
 
-def request_budgets(settings: Settings, repositories: Mapping[str, str]) -> RequestBudgets:
+def request_budgets(
+    settings: Settings, repositories: Mapping[str, str], *, clock: LoopClock | None = None
+) -> RequestBudgets:
     """The budgets of the services' `repositories` (by service name): one for a token, or for
     an App of one fixed installation; otherwise one per owner, whose installation the App's
     calls for that owner's repositories use."""
     credentials = settings.github_credentials()
     if not isinstance(credentials, GitHubApp) or credentials.installation_id is not None:
-        return RequestBudgets()
-    return RequestBudgets({name: repo.split("/", 1)[0] for name, repo in repositories.items()})
+        return RequestBudgets(clock=clock)
+    owners = {name: repo.split("/", 1)[0] for name, repo in repositories.items()}
+    return RequestBudgets(owners, clock=clock)
 
 
 def _sweeps(

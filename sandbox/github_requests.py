@@ -230,7 +230,11 @@ class RequestPipeline:
                         status=forced.status,
                         content_type="text/html",
                     )
-                if forced.status == 403 and "rate limit" in str(forced.body.get("message", "")):
+                if forced.status == 403 and str(forced.body.get("message", "")).startswith(
+                    "API rate limit exceeded"
+                ):
+                    # The primary limit; a secondary one leaves requests (GitHub's REST docs,
+                    # "Rate limits for the REST API": only the primary's remaining is 0).
                     headers["X-RateLimit-Remaining"] = "0"
                 if forced.redirect:
                     headers["Location"] = str(request.url)

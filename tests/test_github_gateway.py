@@ -16,11 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.adapters.github.budget import RequestBudget, SecondaryBackoff
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.runs import _job_snapshot
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError, RunNotIdentified
+from bot.domain.errors import GitHubError, GitHubRateLimited, RunNotIdentified
 from bot.domain.run import JobConclusion, JobStatus, RunRef
 from sandbox.clock import ManualClock
 from sandbox.config import GITHUB_TOKEN, REPOSITORY
@@ -54,13 +55,16 @@ async def ghes(clock: ManualClock) -> AsyncIterator[GitHubSimulator]:
         yield sim
 
 
-def open_gateway(sim: GitHubSimulator, api_url: str | None = None) -> PyGithubGateway:
+def open_gateway(
+    sim: GitHubSimulator, api_url: str | None = None, *, budget: RequestBudget | None = None
+) -> PyGithubGateway:
     transport = GitHubTransport(
         api_url=api_url or sim.api_url,
         token=GITHUB_TOKEN,
         repository=REPOSITORY,
         timeout=TIMEOUT,
         backoff=0.01,
+        budget=budget,
     )
     return PyGithubGateway(transport, search=DispatchSearch(attempts=FIND_ATTEMPTS, delay=0.01))
 
@@ -578,6 +582,62 @@ async def test_a_read_rate_limited_by_the_secondary_limit_waits_as_github_asks(
     assert time.monotonic() - began >= 2 * gh.retry_after  # Retry-After honoured, twice
     assert CANARY in snapshot.jobs
     assert statuses(gh, "GET", path) == [403, 429, 200]
+
+
+SECONDARY = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}
+
+
+async def test_secondary_rate_limits_in_a_row_hold_every_call_back_longer_each_time(
+    gh: GitHubSimulator, clock: ManualClock
+) -> None:
+    """GitHub's REST docs: a secondary rate limit that says no wait asks for a minute, and
+    "if your request continues to fail due to a secondary rate limit, wait for an
+    exponentially increasing amount of time between retries". The hold is the credentials':
+    a person's call is refused with the wait, unsent; another installation's calls go."""
+    budget, other = RequestBudget(clock=clock), RequestBudget(clock=clock)
+    gateway = open_gateway(gh, budget=budget)
+    elsewhere = open_gateway(gh, budget=other)
+    try:
+        run_id = await dispatch(gateway)
+        run = f"/repos/{REPOSITORY}/actions/runs/{run_id}"
+        waits = []
+        for _ in range(3):
+            gh.fail_next("GET", run, 403, SECONDARY)
+            with pytest.raises(GitHubRateLimited) as limited:
+                await gateway.snapshot(run_id)
+            assert limited.value.retry_after is not None
+            waits.append(limited.value.retry_after)
+            sent = len(gh.requests)
+            with pytest.raises(GitHubRateLimited) as held:  # a person's click, meanwhile
+                await approve_canary(gateway, run_id)
+            assert len(gh.requests) == sent  # not sent
+            assert "nothing was sent to read the deployments waiting on" in held.value.message
+            assert "try again in " in held.value.message
+            assert (await elsewhere.snapshot(run_id)).run_id == run_id  # its own limit
+            clock.advance(timedelta(seconds=limited.value.retry_after + 1))
+        assert 60 <= waits[0] <= 75 and 120 <= waits[1] <= 150 and 240 <= waits[2] <= 300
+
+        assert await approve_canary(gateway, run_id)  # an answer: the count starts again
+        gh.fail_next("GET", run, 429, SECONDARY)
+        with pytest.raises(GitHubRateLimited) as again:
+            await gateway.snapshot(run_id)
+        assert again.value.retry_after is not None and 60 <= again.value.retry_after <= 75
+        assert "try again in 1 min" in again.value.message
+    finally:
+        await gateway.close()
+        await elsewhere.close()
+
+
+def test_secondary_rate_limits_wait_at_most_the_longest_with_jitter(clock: ManualClock) -> None:
+    draws = iter([0.0, 1.0] * 10)
+    backoff = SecondaryBackoff(clock, draw=lambda: next(draws))
+    waits = []
+    for _ in range(8):
+        waits.append(backoff.limited())
+        clock.advance(timedelta(seconds=waits[-1]))
+    assert waits == [60.0, 150.0, 240.0, 600.0, 960.0, 1200.0, 960.0, 1200.0]
+    backoff.answered()
+    assert backoff.limited() == 60.0
 
 
 async def test_a_read_that_times_out_is_retried(

@@ -151,24 +151,36 @@ async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
     assert poller.scheduler.poller.paused_until is None
 
 
-async def test_a_rate_limit_that_says_no_wait_pauses_polling_a_minute(quiet: Sandbox) -> None:
-    """A secondary rate limit (429) without `Retry-After`, with requests left: GitHub's REST
-    docs say to wait at least one minute before retrying, not the poll interval."""
+async def test_a_rate_limit_that_says_no_wait_pauses_polling_longer_each_time(
+    quiet: Sandbox,
+) -> None:
+    """A secondary rate limit (429 or 403) without `Retry-After`, with requests left: GitHub's
+    REST docs say to wait at least one minute before retrying, not the poll interval, and an
+    exponentially increasing time while it goes on."""
     run_id = (await deploying_canary(quiet)).run_id
     assert run_id is not None
     poller = Poller(quiet)
     await poller.look(run_id)
     secondary = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}
-    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 429, secondary)
 
-    refused = await poller.look(run_id, after=BASE)
+    async def look(after: timedelta) -> list[RecordedRequest]:
+        quiet.clock.skipped += after  # the bot's budget holds its calls back on its own clock
+        return await poller.look(run_id, after=after)
+
+    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 429, secondary)
+    refused = await look(BASE)
 
     assert [r.status for r in refused] == [429]  # not asked again at once either
     paused = poller.scheduler.poller.paused_until
     assert paused is not None and paused - poller.clock() >= timedelta(minutes=1)
-    assert await poller.look(run_id, after=BASE * 5) == []  # 50 s: still waiting
-    resumed = await poller.look(run_id, after=BASE * 2)
-    assert resumed and 429 not in {r.status for r in resumed}
+    assert await look(BASE * 5) == []  # 50 s: still waiting
+    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 403, secondary)
+    assert [r.status for r in await look(paused - poller.clock())] == [403]
+    paused = poller.scheduler.poller.paused_until
+    assert paused is not None and paused - poller.clock() >= timedelta(minutes=2)  # doubled
+    assert await look(timedelta(seconds=110)) == []
+    resumed = await look(paused - poller.clock())
+    assert resumed and {r.status for r in resumed} <= {200, 304}
 
 
 async def test_two_replicas_look_at_a_run_once_per_interval_between_them(quiet: Sandbox) -> None:

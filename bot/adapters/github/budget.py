@@ -17,21 +17,85 @@ The poller asks it before each look at a run (`PollBudget`): a look may go when 
 
 Once the reset time has passed the limit is whole again until an answer says otherwise. Before
 the first answer nothing is known, and looks go (their answers teach the budget).
+
+A secondary rate limit that says nothing of when to try again holds back every call on these
+credentials, the poller's and people's alike, for a wait that doubles with each such limit in a
+row (from GitHub's minute, with jitter, `SecondaryBackoff`) and starts again at a minute after
+an answer that was not one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from github.Requester import Requester
 
+from bot.services.clock import SystemClock
+from bot.services.ports import Clock
 from bot.services.telemetry import Telemetry
 
 WINDOW = timedelta(hours=1)
 """GitHub's primary rate limit is counted per hour."""
+
+UNSAID_WAIT = 60.0
+"""Seconds to wait after a rate limit that says nothing of when to try again. GitHub's REST
+docs ("Rate limits for the REST API", exceeding the rate limit): use `retry-after` when
+present; else, with `x-ratelimit-remaining` 0, wait until `x-ratelimit-reset`; "Otherwise, wait
+for at least one minute before retrying" (a secondary rate limit)."""
+
+
+class SecondaryBackoff:
+    """How long secondary rate limits that say no wait hold back the calls on one token or
+    installation. GitHub's REST docs: "If your request continues to fail due to a secondary rate
+    limit, wait for an exponentially increasing amount of time between retries". The first
+    waits `UNSAID_WAIT`, each one in a row twice the one before, up to `longest`; each is
+    lengthened by up to `jitter` of itself, so that replicas limited together do not all ask
+    again at one instant. An answer that is not a rate limit, once the wait is over, starts the
+    count again."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        longest: timedelta = timedelta(minutes=16),
+        jitter: float = 0.25,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self._clock = clock
+        self._longest = longest.total_seconds()
+        self._jitter = jitter
+        self._draw = draw
+        self.in_a_row = 0
+        """Secondary rate limits with no wait said, since the last other answer."""
+        self.until: datetime | None = None
+        """No call goes before this time (None: calls go)."""
+
+    def limited(self) -> float:
+        """A secondary rate limit that said no wait: the seconds to hold calls back."""
+        base = min(UNSAID_WAIT * 2**self.in_a_row, self._longest)
+        wait = base * (1 + self._jitter * self._draw())
+        self.in_a_row += 1
+        until = self._clock() + timedelta(seconds=wait)
+        self.until = until if self.until is None else max(self.until, until)
+        return self.wait() or wait
+
+    def wait(self) -> float | None:
+        """Seconds left to hold calls back (None: none)."""
+        if self.until is None:
+            return None
+        left = (self.until - self._clock()).total_seconds()
+        return left if left > 0 else None
+
+    def answered(self) -> None:
+        """An answer that was not a rate limit: after the wait, the count starts again (an
+        answer to a call sent before the limit, arriving during the wait, does not count)."""
+        if self.wait() is None:
+            self.in_a_row = 0
+            self.until = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +119,7 @@ class RequestBudget:
         reserve_floor: int = 100,
         look_cost: int = 4,
         burst: float = 0.1,
+        clock: Clock | None = None,
     ) -> None:
         if not 0 <= reserve_share < 1:
             raise ValueError("reserve_share must be at least 0 and below 1")
@@ -74,6 +139,8 @@ class RequestBudget:
         """The share of what polling has left that one pass may always spend."""
         self.seen: RateLimit | None = None
         """The rate limit of the latest answer (None: none yet)."""
+        self.secondary = SecondaryBackoff(clock or SystemClock())
+        """The hold that secondary rate limits put on every call of these credentials."""
 
     def observe(self, *, limit: int, remaining: int, reset: int) -> None:
         """An answer's rate limit (`reset` in Unix seconds). Transports answer out of order: of
@@ -136,13 +203,17 @@ class RequestBudgets:
     limit is the installation's), so the services of one owner's repositories share a budget
     and one owner's polls never spend another's requests."""
 
-    def __init__(self, owners: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, owners: Mapping[str, str] | None = None, *, clock: Clock | None = None
+    ) -> None:
         """`owners`: per service, the account whose installation its calls use (an App
         without a fixed installation); None: every service spends one budget."""
-        self._shared = RequestBudget()
+        self._shared = RequestBudget(clock=clock)
         by_owner: dict[str, RequestBudget] = {}
         self._of = {
-            service: by_owner.setdefault(owner.casefold(), RequestBudget(account=owner.casefold()))
+            service: by_owner.setdefault(
+                owner.casefold(), RequestBudget(account=owner.casefold(), clock=clock)
+            )
             for service, owner in (owners or {}).items()
         }
 

@@ -4,6 +4,7 @@ when they reset, and whether a failed request ever reached GitHub."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -14,6 +15,8 @@ from github import GithubException, RateLimitExceededException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from bot.adapters.github.app_auth import RepositoryInstallation
+from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget
+from bot.domain.errors import GitHubRateLimited
 
 _WEBHOOKS_READ = (
     "the token needs read access to the repository's webhooks (fine-grained token: "
@@ -101,26 +104,20 @@ def rate_limited(exc: GithubException) -> bool:
     )
 
 
-UNSAID_WAIT = 60.0
-"""Seconds to wait after a rate limit that says nothing of when to try again. GitHub's REST
-docs ("Rate limits for the REST API", exceeding the rate limit): use `retry-after` when
-present; else, with `x-ratelimit-remaining` 0, wait until `x-ratelimit-reset`; "Otherwise, wait
-for at least one minute before retrying" (a secondary rate limit)."""
-
-
-def retry_after(exc: GithubException) -> float:
+def said_wait(exc: GithubException) -> float | None:
     """Seconds a rate limit asks to wait: `Retry-After`, or until `X-RateLimit-Reset` when no
-    requests are left, or else GitHub's one minute (`UNSAID_WAIT`)."""
+    requests are left; None when it says neither (a secondary rate limit: `SecondaryBackoff`)."""
     headers = _headers(exc)
     if (retry_after := str(headers.get("retry-after", ""))).isdigit():
         return float(retry_after)
     reset = str(headers.get("x-ratelimit-reset", ""))
     if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
         return max(0.0, int(reset) - time.time())
-    return UNSAID_WAIT
+    return None
 
 
-def reset_hint(exc: GithubException) -> str:
+def reset_hint(exc: GithubException, budget: RequestBudget | None = None) -> str:
+    """When to try again: as GitHub said, or when `budget`'s hold ends (`unsaid_wait`)."""
     headers = _headers(exc)
     if (retry_after := headers.get("retry-after", "")).isdigit():
         return f"try again in {retry_after} s."
@@ -128,4 +125,46 @@ def reset_hint(exc: GithubException) -> str:
     if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
         at = datetime.fromtimestamp(int(reset), UTC)
         return f"the limit resets at {at:%H:%M:%S} UTC."
-    return "try again in a minute."
+    return f"try again in {wait_words(unsaid_wait(budget))}."
+
+
+def wait_words(seconds: float) -> str:
+    """A wait in words: "45 s", "3 min 20 s"."""
+    whole = math.ceil(seconds)
+    minutes, rest = divmod(whole, 60)
+    if not minutes:
+        return f"{rest} s"
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def secondary_seen(budget: RequestBudget, answer: GithubException | None) -> None:
+    """Tell `budget`'s `SecondaryBackoff` of an answer: a secondary rate limit that said no
+    wait holds the credentials back; any answer but a rate limit ends the run of them."""
+    if answer is None or not rate_limited(answer):
+        budget.secondary.answered()
+    elif said_wait(answer) is None:
+        budget.secondary.limited()
+
+
+def held_back(budget: RequestBudget | None, operation: str) -> GitHubRateLimited | None:
+    """The refusal of a call while secondary rate limits hold `budget` back (None: it goes)."""
+    wait = budget.secondary.wait() if budget is not None else None
+    if wait is None:
+        return None
+    return GitHubRateLimited(
+        f"GitHub's secondary rate limit holds the bot's requests back, so nothing was sent to "
+        f"{operation}: try again in {wait_words(wait)}.",
+        retry_after=wait,
+    )
+
+
+def unsaid_wait(budget: RequestBudget | None) -> float:
+    """Seconds the secondary rate limits hold `budget` back (GitHub's minute without one)."""
+    held = budget.secondary.wait() if budget is not None else None
+    return held if held is not None else UNSAID_WAIT
+
+
+def rate_wait(exc: GithubException, budget: RequestBudget | None) -> float:
+    """Seconds to wait after the rate limit `exc`: as GitHub said, else `unsaid_wait`."""
+    said = said_wait(exc)
+    return said if said is not None else unsaid_wait(budget)

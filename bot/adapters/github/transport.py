@@ -12,7 +12,8 @@ Error messages say what a release engineer can do and never carry the token.
 The poller's calls (`bot.services.polling.is_polling`) may hold all but one of the pool's
 workers: one is always free for a person's call, which never queues behind polls.
 Each answer's rate limit is handed to the `RequestBudget` of the credentials, which every
-transport on them shares.
+transport on them shares; while a secondary rate limit holds them back (`SecondaryBackoff`), a
+call is refused without being sent, whoever makes it.
 """
 
 from __future__ import annotations
@@ -30,18 +31,19 @@ from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
 
 from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
-from bot.adapters.github.budget import RequestBudget, rate_limit_seen
+from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget, rate_limit_seen
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
-    UNSAID_WAIT,
     app_credentials_fix,
+    held_back,
     message,
     network_failure,
     never_sent,
     rate_limited,
+    rate_wait,
     reset_hint,
-    retry_after,
+    secondary_seen,
 )
 from bot.adapters.github.workers import GitHubWorkers
 from bot.domain.errors import GitHubError, GitHubRateLimited
@@ -142,7 +144,11 @@ class GitHubTransport:
         except that no installation token (App mode) is a GitHubError: `fn` sent nothing.
         Each call is counted by `endpoint` (the area of GitHub's API) and how it ended; a call
         that got no installation token is counted as the token's request (`app_token`) with
-        GitHub's answer to it (401: the App's credentials refused, 404: not installed)."""
+        GitHub's answer to it (401: the App's credentials refused, 404: not installed).
+        While a secondary rate limit holds the credentials back, nothing is sent: the call is
+        refused at once (GitHubRateLimited, with the wait), never slept on."""
+        if (held := held_back(self.budget, operation)) is not None:
+            raise held
         try:
             if is_polling():
                 async with self._workers.polls:
@@ -167,6 +173,8 @@ class GitHubTransport:
             status = "no_answer"
         else:
             status = "rate_limited" if rate_limited(failure) else str(failure.status)
+        if self.budget is not None and not isinstance(failure, OSError):
+            secondary_seen(self.budget, failure)
         self._telemetry.github_request(endpoint=endpoint, status=status)
         rate_limit_seen(self.client.requester, self.budget, self._telemetry)
 
@@ -281,7 +289,7 @@ class GitHubTransport:
         elif rate_limited(exc):
             text = (
                 f"GitHub rate limited the bot ({status}: {text}) when asked to {operation}; "
-                f"{reset_hint(exc)}"
+                f"{reset_hint(exc, self.budget)}"
             )
         elif status >= 500:
             # Only reads come here: an unclear answer to a write is looked up by the caller.
@@ -293,7 +301,7 @@ class GitHubTransport:
             text = f"{text}: {hint}." if hint else f"{text}."
         _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
         if rate_limited(exc):
-            return GitHubRateLimited(text, retry_after=retry_after(exc))
+            return GitHubRateLimited(text, retry_after=rate_wait(exc, self.budget))
         return GitHubError(text)
 
     def no_token(self, operation: str, exc: InstallationTokenError) -> GitHubError:
@@ -320,7 +328,7 @@ class GitHubTransport:
                 "there again (the App's page → Install App)."
             )
         elif rate_limited(cause):
-            why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause)}"
+            why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, self.budget)}"
         elif cause.status >= 500:
             why = f"GitHub answered {cause.status} ({self.scrub(message(cause))}); try again."
         else:
@@ -331,7 +339,7 @@ class GitHubTransport:
         )
         _log.warning("GitHub: %s", text)
         if isinstance(cause, GithubException) and rate_limited(cause):
-            return GitHubRateLimited(text, retry_after=retry_after(cause))
+            return GitHubRateLimited(text, retry_after=rate_wait(cause, self.budget))
         return GitHubError(text)
 
     def unreachable(
