@@ -239,6 +239,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             (lambda: installation.installation_id) if installation is not None else None
         ),
         unfollowed=controls.unfollowed.kept if controls.unfollowed is not None else None,
+        repository_id=lambda: transport.repository_id,
     )
     # The dispatches `start --at` schedules, and the default answers of runs nobody adopted,
     # fire from the rollouts' timers.

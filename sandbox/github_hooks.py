@@ -117,7 +117,7 @@ class HookRoutes(SimulatorRoutes):
         hook = next((hook for hook in repository.hooks if hook.id == wanted), None)
         if hook is None:
             raise not_found()
-        repository_id = shapes.stable_id(f"repo:{repository.repository}")
+        repository_id = repository.id
         newest = sorted(hook.deliveries, key=lambda d: d.delivered_at, reverse=True)
         return json_response(
             first_page(request, [delivery_json(d, repository_id=repository_id) for d in newest])

@@ -55,6 +55,8 @@ class Urls:
     api: str
     html: str
     repository: str
+    repository_id: int
+    """GitHub's id of the repository, which a rename or transfer keeps."""
 
     @property
     def repo_api(self) -> str:
@@ -93,7 +95,7 @@ def user(urls: Urls, login: str, *, kind: str | None = None) -> Json:
 
 def repository(urls: Urls, *, default_branch: str) -> Json:
     owner, name = urls.repository.split("/", 1)
-    repo_id = stable_id(f"repo:{urls.repository}")
+    repo_id = urls.repository_id
     api = urls.repo_api
     return {
         "id": repo_id,

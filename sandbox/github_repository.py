@@ -14,7 +14,7 @@ from sandbox.github_actions import ActionsEngine, Clock
 from sandbox.github_events import webhook_events
 from sandbox.github_history import History
 from sandbox.github_hooks import Hook
-from sandbox.github_json import Json, Urls
+from sandbox.github_json import Json, Urls, stable_id
 from sandbox.github_routes import Dispatch
 from sandbox.github_rules import APP_LOGIN, requested_payload
 from sandbox.github_runs import Ids, Review, SimRun, Transition
@@ -74,6 +74,8 @@ class SimRepository:
             raise ValueError(f"repository must be owner/name, not {repository!r}")
         self.server = server
         self.repository = repository
+        self.id = stable_id(f"repo:{repository}")
+        """GitHub's id of the repository: kept when it is renamed or transferred."""
         self.default_branch = default_branch
         self.refs: set[str] = {default_branch}
         self.files: dict[str, dict[str, str]] = {
@@ -112,7 +114,12 @@ class SimRepository:
 
     @property
     def urls(self) -> Urls:
-        return Urls(api=self.server.api_url, html=self.server.html_url, repository=self.repository)
+        return Urls(
+            api=self.server.api_url,
+            html=self.server.html_url,
+            repository=self.repository,
+            repository_id=self.id,
+        )
 
     # -- inspection -----------------------------------------------------------------------------
 

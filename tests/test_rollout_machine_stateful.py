@@ -112,7 +112,9 @@ CLEAR = Preflight(
     image=Check(CheckState.SKIPPED),
 )
 MIGRATION = "CREATE TABLE documents (id UUID PRIMARY KEY);\n"
-URLS = shapes.Urls(api="https://api.github.test", html="https://github.test", repository="o/r")
+URLS = shapes.Urls(
+    api="https://api.github.test", html="https://github.test", repository="o/r", repository_id=1
+)
 
 
 def verdict(track: str, outcome: str) -> GateVerdict:

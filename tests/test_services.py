@@ -111,16 +111,21 @@ async def test_status_shows_each_service_of_the_channel_and_a_freeze_holds_one(
     assert "Preflight" in await box.command("start v3.0.0", channel=SEARCH_CHANNEL)
 
 
-async def test_webhooks_go_to_the_service_of_their_repository(box: Sandbox) -> None:
+async def test_webhooks_go_to_the_service_of_their_repository_by_name_or_by_id(
+    box: Sandbox,
+) -> None:
+    """After a rename or transfer GitHub names the repository anew; its id stays. The id of
+    billing-api's repository is known from its dispatch: a delivery under its new name goes to
+    billing-api; an id no service's repository has is another repository's."""
     assert "Preflight" in await box.command("start billing-api v2.0.0 --flags-ready")
     await box.click("dispatch", message=card_of(box, "billing-api v2.0.0"))
     rollout = await box.wait_until(lambda r: r.run_id is not None)
     assert rollout.service == "billing-api"
 
-    async def deliver(repository: str, run_id: int) -> dict[str, object]:
+    async def deliver(repository: str, run_id: int, repository_id: int = 1) -> dict[str, object]:
         payload = {
             "action": "in_progress",
-            "repository": {"full_name": repository},
+            "repository": {"full_name": repository, "id": repository_id},
             "workflow_run": {"id": run_id, "conclusion": None},
         }
         body = json.dumps(payload).encode()
@@ -138,6 +143,11 @@ async def test_webhooks_go_to_the_service_of_their_repository(box: Sandbox) -> N
     # The same run id under relay's repository, or a repository of no service: ignored.
     assert (await deliver("scriptum/scriptum", rollout.run_id))["result"] == "ignored"
     assert (await deliver("scriptum/unknown", rollout.run_id))["result"] == "ignored"
+    billing = box.github.repositories["scriptum/billing-api"]
+    billing.rename("scriptum/billing")
+    assert (await deliver("scriptum/billing", rollout.run_id, billing.id))["result"] == "followed"
+    relay = box.github.repositories["scriptum/scriptum"].id  # never read: not known
+    assert (await deliver("scriptum/relay-new", rollout.run_id, relay))["result"] == "ignored"
 
 
 async def test_metrics_say_which_services_rollouts_are_active(box: Sandbox) -> None:

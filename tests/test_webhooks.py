@@ -409,6 +409,39 @@ async def test_an_approval_on_github_com_moves_the_stage_and_names_the_person(
     assert ("relay-rollout-50", "approved", "octocat") in reviews(box, "relay")
 
 
+async def test_a_renamed_repositorys_deliveries_are_followed_by_its_id(
+    hooked: tuple[Sandbox, GitHubHook], caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub names the repository by its new name in every delivery after a rename or
+    transfer; the repository's id stays. The dispatch read the repository, so the bot knows
+    its id: the deliveries are still followed, and the log says once to update the setting."""
+    box, hook = hooked
+    run_id = await dispatched_and_held(box)
+    box.github.rename("scriptum/scriptum-editor")
+    before = len(hook.sent)
+
+    with caplog.at_level(logging.WARNING, logger="bot.services.webhooks"):
+        box.github.review(run_id, ["relay-rollout-50"], "approved", actor="octocat")
+        await box.wait_for_thread("octocat approved *50%* (Hosted relay) on GitHub")
+        await hook.settled()
+
+    renamed = [r.getMessage() for r in caplog.records if "renamed" in r.getMessage()]
+    assert renamed == [
+        f"GitHub repository {REPOSITORY} was renamed or transferred to scriptum/scriptum-editor: "
+        "its webhook deliveries are taken in by its id; set the default service's repository "
+        "to scriptum/scriptum-editor (ROLLOUT_SERVICES, or GITHUB_REPOSITORY)"
+    ]
+    since = [d for d in hook.sent[before:] if d.answer.get("result") == "followed"]
+    assert len(since) > 1  # one WARNING for all of them
+    sample = json.loads(since[-1].body)
+    assert sample["repository"]["full_name"] == "scriptum/scriptum-editor"
+    stranger = {**sample["repository"], "full_name": "someone/else", "id": 1}
+    elsewhere = await hook.post(
+        "workflow_job", json.dumps({**sample, "repository": stranger}).encode()
+    )
+    assert elsewhere.answer["result"] == "ignored"  # another repository: never routed
+
+
 async def test_a_rejection_on_github_com_rolls_the_relay_back(
     hooked: tuple[Sandbox, GitHubHook],
 ) -> None:

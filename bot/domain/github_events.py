@@ -46,6 +46,12 @@ def repository_of(payload: Mapping[str, Any]) -> str:
     return _text(_object(payload.get("repository")).get("full_name"))
 
 
+def repository_id_of(payload: Mapping[str, Any]) -> int | None:
+    """GitHub's id of the repository a delivery is about, which a rename or transfer keeps
+    (None when it gives none)."""
+    return _number(_object(payload.get("repository")).get("id"))
+
+
 def run_event(event: str, payload: Mapping[str, Any]) -> RunEvent | None:
     """The delivery as a RunEvent; None for an event the bot does not follow."""
     if event not in FOLLOWED:

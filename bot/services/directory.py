@@ -110,9 +110,12 @@ class ServiceDirectory:
         return (here or self.each)[0]
 
     def webhooks_of(self, payload: Mapping[str, Any]) -> GitHubWebhooks:
-        """The webhooks of the service whose repository a delivery is about; a repository of
-        no service goes to the first service's, which ignores (and counts) it."""
+        """The webhooks of the service whose repository a delivery is about: by its name, else
+        by its id (a repository renamed or transferred since it was configured); a repository
+        of no service goes to the first service's, which ignores (and counts) it."""
         found = self.of_repository(repository_of(payload))
+        if found is None:
+            found = next((s for s in self.each if s.webhooks.name_of(payload) is not None), None)
         return (found or self.each[0]).webhooks
 
     async def of_rollout(self, rollout_id: str, *, channel_id: str | None = None) -> Services:

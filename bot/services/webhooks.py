@@ -24,7 +24,13 @@ from enum import StrEnum
 from typing import Any
 
 from bot.domain import protection_rules
-from bot.domain.github_events import FOLLOWED, RunEvent, run_event
+from bot.domain.github_events import (
+    FOLLOWED,
+    RunEvent,
+    repository_id_of,
+    repository_of,
+    run_event,
+)
 from bot.domain.rollout import Phase
 from bot.logs import rollout_context
 from bot.services.clock import finish
@@ -81,10 +87,37 @@ class GitHubWebhooks:
     installation_id: Callable[[], int | None] | None = None
     """The App's installation (None in token mode: a token answers no protection rule)."""
     unfollowed: Unfollowed | None = None
+    repository_id: Callable[[], int | None] = lambda: None
+    """GitHub's id of the repository, once the bot read it (None: not yet): deliveries of
+    the repository under a new name (renamed, transferred) are known by it."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _renamed: set[str] = field(default_factory=set, init=False)
+    """The new names the log was told of (one WARNING each)."""
 
     def __post_init__(self) -> None:
         self.repository = self.repository.casefold()
+
+    def name_of(self, payload: Mapping[str, Any]) -> str | None:
+        """The name a delivery gives the service's repository: its configured name, or the
+        new name of the repository it was read as (same id); None when it is another's."""
+        name = repository_of(payload)
+        if name.casefold() == self.repository:
+            return name
+        known = self.repository_id()
+        if not name or known is None or repository_id_of(payload) != known:
+            return None
+        if name.casefold() not in self._renamed:
+            self._renamed.add(name.casefold())
+            log.warning(
+                "GitHub repository %s was renamed or transferred to %s: its webhook "
+                "deliveries are taken in by its id; set the %s service's repository to %s "
+                "(ROLLOUT_SERVICES, or GITHUB_REPOSITORY)",
+                self.repository,
+                name,
+                self.service,
+                name,
+            )
+        return name
 
     async def take(
         self, *, delivery_id: str, event: str, payload: Mapping[str, Any], body_digest: str
@@ -110,7 +143,7 @@ class GitHubWebhooks:
         found = run_event(event, payload)
         if found is None:
             return Intake(Taken.IGNORED, f"{event or 'this'} event is not followed")
-        if found.repository.casefold() != self.repository:
+        if self.name_of(payload) is None:
             return Intake(Taken.IGNORED, "not the bot's repository")
         if found.run_id is not None and not 0 < found.run_id <= MAX_RUN_ID:
             return Intake(Taken.IGNORED, f"run id {found.run_id} is not one GitHub gives")
@@ -144,7 +177,7 @@ class GitHubWebhooks:
             return Intake(Taken.IGNORED, "the bot answers protection rules only as a GitHub App")
         request = protection_rules.rule_request(
             payload,
-            repository=self.repository,
+            repository=self.name_of(payload) or self.repository,
             api_url=self.api_url,
             installation_id=self.installation_id(),
             at=self.clock(),

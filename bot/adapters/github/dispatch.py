@@ -21,6 +21,7 @@ from github.Repository import Repository
 from github.WorkflowRun import WorkflowRun
 
 from bot.adapters.github.refusals import message
+from bot.adapters.github.repository import learn_repository_id
 from bot.adapters.github.schema import Run, RunsPage
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError, RunNotIdentified
@@ -112,6 +113,7 @@ class WorkflowDispatch:
 
         def name_now() -> str:
             data = github.get_conditional(f"/repos/{github.repository}")
+            learn_repository_id(github, data)
             name = data.get("full_name") if isinstance(data, dict) else None
             return name if isinstance(name, str) and name.count("/") == 1 else github.repository
 

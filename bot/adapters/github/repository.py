@@ -16,6 +16,14 @@ from bot.domain.errors import GitHubError
 _log = logging.getLogger(__name__)
 
 
+def learn_repository_id(github: GitHubTransport, answer: object) -> None:
+    """Keep the repository's id from GitHub's JSON of it (a repository, or a run's
+    `repository`), read at the configured name. A rename or transfer keeps the id, so the
+    webhooks of the repository under its new name are still known as the service's."""
+    if isinstance(answer, dict) and isinstance(found := answer.get("id"), int):
+        github.repository_id = found
+
+
 class RepositoryReads:
     """Contents and packages of one repository."""
 

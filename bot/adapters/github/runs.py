@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from github import UnknownObjectException
 
+from bot.adapters.github.repository import learn_repository_id
 from bot.adapters.github.reviews import post_review
 from bot.adapters.github.schema import (
     PENDING,
@@ -49,7 +50,9 @@ class WorkflowRuns:
 
         def read() -> RunSnapshot:
             path = github.runs_path(run_id)
-            run = Run.model_validate(github.get_conditional(path))
+            answer = github.get_conditional(path)
+            run = Run.model_validate(answer)
+            learn_repository_id(github, answer.get("repository"))
             jobs = {
                 job.name: _job_snapshot(
                     run_id,

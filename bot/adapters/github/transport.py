@@ -110,6 +110,8 @@ class GitHubTransport:
         self._workers = workers or GitHubWorkers(max_workers)
         """Where the calls run: the app's, shared by every service, or this transport's own
         (`max_workers` of them)."""
+        self.repository_id: int | None = None
+        """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
         # The last answer (and its ETag) of each conditional GET, newest last.
         self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         self._answers_lock = threading.Lock()
