@@ -77,6 +77,9 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         """Every repository served, by lower-cased `owner/name` (GitHub's paths ignore case)."""
         self.renamed: dict[str, SimRepository] = {}
         """Former names (lower-cased) of renamed repositories (`rename`): their paths redirect."""
+        self.teams: dict[str, set[str]] = {}
+        """Teams of the organisations (lower-cased `org/slug`) and their active members'
+        logins (`GET /orgs/{org}/teams/{team_slug}/memberships/{username}`)."""
         self.requests_without_deployment = False
         """Protection rule requests come with `deployment` null (GitHub's schema allows it)."""
         self._every_repository: list[EventCallback] = []

@@ -241,16 +241,23 @@ def environment(
     protected: bool,
     reviewer: str,
     prevent_self_review: bool = False,
+    team: str | None = None,
 ) -> Json:
+    """An environment; `team` (a slug): its required reviewer is that team, not `reviewer`."""
     rules = []
     if protected:
+        reviewers = (
+            [{"type": "Team", "reviewer": team_json(urls, team)}]
+            if team is not None
+            else [{"type": "User", "reviewer": user(urls, reviewer)}]
+        )
         rules.append(
             {
                 "id": env_id + 1,
                 "node_id": node_id("ProtectionRule", env_id + 1),
                 "type": "required_reviewers",
                 "prevent_self_review": prevent_self_review,
-                "reviewers": [{"type": "User", "reviewer": user(urls, reviewer)}],
+                "reviewers": reviewers,
             }
         )
     return {
@@ -259,6 +266,29 @@ def environment(
         "updated_at": iso(CREATED),
         "protection_rules": rules,
         "deployment_branch_policy": None,
+    }
+
+
+def team_json(urls: Urls, slug: str) -> Json:
+    """A team of the repository's organisation as GitHub lists it (a required reviewer)."""
+    org = urls.repository.split("/", 1)[0]
+    team_id = stable_id(f"team:{org}/{slug}")
+    return {
+        "id": team_id,
+        "node_id": node_id("Team", team_id),
+        "url": f"{urls.api}/organizations/{stable_id(f'org:{org}')}/team/{team_id}",
+        "html_url": f"{urls.html}/orgs/{org}/teams/{slug}",
+        "name": slug,
+        "slug": slug,
+        "description": None,
+        "privacy": "closed",
+        "notification_setting": "notifications_enabled",
+        "permission": "pull",
+        "members_url": f"{urls.api}/organizations/{stable_id(f'org:{org}')}/team/{team_id}"
+        "/members{/member}",
+        "repositories_url": f"{urls.api}/organizations/{stable_id(f'org:{org}')}/team/"
+        f"{team_id}/repos",
+        "parent": None,
     }
 
 

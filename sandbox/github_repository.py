@@ -81,6 +81,8 @@ class SimRepository:
         self.files: dict[str, dict[str, str]] = {
             default_branch: {"crates/relay/src/db/migrations/0001_init.sql": DEFAULT_MIGRATION}
         }
+        self.reviewer_teams: dict[str, str] = {}
+        """Environments whose required reviewer is a team (its slug), not the bot's account."""
         self.hooks: list[Hook] = []
         """The repository's webhooks and their deliveries (`add_hook`), for the doctor."""
         self.secrets: dict[str, datetime] = {}

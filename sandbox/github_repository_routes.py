@@ -46,6 +46,9 @@ class RepositoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/actions/secrets/{{name}}", self.get_secret)
         app.router.add_get(f"{repo}/environments", self.list_environments)
         app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
+        app.router.add_get(
+            f"{prefix}/orgs/{{org}}/teams/{{team}}/memberships/{{login}}", self.get_membership
+        )
         for owner_kind in ("orgs", "users"):
             app.router.add_get(
                 f"{prefix}/{owner_kind}/{{owner}}/packages/container/{{package}}/versions",
@@ -103,7 +106,18 @@ class RepositoryRoutes(SimulatorRoutes):
             protected=name in engine.protected,
             reviewer=self.sim.actor,
             prevent_self_review=name in engine.self_review_prevented,
+            team=repository.reviewer_teams.get(name),
         )
+
+    async def get_membership(self, request: web.Request) -> web.Response:
+        """`GET /orgs/{org}/teams/{team_slug}/memberships/{username}` (GitHub's REST docs,
+        "Get team membership for a user"): the membership, or 404 when there is none."""
+        org, team, login = (request.match_info[key] for key in ("org", "team", "login"))
+        members = self.sim.teams.get(f"{org}/{team}".lower())
+        if members is None or login.lower() not in {m.lower() for m in members}:
+            raise not_found()
+        url = f"{self.sim.api_url}/orgs/{org}/teams/{team}/memberships/{login}"
+        return json_response({"url": url, "role": "member", "state": "active"})
 
     async def list_environments(self, request: web.Request) -> web.Response:
         repository = self._repository(request)

@@ -249,6 +249,70 @@ async def test_each_misconfiguration_fails_its_own_check_with_the_fix(
     await fails_alone_with_the_fix(install, breakage, failure, fix)
 
 
+async def test_a_reviewer_team_that_includes_the_bot_holds_the_environment(
+    install: Install,
+) -> None:
+    """A required reviewer may be a team: a member of it may approve (GitHub's REST docs,
+    "Get team membership for a user", tells whether the bot's account is one)."""
+    install.github.reviewer_teams["relay-rollout-50"] = "release-engineers"
+    install.github.teams["scriptum/release-engineers"] = {"octocat", "release-bot"}
+
+    found = await lines(install)
+
+    assert all(line.startswith("✓") for line in found), found
+    assert (
+        "✓ environment relay-rollout-50 waits for release-bot (a member of its reviewer team "
+        "release-engineers)"
+    ) in found
+    memberships = [r for r in install.github.requests if "/memberships/" in r.path]
+    assert [(r.path, r.status) for r in memberships] == [
+        ("/orgs/scriptum/teams/release-engineers/memberships/release-bot", 200)
+    ]
+
+
+async def test_a_reviewer_team_without_the_bot_does_not_hold_the_environment(
+    install: Install,
+) -> None:
+    def breakage(install: Install) -> None:
+        install.github.reviewer_teams["relay-rollout-50"] = "release-engineers"
+        install.github.teams["scriptum/release-engineers"] = {"octocat"}
+
+    await fails_alone_with_the_fix(
+        install,
+        breakage,
+        "✗ environment relay-rollout-50 does not hold the bot",
+        "or to a team that is one",
+    )
+
+
+async def test_of_several_webhooks_to_the_bot_one_that_is_right_passes_and_says_which(
+    install: Install,
+) -> None:
+    """A stale webhook to the bot's path (an old host, its events unticked) beside the right
+    one: the install is sound, and the line says which is right and what the other lacks."""
+    stale = install.github.add_hook("https://old.example.com/github/webhook")
+    stale.events = ("push",)
+    right = install.github.hooks[0]
+    install.github.hooks.reverse()  # the stale one listed first
+
+    found = await lines(install)
+
+    webhook = [line for line in found if "webhook" in line]
+    assert webhook == [
+        f"✓ webhook {right.url} (id {right.id}): the last 1 deliveries succeeded (besides it: "
+        f"webhook {stale.url} (id {stale.id}) is not subscribed to deployment, "
+        "deployment_review, deployment_status, workflow_job, workflow_run)"
+    ]
+
+    right.deliver(event="workflow_job", status_code=502, status="failed to connect")
+    failed = [line for line in await lines(install) if line.startswith("✗")]
+    assert len(failed) == 2, failed  # neither is right: each says what to fix
+    assert failed[0].startswith(f"✗ webhook {stale.url} (id {stale.id}) is not subscribed")
+    assert failed[1].startswith(
+        f"✗ webhook {right.url} (id {right.id}): 1 of the last 2 deliveries failed"
+    )
+
+
 async def test_a_failed_delivery_redelivered_with_success_passes(install: Install) -> None:
     """GitHub records a redelivery as another attempt with the delivery's guid."""
     hook = install.github.hooks[0]

@@ -13,7 +13,7 @@ side whose credentials fail is not asked anything more (every answer would be th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -69,9 +69,11 @@ class RepositoryWebhook:
 @dataclass(frozen=True)
 class EnvironmentReviewers:
     logins: list[str]
-    """Logins of the environment's required reviewers (users; teams are not the bot)."""
+    """Logins of the environment's required reviewers that are users."""
     self_review_prevented: bool
     """"Prevent self-review": a reviewer cannot approve a run they triggered."""
+    teams: list[str] = field(default_factory=list)
+    """Slugs of its required reviewers that are teams: any member of one may approve."""
 
 
 class SlackInstall(Protocol):
@@ -114,6 +116,10 @@ class GitHubInstall(Protocol):
     async def environment_rule_apps(self, name: str) -> list[str] | None:
         """Slugs of the Apps whose custom protection rule the environment has enabled;
         None: no such environment."""
+        ...
+
+    async def team_member(self, team: str, login: str) -> bool:
+        """Whether `login` is an active member of `team` (a slug) of the repository's org."""
         ...
 
 
@@ -248,6 +254,9 @@ class Doctor:
         findings = []
         for name in _environments(self.plan):
             reviewers = await self.github.environment_reviewers(name)
+            team = ""
+            if reviewers is not None and login not in reviewers.logins:
+                team = await self._team_of(reviewers.teams, login)
             if reviewers is None:
                 findings.append(
                     failed(
@@ -255,12 +264,12 @@ class Doctor:
                         f"create it (Settings → Environments) with {login} as a required reviewer",
                     )
                 )
-            elif login not in reviewers.logins:
+            elif login not in reviewers.logins and not team:
                 findings.append(
                     failed(
                         f"environment {name} does not hold the bot",
-                        f"add {login} to its required reviewers: without them the job does "
-                        "not wait for the bot",
+                        f"add {login} to its required reviewers (or to a team that is one): "
+                        "without them the job does not wait for the bot",
                     )
                 )
             elif reviewers.self_review_prevented:
@@ -273,8 +282,14 @@ class Doctor:
                     )
                 )
             else:
-                findings.append(passed(f"environment {name} waits for {login}"))
+                member = f" (a member of its reviewer team {team})" if team else ""
+                findings.append(passed(f"environment {name} waits for {login}{member}"))
         return findings
+
+    async def _team_of(self, teams: list[str], login: str) -> str:
+        """The first of `teams` that `login` is a member of ("": none)."""
+        member = [team for team in teams if await self.github.team_member(team, login)]
+        return member[0] if member else ""
 
     async def _rule_environments(self, login: str) -> list[Finding]:
         slug = login.removesuffix("[bot]")
@@ -284,6 +299,8 @@ class Doctor:
         ]
 
     async def _webhook(self, login: str) -> list[Finding]:
+        """Every webhook to the bot is examined: one that is right passes (a stale one may
+        sit beside it), and its line names those that are not."""
         hooks = [h for h in await self.github.webhooks() if h.url.endswith(WEBHOOK_PATH)]
         if not hooks:
             return [
@@ -294,26 +311,33 @@ class Doctor:
                     "deployment statuses and deployment reviews)",
                 )
             ]
-        hook = hooks[0]
+        several = len(hooks) > 1
+        findings = [
+            await self._one_webhook(hook, f"webhook {hook.url}" + (f" (id {hook.id})" * several))
+            for hook in hooks
+        ]
+        right, wrong = [f for f in findings if f.ok], [f for f in findings if not f.ok]
+        if not right or not wrong:
+            return findings
+        besides = "; ".join(finding.check for finding in wrong)
+        return [passed(f"{right[0].check} (besides it: {besides})"), *right[1:]]
+
+    async def _one_webhook(self, hook: RepositoryWebhook, name: str) -> Finding:
         unheard = sorted(FOLLOWED - hook.events)
         if unheard:
-            return [
-                failed(
-                    f"webhook {hook.url} is not subscribed to {', '.join(unheard)}",
-                    "tick them under the webhook's settings → Let me select individual "
-                    "events: without them the bot hears of its runs only by polling",
-                )
-            ]
-        recent = await self.github.recent_deliveries(hook.id, RECENT_DELIVERIES)
-        return [
-            _deliveries_finding(
-                f"webhook {hook.url}",
-                recent,
-                "check that the URL reaches the bot from GitHub and that its secret is "
-                "GITHUB_WEBHOOK_SECRET; then redeliver them from the webhook's Recent "
-                "Deliveries (GitHub does not redeliver by itself)",
+            return failed(
+                f"{name} is not subscribed to {', '.join(unheard)}",
+                "tick them under the webhook's settings → Let me select individual "
+                "events: without them the bot hears of its runs only by polling",
             )
-        ]
+        recent = await self.github.recent_deliveries(hook.id, RECENT_DELIVERIES)
+        return _deliveries_finding(
+            name,
+            recent,
+            "check that the URL reaches the bot from GitHub and that its secret is "
+            "GITHUB_WEBHOOK_SECRET; then redeliver them from the webhook's Recent "
+            "Deliveries (GitHub does not redeliver by itself)",
+        )
 
     async def _app_deliveries(self, login: str) -> list[Finding]:
         recent = await self.github.app_deliveries(RECENT_DELIVERIES)

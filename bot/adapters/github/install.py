@@ -12,6 +12,7 @@ import yaml
 from github import GithubException
 from github.HookDelivery import HookDeliverySummary
 from github.NamedUser import NamedUser
+from github.Team import Team
 
 from bot.adapters.github.protection_rules import enabled_rule_apps
 from bot.adapters.github.refusals import message
@@ -79,11 +80,36 @@ class GitHubInstallReads:
                     for reviewer in rule.reviewers or []
                     if isinstance(reviewer.reviewer, NamedUser)
                 ],
+                teams=[
+                    reviewer.reviewer.slug
+                    for rule in required
+                    for reviewer in rule.reviewers or []
+                    if isinstance(reviewer.reviewer, Team)
+                ],
                 # Absent (older GitHub Enterprise Server): self-review is allowed.
                 self_review_prevented=any(rule.prevent_self_review for rule in required),
             )
 
         return await self._github.call(f"read the environment {name}", reviewers)
+
+    async def team_member(self, team: str, login: str) -> bool:
+        """GitHub's REST docs, "Get team membership for a user": `GET /orgs/{org}/teams/
+        {team_slug}/memberships/{username}` answers the membership (`state` active or pending:
+        an invitation not accepted yet), 404 when there is none; it counts the members of
+        child teams. The team is the repository's organisation's."""
+        github = self._github
+        org = github.repository.split("/", 1)[0]
+
+        def member() -> bool:
+            try:
+                found = github.get_json(f"/orgs/{org}/teams/{team}/memberships/{login}")
+            except GithubException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return isinstance(found, dict) and found.get("state") == "active"
+
+        return await github.call(f"read the membership of team {team}", member, kind="team")
 
     async def webhooks(self) -> list[RepositoryWebhook]:
         def hooks() -> list[RepositoryWebhook]:

@@ -36,6 +36,10 @@ HINTS: Mapping[tuple[str, int], str] = {
         "token needs the repository permission Secrets: Read, a classic token the repo scope, "
         "a GitHub App the Secrets read permission, and the account collaborator access"
     ),
+    ("team", 403): (
+        "the token needs to see the organisation's teams (fine-grained token: the "
+        "organisation permission Members: Read; classic token: read:org)"
+    ),
     ("hooks", 403): _WEBHOOKS_READ,
     ("hooks", 404): _WEBHOOKS_READ,
     ("release", 403): (
