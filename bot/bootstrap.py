@@ -454,6 +454,7 @@ async def _services(
                 keep=timedelta(days=settings.retention_days),
                 rules=requests,
                 timers=timers,
+                holds=LaneHoldStore(sessions),  # every service's
             ),
             wake=shared.wake,
             owner=owner,

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 from hypothesis import given, settings
+from cleared import cleared_rollout
 from hypothesis import strategies as st
 from replicas import replica_sessions
 
@@ -36,11 +37,24 @@ from bot.domain.freeze import (
     stale_roll_back,
 )
 from bot.domain.plan.freezes import CalendarFreeze
-from bot.domain.rollout import Check, CheckState, Phase, Preflight, Rollout, Track, TrackState
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Phase,
+    Preflight,
+    Rollout,
+    Track,
+    TrackState,
+    cancel_preflight,
+)
 from bot.domain.rollout_command import Freeze, Lock, Start, Unlock, parse_command
 from bot.plan_file import load_plan, parse_plan
 from bot.services.lane import ReleaseLane
+from bot.services.retention import Retention
+from storage.claims import ClaimStore
+from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
+from storage.rollout_store import RolloutStore
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -438,6 +452,48 @@ async def test_a_roll_backs_pass_lets_its_dispatch_through_freeze_and_lock_only(
         at = NOW + timedelta(days=1)
         assert isinstance(await lane.refusal(actor="U2", at=at), Frozen)  # nor a scheduled one
         assert await lane.refusal(actor="U2", rollout_id="r-back") is None
+
+
+async def test_the_holds_of_ended_rollouts_go_with_the_retention_once_on_two_replicas(
+    database_url: str,
+) -> None:
+    # Every judgement of the lane reads every hold: an override or roll-back pass is of no use
+    # once its rollout ended, and goes at the next prune (both replicas prune hourly).
+    async with replica_sessions(database_url, 2) as (first, second):
+        plan = load_plan(None)
+        rollouts = RolloutStore(first, clock=lambda: NOW)
+        ended = cleared_rollout(plan, now=NOW, rollout_id="r-ended")
+        ended = await rollouts.create(rollout=ended, plan=plan)
+        await rollouts.save(cancel_preflight(ended, actor="U1", now=NOW))
+        live = cleared_rollout(plan, now=NOW, rollout_id="r-live")
+        await rollouts.create(rollout=live, plan=plan)
+        store = LaneHoldStore(first)
+        until = NOW + timedelta(hours=1)
+        kept = [
+            LaneHold(LANE_FREEZE, "U1", "incident", NOW, until),
+            LaneHold(LANE_LOCK, "U1", "db work", NOW),
+            LaneHold(override_kind("r-live"), "U2", "hotfix", NOW, until),
+            LaneHold(roll_back_kind("r-live"), "U2", "a roll back of `v1.4.1`", NOW),
+        ]
+        gone = [
+            LaneHold(override_kind("r-ended"), "U2", "hotfix", NOW, until),
+            LaneHold(roll_back_kind("r-ended"), "U2", "a roll back of `v1.4.1`", NOW),
+        ]
+        for hold in kept + gone:
+            await store.take(hold)
+
+        removed = await asyncio.gather(*(LaneHoldStore(s).forget_ended() for s in (first, second)))
+
+        assert sorted(removed) == [0, 2]  # each row once
+        assert sorted(await store.current(), key=lambda h: h.kind) == sorted(
+            kept, key=lambda h: h.kind
+        )
+        retention = Retention(
+            claims=ClaimStore(second), deliveries=DeliveryLog(second), holds=LaneHoldStore(second)
+        )
+        await store.take(gone[0])
+        await retention.prune(now=NOW)
+        assert len(await store.current()) == len(kept)
 
 
 class Recent:
