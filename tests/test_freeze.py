@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
-from hypothesis import given, settings
 from cleared import cleared_rollout
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from replicas import replica_sessions
 
@@ -435,7 +435,11 @@ async def test_a_roll_backs_pass_lets_its_dispatch_through_freeze_and_lock_only(
     async with replica_sessions(database_url, 1) as (sessions,):
         store = LaneHoldStore(sessions)
         lane = ReleaseLane(
-            holds=store, plan=load_plan(None), clock=lambda: NOW, words=lane_words, rollouts=Recent()
+            holds=store,
+            plan=load_plan(None),
+            clock=lambda: NOW,
+            words=lane_words,
+            rollouts=Recent(),
         )
         await store.take(LaneHold(LANE_FREEZE, "U1", "holidays", NOW, NOW + timedelta(days=9)))
         await store.take(LaneHold(LANE_LOCK, "U1", "INC-7", NOW))

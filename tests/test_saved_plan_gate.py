@@ -116,8 +116,12 @@ def test_a_plan_file_refuses_a_baseline_above_one() -> None:
 )
 def test_a_saved_baseline_above_one_never_passes(baseline: Decimal, crash: Decimal) -> None:
     for track in ("relay", "desktop"):
-        verdict = saved_plan(baseline_crash_rate=str(baseline)).track(track).evaluate_gate(
-            baseline_crash=baseline, current_crash=crash, current_error=D("0"), sample=5000
+        verdict = (
+            saved_plan(baseline_crash_rate=str(baseline))
+            .track(track)
+            .evaluate_gate(
+                baseline_crash=baseline, current_crash=crash, current_error=D("0"), sample=5000
+            )
         )
         assert verdict.verdict is not Verdict.PASS
 

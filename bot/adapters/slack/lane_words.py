@@ -65,9 +65,10 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     assert isinstance(refused, Frozen)
     if refused.link:
         return (
-            f"{stale_text(refused.stale)}{freeze_text(refused.freeze)}. Linking a run approves its first stages, so it "
-            "waits for the freeze to end or be lifted (`/rollout unfreeze`); then link the run "
-            "again. Do not click Dispatch meanwhile: the run to link already exists."
+            f"{stale_text(refused.stale)}{freeze_text(refused.freeze)}. Linking a run approves "
+            "its first stages, so it waits for the freeze to end or be lifted "
+            "(`/rollout unfreeze`); then link the run again. Do not click Dispatch meanwhile: "
+            "the run to link already exists."
         )
     if refused.publish:
         return (
@@ -84,8 +85,8 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
 
     when = f"At {slack_time(refused.at)}: " if refused.at is not None else ""
     return (
-        f"{stale_text(refused.stale)}{when}{freeze_text(refused.freeze)}. Running rollouts keep their gates and rollbacks. "
-        f"An approver may override: {override}."
+        f"{stale_text(refused.stale)}{when}{freeze_text(refused.freeze)}. Running rollouts "
+        f"keep their gates and rollbacks. An approver may override: {override}."
     )
 
 
