@@ -1,19 +1,23 @@
 # rollout-bot's image: `docker build -t rollout-bot .` (docs/operating.md).
-# Stage 1 builds the wheels (the bot's and every dependency's); the final stage installs them
-# from that directory alone (no compiler, no network at install time) and drops the base
-# image's setuptools and wheel: nothing in it builds packages.
+# Stage 1 gathers the wheels (every dependency's, as requirements.lock pins them, and the
+# bot's); the final stage installs them from that directory alone (no compiler, no network at
+# install time) and drops the base image's setuptools and wheel: nothing in it builds packages.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS wheels
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# The dependencies, the `charts` extra's too (matplotlib: gate charts in the threads), exactly
+# as `make lock` pinned them, each wheel checked against its hashes: two builds of one commit
+# ship the same libraries. Wheels only, nothing compiled. This layer changes with the lock alone.
+COPY requirements.lock ./
+RUN pip wheel --wheel-dir /wheels --require-hashes --only-binary=:all: -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
 COPY storage ./storage
 COPY sandbox ./sandbox
-# With the `charts` extra (matplotlib, from its manylinux wheel): gate charts in the threads.
-RUN pip wheel --wheel-dir /wheels ".[charts]"
+RUN pip wheel --wheel-dir /wheels --no-deps .
 
 FROM ${PYTHON_IMAGE}
 # The commit `--version`, /healthz and the start-up line show:
@@ -26,8 +30,14 @@ ENV ROLLOUT_BOT_COMMIT=${ROLLOUT_BOT_COMMIT} \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOST=0.0.0.0 \
     PORT=3000
+# The locked wheels, their hashes checked again, then the bot's own wheel on top of them
+# (`--no-deps`: nothing but the lock); `pip check` fails the build if the lock misses one of the
+# bot's dependencies.
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "rollout-bot[charts]" \
+    --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \
+    pip install --no-index --find-links=/wheels --require-hashes -r /tmp/requirements.lock \
+    && pip install --no-index --no-deps /wheels/rollout_bot-*.whl \
+    && pip check \
     && pip uninstall --yes --quiet setuptools wheel \
     && groupadd --system --gid 10001 rollout \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin rollout \

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo lint format test bench chaos
+.PHONY: install demo lint format test lock bench chaos
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,19 @@ format: $(STAMP)
 # first (tests/conftest.py) and runs beside the rest.
 test: lint
 	$(VENV)/bin/pytest -q -n 4 --durations=15
+
+# requirements.lock: the image's dependencies (pyproject.toml's, with the `charts` extra the
+# Dockerfile installs), each pinned with its wheels' hashes, for Python 3.11 on the image's Linux
+# (glibc 2.36, bookworm). Run it after changing pyproject.toml's dependencies: every other pin
+# stays. `make lock UPGRADE=slack-sdk` (or several names) upgrades those packages,
+# `make lock UPGRADE=all` every one (docs/operating.md, Dependencies).
+UPGRADE ?=
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile --quiet pyproject.toml --extra charts \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_36 --only-binary :all: \
+		--generate-hashes --custom-compile-command 'make lock' \
+		$(if $(filter all,$(UPGRADE)),--upgrade,$(addprefix --upgrade-package ,$(UPGRADE))) \
+		--output-file requirements.lock
 
 bench: $(STAMP)
 	$(PY) bench/gate_startup.py

@@ -205,6 +205,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         plan=service.plan,
         clock=clock,
         words=lane_words,
+        rollouts=store,
         service=service.name,
     )
     npm_token = _npm_token_service(shared, service, github=github, approvers=approvers, lane=lane)
@@ -456,6 +457,7 @@ async def _services(
                 keep=timedelta(days=settings.retention_days),
                 rules=requests,
                 timers=timers,
+                holds=LaneHoldStore(sessions),  # every service's
             ),
             wake=shared.wake,
             owner=owner,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from dataclasses import replace as replaced
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, literal, or_, select
 
-from bot.domain.freeze import LaneHold
+from bot.domain.freeze import LaneHold, override_kind, roll_back_kind
 from storage.db import ServiceStore, from_row, insert_new
-from storage.models import LaneHoldRow
+from storage.models import LaneHoldRow, RolloutRow
 
 
 class LaneHoldStore(ServiceStore):
@@ -71,3 +71,26 @@ class LaneHoldStore(ServiceStore):
             )
             removed = [from_row(LaneHold, row) for row in rows]
             return removed[0] if removed else None
+
+    async def forget_ended(self) -> int:
+        """Remove the overrides and roll-back passes (`override:<id>`, `rollback:<id>`) of
+        rollouts that have ended: nothing dispatches an ended rollout, and every judgement of
+        the lane reads every hold. One DELETE: two replicas pruning at once delete each row
+        once (the other deletes nothing). How many were removed."""
+        ended = (
+            select(RolloutRow.id)
+            .where(
+                RolloutRow.service == LaneHoldRow.service,
+                RolloutRow.ended_at.is_not(None),
+                or_(
+                    LaneHoldRow.kind == literal(override_kind("")) + RolloutRow.id,
+                    LaneHoldRow.kind == literal(roll_back_kind("")) + RolloutRow.id,
+                ),
+            )
+            .exists()
+        )
+        async with self._sessions.begin() as session:
+            removed = await session.execute(
+                delete(LaneHoldRow).where(ended, *self._scope).returning(LaneHoldRow.kind)
+            )
+            return len(removed.all())

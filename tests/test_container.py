@@ -74,8 +74,8 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def final_stage() -> list[tuple[str, str]]:
-    """(instruction, arguments) of the Dockerfile's last stage, continuation lines joined."""
+def stages() -> list[list[tuple[str, str]]]:
+    """(instruction, arguments) of each of the Dockerfile's stages, continuation lines joined."""
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     lines = [line for line in text.replace("\\\n", " ").splitlines() if line.strip()]
     stages: list[list[tuple[str, str]]] = []
@@ -88,7 +88,11 @@ def final_stage() -> list[tuple[str, str]]:
         if stages:
             stages[-1].append((instruction.upper(), arguments.strip()))
     assert len(stages) >= 2, "a multi-stage build"
-    return stages[-1]
+    return stages
+
+
+def final_stage() -> list[tuple[str, str]]:
+    return stages()[-1]
 
 
 def health_paths(command: str) -> list[str]:
@@ -114,6 +118,27 @@ def test_the_final_stage_runs_as_a_non_root_user_with_a_healthcheck_on_healthz()
         if instruction == "RUN"
         for tool in ("apt-get", "gcc", "build-essential", "pip wheel")
     )
+
+
+def test_every_dependency_the_image_installs_is_locked_with_its_hashes() -> None:
+    """Two builds of one commit ship the same libraries: each pip command that would resolve
+    dependencies takes requirements.lock in hash-checking mode (`make lock`); the bot's own
+    wheel comes without its dependencies."""
+    commands = [
+        command
+        for stage in stages()
+        for instruction, arguments in stage
+        if instruction == "RUN"
+        for command in arguments.split("&&")
+        if re.search(r"\bpip (install|wheel)\b", command)
+    ]
+    assert commands
+    for command in commands:
+        words = shlex.split(command)
+        locked = "--require-hashes" in words and any(
+            word.endswith("requirements.lock") for word in words
+        )
+        assert locked or "--no-deps" in words, command
 
 
 def test_compose_runs_two_replicas_after_migrate_with_real_commands_and_paths() -> None:

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from cleared import cleared_rollout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from replicas import replica_sessions
@@ -20,21 +21,40 @@ from bot.domain.errors import InvalidCommand, PlanError
 from bot.domain.freeze import (
     LANE_FREEZE,
     LANE_LOCK,
+    ROLL_BACK_LASTS,
     Frozen,
     LaneHold,
     Locked,
     SecondApproverNeeded,
+    StaleRollBack,
+    TrackCompletion,
     freeze_end,
     freeze_in_force,
     freezes_in_force,
     lane_refusal,
     override_kind,
+    roll_back_kind,
+    stale_roll_back,
 )
 from bot.domain.plan.freezes import CalendarFreeze
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Phase,
+    Preflight,
+    Rollout,
+    Track,
+    TrackState,
+    cancel_preflight,
+)
 from bot.domain.rollout_command import Freeze, Lock, Start, Unlock, parse_command
 from bot.plan_file import load_plan, parse_plan
 from bot.services.lane import ReleaseLane
+from bot.services.retention import Retention
+from storage.claims import ClaimStore
+from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
+from storage.rollout_store import RolloutStore
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -414,7 +434,13 @@ async def test_a_roll_backs_pass_lets_its_dispatch_through_freeze_and_lock_only(
     # a scheduled dispatch, a run linked by hand.
     async with replica_sessions(database_url, 1) as (sessions,):
         store = LaneHoldStore(sessions)
-        lane = ReleaseLane(holds=store, plan=load_plan(None), clock=lambda: NOW, words=lane_words)
+        lane = ReleaseLane(
+            holds=store,
+            plan=load_plan(None),
+            clock=lambda: NOW,
+            words=lane_words,
+            rollouts=Recent(),
+        )
         await store.take(LaneHold(LANE_FREEZE, "U1", "holidays", NOW, NOW + timedelta(days=9)))
         await store.take(LaneHold(LANE_LOCK, "U1", "INC-7", NOW))
         assert isinstance(await lane.refusal(actor="U2", rollout_id="r-back"), Locked)
@@ -430,6 +456,131 @@ async def test_a_roll_backs_pass_lets_its_dispatch_through_freeze_and_lock_only(
         at = NOW + timedelta(days=1)
         assert isinstance(await lane.refusal(actor="U2", at=at), Frozen)  # nor a scheduled one
         assert await lane.refusal(actor="U2", rollout_id="r-back") is None
+
+
+async def test_the_holds_of_ended_rollouts_go_with_the_retention_once_on_two_replicas(
+    database_url: str,
+) -> None:
+    # Every judgement of the lane reads every hold: an override or roll-back pass is of no use
+    # once its rollout ended, and goes at the next prune (both replicas prune hourly).
+    async with replica_sessions(database_url, 2) as (first, second):
+        plan = load_plan(None)
+        rollouts = RolloutStore(first, clock=lambda: NOW)
+        ended = cleared_rollout(plan, now=NOW, rollout_id="r-ended")
+        ended = await rollouts.create(rollout=ended, plan=plan)
+        await rollouts.save(cancel_preflight(ended, actor="U1", now=NOW))
+        live = cleared_rollout(plan, now=NOW, rollout_id="r-live")
+        await rollouts.create(rollout=live, plan=plan)
+        store = LaneHoldStore(first)
+        until = NOW + timedelta(hours=1)
+        kept = [
+            LaneHold(LANE_FREEZE, "U1", "incident", NOW, until),
+            LaneHold(LANE_LOCK, "U1", "db work", NOW),
+            LaneHold(override_kind("r-live"), "U2", "hotfix", NOW, until),
+            LaneHold(roll_back_kind("r-live"), "U2", "a roll back of `v1.4.1`", NOW),
+        ]
+        gone = [
+            LaneHold(override_kind("r-ended"), "U2", "hotfix", NOW, until),
+            LaneHold(roll_back_kind("r-ended"), "U2", "a roll back of `v1.4.1`", NOW),
+        ]
+        for hold in kept + gone:
+            await store.take(hold)
+
+        removed = await asyncio.gather(*(LaneHoldStore(s).forget_ended() for s in (first, second)))
+
+        assert sorted(removed) == [0, 2]  # each row once
+        assert sorted(await store.current(), key=lambda h: h.kind) == sorted(
+            kept, key=lambda h: h.kind
+        )
+        retention = Retention(
+            claims=ClaimStore(second), deliveries=DeliveryLog(second), holds=LaneHoldStore(second)
+        )
+        await store.take(gone[0])
+        await retention.prune(now=NOW)
+        assert len(await store.current()) == len(kept)
+
+
+class Recent:
+    """The service's latest rollouts (the lane's `RecentRollouts`), as the test sets them."""
+
+    def __init__(self, *rollouts: Rollout) -> None:
+        self.rollouts = list(rollouts)
+
+    async def recent(self, limit: int = 10) -> list[Rollout]:
+        return self.rollouts[:limit]
+
+
+def released(rollout_id: str, tag: str, *, relay_at: datetime | None) -> Rollout:
+    """A rollout whose relay track completed at `relay_at` (still running without one)."""
+    clear = Check(CheckState.PASS, "ok")
+    relay = Track("relay", TrackState.COMPLETED, ended_at=relay_at) if relay_at else Track("relay")
+    return Rollout(
+        id=rollout_id,
+        tag=tag,
+        channel_id="C1",
+        started_by="U1",
+        phase=Phase.RUNNING,
+        tracks=(relay, Track("desktop")),
+        preflight=Preflight(clear, clear, clear),
+        created_at=NOW - timedelta(days=1),
+    )
+
+
+def test_a_roll_backs_pass_holds_until_a_newer_release_completes_a_track_or_a_day() -> None:
+    clicked = LaneHold(roll_back_kind("r-back"), "U2", "a roll back of `v1.4.2`", NOW)
+    clicked = replace(clicked, overrides="v1.4.2")
+    later = NOW + timedelta(hours=1)
+    newer = TrackCompletion("r-new", "v1.5.0", "Relay", later)
+    before = TrackCompletion("r-old", "v1.4.0", "Relay", NOW - timedelta(hours=1))
+    replaced = TrackCompletion("r-2", "v1.4.2", "Desktop", later)  # the release it replaces
+    itself = TrackCompletion("r-back", "v1.4.1", "Relay", later)
+    assert stale_roll_back(clicked, [before, replaced, itself], later) is None
+    assert stale_roll_back(clicked, [before, newer], later) == StaleRollBack(
+        NOW, ROLL_BACK_LASTS, newer=newer
+    )
+    assert stale_roll_back(clicked, [], NOW + ROLL_BACK_LASTS - timedelta(seconds=1)) is None
+    assert stale_roll_back(clicked, [], NOW + ROLL_BACK_LASTS) == StaleRollBack(
+        NOW, ROLL_BACK_LASTS
+    )
+
+
+async def test_a_stale_roll_back_is_judged_as_any_dispatch_and_says_why(
+    database_url: str,
+) -> None:
+    # A roll back left in its preflight while a newer release went out would put back an older
+    # release than the one live: its pass no longer holds, and the refusal says why.
+    async with replica_sessions(database_url, 1) as (sessions,):
+        store = LaneHoldStore(sessions)
+        recent = Recent(released("r-2", "v1.4.2", relay_at=NOW - timedelta(hours=2)))
+        now = [NOW]
+        plan = load_plan(None)
+        lane = ReleaseLane(
+            holds=store, plan=plan, clock=lambda: now[0], words=lane_words, rollouts=recent
+        )
+        await store.take(LaneHold(LANE_FREEZE, "U1", "holidays", NOW, NOW + timedelta(days=9)))
+        await lane.roll_back_for(rollout_id="r-back", actor="U2", replaced="v1.4.2")
+        assert await lane.refusal(actor="U2", rollout_id="r-back") is None
+
+        recent.rollouts.insert(0, released("r-new", "v1.5.0", relay_at=NOW + timedelta(hours=1)))
+        now[0] = NOW + timedelta(hours=2)
+        refused = await lane.refusal(actor="U2", rollout_id="r-back")
+        assert isinstance(refused, Frozen) and refused.stale is not None
+        said = lane_words.lane_refusal_text(refused)
+        label = plan.track("relay").label
+        assert said.startswith(f"This roll back is stale: `v1.5.0` (r-new) completed {label}")
+        assert "older release than the one live" in said and "Deploys are frozen" in said
+
+        recent.rollouts.pop(0)  # a day after the click, with no newer release
+        assert await lane.refusal(actor="U2", rollout_id="r-back") is None
+        now[0] = NOW + ROLL_BACK_LASTS
+        await store.release(LANE_FREEZE)
+        await store.take(LaneHold(LANE_LOCK, "U1", "INC-7", NOW))
+        refused = await lane.refusal(actor="U2", rollout_id="r-back")
+        assert isinstance(refused, Locked) and refused.stale is not None
+        assert lane_words.lane_refusal_text(refused).startswith(
+            "This roll back is stale: it was clicked at"
+        )
+        assert "more than 24h ago" in lane_words.lane_refusal_text(refused)
 
 
 @settings(max_examples=300, deadline=None)

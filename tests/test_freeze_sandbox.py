@@ -15,7 +15,7 @@ from sandbox_views import audit_results, dispatched, finish, value_of
 from test_controls import sandbox_for
 
 from bot.adapters.slack.control_views import REASON_ACTION, REASON_BLOCK
-from bot.domain.freeze import LANE_LOCK, LaneHold
+from bot.domain.freeze import LANE_LOCK, ROLL_BACK_LASTS, LaneHold
 from bot.domain.rollout import Phase, Rollout, holding_tracks
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
@@ -253,7 +253,10 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
         opened = await box.slack.wait_for_call("views.open")
         assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
         started = await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != replaced.id)
-        told = "A roll back: not held by the freeze or the lock; its Dispatch goes through."
+        told = (
+            "A roll back: not held by the freeze or the lock; its Dispatch goes through within "
+            "24h, unless a newer release goes out first."
+        )
         await box.slack.wait_for(lambda: any(told in r.rendered for r in replaced_card.replies))
 
         await box.click("confirm_flags", message=card(box))
@@ -271,6 +274,33 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
             e for e in await box.audit.list_for_rollout(replaced.id) if e.action == "redeploy"
         ]
         assert (redeploy.detail or {})["locked_by"] == OTHER
+
+
+async def test_a_roll_back_left_in_its_preflight_for_a_day_is_stale_and_held_by_the_freeze(
+    tmp_path: Path, database_url: str
+) -> None:
+    approvers = f"{RELEASE_MANAGER},{OTHER}"
+    async with sandbox_for(tmp_path, database_url, window="1s", approvers=approvers) as box:
+        every_gate_passes(box)
+        await finish(box, "v1.4.1")
+        replaced = await finish(box, "v1.4.2")
+        replaced_card = box.card_message()
+        redeploy = await value_of(box, "redeploy", "relay")
+        await box.command("freeze 72h holiday freeze", user=OTHER)
+        await box.click("redeploy", value=redeploy, message=replaced_card)
+        opened = await box.slack.wait_for_call("views.open")
+        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != replaced.id)
+        await box.click("confirm_flags", message=card(box))
+        await box.wait_for_button("dispatch")
+
+        await box.pass_time(ROLL_BACK_LASTS)
+
+        refused = await box.click("dispatch", message=card(box))
+        assert refused is not None and "This roll back is stale: it was clicked at" in refused
+        assert "more than 24h ago" in refused and f"Deploys are frozen by <@{OTHER}>" in refused
+        assert "[Override freeze…]" in refused  # an approver may still override it
+        assert len(box.github.dispatches) == 2  # v1.4.1 and v1.4.2 only
 
 
 async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispatches_once(

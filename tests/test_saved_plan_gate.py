@@ -1,9 +1,10 @@
 """A rollout's saved plan with thresholds that plan files now refuse: the gate holds.
 
-Plan files refuse an error threshold of 1 or more (`1` meant as 1%) and -0; a rollout saved
-before keeps its plan. Its gate never PASSes on such a threshold (1 is 100%: no error rate
-exceeds it) and never crashes on -0: it holds, INCONCLUSIVE, naming the saved figure, unless a
-rule it can apply fails. The card and its Roll back keep working.
+Plan files refuse an error threshold of 1 or more (`1` meant as 1%), -0 and a baseline crash
+rate above 1 (`2` meant as 2%); a rollout saved before keeps its plan. Its gate never PASSes on
+such a figure (1 is 100%: no error rate exceeds it; twice 2 is a limit no crash rate reaches)
+and never crashes on -0: it holds, INCONCLUSIVE, naming the saved figure, unless a rule it can
+apply fails. The card and its Roll back keep working.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ PASSING = {"baseline_crash": D("0.001"), "current_crash": D("0.001"), "sample": 
 
 
 def saved_plan(**thresholds: str) -> RolloutPlan:
-    """The built-in plan as a rollout saved it, with the relay's and desktop's `thresholds`."""
+    """The built-in plan as a rollout saved it, with the relay's and desktop's `thresholds`
+    (and `baseline_crash_rate`, of their metrics)."""
     data: dict[str, Any] = load_plan(None).model_dump(mode="json", by_alias=True)
     for track in data["tracks"].values():
         for key, value in thresholds.items():
-            if key != "error_threshold" or track["gate"] == "relay":
+            if key == "baseline_crash_rate":
+                track["metrics"][key] = value
+            elif key != "error_threshold" or track["gate"] == "relay":
                 track["thresholds"][key] = value
     return RolloutPlan.model_validate(data, context=STORED_PLAN)
 
@@ -69,6 +73,57 @@ def test_a_saved_unusable_threshold_holds_the_gate_naming_it(
     assert named in verdict.summary and "fix the plan" in verdict.summary
     said = verdict_reason(verdict, metric_rows(verdict, None))
     assert said.startswith("Holding: the plan this rollout was saved with has")
+
+
+@pytest.mark.parametrize("track", ["relay", "desktop"])
+def test_a_saved_baseline_above_one_holds_the_gate_naming_it(track: str) -> None:
+    """`baseline_crash_rate: 2` meant as 2%: twice 2 is a limit no crash rate reaches, so a
+    crash rate of 3% (1.5 times 2%) used to PASS. Plan files refuse it; a saved plan holds."""
+    plan_track = saved_plan(baseline_crash_rate="2").track(track)
+    crashing = {"baseline_crash": D("2"), "current_crash": D("0.03"), "sample": 5000}
+
+    verdict = plan_track.evaluate_gate(current_error=D("0"), **crashing)
+
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.UNUSABLE_THRESHOLD,
+    )
+    assert (verdict.baseline_crash, verdict.crash_limit) == (D("2"), None)
+    assert "baseline_crash_rate 2, which is 200%" in verdict.summary
+    said = verdict_reason(verdict, metric_rows(verdict, None))
+    assert said.startswith("Holding: the plan this rollout was saved with has baseline_crash_rate")
+
+
+def test_a_saved_baseline_above_one_still_rolls_back_on_the_error_rate() -> None:
+    relay = saved_plan(baseline_crash_rate="2").track("relay")
+    verdict = relay.evaluate_gate(
+        baseline_crash=D("2"), current_crash=D("0.001"), current_error=D("0.5"), sample=5000
+    )
+    assert (verdict.verdict, verdict.reason) == (Verdict.ROLLBACK, GateReason.ERROR_RATE)
+    assert verdict.baseline_crash == D("2")
+
+
+def test_a_plan_file_refuses_a_baseline_above_one() -> None:
+    data: dict[str, Any] = load_plan(None).model_dump(mode="json", by_alias=True)
+    data["tracks"]["relay"]["metrics"]["baseline_crash_rate"] = "2"
+    with pytest.raises(ValueError, match="above 1"):
+        RolloutPlan.model_validate(data)
+
+
+@given(
+    baseline=st.decimals(min_value=D("1.0001"), max_value=100, places=4),
+    crash=st.decimals(min_value=0, max_value=1, places=4),
+)
+def test_a_saved_baseline_above_one_never_passes(baseline: Decimal, crash: Decimal) -> None:
+    for track in ("relay", "desktop"):
+        verdict = (
+            saved_plan(baseline_crash_rate=str(baseline))
+            .track(track)
+            .evaluate_gate(
+                baseline_crash=baseline, current_crash=crash, current_error=D("0"), sample=5000
+            )
+        )
+        assert verdict.verdict is not Verdict.PASS
 
 
 def test_a_saved_negative_zero_multiplier_holds_the_desktop_gate() -> None:

@@ -10,7 +10,9 @@ one that replaced them, or one in force alongside that it was not given for. A l
 everyone else's start and dispatch. Neither ever stops a running rollout: promote, roll back
 and the kill-switch are never judged here; nor a roll back of a completed release that goes as
 a new rollout of the previous tag (its roll-back pass, `rollback:<rollout id>`: its dispatch
-passes every freeze and lock). The edge words the refusals
+passes every freeze and lock while it is a roll back: until a newer release completes a track
+after the roll back was clicked, and for ROLL_BACK_LASTS; `stale_roll_back`). The edge words
+the refusals
 (`bot.adapters.slack.lane_words`).
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
@@ -38,7 +40,8 @@ class LaneHold:
     `override:<rollout id>` (an approver's override of a freeze for one rollout; `overrides`
     holds the `Freeze.key`s of the freezes in force it overrode, one a line) or
     `rollback:<rollout id>` (the rollout was started as a roll back of a completed release:
-    `reason` names the tag it replaces). Each service has its own lane (`service`)."""
+    `reason` names the tag it replaces, which `overrides` holds). Each service has its own
+    lane (`service`)."""
 
     kind: str
     actor: str
@@ -76,6 +79,29 @@ class Frozen:
     """The start refused is the adoption of a run the bot did not start."""
     publish: bool = False
     """The start refused is the npm Release workflow's run (it publishes packages)."""
+    stale: StaleRollBack | None = None
+    """The dispatch refused is of a roll back whose pass no longer holds."""
+
+
+@dataclass(frozen=True)
+class TrackCompletion:
+    """A rollout's track that completed (its release went out on it) at `at`."""
+
+    rollout_id: str
+    tag: str
+    track: str
+    """The track's label."""
+    at: datetime
+
+
+@dataclass(frozen=True)
+class StaleRollBack:
+    """A roll back that no longer passes the lane (`stale_roll_back`), clicked at `clicked`:
+    a newer release went out after it (`newer`), or it is `lasts` old."""
+
+    clicked: datetime
+    lasts: timedelta
+    newer: TrackCompletion | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,8 @@ class Locked:
     """A start or dispatch refused by someone else's lock."""
 
     lock: LaneHold
+    stale: StaleRollBack | None = None
+    """The dispatch refused is of a roll back whose pass no longer holds."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +139,37 @@ def roll_back_pass(holds: Sequence[LaneHold], rollout_id: str | None) -> LaneHol
         return None
     kind = roll_back_kind(rollout_id)
     return next((hold for hold in holds if hold.kind == kind), None)
+
+
+ROLL_BACK_LASTS = timedelta(hours=24)
+"""How long after its click a roll back passes the lane. A roll back is dispatched at once, in
+an incident; one left in its preflight for a day is a release like any other (production may
+have been fixed forward meanwhile, outside the bot), judged by the freeze and the lock: an
+approver may still override the freeze. A day still covers a roll back clicked on a Friday
+evening and dispatched the next morning."""
+
+
+def stale_roll_back(
+    roll_back: LaneHold, completions: Sequence[TrackCompletion], now: datetime
+) -> StaleRollBack | None:
+    """Why the roll-back pass `roll_back` no longer passes at `now`, or None while it does:
+    a rollout other than the roll back and the release it replaces (`overrides`) completed a
+    track after the click (dispatching would put back an older release than the one live; the
+    latest such completion is named), or the click is ROLL_BACK_LASTS old."""
+    roll_back_id = roll_back.kind.removeprefix("rollback:")
+    newer = [
+        each
+        for each in completions
+        if each.rollout_id != roll_back_id
+        and each.tag != roll_back.overrides
+        and each.at > roll_back.since
+    ]
+    if newer:
+        latest = max(newer, key=lambda each: each.at)
+        return StaleRollBack(roll_back.since, ROLL_BACK_LASTS, newer=latest)
+    if now >= roll_back.since + ROLL_BACK_LASTS:
+        return StaleRollBack(roll_back.since, ROLL_BACK_LASTS)
+    return None
 
 
 def freezes_in_force(

@@ -126,7 +126,7 @@ class GateVerdict:
         )
 
     def _unusable_clause(self) -> str:
-        threshold = self.error_threshold
+        threshold, baseline = self.error_threshold, self.baseline_crash
         if threshold is not None and unusable_error_threshold(threshold):
             what = f"error_threshold {format_rate(threshold)}"
             why = (
@@ -134,6 +134,9 @@ class GateVerdict:
                 if threshold.is_signed()
                 else f"is {format_rate(threshold * 100)}%: an error rate never exceeds it"
             )
+        elif baseline is not None and unusable_baseline(baseline):
+            what = f"baseline_crash_rate {format_rate(baseline)}"
+            why = f"is {format_rate(baseline * 100)}%: no crash rate reaches a limit drawn from it"
         else:
             what, why = f"crash_multiplier {format_rate(self.crash_multiplier)}", "is negative"
         return (
@@ -202,6 +205,13 @@ def unusable_error_threshold(threshold: Decimal) -> bool:
     return threshold.is_signed() or threshold >= 1
 
 
+def unusable_baseline(baseline: Decimal | None) -> bool:
+    """A baseline crash rate above 1 (`2` meant as 2%): a rate is a fraction, and twice 2 is a
+    limit no crash rate reaches. Plan files refuse it (and a live baseline above 1 is read as
+    missing, `bot.adapters.metrics`): only the fixed baseline of a plan saved before may."""
+    return baseline is not None and baseline.is_finite() and baseline > 1
+
+
 def evaluate_track(
     gate: GateKind,
     *,
@@ -214,17 +224,19 @@ def evaluate_track(
     min_sample: int = 0,
 ) -> GateVerdict:
     """A plan track's gate. A plan saved before plan files refused an error threshold of 1
-    or more and -0 may hold them: a rule on such a threshold is not applied (1 is 100%, which
-    no error rate exceeds; -0 is no limit a person meant), the others are, and when none of
-    them fails the gate holds, INCONCLUSIVE for UNUSABLE_THRESHOLD: never a PASS, never a
-    crash of the gate."""
+    or more and -0, or a baseline crash rate above 1, may hold them: a rule on such a figure is
+    not applied (1 is 100%, which no error rate exceeds; -0 is no limit a person meant; a
+    baseline of 2 makes a limit no crash rate reaches), the others are, and when none of them
+    fails the gate holds, INCONCLUSIVE for UNUSABLE_THRESHOLD: never a PASS, never a crash of
+    the gate."""
     bad_multiplier = crash_multiplier.is_signed()
     bad_error = error_threshold is not None and unusable_error_threshold(error_threshold)
+    bad_baseline = unusable_baseline(baseline_crash)
     multiplier = crash_multiplier.copy_abs()
     if gate is GateKind.RELAY:
         assert error_threshold is not None  # required for relay gates
         verdict = evaluate_relay(
-            baseline_crash=baseline_crash,
+            baseline_crash=None if bad_baseline else baseline_crash,
             current_crash=current_crash,
             current_error=None if bad_error else current_error,
             crash_multiplier=multiplier,
@@ -234,19 +246,20 @@ def evaluate_track(
         )
     else:
         verdict = evaluate_desktop(
-            baseline_crash=baseline_crash,
+            baseline_crash=None if bad_baseline else baseline_crash,
             current_crash=current_crash,
             crash_multiplier=multiplier,
             sample=sample,
             min_sample=min_sample,
         )
-    if not (bad_multiplier or bad_error):
+    if not (bad_multiplier or bad_error or bad_baseline):
         return verdict
     shown = replace(
         verdict,
         crash_multiplier=crash_multiplier,
         error_threshold=error_threshold,
         current_error=current_error,
+        baseline_crash=baseline_crash,
     )
     failed = verdict.verdict in (Verdict.ROLLBACK, Verdict.KILL_SWITCH)
     if failed and not (bad_multiplier and verdict.reason is GateReason.CRASH_RATE):

@@ -20,6 +20,8 @@ from bot.domain.freeze import (
     Frozen,
     LaneHold,
     LaneRefusal,
+    Locked,
+    TrackCompletion,
     freeze_in_force,
     freezes_in_force,
     lane_refusal,
@@ -27,9 +29,10 @@ from bot.domain.freeze import (
     override_kind,
     roll_back_kind,
     roll_back_pass,
+    stale_roll_back,
 )
 from bot.domain.plan import RolloutPlan, TwoPersonAction
-from bot.domain.rollout import Phase, Rollout
+from bot.domain.rollout import Phase, Rollout, TrackState
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import Clock
 from bot.services.requests import current_entry
@@ -43,8 +46,21 @@ class LaneHolds(Protocol):
         self, hold: LaneHold, *, replace: bool = False, later: bool = False
     ) -> LaneHold: ...
     async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None: ...
+    async def forget_ended(self) -> int: ...
 
     # Here rather than in ports.py, which is at the 400-line limit.
+
+
+class RecentRollouts(Protocol):
+    """The service's latest rollouts, newest first (`storage.rollout_store`): a roll back's
+    pass ends once a newer release completes a track."""
+
+    async def recent(self, limit: int = 10) -> list[Rollout]: ...
+
+
+RECENT_DEPTH = 50
+"""How many of the latest rollouts are searched for a release newer than a roll back (more
+than are started in a day, ROLL_BACK_LASTS, which bounds a roll back anyway)."""
 
 
 class LaneClosed(RolloutError):
@@ -81,6 +97,7 @@ class ReleaseLane:
     plan: RolloutPlan
     clock: Clock
     words: LaneWords
+    rollouts: RecentRollouts
     service: str = DEFAULT_SERVICE
     """The service whose lane this is: its holds are written for it."""
 
@@ -101,8 +118,9 @@ class ReleaseLane:
         """Why the lane refuses `actor` a start (`rollout_id` None) or the dispatch of
         `rollout_id`, or None. The lock is judged now; the freeze now, or for a start scheduled
         `at` a later time, as it is known now to be then. A rollout started as a roll back of a
-        completed release (`roll_back_for`) passes both: the request's audit event says what it
-        passed."""
+        completed release (`roll_back_for`) passes both while its pass is not stale
+        (`stale_roll_back`): the request's audit event says what it passed, or why the roll
+        back was judged as any dispatch."""
         holds, now = await self.holds.current(), self.clock()
         freeze = freeze_in_force(self.plan.freezes, holds, at or now, rollout_id=rollout_id)
         refused = lane_refusal(
@@ -116,11 +134,17 @@ class ReleaseLane:
         current = current_entry.get()
         roll_back = roll_back_pass(holds, rollout_id)
         if refused is not None and roll_back is not None:
+            stale = stale_roll_back(roll_back, await self.completions(), now)
+            if stale is None:
+                if current is not None:
+                    current.detail.update(
+                        roll_back_passed(freeze, lock_of(holds), actor), roll_back=roll_back.reason
+                    )
+                return None
+            if isinstance(refused, Frozen | Locked):
+                refused = replace(refused, stale=stale)
             if current is not None:
-                current.detail.update(
-                    roll_back_passed(freeze, lock_of(holds), actor), roll_back=roll_back.reason
-                )
-            return None
+                current.detail.update(stale_roll_back=roll_back.reason)
         if isinstance(refused, Frozen) and at is not None:
             return replace(refused, at=at)
         if refused is None and override is not None and freeze is not None and current:
@@ -163,13 +187,17 @@ class ReleaseLane:
         counted). A lock is left out: it is judged at the time, and may be gone by then."""
         holds = [hold for hold in await self.holds.current() if hold.kind != LANE_LOCK]
         held: dict[str, Frozen] = {}
+        completions: list[TrackCompletion] | None = None
         for rollout in rollouts:
             schedule = rollout.schedule
             if schedule is None or not schedule.pending or rollout.phase is not Phase.PREFLIGHT:
                 continue
-            if roll_back_pass(holds, rollout.id) is not None:
-                continue
             at = schedule.at
+            roll_back = roll_back_pass(holds, rollout.id)
+            if roll_back is not None:
+                completions = await self.completions() if completions is None else completions
+                if stale_roll_back(roll_back, completions, at) is None:
+                    continue
             refused = lane_refusal(
                 actor=rollout.started_by,
                 freeze=freeze_in_force(self.plan.freezes, holds, at, rollout_id=rollout.id),
@@ -184,17 +212,29 @@ class ReleaseLane:
 
     async def roll_back_for(self, *, rollout_id: str, actor: str, replaced: str) -> LaneState:
         """Record that `rollout_id` was started by `actor` as a roll back of `replaced`, a
-        completed release: no freeze or lock holds its dispatch (or the link of its run). The
-        lane now, which it passes (for the thread)."""
+        completed release: no freeze or lock holds its dispatch (or the link of its run) while
+        it is a roll back (`stale_roll_back`). The lane now, which it passes (for the
+        thread)."""
         hold = LaneHold(
             roll_back_kind(rollout_id),
             actor,
             f"a roll back of `{replaced}`",
             since=self.clock(),
+            overrides=replaced,
             service=self.service,
         )
         await self.holds.take(hold, replace=True)
         return await self.state()
+
+    async def completions(self) -> list[TrackCompletion]:
+        """The tracks the service's latest rollouts completed, labelled by the plan."""
+        labels = {name: track.label for name, track in self.plan.tracks.items()}
+        return [
+            TrackCompletion(rollout.id, rollout.tag, labels.get(track.name, track.name), ended)
+            for rollout in await self.rollouts.recent(RECENT_DEPTH)
+            for track in rollout.tracks
+            if track.state is TrackState.COMPLETED and (ended := track.ended_at) is not None
+        ]
 
     async def override_for(
         self, *, rollout_id: str, actor: str, reason: str, at: datetime | None = None

@@ -1,5 +1,6 @@
 """Forgetting what is no longer needed: old action claims, webhook deliveries, protection
-rules' requests and the ended looks at npm Release runs (the audit trail stays)."""
+rules' requests, the ended looks at npm Release runs and the lane's holds of ended rollouts
+(the audit trail stays)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain.npm import RELEASE_TIMER
+from bot.services.lane import LaneHolds
 from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
 
 log = logging.getLogger(__name__)
@@ -16,13 +18,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Retention:
     """How long action claims, webhook deliveries, protection rules' requests and the ended
-    looks at npm Release runs (a timer each, `bot.services.npm_release`) are kept."""
+    looks at npm Release runs (a timer each, `bot.services.npm_release`) are kept; the
+    overrides and roll-back passes of ended rollouts (`holds`, every service's) go at the
+    first prune after their rollout ended."""
 
     claims: Claims
     deliveries: Deliveries
     keep: timedelta = timedelta(days=30)
     rules: ProtectionRuleRequests | None = None
     timers: Timers | None = None
+    holds: LaneHolds | None = None
 
     async def prune(self, *, now: datetime) -> None:
         """Forget what is older than `keep` (deleting twice is harmless; a request still
@@ -36,6 +41,7 @@ class Retention:
             if self.timers is not None
             else 0
         )
+        holds = await self.holds.forget_ended() if self.holds is not None else 0
         if claims or deliveries or requests or looks:
             log.info(
                 "retention: forgot %d action claims, %d webhook deliveries, %d protection "
@@ -46,3 +52,5 @@ class Retention:
                 looks,
                 before,
             )
+        if holds:
+            log.info("retention: forgot %d lane holds of ended rollouts", holds)

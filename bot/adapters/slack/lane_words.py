@@ -8,7 +8,16 @@ from datetime import datetime
 from bot.adapters.slack.actions import Action
 from bot.adapters.slack.blocks import BlockJson, actions, as_json, button, section
 from bot.adapters.slack.mrkdwn import person, slack_time
-from bot.domain.freeze import Freeze, Frozen, LaneHold, LaneRefusal, Locked, SecondApproverNeeded
+from bot.domain.durations import format_duration
+from bot.domain.freeze import (
+    Freeze,
+    Frozen,
+    LaneHold,
+    LaneRefusal,
+    Locked,
+    SecondApproverNeeded,
+    StaleRollBack,
+)
 from bot.services.lane import LaneState
 
 
@@ -23,11 +32,29 @@ def lock_text(lock: LaneHold) -> str:
     return f"The release lane is locked by {person(lock.actor)} since {slack_time(lock.since)}{why}"
 
 
+def stale_text(stale: StaleRollBack | None) -> str:
+    """Why a roll back's dispatch is judged as any other (`This roll back is stale: …`), or
+    nothing when it is not a stale roll back."""
+    if stale is None:
+        return ""
+    clicked = slack_time(stale.clicked)
+    if stale.newer is not None:
+        newer = stale.newer
+        why = (
+            f"`{newer.tag}` ({newer.rollout_id}) completed {newer.track} at "
+            f"{slack_time(newer.at)}, after it was clicked at {clicked}, so dispatching it "
+            "would put back an older release than the one live"
+        )
+    else:
+        why = f"it was clicked at {clicked}, more than {format_duration(stale.lasts)} ago"
+    return f"This roll back is stale: {why}; the lane judges it as any dispatch. "
+
+
 def lane_refusal_text(refused: LaneRefusal) -> str:
     if isinstance(refused, Locked):
         return (
-            f"{lock_text(refused.lock)}. Ask them to `/rollout unlock`, or an approver may "
-            "unlock it with a reason."
+            f"{stale_text(refused.stale)}{lock_text(refused.lock)}. Ask them to "
+            "`/rollout unlock`, or an approver may unlock it with a reason."
         )
     if isinstance(refused, SecondApproverNeeded):
         return (
@@ -38,9 +65,10 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     assert isinstance(refused, Frozen)
     if refused.link:
         return (
-            f"{freeze_text(refused.freeze)}. Linking a run approves its first stages, so it "
-            "waits for the freeze to end or be lifted (`/rollout unfreeze`); then link the run "
-            "again. Do not click Dispatch meanwhile: the run to link already exists."
+            f"{stale_text(refused.stale)}{freeze_text(refused.freeze)}. Linking a run approves "
+            "its first stages, so it waits for the freeze to end or be lifted "
+            "(`/rollout unfreeze`); then link the run again. Do not click Dispatch meanwhile: "
+            "the run to link already exists."
         )
     if refused.publish:
         return (
@@ -57,8 +85,8 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
 
     when = f"At {slack_time(refused.at)}: " if refused.at is not None else ""
     return (
-        f"{when}{freeze_text(refused.freeze)}. Running rollouts keep their gates and rollbacks. "
-        f"An approver may override: {override}."
+        f"{stale_text(refused.stale)}{when}{freeze_text(refused.freeze)}. Running rollouts "
+        f"keep their gates and rollbacks. An approver may override: {override}."
     )
 
 

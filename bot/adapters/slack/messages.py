@@ -15,6 +15,7 @@ from bot.adapters.slack.mrkdwn import slack_time as slack_time
 from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
+from bot.domain.freeze import ROLL_BACK_LASTS
 from bot.domain.gate import GateKind, GateReason, gate_reason_words
 from bot.domain.github_events import GitHubReported
 from bot.domain.permissions import TwoPersonRefusal
@@ -383,4 +384,8 @@ def _roll_back_passes(event: Redeploying) -> str:
         for name, on in (("the freeze", event.freeze), ("the lock", event.lock))
         if on is not None
     )
-    return f" A roll back: not held by {what}; its Dispatch goes through. ({' '.join(held)})"
+    within = format_duration(ROLL_BACK_LASTS)
+    return (
+        f" A roll back: not held by {what}; its Dispatch goes through within {within}, unless "
+        f"a newer release goes out first. ({' '.join(held)})"
+    )
