@@ -5,6 +5,7 @@ rest-api, "Follow any redirects that the API sends you"). The sandbox's `rename`
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,6 +122,17 @@ async def test_the_apps_answer_at_a_renamed_repositorys_former_name_is_applied_a
             for r in box.github.requests
             if r.method == "POST" and r.path.endswith("/deployment_protection_rule")
         ][-2:] == [307, 204]
+        # The next stage asks after the rename: GitHub names the repository anew in the
+        # request, and the bot knows it by its id.
+        await box.github.settle()
+        [asked] = [
+            d
+            for d in box.github.app_hook.deliveries
+            if d.event == "deployment_protection_rule"
+            and json.loads(d.body)["environment"] == "relay-rollout-100"
+        ]
+        assert json.loads(asked.body)["repository"]["full_name"] == RENAMED
+        assert asked.result == "followed"
 
 
 # -- temporary redirections and error pages (GitHub's REST docs, "HTTP redirects") ---------------
