@@ -667,6 +667,26 @@ async def test_a_secondary_rate_limit_with_retry_after_holds_every_call_back_unt
         await elsewhere.close()
 
 
+async def test_a_read_is_never_asked_again_before_a_longer_retry_after(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    """A `Retry-After` longer than the bot may wait on a read (30 s): urllib3 would sleep 30 s
+    and ask again, 570 s before GitHub allows. The read fails at once with GitHub's wait."""
+    gh.retry_after = 600
+    run_id = await dispatch(gateway)
+    path = f"/repos/{REPOSITORY}/actions/runs/{run_id}"
+    gh.fault_next("GET", path, "secondary_rate_limit", times=2)
+    began = time.monotonic()
+
+    with pytest.raises(GitHubRateLimited) as limited:
+        await gateway.snapshot(run_id)
+
+    assert time.monotonic() - began < 5  # nothing slept on
+    assert statuses(gh, "GET", path) == [403]  # asked once
+    assert limited.value.retry_after == 600
+    assert "try again in 600 s." in limited.value.message
+
+
 def test_secondary_rate_limits_wait_at_most_the_longest_with_jitter(clock: ManualClock) -> None:
     draws = iter([0.0, 1.0] * 10)
     backoff = SecondaryBackoff(clock, draw=lambda: next(draws))
