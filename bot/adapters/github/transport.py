@@ -4,7 +4,8 @@ conditional GETs, and GitHub's refusals and network failures turned into `GitHub
 PyGithub is synchronous. Every call runs in a thread pool (`GitHubWorkers`, one for every
 service of the app) through `loop.run_in_executor`. Reads (GET, HEAD) are retried by
 PyGithub's own `GithubRetry` on 5xx, timeouts, resets and rate limits, with backoff and
-jitter, honouring `Retry-After` and `X-RateLimit-Reset` up to a bound; writes are never
+jitter, honouring `Retry-After` and `X-RateLimit-Reset` up to a bound (a longer wait fails the
+read at once, `retry.ReadRetry`); writes are never
 repeated by the library: `unclear_answer` tells the caller when a write's outcome is unknown,
 so that it looks instead of sending again.
 Error messages say what a release engineer can do and never carry the token.
