@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 import pytest
 from figures import quiet_sandbox
+from hypothesis import HealthCheck, settings
 from services import missing
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -63,6 +64,12 @@ from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
 
 T = TypeVar("T")
+
+# Hypothesis's deadline and its too-slow health check time each example by the wall clock: on
+# a machine whose two cores the run keeps busy, an example that waited for a core fails them,
+# which says nothing of the code (no wall-clock limits in tests: bench/ measures speed).
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -583,7 +583,7 @@ async def test_a_stale_roll_back_is_judged_as_any_dispatch_and_says_why(
         assert "more than 24h ago" in lane_words.lane_refusal_text(refused)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 1, 1)))
 def test_any_instant_in_the_weekend_window_ends_on_the_next_monday_at_eight_in_berlin(
     instant: datetime,

@@ -254,7 +254,6 @@ def test_hundreds_of_signed_random_requests_break_nothing(
 
             @settings(
                 max_examples=EXAMPLES,
-                deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
             )

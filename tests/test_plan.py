@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.domain.durations import format_duration, parse_duration
@@ -566,7 +566,7 @@ DEFAULT_PATHS = leaf_paths(default_data())
 JUNK = st.sampled_from([None, "", "6o", -1, 0, 1.5, [], {}, ["x"], {"x": 1}, True, "x" * 300])
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     path=st.sampled_from(DEFAULT_PATHS),
     action=st.sampled_from(["replace", "delete", "add"]),

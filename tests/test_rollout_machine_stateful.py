@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from cleared import cleared_rollout
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -578,8 +578,6 @@ class RolloutWorld(RuleBasedStateMachine):
 RolloutWorld.TestCase.settings = settings(
     max_examples=60,
     stateful_step_count=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
 )
 TestRolloutWorld = RolloutWorld.TestCase
 
