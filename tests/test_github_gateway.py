@@ -628,6 +628,65 @@ async def test_secondary_rate_limits_in_a_row_hold_every_call_back_longer_each_t
         await elsewhere.close()
 
 
+async def test_a_secondary_rate_limit_with_retry_after_holds_every_call_back_until_then(
+    gh: GitHubSimulator, clock: ManualClock
+) -> None:
+    """GitHub's REST docs: "If the retry-after response header is present, you should not
+    retry your request until after that many seconds has elapsed." Not only the poller: a
+    person's call on those credentials is refused at once, unsent, with the wait; another
+    installation's calls go."""
+    gh.retry_after = 600
+    budget, other = RequestBudget(clock=clock), RequestBudget(clock=clock)
+    gateway = open_gateway(gh, budget=budget)
+    elsewhere = open_gateway(gh, budget=other)
+    try:
+        run_id = await dispatch(gateway)
+        waiting = f"/repos/{REPOSITORY}/actions/runs/{run_id}/pending_deployments"
+        gh.fault_next("POST", waiting, "secondary_rate_limit")
+        with pytest.raises(GitHubRateLimited) as limited:
+            await approve_canary(gateway, run_id)
+        assert limited.value.retry_after == 600
+        sent = len(gh.requests)
+        with pytest.raises(GitHubRateLimited) as held:  # a person's look, meanwhile
+            await gateway.snapshot(run_id)
+        assert len(gh.requests) == sent  # not sent
+        assert held.value.message.startswith("GitHub's secondary rate limit holds the bot's")
+        assert "nothing was sent to read run" in held.value.message
+        assert "try again in 10 min." in held.value.message
+        assert (await elsewhere.snapshot(run_id)).run_id == run_id  # its own limit
+
+        clock.advance(timedelta(seconds=599))
+        with pytest.raises(GitHubRateLimited) as held:
+            await approve_canary(gateway, run_id)
+        assert "try again in 1 s." in held.value.message
+        clock.advance(timedelta(seconds=1))
+        assert await approve_canary(gateway, run_id)
+        assert posts(gh, "/pending_deployments")[-1] == 200
+    finally:
+        await gateway.close()
+        await elsewhere.close()
+
+
+async def test_a_read_is_never_asked_again_before_a_longer_retry_after(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    """A `Retry-After` longer than the bot may wait on a read (30 s): urllib3 would sleep 30 s
+    and ask again, 570 s before GitHub allows. The read fails at once with GitHub's wait."""
+    gh.retry_after = 600
+    run_id = await dispatch(gateway)
+    path = f"/repos/{REPOSITORY}/actions/runs/{run_id}"
+    gh.fault_next("GET", path, "secondary_rate_limit", times=2)
+    began = time.monotonic()
+
+    with pytest.raises(GitHubRateLimited) as limited:
+        await gateway.snapshot(run_id)
+
+    assert time.monotonic() - began < 5  # nothing slept on
+    assert statuses(gh, "GET", path) == [403]  # asked once
+    assert limited.value.retry_after == 600
+    assert "try again in 600 s." in limited.value.message
+
+
 def test_secondary_rate_limits_wait_at_most_the_longest_with_jitter(clock: ManualClock) -> None:
     draws = iter([0.0, 1.0] * 10)
     backoff = SecondaryBackoff(clock, draw=lambda: next(draws))

@@ -142,13 +142,13 @@ async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
     refused = await poller.look(run_id, after=BASE)
 
     assert [r.status for r in refused] == [403]
-    paused = poller.scheduler.poller.paused_until
+    paused = poller.scheduler.poller.paused.get("")
     assert paused is not None and paused - poller.clock() > timedelta(minutes=50)
     for _ in range(5):  # GitHub said when the limit resets: not one request before that
         assert await poller.look(run_id, after=BASE * 10) == []
     resumed = await poller.look(run_id, after=timedelta(hours=1))
     assert [r.status for r in resumed] == [304] * len(RUN_PARTS)
-    assert poller.scheduler.poller.paused_until is None
+    assert poller.scheduler.poller.paused == {}
 
 
 async def test_a_rate_limit_that_says_no_wait_pauses_polling_longer_each_time(
@@ -171,12 +171,12 @@ async def test_a_rate_limit_that_says_no_wait_pauses_polling_longer_each_time(
     refused = await look(BASE)
 
     assert [r.status for r in refused] == [429]  # not asked again at once either
-    paused = poller.scheduler.poller.paused_until
+    paused = poller.scheduler.poller.paused.get("")
     assert paused is not None and paused - poller.clock() >= timedelta(minutes=1)
     assert await look(BASE * 5) == []  # 50 s: still waiting
     quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 403, secondary)
     assert [r.status for r in await look(paused - poller.clock())] == [403]
-    paused = poller.scheduler.poller.paused_until
+    paused = poller.scheduler.poller.paused.get("")
     assert paused is not None and paused - poller.clock() >= timedelta(minutes=2)  # doubled
     assert await look(timedelta(seconds=110)) == []
     resumed = await look(paused - poller.clock())

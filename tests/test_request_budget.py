@@ -9,7 +9,7 @@ the transport's run real PyGithub against the GitHub simulator.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.telemetry import PrometheusTelemetry
+from bot.domain.errors import GitHubRateLimited
 from bot.domain.rollout import Phase, Rollout
 from bot.domain.service import DEFAULT_SERVICE
 from bot.plan_file import load_plan
@@ -190,6 +191,81 @@ async def test_each_app_installation_paces_its_own_services_polls(
     assert runs.looked == ["billing:3", "billing:4"]  # after acme's were refused
     assert set(poller.deferred) == {"api:1", "web:2"}
     assert deferred(telemetry) == 2
+
+
+class GitHubRuns:
+    """Active rollouts whose every look reads their run on GitHub (real PyGithub against the
+    simulator) through their service's gateway, on its budget."""
+
+    def __init__(self, gateways: Mapping[str, PyGithubGateway], rollouts: list[Rollout]) -> None:
+        self.gateways = gateways
+        self.rollouts = rollouts
+
+    async def active(self) -> list[Rollout]:
+        return self.rollouts
+
+    async def reconcile(self, rollout_id: str) -> Reconciled:
+        [rollout] = [rollout for rollout in self.rollouts if rollout.id == rollout_id]
+        assert rollout.run_id is not None
+        try:
+            await self.gateways[rollout.service].snapshot(rollout.run_id)
+        except GitHubRateLimited as limited:
+            return Reconciled(
+                version=rollout.version, rate_limited=True, retry_after=limited.retry_after
+            )
+        return Reconciled(version=rollout.version)
+
+    async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:
+        return await self.reconcile(rollout.id)
+
+    async def find_dispatched_run(self, rollout: Rollout) -> None:
+        raise AssertionError("no rollout is dispatching")
+
+
+async def test_a_rate_limit_pauses_the_polls_of_its_installation_only(
+    gh: GitHubSimulator, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # An App installed on two accounts: acme's installation meets a secondary rate limit
+    # (no wait said: a minute at least). globex's canaries are still followed meanwhile.
+    clock = ManualClock(NOW)
+    budgets = RequestBudgets({"api": "acme", "billing": "globex"}, clock=clock)
+    gateways = {service: gateway_on(gh, budgets.of(service)) for service in ("api", "billing")}
+    try:
+        acme, globex = gh.create_foreign_run(), gh.create_foreign_run()
+        rollouts = [running("api:1", acme, "api"), running("billing:2", globex, "billing")]
+        poller = RunPoller(
+            service=GitHubRuns(gateways, rollouts),
+            **poll_stores(sessions),
+            clock=clock,
+            poll_interval=EVERY,
+            budget=budgets,
+        )
+
+        async def run_reads(after: timedelta) -> dict[int, list[int]]:
+            """Move the clock, poll once: the statuses of each run's reads."""
+            clock.advance(after)
+            before = len(gh.requests)
+            await poller.poll()
+            paths = {f"/repos/{REPOSITORY}/actions/runs/{run}": run for run in (acme, globex)}
+            reads: dict[int, list[int]] = {acme: [], globex: []}
+            for request in gh.requests[before:]:
+                if request.method == "GET" and request.path in paths:
+                    reads[paths[request.path]].append(request.status)
+            return reads
+
+        assert await run_reads(timedelta(0)) == {acme: [200], globex: [200]}
+        secondary = {"message": "You have exceeded a secondary rate limit. Please wait."}
+        gh.fail_next("GET", f"/repos/*/actions/runs/{acme}", 403, secondary)
+        assert await run_reads(EVERY) == {acme: [403], globex: [304]}  # acme's came first
+        assert set(poller.paused) == {"acme"}
+        assert await run_reads(EVERY * 3) == {acme: [], globex: [304]}  # acme's waits
+
+        resumed = await run_reads(poller.paused["acme"] - clock())
+        assert resumed[acme] == [304]
+        assert poller.paused == {}
+    finally:
+        for gateway in gateways.values():
+            await gateway.close()
 
 
 # -- the transport ---------------------------------------------------------------------------

@@ -4,7 +4,9 @@ request budget it shares with people, one replica at a time.
 Each run is polled at its own pace: every `poll_interval` while things move, twice as long
 after each look that found nothing new (up to `max_poll_interval`, or `WHILE_WEBHOOKS_ARRIVE`
 times that while its service's webhook deliveries arrive), and not at all while GitHub's rate
-limit says to wait. Unchanged answers are conditional-request 304s, which cost no rate limit.
+limit of its credentials says to wait (one token's, or one App installation's: the runs of
+another installation's services are followed meanwhile). Unchanged answers are
+conditional-request 304s, which cost no rate limit.
 A pass asks the budget of the run's service (`PollBudget`: one per token, or per App
 installation) before each look: the runs due are looked at longest-waiting first, and those
 their budget does not allow now wait for the next pass, ahead of the runs that fall due later
@@ -87,6 +89,11 @@ class PollBudget(Protocol):
         """A pass starting `now`; the next starts `every` later."""
         ...
 
+    def account(self, service: str) -> str:
+        """Whose rate limit `service`'s calls spend: the same for the services of one token
+        or App installation, another for another installation's."""
+        ...
+
 
 class RolloutLooks(Protocol):
     """What the poller asks of the rollout service."""
@@ -150,8 +157,10 @@ class RunPoller:
         self.paces: dict[str, RunPace] = {}
         self.deferred: dict[str, datetime] = {}
         """Rollouts whose look the budget put off, and since when each has waited."""
-        self.paused_until: datetime | None = None
-        """GitHub's rate limit said to wait until then: no run is polled before."""
+        self.paused: dict[str, datetime] = {}
+        """Per rate limit (`PollBudget.account`; "" for all without a budget): GitHub said to
+        wait until then, and no run of its services is polled before. Another installation's
+        services are followed meanwhile."""
         self._holder = secrets.token_hex(8)
         """Whose claims of looks are this replica's: a look it claimed and has not made yet
         (put off by the budget or a rate limit, or failed) it may claim again."""
@@ -161,12 +170,12 @@ class RunPoller:
 
     async def poll(self, sweep: Callable[[], Awaitable[None]] | None = None) -> None:
         """Look at each active rollout whose look is due, longest-waiting first, as far as the
-        budget allows; find runs of interrupted dispatches. Nothing while GitHub's rate limit
-        says to wait. `sweep` runs first (see `Scheduler`)."""
-        if self.paused_until is not None and self._clock() < self.paused_until:
-            return
-        self.paused_until = None
-        if sweep is not None:
+        budget allows; find runs of interrupted dispatches. None of a rate limit's services
+        while GitHub says to wait. `sweep` runs first (see `Scheduler`), unless a rate limit
+        says to wait: it may call GitHub on any service's credentials."""
+        now = self._clock()
+        self.paused = {account: until for account, until in self.paused.items() if now < until}
+        if sweep is not None and not self.paused:
             try:
                 await sweep()
             except Exception as error:
@@ -177,6 +186,7 @@ class RunPoller:
         self.deferred = {key: at for key, at in self.deferred.items() if key in following}
         now = self._clock()
         due = await self._due(active, now)
+        due = [item for item in due if self._account(item[2]) not in self.paused]
         due.sort(key=lambda item: item[:2])  # longest-waiting first
         claimed = await self._claim([rollout for _, _, rollout in due], now)
         due = [item for item in due if item[2].id in claimed]
@@ -184,16 +194,20 @@ class RunPoller:
         allowance = budget.open_pass(now=now, every=self.poll_interval) if budget else None
         put_off: list[tuple[datetime, Rollout]] = []
         for since, _, rollout in due:
+            if self._account(rollout) in self.paused:
+                continue  # limited in this pass: the claim stays this replica's, for later
             if allowance is not None and not allowance.may_poll(rollout.service):
                 put_off.append((since, rollout))  # its budget's; another's may still go
                 continue
             self.deferred.pop(rollout.id, None)
             await self._look(rollout, claimed[rollout.id])
             self._progressed()
-            if self.paused_until is not None:
-                break
         if put_off:
             self._defer(put_off)
+
+    def _account(self, rollout: Rollout) -> str:
+        """Whose rate limit a look at the rollout's run spends."""
+        return self._budget.account(rollout.service) if self._budget is not None else ""
 
     async def _due(
         self, active: list[Rollout], now: datetime
@@ -314,8 +328,10 @@ class RunPoller:
         now = self._clock()
         if found.rate_limited:
             wait = timedelta(seconds=found.retry_after) if found.retry_after else claim.interval
-            self.paused_until = now + max(wait, self.poll_interval)
-            log.warning("GitHub rate limit: polling paused until %s", self.paused_until)
+            account = self._account(rollout)
+            until = self.paused[account] = now + max(wait, self.poll_interval)
+            whose = f" of the App installation on {account}: polling of its runs" if account else ""
+            log.warning("GitHub rate limit%s paused until %s", whose or ": polling", until)
             return
         seen = pace.seen if pace is not None else None
         # A run this replica has not seen yet is as the replica whose pace it adopted saw it.

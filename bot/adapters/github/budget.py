@@ -18,10 +18,10 @@ The poller asks it before each look at a run (`PollBudget`): a look may go when 
 Once the reset time has passed the limit is whole again until an answer says otherwise. Before
 the first answer nothing is known, and looks go (their answers teach the budget).
 
-A secondary rate limit that says nothing of when to try again holds back every call on these
-credentials, the poller's and people's alike, for a wait that doubles with each such limit in a
-row (from GitHub's minute, with jitter, `SecondaryBackoff`) and starts again at a minute after
-an answer that was not one.
+A secondary rate limit holds back every call on these credentials, the poller's and people's
+alike: for its `Retry-After` when it says one, else for a wait that doubles with each such limit
+in a row (from GitHub's minute, with jitter, `SecondaryBackoff`) and starts again at a minute
+after an answer that was not one.
 """
 
 from __future__ import annotations
@@ -79,9 +79,15 @@ class SecondaryBackoff:
         base = min(UNSAID_WAIT * 2**self.in_a_row, self._longest)
         wait = base * (1 + self._jitter * self._draw())
         self.in_a_row += 1
-        until = self._clock() + timedelta(seconds=wait)
-        self.until = until if self.until is None else max(self.until, until)
+        self.said(wait)
         return self.wait() or wait
+
+    def said(self, seconds: float) -> None:
+        """Hold calls back for `seconds` at least: as a secondary rate limit said
+        (`Retry-After`; GitHub's REST docs: "you should not retry your request until after that
+        many seconds has elapsed"), or as `limited` chose."""
+        until = self._clock() + timedelta(seconds=seconds)
+        self.until = until if self.until is None else max(self.until, until)
 
     def wait(self) -> float | None:
         """Seconds left to hold calls back (None: none)."""
@@ -223,6 +229,10 @@ class RequestBudgets:
 
     def open_pass(self, *, now: datetime, every: timedelta) -> BudgetsPass:
         return BudgetsPass(self, now=now, every=every)
+
+    def account(self, service: str) -> str:
+        """The account of the budget `service`'s calls spend ("": the shared one)."""
+        return self.of(service).account
 
 
 class BudgetsPass:

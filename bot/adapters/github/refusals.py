@@ -142,12 +142,16 @@ def wait_words(seconds: float) -> str:
 
 
 def secondary_seen(budget: RequestBudget, answer: GithubException | None) -> None:
-    """Tell `budget`'s `SecondaryBackoff` of an answer: a secondary rate limit that said no
-    wait holds the credentials back; any answer but a rate limit ends the run of them."""
+    """Tell `budget`'s `SecondaryBackoff` of an answer: a secondary rate limit holds the
+    credentials back (for its `Retry-After`, or longer each time when it says no wait); any
+    answer but a rate limit ends the run of them."""
     if answer is None or not rate_limited(answer):
         budget.secondary.answered()
-    elif said_wait(answer) is None:
-        budget.secondary.limited()
+    elif _headers(answer).get("x-ratelimit-remaining") != "0":  # not the primary limit
+        if (wait := said_wait(answer)) is not None:
+            budget.secondary.said(wait)
+        else:
+            budget.secondary.limited()
 
 
 def held_back(budget: RequestBudget | None, operation: str) -> GitHubRateLimited | None:

@@ -4,7 +4,8 @@ conditional GETs, and GitHub's refusals and network failures turned into `GitHub
 PyGithub is synchronous. Every call runs in a thread pool (`GitHubWorkers`, one for every
 service of the app) through `loop.run_in_executor`. Reads (GET, HEAD) are retried by
 PyGithub's own `GithubRetry` on 5xx, timeouts, resets and rate limits, with backoff and
-jitter, honouring `Retry-After` and `X-RateLimit-Reset` up to a bound; writes are never
+jitter, honouring `Retry-After` and `X-RateLimit-Reset` up to a bound (a longer wait fails the
+read at once, `retry.ReadRetry`); writes are never
 repeated by the library: `unclear_answer` tells the caller when a write's outcome is unknown,
 so that it looks instead of sending again.
 Error messages say what a release engineer can do and never carry the token.
@@ -26,12 +27,12 @@ from collections.abc import Callable
 from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlencode
 
-from github import Auth, Github, GithubException, GithubRetry
+from github import Auth, Github, GithubException
 from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
 
 from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
-from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget, rate_limit_seen
+from bot.adapters.github.budget import RequestBudget, rate_limit_seen
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
@@ -45,6 +46,7 @@ from bot.adapters.github.refusals import (
     reset_hint,
     secondary_seen,
 )
+from bot.adapters.github.retry import read_retry
 from bot.adapters.github.workers import GitHubWorkers
 from bot.domain.errors import GitHubError, GitHubRateLimited
 from bot.github_credentials import GitHubApp
@@ -378,23 +380,3 @@ def github_auth(credentials: SecretStr | GitHubApp) -> Credentials:
     if isinstance(credentials, GitHubApp):
         return Credentials(token=None, app=credentials)
     return Credentials(token=credentials.get_secret_value(), app=None)
-
-
-def read_retry(*, total: int, backoff: float, rate_limit_wait: float) -> GithubRetry:
-    """PyGithub's retry, for reads only (GET, HEAD): up to `total` more attempts on 5xx,
-    rate limits, timeouts and resets, with exponential backoff and jitter. It waits as GitHub
-    asks (`Retry-After`, `X-RateLimit-Reset`) up to `rate_limit_wait` seconds; a longer wait,
-    or a rate limit that says neither (GitHub's docs: then wait at least a minute), fails at
-    once (the poller paces itself by it). An exhausted retry's last answer is returned as is."""
-    return GithubRetry(
-        total=total,
-        backoff_factor=backoff,
-        backoff_jitter=backoff,
-        backoff_max=rate_limit_wait,
-        allowed_methods=frozenset({"GET", "HEAD"}),
-        status_forcelist=list(range(500, 600)),  # and 403/429 as rate limits (see above)
-        raise_on_status=False,
-        secondary_rate_wait=max(UNSAID_WAIT, rate_limit_wait),
-        max_rate_limit_wait=rate_limit_wait,
-        retry_after_max=max(int(rate_limit_wait), 1),
-    )
