@@ -114,14 +114,16 @@ class ActionsEngine(EnvironmentGates):
         self._attempt(run, at)
         return run
 
-    def rerun(self, run_id: int) -> None:
-        """Re-run every job of a completed run (`POST .../rerun`): its next attempt, the same
-        run id, new jobs; the run's review history keeps the earlier attempts' reviews."""
+    def rerun(self, run_id: int, *, by: str = "") -> None:
+        """Re-run every job of a completed run (`POST .../rerun`, by `by`): its next attempt,
+        the same run id, new jobs; the run's review history keeps the earlier attempts'
+        reviews."""
         run = self.runs[run_id]
         if run.status != "completed":
             raise ActionsError(403, "This workflow is already running")
         at = self.clock()
         run.attempt += 1
+        run.rerun_by = by
         run.status, run.conclusion, run.updated_at = "queued", None, at
         self._attempt(run, at)
 

@@ -168,7 +168,7 @@ def run(urls: Urls, sim: SimRun, *, default_branch: str) -> Json:
         "created_at": iso(sim.created_at),
         "updated_at": iso(sim.updated_at),
         "actor": actor,
-        "triggering_actor": actor,
+        "triggering_actor": user(urls, sim.triggering_actor),
         "run_attempt": sim.attempt,
         "referenced_workflows": [],
         "run_started_at": iso(sim.created_at),

@@ -273,7 +273,7 @@ class SimRepository:
                 transition.run,
                 transition.job,
                 default_branch=self.default_branch,
-                sender=transition.run.actor,
+                sender=transition.run.triggering_actor,  # who re-ran it, on a re-run
                 with_deployment=not server.requests_without_deployment,
             )
             server.queue_app_event(transition.kind, payload)

@@ -293,7 +293,7 @@ class RunRoutes(SimulatorRoutes):
 
     async def rerun_run(self, request: web.Request) -> web.Response:
         repository, sim_run = self._run(request)
-        repository.engine.rerun(sim_run.id)
+        repository.engine.rerun(sim_run.id, by=request[ACTOR])
         repository.engine.process()
         return json_response({}, status=201)
 

@@ -117,6 +117,12 @@ class SimRun:
     status: str = "queued"
     conclusion: str | None = None
     attempt: int = 1
+    rerun_by: str = ""
+    """Who re-ran it (GitHub's `triggering_actor` of a re-run); empty: `actor` started it."""
+
+    @property
+    def triggering_actor(self) -> str:
+        return self.rerun_by or self.actor
 
     def job(self, key_or_name: str) -> SimJob:
         for job in self.jobs:

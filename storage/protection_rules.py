@@ -104,9 +104,10 @@ class ProtectionRuleStore(ServiceStore):
         return [r for r in await self.for_run(run_id) if r.open]
 
     async def without_timer(self, prefix: str) -> list[RuleRequest]:
-        """The open requests of runs no rollout follows and no timer `<prefix>:<run id>`
-        waits for, oldest first: one query on the open requests' partial index, each looked
-        up by the timers' unique key and the rollouts' run id index."""
+        """The open requests of runs no active rollout follows (a re-run of a run whose
+        rollout ended is followed by none) and no timer `<prefix>:<run id>` waits for, oldest
+        first: one query on the open requests' partial index, each looked up by the timers'
+        unique key and the rollouts' run id index."""
         key = literal(f"{prefix}:") + cast(Row.run_id, String)
         async with self._sessions() as session:
             rows = await session.scalars(
@@ -115,7 +116,7 @@ class ProtectionRuleStore(ServiceStore):
                     Row.answer.is_(None),
                     *self._scope,
                     ~exists().where(TimerRow.key == key),
-                    ~exists().where(RolloutRow.run_id == Row.run_id),
+                    ~exists().where(RolloutRow.run_id == Row.run_id, RolloutRow.ended_at.is_(None)),
                 )
                 .order_by(Row.requested_at, Row.id)
             )

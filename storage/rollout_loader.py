@@ -94,20 +94,25 @@ async def load_by_id(
     return found[0] if found else None
 
 
-async def load_one(session: AsyncSession, *criteria: ColumnElement[bool]) -> RolloutRecord | None:
-    found = await load(session, select(RolloutRow.id).where(*criteria), newest_first=False)
+async def load_one(
+    session: AsyncSession, *criteria: ColumnElement[bool], newest: bool = False
+) -> RolloutRecord | None:
+    """The oldest rollout that meets `criteria` (the newest with `newest`)."""
+    found = await load(session, select(RolloutRow.id).where(*criteria), newest_first=newest)
     return found[0] if found else None
 
 
 async def load_state(
-    session: AsyncSession, *criteria: ColumnElement[bool]
+    session: AsyncSession, *criteria: ColumnElement[bool], newest: bool = False
 ) -> tuple[str, str] | None:
     """The id and state of the rollout `load_one` would read, alone."""
+    order = (
+        (RolloutRow.created_at.desc(), RolloutRow.id.desc())
+        if newest
+        else (RolloutRow.created_at, RolloutRow.id)
+    )
     found = await session.execute(
-        select(RolloutRow.id, RolloutRow.state)
-        .where(*criteria)
-        .order_by(RolloutRow.created_at, RolloutRow.id)
-        .limit(1)
+        select(RolloutRow.id, RolloutRow.state).where(*criteria).order_by(*order).limit(1)
     )
     row = found.first()
     return None if row is None else (row.id, row.state)

@@ -171,15 +171,15 @@ class RolloutRepository(ServiceStore):
         return found[0] if found else None
 
     async def find_by_run_id(self, run_id: int) -> RolloutRecord | None:
-        """The rollout driving this GitHub Actions run, if the bot tracks it."""
+        """The newest rollout driving this GitHub Actions run (an adopted re-run's), if any."""
         async with self._sessions() as session:
-            return await load_one(session, RolloutRow.run_id == run_id, *self._scope)
+            return await load_one(session, RolloutRow.run_id == run_id, *self._scope, newest=True)
 
     async def find_state_by_run_id(self, run_id: int) -> tuple[str, str] | None:
         """The id and state of the rollout driving this run (the one `find_by_run_id` finds),
         without the rest of it: what a webhook's intake asks of every delivery."""
         async with self._sessions() as session:
-            return await load_state(session, RolloutRow.run_id == run_id, *self._scope)
+            return await load_state(session, RolloutRow.run_id == run_id, *self._scope, newest=True)
 
     async def plan(self, rollout_id: str) -> dict[str, Any]:
         """The rollout's plan as stored, alone; raises RolloutNotFound for an unknown id."""

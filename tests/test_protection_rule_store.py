@@ -7,10 +7,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from cleared import cleared_rollout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.protection_rules import RuleRequest
+from bot.domain.rollout import Phase
+from bot.plan_file import load_plan
 from storage.protection_rules import ProtectionRuleStore
+from storage.rollout_store import RolloutStore
 
 AT = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 RUN = 4_200_001
@@ -77,3 +81,26 @@ async def test_an_environment_spelled_outside_ascii_closes(
     assert request.named("déploiement-ω")
     assert await store.close(run_id=RUN, environment=request.environment, answer="approved", at=AT)
     assert await store.open_for_run(RUN) == []
+
+
+async def test_a_request_of_a_run_whose_rollout_ended_is_swept_and_the_newest_rollout_follows(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A re-run of a run whose rollout ended asks again: the poll's sweep hands its request over
+    (no active rollout follows the run), and a rollout adopting the re-run is the run's."""
+    plan, rollouts = load_plan(None), RolloutStore(session_factory, clock=lambda: AT)
+    first = await rollouts.create(
+        rollout=replace(cleared_rollout(plan, now=AT, rollout_id="r-1"), run_id=RUN), plan=plan
+    )
+    store = ProtectionRuleStore(session_factory)
+    assert await store.remember(RuleRequest(RUN, "relay-canary-5", 7, AT), delivery_id="d-1")
+    assert await store.without_timer("rule") == []  # its rollout follows it
+
+    await rollouts.save(replace(first, phase=Phase.ENDED, ended_at=AT))
+    assert [r.run_id for r in await store.without_timer("rule")] == [RUN]
+
+    later = AT + timedelta(hours=1)
+    adopted = cleared_rollout(plan, now=later, rollout_id="r-2")
+    await rollouts.create(rollout=replace(adopted, run_id=RUN), plan=plan)
+    assert (await rollouts.phase_by_run_id(RUN) or ("",))[0] == "r-2"
+    assert (found := await rollouts.by_run_id(RUN)) is not None and found.id == "r-2"

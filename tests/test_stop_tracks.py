@@ -16,7 +16,20 @@ import sandbox_views as views
 import yaml
 from cleared import cleared_rollout
 from figures import RELAY_OK, RINGS_OK
-from test_rollout_machine import PLAN_TEXT, T0, at, relay_verdict
+from test_rollout_machine import (
+    FULL,
+    PLAN,
+    PLAN_TEXT,
+    T0,
+    approved,
+    at,
+    desktop_at_ga,
+    half_observing,
+    passed,
+    relay_verdict,
+    snapshot,
+    waiting,
+)
 
 from bot.adapters.slack.actions import Action
 from bot.adapters.slack.messages import render
@@ -28,6 +41,7 @@ from bot.domain.rollout import (
     InvalidTransition,
     Left,
     Rollout,
+    StageState,
     TrackLeft,
     TracksLeft,
     TrackState,
@@ -137,6 +151,35 @@ def test_the_roll_back_dialog_keeps_what_it_does_not_stop_whatever_the_labels() 
         if element.get("action_id") == Action.ROLLBACK and "confirm" in element
     ]
     assert dialog.startswith("Not stopped: API stays on v1.4.2 (Roll back to the previous"), dialog
+
+
+def card_actions(rollout: Rollout, plan: RolloutPlan) -> list[str]:
+    """The action ids of the card's buttons, lane after lane."""
+    return [
+        element["action_id"]
+        for block in rollout_card(rollout, plan)
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
+
+
+def test_a_lane_deploying_its_last_stage_offers_no_stop_until_it_completes() -> None:
+    """GitHub cannot stop an approved job: a lane whose last stage is deploying offers no Roll
+    back (no Kill-switch on a ring lane deploying GA), which would only be refused; the other
+    lane keeps its own, and once the relay completes its lane offers the roll back after it."""
+    relay = passed(half_observing(), "relay", "half", relay_verdict(), at(106))
+    asked = snapshot(waiting(FULL), waiting_on={"relay-rollout-100"})
+    relay = reconcile(relay, PLAN, asked, at(107)).rollout
+    assert relay.track("relay").current.key == "full"  # type: ignore[union-attr]
+    assert relay.track("relay").current.state is StageState.DEPLOYING  # type: ignore[union-attr]
+    assert Action.ROLLBACK not in card_actions(relay, PLAN)
+    assert Action.KILL in card_actions(relay, PLAN)
+
+    ga = card_actions(desktop_at_ga(approved()), PLAN)
+    assert Action.KILL not in ga and Action.ROLLBACK in ga
+
+    done = reconcile(relay, PLAN, snapshot(job(FULL, done=True)), at(110)).rollout
+    assert card_actions(done, PLAN)[0] == Action.REDEPLOY
 
 
 API_LEFT = TrackLeft("api", "API", Left.COMPLETED, TrackState.COMPLETED, "100%", redeploy=True)

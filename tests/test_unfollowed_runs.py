@@ -13,7 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sandbox_views import dispatched, github_until
+from github import Auth, Github
+from sandbox_views import dispatched, finish, github_until
 from test_cli import full_env
 from test_freeze_sandbox import typed_reason
 from test_protection_rules import answers, app_box, app_replicas, both_held, box
@@ -23,7 +24,7 @@ from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from bot.services.records import BOT
-from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
 from sandbox.harness import Sandbox
 from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
@@ -501,3 +502,69 @@ async def test_a_default_answer_that_failed_every_attempt_is_left_to_a_person(
         assert await box.click("reject_run", message=card) is None
         await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
         assert ("relay-canary-5", "rejected") in first_stages(box)
+
+
+def rerun_on_github(box: Sandbox, run_id: int, *, login: str) -> None:
+    """`login` re-runs the run on github.com (`POST .../rerun`), through PyGithub."""
+    box.github.add_token(f"ghp_{login}", login)
+    github = Github(base_url=box.github.api_url, auth=Auth.Token(f"ghp_{login}"), retry=None)
+    assert github.get_repo(REPOSITORY).get_workflow_run(run_id).rerun()
+
+
+@pytest.mark.database_matters
+async def test_a_rerun_of_a_run_whose_rollout_ended_gets_one_card_and_is_rejected(
+    box: Sandbox,
+) -> None:
+    """Someone re-runs on github.com the run of a rollout that has ended: its stages ask the
+    App's rule again. The release channel is told once (not for each request, nor for a
+    redelivery) who re-ran it, where it waits and what to do, and nothing is approved."""
+    ended = await finish(box, "v1.4.2")
+    assert ended.run_id is not None
+    run_id, reviews = ended.run_id, len(box.github.engine.rule_reviews)
+
+    await asyncio.to_thread(rerun_on_github, box, run_id, login="octo-release")
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    await box.services.webhooks.settled()
+    hook = box.github.app_hook
+    for delivery in [d for d in hook.deliveries if d.status_code == 202][-2:]:
+        await hook.redeliver(delivery.guid)
+    await box.services.webhooks.settled()
+
+    (card,) = run_cards(box)
+    assert (
+        f"Run {run_id} of Deployment Strategy, re-run (attempt 2) by @octo-release on GitHub, "
+        "waits at `"
+    ) in card.text
+    assert f"Rollout `{ended.id}` followed it and has ended." in card.text
+    assert "/rollout start v1.4.2" in card.rendered
+    assert len(box.github.engine.rule_reviews) == reviews  # nothing answered silently
+
+    assert await box.click("reject_run", message=card) is None
+
+    run = box.github.run(run_id)
+    await github_until(box, lambda: run.status == "completed")
+    assert run.conclusion == "failure"
+    assert "Rejected by" in run_cards(box)[0].rendered
+    assert {s for _, s in answers(box)[reviews:]} == {"rejected"}
+
+
+async def test_a_rerun_of_a_run_whose_rollout_ended_is_adopted_by_a_new_rollout(
+    box: Sandbox,
+) -> None:
+    """Adopt on a re-run's card: a new rollout follows the run's new attempt to the end (the
+    run's newest rollout is the one that follows it)."""
+    ended = await finish(box, "v1.4.2")
+    assert ended.run_id is not None
+    await asyncio.to_thread(rerun_on_github, box, ended.run_id, login="octo-release")
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+
+    assert await box.click("adopt_run", message=card) is None
+
+    adopted = await box.wait_until(lambda r: r.id != ended.id and r.phase is Phase.RUNNING)
+    assert (adopted.run_id, adopted.tag) == (ended.run_id, "v1.4.2")
+    for _ in range(2):
+        await both_held(box)
+        assert "Promoted" in await box.command("promote")
+    done = await box.wait_until(lambda r: r.id == adopted.id and r.phase is Phase.ENDED)
+    assert {t.state for t in done.tracks} == {TrackState.COMPLETED}

@@ -59,6 +59,8 @@ class LinkableRun:
     head_branch: str
     status: str
     created_at: datetime
+    attempt: int = 1
+    """2 and up once someone re-ran it (GitHub's `run_attempt`)."""
 
 
 def parse_run_reference(text: str) -> RunReference:

@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidTag
-from bot.domain.plan import TwoPersonAction
-from bot.domain.rollout import InvalidTransition
+from bot.domain.plan import RolloutPlan, TwoPersonAction
+from bot.domain.protection_rules import RuleRequest
+from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.rollout_command import parse_tag
+from bot.domain.run_link import LinkableRun, branch_of
 from bot.domain.text import shown
 
 DefaultAnswer = Literal["reject", "approve"]
@@ -63,6 +65,10 @@ class UnfollowedRun:
     """The Slack user who adopted or rejected it; empty when the default answered."""
     rollout_id: str = ""
     """The rollout it became (adopted)."""
+    attempt: int = 1
+    """The run's attempt that asked: 2 and up for a re-run (`sender` re-ran it)."""
+    ended_rollout: str = ""
+    """The rollout that followed the run before it was re-run, and has ended."""
 
     def decided(self, fate: RunFate, *, by: str = "", rollout_id: str = "") -> UnfollowedRun:
         return replace(self, fate=fate, by=by, rollout_id=rollout_id)
@@ -82,6 +88,8 @@ class UnfollowedRun:
             "fate": self.fate.value,
             "by": self.by,
             "rollout_id": self.rollout_id,
+            "attempt": self.attempt,
+            "ended_rollout": self.ended_rollout,
         }
 
     @classmethod
@@ -100,7 +108,39 @@ class UnfollowedRun:
             fate=RunFate(str(data.get("fate", RunFate.WAITING))),
             by=str(data.get("by", "")),
             rollout_id=str(data.get("rollout_id", "")),
+            attempt=int(data.get("attempt", 1)),
+            ended_rollout=str(data.get("ended_rollout", "")),
         )
+
+
+def unfollowed_card(
+    request: RuleRequest,
+    run: LinkableRun,
+    plan: RolloutPlan,
+    ended: Rollout | None,
+    *,
+    now: datetime,
+    timeout: timedelta,
+) -> UnfollowedRun:
+    """The card of a run no rollout follows, asked by its first request. `ended`: the rollout
+    that followed it before it was re-run; the re-run deploys the release it was dispatched for
+    (GitHub re-runs a run with its inputs)."""
+    return UnfollowedRun(
+        run_id=request.run_id,
+        workflow=plan.workflow.name,
+        run_url=run.html_url,
+        ref=run.head_branch,
+        tag=ended.tag
+        if ended is not None
+        else release_tag(run.head_branch, branch_of(plan.workflow.ref)),
+        event=request.event,
+        sender=request.sender,
+        environment=request.environment,
+        asked_at=now,
+        due_at=now + timeout,
+        attempt=run.attempt,
+        ended_rollout=ended.id if ended is not None else "",
+    )
 
 
 def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:

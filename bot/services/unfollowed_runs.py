@@ -19,9 +19,16 @@ from typing import TypeVar
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
 from bot.domain.errors import GitHubError, InvalidCommand
 from bot.domain.protection_rules import RuleRequest
-from bot.domain.rollout import Check, CheckState, FreezeOverridden, InvalidTransition, Rollout
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    FreezeOverridden,
+    InvalidTransition,
+    Phase,
+    Rollout,
+)
 from bot.domain.run import RunRef
-from bot.domain.run_link import branch_of, may_link
+from bot.domain.run_link import may_link
 from bot.domain.unfollowed_runs import (
     TIMER,
     DefaultAnswer,
@@ -33,7 +40,7 @@ from bot.domain.unfollowed_runs import (
     not_a_tag,
     of_the_plan,
     rejected_comment,
-    release_tag,
+    unfollowed_card,
 )
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
@@ -104,7 +111,7 @@ class UnfollowedRuns:
             log.info("run %s may be a dispatch being identified: kept", request.run_id)
             return False
         # Read after that look: a dispatch identified since the request came follows it now.
-        if await effects.store.by_run_id(request.run_id) is not None:
+        if _follows(followed := await effects.store.by_run_id(request.run_id)):
             return True
         known = await effects.timers.get(key=timer_key(request.run_id))
         if known is not None:  # the run has its card: nothing to read again
@@ -119,18 +126,8 @@ class UnfollowedRuns:
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
             return True
-        now = effects.clock()
-        card = UnfollowedRun(
-            run_id=request.run_id,
-            workflow=plan.workflow.name,
-            run_url=run.html_url,
-            ref=run.head_branch,
-            tag=release_tag(run.head_branch, branch_of(plan.workflow.ref)),
-            event=request.event,
-            sender=request.sender,
-            environment=request.environment,
-            asked_at=now,
-            due_at=now + self._timeout,
+        card = unfollowed_card(
+            request, run, plan, followed, now=effects.clock(), timeout=self._timeout
         )
         drawn = self._message(card)
         # The timer and the card are written together: never one without the other.
@@ -138,7 +135,7 @@ class UnfollowedRuns:
             key=timer_key(request.run_id),
             kind=TIMER,
             due_at=card.due_at,
-            now=now,
+            now=card.asked_at,
             payload={"request": request.key, "card": card.to_json()},
             outbox=[drawn],
             service=request.service,
@@ -259,7 +256,7 @@ class UnfollowedRuns:
 
     async def _waiting(self, card: UnfollowedRun) -> list[str]:
         """The run's environments that wait for the App's answer; refused when none does."""
-        if (await self._effects.store.by_run_id(card.run_id)) is not None:
+        if _follows(await self._effects.store.by_run_id(card.run_id)):
             raise InvalidCommand(f"Run {card.run_id} is followed by a rollout already.")
         waiting = [r.environment for r in await self._rules.open_for_run(card.run_id)]
         if not waiting:
@@ -371,3 +368,8 @@ class UnfollowedRuns:
 def _fate(timer: Timer) -> RunFate:
     """What became of the run, as recorded in its timer's payload."""
     return UnfollowedRun.from_json(dict((timer.payload or {})["card"])).fate
+
+
+def _follows(rollout: Rollout | None) -> bool:
+    """Whether the run's newest rollout follows it: one that ended follows none of its re-runs."""
+    return rollout is not None and rollout.phase is not Phase.ENDED

@@ -190,8 +190,10 @@ class GitHubWebhooks:
             return Intake(Taken.DUPLICATE, f"{what} taken in before")
         following = await self.store.phase_by_run_id(request.run_id)
         if following is None or following[1] is not Phase.RUNNING:
-            if following is None and self.unfollowed is not None:
-                # A run the bot did not start, maybe: its card (`bot.services.unfollowed_runs`).
+            ended = following is not None and following[1] is Phase.ENDED
+            if (following is None or ended) and self.unfollowed is not None:
+                # A run the bot did not start, maybe, or a re-run of one whose rollout ended:
+                # its card (`bot.services.unfollowed_runs`).
                 self._background(self.unfollowed(request), name=f"unfollowed {request.key}")
             return Intake(Taken.KEPT, f"{what} kept: no active rollout follows the run yet")
         found = RunEvent(

@@ -128,6 +128,7 @@ class Run(_Answer):
             head_branch=self.head_branch or "",
             status=self.status or "queued",
             created_at=self.created_at.astimezone(UTC),
+            attempt=self.run_attempt,
         )
 
     def release_run(self) -> ReleaseRun:

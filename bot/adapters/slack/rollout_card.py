@@ -123,7 +123,8 @@ def _lane_buttons(
         if current.state is StageState.EVALUATING and manual:
             figures = button("Enter figures", Action.ENTER_FIGURES, value.encode(), style="primary")
             buttons.append(figures)
-    buttons.append(_stop(rollout, plan, track, plan_track, value))
+    if (stop := _stop(rollout, plan, track, plan_track, value)) is not None:
+        buttons.append(stop)
     return buttons
 
 
@@ -153,14 +154,16 @@ def _promote(
 
 def _stop(
     rollout: Rollout, plan: RolloutPlan, track: Track, plan_track: PlanTrack, value: ButtonValue
-) -> ButtonElement:
-    """Roll back or Kill-switch: it stops every track of the lane's gate still running."""
+) -> ButtonElement | None:
+    """Roll back or Kill-switch: it stops every track of the lane's gate still running. None
+    when nothing can be stopped (the lane deploys its last stage, which GitHub cannot stop: a
+    relay lane offers the roll back after it once it completes), so no button is refused."""
     failure = plan_track.on_failure.job
     relay = plan_track.gate is GateKind.RELAY
     try:
         stopping = tracks_to_stop(rollout, plan, gate=plan_track.gate)
     except InvalidTransition:
-        stopping = []  # the click answers why nothing can be stopped
+        return None
     kept = [
         left.track
         for left in tracks_left(rollout, plan, gate=plan_track.gate, stopping=stopping)

@@ -18,9 +18,16 @@ def unfollowed_text(card: UnfollowedRun) -> str:
     how = {"workflow_dispatch": "dispatched by", "push": "started by a push of"}.get(
         card.event, f"started ({_quoted(card.event) or 'unknown event'}) by"
     )
+    if card.attempt > 1:  # the webhook's sender is who re-ran it; the run's event is the first's
+        how = f"re-run (attempt {card.attempt}) by"
+    ended = (
+        f" Rollout `{_quoted(card.ended_rollout)}` followed it and has ended."
+        if card.ended_rollout
+        else ""
+    )
     return (
         f"Run {card.run_id} of {escape(card.workflow)}, {how} {by} on GitHub, waits at "
-        f"`{_quoted(card.environment)}` for the bot's answer. No rollout follows it."
+        f"`{_quoted(card.environment)}` for the bot's answer. No rollout follows it.{ended}"
     )
 
 
@@ -47,7 +54,13 @@ def unfollowed_card(card: UnfollowedRun) -> list[Block]:
 def _answers(card: UnfollowedRun) -> list[Block]:
     """What Adopt and Reject do, and the buttons."""
     value = RunValue(run_id=card.run_id).encode()
-    if card.tag:
+    if card.ended_rollout:
+        follow = (
+            f"The bot dispatched it for `{_quoted(card.tag)}`. Adopt it (approvers) to follow it "
+            f"as a new rollout of `{_quoted(card.tag)}` with the plan's gates, or Reject it "
+            f"(its job fails) and start a new rollout with `/rollout start {_quoted(card.tag)}`."
+        )
+    elif card.tag:
         follow = (
             "The release it deploys (its inputs' `relay_image_tag`) is not known until someone "
             "adopts it: GitHub's API does not show a run's inputs, so check them on its page. "
