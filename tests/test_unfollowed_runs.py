@@ -548,6 +548,27 @@ async def test_a_rerun_of_a_run_whose_rollout_ended_gets_one_card_and_is_rejecte
     assert {s for _, s in answers(box)[reviews:]} == {"rejected"}
 
 
+async def test_an_approve_default_rejects_a_rerun_of_a_run_whose_rollout_ended(
+    tmp_path: Path, database_url: str
+) -> None:
+    """UNFOLLOWED_RUN_DEFAULT=approve is for runs started on GitHub that nobody saw; a re-run
+    of a rollout's run redeploys a release whose rollout ended (rolled back, maybe): nobody
+    answering never approves it, the default rejects it."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        ended = await finish(box, "v1.4.2")
+        assert ended.run_id is not None
+        reviews = len(box.github.engine.rule_reviews)
+        await asyncio.to_thread(rerun_on_github, box, ended.run_id, login="octo-release")
+        await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+        assert ", the default rejects it." in run_cards(box)[0].rendered
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert {s for _, s in answers(box)[reviews:]} == {"rejected"}
+
+
 async def test_a_rerun_of_a_run_whose_rollout_ended_is_adopted_by_a_new_rollout(
     box: Sandbox,
 ) -> None:

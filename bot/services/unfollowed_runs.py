@@ -308,10 +308,11 @@ class UnfollowedRuns:
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
-        and never while deploys are frozen or the lane is locked: then it rejects. What it
+        and never while deploys are frozen or the lane is locked, nor a re-run of a run whose
+        rollout ended (it redeploys that release, rolled back maybe): then it rejects. What it
         answered is recorded in the timer's payload, and the card redrawn without its buttons
         (also when nothing waits: it answered nothing, and a person answers the rest)."""
-        answer = self._default
+        answer = "reject" if card.ended_rollout else self._default
         try:
             environments = await self._waiting(card)
         except InvalidCommand as gone:

@@ -72,9 +72,10 @@ def _answers(card: UnfollowedRun) -> list[Block]:
             f"`{_quoted(card.ref)}` is not a release tag, so Adopt is refused: Reject it, or "
             "start the release's tag with `/rollout start <tag>`."
         )
+    # A re-run of an ended rollout's run is rejected by default, whatever the setting.
+    default = "rejects it" if card.ended_rollout else "answers it (UNFOLLOWED_RUN_DEFAULT)"
     due = (
-        f" Unanswered by {slack_time(card.due_at)}, the default answers it "
-        "(UNFOLLOWED_RUN_DEFAULT)."
+        f" Unanswered by {slack_time(card.due_at)}, the default {default}."
         if card.fate is RunFate.WAITING
         else ""
     )
