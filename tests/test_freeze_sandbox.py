@@ -232,6 +232,22 @@ async def test_a_freeze_never_blocks_a_rollback(sandbox: Sandbox) -> None:
     assert said.startswith("Rolling back `v1.4.2`"), said
 
 
+async def two_releases(box: Sandbox) -> tuple[Rollout, ChannelMessage, str]:
+    """v1.4.1 then v1.4.2 rolled out to the end: v1.4.2's rollout, its card and the value of
+    its relay lane's Roll back to the previous release… (no rollback workflow in the plan)."""
+    every_gate_passes(box)
+    await finish(box, "v1.4.1")
+    replaced = await finish(box, "v1.4.2")
+    return replaced, box.card_message(), await value_of(box, "redeploy", "relay")
+
+
+async def roll_back_to_the_previous(box: Sandbox, message: ChannelMessage, value: str) -> None:
+    """Roll back to the previous release… on `message`'s lane, confirmed in its dialog."""
+    await box.click("redeploy", value=value, message=message)
+    opened = await box.slack.wait_for_call("views.open")
+    assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+
+
 async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -239,19 +255,13 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
     # rollout of v1.4.1, whose Dispatch and run link no freeze or lock may hold.
     approvers = f"{RELEASE_MANAGER},{OTHER}"
     async with sandbox_for(tmp_path, database_url, window="1s", approvers=approvers) as box:
-        every_gate_passes(box)
-        await finish(box, "v1.4.1")
-        replaced = await finish(box, "v1.4.2")
-        replaced_card = box.card_message()
-        redeploy = await value_of(box, "redeploy", "relay")
+        replaced, replaced_card, redeploy = await two_releases(box)
         await box.command("freeze 2h holiday freeze", user=OTHER)
         await box.command("lock INC-7 triage", user=OTHER)
         refused = await box.command("start v1.4.3 --flags-ready")
         assert f"The release lane is locked by <@{OTHER}>" in refused  # an ordinary start
 
-        await box.click("redeploy", value=redeploy, message=replaced_card)
-        opened = await box.slack.wait_for_call("views.open")
-        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        await roll_back_to_the_previous(box, replaced_card, redeploy)
         started = await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != replaced.id)
         told = (
             "A roll back: not held by the freeze or the lock; its Dispatch goes through within "
@@ -281,15 +291,9 @@ async def test_a_roll_back_left_in_its_preflight_for_a_day_is_stale_and_held_by_
 ) -> None:
     approvers = f"{RELEASE_MANAGER},{OTHER}"
     async with sandbox_for(tmp_path, database_url, window="1s", approvers=approvers) as box:
-        every_gate_passes(box)
-        await finish(box, "v1.4.1")
-        replaced = await finish(box, "v1.4.2")
-        replaced_card = box.card_message()
-        redeploy = await value_of(box, "redeploy", "relay")
+        replaced, replaced_card, redeploy = await two_releases(box)
         await box.command("freeze 72h holiday freeze", user=OTHER)
-        await box.click("redeploy", value=redeploy, message=replaced_card)
-        opened = await box.slack.wait_for_call("views.open")
-        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        await roll_back_to_the_previous(box, replaced_card, redeploy)
         await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != replaced.id)
         await box.click("confirm_flags", message=card(box))
         await box.wait_for_button("dispatch")
@@ -321,9 +325,7 @@ async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispat
         replaced_card = box.card_message()
         redeploy = await value_of(box, "redeploy", "relay")
         await box.command("freeze 2h holiday freeze", user=OTHER)
-        await box.click("redeploy", value=redeploy, message=replaced_card)
-        opened = await box.slack.wait_for_call("views.open")
-        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        await roll_back_to_the_previous(box, replaced_card, redeploy)
         await box.wait_until(lambda r: r.tag == "v1.4.1" and r.phase is Phase.PREFLIGHT)
         await box.click("confirm_flags", message=card(box))
         await box.wait_for_button("dispatch")

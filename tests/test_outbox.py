@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from cleared import cleared_rollout
-from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from test_observability import parse, value
 
 from bot.adapters.slack.limits import MESSAGE_TEXT
 from bot.adapters.slack.notifier import SlackNotifier
@@ -329,14 +329,13 @@ async def test_a_message_given_up_is_counted_for_the_operators_alert(scene: Scen
     await outbox.flush(rollout.id)
     await scene.deliver_all([outbox])
 
-    scraped = telemetry.exposition(None)[0].decode()
-    (dead,) = (
-        sample.value
-        for family in text_string_to_metric_families(scraped)
-        for sample in family.samples
-        if sample.name == "rollout_bot_outbox_dead_lettered_total"
-    )
-    assert dead == 1
+    assert given_up(telemetry) == 1
+
+
+def given_up(telemetry: PrometheusTelemetry) -> float | None:
+    """The messages this process's outbox gave up, as scraped."""
+    scraped = parse(telemetry.exposition(None)[0].decode())
+    return value(scraped, "rollout_bot_outbox_dead_lettered_total")
 
 
 class TakenOverBeforeGivenUp(OutboxStore):
@@ -368,14 +367,7 @@ async def test_a_message_another_replica_took_over_is_not_counted_given_up_here(
     assert not [r for r in caplog.records if "given up" in r.getMessage()]
 
     assert [m.rollout_id for m in await scene.store.pending()] == [rollout.id]  # not dead
-    scraped = telemetry.exposition(None)[0].decode()
-    (dead,) = (
-        sample.value
-        for family in text_string_to_metric_families(scraped)
-        for sample in family.samples
-        if sample.name == "rollout_bot_outbox_dead_lettered_total"
-    )
-    assert dead == 0
+    assert given_up(telemetry) == 0
 
 
 async def test_a_card_redraw_superseded_by_a_newer_one_is_skipped(scene: Scene) -> None:
