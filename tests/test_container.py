@@ -9,7 +9,8 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,34 @@ def local_proxy(config: str, *, listen: int, replica: int) -> str:
     return config.split("\nresolvers ", 1)[0] + "\n"
 
 
+@asynccontextmanager
+async def proxied(
+    tmp_path: Path, haproxy: str, behind: web.Application, ports: Callable[[], int]
+) -> AsyncIterator[int]:
+    """`behind` served as the one replica of a real haproxy run with ops/haproxy.cfg; the port
+    the proxy listens on (it may not listen yet)."""
+    runner = web.AppRunner(behind)
+    await runner.setup()
+    listen, port = ports(), ports()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        local_proxy(
+            (ROOT / "ops" / "haproxy.cfg").read_text(encoding="utf-8"), listen=listen, replica=port
+        ),
+        encoding="utf-8",
+    )
+    proxy = await asyncio.create_subprocess_exec(
+        haproxy, "-db", "-f", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield listen
+    finally:
+        proxy.terminate()
+        await proxy.wait()
+        await runner.cleanup()
+
+
 async def ask(port: int, method: str, path: str) -> int:
     """The status of one request for `path` exactly as written (percent-escapes included)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -333,21 +362,7 @@ async def test_the_proxy_publishes_slacks_and_githubs_doors_only_however_a_path_
         behind.router.add_get(route, replica)
     for route in ("/slack/events", "/github/webhook"):
         behind.router.add_post(route, replica)
-    runner = web.AppRunner(behind)
-    await runner.setup()
-    listen, port = unused_tcp_port_factory(), unused_tcp_port_factory()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        local_proxy(
-            (ROOT / "ops" / "haproxy.cfg").read_text(encoding="utf-8"), listen=listen, replica=port
-        ),
-        encoding="utf-8",
-    )
-    proxy = await asyncio.create_subprocess_exec(
-        haproxy, "-db", "-f", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    async with proxied(tmp_path, haproxy, behind, unused_tcp_port_factory) as listen:
         for _ in range(200):  # until it listens
             try:
                 await ask(listen, "GET", "/healthz")
@@ -361,10 +376,6 @@ async def test_the_proxy_publishes_slacks_and_githubs_doors_only_however_a_path_
         for path in ("/metrics", "/%6Detrics", "/%6detrics?x=1", "/readyz", "/%72eadyz"):
             assert await ask(listen, "GET", path) == 404, path
         assert reached == []
-    finally:
-        proxy.terminate()
-        await proxy.wait()
-        await runner.cleanup()
 
 
 def test_the_proxy_waits_for_readyz_longer_than_its_budget() -> None:
@@ -402,26 +413,8 @@ async def test_the_proxy_keeps_a_replica_whose_readiness_is_slow_or_fails_once(
     behind = web.Application()
     behind.router.add_get("/readyz", readyz)
     behind.router.add_post("/slack/events", slack)
-    runner = web.AppRunner(behind)
-    await runner.setup()
-    listen, port = unused_tcp_port_factory(), unused_tcp_port_factory()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(
-        local_proxy(
-            (ROOT / "ops" / "haproxy.cfg").read_text(encoding="utf-8"), listen=listen, replica=port
-        ),
-        encoding="utf-8",
-    )
-    proxy = await asyncio.create_subprocess_exec(
-        haproxy, "-db", "-f", str(config), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    async with proxied(tmp_path, haproxy, behind, unused_tcp_port_factory) as listen:
         async with asyncio.timeout(30):
             for expected in (200, 200, 503):
                 assert await answered.get() == expected
                 assert await ask(listen, "POST", "/slack/events") == 200, f"after {expected}"
-    finally:
-        proxy.terminate()
-        await proxy.wait()
-        await runner.cleanup()

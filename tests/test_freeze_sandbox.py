@@ -269,6 +269,7 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
         )
         await box.slack.wait_for(lambda: any(told in r.rendered for r in replaced_card.replies))
 
+        await box.wait_for_button("confirm_flags")  # its card may come after its row
         await box.click("confirm_flags", message=card(box))
         await box.wait_for_button("dispatch")
         assert await box.click("dispatch", message=card(box)) is None
@@ -295,6 +296,7 @@ async def test_a_roll_back_left_in_its_preflight_for_a_day_is_stale_and_held_by_
         await box.command("freeze 72h holiday freeze", user=OTHER)
         await roll_back_to_the_previous(box, replaced_card, redeploy)
         await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != replaced.id)
+        await box.wait_for_button("confirm_flags")  # its card may come after its row
         await box.click("confirm_flags", message=card(box))
         await box.wait_for_button("dispatch")
 
@@ -327,6 +329,7 @@ async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispat
         await box.command("freeze 2h holiday freeze", user=OTHER)
         await roll_back_to_the_previous(box, replaced_card, redeploy)
         await box.wait_until(lambda r: r.tag == "v1.4.1" and r.phase is Phase.PREFLIGHT)
+        await box.wait_for_button("confirm_flags")  # its card may come after its row
         await box.click("confirm_flags", message=card(box))
         await box.wait_for_button("dispatch")
 

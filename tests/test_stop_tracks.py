@@ -227,18 +227,23 @@ def test_a_failed_gate_says_which_tracks_of_its_gate_it_did_not_roll_back() -> N
     )
 
 
+def two_relay_plan(tmp_path: Path) -> str:
+    """The fast plan with its second track (desktop) relay-gated too, as YAML."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    second = plan["tracks"]["desktop"]
+    second["gate"] = "relay"
+    second["thresholds"]["error_threshold"] = "0.01"
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
 async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_other(
     tmp_path: Path, database_url: str
 ) -> None:
     """End to end (the real app, PyGithub against the GitHub simulator): a plan whose second
     track is relay-gated too. The relay reaches 100% while the second track holds on its first
     stage; `/rollout rollback` then rolls the second one back on GitHub."""
-    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
-    second = plan["tracks"]["desktop"]
-    second["gate"] = "relay"
-    second["thresholds"]["error_threshold"] = "0.01"
     async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+        workdir=tmp_path, database_url=database_url, plan_yaml=two_relay_plan(tmp_path)
     ) as box:
         write_figures(box.figures, "relay", RELAY_OK)
         write_figures(box.figures, "desktop", {"internal": {"crash_rate": "0", "error_rate": "0"}})
@@ -308,12 +313,8 @@ async def test_a_failed_gate_tells_the_thread_and_the_trail_what_else_of_its_gat
 ) -> None:
     """Two relay-gated tracks: the second one's first gate fails (50% errors) and rolls it
     back; the relay, on its own gate, keeps running, and the thread and audit trail say so."""
-    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
-    second = plan["tracks"]["desktop"]
-    second["gate"] = "relay"
-    second["thresholds"]["error_threshold"] = "0.01"
     async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+        workdir=tmp_path, database_url=database_url, plan_yaml=two_relay_plan(tmp_path)
     ) as box:
         write_figures(box.figures, "relay", RELAY_OK)
         failing = {"internal": {"crash_rate": "0", "error_rate": "0.5"}}
