@@ -153,7 +153,7 @@ async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> N
     assert box.slack.calls_to("chat.postMessage") == []
 
 
-@pytest.mark.parametrize("typed", ["npm-token {token}", "{token}"])
+@pytest.mark.parametrize("typed", ["npm-token {token}", "{token}", "start {token}"])
 async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
     box: Sandbox, typed: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -166,9 +166,9 @@ async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
 
     assert "That looks like a token: nothing was done" in answer and "revoke it" in answer
     assert token not in answer and token[4:12] not in answer
-    assert box.slack.calls_to("chat.postMessage") == []  # no walkthrough posted
+    assert box.slack.calls_to("chat.postMessage") == []  # no walkthrough, no preflight card
     trail = await box.audit.list_for_actor(RELEASE_MANAGER)
-    assert [e.result for e in trail] == ["invalid_command"]
+    assert [e.result for e in trail] in (["invalid_command"], ["invalid_tag"])
     assert token[4:12] not in repr(trail)
     assert not [r for r in caplog.records if token[4:12] in r.getMessage()]
 

@@ -302,6 +302,8 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
 
 def parse_tag(text: str) -> str:
     """`text` if it is a valid image tag; raises InvalidTag quoting the rule otherwise."""
+    if TOKEN_SHAPE.search(text):  # it would be posted on the release channel's cards
+        raise InvalidTag(PASTED_CREDENTIAL)
     if not _TAG.fullmatch(text):
         raise InvalidTag(
             f"`{shown(text)}` is not a valid release tag: a tag must match `{TAG_RULE}` "
