@@ -37,7 +37,8 @@ from bot.domain.rollout import (
 from bot.domain.rollout import events as told
 from bot.domain.run import EnvironmentReview
 from bot.domain.schedule import Held
-from bot.domain.unfollowed_runs import UnfollowedRun
+from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
+from sandbox.harness_slack import button
 from sandbox.render import render_blocks
 
 DOMAIN = Path(bot.domain.__file__).parent
@@ -278,6 +279,31 @@ def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
     )
     shown = render_blocks(as_json(unfollowed_card(card)))
     assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown
+
+
+def test_a_run_nobody_may_adopt_is_offered_reject_only_even_once_its_default_failed() -> None:
+    """Under the two-person rule on dispatch an Adopt can only be refused: the card never
+    offers it, while it waits or after its default answer failed."""
+    card = UnfollowedRun(
+        run_id=42,
+        workflow="Deployment Strategy",
+        run_url="https://github.com/o/r/actions/runs/42",
+        ref="main",
+        tag="",
+        event="workflow_dispatch",
+        sender="octocat",
+        environment="relay-canary-5",
+        asked_at=AT,
+        due_at=AT,
+        dispatch_by_two=True,
+    )
+    assert UnfollowedRun.from_json(card.to_json()) == card
+    for fate in (RunFate.WAITING, RunFate.UNANSWERED):
+        blocks = as_json(unfollowed_card(card.decided(fate)))
+        shown = render_blocks(blocks)
+        assert button(blocks, "adopt_run") is None and button(blocks, "reject_run") is not None
+        assert "Adopt" not in shown and "`/rollout start <tag>` so that another approver" in shown
+    assert "still waits on GitHub. Reject it here" in shown
 
 
 @pytest.mark.parametrize(

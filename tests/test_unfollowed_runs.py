@@ -20,6 +20,7 @@ from test_cli import full_env
 from test_freeze_sandbox import typed_reason
 from test_protection_rules import answers, app_box, app_replicas, both_held, box
 
+from bot.adapters.slack.actions import RunValue
 from bot.adapters.slack.control_views import REASON_BLOCK
 from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
@@ -27,6 +28,7 @@ from bot.domain.rollout import Phase, TrackState
 from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
 from sandbox.harness import Sandbox, fast_plan
+from sandbox.harness_slack import button
 from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
 from storage.claims import ClaimStore
@@ -271,11 +273,21 @@ async def test_adopt_is_refused_when_the_two_person_rule_covers_dispatch(
     tmp_path: Path, database_url: str
 ) -> None:
     """An adopted run is approved at once by its adopter, who may have started it on GitHub:
-    under `two_person: [dispatch]` that would be a dispatch by one person."""
+    under `two_person: [dispatch]` that would be a dispatch by one person. The card offers
+    Reject only, says why and what to do instead, and that the default rejects the run."""
     async with app_box(tmp_path, database_url, plan_yaml=dispatch_by_two(tmp_path)) as box:
-        _, card = await started_on_github(box)
+        run_id, card = await started_on_github(box)
+        assert button(card.blocks, "adopt_run") is None
+        assert button(card.blocks, "reject_run") is not None
+        assert (
+            "The plan's two-person rule covers dispatch, so this run cannot be adopted (whoever "
+            "adopts it may be who started it on GitHub): Reject it, and start the release with "
+            f"`/rollout start {TAG}` so that another approver dispatches it."
+        ) in card.rendered
+        assert ", the default rejects it." in card.rendered
 
-        refused = await box.click("adopt_run", message=card)
+        # A click sent all the same (a card drawn before the plan took the rule) is refused.
+        refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
 
         assert refused is not None and "two-person rule needs a second approver" in refused
         assert "nothing was changed" in refused and "/rollout start <tag>" in refused
@@ -292,7 +304,8 @@ async def test_an_approve_default_rejects_when_the_two_person_rule_covers_dispat
     env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
     plan_yaml = dispatch_by_two(tmp_path)
     async with app_box(tmp_path, database_url, extra_env=env, plan_yaml=plan_yaml) as box:
-        await started_on_github(box)
+        _, card = await started_on_github(box)
+        assert ", the default rejects it." in card.rendered  # what the card says comes true
 
         await box.pass_time(timedelta(seconds=1805))
 

@@ -69,6 +69,9 @@ class UnfollowedRun:
     """The run's attempt that asked: 2 and up for a re-run (`sender` re-ran it)."""
     ended_rollout: str = ""
     """The rollout that followed the run before it was re-run, and has ended."""
+    dispatch_by_two: bool = False
+    """The plan's two-person rule covered dispatch when the card was posted: Adopt is refused
+    (`may_adopt`) and an `approve` default rejects, so the card offers Reject only."""
 
     def decided(self, fate: RunFate, *, by: str = "", rollout_id: str = "") -> UnfollowedRun:
         return replace(self, fate=fate, by=by, rollout_id=rollout_id)
@@ -90,6 +93,7 @@ class UnfollowedRun:
             "rollout_id": self.rollout_id,
             "attempt": self.attempt,
             "ended_rollout": self.ended_rollout,
+            "dispatch_by_two": self.dispatch_by_two,
         }
 
     @classmethod
@@ -110,6 +114,7 @@ class UnfollowedRun:
             rollout_id=str(data.get("rollout_id", "")),
             attempt=int(data.get("attempt", 1)),
             ended_rollout=str(data.get("ended_rollout", "")),
+            dispatch_by_two=bool(data.get("dispatch_by_two", False)),
         )
 
 
@@ -140,6 +145,7 @@ def unfollowed_card(
         due_at=now + timeout,
         attempt=run.attempt,
         ended_rollout=ended.id if ended is not None else "",
+        dispatch_by_two=TwoPersonAction.DISPATCH in plan.two_person,
     )
 
 
