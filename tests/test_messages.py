@@ -7,6 +7,7 @@ import ast
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,22 +262,28 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
         assert "&lt;!channel&gt;" in shown
 
 
+def run_card(*, ref: str, sender: str, environment: str, **rest: Any) -> UnfollowedRun:
+    """The card of run 42 of the Deployment Strategy, on `ref`, which is not a release tag."""
+    return UnfollowedRun(
+        run_id=42,
+        workflow="Deployment Strategy",
+        run_url="https://github.com/o/r/actions/runs/42",
+        ref=ref,
+        tag="",
+        event="push",
+        sender=sender,
+        environment=environment,
+        asked_at=AT,
+        due_at=AT,
+        **rest,
+    )
+
+
 def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
     """A branch may be named `x<!channel>` (git accepts it): the card of its run must not
     notify the release channel."""
     loud = "x<!channel>"
-    card = UnfollowedRun(
-        run_id=42,
-        workflow="Deployment Strategy",
-        run_url="https://github.com/o/r/actions/runs/42",
-        ref=loud,
-        tag="",
-        event="push",
-        sender=loud,
-        environment=loud,
-        asked_at=AT,
-        due_at=AT,
-    )
+    card = run_card(ref=loud, sender=loud, environment=loud)
     shown = render_blocks(as_json(unfollowed_card(card)))
     assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown
 
@@ -284,18 +291,8 @@ def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
 def test_a_run_nobody_may_adopt_is_offered_reject_only_even_once_its_default_failed() -> None:
     """Under the two-person rule on dispatch an Adopt can only be refused: the card never
     offers it, while it waits or after its default answer failed."""
-    card = UnfollowedRun(
-        run_id=42,
-        workflow="Deployment Strategy",
-        run_url="https://github.com/o/r/actions/runs/42",
-        ref="main",
-        tag="",
-        event="workflow_dispatch",
-        sender="octocat",
-        environment="relay-canary-5",
-        asked_at=AT,
-        due_at=AT,
-        dispatch_by_two=True,
+    card = run_card(
+        ref="main", sender="octocat", environment="relay-canary-5", dispatch_by_two=True
     )
     assert UnfollowedRun.from_json(card.to_json()) == card
     for fate in (RunFate.WAITING, RunFate.UNANSWERED):
