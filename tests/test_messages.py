@@ -262,14 +262,16 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
         assert "&lt;!channel&gt;" in shown
 
 
-def run_card(*, ref: str, sender: str, environment: str, **rest: Any) -> UnfollowedRun:
-    """The card of run 42 of the Deployment Strategy, on `ref`, which is not a release tag."""
+def run_card(
+    *, ref: str, sender: str, environment: str, tag: str = "", **rest: Any
+) -> UnfollowedRun:
+    """The card of run 42 of the Deployment Strategy, on `ref` (release tag `tag`)."""
     return UnfollowedRun(
         run_id=42,
         workflow="Deployment Strategy",
         run_url="https://github.com/o/r/actions/runs/42",
         ref=ref,
-        tag="",
+        tag=tag,
         event="push",
         sender=sender,
         environment=environment,
@@ -292,14 +294,18 @@ def test_a_run_nobody_may_adopt_is_offered_reject_only_even_once_its_default_fai
     """Under the two-person rule on dispatch an Adopt can only be refused: the card never
     offers it, while it waits or after its default answer failed."""
     card = run_card(
-        ref="main", sender="octocat", environment="relay-canary-5", dispatch_by_two=True
+        ref="v2.0.0",
+        tag="v2.0.0",
+        sender="octocat",
+        environment="relay-canary-5",
+        dispatch_by_two=True,
     )
     assert UnfollowedRun.from_json(card.to_json()) == card
     for fate in (RunFate.WAITING, RunFate.UNANSWERED):
         blocks = as_json(unfollowed_card(card.decided(fate)))
         shown = render_blocks(blocks)
         assert button(blocks, "adopt_run") is None and button(blocks, "reject_run") is not None
-        assert "Adopt" not in shown and "`/rollout start <tag>` so that another approver" in shown
+        assert "Adopt" not in shown and "`/rollout start v2.0.0` so that another approver" in shown
     assert "still waits on GitHub. Reject it here" in shown
 
 

@@ -233,11 +233,13 @@ async def test_adopt_is_refused_while_the_preflight_blocks(box: Sandbox) -> None
 
 
 async def test_a_run_on_a_branch_is_not_adopted_as_a_release(box: Sandbox) -> None:
-    """`main` is where the workflow runs, not a release tag: Adopt says what to do instead."""
+    """`main` is where the workflow runs, not a release tag: the card offers Reject only and
+    says what to do instead, and an Adopt sent all the same is refused."""
     run_id, card = await started_on_github(box, ref="main")
-    assert "`main` is not a release tag, so Adopt is refused" in card.rendered
+    assert "`main` is not a release tag, so this run cannot be adopted: Reject it" in card.rendered
+    assert button(card.blocks, "adopt_run") is None
 
-    refused = await box.click("adopt_run", message=card)
+    refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
 
     assert refused is not None
     assert f"Run {run_id} runs on `main`, which is not a release tag" in refused

@@ -73,6 +73,12 @@ class UnfollowedRun:
     """The plan's two-person rule covered dispatch when the card was posted: Adopt is refused
     (`may_adopt`) and an `approve` default rejects, so the card offers Reject only."""
 
+    @property
+    def adoptable(self) -> bool:
+        """Whether an Adopt could be given (not refused whatever happens): the card offers
+        Adopt only then, never a button that can only be refused."""
+        return bool(self.tag) and not self.dispatch_by_two
+
     def decided(self, fate: RunFate, *, by: str = "", rollout_id: str = "") -> UnfollowedRun:
         return replace(self, fate=fate, by=by, rollout_id=rollout_id)
 

@@ -76,8 +76,8 @@ def _answers(card: UnfollowedRun) -> list[Block]:
         )
     else:
         follow = (
-            f"`{_quoted(card.ref)}` is not a release tag, so Adopt is refused: Reject it, or "
-            "start the release's tag with `/rollout start <tag>`."
+            f"`{_quoted(card.ref)}` is not a release tag, so this run cannot be adopted: Reject "
+            "it, or start the release's tag with `/rollout start <tag>`."
         )
     # A re-run of an ended rollout's run, and any run under the two-person rule on dispatch,
     # is rejected by default, whatever the setting.
@@ -93,7 +93,7 @@ def _answers(card: UnfollowedRun) -> list[Block]:
     )
     rejects = confirm("Reject this run?", f"Run {card.run_id}'s job fails.", "Reject", danger=True)
     reject = button("Reject", Action.REJECT_RUN, value, style="danger", confirm=rejects)
-    if card.dispatch_by_two:  # no button that can only be refused
+    if not card.adoptable:  # no button that can only be refused
         return [context(f"{follow}{due}"), *actions([reject])]
     adopt = confirm(
         "Adopt this run?",
@@ -115,7 +115,7 @@ def _answers(card: UnfollowedRun) -> list[Block]:
 
 def _offered(card: UnfollowedRun) -> str:
     """The answers the card's buttons give."""
-    return "Reject" if card.dispatch_by_two else "Adopt or Reject"
+    return "Adopt or Reject" if card.adoptable else "Reject"
 
 
 def _fate(card: UnfollowedRun) -> str:
