@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from aiohttp import web
 from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews
 from services import missing
 
@@ -36,6 +37,7 @@ from bot.domain.plan import PrometheusMetrics, Track
 from bot.domain.rollout import StageState, TrackState
 from bot.plan_file import parse_plan
 from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.loopback import LoopbackServer
 from sandbox.prometheus_exporter import (
     PrometheusProcess,
     RelayExporter,
@@ -284,6 +286,73 @@ async def test_the_documented_relay_example_reads_the_error_rate_of_all_traffic(
     assert reading.figures.error_rate is not None
     assert float(reading.figures.error_rate) == pytest.approx(errors / requests, rel=0.1)
     assert section["thresholds"]["min_sample"] > 0
+
+
+# -- answers Prometheus warns about ------------------------------------------------------------
+
+
+async def test_a_partial_answer_is_no_figure_never_a_pass() -> None:
+    """A Prometheus whose remote-read store is down answers `success` with a number from the
+    data it could read and a warning (a Thanos store down does the same): the canary's failing
+    series may be the ones left out. It passed on that number; it is no figure, INCONCLUSIVE."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    async with RelayExporter(TRAFFIC["healthy"]) as exporter:
+        jobs = {"healthy": exporter.target}
+        async with PrometheusProcess(jobs, remote_read=["http://127.0.0.1:9/read"]) as prometheus:
+            await prometheus.wait_for_scrapes(4)
+            reading = await source(Telemetry(prometheus.url), relay_metrics("healthy")).measure(
+                window("healthy")
+            )
+    assert reading.figures.error_rate is None and reading.figures.sample is None
+    (error, _crash) = reading.metrics
+    assert error.problem is not None
+    assert "value: Prometheus warned that its answer may be partial or wrong: remote_read" in (
+        error.problem
+    )
+    verdict = judged(reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
+class ThanosQuerier(LoopbackServer):
+    """Answers every instant query with one number and the given warnings, as a Thanos querier
+    (or a Prometheus before its API had `infos`) lists PromQL's annotations."""
+
+    def __init__(self, warnings: list[str]) -> None:
+        self._warnings = warnings
+
+    async def _query(self, request: web.Request) -> web.Response:
+        sample = [datetime.now(UTC).timestamp(), "0.002"]
+        result = [{"metric": {}, "value": sample}]
+        data = {"resultType": "vector", "result": result}
+        return web.json_response({"status": "success", "data": data, "warnings": self._warnings})
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/v1/query", self._query)
+        return app
+
+
+@pytest.mark.parametrize(
+    ("warnings", "read"),
+    [
+        (['PromQL info: metric might not be a counter, name does not end in _total: "x"'], True),
+        (["PromQL warning: quantile value should be between 0 and 1, got 1.1 (1:10)"], False),
+        (["partial response: store 10.0.0.7:10901 unavailable"], False),
+    ],
+    ids=["info", "PromQL warning", "store down"],
+)
+async def test_only_an_info_annotation_leaves_the_number_read(
+    warnings: list[str], read: bool
+) -> None:
+    """A `PromQL info:` may be a false positive (a counter named without `_total`): the number
+    stands. A `PromQL warning:` or a store's is a wrong or partial answer: no figure."""
+    async with ThanosQuerier(warnings) as thanos:
+        metrics = relay_metrics("any", crash_rate={"query": "sum(relay_crashes)"})
+        reading = await source(Telemetry(thanos.url), metrics).measure(window("canary"))
+    crash = reading.metrics[1]
+    assert (reading.figures.crash_rate == Decimal("0.002")) is read, crash.problem
+    assert (crash.problem is None) is read, crash.problem
 
 
 # -- the whole chain: Prometheus -> gate -> GitHub -> Slack ------------------------------------

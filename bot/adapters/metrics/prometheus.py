@@ -2,8 +2,9 @@
 
 Each metric is an instant query at the end of the stage's window (`$window` is its length),
 its sample another, and its baseline a query or the plan's fixed number. Anything short of
-one finite, non-negative number (no series, several series, NaN, an HTTP or PromQL error)
-leaves that figure missing with the reason, so the gate says INCONCLUSIVE, never PASS.
+one finite, non-negative number (no series, several series, NaN, an HTTP or PromQL error, an
+answer Prometheus warns may be partial) leaves that figure missing with the reason, so the
+gate says INCONCLUSIVE, never PASS.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CHART_POINTS = 240
 """About this many points per chart, whatever the rollout's length."""
 MIN_CHART_WINDOW = timedelta(seconds=60)
 """A chart point's rate covers at least this much (four scrapes at Prometheus's default 15s)."""
+_MAX_WARNING = 200
+"""A warning's text is cut to this many characters in a figure's problem."""
 
 
 def graph_url(base_url: str, expr: str, *, window: timedelta, end: datetime) -> str:
@@ -136,6 +139,11 @@ class PrometheusClient:
         if body.get("status") != "success":
             detail = body.get("error") or f"HTTP {status}"
             raise MetricsProblem(f"Prometheus refused the query: {detail}")
+        warning = _first_warning(body.get("warnings"))
+        if warning is not None:
+            raise MetricsProblem(
+                f"Prometheus warned that its answer may be partial or wrong: {warning}"
+            )
         data = body.get("data")
         if not isinstance(data, dict):
             raise MetricsProblem("Prometheus answered without data")
@@ -303,6 +311,19 @@ def _number(pair: object) -> Decimal:
     if value.is_signed() and value != 0:
         raise MetricsProblem(f"the query gave a negative number ({text})")
     return abs(value)
+
+
+def _first_warning(warnings: object) -> str | None:
+    """The first warning of a `success` answer that makes its number untrustworthy: part of the
+    data could not be read (a remote-read store or a Thanos store down: the number may leave out
+    the very series that fail) or a `PromQL warning:`. A `PromQL info:` annotation, which
+    Thanos and Prometheus before it had an `infos` list put among the warnings, may be a false
+    positive (a counter not named `_total`) and is not."""
+    listed = warnings if isinstance(warnings, list) else [warnings] if warnings else []
+    for warning in map(str, listed):
+        if not warning.startswith("PromQL info:"):
+            return warning[:_MAX_WARNING]
+    return None
 
 
 def _epoch(moment: datetime) -> str:
