@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from aiohttp import web
 from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews
 from services import missing
 
@@ -37,7 +36,6 @@ from bot.domain.plan import PrometheusMetrics, Track
 from bot.domain.rollout import StageState, TrackState
 from bot.plan_file import parse_plan
 from sandbox.harness import Sandbox, fast_plan, write_figures
-from sandbox.loopback import LoopbackServer
 from sandbox.prometheus_exporter import (
     PrometheusProcess,
     RelayExporter,
@@ -312,47 +310,6 @@ async def test_a_partial_answer_is_no_figure_never_a_pass() -> None:
     )
     verdict = judged(reading)
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
-
-
-class ThanosQuerier(LoopbackServer):
-    """Answers every instant query with one number and the given warnings, as a Thanos querier
-    (or a Prometheus before its API had `infos`) lists PromQL's annotations."""
-
-    def __init__(self, warnings: list[str]) -> None:
-        self._warnings = warnings
-
-    async def _query(self, request: web.Request) -> web.Response:
-        sample = [datetime.now(UTC).timestamp(), "0.002"]
-        result = [{"metric": {}, "value": sample}]
-        data = {"resultType": "vector", "result": result}
-        return web.json_response({"status": "success", "data": data, "warnings": self._warnings})
-
-    def build_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/api/v1/query", self._query)
-        return app
-
-
-@pytest.mark.parametrize(
-    ("warnings", "read"),
-    [
-        (['PromQL info: metric might not be a counter, name does not end in _total: "x"'], True),
-        (["PromQL warning: quantile value should be between 0 and 1, got 1.1 (1:10)"], False),
-        (["partial response: store 10.0.0.7:10901 unavailable"], False),
-    ],
-    ids=["info", "PromQL warning", "store down"],
-)
-async def test_only_an_info_annotation_leaves_the_number_read(
-    warnings: list[str], read: bool
-) -> None:
-    """A `PromQL info:` may be a false positive (a counter named without `_total`): the number
-    stands. A `PromQL warning:` or a store's is a wrong or partial answer: no figure."""
-    async with ThanosQuerier(warnings) as thanos:
-        metrics = relay_metrics("any", crash_rate={"query": "sum(relay_crashes)"})
-        reading = await source(Telemetry(thanos.url), metrics).measure(window("canary"))
-    crash = reading.metrics[1]
-    assert (reading.figures.crash_rate == Decimal("0.002")) is read, crash.problem
-    assert (crash.problem is None) is read, crash.problem
 
 
 # -- the whole chain: Prometheus -> gate -> GitHub -> Slack ------------------------------------
