@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews
+from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews, value_of
 from services import missing
 
 from bot.adapters.charts import PNG_SIGNATURE
@@ -385,6 +385,53 @@ async def test_a_high_error_rate_rolls_back_though_the_crash_rate_query_reads_no
         assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
         card = await box.wait_for_thread("5% canary gate: ROLLBACK*. Error rate")
         assert "no series" in card, card
+
+
+async def test_a_held_canary_failing_since_its_window_rolls_back_on_re_evaluate(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """The canary passed its window and holds for a Promote; its error rate climbs after. A
+    Re-evaluate read the closed window again and said PASS on figures older than the failure
+    (a `promote: auto` stage was promoted on them); it reads up to now and rolls back."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    async with (
+        RelayExporter(TRAFFIC["healthy"]) as exporter,
+        PrometheusProcess({"held": exporter.target}) as prometheus,
+    ):
+        await prometheus.wait_for_scrapes(4)
+        telemetry = Telemetry(prometheus.url)
+        async with dispatched_on_prometheus(
+            telemetry, tmp_path, sqlite_database_url, "held"
+        ) as box:
+            held = await box.wait_until(
+                lambda r: r.track("relay").stage("canary").state is StageState.HOLDING, timeout=30
+            )
+            canary = held.track("relay").stage("canary")
+            assert canary.verdict is not None and canary.verdict.passed
+            assert canary.window_started_at is not None
+            exporter.set_traffic(TRAFFIC["failing"])
+            since_deployed = source(telemetry, relay_metrics("held"))
+
+            async def failing_so_far() -> bool:
+                assert canary.window_started_at is not None
+                now = datetime.now(UTC)
+                reading = await since_deployed.measure(
+                    QueryWindow("v1.4.2", "relay", "canary", canary.window_started_at, now, now)
+                )
+                return (reading.figures.error_rate or 0) > Decimal("0.015")
+
+            async with asyncio.timeout(30):  # Prometheus scrapes every second
+                while True:
+                    if await failing_so_far():
+                        break
+                    await asyncio.sleep(0.5)
+            await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+            ended = await box.wait_until(
+                lambda r: r.track("relay").state is TrackState.ROLLED_BACK, timeout=30
+            )
+    assert ended.track("relay").stage("canary").state is StageState.FAILED_GATE
+    assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
 
 
 async def test_too_few_requests_extends_the_window_and_never_passes(

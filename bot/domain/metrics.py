@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import Rollout, StageState
 from bot.domain.service import DEFAULT_SERVICE
 
 
@@ -83,11 +83,14 @@ class QueryWindow:
 
 def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> QueryWindow:
     """The window a stage's gate reads: from the stage job's completion to the window's end
-    (or now, if that is earlier), so a gate evaluated late still reads its own window."""
+    (or now, if that is earlier), so a gate evaluated late still reads its own window. A held
+    stage (re-evaluated: it is still deployed, waiting for a Promote) reads to now: its closed
+    window's figures, hours old maybe, would pass a canary that has failed since."""
     observed = rollout.track(track).stage(stage)
     rollout_start = rollout.dispatched_at or rollout.created_at
     start = observed.window_started_at or rollout_start
-    end = min(observed.window_ends_at or now, now)
+    closes = None if observed.state is StageState.HOLDING else observed.window_ends_at
+    end = min(closes or now, now)
     return QueryWindow(
         tag=rollout.tag,
         track=track,
