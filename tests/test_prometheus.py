@@ -228,6 +228,25 @@ async def test_a_zero_sample_never_passes_whatever_the_minimum(telemetry: Teleme
     )
 
 
+async def test_a_sample_matching_no_series_counted_nothing(telemetry: Telemetry) -> None:
+    """A canary no request reached: its labelled request counters have no series yet, so the
+    `sample` query matches none, beside an error rate guarded with `or vector(0)`. The sample
+    was unknown, and with `min_sample: 0` the gate passed on nothing; it is 0, INCONCLUSIVE."""
+    metrics = relay_metrics("healthy")
+    nowhere = REQUESTS % ',job="no-such-job"'
+    requests = f"sum(increase({nowhere}[$window]))"
+    metrics["error_rate"] = {"query": f"(0 * {requests}) or vector(0)", "sample": requests}
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert (reading.figures.error_rate, reading.figures.sample) == (0, 0)
+    (error, _crash) = reading.metrics
+    assert error.problem == "sample: no data: the query matched no series"
+    verdict = judged(reading, min_sample=0)
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.INSUFFICIENT_SAMPLE,
+    )
+
+
 async def test_a_baseline_read_above_one_is_no_baseline(telemetry: Telemetry) -> None:
     """Rates are fractions: a baseline query giving percent (0.1% read as 0.1 x 100 = 10) set
     a limit no crash rate reaches. It is left missing with the reason: INCONCLUSIVE."""

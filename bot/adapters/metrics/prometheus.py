@@ -64,10 +64,15 @@ async def check_reachable(url: str) -> None:
         await PrometheusClient(url).instant(session, "time()", utc_now())
 
 
+class NoSeries(MetricsProblem):
+    """The query matched no series."""
+
+
 @dataclass(frozen=True)
 class _Read:
     value: Decimal | None
     problem: str | None
+    no_series: bool = False
 
 
 class PrometheusClient:
@@ -85,7 +90,7 @@ class PrometheusClient:
         if kind != "vector" or not isinstance(result, list):
             raise MetricsProblem(f"the query gave a {kind}, not one number")
         if not result:
-            raise MetricsProblem("no data: the query matched no series")
+            raise NoSeries("no data: the query matched no series")
         if len(result) > 1:
             raise MetricsProblem(
                 f"the query gave {len(result)} series, not one: aggregate them (sum, max)"
@@ -222,10 +227,7 @@ class PrometheusSource(LiveSource):
         return MetricReading(
             name=name,
             value=value.value,
-            # Whole requests seen, rounded down: 99.6 is fewer than a minimum of 100.
-            sample=None
-            if sample.value is None
-            else int(sample.value.to_integral_value(ROUND_FLOOR)),
+            sample=_count(sample),
             baseline=fixed_baseline if fixed_baseline is not None else baseline.value,
             problem="; ".join(problems) or None,
             link=graph_url(client.base_url, expr, window=window.length, end=window.end),
@@ -242,7 +244,7 @@ class PrometheusSource(LiveSource):
             return _Read(await client.instant(session, expr, at), None)
         except MetricsProblem as problem:
             log.warning("prometheus query %r: %s", expr, problem)
-            return _Read(None, str(problem))
+            return _Read(None, str(problem), no_series=isinstance(problem, NoSeries))
 
     async def _chart(
         self,
@@ -311,6 +313,15 @@ def _number(pair: object) -> Decimal:
     if value.is_signed() and value != 0:
         raise MetricsProblem(f"the query gave a negative number ({text})")
     return abs(value)
+
+
+def _count(sample: _Read) -> int | None:
+    """Whole requests seen, rounded down: 99.6 is fewer than a minimum of 100. A count that
+    matched no series counted nothing: 0, so a window no request reached never passes (read as
+    unknown, it passed beside a rate guarded with `or vector(0)` when `min_sample` is 0)."""
+    if sample.no_series:
+        return 0
+    return None if sample.value is None else int(sample.value.to_integral_value(ROUND_FLOOR))
 
 
 def _first_warning(warnings: object) -> str | None:
