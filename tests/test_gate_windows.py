@@ -44,8 +44,20 @@ def held(inconclusive: bool) -> Rollout:
 def test_a_held_stage_is_re_evaluated_up_to_now(inconclusive: bool) -> None:
     """Held after its window (a PASS waiting for Promote, an INCONCLUSIVE hold) the canary is
     still deployed: Re-evaluate two hours later read the closed window, and its hours-old
-    PASS (a `promote: auto` stage is promoted on it) hid a canary failing since."""
+    PASS (a `promote: auto` stage is promoted on it) hid a canary failing since. It reads the
+    latest window of the length it was observed for: two hours of good figures since its deploy
+    would dilute the failing last half hour."""
     rollout = held(inconclusive)
-    assert rollout.track("relay").stage("canary").state is StageState.HOLDING
+    canary = rollout.track("relay").stage("canary")
+    assert canary.state is StageState.HOLDING and canary.window_ends_at is not None
+    observed_for = canary.window_ends_at - at(5)
     later = at(35 + 120)
-    assert window_at(rollout, later) == (at(5), later)
+    assert window_at(rollout, later) == (later - observed_for, later)
+
+
+def test_a_held_stage_reads_the_latest_window_of_its_length() -> None:
+    """Re-evaluated as its window closes, a held stage reads that window; a quarter of an hour
+    later, the last half hour (its window's length), never from before its deploy."""
+    rollout = held(False)
+    assert window_at(rollout, at(50)) == (at(20), at(50))
+    assert window_at(rollout, at(35)) == (at(5), at(35))

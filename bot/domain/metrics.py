@@ -84,13 +84,18 @@ class QueryWindow:
 def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> QueryWindow:
     """The window a stage's gate reads: from the stage job's completion to the window's end
     (or now, if that is earlier), so a gate evaluated late still reads its own window. A held
-    stage (re-evaluated: it is still deployed, waiting for a Promote) reads to now: its closed
-    window's figures, hours old maybe, would pass a canary that has failed since."""
+    stage (re-evaluated: it is still deployed, waiting for a Promote) reads the latest window
+    of the length it was observed for, ending now: its closed window's figures, hours old maybe,
+    would pass a canary that has failed since, and so would hours of good figures diluting the
+    last window's failing ones."""
     observed = rollout.track(track).stage(stage)
     rollout_start = rollout.dispatched_at or rollout.created_at
     start = observed.window_started_at or rollout_start
-    closes = None if observed.state is StageState.HOLDING else observed.window_ends_at
-    end = min(closes or now, now)
+    if observed.state is StageState.HOLDING:
+        observed_for = (observed.window_ends_at or now) - start
+        start, end = max(start, now - observed_for), now
+    else:
+        end = min(observed.window_ends_at or now, now)
     return QueryWindow(
         tag=rollout.tag,
         track=track,
