@@ -247,6 +247,20 @@ async def test_a_sample_matching_no_series_counted_nothing(telemetry: Telemetry)
     )
 
 
+async def test_a_rate_whose_sample_could_not_be_read_is_not_judged(telemetry: Telemetry) -> None:
+    """The `sample` query fails (Prometheus refuses it) beside an error rate that reads 0: the
+    sample is unknown, and with `min_sample: 0` the gate passed on a window that may have
+    tested nothing. The rate is not judged without its count: INCONCLUSIVE, the reason named."""
+    metrics = relay_metrics("healthy")
+    metrics["error_rate"] = {"query": "vector(0)", "sample": "sum(rate(oops[$window]"}
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert (reading.figures.error_rate, reading.figures.sample) == (None, None)
+    (error, _crash) = reading.metrics
+    assert error.problem is not None and error.problem.startswith("sample: Prometheus refused")
+    verdict = judged(reading, min_sample=0)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
 async def test_a_baseline_read_above_one_is_no_baseline(telemetry: Telemetry) -> None:
     """Rates are fractions: a baseline query giving percent (0.1% read as 0.1 x 100 = 10) set
     a limit no crash rate reaches. It is left missing with the reason: INCONCLUSIVE."""

@@ -214,6 +214,10 @@ class PrometheusSource(LiveSource):
             self._instant(session, client, baseline_expr, window.end),
             self._chart(session, client, query, window),
         )
+        if sample.problem is not None and not sample.no_series:
+            # A rate whose count could not be read is not judged: its sample unknown, a
+            # `min_sample` of 0 would let it PASS on a window that may have tested nothing.
+            value = _Read(None, value.problem)
         if baseline.value is not None and baseline.value > 1:
             # A rate is a fraction: a baseline in percent would set a limit nothing reaches.
             shown = format_rate(baseline.value)
