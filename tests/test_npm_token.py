@@ -784,6 +784,26 @@ async def test_a_release_whose_first_look_cannot_be_written_is_not_left_dispatch
         await github_until(box, lambda: len(box.github.dispatches) == 1)
 
 
+async def test_a_release_whose_dispatching_cannot_be_shown_is_not_sent_nor_looked_for(
+    box: Sandbox,
+) -> None:
+    """Slack drops the connection of the redraw that shows "Dispatching" (before the dispatch):
+    nothing is sent, and the click can be repeated at once. Before, the click's claim stayed
+    held and the walkthrough "already following a Release run" for minutes, until the look
+    written for the dispatch said that GitHub had not answered it clearly (it was never
+    asked)."""
+    message = await open_walkthrough(box)
+    box.slack.drop_next("chat.update", count=2)  # the client tries a dropped call once more
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is None or "already" not in answer, answer
+    assert box.github.dispatches == []
+    assert "Dispatching" not in step(message, 5)
+
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is None or "already" not in answer, answer
+    await github_until(box, lambda: len(box.github.dispatches) == 1)
+
+
 @pytest.fixture
 async def long_leases(tmp_path: Path) -> AsyncIterator[Sandbox]:
     """A bot whose leases outlast `RELEASE_JOB`: the clock jumped over the job never finds a
