@@ -139,6 +139,15 @@ async def test_the_walkthrough_posts_five_steps_with_the_secret_link(box: Sandbo
     assert "on main" in confirm and "may publish packages" in confirm
 
 
+async def test_a_walkthrough_whose_answer_was_lost_is_not_posted_twice(box: Sandbox) -> None:
+    """Slack posts the walkthrough, then the connection drops before its answer: the Web API
+    client must not post it again on its own (chat.postMessage takes no idempotency key)."""
+    box.slack.lose_next_answer("chat.postMessage")
+    answer = await box.command("npm-token")
+    assert "cannot tell whether it went through" in answer, answer
+    assert len(box.slack.messages(RELEASE_CHANNEL)) == 1
+
+
 async def test_the_command_works_in_a_direct_message(box: Sandbox) -> None:
     message = await open_walkthrough(box, DIRECT_MESSAGE)
     shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until="not set")
