@@ -17,6 +17,7 @@ A post takes no idempotency key, and Slack may have taken it before the connecti
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import ClientConnectorError
@@ -74,15 +75,8 @@ class PostsOnce(AsyncConnectionErrorRetryHandler):
     caller is told of the failure instead (an outbox message looks before posting again)."""
 
     async def _can_retry_async(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
+        self, *, request: HttpRequest, error: Exception | None = None, **attempt: Any
     ) -> bool:
         if method_of(request.url) in POSTS and not isinstance(error, ClientConnectorError):
             return False
-        return await super()._can_retry_async(
-            state=state, request=request, response=response, error=error
-        )
+        return await super()._can_retry_async(request=request, error=error, **attempt)
