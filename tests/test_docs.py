@@ -1,0 +1,258 @@
+"""What README.md and docs/ tell an operator to type or write is what the code takes.
+
+Issue 16 asks that the README examples pass unchanged: these tests read the pages themselves
+(the configuration table, every `rollout-bot` and `make` line, every YAML example), so a
+renamed setting, flag or plan key fails here instead of in an operator's shell.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import re
+import shlex
+import textwrap
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_core import PydanticUndefined
+
+from bot.cli import gate
+from bot.cli.main import NO_ARGUMENTS, TAKES_ARGUMENTS, main
+from bot.config import Settings
+from bot.plan_file import parse_plan
+from bot.service_file import load_services
+from storage.db import DEFAULT_SQLITE_FILE
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+DEFAULT_PLAN = resources.files("bot.domain").joinpath("default_plan.yml").read_text("utf-8")
+
+NOT_SETTINGS = {"ROLLOUT_BOT_COMMIT": "bot/version.py"}
+"""Variables the README's table lists that the build reads, not the settings model."""
+
+
+def page_text(page: Path) -> str:
+    return page.read_text(encoding="utf-8")
+
+
+def configuration_rows() -> dict[str, str]:
+    """Each variable of the README's Configuration table, with its row."""
+    table = page_text(ROOT / "README.md").split("### Configuration\n", 1)[1].split("\n#", 1)[0]
+    rows: dict[str, str] = {}
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            names = line.split("|")[1]
+            rows |= dict.fromkeys(re.findall(r"`([A-Z][A-Z0-9_]+)`", names), line)
+    return rows
+
+
+def test_the_configuration_table_lists_every_setting_and_no_other() -> None:
+    documented = set(configuration_rows())
+    settings = {name.upper() for name in Settings.model_fields}
+    assert documented - set(NOT_SETTINGS) == settings
+    for name, module in NOT_SETTINGS.items():
+        assert f'"{name}"' in (ROOT / module).read_text(encoding="utf-8")
+
+
+SPEC_NAMES = (
+    *("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL"),
+    *("GITHUB_TOKEN", "GITHUB_APP_ID", "GITHUB_APP_PRIVATE_KEY", "GITHUB_APP_INSTALLATION_ID"),
+    *("GITHUB_API_URL", "GITHUB_REPOSITORY", "GITHUB_WEBHOOK_SECRET", "DATABASE_URL"),
+    *("ROLLOUT_PLAN", "RELEASE_CHANNELS", "ROLLOUT_APPROVERS", "PROMETHEUS_URL", "HOST", "PORT"),
+    *("GITHUB_APP_PRIVATE_KEY_FILE", "ROLLOUT_SERVICES", "METRICS_TOKEN"),
+)
+"""SPEC section 2's configuration names: operators and tests depend on them."""
+
+
+def test_the_spec_names_are_settings() -> None:
+    assert set(SPEC_NAMES) <= {name.upper() for name in Settings.model_fields}
+
+
+def shown(default: object) -> str:
+    """A default as the README writes it: `15` for 15.0, a URL without its last `/`."""
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default).removesuffix("/")
+
+
+def test_every_default_is_documented_as_the_code_has_it() -> None:
+    rows = configuration_rows()
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:  # DATABASE_URL: a file in the working directory
+            default: object = DEFAULT_SQLITE_FILE
+        elif field.default in (None, (), PydanticUndefined):
+            continue
+        else:
+            default = field.default
+        row = rows[name.upper()]
+        assert "default" in row, f"{name.upper()}: the README gives no default"
+        assert shown(default) in row, f"{name.upper()}: the code's default is {default!r}"
+
+
+# Every YAML example: a plan, a part of one, a services file.
+
+
+def yaml_examples(page: Path) -> list[str]:
+    return [
+        textwrap.dedent(body)
+        for body in re.findall(r"^```yaml\n(.*?)^```", page_text(page), re.S | re.M)
+    ]
+
+
+def merged(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """`part` written over `into`; a track's `metrics` replaces the one there (each source has
+    keys of its own), every other mapping is merged."""
+    for key, value in part.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict) and key != "metrics":
+            merged(into[key], value)
+        else:
+            into[key] = value
+
+
+def where(part: dict[str, Any]) -> tuple[str, ...]:
+    """Where a part of a plan goes, from its keys (docs/plan.md's and docs/metrics.md's words)."""
+    if "baseline" in part:  # "add under `crash_rate`" (a Prometheus crash rate)
+        return ("tracks", "relay", "metrics", "crash_rate")
+    if {"metrics", "thresholds", "redeploy"} & set(part):  # one track's
+        return ("tracks", "desktop" if part["metrics"]["source"] == "sentry" else "relay")
+    return ()
+
+
+def plan_examples() -> Iterator[tuple[str, str]]:
+    """(where, plan text) of each example of a plan page, on the built-in plan with the page's
+    earlier parts (a part may extend the one before, as docs/metrics.md's do)."""
+    for page in ("plan.md", "freezes.md", "metrics.md"):
+        plan = yaml.safe_load(DEFAULT_PLAN)
+        for number, example in enumerate(yaml_examples(ROOT / "docs" / page), start=1):
+            part = yaml.safe_load(example)
+            if "version" in part:  # a whole plan
+                yield f"{page} #{number}", example
+                continue
+            at = plan
+            for key in where(part):
+                at = at[key]
+            merged(at, part)
+            yield f"{page} #{number}", yaml.safe_dump(copy.deepcopy(plan))
+
+
+@pytest.mark.parametrize(("example", "text"), list(plan_examples()))
+def test_every_plan_example_of_the_docs_loads(example: str, text: str) -> None:
+    parse_plan(text, example)
+
+
+def test_every_services_file_example_loads(tmp_path: Path) -> None:
+    """The README's and docs/services.md's services files, with the plan file they name."""
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "billing.yml").write_text(DEFAULT_PLAN, encoding="utf-8")
+    examples = [
+        example
+        for page in PAGES
+        for example in yaml_examples(page)
+        if example.startswith("services:")
+    ]
+    assert len(examples) == 2
+    for number, example in enumerate(examples):
+        path = tmp_path / f"services-{number}.yml"
+        path.write_text(example, encoding="utf-8")
+        services = load_services(path)
+        assert [service.name for service in services] == ["relay", "billing-api"]
+
+
+def test_no_yaml_example_goes_unread() -> None:
+    """A new kind of example needs a place above (or here, when it is not the bot's)."""
+    read = {"plan.md", "freezes.md", "metrics.md"}
+    for page in PAGES:
+        for example in yaml_examples(page):
+            if page.name in read or example.startswith("services:"):
+                continue
+            assert page.name == "observability.md" and example.startswith("scrape_configs:")
+
+
+# Every command line: `rollout-bot ...` and `make ...`.
+
+PLACEHOLDERS = {"<tag>": "v1.4.2", "TAG": "v1.4.2", "<stage>": "canary", "STAGE": "canary"}
+PLACEHOLDERS |= {"NAME": "billing-api"}
+
+
+def command_lines(program: str) -> Iterator[tuple[str, str]]:
+    """(page, line) of each `program COMMAND ...` in a code span or at the start of a code
+    block's line (after `$ `), continuations joined, comments kept. A span of the program and
+    a command alone names that command; its arguments are in a line of their own."""
+    command = re.compile(rf"{program} (?:--)?[a-z][a-z-]*(?=\s|$)")
+    for page in PAGES:
+        text = page_text(page)
+        for block in re.findall(r"^```\w*\n(.*?)^```", text, re.S | re.M):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip().removeprefix("$ ")
+                if command.match(line):
+                    yield page.name, line
+        prose = re.sub(r"^```\w*\n.*?^```", "", text, flags=re.S | re.M).replace("\n", " ")
+        for span in re.findall(rf"`({program} [^`]*)`", prose):
+            if command.match(span):
+                yield page.name, span
+
+
+def typed(line: str) -> tuple[list[str], str]:
+    """The words an operator types for a documented line, and its comment."""
+    words, _, comment = line.partition("#")
+    for placeholder, value in PLACEHOLDERS.items():
+        words = words.replace(placeholder, value)
+    return shlex.split(words.replace("[", "").replace("]", "")), comment
+
+
+ROLLOUT_BOT_LINES = [(page, line) for page, line in command_lines("rollout-bot") if "…" not in line]
+
+
+@pytest.mark.parametrize(("page", "line"), ROLLOUT_BOT_LINES)
+def test_every_rollout_bot_line_of_the_docs_is_a_command_it_takes(page: str, line: str) -> None:
+    (_, command, *args), comment = typed(line)
+    assert command in {"--version", *NO_ARGUMENTS, *TAKES_ARGUMENTS}, f"{page}: {line}"
+    if command == "--version" or command in NO_ARGUMENTS:
+        assert args == [], f"{page}: {command} takes no arguments"
+    elif not args:
+        return
+    elif command == "gate":
+        assert gate.parse_arguments(args) is not None
+        if exit := re.search(r"exit (\d+)", comment):
+            assert gate.main(args) == int(exit[1]), f"{page}: {line}"
+    else:
+        module = importlib.import_module(f"bot.cli.{TAKES_ARGUMENTS[command]}")
+        module.argument_parser().parse_args(args)  # a usage error fails the test
+
+
+def test_the_docs_show_every_command() -> None:
+    shown = {typed(line)[0][1] for _, line in ROLLOUT_BOT_LINES}
+    assert shown == {"--version", *NO_ARGUMENTS, *TAKES_ARGUMENTS}
+
+
+@pytest.mark.parametrize("command", sorted({*NO_ARGUMENTS, "demo"}))
+def test_help_of_a_command_says_what_it_does(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rollout-bot serve --help` is what an operator tries first: it is no unexpected argument
+    (exit 2), and it starts nothing."""
+    try:
+        status = main([command, "--help"])
+    except SystemExit as done:  # argparse's help
+        status = int(str(done.code))
+    out = capsys.readouterr().out
+    assert status == 0
+    assert out.startswith(f"usage: rollout-bot {command}")
+
+
+def test_every_make_line_of_the_docs_names_a_target_and_its_variables() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z]+):", makefile, re.M))
+    lines = [line for _, line in command_lines("make") if "..." not in line]
+    assert lines
+    for line in lines:
+        _, target, *assignments = typed(line)[0]
+        assert target in targets, line
+        for assignment in assignments:
+            variable = assignment.split("=", 1)[0]
+            assert f"$({variable})" in makefile, line
