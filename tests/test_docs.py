@@ -24,6 +24,7 @@ from pydantic_core import PydanticUndefined
 from bot.cli import gate
 from bot.cli.main import NO_ARGUMENTS, TAKES_ARGUMENTS, main
 from bot.config import Settings
+from bot.domain.rollout_command import HELP, Subcommand, named_service, parse_command
 from bot.plan_file import parse_plan
 from bot.service_file import load_services
 from storage.db import DEFAULT_SQLITE_FILE
@@ -256,3 +257,33 @@ def test_every_make_line_of_the_docs_names_a_target_and_its_variables() -> None:
         for assignment in assignments:
             variable = assignment.split("=", 1)[0]
             assert f"$({variable})" in makefile, line
+
+
+# The `/rollout` command table.
+
+
+def test_the_readme_shows_every_subcommand_as_the_parser_and_the_help_take_it() -> None:
+    """Each row of README's command table parses once its placeholders are filled (the
+    service too, right after the subcommand), and the rows name every subcommand."""
+    table = page_text(ROOT / "README.md").split("## Using it\n", 1)[1].split("\n\n|", 1)[1]
+    usages = [
+        usage
+        for row in table.split("\n\n", 1)[0].splitlines()[2:]
+        for usage in re.findall(r"`(/rollout [^`]*)`", row.split("|")[1])
+    ]
+    filled = {"<tag>": "v1.4.2", "[tag]": "v1.4.2", "[reason]": "a reason", "[period]": "7d"}
+    filled |= {"<run id or URL>": "9876543210", "<duration or until>": "2h", "<reason>": "why"}
+    for usage in usages:
+        text = usage.removeprefix("/rollout ")
+        for placeholder, value in filled.items():
+            text = text.replace(placeholder, value)
+        text = text.replace("[--flags-ready]", "--flags-ready")
+        subcommand, *words = text.split(" ")
+        assert parse_command(text).name == subcommand, usage
+        if subcommand == "help":  # the one that takes no service
+            continue
+        name, rest, _ = named_service(" ".join([subcommand, "relay", *words]), {"relay"})
+        assert name == "relay", usage
+        assert parse_command(rest).name == subcommand, usage
+    named = {usage.split()[1] for usage in usages}
+    assert named == set(Subcommand) == {entry.usage.split()[1] for entry in HELP}
