@@ -24,7 +24,14 @@ from pydantic_core import PydanticUndefined
 from bot.cli import gate
 from bot.cli.main import NO_ARGUMENTS, TAKES_ARGUMENTS, main
 from bot.config import Settings
-from bot.domain.rollout_command import HELP, Subcommand, named_service, parse_command
+from bot.domain.rollout_command import (
+    HELP,
+    Subcommand,
+    allowed_in_direct_messages,
+    allowed_outside_release_channels,
+    named_service,
+    parse_command,
+)
 from bot.plan_file import parse_plan
 from bot.service_file import load_services
 from storage.db import DEFAULT_SQLITE_FILE
@@ -262,15 +269,27 @@ def test_every_make_line_of_the_docs_names_a_target_and_its_variables() -> None:
 # The `/rollout` command table.
 
 
-def test_the_readme_shows_every_subcommand_as_the_parser_and_the_help_take_it() -> None:
-    """Each row of README's command table parses once its placeholders are filled (the
-    service too, right after the subcommand), and the rows name every subcommand."""
+def command_table() -> list[tuple[str, str]]:
+    """(usage, who) of each row of README's `/rollout` table."""
     table = page_text(ROOT / "README.md").split("## Using it\n", 1)[1].split("\n\n|", 1)[1]
-    usages = [
-        usage
+    return [
+        (usage, row.split("|")[2].strip())
         for row in table.split("\n\n", 1)[0].splitlines()[2:]
         for usage in re.findall(r"`(/rollout [^`]*)`", row.split("|")[1])
     ]
+
+
+def test_the_readme_says_where_each_subcommand_works() -> None:
+    for usage, who in command_table():
+        subcommand = Subcommand(usage.split()[1])
+        assert allowed_outside_release_channels(subcommand) == ("anywhere" in who), usage
+        assert allowed_in_direct_messages(subcommand) == ("DM" in who or "anywhere" in who)
+
+
+def test_the_readme_shows_every_subcommand_as_the_parser_and_the_help_take_it() -> None:
+    """Each row of README's command table parses once its placeholders are filled (the
+    service too, right after the subcommand), and the rows name every subcommand."""
+    usages = [usage for usage, _ in command_table()]
     filled = {"<tag>": "v1.4.2", "[tag]": "v1.4.2", "[reason]": "a reason", "[period]": "7d"}
     filled |= {"<run id or URL>": "9876543210", "<duration or until>": "2h", "<reason>": "why"}
     for usage in usages:
