@@ -15,15 +15,17 @@ import textwrap
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from bot.cli import gate
 from bot.cli.main import NO_ARGUMENTS, TAKES_ARGUMENTS, main
 from bot.config import Settings
+from bot.domain.plan import RolloutPlan
 from bot.domain.rollout_command import (
     HELP,
     Subcommand,
@@ -39,6 +41,9 @@ from storage.db import DEFAULT_SQLITE_FILE
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 DEFAULT_PLAN = resources.files("bot.domain").joinpath("default_plan.yml").read_text("utf-8")
+
+PLAN_PAGES = ("plan", "freezes", "metrics")
+"""The pages that document the plan's keys and show parts of a plan."""
 
 NOT_SETTINGS = {"ROLLOUT_BOT_COMMIT": "bot/version.py"}
 """Variables the README's table lists that the build reads, not the settings model."""
@@ -134,7 +139,8 @@ def where(part: dict[str, Any]) -> tuple[str, ...]:
 def plan_examples() -> Iterator[tuple[str, str]]:
     """(where, plan text) of each example of a plan page, on the built-in plan with the page's
     earlier parts (a part may extend the one before, as docs/metrics.md's do)."""
-    for page in ("plan.md", "freezes.md", "metrics.md"):
+    for name in PLAN_PAGES:
+        page = f"{name}.md"
         plan = yaml.safe_load(DEFAULT_PLAN)
         for number, example in enumerate(yaml_examples(ROOT / "docs" / page), start=1):
             part = yaml.safe_load(example)
@@ -151,6 +157,27 @@ def plan_examples() -> Iterator[tuple[str, str]]:
 @pytest.mark.parametrize(("example", "text"), list(plan_examples()))
 def test_every_plan_example_of_the_docs_loads(example: str, text: str) -> None:
     parse_plan(text, example)
+
+
+def plan_keys(model: type[BaseModel], at: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted path, key) of every key a plan may have."""
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        yield f"{at}{key}", key
+        for kind in (field.annotation, *get_args(field.annotation)):
+            for inner in (kind, *get_args(kind)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    yield from plan_keys(inner, f"{at}{key}.")
+
+
+def test_the_plan_docs_name_every_key() -> None:
+    """A plan's unknown key is answered "docs/plan.md lists every key": each is named there or
+    on the page plan.md sends it to (metrics, freezes)."""
+    pages = "".join(page_text(ROOT / "docs" / f"{page}.md") for page in PLAN_PAGES)
+    named = {
+        word for span in re.findall(r"`([^`\n]+)`", pages) for word in re.findall(r"\w+", span)
+    }
+    assert [path for path, key in plan_keys(RolloutPlan) if key not in named] == []
 
 
 def test_every_services_file_example_loads(tmp_path: Path) -> None:
@@ -173,7 +200,7 @@ def test_every_services_file_example_loads(tmp_path: Path) -> None:
 
 def test_no_yaml_example_goes_unread() -> None:
     """A new kind of example needs a place above (or here, when it is not the bot's)."""
-    read = {"plan.md", "freezes.md", "metrics.md"}
+    read = {f"{name}.md" for name in PLAN_PAGES}
     for page in PAGES:
         for example in yaml_examples(page):
             if page.name in read or example.startswith("services:"):
