@@ -97,6 +97,21 @@ def test_the_markup_scan_finds_what_the_domain_used_to_write(tmp_path: Path) -> 
     assert len(_markup_in(old)) == 1
 
 
+def review_rejected(comment: str) -> GitHubReported:
+    """GitHub's word that octocat rejected relay-half of run 7001, saying `comment`."""
+    return GitHubReported(
+        RunEvent(
+            "deployment_review",
+            "rejected",
+            "o/r",
+            7001,
+            environment="relay-half",
+            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", comment),),
+        ),
+        None,
+    )
+
+
 EVENTS: list[told.Event] = [
     told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (("5%", "Relay"),)),
     told.StageApproved("Relay", "5%"),
@@ -169,17 +184,7 @@ EVENTS: list[told.Event] = [
     told.ScheduleFrozen(Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True, at=AT)),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
-    GitHubReported(
-        RunEvent(
-            "deployment_review",
-            "rejected",
-            "o/r",
-            7001,
-            environment="relay-half",
-            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", "no"),),
-        ),
-        None,
-    ),
+    review_rejected("no"),
 ]
 
 
@@ -247,17 +252,7 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
     rejected = told.RejectedOnGitHub(
         "Relay", "50%", "octocat", loud, "5%", desktop=False, failure_job="rb"
     )
-    reviewed = GitHubReported(
-        RunEvent(
-            "deployment_review",
-            "rejected",
-            "o/r",
-            7001,
-            environment="relay-half",
-            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", loud),),
-        ),
-        None,
-    )
+    reviewed = review_rejected(loud)
     job = GitHubReported(RunEvent("workflow_job", "completed", "o/r", 7001, job=loud), None)
     for event in (rejected, reviewed, job):
         shown = render(event)
