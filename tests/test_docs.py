@@ -341,3 +341,23 @@ def test_the_readme_asks_for_the_scopes_of_the_slack_manifest() -> None:
     manifest = yaml.safe_load((ROOT / "manifest.yml").read_text(encoding="utf-8"))
     scopes = manifest["oauth_config"]["scopes"]["bot"]
     assert set(re.findall(r"`([a-z.]+(?::[a-z.]+)?)`", asked)) == set(scopes)
+
+
+LAYOUT = (
+    *("bot/domain", "bot/services", "bot/adapters", "bot/cli", "bot/bootstrap.py", "handlers"),
+    *("storage", "sandbox", "bench", "docs", "ops", "Dockerfile", "compose.yml", "tests"),
+    *("github-app.yml", "manifest.yml", "pyproject.toml"),
+)
+"""SPEC section 2's repository layout (wave 2 on)."""
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """SPEC's layout, and each path of the repository a page names in a code span (a module,
+    or one of its names: `bot/services/leases.holding`)."""
+    assert [path for path in LAYOUT if not (ROOT / path).exists()] == []
+    rooms = "bot|handlers|storage|sandbox|tests|bench|ops|docs|\\.ci"
+    for page in PAGES:
+        for path in re.findall(rf"`((?:{rooms})/[\w/.-]*)`", page_text(page)):
+            module = path.rsplit(".", 1)[0]
+            found = [ROOT / path, ROOT / f"{path}.py", ROOT / f"{module}.py"]
+            assert any(candidate.exists() for candidate in found), f"{page.name}: {path}"
