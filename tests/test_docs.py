@@ -8,6 +8,7 @@ renamed setting, flag or plan key fails here instead of in an operator's shell.
 from __future__ import annotations
 
 import importlib
+import io
 import re
 import shlex
 import textwrap
@@ -21,7 +22,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from bot.cli import gate
+from bot.cli import demo, gate
 from bot.cli.main import NO_ARGUMENTS, TAKES_ARGUMENTS, main
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan
@@ -360,3 +361,15 @@ def test_every_file_the_docs_name_exists() -> None:
             module = path.rsplit(".", 1)[0]
             found = [ROOT / path, ROOT / f"{path}.py", ROOT / f"{module}.py"]
             assert any(candidate.exists() for candidate in found), f"{page.name}: {path}"
+
+
+async def test_the_readme_excerpt_of_the_demo_is_what_make_demo_prints() -> None:
+    """`make demo` (token mode) prints the README's excerpt, line for line and in its order;
+    only the times differ from run to run."""
+    excerpt = page_text(ROOT / "README.md").split("An excerpt:\n\n```\n", 1)[1].split("```")[0]
+    out = io.StringIO()
+    assert await demo.run(out) == 0
+    times = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
+    printed = iter(times.sub("<time>", line) for line in out.getvalue().splitlines())
+    for line in excerpt.splitlines():
+        assert times.sub("<time>", line) in printed, line  # consumes up to the line
