@@ -373,3 +373,22 @@ async def test_the_readme_excerpt_of_the_demo_is_what_make_demo_prints() -> None
     printed = iter(times.sub("<time>", line) for line in out.getvalue().splitlines())
     for line in excerpt.splitlines():
         assert times.sub("<time>", line) in printed, line  # consumes up to the line
+
+
+def test_the_readme_shows_the_npm_walkthrough_as_its_page_does() -> None:
+    """README's NPM_TOKEN example is docs/npm-token.md's, shortened by whole lines."""
+    page = {
+        line
+        for block in re.findall(
+            r"^```\n(.*?)^```", page_text(ROOT / "docs" / "npm-token.md"), re.S | re.M
+        )
+        for line in block.splitlines()
+    }
+    readme = page_text(ROOT / "README.md").split("### NPM_TOKEN\n", 1)[1].split("\n### ", 1)[0]
+    shown = [
+        line
+        for block in re.findall(r"^```\n(.*?)^```", readme, re.S | re.M)
+        for line in block.splitlines()
+    ]
+    assert len(shown) > 10
+    assert [line for line in shown if line not in page] == []
