@@ -335,12 +335,16 @@ def test_the_readme_shows_every_subcommand_as_the_parser_and_the_help_take_it() 
     assert named == set(Subcommand) == {entry.usage.split()[1] for entry in HELP}
 
 
-def test_the_readme_asks_for_the_scopes_of_the_slack_manifest() -> None:
+def test_the_docs_count_the_scopes_of_the_slack_manifest() -> None:
     readme = page_text(ROOT / "README.md")
     asked = readme.split("The manifest\n   asks for ", 1)[1].split("For Socket Mode", 1)[0]
     manifest = yaml.safe_load((ROOT / "manifest.yml").read_text(encoding="utf-8"))
     scopes = manifest["oauth_config"]["scopes"]["bot"]
     assert set(re.findall(r"`([a-z.]+(?::[a-z.]+)?)`", asked)) == set(scopes)
+    doctor = re.findall(
+        r"scopes cover the manifest's (\d+)", page_text(ROOT / "docs" / "operating.md")
+    )
+    assert doctor == [str(len(scopes))]  # its example of `rollout-bot doctor`
 
 
 LAYOUT = (
