@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cleared import cleared_rollout
-from figures import HALF_OK, RELAY_OK, every_gate_passes
+from figures import HALF_OK, RELAY_OK, RINGS_OK, every_gate_passes
 from sandbox_views import button, dispatched, finish, stage_state, value_of
 
 from bot.adapters.slack.messages import two_person_text
@@ -213,6 +213,53 @@ async def test_the_two_person_rule_keeps_the_starter_from_promoting_to_100_alone
         )
         done = await box.wait_until(lambda r: r.track("relay").state is TrackState.COMPLETED)
         assert done.track("relay").stage("full").state is StageState.DEPLOYED
+
+
+async def test_the_starter_cannot_alone_type_the_figures_that_promote_into_a_two_person_stage(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A stage that promotes itself on a PASS, with figures typed by hand: the figures are the
+    promotion, so the two-person rule of the stage after it binds whoever types them."""
+    raw = yaml.safe_load(fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",)))
+    stages = raw["tracks"]["relay"]["stages"]
+    stages[0]["observe"]["promote"] = "auto"
+    stages[1]["two_person"] = True
+    plan_yaml = yaml.safe_dump(raw, sort_keys=False)
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan_yaml, extra_env=approvers
+    ) as box:
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_for_thread("Enter the observed rates")
+        request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
+
+        opening = await box.click("enter_figures", message=request)
+
+        assert opening is not None and "two-person rule" in opening
+        assert "enter the figures whose PASS promotes Hosted relay to *50%*" in opening
+        assert box.slack.calls_to("views.open") == []
+        await box.click("enter_figures", message=request, user=SECOND)
+        opened = await box.slack.wait_for_call("views.open")
+        view_id = opened[-1].response["view"]["id"]
+        good = {
+            "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+            "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+        }
+
+        # The starter's submission of that form: taken by Slack, refused by the controls.
+        assert await box.submit_view(view_id, good) == {}
+        await box.slack.wait_for(
+            lambda: any("two-person rule" in note.text for note in posted_ephemerals(box))
+        )
+        assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
+        assert not [r for r in box.github.reviews if "relay-rollout-50" in r.environments]
+
+        assert await box.submit_view(view_id, good, user=SECOND) == {}
+        await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.OBSERVING)
+        assert [r.state for r in box.github.reviews if "relay-rollout-50" in r.environments] == [
+            "approved"
+        ]
 
 
 async def test_clicks_from_outside_the_release_channels_are_refused(sandbox: Sandbox) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -150,6 +151,26 @@ async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> N
     answer = await box.command("npm-token", channel="C0RANDOM00")
     assert "direct message with the bot" in answer and f"<#{RELEASE_CHANNEL}>" in answer
     assert box.slack.calls_to("chat.postMessage") == []
+
+
+@pytest.mark.parametrize("typed", ["npm-token {token}", "{token}", "start {token}"])
+async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
+    box: Sandbox, typed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone pastes their new npm token where they think the bot wants it: the answer tells
+    them to revoke it, and neither the answer, the log nor the audit trail holds it."""
+    token = "npm_" + "Pa5t" * 9
+    caplog.set_level(logging.DEBUG)
+
+    answer = await box.command(typed.format(token=token))
+
+    assert "That looks like a token: nothing was done" in answer and "revoke it" in answer
+    assert token not in answer and token[4:12] not in answer
+    assert box.slack.calls_to("chat.postMessage") == []  # no walkthrough, no preflight card
+    trail = await box.audit.list_for_actor(RELEASE_MANAGER)
+    assert [e.result for e in trail] in (["invalid_command"], ["invalid_tag"])
+    assert token[4:12] not in repr(trail)
+    assert not [r for r in caplog.records if token[4:12] in r.getMessage()]
 
 
 # -- step 3: the secret ---------------------------------------------------------------------------
