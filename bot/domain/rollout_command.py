@@ -180,9 +180,9 @@ class HelpEntry(NamedTuple):
 
 HELP: tuple[HelpEntry, ...] = (
     HelpEntry(
-        '/rollout start <tag> [--flags-ready] [--at "tue 09:00"]',
+        '/rollout start <tag> [--flags-ready] [--at "tue 09:00"] [--override-freeze "<reason>"]',
         "Check the preflight for a release tag, then dispatch the Deployment Strategy workflow "
-        "(at a time in your time zone, with --at)",
+        "(at a time in your time zone, with --at; through a freeze, with a reason)",
     ),
     HelpEntry("/rollout status", "Show the active rollouts and where each one stands"),
     HelpEntry("/rollout promote", "Approve the next stage once the current stage's gate passed"),
