@@ -263,7 +263,12 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
 
 
 def run_card(
-    *, ref: str, sender: str, environment: str, tag: str = "", **rest: Any
+    *,
+    ref: str,
+    tag: str = "",
+    sender: str = "octocat",
+    environment: str = "relay-canary-5",
+    **rest: Any,
 ) -> UnfollowedRun:
     """The card of run 42 of the Deployment Strategy, on `ref` (release tag `tag`)."""
     return UnfollowedRun(
@@ -293,13 +298,7 @@ def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
 def test_a_run_nobody_may_adopt_is_offered_reject_only_even_once_its_default_failed() -> None:
     """Under the two-person rule on dispatch an Adopt can only be refused: the card never
     offers it, while it waits or after its default answer failed."""
-    card = run_card(
-        ref="v2.0.0",
-        tag="v2.0.0",
-        sender="octocat",
-        environment="relay-canary-5",
-        dispatch_by_two=True,
-    )
+    card = run_card(ref="v2.0.0", tag="v2.0.0", dispatch_by_two=True)
     assert UnfollowedRun.from_json(card.to_json()) == card
     for fate in (RunFate.WAITING, RunFate.UNANSWERED):
         blocks = as_json(unfollowed_card(card.decided(fate)))
