@@ -1,0 +1,86 @@
+"""Cards of a service the bot no longer releases: the services file changed (a service removed
+or renamed) and the bot restarted, while the old cards are still in the channel. A click on one
+is refused, saying why, and changes nothing. Each test's docstring says what went wrong before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from figures import passing_sandbox
+from test_services import card_of
+
+from bot.adapters.slack.notifier import RUN_EVENT
+from bot.domain.rollout import Phase
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SandboxService
+from sandbox.github_app import SandboxApp
+from sandbox.harness import Sandbox
+
+RELAY = SandboxService(name="relay", repository="scriptum/scriptum")
+BILLING = SandboxService(name="billing-api", repository="scriptum/billing-api")
+RENAMED = SandboxService(name="billing", repository="scriptum/billing-api")
+
+
+async def restarted_with(box: Sandbox, services: list[SandboxService]) -> None:
+    """The operator edits the services file and restarts the bot."""
+    await box.stop_bot()
+    box.services_file = box._serve(services)
+    await box.start_bot()
+
+
+async def test_a_click_on_a_card_of_a_removed_or_renamed_service_says_so(tmp_path: Path) -> None:
+    """The click went to the channel's first service, whose store does not see the other
+    service's rows: "There is no rollout r-…", under a card that shows that rollout."""
+    async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
+        assert "Preflight" in await box.command("start billing-api v2.0.0 --flags-ready")
+        card = card_of(box, "billing-api v2.0.0")
+        for services in ([RELAY], [RELAY, RENAMED]):
+            await restarted_with(box, services)
+            refused = await box.click("dispatch", message=card)
+            assert refused is not None
+            assert "There is no rollout" not in refused
+            assert "`billing-api`, which this bot no longer releases" in refused
+            assert "Nothing was changed" in refused
+        (rollout,) = await box.rollouts()
+        assert (rollout.service, rollout.phase) == ("billing-api", Phase.PREFLIGHT)
+        billing = box.github.repository_named(BILLING.repository)
+        assert billing is not None and billing.dispatches == []
+        refusals = [
+            e
+            for e in await box.audit.list_for_actor(RELEASE_MANAGER)
+            if e.action == "click:dispatch"
+        ]
+        assert [e.result for e in refusals] == ["service_not_configured"] * 2
+
+
+async def test_adopt_on_the_run_card_of_a_removed_service_says_so(tmp_path: Path) -> None:
+    """Adopt went to the channel's first service, which read the run's card (timers are
+    shared) but not its requests: "Run … no longer waits for the bot's answer", while it
+    does."""
+    async with passing_sandbox(
+        tmp_path, rollout_services=[RELAY, BILLING], github_app=SandboxApp()
+    ) as box:
+        billing = box.github.repository_named(BILLING.repository)
+        assert billing is not None
+        billing.protection_rule(set(billing.engine.protected))
+        billing.refs.add("v2.0.0")
+        run_id = billing.create_foreign_run(actor="octocat", branch="v2.0.0")
+
+        def cards() -> list[str]:
+            return [
+                m.rendered
+                for m in box.slack.messages(RELEASE_CHANNEL)
+                if (m.metadata or {}).get("event_type") == RUN_EVENT
+            ]
+
+        await box.slack.wait_for(lambda: bool(cards()), timeout=30)
+        run_card = next(
+            m
+            for m in box.slack.messages(RELEASE_CHANNEL)
+            if (m.metadata or {}).get("event_type") == RUN_EVENT
+        )
+        await restarted_with(box, [RELAY])
+        refused = await box.click("adopt_run", message=run_card)
+        assert refused is not None
+        assert f"Run {run_id} is of the service `billing-api`" in refused, refused
+        assert "still waits on GitHub" in refused
+        assert await box.rollouts() == []
