@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
+from figures import passing_sandbox
 from github import Auth, Github
 from sandbox_views import dispatched, finish, github_until
 from test_cli import full_env
@@ -25,8 +27,10 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
+from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
 from sandbox.idle import bots_database
+from sandbox.plans import fast_plan
 from sandbox.slack_records import ChannelMessage
 from storage.claims import ClaimStore
 from storage.protection_rules import ProtectionRuleStore
@@ -257,6 +261,34 @@ async def test_an_approve_default_rejects_while_deploys_are_frozen(
         await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
         assert ("relay-canary-5", "rejected") in first_stages(box)
         assert all(state == "rejected" for _, state in first_stages(box))
+
+
+async def test_an_approve_default_never_approves_an_environment_the_plan_does_not_name(
+    tmp_path: Path,
+) -> None:
+    """A plan without the desktop track, and a workflow whose desktop job still deploys to
+    `desktop-internal` behind the App's rule: the run's card waits there. The approve default
+    approved it, a deployment no gate of the plan watches; it rejects it now."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    del plan["tracks"]["desktop"]
+    for name, given in plan["inputs"].items():
+        if given.get("track") == "desktop":
+            plan["inputs"][name] = {"from": "literal", "value": "0.001"}
+    async with passing_sandbox(
+        tmp_path,
+        plan_yaml=yaml.safe_dump(plan),
+        github_app=SandboxApp(),
+        extra_env={"UNFOLLOWED_RUN_DEFAULT": "approve"},
+    ) as box:
+        box.github.protection_rule({"desktop-internal"})
+        _, card = await started_on_github(box)
+        assert "waits at `desktop-internal`" in card.rendered
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert answers(box) == [("desktop-internal", "rejected")]
+        assert "Rejected by default" in run_cards(box)[0].rendered
 
 
 async def test_adopt_is_refused_to_a_non_approver_and_while_frozen(box: Sandbox) -> None:

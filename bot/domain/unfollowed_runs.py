@@ -16,7 +16,7 @@ from typing import Any, Literal
 from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidTag
 from bot.domain.plan import RolloutPlan, TwoPersonAction
-from bot.domain.protection_rules import RuleRequest
+from bot.domain.protection_rules import RuleRequest, environment_jobs
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.rollout_command import parse_tag
 from bot.domain.run_link import LinkableRun, branch_of
@@ -147,6 +147,12 @@ def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
     """Whether a run's workflow (`.github/workflows/x.yml`, maybe with `@ref`) is the plan's."""
     name = PurePosixPath(workflow_path.split("@", 1)[0]).name
     return name == PurePosixPath(plan_workflow_file).name
+
+
+def gated_by(plan: RolloutPlan, environment: str) -> bool:
+    """Whether the plan names `environment` (a stage's, or a track's failure job's): a job
+    deploying anywhere else is watched by no gate of the plan."""
+    return environment.casefold() in environment_jobs(plan)
 
 
 def release_tag(ref: str, branch: str) -> str:

@@ -36,6 +36,7 @@ from bot.domain.unfollowed_runs import (
     UnfollowedRun,
     adopted_flags,
     default_comment,
+    gated_by,
     may_override,
     not_a_tag,
     of_the_plan,
@@ -309,7 +310,8 @@ class UnfollowedRuns:
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
         and never while deploys are frozen or the lane is locked, nor a re-run of a run whose
-        rollout ended (it redeploys that release, rolled back maybe): then it rejects. What it
+        rollout ended (it redeploys that release, rolled back maybe), nor an environment the
+        plan does not name (no gate watches it): then it rejects. What it
         answered is recorded in the timer's payload, and the card redrawn without its buttons
         (also when nothing waits: it answered nothing, and a person answers the rest)."""
         answer = "reject" if card.ended_rollout else self._default
@@ -321,6 +323,9 @@ class UnfollowedRuns:
         if environments and answer == "approve":
             if await self._lane.refusal(actor=BOT) is not None:
                 log.info("run %s: the lane refuses, so the default rejects it", card.run_id)
+                answer = "reject"
+            elif not gated_by(self._rollouts.plan, card.environment):
+                log.info("run %s: the plan names no %s: rejected", card.run_id, card.environment)
                 answer = "reject"
             else:  # when the run moved on from it, nothing is approved
                 environments = [e for e in environments if e == card.environment]
