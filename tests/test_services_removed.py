@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from figures import passing_sandbox
+from sandbox_views import open_home
 from test_services import card_of
 
 from bot.adapters.slack.notifier import RUN_EVENT
@@ -84,3 +85,18 @@ async def test_adopt_on_the_run_card_of_a_removed_service_says_so(tmp_path: Path
         assert f"Run {run_id} is of the service `billing-api`" in refused, refused
         assert "still waits on GitHub" in refused
         assert await box.rollouts() == []
+
+
+async def test_the_app_home_of_the_one_service_left_shows_only_its_rollouts(
+    tmp_path: Path,
+) -> None:
+    """With one service left in the file, the App Home drew every active rollout in the
+    database: the removed service's too, shown to the remaining service's people as if it
+    were theirs (its `/rollout status` does not show it)."""
+    async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
+        assert "Preflight" in await box.command("start billing-api v2.0.0 --flags-ready")
+        assert "Preflight" in await box.command("start relay v1.4.2 --flags-ready")
+        await restarted_with(box, [RELAY])
+        home = await open_home(box, RELEASE_MANAGER)
+        assert "v1.4.2" in home
+        assert "v2.0.0" not in home
