@@ -42,7 +42,7 @@ from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
 from bot.adapters.slack import lane_words, messages
 from bot.adapters.slack.bolt_app import bolt_app
-from bot.adapters.slack.calls import CallCounter
+from bot.adapters.slack.calls import CallCounter, PostsOnce
 from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
 from bot.adapters.slack.members import channel_members, group_members, time_zone
 from bot.adapters.slack.notifier import SlackNotifier
@@ -378,15 +378,19 @@ async def _services(
     outbox: Outbox | None = None
     wired: list[Wired] = []
     try:
+        # The counter comes first: it sees every attempt, the 429s too. A network error is
+        # tried again once, but not on a post that may have reached Slack; Slack's rate
+        # limits answer 429 with Retry-After: wait and try again, twice.
         slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=str(settings.slack_api_url),
             session=slack_http,
+            retry_handlers=[
+                CallCounter(telemetry),
+                PostsOnce(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            ],
         )
-        # Slack's rate limits answer 429 with Retry-After: wait and try again, twice. The
-        # counter comes first: it sees every attempt, the 429s too.
-        slack.retry_handlers.insert(0, CallCounter(telemetry))
-        slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         timers = TimerStore(sessions)
         store = RolloutStore(sessions, clock=clock)  # every service's rollouts
         owner = replica_name()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from figures import passing_sandbox
 from github import Auth, Github
 from sandbox_views import dispatched, finish, github_until
 from test_cli import full_env
@@ -27,10 +26,8 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
-from sandbox.github_app import SandboxApp
-from sandbox.harness import Sandbox
+from sandbox.harness import Sandbox, fast_plan
 from sandbox.idle import bots_database
-from sandbox.plans import fast_plan
 from sandbox.slack_records import ChannelMessage
 from storage.claims import ClaimStore
 from storage.protection_rules import ProtectionRuleStore
@@ -264,7 +261,7 @@ async def test_an_approve_default_rejects_while_deploys_are_frozen(
 
 
 async def test_an_approve_default_never_approves_an_environment_the_plan_does_not_name(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     """A plan without the desktop track, and a workflow whose desktop job still deploys to
     `desktop-internal` behind the App's rule: the run's card waits there. The approve default
@@ -274,13 +271,14 @@ async def test_an_approve_default_never_approves_an_environment_the_plan_does_no
     for name, given in plan["inputs"].items():
         if given.get("track") == "desktop":
             plan["inputs"][name] = {"from": "literal", "value": "0.001"}
-    async with passing_sandbox(
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(
         tmp_path,
+        database_url,
+        ruled={"desktop-internal"},
+        extra_env=env,
         plan_yaml=yaml.safe_dump(plan),
-        github_app=SandboxApp(),
-        extra_env={"UNFOLLOWED_RUN_DEFAULT": "approve"},
     ) as box:
-        box.github.protection_rule({"desktop-internal"})
         _, card = await started_on_github(box)
         assert "waits at `desktop-internal`" in card.rendered
 
@@ -289,6 +287,47 @@ async def test_an_approve_default_never_approves_an_environment_the_plan_does_no
         await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
         assert answers(box) == [("desktop-internal", "rejected")]
         assert "Rejected by default" in run_cards(box)[0].rendered
+
+
+def dispatch_by_two(tmp_path: Path) -> str:
+    """The accelerated plan, with the two-person rule on dispatch."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    plan["two_person"] = ["dispatch"]
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
+async def test_adopt_is_refused_when_the_two_person_rule_covers_dispatch(
+    tmp_path: Path, database_url: str
+) -> None:
+    """An adopted run is approved at once by its adopter, who may have started it on GitHub:
+    under `two_person: [dispatch]` that would be a dispatch by one person."""
+    async with app_box(tmp_path, database_url, plan_yaml=dispatch_by_two(tmp_path)) as box:
+        _, card = await started_on_github(box)
+
+        refused = await box.click("adopt_run", message=card)
+
+        assert refused is not None and "two-person rule needs a second approver" in refused
+        assert "nothing was changed" in refused and "/rollout start <tag>" in refused
+        assert answers(box) == [] and await box.services.rollouts.history() == []
+        trail = await box.audit.list_for_actor(RELEASE_MANAGER)
+        assert ("click:adopt", "refused") in {(e.action, e.result) for e in trail}
+        assert await box.click("reject_run", message=card) is None
+        await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
+
+
+async def test_an_approve_default_rejects_when_the_two_person_rule_covers_dispatch(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    plan_yaml = dispatch_by_two(tmp_path)
+    async with app_box(tmp_path, database_url, extra_env=env, plan_yaml=plan_yaml) as box:
+        await started_on_github(box)
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert ("relay-canary-5", "rejected") in first_stages(box)
+        assert all(state == "rejected" for _, state in first_stages(box))
 
 
 async def test_adopt_is_refused_to_a_non_approver_and_while_frozen(box: Sandbox) -> None:

@@ -32,7 +32,8 @@ from storage.db import mask_database_url
 from storage.migrate import head_revision
 
 
-def main(args: list[str]) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command's arguments (tests/test_docs.py reads the docs' examples with them)."""
     parser = argparse.ArgumentParser(
         prog="rollout-bot doctor",
         description="Check that Slack, GitHub and the metrics source are set up for the bot.",
@@ -49,7 +50,11 @@ def main(args: list[str]) -> int:
         help="the release tag the metrics queries are asked for (no data is fine)",
     )
     parser.add_argument("--service", help="check this service only (default: every service)")
-    options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
+    return parser
+
+
+def main(args: list[str]) -> int:
+    options = argument_parser().parse_args(args)  # exits 2 with a usage line on bad arguments
     settings = load(Settings)
     if settings is None:
         return 2

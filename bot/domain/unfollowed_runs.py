@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from bot.domain.durations import format_duration
-from bot.domain.errors import InvalidTag
+from bot.domain.errors import InvalidTag, NotAuthorized
 from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.protection_rules import RuleRequest, environment_jobs
 from bot.domain.rollout import InvalidTransition, Rollout
@@ -171,6 +171,19 @@ def adopted_flags(card: UnfollowedRun) -> str:
     """How the adopted rollout's feature flags were confirmed (with the adopter): the Adopt
     dialog asks the adopter to confirm them."""
     return f"by adopting run {card.run_id}"
+
+
+def may_adopt(two_person: Collection[TwoPersonAction]) -> None:
+    """Refuse an Adopt under a plan whose two-person rule covers dispatch: an adopted run is
+    approved at once, and whoever started it on GitHub may be the adopter (a GitHub login is
+    not a Slack user), so the Adopt would be a dispatch by one person."""
+    if TwoPersonAction.DISPATCH in two_person:
+        raise NotAuthorized(
+            "The plan's two-person rule needs a second approver to dispatch a release, and an "
+            "adopted run is approved at once by whoever adopts it (who started it on GitHub is "
+            "not known here): nothing was changed. Reject the run, and start the release with "
+            "`/rollout start <tag>` so that another approver dispatches it."
+        )
 
 
 def may_override(reason: str, two_person: Collection[TwoPersonAction]) -> None:

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
 from bot.domain.errors import GitHubError, InvalidCommand
+from bot.domain.plan import TwoPersonAction
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import (
     Check,
@@ -37,6 +38,7 @@ from bot.domain.unfollowed_runs import (
     adopted_flags,
     default_comment,
     gated_by,
+    may_adopt,
     may_override,
     not_a_tag,
     of_the_plan,
@@ -187,6 +189,7 @@ class UnfollowedRuns:
             await self._access.admit(origin, Control.ADOPT)
             await self._once.delivery(origin, Control.ADOPT)
             card = await self._card(run_id)
+            may_adopt(self._rollouts.plan.two_person)
             if override is not None:
                 may_override(override, self._rollouts.plan.two_person)
             await self._lane.judge(actor=origin.actor, override=override, adopting=True)
@@ -309,9 +312,10 @@ class UnfollowedRuns:
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
-        and never while deploys are frozen or the lane is locked, nor a re-run of a run whose
-        rollout ended (it redeploys that release, rolled back maybe), nor an environment the
-        plan does not name (no gate watches it): then it rejects. What it
+        and never while deploys are frozen or the lane is locked, nor under a plan whose
+        two-person rule covers dispatch (nobody would have approved it), nor a re-run of a run whose
+        rollout ended (it redeploys that release, rolled back maybe), nor an environment the plan
+        does not name (no gate watches it): then it rejects. What it
         answered is recorded in the timer's payload, and the card redrawn without its buttons
         (also when nothing waits: it answered nothing, and a person answers the rest)."""
         answer = "reject" if card.ended_rollout else self._default
@@ -321,7 +325,13 @@ class UnfollowedRuns:
             log.info("no default answer: %s", gone.message)
             environments = []
         if environments and answer == "approve":
-            if await self._lane.refusal(actor=BOT) is not None:
+            if TwoPersonAction.DISPATCH in self._rollouts.plan.two_person:
+                log.info(
+                    "run %s: the plan's two-person rule covers dispatch, so the default rejects it",
+                    card.run_id,
+                )
+                answer = "reject"
+            elif await self._lane.refusal(actor=BOT) is not None:
                 log.info("run %s: the lane refuses, so the default rejects it", card.run_id)
                 answer = "reject"
             elif not gated_by(self._rollouts.plan, card.environment):
