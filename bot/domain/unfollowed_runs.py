@@ -149,10 +149,16 @@ def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
     return name == PurePosixPath(plan_workflow_file).name
 
 
-def gated_by(plan: RolloutPlan, environment: str) -> bool:
-    """Whether the plan names `environment` (a stage's, or a track's failure job's): a job
-    deploying anywhere else is watched by no gate of the plan."""
-    return environment.casefold() in environment_jobs(plan)
+def approve_refusal(plan: RolloutPlan, card: UnfollowedRun) -> str | None:
+    """Why, by the plan, an `approve` default rejects the run instead (None: it may approve):
+    a two-person rule on dispatch (no approver at all would have let the run deploy), or an
+    environment the plan does not name (a stage's, or a track's failure job's): no gate of
+    the plan watches a deployment there."""
+    if TwoPersonAction.DISPATCH in plan.two_person:
+        return "the plan's two-person rule covers dispatch"
+    if card.environment.casefold() not in environment_jobs(plan):
+        return f"the plan does not name the environment {card.environment}"
+    return None
 
 
 def release_tag(ref: str, branch: str) -> str:
