@@ -9,12 +9,13 @@ from pathlib import Path
 from figures import passing_sandbox
 from sandbox_views import open_home
 from test_services import card_of
+from test_unfollowed_runs import run_cards
 
-from bot.adapters.slack.notifier import RUN_EVENT
 from bot.domain.rollout import Phase
-from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SandboxService
+from sandbox.config import RELEASE_MANAGER, SandboxService
 from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
+from sandbox.slack_records import ChannelMessage
 
 RELAY = SandboxService(name="relay", repository="scriptum/scriptum")
 BILLING = SandboxService(name="billing-api", repository="scriptum/billing-api")
@@ -26,6 +27,18 @@ async def restarted_with(box: Sandbox, services: list[SandboxService]) -> None:
     await box.stop_bot()
     box.services_file = box._serve(services)
     await box.start_bot()
+
+
+async def billing_run_on_github(box: Sandbox) -> tuple[int, ChannelMessage]:
+    """A run started on github.com in billing-api's repository, every environment on the
+    App's rule, and its card once posted."""
+    billing = box.github.repository_named(BILLING.repository)
+    assert billing is not None
+    billing.protection_rule(set(billing.engine.protected))
+    billing.refs.add("v2.0.0")
+    run_id = billing.create_foreign_run(actor="octocat", branch="v2.0.0")
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    return run_id, run_cards(box)[0]
 
 
 async def test_a_click_on_a_card_of_a_removed_or_renamed_service_says_so(tmp_path: Path) -> None:
@@ -60,25 +73,7 @@ async def test_adopt_on_the_run_card_of_a_removed_service_says_so(tmp_path: Path
     async with passing_sandbox(
         tmp_path, rollout_services=[RELAY, BILLING], github_app=SandboxApp()
     ) as box:
-        billing = box.github.repository_named(BILLING.repository)
-        assert billing is not None
-        billing.protection_rule(set(billing.engine.protected))
-        billing.refs.add("v2.0.0")
-        run_id = billing.create_foreign_run(actor="octocat", branch="v2.0.0")
-
-        def cards() -> list[str]:
-            return [
-                m.rendered
-                for m in box.slack.messages(RELEASE_CHANNEL)
-                if (m.metadata or {}).get("event_type") == RUN_EVENT
-            ]
-
-        await box.slack.wait_for(lambda: bool(cards()), timeout=30)
-        run_card = next(
-            m
-            for m in box.slack.messages(RELEASE_CHANNEL)
-            if (m.metadata or {}).get("event_type") == RUN_EVENT
-        )
+        run_id, run_card = await billing_run_on_github(box)
         await restarted_with(box, [RELAY])
         refused = await box.click("adopt_run", message=run_card)
         assert refused is not None
