@@ -4,10 +4,12 @@ is refused, saying why, and changes nothing. Each test's docstring says what wen
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from figures import passing_sandbox
 from sandbox_views import open_home
+from test_freeze_sandbox import typed_reason
 from test_services import card_of
 from test_unfollowed_runs import run_cards
 
@@ -95,3 +97,34 @@ async def test_the_app_home_of_the_one_service_left_shows_only_its_rollouts(
         home = await open_home(box, RELEASE_MANAGER)
         assert "v1.4.2" in home
         assert "v2.0.0" not in home
+
+
+async def test_a_form_of_a_removed_service_submitted_after_the_restart_says_so(
+    tmp_path: Path,
+) -> None:
+    """An Override freeze… form opened on billing-api's card before the restart, submitted
+    after it: the form turns into the reason, and nothing is dispatched."""
+    async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
+        assert "Preflight" in await box.command("start billing-api v2.0.0 --flags-ready")
+        card = card_of(box, "billing-api v2.0.0")
+        await box.command("freeze billing-api 2h INC-123 investigation")
+        assert "INC-123" in (await box.click("dispatch", message=card) or "")
+        (answer,) = [
+            e for e in box.slack.ephemerals(user=RELEASE_MANAGER) if "[Override" in e.rendered
+        ]
+        (value,) = [
+            str(element["value"])
+            for block in answer.blocks
+            if block.get("type") == "actions"
+            for element in block["elements"]
+        ]
+        await box.click("override_freeze", value=value, message=card)
+        opened = await box.slack.wait_for_call("views.open")
+        await restarted_with(box, [RELAY])
+
+        said = await box.submit_view(str(opened[-1].response["view"]["id"]), typed_reason("fix"))
+
+        assert said["response_action"] == "update"
+        assert "which this bot no longer releases" in json.dumps(said["view"])
+        billing = box.github.repository_named(BILLING.repository)
+        assert billing is not None and billing.dispatches == []
