@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -67,6 +67,7 @@ from bot.services.leases import replica_name
 from bot.services.npm_release import LookPace
 from bot.services.npm_walkthrough import NpmTokenService
 from bot.services.outbox import Outbox
+from bot.services.polling import Sweep
 from bot.services.readiness import Readiness
 from bot.services.reports import RolloutReports
 from bot.services.retention import Retention
@@ -540,9 +541,7 @@ def request_budgets(
     return RequestBudgets(owners, clock=clock)
 
 
-def _sweeps(
-    directory: ServiceDirectory, rules: ProtectionRuleStore
-) -> Callable[[], Awaitable[None]] | None:
+def _sweeps(directory: ServiceDirectory, rules: ProtectionRuleStore) -> Sweep | None:
     """The sweep of kept protection-rule requests that have no card (App mode): every
     service's read in one query, each handed to its service."""
     runs = {
@@ -553,10 +552,11 @@ def _sweeps(
     if not runs:
         return None
 
-    async def sweep() -> None:
+    async def sweep(may_call: Callable[[str], bool]) -> None:
         found = await rules.without_timer(UNFOLLOWED_TIMER)
         for name, one in runs.items():
-            if its := [request for request in found if request.service == name]:
+            its = [request for request in found if request.service == name]
+            if its and may_call(name):  # not while its installation's rate limit holds
                 await one.sweep(its)
 
     return sweep

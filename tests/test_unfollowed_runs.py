@@ -264,6 +264,35 @@ async def test_an_approve_default_rejects_while_deploys_are_frozen(
         assert all(state == "rejected" for _, state in first_stages(box))
 
 
+async def test_an_approve_default_never_approves_an_environment_the_plan_does_not_name(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A plan without the desktop track, and a workflow whose desktop job still deploys to
+    `desktop-internal` behind the App's rule: the run's card waits there. The approve default
+    approved it, a deployment no gate of the plan watches; it rejects it now."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    del plan["tracks"]["desktop"]
+    for name, given in plan["inputs"].items():
+        if given.get("track") == "desktop":
+            plan["inputs"][name] = {"from": "literal", "value": "0.001"}
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(
+        tmp_path,
+        database_url,
+        ruled={"desktop-internal"},
+        extra_env=env,
+        plan_yaml=yaml.safe_dump(plan),
+    ) as box:
+        _, card = await started_on_github(box)
+        assert "waits at `desktop-internal`" in card.rendered
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert answers(box) == [("desktop-internal", "rejected")]
+        assert "Rejected by default" in run_cards(box)[0].rendered
+
+
 def dispatch_by_two(tmp_path: Path) -> str:
     """The accelerated plan, with the two-person rule on dispatch."""
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidTag, NotAuthorized
 from bot.domain.plan import RolloutPlan, TwoPersonAction
-from bot.domain.protection_rules import RuleRequest
+from bot.domain.protection_rules import RuleRequest, environment_jobs
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.rollout_command import parse_tag
 from bot.domain.run_link import LinkableRun, branch_of
@@ -159,6 +159,18 @@ def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
     """Whether a run's workflow (`.github/workflows/x.yml`, maybe with `@ref`) is the plan's."""
     name = PurePosixPath(workflow_path.split("@", 1)[0]).name
     return name == PurePosixPath(plan_workflow_file).name
+
+
+def approve_refusal(plan: RolloutPlan, card: UnfollowedRun) -> str | None:
+    """Why, by the plan, an `approve` default rejects the run instead (None: it may approve):
+    a two-person rule on dispatch (no approver at all would have let the run deploy), or an
+    environment the plan does not name (a stage's, or a track's failure job's): no gate of
+    the plan watches a deployment there."""
+    if TwoPersonAction.DISPATCH in plan.two_person:
+        return "the plan's two-person rule covers dispatch"
+    if card.environment.casefold() not in environment_jobs(plan):
+        return f"the plan does not name the environment {card.environment}"
+    return None
 
 
 def release_tag(ref: str, branch: str) -> str:

@@ -18,7 +18,6 @@ from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
 from bot.domain.errors import GitHubError, InvalidCommand
-from bot.domain.plan import TwoPersonAction
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import (
     Check,
@@ -36,6 +35,7 @@ from bot.domain.unfollowed_runs import (
     RunFate,
     UnfollowedRun,
     adopted_flags,
+    approve_refusal,
     default_comment,
     may_adopt,
     may_override,
@@ -311,11 +311,11 @@ class UnfollowedRuns:
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
-        and never while deploys are frozen or the lane is locked, nor under a plan whose
-        two-person rule covers dispatch (nobody would have approved it), nor a re-run of a run whose
-        rollout ended (it redeploys that release, rolled back maybe): then it rejects. What it
-        answered is recorded in the timer's payload, and the card redrawn without its buttons
-        (also when nothing waits: it answered nothing, and a person answers the rest)."""
+        and never while deploys are frozen or the lane is locked, nor when the plan refuses it
+        (`approve_refusal`), nor a re-run of a run whose rollout ended (it redeploys that
+        release, rolled back maybe): then it rejects. What it answered is recorded in the
+        timer's payload, and the card redrawn without its buttons (also when nothing waits: it
+        answered nothing, and a person answers the rest)."""
         answer = "reject" if card.ended_rollout else self._default
         try:
             environments = await self._waiting(card)
@@ -323,14 +323,11 @@ class UnfollowedRuns:
             log.info("no default answer: %s", gone.message)
             environments = []
         if environments and answer == "approve":
-            if TwoPersonAction.DISPATCH in self._rollouts.plan.two_person:
-                log.info(
-                    "run %s: the plan's two-person rule covers dispatch, so the default rejects it",
-                    card.run_id,
-                )
-                answer = "reject"
-            elif await self._lane.refusal(actor=BOT) is not None:
-                log.info("run %s: the lane refuses, so the default rejects it", card.run_id)
+            why = approve_refusal(self._rollouts.plan, card)
+            if why is None and await self._lane.refusal(actor=BOT) is not None:
+                why = "the lane refuses"
+            if why is not None:
+                log.info("run %s: %s, so the default rejects it", card.run_id, why)
                 answer = "reject"
             else:  # when the run moved on from it, nothing is approved
                 environments = [e for e in environments if e == card.environment]
