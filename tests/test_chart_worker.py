@@ -103,7 +103,9 @@ async def test_charts_queued_behind_a_hung_one_are_drawn_on_the_new_worker() -> 
     # Another channel's gate card asks for its charts while one hangs: killing the hung
     # worker must not fail them as if their caller had been cancelled (a CancelledError would
     # end the outbox loop that awaits them).
-    charts = ChartWorker(draw_timeout=1.0)
+    # The queued charts' second try includes a new worker's start: 3 s leaves room for it on
+    # a loaded machine (a second of it was too little with a load of ten on two cores).
+    charts = ChartWorker(draw_timeout=3.0)
     try:
         await charts.run(os.getpid)  # the worker is up
         hung = asyncio.create_task(charts.run(time.sleep, 60))
@@ -119,8 +121,9 @@ async def test_charts_queued_behind_a_hung_one_are_drawn_on_the_new_worker() -> 
 async def test_closing_kills_a_drawing_that_hangs_once_its_time_is_up() -> None:
     # The outbox's stop cancels its delivery while the chart hangs; closing then waits for the
     # drawing one time limit at most, not until it ends.
-    charts = ChartWorker(draw_timeout=1.0)
-    await charts.run(os.getpid)
+    charts = ChartWorker()
+    await charts.run(os.getpid)  # the worker is up, on the default time limit
+    charts.draw_timeout = 1.0
     drawing = asyncio.create_task(charts.run(time.sleep, 30))
     await asyncio.sleep(0.3)
     drawing.cancel()
