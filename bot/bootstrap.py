@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -42,7 +42,7 @@ from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
 from bot.adapters.slack import lane_words, messages
 from bot.adapters.slack.bolt_app import bolt_app
-from bot.adapters.slack.calls import CallCounter
+from bot.adapters.slack.calls import CallCounter, PostsOnce
 from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
 from bot.adapters.slack.members import channel_members, group_members, time_zone
 from bot.adapters.slack.notifier import SlackNotifier
@@ -67,6 +67,7 @@ from bot.services.leases import replica_name
 from bot.services.npm_release import LookPace
 from bot.services.npm_walkthrough import NpmTokenService
 from bot.services.outbox import Outbox
+from bot.services.polling import Sweep
 from bot.services.readiness import Readiness
 from bot.services.reports import RolloutReports
 from bot.services.retention import Retention
@@ -377,15 +378,19 @@ async def _services(
     outbox: Outbox | None = None
     wired: list[Wired] = []
     try:
+        # The counter comes first: it sees every attempt, the 429s too. A network error is
+        # tried again once, but not on a post that may have reached Slack; Slack's rate
+        # limits answer 429 with Retry-After: wait and try again, twice.
         slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=str(settings.slack_api_url),
             session=slack_http,
+            retry_handlers=[
+                CallCounter(telemetry),
+                PostsOnce(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            ],
         )
-        # Slack's rate limits answer 429 with Retry-After: wait and try again, twice. The
-        # counter comes first: it sees every attempt, the 429s too.
-        slack.retry_handlers.insert(0, CallCounter(telemetry))
-        slack.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         timers = TimerStore(sessions)
         store = RolloutStore(sessions, clock=clock)  # every service's rollouts
         owner = replica_name()
@@ -536,9 +541,7 @@ def request_budgets(
     return RequestBudgets(owners, clock=clock)
 
 
-def _sweeps(
-    directory: ServiceDirectory, rules: ProtectionRuleStore
-) -> Callable[[], Awaitable[None]] | None:
+def _sweeps(directory: ServiceDirectory, rules: ProtectionRuleStore) -> Sweep | None:
     """The sweep of kept protection-rule requests that have no card (App mode): every
     service's read in one query, each handed to its service."""
     runs = {
@@ -549,10 +552,11 @@ def _sweeps(
     if not runs:
         return None
 
-    async def sweep() -> None:
+    async def sweep(may_call: Callable[[str], bool]) -> None:
         found = await rules.without_timer(UNFOLLOWED_TIMER)
         for name, one in runs.items():
-            if its := [request for request in found if request.service == name]:
+            its = [request for request in found if request.service == name]
+            if its and may_call(name):  # not while its installation's rate limit holds
                 await one.sweep(its)
 
     return sweep

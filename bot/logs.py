@@ -1,8 +1,9 @@
 """One logging setup for every entry point.
 
 Lines about a rollout carry its id (set with `rollout_context`), in text and JSON alike, and
-every configured secret value, and anything shaped like a GitHub token (an App's installation
-tokens are minted at run time, so no list can name them), is scrubbed from every line as a last
+every configured secret value, and anything shaped like a token (`bot.domain.text.TOKEN_SHAPE`:
+an App's installation tokens are minted at run time, so no list can name them, and a person may
+paste an npm or Slack token where a command's argument goes), is scrubbed from every line as a last
 line of defence: code should never log a secret, and this makes sure a slip does not leak one.
 PyGithub, for one, logs whole responses at DEBUG, the minted installation token included.
 """
@@ -13,20 +14,15 @@ import contextlib
 import contextvars
 import json
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
+from bot.domain.text import TOKEN_SHAPE
+
 _rollout_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rollout_id", default=None)
 
 REDACTED = "[redacted]"
-GITHUB_TOKEN_SHAPE = re.compile(
-    r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*"
-)
-"""GitHub's token formats: `ghs_` installation tokens, `ghp_` classic and `github_pat_`
-fine-grained personal tokens, `gho_`/`ghu_`/`ghr_` OAuth, user and refresh tokens; and a
-GitHub App's JWT (base64url JSON, `eyJ…`, from its header on: a cut one too)."""
 
 
 def password_forms(url: str) -> set[str]:
@@ -57,7 +53,7 @@ class _ContextFilter(logging.Filter):
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return GITHUB_TOKEN_SHAPE.sub(REDACTED, text)
+        return TOKEN_SHAPE.sub(REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "rollout_id"):

@@ -39,7 +39,7 @@ from bot.adapters.slack.actions import (
 from bot.adapters.slack.blocks import ViewJson
 from bot.adapters.slack.rollout_card import EXTEND_STEP
 from bot.domain.controls import CardRef, Control
-from bot.domain.errors import InvalidCommand
+from bot.domain.errors import InvalidCommand, ServiceNotConfigured
 from bot.services.controls import ControlService
 from bot.services.directory import ServiceDirectory
 from bot.services.requests import Origin
@@ -83,10 +83,11 @@ def _stage(card: CardRef) -> tuple[str, str]:
 
 
 async def _controls(
-    directory: ServiceDirectory, click: BlockActions, card: CardRef
+    directory: ServiceDirectory, click: BlockActions, card: CardRef, origin: Origin
 ) -> ControlService:
     """The controls of the service whose rollout the card is of."""
-    services = await directory.of_rollout(card.rollout_id, channel_id=click.channel_id)
+    async with directory.refusal_audited(origin, click.action.action_id):
+        services = await directory.of_rollout(card.rollout_id, channel_id=click.channel_id)
     return services.controls
 
 
@@ -95,8 +96,8 @@ def _clicked(directory: ServiceDirectory, act: Click) -> Listener:
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
         click = parse(BlockActions, body)
-        card = _card(click)
-        await act(await _controls(directory, click, card), click_origin(click, request), card)
+        card, origin = _card(click), click_origin(click, request)
+        await act(await _controls(directory, click, card, origin), origin, card)
 
     return acknowledged(directory.telemetry)(clicked)
 
@@ -175,9 +176,8 @@ FORMS: dict[Action, Form] = {
 
 def _opens(directory: ServiceDirectory, form: Form) -> Listener:
     async def draw(click: BlockActions, request: AsyncBoltRequest) -> ViewJson:
-        card = _card(click)
-        controls = await _controls(directory, click, card)
-        return await form(controls, click_origin(click, request), card)
+        card, origin = _card(click), click_origin(click, request)
+        return await form(await _controls(directory, click, card, origin), origin, card)
 
     return opens_form(directory.telemetry, draw)
 
@@ -333,7 +333,15 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
         if block is None and metadata is None:
             await ack(response_action="update", view=control_views.notice_modal(_FOREIGN_FORM))
             return
-        controls = await _form_controls(directory, metadata)
+        try:
+            async with directory.refusal_audited(
+                form_origin(form, request, channel_id=metadata.channel_id if metadata else None),
+                submission.control or form.view.callback_id,
+            ):
+                controls = await _form_controls(directory, metadata)
+        except ServiceNotConfigured as gone:  # a form of a service removed since it opened
+            await ack(response_action="update", view=control_views.notice_modal(gone.message))
+            return
         if block is not None and metadata is None:
             errors = {block: _FOREIGN_FORM}
         elif block is not None and submission.control is not None:

@@ -37,7 +37,13 @@ def register(app: AsyncApp, directory: ServiceDirectory) -> None:
             return
         admitted = [s for s in directory.each if await s.audience.admits(event.user)]
         if admitted:
-            active = await directory.rollouts.active_with_plans()
+            # Only the admitted services' (a service removed from the file keeps its rows).
+            names = {s.service.name for s in admitted}
+            active = [
+                (rollout, plan)
+                for rollout, plan in await directory.rollouts.active_with_plans()
+                if rollout.service in names
+            ]
             held: dict[str, Frozen] = {}
             for services in admitted:  # each service's lane: a freeze that will hold a schedule
                 name = services.service.name

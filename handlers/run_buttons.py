@@ -36,9 +36,12 @@ RUN_CLICKS: dict[Action, RunClick] = {
 }
 
 
-async def _runs(directory: ServiceDirectory, click: BlockActions, run_id: int) -> UnfollowedRuns:
+async def _runs(
+    directory: ServiceDirectory, click: BlockActions, run_id: int, origin: Origin
+) -> UnfollowedRuns:
     """The unfollowed runs of the service whose repository the run is of."""
-    runs = (await directory.of_run(run_id, channel_id=click.channel_id)).controls.unfollowed
+    async with directory.refusal_audited(origin, click.action.action_id):
+        runs = (await directory.of_run(run_id, channel_id=click.channel_id)).controls.unfollowed
     if runs is None:
         raise InvalidCommand(APP_ONLY)
     return runs
@@ -49,9 +52,8 @@ def _clicked(directory: ServiceDirectory, act: RunClick) -> Listener:
         ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
         click = parse(BlockActions, body)
-        run = RunValue.decode(click.action.value)
-        runs = await _runs(directory, click, run.run_id)
-        await act(runs, click_origin(click, request), run.run_id)
+        run, origin = RunValue.decode(click.action.value), click_origin(click, request)
+        await act(await _runs(directory, click, run.run_id, origin), origin, run.run_id)
 
     return acknowledged(directory.telemetry)(clicked)
 
@@ -62,7 +64,7 @@ def _opens_override(directory: ServiceDirectory) -> Listener:
     async def draw(click: BlockActions, request: AsyncBoltRequest) -> ViewJson:
         origin = click_origin(click, request)
         run_id = RunValue.decode(click.action.value).run_id
-        card = await (await _runs(directory, click, run_id)).override_form(origin, run_id)
+        card = await (await _runs(directory, click, run_id, origin)).override_form(origin, run_id)
         return control_views.adopt_override_modal(card, channel_id=origin.channel_id)
 
     return opens_form(directory.telemetry, draw)

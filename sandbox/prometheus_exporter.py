@@ -147,7 +147,8 @@ class PrometheusProcess(Lifecycle):
     `# EOF`), written into the database with `promtool tsdb create-blocks-from openmetrics`
     before Prometheus starts; retention is unlimited, so old blocks are kept. `tokens` gives a
     job the bearer token its scrape sends; `rules` are rule files it loads (and evaluates every
-    second).
+    second); `remote_read` are remote-read endpoints every query also reads (one that fails
+    makes Prometheus answer `success` with a warning: a partial answer).
     """
 
     def __init__(
@@ -158,6 +159,7 @@ class PrometheusProcess(Lifecycle):
         history: str | None = None,
         tokens: Mapping[str, str] | None = None,
         rules: Sequence[Path] = (),
+        remote_read: Sequence[str] = (),
     ) -> None:
         found = binary or prometheus_binary()
         if found is None:
@@ -166,6 +168,7 @@ class PrometheusProcess(Lifecycle):
         self._jobs = dict(jobs)
         self._tokens = dict(tokens or {})
         self._rules = [str(path) for path in rules]
+        self._remote_read = list(remote_read)
         self._history = history
         self._process: asyncio.subprocess.Process | None = None
         self._directory: tempfile.TemporaryDirectory[str] | None = None
@@ -181,6 +184,7 @@ class PrometheusProcess(Lifecycle):
                 },
                 "rule_files": self._rules,
                 "scrape_configs": [self._scrape(job, target) for job, target in self._jobs.items()],
+                "remote_read": [{"url": url, "read_recent": True} for url in self._remote_read],
             }
         )
 

@@ -313,6 +313,9 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0, err.decode()
     for secret in SECRETS:
         assert secret not in err.decode()
+    # Without METRICS_TOKEN, one WARNING at start says /metrics is open, what it shows, the fix.
+    (open_metrics,) = [line for line in err.decode().splitlines() if "GET /metrics" in line]
+    assert "WARNING" in open_metrics and "Set METRICS_TOKEN" in open_metrics
 
 
 async def test_check_config_masks_passwords_inside_urls(tmp_path: Path) -> None:

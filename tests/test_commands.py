@@ -29,6 +29,7 @@ from bot.domain.rollout_command import (
     allowed_in_direct_messages,
     allowed_outside_release_channels,
     is_direct_message,
+    named_service,
     parse_command,
 )
 from bot.domain.text import clean_text
@@ -76,8 +77,8 @@ def test_parses_every_subcommand(text: str, command: Command) -> None:
         ("start --flags-ready", "start needs a release tag"),
         (
             "start v1 v2",
-            "Unexpected `v2`: the usage is "
-            '`/rollout start <tag> [--flags-ready] [--at "tue 09:00"]`.',
+            "Unexpected `v2`: the usage is `/rollout start <tag> [--flags-ready] "
+            '[--at "tue 09:00"] [--override-freeze "<reason>"]`.',
         ),
         (
             "start v1 --force",
@@ -122,7 +123,16 @@ def test_help_lists_every_subcommand_once_in_order() -> None:
     named = [entry.usage.split()[1] for entry in HELP]
     assert named == [s.value for s in Subcommand]
     assert all(entry.usage.startswith("/rollout ") and entry.description for entry in HELP)
-    assert HELP[0].usage == '/rollout start <tag> [--flags-ready] [--at "tue 09:00"]'
+    assert HELP[0].usage.startswith("/rollout start <tag> ")
+
+
+def test_the_help_names_every_option_of_start() -> None:
+    """The options the parser lists when one is unknown are those `/rollout help` shows."""
+    with pytest.raises(InvalidCommand) as caught:
+        parse_command("start v1 --force")
+    taken = set(re.findall(r"--[a-z-]+", caught.value.message.split("it takes", 1)[1]))
+    assert taken == {"--flags-ready", "--at", "--override-freeze"}
+    assert set(re.findall(r"--[a-z-]+", HELP[0].usage)) == taken
 
 
 def test_only_help_works_outside_release_channels() -> None:
@@ -204,5 +214,18 @@ def test_the_slack_manifest_hints_at_every_subcommand() -> None:
     """Slack shows the command's `usage_hint` as people type: it names every subcommand."""
     manifest = Path(__file__).resolve().parent.parent / "manifest.yml"
     (command,) = yaml.safe_load(manifest.read_text(encoding="utf-8"))["features"]["slash_commands"]
-    hinted = set(re.findall(r"[a-z][a-z-]*", command["usage_hint"]))
-    assert {subcommand.value for subcommand in Subcommand} <= hinted
+    first_words = [part.split()[0] for part in command["usage_hint"].split("|")]
+    assert sorted(first_words) == sorted(subcommand.value for subcommand in Subcommand)
+
+
+def test_the_slack_manifest_hints_at_the_service_where_the_parser_reads_it() -> None:
+    """`[service]` stands right after the subcommand, where `named_service` takes it: a hint
+    that put it first would teach `/rollout relay start v1`, which is no subcommand."""
+    manifest = Path(__file__).resolve().parent.parent / "manifest.yml"
+    (command,) = yaml.safe_load(manifest.read_text(encoding="utf-8"))["features"]["slash_commands"]
+    for part in command["usage_hint"].split("|"):
+        words = part.split()
+        typed = " ".join("relay" if word == "[service]" else word for word in words[:3])
+        name, _, subcommand = named_service(typed, {"relay"})
+        assert subcommand == words[0]
+        assert name == ("relay" if "[service]" in words else None), part

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -68,6 +69,28 @@ def test_the_help_names_every_path_serve_answers() -> None:
     (serve,) = re.findall(r"^  serve .*\n(?:   +.*\n)*", USAGE, re.MULTILINE)
     listed = set(re.findall(r"/[\w/]+", serve))
     assert listed == routes(), serve
+
+
+def test_what_the_readme_and_the_manifests_call_is_served() -> None:
+    """Every `METHOD /path` of the README, the Slack manifest's request URLs and the GitHub
+    App's webhook URL are routes `serve` answers with that method, and the README names each
+    route."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(GET|POST) (/[^`\s]*)`", readme))
+    slack = yaml.safe_load((ROOT / "manifest.yml").read_text(encoding="utf-8"))
+    (command,) = slack["features"]["slash_commands"]
+    settings = slack["settings"]
+    urls = [
+        command["url"],
+        settings["event_subscriptions"]["request_url"],
+        settings["interactivity"]["request_url"],
+    ]
+    app = yaml.safe_load((ROOT / "github-app.yml").read_text(encoding="utf-8"))
+    urls.append(app["hook_attributes"]["url"])
+    called = named | {("POST", urlparse(url).path) for url in urls}
+    served = {(method, path) for method in ("GET", "POST") for path in routes(method=method)}
+    assert called <= served
+    assert named == served
 
 
 def compose() -> dict[str, Any]:

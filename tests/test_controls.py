@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 from cleared import cleared_rollout
-from figures import HALF_OK, RELAY_OK, every_gate_passes
+from figures import HALF_OK, RELAY_OK, RINGS_OK, every_gate_passes
 from sandbox_views import button, dispatched, finish, stage_state, value_of
+from sqlalchemy import text
 
 from bot.adapters.slack.messages import two_person_text
 from bot.domain.controls import CardRef, Control, card_applies, effect_key
@@ -31,9 +32,11 @@ from bot.domain.rollout import (
 )
 from bot.plan_file import parse_plan
 from sandbox.config import BYSTANDER, OTHER_CHANNEL, RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.github_routes import Dispatch
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.slack import EphemeralMessage
 from sandbox.workflows import Job, Step, Workflow, WorkflowInput
+from storage.db import engine_for_one_task
 
 pytestmark = pytest.mark.story
 
@@ -215,6 +218,53 @@ async def test_the_two_person_rule_keeps_the_starter_from_promoting_to_100_alone
         assert done.track("relay").stage("full").state is StageState.DEPLOYED
 
 
+async def test_the_starter_cannot_alone_type_the_figures_that_promote_into_a_two_person_stage(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A stage that promotes itself on a PASS, with figures typed by hand: the figures are the
+    promotion, so the two-person rule of the stage after it binds whoever types them."""
+    raw = yaml.safe_load(fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",)))
+    stages = raw["tracks"]["relay"]["stages"]
+    stages[0]["observe"]["promote"] = "auto"
+    stages[1]["two_person"] = True
+    plan_yaml = yaml.safe_dump(raw, sort_keys=False)
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan_yaml, extra_env=approvers
+    ) as box:
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_for_thread("Enter the observed rates")
+        request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
+
+        opening = await box.click("enter_figures", message=request)
+
+        assert opening is not None and "two-person rule" in opening
+        assert "enter the figures whose PASS promotes Hosted relay to *50%*" in opening
+        assert box.slack.calls_to("views.open") == []
+        await box.click("enter_figures", message=request, user=SECOND)
+        opened = await box.slack.wait_for_call("views.open")
+        view_id = opened[-1].response["view"]["id"]
+        good = {
+            "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+            "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+        }
+
+        # The starter's submission of that form: taken by Slack, refused by the controls.
+        assert await box.submit_view(view_id, good) == {}
+        await box.slack.wait_for(
+            lambda: any("two-person rule" in note.text for note in posted_ephemerals(box))
+        )
+        assert stage_state(await box.rollout(), "relay", "canary") is StageState.EVALUATING
+        assert not [r for r in box.github.reviews if "relay-rollout-50" in r.environments]
+
+        assert await box.submit_view(view_id, good, user=SECOND) == {}
+        await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.OBSERVING)
+        assert [r.state for r in box.github.reviews if "relay-rollout-50" in r.environments] == [
+            "approved"
+        ]
+
+
 async def test_clicks_from_outside_the_release_channels_are_refused(sandbox: Sandbox) -> None:
     await dispatched(sandbox)
     await sandbox.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
@@ -364,29 +414,35 @@ async def test_roll_back_after_completion_starts_a_rollout_of_the_previous_good_
         assert again.text.startswith("Already done by <@U0RELMGR01>")
 
 
-async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow(
-    tmp_path: Path, sqlite_database_url: str
-) -> None:
+async def with_rollback_workflow(box: Sandbox) -> None:
+    """The relay's plan redeploys through `relay-redeploy.yml`, which the repository has; the
+    bot started again on that plan, every gate passing."""
     redeploy = {
         "workflow": "relay-redeploy.yml",
         "inputs": {"relay_image_tag": {"from": "tag"}, "replacing": {"from": "replaced_tag"}},
     }
-    async with sandbox_for(tmp_path, sqlite_database_url, window="1s") as box:
-        plan = yaml.safe_load(box.plan_file.read_text(encoding="utf-8"))
-        plan["tracks"]["relay"]["redeploy"] = redeploy
-        box.plan_file.write_text(yaml.safe_dump(plan, sort_keys=False), encoding="utf-8")
-        await box.stop_bot()
-        await box.start_bot()
-        box.github.engine.workflows.append(
-            Workflow(
-                id=61_234_599,
-                path=".github/workflows/relay-redeploy.yml",
-                name="Relay redeploy",
-                inputs=(WorkflowInput("relay_image_tag"), WorkflowInput("replacing")),
-                jobs=(Job(key="redeploy", name="Redeploy relay", steps=(Step("Deploy"),)),),
-            )
+    plan = yaml.safe_load(box.plan_file.read_text(encoding="utf-8"))
+    plan["tracks"]["relay"]["redeploy"] = redeploy
+    box.plan_file.write_text(yaml.safe_dump(plan, sort_keys=False), encoding="utf-8")
+    await box.stop_bot()
+    await box.start_bot()
+    box.github.engine.workflows.append(
+        Workflow(
+            id=61_234_599,
+            path=".github/workflows/relay-redeploy.yml",
+            name="Relay redeploy",
+            inputs=(WorkflowInput("relay_image_tag"), WorkflowInput("replacing")),
+            jobs=(Job(key="redeploy", name="Redeploy relay", steps=(Step("Deploy"),)),),
         )
-        every_gate_passes(box)
+    )
+    every_gate_passes(box)
+
+
+async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    async with sandbox_for(tmp_path, sqlite_database_url, window="1s") as box:
+        await with_rollback_workflow(box)
         await finish(box, "v1.4.1")
         await finish(box, "v1.4.2")
 
@@ -405,8 +461,7 @@ async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow
         told = await box.wait_for_thread("through *relay-redeploy.yml*")
         assert "redeploying `v1.4.1` on *Hosted relay* in place of `v1.4.2`" in told
         assert "Still on `v1.4.2`: *Desktop app and CLI*; this workflow puts back" in told
-        redeploys = [d for d in box.github.dispatches if d.inputs.get("replacing")]
-        assert [d.inputs for d in redeploys] == [
+        assert [d.inputs for d in rollback_dispatches(box)] == [
             {"relay_image_tag": "v1.4.1", "replacing": "v1.4.2"}
         ]
 
@@ -416,6 +471,56 @@ async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow
         opened = await box.slack.wait_for_call("views.open", count=2)
         shown = " ".join(block["text"]["text"] for block in opened[-1].response["view"]["blocks"])
         assert "from `v1.4.3` to `v1.4.1`" in shown
+
+
+async def test_a_roll_back_whose_answer_was_lost_is_not_dispatched_again(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """The rollback workflow's dispatch went through, then the bot could not record GitHub's
+    answer (the database failed that write): the click's claim is given back, as after any
+    failure. A second Roll back must look first, not send the workflow a second time."""
+    async with sandbox_for(tmp_path, sqlite_database_url, window="1s") as box:
+        await with_rollback_workflow(box)
+        await finish(box, "v1.4.1")
+        await finish(box, "v1.4.2")
+        await on_the_database(box, LOSE_THE_ANSWER)
+
+        await box.click("redeploy", value=await value_of(box, "redeploy", "relay"))
+        opened = await box.slack.wait_for_call("views.open")
+        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        await box.slack.wait_for(lambda: len(posted_ephemerals(box)) == 1)
+        assert len(rollback_dispatches(box)) == 1
+
+        await on_the_database(box, "DROP TRIGGER lose_the_answer")  # the database is back
+        await box.click("redeploy", value=await value_of(box, "redeploy", "relay"))
+        opened = await box.slack.wait_for_call("views.open", count=2)
+        assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
+        await box.slack.wait_for(
+            lambda: len(posted_ephemerals(box)) == 2 or len(rollback_dispatches(box)) > 1
+        )
+        assert len(rollback_dispatches(box)) == 1, "the rollback workflow was dispatched twice"
+        answers = [note.text for note in posted_ephemerals(box)]
+        assert any(
+            "was already sent to GitHub by <@U0RELMGR01>, and it may have started a run" in text
+            for text in answers
+        ), answers
+
+
+LOSE_THE_ANSWER = """
+CREATE TRIGGER lose_the_answer BEFORE INSERT ON audit_events
+WHEN NEW.action = 'redeploy' AND NEW.result = 'ok'
+BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END
+"""
+"""The database fails the write of the rollback's outcome (a connection lost at its commit)."""
+
+
+def rollback_dispatches(box: Sandbox) -> list[Dispatch]:
+    return [d for d in box.github.dispatches if d.inputs.get("replacing")]
+
+
+async def on_the_database(box: Sandbox, statement: str) -> None:
+    async with engine_for_one_task(box.database_url) as engine, engine.begin() as connection:
+        await connection.execute(text(statement))
 
 
 async def test_rollback_after_the_relay_completed_points_to_the_redeploy(

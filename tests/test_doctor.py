@@ -32,6 +32,7 @@ from storage.migrate import head_revision, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 APPROVER_GROUP = "S0APPROVE1"
+METRICS_TOKEN = "doctor-metrics-token-5b1e"
 
 
 @dataclass
@@ -55,7 +56,11 @@ def doctor_environment(
     and no wait between GitHub retries."""
     return sandbox_environment(
         slack_api_url=slack.api_url, github_api_url=github.api_url, database_url=database_url
-    ) | {"ROLLOUT_PLAN": str(tmp_path / "plan.yml"), "GITHUB_RETRY_BACKOFF": "0"}
+    ) | {
+        "ROLLOUT_PLAN": str(tmp_path / "plan.yml"),
+        "GITHUB_RETRY_BACKOFF": "0",
+        "METRICS_TOKEN": METRICS_TOKEN,
+    }
 
 
 @pytest.fixture
@@ -135,10 +140,32 @@ async def test_a_sound_install_passes_every_check_and_exits_0(
         "webhook https://rollout.example.com/github/webhook: the last 1 deliveries succeeded",
         "metrics of the desktop track (sentry) answer their queries",
         "metrics of the relay track (static): no queries",
+        "GET /metrics wants a bearer token (METRICS_TOKEN)",
     ):
         assert expected in text, expected
     assert out.endswith(f"{len(checks)} checks, 0 failed\n")
-    assert not any(secret in out + err for secret in SECRETS)
+    assert not any(secret in out + err for secret in (*SECRETS, METRICS_TOKEN))
+
+
+async def test_an_open_metrics_endpoint_is_a_warning_that_says_what_it_shows_and_the_fix(
+    install: Install,
+) -> None:
+    """Without METRICS_TOKEN, `/metrics` answers anyone who reaches the port: not a failure
+    (a proxy may keep it private), but the doctor says what it gives away and what to do."""
+    environment = base_env() | {k: v for k, v in install.env.items() if k != "METRICS_TOKEN"}
+    code, out, _ = await run(
+        "doctor", "--manifest", str(ROOT / "manifest.yml"), env=environment, cwd=ROOT
+    )
+    assert code == 0, out
+    checks = out.split("\n\n")[0].splitlines()
+    (warning,) = [line for line in checks if not line.startswith("✓ ")]
+    assert warning.startswith(
+        "⚠ GET /metrics is served without authentication (METRICS_TOKEN is unset): whoever "
+        f"reaches port {install.env['PORT']} reads the bot's series (its version and commit"
+    )
+    assert "Set METRICS_TOKEN, and the same token in Prometheus's scrape job" in warning
+    assert "as ops/haproxy.cfg does (it forwards /slack/events, /github/webhook" in warning
+    assert out.endswith(f"{len(checks)} checks, 0 failed, 1 warning\n")
 
 
 Breakage = Callable[[Install], object]

@@ -70,6 +70,19 @@ def open_gateway(
 
 
 @pytest.fixture
+async def apart(
+    gh: GitHubSimulator, clock: ManualClock
+) -> AsyncIterator[tuple[PyGithubGateway, PyGithubGateway]]:
+    """Two installations' gateways on one GitHub, each with its own request budget on the
+    test's clock: a rate limit that holds the first must leave the second's calls going."""
+    gateway = open_gateway(gh, budget=RequestBudget(clock=clock))
+    elsewhere = open_gateway(gh, budget=RequestBudget(clock=clock))
+    yield gateway, elsewhere
+    await gateway.close()
+    await elsewhere.close()
+
+
+@pytest.fixture
 async def gateway(gh: GitHubSimulator) -> AsyncIterator[PyGithubGateway]:
     gateway = open_gateway(gh)
     yield gateway
@@ -588,83 +601,75 @@ SECONDARY = {"message": "You have exceeded a secondary rate limit. Please wait a
 
 
 async def test_secondary_rate_limits_in_a_row_hold_every_call_back_longer_each_time(
-    gh: GitHubSimulator, clock: ManualClock
+    gh: GitHubSimulator,
+    clock: ManualClock,
+    apart: tuple[PyGithubGateway, PyGithubGateway],
 ) -> None:
     """GitHub's REST docs: a secondary rate limit that says no wait asks for a minute, and
     "if your request continues to fail due to a secondary rate limit, wait for an
     exponentially increasing amount of time between retries". The hold is the credentials':
     a person's call is refused with the wait, unsent; another installation's calls go."""
-    budget, other = RequestBudget(clock=clock), RequestBudget(clock=clock)
-    gateway = open_gateway(gh, budget=budget)
-    elsewhere = open_gateway(gh, budget=other)
-    try:
-        run_id = await dispatch(gateway)
-        run = f"/repos/{REPOSITORY}/actions/runs/{run_id}"
-        waits = []
-        for _ in range(3):
-            gh.fail_next("GET", run, 403, SECONDARY)
-            with pytest.raises(GitHubRateLimited) as limited:
-                await gateway.snapshot(run_id)
-            assert limited.value.retry_after is not None
-            waits.append(limited.value.retry_after)
-            sent = len(gh.requests)
-            with pytest.raises(GitHubRateLimited) as held:  # a person's click, meanwhile
-                await approve_canary(gateway, run_id)
-            assert len(gh.requests) == sent  # not sent
-            assert "nothing was sent to read the deployments waiting on" in held.value.message
-            assert "try again in " in held.value.message
-            assert (await elsewhere.snapshot(run_id)).run_id == run_id  # its own limit
-            clock.advance(timedelta(seconds=limited.value.retry_after + 1))
-        assert 60 <= waits[0] <= 75 and 120 <= waits[1] <= 150 and 240 <= waits[2] <= 300
-
-        assert await approve_canary(gateway, run_id)  # an answer: the count starts again
-        gh.fail_next("GET", run, 429, SECONDARY)
-        with pytest.raises(GitHubRateLimited) as again:
+    gateway, elsewhere = apart
+    run_id = await dispatch(gateway)
+    run = f"/repos/{REPOSITORY}/actions/runs/{run_id}"
+    waits = []
+    for _ in range(3):
+        gh.fail_next("GET", run, 403, SECONDARY)
+        with pytest.raises(GitHubRateLimited) as limited:
             await gateway.snapshot(run_id)
-        assert again.value.retry_after is not None and 60 <= again.value.retry_after <= 75
-        assert "try again in 1 min" in again.value.message
-    finally:
-        await gateway.close()
-        await elsewhere.close()
+        assert limited.value.retry_after is not None
+        waits.append(limited.value.retry_after)
+        sent = len(gh.requests)
+        with pytest.raises(GitHubRateLimited) as held:  # a person's click, meanwhile
+            await approve_canary(gateway, run_id)
+        assert len(gh.requests) == sent  # not sent
+        assert "nothing was sent to read the deployments waiting on" in held.value.message
+        assert "try again in " in held.value.message
+        assert (await elsewhere.snapshot(run_id)).run_id == run_id  # its own limit
+        clock.advance(timedelta(seconds=limited.value.retry_after + 1))
+    assert 60 <= waits[0] <= 75 and 120 <= waits[1] <= 150 and 240 <= waits[2] <= 300
+
+    assert await approve_canary(gateway, run_id)  # an answer: the count starts again
+    gh.fail_next("GET", run, 429, SECONDARY)
+    with pytest.raises(GitHubRateLimited) as again:
+        await gateway.snapshot(run_id)
+    assert again.value.retry_after is not None and 60 <= again.value.retry_after <= 75
+    assert "try again in 1 min" in again.value.message
 
 
 async def test_a_secondary_rate_limit_with_retry_after_holds_every_call_back_until_then(
-    gh: GitHubSimulator, clock: ManualClock
+    gh: GitHubSimulator,
+    clock: ManualClock,
+    apart: tuple[PyGithubGateway, PyGithubGateway],
 ) -> None:
     """GitHub's REST docs: "If the retry-after response header is present, you should not
     retry your request until after that many seconds has elapsed." Not only the poller: a
     person's call on those credentials is refused at once, unsent, with the wait; another
     installation's calls go."""
     gh.retry_after = 600
-    budget, other = RequestBudget(clock=clock), RequestBudget(clock=clock)
-    gateway = open_gateway(gh, budget=budget)
-    elsewhere = open_gateway(gh, budget=other)
-    try:
-        run_id = await dispatch(gateway)
-        waiting = f"/repos/{REPOSITORY}/actions/runs/{run_id}/pending_deployments"
-        gh.fault_next("POST", waiting, "secondary_rate_limit")
-        with pytest.raises(GitHubRateLimited) as limited:
-            await approve_canary(gateway, run_id)
-        assert limited.value.retry_after == 600
-        sent = len(gh.requests)
-        with pytest.raises(GitHubRateLimited) as held:  # a person's look, meanwhile
-            await gateway.snapshot(run_id)
-        assert len(gh.requests) == sent  # not sent
-        assert held.value.message.startswith("GitHub's secondary rate limit holds the bot's")
-        assert "nothing was sent to read run" in held.value.message
-        assert "try again in 10 min." in held.value.message
-        assert (await elsewhere.snapshot(run_id)).run_id == run_id  # its own limit
+    gateway, elsewhere = apart
+    run_id = await dispatch(gateway)
+    waiting = f"/repos/{REPOSITORY}/actions/runs/{run_id}/pending_deployments"
+    gh.fault_next("POST", waiting, "secondary_rate_limit")
+    with pytest.raises(GitHubRateLimited) as limited:
+        await approve_canary(gateway, run_id)
+    assert limited.value.retry_after == 600
+    sent = len(gh.requests)
+    with pytest.raises(GitHubRateLimited) as held:  # a person's look, meanwhile
+        await gateway.snapshot(run_id)
+    assert len(gh.requests) == sent  # not sent
+    assert held.value.message.startswith("GitHub's secondary rate limit holds the bot's")
+    assert "nothing was sent to read run" in held.value.message
+    assert "try again in 10 min." in held.value.message
+    assert (await elsewhere.snapshot(run_id)).run_id == run_id  # its own limit
 
-        clock.advance(timedelta(seconds=599))
-        with pytest.raises(GitHubRateLimited) as held:
-            await approve_canary(gateway, run_id)
-        assert "try again in 1 s." in held.value.message
-        clock.advance(timedelta(seconds=1))
-        assert await approve_canary(gateway, run_id)
-        assert posts(gh, "/pending_deployments")[-1] == 200
-    finally:
-        await gateway.close()
-        await elsewhere.close()
+    clock.advance(timedelta(seconds=599))
+    with pytest.raises(GitHubRateLimited) as held:
+        await approve_canary(gateway, run_id)
+    assert "try again in 1 s." in held.value.message
+    clock.advance(timedelta(seconds=1))
+    assert await approve_canary(gateway, run_id)
+    assert posts(gh, "/pending_deployments")[-1] == 200
 
 
 async def test_a_read_is_never_asked_again_before_a_longer_retry_after(

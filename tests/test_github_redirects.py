@@ -6,55 +6,33 @@ rest-api, "Follow any redirects that the API sends you"). The sandbox's `rename`
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sandbox_views import begun, dispatched, value_of
-from test_github_gateway import statuses
+from test_github_gateway import (  # noqa: F401 - fixtures
+    CANARY,
+    INPUTS,
+    clock,
+    dispatch,
+    gateway,
+    gh,
+    statuses,
+)
 from test_protection_rules import answers, app_box
 
-from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
-from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import StageState
-from sandbox.config import GITHUB_TOKEN, REPOSITORY
+from sandbox.config import REPOSITORY
 from sandbox.github import GitHubSimulator
-from sandbox.workflows import deployment_strategy_workflow
 
-WORKFLOW = "deployment-strategy.yml"
-INPUTS = {**deployment_strategy_workflow().default_inputs(), "relay_image_tag": "v1.4.2"}
-CANARY = "Relay rollout 5% canary (30m)"
 RENAMED = "scriptum/scriptum-editor"
 
 
-@pytest.fixture
-async def gh() -> AsyncIterator[GitHubSimulator]:
-    async with GitHubSimulator(token=GITHUB_TOKEN) as sim:
-        yield sim
-
-
-@pytest.fixture
-async def gateway(gh: GitHubSimulator) -> AsyncIterator[PyGithubGateway]:
-    transport = GitHubTransport(
-        api_url=gh.api_url, token=GITHUB_TOKEN, repository=REPOSITORY, timeout=2, backoff=0.01
-    )
-    gateway = PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
-    yield gateway
-    await gateway.close()
-
-
-async def dispatch(gateway: PyGithubGateway) -> int:
-    started = await gateway.dispatch(
-        workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=datetime.now(UTC)
-    )
-    return started.run_id
-
-
 async def test_an_approval_at_a_renamed_repositorys_former_name_is_applied_at_its_new_one(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator,  # noqa: F811
+    gateway: PyGithubGateway,  # noqa: F811
 ) -> None:
     run_id = await dispatch(gateway)
     gh.rename(RENAMED)
@@ -71,7 +49,8 @@ async def test_an_approval_at_a_renamed_repositorys_former_name_is_applied_at_it
 
 
 async def test_a_dispatch_at_a_renamed_repositorys_former_name_starts_one_run_there(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator,  # noqa: F811
+    gateway: PyGithubGateway,  # noqa: F811
 ) -> None:
     gh.rename(RENAMED)
 
@@ -84,7 +63,8 @@ async def test_a_dispatch_at_a_renamed_repositorys_former_name_starts_one_run_th
 
 
 async def test_a_write_redirected_where_the_bot_does_not_follow_is_refused_never_applied(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator,  # noqa: F811
+    gateway: PyGithubGateway,  # noqa: F811
 ) -> None:
     run_id = await dispatch(gateway)
     gh.fail_next(
@@ -139,7 +119,8 @@ async def test_the_apps_answer_at_a_renamed_repositorys_former_name_is_applied_a
 
 
 async def test_a_read_redirected_temporarily_is_read_again_where_github_said(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator,  # noqa: F811
+    gateway: PyGithubGateway,  # noqa: F811
 ) -> None:
     run_id = await dispatch(gateway)
     gh.redirect_next("GET", f"/repos/{REPOSITORY}/actions/runs/{run_id}", 307)
@@ -151,7 +132,8 @@ async def test_a_read_redirected_temporarily_is_read_again_where_github_said(
 
 
 async def test_a_review_redirected_with_302_is_repeated_verbatim_and_applied(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator,  # noqa: F811
+    gateway: PyGithubGateway,  # noqa: F811
 ) -> None:
     run_id = await dispatch(gateway)
     gh.redirect_next("POST", "/repos/*/actions/runs/*/pending_deployments", 302)
@@ -168,7 +150,8 @@ async def test_a_review_redirected_with_302_is_repeated_verbatim_and_applied(
 
 
 async def test_an_error_page_that_is_not_json_is_githubs_error_not_a_crash(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator,  # noqa: F811
+    gateway: PyGithubGateway,  # noqa: F811
 ) -> None:
     run_id = await dispatch(gateway)
     page = "<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -181,7 +164,8 @@ async def test_an_error_page_that_is_not_json_is_githubs_error_not_a_crash(
 
 
 async def test_a_review_whose_read_of_the_waits_is_redirected_is_applied(
-    gh: GitHubSimulator, gateway: PyGithubGateway
+    gh: GitHubSimulator,  # noqa: F811
+    gateway: PyGithubGateway,  # noqa: F811
 ) -> None:
     run_id = await dispatch(gateway)
     path = f"/repos/{REPOSITORY}/actions/runs/{run_id}/pending_deployments"

@@ -90,6 +90,40 @@ async def test_a_run_is_linked_after_the_bot_gave_up_and_is_followed(sandbox: Sa
     ]
 
 
+async def test_dispatch_after_the_bot_gave_up_takes_the_run_that_appeared_late(
+    sandbox: Sandbox,
+) -> None:
+    """GitHub listed the run of the unclear dispatch only after the bot gave up looking for
+    it. Dispatch again must look first: it follows that run, never starts a second one."""
+    back = await gave_up(sandbox)
+    late = sandbox.github.create_foreign_run(actor="release-bot")  # the bot's own dispatch
+
+    await sandbox.click("dispatch", value=await value_of(sandbox, "dispatch"))
+
+    running = await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert running.run_id == late and running.id == back.id
+    assert sandbox.github.dispatches == []  # the first got 502 before it took effect
+    await sandbox.wait_for_thread("Approved *5% canary*")
+    assert await attached(sandbox, back.id) == [
+        ("rollout-bot", "gave_up", None),
+        ("rollout-bot", "ok", late),
+    ]
+
+
+async def test_dispatch_after_the_bot_gave_up_refuses_when_two_runs_appeared(
+    sandbox: Sandbox,
+) -> None:
+    await gave_up(sandbox)
+    runs = [sandbox.github.create_foreign_run(actor="release-bot") for _ in range(2)]
+
+    answer = await sandbox.click("dispatch", value=await value_of(sandbox, "dispatch"))
+
+    assert answer is not None and "2 runs of *Deployment Strategy* by the bot" in answer
+    assert all(page(sandbox, run) in answer for run in runs), answer
+    assert sandbox.github.dispatches == []
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
 async def test_a_re_run_s_first_attempt_approvals_do_not_promote_its_stages(
     sandbox: Sandbox,
 ) -> None:

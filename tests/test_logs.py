@@ -37,7 +37,7 @@ def test_text_lines_scrub_secrets_in_tracebacks(capsys: pytest.CaptureFixture[st
     assert "s3cr3t-value-123" not in err
 
 
-def test_anything_shaped_like_a_github_token_is_scrubbed_though_no_setting_names_it(
+def test_anything_shaped_like_a_token_is_scrubbed_though_no_setting_names_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging(level="INFO", fmt="text", secrets=[])
@@ -48,10 +48,14 @@ def test_anything_shaped_like_a_github_token_is_scrubbed_though_no_setting_names
         # a GitHub App's JWT, and one cut inside its payload (an error page's first 200 bytes)
         "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3OTY1MDIwNjUsImV4cCI6MTc5Nj.R1pm",
         "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJpYXQiOjE3",
+        # npm's and Slack's, pasted by a person where a command's argument goes
+        "npm_" + "Pa5t" * 9,
+        "xoxp-1040337-2050" + "a1B2c3D4" * 4,
+        "xapp-1-A0B1C2D3E4F-1040337-" + "a1b2c3d4" * 8,
     ]
     logging.getLogger("bot.test").info("answer %s", {"token": tokens[0], "others": tokens[1:]})
     err = capsys.readouterr().err
-    assert err.count(REDACTED) == 5
+    assert err.count(REDACTED) == 8
     assert not [token for token in tokens if token[:8] in err]
 
 

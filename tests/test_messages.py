@@ -7,6 +7,7 @@ import ast
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,8 @@ from bot.domain.rollout import (
 from bot.domain.rollout import events as told
 from bot.domain.run import EnvironmentReview
 from bot.domain.schedule import Held
-from bot.domain.unfollowed_runs import UnfollowedRun
+from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
+from sandbox.harness_slack import button
 from sandbox.render import render_blocks
 
 DOMAIN = Path(bot.domain.__file__).parent
@@ -95,6 +97,21 @@ def test_the_markup_scan_finds_what_the_domain_used_to_write(tmp_path: Path) -> 
         '    return f"<@{actor}> promoted to *{label}* :rocket: <{url}|run>"\n'
     )
     assert len(_markup_in(old)) == 1
+
+
+def review_rejected(comment: str) -> GitHubReported:
+    """GitHub's word that octocat rejected relay-half of run 7001, saying `comment`."""
+    return GitHubReported(
+        RunEvent(
+            "deployment_review",
+            "rejected",
+            "o/r",
+            7001,
+            environment="relay-half",
+            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", comment),),
+        ),
+        None,
+    )
 
 
 EVENTS: list[told.Event] = [
@@ -169,17 +186,7 @@ EVENTS: list[told.Event] = [
     told.ScheduleFrozen(Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True, at=AT)),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
-    GitHubReported(
-        RunEvent(
-            "deployment_review",
-            "rejected",
-            "o/r",
-            7001,
-            environment="relay-half",
-            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", "no"),),
-        ),
-        None,
-    ),
+    review_rejected("no"),
 ]
 
 
@@ -247,17 +254,7 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
     rejected = told.RejectedOnGitHub(
         "Relay", "50%", "octocat", loud, "5%", desktop=False, failure_job="rb"
     )
-    reviewed = GitHubReported(
-        RunEvent(
-            "deployment_review",
-            "rejected",
-            "o/r",
-            7001,
-            environment="relay-half",
-            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", loud),),
-        ),
-        None,
-    )
+    reviewed = review_rejected(loud)
     job = GitHubReported(RunEvent("workflow_job", "completed", "o/r", 7001, job=loud), None)
     for event in (rejected, reviewed, job):
         shown = render(event)
@@ -265,24 +262,50 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
         assert "&lt;!channel&gt;" in shown
 
 
+def run_card(
+    *,
+    ref: str,
+    tag: str = "",
+    sender: str = "octocat",
+    environment: str = "relay-canary-5",
+    **rest: Any,
+) -> UnfollowedRun:
+    """The card of run 42 of the Deployment Strategy, on `ref` (release tag `tag`)."""
+    return UnfollowedRun(
+        run_id=42,
+        workflow="Deployment Strategy",
+        run_url="https://github.com/o/r/actions/runs/42",
+        ref=ref,
+        tag=tag,
+        event="push",
+        sender=sender,
+        environment=environment,
+        asked_at=AT,
+        due_at=AT,
+        **rest,
+    )
+
+
 def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
     """A branch may be named `x<!channel>` (git accepts it): the card of its run must not
     notify the release channel."""
     loud = "x<!channel>"
-    card = UnfollowedRun(
-        run_id=42,
-        workflow="Deployment Strategy",
-        run_url="https://github.com/o/r/actions/runs/42",
-        ref=loud,
-        tag="",
-        event="push",
-        sender=loud,
-        environment=loud,
-        asked_at=AT,
-        due_at=AT,
-    )
+    card = run_card(ref=loud, sender=loud, environment=loud)
     shown = render_blocks(as_json(unfollowed_card(card)))
     assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown
+
+
+def test_a_run_nobody_may_adopt_is_offered_reject_only_even_once_its_default_failed() -> None:
+    """Under the two-person rule on dispatch an Adopt can only be refused: the card never
+    offers it, while it waits or after its default answer failed."""
+    card = run_card(ref="v2.0.0", tag="v2.0.0", dispatch_by_two=True)
+    assert UnfollowedRun.from_json(card.to_json()) == card
+    for fate in (RunFate.WAITING, RunFate.UNANSWERED):
+        blocks = as_json(unfollowed_card(card.decided(fate)))
+        shown = render_blocks(blocks)
+        assert button(blocks, "adopt_run") is None and button(blocks, "reject_run") is not None
+        assert "Adopt" not in shown and "`/rollout start v2.0.0` so that another approver" in shown
+    assert "still waits on GitHub. Reject it here" in shown
 
 
 @pytest.mark.parametrize(

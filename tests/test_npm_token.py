@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -139,6 +140,15 @@ async def test_the_walkthrough_posts_five_steps_with_the_secret_link(box: Sandbo
     assert "on main" in confirm and "may publish packages" in confirm
 
 
+async def test_a_walkthrough_whose_answer_was_lost_is_not_posted_twice(box: Sandbox) -> None:
+    """Slack posts the walkthrough, then the connection drops before its answer: the Web API
+    client must not post it again on its own (chat.postMessage takes no idempotency key)."""
+    box.slack.lose_next_answer("chat.postMessage")
+    answer = await box.command("npm-token")
+    assert "cannot tell whether it went through" in answer, answer
+    assert len(box.slack.messages(RELEASE_CHANNEL)) == 1
+
+
 async def test_the_command_works_in_a_direct_message(box: Sandbox) -> None:
     message = await open_walkthrough(box, DIRECT_MESSAGE)
     shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until="not set")
@@ -150,6 +160,26 @@ async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> N
     answer = await box.command("npm-token", channel="C0RANDOM00")
     assert "direct message with the bot" in answer and f"<#{RELEASE_CHANNEL}>" in answer
     assert box.slack.calls_to("chat.postMessage") == []
+
+
+@pytest.mark.parametrize("typed", ["npm-token {token}", "{token}", "start {token}"])
+async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
+    box: Sandbox, typed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Someone pastes their new npm token where they think the bot wants it: the answer tells
+    them to revoke it, and neither the answer, the log nor the audit trail holds it."""
+    token = "npm_" + "Pa5t" * 9
+    caplog.set_level(logging.DEBUG)
+
+    answer = await box.command(typed.format(token=token))
+
+    assert "That looks like a token: nothing was done" in answer and "revoke it" in answer
+    assert token not in answer and token[4:12] not in answer
+    assert box.slack.calls_to("chat.postMessage") == []  # no walkthrough, no preflight card
+    trail = await box.audit.list_for_actor(RELEASE_MANAGER)
+    assert [e.result for e in trail] in (["invalid_command"], ["invalid_tag"])
+    assert token[4:12] not in repr(trail)
+    assert not [r for r in caplog.records if token[4:12] in r.getMessage()]
 
 
 # -- step 3: the secret ---------------------------------------------------------------------------
@@ -782,6 +812,26 @@ async def test_a_release_whose_first_look_cannot_be_written_is_not_left_dispatch
         answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
         assert answer is None or "already" not in answer, answer
         await github_until(box, lambda: len(box.github.dispatches) == 1)
+
+
+async def test_a_release_whose_dispatching_cannot_be_shown_is_not_sent_nor_looked_for(
+    box: Sandbox,
+) -> None:
+    """Slack drops the connection of the redraw that shows "Dispatching" (before the dispatch):
+    nothing is sent, and the click can be repeated at once. Before, the click's claim stayed
+    held and the walkthrough "already following a Release run" for minutes, until the look
+    written for the dispatch said that GitHub had not answered it clearly (it was never
+    asked)."""
+    message = await open_walkthrough(box)
+    box.slack.drop_next("chat.update", count=2)  # the client tries a dropped call once more
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is None or "already" not in answer, answer
+    assert box.github.dispatches == []
+    assert "Dispatching" not in step(message, 5)
+
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is None or "already" not in answer, answer
+    await github_until(box, lambda: len(box.github.dispatches) == 1)
 
 
 @pytest.fixture

@@ -354,17 +354,28 @@ async def test_slack_and_github_failures_are_counted_by_method_endpoint_and_stat
     )
 
 
+def counted_gateway(
+    sim: GitHubSimulator,
+    telemetry: PrometheusTelemetry,
+    **transport: Any,
+) -> PyGithubGateway:
+    """A gateway on `sim` whose every call `telemetry` counts (`transport`: more of
+    GitHubTransport's options, such as a budget or retries)."""
+    return PyGithubGateway(
+        GitHubTransport(
+            api_url=sim.api_url,
+            token=GITHUB_TOKEN,
+            repository=sim.repository,
+            telemetry=telemetry,
+            **transport,
+        )
+    )
+
+
 async def test_github_calls_are_counted_by_endpoint_and_status_with_rate_limits_apart() -> None:
     telemetry = PrometheusTelemetry(build())
     async with GitHubSimulator(token=GITHUB_TOKEN) as simulator:
-        gateway = PyGithubGateway(
-            GitHubTransport(
-                api_url=simulator.api_url,
-                token=GITHUB_TOKEN,
-                repository=simulator.repository,
-                telemetry=telemetry,
-            )
-        )
+        gateway = counted_gateway(simulator, telemetry)
         try:
             simulator.fail_next("GET", "/repos/*/contents/*", 403)  # GitHub's primary rate limit
             with pytest.raises(GitHubRateLimited):
@@ -401,15 +412,7 @@ async def test_each_app_installations_rate_limit_is_its_own_series() -> None:
     ):
         acme.rate_limit_remaining = 150
         gateways = [
-            PyGithubGateway(
-                GitHubTransport(
-                    api_url=sim.api_url,
-                    token=GITHUB_TOKEN,
-                    repository=sim.repository,
-                    telemetry=telemetry,
-                    budget=budgets.of(service),
-                )
-            )
+            counted_gateway(sim, telemetry, budget=budgets.of(service))
             for sim, service in ((acme, "api"), (globex, "billing"))
         ]
         try:
@@ -436,17 +439,7 @@ async def test_a_call_without_an_answer_leaves_the_newest_rate_limit_shown() -> 
     budget = RequestBudget()
     async with GitHubSimulator(token=GITHUB_TOKEN) as simulator:
         first, second = (
-            PyGithubGateway(
-                GitHubTransport(
-                    api_url=simulator.api_url,
-                    token=GITHUB_TOKEN,
-                    repository=simulator.repository,
-                    telemetry=telemetry,
-                    budget=budget,
-                    retries=0,
-                )
-            )
-            for _ in range(2)
+            counted_gateway(simulator, telemetry, budget=budget, retries=0) for _ in range(2)
         )
         try:
             await first.list_directory(path="crates", ref="main")

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from command_line import run_here
-from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews
+from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews, value_of
 from services import missing
 
 from bot.adapters.charts import PNG_SIGNATURE
@@ -229,6 +229,39 @@ async def test_a_zero_sample_never_passes_whatever_the_minimum(telemetry: Teleme
     )
 
 
+async def test_a_sample_matching_no_series_counted_nothing(telemetry: Telemetry) -> None:
+    """A canary no request reached: its labelled request counters have no series yet, so the
+    `sample` query matches none, beside an error rate guarded with `or vector(0)`. The sample
+    was unknown, and with `min_sample: 0` the gate passed on nothing; it is 0, INCONCLUSIVE."""
+    metrics = relay_metrics("healthy")
+    nowhere = REQUESTS % ',job="no-such-job"'
+    requests = f"sum(increase({nowhere}[$window]))"
+    metrics["error_rate"] = {"query": f"(0 * {requests}) or vector(0)", "sample": requests}
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert (reading.figures.error_rate, reading.figures.sample) == (0, 0)
+    (error, _crash) = reading.metrics
+    assert error.problem == "sample: no data: the query matched no series"
+    verdict = judged(reading, min_sample=0)
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.INSUFFICIENT_SAMPLE,
+    )
+
+
+async def test_a_rate_whose_sample_could_not_be_read_is_not_judged(telemetry: Telemetry) -> None:
+    """The `sample` query fails (Prometheus refuses it) beside an error rate that reads 0: the
+    sample is unknown, and with `min_sample: 0` the gate passed on a window that may have
+    tested nothing. The rate is not judged without its count: INCONCLUSIVE, the reason named."""
+    metrics = relay_metrics("healthy")
+    metrics["error_rate"] = {"query": "vector(0)", "sample": "sum(rate(oops[$window]"}
+    reading = await source(telemetry, metrics).measure(window("healthy"))
+    assert (reading.figures.error_rate, reading.figures.sample) == (None, None)
+    (error, _crash) = reading.metrics
+    assert error.problem is not None and error.problem.startswith("sample: Prometheus refused")
+    verdict = judged(reading, min_sample=0)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
 async def test_a_baseline_read_above_one_is_no_baseline(telemetry: Telemetry) -> None:
     """Rates are fractions: a baseline query giving percent (0.1% read as 0.1 x 100 = 10) set
     a limit no crash rate reaches. It is left missing with the reason: INCONCLUSIVE."""
@@ -285,6 +318,32 @@ async def test_the_documented_relay_example_reads_the_error_rate_of_all_traffic(
     assert reading.figures.error_rate is not None
     assert float(reading.figures.error_rate) == pytest.approx(errors / requests, rel=0.1)
     assert section["thresholds"]["min_sample"] > 0
+
+
+# -- answers Prometheus warns about ------------------------------------------------------------
+
+
+async def test_a_partial_answer_is_no_figure_never_a_pass() -> None:
+    """A Prometheus whose remote-read store is down answers `success` with a number from the
+    data it could read and a warning (a Thanos store down does the same): the canary's failing
+    series may be the ones left out. It passed on that number; it is no figure, INCONCLUSIVE."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    async with RelayExporter(TRAFFIC["healthy"]) as exporter:
+        jobs = {"healthy": exporter.target}
+        async with PrometheusProcess(jobs, remote_read=["http://127.0.0.1:9/read"]) as prometheus:
+            await prometheus.wait_for_scrapes(4)
+            reading = await source(Telemetry(prometheus.url), relay_metrics("healthy")).measure(
+                window("healthy")
+            )
+    assert reading.figures.error_rate is None and reading.figures.sample is None
+    (error, _crash) = reading.metrics
+    assert error.problem is not None
+    assert "value: Prometheus warned that its answer may be partial or wrong: remote_read" in (
+        error.problem
+    )
+    verdict = judged(reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
 
 
 # -- the whole chain: Prometheus -> gate -> GitHub -> Slack ------------------------------------
@@ -360,6 +419,53 @@ async def test_a_high_error_rate_rolls_back_though_the_crash_rate_query_reads_no
         assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
         card = await box.wait_for_thread("5% canary gate: ROLLBACK*. Error rate")
         assert "no series" in card, card
+
+
+async def test_a_held_canary_failing_since_its_window_rolls_back_on_re_evaluate(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """The canary passed its window and holds for a Promote; its error rate climbs after. A
+    Re-evaluate read the closed window again and said PASS on figures older than the failure
+    (a `promote: auto` stage was promoted on them); it reads up to now and rolls back."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    async with (
+        RelayExporter(TRAFFIC["healthy"]) as exporter,
+        PrometheusProcess({"held": exporter.target}) as prometheus,
+    ):
+        await prometheus.wait_for_scrapes(4)
+        telemetry = Telemetry(prometheus.url)
+        async with dispatched_on_prometheus(
+            telemetry, tmp_path, sqlite_database_url, "held"
+        ) as box:
+            held = await box.wait_until(
+                lambda r: r.track("relay").stage("canary").state is StageState.HOLDING, timeout=30
+            )
+            canary = held.track("relay").stage("canary")
+            assert canary.verdict is not None and canary.verdict.passed
+            assert canary.window_started_at is not None
+            exporter.set_traffic(TRAFFIC["failing"])
+            since_deployed = source(telemetry, relay_metrics("held"))
+
+            async def failing_so_far() -> bool:
+                assert canary.window_started_at is not None
+                now = datetime.now(UTC)
+                reading = await since_deployed.measure(
+                    QueryWindow("v1.4.2", "relay", "canary", canary.window_started_at, now, now)
+                )
+                return (reading.figures.error_rate or 0) > Decimal("0.015")
+
+            async with asyncio.timeout(30):  # Prometheus scrapes every second
+                while True:
+                    if await failing_so_far():
+                        break
+                    await asyncio.sleep(0.5)
+            await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+            ended = await box.wait_until(
+                lambda r: r.track("relay").state is TrackState.ROLLED_BACK, timeout=30
+            )
+    assert ended.track("relay").stage("canary").state is StageState.FAILED_GATE
+    assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
 
 
 async def test_too_few_requests_extends_the_window_and_never_passes(

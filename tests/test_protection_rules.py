@@ -48,13 +48,15 @@ async def app_box(
     ruled: Iterable[str] | None = None,
     reviewers: bool = False,
     extra_env: dict[str, str] | None = None,
+    plan_yaml: str | None = None,
 ) -> AsyncIterator[Sandbox]:
     """The bot running as the GitHub App, the App's rule on `ruled` (default: every
-    environment of the plan, without their reviewers unless `reviewers`)."""
+    environment of the plan, without their reviewers unless `reviewers`), on `plan_yaml`
+    (default: the accelerated built-in plan)."""
     async with passing_sandbox(
         tmp_path,
         database_url=database_url,
-        plan_yaml=fast_plan(tmp_path / "figures.yml"),
+        plan_yaml=plan_yaml or fast_plan(tmp_path / "figures.yml"),
         github_app=SandboxApp(),
         extra_env=extra_env,
     ) as sandbox:

@@ -4,7 +4,6 @@ answers against GitHub's documented fields, and the preflight end to end in the 
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -285,17 +284,23 @@ async def _ended(
     await store.save(replace(created, phase=Phase.ENDED, ended_at=NOW + at, tracks=tracks))
 
 
+async def _completed(store: Rollouts, *tags: str, first: timedelta = timedelta(0)) -> None:
+    """Rollouts of `tags` (ids r-1, r-2, ...) completed on every track, in this order, an hour
+    apart from `first` after NOW."""
+    done = TrackState.COMPLETED
+    for n, tag in enumerate(tags):
+        await _ended(store, tag, f"r-{n + 1}", first + timedelta(hours=n), done, done)
+
+
 async def test_the_last_released_tag_is_the_newest_rollout_completed_on_every_track(
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
     store = RolloutStore(session_factory, clock=lambda: NOW)
-    ended = functools.partial(_ended, store)
     assert await store.last_released() is None
+    await _completed(store, "v1.4.0", "v1.4.1", first=timedelta(hours=1))
     done = TrackState.COMPLETED
-    await ended("v1.4.0", "r-1", timedelta(hours=1), done, done)
-    await ended("v1.4.1", "r-2", timedelta(hours=2), done, done)
-    await ended("v1.4.2", "r-3", timedelta(hours=3), TrackState.ROLLED_BACK, done)
-    await ended("v1.4.3", "r-4", timedelta(hours=4), done, TrackState.HALTED)
+    await _ended(store, "v1.4.2", "r-3", timedelta(hours=3), TrackState.ROLLED_BACK, done)
+    await _ended(store, "v1.4.3", "r-4", timedelta(hours=4), done, TrackState.HALTED)
     released = await store.last_released()
     assert released is not None and released.tag == "v1.4.1"
 
@@ -306,9 +311,7 @@ async def test_a_release_rolled_back_after_it_completed_is_not_the_last_released
     # v1.4.1 completed, then Roll back put v1.4.0 back through the rollback workflow: v1.4.2
     # brings v1.4.1's changes again, so it is compared with v1.4.0, not with v1.4.1.
     store = RolloutStore(session_factory, clock=lambda: NOW)
-    done = TrackState.COMPLETED
-    await _ended(store, "v1.4.0", "r-1", timedelta(hours=1), done, done)
-    await _ended(store, "v1.4.1", "r-2", timedelta(hours=2), done, done)
+    await _completed(store, "v1.4.0", "v1.4.1", first=timedelta(hours=1))
     rolled_back = await store.get("r-2")
     assert rolled_back is not None
     redeploy = NewAuditEvent(
@@ -485,8 +488,7 @@ async def test_a_failed_comparison_never_blocks_and_re_check_reads_it(box: Sandb
 async def test_the_card_compares_with_the_last_release_the_bot_completed(box: Sandbox) -> None:
     _history(box)
     box.github.history.publish("v1.4.2", NOW)  # GitHub's latest release is not asked for
-    done = TrackState.COMPLETED
-    await _ended(box.services.rollouts.effects.store, "v1.4.1", "r-1", timedelta(0), done, done)
+    await _completed(box.services.rollouts.effects.store, "v1.4.1")
 
     await box.command("start v1.4.2 --flags-ready")
 
@@ -500,10 +502,7 @@ async def test_the_release_live_started_again_brings_nothing_new(box: Sandbox) -
     # v1.4.2 completed on every track and is live: started again, it brings nothing, not
     # the changes since v1.4.1 that are already in production.
     _history(box)
-    done = TrackState.COMPLETED
-    store = box.services.rollouts.effects.store
-    await _ended(store, "v1.4.1", "r-1", timedelta(0), done, done)
-    await _ended(store, "v1.4.2", "r-2", timedelta(hours=1), done, done)
+    await _completed(box.services.rollouts.effects.store, "v1.4.1", "v1.4.2")
 
     await box.command("start v1.4.2 --flags-ready")
 
@@ -529,10 +528,7 @@ async def test_a_deleted_tag_of_the_last_release_falls_back_to_the_release_befor
     _history(box)
     history = box.github.history
     history.tags["v1.4.0"] = history.tags.pop("v1.4.1")  # v1.4.1's tag deleted
-    done = TrackState.COMPLETED
-    store = box.services.rollouts.effects.store
-    await _ended(store, "v1.4.0", "r-1", timedelta(0), done, done)
-    await _ended(store, "v1.4.1", "r-2", timedelta(hours=1), done, done)
+    await _completed(box.services.rollouts.effects.store, "v1.4.0", "v1.4.1")
 
     await box.command("start v1.4.2 --flags-ready")
 
@@ -550,8 +546,7 @@ async def test_a_deleted_tag_with_no_earlier_release_says_so_and_what_to_do(
 ) -> None:
     _history(box)
     sha = box.github.history.tags.pop("v1.4.1")  # the only release's tag deleted
-    done = TrackState.COMPLETED
-    await _ended(box.services.rollouts.effects.store, "v1.4.1", "r-1", timedelta(0), done, done)
+    await _completed(box.services.rollouts.effects.store, "v1.4.1")
 
     await box.command("start v1.4.2 --flags-ready")
 

@@ -9,7 +9,7 @@ the transport's run real PyGithub against the GitHub simulator.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -225,6 +225,8 @@ class GitHubRuns:
 async def test_a_rate_limit_pauses_the_polls_of_its_installation_only(
     gh: GitHubSimulator, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
+    """...and the sweep of kept protection-rule requests (runs' cards) goes on for the other
+    installation's services: it used to stop for every service while any one limit held."""
     # An App installed on two accounts: acme's installation meets a secondary rate limit
     # (no wait said: a minute at least). globex's canaries are still followed meanwhile.
     clock = ManualClock(NOW)
@@ -241,11 +243,16 @@ async def test_a_rate_limit_pauses_the_polls_of_its_installation_only(
             budget=budgets,
         )
 
+        swept: list[list[str]] = []
+
+        async def sweep(may_call: Callable[[str], bool]) -> None:
+            swept.append([service for service in ("api", "billing") if may_call(service)])
+
         async def run_reads(after: timedelta) -> dict[int, list[int]]:
             """Move the clock, poll once: the statuses of each run's reads."""
             clock.advance(after)
             before = len(gh.requests)
-            await poller.poll()
+            await poller.poll(sweep)
             paths = {f"/repos/{REPOSITORY}/actions/runs/{run}": run for run in (acme, globex)}
             reads: dict[int, list[int]] = {acme: [], globex: []}
             for request in gh.requests[before:]:
@@ -259,6 +266,8 @@ async def test_a_rate_limit_pauses_the_polls_of_its_installation_only(
         assert await run_reads(EVERY) == {acme: [403], globex: [304]}  # acme's came first
         assert set(poller.paused) == {"acme"}
         assert await run_reads(EVERY * 3) == {acme: [], globex: [304]}  # acme's waits
+        # The sweep of kept requests (runs' cards) goes on for globex's services alone.
+        assert swept[-1] == ["billing"]
 
         resumed = await run_reads(poller.paused["acme"] - clock())
         assert resumed[acme] == [304]

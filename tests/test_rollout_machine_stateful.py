@@ -10,10 +10,12 @@ extend); and restarts, where the rollout is rebuilt from what the store keeps an
 not yet carried out is lost.
 
 Invariants, after every step: no stage is approved unless the machine has it deploying, and
-GitHub approves each environment at most once; a window is evaluated at most once per window
-end; a stopped track never moves forward again; a finished stage never changes; an ended
-rollout stays ended. At the end, with no more clicks, the world is run to a standstill: every
-window has been evaluated and every rollback or kill has ended in its stopped state.
+GitHub approves each environment at most once; a stage is passed (its next one promoted) only
+on a PASS verdict or a person's Promote confirming an override, never past a failed gate; a
+window is evaluated at most once per window end; a stopped track never moves forward again; a
+finished stage never changes; an ended rollout stays ended. At the end, with no more clicks,
+the world is run to a standstill: every window has been evaluated and every rollback or kill
+has ended in its stopped state.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from bot.domain.gate import GateKind, GateVerdict, evaluate_desktop, evaluate_relay
+from bot.domain.gate import GateKind, GateVerdict, Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.github_events import run_event
 from bot.domain.rollout import (
     TERMINAL_TRACK,
@@ -94,6 +96,7 @@ PLAN = load_plan(None)
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 BOT = "release-bot"
 WINDOWS = [(t, s.key) for t, track in PLAN.tracks.items() for s in track.stages if s.observe]
+FAILING = frozenset({Verdict.ROLLBACK, Verdict.KILL_SWITCH})
 STOPPED = frozenset({TrackState.ABORTING, *TERMINAL_TRACK} - {TrackState.COMPLETED})
 FINAL_STAGE = frozenset(
     {
@@ -300,6 +303,8 @@ class RolloutWorld(RuleBasedStateMachine):
         self.history: list[RunSnapshot] = []
         self.evaluations: Counter[tuple[str, str, datetime]] = Counter()
         self.ever_stopped: set[str] = set()
+        self.overriding = False
+        """A person's Promote confirming an override (an INCONCLUSIVE hold) is being applied."""
         self.apply(dispatched(self.rollout, PLAN, RunRef(run.id, "https://github.test/run")))
 
     # -- the shell: save, then act (and maybe crash before acting) -------------------------------
@@ -328,6 +333,13 @@ class RolloutWorld(RuleBasedStateMachine):
             for was, now in zip(old.stages, new.stages, strict=True):
                 if was.state in FINAL_STAGE:
                     assert now == was, f"{old.name}/{was.key} changed after {was.state}"
+                if now.state is StageState.PASSED and was.state is not now.state:
+                    verdict = now.verdict
+                    failed = verdict is not None and verdict.verdict in FAILING
+                    assert not failed, f"{old.name}/{was.key} promoted past a failed gate"
+                    assert (verdict is not None and verdict.passed) or self.overriding, (
+                        f"{old.name}/{was.key} promoted on {verdict} without an override"
+                    )
                 if now.state is StageState.EVALUATING and was.state is not now.state:
                     assert now.window_ends_at is not None
                     assert self.clock() >= now.window_ends_at, "a window evaluated before its end"
@@ -497,7 +509,13 @@ class RolloutWorld(RuleBasedStateMachine):
 
     @rule(track=st.sampled_from(list(PLAN.tracks)), override=st.booleans())
     def promote_click(self, track: str, override: bool) -> None:
-        self.click(lambda: promote(self.rollout, PLAN, track=track, actor="U2", override=override))
+        self.overriding = override
+        try:
+            self.click(
+                lambda: promote(self.rollout, PLAN, track=track, actor="U2", override=override)
+            )
+        finally:
+            self.overriding = False
 
     @rule(track=st.sampled_from(list(PLAN.tracks)), reason=st.sampled_from(["", "bad build"]))
     def stop_click(self, track: str, reason: str) -> None:
@@ -555,8 +573,10 @@ class RolloutWorld(RuleBasedStateMachine):
                 self.apply(decision)
                 if not decision.effects:
                     self.timers.discard((track, stage, due_at))
+            self.overriding = True
             for track in holding_tracks(self.rollout):
                 self.apply(promote(self.rollout, PLAN, track=track, actor="U2", override=True))
+            self.overriding = False
             self.poll()
             self.time_passes(30)
         assert self.rollout.phase is Phase.ENDED, [

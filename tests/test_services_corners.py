@@ -17,8 +17,9 @@ from sandbox_views import open_home
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_cli import full_env
 from test_services_file import env, settings, write
+from test_services_removed import BILLING, RELAY, billing_run_on_github
+from test_unfollowed_runs import run_cards
 
-from bot.adapters.slack.notifier import RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
@@ -281,25 +282,9 @@ async def test_nobody_answers_a_run_of_another_service_and_its_default_comes(
     request as parsed (service `default`) to `UnfollowedRuns.kept`, which writes the card's
     timer for the service `default`: the scheduler finds no such service (UnknownService),
     so the run waits on GitHub and its card says "waiting" for ever."""
-    services = [
-        SandboxService(name="relay", repository="scriptum/scriptum"),
-        SandboxService(name="billing-api", repository="scriptum/billing-api"),
-    ]
+    services = [RELAY, BILLING]
     async with passing_sandbox(tmp_path, rollout_services=services, github_app=SandboxApp()) as box:
-        billing = box.github.repository_named("scriptum/billing-api")
-        assert billing is not None
-        billing.protection_rule(set(billing.engine.protected))
-        billing.refs.add("v2.0.0")
-        run_id = billing.create_foreign_run(actor="octocat", branch="v2.0.0")
-
-        def cards() -> list[str]:
-            return [
-                m.rendered
-                for m in box.slack.messages(RELEASE_CHANNEL)
-                if (m.metadata or {}).get("event_type") == RUN_EVENT
-            ]
-
-        await box.slack.wait_for(lambda: bool(cards()), timeout=30)
+        run_id, _ = await billing_run_on_github(box)
         engine = create_engine(box.database_url)
         try:
             timers = TimerStore(create_session_factory(engine), service="billing-api")
@@ -308,4 +293,4 @@ async def test_nobody_answers_a_run_of_another_service_and_its_default_comes(
             await engine.dispose()
         assert timer is not None, "the card's timer is not billing-api's"
         await box.pass_time(timedelta(seconds=1805))
-        await box.slack.wait_for(lambda: "by default" in cards()[0], timeout=30)
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)

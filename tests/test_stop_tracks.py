@@ -89,25 +89,27 @@ def job(name: str, *, done: bool) -> JobSnapshot:
     )
 
 
+def run_going(
+    *, api_done: bool, canary_done: bool, waiting: frozenset[str] = frozenset()
+) -> RunSnapshot:
+    """The run in progress, its API job and its relay canary job each done or not yet."""
+    return RunSnapshot(
+        run_id=RUN.run_id,
+        status="in_progress",
+        conclusion=None,
+        html_url=RUN.html_url,
+        jobs={API_JOB: job(API_JOB, done=api_done), CANARY: job(CANARY, done=canary_done)},
+        waiting=waiting,
+    )
+
+
 def api_done_relay_deploying(plan: RolloutPlan) -> Rollout:
     rollout = dispatched(begin_dispatch(cleared_rollout(plan, now=T0), now=T0), plan, RUN).rollout
-    waiting = RunSnapshot(
-        run_id=RUN.run_id,
-        status="in_progress",
-        conclusion=None,
-        html_url=RUN.html_url,
-        jobs={n: job(n, done=False) for n in (API_JOB, CANARY)},
-        waiting=frozenset({"api", "relay-canary-5"}),
+    waiting = run_going(
+        api_done=False, canary_done=False, waiting=frozenset({"api", "relay-canary-5"})
     )
     rollout = reconcile(rollout, plan, waiting, at(1)).rollout
-    done = RunSnapshot(
-        run_id=RUN.run_id,
-        status="in_progress",
-        conclusion=None,
-        html_url=RUN.html_url,
-        jobs={API_JOB: job(API_JOB, done=True), CANARY: job(CANARY, done=False)},
-        waiting=frozenset(),
-    )
+    done = run_going(api_done=True, canary_done=False)
     return reconcile(rollout, plan, done, at(3)).rollout
 
 
@@ -201,14 +203,7 @@ def test_a_failed_gate_says_which_tracks_of_its_gate_it_did_not_roll_back() -> N
     thread is told that the API stays on the release (a failed gate stops its own track)."""
     plan = plan_with_an_api_track()
     rollout = api_done_relay_deploying(plan)
-    canary_done = RunSnapshot(
-        run_id=RUN.run_id,
-        status="in_progress",
-        conclusion=None,
-        html_url=RUN.html_url,
-        jobs={API_JOB: job(API_JOB, done=True), CANARY: job(CANARY, done=True)},
-        waiting=frozenset(),
-    )
+    canary_done = run_going(api_done=True, canary_done=True)
     rollout = reconcile(rollout, plan, canary_done, at(3)).rollout
     due = rollout.track("relay").stage("canary").window_ends_at
     assert due is not None

@@ -13,19 +13,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from github import Auth, Github
 from sandbox_views import dispatched, finish, github_until
 from test_cli import full_env
 from test_freeze_sandbox import typed_reason
 from test_protection_rules import answers, app_box, app_replicas, both_held, box
 
+from bot.adapters.slack.actions import RunValue
 from bot.adapters.slack.control_views import REASON_BLOCK
 from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
-from sandbox.harness import Sandbox
+from sandbox.harness import Sandbox, fast_plan
+from sandbox.harness_slack import button
 from sandbox.idle import bots_database
 from sandbox.slack_records import ChannelMessage
 from storage.claims import ClaimStore
@@ -230,11 +233,13 @@ async def test_adopt_is_refused_while_the_preflight_blocks(box: Sandbox) -> None
 
 
 async def test_a_run_on_a_branch_is_not_adopted_as_a_release(box: Sandbox) -> None:
-    """`main` is where the workflow runs, not a release tag: Adopt says what to do instead."""
+    """`main` is where the workflow runs, not a release tag: the card offers Reject only and
+    says what to do instead, and an Adopt sent all the same is refused."""
     run_id, card = await started_on_github(box, ref="main")
-    assert "`main` is not a release tag, so Adopt is refused" in card.rendered
+    assert "`main` is not a release tag, so this run cannot be adopted: Reject it" in card.rendered
+    assert button(card.blocks, "adopt_run") is None
 
-    refused = await box.click("adopt_run", message=card)
+    refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
 
     assert refused is not None
     assert f"Run {run_id} runs on `main`, which is not a release tag" in refused
@@ -251,6 +256,87 @@ async def test_an_approve_default_rejects_while_deploys_are_frozen(
     async with app_box(tmp_path, database_url, extra_env=env) as box:
         await started_on_github(box)
         assert "froze deploys" in await box.command("freeze 2h INC-123 investigation")
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert ("relay-canary-5", "rejected") in first_stages(box)
+        assert all(state == "rejected" for _, state in first_stages(box))
+
+
+async def test_an_approve_default_never_approves_an_environment_the_plan_does_not_name(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A plan without the desktop track, and a workflow whose desktop job still deploys to
+    `desktop-internal` behind the App's rule: the run's card waits there. The approve default
+    approved it, a deployment no gate of the plan watches; it rejects it now."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    del plan["tracks"]["desktop"]
+    for name, given in plan["inputs"].items():
+        if given.get("track") == "desktop":
+            plan["inputs"][name] = {"from": "literal", "value": "0.001"}
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(
+        tmp_path,
+        database_url,
+        ruled={"desktop-internal"},
+        extra_env=env,
+        plan_yaml=yaml.safe_dump(plan),
+    ) as box:
+        _, card = await started_on_github(box)
+        assert "waits at `desktop-internal`" in card.rendered
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert answers(box) == [("desktop-internal", "rejected")]
+        assert "Rejected by default" in run_cards(box)[0].rendered
+
+
+def dispatch_by_two(tmp_path: Path) -> str:
+    """The accelerated plan, with the two-person rule on dispatch."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    plan["two_person"] = ["dispatch"]
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
+async def test_adopt_is_refused_when_the_two_person_rule_covers_dispatch(
+    tmp_path: Path, database_url: str
+) -> None:
+    """An adopted run is approved at once by its adopter, who may have started it on GitHub:
+    under `two_person: [dispatch]` that would be a dispatch by one person. The card offers
+    Reject only, says why and what to do instead, and that the default rejects the run."""
+    async with app_box(tmp_path, database_url, plan_yaml=dispatch_by_two(tmp_path)) as box:
+        run_id, card = await started_on_github(box)
+        assert button(card.blocks, "adopt_run") is None
+        assert button(card.blocks, "reject_run") is not None
+        assert (
+            "The plan's two-person rule covers dispatch, so this run cannot be adopted (whoever "
+            "adopts it may be who started it on GitHub): Reject it, and start the release with "
+            f"`/rollout start {TAG}` so that another approver dispatches it."
+        ) in card.rendered
+        assert ", the default rejects it." in card.rendered
+
+        # A click sent all the same (a card drawn before the plan took the rule) is refused.
+        refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
+
+        assert refused is not None and "two-person rule needs a second approver" in refused
+        assert "nothing was changed" in refused and "/rollout start <tag>" in refused
+        assert answers(box) == [] and await box.services.rollouts.history() == []
+        trail = await box.audit.list_for_actor(RELEASE_MANAGER)
+        assert ("click:adopt", "refused") in {(e.action, e.result) for e in trail}
+        assert await box.click("reject_run", message=card) is None
+        await box.slack.wait_for(lambda: "Rejected by" in run_cards(box)[0].rendered, timeout=30)
+
+
+async def test_an_approve_default_rejects_when_the_two_person_rule_covers_dispatch(
+    tmp_path: Path, database_url: str
+) -> None:
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    plan_yaml = dispatch_by_two(tmp_path)
+    async with app_box(tmp_path, database_url, extra_env=env, plan_yaml=plan_yaml) as box:
+        _, card = await started_on_github(box)
+        assert ", the default rejects it." in card.rendered  # what the card says comes true
 
         await box.pass_time(timedelta(seconds=1805))
 

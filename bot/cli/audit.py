@@ -18,8 +18,8 @@ from bot.services.audit import Timeline, UnknownTag
 from storage.db import create_session_factory, engine_for_one_task, mask_database_url
 
 
-def main(args: list[str]) -> int:
-    """The timeline as lines or as JSON on stdout; exit 2 with a message for an unknown tag."""
+def argument_parser() -> argparse.ArgumentParser:
+    """The command's arguments (tests/test_docs.py reads the docs' examples with them)."""
     parser = argparse.ArgumentParser(
         prog="rollout-bot audit",
         description="Print the audit timeline of a release's newest rollout.",
@@ -29,6 +29,12 @@ def main(args: list[str]) -> int:
         "--service", metavar="NAME", help="the service that released it (default: any)"
     )
     parser.add_argument("--json", action="store_true", help="print the timeline as JSON")
+    return parser
+
+
+def main(args: list[str]) -> int:
+    """The timeline as lines or as JSON on stdout; exit 2 with a message for an unknown tag."""
+    parser = argument_parser()
     options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
     if options.service is not None and not SERVICE_NAME.fullmatch(options.service):
         parser.error(

@@ -62,7 +62,7 @@ class _Parser(argparse.ArgumentParser):
 def main(args: Sequence[str], *, clock: Callable[[], datetime] = utc_now) -> int:
     """Run the backtest on `args` (after `backtest`); returns the exit status."""
     try:
-        options = _parser().parse_args(list(args))
+        options = argument_parser().parse_args(list(args))
         replay = Replay(
             start=parse_moment("--from", options.start, end_of_day=False),
             end=parse_moment("--to", options.end, end_of_day=True),
@@ -104,7 +104,9 @@ def main(args: Sequence[str], *, clock: Callable[[], datetime] = utc_now) -> int
     return EXIT_OK
 
 
-def _parser() -> _Parser:
+def argument_parser() -> _Parser:
+    """The command's arguments; a usage error raises UsageError (tests/test_docs.py reads the
+    docs' examples with them)."""
     parser = _Parser(
         prog=PROG,
         allow_abbrev=False,

@@ -10,6 +10,7 @@ environment held by the App's custom deployment protection rule instead of a rev
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import sys
@@ -185,8 +186,14 @@ def _history(box: Sandbox) -> None:
     history.tag("v1.4.3")
 
 
+def argument_parser() -> argparse.ArgumentParser:
+    """Its one option (the README's `make demo GITHUB_APP=1`), and `--help`."""
+    told = "Two rollouts in accelerated time, against a simulated Slack and GitHub."
+    parser = argparse.ArgumentParser(prog="rollout-bot demo", description=told)
+    parser.add_argument("--github-app", action="store_true", help="run the bot as a GitHub App")
+    return parser
+
+
 def main(args: list[str]) -> int:
-    if args not in ([], ["--github-app"]):
-        sys.stderr.write("usage: rollout-bot demo [--github-app]\n")
-        return 2
-    return asyncio.run(run(sys.stdout, github_app=bool(args)))
+    options = argument_parser().parse_args(args)  # exits 2 with a usage line on bad arguments
+    return asyncio.run(run(sys.stdout, github_app=options.github_app))

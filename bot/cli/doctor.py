@@ -1,7 +1,8 @@
 """`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
-from the operator's shell: the database `serve` would start on, then the real Slack and
-GitHub, each service's (or one's), one line per check with ✓ or ✗ and the fix; exit 0 when
-every check passes, 1 otherwise (2: bad configuration or usage)."""
+from the operator's shell: the database `serve` would start on and whether `/metrics` is open,
+then the real Slack and GitHub, each service's (or one's), one line per check with ✓, ✗ or ⚠
+(a warning) and the fix; exit 0 when no check fails, 1 otherwise (2: bad configuration or
+usage)."""
 
 from __future__ import annotations
 
@@ -20,19 +21,20 @@ from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal
-from bot.cli.settings import load, services_named
+from bot.cli.settings import OPEN_METRICS, load, services_named, unguarded
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan, Stage
 from bot.domain.service import Service
 from bot.logs import configure_logging
 from bot.services.doctor import Doctor
 from bot.services.failures import error_summary
-from bot.services.findings import Finding, failed, passed
+from bot.services.findings import Finding, failed, passed, warned
 from storage.db import mask_database_url
 from storage.migrate import head_revision
 
 
-def main(args: list[str]) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command's arguments (tests/test_docs.py reads the docs' examples with them)."""
     parser = argparse.ArgumentParser(
         prog="rollout-bot doctor",
         description="Check that Slack, GitHub and the metrics source are set up for the bot.",
@@ -49,7 +51,11 @@ def main(args: list[str]) -> int:
         help="the release tag the metrics queries are asked for (no data is fine)",
     )
     parser.add_argument("--service", help="check this service only (default: every service)")
-    options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
+    return parser
+
+
+def main(args: list[str]) -> int:
+    options = argument_parser().parse_args(args)  # exits 2 with a usage line on bad arguments
     settings = load(Settings)
     if settings is None:
         return 2
@@ -59,7 +65,8 @@ def main(args: list[str]) -> int:
     # The checks' findings say what failed; the adapters' own warnings would say it twice.
     configure_logging(level="CRITICAL", fmt=settings.log_format, secrets=settings.secret_values())
     scopes, problem = manifest_scopes(options.manifest)
-    findings = [database_finding(settings.database_url)] + ([problem] if problem else [])
+    findings = [database_finding(settings.database_url), metrics_finding(settings)]
+    findings += [problem] if problem else []
     for finding in findings:
         sys.stdout.write(finding.line() + "\n")
     for service in services:
@@ -70,7 +77,9 @@ def main(args: list[str]) -> int:
             sys.stdout.write(finding.line() + "\n")
         findings += found
     failed = sum(not finding.ok for finding in findings)
-    sys.stdout.write(f"\n{len(findings)} checks, {failed} failed\n")
+    warned = sum(finding.warning for finding in findings)
+    warnings = f", {warned} warning{'s' * (warned > 1)}" if warned else ""
+    sys.stdout.write(f"\n{len(findings)} checks, {failed} failed{warnings}\n")
     return 1 if failed else 0
 
 
@@ -97,6 +106,15 @@ def database_finding(database_url: str) -> Finding:
     if problem is not None:
         return failed(f"{shown}: `rollout-bot serve` would refuse it", problem)
     return passed(f"{shown} answers, its migrations at {head_revision()}")
+
+
+def metrics_finding(settings: Settings) -> Finding:
+    """Whether `GET /metrics` wants a token: without METRICS_TOKEN it is open, a warning (a
+    proxy may keep it private, as ops/haproxy.cfg does), not a failure."""
+    why = unguarded(settings)
+    if why is None:
+        return passed("GET /metrics wants a bearer token (METRICS_TOKEN)")
+    return warned(OPEN_METRICS, why)
 
 
 def manifest_scopes(path: Path) -> tuple[frozenset[str], Finding | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import re
 import sys
 from collections.abc import Callable
 
@@ -65,10 +66,24 @@ def main(argv: list[str] | None = None) -> int:
     if command not in NO_ARGUMENTS:
         sys.stderr.write(f"rollout-bot: unknown command {command!r}\n{USAGE}")
         return 2
+    if rest in (["-h"], ["--help"]):
+        sys.stdout.write(_usage_of(command))
+        return 0
     if rest:
         sys.stderr.write(f"rollout-bot {command}: unexpected arguments: {' '.join(rest)}\n")
         return 2
     return _load(NO_ARGUMENTS[command])()
+
+
+def _usage_of(command: str) -> str:
+    """A command's lines of USAGE, as its `--help` (an operator tries that first)."""
+    found = re.search(rf"^  {command} +(.*\n(?: {{10,}}.*\n)*)", USAGE, re.MULTILINE)
+    assert found is not None, command
+    described = " ".join(line.strip() for line in found[1].splitlines())
+    return (
+        f"usage: rollout-bot {command}\n\n{described}\nIt takes no arguments: its settings come "
+        "from the environment (README, Configuration).\n"
+    )
 
 
 def _load(module: str) -> Callable[..., int]:

@@ -18,7 +18,8 @@ from bot.domain.metrics import QueryWindow, Reading
 from bot.logs import configure_logging
 
 
-def main(args: list[str]) -> int:
+def argument_parser() -> argparse.ArgumentParser:
+    """The command's arguments (tests/test_docs.py reads the docs' examples with them)."""
     parser = argparse.ArgumentParser(
         prog="rollout-bot metrics",
         description="Print what a stage's gate would read now (for tuning queries).",
@@ -27,7 +28,11 @@ def main(args: list[str]) -> int:
     parser.add_argument("--tag", required=True, help="the release tag the queries are for")
     parser.add_argument("--track", help="the track, when several have a stage of that key")
     parser.add_argument("--service", help="the service, when the bot releases several")
-    options = parser.parse_args(args)  # exits 2 with a usage line on bad arguments
+    return parser
+
+
+def main(args: list[str]) -> int:
+    options = argument_parser().parse_args(args)  # exits 2 with a usage line on bad arguments
     settings = load(Settings)
     if settings is None:
         return 2

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bot.bootstrap import create_app
 from bot.cli.database import refused, serve_refusal
-from bot.cli.settings import load
+from bot.cli.settings import OPEN_METRICS, load, unguarded
 from bot.config import Settings
 from bot.logs import configure_logging
 from handlers.app_keys import READINESS
@@ -44,6 +44,8 @@ def run(settings: Settings, *, socket_mode: bool) -> int:
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values()
     )
+    if (why := unguarded(settings)) is not None:
+        log.warning("%s: %s", OPEN_METRICS, why)
     try:
         asyncio.run(_serve(create_app(settings, socket_mode=socket_mode), settings))
     except OSError as error:  # the port is taken, or the host is not this machine's

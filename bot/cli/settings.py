@@ -1,4 +1,5 @@
-"""The settings of an operator command: loaded from the environment, or every problem printed."""
+"""The settings of an operator command: loaded from the environment, or every problem printed;
+and what a setting left unset leaves open (`doctor` warns of it, `serve` logs it at start)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,20 @@ def one_service(settings: Settings, name: str | None, *, command: str) -> Servic
         sys.stderr.write(f"rollout-bot {command}: name the service with --service ({names})\n")
         return None
     return chosen[0] if chosen else None
+
+
+OPEN_METRICS = "GET /metrics is served without authentication (METRICS_TOKEN is unset)"
+
+
+def unguarded(settings: Settings) -> str | None:
+    """What an open `/metrics` gives away and what to do; None with METRICS_TOKEN set."""
+    if settings.metrics_token is not None:
+        return None
+    return (
+        f"whoever reaches port {settings.port} reads the bot's series (its version and commit, "
+        "each service's name and active rollouts, GitHub's rate limit left, the requests it "
+        "refused), and each scrape reads the database. Set METRICS_TOKEN, and the same token "
+        "in Prometheus's scrape job (docs/observability.md), or keep /metrics off the public "
+        "port, as ops/haproxy.cfg does (it forwards /slack/events, /github/webhook and /healthz "
+        "only)"
+    )

@@ -37,6 +37,13 @@ class NotAReleaseChannel(RolloutError):
     code = "not_a_release_channel"
 
 
+class ServiceNotConfigured(RolloutError):
+    """A card or form of a service the bot no longer releases (removed from, or renamed in,
+    the services file since it was posted): nothing is done."""
+
+    code = "service_not_configured"
+
+
 class NotAuthorized(RolloutError):
     """The actor may not take this action."""
 

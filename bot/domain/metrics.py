@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import Rollout, StageState
 from bot.domain.service import DEFAULT_SERVICE
 
 
@@ -83,11 +83,19 @@ class QueryWindow:
 
 def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> QueryWindow:
     """The window a stage's gate reads: from the stage job's completion to the window's end
-    (or now, if that is earlier), so a gate evaluated late still reads its own window."""
+    (or now, if that is earlier), so a gate evaluated late still reads its own window. A held
+    stage (re-evaluated: it is still deployed, waiting for a Promote) reads the latest window
+    of the length it was observed for, ending now: its closed window's figures, hours old maybe,
+    would pass a canary that has failed since, and so would hours of good figures diluting the
+    last window's failing ones."""
     observed = rollout.track(track).stage(stage)
     rollout_start = rollout.dispatched_at or rollout.created_at
     start = observed.window_started_at or rollout_start
-    end = min(observed.window_ends_at or now, now)
+    if observed.state is StageState.HOLDING:
+        observed_for = (observed.window_ends_at or now) - start
+        start, end = max(start, now - observed_for), now
+    else:
+        end = min(observed.window_ends_at or now, now)
     return QueryWindow(
         tag=rollout.tag,
         track=track,

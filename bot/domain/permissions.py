@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from bot.domain.controls import CardRef, Control, Hold, card_applies
-from bot.domain.plan import RolloutPlan, TwoPersonAction
+from bot.domain.plan import PromoteMode, RolloutPlan, TwoPersonAction
 from bot.domain.rollout import Rollout
 
 VERBS = {
@@ -142,8 +142,9 @@ def two_person_refusal(
 
     The rule binds the person who started the rollout: they cannot alone dispatch it (nor link
     a run to it), promote it (to the last stage, or into a stage marked
-    `two_person`), or redeploy over it. Stopping a rollout (roll back, kill-switch) never needs
-    a second person.
+    `two_person`), or redeploy over it. Figures typed by hand for a stage that promotes itself
+    on a PASS (`promote: auto`) are that promotion, so the starter cannot type them alone
+    either. Stopping a rollout (roll back, kill-switch) never needs a second person.
     """
     if actor != rollout.started_by:
         return None
@@ -154,10 +155,13 @@ def two_person_refusal(
         return refused
     if control is Control.REDEPLOY and TwoPersonAction.REDEPLOY in rules:
         return refused
-    if control is Control.PROMOTE and track is not None:
+    if control in (Control.PROMOTE, Control.FIGURES) and track is not None:
         plan_track = plan.track(track)
         stage = rollout.track(track).current
         following = plan_track.next_stage(stage.key) if stage is not None else None
+        if control is Control.FIGURES and stage is not None:
+            observe = plan_track.stage(stage.key).observe
+            following = following if observe and observe.promote is PromoteMode.AUTO else None
         if following is not None:
             last = following.key == plan_track.stages[-1].key
             if (

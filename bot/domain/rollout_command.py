@@ -15,7 +15,7 @@ from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.freeze import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
-from bot.domain.text import clean_text, shown
+from bot.domain.text import PASTED_CREDENTIAL, TOKEN_SHAPE, clean_text, shown
 
 TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 """A container image tag, as the workflow's `relay_image_tag` takes it."""
@@ -180,9 +180,9 @@ class HelpEntry(NamedTuple):
 
 HELP: tuple[HelpEntry, ...] = (
     HelpEntry(
-        '/rollout start <tag> [--flags-ready] [--at "tue 09:00"]',
+        '/rollout start <tag> [--flags-ready] [--at "tue 09:00"] [--override-freeze "<reason>"]',
         "Check the preflight for a release tag, then dispatch the Deployment Strategy workflow "
-        "(at a time in your time zone, with --at)",
+        "(at a time in your time zone, with --at; through a freeze, with a reason)",
     ),
     HelpEntry("/rollout status", "Show the active rollouts and where each one stands"),
     HelpEntry("/rollout promote", "Approve the next stage once the current stage's gate passed"),
@@ -243,7 +243,8 @@ def parse_command(text: str) -> Command:
     try:
         subcommand = Subcommand(word.lower())
     except ValueError:
-        raise InvalidCommand(f"`{shown(word)}` is not a /rollout subcommand.") from None
+        unknown = f"`{shown(word)}` is not a /rollout subcommand."
+        raise InvalidCommand(PASTED_CREDENTIAL if TOKEN_SHAPE.search(word) else unknown) from None
     args = rest.split()
     if subcommand is Subcommand.START:
         return _start(rest)
@@ -301,6 +302,8 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
 
 def parse_tag(text: str) -> str:
     """`text` if it is a valid image tag; raises InvalidTag quoting the rule otherwise."""
+    if TOKEN_SHAPE.search(text):  # it would be posted on the release channel's cards
+        raise InvalidTag(PASTED_CREDENTIAL)
     if not _TAG.fullmatch(text):
         raise InvalidTag(
             f"`{shown(text)}` is not a valid release tag: a tag must match `{TAG_RULE}` "
@@ -390,5 +393,7 @@ def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
 
 
 def _unexpected(subcommand: Subcommand, arg: str) -> InvalidCommand:
+    if TOKEN_SHAPE.search(arg):
+        return InvalidCommand(PASTED_CREDENTIAL)
     usage = next(entry.usage for entry in HELP if entry.usage.split()[1] == subcommand)
     return InvalidCommand(f"Unexpected `{shown(arg)}`: the usage is `{usage}`.")

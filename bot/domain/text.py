@@ -10,6 +10,25 @@ import re
 # In a Python str every surrogate code point is a lone one (pairs decode to one code point).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
+TOKEN_SHAPE = re.compile(
+    r"\b(?:gh[pousr]_|github_pat_)[A-Za-z0-9_]+|\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_.-]*"
+    r"|\bnpm_[A-Za-z0-9]{36}\b|\bxox[a-z]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+"
+)
+"""Credentials by their shape, which no setting names: GitHub's (`ghs_` installation tokens,
+`ghp_` classic and `github_pat_` fine-grained personal tokens, `gho_`/`ghu_`/`ghr_` OAuth, user
+and refresh tokens) and a GitHub App's JWT (base64url JSON, `eyJ…`, from its header on: a cut
+one too); npm's access tokens (`npm_` and 36 characters); Slack's (`xoxb-`, `xoxp-`, `xapp-`)."""
+
+NOT_REPEATED = "[a token, not repeated]"
+
+PASTED_CREDENTIAL = (
+    "That looks like a token: nothing was done, and the bot neither repeats nor keeps it. Never "
+    "paste a token into Slack (Slack keeps what is typed): revoke it where it was made (an npm "
+    "token: Access Tokens on npmjs.com) and make a new one. `/rollout npm-token` shows where "
+    "NPM_TOKEN goes instead: the repository's Actions secrets, on GitHub."
+)
+"""The answer to a command whose argument is shaped as a token (`TOKEN_SHAPE`)."""
+
 
 def clean_text(text: str) -> str:
     """`text` without NUL characters, with each lone surrogate replaced by U+FFFD."""
@@ -17,6 +36,8 @@ def clean_text(text: str) -> str:
 
 
 def shown(text: str) -> str:
-    """User text quoted in a message: short, and without backticks that would break the quote."""
-    text = text.replace("`", "'")
+    """User text quoted in a message: short, without backticks that would break the quote, and
+    without anything shaped as a token (a person who pasted one is not shown it again, nor is
+    it written to the log or the audit trail with the answer)."""
+    text = TOKEN_SHAPE.sub(NOT_REPEATED, text).replace("`", "'")
     return text if len(text) <= 60 else text[:57] + "..."

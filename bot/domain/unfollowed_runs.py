@@ -14,9 +14,9 @@ from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from bot.domain.durations import format_duration
-from bot.domain.errors import InvalidTag
+from bot.domain.errors import InvalidTag, NotAuthorized
 from bot.domain.plan import RolloutPlan, TwoPersonAction
-from bot.domain.protection_rules import RuleRequest
+from bot.domain.protection_rules import RuleRequest, environment_jobs
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.rollout_command import parse_tag
 from bot.domain.run_link import LinkableRun, branch_of
@@ -69,6 +69,15 @@ class UnfollowedRun:
     """The run's attempt that asked: 2 and up for a re-run (`sender` re-ran it)."""
     ended_rollout: str = ""
     """The rollout that followed the run before it was re-run, and has ended."""
+    dispatch_by_two: bool = False
+    """The plan's two-person rule covered dispatch when the card was posted: Adopt is refused
+    (`may_adopt`) and an `approve` default rejects, so the card offers Reject only."""
+
+    @property
+    def adoptable(self) -> bool:
+        """Whether an Adopt could be given (not refused whatever happens): the card offers
+        Adopt only then, never a button that can only be refused."""
+        return bool(self.tag) and not self.dispatch_by_two
 
     def decided(self, fate: RunFate, *, by: str = "", rollout_id: str = "") -> UnfollowedRun:
         return replace(self, fate=fate, by=by, rollout_id=rollout_id)
@@ -90,6 +99,7 @@ class UnfollowedRun:
             "rollout_id": self.rollout_id,
             "attempt": self.attempt,
             "ended_rollout": self.ended_rollout,
+            "dispatch_by_two": self.dispatch_by_two,
         }
 
     @classmethod
@@ -110,6 +120,7 @@ class UnfollowedRun:
             rollout_id=str(data.get("rollout_id", "")),
             attempt=int(data.get("attempt", 1)),
             ended_rollout=str(data.get("ended_rollout", "")),
+            dispatch_by_two=bool(data.get("dispatch_by_two", False)),
         )
 
 
@@ -140,6 +151,7 @@ def unfollowed_card(
         due_at=now + timeout,
         attempt=run.attempt,
         ended_rollout=ended.id if ended is not None else "",
+        dispatch_by_two=TwoPersonAction.DISPATCH in plan.two_person,
     )
 
 
@@ -147,6 +159,18 @@ def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
     """Whether a run's workflow (`.github/workflows/x.yml`, maybe with `@ref`) is the plan's."""
     name = PurePosixPath(workflow_path.split("@", 1)[0]).name
     return name == PurePosixPath(plan_workflow_file).name
+
+
+def approve_refusal(plan: RolloutPlan, card: UnfollowedRun) -> str | None:
+    """Why, by the plan, an `approve` default rejects the run instead (None: it may approve):
+    a two-person rule on dispatch (no approver at all would have let the run deploy), or an
+    environment the plan does not name (a stage's, or a track's failure job's): no gate of
+    the plan watches a deployment there."""
+    if TwoPersonAction.DISPATCH in plan.two_person:
+        return "the plan's two-person rule covers dispatch"
+    if card.environment.casefold() not in environment_jobs(plan):
+        return f"the plan does not name the environment {card.environment}"
+    return None
 
 
 def release_tag(ref: str, branch: str) -> str:
@@ -165,6 +189,19 @@ def adopted_flags(card: UnfollowedRun) -> str:
     """How the adopted rollout's feature flags were confirmed (with the adopter): the Adopt
     dialog asks the adopter to confirm them."""
     return f"by adopting run {card.run_id}"
+
+
+def may_adopt(two_person: Collection[TwoPersonAction]) -> None:
+    """Refuse an Adopt under a plan whose two-person rule covers dispatch: an adopted run is
+    approved at once, and whoever started it on GitHub may be the adopter (a GitHub login is
+    not a Slack user), so the Adopt would be a dispatch by one person."""
+    if TwoPersonAction.DISPATCH in two_person:
+        raise NotAuthorized(
+            "The plan's two-person rule needs a second approver to dispatch a release, and an "
+            "adopted run is approved at once by whoever adopts it (who started it on GitHub is "
+            "not known here): nothing was changed. Reject the run, and start the release with "
+            "`/rollout start <tag>` so that another approver dispatches it."
+        )
 
 
 def may_override(reason: str, two_person: Collection[TwoPersonAction]) -> None:

@@ -8,11 +8,12 @@ directory only finds the right one, so a click on one service's card never reach
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.domain.errors import InvalidCommand, NotAReleaseChannel
+from bot.domain.errors import InvalidCommand, NotAReleaseChannel, ServiceNotConfigured
 from bot.domain.github_events import repository_of
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
@@ -26,6 +27,7 @@ from bot.domain.rollout_command import (
 from bot.services.catalog import Services
 from bot.services.following import Reconciled
 from bot.services.records import Timer
+from bot.services.requests import Origin
 from bot.services.rollouts import RolloutService
 from bot.services.telemetry import Telemetry
 from bot.services.webhooks import GitHubWebhooks
@@ -63,6 +65,13 @@ class UnknownService(RuntimeError):
 
 def _names(services: Iterable[Services]) -> str:
     return ", ".join(f"`{one.service.name}`" for one in services)
+
+
+def _not_released(service: str) -> str:
+    return (
+        f"the service `{service}`, which this bot no longer releases: it is not in "
+        "ROLLOUT_SERVICES (removed or renamed since the card was posted). Nothing was changed."
+    )
 
 
 @dataclass(frozen=True)
@@ -120,20 +129,44 @@ class ServiceDirectory:
 
     async def of_rollout(self, rollout_id: str, *, channel_id: str | None = None) -> Services:
         """The service a rollout belongs to. A rollout the bot does not know goes to the
-        channel's first service (or the first of all), whose controls refuse it as unknown."""
+        channel's first service (or the first of all), whose controls refuse it as unknown;
+        one of a service no longer configured is refused here (ServiceNotConfigured)."""
         rollout = await self.rollouts.get(rollout_id)
-        if rollout is not None and (found := self.named(rollout.service)) is not None:
-            return found
-        return self.fallback(channel_id)
+        if rollout is None:
+            return self.fallback(channel_id)
+        if (found := self.named(rollout.service)) is None:
+            raise ServiceNotConfigured(
+                f"This card is of rollout {rollout_id} (`{rollout.tag}`) of "
+                f"{_not_released(rollout.service)} Put `{rollout.service}` back in the file "
+                "to act on it here."
+            )
+        return found
 
     async def of_run(self, run_id: int, *, channel_id: str | None = None) -> Services:
         """The service of a run the bot did not start (its kept protection-rule requests say
         which repository it is of); a run the bot does not know goes to the channel's first
-        service, whose controls refuse it."""
-        for request in await self.runs.for_run(run_id):
+        service, whose controls refuse it; one of a service no longer configured is refused
+        here (ServiceNotConfigured)."""
+        requests = await self.runs.for_run(run_id)
+        for request in requests:
             if (found := self.named(request.service)) is not None:
                 return found
+        if requests:
+            raise ServiceNotConfigured(
+                f"Run {run_id} is of {_not_released(requests[0].service)} The run still "
+                "waits on GitHub: review it on its page."
+            )
         return self.fallback(channel_id)
+
+    @asynccontextmanager
+    async def refusal_audited(self, origin: Origin, name: str) -> AsyncIterator[None]:
+        """A click or form on a card of a service no longer configured is refused, and the
+        refusal audited as the channel's first service's (as a command naming none is)."""
+        try:
+            yield
+        except ServiceNotConfigured:
+            async with self.fallback(origin.channel_id).controls.audited(origin, name):
+                raise
 
     def status_of_channel(self, text: str, *, channel_id: str) -> tuple[Services, ...]:
         """The services a bare `/rollout status` shows in a channel of several: all of them

@@ -238,6 +238,35 @@ class RunFollower:
                 return
             await self._attach(current, plan, run, actor=BOT)
 
+    async def late_run(self, rollout: Rollout, plan: RolloutPlan) -> Rollout | None:
+        """Before a Dispatch again, once the bot gave up looking for the run of the last one
+        (the rollout's lock held): a run of ours since that dispatch (it was listed late) is
+        attached as if found in time, and nothing is dispatched; two or more refuse it; None
+        when none is seen. A look GitHub fails raises its GitHubError: nothing is sent blind."""
+        if rollout.gave_up_at is None or rollout.dispatched_at is None:
+            return None
+        effects = self._effects
+        runs = [
+            run
+            for run in await effects.github.dispatched_runs(
+                workflow_file=plan.workflow.file,
+                ref=plan.workflow.ref,
+                dispatched_at=rollout.dispatched_at,
+            )
+            if await effects.store.by_run_id(run.run_id) is None
+        ]
+        if len(runs) == 1:
+            log.warning("run %s of %s appeared late: followed", runs[0].run_id, rollout.tag)
+            return await self._attach(rollout, plan, runs[0], actor=BOT)
+        if runs:
+            raise InvalidTransition(
+                f"{len(runs)} runs of *{plan.workflow.name}* by the bot started since the "
+                f"dispatch of `{rollout.tag}` the bot gave up on "
+                f"({', '.join(run.html_url for run in runs)}): it is not dispatched again. "
+                "Cancel the stray runs on GitHub, or link the right one: `/rollout link <run URL>`."
+            )
+        return None
+
     async def link_run(self, *, rollout_id: str, reference: RunReference, actor: str) -> Rollout:
         """Attach the run a person names to a rollout whose dispatch could not be identified,
         exactly as a found run is attached; raises LinkRefused (naming the rule) otherwise."""
@@ -278,9 +307,8 @@ class RunFollower:
     async def _give_up_dispatch(self, rollout: Rollout, plan: RolloutPlan) -> None:
         """No run of ours could be told apart for too long: back to the preflight, so a person
         checks the workflow's runs on GitHub and dispatches again (never the bot on its own)."""
-        back = replace(
-            rollout, phase=Phase.PREFLIGHT, dispatched_at=None, gave_up_at=self._effects.clock()
-        )
+        # The dispatch's time stays: a Dispatch again looks for its run first (`late_run`).
+        back = replace(rollout, phase=Phase.PREFLIGHT, gave_up_at=self._effects.clock())
         gave_up = DispatchGaveUp(rollout.tag, plan.workflow.name, self._dispatch_search)
         await self._effects.record(self._effects.event(BOT, "attach_run", "gave_up", rollout))
         await self._effects.apply(rollout, Decision(back, (Announce(gave_up, failure=True),)), plan)

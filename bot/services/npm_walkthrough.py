@@ -33,7 +33,14 @@ from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
 from bot.services.lane import ReleaseLane
-from bot.services.npm_release import CLAIM_ACTION, LookPace, MessageRef, ReleaseLooks, judged
+from bot.services.npm_release import (
+    CLAIM_ACTION,
+    LookPace,
+    MessageRef,
+    ReleaseLook,
+    ReleaseLooks,
+    judged,
+)
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim
 from bot.services.store_ports import Claims, Timers
@@ -64,7 +71,8 @@ class WalkthroughBoard(Protocol):
         ...
 
     async def update(self, *, message: MessageRef, walkthrough: Walkthrough) -> None:
-        """Redraw the message (failures are logged, never raised)."""
+        """Redraw the message (Slack's refusals are logged, never raised; a connection lost
+        or a timeout raises: the look that redraws is tried again, a click is given back)."""
         ...
 
 
@@ -194,14 +202,21 @@ class NpmTokenService:
         dispatched_at = self._clock()
         # Written first: if the bot stops or dies during the dispatch, it looks for the run.
         # Before "Dispatching" is shown: a look that could not be written follows nothing.
+        look: ReleaseLook | None = None
         try:
             look = await self.looks.first(
                 message, current.model_copy(update={"release": dispatching}), claim, dispatched_at
             )
+            shown = await self._set_release(message, current, dispatching)
         except Exception:
-            await self._claims.release(claim)  # nothing was sent: the click may be repeated
+            # Nothing was sent: the click may be repeated, and no look may later say that
+            # GitHub's answer was unclear, nor the walkthrough that a Release is on its way.
+            if look is not None:
+                await self.looks.cancel(look)
+            async with self._lock:
+                self._remember(message, current)
+            await self._claims.release(claim)
             raise
-        shown = await self._set_release(message, current, dispatching)
         try:
             started = await self._github.dispatch(
                 workflow_file=self._npm.workflow,

@@ -43,6 +43,10 @@ from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
 
+Sweep = Callable[[Callable[[str], bool]], Awaitable[None]]
+"""The sweep of kept protection-rule requests (`Scheduler`), told which services' GitHub
+credentials it may call now (those no rate limit holds)."""
+
 WHILE_WEBHOOKS_ARRIVE = 8
 """How many times `max_poll_interval` an unchanged run may wait while its service's webhook
 deliveries arrive (one came within that longest wait): polling is then only the safety net for
@@ -168,16 +172,16 @@ class RunPoller:
         """The services whose webhook deliveries arrive, as the last pass with a look due
         read them."""
 
-    async def poll(self, sweep: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def poll(self, sweep: Sweep | None = None) -> None:
         """Look at each active rollout whose look is due, longest-waiting first, as far as the
         budget allows; find runs of interrupted dispatches. None of a rate limit's services
-        while GitHub says to wait. `sweep` runs first (see `Scheduler`), unless a rate limit
-        says to wait: it may call GitHub on any service's credentials."""
+        while GitHub says to wait. `sweep` runs first (see `Scheduler`), for the services
+        whose rate limit does not say to wait (another installation's limit holds none)."""
         now = self._clock()
         self.paused = {account: until for account, until in self.paused.items() if now < until}
-        if sweep is not None and not self.paused:
+        if sweep is not None:
             try:
-                await sweep()
+                await sweep(lambda service: self._account(service) not in self.paused)
             except Exception as error:
                 log_failure(log, "the sweep of kept requests failed; trying again next poll", error)
         active = await self._service.active()
@@ -186,7 +190,7 @@ class RunPoller:
         self.deferred = {key: at for key, at in self.deferred.items() if key in following}
         now = self._clock()
         due = await self._due(active, now)
-        due = [item for item in due if self._account(item[2]) not in self.paused]
+        due = [item for item in due if self._account(item[2].service) not in self.paused]
         due.sort(key=lambda item: item[:2])  # longest-waiting first
         claimed = await self._claim([rollout for _, _, rollout in due], now)
         due = [item for item in due if item[2].id in claimed]
@@ -194,7 +198,7 @@ class RunPoller:
         allowance = budget.open_pass(now=now, every=self.poll_interval) if budget else None
         put_off: list[tuple[datetime, Rollout]] = []
         for since, _, rollout in due:
-            if self._account(rollout) in self.paused:
+            if self._account(rollout.service) in self.paused:
                 continue  # limited in this pass: the claim stays this replica's, for later
             if allowance is not None and not allowance.may_poll(rollout.service):
                 put_off.append((since, rollout))  # its budget's; another's may still go
@@ -205,9 +209,9 @@ class RunPoller:
         if put_off:
             self._defer(put_off)
 
-    def _account(self, rollout: Rollout) -> str:
-        """Whose rate limit a look at the rollout's run spends."""
-        return self._budget.account(rollout.service) if self._budget is not None else ""
+    def _account(self, service: str) -> str:
+        """Whose rate limit the calls of `service` (a look at its rollout's run) spend."""
+        return self._budget.account(service) if self._budget is not None else ""
 
     async def _due(
         self, active: list[Rollout], now: datetime
@@ -328,7 +332,7 @@ class RunPoller:
         now = self._clock()
         if found.rate_limited:
             wait = timedelta(seconds=found.retry_after) if found.retry_after else claim.interval
-            account = self._account(rollout)
+            account = self._account(rollout.service)
             until = self.paused[account] = now + max(wait, self.poll_interval)
             whose = f" of the App installation on {account}: polling of its runs" if account else ""
             log.warning("GitHub rate limit%s paused until %s", whose or ": polling", until)

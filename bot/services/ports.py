@@ -51,6 +51,13 @@ class GitHubGateway(ChangesSource, Protocol):
         apart unambiguously (used after a restart in the middle of a dispatch)."""
         ...
 
+    async def dispatched_runs(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> list[RunRef]:
+        """Every run of the workflow our own account dispatched on `ref` since
+        `dispatched_at` (none cancelled), newest first."""
+        ...
+
     @property
     def repository(self) -> str: ...  # `owner/name`, whose workflow runs this reads
 

@@ -248,6 +248,10 @@ class Preflights:
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
             plan = await effects.plan_of(rollout)
+            if rollout.phase is Phase.PREFLIGHT and (
+                late := await self._follower.late_run(rollout, plan)
+            ):
+                return late  # the run of the dispatch the bot gave up on: never a second
             now = effects.clock()
             try:
                 begun = machine.begin_dispatch(rollout, now=now, scheduled_at=scheduled_at)

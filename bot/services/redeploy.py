@@ -4,22 +4,36 @@ The previous good release is the last rollout before this one whose track comple
 another tag; only the newest completed rollout of the track (the one in production) offers it.
 It goes back through the plan's rollback workflow, or as a new rollout when the plan has none:
 a roll back, so no freeze or lock holds that rollout's dispatch (`ReleaseLane.roll_back_for`).
+
+A rollback workflow's dispatch is recorded before it is sent (audit result `sending`): from
+then on GitHub may have started it, whatever becomes of the bot or its answer, so it is never
+sent again unless GitHub clearly refused that attempt (`github_error`). A click that finds an
+earlier attempt unsettled is told so, and a person checks the workflow's runs on GitHub.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.domain.controls import StaleCard
+from bot.domain.controls import AlreadyDone, StaleCard
 from bot.domain.errors import GitHubError, RunNotIdentified
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import Redeploy, RolloutPlan
 from bot.domain.rollout import InvalidTransition, Redeploying, Rollout, TrackState
 from bot.domain.rollout_summary import DONE, REDEPLOY
+from bot.domain.run import RunRef
 from bot.services.lane import ReleaseLane, roll_back_passed
+from bot.services.records import AuditEvent
 from bot.services.rollouts import RolloutService
 
 HISTORY_DEPTH = 200
 """How many recent rollouts are searched for the previous good release of a track."""
+
+SENDING = "sending"
+"""The audit result of a rollback workflow's dispatch about to be sent; the attempt's outcome
+(`ok`, `run_not_identified`, `github_error`) names it by this event's id (`attempt`)."""
+REFUSED = "github_error"
+"""The outcome of an attempt GitHub clearly refused: nothing was started."""
 
 
 @dataclass(frozen=True)
@@ -80,22 +94,7 @@ class Redeployer:
             )
             detail.update(new=started.id, **roll_back_passed(lane.freeze, lock, actor))
         else:
-            inputs = spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag)
-            try:
-                run = await self._effects.github.dispatch(
-                    workflow_file=spec.workflow,
-                    ref=spec.ref,
-                    inputs=inputs,
-                    dispatched_at=self._effects.clock(),
-                )
-            except GitHubError as error:
-                failed = isinstance(error, RunNotIdentified)
-                result = "run_not_identified" if failed else "github_error"
-                failure = {**detail, "error": error.message}
-                await self._effects.record(
-                    self._effects.event(actor, REDEPLOY, result, rollout, failure, track=track)
-                )
-                raise
+            run, detail["attempt"] = await self._dispatch(actor, rollout, spec, track, tag)
             redeploying = Redeploying(
                 actor,
                 tag,
@@ -114,6 +113,46 @@ class Redeployer:
         )
         await self._effects.tell(rollout, redeploying)
         return redeploying
+
+    async def _dispatch(
+        self, actor: str, rollout: Rollout, spec: Redeploy, track: str, tag: str
+    ) -> tuple[RunRef, int]:
+        """Dispatch the track's rollback workflow, recorded first (`sending`): a click after
+        an attempt whose outcome was lost (the bot died or stopped in the middle, or could not
+        record GitHub's answer) finds it and sends nothing. The run, and the attempt's id."""
+        effects = self._effects
+        earlier = unsettled(await effects.audit.list_for_rollout(rollout.id), track)
+        if earlier is not None:
+            raise AlreadyDone(
+                f"A roll back through *{spec.workflow}* was already sent to GitHub by "
+                f"<@{earlier.actor}>, and it may have started a run: it is not dispatched "
+                "again. Check the workflow's runs on GitHub."
+            )
+        detail = {"tag": tag, "replaced_tag": rollout.tag}
+        sending = effects.event(actor, REDEPLOY, SENDING, rollout, detail, track=track)
+        (sent,) = await effects.audit.add([sending])
+        try:
+            run = await effects.github.dispatch(
+                workflow_file=spec.workflow,
+                ref=spec.ref,
+                inputs=spec.dispatch_inputs(tag=tag, replaced_tag=rollout.tag),
+                dispatched_at=effects.clock(),
+            )
+        except GitHubError as error:
+            unclear = isinstance(error, RunNotIdentified)
+            result = "run_not_identified" if unclear else REFUSED
+            failure = {**detail, "error": error.message, "attempt": sent.id}
+            await effects.record(
+                effects.event(actor, REDEPLOY, result, rollout, failure, track=track)
+            )
+            if unclear:  # its words promise a search, which a roll back does not have
+                raise RunNotIdentified(
+                    f"GitHub did not say whether the dispatch of *{spec.workflow}* started a "
+                    "run, or which. It is not dispatched again and the bot does not follow "
+                    "it: check the workflow's runs on GitHub."
+                ) from None
+            raise
+        return run, sent.id
 
     async def previous_good(self, rollout: Rollout, plan: RolloutPlan, track: str) -> Rollout:
         """The last rollout before this one whose `track` completed, with another tag, and
@@ -145,7 +184,29 @@ class Redeployer:
         """Whether `rollout` was itself rolled back on `track` after it completed (the release
         before it redeployed over it): a known bad release, never put back."""
         events = await self._effects.audit.list_for_rollout(rollout.id)
-        return any(e.action == REDEPLOY and e.result in DONE and e.track == track for e in events)
+        done = any(e.action == REDEPLOY and e.result in DONE and e.track == track for e in events)
+        return done or unsettled(events, track) is not None
+
+
+def unsettled(events: Sequence[AuditEvent], track: str) -> AuditEvent | None:
+    """The first dispatch of the track's rollback workflow (its `sending` event) that GitHub
+    may have carried out: any but one whose outcome says GitHub refused it."""
+    refused = {
+        e.detail.get("attempt")
+        for e in events
+        if e.action == REDEPLOY and e.result == REFUSED and e.detail is not None
+    }
+    return next(
+        (
+            e
+            for e in events
+            if e.action == REDEPLOY
+            and e.result == SENDING
+            and e.track == track
+            and e.id not in refused
+        ),
+        None,
+    )
 
 
 def still_on(rollout: Rollout, plan: RolloutPlan, track: str) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from bot.services.clock import Background, LoopClock, sleep_until_any, sleep_unt
 from bot.services.effects import TIMER_KINDS
 from bot.services.failures import error_summary, log_failure
 from bot.services.leases import holding, replica_name
-from bot.services.polling import PollBudget, RolloutLooks, RunPoller
+from bot.services.polling import PollBudget, RolloutLooks, RunPoller, Sweep
 from bot.services.records import Timer
 from bot.services.retention import Retention
 from bot.services.store_ports import Deliveries, RunLooks, Timers
@@ -99,7 +99,7 @@ class Scheduler:
         owner: str | None = None,
         wake: asyncio.Event | None = None,
         telemetry: Telemetry = UNTRACKED,
-        sweep: Callable[[], Awaitable[None]] | None = None,
+        sweep: Sweep | None = None,
         budget: PollBudget | None = None,
         workers: int = TIMER_WORKERS,
     ) -> None:

@@ -35,7 +35,9 @@ from bot.domain.unfollowed_runs import (
     RunFate,
     UnfollowedRun,
     adopted_flags,
+    approve_refusal,
     default_comment,
+    may_adopt,
     may_override,
     not_a_tag,
     of_the_plan,
@@ -186,6 +188,7 @@ class UnfollowedRuns:
             await self._access.admit(origin, Control.ADOPT)
             await self._once.delivery(origin, Control.ADOPT)
             card = await self._card(run_id)
+            may_adopt(self._rollouts.plan.two_person)
             if override is not None:
                 may_override(override, self._rollouts.plan.two_person)
             await self._lane.judge(actor=origin.actor, override=override, adopting=True)
@@ -308,10 +311,11 @@ class UnfollowedRuns:
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
-        and never while deploys are frozen or the lane is locked, nor a re-run of a run whose
-        rollout ended (it redeploys that release, rolled back maybe): then it rejects. What it
-        answered is recorded in the timer's payload, and the card redrawn without its buttons
-        (also when nothing waits: it answered nothing, and a person answers the rest)."""
+        and never while deploys are frozen or the lane is locked, nor when the plan refuses it
+        (`approve_refusal`), nor a re-run of a run whose rollout ended (it redeploys that
+        release, rolled back maybe): then it rejects. What it answered is recorded in the
+        timer's payload, and the card redrawn without its buttons (also when nothing waits: it
+        answered nothing, and a person answers the rest)."""
         answer = "reject" if card.ended_rollout else self._default
         try:
             environments = await self._waiting(card)
@@ -319,8 +323,11 @@ class UnfollowedRuns:
             log.info("no default answer: %s", gone.message)
             environments = []
         if environments and answer == "approve":
-            if await self._lane.refusal(actor=BOT) is not None:
-                log.info("run %s: the lane refuses, so the default rejects it", card.run_id)
+            why = approve_refusal(self._rollouts.plan, card)
+            if why is None and await self._lane.refusal(actor=BOT) is not None:
+                why = "the lane refuses"
+            if why is not None:
+                log.info("run %s: %s, so the default rejects it", card.run_id, why)
                 answer = "reject"
             else:  # when the run moved on from it, nothing is approved
                 environments = [e for e in environments if e == card.environment]

@@ -131,7 +131,9 @@ class WorkflowDispatch:
     async def find_dispatched_run(
         self, *, workflow_file: str, ref: str, dispatched_at: datetime
     ) -> RunRef | None:
-        candidates = await self._candidates(workflow_file, ref, dispatched_at)
+        candidates = await self.dispatched_runs(
+            workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at
+        )
         if len(candidates) == 1:
             return candidates[0]
         _log.info(
@@ -157,7 +159,9 @@ class WorkflowDispatch:
             if attempt:
                 await asyncio.sleep(self._search.delay)
             try:
-                candidates = await self._candidates(workflow_file, ref, dispatched_at)
+                candidates = await self.dispatched_runs(
+                    workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at
+                )
             except GitHubError:
                 continue  # the dispatch may have started a run: a failed look is no answer
             if len(candidates) == 1:
@@ -193,8 +197,8 @@ class WorkflowDispatch:
             "ends. Check the workflow's runs on GitHub."
         )
 
-    async def _candidates(
-        self, workflow_file: str, ref: str, dispatched_at: datetime
+    async def dispatched_runs(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
     ) -> list[RunRef]:
         """Runs of this workflow dispatched by our account on `ref` since `dispatched_at`.
 

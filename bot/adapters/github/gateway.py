@@ -73,6 +73,13 @@ class PyGithubGateway:
             workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at
         )
 
+    async def dispatched_runs(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> list[RunRef]:
+        return await self._dispatch.dispatched_runs(
+            workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at
+        )
+
     async def snapshot(self, run_id: int) -> RunSnapshot:
         return await self.held(await self.reported(run_id))
 

@@ -49,8 +49,8 @@ from bot.adapters.github.refusals import (
 from bot.adapters.github.retry import read_retry
 from bot.adapters.github.workers import GitHubWorkers
 from bot.domain.errors import GitHubError, GitHubRateLimited
+from bot.domain.text import TOKEN_SHAPE
 from bot.github_credentials import GitHubApp
-from bot.logs import GITHUB_TOKEN_SHAPE
 from bot.services.polling import is_polling
 from bot.services.telemetry import UNTRACKED, Telemetry
 
@@ -367,7 +367,7 @@ def _masked(text: str, *secrets: str) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return GITHUB_TOKEN_SHAPE.sub("***", text)
+    return TOKEN_SHAPE.sub("***", text)
 
 
 class Credentials(TypedDict):

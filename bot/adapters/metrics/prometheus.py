@@ -2,8 +2,9 @@
 
 Each metric is an instant query at the end of the stage's window (`$window` is its length),
 its sample another, and its baseline a query or the plan's fixed number. Anything short of
-one finite, non-negative number (no series, several series, NaN, an HTTP or PromQL error)
-leaves that figure missing with the reason, so the gate says INCONCLUSIVE, never PASS.
+one finite, non-negative number (no series, several series, NaN, an HTTP or PromQL error, an
+answer Prometheus warns may be partial) leaves that figure missing with the reason, so the
+gate says INCONCLUSIVE, never PASS.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CHART_POINTS = 240
 """About this many points per chart, whatever the rollout's length."""
 MIN_CHART_WINDOW = timedelta(seconds=60)
 """A chart point's rate covers at least this much (four scrapes at Prometheus's default 15s)."""
+_MAX_WARNING = 200
+"""A warning's text is cut to this many characters in a figure's problem."""
 
 
 def graph_url(base_url: str, expr: str, *, window: timedelta, end: datetime) -> str:
@@ -61,10 +64,15 @@ async def check_reachable(url: str) -> None:
         await PrometheusClient(url).instant(session, "time()", utc_now())
 
 
+class NoSeries(MetricsProblem):
+    """The query matched no series."""
+
+
 @dataclass(frozen=True)
 class _Read:
     value: Decimal | None
     problem: str | None
+    no_series: bool = False
 
 
 class PrometheusClient:
@@ -82,7 +90,7 @@ class PrometheusClient:
         if kind != "vector" or not isinstance(result, list):
             raise MetricsProblem(f"the query gave a {kind}, not one number")
         if not result:
-            raise MetricsProblem("no data: the query matched no series")
+            raise NoSeries("no data: the query matched no series")
         if len(result) > 1:
             raise MetricsProblem(
                 f"the query gave {len(result)} series, not one: aggregate them (sum, max)"
@@ -136,6 +144,11 @@ class PrometheusClient:
         if body.get("status") != "success":
             detail = body.get("error") or f"HTTP {status}"
             raise MetricsProblem(f"Prometheus refused the query: {detail}")
+        warning = _first_warning(body.get("warnings"))
+        if warning is not None:
+            raise MetricsProblem(
+                f"Prometheus warned that its answer may be partial or wrong: {warning}"
+            )
         data = body.get("data")
         if not isinstance(data, dict):
             raise MetricsProblem("Prometheus answered without data")
@@ -201,6 +214,10 @@ class PrometheusSource(LiveSource):
             self._instant(session, client, baseline_expr, window.end),
             self._chart(session, client, query, window),
         )
+        if sample.problem is not None and not sample.no_series:
+            # A rate whose count could not be read is not judged: its sample unknown, a
+            # `min_sample` of 0 would let it PASS on a window that may have tested nothing.
+            value = _Read(None, value.problem)
         if baseline.value is not None and baseline.value > 1:
             # A rate is a fraction: a baseline in percent would set a limit nothing reaches.
             shown = format_rate(baseline.value)
@@ -214,10 +231,7 @@ class PrometheusSource(LiveSource):
         return MetricReading(
             name=name,
             value=value.value,
-            # Whole requests seen, rounded down: 99.6 is fewer than a minimum of 100.
-            sample=None
-            if sample.value is None
-            else int(sample.value.to_integral_value(ROUND_FLOOR)),
+            sample=_count(sample),
             baseline=fixed_baseline if fixed_baseline is not None else baseline.value,
             problem="; ".join(problems) or None,
             link=graph_url(client.base_url, expr, window=window.length, end=window.end),
@@ -234,7 +248,7 @@ class PrometheusSource(LiveSource):
             return _Read(await client.instant(session, expr, at), None)
         except MetricsProblem as problem:
             log.warning("prometheus query %r: %s", expr, problem)
-            return _Read(None, str(problem))
+            return _Read(None, str(problem), no_series=isinstance(problem, NoSeries))
 
     async def _chart(
         self,
@@ -303,6 +317,28 @@ def _number(pair: object) -> Decimal:
     if value.is_signed() and value != 0:
         raise MetricsProblem(f"the query gave a negative number ({text})")
     return abs(value)
+
+
+def _count(sample: _Read) -> int | None:
+    """Whole requests seen, rounded down: 99.6 is fewer than a minimum of 100. A count that
+    matched no series counted nothing: 0, so a window no request reached never passes (read as
+    unknown, it passed beside a rate guarded with `or vector(0)` when `min_sample` is 0)."""
+    if sample.no_series:
+        return 0
+    return None if sample.value is None else int(sample.value.to_integral_value(ROUND_FLOOR))
+
+
+def _first_warning(warnings: object) -> str | None:
+    """The first warning of a `success` answer that makes its number untrustworthy: part of the
+    data could not be read (a remote-read store or a Thanos store down: the number may leave out
+    the very series that fail) or a `PromQL warning:`. A `PromQL info:` annotation, which
+    Thanos and Prometheus before it had an `infos` list put among the warnings, may be a false
+    positive (a counter not named `_total`) and is not."""
+    listed = warnings if isinstance(warnings, list) else [warnings] if warnings else []
+    for warning in map(str, listed):
+        if not warning.startswith("PromQL info:"):
+            return warning[:_MAX_WARNING]
+    return None
 
 
 def _epoch(moment: datetime) -> str:

@@ -1,4 +1,5 @@
-"""Counting the Slack Web API calls: a retry handler that never retries, only looks.
+"""Counting the Slack Web API calls (a retry handler that never retries, only looks), and
+which calls are tried again after a network error.
 
 slack_sdk offers no response hook, but it hands every attempt's answer (or failure) to each
 of a client's retry handlers in turn until one retries. Placed first, `CallCounter` sees every
@@ -8,13 +9,20 @@ tells `Telemetry` the method, the HTTP status and Slack's error code.
 Not every request is a Web API method: `files_upload_v2` posts the file to the one-time
 `upload_url` Slack hands out, whose path ends in a key (unbounded, and the upload's credential
 until it expires). Only an `/api/<method>` path names the method; any other is `file_upload`.
+
+slack_sdk tries a call again once after a dropped or reset connection, whatever the call.
+A post takes no idempotency key, and Slack may have taken it before the connection dropped:
+`PostsOnce` tries a post again only when its connection was never made.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
+from aiohttp import ClientConnectorError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -23,6 +31,9 @@ from bot.services.telemetry import Telemetry
 
 OTHER_REQUEST = "file_upload"
 """The `method` label of a request to a URL Slack handed out (an upload), not a method."""
+
+POSTS = frozenset({"chat.postMessage", "chat.postEphemeral", "files.completeUploadExternal"})
+"""The calls that show something new each time they are made (a message, a file shared)."""
 
 
 def method_of(url: str) -> str:
@@ -56,3 +67,16 @@ class CallCounter(AsyncRetryHandler):
             method=method, status=str(response.status_code), error=error_code
         )
         return False
+
+
+class PostsOnce(AsyncConnectionErrorRetryHandler):
+    """slack_sdk's retry after a network error, except of a post whose request may have
+    reached Slack: a post that was taken, then lost its answer, would appear twice. The
+    caller is told of the failure instead (an outbox message looks before posting again)."""
+
+    async def _can_retry_async(
+        self, *, request: HttpRequest, error: Exception | None = None, **attempt: Any
+    ) -> bool:
+        if method_of(request.url) in POSTS and not isinstance(error, ClientConnectorError):
+            return False
+        return await super()._can_retry_async(request=request, error=error, **attempt)

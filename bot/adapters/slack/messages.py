@@ -84,6 +84,9 @@ def two_person_text(refused: TwoPersonRefusal) -> str:
         Control.DISPATCH: f"dispatch `{refused.tag}`",
         Control.LINK_RUN: f"link a run to `{refused.tag}`",
         Control.REDEPLOY: f"redeploy over `{refused.tag}`",
+        # The stage promotes itself on a PASS: its figures are the promotion.
+        Control.FIGURES: f"enter the figures whose PASS promotes {refused.track} to "
+        f"*{refused.stage}*",
     }.get(refused.control, f"promote {refused.track} to *{refused.stage}*")
     return (
         f"The plan's two-person rule: {person(refused.actor)} started `{refused.tag}`, so "

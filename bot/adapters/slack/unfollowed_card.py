@@ -40,7 +40,7 @@ def unfollowed_card(card: UnfollowedRun) -> list[Block]:
         lines.append(
             section(
                 ":rotating_light: The default answer could not be given (UNFOLLOWED_RUN_DEFAULT"
-                f"): run {card.run_id} still waits on GitHub. Adopt or Reject it here, or "
+                f"): run {card.run_id} still waits on GitHub. {_offered(card)} it here, or "
                 f"review it on <{card.run_url}|its page>."
             )
         )
@@ -54,7 +54,14 @@ def unfollowed_card(card: UnfollowedRun) -> list[Block]:
 def _answers(card: UnfollowedRun) -> list[Block]:
     """What Adopt and Reject do, and the buttons."""
     value = RunValue(run_id=card.run_id).encode()
-    if card.ended_rollout:
+    if card.dispatch_by_two:
+        follow = (
+            "The plan's two-person rule covers dispatch, so this run cannot be adopted (whoever "
+            "adopts it may be who started it on GitHub): Reject it, and start the release with "
+            f"`/rollout start {_quoted(card.tag) or '<tag>'}` so that another approver "
+            "dispatches it."
+        )
+    elif card.ended_rollout:
         follow = (
             f"The bot dispatched it for `{_quoted(card.tag)}`. Adopt it (approvers) to follow it "
             f"as a new rollout of `{_quoted(card.tag)}` with the plan's gates, or Reject it "
@@ -69,16 +76,25 @@ def _answers(card: UnfollowedRun) -> list[Block]:
         )
     else:
         follow = (
-            f"`{_quoted(card.ref)}` is not a release tag, so Adopt is refused: Reject it, or "
-            "start the release's tag with `/rollout start <tag>`."
+            f"`{_quoted(card.ref)}` is not a release tag, so this run cannot be adopted: Reject "
+            "it, or start the release's tag with `/rollout start <tag>`."
         )
-    # A re-run of an ended rollout's run is rejected by default, whatever the setting.
-    default = "rejects it" if card.ended_rollout else "answers it (UNFOLLOWED_RUN_DEFAULT)"
+    # A re-run of an ended rollout's run, and any run under the two-person rule on dispatch,
+    # is rejected by default, whatever the setting.
+    default = (
+        "rejects it"
+        if card.ended_rollout or card.dispatch_by_two
+        else "answers it (UNFOLLOWED_RUN_DEFAULT)"
+    )
     due = (
         f" Unanswered by {slack_time(card.due_at)}, the default {default}."
         if card.fate is RunFate.WAITING
         else ""
     )
+    rejects = confirm("Reject this run?", f"Run {card.run_id}'s job fails.", "Reject", danger=True)
+    reject = button("Reject", Action.REJECT_RUN, value, style="danger", confirm=rejects)
+    if not card.adoptable:  # no button that can only be refused
+        return [context(f"{follow}{due}"), *actions([reject])]
     adopt = confirm(
         "Adopt this run?",
         # Plain text: shown as typed, nothing to escape.
@@ -89,16 +105,17 @@ def _answers(card: UnfollowedRun) -> list[Block]:
         "Adopt",
         danger=False,
     )
-    reject = confirm("Reject this run?", f"Run {card.run_id}'s job fails.", "Reject", danger=True)
     return [
         context(f"{follow}{due}"),
         *actions(
-            [
-                button("Adopt", Action.ADOPT_RUN, value, style="primary", confirm=adopt),
-                button("Reject", Action.REJECT_RUN, value, style="danger", confirm=reject),
-            ]
+            [button("Adopt", Action.ADOPT_RUN, value, style="primary", confirm=adopt), reject]
         ),
     ]
+
+
+def _offered(card: UnfollowedRun) -> str:
+    """The answers the card's buttons give."""
+    return "Adopt or Reject" if card.adoptable else "Reject"
 
 
 def _fate(card: UnfollowedRun) -> str:

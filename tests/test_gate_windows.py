@@ -1,0 +1,63 @@
+"""The time a gate's figures cover (`stage_window`), whoever asks: the window's timer on time
+or late, Re-evaluate while the stage observes, and Re-evaluate once it holds. Pure, no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from test_rollout_machine import NO_DATA, at, canary_observing, judged, relay_verdict
+
+from bot.domain.metrics import stage_window
+from bot.domain.rollout import Rollout, StageState
+
+# The canary deployed at T0+5m: its window runs to T0+35m.
+
+
+def window_at(rollout: Rollout, now: datetime) -> tuple[datetime, datetime]:
+    window = stage_window(rollout, track="relay", stage="canary", now=now)
+    return window.start, window.end
+
+
+def test_while_observing_the_window_so_far() -> None:
+    assert window_at(canary_observing(), at(20)) == (at(5), at(20))
+
+
+@pytest.mark.parametrize("late", [timedelta(0), timedelta(seconds=3), timedelta(hours=2)])
+def test_the_window_timer_reads_its_own_window_however_late(late: timedelta) -> None:
+    """The runbook's gate is on the observation window: a timer fired late (the bot was down)
+    judges that window, not a longer one that would dilute what it saw."""
+    assert window_at(canary_observing(), at(35) + late) == (at(5), at(35))
+
+
+def held(inconclusive: bool) -> Rollout:
+    """The canary held at T0+35m on a PASS, or after INCONCLUSIVE twice (once extended)."""
+    if not inconclusive:
+        return judged(canary_observing(), "relay", "canary", relay_verdict(), at(35))
+    extended = judged(canary_observing(), "relay", "canary", NO_DATA, at(35))
+    ends = extended.track("relay").stage("canary").window_ends_at
+    assert ends is not None
+    return judged(extended, "relay", "canary", NO_DATA, ends)
+
+
+@pytest.mark.parametrize("inconclusive", [False, True], ids=["on a PASS", "INCONCLUSIVE"])
+def test_a_held_stage_is_re_evaluated_up_to_now(inconclusive: bool) -> None:
+    """Held after its window (a PASS waiting for Promote, an INCONCLUSIVE hold) the canary is
+    still deployed: Re-evaluate two hours later read the closed window, and its hours-old
+    PASS (a `promote: auto` stage is promoted on it) hid a canary failing since. It reads the
+    latest window of the length it was observed for: two hours of good figures since its deploy
+    would dilute the failing last half hour."""
+    rollout = held(inconclusive)
+    canary = rollout.track("relay").stage("canary")
+    assert canary.state is StageState.HOLDING and canary.window_ends_at is not None
+    observed_for = canary.window_ends_at - at(5)
+    later = at(35 + 120)
+    assert window_at(rollout, later) == (later - observed_for, later)
+
+
+def test_a_held_stage_reads_the_latest_window_of_its_length() -> None:
+    """Re-evaluated as its window closes, a held stage reads that window; a quarter of an hour
+    later, the last half hour (its window's length), never from before its deploy."""
+    rollout = held(False)
+    assert window_at(rollout, at(50)) == (at(20), at(50))
+    assert window_at(rollout, at(35)) == (at(5), at(35))
