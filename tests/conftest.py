@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from command_line import loggers_kept
 from figures import quiet_sandbox
 from hypothesis import HealthCheck, settings
 from services import missing
@@ -57,7 +58,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from bot.adapters.chart_worker import ChartWorker
-from bot.logs import QUIETED_LIBRARIES
 from sandbox.config import SECRETS
 from sandbox.harness import CHARTS, Sandbox
 from storage.db import create_engine, create_session_factory, mask_database_url
@@ -156,12 +156,8 @@ def _loggers_restored() -> Iterator[None]:
     give the next test in this worker the loggers as they were, so `caplog` sees its WARNING
     lines and the secret scan every library's DEBUG records again. (During such a test the
     scan sees what the production setup lets through.)"""
-    loggers = [logging.getLogger(), *map(logging.getLogger, QUIETED_LIBRARIES)]
-    kept = [(logger.level, logger.handlers[:], logger.propagate) for logger in loggers]
-    yield
-    for logger, (level, handlers, propagate) in zip(loggers, kept, strict=True):
-        logger.setLevel(level)
-        logger.handlers[:], logger.propagate = handlers, propagate
+    with loggers_kept():
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

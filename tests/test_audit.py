@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from command_line import run_here
 from figures import CANARY_OK, RINGS_OK, passing_sandbox, running_sandbox
 from sandbox_views import dispatched, finish
 from sqlalchemy import text
@@ -29,11 +30,19 @@ from storage.db import create_engine
 from storage.timers import TimerStore
 
 
-def audit_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def audit_cli(
+    database_url: str, *args: str, own_process: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`rollout-bot audit ARGS` on the database, in this process (`run_here`) or as a process
+    of its own."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    env |= {"DATABASE_URL": database_url}
+    if not own_process:
+        code, out, err = run_here(["audit", *args], env=env, cwd=Path.cwd())
+        return subprocess.CompletedProcess(["audit", *args], code, out, err)
     return subprocess.run(  # noqa: S603 - our own CLI
         [sys.executable, "-m", "bot.cli", "audit", *args],
-        env=env | {"DATABASE_URL": database_url},
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -60,7 +69,9 @@ async def test_the_audit_export_of_a_finished_rollout_lists_every_step_in_order(
         await box.command("promote", user=BYSTANDER)  # refused before anything started
         done = await finish(box, "v1.4.2")
 
-    exported = await asyncio.to_thread(audit_cli, database_url, "v1.4.2", "--json")
+    exported = await asyncio.to_thread(
+        audit_cli, database_url, "v1.4.2", "--json", own_process=True
+    )
 
     assert exported.returncode == 0, exported.stderr
     timeline = json.loads(exported.stdout)

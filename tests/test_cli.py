@@ -1,4 +1,8 @@
-"""The operator commands, run as an operator runs them: a real process with an environment."""
+"""The operator commands, run as an operator runs them: with an environment of their own, and
+as a real process where the process is what a test proves (signals, `.env` in the working
+directory, the collector at start) and for at least one test of each command; the others run
+the same command line in this process (`tests/command_line.py`: a process costs a second or
+more of CPU)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from command_line import run_here
 
 from sandbox.config import (
     RELEASE_CHANNEL,
@@ -71,11 +76,17 @@ async def start(*args: str, env: dict[str, str], cwd: Path) -> asyncio.subproces
     )
 
 
-async def run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+async def run_process(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """`rollout-bot ARGS` as a process of its own: its exit status, stdout and stderr."""
     process = await start(*args, env=env, cwd=cwd)
     out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def run(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """`rollout-bot ARGS` in this process, as its process would run it (`run_here`)."""
+    return await asyncio.to_thread(run_here, args, env=env, cwd=cwd)
 
 
 async def test_check_config_with_an_empty_environment_names_every_missing_variable(
@@ -122,7 +133,7 @@ async def test_check_config_reads_a_dotenv_file(tmp_path: Path) -> None:
     env = full_env(tmp_path)
     dotenv = "\n".join(f"{name}={env.pop(name)}" for name in REQUIRED)
     (tmp_path / ".env").write_text(dotenv + "\n")
-    code, out, err = await run("check-config", env=env, cwd=tmp_path)
+    code, out, err = await run_process("check-config", env=env, cwd=tmp_path)
     assert code == 0, err
     assert RELEASE_CHANNEL in out
 
@@ -130,7 +141,7 @@ async def test_check_config_reads_a_dotenv_file(tmp_path: Path) -> None:
 async def test_socket_lists_a_missing_app_token_with_every_other_problem(tmp_path: Path) -> None:
     env = full_env(tmp_path)
     del env["SLACK_APP_TOKEN"], env["SLACK_BOT_TOKEN"]
-    code, _, err = await run("socket", env=env, cwd=tmp_path)
+    code, _, err = await run_process("socket", env=env, cwd=tmp_path)
     assert code == 2
     assert "SLACK_BOT_TOKEN: missing" in err
     assert "SLACK_APP_TOKEN: Socket Mode needs an app-level token (xapp-...)" in err
@@ -149,7 +160,7 @@ async def test_serve_refuses_a_bad_configuration_before_starting(tmp_path: Path)
 
 async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     env = base_env() | {"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db"}
-    code, out, err = await run("migrate", env=env, cwd=tmp_path)
+    code, out, err = await run_process("migrate", env=env, cwd=tmp_path)
     assert code == 0, err
     assert out.startswith("migrated sqlite")
     with sqlite3.connect(tmp_path / "fresh.db") as db:
@@ -256,7 +267,7 @@ async def test_a_command_loads_with_the_collector_off_and_runs_with_it_on() -> N
 
 
 async def test_unknown_command_exits_2(tmp_path: Path) -> None:
-    code, _, err = await run("deploy", env=base_env(), cwd=tmp_path)
+    code, _, err = await run_process("deploy", env=base_env(), cwd=tmp_path)
     assert code == 2
     assert "unknown command 'deploy'" in err
 

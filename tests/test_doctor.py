@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import pytest
 import yaml
-from test_cli import base_env, run
+from test_cli import base_env, run, run_process
 
 from bot.cli.doctor import examine, manifest_scopes
 from bot.config import Settings
@@ -100,16 +100,22 @@ async def lines(install: Install) -> list[str]:
     return [finding.line() for finding in findings]
 
 
-async def run_doctor(install: Install, **env: str) -> tuple[int, str, str]:
-    """`rollout-bot doctor` as a process on the install's environment (with `env` over it)."""
+async def run_doctor(
+    install: Install, *, own_process: bool = False, **env: str
+) -> tuple[int, str, str]:
+    """`rollout-bot doctor` on the install's environment (with `env` over it), in this process
+    or as a process of its own."""
     environment = base_env() | install.env | env
-    return await run("doctor", "--manifest", str(ROOT / "manifest.yml"), env=environment, cwd=ROOT)
+    args = ("doctor", "--manifest", str(ROOT / "manifest.yml"))
+    return await (run_process if own_process else run)(*args, env=environment, cwd=ROOT)
 
 
-async def passing_checks(install: Install) -> tuple[list[str], str, str]:
+async def passing_checks(
+    install: Install, *, own_process: bool = False
+) -> tuple[list[str], str, str]:
     """The doctor on a sound install exits 0 with every check passed; returns the check lines,
     its stdout and its stderr."""
-    code, out, err = await run_doctor(install)
+    code, out, err = await run_doctor(install, own_process=own_process)
     assert code == 0, out + err
     checks = out.split("\n\n")[0].splitlines()
     assert all(line.startswith("✓ ") for line in checks), out
@@ -119,7 +125,7 @@ async def passing_checks(install: Install) -> tuple[list[str], str, str]:
 async def test_a_sound_install_passes_every_check_and_exits_0(
     install: Install, tmp_path: Path
 ) -> None:
-    checks, out, err = await passing_checks(install)
+    checks, out, err = await passing_checks(install, own_process=True)
     text = "\n".join(checks)
     for expected in (
         "Slack token valid",

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from command_line import run_here
 from sandbox_views import RELAY_ROLLED_BACK_AT_CANARY, dispatched, reviews, value_of
 from services import missing
 
@@ -509,21 +510,18 @@ def test_the_metrics_command_prints_what_the_gate_would_read(
         "DATABASE_URL": f"sqlite:///{tmp_path}/bot.db",
     }
 
-    def metrics(stage: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "bot.cli", "metrics", stage, "--tag", "v1.4.2"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    done = metrics("canary")
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "metrics", "canary", "--tag", "v1.4.2"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "5% canary gate: ROLLBACK" in done.stdout
     assert "error rate" in done.stdout and "limit 1% (threshold)" in done.stdout
     assert f"query: {telemetry.prometheus_url}/graph?g0.expr=" in done.stdout
-    unknown = metrics("quarter")
-    assert unknown.returncode == 2 and "canary, half, full" in unknown.stderr
+    code, _, err = run_here(["metrics", "quarter", "--tag", "v1.4.2"], env=env, cwd=tmp_path)
+    assert code == 2 and "canary, half, full" in err

@@ -4,13 +4,12 @@ dotted path; a bot without it keeps its one service of GITHUB_REPOSITORY and fri
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
+from command_line import run_here
 from test_cli import base_env
 from test_rollout_machine import running
 
@@ -225,20 +224,11 @@ def test_a_bad_services_file_is_one_setting_problem_with_every_line(
 
 def test_check_config_lists_each_service(tmp_path: Path) -> None:
     values = services_env(tmp_path, TWO)
-    done = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "check-config"],
-        env=base_env() | values,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "service relay: scriptum/scriptum, channels C0RELEASES" in done.stdout
-    assert (
-        "service billing-api: scriptum/billing-api, channels C0RELEASES, C0BILLING1" in done.stdout
-    )
-    assert "failures also told in C0ANNOUNCE" in done.stdout
+    code, out, err = run_here(["check-config"], env=base_env() | values, cwd=tmp_path)
+    assert code == 0, err
+    assert "service relay: scriptum/scriptum, channels C0RELEASES" in out
+    assert "service billing-api: scriptum/billing-api, channels C0RELEASES, C0BILLING1" in out
+    assert "failures also told in C0ANNOUNCE" in out
 
 
 @pytest.mark.parametrize(
