@@ -231,6 +231,7 @@ def _context(rollout: Rollout) -> dict[str, Any]:
         "dispatched_at": _iso(rollout.dispatched_at),
         "gave_up_at": _iso(rollout.gave_up_at),
         "schedule": None if rollout.schedule is None else schedule_to_json(rollout.schedule),
+        "told_outside": list(rollout.told_outside),
     }
 
 
@@ -320,6 +321,7 @@ def _rollout(record: RolloutRecord) -> Rollout:
         dispatched_at=_moment(record.context.get("dispatched_at")),
         gave_up_at=_moment(record.context.get("gave_up_at")),
         schedule=_schedule(record.context.get("schedule")),
+        told_outside=tuple(record.context.get("told_outside", ())),
     )
 
 

@@ -86,16 +86,19 @@ async def two_serve_processes(
     env: Mapping[str, str],
     *,
     app_rule: bool = False,
+    plan_yaml: str | None = None,
 ) -> AsyncIterator[tuple[Sandbox, str]]:
     """A sandbox whose bot runs as a `rollout-bot serve` process on `database_url` with every
-    gate passing (with `app_rule`: as a GitHub App, every protected environment on its rule),
-    and the URL of a second such replica on the same database."""
+    gate passing (with `app_rule`: as a GitHub App, every protected environment on its rule;
+    `plan_yaml`: its plan, else the sandbox's), and the URL of a second such replica on the
+    same database."""
     async with passing_sandbox(
         tmp_path,
         database_url=database_url,
         in_process=False,
         extra_env=dict(env),
         github_app=SandboxApp() if app_rule else None,
+        **({} if plan_yaml is None else {"plan_yaml": plan_yaml}),
     ) as box:
         second = await box.start_replica()
         if app_rule:

@@ -187,6 +187,7 @@ EVENTS: list[told.Event] = [
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
     review_rejected("no"),
+    told.WaitsOutsidePlan("desktop-internal", 9001, "https://github.com/o/r/actions/runs/9001"),
 ]
 
 
@@ -256,7 +257,8 @@ def test_what_github_sends_is_shown_as_typed_never_as_a_mention() -> None:
     )
     reviewed = review_rejected(loud)
     job = GitHubReported(RunEvent("workflow_job", "completed", "o/r", 7001, job=loud), None)
-    for event in (rejected, reviewed, job):
+    outside = told.WaitsOutsidePlan(loud, 7001, "https://github.com/o/r/actions/runs/7001")
+    for event in (rejected, reviewed, job, outside):
         shown = render(event)
         assert "<!channel>" not in shown and "<https://evil" not in shown, shown
         assert "&lt;!channel&gt;" in shown

@@ -1528,3 +1528,26 @@ def test_a_cancelled_waiting_stage_is_not_a_rejection() -> None:
 
     assert decision.rollout == canary_holding()
     assert effects(decision) == []
+
+
+def test_a_rule_wait_outside_the_plan_is_told_once_and_never_reviewed() -> None:
+    """A job waits for the App's answer at `staging`, which no stage or failure job of the plan
+    names: the thread is told once (a later look, another spelling: nothing more) and nothing
+    is approved or rejected there. A wait at the plan's own environment is not told of."""
+    rule_waits = frozenset({"staging", "relay-rollback"})
+    look = replace(
+        snapshot(JobSnapshot("Deploy staging", JobStatus.WAITING), waiting_on=rule_waits),
+        rule_waits=rule_waits,
+    )
+
+    first = reconcile(running(), PLAN, look, T0)
+
+    told = Says("waits at `staging`", "does not name `staging`", RUN.html_url, failure=True)
+    assert effects(first) == [told]
+    assert first.rollout.told_outside == ("staging",)
+    for later in (
+        look,
+        replace(look, waiting=frozenset({"STAGING"}), rule_waits=frozenset({"STAGING"})),
+    ):
+        again = reconcile(first.rollout, PLAN, later, T0 + timedelta(minutes=1))
+        assert (effects(again), again.rollout) == ([], first.rollout)

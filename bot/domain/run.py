@@ -97,6 +97,9 @@ class RunSnapshot:
     """Names of the environments with a pending deployment review (case as GitHub reports)."""
     reviews: tuple[EnvironmentReview, ...] = ()
     """The reviews of the run's environments so far (GitHub's review history of the run)."""
+    rule_waits: frozenset[str] = frozenset()
+    """Those of `waiting` that wait for the App's protection rule (a request open for them,
+    or recovered into `unrequested`), not for a reviewer."""
     unrequested: tuple[RuleRequest, ...] = ()
     """Waits for the App's protection rule whose request never arrived, found from the
     deployments still waiting (among `waiting`): the service keeps them as requests."""

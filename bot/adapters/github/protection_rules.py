@@ -112,9 +112,11 @@ class ProtectionRules:
                 explained.add(name.casefold())
         if not held and not found:
             return snapshot
+        rule_waits = frozenset(held | {r.environment for r in found})
         return replace(
             snapshot,
-            waiting=snapshot.waiting | held | {r.environment for r in found},
+            waiting=snapshot.waiting | rule_waits,
+            rule_waits=rule_waits,
             unrequested=tuple(found),
         )
 

@@ -6,6 +6,7 @@ one place that turns them into what the channel shows, with mentions, bold, link
 
 from __future__ import annotations
 
+from bot.adapters.slack.github_words import github_reported_text, waits_outside_plan_text
 from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answer
 
 # Re-exported: every view takes its marks from here.
@@ -51,6 +52,7 @@ from bot.domain.rollout.events import (
     TrackCompleted,
     TracksLeft,
     TrackStopped,
+    WaitsOutsidePlan,
     WindowExtended,
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
@@ -251,7 +253,9 @@ def render(event: Event) -> str:
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():
-            return _github_reported(event)
+            return github_reported_text(event)
+        case WaitsOutsidePlan():
+            return waits_outside_plan_text(event)
 
 
 def stop_note(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
@@ -338,39 +342,6 @@ def _promoted_on_github(event: PromotedOnGitHub) -> str:
     else:
         what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
     return f":white_check_mark: {what}: {held}. Deploying."
-
-
-def _github_reported(told: GitHubReported) -> str:
-    # Names and comments as GitHub sent them: escaped, so a `<!channel>` in a job's name or a
-    # reviewer's comment reads as typed instead of notifying the channel.
-    event = told.event
-    job = f"*{escape(event.job)}*" if event.job else "A job"
-    environment = f"`{escape(event.environment)}`" if event.environment else "an environment"
-    outcome = f"`{escape(event.outcome or 'unknown')}`"
-    if event.event == "workflow_job":
-        if event.action == "waiting":
-            of = f"`{escape(told.environment)}`" if told.environment else "its environment"
-            return f"GitHub: {job} is waiting for approval of {of}."
-        return {
-            "queued": f"GitHub: {job} queued.",
-            "in_progress": f"GitHub: {job} started.",
-        }.get(event.action, f"GitHub: {job} finished: {outcome}.")
-    if event.event == "workflow_run":
-        return {
-            "requested": "GitHub: the run was requested.",
-            "in_progress": "GitHub: the run is in progress.",
-        }.get(event.action, f"GitHub: the run completed: {outcome}.")
-    if event.event == "deployment":
-        return f"GitHub: deployment to {environment} created."
-    if event.event == "deployment_status":
-        return f"GitHub: deployment to {environment} is {outcome}."
-    if event.event == "deployment_protection_rule":
-        return f"GitHub: {environment} is waiting for the bot's protection rule."
-    if event.action == "requested":
-        return f"GitHub: {environment} is waiting for a reviewer."
-    review = event.reviews[0]
-    said = f" ({escape(review.comment)})" if review.comment else ""
-    return f"GitHub: {escape(review.reviewer)} {escape(event.action)} {environment}{said}."
 
 
 def _roll_back_passes(event: Redeploying) -> str:

@@ -14,7 +14,8 @@ duplicate is harmless: GitHub only reviews environments that are waiting.
 
 Nothing here does I/O; the services execute the effects after saving the new state. The
 package re-exports what the services use: `state` (the values and stop reasons), `events`
-(the events the thread is told of, and the effects), `reconcile` (following the run),
+(the events the thread is told of), `effects` (what a decision asks for, and the decision),
+`reconcile` (following the run),
 `gating` (windows and gates), `actions` (people's actions), `work` (building a decision) and
 `codec` (JSON for storage and the outbox). The domain speaks events, not Slack: the words
 and markup live in `bot.adapters.slack.messages`.
@@ -47,25 +48,27 @@ from bot.domain.rollout.codec import (
     verdict_from_json,
     verdict_to_json,
 )
-from bot.domain.rollout.events import (
+from bot.domain.rollout.effects import (
     Announce,
     CancelWindow,
     Decision,
+    Effect,
+    ReadMetrics,
+    Review,
+    ScheduleWindow,
+)
+from bot.domain.rollout.events import (
     DispatchGaveUp,
     DispatchScheduled,
     DispatchUnclear,
-    Effect,
     Event,
     FreezeOverridden,
-    ReadMetrics,
     Redeploying,
     Reevaluated,
-    Review,
     RolloutCancelled,
     ScheduleCancelled,
     ScheduleFrozen,
     ScheduleHeld,
-    ScheduleWindow,
     TracksLeft,
 )
 from bot.domain.rollout.gating import gate_evaluated, window_ended, window_timer_dead

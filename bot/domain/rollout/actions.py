@@ -10,14 +10,16 @@ from bot.domain.gate import GateKind, Verdict
 from bot.domain.plan import RolloutPlan
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
-from bot.domain.rollout.events import (
+from bot.domain.rollout.effects import (
     Announce,
     Decision,
     Effect,
+    ScheduleWindow,
+)
+from bot.domain.rollout.events import (
     RunDispatched,
     ScheduleCancelled,
     ScheduleHeld,
-    ScheduleWindow,
     StagePromoted,
     TrackStopped,
     WindowExtended,

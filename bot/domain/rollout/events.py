@@ -1,4 +1,4 @@
-"""What the machine asks for: the events the thread is told of, the effects, the decision.
+"""What the thread is told of: the events a decision announces (its effects: `effects`).
 
 Events are data (labels, actors, outcomes, times), never Slack text: the Slack adapter's
 `messages` module words each kind; the outbox stores them as JSON (`codec`) until delivered.
@@ -6,14 +6,14 @@ Events are data (labels, actors, outcomes, times), never Slack text: the Slack a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain.freeze import Freeze, Frozen, LaneHold
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.left import TrackLeft
-from bot.domain.rollout.state import Rollout, StageState, StopReason, TrackState
+from bot.domain.rollout.state import StageState, StopReason, TrackState
 from bot.domain.schedule import Held
 
 # -- what the thread is told: one event per kind, rendered by the Slack messages --------------
@@ -310,6 +310,17 @@ class FreezeOverridden:
     freeze: Freeze
 
 
+@dataclass(frozen=True)
+class WaitsOutsidePlan:
+    """The run waits at `environment` for the App's answer (its custom protection rule), and
+    no stage or failure job of the plan deploys there: the bot neither approves nor rejects
+    it, so the job waits on GitHub for a person."""
+
+    environment: str
+    run_id: int
+    run_url: str
+
+
 Event = (
     RunDispatched
     | StageApproved
@@ -342,59 +353,5 @@ Event = (
     | ScheduleCancelled
     | FreezeOverridden
     | GitHubReported
+    | WaitsOutsidePlan
 )
-
-# -- effects -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Review:
-    """Approve or reject a waiting environment of the run."""
-
-    track: str
-    environment: str
-    approve: bool
-    comment: str
-
-
-@dataclass(frozen=True)
-class WindowEnd(AtStage):
-    """The end of a stage's observation window, at `due_at` (its durable timer's key)."""
-
-    due_at: datetime
-
-
-@dataclass(frozen=True)
-class ScheduleWindow(WindowEnd):
-    """Make sure the durable timer for this window's end exists (idempotent by key)."""
-
-
-@dataclass(frozen=True)
-class CancelWindow(WindowEnd):
-    """The window ending at `due_at` no longer ends there (stopped or moved)."""
-
-
-@dataclass(frozen=True)
-class ReadMetrics(AtStage):
-    """Read the stage's figures and feed them to `gate_evaluated`."""
-
-
-@dataclass(frozen=True)
-class Announce:
-    """A reply in the rollout's thread, telling of `event`. The plan's notification level
-    decides who sees it: failures always, stage changes unless the level is `failures`,
-    details only at `all`."""
-
-    event: Event
-    failure: bool = False
-    detail: bool = False
-    """A step within a stage (a job queued, a deployment status), not a stage change."""
-
-
-Effect = Review | ScheduleWindow | CancelWindow | ReadMetrics | Announce
-
-
-@dataclass(frozen=True)
-class Decision:
-    rollout: Rollout
-    effects: tuple[Effect, ...] = field(default_factory=tuple)

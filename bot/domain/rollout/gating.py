@@ -7,15 +7,17 @@ from datetime import datetime
 
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
-from bot.domain.rollout.events import (
+from bot.domain.rollout.effects import (
     Announce,
     Decision,
+    ReadMetrics,
+    ScheduleWindow,
+)
+from bot.domain.rollout.events import (
     GateFailed,
     GateInconclusive,
     GateMissed,
     GatePassed,
-    ReadMetrics,
-    ScheduleWindow,
     TracksLeft,
 )
 from bot.domain.rollout.left import tracks_left

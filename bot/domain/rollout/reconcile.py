@@ -9,22 +9,26 @@ from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
-from bot.domain.rollout.events import (
+from bot.domain.protection_rules import environment_jobs
+from bot.domain.rollout.effects import (
     Announce,
     Decision,
+    Review,
+    ScheduleWindow,
+)
+from bot.domain.rollout.events import (
     FailureJobEnded,
     LandedWhileStopping,
     PromotedOnGitHub,
     RejectedOnGitHub,
-    Review,
     RolloutEnded,
     RunEnded,
-    ScheduleWindow,
     StageApproved,
     StageDeployed,
     StageJobFailed,
     StageRejected,
     TrackCompleted,
+    WaitsOutsidePlan,
 )
 from bot.domain.rollout.state import (
     REJECTABLE,
@@ -58,7 +62,26 @@ def reconcile(
             _reconcile_aborting(work, plan_track, track.name, snapshot, now)
         if snapshot.completed and work.track(track.name).state not in TERMINAL_TRACK:
             _end_with_run(work, plan_track, track.name, snapshot, now)
+    _waits_outside_plan(work, plan, snapshot)
     return _maybe_end(work, plan, now)
+
+
+def _waits_outside_plan(work: Work, plan: RolloutPlan, snapshot: RunSnapshot) -> None:
+    """The run waits for the App's answer at an environment the plan does not name (a job
+    of the workflow that no stage gates): nothing here approves or rejects it, and GitHub
+    holds the job until someone does, so the thread is told once per environment what to
+    do. Saved with the rollout: a second replica or a later look finds it told."""
+    rollout = work.rollout
+    known = set(environment_jobs(plan)) | {name.casefold() for name in rollout.told_outside}
+    new: list[str] = []
+    for environment in sorted(snapshot.rule_waits):
+        if environment.casefold() not in known:
+            known.add(environment.casefold())
+            new.append(environment)
+            told = WaitsOutsidePlan(environment, snapshot.run_id, snapshot.html_url)
+            work.effects.append(Announce(told, failure=True))
+    if new:
+        work.rollout = replace(rollout, told_outside=(*rollout.told_outside, *new))
 
 
 def _reconcile_active(

@@ -233,6 +233,9 @@ class Rollout:
     """The stored version this value was read at (optimistic concurrency); 0 before storing."""
     service: str = DEFAULT_SERVICE
     """The service released (`bot.domain.service`): its plan, repository, channels, approvers."""
+    told_outside: tuple[str, ...] = ()
+    """The environments outside the plan the run waited at for the App's answer, each told
+    to the thread once (`WaitsOutsidePlan`), as GitHub spelled them."""
 
     def track(self, name: str) -> Track:
         return member(

@@ -7,7 +7,11 @@ from datetime import datetime
 
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
-from bot.domain.rollout.events import CancelWindow, Decision, Effect
+from bot.domain.rollout.effects import (
+    CancelWindow,
+    Decision,
+    Effect,
+)
 from bot.domain.rollout.state import Rollout, Stage, StageState, Track
 
 

@@ -1,0 +1,106 @@
+"""A run the bot follows waits, for the App's answer, at an environment its plan does not name:
+the bot never answers it (no stage of the plan gates that deployment), and its rollout's thread
+is told so once, naming the environment and what to do, whatever the number of deliveries,
+redeliveries and looks at the run. End to end, the bot as the GitHub App (SQLite and
+PostgreSQL; tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from figures import two_serve_processes
+from sandbox_views import dispatched
+from test_exactly_once import APPROVERS_ENV
+from test_protection_rules import answers, app_box
+
+from bot.domain.rollout import Phase, StageState
+from sandbox.harness import Sandbox, fast_plan
+
+pytestmark = pytest.mark.story
+
+OUTSIDE = "desktop-internal"
+
+
+def relay_only_plan(tmp_path: Path) -> str:
+    """The accelerated plan without the desktop track: the workflow's desktop job still
+    deploys to `desktop-internal`, which no stage of this plan names."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    del plan["tracks"]["desktop"]
+    for name, given in plan["inputs"].items():
+        if given.get("track") == "desktop":
+            plan["inputs"][name] = {"from": "literal", "value": "0.001"}
+    return yaml.safe_dump(plan)
+
+
+def told_outside(box: Sandbox) -> list[str]:
+    """The thread's lines about the environment outside the plan."""
+    return [line for line in box.thread() if "does not name" in line]
+
+
+@pytest.mark.database_matters
+async def test_a_followed_run_waiting_outside_the_plan_is_told_once_and_never_answered(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with app_box(tmp_path, database_url, plan_yaml=relay_only_plan(tmp_path)) as box:
+        await dispatched(box)
+        await box.slack.wait_for(lambda: bool(told_outside(box)), timeout=30)
+
+        # The same request again: redelivered, its body sent under a new id, and more looks.
+        (request,) = [
+            d
+            for d in box.github.app_hook.deliveries
+            if json.loads(d.body)["environment"] == OUTSIDE
+        ]
+        await box.github.app_hook.redeliver(request.guid)
+        await box.github.app_hook.replay(request.guid)
+        await box.services.webhooks.settled()
+        for _ in range(3):
+            await box.pass_time(timedelta(seconds=30))
+        await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+
+        (line,) = told_outside(box)
+        assert f"waits at `{OUTSIDE}`" in line
+        assert "neither approves nor rejects it" in line
+        assert "add `desktop-internal` to the plan" in line
+        assert "/actions/runs/" in line  # the run's page, where a person can act
+        assert [a for a in answers(box) if a[0] == OUTSIDE] == []  # nothing answered there
+        rollout = await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+        assert box.github.run(rollout.run_id or 0).job("desktop-cli-ring-internal").status == (
+            "waiting"
+        )
+        assert rollout.told_outside == (OUTSIDE,)
+
+
+@pytest.mark.postgres
+async def test_two_replicas_tell_the_thread_once(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    """Both `serve` processes follow the run (their pollers, and the request delivered to each):
+    the line is saved with the rollout, so one of them tells it."""
+    async with two_serve_processes(
+        tmp_path,
+        postgres_database_url,
+        APPROVERS_ENV,
+        app_rule=True,
+        plan_yaml=relay_only_plan(tmp_path),
+    ) as (box, second):
+        await dispatched(box)
+        await box.slack.wait_for(lambda: bool(told_outside(box)), timeout=30)
+        (request,) = [
+            d
+            for d in box.github.app_hook.deliveries
+            if json.loads(d.body)["environment"] == OUTSIDE
+        ]
+        box.github.app_hook.url = f"{second}/github/webhook"
+        await box.github.app_hook.replay(request.guid)
+        for _ in range(3):
+            await box.pass_time(timedelta(seconds=30))
+        await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+
+        assert len(told_outside(box)) == 1
+        assert [a for a in answers(box) if a[0] == OUTSIDE] == []
