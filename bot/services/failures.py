@@ -11,11 +11,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.domain.controls import BeingDone
 from bot.domain.errors import ConcurrentChange, GitHubError, RolloutError
+from bot.services.records import ClaimUnsettled
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     GitHubError,
     ConcurrentChange,
     BeingDone,  # someone else is doing it right now: they finish, or fail, by the next try
+    ClaimUnsettled,  # a claim's write whose answer was lost: withdrawn, or held for a lease
     DBAPIError,  # OperationalError, InterfaceError: the database or the connection to it
     PoolTimeout,
     OSError,  # connection refused or reset
