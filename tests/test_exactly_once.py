@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -451,6 +452,26 @@ async def test_a_claim_whose_commit_answer_was_lost_is_withdrawn_and_the_click_c
         with pytest.raises(AlreadyDone, match="Already done by"):
             await click()
         assert promoted == [CLICKER.actor]
+
+
+@pytest.mark.postgres
+async def test_a_slack_retry_after_its_deliverys_claim_lost_its_answer_is_acted_on(
+    postgres_database_url: str,
+) -> None:
+    """The answer to the claim of a command's delivery is lost: nothing was done, so Slack's
+    retry of it is acted on, not told that the first was "handled once"."""
+    async with losing_commit_answers(postgres_database_url) as (claims, proxy):
+        once = ExactlyOnce(claims=claims, clock=lambda: NOW, words=messages)
+        command = Origin(
+            actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.COMMAND, delivery="t-1"
+        )
+        proxy.lose_the_next_commit()
+        with pytest.raises(NothingDone, match=r"nothing was done\. Try again\."):
+            await once.delivery(command, Control.PROMOTE, PROMOTE_CARD, PROMOTING)
+        retried = replace(command, retry=1)
+        await once.delivery(retried, Control.PROMOTE, PROMOTE_CARD, PROMOTING)  # acted on
+        with pytest.raises(AlreadyDone, match="Slack delivered this request again"):
+            await once.delivery(retried, Control.PROMOTE, PROMOTE_CARD, PROMOTING)
 
 
 @pytest.mark.postgres
