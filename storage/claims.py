@@ -3,12 +3,15 @@
 The claim is one `INSERT ... ON CONFLICT DO NOTHING` on the key (the primary key), so among
 every request for one effect, on every replica sharing the database, exactly one wins. The
 winner completes its claim when the action is done, or deletes it when the action failed (a
-GitHub 500), so the click can be repeated. A claim whose owner died mid-action is taken over
-once its lease has run out.
+GitHub 500), so the click can be repeated. A claim whose write failed with its outcome unknown
+(the answer to its COMMIT lost) is looked for by its holder token and deleted before the
+failure is raised (`ClaimUnsettled`). A claim whose owner died mid-action is taken over once
+its lease has run out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import asdict
 from datetime import datetime, timedelta
@@ -16,7 +19,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services.records import Claim, ClaimState
+from bot.services.failures import TRANSIENT
+from bot.services.records import Claim, ClaimState, ClaimUnsettled
 from storage.db import from_row, insert_new, rows_changed
 from storage.models import ActionClaimRow
 
@@ -61,6 +65,21 @@ class ClaimStore:
             stage=stage,
             done_at=now if done else None,
         )
+        try:
+            won = await self._write(claim)
+        except BaseException as lost:
+            # The write may have committed with its answer lost (a connection dropped at
+            # COMMIT, a timeout, a cancellation): a claim nobody finishes would hold the key,
+            # and tell every later click it is being done, until its lease ran out.
+            withdrawn = await asyncio.shield(self._withdraw(claim))
+            if not isinstance(lost, TRANSIENT):  # a cancellation, or a bug: as it is
+                raise
+            held_until = claim.claimed_at + self._lease
+            raise ClaimUnsettled(claim, withdrawn=withdrawn, held_until=held_until) from lost
+        return claim if won else None
+
+    async def _write(self, claim: Claim) -> bool:
+        """Insert the claim, or take over its key's claim whose lease ran out; whether it won."""
         values = {**asdict(claim), "state": claim.state.value}
         async with self._sessions.begin() as session:
             won = await session.scalar(
@@ -73,14 +92,28 @@ class ClaimStore:
                 won = await session.scalar(
                     update(ActionClaimRow)
                     .where(
-                        ActionClaimRow.key == key,
+                        ActionClaimRow.key == claim.key,
                         ActionClaimRow.state == ClaimState.CLAIMED.value,
-                        ActionClaimRow.claimed_at < now - self._lease,
+                        ActionClaimRow.claimed_at < claim.claimed_at - self._lease,
                     )
                     .values(**values)
                     .returning(ActionClaimRow.key)
                 )
-        return None if won is None else claim
+        return won is not None
+
+    async def _withdraw(self, claim: Claim) -> bool:
+        """Delete `claim` if its write went through: by its holder token, so never a claim
+        another request or replica holds. Whether it is known to be gone."""
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    delete(ActionClaimRow).where(
+                        ActionClaimRow.key == claim.key, ActionClaimRow.holder == claim.holder
+                    )
+                )
+        except TRANSIENT:  # the database is still away: the lease is what frees the key
+            return False
+        return True
 
     async def complete(self, claim: Claim, *, now: datetime) -> None:
         """The claimed action is done: later requests for the key are told who did it."""

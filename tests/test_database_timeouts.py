@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from database_proxy import DatabaseProxy
 from figures import quiet_sandbox
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -162,55 +163,6 @@ async def test_a_session_left_idle_in_a_transaction_is_ended_and_its_lock_freed(
         await bounded.dispose()
 
 
-class FreezingProxy:
-    """A loopback TCP proxy to PostgreSQL that can stop passing bytes on (`freeze`): a server
-    or a network that hangs without closing anything. New connections wait too."""
-
-    def __init__(self, port: int) -> None:
-        self._port = port
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._pipes: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    def freeze(self) -> None:
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        self._flowing.set()
-
-    async def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for pipe in self._pipes:
-            pipe.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-    async def _accept(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
-        await self._flowing.wait()
-        server, to_server = await asyncio.open_connection("127.0.0.1", self._port)
-        for pipe in (self._pipe(client, to_server), self._pipe(server, to_client)):
-            task = asyncio.create_task(pipe)
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-
 @pytest.mark.postgres
 async def test_a_server_that_stops_answering_fails_a_statement_within_its_bound(
     postgres_database_url: str,
@@ -218,7 +170,7 @@ async def test_a_server_that_stops_answering_fails_a_statement_within_its_bound(
     """The server's own timeout cannot help when it (or the network) no longer answers at
     all: asyncpg gives up, its cancel request bounded too, and the pool recovers after."""
     url = make_url(postgres_database_url)
-    proxy = FreezingProxy(url.port or 5432)
+    proxy = DatabaseProxy(url.port or 5432)
     through = url.set(port=await proxy.start()).render_as_string(hide_password=False)
     engine = create_engine(through, statement_timeout_s=BOUND)
     try:

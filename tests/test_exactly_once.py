@@ -8,28 +8,37 @@ GitHub simulator counting approvals. The claim store itself is tested on both da
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
+from database_proxy import DatabaseProxy
 from figures import passing_sandbox, running_sandbox, two_serve_processes
+from replicas import replica_sessions
 from sandbox_views import audit_results, begun, dispatched, held, value_of
 from slack_bolt.request.async_request import AsyncBoltRequest
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from bot.adapters.slack import messages
-from bot.domain.controls import AlreadyDone, CardRef, Control, effect_key
+from bot.domain.controls import AlreadyDone, CardRef, Control, NothingDone, effect_key
 from bot.domain.rollout import Rollout, StageState
 from bot.services.exactly_once import ExactlyOnce
-from bot.services.records import BOT
+from bot.services.records import BOT, ClaimUnsettled
 from bot.services.requests import Origin, Via
 from handlers.origin import delivery
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.signing import slack_signature_headers, slash_command_body
 from storage.claims import ClaimState, ClaimStore
+from storage.db import create_engine, create_session_factory, engine_for_one_task
 
 GROUP = "S0RELEASE1"
 CLICKERS = [RELEASE_MANAGER, *(f"U0CLICK{i:03d}" for i in range(49))]
@@ -369,3 +378,182 @@ async def test_a_claim_the_bots_schedule_holds_is_named_for_the_schedule(
         await once.once(clicker, Control.DISPATCH, card, "dispatch `v1.4.2`", dispatch)
     assert "Already being done by the bot's schedule since" in caught.value.message
     assert "<@rollout-bot>" not in caught.value.message
+
+
+# -- a claim whose answer the database lost ------------------------------------------------------
+
+PROMOTE_CARD = CardRef("r-1", "relay", "canary", 3)
+PROMOTING = "promote Hosted relay of `v1.4.2` from 5% canary to 50%"
+CLICKER = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
+REFUSE_DELETES = (
+    "CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "RAISE EXCEPTION 'could not write to file: No space left on device'; END $$",
+    "CREATE TRIGGER refuse_delete BEFORE DELETE ON action_claims "
+    "FOR EACH ROW EXECUTE FUNCTION refuse_delete()",
+)
+"""The database fails every withdrawal of a claim (a disk full), for as long as it lasts."""
+
+
+@asynccontextmanager
+async def losing_commit_answers(
+    database_url: str,
+) -> AsyncIterator[tuple[ClaimStore, DatabaseProxy]]:
+    """Claims on PostgreSQL through a proxy that can lose the answer to a COMMIT."""
+    url = make_url(database_url)
+    proxy = DatabaseProxy(url.port or 5432)
+    through = url.set(port=await proxy.start()).render_as_string(hide_password=False)
+    engine = create_engine(through)
+    try:
+        async with engine.connect() as connection:  # set up: the next COMMIT is a claim's
+            await connection.execute(text("SELECT 1"))
+        yield ClaimStore(create_session_factory(engine)), proxy
+    finally:
+        await engine.dispose()
+        await proxy.close()
+
+
+def promote_clicks(claims: ClaimStore) -> tuple[Callable[[], Awaitable[None]], list[str]]:
+    """A click on the card's Promote, exactly once through `claims`, and the promotions made."""
+    once = ExactlyOnce(claims=claims, clock=lambda: NOW, words=messages, holder_wait=timedelta(0))
+    promoted: list[str] = []
+
+    async def promote() -> None:
+        promoted.append(CLICKER.actor)
+
+    async def click() -> None:
+        await once.once(CLICKER, Control.PROMOTE, PROMOTE_CARD, PROMOTING, promote)
+
+    return click, promoted
+
+
+@pytest.mark.postgres
+async def test_a_claim_whose_commit_answer_was_lost_is_withdrawn_and_the_click_can_be_repeated(
+    postgres_database_url: str,
+) -> None:
+    """PostgreSQL commits a Promote's claim and the connection drops before the bot hears so:
+    the click is told nothing was done (it never acted), and the next click promotes, once,
+    instead of being told for the claim's lease (5 minutes) that it is already being done."""
+    async with losing_commit_answers(postgres_database_url) as (claims, proxy):
+        click, promoted = promote_clicks(claims)
+        proxy.lose_the_next_commit()
+        with pytest.raises(NothingDone) as told:
+            await click()
+        assert isinstance(told.value.__cause__, ClaimUnsettled)
+        assert isinstance(told.value.__cause__.__cause__, DBAPIError)  # the connection, lost
+        assert told.value.message == (
+            f"The bot lost its connection to its database while it took this request "
+            f"({PROMOTING}), before acting on it: nothing was done. Try again."
+        )
+        assert promoted == []
+        assert await claims.get(effect_key(Control.PROMOTE, PROMOTE_CARD)) is None
+
+        await click()
+        assert promoted == [CLICKER.actor]
+        with pytest.raises(AlreadyDone, match="Already done by"):
+            await click()
+        assert promoted == [CLICKER.actor]
+
+
+@pytest.mark.postgres
+async def test_a_slack_retry_after_its_deliverys_claim_lost_its_answer_is_acted_on(
+    postgres_database_url: str,
+) -> None:
+    """The answer to the claim of a command's delivery is lost: nothing was done, so Slack's
+    retry of it is acted on, not told that the first was "handled once"."""
+    async with losing_commit_answers(postgres_database_url) as (claims, proxy):
+        once = ExactlyOnce(claims=claims, clock=lambda: NOW, words=messages)
+        command = Origin(
+            actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.COMMAND, delivery="t-1"
+        )
+        proxy.lose_the_next_commit()
+        with pytest.raises(NothingDone, match=r"nothing was done\. Try again\."):
+            await once.delivery(command, Control.PROMOTE, PROMOTE_CARD, PROMOTING)
+        retried = replace(command, retry=1)
+        await once.delivery(retried, Control.PROMOTE, PROMOTE_CARD, PROMOTING)  # acted on
+        with pytest.raises(AlreadyDone, match="Slack delivered this request again"):
+            await once.delivery(retried, Control.PROMOTE, PROMOTE_CARD, PROMOTING)
+
+
+@pytest.mark.postgres
+async def test_a_lost_claim_withdrawn_never_takes_another_replicas_claim_with_it(
+    postgres_database_url: str,
+) -> None:
+    """Another replica holds the Promote's claim when this one's answer is lost: the withdrawal
+    looks for this click's holder token only, so the other's claim (and its promotion) stand."""
+    async with (
+        replica_sessions(postgres_database_url, 1) as (other,),
+        losing_commit_answers(postgres_database_url) as (claims, proxy),
+    ):
+        key = effect_key(Control.PROMOTE, PROMOTE_CARD)
+        theirs = await ClaimStore(other).claim(key=key, action="promote", actor="U2", now=NOW)
+        assert theirs is not None
+        click, promoted = promote_clicks(claims)
+        proxy.lose_the_next_commit()
+        with pytest.raises(NothingDone):
+            await click()
+        assert await claims.get(key) == theirs
+        assert promoted == []
+
+
+@pytest.mark.postgres
+async def test_a_lost_claim_that_cannot_be_withdrawn_is_told_with_the_end_of_its_lease(
+    postgres_database_url: str,
+) -> None:
+    """The database commits the claim, loses the answer, then refuses to delete it: the claim
+    stands (the COMMIT did go through) and the click is told until when it may block a try."""
+    async with losing_commit_answers(postgres_database_url) as (claims, proxy):
+        click, promoted = promote_clicks(claims)
+        async with claims_refuse_deletes(postgres_database_url):
+            proxy.lose_the_next_commit()
+            with pytest.raises(NothingDone) as told:
+                await click()
+        until = messages.slack_time(NOW + timedelta(minutes=5))
+        assert told.value.message.endswith(
+            "before acting on it: nothing was done. The database may still hold the request as "
+            f"under way until {until} (it could not be withdrawn): until then, a try is told it "
+            f"is being done. Try again after {until}."
+        )
+        held = await claims.get(effect_key(Control.PROMOTE, PROMOTE_CARD))
+        assert held is not None and held.state is ClaimState.CLAIMED  # committed, answer lost
+        assert promoted == []
+
+
+@asynccontextmanager
+async def claims_refuse_deletes(database_url: str) -> AsyncIterator[None]:
+    async with engine_for_one_task(database_url) as engine:
+        async with engine.begin() as connection:
+            for statement in REFUSE_DELETES:
+                await connection.exec_driver_sql(statement)
+        try:
+            yield
+        finally:
+            async with engine.begin() as connection:
+                await connection.execute(text("DROP FUNCTION refuse_delete() CASCADE"))
+
+
+async def test_a_click_cancelled_once_its_claim_committed_leaves_no_claim_behind(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """The click's task is cancelled (its replica shutting down) right after its claim's
+    COMMIT, the one way SQLite loses the answer: nothing was done, and the claim is withdrawn
+    rather than left to tell every click for a lease that the promotion is under way."""
+    claims = ClaimStore(session_factory)
+    click, promoted = promote_clicks(claims)
+    cancelled: list[asyncio.Task[object]] = []
+
+    def cancel_the_click(session: Session) -> None:
+        task = asyncio.current_task()
+        if not cancelled and task is not None:
+            cancelled.append(task)
+            task.cancel()
+
+    event.listen(Session, "after_commit", cancel_the_click)
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.create_task(click())
+    finally:
+        event.remove(Session, "after_commit", cancel_the_click)
+    assert cancelled and promoted == []
+    assert await claims.get(effect_key(Control.PROMOTE, PROMOTE_CARD)) is None
+    await click()
+    assert promoted == [CLICKER.actor]

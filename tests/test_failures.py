@@ -7,6 +7,7 @@ import logging
 import pytest
 from sqlalchemy.exc import InternalError
 
+from bot.domain.controls import NothingDone
 from bot.services.failures import log_failure
 
 LOG = logging.getLogger("bot.test.failures")
@@ -34,3 +35,16 @@ def test_a_bug_is_an_error_with_its_traceback(caplog: pytest.LogCaptureFixture) 
         log_failure(LOG, "acting on webhook d-2 failed", KeyError("state"))
     (record,) = caplog.records
     assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_a_claim_whose_answer_was_lost_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A scheduled dispatch whose claim lost its answer is tried again, as after a dropped
+    connection: nothing was done (`NothingDone`), so it is no bug."""
+    lost = NothingDone("The bot lost its connection to its database … nothing was done. Try again.")
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        log_failure(LOG, "timer 7 (scheduled dispatch) failed", lost)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "NothingDone: The bot lost its connection" in record.getMessage()

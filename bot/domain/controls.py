@@ -79,6 +79,13 @@ class BeingDone(AlreadyDone):
     """Someone is doing this right now (their claim is held): it may still fail."""
 
 
+class NothingDone(RolloutError):
+    """The request was interrupted before it acted (the database lost the answer to its
+    claim): nothing happened, and it may be tried again."""
+
+    code = "interrupted"
+
+
 class StaleCard(RolloutError):
     """The button belongs to a card that no longer shows where the rollout stands."""
 

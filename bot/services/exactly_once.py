@@ -4,8 +4,9 @@ A delivery (its `trigger_id` and the digest of what Slack sent, `handlers.origin
 is remembered as a completed claim, so a repeat of it is told who did what and when. An
 effect's key (`bot.domain.controls.effect_key`) is claimed in the database before its one
 service call, completed after it, or released when the call failed so the click can be
-repeated. Whoever loses a claim waits for the winner and is told "already done by
-@someone at <time>".
+repeated. A claim whose answer the database lost was withdrawn by the store: the person is
+told nothing was done (`NothingDone`), not that it may have been. Whoever loses a claim waits
+for the winner and is told "already done by @someone at <time>".
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bot.domain.controls import (
     BeingDone,
     CardRef,
     Control,
+    NothingDone,
     delivery_key,
     effect_key,
 )
@@ -28,7 +30,7 @@ from bot.domain.errors import RolloutError, RunNotIdentified
 from bot.domain.permissions import VERBS
 from bot.domain.rollout import InvalidTransition
 from bot.services.ports import Clock, Words
-from bot.services.records import BOT, Claim, ClaimState
+from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
 from bot.services.store_ports import Claims
 
@@ -66,14 +68,17 @@ class ExactlyOnce:
         if origin.delivery is None or (entry is not None and entry.delivered):
             return
         key = delivery_key(origin.delivery)
-        seen = await self._claims.claim(
-            key=key,
-            action=f"delivery:{control}",
-            actor=origin.actor,
-            now=self._clock(),
-            rollout_id=card.rollout_id if card else None,
-            done=True,
-        )
+        try:
+            seen = await self._claims.claim(
+                key=key,
+                action=f"delivery:{control}",
+                actor=origin.actor,
+                now=self._clock(),
+                rollout_id=card.rollout_id if card else None,
+                done=True,
+            )
+        except ClaimUnsettled as lost:
+            raise self._nothing_done(lost, what or VERBS[control]) from lost
         if seen is None:
             first = await self._claims.get(key)
             fill(rollout_id=first.rollout_id if first is not None else None)
@@ -96,15 +101,18 @@ class ExactlyOnce:
         key = effect_key(control, card)
         claim: Claim | None = None
         for _ in range(3):  # a claim released between our INSERT and our read: try again
-            claim = await self._claims.claim(
-                key=key,
-                action=control.value,
-                actor=origin.actor,
-                now=self._clock(),
-                rollout_id=card.rollout_id,
-                track=card.track,
-                stage=card.stage,
-            )
+            try:
+                claim = await self._claims.claim(
+                    key=key,
+                    action=control.value,
+                    actor=origin.actor,
+                    now=self._clock(),
+                    rollout_id=card.rollout_id,
+                    track=card.track,
+                    stage=card.stage,
+                )
+            except ClaimUnsettled as lost:
+                raise self._nothing_done(lost, what) from lost
             if claim is not None:
                 break
             held = await self._claims.get(key)
@@ -128,6 +136,22 @@ class ExactlyOnce:
         """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""
         claim = await self._claims.get(effect_key(control, card))
         return None if claim is None else await self._already(claim, what)
+
+    def _nothing_done(self, lost: ClaimUnsettled, what: str) -> NothingDone:
+        """The truth after a claim whose answer was lost: nothing was done; whether the claim
+        was withdrawn, or until when it may tell a repeat that it is being done."""
+        told = (
+            f"The bot lost its connection to its database while it took this request ({what}), "
+            "before acting on it: nothing was done."
+        )
+        if lost.withdrawn:
+            return NothingDone(f"{told} Try again.")
+        until = self._words.slack_time(lost.held_until)
+        return NothingDone(
+            f"{told} The database may still hold the request as under way until {until} (it "
+            f"could not be withdrawn): until then, a try is told it is being done. Try again "
+            f"after {until}."
+        )
 
     async def _repeated(
         self,

@@ -9,13 +9,16 @@ import aiohttp
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from bot.domain.controls import BeingDone
+from bot.domain.controls import BeingDone, NothingDone
 from bot.domain.errors import ConcurrentChange, GitHubError, RolloutError
+from bot.services.records import ClaimUnsettled
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     GitHubError,
     ConcurrentChange,
     BeingDone,  # someone else is doing it right now: they finish, or fail, by the next try
+    ClaimUnsettled,  # a claim's write whose answer was lost: withdrawn, or held for a lease
+    NothingDone,  # the same, told to a person: nothing was done, and a try again acts
     DBAPIError,  # OperationalError, InterfaceError: the database or the connection to it
     PoolTimeout,
     OSError,  # connection refused or reset

@@ -119,6 +119,19 @@ class Claim:
     done_at: datetime | None = None
 
 
+class ClaimUnsettled(Exception):
+    """A claim's write failed with its outcome unknown: the database may have committed it and
+    lost the answer (a connection dropped at COMMIT, a timeout). Whatever it wrote was looked
+    for by its holder token and removed (`withdrawn`), or may hold its key until `held_until`,
+    when its lease runs out."""
+
+    def __init__(self, claim: Claim, *, withdrawn: bool, held_until: datetime) -> None:
+        super().__init__(f"the claim of {claim.key} was interrupted")
+        self.claim = claim
+        self.withdrawn = withdrawn
+        self.held_until = held_until
+
+
 @dataclass(frozen=True, slots=True)
 class RunLook:
     """A look at a rollout's run, as one replica claimed it (`bot.services.polling`): made at
