@@ -37,6 +37,11 @@ class ClaimStore:
         self._sessions = sessions
         self._lease = lease
 
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim nobody finishes holds its key (`CLAIM_LEASE_SECONDS`)."""
+        return self._lease
+
     async def claim(
         self,
         *,
@@ -74,7 +79,7 @@ class ClaimStore:
             withdrawn = await asyncio.shield(self._withdraw(claim))
             if not isinstance(lost, TRANSIENT):  # a cancellation, or a bug: as it is
                 raise
-            held_until = claim.claimed_at + self._lease
+            held_until = claim.claimed_at + self.lease
             raise ClaimUnsettled(claim, withdrawn=withdrawn, held_until=held_until) from lost
         return claim if won else None
 

@@ -378,6 +378,11 @@ async def test_a_claim_the_bots_schedule_holds_is_named_for_the_schedule(
         await once.once(clicker, Control.DISPATCH, card, "dispatch `v1.4.2`", dispatch)
     assert "Already being done by the bot's schedule since" in caught.value.message
     assert "<@rollout-bot>" not in caught.value.message
+    # A claim's holder may have died in the middle: the answer says when its claim lapses.
+    lapses = messages.slack_time(NOW + claims.lease)
+    assert caught.value.message.endswith(
+        f"its claim lapses at {lapses}: click again after that."
+    ), caught.value.message
 
 
 # -- a claim whose answer the database lost ------------------------------------------------------

@@ -186,9 +186,12 @@ class ExactlyOnce:
         deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
         while claim is not None and claim.state is ClaimState.CLAIMED:
             if time.monotonic() >= deadline:
+                lapses = at(claim.claimed_at + self._claims.lease)
                 return BeingDone(
                     f"Already being done by {_who(claim.actor)} since "
-                    f"{at(claim.claimed_at)}: {what}. The card shows the outcome."
+                    f"{at(claim.claimed_at)}: {what}. The card shows the outcome. If the bot "
+                    f"stopped in the middle of it, its claim lapses at {lapses}: click again "
+                    "after that."
                 )
             await asyncio.sleep(self._poll_interval)
             claim = await self._claims.get(held.key)

@@ -164,6 +164,11 @@ class Claims(Protocol):
 
     async def prune(self, *, before: datetime) -> int: ...
 
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim nobody finishes holds its key (`CLAIM_LEASE_SECONDS`)."""
+        ...
+
 
 class AuditLog(Protocol):
     """The append-only audit trail."""
