@@ -265,10 +265,12 @@ async def test_a_failed_mint_is_its_own_error_and_no_dispatch_is_sent_or_looked_
 
 
 async def tokens_revoked(github: PyGithubGateway, app: SandboxApp) -> RunRef:
-    """A run started, then every installation token minted so far revoked (tokens now last an
-    hour: the next call uses the one in hand)."""
-    started = await start(github)
+    """A run started, then every installation token minted so far revoked. Tokens last an hour
+    from the start: PyGithub mints another 20 s before a token's end, so a token of the
+    fixture's 21 s could be replaced by a fresh one between the revocation and the next call
+    (whether it was depended on how fast the machine ran the start: flaky)."""
     app.token_lifetime = timedelta(hours=1)
+    started = await start(github)
     await github.snapshot(started.run_id)
     for token in app.issued:
         app.revoke(token.token)
