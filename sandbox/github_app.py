@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.services.doctor_app import APP_EVENTS, APP_PERMISSIONS, grants
 from sandbox import github_json as shapes
-from sandbox.github_routes import ACTOR, json_response
+from sandbox.github_routes import ACTOR, INSTALLATION, json_response
 
 APP_ID = 1_040_337
 INSTALLATION_ID = 61_000_001
@@ -301,7 +301,7 @@ class SandboxApp:
     def check_token(self, token: str, method: str, path: str) -> tuple[int, str] | None:
         """(status, GitHub's message) refusing an installation token here; None: allowed.
         Unknown tokens are not the App's (the caller answers them)."""
-        issued = next((t for t in self.issued if t.token == token), None)
+        issued = self.minted(token)
         if issued is None or issued.expires_at <= self.now() or token in self.revoked:
             return 401, "Bad credentials"
         installation = self.installation_numbered(issued.installation_id)
@@ -318,6 +318,10 @@ class SandboxApp:
         if needed is not None and not grants(issued.permissions, *needed):
             return 403, NOT_ACCESSIBLE
         return None
+
+    def minted(self, token: str) -> InstallationToken | None:
+        """The token as minted, or None (not one of the App's)."""
+        return next((t for t in self.issued if t.token == token), None)
 
     def owns(self, token: str) -> bool:
         return token.startswith(f"ghs_{self.app_id}_")
@@ -356,6 +360,8 @@ def authenticate_app(
             return json_response(shapes.error(refused, 401), 401)
         request[ACTOR] = sandbox_app.slug
         return None
+    if (minted := sandbox_app.minted(credential)) is not None:
+        request[INSTALLATION] = minted.installation_id
     refusal = sandbox_app.check_token(credential, request.method, path)
     if refusal is not None:
         status, message = refusal

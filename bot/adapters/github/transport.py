@@ -327,9 +327,13 @@ class GitHubTransport:
                 f"{self.repository}, or unset it to have the bot find it."
             )
         elif cause.status == 404:
+            # An App has one installation per account: this repository's owner has none (never
+            # installed, or removed), or it was not given this repository.
+            owner = self.repository.split("/")[0]
             why = (
-                f"the App's installation on {self.repository} is gone (404): install the App "
-                "there again (the App's page → Install App)."
+                f"the App is not installed on {self.repository} (404): install it on {owner} "
+                "with this repository (the App's page → Install App); the bot finds the "
+                "installation on its next call."
             )
         elif rate_limited(cause):
             why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, self.budget)}"
