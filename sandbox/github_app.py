@@ -188,10 +188,11 @@ class SandboxApp:
     # -- installations --------------------------------------------------------------------------
 
     def install(self, account: str) -> SandboxInstallation:
-        """The installation on `account`, made (with the next id) unless there is one."""
-        key = account.casefold()
-        if key not in self.installations:
-            number = INSTALLATION_ID + len(self.installations)
+        """The installation on `account`, made unless there is one: with the next id, as
+        GitHub gives an App installed again a new one."""
+        key, known = account.casefold(), self.installations.values()
+        if key not in self.installations or not self.installations[key].installed:
+            number = max((i.id for i in known), default=INSTALLATION_ID - 1) + 1
             self.installations[key] = SandboxInstallation(id=number, account=account)
         return self.installations[key]
 

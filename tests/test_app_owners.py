@@ -132,6 +132,7 @@ async def test_an_installation_removed_is_named_for_its_service_while_the_other_
     await dispatched(box, LEDGER, "v2.0.0")
     for service in (RELAY, LEDGER):
         await box.wait_until(lambda r: bool(holding_tracks(r)), service=service.name)
+    globex = installation_of(box, "globex")
     app_of(box).uninstall("globex")  # GitHub: 404 for its mint, 401 for its tokens
 
     answered = await box.command("promote", channel=LEDGER_CHANNEL)
@@ -148,3 +149,10 @@ async def test_an_installation_removed_is_named_for_its_service_while_the_other_
     async with aiohttp.ClientSession() as http:
         found = await Scraper(box, http, None).samples()
     assert value(found, GITHUB_REQUESTS, endpoint="app_token", status="404")
+
+    again = app_of(box).install("globex").id  # installed again: GitHub gives a new id
+    assert again != installation_of(box, "scriptum")
+    assert "Promoted" in await box.command("promote", channel=LEDGER_CHANNEL)
+    ended = await released(box, LEDGER)
+    assert ended.track("relay").state is TrackState.COMPLETED
+    assert installations_used(box, LEDGER.repository) - {globex} == {again}
