@@ -326,14 +326,11 @@ class GitHubTransport:
                 "set GITHUB_APP_INSTALLATION_ID to the App's installation on "
                 f"{self.repository}, or unset it to have the bot find it."
             )
-        elif cause.status == 404:
-            # An App has one installation per account: this repository's owner has none (never
-            # installed, or removed), or it was not given this repository.
-            owner = self.repository.split("/")[0]
+        elif cause.status == 404:  # no installation on the owner's account (one per account)
             why = (
-                f"the App is not installed on {self.repository} (404): install it on {owner} "
-                "with this repository (the App's page → Install App); the bot finds the "
-                "installation on its next call."
+                f"the App is not installed on {self.repository} (404): install it on "
+                f"{self.repository.split('/')[0]} with this repository (the App's page → Install "
+                "App); the bot finds the installation on its next call."
             )
         elif rate_limited(cause):
             why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, self.budget)}"
