@@ -67,8 +67,6 @@ class Asker:
     channel_id: str
     approver: bool
     """A release approver (ROLLOUT_APPROVERS, directly or through a user group)."""
-    channel_checked: bool = False
-    """A form: its channel was checked when the click opened it."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ def refusal(
     """Why `asker` may not take `control` (on `card` of `rollout`, when given), or None when
     they may. Without a rollout, only who asks and from where are judged (a command that names
     no rollout, or before the rollout is loaded)."""
-    if not asker.channel_checked and asker.channel_id not in release_channels:
+    if asker.channel_id not in release_channels:
         return Refusal(Refused.CHANNEL)
     if not asker.approver:
         return Refusal(Refused.APPROVER, not_an_approver(VERBS[control]))
