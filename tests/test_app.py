@@ -25,6 +25,7 @@ from bot.adapters.slack.bolt_app import bolt_app
 from bot.bootstrap import create_app
 from bot.config import ConfigError, Settings, load_settings
 from bot.services.scheduler import TIMER_WORKERS
+from handlers import github_webhook
 from handlers.app_keys import READINESS, SERVICES
 from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
@@ -271,6 +272,39 @@ async def test_webhook_refuses_forged_or_unsigned_deliveries(
         body = body.replace(b"x", b"y")
     response = await client.post("/github/webhook", data=body, headers=headers)
     assert response.status == 401
+
+
+@pytest.mark.parametrize("framing", ["announced", "chunked"])
+async def test_a_webhook_body_over_githubs_limit_is_refused_unread_beyond_it(
+    client: TestClient[object, object], framing: str
+) -> None:
+    """GitHub sends at most 25 MB, and the app's `client_max_size` is that
+    (`github_webhook.MAX_BODY`): aiohttp's `request.read()` stops one chunk past it and
+    answers 413, before the signature is looked at. A sender without the secret makes the
+    bot read no more than that: the rest of the announced body is never sent here, so a bot
+    that waited to read it all would not answer."""
+    limit = github_webhook.MAX_BODY
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /github/webhook HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+        b"X-GitHub-Event: workflow_run\r\nX-Hub-Signature-256: sha256="
+        + b"0" * 64
+        + b"\r\n"
+        + (
+            b"Content-Length: %d\r\n\r\n" % (2 * limit)
+            if framing == "announced"
+            else b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+    )
+    piece = b"a" * (1024 * 1024)
+    try:
+        for _ in range(limit // len(piece) + 2):  # past the limit, far short of the body
+            writer.write(piece if framing == "announced" else b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413"
 
 
 async def test_webhook_rejects_malformed_json(client: TestClient[object, object]) -> None:
