@@ -1,7 +1,8 @@
 """Who may act on a rollout (who may promote, above all): the one rule every request passes.
 
-A request is refused, in this order, when it comes from outside the release channels (a form's
-channel was checked when the click that opened it was), when its person is not a release
+A request is refused, in this order, when it comes from outside the release channels (a form
+comes from the channel of the click that opened it, judged again when it is submitted), when
+its person is not a release
 approver, when its card no longer applies to the rollout as it stands (a stale card: a Promote
 of a stage that moved on, or drawn for another hold), and when the plan's two-person rule binds
 its person (the starter). A Promote overrides an INCONCLUSIVE or missed gate only when its card
