@@ -27,6 +27,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.services.scheduler import TIMER_WORKERS
 from handlers import github_webhook
 from handlers.app_keys import READINESS, SERVICES
+from handlers.workspace import ELSEWHERE
 from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     OTHER_CHANNEL,
@@ -464,6 +465,27 @@ async def test_socket_mode_answers_help_over_the_socket(
         await slack.wait_for_socket_ack(envelope)
         answer = await ephemeral_answer(slack, url)
     assert "npm-token" in answer
+
+
+async def test_socket_mode_refuses_a_command_from_another_workspace_in_its_ack(
+    settings: Settings, slack: SlackTestServer
+) -> None:
+    """The socket has no signature, but the same check of the workspace: the command is
+    answered in its acknowledgement and reaches no listener."""
+    async with TestClient(TestServer(create_app(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+        payload = slash_command_payload(
+            text="help",
+            user_id=RELEASE_MANAGER,
+            channel_id=RELEASE_CHANNEL,
+            response_url=url,
+            team_id="T0ELSEWHERE",
+        )
+        envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+        ack = await slack.wait_for_socket_ack(envelope)
+    assert ack["payload"] == {"response_type": "ephemeral", "text": ELSEWHERE}
+    assert slack.responses(url) == []
 
 
 async def test_socket_mode_serves_no_slack_route_over_http(

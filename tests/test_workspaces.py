@@ -16,6 +16,7 @@ import pytest
 from figures import passing_sandbox
 from sandbox_views import open_home
 from test_freeze_sandbox import typed_reason
+from test_services_removed import BILLING, RELAY, override_form
 
 from handlers.workspace import ELSEWHERE, Workspace, foreign
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
@@ -29,7 +30,6 @@ from sandbox.signing import (
     slash_command_body,
     view_submission_payload,
 )
-from sandbox.slack_records import ChannelMessage
 
 pytestmark = pytest.mark.story
 
@@ -58,22 +58,37 @@ def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "handlers.workspace"]
 
 
-async def _frozen_preflight(box: Sandbox) -> tuple[ChannelMessage, str]:
-    """A preflight whose Dispatch a freeze refused: its card, and the value of *Override
-    freeze…*."""
+async def _dispatch_click(
+    box: Sandbox, *, team: str, user_team: str, enterprise: str | None
+) -> str:
+    """A preflight, and a click on its Dispatch whose payload names `team` (`team.id`, and
+    `team.enterprise_id` when `enterprise`), `user_team` (`user.team_id`) and `enterprise`
+    (`enterprise.id`), answered with no body as Slack expects; the click's response_url."""
     assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
     await box.wait_for_button("dispatch")
     card = box.card_message()
-    await box.command("freeze 2h INC-123 investigation")
-    assert "INC-123" in (await box.click("dispatch", message=card) or "")
-    (answer,) = [e for e in box.slack.ephemerals(user=RELEASE_MANAGER) if "[Override" in e.rendered]
-    (value,) = [
-        str(element["value"])
-        for block in answer.blocks
-        if block.get("type") == "actions"
-        for element in block["elements"]
-    ]
-    return card, value
+    found = button(card.blocks, "dispatch")
+    assert found is not None
+    url = box.slack.new_response_url(
+        channel=RELEASE_CHANNEL, user=RELEASE_MANAGER, message_ts=card.ts, kind="actions"
+    )
+    payload = block_actions_payload(
+        user_id=RELEASE_MANAGER,
+        channel_id=RELEASE_CHANNEL,
+        action_id="dispatch",
+        value=str(found["value"]),
+        response_url=url,
+        message_ts=card.ts,
+        message=card.to_json(),
+        team_id=team,
+        trigger_id=box.slack.new_trigger_id(),
+    )
+    payload["user"]["team_id"] = user_team
+    if enterprise is not None:
+        payload["team"]["enterprise_id"] = enterprise
+        payload["enterprise"] = {"id": enterprise, "name": "Scriptum"}
+    assert await _post(box, _form(payload)) == {}
+    return url
 
 
 async def test_a_command_from_another_workspace_is_refused_and_starts_nothing(
@@ -115,26 +130,7 @@ async def test_a_click_from_another_workspace_is_told_so_and_dispatches_nothing(
     enterprise: str | None,
 ) -> None:
     async with passing_sandbox(tmp_path) as box:
-        assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
-        await box.wait_for_button("dispatch")
-        card = box.card_message()
-        url = box.slack.new_response_url(
-            channel=RELEASE_CHANNEL, user=RELEASE_MANAGER, message_ts=card.ts, kind="actions"
-        )
-        payload = block_actions_payload(
-            user_id=RELEASE_MANAGER,
-            channel_id=RELEASE_CHANNEL,
-            action_id="dispatch",
-            value=_value(card.blocks),
-            response_url=url,
-            message_ts=card.ts,
-            message=card.to_json(),
-            team_id=team,
-            trigger_id=box.slack.new_trigger_id(),
-        )
-        payload["user"]["team_id"] = user_team
-        payload["enterprise"] = {"id": enterprise, "name": "Elsewhere"} if enterprise else None
-        assert await _post(box, _form(payload)) == {}
+        url = await _dispatch_click(box, team=team, user_team=user_team, enterprise=enterprise)
         (told,) = box.slack.responses(url)
         assert told.body["text"] == ELSEWHERE and told.body["response_type"] == "ephemeral"
         assert box.github.dispatches == []
@@ -150,46 +146,26 @@ async def test_on_enterprise_grid_a_person_whose_team_is_the_organisation_is_ser
     that person is of the bot's workspace, and their click acts."""
     async with passing_sandbox(tmp_path) as box:
         box.slack.enterprise_id = ORG  # before the bot's first request: auth.test names it
-        assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
-        await box.wait_for_button("dispatch")
-        card = box.card_message()
-        url = box.slack.new_response_url(
-            channel=RELEASE_CHANNEL, user=RELEASE_MANAGER, message_ts=card.ts, kind="actions"
-        )
-        payload = block_actions_payload(
-            user_id=RELEASE_MANAGER,
-            channel_id=RELEASE_CHANNEL,
-            action_id="dispatch",
-            value=_value(card.blocks),
-            response_url=url,
-            message_ts=card.ts,
-            message=card.to_json(),
-            trigger_id=box.slack.new_trigger_id(),
-        )
-        payload["user"]["team_id"] = ORG
-        payload["team"]["enterprise_id"] = ORG
-        payload["enterprise"] = {"id": ORG, "name": "Scriptum"}
-        await _post(box, _form(payload))
+        await _dispatch_click(box, team=SANDBOX_TEAM_ID, user_team=ORG, enterprise=ORG)
         await box.wait_until(lambda r: r.run_id is not None)
 
 
 async def test_a_form_submitted_from_another_workspace_turns_into_the_reason(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with passing_sandbox(tmp_path) as box:
-        card, value = await _frozen_preflight(box)
-        await box.click("override_freeze", value=value, message=card)
-        (opened,) = await box.slack.wait_for_call("views.open")
+    async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
+        form = await override_form(box, BILLING.name)
         payload = view_submission_payload(
             user_id=RELEASE_MANAGER,
-            view=box.slack.views[str(opened.response["view"]["id"])],
+            view=box.slack.views[form],
             values=typed_reason("ship it"),
             team_id=ELSEWHERE_TEAM,
         )
         said = await _post(box, _form(payload))
         assert said["response_action"] == "update"
         assert ELSEWHERE in json.dumps(said["view"])
-        assert box.github.dispatches == []
+        billing = box.github.repository_named(BILLING.repository)
+        assert billing is not None and billing.dispatches == []
         assert len(_refusals(caplog)) == 1
 
 
@@ -233,9 +209,3 @@ def test_outside_enterprise_grid_a_request_naming_an_organisation_is_foreign() -
     assert foreign({"team_id": "T0OWN", "enterprise_id": "E0ORG"}, Workspace("T0OWN")) == (
         "enterprise E0ORG"
     )
-
-
-def _value(blocks: list[dict[str, Any]]) -> str:
-    found = button(blocks, "dispatch")
-    assert found is not None
-    return str(found["value"])
