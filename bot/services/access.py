@@ -128,6 +128,15 @@ class Access:
             plan=plan,
             card=card,
         )
+        moved_on = card.version is not None and card.version != rollout.version
+        if moved_on or (refused is not None and refused.why is Refused.STALE):
+            # An effect an earlier click claimed and never recorded done may have happened: on
+            # a card the rollout moved past, a click is refused rather than acting again.
+            where = where_it_stands(rollout, plan, self.rollouts.words)
+            what = describe(control, rollout, plan, card)
+            unsure = await self.once.unsure(control, card, what, where)
+            if unsure is not None:
+                raise unsure
         if refused is not None and refused.why is Refused.STALE:
             raise await self._stale(control, rollout, plan, card)
         if refused is not None and refused.two_person is not None:
