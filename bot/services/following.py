@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 DISPATCH_SEARCH = timedelta(minutes=10)
 """How long the poller looks for the run of a dispatch it could not identify at once."""
 
+UNREAD_AFTER = timedelta(minutes=5)
+"""How long GitHub may fail every read of a followed run before its thread is told."""
+
 
 @dataclass(frozen=True)
 class Reconciled:
@@ -66,9 +69,16 @@ class Reconciled:
 class RunFollower:
     """Compares rollouts with their runs on GitHub and acts on the difference."""
 
-    def __init__(self, effects: EffectRunner, *, dispatch_search: timedelta) -> None:
+    def __init__(
+        self,
+        effects: EffectRunner,
+        *,
+        dispatch_search: timedelta,
+        unread_after: timedelta = UNREAD_AFTER,
+    ) -> None:
         self._effects = effects
         self._dispatch_search = dispatch_search
+        self._unread_after = unread_after
         self._moments = itertools.count()
         """Orders deliveries' arrivals and reconciles' starts within this process."""
         self._reconciled: dict[str, int] = {}
@@ -153,10 +163,14 @@ class RunFollower:
             return Reconciled(version=rollout.version)
         with rollout_context(rollout.id):
             run_id = rollout.run_id
-            reported = await self._look(rollout, lambda: effects.github.reported(run_id))
+            reported = await self._look(rollout, lambda: effects.github.reported(run_id), read)
             if isinstance(reported, Reconciled):
                 return reported
-            snapshot = await self._look(rollout, lambda: effects.held(reported))
+            if rollout.unread_since is not None:  # GitHub answers again: say so, if it was said
+                again = machine.read_again(rollout, now=effects.clock())
+                rollout = await effects.apply(rollout, again, plan)
+                read = (rollout, plan)
+            snapshot = await self._look(rollout, lambda: effects.held(reported), read)
             if isinstance(snapshot, Reconciled):
                 return snapshot
             known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}
@@ -184,31 +198,77 @@ class RunFollower:
 
         A look that left a job's wait unexplained never counts as settled, so a protection
         rule's request whose delivery was lost is looked for at every poll until found."""
-        if not last.settled or last.version != rollout.version or rollout.run_id is None:
+        if (
+            not last.settled
+            or last.version != rollout.version
+            or rollout.run_id is None
+            or rollout.unread_since is not None
+        ):
             return await self.reconcile(rollout.id)
         run_id, github = rollout.run_id, self._effects.github
         with rollout_context(rollout.id):
-            reported = await self._look(rollout, lambda: github.reported(run_id))
+            reported = await self._look(rollout, lambda: github.reported(run_id), None)
         if isinstance(reported, Reconciled):
             return reported  # GitHub did not say: as `reconcile` would answer
         return last if reported == last.reported else await self.reconcile(rollout.id)
 
-    @staticmethod
     async def _look(
-        rollout: Rollout, read: Callable[[], Awaitable[RunSnapshot]]
+        self,
+        rollout: Rollout,
+        read: Callable[[], Awaitable[RunSnapshot]],
+        held: tuple[Rollout, RolloutPlan] | None,
     ) -> RunSnapshot | Reconciled:
         """The rollout's run as `read` gives it, or what the poller makes of GitHub's failure
-        to say (a rate limit pauses it)."""
+        to say (a rate limit pauses it), remembered on the rollout (`unread`). `held`: the
+        rollout and its plan as read under its lock (None: the lock is not held)."""
         try:
             return await read()
-        except GitHubRateLimited as error:
-            log.warning("could not read run %s: %s", rollout.run_id, error.message)
-            return Reconciled(
-                version=rollout.version, rate_limited=True, retry_after=error.retry_after
-            )
         except GitHubError as error:
             log.warning("could not read run %s: %s", rollout.run_id, error.message)
-            return Reconciled(version=rollout.version)
+            retry_after = error.retry_after if isinstance(error, GitHubRateLimited) else None
+            return Reconciled(
+                version=await self._unread(rollout.id, error, held),
+                rate_limited=isinstance(error, GitHubRateLimited),
+                retry_after=retry_after,
+            )
+
+    async def _unread(
+        self, rollout_id: str, error: GitHubError, held: tuple[Rollout, RolloutPlan] | None
+    ) -> int:
+        """Remember that GitHub failed to let the run be read, and tell the thread once it
+        has for `unread_after` (or a rate limit says it will); the rollout's version after."""
+        effects = self._effects
+        if held is None:
+            async with effects.lock(rollout_id):
+                return await effects.serialised(
+                    rollout_id,
+                    lambda: self._unread_locked(error, None, rollout_id=rollout_id),
+                )
+        return await self._unread_locked(error, held, rollout_id=rollout_id)
+
+    async def _unread_locked(
+        self,
+        error: GitHubError,
+        held: tuple[Rollout, RolloutPlan] | None,
+        *,
+        rollout_id: str,
+    ) -> int:
+        effects = self._effects
+        rollout, plan = held or await effects.with_plan(rollout_id)
+        if rollout.phase is not Phase.RUNNING:
+            return rollout.version
+        now = effects.clock()
+        limited = isinstance(error, GitHubRateLimited)
+        wait = error.retry_after if isinstance(error, GitHubRateLimited) else None
+        decision = machine.read_failed(
+            rollout,
+            now=now,
+            cause=error.message,
+            after=self._unread_after,
+            rate_limited=limited,
+            until=None if wait is None else now + timedelta(seconds=wait),
+        )
+        return (await effects.apply(rollout, decision, plan)).version
 
     async def find_dispatched_run(self, rollout: Rollout) -> None:
         """Attach the run our dispatch created, when the dispatch could not tell it (GitHub's

@@ -236,6 +236,11 @@ class Rollout:
     told_outside: tuple[str, ...] = ()
     """The environments outside the plan the run waited at for the App's answer, each told
     to the thread once (`WaitsOutsidePlan`), as GitHub spelled them."""
+    unread_since: datetime | None = None
+    """Since when GitHub has not let the bot read the run (None: the last read succeeded)."""
+    told_unread: bool = False
+    """The thread was told that the run is unreadable (`RunUnreadable`), and not yet that it
+    is read again."""
 
     def track(self, name: str) -> Track:
         return member(
