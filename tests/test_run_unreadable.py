@@ -20,9 +20,7 @@ from sandbox_views import deploying_canary, dispatched
 from test_exactly_once import APPROVERS_ENV
 from test_polling import Poller
 
-from bot.domain.rollout import Phase, Rollout
 from sandbox.config import GITHUB_TOKEN
-from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
@@ -97,11 +95,65 @@ async def test_a_short_outage_is_not_told(quiet: Sandbox) -> None:
     assert run_id is not None
     poller = Poller(quiet)
     await poller.look(run_id)
-    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 401, times=2)
+    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 401, times=99)
 
-    assert [await look(quiet, poller, run_id, 2 * MINUTE) for _ in range(3)] == [1, 1, 0]
+    assert [await look(quiet, poller, run_id, 2 * MINUTE) for _ in range(3)] == [True] * 3
+    quiet.github.clear_failures()  # back after four minutes
     assert [await look(quiet, poller, run_id, 3 * MINUTE) for _ in range(2)] == [False] * 2
 
     rollout = await quiet.rollout()
     assert (rollout.unread_since, rollout.told_unread) == (None, False)
     assert told(quiet) == ([], [])
+
+
+async def test_a_rate_limit_that_lasts_beyond_five_minutes_is_told_at_once(quiet: Sandbox) -> None:
+    """GitHub says when its rate limit resets (within the hour): the poller waits until then,
+    so the thread is told at the first refusal rather than after the next look."""
+    run_id = (await deploying_canary(quiet)).run_id
+    assert run_id is not None
+    poller = Poller(quiet)
+    await poller.look(run_id)
+    quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 403)
+
+    assert [r.status for r in await poller.look(run_id, after=MINUTE)] == [403]
+
+    line = await quiet.wait_for_thread(UNREADABLE)
+    assert "GitHub rate limited the bot (403" in line
+    assert "Wait for GitHub's rate limit to reset" in line
+
+
+async def requests_pass(box: Sandbox, count: int) -> None:
+    """Until GitHub has been asked `count` more times (the replicas poll every 0.1 s while the
+    run changes, up to about 6 s apart while it does not)."""
+    until = len(box.github.requests) + count
+    async with asyncio.timeout(60):
+        while True:  # the sandbox GitHub records each request: looked at, not waited on
+            if len(box.github.requests) >= until:
+                return
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.postgres
+async def test_two_replicas_tell_an_uninstalled_app_once_and_its_return_once(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    """Both `serve` processes follow the run as the GitHub App, which is uninstalled from the
+    repository's owner (GitHub: 404 for its installation token) for a while."""
+    env = {**APPROVERS_ENV, "GITHUB_UNREADABLE_SECONDS": "1"}
+    async with two_serve_processes(tmp_path, postgres_database_url, env, app_rule=True) as (
+        box,
+        _,
+    ):
+        await dispatched(box)
+        assert box.github.app is not None
+        box.github.app.uninstall("scriptum")
+
+        line = await box.wait_for_thread(UNREADABLE)
+        assert "the App is not installed on scriptum/scriptum (404)" in line
+        await requests_pass(box, 40)
+        box.github.app.install("scriptum")
+        await box.wait_for_thread(READ_AGAIN)
+        await requests_pass(box, 12)
+
+        unreadable, again = told(box)
+        assert (len(unreadable), len(again)) == (1, 1)

@@ -36,6 +36,7 @@ from bot.domain.run_link import (
 from bot.logs import rollout_context
 from bot.services.effects import EffectRunner
 from bot.services.records import BOT
+from bot.services.unread import unread
 
 log = logging.getLogger(__name__)
 
@@ -227,48 +228,12 @@ class RunFollower:
             log.warning("could not read run %s: %s", rollout.run_id, error.message)
             retry_after = error.retry_after if isinstance(error, GitHubRateLimited) else None
             return Reconciled(
-                version=await self._unread(rollout.id, error, held),
+                version=await unread(
+                    self._effects, error, rollout_id=rollout.id, held=held, after=self._unread_after
+                ),
                 rate_limited=isinstance(error, GitHubRateLimited),
                 retry_after=retry_after,
             )
-
-    async def _unread(
-        self, rollout_id: str, error: GitHubError, held: tuple[Rollout, RolloutPlan] | None
-    ) -> int:
-        """Remember that GitHub failed to let the run be read, and tell the thread once it
-        has for `unread_after` (or a rate limit says it will); the rollout's version after."""
-        effects = self._effects
-        if held is None:
-            async with effects.lock(rollout_id):
-                return await effects.serialised(
-                    rollout_id,
-                    lambda: self._unread_locked(error, None, rollout_id=rollout_id),
-                )
-        return await self._unread_locked(error, held, rollout_id=rollout_id)
-
-    async def _unread_locked(
-        self,
-        error: GitHubError,
-        held: tuple[Rollout, RolloutPlan] | None,
-        *,
-        rollout_id: str,
-    ) -> int:
-        effects = self._effects
-        rollout, plan = held or await effects.with_plan(rollout_id)
-        if rollout.phase is not Phase.RUNNING:
-            return rollout.version
-        now = effects.clock()
-        limited = isinstance(error, GitHubRateLimited)
-        wait = error.retry_after if isinstance(error, GitHubRateLimited) else None
-        decision = machine.read_failed(
-            rollout,
-            now=now,
-            cause=error.message,
-            after=self._unread_after,
-            rate_limited=limited,
-            until=None if wait is None else now + timedelta(seconds=wait),
-        )
-        return (await effects.apply(rollout, decision, plan)).version
 
     async def find_dispatched_run(self, rollout: Rollout) -> None:
         """Attach the run our dispatch created, when the dispatch could not tell it (GitHub's

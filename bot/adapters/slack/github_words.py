@@ -1,7 +1,7 @@
 """The thread's lines about what GitHub reports of a run: its deliveries, a job that waits
-for the App's answer where the plan has no stage, and a run GitHub does not let the bot read. Names and comments come from GitHub: they
-are escaped, so a `<!channel>` in a job's name or a reviewer's comment reads as typed instead
-of notifying the channel.
+for the App's answer where the plan has no stage, and a run GitHub does not let the bot read.
+Names, comments and answers come from GitHub: they are escaped, so a `<!channel>` in a job's
+name or a reviewer's comment reads as typed instead of notifying the channel.
 """
 
 from __future__ import annotations
