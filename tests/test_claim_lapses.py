@@ -26,9 +26,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from bot.adapters.slack.actions import ButtonValue
+from bot.adapters.slack.npm_views import NpmAction
 from bot.domain.controls import CardRef, Control, effect_key
 from bot.domain.rollout import Rollout, StageState
 from bot.services.records import ClaimState
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan
 from storage.claims import ClaimStore
 
@@ -187,3 +189,39 @@ def _card_of(value: str) -> CardRef:
     return CardRef(
         drawn["rollout_id"], drawn.get("track"), drawn.get("stage"), drawn.get("version")
     )
+
+
+async def test_a_release_never_recorded_dispatched_is_not_dispatched_again_by_another_replica(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The npm walkthrough's Release: Slack could not redraw "Dispatching", the dispatch went,
+    its done write failed, and the same button is clicked on a replica that never saw the
+    walkthrough once the claim's lease lapsed. Its claim is keyed by the walkthrough, not by
+    a version the dispatch moved on: before, the click took the claim over and dispatched
+    Release (which publishes packages) a second time."""
+    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=env) as box:
+        assert "walkthrough posted" in await box.command("npm-token")
+        (message,) = box.slack.messages(RELEASE_CHANNEL)
+        box.slack.fail_next("chat.update", error="fatal_error")  # "Dispatching" is not drawn
+
+        with the_next_done_write_fails() as failed:
+            await box.click(str(NpmAction.RUN_RELEASE), message=message)
+        assert failed, "the click's done write ran, and failed"
+        (dispatch,) = box.github.dispatches
+        assert "Dispatching" not in message.rendered
+
+        await box.stop_bot()
+        await box.start_bot()  # another replica: the walkthrough is not in its memory
+        await box.pass_time(LEASE * 2)
+        answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+
+        assert len(box.github.dispatches) == 1, "Release was dispatched twice"
+        assert answer is not None and answer.startswith(
+            f":warning: This walkthrough is out of date: <@{RELEASE_MANAGER}> clicked it at "
+        ), answer
+        assert "GitHub may have started that run" in answer and "release.yml" in answer
+        # The look written before the dispatch finds its run and follows it.
+        await box.pass_time(timedelta(minutes=1))
+        await box.slack.wait_for(lambda: f"/actions/runs/{dispatch.run_id}|" in message.rendered)
+        assert len(box.github.dispatches) == 1
