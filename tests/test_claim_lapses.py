@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from figures import every_gate_passes, passing_sandbox
 from sandbox_views import dispatched, held, value_of
-from test_freeze_sandbox import APPROVERS_ENV, open_override, refused_dispatch, typed_reason
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from test_freeze_sandbox import APPROVERS_ENV, open_override, refused_dispatch, typed_reason
 
 from bot.adapters.slack.actions import ButtonValue
 from bot.adapters.slack.npm_views import NpmAction
