@@ -1,7 +1,8 @@
 """A run the bot follows waits, for the App's answer, at an environment its plan does not name:
 the bot never answers it (no stage of the plan gates that deployment), and its rollout's thread
 is told so once, naming the environment and what to do, whatever the number of deliveries,
-redeliveries and looks at the run. End to end, the bot as the GitHub App (SQLite and
+redeliveries and looks at the run. A request left open there is closed with its run, so no
+card and no GitHub call follow it. End to end, the bot as the GitHub App (SQLite and
 PostgreSQL; tests/conftest.py).
 """
 
@@ -17,9 +18,12 @@ from figures import two_serve_processes
 from sandbox_views import dispatched
 from test_exactly_once import APPROVERS_ENV
 from test_protection_rules import answers, app_box
+from test_unfollowed_runs import run_cards
 
 from bot.domain.rollout import Phase, StageState
 from sandbox.harness import Sandbox, fast_plan
+from sandbox.idle import bots_database
+from storage.protection_rules import ProtectionRuleStore
 
 pytestmark = pytest.mark.story
 
@@ -104,3 +108,43 @@ async def test_two_replicas_tell_the_thread_once(
 
         assert len(told_outside(box)) == 1
         assert [a for a in answers(box) if a[0] == OUTSIDE] == []
+
+
+def asked_of(box: Sandbox, run_id: int) -> int:
+    """How many requests the bot made to GitHub about the run so far."""
+    return sum(1 for r in box.github.requests if f"/actions/runs/{run_id}" in r.path)
+
+
+@pytest.mark.database_matters
+async def test_a_run_cancelled_while_it_waits_outside_the_plan_leaves_nothing_open(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Someone cancels the run (as the line suggests) while its desktop job waits outside the
+    plan: its requests are closed with the run, so the ended rollout's run gets no card of a
+    run waiting for the bot, its default answers nothing, and GitHub is not asked about it
+    again, poll after poll."""
+    async with app_box(tmp_path, database_url, plan_yaml=relay_only_plan(tmp_path)) as box:
+        rollout = await dispatched(box)
+        run_id = rollout.run_id or 0
+        await box.slack.wait_for(lambda: bool(told_outside(box)), timeout=30)
+        await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+
+        box.github.engine.cancel(run_id)
+        await box.github.settle()
+        ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+        await box.pass_time(timedelta(seconds=30))
+        asked = asked_of(box, run_id)
+        for _ in range(3):
+            await box.pass_time(timedelta(seconds=30))
+        await box.pass_time(timedelta(seconds=1805))  # past UNFOLLOWED_RUN_TIMEOUT
+
+        rules = ProtectionRuleStore(bots_database(box).sessions)
+        assert await rules.open_for_run(run_id) == []
+        gone = [r for r in await rules.for_run(run_id) if r.answer == "gone"]
+        assert {r.environment for r in gone} == {OUTSIDE, "relay-rollout-50"}
+        # Closed by the look that found the run completed, not by a later sweep.
+        assert ended.ended_at is not None
+        assert all(r.answered_at is not None and r.answered_at <= ended.ended_at for r in gone)
+        assert run_cards(box) == []
+        assert asked_of(box, run_id) == asked
+        assert answers(box) == [("relay-canary-5", "approved")]
