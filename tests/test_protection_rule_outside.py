@@ -30,14 +30,16 @@ pytestmark = pytest.mark.story
 OUTSIDE = "desktop-internal"
 
 
-def relay_only_plan(tmp_path: Path) -> str:
+def relay_only_plan(tmp_path: Path, *, level: str = "stages") -> str:
     """The accelerated plan without the desktop track: the workflow's desktop job still
-    deploys to `desktop-internal`, which no stage of this plan names."""
+    deploys to `desktop-internal`, which no stage of this plan names (`level`: the plan's
+    notification level)."""
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
     del plan["tracks"]["desktop"]
     for name, given in plan["inputs"].items():
         if given.get("track") == "desktop":
             plan["inputs"][name] = {"from": "literal", "value": "0.001"}
+    plan["notifications"] = {"level": level}
     return yaml.safe_dump(plan)
 
 
@@ -148,3 +150,22 @@ async def test_a_run_cancelled_while_it_waits_outside_the_plan_leaves_nothing_op
         assert run_cards(box) == []
         assert asked_of(box, run_id) == asked
         assert answers(box) == [("relay-canary-5", "approved")]
+
+
+async def test_at_the_all_level_the_wait_outside_the_plan_is_said_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """At the `all` notification level the thread says what GitHub reports, the requests of
+    the plan's stages among it; the request at the environment outside the plan is said once,
+    by the line that says what to do."""
+    plan = relay_only_plan(tmp_path, level="all")
+    async with app_box(tmp_path, database_url, plan_yaml=plan) as box:
+        await dispatched(box)
+        await box.slack.wait_for(lambda: bool(told_outside(box)), timeout=30)
+        await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.HOLDING)
+        await box.services.webhooks.settled()
+
+        canary = "GitHub: `relay-canary-5` is waiting for the bot's protection rule."
+        assert canary in box.thread()
+        assert [line for line in box.thread() if OUTSIDE in line] == told_outside(box)
+        assert len(told_outside(box)) == 1
