@@ -110,6 +110,13 @@ async def test_a_kill_reason_reaches_github_as_typed_and_slack_escaped_once(
         assert f"reason: {SHOWN}" in timeline and TYPED not in timeline
 
 
+async def test_a_command_quoted_back_in_a_refusal_still_reads_as_typed(sandbox: Sandbox) -> None:
+    refused = await sandbox.command("start <tag>")  # copied from the help as it stands
+    assert "`&lt;tag&gt;` is not a valid release tag" in refused, refused
+    unknown = await sandbox.command("<!channel> & co")
+    assert unknown.startswith(":warning: `&lt;!channel&gt;` is not a /rollout subcommand.")
+
+
 async def overrides_by(box: Sandbox, actor: str) -> list[object]:
     """The reasons `actor` gave to override a freeze, as the audit trail keeps them."""
     events = await box.audit.list_for_actor(actor)

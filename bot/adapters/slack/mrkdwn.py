@@ -12,6 +12,7 @@ import re
 from datetime import datetime
 
 _ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+_QUOTED = re.compile("`[^`]*`")
 _ENTITY = re.compile("&(?:amp|lt|gt);")
 _FORMATTED = re.compile(rf"<([^<>]*)>|{_ENTITY.pattern}")
 
@@ -32,6 +33,13 @@ def escape(text: str) -> str:
     person's `<!channel>` or `<https://x|approved>` reads as typed instead of notifying or
     linking."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_quoted(text: str) -> str:
+    """The bot's own mrkdwn (an error's message) with what it quotes between backticks escaped:
+    a person's words (`/rollout start <tag>` typed as it stands in the help) or a branch's
+    name read as written, while its mentions and links outside the quotes still work."""
+    return _QUOTED.sub(lambda quoted: escape(quoted[0]), text)
 
 
 def as_typed(text: str) -> str:
