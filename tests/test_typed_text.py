@@ -17,7 +17,7 @@ import pytest
 from figures import running_sandbox
 from hypothesis import given
 from hypothesis import strategies as st
-from sandbox_views import dispatched, stage_state
+from sandbox_views import dispatched, held, stage_state
 from test_freeze_sandbox import (
     OTHER,
     open_override,
@@ -25,6 +25,7 @@ from test_freeze_sandbox import (
     sandbox,
     typed_reason,
 )
+from test_protection_rules import app_box
 
 from bot.adapters.slack.mrkdwn import as_typed
 from bot.domain.rollout import Phase, StageState, StopKind, StopReason, TrackState
@@ -108,6 +109,23 @@ async def test_a_kill_reason_reaches_github_as_typed_and_slack_escaped_once(
         ]
         timeline = await box.command("history v1.4.2")
         assert f"reason: {SHOWN}" in timeline and TYPED not in timeline
+
+
+async def test_a_kill_reason_reaches_the_app_s_protection_rule_answer_as_typed(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await held(box, "desktop", "internal")
+        await box.command(f"kill {TYPED}")
+        await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        (rejected,) = [
+            r for r in box.github.engine.rule_reviews if "desktop-beta" in r.environments
+        ]
+        assert (rejected.state, rejected.comment) == (
+            "rejected",
+            f"rollout-bot: kill-switch by Slack user {RELEASE_MANAGER}: {TYPED}",
+        )
 
 
 async def test_a_command_quoted_back_in_a_refusal_still_reads_as_typed(sandbox: Sandbox) -> None:
