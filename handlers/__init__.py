@@ -10,12 +10,13 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services.directory import ServiceDirectory
-from handlers import buttons, errors, home, npm_buttons, run_buttons, slash_command
+from handlers import buttons, errors, home, npm_buttons, run_buttons, slash_command, workspace
 from handlers.routing import Routes
 
 
 def register_all(app: AsyncApp, directory: ServiceDirectory) -> None:
     """Attach every Slack listener and the error handler to the Bolt app."""
+    workspace.register(app, directory.telemetry)  # first: another workspace's reaches nothing
     errors.register(app)
     slash_command.register(app, directory)
     routes = Routes()  # the buttons and forms: one Bolt listener each (`handlers.routing`)

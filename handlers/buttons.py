@@ -344,9 +344,14 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
             return
         if block is not None and metadata is None:
             errors = {block: _FOREIGN_FORM}
-        elif block is not None and submission.control is not None:
-            refused = await controls.form_refusal(form.user.id, submission.control)
-            errors = {block: refused} if refused is not None else errors
+        elif metadata is not None:
+            refused = await controls.form_refusal(
+                actor=form.user.id, channel_id=metadata.channel_id or "", control=submission.control
+            )
+            if refused is not None and block is None:  # a dialog: it turns into the reason
+                await ack(response_action="update", view=control_views.notice_modal(refused))
+                return
+            errors = {block: refused} if refused is not None and block else errors
         if typed is None or errors or metadata is None:
             await ack(response_action="errors", errors=errors)
             return

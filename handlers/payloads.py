@@ -51,6 +51,7 @@ class SlashCommand(_Part):
     response_url: ResponseUrl
     trigger_id: TriggerId | None = None
     team_id: SlackId | None = None
+    enterprise_id: SlackId | None = None
 
 
 class User(_Part):
@@ -59,6 +60,11 @@ class User(_Part):
 
 
 class Team(_Part):
+    id: SlackId
+    enterprise_id: SlackId | None = None
+
+
+class Enterprise(_Part):
     id: SlackId
 
 
@@ -87,6 +93,7 @@ class BlockActions(_Part):
     type: Literal["block_actions"]
     user: User
     team: Team | None = None
+    enterprise: Enterprise | None = None
     channel: Channel | None = None
     container: Container | None = None
     trigger_id: TriggerId | None = None
@@ -130,6 +137,7 @@ class ViewSubmission(_Part):
     type: Literal["view_submission"]
     user: User
     team: Team | None = None
+    enterprise: Enterprise | None = None
     trigger_id: TriggerId | None = None
     view: View
 
@@ -150,6 +158,7 @@ class EventCallback(_Part):
 
     type: Literal["event_callback"]
     team_id: SlackId | None = None
+    enterprise_id: SlackId | None = None
     event_id: Text | None = None
     event: Event
 

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bot.services.clock import SystemClock
 from sandbox.github_actions import Clock
-from sandbox.github_app import SandboxApp
+from sandbox.github_app import INSTALLATION_ID, SandboxApp
 from sandbox.github_app_hook import AppHookRoutes
 from sandbox.github_app_routes import AppRoutes
 from sandbox.github_faults import FaultPlan
@@ -70,8 +70,8 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self.ids = Ids()
         self.tokens: dict[str, str] = {token: actor}
         self.app = app
-        """A GitHub App installed on the repositories (`github_app`): its JWTs and
-        installation tokens are accepted as GitHub does."""
+        """A GitHub App installed on the repositories' accounts, one installation each
+        (`github_app`): its JWTs and installation tokens are accepted as GitHub does."""
         self._job_duration = job_duration
         self.repositories: dict[str, SimRepository] = {}
         """Every repository served, by lower-cased `owner/name` (GitHub's paths ignore case)."""
@@ -96,6 +96,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
             app_rule_environments=None if app is None else app.rule_environments,
         )
         self.repositories[repository.lower()] = self
+        self.install_app_for(repository)
         # Container images published to GitHub Packages, by package name: their tags.
         self.images: dict[str, set[str]] = {}
         self.requests: list[RecordedRequest] = []
@@ -149,7 +150,23 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
             default_branch=default_branch,
         )
         self.repositories[repository.lower()] = added
+        self.install_app_for(repository)
         return added
+
+    def install_app_for(self, repository: str) -> None:
+        """Install the App (if any) on `repository`'s owner, unless it is there already: an
+        installation of its own per account, as GitHub has (`SandboxApp.install`)."""
+        if self.app is not None:
+            self.app.install(repository.split("/")[0])
+
+    def app_installation_id(self, repository: str) -> int | None:
+        """The installation id the App's deliveries from `repository` carry: its owner's
+        installation's (None: the App is not installed there, so GitHub sends nothing). Without
+        an App, the sandbox's first installation id (a token-mode bot ignores such requests)."""
+        if self.app is None:
+            return INSTALLATION_ID
+        installation = self.app.installation_of(repository)
+        return None if installation is None else installation.id
 
     def repository_named(self, full_name: str) -> SimRepository | None:
         """The repository served under `owner/name` (any case, as GitHub), or None."""

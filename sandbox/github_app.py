@@ -16,10 +16,14 @@ repositories, its JWTs and its installation tokens, answered as GitHub documents
   `needed_permission`).
 - GitHub's packages API takes only a personal access token (classic): an installation token
   gets 404 "Not Found" there, as if the package did not exist, whatever its permissions.
-- The installation covers every repository of the simulator, or the `repositories` chosen
-  ("Only select repositories"): `GET /repos/{owner}/{repo}/installation` and an installation
-  token's calls answer 404 "Not Found" for another, as GitHub does for a repository the
-  installation cannot see.
+- The App has one installation per account (an organisation or a user), as on GitHub: the
+  simulator installs it on each owner of the repositories it serves (`install`), each under an
+  id of its own, with its own tokens, permissions and repositories (all the account's, or the
+  `repositories` chosen: "Only select repositories"). `GET /repos/{owner}/{repo}/installation`
+  answers the owner's installation, and an installation token's calls answer 404 "Not Found"
+  for a repository its installation does not include (another account's, or one not chosen),
+  as GitHub does for a repository the installation cannot see. An installation removed
+  (`uninstall`) is gone: 404 for it and for its token mint, 401 for the tokens it had.
 
 Times are the wall clock (`time.time`, moved by `advance`): PyGithub signs and refreshes by
 the wall clock, not by the simulator's Actions clock.
@@ -42,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.services.doctor_app import APP_EVENTS, APP_PERMISSIONS, grants
 from sandbox import github_json as shapes
-from sandbox.github_routes import ACTOR, json_response
+from sandbox.github_routes import ACTOR, INSTALLATION, json_response
 
 APP_ID = 1_040_337
 INSTALLATION_ID = 61_000_001
@@ -133,19 +137,39 @@ class InstallationToken:
 
 
 @dataclass
-class SandboxApp:
-    """The App (its id, slug, key pair) and its one installation on the simulator's
-    repositories."""
+class SandboxInstallation:
+    """The App's installation on one account: its id, the repositories it was given and the
+    permissions it accepted. Its tokens reach its repositories only."""
 
-    app_id: int = APP_ID
-    slug: str = "rollout-bot"
-    installation_id: int = INSTALLATION_ID
-    installed: bool = True
+    id: int
+    account: str
     repositories: set[str] | None = None
-    """The repositories (`owner/name`) the installation was given; None: all of them."""
+    """The repositories (`owner/name`) the installation was given; None: all the account's."""
     permissions: dict[str, str] = field(default_factory=lambda: dict(BOT_PERMISSIONS))
     """The installation's permissions (fewer than the bot needs: calls answer 403)."""
     events: tuple[str, ...] = BOT_EVENTS
+    installed: bool = True
+    """False once removed (`SandboxApp.uninstall`): GitHub answers 404 for it."""
+
+    def covers(self, repository: str) -> bool:
+        """Whether the installation includes `repository` (`owner/name`, any case)."""
+        owner = repository.split("/")[0]
+        if not self.installed or owner.casefold() != self.account.casefold():
+            return False
+        chosen = self.repositories
+        return chosen is None or repository.casefold() in {name.casefold() for name in chosen}
+
+
+@dataclass
+class SandboxApp:
+    """The App (its id, slug, key pair) and its installations, one per account. Where one
+    account is enough, `installation_id`, `installed`, `repositories`, `permissions` and
+    `events` are those of the first installation (the simulator's first repository's owner)."""
+
+    app_id: int = APP_ID
+    slug: str = "rollout-bot"
+    installations: dict[str, SandboxInstallation] = field(default_factory=dict)
+    """Every installation, by account (casefolded), in the order they were made."""
     hook_url: str = ""
     hook_content_type: str = "json"
     hook_secret: bool = True  # GitHub shows a webhook's secret as `********`
@@ -161,6 +185,74 @@ class SandboxApp:
     revoked: set[str] = field(default_factory=set)
     jwts_seen: int = 0
 
+    # -- installations --------------------------------------------------------------------------
+
+    def install(self, account: str) -> SandboxInstallation:
+        """The installation on `account`, made unless there is one: with the next id, as
+        GitHub gives an App installed again a new one."""
+        key, known = account.casefold(), self.installations.values()
+        if key not in self.installations or not self.installations[key].installed:
+            number = max((i.id for i in known), default=INSTALLATION_ID - 1) + 1
+            self.installations[key] = SandboxInstallation(id=number, account=account)
+        return self.installations[key]
+
+    def uninstall(self, account: str) -> SandboxInstallation:
+        """Remove the installation on `account` (its *Uninstall*): 404 for it from now on."""
+        removed = self.installations[account.casefold()]
+        removed.installed = False
+        return removed
+
+    def installation_of(self, repository: str) -> SandboxInstallation | None:
+        """The installation that includes `repository`, or None (GitHub: 404)."""
+        return next((i for i in self.installations.values() if i.covers(repository)), None)
+
+    def installation_numbered(self, number: int) -> SandboxInstallation | None:
+        """The installation with id `number` still in place, or None (GitHub: 404)."""
+        return next(
+            (i for i in self.installations.values() if i.id == number and i.installed), None
+        )
+
+    @property
+    def first(self) -> SandboxInstallation:
+        """The first installation made (on the simulator's first repository's owner)."""
+        return next(iter(self.installations.values()))
+
+    @property
+    def installation_id(self) -> int:
+        return self.first.id
+
+    @installation_id.setter
+    def installation_id(self, number: int) -> None:
+        self.first.id = number
+
+    @property
+    def installed(self) -> bool:
+        return self.first.installed
+
+    @installed.setter
+    def installed(self, value: bool) -> None:
+        self.first.installed = value
+
+    @property
+    def repositories(self) -> set[str] | None:
+        return self.first.repositories
+
+    @repositories.setter
+    def repositories(self, chosen: set[str] | None) -> None:
+        self.first.repositories = chosen
+
+    @property
+    def permissions(self) -> dict[str, str]:
+        return self.first.permissions
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        return self.first.events
+
+    @events.setter
+    def events(self, events: tuple[str, ...]) -> None:
+        self.first.events = events
+
     @property
     def private_key(self) -> str:
         return pem(self.key)
@@ -168,13 +260,6 @@ class SandboxApp:
     @property
     def bot_login(self) -> str:
         return f"{self.slug}[bot]"
-
-    def covers(self, repository: str) -> bool:
-        """Whether the installation includes `repository` (`owner/name`, any case)."""
-        if not self.installed:
-            return False
-        chosen = self.repositories
-        return chosen is None or repository.lower() in {name.lower() for name in chosen}
 
     def now(self) -> float:
         return time.time() + self.offset
@@ -217,12 +302,16 @@ class SandboxApp:
     def check_token(self, token: str, method: str, path: str) -> tuple[int, str] | None:
         """(status, GitHub's message) refusing an installation token here; None: allowed.
         Unknown tokens are not the App's (the caller answers them)."""
-        issued = next((t for t in self.issued if t.token == token), None)
+        issued = self.minted(token)
         if issued is None or issued.expires_at <= self.now() or token in self.revoked:
+            return 401, "Bad credentials"
+        installation = self.installation_numbered(issued.installation_id)
+        if installation is None:  # removed: its tokens went with it
             return 401, "Bad credentials"
         if path in _NO_INSTALLATION_TOKEN:
             return 403, NOT_ACCESSIBLE
-        if path_matches(path, "/repos/*/*/**") and not self.covers("/".join(path.split("/")[2:4])):
+        repository = "/".join(path.split("/")[2:4])
+        if path_matches(path, "/repos/*/*/**") and not installation.covers(repository):
             return 404, "Not Found"
         if any(path_matches(path, pattern) for pattern in _CLASSIC_TOKEN_ONLY):
             return 404, "Not Found"
@@ -231,6 +320,10 @@ class SandboxApp:
             return 403, NOT_ACCESSIBLE
         return None
 
+    def minted(self, token: str) -> InstallationToken | None:
+        """The token as minted, or None (not one of the App's)."""
+        return next((t for t in self.issued if t.token == token), None)
+
     def owns(self, token: str) -> bool:
         return token.startswith(f"ghs_{self.app_id}_")
 
@@ -238,14 +331,17 @@ class SandboxApp:
         """Refuse the token from now on, unexpired (as `DELETE /installation/token` does)."""
         self.revoked.add(token)
 
-    def mint(self, requested: dict[str, str]) -> InstallationToken:
-        """A new installation token with `requested` permissions (all of them when empty)."""
-        permissions = dict(requested or self.permissions)
+    def mint(
+        self, installation: SandboxInstallation, requested: dict[str, str]
+    ) -> InstallationToken:
+        """A new token of `installation` with `requested` permissions (all of its own when
+        empty)."""
+        permissions = dict(requested or installation.permissions)
         # GitHub's tokens are letters, digits and `_` after the prefix.
         body = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
         issued = InstallationToken(
             token=f"ghs_{self.app_id}_{body}",
-            installation_id=self.installation_id,
+            installation_id=installation.id,
             expires_at=float(int(self.now() + self.token_lifetime.total_seconds())),
             permissions=permissions,
         )
@@ -265,6 +361,8 @@ def authenticate_app(
             return json_response(shapes.error(refused, 401), 401)
         request[ACTOR] = sandbox_app.slug
         return None
+    if (minted := sandbox_app.minted(credential)) is not None:
+        request[INSTALLATION] = minted.installation_id
     refusal = sandbox_app.check_token(credential, request.method, path)
     if refusal is not None:
         status, message = refusal

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from bot.services.doctor_app import grants
 from sandbox import github_json as shapes
-from sandbox.github_app import BOT_EVENTS, BOT_PERMISSIONS, SandboxApp
+from sandbox.github_app import BOT_EVENTS, BOT_PERMISSIONS, SandboxApp, SandboxInstallation
 from sandbox.github_json import Json
 from sandbox.github_routes import BODY, SimulatorRoutes, invalid, json_response, not_found
 
@@ -69,8 +69,8 @@ class AppRoutes(AppScopedRoutes):
             {"total_count": len(rules), "custom_deployment_protection_rules": rules}
         )
 
-    def _owner(self, repository: str) -> Json:
-        return shapes.user(self.sim.urls, repository.split("/")[0], kind="Organization")
+    def _owner(self, account: str) -> Json:
+        return shapes.user(self.sim.urls, account, kind="Organization")
 
     async def get_app(self, request: web.Request) -> web.Response:
         sandbox_app = self.app
@@ -80,7 +80,7 @@ class AppRoutes(AppScopedRoutes):
                 "slug": sandbox_app.slug,
                 "node_id": shapes.node_id("App", sandbox_app.app_id),
                 "client_id": f"Iv23li{sandbox_app.app_id}",
-                "owner": self._owner(self.sim.repository),
+                "owner": self._owner(self.sim.repository.split("/")[0]),
                 "name": sandbox_app.slug,
                 "description": "Drives staged releases from Slack",
                 "external_url": "https://rollout.example.com",
@@ -89,35 +89,35 @@ class AppRoutes(AppScopedRoutes):
                 "updated_at": shapes.iso(shapes.CREATED),
                 "permissions": dict(BOT_PERMISSIONS),
                 "events": list(BOT_EVENTS),
-                "installations_count": 1 if sandbox_app.installed else 0,
+                "installations_count": sum(i.installed for i in sandbox_app.installations.values()),
             }
         )
 
     async def get_installation(self, request: web.Request) -> web.Response:
-        """The App's installation that includes the repository (GitHub: 404 for one it was
-        not given). One installation covers every repository, whatever its owner's account."""
+        """The App's installation on the repository's owner, if it includes the repository
+        (GitHub: 404 for a repository of an account it is not installed on, or not given)."""
         repository = self._repository(request).repository
-        if not self.app.covers(repository):
+        installation = self.app.installation_of(repository)
+        if installation is None:
             raise not_found()
-        return json_response(self._installation(repository))
+        return json_response(self._installation(installation))
 
-    def _installation(self, repository: str) -> Json:
+    def _installation(self, installation: SandboxInstallation) -> Json:
         sandbox_app, urls = self.app, self.sim.urls
-        number = sandbox_app.installation_id
-        owner = repository.split("/")[0]
+        number, account = installation.id, installation.account
         return {
             "id": number,
-            "account": self._owner(repository),
-            "repository_selection": "all" if sandbox_app.repositories is None else "selected",
+            "account": self._owner(account),
+            "repository_selection": _selection(installation),
             "access_tokens_url": f"{urls.api}/app/installations/{number}/access_tokens",
             "repositories_url": f"{urls.api}/installation/repositories",
-            "html_url": f"{urls.html}/organizations/{owner}/settings/installations/{number}",
+            "html_url": f"{urls.html}/organizations/{account}/settings/installations/{number}",
             "app_id": sandbox_app.app_id,
             "app_slug": sandbox_app.slug,
-            "target_id": shapes.stable_id(owner),
+            "target_id": shapes.stable_id(account),
             "target_type": "Organization",
-            "permissions": dict(sandbox_app.permissions),
-            "events": list(sandbox_app.events),
+            "permissions": dict(installation.permissions),
+            "events": list(installation.events),
             "created_at": shapes.iso(shapes.CREATED),
             "updated_at": shapes.iso(shapes.CREATED),
             "single_file_name": None,
@@ -128,27 +128,30 @@ class AppRoutes(AppScopedRoutes):
         }
 
     async def create_token(self, request: web.Request) -> web.Response:
+        """A token of the installation named (404 for one removed, or of another App)."""
         sandbox_app = self.app
-        if (
-            not sandbox_app.installed
-            or int(request.match_info["installation_id"]) != sandbox_app.installation_id
-        ):
+        installation = sandbox_app.installation_numbered(int(request.match_info["installation_id"]))
+        if installation is None:
             raise not_found()
         requested = _requested_permissions(request)
         if any(
-            not grants(sandbox_app.permissions, name, level) for name, level in requested.items()
+            not grants(installation.permissions, name, level) for name, level in requested.items()
         ):
             raise invalid("The permissions requested are not granted to this installation.")
-        issued = sandbox_app.mint(requested)
+        issued = sandbox_app.mint(installation, requested)
         return json_response(
             {
                 "token": issued.token,
                 "expires_at": _iso(issued.expires_at),
                 "permissions": issued.permissions,
-                "repository_selection": "all" if sandbox_app.repositories is None else "selected",
+                "repository_selection": _selection(installation),
             },
             201,
         )
+
+
+def _selection(installation: SandboxInstallation) -> str:
+    return "all" if installation.repositories is None else "selected"
 
 
 def _requested_permissions(request: web.Request) -> dict[str, str]:

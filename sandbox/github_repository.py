@@ -190,6 +190,7 @@ class SimRepository:
         server.renamed.pop(new_name.lower(), None)
         server.repositories[new_name.lower()] = self
         self.repository = new_name
+        server.install_app_for(new_name)
 
     def remove_workflow(self, file_name: str) -> None:
         """Delete a workflow file from the repository (every ref): GitHub no longer knows it."""
@@ -268,12 +269,16 @@ class SimRepository:
         server = self.server
         if transition.kind == "deployment_protection_rule":
             assert transition.job is not None
+            installation_id = server.app_installation_id(self.repository)
+            if installation_id is None:
+                return  # the App's events come from the accounts it is installed on only
             payload = requested_payload(
                 self.urls,
                 transition.run,
                 transition.job,
                 default_branch=self.default_branch,
                 sender=transition.run.triggering_actor,  # who re-ran it, on a re-run
+                installation_id=installation_id,
                 with_deployment=not server.requests_without_deployment,
             )
             server.queue_app_event(transition.kind, payload)

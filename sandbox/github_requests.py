@@ -23,7 +23,7 @@ from sandbox.github_faults import (
     request_id,
 )
 from sandbox.github_json import Json
-from sandbox.github_routes import ACTOR, BODY, DOWNLOAD_PREFIX, json_response
+from sandbox.github_routes import ACTOR, BODY, DOWNLOAD_PREFIX, INSTALLATION, json_response
 from sandbox.github_runs import ActionsError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,6 +45,8 @@ class RecordedRequest:
     fault: str | None = None
     """The fault injected into the answer (`github_faults.FaultKind`), if any; a dropped
     connection is recorded with the status of the answer that was never sent."""
+    installation: int | None = None
+    """The id of the App installation whose token the request carried (refused or not)."""
 
 
 @dataclass
@@ -176,6 +178,7 @@ class RequestPipeline:
                 response.status,
                 request.headers.get("If-None-Match"),
                 fault.value if fault is not None else None,
+                request.get(INSTALLATION),
             )
         )
         self.schedule_flush()

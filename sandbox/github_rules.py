@@ -34,7 +34,6 @@ _log = logging.getLogger(__name__)
 
 APP_LOGIN = "rollout-bot[bot]"
 """The login GitHub shows for the sandbox App's installation (a bot user)."""
-INSTALLATION_ID = 61_000_001
 
 
 def callback_url(urls: Urls, run_id: int) -> str:
@@ -49,11 +48,13 @@ def requested_payload(
     *,
     default_branch: str,
     sender: str,
+    installation_id: int,
     with_deployment: bool = True,
 ) -> Json:
-    """The `deployment_protection_rule` delivery when `job` reaches its environment. GitHub's
-    REST description has `sha` and `ref` at the top level, "always populated from the check
-    suite, regardless of whether a deployment is created", and a nullable `deployment`."""
+    """The `deployment_protection_rule` delivery when `job` reaches its environment, from the
+    App's installation on the repository's account (`installation_id`). GitHub's REST
+    description has `sha` and `ref` at the top level, "always populated from the check suite,
+    regardless of whether a deployment is created", and a nullable `deployment`."""
     assert job.deployment is not None
     deployment = shapes.deployment(urls, job.deployment) if with_deployment else None
     return {
@@ -68,8 +69,8 @@ def requested_payload(
         "repository": webhook_repository(urls, default_branch=default_branch),
         "sender": shapes.user(urls, sender),
         "installation": {
-            "id": INSTALLATION_ID,
-            "node_id": shapes.node_id("Installation", INSTALLATION_ID),
+            "id": installation_id,
+            "node_id": shapes.node_id("Installation", installation_id),
         },
     }
 

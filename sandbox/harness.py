@@ -281,9 +281,10 @@ class Sandbox(SlackUser, Lifecycle):
         """The newest rollouts of every service, as stored, newest first."""
         return await self._store.recent(limit)
 
-    async def rollout(self) -> Rollout:
-        """The newest rollout (of any service), as stored."""
-        latest = await self._store.recent(1)
+    async def rollout(self, service: str | None = None) -> Rollout:
+        """The newest rollout (of `service`, or of any), as stored."""
+        latest = await self._store.recent(1 if service is None else 50)
+        latest = [r for r in latest if service in (None, r.service)]
         assert latest, "no rollout yet"
         return latest[0]
 
@@ -292,10 +293,12 @@ class Sandbox(SlackUser, Lifecycle):
         predicate: Callable[[Rollout], bool],
         *,
         timeout: float = 30.0,  # noqa: ASYNC109
+        service: str | None = None,
     ) -> Rollout:
-        """Poll the stored rollout until `predicate` holds."""
+        """Poll the stored rollout (the newest of `service`, if given) until `predicate`
+        holds."""
         async with asyncio.timeout(timeout):
-            while not predicate(current := await self.rollout()):
+            while not predicate(current := await self.rollout(service)):
                 await self._next_moment()
         return current
 

@@ -46,6 +46,8 @@ class SlackWorkspace(MessageStore):
     ) -> None:
         super().__init__(team_id=team_id, bot_user_id=bot_user_id, bot_id=bot_id, app_id=app_id)
         self.scopes = tuple(scopes)
+        self.enterprise_id: str | None = None
+        """The Enterprise Grid organisation of the workspace (`auth.test` names it), if any."""
         self.calls: list[SlackCall] = []
         self.usergroups: dict[str, list[str]] = {}
         self.time_zones: dict[str, str] = {}
@@ -119,6 +121,7 @@ class SlackWorkspace(MessageStore):
             "user_id": self.bot_user_id,
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
+            **({"enterprise_id": self.enterprise_id} if self.enterprise_id else {}),
         }
 
     def _chat_post_message(self, args: dict[str, Any]) -> ApiResult:

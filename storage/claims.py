@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.services.failures import TRANSIENT
 from bot.services.records import Claim, ClaimState, ClaimUnsettled
 from storage.db import from_row, insert_new, rows_changed
+from storage.failures import DATABASE_FAILURES
 from storage.models import ActionClaimRow
 
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -77,7 +77,7 @@ class ClaimStore:
             # COMMIT, a timeout, a cancellation): a claim nobody finishes would hold the key,
             # and tell every later click it is being done, until its lease ran out.
             withdrawn = await asyncio.shield(self._withdraw(claim))
-            if not isinstance(lost, TRANSIENT):  # a cancellation, or a bug: as it is
+            if not isinstance(lost, DATABASE_FAILURES):  # a cancellation, or a bug: as it is
                 raise
             held_until = claim.claimed_at + self.lease
             raise ClaimUnsettled(claim, withdrawn=withdrawn, held_until=held_until) from lost
@@ -116,7 +116,7 @@ class ClaimStore:
                         ActionClaimRow.key == claim.key, ActionClaimRow.holder == claim.holder
                     )
                 )
-        except TRANSIENT:  # the database is still away: the lease is what frees the key
+        except DATABASE_FAILURES:  # the database is still away: the lease is what frees the key
             return False
         return True
 

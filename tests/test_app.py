@@ -25,7 +25,9 @@ from bot.adapters.slack.bolt_app import bolt_app
 from bot.bootstrap import create_app
 from bot.config import ConfigError, Settings, load_settings
 from bot.services.scheduler import TIMER_WORKERS
+from handlers import github_webhook
 from handlers.app_keys import READINESS, SERVICES
+from handlers.workspace import ELSEWHERE
 from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     OTHER_CHANNEL,
@@ -273,6 +275,39 @@ async def test_webhook_refuses_forged_or_unsigned_deliveries(
     assert response.status == 401
 
 
+@pytest.mark.parametrize("framing", ["announced", "chunked"])
+async def test_a_webhook_body_over_githubs_limit_is_refused_unread_beyond_it(
+    client: TestClient[object, object], framing: str
+) -> None:
+    """GitHub sends at most 25 MB, and the app's `client_max_size` is that
+    (`github_webhook.MAX_BODY`): aiohttp's `request.read()` stops one chunk past it and
+    answers 413, before the signature is looked at. A sender without the secret makes the
+    bot read no more than that: the rest of the announced body is never sent here, so a bot
+    that waited to read it all would not answer."""
+    limit = github_webhook.MAX_BODY
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /github/webhook HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+        b"X-GitHub-Event: workflow_run\r\nX-Hub-Signature-256: sha256="
+        + b"0" * 64
+        + b"\r\n"
+        + (
+            b"Content-Length: %d\r\n\r\n" % (2 * limit)
+            if framing == "announced"
+            else b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+    )
+    piece = b"a" * (1024 * 1024)
+    try:
+        for _ in range(limit // len(piece) + 2):  # past the limit, far short of the body
+            writer.write(piece if framing == "announced" else b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413"
+
+
 async def test_webhook_rejects_malformed_json(client: TestClient[object, object]) -> None:
     body = b"{not json"
     headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event="workflow_run")
@@ -430,6 +465,27 @@ async def test_socket_mode_answers_help_over_the_socket(
         await slack.wait_for_socket_ack(envelope)
         answer = await ephemeral_answer(slack, url)
     assert "npm-token" in answer
+
+
+async def test_socket_mode_refuses_a_command_from_another_workspace_in_its_ack(
+    settings: Settings, slack: SlackTestServer
+) -> None:
+    """The socket has no signature, but the same check of the workspace: the command is
+    answered in its acknowledgement and reaches no listener."""
+    async with TestClient(TestServer(create_app(settings, socket_mode=True))):
+        await slack.wait_for(lambda: slack.socket_connected)
+        url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
+        payload = slash_command_payload(
+            text="help",
+            user_id=RELEASE_MANAGER,
+            channel_id=RELEASE_CHANNEL,
+            response_url=url,
+            team_id="T0ELSEWHERE",
+        )
+        envelope = await slack.socket_send_envelope(type="slash_commands", payload=payload)
+        ack = await slack.wait_for_socket_ack(envelope)
+    assert ack["payload"] == {"response_type": "ephemeral", "text": ELSEWHERE}
+    assert slack.responses(url) == []
 
 
 async def test_socket_mode_serves_no_slack_route_over_http(

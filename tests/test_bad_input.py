@@ -31,6 +31,7 @@ from sandbox.config import (
 )
 from sandbox.harness import Sandbox
 from sandbox.signing import (
+    SANDBOX_TEAM_ID,
     block_actions_payload,
     github_signature_headers,
     slack_signature_headers,
@@ -149,6 +150,7 @@ async def test_a_form_without_state_is_answered_not_crashed(
     """Was `KeyError: 'state'`: a figures form without state or metadata gets its errors."""
     payload = {
         "type": "view_submission",
+        "team": {"id": SANDBOX_TEAM_ID},
         "user": {"id": RELEASE_MANAGER},
         "trigger_id": "1.2.abc",
         "view": {"id": "V1", "callback_id": "figures", "private_metadata": "{"},

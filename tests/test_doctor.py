@@ -92,11 +92,12 @@ async def install(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Ins
         yield Install(slack=slack, github=github, sentry=sentry, env=env)
 
 
-async def lines(install: Install) -> list[str]:
+async def lines(install: Install, service: int = 0) -> list[str]:
+    """The doctor's lines for the install's `service`th service (the first by default)."""
     scopes, problem = manifest_scopes(ROOT / "manifest.yml")
     assert problem is None
     settings = install.settings()
-    findings = await examine(settings, settings.services()[0], scopes=scopes, tag="v1.4.2")
+    findings = await examine(settings, settings.services()[service], scopes=scopes, tag="v1.4.2")
     return [finding.line() for finding in findings]
 
 

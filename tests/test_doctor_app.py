@@ -25,7 +25,13 @@ from test_doctor import (
     passing_checks,
 )
 
-from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN
+from sandbox.config import (
+    RELEASE_CHANNEL,
+    RELEASE_MANAGER,
+    SLACK_BOT_TOKEN,
+    SandboxService,
+    write_services,
+)
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import INSTALLATION_ID, SandboxApp
 from sandbox.github_json import stable_id
@@ -258,3 +264,35 @@ async def test_only_the_apps_jwt_lists_its_webhook_deliveries(install: AppInstal
         401,
         "A JSON web token could not be decoded",
     )
+
+
+async def test_services_of_two_owners_are_each_checked_with_their_own_installation(
+    install: AppInstall, tmp_path: Path
+) -> None:
+    """docs/github-app.md, services of several owners: each service's checks name its own
+    account's installation, and an installation removed fails its own service's checks only."""
+    ledger = install.github.add_repository("globex/ledger")
+    ledger.app_rule_environments |= set(ledger.engine.environments)
+    plan = tmp_path / "plan.yml"
+    services = [
+        SandboxService(name="relay", repository="scriptum/scriptum", plan=plan),
+        SandboxService(name="ledger", repository="globex/ledger", plan=plan),
+    ]
+    for name in ("GITHUB_REPOSITORY", "ROLLOUT_PLAN", "RELEASE_CHANNELS", "ROLLOUT_APPROVERS"):
+        install.env.pop(name, None)
+    install.env["ROLLOUT_SERVICES"] = str(write_services(tmp_path / "services.yml", services))
+    scriptum, globex = (install.app.installations[a].id for a in ("scriptum", "globex"))
+    assert scriptum != globex
+
+    relay, checked = await lines(install, 0), await lines(install, 1)
+    assert all(line.startswith("✓") for line in relay + checked), relay + checked
+    assert f"is installed on scriptum/scriptum (installation {scriptum})" in "\n".join(relay)
+    assert f"is installed on globex/ledger (installation {globex})" in "\n".join(checked)
+
+    install.app.uninstall("globex")
+    assert all(line.startswith("✓") for line in await lines(install, 0))
+    failed = [line for line in await lines(install, 1) if line.startswith("✗")]
+    assert failed == [
+        f"✗ GitHub App is installed on globex/ledger: The GitHub App {install.app.app_id} is "
+        "not installed on globex/ledger: install it there (the App's page → Install App)."
+    ], failed

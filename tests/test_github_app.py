@@ -169,8 +169,10 @@ async def test_an_app_not_installed_on_the_repository_says_to_install_it(
         with pytest.raises(GitHubError) as refused:
             await github.snapshot(1)
     assert refused.value.message == (
-        f"The GitHub App {app.app_id} is not installed on {REPOSITORY}: install it there "
-        "(the App's page → Install App)."
+        "Could not get an installation token for the GitHub App, so nothing was sent to read "
+        f"run 1: the App is not installed on {REPOSITORY} (404): install it on scriptum with "
+        "this repository (the App's page → Install App); the bot finds the installation on its "
+        "next call."
     )
 
 

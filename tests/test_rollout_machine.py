@@ -886,7 +886,7 @@ def test_a_manual_kill_during_the_internal_window() -> None:
             "desktop",
             "desktop-beta",
             approve=False,
-            comment="rollout-bot: kill-switch by U9: crash reports from support",
+            comment="rollout-bot: kill-switch by Slack user U9: crash reports from support",
         ),
         Says("Rejected *beta ring* (Desktop app and CLI)."),
     ]

@@ -198,6 +198,44 @@ async def test_an_app_given_one_repository_is_not_found_on_the_other(
     assert hidden.value.status == 404
 
 
+async def test_each_account_has_an_installation_whose_tokens_reach_its_repositories_only(
+    gh_app: GitHubSimulator, app: SandboxApp
+) -> None:
+    """GitHub: an App is installed per account, each installation with its own id and tokens;
+    a token of one cannot see another account's repository (404, as for a private one)."""
+    gh_app.add_repository("globex/ledger")
+    apps = integration(gh_app, app)
+    scriptum = await call(apps.get_repo_installation, "scriptum", "billing-api")
+    globex = await call(apps.get_repo_installation, "globex", "ledger")
+    assert scriptum.id == app.installation_id != globex.id
+    assert (scriptum.account.login, globex.account.login) == ("scriptum", "globex")
+
+    async def token_of(number: int) -> Github:
+        access = await call(apps.get_access_token, number)
+        return Github(base_url=gh_app.api_url, auth=Auth.Token(access.token), retry=None)
+
+    async def status(github: Github, name: str) -> int:
+        try:
+            await call(github.get_repo, name)
+        except GithubException as exc:
+            return exc.status
+        return 200
+
+    of_scriptum, of_globex = await token_of(scriptum.id), await token_of(globex.id)
+    assert [await status(of_scriptum, n) for n in (BILLING, "globex/ledger")] == [200, 404]
+    assert [await status(of_globex, n) for n in (BILLING, "globex/ledger")] == [404, 200]
+
+    app.uninstall("globex")  # GitHub: its mint and its lookup are 404, its tokens 401
+    with pytest.raises(GithubException) as gone:
+        await call(apps.get_access_token, globex.id)
+    assert gone.value.status == 404
+    with pytest.raises(GithubException) as unknown:
+        await call(apps.get_repo_installation, "globex", "ledger")
+    assert unknown.value.status == 404
+    assert await status(of_globex, "globex/ledger") == 401
+    assert await status(of_scriptum, BILLING) == 200
+
+
 async def test_the_app_rule_of_one_repository_is_not_listed_on_the_other(
     gh_app: GitHubSimulator,
 ) -> None:

@@ -5,6 +5,7 @@ is refused, saying why, and changes nothing. Each test's docstring says what wen
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from figures import passing_sandbox
@@ -13,7 +14,9 @@ from test_freeze_sandbox import typed_reason
 from test_services import card_of
 from test_unfollowed_runs import run_cards
 
+from bot.adapters.slack.control_views import REASON_BLOCK
 from bot.domain.rollout import Phase
+from bot.services.access import FORM_OUTSIDE_RELEASE_CHANNELS
 from sandbox.config import RELEASE_MANAGER, SandboxService
 from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
@@ -105,26 +108,55 @@ async def test_a_form_of_a_removed_service_submitted_after_the_restart_says_so(
     """An Override freeze… form opened on billing-api's card before the restart, submitted
     after it: the form turns into the reason, and nothing is dispatched."""
     async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
-        assert "Preflight" in await box.command("start billing-api v2.0.0 --flags-ready")
-        card = card_of(box, "billing-api v2.0.0")
-        await box.command("freeze billing-api 2h INC-123 investigation")
-        assert "INC-123" in (await box.click("dispatch", message=card) or "")
-        (answer,) = [
-            e for e in box.slack.ephemerals(user=RELEASE_MANAGER) if "[Override" in e.rendered
-        ]
-        (value,) = [
-            str(element["value"])
-            for block in answer.blocks
-            if block.get("type") == "actions"
-            for element in block["elements"]
-        ]
-        await box.click("override_freeze", value=value, message=card)
-        opened = await box.slack.wait_for_call("views.open")
+        form = await override_form(box, "billing-api")
         await restarted_with(box, [RELAY])
 
-        said = await box.submit_view(str(opened[-1].response["view"]["id"]), typed_reason("fix"))
+        said = await box.submit_view(form, typed_reason("fix"))
 
         assert said["response_action"] == "update"
         assert "which this bot no longer releases" in json.dumps(said["view"])
         billing = box.github.repository_named(BILLING.repository)
         assert billing is not None and billing.dispatches == []
+
+
+async def test_a_form_opened_in_a_channel_that_is_no_longer_a_release_channel_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """The channel left the service's release channels between the form's opening and its
+    submission (the services file changed, the bot restarted): the form says so next to its
+    input. Before, a form's channel was taken as checked when the click opened it, and the
+    override went through and dispatched."""
+    async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
+        form = await override_form(box, "billing-api")
+        moved = replace(BILLING, release_channels=("C0ELSEWHERE",))
+        await restarted_with(box, [RELAY, moved])
+
+        said = await box.submit_view(form, typed_reason("fix"))
+
+        assert said == {
+            "response_action": "errors",
+            "errors": {REASON_BLOCK: FORM_OUTSIDE_RELEASE_CHANNELS},
+        }
+        billing = box.github.repository_named(BILLING.repository)
+        assert billing is not None and billing.dispatches == []
+        (rollout,) = await box.rollouts()
+        assert rollout.phase is Phase.PREFLIGHT
+
+
+async def override_form(box: Sandbox, service: str) -> str:
+    """`service`'s preflight, its Dispatch refused by a freeze, and the *Override freeze…* form
+    opened on its card: the form's view id."""
+    assert "Preflight" in await box.command(f"start {service} v2.0.0 --flags-ready")
+    card = card_of(box, f"{service} v2.0.0")
+    await box.command(f"freeze {service} 2h INC-123 investigation")
+    assert "INC-123" in (await box.click("dispatch", message=card) or "")
+    (answer,) = [e for e in box.slack.ephemerals(user=RELEASE_MANAGER) if "[Override" in e.rendered]
+    (value,) = [
+        str(element["value"])
+        for block in answer.blocks
+        if block.get("type") == "actions"
+        for element in block["elements"]
+    ]
+    await box.click("override_freeze", value=value, message=card)
+    opened = await box.slack.wait_for_call("views.open")
+    return str(opened[-1].response["view"]["id"])

@@ -243,7 +243,8 @@ async def test_a_run_on_a_branch_is_not_adopted_as_a_release(box: Sandbox) -> No
 
     assert refused is not None
     assert f"Run {run_id} runs on `main`, which is not a release tag" in refused
-    assert "Reject it, or start the release's tag with `/rollout start <tag>`" in refused
+    # What an error quotes reads as written in Slack: `<tag>` escaped.
+    assert "Reject it, or start the release's tag with `/rollout start &lt;tag&gt;`" in refused
     assert answers(box) == [] and await box.services.rollouts.history() == []
 
 
@@ -321,7 +322,7 @@ async def test_adopt_is_refused_when_the_two_person_rule_covers_dispatch(
         refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
 
         assert refused is not None and "two-person rule needs a second approver" in refused
-        assert "nothing was changed" in refused and "/rollout start <tag>" in refused
+        assert "nothing was changed" in refused and "/rollout start &lt;tag&gt;" in refused
         assert answers(box) == [] and await box.services.rollouts.history() == []
         trail = await box.audit.list_for_actor(RELEASE_MANAGER)
         assert ("click:adopt", "refused") in {(e.action, e.result) for e in trail}

@@ -1,7 +1,8 @@
 """Who may act on a rollout (who may promote, above all): the one rule every request passes.
 
-A request is refused, in this order, when it comes from outside the release channels (a form's
-channel was checked when the click that opened it was), when its person is not a release
+A request is refused, in this order, when it comes from outside the release channels (a form
+comes from the channel of the click that opened it, judged again when it is submitted), when
+its person is not a release
 approver, when its card no longer applies to the rollout as it stands (a stale card: a Promote
 of a stage that moved on, or drawn for another hold), and when the plan's two-person rule binds
 its person (the starter). A Promote overrides an INCONCLUSIVE or missed gate only when its card
@@ -67,8 +68,6 @@ class Asker:
     channel_id: str
     approver: bool
     """A release approver (ROLLOUT_APPROVERS, directly or through a user group)."""
-    channel_checked: bool = False
-    """A form: its channel was checked when the click opened it."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,7 @@ def refusal(
     """Why `asker` may not take `control` (on `card` of `rollout`, when given), or None when
     they may. Without a rollout, only who asks and from where are judged (a command that names
     no rollout, or before the rollout is loaded)."""
-    if not asker.channel_checked and asker.channel_id not in release_channels:
+    if asker.channel_id not in release_channels:
         return Refusal(Refused.CHANNEL)
     if not asker.approver:
         return Refusal(Refused.APPROVER, not_an_approver(VERBS[control]))

@@ -24,9 +24,15 @@ from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.ports import Clock
-from bot.services.requests import Entry, Origin, Via, current_entry
+from bot.services.requests import Entry, Origin, current_entry
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import AuditLog
+
+FORM_OUTSIDE_RELEASE_CHANNELS = (
+    "This form was opened in a channel that is no longer a release channel of this service "
+    "(its settings changed since), so nothing was changed. Steer the rollout from a release "
+    "channel, or ask your bot admin to add that channel back."
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,14 +96,19 @@ class Access:
         """Refuse requests from outside the release channels and from non-approvers."""
         await self._judge(origin, control)
 
-    async def form_refusal(self, actor: str, control: Control) -> str | None:
-        """Why `actor` may not submit a form for `control` (its channel was checked when the
-        click opened it), or None when they may: the words a form shows next to its input."""
+    async def form_refusal(
+        self, *, actor: str, channel_id: str, control: Control | None
+    ) -> str | None:
+        """Why `actor` may not submit a form opened in `channel_id` (nor, for `control`, take
+        it), or None when they may: the words a form shows next to its input. The channel is
+        checked again, as a click's is: it may have left the release channels (the settings or
+        the services file changed, the bot restarted) since the form opened."""
+        if channel_id not in self.release_channels:
+            return FORM_OUTSIDE_RELEASE_CHANNELS
+        if control is None:
+            return None
         asker = Asker(
-            actor=actor,
-            channel_id="",
-            approver=await self.approvers.is_approver(actor),
-            channel_checked=True,
+            actor=actor, channel_id=channel_id, approver=await self.approvers.is_approver(actor)
         )
         refused = refusal(control, asker, release_channels=self.release_channels)
         return refused.message if refused is not None else None
@@ -117,6 +128,15 @@ class Access:
             plan=plan,
             card=card,
         )
+        moved_on = card.version is not None and card.version != rollout.version
+        if moved_on or (refused is not None and refused.why is Refused.STALE):
+            # An effect an earlier click claimed and never recorded done may have happened: on
+            # a card the rollout moved past, a click is refused rather than acting again.
+            where = where_it_stands(rollout, plan, self.rollouts.words)
+            what = describe(control, rollout, plan, card)
+            unsure = await self.once.unsure(control, card, what, where)
+            if unsure is not None:
+                raise unsure
         if refused is not None and refused.why is Refused.STALE:
             raise await self._stale(control, rollout, plan, card)
         if refused is not None and refused.two_person is not None:
@@ -134,14 +154,12 @@ class Access:
 
     async def _judge(self, origin: Origin, control: Control) -> Asker:
         """Who asks, admitted by who they are and where they ask from (else refused)."""
-        channel_checked = origin.via is Via.FORM
         # Who is an approver is asked of Slack only for a request from a release channel.
-        asked_there = channel_checked or origin.channel_id in self.release_channels
+        asked_there = origin.channel_id in self.release_channels
         asker = Asker(
             actor=origin.actor,
             channel_id=origin.channel_id,
             approver=asked_there and await self.approvers.is_approver(origin.actor),
-            channel_checked=channel_checked,
         )
         refused = refusal(control, asker, release_channels=self.release_channels)
         if refused is not None and refused.why is Refused.CHANNEL:

@@ -23,6 +23,7 @@ from bot.domain.controls import (
     CardRef,
     Control,
     NothingDone,
+    StaleCard,
     delivery_key,
     effect_key,
 )
@@ -136,6 +137,25 @@ class ExactlyOnce:
         """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""
         claim = await self._claims.get(effect_key(control, card))
         return None if claim is None else await self._already(claim, what)
+
+    async def unsure(
+        self, control: Control, card: CardRef, what: str, where: str
+    ) -> StaleCard | None:
+        """The refusal of a click on a card the rollout has moved past, when an earlier click
+        claimed the same effect and never recorded it done (its done write failed, or its
+        replica died) and the claim's lease has run out: that click may have acted, so taking
+        its claim over could act twice. None when no such claim holds the effect's key."""
+        claim = await self._claims.get(effect_key(control, card))
+        if claim is None or claim.state is not ClaimState.CLAIMED:
+            return None
+        if self._clock() < claim.claimed_at + self._claims.lease:
+            return None  # still held: its owner may be at work (`done_by` waits for it)
+        at = self._words.slack_time(claim.claimed_at)
+        return StaleCard(
+            f"This card is out of date: {_who(claim.actor)} clicked it at {at} to {what}, and "
+            f"the bot could not record whether that was done. {where} Use the buttons on the "
+            "updated card, or `/rollout status`."
+        )
 
     def _nothing_done(self, lost: ClaimUnsettled, what: str) -> NothingDone:
         """The truth after a claim whose answer was lost: nothing was done; whether the claim

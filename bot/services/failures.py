@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.domain.controls import BeingDone, NothingDone
 from bot.domain.errors import ConcurrentChange, GitHubError, RolloutError
 from bot.services.records import ClaimUnsettled
+from storage.failures import DATABASE_FAILURES
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     GitHubError,
@@ -19,10 +18,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     BeingDone,  # someone else is doing it right now: they finish, or fail, by the next try
     ClaimUnsettled,  # a claim's write whose answer was lost: withdrawn, or held for a lease
     NothingDone,  # the same, told to a person: nothing was done, and a try again acts
-    DBAPIError,  # OperationalError, InterfaceError: the database or the connection to it
-    PoolTimeout,
-    OSError,  # connection refused or reset
-    TimeoutError,
+    *DATABASE_FAILURES,  # the database or the connection to it (OSError, TimeoutError too)
     aiohttp.ClientError,
 )
 """Failures that a later try repairs by itself: logged as one line, not as a bug."""

@@ -18,7 +18,7 @@ class Via(StrEnum):
     COMMAND = "command"
     CLICK = "click"
     FORM = "form"
-    """A modal submitted; its channel was checked when the click opened it."""
+    """A modal submitted, from the channel of the click that opened it (its metadata)."""
     SCHEDULE = "schedule"
     """The bot, at the time a person scheduled (`/rollout start ... --at`)."""
 

@@ -95,7 +95,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         """The installation's current token (minted, or minted again near its expiry or after
         GitHub refused it, by PyGithub); the first call finds the installation. One thread
         mints while the others wait for its token. InstallationTokenError when GitHub gives
-        none; GitHubError when the App is not installed on the repository."""
+        none, the App not installed on the repository included (404)."""
         with self._lock:
             try:
                 try:
@@ -103,6 +103,8 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 except GithubException as exc:
                     if exc.status != 404 or self.configured_id is not None:
                         raise
+                    if self._installation_id is None:
+                        raise  # the lookup itself: no installation on the repository
                     # The installation found is gone (the App uninstalled, then installed
                     # again under a new id): found again, once, from the repository.
                     self._installation_id, self._installation = None, None
@@ -114,7 +116,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         """The current token, minted when there is none, it nears its expiry or GitHub
         refused it (under the lock)."""
         if self._installation is None or self._refused:
-            self._installation_id = self._installation_id or self.installation().id
+            self._installation_id = self._installation_id or self._looked_up().id
             self._installation = self._app.get_installation_auth(
                 self._installation_id, requester=self.requester
             )
@@ -136,13 +138,17 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         kwargs: dict[str, Any] = self.requester.withAuth(self._app).kwargs
         return GithubIntegration(**kwargs)
 
+    def _looked_up(self) -> Installation:
+        """`GET /repos/{owner}/{repo}/installation` (the App's JWT): GithubException as is."""
+        owner, name = self.repository.split("/")
+        with self.integration() as integration:
+            return integration.get_repo_installation(owner, name)
+
     def installation(self) -> Installation:
         """The App's installation on the repository (its id, permissions and events);
         GitHubError when the App is not installed there."""
-        owner, name = self.repository.split("/")
         try:
-            with self.integration() as integration:
-                return integration.get_repo_installation(owner, name)
+            return self._looked_up()
         except GithubException as exc:
             if exc.status == 404:
                 raise GitHubError(

@@ -326,10 +326,11 @@ class GitHubTransport:
                 "set GITHUB_APP_INSTALLATION_ID to the App's installation on "
                 f"{self.repository}, or unset it to have the bot find it."
             )
-        elif cause.status == 404:
+        elif cause.status == 404:  # no installation on the owner's account (one per account)
             why = (
-                f"the App's installation on {self.repository} is gone (404): install the App "
-                "there again (the App's page → Install App)."
+                f"the App is not installed on {self.repository} (404): install it on "
+                f"{self.repository.split('/')[0]} with this repository (the App's page → Install "
+                "App); the bot finds the installation on its next call."
             )
         elif rate_limited(cause):
             why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, self.budget)}"

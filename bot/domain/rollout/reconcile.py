@@ -41,6 +41,7 @@ from bot.domain.rollout.state import (
     StopKind,
     StopReason,
     TrackState,
+    github_person,
     reason_words,
 )
 from bot.domain.rollout.work import Work, cancel_window, reached_label
@@ -286,7 +287,9 @@ def _reconcile_aborting(
         # A stage that has landed is never rejected: a late snapshot may still list its
         # environment as waiting after its job ran.
         if stage.state in REJECTABLE and snapshot.is_waiting(spec.environment):
-            why = reason_words(track.ended_reason) if track.ended_reason else "stopped"
+            why = (
+                reason_words(track.ended_reason, github_person) if track.ended_reason else "stopped"
+            )
             comment = f"rollout-bot: {why}"
             work.effects.append(Review(name, spec.environment, approve=False, comment=comment))
             if stage.state is not StageState.REJECTED:

@@ -1,0 +1,189 @@
+"""A claim whose "done" write failed: the action went through, marking its claim done did not, so
+the claim stays held until its lease lapses. After that, the same button clicked again (a new
+delivery of the same card's value) never acts twice: the rollout's state refuses it, or the
+card's version (the rollout moved past it, perhaps by that very click) does.
+
+Each row: a scene, one click whose done write fails, the lease lapsing on the bot's clock, the
+same click again, and what GitHub or the rollout shows of the effect: once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from figures import every_gate_passes
+from sandbox_views import dispatched, held, value_of
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from bot.adapters.slack.actions import ButtonValue
+from bot.domain.controls import CardRef, Control, effect_key
+from bot.domain.rollout import Rollout, StageState
+from bot.services.records import ClaimState
+from sandbox.harness import Sandbox, fast_plan
+from storage.claims import ClaimStore
+
+LEASE = timedelta(seconds=1)
+DONE_WRITE = re.compile(r"^\s*UPDATE action_claims SET state=")
+"""`ClaimStore.complete`: the one statement that marks a claim done."""
+
+
+@contextmanager
+def the_next_done_write_fails() -> Iterator[list[str]]:
+    """The next claim's done write fails as a lost database would (once); the statements failed."""
+    failed: list[str] = []
+
+    def fail(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if not failed and DONE_WRITE.match(statement):
+            failed.append(statement)
+            raise OperationalError(statement, params, ConnectionResetError("connection lost"))
+
+    event.listen(Engine, "before_cursor_execute", fail)
+    try:
+        yield failed
+    finally:
+        event.remove(Engine, "before_cursor_execute", fail)
+
+
+@dataclass(frozen=True)
+class Row:
+    """A control: its button, the scene it is clicked in, and how many times it took effect."""
+
+    control: Control
+    action_id: str
+    scene: Callable[[Sandbox], Awaitable[str]]
+    """Sets the scene; the value of the button to click."""
+    effects: Callable[[Sandbox, Rollout], Awaitable[int]]
+
+
+async def preflight(box: Sandbox) -> str:
+    """The preflight card, its flags to confirm (the button is a section's accessory)."""
+    assert "Preflight" in await box.command("start v1.4.2")
+    rollout = await box.rollout()
+    await box.slack.wait_for(lambda: "[Feature flags validated]" in box.card_message().rendered)
+    return ButtonValue(rollout_id=rollout.id, version=rollout.version).encode()
+
+
+async def preflight_cleared(box: Sandbox) -> str:
+    assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+    return await value_of(box, "dispatch")
+
+
+async def observing(box: Sandbox) -> str:
+    """The relay canary observing its hour-long window."""
+    await dispatched(box)
+    await box.wait_until(lambda r: r.track("relay").stage("canary").state is StageState.OBSERVING)
+    return await value_of(box, "extend_window", "relay")
+
+
+async def observing_to_roll_back(box: Sandbox) -> str:
+    await observing(box)
+    return await value_of(box, "rollback")
+
+
+async def holding(box: Sandbox) -> str:
+    """The relay canary held on its passed gate, once its hour has passed."""
+    await observing(box)
+    await box.pass_time(timedelta(hours=1))
+    await held(box, "relay", "canary")
+    return await value_of(box, "promote", "relay")
+
+
+async def audited(box: Sandbox, rollout: Rollout, action: str) -> int:
+    events = await box.audit.list_for_rollout(rollout.id)
+    return sum(1 for e in events if e.action == action and e.result == "ok")
+
+
+async def dispatches(box: Sandbox, _rollout: Rollout) -> int:
+    return len(box.github.dispatches)
+
+
+async def reviews(box: Sandbox, environment: str, state: str) -> int:
+    return sum(
+        1
+        for review in box.github.reviews
+        if environment in review.environments and review.state == state
+    )
+
+
+ROWS = [
+    Row(
+        Control.CONFIRM_FLAGS,
+        "confirm_flags",
+        preflight,
+        lambda box, r: audited(box, r, "confirm_flags"),
+    ),
+    Row(
+        Control.DISPATCH,
+        "dispatch",
+        preflight_cleared,
+        dispatches,
+    ),
+    Row(
+        Control.EXTEND,
+        "extend_window",
+        observing,
+        lambda box, r: audited(box, r, "extend"),
+    ),
+    Row(
+        Control.PROMOTE,
+        "promote",
+        holding,
+        lambda box, _: reviews(box, "relay-rollout-50", "approved"),
+    ),
+    Row(
+        Control.ROLLBACK,
+        "rollback",
+        observing_to_roll_back,
+        lambda box, r: audited(box, r, "abort_relay"),
+    ),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.control.value for row in ROWS])
+async def test_after_a_failed_done_write_the_same_click_once_the_lease_lapsed_acts_once(
+    tmp_path: Path, database_url: str, row: Row
+) -> None:
+    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
+    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=env
+    ) as box:
+        every_gate_passes(box)
+        value = await row.scene(box)
+        rollout = await box.rollout()
+        before = await row.effects(box, rollout)
+
+        with the_next_done_write_fails() as failed:
+            await box.click(row.action_id, value=value)
+        assert failed, "the click's done write ran, and failed"
+        acted = await box.wait_until(lambda r: r.version > rollout.version)
+        assert await row.effects(box, acted) == before + 1
+        card = _card_of(value)
+        claim = await ClaimStore(box.services.database.sessions).get(effect_key(row.control, card))
+        assert claim is not None and claim.state is ClaimState.CLAIMED  # held for its lease
+
+        await box.pass_time(LEASE * 2)
+        answer = await box.click(row.action_id, value=value)
+
+        assert await row.effects(box, await box.rollout()) == before + 1, "it acted twice"
+        # Told the truth: not "being done, click again after <a time already past>".
+        assert answer is not None and answer.startswith(":warning: This card is out of date: <@")
+        assert "could not record whether that was done" in answer
+
+
+def _card_of(value: str) -> CardRef:
+    """The card the clicked button was drawn on, as the effect key reads it."""
+    drawn = json.loads(value)
+    return CardRef(
+        drawn["rollout_id"], drawn.get("track"), drawn.get("stage"), drawn.get("version")
+    )
