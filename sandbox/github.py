@@ -20,6 +20,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from bot.services.clock import SystemClock
+from sandbox import github_json as shapes
 from sandbox.github_actions import Clock
 from sandbox.github_app import INSTALLATION_ID, SandboxApp
 from sandbox.github_app_hook import AppHookRoutes
@@ -27,7 +28,6 @@ from sandbox.github_app_routes import AppRoutes
 from sandbox.github_faults import FaultPlan
 from sandbox.github_history import HistoryRoutes
 from sandbox.github_hooks import HookRoutes
-from sandbox import github_json as shapes
 from sandbox.github_json import Json
 from sandbox.github_repository import EventCallback, SimRepository, default_workflows
 from sandbox.github_repository_routes import RepositoryRoutes
