@@ -41,6 +41,7 @@ from bot.adapters.slack.limits import (
     RESPONSE_URL_USES,
     clip,
 )
+from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain import rollout_command as commands
 from bot.domain.errors import InvalidCommand, RolloutError
 from bot.services.failures import TRANSIENT, error_summary
@@ -79,7 +80,7 @@ def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[BlockJson
     what = body.get("command") or body.get("type")
     if isinstance(error, RolloutError):
         log.info("refused: %s (%s)", error.code, error.message)
-        text = error.message
+        text = escape_quoted(error.message)  # a command's words are quoted as typed
         blocks = views.error_blocks(
             text, with_help=isinstance(error, InvalidCommand) and error.with_help
         )

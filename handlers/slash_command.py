@@ -10,6 +10,7 @@ from bot.adapters.slack import audit_views, lane_words, report_views, schedule_w
 from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.limits import MESSAGE_BLOCKS
 from bot.adapters.slack.messages import stop_note
+from bot.adapters.slack.mrkdwn import as_typed
 from bot.adapters.slack.status_views import active_blocks, history_blocks, services_blocks
 from bot.domain import rollout_command as commands
 from bot.domain.errors import NotAvailable, RolloutError
@@ -157,7 +158,8 @@ def register(app: AsyncApp, directory: ServiceDirectory) -> None:
     async def rollout_command(
         ack: AsyncAck, body: dict[str, str], respond: AsyncRespond, request: AsyncBoltRequest
     ) -> None:
-        payload = parse(SlashCommand, body)
+        received = parse(SlashCommand, body)
+        payload = received.model_copy(update={"text": as_typed(received.text)})  # once, here
         origin = command_origin(
             user_id=payload.user_id,
             channel_id=payload.channel_id,

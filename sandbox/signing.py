@@ -26,6 +26,9 @@ JSON_CONTENT_TYPE = "application/json"
 # Slack still sends the deprecated verification token in every body; Bolt ignores it.
 _VERIFICATION = "sandbox-verification"
 _P = ParamSpec("_P")
+# Slack's formatting rules: in all text it sends, `&`, `<` and `>` are its control characters,
+# so a person's own are escaped as HTML entities (a slash command's text included).
+_SLACK_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
 def slack_signature_headers(
@@ -89,7 +92,8 @@ def slash_command_payload(
     user_name: str | None = None,
     channel_name: str = "releases",
 ) -> dict[str, str]:
-    """The fields of a slash command invocation, in the order Slack sends them."""
+    """The fields of a slash command invocation, in the order Slack sends them; `text` is what
+    the person typed, escaped as Slack escapes it (`a & b` arrives as `a &amp; b`)."""
     return {
         "token": _VERIFICATION,
         "team_id": team_id,
@@ -99,7 +103,7 @@ def slash_command_payload(
         "user_id": user_id,
         "user_name": user_name or user_id.lower(),
         "command": command,
-        "text": text,
+        "text": text.translate(_SLACK_ESCAPES),
         "api_app_id": SANDBOX_APP_ID,
         "is_enterprise_install": "false",
         "response_url": response_url,

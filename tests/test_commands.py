@@ -56,7 +56,7 @@ TAG = re.compile(TAG_RULE)
         ("rollback", Rollback()),
         ("kill", Kill()),
         ("kill  beta  crashes on start ", Kill(reason="beta  crashes on start")),
-        ("kill &lt;here&gt;", Kill(reason="&lt;here&gt;")),
+        ("kill <here> &amp; there", Kill(reason="<here> &amp; there")),  # as typed
         ("history", History()),
         ("history v1.4.2", History(tag="v1.4.2")),
         ("npm-token", NpmToken()),

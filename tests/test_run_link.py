@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.adapters.slack.mrkdwn import as_typed
 from bot.domain.errors import InvalidCommand
 from bot.domain.rollout import (
     Check,
@@ -71,7 +72,6 @@ def run(**changes: object) -> LinkableRun:
         (f"{PAGE}/7001", RunReference(7001, SITE, "scriptum/scriptum")),
         (f"{PAGE}/7001/", RunReference(7001, SITE, "scriptum/scriptum")),
         (f"{PAGE}/7001/attempts/2", RunReference(7001, SITE, "scriptum/scriptum")),
-        (f"<{PAGE}/7001>", RunReference(7001, SITE, "scriptum/scriptum")),
         (
             "https://GHE.example:8443/a/b/actions/runs/9",
             RunReference(9, "https://ghe.example:8443", "a/b"),
@@ -80,6 +80,11 @@ def run(**changes: object) -> LinkableRun:
 )
 def test_a_run_is_named_by_its_number_or_its_page(text: str, reference: RunReference) -> None:
     assert parse_run_reference(text) == reference
+
+
+def test_a_page_slack_sent_as_a_link_is_a_run_once_the_slack_edge_read_it() -> None:
+    sent = f"<{PAGE}/7001>"  # `/rollout link https://...` as Slack may send it
+    assert parse_run_reference(as_typed(sent)) == RunReference(7001, SITE, "scriptum/scriptum")
 
 
 @pytest.mark.parametrize(

@@ -243,7 +243,8 @@ async def test_a_run_on_a_branch_is_not_adopted_as_a_release(box: Sandbox) -> No
 
     assert refused is not None
     assert f"Run {run_id} runs on `main`, which is not a release tag" in refused
-    assert "Reject it, or start the release's tag with `/rollout start <tag>`" in refused
+    # What an error quotes reads as written in Slack: `<tag>` escaped.
+    assert "Reject it, or start the release's tag with `/rollout start &lt;tag&gt;`" in refused
     assert answers(box) == [] and await box.services.rollouts.history() == []
 
 
@@ -321,7 +322,7 @@ async def test_adopt_is_refused_when_the_two_person_rule_covers_dispatch(
         refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
 
         assert refused is not None and "two-person rule needs a second approver" in refused
-        assert "nothing was changed" in refused and "/rollout start <tag>" in refused
+        assert "nothing was changed" in refused and "/rollout start &lt;tag&gt;" in refused
         assert answers(box) == [] and await box.services.rollouts.history() == []
         trail = await box.audit.list_for_actor(RELEASE_MANAGER)
         assert ("click:adopt", "refused") in {(e.action, e.result) for e in trail}
@@ -459,6 +460,34 @@ async def test_a_card_lost_before_it_was_posted_is_posted_by_the_next_poll(box: 
     assert f"Run {run_id} of Deployment Strategy" in card.text
     await box.pass_time(timedelta(seconds=1))
     assert len(run_cards(box)) == 1
+
+
+async def test_a_kept_request_of_a_run_that_has_completed_since_gets_no_card(
+    box: Sandbox,
+) -> None:
+    """The requests were kept but their card never drawn (GitHub failed to tell the run), and
+    someone cancelled the run meanwhile: the next poll's sweep reads it completed, so nothing of
+    it waits for the bot. No card is posted, its requests are closed, and later polls do not
+    read the run again."""
+    box.github.refs.add(TAG)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    box.github.engine.cancel(run_id)
+    await box.github.settle()
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    assert await rules.open_for_run(run_id) != []
+
+    for _ in range(2):
+        await box.pass_time(timedelta(seconds=60))
+    read = len([r for r in box.github.requests if f"/actions/runs/{run_id}" in r.path])
+    for _ in range(3):
+        await box.pass_time(timedelta(seconds=60))
+
+    assert run_cards(box) == []
+    assert await rules.open_for_run(run_id) == []
+    assert len([r for r in box.github.requests if f"/actions/runs/{run_id}" in r.path]) == read
 
 
 def has_buttons(card: ChannelMessage) -> bool:

@@ -86,7 +86,7 @@ class Rollback:
 
 @dataclass(frozen=True)
 class Kill:
-    """Trip the desktop kill-switch; `reason` is the rest of the text as Slack sent it (escaped)."""
+    """Trip the desktop kill-switch; `reason` is the rest of the text, as typed."""
 
     name: ClassVar[Subcommand] = Subcommand.KILL
     reason: str | None = None

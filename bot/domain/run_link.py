@@ -65,7 +65,7 @@ class LinkableRun:
 
 def parse_run_reference(text: str) -> RunReference:
     """The run in `text`: a bare numeric id, or a run's page on GitHub. Raises InvalidCommand."""
-    text = text.strip().removeprefix("<").removesuffix(">")  # Slack's escaped links
+    text = text.strip()  # a slash command's `<https://...>` is a URL again at the Slack edge
     if _ID.fullmatch(text):
         return RunReference(int(text))
     parts = _split(text) if text.isprintable() and " " not in text else None

@@ -17,7 +17,7 @@ from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidTag, NotAuthorized
 from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.protection_rules import RuleRequest, environment_jobs
-from bot.domain.rollout import InvalidTransition, Rollout
+from bot.domain.rollout import InvalidTransition, Rollout, github_person
 from bot.domain.rollout_command import parse_tag
 from bot.domain.run_link import LinkableRun, branch_of
 from bot.domain.text import shown
@@ -228,7 +228,7 @@ def not_a_tag(card: UnfollowedRun) -> str:
 
 def rejected_comment(actor: str) -> str:
     """The callback's comment (GitHub shows the App, not the person, as the one who answered)."""
-    return f"rollout-bot: rejected by Slack user {actor}; no rollout follows this run"
+    return f"rollout-bot: rejected by {github_person(actor)}; no rollout follows this run"
 
 
 def default_comment(answer: DefaultAnswer, waited: timedelta) -> str:

@@ -142,7 +142,8 @@ class PeoplesActions:
         approvals = [e for e in seen.effects if isinstance(e, Review) and e.track == track]
         for review in approvals:
             # The comment names who clicked: in App mode it is all GitHub shows of them.
-            said = replace(review, comment=f"{review.comment}, promoted by Slack user {actor}")
+            by = machine.github_person(actor)
+            said = replace(review, comment=f"{review.comment}, promoted by {by}")
             await effects.review(promoted, said, strict=True)
         rest = tuple(effect for effect in seen.effects if effect not in approvals)
         return Decision(seen.rollout, (*decision.effects, *rest))

@@ -163,7 +163,7 @@ class RunFollower:
         if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
             return Reconciled(version=rollout.version)
         with rollout_context(rollout.id):
-            run_id = rollout.run_id
+            run_id, read_at = rollout.run_id, effects.clock()
             reported = await self._look(rollout, lambda: effects.github.reported(run_id), read)
             if isinstance(reported, Reconciled):
                 return reported
@@ -171,7 +171,9 @@ class RunFollower:
                 again = machine.read_again(rollout, now=effects.clock())
                 rollout = await effects.apply(rollout, again, plan)
                 read = (rollout, plan)
-            snapshot = await self._look(rollout, lambda: effects.held(reported), read)
+            snapshot = await self._look(
+                rollout, lambda: effects.held(reported, read_at=read_at), read
+            )
             if isinstance(snapshot, Reconciled):
                 return snapshot
             known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}

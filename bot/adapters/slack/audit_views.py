@@ -11,11 +11,14 @@ from slack_sdk.models.blocks import Block
 from bot.adapters.slack.blocks import BlockJson, as_json, context, header, section
 from bot.adapters.slack.limits import MESSAGE_BLOCKS, clip, pack
 from bot.adapters.slack.messages import slack_time
+from bot.adapters.slack.mrkdwn import escape
 from bot.services.audit import Timeline
 from bot.services.records import AuditEvent
 
 _MAX_LINE = 600
 _DETAIL_KEYS = ("why", "error", "environment", "run_id", "by", "tag", "reason", "new")
+_TYPED_KEYS = frozenset({"reason"})
+"""What a person typed, kept as typed: escaped when shown (the others are the bot's words)."""
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
 
 
@@ -31,7 +34,11 @@ def event_line(event: AuditEvent) -> str:
     if where:
         line += f" ({where})"
     detail = event.detail or {}
-    notes = [f"{key}: {detail[key]}" for key in _DETAIL_KEYS if detail.get(key) not in (None, "")]
+    notes = [
+        f"{key}: {escape(str(detail[key])) if key in _TYPED_KEYS else detail[key]}"
+        for key in _DETAIL_KEYS
+        if detail.get(key) not in (None, "")
+    ]
     if event.action == "gate" and detail.get("sample") is not None:
         notes.append(f"sample: {detail['sample']}")
     if notes:

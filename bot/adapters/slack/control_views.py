@@ -22,7 +22,6 @@ from bot.adapters.slack.actions import (
 from bot.adapters.slack.blocks import ViewJson, modal, plain, section, submitted
 from bot.adapters.slack.limits import INPUT_HINT, INPUT_LABEL, PLACEHOLDER
 from bot.adapters.slack.messages import slack_time
-from bot.adapters.slack.mrkdwn import escape
 from bot.domain.durations import HINT, parse_duration
 from bot.domain.errors import InvalidCommand
 from bot.domain.plan import RolloutPlan
@@ -233,9 +232,9 @@ def _reason_modal(
 
 
 def parse_reason(values: Mapping[str, Any]) -> tuple[str | None, dict[str, str]]:
-    """The override's reason, escaped for mrkdwn as Slack escapes a command's text (it is said
-    in the thread as typed, never as a mention or a link), or Slack's `errors` keyed by block
-    id (a reason is required)."""
+    """The override's reason as typed (a form's value comes raw, and is kept so: the thread
+    escapes it when it says it), or Slack's `errors` keyed by block id (a reason is
+    required)."""
     return parse_one(values, REASON_BLOCK, REASON_ACTION, _reason)
 
 
@@ -243,7 +242,7 @@ def _reason(text: str) -> str:
     reason = clean_text(text).strip()
     if not reason:
         raise ValueError("An override needs a reason.")
-    return escape(reason)
+    return reason
 
 
 def notice_modal(text: str) -> ViewJson:

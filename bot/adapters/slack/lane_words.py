@@ -7,7 +7,7 @@ from datetime import datetime
 
 from bot.adapters.slack.actions import Action
 from bot.adapters.slack.blocks import BlockJson, actions, as_json, button, section
-from bot.adapters.slack.mrkdwn import person, slack_time
+from bot.adapters.slack.mrkdwn import escape, person, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.freeze import (
     Freeze,
@@ -24,11 +24,11 @@ from bot.services.lane import LaneState
 def freeze_text(freeze: Freeze) -> str:
     """`Deploys are frozen by @ann until <time>: reason` (or by the plan's calendar entry)."""
     by = person(freeze.actor) if freeze.actor else f"the plan's `{freeze.calendar}` freeze"
-    return f"Deploys are frozen by {by} until {slack_time(freeze.until)}: {freeze.reason}"
+    return f"Deploys are frozen by {by} until {slack_time(freeze.until)}: {escape(freeze.reason)}"
 
 
 def lock_text(lock: LaneHold) -> str:
-    why = f": {lock.reason}" if lock.reason else ""
+    why = f": {escape(lock.reason)}" if lock.reason else ""
     return f"The release lane is locked by {person(lock.actor)} since {slack_time(lock.since)}{why}"
 
 
@@ -59,8 +59,8 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     if isinstance(refused, SecondApproverNeeded):
         return (
             f"{freeze_text(refused.freeze)}. You overrode it for this rollout "
-            f"({refused.override.reason}); the plan's two-person rule needs another approver "
-            "to dispatch it."
+            f"({escape(refused.override.reason)}); the plan's two-person rule needs another "
+            "approver to dispatch it."
         )
     assert isinstance(refused, Frozen)
     if refused.link:
@@ -97,20 +97,22 @@ def frozen_answer(asked: LaneHold, in_force: LaneHold) -> str:
     if in_force != asked:
         return (
             f":snowflake: The freeze by {person(in_force.actor)} until "
-            f"{slack_time(in_force.until)} stays in force: {in_force.reason}. "
-            f"{person(asked.actor)}'s freeze until {slack_time(asked.until)} ({asked.reason}) "
+            f"{slack_time(in_force.until)} stays in force: {escape(in_force.reason)}. "
+            f"{person(asked.actor)}'s freeze until {slack_time(asked.until)} "
+            f"({escape(asked.reason)}) "
             "ends before it, so it changes nothing: a freeze is never shortened by another "
             "(`/rollout unfreeze` lifts it)."
         )
     return (
         f":snowflake: {person(asked.actor)} froze deploys until {slack_time(asked.until)}: "
-        f"{asked.reason}. `start` and `dispatch` are refused; running rollouts go on."
+        f"{escape(asked.reason)}. `start` and `dispatch` are refused; running rollouts go on."
     )
 
 
 def unfrozen_answer(actor: str, removed: LaneHold) -> str:
     return (
-        f":sunny: {person(actor)} lifted the freeze by {person(removed.actor)} ({removed.reason})."
+        f":sunny: {person(actor)} lifted the freeze by {person(removed.actor)} "
+        f"({escape(removed.reason)})."
     )
 
 
@@ -119,7 +121,7 @@ def locked_answer(hold: LaneHold) -> str:
 
 
 def unlocked_answer(actor: str, removed: LaneHold, reason: str) -> str:
-    why = f": {reason}" if reason else ""
+    why = f": {escape(reason)}" if reason else ""
     return (
         f":unlock: {person(actor)} unlocked the release lane held by {person(removed.actor)}{why}."
     )
@@ -128,11 +130,11 @@ def unlocked_answer(actor: str, removed: LaneHold, reason: str) -> str:
 def override_answer(
     actor: str, tag: str, freeze: Freeze, reason: str, *, at: datetime | None = None
 ) -> str:
-    """An override of `freeze` for `tag` (`reason`: mrkdwn, as Slack sends a command's text
-    or as `mrkdwn.escape` made a form's), and the time its dispatch is scheduled for."""
+    """An override of `freeze` for `tag` (`reason` as typed), and the time its dispatch is
+    scheduled for."""
     scheduled = f" Its dispatch is scheduled for {slack_time(at)}." if at is not None else ""
     return (
-        f":warning: {person(actor)} overrode the freeze for `{tag}`: {reason}. "
+        f":warning: {person(actor)} overrode the freeze for `{tag}`: {escape(reason)}. "
         f"({freeze_text(freeze)}.){scheduled}"
     )
 

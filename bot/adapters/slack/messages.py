@@ -76,7 +76,7 @@ from bot.domain.rollout.state import (
 
 def reason_text(reason: StopReason) -> str:
     """Why a track ended, as the card and thread say it."""
-    return reason_words(reason, person)
+    return reason_words(reason, person, escape)
 
 
 def check_text(check: Check) -> str:

@@ -1,9 +1,20 @@
 """The marks every message uses: a time each reader sees in their own zone, a mention, and
-text shown as written."""
+text shown as written; and the way back, from what Slack sends to what a person typed.
+
+One rule for people's words: decoded once where Slack hands them over (`as_typed`, a slash
+command's text; a form's `plain_text_input` value comes raw), kept and sent to GitHub as plain
+text, escaped (`escape`) only when a message shows them.
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+
+_ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
+_QUOTED = re.compile("`[^`]*`")
+_ENTITY = re.compile("&(?:amp|lt|gt);")
+_FORMATTED = re.compile(rf"<([^<>]*)>|{_ENTITY.pattern}")
 
 
 def slack_time(moment: datetime) -> str:
@@ -22,3 +33,36 @@ def escape(text: str) -> str:
     person's `<!channel>` or `<https://x|approved>` reads as typed instead of notifying or
     linking."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_quoted(text: str) -> str:
+    """The bot's own mrkdwn (an error's message) with what it quotes between backticks escaped:
+    a person's words (`/rollout start <tag>` typed as it stands in the help) or a branch's
+    name read as written, while its mentions and links outside the quotes still work."""
+    return _QUOTED.sub(lambda quoted: escape(quoted[0]), text)
+
+
+def as_typed(text: str) -> str:
+    """Text as Slack sends it (a slash command's: `&`, `<`, `>` escaped, links, mentions and
+    channels as `<...>`) back to what the person typed, once: `a &amp; b &lt;c&gt;` is
+    `a & b <c>`, `<https://x>` the URL, `<@U1|ann>` `@ann`, `<#C1|releases>` `#releases`,
+    `<!subteam^S1|@team>` `@team`, `<!here>` `@here`. Mentions become words: a reason kept
+    and shown again later must not ping anyone, and GitHub knows no Slack ids."""
+    return _FORMATTED.sub(_typed, text)
+
+
+def _typed(found: re.Match[str]) -> str:
+    if found[1] is None:
+        return _ENTITIES[found[0]]
+    target, _, label = found[1].partition("|")
+    target, label = _decoded(target), _decoded(label)
+    if target.startswith(("@", "#")):  # <@U1|ann>, <#C1|releases>; without a name, the id
+        return target[0] + (label or target[1:])
+    if target.startswith("!"):  # <!here>, <!subteam^S1|@team>, <!date^...|fallback>
+        words = label or target[1:].split("^")[-1]
+        return words if words.startswith("@") or target.startswith("!date^") else f"@{words}"
+    return label or target  # a link: what was typed (`<http://x.io|x.io>`), else the URL
+
+
+def _decoded(text: str) -> str:
+    return _ENTITY.sub(lambda entity: _ENTITIES[entity[0]], text)

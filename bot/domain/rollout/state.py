@@ -234,8 +234,9 @@ class Rollout:
     service: str = DEFAULT_SERVICE
     """The service released (`bot.domain.service`): its plan, repository, channels, approvers."""
     told_outside: tuple[str, ...] = ()
-    """The environments outside the plan the run waited at for the App's answer, each told
-    to the thread once (`WaitsOutsidePlan`), as GitHub spelled them."""
+    """The environments outside the plan the run waited at for the bot's answer (the App's
+    rule, or the review of the bot's account), each told to the thread once
+    (`WaitsOutsidePlan`), as GitHub spelled them."""
     unread_since: datetime | None = None
     """Since when GitHub has not let the bot read the run (None: the last read succeeded)."""
     told_unread: bool = False
@@ -306,6 +307,12 @@ def gate_missed(stage: Stage) -> bool:
     return stage.state is StageState.HOLDING and stage.verdict is None
 
 
+def github_person(actor: str) -> str:
+    """A person of the project's own as a comment on GitHub names them: GitHub shows text as
+    it is and knows no Slack mention (in App mode the comment is all it shows of them)."""
+    return f"Slack user {actor}"
+
+
 def ended_words(state: TrackState) -> str:
     return {
         TrackState.COMPLETED: "completed",
@@ -316,11 +323,16 @@ def ended_words(state: TrackState) -> str:
     }.get(state, str(state))
 
 
-def reason_words(reason: StopReason, person: Callable[[str], str] = str) -> str:
+def reason_words(
+    reason: StopReason,
+    person: Callable[[str], str] = str,
+    typed: Callable[[str], str] = str,
+) -> str:
     """Why a track ended, in words; `person` names an actor of the project's own (the Slack
-    edge makes it a mention). GitHub logins are named as they are."""
+    edge makes it a mention, GitHub's comments `github_person`), `typed` shows a person's own
+    words, kept as typed (the Slack edge escapes them). GitHub logins are named as they are."""
     who = person(reason.actor) if reason.actor else "someone"
-    said = f": {reason.detail}" if reason.detail else ""
+    said = f": {typed(reason.detail)}" if reason.detail else ""
     match reason.kind:
         case StopKind.CANCELLED:
             return f"cancelled by {who}"
@@ -336,7 +348,7 @@ def reason_words(reason: StopReason, person: Callable[[str], str] = str) -> str:
         case StopKind.JOB_FAILED if reason.outcome is None:
             return f"{reason.subject} was skipped"
         case StopKind.JOB_FAILED | StopKind.FAILURE_JOB_FAILED:
-            cause = f" ({reason_words(reason.cause, person)})" if reason.cause else ""
+            cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
             return f"{reason.subject} ended `{reason.outcome}`{cause}"
         case StopKind.RUN_ENDED:
             return f"the run ended `{reason.outcome}` first"
