@@ -200,6 +200,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         metrics=partial(metrics_source, endpoints=MetricsEndpoints.from_settings(settings)),
         words=messages,
         dispatch_search=timedelta(seconds=settings.dispatch_search_seconds),
+        unread_after=timedelta(seconds=settings.github_unreadable_seconds),
         service=service.name,
     )
     lane = ReleaseLane(

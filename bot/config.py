@@ -152,6 +152,8 @@ class Settings(DatabaseSettings):
     dispatch_search_seconds: float = Field(default=600.0, ge=10, le=86400)
     """How long the bot looks for the run of a dispatch GitHub answered unclearly before it
     gives up and a person may dispatch again."""
+    github_unreadable_seconds: float = Field(default=300.0, ge=0, le=86400)
+    """How long GitHub may fail every read of a followed run before its thread is told."""
     unfollowed_run_timeout: float = Field(default=1800.0, ge=60, le=86400 * 7)
     """Seconds a protection-rule request of a run no rollout follows waits for Adopt or
     Reject before UNFOLLOWED_RUN_DEFAULT answers it (docs/protection-rules.md)."""

@@ -112,6 +112,11 @@ class RequestPipeline:
         in `text` is the request's Authorization header, as a proxy echoing the request has it."""
         self._forced.append(ForcedFailure(method.upper(), path_pattern, status, text, times))
 
+    def clear_failures(self) -> None:
+        """Forget the failures `fail_next` queued that have not happened yet (GitHub answers
+        again)."""
+        self._forced = []
+
     def redirect_next(
         self, method: str, path_pattern: str, status: int = 307, *, times: int = 1
     ) -> None:

@@ -232,6 +232,8 @@ def _context(rollout: Rollout) -> dict[str, Any]:
         "gave_up_at": _iso(rollout.gave_up_at),
         "schedule": None if rollout.schedule is None else schedule_to_json(rollout.schedule),
         "told_outside": list(rollout.told_outside),
+        "unread_since": _iso(rollout.unread_since),
+        "told_unread": rollout.told_unread,
     }
 
 
@@ -322,6 +324,8 @@ def _rollout(record: RolloutRecord) -> Rollout:
         gave_up_at=_moment(record.context.get("gave_up_at")),
         schedule=_schedule(record.context.get("schedule")),
         told_outside=tuple(record.context.get("told_outside", ())),
+        unread_since=_moment(record.context.get("unread_since")),
+        told_unread=bool(record.context.get("told_unread", False)),
     )
 
 

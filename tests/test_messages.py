@@ -189,6 +189,8 @@ EVENTS: list[told.Event] = [
     review_rejected("no"),
     told.WaitsOutsidePlan("desktop-internal", 9001, "https://github.com/o/r/actions/runs/9001"),
     told.WaitsOutsidePlan("staging", 9001, "https://github.com/o/r/actions/runs/9001", True),
+    told.RunUnreadable(AT, "GitHub answered 502 (<Bad Gateway>)", None, rate_limited=False),
+    told.RunReadable(AT, AT + timedelta(minutes=7, microseconds=5)),
 ]
 
 

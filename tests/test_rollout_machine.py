@@ -49,12 +49,15 @@ from bot.domain.rollout import (
     holding_tracks,
     migration_check,
     promote,
+    read_again,
+    read_failed,
     reconcile,
     verdict_from_json,
     verdict_to_json,
     window_ended,
     window_timer_key,
 )
+from bot.domain.rollout.events import RunReadable, RunUnreadable
 from bot.domain.run import (
     EnvironmentReview,
     JobConclusion,
@@ -1567,3 +1570,36 @@ def test_a_review_wait_of_the_bots_account_outside_the_plan_is_told_once() -> No
     assert first.rollout.told_outside == ("staging",)
     again = reconcile(first.rollout, PLAN, look, T0 + timedelta(minutes=1))
     assert (effects(again), again.rollout) == ([], first.rollout)
+
+
+def test_an_unreadable_run_is_told_once_past_the_threshold_and_once_when_read_again() -> None:
+    five, url = timedelta(minutes=5), running().run_url
+    first = read_failed(running(), now=at(1), cause="GitHub answered 502", after=five)
+    assert (first.rollout.unread_since, first.effects) == (at(1), ())
+    before = read_failed(first.rollout, now=at(5.9), cause="GitHub answered 502", after=five)
+    assert before == Decision(first.rollout)  # nothing to save
+    past = read_failed(first.rollout, now=at(6), cause="GitHub answered 502", after=five)
+    assert effects(past) == [
+        Announce(RunUnreadable(at(1), "GitHub answered 502", url, False), True)
+    ]
+    again = read_failed(past.rollout, now=at(9), cause="GitHub answered 502", after=five)
+    assert again == Decision(past.rollout)
+    back = read_again(again.rollout, now=at(10))
+    assert effects(back) == [Announce(RunReadable(at(1), at(10)), failure=True)]
+    assert (back.rollout.unread_since, back.rollout.told_unread) == (None, False)
+    assert read_again(back.rollout, now=at(11)) == Decision(back.rollout)
+
+
+def test_a_rate_limit_that_resets_past_the_threshold_is_told_at_once() -> None:
+    limited = read_failed(
+        running(),
+        now=at(1),
+        cause="rate limited",
+        after=timedelta(minutes=5),
+        rate_limited=True,
+        until=at(40),
+    )
+    told = RunUnreadable(at(1), "rate limited", running().run_url, rate_limited=True)
+    assert effects(limited) == [Announce(told, failure=True)]
+    quiet = read_failed(running(), now=at(1), cause="x", after=timedelta(minutes=5), until=at(2))
+    assert quiet.effects == ()

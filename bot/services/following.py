@@ -36,11 +36,15 @@ from bot.domain.run_link import (
 from bot.logs import rollout_context
 from bot.services.effects import EffectRunner
 from bot.services.records import BOT
+from bot.services.unread import unread
 
 log = logging.getLogger(__name__)
 
 DISPATCH_SEARCH = timedelta(minutes=10)
 """How long the poller looks for the run of a dispatch it could not identify at once."""
+
+UNREAD_AFTER = timedelta(minutes=5)
+"""How long GitHub may fail every read of a followed run before its thread is told."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +70,16 @@ class Reconciled:
 class RunFollower:
     """Compares rollouts with their runs on GitHub and acts on the difference."""
 
-    def __init__(self, effects: EffectRunner, *, dispatch_search: timedelta) -> None:
+    def __init__(
+        self,
+        effects: EffectRunner,
+        *,
+        dispatch_search: timedelta,
+        unread_after: timedelta = UNREAD_AFTER,
+    ) -> None:
         self._effects = effects
         self._dispatch_search = dispatch_search
+        self._unread_after = unread_after
         self._moments = itertools.count()
         """Orders deliveries' arrivals and reconciles' starts within this process."""
         self._reconciled: dict[str, int] = {}
@@ -153,10 +164,16 @@ class RunFollower:
             return Reconciled(version=rollout.version)
         with rollout_context(rollout.id):
             run_id, read_at = rollout.run_id, effects.clock()
-            reported = await self._look(rollout, lambda: effects.github.reported(run_id))
+            reported = await self._look(rollout, lambda: effects.github.reported(run_id), read)
             if isinstance(reported, Reconciled):
                 return reported
-            snapshot = await self._look(rollout, lambda: effects.held(reported, read_at=read_at))
+            if rollout.unread_since is not None:  # GitHub answers again: say so, if it was said
+                again = machine.read_again(rollout, now=effects.clock())
+                rollout = await effects.apply(rollout, again, plan)
+                read = (rollout, plan)
+            snapshot = await self._look(
+                rollout, lambda: effects.held(reported, read_at=read_at), read
+            )
             if isinstance(snapshot, Reconciled):
                 return snapshot
             known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}
@@ -184,31 +201,41 @@ class RunFollower:
 
         A look that left a job's wait unexplained never counts as settled, so a protection
         rule's request whose delivery was lost is looked for at every poll until found."""
-        if not last.settled or last.version != rollout.version or rollout.run_id is None:
+        if (
+            not last.settled
+            or last.version != rollout.version
+            or rollout.run_id is None
+            or rollout.unread_since is not None
+        ):
             return await self.reconcile(rollout.id)
         run_id, github = rollout.run_id, self._effects.github
         with rollout_context(rollout.id):
-            reported = await self._look(rollout, lambda: github.reported(run_id))
+            reported = await self._look(rollout, lambda: github.reported(run_id), None)
         if isinstance(reported, Reconciled):
             return reported  # GitHub did not say: as `reconcile` would answer
         return last if reported == last.reported else await self.reconcile(rollout.id)
 
-    @staticmethod
     async def _look(
-        rollout: Rollout, read: Callable[[], Awaitable[RunSnapshot]]
+        self,
+        rollout: Rollout,
+        read: Callable[[], Awaitable[RunSnapshot]],
+        held: tuple[Rollout, RolloutPlan] | None,
     ) -> RunSnapshot | Reconciled:
         """The rollout's run as `read` gives it, or what the poller makes of GitHub's failure
-        to say (a rate limit pauses it)."""
+        to say (a rate limit pauses it), remembered on the rollout (`unread`). `held`: the
+        rollout and its plan as read under its lock (None: the lock is not held)."""
         try:
             return await read()
-        except GitHubRateLimited as error:
-            log.warning("could not read run %s: %s", rollout.run_id, error.message)
-            return Reconciled(
-                version=rollout.version, rate_limited=True, retry_after=error.retry_after
-            )
         except GitHubError as error:
             log.warning("could not read run %s: %s", rollout.run_id, error.message)
-            return Reconciled(version=rollout.version)
+            retry_after = error.retry_after if isinstance(error, GitHubRateLimited) else None
+            return Reconciled(
+                version=await unread(
+                    self._effects, error, rollout_id=rollout.id, held=held, after=self._unread_after
+                ),
+                rate_limited=isinstance(error, GitHubRateLimited),
+                retry_after=retry_after,
+            )
 
     async def find_dispatched_run(self, rollout: Rollout) -> None:
         """Attach the run our dispatch created, when the dispatch could not tell it (GitHub's

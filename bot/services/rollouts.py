@@ -18,7 +18,7 @@ from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.actions import PeoplesActions
 from bot.services.effects import DISPATCH_TIMER, WINDOW_TIMER, EffectRunner
-from bot.services.following import DISPATCH_SEARCH, RunFollower
+from bot.services.following import DISPATCH_SEARCH, UNREAD_AFTER, RunFollower
 from bot.services.gating import Gate
 from bot.services.ports import MetricsSources, Words
 from bot.services.preflight import Preflights
@@ -52,12 +52,13 @@ class RolloutService:
         metrics: MetricsSources,
         words: Words,
         dispatch_search: timedelta = DISPATCH_SEARCH,
+        unread_after: timedelta = UNREAD_AFTER,
         service: str = DEFAULT_SERVICE,
     ) -> None:
         self.plan = plan
         self.service = service
         """The service whose rollouts these are (`bot.domain.service`)."""
-        follower = RunFollower(effects, dispatch_search=dispatch_search)
+        follower = RunFollower(effects, dispatch_search=dispatch_search, unread_after=unread_after)
         preflight = Preflights(effects, follower, plan=plan, service=service)
         gate = Gate(effects, follower, sources=metrics)
         actions = PeoplesActions(effects, follower, words)

@@ -1,14 +1,18 @@
-"""The thread's lines about what GitHub reports of a run: its deliveries, and a job that waits
-for the bot's answer (the App's rule, or its account's review) where the plan has no stage.
-Names and comments come from GitHub: they are escaped, so a `<!channel>` in a job's name or a
-reviewer's comment reads as typed instead of notifying the channel.
+"""The thread's lines about what GitHub reports of a run: its deliveries, a job that waits for
+the bot's answer (the App's rule, or its account's review) where the plan has no stage, and a
+run GitHub does not let the bot read. Names, comments and answers come from GitHub: they are
+escaped, so a `<!channel>` in a job's name or a reviewer's comment reads as typed instead of
+notifying the channel.
 """
 
 from __future__ import annotations
 
-from bot.adapters.slack.mrkdwn import escape
+from datetime import timedelta
+
+from bot.adapters.slack.mrkdwn import escape, slack_time
+from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
-from bot.domain.rollout.events import WaitsOutsidePlan
+from bot.domain.rollout.events import RunReadable, RunUnreadable, WaitsOutsidePlan
 
 
 def github_reported_text(told: GitHubReported) -> str:
@@ -63,4 +67,40 @@ def waits_outside_plan_text(event: WaitsOutsidePlan) -> str:
         f"{name}, so the bot neither approves nor rejects it: the job waits on GitHub until "
         f"someone acts. Answer it on the run's page ({who}), or add {name} to the plan (or "
         f"{off}) for the next rollouts."
+    )
+
+
+def run_unreadable_text(event: RunUnreadable) -> str:
+    """GitHub has not let the bot read the run for a while: since when, why, what the bot
+    still does and cannot do, and what a person can do meanwhile."""
+    run = f"<{event.run_url}|the run>" if event.run_url else "the run"
+    if event.rate_limited:
+        todo = (
+            "Wait for GitHub's rate limit to reset, or find what else spends the requests of "
+            "the bot's token (or of its App installation)"
+        )
+    else:
+        todo = (
+            "Check https://www.githubstatus.com and the bot's GitHub credentials (the token, "
+            "or the App's installation on the repository's owner), as GitHub's answer says"
+        )
+    return (
+        f":warning: The bot cannot read {run} on GitHub since {slack_time(event.since)}. "
+        f"GitHub's last answer: {escape(event.cause)}\n"
+        "It keeps trying at every poll. Observation windows still end on time and their gates "
+        "still evaluate on the metrics, but until GitHub answers the bot cannot approve or "
+        "reject a stage (a promotion or a rollback does not reach the run) and does not see "
+        f"what the run does. {todo}; a stage that must move meanwhile can be approved or "
+        "rejected on the run's page on GitHub. This thread is told when the bot reads the run "
+        "again."
+    )
+
+
+def run_readable_text(event: RunReadable) -> str:
+    """The run is read again after the thread was told it could not be."""
+    unread = timedelta(seconds=int((event.back_at - event.since).total_seconds()))
+    return (
+        f":white_check_mark: The bot reads the run on GitHub again (since "
+        f"{slack_time(event.back_at)}, after {format_duration(unread)} "
+        "without an answer): it follows, approves and rejects as before."
     )

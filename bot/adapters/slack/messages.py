@@ -6,7 +6,12 @@ one place that turns them into what the channel shows, with mentions, bold, link
 
 from __future__ import annotations
 
-from bot.adapters.slack.github_words import github_reported_text, waits_outside_plan_text
+from bot.adapters.slack.github_words import (
+    github_reported_text,
+    run_readable_text,
+    run_unreadable_text,
+    waits_outside_plan_text,
+)
 from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answer
 
 # Re-exported: every view takes its marks from here.
@@ -41,6 +46,8 @@ from bot.domain.rollout.events import (
     RolloutEnded,
     RunDispatched,
     RunEnded,
+    RunReadable,
+    RunUnreadable,
     ScheduleCancelled,
     ScheduleFrozen,
     ScheduleHeld,
@@ -256,6 +263,10 @@ def render(event: Event) -> str:
             return github_reported_text(event)
         case WaitsOutsidePlan():
             return waits_outside_plan_text(event)
+        case RunUnreadable():
+            return run_unreadable_text(event)
+        case RunReadable():
+            return run_readable_text(event)
 
 
 def stop_note(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:

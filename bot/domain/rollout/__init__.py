@@ -95,6 +95,7 @@ from bot.domain.rollout.state import (
     reason_words,
     window_timer_key,
 )
+from bot.domain.rollout.unread import read_again, read_failed
 from bot.domain.rollout.work import reached_label
 
 __all__ = [
@@ -154,6 +155,8 @@ __all__ = [
     "new_rollout",
     "promote",
     "reached_label",
+    "read_again",
+    "read_failed",
     "reason_from_json",
     "reason_to_json",
     "reason_words",

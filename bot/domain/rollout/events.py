@@ -324,6 +324,26 @@ class WaitsOutsidePlan:
     """The bot's account is a required reviewer there (token mode), not the App's rule."""
 
 
+@dataclass(frozen=True)
+class RunUnreadable:
+    """GitHub has not let the bot read the followed run since `since`; `cause` is its last
+    answer in words (never a credential). The bot keeps trying; it cannot approve or reject
+    meanwhile."""
+
+    since: datetime
+    cause: str
+    run_url: str | None
+    rate_limited: bool
+
+
+@dataclass(frozen=True)
+class RunReadable:
+    """The run is read again at `back_at`, after being unreadable since `since` (told)."""
+
+    since: datetime
+    back_at: datetime
+
+
 Event = (
     RunDispatched
     | StageApproved
@@ -357,4 +377,6 @@ Event = (
     | FreezeOverridden
     | GitHubReported
     | WaitsOutsidePlan
+    | RunUnreadable
+    | RunReadable
 )

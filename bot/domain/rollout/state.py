@@ -237,6 +237,11 @@ class Rollout:
     """The environments outside the plan the run waited at for the bot's answer (the App's
     rule, or the review of the bot's account), each told to the thread once
     (`WaitsOutsidePlan`), as GitHub spelled them."""
+    unread_since: datetime | None = None
+    """Since when GitHub has not let the bot read the run (None: the last read succeeded)."""
+    told_unread: bool = False
+    """The thread was told that the run is unreadable (`RunUnreadable`), and not yet that it
+    is read again."""
 
     def track(self, name: str) -> Track:
         return member(
