@@ -62,6 +62,7 @@ from bot.services.clock import LoopClock, SystemClock
 from bot.services.controls import ControlService
 from bot.services.directory import EveryService, ServiceDirectory
 from bot.services.effects import EffectRunner
+from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.leases import replica_name
 from bot.services.npm_release import LookPace
@@ -297,6 +298,7 @@ def _npm_token_service(
         npm=service.plan.npm,
         clock=shared.clock,
         claims=shared.claims,
+        once=ExactlyOnce(claims=shared.claims, clock=shared.clock, words=messages),
         timers=shared.timers,
         timers_changed=shared.wake.set,
         pace=LookPace(

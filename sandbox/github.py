@@ -20,6 +20,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from bot.services.clock import SystemClock
+from sandbox import github_json as shapes
 from sandbox.github_actions import Clock
 from sandbox.github_app import INSTALLATION_ID, SandboxApp
 from sandbox.github_app_hook import AppHookRoutes
@@ -217,8 +218,10 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         """Call `callback(event_name, payload)` for every `workflow_run`, `workflow_job` and
         `deployment_review` change of every repository, served now or added later (as an
         organization's or an App's webhook receives them), with payloads shaped like GitHub's
-        webhook deliveries; `repository.full_name` says whose. A repository's own webhook is
-        its handle's `on_event`."""
+        webhook deliveries; `repository.full_name` says whose. With an App, this is the App's
+        webhook: each payload names the installation on its repository's account
+        (`installation.id`), and an account without one sends nothing. A repository's own
+        webhook is its handle's `on_event`."""
         self._every_repository.append(callback)
 
     async def settle(self) -> None:
@@ -275,7 +278,19 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
                 await self.app_hook.send(*self._app_outbox.pop(0))
             while self._outbox:
                 repository, name, payload = self._outbox.pop(0)
-                for callback in [*self._every_repository, *repository.callbacks]:
-                    result = callback(name, payload)
+                as_app = self._app_delivery(repository, payload)
+                delivered = [(c, as_app) for c in self._every_repository if as_app is not None]
+                delivered += [(c, payload) for c in repository.callbacks]
+                for callback, body in delivered:
+                    result = callback(name, body)
                     if inspect.isawaitable(result):
                         await result
+
+    def _app_delivery(self, repository: SimRepository, payload: Json) -> Json | None:
+        """`payload` as the every-repository webhook (`on_event`) receives it. With an App,
+        that is the App's webhook: it names the installation on the repository's account
+        and receives nothing from an account the App is not installed on."""
+        if self.app is None:
+            return payload
+        number = self.app_installation_id(repository.repository)
+        return None if number is None else {**payload, "installation": shapes.installation(number)}

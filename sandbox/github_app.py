@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.services.doctor_app import APP_EVENTS, APP_PERMISSIONS, grants
 from sandbox import github_json as shapes
-from sandbox.github_routes import ACTOR, INSTALLATION, json_response
+from sandbox.github_routes import ACTOR, json_response
 
 APP_ID = 1_040_337
 INSTALLATION_ID = 61_000_001
@@ -324,6 +324,12 @@ class SandboxApp:
         """The token as minted, or None (not one of the App's)."""
         return next((t for t in self.issued if t.token == token), None)
 
+    def carried(self, authorization: str) -> int | None:
+        """The installation whose token an `Authorization` header carries, expired, revoked
+        or not (None: no token of the App's)."""
+        minted = self.minted(authorization.partition(" ")[2].strip())
+        return None if minted is None else minted.installation_id
+
     def owns(self, token: str) -> bool:
         return token.startswith(f"ghs_{self.app_id}_")
 
@@ -361,8 +367,6 @@ def authenticate_app(
             return json_response(shapes.error(refused, 401), 401)
         request[ACTOR] = sandbox_app.slug
         return None
-    if (minted := sandbox_app.minted(credential)) is not None:
-        request[INSTALLATION] = minted.installation_id
     refusal = sandbox_app.check_token(credential, request.method, path)
     if refusal is not None:
         status, message = refusal

@@ -39,6 +39,11 @@ def node_id(kind: str, number: int) -> str:
     return base64.b64encode(f"{kind}{number}".encode()).decode().rstrip("=")
 
 
+def installation(number: int) -> Json:
+    """The App's installation as a delivery to the App's webhook names it (`installation`)."""
+    return {"id": number, "node_id": node_id("Installation", number)}
+
+
 def stable_id(text: str) -> int:
     """A numeric id that is the same for the same name in every run of the simulator."""
     return 1_000_000 + zlib.crc32(text.encode()) % 90_000_000

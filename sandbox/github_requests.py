@@ -23,7 +23,7 @@ from sandbox.github_faults import (
     request_id,
 )
 from sandbox.github_json import Json
-from sandbox.github_routes import ACTOR, BODY, DOWNLOAD_PREFIX, INSTALLATION, json_response
+from sandbox.github_routes import ACTOR, BODY, DOWNLOAD_PREFIX, json_response
 from sandbox.github_runs import ActionsError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,7 +46,8 @@ class RecordedRequest:
     """The fault injected into the answer (`github_faults.FaultKind`), if any; a dropped
     connection is recorded with the status of the answer that was never sent."""
     installation: int | None = None
-    """The id of the App installation whose token the request carried (refused or not)."""
+    """The id of the App installation whose token the request carried (refused, faulted or
+    not: read from its `Authorization` header before anything is answered)."""
 
 
 @dataclass
@@ -169,6 +170,7 @@ class RequestPipeline:
         ):
             fault = self._faults.draw(request.method, path)
         response = await self._faulty(request, handler, path, body, fault)
+        authorization = request.headers.get("Authorization", "")
         self.requests.append(
             RecordedRequest(
                 request.method,
@@ -178,7 +180,7 @@ class RequestPipeline:
                 response.status,
                 request.headers.get("If-None-Match"),
                 fault.value if fault is not None else None,
-                request.get(INSTALLATION),
+                None if self.app is None else self.app.carried(authorization),
             )
         )
         self.schedule_flush()

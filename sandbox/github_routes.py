@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 DOWNLOAD_PREFIX = "/_sandbox"
 ACTOR = web.RequestKey("actor", str)
 BODY = web.RequestKey("body", object)
-INSTALLATION = web.RequestKey("installation", int)
-"""The App installation whose token a request carried (none for a JWT or another token)."""
 _RUN_FILTERS = ("event", "branch", "actor", "status", "created", "head_sha")
 
 

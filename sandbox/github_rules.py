@@ -68,10 +68,7 @@ def requested_payload(
         "pull_requests": [],
         "repository": webhook_repository(urls, default_branch=default_branch),
         "sender": shapes.user(urls, sender),
-        "installation": {
-            "id": installation_id,
-            "node_id": shapes.node_id("Installation", installation_id),
-        },
+        "installation": shapes.installation(installation_id),
     }
 
 

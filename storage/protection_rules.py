@@ -150,6 +150,23 @@ class ProtectionRuleStore(ServiceStore):
             )
             return rows_changed(result)
 
+    async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
+        """Close, as `gone`, the run's requests still open that were asked by `asked_by`
+        (when the bot began reading the run it found completed: a re-run's request asked
+        since is not the completed attempt's); how many this call closed."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(Row)
+                .where(
+                    Row.run_id == run_id,
+                    Row.answer.is_(None),
+                    Row.requested_at <= asked_by,
+                    *self._scope,
+                )
+                .values(answer="gone", answered_at=at)
+            )
+            return rows_changed(result)
+
     async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:
         """How the run's latest request for `environment` was closed (None: still open, or
         none): what another replica answered when this one's answer raced it."""

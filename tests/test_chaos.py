@@ -18,10 +18,12 @@ import pytest
 
 from bot.domain.rollout import TrackState
 from sandbox.chaos.checks import (
+    CHECKS,
     Evidence,
     Outcome,
     check,
     dispatched_once,
+    each_owner_its_installation,
     ends_as_scripted,
     no_secrets,
     no_server_errors,
@@ -171,6 +173,38 @@ def test_a_server_error_is_caught() -> None:
     )
 
 
+ORG_1, ORG_2 = 61_000_002, 61_000_003
+AS_APP = replace(
+    GOOD,
+    installations={"scriptum": 61_000_001, "org-1": ORG_1, "org-2": ORG_2},
+    calls={("org-1/svc-001", ORG_1): 40, ("org-2/svc-002", ORG_2): 38},
+    deliveries={("org-1/svc-001", ORG_1): 12, ("org-2/svc-002", ORG_2): 9},
+)
+"""A run as the App releasing services of two owners, each call and delivery with its own."""
+
+
+def test_as_an_app_a_call_or_delivery_without_its_owners_installation_is_caught() -> None:
+    findings = check(AS_APP)
+    crossed = replace(
+        AS_APP, calls={**AS_APP.calls, ("org-2/svc-002", ORG_1): 1, ("org-1/svc-001", None): 2}
+    )
+    unnamed = replace(AS_APP, deliveries={**AS_APP.deliveries, ("org-2/svc-002", None): 1})
+
+    assert [f.problems for f in findings if not f.ok] == []
+    assert len(check(GOOD)) == len(CHECKS) == len(findings) - 1  # token mode: no installations
+    assert (
+        "ok   every GitHub call and delivery of a repository with its owner's installation: "
+        "99 checked, 0 broken"
+    ) in report(AS_APP, findings, seed=1)
+    assert each_owner_its_installation(crossed).problems == (
+        "2 x call of org-1/svc-001 with installation None, not its owner's (61000002)",
+        "1 x call of org-2/svc-002 with installation 61000002, not its owner's (61000003)",
+    )
+    assert each_owner_its_installation(unnamed).problems == (
+        "1 x delivery of org-2/svc-002 with installation None, not its owner's (61000003)",
+    )
+
+
 def test_every_scenario_is_played_in_a_run_of_ten() -> None:
     chosen = pick_scenarios(10, random.Random(3))
 
@@ -200,17 +234,23 @@ beside them, runs other replicas on the same server (`max_connections` 100)."""
 @pytest.mark.postgres
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
-    ("github_app", "services", "rollouts"),
+    ("github_app", "services", "rollouts", "installations"),
     [
-        pytest.param(False, 1, 3, id="token"),
+        pytest.param(False, 1, 3, 0, id="token"),
         # As the App (every stage held by its protection rule, installation tokens that last
-        # 30 s) releasing two services side by side (each its repository, channel and plan):
-        # one rollout to 100% and GA, the other rolled back by its 5% gate, at the same time.
-        pytest.param(True, 2, 2, id="github-app-2-services"),
+        # 30 s) releasing two services side by side (each its repository, channel and plan, of
+        # an owner of its own: each its installation): one rollout to 100% and GA, the other
+        # rolled back by its 5% gate, at the same time.
+        pytest.param(True, 2, 2, 2, id="github-app-2-services"),
     ],
 )
 async def test_rollouts_under_chaos_keep_every_invariant(
-    tmp_path: Path, postgres_server: str, github_app: bool, services: int, rollouts: int
+    tmp_path: Path,
+    postgres_server: str,
+    github_app: bool,
+    services: int,
+    rollouts: int,
+    installations: int,
 ) -> None:
     evidence, findings = await run_chaos(
         workdir=tmp_path,
@@ -226,3 +266,5 @@ async def test_rollouts_under_chaos_keep_every_invariant(
     print(figures)  # the figures are the point of a chaos run (pytest -s shows them)
 
     assert all(finding.ok for finding in findings), figures
+    # Every service's owner's installation carried calls (none in token mode).
+    assert len({number for _, number in evidence.calls}) == installations, figures

@@ -9,6 +9,7 @@ same click again, and what GitHub or the rollout shows of the effect: once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,16 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import every_gate_passes
+from figures import every_gate_passes, passing_sandbox
 from sandbox_views import dispatched, held, value_of
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
+from test_freeze_sandbox import APPROVERS_ENV, open_override, refused_dispatch, typed_reason
 
 from bot.adapters.slack.actions import ButtonValue
+from bot.adapters.slack.npm_views import NpmAction
 from bot.domain.controls import CardRef, Control, effect_key
-from bot.domain.rollout import Rollout, StageState
+from bot.domain.rollout import Phase, Rollout, StageState
 from bot.services.records import ClaimState
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan
 from storage.claims import ClaimStore
 
@@ -187,3 +191,77 @@ def _card_of(value: str) -> CardRef:
     return CardRef(
         drawn["rollout_id"], drawn.get("track"), drawn.get("stage"), drawn.get("version")
     )
+
+
+async def test_a_release_never_recorded_dispatched_is_not_dispatched_again_by_another_replica(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The npm walkthrough's Release: Slack could not redraw "Dispatching", the dispatch went,
+    its done write failed, and the same button is clicked on a replica that never saw the
+    walkthrough once the claim's lease lapsed. Its claim is keyed by the walkthrough, not by
+    a version the dispatch moved on: before, the click took the claim over and dispatched
+    Release (which publishes packages) a second time."""
+    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=env) as box:
+        assert "walkthrough posted" in await box.command("npm-token")
+        (message,) = box.slack.messages(RELEASE_CHANNEL)
+        box.slack.fail_next("chat.update", error="fatal_error")  # "Dispatching" is not drawn
+
+        with the_next_done_write_fails() as failed:
+            await box.click(str(NpmAction.RUN_RELEASE), message=message)
+        assert failed, "the click's done write ran, and failed"
+        (dispatch,) = box.github.dispatches
+        assert "Dispatching" not in message.rendered
+
+        await box.stop_bot()
+        await box.start_bot()  # another replica: the walkthrough is not in its memory
+        await box.pass_time(LEASE * 2)
+        answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+
+        assert len(box.github.dispatches) == 1, "Release was dispatched twice"
+        assert answer is not None and answer.startswith(
+            f":warning: This walkthrough is out of date: <@{RELEASE_MANAGER}> clicked it at "
+        ), answer
+        assert "GitHub may have started that run" in answer and "release.yml" in answer
+        # The look written before the dispatch finds its run and follows it.
+        await box.pass_time(timedelta(minutes=1))
+        await box.slack.wait_for(lambda: f"/actions/runs/{dispatch.run_id}|" in message.rendered)
+        assert len(box.github.dispatches) == 1
+
+
+async def test_an_override_never_recorded_done_is_neither_written_nor_said_again(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Override freeze: its done write failed (its dispatch did not go), and the same override
+    is given again once the claim's lease lapsed (the card did not move: the override saves
+    no rollout). The freeze is overridden for that dispatch already: the hold stays as it was
+    written, the thread is told once, and the dispatch goes, once. Before, the repeat wrote
+    the hold again and said so in the thread a second time."""
+    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds())), **APPROVERS_ENV}
+    async with passing_sandbox(tmp_path, database_url=database_url, extra_env=env) as box:
+        _, value = await refused_dispatch(box)
+        view_id = await open_override(box, value)
+        with the_next_done_write_fails() as failed:
+            await box.submit_view(view_id, typed_reason("hotfix for INC-123"))
+            async with asyncio.timeout(30):  # the form is answered before its work is done
+                while not failed:  # noqa: ASYNC110 - a statement of the bot's, nothing to wake
+                    await asyncio.sleep(0.02)
+        assert box.github.dispatches == []
+        overrides = await box.services.lane.holds.current()
+        assert [hold.kind for hold in overrides if hold.kind.startswith("override:")]
+
+        await box.pass_time(LEASE * 2)
+        view_id = await open_override(box, value)
+        assert await box.submit_view(view_id, typed_reason("hotfix for INC-123")) == {}
+
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+        assert len(box.github.dispatches) == 1
+        card = box.slack.messages(RELEASE_CHANNEL)[0]  # before the freeze's note
+
+        def thread(needle: str) -> list[str]:
+            return [reply.rendered for reply in card.replies if needle in reply.rendered]
+
+        # The dispatch's note is said after any override's.
+        await box.slack.wait_for(lambda: thread("Dispatched"), timeout=30)
+        assert len(thread("overrode the freeze")) == 1, thread("overrode the freeze")
+        assert await box.services.lane.holds.current() == overrides, "the hold was rewritten"

@@ -189,6 +189,7 @@ EVENTS: list[told.Event] = [
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
     review_rejected("no"),
     told.WaitsOutsidePlan("desktop-internal", 9001, "https://github.com/o/r/actions/runs/9001"),
+    told.WaitsOutsidePlan("staging", 9001, "https://github.com/o/r/actions/runs/9001", True),
 ]
 
 

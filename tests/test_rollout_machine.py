@@ -1551,3 +1551,19 @@ def test_a_rule_wait_outside_the_plan_is_told_once_and_never_reviewed() -> None:
     ):
         again = reconcile(first.rollout, PLAN, later, T0 + timedelta(minutes=1))
         assert (effects(again), again.rollout) == ([], first.rollout)
+
+
+def test_a_review_wait_of_the_bots_account_outside_the_plan_is_told_once() -> None:
+    """Token mode: a job waits at `staging`, where the bot's account is a required reviewer
+    (GitHub lists it as one the bot may approve) and which the plan does not name. Nobody reads
+    the bot's account's notifications, so the thread is told once, as a review's wait, and
+    nothing is approved or rejected there."""
+    look = snapshot(JobSnapshot("Deploy staging", JobStatus.WAITING), waiting_on={"staging"})
+
+    first = reconcile(running(), PLAN, look, T0)
+
+    told = Says("waits at `staging` for the bot's review", "required reviewers", failure=True)
+    assert effects(first) == [told]
+    assert first.rollout.told_outside == ("staging",)
+    again = reconcile(first.rollout, PLAN, look, T0 + timedelta(minutes=1))
+    assert (effects(again), again.rollout) == ([], first.rollout)

@@ -236,6 +236,60 @@ async def test_each_account_has_an_installation_whose_tokens_reach_its_repositor
     assert await status(of_scriptum, BILLING) == 200
 
 
+async def test_the_apps_webhook_names_each_accounts_installation_and_hears_no_other(
+    gh_app: GitHubSimulator, app: SandboxApp
+) -> None:
+    """GitHub sends the App's webhook the events of the accounts it is installed on, each
+    naming that account's installation (a repository's own webhook names none); once removed,
+    an account's events reach the App no more."""
+    ledger = gh_app.add_repository("globex/ledger")
+    to_app: list[dict[str, Any]] = []
+    to_ledger: list[dict[str, Any]] = []
+    gh_app.on_event(lambda _, payload: to_app.append(payload))
+    ledger.on_event(lambda _, payload: to_ledger.append(payload))
+    github = client(gh_app)
+
+    await dispatch(await call(github.get_repo, "scriptum/scriptum"))
+    await dispatch(await call(github.get_repo, "globex/ledger"))
+    await gh_app.settle()
+
+    named = {(p["repository"]["full_name"], p["installation"]["id"]) for p in to_app}
+    globex = app.installations["globex"].id
+    assert named == {("scriptum/scriptum", app.installation_id), ("globex/ledger", globex)}
+    assert to_ledger and not any("installation" in p for p in to_ledger)
+    app.uninstall("globex")
+    to_app.clear()
+    await dispatch(await call(github.get_repo, "globex/ledger"))
+    await gh_app.settle()
+    assert to_app == [] and len(to_ledger) > 1
+
+
+async def test_a_request_records_its_tokens_installation_faulted_or_refused(
+    gh_app: GitHubSimulator, app: SandboxApp
+) -> None:
+    """Which installation's token a call carried is read before the answer is decided: a call
+    answered by an injected fault or refused as expired records it too (never the token)."""
+    token = await installation_token(gh_app, app)
+    with_token = client(gh_app, token)
+    gh_app.fault_next("GET", "/repos/scriptum/scriptum", "server_error")
+    with pytest.raises(GithubException):
+        await call(with_token.get_repo, "scriptum/scriptum")
+    assert (await call(with_token.get_repo, "scriptum/scriptum")).full_name
+    app.advance(2 * 3600)  # the token expired
+    with pytest.raises(GithubException) as expired:
+        await call(with_token.get_repo, "scriptum/scriptum")
+    assert expired.value.status == 401
+
+    recorded = [
+        (r.status, r.fault, r.installation)
+        for r in gh_app.requests
+        if r.path == "/repos/scriptum/scriptum"
+    ]
+    number = app.installation_id
+    assert recorded == [(502, "server_error", number), (200, None, number), (401, None, number)]
+    assert token not in repr(gh_app.requests)
+
+
 async def test_the_app_rule_of_one_repository_is_not_listed_on_the_other(
     gh_app: GitHubSimulator,
 ) -> None:

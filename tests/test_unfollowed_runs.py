@@ -462,6 +462,34 @@ async def test_a_card_lost_before_it_was_posted_is_posted_by_the_next_poll(box: 
     assert len(run_cards(box)) == 1
 
 
+async def test_a_kept_request_of_a_run_that_has_completed_since_gets_no_card(
+    box: Sandbox,
+) -> None:
+    """The requests were kept but their card never drawn (GitHub failed to tell the run), and
+    someone cancelled the run meanwhile: the next poll's sweep reads it completed, so nothing of
+    it waits for the bot. No card is posted, its requests are closed, and later polls do not
+    read the run again."""
+    box.github.refs.add(TAG)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    box.github.engine.cancel(run_id)
+    await box.github.settle()
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    assert await rules.open_for_run(run_id) != []
+
+    for _ in range(2):
+        await box.pass_time(timedelta(seconds=60))
+    read = len([r for r in box.github.requests if f"/actions/runs/{run_id}" in r.path])
+    for _ in range(3):
+        await box.pass_time(timedelta(seconds=60))
+
+    assert run_cards(box) == []
+    assert await rules.open_for_run(run_id) == []
+    assert len([r for r in box.github.requests if f"/actions/runs/{run_id}" in r.path]) == read
+
+
 def has_buttons(card: ChannelMessage) -> bool:
     return any(block["type"] == "actions" for block in card.blocks)
 

@@ -223,6 +223,19 @@ def overridden(hold: LaneHold) -> list[str]:
     return (hold.overrides or "").splitlines()
 
 
+def override_covering(
+    frozen: Sequence[Freeze], holds: Sequence[LaneHold], rollout_id: str, now: datetime
+) -> LaneHold | None:
+    """The override of `rollout_id` still in force when it was given for every freeze in
+    `frozen` (those in force now); None when it has none, or a freeze it does not cover."""
+    kind = override_kind(rollout_id)
+    hold = next((hold for hold in holds if hold.kind == kind), None)
+    if hold is None or not frozen or (hold.until is not None and now >= hold.until):
+        return None
+    covered = set(overridden(hold))
+    return hold if all(freeze.key in covered for freeze in frozen) else None
+
+
 def lock_of(holds: Sequence[LaneHold]) -> LaneHold | None:
     return next((hold for hold in holds if hold.kind == LANE_LOCK), None)
 

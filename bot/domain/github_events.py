@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.plan import RolloutPlan
+from bot.domain.protection_rules import EVENT, environment_jobs
 from bot.domain.run import EnvironmentReview
 from bot.domain.text import clean_text
 
@@ -134,8 +135,12 @@ _TOLD = {
 
 
 def reported(event: RunEvent, plan: RolloutPlan) -> GitHubReported | None:
-    """What the thread is told of this delivery at the `all` level (None: nothing)."""
-    if event.event in _TOLD:
+    """What the thread is told of this delivery at the `all` level (None: nothing). A
+    protection rule's request at an environment the plan does not name is not: the
+    reconcile tells it, with what to do (`WaitsOutsidePlan`), at every level."""
+    if event.event == EVENT:
+        told = (event.environment or "").casefold() in environment_jobs(plan)
+    elif event.event in _TOLD:
         told = event.action in _TOLD[event.event]
     else:
         told = event.event == "deployment_status" or event.action == "requested"

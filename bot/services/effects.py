@@ -97,12 +97,26 @@ class EffectRunner:
 
     async def read_run(self, run_id: int) -> RunSnapshot:
         """The run as GitHub shows it now, with what holds its waits (`held`)."""
-        return await self.held(await self.github.reported(run_id))
+        read_at = self.clock()
+        return await self.held(await self.github.reported(run_id), read_at=read_at)
 
-    async def held(self, reported: RunSnapshot) -> RunSnapshot:
-        """The run GitHub reported, with what holds its waits; a wait for the App's rule whose
-        request never arrived (found from its deployment) is kept as a request, to be answered
-        like one."""
+    async def held(self, reported: RunSnapshot, *, read_at: datetime) -> RunSnapshot:
+        """The run GitHub reported (its read begun at `read_at`), with what holds its waits;
+        a wait for the App's rule whose request never arrived (found from its deployment) is
+        kept as a request, to be answered like one. A completed run waits for nothing: its
+        requests still open (one at an environment the plan does not name, which nothing
+        answers, or one the run was cancelled at) are closed, so that no sweep takes them
+        for a run that still waits."""
+        if reported.completed and self.rule_requests is not None:
+            closed = await self.rule_requests.close_run(
+                run_id=reported.run_id, asked_by=read_at, at=self.clock()
+            )
+            if closed:
+                log.info(
+                    "run %s completed: %d protection rule request(s) it left open closed",
+                    reported.run_id,
+                    closed,
+                )
         snapshot = await self.github.held(reported)
         for request in snapshot.unrequested:
             if self.rule_requests is not None and await self.rule_requests.remember(request):

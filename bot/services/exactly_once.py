@@ -145,16 +145,29 @@ class ExactlyOnce:
         claimed the same effect and never recorded it done (its done write failed, or its
         replica died) and the claim's lease has run out: that click may have acted, so taking
         its claim over could act twice. None when no such claim holds the effect's key."""
-        claim = await self._claims.get(effect_key(control, card))
+        claim = await self.lapsed(effect_key(control, card))
+        if claim is None:
+            return None
+        return StaleCard(
+            f"This card is out of date: {self.unrecorded(claim, what)} {where} Use the buttons "
+            "on the updated card, or `/rollout status`."
+        )
+
+    async def lapsed(self, key: str) -> Claim | None:
+        """The claim on `key` whose request never recorded it done (its done write failed, or
+        its replica died) and whose lease ran out: that request may have acted. None when no
+        such claim holds the key (a claim still held: its owner may be at work)."""
+        claim = await self._claims.get(key)
         if claim is None or claim.state is not ClaimState.CLAIMED:
             return None
-        if self._clock() < claim.claimed_at + self._claims.lease:
-            return None  # still held: its owner may be at work (`done_by` waits for it)
+        return claim if self._clock() >= claim.claimed_at + self._claims.lease else None
+
+    def unrecorded(self, claim: Claim, what: str) -> str:
+        """Who clicked, when and to do `what`, under a claim that was never recorded done."""
         at = self._words.slack_time(claim.claimed_at)
-        return StaleCard(
-            f"This card is out of date: {_who(claim.actor)} clicked it at {at} to {what}, and "
-            f"the bot could not record whether that was done. {where} Use the buttons on the "
-            "updated card, or `/rollout status`."
+        return (
+            f"{_who(claim.actor)} clicked it at {at} to {what}, and the bot could not record "
+            "whether that was done."
         )
 
     def _nothing_done(self, lost: ClaimUnsettled, what: str) -> NothingDone:

@@ -152,11 +152,11 @@ class RunFollower:
         if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
             return Reconciled(version=rollout.version)
         with rollout_context(rollout.id):
-            run_id = rollout.run_id
+            run_id, read_at = rollout.run_id, effects.clock()
             reported = await self._look(rollout, lambda: effects.github.reported(run_id))
             if isinstance(reported, Reconciled):
                 return reported
-            snapshot = await self._look(rollout, lambda: effects.held(reported))
+            snapshot = await self._look(rollout, lambda: effects.held(reported, read_at=read_at))
             if isinstance(snapshot, Reconciled):
                 return snapshot
             known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}

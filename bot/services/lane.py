@@ -26,6 +26,7 @@ from bot.domain.freeze import (
     freezes_in_force,
     lane_refusal,
     lock_of,
+    override_covering,
     override_kind,
     roll_back_kind,
     roll_back_pass,
@@ -235,6 +236,14 @@ class ReleaseLane:
             for track in rollout.tracks
             if track.state is TrackState.COMPLETED and (ended := track.ended_at) is not None
         ]
+
+    async def overridden_for(self, *, rollout_id: str) -> LaneHold | None:
+        """The override already given for `rollout_id` when it covers every freeze in force
+        now (a repeat of the override whose claim lapsed unrecorded), None otherwise."""
+        now = self.clock()
+        holds = await self.holds.current()
+        frozen = freezes_in_force(self.plan.freezes, holds, now)
+        return override_covering(frozen, holds, rollout_id, now)
 
     async def override_for(
         self, *, rollout_id: str, actor: str, reason: str, at: datetime | None = None

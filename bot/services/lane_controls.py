@@ -128,12 +128,19 @@ class LaneControls:
         return await self.dispatch(replace(origin, delivery=None), card)
 
     async def _override(self, origin: Origin, rollout: Rollout, reason: str) -> None:
+        current = current_entry.get()
+        earlier = await self.lane.overridden_for(rollout_id=rollout.id)
+        if earlier is not None:
+            # A repeat of an override whose claim lapsed unrecorded, its dispatch not gone: the
+            # freeze is overridden for that dispatch already, and its thread was told so.
+            if current is not None:
+                current.detail.update(overridden_by=earlier.actor, overridden_for=earlier.reason)
+            return
         freeze = await self.lane.override_for(
             rollout_id=rollout.id, actor=origin.actor, reason=reason
         )
         if freeze is None:
             raise InvalidCommand("Nothing is frozen now: click Dispatch on the card.")
-        current = current_entry.get()
         if current is not None:
             current.detail.update(override_freeze=reason, freeze=freeze.reason)
         told = FreezeOverridden(origin.actor, rollout.tag, reason, freeze)

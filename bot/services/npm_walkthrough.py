@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from bot.domain.controls import StaleCard
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
 from bot.domain.npm import (
     SECRET_NAME,
@@ -32,6 +33,7 @@ from bot.domain.npm import (
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
+from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.npm_release import (
     CLAIM_ACTION,
@@ -88,6 +90,7 @@ class NpmTokenService:
         npm: NpmRelease,
         clock: Clock,
         claims: Claims,
+        once: ExactlyOnce,
         timers: Timers,
         timers_changed: Callable[[], None],
         pace: LookPace,
@@ -98,6 +101,7 @@ class NpmTokenService:
         self._lane = lane
         self._github = github
         self._claims = claims
+        self._once = once
         self._board = board
         self._approvers = approvers
         self._npm = npm
@@ -177,8 +181,10 @@ class NpmTokenService:
         try:
             # The same claim across replicas: one Release per walkthrough and run shown.
             previous_run = release.run_id if release else None
+            key = f"{CLAIM_ACTION}:{message.channel}:{message.ts}:{previous_run}"
+            await self._not_unsettled(key)
             claim = await self._claims.claim(
-                key=f"{CLAIM_ACTION}:{message.channel}:{message.ts}:{previous_run}",
+                key=key,
                 action=CLAIM_ACTION,
                 actor=actor,
                 now=self._clock(),
@@ -191,6 +197,24 @@ class NpmTokenService:
             await self._release(message, current, actor, claim)
         finally:
             self._busy.discard(message)
+
+    async def _not_unsettled(self, key: str) -> None:
+        """Refuse a click whose claim an earlier click took and never recorded done (the
+        database went away after the dispatch for longer than the claim's lease, or the replica
+        died) while the walkthrough could not be redrawn: GitHub may have started Release, so
+        it is never dispatched again from here. Only the look written before that dispatch
+        gives the click back, when it finds no run."""
+        earlier = await self._once.lapsed(key)
+        if earlier is None:
+            return
+        since = self._once.unrecorded(earlier, f"run the {self._npm.workflow} workflow")
+        raise StaleCard(
+            f"This walkthrough is out of date: {since} GitHub may have started that run, so "
+            f"Release is not dispatched again from here. Look at the runs of "
+            f"{self._npm.workflow} on GitHub (the repository's Actions tab) started since "
+            "then: step 5 shows the run once the bot finds it. To run Release anyway, open a "
+            "new walkthrough with `/rollout npm-token`."
+        )
 
     async def _release(
         self, message: MessageRef, current: Walkthrough, actor: str, claim: Claim

@@ -311,6 +311,11 @@ class ProtectionRuleRequests(Protocol):
         """Close the run's open request for `environment` (as stored); how many it closed."""
         ...
 
+    async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
+        """Close as `gone` the run's open requests asked by `asked_by` (the run was seen
+        completed then: nothing of it waits); how many it closed."""
+        ...
+
     async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:
         """How the run's latest request for `environment` was closed (None: open, or none)."""
         ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
@@ -119,11 +119,14 @@ class UnfollowedRuns:
         if known is not None:  # the run has its card: nothing to read again
             await self._another_request(request, known)
             return True
+        read_at = effects.clock()
         try:
             run = await effects.github.linkable_run(request.run_id)
         except GitHubError as error:
             log.warning("could not read run %s: %s", request.run_id, error.message)
             return False
+        if run.status == "completed":
+            return await _completed(self._rules, request.run_id, read_at)
         plan = self._rollouts.plan
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
@@ -371,6 +374,14 @@ class UnfollowedRuns:
     def _message(self, card: UnfollowedRun) -> NewMessage:
         """The run's card, posted or redrawn as it stands."""
         return NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())
+
+
+async def _completed(rules: ProtectionRuleRequests, run_id: int, read_at: datetime) -> bool:
+    """The run has completed (cancelled, or its rollout ended before it did): nothing of it
+    waits, so no card; its requests are closed, so no sweep hands them over again."""
+    await rules.close_run(run_id=run_id, asked_by=read_at, at=read_at)
+    log.info("run %s has completed: its requests are closed, no card", run_id)
+    return True
 
 
 def _fate(timer: Timer) -> RunFate:

@@ -50,6 +50,15 @@ class Evidence:
     secrets: tuple[str, ...] = SECRETS
     """What must appear nowhere: the sandbox's secrets, and in App mode the App's private key
     and every installation token it minted."""
+    installations: Mapping[str, int] = field(default_factory=dict)
+    """App mode: the id of the App's installation on each account (casefolded); empty in
+    token mode."""
+    calls: Mapping[tuple[str, int | None], int] = field(default_factory=dict)
+    """App mode: GitHub calls to each repository (`owner/name`) by the installation whose
+    token they carried, faulted or refused (None: no installation token)."""
+    deliveries: Mapping[tuple[str, int | None], int] = field(default_factory=dict)
+    """App mode: webhook deliveries and protection rule requests from each repository by the
+    installation they named."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +187,26 @@ def no_server_errors(evidence: Evidence) -> Finding:
     return Finding("no 5xx answer to a signed request", sum(evidence.answers.values()), problems)
 
 
+def each_owner_its_installation(evidence: Evidence) -> Finding:
+    """App mode: every call to a repository carried a token of its owner's installation, and
+    every delivery from it named that installation."""
+    problems = []
+    for what, carried in (("call", evidence.calls), ("delivery", evidence.deliveries)):
+        for (repository, number), n in sorted(carried.items(), key=str):
+            owners = evidence.installations.get(repository.split("/")[0].casefold())
+            if number != owners:
+                problems.append(
+                    f"{n} x {what} of {repository} with installation {number}, "
+                    f"not its owner's ({owners})"
+                )
+    checked = sum(evidence.calls.values()) + sum(evidence.deliveries.values())
+    return Finding(
+        "every GitHub call and delivery of a repository with its owner's installation",
+        checked,
+        tuple(problems),
+    )
+
+
 CHECKS: tuple[Callable[[Evidence], Finding], ...] = (
     windows_evaluated_once,
     reviews_at_most_once,
@@ -191,7 +220,9 @@ CHECKS: tuple[Callable[[Evidence], Finding], ...] = (
 
 
 def check(evidence: Evidence) -> list[Finding]:
-    return [invariant(evidence) for invariant in CHECKS]
+    """Every invariant; in App mode (the evidence names installations) the installations' too."""
+    app = (each_owner_its_installation,) if evidence.installations else ()
+    return [invariant(evidence) for invariant in (*CHECKS, *app)]
 
 
 def _levels(logs: Mapping[str, str]) -> Counter[str]:

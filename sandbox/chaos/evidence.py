@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from sandbox.chaos.checks import Evidence, Outcome
 from sandbox.config import SECRETS
+from sandbox.github_app import SandboxApp, is_app_path
+from sandbox.github_requests import RecordedRequest
 from storage.rollout_store import RolloutStore
 
 if TYPE_CHECKING:
@@ -71,14 +74,22 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
         if r.method == "POST" and r.path.endswith(path) and r.status == 422
     )
     secrets: tuple[str, ...] = SECRETS
+    installations: dict[str, int] = {}
+    calls: Counter[tuple[str, int | None]] = Counter()
+    delivered = Counter(run.delivered)
     if app is not None:
+        installations, calls = owners_installations(app, box.github.requests)
         deliveries = box.github.app_hook.deliveries
+        delivered.update(named_installation(json.loads(d.body)) for d in deliveries)
         run.figures["App deliveries"] = len(deliveries)
         # The bot finds their requests again from the run's deployments (docs/protection-rules.md).
         run.figures["App deliveries that reached no replica"] = sum(
             1 for d in deliveries if d.status_code is None
         )
         run.figures["App installation tokens minted"] = len(app.issued)
+        run.figures["App installations whose tokens called GitHub"] = len(
+            {number for _, number in calls if number is not None}
+        )
         key_lines = app.private_key.splitlines()[1:-1]
         secrets += (*key_lines, *(token.token for token in app.issued))
     return Evidence(
@@ -96,4 +107,30 @@ async def gather_evidence(run: ChaosRun, store: RolloutStore, seconds: float) ->
         figures=dict(run.figures),
         seconds=seconds,
         secrets=secrets,
+        installations=installations,
+        calls=dict(calls),
+        deliveries=dict(delivered),
     )
+
+
+def named_installation(payload: Mapping[str, Any]) -> tuple[str, int | None]:
+    """A webhook delivery's repository and the App installation it names (None: none)."""
+    repository, installation = payload.get("repository"), payload.get("installation")
+    number = installation.get("id") if isinstance(installation, Mapping) else None
+    full_name = repository.get("full_name") if isinstance(repository, Mapping) else None
+    return str(full_name), number if isinstance(number, int) else None
+
+
+def owners_installations(
+    app: SandboxApp, requests: Iterable[RecordedRequest]
+) -> tuple[dict[str, int], Counter[tuple[str, int | None]]]:
+    """Each account's installation id, and the calls to each repository's paths by the
+    installation whose token they carried (but the lookup of its installation, which goes
+    with the App's JWT)."""
+    installations = {account: i.id for account, i in app.installations.items() if i.installed}
+    calls = Counter(
+        ("/".join(r.path.split("/")[2:4]), r.installation)
+        for r in requests
+        if r.path.startswith("/repos/") and not is_app_path(r.path)
+    )
+    return installations, calls

@@ -25,7 +25,7 @@ from bot.domain.durations import parse_duration
 from bot.domain.rollout import CheckState, Phase, Rollout, holding_tracks
 from bot.services.clock import SystemClock
 from sandbox.chaos.checks import Evidence, Finding, check
-from sandbox.chaos.evidence import gather_evidence
+from sandbox.chaos.evidence import gather_evidence, named_installation
 from sandbox.chaos.script import (
     ADMIN_URL,
     SCENARIOS,
@@ -106,6 +106,8 @@ class ChaosRun(Lifecycle):
         self.answers: Counter[int] = Counter()
         self.figures: Counter[str] = Counter()
         self.played: list[Played] = []
+        self.delivered: Counter[tuple[str, int | None]] = Counter()
+        """App mode: the run's webhook deliveries by (repository, installation id named)."""
         self.service_count = services
         """Services of the bot, each with its repository, channel and plan (1: the sandbox's
         one service, configured without a services file)."""
@@ -322,6 +324,8 @@ class ChaosRun(Lifecycle):
 
     async def _webhook(self, event: str, payload: Mapping[str, Any]) -> None:
         """GitHub delivers each event to one replica (behind a load balancer), never twice."""
+        if self.app is not None:
+            self.delivered[named_installation(payload)] += 1
         self._spawn(self._deliver(event, json.dumps(payload).encode()))
 
     async def _deliver(self, event: str, body: bytes) -> None:

@@ -80,12 +80,14 @@ class Played:
 
 
 def service_lanes(workdir: Path, count: int, window: str) -> list[tuple[SandboxService, Lane]]:
-    """`count` services (`numbered_services`), each with a plan reading figures of its own;
-    and each one's lane."""
+    """`count` services (`numbered_services`), each in a repository of an owner of its own
+    (`org-1/svc-001`, `org-2/svc-002`...: as a GitHub App, each its own installation and
+    tokens) with a plan reading figures of its own; and each one's lane."""
     lanes = []
-    for service in numbered_services(count):
+    for number, service in enumerate(numbered_services(count), start=1):
         plan = workdir / f"plan-{service.name}.yml"
         figures = workdir / f"figures-{service.name}.yml"
         plan.write_text(fast_plan(figures, window=window, extension=window), encoding="utf-8")
-        lanes.append((replace(service, plan=plan), Lane(service.release_channels[0], figures)))
+        owned = replace(service, repository=f"org-{number}/{service.name}", plan=plan)
+        lanes.append((owned, Lane(service.release_channels[0], figures)))
     return lanes

@@ -1,7 +1,7 @@
 """The thread's lines about what GitHub reports of a run: its deliveries, and a job that waits
-for the App's answer where the plan has no stage. Names and comments come from GitHub: they
-are escaped, so a `<!channel>` in a job's name or a reviewer's comment reads as typed instead
-of notifying the channel.
+for the bot's answer (the App's rule, or its account's review) where the plan has no stage.
+Names and comments come from GitHub: they are escaped, so a `<!channel>` in a job's name or a
+reviewer's comment reads as typed instead of notifying the channel.
 """
 
 from __future__ import annotations
@@ -45,13 +45,22 @@ def github_reported_text(told: GitHubReported) -> str:
 
 def waits_outside_plan_text(event: WaitsOutsidePlan) -> str:
     """A job waits at an environment the plan does not name, for the bot's answer that never
-    comes: say so, and what a person can do."""
+    comes (the App's rule, or the review of the bot's account, whose mail nobody reads): say
+    so, and what a person can do."""
     name = f"`{escape(event.environment)}`"
     run = f"<{event.run_url}|run {event.run_id}>"
+    admin = "a repository admin can start the waiting job past its protection rules, or cancel"
+    if event.by_review:
+        waits = "for the bot's review (its account is a required reviewer there)"
+        who = f"another of its required reviewers can approve or reject it, {admin} the run"
+        off = "take the bot's account off its required reviewers"
+    else:
+        waits = "for the bot's protection rule"
+        who = f"{admin} the run"
+        off = "take the bot's rule off it"
     return (
-        f":warning: A job of {run} waits at {name} for the bot's protection rule, but the "
-        f"plan does not name {name}, so the bot neither approves nor rejects it: the job "
-        "waits on GitHub until someone acts. Answer it on the run's page (a repository admin "
-        "can start the waiting job past its protection rules, or cancel the run), or add "
-        f"{name} to the plan (or take the bot's rule off it) for the next rollouts."
+        f":warning: A job of {run} waits at {name} {waits}, but the plan does not name "
+        f"{name}, so the bot neither approves nor rejects it: the job waits on GitHub until "
+        f"someone acts. Answer it on the run's page ({who}), or add {name} to the plan (or "
+        f"{off}) for the next rollouts."
     )

@@ -312,13 +312,16 @@ class FreezeOverridden:
 
 @dataclass(frozen=True)
 class WaitsOutsidePlan:
-    """The run waits at `environment` for the App's answer (its custom protection rule), and
-    no stage or failure job of the plan deploys there: the bot neither approves nor rejects
-    it, so the job waits on GitHub for a person."""
+    """The run waits at `environment` for the bot's answer (the App's custom protection rule,
+    or in token mode the review of the bot's account, a required reviewer there), and no
+    stage or failure job of the plan deploys there: the bot neither approves nor rejects it,
+    so the job waits on GitHub for a person."""
 
     environment: str
     run_id: int
     run_url: str
+    by_review: bool = False
+    """The bot's account is a required reviewer there (token mode), not the App's rule."""
 
 
 Event = (

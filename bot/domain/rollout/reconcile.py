@@ -68,18 +68,21 @@ def reconcile(
 
 
 def _waits_outside_plan(work: Work, plan: RolloutPlan, snapshot: RunSnapshot) -> None:
-    """The run waits for the App's answer at an environment the plan does not name (a job
-    of the workflow that no stage gates): nothing here approves or rejects it, and GitHub
-    holds the job until someone does, so the thread is told once per environment what to
-    do. Saved with the rollout: a second replica or a later look finds it told."""
+    """The run waits for the bot's answer (the App's rule, or in token mode the review of
+    the bot's account) at an environment the plan does not name (a job of the workflow that
+    no stage gates): nothing here approves or rejects it, and GitHub holds the job until
+    someone does (nobody is notified of a wait for the bot), so the thread is told once per
+    environment what to do. Saved with the rollout: a second replica or a later look finds
+    it told."""
     rollout = work.rollout
     known = set(environment_jobs(plan)) | {name.casefold() for name in rollout.told_outside}
     new: list[str] = []
-    for environment in sorted(snapshot.rule_waits):
+    for environment in sorted(snapshot.waiting):
         if environment.casefold() not in known:
             known.add(environment.casefold())
             new.append(environment)
-            told = WaitsOutsidePlan(environment, snapshot.run_id, snapshot.html_url)
+            by_review = environment not in snapshot.rule_waits
+            told = WaitsOutsidePlan(environment, snapshot.run_id, snapshot.html_url, by_review)
             work.effects.append(Announce(told, failure=True))
     if new:
         work.rollout = replace(rollout, told_outside=(*rollout.told_outside, *new))

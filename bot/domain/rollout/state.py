@@ -234,8 +234,9 @@ class Rollout:
     service: str = DEFAULT_SERVICE
     """The service released (`bot.domain.service`): its plan, repository, channels, approvers."""
     told_outside: tuple[str, ...] = ()
-    """The environments outside the plan the run waited at for the App's answer, each told
-    to the thread once (`WaitsOutsidePlan`), as GitHub spelled them."""
+    """The environments outside the plan the run waited at for the bot's answer (the App's
+    rule, or the review of the bot's account), each told to the thread once
+    (`WaitsOutsidePlan`), as GitHub spelled them."""
 
     def track(self, name: str) -> Track:
         return member(
