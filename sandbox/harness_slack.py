@@ -47,6 +47,7 @@ class SlackUser:
         target = f"{url or self.url}/slack/events"
         async with self._http.post(target, data=body, headers=headers) as r:
             status = r.status
+            self.slack.ack_received(await r.text())
         if self._runner is None or url not in (None, self.url):
             return status, set()
         return status, {task for task in asyncio.all_tasks() - before if not _serving(task)}
@@ -176,6 +177,7 @@ class SlackUser:
         headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
         async with self._http.post(f"{self.url}/slack/events", data=body, headers=headers) as r:
             text = await r.text()
+        self.slack.ack_received(text)
         return json.loads(text) if text else {}
 
     # -- the card they act on -----------------------------------------------------------------

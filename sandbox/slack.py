@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from aiohttp import BodyPartReader, WSCloseCode, web
 
+from sandbox import slack_markup
 from sandbox.loopback import LoopbackServer
 from sandbox.slack_records import (
     DROPPED,
@@ -146,6 +147,11 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         the client sees a network error for a call that took effect."""
         self._lost_answers[method] = self._lost_answers.get(method, 0) + count
 
+    def ack_received(self, body: str) -> None:
+        """Look at the body of an acknowledgement over HTTP as Slack shows it (the harness,
+        which posts the requests Slack would, hands their answers here)."""
+        slack_markup.record(self.markup_errors, "ack", slack_markup.acknowledged(body))
+
     # -- waiting --------------------------------------------------------------------------------
 
     # The waits take `timeout=` (not asyncio.timeout) so a failing test names what it waited for.
@@ -230,6 +236,7 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
                 response, status = slack_error("ratelimited"), 429
                 headers["Retry-After"] = "1"
             else:
+                slack_markup.record(self.markup_errors, method, slack_markup.shown(method, args))
                 response = handler(args)
                 headers["X-OAuth-Scopes"] = ",".join(self.scopes)
         self.calls.append(SlackCall(method, args, response, time.time()))
@@ -297,6 +304,7 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         if not isinstance(body, dict):
             return web.Response(status=400, text="invalid_payload")
         decode_json_args(body)
+        slack_markup.record(self.markup_errors, "response_url", body)
         self.all_responses.append(ResponseUrlPost(target.url, body, time.time()))
         deleting = bool(body.get("delete_original"))
         has_content = body.get("text") or body.get("blocks") or body.get("attachments")

@@ -9,6 +9,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from sandbox import slack_markup
+
 
 class SocketMode:
     """Socket Mode for `SlackTestServer` (a mixin); `apps.connections.open` gives the tickets."""
@@ -17,6 +19,7 @@ class SocketMode:
     _tickets: set[str]
     _sockets: list[web.WebSocketResponse]
     _acks: dict[str, dict[str, Any]]
+    markup_errors: list[slack_markup.MarkupError]
     wait_for: Callable[[Callable[[], bool], float], Awaitable[None]]
     _notify: Callable[[], Awaitable[None]]
 
@@ -93,6 +96,9 @@ class SocketMode:
                 except ValueError:
                     continue
                 if isinstance(data, dict) and isinstance(data.get("envelope_id"), str):
+                    payload = data.get("payload")
+                    if isinstance(payload, dict):
+                        slack_markup.record(self.markup_errors, "socket ack", payload)
                     self._acks[data["envelope_id"]] = data
                     await self._notify()
         finally:

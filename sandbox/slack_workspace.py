@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sandbox.signing import SANDBOX_APP_ID, SANDBOX_BOT_USER_ID, SANDBOX_TEAM_ID, new_trigger_id
+from sandbox.slack_markup import MarkupError
 from sandbox.slack_messages import MessageStore
 from sandbox.slack_records import (
     DEFAULT_SCOPES,
@@ -62,6 +63,8 @@ class SlackWorkspace(MessageStore):
         self.trigger_clock: Callable[[], float] = time.monotonic
         self.files: dict[str, UploadedFile] = {}
         self.all_responses: list[ResponseUrlPost] = []
+        self.markup_errors: list[MarkupError] = []
+        """The mrkdwn the bot sent that Slack would render badly (`sandbox.slack_markup`)."""
         self._upload_paths: dict[str, str] = {}
         self._tickets: set[str] = set()
         self._methods: dict[str, Callable[[dict[str, Any]], ApiResult]] = {

@@ -9,6 +9,8 @@
 - `empty_database_url` (and `empty_postgres_database_url`): a database with no tables at all,
   for migration tests.
 - `migrated_engine`, `session_factory`: an engine and sessions on `database_url`.
+- `slack_markup_valid` (every test): fails a test whose bot sent a sandbox Slack mrkdwn that
+  Slack would render badly (`sandbox.slack_markup`).
 - `chart_worker`: the chart worker process the session's tests and in-process bots share
   (`sandbox.harness.CHARTS`), ended with the session.
 
@@ -58,6 +60,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import NullPool
 
 from bot.adapters.chart_worker import ChartWorker
+from sandbox import slack_markup
 from sandbox.config import SECRETS
 from sandbox.harness import CHARTS, Sandbox
 from storage.db import create_engine, create_session_factory, mask_database_url
@@ -325,6 +328,19 @@ def no_secret_in_any_log_line() -> Iterator[None]:
         root.removeHandler(scan)
     leaks = scan.leaks
     assert not leaks, f"{len(leaks)} log lines carry a sandbox secret, e.g. {leaks[0][:300]}"
+
+
+@pytest.fixture(autouse=True)
+def slack_markup_valid(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every mrkdwn text the bot sends to a sandbox Slack (messages, cards, forms, answers on
+    a response_url, acknowledgements) is one Slack renders as meant: no `<...>` that is not a
+    link, mention or date, no unescaped `&`, `<`, `>` (`sandbox.slack_markup`). Slack takes
+    such a message and shows it broken, so the sandbox records it and the test fails here
+    (unless marked `bad_markup`: a test of the check itself)."""
+    with slack_markup.watching() as seen:
+        yield
+    if request.node.get_closest_marker("bad_markup") is None:
+        assert not seen, f"mrkdwn Slack would render badly:\n{slack_markup.described(seen)}"
 
 
 @pytest.fixture

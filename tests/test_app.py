@@ -110,6 +110,11 @@ async def test_help_lists_every_subcommand(
     answer = await ephemeral_answer(slack, url)
     for subcommand in SUBCOMMANDS:
         assert f"`{subcommand}" in answer or f"/rollout {subcommand}" in answer, subcommand
+    # A usage's placeholders read as typed: escaped, not a link Slack would break or drop.
+    (post,) = slack.responses(url)
+    for shown in (answer, post.body["text"]):
+        assert "/rollout start &lt;tag&gt; [--flags-ready]" in shown and "<tag>" not in shown
+        assert "/rollout link &lt;run id or URL&gt;" in shown
 
 
 async def test_help_works_outside_release_channels(

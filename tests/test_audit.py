@@ -18,7 +18,7 @@ from figures import CANARY_OK, RINGS_OK, passing_sandbox, running_sandbox
 from sandbox_views import dispatched, finish
 from sqlalchemy import text
 
-from bot.adapters.slack.audit_views import timeline_blocks
+from bot.adapters.slack.audit_views import event_line, timeline_blocks
 from bot.adapters.slack.limits import MESSAGE_BLOCKS as MAX_BLOCKS
 from bot.adapters.slack.limits import SECTION_TEXT as MAX_TEXT
 from bot.domain.rollout import Phase, StageState, window_timer_key
@@ -26,6 +26,7 @@ from bot.services.audit import Timeline
 from bot.services.records import AuditEvent
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox, write_figures
+from sandbox.slack_markup import problems_in
 from storage.db import create_engine
 from storage.timers import TimerStore
 
@@ -153,6 +154,31 @@ async def test_history_with_a_tag_shows_the_rollouts_timeline(
     assert "_rollout-bot_ `github_approved` → *ok* (relay)" in shown
     assert "No rollout of `v0.0.1` is on record" in unknown
     assert "command:history" not in again  # looking at a timeline does not add to it
+
+
+def test_a_refusal_s_words_are_shown_with_their_quotes_escaped_once() -> None:
+    """The domain quotes a usage as typed (`/rollout start <tag>`), the Slack words one they
+    escaped already; a reason is a person's own words: each reads as written, once."""
+    why = (
+        "There is no rollout in progress. Start one with `/rollout start <tag>`; "
+        'or `/rollout start &lt;tag&gt; --override-freeze "&lt;reason&gt;"`'
+    )
+    event = AuditEvent(
+        id=1,
+        at=datetime(2026, 12, 1, 12, 0, tzinfo=UTC),
+        actor="U0RELMGR01",
+        action="click:promote",
+        result="refused",
+        rollout_id="r-1",
+        detail={"why": why, "reason": "a `<b>` & c"},
+    )
+    line = event_line(event)
+    assert (
+        "Start one with `/rollout start &lt;tag&gt;`; or `/rollout start &lt;tag&gt; "
+        '--override-freeze "&lt;reason&gt;"`'
+    ) in line
+    assert "reason: a `&lt;b&gt;` &amp; c" in line
+    assert problems_in({"text": line}) == []
 
 
 def test_a_long_timeline_keeps_its_newest_events_within_slacks_limits() -> None:

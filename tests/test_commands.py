@@ -82,7 +82,7 @@ def test_parses_every_subcommand(text: str, command: Command) -> None:
         ),
         (
             "start v1 --force",
-            "`--force` is not an option of start; it takes --flags-ready, --at",
+            "`--force` is not an option of start; it takes `--flags-ready`, `--at",
         ),
         ("status all", "Unexpected `all`: the usage is `/rollout status`."),
         ("promote now", "the usage is `/rollout promote`"),

@@ -55,6 +55,8 @@ async def test_a_freeze_refuses_start_names_who_and_why_and_an_override_goes_thr
     refused = await sandbox.command("start v1.4.2 --flags-ready")
     assert f"Deploys are frozen by <@{OTHER}> until" in refused
     assert "INC-123 investigation" in refused and "--override-freeze" in refused
+    # The Slack words' placeholders, escaped once (the refusal's quotes are not escaped again).
+    assert '`/rollout start &lt;tag&gt; --override-freeze "&lt;reason&gt;"`' in refused
     assert card(sandbox) is None  # no preflight card
     status = await sandbox.command("status")
     assert f"Deploys are frozen by <@{OTHER}>" in status
@@ -168,7 +170,7 @@ async def test_a_dispatch_refused_by_a_freeze_is_overridden_from_the_card(
 ) -> None:
     refused, value = await refused_dispatch(sandbox)
     assert "click Dispatch on the card, then *Override freeze…* with a reason" in refused
-    assert "[Override freeze…]" in refused and "/rollout start <tag>" not in refused
+    assert "[Override freeze…]" in refused and "/rollout start &lt;tag&gt;" not in refused
     assert sandbox.github.dispatches == []
 
     not_approver = await sandbox.click("override_freeze", value=value, user=THIRD)

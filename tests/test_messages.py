@@ -41,6 +41,7 @@ from bot.domain.schedule import Held
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
 from sandbox.harness_slack import button
 from sandbox.render import render_blocks
+from sandbox.slack_markup import markup_problems, problems_in
 
 DOMAIN = Path(bot.domain.__file__).parent
 SLACK_MARKUP = re.compile(
@@ -154,7 +155,7 @@ EVENTS: list[told.Event] = [
         "v1.4.2",
         workflow="rb.yml",
         run_id=7,
-        run_url="u",
+        run_url="https://github.com/o/r/actions/runs/7",
         track="API",
         still=("Relay",),
     ),
@@ -198,6 +199,7 @@ EVENTS: list[told.Event] = [
 def test_every_event_survives_the_outbox_and_is_worded(event: told.Event) -> None:
     assert event_from_json(event_to_json(event)) == event
     assert render(event_from_json(event_to_json(event))) == render(event)
+    assert markup_problems(render(event)) == []  # `/rollout link &lt;run URL&gt;`, not a link
 
 
 def test_every_kind_of_event_is_covered() -> None:
@@ -232,7 +234,7 @@ def test_a_stop_says_what_it_left_and_what_to_do_about_each_track() -> None:
     assert render(desktop) == (
         ":warning: The failed gate stops its own track only; not stopped:\n"
         "• *CLI* completed (GA) and stays on `v1.4.2`: the kill-switch cannot take a ring back; "
-        "ship a fixed release (`/rollout start <tag>`)."
+        "ship a fixed release (`/rollout start &lt;tag&gt;`)."
     )
 
 
@@ -298,6 +300,14 @@ def test_a_run_nobody_follows_shows_what_github_sent_as_typed() -> None:
     card = run_card(ref=loud, sender=loud, environment=loud)
     shown = render_blocks(as_json(unfollowed_card(card)))
     assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown
+
+
+@pytest.mark.parametrize("dispatch_by_two", [False, True])
+def test_a_run_card_s_placeholder_reads_as_typed(dispatch_by_two: bool) -> None:
+    """A run on a branch: `/rollout start <tag>` as the help writes it, not a broken link."""
+    blocks = as_json(unfollowed_card(run_card(ref="main", dispatch_by_two=dispatch_by_two)))
+    assert "`/rollout start &lt;tag&gt;`" in render_blocks(blocks)
+    assert problems_in({"blocks": blocks}) == []
 
 
 def test_a_run_nobody_may_adopt_is_offered_reject_only_even_once_its_default_failed() -> None:

@@ -63,6 +63,7 @@ from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSna
 from bot.plan_file import load_plan
 from bot.version import build
 from sandbox.render import render_blocks, render_view
+from sandbox.slack_markup import problems_in
 
 NOW = datetime(2025, 6, 2, 9, 0, tzinfo=UTC)
 RUN_URL = "https://github.com/scriptum/scriptum/actions/runs/4242"
@@ -412,6 +413,7 @@ def texts(node: object) -> Iterator[tuple[str, str]]:
 
 def assert_within_slack_limits(blocks: list[dict[str, Any]]) -> None:
     assert 0 < len(blocks) <= 50
+    assert problems_in({"blocks": blocks}) == []  # what it cuts says `&lt;tag&gt;`, as typed
     assert all(len(text) <= 3000 for _, text in texts(blocks))
     for block in blocks:
         if block["type"] == "header":

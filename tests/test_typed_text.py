@@ -27,7 +27,7 @@ from test_freeze_sandbox import (
 )
 from test_protection_rules import app_box
 
-from bot.adapters.slack.mrkdwn import as_typed
+from bot.adapters.slack.mrkdwn import as_typed, escape_quoted
 from bot.domain.rollout import Phase, StageState, StopKind, StopReason, TrackState
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
@@ -133,6 +133,17 @@ async def test_a_command_quoted_back_in_a_refusal_still_reads_as_typed(sandbox: 
     assert "`&lt;tag&gt;` is not a valid release tag" in refused, refused
     unknown = await sandbox.command("<!channel> & co")
     assert unknown.startswith(":warning: `&lt;!channel&gt;` is not a /rollout subcommand.")
+    # The domain's usage quotes its placeholders: escaped where Slack shows them.
+    option = await sandbox.command("start v1.4.2 --force")
+    assert '`--at "&lt;time&gt;"` and `--override-freeze "&lt;reason&gt;"`' in option, option
+
+
+def test_a_quote_the_slack_words_escaped_already_is_not_escaped_again() -> None:
+    """An error's message may quote a placeholder the Slack words wrote escaped (a lane
+    refusal's `/rollout start &lt;tag&gt;`): escaped once, as a raw one is."""
+    assert escape_quoted("`start <tag> &lt;reason&gt; a & b` <@U1> & c") == (
+        "`start &lt;tag&gt; &lt;reason&gt; a &amp; b` <@U1> & c"
+    )
 
 
 async def overrides_by(box: Sandbox, actor: str) -> list[object]:

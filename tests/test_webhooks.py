@@ -33,7 +33,7 @@ from bot.domain.rollout import (
     holding_tracks,
 )
 from bot.services.webhooks import Intake
-from sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL, REPOSITORY
+from sandbox.config import GITHUB_WEBHOOK_SECRET, OTHER_CHANNEL, RELEASE_CHANNEL, REPOSITORY
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.signing import github_signature_headers
 
@@ -519,6 +519,8 @@ async def test_level_failures_keeps_the_thread_to_failures_and_copies_them_elsew
         assert any("Rollout `v1.4.2`" in c and "gate *ROLLBACK*: crash rate" in c for c in copies)
         assert any("*Relay auto-rollback* finished." in c for c in copies)
         assert not any("deployed" in c for c in copies)
+        # A link to the thread, the channel named beside it (Slack's link takes no mention).
+        assert all(f"|the thread> in <#{RELEASE_CHANNEL}>):" in c for c in copies), copies
 
 
 async def test_deployment_events_of_a_followed_run_are_told_at_level_all(

@@ -28,7 +28,7 @@ _QUOTES = "\"'\N{LEFT DOUBLE QUOTATION MARK}\N{RIGHT DOUBLE QUOTATION MARK}"
 _START_OPTION = re.compile(
     r"(?<!\S)(?:--|\N{EM DASH})(flags-ready|at|override-freeze)(?=\s|$|=)", re.IGNORECASE
 )
-_START_OPTIONS = 'it takes --flags-ready, --at "<time>" and --override-freeze "<reason>"'
+_START_OPTIONS = 'it takes `--flags-ready`, `--at "<time>"` and `--override-freeze "<reason>"`'
 # An unquoted time: one word, and a time of day after it (`--at tue 09:00`, `--at tomorrow
 # 9am`, `--at tue 09:00+01:00`), so a tag after it stays the tag.
 _UNQUOTED_AT = re.compile(

@@ -11,14 +11,15 @@ from slack_sdk.models.blocks import Block
 from bot.adapters.slack.blocks import BlockJson, as_json, context, header, section
 from bot.adapters.slack.limits import MESSAGE_BLOCKS, clip, pack
 from bot.adapters.slack.messages import slack_time
-from bot.adapters.slack.mrkdwn import escape
+from bot.adapters.slack.mrkdwn import escape, escape_quoted
 from bot.services.audit import Timeline
 from bot.services.records import AuditEvent
 
 _MAX_LINE = 600
 _DETAIL_KEYS = ("why", "error", "environment", "run_id", "by", "tag", "reason", "new")
 _TYPED_KEYS = frozenset({"reason"})
-"""What a person typed, kept as typed: escaped when shown (the others are the bot's words)."""
+"""What a person typed, kept as typed: escaped when shown (the others are the bot's words,
+what they quote escaped as an error's answer is)."""
 _SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,}")
 
 
@@ -35,7 +36,7 @@ def event_line(event: AuditEvent) -> str:
         line += f" ({where})"
     detail = event.detail or {}
     notes = [
-        f"{key}: {escape(str(detail[key])) if key in _TYPED_KEYS else detail[key]}"
+        f"{key}: {(escape if key in _TYPED_KEYS else escape_quoted)(str(detail[key]))}"
         for key in _DETAIL_KEYS
         if detail.get(key) not in (None, "")
     ]

@@ -81,7 +81,7 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     elif refused.adopt:
         override = "click *Override freeze…* below with a reason, which adopts the run"
     else:
-        override = '`/rollout start <tag> --override-freeze "<reason>"`'
+        override = '`/rollout start &lt;tag&gt; --override-freeze "&lt;reason&gt;"`'
 
     when = f"At {slack_time(refused.at)}: " if refused.at is not None else ""
     return (

@@ -249,7 +249,7 @@ def render(event: Event) -> str:
                 f":warning: No run of the dispatch of `{event.tag}` could be identified on "
                 f"GitHub within {format_duration(event.after)}. Check the runs of "
                 f"*{event.workflow}* (cancel any stray run), then dispatch again, or link "
-                "the run it started: `/rollout link <run URL>`."
+                "the run it started: `/rollout link &lt;run URL&gt;`."
             )
         case DispatchUnclear():
             return f":warning: {event.message}"
@@ -301,7 +301,7 @@ def tracks_left_text(event: TracksLeft) -> str:
 def _left_line(left: TrackLeft, event: TracksLeft) -> str:
     track, tag = f"*{left.track}*", f"`{event.tag}`"
     redeploy = "click *Roll back to the previous release…* on its lane of the card"
-    fix = "ship a fixed release (`/rollout start <tag>`)"
+    fix = "ship a fixed release (`/rollout start &lt;tag&gt;`)"
     match left.why:
         case Left.COMPLETED if left.redeploy:
             return f"{track} completed ({left.reached}) and stays on {tag}: to go back, {redeploy}."

@@ -15,6 +15,8 @@ _ENTITIES = {"&amp;": "&", "&lt;": "<", "&gt;": ">"}
 _QUOTED = re.compile("`[^`]*`")
 _ENTITY = re.compile("&(?:amp|lt|gt);")
 _FORMATTED = re.compile(rf"<([^<>]*)>|{_ENTITY.pattern}")
+_UNESCAPED = re.compile(rf"[<>]|&(?!{_ENTITY.pattern[1:]})")
+"""A control character that does not start one of Slack's entities."""
 
 
 def slack_time(moment: datetime) -> str:
@@ -36,10 +38,17 @@ def escape(text: str) -> str:
 
 
 def escape_quoted(text: str) -> str:
-    """The bot's own mrkdwn (an error's message) with what it quotes between backticks escaped:
-    a person's words (`/rollout start <tag>` typed as it stands in the help) or a branch's
-    name read as written, while its mentions and links outside the quotes still work."""
-    return _QUOTED.sub(lambda quoted: escape(quoted[0]), text)
+    """The bot's own mrkdwn (an error's message, a refusal) with what it quotes between
+    backticks escaped: a placeholder (`/rollout start <tag>`, as the domain writes its usage),
+    a person's words or a branch's name read as written, while its mentions and links outside
+    the quotes still work. What the Slack words escaped already (`&lt;tag&gt;`, an `escape`d
+    name) is not escaped twice: Slack's three entities are kept as they are (so a typed `&lt;`
+    between backticks reads `<`, the one thing this cannot tell apart)."""
+    return _QUOTED.sub(lambda quoted: _UNESCAPED.sub(_escaped, quoted[0]), text)
+
+
+def _escaped(character: re.Match[str]) -> str:
+    return escape(character[0])
 
 
 def as_typed(text: str) -> str:

@@ -219,7 +219,7 @@ class SlackNotifier:
         if rollout.message_ts is not None:
             message = rollout.message_ts.replace(".", "")
             link = f"https://slack.com/archives/{rollout.channel_id}/p{message}"
-            where = f"<{link}|the thread in {where}>"
+            where = f"<{link}|the thread> in {where}"  # a link's label takes no mention
         await delivered(
             self._client.chat_postMessage(
                 channel=channel,

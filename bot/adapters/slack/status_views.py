@@ -87,7 +87,7 @@ def services_blocks(
             shown += blocks
         else:
             left.append(name)
-    note = f"_Not shown: {', '.join(left)}. `/rollout status <service>` shows one service._"
+    note = f"_Not shown: {', '.join(left)}. `/rollout status &lt;service&gt;` shows one service._"
     return [*shown, *as_json([context(clip(note, CONTEXT_TEXT))])]
 
 
@@ -109,4 +109,4 @@ def history_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[Block
         ]
         lines.extend(f"• {lane_title(track, plan.track(track.name))}" for track in rollout.tracks)
         blocks.extend(sections(lines))
-    return as_json(fit(blocks, "`/rollout history <tag>` shows one rollout"))
+    return as_json(fit(blocks, "`/rollout history &lt;tag&gt;` shows one rollout"))

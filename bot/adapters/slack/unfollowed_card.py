@@ -58,7 +58,7 @@ def _answers(card: UnfollowedRun) -> list[Block]:
         follow = (
             "The plan's two-person rule covers dispatch, so this run cannot be adopted (whoever "
             "adopts it may be who started it on GitHub): Reject it, and start the release with "
-            f"`/rollout start {_quoted(card.tag) or '<tag>'}` so that another approver "
+            f"`/rollout start {_quoted(card.tag) or '&lt;tag&gt;'}` so that another approver "
             "dispatches it."
         )
     elif card.ended_rollout:
@@ -77,7 +77,7 @@ def _answers(card: UnfollowedRun) -> list[Block]:
     else:
         follow = (
             f"`{_quoted(card.ref)}` is not a release tag, so this run cannot be adopted: Reject "
-            "it, or start the release's tag with `/rollout start <tag>`."
+            "it, or start the release's tag with `/rollout start &lt;tag&gt;`."
         )
     # A re-run of an ended rollout's run, and any run under the two-person rule on dispatch,
     # is rejected by default, whatever the setting.

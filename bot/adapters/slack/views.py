@@ -7,25 +7,26 @@ from slack_sdk.models.views import View
 
 from bot.adapters.slack.blocks import BlockJson, ViewJson, as_json, context, header, section
 from bot.adapters.slack.limits import VIEW_BLOCKS
+from bot.adapters.slack.mrkdwn import escape
 from bot.domain.rollout_command import HELP
 from bot.version import Build
 
 
 def help_blocks() -> list[BlockJson]:
-    """Every subcommand with a line each."""
-    lines = "\n".join(f"`{usage}`  {description}" for usage, description in HELP)
+    """Every subcommand with a line each (its usage as typed: `<tag>` escaped for mrkdwn)."""
+    lines = "\n".join(f"`{escape(usage)}`  {description}" for usage, description in HELP)
     return as_json([header("/rollout: staged releases"), section(lines), context(SEVERAL_SERVICES)])
 
 
 SEVERAL_SERVICES = (
     "In a channel of several services, name the service right after the subcommand: "
-    "`/rollout start <service> <tag>`."
+    "`/rollout start &lt;service&gt; &lt;tag&gt;`."
 )
 
 
 def help_text() -> str:
     """The plain-text fallback of the help (notifications, screen readers)."""
-    return "/rollout subcommands: " + "; ".join(usage for usage, _ in HELP)
+    return "/rollout subcommands: " + "; ".join(escape(usage) for usage, _ in HELP)
 
 
 def error_blocks(message: str, *, with_help: bool = False) -> list[BlockJson]:
