@@ -346,6 +346,34 @@ async def test_a_partial_answer_is_no_figure_never_a_pass() -> None:
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
 
 
+async def test_a_window_ending_ahead_of_prometheus_s_clock_is_no_figure_never_a_pass(
+    telemetry: Telemetry,
+) -> None:
+    """The bot's clock 45s ahead of Prometheus's: the window read at its end, 45s in
+    Prometheus's future, holds only the scrapes before Prometheus's now, and a canary failing
+    in its last 45s passed on them. Prometheus's own clock is asked first: INCONCLUSIVE."""
+    ahead = timedelta(seconds=45)
+    end = datetime.now(UTC) + ahead
+    late = QueryWindow(
+        tag="v1.4.2",
+        track="relay",
+        stage="healthy",
+        start=end - timedelta(seconds=60),
+        end=end,
+        rollout_start=end - timedelta(seconds=60),
+    )
+    reading = await source(telemetry, relay_metrics("healthy")).measure(late)
+    assert reading.figures.error_rate is None and reading.figures.sample is None
+    (error, _crash) = reading.metrics
+    assert re.fullmatch(
+        r"Prometheus's clock is 4\ds behind the bot's: the window's last 4\ds are not in its "
+        r"figures yet \(sync both clocks with NTP\)",
+        error.problem or "",
+    ), error.problem
+    verdict = judged(reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
 # -- the whole chain: Prometheus -> gate -> GitHub -> Slack ------------------------------------
 
 
