@@ -110,8 +110,9 @@ def telemetry() -> Iterator[Telemetry]:
         loop.close()
 
 
-def window(stage: str, seconds: int = 3) -> QueryWindow:
-    end = datetime.now(UTC)
+def window(stage: str, seconds: int = 3, *, ahead: timedelta = timedelta(0)) -> QueryWindow:
+    """The last `seconds` up to now, on a bot's clock `ahead` of Prometheus's."""
+    end = datetime.now(UTC) + ahead
     start = end - timedelta(seconds=seconds)
     return QueryWindow(
         tag="v1.4.2", track="relay", stage=stage, start=start, end=end, rollout_start=start
@@ -352,16 +353,7 @@ async def test_a_window_ending_ahead_of_prometheus_s_clock_is_no_figure_never_a_
     """The bot's clock 45s ahead of Prometheus's: the window read at its end, 45s in
     Prometheus's future, holds only the scrapes before Prometheus's now, and a canary failing
     in its last 45s passed on them. Prometheus's own clock is asked first: INCONCLUSIVE."""
-    ahead = timedelta(seconds=45)
-    end = datetime.now(UTC) + ahead
-    late = QueryWindow(
-        tag="v1.4.2",
-        track="relay",
-        stage="healthy",
-        start=end - timedelta(seconds=60),
-        end=end,
-        rollout_start=end - timedelta(seconds=60),
-    )
+    late = window("healthy", 60, ahead=timedelta(seconds=45))
     reading = await source(telemetry, relay_metrics("healthy")).measure(late)
     assert reading.figures.error_rate is None and reading.figures.sample is None
     (error, _crash) = reading.metrics
