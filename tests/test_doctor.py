@@ -4,14 +4,17 @@ in turn fails its own check (and only that one) with the fix."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 import yaml
 from test_cli import base_env, run, run_process
+from test_prometheus_answers import QueryAnswers, vector
 
 from bot.cli.doctor import examine, manifest_scopes
 from bot.config import Settings
@@ -167,6 +170,40 @@ async def test_an_open_metrics_endpoint_is_a_warning_that_says_what_it_shows_and
     assert "Set METRICS_TOKEN, and the same token in Prometheus's scrape job" in warning
     assert "as ops/haproxy.cfg does (it forwards /slack/events, /github/webhook" in warning
     assert out.endswith(f"{len(checks)} checks, 0 failed, 1 warning\n")
+
+
+@pytest.mark.parametrize(
+    ("behind", "line"),
+    [
+        (
+            timedelta(0),
+            r"✓ Prometheus at http://127\.0\.0\.1:\d+: its clock and the bot's are \ds "
+            r"apart \(at most 30s\)",
+        ),
+        (
+            timedelta(minutes=2),
+            r"⚠ Prometheus at http://127\.0\.0\.1:\d+: its clock is 12\ds "
+            r"behind the bot's \(more than 30s\): a gate's window then ends 12\ds off "
+            r"Prometheus's time and its last 12\ds are not in the figures \(with the bot ahead, "
+            r"every such gate says INCONCLUSIVE\): sync both clocks with NTP",
+        ),
+    ],
+    ids=["in step", "two minutes behind"],
+)
+async def test_the_skew_between_the_bot_s_clock_and_prometheus_s_is_a_line(
+    install: Install, behind: timedelta, line: str
+) -> None:
+    """With PROMETHEUS_URL set, the doctor asks Prometheus's clock (`time()` at its own now):
+    within 30s of the bot's it passes; beyond, a gate's window ends in Prometheus's future, so
+    a warning with the fix (NTP)."""
+    async with QueryAnswers(vector("0"), now=datetime.now(UTC) - behind) as prometheus:
+        code, out, err = await run_doctor(
+            install, PROMETHEUS_URL=prometheus.url.replace("//", "//reader:s3cret@")
+        )
+    assert code == 0, out + err
+    (clock,) = [check for check in out.splitlines() if "Prometheus at" in check]
+    assert re.fullmatch(line, clock), clock
+    assert "s3cret" not in out + err
 
 
 Breakage = Callable[[Install], object]

@@ -110,8 +110,9 @@ def telemetry() -> Iterator[Telemetry]:
         loop.close()
 
 
-def window(stage: str, seconds: int = 3) -> QueryWindow:
-    end = datetime.now(UTC)
+def window(stage: str, seconds: int = 3, *, ahead: timedelta = timedelta(0)) -> QueryWindow:
+    """The last `seconds` up to now, on a bot's clock `ahead` of Prometheus's."""
+    end = datetime.now(UTC) + ahead
     start = end - timedelta(seconds=seconds)
     return QueryWindow(
         tag="v1.4.2", track="relay", stage=stage, start=start, end=end, rollout_start=start
@@ -342,6 +343,25 @@ async def test_a_partial_answer_is_no_figure_never_a_pass() -> None:
     assert "value: Prometheus warned that its answer may be partial or wrong: remote_read" in (
         error.problem
     )
+    verdict = judged(reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
+async def test_a_window_ending_ahead_of_prometheus_s_clock_is_no_figure_never_a_pass(
+    telemetry: Telemetry,
+) -> None:
+    """The bot's clock 45s ahead of Prometheus's: the window read at its end, 45s in
+    Prometheus's future, holds only the scrapes before Prometheus's now, and a canary failing
+    in its last 45s passed on them. Prometheus's own clock is asked first: INCONCLUSIVE."""
+    late = window("healthy", 60, ahead=timedelta(seconds=45))
+    reading = await source(telemetry, relay_metrics("healthy")).measure(late)
+    assert reading.figures.error_rate is None and reading.figures.sample is None
+    (error, _crash) = reading.metrics
+    assert re.fullmatch(
+        r"Prometheus's clock is 4\ds behind the bot's: the window's last 4\ds are not in its "
+        r"figures yet \(sync both clocks with NTP\)",
+        error.problem or "",
+    ), error.problem
     verdict = judged(reading)
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
 

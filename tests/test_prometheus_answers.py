@@ -3,7 +3,8 @@ number with no warning is a figure; anything else (no series, several, NaN, a wa
 data is partial, an error, an unknown shape) is no figure, so the gate never passes on it.
 
 Against a loopback server answering `/api/v1/query` with a given JSON body, as Prometheus (or a
-Thanos querier, which lists PromQL's info annotations among the warnings) does.
+Thanos querier, which lists PromQL's info annotations among the warnings) does, on a clock the
+test sets: `time()` asked without a `time` gives that clock, as Prometheus gives its own.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.adapters.metrics.prometheus import PrometheusSource
-from bot.domain.gate import Verdict, evaluate_desktop
+from bot.adapters.metrics.prometheus import MAX_CLOCK_SKEW, PrometheusSource
+from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.plan import PrometheusMetrics
 from sandbox.loopback import LoopbackServer
@@ -39,12 +40,19 @@ METRICS = PrometheusMetrics.model_validate(
 
 
 class QueryAnswers(LoopbackServer):
-    """Answers every instant query with `body` (HTTP 200, or 400 when it is not a success)."""
+    """Answers every instant query with `body` (HTTP 200, or 400 when it is not a success),
+    but `time()` asked at no `time`: Prometheus's clock, `now`, as a scalar."""
 
-    def __init__(self, body: Any) -> None:
+    def __init__(self, body: Any, *, now: datetime = NOW) -> None:
         self.body = body
+        self.now = now
 
     async def _query(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("query") == "time()" and "time" not in form:
+            stamp = round(self.now.timestamp(), 3)
+            clock = {"resultType": "scalar", "result": [stamp, f"{stamp:.3f}"]}
+            return web.json_response({"status": "success", "data": clock})
         ok = isinstance(self.body, dict) and self.body.get("status") == "success"
         return web.json_response(self.body, status=200 if ok else 400)
 
@@ -54,8 +62,8 @@ class QueryAnswers(LoopbackServer):
         return app
 
 
-async def read(body: Any) -> Reading:
-    async with QueryAnswers(body) as server:
+async def read(body: Any, *, now: datetime = NOW) -> Reading:
+    async with QueryAnswers(body, now=now) as server:
         source = PrometheusSource(METRICS, url=server.url, charts=False)
         return await source.measure(WINDOW)
 
@@ -167,3 +175,37 @@ def test_a_figure_only_from_one_clean_number_and_never_a_pass_without_one(body: 
     )
     if expected is None:
         assert verdict.verdict is not Verdict.PASS
+
+
+# -- Prometheus's clock behind the bot's ----------------------------------------------------------
+
+
+async def test_a_window_ending_in_prometheus_s_future_is_no_figure_never_a_pass() -> None:
+    """The bot's clock 2 minutes ahead of Prometheus's: the window's end lies in Prometheus's
+    future, its last 2 minutes not scraped yet, and a canary failing in them passed on the
+    healthy figures before. Prometheus's clock is asked first: no figure, INCONCLUSIVE."""
+    reading = await read(vector("0.0001"), now=NOW - timedelta(minutes=2))
+    assert reading.figures.crash_rate is None
+    (crash,) = reading.metrics
+    assert crash.problem == (
+        "Prometheus's clock is 120s behind the bot's: the window's last 120s are not in its "
+        "figures yet (sync both clocks with NTP)"
+    )
+    verdict = evaluate_desktop(
+        baseline_crash=reading.baseline_crash, current_crash=reading.figures.crash_rate
+    )
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
+@pytest.mark.parametrize(
+    "ahead", [-timedelta(hours=1), timedelta(0), MAX_CLOCK_SKEW], ids=["behind", "equal", "limit"]
+)
+async def test_a_clock_within_the_tolerance_leaves_the_figures_read(ahead: timedelta) -> None:
+    """Up to `MAX_CLOCK_SKEW` ahead of Prometheus's clock (or behind it), the window is read."""
+    reading = await read(vector("0.0001"), now=NOW - ahead)
+    assert reading.figures.crash_rate == Decimal("0.0001")
+    assert reading.metrics[0].problem is None
+    verdict = evaluate_desktop(
+        baseline_crash=reading.baseline_crash, current_crash=reading.figures.crash_rate
+    )
+    assert verdict.verdict is Verdict.PASS

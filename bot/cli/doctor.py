@@ -1,14 +1,15 @@
 """`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
-from the operator's shell: the database `serve` would start on and whether `/metrics` is open,
-then the real Slack and GitHub, each service's (or one's), one line per check with ✓, ✗ or ⚠
-(a warning) and the fix; exit 0 when no check fails, 1 otherwise (2: bad configuration or
-usage)."""
+from the operator's shell: the database `serve` would start on, whether `/metrics` is open and
+how far Prometheus's clock is from the bot's, then the real Slack and GitHub, each service's
+(or one's), one line per check with ✓, ✗ or ⚠ (a warning) and the fix; exit 0 when no check
+fails, 1 otherwise (2: bad configuration or usage)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -18,6 +19,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
+from bot.adapters.metrics.live import MetricsProblem
+from bot.adapters.metrics.prometheus import MAX_CLOCK_SKEW, check_reachable, public_url
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal
@@ -66,7 +69,7 @@ def main(args: list[str]) -> int:
     configure_logging(level="CRITICAL", fmt=settings.log_format, secrets=settings.secret_values())
     scopes, problem = manifest_scopes(options.manifest)
     findings = [database_finding(settings.database_url), metrics_finding(settings)]
-    findings += [problem] if problem else []
+    findings += [found for found in (clock_finding(settings), problem) if found]
     for finding in findings:
         sys.stdout.write(finding.line() + "\n")
     for service in services:
@@ -115,6 +118,33 @@ def metrics_finding(settings: Settings) -> Finding:
     if why is None:
         return passed("GET /metrics wants a bearer token (METRICS_TOKEN)")
     return warned(OPEN_METRICS, why)
+
+
+def clock_finding(settings: Settings) -> Finding | None:
+    """How far apart the bot's clock and Prometheus's are (None without PROMETHEUS_URL): a
+    gate reads its window up to its end by the bot's clock, so past `MAX_CLOCK_SKEW` apart
+    its last seconds are missing from what it reads (and with the bot ahead, every gate
+    reading Prometheus says INCONCLUSIVE)."""
+    if settings.prometheus_url is None:
+        return None
+    url = str(settings.prometheus_url)
+    shown = f"Prometheus at {public_url(url)}"
+    try:
+        theirs = asyncio.run(check_reachable(url))
+    except MetricsProblem as problem:
+        return failed(f"{shown}'s clock", f"{problem}: check PROMETHEUS_URL")
+    apart = datetime.now(UTC) - theirs
+    seconds = int(abs(apart.total_seconds()))
+    limit = int(MAX_CLOCK_SKEW.total_seconds())
+    if abs(apart) <= MAX_CLOCK_SKEW:
+        return passed(f"{shown}: its clock and the bot's are {seconds}s apart (at most {limit}s)")
+    side = "behind" if apart > MAX_CLOCK_SKEW else "ahead of"
+    return warned(
+        f"{shown}: its clock is {seconds}s {side} the bot's (more than {limit}s)",
+        f"a gate's window then ends {seconds}s off Prometheus's time and its last {seconds}s "
+        "are not in the figures (with the bot ahead, every such gate says INCONCLUSIVE): "
+        "sync both clocks with NTP",
+    )
 
 
 def manifest_scopes(path: Path) -> tuple[frozenset[str], Finding | None]:

@@ -5,6 +5,10 @@ its sample another, and its baseline a query or the plan's fixed number. Anythin
 one finite, non-negative number (no series, several series, NaN, an HTTP or PromQL error, an
 answer Prometheus warns may be partial) leaves that figure missing with the reason, so the
 gate says INCONCLUSIVE, never PASS.
+
+Before a window is read, Prometheus's own clock is asked (`time()` with no `time`): a window
+ending more than `MAX_CLOCK_SKEW` after it lies partly in Prometheus's future, its last
+seconds not scraped yet, and every figure is missing with that reason.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ CHART_POINTS = 240
 """About this many points per chart, whatever the rollout's length."""
 MIN_CHART_WINDOW = timedelta(seconds=60)
 """A chart point's rate covers at least this much (four scrapes at Prometheus's default 15s)."""
+MAX_CLOCK_SKEW = timedelta(seconds=30)
+"""How far a window's end may lie ahead of Prometheus's clock (the bot's clock running ahead
+of it) before the window's figures are not read: their last seconds are not in Prometheus yet,
+so a canary failing in them would pass. Two scrapes at Prometheus's default 15s."""
 _MAX_WARNING = 200
 """A warning's text is cut to this many characters in a figure's problem."""
 
@@ -57,11 +65,24 @@ def public_url(base_url: str) -> str:
     return str(url).rstrip("/")
 
 
-async def check_reachable(url: str) -> None:
-    """Raises MetricsProblem when Prometheus at `url` cannot answer a query within 10 s
-    (unreachable, refusing, not Prometheus)."""
+async def check_reachable(url: str) -> datetime:
+    """Prometheus's clock at `url`; raises MetricsProblem when it cannot answer a query within
+    10 s (unreachable, refusing, not Prometheus)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        await PrometheusClient(url).instant(session, "time()", utc_now())
+        return await PrometheusClient(url).now(session)
+
+
+def behind(end: datetime, prometheus_now: datetime) -> str | None:
+    """Why a window ending at `end` cannot be read yet when Prometheus's clock says
+    `prometheus_now` (None: it can, within `MAX_CLOCK_SKEW`)."""
+    ahead = end - prometheus_now
+    if ahead <= MAX_CLOCK_SKEW:
+        return None
+    seconds = int(ahead.total_seconds())
+    return (
+        f"Prometheus's clock is {seconds}s behind the bot's: the window's last {seconds}s "
+        "are not in its figures yet (sync both clocks with NTP)"
+    )
 
 
 class NoSeries(MetricsProblem):
@@ -81,9 +102,13 @@ class PrometheusClient:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
 
-    async def instant(self, session: aiohttp.ClientSession, query: str, at: datetime) -> Decimal:
-        """The one number `query` gives at `at`; raises MetricsProblem with the reason otherwise."""
-        data = await self._call(session, "query", {"query": query, "time": _epoch(at)})
+    async def instant(
+        self, session: aiohttp.ClientSession, query: str, at: datetime | None
+    ) -> Decimal:
+        """The one number `query` gives at `at` (None: at Prometheus's own now); raises
+        MetricsProblem with the reason otherwise."""
+        form = {"query": query} if at is None else {"query": query, "time": _epoch(at)}
+        data = await self._call(session, "query", form)
         kind, result = data.get("resultType"), data.get("result")
         if kind == "scalar" and isinstance(result, list):
             return _number(result)
@@ -96,6 +121,11 @@ class PrometheusClient:
                 f"the query gave {len(result)} series, not one: aggregate them (sum, max)"
             )
         return _number(result[0].get("value"))
+
+    async def now(self, session: aiohttp.ClientSession) -> datetime:
+        """Prometheus's clock: `time()` asked without a `time` is evaluated at the server's
+        now (with one, it would only give that `time` back)."""
+        return datetime.fromtimestamp(float(await self.instant(session, "time()", None)), UTC)
 
     async def series(
         self,
@@ -180,12 +210,15 @@ class PrometheusSource(LiveSource):
         named = [("error_rate", config.error_rate), ("crash_rate", config.crash_rate)]
         metrics = [(name, query) for name, query in named if query is not None]
         if self._client is None:
-            missing = [
-                MetricReading(name=name, value=None, problem="PROMETHEUS_URL is not set")
-                for name, _ in metrics
-            ]
-            return _reading(config, tuple(missing), window)
+            return _missing(config, metrics, window, "PROMETHEUS_URL is not set")
         async with self.session() as session:
+            try:
+                late = behind(window.end, await self._client.now(session))
+            except MetricsProblem as problem:
+                late = str(problem)
+            if late is not None:
+                log.warning("prometheus window ending %s: %s", window.end.isoformat(), late)
+                return _missing(config, metrics, window, late)
             read = await asyncio.gather(
                 *(self._metric(session, self._client, name, q, window) for name, q in metrics)
             )
@@ -271,6 +304,17 @@ class PrometheusSource(LiveSource):
         except (MetricsProblem, ValueError, TypeError) as problem:
             log.info("no chart series for %r: %s", expr, problem)
             return ()
+
+
+def _missing(
+    config: PrometheusMetrics,
+    metrics: list[tuple[str, PrometheusQuery]],
+    window: QueryWindow,
+    problem: str,
+) -> Reading:
+    """Every metric missing for one reason: none of the window's figures can be read."""
+    read = tuple(MetricReading(name=name, value=None, problem=problem) for name, _ in metrics)
+    return _reading(config, read, window)
 
 
 def _reading(
