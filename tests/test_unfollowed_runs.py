@@ -502,8 +502,15 @@ async def test_a_default_that_found_nothing_waiting_leaves_the_runs_later_stages
     refused as done) and says the run's later stages wait on GitHub for a person; those later
     requests are not rejected as if the default had rejected the run."""
     run_id, _ = await started_on_github(box)
+    # The card came with the first of the run's two requests (one per track); the other may
+    # still be on its way: it is kept before the requests are closed, else the default would
+    # find it waiting and rightly reject it (a request after the card: the test below).
+    await box.github.settle()
+    await box.services.webhooks.settled()
     rules = ProtectionRuleStore(bots_database(box).sessions)
-    for request in await rules.open_for_run(run_id):
+    opened = await rules.open_for_run(run_id)
+    assert sorted(r.environment for r in opened) == ["desktop-internal", "relay-canary-5"]
+    for request in opened:
         await rules.close(
             run_id=run_id, environment=request.environment, answer="gone", at=box.clock()
         )
@@ -527,6 +534,28 @@ async def test_a_default_that_found_nothing_waiting_leaves_the_runs_later_stages
 
     assert "relay-rollout-50" in [r.environment for r in await rules.open_for_run(run_id)]
     assert ("relay-rollout-50", "rejected") not in answers(box)
+
+
+async def test_a_request_that_comes_after_the_card_is_answered_by_the_default(
+    box: Sandbox,
+) -> None:
+    """The run's first request is delivered after the card (GitHub delivers each request on
+    its own): it waits with the card, and the default answers it with the other."""
+    box.github.app_hook.lose_next()
+    run_id, _ = await started_on_github(box)
+    (lost,) = box.github.app_hook.failed()
+    assert (await box.github.app_hook.redeliver(lost.guid)).result == "kept"
+    await box.services.webhooks.settled()
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    assert len(await rules.open_for_run(run_id)) == 2
+    assert len(run_cards(box)) == 1
+
+    await box.pass_time(timedelta(seconds=1805))
+    await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+    assert first_stages(box) == [
+        ("desktop-internal", "rejected"),
+        ("relay-canary-5", "rejected"),
+    ]
 
 
 async def test_a_card_github_failed_to_tell_is_tried_again_at_each_poll_until_posted(
