@@ -31,6 +31,7 @@ from test_scheduler import NOW, canary_observing, gates, manual_scheduler
 
 from bot.domain.rollout import StageState
 from bot.services.failures import TRANSIENT, error_summary
+from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
 from sandbox.harness import Sandbox
 from storage.db import create_engine, create_session_factory, engine_for_one_task
@@ -76,6 +77,18 @@ def held_up(error: BaseException) -> bool:
         and "SELECT" not in summary
         and "UPDATE" not in summary
     )
+
+
+async def next_pass(scheduler: Scheduler, *, tries: int = 5) -> int:
+    """The timers a pass fires, tried again as the scheduler's loop would when the bot's own
+    writes (SQLite has one write lock) hold the claim up past its bound on a loaded machine."""
+    for _ in range(tries - 1):
+        try:
+            return await scheduler.fire_due()
+        except DBAPIError as error:
+            if not held_up(error):
+                raise
+    return await scheduler.fire_due()
 
 
 @pytest.fixture
@@ -259,7 +272,7 @@ async def test_a_window_end_held_up_by_a_lock_is_retried_and_evaluated_once(
             assert HELD_UP[0] in line.getMessage() and "[SQL" not in line.getMessage()
 
         clock.advance(timedelta(minutes=5))  # past the first retry's backoff
-        assert await scheduler.fire_due() == 2
+        assert await next_pass(scheduler) == 2
         judged = await box.rollout()
         assert judged.track("relay").stage("canary").state is StageState.HOLDING
         assert await gates(box, rollout.id) == ["PASS"]
