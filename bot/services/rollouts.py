@@ -93,7 +93,7 @@ class RolloutService:
 
     def dispatches_scheduled_with(self, handler: TimerHandler) -> None:
         """Who fires the scheduled dispatches (`bot.services.scheduled_starts`, which goes
-        through the controls' exactly-once claims and audit); wired by `bot.bootstrap`."""
+        through the controls' exactly-once claims and audit); wired by `bot.wiring`."""
         self.fires_timers_with(DISPATCH_TIMER, handler)
 
     def fires_timers_with(self, kind: str, handler: TimerHandler) -> None:
