@@ -246,7 +246,9 @@ class RunLooks(Protocol):
 class Outboxes(Protocol):
     """The outbox table: messages claimed by one deliverer at a time (`storage.outbox`)."""
 
-    async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None: ...
+    async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
+        """Write messages that go with no state change of their own."""
+        ...
 
     async def claim(
         self,
