@@ -50,6 +50,7 @@ def test_the_house_keeps_its_layers(copy_of_the_house: Path) -> None:
         ("handlers/home.py", "import storage.timers", "handlers are thin"),
         ("bot/adapters/slack/views.py", "import bot.adapters.github.runs", "adapters do not know"),
         ("storage/timers.py", "import handlers.home", "storage knows the domain"),
+        ("bot/adapters/slack/views.py", "import bot.wiring", "adapters are leaves"),
     ],
 )
 def test_an_import_against_the_layers_fails_the_lint(
