@@ -214,7 +214,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         service=service,
         settings=settings,
         database=shared.database,
-        commands=CommandService(release_channels=service.release_channels),
+        commands=CommandService(release_channels=service.release_channels, words=messages),
         rollouts=rollouts,
         approvers=approvers,
         audience=Audience(

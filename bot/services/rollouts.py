@@ -59,7 +59,7 @@ class RolloutService:
         self.service = service
         """The service whose rollouts these are (`bot.domain.service`)."""
         follower = RunFollower(effects, dispatch_search=dispatch_search, unread_after=unread_after)
-        preflight = Preflights(effects, follower, plan=plan, service=service)
+        preflight = Preflights(effects, follower, words, plan=plan, service=service)
         gate = Gate(effects, follower, sources=metrics)
         actions = PeoplesActions(effects, follower, words)
         self.effects = effects
