@@ -71,6 +71,9 @@ def first_stages(box: Sandbox) -> list[tuple[str, str]]:
 TAG = "v2.0.0"
 """The release tag the runs started on github.com run on (a tag is their ref)."""
 
+UNTIL_CLEARED = 1_000_000
+"""`fail_next`'s count for failures that last until the test clears them."""
+
 
 async def started_on_github(box: Sandbox, ref: str = TAG) -> tuple[int, ChannelMessage]:
     """A run dispatched on github.com by @octocat on `ref`, and its card once posted."""
@@ -471,9 +474,13 @@ async def test_a_kept_request_of_a_run_that_has_completed_since_gets_no_card(
     read the run again."""
     box.github.refs.add(TAG)
     run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
-    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    # Every read fails until the run is cancelled, whoever reads it: besides the two requests'
+    # own, the bot's poll loop sweeps the kept requests every 0.1 s (real time), and a read
+    # that succeeded before the cancel would rightly post the card.
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=UNTIL_CLEARED)
     await box.github.settle()
     await box.services.webhooks.settled()
+    box.github.clear_failures()  # and, with no await between, the run is cancelled
     box.github.engine.cancel(run_id)
     await box.github.settle()
     rules = ProtectionRuleStore(bots_database(box).sessions)
