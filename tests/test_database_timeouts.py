@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from test_scheduler import NOW, canary_observing, gates, manual_scheduler
 
-from bot.domain.rollout import StageState
+from bot.domain.rollout import Rollout, StageState, window_timer_key
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
@@ -89,6 +89,27 @@ async def next_pass(scheduler: Scheduler, *, tries: int = 5) -> int:
             if not held_up(error):
                 raise
     return await scheduler.fire_due()
+
+
+async def windows_written(
+    box: Sandbox, scheduler: Scheduler, clock: ManualClock, rollout: Rollout, *, tries: int = 5
+) -> None:
+    """Until the timers of both window ends (canary, internal ring) are written, the next poll,
+    as the bot's would: the poll that saw the stages deployed saves the rollout first and writes
+    each timer in a statement of its own, and one held up past the bound on a loaded machine
+    fails that poll (one WARNING line) after the rollout was saved."""
+    timers = TimerStore(box.services.database.sessions)
+    keys = []
+    for track, stage in (("relay", "canary"), ("desktop", "internal")):
+        ends = rollout.track(track).stage(stage).window_ends_at
+        assert ends is not None
+        keys.append(window_timer_key(rollout.id, track, stage, ends))
+    for _ in range(tries):
+        if all([await timers.get(key=key) for key in keys]):
+            return
+        clock.advance(timedelta(seconds=10))  # the next poll
+        await scheduler.poll_runs()
+    raise AssertionError(f"window timers not written after {tries} polls")
 
 
 @pytest.fixture
@@ -246,6 +267,7 @@ async def test_a_window_end_held_up_by_a_lock_is_retried_and_evaluated_once(
         clock = ManualClock(box.clock())
         scheduler = manual_scheduler(box, box.services.rollouts, clock)
         rollout = await canary_observing(box, scheduler)
+        await windows_written(box, scheduler, clock, rollout)
         ends = rollout.track("relay").stage("canary").window_ends_at
         assert ends is not None
         clock.advance(ends - clock() + timedelta(seconds=1))
