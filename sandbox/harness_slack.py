@@ -85,11 +85,13 @@ class SlackUser:
         user: str = RELEASE_MANAGER,
         channel: str = RELEASE_CHANNEL,
         replica: str | None = None,
+        answered_within: float = 30.0,
     ) -> str:
         """Type `/rollout <text>` (through `replica`, a URL of `start_replica`, or the first
-        bot); returns the ephemeral answer as the user sees it."""
+        bot); returns the ephemeral answer as the user sees it, which comes within
+        `answered_within` seconds."""
         url = await self.send_command(text, user=user, channel=channel, replica=replica)
-        (post,) = await self.slack.wait_for_response(url, timeout=30)
+        (post,) = await self.slack.wait_for_response(url, timeout=answered_within)
         return _shown(post.body)
 
     async def send_command(
