@@ -185,6 +185,62 @@ async def test_after_a_failed_done_write_the_same_click_once_the_lease_lapsed_ac
         assert "could not record whether that was done" in answer
 
 
+@contextmanager
+def the_lease_runs_out_after_the_next_look(box: Sandbox, lease: timedelta) -> Iterator[list[str]]:
+    """After the next read of a claim (a click's check of the card: the claim still held), and
+    before the next statement on the claims, `lease` passes on the bot's clock: the interleaving
+    of a lease that runs out between a look and a claim. The statements it came between."""
+    seen: list[str] = []
+
+    def advance(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if len(seen) == 1 and CLAIMS.search(statement):
+            seen.append(statement)
+            box.clock.advance(lease)
+        if not seen and CLAIM_READ.match(statement):
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", advance)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", advance)
+
+
+CLAIM_READ = re.compile(r"^\s*SELECT .*\sFROM action_claims\b", re.DOTALL)
+"""`ClaimStore.get`: a claim read by its key."""
+CLAIMS = re.compile(r"\baction_claims\b")
+
+
+async def test_a_lease_running_out_between_the_check_and_the_claim_does_not_act_twice(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Extend on a card the rollout moved past, its earlier click never recorded done: the
+    check of the card sees that claim still held, and its lease runs out before the click
+    claims the effect. The claim itself refuses to take it over. Before, the check and the
+    claim were two statements: the click took the claim over and extended the window again."""
+    lease = timedelta(minutes=2)  # longer than the test takes: only the clock moves it
+    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
+    env = {"CLAIM_LEASE_SECONDS": str(int(lease.total_seconds()))}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=env
+    ) as box:
+        every_gate_passes(box)
+        value = await observing(box)
+        rollout = await box.rollout()
+        with the_next_done_write_fails() as failed:
+            await box.click("extend_window", value=value)
+        assert failed, "the click's done write ran, and failed"
+        await box.wait_until(lambda r: r.version > rollout.version)
+
+        with the_lease_runs_out_after_the_next_look(box, lease) as between:
+            answer = await box.click("extend_window", value=value)
+        assert len(between) == 2, "the click read the claim, then claimed"
+
+        assert await audited(box, await box.rollout(), "extend") == 1, "it extended twice"
+        assert answer is not None and answer.startswith(":warning: This card is out of date: <@")
+        assert "could not record whether that was done" in answer, answer
+
+
 def _card_of(value: str) -> CardRef:
     """The card the clicked button was drawn on, as the effect key reads it."""
     drawn = json.loads(value)
