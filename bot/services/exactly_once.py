@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.domain.controls import (
@@ -179,6 +179,10 @@ class ExactlyOnce:
             f"{self._who(claim.actor)} clicked it at {at} to {what}, and the bot could not record "
             "whether that was done."
         )
+
+    def when(self, at: datetime) -> str:
+        """`at`, as a person reads it in an answer."""
+        return self._words.slack_time(at)
 
     def _nothing_done(self, lost: ClaimUnsettled, what: str) -> NothingDone:
         """The truth after a claim whose answer was lost: nothing was done; whether the claim
