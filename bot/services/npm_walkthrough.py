@@ -250,10 +250,10 @@ class NpmTokenService:
                 "appeared by then, it runs Release."
             )
         log.warning("npm-token: an unrecorded Release click started no run; running it again")
-        minutes = int(self.looks.pace.dispatch_search.total_seconds() // 60)
         return (
-            f"{since} GitHub lists no run of {self._npm.workflow} started since then, "
-            f"{minutes} minutes on: it did not start, so Release runs now (step 5 follows it)."
+            f"{since} GitHub lists no run of {self._npm.workflow} started since then, and the "
+            f"search for one ended at {self._once.when(gone)}: it did not start, so Release "
+            "runs now (step 5 follows it)."
         )
 
     async def _release(
