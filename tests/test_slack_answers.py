@@ -47,6 +47,8 @@ async def test_a_start_whose_card_slack_refused_does_not_say_the_card_was_posted
     again = await box.command("start v1.4.2")
     assert "already rolling out" in again, again
     (posted,) = box.slack.messages(RELEASE_CHANNEL)
+    card = f"https://slack.com/archives/{RELEASE_CHANNEL}/p{posted.ts.replace('.', '')}"
+    assert f"<{card}|{rollout.id}>" in again, again  # a link to the card it posted
     assert await box.click("dispatch", message=posted) is None
     dispatched = await box.wait_until(lambda r: r.run_id is not None)
     assert dispatched.id == rollout.id
