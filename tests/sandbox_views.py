@@ -15,12 +15,7 @@ import aiohttp
 from bot.domain.rollout import Phase, Rollout, StageState, holding_tracks
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
-from sandbox.signing import (
-    SANDBOX_TEAM_ID,
-    event_callback_body,
-    slack_signature_headers,
-    slash_command_body,
-)
+from sandbox.signing import event_callback_body, slack_signature_headers, slash_command_body
 from sandbox.slack import SlackTestServer
 
 
@@ -127,24 +122,14 @@ async def open_home(box: Sandbox, user: str) -> str:
 
 
 def command_body(
-    slack: SlackTestServer,
-    text: str,
-    *,
-    channel: str = RELEASE_CHANNEL,
-    team_id: str = SANDBOX_TEAM_ID,
-    trigger_id: str | None = None,
+    slack: SlackTestServer, text: str, *, channel: str = RELEASE_CHANNEL, **fields: str
 ) -> tuple[str, str]:
-    """`/rollout <text>` as the release manager types it in `channel` (of workspace `team_id`),
-    with a fresh response_url of its own: (response_url, body), to sign and post as the test
-    needs (`Sandbox.command` sends and signs one itself)."""
+    """`/rollout <text>` as the release manager types it in `channel` (`fields`: more of the
+    payload's, as `team_id` or `trigger_id`), with a fresh response_url of its own:
+    (response_url, body), to sign and post as the test needs (`Sandbox.command` does both)."""
     url = slack.new_response_url(channel=channel, user=RELEASE_MANAGER)
     body = slash_command_body(
-        text=text,
-        user_id=RELEASE_MANAGER,
-        channel_id=channel,
-        response_url=url,
-        team_id=team_id,
-        trigger_id=trigger_id,
+        text=text, user_id=RELEASE_MANAGER, channel_id=channel, response_url=url, **fields
     )
     return url, body
 
