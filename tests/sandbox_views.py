@@ -105,6 +105,19 @@ RINGS_COMPLETED = [
     ("desktop-ga", "approved"),
 ]
 """The desktop `reviews` of a rollout that reached the GA ring."""
+HALTED_ON_INTERNAL = [
+    ("desktop-internal", "approved"),
+    ("desktop-beta", "rejected"),
+    ("desktop-kill-switch", "approved"),
+]
+"""The desktop `reviews` of a track stopped on its internal ring, in order."""
+HALTED_ON_BETA = [
+    ("desktop-internal", "approved"),
+    ("desktop-beta", "approved"),
+    ("desktop-ga", "rejected"),
+    ("desktop-kill-switch", "approved"),
+]
+"""The desktop `reviews` of a track stopped on its beta ring (the beta job ran), in order."""
 
 
 async def open_home(box: Sandbox, user: str) -> str:
