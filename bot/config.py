@@ -36,6 +36,7 @@ from bot.config_checks import (
     with_problems,
 )
 from bot.domain.errors import PlanError, ServicesError
+from bot.domain.rollout import DISPATCH_SEARCH, UNREAD_AFTER
 from bot.domain.service import DEFAULT_SERVICE, Service
 from bot.github_credentials import (
     APP_SETTINGS,
@@ -149,10 +150,10 @@ class Settings(DatabaseSettings):
     """Seconds between two looks at each running rollout's run on GitHub."""
     timer_max_attempts: int = Field(default=8, ge=1, le=100)
     """Tries of a window's end before its timer is dead-lettered and the stage held."""
-    dispatch_search_seconds: float = Field(default=600.0, ge=10, le=86400)
+    dispatch_search_seconds: float = Field(default=DISPATCH_SEARCH.total_seconds(), ge=10, le=86400)
     """How long the bot looks for the run of a dispatch GitHub answered unclearly before it
     gives up and a person may dispatch again."""
-    github_unreadable_seconds: float = Field(default=300.0, ge=0, le=86400)
+    github_unreadable_seconds: float = Field(default=UNREAD_AFTER.total_seconds(), ge=0, le=86400)
     """How long GitHub may fail every read of a followed run before its thread is told."""
     unfollowed_run_timeout: float = Field(default=1800.0, ge=60, le=86400 * 7)
     """Seconds a protection-rule request of a run no rollout follows waits for Adopt or

@@ -37,6 +37,7 @@ from bot.adapters.slack.actions import (
     RedeployMetadata,
 )
 from bot.adapters.slack.blocks import ViewJson
+from bot.adapters.slack.mrkdwn import plain_answer
 from bot.adapters.slack.rollout_card import EXTEND_STEP
 from bot.domain.controls import CardRef, Control
 from bot.domain.errors import InvalidCommand, ServiceNotConfigured
@@ -351,7 +352,8 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
             if refused is not None and block is None:  # a dialog: it turns into the reason
                 await ack(response_action="update", view=control_views.notice_modal(refused))
                 return
-            errors = {block: refused} if refused is not None and block else errors
+            # A field error is plain text: a mention in it would show as `<@U123>`.
+            errors = {block: plain_answer(refused)} if refused is not None and block else errors
         if typed is None or errors or metadata is None:
             await ack(response_action="errors", errors=errors)
             return

@@ -87,16 +87,22 @@ class Clicked(_Part):
     block_id: Text | None = None
 
 
-class BlockActions(_Part):
-    """A click on a button of a message the bot posted."""
+class _ByAPerson(_Part):
+    """What Slack sends with every click and submitted form alike: who, from which workspace
+    (and organisation), and the `trigger_id` of the request."""
 
-    type: Literal["block_actions"]
     user: User
     team: Team | None = None
     enterprise: Enterprise | None = None
+    trigger_id: TriggerId | None = None
+
+
+class BlockActions(_ByAPerson):
+    """A click on a button of a message the bot posted."""
+
+    type: Literal["block_actions"]
     channel: Channel | None = None
     container: Container | None = None
-    trigger_id: TriggerId | None = None
     response_url: ResponseUrl | None = None
     actions: list[Clicked] = Field(min_length=1, max_length=1)
 
@@ -131,14 +137,10 @@ class View(_Part):
     state: ViewState = Field(default_factory=ViewState)
 
 
-class ViewSubmission(_Part):
+class ViewSubmission(_ByAPerson):
     """A modal the bot opened, submitted."""
 
     type: Literal["view_submission"]
-    user: User
-    team: Team | None = None
-    enterprise: Enterprise | None = None
-    trigger_id: TriggerId | None = None
     view: View
 
     def values(self) -> dict[str, Any]:

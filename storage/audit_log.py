@@ -26,7 +26,6 @@ class AuditLog(ServiceStore):
         return (await self.add([NewAuditEvent(**event)]))[0]
 
     async def add(self, events: Sequence[NewAuditEvent]) -> list[AuditEvent]:
-        """Write events that go with no saved state change, in one transaction."""
         async with self._sessions.begin() as session:
             written = []
             for event in events:

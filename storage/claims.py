@@ -39,7 +39,6 @@ class ClaimStore:
 
     @property
     def lease(self) -> timedelta:
-        """How long a claim nobody finishes holds its key (`CLAIM_LEASE_SECONDS`)."""
         return self._lease
 
     async def claim(

@@ -83,7 +83,6 @@ class OutboxStore:
         )
 
     async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
-        """Write messages that go with no state change of their own."""
         async with self._sessions.begin() as session:
             await enqueue(session, messages, now=now)
 

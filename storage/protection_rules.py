@@ -180,7 +180,6 @@ class ProtectionRuleStore(ServiceStore):
             return None if row is None else row.answer  # type: ignore[return-value]
 
     async def prune(self, *, before: datetime) -> int:
-        """Forget requests made before `before` (retention); returns how many."""
         async with self._sessions.begin() as session:
             result = await session.execute(
                 delete(Row).where(Row.requested_at < before, *self._scope)

@@ -159,7 +159,6 @@ class RolloutStore:
         )
 
     async def active(self) -> list[Rollout]:
-        """Rollouts that have not ended, oldest first."""
         return [_rollout(record) for record in await self._repository.list_active()]
 
     async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]:
@@ -171,11 +170,9 @@ class RolloutStore:
         ]
 
     async def recent(self, limit: int = 10) -> list[Rollout]:
-        """The latest rollouts, active or ended, newest first."""
         return [_rollout(record) for record in await self._repository.list_recent(limit=limit)]
 
     async def ended_between(self, start: datetime, end: datetime) -> list[Rollout]:
-        """The rollouts that ended in [start, end), newest first."""
         records = await self._repository.list_ended(start=start, end=end)
         return [_rollout(record) for record in records]
 
@@ -195,7 +192,6 @@ class RolloutStore:
         return None if found is None else (found[0], Phase(found[1]))
 
     async def by_tag(self, tag: str) -> list[Rollout]:
-        """Every rollout of this tag, newest first."""
         return [_rollout(record) for record in await self._repository.list_by_tag(tag)]
 
     async def active_on_track(self, track: str) -> Rollout | None:

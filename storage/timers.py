@@ -210,8 +210,6 @@ class TimerStore(ServiceStore):
         return await self._leases.update_claimed(timer_id, owner, **values)
 
     async def release_owned(self, *, owner: str) -> int:
-        """Give back every pending timer `owner` holds (a replica shutting down), due as they
-        were, so any replica claims them at once instead of after the lease; how many."""
         return await self._leases.release_owned(owner)
 
     async def bury(self, *, timer_id: int, owner: str, now: datetime, error: str) -> bool:

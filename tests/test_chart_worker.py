@@ -158,7 +158,7 @@ async def drawn_for_a_bot() -> tuple[list[str], int]:
 
 def test_the_bots_process_never_imports_matplotlib_and_a_killed_bot_takes_its_worker() -> None:
     script = (
-        "import asyncio, os, signal, bot.bootstrap, bot.cli.main, bot.cli.serve\n"
+        "import asyncio, os, signal, bot.bootstrap, bot.wiring, bot.cli.main, bot.cli.serve\n"
         "import test_chart_worker\n"
         "print(asyncio.run(test_chart_worker.drawn_for_a_bot()), flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)  # as a node dies: nothing is closed\n"

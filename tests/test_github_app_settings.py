@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import SecretStr
 from test_cli import full_env, run
 
-from bot.bootstrap import request_budgets
 from bot.config import ConfigError, Settings, load_settings
 from bot.github_credentials import GitHubApp
+from bot.wiring import request_budgets
 from sandbox.config import GITHUB_TOKEN
 from sandbox.github_app import APP_ID, SandboxApp
 

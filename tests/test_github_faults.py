@@ -9,17 +9,20 @@ to whoever clicked, and a write whose outcome is unclear is never sent a second 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from figures import SECOND_APPROVER, two_approvers_sandbox
 from sandbox_views import audit_results, button, dispatched, held, holding, value_of
 
-from bot.domain.rollout import CheckState, Phase, StageState
-from bot.services.following import DISPATCH_SEARCH
+from bot.config import Settings
+from bot.domain.rollout import DISPATCH_SEARCH, CheckState, Phase, StageState
+from bot.services.rollouts import RolloutService
 from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox
 
@@ -139,6 +142,18 @@ async def test_a_dispatch_whose_run_never_appeared_can_be_dispatched_again_after
     running = await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
     (dispatched,) = sandbox.github.dispatches
     assert running.run_id == dispatched.run_id
+
+
+def test_the_settings_defaults_are_the_rollouts_own_so_the_search_above_is_the_bots() -> None:
+    """DISPATCH_SEARCH_SECONDS and GITHUB_UNREADABLE_SECONDS default to what the rollouts
+    follow runs by when not given (10 and 5 minutes): moving a dispatch back by
+    `DISPATCH_SEARCH` ends the search of a bot started with the default."""
+    given = inspect.signature(RolloutService).parameters
+    fields = Settings.model_fields
+    search = timedelta(seconds=fields["dispatch_search_seconds"].default)
+    unread = timedelta(seconds=fields["github_unreadable_seconds"].default)
+    assert search == given["dispatch_search"].default == timedelta(minutes=10)
+    assert unread == given["unread_after"].default == timedelta(minutes=5)
 
 
 async def test_a_failed_search_for_the_run_is_one_warning_and_proves_nothing(

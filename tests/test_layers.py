@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def test_the_house_keeps_its_layers(copy_of_the_house: Path) -> None:
         ("handlers/home.py", "import storage.timers", "handlers are thin"),
         ("bot/adapters/slack/views.py", "import bot.adapters.github.runs", "adapters do not know"),
         ("storage/timers.py", "import handlers.home", "storage knows the domain"),
+        ("bot/adapters/slack/views.py", "import bot.wiring", "adapters are leaves"),
     ],
 )
 def test_an_import_against_the_layers_fails_the_lint(
@@ -61,3 +63,20 @@ def test_an_import_against_the_layers_fails_the_lint(
     assert done.returncode == 1, done.stdout
     broken = [line for line in done.stdout.splitlines() if " BROKEN" in line]
     assert any(line.startswith(contract) for line in broken), done.stdout
+
+
+SLACK_MENTION = re.compile(r"<[@#]|slack\.com/archives")
+"""Slack's mrkdwn for a person (`<@U123>`) or a channel (`<#C123>`), or a link to a message."""
+
+
+def test_the_domain_and_the_services_never_write_slack_mentions() -> None:
+    """A person or a channel an answer names is rendered at the Slack edge (the services' `Words`
+    port: `person`, `channel`, `message_link`), so only the edge knows Slack's syntax for them."""
+    written = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for room in ("bot/domain", "bot/services")
+        for path in sorted((REPO / room).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if SLACK_MENTION.search(line)
+    ]
+    assert written == [], "\n".join(written)

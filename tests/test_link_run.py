@@ -20,9 +20,8 @@ from sandbox_views import button, value_of
 from test_controls import sandbox_for
 from test_github_faults import DISPATCHES, sandbox
 
-from bot.domain.rollout import Phase, Rollout
+from bot.domain.rollout import DISPATCH_SEARCH, Phase, Rollout
 from bot.domain.rollout.state import Stage, StageState
-from bot.services.following import DISPATCH_SEARCH
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 

@@ -16,6 +16,7 @@ import pytest
 from sandbox_views import github_until
 from sqlalchemy import text
 
+from bot.adapters.slack import messages
 from bot.adapters.slack.limits import BUTTON_VALUE
 from bot.adapters.slack.npm_views import NpmAction, encode_state
 from bot.domain.errors import NotAReleaseChannel, PlanError
@@ -435,7 +436,7 @@ def _job_log(box: Sandbox) -> list[str]:
 
 
 def test_the_command_service_routes_npm_token_from_a_direct_message() -> None:
-    service = CommandService(release_channels=(RELEASE_CHANNEL,))
+    service = CommandService(release_channels=(RELEASE_CHANNEL,), words=messages)
     assert service.route(text="npm-token", channel_id=DIRECT_MESSAGE) == parse_command("npm-token")
     with pytest.raises(NotAReleaseChannel):
         service.route(text="status", channel_id=DIRECT_MESSAGE)

@@ -29,9 +29,8 @@ from test_scheduled_starts import (
     tomorrow_nine,
 )
 
-from bot.domain.rollout import Phase, Rollout
+from bot.domain.rollout import DISPATCH_SEARCH, Phase, Rollout
 from bot.domain.schedule import dispatch_timer_key
-from bot.services.following import DISPATCH_SEARCH
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from storage.timers import TimerStore

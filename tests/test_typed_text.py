@@ -27,7 +27,8 @@ from test_freeze_sandbox import (
 )
 from test_protection_rules import app_box
 
-from bot.adapters.slack.mrkdwn import as_typed, escape_quoted
+from bot.adapters.slack import messages
+from bot.adapters.slack.mrkdwn import as_typed, escape_quoted, plain_answer
 from bot.domain.rollout import Phase, StageState, StopKind, StopReason, TrackState
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
@@ -143,6 +144,19 @@ def test_a_quote_the_slack_words_escaped_already_is_not_escaped_again() -> None:
     refusal's `/rollout start &lt;tag&gt;`): escaped once, as a raw one is."""
     assert escape_quoted("`start <tag> &lt;reason&gt; a & b` <@U1> & c") == (
         "`start &lt;tag&gt; &lt;reason&gt; a &amp; b` <@U1> & c"
+    )
+
+
+def test_an_answer_in_a_form_s_field_error_reads_as_plain_text() -> None:
+    """Slack shows a form's field error as written: the person and the channel an answer names
+    read as their ids (a raw `<@U1>` would show), its quotes and escapes as written."""
+    answer = (
+        f"Locked by {messages.person('U1')} in {messages.channel('C1')}: ask them to "
+        "`/rollout unlock <reason>`, or see `/rollout link &lt;run URL&gt;`, a &lt;b&gt;."
+    )
+    assert plain_answer(answer) == (
+        "Locked by @U1 in #C1: ask them to `/rollout unlock <reason>`, or see "
+        "`/rollout link <run URL>`, a <b>."
     )
 
 

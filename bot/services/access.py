@@ -163,11 +163,12 @@ class Access:
         )
         refused = refusal(control, asker, release_channels=self.release_channels)
         if refused is not None and refused.why is Refused.CHANNEL:
-            channels = ", ".join(f"<#{channel}>" for channel in self.release_channels)
+            words = self.rollouts.words
+            channels = ", ".join(words.channel(channel) for channel in self.release_channels)
             raise NotAReleaseChannel(
                 f"Rollouts are steered from the release channels only ({channels}); this came "
-                f"from <#{origin.channel_id}>. Use the card or `/rollout` there, or ask your bot "
-                "admin to add this channel to RELEASE_CHANNELS."
+                f"from {words.channel(origin.channel_id)}. Use the card or `/rollout` there, or "
+                "ask your bot admin to add this channel to RELEASE_CHANNELS."
             )
         if refused is not None:
             raise NotAuthorized(refused.message)

@@ -22,6 +22,7 @@ from bot.services.authz import Approvers, Audience
 from bot.services.controls import ControlService
 from bot.services.lane import ReleaseLane
 from bot.services.npm_walkthrough import NpmTokenService
+from bot.services.ports import Words
 from bot.services.reports import RolloutReports
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import Database
@@ -34,6 +35,7 @@ class CommandService:
     """Routes a `/rollout` command: parse it, check where it came from, answer or refuse."""
 
     release_channels: tuple[str, ...]
+    words: Words
 
     def route(self, *, text: str, channel_id: str) -> Command:
         """The parsed command, if it may run in this channel; raises a RolloutError otherwise."""
@@ -44,7 +46,7 @@ class CommandService:
             and not allowed_outside_release_channels(command)
             and not direct
         ):
-            channels = ", ".join(f"<#{channel}>" for channel in self.release_channels)
+            channels = ", ".join(self.words.channel(channel) for channel in self.release_channels)
             where = f"a release channel: {channels}"
             if allowed_in_direct_messages(command):
                 where = f"a direct message with the bot or in {where}"

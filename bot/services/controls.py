@@ -103,7 +103,7 @@ class ControlService:
 
     def scheduled_starts(self) -> ScheduledStarts:
         """What fires the dispatches `start --at` schedules, through these controls' access,
-        claims and audit (`bot.bootstrap` hands it to the rollouts' timers)."""
+        claims and audit (`bot.wiring` hands it to the rollouts' timers)."""
         return ScheduledStarts(
             rollouts=self._rollouts,
             access=self._access,

@@ -209,7 +209,8 @@ class ServiceDirectory:
         raise NotAReleaseChannel(
             f"`/rollout {what}` only works in a release channel of a service. The services: "
             + "; ".join(
-                f"`{s.service.name}` in {', '.join(f'<#{c}>' for c in s.service.release_channels)}"
+                f"`{s.service.name}` in "
+                + ", ".join(s.rollouts.words.channel(c) for c in s.service.release_channels)
                 for s in self.each
             )
             + "."

@@ -166,7 +166,7 @@ class ExactlyOnce:
         """Who clicked, when and to do `what`, under a claim that was never recorded done."""
         at = self._words.slack_time(claim.claimed_at)
         return (
-            f"{_who(claim.actor)} clicked it at {at} to {what}, and the bot could not record "
+            f"{self._who(claim.actor)} clicked it at {at} to {what}, and the bot could not record "
             "whether that was done."
         )
 
@@ -198,7 +198,7 @@ class ExactlyOnce:
         (marked with its retry number), but never a click: a click seen twice is a double
         click or a replay, so the answer names what was done, by whom and when."""
         when = f" at {self._words.slack_time(first.claimed_at)}" if first is not None else ""
-        who = _who(first.actor) if first is not None else "someone"
+        who = self._who(first.actor) if first is not None else "someone"
         if origin.via is Via.COMMAND and origin.retry:
             return AlreadyDone(
                 f"Already done by {who}{when}: Slack delivered this request again "
@@ -221,7 +221,7 @@ class ExactlyOnce:
             if time.monotonic() >= deadline:
                 lapses = at(claim.claimed_at + self._claims.lease)
                 return BeingDone(
-                    f"Already being done by {_who(claim.actor)} since "
+                    f"Already being done by {self._who(claim.actor)} since "
                     f"{at(claim.claimed_at)}: {what}. The card shows the outcome. If the bot "
                     f"stopped in the middle of it, its claim lapses at {lapses}: click again "
                     "after that."
@@ -230,18 +230,19 @@ class ExactlyOnce:
             claim = await self._claims.get(held.key)
         if claim is None:
             return InvalidTransition(
-                f"{_who(first.actor, start=True)} tried to {what} at {at(first.claimed_at)} but it "
-                "failed and changed nothing (their answer says why). Click again to retry."
+                f"{self._who(first.actor, start=True)} tried to {what} at "
+                f"{at(first.claimed_at)} but it failed and changed nothing (their answer says "
+                "why). Click again to retry."
             )
         done_at = claim.done_at or claim.claimed_at
         return AlreadyDone(
-            f"Already done by {_who(claim.actor)} at {at(done_at)}: {what}. Nothing more was done."
+            f"Already done by {self._who(claim.actor)} at {at(done_at)}: {what}. Nothing more "
+            "was done."
         )
 
-
-def _who(actor: str, *, start: bool = False) -> str:
-    """Who holds a claim, for an answer (`start`: opening a sentence): a person's mention, or
-    the bot's schedule (the only claims the bot takes on its own are scheduled dispatches)."""
-    if actor != BOT:
-        return f"<@{actor}>"
-    return "The bot's schedule" if start else "the bot's schedule"
+    def _who(self, actor: str, *, start: bool = False) -> str:
+        """Who holds a claim, for an answer (`start`: opening a sentence): the person, or the
+        bot's schedule (the only claims the bot takes on its own are scheduled dispatches)."""
+        if actor != BOT:
+            return self._words.person(actor)
+        return "The bot's schedule" if start else "the bot's schedule"

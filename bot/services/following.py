@@ -40,12 +40,6 @@ from bot.services.unread import unread
 
 log = logging.getLogger(__name__)
 
-DISPATCH_SEARCH = timedelta(minutes=10)
-"""How long the poller looks for the run of a dispatch it could not identify at once."""
-
-UNREAD_AFTER = timedelta(minutes=5)
-"""How long GitHub may fail every read of a followed run before its thread is told."""
-
 
 @dataclass(frozen=True)
 class Reconciled:
@@ -75,7 +69,7 @@ class RunFollower:
         effects: EffectRunner,
         *,
         dispatch_search: timedelta,
-        unread_after: timedelta = UNREAD_AFTER,
+        unread_after: timedelta,
     ) -> None:
         self._effects = effects
         self._dispatch_search = dispatch_search

@@ -240,11 +240,11 @@ class LaneControls:
             removed = await self.lane.holds.release(LANE_LOCK, actor=lock.actor)
             if removed is None:  # unlocked, or taken by someone else, since it was read
                 holder = lock_of(await self.lane.holds.current())
+                if holder is None:
+                    raise InvalidCommand("The release lane is not locked.")
+                who = self.access.rollouts.words.person(holder.actor)
                 raise InvalidCommand(
-                    f"The lock changed hands meanwhile: <@{holder.actor}> holds it now; nothing "
-                    "was unlocked."
-                    if holder is not None
-                    else "The release lane is not locked."
+                    f"The lock changed hands meanwhile: {who} holds it now; nothing was unlocked."
                 )
             return removed
 

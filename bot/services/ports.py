@@ -237,7 +237,8 @@ class MetricsSources(Protocol):
 
 class Words(Protocol):
     """The words of the Slack edge that the services' answers use (a refusal, a card out of
-    date, an effect already done); `bot.adapters.slack.messages` is one."""
+    date, an effect already done); `bot.adapters.slack.messages` is one. A person or a channel
+    an answer names goes through `person` and `channel`: only the edge knows Slack's markup."""
 
     def slack_time(self, moment: datetime) -> str:
         """A time every reader sees in their own zone."""
@@ -245,6 +246,18 @@ class Words(Protocol):
 
     def two_person_text(self, refused: TwoPersonRefusal) -> str:
         """The two-person rule's refusal, naming the starter."""
+        ...
+
+    def person(self, actor: str) -> str:
+        """A person an answer names, by their Slack user id (a mention)."""
+        ...
+
+    def channel(self, channel_id: str) -> str:
+        """A channel an answer names, by its id (a link to it)."""
+        ...
+
+    def message_link(self, channel_id: str, ts: str, label: str) -> str:
+        """A link to one message (a rollout's card), read as `label`."""
         ...
 
 

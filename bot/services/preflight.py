@@ -40,6 +40,7 @@ from bot.logs import rollout_context
 from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
+from bot.services.ports import Words
 from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
 
@@ -50,10 +51,17 @@ class Preflights:
     """Start a rollout, check its preflight (again), confirm its flags, dispatch it."""
 
     def __init__(
-        self, effects: EffectRunner, follower: RunFollower, *, plan: RolloutPlan, service: str
+        self,
+        effects: EffectRunner,
+        follower: RunFollower,
+        words: Words,
+        *,
+        plan: RolloutPlan,
+        service: str,
     ) -> None:
         self._effects = effects
         self._follower = follower
+        self._words = words
         self.plan = plan
         self._service = service
 
@@ -100,7 +108,7 @@ class Preflights:
                 await effects.outbox.send([card(active)])
                 active = await effects.get(active.id)
             if active is not None:
-                raise _in_progress(active, track)
+                raise _in_progress(active, track, self._words)
         migrations, image = await self._github_checks(self.plan, tag)
         contents = await read_contents(
             github=effects.github, store=effects.store, plan=self.plan, tag=tag
@@ -230,7 +238,7 @@ class Preflights:
             rollout = await effects.get(rollout_id)
             if actor != rollout.started_by:
                 await effects.refuse(actor, "confirm_flags", rollout, "not the starter")
-                raise _not_starter(rollout)
+                raise _not_starter(rollout, self._words)
             updated = machine.confirm_flags(rollout, actor=actor)
             event = effects.event(actor, "confirm_flags", "ok", rollout)
             plan = await effects.plan_of(rollout)
@@ -307,23 +315,23 @@ def _not_checked(error: GitHubError) -> Check:
     return Check(CheckState.ERROR, f"could not check ({error.cause}); not checked, Re-check it")
 
 
-def _in_progress(active: Rollout, track: str) -> RolloutError:
+def _in_progress(active: Rollout, track: str, words: Words) -> RolloutError:
     if active.message_ts is None:
-        channel = f"<#{active.channel_id}>"
+        channel = words.channel(active.channel_id)
         where = f"{active.id}; its card is not in {channel} yet: Slack has not taken it"
     else:
-        message = active.message_ts.replace(".", "")
-        link = f"https://slack.com/archives/{active.channel_id}/p{message}"
-        where = f"<{link}|{active.id}>"
+        where = words.message_link(active.channel_id, active.message_ts, active.id)
     return RolloutInProgress(
         f"`{active.tag}` is already rolling out ({where}, started by "
-        f"<@{active.started_by}>). One rollout per track at a time: finish or cancel it first.",
+        f"{words.person(active.started_by)}). One rollout per track at a time: finish or cancel "
+        "it first.",
         track=track,
         active_rollout_id=active.id,
     )
 
 
-def _not_starter(rollout: Rollout) -> RolloutError:
+def _not_starter(rollout: Rollout, words: Words) -> RolloutError:
     return NotAuthorized(
-        f"Only <@{rollout.started_by}>, who started `{rollout.tag}`, confirms its feature flags."
+        f"Only {words.person(rollout.started_by)}, who started `{rollout.tag}`, confirms its "
+        "feature flags."
     )

@@ -125,8 +125,8 @@ class Redeployer:
         if earlier is not None:
             raise AlreadyDone(
                 f"A roll back through *{spec.workflow}* was already sent to GitHub by "
-                f"<@{earlier.actor}>, and it may have started a run: it is not dispatched "
-                "again. Check the workflow's runs on GitHub."
+                f"{self._rollouts.words.person(earlier.actor)}, and it may have started a run: "
+                "it is not dispatched again. Check the workflow's runs on GitHub."
             )
         detail = {"tag": tag, "replaced_tag": rollout.tag}
         sending = effects.event(actor, REDEPLOY, SENDING, rollout, detail, track=track)

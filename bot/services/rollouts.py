@@ -14,11 +14,11 @@ from typing import Protocol
 
 from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import ReleaseContents
-from bot.domain.rollout import InvalidTransition, Rollout
+from bot.domain.rollout import DISPATCH_SEARCH, UNREAD_AFTER, InvalidTransition, Rollout
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.actions import PeoplesActions
 from bot.services.effects import DISPATCH_TIMER, WINDOW_TIMER, EffectRunner
-from bot.services.following import DISPATCH_SEARCH, UNREAD_AFTER, RunFollower
+from bot.services.following import RunFollower
 from bot.services.gating import Gate
 from bot.services.ports import MetricsSources, Words
 from bot.services.preflight import Preflights
@@ -59,7 +59,7 @@ class RolloutService:
         self.service = service
         """The service whose rollouts these are (`bot.domain.service`)."""
         follower = RunFollower(effects, dispatch_search=dispatch_search, unread_after=unread_after)
-        preflight = Preflights(effects, follower, plan=plan, service=service)
+        preflight = Preflights(effects, follower, words, plan=plan, service=service)
         gate = Gate(effects, follower, sources=metrics)
         actions = PeoplesActions(effects, follower, words)
         self.effects = effects
@@ -93,7 +93,7 @@ class RolloutService:
 
     def dispatches_scheduled_with(self, handler: TimerHandler) -> None:
         """Who fires the scheduled dispatches (`bot.services.scheduled_starts`, which goes
-        through the controls' exactly-once claims and audit); wired by `bot.bootstrap`."""
+        through the controls' exactly-once claims and audit); wired by `bot.wiring`."""
         self.fires_timers_with(DISPATCH_TIMER, handler)
 
     def fires_timers_with(self, kind: str, handler: TimerHandler) -> None:

@@ -15,7 +15,9 @@ from bot.adapters.slack.github_words import (
 from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answer
 
 # Re-exported: every view takes its marks from here.
+from bot.adapters.slack.mrkdwn import channel as channel
 from bot.adapters.slack.mrkdwn import escape
+from bot.adapters.slack.mrkdwn import message_link as message_link
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
 from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text

@@ -1,9 +1,11 @@
-"""The marks every message uses: a time each reader sees in their own zone, a mention, and
-text shown as written; and the way back, from what Slack sends to what a person typed.
+"""The marks every message uses: a time each reader sees in their own zone, a mention (of a
+person or a channel), and text shown as written; and the way back, from what Slack sends to
+what a person typed.
 
 One rule for people's words: decoded once where Slack hands them over (`as_typed`, a slash
 command's text; a form's `plain_text_input` value comes raw), kept and sent to GitHub as plain
-text, escaped (`escape`) only when a message shows them.
+text, escaped (`escape`) only when a message shows them. The bot's own answers are mrkdwn;
+where Slack shows plain text only (a form's field error), `plain_answer` makes them readable.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ def person(actor: str) -> str:
     return f"<@{actor}>"
 
 
+def channel(channel_id: str) -> str:
+    """A link to one Slack channel."""
+    return f"<#{channel_id}>"
+
+
+def message_link(channel_id: str, ts: str, label: str) -> str:
+    """A link to one message of a channel (its permalink's form), read as `label`."""
+    return f"<https://slack.com/archives/{channel_id}/p{ts.replace('.', '')}|{label}>"
+
+
 def escape(text: str) -> str:
     """Text shown as written in mrkdwn: Slack's three control characters escaped, so a
     person's `<!channel>` or `<https://x|approved>` reads as typed instead of notifying or
@@ -45,6 +57,15 @@ def escape_quoted(text: str) -> str:
     name) is not escaped twice: Slack's three entities are kept as they are (so a typed `&lt;`
     between backticks reads `<`, the one thing this cannot tell apart)."""
     return _QUOTED.sub(lambda quoted: _UNESCAPED.sub(_escaped, quoted[0]), text)
+
+
+def plain_answer(answer: str) -> str:
+    """The bot's own answer (mrkdwn, as `escape_quoted` sends it) as a plain_text field shows
+    it readably: a form's field error, which Slack shows as written, resolving no mention
+    (`<@U123>` would show raw). A person reads `@U123` and a channel `#C123`: their ids, the one
+    name the bot has (it does not ask Slack for a name while Slack waits 3 s for the form's
+    answer), marked as Slack marks them; a link reads as its label, `&lt;` as `<`."""
+    return as_typed(escape_quoted(answer))
 
 
 def _escaped(character: re.Match[str]) -> str:

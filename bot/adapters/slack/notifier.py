@@ -215,11 +215,10 @@ class SlackNotifier:
         self, rollout: Rollout, told: Event | str, *, channel: str, key: int
     ) -> None:
         text = clip(told if isinstance(told, str) else messages.render(told), MESSAGE_TEXT // 2)
-        where = f"<#{rollout.channel_id}>"
-        if rollout.message_ts is not None:
-            message = rollout.message_ts.replace(".", "")
-            link = f"https://slack.com/archives/{rollout.channel_id}/p{message}"
-            where = f"<{link}|the thread> in {where}"  # a link's label takes no mention
+        where = messages.channel(rollout.channel_id)
+        if rollout.message_ts is not None:  # a link's label takes no mention
+            thread = messages.message_link(rollout.channel_id, rollout.message_ts, "the thread")
+            where = f"{thread} in {where}"
         await delivered(
             self._client.chat_postMessage(
                 channel=channel,

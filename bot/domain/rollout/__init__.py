@@ -73,7 +73,7 @@ from bot.domain.rollout.events import (
 )
 from bot.domain.rollout.gating import gate_evaluated, window_ended, window_timer_dead
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
-from bot.domain.rollout.reconcile import reconcile
+from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
 from bot.domain.rollout.state import (
     TERMINAL_TRACK,
     Check,
@@ -95,11 +95,13 @@ from bot.domain.rollout.state import (
     reason_words,
     window_timer_key,
 )
-from bot.domain.rollout.unread import read_again, read_failed
+from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
 from bot.domain.rollout.work import reached_label
 
 __all__ = [
+    "DISPATCH_SEARCH",
     "TERMINAL_TRACK",
+    "UNREAD_AFTER",
     "Announce",
     "CancelWindow",
     "Check",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
@@ -46,6 +46,10 @@ from bot.domain.rollout.state import (
 )
 from bot.domain.rollout.work import Work, cancel_window, reached_label
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
+
+DISPATCH_SEARCH = timedelta(minutes=10)
+"""How long the bot looks for the run of a dispatch it could not identify at once before it
+returns to the preflight (`DISPATCH_SEARCH_SECONDS`'s default)."""
 
 
 def reconcile(

@@ -11,6 +11,10 @@ from bot.domain.rollout.effects import Announce, Decision
 from bot.domain.rollout.events import RunReadable, RunUnreadable
 from bot.domain.rollout.state import Rollout
 
+UNREAD_AFTER = timedelta(minutes=5)
+"""How long GitHub may fail every read of a followed run before its thread is told
+(`GITHUB_UNREADABLE_SECONDS`'s default)."""
+
 
 def read_failed(
     rollout: Rollout,
