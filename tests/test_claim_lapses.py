@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -153,16 +153,25 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[row.control.value for row in ROWS])
-async def test_after_a_failed_done_write_the_same_click_once_the_lease_lapsed_acts_once(
-    tmp_path: Path, database_url: str, row: Row
-) -> None:
+@asynccontextmanager
+async def gates_passing(
+    tmp_path: Path, database_url: str, *, lease: timedelta
+) -> AsyncIterator[Sandbox]:
+    """A sandbox whose claims lapse after `lease`, its gates passing (hour-long windows)."""
     plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
-    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+    env = {"CLAIM_LEASE_SECONDS": str(int(lease.total_seconds()))}
     async with Sandbox(
         workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=env
     ) as box:
         every_gate_passes(box)
+        yield box
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.control.value for row in ROWS])
+async def test_after_a_failed_done_write_the_same_click_once_the_lease_lapsed_acts_once(
+    tmp_path: Path, database_url: str, row: Row
+) -> None:
+    async with gates_passing(tmp_path, database_url, lease=LEASE) as box:
         value = await row.scene(box)
         rollout = await box.rollout()
         before = await row.effects(box, rollout)
@@ -219,12 +228,7 @@ async def test_a_lease_running_out_between_the_check_and_the_claim_does_not_act_
     claims the effect. The claim itself refuses to take it over. Before, the check and the
     claim were two statements: the click took the claim over and extended the window again."""
     lease = timedelta(minutes=2)  # longer than the test takes: only the clock moves it
-    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
-    env = {"CLAIM_LEASE_SECONDS": str(int(lease.total_seconds()))}
-    async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=env
-    ) as box:
-        every_gate_passes(box)
+    async with gates_passing(tmp_path, database_url, lease=lease) as box:
         value = await observing(box)
         rollout = await box.rollout()
         with the_next_done_write_fails() as failed:
