@@ -29,6 +29,12 @@ pytestmark = pytest.mark.story
 
 REPORT = "*Report of `v1.4.2`*"
 
+DELIVERED_WITHIN = 30 + DRAW_TIMEOUT_S
+"""Seconds until a `serve` replica has delivered what an ended rollout owes the channel (and
+answered the click that ended it): the summary's timeline is drawn in that replica's own chart
+worker, at the bot's lower priority, which on a loaded machine takes up to its time limit (the
+worker's start included; the upload then fails, logged)."""
+
 
 def summaries(box: Sandbox) -> list[str]:
     """The summaries in the card's thread, as Slack shows them."""
@@ -131,11 +137,7 @@ async def test_two_replicas_ending_a_rollout_post_one_summary(
         assert "Promoted" in await box.command("promote", replica=second)
         await box.wait_until(both_holding("half", "beta"))
         # Both replicas follow the run: each may see it finish and try to end the rollout.
-        # The answer comes once what the rollout owes the channel is delivered: when this
-        # replica ends it, the summary and its timeline, drawn in the replica's own chart
-        # worker at the bot's lower priority. On a loaded machine that drawing takes up to its
-        # time limit (the worker's start included), so the answer may come that much later.
-        promoted = await box.command("promote", replica=second, answered_within=30 + DRAW_TIMEOUT_S)
+        promoted = await box.command("promote", replica=second, answered_within=DELIVERED_WITHIN)
         assert "Promoted" in promoted
         ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
         await box.wait_for_thread(REPORT)
@@ -151,7 +153,7 @@ async def test_two_replicas_ending_a_rollout_post_one_summary(
                     return int(await session.scalar(query.where(*where)) or 0)
 
             owed = (OutboxRow.delivered_at.is_(None), OutboxRow.dead_at.is_(None))
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(DELIVERED_WITHIN):
                 # Polls the rows other processes deliver: both replicas owe nothing more.
                 while await count(*owed):  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
