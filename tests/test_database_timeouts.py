@@ -80,8 +80,10 @@ def held_up(error: BaseException) -> bool:
 
 
 async def next_pass(scheduler: Scheduler, *, tries: int = 5) -> int:
-    """The timers a pass fires, tried again as the scheduler's loop would when the bot's own
-    writes (SQLite has one write lock) hold the claim up past its bound on a loaded machine."""
+    """The timers a pass fires, tried again as the scheduler's loop would when one of its own
+    statements is held up past its bound on a loaded machine: the claim behind the bot's own
+    writes (SQLite has one write lock), or a look for the next due time on a server starved of
+    CPU (PostgreSQL)."""
     for _ in range(tries - 1):
         try:
             return await scheduler.fire_due()
@@ -282,7 +284,7 @@ async def test_a_window_end_held_up_by_a_lock_is_retried_and_evaluated_once(
                     await scheduler.fire_due()
                 assert held_up(failed.value), error_summary(failed.value)
             else:  # both window ends (canary, internal ring) fail and are released
-                assert await scheduler.fire_due() == 0
+                assert await next_pass(scheduler) == 0
             waited = time.monotonic() - started
         assert waited < 2 * BOUND + LATE  # side by side, each within its bound
         assert await gates(box, rollout.id) == []
