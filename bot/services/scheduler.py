@@ -260,6 +260,10 @@ class Scheduler:
                 else:
                     await self._wait_for_work(firing)
                 timer = await self._claim()
+            if timer is not None:
+                # Claimed as the pass ended (another worker failed, or a stop): not fired, so
+                # given back now rather than held here until its lease runs out.
+                await self._timers.release(timer_id=timer.id, owner=self.owner)
         except Exception:
             firing.failed = True
             firing.moved()
