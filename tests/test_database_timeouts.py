@@ -41,8 +41,13 @@ BOUND = 0.5
 """Seconds a statement may take in these tests (the app's bound at `LEASE_SECONDS=2`)."""
 LATE = 3.0
 """Seconds past the bound a held-up statement may still take to fail on a loaded machine."""
-HELD_UP = ("canceling statement due to statement timeout", "database is locked")
-"""How PostgreSQL and SQLite say a statement waited too long."""
+HELD_UP = (
+    "canceling statement due to statement timeout",
+    "database is locked",
+    "TimeoutError: no answer in time",
+)
+"""How PostgreSQL and SQLite say a statement waited too long; the last, asyncpg's own bound on
+the answer, when a loaded machine's server is slower to cancel the statement."""
 
 
 @asynccontextmanager
@@ -290,10 +295,14 @@ async def test_a_window_end_held_up_by_a_lock_is_retried_and_evaluated_once(
         assert await gates(box, rollout.id) == []
         lines = [r for r in caplog.records if r.name == "bot.services.scheduler"]
         assert len(lines) == (0 if on_sqlite else 2)  # on SQLite the loop logs the pass's one
+        # One line a window end ("timer <key> failed (attempt n of 8)..."): a timer given back
+        # as a pass ended counts its claim, so a retried pass may say attempt 2.
+        assert len({line.getMessage().split()[1] for line in lines}) == len(lines)
         for line in lines:
             assert line.levelno == logging.WARNING and line.exc_info is None
-            assert "failed (attempt 1 of 8)" in line.getMessage()
-            assert HELD_UP[0] in line.getMessage() and "[SQL" not in line.getMessage()
+            assert "failed (attempt" in line.getMessage()
+            assert any(reason in line.getMessage() for reason in HELD_UP)
+            assert "[SQL" not in line.getMessage()
 
         clock.advance(timedelta(minutes=5))  # past the first retry's backoff
         assert await next_pass(scheduler) == 2
