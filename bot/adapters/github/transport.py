@@ -49,6 +49,7 @@ from bot.adapters.github.refusals import (
 from bot.adapters.github.retry import read_retry
 from bot.adapters.github.workers import GitHubWorkers
 from bot.domain.errors import GitHubError, GitHubRateLimited
+from bot.domain.service import DEFAULT_SERVICE
 from bot.domain.text import TOKEN_SHAPE
 from bot.github_credentials import GitHubApp
 from bot.services.polling import is_polling
@@ -73,6 +74,7 @@ class GitHubTransport:
         token: str | None = None,
         app: GitHubApp | None = None,
         repository: str,
+        service: str = DEFAULT_SERVICE,
         workers: GitHubWorkers | None = None,
         max_workers: int = 4,
         actor: str | None = None,
@@ -89,6 +91,8 @@ class GitHubTransport:
             raise ValueError("give a token or a GitHub App")
         self._token = token or ""
         self.repository = repository
+        self.service = service
+        """The service whose repository this is: its calls are counted under its name."""
         self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
@@ -146,9 +150,10 @@ class GitHubTransport:
     async def run(self, fn: Callable[[], T], *, endpoint: str, operation: str) -> T:
         """`fn` in the pool, its exceptions as they are (for writes, which look them over),
         except that no installation token (App mode) is a GitHubError: `fn` sent nothing.
-        Each call is counted by `endpoint` (the area of GitHub's API) and how it ended; a call
-        that got no installation token is counted as the token's request (`app_token`) with
-        GitHub's answer to it (401: the App's credentials refused, 404: not installed).
+        Each call is counted by the service, `endpoint` (the area of GitHub's API) and how it
+        ended; a call that got no installation token is counted as the token's request
+        (`app_token`) with GitHub's answer to it (401: the App's credentials refused, 404: not
+        installed).
         While a secondary rate limit holds the credentials back, nothing is sent: the call is
         refused at once (GitHubRateLimited, with the wait), never slept on."""
         if (held := held_back(self.budget, operation)) is not None:
@@ -179,7 +184,7 @@ class GitHubTransport:
             status = "rate_limited" if rate_limited(failure) else str(failure.status)
         if self.budget is not None and not isinstance(failure, OSError):
             secondary_seen(self.budget, failure)
-        self._telemetry.github_request(endpoint=endpoint, status=status)
+        self._telemetry.github_request(service=self.service, endpoint=endpoint, status=status)
         rate_limit_seen(self.client.requester, self.budget, self._telemetry)
 
     async def call(
