@@ -60,6 +60,17 @@ class InstallationTokenError(Exception):
         self.cause = cause
 
 
+class TokenRefused(GithubException):
+    """GitHub answered 401 to the installation token a call carried (status, body and headers
+    as GitHub gave them). `renewal`: why GitHub gave no new token right after (None: it did),
+    which tells a token revoked or expired from an App uninstalled, whose tokens GitHub
+    revokes too (both answer 401 Bad credentials)."""
+
+    def __init__(self, refused: GithubException, renewal: InstallationTokenError | None) -> None:
+        super().__init__(refused.status, refused.data, refused.headers, refused.message)
+        self.renewal = renewal
+
+
 class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"]):
     """Authenticates every request as the App's installation on `repository`."""
 
@@ -124,10 +135,18 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self.issued = self._installation.token
         return self.issued
 
-    def refused(self) -> None:
-        """GitHub answered 401 to the current token (revoked, or expired by GitHub's clock):
-        the next call mints a new one. Never blocks (the event loop calls it)."""
+    def renewed(self) -> InstallationTokenError | None:
+        """GitHub answered 401 to the current token: a new one is minted now (in the calling
+        thread: it blocks), so that the refusal is told truly. None when a new token is in
+        hand (the old one was revoked, or expired by GitHub's clock); else why GitHub gave none
+        (404: the App was uninstalled, which revoked its tokens), and the next call tries
+        again."""
         self._refused = True
+        try:
+            self.token  # noqa: B018 - the property mints
+        except InstallationTokenError as exc:
+            return exc
+        return None
 
     @property
     def _masked_token(self) -> str:

@@ -31,7 +31,12 @@ from github import Auth, Github, GithubException
 from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
 
-from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
+from bot.adapters.github.app_auth import (
+    APP_HINTS,
+    InstallationTokenError,
+    RepositoryInstallation,
+    TokenRefused,
+)
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
@@ -41,6 +46,7 @@ from bot.adapters.github.refusals import (
     message,
     network_failure,
     never_sent,
+    no_token_reason,
     rate_limited,
     rate_wait,
     reset_hint,
@@ -153,11 +159,12 @@ class GitHubTransport:
         Each call is counted by the service, `endpoint` (the area of GitHub's API) and how it
         ended; a call that got no installation token is counted as the token's request
         (`app_token`) with GitHub's answer to it (401: the App's credentials refused, 404: not
-        installed).
+        installed). In App mode a 401 to the installation token is a `TokenRefused`.
         While a secondary rate limit holds the credentials back, nothing is sent: the call is
         refused at once (GitHubRateLimited, with the wait), never slept on."""
         if (held := held_back(self.budget, operation)) is not None:
             raise held
+        fn = self._renewing(fn, endpoint)
         try:
             if is_polling():
                 async with self._workers.polls:
@@ -174,6 +181,26 @@ class GitHubTransport:
             raise
         self._count(endpoint, None)
         return result
+
+    def _renewing(self, fn: Callable[[], T], endpoint: str) -> Callable[[], T]:
+        """`fn`, after whose 401 to the App's installation token (the App's own endpoints go
+        with its JWT instead) a new token is minted at once, in the same thread: GitHub
+        answers 401 Bad credentials alike to a token revoked or expired and to the tokens of
+        an App uninstalled, and only the mint (404) tells the second, so the first call after
+        an uninstall says so, not only the next. Token mode: `fn` itself."""
+        installation = self.installation
+        if installation is None or endpoint == "app":
+            return fn
+
+        def call() -> T:
+            try:
+                return fn()
+            except GithubException as exc:
+                if exc.status != 401:
+                    raise
+                raise TokenRefused(exc, installation.renewed()) from exc
+
+        return call
 
     def _count(self, endpoint: str, failure: GithubException | OSError | None) -> None:
         if failure is None:
@@ -282,15 +309,17 @@ class GitHubTransport:
                 f"GitHub rejected the App's credentials (401 {text}) when asked to "
                 f"{operation}: {app_credentials_fix(installation)}"
             )
-        elif status == 401 and (installation := self.installation) is not None:
+        elif isinstance(exc, TokenRefused):
             # The App's JWT was good (it got the token): GitHub refuses the token itself.
-            installation.refused()
-            text = (
-                f"GitHub refused the App's installation token (401 {text}) when asked to "
-                f"{operation}: it was revoked, or it expired by GitHub's clock (check this "
-                "machine's clock, NTP); the bot gets a new token for its next call."
-            )
-        elif status == 401:
+            text = f"GitHub refused the App's installation token (401 {text}) when asked to "
+            if exc.renewal is None:
+                text += (
+                    f"{operation}: it was revoked, or it expired by GitHub's clock (check this "
+                    "machine's clock, NTP); the bot has a new token for its next call."
+                )
+            else:
+                text += f"{operation}, and gave no new one: {self._why_no_token(exc.renewal)}"
+        elif status == 401 and self.installation is None:
             text = (
                 f"GitHub rejected the token (401 {text}) when asked to {operation}: "
                 "check GITHUB_TOKEN."
@@ -315,42 +344,20 @@ class GitHubTransport:
 
     def no_token(self, operation: str, exc: InstallationTokenError) -> GitHubError:
         """GitHub gave the App no installation token, so nothing was sent to `operation`."""
-        installation = self.installation
-        assert installation is not None
-        cause = exc.cause
-        if isinstance(cause, OSError):
-            why = f"GitHub could not be reached ({network_failure(cause)}); try again."
-        elif cause.status == 401:
-            why = (
-                f"GitHub rejected the App's credentials (401 {self.scrub(message(cause))}): "
-                f"{app_credentials_fix(installation)}"
-            )
-        elif cause.status == 404 and installation.configured_id is not None:
-            why = (
-                f"GitHub has no installation {installation.configured_id} of the App (404): "
-                "set GITHUB_APP_INSTALLATION_ID to the App's installation on "
-                f"{self.repository}, or unset it to have the bot find it."
-            )
-        elif cause.status == 404:  # no installation on the owner's account (one per account)
-            why = (
-                f"the App is not installed on {self.repository} (404): install it on "
-                f"{self.repository.split('/')[0]} with this repository (the App's page → Install "
-                "App); the bot finds the installation on its next call."
-            )
-        elif rate_limited(cause):
-            why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, self.budget)}"
-        elif cause.status >= 500:
-            why = f"GitHub answered {cause.status} ({self.scrub(message(cause))}); try again."
-        else:
-            why = f"GitHub refused it ({cause.status}: {self.scrub(message(cause))})."
         text = (
             f"Could not get an installation token for the GitHub App, so nothing was sent to "
-            f"{operation}: {why}"
+            f"{operation}: {self._why_no_token(exc)}"
         )
         _log.warning("GitHub: %s", text)
+        cause = exc.cause
         if isinstance(cause, GithubException) and rate_limited(cause):
             return GitHubRateLimited(text, retry_after=rate_wait(cause, self.budget))
         return GitHubError(text)
+
+    def _why_no_token(self, exc: InstallationTokenError) -> str:
+        installation = self.installation
+        assert installation is not None
+        return no_token_reason(exc.cause, installation, budget=self.budget, scrub=self.scrub)
 
     def unreachable(
         self, operation: str, exc: OSError, *, run_id: int | None = None
