@@ -186,6 +186,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             channel_id=service.release_channels[0],
             timeout=timedelta(seconds=settings.unfollowed_run_timeout),
             default=settings.unfollowed_run_default,
+            gone_after=timedelta(seconds=settings.github_unreadable_seconds),
         ),
     )
     webhooks = GitHubWebhooks(

@@ -490,6 +490,79 @@ async def test_a_kept_request_of_a_run_that_has_completed_since_gets_no_card(
     assert len([r for r in box.github.requests if f"/actions/runs/{run_id}" in r.path]) == read
 
 
+def run_reads(box: Sandbox, run_id: int) -> list[int]:
+    """GitHub's answers to the bot's reads of the run itself, in order."""
+    path = f"/actions/runs/{run_id}"
+    return [r.status for r in box.github.requests if r.method == "GET" and r.path.endswith(path)]
+
+
+async def kept_without_a_card(box: Sandbox) -> int:
+    """A run started on github.com whose requests were kept, its card never drawn: GitHub
+    answered 404 to the webhook's two reads of it."""
+    box.github.refs.add(TAG)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    assert run_cards(box) == []
+    return run_id
+
+
+async def test_a_kept_request_of_a_deleted_run_is_closed_and_the_run_never_read_again(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run was deleted after its requests were kept: GitHub answers 404 for it, while the
+    repository reads. The sweep read it at every poll until retention pruned the requests (a
+    request of the rate limit each); once it has answered 404 for GITHUB_UNREADABLE_SECONDS
+    (300) since its request, its requests are closed as gone, the log says so once, and later
+    polls do not read it."""
+    run_id = await kept_without_a_card(box)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=1000)  # deleted
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    for _ in range(3):  # a run GitHub has just told of may not be served yet: read again
+        await box.pass_time(timedelta(seconds=60))
+    assert await rules.open_for_run(run_id) != []
+
+    for _ in range(3):
+        await box.pass_time(timedelta(seconds=60))
+    read = len(run_reads(box, run_id))
+    for _ in range(4):
+        await box.pass_time(timedelta(seconds=60))
+
+    assert len(run_reads(box, run_id)) == read
+    assert set(run_reads(box, run_id)) == {404}
+    assert await rules.open_for_run(run_id) == []
+    assert {r.answer for r in await rules.for_run(run_id)} == {"gone"}
+    assert run_cards(box) == []
+    said = [r.getMessage() for r in caplog.records if f"run {run_id} is gone" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "while its repository reads" in said[0]
+
+
+async def test_a_run_out_of_the_apps_reach_keeps_its_requests_and_gets_its_card_back(
+    box: Sandbox,
+) -> None:
+    """GitHub answers 404 alike for a deleted run and for a repository the App's installation
+    is no longer given (a person chose other repositories): the run is not taken as deleted
+    then, however long it lasts, and once the repository is given back its card is posted."""
+    run_id = await kept_without_a_card(box)
+    app = box.github.app
+    assert app is not None
+    app.repositories = {"scriptum/another"}  # the installation no longer covers the repository
+    for _ in range(8):
+        await box.pass_time(timedelta(seconds=60))
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    assert await rules.open_for_run(run_id) != []
+    assert run_reads(box, run_id)[-1] == 404
+    assert run_cards(box) == []
+
+    app.repositories = None
+    await box.pass_time(timedelta(seconds=60))
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert f"Run {run_id} of Deployment Strategy" in card.text
+
+
 def has_buttons(card: ChannelMessage) -> bool:
     return any(block["type"] == "actions" for block in card.blocks)
 

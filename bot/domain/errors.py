@@ -74,6 +74,12 @@ class GitHubError(RolloutError):
 
     code = "github_error"
 
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """GitHub's HTTP status when it refused the call (None: no answer, nothing sent, a
+        rate limit, or not told)."""
+
     @property
     def cause(self) -> str:
         """What went wrong, in a few words, without the operation ("GitHub answered 502 ...")."""
@@ -95,6 +101,14 @@ class RefNotFound(GitHubError):
     """GitHub knows no tag or commit of that name (404): a tag deleted, or never pushed."""
 
     code = "github_ref_not_found"
+
+
+class RunNotFound(GitHubError):
+    """GitHub answers 404 for the run while the same credentials read its repository: the run
+    is not there (deleted), not out of the bot's reach (GitHub answers 404 for a repository
+    the credentials lost access to, and for its runs)."""
+
+    code = "github_run_not_found"
 
 
 class RunNotIdentified(GitHubError):

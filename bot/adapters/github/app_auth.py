@@ -19,8 +19,8 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -32,6 +32,8 @@ from github.Requester import Requester, WithRequester
 
 from bot.domain.errors import GitHubError
 from bot.github_credentials import GitHubApp
+
+T = TypeVar("T")
 
 _GRANT = (
     " (the App's settings → Permissions & events; then accept the new permissions on the "
@@ -203,6 +205,23 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 {"per_page": count},
             )
             return list(itertools.islice(deliveries, count))
+
+
+def renewing(fn: Callable[[], T], installation: RepositoryInstallation) -> Callable[[], T]:
+    """`fn`, after whose 401 to the installation's token a new token is minted at once, in the
+    same thread (`TokenRefused`): GitHub answers 401 Bad credentials alike to a token revoked
+    or expired and to the tokens of an App uninstalled, and only the mint (404) tells the
+    second, so the first call after an uninstall says so, not only the next one."""
+
+    def call() -> T:
+        try:
+            return fn()
+        except GithubException as exc:
+            if exc.status != 401:
+                raise
+            raise TokenRefused(exc, installation.renewed()) from exc
+
+    return call
 
 
 def _signed(key: rsa.RSAPrivateKey, payload: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from bot.adapters.github.app_auth import (
     InstallationTokenError,
     RepositoryInstallation,
     TokenRefused,
+    renewing,
 )
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
 from bot.adapters.github.redirects import checked, get
@@ -164,7 +165,8 @@ class GitHubTransport:
         refused at once (GitHubRateLimited, with the wait), never slept on."""
         if (held := held_back(self.budget, operation)) is not None:
             raise held
-        fn = self._renewing(fn, endpoint)
+        if self.installation is not None and endpoint != "app":  # the App's own go with its JWT
+            fn = renewing(fn, self.installation)
         try:
             if is_polling():
                 async with self._workers.polls:
@@ -181,26 +183,6 @@ class GitHubTransport:
             raise
         self._count(endpoint, None)
         return result
-
-    def _renewing(self, fn: Callable[[], T], endpoint: str) -> Callable[[], T]:
-        """`fn`, after whose 401 to the App's installation token (the App's own endpoints go
-        with its JWT instead) a new token is minted at once, in the same thread: GitHub
-        answers 401 Bad credentials alike to a token revoked or expired and to the tokens of
-        an App uninstalled, and only the mint (404) tells the second, so the first call after
-        an uninstall says so, not only the next. Token mode: `fn` itself."""
-        installation = self.installation
-        if installation is None or endpoint == "app":
-            return fn
-
-        def call() -> T:
-            try:
-                return fn()
-            except GithubException as exc:
-                if exc.status != 401:
-                    raise
-                raise TokenRefused(exc, installation.renewed()) from exc
-
-        return call
 
     def _count(self, endpoint: str, failure: GithubException | OSError | None) -> None:
         if failure is None:
@@ -340,7 +322,7 @@ class GitHubTransport:
         _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
         if rate_limited(exc):
             return GitHubRateLimited(text, retry_after=rate_wait(exc, self.budget))
-        return GitHubError(text)
+        return GitHubError(text, status=status)
 
     def no_token(self, operation: str, exc: InstallationTokenError) -> GitHubError:
         """GitHub gave the App no installation token, so nothing was sent to `operation`."""
