@@ -103,14 +103,6 @@ class RefNotFound(GitHubError):
     code = "github_ref_not_found"
 
 
-class RunNotFound(GitHubError):
-    """GitHub answers 404 for the run while the same credentials read its repository: the run
-    is not there (deleted), not out of the bot's reach (GitHub answers 404 for a repository
-    the credentials lost access to, and for its runs)."""
-
-    code = "github_run_not_found"
-
-
 class RunNotIdentified(GitHubError):
     """The dispatch went through but its run cannot be told apart yet: never dispatch again,
     keep looking (or link the run by hand)."""

@@ -52,7 +52,7 @@ from bot.services.outbox_messages import UNFOLLOWED
 from bot.services.records import BOT, NewMessage, Timer
 from bot.services.requests import Origin, Via, fill
 from bot.services.rollouts import RolloutService
-from bot.services.settled_runs import completed, unread
+from bot.services.settled_runs import SettledRuns
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class UnfollowedRuns:
         self._channel = settings.channel_id
         self._timeout = settings.timeout
         self._default: DefaultAnswer = settings.default
-        self._gone_after = settings.gone_after
+        self._settled_runs = SettledRuns(settings.rules, gone_after=settings.gone_after)
         self._swept: set[int] = set()  # runs `sweep` found settled: not handed over again
 
     async def kept(self, request: RuleRequest) -> None:
@@ -129,9 +129,9 @@ class UnfollowedRuns:
         try:
             run = await effects.github.linkable_run(request.run_id)
         except GitHubError as error:
-            return await unread(self._rules, request, read_at, error, gone_after=self._gone_after)
+            return await self._settled_runs.unread(effects.github, request, read_at, error)
         if run.status == "completed":
-            return await completed(self._rules, request.run_id, read_at)
+            return await self._settled_runs.completed(request.run_id, read_at)
         plan = self._rollouts.plan
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)

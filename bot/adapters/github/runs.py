@@ -27,7 +27,7 @@ from bot.adapters.github.schema import (
     Run,
 )
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError, RunNotFound
+from bot.domain.errors import GitHubError
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.services.ports import ReviewState
@@ -94,26 +94,21 @@ class WorkflowRuns:
         return snapshot
 
     async def linkable_run(self, run_id: int) -> LinkableRun:
-        """The run a person names to link to a rollout (GitHubError when GitHub has none;
-        RunNotFound when its 404 says the run is not there, not that access was lost)."""
-        github = self._github
+        """The run a person names to link to a rollout (GitHubError when GitHub has none)."""
 
         def read() -> LinkableRun:
-            data = github.get_json(github.runs_path(run_id))
+            data = self._github.get_json(self._github.runs_path(run_id))
             return Run.model_validate(data).linkable_run()
 
-        try:
-            return await github.call(f"read run {run_id}", read, run_id=run_id, kind="link")
-        except GitHubError as error:
-            if error.status == 404 and await self._repository_reads():
-                raise RunNotFound(error.message, status=404) from error
-            raise
+        return await self._github.call(f"read run {run_id}", read, run_id=run_id, kind="link")
 
-    async def _repository_reads(self) -> bool:
-        """Whether the credentials still read the repository. GitHub answers 404 alike for a
-        run that is not there and for any path of a repository the credentials lost access to
+    async def run_gone(self, run_id: int) -> bool:
+        """After GitHub answered 404 for the run: whether the run is not there (deleted).
+        GitHub answers 404 alike for any path of a repository the credentials lost access to
         (an App's installation no longer given it, a token's access withdrawn): only the
-        repository's own answer tells them apart. A conditional GET: 304 costs no rate limit."""
+        repository's own answer tells them apart (a conditional GET: 304 costs no rate limit).
+        When it reads, the run is read once more: access given back between the first 404 and
+        the repository's read must not make a run out of reach look deleted."""
         github = self._github
         try:
             answer = await github.call(
@@ -123,7 +118,11 @@ class WorkflowRuns:
         except GitHubError:
             return False
         learn_repository_id(github, answer)
-        return True
+        try:
+            await self.linkable_run(run_id)
+        except GitHubError as again:
+            return again.status == 404
+        return False
 
     def _run_jobs(self, run_id: int) -> list[Job]:
         """Every job of the run's latest attempt, each page a conditional GET."""
