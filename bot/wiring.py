@@ -265,6 +265,7 @@ def _npm_token_service(
         pace=LookPace(
             every=timedelta(seconds=settings.github_poll_interval),
             resume_after=timedelta(seconds=settings.lease_seconds),
+            dispatch_search=timedelta(seconds=settings.dispatch_search_seconds),
         ),
         lane=lane,
         service=service.name,

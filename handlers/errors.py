@@ -58,6 +58,13 @@ Listener = Callable[..., Awaitable[None]]
 async def report(error: Exception, body: dict[str, Any], respond: AsyncRespond | None) -> None:
     """Answer the person whose command or click failed, ephemerally."""
     text, blocks = explain(error, body)
+    await tell(text, blocks, body, respond)
+
+
+async def tell(
+    text: str, blocks: list[BlockJson], body: dict[str, Any], respond: AsyncRespond | None
+) -> None:
+    """Answer the person whose command or click this is, ephemerally."""
     if respond is None or not (body.get("response_url") or body.get("response_urls")):
         return
     try:

@@ -3,8 +3,8 @@
 Each click is acknowledged at once; the listener reads which message was clicked (the payload's
 container) and the walkthrough its button carried (with its service), and makes one service
 call, which redraws the message with chat.update. Refusals come back ephemerally through
-`acknowledged`. The clicks are a table (`NPM_CLICKS`: action id to service call), audited under
-the action id.
+`acknowledged`, and so does what a call tells the person besides (a Release run again). The
+clicks are a table (`NPM_CLICKS`: action id to service call), audited under the action id.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot.adapters.slack import views
 from bot.adapters.slack.actions import InvalidPayload
 from bot.adapters.slack.npm_views import NpmAction, decode_state
 from bot.domain.npm import Walkthrough
 from bot.services.directory import ServiceDirectory
 from bot.services.npm_release import MessageRef
 from bot.services.npm_walkthrough import NpmTokenService
-from handlers.errors import Listener, acknowledged
+from handlers.errors import Listener, acknowledged, tell
 from handlers.origin import click_origin
 from handlers.payloads import BlockActions, parse
 from handlers.routing import Routes
@@ -63,7 +64,9 @@ def _clicked(directory: ServiceDirectory, action: NpmAction, step: Step) -> List
                 f"This walkthrough is of a service the bot no longer releases ({shown.service})."
             )
         async with services.controls.audited(click_origin(click, request), str(action)):
-            await step(services.npm_token, message, shown, click.user.id)
+            told = await step(services.npm_token, message, shown, click.user.id)
+        if isinstance(told, str):  # what the person is told besides the message (Release)
+            await tell(*views.note(told), body, respond)
 
     return acknowledged(directory.telemetry)(clicked)
 

@@ -163,8 +163,8 @@ class SandboxInstallation:
 @dataclass
 class SandboxApp:
     """The App (its id, slug, key pair) and its installations, one per account. Where one
-    account is enough, `installation_id`, `installed`, `repositories`, `permissions` and
-    `events` are those of the first installation (the simulator's first repository's owner)."""
+    account is enough, `installation_id`, `installed`, `repositories` and `permissions` are
+    those of the first installation (the simulator's first repository's owner)."""
 
     app_id: int = APP_ID
     slug: str = "rollout-bot"
@@ -244,14 +244,6 @@ class SandboxApp:
     @property
     def permissions(self) -> dict[str, str]:
         return self.first.permissions
-
-    @property
-    def events(self) -> tuple[str, ...]:
-        return self.first.events
-
-    @events.setter
-    def events(self, events: tuple[str, ...]) -> None:
-        self.first.events = events
 
     @property
     def private_key(self) -> str:

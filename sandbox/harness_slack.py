@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +30,24 @@ WORK_WAIT = 30.0
 acknowledged (a loaded machine): the work's end, not a moment, says no answer is coming."""
 
 
+class CommandPlace(TypedDict, total=False):
+    """Who types a command, in which channel, through which bot (`send_command`'s defaults)."""
+
+    user: str
+    channel: str
+    replica: str | None
+
+
+class ClickPlace(TypedDict, total=False):
+    """Who clicks, in which channel, on which message, with which value (`click_body`'s
+    defaults)."""
+
+    user: str
+    channel: str
+    message: ChannelMessage | None
+    value: str | None
+
+
 class SlackUser:
     """`Sandbox`'s commands, clicks and modal submissions (a mixin), and the card they act on."""
 
@@ -38,23 +56,25 @@ class SlackUser:
     _http: aiohttp.ClientSession | None
     _runner: web.AppRunner | None
 
-    async def _post(self, body: str, *, url: str | None = None) -> tuple[int, set[Task]]:
-        """POST a signed request; returns the status and the work the bot in this process
-        started on it (none for a `serve` process: its work cannot be watched)."""
+    async def _post(self, body: str, *, url: str | None = None) -> tuple[int, str, set[Task]]:
+        """POST a signed request; returns the status, the answer's body and the work the bot
+        in this process started on it (none for a `serve` process: its work cannot be
+        watched)."""
         assert self._http is not None
         headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
         before = asyncio.all_tasks()
         target = f"{url or self.url}/slack/events"
         async with self._http.post(target, data=body, headers=headers) as r:
-            status = r.status
-            self.slack.ack_received(await r.text())
+            status, text = r.status, await r.text()
+        self.slack.ack_received(text)
         if self._runner is None or url not in (None, self.url):
-            return status, set()
-        return status, {task for task in asyncio.all_tasks() - before if not _serving(task)}
+            return status, text, set()
+        work = {task for task in asyncio.all_tasks() - before if not _serving(task)}
+        return status, text, work
 
     async def post_signed(self, body: str) -> int:
         """POST a body of the test's own making, signed as Slack signs it; the status."""
-        status, _ = await self._post(body)
+        status, _, _ = await self._post(body)
         return status
 
     async def _answer(self, url: str, work: set[Task]) -> list[ResponseUrlPost]:
@@ -78,17 +98,10 @@ class SlackUser:
         """Whether the bot in this process works on a request it acknowledged."""
         return self._runner is not None and self._runner.app[ACKS].work_under_way > 0
 
-    async def command(
-        self,
-        text: str,
-        *,
-        user: str = RELEASE_MANAGER,
-        channel: str = RELEASE_CHANNEL,
-        replica: str | None = None,
-    ) -> str:
+    async def command(self, text: str, **place: Unpack[CommandPlace]) -> str:
         """Type `/rollout <text>` (through `replica`, a URL of `start_replica`, or the first
         bot); returns the ephemeral answer as the user sees it."""
-        url = await self.send_command(text, user=user, channel=channel, replica=replica)
+        url = await self.send_command(text, **place)
         (post,) = await self.slack.wait_for_response(url, timeout=30)
         return _shown(post.body)
 
@@ -104,7 +117,7 @@ class SlackUser:
         answer comes, `slack.responses(url)`)."""
         url = self.slack.new_response_url(channel=channel, user=user)
         body = slash_command_body(text=text, user_id=user, channel_id=channel, response_url=url)
-        status, _ = await self._post(body, url=replica)
+        status, _, _ = await self._post(body, url=replica)
         assert status == 200, f"/rollout {text} answered HTTP {status}"
         return url
 
@@ -141,12 +154,9 @@ class SlackUser:
         self,
         action_id: str,
         *,
-        user: str = RELEASE_MANAGER,
-        channel: str = RELEASE_CHANNEL,
-        message: ChannelMessage | None = None,
-        value: str | None = None,
         wait: bool = True,
         replica: str | None = None,
+        **place: Unpack[ClickPlace],
     ) -> str | None:
         """Click the button `action_id` on `message` (default: the newest rollout card),
         through `replica` (a URL from `start_replica`) or the first bot.
@@ -154,10 +164,8 @@ class SlackUser:
         Returns the ephemeral answer, if the bot sent one (None once the bot's work on the
         click ended without one, or after a moment for a `serve` process).
         """
-        url, body = self.click_body(
-            action_id, user=user, channel=channel, message=message, value=value
-        )
-        status, work = await self._post(body, url=replica)
+        url, body = self.click_body(action_id, **place)
+        status, _, work = await self._post(body, url=replica)
         assert status == 200, f"click {action_id} answered HTTP {status}"
         if not wait:
             return None
@@ -172,12 +180,8 @@ class SlackUser:
         user: str = RELEASE_MANAGER,
     ) -> dict[str, Any]:
         """Submit a modal the bot opened; returns Slack's answer body (errors, if any)."""
-        assert self._http is not None
         body = view_submission_body(user_id=user, view=self.slack.views[view_id], values=values)
-        headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
-        async with self._http.post(f"{self.url}/slack/events", data=body, headers=headers) as r:
-            text = await r.text()
-        self.slack.ack_received(text)
+        _, text, _ = await self._post(body)
         return json.loads(text) if text else {}
 
     # -- the card they act on -----------------------------------------------------------------

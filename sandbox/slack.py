@@ -29,6 +29,7 @@ from sandbox.slack_records import (
     ResponseTarget,
     ResponseUrlPost,
     SlackCall,
+    SlackRefusal,
     UploadedFile,
     blocks_arg,
     decode_json_args,
@@ -237,7 +238,10 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
                 headers["Retry-After"] = "1"
             else:
                 slack_markup.record(self.markup_errors, method, slack_markup.shown(method, args))
-                response = handler(args)
+                try:
+                    response = handler(args)
+                except SlackRefusal as refusal:
+                    response = refusal.answer
                 headers["X-OAuth-Scopes"] = ",".join(self.scopes)
         self.calls.append(SlackCall(method, args, response, time.time()))
         await self._notify()

@@ -166,6 +166,15 @@ def slack_error(code: str, *detail: str) -> ApiResult:
     return result
 
 
+class SlackRefusal(Exception):
+    """Slack's `ok: false` answer to a Web API call, raised where the method finds its
+    arguments unusable (`sandbox.slack` answers it)."""
+
+    def __init__(self, code: str, *detail: str) -> None:
+        super().__init__(code)
+        self.answer = slack_error(code, *detail)
+
+
 def history_page(messages: list[ChannelMessage], args: Mapping[str, Any]) -> ApiResult:
     """One page of `messages` as conversations.history and .replies answer: those after
     `oldest` and before `latest` (exclusive), `limit` at most (default 100; the cursor is
@@ -193,6 +202,14 @@ def history_page(messages: list[ChannelMessage], args: Mapping[str, Any]) -> Api
 def str_arg(args: Mapping[str, Any], name: str) -> str:
     value = args.get(name)
     return value if isinstance(value, str) else ""
+
+
+def required_arg(args: Mapping[str, Any], name: str, code: str, *detail: str) -> str:
+    """The string argument `name`; refused with Slack's error `code` when it is missing."""
+    value = str_arg(args, name)
+    if not value:
+        raise SlackRefusal(code, *detail)
+    return value
 
 
 MESSAGE_BLOCKS = 50
@@ -224,17 +241,17 @@ class MessageContent:
     blocks: list[dict[str, Any]]
 
 
-def message_content(args: Mapping[str, Any]) -> MessageContent | str:
-    """The text and blocks of a message to post or update, or Slack's error code when they are
-    unusable: `invalid_blocks`, or `no_text` when there is no text, blocks or attachments."""
+def message_content(args: Mapping[str, Any]) -> MessageContent:
+    """The text and blocks of a message to post or update; refused when they are unusable:
+    `invalid_blocks`, `no_text` when there is no text, blocks or attachments, `msg_too_long`."""
     blocks = blocks_arg(args)
     if blocks is None:
-        return "invalid_blocks"
+        raise SlackRefusal("invalid_blocks")
     text = str_arg(args, "text")
     if not text and not blocks and not args.get("attachments"):
-        return "no_text"
+        raise SlackRefusal("no_text")
     if len(text) > MESSAGE_TEXT:
-        return "msg_too_long"
+        raise SlackRefusal("msg_too_long")
     return MessageContent(text, blocks)
 
 

@@ -27,6 +27,7 @@ from sandbox.slack_records import (
     file_object,
     history_page,
     message_content,
+    required_arg,
     slack_error,
     str_arg,
 )
@@ -128,12 +129,8 @@ class SlackWorkspace(MessageStore):
         }
 
     def _chat_post_message(self, args: dict[str, Any]) -> ApiResult:
-        channel = str_arg(args, "channel")
-        if not channel:
-            return slack_error("channel_not_found")
+        channel = required_arg(args, "channel", "channel_not_found")
         content = message_content(args)
-        if isinstance(content, str):
-            return slack_error(content)
         parent = None
         thread_ts = str_arg(args, "thread_ts")
         if thread_ts:
@@ -153,15 +150,11 @@ class SlackWorkspace(MessageStore):
         return {"ok": True, "channel": channel, "ts": message.ts, "message": message.to_json()}
 
     def _chat_update(self, args: dict[str, Any]) -> ApiResult:
-        channel = str_arg(args, "channel")
-        if not channel:
-            return slack_error("channel_not_found")
+        channel = required_arg(args, "channel", "channel_not_found")
         message = self._messages.get((channel, str_arg(args, "ts")))
         if message is None:
             return slack_error("message_not_found")
         content = message_content(args)
-        if isinstance(content, str):
-            return slack_error(content)
         message.text = content.text
         # Slack keeps the previous blocks unless the update passes `blocks` (empty removes them).
         if "blocks" in args:
@@ -176,15 +169,9 @@ class SlackWorkspace(MessageStore):
         }
 
     def _chat_post_ephemeral(self, args: dict[str, Any]) -> ApiResult:
-        channel = str_arg(args, "channel")
-        if not channel:
-            return slack_error("channel_not_found")
-        user = str_arg(args, "user")
-        if not user:
-            return slack_error("user_not_in_channel")
+        channel = required_arg(args, "channel", "channel_not_found")
+        user = required_arg(args, "user", "user_not_in_channel")
         content = message_content(args)
-        if isinstance(content, str):
-            return slack_error(content)
         message_ts = self._next_ts()
         self._ephemerals.append(
             EphemeralMessage(
@@ -200,9 +187,9 @@ class SlackWorkspace(MessageStore):
         return {"ok": True, "message_ts": message_ts}
 
     def _usergroups_users_list(self, args: dict[str, Any]) -> ApiResult:
-        group = str_arg(args, "usergroup")
-        if not group:
-            return slack_error("invalid_arguments", "missing required field: usergroup")
+        group = required_arg(
+            args, "usergroup", "invalid_arguments", "missing required field: usergroup"
+        )
         if group not in self.usergroups:
             return slack_error("no_such_subteam")
         return {"ok": True, "users": list(self.usergroups[group])}
@@ -210,9 +197,7 @@ class SlackWorkspace(MessageStore):
     def _users_info(self, args: dict[str, Any]) -> ApiResult:
         """A user object as Slack documents it (`tz`, `tz_label`, `tz_offset` now; the label
         is the zone's abbreviation here, where Slack writes it out)."""
-        user = str_arg(args, "user")
-        if not user:
-            return slack_error("invalid_arguments", "missing required field: user")
+        user = required_arg(args, "user", "invalid_arguments", "missing required field: user")
         if not user.startswith(("U", "W")):
             return slack_error("user_not_found")
         zone = self.time_zones.get(user, "UTC")
@@ -235,9 +220,9 @@ class SlackWorkspace(MessageStore):
         }
 
     def _conversations_members(self, args: dict[str, Any]) -> ApiResult:
-        channel = str_arg(args, "channel")
-        if not channel:
-            return slack_error("invalid_arguments", "missing required field: channel")
+        channel = required_arg(
+            args, "channel", "invalid_arguments", "missing required field: channel"
+        )
         if channel not in self.channel_members:
             return slack_error("channel_not_found")
         # Slack pages the members: `limit` under 1000 (default 100), the cursor an offset here.
@@ -257,9 +242,7 @@ class SlackWorkspace(MessageStore):
 
     def _conversations_history(self, args: dict[str, Any]) -> ApiResult:
         """A channel's top-level messages, newest first, as Slack pages them."""
-        channel = str_arg(args, "channel")
-        if not channel:
-            return slack_error("channel_not_found")
+        channel = required_arg(args, "channel", "channel_not_found")
         newest_first = list(reversed(self._channels.get(channel, [])))
         return history_page(newest_first, args)
 
@@ -275,13 +258,13 @@ class SlackWorkspace(MessageStore):
         return history_page([parent, *parent.replies], args)
 
     def _files_get_upload_url(self, args: dict[str, Any]) -> ApiResult:
-        filename = str_arg(args, "filename")
         try:
             length = int(args.get("length", ""))
         except ValueError:
             return slack_error("invalid_arguments", "length must be an integer")
-        if not filename:
-            return slack_error("invalid_arguments", "missing required field: filename")
+        filename = required_arg(
+            args, "filename", "invalid_arguments", "missing required field: filename"
+        )
         file_id = "F" + secrets.token_hex(5).upper()
         key = secrets.token_urlsafe(24)
         self._upload_paths[key] = file_id

@@ -172,12 +172,55 @@ def _check_migrations(context: StepContext) -> StepOutcome:
     return StepOutcome(True, (*lines, "Migrations are additive only."))
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """A job of a track: its key, display name and environment, the step it deploys with, and
+    the stage whose `<track>_<gate>_*` rates the track's gate step checks after it (None: none)."""
+
+    key: str
+    name: str
+    environment: str
+    deploy: Step
+    gate: str | None = None
+
+
+def _track(
+    track: str, stages: tuple[_Stage, ...], *, failure: _Stage, first: Job | None = None
+) -> tuple[Job, ...]:
+    """A track's jobs: `first` (its preflight), then its stages in order, each needing the job
+    before it, then `failure`, which needs them all and runs when one failed (`if: failure()`)."""
+    jobs = [] if first is None else [first]
+    for stage in stages:
+        gate = () if stage.gate is None else (_gate_step(track, stage.gate),)
+        needs = (jobs[-1].key,) if jobs else ()
+        jobs.append(Job(stage.key, stage.name, (stage.deploy, *gate), needs, stage.environment))
+    every = tuple(job.key for job in jobs)
+    return (
+        *jobs,
+        Job(
+            failure.key,
+            failure.name,
+            (failure.deploy,),
+            every,
+            failure.environment,
+            if_failure=True,
+        ),
+    )
+
+
+def _ring(ring: str, label: str, *, gated: bool) -> _Stage:
+    """A desktop/CLI ring's stage (`label` as the job and step names write the ring)."""
+    publish = Step(f"Publish to {label} ring", ("Publishing desktop and CLI builds",))
+    name = f"Desktop/CLI ring deploy - {label}"
+    return _Stage(
+        f"desktop-cli-ring-{ring}", name, f"desktop-{ring}", publish, ring if gated else None
+    )
+
+
 @functools.cache
 def deployment_strategy_workflow() -> Workflow:
     """Scriptum's `Deployment Strategy` workflow (SPEC section 1, "The GitHub side"): one
     frozen value, built once."""
-    relay_jobs = ("relay-preflight", "relay-canary-5", "relay-rollout-50", "relay-rollout-100")
-    rings = ("desktop-cli-ring-internal", "desktop-cli-ring-beta", "desktop-cli-ring-ga")
     rate_inputs = (
         "relay_baseline_crash_rate",
         "relay_canary_crash_rate",
@@ -189,6 +232,61 @@ def deployment_strategy_workflow() -> Workflow:
         "desktop_beta_crash_rate",
     )
     checkout = Step("Check out repository", ("Syncing repository: scriptum/scriptum",))
+    preflight = Job(
+        key="relay-preflight",
+        name="Relay preflight checks",
+        steps=(
+            checkout,
+            Step("Validate feature flags", script=_check_feature_flags),
+            Step("Check migrations are additive", script=_check_migrations),
+        ),
+    )
+    relay = _track(
+        "relay",
+        (
+            _Stage(
+                "relay-canary-5",
+                "Relay rollout 5% canary (30m)",
+                "relay-canary-5",
+                Step("Deploy relay canary (5%)", ("Routing 5% of relay traffic to the release",)),
+                gate="canary",
+            ),
+            _Stage(
+                "relay-rollout-50",
+                "Relay rollout 50% (60m)",
+                "relay-rollout-50",
+                Step("Deploy relay to 50%", ("Routing 50% of relay traffic to the release",)),
+                gate="half",
+            ),
+            _Stage(
+                "relay-rollout-100",
+                "Relay rollout 100%",
+                "relay-rollout-100",
+                Step("Deploy relay to 100%", ("Routing all relay traffic to the release",)),
+            ),
+        ),
+        first=preflight,
+        failure=_Stage(
+            "relay-rollback",
+            "Relay auto-rollback",
+            "relay-rollback",
+            Step("Roll back relay", ("Restoring the previous relay image",)),
+        ),
+    )
+    desktop = _track(
+        "desktop",
+        (
+            _ring("internal", "internal", gated=True),
+            _ring("beta", "beta", gated=True),
+            _ring("ga", "GA", gated=False),
+        ),
+        failure=_Stage(
+            "desktop-cli-kill-switch",
+            "Desktop/CLI kill-switch",
+            "desktop-kill-switch",
+            Step("Trip kill-switch", ("Halting desktop/CLI ring promotion",)),
+        ),
+    )
     return Workflow(
         id=DEPLOYMENT_STRATEGY_WORKFLOW_ID,
         path=".github/workflows/deployment-strategy.yml",
@@ -198,90 +296,7 @@ def deployment_strategy_workflow() -> Workflow:
             WorkflowInput("feature_flags_ready", default="true"),
             *(WorkflowInput(name, default="0.001") for name in rate_inputs),
         ),
-        jobs=(
-            Job(
-                key="relay-preflight",
-                name="Relay preflight checks",
-                steps=(
-                    checkout,
-                    Step("Validate feature flags", script=_check_feature_flags),
-                    Step("Check migrations are additive", script=_check_migrations),
-                ),
-            ),
-            Job(
-                key="relay-canary-5",
-                name="Relay rollout 5% canary (30m)",
-                needs=("relay-preflight",),
-                environment="relay-canary-5",
-                steps=(
-                    Step(
-                        "Deploy relay canary (5%)", ("Routing 5% of relay traffic to the release",)
-                    ),
-                    _gate_step("relay", "canary"),
-                ),
-            ),
-            Job(
-                key="relay-rollout-50",
-                name="Relay rollout 50% (60m)",
-                needs=("relay-canary-5",),
-                environment="relay-rollout-50",
-                steps=(
-                    Step("Deploy relay to 50%", ("Routing 50% of relay traffic to the release",)),
-                    _gate_step("relay", "half"),
-                ),
-            ),
-            Job(
-                key="relay-rollout-100",
-                name="Relay rollout 100%",
-                needs=("relay-rollout-50",),
-                environment="relay-rollout-100",
-                steps=(
-                    Step("Deploy relay to 100%", ("Routing all relay traffic to the release",)),
-                ),
-            ),
-            Job(
-                key="relay-rollback",
-                name="Relay auto-rollback",
-                needs=relay_jobs,
-                environment="relay-rollback",
-                if_failure=True,
-                steps=(Step("Roll back relay", ("Restoring the previous relay image",)),),
-            ),
-            Job(
-                key="desktop-cli-ring-internal",
-                name="Desktop/CLI ring deploy - internal",
-                environment="desktop-internal",
-                steps=(
-                    Step("Publish to internal ring", ("Publishing desktop and CLI builds",)),
-                    _gate_step("desktop", "internal"),
-                ),
-            ),
-            Job(
-                key="desktop-cli-ring-beta",
-                name="Desktop/CLI ring deploy - beta",
-                needs=("desktop-cli-ring-internal",),
-                environment="desktop-beta",
-                steps=(
-                    Step("Publish to beta ring", ("Publishing desktop and CLI builds",)),
-                    _gate_step("desktop", "beta"),
-                ),
-            ),
-            Job(
-                key="desktop-cli-ring-ga",
-                name="Desktop/CLI ring deploy - GA",
-                needs=("desktop-cli-ring-beta",),
-                environment="desktop-ga",
-                steps=(Step("Publish to GA ring", ("Publishing desktop and CLI builds",)),),
-            ),
-            Job(
-                key="desktop-cli-kill-switch",
-                name="Desktop/CLI kill-switch",
-                needs=rings,
-                environment="desktop-kill-switch",
-                if_failure=True,
-                steps=(Step("Trip kill-switch", ("Halting desktop/CLI ring promotion",)),),
-            ),
-        ),
+        jobs=(*relay, *desktop),
     )
 
 

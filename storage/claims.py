@@ -52,10 +52,14 @@ class ClaimStore:
         track: str | None = None,
         stage: str | None = None,
         done: bool = False,
+        take_over: bool = True,
     ) -> Claim | None:
         """Claim `key` for `actor`: the claim, or None when someone else holds or did it.
 
-        `done=True` records a claim that is complete at once (a Slack delivery seen).
+        `done=True` records a claim that is complete at once (a Slack delivery seen). Not
+        `take_over`: a claim whose lease ran out before it was recorded done is not taken over
+        (None), decided in the same statement as the claim, so a lease that runs out meanwhile
+        cannot let it through.
         """
         claim = Claim(
             key=key,
@@ -70,7 +74,7 @@ class ClaimStore:
             done_at=now if done else None,
         )
         try:
-            won = await self._write(claim)
+            won = await self._write(claim, take_over=take_over)
         except BaseException as lost:
             # The write may have committed with its answer lost (a connection dropped at
             # COMMIT, a timeout, a cancellation): a claim nobody finishes would hold the key,
@@ -82,8 +86,9 @@ class ClaimStore:
             raise ClaimUnsettled(claim, withdrawn=withdrawn, held_until=held_until) from lost
         return claim if won else None
 
-    async def _write(self, claim: Claim) -> bool:
-        """Insert the claim, or take over its key's claim whose lease ran out; whether it won."""
+    async def _write(self, claim: Claim, *, take_over: bool) -> bool:
+        """Insert the claim, or (`take_over`) take over its key's claim whose lease ran out;
+        whether it won."""
         values = {**asdict(claim), "state": claim.state.value}
         async with self._sessions.begin() as session:
             won = await session.scalar(
@@ -91,7 +96,7 @@ class ClaimStore:
                     ActionClaimRow.key
                 )
             )
-            if won is None:
+            if won is None and take_over:
                 # Take over a claim whose owner died before finishing (its lease ran out).
                 won = await session.scalar(
                     update(ActionClaimRow)

@@ -1,6 +1,7 @@
 """What tests read off the sandbox (a stage's state, a button's value on the rollout card, the
-relay's reviews, the App Home), the signed click on the card that they send it, and the first
-steps of a rollout (dispatched, a stage held and promoted, a tag rolled out to the end)."""
+relay's reviews, the App Home), the signed click on the card and the command of their own making
+that they send it, and the first steps of a rollout (dispatched, a stage held and promoted, a
+tag rolled out to the end)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 import aiohttp
 
 from bot.domain.rollout import Phase, Rollout, StageState, holding_tracks
-from sandbox.config import SLACK_SIGNING_SECRET
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
-from sandbox.signing import event_callback_body, slack_signature_headers
+from sandbox.signing import event_callback_body, slack_signature_headers, slash_command_body
+from sandbox.slack import SlackTestServer
 
 
 def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
@@ -103,6 +105,19 @@ RINGS_COMPLETED = [
     ("desktop-ga", "approved"),
 ]
 """The desktop `reviews` of a rollout that reached the GA ring."""
+HALTED_ON_INTERNAL = [
+    ("desktop-internal", "approved"),
+    ("desktop-beta", "rejected"),
+    ("desktop-kill-switch", "approved"),
+]
+"""The desktop `reviews` of a track stopped on its internal ring, in order."""
+HALTED_ON_BETA = [
+    ("desktop-internal", "approved"),
+    ("desktop-beta", "approved"),
+    ("desktop-ga", "rejected"),
+    ("desktop-kill-switch", "approved"),
+]
+"""The desktop `reviews` of a track stopped on its beta ring (the beta job ran), in order."""
 
 
 async def open_home(box: Sandbox, user: str) -> str:
@@ -117,6 +132,19 @@ async def open_home(box: Sandbox, user: str) -> str:
         assert r.status == 200
     await box.slack.wait_for(lambda: len(box.slack.calls_to("views.publish")) > before)
     return json.dumps(box.slack.home_tabs[user])
+
+
+def command_body(
+    slack: SlackTestServer, text: str, *, channel: str = RELEASE_CHANNEL, **fields: str
+) -> tuple[str, str]:
+    """`/rollout <text>` as the release manager types it in `channel` (`fields`: more of the
+    payload's, as `team_id` or `trigger_id`), with a fresh response_url of its own:
+    (response_url, body), to sign and post as the test needs (`Sandbox.command` does both)."""
+    url = slack.new_response_url(channel=channel, user=RELEASE_MANAGER)
+    body = slash_command_body(
+        text=text, user_id=RELEASE_MANAGER, channel_id=channel, response_url=url, **fields
+    )
+    return url, body
 
 
 async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from sandbox_views import command_body
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -42,7 +43,6 @@ from sandbox.signing import (
     event_callback_body,
     github_signature_headers,
     slack_signature_headers,
-    slash_command_body,
     slash_command_payload,
 )
 from sandbox.slack import SlackTestServer
@@ -87,10 +87,7 @@ async def post_command(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """Send `/rollout <text>` as Slack would; returns the HTTP status and the response_url."""
-    url = slack.new_response_url(channel=channel, user=RELEASE_MANAGER)
-    body = slash_command_body(
-        text=text, user_id=RELEASE_MANAGER, channel_id=channel, response_url=url
-    )
+    url, body = command_body(slack, text, channel=channel)
     signed = headers if headers is not None else slack_signature_headers(SLACK_SIGNING_SECRET, body)
     response = await client.post("/slack/events", data=body, headers=signed)
     return response.status, url
@@ -166,10 +163,7 @@ def _signed(
 async def test_unsigned_or_forged_slack_requests_are_refused(
     client: TestClient[object, object], slack: SlackTestServer, tamper: str
 ) -> None:
-    url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-    body = slash_command_body(
-        text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
-    )
+    _, body = command_body(slack, "help")
     now = int(time.time())
     headers = _signed(body)
     if tamper == "wrong secret":

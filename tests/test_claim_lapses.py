@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -153,16 +153,25 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[row.control.value for row in ROWS])
-async def test_after_a_failed_done_write_the_same_click_once_the_lease_lapsed_acts_once(
-    tmp_path: Path, database_url: str, row: Row
-) -> None:
+@asynccontextmanager
+async def gates_passing(
+    tmp_path: Path, database_url: str, *, lease: timedelta
+) -> AsyncIterator[Sandbox]:
+    """A sandbox whose claims lapse after `lease`, its gates passing (hour-long windows)."""
     plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
-    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+    env = {"CLAIM_LEASE_SECONDS": str(int(lease.total_seconds()))}
     async with Sandbox(
         workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=env
     ) as box:
         every_gate_passes(box)
+        yield box
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.control.value for row in ROWS])
+async def test_after_a_failed_done_write_the_same_click_once_the_lease_lapsed_acts_once(
+    tmp_path: Path, database_url: str, row: Row
+) -> None:
+    async with gates_passing(tmp_path, database_url, lease=LEASE) as box:
         value = await row.scene(box)
         rollout = await box.rollout()
         before = await row.effects(box, rollout)
@@ -185,6 +194,57 @@ async def test_after_a_failed_done_write_the_same_click_once_the_lease_lapsed_ac
         assert "could not record whether that was done" in answer
 
 
+@contextmanager
+def the_lease_runs_out_after_the_next_look(box: Sandbox, lease: timedelta) -> Iterator[list[str]]:
+    """After the next read of a claim (a click's check of the card: the claim still held), and
+    before the next statement on the claims, `lease` passes on the bot's clock: the interleaving
+    of a lease that runs out between a look and a claim. The statements it came between."""
+    seen: list[str] = []
+
+    def advance(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if len(seen) == 1 and CLAIMS.search(statement):
+            seen.append(statement)
+            box.clock.advance(lease)
+        if not seen and CLAIM_READ.match(statement):
+            seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", advance)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", advance)
+
+
+CLAIM_READ = re.compile(r"^\s*SELECT .*\sFROM action_claims\b", re.DOTALL)
+"""`ClaimStore.get`: a claim read by its key."""
+CLAIMS = re.compile(r"\baction_claims\b")
+
+
+async def test_a_lease_running_out_between_the_check_and_the_claim_does_not_act_twice(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Extend on a card the rollout moved past, its earlier click never recorded done: the
+    check of the card sees that claim still held, and its lease runs out before the click
+    claims the effect. The claim itself refuses to take it over. Before, the check and the
+    claim were two statements: the click took the claim over and extended the window again."""
+    lease = timedelta(minutes=2)  # longer than the test takes: only the clock moves it
+    async with gates_passing(tmp_path, database_url, lease=lease) as box:
+        value = await observing(box)
+        rollout = await box.rollout()
+        with the_next_done_write_fails() as failed:
+            await box.click("extend_window", value=value)
+        assert failed, "the click's done write ran, and failed"
+        await box.wait_until(lambda r: r.version > rollout.version)
+
+        with the_lease_runs_out_after_the_next_look(box, lease) as between:
+            answer = await box.click("extend_window", value=value)
+        assert len(between) == 2, "the click read the claim, then claimed"
+
+        assert await audited(box, await box.rollout(), "extend") == 1, "it extended twice"
+        assert answer is not None and answer.startswith(":warning: This card is out of date: <@")
+        assert "could not record whether that was done" in answer, answer
+
+
 def _card_of(value: str) -> CardRef:
     """The card the clicked button was drawn on, as the effect key reads it."""
     drawn = json.loads(value)
@@ -200,7 +260,8 @@ async def test_a_release_never_recorded_dispatched_is_not_dispatched_again_by_an
     its done write failed, and the same button is clicked on a replica that never saw the
     walkthrough once the claim's lease lapsed. Its claim is keyed by the walkthrough, not by
     a version the dispatch moved on: before, the click took the claim over and dispatched
-    Release (which publishes packages) a second time."""
+    Release (which publishes packages) a second time. The click finds the run on GitHub and
+    follows it (`tests/test_release_unrecorded.py`: the other outcomes of that look)."""
     env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
     async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=env) as box:
         assert "walkthrough posted" in await box.command("npm-token")
@@ -222,10 +283,11 @@ async def test_a_release_never_recorded_dispatched_is_not_dispatched_again_by_an
         assert answer is not None and answer.startswith(
             f":warning: This walkthrough is out of date: <@{RELEASE_MANAGER}> clicked it at "
         ), answer
-        assert "GitHub may have started that run" in answer and "release.yml" in answer
-        # The look written before the dispatch finds its run and follows it.
-        await box.pass_time(timedelta(minutes=1))
+        assert f"It was: GitHub lists its run ({dispatch.run_id})" in answer, answer
         await box.slack.wait_for(lambda: f"/actions/runs/{dispatch.run_id}|" in message.rendered)
+        # The look written before the dispatch finds the chain gone on without it.
+        await box.pass_time(timedelta(minutes=1))
+        await box.slack.wait_for(lambda: "ENEEDAUTH" in message.rendered, timeout=30)
         assert len(box.github.dispatches) == 1
 
 

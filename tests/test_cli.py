@@ -18,17 +18,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 from command_line import run_here
+from sandbox_views import command_body
 
 from sandbox.config import (
     RELEASE_CHANNEL,
-    RELEASE_MANAGER,
     SECRETS,
     SLACK_APP_TOKEN,
     SLACK_BOT_TOKEN,
     SLACK_SIGNING_SECRET,
     bot_environment,
 )
-from sandbox.signing import slack_signature_headers, slash_command_body
+from sandbox.signing import slack_signature_headers
 from sandbox.slack import SlackTestServer
 
 REQUIRED = (
@@ -298,10 +298,7 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
             async with asyncio.timeout(30):  # importing and binding takes a moment
                 while not await healthy(http, f"{base}/healthz"):  # noqa: ASYNC110 - another process
                     await asyncio.sleep(0.05)
-            url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-            body = slash_command_body(
-                text="help", user_id=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, response_url=url
-            )
+            url, body = command_body(slack, "help")
             headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
             async with http.post(f"{base}/slack/events", data=body, headers=headers) as answer:
                 assert answer.status == 200

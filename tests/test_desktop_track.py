@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from figures import RINGS_OK, running_sandbox
 from sandbox_views import (
+    HALTED_ON_BETA,
+    HALTED_ON_INTERNAL,
     RELAY_COMPLETED,
     RELAY_ROLLED_BACK_AT_CANARY,
     RINGS_COMPLETED,
@@ -40,21 +42,6 @@ BETA_CRASHING = {"crash_rate": "0.0021"}
 
 DESKTOP = "Desktop app and CLI"
 RELAY = "Hosted relay"
-
-
-HALTED_ON_INTERNAL = [
-    ("desktop-internal", "approved"),
-    ("desktop-beta", "rejected"),
-    ("desktop-kill-switch", "approved"),
-]
-"""The desktop reviews of a track stopped on its internal ring, in order."""
-HALTED_ON_BETA = [
-    ("desktop-internal", "approved"),
-    ("desktop-beta", "approved"),
-    ("desktop-ga", "rejected"),
-    ("desktop-kill-switch", "approved"),
-]
-"""The desktop reviews of a track stopped on its beta ring (the beta job ran), in order."""
 
 
 async def halted_at(

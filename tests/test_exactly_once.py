@@ -19,7 +19,7 @@ import pytest
 from database_proxy import DatabaseProxy
 from figures import passing_sandbox, running_sandbox, two_serve_processes
 from replicas import replica_sessions
-from sandbox_views import audit_results, begun, dispatched, held, value_of
+from sandbox_views import audit_results, begun, command_body, dispatched, held, value_of
 from slack_bolt.request.async_request import AsyncBoltRequest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
@@ -36,7 +36,7 @@ from bot.services.requests import Origin, Via
 from handlers.origin import delivery
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
-from sandbox.signing import slack_signature_headers, slash_command_body
+from sandbox.signing import slack_signature_headers
 from storage.claims import ClaimState, ClaimStore
 from storage.db import create_engine, create_session_factory, engine_for_one_task
 
@@ -151,13 +151,7 @@ async def test_fifty_clicks_on_two_server_processes_sharing_postgresql_approve_o
 async def test_a_slack_retry_of_a_command_promotes_once(sandbox: Sandbox) -> None:
     await dispatched(sandbox)
     await both_holding(sandbox)
-    response_url = sandbox.slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-    body = slash_command_body(
-        text="promote",
-        user_id=RELEASE_MANAGER,
-        channel_id=RELEASE_CHANNEL,
-        response_url=response_url,
-    )
+    response_url, body = command_body(sandbox.slack, "promote")
     retry = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
     async with aiohttp.ClientSession() as http:
         for extra in ({}, retry):  # Slack sends the same body again, marked as a retry
@@ -187,25 +181,15 @@ async def test_a_trigger_id_sent_again_with_another_body_is_another_request(
     """Slack makes a trigger_id per interaction. A client or a Slack double that sends one
     again with another request is not retrying: the lock and then the unlock both happen."""
     said = []
-    async with aiohttp.ClientSession() as http:
-        for text in ("lock release train", "unlock release train done"):
-            response_url = sandbox.slack.new_response_url(
-                channel=RELEASE_CHANNEL, user=RELEASE_MANAGER
-            )
-            body = slash_command_body(
-                text=text,
-                user_id=RELEASE_MANAGER,
-                channel_id=RELEASE_CHANNEL,
-                response_url=response_url,
-                trigger_id="13345224609.738474920.8088930838d88f008e0",  # Slack's docs' example
-            )
-            headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
-            async with http.post(
-                f"{sandbox.url}/slack/events", data=body, headers=headers
-            ) as answer:
-                assert answer.status == 200
-            (post,) = await sandbox.slack.wait_for_response(response_url)
-            said.append(str(post.body["text"]))
+    for typed in ("lock release train", "unlock release train done"):
+        response_url, body = command_body(
+            sandbox.slack,
+            typed,
+            trigger_id="13345224609.738474920.8088930838d88f008e0",  # Slack's docs' example
+        )
+        assert await sandbox.post_signed(body) == 200
+        (post,) = await sandbox.slack.wait_for_response(response_url)
+        said.append(str(post.body["text"]))
 
     assert not any(text.startswith(ALREADY) for text in said), said
     assert "unlocked" in said[1].lower(), said

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.story
 
 OTHER = "U0APPROVE2"
 THIRD = "U0APPROVE3"
-APPROVERS_ENV = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{OTHER}"}
+APPROVERS = f"{RELEASE_MANAGER},{OTHER}"
+APPROVERS_ENV = {"ROLLOUT_APPROVERS": APPROVERS}
 
 
 def holding(rollout: Rollout) -> bool:
@@ -211,8 +212,7 @@ async def test_the_two_person_rule_holds_an_override_from_the_card_for_a_second_
     tmp_path: Path, database_url: str
 ) -> None:
     plan = {"two_person": ["override_freeze"]}
-    approvers = f"{RELEASE_MANAGER},{OTHER}"
-    async with sandbox_for(tmp_path, database_url, approvers=approvers, plan_changes=plan) as box:
+    async with sandbox_for(tmp_path, database_url, approvers=APPROVERS, plan_changes=plan) as box:
         every_gate_passes(box)
         _, value = await refused_dispatch(box)
         view_id = await open_override(box, value)
@@ -250,13 +250,20 @@ async def roll_back_to_the_previous(box: Sandbox, message: ChannelMessage, value
     assert await box.submit_view(opened[-1].response["view"]["id"], {}) == {}
 
 
+async def flags_confirmed(box: Sandbox) -> None:
+    """Confirm flags on the preflight `card` once it shows the button (a roll back's card may
+    come after its row), and wait for its Dispatch button."""
+    await box.wait_for_button("confirm_flags")
+    await box.click("confirm_flags", message=card(box))
+    await box.wait_for_button("dispatch")
+
+
 async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock(
     tmp_path: Path, database_url: str
 ) -> None:
     # No rollback workflow in the plan: Roll back to the previous release… starts a new
     # rollout of v1.4.1, whose Dispatch and run link no freeze or lock may hold.
-    approvers = f"{RELEASE_MANAGER},{OTHER}"
-    async with sandbox_for(tmp_path, database_url, window="1s", approvers=approvers) as box:
+    async with sandbox_for(tmp_path, database_url, window="1s", approvers=APPROVERS) as box:
         replaced, replaced_card, redeploy = await two_releases(box)
         await box.command("freeze 2h holiday freeze", user=OTHER)
         await box.command("lock INC-7 triage", user=OTHER)
@@ -271,9 +278,7 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
         )
         await box.slack.wait_for(lambda: any(told in r.rendered for r in replaced_card.replies))
 
-        await box.wait_for_button("confirm_flags")  # its card may come after its row
-        await box.click("confirm_flags", message=card(box))
-        await box.wait_for_button("dispatch")
+        await flags_confirmed(box)
         assert await box.click("dispatch", message=card(box)) is None
         await box.wait_until(lambda r: r.id == started.id and r.phase is Phase.RUNNING)
         assert len(box.github.dispatches) == 3
@@ -292,15 +297,12 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
 async def test_a_roll_back_left_in_its_preflight_for_a_day_is_stale_and_held_by_the_freeze(
     tmp_path: Path, database_url: str
 ) -> None:
-    approvers = f"{RELEASE_MANAGER},{OTHER}"
-    async with sandbox_for(tmp_path, database_url, window="1s", approvers=approvers) as box:
+    async with sandbox_for(tmp_path, database_url, window="1s", approvers=APPROVERS) as box:
         replaced, replaced_card, redeploy = await two_releases(box)
         await box.command("freeze 72h holiday freeze", user=OTHER)
         await roll_back_to_the_previous(box, replaced_card, redeploy)
         await box.wait_until(lambda r: r.tag == "v1.4.1" and r.id != replaced.id)
-        await box.wait_for_button("confirm_flags")  # its card may come after its row
-        await box.click("confirm_flags", message=card(box))
-        await box.wait_for_button("dispatch")
+        await flags_confirmed(box)
 
         await box.pass_time(ROLL_BACK_LASTS)
 
@@ -314,10 +316,9 @@ async def test_a_roll_back_left_in_its_preflight_for_a_day_is_stale_and_held_by_
 async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispatches_once(
     tmp_path: Path, database_url: str
 ) -> None:
-    approvers = f"{RELEASE_MANAGER},{OTHER}"
     plan = {"two_person": ["dispatch"]}
     async with sandbox_for(
-        tmp_path, database_url, window="1s", approvers=approvers, plan_changes=plan
+        tmp_path, database_url, window="1s", approvers=APPROVERS, plan_changes=plan
     ) as box:
         every_gate_passes(box)
         for tag in ("v1.4.1", "v1.4.2"):  # the starter does not dispatch alone
@@ -331,9 +332,7 @@ async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispat
         await box.command("freeze 2h holiday freeze", user=OTHER)
         await roll_back_to_the_previous(box, replaced_card, redeploy)
         await box.wait_until(lambda r: r.tag == "v1.4.1" and r.phase is Phase.PREFLIGHT)
-        await box.wait_for_button("confirm_flags")  # its card may come after its row
-        await box.click("confirm_flags", message=card(box))
-        await box.wait_for_button("dispatch")
+        await flags_confirmed(box)
 
         alone = await box.click("dispatch", message=card(box))
         assert alone is not None and "two-person rule" in alone
@@ -413,9 +412,8 @@ async def test_the_plans_calendar_names_itself_and_two_people_carry_an_override(
         "dates": {"from": "2000-01-01 00:00", "until": "2100-01-01 00:00"},
     }
     changes: dict[str, object] = {"freezes": [always], "two_person": ["override_freeze"]}
-    approvers = f"{RELEASE_MANAGER},{OTHER}"
     async with sandbox_for(
-        tmp_path, database_url, approvers=approvers, plan_changes=changes
+        tmp_path, database_url, approvers=APPROVERS, plan_changes=changes
     ) as box:
         every_gate_passes(box)
         refused = await box.command("start v1.4.2 --flags-ready")

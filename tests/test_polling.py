@@ -94,12 +94,17 @@ class Poller:
         return run_gets(self.box.github.requests[before:], run_id)
 
 
+async def canary_poller(box: Sandbox) -> tuple[Poller, int]:
+    """The relay canary deploying on its run, and a `Poller` beside the bot; the run's id."""
+    run_id = (await deploying_canary(box)).run_id
+    assert run_id is not None
+    return Poller(box), run_id
+
+
 async def test_the_poller_backs_off_while_nothing_changes_and_catches_up_on_a_change(
     quiet: Sandbox,
 ) -> None:
-    run_id = (await deploying_canary(quiet)).run_id
-    assert run_id is not None
-    poller = Poller(quiet)
+    poller, run_id = await canary_poller(quiet)
 
     # The canary and the internal ring finished since the dispatch: the look sees it.
     changed = await poller.look(run_id)
@@ -133,9 +138,7 @@ async def test_the_poller_backs_off_while_nothing_changes_and_catches_up_on_a_ch
 
 
 async def test_the_poller_waits_out_a_rate_limit(quiet: Sandbox) -> None:
-    run_id = (await deploying_canary(quiet)).run_id
-    assert run_id is not None
-    poller = Poller(quiet)
+    poller, run_id = await canary_poller(quiet)
     await poller.look(run_id)
 
     quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 403)
@@ -157,9 +160,7 @@ async def test_a_rate_limit_that_says_no_wait_pauses_polling_longer_each_time(
     """A secondary rate limit (429 or 403) without `Retry-After`, with requests left: GitHub's
     REST docs say to wait at least one minute before retrying, not the poll interval, and an
     exponentially increasing time while it goes on."""
-    run_id = (await deploying_canary(quiet)).run_id
-    assert run_id is not None
-    poller = Poller(quiet)
+    poller, run_id = await canary_poller(quiet)
     await poller.look(run_id)
     secondary = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes."}
 
@@ -184,9 +185,7 @@ async def test_a_rate_limit_that_says_no_wait_pauses_polling_longer_each_time(
 
 
 async def test_two_replicas_look_at_a_run_once_per_interval_between_them(quiet: Sandbox) -> None:
-    run_id = (await deploying_canary(quiet)).run_id
-    assert run_id is not None
-    a = Poller(quiet)
+    a, run_id = await canary_poller(quiet)
     b = Poller(quiet, clock=a.clock)
 
     async def step(n: int) -> list[str]:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from figures import two_serve_processes
-from sandbox_views import deploying_canary, dispatched
+from sandbox_views import dispatched
 from test_exactly_once import APPROVERS_ENV
-from test_polling import Poller
+from test_polling import Poller, canary_poller
 
 from sandbox.config import GITHUB_TOKEN
 from sandbox.harness import Sandbox
@@ -46,9 +46,7 @@ async def look(box: Sandbox, poller: Poller, run_id: int, after: timedelta) -> b
 async def test_told_once_after_five_minutes_once_when_back_and_not_again_after_a_restart(
     quiet: Sandbox,
 ) -> None:
-    run_id = (await deploying_canary(quiet)).run_id
-    assert run_id is not None
-    poller = Poller(quiet)
+    poller, run_id = await canary_poller(quiet)
     await poller.look(run_id)
     quiet.github.fail_next(
         "GET", f"/repos/*/actions/runs/{run_id}", 401, {"message": "Bad credentials"}, times=99
@@ -91,9 +89,7 @@ async def test_told_once_after_five_minutes_once_when_back_and_not_again_after_a
 
 
 async def test_a_short_outage_is_not_told(quiet: Sandbox) -> None:
-    run_id = (await deploying_canary(quiet)).run_id
-    assert run_id is not None
-    poller = Poller(quiet)
+    poller, run_id = await canary_poller(quiet)
     await poller.look(run_id)
     quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 401, times=99)
 
@@ -109,9 +105,7 @@ async def test_a_short_outage_is_not_told(quiet: Sandbox) -> None:
 async def test_a_rate_limit_that_lasts_beyond_five_minutes_is_told_at_once(quiet: Sandbox) -> None:
     """GitHub says when its rate limit resets (within the hour): the poller waits until then,
     so the thread is told at the first refusal rather than after the next look."""
-    run_id = (await deploying_canary(quiet)).run_id
-    assert run_id is not None
-    poller = Poller(quiet)
+    poller, run_id = await canary_poller(quiet)
     await poller.look(run_id)
     quiet.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 403)
 

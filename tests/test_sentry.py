@@ -14,7 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from figures import CANARY_OK
 from pydantic import SecretStr
+from sandbox_views import HALTED_ON_INTERNAL, reviews
 
 from bot.adapters.metrics.sentry import SentryAccess, SentrySource
 from bot.config import ConfigError, Settings, load_settings
@@ -235,8 +237,7 @@ async def test_a_ring_crashing_in_sentry_trips_the_kill_switch_through_the_bot(
             "SENTRY_TOKEN": TOKEN,
         },
     ) as box:
-        ok = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
-        write_figures(box.figures, "relay", {"canary": ok, "half": ok})
+        write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": CANARY_OK})
         await box.command("start v1.4.2 --flags-ready")
         await box.click("dispatch")
         # Sessions during the ring's window (Sentry rounds a range out to whole hours, so
@@ -245,17 +246,7 @@ async def test_a_ring_crashing_in_sentry_trips_the_kill_switch_through_the_bot(
         await box.wait_until(lambda r: r.phase is Phase.RUNNING)
         halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
         assert halted.track("desktop").stage("internal").state is StageState.FAILED_GATE
-        desktop = [
-            (name, review.state)
-            for review in box.github.reviews
-            for name in review.environments
-            if name.startswith("desktop")
-        ]
-        assert desktop == [
-            ("desktop-internal", "approved"),
-            ("desktop-beta", "rejected"),
-            ("desktop-kill-switch", "approved"),
-        ]
+        assert reviews(box, "desktop") == HALTED_ON_INTERNAL
         card = await box.wait_for_thread("internal ring gate: KILL_SWITCH*")
         assert "Crash rate 0.25% is 1.25x its limit of 0.2%" in card
         assert "sample 10,000" in card and "Open the query in Sentry" in card

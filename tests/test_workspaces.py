@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from figures import passing_sandbox
-from sandbox_views import open_home
+from sandbox_views import command_body, open_home
 from test_freeze_sandbox import typed_reason
 from test_services_removed import BILLING, RELAY, override_form
 
@@ -27,7 +27,6 @@ from sandbox.signing import (
     block_actions_payload,
     event_callback_body,
     slack_signature_headers,
-    slash_command_body,
     view_submission_payload,
 )
 
@@ -95,14 +94,7 @@ async def test_a_command_from_another_workspace_is_refused_and_starts_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with passing_sandbox(tmp_path) as box:
-        url = box.slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
-        body = slash_command_body(
-            text="start v1.4.2 --flags-ready",
-            user_id=RELEASE_MANAGER,
-            channel_id=RELEASE_CHANNEL,
-            response_url=url,
-            team_id=ELSEWHERE_TEAM,
-        )
+        _, body = command_body(box.slack, "start v1.4.2 --flags-ready", team_id=ELSEWHERE_TEAM)
         answer = await _post(box, body)
         assert answer == {"response_type": "ephemeral", "text": ELSEWHERE}
         assert await box.rollouts() == []

@@ -128,11 +128,12 @@ class Access:
             plan=plan,
             card=card,
         )
-        moved_on = card.version is not None and card.version != rollout.version
-        if moved_on or (refused is not None and refused.why is Refused.STALE):
+        where = self.moved_past(card, rollout, plan)
+        if where is not None or (refused is not None and refused.why is Refused.STALE):
             # An effect an earlier click claimed and never recorded done may have happened: on
-            # a card the rollout moved past, a click is refused rather than acting again.
-            where = where_it_stands(rollout, plan, self.rollouts.words)
+            # a card the rollout moved past, a click is refused rather than acting again (and
+            # its claim refuses it too, should that claim's lease run out after this look).
+            where = where or where_it_stands(rollout, plan, self.rollouts.words)
             what = describe(control, rollout, plan, card)
             unsure = await self.once.unsure(control, card, what, where)
             if unsure is not None:
@@ -151,6 +152,13 @@ class Access:
             linking = control is Control.LINK_RUN
             await self.lane.judge(actor=origin.actor, rollout_id=rollout.id, linking=linking)
         return rollout, plan
+
+    def moved_past(self, card: CardRef, rollout: Rollout, plan: RolloutPlan) -> str | None:
+        """Where the rollout stands, when `card` is a version of it the rollout has moved past
+        (a click on it never takes over a claim an earlier click left unrecorded); else None."""
+        if card.version is None or card.version == rollout.version:
+            return None
+        return where_it_stands(rollout, plan, self.rollouts.words)
 
     async def _judge(self, origin: Origin, control: Control) -> Asker:
         """Who asks, admitted by who they are and where they ask from (else refused)."""

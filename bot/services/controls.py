@@ -373,7 +373,8 @@ class ControlService:
             rollout, plan = await self._access.checked(origin, control, card)
             what = describe(control, rollout, plan, card)
             await self._once.delivery(origin, control, card, what)
-            return await self._once.once(origin, control, card, what, act)
+            past = self._access.moved_past(card, rollout, plan)
+            return await self._once.once(origin, control, card, what, act, moved_past=past)
 
 
 def _named_track(card: CardRef) -> str:

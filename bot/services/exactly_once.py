@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from bot.domain.controls import (
@@ -96,9 +96,13 @@ class ExactlyOnce:
         act: Callable[[], Awaitable[T]],
         *,
         wait: bool = True,
+        moved_past: str | None = None,
     ) -> T:
         """Claim the effect `control` on `card` (`what`, in words), then `act` once. Whoever
-        holds the claim is waited for, unless not `wait` (then `BeingDone` at once)."""
+        holds the claim is waited for, unless not `wait` (then `BeingDone` at once).
+        `moved_past`: where the rollout stands, when `card` is a version it has moved past;
+        a claim an earlier click never recorded done is then refused in the claim's own
+        statement, not taken over (its lease may run out after any earlier look)."""
         key = effect_key(control, card)
         claim: Claim | None = None
         for _ in range(3):  # a claim released between our INSERT and our read: try again
@@ -111,12 +115,15 @@ class ExactlyOnce:
                     rollout_id=card.rollout_id,
                     track=card.track,
                     stage=card.stage,
+                    take_over=moved_past is None,
                 )
             except ClaimUnsettled as lost:
                 raise self._nothing_done(lost, what) from lost
             if claim is not None:
                 break
             held = await self._claims.get(key)
+            if held is not None and moved_past is not None and self._lapsed(held):
+                raise self._stale(held, what, moved_past)
             if held is not None:
                 raise await self._already(held, what, wait=wait)
         if claim is None:
@@ -146,8 +153,9 @@ class ExactlyOnce:
         replica died) and the claim's lease has run out: that click may have acted, so taking
         its claim over could act twice. None when no such claim holds the effect's key."""
         claim = await self.lapsed(effect_key(control, card))
-        if claim is None:
-            return None
+        return None if claim is None else self._stale(claim, what, where)
+
+    def _stale(self, claim: Claim, what: str, where: str) -> StaleCard:
         return StaleCard(
             f"This card is out of date: {self.unrecorded(claim, what)} {where} Use the buttons "
             "on the updated card, or `/rollout status`."
@@ -158,9 +166,11 @@ class ExactlyOnce:
         its replica died) and whose lease ran out: that request may have acted. None when no
         such claim holds the key (a claim still held: its owner may be at work)."""
         claim = await self._claims.get(key)
-        if claim is None or claim.state is not ClaimState.CLAIMED:
-            return None
-        return claim if self._clock() >= claim.claimed_at + self._claims.lease else None
+        return claim if claim is not None and self._lapsed(claim) else None
+
+    def _lapsed(self, claim: Claim) -> bool:
+        lapses = claim.claimed_at + self._claims.lease
+        return claim.state is ClaimState.CLAIMED and self._clock() >= lapses
 
     def unrecorded(self, claim: Claim, what: str) -> str:
         """Who clicked, when and to do `what`, under a claim that was never recorded done."""
@@ -169,6 +179,10 @@ class ExactlyOnce:
             f"{self._who(claim.actor)} clicked it at {at} to {what}, and the bot could not record "
             "whether that was done."
         )
+
+    def when(self, at: datetime) -> str:
+        """`at`, as a person reads it in an answer."""
+        return self._words.slack_time(at)
 
     def _nothing_done(self, lost: ClaimUnsettled, what: str) -> NothingDone:
         """The truth after a claim whose answer was lost: nothing was done; whether the claim

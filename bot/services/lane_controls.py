@@ -122,7 +122,12 @@ class LaneControls:
             if not reason.strip():
                 raise InvalidCommand("An override needs a reason.")
             await self.once.once(
-                origin, control, card, what, lambda: self._override(origin, rollout, reason)
+                origin,
+                control,
+                card,
+                what,
+                lambda: self._override(origin, rollout, reason),
+                moved_past=self.access.moved_past(card, rollout, plan),
             )
         assert self.dispatch is not None, "the controls give their Dispatch"
         return await self.dispatch(replace(origin, delivery=None), card)

@@ -36,6 +36,7 @@ from bot.domain.npm import (
     clip_error,
 )
 from bot.domain.plan import NpmRelease
+from bot.domain.rollout import DISPATCH_SEARCH
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim, ClaimState, Timer
 from bot.services.store_ports import Claims, Timers
@@ -117,6 +118,10 @@ class LookPace:
     resume_after: timedelta = timedelta(minutes=1)
     """When the first look, written before the dispatch, fires if nothing replaced it (the bot
     stopped or died during the dispatch): LEASE_SECONDS."""
+    dispatch_search: timedelta = DISPATCH_SEARCH
+    """How long after a click whose outcome was never recorded (no look of it, its claim lapsed)
+    a run it dispatched may still appear: a later click dispatches only then
+    (DISPATCH_SEARCH_SECONDS)."""
 
 
 class ReleaseLooks:
@@ -151,18 +156,22 @@ class ReleaseLooks:
         """Written before the dispatch: due a lease later, unless the dispatch's outcome
         replaces it (`next`, then `cancel`)."""
         due = dispatched_at + self.pace.resume_after
-        look = ReleaseLook(
-            channel=message.channel,
-            ts=message.ts,
-            walkthrough=shown,
-            claim_key=claim.key,
-            holder=claim.holder,
-            actor=claim.actor,
-            dispatched_at=dispatched_at,
-            until=due + self.pace.search_for,
-        )
+        look = _first_look(message, shown, claim, dispatched_at, until=due + self.pace.search_for)
         await self._write(look, due)
         return look
+
+    async def found(
+        self, message: MessageRef, shown: Walkthrough, claim: Claim, run_id: int
+    ) -> None:
+        """Follow `run_id`, the run of a click whose claim was never recorded done (found by a
+        later click): its claim is completed and its looks go on from the first one's key, so
+        that first look, if written, finds the chain gone on without it."""
+        await self._claims.complete(claim, now=self._clock())
+        release = ReleaseFollow(requested_by=claim.actor, phase=ReleasePhase.DISPATCHING)
+        dispatching = shown.model_copy(update={"release": release})
+        look = _first_look(message, dispatching, claim, claim.claimed_at, until=self._clock())
+        await self.follow(look, shown, release, run_id)
+        await self.cancel(look)
 
     async def next(
         self, look: ReleaseLook, shown: Walkthrough, *, until: datetime | None = None
@@ -308,6 +317,21 @@ class ReleaseLooks:
         )
         log.info("npm-token: Release run %s ended: %s", run.run_id, check.tone)
         await self._redraw(look.message, look.walkthrough, done)
+
+
+def _first_look(
+    message: MessageRef, shown: Walkthrough, claim: Claim, dispatched_at: datetime, until: datetime
+) -> ReleaseLook:
+    return ReleaseLook(
+        channel=message.channel,
+        ts=message.ts,
+        walkthrough=shown,
+        claim_key=claim.key,
+        holder=claim.holder,
+        actor=claim.actor,
+        dispatched_at=dispatched_at,
+        until=until,
+    )
 
 
 async def judged(github: ReleaseGateway, run: ReleaseRun | None, npm: NpmRelease) -> RunCheck:

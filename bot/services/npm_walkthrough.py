@@ -160,10 +160,13 @@ class NpmTokenService:
         await self._change(message, shown, lambda w: w.model_copy(update={"last_run": check}))
         return check
 
-    async def run_release(self, *, message: MessageRef, shown: Walkthrough, actor: str) -> None:
+    async def run_release(
+        self, *, message: MessageRef, shown: Walkthrough, actor: str
+    ) -> str | None:
         """Step 5 (approvers only, after a confirm dialog; refused while the release lane is
         frozen, or locked by someone else): dispatch Release on the plan's ref and follow the
-        run until it completes (`bot.services.npm_release`: durable looks)."""
+        run until it completes (`bot.services.npm_release`: durable looks). What the person is
+        told besides step 5, if anything."""
         await self._approvers.require(actor, "run the npm Release workflow")
         # It publishes packages: refused while deploys are frozen or someone else holds the lock.
         await self._lane.judge(actor=actor, publishing=True)
@@ -182,38 +185,75 @@ class NpmTokenService:
             # The same claim across replicas: one Release per walkthrough and run shown.
             previous_run = release.run_id if release else None
             key = f"{CLAIM_ACTION}:{message.channel}:{message.ts}:{previous_run}"
-            await self._not_unsettled(key)
-            claim = await self._claims.claim(
-                key=key,
-                action=CLAIM_ACTION,
-                actor=actor,
-                now=self._clock(),
-            )
+            told: str | None = None
+            claim = await self._claim(key, actor, take_over=False)
+            if claim is None and (earlier := await self._once.lapsed(key)) is not None:
+                told = await self._not_started(message, current, earlier)
+                claim = await self._claim(key, actor, take_over=True)
             if claim is None:
                 raise ReleaseAlreadyRunning(
                     "Release was already started from this walkthrough (on another replica): "
                     "its result appears in step 5 when it ends."
                 )
             await self._release(message, current, actor, claim)
+            return told
         finally:
             self._busy.discard(message)
 
-    async def _not_unsettled(self, key: str) -> None:
-        """Refuse a click whose claim an earlier click took and never recorded done (the
-        database went away after the dispatch for longer than the claim's lease, or the replica
-        died) while the walkthrough could not be redrawn: GitHub may have started Release, so
-        it is never dispatched again from here. Only the look written before that dispatch
-        gives the click back, when it finds no run."""
-        earlier = await self._once.lapsed(key)
-        if earlier is None:
-            return
+    async def _claim(self, key: str, actor: str, *, take_over: bool) -> Claim | None:
+        return await self._claims.claim(
+            key=key, action=CLAIM_ACTION, actor=actor, now=self._clock(), take_over=take_over
+        )
+
+    async def _not_started(self, message: MessageRef, current: Walkthrough, earlier: Claim) -> str:
+        """An earlier click's claim never recorded done (the bot died or lost its database
+        around its dispatch) and lapsed, with no look of it to settle it: whether it started
+        Release is looked up on GitHub, as after an unclear answer. Its run found, it is
+        followed; none yet while one may still appear, the click is told when to try again;
+        several, which is its own cannot be told (all raised). None by then: it did not
+        start, and this click may run Release (what it is told)."""
         since = self._once.unrecorded(earlier, f"run the {self._npm.workflow} workflow")
-        raise StaleCard(
-            f"This walkthrough is out of date: {since} GitHub may have started that run, so "
-            f"Release is not dispatched again from here. Look at the runs of "
-            f"{self._npm.workflow} on GitHub (the repository's Actions tab) started since "
-            "then: step 5 shows the run once the bot finds it. To run Release anyway, open a "
-            "new walkthrough with `/rollout npm-token`."
+        try:
+            runs = await self._github.dispatched_runs(
+                workflow_file=self._npm.workflow,
+                ref=self._npm.ref,
+                dispatched_at=earlier.claimed_at,
+            )
+        except GitHubError as error:
+            raise StaleCard(
+                f"This walkthrough is out of date: {since} GitHub could not be asked whether "
+                f"it started that run ({_why(error)}), so Release is not dispatched again yet. "
+                "Click Release again in a minute."
+            ) from error
+        if len(runs) > 1:  # which one is that click's cannot be told: never a guess
+            ids = ", ".join(str(run.run_id) for run in runs)
+            raise StaleCard(
+                f"This walkthrough is out of date: {since} GitHub lists {len(runs)} runs of "
+                f"{self._npm.workflow} by the bot since then ({ids}), so Release is not "
+                "dispatched again from here. Check them on GitHub; to run Release anyway, open "
+                "a new walkthrough with `/rollout npm-token`."
+            )
+        if runs:
+            (found,) = runs
+            await self.looks.found(message, current, earlier, found.run_id)
+            log.info("npm-token: found the Release run %s of an unrecorded click", found.run_id)
+            raise ReleaseAlreadyRunning(
+                f"This walkthrough is out of date: {since} It was: GitHub lists its run "
+                f"({found.run_id}), and step 5 follows it now. Release is not dispatched again."
+            )
+        gone = earlier.claimed_at + self.looks.pace.dispatch_search
+        if self._clock() < gone:
+            raise StaleCard(
+                f"This walkthrough is out of date: {since} GitHub lists no run of it yet, and a "
+                f"dispatched run can take a while to be listed, so Release is not dispatched "
+                f"again yet. Click Release again after {self._once.when(gone)}: if no run has "
+                "appeared by then, it runs Release."
+            )
+        log.warning("npm-token: an unrecorded Release click started no run; running it again")
+        return (
+            f"{since} GitHub lists no run of {self._npm.workflow} started since then, and the "
+            f"search for one ended at {self._once.when(gone)}: it did not start, so Release "
+            "runs now (step 5 follows it)."
         )
 
     async def _release(

@@ -136,6 +136,12 @@ class ReleaseGateway(Protocol):
         """The run our own dispatch created (as `GitHubGateway.find_dispatched_run`)."""
         ...
 
+    async def dispatched_runs(
+        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+    ) -> list[RunRef]:
+        """Every run our account dispatched since then (as `GitHubGateway.dispatched_runs`)."""
+        ...
+
 
 class MetricsSource(Protocol):
     """Reads a stage's figures at the end of its window."""

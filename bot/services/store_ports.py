@@ -165,7 +165,11 @@ class Claims(Protocol):
         track: str | None = None,
         stage: str | None = None,
         done: bool = False,
-    ) -> Claim | None: ...
+        take_over: bool = True,
+    ) -> Claim | None:
+        """The claim, or None when someone holds or did it. Not `take_over`: a claim whose
+        lease ran out unrecorded is not taken over either (its request may have acted)."""
+        ...
 
     async def complete(self, claim: Claim, *, now: datetime) -> None: ...
 

@@ -1,0 +1,173 @@
+"""The npm walkthrough's Release after a click whose outcome was never recorded: the bot died
+after claiming Release and before writing its first look (or lost its database meanwhile), so
+no look settles the claim. A click once the claim's lease ran out looks at GitHub for a run of
+Release started since that claim: found, it is followed; none yet while one may still be listed,
+the click is told when to try again; none once the dispatch search ended, Release runs, once.
+
+The sandbox GitHub answers the real PyGithub client; the bot's clock is the sandbox's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.adapters.slack.npm_views import NpmAction
+from bot.domain.rollout import DISPATCH_SEARCH
+from bot.services.records import Claim, ClaimState
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.harness import Sandbox
+from sandbox.render import render_blocks
+from sandbox.slack import ChannelMessage
+from storage.claims import ClaimStore
+from storage.db import create_engine, create_session_factory
+
+LEASE = timedelta(minutes=1)
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+    async with Sandbox(workdir=tmp_path, database_url=database_url, extra_env=env) as sandbox:
+        yield sandbox
+
+
+async def died_after_its_claim(box: Sandbox) -> tuple[ChannelMessage, Claim]:
+    """A walkthrough whose Release click claimed Release and wrote nothing more: the state the
+    bot leaves when it dies between the claim and its first look."""
+    assert "walkthrough posted" in await box.command("npm-token")
+    (message,) = box.slack.messages(RELEASE_CHANNEL)
+    claims = ClaimStore(box.services.database.sessions)
+    claim = await claims.claim(
+        key=f"npm_release:{message.channel}:{message.ts}:None",
+        action="npm_release",
+        actor=RELEASE_MANAGER,
+        now=box.clock(),
+    )
+    assert claim is not None
+    return message, claim
+
+
+def step_5(message: ChannelMessage) -> str:
+    (block,) = [b for b in message.blocks if b.get("block_id") == "npm_step_5"]
+    return render_blocks([block])
+
+
+async def release(box: Sandbox, message: ChannelMessage) -> str:
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+    assert answer is not None
+    return answer
+
+
+async def test_its_run_found_on_github_is_followed_and_not_dispatched_again(
+    box: Sandbox,
+) -> None:
+    message, claim = await died_after_its_claim(box)
+    run_id = box.github.create_foreign_run(
+        workflow="release.yml", actor=box.github.actor, branch="main"
+    )  # the dispatch went before the bot died
+    await box.pass_time(LEASE * 2)
+
+    answer = await release(box, message)
+
+    assert answer.startswith(
+        f":warning: This walkthrough is out of date: <@{RELEASE_MANAGER}> clicked it at "
+    ), answer
+    assert f"It was: GitHub lists its run ({run_id}), and step 5 follows it now" in answer
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step_5(message), timeout=30)
+    assert f"/actions/runs/{run_id}|" in step_5(message)
+    assert box.github.dispatches == []
+    stored = await ClaimStore(box.services.database.sessions).get(claim.key)
+    assert stored is not None and stored.state is ClaimState.DONE
+
+
+async def test_no_run_yet_while_one_may_still_be_listed_is_told_when_to_try_again(
+    box: Sandbox,
+) -> None:
+    message, claim = await died_after_its_claim(box)
+    await box.pass_time(LEASE * 2)
+
+    answer = await release(box, message)
+
+    assert "GitHub lists no run of it yet" in answer, answer
+    gone = int((claim.claimed_at + DISPATCH_SEARCH).timestamp())
+    assert f"Click Release again after <!date^{gone}^" in answer
+    assert "if no run has appeared by then, it runs Release" in answer
+    assert box.github.dispatches == []
+    assert "Dispatching" not in step_5(message)
+
+
+async def test_several_runs_since_the_claim_are_named_and_nothing_is_dispatched(
+    box: Sandbox,
+) -> None:
+    """Which run is that click's cannot be told: none is taken for it, and none started."""
+    message, _claim = await died_after_its_claim(box)
+    runs = [
+        box.github.create_foreign_run(workflow="release.yml", actor=box.github.actor, branch="main")
+        for _ in range(2)
+    ]
+    await box.pass_time(DISPATCH_SEARCH + LEASE)
+
+    answer = await release(box, message)
+
+    assert f"GitHub lists 2 runs of release.yml by the bot since then ({runs[0]}, " in answer or (
+        f"({runs[1]}, {runs[0]})" in answer
+    ), answer
+    assert box.github.dispatches == []
+    assert "/actions/runs/" not in step_5(message)
+
+
+async def test_no_run_once_the_search_ended_runs_release_once(box: Sandbox) -> None:
+    message, _claim = await died_after_its_claim(box)
+    await box.pass_time(DISPATCH_SEARCH + LEASE)
+
+    answer = await release(box, message)
+
+    assert "it did not start, so Release runs now" in answer, answer
+    assert answer.startswith(f"<@{RELEASE_MANAGER}> clicked it at "), answer
+    (dispatch,) = box.github.dispatches
+    await box.slack.wait_for(lambda: f"/actions/runs/{dispatch.run_id}|" in step_5(message))
+    await asyncio.sleep(0.5)  # a second dispatch, if any, would be there by now
+    assert len(box.github.dispatches) == 1
+
+
+async def test_two_replicas_clicked_at_once_after_the_search_run_release_once(
+    tmp_path: Path, postgres_database_url: str
+) -> None:
+    """The same walkthrough's Release clicked on two `rollout-bot serve` replicas at once, once
+    the search for the unrecorded click's run ended: one takes the claim over and dispatches."""
+    env = {"CLAIM_LEASE_SECONDS": "1", "DISPATCH_SEARCH_SECONDS": "10", "LEASE_SECONDS": "2"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=postgres_database_url, in_process=False, extra_env=env
+    ) as box:
+        other = await box.start_replica()
+        assert "walkthrough posted" in await box.command("npm-token")
+        (message,) = box.slack.messages(RELEASE_CHANNEL)
+        engine = create_engine(postgres_database_url)
+        try:
+            claim = await ClaimStore(create_session_factory(engine)).claim(
+                key=f"npm_release:{message.channel}:{message.ts}:None",
+                action="npm_release",
+                actor=RELEASE_MANAGER,
+                now=datetime.now(UTC),  # the replicas keep the system's clock
+            )
+        finally:
+            await engine.dispose()
+        assert claim is not None
+        await asyncio.sleep(11)  # the dispatch search (10 s) ends on the system's clock
+
+        answers = await asyncio.gather(
+            box.click(str(NpmAction.RUN_RELEASE), message=message),
+            box.click(str(NpmAction.RUN_RELEASE), message=message, replica=other),
+        )
+
+        ran = [a for a in answers if a is not None and "so Release runs now" in a]
+        assert len(ran) == 1, answers
+        (dispatch,) = box.github.dispatches
+        await box.slack.wait_for(lambda: f"/actions/runs/{dispatch.run_id}|" in step_5(message))
+        await asyncio.sleep(0.5)  # a second dispatch, if any, would be there by now
+        assert len(box.github.dispatches) == 1
