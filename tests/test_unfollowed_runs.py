@@ -449,12 +449,13 @@ def run_reads(box: Sandbox, run_id: int) -> list[int]:
     return [r.status for r in box.github.requests if r.method == "GET" and r.path.endswith(path)]
 
 
-async def kept_without_a_card(box: Sandbox) -> int:
+async def kept_without_a_card(box: Sandbox, *, failed_reads: int = 2) -> int:
     """A run started on github.com whose requests were kept, its card never drawn: GitHub
-    answered 404 to the webhook's two reads of it."""
+    answered 404 to the webhook's two reads of it, and to `failed_reads` reads in all (the
+    scheduler's sweep reads it too, in real time: a read it answers lets the card come)."""
     box.github.refs.add(TAG)
     run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
-    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=failed_reads)
     await box.github.settle()
     await box.services.webhooks.settled()
     assert run_cards(box) == []
@@ -482,11 +483,12 @@ async def test_a_kept_request_of_a_run_that_has_completed_since_gets_no_card(
     someone cancelled the run meanwhile: the next poll's sweep reads it completed, so nothing of
     it waits for the bot. No card is posted, its requests are closed, and later polls do not
     read the run again."""
-    run_id = await kept_without_a_card(box)
+    run_id = await kept_without_a_card(box, failed_reads=1000)
     box.github.engine.cancel(run_id)
     await box.github.settle()
     rules = ProtectionRuleStore(bots_database(box).sessions)
     assert await rules.open_for_run(run_id) != []
+    box.github.clear_failures()  # GitHub tells the run again: completed
 
     for _ in range(2):
         await box.pass_time(timedelta(seconds=60))
@@ -507,8 +509,7 @@ async def test_a_kept_request_of_a_deleted_run_is_closed_and_the_run_never_read_
     request of the rate limit each); once it has answered 404 for GITHUB_UNREADABLE_SECONDS
     (300) since its request, its requests are closed as gone, the log says so once, and later
     polls do not read it."""
-    run_id = await kept_without_a_card(box)
-    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=1000)  # deleted
+    run_id = await kept_without_a_card(box, failed_reads=1000)  # deleted
     rules = ProtectionRuleStore(bots_database(box).sessions)
     for _ in range(3):  # a run GitHub has just told of may not be served yet: read again
         await box.pass_time(timedelta(seconds=60))
@@ -538,10 +539,11 @@ async def test_a_run_out_of_the_apps_reach_keeps_its_requests_and_gets_its_card_
     """GitHub answers 404 alike for a deleted run and for a repository the App's installation
     is no longer given (a person chose other repositories): the run is not taken as deleted
     then, however long it lasts, and once the repository is given back its card is posted."""
-    run_id = await kept_without_a_card(box)
+    run_id = await kept_without_a_card(box, failed_reads=1000)
     app = box.github.app
     assert app is not None
     app.repositories = {"scriptum/another"}  # the installation no longer covers the repository
+    box.github.clear_failures()  # GitHub's 404 is the installation's from here on
     for _ in range(8):
         await box.pass_time(timedelta(seconds=60))
     rules = ProtectionRuleStore(bots_database(box).sessions)
