@@ -115,6 +115,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         api_url=str(settings.github_api_url),
         **github_auth(settings.github_credentials()),
         repository=service.repository,
+        service=service.name,
         workers=shared.github_workers,
         timeout=settings.github_timeout,
         retries=settings.github_retries,
@@ -185,6 +186,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             channel_id=service.release_channels[0],
             timeout=timedelta(seconds=settings.unfollowed_run_timeout),
             default=settings.unfollowed_run_default,
+            gone_after=timedelta(seconds=settings.github_unreadable_seconds),
         ),
     )
     webhooks = GitHubWebhooks(

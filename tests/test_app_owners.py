@@ -148,7 +148,12 @@ async def test_an_installation_removed_is_named_for_its_service_while_the_other_
     assert holding_tracks(ledger)
     async with aiohttp.ClientSession() as http:
         found = await Scraper(box, http, None).samples()
-    assert value(found, GITHUB_REQUESTS, endpoint="app_token", status="404")
+    # The operator sees which service's repository lost its installation.
+    assert value(found, GITHUB_REQUESTS, service=LEDGER.name, endpoint="app_token", status="404")
+    assert (
+        value(found, GITHUB_REQUESTS, service=RELAY.name, endpoint="app_token", status="404")
+        is None
+    )
 
     again = app_of(box).install("globex").id  # installed again: GitHub gives a new id
     assert again != installation_of(box, "scriptum")

@@ -114,7 +114,7 @@ Breakage = Callable[[AppInstall], object]
             id="a permission missing",
         ),
         pytest.param(
-            lambda i: setattr(i.app, "events", ("workflow_run", "deployment_status")),
+            lambda i: setattr(i.app.first, "events", ("workflow_run", "deployment_status")),
             "✗ GitHub App is not subscribed to deployment_protection_rule, workflow_job",
             "Subscribe to events",
             id="events missing",

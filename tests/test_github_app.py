@@ -296,6 +296,34 @@ async def test_a_revoked_installation_token_is_named_and_a_new_one_is_minted_nex
     assert app.issued[-1].token not in app.revoked
 
 
+async def test_the_first_call_after_an_uninstall_says_the_app_is_not_installed(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """GitHub answers 401 Bad credentials to the tokens of an App uninstalled, as to a token
+    revoked or expired: the first call after the uninstall said "revoked, or expired by
+    GitHub's clock" (check the clock), and only the next one named the missing installation.
+    The new token minted at once after the 401 gets a 404, and the first call says so."""
+    owner = REPOSITORY.split("/")[0]
+    async with gateway(gh, credentials(app)) as github:
+        app.token_lifetime = timedelta(hours=1)  # the token in hand stays the one refused
+        started = await start(github)
+        await github.snapshot(started.run_id)
+        app.uninstall(owner)
+        with pytest.raises(GitHubError) as first:
+            await github.snapshot(started.run_id)
+        with pytest.raises(GitHubError) as next_one:
+            await github.snapshot(started.run_id)
+
+    said = first.value.message
+    assert said.startswith(
+        f"GitHub refused the App's installation token (401 Bad credentials) when asked to read "
+        f"run {started.run_id}, and gave no new one: the App is not installed on {REPOSITORY} "
+        f"(404): install it on {owner} with this repository"
+    ), said
+    assert "revoked" not in said and "clock" not in said
+    assert f"the App is not installed on {REPOSITORY} (404)" in next_one.value.message
+
+
 async def test_an_app_installed_again_under_a_new_id_is_found_again_and_its_calls_go_on(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:

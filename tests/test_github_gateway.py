@@ -141,6 +141,31 @@ async def test_dispatch_returns_the_run_it_started_with_exactly_the_inputs_sent(
     )
 
 
+@pytest.mark.parametrize(
+    ("run_404s", "repository_404", "gone"),
+    [
+        pytest.param(2, False, True, id="404 on both sides of the repository's read: deleted"),
+        pytest.param(1, False, False, id="404, then the run: access given back meanwhile"),
+        pytest.param(2, True, False, id="the repository answers 404 too: access lost"),
+    ],
+)
+async def test_a_run_answering_404_is_gone_only_when_the_repository_reads(
+    gh: GitHubSimulator, gateway: PyGithubGateway, run_404s: int, repository_404: bool, gone: bool
+) -> None:
+    """GitHub answers 404 alike for a deleted run and for a repository out of the credentials'
+    reach: the run is gone (its requests closed as a deleted run's) only when the repository
+    reads, and the run answers 404 again after that read."""
+    run_id = await dispatch(gateway)
+    gh.fail_next("GET", f"/repos/{REPOSITORY}/actions/runs/{run_id}", 404, times=run_404s)
+    if repository_404:
+        gh.fail_next("GET", f"/repos/{REPOSITORY}", 404)
+    with pytest.raises(GitHubError) as refused:
+        await gateway.linkable_run(run_id)
+    assert refused.value.status == 404
+
+    assert await gateway.run_gone(run_id) is gone
+
+
 async def test_a_dispatch_github_refuses_is_explained_and_not_retried(
     gh: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:

@@ -42,6 +42,7 @@ from bot.adapters.telemetry import PrometheusTelemetry
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import GitHubError, GitHubRateLimited
 from bot.domain.rollout import StageState
+from bot.domain.service import DEFAULT_SERVICE
 from bot.services.telemetry import Backlog
 from bot.version import build
 from sandbox.config import (
@@ -68,6 +69,9 @@ ROLLOUT_BOT = Path(sys.executable).parent / "rollout-bot"
 ALERTS = Path(__file__).resolve().parent.parent / "ops" / "alerts.yml"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+GITHUB_REQUESTS = "rollout_bot_github_requests_total"
+DEFAULT = {"service": DEFAULT_SERVICE}
+"""The label of a bot of one service (no ROLLOUT_SERVICES) on its GitHub calls."""
 
 
 def parse(text: str) -> Samples:
@@ -194,10 +198,8 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
     assert value(found, "rollout_bot_clicks_total", action="dispatch", outcome="ok") == 1
     assert value(found, "rollout_bot_refusals_total", reason="not_authorized") == 1
     assert value(found, "rollout_bot_refusals_total", reason="invalid_command") == 1
-    assert value(found, "rollout_bot_github_requests_total", endpoint="dispatch", status="2xx") == 1
-    assert (
-        value(found, "rollout_bot_github_requests_total", endpoint="review", status="2xx") or 0
-    ) >= 1
+    assert value(found, GITHUB_REQUESTS, **DEFAULT, endpoint="dispatch", status="2xx") == 1
+    assert (value(found, GITHUB_REQUESTS, **DEFAULT, endpoint="review", status="2xx") or 0) >= 1
     # A token's one limit: no account (an empty label is no label to Prometheus).
     remaining = value(found, "rollout_bot_github_rate_limit_remaining", account="")
     assert remaining is not None and box.github.rate_limit_remaining <= remaining < 5000
@@ -350,7 +352,7 @@ async def test_slack_and_github_failures_are_counted_by_method_endpoint_and_stat
     box.github.fail_next("GET", "/repos/*/contents/*", 401)
     await box.command("start v1.4.2 --flags-ready")  # preflight lists the migrations
     await scraper.until(
-        lambda s: value(s, "rollout_bot_github_requests_total", endpoint="read", status="401") == 1
+        lambda s: value(s, GITHUB_REQUESTS, **DEFAULT, endpoint="read", status="401") == 1
     )
 
 
@@ -432,6 +434,37 @@ async def test_each_app_installations_rate_limit_is_its_own_series() -> None:
         assert reset is not None and time.time() < reset <= time.time() + 3600
 
 
+async def test_github_calls_are_counted_by_the_service_whose_repository_they_concern() -> None:
+    # Two services' transports on one token: billing's token lacks a permission, api's does
+    # not. Without the service label both read as one series: which repository fails?
+    telemetry = PrometheusTelemetry(build())
+    async with (
+        GitHubSimulator(token=GITHUB_TOKEN) as api,
+        GitHubSimulator(token=GITHUB_TOKEN) as billing,
+    ):
+        billing.fail_next("GET", "/repos/*/contents/*", 403, {"message": "Resource not accessible"})
+        gateways = {
+            service: counted_gateway(sim, telemetry, service=service)
+            for sim, service in ((api, "api"), (billing, "billing"))
+        }
+        try:
+            for _ in range(2):
+                await gateways["api"].list_directory(path="crates", ref="main")
+            with pytest.raises(GitHubError, match="403"):
+                await gateways["billing"].list_directory(path="crates", ref="main")
+        finally:
+            for gateway in gateways.values():
+                await gateway.close()
+    found = parse(telemetry.exposition(None)[0].decode())
+    counted = {
+        (labels["service"], labels["endpoint"], labels["status"]): count
+        for (name, label_set), count in found.items()
+        if name == GITHUB_REQUESTS
+        for labels in [dict(label_set)]
+    }
+    assert counted == {("api", "read", "2xx"): 2, ("billing", "read", "403"): 1}
+
+
 async def test_a_call_without_an_answer_leaves_the_newest_rate_limit_shown() -> None:
     # Two transports on one token: the second answered last; the first's next call gets no
     # answer, and its client's figure is older than the second's.
@@ -453,7 +486,7 @@ async def test_a_call_without_an_answer_leaves_the_newest_rate_limit_shown() -> 
             await first.close()
             await second.close()
     found = parse(telemetry.exposition(None)[0].decode())
-    assert value(found, "rollout_bot_github_requests_total", endpoint="read", status="no_answer")
+    assert value(found, GITHUB_REQUESTS, **DEFAULT, endpoint="read", status="no_answer")
     assert value(found, "rollout_bot_github_rate_limit_remaining", account="") == newest
 
 

@@ -71,9 +71,6 @@ def first_stages(box: Sandbox) -> list[tuple[str, str]]:
 TAG = "v2.0.0"
 """The release tag the runs started on github.com run on (a tag is their ref)."""
 
-UNTIL_CLEARED = 1_000_000
-"""`fail_next`'s count for failures that last until the test clears them."""
-
 
 async def started_on_github(box: Sandbox, ref: str = TAG) -> tuple[int, ChannelMessage]:
     """A run dispatched on github.com by @octocat on `ref`, and its card once posted."""
@@ -446,15 +443,29 @@ async def test_the_bots_own_runs_get_no_card(box: Sandbox) -> None:
     assert run_cards(box) == []
 
 
-async def test_a_card_lost_before_it_was_posted_is_posted_by_the_next_poll(box: Sandbox) -> None:
-    """The request was kept, but its card never drawn (GitHub failed to tell the run, as a
-    crash between the two would): the scheduler's next poll hands it over again."""
+def run_reads(box: Sandbox, run_id: int) -> list[int]:
+    """GitHub's answers to the bot's reads of the run itself, in order."""
+    path = f"/actions/runs/{run_id}"
+    return [r.status for r in box.github.requests if r.method == "GET" and r.path.endswith(path)]
+
+
+async def kept_without_a_card(box: Sandbox, *, failed_reads: int = 2) -> int:
+    """A run started on github.com whose requests were kept, its card never drawn: GitHub
+    answered 404 to the webhook's two reads of it, and to `failed_reads` reads in all (the
+    scheduler's sweep reads it too, in real time: a read it answers lets the card come)."""
     box.github.refs.add(TAG)
     run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
-    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=2)
+    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=failed_reads)
     await box.github.settle()
     await box.services.webhooks.settled()
     assert run_cards(box) == []
+    return run_id
+
+
+async def test_a_card_lost_before_it_was_posted_is_posted_by_the_next_poll(box: Sandbox) -> None:
+    """The request was kept, but its card never drawn (GitHub failed to tell the run, as a
+    crash between the two would): the scheduler's next poll hands it over again."""
+    run_id = await kept_without_a_card(box)
 
     await box.pass_time(timedelta(seconds=1))
 
@@ -472,19 +483,12 @@ async def test_a_kept_request_of_a_run_that_has_completed_since_gets_no_card(
     someone cancelled the run meanwhile: the next poll's sweep reads it completed, so nothing of
     it waits for the bot. No card is posted, its requests are closed, and later polls do not
     read the run again."""
-    box.github.refs.add(TAG)
-    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
-    # Every read fails until the run is cancelled, whoever reads it: besides the two requests'
-    # own, the bot's poll loop sweeps the kept requests every 0.1 s (real time), and a read
-    # that succeeded before the cancel would rightly post the card.
-    box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=UNTIL_CLEARED)
-    await box.github.settle()
-    await box.services.webhooks.settled()
-    box.github.clear_failures()  # and, with no await between, the run is cancelled
+    run_id = await kept_without_a_card(box, failed_reads=1000)
     box.github.engine.cancel(run_id)
     await box.github.settle()
     rules = ProtectionRuleStore(bots_database(box).sessions)
     assert await rules.open_for_run(run_id) != []
+    box.github.clear_failures()  # GitHub tells the run again: completed
 
     for _ in range(2):
         await box.pass_time(timedelta(seconds=60))
@@ -495,6 +499,63 @@ async def test_a_kept_request_of_a_run_that_has_completed_since_gets_no_card(
     assert run_cards(box) == []
     assert await rules.open_for_run(run_id) == []
     assert len([r for r in box.github.requests if f"/actions/runs/{run_id}" in r.path]) == read
+
+
+async def test_a_kept_request_of_a_deleted_run_is_closed_and_the_run_never_read_again(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run was deleted after its requests were kept: GitHub answers 404 for it, while the
+    repository reads. The sweep read it at every poll until retention pruned the requests (a
+    request of the rate limit each); once it has answered 404 for GITHUB_UNREADABLE_SECONDS
+    (300) since its request, its requests are closed as gone, the log says so once, and later
+    polls do not read it."""
+    run_id = await kept_without_a_card(box, failed_reads=1000)  # deleted
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    for _ in range(3):  # a run GitHub has just told of may not be served yet: read again
+        await box.pass_time(timedelta(seconds=60))
+    assert await rules.open_for_run(run_id) != []
+
+    for _ in range(10):  # the poll of minute 5 or the next one closes them (real time moves)
+        if not await rules.open_for_run(run_id):
+            break
+        await box.pass_time(timedelta(seconds=60))
+    read = len(run_reads(box, run_id))
+    for _ in range(4):
+        await box.pass_time(timedelta(seconds=60))
+
+    assert len(run_reads(box, run_id)) == read
+    assert set(run_reads(box, run_id)) == {404}
+    assert await rules.open_for_run(run_id) == []
+    assert {r.answer for r in await rules.for_run(run_id)} == {"gone"}
+    assert run_cards(box) == []
+    said = [r.getMessage() for r in caplog.records if f"run {run_id} is gone" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "while its repository reads" in said[0]
+
+
+async def test_a_run_out_of_the_apps_reach_keeps_its_requests_and_gets_its_card_back(
+    box: Sandbox,
+) -> None:
+    """GitHub answers 404 alike for a deleted run and for a repository the App's installation
+    is no longer given (a person chose other repositories): the run is not taken as deleted
+    then, however long it lasts, and once the repository is given back its card is posted."""
+    run_id = await kept_without_a_card(box, failed_reads=1000)
+    app = box.github.app
+    assert app is not None
+    app.repositories = {"scriptum/another"}  # the installation no longer covers the repository
+    box.github.clear_failures()  # GitHub's 404 is the installation's from here on
+    for _ in range(8):
+        await box.pass_time(timedelta(seconds=60))
+    rules = ProtectionRuleStore(bots_database(box).sessions)
+    assert await rules.open_for_run(run_id) != []
+    assert run_reads(box, run_id)[-1] == 404
+    assert run_cards(box) == []
+
+    app.repositories = None
+    await box.pass_time(timedelta(seconds=60))
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert f"Run {run_id} of Deployment Strategy" in card.text
 
 
 def has_buttons(card: ChannelMessage) -> bool:

@@ -58,8 +58,10 @@ class PrometheusTelemetry(Telemetry):
         )
         self._clicks = counter("clicks_total", "Button clicks answered.", "action", "outcome")
         self._refusals = counter("refusals_total", "People refused, by the error's code.", "reason")
+        # `service`: one per configured service (bounded), to tell which repository spends
+        # the rate limit or fails.
         self._github = counter(
-            "github_requests_total", "Calls to GitHub's API.", "endpoint", "status"
+            "github_requests_total", "Calls to GitHub's API.", "service", "endpoint", "status"
         )
         self._not_modified = counter(
             "github_not_modified_total",
@@ -148,8 +150,8 @@ class PrometheusTelemetry(Telemetry):
     def refused(self, *, reason: str) -> None:
         self._refusals.labels(reason).inc()
 
-    def github_request(self, *, endpoint: str, status: str) -> None:
-        self._github.labels(endpoint, status).inc()
+    def github_request(self, *, service: str, endpoint: str, status: str) -> None:
+        self._github.labels(service, endpoint, status).inc()
 
     def github_rate_limit(self, *, account: str, remaining: int, reset: int) -> None:
         self._rate_limit.labels(account).set(remaining)

@@ -169,6 +169,7 @@ async def examine(
         api_url=str(settings.github_api_url),
         **github_auth(settings.github_credentials()),
         repository=service.repository,
+        service=service.name,
         timeout=settings.github_timeout,
         retries=1,
         backoff=settings.github_retry_backoff,

@@ -74,6 +74,12 @@ class GitHubError(RolloutError):
 
     code = "github_error"
 
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        """GitHub's HTTP status when it refused the call (None: no answer, nothing sent, a
+        rate limit, or not told)."""
+
     @property
     def cause(self) -> str:
         """What went wrong, in a few words, without the operation ("GitHub answered 502 ...")."""

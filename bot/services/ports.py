@@ -63,6 +63,11 @@ class GitHubGateway(ChangesSource, Protocol):
 
     async def linkable_run(self, run_id: int) -> LinkableRun: ...  # a run a person names
 
+    async def run_gone(self, run_id: int) -> bool:
+        """After GitHub answered 404 for the run: whether it is not there (deleted), rather
+        than out of the credentials' reach (GitHub answers 404 for both)."""
+        ...
+
     async def reported(self, run_id: int) -> RunSnapshot:
         """The run as GitHub's APIs report it (its jobs, the environments waiting for a
         reviewer), without the protection rule's requests kept in the database."""

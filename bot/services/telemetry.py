@@ -44,10 +44,11 @@ class Telemetry:
     def refused(self, *, reason: str) -> None:
         """A person was refused, `reason` the RolloutError's code."""
 
-    def github_request(self, *, endpoint: str, status: str) -> None:
-        """A call to GitHub's API ended: its endpoint class (`app_token` when the installation
-        token it needed was refused: nothing else sent) and its status (`2xx`, GitHub's
-        refusal code, `rate_limited` or `no_answer`)."""
+    def github_request(self, *, service: str, endpoint: str, status: str) -> None:
+        """A call to GitHub's API for `service` (the service whose repository it concerns)
+        ended: its endpoint class (`app_token` when the installation token it needed was
+        refused: nothing else sent) and its status (`2xx`, GitHub's refusal code,
+        `rate_limited` or `no_answer`)."""
 
     def github_rate_limit(self, *, account: str, remaining: int, reset: int) -> None:
         """GitHub's rate limit of `account`'s App installation ("": the token's, or the one

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
 from bot.domain.errors import GitHubError, InvalidCommand
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import (
+    UNREAD_AFTER,
     Check,
     CheckState,
     FreezeOverridden,
@@ -51,6 +52,7 @@ from bot.services.outbox_messages import UNFOLLOWED
 from bot.services.records import BOT, NewMessage, Timer
 from bot.services.requests import Origin, Via, fill
 from bot.services.rollouts import RolloutService
+from bot.services.settled_runs import SettledRuns
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,9 @@ class UnfollowedRunRules:
     """UNFOLLOWED_RUN_TIMEOUT."""
     default: DefaultAnswer = "reject"
     """UNFOLLOWED_RUN_DEFAULT."""
+    gone_after: timedelta = UNREAD_AFTER
+    """How long GitHub may answer 404 for a run since its request, while its repository
+    reads, before the run is taken as deleted (GITHUB_UNREADABLE_SECONDS)."""
 
 
 class UnfollowedRuns:
@@ -96,6 +101,7 @@ class UnfollowedRuns:
         self._channel = settings.channel_id
         self._timeout = settings.timeout
         self._default: DefaultAnswer = settings.default
+        self._settled_runs = SettledRuns(settings.rules, gone_after=settings.gone_after)
         self._swept: set[int] = set()  # runs `sweep` found settled: not handed over again
 
     async def kept(self, request: RuleRequest) -> None:
@@ -105,9 +111,9 @@ class UnfollowedRuns:
         await self._settled(request)
 
     async def _settled(self, request: RuleRequest) -> bool:
-        """`kept`; whether the run is settled (a rollout follows it, it has its card, or it is
-        of another workflow), not when its card could not be posted yet (a dispatch being
-        identified, or GitHub failed to tell the run)."""
+        """`kept`; whether the run is settled (a rollout follows it, it has its card, it is
+        of another workflow, or it is over: completed, or deleted), not when its card could not
+        be posted yet (a dispatch being identified, or GitHub failed to tell the run)."""
         effects = self._effects
         if any(may_link(r) for r in await effects.store.active()):
             log.info("run %s may be a dispatch being identified: kept", request.run_id)
@@ -123,10 +129,9 @@ class UnfollowedRuns:
         try:
             run = await effects.github.linkable_run(request.run_id)
         except GitHubError as error:
-            log.warning("could not read run %s: %s", request.run_id, error.message)
-            return False
+            return await self._settled_runs.unread(effects.github, request, read_at, error)
         if run.status == "completed":
-            return await _completed(self._rules, request.run_id, read_at)
+            return await self._settled_runs.completed(request.run_id, read_at)
         plan = self._rollouts.plan
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
@@ -374,14 +379,6 @@ class UnfollowedRuns:
     def _message(self, card: UnfollowedRun) -> NewMessage:
         """The run's card, posted or redrawn as it stands."""
         return NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())
-
-
-async def _completed(rules: ProtectionRuleRequests, run_id: int, read_at: datetime) -> bool:
-    """The run has completed (cancelled, or its rollout ended before it did): nothing of it
-    waits, so no card; its requests are closed, so no sweep hands them over again."""
-    await rules.close_run(run_id=run_id, asked_by=read_at, at=read_at)
-    log.info("run %s has completed: its requests are closed, no card", run_id)
-    return True
 
 
 def _fate(timer: Timer) -> RunFate:

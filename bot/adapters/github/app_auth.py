@@ -19,8 +19,8 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -32,6 +32,8 @@ from github.Requester import Requester, WithRequester
 
 from bot.domain.errors import GitHubError
 from bot.github_credentials import GitHubApp
+
+T = TypeVar("T")
 
 _GRANT = (
     " (the App's settings → Permissions & events; then accept the new permissions on the "
@@ -58,6 +60,17 @@ class InstallationTokenError(Exception):
     def __init__(self, cause: GithubException | OSError) -> None:
         super().__init__("no installation token")
         self.cause = cause
+
+
+class TokenRefused(GithubException):
+    """GitHub answered 401 to the installation token a call carried (status, body and headers
+    as GitHub gave them). `renewal`: why GitHub gave no new token right after (None: it did),
+    which tells a token revoked or expired from an App uninstalled, whose tokens GitHub
+    revokes too (both answer 401 Bad credentials)."""
+
+    def __init__(self, refused: GithubException, renewal: InstallationTokenError | None) -> None:
+        super().__init__(refused.status, refused.data, refused.headers, refused.message)
+        self.renewal = renewal
 
 
 class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"]):
@@ -124,10 +137,18 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self.issued = self._installation.token
         return self.issued
 
-    def refused(self) -> None:
-        """GitHub answered 401 to the current token (revoked, or expired by GitHub's clock):
-        the next call mints a new one. Never blocks (the event loop calls it)."""
+    def renewed(self) -> InstallationTokenError | None:
+        """GitHub answered 401 to the current token: a new one is minted now (in the calling
+        thread: it blocks), so that the refusal is told truly. None when a new token is in
+        hand (the old one was revoked, or expired by GitHub's clock); else why GitHub gave none
+        (404: the App was uninstalled, which revoked its tokens), and the next call tries
+        again."""
         self._refused = True
+        try:
+            self.token  # noqa: B018 - the property mints
+        except InstallationTokenError as exc:
+            return exc
+        return None
 
     @property
     def _masked_token(self) -> str:
@@ -184,6 +205,23 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 {"per_page": count},
             )
             return list(itertools.islice(deliveries, count))
+
+
+def renewing(fn: Callable[[], T], installation: RepositoryInstallation) -> Callable[[], T]:
+    """`fn`, after whose 401 to the installation's token a new token is minted at once, in the
+    same thread (`TokenRefused`): GitHub answers 401 Bad credentials alike to a token revoked
+    or expired and to the tokens of an App uninstalled, and only the mint (404) tells the
+    second, so the first call after an uninstall says so, not only the next one."""
+
+    def call() -> T:
+        try:
+            return fn()
+        except GithubException as exc:
+            if exc.status != 401:
+                raise
+            raise TokenRefused(exc, installation.renewed()) from exc
+
+    return call
 
 
 def _signed(key: rsa.RSAPrivateKey, payload: dict[str, Any]) -> str:

@@ -92,6 +92,9 @@ class PyGithubGateway:
     async def linkable_run(self, run_id: int) -> LinkableRun:
         return await self._runs.linkable_run(run_id)
 
+    async def run_gone(self, run_id: int) -> bool:
+        return await self._runs.run_gone(run_id)
+
     async def review(
         self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
     ) -> bool:

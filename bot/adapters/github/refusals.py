@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,6 +72,43 @@ def app_credentials_fix(installation: RepositoryInstallation) -> str:
         "private key is one of that App's keys (compare the fingerprint check-config prints "
         "with the App's settings)."
     )
+
+
+def no_token_reason(
+    cause: GithubException | OSError,
+    installation: RepositoryInstallation,
+    *,
+    budget: RequestBudget | None,
+    scrub: Callable[[str], str],
+) -> str:
+    """Why GitHub gave the App no installation token (`cause`: its answer to the mint or the
+    installation's lookup, or the network's failure), and what to do, in words; `scrub`
+    masks the credentials in GitHub's own words."""
+    repository = installation.repository
+    if isinstance(cause, OSError):
+        return f"GitHub could not be reached ({network_failure(cause)}); try again."
+    if cause.status == 401:
+        return (
+            f"GitHub rejected the App's credentials (401 {scrub(message(cause))}): "
+            f"{app_credentials_fix(installation)}"
+        )
+    if cause.status == 404 and installation.configured_id is not None:
+        return (
+            f"GitHub has no installation {installation.configured_id} of the App (404): "
+            f"set GITHUB_APP_INSTALLATION_ID to the App's installation on {repository}, or "
+            "unset it to have the bot find it."
+        )
+    if cause.status == 404:  # no installation on the owner's account (one per account)
+        return (
+            f"the App is not installed on {repository} (404): install it on "
+            f"{repository.split('/')[0]} with this repository (the App's page → Install App); "
+            "the bot finds the installation on its next call."
+        )
+    if rate_limited(cause):
+        return f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, budget)}"
+    if cause.status >= 500:
+        return f"GitHub answered {cause.status} ({scrub(message(cause))}); try again."
+    return f"GitHub refused it ({cause.status}: {scrub(message(cause))})."
 
 
 def never_sent(exc: OSError) -> bool:

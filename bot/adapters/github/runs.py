@@ -102,6 +102,28 @@ class WorkflowRuns:
 
         return await self._github.call(f"read run {run_id}", read, run_id=run_id, kind="link")
 
+    async def run_gone(self, run_id: int) -> bool:
+        """After GitHub answered 404 for the run: whether the run is not there (deleted).
+        GitHub answers 404 alike for any path of a repository the credentials lost access to
+        (an App's installation no longer given it, a token's access withdrawn): only the
+        repository's own answer tells them apart (a conditional GET: 304 costs no rate limit).
+        When it reads, the run is read once more: access given back between the first 404 and
+        the repository's read must not make a run out of reach look deleted."""
+        github = self._github
+        try:
+            answer = await github.call(
+                f"read the repository {github.repository}",
+                lambda: github.get_conditional(f"/repos/{github.repository}"),
+            )
+        except GitHubError:
+            return False
+        learn_repository_id(github, answer)
+        try:
+            await self.linkable_run(run_id)
+        except GitHubError as again:
+            return again.status == 404
+        return False
+
     def _run_jobs(self, run_id: int) -> list[Job]:
         """Every job of the run's latest attempt, each page a conditional GET."""
         path = f"{self._github.runs_path(run_id)}/jobs"

@@ -31,7 +31,13 @@ from github import Auth, Github, GithubException
 from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
 
-from bot.adapters.github.app_auth import APP_HINTS, InstallationTokenError, RepositoryInstallation
+from bot.adapters.github.app_auth import (
+    APP_HINTS,
+    InstallationTokenError,
+    RepositoryInstallation,
+    TokenRefused,
+    renewing,
+)
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
@@ -41,6 +47,7 @@ from bot.adapters.github.refusals import (
     message,
     network_failure,
     never_sent,
+    no_token_reason,
     rate_limited,
     rate_wait,
     reset_hint,
@@ -49,6 +56,7 @@ from bot.adapters.github.refusals import (
 from bot.adapters.github.retry import read_retry
 from bot.adapters.github.workers import GitHubWorkers
 from bot.domain.errors import GitHubError, GitHubRateLimited
+from bot.domain.service import DEFAULT_SERVICE
 from bot.domain.text import TOKEN_SHAPE
 from bot.github_credentials import GitHubApp
 from bot.services.polling import is_polling
@@ -73,6 +81,7 @@ class GitHubTransport:
         token: str | None = None,
         app: GitHubApp | None = None,
         repository: str,
+        service: str = DEFAULT_SERVICE,
         workers: GitHubWorkers | None = None,
         max_workers: int = 4,
         actor: str | None = None,
@@ -89,6 +98,8 @@ class GitHubTransport:
             raise ValueError("give a token or a GitHub App")
         self._token = token or ""
         self.repository = repository
+        self.service = service
+        """The service whose repository this is: its calls are counted under its name."""
         self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
@@ -146,13 +157,16 @@ class GitHubTransport:
     async def run(self, fn: Callable[[], T], *, endpoint: str, operation: str) -> T:
         """`fn` in the pool, its exceptions as they are (for writes, which look them over),
         except that no installation token (App mode) is a GitHubError: `fn` sent nothing.
-        Each call is counted by `endpoint` (the area of GitHub's API) and how it ended; a call
-        that got no installation token is counted as the token's request (`app_token`) with
-        GitHub's answer to it (401: the App's credentials refused, 404: not installed).
+        Each call is counted by the service, `endpoint` (the area of GitHub's API) and how it
+        ended; a call that got no installation token is counted as the token's request
+        (`app_token`) with GitHub's answer to it (401: the App's credentials refused, 404: not
+        installed). In App mode a 401 to the installation token is a `TokenRefused`.
         While a secondary rate limit holds the credentials back, nothing is sent: the call is
         refused at once (GitHubRateLimited, with the wait), never slept on."""
         if (held := held_back(self.budget, operation)) is not None:
             raise held
+        if self.installation is not None and endpoint != "app":  # the App's own go with its JWT
+            fn = renewing(fn, self.installation)
         try:
             if is_polling():
                 async with self._workers.polls:
@@ -179,7 +193,7 @@ class GitHubTransport:
             status = "rate_limited" if rate_limited(failure) else str(failure.status)
         if self.budget is not None and not isinstance(failure, OSError):
             secondary_seen(self.budget, failure)
-        self._telemetry.github_request(endpoint=endpoint, status=status)
+        self._telemetry.github_request(service=self.service, endpoint=endpoint, status=status)
         rate_limit_seen(self.client.requester, self.budget, self._telemetry)
 
     async def call(
@@ -277,15 +291,17 @@ class GitHubTransport:
                 f"GitHub rejected the App's credentials (401 {text}) when asked to "
                 f"{operation}: {app_credentials_fix(installation)}"
             )
-        elif status == 401 and (installation := self.installation) is not None:
+        elif isinstance(exc, TokenRefused):
             # The App's JWT was good (it got the token): GitHub refuses the token itself.
-            installation.refused()
-            text = (
-                f"GitHub refused the App's installation token (401 {text}) when asked to "
-                f"{operation}: it was revoked, or it expired by GitHub's clock (check this "
-                "machine's clock, NTP); the bot gets a new token for its next call."
-            )
-        elif status == 401:
+            text = f"GitHub refused the App's installation token (401 {text}) when asked to "
+            if exc.renewal is None:
+                text += (
+                    f"{operation}: it was revoked, or it expired by GitHub's clock (check this "
+                    "machine's clock, NTP); the bot has a new token for its next call."
+                )
+            else:
+                text += f"{operation}, and gave no new one: {self._why_no_token(exc.renewal)}"
+        elif status == 401 and self.installation is None:
             text = (
                 f"GitHub rejected the token (401 {text}) when asked to {operation}: "
                 "check GITHUB_TOKEN."
@@ -306,46 +322,24 @@ class GitHubTransport:
         _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
         if rate_limited(exc):
             return GitHubRateLimited(text, retry_after=rate_wait(exc, self.budget))
-        return GitHubError(text)
+        return GitHubError(text, status=status)
 
     def no_token(self, operation: str, exc: InstallationTokenError) -> GitHubError:
         """GitHub gave the App no installation token, so nothing was sent to `operation`."""
-        installation = self.installation
-        assert installation is not None
-        cause = exc.cause
-        if isinstance(cause, OSError):
-            why = f"GitHub could not be reached ({network_failure(cause)}); try again."
-        elif cause.status == 401:
-            why = (
-                f"GitHub rejected the App's credentials (401 {self.scrub(message(cause))}): "
-                f"{app_credentials_fix(installation)}"
-            )
-        elif cause.status == 404 and installation.configured_id is not None:
-            why = (
-                f"GitHub has no installation {installation.configured_id} of the App (404): "
-                "set GITHUB_APP_INSTALLATION_ID to the App's installation on "
-                f"{self.repository}, or unset it to have the bot find it."
-            )
-        elif cause.status == 404:  # no installation on the owner's account (one per account)
-            why = (
-                f"the App is not installed on {self.repository} (404): install it on "
-                f"{self.repository.split('/')[0]} with this repository (the App's page → Install "
-                "App); the bot finds the installation on its next call."
-            )
-        elif rate_limited(cause):
-            why = f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, self.budget)}"
-        elif cause.status >= 500:
-            why = f"GitHub answered {cause.status} ({self.scrub(message(cause))}); try again."
-        else:
-            why = f"GitHub refused it ({cause.status}: {self.scrub(message(cause))})."
         text = (
             f"Could not get an installation token for the GitHub App, so nothing was sent to "
-            f"{operation}: {why}"
+            f"{operation}: {self._why_no_token(exc)}"
         )
         _log.warning("GitHub: %s", text)
+        cause = exc.cause
         if isinstance(cause, GithubException) and rate_limited(cause):
             return GitHubRateLimited(text, retry_after=rate_wait(cause, self.budget))
         return GitHubError(text)
+
+    def _why_no_token(self, exc: InstallationTokenError) -> str:
+        installation = self.installation
+        assert installation is not None
+        return no_token_reason(exc.cause, installation, budget=self.budget, scrub=self.scrub)
 
     def unreachable(
         self, operation: str, exc: OSError, *, run_id: int | None = None
