@@ -58,10 +58,14 @@ click Extend, to kill a ring), and an hour-long window only moves with `pass_tim
 LOOK_AGAIN = 0.2
 """Seconds a wait looks again at most after its last look when Slack recorded nothing."""
 
-CHARTS = ChartWorker()
+CHARTS = ChartWorker(niceness=0)
 """The chart worker every in-process bot of this process shares: a test session spawns one
 (each imports matplotlib, about a second) instead of one per test. The session ends it
-(tests/conftest.py); in `rollout-bot demo`, the process's exit does."""
+(tests/conftest.py); in `rollout-bot demo`, the process's exit does. It draws at the
+sandbox's own priority: the sandbox's bots share the machine with their simulators and with
+the test session's other workers, all of them the bot's own work here, and at the lower
+priority a busy test run starved it past `DRAW_TIMEOUT_S` (a load of 15 on two cores). The
+lower priority is tested on a worker of its own (tests/test_chart_worker.py)."""
 
 GITHUB_TIMEOUT = 5
 """Seconds the sandboxed bot waits for GitHub's answer (generous: a slow answer on a loaded

@@ -98,11 +98,14 @@ class SlackUser:
         """Whether the bot in this process works on a request it acknowledged."""
         return self._runner is not None and self._runner.app[ACKS].work_under_way > 0
 
-    async def command(self, text: str, **place: Unpack[CommandPlace]) -> str:
+    async def command(
+        self, text: str, *, answered_within: float = 30.0, **place: Unpack[CommandPlace]
+    ) -> str:
         """Type `/rollout <text>` (through `replica`, a URL of `start_replica`, or the first
-        bot); returns the ephemeral answer as the user sees it."""
+        bot); returns the ephemeral answer as the user sees it, which comes within
+        `answered_within` seconds."""
         url = await self.send_command(text, **place)
-        (post,) = await self.slack.wait_for_response(url, timeout=30)
+        (post,) = await self.slack.wait_for_response(url, timeout=answered_within)
         return _shown(post.body)
 
     async def send_command(

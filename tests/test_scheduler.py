@@ -571,6 +571,46 @@ async def test_a_worker_that_fails_leaves_no_other_worker_running_past_stop(
                 task.cancel()
 
 
+class NextDueFailsOnce(TimerStore):
+    """A look for the next due time held up once (a server starved of CPU)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(sessions)
+        self.failed = asyncio.Event()
+
+    async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None:
+        if not self.failed.is_set():
+            self.failed.set()
+            raise OperationalError("SELECT min(due_at)", {}, TimeoutError("statement timeout"))
+        return await super().next_due(kinds=kinds)
+
+
+async def test_a_timer_claimed_as_another_worker_fails_is_given_back(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """One worker's database error ends the pass just as another, done with its timer, claims
+    the next one: that one was never fired, so it is given back at once, for the next pass,
+    not held by this replica until its lease runs out."""
+    timers = NextDueFailsOnce(session_factory)
+    clock = ManualClock(NOW)
+    follower = Follower()
+
+    async def window_end(timer: Timer) -> None:
+        if timer.key == "first":
+            await timers.failed.wait()  # the idle worker met the error meanwhile
+
+    follower.during_timer = window_end
+    await window(timers, "first")
+    await window(timers, "second")
+    loop = scheduler(session_factory, follower, clock, timers=timers, workers=2)
+
+    with pytest.raises(OperationalError):
+        await loop.fire_due()
+    assert await loop.fire_due() == 1
+
+    assert [timer.key for timer in follower.fired] == ["first", "second"]
+
+
 async def test_readiness_reports_each_reason_and_draining_stops_the_scheduler() -> None:
     clock = ManualClock(NOW)
     state: dict[str, object] = {"db": True, "schema": None, "tick": None}

@@ -185,11 +185,8 @@ class Scheduler:
             except Exception as error:
                 # The database or GitHub is away: the timers wait in the database, so
                 # nothing is lost; try again after a pause instead of dying.
-                log_failure(
-                    log,
-                    f"scheduler iteration failed ({name}); retrying in {self._retry_after}",
-                    error,
-                )
+                message = f"scheduler iteration failed ({name}); retrying in {self._retry_after}"
+                log_failure(log, message, error)
                 await sleep_until_woken(self._loop.stopping, self._retry_after.total_seconds())
 
     async def _timers_turn(self) -> None:
@@ -245,7 +242,8 @@ class Scheduler:
     async def _fire_in_turn(self, firing: _Firing, timer: Timer | None) -> None:
         """One worker: fire `timer`, claim the next due and fire it, and so on; with none
         due, wait while another worker holds one (for a timer scheduled here, the next due
-        time, or another worker's end: it may have scheduled the next window)."""
+        time, or another worker's end: it may have scheduled the next window). One claimed as
+        the pass ends (another worker failed, or a stop) is given back unfired, for the next."""
         try:
             while not self._loop.stopping.is_set() and not firing.failed:
                 if timer is not None:
@@ -260,6 +258,8 @@ class Scheduler:
                 else:
                     await self._wait_for_work(firing)
                 timer = await self._claim()
+            if timer is not None:  # claimed as the pass ended: given back, not held a lease
+                await self._timers.release(timer_id=timer.id, owner=self.owner)
         except Exception:
             firing.failed = True
             firing.moved()
