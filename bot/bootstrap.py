@@ -1,8 +1,8 @@
 """The app factory: `create_app(settings)` wires configuration, storage, Slack and GitHub.
 
 Resources open and close in `cleanup_ctx`, in order: the database (migrated beforehand by
-`rollout-bot migrate`), the services (and the chart worker's process, started at the first
-chart), then (in Socket Mode) the Slack connection. Routes:
+`rollout-bot migrate`), the services (and the chart worker's process, started in the
+background with them), then (in Socket Mode) the Slack connection. Routes:
 `POST /slack/events` (not in Socket Mode), `POST /github/webhook`, `GET /healthz`,
 `GET /readyz`, `GET /metrics`.
 
@@ -28,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.adapters.chart_worker import ChartWorker
+from bot.adapters.charts import charts_enabled
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack.bolt_app import bolt_app
 from bot.adapters.slack.calls import CallCounter, PostsOnce
@@ -148,6 +149,8 @@ async def _services(
     posting_http = slack_session(timeout_s=outbox_request_timeout)
     github_workers = GitHubWorkers(GITHUB_WORKERS)
     chart_worker = charts or ChartWorker()
+    if charts_enabled():
+        chart_worker.start()  # ahead of the first chart, so that no chart waits for its start
     scheduler: Scheduler | None = None
     outbox: Outbox | None = None
     wired: list[Wired] = []

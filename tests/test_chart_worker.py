@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
+import logging
 import multiprocessing
 import os
 import pickle
@@ -28,7 +30,7 @@ from pathlib import Path
 import pytest
 from test_charts import CHART, NOW
 
-from bot.adapters.chart_worker import NICENESS, ChartFailed, ChartWorker
+from bot.adapters.chart_worker import DRAW_TIMEOUT_S, NICENESS, ChartFailed, ChartWorker
 from bot.adapters.charts import (
     PNG_SIGNATURE,
     Band,
@@ -65,6 +67,79 @@ async def test_the_bots_worker_runs_at_a_lower_priority() -> None:
         assert await charts.run(os.nice, 0) == min(os.nice(0) + NICENESS, 19)
     finally:
         await charts.close()
+
+
+async def test_a_charts_time_limit_counts_its_drawing_not_the_workers_start() -> None:
+    # A start longer than the limit (on a loaded machine, at the lower priority, the spawn
+    # and the imports took longer than DRAW_TIMEOUT_S): the chart is drawn all the same.
+    slow = functools.partial(time.sleep, 1.0)
+    charts = ChartWorker(niceness=0, draw_timeout=0.5, warm_up=slow)
+    try:
+        assert await charts.run(os.getpid) != os.getpid()
+    finally:
+        await charts.close()
+
+
+async def test_the_worker_imports_matplotlib_as_it_starts_before_the_first_chart() -> None:
+    charts = ChartWorker(niceness=0)
+    try:
+        assert await charts.run(holds, "matplotlib.backends.backend_agg")
+    finally:
+        await charts.close()
+
+
+def holds(module: str) -> bool:
+    """Whether the process has imported `module`."""
+    return module in sys.modules
+
+
+async def test_a_start_that_hangs_is_said_once_and_the_charts_meanwhile_fail_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hangs = functools.partial(time.sleep, 3600)
+    charts = ChartWorker(niceness=0, start_timeout=0.5, retry_start=3600, warm_up=hangs)
+    before = set(multiprocessing.active_children())
+    try:
+        charts.start()  # as the app starts
+        (worker,) = set(multiprocessing.active_children()) - before
+        with pytest.raises(ChartFailed, match=r"did not start within 0\.5s"):
+            await charts.run(os.getpid)  # asked while it starts: waits for the start's bound
+        started = time.monotonic()
+        for _ in range(3):
+            with pytest.raises(ChartFailed, match=r"did not start within 0\.5s; the first chart"):
+                await charts.run(os.getpid)
+        assert time.monotonic() - started < 0.5  # not a time limit each
+        (said,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "the chart worker did not start within 0.5s" in said.getMessage()
+        worker.join(timeout=10)  # killed
+        assert worker.exitcode == -signal.SIGKILL
+        assert set(multiprocessing.active_children()) == before  # no start again yet
+    finally:
+        await charts.close()
+
+
+async def test_a_start_that_failed_is_tried_again_by_a_chart_later(tmp_path: Path) -> None:
+    dying = tmp_path / "dying"
+    dying.touch()
+    charts = ChartWorker(
+        niceness=0, retry_start=1.0, warm_up=functools.partial(die_while_there, dying)
+    )
+    try:
+        with pytest.raises(ChartFailed, match="died while starting"):
+            await charts.run(os.getpid)
+        dying.unlink()
+        with pytest.raises(ChartFailed, match=r"the first chart [01]s from now starts it again"):
+            await charts.run(os.getpid)
+        await asyncio.sleep(1.0)
+        assert await charts.run(os.getpid) != os.getpid()
+    finally:
+        await charts.close()
+
+
+def die_while_there(path: Path) -> None:
+    """A worker's warm-up that ends its process while `path` exists."""
+    if path.exists():
+        os._exit(1)
 
 
 async def test_a_killed_worker_is_replaced_at_the_next_chart(chart_worker: ChartWorker) -> None:
