@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from test_charts import CHART, NOW
 
-from bot.adapters.chart_worker import DRAW_TIMEOUT_S, NICENESS, ChartFailed, ChartWorker
+from bot.adapters.chart_worker import NICENESS, ChartFailed, ChartWorker
 from bot.adapters.charts import (
     PNG_SIGNATURE,
     Band,

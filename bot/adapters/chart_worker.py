@@ -176,9 +176,9 @@ class ChartWorker:
             if failed is None:  # closed meanwhile
                 raise ChartFailed("the chart worker was closed (the bot is shutting down)")
             why, again_at = failed
+            left = max(again_at - time.monotonic(), 0)
             raise ChartFailed(
-                f"the chart worker {why}; the first chart {max(again_at - time.monotonic(), 0):.0f}s"
-                " from now starts it again"
+                f"the chart worker {why}; the first chart {left:.0f}s from now starts it again"
             )
         await asyncio.wrap_future(ready)
         return pool
