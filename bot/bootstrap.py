@@ -153,6 +153,7 @@ async def _services(
         chart_worker.start()  # ahead of the first chart, so that no chart waits for its start
     scheduler: Scheduler | None = None
     outbox: Outbox | None = None
+    notifier: SlackNotifier | None = None
     wired: list[Wired] = []
     try:
         # The counter comes first: it sees every attempt, the 429s too. A network error is
@@ -172,7 +173,7 @@ async def _services(
         store = RolloutStore(sessions, clock=clock)  # every service's rollouts
         owner = replica_name()
         configured = settings.services()
-        outbox = _outbox(
+        outbox, notifier = _outbox(
             app,
             posting_http,
             sessions,
@@ -258,6 +259,8 @@ async def _services(
         for one in wired:
             await one.close()
         await github_workers.close()
+        if notifier is not None:  # the charts that follow their messages, then their worker
+            await notifier.close(grace=settings.shutdown_grace_seconds)
         if charts is None:  # the app's own
             await chart_worker.close()
         await slack_http.close()
@@ -275,12 +278,13 @@ def _outbox(
     owner: str,
     charts: ChartWorker,
     request_timeout: timedelta,
-) -> Outbox:
-    """The outbox every service posts through. Its posts go through a client that never
-    posts again on its own (after a dropped connection, or a 429's wait while the message's
-    lease runs out): the outbox retries, looking first, and waits out a 429 for the whole
-    channel. `posting_http`'s calls may take `request_timeout`, which must be below the lease
-    (the outbox refuses to be built otherwise)."""
+) -> tuple[Outbox, SlackNotifier]:
+    """The outbox every service posts through, and its notifier (closed apart: the charts
+    that follow their messages). Its posts go through a client that never posts again on its
+    own (after a dropped connection, or a 429's wait while the message's lease runs out): the
+    outbox retries, looking first, and waits out a 429 for the whole channel. `posting_http`'s
+    calls may take `request_timeout`, which must be below the lease (the outbox refuses to be
+    built otherwise)."""
     settings = app[SETTINGS]
     posting = AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
@@ -288,21 +292,21 @@ def _outbox(
         session=posting_http,
         retry_handlers=[CallCounter(app[TELEMETRY])],
     )
-    return Outbox(
+    notifier = SlackNotifier(
+        posting, approvers={service.name: service.approvers for service in services}, charts=charts
+    )
+    outbox = Outbox(
         store=OutboxStore(sessions),
         rollouts=RolloutStore(sessions, clock=clock),
         audit=AuditLog(sessions),
-        notifier=SlackNotifier(
-            posting,
-            approvers={service.name: service.approvers for service in services},
-            charts=charts,
-        ),
+        notifier=notifier,
         clock=clock,
         owner=owner,
         request_timeout=request_timeout,
         lease=timedelta(seconds=settings.lease_seconds),
         telemetry=app[TELEMETRY],
     )
+    return outbox, notifier
 
 
 def _sweeps(directory: ServiceDirectory, rules: ProtectionRuleStore) -> Sweep | None:
