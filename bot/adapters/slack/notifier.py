@@ -323,20 +323,9 @@ class SlackNotifier:
     def _follow(self, what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]) -> None:
         """Draw and share a message's charts after it, in the background: the outbox goes on
         with the next message (and the caller to its answer) without waiting for a drawing."""
-        task = asyncio.create_task(self._shared(what, rollout, upload))
+        task = asyncio.create_task(_shared(what, rollout, upload))
         self._following.add(task)
         task.add_done_callback(self._following.discard)
-
-    async def _shared(self, what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]) -> None:
-        try:
-            await uploaded(upload)
-        except DeliveryFailed as failure:
-            # The message is in the thread; the charts only illustrate it, and sending it
-            # again for them would say it twice.
-            log.warning("could not upload the %s of %s: %s", what, rollout.id, failure.reason)
-        except Exception:
-            # Nothing awaits this task to raise to: said here, with its traceback.
-            log.exception("the %s of %s were not shared", what, rollout.id)
 
     async def _upload_timeline(self, rollout: Rollout, chart: TimelineChart) -> None:
         (image,) = await self._drawn(render_timeline_png, [chart])
@@ -374,6 +363,19 @@ class SlackNotifier:
             return await asyncio.gather(*(self._charts.run(draw, chart) for chart in charts))
         except ChartFailed as failure:
             raise DeliveryFailed(f"chart not drawn: {failure}", permanent=True) from None
+
+
+async def _shared(what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]) -> None:
+    """Share a message's charts; ones not shared are logged, not retried."""
+    try:
+        await uploaded(upload)
+    except DeliveryFailed as failure:
+        # The message is in the thread; the charts only illustrate it, and sending it
+        # again for them would say it twice.
+        log.warning("could not upload the %s of %s: %s", what, rollout.id, failure.reason)
+    except Exception:
+        # Nothing awaits this task to raise to: said here, with its traceback.
+        log.exception("the %s of %s were not shared", what, rollout.id)
 
 
 def _marker(event_type: str, **payload: str | int) -> dict[str, Any]:
