@@ -1,8 +1,11 @@
 """The chart worker: charts drawn in a process of their own at a lower CPU priority, never in
 the bot's (which does not even import matplotlib); a drawing that raises, or a worker that
 dies, fails that chart alone, and the next chart gets a worker again; so does a drawing that
-hangs (its worker is killed; the charts queued behind it are drawn on the next worker). A
-worker closed with its app starts no process again, and closing ends a hung drawing.
+hangs (its worker is killed; the charts queued behind it are drawn on the next worker). The
+worker imports matplotlib as it starts, and a chart's time limit does not count the start; a
+start that hangs or dies is logged once, the charts meanwhile fail at once, and a chart starts
+a worker again later. A worker closed with its app starts no process again, and closing ends a
+hung drawing.
 
 The tests share the session's worker (`chart_worker`, tests/conftest.py): each fresh one
 imports matplotlib, about a second. It draws at the session's own priority
@@ -187,8 +190,9 @@ async def test_charts_queued_behind_a_hung_one_are_drawn_on_the_new_worker() -> 
     # Another channel's gate card asks for its charts while one hangs: killing the hung
     # worker must not fail them as if their caller had been cancelled (a CancelledError would
     # end the outbox loop that awaits them).
-    # The queued charts' second try includes a new worker's start: 3 s leaves room for it on
-    # a loaded machine (a second of it was too little with a load of ten on two cores).
+    # The queued charts' second try waits for a new worker's start, which their time limit
+    # does not count; 3 s leaves room for their drawing at the lower priority on a loaded
+    # machine.
     charts = ChartWorker(draw_timeout=3.0)
     try:
         await charts.run(os.getpid)  # the worker is up
