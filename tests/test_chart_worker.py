@@ -274,6 +274,6 @@ def running(pid: int) -> bool:
     """Whether process `pid` exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: reaped while it was read
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
