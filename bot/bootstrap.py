@@ -1,8 +1,8 @@
 """The app factory: `create_app(settings)` wires configuration, storage, Slack and GitHub.
 
 Resources open and close in `cleanup_ctx`, in order: the database (migrated beforehand by
-`rollout-bot migrate`), the services (and the chart worker's process, started at the first
-chart), then (in Socket Mode) the Slack connection. Routes:
+`rollout-bot migrate`), the services (and the chart worker's process, started in the
+background with them), then (in Socket Mode) the Slack connection. Routes:
 `POST /slack/events` (not in Socket Mode), `POST /github/webhook`, `GET /healthz`,
 `GET /readyz`, `GET /metrics`.
 
@@ -28,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.adapters.chart_worker import ChartWorker
+from bot.adapters.charts import charts_enabled
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack.bolt_app import bolt_app
 from bot.adapters.slack.calls import CallCounter, PostsOnce
@@ -148,8 +149,11 @@ async def _services(
     posting_http = slack_session(timeout_s=outbox_request_timeout)
     github_workers = GitHubWorkers(GITHUB_WORKERS)
     chart_worker = charts or ChartWorker()
+    if charts_enabled():
+        chart_worker.start()  # ahead of the first chart, so that no chart waits for its start
     scheduler: Scheduler | None = None
     outbox: Outbox | None = None
+    notifier: SlackNotifier | None = None
     wired: list[Wired] = []
     try:
         # The counter comes first: it sees every attempt, the 429s too. A network error is
@@ -169,7 +173,7 @@ async def _services(
         store = RolloutStore(sessions, clock=clock)  # every service's rollouts
         owner = replica_name()
         configured = settings.services()
-        outbox = _outbox(
+        outbox, notifier = _outbox(
             app,
             posting_http,
             sessions,
@@ -255,6 +259,8 @@ async def _services(
         for one in wired:
             await one.close()
         await github_workers.close()
+        if notifier is not None:  # the charts that follow their messages, then their worker
+            await notifier.close(grace=settings.shutdown_grace_seconds)
         if charts is None:  # the app's own
             await chart_worker.close()
         await slack_http.close()
@@ -272,12 +278,13 @@ def _outbox(
     owner: str,
     charts: ChartWorker,
     request_timeout: timedelta,
-) -> Outbox:
-    """The outbox every service posts through. Its posts go through a client that never
-    posts again on its own (after a dropped connection, or a 429's wait while the message's
-    lease runs out): the outbox retries, looking first, and waits out a 429 for the whole
-    channel. `posting_http`'s calls may take `request_timeout`, which must be below the lease
-    (the outbox refuses to be built otherwise)."""
+) -> tuple[Outbox, SlackNotifier]:
+    """The outbox every service posts through, and its notifier (closed apart: the charts
+    that follow their messages). Its posts go through a client that never posts again on its
+    own (after a dropped connection, or a 429's wait while the message's lease runs out): the
+    outbox retries, looking first, and waits out a 429 for the whole channel. `posting_http`'s
+    calls may take `request_timeout`, which must be below the lease (the outbox refuses to be
+    built otherwise)."""
     settings = app[SETTINGS]
     posting = AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
@@ -285,21 +292,21 @@ def _outbox(
         session=posting_http,
         retry_handlers=[CallCounter(app[TELEMETRY])],
     )
-    return Outbox(
+    notifier = SlackNotifier(
+        posting, approvers={service.name: service.approvers for service in services}, charts=charts
+    )
+    outbox = Outbox(
         store=OutboxStore(sessions),
         rollouts=RolloutStore(sessions, clock=clock),
         audit=AuditLog(sessions),
-        notifier=SlackNotifier(
-            posting,
-            approvers={service.name: service.approvers for service in services},
-            charts=charts,
-        ),
+        notifier=notifier,
         clock=clock,
         owner=owner,
         request_timeout=request_timeout,
         lease=timedelta(seconds=settings.lease_seconds),
         telemetry=app[TELEMETRY],
     )
+    return outbox, notifier
 
 
 def _sweeps(directory: ServiceDirectory, rules: ProtectionRuleStore) -> Sweep | None:

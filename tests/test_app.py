@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import multiprocessing
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+from test_chart_worker import running
 
 from bot.adapters.slack.bolt_app import bolt_app
 from bot.bootstrap import create_app
@@ -39,6 +41,7 @@ from sandbox.config import (
     SLACK_SIGNING_SECRET,
     bot_environment,
 )
+from sandbox.harness import CHARTS
 from sandbox.signing import (
     event_callback_body,
     github_signature_headers,
@@ -74,8 +77,20 @@ def settings(
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
-    async with TestClient(TestServer(create_app(settings))) as test_client:
+    """The app, on the session's chart worker (an app's own starts a process as it starts)."""
+    async with TestClient(TestServer(create_app(settings, charts=CHARTS))) as test_client:
         yield test_client
+
+
+async def test_the_app_starts_its_chart_worker_as_it_starts_and_ends_it_as_it_closes(
+    settings: Settings,
+) -> None:
+    before = set(multiprocessing.active_children())
+    async with TestClient(TestServer(create_app(settings))):
+        # Spawned with the app, before any chart: no chart waits for its start.
+        (worker,) = set(multiprocessing.active_children()) - before
+    while running(worker.pid):  # noqa: ASYNC110 - ended (killed while it starts)
+        await asyncio.sleep(0.01)
 
 
 async def post_command(

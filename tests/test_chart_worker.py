@@ -1,8 +1,11 @@
 """The chart worker: charts drawn in a process of their own at a lower CPU priority, never in
 the bot's (which does not even import matplotlib); a drawing that raises, or a worker that
 dies, fails that chart alone, and the next chart gets a worker again; so does a drawing that
-hangs (its worker is killed; the charts queued behind it are drawn on the next worker). A
-worker closed with its app starts no process again, and closing ends a hung drawing.
+hangs (its worker is killed; the charts queued behind it are drawn on the next worker). The
+worker imports matplotlib as it starts, and a chart's time limit does not count the start; a
+start that hangs or dies is logged once, the charts meanwhile fail at once, and a chart starts
+a worker again later. A worker closed with its app starts no process again, and closing ends a
+hung drawing.
 
 The tests share the session's worker (`chart_worker`, tests/conftest.py): each fresh one
 imports matplotlib, about a second. It draws at the session's own priority
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
+import logging
 import multiprocessing
 import os
 import pickle
@@ -67,6 +72,79 @@ async def test_the_bots_worker_runs_at_a_lower_priority() -> None:
         await charts.close()
 
 
+async def test_a_charts_time_limit_counts_its_drawing_not_the_workers_start() -> None:
+    # A start longer than the limit (on a loaded machine, at the lower priority, the spawn
+    # and the imports took longer than DRAW_TIMEOUT_S): the chart is drawn all the same.
+    slow = functools.partial(time.sleep, 1.0)
+    charts = ChartWorker(niceness=0, draw_timeout=0.5, warm_up=slow)
+    try:
+        assert await charts.run(os.getpid) != os.getpid()
+    finally:
+        await charts.close()
+
+
+async def test_the_worker_imports_matplotlib_as_it_starts_before_the_first_chart() -> None:
+    charts = ChartWorker(niceness=0)
+    try:
+        assert await charts.run(holds, "matplotlib.backends.backend_agg")
+    finally:
+        await charts.close()
+
+
+def holds(module: str) -> bool:
+    """Whether the process has imported `module`."""
+    return module in sys.modules
+
+
+async def test_a_start_that_hangs_is_said_once_and_the_charts_meanwhile_fail_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hangs = functools.partial(time.sleep, 3600)
+    charts = ChartWorker(niceness=0, start_timeout=0.5, retry_start=3600, warm_up=hangs)
+    before = set(multiprocessing.active_children())
+    try:
+        charts.start()  # as the app starts
+        (worker,) = set(multiprocessing.active_children()) - before
+        with pytest.raises(ChartFailed, match=r"did not start within 0\.5s"):
+            await charts.run(os.getpid)  # asked while it starts: waits for the start's bound
+        started = time.monotonic()
+        for _ in range(3):
+            with pytest.raises(ChartFailed, match=r"did not start within 0\.5s; the first chart"):
+                await charts.run(os.getpid)
+        assert time.monotonic() - started < 0.5  # not a time limit each
+        (said,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "the chart worker did not start within 0.5s" in said.getMessage()
+        while running(worker.pid):  # noqa: ASYNC110 - killed (SIGKILL), then reaped by the pool
+            await asyncio.sleep(0.01)
+        assert set(multiprocessing.active_children()) - before <= {worker}  # no start again yet
+    finally:
+        await charts.close()
+
+
+async def test_a_start_that_failed_is_tried_again_by_a_chart_later(tmp_path: Path) -> None:
+    dying = tmp_path / "dying"
+    dying.touch()
+    charts = ChartWorker(
+        niceness=0, retry_start=1.0, warm_up=functools.partial(die_while_there, dying)
+    )
+    try:
+        with pytest.raises(ChartFailed, match="died while starting"):
+            await charts.run(os.getpid)
+        dying.unlink()
+        with pytest.raises(ChartFailed, match=r"the first chart [01]s from now starts it again"):
+            await charts.run(os.getpid)
+        await asyncio.sleep(1.0)
+        assert await charts.run(os.getpid) != os.getpid()
+    finally:
+        await charts.close()
+
+
+def die_while_there(path: Path) -> None:
+    """A worker's warm-up that ends its process while `path` exists."""
+    if path.exists():
+        os._exit(1)
+
+
 async def test_a_killed_worker_is_replaced_at_the_next_chart(chart_worker: ChartWorker) -> None:
     killed = await chart_worker.run(os.getpid)
     os.kill(killed, signal.SIGKILL)
@@ -112,8 +190,9 @@ async def test_charts_queued_behind_a_hung_one_are_drawn_on_the_new_worker() -> 
     # Another channel's gate card asks for its charts while one hangs: killing the hung
     # worker must not fail them as if their caller had been cancelled (a CancelledError would
     # end the outbox loop that awaits them).
-    # The queued charts' second try includes a new worker's start: 3 s leaves room for it on
-    # a loaded machine (a second of it was too little with a load of ten on two cores).
+    # The queued charts' second try waits for a new worker's start, which their time limit
+    # does not count; 3 s leaves room for their drawing at the lower priority on a loaded
+    # machine.
     charts = ChartWorker(draw_timeout=3.0)
     try:
         await charts.run(os.getpid)  # the worker is up
@@ -195,6 +274,6 @@ def running(pid: int) -> bool:
     """Whether process `pid` exists and is not a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: reaped while it was read
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -3,6 +3,7 @@ to the thread through the real Slack client and the Slack test server."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -232,7 +233,16 @@ async def slack() -> AsyncIterator[SlackTestServer]:
 
 
 async def post_gate_card(slack: SlackTestServer, verdict: GateVerdict, charts: ChartWorker) -> None:
-    """The notifier posts `verdict`'s card, read live, in the thread of an observed rollout."""
+    """The notifier posts `verdict`'s card, read live, in the thread of an observed rollout,
+    and its charts follow."""
+    notifier = await gate_card_posted(slack, verdict, charts)
+    await notifier.close(grace=30)
+
+
+async def gate_card_posted(
+    slack: SlackTestServer, verdict: GateVerdict, charts: ChartWorker
+) -> SlackNotifier:
+    """The notifier that posted `verdict`'s card (its charts maybe still on their way)."""
     client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
     notifier = SlackNotifier(client, approvers={}, charts=charts)
     rollout = await observed_rollout(notifier)
@@ -245,6 +255,7 @@ async def post_gate_card(slack: SlackTestServer, verdict: GateVerdict, charts: C
         reading=live_reading(verdict),
         key=1,
     )
+    return notifier
 
 
 async def observed_rollout(notifier: SlackNotifier) -> Rollout:
@@ -274,6 +285,38 @@ async def test_the_card_and_a_png_per_metric_go_to_the_thread(
         assert upload.completed and upload.data is not None
         assert upload.data.startswith(PNG_SIGNATURE) and len(upload.data) > 5000
     assert "5% canary gate" in charts.text
+
+
+async def test_the_card_is_delivered_before_its_charts_are_drawn(
+    slack: SlackTestServer, chart_worker: ChartWorker
+) -> None:
+    # What delivered the card (the outbox's flush, and the person's answer after it) goes on
+    # while the charts are drawn; they follow in the thread.
+    drawing = DrawsWhenLet(chart_worker)
+    async with asyncio.timeout(10):
+        notifier = await gate_card_posted(slack, relay("0.0301", sample=4512), drawing)
+    (parent,) = slack.messages(CHANNEL)
+    (card,) = parent.replies
+    assert card.rendered.startswith(":red_circle: *5% canary gate: ROLLBACK*")
+    assert slack.calls_to("files.getUploadURLExternal") == []
+    drawing.let.set()
+    await notifier.close(grace=30)
+    (parent,) = slack.messages(CHANNEL)
+    card, charts = parent.replies
+    assert {f["name"] for f in charts.files} == {"error-rate.png", "crash-rate.png"}
+
+
+class DrawsWhenLet(ChartWorker):
+    """A chart worker whose charts wait until the test `let`s them draw (on `worker`)."""
+
+    def __init__(self, worker: ChartWorker) -> None:
+        super().__init__()
+        self.let = asyncio.Event()
+        self._worker = worker
+
+    async def run(self, draw: Callable[..., R], *args: object) -> R:
+        await self.let.wait()
+        return await self._worker.run(draw, *args)
 
 
 async def test_without_matplotlib_the_card_says_charts_are_off(

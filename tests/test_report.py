@@ -16,7 +16,6 @@ from figures import passing_sandbox, running_sandbox
 from sandbox_views import dispatched
 from sqlalchemy import func, select
 
-from bot.adapters.chart_worker import DRAW_TIMEOUT_S
 from bot.adapters.charts import PNG_SIGNATURE
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from bot.services.outbox_messages import SUMMARY
@@ -29,11 +28,11 @@ pytestmark = pytest.mark.story
 
 REPORT = "*Report of `v1.4.2`*"
 
-DELIVERED_WITHIN = 30 + DRAW_TIMEOUT_S
+DELIVERED_WITHIN = 30
 """Seconds until a `serve` replica has delivered what an ended rollout owes the channel (and
-answered the click that ended it): the summary's timeline is drawn in that replica's own chart
-worker, at the bot's lower priority, which on a loaded machine takes up to its time limit (the
-worker's start included; the upload then fails, logged)."""
+answered the click that ended it). The summary's timeline is not waited for: it is drawn in
+that replica's own chart worker, at the bot's lower priority, and uploaded after the summary,
+in the background."""
 
 
 def summaries(box: Sandbox) -> list[str]:

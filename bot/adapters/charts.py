@@ -148,14 +148,22 @@ def render_png(chart: MetricChart) -> bytes:
     return _png(figure)
 
 
-def _canvas(size: tuple[float, float]) -> tuple[Any, Any]:
-    """A new figure on its own Agg canvas (no pyplot state), and `matplotlib.dates`."""
+def plotting() -> tuple[Any, Any, Any]:
+    """matplotlib's modules the charts draw with (`dates`, `figure`, the Agg backend),
+    imported: the chart worker imports them as it starts, before its first chart."""
     try:
-        dates = importlib.import_module("matplotlib.dates")
-        figure_module = importlib.import_module("matplotlib.figure")
-        agg = importlib.import_module("matplotlib.backends.backend_agg")
+        return (
+            importlib.import_module("matplotlib.dates"),
+            importlib.import_module("matplotlib.figure"),
+            importlib.import_module("matplotlib.backends.backend_agg"),
+        )
     except ImportError:
         raise ChartsOff(CHARTS_OFF) from None
+
+
+def _canvas(size: tuple[float, float]) -> tuple[Any, Any]:
+    """A new figure on its own Agg canvas (no pyplot state), and `matplotlib.dates`."""
+    dates, figure_module, agg = plotting()
     figure = figure_module.Figure(figsize=size, dpi=100)
     agg.FigureCanvasAgg(figure)
     return figure, dates

@@ -4,6 +4,11 @@ The outbox (`bot.services.outbox`) calls this adapter to deliver what a state ch
 Slack failure comes out as `DeliveryFailed` (`bot.adapters.slack.delivery` says which are worth
 retrying).
 
+A message's charts (a gate card's, a summary's timeline) follow it: drawn and uploaded in the
+background once it is posted, so neither the rest of the outbox nor a person's answer waits for
+a drawing; `close` waits for those still on their way. A chart not shared is logged, not
+retried (the message it illustrates is in the thread).
+
 Every post carries a marker in its message metadata: the card its rollout's id, a thread line
 (or a failure elsewhere) its outbox message's id. A retry whose earlier attempt may have reached
 Slack looks for the marker (`conversations.history` / `conversations.replies` with
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,6 +86,17 @@ class SlackNotifier:
         """Each service's approvers, mentioned when a window ends waiting for figures."""
         self._named = len(approvers) > 1
         """Whether a card names its service (the bot releases several)."""
+        self._following: set[asyncio.Task[None]] = set()
+        """Charts on their way after the message they illustrate (`_follow`)."""
+
+    async def close(self, *, grace: float) -> None:
+        """Wait `grace` seconds at most for the charts on their way, then stop them."""
+        if not self._following:
+            return
+        _, late = await asyncio.wait(self._following, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
         """Post the card, or update it; a card someone deleted is posted again (a new ts)."""
@@ -288,12 +304,7 @@ class SlackNotifier:
             )
         )
         if charts and enabled:
-            try:
-                await uploaded(self._upload_charts(rollout, charts, label))
-            except DeliveryFailed as failure:
-                # The verdict and its figures are in the thread; the charts only illustrate
-                # them, and sending the card again for them would say the verdict twice.
-                log.warning("could not upload the charts of %s: %s", rollout.id, failure.reason)
+            self._follow("charts", rollout, self._upload_charts(rollout, charts, label))
 
     async def post_summary(self, rollout: Rollout, summary: RolloutSummary, *, key: int) -> None:
         await delivered(
@@ -305,11 +316,16 @@ class SlackNotifier:
             )
         )
         if charts_enabled():
-            try:
-                await uploaded(self._upload_timeline(rollout, timeline_chart(summary)))
-            except DeliveryFailed as failure:
-                # The summary is in the thread; posting it again for its image would say it twice.
-                log.warning("could not upload the timeline of %s: %s", rollout.id, failure.reason)
+            self._follow(
+                "timeline", rollout, self._upload_timeline(rollout, timeline_chart(summary))
+            )
+
+    def _follow(self, what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]) -> None:
+        """Draw and share a message's charts after it, in the background: the outbox goes on
+        with the next message (and the caller to its answer) without waiting for a drawing."""
+        task = asyncio.create_task(_shared(what, rollout, upload))
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
 
     async def _upload_timeline(self, rollout: Rollout, chart: TimelineChart) -> None:
         (image,) = await self._drawn(render_timeline_png, [chart])
@@ -347,6 +363,19 @@ class SlackNotifier:
             return await asyncio.gather(*(self._charts.run(draw, chart) for chart in charts))
         except ChartFailed as failure:
             raise DeliveryFailed(f"chart not drawn: {failure}", permanent=True) from None
+
+
+async def _shared(what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]) -> None:
+    """Share a message's charts; ones not shared are logged, not retried."""
+    try:
+        await uploaded(upload)
+    except DeliveryFailed as failure:
+        # The message is in the thread; the charts only illustrate it, and sending it
+        # again for them would say it twice.
+        log.warning("could not upload the %s of %s: %s", what, rollout.id, failure.reason)
+    except Exception:
+        # Nothing awaits this task to raise to: said here, with its traceback.
+        log.exception("the %s of %s were not shared", what, rollout.id)
 
 
 def _marker(event_type: str, **payload: str | int) -> dict[str, Any]:
