@@ -28,7 +28,8 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from handlers.app_keys import ACKS, BOLT, SETTINGS, TELEMETRY
+from handlers.app_keys import ACKS, BOLT, REFUSALS, SETTINGS, TELEMETRY
+from handlers.bodies import read_at_most
 from handlers.origin import BODY_DIGEST
 from handlers.payloads import (
     HANDLED_EVENTS,
@@ -39,6 +40,7 @@ from handlers.payloads import (
     UrlVerification,
     ViewSubmission,
 )
+from handlers.refusals import Kind
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +67,19 @@ class Refused(Exception):
 
 
 async def receive(request: web.Request) -> web.Response:
-    body = await _read(request)
+    refusals = request.app[REFUSALS]
+    # The app's limit is the webhook's 25 MB, which an unsigned sender must not make it take in.
+    body = await read_at_most(request, MAX_BODY)
     if body is None:
-        log.warning("Slack request refused: its body is over %d bytes", MAX_BODY)
+        refusals.warning(
+            log, Kind.SLACK_TOO_LARGE, "Slack request refused: its body is over %d bytes", MAX_BODY
+        )
         return web.json_response({"error": "request body too large"}, status=413)
     text = _signed(request, body)
     if text is None:
-        log.warning("Slack request refused: missing, stale or wrong signature")
+        refusals.warning(
+            log, Kind.SLACK_SIGNATURE, "Slack request refused: missing, stale or wrong signature"
+        )
         return web.json_response({"error": "invalid request signature"}, status=401)
     try:
         payload = _validated(text, request.content_type)
@@ -94,19 +102,6 @@ async def receive(request: web.Request) -> web.Response:
     with acks.acknowledging():  # until Bolt answers: the listeners' work waits (`ack_first`)
         answer = await request.app[BOLT].async_dispatch(bolt_request)
     return await to_aiohttp_response(answer)
-
-
-async def _read(request: web.Request) -> bytes | None:
-    """The body, or None when it is over MAX_BODY: then it is not read further (the app's
-    limit is the webhook's 25 MB, which an unsigned sender must not make the bot take in)."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return None
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
-    return bytes(body)
 
 
 def _signed(request: web.Request, body: bytes) -> str | None:
