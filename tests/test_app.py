@@ -207,6 +207,24 @@ async def test_unsigned_or_forged_slack_requests_are_refused(
     assert slack.all_responses == []
 
 
+class _Trickle:
+    """A request body sent one piece, then held back until `release`: what the server answers
+    before the rest comes, it answered without reading the body. `sent` counts the pieces."""
+
+    def __init__(self, body: bytes, *, pieces: int = 2) -> None:
+        size = -(-len(body) // pieces)
+        self._pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        self.sent = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            if self.sent:
+                await self.release.wait()
+            self.sent += 1
+            yield piece
+
+
 _OVER_A_MEGABYTE = {
     "announced": b"Content-Length: 20000000\r\n\r\ntext=" + b"a" * 1000,
     "chunked": b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (1100 * 1024)
@@ -219,14 +237,18 @@ _OVER_A_MEGABYTE = {
 async def test_a_body_larger_than_slack_sends_is_refused_before_it_is_read(
     client: TestClient[object, object], slack: SlackTestServer, length: str
 ) -> None:
-    """Slack's requests are a few kilobytes. A request that announces more than a megabyte, or
-    sends more in chunks, is answered at once, read no further: an unauthenticated sender
-    cannot make the bot take in the 25 MB the webhook's limit allows (the rest of the body is
-    never sent here, so a bot that waited to read it all would not answer)."""
+    """Slack's requests are a few kilobytes. A request with a signature that announces more
+    than a megabyte, or sends more in chunks, is answered at once, read no further: an
+    unauthenticated sender cannot make the bot take in the 25 MB the webhook's limit allows
+    (the rest of the body is never sent here, so a bot that waited to read it all would not
+    answer). One without a signature is not read at all (the test below)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
         b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\n" + _OVER_A_MEGABYTE[length]
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"X-Slack-Request-Timestamp: %d\r\nX-Slack-Signature: v0=%b\r\n"
+        % (int(time.time()), b"0" * 64)
+        + _OVER_A_MEGABYTE[length]
     )
     await writer.drain()
     try:
@@ -234,6 +256,27 @@ async def test_a_body_larger_than_slack_sends_is_refused_before_it_is_read(
     finally:
         writer.close()
     assert status_line.split()[1] == b"413"
+    assert slack.calls == []
+
+
+@pytest.mark.parametrize("missing", ["X-Slack-Signature", "X-Slack-Request-Timestamp"])
+async def test_a_slack_request_without_a_signature_is_refused_before_its_body_is_read(
+    client: TestClient[object, object], slack: SlackTestServer, missing: str
+) -> None:
+    """Without Slack's signature headers the request is answered 401 while its sender still
+    holds back all but the first piece of the body (before, the bot read up to a megabyte
+    first), and the connection closes."""
+    _, body = command_body(slack, "help " + "x" * 64 * 1024)
+    headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+    del headers[missing]
+    headers["Content-Length"] = str(len(body))
+    trickle = _Trickle(body.encode())
+    async with asyncio.timeout(10):  # the bug: no answer until the whole body came
+        response = await client.post("/slack/events", data=trickle(), headers=headers)
+    assert response.status == 401
+    assert trickle.sent == 1
+    assert response.headers["Connection"] == "close"
+    trickle.release.set()
     assert slack.calls == []
 
 
@@ -287,24 +330,6 @@ async def test_webhook_refuses_forged_or_unsigned_deliveries(
         body = body.replace(b"x", b"y")
     response = await client.post("/github/webhook", data=body, headers=headers)
     assert response.status == 401
-
-
-class _Trickle:
-    """A request body sent one piece, then held back until `release`: what the server answers
-    before the rest comes, it answered without reading the body. `sent` counts the pieces."""
-
-    def __init__(self, body: bytes, *, pieces: int = 2) -> None:
-        size = -(-len(body) // pieces)
-        self._pieces = [body[i : i + size] for i in range(0, len(body), size)]
-        self.sent = 0
-        self.release = asyncio.Event()
-
-    async def __call__(self) -> AsyncIterator[bytes]:
-        for piece in self._pieces:
-            if self.sent:
-                await self.release.wait()
-            self.sent += 1
-            yield piece
 
 
 @pytest.mark.parametrize(
