@@ -88,6 +88,8 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         return app
 
     async def stop(self) -> None:
+        if self._responses_released is not None:  # a held post would hold the server's stop
+            self._responses_released.set()
         for ws in list(self._sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         await super().stop()
@@ -147,7 +149,7 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
 
     def hold_responses(self) -> asyncio.Event:
         """Keep the posts to response_urls from now on waiting, unanswered and not yet posted
-        (Slack slow to take them), until the event returned is set."""
+        (Slack slow to take them), until the event returned is set or the server stops."""
         self._responses_released = asyncio.Event()
         return self._responses_released
 
