@@ -30,6 +30,7 @@ class Kind(StrEnum):
     GITHUB_SIGNATURE = "github_signature"
     GITHUB_TOO_LARGE = "github_too_large"
     OTHER_WORKSPACE = "other_workspace"
+    OTHER_WORKSPACE_UNTOLD = "other_workspace_untold"
     METRICS_SCRAPE = "metrics_scrape"
 
 

@@ -93,10 +93,17 @@ why (a flood of clicks from another workspace keeps no more than this many posts
 
 class Telling:
     """The refusals of clicks, posted to their response_urls after Slack was answered: at most
-    `at_once` at a time, each `within` seconds at most; a post that fails is one line naming
-    the kind of failure (never the response_url, which is the right to post)."""
+    `at_once` at a time, each `within` seconds at most; a post that fails is a line (one a
+    minute, `refusals`) naming the kind of failure, never the response_url (the right to post)."""
 
-    def __init__(self, *, at_once: int = TELLING_AT_ONCE, within: float = TELL_WITHIN_S) -> None:
+    def __init__(
+        self,
+        refusals: RefusalLog,
+        *,
+        at_once: int = TELLING_AT_ONCE,
+        within: float = TELL_WITHIN_S,
+    ) -> None:
+        self._refusals = refusals
         self._at_once = at_once
         self._within = within
         self._posts: set[asyncio.Task[None]] = set()
@@ -125,18 +132,19 @@ class Telling:
                     text=ELSEWHERE, response_type="ephemeral", replace_original=False
                 )
         except (aiohttp.ClientError, TimeoutError) as lost:
-            log.info("the refusal could not be told: %s", type(lost).__name__)
+            self._untold(type(lost).__name__)
             return
         if sent.status_code != 200:
-            log.info(
-                "the refusal could not be told: the response_url answered %s", sent.status_code
-            )
+            self._untold(f"its response_url answered {sent.status_code}")
+
+    def _untold(self, why: str) -> None:
+        self._refusals.warning(log, Kind.OTHER_WORKSPACE_UNTOLD, "a refusal was not told: %s", why)
 
 
 def register(app: AsyncApp, telemetry: Telemetry, refusals: RefusalLog) -> None:
     """Refuse, before any other listener or middleware of the bot, what another workspace
     sends."""
-    telling = Telling()
+    telling = Telling(refusals)
 
     @app.middleware
     async def own_workspace_only(

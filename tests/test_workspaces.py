@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -22,7 +23,9 @@ from test_freeze_sandbox import typed_reason
 from test_services_removed import BILLING, RELAY, override_form
 
 from handlers.ack_first import CONTEXT_KEY, AckFirst
+from handlers.refusals import RefusalLog
 from handlers.workspace import ELSEWHERE, TELLING_AT_ONCE, Telling, Workspace, foreign
+from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.harness_slack import button
@@ -209,10 +212,10 @@ async def test_a_refusal_post_slack_never_answers_ends_within_its_bound(
             client=AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=slack.api_url),
         )
         context[CONTEXT_KEY] = acks
-        Telling(within=0.1).tell(context)
+        Telling(RefusalLog(clock=ManualClock(datetime.now(UTC))), within=0.1).tell(context)
         assert acks.work_under_way == 1  # counted from the click's answer on
         assert await acks.idle(within=10)
-        assert "the refusal could not be told: TimeoutError" in caplog.messages
+        assert "a refusal was not told: TimeoutError" in caplog.messages
         assert url not in caplog.text and url.rsplit("/", 1)[1] not in caplog.text
 
 
