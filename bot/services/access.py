@@ -197,13 +197,16 @@ class Access:
 
 
 def _outcome(error: Exception, words: Words) -> tuple[str, dict[str, Any]]:
-    """The request's result and its detail: a refusal's answer kept as data, no Slack text."""
+    """The request's result and its detail: a known error's answer kept as data (its words
+    and the ids they name, no Slack text); of anything else only its kind."""
+    if not isinstance(error, RolloutError):
+        return "error", {"error": type(error).__name__}
     if isinstance(error, AlreadyDone):
-        return "duplicate", words.recorded(error.message).detail()
-    if isinstance(error, StaleCard):
-        return "stale", words.recorded(error.message).detail()
-    if isinstance(error, NotAuthorized | NotAReleaseChannel):
-        return "refused", words.recorded(error.message).detail()
-    if isinstance(error, RolloutError):
-        return error.code, words.recorded(error.message).detail()
-    return "error", {"error": type(error).__name__}
+        result = "duplicate"
+    elif isinstance(error, StaleCard):
+        result = "stale"
+    elif isinstance(error, NotAuthorized | NotAReleaseChannel):
+        result = "refused"
+    else:
+        result = error.code
+    return result, words.recorded(error.message).detail()
