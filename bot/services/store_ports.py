@@ -166,9 +166,11 @@ class Claims(Protocol):
         stage: str | None = None,
         done: bool = False,
         take_over: bool = True,
+        replacing: Claim | None = None,
     ) -> Claim | None:
         """The claim, or None when someone holds or did it. Not `take_over`: a claim whose
-        lease ran out unrecorded is not taken over either (its request may have acted)."""
+        lease ran out unrecorded is not taken over either (its request may have acted).
+        `replacing`: that lapsed claim alone is taken over, not one that replaced it since."""
         ...
 
     async def complete(self, claim: Claim, *, now: datetime) -> None: ...
