@@ -173,6 +173,32 @@ async def test_a_release_started_after_that_clicks_claim_lapsed_is_not_taken_for
     assert f"/actions/runs/{others}|" not in step_5(message)
 
 
+async def test_a_release_another_walkthrough_follows_is_not_taken_for_that_clicks_run(
+    box: Sandbox,
+) -> None:
+    """Another walkthrough ran Release while that click held its claim: its run, whose id that
+    walkthrough recorded and follows, is not that click's. With no other run, that click
+    started nothing: once the search ended, Release runs for it."""
+    message, claim = await died_after_its_claim(box)
+    assert "walkthrough posted" in await box.command("npm-token")
+    other = next(m for m in box.slack.messages(RELEASE_CHANNEL) if m.ts != message.ts)
+    await box.click(str(NpmAction.RUN_RELEASE), message=other)  # recorded, and followed
+    (theirs,) = box.github.dispatches
+    await box.slack.wait_for(lambda: f"/actions/runs/{theirs.run_id}|" in step_5(other))
+    await box.pass_time(DISPATCH_SEARCH + LEASE)
+
+    answer = await release(box, message)
+
+    assert f"until <!date^{held_until(claim)}^" in answer, answer
+    assert f", besides run {theirs.run_id} that other walkthroughs follow, and the search" in (
+        answer
+    )
+    assert "it did not start, so Release runs now" in answer
+    assert len(box.github.dispatches) == 2
+    ours = box.github.dispatches[1]
+    await box.slack.wait_for(lambda: f"/actions/runs/{ours.run_id}|" in step_5(message))
+
+
 async def test_github_failing_the_search_longer_than_its_retries_dispatches_nothing(
     box: Sandbox,
 ) -> None:

@@ -93,16 +93,12 @@ class ReleaseClaimer:
         start, and this click may run Release (what it is told)."""
         since = self.once.unrecorded(earlier, f"run the {self.npm.workflow} workflow")
         # Its dispatch, if any, was sent while its claim held (the lease is how long a claimed
-        # action may take): a run created later is not its. Nothing else ties a run to the
-        # click: Release declares no inputs (GitHub refuses any it does not declare), so no
-        # input nor `run-name` can carry the claim, and the run id GitHub answered with is what
-        # the bot never recorded.
+        # action may take): a run created later is not its, nor one another walkthrough's looks
+        # follow (its click recorded the run id GitHub answered with). Nothing else ties a run
+        # to the click (the module's docstring says why).
         held = earlier.claimed_at + self.claims.lease
-        window = (
-            f"by the bot started while that click held its claim (until {self.once.when(held)})"
-        )
         try:
-            runs = await self.github.dispatched_runs(
+            listed = await self.github.dispatched_runs(
                 workflow_file=self.npm.workflow,
                 ref=self.npm.ref,
                 dispatched_at=earlier.claimed_at,
@@ -115,6 +111,16 @@ class ReleaseClaimer:
                 f"it started that run ({why}), so Release is not dispatched again yet. Click "
                 "Release again in a minute."
             ) from error
+        theirs = (
+            await self.looks.followed_elsewhere(message, since=earlier.claimed_at) if listed else ()
+        )
+        runs = [run for run in listed if run.run_id not in theirs]
+        others = sorted(run.run_id for run in listed if run.run_id in theirs)
+        window = (
+            f"by the bot started while that click held its claim (until {self.once.when(held)})"
+        )
+        if others:
+            window += f", besides {_runs(others)} that other walkthroughs follow"
         if len(runs) > 1:  # which one is that click's cannot be told: never a guess
             ids = ", ".join(str(run.run_id) for run in runs)
             raise StaleCard(
@@ -130,9 +136,10 @@ class ReleaseClaimer:
             raise ReleaseAlreadyRunning(
                 f"This walkthrough is out of date: {since} It was, as far as GitHub can tell: "
                 f"it lists one run of {self.npm.workflow} {window}, run {found.run_id}, and "
-                "step 5 follows it now (a run names nothing of the click that started it, so "
-                "one from another walkthrough in those minutes would look the same). Release is "
-                "not dispatched again."
+                "step 5 follows it now (a run names nothing of the click that started it: one "
+                "started in those minutes by someone else with the bot's GitHub account, or by "
+                "a click that could not record it either, would look the same). Release is not "
+                "dispatched again."
             )
         gone = earlier.claimed_at + self.looks.pace.dispatch_search
         if self.clock() < gone:
@@ -148,3 +155,7 @@ class ReleaseClaimer:
             f"for one ended at {self.once.when(gone)}: it did not start, so Release runs now "
             "(step 5 follows it)."
         )
+
+
+def _runs(ids: list[int]) -> str:
+    return f"run {ids[0]}" if len(ids) == 1 else "runs " + ", ".join(str(i) for i in ids)
