@@ -53,10 +53,15 @@ class GitHubGateway(ChangesSource, Protocol):
         ...
 
     async def dispatched_runs(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        before: datetime | None = None,
     ) -> list[RunRef]:
         """Every run of the workflow our own account dispatched on `ref` since
-        `dispatched_at` (none cancelled), newest first."""
+        `dispatched_at` (and created by `before`, when given), none cancelled, newest first."""
         ...
 
     @property
@@ -138,7 +143,12 @@ class ReleaseGateway(Protocol):
         ...
 
     async def dispatched_runs(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        before: datetime | None = None,
     ) -> list[RunRef]:
         """Every run our account dispatched since then (as `GitHubGateway.dispatched_runs`)."""
         ...
