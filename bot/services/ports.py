@@ -143,6 +143,16 @@ class ReleaseGateway(Protocol):
         ...
 
 
+class AppInstallation(Protocol):
+    """The GitHub App's installation on a service's repository (App mode only)."""
+
+    async def is_ours(self, installation_id: int) -> bool:
+        """Whether `installation_id` is the App's installation on the repository: the one in
+        hand, else as GitHub says now (looked up at most once a minute, and only for so long
+        as a webhook's answer may wait). GitHubError when GitHub could not tell."""
+        ...
+
+
 class MetricsSource(Protocol):
     """Reads a stage's figures at the end of its window."""
 
