@@ -63,9 +63,10 @@ class GitHubGateway(ChangesSource, Protocol):
 
     async def linkable_run(self, run_id: int) -> LinkableRun: ...  # a run a person names
 
-    async def run_gone(self, run_id: int) -> bool:
+    async def run_gone(self, run_id: int) -> bool | None:
         """After GitHub answered 404 for the run: whether it is not there (deleted), rather
-        than out of the credentials' reach (GitHub answers 404 for both)."""
+        than out of the credentials' reach (GitHub answers 404 for both); None when the
+        repository itself does not read (out of reach, or GitHub failed to tell it)."""
         ...
 
     async def reported(self, run_id: int) -> RunSnapshot:
