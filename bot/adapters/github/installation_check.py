@@ -61,8 +61,8 @@ class InstallationCheck:
                 if installation.installation_id is None:
                     raise GitHubError(
                         f"GitHub was asked for the App's installation on "
-                        f"{self.transport.repository} less than {self.every} ago and did not "
-                        "tell it"
+                        f"{self.transport.repository} less than "
+                        f"{self.every.total_seconds():.0f} s ago and did not tell it"
                     )
                 return False
             self._looked_at = now
