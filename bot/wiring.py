@@ -153,6 +153,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             github=github,
             outbox=shared.outbox,
             clock=clock,
+            words=messages,
             on_timer_scheduled=shared.wake.set,
             telemetry=shared.telemetry,
             rule_requests=rule_requests,

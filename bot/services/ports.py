@@ -23,6 +23,7 @@ from bot.domain.run import RunRef, RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.services.changes import ChangesSource
+from bot.services.reasons import Reason
 
 ReviewState = Literal["approved", "rejected"]
 
@@ -282,6 +283,11 @@ class Words(Protocol):
 
     def message_link(self, channel_id: str, ts: str, label: str) -> str:
         """A link to one message (a rollout's card), read as `label`."""
+        ...
+
+    def recorded(self, answer: str) -> Reason:
+        """An answer made with these words as the audit trail keeps it: its words without
+        markup and what they name, by id (`bot.services.reasons`)."""
         ...
 
 
