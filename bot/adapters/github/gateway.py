@@ -97,7 +97,7 @@ class PyGithubGateway:
     async def linkable_run(self, run_id: int) -> LinkableRun:
         return await self._runs.linkable_run(run_id)
 
-    async def run_gone(self, run_id: int) -> bool:
+    async def run_gone(self, run_id: int) -> bool | None:
         return await self._runs.run_gone(run_id)
 
     async def review(
