@@ -412,7 +412,7 @@ async def dispatched_on_prometheus(
     telemetry: Telemetry, workdir: Path, database_url: str, job: str, **metrics: Any
 ) -> AsyncIterator[Sandbox]:
     """A sandbox whose relay gates read Prometheus's `job` (`metrics`: other queries for some
-    of them): v1.4.2 started and dispatched."""
+    of them) at `telemetry`'s URL: v1.4.2 started and dispatched."""
     async with Sandbox(
         workdir=workdir,
         database_url=database_url,
@@ -539,6 +539,35 @@ async def test_too_few_requests_extends_the_window_and_never_passes(
         await box.slack.wait_for(lambda: len(cards()) == 2)  # the card follows the hold
         assert all("Too little data: a sample of" in card for card in cards())
         assert not any("canary gate: PASS" in reply for reply in box.thread())
+
+
+async def test_a_prometheus_clock_ahead_holds_the_canary_for_the_clocks_never_a_pass(
+    telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """Prometheus's clock 8s ahead, on healthy figures that would pass: the thread says the
+    clocks differ and to sync them (NTP), the window is extended once, then the canary holds
+    for a person, told to sync the clocks and Re-evaluate. Never a PASS."""
+    async with SkewedClock(telemetry.prometheus_url, timedelta(seconds=8)) as ahead:
+        skewed = Telemetry(ahead.url)
+        async with dispatched_on_prometheus(
+            skewed, tmp_path, sqlite_database_url, "healthy"
+        ) as box:
+            extended = await box.wait_for_thread("extended once", timeout=30)
+            assert "gate INCONCLUSIVE (the metrics source's clock is 8s ahead of the bot's" in (
+                extended
+            )
+            assert "sync both hosts' clocks with NTP" in extended
+            told = await box.wait_for_thread("sync the clocks, then Re-evaluate", timeout=30)
+            assert "Holding for a human" in told
+            held = await box.wait_until(
+                lambda r: r.track("relay").stage("canary").state is StageState.HOLDING
+            )
+            verdict = held.track("relay").stage("canary").verdict
+            assert verdict is not None and verdict.reason is GateReason.CLOCK_SKEW
+            card = await box.wait_for_thread("No verdict: the metrics source's clock is 8s")
+            assert "Prometheus's clock is 8s ahead of the bot's" in card  # the metric's row
+            assert reviews(box, "relay") == [("relay-canary-5", "approved")]
+            assert not any("canary gate: PASS" in reply for reply in box.thread())
 
 
 def test_the_metrics_command_prints_what_the_gate_would_read(
