@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.adapters.metrics.prometheus import PrometheusSource
+from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.domain.clocks import MAX_CLOCK_SKEW
 from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading, judge
@@ -300,3 +301,20 @@ async def test_a_quick_second_reading_settles_what_a_slow_one_left_open() -> Non
         reading = await source.measure(WINDOW)
         assert server.clock_reads == 2
     assert reading.figures.crash_rate == Decimal("0.0001")
+
+
+async def test_the_doctor_s_queries_are_asked_whatever_the_clocks() -> None:
+    """`rollout-bot doctor` asks each track's queries once to see that they answer; the
+    clocks have a line of their own, so a Prometheus 2 minutes ahead still has its queries
+    asked, and answered (not every figure said unanswered for the clocks)."""
+    stage = load_plan(None).track("relay").stages[0]
+
+    def ahead() -> datetime:
+        return datetime.now(UTC) + timedelta(minutes=2)
+
+    async with QueryAnswers(vector("0.0001"), clock=ahead) as server:
+        endpoints = MetricsEndpoints(prometheus_url=server.url)
+        problems = await unanswered(
+            METRICS, endpoints, track="desktop", stage=stage, tag="v1.4.2", service="relay"
+        )
+    assert problems == []
