@@ -96,8 +96,9 @@ class PrometheusSource(LiveSource):
         async with self.session() as session:
             unread = await self._clocks(session, self._client) if self._compare_clocks else None
             if unread is not None:
-                log.warning("prometheus window ending %s: %s", window.end.isoformat(), unread)
-                return _missing(config, metrics, window, unread[0], clock_offset=unread[1])
+                problem, offset = unread
+                log.warning("prometheus window ending %s: %s", window.end.isoformat(), problem)
+                return _missing(config, metrics, window, problem, clock_offset=offset)
             read = await asyncio.gather(
                 *(self._metric(session, self._client, name, q, window) for name, q in metrics)
             )
