@@ -1,6 +1,6 @@
-"""The checks `Settings` makes across variables: the Slack ids' rules, the settings of a bot of
-one service against ROLLOUT_SERVICES, the metrics sources the plans read, and problems listed
-together under their variables' names."""
+"""The checks the settings' groups (`bot.settings`) share or make across variables: the Slack
+ids' rules, a signing key, the settings of a bot of one service against ROLLOUT_SERVICES, the
+metrics sources the plans read, and problems listed together under their variables' names."""
 
 from __future__ import annotations
 
@@ -49,6 +49,14 @@ def given(value: object) -> bool:
     if isinstance(value, tuple):
         return bool(value)
     return value is not None and (not isinstance(value, str) or bool(value.strip()))
+
+
+def signing_key(value: SecretStr | None, *, fix: str) -> SecretStr | None:
+    """A signing key as given: a blank one signs what anyone sends, so it is refused (`fix`
+    says what to do), never taken as a key."""
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError(f"empty: anyone can sign with an empty key; {fix}")
+    return value
 
 
 def with_problems(

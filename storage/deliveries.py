@@ -33,8 +33,6 @@ class DeliveryLog:
         received_at: datetime,
         body_digest: str | None = None,
     ) -> bool:
-        """Record a delivery; True when it is new, False when it was taken in before: its id,
-        or its signed body (`body_digest`, its SHA-256) under another id."""
         async with self._sessions.begin() as session:
             result = await session.execute(
                 insert_into(session, GitHubDeliveryRow)
@@ -59,8 +57,8 @@ class DeliveryLog:
             return rows_changed(result)
 
     async def services_with_deliveries(self, *, since: datetime) -> set[str]:
-        """The services a delivery about one of their rollouts was taken in for since `since`
-        (every delivery remembered is about a rollout the bot follows)."""
+        """One statement: every delivery remembered is about a rollout the bot follows, so
+        the join finds each one's service."""
         async with self._sessions() as session:
             services = await session.scalars(
                 select(RolloutRow.service)

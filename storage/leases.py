@@ -145,8 +145,8 @@ class LeasedRows(Generic[Row]):
             return updated is not None
 
     async def release_owned(self, owner: str) -> int:
-        """Give back every pending row `owner` holds (a replica shutting down), due as they
-        were, so any replica claims them at once instead of after the lease; how many."""
+        """Give back every pending row `owner` holds, due as they were (why:
+        `Timers.release_owned`); how many."""
         table = self._table
         async with self._sessions.begin() as session:
             released = await session.scalars(

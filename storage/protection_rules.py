@@ -39,10 +39,7 @@ class ProtectionRuleStore(ServiceStore):
     service_column = Row.service
 
     async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
-        """Keep a request (for the store's service when it has one); False when its delivery
-        was taken in before, when a request of its deployment was (open or answered: GitHub
-        asks once per deployment, so it is the same signed body sent again under a new
-        delivery id), or when a request of its run and environment is open already."""
+        """For the store's service when it has one, else the request's."""
         values = {
             "service": self._service or request.service,
             "run_id": request.run_id,
@@ -123,7 +120,6 @@ class ProtectionRuleStore(ServiceStore):
             return [from_row(RuleRequest, row) for row in rows]
 
     async def for_run(self, run_id: int) -> list[RuleRequest]:
-        """Every request of the run the bot holds, answered or not, oldest first."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(Row)
@@ -168,8 +164,6 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result)
 
     async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:
-        """How the run's latest request for `environment` was closed (None: still open, or
-        none): what another replica answered when this one's answer raced it."""
         async with self._sessions() as session:
             row = await session.scalar(
                 select(Row)

@@ -187,7 +187,6 @@ class RolloutStore:
         return None if record is None else _rollout(record)
 
     async def phase_by_run_id(self, run_id: int) -> tuple[str, Phase] | None:
-        """The id and phase of the rollout driving this run, read without the rest of it."""
         found = await self._repository.find_state_by_run_id(run_id)
         return None if found is None else (found[0], Phase(found[1]))
 

@@ -259,8 +259,7 @@ class TimerStore(ServiceStore):
             return rows_changed(result)
 
     async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
-        """How many pending timers are due, and how many have been due longer than
-        `overdue_after` (for the metrics; one query)."""
+        """In one query (for the metrics' scrape)."""
         late = now - overdue_after
         async with self._sessions() as session:
             row = (

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.period_report import Period
 from bot.domain.rollout_command import (
-    HELP,
     TAG_RULE,
     Command,
     Help,
@@ -32,6 +31,7 @@ from bot.domain.rollout_command import (
     named_service,
     parse_command,
 )
+from bot.domain.rollout_help import HELP
 from bot.domain.text import clean_text
 
 TAG = re.compile(TAG_RULE)

@@ -27,13 +27,13 @@ from bot.cli.main import NO_ARGUMENTS, TAKES_ARGUMENTS, main
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout_command import (
-    HELP,
     Subcommand,
     allowed_in_direct_messages,
     allowed_outside_release_channels,
     named_service,
     parse_command,
 )
+from bot.domain.rollout_help import HELP
 from bot.plan_file import parse_plan
 from bot.service_file import load_services
 from storage.db import DEFAULT_SQLITE_FILE

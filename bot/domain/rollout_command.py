@@ -1,4 +1,5 @@
-"""`/rollout` commands: the slash command's text parsed into typed values, and the help as data.
+"""`/rollout` commands: the slash command's text parsed into typed values (the help's words,
+which a refusal quotes for a command's usage, are `bot.domain.rollout_help`).
 
 The parser raises only InvalidCommand (or its InvalidTag), whose message is safe to show.
 """
@@ -9,11 +10,12 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar, NamedTuple
+from typing import ClassVar
 
 from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.freeze import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
+from bot.domain.rollout_help import HELP
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
 from bot.domain.text import PASTED_CREDENTIAL, TOKEN_SHAPE, clean_text, shown
 
@@ -172,44 +174,6 @@ Command = (
     | Help
 )
 
-
-class HelpEntry(NamedTuple):
-    usage: str
-    description: str
-
-
-HELP: tuple[HelpEntry, ...] = (
-    HelpEntry(
-        '/rollout start <tag> [--flags-ready] [--at "tue 09:00"] [--override-freeze "<reason>"]',
-        "Check the preflight for a release tag, then dispatch the Deployment Strategy workflow "
-        "(at a time in your time zone, with --at; through a freeze, with a reason)",
-    ),
-    HelpEntry("/rollout status", "Show the active rollouts and where each one stands"),
-    HelpEntry("/rollout promote", "Approve the next stage once the current stage's gate passed"),
-    HelpEntry("/rollout rollback", "Roll the relay back: stop at once and run the rollback job"),
-    HelpEntry(
-        "/rollout kill [reason]",
-        "Trip the desktop/CLI kill-switch: stop promotion and keep the current ring",
-    ),
-    HelpEntry("/rollout history [tag]", "Show the last rollouts, or the timeline of one release"),
-    HelpEntry(
-        "/rollout report [period]",
-        "Sum up the rollouts that ended in a period (7d, 30d, 2026-11; default 30d)",
-    ),
-    HelpEntry("/rollout npm-token", "Set up and verify the NPM_TOKEN secret of the npm Release"),
-    HelpEntry(
-        "/rollout freeze <duration or until> <reason>",
-        "Freeze starts and dispatches (`2h`, or `2026-12-24 18:00` UTC); running rollouts go on",
-    ),
-    HelpEntry("/rollout unfreeze", "Lift a `/rollout freeze` before it ends"),
-    HelpEntry("/rollout lock [reason]", "Hold the release lane: others cannot start or dispatch"),
-    HelpEntry("/rollout unlock [reason]", "Release the lane (another approver gives a reason)"),
-    HelpEntry(
-        "/rollout link <run id or URL>",
-        "Follow a run of the workflow whose dispatch the bot could not identify",
-    ),
-    HelpEntry("/rollout help", "Show this help"),
-)
 
 _OUTSIDE_RELEASE_CHANNELS = frozenset({Subcommand.HELP})
 # The npm walkthrough changes no rollout; a person may prefer to set a secret up in private.

@@ -89,7 +89,6 @@ class Outbox:
         self._loop = Background("outbox", wake=self._wake)
 
     async def add(self, messages: Sequence[NewMessage]) -> None:
-        """Write messages that go with no state change of their own."""
         await self._store.add(messages, now=self._clock())
 
     async def send(self, messages: Sequence[NewMessage], *, written: bool = False) -> None:

@@ -155,7 +155,8 @@ class WindowMetrics(Protocol):
     """Reads a track's figures over any window, past or present (what `backtest` replays)."""
 
     async def measure(self, window: QueryWindow) -> Reading:
-        """Every figure of the gate over `window`; a figure it cannot read is missing."""
+        """Every figure of the gate over `window`, with the detail the gate card shows; a
+        figure it cannot read is missing."""
         ...
 
 
@@ -195,8 +196,9 @@ class Notifier(Protocol):
         ...
 
     async def posted(self, rollout: Rollout, *, key: int, channel: str, since: datetime) -> bool:
-        """Whether an earlier attempt posted the outbox message `key` (written at `since`) to
-        the rollout's thread, or to `channel` when that is another channel."""
+        """Whether an earlier attempt posted the outbox message `key` (written at `since`): in
+        the rollout's thread, or at the top of `channel` when that is another channel (a
+        failure)."""
         ...
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:

@@ -221,8 +221,8 @@ class Deliveries(Protocol):
         received_at: datetime,
         body_digest: str | None = None,
     ) -> bool:
-        """Record a delivery; False when its id, or its signed body (`body_digest`), was
-        taken in before."""
+        """Record a delivery; True when it is new, False when it was taken in before: its id,
+        or its signed body (`body_digest`, its SHA-256) under another id."""
         ...
 
     async def prune(self, *, before: datetime) -> int: ...
@@ -307,8 +307,9 @@ class ProtectionRuleRequests(Protocol):
 
     async def remember(self, request: RuleRequest, *, delivery_id: str | None = None) -> bool:
         """Keep a request; False when its delivery was taken in before, when a request of its
-        deployment was (open or answered), or when a request of its run and environment is
-        open already."""
+        deployment was (open or answered: GitHub asks once per deployment, so it is the same
+        signed body sent again under a new delivery id), or when a request of its run and
+        environment is open already."""
         ...
 
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...
@@ -319,7 +320,7 @@ class ProtectionRuleRequests(Protocol):
         ...
 
     async def for_run(self, run_id: int) -> list[RuleRequest]:
-        """Every request of the run, answered or not."""
+        """Every request of the run, answered or not, oldest first."""
         ...
 
     async def close(
@@ -334,7 +335,8 @@ class ProtectionRuleRequests(Protocol):
         ...
 
     async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:
-        """How the run's latest request for `environment` was closed (None: open, or none)."""
+        """How the run's latest request for `environment` was closed (None: still open, or
+        none): what another replica answered when this one's answer raced it."""
         ...
 
     async def prune(self, *, before: datetime) -> int:

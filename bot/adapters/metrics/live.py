@@ -39,8 +39,7 @@ class LiveSource(abc.ABC):
         )
 
     @abc.abstractmethod
-    async def measure(self, window: QueryWindow) -> Reading:
-        """Every figure of the gate over `window`, with the detail the gate card shows."""
+    async def measure(self, window: QueryWindow) -> Reading: ...
 
     def session(self) -> aiohttp.ClientSession:
         """The HTTP session of one reading; every request in it has the source's timeout."""

@@ -149,7 +149,6 @@ class SlackNotifier:
         )
 
     async def find_card(self, rollout: Rollout) -> str | None:
-        """The ts of the rollout's card, when an earlier attempt posted it."""
         found = await self._find(
             self._client.conversations_history,
             lambda data: data.get("rollout_id") == rollout.id,
@@ -160,8 +159,6 @@ class SlackNotifier:
         return None if found is None else str(found["ts"])
 
     async def posted(self, rollout: Rollout, *, key: int, channel: str, since: datetime) -> bool:
-        """Whether an earlier attempt posted outbox message `key`: in the rollout's thread,
-        or at the top of `channel` when that is another channel (a failure)."""
         args: dict[str, Any] = {"channel": channel}
         read: Callable[..., Awaitable[AsyncSlackResponse]] = self._client.conversations_history
         if channel == rollout.channel_id:

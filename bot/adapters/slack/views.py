@@ -8,7 +8,7 @@ from slack_sdk.models.views import View
 from bot.adapters.slack.blocks import BlockJson, ViewJson, as_json, context, header, section
 from bot.adapters.slack.limits import VIEW_BLOCKS
 from bot.adapters.slack.mrkdwn import escape
-from bot.domain.rollout_command import HELP
+from bot.domain.rollout_help import HELP
 from bot.version import Build
 
 

@@ -1,0 +1,42 @@
+"""The metrics settings: where the gates read their figures (Prometheus, Sentry), asked for
+only when a configured plan reads from that source."""
+
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationInfo, field_validator
+
+from bot.config_checks import metrics_sources
+
+
+class MetricsSettings(BaseModel):
+    """PROMETHEUS_URL, SENTRY_URL, SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN."""
+
+    prometheus_url: AnyHttpUrl | None = Field(default=None, validate_default=True)
+    sentry_url: AnyHttpUrl = AnyHttpUrl("https://sentry.io")
+    sentry_org: str | None = None
+    sentry_project: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    """The numeric project id: Sentry's sessions API filters projects by id."""
+    sentry_token: SecretStr | None = Field(default=None, validate_default=True)
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus(cls, value: AnyHttpUrl | None, info: ValidationInfo) -> AnyHttpUrl | None:
+        if value is None and "prometheus" in metrics_sources(info):
+            raise ValueError("missing: the rollout plan reads metrics from Prometheus")
+        return value
+
+    @field_validator("sentry_token")
+    @classmethod
+    def _sentry(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if "sentry" in metrics_sources(info):
+            given = {
+                "SENTRY_ORG": info.data.get("sentry_org"),
+                "SENTRY_PROJECT": info.data.get("sentry_project"),
+                "SENTRY_TOKEN": value.get_secret_value() if value else None,
+            }
+            missing = [name for name, setting in given.items() if not setting]
+            if missing:
+                raise ValueError(
+                    f"the rollout plan reads crash rates from Sentry: set {', '.join(missing)}"
+                )
+        return value
