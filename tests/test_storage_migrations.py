@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +20,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, MetaData, String, inspect, text
 from sqlalchemy.engine import Connection
 
+from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.messages import reason_text
+from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain.rollout import StopKind, StopReason, reason_from_json
+from bot.services.reasons import Reason
 from storage.db import create_engine
 from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.models import Base
@@ -141,6 +146,19 @@ def _previous_revision() -> str:
     return head.down_revision
 
 
+async def _migrated(url: str, revision: str, rows: str, *, down: bool) -> dict[str, Any]:
+    """Up (or `down`) to `revision`, then the two columns `rows` selects, as a dict."""
+
+    def run(connection: Connection) -> dict[str, Any]:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+        return {key: value for key, value in connection.execute(text(rows))}
+
+    found: dict[str, Any] = await _on_connection(url, run)
+    return found
+
+
 LEGACY_REASONS = {
     "relay": "rolled back by <@U2>: error spike",
     "desktop": "beta ring gate KILL_SWITCH: crash rate",
@@ -152,14 +170,8 @@ async def test_reasons_stored_as_text_become_data_and_come_back(empty_database_u
     downgrade writes back the text the previous version wrote."""
 
     def migrate(revision: str, *, down: bool = False) -> Any:
-        def run(connection: Connection) -> Any:
-            config = alembic_config()
-            config.attributes["connection"] = connection
-            (command.downgrade if down else command.upgrade)(config, revision)
-            rows = connection.execute(text("SELECT track, ended_reason FROM rollout_tracks"))
-            return {track: reason for track, reason in rows}
-
-        return _on_connection(empty_database_url, run)
+        rows = "SELECT track, ended_reason FROM rollout_tracks"
+        return _migrated(empty_database_url, revision, rows, down=down)
 
     await migrate("0005")
 
@@ -261,3 +273,92 @@ def test_every_migration_is_additive_so_the_previous_version_keeps_serving() -> 
         "def upgrade():\n    op.drop_column('timers', 'dead_at')\n"
         "    op.add_column('t', sa.Column('c', sa.Text(), nullable=False))\n"
     ) == ["op.drop_column", "op.add_column of a NOT NULL column without a server default"]
+
+
+LEGACY_WHYS = {
+    "click:promote": (
+        ":no_entry: The plan's two-person rule: <@U0RELMGR01> started `v1.4.2`, so another "
+        "approver promotes to *100%*."
+    ),
+    "click:extend": (
+        "This card is out of date: 5% canary holding since "
+        "<!date^1764590400^{time} ({date_short_pretty})|2025-12-01 12:00 UTC>. Use `/rollout "
+        "start &lt;tag&gt;` in <#C0RELEASES>, see "
+        "<https://slack.com/archives/C0RELEASES/p1764590400123456|r-0123456789ab>."
+    ),
+    "command:start": "Slack sent this again: `a <b>` &amp; c, by <@U0SECOND01>",
+}
+
+
+async def test_reasons_of_refusals_stored_as_slack_text_become_data_and_come_back(
+    empty_database_url: str,
+) -> None:
+    """0013: an audit event's `why` written as Slack text becomes words without markup and
+    the ids they name; the downgrade writes back Slack text the previous version shows alike."""
+
+    async def migrate(revision: str, *, down: bool = False) -> dict[str, Any]:
+        rows = "SELECT action, detail FROM audit_events"
+        found = await _migrated(empty_database_url, revision, rows, down=down)
+        return {action: d if isinstance(d, dict) else json.loads(d) for action, d in found.items()}
+
+    await migrate("0012")
+
+    def legacy_rows(connection: Connection) -> None:
+        plain = [("gate", {"sample": 5000}), ("abort_relay", {"why": "completed"})]
+        for action, detail in [
+            *((action, {"why": why, "slack_retry": 1}) for action, why in LEGACY_WHYS.items()),
+            *plain,
+        ]:
+            connection.execute(
+                text(
+                    "INSERT INTO audit_events (at, actor, action, result, detail)"
+                    " VALUES (:at, 'U0RELMGR01', :action, 'refused', :detail)"
+                ),
+                {
+                    "at": datetime(2026, 1, 1, tzinfo=UTC),
+                    "action": action,
+                    "detail": json.dumps(detail),
+                },
+            )
+
+    await _on_connection(empty_database_url, legacy_rows)
+
+    upgraded = await migrate("head")
+
+    assert upgraded["click:promote"] == {
+        "why": ":no_entry: The plan's two-person rule: @U0RELMGR01 started `v1.4.2`, so another "
+        "approver promotes to *100%*.",
+        "names": {"people": ["U0RELMGR01"]},
+        "slack_retry": 1,
+    }
+    assert upgraded["click:extend"]["why"] == (
+        "This card is out of date: 5% canary holding since 2025-12-01 12:00 UTC. Use `/rollout "
+        "start <tag>` in #C0RELEASES, see r-0123456789ab."
+    )
+    assert upgraded["click:extend"]["names"] == {
+        "channels": ["C0RELEASES"],
+        "times": ["2025-12-01T12:00:00+00:00"],
+        "cards": [
+            {"channel_id": "C0RELEASES", "ts": "1764590400.123456", "label": "r-0123456789ab"}
+        ],
+    }
+    assert upgraded["command:start"]["why"] == "Slack sent this again: `a <b>` & c, by @U0SECOND01"
+    assert upgraded["gate"] == {"sample": 5000}
+    assert upgraded["abort_relay"] == {"why": "completed"}  # no markup: left as it reads
+    for detail in upgraded.values():
+        assert not re.search(r"<[@#!]|slack\.com/archives", str(detail)), detail
+    assert (
+        reason_mrkdwn(Reason.from_detail(upgraded["click:extend"])) == LEGACY_WHYS["click:extend"]
+    )
+    assert await migrate("head") == upgraded  # converted once
+
+    downgraded = await migrate("0012", down=True)
+    assert downgraded["click:promote"] == {"why": LEGACY_WHYS["click:promote"], "slack_retry": 1}
+    assert downgraded["click:extend"]["why"] == LEGACY_WHYS["click:extend"]
+    # What it quotes is escaped now: the previous version shows it as it did.
+    assert downgraded["command:start"]["why"] == (
+        "Slack sent this again: `a &lt;b&gt;` &amp; c, by <@U0SECOND01>"
+    )
+    assert escape_quoted(downgraded["command:start"]["why"]) == escape_quoted(
+        LEGACY_WHYS["command:start"]
+    )

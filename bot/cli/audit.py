@@ -65,9 +65,11 @@ def main(args: list[str]) -> int:
     )
     for event in timeline.events:
         where = "/".join(part for part in (event.track, event.stage) if part)
+        why = (event.detail or {}).get("why")
         sys.stdout.write(
             f"{event.at.isoformat()}  {event.actor:<16} {event.action:<24} {event.result}"
             + (f"  [{where}]" if where else "")
+            + (f"  why: {' '.join(str(why).split())}" if why else "")
             + "\n"
         )
     return 0

@@ -23,7 +23,7 @@ from bot.services.actions import where_it_stands
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
-from bot.services.ports import Clock
+from bot.services.ports import Clock, Words
 from bot.services.requests import Entry, Origin, current_entry
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import AuditLog
@@ -73,7 +73,7 @@ class Access:
         try:
             yield
         except Exception as error:
-            result, why = _outcome(error)
+            result, why = _outcome(error, self.rollouts.words)
             entry.detail.update(why)
             raise
         except BaseException:
@@ -196,13 +196,17 @@ class Access:
         )
 
 
-def _outcome(error: Exception) -> tuple[str, dict[str, Any]]:
+def _outcome(error: Exception, words: Words) -> tuple[str, dict[str, Any]]:
+    """The request's result and its detail: a known error's answer kept as data (its words
+    and the ids they name, no Slack text); of anything else only its kind."""
+    if not isinstance(error, RolloutError):
+        return "error", {"error": type(error).__name__}
     if isinstance(error, AlreadyDone):
-        return "duplicate", {"why": error.message}
-    if isinstance(error, StaleCard):
-        return "stale", {"why": error.message}
-    if isinstance(error, NotAuthorized | NotAReleaseChannel):
-        return "refused", {"why": error.message}
-    if isinstance(error, RolloutError):
-        return error.code, {"why": error.message}
-    return "error", {"error": type(error).__name__}
+        result = "duplicate"
+    elif isinstance(error, StaleCard):
+        result = "stale"
+    elif isinstance(error, NotAuthorized | NotAReleaseChannel):
+        result = "refused"
+    else:
+        result = error.code
+    return result, words.recorded(error.message).detail()

@@ -41,7 +41,7 @@ from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import card, summary, told
-from bot.services.ports import Clock, GitHubGateway, ReviewState
+from bot.services.ports import Clock, GitHubGateway, ReviewState, Words
 from bot.services.records import BOT, NewAuditEvent, NewMessage, NewTimer
 from bot.services.store_ports import AuditLog, ProtectionRuleRequests, Rollouts, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
@@ -83,6 +83,8 @@ class EffectRunner:
     github: GitHubGateway
     outbox: Outbox
     clock: Clock
+    words: Words
+    """The edge's words, here to keep a refusal's answer as data (`Words.recorded`)."""
     on_timer_scheduled: Callable[[], None] = lambda: None
     telemetry: Telemetry = UNTRACKED
     rule_requests: ProtectionRuleRequests | None = None
@@ -307,7 +309,9 @@ class EffectRunner:
     async def refuse(
         self, actor: str, action: str, rollout: Rollout, why: str, *, track: str | None = None
     ) -> None:
-        await self.record(self.event(actor, action, "refused", rollout, {"why": why}, track=track))
+        """Record a refusal; `why`, the answer's words, is kept as data (`Words.recorded`)."""
+        detail = self.words.recorded(why).detail()
+        await self.record(self.event(actor, action, "refused", rollout, detail, track=track))
 
     async def record(self, *events: NewAuditEvent) -> None:
         """Write audit events that go with no saved state change of the rollout (a refusal, a

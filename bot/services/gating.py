@@ -80,8 +80,9 @@ class Gate:
                 attempts=timer.attempts,
                 reason=reason,
             )
+            why = effects.words.recorded(reason).detail()
             event = effects.event(
-                BOT, "window_timer", "dead", rollout, {"why": reason}, track=track, stage=stage
+                BOT, "window_timer", "dead", rollout, why, track=track, stage=stage
             )
             held = decision.rollout != rollout
             await effects.apply(rollout, decision, plan, audit=[event] if held else [])

@@ -8,11 +8,13 @@ import re
 
 from slack_sdk.models.blocks import Block
 
+from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.blocks import BlockJson, as_json, context, header, section
 from bot.adapters.slack.limits import MESSAGE_BLOCKS, clip, pack
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape, escape_quoted
 from bot.services.audit import Timeline
+from bot.services.reasons import Reason
 from bot.services.records import AuditEvent
 
 _MAX_LINE = 600
@@ -35,8 +37,9 @@ def event_line(event: AuditEvent) -> str:
     if where:
         line += f" ({where})"
     detail = event.detail or {}
+    reason = Reason.from_detail(detail)
     notes = [
-        f"{key}: {(escape if key in _TYPED_KEYS else escape_quoted)(str(detail[key]))}"
+        f"{key}: {reason_mrkdwn(reason) if key == 'why' and reason else _shown(key, detail[key])}"
         for key in _DETAIL_KEYS
         if detail.get(key) not in (None, "")
     ]
@@ -45,6 +48,12 @@ def event_line(event: AuditEvent) -> str:
     if notes:
         line += " · " + "; ".join(str(note) for note in notes)
     return clip(line, _MAX_LINE)
+
+
+def _shown(key: str, value: object) -> str:
+    """A detail as written: a person's words escaped; the bot's own, written by an earlier
+    version as Slack text (a `why` without `names`), with what they quote escaped."""
+    return (escape if key in _TYPED_KEYS else escape_quoted)(str(value))
 
 
 def timeline_blocks(timeline: Timeline) -> list[BlockJson]:

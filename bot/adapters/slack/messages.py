@@ -6,6 +6,7 @@ one place that turns them into what the channel shows, with mentions, bold, link
 
 from __future__ import annotations
 
+from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
     github_reported_text,
     run_readable_text,
