@@ -259,13 +259,12 @@ async def test_a_dispatch_another_request_keeps_holding_is_held_and_stored_witho
         await reach(box, at)
         said = await told_in_thread(box, "did not go")
         await box.wait_until(lambda r: r.schedule is not None and not r.schedule.pending)
-        timer = await TimerStore(box.services.database.sessions).get(
-            key=dispatch_timer_key(rollout.id, at)
+        timer = await box.wait_for_timer(
+            dispatch_timer_key(rollout.id, at), lambda t: t.dead_at is not None
         )
 
     assert f"did not go: Already being done by <@{OTHER}> since <!date^" in said
     assert f"Already being done by <@{OTHER}>" in preflight_card(box).rendered
     assert box.github.dispatches == []
-    assert timer is not None and timer.dead_at is not None
     assert (timer.last_error or "").startswith(f"BeingDone: Already being done by @{OTHER} since")
     assert await stored_markup(database_url) == []
