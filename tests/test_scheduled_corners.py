@@ -235,6 +235,7 @@ async def test_users_info_failing_without_json_asks_for_an_offset_not_an_interna
     assert sandbox.slack.messages(RELEASE_CHANNEL) == []
 
 
+@pytest.mark.database_matters
 async def test_a_dispatch_another_request_keeps_holding_is_held_and_stored_without_markup(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -263,8 +264,8 @@ async def test_a_dispatch_another_request_keeps_holding_is_held_and_stored_witho
             dispatch_timer_key(rollout.id, at), lambda t: t.dead_at is not None
         )
 
+    assert await stored_markup(database_url) == []
     assert f"did not go: Already being done by <@{OTHER}> since <!date^" in said
     assert f"Already being done by <@{OTHER}>" in preflight_card(box).rendered
     assert box.github.dispatches == []
     assert (timer.last_error or "").startswith(f"BeingDone: Already being done by @{OTHER} since")
-    assert await stored_markup(database_url) == []
