@@ -55,7 +55,17 @@ from bot.version import build
 from bot.wiring import Shared, Wired, request_budgets, wire_service
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events
 from handlers.ack_first import AckFirst
-from handlers.app_keys import ACKS, BOLT, DIRECTORY, READINESS, SERVICES, SETTINGS, TELEMETRY
+from handlers.app_keys import (
+    ACKS,
+    BOLT,
+    DIRECTORY,
+    READINESS,
+    REFUSALS,
+    SERVICES,
+    SETTINGS,
+    TELEMETRY,
+)
+from handlers.refusals import RefusalLog
 from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
 from storage.db import Database, create_engine, create_session_factory, mask_database_url, ping
@@ -109,9 +119,9 @@ def create_app(
         build(), webhooks_expected=settings.github_webhook_secret is not None
     )
     app[ACKS] = AckFirst()
-    app.cleanup_ctx.append(
-        functools.partial(_services, clock=clock or SystemClock(), charts=charts)
-    )
+    clock = clock or SystemClock()
+    app[REFUSALS] = RefusalLog(clock=clock)
+    app.cleanup_ctx.append(functools.partial(_services, clock=clock, charts=charts))
     # Cleaned up before the services (in reverse order): the work Slack was told is accepted
     # ends before the Slack session and the database engine close.
     drain = ack_first.Drain(app[ACKS], grace=settings.shutdown_grace_seconds)
@@ -123,7 +133,7 @@ def create_app(
         # Over Socket Mode Slack comes through the socket only: no HTTP door for it to keep.
         app.router.add_post("/slack/events", slack_events.receive)
     app.router.add_post("/github/webhook", github_webhook.receive)
-    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", metrics.scrape)
     return app
@@ -221,7 +231,7 @@ async def _services(
         )
         bolt = bolt_app(slack, signing_secret=settings.slack_signing_secret.get_secret_value())
         bolt.middleware(ack_first.in_context(app[ACKS]))
-        register_all(bolt, directory)
+        register_all(bolt, directory, app[REFUSALS])
         app[SERVICES] = directory.each[0]
         app[DIRECTORY] = directory
         app[BOLT] = bolt
@@ -385,13 +395,3 @@ async def _socket_mode(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await handler.close_async()  # type: ignore[no-untyped-call]
-
-
-async def _healthz(request: web.Request) -> web.Response:
-    """Liveness: 200 while the process answers, whatever the database does (a database
-    outage is `/readyz`'s to report: restarting every replica would not end it)."""
-    running = build()
-    database = "ok" if await request.app[SERVICES].database.ping() else "unavailable"
-    return web.json_response(
-        {"status": "ok", "database": database, "version": running.version, "commit": running.commit}
-    )

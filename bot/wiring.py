@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.adapters.github.budget import RequestBudgets
 from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
+from bot.adapters.github.installation_check import InstallationCheck
 from bot.adapters.github.protection_rules import ProtectionRules
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.github.workers import GitHubWorkers
@@ -200,8 +201,10 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         clock=clock,
         telemetry=shared.telemetry,
         api_url=str(settings.github_api_url),
-        installation_id=(
-            (lambda: installation.installation_id) if installation is not None else None
+        installation=(
+            InstallationCheck(transport=transport, clock=clock)
+            if installation is not None
+            else None
         ),
         unfollowed=controls.unfollowed.kept if controls.unfollowed is not None else None,
         repository_id=lambda: transport.repository_id,

@@ -11,12 +11,15 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.services.directory import ServiceDirectory
 from handlers import buttons, errors, home, npm_buttons, run_buttons, slash_command, workspace
+from handlers.refusals import RefusalLog
 from handlers.routing import Routes
 
 
-def register_all(app: AsyncApp, directory: ServiceDirectory) -> None:
-    """Attach every Slack listener and the error handler to the Bolt app."""
-    workspace.register(app, directory.telemetry)  # first: another workspace's reaches nothing
+def register_all(app: AsyncApp, directory: ServiceDirectory, refusals: RefusalLog) -> None:
+    """Attach every Slack listener and the error handler to the Bolt app; the refusals of
+    requests from another workspace are logged through `refusals`."""
+    # First: another workspace's request reaches nothing else.
+    workspace.register(app, directory.telemetry, refusals)
     errors.register(app)
     slash_command.register(app, directory)
     routes = Routes()  # the buttons and forms: one Bolt listener each (`handlers.routing`)

@@ -11,6 +11,7 @@ from bot.services.catalog import Services
 from bot.services.directory import ServiceDirectory
 from bot.services.readiness import Readiness
 from handlers.ack_first import AckFirst
+from handlers.refusals import RefusalLog
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
@@ -22,3 +23,5 @@ BOLT = web.AppKey("bolt", AsyncApp)
 TELEMETRY = web.AppKey("telemetry", PrometheusTelemetry)
 READINESS = web.AppKey("readiness", Readiness)
 ACKS = web.AppKey("acks", AckFirst)
+REFUSALS = web.AppKey("refusals", RefusalLog)
+"""The log lines of refused requests, one per kind per minute (`handlers.refusals`)."""

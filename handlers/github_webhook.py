@@ -2,9 +2,12 @@
 
 The signature is HMAC-SHA256 of the raw body with GITHUB_WEBHOOK_SECRET, compared in
 constant time. Without a configured secret every delivery is refused: an endpoint that
-cannot authenticate must not act on what it is sent. A signed delivery goes to the webhook
-service (`bot.services.webhooks`), which remembers it and acts on it after this answer: GitHub waits
-10 seconds at most for one.
+cannot authenticate must not act on what it is sent. What cannot be signed (no secret
+configured, no `X-Hub-Signature-256` or not one shaped as GitHub's) is answered 401 before a
+byte of its body is read, and a body over GitHub's 25 MB is answered 413 unread when its
+`Content-Length` says so, or one chunk past the cap when it comes chunked. A signed delivery
+goes to the webhook service (`bot.services.webhooks`), which remembers it and acts on it after
+this answer: GitHub waits 10 seconds at most for one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from functools import partial
 from urllib.parse import parse_qs
 
@@ -20,12 +24,17 @@ from aiohttp import web
 
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.webhooks import Taken
-from handlers.app_keys import DIRECTORY, SETTINGS, TELEMETRY
+from handlers.app_keys import DIRECTORY, REFUSALS, SETTINGS, TELEMETRY
+from handlers.bodies import read_at_most
+from handlers.refusals import Kind
 
 log = logging.getLogger(__name__)
 
 # GitHub caps webhook payloads at 25 MB.
 MAX_BODY = 25 * 1024 * 1024
+
+_SIGNATURE = re.compile(r"sha256=[0-9a-f]{64}")
+"""`X-Hub-Signature-256` as GitHub sends it: anything else cannot match, whatever the body."""
 
 
 def signature_matches(secret: bytes, body: bytes, header: str | None) -> bool:
@@ -47,13 +56,17 @@ def _json_of(content_type: str, body: bytes) -> bytes | str:
 
 async def receive(request: web.Request) -> web.Response:
     secret = request.app[SETTINGS].github_webhook_secret
-    body = await request.read()
     header = request.headers.get("X-Hub-Signature-256")
-    if secret is None or not signature_matches(secret.get_secret_value().encode(), body, header):
-        log.warning("webhook refused: missing or wrong signature")
-        if header:  # signed with a secret the bot does not have (or has none)
-            request.app[TELEMETRY].signature_refused(door="github")
-        return web.json_response({"error": "invalid signature"}, status=401)
+    if secret is None or not _SIGNATURE.fullmatch(header or ""):
+        return _unsigned(request, header)
+    body = await read_at_most(request, MAX_BODY)
+    if body is None:
+        request.app[REFUSALS].warning(
+            log, Kind.GITHUB_TOO_LARGE, "webhook refused: its body is over %d bytes", MAX_BODY
+        )
+        return _closing({"error": "request body too large"}, status=413)
+    if not signature_matches(secret.get_secret_value().encode(), body, header):
+        return _unsigned(request, header)
     event = request.headers.get("X-GitHub-Event", "")
     delivery = request.headers.get("X-GitHub-Delivery", "")
     try:
@@ -102,3 +115,23 @@ async def receive(request: web.Request) -> web.Response:
         "reason": intake.reason,
     }
     return web.json_response(answer, status=200 if intake.taken is Taken.DUPLICATE else 202)
+
+
+def _unsigned(request: web.Request, header: str | None) -> web.Response:
+    """401 for a delivery without the bot's signature; counted when it carries one (signed with
+    a secret the bot does not have, or has none)."""
+    request.app[REFUSALS].warning(
+        log, Kind.GITHUB_SIGNATURE, "webhook refused: missing or wrong signature"
+    )
+    if header:
+        request.app[TELEMETRY].signature_refused(door="github")
+    return _closing({"error": "invalid signature"}, status=401)
+
+
+def _closing(answer: dict[str, str], *, status: int) -> web.Response:
+    """A refusal after which the connection closes: what the sender still sends of a body the
+    bot did not read is dropped as it comes (aiohttp's lingering close, 10 s at most), not
+    kept."""
+    response = web.json_response(answer, status=status)
+    response.force_close()
+    return response

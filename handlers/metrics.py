@@ -14,7 +14,8 @@ import logging
 
 from aiohttp import web
 
-from handlers.app_keys import READINESS, SERVICES, SETTINGS, TELEMETRY
+from handlers.app_keys import READINESS, REFUSALS, SERVICES, SETTINGS, TELEMETRY
+from handlers.refusals import Kind
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,9 @@ async def scrape(request: web.Request) -> web.Response:
     if token is not None and not bearer_matches(
         token.get_secret_value(), request.headers.get("Authorization")
     ):
-        log.warning("metrics scrape refused: missing or wrong bearer token")
+        request.app[REFUSALS].warning(
+            log, Kind.METRICS_SCRAPE, "metrics scrape refused: missing or wrong bearer token"
+        )
         return web.Response(
             status=401,
             text="a bearer token is required (METRICS_TOKEN)\n",

@@ -26,7 +26,11 @@ Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(clean_t
 """Free text (a command's text, a button's value): cleaned of what the database cannot store."""
 
 SlackId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,32}$")]
-"""A user, channel, team or user-group id (`U0RELMGR01`): it is stored in 32 characters."""
+"""A user, team or user-group id (`U0RELMGR01`): it is stored in 32 characters."""
+
+ChannelId = Annotated[str, StringConstraints(pattern=r"^[CDG][A-Z0-9]{1,31}$")]
+"""A conversation id as Slack writes them: a channel (`C…`, a private one `G…`) or a direct
+message (`D…`), in capitals and digits; anything else is no conversation a message can name."""
 
 ResponseUrl = Annotated[str, StringConstraints(pattern=r"^https?://[!-~]{1,2000}$")]
 """Where Slack takes the answer to a command or click: an http(s) URL, nothing else."""
@@ -47,7 +51,7 @@ class SlashCommand(_Part):
     command: Text
     text: Text = ""
     user_id: SlackId
-    channel_id: SlackId
+    channel_id: ChannelId
     response_url: ResponseUrl
     trigger_id: TriggerId | None = None
     team_id: SlackId | None = None
@@ -69,12 +73,12 @@ class Enterprise(_Part):
 
 
 class Channel(_Part):
-    id: SlackId
+    id: ChannelId
 
 
 class Container(_Part):
     type: Text | None = None
-    channel_id: SlackId | None = None
+    channel_id: ChannelId | None = None
     message_ts: Text | None = None
     is_ephemeral: bool | None = None
 
@@ -151,7 +155,7 @@ class ViewSubmission(_ByAPerson):
 class Event(_Part):
     type: Text
     user: SlackId | None = None
-    channel: SlackId | None = None
+    channel: ChannelId | None = None
     tab: Text | None = None
 
 

@@ -1,8 +1,9 @@
 """`POST /slack/events`: authenticate the raw bytes, then validate, then hand over to Bolt.
 
 The signature (slack_sdk's `SignatureVerifier`, on the body exactly as received) is checked
-before anything reads the body, so an unsigned request costs one log line and a 401, whatever
-it holds; a body over `MAX_BODY` is not even read in full (413). A signed body is then
+before anything parses the body, so an unsigned request costs a 401 (and a log line a minute,
+`handlers.refusals`), whatever it holds: one without the signature's headers is not even read,
+and a body over `MAX_BODY` is not read in full (413). A signed body is then
 validated into one of `handlers.payloads`' models; what does not fit (nothing Slack itself
 sends) is refused with a 400 and one line, and what fits reaches Bolt as that model again, so
 no listener meets a shape it does not expect. A signed request of a kind no listener takes (an
@@ -28,7 +29,8 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from handlers.app_keys import ACKS, BOLT, SETTINGS, TELEMETRY
+from handlers.app_keys import ACKS, BOLT, REFUSALS, SETTINGS, TELEMETRY
+from handlers.bodies import read_at_most
 from handlers.origin import BODY_DIGEST
 from handlers.payloads import (
     HANDLED_EVENTS,
@@ -39,6 +41,7 @@ from handlers.payloads import (
     UrlVerification,
     ViewSubmission,
 )
+from handlers.refusals import Kind
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +68,20 @@ class Refused(Exception):
 
 
 async def receive(request: web.Request) -> web.Response:
-    body = await _read(request)
+    if _signature_headers(request) is None:
+        unsigned = _unsigned(request)
+        unsigned.force_close()  # what is sent of its body is dropped, not read
+        return unsigned
+    # The app's limit is the webhook's 25 MB, which an unsigned sender must not make it take in.
+    body = await read_at_most(request, MAX_BODY)
     if body is None:
-        log.warning("Slack request refused: its body is over %d bytes", MAX_BODY)
+        request.app[REFUSALS].warning(
+            log, Kind.SLACK_TOO_LARGE, "Slack request refused: its body is over %d bytes", MAX_BODY
+        )
         return web.json_response({"error": "request body too large"}, status=413)
     text = _signed(request, body)
     if text is None:
-        log.warning("Slack request refused: missing, stale or wrong signature")
-        return web.json_response({"error": "invalid request signature"}, status=401)
+        return _unsigned(request)
     try:
         payload = _validated(text, request.content_type)
     except Refused as refused:
@@ -96,26 +105,30 @@ async def receive(request: web.Request) -> web.Response:
     return await to_aiohttp_response(answer)
 
 
-async def _read(request: web.Request) -> bytes | None:
-    """The body, or None when it is over MAX_BODY: then it is not read further (the app's
-    limit is the webhook's 25 MB, which an unsigned sender must not make the bot take in)."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
+def _unsigned(request: web.Request) -> web.Response:
+    request.app[REFUSALS].warning(
+        log, Kind.SLACK_SIGNATURE, "Slack request refused: missing, stale or wrong signature"
+    )
+    return web.json_response({"error": "invalid request signature"}, status=401)
+
+
+def _signature_headers(request: web.Request) -> tuple[str, str] | None:
+    """`X-Slack-Request-Timestamp` and `X-Slack-Signature`, or None when one is missing or the
+    timestamp is not Slack's: then the request is unsigned, and its body is not read."""
+    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+    signature = request.headers.get("X-Slack-Signature", "")
+    if not _TIMESTAMP.fullmatch(timestamp) or not signature:
         return None
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
-    return bytes(body)
+    return timestamp, signature
 
 
 def _signed(request: web.Request, body: bytes) -> str | None:
     """The body as text, if Slack signed exactly these bytes recently (slack_sdk's verifier);
     None otherwise."""
-    timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
-    signature = request.headers.get("X-Slack-Signature", "")
-    if not _TIMESTAMP.fullmatch(timestamp) or not signature:
+    headers = _signature_headers(request)
+    if headers is None:
         return None
+    timestamp, signature = headers
     try:
         text = body.decode("utf-8")  # the verifier signs text: a body that is not UTF-8
     except UnicodeDecodeError:  # cannot have been signed by Slack

@@ -5,12 +5,17 @@ the team `auth.test` answers for its token: Bolt asks once, at the first request
 answer for the process (`AsyncSingleTeamAuthorization`) and runs no listener while it cannot
 ask. A request Slack signed for this app from elsewhere (the app installed in a second
 workspace, a person of another organisation in a Slack Connect channel) is answered with why,
-changes nothing, and is one log line. On Enterprise Grid, a person's `user.team_id` is the
-organisation's id (`E…`) instead of the workspace's: that one is the bot's too.
+changes nothing, and is one log line (one a minute for a flood: `handlers.refusals`). A click
+is answered at once and told why on its response_url afterwards (`Telling`): Slack waits 3
+seconds for its answer, a response_url may take longer. On Enterprise Grid, a person's
+`user.team_id` is the organisation's id (`E…`) instead of the workspace's: that one is the
+bot's too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,9 +25,12 @@ from typing import Any
 import aiohttp
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.response import BoltResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.adapters.slack.control_views import notice_modal
 from bot.services.telemetry import Telemetry
+from handlers import ack_first
+from handlers.refusals import Kind, RefusalLog
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +83,68 @@ def _enterprise(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def register(app: AsyncApp, telemetry: Telemetry) -> None:
+TELL_WITHIN_S = 10.0
+"""Seconds a refusal's post to a click's response_url may take, after Slack has its answer."""
+
+TELLING_AT_ONCE = 16
+"""Refusals on their way to response_urls at once: a click beyond them is answered and not told
+why (a flood of clicks from another workspace keeps no more than this many posts open)."""
+
+
+class Telling:
+    """The refusals of clicks, posted to their response_urls after Slack was answered: at most
+    `at_once` at a time, each `within` seconds at most; a post that fails is a line (one a
+    minute, `refusals`) naming the kind of failure, never the response_url (the right to post)."""
+
+    def __init__(
+        self,
+        refusals: RefusalLog,
+        *,
+        at_once: int = TELLING_AT_ONCE,
+        within: float = TELL_WITHIN_S,
+    ) -> None:
+        self._refusals = refusals
+        self._at_once = at_once
+        self._within = within
+        self._posts: set[asyncio.Task[None]] = set()
+
+    def tell(self, context: AsyncBoltContext) -> None:
+        """Tell the clicker why, in the background; the app's shutdown waits for the post
+        (`ack_first`) as for a listener's work."""
+        url = context.response_url
+        if url is None or len(self._posts) >= self._at_once:
+            return
+        acks: ack_first.AckFirst | None = context.get(ack_first.CONTEXT_KEY)
+        working = contextlib.ExitStack()  # counted from now: a shutdown now waits for it
+        if acks is not None:
+            working.enter_context(acks.working())
+        post = asyncio.create_task(self._post(context, url))
+        self._posts.add(post)
+        post.add_done_callback(self._posts.discard)
+        post.add_done_callback(lambda _: working.close())
+
+    async def _post(self, context: AsyncBoltContext, url: str) -> None:
+        # On the app's HTTP session; no retry: a post that may have gone through is not sent again.
+        webhook = AsyncWebhookClient(url=url, session=context.client.session, retry_handlers=[])
+        try:
+            async with asyncio.timeout(self._within):
+                sent = await webhook.send(
+                    text=ELSEWHERE, response_type="ephemeral", replace_original=False
+                )
+        except (aiohttp.ClientError, TimeoutError) as lost:
+            self._untold(type(lost).__name__)
+            return
+        if sent.status_code != 200:
+            self._untold(f"its response_url answered {sent.status_code}")
+
+    def _untold(self, why: str) -> None:
+        self._refusals.warning(log, Kind.OTHER_WORKSPACE_UNTOLD, "a refusal was not told: %s", why)
+
+
+def register(app: AsyncApp, telemetry: Telemetry, refusals: RefusalLog) -> None:
     """Refuse, before any other listener or middleware of the bot, what another workspace
     sends."""
+    telling = Telling(refusals)
 
     @app.middleware
     async def own_workspace_only(
@@ -94,28 +161,28 @@ def register(app: AsyncApp, telemetry: Telemetry) -> None:
         if what is None:
             return await next()
         kind = str(body.get("command") or body.get("type") or "request")
-        log.warning(
+        refusals.warning(
+            log,
+            Kind.OTHER_WORKSPACE,
             "Slack %s refused: it names %s, not this bot's workspace %s",
             kind[:32],
             what,
             own.team or "(unknown)",
         )
         telemetry.refused(reason=REFUSAL_CODE)
-        return await _answer(context, body)
+        return _answer(context, body, telling)
 
 
-async def _answer(context: AsyncBoltContext, body: Mapping[str, Any]) -> BoltResponse:
+def _answer(context: AsyncBoltContext, body: Mapping[str, Any], telling: Telling) -> BoltResponse:
     """Slack's answer to a refused request: the words where Slack shows them (a command's
-    ephemeral answer, a form turned into the reason, an ephemeral reply to a click)."""
+    ephemeral answer, a form turned into the reason, an ephemeral reply to a click, after
+    this answer)."""
     if body.get("command"):
         return _json({"response_type": "ephemeral", "text": ELSEWHERE})
     if body.get("type") == "view_submission":
         return _json({"response_action": "update", "view": notice_modal(ELSEWHERE)})
-    if body.get("type") == "block_actions" and context.respond is not None:
-        try:
-            await context.respond(text=ELSEWHERE, response_type="ephemeral", replace_original=False)
-        except (aiohttp.ClientError, TimeoutError) as lost:
-            log.info("the refusal could not be told: %s", type(lost).__name__)
+    if body.get("type") == "block_actions":
+        telling.tell(context)
     return BoltResponse(status=200, body="")
 
 

@@ -77,10 +77,12 @@ class SlackUser:
         status, _, _ = await self._post(body)
         return status
 
-    async def _answer(self, url: str, work: set[Task]) -> list[ResponseUrlPost]:
+    async def _answer(
+        self, url: str, work: set[Task], moment: float = ANSWER_WAIT
+    ) -> list[ResponseUrlPost]:
         """The posts to the response `url` once the bot answered, or once its `work` on the
-        request ended without an answer; a moment (`ANSWER_WAIT`) at most, unless the bot in
-        this process is still working on what it acknowledged (`WORK_WAIT` at most)."""
+        request ended without an answer; a `moment` at most, unless the bot in this process is
+        still working on what it acknowledged (`WORK_WAIT` at most)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         while not (posts := self.slack.responses(url)):
@@ -88,7 +90,7 @@ class SlackUser:
             if (
                 (work and all(task.done() for task in work))
                 or waited >= WORK_WAIT
-                or (waited >= ANSWER_WAIT and not self._working())
+                or (waited >= moment and not self._working())
             ):
                 return self.slack.responses(url)
             await asyncio.sleep(0.01)
@@ -159,20 +161,22 @@ class SlackUser:
         *,
         wait: bool = True,
         replica: str | None = None,
+        moment: float = ANSWER_WAIT,
         **place: Unpack[ClickPlace],
     ) -> str | None:
         """Click the button `action_id` on `message` (default: the newest rollout card),
         through `replica` (a URL from `start_replica`) or the first bot.
 
         Returns the ephemeral answer, if the bot sent one (None once the bot's work on the
-        click ended without one, or after a moment for a `serve` process).
+        click ended without one, or after a `moment` for a `serve` process: a longer one where
+        a loaded machine may hold the answer up and a test needs it).
         """
         url, body = self.click_body(action_id, **place)
         status, _, work = await self._post(body, url=replica)
         assert status == 200, f"click {action_id} answered HTTP {status}"
         if not wait:
             return None
-        posts = await self._answer(url, work)
+        posts = await self._answer(url, work, moment)
         return _shown(posts[0].body) if posts else None
 
     async def submit_view(

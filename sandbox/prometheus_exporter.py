@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +28,7 @@ import yaml
 from aiohttp import web
 
 from sandbox.loopback import Lifecycle, LoopbackServer
+from sandbox.prometheus_clock import SkewedClock
 
 # Each family's traffic is spread over these (endpoint, method) pairs by these shares.
 HTTP_ROUTES = ((("/documents", "GET"), 0.6), (("/documents", "PUT"), 0.3), (("/auth", "POST"), 0.1))
@@ -148,7 +150,9 @@ class PrometheusProcess(Lifecycle):
     before Prometheus starts; retention is unlimited, so old blocks are kept. `tokens` gives a
     job the bearer token its scrape sends; `rules` are rule files it loads (and evaluates every
     second); `remote_read` are remote-read endpoints every query also reads (one that fails
-    makes Prometheus answer `success` with a warning: a partial answer).
+    makes Prometheus answer `success` with a warning: a partial answer). With `clock_offset`,
+    `url` answers as this Prometheus would with its clock that far ahead of the host's
+    (negative: behind; `sandbox.prometheus_clock`).
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class PrometheusProcess(Lifecycle):
         tokens: Mapping[str, str] | None = None,
         rules: Sequence[Path] = (),
         remote_read: Sequence[str] = (),
+        clock_offset: timedelta = timedelta(0),
     ) -> None:
         found = binary or prometheus_binary()
         if found is None:
@@ -172,7 +177,12 @@ class PrometheusProcess(Lifecycle):
         self._history = history
         self._process: asyncio.subprocess.Process | None = None
         self._directory: tempfile.TemporaryDirectory[str] | None = None
+        self._clock_offset = clock_offset
+        self._skewed: SkewedClock | None = None
         self.url = ""
+        """Where to query it (on its skewed clock, with `clock_offset`)."""
+        self.url_on_host_clock = ""
+        """The Prometheus itself, on the host's clock."""
 
     def _config(self) -> str:
         return yaml.safe_dump(
@@ -201,11 +211,15 @@ class PrometheusProcess(Lifecycle):
         if self._history is not None:
             await self._backfill(root, self._history)
         port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = self.url_on_host_clock = f"http://127.0.0.1:{port}"
         with (root / "prometheus.log").open("wb") as log:
             self._process = await self._spawn(root, port, log)
         try:
             await self._wait_ready(timeout)
+            if self._clock_offset:
+                self._skewed = SkewedClock(self.url, self._clock_offset)
+                await self._skewed.start()
+                self.url = self._skewed.url
         except BaseException:
             await self.stop()
             raise
@@ -277,6 +291,9 @@ class PrometheusProcess(Lifecycle):
         return log.read_text(encoding="utf-8", errors="replace")[-2000:] if log.exists() else ""
 
     async def stop(self) -> None:
+        if self._skewed is not None:
+            await self._skewed.stop()
+            self._skewed = None
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
             try:

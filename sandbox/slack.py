@@ -65,6 +65,9 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         self._drops: dict[str, int] = {}
         self._lost_answers: dict[str, int] = {}
         self._response_statuses: deque[int] = deque()
+        self._responses_released: asyncio.Event | None = None
+        self.responses_held = 0
+        """Posts to response_urls waiting, unanswered, for `hold_responses`' release."""
         self._failed_uploads = 0
         self._fault_rate = 0.0
         self._fault_random = random.Random(0)
@@ -85,6 +88,8 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         return app
 
     async def stop(self) -> None:
+        if self._responses_released is not None:  # a held post would hold the server's stop
+            self._responses_released.set()
         for ws in list(self._sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
         await super().stop()
@@ -141,6 +146,12 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         """The next post to a response_url takes effect, then is answered `status` (a 5xx
         Slack gave after posting it: whether it was posted cannot be told from the answer)."""
         self._response_statuses.append(status)
+
+    def hold_responses(self) -> asyncio.Event:
+        """Keep the posts to response_urls from now on waiting, unanswered and not yet posted
+        (Slack slow to take them), until the event returned is set or the server stops."""
+        self._responses_released = asyncio.Event()
+        return self._responses_released
 
     def lose_next_answer(self, method: str, *, count: int = 1) -> None:
         """Do the next `count` calls of `method` (a Web API method, or `response_url` for the
@@ -298,6 +309,13 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
     # -- response_url -----------------------------------------------------------------------------
 
     async def _response_url(self, request: web.Request) -> web.Response:
+        if self._responses_released is not None and not self._responses_released.is_set():
+            self.responses_held += 1
+            await self._notify()
+            try:
+                await self._responses_released.wait()
+            finally:
+                self.responses_held -= 1
         target = self._response_targets.get(request.path)
         if target is None:
             return web.Response(status=404, text="expired_url")

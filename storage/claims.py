@@ -53,13 +53,16 @@ class ClaimStore:
         stage: str | None = None,
         done: bool = False,
         take_over: bool = True,
+        replacing: Claim | None = None,
     ) -> Claim | None:
         """Claim `key` for `actor`: the claim, or None when someone else holds or did it.
 
         `done=True` records a claim that is complete at once (a Slack delivery seen). Not
         `take_over`: a claim whose lease ran out before it was recorded done is not taken over
         (None), decided in the same statement as the claim, so a lease that runs out meanwhile
-        cannot let it through.
+        cannot let it through. `replacing`: only that claim is taken over once its lease ran
+        out (the one the caller looked at, by its holder token, which each claim and takeover
+        writes anew), never one that took it over since and lapsed in turn (None then).
         """
         claim = Claim(
             key=key,
@@ -74,7 +77,7 @@ class ClaimStore:
             done_at=now if done else None,
         )
         try:
-            won = await self._write(claim, take_over=take_over)
+            won = await self._write(claim, take_over=take_over, replacing=replacing)
         except BaseException as lost:
             # The write may have committed with its answer lost (a connection dropped at
             # COMMIT, a timeout, a cancellation): a claim nobody finishes would hold the key,
@@ -86,9 +89,9 @@ class ClaimStore:
             raise ClaimUnsettled(claim, withdrawn=withdrawn, held_until=held_until) from lost
         return claim if won else None
 
-    async def _write(self, claim: Claim, *, take_over: bool) -> bool:
-        """Insert the claim, or (`take_over`) take over its key's claim whose lease ran out;
-        whether it won."""
+    async def _write(self, claim: Claim, *, take_over: bool, replacing: Claim | None) -> bool:
+        """Insert the claim, or (`take_over`) take over its key's claim whose lease ran out
+        (`replacing`: that one claim only); whether it won."""
         values = {**asdict(claim), "state": claim.state.value}
         async with self._sessions.begin() as session:
             won = await session.scalar(
@@ -96,15 +99,18 @@ class ClaimStore:
                     ActionClaimRow.key
                 )
             )
-            if won is None and take_over:
+            if won is None and (take_over or replacing is not None):
                 # Take over a claim whose owner died before finishing (its lease ran out).
+                lapsed = [
+                    ActionClaimRow.key == claim.key,
+                    ActionClaimRow.state == ClaimState.CLAIMED.value,
+                    ActionClaimRow.claimed_at < claim.claimed_at - self._lease,
+                ]
+                if replacing is not None:
+                    lapsed.append(ActionClaimRow.holder == replacing.holder)
                 won = await session.scalar(
                     update(ActionClaimRow)
-                    .where(
-                        ActionClaimRow.key == claim.key,
-                        ActionClaimRow.state == ClaimState.CLAIMED.value,
-                        ActionClaimRow.claimed_at < claim.claimed_at - self._lease,
-                    )
+                    .where(*lapsed)
                     .values(**values)
                     .returning(ActionClaimRow.key)
                 )

@@ -272,6 +272,16 @@ class TimerStore(ServiceStore):
             ).one()
         return int(row[0]), int(row[1])
 
+    async def of_kind(self, *, kind: str, due_since: datetime) -> list[Timer]:
+        """The timers of `kind` due at or after `due_since`, whatever became of them."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(TimerRow)
+                .where(TimerRow.kind == kind, TimerRow.due_at >= due_since, *self._scope)
+                .order_by(TimerRow.due_at, TimerRow.id)
+            )
+            return [_timer(row) for row in rows]
+
     async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None:
         """When the next timer (of one of `kinds`; None: any) can be claimed: its due time, or
         its lease end if it is claimed.

@@ -207,6 +207,24 @@ async def test_unsigned_or_forged_slack_requests_are_refused(
     assert slack.all_responses == []
 
 
+class _Trickle:
+    """A request body sent one piece, then held back until `release`: what the server answers
+    before the rest comes, it answered without reading the body. `sent` counts the pieces."""
+
+    def __init__(self, body: bytes, *, pieces: int = 2) -> None:
+        size = -(-len(body) // pieces)
+        self._pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        self.sent = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            if self.sent:
+                await self.release.wait()
+            self.sent += 1
+            yield piece
+
+
 _OVER_A_MEGABYTE = {
     "announced": b"Content-Length: 20000000\r\n\r\ntext=" + b"a" * 1000,
     "chunked": b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (1100 * 1024)
@@ -219,14 +237,18 @@ _OVER_A_MEGABYTE = {
 async def test_a_body_larger_than_slack_sends_is_refused_before_it_is_read(
     client: TestClient[object, object], slack: SlackTestServer, length: str
 ) -> None:
-    """Slack's requests are a few kilobytes. A request that announces more than a megabyte, or
-    sends more in chunks, is answered at once, read no further: an unauthenticated sender
-    cannot make the bot take in the 25 MB the webhook's limit allows (the rest of the body is
-    never sent here, so a bot that waited to read it all would not answer)."""
+    """Slack's requests are a few kilobytes. A request with a signature that announces more
+    than a megabyte, or sends more in chunks, is answered at once, read no further: an
+    unauthenticated sender cannot make the bot take in the 25 MB the webhook's limit allows
+    (the rest of the body is never sent here, so a bot that waited to read it all would not
+    answer). One without a signature is not read at all (the test below)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     writer.write(
         b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\n" + _OVER_A_MEGABYTE[length]
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"X-Slack-Request-Timestamp: %d\r\nX-Slack-Signature: v0=%b\r\n"
+        % (int(time.time()), b"0" * 64)
+        + _OVER_A_MEGABYTE[length]
     )
     await writer.drain()
     try:
@@ -234,6 +256,27 @@ async def test_a_body_larger_than_slack_sends_is_refused_before_it_is_read(
     finally:
         writer.close()
     assert status_line.split()[1] == b"413"
+    assert slack.calls == []
+
+
+@pytest.mark.parametrize("missing", ["X-Slack-Signature", "X-Slack-Request-Timestamp"])
+async def test_a_slack_request_without_a_signature_is_refused_before_its_body_is_read(
+    client: TestClient[object, object], slack: SlackTestServer, missing: str
+) -> None:
+    """Without Slack's signature headers the request is answered 401 while its sender still
+    holds back all but the first piece of the body (before, the bot read up to a megabyte
+    first), and the connection closes."""
+    _, body = command_body(slack, "help " + "x" * 64 * 1024)
+    headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
+    del headers[missing]
+    headers["Content-Length"] = str(len(body))
+    trickle = _Trickle(body.encode())
+    async with asyncio.timeout(10):  # the bug: no answer until the whole body came
+        response = await client.post("/slack/events", data=trickle(), headers=headers)
+    assert response.status == 401
+    assert trickle.sent == 1
+    assert response.headers["Connection"] == "close"
+    trickle.release.set()
     assert slack.calls == []
 
 
@@ -287,6 +330,82 @@ async def test_webhook_refuses_forged_or_unsigned_deliveries(
         body = body.replace(b"x", b"y")
     response = await client.post("/github/webhook", data=body, headers=headers)
     assert response.status == 401
+
+
+@pytest.mark.parametrize(
+    "forgery", ["missing", "not sha256", "not hex", "sha1", "no secret configured"]
+)
+async def test_a_webhook_without_a_signature_is_refused_before_its_body_is_read(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, forgery: str
+) -> None:
+    """A delivery that cannot be signed (no `X-Hub-Signature-256`, one not shaped as GitHub's
+    `sha256=<64 hex>`, or no GITHUB_WEBHOOK_SECRET to check it with) is answered 401 while
+    its sender still holds back all but the first piece of the body: the bot did not wait to
+    read it. Before, it read up to 25 MB first. Then the connection closes."""
+    body = json.dumps({"zen": "x", "padding": "p" * 256 * 1024}).encode()
+    headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event="ping")
+    headers["Content-Length"] = str(len(body))
+    signature = headers.pop("X-Hub-Signature-256")
+    if forgery == "not sha256":
+        headers["X-Hub-Signature-256"] = "sha512=" + signature.removeprefix("sha256=")
+    elif forgery == "not hex":
+        headers["X-Hub-Signature-256"] = "sha256=" + "z" * 64
+    elif forgery == "sha1":
+        headers["X-Hub-Signature"] = "sha1=" + "0" * 40
+    elif forgery == "no secret configured":
+        headers["X-Hub-Signature-256"] = signature
+        monkeypatch.delenv("GITHUB_WEBHOOK_SECRET")
+        settings = load_settings(Settings, env_file=None)
+    trickle = _Trickle(body)
+    async with TestClient(TestServer(create_app(settings, charts=CHARTS))) as bot:
+        async with asyncio.timeout(10):  # the bug: no answer until the whole body came
+            response = await bot.post("/github/webhook", data=trickle(), headers=headers)
+        assert response.status == 401
+        assert trickle.sent == 1  # the rest was never sent
+        assert response.headers["Connection"] == "close"
+        assert (await response.json()) == {"error": "invalid signature"}
+        trickle.release.set()
+
+
+@pytest.mark.parametrize("framing", ["announced", "chunked"])
+async def test_a_signed_delivery_sent_in_pieces_is_read_whole_and_taken(
+    client: TestClient[object, object], framing: str
+) -> None:
+    """The control of the test above: the same trickled body, signed, is read to its end and
+    answered (in pieces with its length, or chunked without one)."""
+    body = json.dumps({"zen": "x", "hook_id": 3, "padding": "p" * 256 * 1024}).encode()
+    headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event="ping")
+    if framing == "announced":
+        headers["Content-Length"] = str(len(body))
+    trickle = _Trickle(body)
+    trickle.release.set()
+    response = await client.post("/github/webhook", data=trickle(), headers=headers)
+    assert response.status == 200
+    assert (await response.json())["event"] == "ping"
+    assert trickle.sent == 2
+
+
+async def test_a_webhook_announcing_more_than_githubs_limit_is_refused_before_any_of_it_is_read(
+    client: TestClient[object, object],
+) -> None:
+    """A `Content-Length` over GitHub's 25 MB is answered 413 before one byte of the body is
+    read (here none is ever sent), and the connection is closed after it (`Connection:
+    close`): before, the bot read 25 MB of it first."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /github/webhook HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+        b"X-GitHub-Event: workflow_run\r\nX-Hub-Signature-256: sha256="
+        + b"0" * 64
+        + b"\r\nContent-Length: %d\r\n\r\n" % (github_webhook.MAX_BODY + 1)
+    )
+    await writer.drain()
+    try:
+        async with asyncio.timeout(10):  # the bug: no answer until 25 MB came
+            answer = await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+    assert answer.split()[1] == b"413"
+    assert b"\r\nConnection: close\r\n" in answer
 
 
 @pytest.mark.parametrize("framing", ["announced", "chunked"])

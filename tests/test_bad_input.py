@@ -131,6 +131,8 @@ def _click(**changes: Any) -> dict[str, Any]:
         _click(actions=[]),  # was IndexError
         _click(user=[]),  # was AttributeError: 'list' object has no attribute 'get'
         _click(team=["T1"], channel="C0RELEASES"),
+        _click(channel={"id": "I"}),  # no conversation id: was named as the mention <#I>
+        _click(channel={"id": "c0releases"}),  # Slack writes ids in capitals
         {"type": "view_submission", "user": {"id": "U0RELMGR01"}, "view": []},
         [],
     ],

@@ -283,7 +283,8 @@ async def test_a_release_never_recorded_dispatched_is_not_dispatched_again_by_an
         assert answer is not None and answer.startswith(
             f":warning: This walkthrough is out of date: <@{RELEASE_MANAGER}> clicked it at "
         ), answer
-        assert f"It was: GitHub lists its run ({dispatch.run_id})" in answer, answer
+        assert "It was, as far as GitHub can tell: it lists one run of release.yml" in answer
+        assert f"run {dispatch.run_id}, and step 5 follows it now" in answer, answer
         await box.slack.wait_for(lambda: f"/actions/runs/{dispatch.run_id}|" in message.rendered)
         # The look written before the dispatch finds the chain gone on without it.
         await box.pass_time(timedelta(minutes=1))

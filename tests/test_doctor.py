@@ -173,30 +173,40 @@ async def test_an_open_metrics_endpoint_is_a_warning_that_says_what_it_shows_and
 
 
 @pytest.mark.parametrize(
-    ("behind", "line"),
+    ("ahead", "line"),
     [
         (
             timedelta(0),
-            r"✓ Prometheus at http://127\.0\.0\.1:\d+: its clock and the bot's are \ds "
-            r"apart \(at most 30s\)",
+            r"✓ Prometheus at http://127\.0\.0\.1:\d+: its clock and the bot's are 0s "
+            r"apart \(at most 5s\)",
+        ),
+        (
+            -timedelta(minutes=2),
+            r"⚠ Prometheus at http://127\.0\.0\.1:\d+: its clock is 120s behind the bot's "
+            r"\(more than 5s apart\): a window's last 120s are not in its figures yet, so every "
+            r"gate reading it says INCONCLUSIVE: sync both hosts' clocks with NTP",
         ),
         (
             timedelta(minutes=2),
-            r"⚠ Prometheus at http://127\.0\.0\.1:\d+: its clock is 12\ds "
-            r"behind the bot's \(more than 30s\): a gate's window then ends 12\ds off "
-            r"Prometheus's time and its last 12\ds are not in the figures \(with the bot ahead, "
-            r"every such gate says INCONCLUSIVE\): sync both clocks with NTP",
+            r"⚠ Prometheus at http://127\.0\.0\.1:\d+: its clock is 120s ahead of the bot's "
+            r"\(more than 5s apart\): the figures it gives for a window are those of 120s "
+            r"before it, so every gate reading it says INCONCLUSIVE: sync both hosts' clocks "
+            r"with NTP",
         ),
     ],
-    ids=["in step", "two minutes behind"],
+    ids=["in step", "two minutes behind", "two minutes ahead"],
 )
 async def test_the_skew_between_the_bot_s_clock_and_prometheus_s_is_a_line(
-    install: Install, behind: timedelta, line: str
+    install: Install, ahead: timedelta, line: str
 ) -> None:
     """With PROMETHEUS_URL set, the doctor asks Prometheus's clock (`time()` at its own now):
-    within 30s of the bot's it passes; beyond, a gate's window ends in Prometheus's future, so
-    a warning with the fix (NTP)."""
-    async with QueryAnswers(vector("0"), now=datetime.now(UTC) - behind) as prometheus:
+    within 5s of the bot's it passes; beyond, either way, every gate reading it says
+    INCONCLUSIVE, so a warning with the fix (NTP)."""
+
+    def prometheus_clock() -> datetime:
+        return datetime.now(UTC) + ahead
+
+    async with QueryAnswers(vector("0"), clock=prometheus_clock) as prometheus:
         code, out, err = await run_doctor(
             install, PROMETHEUS_URL=prometheus.url.replace("//", "//reader:s3cret@")
         )

@@ -344,6 +344,36 @@ async def test_a_claim_whose_owner_died_is_taken_over_after_its_lease(
     assert taken is not None and taken.actor == "U2"
 
 
+async def test_a_takeover_of_the_claim_looked_at_never_takes_over_the_one_that_replaced_it(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two leases lapsing in a row: a click looks at a lapsed claim (and at what its request
+    did); meanwhile another request takes that claim over and dies too. The click's takeover
+    names the claim it looked at, so it does not take over the second one, whose request
+    nobody looked into."""
+    claims = ClaimStore(session_factory, lease=timedelta(minutes=5))
+    assert await claims.claim(key="k", action="npm_release", actor="U1", now=NOW) is not None
+    looked_at = await claims.get("k")  # 6 minutes later, the lease ran out: the click looks
+    assert looked_at is not None
+    meanwhile = await claims.claim(
+        key="k", action="npm_release", actor="U2", now=NOW + timedelta(minutes=6)
+    )
+    assert meanwhile is not None  # another replica took it over, and died in turn
+    late = NOW + timedelta(minutes=12)
+
+    refused = await claims.claim(
+        key="k", action="npm_release", actor="U3", now=late, replacing=looked_at
+    )
+
+    assert refused is None
+    held = await claims.get("k")
+    assert held is not None and held.holder == meanwhile.holder and held.actor == "U2"
+    taken = await claims.claim(key="k", action="npm_release", actor="U3", now=late, replacing=held)
+    assert taken is not None
+    now_held = await claims.get("k")
+    assert now_held is not None and now_held.holder == taken.holder and now_held.actor == "U3"
+
+
 async def test_a_claim_the_bots_schedule_holds_is_named_for_the_schedule(
     session_factory: async_sessionmaker[AsyncSession],
 ) -> None:

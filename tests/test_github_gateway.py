@@ -146,11 +146,15 @@ async def test_dispatch_returns_the_run_it_started_with_exactly_the_inputs_sent(
     [
         pytest.param(2, False, True, id="404 on both sides of the repository's read: deleted"),
         pytest.param(1, False, False, id="404, then the run: access given back meanwhile"),
-        pytest.param(2, True, False, id="the repository answers 404 too: access lost"),
+        pytest.param(2, True, None, id="the repository answers 404 too: access lost"),
     ],
 )
 async def test_a_run_answering_404_is_gone_only_when_the_repository_reads(
-    gh: GitHubSimulator, gateway: PyGithubGateway, run_404s: int, repository_404: bool, gone: bool
+    gh: GitHubSimulator,
+    gateway: PyGithubGateway,
+    run_404s: int,
+    repository_404: bool,
+    gone: bool | None,
 ) -> None:
     """GitHub answers 404 alike for a deleted run and for a repository out of the credentials'
     reach: the run is gone (its requests closed as a deleted run's) only when the repository

@@ -32,11 +32,12 @@ from services import missing
 from bot.adapters.charts import PNG_SIGNATURE
 from bot.adapters.metrics.prometheus import PrometheusSource
 from bot.domain.gate import GateReason, GateVerdict, Verdict
-from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.metrics import QueryWindow, Reading, judge
 from bot.domain.plan import PrometheusMetrics, Track
 from bot.domain.rollout import StageState, TrackState
 from bot.plan_file import parse_plan
 from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.prometheus_clock import SkewedClock
 from sandbox.prometheus_exporter import (
     PrometheusProcess,
     RelayExporter,
@@ -124,13 +125,9 @@ def source(telemetry: Telemetry, metrics: dict[str, Any]) -> PrometheusSource:
 
 
 def judged(reading: Reading, *, min_sample: int = 1000) -> GateVerdict:
-    """The relay gate's verdict on `reading`, with the default plan's thresholds."""
-    return relay_track(min_sample).evaluate_gate(
-        baseline_crash=reading.baseline_crash,
-        current_crash=reading.figures.crash_rate,
-        current_error=reading.figures.error_rate,
-        sample=reading.figures.sample,
-    )
+    """The relay gate's verdict on `reading`, with the default plan's thresholds (and
+    INCONCLUSIVE when Prometheus's clock was too far from the bot's)."""
+    return judge(relay_track(min_sample), reading)
 
 
 def relay_track(min_sample: int = 1000) -> Track:
@@ -347,23 +344,57 @@ async def test_a_partial_answer_is_no_figure_never_a_pass() -> None:
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
 
 
-async def test_a_window_ending_ahead_of_prometheus_s_clock_is_no_figure_never_a_pass(
+# -- Prometheus's clock off the bot's --------------------------------------------------------
+
+
+async def test_a_prometheus_clock_behind_the_bot_s_gives_no_figure_never_a_pass(
     telemetry: Telemetry,
 ) -> None:
-    """The bot's clock 45s ahead of Prometheus's: the window read at its end, 45s in
-    Prometheus's future, holds only the scrapes before Prometheus's now, and a canary failing
-    in its last 45s passed on them. Prometheus's own clock is asked first: INCONCLUSIVE."""
-    late = window("healthy", 60, ahead=timedelta(seconds=45))
-    reading = await source(telemetry, relay_metrics("healthy")).measure(late)
+    """Prometheus's clock 8s behind the bot's: the window, read up to its end by the bot's
+    clock, lacks its last 8s (not scraped yet by Prometheus's), and a canary failing in them
+    passed on the rest. The clocks are compared first: INCONCLUSIVE, the clocks named. The
+    same window from the same Prometheus on the bot's clock passes: it is the clock."""
+    healthy = relay_metrics("healthy")
+    async with SkewedClock(telemetry.prometheus_url, -timedelta(seconds=8)) as behind:
+        reading = await source(Telemetry(behind.url), healthy).measure(window("healthy", 60))
     assert reading.figures.error_rate is None and reading.figures.sample is None
+    assert reading.clock_offset == -8
     (error, _crash) = reading.metrics
-    assert re.fullmatch(
-        r"Prometheus's clock is 4\ds behind the bot's: the window's last 4\ds are not in its "
-        r"figures yet \(sync both clocks with NTP\)",
-        error.problem or "",
-    ), error.problem
+    assert error.problem == (
+        "Prometheus's clock is 8s behind the bot's, more than 5s apart: a window's last 8s are "
+        "not in its figures yet, so none is read; sync both hosts' clocks with NTP"
+    )
     verdict = judged(reading)
-    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.CLOCK_SKEW)
+    in_step = await source(telemetry, healthy).measure(window("healthy", 60))
+    assert judged(in_step).verdict is Verdict.PASS
+
+
+async def test_a_canary_failing_in_its_window_never_passes_on_a_prometheus_ahead() -> None:
+    """Prometheus's clock 8s ahead of the bot's answers for the window with the figures of 8s
+    before it: the canary failed from the window's start (3% errors), Prometheus gave the
+    healthy figures before it, and the gate passed. The clocks are compared first:
+    INCONCLUSIVE. A Prometheus on the bot's clock reads the failure: ROLLBACK."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    async with RelayExporter(TRAFFIC["healthy"]) as exporter:
+        jobs = {"canary": exporter.target}
+        async with PrometheusProcess(jobs, clock_offset=timedelta(seconds=8)) as ahead:
+            await ahead.wait_for_scrapes(9)  # 8s of healthy figures before the failure
+            exporter.set_traffic(TRAFFIC["failing"])
+            await asyncio.sleep(4)  # three 1s scrapes of the failure, and one more
+            failing = window("failing", 3)
+            reading = await source(Telemetry(ahead.url), relay_metrics("canary")).measure(failing)
+            assert reading.clock_offset == 8
+            verdict = judged(reading)
+            assert (verdict.verdict, verdict.reason) == (
+                Verdict.INCONCLUSIVE,
+                GateReason.CLOCK_SKEW,
+            )
+            assert verdict.summary.startswith("the metrics source's clock is 8s ahead of")
+            unskewed = Telemetry(ahead.url_on_host_clock)
+            in_step = await source(unskewed, relay_metrics("canary")).measure(failing)
+    assert judged(in_step).verdict is Verdict.ROLLBACK
 
 
 # -- the whole chain: Prometheus -> gate -> GitHub -> Slack ------------------------------------
@@ -381,7 +412,7 @@ async def dispatched_on_prometheus(
     telemetry: Telemetry, workdir: Path, database_url: str, job: str, **metrics: Any
 ) -> AsyncIterator[Sandbox]:
     """A sandbox whose relay gates read Prometheus's `job` (`metrics`: other queries for some
-    of them): v1.4.2 started and dispatched."""
+    of them) at `telemetry`'s URL: v1.4.2 started and dispatched."""
     async with Sandbox(
         workdir=workdir,
         database_url=database_url,
@@ -508,6 +539,35 @@ async def test_too_few_requests_extends_the_window_and_never_passes(
         await box.slack.wait_for(lambda: len(cards()) == 2)  # the card follows the hold
         assert all("Too little data: a sample of" in card for card in cards())
         assert not any("canary gate: PASS" in reply for reply in box.thread())
+
+
+async def test_a_prometheus_clock_ahead_holds_the_canary_for_the_clocks_never_a_pass(
+    telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """Prometheus's clock 8s ahead, on healthy figures that would pass: the thread says the
+    clocks differ and to sync them (NTP), the window is extended once, then the canary holds
+    for a person, told to sync the clocks and Re-evaluate. Never a PASS."""
+    async with SkewedClock(telemetry.prometheus_url, timedelta(seconds=8)) as ahead:
+        skewed = Telemetry(ahead.url)
+        async with dispatched_on_prometheus(
+            skewed, tmp_path, sqlite_database_url, "healthy"
+        ) as box:
+            extended = await box.wait_for_thread("extended once", timeout=30)
+            assert "gate INCONCLUSIVE (the metrics source's clock is 8s ahead of the bot's" in (
+                extended
+            )
+            assert "sync both hosts' clocks with NTP" in extended
+            told = await box.wait_for_thread("sync the clocks, then Re-evaluate", timeout=30)
+            assert "Holding for a human" in told
+            held = await box.wait_until(
+                lambda r: r.track("relay").stage("canary").state is StageState.HOLDING
+            )
+            verdict = held.track("relay").stage("canary").verdict
+            assert verdict is not None and verdict.reason is GateReason.CLOCK_SKEW
+            card = await box.wait_for_thread("No verdict: the metrics source's clock is 8s")
+            assert "Prometheus's clock is 8s ahead of the bot's" in card  # the metric's row
+            assert reviews(box, "relay") == [("relay-canary-5", "approved")]
+            assert not any("canary gate: PASS" in reply for reply in box.thread())
 
 
 def test_the_metrics_command_prints_what_the_gate_would_read(

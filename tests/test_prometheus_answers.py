@@ -10,6 +10,7 @@ test sets: `time()` asked without a `time` gives that clock, as Prometheus gives
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -19,10 +20,13 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.adapters.metrics.prometheus import MAX_CLOCK_SKEW, PrometheusSource
+from bot.adapters.metrics.prometheus import PrometheusSource
+from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
+from bot.domain.clocks import MAX_CLOCK_SKEW
 from bot.domain.gate import GateReason, Verdict, evaluate_desktop
-from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.metrics import QueryWindow, Reading, judge
 from bot.domain.plan import PrometheusMetrics
+from bot.plan_file import load_plan
 from sandbox.loopback import LoopbackServer
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -41,16 +45,19 @@ METRICS = PrometheusMetrics.model_validate(
 
 class QueryAnswers(LoopbackServer):
     """Answers every instant query with `body` (HTTP 200, or 400 when it is not a success),
-    but `time()` asked at no `time`: Prometheus's clock, `now`, as a scalar."""
+    but `time()` asked at no `time`: Prometheus's clock, `clock()`, as a scalar (counted in
+    `clock_reads`)."""
 
-    def __init__(self, body: Any, *, now: datetime = NOW) -> None:
+    def __init__(self, body: Any, *, clock: Callable[[], datetime] = lambda: NOW) -> None:
         self.body = body
-        self.now = now
+        self.clock = clock
+        self.clock_reads = 0
 
     async def _query(self, request: web.Request) -> web.Response:
         form = await request.post()
         if form.get("query") == "time()" and "time" not in form:
-            stamp = round(self.now.timestamp(), 3)
+            self.clock_reads += 1
+            stamp = round(self.clock().timestamp(), 3)
             clock = {"resultType": "scalar", "result": [stamp, f"{stamp:.3f}"]}
             return web.json_response({"status": "success", "data": clock})
         ok = isinstance(self.body, dict) and self.body.get("status") == "success"
@@ -62,9 +69,13 @@ class QueryAnswers(LoopbackServer):
         return app
 
 
-async def read(body: Any, *, now: datetime = NOW) -> Reading:
-    async with QueryAnswers(body, now=now) as server:
-        source = PrometheusSource(METRICS, url=server.url, charts=False)
+async def read(
+    body: Any, *, now: datetime = NOW, bot: Callable[[], datetime] = lambda: NOW
+) -> Reading:
+    """What the source reads of WINDOW from a Prometheus answering `body`, its clock at `now`
+    while the bot's says `bot()`."""
+    async with QueryAnswers(body, clock=lambda: now) as server:
+        source = PrometheusSource(METRICS, url=server.url, clock=bot, charts=False)
         return await source.measure(WINDOW)
 
 
@@ -177,35 +188,133 @@ def test_a_figure_only_from_one_clean_number_and_never_a_pass_without_one(body: 
         assert verdict.verdict is not Verdict.PASS
 
 
-# -- Prometheus's clock behind the bot's ----------------------------------------------------------
+# -- Prometheus's clock and the bot's --------------------------------------------------------------
 
-
-async def test_a_window_ending_in_prometheus_s_future_is_no_figure_never_a_pass() -> None:
-    """The bot's clock 2 minutes ahead of Prometheus's: the window's end lies in Prometheus's
-    future, its last 2 minutes not scraped yet, and a canary failing in them passed on the
-    healthy figures before. Prometheus's clock is asked first: no figure, INCONCLUSIVE."""
-    reading = await read(vector("0.0001"), now=NOW - timedelta(minutes=2))
-    assert reading.figures.crash_rate is None
-    (crash,) = reading.metrics
-    assert crash.problem == (
-        "Prometheus's clock is 120s behind the bot's: the window's last 120s are not in its "
-        "figures yet (sync both clocks with NTP)"
-    )
-    verdict = evaluate_desktop(
-        baseline_crash=reading.baseline_crash, current_crash=reading.figures.crash_rate
-    )
-    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+DESKTOP = load_plan(None).track("desktop")
 
 
 @pytest.mark.parametrize(
-    "ahead", [-timedelta(hours=1), timedelta(0), MAX_CLOCK_SKEW], ids=["behind", "equal", "limit"]
+    ("ahead", "words"),
+    [
+        (
+            timedelta(minutes=2),
+            "Prometheus's clock is 120s ahead of the bot's, more than 5s apart: the figures it "
+            "gives for a window are those of 120s before it, so none is read; sync both hosts' "
+            "clocks with NTP",
+        ),
+        (
+            -timedelta(minutes=2),
+            "Prometheus's clock is 120s behind the bot's, more than 5s apart: a window's last "
+            "120s are not in its figures yet, so none is read; sync both hosts' clocks with NTP",
+        ),
+        (
+            MAX_CLOCK_SKEW + timedelta(seconds=1),
+            "Prometheus's clock is 6s ahead of the bot's, more than 5s apart: the figures it "
+            "gives for a window are those of 6s before it, so none is read; sync both hosts' "
+            "clocks with NTP",
+        ),
+    ],
+    ids=["ahead", "behind", "just past the tolerance"],
+)
+async def test_a_prometheus_clock_off_the_bot_s_gives_no_figure_never_a_pass(
+    ahead: timedelta, words: str
+) -> None:
+    """Prometheus 2 minutes ahead of the bot answers for the window with the figures of 2
+    minutes before it (before the canary's traffic, for a short window), and they passed; 2
+    minutes behind, the window's last 2 minutes are not scraped yet. Either way, on figures
+    that would pass: no figure, and the gate says INCONCLUSIVE for the clocks."""
+    reading = await read(vector("0.0001"), now=NOW + ahead)
+    assert reading.figures.crash_rate is None
+    assert reading.clock_offset == round(ahead.total_seconds())
+    (crash,) = reading.metrics
+    assert crash.problem == words
+    verdict = judge(DESKTOP, reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.CLOCK_SKEW)
+    assert verdict.summary == words.replace("Prometheus's", "the metrics source's")
+
+
+@pytest.mark.parametrize(
+    "ahead",
+    [-MAX_CLOCK_SKEW, timedelta(0), MAX_CLOCK_SKEW],
+    ids=["behind by the tolerance", "equal", "ahead by the tolerance"],
 )
 async def test_a_clock_within_the_tolerance_leaves_the_figures_read(ahead: timedelta) -> None:
-    """Up to `MAX_CLOCK_SKEW` ahead of Prometheus's clock (or behind it), the window is read."""
-    reading = await read(vector("0.0001"), now=NOW - ahead)
+    """Up to `MAX_CLOCK_SKEW` from the bot's clock, either way, the window is read."""
+    reading = await read(vector("0.0001"), now=NOW + ahead)
     assert reading.figures.crash_rate == Decimal("0.0001")
-    assert reading.metrics[0].problem is None
-    verdict = evaluate_desktop(
-        baseline_crash=reading.baseline_crash, current_crash=reading.figures.crash_rate
-    )
-    assert verdict.verdict is Verdict.PASS
+    assert reading.metrics[0].problem is None and reading.clock_offset is None
+    assert judge(DESKTOP, reading).verdict is Verdict.PASS
+
+
+class SlowRequests:
+    """The bot's clock, each look `step` after the last: every request takes `step`, and
+    Prometheus reads its clock, `ahead` of the bot's, half-way through."""
+
+    def __init__(self, step: timedelta, ahead: timedelta) -> None:
+        self.now, self.step, self.ahead = NOW, step, ahead
+
+    def bot(self) -> datetime:
+        seen, self.now = self.now, self.now + self.step
+        return seen
+
+    def prometheus(self) -> datetime:
+        return self.now - self.step / 2 + self.ahead
+
+
+@pytest.mark.parametrize(
+    ("ahead", "reads", "figure", "offset"),
+    [(0, 1, True, None), (8, 1, False, 8), (4, 3, False, None)],
+    ids=["in step", "apart whatever the duration", "too slow to tell"],
+)
+async def test_the_request_s_duration_is_allowed_for(
+    ahead: int, reads: int, figure: bool, offset: int | None
+) -> None:
+    """Prometheus's `time()` is read at some moment between the request and its answer: with
+    a request taking 4s, a clock in step is from -2s to +2s off (read); 8s ahead, from +6s to
+    +10s (apart); 4s ahead, from +2s to +6s: too slow to tell, so read again, three times at
+    most, then no figure with the reason."""
+    slow = SlowRequests(timedelta(seconds=4), timedelta(seconds=ahead))
+    async with QueryAnswers(vector("0.0001"), clock=slow.prometheus) as server:
+        source = PrometheusSource(METRICS, url=server.url, clock=slow.bot, charts=False)
+        reading = await source.measure(WINDOW)
+        assert server.clock_reads == reads
+    assert (reading.figures.crash_rate is not None) is figure
+    assert reading.clock_offset == offset
+    if reads == 3:
+        assert reading.metrics[0].problem == (
+            "could not tell whether Prometheus's clock is within 5s of the bot's: it is +2.0s "
+            "to +6.0s from it (+: ahead), its answers to time() too slow to tell (is "
+            "Prometheus overloaded?)"
+        )
+        assert judge(DESKTOP, reading).reason is GateReason.NO_DATA
+
+
+async def test_a_quick_second_reading_settles_what_a_slow_one_left_open() -> None:
+    """A first answer that took 8s cannot tell a clock 3s ahead from one 7s ahead (it is -1s
+    to +7s); a quick second one narrows it to +2.9s to +3s: read after two readings."""
+    bot_looks = iter([NOW + timedelta(seconds=s) for s in (0, 8, 9, 9.1)])
+    prometheus_looks = iter([NOW + timedelta(seconds=7), NOW + timedelta(seconds=12)])
+    async with QueryAnswers(vector("0.0001"), clock=lambda: next(prometheus_looks)) as server:
+        source = PrometheusSource(
+            METRICS, url=server.url, clock=lambda: next(bot_looks), charts=False
+        )
+        reading = await source.measure(WINDOW)
+        assert server.clock_reads == 2
+    assert reading.figures.crash_rate == Decimal("0.0001")
+
+
+async def test_the_doctor_s_queries_are_asked_whatever_the_clocks() -> None:
+    """`rollout-bot doctor` asks each track's queries once to see that they answer; the
+    clocks have a line of their own, so a Prometheus 2 minutes ahead still has its queries
+    asked, and answered (not every figure said unanswered for the clocks)."""
+    stage = load_plan(None).track("relay").stages[0]
+
+    def ahead() -> datetime:
+        return datetime.now(UTC) + timedelta(minutes=2)
+
+    async with QueryAnswers(vector("0.0001"), clock=ahead) as server:
+        endpoints = MetricsEndpoints(prometheus_url=server.url)
+        problems = await unanswered(
+            METRICS, endpoints, track="desktop", stage=stage, tag="v1.4.2", service="relay"
+        )
+    assert problems == []

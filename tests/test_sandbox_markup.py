@@ -14,6 +14,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.adapters.slack import mrkdwn
 from sandbox import slack_markup
 from sandbox.slack import SlackTestServer
 
@@ -53,6 +54,12 @@ def test_what_slack_renders_as_meant_passes(text: str) -> None:
 def test_what_slack_renders_badly_is_named(text: str, problem: str) -> None:
     (found,) = slack_markup.markup_problems(text)
     assert problem in found
+
+
+@pytest.mark.parametrize("conversation", ["C0RELEASES", "G0PRIVATE1", "D0DIRECT01"])
+def test_every_conversation_an_answer_names_renders_well(conversation: str) -> None:
+    """A direct message has no channel link (`<#D…>` is none): it is named in words."""
+    assert slack_markup.markup_problems(f"this came from {mrkdwn.channel(conversation)}") == []
 
 
 def test_mrkdwn_is_looked_at_where_slack_parses_it() -> None:

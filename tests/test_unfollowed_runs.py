@@ -558,6 +558,38 @@ async def test_a_run_out_of_the_apps_reach_keeps_its_requests_and_gets_its_card_
     assert f"Run {run_id} of Deployment Strategy" in card.text
 
 
+async def test_a_repository_out_of_reach_is_read_once_a_poll_however_many_runs_wait(
+    box: Sandbox,
+) -> None:
+    """Each kept request older than GITHUB_UNREADABLE_SECONDS whose run answered 404 had the
+    repository read too, to tell a deleted run from one out of reach: two requests of the rate
+    limit a request, each poll. Once the repository does not read, a poll reads it no more."""
+    runs = [await kept_without_a_card(box, failed_reads=1000) for _ in range(3)]
+    app = box.github.app
+    assert app is not None
+    app.repositories = {"scriptum/another"}  # the installation no longer covers the repository
+    box.github.clear_failures()
+    for _ in range(6):  # past GITHUB_UNREADABLE_SECONDS (300) since the requests
+        await box.pass_time(timedelta(seconds=60))
+    since = len(box.github.requests)
+    run_paths = {f"/repos/{REPOSITORY}/actions/runs/{run_id}" for run_id in runs}
+
+    def reads() -> tuple[list[int], list[int]]:
+        later = box.github.requests[since:]
+        run_reads = [r.status for r in later if r.method == "GET" and r.path in run_paths]
+        return run_reads, [r.status for r in later if r.path == f"/repos/{REPOSITORY}"]
+
+    for _ in range(20):  # two sweeps at least (the poller's pace is its own)
+        if len(reads()[0]) >= 2 * len(runs):
+            break
+        await box.pass_time(timedelta(seconds=60))
+    run_reads, repository_reads = reads()
+    assert len(run_reads) >= 2 * len(runs) and set(run_reads) == {404}
+    assert set(repository_reads) == {404}
+    # Once a sweep (the window may cut one in two), not once a run.
+    assert len(repository_reads) <= len(run_reads) // len(runs) + 1, (run_reads, repository_reads)
+
+
 def has_buttons(card: ChannelMessage) -> bool:
     return any(block["type"] == "actions" for block in card.blocks)
 

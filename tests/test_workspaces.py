@@ -5,8 +5,10 @@ team a request named: anyone of a second workspace could start, dispatch and pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -15,11 +17,16 @@ import aiohttp
 import pytest
 from figures import passing_sandbox
 from sandbox_views import command_body, open_home
+from slack_bolt.async_app import AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 from test_freeze_sandbox import typed_reason
 from test_services_removed import BILLING, RELAY, override_form
 
-from handlers.workspace import ELSEWHERE, Workspace, foreign
-from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from handlers.ack_first import CONTEXT_KEY, AckFirst
+from handlers.refusals import RefusalLog
+from handlers.workspace import ELSEWHERE, TELLING_AT_ONCE, Telling, Workspace, foreign
+from sandbox.clock import ManualClock
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.harness_slack import button
 from sandbox.signing import (
@@ -29,6 +36,7 @@ from sandbox.signing import (
     slack_signature_headers,
     view_submission_payload,
 )
+from sandbox.slack import SlackTestServer
 
 pytestmark = pytest.mark.story
 
@@ -63,6 +71,18 @@ async def _dispatch_click(
     """A preflight, and a click on its Dispatch whose payload names `team` (`team.id`, and
     `team.enterprise_id` when `enterprise`), `user_team` (`user.team_id`) and `enterprise`
     (`enterprise.id`), answered with no body as Slack expects; the click's response_url."""
+    payload, url = await _click_on_dispatch(
+        box, team=team, user_team=user_team, enterprise=enterprise
+    )
+    assert await _post(box, _form(payload)) == {}
+    return url
+
+
+async def _click_on_dispatch(
+    box: Sandbox, *, team: str, user_team: str, enterprise: str | None
+) -> tuple[dict[str, Any], str]:
+    """A preflight, and the payload of a click on its Dispatch (`_dispatch_click`), not sent;
+    its response_url."""
     assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
     await box.wait_for_button("dispatch")
     card = box.card_message()
@@ -86,8 +106,7 @@ async def _dispatch_click(
     if enterprise is not None:
         payload["team"]["enterprise_id"] = enterprise
         payload["enterprise"] = {"id": enterprise, "name": "Scriptum"}
-    assert await _post(box, _form(payload)) == {}
-    return url
+    return payload, url
 
 
 async def test_a_command_from_another_workspace_is_refused_and_starts_nothing(
@@ -129,6 +148,75 @@ async def test_a_click_from_another_workspace_is_told_so_and_dispatches_nothing(
         (rollout,) = await box.rollouts()
         assert rollout.run_id is None
         assert len(_refusals(caplog)) == 1
+
+
+async def test_a_click_from_another_workspace_is_answered_while_its_response_url_post_waits(
+    tmp_path: Path,
+) -> None:
+    """Slack wants a click answered within 3 seconds; a response_url may take longer. The
+    refusal is told on the response_url after Slack has its answer: here the sandbox Slack
+    holds that post unanswered, and the click is answered all the same. Before, the answer
+    waited for the post."""
+    async with passing_sandbox(tmp_path) as box:
+        payload, url = await _click_on_dispatch(
+            box, team=ELSEWHERE_TEAM, user_team=ELSEWHERE_TEAM, enterprise=None
+        )
+        released = box.slack.hold_responses()
+        async with asyncio.timeout(10):  # the bug: no answer while the post is held
+            assert await _post(box, _form(payload)) == {}
+        await box.slack.wait_for(lambda: box.slack.responses_held == 1, timeout=10)
+        assert box.slack.responses(url) == []  # answered; the refusal still on its way
+        released.set()
+        (told,) = await box.slack.wait_for_response(url)
+        assert told.body["text"] == ELSEWHERE and told.body["response_type"] == "ephemeral"
+        assert box.github.dispatches == []
+
+
+async def test_a_flood_of_clicks_from_another_workspace_keeps_few_posts_open(
+    tmp_path: Path,
+) -> None:
+    """Each click is answered at once; the refusals on their way to response_urls are
+    `TELLING_AT_ONCE` at most, so a flood holds no more posts open than that (the clicks
+    beyond are answered and not told why)."""
+    async with passing_sandbox(tmp_path) as box:
+        payload, _ = await _click_on_dispatch(
+            box, team=ELSEWHERE_TEAM, user_team=ELSEWHERE_TEAM, enterprise=None
+        )
+        released = box.slack.hold_responses()
+        urls = [box.slack.new_response_url(kind="actions") for _ in range(TELLING_AT_ONCE + 3)]
+        for url in urls:
+            payload["response_url"] = url
+            async with asyncio.timeout(10):
+                assert await _post(box, _form(payload)) == {}
+        await box.slack.wait_for(lambda: box.slack.responses_held == TELLING_AT_ONCE, timeout=10)
+        released.set()
+
+        def told() -> list[str]:
+            return [url for url in urls if box.slack.responses(url)]
+
+        await box.slack.wait_for(lambda: len(told()) == TELLING_AT_ONCE, timeout=10)
+        assert told() == urls[:TELLING_AT_ONCE]  # no post was made for the rest
+
+
+async def test_a_refusal_post_slack_never_answers_ends_within_its_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The post of a refusal is bounded (`within`); past it, one line names the failure, not
+    the response_url (the right to post in the channel). The shutdown's drain waits for it."""
+    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN) as slack:
+        slack.hold_responses()  # never released
+        acks = AckFirst()
+        url = slack.new_response_url(kind="actions")
+        context = AsyncBoltContext(
+            response_url=url,
+            client=AsyncWebClient(token=SLACK_BOT_TOKEN, base_url=slack.api_url),
+        )
+        context[CONTEXT_KEY] = acks
+        Telling(RefusalLog(clock=ManualClock(datetime.now(UTC))), within=0.1).tell(context)
+        assert acks.work_under_way == 1  # counted from the click's answer on
+        assert await acks.idle(within=10)
+        assert "a refusal was not told: TimeoutError" in caplog.messages
+        assert url not in caplog.text and url.rsplit("/", 1)[1] not in caplog.text
 
 
 async def test_on_enterprise_grid_a_person_whose_team_is_the_organisation_is_served(

@@ -63,6 +63,13 @@ class PrometheusTelemetry(Telemetry):
         self._github = counter(
             "github_requests_total", "Calls to GitHub's API.", "service", "endpoint", "status"
         )
+        self._token_renewals = counter(
+            "github_token_renewals_total",
+            "Installation tokens GitHub refused (401) in App mode: renewed (a new token, the "
+            "call sent once more with it) or not (GitHub gave none).",
+            "service",
+            "result",
+        )
         self._not_modified = counter(
             "github_not_modified_total",
             "Conditional GETs GitHub answered 304 Not Modified (no rate limit spent).",
@@ -152,6 +159,9 @@ class PrometheusTelemetry(Telemetry):
 
     def github_request(self, *, service: str, endpoint: str, status: str) -> None:
         self._github.labels(service, endpoint, status).inc()
+
+    def github_token_renewal(self, *, service: str, renewed: bool) -> None:
+        self._token_renewals.labels(service, "renewed" if renewed else "not_renewed").inc()
 
     def github_rate_limit(self, *, account: str, remaining: int, reset: int) -> None:
         self._rate_limit.labels(account).set(remaining)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -20,12 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.live import MetricsProblem
-from bot.adapters.metrics.prometheus import MAX_CLOCK_SKEW, check_reachable, public_url
+from bot.adapters.metrics.prometheus_api import check_clock, public_url, unclear
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal
 from bot.cli.settings import OPEN_METRICS, load, services_named, unguarded
 from bot.config import Settings
+from bot.domain.clocks import MAX_CLOCK_SKEW, offset_words, shifted_words
 from bot.domain.plan import RolloutPlan, Stage
 from bot.domain.service import Service
 from bot.logs import configure_logging
@@ -121,30 +121,29 @@ def metrics_finding(settings: Settings) -> Finding:
 
 
 def clock_finding(settings: Settings) -> Finding | None:
-    """How far apart the bot's clock and Prometheus's are (None without PROMETHEUS_URL): a
-    gate reads its window up to its end by the bot's clock, so past `MAX_CLOCK_SKEW` apart
-    its last seconds are missing from what it reads (and with the bot ahead, every gate
-    reading Prometheus says INCONCLUSIVE)."""
+    """How far apart the bot's clock and Prometheus's are (None without PROMETHEUS_URL),
+    allowing for the request's round trip: a gate reads its window by the bot's clock and
+    Prometheus stamps its samples by its own, so past `MAX_CLOCK_SKEW` apart either way every
+    gate reading Prometheus says INCONCLUSIVE, the clocks named (`bot.domain.clocks`)."""
     if settings.prometheus_url is None:
         return None
     url = str(settings.prometheus_url)
     shown = f"Prometheus at {public_url(url)}"
     try:
-        theirs = asyncio.run(check_reachable(url))
+        offset = asyncio.run(check_clock(url))
     except MetricsProblem as problem:
         return failed(f"{shown}'s clock", f"{problem}: check PROMETHEUS_URL")
-    apart = datetime.now(UTC) - theirs
-    seconds = int(abs(apart.total_seconds()))
     limit = int(MAX_CLOCK_SKEW.total_seconds())
-    if abs(apart) <= MAX_CLOCK_SKEW:
-        return passed(f"{shown}: its clock and the bot's are {seconds}s apart (at most {limit}s)")
-    side = "behind" if apart > MAX_CLOCK_SKEW else "ahead of"
-    return warned(
-        f"{shown}: its clock is {seconds}s {side} the bot's (more than {limit}s)",
-        f"a gate's window then ends {seconds}s off Prometheus's time and its last {seconds}s "
-        "are not in the figures (with the bot ahead, every such gate says INCONCLUSIVE): "
-        "sync both clocks with NTP",
-    )
+    if offset.agree:
+        apart = abs(offset.seconds)
+        return passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")
+    if offset.apart:
+        return warned(
+            f"{shown}: its clock is {offset_words(offset.seconds)} (more than {limit}s apart)",
+            f"{shifted_words(offset.seconds)}, so every gate reading it says INCONCLUSIVE: "
+            "sync both hosts' clocks with NTP",
+        )
+    return warned(f"{shown}: its clock could not be compared with the bot's", unclear(offset))
 
 
 def manifest_scopes(path: Path) -> tuple[frozenset[str], Finding | None]:

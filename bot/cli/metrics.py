@@ -14,7 +14,7 @@ from bot.cli.settings import load, one_service
 from bot.config import Settings
 from bot.domain.gate import GateVerdict
 from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
-from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.metrics import QueryWindow, Reading, judge
 from bot.logs import configure_logging
 
 
@@ -81,12 +81,7 @@ def main(args: list[str]) -> int:
         service=service.name,
     )
     reading = asyncio.run(source.measure(window))
-    verdict = track.evaluate_gate(
-        baseline_crash=reading.baseline_crash,
-        current_crash=reading.figures.crash_rate,
-        current_error=reading.figures.error_rate,
-        sample=reading.figures.sample,
-    )
+    verdict = judge(track, reading)
     sys.stdout.write(
         plain_text(
             verdict=verdict,

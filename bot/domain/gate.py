@@ -11,6 +11,8 @@ from dataclasses import dataclass, replace
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from enum import StrEnum
 
+from bot.domain.clocks import clocks_apart
+
 DEFAULT_CRASH_MULTIPLIER = Decimal("2.0")
 DEFAULT_ERROR_THRESHOLD = Decimal("0.01")
 
@@ -39,6 +41,8 @@ class GateReason(StrEnum):
     NO_DATA = "no_data"
     UNUSABLE_THRESHOLD = "unusable_threshold"
     """The rollout's saved plan has a threshold no gate can decide on (`held_on_unusable`)."""
+    CLOCK_SKEW = "clock_skew"
+    """The metrics source's clock is too far from the bot's: no figure was read."""
 
 
 _REASON_WORDS = {
@@ -48,6 +52,7 @@ _REASON_WORDS = {
     GateReason.INSUFFICIENT_SAMPLE: "not enough data",
     GateReason.NO_DATA: "no data",
     GateReason.UNUSABLE_THRESHOLD: "a threshold of the saved plan is unusable",
+    GateReason.CLOCK_SKEW: "the metrics source's clock differs from the bot's",
 }
 
 
@@ -72,6 +77,9 @@ class GateVerdict:
     error_threshold: Decimal | None = None
     sample: int | None = None
     min_sample: int = 0
+    clock_offset: int | None = None
+    """With CLOCK_SKEW: the seconds the metrics source's clock is ahead of the bot's
+    (negative: behind)."""
 
     @property
     def passed(self) -> bool:
@@ -90,6 +98,8 @@ class GateVerdict:
         """One line naming the figures, e.g. `crash rate 0.005 exceeds 2x baseline 0.001 ...`."""
         if self.reason is GateReason.NO_DATA:
             return "; ".join(self.missing()) + ": no verdict without data"
+        if self.reason is GateReason.CLOCK_SKEW:
+            return clocks_apart(self.clock_offset or 0, whose="the metrics source's")
         if self.reason is GateReason.UNUSABLE_THRESHOLD:
             return self._unusable_clause()
         if self.reason is GateReason.INSUFFICIENT_SAMPLE:
@@ -196,6 +206,14 @@ def evaluate_desktop(
     """The desktop/CLI ring gate: the relay gate's crash rules alone, failing as KILL_SWITCH."""
     return _evaluate(
         GateKind.DESKTOP, baseline_crash, current_crash, crash_multiplier, sample, min_sample
+    )
+
+
+def clock_skewed(verdict: GateVerdict, offset: int) -> GateVerdict:
+    """No verdict when the metrics source's clock is `offset` seconds from the bot's, beyond
+    `MAX_CLOCK_SKEW`: its figures cover other seconds than the window's (`bot.domain.clocks`)."""
+    return replace(
+        verdict, verdict=Verdict.INCONCLUSIVE, reason=GateReason.CLOCK_SKEW, clock_offset=offset
     )
 
 

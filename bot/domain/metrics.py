@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from bot.domain.gate import GateVerdict, clock_skewed
+from bot.domain.plan import Track
 from bot.domain.rollout import Rollout, StageState
 from bot.domain.service import DEFAULT_SERVICE
 
@@ -48,6 +50,23 @@ class Reading:
     """Per metric detail, from live sources (empty for static figures)."""
     window: tuple[datetime, datetime] | None = None
     """The time range the figures cover."""
+    clock_offset: int | None = None
+    """Seconds the source's clock was found ahead of the bot's (negative: behind), when more
+    than `MAX_CLOCK_SKEW` (`bot.domain.clocks`): then no figure was read."""
+
+
+def judge(track: Track, reading: Reading) -> GateVerdict:
+    """The track's gate on what a source read: INCONCLUSIVE, whatever the figures, when the
+    source's clock was too far from the bot's for them to be the window's."""
+    verdict = track.evaluate_gate(
+        baseline_crash=reading.baseline_crash,
+        current_crash=reading.figures.crash_rate,
+        current_error=reading.figures.error_rate,
+        sample=reading.figures.sample,
+    )
+    if reading.clock_offset is None:
+        return verdict
+    return clock_skewed(verdict, reading.clock_offset)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,6 @@ def rule_request(
     *,
     repository: str,
     api_url: str,
-    installation_id: int | None,
     at: datetime,
     service: str = DEFAULT_SERVICE,
 ) -> RuleRequest | str:
@@ -132,15 +131,15 @@ def rule_request(
     repository it is installed on; its callback must be the path of a run of `repository`
     under `api_url`'s path (`/api/v3` on GitHub Enterprise Server). Its host is not read: the
     bot answers on its own GitHub, never on a payload's host, which a proxy or a GitHub double
-    may name otherwise than `api_url` does."""
+    may name otherwise than `api_url` does. The installation it names
+    (`installation_named`) is the caller's to check: that takes GitHub's word."""
     if payload.get("action") != "requested":
         return f"action {clean_text(str(payload.get('action')))!r} is not a request"
     full_name = _field(payload, "repository", "full_name")
     if not isinstance(full_name, str) or full_name.casefold() != repository.casefold():
         return "not the bot's repository"
-    installation = _field(payload, "installation", "id")
-    if installation_id is not None and installation != installation_id:
-        return "not the bot's installation"
+    if installation_named(payload) is None:
+        return "no installation named"
     callback = payload.get("deployment_callback_url")
     under = re.escape(urlsplit(api_url).path.rstrip("/"))
     run = rf"/repos/{re.escape(repository)}/actions/runs/(\d{{1,19}})/deployment_protection_rule"
@@ -167,6 +166,15 @@ def rule_request(
         sender=clean_text(login) if isinstance(login, str) else "",
         service=service,
     )
+
+
+def installation_named(payload: Mapping[str, Any]) -> int | None:
+    """The App installation a delivery comes from (`installation.id`), None when it names
+    none."""
+    installation = _field(payload, "installation", "id")
+    if isinstance(installation, bool) or not isinstance(installation, int):
+        return None
+    return installation
 
 
 def _field(payload: Mapping[str, Any], name: str, key: str) -> object:

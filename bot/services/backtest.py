@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from bot.domain.durations import format_duration
 from bot.domain.errors import RolloutError
 from bot.domain.gate import GateReason, GateVerdict, Verdict
-from bot.domain.metrics import QueryWindow, Reading
+from bot.domain.metrics import QueryWindow, Reading, judge
 from bot.domain.plan import PrometheusMetrics, RolloutPlan, Stage, Track
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.ports import WindowMetrics
@@ -267,12 +267,7 @@ async def _judge(
 
 async def _read_and_judge(source: WindowMetrics, track: Track, window: QueryWindow) -> JudgedWindow:
     reading = await source.measure(window)
-    verdict = track.evaluate_gate(
-        baseline_crash=reading.baseline_crash,
-        current_crash=reading.figures.crash_rate,
-        current_error=reading.figures.error_rate,
-        sample=reading.figures.sample,
-    )
+    verdict = judge(track, reading)
     return JudgedWindow(window.start, window.end, verdict, reading)
 
 

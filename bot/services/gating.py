@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from bot.domain import rollout as machine
 from bot.domain.controls import reevaluation
-from bot.domain.metrics import Figures, Reading
+from bot.domain.metrics import Figures, Reading, judge
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
@@ -156,12 +156,7 @@ class Gate:
                 )
                 await effects.refuse(actor, "reevaluate", rollout, message, track=track)
                 raise InvalidTransition(message)
-            verdict = plan.track(track).evaluate_gate(
-                baseline_crash=reading.baseline_crash,
-                current_crash=reading.figures.crash_rate,
-                current_error=reading.figures.error_rate,
-                sample=reading.figures.sample,
-            )
+            verdict = judge(plan.track(track), reading)
             try:
                 ready = reevaluation(rollout, plan, track=track, verdict=verdict)
             except InvalidTransition as error:
@@ -214,11 +209,16 @@ class Gate:
         actor: str,
         reading: Reading | None = None,
     ) -> None:
-        verdict = plan.track(track).evaluate_gate(
-            baseline_crash=baseline,
-            current_crash=figures.crash_rate,
-            current_error=figures.error_rate,
-            sample=figures.sample,
+        plan_track = plan.track(track)
+        verdict = (
+            plan_track.evaluate_gate(
+                baseline_crash=baseline,
+                current_crash=figures.crash_rate,
+                current_error=figures.error_rate,
+                sample=figures.sample,
+            )
+            if reading is None
+            else judge(plan_track, reading)
         )
         effects = self._effects
         # Recorded with the verdict's save: a replica that dies before it, or loses the save

@@ -183,6 +183,20 @@ class ReleaseLooks:
             update["until"] = until
         await self._write(look.model_copy(update=update), self._clock() + self.pace.every)
 
+    async def followed_elsewhere(self, message: MessageRef, *, since: datetime) -> set[int]:
+        """The Release runs other walkthroughs' looks (due since `since`) follow: their clicks'
+        runs, known by the id GitHub answered with, so none is another click's."""
+        runs: set[int] = set()
+        for timer in await self._timers.of_kind(kind=RELEASE_TIMER, due_since=since):
+            try:
+                look = ReleaseLook.model_validate(timer.payload or {})
+            except ValidationError:  # a look of another version: it names no run this knows
+                continue
+            release = look.walkthrough.release
+            if look.message != message and release is not None and release.run_id is not None:
+                runs.add(release.run_id)
+        return runs
+
     async def cancel(self, look: ReleaseLook) -> None:
         await self._timers.cancel(key=look.key, now=self._clock())
 

@@ -3,7 +3,8 @@
 `/rollout npm-token` posts one message whose steps update in place. Three of them check GitHub:
 the secret's metadata (never its value), the last Release run's validate and publish steps, and
 a Release run dispatched on request and followed to its end (`bot.services.npm_release`:
-durable looks, so a restart or another replica carries on). What the message shows is a
+durable looks, so a restart or another replica carries on; who may run it, after a click whose
+outcome was never recorded: `bot.services.npm_claim`). What the message shows is a
 `Walkthrough` value; it travels in the message's button values (and in each look), and the
 newest one of each message is also kept here, so a followed run and a click in between on
 this replica never undo each other. The bot never asks for, receives, logs or shows a token
@@ -18,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-from bot.domain.controls import StaleCard
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
 from bot.domain.npm import (
     SECRET_NAME,
@@ -35,6 +35,7 @@ from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
+from bot.services.npm_claim import ReleaseAlreadyRunning, ReleaseClaimer
 from bot.services.npm_release import (
     CLAIM_ACTION,
     LookPace,
@@ -57,12 +58,6 @@ class WalkthroughNotPosted(RolloutError):
     """Slack would not take the walkthrough message in that conversation."""
 
     code = "walkthrough_not_posted"
-
-
-class ReleaseAlreadyRunning(RolloutError):
-    """This walkthrough already follows a Release run."""
-
-    code = "release_already_running"
 
 
 class WalkthroughBoard(Protocol):
@@ -101,7 +96,6 @@ class NpmTokenService:
         self._lane = lane
         self._github = github
         self._claims = claims
-        self._once = once
         self._board = board
         self._approvers = approvers
         self._npm = npm
@@ -122,6 +116,9 @@ class NpmTokenService:
             service=service,
         )
         """The durable looks at the Release runs dispatched here (fired by the scheduler)."""
+        self._claimer = ReleaseClaimer(
+            github=github, claims=claims, once=once, npm=npm, clock=clock, looks=self.looks
+        )
 
     async def open(self, *, channel: str, actor: str) -> MessageRef:
         """Post a fresh walkthrough in the channel (or direct message)."""
@@ -185,76 +182,11 @@ class NpmTokenService:
             # The same claim across replicas: one Release per walkthrough and run shown.
             previous_run = release.run_id if release else None
             key = f"{CLAIM_ACTION}:{message.channel}:{message.ts}:{previous_run}"
-            told: str | None = None
-            claim = await self._claim(key, actor, take_over=False)
-            if claim is None and (earlier := await self._once.lapsed(key)) is not None:
-                told = await self._not_started(message, current, earlier)
-                claim = await self._claim(key, actor, take_over=True)
-            if claim is None:
-                raise ReleaseAlreadyRunning(
-                    "Release was already started from this walkthrough (on another replica): "
-                    "its result appears in step 5 when it ends."
-                )
+            claim, told = await self._claimer.claim(message, current, key=key, actor=actor)
             await self._release(message, current, actor, claim)
             return told
         finally:
             self._busy.discard(message)
-
-    async def _claim(self, key: str, actor: str, *, take_over: bool) -> Claim | None:
-        return await self._claims.claim(
-            key=key, action=CLAIM_ACTION, actor=actor, now=self._clock(), take_over=take_over
-        )
-
-    async def _not_started(self, message: MessageRef, current: Walkthrough, earlier: Claim) -> str:
-        """An earlier click's claim never recorded done (the bot died or lost its database
-        around its dispatch) and lapsed, with no look of it to settle it: whether it started
-        Release is looked up on GitHub, as after an unclear answer. Its run found, it is
-        followed; none yet while one may still appear, the click is told when to try again;
-        several, which is its own cannot be told (all raised). None by then: it did not
-        start, and this click may run Release (what it is told)."""
-        since = self._once.unrecorded(earlier, f"run the {self._npm.workflow} workflow")
-        try:
-            runs = await self._github.dispatched_runs(
-                workflow_file=self._npm.workflow,
-                ref=self._npm.ref,
-                dispatched_at=earlier.claimed_at,
-            )
-        except GitHubError as error:
-            raise StaleCard(
-                f"This walkthrough is out of date: {since} GitHub could not be asked whether "
-                f"it started that run ({_why(error)}), so Release is not dispatched again yet. "
-                "Click Release again in a minute."
-            ) from error
-        if len(runs) > 1:  # which one is that click's cannot be told: never a guess
-            ids = ", ".join(str(run.run_id) for run in runs)
-            raise StaleCard(
-                f"This walkthrough is out of date: {since} GitHub lists {len(runs)} runs of "
-                f"{self._npm.workflow} by the bot since then ({ids}), so Release is not "
-                "dispatched again from here. Check them on GitHub; to run Release anyway, open "
-                "a new walkthrough with `/rollout npm-token`."
-            )
-        if runs:
-            (found,) = runs
-            await self.looks.found(message, current, earlier, found.run_id)
-            log.info("npm-token: found the Release run %s of an unrecorded click", found.run_id)
-            raise ReleaseAlreadyRunning(
-                f"This walkthrough is out of date: {since} It was: GitHub lists its run "
-                f"({found.run_id}), and step 5 follows it now. Release is not dispatched again."
-            )
-        gone = earlier.claimed_at + self.looks.pace.dispatch_search
-        if self._clock() < gone:
-            raise StaleCard(
-                f"This walkthrough is out of date: {since} GitHub lists no run of it yet, and a "
-                f"dispatched run can take a while to be listed, so Release is not dispatched "
-                f"again yet. Click Release again after {self._once.when(gone)}: if no run has "
-                "appeared by then, it runs Release."
-            )
-        log.warning("npm-token: an unrecorded Release click started no run; running it again")
-        return (
-            f"{since} GitHub lists no run of {self._npm.workflow} started since then, and the "
-            f"search for one ended at {self._once.when(gone)}: it did not start, so Release "
-            "runs now (step 5 follows it)."
-        )
 
     async def _release(
         self, message: MessageRef, current: Walkthrough, actor: str, claim: Claim

@@ -53,10 +53,15 @@ class GitHubGateway(ChangesSource, Protocol):
         ...
 
     async def dispatched_runs(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        before: datetime | None = None,
     ) -> list[RunRef]:
         """Every run of the workflow our own account dispatched on `ref` since
-        `dispatched_at` (none cancelled), newest first."""
+        `dispatched_at` (and created by `before`, when given), none cancelled, newest first."""
         ...
 
     @property
@@ -64,9 +69,10 @@ class GitHubGateway(ChangesSource, Protocol):
 
     async def linkable_run(self, run_id: int) -> LinkableRun: ...  # a run a person names
 
-    async def run_gone(self, run_id: int) -> bool:
+    async def run_gone(self, run_id: int) -> bool | None:
         """After GitHub answered 404 for the run: whether it is not there (deleted), rather
-        than out of the credentials' reach (GitHub answers 404 for both)."""
+        than out of the credentials' reach (GitHub answers 404 for both); None when the
+        repository itself does not read (out of reach, or GitHub failed to tell it)."""
         ...
 
     async def reported(self, run_id: int) -> RunSnapshot:
@@ -138,9 +144,24 @@ class ReleaseGateway(Protocol):
         ...
 
     async def dispatched_runs(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        before: datetime | None = None,
     ) -> list[RunRef]:
         """Every run our account dispatched since then (as `GitHubGateway.dispatched_runs`)."""
+        ...
+
+
+class AppInstallation(Protocol):
+    """The GitHub App's installation on a service's repository (App mode only)."""
+
+    async def is_ours(self, installation_id: int) -> bool:
+        """Whether `installation_id` is the App's installation on the repository: the one in
+        hand, else as GitHub says now (looked up at most once a minute, and only for so long
+        as a webhook's answer may wait). GitHubError when GitHub could not tell."""
         ...
 
 

@@ -1,19 +1,32 @@
 """Runs of kept protection-rule requests that nothing will answer any more: one GitHub reads
 completed, or one it answers 404 for while its repository reads (deleted). Their open requests
-are closed as `gone`, so that no sweep of kept requests reads the run again."""
+are closed as `gone`, so that no sweep of kept requests reads the run again. While the
+repository itself does not read (out of the credentials' reach), one sweep reads it once
+(`Reach`), however many of its runs' requests are kept."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.domain.errors import GitHubError
 from bot.domain.protection_rules import RuleRequest
+from bot.domain.run_link import LinkableRun
 from bot.services.ports import GitHubGateway
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reach:
+    """What one sweep of kept requests found of the repository: out of reach once its own
+    read failed, and then not read again in that sweep. A read that succeeded is not kept:
+    each run's 404 is followed by a read of the repository of its own, so that access lost
+    between the two is never taken for a deletion."""
+
+    out_of_reach: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -25,6 +38,19 @@ class SettledRuns:
     """How long GitHub may answer 404 for a run since its request before it is taken as
     deleted (GitHub may not serve a run it has just told of yet)."""
 
+    async def read(
+        self, github: GitHubGateway, request: RuleRequest, at: datetime, reach: Reach
+    ) -> LinkableRun | bool:
+        """The request's run as GitHub tells it `at`, not completed; else whether the run is
+        settled (`completed`, or `unread` and deleted) or is to be read again (False)."""
+        try:
+            run = await github.linkable_run(request.run_id)
+        except GitHubError as error:
+            return await self.unread(github, request, at, error, reach)
+        if run.status == "completed":
+            return await self.completed(request.run_id, at)
+        return run
+
     async def completed(self, run_id: int, read_at: datetime) -> bool:
         """The run has completed (cancelled, or its rollout ended before it did): nothing of
         it waits, so no card; its requests are closed, so no sweep hands them over again."""
@@ -33,15 +59,29 @@ class SettledRuns:
         return True
 
     async def unread(
-        self, github: GitHubGateway, request: RuleRequest, read_at: datetime, error: GitHubError
+        self,
+        github: GitHubGateway,
+        request: RuleRequest,
+        read_at: datetime,
+        error: GitHubError,
+        reach: Reach,
     ) -> bool:
         """GitHub did not tell the request's run at `read_at`: whether the run is settled.
         Only when GitHub answers 404 for it `gone_after` its request or later and `run_gone`
         says it is not there (not out of reach): the run was deleted, and its open requests
-        are closed, said once in the log. Otherwise the run is read again at the next sweep."""
+        are closed, said once in the log. Otherwise the run is read again at the next sweep
+        (and the repository not again in this one when it did not read: `reach`)."""
         run_id = request.run_id
         waited = read_at - request.requested_at
-        if error.status != 404 or waited < self.gone_after or not await github.run_gone(run_id):
+        gone = (
+            error.status == 404
+            and waited >= self.gone_after
+            and not reach.out_of_reach
+            and await github.run_gone(run_id)
+        )
+        if gone is None:
+            reach.out_of_reach = True
+        if not gone:
             log.warning("could not read run %s: %s", run_id, error.message)
             return False
         closed = await self.rules.close_run(run_id=run_id, asked_by=read_at, at=read_at)

@@ -126,6 +126,11 @@ class Timers(Protocol):
 
     async def prune(self, *, kinds: Collection[str], before: datetime) -> int: ...
 
+    async def of_kind(self, *, kind: str, due_since: datetime) -> list[Timer]:
+        """The timers of `kind` due at or after `due_since`, whatever became of them (pending,
+        fired, cancelled, given up): what the bot set out to do since then."""
+        ...
+
     async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool: ...
 
     async def renew(self, *, timer_id: int, owner: str, lease_until: datetime) -> bool: ...
@@ -166,9 +171,11 @@ class Claims(Protocol):
         stage: str | None = None,
         done: bool = False,
         take_over: bool = True,
+        replacing: Claim | None = None,
     ) -> Claim | None:
         """The claim, or None when someone holds or did it. Not `take_over`: a claim whose
-        lease ran out unrecorded is not taken over either (its request may have acted)."""
+        lease ran out unrecorded is not taken over either (its request may have acted).
+        `replacing`: that lapsed claim alone is taken over, not one that replaced it since."""
         ...
 
     async def complete(self, claim: Claim, *, now: datetime) -> None: ...

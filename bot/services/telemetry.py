@@ -50,6 +50,11 @@ class Telemetry:
         refused: nothing else sent) and its status (`2xx`, GitHub's refusal code,
         `rate_limited` or `no_answer`)."""
 
+    def github_token_renewal(self, *, service: str, renewed: bool) -> None:
+        """GitHub answered 401 to an installation token of `service`'s (App mode): a new one
+        was minted at once (`renewed`, the call sent once more with it) or GitHub gave none.
+        Called from the GitHub worker's thread."""
+
     def github_rate_limit(self, *, account: str, remaining: int, reset: int) -> None:
         """GitHub's rate limit of `account`'s App installation ("": the token's, or the one
         installation's) as of its latest answer: the requests left and the Unix time it is

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
-from bot.domain.errors import GitHubError, InvalidCommand
+from bot.domain.errors import InvalidCommand
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
@@ -53,7 +53,7 @@ from bot.services.outbox_messages import UNFOLLOWED
 from bot.services.records import BOT, NewMessage, Timer
 from bot.services.requests import Origin, Via, fill
 from bot.services.rollouts import RolloutService
-from bot.services.settled_runs import SettledRuns
+from bot.services.settled_runs import Reach, SettledRuns
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,9 @@ class UnfollowedRuns:
         """A request no active rollout follows was kept: unless a rollout still waits for the
         run of its own dispatch, or the run is of another workflow (left alone), the run's card
         is posted and its default answer scheduled, once per run."""
-        await self._settled(request)
+        await self._settled(request, Reach())
 
-    async def _settled(self, request: RuleRequest) -> bool:
+    async def _settled(self, request: RuleRequest, reach: Reach) -> bool:
         """`kept`; whether the run is settled (a rollout follows it, it has its card, it is
         of another workflow, or it is over: completed, or deleted), not when its card could not
         be posted yet (a dispatch being identified, or GitHub failed to tell the run)."""
@@ -126,13 +126,9 @@ class UnfollowedRuns:
         if known is not None:  # the run has its card: nothing to read again
             await self._another_request(request, known)
             return True
-        read_at = effects.clock()
-        try:
-            run = await effects.github.linkable_run(request.run_id)
-        except GitHubError as error:
-            return await self._settled_runs.unread(effects.github, request, read_at, error)
-        if run.status == "completed":
-            return await self._settled_runs.completed(request.run_id, read_at)
+        run = await self._settled_runs.read(effects.github, request, effects.clock(), reach)
+        if isinstance(run, bool):  # over, or to be read again
+            return run
         plan = self._rollouts.plan
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
@@ -162,9 +158,11 @@ class UnfollowedRuns:
         """Hand this service's kept requests whose run has neither a rollout nor a card (the
         bot stopped before posting it, or GitHub failed to tell the run) to `kept` again, at
         each poll until the run is settled (then never again in this process: a run of another
-        workflow stays without a timer). Every service's are read in one query."""
+        workflow stays without a timer). Every service's are read in one query; this
+        service's repository is read at most once while it is out of reach (`Reach`)."""
+        reach = Reach()
         for request in requests:
-            if request.run_id not in self._swept and await self._settled(request):
+            if request.run_id not in self._swept and await self._settled(request, reach):
                 self._swept.add(request.run_id)
 
     async def _another_request(self, request: RuleRequest, timer: Timer) -> None:

@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.domain import protection_rules
+from bot.domain.errors import GitHubError
 from bot.domain.github_events import (
     FOLLOWED,
     RunEvent,
@@ -35,7 +36,7 @@ from bot.domain.rollout import Phase
 from bot.logs import rollout_context
 from bot.services.clock import finish
 from bot.services.failures import log_failure
-from bot.services.ports import Clock
+from bot.services.ports import AppInstallation, Clock
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import Deliveries, ProtectionRuleRequests, Rollouts
 from bot.services.telemetry import UNTRACKED, Telemetry
@@ -84,7 +85,7 @@ class GitHubWebhooks:
     clock: Clock
     telemetry: Telemetry = UNTRACKED
     api_url: str = ""
-    installation_id: Callable[[], int | None] | None = None
+    installation: AppInstallation | None = None
     """The App's installation (None in token mode: a token answers no protection rule)."""
     unfollowed: Unfollowed | None = None
     repository_id: Callable[[], int | None] = lambda: None
@@ -173,19 +174,21 @@ class GitHubWebhooks:
         """Keep the request (once: its delivery id decides, and one open per run and
         environment), then answer it through the reconcile of the rollout that follows its
         run, if one does already."""
-        if self.installation_id is None:
+        if self.installation is None:
             return Intake(Taken.IGNORED, "the bot answers protection rules only as a GitHub App")
         request = protection_rules.rule_request(
             payload,
             repository=self.name_of(payload) or self.repository,
             api_url=self.api_url,
-            installation_id=self.installation_id(),
             at=self.clock(),
             service=self.service,
         )
         if isinstance(request, str):
             return Intake(Taken.IGNORED, request)
         what = f"protection rule request for {request.environment} of run {request.run_id}"
+        refused = await self._not_ours(payload, what)
+        if refused is not None:
+            return refused
         if not await self.rules.remember(request, delivery_id=delivery_id):
             return Intake(Taken.DUPLICATE, f"{what} taken in before")
         following = await self.store.phase_by_run_id(request.run_id)
@@ -205,6 +208,35 @@ class GitHubWebhooks:
         )
         self._spawn(following[0], found, name=f"protection rule {delivery_id}")
         return Intake(Taken.FOLLOWED, what, following[0])
+
+    async def _not_ours(self, payload: Mapping[str, Any], what: str) -> Intake | None:
+        """Why the request is not kept when the installation it names is not the App's on the
+        repository, or GitHub could not say whether it is (None: it is). Nothing is kept then:
+        the poller recovers a request of the bot's installation left waiting on a run a
+        rollout follows (docs/protection-rules.md)."""
+        assert self.installation is not None
+        named = protection_rules.installation_named(payload) or 0  # `rule_request`: one
+        try:
+            if await self.installation.is_ours(named):
+                return None
+        except GitHubError as error:
+            log.warning(
+                "%s names GitHub App installation %s, which could not be checked (%s): not "
+                "kept; the poller recovers it for a run a rollout follows, else redeliver it "
+                "from the App's delivery log",
+                what,
+                named,
+                error.message,
+            )
+            return Intake(Taken.IGNORED, f"installation {named} could not be checked")
+        log.warning(
+            "%s names GitHub App installation %s, which GitHub does not give as the App's "
+            "installation on %s: ignored",
+            what,
+            named,
+            self.repository,
+        )
+        return Intake(Taken.IGNORED, "not the bot's installation")
 
     def _spawn(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
         self._background(self._follow(rollout_id, event), name=name)

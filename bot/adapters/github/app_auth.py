@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
-from github import Auth, GithubException, GithubIntegration
+from github import Auth, BadCredentialsException, GithubException, GithubIntegration
 from github.HookDelivery import HookDeliverySummary
 from github.Installation import Installation
 from github.PaginatedList import PaginatedList
@@ -62,15 +62,24 @@ class InstallationTokenError(Exception):
         self.cause = cause
 
 
-class TokenRefused(GithubException):
+class TokenRefused(BadCredentialsException):
     """GitHub answered 401 to the installation token a call carried (status, body and headers
-    as GitHub gave them). `renewal`: why GitHub gave no new token right after (None: it did),
-    which tells a token revoked or expired from an App uninstalled, whose tokens GitHub
-    revokes too (both answer 401 Bad credentials)."""
+    as GitHub gave them). PyGithub's `BadCredentialsException`, which it raised before the bot
+    renewed tokens: code and operators that catch that class still do. `renewal`: why GitHub
+    gave no new token right after (None: it did), which tells a token revoked or expired from
+    an App uninstalled, whose tokens GitHub revokes too (both answer 401 Bad credentials).
+    `retried`: the call was sent once more with the new token, and GitHub refused that too."""
 
-    def __init__(self, refused: GithubException, renewal: InstallationTokenError | None) -> None:
+    def __init__(
+        self,
+        refused: GithubException,
+        renewal: InstallationTokenError | None,
+        *,
+        retried: bool = False,
+    ) -> None:
         super().__init__(refused.status, refused.data, refused.headers, refused.message)
         self.renewal = renewal
+        self.retried = retried
 
 
 class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"]):
@@ -143,12 +152,33 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         hand (the old one was revoked, or expired by GitHub's clock); else why GitHub gave none
         (404: the App was uninstalled, which revoked its tokens), and the next call tries
         again."""
-        self._refused = True
+        self.refused()
         try:
             self.token  # noqa: B018 - the property mints
         except InstallationTokenError as exc:
             return exc
         return None
+
+    def refused(self) -> None:
+        """GitHub answered 401 to the current token: the next call mints a new one."""
+        self._refused = True
+
+    def found_again(self) -> int | None:
+        """The installation on the repository as GitHub says now (`GET .../installation`, the
+        App's JWT; None: the App is not installed there), in place of the one in hand, whose
+        token goes when it changed (the App uninstalled, then installed again under a new id).
+        The configured id is never replaced. GithubException or OSError when GitHub did not
+        answer."""
+        try:
+            found = self._looked_up().id
+        except GithubException as exc:
+            if exc.status != 404:
+                raise
+            return None
+        with self._lock:
+            if self.configured_id is None and found != self._installation_id:
+                self._installation_id, self._installation = found, None
+        return found
 
     @property
     def _masked_token(self) -> str:
@@ -207,11 +237,21 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
             return list(itertools.islice(deliveries, count))
 
 
-def renewing(fn: Callable[[], T], installation: RepositoryInstallation) -> Callable[[], T]:
+def renewing(
+    fn: Callable[[], T],
+    installation: RepositoryInstallation,
+    *,
+    renewed: Callable[[bool], None] = lambda _: None,
+) -> Callable[[], T]:
     """`fn`, after whose 401 to the installation's token a new token is minted at once, in the
-    same thread (`TokenRefused`): GitHub answers 401 Bad credentials alike to a token revoked
-    or expired and to the tokens of an App uninstalled, and only the mint (404) tells the
-    second, so the first call after an uninstall says so, not only the next one."""
+    same thread, and `fn` is sent once more with it. GitHub answers 401 Bad credentials alike
+    to a token revoked or expired and to the tokens of an App uninstalled, and only the mint
+    (404) tells the second, so the first call after an uninstall says so (`TokenRefused`), not
+    only the next one. A 401 means GitHub did not take the request as anyone's, so it acted on
+    none of it (RFC 9110, 15.5.2: the request may be repeated with new credentials): sending a
+    dispatch or a review again cannot do it twice. Once only: a second 401 is `TokenRefused`
+    (`retried`), and the call after it mints again. `renewed(True)` when a new token came,
+    `renewed(False)` when GitHub gave none (called in the worker's thread)."""
 
     def call() -> T:
         try:
@@ -219,7 +259,17 @@ def renewing(fn: Callable[[], T], installation: RepositoryInstallation) -> Calla
         except GithubException as exc:
             if exc.status != 401:
                 raise
-            raise TokenRefused(exc, installation.renewed()) from exc
+            renewal = installation.renewed()
+            renewed(renewal is None)
+            if renewal is not None:
+                raise TokenRefused(exc, renewal) from exc
+        try:
+            return fn()
+        except GithubException as exc:
+            if exc.status != 401:
+                raise
+            installation.refused()
+            raise TokenRefused(exc, None, retried=True) from exc
 
     return call
 

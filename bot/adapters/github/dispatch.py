@@ -198,18 +198,28 @@ class WorkflowDispatch:
         )
 
     async def dispatched_runs(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        before: datetime | None = None,
     ) -> list[RunRef]:
-        """Runs of this workflow dispatched by our account on `ref` since `dispatched_at`.
+        """Runs of this workflow dispatched by our account on `ref` since `dispatched_at` (and,
+        given `before`, created no later than that).
 
         `dispatched_at` is the bot's clock, taken just before the request; GitHub stamps the run
-        with its own clock, so the bound is moved back by `clock_skew`. A wider margin risks
-        catching an earlier run of ours (then the search is ambiguous and takes nothing); a
-        narrower one risks missing our run when the clocks disagree.
+        with its own clock, so the bound is moved back by `clock_skew` (and `before` forward).
+        A wider margin risks catching an earlier run of ours (then the search is ambiguous and
+        takes nothing); a narrower one risks missing our run when the clocks disagree.
         """
         actor = await self._github.actor_login()
         branch = branch_of(ref)
-        since = (dispatched_at - self._search.clock_skew).astimezone(UTC).replace(microsecond=0)
+        skew = self._search.clock_skew
+        since = (dispatched_at - skew).astimezone(UTC).replace(microsecond=0)
+        until = None if before is None else (before + skew).astimezone(UTC).replace(microsecond=0)
+        # GitHub's date syntax: `>=A`, or the range `A..B` (both ends included).
+        created = f">={_iso(since)}" if until is None else f"{_iso(since)}..{_iso(until)}"
 
         github = self._github
         path = f"/repos/{github.repository}/actions/workflows/{quote(workflow_file, safe='')}/runs"
@@ -217,7 +227,7 @@ class WorkflowDispatch:
             "actor": actor,
             "branch": branch,
             "event": "workflow_dispatch",
-            "created": f">={_iso(since)}",
+            "created": created,
             "per_page": 100,
         }
 
@@ -235,6 +245,7 @@ class WorkflowDispatch:
                 and run.actor is not None
                 and run.actor.login.casefold() == actor.casefold()
                 and run.created_at >= since
+                and (until is None or run.created_at <= until)
                 # A run someone cancelled is out of the question: cancelling the stray run
                 # is how a person resolves an ambiguous dispatch.
                 and run.conclusion != "cancelled"

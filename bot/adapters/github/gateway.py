@@ -74,10 +74,15 @@ class PyGithubGateway:
         )
 
     async def dispatched_runs(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
+        self,
+        *,
+        workflow_file: str,
+        ref: str,
+        dispatched_at: datetime,
+        before: datetime | None = None,
     ) -> list[RunRef]:
         return await self._dispatch.dispatched_runs(
-            workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at
+            workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at, before=before
         )
 
     async def snapshot(self, run_id: int) -> RunSnapshot:
@@ -92,7 +97,7 @@ class PyGithubGateway:
     async def linkable_run(self, run_id: int) -> LinkableRun:
         return await self._runs.linkable_run(run_id)
 
-    async def run_gone(self, run_id: int) -> bool:
+    async def run_gone(self, run_id: int) -> bool | None:
         return await self._runs.run_gone(run_id)
 
     async def review(

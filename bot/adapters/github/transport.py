@@ -160,13 +160,14 @@ class GitHubTransport:
         Each call is counted by the service, `endpoint` (the area of GitHub's API) and how it
         ended; a call that got no installation token is counted as the token's request
         (`app_token`) with GitHub's answer to it (401: the App's credentials refused, 404: not
-        installed). In App mode a 401 to the installation token is a `TokenRefused`.
+        installed). In App mode a 401 to the installation token renews it and sends `fn` once more
+        (`renewing`, counted by `github_token_renewal`); a 401 left is a `TokenRefused`.
         While a secondary rate limit holds the credentials back, nothing is sent: the call is
         refused at once (GitHubRateLimited, with the wait), never slept on."""
         if (held := held_back(self.budget, operation)) is not None:
             raise held
         if self.installation is not None and endpoint != "app":  # the App's own go with its JWT
-            fn = renewing(fn, self.installation)
+            fn = renewing(fn, self.installation, renewed=self._renewed)
         try:
             if is_polling():
                 async with self._workers.polls:
@@ -183,6 +184,9 @@ class GitHubTransport:
             raise
         self._count(endpoint, None)
         return result
+
+    def _renewed(self, renewed: bool) -> None:
+        self._telemetry.github_token_renewal(service=self.service, renewed=renewed)
 
     def _count(self, endpoint: str, failure: GithubException | OSError | None) -> None:
         if failure is None:
@@ -294,7 +298,12 @@ class GitHubTransport:
         elif isinstance(exc, TokenRefused):
             # The App's JWT was good (it got the token): GitHub refuses the token itself.
             text = f"GitHub refused the App's installation token (401 {text}) when asked to "
-            if exc.renewal is None:
+            if exc.retried:
+                text += (
+                    f"{operation}, and refused the new one the bot minted at once too; the bot "
+                    "mints another for its next call."
+                )
+            elif exc.renewal is None:
                 text += (
                     f"{operation}: it was revoked, or it expired by GitHub's clock (check this "
                     "machine's clock, NTP); the bot has a new token for its next call."

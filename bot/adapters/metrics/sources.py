@@ -87,13 +87,16 @@ class MetricsEndpoints:
         return cls(prometheus_url=None if prometheus is None else str(prometheus), sentry=sentry)
 
 
-def metrics_source(config: Metrics, endpoints: MetricsEndpoints | None = None) -> MetricsSource:
-    """The source a track's `metrics` section names."""
+def metrics_source(
+    config: Metrics, endpoints: MetricsEndpoints | None = None, *, compare_clocks: bool = True
+) -> MetricsSource:
+    """The source a track's `metrics` section names (`compare_clocks`: Prometheus's clock
+    with the bot's before each window, `PrometheusSource`)."""
     endpoints = endpoints or MetricsEndpoints()
     if isinstance(config, StaticMetrics):
         return StaticSource(config)
     if isinstance(config, PrometheusMetrics):
-        return PrometheusSource(config, url=endpoints.prometheus_url)
+        return PrometheusSource(config, url=endpoints.prometheus_url, compare_clocks=compare_clocks)
     if isinstance(config, SentryMetrics):
         return SentrySource(config, access=endpoints.sentry)
     return ManualSource()
@@ -114,8 +117,10 @@ async def unanswered(
 ) -> list[str] | None:
     """What a track's live source could not answer when asked its queries once, over a window
     of `stage`'s length ending now, for `tag` (for `rollout-bot doctor`). An answer of no data
-    counts as answered: the queries ran. None: a static or manual source has nothing to ask."""
-    source = metrics_source(config, endpoints)
+    counts as answered: the queries ran. None: a static or manual source has nothing to ask.
+    Prometheus's clock is not compared here: the doctor's line of its own says how far it is
+    (off, it would leave every query unasked, said as unanswered)."""
+    source = metrics_source(config, endpoints, compare_clocks=False)
     if not isinstance(source, LiveSource):
         return None
     end = datetime.now(UTC)

@@ -340,6 +340,11 @@ def _inconclusive_then(event: GateInconclusive) -> str:
             "The saved plan cannot decide this gate: holding for a human (check the figures: "
             "Promote overrides, Roll back stops)."
         )
+    if event.reason is GateReason.CLOCK_SKEW:
+        return (
+            "Holding for a human: sync the clocks, then Re-evaluate (Promote overrides, "
+            "Roll back stops)."
+        )
     return (
         "Not enough data for a verdict: holding for a human (Promote overrides, Roll back stops)."
     )

@@ -33,8 +33,9 @@ def person(actor: str) -> str:
 
 
 def channel(channel_id: str) -> str:
-    """A link to one Slack channel."""
-    return f"<#{channel_id}>"
+    """A link to one Slack channel; a direct message (its id starts with D) has no link and is
+    named in words."""
+    return "a direct message" if channel_id.startswith("D") else f"<#{channel_id}>"
 
 
 def message_link(channel_id: str, ts: str, label: str) -> str:

@@ -33,6 +33,7 @@ def verdict_to_json(verdict: GateVerdict) -> dict[str, Any]:
         "error_threshold": text(verdict.error_threshold),
         "sample": verdict.sample,
         "min_sample": verdict.min_sample,
+        **({} if verdict.clock_offset is None else {"clock_offset": verdict.clock_offset}),
     }
 
 
@@ -53,6 +54,7 @@ def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
         error_threshold=number("error_threshold"),
         sample=data.get("sample"),
         min_sample=int(data.get("min_sample", 0)),
+        clock_offset=data.get("clock_offset"),
     )
 
 

@@ -1,0 +1,192 @@
+"""Prometheus's HTTP query API as the gate's sources use it: one number from an instant query
+(anything else a `MetricsProblem` with the reason), a series from a range query, and
+Prometheus's own clock compared with the bot's (`bot.domain.clocks`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from bot.adapters.metrics.live import MetricsProblem, request_json, utc_now
+from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset
+from bot.services.ports import Clock
+
+CLOCK_READINGS = 3
+"""Readings of Prometheus's clock at most, while slow answers leave it unclear whether it is
+within `MAX_CLOCK_SKEW` of the bot's (each narrows the range the offset lies in)."""
+_MAX_WARNING = 200
+"""A warning's text is cut to this many characters in a figure's problem."""
+
+
+def public_url(base_url: str) -> str:
+    """The base URL without credentials or a trailing slash: safe to show and to log."""
+    url = URL(base_url)
+    if url.user is not None or url.password is not None:
+        url = url.with_user(None)
+    return str(url).rstrip("/")
+
+
+async def check_clock(url: str, *, clock: Clock = utc_now) -> ClockOffset:
+    """How far Prometheus's clock at `url` is from `clock`; raises MetricsProblem when it
+    cannot answer a query within 10 s (unreachable, refusing, not Prometheus)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        return await PrometheusClient(url).offset(session, clock)
+
+
+def unclear(offset: ClockOffset) -> str:
+    """Why the clocks could not be compared (answers too slow to tell)."""
+    limit = int(MAX_CLOCK_SKEW.total_seconds())
+    low, high = offset.low.total_seconds(), offset.high.total_seconds()
+    return (
+        f"could not tell whether Prometheus's clock is within {limit}s of the bot's: it is "
+        f"{low:+.1f}s to {high:+.1f}s from it (+: ahead), its answers to time() too slow to "
+        "tell (is Prometheus overloaded?)"
+    )
+
+
+class NoSeries(MetricsProblem):
+    """The query matched no series."""
+
+
+class PrometheusClient:
+    """Prometheus's HTTP query API (`/api/v1/query`, `/api/v1/query_range`)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    async def instant(
+        self, session: aiohttp.ClientSession, query: str, at: datetime | None
+    ) -> Decimal:
+        """The one number `query` gives at `at` (None: at Prometheus's own now); raises
+        MetricsProblem with the reason otherwise."""
+        form = {"query": query} if at is None else {"query": query, "time": _epoch(at)}
+        data = await self._call(session, "query", form)
+        kind, result = data.get("resultType"), data.get("result")
+        if kind == "scalar" and isinstance(result, list):
+            return _number(result)
+        if kind != "vector" or not isinstance(result, list):
+            raise MetricsProblem(f"the query gave a {kind}, not one number")
+        if not result:
+            raise NoSeries("no data: the query matched no series")
+        if len(result) > 1:
+            raise MetricsProblem(
+                f"the query gave {len(result)} series, not one: aggregate them (sum, max)"
+            )
+        return _number(result[0].get("value"))
+
+    async def now(self, session: aiohttp.ClientSession) -> datetime:
+        """Prometheus's clock: `time()` asked without a `time` is evaluated at the server's
+        now (with one, it would only give that `time` back)."""
+        return datetime.fromtimestamp(float(await self.instant(session, "time()", None)), UTC)
+
+    async def offset(self, session: aiohttp.ClientSession, clock: Clock) -> ClockOffset:
+        """How far Prometheus's clock is from `clock`, read again (up to `CLOCK_READINGS`
+        times) while the answers' round trips leave it unclear."""
+        found: ClockOffset | None = None
+        for _ in range(CLOCK_READINGS):
+            sent = clock()
+            theirs = await self.now(session)
+            reading = ClockOffset.read(sent=sent, theirs=theirs, received=clock())
+            found = reading if found is None else found.narrowed(reading)
+            if found.agree or found.apart:
+                break
+        assert found is not None
+        return found
+
+    async def series(
+        self,
+        session: aiohttp.ClientSession,
+        query: str,
+        *,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+    ) -> tuple[tuple[datetime, float], ...]:
+        """`query` over time (the first series; NaN and infinite points left out)."""
+        data = await self._call(
+            session,
+            "query_range",
+            {
+                "query": query,
+                "start": _epoch(start),
+                "end": _epoch(end),
+                "step": f"{max(1, int(step.total_seconds()))}s",
+            },
+        )
+        result = data.get("result")
+        if data.get("resultType") != "matrix" or not isinstance(result, list) or not result:
+            return ()
+        points: list[tuple[datetime, float]] = []
+        for stamp, text in result[0].get("values", []):
+            value = float(text)
+            if math.isfinite(value):
+                points.append((datetime.fromtimestamp(float(stamp), UTC), value))
+        return tuple(points)
+
+    async def _call(
+        self, session: aiohttp.ClientSession, endpoint: str, form: Mapping[str, str]
+    ) -> dict[str, Any]:
+        status, body = await request_json(
+            session,
+            "POST",
+            f"{self.base_url}/api/v1/{endpoint}",
+            service=f"Prometheus at {public_url(self.base_url)}",
+            data=dict(form),
+        )
+        if body is None:
+            raise MetricsProblem(f"Prometheus answered HTTP {status} without JSON")
+        if not isinstance(body, dict):
+            raise MetricsProblem("Prometheus answered with something other than a JSON object")
+        if body.get("status") != "success":
+            detail = body.get("error") or f"HTTP {status}"
+            raise MetricsProblem(f"Prometheus refused the query: {detail}")
+        warning = _first_warning(body.get("warnings"))
+        if warning is not None:
+            raise MetricsProblem(
+                f"Prometheus warned that its answer may be partial or wrong: {warning}"
+            )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise MetricsProblem("Prometheus answered without data")
+        return data
+
+
+def _number(pair: object) -> Decimal:
+    """The value of a `[timestamp, "text"]` pair: finite and not negative, or MetricsProblem."""
+    if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[1], str):
+        raise MetricsProblem("Prometheus answered a value of an unknown shape")
+    text = pair[1]
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise MetricsProblem(f"the query gave {text!r}, not a number") from None
+    if value.is_nan():
+        raise MetricsProblem("the query gave NaN (0/0: nothing counted in the window?)")
+    if value.is_infinite():
+        raise MetricsProblem(f"the query gave {text} (a division by zero?)")
+    if value.is_signed() and value != 0:
+        raise MetricsProblem(f"the query gave a negative number ({text})")
+    return abs(value)
+
+
+def _first_warning(warnings: object) -> str | None:
+    """The first warning of a `success` answer that makes its number untrustworthy: part of the
+    data could not be read (a remote-read store or a Thanos store down: the number may leave out
+    the very series that fail) or a `PromQL warning:`. A `PromQL info:` annotation, which
+    Thanos and Prometheus before it had an `infos` list put among the warnings, may be a false
+    positive (a counter not named `_total`) and is not."""
+    listed = warnings if isinstance(warnings, list) else [warnings] if warnings else []
+    for warning in map(str, listed):
+        if not warning.startswith("PromQL info:"):
+            return warning[:_MAX_WARNING]
+    return None
+
+
+def _epoch(moment: datetime) -> str:
+    return f"{moment.timestamp():.3f}"

@@ -1,0 +1,161 @@
+"""Who runs Release from a walkthrough: the click's claim (one Release per walkthrough and run
+shown, across replicas), and the claim an earlier click left unrecorded.
+
+That earlier click claimed Release and the bot died or lost its database before it recorded
+whether it dispatched (no look of it settles the claim). Once the claim lapsed, a click looks on
+GitHub for that click's run: found, it is followed; none yet while one may still be listed, the
+click is told when to try again; several, none is taken; none once the search ended, the claim
+is taken over (that claim alone) and Release runs.
+
+A run is that click's when it is a run of Release by the bot's account on the ref, created
+while the claim held (its lease is how long a claimed action may take). Nothing finer ties a run
+to a click: Release declares no `workflow_dispatch` inputs, and GitHub refuses a dispatch with
+an input the workflow does not declare (422 "Unexpected inputs provided"), so no input, nor a
+`run-name` built from one (a run's `display_title`), can carry the claim; and the run id that
+GitHub's answer to the dispatch gave is what the bot never recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bot.domain.controls import StaleCard
+from bot.domain.errors import GitHubError, RolloutError
+from bot.domain.npm import Walkthrough, clip_error
+from bot.domain.plan import NpmRelease
+from bot.services.exactly_once import ExactlyOnce
+from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLooks
+from bot.services.ports import Clock, ReleaseGateway
+from bot.services.records import Claim
+from bot.services.store_ports import Claims
+
+log = logging.getLogger(__name__)
+
+
+class ReleaseAlreadyRunning(RolloutError):
+    """This walkthrough already follows a Release run."""
+
+    code = "release_already_running"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseClaimer:
+    """Claims Release for a click, after looking into a claim an earlier click left unrecorded."""
+
+    github: ReleaseGateway
+    claims: Claims
+    once: ExactlyOnce
+    npm: NpmRelease
+    clock: Clock
+    looks: ReleaseLooks
+
+    async def claim(
+        self, message: MessageRef, current: Walkthrough, *, key: str, actor: str
+    ) -> tuple[Claim, str | None]:
+        """The click's claim on Release, and what it is told. An earlier click's claim that
+        lapsed unrecorded is taken over once GitHub shows that click started nothing, and only
+        that claim: one that replaced it meanwhile (a click on another replica that died in
+        turn) is looked into in its own turn, never taken over unseen."""
+        told: str | None = None
+        for _ in range(3):  # a claim replaced or released between our look and our takeover
+            claim = await self._claim(key, actor)
+            if claim is not None:
+                return claim, told
+            earlier = await self.once.lapsed(key)
+            if earlier is None:
+                break
+            told = await self._not_started(message, current, earlier)
+            claim = await self._claim(key, actor, replacing=earlier)
+            if claim is not None:
+                return claim, told
+        raise ReleaseAlreadyRunning(
+            "Release was already started from this walkthrough (on another replica): "
+            "its result appears in step 5 when it ends."
+        )
+
+    async def _claim(self, key: str, actor: str, *, replacing: Claim | None = None) -> Claim | None:
+        return await self.claims.claim(
+            key=key,
+            action=CLAIM_ACTION,
+            actor=actor,
+            now=self.clock(),
+            take_over=False,
+            replacing=replacing,
+        )
+
+    async def _not_started(self, message: MessageRef, current: Walkthrough, earlier: Claim) -> str:
+        """An earlier click's claim never recorded done (the bot died or lost its database
+        around its dispatch) and lapsed, with no look of it to settle it: whether it started
+        Release is looked up on GitHub, as after an unclear answer. Its run found, it is
+        followed; none yet while one may still appear, the click is told when to try again;
+        several, which is its own cannot be told (all raised). None by then: it did not
+        start, and this click may run Release (what it is told)."""
+        since = self.once.unrecorded(earlier, f"run the {self.npm.workflow} workflow")
+        # Its dispatch, if any, was sent while its claim held (the lease is how long a claimed
+        # action may take): a run created later is not its, nor one another walkthrough's looks
+        # follow (its click recorded the run id GitHub answered with). Nothing else ties a run
+        # to the click (the module's docstring says why).
+        held = earlier.claimed_at + self.claims.lease
+        try:
+            listed = await self.github.dispatched_runs(
+                workflow_file=self.npm.workflow,
+                ref=self.npm.ref,
+                dispatched_at=earlier.claimed_at,
+                before=held,
+            )
+        except GitHubError as error:
+            why = clip_error(error.message)
+            raise StaleCard(
+                f"This walkthrough is out of date: {since} GitHub could not be asked whether "
+                f"it started that run ({why}), so Release is not dispatched again yet. Click "
+                "Release again in a minute."
+            ) from error
+        theirs = (
+            await self.looks.followed_elsewhere(message, since=earlier.claimed_at) if listed else ()
+        )
+        runs = [run for run in listed if run.run_id not in theirs]
+        others = sorted(run.run_id for run in listed if run.run_id in theirs)
+        window = (
+            f"by the bot started while that click held its claim (until {self.once.when(held)})"
+        )
+        if others:
+            window += f", besides {_runs(others)} that other walkthroughs follow"
+        if len(runs) > 1:  # which one is that click's cannot be told: never a guess
+            ids = ", ".join(str(run.run_id) for run in runs)
+            raise StaleCard(
+                f"This walkthrough is out of date: {since} GitHub lists {len(runs)} runs of "
+                f"{self.npm.workflow} {window}: {ids}. So Release is not dispatched again "
+                "from here. Check them on GitHub; to run Release anyway, open a new walkthrough "
+                "with `/rollout npm-token`."
+            )
+        if runs:
+            (found,) = runs
+            await self.looks.found(message, current, earlier, found.run_id)
+            log.info("npm-token: found the Release run %s of an unrecorded click", found.run_id)
+            raise ReleaseAlreadyRunning(
+                f"This walkthrough is out of date: {since} It was, as far as GitHub can tell: "
+                f"it lists one run of {self.npm.workflow} {window}, run {found.run_id}, and "
+                "step 5 follows it now (a run names nothing of the click that started it: one "
+                "started in those minutes by someone else with the bot's GitHub account, or by "
+                "a click that could not record it either, would look the same). Release is not "
+                "dispatched again."
+            )
+        gone = earlier.claimed_at + self.looks.pace.dispatch_search
+        if self.clock() < gone:
+            raise StaleCard(
+                f"This walkthrough is out of date: {since} GitHub lists no run of it yet, and a "
+                f"dispatched run can take a while to be listed, so Release is not dispatched "
+                f"again yet. Click Release again after {self.once.when(gone)}: if no run has "
+                "appeared by then, it runs Release."
+            )
+        log.warning("npm-token: an unrecorded Release click started no run; running it again")
+        return (
+            f"{since} GitHub lists no run of {self.npm.workflow} {window}, and the search "
+            f"for one ended at {self.once.when(gone)}: it did not start, so Release runs now "
+            "(step 5 follows it)."
+        )
+
+
+def _runs(ids: list[int]) -> str:
+    return f"run {ids[0]}" if len(ids) == 1 else "runs " + ", ".join(str(i) for i in ids)
