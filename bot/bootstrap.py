@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.adapters.chart_worker import ChartWorker
 from bot.adapters.charts import charts_enabled
 from bot.adapters.github.workers import GitHubWorkers
+from bot.adapters.slack import messages
 from bot.adapters.slack.bolt_app import bolt_app
 from bot.adapters.slack.calls import CallCounter, PostsOnce
 from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
@@ -237,6 +238,7 @@ async def _services(
         scheduler = Scheduler(
             timers=timers,
             service=EveryService((w.services.rollouts for w in wired), rollouts=store),
+            words=messages,
             looks=LookStore(sessions),
             deliveries=shared.deliveries,
             clock=clock,

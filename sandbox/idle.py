@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import event, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.adapters.slack import messages
 from bot.domain.rollout import Phase, Rollout, StageState
 from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
@@ -159,6 +160,7 @@ class IdleLoops:
         self.scheduler = Scheduler(
             timers=self._timers,
             service=box.services.rollouts,
+            words=messages,
             looks=LookStore(sessions),
             deliveries=DeliveryLog(sessions),
             clock=self.clock,

@@ -24,8 +24,8 @@ from bot.adapters.slack.audit_views import event_line
 from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain.controls import Control
 from bot.domain.permissions import TwoPersonRefusal
+from bot.domain.reasons import Reason
 from bot.domain.rollout import StageState, window_timer_key
-from bot.services.reasons import Reason
 from bot.services.records import AuditEvent
 from sandbox.config import BYSTANDER, OTHER_CHANNEL, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan
@@ -218,7 +218,7 @@ async def test_a_window_timer_that_gave_up_keeps_its_reason_as_data(
         timer = await TimerStore(box.services.database.sessions).get(key=key)
         assert timer is not None
 
-        await box.services.rollouts.on_timer_dead(timer, reason=reason)
+        await box.services.rollouts.on_timer_dead(timer, reason=recorded(reason))
 
         held_now = await held(box, "relay", "canary")
         events = await box.audit.list_for_rollout(held_now.id)

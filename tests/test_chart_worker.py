@@ -212,6 +212,37 @@ async def test_charts_queued_behind_a_hung_one_are_drawn_on_the_new_worker() -> 
         await charts.close()
 
 
+async def test_a_chart_behind_a_slow_one_has_its_whole_limit_for_its_own_drawing() -> None:
+    # Two drawings of 2 s each under a 3 s limit, asked for at once: the second waits its turn,
+    # and its limit starts when its drawing does (it would run out 1 s into it otherwise, and
+    # the worker would be killed under a chart drawn within its limit).
+    charts = ChartWorker(niceness=0, draw_timeout=3.0)
+    try:
+        worker = await charts.run(os.getpid)
+        done = await asyncio.gather(charts.run(time.sleep, 2.0), charts.run(time.sleep, 2.0))
+        assert done == [None, None]
+        assert await charts.run(os.getpid) == worker  # never killed
+    finally:
+        await charts.close()
+
+
+async def test_a_chart_cancelled_while_it_waits_its_turn_passes_it_on_in_order() -> None:
+    # The third chart's turn comes when the first's drawing ends, not when the second is
+    # cancelled: its limit (2.5 s) would run out 0.5 s before its drawing (1 s) ended otherwise.
+    charts = ChartWorker(niceness=0, draw_timeout=2.5)
+    try:
+        await charts.run(os.getpid)
+        first = asyncio.create_task(charts.run(time.sleep, 2.0))
+        waiting = asyncio.create_task(charts.run(os.getpid))
+        third = asyncio.create_task(charts.run(time.sleep, 1.0))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        assert await asyncio.gather(first, third) == [None, None]
+        assert waiting.cancelled()
+    finally:
+        await charts.close()
+
+
 async def test_closing_kills_a_drawing_that_hangs_once_its_time_is_up() -> None:
     # The outbox's stop cancels its delivery while the chart hangs; closing then waits for the
     # drawing one time limit at most, not until it ends.

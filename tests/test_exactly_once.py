@@ -122,7 +122,7 @@ async def test_fifty_concurrent_promote_clicks_approve_the_next_stage_once(
 
     assert approvals(sandbox, "relay-rollout-50") == ["approved"]
     assert len(texts) == 49
-    assert all(text.startswith(ALREADY) for text in texts), texts[:3]
+    assert [text for text in texts if not text.startswith(ALREADY)] == []
     rollout = await sandbox.rollout()
     clicks = await audit_results(sandbox, rollout.id, "click:promote", 50)
     assert sorted(clicks) == ["duplicate"] * 49 + ["ok"]
@@ -145,7 +145,7 @@ async def test_fifty_clicks_on_two_server_processes_sharing_postgresql_approve_o
 
         assert approvals(box, "relay-rollout-50") == ["approved"]
         assert len(texts) == 49
-        assert all(text.startswith(ALREADY) for text in texts), texts[:3]
+        assert [text for text in texts if not text.startswith(ALREADY)] == []
 
 
 async def test_a_slack_retry_of_a_command_promotes_once(sandbox: Sandbox) -> None:

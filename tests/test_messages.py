@@ -21,6 +21,7 @@ from bot.domain.freeze import Freeze, Frozen, LaneHold, Locked
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported, RunEvent
 from bot.domain.permissions import TwoPersonRefusal
+from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Check,
     CheckState,
@@ -129,7 +130,9 @@ EVENTS: list[told.Event] = [
     told.FailureJobEnded("Relay", "rb", "failure", "https://gh/j", TrackState.FAILED),
     told.RunEnded("Relay", "cancelled", TrackState.FAILED),
     told.RolloutEnded("v1.4.2", (("Relay", TrackState.COMPLETED),)),
-    told.GateMissed("Relay", "5%", AT, 3, "timeout", manual=False),
+    told.GateMissed("Relay", "5%", AT, 3, Reason("timeout"), manual=False),
+    told.GateMissed("Relay", "5%", AT, 3, Reason("held by @U1 since", ("U1",)), manual=True),
+    told.GateMissed("Relay", "5%", AT, 3, "held by <@U1>", manual=False),  # an earlier version's
     told.GatePassed("5%", "crash rate 0.1%", "50%", auto=True),
     told.GateInconclusive("5%", "sample 3", timedelta(minutes=15), AT),
     told.GateFailed("Relay", "5%", Verdict.ROLLBACK, GateReason.ERROR_RATE, "x", "5%", False, "rb"),
@@ -183,7 +186,9 @@ EVENTS: list[told.Event] = [
     told.ScheduleHeld(AT, Held(lane=Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True))),
     told.ScheduleHeld(AT, Held(lane=Locked(LaneHold("lock", "U2", "db", AT)))),
     told.ScheduleHeld(AT, Held(two_person=True)),
-    told.ScheduleHeld(AT, Held(error="the bot was not running then")),
+    told.ScheduleHeld(AT, Held(error=Reason("the bot was not running then"))),
+    told.ScheduleHeld(AT, Held(error=Reason("held by @U1 & co", people=("U1",)))),
+    told.ScheduleHeld(AT, Held(error="held by <@U1>")),  # an earlier version's Slack text
     told.ScheduleFrozen(Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True, at=AT)),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
@@ -200,6 +205,21 @@ def test_every_event_survives_the_outbox_and_is_worded(event: told.Event) -> Non
     assert event_from_json(event_to_json(event)) == event
     assert render(event_from_json(event_to_json(event))) == render(event)
     assert markup_problems(render(event)) == []  # `/rollout link &lt;run URL&gt;`, not a link
+
+
+def test_a_timers_reason_is_stored_as_data_and_worded_with_its_mentions() -> None:
+    """A timer that gave up keeps what failed as words and ids (the outbox, the rollout's held
+    schedule); the thread and the card mention the person. Slack text an earlier version stored
+    is shown as it was."""
+    why = Reason(f"Already being done by @U1 since {AT:%Y-%m-%d %H:%M} UTC", ("U1",), times=(AT,))
+    missed = told.GateMissed("Relay", "5%", AT, 3, why, manual=False)
+    held = told.ScheduleHeld(AT, Held(error=why))
+
+    for event in (missed, held):
+        assert "<@" not in str(event_to_json(event)) and "<!date" not in str(event_to_json(event))
+        assert "Already being done by <@U1> since <!date^" in render(event)
+    earlier = told.GateMissed("Relay", "5%", AT, 3, "held by <@U1>", manual=False)
+    assert "(last: held by <@U1>)" in render(event_from_json(event_to_json(earlier)))
 
 
 def test_every_kind_of_event_is_covered() -> None:

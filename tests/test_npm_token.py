@@ -38,6 +38,7 @@ from bot.domain.npm import (
     printed_skip_warning,
 )
 from bot.domain.plan import NpmRelease
+from bot.domain.reasons import Reason
 from bot.domain.rollout_command import (
     parse_command,
 )
@@ -905,7 +906,7 @@ async def test_a_look_that_cannot_be_read_is_given_up_once_not_retried_for_ever(
         payload={"channel": "C0RELEASES", "shape": "of another version"},
     )
 
-    await box.services.npm_token.looks.on_timer_dead(unreadable, reason="ValidationError")
+    await box.services.npm_token.looks.on_timer_dead(unreadable, reason=Reason("ValidationError"))
 
     (given_up,) = [r for r in caplog.records if r.name == "bot.services.npm_release"]
     assert given_up.levelname == "ERROR" and unreadable.key in given_up.getMessage()

@@ -15,6 +15,7 @@ from sandbox_views import deploying_canary, value_of
 
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
+from bot.adapters.slack import messages
 from bot.domain.rollout import StageState
 from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
@@ -81,6 +82,7 @@ class Poller:
             timers=TimerStore(box.services.database.sessions),
             service=box.services.rollouts,
             **poll_stores(box.services.database.sessions),
+            words=messages,
             clock=self.clock,
             poll_interval=BASE,
             max_poll_interval=BASE * 4,

@@ -12,10 +12,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from figures import passing_sandbox
+from test_audit_reasons import stored_markup
 from test_controls import GROUP, sandbox_for
 from test_freeze_sandbox import open_override, refused_dispatch, typed_reason
 from test_github_faults import DISPATCHES
 from test_scheduled_starts import (
+    APPROVERS_ENV,
     OTHER,
     SCHEDULED,
     audit_of,
@@ -29,10 +32,12 @@ from test_scheduled_starts import (
     tomorrow_nine,
 )
 
+from bot.domain.controls import CardRef, Control, effect_key
 from bot.domain.rollout import DISPATCH_SEARCH, Phase, Rollout
 from bot.domain.schedule import dispatch_timer_key
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
+from storage.claims import ClaimStore
 from storage.timers import TimerStore
 
 __all__ = ["sandbox"]  # the fixture this module's tests use
@@ -228,3 +233,39 @@ async def test_users_info_failing_without_json_asks_for_an_offset_not_an_interna
     assert "Something went wrong" not in said and "give it with an offset" in said, said
     assert await sandbox.services.rollouts.active() == []
     assert sandbox.slack.messages(RELEASE_CHANNEL) == []
+
+
+@pytest.mark.database_matters
+async def test_a_dispatch_another_request_keeps_holding_is_held_and_stored_without_markup(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Another request (a person's Dispatch on another replica) claimed the dispatch and keeps
+    holding it: the time's dispatch waits for it, fails, and the timer gives up (one attempt
+    here), holding the schedule. The thread and the card name that person as a mention; what
+    the bot stores (the timer's last error, the held schedule, the outbox's event) holds the
+    words without Slack markup."""
+    env = {**APPROVERS_ENV, "TIMER_MAX_ATTEMPTS": "1"}
+    async with passing_sandbox(tmp_path, database_url=database_url, extra_env=env) as box:
+        box.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
+        at = await scheduled(box)
+        rollout = await box.rollout()
+        claims = ClaimStore(box.services.database.sessions)
+        for version in range(rollout.version, rollout.version + 3):  # the card, rechecked
+            key = effect_key(Control.DISPATCH, CardRef(rollout.id, version=version))
+            claimed = await claims.claim(  # at the time: its lease (5 minutes) holds then
+                key=key, action="dispatch", actor=OTHER, now=at, rollout_id=rollout.id
+            )
+            assert claimed is not None
+
+        await reach(box, at)
+        said = await told_in_thread(box, "did not go")
+        await box.wait_until(lambda r: r.schedule is not None and not r.schedule.pending)
+        timer = await box.wait_for_timer(
+            dispatch_timer_key(rollout.id, at), lambda t: t.dead_at is not None
+        )
+
+    assert await stored_markup(database_url) == []
+    assert f"did not go: Already being done by <@{OTHER}> since <!date^" in said
+    assert f"Already being done by <@{OTHER}>" in preflight_card(box).rendered
+    assert box.github.dispatches == []
+    assert (timer.last_error or "").startswith(f"BeingDone: Already being done by @{OTHER} since")

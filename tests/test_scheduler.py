@@ -27,11 +27,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.adapters.slack import messages
 from bot.adapters.slack.messages import render
 from bot.bootstrap import create_app
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.protection_rules import RuleRequest
+from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Announce,
     InvalidTransition,
@@ -84,8 +86,8 @@ class Follower:
         if self.failures:
             raise self.failures.pop(0)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
-        self.dead.append((timer, reason))
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
+        self.dead.append((timer, reason.text))
 
     async def active(self) -> list[Rollout]:
         self.polls += 1
@@ -117,6 +119,7 @@ def scheduler(
         timers=options.pop("timers", None) or TimerStore(sessions),  # type: ignore[arg-type]
         service=follower,
         **poll_stores(sessions),
+        words=messages,
         clock=clock,
         poll_interval=timedelta(hours=1),
         rng=random.Random(7),
@@ -251,7 +254,7 @@ async def test_a_timer_stays_until_its_stage_is_held(
     """Telling the thread failed (the database blinked): the timer is not buried unseen."""
 
     class Unreachable(Follower):
-        async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+        async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
             raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("reset"))
 
     clock = ManualClock(NOW)
@@ -427,6 +430,7 @@ async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(
         timers=timers,
         service=follower,
         **poll_stores(session_factory),
+        words=messages,
         clock=SystemClock(),
         poll_interval=timedelta(hours=1),
         lease=lease,
@@ -459,6 +463,7 @@ async def test_a_wake_up_while_the_next_due_time_is_read_is_not_lost(
         timers=store,
         service=Follower(),
         **poll_stores(session_factory),
+        words=messages,
         clock=SystemClock(),
         poll_interval=timedelta(hours=1),
         wake=wake,
@@ -811,7 +816,7 @@ class Flaky:
         if self.fail == "before":
             await self.service.on_timer(timer)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         await self.service.on_timer_dead(timer, reason=reason)
 
     async def active(self) -> list[Rollout]:
@@ -842,6 +847,7 @@ def manual_scheduler(
         timers=TimerStore(box.services.database.sessions),
         service=follower,  # type: ignore[arg-type]
         **poll_stores(box.services.database.sessions),
+        words=messages,
         clock=clock,
         poll_interval=timedelta(seconds=10),
         rng=random.Random(3),
@@ -953,7 +959,7 @@ async def test_firing_a_timer_no_handler_takes_fails_loudly(
     mystery = Timer(id=1, key="mystery:r-1", kind="mystery", due_at=NOW, created_at=NOW, attempts=1)
     with pytest.raises(UnhandledTimer, match="no handler for timer mystery:r-1"):
         await quiet.services.rollouts.on_timer(mystery)  # retried, then dead-lettered
-    await quiet.services.rollouts.on_timer_dead(mystery, reason="it failed every attempt")
+    await quiet.services.rollouts.on_timer_dead(mystery, reason=Reason("it failed every attempt"))
     assert "timer mystery:r-1 of kind 'mystery' has no handler" in caplog.text
 
 

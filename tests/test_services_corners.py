@@ -20,6 +20,7 @@ from test_services_file import env, settings, write
 from test_services_removed import BILLING, RELAY, billing_run_on_github
 from test_unfollowed_runs import run_cards
 
+from bot.adapters.slack import messages
 from bot.config import ConfigError, Settings, load_settings
 from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
@@ -192,6 +193,7 @@ async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
         timers=timers,
         service=every,
         **poll_stores(session_factory),
+        words=messages,
         clock=clock,
         poll_interval=timedelta(hours=1),
         rng=random.Random(7),

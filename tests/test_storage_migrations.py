@@ -23,8 +23,8 @@ from sqlalchemy.engine import Connection
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.messages import reason_text
 from bot.adapters.slack.mrkdwn import escape_quoted
+from bot.domain.reasons import Reason
 from bot.domain.rollout import StopKind, StopReason, reason_from_json
-from bot.services.reasons import Reason
 from storage.db import create_engine
 from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.models import Base

@@ -38,8 +38,9 @@ NICENESS = 10
 """Added to the worker's nice value: the bot's own work goes first on a busy machine."""
 
 DRAW_TIMEOUT_S = 30.0
-"""Seconds a chart may take once the worker is up (its wait behind the charts before it
-included): a chart takes under a second, a few on a loaded machine at the lower priority."""
+"""Seconds a chart's drawing may take (not its wait for the worker's start or behind the charts
+asked before it): a chart takes under a second, a few on a loaded machine at the lower
+priority."""
 
 START_TIMEOUT_S = 120.0
 """Seconds the worker may take to start: about 1.6 CPU-seconds, which at the lower priority
@@ -59,7 +60,9 @@ class ChartFailed(RuntimeError):
 
 class ChartWorker:
     """One worker process, started ahead and again after it died or hung. It draws one chart
-    at a time: a chart's time limit counts its wait behind the others too."""
+    at a time, in the order they were asked for: a chart waits its turn before it is handed to
+    the worker, so its time limit counts its own drawing only, and a chart whose time ran out
+    is the one the worker was drawing (never one drawn within its limit behind a slow one)."""
 
     def __init__(
         self,
@@ -85,6 +88,11 @@ class ChartWorker:
         self._failed: tuple[str, float] | None = None
         """Why the last start failed, and from when (`time.monotonic`) a chart starts again."""
         self._closed = False
+        self._turn: Future[None] = Future()
+        """Settled once the chart asked for last has been drawn or given up: the next waits
+        for it. A concurrent future, not an asyncio one: one worker may serve several loops
+        (the sandbox's tests)."""
+        self._turn.set_result(None)
 
     def start(self) -> None:
         """Start the worker in the background, unless it is up or starting, or its last start
@@ -112,7 +120,16 @@ class ChartWorker:
     async def run(self, draw: Callable[..., R], *args: object) -> R:
         """`draw(*args)` in the worker; what it returns, or ChartFailed. `draw` and `args`
         cross to the worker pickled (module-level functions, frozen dataclasses)."""
-        return await self._run(draw, args, again=True)
+        before, mine = self._turn, Future[None]()
+        self._turn = mine
+        try:
+            # Shielded: a chart cancelled while it waits leaves the one before it alone.
+            await asyncio.shield(asyncio.wrap_future(before))
+            return await self._run(draw, args, again=True)
+        finally:
+            # The next chart's turn comes once this one is done, and not before the one before
+            # it (this one may have been cancelled while it waited).
+            before.add_done_callback(lambda _: mine.set_result(None))
 
     async def _run(self, draw: Callable[..., R], args: tuple[object, ...], *, again: bool) -> R:
         pool = await self._up()

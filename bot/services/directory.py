@@ -17,6 +17,7 @@ from bot.domain.errors import InvalidCommand, NotAReleaseChannel, ServiceNotConf
 from bot.domain.github_events import repository_of
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
+from bot.domain.reasons import Reason
 from bot.domain.rollout import Rollout
 from bot.domain.rollout_command import (
     Subcommand,
@@ -236,7 +237,7 @@ class EveryService:
     async def on_timer(self, timer: Timer) -> None:
         await self._of(timer.service).on_timer(timer)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """A dead timer of a service no longer configured has nobody to tell: it stays
         dead-lettered, and the log says so."""
         found = self._by_name.get(timer.service)

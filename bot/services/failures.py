@@ -24,10 +24,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 """Failures that a later try repairs by itself: logged as one line, not as a bug."""
 
 
-def error_summary(error: BaseException) -> str:
-    """An error's class and the first line of its message, for `timers.last_error` and log
-    lines: no traceback, no SQL statement or parameters."""
-    text = error.message if isinstance(error, RolloutError) else str(error)
+def error_summary(error: BaseException, *, text: str | None = None) -> str:
+    """An error's class and the first line of its message (or of `text`, its message in other
+    words), for `timers.last_error` and log lines: no traceback, no SQL statement or parameters."""
+    if text is None:
+        text = error.message if isinstance(error, RolloutError) else str(error)
     first = text.strip().splitlines()[0] if text.strip() else ""
     if not first and isinstance(error, TimeoutError):  # asyncpg's `command_timeout`, say
         first = "no answer in time"

@@ -15,6 +15,7 @@ from bot.domain import rollout as machine
 from bot.domain.controls import reevaluation
 from bot.domain.metrics import Figures, Reading, judge
 from bot.domain.plan import RolloutPlan
+from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
 from bot.logs import rollout_context
 from bot.services.effects import WINDOW_TIMER, EffectRunner
@@ -59,7 +60,7 @@ class Gate:
             with rollout_context(rollout_id):
                 await effects.serialised(rollout_id, close_window)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """A window timer gave up (dead-lettered): hold the stage whose gate never ran, and
         tell the thread why, so the window is not silently dropped."""
         window = _window(timer)
@@ -80,7 +81,7 @@ class Gate:
                 attempts=timer.attempts,
                 reason=reason,
             )
-            why = effects.words.recorded(reason).detail()
+            why = reason.detail()
             event = effects.event(
                 BOT, "window_timer", "dead", rollout, why, track=track, stage=stage
             )

@@ -36,6 +36,7 @@ from bot.domain.npm import (
     clip_error,
 )
 from bot.domain.plan import NpmRelease
+from bot.domain.reasons import Reason
 from bot.domain.rollout import DISPATCH_SEARCH
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim, ClaimState, Timer
@@ -231,7 +232,7 @@ class ReleaseLooks:
         else:
             await self._look_at_run(look, look.release.run_id)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """A look failed every attempt: step 5 says the bot stopped following (step 4 still
         checks the run). One this version cannot read names no message to tell: it is only
         logged (failing here would have the scheduler retry giving it up for ever)."""
@@ -239,12 +240,12 @@ class ReleaseLooks:
             look = ReleaseLook.model_validate(timer.payload or {})
         except ValidationError:
             log.error(
-                "npm-token: gave up %s, which this version cannot read: %s", timer.key, reason
+                "npm-token: gave up %s, which this version cannot read: %s", timer.key, reason.text
             )
             return
-        log.error("npm-token: stopped following the Release run of %s: %s", look.key, reason)
+        log.error("npm-token: stopped following the Release run of %s: %s", look.key, reason.text)
         stopped = look.release.model_copy(
-            update={"phase": ReleasePhase.UNFOLLOWED, "error": clip_error(reason)}
+            update={"phase": ReleasePhase.UNFOLLOWED, "error": clip_error(reason.text)}
         )
         await self._redraw(look.message, look.walkthrough, stopped)
 

@@ -17,13 +17,13 @@ from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
 from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.plan import Metrics, RolloutPlan
+from bot.domain.reasons import Reason
 from bot.domain.rollout import Event, Rollout
 from bot.domain.rollout_summary import RolloutSummary
 from bot.domain.run import RunRef, RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.services.changes import ChangesSource
-from bot.services.reasons import Reason
 
 ReviewState = Literal["approved", "rejected"]
 
@@ -297,7 +297,7 @@ class Words(Protocol):
 
     def recorded(self, answer: str) -> Reason:
         """An answer made with these words as the audit trail keeps it: its words without
-        markup and what they name, by id (`bot.services.reasons`)."""
+        markup and what they name, by id (`bot.domain.reasons`)."""
         ...
 
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from bot.domain.plan import RolloutPlan
+from bot.domain.reasons import Reason
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.rollout import DISPATCH_SEARCH, UNREAD_AFTER, InvalidTransition, Rollout
 from bot.domain.service import DEFAULT_SERVICE
@@ -38,7 +39,7 @@ class TimerHandler(Protocol):
 
     async def on_timer(self, timer: Timer) -> None: ...
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None: ...
 
 
 class RolloutService:
@@ -115,7 +116,7 @@ class RolloutService:
             raise UnhandledTimer(f"no handler for timer {timer.key} of kind {timer.kind!r}")
         await handler.on_timer(timer)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         handler = self._handler(timer)
         if handler is None:  # nobody to tell: it is dead-lettered, and the log says so
             log.error("timer %s of kind %r has no handler; dead-lettered", timer.key, timer.kind)

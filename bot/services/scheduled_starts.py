@@ -22,9 +22,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.domain.controls import AlreadyDone, CardRef, Control, describe
+from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control, describe
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
 from bot.domain.permissions import two_person_refusal
+from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, Phase, Rollout
 from bot.domain.schedule import Held
 from bot.logs import rollout_context
@@ -67,7 +68,8 @@ class ScheduledStarts:
     async def on_timer(self, timer: Timer) -> None:
         """The time came: check the preflight again, then dispatch or say why not (one audit
         event). Nothing when the schedule is gone (cancelled, dispatched by hand, the rollout
-        ended) or when another replica's claim of the same dispatch won."""
+        ended) or when another replica's claim of the same dispatch won; while another request
+        still holds that claim, the timer fails (`BeingDone`, transient) to fire again later."""
         at = _scheduled_at(timer)
         rollout = await self._due(timer, at)
         if rollout is None:
@@ -86,6 +88,11 @@ class ScheduledStarts:
                     )
             except DispatchHeld as held:
                 log.info("scheduled dispatch held: %s", held.message)
+            except BeingDone:
+                # Another request still holds the dispatch's claim: not done, and it may fail.
+                # The timer fails (transient) and fires again later, where the rollout says
+                # whether that request dispatched; held for a person once it gives up.
+                raise
             except (AlreadyDone, InvalidTransition) as done:
                 log.info("scheduled dispatch not needed: %s", done.message)
             except RunNotIdentified:
@@ -109,7 +116,7 @@ class ScheduledStarts:
         checked = await self.rollouts.recheck(rollout_id=rollout.id, actor=BOT)
         await self._dispatch(origin, checked, at, attempt)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """The timer gave up (it failed every attempt): hold the schedule, saying why."""
         at = _scheduled_at(timer)
         rollout = await self._due(timer, at)
@@ -153,7 +160,7 @@ class ScheduledStarts:
         except RunNotIdentified:
             raise
         except GitHubError as refused:  # a dispatch GitHub refuses is refused again: held
-            await self._hold(checked, Held(error=f"GitHub refused it: {refused.message}"))
+            await self._hold(checked, Held(error=Reason(f"GitHub refused it: {refused.message}")))
 
     async def _hold_if_late(self, rollout: Rollout, at: datetime, *, attempt: int) -> None:
         """Hold a dispatch fired long after its time (the bot was down), before any recheck:
@@ -162,7 +169,7 @@ class ScheduledStarts:
         if late > LATE + RETRIES.longest(attempt):
             minutes = int(late.total_seconds() // 60)
             reason = f"the bot was not running then (it is back {minutes} minutes late)"
-            await self._hold(rollout, Held(error=reason))
+            await self._hold(rollout, Held(error=Reason(reason)))
 
     async def _hold(self, rollout: Rollout, held: Held) -> None:
         """Hold the schedule, saying why (the card and the thread); raises DispatchHeld."""
@@ -179,8 +186,10 @@ class ScheduledStarts:
             return Held(blocking=tuple(blocking))
         if rollout.gave_up_at is not None:
             return Held(
-                error="the bot gave up looking for the run of an earlier dispatch: check the "
-                "workflow's runs on GitHub, then Link a run or Dispatch"
+                error=Reason(
+                    "the bot gave up looking for the run of an earlier dispatch: check the "
+                    "workflow's runs on GitHub, then Link a run or Dispatch"
+                )
             )
         if not await self.access.approvers.is_approver(rollout.started_by):
             return Held(not_approver=rollout.started_by)

@@ -6,9 +6,10 @@ it, once. Each of a few workers claims one timer at a time and renews its lease 
 on it, so a lease covers exactly the timers in hand, and a slow window end (metrics, GitHub)
 does not hold the ones due behind it. A timer whose handler fails is retried with
 exponential backoff and full jitter; after `max_attempts` it is dead-lettered and its stage
-holds for a person (nothing is dropped silently); a kind only a newer version knows is left
-to its replicas. A transient failure (GitHub, the database, another replica's change, a
-timeout) is one WARNING line; a bug or a dead-lettered timer is an ERROR with its traceback.
+holds for a person (nothing is dropped silently; `bot.services.giving_up`, which stores what
+failed without Slack markup); a kind only a newer version knows is left to its replicas. A
+transient failure (GitHub, the database, another replica's change, a timeout) is one WARNING
+line; a bug or a dead-lettered timer is an ERROR with its traceback.
 
 Between timers the scheduler polls GitHub for each running rollout (`bot.services.polling`),
 so stage changes are noticed even without webhooks (or when deliveries stop). Once an hour it
@@ -27,13 +28,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bot.domain.errors import RolloutError
 from bot.services.backoff import Backoff
 from bot.services.clock import Background, LoopClock, sleep_until_any, sleep_until_woken
 from bot.services.effects import TIMER_KINDS
-from bot.services.failures import error_summary, log_failure
+from bot.services.failures import log_failure
+from bot.services.giving_up import DeadTimers, GivingUp
 from bot.services.leases import holding, replica_name
 from bot.services.polling import PollBudget, RolloutLooks, RunPoller, Sweep
+from bot.services.ports import Words
 from bot.services.records import Timer
 from bot.services.retention import Retention
 from bot.services.store_ports import Deliveries, RunLooks, Timers
@@ -47,12 +49,10 @@ TIMER_WORKERS = 8
 metrics source, not on each other (two of one rollout still take its lock in turn)."""
 
 
-class RolloutFollower(RolloutLooks, Protocol):
+class RolloutFollower(RolloutLooks, DeadTimers, Protocol):
     """What the scheduler drives: the rollout service."""
 
     async def on_timer(self, timer: Timer) -> None: ...
-
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None: ...
 
 
 @dataclass
@@ -71,20 +71,13 @@ class _Firing:
         self.changed = asyncio.Event()
 
 
-def _thread_reason(error: BaseException) -> str:
-    """What the thread is told failed: a known error's message is written for people; of
-    anything else only its kind (its text may hold what a channel must not see)."""
-    if isinstance(error, RolloutError):
-        return error.message
-    return f"an unexpected {type(error).__name__}, see the bot's log"
-
-
 class Scheduler:
     def __init__(
         self,
         *,
         timers: Timers,
         service: RolloutFollower,
+        words: Words,
         looks: RunLooks,
         deliveries: Deliveries,
         clock: LoopClock,
@@ -124,13 +117,22 @@ class Scheduler:
         )
         self._lease = lease
         self._retry_after = retry_after
-        self._max_attempts = max_attempts
-        self._backoff = backoff or Backoff()
         self._retention = retention
         self._pruned_at: datetime | None = None
         self._newer: set[str] = set()  # timer kinds of a newer version, said once
-        self._rng = rng or random.Random()
         self.owner = owner or replica_name()
+        self._giving_up = GivingUp(
+            timers=timers,
+            service=service,
+            words=words,
+            clock=clock,
+            owner=self.owner,
+            max_attempts=max_attempts,
+            backoff=backoff or Backoff(),
+            rng=rng or random.Random(),
+            telemetry=telemetry,
+        )
+        """A failed timer's retries and dead letter (`bot.services.giving_up`)."""
         self._wake = wake or asyncio.Event()
         """Set when a timer is scheduled: look again now, not at the end of the current sleep."""
         self._polls_wake = asyncio.Event()
@@ -279,15 +281,13 @@ class Scheduler:
 
     async def _fire(self, timer: Timer, firing: _Firing) -> None:
         """Fire one claimed timer under its lease, and record how it went."""
-        if timer.attempts > self._max_attempts:
-            # The last attempts never reported back: the replica working on it stopped.
-            await self._give_up(timer, reason="its last attempt never finished")
+        if await self._giving_up.unfinished(timer):
             return
         try:
             async with self._holding(timer):
                 await self._service.on_timer(timer)
         except Exception as error:
-            await self._failed(timer, error)
+            await self._giving_up.failed(timer, error)
             return
         finally:
             self._tick("timers")
@@ -308,56 +308,6 @@ class Scheduler:
             ),
             lost=lambda: log.warning("timer %s was taken over while it fired", timer.key),
         )
-
-    async def _failed(self, timer: Timer, error: Exception) -> None:
-        """A timer must not be lost to a failure: it fires again later, or, after the last
-        attempt, is dead-lettered and a person told."""
-        if timer.attempts >= self._max_attempts:
-            log.error(
-                "timer %s failed %d times; giving up: %s",
-                timer.key,
-                timer.attempts,
-                error_summary(error),
-                exc_info=error,
-            )
-            await self._give_up(timer, reason=_thread_reason(error), error=error_summary(error))
-            return
-        delay = self._backoff.delay(timer.attempts, self._rng)
-        log_failure(
-            log,
-            f"timer {timer.key} failed (attempt {timer.attempts} of {self._max_attempts}); "
-            f"retrying in {delay}",
-            error,
-        )
-        await self._timers.release(
-            timer_id=timer.id,
-            owner=self.owner,
-            due_at=self._clock() + delay,
-            error=error_summary(error),
-        )
-
-    async def _give_up(self, timer: Timer, *, reason: str, error: str | None = None) -> None:
-        """Dead-letter the timer once its stage holds and the thread knows; while they cannot
-        be told, the timer stays and telling them is retried."""
-        try:
-            await self._service.on_timer_dead(timer, reason=reason)
-        except Exception as failure:
-            delay = self._backoff.delay(self._max_attempts, self._rng)
-            log_failure(
-                log, f"timer {timer.key} could not be given up; retrying in {delay}", failure
-            )
-            await self._timers.release(
-                timer_id=timer.id, owner=self.owner, due_at=self._clock() + delay
-            )
-            return
-        log.error("timer %s dead-lettered after %d attempts: %s", timer.key, timer.attempts, reason)
-        await self._timers.bury(
-            timer_id=timer.id,
-            owner=self.owner,
-            now=self._clock(),
-            error=error or timer.last_error or reason,
-        )
-        self._telemetry.timer_dead()
 
     async def prune(self) -> None:
         """Once an hour: say (once) which due timers only a newer version fires (never claimed

@@ -19,6 +19,7 @@ from typing import TypeVar
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
 from bot.domain.errors import InvalidCommand
 from bot.domain.protection_rules import RuleRequest
+from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     UNREAD_AFTER,
     Check,
@@ -235,10 +236,10 @@ class UnfollowedRuns:
         except AlreadyDone as done:
             log.info("run %s was answered: %s", card.run_id, done.message)
 
-    async def on_timer_dead(self, timer: Timer, *, reason: str) -> None:
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """The default answer failed every attempt: the card says so, and that the run still
         waits on GitHub, so a person answers it."""
-        log.error("the default answer of %s failed every attempt: %s", timer.key, reason)
+        log.error("the default answer of %s failed every attempt: %s", timer.key, reason.text)
         card = UnfollowedRun.from_json(dict((timer.payload or {})["card"]))
         if card.fate is RunFate.WAITING:
             await self._settle(card.decided(RunFate.UNANSWERED), cancel=False)

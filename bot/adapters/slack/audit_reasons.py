@@ -1,7 +1,7 @@
-"""A refusal's reason between the Slack words and the audit trail (`bot.services.reasons`):
-`recorded` takes the markup out of an answer, keeping what it names by id; `reason_mrkdwn`
-puts it back for `/rollout history`, so a person reads the mentions, dates and links they
-were answered with."""
+"""A reason between the Slack words and what the bot stores (`bot.domain.reasons`): `recorded`
+takes the markup out of an answer (a refusal, a known error that ended a timer's work), keeping
+what it names by id; `reason_mrkdwn` puts it back (`/rollout history`, the thread and the card
+of a timer that gave up), so a person reads the mentions, dates and links they were told."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from bot.adapters.slack.mrkdwn import (
     person,
     slack_time,
 )
-from bot.services.reasons import CardLink, Reason
+from bot.domain.reasons import CardLink, KeptReason, Reason
 
 _MARK = re.compile(r"<([^<>]*)>")
 _CARD = re.compile(r"https://slack\.com/archives/([A-Z0-9]+)/p(\d+)(\d{6})")
@@ -64,3 +64,9 @@ def reason_mrkdwn(reason: Reason) -> str:
         link = message_link(card.channel_id, card.ts, escape(card.label))
         text = text.replace(escape(card.label), link, 1)
     return text
+
+
+def kept_mrkdwn(reason: KeptReason) -> str:
+    """A reason a rollout or an outbox event keeps, as mrkdwn: data marked again; the Slack
+    text an earlier version stored, as it was."""
+    return reason if isinstance(reason, str) else reason_mrkdwn(reason)

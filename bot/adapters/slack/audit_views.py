@@ -13,8 +13,8 @@ from bot.adapters.slack.blocks import BlockJson, as_json, context, header, secti
 from bot.adapters.slack.limits import MESSAGE_BLOCKS, clip, pack
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape, escape_quoted
+from bot.domain.reasons import Reason
 from bot.services.audit import Timeline
-from bot.services.reasons import Reason
 from bot.services.records import AuditEvent
 
 _MAX_LINE = 600

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from bot.domain.freeze import Freeze, Frozen, LaneHold
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
+from bot.domain.reasons import KeptReason
 from bot.domain.rollout.left import TrackLeft
 from bot.domain.rollout.state import StageState, StopReason, TrackState
 from bot.domain.schedule import Held
@@ -143,7 +144,8 @@ class GateMissed(AtStage):
 
     due_at: datetime
     attempts: int
-    error: str
+    error: KeptReason
+    """What failed last, in words and the ids they name (`bot.domain.reasons`)."""
     manual: bool
     """The track's figures are typed in by people (no Re-evaluate)."""
 

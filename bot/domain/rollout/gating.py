@@ -7,6 +7,7 @@ from datetime import datetime
 
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
+from bot.domain.reasons import Reason
 from bot.domain.rollout.effects import (
     Announce,
     Decision,
@@ -48,7 +49,7 @@ def window_timer_dead(
     stage: str,
     due_at: datetime,
     attempts: int,
-    reason: str,
+    reason: Reason,
 ) -> Decision:
     """The timer of a window's end gave up after `attempts` failures, so the gate never ran.
     The stage holds without a verdict rather than observing forever: a person re-evaluates,

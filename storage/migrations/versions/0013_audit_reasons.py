@@ -1,7 +1,7 @@
 """A refused request's reason is stored as data: an audit event's `why` holds the answer's
 words without Slack markup (a person `@U123`, a channel `#C123`, a time `2026-12-01 12:00 UTC`,
 a link to a card as its label) and `names` what they name by id (people, channels, times,
-cards: `bot.services.reasons`), which `/rollout history` marks again.
+cards: `bot.domain.reasons`), which `/rollout history` marks again.
 
 Rows written before held the answer as Slack text (`<@U…>`, `<#C…>`, Slack dates, card
 links): they are converted as this release converts an answer (frozen here: a migration does

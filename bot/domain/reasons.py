@@ -1,10 +1,13 @@
-"""A refusal's reason as the audit trail keeps it: data, not Slack text.
+"""A reason as the bot keeps it: data, not Slack text.
 
 An answer a person is given (a refusal, a card out of date, an effect already done) is written
-with the Slack edge's `Words`, so it names people as mentions and times as Slack dates. The
-audit trail keeps the same words without any markup (a person `@U123`, a channel `#C123`, a
-time `2026-12-01 12:00 UTC`, a link to a rollout's card as its label) and, beside them, what
-they name by id: `/rollout history` marks those again, `rollout-bot audit` prints the words.
+with the Slack edge's `Words`, so it names people as mentions and times as Slack dates; so is
+a known error that ends a timer's work. What is stored keeps the same words without any markup
+(a person `@U123`, a channel `#C123`, a time `2026-12-01 12:00 UTC`, a link to a rollout's card
+as its label) and, beside them, what they name by id: the audit trail's refusals, a timer's
+last error, and the reason a timer gave up (a window's missed gate, a held schedule). The Slack
+edge marks them again (`/rollout history`, the thread, the card); `rollout-bot audit` prints
+the words.
 """
 
 from __future__ import annotations
@@ -66,3 +69,8 @@ class Reason:
                 for c in names.get("cards", ())
             ),
         )
+
+
+KeptReason = Reason | str
+"""A reason a rollout or an outbox event keeps (a missed gate's error, a held schedule's): data,
+or, as a `str`, the Slack text an earlier version stored, shown as it was."""
