@@ -216,7 +216,7 @@ async def test_a_chart_behind_a_slow_one_has_its_whole_limit_for_its_own_drawing
     # Two drawings of 2 s each under a 3 s limit, asked for at once: the second waits its turn,
     # and its limit starts when its drawing does (it would run out 1 s into it otherwise, and
     # the worker would be killed under a chart drawn within its limit).
-    charts = ChartWorker(niceness=0, draw_timeout=3.0)
+    charts = ChartWorker(niceness=0, draw_timeout=3.0, warm_up=NO_WARM_UP)
     try:
         worker = await charts.run(os.getpid)
         done = await asyncio.gather(charts.run(time.sleep, 2.0), charts.run(time.sleep, 2.0))
@@ -229,7 +229,7 @@ async def test_a_chart_behind_a_slow_one_has_its_whole_limit_for_its_own_drawing
 async def test_a_chart_cancelled_while_it_waits_its_turn_passes_it_on_in_order() -> None:
     # The third chart's turn comes when the first's drawing ends, not when the second is
     # cancelled: its limit (2.5 s) would run out 0.5 s before its drawing (1 s) ended otherwise.
-    charts = ChartWorker(niceness=0, draw_timeout=2.5)
+    charts = ChartWorker(niceness=0, draw_timeout=2.5, warm_up=NO_WARM_UP)
     try:
         await charts.run(os.getpid)
         first = asyncio.create_task(charts.run(time.sleep, 2.0))
