@@ -1,11 +1,22 @@
-"""A rollout to build test scenes on: `v1.4.2` in the release channel, its preflight all clear."""
+"""A rollout to build test scenes on: `v1.4.2` in the release channel, its preflight all clear;
+and one stored as ended, for the history a scene needs (`ended_rollout`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Check, CheckState, Preflight, Rollout, new_rollout
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Phase,
+    Preflight,
+    Rollout,
+    TrackState,
+    new_rollout,
+)
+from bot.services.store_ports import Rollouts
 from sandbox.config import RELEASE_CHANNEL
 
 ALL_CLEAR = Preflight(
@@ -36,3 +47,28 @@ def cleared_rollout(
         preflight=preflight,
         now=now,
     )
+
+
+async def ended_rollout(
+    store: Rollouts,
+    plan: RolloutPlan,
+    *,
+    tag: str,
+    rollout_id: str,
+    at: datetime,
+    ends: tuple[TrackState, ...],
+    started_by: str = "U0MANAGER",
+) -> Rollout:
+    """A rollout of `tag` stored as started and ended `at`, its tracks in the states `ends`
+    (in the plan's order): history written directly, without running it."""
+    created = await store.create(
+        rollout=cleared_rollout(
+            plan, now=at, rollout_id=rollout_id, tag=tag, started_by=started_by
+        ),
+        plan=plan,
+    )
+    tracks = tuple(
+        replace(track, state=state, ended_at=at)
+        for track, state in zip(created.tracks, ends, strict=True)
+    )
+    return await store.save(replace(created, phase=Phase.ENDED, ended_at=at, tracks=tracks))

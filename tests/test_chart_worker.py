@@ -10,7 +10,8 @@ hung drawing.
 The tests share the session's worker (`chart_worker`, tests/conftest.py): each fresh one
 imports matplotlib, about a second. It draws at the session's own priority
 (`sandbox.harness.CHARTS`: at the lower one, a loaded machine starved it past its time limit);
-the lower priority is tested on a worker started as the bot starts it.
+the lower priority is tested on a worker started as the bot starts it. The tests of a worker of
+their own that draw no chart start it without matplotlib (`NO_WARM_UP`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ from bot.adapters.charts import (
     render_timeline_png,
 )
 
+NO_WARM_UP = os.getpid
+"""A warm-up that imports nothing, for a worker of the bot's kind (its priority, its time
+limits) asked no chart: the bot's own, matplotlib's import, costs a CPU-second or more at each
+start, and such a test starts up to two workers (the session's draws the charts)."""
+
 TIMELINE = TimelineChart(
     title="Rollout v1.4.2",
     bands=(Band("relay", "canary", NOW - timedelta(minutes=30), NOW),),
@@ -63,9 +69,9 @@ async def test_the_worker_draws_both_kinds_in_its_own_process(chart_worker: Char
 
 
 async def test_the_bots_worker_runs_at_a_lower_priority() -> None:
-    # A worker as the bot starts it (the session's draws at the sandbox's priority); asked
-    # nothing that imports matplotlib, so a loaded machine cannot starve it past its limit.
-    charts = ChartWorker()
+    # A worker as the bot starts it (the session's draws at the sandbox's priority), its
+    # priority lowered before the warm-up; asked nothing that imports matplotlib.
+    charts = ChartWorker(warm_up=NO_WARM_UP)
     try:
         assert await charts.run(os.nice, 0) == min(os.nice(0) + NICENESS, 19)
     finally:
@@ -193,7 +199,7 @@ async def test_charts_queued_behind_a_hung_one_are_drawn_on_the_new_worker() -> 
     # The queued charts' second try waits for a new worker's start, which their time limit
     # does not count; 3 s leaves room for their drawing at the lower priority on a loaded
     # machine.
-    charts = ChartWorker(draw_timeout=3.0)
+    charts = ChartWorker(draw_timeout=3.0, warm_up=NO_WARM_UP)
     try:
         await charts.run(os.getpid)  # the worker is up
         hung = asyncio.create_task(charts.run(time.sleep, 60))
@@ -210,7 +216,7 @@ async def test_a_chart_behind_a_slow_one_has_its_whole_limit_for_its_own_drawing
     # Two drawings of 2 s each under a 3 s limit, asked for at once: the second waits its turn,
     # and its limit starts when its drawing does (it would run out 1 s into it otherwise, and
     # the worker would be killed under a chart drawn within its limit).
-    charts = ChartWorker(niceness=0, draw_timeout=3.0)
+    charts = ChartWorker(niceness=0, draw_timeout=3.0, warm_up=NO_WARM_UP)
     try:
         worker = await charts.run(os.getpid)
         done = await asyncio.gather(charts.run(time.sleep, 2.0), charts.run(time.sleep, 2.0))
@@ -223,7 +229,7 @@ async def test_a_chart_behind_a_slow_one_has_its_whole_limit_for_its_own_drawing
 async def test_a_chart_cancelled_while_it_waits_its_turn_passes_it_on_in_order() -> None:
     # The third chart's turn comes when the first's drawing ends, not when the second is
     # cancelled: its limit (2.5 s) would run out 0.5 s before its drawing (1 s) ended otherwise.
-    charts = ChartWorker(niceness=0, draw_timeout=2.5)
+    charts = ChartWorker(niceness=0, draw_timeout=2.5, warm_up=NO_WARM_UP)
     try:
         await charts.run(os.getpid)
         first = asyncio.create_task(charts.run(time.sleep, 2.0))
@@ -240,7 +246,7 @@ async def test_a_chart_cancelled_while_it_waits_its_turn_passes_it_on_in_order()
 async def test_closing_kills_a_drawing_that_hangs_once_its_time_is_up() -> None:
     # The outbox's stop cancels its delivery while the chart hangs; closing then waits for the
     # drawing one time limit at most, not until it ends.
-    charts = ChartWorker()
+    charts = ChartWorker(warm_up=NO_WARM_UP)
     await charts.run(os.getpid)  # the worker is up, on the default time limit
     charts.draw_timeout = 1.0
     drawing = asyncio.create_task(charts.run(time.sleep, 30))
@@ -254,7 +260,7 @@ async def test_closing_kills_a_drawing_that_hangs_once_its_time_is_up() -> None:
 
 
 async def test_a_closed_worker_refuses_charts_and_starts_no_process() -> None:
-    charts = ChartWorker()
+    charts = ChartWorker(warm_up=NO_WARM_UP)
     assert await charts.run(os.getpid) != os.getpid()
     await charts.close()
     before = multiprocessing.active_children()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from cleared import cleared_rollout
 from figures import HALF_OK, RELAY_OK, RINGS_OK, every_gate_passes
-from sandbox_views import button, dispatched, finish, stage_state, value_of
+from sandbox_views import button, dispatched, finish, released, stage_state, value_of
 from sqlalchemy import text
 
 from bot.adapters.slack.messages import two_person_text
@@ -387,7 +387,7 @@ async def test_roll_back_after_completion_starts_a_rollout_of_the_previous_good_
     async with sandbox_for(tmp_path, database_url, window="1s") as box:
         box.slack.usergroups[GROUP] = [SECOND]
         every_gate_passes(box)
-        await finish(box, "v1.4.1")
+        await released(box, "v1.4.1")
         latest = await finish(box, "v1.4.2")
         card = box.card_message()
         assert "[Roll back to the previous release…]" in card.rendered
@@ -443,7 +443,7 @@ async def test_roll_back_after_completion_dispatches_the_plans_rollback_workflow
 ) -> None:
     async with sandbox_for(tmp_path, sqlite_database_url, window="1s") as box:
         await with_rollback_workflow(box)
-        await finish(box, "v1.4.1")
+        await released(box, "v1.4.1")
         await finish(box, "v1.4.2")
 
         await box.click("redeploy", value=await value_of(box, "redeploy", "relay"))
@@ -481,7 +481,7 @@ async def test_a_roll_back_whose_answer_was_lost_is_not_dispatched_again(
     failure. A second Roll back must look first, not send the workflow a second time."""
     async with sandbox_for(tmp_path, sqlite_database_url, window="1s") as box:
         await with_rollback_workflow(box)
-        await finish(box, "v1.4.1")
+        await released(box, "v1.4.1")
         await finish(box, "v1.4.2")
         await on_the_database(box, LOSE_THE_ANSWER)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from figures import every_gate_passes, passing_sandbox, two_serve_processes
-from sandbox_views import audit_results, dispatched, finish, value_of
+from sandbox_views import audit_results, dispatched, finish, released, value_of
 from test_controls import sandbox_for
 
 from bot.adapters.slack.control_views import REASON_ACTION, REASON_BLOCK
@@ -235,10 +235,11 @@ async def test_a_freeze_never_blocks_a_rollback(sandbox: Sandbox) -> None:
 
 
 async def two_releases(box: Sandbox) -> tuple[Rollout, ChannelMessage, str]:
-    """v1.4.1 then v1.4.2 rolled out to the end: v1.4.2's rollout, its card and the value of
-    its relay lane's Roll back to the previous release… (no rollback workflow in the plan)."""
+    """v1.4.1 released before (`released`), then v1.4.2 rolled out to the end: v1.4.2's
+    rollout, its card and the value of its relay lane's Roll back to the previous release… (no
+    rollback workflow in the plan)."""
     every_gate_passes(box)
-    await finish(box, "v1.4.1")
+    await released(box, "v1.4.1")
     replaced = await finish(box, "v1.4.2")
     return replaced, box.card_message(), await value_of(box, "redeploy", "relay")
 
@@ -281,7 +282,7 @@ async def test_a_roll_back_of_a_completed_release_passes_the_freeze_and_the_lock
         await flags_confirmed(box)
         assert await box.click("dispatch", message=card(box)) is None
         await box.wait_until(lambda r: r.id == started.id and r.phase is Phase.RUNNING)
-        assert len(box.github.dispatches) == 3
+        assert len(box.github.dispatches) == 2  # v1.4.2, and the roll back
         assert await audit_results(box, started.id, "click:dispatch", 1) == ["ok"]
         (event,) = [
             e for e in await box.audit.list_for_rollout(started.id) if e.action == "click:dispatch"
@@ -310,7 +311,7 @@ async def test_a_roll_back_left_in_its_preflight_for_a_day_is_stale_and_held_by_
         assert refused is not None and "This roll back is stale: it was clicked at" in refused
         assert "more than 24h ago" in refused and f"Deploys are frozen by <@{OTHER}>" in refused
         assert "[Override freeze…]" in refused  # an approver may still override it
-        assert len(box.github.dispatches) == 2  # v1.4.1 and v1.4.2 only
+        assert len(box.github.dispatches) == 1  # v1.4.2 only (v1.4.1 was `released` before)
 
 
 async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispatches_once(
@@ -321,12 +322,12 @@ async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispat
         tmp_path, database_url, window="1s", approvers=APPROVERS, plan_changes=plan
     ) as box:
         every_gate_passes(box)
-        for tag in ("v1.4.1", "v1.4.2"):  # the starter does not dispatch alone
-            assert "Preflight" in await box.command(f"start {tag} --flags-ready")
-            await box.wait_for_button("dispatch")
-            await box.click("dispatch", user=OTHER)
-            while (await box.wait_until(lambda r: r.phase is Phase.ENDED or holding(r))).active:
-                await box.command("promote")
+        await released(box, "v1.4.1")
+        assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+        await box.wait_for_button("dispatch")
+        await box.click("dispatch", user=OTHER)  # the starter does not dispatch alone
+        while (await box.wait_until(lambda r: r.phase is Phase.ENDED or holding(r))).active:
+            await box.command("promote")
         replaced_card = box.card_message()
         redeploy = await value_of(box, "redeploy", "relay")
         await box.command("freeze 2h holiday freeze", user=OTHER)
@@ -338,7 +339,7 @@ async def test_a_roll_back_through_a_freeze_keeps_the_two_person_rule_and_dispat
         assert alone is not None and "two-person rule" in alone
         await asyncio.gather(*(box.click("dispatch", message=card(box), user=OTHER) for _ in "ab"))
         await box.wait_until(lambda r: r.tag == "v1.4.1" and r.phase is Phase.RUNNING)
-        assert len(box.github.dispatches) == 3  # v1.4.1, v1.4.2, and the roll back once
+        assert len(box.github.dispatches) == 2  # v1.4.2, and the roll back once
 
 
 async def test_a_lock_holds_the_lane_for_one_person(sandbox: Sandbox) -> None:

@@ -82,6 +82,7 @@ async def test_a_write_redirected_where_the_bot_does_not_follow_is_refused_never
     assert gh.reviews == []
 
 
+@pytest.mark.story  # GitHub's redirect is the point; the database only keeps the rollout
 async def test_the_apps_answer_at_a_renamed_repositorys_former_name_is_applied_at_its_new_one(
     tmp_path: Path, database_url: str
 ) -> None:

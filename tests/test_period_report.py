@@ -169,6 +169,7 @@ async def test_a_release_rolled_back_after_it_completed_is_no_success(box: Sandb
     assert "`v1.1.0`" not in week.split("*Rollbacks, kills and other stops*")[1]
 
 
+@pytest.mark.story  # refused before any query: no database reads a bad period
 @pytest.mark.parametrize(
     ("text", "said"),
     [

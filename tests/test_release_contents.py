@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cleared import cleared_rollout
+from cleared import ended_rollout
 from sandbox_views import value_of
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,7 +33,7 @@ from bot.domain.release_contents import (
     release_contents,
     risks,
 )
-from bot.domain.rollout import Phase, TrackState
+from bot.domain.rollout import TrackState
 from bot.plan_file import load_plan
 from bot.services.records import NewAuditEvent
 from bot.services.store_ports import Rollouts
@@ -274,14 +274,7 @@ async def _ended(
     store: Rollouts, tag: str, rollout_id: str, at: timedelta, *ends: TrackState
 ) -> None:
     """A rollout of `tag` ended `at` after NOW, its tracks in the states `ends`."""
-    created = await store.create(
-        rollout=cleared_rollout(PLAN, now=NOW + at, rollout_id=rollout_id, tag=tag), plan=PLAN
-    )
-    tracks = tuple(
-        replace(track, state=state, ended_at=NOW + at)
-        for track, state in zip(created.tracks, ends, strict=True)
-    )
-    await store.save(replace(created, phase=Phase.ENDED, ended_at=NOW + at, tracks=tracks))
+    await ended_rollout(store, PLAN, tag=tag, rollout_id=rollout_id, at=NOW + at, ends=ends)
 
 
 async def _completed(store: Rollouts, *tags: str, first: timedelta = timedelta(0)) -> None:

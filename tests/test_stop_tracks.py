@@ -58,6 +58,10 @@ from bot.domain.run import JobConclusion, JobSnapshot, JobStatus, RunRef, RunSna
 from bot.plan_file import parse_plan
 from sandbox.harness import Sandbox, fast_plan, write_figures
 
+pytestmark = pytest.mark.story
+"""The end-to-end tests here are stories: the database only keeps the rollout between two
+commands, so they run on SQLite alone (README, Development)."""
+
 RUN = RunRef(run_id=7, html_url="https://github.example/o/r/actions/runs/7")
 API_JOB = "API deploy"
 CANARY = "Relay rollout 5% canary (30m)"
