@@ -5,7 +5,7 @@ the next process (or another replica, once the dead one's lease runs out) claims
 it, once. Each of a few workers claims one timer at a time and renews its lease while working
 on it, so a lease covers exactly the timers in hand, and a slow window end (metrics, GitHub)
 does not hold the ones due behind it. A worker that ends a timer claims the next itself. Of
-the idle workers only one at a time watches (the others wait for its turn): it reads the next
+the idle workers only one at a time watches (the others wait their turn): it reads the next
 due time, claims once that has come, and reads again only when woken by a timer scheduled here
 (`wake`), the due time, or another worker's end (that window may have scheduled the next); it
 hands the watch on as it takes a timer. So each fire costs about one claim and one read of the
