@@ -34,9 +34,9 @@ class Clock(Protocol):
         ...
 
 
-class GitHubGateway(ChangesSource, Protocol):
-    """What the bot asks of GitHub. Every method raises `GitHubError` (a RolloutError with a
-    message fit for Slack and free of secrets) when GitHub refuses or fails."""
+class WorkflowDispatch(Protocol):
+    """A workflow dispatched, and the runs of the bot's own dispatches found again: what the
+    rollouts and the npm walkthrough both ask of GitHub."""
 
     async def dispatch(
         self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
@@ -63,6 +63,11 @@ class GitHubGateway(ChangesSource, Protocol):
         """Every run of the workflow our own account dispatched on `ref` since
         `dispatched_at` (and created by `before`, when given), none cancelled, newest first."""
         ...
+
+
+class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
+    """What the bot asks of GitHub. Every method raises `GitHubError` (a RolloutError with a
+    message fit for Slack and free of secrets) when GitHub refuses or fails."""
 
     @property
     def repository(self) -> str: ...  # `owner/name`, whose workflow runs this reads
@@ -107,9 +112,10 @@ class GitHubGateway(ChangesSource, Protocol):
         ...
 
 
-class ReleaseGateway(Protocol):
-    """What the NPM_TOKEN walkthrough asks of GitHub about the npm Release workflow. Every
-    method raises `GitHubError` (saying which permission or setup is missing) on a refusal."""
+class ReleaseGateway(WorkflowDispatch, Protocol):
+    """What the NPM_TOKEN walkthrough asks of GitHub about the npm Release workflow (and its
+    dispatch). Every method raises `GitHubError` (saying which permission or setup is
+    missing) on a refusal."""
 
     async def secret(self, name: str) -> SecretMetadata | None:
         """A repository Actions secret's name and dates (never its value); None when unset."""
@@ -129,29 +135,6 @@ class ReleaseGateway(Protocol):
 
     async def job_log(self, job_id: int) -> str:
         """The job's log text (its tail, when the log is very long)."""
-        ...
-
-    async def dispatch(
-        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
-    ) -> RunRef:
-        """Dispatch the workflow and return its run (as `GitHubGateway.dispatch`)."""
-        ...
-
-    async def find_dispatched_run(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
-    ) -> RunRef | None:
-        """The run our own dispatch created (as `GitHubGateway.find_dispatched_run`)."""
-        ...
-
-    async def dispatched_runs(
-        self,
-        *,
-        workflow_file: str,
-        ref: str,
-        dispatched_at: datetime,
-        before: datetime | None = None,
-    ) -> list[RunRef]:
-        """Every run our account dispatched since then (as `GitHubGateway.dispatched_runs`)."""
         ...
 
 
