@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/ack_latency.py 100 10
 	$(PY) bench/timers.py sqlite 500
 	$(PY) bench/timers.py postgres 500
+	$(PY) bench/timer_workers.py sqlite 500
 	$(PY) bench/idle_queries.py sqlite 40 1 200
 	$(PY) bench/idle_queries.py postgres 40 1 200
 	$(PY) bench/rollout_reads.py sqlite

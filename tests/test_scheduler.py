@@ -326,6 +326,49 @@ async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_r
     assert fired == 2
 
 
+class CountingTimers(TimerStore):
+    """The real store, counting the scheduler's claims and reads of the next due time."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        super().__init__(sessions)
+        self.claims = 0
+        self.reads = 0
+
+    async def claim_due(self, **options: object) -> list[Timer]:
+        self.claims += 1
+        return await super().claim_due(**options)  # type: ignore[arg-type]
+
+    async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None:
+        self.reads += 1
+        return await super().next_due(kinds=kinds)
+
+
+async def test_idle_workers_do_not_all_claim_again_after_every_fire(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """Eight workers, twelve window ends one after another: each schedules the next, due now.
+    The worker that ends one claims the next itself and one idle worker at a time looks for
+    more, so each fire costs about one claim and one read of the next due time, not one of
+    each per idle worker (every idle worker woken by every end: 187 claims for 12 fires)."""
+    timers = CountingTimers(session_factory)
+    follower = Follower()
+
+    async def window_end(timer: Timer) -> None:
+        await asyncio.sleep(0.01)  # the metrics source answers: the other workers run
+        if (number := int(timer.key[1:])) < 12:
+            await window(timers, f"w{number + 1}")
+
+    follower.during_timer = window_end
+    await window(timers, "w1")
+
+    loop = scheduler(session_factory, follower, ManualClock(NOW), timers=timers)
+    assert await loop.fire_due() == 12
+
+    assert [timer.key for timer in follower.fired] == [f"w{n}" for n in range(1, 13)]
+    assert timers.claims <= 12 + 2, f"{timers.claims} claims for 12 fires"
+    assert timers.reads <= 12 + 2, f"{timers.reads} reads of the next due time for 12 fires"
+
+
 class SlowPass(Follower):
     """Three running rollouts; the first look learns that a window ended (its timer is
     written, due now, and the scheduler woken, as the effects do); the second look waits for

@@ -4,7 +4,12 @@ Timers live in the database, so a window that was running when the process died 
 the next process (or another replica, once the dead one's lease runs out) claims it and fires
 it, once. Each of a few workers claims one timer at a time and renews its lease while working
 on it, so a lease covers exactly the timers in hand, and a slow window end (metrics, GitHub)
-does not hold the ones due behind it. A timer whose handler fails is retried with
+does not hold the ones due behind it. A worker that ends a timer claims the next itself. Of
+the idle workers only one at a time watches (the others wait their turn): it reads the next
+due time, claims once that has come, and reads again only when woken by a timer scheduled here
+(`wake`), the due time, or another worker's end (that window may have scheduled the next); it
+hands the watch on as it takes a timer. So each fire costs about one claim and one read of the
+next due time, not one of each per idle worker. A timer whose handler fails is retried with
 exponential backoff and full jitter; after `max_attempts` it is dead-lettered and its stage
 holds for a person (nothing is dropped silently; `bot.services.giving_up`, which stores what
 failed without Slack markup); a kind only a newer version knows is left to its replicas. A
@@ -59,12 +64,15 @@ class RolloutFollower(RolloutLooks, DeadTimers, Protocol):
 class _Firing:
     """What the workers of one `Scheduler.fire_due` share."""
 
-    in_hand: int = 0
+    in_hand: int = 1
+    """Workers holding a timer or claiming their next one (the first is claimed before)."""
     fired: int = 0
     failed: bool = False
     """A worker's own call (a claim, a completion) failed: the others stop claiming."""
+    watch: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by the one idle worker that looks for more work; the other idle ones wait on it."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when a worker ends a timer (or fails); a waiting worker holds the one it saw."""
+    """Set when a worker ends a timer (or fails): the watching worker looks again."""
 
     def moved(self) -> None:
         self.changed.set()
@@ -218,9 +226,10 @@ class Scheduler:
     async def fire_due(self) -> int:
         """Fire every due timer this replica can claim, `workers` at once; returns how many
         fired once none is due and none is in hand. While one is in hand the others also fire
-        what falls due meanwhile (a later window end does not wait for a slow one). A failure
-        of the workers' own (the database) ends them all, then is raised. With nothing due it
-        costs one claim, as with one worker."""
+        what falls due meanwhile (a later window end does not wait for a slow one), one idle
+        worker at a time watching for it (`_watch`). A failure of the workers' own (the
+        database) ends them all, then is raised. With nothing due it costs one claim, as with
+        one worker."""
         first = await self._claim()
         if first is None:
             return 0
@@ -243,41 +252,46 @@ class Scheduler:
 
     async def _fire_in_turn(self, firing: _Firing, timer: Timer | None) -> None:
         """One worker: fire `timer`, claim the next due and fire it, and so on; with none
-        due, wait while another worker holds one (for a timer scheduled here, the next due
-        time, or another worker's end: it may have scheduled the next window). One claimed as
-        the pass ends (another worker failed, or a stop) is given back unfired, for the next."""
+        due, wait for its turn to watch (`_watch`) until the pass ends. One claimed as the
+        pass ends (another worker failed, or a stop) is given back unfired, for the next."""
         try:
-            while not self._loop.stopping.is_set() and not firing.failed:
-                if timer is not None:
-                    firing.in_hand += 1
-                    try:
-                        await self._fire(timer, firing)
-                    finally:
-                        firing.in_hand -= 1
-                        firing.moved()
-                elif not firing.in_hand:
+            while timer is not None or (timer := await self._watch(firing)) is not None:
+                if self._ending(firing):  # claimed as the pass ended: given back, not held
+                    await self._timers.release(timer_id=timer.id, owner=self.owner)
                     return
-                else:
-                    await self._wait_for_work(firing)
-                timer = await self._claim()
-            if timer is not None:  # claimed as the pass ended: given back, not held a lease
-                await self._timers.release(timer_id=timer.id, owner=self.owner)
+                await self._fire(timer, firing)
+                timer = None if self._ending(firing) else await self._claim()
+                if timer is None:
+                    firing.in_hand -= 1
+                firing.moved()  # after the claim: the watcher sees what this one left
         except Exception:
             firing.failed = True
             firing.moved()
             raise
 
-    async def _wait_for_work(self, firing: _Firing) -> None:
-        """Until the next timer can be claimed, one is scheduled here (`wake`), or a worker
-        ends one. The wake-up is cleared before the due time is read, so a timer scheduled
+    def _ending(self, firing: _Firing) -> bool:
+        return self._loop.stopping.is_set() or firing.failed
+
+    async def _watch(self, firing: _Firing) -> Timer | None:
+        """An idle worker: in its turn (one at a time), read the next due time and claim it
+        once it is due; sleep until then, a timer scheduled here (`wake`) or another worker's
+        end (it may have scheduled one). None once no timer is in hand (the pass is over) or
+        the pass ends. The wake-up is cleared before the due time is read, so a timer scheduled
         meanwhile cuts the wait short; the clock's sleepers are the loops', not these."""
-        moved = firing.changed
-        self._wake.clear()
-        due = await self._timers.next_due(kinds=TIMER_KINDS)
-        now = self._clock()
-        if due is None or due > now:
-            until = due or now + self._lease
-            await sleep_until_any((moved, self._wake), (until - now).total_seconds())
+        async with firing.watch:
+            while firing.in_hand and not self._ending(firing):
+                moved = firing.changed
+                self._wake.clear()
+                due = await self._timers.next_due(kinds=TIMER_KINDS)
+                now = self._clock()
+                if due is not None and due <= now:
+                    if (timer := await self._claim()) is not None:
+                        firing.in_hand += 1
+                        return timer
+                elif not moved.is_set():
+                    until = due or now + self._lease
+                    await sleep_until_any((moved, self._wake), (until - now).total_seconds())
+        return None
 
     async def _fire(self, timer: Timer, firing: _Firing) -> None:
         """Fire one claimed timer under its lease, and record how it went."""
