@@ -5,11 +5,15 @@ them among the failures a later try repairs (`bot.services.failures.TRANSIENT`).
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 DATABASE_FAILURES: tuple[type[BaseException], ...] = (
     DBAPIError,  # OperationalError, InterfaceError: the server or the connection to it
+    # asyncpg's own, unwrapped: a connection killed while SQLAlchemy sets it up (its JSON
+    # codec, in the pool's connect hook) raises "connection is closed" as asyncpg raised it.
+    asyncpg.InterfaceError,
     PoolTimeout,  # no connection free in the pool in time
     OSError,  # connection refused or reset before the driver wrapped it
     TimeoutError,  # asyncpg's `command_timeout`, asyncio.timeout (asyncio.TimeoutError)

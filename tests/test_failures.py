@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 import pytest
 from sqlalchemy.exc import InternalError
 
@@ -28,6 +29,20 @@ def test_a_connection_killed_mid_operation_is_one_warning_line(
     assert record.levelno == logging.WARNING and record.exc_info is None
     assert record.getMessage().startswith("acting on webhook d-1 failed: InternalError:")
     assert "SELECT" not in record.getMessage()  # no SQL statement in the line
+
+
+def test_a_connection_killed_while_the_pool_sets_it_up_is_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # What the App chaos run's replica logged with a traceback: the connection was terminated
+    # while SQLAlchemy's connect hook set up its JSON codec, where asyncpg's error is not
+    # wrapped. The scheduler tried again 5 s later, as after any database failure.
+    closed = asyncpg.InterfaceError("connection is closed")
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        log_failure(LOG, "scheduler iteration failed (timers); retrying in 0:00:05", closed)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage().endswith("InterfaceError: connection is closed")
 
 
 def test_a_bug_is_an_error_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
