@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from replicas import in_process_replica
 from test_protection_rules import answers, app_box
 from test_rule_installation import LOOKUP, OTHER, request_naming
 from test_unfollowed_runs import TAG, run_cards
 
-from bot.bootstrap import create_app
 from bot.domain.protection_rules import EVENT, UNCONFIRMED_TIMER
 from bot.services.records import Timer
 from handlers.app_keys import SERVICES
@@ -194,12 +194,8 @@ async def test_a_request_github_never_confirms_is_dropped_when_its_run_cannot_wa
 @pytest.fixture
 async def second_replica(box: Sandbox) -> AsyncIterator[web.Application]:
     """A second bot on the same database and clock, in this process, its scheduler running."""
-    runner = web.AppRunner(create_app(box.settings(), clock=box.clock), access_log=None)
-    await runner.setup()
-    try:
-        yield runner.app
-    finally:
-        await runner.cleanup()
+    async with in_process_replica(box) as app:
+        yield app
 
 
 @pytest.mark.database_matters

@@ -52,44 +52,16 @@ class Unconfirmed(BaseModel):
     delivery_id: str
     installation: int
     """The installation the request names."""
-    run_id: int
-    environment: str
-    deployment_id: int
-    event: str
-    sender: str
-    received_at: datetime
+    request: RuleRequest
     number: int = 1
-
-    @classmethod
-    def of(cls, request: RuleRequest, *, delivery_id: str, installation: int) -> Unconfirmed:
-        return cls(
-            delivery_id=delivery_id,
-            installation=installation,
-            run_id=request.run_id,
-            environment=request.environment,
-            deployment_id=request.deployment_id,
-            event=request.event,
-            sender=request.sender,
-            received_at=request.requested_at,
-        )
-
-    def request(self, service: str) -> RuleRequest:
-        return RuleRequest(
-            run_id=self.run_id,
-            environment=self.environment,
-            deployment_id=self.deployment_id,
-            requested_at=self.received_at,
-            event=self.event,
-            sender=self.sender,
-            service=service,
-        )
 
     def key(self, number: int) -> str:
         return f"{UNCONFIRMED_TIMER}:{self.delivery_id}:{number}"
 
     @property
     def what(self) -> str:
-        return f"protection rule request for {self.environment} of run {self.run_id}"
+        request = self.request
+        return f"protection rule request for {request.environment} of run {request.run_id}"
 
 
 def refused(what: str, installation: int, repository: str) -> None:
@@ -121,7 +93,7 @@ class UnconfirmedRules:
         self, request: RuleRequest, *, delivery_id: str, installation: int, error: str
     ) -> bool:
         """Remember the delivery with the first timer; False when it was taken in before."""
-        held = Unconfirmed.of(request, delivery_id=delivery_id, installation=installation)
+        held = Unconfirmed(delivery_id=delivery_id, installation=installation, request=request)
         due = self.clock() + PACE.delay(held.number, self.rng)
         if not await self.rules.hold(request, delivery_id=delivery_id, timer=_timer(held, due)):
             return False
@@ -153,7 +125,7 @@ class UnconfirmedRules:
             held.what,
             held.installation,
         )
-        await self.keep(held.request(self.service))
+        await self.keep(held.request)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """Taking the confirmed request in failed every attempt (the database): said once."""
@@ -171,7 +143,7 @@ class UnconfirmedRules:
 
     async def _again(self, held: Unconfirmed, error: str) -> None:
         now = self.clock()
-        if now >= held.received_at + GIVE_UP_AFTER:
+        if now >= held.request.requested_at + GIVE_UP_AFTER:
             log.error(
                 "%s names GitHub App installation %s, which GitHub has not confirmed in %d "
                 "days (%s): dropped; GitHub has cancelled its run by now",
