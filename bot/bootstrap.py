@@ -121,6 +121,7 @@ def create_app(
     app[ACKS] = AckFirst()
     clock = clock or SystemClock()
     app[REFUSALS] = RefusalLog(clock=clock)
+    app.cleanup_ctx.append(app[REFUSALS].counting)  # the last to end: after every request
     app.cleanup_ctx.append(functools.partial(_services, clock=clock, charts=charts))
     # Cleaned up before the services (in reverse order): the work Slack was told is accepted
     # ends before the Slack session and the database engine close.
