@@ -41,8 +41,9 @@ REFUSED = {
     ),
 }
 
-SLACK = 1.5
-"""Seconds beyond `LINGER_S` a busy machine may take to close the connection."""
+SLACK = 4.0
+"""Seconds beyond `LINGER_S` a busy machine may take to close the connection (still well under
+aiohttp's default of 10 s, so the test fails without the bound)."""
 
 
 async def _drip(writer: asyncio.StreamWriter, *, pause: float) -> None:
