@@ -374,6 +374,10 @@ def test_the_commands_parse() -> None:
         ("freeze 2026-12-24 18:00 GMT-5 holidays", "`GMT-5` is not a time zone I read"),
         ("freeze 2026-12-24 18:00 UTC+01:00 holidays", "`UTC\\+01:00` is not a time zone"),
         ("freeze 2026-12-24 18:00 +0100 holidays", "`\\+0100` is not a time zone I read"),
+        # Typed in lower case, as people type in Slack: `pst` would end it eight hours early.
+        ("freeze 2026-12-24 18:00 pst holiday freeze", "`pst` is not a time zone I read"),
+        ("freeze 2026-12-24 18:00 cet holiday freeze", "`cet` is not a time zone I read"),
+        ("freeze 2026-12-24 18:00 Est holidays", "`Est` is not a time zone I read"),
     ],
 )
 def test_a_zone_typed_after_a_freeze_end_is_refused_not_read_as_utc(text: str, says: str) -> None:
@@ -392,6 +396,13 @@ def test_utc_typed_after_a_freeze_end_is_not_part_of_the_reason() -> None:
         "2026-12-24 18:00", "DB migration"
     )
     assert parse_command("freeze 2h CET office move") == Freeze("2h", "CET office move")
+    assert parse_command("freeze 2026-12-24 18:00 utc holidays") == Freeze(
+        "2026-12-24 18:00", "holidays"
+    )
+    # Zone abbreviations that are English words in lower case begin a reason.
+    assert parse_command("freeze 2026-12-24 18:00 west region move") == Freeze(
+        "2026-12-24 18:00", "west region move"
+    )
 
 
 async def test_of_many_replicas_locking_at_once_one_holds_the_lane(database_url: str) -> None:

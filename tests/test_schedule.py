@@ -159,6 +159,40 @@ def test_a_time_with_its_offset_needs_no_zone_and_keeps_it() -> None:
         start_schedule("tue 09:00", now=NOW, zone=None, by="U1")
 
 
+@pytest.mark.parametrize(
+    ("typed", "expected", "zone"),
+    [
+        # As the answer writes the offset back (`UTC+01:00`): ahead of UTC, never behind it
+        # (dateutil reads `GMT+1` the POSIX way, as UTC-01:00).
+        ("tue 09:00 UTC+01:00", utc(2026, 12, 8, 8, 0), "UTC+01:00"),
+        ("tue 09:00 UTC+1", utc(2026, 12, 8, 8, 0), "UTC+01:00"),
+        ("tue 09:00 GMT-5", utc(2026, 12, 8, 14, 0), "UTC-05:00"),
+        ("tue 09:00 UTC -05:00", utc(2026, 12, 8, 14, 0), "UTC-05:00"),
+        ("tue 09:00 utc+5:30", utc(2026, 12, 8, 3, 30), "UTC+05:30"),
+    ],
+)
+def test_an_offset_after_utc_or_gmt_is_ahead_of_utc_by_it(
+    typed: str, expected: datetime, zone: str
+) -> None:
+    schedule = start_schedule(typed, now=NOW, zone=None, by="U1")
+    assert (schedule.at, schedule.zone) == (expected, zone)
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("tue 09:00 CET+1", "`CET` is not a time zone I read"),
+        ("tue 09:00+25:00", "`tue 09:00+25:00` is not a time I can read"),
+        ("tue 09:00 UTC-24", "`tue 09:00 UTC-24` is not a time I can read"),
+    ],
+)
+def test_an_offset_that_cannot_be_read_is_refused(typed: str, says: str) -> None:
+    with pytest.raises(InvalidCommand) as refused:
+        schedule = start_schedule(typed, now=NOW, zone=BERLIN, by="U1")
+        pytest.fail(f"--at {typed!r} was scheduled for {schedule.at} ({schedule.zone})")
+    assert says in refused.value.message
+
+
 def test_a_time_the_clocks_go_back_over_is_its_first_occurrence() -> None:
     saturday = utc(2026, 10, 24, 12, 0)  # Berlin goes back from 03:00 CEST to 02:00 CET Sunday
     assert parse_start_time("tomorrow 02:30", now=saturday, zone=BERLIN) == utc(
