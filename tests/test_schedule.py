@@ -113,6 +113,9 @@ def test_a_date_without_a_year_is_its_next_occurrence() -> None:
         parse_start_time("2026-01-02 09:00", now=december_30, zone=BERLIN)
     with pytest.raises(InvalidCommand, match="is in the past"):  # next year's is too far
         parse_start_time("dec 1 09:00", now=december_30, zone=BERLIN)
+    # Next year's is nearer than this year's: meant ahead, and too far ahead, not in the past.
+    with pytest.raises(InvalidCommand, match="`jan 15 09:00` is too far ahead"):
+        parse_start_time("jan 15 09:00", now=december_30, zone=BERLIN)
 
 
 @given(
@@ -198,6 +201,18 @@ def test_a_time_the_clocks_go_back_over_is_its_first_occurrence() -> None:
     assert parse_start_time("tomorrow 02:30", now=saturday, zone=BERLIN) == utc(
         2026, 10, 25, 0, 30
     )  # 02:30 CEST (UTC+2), not 02:30 CET an hour later
+
+
+def test_a_time_the_clocks_pass_twice_is_its_second_occurrence_once_the_first_is_past() -> None:
+    first_pass = utc(2026, 10, 25, 0, 45)  # 02:45 CEST, before the clocks go back at 03:00
+    second_pass = utc(2026, 10, 25, 1, 45)  # 02:45 CET, an hour later on the wall: again 02:45
+    assert parse_start_time("02:50", now=first_pass, zone=BERLIN) == utc(2026, 10, 25, 0, 50)
+    # Five minutes ahead on the wall, not tomorrow's 02:50, nor refused as past.
+    assert parse_start_time("02:50", now=second_pass, zone=BERLIN) == utc(2026, 10, 25, 1, 50)
+    assert parse_start_time("today 02:50", now=second_pass, zone=BERLIN) == utc(
+        2026, 10, 25, 1, 50
+    )
+    assert parse_start_time("02:30", now=second_pass, zone=BERLIN) == utc(2026, 10, 26, 1, 30)
 
 
 def test_a_slack_time_zone_is_read_by_its_name() -> None:

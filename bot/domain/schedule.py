@@ -7,8 +7,9 @@ its next occurrence: `09:00` at 10:00 is tomorrow's, `tue 09:00` on a Tuesday af
 week's; a date without a year is its next occurrence too (`jan 2 09:00` on December 30 is
 next year's). A time must be given, in the future, and at most `MAX_AHEAD` away. Numeric
 day-and-month dates (`08/12`) are refused: whether the day or the month comes first is a
-guess. A local time that happens twice (clocks going back) is its first occurrence, one the
-clocks skip is read an hour later (`zoneinfo`'s fold 0).
+guess. A local time that happens twice (clocks going back) is its first occurrence, or its
+second once the first is past; one the clocks skip is read an hour later (`zoneinfo`'s fold
+0).
 """
 
 from __future__ import annotations
@@ -167,11 +168,15 @@ def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     base = local_now.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     base += timedelta(days=day or 0)
     when = _read(text, rest, base, zone)
+    if when <= now < when.replace(fold=1):  # the clocks went back: its second occurrence
+        when = when.replace(fold=1)
     if when <= now and day is None:
         later = _read(text, rest, base + timedelta(days=1), zone)
         if later == when:  # a date was given: next year's, unless the year was given too
             later = _read(text, rest, datetime(base.year + 1, 1, 1), zone)
-        if later != when and later <= now + MAX_AHEAD:  # its next occurrence
+        # Its next occurrence; too far ahead when nearer than the one past (`jan 15` typed
+        # on December 30), else it was meant in the past (`dec 1`).
+        if later != when and (later <= now + MAX_AHEAD or later - now < now - when):
             when = later
     if when <= now:
         raise InvalidCommand(f"`{shown(text)}` is in the past: a start is scheduled ahead.")
