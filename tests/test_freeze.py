@@ -163,11 +163,17 @@ def test_the_plan_names_each_bad_freeze_by_its_dotted_path() -> None:
     assert "freezes[4].weekly.until: must differ from weekly.from" in text
 
 
-@pytest.mark.parametrize(("zone", "place"), [("EST", "America/New_York"), ("MST", "America/Denver")])
+@pytest.mark.parametrize(
+    ("zone", "place"), [("EST", "America/New_York"), ("MST", "America/Denver")]
+)
 def test_a_zone_fixed_all_year_under_a_seasons_name_is_refused(zone: str, place: str) -> None:
     # tzdata's `EST` is UTC-05:00 in July too: a New York team's Friday 17:00 freeze would
     # begin at 18:00 their time all summer.
-    entry = {"name": "weekend", "timezone": zone, "weekly": {"from": "fri 17:00", "until": "mon 08:00"}}
+    entry = {
+        "name": "weekend",
+        "timezone": zone,
+        "weekly": {"from": "fri 17:00", "until": "mon 08:00"},
+    }
     with pytest.raises(PlanError) as raised:
         parse_plan(_plan_with([entry]), "plan.yml")
     assert f"freezes[0].timezone: '{zone}' keeps standard time all year" in str(raised.value)

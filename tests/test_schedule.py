@@ -209,9 +209,7 @@ def test_a_time_the_clocks_pass_twice_is_its_second_occurrence_once_the_first_is
     assert parse_start_time("02:50", now=first_pass, zone=BERLIN) == utc(2026, 10, 25, 0, 50)
     # Five minutes ahead on the wall, not tomorrow's 02:50, nor refused as past.
     assert parse_start_time("02:50", now=second_pass, zone=BERLIN) == utc(2026, 10, 25, 1, 50)
-    assert parse_start_time("today 02:50", now=second_pass, zone=BERLIN) == utc(
-        2026, 10, 25, 1, 50
-    )
+    assert parse_start_time("today 02:50", now=second_pass, zone=BERLIN) == utc(2026, 10, 25, 1, 50)
     assert parse_start_time("02:30", now=second_pass, zone=BERLIN) == utc(2026, 10, 26, 1, 30)
 
 
