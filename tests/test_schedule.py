@@ -3,7 +3,7 @@ clock and the zone are passed in), and `--at` taken out of the start command."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -179,6 +179,22 @@ def test_an_offset_after_utc_or_gmt_is_ahead_of_utc_by_it(
 ) -> None:
     schedule = start_schedule(typed, now=NOW, zone=None, by="U1")
     assert (schedule.at, schedule.zone) == (expected, zone)
+
+
+@given(
+    ahead=st.timedeltas(min_value=timedelta(days=1), max_value=timedelta(days=12)),
+    minutes=st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15),
+    name=st.sampled_from(["UTC", "GMT", "utc"]),
+    space=st.sampled_from(["", " "]),
+)
+def test_a_time_with_an_offset_after_utc_is_the_iso_time_with_that_offset(
+    ahead: timedelta, minutes: int, name: str, space: str
+) -> None:
+    offset = timezone(timedelta(minutes=minutes))
+    meant = (NOW + ahead).astimezone(offset).replace(second=0, microsecond=0)
+    iso = meant.isoformat()  # 2026-12-08T09:00:00+05:30
+    typed = f"{meant:%Y-%m-%d %H:%M} {name}{space}{iso[-6:]}"
+    assert start_schedule(typed, now=NOW, zone=BERLIN, by="U1").at == meant
 
 
 @pytest.mark.parametrize(
