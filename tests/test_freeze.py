@@ -325,6 +325,8 @@ def test_an_override_of_one_freeze_does_not_pass_another_in_force_alongside() ->
         ("2026-12-24 18:00", utc("2026-12-24 18:00")),
         ("2026-12-24T18:00+01:00", utc("2026-12-24 17:00")),
         ("2027-01-03 12:00", NOW + timedelta(days=30)),
+        ("2026-12-24 9:00", utc("2026-12-24 09:00")),  # an hour of one digit
+        ("2026-12-24T9:30+01:00", utc("2026-12-24 08:30")),
     ],
 )
 def test_a_freeze_ends_after_a_duration_or_at_a_time(text: str, until: datetime) -> None:

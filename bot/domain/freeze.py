@@ -338,7 +338,8 @@ def freeze_end(text: str, now: datetime) -> datetime:
             f"(`{format_duration(MAX_DURATION)}`)."
         )
         try:
-            until = datetime.fromisoformat(text.replace(" ", "T"))
+            # `9:00`, which `_ISO` takes, as `fromisoformat` reads it: `09:00`.
+            until = datetime.fromisoformat(re.sub(r"T([0-9]):", r"T0\1:", text.replace(" ", "T")))
             until = (until if until.tzinfo is not None else until.replace(tzinfo=UTC)).astimezone(
                 UTC
             )
