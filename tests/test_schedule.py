@@ -142,9 +142,15 @@ def test_a_numeric_day_and_month_is_refused_naming_the_forms_read(text: str) -> 
     assert '`--at "dec 8 09:00"`' in caught.value.message
 
 
-def test_two_days_named_are_refused() -> None:
+@pytest.mark.parametrize(
+    "typed", ["wed 09:00 tue", "tomorrow tue 09:00", "today dec 8 09:00", "tomorrow 2026-12-10 9am"]
+)
+def test_two_days_named_are_refused(typed: str) -> None:
     with pytest.raises(InvalidCommand, match="names more than one day"):
-        parse_start_time("wed 09:00 tue", now=NOW, zone=BERLIN)
+        when = parse_start_time(typed, now=NOW, zone=BERLIN)
+        pytest.fail(f"--at {typed!r} was scheduled for {when.astimezone(BERLIN)}")
+    # The same day named twice is one day (NOW is a Friday).
+    assert parse_start_time("tomorrow sat 09:00", now=NOW, zone=BERLIN) == utc(2026, 12, 5, 8, 0)
 
 
 def test_a_time_with_its_offset_needs_no_zone_and_keeps_it() -> None:

@@ -168,6 +168,8 @@ def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     base = local_now.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     base += timedelta(days=day or 0)
     when = _read(text, rest, base, zone)
+    if day is not None and when.date() != base.date():  # `tomorrow tue 09:00`
+        raise InvalidCommand(f"`{shown(text)}` names more than one day: {EXAMPLES}.")
     if when <= now < when.replace(fold=1):  # the clocks went back: its second occurrence
         when = when.replace(fold=1)
     if when <= now and day is None:
