@@ -418,10 +418,15 @@ def test_utc_typed_after_a_freeze_end_is_not_part_of_the_reason() -> None:
     assert parse_command("freeze 2026-12-24 18:00 utc holidays") == Freeze(
         "2026-12-24 18:00", "holidays"
     )
-    # Zone abbreviations that are English words in lower case begin a reason.
+    # Zone abbreviations that are English words begin a reason, unless in capitals.
     assert parse_command("freeze 2026-12-24 18:00 west region move") == Freeze(
         "2026-12-24 18:00", "west region move"
     )
+    assert parse_command("freeze 2026-12-24 18:00 West region move") == Freeze(
+        "2026-12-24 18:00", "West region move"
+    )
+    with pytest.raises(InvalidCommand, match="`WEST` is not a time zone I read"):
+        parse_command("freeze 2026-12-24 18:00 WEST region move")
 
 
 async def test_of_many_replicas_locking_at_once_one_holds_the_lane(database_url: str) -> None:

@@ -291,8 +291,9 @@ _ZONE_ABBREVIATIONS = frozenset(
 """Zone abbreviations a person may type after a freeze's end (`18:00 CET`, `18:00 pst`: in any
 case): ambiguous (IST, CST, BST name several zones), so they are refused rather than read as
 UTC."""
-_LOWER_CASE_WORDS = frozenset({"wet", "west"})
-"""Abbreviations that are English words in lower case: they begin a reason (`west region`)."""
+_ENGLISH_WORDS = frozenset({"wet", "west"})
+"""Abbreviations that are English words: unless in capitals, they begin a reason (`West
+region move`)."""
 _TYPED_OFFSET = re.compile(r"(?:UTC|GMT)?[+-][0-9]{1,2}(?::?[0-9]{2})?", re.IGNORECASE)
 """An offset typed apart from the end (`18:00 +01:00`, `18:00 GMT-5`): refused too, since the
 end would be read as UTC with the offset taken for the reason."""
@@ -308,7 +309,8 @@ def zone_after_end(until: str, reason: str) -> str:
         return reason
     if word.upper() in _UTC_WORDS:
         return rest.strip()
-    abbreviation = word.upper() in _ZONE_ABBREVIATIONS and word not in _LOWER_CASE_WORDS
+    english = not word.isupper() and word.lower() in _ENGLISH_WORDS
+    abbreviation = word.upper() in _ZONE_ABBREVIATIONS and not english
     if abbreviation or _TYPED_OFFSET.fullmatch(word) or _is_zone_name(word):
         raise InvalidCommand(
             f"`{shown(word)}` is not a time zone I read: a freeze's end is read in UTC, or give "
