@@ -23,7 +23,7 @@ from dateutil import parser
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LaneRefusal
-from bot.domain.reasons import KeptReason
+from bot.domain.reasons import Reason
 from bot.domain.text import shown
 
 MAX_AHEAD = timedelta(days=14)
@@ -70,7 +70,7 @@ class Held:
     blocking: tuple[str, ...] = ()
     lane: LaneRefusal | None = None
     two_person: bool = False
-    error: KeptReason | None = None
+    error: Reason | None = None
     """What failed, in words and the ids they name (`bot.domain.reasons`)."""
     not_approver: str | None = None
     """The starter, no longer a release approver at the time."""
@@ -86,7 +86,7 @@ class Held:
         if self.two_person:
             return "the plan's two-person rule needs another approver to dispatch"
         if self.error is not None:
-            return self.error if isinstance(self.error, str) else self.error.text
+            return self.error.text
         return "not dispatched"
 
 
