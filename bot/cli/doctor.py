@@ -1,6 +1,7 @@
 """`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
 from the operator's shell: the database `serve` would start on, whether `/metrics` is open and
-how far Prometheus's clock is from the bot's, then the real Slack and GitHub, each service's
+how far the database server's and Prometheus's clocks are from the bot's
+(`bot.cli.doctor_clocks`), then the real Slack and GitHub, each service's
 (or one's), one line per check with ✓, ✗ or ⚠ (a warning) and the fix; exit 0 when no check
 fails, 1 otherwise (2: bad configuration or usage)."""
 
