@@ -7,7 +7,6 @@ with its reason. The replica's clock is the sandbox's, moved; the database is re
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,14 +14,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy.exc import OperationalError
-from test_observability import Scraper, TimersLeft, parse, value
+from test_observability import Scraper, value
 
-from bot.adapters.telemetry import PrometheusTelemetry
 from bot.cli.doctor_clocks import database_clock_finding
 from bot.services.clock_skew import SQLITE_SKIPPED
-from bot.services.telemetry import Backlog
-from bot.version import build
 from sandbox.harness import Sandbox
 
 OFFSET = "rollout_bot_database_clock_offset_seconds"
@@ -74,47 +69,6 @@ async def test_a_replica_whose_clock_runs_ahead_of_the_database_s_says_so_at_sta
         assert offset is not None and abs(offset) < 1, offset
     assert said(caplog, "INFO") == ["the database server's clock is within 5s of the bot's again"]
     assert len(said(caplog, "WARNING")) == 1
-
-
-async def test_on_sqlite_the_clock_is_not_compared_and_the_log_says_why(
-    tmp_path: Path,
-    sqlite_database_url: str,
-    http: aiohttp.ClientSession,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="bot.wiring")
-    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
-        box.clock.advance(timedelta(minutes=2))
-        offset = value(await Scraper(box, http, None).samples(), OFFSET)
-    assert offset is not None and math.isnan(offset)
-    assert SQLITE_SKIPPED in caplog.messages
-    assert not said(caplog, "WARNING")
-
-
-async def test_a_scrape_that_cannot_read_the_database_s_clock_serves_it_as_unknown() -> None:
-    telemetry = PrometheusTelemetry(build())
-    database = TimersLeft()
-
-    async def clock_check() -> None:
-        if not database.reachable:
-            raise OperationalError("SELECT", {}, ConnectionRefusedError("connection refused"))
-        telemetry.database_clock(offset=timedelta(seconds=-3))
-
-    backlog = Backlog(
-        telemetry=telemetry,
-        rollouts=database,
-        timers=database,
-        clock=lambda: datetime(2026, 12, 6, tzinfo=UTC),
-        overdue_after=timedelta(minutes=1),
-        services=["relay"],
-        database_clock=clock_check,
-    )
-    await backlog.refresh()
-    assert value(parse(telemetry.exposition(None)[0].decode()), OFFSET) == -3
-    database.reachable = False
-    await backlog.refresh()
-    offset = value(parse(telemetry.exposition(None)[0].decode()), OFFSET)
-    assert offset is not None and math.isnan(offset)
 
 
 @pytest.mark.parametrize(
