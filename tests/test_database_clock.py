@@ -7,17 +7,21 @@ with its reason. The replica's clock is the sandbox's, moved; the database is re
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
-from test_observability import Scraper, value
+from test_observability import Scraper, parse, value
 
+from bot.adapters.telemetry import PrometheusTelemetry
 from bot.cli.doctor_clocks import database_clock_finding
-from bot.services.clock_skew import SQLITE_SKIPPED
+from bot.services.clock_skew import SQLITE_SKIPPED, ClockReading, DatabaseClock
+from bot.version import build
 from sandbox.harness import Sandbox
 
 OFFSET = "rollout_bot_database_clock_offset_seconds"
@@ -103,3 +107,24 @@ def test_the_doctor_skips_sqlite_with_the_reason_and_an_unreachable_database(
     [finding] = database_clock_finding(sqlite_database_url, reachable=True)
     assert finding.line() == f"✓ {SQLITE_SKIPPED}"
     assert database_clock_finding(sqlite_database_url, reachable=False) == []
+
+
+async def test_a_database_away_at_start_is_one_warning_and_the_replica_starts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first check fails (the database went away after `serve` checked it): one WARNING
+    line with the cause, nothing raised, the gauge still unknown."""
+
+    @asynccontextmanager
+    async def refused() -> AsyncIterator[ClockReading]:
+        raise ConnectionRefusedError("connection refused")
+        yield  # never reached: it makes this an async generator
+
+    telemetry = PrometheusTelemetry(build())
+    await DatabaseClock(
+        server=refused, clock=lambda: datetime.now(UTC), telemetry=telemetry
+    ).first_check()
+    offset = value(parse(telemetry.exposition(None)[0].decode()), OFFSET)
+    assert offset is not None and math.isnan(offset)
+    [line] = said(caplog, "WARNING")
+    assert line.startswith("the database server's clock was not read: ") and "refused" in line

@@ -14,6 +14,7 @@ figure for the operator and the alert.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -23,7 +24,7 @@ from datetime import datetime
 from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words
 from bot.services.failures import TRANSIENT, log_failure
 from bot.services.ports import Clock
-from bot.services.telemetry import Telemetry
+from bot.services.telemetry import REFRESH_SECONDS, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +96,26 @@ class DatabaseClock:
         async with self.server() as theirs:
             offset = await offset_of(theirs, self.clock)
         self.telemetry.database_clock(offset=offset.middle)
+        limit = int(MAX_CLOCK_SKEW.total_seconds())
         if offset.apart and not self._apart:
             log.warning(
                 "the database server's clock is %s (more than %ds apart): %s",
                 offset_words(offset.seconds),
-                int(MAX_CLOCK_SKEW.total_seconds()),
+                limit,
                 LEASES_AT_RISK,
             )
         elif offset.agree and self._apart:
-            limit = int(MAX_CLOCK_SKEW.total_seconds())
             log.info("the database server's clock is within %ds of the bot's again", limit)
         if offset.apart or offset.agree:
             self._apart = offset.apart
         return offset
 
     async def first_check(self) -> None:
-        """The check at start: a failure is logged, never a refusal to start (`serve` checked
-        the database before; it may be away a moment)."""
+        """The check at start, within a scrape's bound (`REFRESH_SECONDS`): a failure is
+        logged, never a refusal to start or a start held up (`serve` checked the database
+        before; it may be away a moment)."""
         try:
-            await self.check()
+            async with asyncio.timeout(REFRESH_SECONDS):
+                await self.check()
         except TRANSIENT as error:
             log_failure(log, "the database server's clock was not read", error)
