@@ -50,9 +50,8 @@ from bot.services.polling import Sweep
 from bot.services.readiness import Readiness
 from bot.services.retention import Retention
 from bot.services.scheduler import TIMER_WORKERS, Scheduler
-from bot.services.telemetry import Backlog
 from bot.version import build
-from bot.wiring import Shared, Wired, request_budgets, wire_service
+from bot.wiring import Shared, Wired, database_backlog, request_budgets, wire_service
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events
 from handlers.ack_first import AckFirst
 from handlers.app_keys import (
@@ -206,13 +205,8 @@ async def _services(
             claims=ClaimStore(sessions, lease=timedelta(seconds=settings.claim_lease_seconds)),
             deliveries=DeliveryLog(sessions),
             telemetry=telemetry,
-            backlog=Backlog(
-                telemetry=telemetry,
-                rollouts=store,
-                timers=timers,
-                clock=clock,
-                overdue_after=timedelta(seconds=settings.lease_seconds),
-                services=[service.name for service in configured],
+            backlog=await database_backlog(
+                settings, engine, telemetry=telemetry, rollouts=store, timers=timers, clock=clock
             ),
             clock=clock,
             wake=asyncio.Event(),
