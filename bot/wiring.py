@@ -26,7 +26,7 @@ from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
 from bot.domain.npm import RELEASE_TIMER, github_web_url
-from bot.domain.protection_rules import environment_jobs
+from bot.domain.protection_rules import UNCONFIRMED_TIMER, environment_jobs
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.github_credentials import GitHubApp
@@ -243,6 +243,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             else None
         ),
         unfollowed=controls.unfollowed.kept if controls.unfollowed is not None else None,
+        timers=shared.timers,
+        timers_changed=shared.wake.set,
         repository_id=lambda: transport.repository_id,
     )
     # The dispatches `start --at` schedules, and the default answers of runs nobody adopted,
@@ -250,6 +252,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     rollouts.dispatches_scheduled_with(controls.scheduled_starts())
     if controls.unfollowed is not None:
         rollouts.fires_timers_with(UNFOLLOWED_TIMER, controls.unfollowed)
+    if webhooks.unconfirmed is not None:
+        rollouts.fires_timers_with(UNCONFIRMED_TIMER, webhooks.unconfirmed)
     # The walkthroughs' Release runs are followed one look (a timer) at a time.
     rollouts.fires_timers_with(RELEASE_TIMER, npm_token.looks)
     services = Services(
