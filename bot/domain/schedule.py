@@ -22,7 +22,7 @@ from dateutil import parser
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LaneRefusal
-from bot.domain.reasons import KeptReason
+from bot.domain.reasons import Reason
 from bot.domain.text import shown
 
 MAX_AHEAD = timedelta(days=14)
@@ -64,7 +64,7 @@ class Held:
     blocking: tuple[str, ...] = ()
     lane: LaneRefusal | None = None
     two_person: bool = False
-    error: KeptReason | None = None
+    error: Reason | None = None
     """What failed, in words and the ids they name (`bot.domain.reasons`)."""
     not_approver: str | None = None
     """The starter, no longer a release approver at the time."""
@@ -80,7 +80,7 @@ class Held:
         if self.two_person:
             return "the plan's two-person rule needs another approver to dispatch"
         if self.error is not None:
-            return self.error if isinstance(self.error, str) else self.error.text
+            return self.error.text
         return "not dispatched"
 
 
