@@ -355,6 +355,7 @@ async def test_charts_not_drawn_leave_the_card_alone_with_a_warning(
     ("verdict", "ratio"),
     [
         (relay("0.010001"), "1.01x"),  # just above the limit: never shown as 1.00x
+        (relay("0.01" + "0" * 30 + "1"), "1.01x"),  # beyond Decimal's 28 digits too
         (relay("0.01"), "1.00x"),  # at the limit: a PASS
         (relay("0.0099999"), "0.99x"),  # just below: never shown as 1.00x, nor above
         (relay("0.001", crash="0.0020001"), "1.01x"),
