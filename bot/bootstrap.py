@@ -65,6 +65,7 @@ from handlers.app_keys import (
     SETTINGS,
     TELEMETRY,
 )
+from handlers.bodies import HANDLER_ARGS
 from handlers.refusals import RefusalLog
 from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
@@ -113,7 +114,7 @@ def create_app(
     """Build the aiohttp application. Nothing is opened until the app starts. `clock` is the
     system's unless a test brings one it moves; `charts` is the app's own (ended with it)
     unless the caller brings one its apps share (the tests' in-process bots)."""
-    app = web.Application(client_max_size=github_webhook.MAX_BODY)
+    app = web.Application(client_max_size=github_webhook.MAX_BODY, handler_args=HANDLER_ARGS)
     app[SETTINGS] = settings
     app[TELEMETRY] = PrometheusTelemetry(
         build(), webhooks_expected=settings.github_webhook_secret is not None
@@ -121,6 +122,7 @@ def create_app(
     app[ACKS] = AckFirst()
     clock = clock or SystemClock()
     app[REFUSALS] = RefusalLog(clock=clock)
+    app.cleanup_ctx.append(app[REFUSALS].counting)  # the last to end: after every request
     app.cleanup_ctx.append(functools.partial(_services, clock=clock, charts=charts))
     # Cleaned up before the services (in reverse order): the work Slack was told is accepted
     # ends before the Slack session and the database engine close.
