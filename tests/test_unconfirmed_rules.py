@@ -176,7 +176,7 @@ async def test_a_request_github_says_is_of_another_installation_is_refused_at_on
 async def test_a_request_github_never_confirms_is_dropped_when_its_run_cannot_wait_longer(
     box: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """GitHub cancels a run after 35 days, waits included: the asking stops then."""
+    """GitHub fails a job not approved within 30 days: the asking stops then."""
     github_down(box)
     assert box.github.app is not None
     sent = await box.github.app_hook.send(
@@ -184,11 +184,11 @@ async def test_a_request_github_never_confirms_is_dropped_when_its_run_cannot_wa
     )
     assert sent.result == "unconfirmed"
 
-    await box.pass_time(timedelta(days=35, minutes=1))
+    await box.pass_time(timedelta(days=30, minutes=1))
     await asked(box, again=0)
 
     assert await kept(box, 9001000777) == []
-    assert "which GitHub has not confirmed in 35 days" in caplog.text
+    assert "which GitHub has not confirmed in 30 days" in caplog.text
 
 
 @pytest.fixture

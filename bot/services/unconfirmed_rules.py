@@ -7,8 +7,8 @@ nothing answers, approves, posts or counts it. The timer asks GitHub for the ins
 again, with backoff (`PACE`): once GitHub tells it, the request is taken in by the webhook's own
 step (`GitHubWebhooks.keep`), as if confirmed at once, or refused (another installation). Each
 retry is the next timer of a chain (`<kind>:<delivery id>:<n>`), so any replica fires it, once.
-The asking stops `GIVE_UP_AFTER` the delivery: GitHub cancels a workflow run after 35 days,
-waiting included, so nothing waits for the answer after that.
+The asking stops `GIVE_UP_AFTER` the request: GitHub fails a job still waiting for its
+environment's approval after 30 days, so nothing waits for the answer after that.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ PACE = Backoff(base=timedelta(minutes=2), cap=timedelta(hours=1), floor=timedelt
 """How long the n-th ask waits: never within the minute of the last lookup (one a minute at
 most, `bot.adapters.github.installation_check`), at most an hour apart once GitHub stays away."""
 
-GIVE_UP_AFTER = timedelta(days=35)
-"""GitHub's limit on a workflow run, its waits included: the run is cancelled by then."""
+GIVE_UP_AFTER = timedelta(days=30)
+"""How long GitHub lets a job wait for its environment's approval before it fails it ("Reviewing
+deployments": not approved within 30 days)."""
 
 Keep = Callable[[RuleRequest], Coroutine[Any, Any, object]]
 """The webhook's step after the check: keep the request, answer it if a rollout follows its run."""
@@ -146,7 +147,7 @@ class UnconfirmedRules:
         if now >= held.request.requested_at + GIVE_UP_AFTER:
             log.error(
                 "%s names GitHub App installation %s, which GitHub has not confirmed in %d "
-                "days (%s): dropped; GitHub has cancelled its run by now",
+                "days (%s): dropped; GitHub has failed its job by now",
                 held.what,
                 held.installation,
                 GIVE_UP_AFTER.days,
