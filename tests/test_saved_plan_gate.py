@@ -103,10 +103,17 @@ def test_a_saved_baseline_above_one_still_rolls_back_on_the_error_rate() -> None
     assert verdict.baseline_crash == D("2")
 
 
+def test_a_saved_plan_with_a_baseline_of_one_stays_readable() -> None:
+    """Plan files refuse `baseline_crash_rate: 1` (and a limit of 100% or more): a rollout
+    saved with such a plan before they did is still read back (its card, its Roll back)."""
+    for baseline in ("1", "0.5"):
+        assert saved_plan(baseline_crash_rate=baseline).track("relay").metrics.baseline_crash_rate
+
+
 def test_a_plan_file_refuses_a_baseline_above_one() -> None:
     data: dict[str, Any] = load_plan(None).model_dump(mode="json", by_alias=True)
     data["tracks"]["relay"]["metrics"]["baseline_crash_rate"] = "2"
-    with pytest.raises(ValueError, match="above 1"):
+    with pytest.raises(ValueError, match="is below 1"):
         RolloutPlan.model_validate(data)
 
 
