@@ -43,6 +43,7 @@ class Thresholds(PlanModel):
         current_crash: Decimal | None,
         current_error: Decimal | None = None,
         sample: int | None = None,
+        fixed_baseline: bool = False,
     ) -> GateVerdict:
         """The gate on these figures with these limits (`evaluate_track`: a saved plan's
         unusable threshold holds the gate)."""
@@ -55,6 +56,7 @@ class Thresholds(PlanModel):
             error_threshold=self.error_threshold if gate is GateKind.RELAY else None,
             sample=sample,
             min_sample=self.min_sample,
+            fixed_baseline=fixed_baseline,
         )
 
 
@@ -153,7 +155,7 @@ Metrics = Annotated[
 ]
 
 
-def _fixed_baseline(metrics: Metrics) -> Decimal | None:
+def fixed_baseline(metrics: Metrics) -> Decimal | None:
     """The baseline crash rate the gate judges by when it is the plan's fixed number, or None
     when the gate reads it live (`crash_rate.baseline`, `baseline_query`)."""
     if isinstance(metrics, PrometheusMetrics) and metrics.crash_rate.baseline is not None:
@@ -166,7 +168,7 @@ def _fixed_baseline(metrics: Metrics) -> Decimal | None:
 def crash_limit_problems(thresholds: Thresholds, metrics: Metrics) -> Iterable[tuple[Path_, str]]:
     """A fixed baseline whose limit (baseline x crash_multiplier) is 1 or more: no crash rate
     exceeds it, so the crash rule could never fail (`0.5` meant as 0.5%)."""
-    baseline = _fixed_baseline(metrics)
+    baseline = fixed_baseline(metrics)
     multiplier = thresholds.crash_multiplier
     if baseline is None or baseline >= 1 or baseline * multiplier < 1:
         return  # read live, refused on its own, or a limit a crash rate can exceed

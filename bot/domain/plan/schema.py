@@ -41,6 +41,7 @@ from bot.domain.plan.metrics import (
     StaticMetrics,
     Thresholds,
     crash_limit_problems,
+    fixed_baseline,
 )
 
 
@@ -186,6 +187,7 @@ class Track(PlanModel):
             current_crash=current_crash,
             current_error=current_error,
             sample=sample,
+            fixed_baseline=fixed_baseline(self.metrics) is not None,
         )
 
     @model_validator(mode="after")
