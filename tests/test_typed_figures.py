@@ -160,6 +160,16 @@ def test_only_a_manual_track_takes_typed_figures(
 
     if source is None:
         assert refused is None
-    else:
-        assert refused is not None and refused.why is Refused.READ_FIGURES
-        assert f"reads its gate's figures from {source}:" in refused.message
+        return
+    assert refused is not None and refused.why is Refused.READ_FIGURES
+    assert f"reads its gate's figures from {source}:" in refused.message
+    held = active.with_stage(replace(evaluating, state=StageState.HOLDING))
+    again = refusal(
+        Control.FIGURES,
+        asker,
+        release_channels=(RELEASE_CHANNEL,),
+        rollout=rollout.with_track(held),
+        plan=plan,
+        card=card,
+    )
+    assert again == refused  # held: the same answer, not "this card is out of date"
