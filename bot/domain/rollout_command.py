@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from bot.domain.errors import InvalidCommand, InvalidTag
-from bot.domain.freeze import zone_after_end
+from bot.domain.freeze_until import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.rollout_help import HELP
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
@@ -131,7 +131,7 @@ class Help:
 @dataclass(frozen=True)
 class Freeze:
     """Freeze starts and dispatches until `until` (a duration or a time, read by the service
-    against its clock: `bot.domain.freeze.freeze_end`), for `reason`."""
+    against its clock: `bot.domain.freeze_until.freeze_end`), for `reason`."""
 
     name: ClassVar[Subcommand] = Subcommand.FREEZE
     until: str

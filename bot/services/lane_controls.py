@@ -12,7 +12,8 @@ from dataclasses import KW_ONLY, dataclass, replace
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
-from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, LaneHold, Locked, freeze_end, lock_of
+from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, LaneHold, Locked, lock_of
+from bot.domain.freeze_until import freeze_end
 from bot.domain.rollout import FreezeOverridden, Rollout, ScheduleFrozen
 from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown

@@ -22,9 +22,29 @@ from bot.services.lane import LaneState
 
 
 def freeze_text(freeze: Freeze) -> str:
-    """`Deploys are frozen by @ann until <time>: reason` (or by the plan's calendar entry)."""
-    by = person(freeze.actor) if freeze.actor else f"the plan's `{freeze.calendar}` freeze"
-    return f"Deploys are frozen by {by} until {slack_time(freeze.until)}: {escape(freeze.reason)}"
+    """`Deploys are frozen by @ann until <time>: reason` (or by the plan's calendar entry); when
+    other freezes follow it with no gap, until the lane is next free, naming each in turn
+    (`frozen beyond <time>` when they go on past the horizon, `FOLLOWED_FOR`)."""
+    if not freeze.then and not freeze.beyond:
+        return (
+            f"Deploys are frozen by {freeze_name(freeze)} until {slack_time(freeze.until)}: "
+            f"{escape(freeze.reason)}"
+        )
+    each = ", then ".join(
+        f"{freeze_name(one)} ({escape(one.reason)}) until {slack_time(one.until)}"
+        for one in (freeze, *freeze.then)
+    )
+    if freeze.beyond:
+        return (
+            f"Deploys are frozen beyond {slack_time(freeze.free_at)}: {each}, and freezes "
+            "follow one another after it"
+        )
+    return f"Deploys are frozen until {slack_time(freeze.free_at)}: {each}"
+
+
+def freeze_name(freeze: Freeze) -> str:
+    """Who or what froze: `@ann`, or `the plan's `weekend` freeze`."""
+    return person(freeze.actor) if freeze.actor else f"the plan's `{freeze.calendar}` freeze"
 
 
 def lock_text(lock: LaneHold) -> str:
