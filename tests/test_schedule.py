@@ -350,7 +350,7 @@ def test_a_time_written_with_a_dot_is_refused_saying_to_write_a_colon(
 
 
 def test_a_dotted_time_no_date_could_be_is_a_time_and_one_that_could_is_a_date() -> None:
-    with pytest.raises(InvalidCommand, match="`21.30` is a time written with a dot"):
+    with pytest.raises(InvalidCommand, match=r"`21\.30` is a time written with a dot"):
         parse_start_time("21.30", now=NOW, zone=BERLIN)
     with pytest.raises(InvalidCommand, match="could be day/month or month/day"):
         parse_start_time("9.12 09:00", now=NOW, zone=BERLIN)

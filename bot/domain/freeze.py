@@ -251,7 +251,9 @@ def followed(
     later than the one before and each window is met once, so the walk ends."""
     then: list[Freeze] = []
     end = freeze.until
-    while after := [each for each in freezes_in_force(calendar, holds, end) if each.key not in skip]:
+    while after := [
+        each for each in freezes_in_force(calendar, holds, end) if each.key not in skip
+    ]:
         if end >= now + FOLLOWED_FOR:
             return replace(freeze, then=tuple(then), beyond=True)
         then.append(max(after, key=lambda each: each.until))
