@@ -180,3 +180,7 @@ async def test_the_refusal_and_the_status_say_when_back_to_back_freezes_end(
         assert until in refused and "then the plan's `migration` freeze" in refused
         status = await box.command("status")
         assert until in status and "the plan's `incident` freeze" in status
+        froze = await box.command("freeze 1h db check")  # ends within the calendar's span
+        assert "froze deploys until" in froze and until in froze
+        lifted = await box.command("unfreeze")
+        assert "lifted the freeze" in lifted and until in lifted  # the calendar's stays

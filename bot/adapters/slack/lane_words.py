@@ -110,9 +110,16 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     )
 
 
-def frozen_answer(asked: LaneHold, in_force: LaneHold) -> str:
+def frozen_answer(asked: LaneHold, in_force: LaneHold, *, lane: Freeze | None = None) -> str:
     """A `/rollout freeze`: the freeze `asked`, or, when a freeze `in_force` ends later, that
-    it stays (a freeze is never shortened by another)."""
+    it stays (a freeze is never shortened by another); and, when the `lane` stays frozen after
+    it (the plan's calendar, freezes that follow), until when."""
+    assert asked.until is not None and in_force.until is not None  # a freeze always ends
+    after = f" {freeze_text(lane)}." if lane is not None and lane.free_at > in_force.until else ""
+    return _frozen(asked, in_force) + after
+
+
+def _frozen(asked: LaneHold, in_force: LaneHold) -> str:
     assert asked.until is not None and in_force.until is not None  # a freeze always ends
     if in_force != asked:
         return (
@@ -129,10 +136,13 @@ def frozen_answer(asked: LaneHold, in_force: LaneHold) -> str:
     )
 
 
-def unfrozen_answer(actor: str, removed: LaneHold) -> str:
+def unfrozen_answer(actor: str, removed: LaneHold, *, lane: Freeze | None = None) -> str:
+    """A `/rollout unfreeze`: the freeze lifted, and the `lane`'s freeze that stays (the
+    plan's calendar), if any."""
+    still = f" {freeze_text(lane)}." if lane is not None else ""
     return (
         f":sunny: {person(actor)} lifted the freeze by {person(removed.actor)} "
-        f"({escape(removed.reason)})."
+        f"({escape(removed.reason)}).{still}"
     )
 
 
