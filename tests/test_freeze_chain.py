@@ -83,17 +83,22 @@ def test_freezes_that_never_leave_a_gap_are_frozen_beyond_the_horizon() -> None:
 
 def test_an_override_carries_its_rollout_through_the_freezes_it_covers_not_the_next() -> None:
     now = utc("2026-12-18 10:00")
-    incident = LaneHold(LANE_FREEZE, "U1", "incident", now, utc("2026-12-18 15:00"))
     long = LaneHold(LANE_FREEZE, "U2", "db move", now, utc("2026-12-19 00:00"))
-    plain = freeze_in_force([WEEKEND], [long], now)
-    assert plain is not None and plain.free_at == utc("2026-12-21 07:00")
     covered = freeze_in_force([], [long], now)
     assert covered is not None
     override = LaneHold(override_kind("r1"), "U1", "hotfix", now, long.until, covered.key)
-    frozen = freeze_in_force([WEEKEND], [incident, long, override], now, rollout_id="r1")
-    # The incident, which the override does not cover, holds r1 until the weekend ends.
-    assert frozen is not None and frozen.actor == "U1"
-    assert [each.calendar for each in frozen.then] == ["weekend"]
+    incident = LaneHold(LANE_FREEZE, "U1", "incident", now, utc("2026-12-18 15:00"))
+    holds = [incident, long, override]
+    # The incident, which r1's override does not cover, holds r1 until it ends: the freeze
+    # its override covers, in force after it, does not.
+    frozen = freeze_in_force([], holds, now, rollout_id="r1")
+    assert frozen is not None and frozen.actor == "U1" and frozen.reason == "incident"
+    assert frozen.then == () and frozen.free_at == incident.until
+    other = freeze_in_force([], holds, now, rollout_id="r2")  # no override: until it ends
+    assert other is not None and other.free_at == long.until
+    # A freeze that follows holds it as any rollout.
+    weekend = freeze_in_force([WEEKEND], [incident, long, override], now, rollout_id="r1")
+    assert weekend is not None and [each.calendar for each in weekend.then] == ["weekend"]
 
 
 def test_the_end_shown_is_when_the_lane_is_free_naming_each_freeze() -> None:
