@@ -150,9 +150,12 @@ def figures_read(plan: RolloutPlan, track: str | None) -> str | None:
     metrics = plan_track.metrics
     if isinstance(metrics, ManualMetrics):
         return None
-    source = "the plan's static figures"
-    if isinstance(metrics, PrometheusMetrics | SentryMetrics):
-        source = "Prometheus" if isinstance(metrics, PrometheusMetrics) else "Sentry"
+    if isinstance(metrics, PrometheusMetrics):
+        source = "Prometheus"
+    elif isinstance(metrics, SentryMetrics):
+        source = "Sentry"
+    else:
+        source = "the plan's static figures"
     return (
         f"{plan_track.label} reads its gate's figures from {source}: figures typed by hand are "
         "not taken, and nothing was changed. Use Re-evaluate now on the card to read them again."
