@@ -13,8 +13,8 @@ from bot.domain.metrics import stage_window
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     CancelWindow,
-    ScheduleWindow,
     Rollout,
+    ScheduleWindow,
     StageState,
     extend,
     gate_evaluated,
