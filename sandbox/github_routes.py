@@ -137,6 +137,8 @@ class SimulatorRoutes:
             page = max(int(request.query.get("page", "1")), 1)
         except ValueError as exc:
             raise invalid("per_page and page must be integers.") from exc
+        if self.sim.variation is not None:
+            per_page = self.sim.variation.per_page(per_page)
         last = max((len(items) + per_page - 1) // per_page, 1)
         links = []
         for rel, number in (("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)):

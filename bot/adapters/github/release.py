@@ -14,7 +14,8 @@ from urllib.request import Request, urlopen
 
 from github import UnknownObjectException
 
-from bot.adapters.github.schema import JobsPage, Run, RunsPage
+from bot.adapters.github.runs import run_jobs
+from bot.adapters.github.schema import Run, RunsPage
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
@@ -67,8 +68,7 @@ class ReleaseReads:
     async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
         def read() -> ReleaseJob | None:
             path = f"{self._github.runs_path(run_id)}/jobs"
-            page = JobsPage.model_validate(self._github.get_json(path, {"per_page": 100}))
-            for job in page.jobs:
+            for job in run_jobs(self._github, path):
                 # A matrix job is reported as "name (value, ...)".
                 if job.name == name or job.name.startswith(f"{name} ("):
                     return job.release_job()

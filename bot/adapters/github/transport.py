@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 from github import Auth, Github, GithubException
 from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
+from requests.utils import parse_header_links
 
 from bot.adapters.github.app_auth import (
     APP_HINTS,
@@ -125,8 +126,8 @@ class GitHubTransport:
         (`max_workers` of them)."""
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
-        # The last answer (and its ETag) of each conditional GET, newest last.
-        self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        # Each conditional GET's last answer (ETag, JSON, a next page?), newest last.
+        self._answers: OrderedDict[str, tuple[str, Any, bool]] = OrderedDict()
         self._answers_lock = threading.Lock()
 
     async def close(self) -> None:
@@ -246,6 +247,11 @@ class GitHubTransport:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
         answers 304 Not Modified when nothing changed (not counted against the rate limit);
         the answer kept from last time is returned then."""
+        return self.conditional_page(path, parameters)[0]
+
+    def conditional_page(self, path: str, parameters: dict[str, Any] | None) -> tuple[Any, bool]:
+        """`get_conditional`'s answer, and whether its `Link` header names a next page
+        (`pages.every_page` follows them)."""
         key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
         with self._answers_lock:
             kept = self._answers.get(key)
@@ -254,16 +260,18 @@ class GitHubTransport:
         answer = get(requester, self.api_url, path, parameters, headers)
         if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
-            return kept[1]
+            return kept[1], kept[2]
         data = checked(requester, answer)
+        links = parse_header_links(str(answer[1].get("link") or ""))
+        more = any(link.get("rel") == "next" for link in links)
         etag = answer[1].get("etag")
         if etag:
             with self._answers_lock:
-                self._answers[key] = (str(etag), data)
+                self._answers[key] = (str(etag), data, more)
                 self._answers.move_to_end(key)
                 while len(self._answers) > _KEPT_ANSWERS:
                     self._answers.popitem(last=False)
-        return data
+        return data, more
 
     # -- what went wrong, in words --------------------------------------------------------------
 
