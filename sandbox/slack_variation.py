@@ -10,8 +10,7 @@ Off by default (`slack.variation = SlackVariation()` turns it on). When on:
 - a posted or updated `message` carries fields the bot never sent (`app_id`, `team`,
   `bot_profile`, and in each block a `block_id` Slack made up when the block had none);
 - `users.info` leaves out `tz`, `tz_label` and `tz_offset` for a person without a time
-  zone of their own in the workspace (`time_zones`); "U0GONE" is a deactivated account
-  (`deleted: true`) and "U0ROBOT" a bot user (`is_bot: true`).
+  zone of their own in the workspace (`time_zones`).
 """
 
 from __future__ import annotations
@@ -89,9 +88,4 @@ def _as_slack_stores(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _person(user: dict[str, Any], *, zoned: bool) -> dict[str, Any]:
-    person = {key: value for key, value in user.items() if zoned or key not in _UNTIMED}
-    if person.get("id") == "U0GONE":
-        person["deleted"] = True
-    if person.get("id") == "U0ROBOT":
-        person["is_bot"] = True
-    return person
+    return {key: value for key, value in user.items() if zoned or key not in _UNTIMED}

@@ -90,3 +90,21 @@ async def test_a_second_run_of_ours_on_a_later_page_keeps_the_search_ambiguous(
     assert found is None
     runs = await gateway.dispatched_runs(workflow_file=WORKFLOW, ref="main", dispatched_at=START)
     assert {run.run_id for run in runs} == {older, middle}
+
+
+async def test_every_job_of_a_renamed_repositorys_run_is_read_once(
+    varied: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    """After a rename GitHub answers the former name 301, which PyGithub follows without the
+    query: `page=2` there would be the first page again. The next page is asked at the
+    address the answer's `Link` gives, under the new name: every job, each page once."""
+    run_id = varied.create_foreign_run()
+    varied.rename("scriptum/scriptum-editor")
+
+    snapshot = await gateway.snapshot(run_id)
+
+    names = [job.name for job in varied.runs[run_id].jobs]
+    assert set(snapshot.jobs) == set(names)
+    asked = [r for r in varied.requests if r.path.endswith(f"/runs/{run_id}/jobs")]
+    pages = (len(names) + 1) // 2
+    assert len(asked) == pages + 1  # the first one redirected (301), then each page

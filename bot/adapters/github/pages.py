@@ -1,26 +1,47 @@
-"""GitHub's paginated lists, page after page as its `Link` header says.
+"""GitHub's paginated lists, page after page at the addresses its `Link` header gives.
 
-GitHub may answer fewer items than `per_page` asks (it caps it at 100; "Using pagination in
-the REST API") and still have more: only `Link: <...>; rel="next"` says another page
-follows, so a short page is no sign of the last, nor a full one of more.
+GitHub may answer fewer items than `per_page` asks (it caps it at 100) and still have more:
+only `Link: <...>; rel="next"` says another page follows, and its address is the one to ask
+("Using pagination in the REST API": use the link header rather than constructing URLs). A
+short page is no sign of the last. Nor is `page=2` of the address first asked always the
+second page: after a rename, PyGithub follows GitHub's 301 without the query, so it would
+answer the first page again (and name a next one, over and over); the `Link` of an answer
+names the repository as it is now.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from bot.adapters.github.transport import GitHubTransport
+from requests.utils import parse_header_links
+
+from bot.adapters.github.redirects import on_api
+
+if TYPE_CHECKING:
+    from bot.adapters.github.transport import GitHubTransport
 
 
 def every_page(
     github: GitHubTransport, path: str, parameters: dict[str, Any], *, most: int
 ) -> Iterator[Any]:
-    """Each page's JSON (`page` 1, 2, ...) while the last one's `Link` names a next page, at
-    most `most` pages; each a conditional GET (in the pool's thread)."""
-    for page in range(1, most + 1):
-        query = parameters | ({"page": page} if page > 1 else {})
-        data, more = github.conditional_page(path, query)
+    """Each page's JSON while the last one's `Link` names a next page, at most `most` pages;
+    each a conditional GET (in the pool's thread)."""
+    address: str | None = path
+    query: dict[str, Any] | None = parameters
+    for _ in range(most):
+        assert address is not None
+        data, address = github.conditional_page(address, query)
         yield data
-        if not more:
+        if address is None:
             return
+        query = None  # the next page's address carries its query
+
+
+def next_page(api_url: str, headers: Mapping[str, Any]) -> str | None:
+    """The next page's address an answer's `Link` header gives, when it is on the bot's
+    GitHub API (the token goes with the request); None on the last page."""
+    for link in parse_header_links(str(headers.get("link") or "")):
+        if link.get("rel") == "next":
+            return on_api(api_url, link.get("url"))
+    return None

@@ -30,7 +30,6 @@ from urllib.parse import urlencode
 from github import Auth, Github, GithubException
 from github.Repository import Repository
 from pydantic import SecretStr, ValidationError
-from requests.utils import parse_header_links
 
 from bot.adapters.github.app_auth import (
     APP_HINTS,
@@ -40,6 +39,7 @@ from bot.adapters.github.app_auth import (
     renewing,
 )
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
+from bot.adapters.github.pages import next_page
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
@@ -126,8 +126,8 @@ class GitHubTransport:
         (`max_workers` of them)."""
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
-        # Each conditional GET's last answer (ETag, JSON, a next page?), newest last.
-        self._answers: OrderedDict[str, tuple[str, Any, bool]] = OrderedDict()
+        # Each conditional GET's last answer (ETag, JSON, next page), newest last.
+        self._answers: OrderedDict[str, tuple[str, Any, str | None]] = OrderedDict()
         self._answers_lock = threading.Lock()
 
     async def close(self) -> None:
@@ -249,9 +249,10 @@ class GitHubTransport:
         the answer kept from last time is returned then."""
         return self.conditional_page(path, parameters)[0]
 
-    def conditional_page(self, path: str, parameters: dict[str, Any] | None) -> tuple[Any, bool]:
-        """`get_conditional`'s answer, and whether its `Link` header names a next page
-        (`pages.every_page` follows them)."""
+    def conditional_page(
+        self, path: str, parameters: dict[str, Any] | None
+    ) -> tuple[Any, str | None]:
+        """`get_conditional`'s answer, and its `Link`'s next page (`pages.every_page`)."""
         key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
         with self._answers_lock:
             kept = self._answers.get(key)
@@ -262,8 +263,7 @@ class GitHubTransport:
             self._telemetry.github_not_modified()
             return kept[1], kept[2]
         data = checked(requester, answer)
-        links = parse_header_links(str(answer[1].get("link") or ""))
-        more = any(link.get("rel") == "next" for link in links)
+        more = next_page(self.api_url, answer[1])
         etag = answer[1].get("etag")
         if etag:
             with self._answers_lock:
