@@ -50,9 +50,8 @@ from bot.services.polling import Sweep
 from bot.services.readiness import Readiness
 from bot.services.retention import Retention
 from bot.services.scheduler import TIMER_WORKERS, Scheduler
-from bot.services.telemetry import Backlog
 from bot.version import build
-from bot.wiring import Shared, Wired, request_budgets, wire_service
+from bot.wiring import Shared, Wired, database_backlog, request_budgets, wire_service
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events
 from handlers.ack_first import AckFirst
 from handlers.app_keys import (
@@ -65,6 +64,7 @@ from handlers.app_keys import (
     SETTINGS,
     TELEMETRY,
 )
+from handlers.bodies import HANDLER_ARGS
 from handlers.refusals import RefusalLog
 from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
@@ -113,7 +113,7 @@ def create_app(
     """Build the aiohttp application. Nothing is opened until the app starts. `clock` is the
     system's unless a test brings one it moves; `charts` is the app's own (ended with it)
     unless the caller brings one its apps share (the tests' in-process bots)."""
-    app = web.Application(client_max_size=github_webhook.MAX_BODY)
+    app = web.Application(client_max_size=github_webhook.MAX_BODY, handler_args=HANDLER_ARGS)
     app[SETTINGS] = settings
     app[TELEMETRY] = PrometheusTelemetry(
         build(), webhooks_expected=settings.github_webhook_secret is not None
@@ -121,6 +121,7 @@ def create_app(
     app[ACKS] = AckFirst()
     clock = clock or SystemClock()
     app[REFUSALS] = RefusalLog(clock=clock)
+    app.cleanup_ctx.append(app[REFUSALS].counting)  # the last to end: after every request
     app.cleanup_ctx.append(functools.partial(_services, clock=clock, charts=charts))
     # Cleaned up before the services (in reverse order): the work Slack was told is accepted
     # ends before the Slack session and the database engine close.
@@ -204,13 +205,8 @@ async def _services(
             claims=ClaimStore(sessions, lease=timedelta(seconds=settings.claim_lease_seconds)),
             deliveries=DeliveryLog(sessions),
             telemetry=telemetry,
-            backlog=Backlog(
-                telemetry=telemetry,
-                rollouts=store,
-                timers=timers,
-                clock=clock,
-                overdue_after=timedelta(seconds=settings.lease_seconds),
-                services=[service.name for service in configured],
+            backlog=await database_backlog(
+                settings, engine, telemetry=telemetry, rollouts=store, timers=timers, clock=clock
             ),
             clock=clock,
             wake=asyncio.Event(),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.adapters.github.budget import RequestBudgets
 from bot.adapters.github.dispatch import DispatchSearch
@@ -25,7 +26,7 @@ from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
 from bot.domain.npm import RELEASE_TIMER, github_web_url
-from bot.domain.protection_rules import environment_jobs
+from bot.domain.protection_rules import UNCONFIRMED_TIMER, environment_jobs
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.github_credentials import GitHubApp
@@ -33,6 +34,7 @@ from bot.services.audit import AuditTrail
 from bot.services.authz import Approvers, Audience, Memberships
 from bot.services.catalog import CommandService, Services
 from bot.services.clock import LoopClock
+from bot.services.clock_skew import SQLITE_SKIPPED, DatabaseClock
 from bot.services.controls import ControlService
 from bot.services.effects import EffectRunner
 from bot.services.exactly_once import ExactlyOnce
@@ -47,12 +49,14 @@ from bot.services.unfollowed_runs import UnfollowedRunRules
 from bot.services.webhooks import GitHubWebhooks
 from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
-from storage.db import Database
+from storage.db import Database, server_clock
 from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
 from storage.protection_rules import ProtectionRuleStore
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,38 @@ def request_budgets(
         return RequestBudgets(clock=clock)
     owners = {name: repo.split("/", 1)[0] for name, repo in repositories.items()}
     return RequestBudgets(owners, clock=clock)
+
+
+async def database_backlog(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    telemetry: Telemetry,
+    rollouts: RolloutStore,
+    timers: TimerStore,
+    clock: LoopClock,
+) -> Backlog:
+    """The gauges a scrape reads from the database; on PostgreSQL the server's clock against
+    this replica's among them, read now too (`bot.services.clock_skew`); on SQLite, one line
+    says why not."""
+    database_clock = None
+    if engine.dialect.name == "postgresql":
+        watch = DatabaseClock(
+            server=partial(server_clock, engine), clock=clock, telemetry=telemetry
+        )
+        await watch.first_check()
+        database_clock = watch.check
+    else:
+        log.info("%s", SQLITE_SKIPPED)
+    return Backlog(
+        telemetry=telemetry,
+        rollouts=rollouts,
+        timers=timers,
+        clock=clock,
+        overdue_after=timedelta(seconds=settings.lease_seconds),
+        services=[service.name for service in settings.services()],
+        database_clock=database_clock,
+    )
 
 
 def wire_service(shared: Shared, service: Service) -> Wired:
@@ -207,6 +243,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
             else None
         ),
         unfollowed=controls.unfollowed.kept if controls.unfollowed is not None else None,
+        timers=shared.timers,
+        timers_changed=shared.wake.set,
         repository_id=lambda: transport.repository_id,
     )
     # The dispatches `start --at` schedules, and the default answers of runs nobody adopted,
@@ -214,6 +252,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     rollouts.dispatches_scheduled_with(controls.scheduled_starts())
     if controls.unfollowed is not None:
         rollouts.fires_timers_with(UNFOLLOWED_TIMER, controls.unfollowed)
+    if webhooks.unconfirmed is not None:
+        rollouts.fires_timers_with(UNCONFIRMED_TIMER, webhooks.unconfirmed)
     # The walkthroughs' Release runs are followed one look (a timer) at a time.
     rollouts.fires_timers_with(RELEASE_TIMER, npm_token.looks)
     services = Services(

@@ -130,8 +130,8 @@ def _unsigned(request: web.Request, header: str | None) -> web.Response:
 
 def _closing(answer: dict[str, str], *, status: int) -> web.Response:
     """A refusal after which the connection closes: what the sender still sends of a body the
-    bot did not read is dropped as it comes (aiohttp's lingering close, 10 s at most), not
-    kept."""
+    bot did not read is dropped as it comes (aiohttp's lingering close, `bodies.LINGER_S` at
+    most), not kept."""
     response = web.json_response(answer, status=status)
     response.force_close()
     return response

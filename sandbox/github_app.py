@@ -31,6 +31,7 @@ the wall clock, not by the simulator's Actions clock.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import functools
 import secrets
@@ -184,6 +185,14 @@ class SandboxApp:
     """Every installation token minted, oldest first."""
     revoked: set[str] = field(default_factory=set)
     jwts_seen: int = 0
+    lookups_answered: asyncio.Event | None = None
+    """While an unset event, `GET /repos/{owner}/{repo}/installation` waits for it (GitHub slow
+    to tell the App's installation): `stall_lookups`, then set it."""
+
+    def stall_lookups(self) -> asyncio.Event:
+        """Hold every installation lookup until the returned event is set."""
+        self.lookups_answered = asyncio.Event()
+        return self.lookups_answered
 
     # -- installations --------------------------------------------------------------------------
 

@@ -97,6 +97,8 @@ class AppRoutes(AppScopedRoutes):
         """The App's installation on the repository's owner, if it includes the repository
         (GitHub: 404 for a repository of an account it is not installed on, or not given)."""
         repository = self._repository(request).repository
+        if self.app.lookups_answered is not None:
+            await self.app.lookups_answered.wait()
         installation = self.app.installation_of(repository)
         if installation is None:
             raise not_found()

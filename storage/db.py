@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -251,6 +252,22 @@ async def ping(engine: AsyncEngine, *, within_s: float = 2.0) -> bool:
         logger.warning("database ping failed: %s", type(error).__name__)
         return False
     return True
+
+
+@contextlib.asynccontextmanager
+async def server_clock(engine: AsyncEngine) -> AsyncIterator[Callable[[], Awaitable[datetime]]]:
+    """PostgreSQL's clock, read on one connection held for the readings (taking it from the
+    pool, a ping, is not in their round trips): `clock_timestamp()`, the time as the statement
+    runs (`now()` is its transaction's start). SQLite has no server, so no clock of its own."""
+    if engine.dialect.name != "postgresql":
+        raise ValueError(f"{engine.dialect.name} has no server clock")
+    async with engine.connect() as connection:
+
+        async def now() -> datetime:
+            read: datetime = await connection.scalar(text("SELECT clock_timestamp()"))
+            return read
+
+        yield now
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
+from bot.services.records import NewTimer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
@@ -55,12 +56,7 @@ class ProtectionRuleStore(ServiceStore):
             return False
         async with self._sessions.begin() as session:
             if delivery_id is not None:
-                delivery = {
-                    "delivery_id": delivery_id,
-                    "event": EVENT,
-                    "rollout_id": None,
-                    "received_at": request.requested_at,
-                }
+                delivery = _delivery(delivery_id, request)
                 seen = await session.execute(
                     insert_new(
                         session, GitHubDeliveryRow, delivery, unique=GitHubDeliveryRow.delivery_id
@@ -78,6 +74,39 @@ class ProtectionRuleStore(ServiceStore):
                 )
             )
             return rows_changed(result) == 1
+
+    async def hold(self, request: RuleRequest, *, delivery_id: str, timer: NewTimer) -> bool:
+        """Remember the delivery and write `timer`, which asks again whether its installation
+        is the App's, in one transaction; the request itself is kept only once confirmed.
+        False when the delivery was taken in before (nothing is written then)."""
+        async with self._sessions.begin() as session:
+            seen = await session.execute(
+                insert_new(
+                    session,
+                    GitHubDeliveryRow,
+                    _delivery(delivery_id, request),
+                    unique=GitHubDeliveryRow.delivery_id,
+                )
+            )
+            if rows_changed(seen) != 1:
+                return False
+            await session.execute(
+                insert_new(
+                    session,
+                    TimerRow,
+                    {
+                        "key": timer.key,
+                        "kind": timer.kind,
+                        "service": self._service or request.service,
+                        "due_at": timer.due_at,
+                        "payload": dict(timer.payload),
+                        "attempts": 0,
+                        "created_at": request.requested_at,
+                    },
+                    unique=TimerRow.key,
+                )
+            )
+            return True
 
     async def _asked_for(self, request: RuleRequest) -> bool:
         """Whether a request of the deployment was kept before (open or answered). Read in a
@@ -179,3 +208,13 @@ class ProtectionRuleStore(ServiceStore):
                 delete(Row).where(Row.requested_at < before, *self._scope)
             )
             return rows_changed(result)
+
+
+def _delivery(delivery_id: str, request: RuleRequest) -> dict[str, object]:
+    """The deliveries table's row of a request's delivery."""
+    return {
+        "delivery_id": delivery_id,
+        "event": EVENT,
+        "rollout_id": None,
+        "received_at": request.requested_at,
+    }

@@ -55,6 +55,7 @@ _STAGE = (
     StageRow.window_started_at,
     StageRow.window_ends_at,
     StageRow.extensions,
+    StageRow.observed_from,
     StageRow.verdict,
     StageRow.verdict_detail,
 )
@@ -206,9 +207,19 @@ def _track(columns: Sequence[Any], stages: tuple[StageRecord, ...]) -> TrackReco
 
 
 def _stage(track: str, columns: Sequence[Any]) -> StageRecord:
-    (key, position, environment, state, updated_at, started, ends, extensions, verdict, detail) = (
-        columns
-    )
+    (
+        key,
+        position,
+        environment,
+        state,
+        updated_at,
+        started,
+        ends,
+        extensions,
+        observed_from,
+        verdict,
+        detail,
+    ) = columns
     return StageRecord(
         track=track,
         key=key,
@@ -219,6 +230,7 @@ def _stage(track: str, columns: Sequence[Any]) -> StageRecord:
         window_started_at=started,
         window_ends_at=ends,
         extensions=extensions,
+        observed_from=observed_from,
         verdict=verdict,
         verdict_detail=detail,
     )

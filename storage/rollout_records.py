@@ -29,6 +29,7 @@ class StageRecord:
     window_started_at: datetime | None = None
     window_ends_at: datetime | None = None
     extensions: int = 0
+    observed_from: datetime | None = None
     verdict: str | None = None
     verdict_detail: dict[str, Any] | None = None
 

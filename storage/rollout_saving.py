@@ -99,6 +99,7 @@ async def _save_track(
             "window_started_at": stage.window_started_at,
             "window_ends_at": stage.window_ends_at,
             "extensions": stage.extensions,
+            "observed_from": stage.observed_from,
             "verdict": stage.verdict,
             "verdict_detail": stage.verdict_detail,
         }

@@ -298,6 +298,7 @@ def _stage_record(stage: Stage, stored: StageRecord) -> StageRecord:
         window_started_at=stage.window_started_at,
         window_ends_at=stage.window_ends_at,
         extensions=stage.extensions,
+        observed_from=stage.observed_from,
         verdict=None if verdict is None else verdict.verdict.value,
         verdict_detail=None if verdict is None else verdict_to_json(verdict),
     )

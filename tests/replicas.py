@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
+from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.bootstrap import create_app
+from sandbox.harness import Sandbox
 from storage.db import create_engine, create_session_factory
 from storage.deliveries import DeliveryLog
 from storage.looks import LookStore
@@ -25,6 +28,18 @@ async def replica_sessions(
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+@asynccontextmanager
+async def in_process_replica(sandbox: Sandbox) -> AsyncIterator[web.Application]:
+    """A second bot on the sandbox's database and clock, in this process, its scheduler
+    running."""
+    runner = web.AppRunner(create_app(sandbox.settings(), clock=sandbox.clock), access_log=None)
+    await runner.setup()
+    try:
+        yield runner.app
+    finally:
+        await runner.cleanup()
 
 
 class PollStores(TypedDict):

@@ -204,7 +204,9 @@ async def test_a_window_timer_that_gave_up_keeps_its_reason_as_data(
     tmp_path: Path, sqlite_database_url: str
 ) -> None:
     """A known error's message (the thread is told it) may name a person or a time: the
-    audit event of the dead timer keeps the words and the ids, not the mention."""
+    audit event of the dead timer and the thread's message in the outbox keep the words and
+    the ids, not the mention (a held schedule and `timers.last_error`:
+    tests/test_scheduled_corners.py)."""
     reason = f"a hold by {messages.person(SECOND)} until {messages.slack_time(AT)}"
     async with two_person_sandbox(tmp_path, sqlite_database_url) as box:
         every_gate_passes(box)
@@ -222,6 +224,9 @@ async def test_a_window_timer_that_gave_up_keeps_its_reason_as_data(
 
         held_now = await held(box, "relay", "canary")
         events = await box.audit.list_for_rollout(held_now.id)
+        said = await box.wait_for_thread("could not run")
+    assert await stored_markup(sqlite_database_url) == []
+    assert f"(last: a hold by <@{SECOND}> until <!date^" in said
     (dead,) = [e for e in events if e.action == "window_timer"]
     assert dead.result == "dead" and dead.detail == {
         "why": f"a hold by @{SECOND} until 2026-12-01 12:30 UTC",

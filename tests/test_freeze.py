@@ -163,6 +163,23 @@ def test_the_plan_names_each_bad_freeze_by_its_dotted_path() -> None:
     assert "freezes[4].weekly.until: must differ from weekly.from" in text
 
 
+@pytest.mark.parametrize(
+    ("zone", "place"), [("EST", "America/New_York"), ("MST", "America/Denver")]
+)
+def test_a_zone_fixed_all_year_under_a_seasons_name_is_refused(zone: str, place: str) -> None:
+    # tzdata's `EST` is UTC-05:00 in July too: a New York team's Friday 17:00 freeze would
+    # begin at 18:00 their time all summer.
+    entry = {
+        "name": "weekend",
+        "timezone": zone,
+        "weekly": {"from": "fri 17:00", "until": "mon 08:00"},
+    }
+    with pytest.raises(PlanError) as raised:
+        parse_plan(_plan_with([entry]), "plan.yml")
+    assert f"freezes[0].timezone: '{zone}' keeps standard time all year" in str(raised.value)
+    assert place in str(raised.value)
+
+
 def test_a_good_calendar_loads() -> None:
     good = [
         {
@@ -308,6 +325,8 @@ def test_an_override_of_one_freeze_does_not_pass_another_in_force_alongside() ->
         ("2026-12-24 18:00", utc("2026-12-24 18:00")),
         ("2026-12-24T18:00+01:00", utc("2026-12-24 17:00")),
         ("2027-01-03 12:00", NOW + timedelta(days=30)),
+        ("2026-12-24 9:00", utc("2026-12-24 09:00")),  # an hour of one digit
+        ("2026-12-24T9:30+01:00", utc("2026-12-24 08:30")),
     ],
 )
 def test_a_freeze_ends_after_a_duration_or_at_a_time(text: str, until: datetime) -> None:
@@ -374,6 +393,10 @@ def test_the_commands_parse() -> None:
         ("freeze 2026-12-24 18:00 GMT-5 holidays", "`GMT-5` is not a time zone I read"),
         ("freeze 2026-12-24 18:00 UTC+01:00 holidays", "`UTC\\+01:00` is not a time zone"),
         ("freeze 2026-12-24 18:00 +0100 holidays", "`\\+0100` is not a time zone I read"),
+        # Typed in lower case, as people type in Slack: `pst` would end it eight hours early.
+        ("freeze 2026-12-24 18:00 pst holiday freeze", "`pst` is not a time zone I read"),
+        ("freeze 2026-12-24 18:00 cet holiday freeze", "`cet` is not a time zone I read"),
+        ("freeze 2026-12-24 18:00 Est holidays", "`Est` is not a time zone I read"),
     ],
 )
 def test_a_zone_typed_after_a_freeze_end_is_refused_not_read_as_utc(text: str, says: str) -> None:
@@ -392,6 +415,18 @@ def test_utc_typed_after_a_freeze_end_is_not_part_of_the_reason() -> None:
         "2026-12-24 18:00", "DB migration"
     )
     assert parse_command("freeze 2h CET office move") == Freeze("2h", "CET office move")
+    assert parse_command("freeze 2026-12-24 18:00 utc holidays") == Freeze(
+        "2026-12-24 18:00", "holidays"
+    )
+    # Zone abbreviations that are English words begin a reason, unless in capitals.
+    assert parse_command("freeze 2026-12-24 18:00 west region move") == Freeze(
+        "2026-12-24 18:00", "west region move"
+    )
+    assert parse_command("freeze 2026-12-24 18:00 West region move") == Freeze(
+        "2026-12-24 18:00", "West region move"
+    )
+    with pytest.raises(InvalidCommand, match="`WEST` is not a time zone I read"):
+        parse_command("freeze 2026-12-24 18:00 WEST region move")
 
 
 async def test_of_many_replicas_locking_at_once_one_holds_the_lane(database_url: str) -> None:

@@ -355,6 +355,7 @@ async def test_charts_not_drawn_leave_the_card_alone_with_a_warning(
     ("verdict", "ratio"),
     [
         (relay("0.010001"), "1.01x"),  # just above the limit: never shown as 1.00x
+        (relay("0.01" + "0" * 30 + "1"), "1.01x"),  # beyond Decimal's 28 digits too
         (relay("0.01"), "1.00x"),  # at the limit: a PASS
         (relay("0.0099999"), "0.99x"),  # just below: never shown as 1.00x, nor above
         (relay("0.001", crash="0.0020001"), "1.01x"),
@@ -369,3 +370,33 @@ def test_the_ratio_to_the_limit_is_never_rounded_across_it(
     rows = metric_rows(verdict, None)
     shown = {times(row.ratio) for row in rows if row.ratio is not None and row.ratio > D("0.5")}
     assert shown == {ratio}
+
+
+async def test_figures_typed_for_a_window_opened_again_name_the_stretch_it_covers(
+    slack: SlackTestServer, chart_worker: ChartWorker
+) -> None:
+    """A window opened again after it closed covers its latest stretch (the figures modal asks
+    for that stretch): the card of the figures typed says so, not the hours since the deploy."""
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
+    notifier = SlackNotifier(client, approvers={}, charts=chart_worker)
+    rollout = await observed_rollout(notifier)
+    relay_track = rollout.track("relay")
+    canary = replace(
+        relay_track.stage("canary"),
+        window_started_at=NOW - timedelta(hours=3),
+        observed_from=NOW - timedelta(minutes=45),
+    )
+    await notifier.post_gate_card(
+        rollout.with_track(relay_track.with_stage(canary)),
+        PLAN,
+        track="relay",
+        stage="canary",
+        verdict=relay("0.002", sample=900),
+        reading=None,
+        key=1,
+    )
+    await notifier.close(grace=30)
+
+    (parent,) = slack.messages(CHANNEL)
+    (card,) = parent.replies
+    assert "sample 900 · window 45m" in card.rendered

@@ -6,10 +6,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from test_rollout_machine import NO_DATA, at, canary_observing, judged, relay_verdict
+from test_rollout_machine import NO_DATA, PLAN, at, canary_observing, judged, relay_verdict
 
+from bot.domain.controls import reevaluation
 from bot.domain.metrics import stage_window
-from bot.domain.rollout import Rollout, StageState
+from bot.domain.reasons import Reason
+from bot.domain.rollout import (
+    Rollout,
+    StageState,
+    extend,
+    gate_evaluated,
+    window_timer_dead,
+)
 
 # The canary deployed at T0+5m: its window runs to T0+35m.
 
@@ -61,3 +69,64 @@ def test_a_held_stage_reads_the_latest_window_of_its_length() -> None:
     rollout = held(False)
     assert window_at(rollout, at(50)) == (at(20), at(50))
     assert window_at(rollout, at(35)) == (at(5), at(35))
+
+
+# -- a window opened again after it closed ----------------------------------------------------
+# An INCONCLUSIVE verdict reached late (the bot was down), on a held stage re-evaluated, or a
+# missed gate extended by hand, opens the window again hours after the deploy. Read from the
+# deploy, the extended window held those hours of figures: a canary failing in its last half
+# hour passed on them (and a `promote: auto` stage was promoted). It reads the latest stretch
+# of the length observed, plus the time added.
+
+LATER = at(35 + 120)
+
+
+def _extended_end(rollout: Rollout) -> datetime:
+    canary = rollout.track("relay").stage("canary")
+    assert canary.state is StageState.OBSERVING and canary.window_ends_at is not None
+    return canary.window_ends_at
+
+
+def test_an_extension_given_late_reads_the_latest_window_not_the_hours_before() -> None:
+    """The window's timer fired two hours late: INCONCLUSIVE extends by 15m from then."""
+    extended = judged(canary_observing(), "relay", "canary", NO_DATA, LATER)
+    ends = _extended_end(extended)
+    assert ends == LATER + timedelta(minutes=15)
+    assert window_at(extended, ends) == (LATER - timedelta(minutes=30), ends)
+
+
+def test_an_extension_on_time_reads_from_the_deploy() -> None:
+    extended = judged(canary_observing(), "relay", "canary", NO_DATA, at(35))
+    assert window_at(extended, at(50)) == (at(5), at(50))
+
+
+def test_a_held_stage_re_evaluated_inconclusive_extends_its_latest_window() -> None:
+    """Held on a PASS, re-evaluated two hours later: INCONCLUSIVE extends the window once."""
+    rollout = held(False)
+    assert window_at(rollout, LATER) == (LATER - timedelta(minutes=30), LATER)
+    ready = reevaluation(rollout, PLAN, track="relay", verdict=NO_DATA)
+    assert ready is not None
+    extended = gate_evaluated(
+        ready.rollout, PLAN, track="relay", stage="canary", verdict=NO_DATA, now=LATER
+    ).rollout
+    ends = _extended_end(extended)
+    assert window_at(extended, ends) == (LATER - timedelta(minutes=30), ends)
+
+
+def test_a_missed_gate_extended_by_hand_reads_its_latest_window() -> None:
+    """The window's timer gave up; two hours later a person extends the window by 15m."""
+    missed = window_timer_dead(
+        canary_observing(),
+        PLAN,
+        track="relay",
+        stage="canary",
+        due_at=at(35),
+        attempts=5,
+        reason=Reason("the database was unreachable"),
+    ).rollout
+    extended = extend(
+        missed, PLAN, track="relay", actor="U2", by=timedelta(minutes=15), now=LATER
+    ).rollout
+    ends = _extended_end(extended)
+    assert ends == LATER + timedelta(minutes=15)
+    assert window_at(extended, ends) == (LATER - timedelta(minutes=30), ends)

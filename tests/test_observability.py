@@ -43,6 +43,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import GitHubError, GitHubRateLimited
 from bot.domain.rollout import StageState
 from bot.domain.service import DEFAULT_SERVICE
+from bot.services.clock_skew import SQLITE_SKIPPED
 from bot.services.telemetry import Backlog
 from bot.version import build
 from sandbox.config import (
@@ -326,7 +327,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 14 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 16 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 
@@ -581,7 +582,10 @@ async def test_healthz_the_app_home_and_the_start_log_show_the_version_and_metri
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """On SQLite the start log also says why the database's clock is not compared (one host),
+    and its gauge is unknown (tests/test_database_clock.py: PostgreSQL)."""
     caplog.set_level(logging.INFO, logger="bot.bootstrap")
+    caplog.set_level(logging.INFO, logger="bot.wiring")
     async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
         async with http.get(f"{box.url}/healthz") as response:
             assert response.status == 200
@@ -597,9 +601,17 @@ async def test_healthz_the_app_home_and_the_start_log_show_the_version_and_metri
     assert status == 200 and "rollout_bot_build_info" in text
     assert f"rollout-bot {version('rollout-bot')} (commit {_commit()})" in home
     assert f"rollout-bot {version('rollout-bot')} (commit {_commit()}) starting" in caplog.messages
+    assert SQLITE_SKIPPED in caplog.messages
+    assert math.isnan(value(parse(text), "rollout_bot_database_clock_offset_seconds") or 0)
 
 
-DATABASE_GAUGES = ("timers_due", "timers_overdue", "timers_dead", "database_up")
+DATABASE_GAUGES = (
+    "timers_due",
+    "timers_overdue",
+    "timers_dead",
+    "database_clock_offset_seconds",
+    "database_up",
+)
 
 
 class TimersLeft:
@@ -625,6 +637,11 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
 ) -> None:
     telemetry = PrometheusTelemetry(build())
     database = TimersLeft()
+
+    async def database_clock() -> None:  # the server's clock 3 s behind this replica's
+        await database.active()
+        telemetry.database_clock(offset=timedelta(seconds=-3))
+
     backlog = Backlog(
         telemetry=telemetry,
         rollouts=database,
@@ -632,10 +649,11 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
         clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
         overdue_after=timedelta(minutes=1),
         services=["relay"],
+        database_clock=database_clock,
     )
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
-    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, 2, 1]
+    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, 2, -3, 1]
     database.reachable = False
     telemetry.handled(kind="command", name="status", outcome="ok")
     await backlog.refresh()

@@ -13,9 +13,11 @@ import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from importlib import resources
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,8 +27,8 @@ from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.domain.clocks import MAX_CLOCK_SKEW
 from bot.domain.gate import GateReason, Verdict, evaluate_desktop
 from bot.domain.metrics import QueryWindow, Reading, judge
-from bot.domain.plan import PrometheusMetrics
-from bot.plan_file import load_plan
+from bot.domain.plan import PrometheusMetrics, Track
+from bot.plan_file import load_plan, parse_plan
 from sandbox.loopback import LoopbackServer
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -318,3 +320,72 @@ async def test_the_doctor_s_queries_are_asked_whatever_the_clocks() -> None:
             METRICS, endpoints, track="desktop", stage=stage, tag="v1.4.2", service="relay"
         )
     assert problems == []
+
+
+# -- the sample behind the rates ----------------------------------------------------------------
+
+
+class AnswersByQuery(QueryAnswers):
+    """Answers each instant query with the body given for its text (no series otherwise)."""
+
+    def __init__(self, bodies: dict[str, Any]) -> None:
+        super().__init__(vector())
+        self.bodies = bodies
+
+    async def _query(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.body = self.bodies.get(str(form.get("query")), vector())
+        return await super()._query(request)
+
+
+def sampled_relay(min_sample: int) -> Track:
+    """The relay track reading an error rate and a crash rate, each with a sample of its own."""
+    plan = yaml.safe_load(
+        resources.files("bot.domain").joinpath("default_plan.yml").read_text(encoding="utf-8")
+    )
+    plan["tracks"]["relay"]["thresholds"]["min_sample"] = min_sample
+    plan["tracks"]["relay"]["metrics"] = {
+        "source": "prometheus",
+        "baseline_crash_rate": "0.001",
+        "error_rate": {"query": "errors", "sample": "requests"},
+        "crash_rate": {"query": "crashes", "sample": "sessions"},
+    }
+    return parse_plan(yaml.safe_dump(plan), "test plan").track("relay")
+
+
+@pytest.mark.parametrize(
+    ("requests", "sessions", "min_sample", "sample", "verdict"),
+    [
+        (vector("5000"), vector("1200"), 1000, 1200, Verdict.PASS),
+        (vector("5000"), vector("800"), 1000, 800, Verdict.INCONCLUSIVE),  # the smallest decides
+        (vector("800"), vector("5000"), 1000, 800, Verdict.INCONCLUSIVE),
+        (vector("1000.9"), vector("5000"), 1000, 1000, Verdict.PASS),  # at the minimum passes
+        (vector("999.9"), vector("5000"), 1000, 999, Verdict.INCONCLUSIVE),  # whole requests
+        (vector("5000"), vector(), 1000, 0, Verdict.INCONCLUSIVE),  # no series: counted nothing
+        (vector("5000"), vector(), 0, 0, Verdict.INCONCLUSIVE),  # 0 whatever the minimum
+        (vector("5000"), vector("NaN"), 1000, None, Verdict.INCONCLUSIVE),  # unreadable
+        (vector("5000"), vector("NaN"), 0, None, Verdict.INCONCLUSIVE),  # its rate not judged
+        (vector("5000"), vector("1", "2"), 0, None, Verdict.INCONCLUSIVE),  # two series
+    ],
+)
+async def test_the_smallest_sample_of_the_gated_metrics_decides(
+    requests: Any, sessions: Any, min_sample: int, sample: int | None, verdict: Verdict
+) -> None:
+    """Each metric may count its own sample; the gate needs enough of every one: the smallest
+    (rounded down to whole requests) is compared with `min_sample`, and one that could not be
+    read leaves the sample unknown and its own rate unjudged."""
+    track = sampled_relay(min_sample)
+    assert isinstance(track.metrics, PrometheusMetrics)
+    bodies = {
+        "errors": vector("0.001"),
+        "crashes": vector("0.001"),
+        "requests": requests,
+        "sessions": sessions,
+    }
+    async with AnswersByQuery(bodies) as server:
+        source = PrometheusSource(track.metrics, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+
+    assert reading.figures.sample == sample
+    judged = judge(track, reading)
+    assert judged.verdict is verdict, judged.summary

@@ -178,6 +178,7 @@ def stored(rollout: Rollout) -> dict[str, Any]:
                         "started": _moment(s.window_started_at),
                         "ends": _moment(s.window_ends_at),
                         "extensions": s.extensions,
+                        "observed_from": _moment(s.observed_from),
                         "verdict": None if s.verdict is None else verdict_to_json(s.verdict),
                     }
                     for s in t.stages
@@ -220,6 +221,7 @@ def restored(data: dict[str, Any]) -> Rollout:
                         window_started_at=_at(s["started"]),
                         window_ends_at=_at(s["ends"]),
                         extensions=s["extensions"],
+                        observed_from=_at(s["observed_from"]),
                         verdict=None if s["verdict"] is None else verdict_from_json(s["verdict"]),
                     )
                     for s in t["stages"]

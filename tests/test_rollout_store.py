@@ -103,6 +103,7 @@ def _far_along(rollout: Rollout) -> Rollout:
             window_started_at=deployed_at + timedelta(minutes=45),
             window_ends_at=deployed_at + timedelta(minutes=135),
             extensions=1,
+            observed_from=deployed_at + timedelta(minutes=75),
             verdict=no_data,
         )
     )
@@ -181,6 +182,7 @@ async def test_every_field_survives_a_save(
     assert canary.crash_limit == Decimal("0.0020") and canary.sample == 12_000
     half = loaded.track("relay").stage("half")
     assert half.extensions == 1 and half.verdict is not None
+    assert half.observed_from == NOW + timedelta(minutes=84, seconds=13)
     assert (half.verdict.verdict, half.verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
     assert half.verdict.current_crash is None
     desktop = loaded.track("desktop")

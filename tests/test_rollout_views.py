@@ -30,6 +30,7 @@ from bot.adapters.slack.figures_modal import (
     figures_modal,
     parse_figures,
 )
+from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.preflight_card import preflight_card
 from bot.adapters.slack.rollout_card import rollout_card, rollout_text
 from bot.adapters.slack.status_views import (
@@ -573,6 +574,23 @@ def test_the_desktop_modal_asks_for_no_error_rate() -> None:
 
     assert ids == [CRASH_RATE_BLOCK, SAMPLE_BLOCK]
     assert "trips the kill-switch above 0.002" in view["blocks"][1]["hint"]["text"]
+
+
+def test_the_modal_names_the_window_a_reopened_gate_reads() -> None:
+    """A window opened again two hours after it closed (a missed gate extended by hand) reads
+    its latest stretch, not the hours since the deploy: the modal asks for the figures of
+    that stretch, not of the hours a person would average the failing last half hour into."""
+    rollout = canary_observing()
+    canary = rollout.track("relay").stage("canary")
+    assert canary.window_started_at is not None
+    later = NOW + timedelta(hours=2)
+    reopened = replace(canary, observed_from=later, window_ends_at=later + timedelta(minutes=45))
+    view = figures_modal(
+        rollout.with_track(rollout.track("relay").with_stage(reopened)), PLAN, "relay", "canary"
+    )
+    shown = render_view(view)
+
+    assert f"Window: {slack_time(later)} to {slack_time(later + timedelta(minutes=45))}" in shown
 
 
 def submitted(**figures: str | None) -> dict[str, Any]:

@@ -99,6 +99,25 @@ async def test_a_lookup_github_does_not_answer_is_an_error_and_not_repeated_at_o
     assert requests_to(gh, LOOKUP) == [502, 200]
 
 
+async def test_within_the_minute_after_a_failed_lookup_a_new_id_is_unknown_not_refused(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """The id in hand is not GitHub's word once the lookup that would have replaced it failed:
+    a request naming the new installation is left unconfirmed (held), never refused."""
+    owner = REPOSITORY.split("/")[0]
+    async with checked(gh, credentials(app)) as (check, github, clock):
+        await start(github)  # the installation found by the first call
+        app.uninstall(owner)
+        again = app.install(owner).id
+        gh.fail_next("GET", LOOKUP, 502)
+        with pytest.raises(GitHubError, match="502"):
+            await check.is_ours(again)
+        with pytest.raises(GitHubError, match="did not tell it"):
+            await check.is_ours(again)
+        clock.advance(timedelta(seconds=61))
+        assert await check.is_ours(again)
+
+
 async def test_a_configured_installation_is_the_only_one_and_nothing_is_asked(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:

@@ -3,7 +3,7 @@ clock and the zone are passed in), and `--at` taken out of the start command."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -113,6 +113,9 @@ def test_a_date_without_a_year_is_its_next_occurrence() -> None:
         parse_start_time("2026-01-02 09:00", now=december_30, zone=BERLIN)
     with pytest.raises(InvalidCommand, match="is in the past"):  # next year's is too far
         parse_start_time("dec 1 09:00", now=december_30, zone=BERLIN)
+    # Next year's is nearer than this year's: meant ahead, and too far ahead, not in the past.
+    with pytest.raises(InvalidCommand, match="`jan 15 09:00` is too far ahead"):
+        parse_start_time("jan 15 09:00", now=december_30, zone=BERLIN)
 
 
 @given(
@@ -139,9 +142,15 @@ def test_a_numeric_day_and_month_is_refused_naming_the_forms_read(text: str) -> 
     assert '`--at "dec 8 09:00"`' in caught.value.message
 
 
-def test_two_days_named_are_refused() -> None:
+@pytest.mark.parametrize(
+    "typed", ["wed 09:00 tue", "tomorrow tue 09:00", "today dec 8 09:00", "tomorrow 2026-12-10 9am"]
+)
+def test_two_days_named_are_refused(typed: str) -> None:
     with pytest.raises(InvalidCommand, match="names more than one day"):
-        parse_start_time("wed 09:00 tue", now=NOW, zone=BERLIN)
+        when = parse_start_time(typed, now=NOW, zone=BERLIN)
+        pytest.fail(f"--at {typed!r} was scheduled for {when.astimezone(BERLIN)}")
+    # The same day named twice is one day (NOW is a Friday).
+    assert parse_start_time("tomorrow sat 09:00", now=NOW, zone=BERLIN) == utc(2026, 12, 5, 8, 0)
 
 
 def test_a_time_with_its_offset_needs_no_zone_and_keeps_it() -> None:
@@ -159,11 +168,71 @@ def test_a_time_with_its_offset_needs_no_zone_and_keeps_it() -> None:
         start_schedule("tue 09:00", now=NOW, zone=None, by="U1")
 
 
+@pytest.mark.parametrize(
+    ("typed", "expected", "zone"),
+    [
+        # As the answer writes the offset back (`UTC+01:00`): ahead of UTC, never behind it
+        # (dateutil reads `GMT+1` the POSIX way, as UTC-01:00).
+        ("tue 09:00 UTC+01:00", utc(2026, 12, 8, 8, 0), "UTC+01:00"),
+        ("tue 09:00 UTC+1", utc(2026, 12, 8, 8, 0), "UTC+01:00"),
+        ("tue 09:00 GMT-5", utc(2026, 12, 8, 14, 0), "UTC-05:00"),
+        ("tue 09:00 UTC -05:00", utc(2026, 12, 8, 14, 0), "UTC-05:00"),
+        ("tue 09:00 utc+5:30", utc(2026, 12, 8, 3, 30), "UTC+05:30"),
+    ],
+)
+def test_an_offset_after_utc_or_gmt_is_ahead_of_utc_by_it(
+    typed: str, expected: datetime, zone: str
+) -> None:
+    schedule = start_schedule(typed, now=NOW, zone=None, by="U1")
+    assert (schedule.at, schedule.zone) == (expected, zone)
+
+
+@given(
+    ahead=st.timedeltas(min_value=timedelta(days=1), max_value=timedelta(days=12)),
+    minutes=st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15),
+    name=st.sampled_from(["UTC", "GMT", "utc"]),
+    space=st.sampled_from(["", " "]),
+)
+def test_a_time_with_an_offset_after_utc_is_the_iso_time_with_that_offset(
+    ahead: timedelta, minutes: int, name: str, space: str
+) -> None:
+    offset = timezone(timedelta(minutes=minutes))
+    meant = (NOW + ahead).astimezone(offset).replace(second=0, microsecond=0)
+    iso = meant.isoformat()  # 2026-12-08T09:00:00+05:30
+    typed = f"{meant:%Y-%m-%d %H:%M} {name}{space}{iso[-6:]}"
+    assert start_schedule(typed, now=NOW, zone=BERLIN, by="U1").at == meant
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("tue 09:00 CET+1", "`CET` is not a time zone I read"),
+        ("tue 09:00+25:00", "`tue 09:00+25:00` is not a time I can read"),
+        ("tue 09:00 UTC-24", "`tue 09:00 UTC-24` is not a time I can read"),
+    ],
+)
+def test_an_offset_that_cannot_be_read_is_refused(typed: str, says: str) -> None:
+    with pytest.raises(InvalidCommand) as refused:
+        schedule = start_schedule(typed, now=NOW, zone=BERLIN, by="U1")
+        pytest.fail(f"--at {typed!r} was scheduled for {schedule.at} ({schedule.zone})")
+    assert says in refused.value.message
+
+
 def test_a_time_the_clocks_go_back_over_is_its_first_occurrence() -> None:
     saturday = utc(2026, 10, 24, 12, 0)  # Berlin goes back from 03:00 CEST to 02:00 CET Sunday
     assert parse_start_time("tomorrow 02:30", now=saturday, zone=BERLIN) == utc(
         2026, 10, 25, 0, 30
     )  # 02:30 CEST (UTC+2), not 02:30 CET an hour later
+
+
+def test_a_time_the_clocks_pass_twice_is_its_second_occurrence_once_the_first_is_past() -> None:
+    first_pass = utc(2026, 10, 25, 0, 45)  # 02:45 CEST, before the clocks go back at 03:00
+    second_pass = utc(2026, 10, 25, 1, 45)  # 02:45 CET, an hour later on the wall: again 02:45
+    assert parse_start_time("02:50", now=first_pass, zone=BERLIN) == utc(2026, 10, 25, 0, 50)
+    # Five minutes ahead on the wall, not tomorrow's 02:50, nor refused as past.
+    assert parse_start_time("02:50", now=second_pass, zone=BERLIN) == utc(2026, 10, 25, 1, 50)
+    assert parse_start_time("today 02:50", now=second_pass, zone=BERLIN) == utc(2026, 10, 25, 1, 50)
+    assert parse_start_time("02:30", now=second_pass, zone=BERLIN) == utc(2026, 10, 26, 1, 30)
 
 
 def test_a_slack_time_zone_is_read_by_its_name() -> None:

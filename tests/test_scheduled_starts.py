@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from aiohttp import web
 from figures import every_gate_passes, passing_sandbox
+from replicas import in_process_replica
 from test_controls import sandbox_for
 
-from bot.bootstrap import create_app
 from bot.domain.rollout import Phase
 from bot.domain.schedule import dispatch_timer_key
 from bot.services.records import BOT
@@ -153,12 +153,8 @@ async def test_a_bot_back_long_after_the_time_holds_it_instead_of_dispatching(
 @pytest.fixture
 async def second_replica(sandbox: Sandbox) -> AsyncIterator[web.Application]:
     """A second bot on the same database and clock, in this process, its scheduler running."""
-    runner = web.AppRunner(create_app(sandbox.settings(), clock=sandbox.clock), access_log=None)
-    await runner.setup()
-    try:
-        yield runner.app
-    finally:
-        await runner.cleanup()
+    async with in_process_replica(sandbox) as app:
+        yield app
 
 
 @pytest.mark.database_matters

@@ -116,6 +116,33 @@ async def test_the_baseline_from_every_other_release(sentry: SentryTestServer) -
     assert gate(reading).verdict is Verdict.KILL_SWITCH
 
 
+@pytest.mark.parametrize(
+    ("other_sessions", "sample", "verdict"),
+    [
+        (20, 20, Verdict.INCONCLUSIVE),  # 1 crash in 20: a 5% baseline, a limit of 10%
+        (20000, 10000, Verdict.KILL_SWITCH),  # enough of both: 1 in 20,000 against 8%
+    ],
+)
+async def test_a_baseline_read_from_too_few_sessions_is_not_enough_data(
+    sentry: SentryTestServer, other_sessions: int, sample: int, verdict: Verdict
+) -> None:
+    """Most of a ring moved to the release: the sessions of every other release in it are a
+    handful, and one crash among them set a baseline of 5%, under whose 10% limit a release
+    crashing in 8% of its sessions passed. The baseline's sessions are a sample too."""
+    at = datetime.now(UTC) - timedelta(minutes=10)
+    sentry.add_sessions(release=RELEASE, environment="internal", count=10000, crashed=800, at=at)
+    sentry.add_sessions(
+        release=PREVIOUS, environment="internal", count=other_sessions, crashed=1, at=at
+    )
+    source = SentrySource(
+        config(baseline_query="!release:scriptum-desktop@$tag"), access=access(sentry)
+    )
+    reading = await source.measure(window())
+    assert reading.figures.crash_rate == Decimal("0.08")
+    assert reading.figures.sample == sample
+    assert gate(reading, min_sample=1000).verdict is verdict
+
+
 async def test_a_user_crash_rate_counts_users(sentry: SentryTestServer) -> None:
     at = datetime.now(UTC) - timedelta(minutes=5)
     sentry.add_sessions(

@@ -192,6 +192,7 @@ async def test_save_writes_windows_verdicts_and_run(rollouts: RolloutRepository)
         window_started_at=window_start,
         window_ends_at=window_start + timedelta(minutes=30),
         extensions=1,
+        observed_from=window_start + timedelta(hours=2),
         verdict="PASS",
         verdict_detail={"crash_rate": 0.001, "error_rate": 0.004, "sample": 12000},
     )
@@ -219,6 +220,8 @@ async def test_save_writes_windows_verdicts_and_run(rollouts: RolloutRepository)
     assert stored.window_started_at is not None and stored.window_started_at.tzinfo is UTC
     assert stored.window_ends_at == window_start + timedelta(minutes=30)
     assert (stored.extensions, stored.verdict) == (1, "PASS")
+    assert stored.observed_from == window_start + timedelta(hours=2)
+    assert stored.observed_from is not None and stored.observed_from.tzinfo is UTC
     assert stored.verdict_detail == {"crash_rate": 0.001, "error_rate": 0.004, "sample": 12000}
     assert stored.updated_at == later
     # Stages that did not change keep their time of last change.

@@ -125,6 +125,13 @@ class PrometheusTelemetry(Telemetry):
             "database_up", "1 when the database answered the scrape's reads, else 0."
         )
         self._database_up.set(NAN)  # until the first scrape
+        # The replica's offset is its own (not the same on every replica); NaN until read,
+        # and for good on SQLite (one host, one clock).
+        self._database_clock = gauge(
+            "database_clock_offset_seconds",
+            "The database server's clock minus this replica's, as of the latest reading.",
+        )
+        self._database_clock.set(NAN)
         self._wrong_signatures = counter(
             "signature_refusals_total",
             "Requests signed, but not with the bot's secret (the secret changed on one side).",
@@ -215,12 +222,20 @@ class PrometheusTelemetry(Telemetry):
         self._timers_dead.set(timers_dead)
         self._database_up.set(1)
 
+    def database_clock(self, *, offset: timedelta) -> None:
+        self._database_clock.set(offset.total_seconds())
+
     def database_unread(self, *, services: Sequence[str]) -> None:
         # Unknown, not the last values: a rule must not read an outage as "nothing overdue".
         self._rollout_services |= set(services)
         for service in self._rollout_services:
             for state in ACTIVE_PHASES:
                 self._rollouts.labels(service, state).set(NAN)
-        for gauge in (self._timers_due, self._timers_overdue, self._timers_dead):
+        for gauge in (
+            self._timers_due,
+            self._timers_overdue,
+            self._timers_dead,
+            self._database_clock,
+        ):
             gauge.set(NAN)
         self._database_up.set(0)

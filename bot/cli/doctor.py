@@ -1,6 +1,7 @@
 """`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
 from the operator's shell: the database `serve` would start on, whether `/metrics` is open and
-how far Prometheus's clock is from the bot's, then the real Slack and GitHub, each service's
+how far the database server's and Prometheus's clocks are from the bot's
+(`bot.cli.doctor_clocks`), then the real Slack and GitHub, each service's
 (or one's), one line per check with ✓, ✗ or ⚠ (a warning) and the fix; exit 0 when no check
 fails, 1 otherwise (2: bad configuration or usage)."""
 
@@ -22,14 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
-from bot.adapters.metrics.live import MetricsProblem
-from bot.adapters.metrics.prometheus_api import check_clock, public_url, unclear
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal
+from bot.cli.doctor_clocks import clock_finding, database_clock_finding
 from bot.cli.settings import OPEN_METRICS, load, services_named, unguarded
 from bot.config import Settings
-from bot.domain.clocks import MAX_CLOCK_SKEW, offset_words, shifted_words
 from bot.domain.plan import RolloutPlan, Stage
 from bot.domain.service import Service
 from bot.logs import configure_logging
@@ -72,7 +71,9 @@ def main(args: list[str]) -> int:
     # The checks' findings say what failed; the adapters' own warnings would say it twice.
     configure_logging(level="CRITICAL", fmt=settings.log_format, secrets=settings.secret_values())
     scopes, problem = manifest_scopes(options.manifest)
-    findings = [database_finding(settings.database_url), metrics_finding(settings)]
+    database = database_finding(settings.database_url)
+    findings = [database, *database_clock_finding(settings.database_url, reachable=database.ok)]
+    findings.append(metrics_finding(settings))
     findings += [found for found in (clock_finding(settings), problem) if found]
     for finding in findings:
         sys.stdout.write(finding.line() + "\n")
@@ -122,32 +123,6 @@ def metrics_finding(settings: Settings) -> Finding:
     if why is None:
         return passed("GET /metrics wants a bearer token (METRICS_TOKEN)")
     return warned(OPEN_METRICS, why)
-
-
-def clock_finding(settings: Settings) -> Finding | None:
-    """How far apart the bot's clock and Prometheus's are (None without PROMETHEUS_URL),
-    allowing for the request's round trip: a gate reads its window by the bot's clock and
-    Prometheus stamps its samples by its own, so past `MAX_CLOCK_SKEW` apart either way every
-    gate reading Prometheus says INCONCLUSIVE, the clocks named (`bot.domain.clocks`)."""
-    if settings.prometheus_url is None:
-        return None
-    url = str(settings.prometheus_url)
-    shown = f"Prometheus at {public_url(url)}"
-    try:
-        offset = asyncio.run(check_clock(url))
-    except MetricsProblem as problem:
-        return failed(f"{shown}'s clock", f"{problem}: check PROMETHEUS_URL")
-    limit = int(MAX_CLOCK_SKEW.total_seconds())
-    if offset.agree:
-        apart = abs(offset.seconds)
-        return passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")
-    if offset.apart:
-        return warned(
-            f"{shown}: its clock is {offset_words(offset.seconds)} (more than {limit}s apart)",
-            f"{shifted_words(offset.seconds)}, so every gate reading it says INCONCLUSIVE: "
-            "sync both hosts' clocks with NTP",
-        )
-    return warned(f"{shown}: its clock could not be compared with the bot's", unclear(offset))
 
 
 def manifest_scopes(path: Path) -> tuple[frozenset[str], Finding | None]:

@@ -47,9 +47,14 @@ class ClockOffset:
         return ClockOffset(low, high) if low <= high else other
 
     @property
+    def middle(self) -> timedelta:
+        """The middle of its range: the offset's one figure (ahead is positive)."""
+        return (self.low + self.high) / 2
+
+    @property
     def seconds(self) -> int:
         """The offset in whole seconds, the middle of its range (ahead is positive)."""
-        return round(((self.low + self.high) / 2).total_seconds())
+        return round(self.middle.total_seconds())
 
     @property
     def uncertainty(self) -> timedelta:

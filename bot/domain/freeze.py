@@ -288,8 +288,12 @@ _ZONE_ABBREVIATIONS = frozenset(
     | {"MST", "MDT", "PST", "PDT", "AKST", "AKDT", "HST", "JST", "KST", "AEST", "AEDT"}
     | {"ACST", "ACDT", "AWST", "NZST", "NZDT", "MSK", "SGT", "HKT"}
 )
-"""Zone abbreviations a person may type after a freeze's end (`18:00 CET`): ambiguous (IST,
-CST, BST name several zones), so they are refused rather than read as UTC."""
+"""Zone abbreviations a person may type after a freeze's end (`18:00 CET`, `18:00 pst`: in any
+case): ambiguous (IST, CST, BST name several zones), so they are refused rather than read as
+UTC."""
+_ENGLISH_WORDS = frozenset({"wet", "west"})
+"""Abbreviations that are English words: unless in capitals, they begin a reason (`West
+region move`)."""
 _TYPED_OFFSET = re.compile(r"(?:UTC|GMT)?[+-][0-9]{1,2}(?::?[0-9]{2})?", re.IGNORECASE)
 """An offset typed apart from the end (`18:00 +01:00`, `18:00 GMT-5`): refused too, since the
 end would be read as UTC with the offset taken for the reason."""
@@ -303,9 +307,11 @@ def zone_after_end(until: str, reason: str) -> str:
     word, _, rest = reason.partition(" ")
     if not _ISO.fullmatch(until) or until.endswith("Z") or _OFFSET.search(until[10:]):
         return reason
-    if word in _UTC_WORDS:
+    if word.upper() in _UTC_WORDS:
         return rest.strip()
-    if word in _ZONE_ABBREVIATIONS or _TYPED_OFFSET.fullmatch(word) or _is_zone_name(word):
+    english = not word.isupper() and word.lower() in _ENGLISH_WORDS
+    abbreviation = word.upper() in _ZONE_ABBREVIATIONS and not english
+    if abbreviation or _TYPED_OFFSET.fullmatch(word) or _is_zone_name(word):
         raise InvalidCommand(
             f"`{shown(word)}` is not a time zone I read: a freeze's end is read in UTC, or give "
             f"its offset, such as `{until.replace(' ', 'T')}+01:00`."
@@ -334,7 +340,8 @@ def freeze_end(text: str, now: datetime) -> datetime:
             f"(`{format_duration(MAX_DURATION)}`)."
         )
         try:
-            until = datetime.fromisoformat(text.replace(" ", "T"))
+            # `9:00`, which `_ISO` takes, as `fromisoformat` reads it: `09:00`.
+            until = datetime.fromisoformat(re.sub(r"T([0-9]):", r"T0\1:", text.replace(" ", "T")))
             until = (until if until.tzinfo is not None else until.replace(tzinfo=UTC)).astimezone(
                 UTC
             )

@@ -39,7 +39,11 @@ class MetricRow:
         """value / limit: above 1 fails the gate (None when either is missing or the limit 0)."""
         if self.value is None or self.limit is None or self.limit <= 0:
             return None
-        return self.value / self.limit
+        ratio = self.value / self.limit
+        if ratio == 1 and self.value != self.limit:
+            # Rounded to 1 at Decimal's 28 digits: keep the side of the limit the value is on.
+            return ratio.next_plus() if self.value > self.limit else ratio.next_minus()
+        return ratio
 
 
 def metric_name(metric: str) -> str:

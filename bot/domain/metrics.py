@@ -106,10 +106,11 @@ def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> 
     stage (re-evaluated: it is still deployed, waiting for a Promote) reads the latest window
     of the length it was observed for, ending now: its closed window's figures, hours old maybe,
     would pass a canary that has failed since, and so would hours of good figures diluting the
-    last window's failing ones."""
+    last window's failing ones. A window opened again after it closed reads from where it was
+    opened again (`reopened_from`), for the same reason."""
     observed = rollout.track(track).stage(stage)
     rollout_start = rollout.dispatched_at or rollout.created_at
-    start = observed.window_started_at or rollout_start
+    start = observed.observed_since or rollout_start
     if observed.state is StageState.HOLDING:
         observed_for = (observed.window_ends_at or now) - start
         start, end = max(start, now - observed_for), now

@@ -27,6 +27,10 @@ from bot.domain.text import clean_text
 EVENT = "deployment_protection_rule"
 """The webhook event (action `requested`) an App with a custom rule receives."""
 
+UNCONFIRMED_TIMER = "unconfirmed_rule"
+"""The durable timer that asks GitHub again for the installation a request names, when GitHub
+could not tell it as the request came (`bot.services.unconfirmed_rules`)."""
+
 RuleAnswer = Literal["approved", "rejected", "gone"]
 """How a request was closed: answered, or found no longer waiting (its deployment moved on)."""
 

@@ -69,8 +69,3 @@ class Reason:
                 for c in names.get("cards", ())
             ),
         )
-
-
-KeptReason = Reason | str
-"""A reason a rollout or an outbox event keeps (a missed gate's error, a held schedule's): data,
-or, as a `str`, the Slack text an earlier version stored, shown as it was."""

@@ -7,8 +7,9 @@ its next occurrence: `09:00` at 10:00 is tomorrow's, `tue 09:00` on a Tuesday af
 week's; a date without a year is its next occurrence too (`jan 2 09:00` on December 30 is
 next year's). A time must be given, in the future, and at most `MAX_AHEAD` away. Numeric
 day-and-month dates (`08/12`) are refused: whether the day or the month comes first is a
-guess. A local time that happens twice (clocks going back) is its first occurrence, one the
-clocks skip is read an hour later (`zoneinfo`'s fold 0).
+guess. A local time that happens twice (clocks going back) is its first occurrence, or its
+second once the first is past; one the clocks skip is read an hour later (`zoneinfo`'s fold
+0).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dateutil import parser
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LaneRefusal
-from bot.domain.reasons import KeptReason
+from bot.domain.reasons import Reason
 from bot.domain.text import shown
 
 MAX_AHEAD = timedelta(days=14)
@@ -39,6 +40,11 @@ _INFO = parser.parserinfo()
 # Two numbers joined by `/`, `.` or `-` that are not an ISO date's or a time's parts (`08/12`).
 _NUMERIC_DAY_MONTH = re.compile(r"(?<![0-9:/.-])[0-9]{1,2}[/.-][0-9]{1,2}(?![0-9:])")
 _OFFSET_ZONE = re.compile(r"UTC[+-][0-9]{2}:[0-9]{2}")
+# An offset after UTC or GMT (`UTC+01:00`, as a schedule's zone is written back, `GMT-5`):
+# dateutil reads it the POSIX way (`GMT+1` is UTC-01:00), so it is given to it as `+01:00`.
+_NAMED_OFFSET = re.compile(
+    r"\b(?:UTC|GMT) ?([+-])([0-9]{1,2})(?::?([0-9]{2}))?(?![0-9])", re.IGNORECASE
+)
 # A duration (`2h`, `1h30m`, `90 min`), which `--at` would otherwise read as a clock time.
 _DURATION = re.compile(
     r"(?<![A-Za-z0-9:])[0-9]+ ?(?:h|hrs?|hours?|m|mins?|minutes?|s|d|days?|w|weeks?)(?![A-Za-z])",
@@ -64,7 +70,7 @@ class Held:
     blocking: tuple[str, ...] = ()
     lane: LaneRefusal | None = None
     two_person: bool = False
-    error: KeptReason | None = None
+    error: Reason | None = None
     """What failed, in words and the ids they name (`bot.domain.reasons`)."""
     not_approver: str | None = None
     """The starter, no longer a release approver at the time."""
@@ -80,7 +86,7 @@ class Held:
         if self.two_person:
             return "the plan's two-person rule needs another approver to dispatch"
         if self.error is not None:
-            return self.error if isinstance(self.error, str) else self.error.text
+            return self.error.text
         return "not dispatched"
 
 
@@ -133,7 +139,8 @@ def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     (`2h`), two times, a time without an hour, a numeric day and month, two weekdays, a past
     time, or one more than MAX_AHEAD away. A time that names an offset (`09:00+01:00`,
     `09:00 UTC`) keeps it; without `zone`, only such a time is read (else ZoneNeeded)."""
-    words = text.strip().split(maxsplit=1)
+    typed = _NAMED_OFFSET.sub(lambda found: f"{found[1]}{found[2]:0>2}:{found[3] or '00'}", text)
+    words = typed.strip().split(maxsplit=1)
     if not words:
         raise InvalidCommand(f"--at needs a time: {EXAMPLES}.")
     duration = _DURATION.search(text)
@@ -154,18 +161,24 @@ def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     if len(weekdays) > 1:
         raise InvalidCommand(f"`{shown(text)}` names more than one day: {EXAMPLES}.")
     day = _DAY_WORDS.get(words[0].lower())
-    rest = words[1] if day is not None and len(words) > 1 else text.strip()
+    rest = words[1] if day is not None and len(words) > 1 else typed.strip()
     if day is not None and len(words) == 1:
         rest = ""  # `tomorrow` alone: no time given
     local_now = now.astimezone(zone or _named_offset(rest) or UTC)  # whose today it is
     base = local_now.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     base += timedelta(days=day or 0)
     when = _read(text, rest, base, zone)
+    if day is not None and when.date() != base.date():  # `tomorrow tue 09:00`
+        raise InvalidCommand(f"`{shown(text)}` names more than one day: {EXAMPLES}.")
+    if when <= now < when.replace(fold=1):  # the clocks went back: its second occurrence
+        when = when.replace(fold=1)
     if when <= now and day is None:
         later = _read(text, rest, base + timedelta(days=1), zone)
         if later == when:  # a date was given: next year's, unless the year was given too
             later = _read(text, rest, datetime(base.year + 1, 1, 1), zone)
-        if later != when and later <= now + MAX_AHEAD:  # its next occurrence
+        # Its next occurrence; too far ahead when nearer than the one past (`jan 15` typed
+        # on December 30), else it was meant in the past (`dec 1`).
+        if later != when and (later <= now + MAX_AHEAD or later - now < now - when):
             when = later
     if when <= now:
         raise InvalidCommand(f"`{shown(text)}` is in the past: a start is scheduled ahead.")
@@ -188,6 +201,7 @@ def _read(text: str, rest: str, base: datetime, zone: tzinfo | None) -> datetime
         first = parser.parse(rest, default=base, tzinfos=_offset)
         # Read again on another hour: an hour that moved with it was not given.
         second = parser.parse(rest, default=base.replace(hour=1), tzinfos=_offset)
+        first.utcoffset()  # an offset of a day or more (`+25:00`) fails here
     except (ValueError, OverflowError):
         raise unreadable from None
     if first.hour != second.hour:
@@ -209,13 +223,12 @@ def _named_offset(rest: str) -> tzinfo | None:
 
 def _offset(name: str | None, offset: int | None) -> int | None:
     """The offset dateutil found (`+01:00`) or UTC (None: no zone named); any other zone name
-    is refused rather than guessed (`CET`, `EST` are ambiguous abbreviations)."""
-    if offset is not None:
-        return offset
+    is refused rather than guessed (`CET`, `EST` are ambiguous abbreviations; dateutil reads
+    `CET+1` as UTC-01:00)."""
     if name is None:
-        return None
-    if name is not None and name.upper() in _UTC_NAMES:
-        return 0
+        return offset
+    if name.upper() in _UTC_NAMES:
+        return offset or 0
     raise InvalidCommand(
         f"`{shown(name or '')}` is not a time zone I read: the time is read in your Slack "
         "time zone, or give an offset such as `+01:00`."

@@ -22,6 +22,7 @@ from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.plan import RolloutPlan
+from bot.domain.protection_rules import UNCONFIRMED_TIMER
 from bot.domain.rollout import (
     Announce,
     CancelWindow,
@@ -50,7 +51,9 @@ log = logging.getLogger(__name__)
 
 WINDOW_TIMER = "window"
 DISPATCH_TIMER = "scheduled_dispatch"
-TIMER_KINDS = frozenset({WINDOW_TIMER, DISPATCH_TIMER, UNFOLLOWED_TIMER, RELEASE_TIMER})
+TIMER_KINDS = frozenset(
+    {WINDOW_TIMER, DISPATCH_TIMER, UNFOLLOWED_TIMER, RELEASE_TIMER, UNCONFIRMED_TIMER}
+)
 """Every kind of timer this version schedules, hence fires: a kind not here was scheduled by
 a newer version, and only its replicas claim it (`bot.services.scheduler`)."""
 CONCURRENT_RETRIES = 4

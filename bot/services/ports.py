@@ -144,7 +144,8 @@ class AppInstallation(Protocol):
     async def is_ours(self, installation_id: int) -> bool:
         """Whether `installation_id` is the App's installation on the repository: the one in
         hand, else as GitHub says now (looked up at most once a minute, and only for so long
-        as a webhook's answer may wait). GitHubError when GitHub could not tell."""
+        as a webhook's answer may wait). GitHubError when GitHub could not tell (also within
+        the minute after a lookup that got no answer)."""
         ...
 
 

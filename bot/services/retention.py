@@ -1,6 +1,6 @@
 """Forgetting what is no longer needed: old action claims, webhook deliveries, protection
-rules' requests, the ended looks at npm Release runs and the lane's holds of ended rollouts
-(the audit trail stays)."""
+rules' requests, the ended looks at npm Release runs and asks after an unconfirmed request's
+installation, and the lane's holds of ended rollouts (the audit trail stays)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain.npm import RELEASE_TIMER
+from bot.domain.protection_rules import UNCONFIRMED_TIMER
 from bot.services.lane import LaneHolds
 from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Retention:
     """How long action claims, webhook deliveries, protection rules' requests and the ended
-    looks at npm Release runs (a timer each, `bot.services.npm_release`) are kept; the
+    looks at npm Release runs (a timer each, `bot.services.npm_release`) and asks after an
+    unconfirmed request's installation (`bot.services.unconfirmed_rules`) are kept; the
     overrides and roll-back passes of ended rollouts (`holds`, every service's) go at the
     first prune after their rollout ended."""
 
@@ -37,7 +39,7 @@ class Retention:
         deliveries = await self.deliveries.prune(before=before)
         requests = await self.rules.prune(before=before) if self.rules is not None else 0
         looks = (
-            await self.timers.prune(kinds={RELEASE_TIMER}, before=before)
+            await self.timers.prune(kinds={RELEASE_TIMER, UNCONFIRMED_TIMER}, before=before)
             if self.timers is not None
             else 0
         )
@@ -45,7 +47,7 @@ class Retention:
         if claims or deliveries or requests or looks:
             log.info(
                 "retention: forgot %d action claims, %d webhook deliveries, %d protection "
-                "rule requests and %d looks at npm Release runs before %s",
+                "rule requests and %d ended looks and asks (timers) before %s",
                 claims,
                 deliveries,
                 requests,

@@ -319,6 +319,12 @@ class ProtectionRuleRequests(Protocol):
         environment is open already."""
         ...
 
+    async def hold(self, request: RuleRequest, *, delivery_id: str, timer: NewTimer) -> bool:
+        """Remember a request's delivery with the timer that confirms its installation later,
+        in one transaction, without keeping the request; False when the delivery was taken in
+        before (nothing is written)."""
+        ...
+
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...
 
     async def without_timer(self, prefix: str) -> list[RuleRequest]:

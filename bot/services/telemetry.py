@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -108,6 +108,10 @@ class Telemetry:
         service and phase (every configured service, with zeros), timers due and overdue,
         dead-lettered timers whose stage still holds."""
 
+    def database_clock(self, *, offset: timedelta) -> None:
+        """The database server's clock is `offset` ahead of this replica's (negative: behind),
+        as of its latest reading (`bot.services.clock_skew`)."""
+
     def database_unread(self, *, services: Sequence[str]) -> None:
         """The database did not answer the scrape: its figures (`services`' rollouts among
         them) are unknown."""
@@ -144,10 +148,14 @@ class Backlog:
     services: Sequence[str]
     """The configured services: each has its series of active rollouts, 0 when it has none
     (a bounded label: services are configured, not made up by requests)."""
+    database_clock: Callable[[], Awaitable[object]] | None = None
+    """Reads the database server's clock against this replica's, and reports it (None: on
+    SQLite, one host and its clock)."""
 
     async def refresh(self) -> None:
-        """Read the gauges; when the database does not answer they become unknown and the
-        database reads as down (one WARNING line), and the scrape still serves every counter."""
+        """Read the gauges (the database server's clock among them); when the database does
+        not answer they become unknown and the database reads as down (one WARNING line), and
+        the scrape still serves every counter."""
         try:
             # A hung query must not hold the scrape past Prometheus' timeout: the counters
             # would go unserved and the replica would read as down.
@@ -157,6 +165,8 @@ class Backlog:
                     now=self.clock(), overdue_after=self.overdue_after
                 )
                 dead = await self.timers.dead_count()
+                if self.database_clock is not None:
+                    await self.database_clock()
         except TRANSIENT as error:
             log_failure(log, "metrics: the database gauges were not read", error)
             self.telemetry.database_unread(services=self.services)

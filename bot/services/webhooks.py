@@ -11,7 +11,9 @@ A custom protection rule's request (`deployment_protection_rule`, App mode only)
 database first, whether or not a rollout follows its run yet: the bot may not have identified
 the run it dispatched, and the request is answered once it has (docs/protection-rules.md). Its
 deployment, not its body's digest, tells a request taken in before (a re-run's request without
-a deployment may repeat its body byte for byte).
+a deployment may repeat its body byte for byte). One whose installation GitHub could not confirm
+as it came is held with its delivery until GitHub does (`bot.services.unconfirmed_rules`), then
+taken in by the same step (`keep`).
 """
 
 from __future__ import annotations
@@ -32,14 +34,16 @@ from bot.domain.github_events import (
     repository_of,
     run_event,
 )
+from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Phase
 from bot.logs import rollout_context
 from bot.services.clock import finish
 from bot.services.failures import log_failure
 from bot.services.ports import AppInstallation, Clock
 from bot.services.rollouts import RolloutService
-from bot.services.store_ports import Deliveries, ProtectionRuleRequests, Rollouts
+from bot.services.store_ports import Deliveries, ProtectionRuleRequests, Rollouts, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
+from bot.services.unconfirmed_rules import UnconfirmedRules, refused
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,9 @@ class Taken(StrEnum):
     request, its deployment), was taken in before: nothing is done again."""
     KEPT = "kept"
     """A protection rule's request for a run no active rollout follows (yet): kept."""
+    UNCONFIRMED = "unconfirmed"
+    """A protection rule's request whose installation GitHub could not confirm yet: held
+    until it does (`bot.services.unconfirmed_rules`)."""
 
 
 @dataclass(frozen=True)
@@ -88,15 +95,31 @@ class GitHubWebhooks:
     installation: AppInstallation | None = None
     """The App's installation (None in token mode: a token answers no protection rule)."""
     unfollowed: Unfollowed | None = None
+    timers: Timers
+    """Where an unconfirmed request's timers go (App mode)."""
+    timers_changed: Callable[[], None] = lambda: None
     repository_id: Callable[[], int | None] = lambda: None
     """GitHub's id of the repository, once the bot read it (None: not yet): deliveries of
     the repository under a new name (renamed, transferred) are known by it."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _renamed: set[str] = field(default_factory=set, init=False)
     """The new names the log was told of (one WARNING each)."""
+    unconfirmed: UnconfirmedRules | None = field(default=None, init=False)
+    """The requests GitHub could not confirm as they came, and their timers (App mode)."""
 
     def __post_init__(self) -> None:
         self.repository = self.repository.casefold()
+        if self.installation is not None:
+            self.unconfirmed = UnconfirmedRules(
+                rules=self.rules,
+                timers=self.timers,
+                installation=self.installation,
+                keep=lambda request: self.keep(request, delivery_id=None),
+                clock=self.clock,
+                service=self.service,
+                repository=self.repository,
+                timers_changed=self.timers_changed,
+            )
 
     def name_of(self, payload: Mapping[str, Any]) -> str | None:
         """The name a delivery gives the service's repository: its configured name, or the
@@ -171,9 +194,8 @@ class GitHubWebhooks:
         return Intake(Taken.FOLLOWED, f"{event} {found.action} of run {found.run_id}", rollout_id)
 
     async def _rule_request(self, delivery_id: str, payload: Mapping[str, Any]) -> Intake:
-        """Keep the request (once: its delivery id decides, and one open per run and
-        environment), then answer it through the reconcile of the rollout that follows its
-        run, if one does already."""
+        """Check the request, then keep it (`keep`); one whose installation GitHub could not
+        confirm in time is held until it does (`bot.services.unconfirmed_rules`)."""
         if self.installation is None:
             return Intake(Taken.IGNORED, "the bot answers protection rules only as a GitHub App")
         request = protection_rules.rule_request(
@@ -186,9 +208,26 @@ class GitHubWebhooks:
         if isinstance(request, str):
             return Intake(Taken.IGNORED, request)
         what = f"protection rule request for {request.environment} of run {request.run_id}"
-        refused = await self._not_ours(payload, what)
-        if refused is not None:
-            return refused
+        named = protection_rules.installation_named(payload) or 0  # `rule_request`: one
+        try:
+            ours = await self.installation.is_ours(named)
+        except GitHubError as error:
+            assert self.unconfirmed is not None  # App mode
+            if not await self.unconfirmed.hold(
+                request, delivery_id=delivery_id, installation=named, error=error.message
+            ):
+                return Intake(Taken.DUPLICATE, f"{what} taken in before")
+            return Intake(Taken.UNCONFIRMED, f"{what} held: installation {named} unconfirmed")
+        if not ours:
+            refused(what, named, self.repository)
+            return Intake(Taken.IGNORED, "not the bot's installation")
+        return await self.keep(request, delivery_id=delivery_id)
+
+    async def keep(self, request: RuleRequest, *, delivery_id: str | None) -> Intake:
+        """Keep a request of the App's installation (once: its delivery id, when not
+        remembered already, decides, and one open per run and environment), then answer it
+        through the reconcile of the rollout that follows its run, if one does already."""
+        what = f"protection rule request for {request.environment} of run {request.run_id}"
         if not await self.rules.remember(request, delivery_id=delivery_id):
             return Intake(Taken.DUPLICATE, f"{what} taken in before")
         following = await self.store.phase_by_run_id(request.run_id)
@@ -206,37 +245,8 @@ class GitHubWebhooks:
             request.run_id,
             environment=request.environment,
         )
-        self._spawn(following[0], found, name=f"protection rule {delivery_id}")
+        self._spawn(following[0], found, name=f"protection rule {request.key}")
         return Intake(Taken.FOLLOWED, what, following[0])
-
-    async def _not_ours(self, payload: Mapping[str, Any], what: str) -> Intake | None:
-        """Why the request is not kept when the installation it names is not the App's on the
-        repository, or GitHub could not say whether it is (None: it is). Nothing is kept then:
-        the poller recovers a request of the bot's installation left waiting on a run a
-        rollout follows (docs/protection-rules.md)."""
-        assert self.installation is not None
-        named = protection_rules.installation_named(payload) or 0  # `rule_request`: one
-        try:
-            if await self.installation.is_ours(named):
-                return None
-        except GitHubError as error:
-            log.warning(
-                "%s names GitHub App installation %s, which could not be checked (%s): not "
-                "kept; the poller recovers it for a run a rollout follows, else redeliver it "
-                "from the App's delivery log",
-                what,
-                named,
-                error.message,
-            )
-            return Intake(Taken.IGNORED, f"installation {named} could not be checked")
-        log.warning(
-            "%s names GitHub App installation %s, which GitHub does not give as the App's "
-            "installation on %s: ignored",
-            what,
-            named,
-            self.repository,
-        )
-        return Intake(Taken.IGNORED, "not the bot's installation")
 
     def _spawn(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
         self._background(self._follow(rollout_id, event), name=name)

@@ -41,6 +41,8 @@ class InstallationCheck:
     wait: float = WAIT
     _looking: asyncio.Task[int | None] | None = field(default=None, init=False)
     _looked_at: datetime | None = field(default=None, init=False)
+    _unanswered: bool = field(default=False, init=False)
+    """The last lookup got no answer: within the minute after it, nothing is known."""
 
     @property
     def _installation(self) -> RepositoryInstallation:
@@ -58,7 +60,8 @@ class InstallationCheck:
         if looking is None:
             now = self.clock()
             if self._looked_at is not None and now - self._looked_at < self.every:
-                if installation.installation_id is None:
+                if self._unanswered:
+                    # Not the id in hand either: GitHub may have replaced it.
                     raise GitHubError(
                         f"GitHub was asked for the App's installation on "
                         f"{self.transport.repository} less than "
@@ -79,12 +82,14 @@ class InstallationCheck:
         return found == installation_id
 
     async def _look_up(self) -> int | None:
+        self._unanswered = True
         try:
             found = await self.transport.call(
                 f"read the GitHub App's installation on {self.transport.repository}",
                 self._installation.found_again,
                 kind="app",
             )
+            self._unanswered = False
         finally:
             self._looking = None
         _log.info(

@@ -14,12 +14,10 @@ import aiohttp
 from yarl import URL
 
 from bot.adapters.metrics.live import MetricsProblem, request_json, utc_now
-from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset
+from bot.domain.clocks import ClockOffset
+from bot.services.clock_skew import offset_of, too_slow_to_tell
 from bot.services.ports import Clock
 
-CLOCK_READINGS = 3
-"""Readings of Prometheus's clock at most, while slow answers leave it unclear whether it is
-within `MAX_CLOCK_SKEW` of the bot's (each narrows the range the offset lies in)."""
 _MAX_WARNING = 200
 """A warning's text is cut to this many characters in a figure's problem."""
 
@@ -41,13 +39,7 @@ async def check_clock(url: str, *, clock: Clock = utc_now) -> ClockOffset:
 
 def unclear(offset: ClockOffset) -> str:
     """Why the clocks could not be compared (answers too slow to tell)."""
-    limit = int(MAX_CLOCK_SKEW.total_seconds())
-    low, high = offset.low.total_seconds(), offset.high.total_seconds()
-    return (
-        f"could not tell whether Prometheus's clock is within {limit}s of the bot's: it is "
-        f"{low:+.1f}s to {high:+.1f}s from it (+: ahead), its answers to time() too slow to "
-        "tell (is Prometheus overloaded?)"
-    )
+    return too_slow_to_tell(offset, whose="Prometheus's", server="Prometheus", asked="time()")
 
 
 class NoSeries(MetricsProblem):
@@ -86,18 +78,9 @@ class PrometheusClient:
         return datetime.fromtimestamp(float(await self.instant(session, "time()", None)), UTC)
 
     async def offset(self, session: aiohttp.ClientSession, clock: Clock) -> ClockOffset:
-        """How far Prometheus's clock is from `clock`, read again (up to `CLOCK_READINGS`
-        times) while the answers' round trips leave it unclear."""
-        found: ClockOffset | None = None
-        for _ in range(CLOCK_READINGS):
-            sent = clock()
-            theirs = await self.now(session)
-            reading = ClockOffset.read(sent=sent, theirs=theirs, received=clock())
-            found = reading if found is None else found.narrowed(reading)
-            if found.agree or found.apart:
-                break
-        assert found is not None
-        return found
+        """How far Prometheus's clock is from `clock` (`offset_of`: read again while the
+        answers' round trips leave it unclear)."""
+        return await offset_of(lambda: self.now(session), clock)
 
     async def series(
         self,

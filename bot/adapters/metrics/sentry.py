@@ -1,7 +1,8 @@
 """The Sentry release-health source: a ring's crash rate and session count from the sessions API.
 
 `GET /api/0/organizations/{org}/sessions/` with `field=crash_rate(session)` and
-`field=sum(session)` for the release and environment of the stage, over its window. Sentry
+`field=sum(session)` for the release and environment of the stage, over its window (and for
+`baseline_query`, whose sessions are a sample too: the smaller of the two is the gate's). Sentry
 rounds the range out to whole hours (its smallest interval), so a window counts the hours it
 touches. No sessions, a null rate or an HTTP error leave the figure missing with the reason:
 the gate says INCONCLUSIVE, never PASS.
@@ -145,12 +146,18 @@ class SentrySource(LiveSource):
             if problem
         ]
         rate = current[0].rate if current[0] else None
+        sample = current[0].count if current[0] else None
         fixed = config.baseline_crash_rate if baseline_query is None else None
         baseline_rate = fixed if fixed is not None else (baseline[0].rate if baseline[0] else None)
+        if baseline_query is not None:
+            # The baseline is a rate of its own sessions: one crash among a ring's last handful
+            # of other releases' sessions sets a limit a crashing release passes under.
+            counted = baseline[0].count if baseline[0] else None
+            sample = None if sample is None or counted is None else min(sample, counted)
         metric = MetricReading(
             name="crash_rate",
             value=rate,
-            sample=current[0].count if current[0] else None,
+            sample=sample,
             baseline=baseline_rate,
             problem="; ".join(problems) or None,
             link=_release_url(client.access, release, environment),

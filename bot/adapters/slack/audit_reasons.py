@@ -17,7 +17,7 @@ from bot.adapters.slack.mrkdwn import (
     person,
     slack_time,
 )
-from bot.domain.reasons import CardLink, KeptReason, Reason
+from bot.domain.reasons import CardLink, Reason
 
 _MARK = re.compile(r"<([^<>]*)>")
 _CARD = re.compile(r"https://slack\.com/archives/([A-Z0-9]+)/p(\d+)(\d{6})")
@@ -64,9 +64,3 @@ def reason_mrkdwn(reason: Reason) -> str:
         link = message_link(card.channel_id, card.ts, escape(card.label))
         text = text.replace(escape(card.label), link, 1)
     return text
-
-
-def kept_mrkdwn(reason: KeptReason) -> str:
-    """A reason a rollout or an outbox event keeps, as mrkdwn: data marked again; the Slack
-    text an earlier version stored, as it was."""
-    return reason if isinstance(reason, str) else reason_mrkdwn(reason)

@@ -52,11 +52,9 @@ def figures_modal(rollout: Rollout, plan: RolloutPlan, track: str, stage: str) -
     limit = format_rate(exact_product(baseline, thresholds.crash_multiplier))
     fails = "rolls back" if plan_track.gate is GateKind.RELAY else "trips the kill-switch"
     intro = f"*{rollout.tag}* · {plan_track.label} · {stage_name(spec)}"
-    if observed.window_started_at is not None and observed.window_ends_at is not None:
-        intro += (
-            f"\nWindow: {slack_time(observed.window_started_at)} to "
-            f"{slack_time(observed.window_ends_at)}"
-        )
+    since = observed.observed_since
+    if since is not None and observed.window_ends_at is not None:
+        intro += f"\nWindow: {slack_time(since)} to {slack_time(observed.window_ends_at)}"
     blocks: list[Block] = [
         section(intro),
         _number_input(

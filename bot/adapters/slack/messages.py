@@ -6,7 +6,7 @@ one place that turns them into what the channel shows, with mentions, bold, link
 
 from __future__ import annotations
 
-from bot.adapters.slack.audit_reasons import kept_mrkdwn
+from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
     github_reported_text,
@@ -178,7 +178,7 @@ def render(event: Event) -> str:
             return (
                 f":warning: The window of *{event.stage}* ({event.track}) ended at "
                 f"{slack_time(event.due_at)}, but its gate could not run: {event.attempts} "
-                f"attempts failed (last: {kept_mrkdwn(event.error)}). Holding: {gate}, Promote "
+                f"attempts failed (last: {reason_mrkdwn(event.error)}). Holding: {gate}, Promote "
                 "overrides, Roll back stops."
             )
         case GatePassed():

@@ -385,6 +385,6 @@ def _post_marker(rollout: Rollout, key: int) -> dict[str, Any]:
 
 def _stage_window(rollout: Rollout, track: str, stage: str) -> tuple[datetime, datetime] | None:
     observed = rollout.track(track).stage(stage)
-    if observed.window_started_at is None or observed.window_ends_at is None:
+    if observed.observed_since is None or observed.window_ends_at is None:
         return None
-    return observed.window_started_at, observed.window_ends_at
+    return observed.observed_since, observed.window_ends_at

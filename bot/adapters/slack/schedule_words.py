@@ -3,7 +3,7 @@ or cancelled, the card's line while it waits, and the answer to the starter."""
 
 from __future__ import annotations
 
-from bot.adapters.slack.audit_reasons import kept_mrkdwn
+from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.lane_words import freeze_text, lane_refusal_text
 from bot.adapters.slack.mrkdwn import person, slack_time
 from bot.domain.freeze import Frozen
@@ -26,7 +26,7 @@ def held_text(held: Held) -> str:
         return "The plan's two-person rule needs an approver other than the starter to dispatch."
     if held.error is None:
         return "it could not be dispatched."
-    return f"{kept_mrkdwn(held.error)}."
+    return f"{reason_mrkdwn(held.error)}."
 
 
 def schedule_event_text(event: DispatchScheduled | ScheduleHeld | ScheduleCancelled) -> str:

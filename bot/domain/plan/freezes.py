@@ -19,6 +19,11 @@ _WEEKLY = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)[a-z]*\s+([0-9]{1,2}):([0-9]
 _DATED = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[ T]([0-9]{1,2}):([0-9]{2})")
 
 
+_STANDARD_ALL_YEAR = {"EST": "America/New_York", "MST": "America/Denver"}
+"""tzdata's zones named like a season that never change to daylight saving time (`EST` is
+UTC-05:00 in July too): a team writing them means the place, whose clocks do change."""
+
+
 def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -26,6 +31,11 @@ def _zone(value: str) -> str:
         raise ValueError(
             f"{value!r} is not an IANA time zone (such as Europe/Berlin, America/New_York or UTC)"
         ) from None
+    if (place := _STANDARD_ALL_YEAR.get(value)) is not None:
+        raise ValueError(
+            f"{value!r} keeps standard time all year, with no daylight saving time: name the "
+            f"place, such as {place}"
+        )
     return value
 
 

@@ -38,6 +38,7 @@ from bot.domain.rollout.state import (
     TrackState,
     ended_words,
     gate_missed,
+    reopened_from,
 )
 from bot.domain.rollout.work import Work, advance, cancel_window, reached_label, utc_minute
 from bot.domain.run import RunRef
@@ -201,7 +202,8 @@ def extend(
     now: datetime,
 ) -> Decision:
     """Move the end of the running window of a track by `by` (a person wants more data).
-    A stage whose gate never ran (its timer gave up) observes again, from now."""
+    A stage whose gate never ran (its timer gave up) observes again until `by` from now, its
+    window the latest stretch of the length it was observed for and `by` (`reopened_from`)."""
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     stage = current_track.current
@@ -215,7 +217,10 @@ def extend(
     spec = plan_track.stage(stage.key)
     missed = gate_missed(stage)
     ends = (now if missed else stage.window_ends_at) + by
-    moved = replace(stage, state=StageState.OBSERVING, window_ends_at=ends)
+    observed_from = reopened_from(stage, now) if missed else stage.observed_from
+    moved = replace(
+        stage, state=StageState.OBSERVING, window_ends_at=ends, observed_from=observed_from
+    )
     effects: list[Effect] = [] if missed else [cancel_window(track, stage)]
     effects.append(ScheduleWindow(track, stage.key, ends))
     effects.append(Announce(WindowExtended(actor, plan_track.label, spec.label, by, ends)))

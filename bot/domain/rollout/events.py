@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from bot.domain.freeze import Freeze, Frozen, LaneHold
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
-from bot.domain.reasons import KeptReason
+from bot.domain.reasons import Reason
 from bot.domain.rollout.left import TrackLeft
 from bot.domain.rollout.state import StageState, StopReason, TrackState
 from bot.domain.schedule import Held
@@ -144,7 +144,7 @@ class GateMissed(AtStage):
 
     due_at: datetime
     attempts: int
-    error: KeptReason
+    error: Reason
     """What failed last, in words and the ids they name (`bot.domain.reasons`)."""
     manual: bool
     """The track's figures are typed in by people (no Re-evaluate)."""

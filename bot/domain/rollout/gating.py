@@ -22,7 +22,14 @@ from bot.domain.rollout.events import (
     TracksLeft,
 )
 from bot.domain.rollout.left import tracks_left
-from bot.domain.rollout.state import Rollout, StageState, StopKind, StopReason, TrackState
+from bot.domain.rollout.state import (
+    Rollout,
+    StageState,
+    StopKind,
+    StopReason,
+    TrackState,
+    reopened_from,
+)
 from bot.domain.rollout.work import Work, advance, reached_label
 
 
@@ -107,7 +114,11 @@ def gate_evaluated(
         if waits and extension is not None and current.extensions == 0 and current.window_ends_at:
             ends = now + extension
             extended = replace(
-                judged, state=StageState.OBSERVING, window_ends_at=ends, extensions=1
+                judged,
+                state=StageState.OBSERVING,
+                window_ends_at=ends,
+                extensions=1,
+                observed_from=reopened_from(current, now),
             )
             work.set_track(work.track(track).with_stage(extended))
             work.effects.append(ScheduleWindow(track, stage, ends))

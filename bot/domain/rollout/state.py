@@ -179,6 +179,14 @@ class Stage:
     window_ends_at: datetime | None = None
     extensions: int = 0
     verdict: GateVerdict | None = None
+    observed_from: datetime | None = None
+    """Where the running window's figures start when it was opened again after it closed
+    (`reopened_from`); None: from `window_started_at`, the deploy."""
+
+    @property
+    def observed_since(self) -> datetime | None:
+        """The start of the figures the stage's window reads."""
+        return self.observed_from or self.window_started_at
 
 
 @dataclass(frozen=True)
@@ -300,6 +308,17 @@ def holding_tracks(rollout: Rollout) -> list[str]:
         and (stage := t.current) is not None
         and stage.state is StageState.HOLDING
     ]
+
+
+def reopened_from(stage: Stage, now: datetime) -> datetime | None:
+    """Where a window opened again at `now` (an INCONCLUSIVE extension, a missed gate
+    extended by hand) reads from: after its end (a late timer, a held stage), the latest
+    stretch of the length it was observed for, as a held stage's re-evaluation reads; from its
+    start, the figures of the hours since would dilute a canary failing in the last of them."""
+    start, ends = stage.observed_since, stage.window_ends_at
+    if start is None or ends is None or now <= ends:
+        return stage.observed_from
+    return now - (ends - start)
 
 
 def gate_missed(stage: Stage) -> bool:

@@ -1,0 +1,86 @@
+"""The doctor's clock checks: how far Prometheus's clock and the database server's are from the
+bot's, the round trip of each reading allowed for (`bot.domain.clocks`). Run the doctor on a
+replica's host: it is that host's clock that is compared."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.adapters.metrics.live import MetricsProblem, utc_now
+from bot.adapters.metrics.prometheus_api import check_clock, public_url, unclear
+from bot.config import Settings
+from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words, shifted_words
+from bot.services.clock_skew import (
+    LEASES_AT_RISK,
+    SQLITE_SKIPPED,
+    offset_of,
+    too_slow_to_tell,
+)
+from bot.services.failures import error_summary
+from bot.services.findings import Finding, failed, passed, warned
+from bot.services.ports import Clock
+from storage.db import engine_for_one_task, mask_database_url, server_clock
+
+
+def clock_finding(settings: Settings) -> Finding | None:
+    """How far apart the bot's clock and Prometheus's are (None without PROMETHEUS_URL),
+    allowing for the request's round trip: a gate reads its window by the bot's clock and
+    Prometheus stamps its samples by its own, so past `MAX_CLOCK_SKEW` apart either way every
+    gate reading Prometheus says INCONCLUSIVE, the clocks named (`bot.domain.clocks`)."""
+    if settings.prometheus_url is None:
+        return None
+    url = str(settings.prometheus_url)
+    shown = f"Prometheus at {public_url(url)}"
+    try:
+        offset = asyncio.run(check_clock(url))
+    except MetricsProblem as problem:
+        return failed(f"{shown}'s clock", f"{problem}: check PROMETHEUS_URL")
+    limit = int(MAX_CLOCK_SKEW.total_seconds())
+    if offset.agree:
+        apart = abs(offset.seconds)
+        return passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")
+    if offset.apart:
+        return warned(
+            f"{shown}: its clock is {offset_words(offset.seconds)} (more than {limit}s apart)",
+            f"{shifted_words(offset.seconds)}, so every gate reading it says INCONCLUSIVE: "
+            "sync both hosts' clocks with NTP",
+        )
+    return warned(f"{shown}: its clock could not be compared with the bot's", unclear(offset))
+
+
+def database_clock_finding(
+    database_url: str, *, reachable: bool, clock: Clock = utc_now
+) -> list[Finding]:
+    """How far apart the bot's clock and the database server's are: every replica's leases
+    are written by its own clock and read by the others', and the database's is the one they
+    share (`bot.services.clock_skew`). Nothing when the database does not answer (its own
+    finding says so); on SQLite, why it is not compared."""
+    url = make_url(database_url)
+    if not reachable:
+        return []
+    if url.get_backend_name() == "sqlite":
+        return [passed(SQLITE_SKIPPED)]
+    shown = f"database {mask_database_url(url)}"
+    try:
+        offset = asyncio.run(_database_offset(database_url, clock))
+    except (OSError, SQLAlchemyError) as error:
+        return [failed(f"{shown}'s clock", f"not read ({error_summary(error)}): try again")]
+    limit = int(MAX_CLOCK_SKEW.total_seconds())
+    if offset.agree:
+        apart = abs(offset.seconds)
+        return [passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")]
+    if offset.apart:
+        ahead = f"its clock is {offset_words(offset.seconds)} (more than {limit}s apart)"
+        return [warned(f"{shown}: {ahead}", LEASES_AT_RISK)]
+    slow = too_slow_to_tell(
+        offset, whose="the database server's", server="the database", asked="clock_timestamp()"
+    )
+    return [warned(f"{shown}: its clock could not be compared with the bot's", slow)]
+
+
+async def _database_offset(database_url: str, clock: Clock) -> ClockOffset:
+    async with engine_for_one_task(database_url) as engine, server_clock(engine) as theirs:
+        return await offset_of(theirs, clock)

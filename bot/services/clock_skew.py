@@ -1,0 +1,121 @@
+"""How far another clock is from the bot's (Prometheus's, the database server's), and the watch
+on the database server's, against which every replica's leases are in effect compared.
+
+A timer's or a message's lease ends at its holder's time plus `LEASE_SECONDS`, and another
+replica takes it over once its own clock passes that end. The leases are renewed every third
+of a lease, so two replicas whose clocks are more than two thirds of a lease apart (40 s at
+the default) take each other's live leases: a window evaluated twice, a message sent twice.
+Replicas do not see each other's clocks, but each sees the database's, which they all share:
+two replicas within `MAX_CLOCK_SKEW` of it are within twice that of each other, a quarter of
+that margin at the default lease (NTP keeps clocks within milliseconds; seconds apart means a
+host is not synced and drifts further). The same bound Prometheus's clock is held to, so one
+figure for the operator and the alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words
+from bot.services.failures import TRANSIENT, log_failure
+from bot.services.ports import Clock
+from bot.services.telemetry import REFRESH_SECONDS, Telemetry
+
+log = logging.getLogger(__name__)
+
+CLOCK_READINGS = 3
+"""Readings of another clock at most, while slow answers leave it unclear whether it is within
+`MAX_CLOCK_SKEW` of the bot's (each narrows the range the offset lies in)."""
+
+ClockReading = Callable[[], Awaitable[datetime]]
+"""One request for another clock's time."""
+
+ServerClock = Callable[[], AbstractAsyncContextManager[ClockReading]]
+"""Opens a way to read the database server's clock (a connection, held for its readings, so
+that taking one from the pool is not in their round trips)."""
+
+LEASES_AT_RISK = (
+    "leases are written by one replica's clock and read by another's, so replicas whose clocks "
+    "are two thirds of LEASE_SECONDS apart take over each other's window ends and messages "
+    "while they are worked on (evaluated or sent twice): sync every host's clock with NTP"
+)
+"""What a replica's clock apart from the database server's puts at risk, and what to do."""
+
+SQLITE_SKIPPED = (
+    "the database's clock is not compared with the bot's: SQLite is a file on one host, and "
+    "the replicas that share it share that host's clock"
+)
+
+
+async def offset_of(theirs: ClockReading, clock: Clock) -> ClockOffset:
+    """How far the clock `theirs` reads is from `clock`, the round trip allowed for: read again
+    (up to `CLOCK_READINGS` times) while the answers leave it unclear."""
+    found: ClockOffset | None = None
+    for _ in range(CLOCK_READINGS):
+        sent = clock()
+        their_time = await theirs()
+        reading = ClockOffset.read(sent=sent, theirs=their_time, received=clock())
+        found = reading if found is None else found.narrowed(reading)
+        if found.agree or found.apart:
+            break
+    assert found is not None
+    return found
+
+
+def too_slow_to_tell(offset: ClockOffset, *, whose: str, server: str, asked: str) -> str:
+    """Why `whose` clock could not be compared with the bot's: `server`'s answers to `asked`
+    too slow to tell."""
+    limit = int(MAX_CLOCK_SKEW.total_seconds())
+    low, high = offset.low.total_seconds(), offset.high.total_seconds()
+    return (
+        f"could not tell whether {whose} clock is within {limit}s of the bot's: it is "
+        f"{low:+.1f}s to {high:+.1f}s from it (+: ahead), its answers to {asked} too slow to "
+        f"tell (is {server} overloaded?)"
+    )
+
+
+@dataclass
+class DatabaseClock:
+    """This replica's clock against the database server's, checked at start and at each scrape
+    of `/metrics`: the offset is a gauge, and it going beyond `MAX_CLOCK_SKEW` one WARNING line
+    (said again only after it came back within)."""
+
+    server: ServerClock
+    clock: Clock
+    telemetry: Telemetry
+    _apart: bool = field(default=False, init=False)
+
+    async def check(self) -> ClockOffset:
+        """Read the database server's clock; its failures are the caller's (a scrape reads the
+        database as down)."""
+        async with self.server() as theirs:
+            offset = await offset_of(theirs, self.clock)
+        self.telemetry.database_clock(offset=offset.middle)
+        limit = int(MAX_CLOCK_SKEW.total_seconds())
+        if offset.apart and not self._apart:
+            log.warning(
+                "the database server's clock is %s (more than %ds apart): %s",
+                offset_words(offset.seconds),
+                limit,
+                LEASES_AT_RISK,
+            )
+        elif offset.agree and self._apart:
+            log.info("the database server's clock is within %ds of the bot's again", limit)
+        if offset.apart or offset.agree:
+            self._apart = offset.apart
+        return offset
+
+    async def first_check(self) -> None:
+        """The check at start, within a scrape's bound (`REFRESH_SECONDS`): a failure is
+        logged, never a refusal to start or a start held up (`serve` checked the database
+        before; it may be away a moment)."""
+        try:
+            async with asyncio.timeout(REFRESH_SECONDS):
+                await self.check()
+        except TRANSIENT as error:
+            log_failure(log, "the database server's clock was not read", error)

@@ -1,0 +1,185 @@
+"""A protection rule request whose installation GitHub could not confirm as it came (an error,
+no answer within the webhook's wait): held, not lost.
+
+The delivery is remembered, and a durable timer written with it in one transaction carries the
+request (`UNCONFIRMED_TIMER`); the request itself is not kept, so until GitHub confirms it
+nothing answers, approves, posts or counts it. The timer asks GitHub for the installation
+again, with backoff (`PACE`): once GitHub tells it, the request is taken in by the webhook's own
+step (`GitHubWebhooks.keep`), as if confirmed at once, or refused (another installation). Each
+retry is the next timer of a chain (`<kind>:<delivery id>:<n>`), so any replica fires it, once.
+The asking stops `GIVE_UP_AFTER` the request: GitHub fails a job still waiting for its
+environment's approval after 30 days, so nothing waits for the answer after that.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.domain.errors import GitHubError
+from bot.domain.protection_rules import UNCONFIRMED_TIMER, RuleRequest
+from bot.domain.reasons import Reason
+from bot.services.backoff import Backoff
+from bot.services.ports import AppInstallation, Clock
+from bot.services.records import NewTimer, Timer
+from bot.services.store_ports import ProtectionRuleRequests, Timers
+
+log = logging.getLogger("bot.services.webhooks")  # the webhook's lines, as operators filter them
+
+PACE = Backoff(base=timedelta(minutes=2), cap=timedelta(hours=1), floor=timedelta(minutes=1))
+"""How long the n-th ask waits: never within the minute of the last lookup (one a minute at
+most, `bot.adapters.github.installation_check`), at most an hour apart once GitHub stays away."""
+
+GIVE_UP_AFTER = timedelta(days=30)
+"""How long GitHub lets a job wait for its environment's approval before it fails it ("Reviewing
+deployments": not approved within 30 days)."""
+
+Keep = Callable[[RuleRequest], Coroutine[Any, Any, object]]
+"""The webhook's step after the check: keep the request, answer it if a rollout follows its run."""
+
+
+class Unconfirmed(BaseModel):
+    """A request held until GitHub tells whether its installation is the App's: a timer's
+    payload."""
+
+    model_config = ConfigDict(frozen=True)
+
+    delivery_id: str
+    installation: int
+    """The installation the request names."""
+    request: RuleRequest
+    number: int = 1
+
+    def key(self, number: int) -> str:
+        return f"{UNCONFIRMED_TIMER}:{self.delivery_id}:{number}"
+
+    @property
+    def what(self) -> str:
+        request = self.request
+        return f"protection rule request for {request.environment} of run {request.run_id}"
+
+
+def refused(what: str, installation: int, repository: str) -> None:
+    """The WARNING line of a request GitHub says is not of the App's installation."""
+    log.warning(
+        "%s names GitHub App installation %s, which GitHub does not give as the App's "
+        "installation on %s: ignored",
+        what,
+        installation,
+        repository,
+    )
+
+
+@dataclass(kw_only=True, eq=False)
+class UnconfirmedRules:
+    """Holds a service's unconfirmed requests, and fires their timers (one kind)."""
+
+    rules: ProtectionRuleRequests
+    timers: Timers
+    installation: AppInstallation
+    keep: Keep
+    clock: Clock
+    service: str
+    repository: str
+    timers_changed: Callable[[], None] = lambda: None
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def hold(
+        self, request: RuleRequest, *, delivery_id: str, installation: int, error: str
+    ) -> bool:
+        """Remember the delivery with the first timer; False when it was taken in before."""
+        held = Unconfirmed(delivery_id=delivery_id, installation=installation, request=request)
+        due = self.clock() + PACE.delay(held.number, self.rng)
+        if not await self.rules.hold(request, delivery_id=delivery_id, timer=_timer(held, due)):
+            return False
+        self.timers_changed()
+        log.warning(
+            "%s names GitHub App installation %s, which GitHub could not confirm (%s): held "
+            "unconfirmed, nothing answers it until GitHub does; asking again at %s",
+            held.what,
+            installation,
+            error,
+            due.isoformat(timespec="seconds"),
+        )
+        return True
+
+    async def on_timer(self, timer: Timer) -> None:
+        held = Unconfirmed.model_validate(timer.payload or {})
+        if await self._timers_went_on(held):
+            return
+        try:
+            ours = await self.installation.is_ours(held.installation)
+        except GitHubError as error:
+            await self._again(held, error.message)
+            return
+        if not ours:
+            refused(held.what, held.installation, self.repository)
+            return
+        log.info(
+            "%s names GitHub App installation %s, which GitHub now confirms: taken in",
+            held.what,
+            held.installation,
+        )
+        await self.keep(held.request)
+
+    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
+        """Taking the confirmed request in failed every attempt (the database): said once."""
+        log.error(
+            "protection rule request of delivery %s could not be taken in: %s; redeliver it "
+            "from the App's delivery log",
+            (timer.payload or {}).get("delivery_id", timer.key),
+            reason.text,
+        )
+
+    async def _timers_went_on(self, held: Unconfirmed) -> bool:
+        """Fired again after it wrote the next ask (its replica died before completing it):
+        the chain went on without it."""
+        return await self.timers.get(key=held.key(held.number + 1)) is not None
+
+    async def _again(self, held: Unconfirmed, error: str) -> None:
+        now = self.clock()
+        if now >= held.request.requested_at + GIVE_UP_AFTER:
+            log.error(
+                "%s names GitHub App installation %s, which GitHub has not confirmed in %d "
+                "days (%s): dropped; GitHub has failed its job by now",
+                held.what,
+                held.installation,
+                GIVE_UP_AFTER.days,
+                error,
+            )
+            return
+        after = held.model_copy(update={"number": held.number + 1})
+        due = now + PACE.delay(after.number, self.rng)
+        timer = _timer(after, due)
+        await self.timers.schedule(
+            key=timer.key,
+            kind=timer.kind,
+            due_at=due,
+            now=now,
+            payload=timer.payload,
+            service=self.service,
+        )
+        self.timers_changed()
+        log.warning(
+            "%s names GitHub App installation %s, which GitHub still could not confirm (%s): "
+            "asking again at %s",
+            held.what,
+            held.installation,
+            error,
+            due.isoformat(timespec="seconds"),
+        )
+
+
+def _timer(held: Unconfirmed, due: datetime) -> NewTimer:
+    return NewTimer(
+        key=held.key(held.number),
+        kind=UNCONFIRMED_TIMER,
+        due_at=due,
+        payload=held.model_dump(mode="json"),
+    )

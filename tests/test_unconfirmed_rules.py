@@ -1,0 +1,225 @@
+"""A protection rule request whose installation GitHub could not confirm as it came (the lookup
+failed, or was slower than the webhook's wait) is held, not lost: its delivery is remembered
+with a durable timer, nothing answers, approves, posts or keeps it, and the timer asks GitHub
+again with backoff until GitHub tells: then it is taken in as if confirmed at once (a run no
+rollout follows gets its card), or dropped when it names another installation. End to end: the
+bot as the App against the sandbox's GitHub, whose installation lookup fails or stalls. A
+story on SQLite (the race of two replicas on both; tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from replicas import in_process_replica
+from test_protection_rules import answers, app_box
+from test_rule_installation import LOOKUP, OTHER, request_naming
+from test_unfollowed_runs import TAG, run_cards
+
+from bot.domain.protection_rules import EVENT, UNCONFIRMED_TIMER
+from bot.services.records import Timer
+from handlers.app_keys import SERVICES
+from sandbox.config import REPOSITORY
+from sandbox.github_rules import AppDelivery
+from sandbox.harness import Sandbox
+from storage.timers import TimerStore
+
+pytestmark = pytest.mark.story
+
+RULES_LOG = "bot.services.webhooks"
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """The bot as the App, every environment on its rule, its installation not looked up yet."""
+    async with app_box(tmp_path, database_url) as sandbox:
+        yield sandbox
+
+
+def github_down(box: Sandbox) -> None:
+    """Every installation lookup fails from now on (until `clear_failures`)."""
+    box.github.fail_next("GET", LOOKUP, 502, times=10_000)
+
+
+async def rule_deliveries(box: Sandbox, count: int) -> list[AppDelivery]:
+    """The first `count` protection rule requests delivered, once answered."""
+
+    def delivered() -> list[AppDelivery]:
+        return [d for d in box.github.app_hook.deliveries if d.event == EVENT][:count]
+
+    async with asyncio.timeout(30):
+        while len(delivered()) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return delivered()
+
+
+async def started_on_github(box: Sandbox) -> tuple[int, list[AppDelivery]]:
+    """A run dispatched on github.com, and its two first requests (relay's, desktop's)."""
+    box.github.refs.add(TAG)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    return run_id, await rule_deliveries(box, 2)
+
+
+async def held(box: Sandbox) -> list[Timer]:
+    """The asks for unconfirmed requests still to come."""
+    timers = TimerStore(box.services.database.sessions)
+    asks = await timers.of_kind(kind=UNCONFIRMED_TIMER, due_since=box.clock() - timedelta(days=400))
+    return [t for t in asks if t.fired_at is None and t.cancelled_at is None and t.dead_at is None]
+
+
+async def asked(box: Sandbox, *, again: int) -> None:
+    """Wait until the first asks have been made, `again` next ones to come. (`pass_time` does
+    not wait for a scheduler that was busy as the clock moved.)"""
+
+    def made(asks: list[Timer]) -> bool:
+        return len(asks) == again and not any(t.key.endswith(":1") for t in asks)
+
+    async with asyncio.timeout(30):
+        while not made(await held(box)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def kept(box: Sandbox, run_id: int) -> list[str]:
+    return sorted(r.environment for r in await box.services.webhooks.rules.for_run(run_id))
+
+
+async def test_a_request_github_could_not_confirm_is_held_and_taken_in_once_github_answers(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    github_down(box)
+    run_id, first = await started_on_github(box)
+
+    assert {d.result for d in first} == {"unconfirmed"}
+    assert "GitHub could not confirm" in caplog.text and "held unconfirmed" in caplog.text
+    # Inert while unconfirmed: nothing kept, answered or posted.
+    assert await kept(box, run_id) == [] and len(await held(box)) == 2
+    again = [await box.github.app_hook.redeliver(d.guid) for d in first]
+    assert {d.result for d in again} == {"duplicate"}  # a redelivery changes nothing
+    assert len(await held(box)) == 2
+
+    await box.pass_time(timedelta(minutes=2, seconds=1))  # the first asks: GitHub still down
+    await asked(box, again=2)
+    assert await kept(box, run_id) == [] and run_cards(box) == [] and answers(box) == []
+    assert "still could not confirm" in caplog.text
+    assert len(await held(box)) == 2  # the next asks
+
+    box.github.clear_failures()
+    await box.pass_time(timedelta(hours=1))  # asks at most an hour apart
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+
+    assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
+    assert f"Run {run_id} of Deployment Strategy, dispatched by @octocat" in run_cards(box)[0].text
+    assert len(run_cards(box)) == 1 and answers(box) == []
+    assert await held(box) == []
+    assert "which GitHub now confirms: taken in" in caplog.text
+
+
+async def test_a_request_held_while_the_lookup_was_slow_is_taken_in_after_it(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lookup outlives the webhook's 5 s wait (real seconds: the wait is GitHub's limit),
+    then answers: the next ask finds the installation known, and asks GitHub nothing more."""
+    assert box.github.app is not None
+    answered = box.github.app.stall_lookups()
+    run_id, first = await started_on_github(box)
+    assert {d.result for d in first} == {"unconfirmed"}
+    answered.set()
+    found = f"GitHub App installation on {REPOSITORY}: {box.github.app.installation_id}"
+    async with asyncio.timeout(20):
+        while found not in caplog.text:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    await box.pass_time(timedelta(minutes=2, seconds=1))
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+
+    assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
+    assert len(run_cards(box)) == 1 and await held(box) == []
+    assert caplog.text.count(found) == 1  # the asks found it known: GitHub not asked again
+
+
+async def test_a_held_request_of_another_installation_is_dropped_once_github_answers(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    github_down(box)
+    sent = await box.github.app_hook.send(EVENT, request_naming(box, OTHER))
+    assert sent.result == "unconfirmed"
+
+    box.github.clear_failures()
+    with caplog.at_level(logging.WARNING, logger=RULES_LOG):
+        await box.pass_time(timedelta(minutes=2, seconds=1))
+        await asked(box, again=0)
+
+    assert await kept(box, 9001000777) == []
+    assert (
+        "protection rule request for relay-canary-5 of run 9001000777 names GitHub App "
+        f"installation {OTHER}, which GitHub does not give as the App's installation"
+    ) in caplog.text
+    assert run_cards(box) == []
+
+
+async def test_a_request_github_says_is_of_another_installation_is_refused_at_once(
+    box: Sandbox,
+) -> None:
+    sent = await box.github.app_hook.send(EVENT, request_naming(box, OTHER))
+
+    assert sent.result == "ignored"
+    assert await held(box) == [] and await kept(box, 9001000777) == []
+
+
+async def test_a_request_github_never_confirms_is_dropped_when_its_run_cannot_wait_longer(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub fails a job not approved within 30 days: the asking stops then."""
+    github_down(box)
+    assert box.github.app is not None
+    sent = await box.github.app_hook.send(
+        EVENT, request_naming(box, box.github.app.installation_id)
+    )
+    assert sent.result == "unconfirmed"
+
+    await box.pass_time(timedelta(days=30, minutes=1))
+    await asked(box, again=0)
+
+    assert await kept(box, 9001000777) == []
+    assert "which GitHub has not confirmed in 30 days" in caplog.text
+
+
+@pytest.fixture
+async def second_replica(box: Sandbox) -> AsyncIterator[web.Application]:
+    """A second bot on the same database and clock, in this process, its scheduler running."""
+    async with in_process_replica(box) as app:
+        yield app
+
+
+@pytest.mark.database_matters
+async def test_two_replicas_take_a_held_request_in_once(
+    box: Sandbox, second_replica: web.Application
+) -> None:
+    """Both schedulers wake for the asks and race for them; and one ask fired on both at once
+    (a lease run out mid-fire) still keeps each request once, with one card."""
+    github_down(box)
+    run_id, _ = await started_on_github(box)
+    asks = await held(box)
+    assert len(asks) == 2
+    box.github.clear_failures()
+
+    box.clock.advance(max(t.due_at for t in asks) - box.clock() + timedelta(seconds=1))
+    first, second = box.services.rollouts, second_replica[SERVICES].rollouts
+    await asyncio.gather(*(replica.on_timer(asks[0]) for replica in (first, second)))
+    await box.clock.settle()
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    await box.services.webhooks.settled()
+    await second_replica[SERVICES].webhooks.settled()
+
+    assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
+    assert len(run_cards(box)) == 1 and answers(box) == []
+    assert await held(box) == []
+    bodies = [json.loads(d.body)["environment"] for d in box.github.app_hook.deliveries]
+    assert sorted(bodies) == ["desktop-internal", "relay-canary-5"]
