@@ -202,7 +202,10 @@ class RunRoutes(SimulatorRoutes):
             raise invalid(
                 f"For 'created', {filters.get('created')!r} is not a valid date."
             ) from exc
-        matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=True)
+        # Newest first, as GitHub lists them (its reference promises no order): the variation
+        # mode lists them oldest first.
+        newest_first = self.sim.variation is None
+        matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=newest_first)
         page, headers = self._paginate(
             request, [self._run_json(repository, sim) for sim in matching]
         )

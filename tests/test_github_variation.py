@@ -108,3 +108,18 @@ async def test_every_job_of_a_renamed_repositorys_run_is_read_once(
     asked = [r for r in varied.requests if r.path.endswith(f"/runs/{run_id}/jobs")]
     pages = (len(names) + 1) // 2
     assert len(asked) == pages + 1  # the first one redirected (301), then each page
+
+
+async def test_the_latest_release_run_is_the_newest_whatever_the_order(
+    varied: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    """GitHub's reference promises no order for a workflow's runs; the variation lists them
+    oldest first. The latest run is the one created last, not the first listed."""
+    created = [
+        varied.create_foreign_run(
+            workflow="release.yml", event="push", created_at=START + timedelta(minutes=n)
+        )
+        for n in range(5)
+    ]
+    latest = await gateway.latest_run(workflow_file="release.yml")
+    assert latest is not None and latest.run_id == created[-1]

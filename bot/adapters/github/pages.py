@@ -31,17 +31,28 @@ def every_page(
     query: dict[str, Any] | None = parameters
     for _ in range(most):
         assert address is not None
-        data, address = github.conditional_page(address, query)
+        data, links = github.conditional_page(address, query)
         yield data
+        address = links.get("next")
         if address is None:
             return
         query = None  # the next page's address carries its query
 
 
-def next_page(api_url: str, headers: Mapping[str, Any]) -> str | None:
-    """The next page's address an answer's `Link` header gives, when it is on the bot's
-    GitHub API (the token goes with the request); None on the last page."""
+def page_links(api_url: str, headers: Mapping[str, Any]) -> dict[str, str]:
+    """The addresses an answer's `Link` header gives (`next`, `last`, ...), those on the
+    bot's GitHub API only (the token goes with the request); no `next` on the last page."""
+    links = {}
     for link in parse_header_links(str(headers.get("link") or "")):
-        if link.get("rel") == "next":
-            return on_api(api_url, link.get("url"))
-    return None
+        address = on_api(api_url, link.get("url"))
+        if address is not None and link.get("rel"):
+            links[link["rel"]] = address
+    return links
+
+
+def first_and_last(github: GitHubTransport, path: str, parameters: dict[str, Any]) -> list[Any]:
+    """The first page's JSON, and the last one's when there are more: where a list whose
+    order GitHub does not promise has its newest items, whichever way it is sorted."""
+    first, links = github.conditional_page(path, parameters)
+    last = links.get("last")
+    return [first] if last is None else [first, github.conditional_page(last, None)[0]]

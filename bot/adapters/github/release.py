@@ -14,6 +14,7 @@ from urllib.request import Request, urlopen
 
 from github import UnknownObjectException
 
+from bot.adapters.github.pages import first_and_last
 from bot.adapters.github.runs import run_jobs
 from bot.adapters.github.schema import Run, RunsPage
 from bot.adapters.github.transport import GitHubTransport
@@ -51,9 +52,16 @@ class ReleaseReads:
         path = f"/repos/{self._github.repository}/actions/workflows/{workflow}/runs"
 
         def read() -> ReleaseRun | None:
-            data = self._github.get_json(path, {"per_page": 1, "exclude_pull_requests": "true"})
-            runs = RunsPage.model_validate(data).workflow_runs
-            return runs[0].release_run() if runs else None
+            # The newest run, whichever order GitHub lists them in (its reference promises
+            # none): on the first page or the last, and in no place within it.
+            query = {"per_page": 100, "exclude_pull_requests": "true"}
+            runs = [
+                run
+                for page in first_and_last(self._github, path, query)
+                for run in RunsPage.model_validate(page).workflow_runs
+            ]
+            newest = max(runs, key=lambda run: (run.created_at, run.id), default=None)
+            return None if newest is None else newest.release_run()
 
         return await self._github.call(f"list the runs of {workflow_file}", read, kind="release")
 

@@ -39,7 +39,7 @@ from bot.adapters.github.app_auth import (
     renewing,
 )
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
-from bot.adapters.github.pages import next_page
+from bot.adapters.github.pages import page_links
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
@@ -126,8 +126,8 @@ class GitHubTransport:
         (`max_workers` of them)."""
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
-        # Each conditional GET's last answer (ETag, JSON, next page), newest last.
-        self._answers: OrderedDict[str, tuple[str, Any, str | None]] = OrderedDict()
+        # Each conditional GET's last answer (ETag, JSON, Link's pages), newest last.
+        self._answers: OrderedDict[str, tuple[str, Any, dict[str, str]]] = OrderedDict()
         self._answers_lock = threading.Lock()
 
     async def close(self) -> None:
@@ -251,8 +251,8 @@ class GitHubTransport:
 
     def conditional_page(
         self, path: str, parameters: dict[str, Any] | None
-    ) -> tuple[Any, str | None]:
-        """`get_conditional`'s answer, and its `Link`'s next page (`pages.every_page`)."""
+    ) -> tuple[Any, dict[str, str]]:
+        """`get_conditional`'s answer, and its `Link`'s pages (`pages.page_links`)."""
         key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
         with self._answers_lock:
             kept = self._answers.get(key)
@@ -263,7 +263,7 @@ class GitHubTransport:
             self._telemetry.github_not_modified()
             return kept[1], kept[2]
         data = checked(requester, answer)
-        more = next_page(self.api_url, answer[1])
+        more = page_links(self.api_url, answer[1])
         etag = answer[1].get("etag")
         if etag:
             with self._answers_lock:
