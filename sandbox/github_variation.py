@@ -7,8 +7,8 @@ Off by default (`GitHubSimulator(variation=GitHubVariation())` turns it on). Whe
 - the lists whose order the reference does not promise (runs, jobs, pending deployments,
   deployments, their statuses, environments, their protection rules and reviewers, workflows,
   secrets, package versions, reviews) come in another order, the same for the same content
-  (so an unchanged answer keeps its ETag); deployments and their statuses are listed oldest
-  first (`GitHubSimulator.lists_oldest_first`);
+  (so an unchanged answer keeps its ETag); a workflow's runs, deployments and their
+  statuses are listed oldest first (`GitHubSimulator.lists_oldest_first`);
 - every JSON object carries a field the bot has never heard of (GitHub adds fields without
   a new API version: "API Versions", additive changes);
 - fields the schema declares nullable and the bot has no business needing are null: a run's
