@@ -36,9 +36,10 @@ async def lane_answer(services: Services, command: commands.Command, origin: Ori
     lane, actor = services.controls.lane, origin.actor
     if isinstance(command, commands.Freeze):
         froze = await lane.freeze(origin, until=command.until, reason=command.reason)
-        return lane_words.frozen_answer(froze.asked, froze.in_force)
+        return lane_words.frozen_answer(froze.asked, froze.in_force, lane=froze.lane)
     if isinstance(command, commands.Unfreeze):
-        return lane_words.unfrozen_answer(actor, await lane.unfreeze(origin))
+        lifted = await lane.unfreeze(origin)
+        return lane_words.unfrozen_answer(actor, lifted, lane=(await services.lane.state()).freeze)
     if isinstance(command, commands.Lock):
         return lane_words.locked_answer(await lane.lock(origin, reason=command.reason))
     if isinstance(command, commands.Unlock):

@@ -53,6 +53,15 @@ def _default_plan() -> dict[str, Any]:
     return plan
 
 
+SENTRY_RINGS: dict[str, str] = {
+    "source": "sentry",
+    "baseline_crash_rate": "0.001",
+    "release": "scriptum-desktop@$tag",
+    "environment": "$stage",
+}
+"""The desktop track's `metrics` read from Sentry, each ring an environment of its own."""
+
+
 def write_figures(
     figures_file: Path,
     track: str,

@@ -55,6 +55,15 @@ class SentryTestServer(LoopbackServer):
     batches: list[SessionBatch] = field(default_factory=list)
     requests: list[SentryRequest] = field(default_factory=list)
 
+    def environment(self) -> dict[str, str]:
+        """The settings that point a bot at this server (`SENTRY_URL`, `SENTRY_ORG`, ...)."""
+        return {
+            "SENTRY_URL": self.url,
+            "SENTRY_ORG": self.org,
+            "SENTRY_PROJECT": self.project,
+            "SENTRY_TOKEN": self.token,
+        }
+
     def add_sessions(
         self,
         *,

@@ -28,7 +28,7 @@ from sandbox.config import (
 )
 from sandbox.config import bot_environment as sandbox_environment
 from sandbox.github import GitHubSimulator
-from sandbox.plans import fast_plan
+from sandbox.plans import SENTRY_RINGS, fast_plan
 from sandbox.sentry import SentryTestServer
 from sandbox.slack import SlackTestServer
 from sandbox.slack_variation import SlackVariation
@@ -70,12 +70,7 @@ def doctor_environment(
 @pytest.fixture
 async def install(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Install]:
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
-    plan["tracks"]["desktop"]["metrics"] = {
-        "source": "sentry",
-        "baseline_crash_rate": "0.001",
-        "release": "scriptum-desktop@$tag",
-        "environment": "$stage",
-    }
+    plan["tracks"]["desktop"]["metrics"] = SENTRY_RINGS
     (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan), encoding="utf-8")
     async with (
         SlackTestServer(bot_token=SLACK_BOT_TOKEN) as slack,
@@ -88,10 +83,7 @@ async def install(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Ins
         hook.deliver(event="workflow_run", status_code=200)
         env = doctor_environment(slack, github, tmp_path, sqlite_database_url) | {
             "ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{APPROVER_GROUP}",
-            "SENTRY_URL": sentry.url,
-            "SENTRY_ORG": sentry.org,
-            "SENTRY_PROJECT": sentry.project,
-            "SENTRY_TOKEN": SENTRY_TOKEN,
+            **sentry.environment(),
         }
         yield Install(slack=slack, github=github, sentry=sentry, env=env)
 

@@ -28,7 +28,6 @@ from bot.domain.freeze import (
     SecondApproverNeeded,
     StaleRollBack,
     TrackCompletion,
-    freeze_end,
     freeze_in_force,
     freezes_in_force,
     lane_refusal,
@@ -36,6 +35,7 @@ from bot.domain.freeze import (
     roll_back_kind,
     stale_roll_back,
 )
+from bot.domain.freeze_until import freeze_end
 from bot.domain.plan.freezes import CalendarFreeze
 from bot.domain.rollout import (
     Check,

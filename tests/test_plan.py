@@ -316,8 +316,27 @@ RULES: list[tuple[list[Mutation], str]] = [
     ),
     (
         [("tracks.relay.metrics.baseline_crash_rate", "2")],
-        "tracks.relay.metrics.baseline_crash_rate: 2 is above 1 (100%): rates are fractions "
-        "(0.01 = 1%)",
+        "tracks.relay.metrics.baseline_crash_rate: 2 is 200%: a baseline crash rate is below 1 "
+        "(100%, every session crashing); rates are fractions: write 0.02 for 2%",
+    ),
+    (
+        # `1` meant as 1%: twice 100% is a limit no crash rate exceeds.
+        [("tracks.desktop.metrics.baseline_crash_rate", 1)],
+        "tracks.desktop.metrics.baseline_crash_rate: 1 is 100%: a baseline crash rate is below 1 "
+        "(100%, every session crashing); rates are fractions: write 0.01 for 1%",
+    ),
+    (
+        # `0.5` meant as 0.5%: twice 50% is a limit of 100%, which no crash rate exceeds.
+        [("tracks.relay.metrics.baseline_crash_rate", "0.5")],
+        "tracks.relay.metrics.baseline_crash_rate: 0.5 with crash_multiplier 2.0 is a limit of "
+        "100%: no crash rate exceeds it, so the crash rule could never fail (rates are "
+        "fractions: write 0.005 for 0.5%)",
+    ),
+    (
+        [("tracks.relay.thresholds.crash_multiplier", "1000")],
+        "tracks.relay.metrics.baseline_crash_rate: 0.001 with crash_multiplier 1000 is a limit "
+        "of 100%: no crash rate exceeds it, so the crash rule could never fail (lower "
+        "crash_multiplier)",
     ),
     (
         # -0 passes `ge=0` but no gate can use it (a signed figure is unusable).
@@ -482,6 +501,36 @@ def test_a_bad_plan_names_the_key_and_the_problem(mutations: list[Mutation], exp
         mutate(data, where, value)
     problems = problems_of(data)
     assert any(line.startswith(expected) for line in problems), problems
+
+
+@settings(max_examples=200)
+@given(
+    baseline=st.decimals(min_value=0, max_value=2, places=4),
+    multiplier=st.decimals(min_value=0, max_value=1000, places=2),
+)
+def test_every_crash_rule_a_plan_file_keeps_can_fail(
+    baseline: Decimal, multiplier: Decimal
+) -> None:
+    """A rate of 1 is 100%: a plan whose fixed baseline, times its multiplier, is a limit no
+    crash rate exceeds (`1` or `0.5` meant as percentages) is refused; any other's crash rule
+    fails on a release whose every session crashes."""
+    data = default_data()
+    for track in ("relay", "desktop"):
+        mutate(data, f"tracks.{track}.metrics.baseline_crash_rate", str(baseline))
+        mutate(data, f"tracks.{track}.thresholds.crash_multiplier", str(multiplier))
+    try:
+        plan = parse_plan(dump(data), "plan.yml")
+    except PlanError as refused:
+        assert baseline >= 1 or baseline * multiplier >= 1, refused.message
+        assert "rates are fractions" in refused.message or "lower crash_multiplier" in (
+            refused.message
+        )
+        return
+    for track in ("relay", "desktop"):
+        verdict = plan.track(track).evaluate_gate(
+            baseline_crash=baseline, current_crash=Decimal(1), current_error=Decimal(0)
+        )
+        assert verdict.verdict in (Verdict.ROLLBACK, Verdict.KILL_SWITCH), verdict
 
 
 def test_every_problem_is_reported_at_once() -> None:

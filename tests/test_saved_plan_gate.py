@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 
 from bot.adapters.slack.messages import render
-from bot.domain.gate import GateReason, Verdict
+from bot.domain.gate import GateReason, GateVerdict, Verdict
 from bot.domain.gate_report import metric_rows, verdict_reason
 from bot.domain.plan import STORED_PLAN, RolloutPlan
 from bot.domain.rollout import StageState, TrackState
@@ -49,6 +49,17 @@ def saved_plan(**thresholds: str) -> RolloutPlan:
     return RolloutPlan.model_validate(data, context=STORED_PLAN)
 
 
+def held_on_the_saved_plan(verdict: GateVerdict) -> str:
+    """The summary of a gate held INCONCLUSIVE on a saved plan's unusable threshold."""
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.UNUSABLE_THRESHOLD,
+    )
+    said = verdict_reason(verdict, metric_rows(verdict, None))
+    assert said.startswith("Holding: the plan this rollout was saved with has")
+    return verdict.summary
+
+
 @pytest.mark.parametrize(
     ("thresholds", "error", "named"),
     [
@@ -66,13 +77,7 @@ def test_a_saved_unusable_threshold_holds_the_gate_naming_it(
 
     verdict = relay.evaluate_gate(current_error=D(error), **PASSING)
 
-    assert (verdict.verdict, verdict.reason) == (
-        Verdict.INCONCLUSIVE,
-        GateReason.UNUSABLE_THRESHOLD,
-    )
-    assert named in verdict.summary and "fix the plan" in verdict.summary
-    said = verdict_reason(verdict, metric_rows(verdict, None))
-    assert said.startswith("Holding: the plan this rollout was saved with has")
+    assert named in held_on_the_saved_plan(verdict) and "fix the plan" in verdict.summary
 
 
 @pytest.mark.parametrize("track", ["relay", "desktop"])
@@ -103,10 +108,32 @@ def test_a_saved_baseline_above_one_still_rolls_back_on_the_error_rate() -> None
     assert verdict.baseline_crash == D("2")
 
 
+@pytest.mark.parametrize(
+    ("track", "baseline", "named"),
+    [
+        ("relay", "1", "baseline_crash_rate 1, which times crash_multiplier 2 is a limit of 200%"),
+        ("desktop", "0.5", "baseline_crash_rate 0.5, which times crash_multiplier 2 is a limit "),
+    ],
+)
+def test_a_saved_baseline_whose_limit_no_crash_rate_exceeds_holds_the_gate(
+    track: str, baseline: str, named: str
+) -> None:
+    """`baseline_crash_rate: 1` meant as 1%: twice 100% is a limit no crash rate exceeds, so
+    every session crashing used to PASS. Plan files refuse it; a plan saved before is still
+    read, and its gate holds instead of deciding on it."""
+    plan_track = saved_plan(baseline_crash_rate=baseline).track(track)
+    crashing = {"baseline_crash": D(baseline), "current_crash": D(1), "sample": 5000}
+
+    verdict = plan_track.evaluate_gate(current_error=D("0"), **crashing)
+
+    summary = held_on_the_saved_plan(verdict)
+    assert named in summary and "no crash rate exceeds it" in summary
+
+
 def test_a_plan_file_refuses_a_baseline_above_one() -> None:
     data: dict[str, Any] = load_plan(None).model_dump(mode="json", by_alias=True)
     data["tracks"]["relay"]["metrics"]["baseline_crash_rate"] = "2"
-    with pytest.raises(ValueError, match="above 1"):
+    with pytest.raises(ValueError, match="is below 1"):
         RolloutPlan.model_validate(data)
 
 

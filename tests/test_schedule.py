@@ -63,7 +63,8 @@ def test_a_time_is_read_in_the_starters_zone(text: str, expected: datetime) -> N
         ("banana", "`banana` is not a time I can read"),
         ("next tue 09:00", "is not a time I can read"),
         ("25:00", "is not a time I can read"),
-        ("2026-02-30 09:00", "is not a time I can read"),
+        ("2026-02-30 09:00", "`2026-02-30 09:00` names a day its month does not have."),
+        ("apr 31 09:00", "names a day its month does not have"),
         ("tue", "`tue` names no time of day"),
         ("tomorrow", "`tomorrow` names no time of day"),
         ("2026-12-08", "names no time of day"),
@@ -315,6 +316,12 @@ def test_a_quoted_value_is_taken_as_typed() -> None:
         ('start v1.4.2 --at "tue 09:00', "The quote after `--at` is not closed."),
         ("start v1.4.2 --flags-ready=yes", "`--flags-ready` takes no value"),
         ("start v1.4.2 --when 09:00", "`--when` is not an option of start"),
+        ("start --at tue 09:00 UTC v1", 'quote the whole time, `--at "tue 09:00 UTC"`.'),
+        ("start v1 --at tue 09:00 UTC", 'quote the whole time, `--at "tue 09:00 UTC"`.'),
+        ("start v1 --at 09:00 +01:00", 'quote the whole time, `--at "09:00 +01:00"`.'),
+        ("start --at 9 pm v1", 'quote the whole time, `--at "9 pm"`.'),
+        ("start --at tue 09:00 Europe/Berlin v1", '`--at "tue 09:00 Europe/Berlin"`'),
+        ("start --at tue 09:00 v1 v2", "Unexpected `v2`"),  # a second tag, not the time's
     ],
 )
 def test_an_option_given_wrongly_is_refused_saying_how(text: str, message: str) -> None:
@@ -328,3 +335,60 @@ def test_a_held_schedule_says_why_in_plain_words() -> None:
         "blocked: Image tag: not published"
     )
     assert "two-person" in Held(two_person=True).summary()
+
+
+@given(hour=st.integers(1, 12), minute=st.integers(0, 59), half=st.sampled_from(["am", "pm"]))
+def test_a_time_written_with_a_dot_is_refused_saying_to_write_a_colon(
+    hour: int, minute: int, half: str
+) -> None:
+    typed = f"{hour}.{minute:02d}{half}"  # dateutil would read `9.30pm` as 21:00
+    with pytest.raises(InvalidCommand) as caught:
+        parse_start_time(f"tomorrow {typed}", now=NOW, zone=BERLIN)
+    message = caught.value.message
+    assert f"`{typed}` is a time written with a dot: write it with a colon" in message
+    assert f'`--at "{hour}:{minute:02d}{half}"`' in message and "day/month" not in message
+
+
+def test_a_dotted_time_no_date_could_be_is_a_time_and_one_that_could_is_a_date() -> None:
+    with pytest.raises(InvalidCommand, match=r"`21\.30` is a time written with a dot"):
+        parse_start_time("21.30", now=NOW, zone=BERLIN)
+    with pytest.raises(InvalidCommand, match="could be day/month or month/day"):
+        parse_start_time("9.12 09:00", now=NOW, zone=BERLIN)
+
+
+@given(hour=st.integers(0, 23), minute=st.integers(0, 59))
+def test_a_time_written_with_an_h_is_refused_as_a_time_or_a_duration(
+    hour: int, minute: int
+) -> None:
+    typed = f"{hour}h{minute:02d}"
+    with pytest.raises(InvalidCommand) as caught:
+        parse_start_time(typed, now=NOW, zone=BERLIN)
+    message = caught.value.message
+    assert f"`{typed}` could be a time of day or a duration" in message
+    assert f"`--at {hour:02d}:{minute:02d}`" in message
+
+
+@given(year=st.integers(2027, 2099).filter(lambda year: year % 4 != 0))
+def test_february_29_of_a_year_without_one_says_so(year: int) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_start_time(f"{year}-02-29 09:00", now=NOW, zone=BERLIN)
+    assert f"February 29 does not exist in {year}, which is not a leap year" in (
+        caught.value.message
+    )
+
+
+@pytest.mark.parametrize(
+    ("now", "says"),
+    [
+        (utc(2027, 2, 20, 9), "February 29 does not exist in 2027"),
+        (NOW, "February 29 does not exist in 2027"),  # the next February's
+        (utc(2027, 12, 20), "too far ahead"),  # 2028's, more than two weeks away
+        (utc(2028, 2, 20), None),  # a leap year's, read
+    ],
+)
+def test_february_29_without_a_year_is_the_next_februarys(now: datetime, says: str | None) -> None:
+    if says is None:
+        assert parse_start_time("feb 29 09:00", now=now, zone=BERLIN) == utc(2028, 2, 29, 8)
+        return
+    with pytest.raises(InvalidCommand, match=says):
+        parse_start_time("feb 29 09:00", now=now, zone=BERLIN)

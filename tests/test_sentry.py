@@ -26,6 +26,7 @@ from bot.domain.plan import SentryMetrics
 from bot.domain.rollout import Phase, StageState, TrackState
 from sandbox.config import SENTRY_TOKEN, bot_environment
 from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.plans import SENTRY_RINGS
 from sandbox.sentry import SentryTestServer
 
 TOKEN = SENTRY_TOKEN
@@ -46,15 +47,7 @@ def access(server: SentryTestServer, token: str = TOKEN) -> SentryAccess:
 
 
 def config(**extra: Any) -> SentryMetrics:
-    return SentryMetrics.model_validate(
-        {
-            "source": "sentry",
-            "baseline_crash_rate": "0.001",
-            "release": "scriptum-desktop@$tag",
-            "environment": "$stage",
-            **extra,
-        }
-    )
+    return SentryMetrics.model_validate({**SENTRY_RINGS, **extra})
 
 
 def window(stage: str = "internal") -> QueryWindow:
@@ -257,12 +250,7 @@ async def test_a_ring_crashing_in_sentry_trips_the_kill_switch_through_the_bot(
         workdir=tmp_path,
         database_url=sqlite_database_url,
         plan_yaml=yaml.safe_dump(plan, sort_keys=False),
-        extra_env={
-            "SENTRY_URL": sentry.url,
-            "SENTRY_ORG": sentry.org,
-            "SENTRY_PROJECT": sentry.project,
-            "SENTRY_TOKEN": TOKEN,
-        },
+        extra_env=sentry.environment(),
     ) as box:
         write_figures(box.figures, "relay", {"canary": CANARY_OK, "half": CANARY_OK})
         await box.command("start v1.4.2 --flags-ready")

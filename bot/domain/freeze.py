@@ -18,17 +18,12 @@ the refusals
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
-from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
-from bot.domain.errors import InvalidCommand
 from bot.domain.plan.freezes import CalendarFreeze
 from bot.domain.service import DEFAULT_SERVICE
-from bot.domain.text import shown
 
 LANE_FREEZE = "freeze"
 LANE_LOCK = "lock"
@@ -63,6 +58,18 @@ class Freeze:
     actor: str | None = None
     calendar: str | None = None
     key: str = ""
+    then: tuple[Freeze, ...] = ()
+    """The freezes that follow this one with no gap, in order (`followed`): each in force as
+    the one before ends (the one of them that ends latest). Shown, never judged: an override
+    covers the freezes in force when it was given, by key."""
+    beyond: bool = False
+    """Freezes still follow one another FOLLOWED_FOR after the moment judged: the lane is
+    frozen past `free_at`, and when it is free again is not worked out."""
+
+    @property
+    def free_at(self) -> datetime:
+        """When the lane is next free (or, with `beyond`, frozen at least until)."""
+        return self.then[-1].until if self.then else self.until
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,14 @@ def freezes_in_force(
     return frozen
 
 
+FOLLOWED_FOR = timedelta(days=14)
+"""How far after the moment judged `followed` chains freezes that leave no gap (a weekly one
+that never does, or a weekly and a dated one that meet week after week, would otherwise be
+followed forever). The scheduling horizon (`bot.domain.schedule.MAX_AHEAD`): whether a start
+scheduled within it goes is answered exactly; past it, `frozen beyond` that date is enough to
+plan by."""
+
+
 def freeze_in_force(
     calendar: Sequence[CalendarFreeze],
     holds: Sequence[LaneHold],
@@ -208,14 +223,42 @@ def freeze_in_force(
     rollout_id: str | None = None,
 ) -> Freeze | None:
     """The freeze at `now`: of those in force, the one that ends latest (the approver's on a
-    tie). For the dispatch of `rollout_id`, a freeze its override does not cover comes first
-    (an override never carries it through a freeze it was not given for)."""
+    tie), with the freezes that follow it (`followed`). For the dispatch of `rollout_id`, a
+    freeze its override does not cover comes first (an override never carries it through a
+    freeze it was not given for), and those it covers are not followed."""
     frozen = freezes_in_force(calendar, holds, now)
+    covered: set[str] = set()
     if rollout_id is not None:
         kind = override_kind(rollout_id)
         covered = {key for hold in holds if hold.kind == kind for key in overridden(hold)}
-        frozen = [freeze for freeze in frozen if freeze.key not in covered] or frozen
-    return max(frozen, key=lambda freeze: freeze.until, default=None)
+        uncovered = [freeze for freeze in frozen if freeze.key not in covered]
+        frozen, covered = (uncovered, covered) if uncovered else (frozen, set())
+    latest = max(frozen, key=lambda freeze: freeze.until, default=None)
+    return None if latest is None else followed(latest, calendar, holds, now, skip=covered)
+
+
+def followed(
+    freeze: Freeze,
+    calendar: Sequence[CalendarFreeze],
+    holds: Sequence[LaneHold],
+    now: datetime,
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+) -> Freeze:
+    """`freeze` (in force at `now`) with the freezes that keep the lane frozen after it ends,
+    overlapping or touching, calendar and declared alike (`then`), so that `free_at` is when
+    the lane is next free; `beyond` once they reach FOLLOWED_FOR past `now`. Each step ends
+    later than the one before and each window is met once, so the walk ends."""
+    then: list[Freeze] = []
+    end = freeze.until
+    while after := [
+        each for each in freezes_in_force(calendar, holds, end) if each.key not in skip
+    ]:
+        if end >= now + FOLLOWED_FOR:
+            return replace(freeze, then=tuple(then), beyond=True)
+        then.append(max(after, key=lambda each: each.until))
+        end = then[-1].until
+    return replace(freeze, then=tuple(then))
 
 
 def overridden(hold: LaneHold) -> list[str]:
@@ -276,88 +319,3 @@ def lane_refusal(
         if override is not None:
             return None
     return Frozen(freeze, dispatch=rollout_id is not None)
-
-
-_OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}$")
-_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?:Z|[+-].*)?")
-
-
-_UTC_WORDS = frozenset({"UTC", "GMT", "Z"})
-_ZONE_ABBREVIATIONS = frozenset(
-    {"CET", "CEST", "EET", "EEST", "WET", "WEST", "BST", "IST", "EST", "EDT", "CST", "CDT"}
-    | {"MST", "MDT", "PST", "PDT", "AKST", "AKDT", "HST", "JST", "KST", "AEST", "AEDT"}
-    | {"ACST", "ACDT", "AWST", "NZST", "NZDT", "MSK", "SGT", "HKT"}
-)
-"""Zone abbreviations a person may type after a freeze's end (`18:00 CET`, `18:00 pst`: in any
-case): ambiguous (IST, CST, BST name several zones), so they are refused rather than read as
-UTC."""
-_ENGLISH_WORDS = frozenset({"wet", "west"})
-"""Abbreviations that are English words: unless in capitals, they begin a reason (`West
-region move`)."""
-_TYPED_OFFSET = re.compile(r"(?:UTC|GMT)?[+-][0-9]{1,2}(?::?[0-9]{2})?", re.IGNORECASE)
-"""An offset typed apart from the end (`18:00 +01:00`, `18:00 GMT-5`): refused too, since the
-end would be read as UTC with the offset taken for the reason."""
-
-
-def zone_after_end(until: str, reason: str) -> str:
-    """The reason of `/rollout freeze <until> <reason>`, once a zone typed after an end time
-    is taken off it: `UTC` or `GMT` (the end is UTC anyway); a zone abbreviation (`CET`), an
-    IANA name (`Europe/Berlin`) or an offset apart from the time (`+01:00`, `GMT-5`) raises
-    InvalidCommand, since the end would be read as UTC."""
-    word, _, rest = reason.partition(" ")
-    if not _ISO.fullmatch(until) or until.endswith("Z") or _OFFSET.search(until[10:]):
-        return reason
-    if word.upper() in _UTC_WORDS:
-        return rest.strip()
-    english = not word.isupper() and word.lower() in _ENGLISH_WORDS
-    abbreviation = word.upper() in _ZONE_ABBREVIATIONS and not english
-    if abbreviation or _TYPED_OFFSET.fullmatch(word) or _is_zone_name(word):
-        raise InvalidCommand(
-            f"`{shown(word)}` is not a time zone I read: a freeze's end is read in UTC, or give "
-            f"its offset, such as `{until.replace(' ', 'T')}+01:00`."
-        )
-    return reason
-
-
-def _is_zone_name(word: str) -> bool:
-    if "/" not in word:
-        return False
-    try:
-        ZoneInfo(word)
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-        return False
-    return True
-
-
-def freeze_end(text: str, now: datetime) -> datetime:
-    """When an ad hoc freeze ends: `now` plus a duration (`2h`, `72h`), or a time
-    (`2026-12-24 18:00`, UTC unless it names an offset such as `+01:00`). Raises
-    InvalidCommand for an unreadable text or an end that is not in the future or is more than
-    MAX_DURATION (30 days) away."""
-    if _ISO.fullmatch(text):
-        too_far = InvalidCommand(
-            f"`{text}` is too far ahead: a freeze lasts at most 30 days "
-            f"(`{format_duration(MAX_DURATION)}`)."
-        )
-        try:
-            # `9:00`, which `_ISO` takes, as `fromisoformat` reads it: `09:00`.
-            until = datetime.fromisoformat(re.sub(r"T([0-9]):", r"T0\1:", text.replace(" ", "T")))
-            until = (until if until.tzinfo is not None else until.replace(tzinfo=UTC)).astimezone(
-                UTC
-            )
-        except ValueError:
-            raise InvalidCommand(f"`{text}` is not a date and time I can read.") from None
-        except OverflowError:  # past datetime's last year once in UTC
-            raise too_far from None
-        if until <= now:
-            raise InvalidCommand(f"`{text}` is in the past: a freeze must end in the future.")
-        if until > now + MAX_DURATION:
-            raise too_far
-        return until
-    try:
-        return now + parse_duration(text)
-    except ValueError as error:
-        raise InvalidCommand(
-            f"{error}; or give an end time such as `2026-12-24 18:00` (UTC) or "
-            "`2026-12-24T18:00+01:00`."
-        ) from None

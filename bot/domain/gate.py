@@ -147,6 +147,11 @@ class GateVerdict:
         elif baseline is not None and unusable_baseline(baseline):
             what = f"baseline_crash_rate {format_rate(baseline)}"
             why = f"is {format_rate(baseline * 100)}%: no crash rate reaches a limit drawn from it"
+        elif baseline is not None and unusable_limit(baseline, multiplier := self.crash_multiplier):
+            limit = format_rate(exact_product(baseline, multiplier.copy_abs()) * 100)
+            what = f"baseline_crash_rate {format_rate(baseline)}"
+            why = f"times crash_multiplier {format_rate(multiplier)} is a limit of {limit}%"
+            why += ": no crash rate exceeds it"
         else:
             what, why = f"crash_multiplier {format_rate(self.crash_multiplier)}", "is negative"
         return (
@@ -240,16 +245,19 @@ def evaluate_track(
     error_threshold: Decimal | None,
     sample: int | None = None,
     min_sample: int = 0,
+    fixed_baseline: bool = False,
 ) -> GateVerdict:
     """A plan track's gate. A plan saved before plan files refused an error threshold of 1
     or more and -0, or a baseline crash rate above 1, may hold them: a rule on such a figure is
     not applied (1 is 100%, which no error rate exceeds; -0 is no limit a person meant; a
     baseline of 2 makes a limit no crash rate reaches), the others are, and when none of them
     fails the gate holds, INCONCLUSIVE for UNUSABLE_THRESHOLD: never a PASS, never a crash of
-    the gate."""
+    the gate. So is a `fixed_baseline` (the plan's number, not read live) whose limit is 1 or
+    more (`1` or `0.5` meant as percentages)."""
     bad_multiplier = crash_multiplier.is_signed()
     bad_error = error_threshold is not None and unusable_error_threshold(error_threshold)
-    bad_baseline = unusable_baseline(baseline_crash)
+    bad_limit = fixed_baseline and unusable_limit(baseline_crash, crash_multiplier)
+    bad_baseline = unusable_baseline(baseline_crash) or bad_limit
     multiplier = crash_multiplier.copy_abs()
     if gate is GateKind.RELAY:
         assert error_threshold is not None  # required for relay gates
@@ -283,6 +291,14 @@ def evaluate_track(
     if failed and not (bad_multiplier and verdict.reason is GateReason.CRASH_RATE):
         return shown  # a rule on usable figures failed: rolling back is always safe
     return replace(shown, verdict=Verdict.INCONCLUSIVE, reason=GateReason.UNUSABLE_THRESHOLD)
+
+
+def unusable_limit(baseline: Decimal | None, crash_multiplier: Decimal) -> bool:
+    """A baseline whose limit (times the multiplier) is 1 or more: no crash rate exceeds it
+    (`1` meant as 1%). Plan files refuse it as a fixed baseline; one saved before may hold it."""
+    if baseline is None or not (baseline.is_finite() and crash_multiplier.is_finite()):
+        return False
+    return baseline > 0 and exact_product(baseline, crash_multiplier.copy_abs()) >= 1
 
 
 def exact_product(a: Decimal, b: Decimal) -> Decimal:

@@ -2,11 +2,12 @@
 
 A request is refused, in this order, when it comes from outside the release channels (a form
 comes from the channel of the click that opened it, judged again when it is submitted), when
-its person is not a release
-approver, when its card no longer applies to the rollout as it stands (a stale card: a Promote
-of a stage that moved on, or drawn for another hold), and when the plan's two-person rule binds
-its person (the starter). A Promote overrides an INCONCLUSIVE or missed gate only when its card
-was drawn for that override (its button asked to confirm it); a command never overrides.
+its person is not a release approver, when it types figures for a track whose gate reads them
+from a metrics source (typed figures could pass a stage its live metrics fail), when its card
+no longer applies to the rollout as it stands (a stale card: a Promote of a stage that moved
+on, or drawn for another hold), and when the plan's two-person rule binds its person (the
+starter). A Promote overrides an INCONCLUSIVE or missed gate only when its card was drawn for
+that override (its button asked to confirm it); a command never overrides.
 The service that applies this rule is `bot.services.access`.
 """
 
@@ -16,7 +17,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from bot.domain.controls import CardRef, Control, Hold, card_applies
-from bot.domain.plan import PromoteMode, RolloutPlan, TwoPersonAction
+from bot.domain.plan import (
+    ManualMetrics,
+    PrometheusMetrics,
+    PromoteMode,
+    RolloutPlan,
+    SentryMetrics,
+    TwoPersonAction,
+)
 from bot.domain.rollout import Rollout
 
 VERBS = {
@@ -56,6 +64,8 @@ class Refused(StrEnum):
     """Its person is not a release approver."""
     STALE = "stale"
     """Its card no longer applies to the rollout as it stands."""
+    READ_FIGURES = "read_figures"
+    """It types figures for a track whose gate reads them from a metrics source."""
     TWO_PERSON = "two_person"
     """The plan's two-person rule binds its person."""
 
@@ -110,6 +120,8 @@ def refusal(
         return Refusal(Refused.APPROVER, not_an_approver(VERBS[control]))
     if rollout is None or plan is None or card is None:
         return None
+    if control is Control.FIGURES and (read := figures_read(plan, card.track)) is not None:
+        return Refusal(Refused.READ_FIGURES, read)
     if not card_applies(control, rollout, plan, card):
         return Refusal(Refused.STALE)
     two_person = two_person_refusal(
@@ -124,6 +136,30 @@ def overrides(card: CardRef) -> bool:
     """Whether a Promote from this card overrides its stage's hold: only a card drawn for an
     INCONCLUSIVE (or missed) gate does (its button asked to confirm that)."""
     return card.hold in (Hold.INCONCLUSIVE, Hold.UNGATED)
+
+
+def figures_read(plan: RolloutPlan, track: str | None) -> str | None:
+    """Why nobody may type the figures of `track`'s gate, or None when people type them (its
+    `metrics.source` is `manual`). A gate that reads its figures itself (Prometheus, Sentry,
+    the plan's static figures) never takes typed ones: good figures typed by hand would pass
+    a canary its live metrics fail."""
+    try:
+        plan_track = plan.track(track or "")
+    except KeyError:
+        return None  # no such track: the card is stale
+    metrics = plan_track.metrics
+    if isinstance(metrics, ManualMetrics):
+        return None
+    if isinstance(metrics, PrometheusMetrics):
+        source = "Prometheus"
+    elif isinstance(metrics, SentryMetrics):
+        source = "Sentry"
+    else:
+        source = "the plan's static figures"
+    return (
+        f"{plan_track.label} reads its gate's figures from {source}: figures typed by hand are "
+        "not taken, and nothing was changed. Use Re-evaluate now on the card to read them again."
+    )
 
 
 def not_an_approver(action: str) -> str:

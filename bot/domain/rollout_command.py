@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from bot.domain.errors import InvalidCommand, InvalidTag
-from bot.domain.freeze import zone_after_end
+from bot.domain.freeze_until import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.rollout_help import HELP
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
@@ -38,6 +38,13 @@ _UNQUOTED_AT = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"\S+")
+# A word that goes on a time (a zone, an offset, am or pm, a time of day) typed after an
+# unquoted `--at` value, which takes only a word and a time of day (`--at tue 09:00 UTC`).
+_TIME_WORD = re.compile(
+    r"(?-i:[A-Z]{2,5})|utc|gmt|am|pm|[a-z_]+/[a-z_/]+"
+    r"|(?:utc|gmt)?[+-][0-9]{1,2}(?::?[0-9]{2})?|[0-9]{1,2}(?::[0-9]{2})?(?:am|pm)?",
+    re.IGNORECASE,
+)
 
 
 class Subcommand(StrEnum):
@@ -131,7 +138,7 @@ class Help:
 @dataclass(frozen=True)
 class Freeze:
     """Freeze starts and dispatches until `until` (a duration or a time, read by the service
-    against its clock: `bot.domain.freeze.freeze_end`), for `reason`."""
+    against its clock: `bot.domain.freeze_until.freeze_end`), for `reason`."""
 
     name: ClassVar[Subcommand] = Subcommand.FREEZE
     until: str
@@ -322,6 +329,15 @@ def _start(text: str) -> Start:
         if name in values:
             raise InvalidCommand(f"`--{name}` is given twice: give it once.")
         values[name], at = _option_value(text, at + text.startswith("=", at), name)
+        following = _WORD.search(text, at)
+        unquoted = name == "at" and not text[:at].rstrip().endswith(tuple(_QUOTES))
+        if unquoted and following is not None and _TIME_WORD.fullmatch(following[0]):
+            time = f"{values[name]} {following[0]}"
+            raise InvalidCommand(
+                f"`{shown(following[0])}` stands after `--at {shown(values[name])}`, which "
+                f'takes a word and a time of day unquoted: quote the whole time, `--at "'
+                f'{shown(time)}"`.'
+            )
     if not tags:
         raise InvalidCommand("start needs a release tag: `/rollout start <tag> [--flags-ready]`.")
     if len(tags) > 1:

@@ -14,6 +14,7 @@ second once the first is past; one the clocks skip is read an hour later (`zonei
 
 from __future__ import annotations
 
+import calendar
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -54,6 +55,15 @@ _DURATION = re.compile(
 _CLOCK_TIME = re.compile(
     r"(?<![0-9:+-])[0-9]{1,2}:[0-9]{2}|(?<![0-9:])[0-9]{1,2} ?(?:am|pm)\b", re.IGNORECASE
 )
+
+# A time written with a dot (`9.30pm`, `21.30`: no day and month) or an h (`9h30`), which
+# dateutil misreads (`9.30pm` as 21:00) or the duration and day/month checks would name.
+_DOTTED_TIME = re.compile(
+    r"(?<![0-9:/.-])([0-9]{1,2})\.([0-5][0-9])( ?(?:am|pm)\b)?(?![0-9:./-])", re.IGNORECASE
+)
+_H_TIME = re.compile(r"(?<![A-Za-z0-9:])([0-9]{1,2})h([0-5][0-9])(?![0-9A-Za-z])", re.IGNORECASE)
+_FEBRUARY_29 = re.compile(r"\bfeb[a-z]*\.? *29\b|\b29 *feb|-02-29", re.IGNORECASE)
+_YEAR = re.compile(r"(?<![0-9])[0-9]{4}(?![0-9])")
 
 
 class ZoneNeeded(InvalidCommand):
@@ -143,6 +153,7 @@ def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     words = typed.strip().split(maxsplit=1)
     if not words:
         raise InvalidCommand(f"--at needs a time: {EXAMPLES}.")
+    _refuse_time_without_colon(text)
     duration = _DURATION.search(text)
     if duration is not None:
         raise InvalidCommand(
@@ -183,11 +194,36 @@ def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     if when <= now:
         raise InvalidCommand(f"`{shown(text)}` is in the past: a start is scheduled ahead.")
     if when > now + MAX_AHEAD:
-        raise InvalidCommand(
-            f"`{shown(text)}` is too far ahead: a start is scheduled at most "
-            f"{MAX_AHEAD.days} days ahead."
-        )
+        raise _too_far(text)
     return when
+
+
+def _too_far(text: str) -> InvalidCommand:
+    return InvalidCommand(
+        f"`{shown(text)}` is too far ahead: a start is scheduled at most "
+        f"{MAX_AHEAD.days} days ahead."
+    )
+
+
+def _refuse_time_without_colon(text: str) -> None:
+    """Raise InvalidCommand for a time of day written with a dot (`9.30pm`; `9.12` stays a
+    day and month, refused as such) or an h (`9h30`, which is a duration too): say how to
+    write it."""
+    dotted = _DOTTED_TIME.search(text)
+    if dotted is not None:
+        hour, minute, half = int(dotted[1]), dotted[2], (dotted[3] or "").strip()
+        if half or (12 < hour <= 23 and int(minute) > 12):  # no month is over 12
+            raise InvalidCommand(
+                f"`{shown(dotted.group())}` is a time written with a dot: write it with a "
+                f'colon, `--at "{hour}:{minute}{half}"` ({EXAMPLES}).'
+            )
+    written = _H_TIME.search(text)
+    if written is not None and int(written[1]) <= 23:
+        raise InvalidCommand(
+            f"`{shown(written.group())}` could be a time of day or a duration: --at takes the "
+            f"time the dispatch goes, written with a colon, `--at {int(written[1]):02d}:"
+            f"{written[2]}` ({EXAMPLES})."
+        )
 
 
 def _read(text: str, rest: str, base: datetime, zone: tzinfo | None) -> datetime:
@@ -202,7 +238,9 @@ def _read(text: str, rest: str, base: datetime, zone: tzinfo | None) -> datetime
         # Read again on another hour: an hour that moved with it was not given.
         second = parser.parse(rest, default=base.replace(hour=1), tzinfos=_offset)
         first.utcoffset()  # an offset of a day or more (`+25:00`) fails here
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError) as error:
+        if "day is out of range" in str(error):  # dateutil's words: `feb 30`, `apr 31`
+            raise _no_such_day(text, base) from None
         raise unreadable from None
     if first.hour != second.hour:
         raise InvalidCommand(f"`{shown(text)}` names no time of day: {EXAMPLES}.")
@@ -211,6 +249,20 @@ def _read(text: str, rest: str, base: datetime, zone: tzinfo | None) -> datetime
     if zone is None:
         raise ZoneNeeded(f"`{shown(text)}` names no offset and no time zone was given.")
     return first.replace(tzinfo=zone)
+
+
+def _no_such_day(text: str, base: datetime) -> InvalidCommand:
+    """A date its month does not have; for February 29, the year that has none: the one typed,
+    else the next February's (a leap year's is more than MAX_AHEAD away)."""
+    if not _FEBRUARY_29.search(text):
+        return InvalidCommand(f"`{shown(text)}` names a day its month does not have.")
+    typed = _YEAR.search(text)
+    year = int(typed[0]) if typed else base.year + (base.month > 2)
+    if calendar.isleap(year):
+        return _too_far(text)
+    return InvalidCommand(
+        f"`{shown(text)}`: February 29 does not exist in {year}, which is not a leap year."
+    )
 
 
 def _named_offset(rest: str) -> tzinfo | None:

@@ -22,6 +22,7 @@ from bot.domain.freeze import (
     LaneRefusal,
     Locked,
     TrackCompletion,
+    followed,
     freeze_in_force,
     freezes_in_force,
     lane_refusal,
@@ -250,11 +251,13 @@ class ReleaseLane:
     ) -> Freeze | None:
         """Record an approver's override of the freezes in force for one rollout (its dispatch
         then passes while one of them is the freeze judged; for a dispatch scheduled `at` a
-        later time, those known then): the freeze overridden that ends latest, or None when
-        nothing is frozen."""
+        later time, those known then): the freeze overridden that ends latest (with those that
+        follow it, for its words), or None when nothing is frozen."""
         now = self.clock()
-        frozen = freezes_in_force(self.plan.freezes, await self.holds.current(), at or now)
-        freeze = max(frozen, key=lambda each: each.until, default=None)
+        holds = await self.holds.current()
+        frozen = freezes_in_force(self.plan.freezes, holds, at or now)
+        latest = max(frozen, key=lambda each: each.until, default=None)
+        freeze = None if latest is None else followed(latest, self.plan.freezes, holds, at or now)
         if freeze is not None:
             hold = LaneHold(
                 override_kind(rollout_id),

@@ -12,7 +12,8 @@ from dataclasses import KW_ONLY, dataclass, replace
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
-from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, LaneHold, Locked, freeze_end, lock_of
+from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, Freeze, LaneHold, Locked, lock_of
+from bot.domain.freeze_until import freeze_end
 from bot.domain.rollout import FreezeOverridden, Rollout, ScheduleFrozen
 from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
@@ -43,6 +44,9 @@ class Froze:
 
     asked: LaneHold
     in_force: LaneHold
+    lane: Freeze | None = None
+    """The freeze the lane shows afterwards, with those that follow it: deploys may stay
+    frozen after `in_force` ends (the plan's weekend right after it)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ class LaneControls:
                     )
             if in_force == asked:
                 await self._tell_scheduled(asked)
-            return Froze(asked, in_force)
+            return Froze(asked, in_force, (await self.lane.state()).freeze)
 
     async def _tell_scheduled(self, freeze: LaneHold) -> None:
         """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold

@@ -22,9 +22,29 @@ from bot.services.lane import LaneState
 
 
 def freeze_text(freeze: Freeze) -> str:
-    """`Deploys are frozen by @ann until <time>: reason` (or by the plan's calendar entry)."""
-    by = person(freeze.actor) if freeze.actor else f"the plan's `{freeze.calendar}` freeze"
-    return f"Deploys are frozen by {by} until {slack_time(freeze.until)}: {escape(freeze.reason)}"
+    """`Deploys are frozen by @ann until <time>: reason` (or by the plan's calendar entry); when
+    other freezes follow it with no gap, until the lane is next free, naming each in turn
+    (`frozen beyond <time>` when they go on past the horizon, `FOLLOWED_FOR`)."""
+    if not freeze.then and not freeze.beyond:
+        return (
+            f"Deploys are frozen by {freeze_name(freeze)} until {slack_time(freeze.until)}: "
+            f"{escape(freeze.reason)}"
+        )
+    each = ", then ".join(
+        f"{freeze_name(one)} ({escape(one.reason)}) until {slack_time(one.until)}"
+        for one in (freeze, *freeze.then)
+    )
+    if freeze.beyond:
+        return (
+            f"Deploys are frozen beyond {slack_time(freeze.free_at)}: {each}, and freezes "
+            "follow one another after it"
+        )
+    return f"Deploys are frozen until {slack_time(freeze.free_at)}: {each}"
+
+
+def freeze_name(freeze: Freeze) -> str:
+    """Who or what froze: `@ann`, or `the plan's `weekend` freeze`."""
+    return person(freeze.actor) if freeze.actor else f"the plan's `{freeze.calendar}` freeze"
 
 
 def lock_text(lock: LaneHold) -> str:
@@ -90,9 +110,16 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     )
 
 
-def frozen_answer(asked: LaneHold, in_force: LaneHold) -> str:
+def frozen_answer(asked: LaneHold, in_force: LaneHold, *, lane: Freeze | None = None) -> str:
     """A `/rollout freeze`: the freeze `asked`, or, when a freeze `in_force` ends later, that
-    it stays (a freeze is never shortened by another)."""
+    it stays (a freeze is never shortened by another); and, when the `lane` stays frozen after
+    it (the plan's calendar, freezes that follow), until when."""
+    assert asked.until is not None and in_force.until is not None  # a freeze always ends
+    after = f" {freeze_text(lane)}." if lane is not None and lane.free_at > in_force.until else ""
+    return _frozen(asked, in_force) + after
+
+
+def _frozen(asked: LaneHold, in_force: LaneHold) -> str:
     assert asked.until is not None and in_force.until is not None  # a freeze always ends
     if in_force != asked:
         return (
@@ -109,10 +136,13 @@ def frozen_answer(asked: LaneHold, in_force: LaneHold) -> str:
     )
 
 
-def unfrozen_answer(actor: str, removed: LaneHold) -> str:
+def unfrozen_answer(actor: str, removed: LaneHold, *, lane: Freeze | None = None) -> str:
+    """A `/rollout unfreeze`: the freeze lifted, and the `lane`'s freeze that stays (the
+    plan's calendar), if any."""
+    still = f" {freeze_text(lane)}." if lane is not None else ""
     return (
         f":sunny: {person(actor)} lifted the freeze by {person(removed.actor)} "
-        f"({escape(removed.reason)})."
+        f"({escape(removed.reason)}).{still}"
     )
 
 

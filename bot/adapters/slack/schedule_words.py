@@ -64,10 +64,18 @@ def card_line(schedule: Schedule) -> str:
 def held_then_text(held: Frozen) -> str:
     """A scheduled dispatch that a freeze known now covers: it will be held at its time."""
     at = slack_time(held.at) if held.at is not None else "its time"
+    if held.freeze.calendar is not None:
+        # `/rollout unfreeze` lifts only a `/rollout freeze`: the plan's window stays.
+        goes = (
+            f"It goes only if the plan's `{held.freeze.calendar}` freeze is changed to leave "
+            "that time free (`/rollout unfreeze` does not lift a freeze of the plan); once it "
+            "is held, an approver may click Dispatch, then *Override freeze…* with a reason."
+        )
+    else:
+        goes = "It goes only if that freeze is lifted (`/rollout unfreeze`) or ends before then."
     return (
         f":warning: The dispatch scheduled for {at} will be held then: "
-        f"{freeze_text(held.freeze)}. It goes only if that freeze is lifted "
-        "(`/rollout unfreeze`) or ends before then."
+        f"{freeze_text(held.freeze)}. {goes}"
     )
 
 

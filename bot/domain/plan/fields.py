@@ -45,27 +45,47 @@ rules below came after some rollouts started; a stored plan that breaks them sta
 (to roll it back, to draw its card), and a plan file that breaks them is refused."""
 
 
-def _loaded(info: ValidationInfo) -> bool:
+def loaded(info: ValidationInfo) -> bool:
+    """Whether the plan is being loaded from its file (its rules all apply), not read back
+    from storage (`STORED_PLAN`: a rule that came after the rollout started is not applied)."""
     return not (isinstance(info.context, dict) and info.context.get("stored"))
 
 
 def _unsigned(value: Decimal, info: ValidationInfo) -> Decimal:
     # `ge=0` lets -0 through, and no gate can use a signed figure (`bot.domain.gate`).
-    if value.is_signed() and _loaded(info):
+    if value.is_signed() and loaded(info):
         raise ValueError(f"{value} is negative: write 0")
     return value
 
 
 def _fraction(value: Decimal, info: ValidationInfo) -> Decimal:
-    if value > 1 and _loaded(info):
+    if value > 1 and loaded(info):
         raise ValueError(f"{value} is above 1 (100%): rates are fractions (0.01 = 1%)")
+    return value
+
+
+def as_fraction(rate: Decimal) -> str:
+    """What to write for `rate` meant as a percentage: `0.01 for 1%` (`1` meant)."""
+    meant = rate if rate < 100 else Decimal(1)
+    return f"{format_rate(meant / 100)} for {format_rate(meant)}%"
+
+
+def _baseline(value: Decimal, info: ValidationInfo) -> Decimal:
+    """A baseline crash rate: 1 is every session crashing, so `1` is almost surely 1%; with
+    the default multiplier its limit is one no crash rate exceeds, and its crash rule could
+    never fail."""
+    if value >= 1 and loaded(info):
+        raise ValueError(
+            f"{value} is {format_rate(value * 100)}%: a baseline crash rate is below 1 (100%, "
+            f"every session crashing); rates are fractions: write {as_fraction(value)}"
+        )
     return value
 
 
 def _below_one(value: Decimal, info: ValidationInfo) -> Decimal:
     """An error threshold: an error rate (errors / requests) never exceeds 1, so a threshold
     of 1 or more (`1` meant as 1%) could never roll back."""
-    if value >= 1 and _loaded(info):
+    if value >= 1 and loaded(info):
         shown = format_rate(value * 100)
         raise ValueError(
             f"{value} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
@@ -78,6 +98,8 @@ Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_unsi
 Fraction_ = Annotated[Rate, AfterValidator(_fraction)]
 """A rate: a fraction from 0 to 1 (0.01 = 1%), as SPEC writes every rate."""
 ErrorThreshold = Annotated[Rate, AfterValidator(_below_one)]
+BaselineRate = Annotated[Rate, AfterValidator(_baseline)]
+"""A baseline crash rate: a fraction below 1 (0.001 = 0.1%)."""
 _KEY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,14 +14,17 @@ from pydantic import (
     StringConstraints,
 )
 
-from bot.domain.gate import GateKind, GateVerdict, evaluate_track
+from bot.domain.gate import GateKind, GateVerdict, evaluate_track, format_rate
 from bot.domain.plan.fields import (
+    BaselineRate,
     Count,
     ErrorThreshold,
     Fraction_,
     Key,
+    Path_,
     PlanModel,
     Rate,
+    as_fraction,
 )
 
 
@@ -40,6 +43,7 @@ class Thresholds(PlanModel):
         current_crash: Decimal | None,
         current_error: Decimal | None = None,
         sample: int | None = None,
+        fixed_baseline: bool = False,
     ) -> GateVerdict:
         """The gate on these figures with these limits (`evaluate_track`: a saved plan's
         unusable threshold holds the gate)."""
@@ -52,6 +56,7 @@ class Thresholds(PlanModel):
             error_threshold=self.error_threshold if gate is GateKind.RELAY else None,
             sample=sample,
             min_sample=self.min_sample,
+            fixed_baseline=fixed_baseline,
         )
 
 
@@ -67,7 +72,7 @@ class StaticMetrics(PlanModel):
     """Fixed figures from the plan: tests, the demo, dry runs."""
 
     source: Literal["static"]
-    baseline_crash_rate: Fraction_
+    baseline_crash_rate: BaselineRate
     stages: dict[Key, StageFigures] = Field(default_factory=dict)
     file: Path | None = None
     """A YAML file with `baseline_crash_rate` and `stages`, read again at every gate and
@@ -78,7 +83,7 @@ class ManualMetrics(PlanModel):
     """The runbook's human flow: at the end of a window the approvers type the observed rates."""
 
     source: Literal["manual"]
-    baseline_crash_rate: Fraction_
+    baseline_crash_rate: BaselineRate
 
 
 PLACEHOLDERS = ("window", "since_start", "tag", "stage", "track", "service")
@@ -123,7 +128,7 @@ class PrometheusMetrics(PlanModel):
     """Live figures from Prometheus (PROMETHEUS_URL), one PromQL template per metric."""
 
     source: Literal["prometheus"]
-    baseline_crash_rate: Fraction_
+    baseline_crash_rate: BaselineRate
     """The fixed baseline: the workflow's baseline inputs, and the gate's without a query."""
     crash_rate: PrometheusQuery
     error_rate: PrometheusQuery | None = None
@@ -133,7 +138,7 @@ class SentryMetrics(PlanModel):
     """Crash rates from Sentry release health (SENTRY_ORG, SENTRY_PROJECT, SENTRY_TOKEN)."""
 
     source: Literal["sentry"]
-    baseline_crash_rate: Fraction_
+    baseline_crash_rate: BaselineRate
     release: QueryTemplate = "$tag"
     """The Sentry release name of the tag being rolled out (e.g. `scriptum-desktop@$tag`)."""
     environment: QueryTemplate | None = None
@@ -148,3 +153,31 @@ Metrics = Annotated[
     StaticMetrics | ManualMetrics | PrometheusMetrics | SentryMetrics,
     Field(discriminator="source"),
 ]
+
+
+def fixed_baseline(metrics: Metrics) -> Decimal | None:
+    """The baseline crash rate the gate judges by when it is the plan's fixed number, or None
+    when the gate reads it live (`crash_rate.baseline`, `baseline_query`)."""
+    if isinstance(metrics, PrometheusMetrics) and metrics.crash_rate.baseline is not None:
+        return None
+    if isinstance(metrics, SentryMetrics) and metrics.baseline_query is not None:
+        return None
+    return metrics.baseline_crash_rate
+
+
+def crash_limit_problems(thresholds: Thresholds, metrics: Metrics) -> Iterable[tuple[Path_, str]]:
+    """A fixed baseline whose limit (baseline x crash_multiplier) is 1 or more: no crash rate
+    exceeds it, so the crash rule could never fail (`0.5` meant as 0.5%)."""
+    baseline = fixed_baseline(metrics)
+    multiplier = thresholds.crash_multiplier
+    if baseline is None or baseline >= 1 or baseline * multiplier < 1:
+        return  # read live, refused on its own, or a limit a crash rate can exceed
+    limit = format_rate(baseline * multiplier * 100)
+    mend = "lower crash_multiplier"  # a baseline below 1% is no percentage mistaken
+    if baseline >= Decimal("0.01"):
+        mend = f"rates are fractions: write {as_fraction(baseline)}"
+    yield (
+        ("metrics", "baseline_crash_rate"),
+        f"{baseline} with crash_multiplier {multiplier} is a limit of {limit}%: no crash rate "
+        f"exceeds it, so the crash rule could never fail ({mend})",
+    )

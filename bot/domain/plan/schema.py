@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, ValidationInfo, model_validator
 
 from bot.domain.gate import GateKind, GateVerdict, format_rate
 from bot.domain.members import member
@@ -24,6 +24,7 @@ from bot.domain.plan.fields import (
     Problems,
     Text,
     dotted,
+    loaded,
 )
 from bot.domain.plan.freezes import CalendarFreeze
 from bot.domain.plan.inputs import (
@@ -39,6 +40,8 @@ from bot.domain.plan.metrics import (
     SentryMetrics,
     StaticMetrics,
     Thresholds,
+    crash_limit_problems,
+    fixed_baseline,
 )
 
 
@@ -184,11 +187,14 @@ class Track(PlanModel):
             current_crash=current_crash,
             current_error=current_error,
             sample=sample,
+            fixed_baseline=fixed_baseline(self.metrics) is not None,
         )
 
     @model_validator(mode="after")
-    def _cross_check(self) -> Track:
+    def _cross_check(self, info: ValidationInfo) -> Track:
         problems = [*self._stage_problems(), *self._gate_problems(), *self._metrics_problems()]
+        if loaded(info):  # a rule that came after some rollouts started (`STORED_PLAN`)
+            problems.extend(crash_limit_problems(self.thresholds, self.metrics))
         if problems:
             raise Problems(problems)
         return self

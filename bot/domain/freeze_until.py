@@ -1,0 +1,96 @@
+"""The end a `/rollout freeze` names: a duration or a time, UTC unless it gives its offset;
+a zone typed after it is refused rather than read as UTC (`bot.domain.freeze` applies it)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
+from bot.domain.errors import InvalidCommand
+from bot.domain.text import shown
+
+_OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}$")
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?:Z|[+-].*)?")
+
+
+_UTC_WORDS = frozenset({"UTC", "GMT", "Z"})
+_ZONE_ABBREVIATIONS = frozenset(
+    {"CET", "CEST", "EET", "EEST", "WET", "WEST", "BST", "IST", "EST", "EDT", "CST", "CDT"}
+    | {"MST", "MDT", "PST", "PDT", "AKST", "AKDT", "HST", "JST", "KST", "AEST", "AEDT"}
+    | {"ACST", "ACDT", "AWST", "NZST", "NZDT", "MSK", "SGT", "HKT"}
+)
+"""Zone abbreviations a person may type after a freeze's end (`18:00 CET`, `18:00 pst`: in any
+case): ambiguous (IST, CST, BST name several zones), so they are refused rather than read as
+UTC."""
+_ENGLISH_WORDS = frozenset({"wet", "west"})
+"""Abbreviations that are English words: unless in capitals, they begin a reason (`West
+region move`)."""
+_TYPED_OFFSET = re.compile(r"(?:UTC|GMT)?[+-][0-9]{1,2}(?::?[0-9]{2})?", re.IGNORECASE)
+"""An offset typed apart from the end (`18:00 +01:00`, `18:00 GMT-5`): refused too, since the
+end would be read as UTC with the offset taken for the reason."""
+
+
+def zone_after_end(until: str, reason: str) -> str:
+    """The reason of `/rollout freeze <until> <reason>`, once a zone typed after an end time
+    is taken off it: `UTC` or `GMT` (the end is UTC anyway); a zone abbreviation (`CET`), an
+    IANA name (`Europe/Berlin`) or an offset apart from the time (`+01:00`, `GMT-5`) raises
+    InvalidCommand, since the end would be read as UTC."""
+    word, _, rest = reason.partition(" ")
+    if not _ISO.fullmatch(until) or until.endswith("Z") or _OFFSET.search(until[10:]):
+        return reason
+    if word.upper() in _UTC_WORDS:
+        return rest.strip()
+    english = not word.isupper() and word.lower() in _ENGLISH_WORDS
+    abbreviation = word.upper() in _ZONE_ABBREVIATIONS and not english
+    if abbreviation or _TYPED_OFFSET.fullmatch(word) or _is_zone_name(word):
+        raise InvalidCommand(
+            f"`{shown(word)}` is not a time zone I read: a freeze's end is read in UTC, or give "
+            f"its offset, such as `{until.replace(' ', 'T')}+01:00`."
+        )
+    return reason
+
+
+def _is_zone_name(word: str) -> bool:
+    if "/" not in word:
+        return False
+    try:
+        ZoneInfo(word)
+    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
+
+
+def freeze_end(text: str, now: datetime) -> datetime:
+    """When an ad hoc freeze ends: `now` plus a duration (`2h`, `72h`), or a time
+    (`2026-12-24 18:00`, UTC unless it names an offset such as `+01:00`). Raises
+    InvalidCommand for an unreadable text or an end that is not in the future or is more than
+    MAX_DURATION (30 days) away."""
+    if _ISO.fullmatch(text):
+        too_far = InvalidCommand(
+            f"`{text}` is too far ahead: a freeze lasts at most 30 days "
+            f"(`{format_duration(MAX_DURATION)}`)."
+        )
+        try:
+            # `9:00`, which `_ISO` takes, as `fromisoformat` reads it: `09:00`.
+            until = datetime.fromisoformat(re.sub(r"T([0-9]):", r"T0\1:", text.replace(" ", "T")))
+            until = (until if until.tzinfo is not None else until.replace(tzinfo=UTC)).astimezone(
+                UTC
+            )
+        except ValueError:
+            raise InvalidCommand(f"`{text}` is not a date and time I can read.") from None
+        except OverflowError:  # past datetime's last year once in UTC
+            raise too_far from None
+        if until <= now:
+            raise InvalidCommand(f"`{text}` is in the past: a freeze must end in the future.")
+        if until > now + MAX_DURATION:
+            raise too_far
+        return until
+    try:
+        return now + parse_duration(text)
+    except ValueError as error:
+        raise InvalidCommand(
+            f"{error}; or give an end time such as `2026-12-24 18:00` (UTC) or "
+            "`2026-12-24T18:00+01:00`."
+        ) from None
