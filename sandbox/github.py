@@ -35,6 +35,7 @@ from sandbox.github_requests import RATE_LIMIT, ForcedFailure, RecordedRequest, 
 from sandbox.github_routes import RunRoutes
 from sandbox.github_rules import AppWebhook, RuleRoutes
 from sandbox.github_runs import Ids
+from sandbox.github_variation import GitHubVariation
 from sandbox.loopback import LoopbackServer
 from sandbox.workflows import Workflow
 
@@ -63,8 +64,12 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         fault_delay: float = 2.0,
         retry_after: int = 1,
         app: SandboxApp | None = None,
+        variation: GitHubVariation | None = None,
     ) -> None:
         self.token = token
+        self.variation = variation
+        """Answers within GitHub's reference but unlike the regular ones (`github_variation`):
+        short pages, other orders, unknown fields, nullable fields null; None: off."""
         self.actor = actor
         self.enterprise = enterprise
         self.clock = clock or SystemClock()
@@ -109,10 +114,10 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         """The rule's App's webhook (`protection_rule`): the bot's `/github/webhook` while up."""
         self.check_run_links = False
         """Deployment statuses link the job as its check run (`.../runs/{job_id}`)."""
-        self.lists_oldest_first = False
+        self.lists_oldest_first = variation is not None
         """Deployments and a deployment's statuses are listed oldest first: GitHub's reference
         ("List deployments", "List deployment statuses") promises no order (GitHub lists
-        them newest first, the default here)."""
+        them newest first, the default here, but in the variation mode)."""
         self.pending_lists_rules = True
         """`pending_deployments` lists the waits for a custom rule too (GitHub describes it as
         the environments "waiting for protection rules to pass"); False: reviewers' only."""
@@ -242,6 +247,8 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         return bool(self._every_repository or repository.callbacks)
 
     def queue_event(self, repository: SimRepository, name: str, payload: Json) -> None:
+        if self.variation is not None:
+            payload = self.variation.payload(payload)
         self._outbox.append((repository, name, payload))
 
     def queue_app_event(self, name: str, payload: Json) -> None:

@@ -25,6 +25,7 @@ from sandbox.github_faults import (
 from sandbox.github_json import Json
 from sandbox.github_routes import ACTOR, BODY, DOWNLOAD_PREFIX, json_response
 from sandbox.github_runs import ActionsError
+from sandbox.github_variation import GitHubVariation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RATE_LIMIT = 5000
@@ -73,6 +74,7 @@ class RequestPipeline:
     rate_limit_remaining: int
     fault_delay: float
     retry_after: int
+    variation: GitHubVariation | None
     _api_path: str
     _forced: list[ForcedFailure]
     _faults: FaultPlan
@@ -189,6 +191,8 @@ class RequestPipeline:
             )
         )
         self.schedule_flush()
+        if self.variation is not None:
+            self.variation.lower_header_names(response)
         if fault is FaultKind.ACCEPT_THEN_DROP and request.transport is not None:
             request.transport.abort()  # the request took effect; its answer is never sent
         return response
@@ -259,6 +263,8 @@ class RequestPipeline:
             response = json_response(shapes.error("Not Found", 404), 404)
         except ActionsError as exc:
             response = json_response(shapes.error(exc.message, exc.status), exc.status)
+        if self.variation is not None and isinstance(response, web.Response):
+            response = self._varied(request.method, path, response)
         if (
             request.method == "GET"
             and response.status == 200
@@ -272,6 +278,15 @@ class RequestPipeline:
         self.rate_limit_remaining = max(self.rate_limit_remaining - 1, 0)
         response.headers.update(self._rate_headers())
         return response
+
+    def _varied(self, method: str, path: str, response: web.Response) -> web.Response:
+        """A JSON answer as the variation mode gives it (`github_variation`)."""
+        if response.content_type != "application/json" or not isinstance(response.body, bytes):
+            return response
+        assert self.variation is not None
+        data = self.variation.answer(method, path, json.loads(response.body))
+        kept = {k: v for k, v in response.headers.items() if not k.lower().startswith("content-")}
+        return json_response(data, response.status, kept)
 
     def _moved(self, request: web.Request, path: str) -> web.Response | None:
         """A renamed repository's former path (`SimRepository.rename`): GitHub redirects it,

@@ -137,6 +137,8 @@ class SimulatorRoutes:
             page = max(int(request.query.get("page", "1")), 1)
         except ValueError as exc:
             raise invalid("per_page and page must be integers.") from exc
+        if self.sim.variation is not None:
+            per_page = self.sim.variation.per_page(per_page)
         last = max((len(items) + per_page - 1) // per_page, 1)
         links = []
         for rel, number in (("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)):
@@ -200,7 +202,10 @@ class RunRoutes(SimulatorRoutes):
             raise invalid(
                 f"For 'created', {filters.get('created')!r} is not a valid date."
             ) from exc
-        matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=True)
+        # Newest first, as GitHub lists them (its reference promises no order): the variation
+        # mode lists them oldest first.
+        newest_first = self.sim.variation is None
+        matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=newest_first)
         page, headers = self._paginate(
             request, [self._run_json(repository, sim) for sim in matching]
         )

@@ -9,6 +9,7 @@ the real Slack and GitHub clients.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -37,11 +38,13 @@ from sandbox.config import (
 )
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
+from sandbox.github_variation import GitHubVariation
 from sandbox.harness_slack import SlackUser, button
 from sandbox.loopback import Lifecycle
 from sandbox.plans import fast_plan, write_figures
 from sandbox.replica import ServeProcess
 from sandbox.slack import SlackTestServer
+from sandbox.slack_variation import SlackVariation
 from storage.audit_log import AuditLog
 from storage.db import create_engine, create_session_factory
 from storage.migrate import upgrade
@@ -67,6 +70,11 @@ the test session's other workers, all of them the bot's own work here, and at th
 priority a busy test run starved it past `DRAW_TIMEOUT_S` (a load of 15 on two cores). The
 lower priority is tested on a worker of its own (tests/test_chart_worker.py)."""
 
+OUTBOX_POSTS = frozenset({"chat.postMessage", "chat.update"})
+"""Methods the variation mode's Slack answers at once on their first call too: the outbox
+waits out a 429 on its own clock (tests/test_slack_faults.py), and a story that reads the card
+right after a command would read it before the retry."""
+
 GITHUB_TIMEOUT = 5
 """Seconds the sandboxed bot waits for GitHub's answer (generous: a slow answer on a loaded
 machine must not read as a fault; the simulator's `timeout` fault waits one second more)."""
@@ -88,8 +96,14 @@ class Sandbox(SlackUser, Lifecycle):
         skip_windows: bool = True,
         github_app: SandboxApp | None = None,
         rollout_services: Sequence[SandboxService] = (),
+        variation: bool | None = None,
     ) -> None:
         self.workdir = workdir
+        if variation is None:
+            variation = os.environ.get("SANDBOX_VARIATION", "") not in ("", "0")
+        self.variation = variation
+        """Whether Slack and GitHub answer in their variation modes (`github_variation`,
+        `slack_variation`); by default when `SANDBOX_VARIATION` is set (not to 0)."""
         self._extra_env = dict(extra_env or {})
         self.figures = workdir / "figures.yml"
         self.plan_file = workdir / "plan.yml"
@@ -102,6 +116,8 @@ class Sandbox(SlackUser, Lifecycle):
         """The clock the bot (in this process) and the GitHub simulator run on: waits of the
         harness skip the short windows on it instead of sleeping through them."""
         self.slack = SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN)
+        if variation:
+            self.slack.variation = SlackVariation(spared=OUTBOX_POSTS)
         self.github = GitHubSimulator(
             repository="scriptum/scriptum",
             token=SANDBOX_GITHUB_TOKEN,
@@ -109,6 +125,7 @@ class Sandbox(SlackUser, Lifecycle):
             fault_delay=GITHUB_TIMEOUT + 1,
             clock=self.clock,
             app=github_app,
+            variation=GitHubVariation() if variation else None,
         )
         self.services_file = self._serve(rollout_services) if rollout_services else None
         """The `ROLLOUT_SERVICES` file of a bot of several services (None: one service)."""

@@ -37,6 +37,7 @@ from sandbox.slack_records import (
     slack_error,
 )
 from sandbox.slack_socket import SocketMode
+from sandbox.slack_variation import SlackVariation
 from sandbox.slack_workspace import SlackWorkspace
 
 __all__ = [
@@ -58,6 +59,7 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
 
     def __init__(self, *, bot_token: str, app_token: str | None = None) -> None:
         super().__init__()
+        self.variation: SlackVariation | None = None  # on: answers as `slack_variation` says
         self._bot_token = bot_token
         self._app_token = app_token
         self._response_targets: dict[str, ResponseTarget] = {}
@@ -233,6 +235,8 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         else:
             handler = self._methods.get(method)
             auth_error = self._auth_error(method, token)
+            if self.variation is not None and self.variation.rate_limited(method):
+                self.fail_next(method, **self.variation.limit)
             failures = self._failures.get(method)
             if handler is None:
                 response, status = {**slack_error("unknown_method"), "req_method": method}, 404
@@ -253,6 +257,8 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
                     response = handler(args)
                 except SlackRefusal as refusal:
                     response = refusal.answer
+                if self.variation is not None:
+                    response = self.variation.answer(method, args, response, self.time_zones)
                 headers["X-OAuth-Scopes"] = ",".join(self.scopes)
         self.calls.append(SlackCall(method, args, response, time.time()))
         await self._notify()

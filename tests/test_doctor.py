@@ -31,6 +31,7 @@ from sandbox.github import GitHubSimulator
 from sandbox.plans import SENTRY_RINGS, fast_plan
 from sandbox.sentry import SentryTestServer
 from sandbox.slack import SlackTestServer
+from sandbox.slack_variation import SlackVariation
 from storage.migrate import head_revision, upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,3 +450,15 @@ async def test_a_database_behind_this_version_fails_with_the_migrate_fix(
     (line,) = [line for line in out.splitlines() if line.startswith("✗")]
     assert "`rollout-bot serve` would refuse it: the database is at migration 0001" in line
     assert line.endswith("run `rollout-bot migrate`")
+
+
+async def test_slack_answers_in_another_shape_are_read_the_same(install: Install) -> None:
+    """Slack's variation mode (`sandbox/slack_variation.py`): each method's first call is
+    answered 429 with `Retry-After` ("Rate limits": wait, then call again), the others carry
+    warnings and fields the doctor never asked for. Every check still passes: the doctor
+    waits out a rate limit as the bot does, instead of failing the token or a channel."""
+    install.slack.variation = SlackVariation()
+    checks, _, _ = await passing_checks(install)
+    assert any("Slack token valid" in line for line in checks)
+    limited = [c for c in install.slack.calls if c.response.get("error") == "ratelimited"]
+    assert {c.method for c in limited} >= {"auth.test", "conversations.members"}

@@ -12,7 +12,9 @@ from bot.domain.controls import reevaluation
 from bot.domain.metrics import stage_window
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
+    CancelWindow,
     Rollout,
+    ScheduleWindow,
     StageState,
     extend,
     gate_evaluated,
@@ -130,3 +132,18 @@ def test_a_missed_gate_extended_by_hand_reads_its_latest_window() -> None:
     ends = _extended_end(extended)
     assert ends == LATER + timedelta(minutes=15)
     assert window_at(extended, ends) == (LATER - timedelta(minutes=30), ends)
+
+
+def test_a_window_extended_by_hand_after_its_end_reads_its_latest_window() -> None:
+    """The window's timer is late (the bot was down, its timers behind) and the canary still
+    observes two hours after its end: a person's Extend +15m moved the end to T0+50m, a time
+    already past, so the gate ran at once on the first 45 minutes after the deploy and passed a
+    canary failing since. It extends from now, reading the latest stretch as a missed gate's."""
+    extended = extend(
+        canary_observing(), PLAN, track="relay", actor="U2", by=timedelta(minutes=15), now=LATER
+    )
+    ends = _extended_end(extended.rollout)
+    assert ends == LATER + timedelta(minutes=15)
+    assert window_at(extended.rollout, ends) == (LATER - timedelta(minutes=30), ends)
+    assert CancelWindow("relay", "canary", at(35)) in extended.effects
+    assert ScheduleWindow("relay", "canary", ends) in extended.effects

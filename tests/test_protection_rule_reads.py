@@ -29,6 +29,7 @@ from sandbox.config import REPOSITORY
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
 from sandbox.github_runs import Deployment
+from sandbox.github_variation import GitHubVariation
 from storage.protection_rules import ProtectionRuleStore
 
 CANARY = "relay-canary-5"
@@ -44,7 +45,7 @@ class Rule:
     run_id: int
 
 
-@pytest.fixture(params=[False, True], ids=["newest-first", "oldest-first"])
+@pytest.fixture(params=["newest-first", "oldest-first", "variation"])
 async def rule(
     request: pytest.FixtureRequest, session_factory: async_sessionmaker[AsyncSession]
 ) -> AsyncIterator[Rule]:
@@ -52,8 +53,10 @@ async def rule(
     the parameter says."""
     app = SandboxApp()
     clock = ManualClock(START)
-    async with GitHubSimulator(app=app, clock=clock) as gh:
-        gh.lists_oldest_first = request.param
+    # Variation: GitHub's default page (30) whatever `per_page` asks, other orders.
+    variation = GitHubVariation(page_size=30) if request.param == "variation" else None
+    async with GitHubSimulator(app=app, clock=clock, variation=variation) as gh:
+        gh.lists_oldest_first |= request.param == "oldest-first"  # variation: oldest first
         gh.protection_rule([CANARY])
         run_id = gh.create_foreign_run()
         transport = GitHubTransport(

@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 import yaml
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    async_default_handlers,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -168,6 +172,12 @@ async def examine(
                 AsyncWebClient(
                     token=settings.slack_bot_token.get_secret_value(),
                     base_url=str(settings.slack_api_url),
+                    # A 429 says how long to wait (Retry-After): waited out, as the bot's own
+                    # client does, not read as a refused token or channel.
+                    retry_handlers=[
+                        *async_default_handlers(),
+                        AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+                    ],
                 )
             ),
             github=GitHubInstallReads(github),

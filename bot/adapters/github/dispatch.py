@@ -20,6 +20,7 @@ from github import GithubException
 from github.Repository import Repository
 from github.WorkflowRun import WorkflowRun
 
+from bot.adapters.github.pages import every_page
 from bot.adapters.github.refusals import message
 from bot.adapters.github.repository import learn_repository_id
 from bot.adapters.github.schema import Run, RunsPage
@@ -232,14 +233,19 @@ class WorkflowDispatch:
         }
 
         def search() -> list[Run]:
-            # The newest 100 (ours was created since the dispatch), conditionally: while no run
-            # appears, the poller's looks are 304s.
-            page = RunsPage.model_validate(github.get_conditional(path, query))
+            # Every page GitHub links (ours was created since the dispatch: one, as a rule),
+            # conditionally: while no run appears, the poller's looks are 304s. A page may
+            # be shorter than asked for: the next may hold a second run of ours.
+            listed = [
+                run
+                for page in every_page(github, path, query, most=_RUN_PAGES)
+                for run in RunsPage.model_validate(page).workflow_runs
+            ]
             # The same filters again, client-side: taking another person's run is the one
             # mistake this must never make, whatever the server did with the query.
             return [
                 run
-                for run in page.workflow_runs
+                for run in listed
                 if run.event == "workflow_dispatch"
                 and run.head_branch == branch
                 and run.actor is not None
@@ -253,6 +259,11 @@ class WorkflowDispatch:
 
         runs = await self._github.call(f"list the runs of {workflow_file} on {ref}", search)
         return [RunRef(run_id=run.id, html_url=run.html_url) for run in runs]
+
+
+_RUN_PAGES = 10
+"""Pages of runs a search reads at most: GitHub's runs API answers a filtered list up to
+1,000 runs ("List workflow runs for a workflow")."""
 
 
 def _rejects_run_details(exc: GithubException) -> bool:

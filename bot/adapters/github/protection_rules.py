@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from github import GithubException
 
+from bot.adapters.github.pages import every_page
 from bot.adapters.github.reviews import post_review
 from bot.adapters.github.schema import (
     DEPLOYMENT_STATUSES,
@@ -250,14 +251,12 @@ class ProtectionRules:
 
 
 def _deployments(github: GitHubTransport, sha: str) -> list[Deployment]:
-    """The deployments of the commit `sha`, page by page (in the pool's thread), up to
-    `_PAGES` pages."""
+    """The deployments of the commit `sha`, page by page as GitHub links them (in the pool's
+    thread), up to `_PAGES` pages."""
     path = f"/repos/{github.repository}/deployments"
-    found: list[Deployment] = []
-    for page in range(1, _PAGES + 1):
-        parameters = {"sha": sha, "per_page": _PAGE} | ({"page": page} if page > 1 else {})
-        listed = DEPLOYMENTS.validate_python(github.get_conditional(path, parameters) or [])
-        found.extend(listed)
-        if len(listed) < _PAGE:
-            break
-    return found
+    parameters = {"sha": sha, "per_page": _PAGE}
+    return [
+        deployment
+        for page in every_page(github, path, parameters, most=_PAGES)
+        for deployment in DEPLOYMENTS.validate_python(page or [])
+    ]

@@ -14,7 +14,9 @@ from urllib.request import Request, urlopen
 
 from github import UnknownObjectException
 
-from bot.adapters.github.schema import JobsPage, Run, RunsPage
+from bot.adapters.github.pages import first_and_last
+from bot.adapters.github.runs import run_jobs
+from bot.adapters.github.schema import Run, RunsPage
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
@@ -50,9 +52,16 @@ class ReleaseReads:
         path = f"/repos/{self._github.repository}/actions/workflows/{workflow}/runs"
 
         def read() -> ReleaseRun | None:
-            data = self._github.get_json(path, {"per_page": 1, "exclude_pull_requests": "true"})
-            runs = RunsPage.model_validate(data).workflow_runs
-            return runs[0].release_run() if runs else None
+            # The newest run, whichever order GitHub lists them in (its reference promises
+            # none): on the first page or the last, and in no place within it.
+            query = {"per_page": 100, "exclude_pull_requests": "true"}
+            runs = [
+                run
+                for page in first_and_last(self._github, path, query)
+                for run in RunsPage.model_validate(page).workflow_runs
+            ]
+            newest = max(runs, key=lambda run: (run.created_at, run.id), default=None)
+            return None if newest is None else newest.release_run()
 
         return await self._github.call(f"list the runs of {workflow_file}", read, kind="release")
 
@@ -67,8 +76,7 @@ class ReleaseReads:
     async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
         def read() -> ReleaseJob | None:
             path = f"{self._github.runs_path(run_id)}/jobs"
-            page = JobsPage.model_validate(self._github.get_json(path, {"per_page": 100}))
-            for job in page.jobs:
+            for job in run_jobs(self._github, path):
                 # A matrix job is reported as "name (value, ...)".
                 if job.name == name or job.name.startswith(f"{name} ("):
                     return job.release_job()

@@ -8,6 +8,7 @@ import logging
 
 from github import GithubException
 
+from bot.adapters.github.pages import every_page
 from bot.adapters.github.refusals import message
 from bot.adapters.github.schema import PACKAGE_VERSIONS
 from bot.adapters.github.transport import GitHubTransport
@@ -82,14 +83,11 @@ class RepositoryReads:
             for kind in ("orgs", "users"):
                 url = f"/{kind}/{owner}/packages/container/{package}/versions"
                 try:
-                    for page in range(1, 11):  # the newest 1,000 versions
-                        versions = PACKAGE_VERSIONS.validate_python(
-                            self._github.get_json(url, {"per_page": 100, "page": page})
-                        )
+                    # At most ten pages (the newest 1,000 versions at GitHub's 100 a page).
+                    for page in every_page(self._github, url, {"per_page": 100}, most=10):
+                        versions = PACKAGE_VERSIONS.validate_python(page or [])
                         if any(tag in version.tags for version in versions):
                             return True
-                        if len(versions) < 100:
-                            break
                     return False
                 except GithubException as exc:
                     if exc.status != 404:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from github import UnknownObjectException
 
+from bot.adapters.github.pages import every_page
 from bot.adapters.github.repository import learn_repository_id
 from bot.adapters.github.reviews import post_review
 from bot.adapters.github.schema import (
@@ -127,19 +128,7 @@ class WorkflowRuns:
 
     def _run_jobs(self, run_id: int) -> list[Job]:
         """Every job of the run's latest attempt, each page a conditional GET."""
-        path = f"{self._github.runs_path(run_id)}/jobs"
-        first = JobsPage.model_validate(self._github.get_conditional(path, {"per_page": 100}))
-        jobs = list(first.jobs)
-        page = 1
-        while len(jobs) < first.total_count:
-            page += 1
-            more = JobsPage.model_validate(
-                self._github.get_conditional(path, {"per_page": 100, "page": page})
-            )
-            if not more.jobs:
-                break
-            jobs.extend(more.jobs)
-        return [job for job in jobs if job.name]
+        return run_jobs(self._github, f"{self._github.runs_path(run_id)}/jobs")
 
     def _reviews(self, run_id: int) -> tuple[EnvironmentReview, ...]:
         """Who approved or rejected which environment of the run (its review history)."""
@@ -236,6 +225,22 @@ class WorkflowRuns:
             "it was applied" if ours else "someone else's review came first",
         )
         return ours
+
+
+def run_jobs(github: GitHubTransport, path: str) -> list[Job]:
+    """Every job at `path` (a run's `.../jobs`, its latest attempt's), page by page as
+    GitHub links them (in the pool's thread; each page a conditional GET). A run has at most
+    a few hundred jobs (a matrix has at most 256)."""
+    return [
+        job
+        for page in every_page(github, path, {"per_page": 100}, most=_JOB_PAGES)
+        for job in JobsPage.model_validate(page).jobs
+        if job.name
+    ]
+
+
+_JOB_PAGES = 50
+"""Pages of a run's jobs read at most: every job GitHub lists, at any page size it keeps."""
 
 
 def _job_snapshot(

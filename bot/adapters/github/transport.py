@@ -39,6 +39,7 @@ from bot.adapters.github.app_auth import (
     renewing,
 )
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
+from bot.adapters.github.pages import page_links
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
     HINTS,
@@ -125,8 +126,8 @@ class GitHubTransport:
         (`max_workers` of them)."""
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
-        # The last answer (and its ETag) of each conditional GET, newest last.
-        self._answers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        # Each conditional GET's last answer (ETag, JSON, Link's pages), newest last.
+        self._answers: OrderedDict[str, tuple[str, Any, dict[str, str]]] = OrderedDict()
         self._answers_lock = threading.Lock()
 
     async def close(self) -> None:
@@ -246,6 +247,12 @@ class GitHubTransport:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
         answers 304 Not Modified when nothing changed (not counted against the rate limit);
         the answer kept from last time is returned then."""
+        return self.conditional_page(path, parameters)[0]
+
+    def conditional_page(
+        self, path: str, parameters: dict[str, Any] | None
+    ) -> tuple[Any, dict[str, str]]:
+        """`get_conditional`'s answer, and its `Link`'s pages (`pages.page_links`)."""
         key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
         with self._answers_lock:
             kept = self._answers.get(key)
@@ -254,16 +261,17 @@ class GitHubTransport:
         answer = get(requester, self.api_url, path, parameters, headers)
         if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
-            return kept[1]
+            return kept[1], kept[2]
         data = checked(requester, answer)
+        more = page_links(self.api_url, answer[1])
         etag = answer[1].get("etag")
         if etag:
             with self._answers_lock:
-                self._answers[key] = (str(etag), data)
+                self._answers[key] = (str(etag), data, more)
                 self._answers.move_to_end(key)
                 while len(self._answers) > _KEPT_ANSWERS:
                     self._answers.popitem(last=False)
-        return data
+        return data, more
 
     # -- what went wrong, in words --------------------------------------------------------------
 

@@ -202,8 +202,10 @@ def extend(
     now: datetime,
 ) -> Decision:
     """Move the end of the running window of a track by `by` (a person wants more data).
-    A stage whose gate never ran (its timer gave up) observes again until `by` from now, its
-    window the latest stretch of the length it was observed for and `by` (`reopened_from`)."""
+    A window already over (its timer late, or given up: a gate that never ran) observes again
+    until `by` from now, its window the latest stretch of the length it was observed for and
+    `by` (`reopened_from`): moved by `by` from its end, it could end in the past, and its gate
+    run at once on the figures of hours ago."""
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     stage = current_track.current
@@ -216,8 +218,9 @@ def extend(
         raise InvalidTransition(f"{plan_track.label} has no window running: nothing to extend.")
     spec = plan_track.stage(stage.key)
     missed = gate_missed(stage)
-    ends = (now if missed else stage.window_ends_at) + by
-    observed_from = reopened_from(stage, now) if missed else stage.observed_from
+    over = missed or now > stage.window_ends_at
+    ends = (now if over else stage.window_ends_at) + by
+    observed_from = reopened_from(stage, now) if over else stage.observed_from
     moved = replace(
         stage, state=StageState.OBSERVING, window_ends_at=ends, observed_from=observed_from
     )
