@@ -125,13 +125,15 @@ HALTED_ON_BETA = [
 """The desktop `reviews` of a track stopped on its beta ring (the beta job ran), in order."""
 
 
-async def open_home(box: Sandbox, user: str) -> str:
-    """Open the App Home as `user` does; the tab Slack shows them then (as JSON text)."""
+async def open_home(box: Sandbox, user: str, *, refused: bool = False) -> str:
+    """Open the App Home as `user` does; the tab Slack shows them then (as JSON text). Waits
+    for a publish Slack took, or with `refused` for one it refused (a test's `fail_next`)."""
     body = event_callback_body(event={"type": "app_home_opened", "user": user, "tab": "home"})
     headers = slack_signature_headers(SLACK_SIGNING_SECRET, body, content_type="application/json")
 
     def published() -> int:  # a publish Slack refused (a 429, to be retried) shows nothing
-        return sum(1 for c in box.slack.calls_to("views.publish") if c.response.get("ok"))
+        calls = box.slack.calls_to("views.publish")
+        return sum(1 for c in calls if bool(c.response.get("ok")) is not refused)
 
     before = published()
     async with (

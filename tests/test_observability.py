@@ -337,7 +337,7 @@ async def test_slack_and_github_failures_are_counted_by_method_endpoint_and_stat
     scraper = Scraper(box, http, TOKEN)
     await open_home(box, RELEASE_MANAGER)
     box.slack.fail_next("views.publish", error="invalid_auth")
-    await open_home(box, RELEASE_MANAGER)
+    await open_home(box, RELEASE_MANAGER, refused=True)
     # A 429 is counted, then the client waits as Slack asks and tries again.
     box.slack.fail_next("views.publish", error="ratelimited", status=429, retry_after=0)
     calls = len(box.slack.calls_to("views.publish"))
