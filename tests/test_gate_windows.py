@@ -36,7 +36,8 @@ def test_while_observing_the_window_so_far() -> None:
 @pytest.mark.parametrize("late", [timedelta(0), timedelta(seconds=3), timedelta(hours=2)])
 def test_the_window_timer_reads_its_own_window_however_late(late: timedelta) -> None:
     """The runbook's gate is on the observation window: a timer fired late (the bot was down)
-    judges that window, not a longer one that would dilute what it saw."""
+    judges that window, not a longer one that would dilute what it saw (and, over a minute
+    late, the latest stretch too: below)."""
     assert window_at(canary_observing(), at(35) + late) == (at(5), at(35))
 
 

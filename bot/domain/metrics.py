@@ -123,12 +123,13 @@ class QueryWindow:
 
 def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> QueryWindow:
     """The window a stage's gate reads: from the stage job's completion to the window's end
-    (or now, if that is earlier), so a gate evaluated late still reads its own window. A held
-    stage (re-evaluated: it is still deployed, waiting for a Promote) reads the latest window
-    of the length it was observed for, ending now: its closed window's figures, hours old maybe,
-    would pass a canary that has failed since, and so would hours of good figures diluting the
-    last window's failing ones. A window opened again after it closed reads from where it was
-    opened again (`reopened_from`), for the same reason."""
+    (or now, if that is earlier), so a gate evaluated late still reads its own window (and the
+    latest stretch too: `gate_windows`). A held stage (re-evaluated: it is still deployed,
+    waiting for a Promote) reads the latest window of the length it was observed for, ending
+    now: its closed window's figures, hours old maybe, would pass a canary that has failed
+    since, and so would hours of good figures diluting the last window's failing ones. A window
+    opened again after it closed reads from where it was opened again (`reopened_from`), for
+    the same reason."""
     observed = rollout.track(track).stage(stage)
     rollout_start = rollout.dispatched_at or rollout.created_at
     start = observed.observed_since or rollout_start
