@@ -45,6 +45,8 @@ def utc(*parts: int) -> datetime:
         ("dec 8 9:30pm", utc(2026, 12, 8, 20, 30)),
         ("2026-12-18 15:00", utc(2026, 12, 18, 14, 0)),  # 13 days 23.5 hours ahead
         ("09:00 UTC", utc(2026, 12, 5, 9, 0)),  # an offset named is kept
+        ("09:00 utc", utc(2026, 12, 5, 9, 0)),  # in any case, as a freeze's end reads it
+        ("tue 9am gmt", utc(2026, 12, 8, 9, 0)),
         ("2026-12-08T09:00-05:00", utc(2026, 12, 8, 14, 0)),
     ],
 )
@@ -354,6 +356,29 @@ def test_a_dotted_time_no_date_could_be_is_a_time_and_one_that_could_is_a_date()
         parse_start_time("21.30", now=NOW, zone=BERLIN)
     with pytest.raises(InvalidCommand, match="could be day/month or month/day"):
         parse_start_time("9.12 09:00", now=NOW, zone=BERLIN)
+
+
+@pytest.mark.parametrize(
+    ("typed", "date"),
+    [
+        ("10.45", False),  # no month 45, no day 45
+        ("9.00", False),  # no day 0
+        ("0.30", False),
+        ("11.59", False),
+        ("23.00", False),
+        ("9.12", True),  # September 12 or December 9
+        ("9.30", True),  # September 30
+        ("12.31", True),
+        ("23.11", True),  # November 23
+    ],
+)
+def test_a_dotted_time_is_a_date_only_when_a_day_and_month_could_be_read_in_it(
+    typed: str, date: bool
+) -> None:
+    with pytest.raises(InvalidCommand) as caught:
+        parse_start_time(typed, now=NOW, zone=BERLIN)
+    says = "could be day/month or month/day" if date else f"`{typed}` is a time written with a dot"
+    assert says in caught.value.message
 
 
 @given(hour=st.integers(0, 23), minute=st.integers(0, 59))

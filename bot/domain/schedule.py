@@ -46,6 +46,8 @@ _OFFSET_ZONE = re.compile(r"UTC[+-][0-9]{2}:[0-9]{2}")
 _NAMED_OFFSET = re.compile(
     r"\b(?:UTC|GMT) ?([+-])([0-9]{1,2})(?::?([0-9]{2}))?(?![0-9])", re.IGNORECASE
 )
+# UTC or GMT in any case (`09:00 utc`): dateutil takes only capitals for a zone's name.
+_UTC_WORD = re.compile(r"\b(?:UTC|GMT)\b", re.IGNORECASE)
 # A duration (`2h`, `1h30m`, `90 min`), which `--at` would otherwise read as a clock time.
 _DURATION = re.compile(
     r"(?<![A-Za-z0-9:])[0-9]+ ?(?:h|hrs?|hours?|m|mins?|minutes?|s|d|days?|w|weeks?)(?![A-Za-z])",
@@ -150,6 +152,7 @@ def _typed_time(text: str, *, now: datetime, zone: tzinfo | None) -> datetime:
     time, or one more than MAX_AHEAD away. A time that names an offset (`09:00+01:00`,
     `09:00 UTC`) keeps it; without `zone`, only such a time is read (else ZoneNeeded)."""
     typed = _NAMED_OFFSET.sub(lambda found: f"{found[1]}{found[2]:0>2}:{found[3] or '00'}", text)
+    typed = _UTC_WORD.sub(lambda found: found.group().upper(), typed)
     words = typed.strip().split(maxsplit=1)
     if not words:
         raise InvalidCommand(f"--at needs a time: {EXAMPLES}.")
@@ -205,6 +208,14 @@ def _too_far(text: str) -> InvalidCommand:
     )
 
 
+def _day_and_month(first: int, second: int) -> bool:
+    """Whether `first.second` could be read as a day and a month, either way round (`9.12`,
+    `9.30`; not `10.45` nor `9.00`)."""
+    return any(
+        1 <= month <= 12 and 1 <= day <= 31 for month, day in ((first, second), (second, first))
+    )
+
+
 def _refuse_time_without_colon(text: str) -> None:
     """Raise InvalidCommand for a time of day written with a dot (`9.30pm`; `9.12` stays a
     day and month, refused as such) or an h (`9h30`, which is a duration too): say how to
@@ -212,7 +223,7 @@ def _refuse_time_without_colon(text: str) -> None:
     dotted = _DOTTED_TIME.search(text)
     if dotted is not None:
         hour, minute, half = int(dotted[1]), dotted[2], (dotted[3] or "").strip()
-        if half or (12 < hour <= 23 and int(minute) > 12):  # no month is over 12
+        if half or (hour <= 23 and not _day_and_month(hour, int(minute))):
             raise InvalidCommand(
                 f"`{shown(dotted.group())}` is a time written with a dot: write it with a "
                 f'colon, `--at "{hour}:{minute}{half}"` ({EXAMPLES}).'
