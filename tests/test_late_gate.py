@@ -29,6 +29,7 @@ from bot.services.outbox_messages import gate_card as outbox_gate_card
 from bot.services.outbox_messages import gate_reading
 from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary, promtool_binary
 from sandbox.relay_history import RELAY_METRICS, known_week
+from sandbox.slack_markup import problems_in
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -94,6 +95,7 @@ async def gate(
         track_label="Hosted relay",
         window=reading.window,
     )
+    assert problems_in({"blocks": card}) == []  # as Slack parses its mrkdwn
     return verdict.verdict, asked, str(card)
 
 
