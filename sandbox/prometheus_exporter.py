@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import shutil
 import socket
@@ -191,12 +192,26 @@ class PrometheusProcess(Lifecycle):
                     "scrape_interval": "1s",
                     "scrape_timeout": "1s",
                     "evaluation_interval": "1s",
+                    "query_log_file": str(self._query_log()),
                 },
                 "rule_files": self._rules,
                 "scrape_configs": [self._scrape(job, target) for job, target in self._jobs.items()],
                 "remote_read": [{"url": url, "read_recent": True} for url in self._remote_read],
             }
         )
+
+    def _query_log(self) -> Path:
+        assert self._directory is not None
+        return Path(self._directory.name) / "queries.log"
+
+    def queries(self) -> list[dict[str, Any]]:
+        """Every query this Prometheus answered so far, as its query log records them
+        (`params`: `query`, `start`, `end`, `step`; an instant query's start is its end)."""
+        log = self._query_log()
+        if not log.exists():
+            return []
+        lines = log.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["params"] for line in lines if line.strip()]
 
     def _scrape(self, job: str, target: str) -> dict[str, Any]:
         scrape: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": [target]}]}

@@ -9,7 +9,7 @@ import pytest
 from test_rollout_machine import NO_DATA, PLAN, at, canary_observing, judged, relay_verdict
 
 from bot.domain.controls import reevaluation
-from bot.domain.metrics import stage_window
+from bot.domain.metrics import LATE_GATE, gate_windows, stage_window
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     CancelWindow,
@@ -36,8 +36,36 @@ def test_while_observing_the_window_so_far() -> None:
 @pytest.mark.parametrize("late", [timedelta(0), timedelta(seconds=3), timedelta(hours=2)])
 def test_the_window_timer_reads_its_own_window_however_late(late: timedelta) -> None:
     """The runbook's gate is on the observation window: a timer fired late (the bot was down)
-    judges that window, not a longer one that would dilute what it saw."""
+    judges that window, not a longer one that would dilute what it saw (and, over a minute
+    late, the latest stretch too: below)."""
     assert window_at(canary_observing(), at(35) + late) == (at(5), at(35))
+
+
+@pytest.mark.parametrize(
+    ("late", "latest"),
+    [
+        (timedelta(0), None),
+        (LATE_GATE, None),
+        (
+            LATE_GATE + timedelta(seconds=1),
+            (at(6) + timedelta(seconds=1), at(36) + timedelta(seconds=1)),
+        ),
+        (timedelta(hours=2), (at(125), at(155))),
+    ],
+    ids=["on time", "within a minute", "a minute and a second", "two hours"],
+)
+def test_a_late_gate_reads_the_latest_stretch_too(
+    late: timedelta, latest: tuple[datetime, datetime] | None
+) -> None:
+    """More than `LATE_GATE` after its window's end, the gate also reads the latest stretch of
+    the window's length: the canary may have failed since (`tests/test_late_gate.py`)."""
+    windows = gate_windows(canary_observing(), track="relay", stage="canary", now=at(35) + late)
+    assert [(w.start, w.end) for w in windows] == [(at(5), at(35)), *([latest] if latest else [])]
+
+
+def test_a_held_stage_reads_one_window_however_late() -> None:
+    """Re-evaluated hours after its end, a held stage reads the latest stretch alone."""
+    assert len(gate_windows(held(False), track="relay", stage="canary", now=at(155))) == 1
 
 
 def held(inconclusive: bool) -> Rollout:

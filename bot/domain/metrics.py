@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bot.domain.gate import GateVerdict, clock_skewed
+from bot.domain.gate import GateVerdict, Verdict, clock_skewed
 from bot.domain.plan import Track
 from bot.domain.rollout import Rollout, StageState
 from bot.domain.service import DEFAULT_SERVICE
@@ -40,6 +40,25 @@ class MetricReading:
 
 
 @dataclass(frozen=True)
+class LateGate:
+    """A gate run more than `LATE_GATE` after its window's end: the two stretches it read, its
+    window and the latest one of the same length, and the verdict each gave."""
+
+    window: tuple[datetime, datetime]
+    window_verdict: Verdict
+    latest: tuple[datetime, datetime]
+    latest_verdict: Verdict
+
+    @property
+    def latest_decided(self) -> bool:
+        """The latest stretch's verdict was the worse (on a tie, the window's decides)."""
+        return _SEVERITY[self.latest_verdict] > _SEVERITY[self.window_verdict]
+
+
+_SEVERITY = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.ROLLBACK: 2, Verdict.KILL_SWITCH: 2}
+
+
+@dataclass(frozen=True)
 class Reading:
     """What a metrics source read for one stage: its figures and the track's baseline."""
 
@@ -53,6 +72,8 @@ class Reading:
     clock_offset: int | None = None
     """Seconds the source's clock was found ahead of the bot's (negative: behind), when more
     than `MAX_CLOCK_SKEW` (`bot.domain.clocks`): then no figure was read."""
+    late: LateGate | None = None
+    """Set on the reading that decided a late gate (`judge_late`)."""
 
 
 def judge(track: Track, reading: Reading) -> GateVerdict:
@@ -102,12 +123,13 @@ class QueryWindow:
 
 def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> QueryWindow:
     """The window a stage's gate reads: from the stage job's completion to the window's end
-    (or now, if that is earlier), so a gate evaluated late still reads its own window. A held
-    stage (re-evaluated: it is still deployed, waiting for a Promote) reads the latest window
-    of the length it was observed for, ending now: its closed window's figures, hours old maybe,
-    would pass a canary that has failed since, and so would hours of good figures diluting the
-    last window's failing ones. A window opened again after it closed reads from where it was
-    opened again (`reopened_from`), for the same reason."""
+    (or now, if that is earlier), so a gate evaluated late still reads its own window (and the
+    latest stretch too: `gate_windows`). A held stage (re-evaluated: it is still deployed,
+    waiting for a Promote) reads the latest window of the length it was observed for, ending
+    now: its closed window's figures, hours old maybe, would pass a canary that has failed
+    since, and so would hours of good figures diluting the last window's failing ones. A window
+    opened again after it closed reads from where it was opened again (`reopened_from`), for
+    the same reason."""
     observed = rollout.track(track).stage(stage)
     rollout_start = rollout.dispatched_at or rollout.created_at
     start = observed.observed_since or rollout_start
@@ -125,3 +147,42 @@ def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> 
         rollout_start=min(rollout_start, start),
         service=rollout.service,
     )
+
+
+LATE_GATE = timedelta(minutes=1)
+"""How long after its window's end a gate still reads that window alone. Window ends are
+judged within a second (docs/benchmarks.md: p99 0.58 s; 57 s on a machine far past its
+capacity); later, the bot was down or its timers behind, and a canary may have been failing
+unseen since the end: a minute is past any on-time gate and a small share of any real window."""
+
+
+def gate_windows(
+    rollout: Rollout, *, track: str, stage: str, now: datetime
+) -> tuple[QueryWindow, ...]:
+    """The windows a stage's gate reads now: its own (`stage_window`), and, when it ended more
+    than `LATE_GATE` ago, also the latest stretch of the same length ending now: a late gate
+    judged on the window's old figures alone would pass a canary that has failed since."""
+    window = stage_window(rollout, track=track, stage=stage, now=now)
+    if now - window.end <= LATE_GATE:
+        return (window,)
+    return (window, replace(window, start=now - (window.end - window.start), end=now))
+
+
+def judge_late(
+    track: Track, own: tuple[QueryWindow, Reading], latest: tuple[QueryWindow, Reading]
+) -> tuple[GateVerdict, Reading]:
+    """A late gate's verdict: the worse of its window's and the latest stretch's (a failure
+    over INCONCLUSIVE over PASS; on a tie, the window's), so it never passes a canary its
+    latest figures fail and still stops one that failed in its window. The deciding reading
+    carries both (`Reading.late`), for the card."""
+    (own_window, own_reading), (latest_window, latest_reading) = own, latest
+    own_verdict, latest_verdict = judge(track, own_reading), judge(track, latest_reading)
+    late = LateGate(
+        (own_window.start, own_window.end),
+        own_verdict.verdict,
+        (latest_window.start, latest_window.end),
+        latest_verdict.verdict,
+    )
+    if late.latest_decided:
+        return latest_verdict, replace(latest_reading, late=late)
+    return own_verdict, replace(own_reading, late=late)

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from decimal import Decimal
 
 from bot.domain import rollout as machine
 from bot.domain.controls import reevaluation
-from bot.domain.metrics import Figures, Reading, judge
-from bot.domain.plan import RolloutPlan
+from bot.domain.gate import GateVerdict
+from bot.domain.metrics import Figures, QueryWindow, Reading, gate_windows, judge, judge_late
+from bot.domain.plan import RolloutPlan, Track
 from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
 from bot.logs import rollout_context
 from bot.services.effects import WINDOW_TIMER, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import figures_request, gate_card
-from bot.services.ports import MetricsSources
+from bot.services.ports import MetricsSource, MetricsSources
 from bot.services.records import BOT, Timer, metrics_actor
 
 log = logging.getLogger(__name__)
@@ -95,22 +95,33 @@ class Gate:
     async def evaluate(self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics) -> None:
         """Read a stage's figures from its source and judge them; the `manual` source asks
         the approvers in the thread instead."""
-        source = self._sources(plan.track(read.track).metrics)
-        reading = await source.read(rollout=rollout, track=read.track, stage=read.stage)
-        if reading is None:
+        judged = await self._read(rollout, plan, track=read.track, stage=read.stage)
+        if judged is None:
             await self._effects.outbox.send(
                 [figures_request(rollout, track=read.track, stage=read.stage)]
             )
             return
+        verdict, reading = judged
         await self._judge(
             rollout,
             plan,
             track=read.track,
             stage=read.stage,
-            baseline=reading.baseline_crash,
-            figures=reading.figures,
+            verdict=verdict,
             actor=metrics_actor(reading.source),
             reading=reading,
+        )
+
+    async def _read(
+        self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str
+    ) -> tuple[GateVerdict, Reading] | None:
+        """The gate's verdict and the reading it was decided on, read from the track's source
+        now (None: a person types the figures, the `manual` source)."""
+        plan_track = plan.track(track)
+        return await read_gate(
+            self._sources(plan_track.metrics),
+            plan_track,
+            gate_windows(rollout, track=track, stage=stage, now=self._effects.clock()),
         )
 
     async def submit_figures(
@@ -125,15 +136,14 @@ class Gate:
                     "Those figures are no longer asked for: the gate already decided."
                 )
             plan = await effects.plan_of(rollout)
-            await self._judge(
-                rollout,
-                plan,
-                track=track,
-                stage=stage,
-                baseline=plan.track(track).metrics.baseline_crash_rate,
-                figures=figures,
-                actor=actor,
+            plan_track = plan.track(track)
+            verdict = plan_track.evaluate_gate(
+                baseline_crash=plan_track.metrics.baseline_crash_rate,
+                current_crash=figures.crash_rate,
+                current_error=figures.error_rate,
+                sample=figures.sample,
             )
+            await self._judge(rollout, plan, track=track, stage=stage, verdict=verdict, actor=actor)
             await self._follower.reconcile_locked(rollout_id)
 
     async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
@@ -145,18 +155,17 @@ class Gate:
             rollout = await effects.get(rollout_id)
             plan = await effects.plan_of(rollout)
             stage = rollout.track(track).current
-            source = self._sources(plan.track(track).metrics)
-            reading = None
+            judged = None
             if stage is not None:
-                reading = await source.read(rollout=rollout, track=track, stage=stage.key)
-            if stage is None or reading is None:
+                judged = await self._read(rollout, plan, track=track, stage=stage.key)
+            if stage is None or judged is None:
                 message = (
                     f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
                     "(figures entered by hand are asked in the thread when a window ends)."
                 )
                 await effects.refuse(actor, "reevaluate", rollout, message, track=track)
                 raise InvalidTransition(message)
-            verdict = judge(plan.track(track), reading)
+            verdict, reading = judged
             try:
                 ready = reevaluation(rollout, plan, track=track, verdict=verdict)
             except InvalidTransition as error:
@@ -189,8 +198,7 @@ class Gate:
                 plan,
                 track=track,
                 stage=stage.key,
-                baseline=reading.baseline_crash,
-                figures=reading.figures,
+                verdict=verdict,
                 actor=actor,
                 reading=reading,
             )
@@ -204,22 +212,10 @@ class Gate:
         *,
         track: str,
         stage: str,
-        baseline: Decimal | None,
-        figures: Figures,
+        verdict: GateVerdict,
         actor: str,
         reading: Reading | None = None,
     ) -> None:
-        plan_track = plan.track(track)
-        verdict = (
-            plan_track.evaluate_gate(
-                baseline_crash=baseline,
-                current_crash=figures.crash_rate,
-                current_error=figures.error_rate,
-                sample=figures.sample,
-            )
-            if reading is None
-            else judge(plan_track, reading)
-        )
         effects = self._effects
         # Recorded with the verdict's save: a replica that dies before it, or loses the save
         # to another replica, leaves no reading on record, and the retry's is the only one.
@@ -262,3 +258,20 @@ def _window(timer: Timer) -> tuple[str, str, str, datetime] | None:
     if stored is None:
         stored = timer.key.removeprefix(f"window:{rollout_id}:{track}:{stage}:")
     return rollout_id, track, stage, datetime.fromisoformat(str(stored))
+
+
+async def read_gate(
+    source: MetricsSource, track: Track, windows: tuple[QueryWindow, ...]
+) -> tuple[GateVerdict, Reading] | None:
+    """Read the gate's windows (`gate_windows`: its own, and the latest stretch when it runs
+    late) and judge them; a late gate takes the worse verdict (`judge_late`). None: a person
+    types the figures. Figures of no window (`static`) are read once."""
+    own, *later = windows
+    reading = await source.read(own)
+    if reading is None:
+        return None
+    if not later or reading.window is None:
+        return judge(track, reading), reading
+    latest = await source.read(later[0])
+    assert latest is not None  # a source that read one window reads any
+    return judge_late(track, (own, reading), (later[0], latest))

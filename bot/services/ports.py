@@ -150,10 +150,11 @@ class AppInstallation(Protocol):
 
 
 class MetricsSource(Protocol):
-    """Reads a stage's figures at the end of its window."""
+    """Reads a stage's figures over a window its gate reads (`bot.domain.metrics.gate_windows`)."""
 
-    async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading | None:
-        """The figures, or None when a person will supply them (the `manual` source)."""
+    async def read(self, window: QueryWindow) -> Reading | None:
+        """The figures, or None when a person will supply them (the `manual` source). A
+        reading without a `window` is of no window (`static` figures): read once."""
         ...
 
 

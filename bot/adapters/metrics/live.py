@@ -1,4 +1,4 @@
-"""What the live metrics sources (Prometheus, Sentry) share: the stage's window read at its end,
+"""What the live metrics sources (Prometheus, Sentry) share: a window of the stage read,
 one HTTP session per reading with its timeout, and a failed call turned into a reason.
 
 A figure a live source cannot read is left missing with the reason (a `MetricsProblem`), so
@@ -13,8 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.domain.metrics import QueryWindow, Reading, stage_window
-from bot.domain.rollout import Rollout
+from bot.domain.metrics import QueryWindow, Reading
 from bot.services.ports import Clock
 
 
@@ -27,16 +26,14 @@ def utc_now() -> datetime:
 
 
 class LiveSource(abc.ABC):
-    """A `MetricsSource` that reads a stage's figures from a service at the end of its window."""
+    """A `MetricsSource` that reads a stage's figures over a window from a service."""
 
     def __init__(self, *, clock: Clock = utc_now, timeout: float = 10.0) -> None:
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
-    async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading:
-        return await self.measure(
-            stage_window(rollout, track=track, stage=stage, now=self._clock())
-        )
+    async def read(self, window: QueryWindow) -> Reading:
+        return await self.measure(window)
 
     @abc.abstractmethod
     async def measure(self, window: QueryWindow) -> Reading: ...

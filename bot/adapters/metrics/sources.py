@@ -23,7 +23,6 @@ from bot.adapters.metrics.sentry import SentryAccess, SentrySource
 from bot.config import Settings
 from bot.domain.metrics import Figures, QueryWindow, Reading
 from bot.domain.plan import Metrics, PrometheusMetrics, SentryMetrics, Stage, StaticMetrics
-from bot.domain.rollout import Rollout
 from bot.services.ports import MetricsSource
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,9 @@ class StaticSource:
             log.warning("figures file %s unreadable (%s): no data", self._config.file, error)
             return StaticMetrics(source="static", baseline_crash_rate=Decimal(0), stages={})
 
-    async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading | None:
+    async def read(self, window: QueryWindow) -> Reading | None:
         config = await asyncio.to_thread(self._current)
-        figures = config.stages.get(stage)
+        figures = config.stages.get(window.stage)
         observed = (
             Figures(crash_rate=None)
             if figures is None
@@ -62,7 +61,7 @@ class StaticSource:
 class ManualSource:
     """No figures of its own: the service asks the approvers for them."""
 
-    async def read(self, *, rollout: Rollout, track: str, stage: str) -> Reading | None:
+    async def read(self, window: QueryWindow) -> Reading | None:
         return None
 
 

@@ -22,7 +22,7 @@ from bot.domain.gate_report import (
     verdict_reason,
     window_length,
 )
-from bot.domain.metrics import Reading
+from bot.domain.metrics import LateGate, Reading
 
 MAX_LINK = 2500
 _EMOJI = {
@@ -57,6 +57,8 @@ def gate_card(
     """The card posted in the rollout's thread when a gate is evaluated."""
     rows = metric_rows(verdict, reading)
     blocks: list[Block] = [section(_headline(verdict, stage_label, rows))]
+    if reading is not None and reading.late is not None:
+        blocks.append(context(_late(reading.late)))
     where = _window_slack(window)
     for row in rows:
         baseline = f"baseline {percent(row.baseline)} · " if row.metric != "error_rate" else ""
@@ -98,3 +100,16 @@ def _window_slack(window: tuple[datetime, datetime] | None) -> str:
         return "unknown"
     start, end = window
     return f"{window_length(start, end)} ending {slack_time(end)}"
+
+
+def _late(late: LateGate) -> str:
+    """Which stretch a gate run late (the bot down, its timers behind) decided on, and why."""
+    (start, end), (latest_start, latest_end) = late.window, late.latest
+    deciding = "the latest stretch's" if late.latest_decided else "its window's"
+    return (
+        f":hourglass: Judged {window_length(end, latest_end)} after its window ended: "
+        f"its window ({window_length(start, end)} ending {slack_time(end)}) gave "
+        f"{late.window_verdict}, the latest {window_length(latest_start, latest_end)} "
+        f"(ending {slack_time(latest_end)}) gave {late.latest_verdict}. The worse decides: "
+        f"the figures below are {deciding}."
+    )
