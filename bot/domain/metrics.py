@@ -6,7 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from bot.domain.gate import GateVerdict, Verdict, clock_skewed
+from bot.domain.gate import GateVerdict, clock_skewed
+from bot.domain.late_gate import LateGate
 from bot.domain.plan import Track
 from bot.domain.rollout import Rollout, StageState
 from bot.domain.service import DEFAULT_SERVICE
@@ -37,25 +38,6 @@ class MetricReading:
     """Where a person sees the query (a Prometheus graph URL, a Sentry release page)."""
     series: tuple[tuple[datetime, float], ...] = ()
     """The metric over the rollout so far, for the chart."""
-
-
-@dataclass(frozen=True)
-class LateGate:
-    """A gate run more than `LATE_GATE` after its window's end: the two stretches it read, its
-    window and the latest one of the same length, and the verdict each gave."""
-
-    window: tuple[datetime, datetime]
-    window_verdict: Verdict
-    latest: tuple[datetime, datetime]
-    latest_verdict: Verdict
-
-    @property
-    def latest_decided(self) -> bool:
-        """The latest stretch's verdict was the worse (on a tie, the window's decides)."""
-        return _SEVERITY[self.latest_verdict] > _SEVERITY[self.window_verdict]
-
-
-_SEVERITY = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.ROLLBACK: 2, Verdict.KILL_SWITCH: 2}
 
 
 @dataclass(frozen=True)

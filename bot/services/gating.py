@@ -177,7 +177,11 @@ class Gate:
                     "gate",
                     verdict.verdict.value,
                     rollout,
-                    {**machine.verdict_to_json(verdict), "interim": True},
+                    {
+                        **machine.verdict_to_json(verdict),
+                        **machine.late_to_json(reading.late),
+                        "interim": True,
+                    },
                     track=track,
                     stage=stage.key,
                 )
@@ -189,6 +193,7 @@ class Gate:
                     verdict.verdict,
                     verdict.summary,
                     stage.window_ends_at,
+                    reading.late,
                 )
                 # A new card version: Re-evaluate may be clicked again for a later reading.
                 return await effects.redraw(rollout, saying=shown, audit=[event])
@@ -217,6 +222,7 @@ class Gate:
         reading: Reading | None = None,
     ) -> None:
         effects = self._effects
+        late = reading.late if reading is not None else None
         # Recorded with the verdict's save: a replica that dies before it, or loses the save
         # to another replica, leaves no reading on record, and the retry's is the only one.
         event = effects.event(
@@ -224,12 +230,12 @@ class Gate:
             "gate",
             verdict.verdict.value,
             rollout,
-            machine.verdict_to_json(verdict),
+            {**machine.verdict_to_json(verdict), **machine.late_to_json(late)},
             track=track,
             stage=stage,
         )
         decision = machine.gate_evaluated(
-            rollout, plan, track=track, stage=stage, verdict=verdict, now=effects.clock()
+            rollout, plan, track=track, stage=stage, verdict=verdict, now=effects.clock(), late=late
         )
         # When the stage took the verdict, the thread shows the figures behind it.
         shown = gate_card(rollout, track=track, stage=stage, verdict=verdict, reading=reading)

@@ -22,7 +22,8 @@ from bot.domain.gate_report import (
     verdict_reason,
     window_length,
 )
-from bot.domain.metrics import LateGate, Reading
+from bot.domain.late_gate import LateGate
+from bot.domain.metrics import Reading
 
 MAX_LINK = 2500
 _EMOJI = {

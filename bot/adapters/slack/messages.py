@@ -15,6 +15,7 @@ from bot.adapters.slack.github_words import (
     waits_outside_plan_text,
 )
 from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answer
+from bot.adapters.slack.late_words import judged_late
 
 # Re-exported: every view takes its marks from here.
 from bot.adapters.slack.mrkdwn import channel as channel
@@ -187,17 +188,18 @@ def render(event: Event) -> str:
                 if event.auto
                 else f"Holding *{event.following}* until someone clicks Promote."
             )
-            return f":large_green_circle: {event.stage} gate PASS ({event.figures}). {then}"
+            late = judged_late(event.late)
+            return f":large_green_circle: {event.stage} gate PASS ({event.figures}).{late} {then}"
         case GateInconclusive():
             return (
-                f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures}). "
-                f"{_inconclusive_then(event)}"
+                f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures})."
+                f"{judged_late(event.late)} {_inconclusive_then(event)}"
             )
         case GateFailed():
             action = "tripping the kill-switch" if event.desktop else "rolling back"
             return (
                 f":red_circle: {event.stage} gate *{event.verdict}*: "
-                f"{gate_reason_words(event.reason)} ({event.figures}). "
+                f"{gate_reason_words(event.reason)} ({event.figures}).{judged_late(event.late)} "
                 f"{_stays_on(event.reached, desktop=event.desktop)} "
                 f"{event.track}: {action} now: rejecting the next stage and approving "
                 f"*{event.failure_job}*."
@@ -217,7 +219,8 @@ def render(event: Event) -> str:
             until = f" until {slack_time(event.until)}" if event.until is not None else ""
             return (
                 f"{person(event.actor)} re-evaluated *{event.stage}* ({event.track}) while "
-                f"observing: {event.verdict} ({event.figures}). The window runs on{until}; "
+                f"observing: {event.verdict} ({event.figures}).{judged_late(event.late)} "
+                f"The window runs on{until}; "
                 "the gate decides when it ends."
             )
         case TrackStopped():

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter
 
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
+from bot.domain.late_gate import LateGate
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.rollout.events import Event
 from bot.domain.rollout.state import Check, CheckState, StopKind, StopReason
@@ -56,6 +57,18 @@ def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
         min_sample=int(data.get("min_sample", 0)),
         clock_offset=data.get("clock_offset"),
     )
+
+
+_LATE: TypeAdapter[LateGate] = TypeAdapter(LateGate)
+
+
+def late_to_json(late: LateGate | None) -> dict[str, Any]:
+    """A late gate's two stretches and verdicts, for its audit entry (`late`; nothing when the
+    gate ran on time): which one decided is said too, as a reader of the trail wants it."""
+    if late is None:
+        return {}
+    decided = "latest" if late.latest_decided else "window"
+    return {"late": {**_dumped(_LATE, late), "decided": decided}}
 
 
 def check_to_json(check: Check) -> dict[str, str]:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from bot.domain.freeze import Freeze, Frozen, LaneHold
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported
+from bot.domain.late_gate import LateGate
 from bot.domain.reasons import Reason
 from bot.domain.rollout.left import TrackLeft
 from bot.domain.rollout.state import StageState, StopReason, TrackState
@@ -157,6 +158,8 @@ class GatePassed:
     following: str
     auto: bool
     """Promoted at once (the plan says `promote: auto`), else holding for a Promote."""
+    late: LateGate | None = None
+    """Set when the gate ran late and read two stretches (None in events stored before)."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,8 @@ class GateInconclusive:
     until: datetime | None = None
     reason: GateReason | None = None
     """Why no verdict (None in events stored before it was said)."""
+    late: LateGate | None = None
+    """Set when the gate ran late and read two stretches (None in events stored before)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,8 @@ class GateFailed(AtStage):
     reached: str | None
     desktop: bool
     failure_job: str
+    late: LateGate | None = None
+    """Set when the gate ran late and read two stretches (None in events stored before)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +208,8 @@ class Reevaluated(PersonAtStage):
     verdict: Verdict
     figures: str
     until: datetime | None
+    late: LateGate | None = None
+    """Set when the gate ran late and read two stretches (None in events stored before)."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
+from bot.domain.late_gate import LateGate
 from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.rollout.effects import (
@@ -86,9 +87,11 @@ def gate_evaluated(
     stage: str,
     verdict: GateVerdict,
     now: datetime,
+    late: LateGate | None = None,
 ) -> Decision:
     """Act on a gate's verdict: hold (or auto-promote) on PASS, stop on a failure, extend
-    once then hold on INCONCLUSIVE. Only a stage being evaluated takes a verdict."""
+    once then hold on INCONCLUSIVE. Only a stage being evaluated takes a verdict. `late`: the
+    gate ran late and read two stretches, which the thread is told."""
     current = rollout.track(track).stage(stage)
     if current.state is not StageState.EVALUATING:
         return Decision(rollout)
@@ -103,10 +106,14 @@ def gate_evaluated(
         observe = spec.observe
         if observe is not None and observe.promote is PromoteMode.AUTO:
             advance(work, track, judged, following)
-            work.effects.append(Announce(GatePassed(spec.label, figures, following.label, True)))
+            work.effects.append(
+                Announce(GatePassed(spec.label, figures, following.label, True, late))
+            )
         else:
             work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
-            work.effects.append(Announce(GatePassed(spec.label, figures, following.label, False)))
+            work.effects.append(
+                Announce(GatePassed(spec.label, figures, following.label, False, late))
+            )
     elif verdict.verdict is Verdict.INCONCLUSIVE:
         extension = spec.observe.inconclusive_extension if spec.observe else None
         # More data never makes a saved plan's unusable threshold usable: hold at once.
@@ -122,10 +129,12 @@ def gate_evaluated(
             )
             work.set_track(work.track(track).with_stage(extended))
             work.effects.append(ScheduleWindow(track, stage, ends))
-            work.effects.append(Announce(GateInconclusive(spec.label, figures, extension, ends)))
+            work.effects.append(
+                Announce(GateInconclusive(spec.label, figures, extension, ends, late=late))
+            )
         else:
             work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
-            held = GateInconclusive(spec.label, figures, reason=verdict.reason)
+            held = GateInconclusive(spec.label, figures, reason=verdict.reason, late=late)
             work.effects.append(Announce(held, failure=True))
     else:
         failed = replace(judged, state=StageState.FAILED_GATE)
@@ -152,6 +161,7 @@ def gate_evaluated(
             reached_label(plan_track, stopped),
             desktop=ending is TrackState.HALTED,
             failure_job=plan_track.on_failure.job,
+            late=late,
         )
         work.effects.append(Announce(told, failure=True))
         # A gate stops its own track: say what the other tracks of its gate still do.
