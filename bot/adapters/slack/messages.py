@@ -216,12 +216,18 @@ def render(event: Event) -> str:
                 f"by {format_duration(event.by)}, until {slack_time(event.until)}."
             )
         case Reevaluated():
-            until = f" until {slack_time(event.until)}" if event.until is not None else ""
+            at = f" {slack_time(event.until)}" if event.until is not None else ""
+            # Judged late, its window has ended already: its gate waits for its timer, late.
+            runs_on = (
+                f"The window ended{' at' + at if at else ''}; the gate decides when its late "
+                "timer fires."
+                if event.late is not None
+                else f"The window runs on{' until' + at if at else ''}; the gate decides when "
+                "it ends."
+            )
             return (
                 f"{person(event.actor)} re-evaluated *{event.stage}* ({event.track}) while "
-                f"observing: {event.verdict} ({event.figures}).{judged_late(event.late)} "
-                f"The window runs on{until}; "
-                "the gate decides when it ends."
+                f"observing: {event.verdict} ({event.figures}).{judged_late(event.late)} {runs_on}"
             )
         case TrackStopped():
             return (
