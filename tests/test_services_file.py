@@ -111,6 +111,18 @@ def test_a_bad_plan_and_a_repository_of_two_services_are_said_together(tmp_path:
     assert "services.billing.plan: the rollout plan" in message and "bad.yml is invalid" in message
 
 
+@pytest.mark.parametrize("repository", ["scriptum/scriptum.git", "scriptum/scriptum.wiki", "a/.."])
+def test_a_repository_name_github_cannot_have_is_refused(tmp_path: Path, repository: str) -> None:
+    """GitHub drops a `.git` ending (`scriptum/scriptum.git` is the clone URL's tail), so no
+    delivery would ever name it: a service with it would ignore every webhook, and could
+    share its repository with the service of `scriptum/scriptum`."""
+    data = {"services": {"relay": {**TWO["services"]["relay"], "repository": repository}}}
+    with pytest.raises(ServicesError) as raised:
+        load_services(write(tmp_path, data))
+    assert f"services.relay.repository: '{repository}': not owner/name" in raised.value.message
+    assert "does not end in .git or .wiki" in raised.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
