@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +15,8 @@ import pytest
 from cleared import cleared_rollout
 from figures import running_sandbox
 
+from bot.adapters.slack.report_views import report_text
+from bot.domain.period_report import PeriodReport, parse_period
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Phase,
@@ -167,6 +169,32 @@ async def test_a_release_rolled_back_after_it_completed_is_no_success(box: Sandb
     assert "median 1h30m, p90 2h" in week  # both reached 100%: their lead times stand
     assert "`v1.2.0` Hosted relay: rolled back after it completed (redeployed the previous" in week
     assert "`v1.1.0`" not in week.split("*Rollbacks, kills and other stops*")[1]
+
+
+@pytest.mark.parametrize(
+    ("rollouts", "succeeded", "said"),
+    [(200, 199, "99%"), (1000, 999, "99%"), (201, 1, "1%"), (4, 3, "75%"), (200, 0, "0%")],
+)
+def test_the_success_rate_reads_100_only_when_every_rollout_succeeded(
+    rollouts: int, succeeded: int, said: str
+) -> None:
+    """199 of 200 rounds to 100%, which a team reads as no failure at all, beside the stop
+    the report lists; one success in 201 is not 0%."""
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    period = parse_period("30d")
+    report = PeriodReport(
+        period=period,
+        start=period.bounds(now)[0],
+        end=now,
+        rollouts=rollouts,
+        reached_the_end=succeeded,
+        succeeded=succeeded,
+        stopped=(),
+        lead_median=None,
+        lead_p90=None,
+        held_median=None,
+    )
+    assert f"success rate {said}" in report_text(report)
 
 
 @pytest.mark.story  # refused before any query: no database reads a bad period

@@ -25,7 +25,6 @@ def _lines(report: PeriodReport) -> list[str]:
     )
     if not report.rollouts:
         return [f"{title}: no rollout ended in this period."]
-    rate = report.success_rate or 0.0
     lines = [
         title,
         f"• {report.rollouts} rollout(s), {report.reached_the_end} to 100%"
@@ -34,7 +33,7 @@ def _lines(report: PeriodReport) -> list[str]:
             if report.reached_the_end > report.succeeded
             else ""
         )
-        + f": success rate {rate:.0%}",
+        + f": success rate {_success_rate(report)}",
         "• lead time dispatch to 100%: "
         + (
             f"median {span(report.lead_median)}, p90 {span(report.lead_p90)}"
@@ -48,6 +47,17 @@ def _lines(report: PeriodReport) -> list[str]:
         lines.append("*Rollbacks, kills and other stops*")
         lines.extend(_stopped(s) for s in report.stopped)
     return lines
+
+
+def _success_rate(report: PeriodReport) -> str:
+    """The share of rollouts that succeeded, to the nearest percent; but never 100% while
+    one did not, nor 0% while one did (199 of 200 is 99%, not 100%)."""
+    whole = round(100 * (report.success_rate or 0.0))
+    if report.succeeded < report.rollouts:
+        whole = min(whole, 99)
+    if report.succeeded:
+        whole = max(whole, 1)
+    return f"{whole}%"
 
 
 def _stopped(track: StoppedTrack) -> str:
