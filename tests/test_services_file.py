@@ -200,6 +200,15 @@ def test_without_a_services_file_its_one_service_must_be_configured(
     assert "ROLLOUT_APPROVERS: missing" in raised.value.problems
 
 
+def test_a_one_service_repository_with_a_git_ending_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GITHUB_REPOSITORY is read by the same rule as a service's `repository`."""
+    with pytest.raises(ConfigError) as raised:
+        settings(monkeypatch, env(tmp_path, GITHUB_REPOSITORY="scriptum/scriptum.git"))
+    assert "GITHUB_REPOSITORY: 'scriptum/scriptum.git' is not owner/name" in raised.value.problems
+
+
 def test_the_services_file_replaces_the_one_service_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
