@@ -24,7 +24,12 @@ from bot.plan_file import invalid_lines, load_plan, problem_lines, read_model, r
 
 CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 APPROVER_ID = re.compile(r"[UWS][A-Z0-9]{2,}")
-REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}")
+REPOSITORY = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/(?!\.\.?\Z)(?![A-Za-z0-9._-]*\.(?i:git|wiki)\Z)"
+    r"[A-Za-z0-9._-]{1,100}"
+)
+"""`owner/name` as GitHub names a repository: never `.` or `..`, nor ending in `.git` (which
+GitHub drops: a clone URL's tail) or `.wiki`; no delivery would name such a repository."""
 
 CHANNEL_RULE = "not a Slack channel id (C... or G...)"
 APPROVER_RULE = "not a Slack user id (U..., W...) or group (S...)"
@@ -42,7 +47,8 @@ def _matching(pattern: re.Pattern[str], rule: str) -> AfterValidator:
 _Text = StringConstraints(strict=True)
 ChannelId = Annotated[str, _Text, _matching(CHANNEL_ID, CHANNEL_RULE)]
 ApproverId = Annotated[str, _Text, _matching(APPROVER_ID, APPROVER_RULE)]
-Repository = Annotated[str, _Text, _matching(REPOSITORY, "not owner/name")]
+REPOSITORY_RULE = "not owner/name (a GitHub repository's name does not end in .git or .wiki)"
+Repository = Annotated[str, _Text, _matching(REPOSITORY, REPOSITORY_RULE)]
 NAME_RULE = (
     "not a service name: a lowercase letter, then lowercase letters, digits or '-' (at most 63)"
 )

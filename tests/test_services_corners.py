@@ -97,6 +97,19 @@ async def test_a_kill_reason_that_starts_with_another_services_name_trips_this_k
     assert "no rollout in progress" in answer, answer
 
 
+@pytest.mark.parametrize("text", ["kill relay", "lock relay", "unlock relay"])
+async def test_a_service_named_with_no_reason_after_it_is_that_service(
+    box: Sandbox, text: str
+) -> None:
+    """`/rollout kill relay` in search's channel, with nothing after the name, is relay's
+    command, refused there (naming relay's channels); it tripped search's kill-switch (or
+    locked or unlocked search's lane) with the reason `relay`."""
+    assert "Preflight" in await box.command("start v3.0.0 --flags-ready", channel=SEARCH_CHANNEL)
+    answer = await box.command(text, channel=SEARCH_CHANNEL)
+    assert "only works in" in answer and RELEASE_CHANNEL in answer, answer
+    assert "no rollout in progress" not in answer and "locked" not in answer.lower(), answer
+
+
 async def test_the_card_of_a_service_named_default_names_it_beside_another(
     tmp_path: Path,
 ) -> None:

@@ -111,6 +111,18 @@ def test_a_bad_plan_and_a_repository_of_two_services_are_said_together(tmp_path:
     assert "services.billing.plan: the rollout plan" in message and "bad.yml is invalid" in message
 
 
+@pytest.mark.parametrize("repository", ["scriptum/scriptum.git", "scriptum/scriptum.wiki", "a/.."])
+def test_a_repository_name_github_cannot_have_is_refused(tmp_path: Path, repository: str) -> None:
+    """GitHub drops a `.git` ending (`scriptum/scriptum.git` is the clone URL's tail), so no
+    delivery would ever name it: a service with it would ignore every webhook, and could
+    share its repository with the service of `scriptum/scriptum`."""
+    data = {"services": {"relay": {**TWO["services"]["relay"], "repository": repository}}}
+    with pytest.raises(ServicesError) as raised:
+        load_services(write(tmp_path, data))
+    assert f"services.relay.repository: '{repository}': not owner/name" in raised.value.message
+    assert "does not end in .git or .wiki" in raised.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -186,6 +198,15 @@ def test_without_a_services_file_its_one_service_must_be_configured(
     assert "GITHUB_REPOSITORY: missing" in raised.value.problems
     assert "RELEASE_CHANNELS: missing" in raised.value.problems
     assert "ROLLOUT_APPROVERS: missing" in raised.value.problems
+
+
+def test_a_one_service_repository_with_a_git_ending_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GITHUB_REPOSITORY is read by the same rule as a service's `repository`."""
+    with pytest.raises(ConfigError) as raised:
+        settings(monkeypatch, env(tmp_path, GITHUB_REPOSITORY="scriptum/scriptum.git"))
+    assert "GITHUB_REPOSITORY: 'scriptum/scriptum.git' is not owner/name" in raised.value.problems
 
 
 def test_the_services_file_replaces_the_one_service_settings(

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 _FREE_TEXT = frozenset({Subcommand.KILL, Subcommand.FREEZE, Subcommand.LOCK, Subcommand.UNLOCK})
 """Subcommands whose text is a reason: in a channel of its own service, a first word that
-names another service is the reason's."""
+names another service, and has more words after it, is the reason's."""
 
 
 class RolloutLookup(Protocol):
@@ -185,7 +185,8 @@ class ServiceDirectory:
         name, rest, subcommand = named_service(text, self._by_name)
         here = self.in_channel(channel_id)
         elsewhere = name is not None and here and self._by_name[name] not in here
-        if elsewhere and subcommand in _FREE_TEXT:  # a reason's first word, not a service
+        reason = len(rest.split(maxsplit=1)) > 1  # words after the name (`kill relay` has none)
+        if elsewhere and reason and subcommand in _FREE_TEXT:  # a reason's first word
             name, rest = None, text
         if name is not None:
             return self._by_name[name], rest
