@@ -605,6 +605,38 @@ async def test_release_answered_502_is_looked_for_not_called_not_started(
     assert box.github.dispatches == []  # the 502 was a real failure, and it was not sent again
 
 
+async def release_answered_502(box: Sandbox) -> ChannelMessage:
+    """A walkthrough whose Release click GitHub answered 502 (nothing started), looked for."""
+    box.github.set_job_duration("changesets", RELEASE_JOB)
+    box.github.fault_next(
+        "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
+    )
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "not identified yet" in step(message, 5), timeout=30)
+    return message
+
+
+async def test_a_search_for_an_unclear_release_does_not_take_another_walkthroughs_run(
+    box: Sandbox,
+) -> None:
+    """A Release answered 502 (nothing started) is looked for; meanwhile a second walkthrough
+    runs Release and follows its run. That run, the only one by the bot since the first
+    dispatch, is the second walkthrough's (its look recorded the id GitHub answered with):
+    the first must not take it for its own, and says in the end that nothing started."""
+    first = await release_answered_502(box)
+    second = await open_walkthrough(box, DIRECT_MESSAGE)
+    await box.click(str(NpmAction.RUN_RELEASE), message=second, channel=second.channel, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(second, 5), timeout=30)
+    (dispatch,) = box.github.dispatches
+
+    await box.pass_time(timedelta(minutes=6))  # the first walkthrough's search ends
+    await box.slack.wait_for(lambda: "Could not start" in step(first, 5), timeout=30)
+
+    assert f"Run {dispatch.run_id}" not in step(first, 5)
+    assert f"/actions/runs/{dispatch.run_id}|Run {dispatch.run_id}>" in step(second, 5)
+
+
 # -- following a Release run across a shutdown, a crash and replicas ------------------------------
 
 DONE = ":white_check_mark: done"
@@ -857,13 +889,7 @@ async def test_the_last_look_of_a_search_fired_again_does_not_follow_the_next_re
     new run nor take the new run, created since its dispatch, for its own and follow it a
     second time."""
     box = long_leases
-    box.github.set_job_duration("changesets", RELEASE_JOB)
-    box.github.fault_next(
-        "POST", "/repos/*/actions/workflows/release.yml/dispatches", "server_error"
-    )
-    message = await open_walkthrough(box)
-    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
-    await box.slack.wait_for(lambda: "not identified yet" in step(message, 5), timeout=30)
+    message = await release_answered_502(box)
     await box.pass_time(timedelta(minutes=6))  # the search ends: nothing started
     await box.slack.wait_for(lambda: "Could not start" in step(message, 5), timeout=30)
     engine = create_engine(box.database_url)

@@ -186,16 +186,23 @@ class ReleaseLooks:
     async def followed_elsewhere(self, message: MessageRef, *, since: datetime) -> set[int]:
         """The Release runs other walkthroughs' looks (due since `since`) follow: their clicks'
         runs, known by the id GitHub answered with, so none is another click's."""
-        runs: set[int] = set()
+        return {run for run, _ in await self._elsewhere(message, since=since) if run is not None}
+
+    async def _elsewhere(
+        self, message: MessageRef, *, since: datetime
+    ) -> list[tuple[int | None, bool]]:
+        """Other walkthroughs' looks due since `since`: the run each names, and whether it
+        is pending (one with no run is a dispatch whose run is not known yet)."""
+        looks: list[tuple[int | None, bool]] = []
         for timer in await self._timers.of_kind(kind=RELEASE_TIMER, due_since=since):
             try:
                 look = ReleaseLook.model_validate(timer.payload or {})
             except ValidationError:  # a look of another version: it names no run this knows
                 continue
             release = look.walkthrough.release
-            if look.message != message and release is not None and release.run_id is not None:
-                runs.add(release.run_id)
-        return runs
+            if look.message != message and release is not None:
+                looks.append((release.run_id, timer.is_pending))
+        return looks
 
     async def cancel(self, look: ReleaseLook) -> None:
         await self._timers.cancel(key=look.key, now=self._clock())
@@ -253,15 +260,22 @@ class ReleaseLooks:
         """The dispatch's answer was unclear (or never came): its run is followed once found;
         when none appeared by `until`, the click may be repeated."""
         try:
-            found = await self._github.find_dispatched_run(
+            listed = await self._github.dispatched_runs(
                 workflow_file=self._npm.workflow,
                 ref=self._npm.ref,
                 dispatched_at=look.dispatched_at,
             )
         except GitHubError as error:
             log.warning("npm-token: could not look for the Release run: %s", error.message)
-            found = None  # a failed look is no answer: look again
-        if found is not None:
+            listed = []  # a failed look is no answer: look again
+        # A run another walkthrough follows is its click's (it recorded the id GitHub answered
+        # with), never this one's; of the others, only a single one is taken, and none while
+        # another walkthrough's dispatch has no run recorded yet (that run may be its).
+        others = await self._elsewhere(look.message, since=look.dispatched_at) if listed else []
+        runs = [run for run in listed if run.run_id not in {r for r, _ in others}]
+        unknown = any(run is None and pending for run, pending in others)
+        if len(runs) == 1 and not unknown:
+            (found,) = runs
             await self._claims.complete(look.claim(), now=self._clock())
             log.info("npm-token: found the Release run %s", found.run_id)
             await self.follow(look, look.walkthrough, look.release, found.run_id)
