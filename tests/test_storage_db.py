@@ -199,7 +199,9 @@ async def test_a_task_on_a_database_that_cannot_open_leaves_no_sqlite_thread(
     # left running, its last answer reaches the event loop after `asyncio.run` closed it
     # (`serve` then printed a traceback under its one-line refusal).
     url = f"sqlite:///{tmp_path}/no-such-directory/bot.db"
+    before = set(threading.enumerate())  # an earlier test's engine may still hold its own
     with pytest.raises(DBAPIError):
         async with engine_for_one_task(url) as engine, engine.connect():
             pass
-    assert not [t for t in threading.enumerate() if "_connection_worker_thread" in t.name]
+    left = [t for t in threading.enumerate() if t not in before]
+    assert not [t for t in left if "_connection_worker_thread" in t.name]
