@@ -32,7 +32,6 @@ from sandbox.harness import Sandbox, fast_plan
 from sandbox.slack_markup import problems_in
 from storage.db import create_engine
 from storage.models import Base
-from storage.timers import TimerStore
 
 pytestmark = pytest.mark.story
 
@@ -217,8 +216,8 @@ async def test_a_window_timer_that_gave_up_keeps_its_reason_as_data(
         ends = observing.track("relay").stage("canary").window_ends_at
         assert ends is not None
         key = window_timer_key(observing.id, "relay", "canary", ends)
-        timer = await TimerStore(box.services.database.sessions).get(key=key)
-        assert timer is not None
+        # The rollout is saved first, its window's timer written after (a loaded machine: later).
+        timer = await box.wait_for_timer(key, lambda _: True)
 
         await box.services.rollouts.on_timer_dead(timer, reason=recorded(reason))
 
