@@ -100,7 +100,7 @@ def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
     if reason is GateReason.INSUFFICIENT_SAMPLE:
         seen = "an unknown sample" if verdict.sample is None else f"a sample of {verdict.sample:,}"
         return f"Too little data: {seen}, the gate needs {verdict.min_sample:,}."
-    if reason is GateReason.CLOCK_SKEW:
+    if reason in (GateReason.CLOCK_SKEW, GateReason.UNREACHABLE_LIMIT):
         return f"No verdict: {verdict.summary}."
     if reason is GateReason.NO_DATA:
         missing = next((row for row in rows if row.value is None), None)

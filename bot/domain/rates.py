@@ -5,7 +5,7 @@ non-negative decimal in plain or exponent form, ASCII digits only. Standard libr
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 
 # ASCII digits only: Decimal() alone would also take "1_0", " 1 " and non-ASCII digits.
 _NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -30,3 +30,22 @@ def parse_rate(name: str, text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation:  # an exponent beyond what Decimal can hold
         raise InvalidRate(f"{name} {text!r} is out of range; {_EXPECTED}") from None
+
+
+def exact_product(a: Decimal, b: Decimal) -> Decimal:
+    """a x b without rounding, whatever the operands' digits.
+
+    Beyond Decimal's exponent range the product saturates (Infinity, or 0 below the smallest
+    representable figure) instead of raising, so no input can crash a gate.
+    """
+    digits = len(a.as_tuple().digits) + len(b.as_tuple().digits)
+    return Context(prec=digits, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]).multiply(a, b)
+
+
+def format_rate(value: Decimal) -> str:
+    """A figure for people and for workflow inputs: `0.002`, `2`, `1E-20` (trailing zeros gone)."""
+    digits = len(value.as_tuple().digits)
+    exact = value.normalize(Context(prec=max(digits, 1), Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]))
+    if exact.is_finite() and -12 <= exact.adjusted() <= 12:
+        return format(exact, "f")
+    return str(exact)
