@@ -1,6 +1,7 @@
-"""Reading a rate a person wrote (a CI script's flag, a figure typed into Slack): a finite,
-non-negative decimal in plain or exponent form, ASCII digits only. Standard library only: the
-`gate` command's fast start depends on it."""
+"""Reading a rate a person wrote (a CI script's flag, a figure typed into Slack, a plan's
+threshold): a finite, non-negative decimal in plain or exponent form, ASCII digits only, and
+the thresholds no gate can use, in the same words wherever they are written. Standard library
+only: the `gate` command's fast start depends on it."""
 
 from __future__ import annotations
 
@@ -49,3 +50,50 @@ def format_rate(value: Decimal) -> str:
     if exact.is_finite() and -12 <= exact.adjusted() <= 12:
         return format(exact, "f")
     return str(exact)
+
+
+def as_fraction(rate: Decimal) -> str:
+    """What to write for `rate` meant as a percentage: `0.01 for 1%` (`1` meant)."""
+    meant = rate if rate < 100 else Decimal(1)
+    return f"{format_rate(meant / 100)} for {format_rate(meant)}%"
+
+
+def baseline_problem(baseline: Decimal) -> str | None:
+    """Why a baseline crash rate cannot be a gate's: 1 is every session crashing, so `1` is
+    almost surely 1%; with the default multiplier its limit is one no crash rate exceeds, and
+    its crash rule could never fail. None: it can."""
+    if baseline < 1:
+        return None
+    return (
+        f"{baseline} is {format_rate(baseline * 100)}%: a baseline crash rate is below 1 (100%, "
+        f"every session crashing); rates are fractions: write {as_fraction(baseline)}"
+    )
+
+
+def crash_limit_problem(
+    baseline: Decimal, multiplier: Decimal, *, multiplier_name: str = "crash_multiplier"
+) -> str | None:
+    """Why a baseline below 1 cannot be a gate's: its limit (times the multiplier, named
+    `multiplier_name` where it was written) is 1 or more, which no crash rate exceeds (`0.5`
+    meant as 0.5%). None: a crash rate can exceed it (or the baseline is refused on its own)."""
+    if baseline >= 1 or exact_product(baseline, multiplier) < 1:
+        return None
+    limit = format_rate(exact_product(baseline, multiplier) * 100)
+    mend = f"lower {multiplier_name}"  # a baseline below 1% is no percentage mistaken
+    if baseline >= Decimal("0.01"):
+        mend = f"rates are fractions: write {as_fraction(baseline)}"
+    return (
+        f"{baseline} with {multiplier_name} {multiplier} is a limit of {limit}%: no crash rate "
+        f"exceeds it, so the crash rule could never fail ({mend})"
+    )
+
+
+def error_threshold_problem(threshold: Decimal) -> str | None:
+    """Why an error threshold cannot be a gate's: an error rate (errors / requests) never
+    exceeds 1, so a threshold of 1 or more (`1` meant as 1%) could never roll back."""
+    if threshold < 1:
+        return None
+    shown = format_rate(threshold * 100)
+    return (
+        f"{threshold} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
+    )
