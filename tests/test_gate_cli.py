@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.cli.gate import main
-from bot.domain.gate import Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.errors import PlanError
+from bot.domain.gate import Verdict, evaluate_desktop, evaluate_relay
 from bot.plan_file import load_plan, parse_plan
 
 _SCRIPT = Path(sys.executable).with_name("rollout-bot")

@@ -1,27 +1,41 @@
-"""A baseline read live (Prometheus's `crash_rate.baseline`, Sentry's `baseline_query`) whose
-limit is 100% or more: no crash rate exceeds it, so the crash rule could never fail.
+"""A baseline read live (Prometheus's `crash_rate.baseline`, Sentry's `baseline_query`): one
+whose limit is 100% or more, which no crash rate exceeds, so the crash rule could never fail;
+and the sample behind it.
 
 Plan files refuse such a fixed baseline (`0.5` meant as 0.5%, times 2); a live one is only known
 when it is read. The gate never PASSes on it: it holds, INCONCLUSIVE for the unreachable limit,
 naming the baseline read, unless a rule it can apply fails (the error rate, or a crash rate
 above even that limit).
+
+A Prometheus baseline is a rate of its own requests: `crash_rate.baseline_sample` counts them
+into the gate's sample (the smallest decides, as Sentry's baseline sessions do); with
+`min_sample` a plan file needs it; without one, the card and the audit say it was not counted.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import yaml
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.adapters.metrics.prometheus import PrometheusSource
+from bot.adapters.slack.gate_views import gate_card
 from bot.adapters.slack.messages import render
-from bot.domain.gate import GateReason, Verdict, gate_reason_words
+from bot.domain.errors import PlanError
+from bot.domain.gate import GateReason, GateVerdict, Verdict, gate_reason_words
 from bot.domain.gate_report import metric_rows, verdict_reason
-from bot.domain.plan import RolloutPlan, Track
+from bot.domain.metrics import QueryWindow, Reading, baseline_sample_detail, judge
+from bot.domain.plan import PrometheusMetrics, RolloutPlan, Track
 from bot.domain.rollout.events import GateInconclusive
-from bot.plan_file import load_plan
+from bot.plan_file import load_plan, parse_plan
+from sandbox.loopback import LoopbackServer
 
 D = Decimal
 
@@ -35,7 +49,11 @@ def live_track(track: str, **thresholds: Any) -> Track:
             "source": "prometheus",
             "baseline_crash_rate": "0.001",
             "error_rate": {"query": "errors", "sample": "requests"},
-            "crash_rate": {"query": "crashes", "baseline": "crashes offset $since_start"},
+            "crash_rate": {
+                "query": "crashes",
+                "baseline": "crashes offset $since_start",
+                "baseline_sample": "requests offset $since_start",
+            },
         }
     else:
         data["tracks"]["desktop"]["metrics"] = {
@@ -73,7 +91,9 @@ def test_a_live_baseline_whose_limit_no_crash_rate_exceeds_holds_the_gate(
     assert f"a limit of {limit}: no crash rate exceeds it" in verdict.summary
     said = verdict_reason(verdict, metric_rows(verdict, None))
     assert said.startswith("No verdict: the baseline crash rate")
-    assert gate_reason_words(verdict.reason) == "the live baseline sets a limit no crash rate exceeds"
+    assert (
+        gate_reason_words(verdict.reason) == "the live baseline sets a limit no crash rate exceeds"
+    )
 
 
 def test_an_error_rate_over_its_threshold_still_rolls_back() -> None:
@@ -123,3 +143,148 @@ def test_a_live_baseline_whose_limit_is_100_percent_or_more_never_passes(
             baseline_crash=baseline, current_crash=crash, current_error=error, sample=5000
         )
         assert verdict.verdict is not Verdict.PASS
+
+
+# -- the sample behind a Prometheus baseline read live ------------------------------------------
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+WINDOW = QueryWindow(
+    tag="v1.4.2",
+    track="relay",
+    stage="canary",
+    start=NOW - timedelta(minutes=30),
+    end=NOW,
+    rollout_start=NOW - timedelta(minutes=30),
+)
+
+
+class PromQLAnswers(LoopbackServer):
+    """Answers each instant query with one series of `values[query]` (no series when the
+    query is not there), and `time()` at no `time` with NOW, as Prometheus gives its clock."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    async def _query(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        query = str(form.get("query"))
+        if query == "time()" and "time" not in form:
+            stamp = NOW.timestamp()
+            data: dict[str, Any] = {"resultType": "scalar", "result": [stamp, f"{stamp:.3f}"]}
+        else:
+            known = query in self.values
+            series = [{"metric": {}, "value": [NOW.timestamp(), self.values.get(query)]}]
+            data = {"resultType": "vector", "result": series if known else []}
+        return web.json_response({"status": "success", "data": data})
+
+    def build_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/api/v1/query", self._query)
+        return app
+
+
+def prometheus_track(min_sample: int, **crash_rate: str) -> Track:
+    data: dict[str, Any] = load_plan(None).model_dump(mode="json", by_alias=True)
+    relay = data["tracks"]["relay"]
+    relay["thresholds"]["min_sample"] = min_sample
+    relay["metrics"] = {
+        "source": "prometheus",
+        "baseline_crash_rate": "0.001",
+        "error_rate": {"query": "errors", "sample": "requests"},
+        "crash_rate": {"query": "crashes", **crash_rate},
+    }
+    return parse_plan(yaml.safe_dump(data), "test plan").track("relay")
+
+
+ANSWERS = {
+    "errors": "0.001",
+    "requests": "5000",
+    "crashes": "0.001",
+    "baseline": "0.0008",
+    "baseline requests": "12",
+}
+
+
+async def read_and_judge(track: Track) -> tuple[GateVerdict, Reading]:
+    assert isinstance(track.metrics, PrometheusMetrics)
+    async with PromQLAnswers(ANSWERS) as server:
+        source = PrometheusSource(track.metrics, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+    return judge(track, reading), reading
+
+
+async def test_a_baseline_read_over_a_handful_of_requests_is_too_little_data() -> None:
+    """Twelve requests behind the baseline: one crash among them would set a limit a crashing
+    canary passes under. Counted (`baseline_sample`), it is below `min_sample`."""
+    track = prometheus_track(1000, baseline="baseline", baseline_sample="baseline requests")
+
+    verdict, reading = await read_and_judge(track)
+
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.INSUFFICIENT_SAMPLE,
+    )
+    assert verdict.sample == 12
+    (_error, crash) = reading.metrics
+    assert (crash.baseline, crash.baseline_sample) == (D("0.0008"), 12)
+    rows = metric_rows(verdict, reading)
+    assert verdict_reason(verdict, rows) == "Too little data: a sample of 12, the gate needs 1,000."
+
+
+async def test_a_counted_baseline_is_shown_with_its_sample() -> None:
+    track = prometheus_track(10, baseline="baseline", baseline_sample="baseline requests")
+    verdict, reading = await read_and_judge(track)
+    assert verdict.verdict is Verdict.PASS and verdict.sample == 12
+    card = str(gate_card(verdict=verdict, reading=reading, **CARD))
+    assert "baseline 0.08% (read live, sample 12)" in card
+
+
+async def test_an_uncounted_live_baseline_is_not_claimed_to_have_the_canary_s_sample() -> None:
+    """Without `min_sample` a plan may read its baseline live uncounted: the card and the
+    audit say the sample is the canary's and the baseline's was not counted."""
+    track = prometheus_track(0, baseline="baseline")
+
+    verdict, reading = await read_and_judge(track)
+
+    assert verdict.verdict is Verdict.PASS and verdict.sample == 5000
+    card = str(gate_card(verdict=verdict, reading=reading, **CARD))
+    assert "baseline 0.08% (read live, its sample not counted)" in card
+    said = verdict_reason(verdict, metric_rows(verdict, reading))
+    assert said == (
+        "Every metric is within its limit on a sample of 5,000 (the baseline read live: its "
+        "sample not counted)."
+    )
+    assert baseline_sample_detail(reading) == {"baseline_sample": "not counted"}
+
+
+def test_a_fixed_baseline_needs_no_sample() -> None:
+    verdict = prometheus_track(0).evaluate_gate(
+        baseline_crash=D("0.001"), current_crash=D("0.001"), current_error=D(0), sample=5000
+    )
+    said = verdict_reason(verdict, metric_rows(verdict, None))
+    assert said == "Every metric is within its limit on a sample of 5,000."
+
+
+@pytest.mark.parametrize(
+    ("crash_rate", "problem"),
+    [
+        (
+            {"baseline": "baseline"},
+            "tracks.relay.metrics.crash_rate.baseline: thresholds.min_sample needs "
+            "crash_rate.baseline_sample too",
+        ),
+        (
+            {"baseline_sample": "baseline requests"},
+            "tracks.relay.metrics.crash_rate.baseline_sample: counts the requests behind "
+            "crash_rate.baseline: add it, or remove this",
+        ),
+    ],
+)
+def test_a_plan_file_says_what_the_live_baseline_s_sample_needs(
+    crash_rate: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(PlanError, match=re.escape(problem)):
+        prometheus_track(1000, **crash_rate)
+
+
+CARD = {"stage_label": "5% canary", "track_label": "Hosted relay", "window": None}

@@ -122,6 +122,9 @@ class PrometheusQuery(PlanModel):
     baseline: QueryTemplate | None = None
     """crash_rate only: the baseline read live (e.g. the same query `offset $since_start`)
     instead of the fixed `baseline_crash_rate`."""
+    baseline_sample: QueryTemplate | None = None
+    """With `baseline`: the requests or sessions behind it, a sample too (the smallest decides):
+    a baseline read over a handful of requests sets a limit a crashing canary passes under."""
 
 
 class PrometheusMetrics(PlanModel):
@@ -174,3 +177,30 @@ def crash_limit_problems(thresholds: Thresholds, metrics: Metrics) -> Iterable[t
     problem = crash_limit_problem(baseline, thresholds.crash_multiplier)
     if problem is not None:
         yield ("metrics", "baseline_crash_rate"), problem
+
+
+def baseline_sample_problems(
+    thresholds: Thresholds, metrics: Metrics
+) -> Iterable[tuple[Path_, str]]:
+    """A Prometheus baseline read live is a rate of its own requests: with `min_sample` the gate
+    must know how many (`baseline_sample`), and a count of no baseline counts nothing."""
+    if not isinstance(metrics, PrometheusMetrics):
+        return
+    crash, error = metrics.crash_rate, metrics.error_rate
+    at: Path_ = ("metrics", "crash_rate")
+    if crash.baseline is None and crash.baseline_sample is not None:
+        yield (
+            (*at, "baseline_sample"),
+            "counts the requests behind crash_rate.baseline: add it, or remove this",
+        )
+    if crash.baseline is not None and crash.baseline_sample is None and thresholds.min_sample:
+        yield (
+            (*at, "baseline"),
+            "thresholds.min_sample needs crash_rate.baseline_sample too: the requests behind "
+            "the baseline, compared with the minimum like the canary's",
+        )
+    if error is not None and error.baseline_sample is not None:
+        yield (
+            ("metrics", "error_rate", "baseline_sample"),
+            "the error rate has a threshold, not a baseline: remove it",
+        )
