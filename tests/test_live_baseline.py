@@ -26,6 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.adapters.metrics.prometheus import PrometheusSource
+from bot.adapters.slack.audit_views import event_line
 from bot.adapters.slack.gate_views import gate_card
 from bot.adapters.slack.messages import render
 from bot.domain.errors import PlanError
@@ -35,6 +36,7 @@ from bot.domain.metrics import QueryWindow, Reading, baseline_sample_detail, jud
 from bot.domain.plan import PrometheusMetrics, RolloutPlan, Track
 from bot.domain.rollout.events import GateInconclusive
 from bot.plan_file import load_plan, parse_plan
+from bot.services.records import AuditEvent
 from sandbox.loopback import LoopbackServer
 
 D = Decimal
@@ -254,7 +256,12 @@ async def test_an_uncounted_live_baseline_is_not_claimed_to_have_the_canary_s_sa
         "Every metric is within its limit on a sample of 5,000 (the baseline read live: its "
         "sample not counted)."
     )
-    assert baseline_sample_detail(reading) == {"baseline_sample": "not counted"}
+    detail = {"sample": verdict.sample, **baseline_sample_detail(reading)}
+    assert detail == {"sample": 5000, "baseline_sample": "not counted"}
+    event = AuditEvent(
+        id=1, at=NOW, actor="bot", action="gate", result="PASS", rollout_id="r-1", detail=detail
+    )
+    assert "sample: 5000; baseline sample: not counted" in event_line(event)
 
 
 def test_a_fixed_baseline_needs_no_sample() -> None:
