@@ -4,7 +4,7 @@ which `storage` implements. The other ports (GitHub, Slack, metrics, the clock) 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -319,10 +319,19 @@ class ProtectionRuleRequests(Protocol):
         environment is open already."""
         ...
 
-    async def hold(self, request: RuleRequest, *, delivery_id: str, timer: NewTimer) -> bool:
+    async def hold(
+        self,
+        request: RuleRequest,
+        *,
+        delivery_id: str,
+        timer: NewTimer,
+        asks_for: Callable[[Mapping[str, Any]], bool],
+    ) -> bool:
         """Remember a request's delivery with the timer that confirms its installation later,
-        in one transaction, without keeping the request; False when the delivery was taken in
-        before (nothing is written)."""
+        in one transaction, without keeping the request; False (no timer written) when the
+        delivery was taken in before, when a request of its deployment was kept, or when a
+        pending timer of `timer`'s kind `asks_for` it already (its payload): one chain of
+        asks per request, whatever delivery ids GitHub sent it under."""
         ...
 
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...
