@@ -13,9 +13,7 @@ reads that service's requests only; without one, every service's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -30,7 +28,7 @@ from sqlalchemy import (
 )
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
-from bot.services.records import NewTimer
+from bot.services.records import AsksFor, NewTimer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
@@ -79,12 +77,7 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result) == 1
 
     async def hold(
-        self,
-        request: RuleRequest,
-        *,
-        delivery_id: str,
-        timer: NewTimer,
-        asks_for: Callable[[Mapping[str, Any]], bool],
+        self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
     ) -> bool:
         """Remember the delivery and write `timer`, which asks again whether its installation
         is the App's, in one transaction; the request itself is kept only once confirmed.

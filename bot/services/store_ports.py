@@ -4,7 +4,7 @@ which `storage` implements. The other ports (GitHub, Slack, metrics, the clock) 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -12,6 +12,7 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleAnswer, RuleRequest
 from bot.domain.rollout import Phase, Rollout
 from bot.services.records import (
+    AsksFor,
     AuditEvent,
     Claim,
     NewAuditEvent,
@@ -320,12 +321,7 @@ class ProtectionRuleRequests(Protocol):
         ...
 
     async def hold(
-        self,
-        request: RuleRequest,
-        *,
-        delivery_id: str,
-        timer: NewTimer,
-        asks_for: Callable[[Mapping[str, Any]], bool],
+        self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
     ) -> bool:
         """Remember a request's delivery with the timer that confirms its installation later,
         in one transaction, without keeping the request; False (no timer written) when the
