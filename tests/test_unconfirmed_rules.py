@@ -121,6 +121,7 @@ async def test_a_request_github_could_not_confirm_is_held_and_taken_in_once_gith
     assert "which GitHub now confirms: taken in" in caplog.text
 
 
+@pytest.mark.database_matters
 @pytest.mark.parametrize("with_deployment", [True, False], ids=["deployment", "no-deployment"])
 async def test_a_held_request_sent_again_under_a_new_delivery_id_starts_no_second_ask(
     box: Sandbox, with_deployment: bool
@@ -144,6 +145,28 @@ async def test_a_held_request_sent_again_under_a_new_delivery_id_starts_no_secon
     await box.services.webhooks.settled()
     assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
     assert len(run_cards(box)) == 1 and answers(box) == []
+
+
+async def test_a_held_request_whose_run_was_cancelled_meanwhile_is_answered_by_nothing(
+    box: Sandbox,
+) -> None:
+    """Someone cancels the run on GitHub while its request is held: once GitHub confirms the
+    installation, the request is taken in and found over; no card, no answer to GitHub."""
+    github_down(box)
+    run_id, first = await started_on_github(box)
+    assert {d.result for d in first} == {"unconfirmed"}
+    box.github.engine.cancel(run_id)
+
+    box.github.clear_failures()
+    await box.pass_time(timedelta(minutes=2, seconds=1))
+    await asked(box, again=0)
+    await box.services.webhooks.settled()
+
+    assert run_cards(box) == [] and answers(box) == []
+    assert [r.answer for r in await box.services.webhooks.rules.for_run(run_id)] == [
+        "gone",
+        "gone",
+    ]
 
 
 async def test_a_request_held_while_the_lookup_was_slow_is_taken_in_after_it(
