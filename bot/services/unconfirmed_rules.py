@@ -6,9 +6,12 @@ request (`UNCONFIRMED_TIMER`); the request itself is not kept, so until GitHub c
 nothing answers, approves, posts or counts it. The timer asks GitHub for the installation
 again, with backoff (`PACE`): once GitHub tells it, the request is taken in by the webhook's own
 step (`GitHubWebhooks.keep`), as if confirmed at once, or refused (another installation). Each
-retry is the next timer of a chain (`<kind>:<delivery id>:<n>`), so any replica fires it, once.
-The asking stops `GIVE_UP_AFTER` the request: GitHub fails a job still waiting for its
-environment's approval after 30 days, so nothing waits for the answer after that.
+retry is the next timer of a chain (`<kind>:<delivery id>:<n>`), so any replica fires it, once;
+and one request has one chain: the same request under another delivery id (its run,
+environment and deployment: `RuleRequest.key`) is not held again while its chain goes on.
+The asking stops `GIVE_UP_AFTER` the request, also for an ask that comes due later (the bot was
+down): GitHub fails a job still waiting for its environment's approval after 30 days, so
+nothing waits for the answer after that.
 """
 
 from __future__ import annotations
