@@ -149,15 +149,9 @@ def test_a_live_baseline_whose_limit_is_100_percent_or_more_never_passes(
 
 # -- the sample behind a Prometheus baseline read live ------------------------------------------
 
-NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-WINDOW = QueryWindow(
-    tag="v1.4.2",
-    track="relay",
-    stage="canary",
-    start=NOW - timedelta(minutes=30),
-    end=NOW,
-    rollout_start=NOW - timedelta(minutes=30),
-)
+START = datetime(2026, 12, 5, 11, 30, tzinfo=UTC)
+NOW = START + timedelta(minutes=30)
+WINDOW = QueryWindow("v1.4.2", "relay", "canary", START, NOW, rollout_start=START)
 
 
 class PromQLAnswers(LoopbackServer):
