@@ -289,3 +289,17 @@ def test_a_plan_file_says_what_the_live_baseline_s_sample_needs(
 
 
 CARD = {"stage_label": "5% canary", "track_label": "Hosted relay", "window": None}
+
+
+def test_an_error_rate_has_no_baseline_to_count() -> None:
+    data: dict[str, Any] = load_plan(None).model_dump(mode="json", by_alias=True)
+    data["tracks"]["relay"]["metrics"] = {
+        "source": "prometheus",
+        "baseline_crash_rate": "0.001",
+        "error_rate": {"query": "errors", "baseline_sample": "requests"},
+        "crash_rate": {"query": "crashes"},
+    }
+    with pytest.raises(
+        PlanError, match=r"error_rate\.baseline_sample: the error rate has a thresh"
+    ):
+        parse_plan(yaml.safe_dump(data), "test plan")
