@@ -40,8 +40,8 @@ PACE = Backoff(base=timedelta(minutes=2), cap=timedelta(hours=1), floor=timedelt
 most, `bot.adapters.github.installation_check`), at most an hour apart once GitHub stays away."""
 
 GIVE_UP_AFTER = timedelta(days=30)
-"""How long GitHub lets a job wait for its environment's approval before it fails it ("Reviewing
-deployments": not approved within 30 days)."""
+"""How long GitHub lets a workflow wait on environment approvals (Actions limits: "Gate approval
+time", 30 days; a run is cancelled after 35 days in all)."""
 
 Keep = Callable[[RuleRequest], Coroutine[Any, Any, object]]
 """The webhook's step after the check: keep the request, answer it if a rollout follows its run."""
