@@ -21,13 +21,7 @@ from bot.domain.gate import (
     evaluate_desktop,
     evaluate_relay,
 )
-from bot.domain.rates import (
-    InvalidRate,
-    baseline_problem,
-    crash_limit_problem,
-    error_threshold_problem,
-    parse_rate,
-)
+from bot.domain.rates import InvalidRate, parse_rate
 
 EXIT_PASS = 0
 EXIT_USAGE = 2
@@ -47,8 +41,7 @@ usage: rollout-bot gate relay --baseline-crash-rate B --current-crash-rate C
                                 [--crash-multiplier-threshold M]
 
 Evaluates a rollback gate. Rates are fractions (0.01 = 1%), given as finite non-negative
-decimals (0.001, 1e-3). Defaults: M = 2.0, T = 0.01. As in a plan file, B and T must be below 1
-and B x M too (a rule no rate can fail would pass anything): otherwise exit 2.
+decimals (0.001, 1e-3). Defaults: M = 2.0, T = 0.01.
 
 relay:   ROLLBACK when the error rate > T, or the baseline crash rate is 0 and the crash
          rate is not, or the crash rate > baseline x M.
@@ -60,7 +53,7 @@ exit status: 0 PASS (line on stdout)
              11 relay error rate, 12 relay zero baseline with crashes, 13 relay crash ratio
              21 desktop zero baseline with crashes, 22 desktop crash ratio
              (the ROLLBACK: / KILL_SWITCH: line on stderr)
-             2 bad usage or input, or a threshold no rate can fail (one line on stderr)
+             2 bad usage or input (one line on stderr)
 """
 
 _BASELINE = "--baseline-crash-rate"
@@ -163,20 +156,4 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
     if missing:
         raise UsageError(f"missing {', '.join(missing)}")
     defaults = {flag: value for flag, value in _OPTIONAL.items() if flag in allowed}
-    values = defaults | given
-    problem = _unusable(values)
-    if problem is not None:
-        raise UsageError(problem)
-    return GateRequest(gate=gate, values=values)
-
-
-def _unusable(values: dict[str, Decimal]) -> str | None:
-    """A threshold the plan loader refuses, in its words: a rule no rate can fail would PASS
-    anything (`--baseline-crash-rate 1` meant as 1%)."""
-    baseline, multiplier = values[_BASELINE], values[_MULTIPLIER]
-    problems = [
-        (_BASELINE, baseline_problem(baseline)),
-        (_BASELINE, crash_limit_problem(baseline, multiplier, multiplier_name=_MULTIPLIER)),
-        (_THRESHOLD, error_threshold_problem(values[_THRESHOLD]) if _THRESHOLD in values else None),
-    ]
-    return next((f"{flag} {problem}" for flag, problem in problems if problem is not None), None)
+    return GateRequest(gate=gate, values=defaults | given)

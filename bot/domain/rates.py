@@ -70,20 +70,18 @@ def baseline_problem(baseline: Decimal) -> str | None:
     )
 
 
-def crash_limit_problem(
-    baseline: Decimal, multiplier: Decimal, *, multiplier_name: str = "crash_multiplier"
-) -> str | None:
-    """Why a baseline below 1 cannot be a gate's: its limit (times the multiplier, named
-    `multiplier_name` where it was written) is 1 or more, which no crash rate exceeds (`0.5`
-    meant as 0.5%). None: a crash rate can exceed it (or the baseline is refused on its own)."""
+def crash_limit_problem(baseline: Decimal, multiplier: Decimal) -> str | None:
+    """Why a baseline below 1 cannot be a gate's: its limit (times `crash_multiplier`) is 1 or
+    more, which no crash rate exceeds (`0.5` meant as 0.5%). None: a crash rate can exceed it
+    (or the baseline is refused on its own)."""
     if baseline >= 1 or exact_product(baseline, multiplier) < 1:
         return None
     limit = format_rate(exact_product(baseline, multiplier) * 100)
-    mend = f"lower {multiplier_name}"  # a baseline below 1% is no percentage mistaken
+    mend = "lower crash_multiplier"  # a baseline below 1% is no percentage mistaken
     if baseline >= Decimal("0.01"):
         mend = f"rates are fractions: write {as_fraction(baseline)}"
     return (
-        f"{baseline} with {multiplier_name} {multiplier} is a limit of {limit}%: no crash rate "
+        f"{baseline} with crash_multiplier {multiplier} is a limit of {limit}%: no crash rate "
         f"exceeds it, so the crash rule could never fail ({mend})"
     )
 

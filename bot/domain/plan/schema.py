@@ -196,7 +196,7 @@ class Track(PlanModel):
         problems = [*self._stage_problems(), *self._gate_problems(), *self._metrics_problems()]
         if loaded(info):  # a rule that came after some rollouts started (`STORED_PLAN`)
             problems.extend(crash_limit_problems(self.thresholds, self.metrics))
-            problems.extend(baseline_sample_problems(self.thresholds, self.metrics))
+            problems.extend(baseline_sample_problems(self.metrics))
         if problems:
             raise Problems(problems)
         return self
