@@ -236,6 +236,39 @@ async def test_a_server_that_stops_answering_fails_a_statement_within_its_bound(
         await proxy.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("cut_off_by", ["asyncio.timeout", "command_timeout"])
+async def test_a_statement_cut_off_by_the_client_leaves_nothing_behind_in_the_pool(
+    postgres_database_url: str, cut_off_by: str
+) -> None:
+    """The bot stops waiting for a statement the server still runs: an `asyncio.timeout`
+    around a store's call (`/readyz`, the `/metrics` gauges, the clock check) or asyncpg's
+    `command_timeout` (a loaded server slower to cancel it than asyncpg to give up). The
+    next user of the pool's one connection is served, not told `another operation is in
+    progress`, and the cut-off claim took nothing (docs/operating.md)."""
+    client_bound = 0.1
+    connect_args = {"command_timeout": client_bound} if cut_off_by == "command_timeout" else {}
+    engine = create_engine(
+        postgres_database_url,
+        statement_timeout_s=10.0,  # the server's own bound does not come into it
+        pool_size=1,
+        max_overflow=0,
+        connect_args=connect_args,
+    )
+    try:
+        timers = TimerStore(create_session_factory(engine))
+        await timers.schedule(key="w", kind="window", due_at=NOW, now=NOW)
+        async with locked(postgres_database_url, "LOCK TABLE timers IN ACCESS EXCLUSIVE MODE"):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(client_bound if cut_off_by == "asyncio.timeout" else 10):
+                    await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+
+        (claimed,) = await timers.claim_due(now=NOW, owner="replica-a", lease=timedelta(minutes=1))
+        assert claimed.key == "w" and claimed.attempts == 1
+    finally:
+        await engine.dispose()
+
+
 async def readyz(box: Sandbox) -> tuple[int, dict[str, str]]:
     async with aiohttp.ClientSession() as http, http.get(f"{box.url}/readyz") as response:
         return response.status, await response.json()
