@@ -40,7 +40,8 @@ from storage.models import RolloutRow, TimerRow
 from storage.outbox import enqueue
 
 
-def _pending() -> ColumnElement[bool]:
+def pending_timer() -> ColumnElement[bool]:
+    """A timer still to fire: not fired, cancelled or dead-lettered."""
     return and_(
         TimerRow.fired_at.is_(None), TimerRow.cancelled_at.is_(None), TimerRow.dead_at.is_(None)
     )
@@ -67,7 +68,7 @@ class TimerStore(ServiceStore):
         leases' ends are written and compared on (`storage.leases`)."""
         super().__init__(sessions, service=service)
         self._leases = LeasedRows(
-            sessions, TimerRow, and_(_pending(), *self._scope), server_offset=server_offset
+            sessions, TimerRow, and_(pending_timer(), *self._scope), server_offset=server_offset
         )
         earliest_first = (TimerRow.due_at, TimerRow.id)
         self._claim = self._leases.claims(
