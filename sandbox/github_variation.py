@@ -4,6 +4,8 @@ simulator's regular ones, so a bot that leans on that regularity fails a test.
 Off by default (`GitHubSimulator(variation=GitHubVariation())` turns it on). When on:
 - every list page is at most `page_size` long, whatever `per_page` asks (GitHub caps it at
   100 and gives the rest by `Link` header: "Using pagination in the REST API");
+- a page's `Link` names the `prev` and `next` pages only, never `first` nor `last` (the same
+  guide: a link GitHub cannot calculate is left out);
 - the lists whose order the reference does not promise (runs, jobs, pending deployments,
   deployments, their statuses, environments, their protection rules and reviewers, workflows,
   secrets, package versions, reviews) come in another order, the same for the same content
@@ -65,6 +67,12 @@ class GitHubVariation:
 
     def per_page(self, asked: int) -> int:
         return min(asked, self.page_size)
+
+    @staticmethod
+    def links(named: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+        """The `Link` relations a page names: `prev` and `next` only, as GitHub gives them
+        when it cannot calculate the others ("Using pagination in the REST API")."""
+        return tuple((rel, page) for rel, page in named if rel in ("prev", "next"))
 
     def answer(self, method: str, path: str, data: Any) -> Any:
         """`data` (a JSON answer to `method path`) as the variation gives it."""
