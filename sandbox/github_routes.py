@@ -140,12 +140,7 @@ class SimulatorRoutes:
         if self.sim.variation is not None:
             per_page = self.sim.variation.per_page(per_page)
         last = max((len(items) + per_page - 1) // per_page, 1)
-        named: tuple[tuple[str, int], ...] = (
-            ("prev", page - 1),
-            ("next", page + 1),
-            ("first", 1),
-            ("last", last),
-        )
+        named = [("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)]
         if self.sim.variation is not None:
             named = self.sim.variation.links(named)
         links = []

@@ -79,10 +79,10 @@ class GitHubVariation:
         return min(asked, self.page_size)
 
     @staticmethod
-    def links(named: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    def links(named: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """The `Link` relations a page names: `prev` and `next` only, as GitHub gives them
         when it cannot calculate the others ("Using pagination in the REST API")."""
-        return tuple((rel, page) for rel, page in named if rel in ("prev", "next"))
+        return [(rel, page) for rel, page in named if rel in ("prev", "next")]
 
     def answer(self, method: str, path: str, data: Any) -> Any:
         """`data` (a JSON answer to `method path`) as the variation gives it."""
