@@ -11,10 +11,10 @@ the database's, which they all share: each reads its offset from the server's cl
 (`storage.leases`). The offset is read at start and at each scrape, and the server's time is
 carried between readings on the monotonic clock, so a step of this replica's clock (NTP's)
 moves none of its leases. But a timer is due by the clock of the replica that scheduled it,
-read by the one that fires it. So a replica more than
-`MAX_CLOCK_SKEW` from the database's is still a WARNING: the bound Prometheus's clock is held
-to, one figure for the operator and the alert (NTP keeps clocks within milliseconds; seconds
-apart means a host is not synced and drifts further).
+read by the one that fires it. So a replica more than `MAX_CLOCK_SKEW` from the database's is
+still a WARNING: the bound Prometheus's clock is held to, one figure for the operator and the
+alert (NTP keeps clocks within milliseconds; seconds apart means a host is not synced and
+drifts further).
 """
 
 from __future__ import annotations
