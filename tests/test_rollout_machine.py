@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.adapters.slack.messages import reason_text, render, slack_time
+from bot.adapters.slack.rollout_words import track_standing
 from bot.domain.gate import GateVerdict, Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
@@ -1453,6 +1454,65 @@ def test_a_rejection_on_github_stops_the_relay_and_its_rollback_is_approved() ->
     assert effects(ended) == [
         Says("*Relay auto-rollback* finished.", "Hosted relay: rolled back.", failure=True)
     ]
+
+
+def test_a_stage_approved_on_github_before_the_rollback_took_hold_is_told_as_reached() -> None:
+    """The gate failed (or Roll back was clicked) on a state read before the bot saw that the
+    next stage was approved (by a person on github.com, by a Promote on another replica):
+    GitHub runs the approved job whatever the bot does, so the card and thread say that the
+    release got there."""
+    stopping = reconcile(
+        judged(canary_observing(), "relay", "canary", relay_verdict(crash="0.01"), at(36)),
+        PLAN,
+        snapshot(job(CANARY, completed_at=at(5))),
+        at(36),
+    ).rollout
+    assert states(stopping, "relay")[1] is StageState.PENDING
+    started = replace(
+        snapshot(job(CANARY, completed_at=at(5)), job(HALF, None, status=JobStatus.IN_PROGRESS)),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    deploying = reconcile(stopping, PLAN, started, at(41))
+
+    assert states(deploying.rollout, "relay")[1] is StageState.DEPLOYING
+    assert "rolling back: 5% canary gate ROLLBACK" in track_standing(
+        deploying.rollout.track("relay"), PLAN.track("relay")
+    )
+    landed = replace(
+        snapshot(
+            job(CANARY, completed_at=at(5)),
+            job(HALF, completed_at=at(44)),
+            waiting(FULL),
+            waiting_on={"relay-rollout-100"},
+        ),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    rejecting = reconcile(deploying.rollout, PLAN, landed, at(45))
+
+    assert states(rejecting.rollout, "relay") == [
+        StageState.FAILED_GATE,
+        StageState.STOPPED,
+        StageState.REJECTED,
+    ]
+    assert effects(rejecting)[0] == Says(
+        "*50%* deployed (Hosted relay); not observed: the track is stopping."
+    )
+    assert isinstance(effects(rejecting)[1], Review)
+    rolled_back = reconcile(
+        rejecting.rollout,
+        PLAN,
+        replace(
+            landed,
+            jobs={**landed.jobs, RELAY_ROLLBACK: job(RELAY_ROLLBACK, completed_at=at(47))},
+            waiting=frozenset(),
+        ),
+        at(48),
+    ).rollout
+    assert track_standing(rolled_back.track("relay"), PLAN.track("relay")).startswith(
+        "rolled back from 50%"
+    )
 
 
 def test_a_ring_rejected_on_github_mid_window_trips_the_kill_switch() -> None:

@@ -274,6 +274,13 @@ def _reconcile_aborting(
     track = work.track(name)
     for stage in track.stages:
         job = snapshot.job(plan_track.stage(stage.key).job)
+        running = job is not None and (job.status is JobStatus.IN_PROGRESS or job.succeeded)
+        if stage.state in REJECTABLE and running:
+            # Approved before the stop took hold, which saw it pending (a person on GitHub, a
+            # Promote saved on another replica, a rejection too late): it runs all the same.
+            track = track.with_stage(replace(stage, state=StageState.DEPLOYING))
+    for stage in track.stages:
+        job = snapshot.job(plan_track.stage(stage.key).job)
         if stage.state is not StageState.DEPLOYING or job is None:
             continue
         if job.status is not JobStatus.COMPLETED:
