@@ -1083,13 +1083,38 @@ def test_a_rollback_job_that_fails_leaves_the_track_failed_not_rolled_back() -> 
         TrackState.FAILED,
         "Relay auto-rollback ended `failure` (5% canary gate ROLLBACK: crash rate)",
     )
+    # Where the release may still be is said: "failed" alone read as if rolled back halfway.
     assert effects(decision) == [
         Says(
-            "*Relay auto-rollback* ended `failure`.",
+            ":x: *Relay auto-rollback* ended `failure`.",
             f"<{job_url(RELAY_ROLLBACK)}|logs>",
-            "Hosted relay: failed.",
+            "Hosted relay: failed. The rollback did not finish: Hosted relay may still be on "
+            "*5% canary*. Finish it on GitHub",
             failure=True,
         )
+    ]
+
+
+def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> None:
+    rollout = desktop_internal_observing(canary_observing())
+    killed = abort(rollout, PLAN, track="desktop", actor="U9", reason="", now=at(20)).rollout
+    run = snapshot(
+        job(INTERNAL, completed_at=at(10)),
+        job(BETA, JobConclusion.FAILURE, at(21)),
+        job(KILL_SWITCH, JobConclusion.CANCELLED, at(22)),
+    )
+
+    decision = reconcile(killed, PLAN, run, at(23))
+
+    assert decision.rollout.track("desktop").state is TrackState.FAILED
+    assert effects(decision) == [
+        ScheduleWindow("relay", "canary", at(35)),  # the relay goes on
+        Says(
+            ":x: *Desktop/CLI kill-switch* ended `cancelled`.",
+            "Desktop app and CLI: failed. The release stays on the internal ring: its next "
+            "ring was rejected.",
+            failure=True,
+        ),
     ]
 
 

@@ -323,7 +323,15 @@ def _reconcile_aborting(
                 StopKind.FAILURE_JOB_FAILED, subject=failure.job, outcome=outcome, cause=reason
             )
         work.set_track(replace(track, state=ending, ending=None, ended_at=now, ended_reason=reason))
-        ended = FailureJobEnded(plan_track.label, failure.job, outcome, job.html_url, ending)
+        ended = FailureJobEnded(
+            plan_track.label,
+            failure.job,
+            outcome,
+            job.html_url,
+            ending,
+            reached_label(plan_track, track),
+            desktop=plan_track.gate is GateKind.DESKTOP,
+        )
         work.effects.append(Announce(ended, failure=True))
 
 
