@@ -1118,6 +1118,36 @@ def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> No
     ]
 
 
+def test_a_run_that_ends_without_its_rollback_job_seen_never_says_rolled_back() -> None:
+    """Only the rollback job's success rolls back: a run that ended without the bot seeing it
+    end (a job renamed in the workflow and not in the plan) leaves the track failed."""
+    rollout = judged(canary_observing(), "relay", "canary", relay_verdict(crash="0.01"), at(36))
+    run = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(HALF, JobConclusion.FAILURE, at(37)),
+        JobSnapshot("Relay rollback (helm)", JobStatus.COMPLETED, JobConclusion.SUCCESS, at(39)),
+        job(INTERNAL, completed_at=at(10)),
+        job(BETA, JobConclusion.FAILURE, at(38)),
+        job(KILL_SWITCH, JobConclusion.SKIPPED, at(38)),
+        status="completed",
+        conclusion="failure",
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(40))
+
+    relay = decision.rollout.track("relay")
+    assert (relay.state, said(relay.ended_reason)) == (
+        TrackState.FAILED,
+        "the run ended `failure` before Relay auto-rollback was seen to end "
+        "(5% canary gate ROLLBACK: crash rate)",
+    )
+    assert effects(decision)[0] == Says(
+        "The run ended (`failure`) before *Relay auto-rollback* was seen to end: check it on "
+        "GitHub. Hosted relay: failed.",
+        failure=True,
+    )
+
+
 def test_a_run_that_ends_under_active_tracks_fails_them_and_ends_the_rollout() -> None:
     rollout = canary_observing()  # relay observing, desktop internal deploying
     run = snapshot(

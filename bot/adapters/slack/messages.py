@@ -163,9 +163,9 @@ def render(event: Event) -> str:
         case FailureJobEnded():
             return failure_job_ended_text(event)
         case RunEnded():
-            return (
-                f"The run ended (`{event.conclusion}`). {event.track}: {ended_words(event.ended)}."
-            )
+            unseen = f" before *{event.unseen}* was seen to end: check it on GitHub"
+            said = f"The run ended (`{event.conclusion}`){unseen if event.unseen else ''}."
+            return f"{said} {event.track}: {ended_words(event.ended)}."
         case RolloutEnded():
             lanes = "; ".join(f"{track}: {ended_words(state)}" for track, state in event.tracks)
             return f"Rollout of `{event.tag}` ended. {lanes}."

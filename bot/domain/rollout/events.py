@@ -134,6 +134,8 @@ class RunEnded:
     track: str
     conclusion: str | None
     ended: TrackState
+    unseen: str | None = None
+    """The failure job of the stopping track, whose end the bot never saw."""
 
 
 @dataclass(frozen=True)

@@ -339,19 +339,24 @@ def _end_with_run(
     work: Work, plan_track: PlanTrack, name: str, snapshot: RunSnapshot, now: datetime
 ) -> None:
     track = work.track(name)
-    ending = track.ending if track.state is TrackState.ABORTING and track.ending else None
-    state = ending or TrackState.FAILED
     conclusion = str(snapshot.conclusion)
     reason = track.ended_reason or StopReason(StopKind.RUN_ENDED, outcome=conclusion)
+    unseen = None
+    if track.state is TrackState.ABORTING and track.ending is not TrackState.FAILED:
+        # Only its failure job's success rolls back or halts (`_reconcile_aborting`): the run
+        # ended without the bot seeing it end (renamed in the workflow, not in the plan).
+        unseen = plan_track.on_failure.job
+        reason = StopReason(StopKind.RUN_ENDED, subject=unseen, outcome=conclusion, cause=reason)
     stage = track.current
     if stage is not None and stage.state in WATCHED:
         # Its window's timer must not wake a track that has ended.
         if stage.state is StageState.OBSERVING:
             work.effects.append(cancel_window(name, stage))
         track = track.with_stage(replace(stage, state=StageState.STOPPED))
-    work.set_track(replace(track, state=state, ending=None, ended_at=now, ended_reason=reason))
-    told = RunEnded(plan_track.label, conclusion, state)
-    work.effects.append(Announce(told, failure=state is not TrackState.COMPLETED))
+    ended = replace(track, state=TrackState.FAILED, ending=None, ended_at=now, ended_reason=reason)
+    work.set_track(ended)
+    told = RunEnded(plan_track.label, conclusion, TrackState.FAILED, unseen)
+    work.effects.append(Announce(told, failure=True))
 
 
 def _maybe_end(work: Work, plan: RolloutPlan, now: datetime) -> Decision:
