@@ -1148,6 +1148,17 @@ def test_a_run_that_ends_without_its_rollback_job_seen_never_says_rolled_back() 
     )
 
 
+def test_a_second_stop_is_refused_in_the_words_of_the_card() -> None:
+    rollout = desktop_internal_observing(canary_observing())
+    rolling_back = abort(rollout, PLAN, track="relay", actor="U1", reason="", now=at(20))
+    killing = abort(rolling_back.rollout, PLAN, track="desktop", actor="U1", reason="", now=at(20))
+
+    with pytest.raises(InvalidTransition, match="Hosted relay is already rolling back: nothing"):
+        abort(killing.rollout, PLAN, track="relay", actor="U2", reason="", now=at(21))
+    with pytest.raises(InvalidTransition, match="CLI is already tripping the kill-switch: nothing"):
+        abort(killing.rollout, PLAN, track="desktop", actor="U2", reason="", now=at(21))
+
+
 def test_a_run_that_ends_under_active_tracks_fails_them_and_ends_the_rollout() -> None:
     rollout = canary_observing()  # relay observing, desktop internal deploying
     run = snapshot(

@@ -343,6 +343,16 @@ def ended_words(state: TrackState) -> str:
     }.get(state, str(state))
 
 
+def state_words(track: Track) -> str:
+    """The track's state in words: `rolling back` while it stops, `rolled back` once done."""
+    if track.state is TrackState.ABORTING:
+        return {
+            TrackState.ROLLED_BACK: "rolling back",
+            TrackState.HALTED: "tripping the kill-switch",
+        }.get(track.ending or TrackState.FAILED, "failing")
+    return ended_words(track.state)
+
+
 def reason_words(
     reason: StopReason,
     person: Callable[[str], str] = str,
