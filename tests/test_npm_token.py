@@ -187,7 +187,21 @@ async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> N
     assert box.slack.calls_to("chat.postMessage") == []
 
 
-@pytest.mark.parametrize("typed", ["npm-token {token}", "{token}", "start {token}"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "npm-token {token}",
+        "{token}",
+        "start {token}",
+        # A reason is said to the whole channel and kept; an end or a period is quoted back.
+        "lock {token}",
+        "unlock {token}",
+        "freeze 2h {token}",
+        "freeze {token} code freeze",
+        'start v1.4.2 --override-freeze "{token}"',
+        "report {token}",
+    ],
+)
 async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
     box: Sandbox, typed: str, caplog: pytest.LogCaptureFixture
 ) -> None:
