@@ -414,6 +414,30 @@ async def test_a_second_click_while_following_dispatches_nothing(box: Sandbox) -
     assert len(box.github.dispatches) == 1
 
 
+async def test_a_run_release_click_delivered_again_dispatches_nothing_more(box: Sandbox) -> None:
+    """The same click delivered again (a Slack retry, or its signed body sent again while its
+    signature holds) is one request. It dispatched Release again, which can publish, once the
+    run the first delivery started had ended."""
+    box.github.set_job_duration("changesets", RELEASE_JOB)
+    message = await open_walkthrough(box)
+    url, body = box.click_body(str(NpmAction.RUN_RELEASE), message=message)
+    assert await box.post_signed(body) == 200
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    await box.pass_time(RELEASE_JOB)
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+
+    assert await box.post_signed(body) == 200
+
+    await box.slack.wait_for(
+        lambda: bool(box.slack.responses(url)) or len(box.github.dispatches) > 1, timeout=30
+    )
+    assert len(box.github.dispatches) == 1
+    (answer,) = box.slack.responses(url)
+    assert "Already done by" in json.dumps(answer.body)
+    audited = [(e.action, e.result) for e in await box.audit.list_for_actor(RELEASE_MANAGER)]
+    assert audited[-1] == ("click:npm_run_release", "duplicate")
+
+
 async def test_a_non_approver_cannot_run_release(box: Sandbox) -> None:
     message = await open_walkthrough(box)
     answer = await box.click(str(NpmAction.RUN_RELEASE), message=message, user=BYSTANDER)
