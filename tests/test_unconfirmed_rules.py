@@ -262,6 +262,7 @@ async def test_a_request_held_past_its_run_s_limit_while_the_bot_was_down_is_dro
     assert caplog.text.count("which GitHub has not confirmed in 30 days: dropped") == 2
 
 
+@pytest.mark.database_matters
 async def test_a_held_request_whose_asks_gave_up_is_taken_in_when_redelivered(
     box: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
