@@ -28,8 +28,10 @@ from bot.domain.rollout import (
     cancel_preflight,
     confirm_flags,
     dispatched,
+    event_from_json,
     verdict_to_json,
 )
+from bot.domain.rollout.events import GateInconclusive
 from bot.domain.run import RunRef
 from bot.plan_file import load_plan
 from storage.errors import RolloutNotFound
@@ -219,6 +221,16 @@ async def test_a_verdict_whose_reason_a_newer_version_wrote_still_loads(
         loaded.track("relay").stage("canary").verdict
         == saved.track("relay").stage("canary").verdict
     )
+
+
+def test_a_thread_event_whose_reason_a_newer_version_wrote_still_reads() -> None:
+    """The outbox's message of a gate a newer replica decided is told here, its reason unsaid,
+    instead of failing every delivery until it is dead-lettered."""
+    stored = {"stage": "canary", "figures": "crash rate 0.0012", "reason": "of_the_next_version"}
+
+    told = event_from_json({"kind": "GateInconclusive", "fields": stored})
+
+    assert told == GateInconclusive(stage="canary", figures="crash rate 0.0012", reason=None)
 
 
 async def test_a_second_rollout_on_a_busy_track_names_the_active_one(store: RolloutStore) -> None:

@@ -8,12 +8,13 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
-from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
+from bot.domain.gate import GateKind, GateVerdict, Verdict
 from bot.domain.late_gate import LateGate
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.rollout.events import Event
 from bot.domain.rollout.state import Check, CheckState, StopKind, StopReason
 from bot.domain.schedule import Schedule
+from bot.domain.stored_reason import known_reason
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
     return GateVerdict(
         gate=GateKind(data["gate"]),
         verdict=Verdict(data["verdict"]),
-        reason=_gate_reason(data.get("reason")),
+        reason=known_reason(data.get("reason")),
         current_crash=number("current_crash"),
         baseline_crash=number("baseline_crash"),
         crash_multiplier=Decimal(data["crash_multiplier"]),
@@ -69,15 +70,6 @@ def late_to_json(late: LateGate | None) -> dict[str, Any]:
         return {}
     decided = "latest" if late.latest_decided else "window"
     return {"late": {**_dumped(_LATE, late), "decided": decided}}
-
-
-def _gate_reason(value: str | None) -> GateReason | None:
-    """A stored verdict's reason; one a newer version wrote (a rolling upgrade under way) is
-    unsaid here, as in verdicts stored before reasons were, so its rollout still loads."""
-    try:
-        return GateReason(value) if value else None
-    except ValueError:
-        return None
 
 
 def check_to_json(check: Check) -> dict[str, str]:
