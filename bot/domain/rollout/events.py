@@ -154,6 +154,9 @@ class GateMissed(AtStage):
     """What failed last, in words and the ids they name (`bot.domain.reasons`)."""
     manual: bool
     """The track's figures are typed in by people (no Re-evaluate)."""
+    desktop: bool = False
+    """The track's gate is the desktop one: Kill-switch stops it (False in events stored
+    before it was said)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,9 @@ class GateInconclusive:
     """Why no verdict (None in events stored before it was said)."""
     late: LateGate | None = None
     """Set when the gate ran late and read two stretches (None in events stored before)."""
+    desktop: bool = False
+    """The track's gate is the desktop one: Kill-switch stops it, not Roll back (False in
+    events stored before it was said)."""
 
 
 @dataclass(frozen=True)
