@@ -24,6 +24,7 @@ from bot.adapters.slack.messages import reason_text, render, slack_time
 from bot.adapters.slack.rollout_words import track_standing
 from bot.domain.gate import GateVerdict, Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.plan import RolloutPlan
+from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Announce,
     CancelWindow,
@@ -59,7 +60,6 @@ from bot.domain.rollout import (
     window_timer_dead,
     window_timer_key,
 )
-from bot.domain.reasons import Reason
 from bot.domain.rollout.events import RunReadable, RunUnreadable
 from bot.domain.run import (
     EnvironmentReview,

@@ -155,8 +155,6 @@ class GateMissed(AtStage):
     manual: bool
     """The track's figures are typed in by people (no Re-evaluate)."""
     desktop: bool = False
-    """The track's gate is the desktop one: Kill-switch stops it (False in events stored
-    before it was said)."""
 
 
 @dataclass(frozen=True)
@@ -183,8 +181,7 @@ class GateInconclusive:
     late: LateGate | None = None
     """Set when the gate ran late and read two stretches (None in events stored before)."""
     desktop: bool = False
-    """The track's gate is the desktop one: Kill-switch stops it, not Roll back (False in
-    events stored before it was said)."""
+    """Its gate is the desktop one, which Kill-switch stops (False in events stored before)."""
 
 
 @dataclass(frozen=True)
