@@ -146,6 +146,31 @@ async def test_slack_429s_delay_messages_but_none_is_dropped_or_reordered(scene:
     assert len(limited) == scene.slack.faults_injected
 
 
+@pytest.mark.parametrize("code", ["ratelimited", "rate_limited"])
+async def test_a_rate_limit_answered_200_is_waited_out_not_given_up(
+    scene: Scene, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # chat.postMessage documents both: `ratelimited`, and `rate_limited` ("Application has
+    # posted too many messages"), answered ok:false with HTTP 200 and no Retry-After.
+    telemetry = PrometheusTelemetry(build())
+    rollout = await scene.started(lines=0)
+    outbox = scene.replica("a", telemetry=telemetry)
+    await outbox.flush(rollout.id)
+    await outbox.add(said(rollout, "promoted"))
+    scene.slack.fail_next("chat.postMessage", error=code, status=200)
+
+    with caplog.at_level(logging.WARNING, logger="bot.services.outbox"):
+        await outbox.flush(rollout.id)
+        assert scene.thread() == []
+        (waiting,) = await scene.store.pending(rollout.id)
+        assert waiting.attempts == 0  # a rate limit counts no attempt
+        await scene.deliver_all([outbox])
+
+    assert scene.thread() == ["promoted"]
+    assert given_up(telemetry) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 class SlowCard(SlackNotifier):
     """Slack's notifier whose card posts wait until the test lets them through."""
 
