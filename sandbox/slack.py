@@ -40,9 +40,6 @@ from sandbox.slack_socket import SocketMode
 from sandbox.slack_variation import SlackVariation
 from sandbox.slack_workspace import SlackWorkspace
 
-_POSTS = frozenset({"chat.postMessage", "chat.update"})
-"""What a channel the bot is shut out of (`shut_out`) refuses."""
-
 __all__ = [
     "ChannelMessage",
     "EphemeralMessage",
@@ -67,7 +64,6 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         self._app_token = app_token
         self._response_targets: dict[str, ResponseTarget] = {}
         self._failures: dict[str, deque[Failure]] = {}
-        self._shut_out: dict[str, str] = {}
         self._drops: dict[str, int] = {}
         self._lost_answers: dict[str, int] = {}
         self._response_statuses: deque[int] = deque()
@@ -128,13 +124,6 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
     ) -> None:
         """Make the next call of `method` fail with `error` (and HTTP `status`, `Retry-After`)."""
         self._failures.setdefault(method, deque()).append(Failure(error, status, retry_after))
-
-    def shut_out(self, channel: str, *, error: str = "not_in_channel") -> None:
-        """The bot can no longer post in `channel`: chat.postMessage and chat.update there are
-        answered `error` (HTTP 200), as Slack answers once the bot is removed from the channel
-        (`not_in_channel`; `channel_not_found` for a private one) or it is archived
-        (`is_archived`)."""
-        self._shut_out[channel] = error
 
     def inject_faults(self, *, rate: float, seed: int) -> None:
         """Answer about `rate` of chat.postMessage/chat.update/chat.postEphemeral calls as
@@ -253,8 +242,6 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
                 response, status = {**slack_error("unknown_method"), "req_method": method}, 404
             elif auth_error is not None:
                 response = slack_error(auth_error)
-            elif method in _POSTS and str(args.get("channel")) in self._shut_out:
-                response = slack_error(self._shut_out[str(args.get("channel"))])
             elif failures:
                 failure = failures.popleft()
                 response, status = slack_error(failure.error), failure.status

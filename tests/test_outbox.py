@@ -177,7 +177,7 @@ async def test_a_failure_is_told_in_the_failure_channel_when_the_card_never_reac
 ) -> None:
     # The bot is not in the release channel (or it was archived): Slack refused the card, and
     # the failure channel is the one place left to hear of the rollout's failure.
-    scene.slack.shut_out(CHANNEL)
+    scene.slack.shut_out[CHANNEL] = "not_in_channel"
     rollout = await scene.started(lines=0)
     outbox = scene.replica("a")
     await outbox.flush(rollout.id)

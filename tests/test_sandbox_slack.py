@@ -413,7 +413,7 @@ async def test_a_channel_the_bot_is_shut_out_of_refuses_its_posts_and_updates(
     slack: SlackTestServer, client: AsyncWebClient
 ) -> None:
     card = await client.chat_postMessage(channel=CHANNEL, text="card")
-    slack.shut_out(CHANNEL, error="is_archived")
+    slack.shut_out[CHANNEL] = "is_archived"
 
     posted = await api_error(client.chat_postMessage(channel=CHANNEL, text="again"))
     updated = await api_error(client.chat_update(channel=CHANNEL, ts=card["ts"], text="new"))
