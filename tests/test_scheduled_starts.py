@@ -150,6 +150,24 @@ async def test_a_bot_back_long_after_the_time_holds_it_instead_of_dispatching(
     assert sandbox.github.dispatches == []
 
 
+@pytest.mark.database_matters
+async def test_a_bot_back_a_few_minutes_late_dispatches_and_says_it_went_late(
+    sandbox: Sandbox,
+) -> None:
+    """Before, the thread said only `Dispatched ...`: read after the scheduled `09:00`, it
+    looked as if the release had gone at 09:00, not ten minutes later."""
+    at = await scheduled(sandbox)
+    await sandbox.stop_bot()
+    sandbox.clock.advance(at - sandbox.clock() + timedelta(minutes=10))
+    await sandbox.start_bot()
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    said = await told_in_thread(sandbox, "Dispatched *Deployment Strategy*")
+    assert (
+        f"for `v1.4.2` 10 minutes after the time it was scheduled for ({slack_date(at)}" in said
+    ), said
+    assert len(sandbox.github.dispatches) == 1
+
+
 @pytest.fixture
 async def second_replica(sandbox: Sandbox) -> AsyncIterator[web.Application]:
     """A second bot on the same database and clock, in this process, its scheduler running."""

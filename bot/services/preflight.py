@@ -300,7 +300,8 @@ class Preflights:
             await effects.record(
                 effects.event(actor, "dispatch", "ok", begun, {"run_id": run.run_id})
             )
-            await effects.apply(begun, machine.dispatched(begun, plan, run), plan)
+            decision = machine.dispatched(begun, plan, run, scheduled_for=scheduled_at)
+            await effects.apply(begun, decision, plan)
             await self._follower.settle(rollout_id)
             return await effects.get(rollout_id)
 

@@ -7,7 +7,12 @@ from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.lane_words import freeze_text, lane_refusal_text
 from bot.adapters.slack.mrkdwn import person, slack_time
 from bot.domain.freeze import Frozen
-from bot.domain.rollout.events import DispatchScheduled, ScheduleCancelled, ScheduleHeld
+from bot.domain.rollout.events import (
+    DispatchScheduled,
+    RunDispatched,
+    ScheduleCancelled,
+    ScheduleHeld,
+)
 from bot.domain.schedule import Held, Schedule
 
 
@@ -46,6 +51,16 @@ def schedule_event_text(event: DispatchScheduled | ScheduleHeld | ScheduleCancel
         f":heavy_minus_sign: {person(event.actor)} cancelled the dispatch scheduled for "
         f"{slack_time(event.at)}; the preflight waits for Dispatch."
     )
+
+
+def went_late(event: RunDispatched) -> str:
+    """How late a scheduled dispatch went, after `Dispatched ... for <tag>` (nothing when it
+    went on time, or was not scheduled)."""
+    if event.scheduled_for is None:
+        return ""
+    minutes = int(event.late.total_seconds() // 60)
+    late = f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f" {late} after the time it was scheduled for ({slack_time(event.scheduled_for)})"
 
 
 def card_line(schedule: Schedule) -> str:

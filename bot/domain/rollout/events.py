@@ -49,6 +49,9 @@ class RunDispatched:
     """Each track's first stage, approved as soon as GitHub waits: (stage, track)."""
     linked_by: str | None = None
     """The person who linked the run by hand (`/rollout link`), when the bot did not find it."""
+    late: timedelta = timedelta(0)
+    """A scheduled dispatch that went LATE_SAID or more after its time, `scheduled_for`."""
+    scheduled_for: datetime | None = None
 
 
 @dataclass(frozen=True)
