@@ -264,6 +264,22 @@ async def test_the_status_says_a_freeze_declared_after_the_schedule_will_hold_it
     assert len(held) == 1  # not for the 1h freeze, which ends before the time
 
 
+async def test_the_thread_told_a_freeze_would_hold_it_is_told_when_that_freeze_is_lifted(
+    sandbox: Sandbox,
+) -> None:
+    """Before, the thread's last word was `will be held then`: the unfreeze was said in the
+    channel only, and whoever read the thread expected the dispatch not to go."""
+    at = await scheduled(sandbox)
+    await sandbox.command("freeze 48h INC-123 investigation", user=OTHER)
+    await told_in_thread(sandbox, "will be held then")
+    await sandbox.command("unfreeze", user=OTHER)
+    said = await told_in_thread(sandbox, "lifted the freeze")
+    assert f"<@{OTHER}> lifted the freeze by <@{OTHER}> (INC-123 investigation)" in said, said
+    assert f"the dispatch scheduled for {slack_date(at)}" in said and "> goes then" in said
+    await reach(sandbox, at)
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+
+
 async def test_a_freeze_known_for_the_time_refuses_the_schedule_unless_overridden(
     sandbox: Sandbox,
 ) -> None:

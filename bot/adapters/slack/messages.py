@@ -269,7 +269,7 @@ def render(event: Event) -> str:
         case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
             return schedule_event_text(event)
         case ScheduleFrozen():
-            return held_then_text(event.held)
+            return held_then_text(event.held, lifted_by=event.lifted_by)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():

@@ -301,9 +301,11 @@ class ScheduleHeld:
 @dataclass(frozen=True)
 class ScheduleFrozen:
     """A freeze declared after the dispatch was scheduled covers its time: the dispatch will
-    be held then (`held`, with `at`) unless the freeze is lifted or ends first."""
+    be held then (`held`, with `at`) unless the freeze is lifted or ends first; or, with
+    `lifted_by`, that freeze was lifted (`/rollout unfreeze`) and nothing holds the time."""
 
     held: Frozen
+    lifted_by: str | None = None
 
 
 @dataclass(frozen=True)
