@@ -204,6 +204,21 @@ async def test_the_timer_fired_on_both_replicas_at_once_dispatches_once(
     assert len(sandbox.github.dispatches) == 1
 
 
+async def test_a_second_start_scheduled_for_the_same_time_is_refused_naming_the_schedule(
+    sandbox: Sandbox,
+) -> None:
+    """Before, the refusal said `v1.4.2` was "already rolling out": nothing was deployed, and
+    would not be before the time scheduled."""
+    at = await scheduled(sandbox)
+    refused = await sandbox.command('start v1.4.3 --flags-ready --at "tomorrow 09:00"', user=OTHER)
+    assert f"`v1.4.2` is scheduled to dispatch at {slack_date(at)}" in refused, refused
+    assert "already rolling out" not in refused
+    assert [r.tag for r in await sandbox.services.rollouts.active()] == ["v1.4.2"]
+    await reach(sandbox, at)
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert len(sandbox.github.dispatches) == 1
+
+
 async def test_cancel_schedule_leaves_the_preflight_for_a_person(sandbox: Sandbox) -> None:
     at = await scheduled(sandbox)
     refused = await sandbox.click("cancel_schedule", user=BYSTANDER)

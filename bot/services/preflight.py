@@ -322,8 +322,14 @@ def _in_progress(active: Rollout, track: str, words: Words) -> RolloutError:
         where = f"{active.id}; its card is not in {channel} yet: Slack has not taken it"
     else:
         where = words.message_link(active.channel_id, active.message_ts, active.id)
+    schedule = active.schedule
+    doing = (
+        f"is scheduled to dispatch at {words.slack_time(schedule.at)}"
+        if active.phase is Phase.PREFLIGHT and schedule is not None and schedule.pending
+        else "is already rolling out"
+    )
     return RolloutInProgress(
-        f"`{active.tag}` is already rolling out ({where}, started by "
+        f"`{active.tag}` {doing} ({where}, started by "
         f"{words.person(active.started_by)}). One rollout per track at a time: finish or cancel "
         "it first.",
         track=track,
