@@ -28,10 +28,11 @@ from sqlalchemy import (
 )
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
-from bot.services.records import NewTimer
+from bot.services.records import AsksFor, NewTimer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
+from storage.timers import pending_timer
 
 
 class ProtectionRuleStore(ServiceStore):
@@ -75,10 +76,20 @@ class ProtectionRuleStore(ServiceStore):
             )
             return rows_changed(result) == 1
 
-    async def hold(self, request: RuleRequest, *, delivery_id: str, timer: NewTimer) -> bool:
+    async def hold(
+        self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
+    ) -> bool:
         """Remember the delivery and write `timer`, which asks again whether its installation
         is the App's, in one transaction; the request itself is kept only once confirmed.
-        False when the delivery was taken in before (nothing is written then)."""
+        False when the delivery was taken in before, when a request of its deployment was
+        kept, or when a timer of `timer`'s kind still to fire `asks_for` this request (its
+        payload: the same request sent again under a new delivery id, whose chain of asks is
+        under way); no timer is written then. The delivery is written first, so that on SQLite
+        the read after it sees every hold committed before; on PostgreSQL two deliveries of one
+        request held at the same instant may still both start asking (each is kept once)."""
+        if request.deployment_id and await self._asked_for(request):
+            return False
+        service = self._service or request.service
         async with self._sessions.begin() as session:
             seen = await session.execute(
                 insert_new(
@@ -90,6 +101,13 @@ class ProtectionRuleStore(ServiceStore):
             )
             if rows_changed(seen) != 1:
                 return False
+            asking = await session.scalars(
+                select(TimerRow.payload).where(
+                    TimerRow.kind == timer.kind, TimerRow.service == service, pending_timer()
+                )
+            )
+            if any(asks_for(payload or {}) for payload in asking):
+                return False
             await session.execute(
                 insert_new(
                     session,
@@ -97,7 +115,7 @@ class ProtectionRuleStore(ServiceStore):
                     {
                         "key": timer.key,
                         "kind": timer.kind,
-                        "service": self._service or request.service,
+                        "service": service,
                         "due_at": timer.due_at,
                         "payload": dict(timer.payload),
                         "attempts": 0,

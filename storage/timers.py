@@ -40,7 +40,8 @@ from storage.models import RolloutRow, TimerRow
 from storage.outbox import enqueue
 
 
-def _pending() -> ColumnElement[bool]:
+def pending_timer() -> ColumnElement[bool]:
+    """A timer still to fire: not fired, cancelled or dead-lettered."""
     return and_(
         TimerRow.fired_at.is_(None), TimerRow.cancelled_at.is_(None), TimerRow.dead_at.is_(None)
     )
@@ -60,7 +61,7 @@ class TimerStore(ServiceStore):
         self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
     ) -> None:
         super().__init__(sessions, service=service)
-        self._leases = LeasedRows(sessions, TimerRow, and_(_pending(), *self._scope))
+        self._leases = LeasedRows(sessions, TimerRow, and_(pending_timer(), *self._scope))
         earliest_first = (TimerRow.due_at, TimerRow.id)
         self._claim = self._leases.claims(
             oldest_first=earliest_first, attempts=TimerRow.attempts + 1

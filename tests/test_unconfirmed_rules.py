@@ -121,6 +121,54 @@ async def test_a_request_github_could_not_confirm_is_held_and_taken_in_once_gith
     assert "which GitHub now confirms: taken in" in caplog.text
 
 
+@pytest.mark.database_matters
+@pytest.mark.parametrize("with_deployment", [True, False], ids=["deployment", "no-deployment"])
+async def test_a_held_request_sent_again_under_a_new_delivery_id_starts_no_second_ask(
+    box: Sandbox, with_deployment: bool
+) -> None:
+    """One request, one chain of asks: its body sent again under a new `X-GitHub-Delivery`
+    (the id is outside the signature) while it is held is the same deployment's request, so it
+    is `duplicate`; once GitHub confirms, it is taken in once, its run's card posted once."""
+    box.github.requests_without_deployment = not with_deployment
+    github_down(box)
+    run_id, first = await started_on_github(box)
+    assert {d.result for d in first} == {"unconfirmed"}
+
+    again = [await box.github.app_hook.replay(d.guid) for d in first]
+
+    assert {d.result for d in again} == {"duplicate"}
+    assert len(await held(box)) == 2
+    box.github.clear_failures()
+    await box.pass_time(timedelta(minutes=2, seconds=1))
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    await asked(box, again=0)
+    await box.services.webhooks.settled()
+    assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
+    assert len(run_cards(box)) == 1 and answers(box) == []
+
+
+async def test_a_held_request_whose_run_was_cancelled_meanwhile_is_answered_by_nothing(
+    box: Sandbox,
+) -> None:
+    """Someone cancels the run on GitHub while its request is held: once GitHub confirms the
+    installation, the request is taken in and found over; no card, no answer to GitHub."""
+    github_down(box)
+    run_id, first = await started_on_github(box)
+    assert {d.result for d in first} == {"unconfirmed"}
+    box.github.engine.cancel(run_id)
+
+    box.github.clear_failures()
+    await box.pass_time(timedelta(minutes=2, seconds=1))
+    await asked(box, again=0)
+    await box.services.webhooks.settled()
+
+    assert run_cards(box) == [] and answers(box) == []
+    assert [r.answer for r in await box.services.webhooks.rules.for_run(run_id)] == [
+        "gone",
+        "gone",
+    ]
+
+
 async def test_a_request_held_while_the_lookup_was_slow_is_taken_in_after_it(
     box: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -189,6 +237,28 @@ async def test_a_request_github_never_confirms_is_dropped_when_its_run_cannot_wa
 
     assert await kept(box, 9001000777) == []
     assert "which GitHub has not confirmed in 30 days" in caplog.text
+
+
+async def test_a_request_held_past_its_run_s_limit_while_the_bot_was_down_is_dropped(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its ask comes due while the bot is down for 30 days; GitHub answers again by then, but
+    GitHub has failed the job: the bot neither takes it in nor posts its run's card."""
+    github_down(box)
+    run_id, first = await started_on_github(box)
+    assert {d.result for d in first} == {"unconfirmed"}
+    await box.stop_bot()
+    box.github.clear_failures()
+    box.clock.advance(timedelta(days=30, minutes=5))
+    await box.start_bot()
+
+    await box.pass_time(timedelta(seconds=1))
+    await asked(box, again=0)
+    await box.services.webhooks.settled()
+
+    assert await kept(box, run_id) == [] and run_cards(box) == []
+    assert "which GitHub now confirms" not in caplog.text
+    assert caplog.text.count("which GitHub has not confirmed in 30 days: dropped") == 2
 
 
 @pytest.fixture

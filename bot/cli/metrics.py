@@ -107,7 +107,7 @@ def plain_text(
     head = f"{stage_label} gate: {verdict.verdict}. {verdict_reason(verdict, rows)}"
     lines = [f"{track_label}: {head}", f"  window: {_window(window)}"]
     for row in rows:
-        baseline = f"   baseline {percent(row.baseline)}" if row.metric != "error_rate" else ""
+        baseline = f"   baseline {row.baseline_shown}" if row.metric != "error_rate" else ""
         sample = "unknown" if row.sample is None else f"{row.sample:,}"
         lines.append(
             f"  {row.name.lower():<10}  {percent(row.value):>9}{baseline}   "

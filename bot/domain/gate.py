@@ -8,10 +8,12 @@ Standard library only: the `gate` command imports this and must start fast. Figu
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
+from decimal import Decimal
 from enum import StrEnum
 
 from bot.domain.clocks import clocks_apart
+from bot.domain.rates import exact_product as exact_product
+from bot.domain.rates import format_rate as format_rate
 
 DEFAULT_CRASH_MULTIPLIER = Decimal("2.0")
 DEFAULT_ERROR_THRESHOLD = Decimal("0.01")
@@ -43,6 +45,8 @@ class GateReason(StrEnum):
     """The rollout's saved plan has a threshold no gate can decide on (`held_on_unusable`)."""
     CLOCK_SKEW = "clock_skew"
     """The metrics source's clock is too far from the bot's: no figure was read."""
+    UNREACHABLE_LIMIT = "unreachable_limit"
+    """A baseline read live sets a crash limit of 1 or more: no crash rate exceeds it."""
 
 
 _REASON_WORDS = {
@@ -53,6 +57,7 @@ _REASON_WORDS = {
     GateReason.NO_DATA: "no data",
     GateReason.UNUSABLE_THRESHOLD: "a threshold of the saved plan is unusable",
     GateReason.CLOCK_SKEW: "the metrics source's clock differs from the bot's",
+    GateReason.UNREACHABLE_LIMIT: "the live baseline sets a limit no crash rate exceeds",
 }
 
 
@@ -102,6 +107,14 @@ class GateVerdict:
             return clocks_apart(self.clock_offset or 0, whose="the metrics source's")
         if self.reason is GateReason.UNUSABLE_THRESHOLD:
             return self._unusable_clause()
+        if self.reason is GateReason.UNREACHABLE_LIMIT:
+            limit = _fmt(None if self.crash_limit is None else self.crash_limit * 100)
+            return (
+                f"the baseline crash rate {_fmt(self.baseline_crash)} read live times "
+                f"{_fmt(self.crash_multiplier)} is a limit of {limit}%: no crash rate exceeds it "
+                f"(crash rate {_fmt(self.current_crash)}); check that the baseline query gives a "
+                "fraction (0.01 = 1%)"
+            )
         if self.reason is GateReason.INSUFFICIENT_SAMPLE:
             if self.sample == 0 and self.min_sample == 0:
                 return "sample 0: nothing was observed in the window"
@@ -253,7 +266,8 @@ def evaluate_track(
     baseline of 2 makes a limit no crash rate reaches), the others are, and when none of them
     fails the gate holds, INCONCLUSIVE for UNUSABLE_THRESHOLD: never a PASS, never a crash of
     the gate. So is a `fixed_baseline` (the plan's number, not read live) whose limit is 1 or
-    more (`1` or `0.5` meant as percentages)."""
+    more (`1` or `0.5` meant as percentages). A baseline read live with such a limit (a control
+    crashing 60%, a query giving percent) never PASSes either: INCONCLUSIVE, UNREACHABLE_LIMIT."""
     bad_multiplier = crash_multiplier.is_signed()
     bad_error = error_threshold is not None and unusable_error_threshold(error_threshold)
     bad_limit = fixed_baseline and unusable_limit(baseline_crash, crash_multiplier)
@@ -279,6 +293,10 @@ def evaluate_track(
             min_sample=min_sample,
         )
     if not (bad_multiplier or bad_error or bad_baseline):
+        if verdict.passed and unusable_limit(baseline_crash, crash_multiplier):
+            return replace(
+                verdict, verdict=Verdict.INCONCLUSIVE, reason=GateReason.UNREACHABLE_LIMIT
+            )
         return verdict
     shown = replace(
         verdict,
@@ -299,25 +317,6 @@ def unusable_limit(baseline: Decimal | None, crash_multiplier: Decimal) -> bool:
     if baseline is None or not (baseline.is_finite() and crash_multiplier.is_finite()):
         return False
     return baseline > 0 and exact_product(baseline, crash_multiplier.copy_abs()) >= 1
-
-
-def exact_product(a: Decimal, b: Decimal) -> Decimal:
-    """a x b without rounding, whatever the operands' digits.
-
-    Beyond Decimal's exponent range the product saturates (Infinity, or 0 below the smallest
-    representable figure) instead of raising, so no input can crash a gate.
-    """
-    digits = len(a.as_tuple().digits) + len(b.as_tuple().digits)
-    return Context(prec=digits, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]).multiply(a, b)
-
-
-def format_rate(value: Decimal) -> str:
-    """A figure for people and for workflow inputs: `0.002`, `2`, `1E-20` (trailing zeros gone)."""
-    digits = len(value.as_tuple().digits)
-    exact = value.normalize(Context(prec=max(digits, 1), Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]))
-    if exact.is_finite() and -12 <= exact.adjusted() <= 12:
-        return format(exact, "f")
-    return str(exact)
 
 
 def _evaluate(

@@ -29,10 +29,18 @@ class MetricRow:
     sample: int | None
     problem: str | None
     link: str | None
+    baseline_note: str | None = None
+    """How a baseline read live was counted: `read live, sample 12,000`, or `read live, its
+    sample not counted` (then the row's sample is the canary's alone)."""
 
     @property
     def name(self) -> str:
         return metric_name(self.metric)
+
+    @property
+    def baseline_shown(self) -> str:
+        """The baseline as people read it: `0.1%`, `0.08% (read live, sample 12)`."""
+        return percent(self.baseline) + (f" ({self.baseline_note})" if self.baseline_note else "")
 
     @property
     def ratio(self) -> Decimal | None:
@@ -83,6 +91,7 @@ def metric_rows(verdict: GateVerdict, reading: Reading | None) -> list[MetricRow
                 sample=detail.sample if detail is not None else verdict.sample,
                 problem=_problem(detail),
                 link=detail.link if detail is not None else None,
+                baseline_note=_baseline_note(detail),
             )
         )
     return rows
@@ -94,13 +103,15 @@ def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
     reason = verdict.reason
     if verdict.verdict is Verdict.PASS:
         seen = f" on a sample of {verdict.sample:,}" if verdict.sample is not None else ""
+        if seen and any(row.baseline_note == _UNCOUNTED for row in rows):
+            seen += " (the baseline read live: its sample not counted)"
         return f"Every metric is within its limit{seen}."
     if reason is GateReason.INSUFFICIENT_SAMPLE and verdict.sample == 0:
         return "No data: nothing was observed in the window (a sample of 0)."
     if reason is GateReason.INSUFFICIENT_SAMPLE:
         seen = "an unknown sample" if verdict.sample is None else f"a sample of {verdict.sample:,}"
         return f"Too little data: {seen}, the gate needs {verdict.min_sample:,}."
-    if reason is GateReason.CLOCK_SKEW:
+    if reason in (GateReason.CLOCK_SKEW, GateReason.UNREACHABLE_LIMIT):
         return f"No verdict: {verdict.summary}."
     if reason is GateReason.NO_DATA:
         missing = next((row for row in rows if row.value is None), None)
@@ -147,6 +158,16 @@ def times(ratio: Decimal | None) -> str:
 def window_length(start: datetime, end: datetime) -> str:
     """How long a gate's window was, in whole seconds: `30m`."""
     return format_duration(timedelta(seconds=max(0, int((end - start).total_seconds()))))
+
+
+_UNCOUNTED = "read live, its sample not counted"
+
+
+def _baseline_note(detail: MetricReading | None) -> str | None:
+    if detail is None or not detail.baseline_live:
+        return None
+    counted = detail.baseline_sample
+    return _UNCOUNTED if counted is None else f"read live, sample {counted:,}"
 
 
 def _problem(detail: MetricReading | None) -> str | None:

@@ -32,6 +32,10 @@ class MetricReading:
     value: Decimal | None
     sample: int | None = None
     baseline: Decimal | None = None
+    baseline_live: bool = False
+    """The baseline was read live (a query), not the plan's fixed number."""
+    baseline_sample: int | None = None
+    """The requests or sessions behind a baseline read live; None when not counted."""
     problem: str | None = None
     """Why the value, its sample or its baseline is missing (no series, NaN, an error)."""
     link: str | None = None
@@ -56,6 +60,16 @@ class Reading:
     than `MAX_CLOCK_SKEW` (`bot.domain.clocks`): then no figure was read."""
     late: LateGate | None = None
     """Set on the reading that decided a late gate (`judge_late`)."""
+
+
+def baseline_sample_detail(reading: Reading | None) -> dict[str, int | str]:
+    """For a gate's audit entry: the sample behind a baseline read live, or that it was not
+    counted (then the entry's `sample` is the canary's alone); nothing for a fixed baseline."""
+    live = [m for m in reading.metrics if m.baseline_live] if reading is not None else []
+    if not live:
+        return {}
+    counted = live[0].baseline_sample
+    return {"baseline_sample": "not counted" if counted is None else counted}
 
 
 def judge(track: Track, reading: Reading) -> GateVerdict:

@@ -1,11 +1,12 @@
-"""Reading a rate a person wrote (a CI script's flag, a figure typed into Slack): a finite,
-non-negative decimal in plain or exponent form, ASCII digits only. Standard library only: the
-`gate` command's fast start depends on it."""
+"""Reading a rate a person wrote (a CI script's flag, a figure typed into Slack, a plan's
+threshold): a finite, non-negative decimal in plain or exponent form, ASCII digits only, and
+the thresholds no gate can use, in the same words wherever they are written. Standard library
+only: the `gate` command's fast start depends on it."""
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 
 # ASCII digits only: Decimal() alone would also take "1_0", " 1 " and non-ASCII digits.
 _NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -30,3 +31,67 @@ def parse_rate(name: str, text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation:  # an exponent beyond what Decimal can hold
         raise InvalidRate(f"{name} {text!r} is out of range; {_EXPECTED}") from None
+
+
+def exact_product(a: Decimal, b: Decimal) -> Decimal:
+    """a x b without rounding, whatever the operands' digits.
+
+    Beyond Decimal's exponent range the product saturates (Infinity, or 0 below the smallest
+    representable figure) instead of raising, so no input can crash a gate.
+    """
+    digits = len(a.as_tuple().digits) + len(b.as_tuple().digits)
+    return Context(prec=digits, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]).multiply(a, b)
+
+
+def format_rate(value: Decimal) -> str:
+    """A figure for people and for workflow inputs: `0.002`, `2`, `1E-20` (trailing zeros gone)."""
+    digits = len(value.as_tuple().digits)
+    exact = value.normalize(Context(prec=max(digits, 1), Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[]))
+    if exact.is_finite() and -12 <= exact.adjusted() <= 12:
+        return format(exact, "f")
+    return str(exact)
+
+
+def as_fraction(rate: Decimal) -> str:
+    """What to write for `rate` meant as a percentage: `0.01 for 1%` (`1` meant)."""
+    meant = rate if rate < 100 else Decimal(1)
+    return f"{format_rate(meant / 100)} for {format_rate(meant)}%"
+
+
+def baseline_problem(baseline: Decimal) -> str | None:
+    """Why a baseline crash rate cannot be a gate's: 1 is every session crashing, so `1` is
+    almost surely 1%; with the default multiplier its limit is one no crash rate exceeds, and
+    its crash rule could never fail. None: it can."""
+    if baseline < 1:
+        return None
+    return (
+        f"{baseline} is {format_rate(baseline * 100)}%: a baseline crash rate is below 1 (100%, "
+        f"every session crashing); rates are fractions: write {as_fraction(baseline)}"
+    )
+
+
+def crash_limit_problem(baseline: Decimal, multiplier: Decimal) -> str | None:
+    """Why a baseline below 1 cannot be a gate's: its limit (times `crash_multiplier`) is 1 or
+    more, which no crash rate exceeds (`0.5` meant as 0.5%). None: a crash rate can exceed it
+    (or the baseline is refused on its own)."""
+    if baseline >= 1 or exact_product(baseline, multiplier) < 1:
+        return None
+    limit = format_rate(exact_product(baseline, multiplier) * 100)
+    mend = "lower crash_multiplier"  # a baseline below 1% is no percentage mistaken
+    if baseline >= Decimal("0.01"):
+        mend = f"rates are fractions: write {as_fraction(baseline)}"
+    return (
+        f"{baseline} with crash_multiplier {multiplier} is a limit of {limit}%: no crash rate "
+        f"exceeds it, so the crash rule could never fail ({mend})"
+    )
+
+
+def error_threshold_problem(threshold: Decimal) -> str | None:
+    """Why an error threshold cannot be a gate's: an error rate (errors / requests) never
+    exceeds 1, so a threshold of 1 or more (`1` meant as 1%) could never roll back."""
+    if threshold < 1:
+        return None
+    shown = format_rate(threshold * 100)
+    return (
+        f"{threshold} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
+    )

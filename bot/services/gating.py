@@ -13,7 +13,15 @@ from datetime import datetime
 from bot.domain import rollout as machine
 from bot.domain.controls import reevaluation
 from bot.domain.gate import GateVerdict
-from bot.domain.metrics import Figures, QueryWindow, Reading, gate_windows, judge, judge_late
+from bot.domain.metrics import (
+    Figures,
+    QueryWindow,
+    Reading,
+    baseline_sample_detail,
+    gate_windows,
+    judge,
+    judge_late,
+)
 from bot.domain.plan import RolloutPlan, Track
 from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
@@ -179,6 +187,7 @@ class Gate:
                     rollout,
                     {
                         **machine.verdict_to_json(verdict),
+                        **baseline_sample_detail(reading),
                         **machine.late_to_json(reading.late),
                         "interim": True,
                     },
@@ -230,7 +239,11 @@ class Gate:
             "gate",
             verdict.verdict.value,
             rollout,
-            {**machine.verdict_to_json(verdict), **machine.late_to_json(late)},
+            {
+                **machine.verdict_to_json(verdict),
+                **baseline_sample_detail(reading),
+                **machine.late_to_json(late),
+            },
             track=track,
             stage=stage,
         )

@@ -7,7 +7,7 @@ the looks at runs.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -52,6 +52,11 @@ class NewTimer:
     kind: str
     due_at: datetime
     payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+AsksFor = Callable[[Mapping[str, Any]], bool]
+"""Whether a pending timer's payload is about a given thing (a held protection rule request:
+`ProtectionRuleRequests.hold`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleAnswer, RuleRequest
 from bot.domain.rollout import Phase, Rollout
 from bot.services.records import (
+    AsksFor,
     AuditEvent,
     Claim,
     NewAuditEvent,
@@ -319,10 +320,14 @@ class ProtectionRuleRequests(Protocol):
         environment is open already."""
         ...
 
-    async def hold(self, request: RuleRequest, *, delivery_id: str, timer: NewTimer) -> bool:
+    async def hold(
+        self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
+    ) -> bool:
         """Remember a request's delivery with the timer that confirms its installation later,
-        in one transaction, without keeping the request; False when the delivery was taken in
-        before (nothing is written)."""
+        in one transaction, without keeping the request; False (no timer written) when the
+        delivery was taken in before, when a request of its deployment was kept, or when a
+        pending timer of `timer`'s kind `asks_for` it already (its payload): one chain of
+        asks per request, whatever delivery ids GitHub sent it under."""
         ...
 
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...

@@ -6,9 +6,12 @@ request (`UNCONFIRMED_TIMER`); the request itself is not kept, so until GitHub c
 nothing answers, approves, posts or counts it. The timer asks GitHub for the installation
 again, with backoff (`PACE`): once GitHub tells it, the request is taken in by the webhook's own
 step (`GitHubWebhooks.keep`), as if confirmed at once, or refused (another installation). Each
-retry is the next timer of a chain (`<kind>:<delivery id>:<n>`), so any replica fires it, once.
-The asking stops `GIVE_UP_AFTER` the request: GitHub fails a job still waiting for its
-environment's approval after 30 days, so nothing waits for the answer after that.
+retry is the next timer of a chain (`<kind>:<delivery id>:<n>`), so any replica fires it, once;
+and one request has one chain: the same request under another delivery id (its run,
+environment and deployment: `RuleRequest.key`) is not held again while its chain goes on.
+The asking stops `GIVE_UP_AFTER` the request, also for an ask that comes due later (the bot was
+down): GitHub fails a job still waiting for its environment's approval after 30 days, so
+nothing waits for the answer after that.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ PACE = Backoff(base=timedelta(minutes=2), cap=timedelta(hours=1), floor=timedelt
 most, `bot.adapters.github.installation_check`), at most an hour apart once GitHub stays away."""
 
 GIVE_UP_AFTER = timedelta(days=30)
-"""How long GitHub lets a job wait for its environment's approval before it fails it ("Reviewing
-deployments": not approved within 30 days)."""
+"""How long GitHub lets a workflow wait on environment approvals (Actions limits: "Gate approval
+time", 30 days; a run is cancelled after 35 days in all)."""
 
 Keep = Callable[[RuleRequest], Coroutine[Any, Any, object]]
 """The webhook's step after the check: keep the request, answer it if a rollout follows its run."""
@@ -93,10 +96,17 @@ class UnconfirmedRules:
     async def hold(
         self, request: RuleRequest, *, delivery_id: str, installation: int, error: str
     ) -> bool:
-        """Remember the delivery with the first timer; False when it was taken in before."""
+        """Remember the delivery with the first timer; False when it was taken in before, or
+        its request is held already (the same deployment's request under another delivery id:
+        its asks are under way, and one answer is due to GitHub)."""
         held = Unconfirmed(delivery_id=delivery_id, installation=installation, request=request)
         due = self.clock() + PACE.delay(held.number, self.rng)
-        if not await self.rules.hold(request, delivery_id=delivery_id, timer=_timer(held, due)):
+        if not await self.rules.hold(
+            request,
+            delivery_id=delivery_id,
+            timer=_timer(held, due),
+            asks_for=lambda payload: Unconfirmed.model_validate(payload).request.key == request.key,
+        ):
             return False
         self.timers_changed()
         log.warning(
@@ -112,6 +122,17 @@ class UnconfirmedRules:
     async def on_timer(self, timer: Timer) -> None:
         held = Unconfirmed.model_validate(timer.payload or {})
         if await self._timers_went_on(held):
+            return
+        if self.clock() >= held.request.requested_at + GIVE_UP_AFTER:
+            # Asked of GitHub no more, even when it could answer now (the ask came due while
+            # the bot was down): the request's job has failed.
+            log.error(
+                "%s names GitHub App installation %s, which GitHub has not confirmed in %d "
+                "days: dropped; GitHub has failed its job by now",
+                held.what,
+                held.installation,
+                GIVE_UP_AFTER.days,
+            )
             return
         try:
             ours = await self.installation.is_ours(held.installation)
@@ -144,16 +165,6 @@ class UnconfirmedRules:
 
     async def _again(self, held: Unconfirmed, error: str) -> None:
         now = self.clock()
-        if now >= held.request.requested_at + GIVE_UP_AFTER:
-            log.error(
-                "%s names GitHub App installation %s, which GitHub has not confirmed in %d "
-                "days (%s): dropped; GitHub has failed its job by now",
-                held.what,
-                held.installation,
-                GIVE_UP_AFTER.days,
-                error,
-            )
-            return
         after = held.model_copy(update={"number": held.number + 1})
         due = now + PACE.delay(after.number, self.rng)
         timer = _timer(after, due)

@@ -129,36 +129,45 @@ class PrometheusSource(LiveSource):
         expr = fill(query.query, values)
         sample_expr = fill(query.sample, values) if query.sample else None
         baseline_expr = fill(query.baseline, values) if query.baseline else None
+        counted_expr = fill(query.baseline_sample, values) if query.baseline_sample else None
         fixed_baseline = (
             self._config.baseline_crash_rate
             if name == "crash_rate" and baseline_expr is None
             else None
         )
-        value, sample, baseline, series = await asyncio.gather(
+        value, sample, baseline, counted, series = await asyncio.gather(
             self._instant(session, client, expr, window.end),
             self._instant(session, client, sample_expr, window.end),
             self._instant(session, client, baseline_expr, window.end),
+            self._instant(session, client, counted_expr, window.end),
             self._chart(session, client, query, window),
         )
         if sample.problem is not None and not sample.no_series:
             # A rate whose count could not be read is not judged: its sample unknown, a
             # `min_sample` of 0 would let it PASS on a window that may have tested nothing.
             value = _Read(None, value.problem)
+        if counted.problem is not None and not counted.no_series:
+            baseline = _Read(None, baseline.problem)  # the same, for the baseline's own count
         if baseline.value is not None and baseline.value > 1:
             # A rate is a fraction: a baseline in percent would set a limit nothing reaches.
             shown = format_rate(baseline.value)
             problem = f"{shown} is above 1 (100%): rates are fractions (0.01 = 1%)"
             baseline = _Read(None, problem)
+        reads = [("value", value), ("sample", sample), ("baseline", baseline)]
         problems = [
             f"{what}: {read.problem}"
-            for what, read in (("value", value), ("sample", sample), ("baseline", baseline))
+            for what, read in [*reads, ("baseline sample", counted)]
             if read.problem
         ]
+        # The baseline's count is a sample too: its rate is one of its own requests.
+        counts = [_count(read) for e, read in ((sample_expr, sample), (counted_expr, counted)) if e]
         return MetricReading(
             name=name,
             value=value.value,
-            sample=_count(sample),
+            sample=_smallest(counts),
             baseline=fixed_baseline if fixed_baseline is not None else baseline.value,
+            baseline_live=baseline_expr is not None,
+            baseline_sample=_count(counted) if counted_expr is not None else None,
             problem="; ".join(problems) or None,
             link=graph_url(client.base_url, expr, window=window.length, end=window.end),
             series=series,
@@ -219,9 +228,7 @@ def _reading(
     crash = by_name["crash_rate"]
     error = by_name.get("error_rate")
     sampled = [metric for metric in metrics if _has_sample(config, metric.name)]
-    samples = [metric.sample for metric in sampled]
-    # The smallest sample decides; an unreadable one leaves the sample unknown.
-    sample = None if not samples or None in samples else min(s for s in samples if s is not None)
+    sample = _smallest([metric.sample for metric in sampled])
     return Reading(
         baseline_crash=crash.baseline,
         figures=Figures(
@@ -237,7 +244,12 @@ def _reading(
 
 def _has_sample(config: PrometheusMetrics, name: str) -> bool:
     query = config.error_rate if name == "error_rate" else config.crash_rate
-    return query is not None and query.sample is not None
+    return query is not None and (query.sample or query.baseline_sample) is not None
+
+
+def _smallest(samples: list[int | None]) -> int | None:
+    """The smallest sample decides; an unreadable one (None) leaves the sample unknown."""
+    return None if not samples or None in samples else min(s for s in samples if s is not None)
 
 
 def _count(sample: _Read) -> int | None:

@@ -149,16 +149,18 @@ class SentrySource(LiveSource):
         sample = current[0].count if current[0] else None
         fixed = config.baseline_crash_rate if baseline_query is None else None
         baseline_rate = fixed if fixed is not None else (baseline[0].rate if baseline[0] else None)
+        counted = baseline[0].count if baseline[0] else None
         if baseline_query is not None:
             # The baseline is a rate of its own sessions: one crash among a ring's last handful
             # of other releases' sessions sets a limit a crashing release passes under.
-            counted = baseline[0].count if baseline[0] else None
             sample = None if sample is None or counted is None else min(sample, counted)
         metric = MetricReading(
             name="crash_rate",
             value=rate,
             sample=sample,
             baseline=baseline_rate,
+            baseline_live=baseline_query is not None,
+            baseline_sample=counted,
             problem="; ".join(problems) or None,
             link=_release_url(client.access, release, environment),
             series=chart[0].series if chart[0] else (),

@@ -45,6 +45,8 @@ def event_line(event: AuditEvent) -> str:
     ]
     if event.action == "gate" and detail.get("sample") is not None:
         notes.append(f"sample: {detail['sample']}")
+    if event.action == "gate" and detail.get("baseline_sample") is not None:
+        notes.append(f"baseline sample: {detail['baseline_sample']}")
     if notes:
         line += " · " + "; ".join(str(note) for note in notes)
     return clip(line, _MAX_LINE)

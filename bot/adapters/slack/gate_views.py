@@ -62,7 +62,7 @@ def gate_card(
         blocks.append(context(_late(reading.late)))
     where = _window_slack(window)
     for row in rows:
-        baseline = f"baseline {percent(row.baseline)} · " if row.metric != "error_rate" else ""
+        baseline = f"baseline {row.baseline_shown} · " if row.metric != "error_rate" else ""
         sample = "—" if row.sample is None else f"{row.sample:,}"
         blocks.append(
             section(

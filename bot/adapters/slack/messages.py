@@ -354,6 +354,11 @@ def _inconclusive_then(event: GateInconclusive) -> str:
             "Holding for a human: sync the clocks, then Re-evaluate (Promote overrides, "
             "Roll back stops)."
         )
+    if event.reason is GateReason.UNREACHABLE_LIMIT:
+        return (
+            "Holding for a human: check the baseline query and the baseline's own health, then "
+            "Re-evaluate (Promote overrides, Roll back stops)."
+        )
     return (
         "Not enough data for a verdict: holding for a human (Promote overrides, Roll back stops)."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated
@@ -19,7 +20,7 @@ from pydantic import (
 )
 
 from bot.domain.durations import HINT, format_duration, parse_duration
-from bot.domain.gate import format_rate
+from bot.domain.rates import baseline_problem, error_threshold_problem
 
 Path_ = tuple[str | int, ...]
 """A key's location in the plan: ("tracks", "relay", "stages", 1, "observe")."""
@@ -64,41 +65,25 @@ def _fraction(value: Decimal, info: ValidationInfo) -> Decimal:
     return value
 
 
-def as_fraction(rate: Decimal) -> str:
-    """What to write for `rate` meant as a percentage: `0.01 for 1%` (`1` meant)."""
-    meant = rate if rate < 100 else Decimal(1)
-    return f"{format_rate(meant / 100)} for {format_rate(meant)}%"
+def _refusing(problem_of: Callable[[Decimal], str | None]) -> AfterValidator:
+    """A threshold a gate cannot use (`bot.domain.rates`, in the `gate` command's words too)
+    is refused in a plan file; a stored plan keeps it (its gate holds: `evaluate_track`)."""
 
+    def check(value: Decimal, info: ValidationInfo) -> Decimal:
+        problem = problem_of(value)
+        if problem is not None and loaded(info):
+            raise ValueError(problem)
+        return value
 
-def _baseline(value: Decimal, info: ValidationInfo) -> Decimal:
-    """A baseline crash rate: 1 is every session crashing, so `1` is almost surely 1%; with
-    the default multiplier its limit is one no crash rate exceeds, and its crash rule could
-    never fail."""
-    if value >= 1 and loaded(info):
-        raise ValueError(
-            f"{value} is {format_rate(value * 100)}%: a baseline crash rate is below 1 (100%, "
-            f"every session crashing); rates are fractions: write {as_fraction(value)}"
-        )
-    return value
-
-
-def _below_one(value: Decimal, info: ValidationInfo) -> Decimal:
-    """An error threshold: an error rate (errors / requests) never exceeds 1, so a threshold
-    of 1 or more (`1` meant as 1%) could never roll back."""
-    if value >= 1 and loaded(info):
-        shown = format_rate(value * 100)
-        raise ValueError(
-            f"{value} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
-        )
-    return value
+    return AfterValidator(check)
 
 
 Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_unsigned)]
 """A finite non-negative figure: a multiplier, or a rate."""
 Fraction_ = Annotated[Rate, AfterValidator(_fraction)]
 """A rate: a fraction from 0 to 1 (0.01 = 1%), as SPEC writes every rate."""
-ErrorThreshold = Annotated[Rate, AfterValidator(_below_one)]
-BaselineRate = Annotated[Rate, AfterValidator(_baseline)]
+ErrorThreshold = Annotated[Rate, _refusing(error_threshold_problem)]
+BaselineRate = Annotated[Rate, _refusing(baseline_problem)]
 """A baseline crash rate: a fraction below 1 (0.001 = 0.1%)."""
 _KEY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")

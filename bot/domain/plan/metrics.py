@@ -14,7 +14,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from bot.domain.gate import GateKind, GateVerdict, evaluate_track, format_rate
+from bot.domain.gate import GateKind, GateVerdict, evaluate_track
 from bot.domain.plan.fields import (
     BaselineRate,
     Count,
@@ -24,8 +24,8 @@ from bot.domain.plan.fields import (
     Path_,
     PlanModel,
     Rate,
-    as_fraction,
 )
+from bot.domain.rates import crash_limit_problem
 
 
 class Thresholds(PlanModel):
@@ -122,6 +122,9 @@ class PrometheusQuery(PlanModel):
     baseline: QueryTemplate | None = None
     """crash_rate only: the baseline read live (e.g. the same query `offset $since_start`)
     instead of the fixed `baseline_crash_rate`."""
+    baseline_sample: QueryTemplate | None = None
+    """With `baseline`: the requests or sessions behind it, a sample too (the smallest decides):
+    a baseline read over a handful of requests sets a limit a crashing canary passes under."""
 
 
 class PrometheusMetrics(PlanModel):
@@ -169,15 +172,28 @@ def crash_limit_problems(thresholds: Thresholds, metrics: Metrics) -> Iterable[t
     """A fixed baseline whose limit (baseline x crash_multiplier) is 1 or more: no crash rate
     exceeds it, so the crash rule could never fail (`0.5` meant as 0.5%)."""
     baseline = fixed_baseline(metrics)
-    multiplier = thresholds.crash_multiplier
-    if baseline is None or baseline >= 1 or baseline * multiplier < 1:
-        return  # read live, refused on its own, or a limit a crash rate can exceed
-    limit = format_rate(baseline * multiplier * 100)
-    mend = "lower crash_multiplier"  # a baseline below 1% is no percentage mistaken
-    if baseline >= Decimal("0.01"):
-        mend = f"rates are fractions: write {as_fraction(baseline)}"
-    yield (
-        ("metrics", "baseline_crash_rate"),
-        f"{baseline} with crash_multiplier {multiplier} is a limit of {limit}%: no crash rate "
-        f"exceeds it, so the crash rule could never fail ({mend})",
-    )
+    if baseline is None:
+        return  # read live: judged as it is read (`evaluate_track`)
+    problem = crash_limit_problem(baseline, thresholds.crash_multiplier)
+    if problem is not None:
+        yield ("metrics", "baseline_crash_rate"), problem
+
+
+def baseline_sample_problems(metrics: Metrics) -> Iterable[tuple[Path_, str]]:
+    """`baseline_sample` counts the requests behind a Prometheus baseline read live: a count of
+    no baseline counts nothing (without one, the gate says the baseline's sample is not
+    counted)."""
+    if not isinstance(metrics, PrometheusMetrics):
+        return
+    crash, error = metrics.crash_rate, metrics.error_rate
+    at: Path_ = ("metrics", "crash_rate")
+    if crash.baseline is None and crash.baseline_sample is not None:
+        yield (
+            (*at, "baseline_sample"),
+            "counts the requests behind crash_rate.baseline: add it, or remove this",
+        )
+    if error is not None and error.baseline_sample is not None:
+        yield (
+            ("metrics", "error_rate", "baseline_sample"),
+            "the error rate has a threshold, not a baseline: remove it",
+        )

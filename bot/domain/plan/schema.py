@@ -40,6 +40,7 @@ from bot.domain.plan.metrics import (
     SentryMetrics,
     StaticMetrics,
     Thresholds,
+    baseline_sample_problems,
     crash_limit_problems,
     fixed_baseline,
 )
@@ -195,6 +196,7 @@ class Track(PlanModel):
         problems = [*self._stage_problems(), *self._gate_problems(), *self._metrics_problems()]
         if loaded(info):  # a rule that came after some rollouts started (`STORED_PLAN`)
             problems.extend(crash_limit_problems(self.thresholds, self.metrics))
+            problems.extend(baseline_sample_problems(self.metrics))
         if problems:
             raise Problems(problems)
         return self
