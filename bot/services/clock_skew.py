@@ -1,15 +1,19 @@
 """How far another clock is from the bot's (Prometheus's, the database server's), and the watch
-on the database server's, against which every replica's leases are in effect compared.
+on the database server's, the clock every replica keeps its leases on.
 
 A timer's or a message's lease ends at its holder's time plus `LEASE_SECONDS`, and another
-replica takes it over once its own clock passes that end. The leases are renewed every third
-of a lease, so two replicas whose clocks are more than two thirds of a lease apart (40 s at
-the default) take each other's live leases: a window evaluated twice, a message sent twice.
-Replicas do not see each other's clocks, but each sees the database's, which they all share:
-two replicas within `MAX_CLOCK_SKEW` of it are within twice that of each other, a quarter of
-that margin at the default lease (NTP keeps clocks within milliseconds; seconds apart means a
-host is not synced and drifts further). The same bound Prometheus's clock is held to, so one
-figure for the operator and the alert.
+replica takes it over once that end has passed. Written by the holder's clock and read by the
+taker's, two replicas whose clocks are more than two thirds of a lease apart (it is renewed
+every third of it: 40 s at the default) would take each other's live leases: a window
+evaluated twice, a message sent twice. Replicas do not see each other's clocks, but each sees
+the database's, which they all share: each reads its offset from the server's clock
+(`DatabaseClock.offset`) and writes and compares its leases' ends on the server's clock
+(`storage.leases`). The offset is read at start and at each scrape: a clock stepped between two
+readings moves this replica's leases with it until the next. And a timer is due by the clock
+of the replica that scheduled it, read by the one that fires it. So a replica more than
+`MAX_CLOCK_SKEW` from the database's is still a WARNING: the bound Prometheus's clock is held
+to, one figure for the operator and the alert (NTP keeps clocks within milliseconds; seconds
+apart means a host is not synced and drifts further).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words
 from bot.services.failures import TRANSIENT, log_failure
@@ -39,12 +43,12 @@ ServerClock = Callable[[], AbstractAsyncContextManager[ClockReading]]
 """Opens a way to read the database server's clock (a connection, held for its readings, so
 that taking one from the pool is not in their round trips)."""
 
-LEASES_AT_RISK = (
-    "leases are written by one replica's clock and read by another's, so replicas whose clocks "
-    "are two thirds of LEASE_SECONDS apart take over each other's window ends and messages "
-    "while they are worked on (evaluated or sent twice): sync every host's clock with NTP"
+APART_AT_RISK = (
+    "a window's end scheduled by another replica fires here as early (or as late) as this "
+    "clock is ahead (or behind), and the leases, kept on the database server's clock, follow "
+    "a step of this clock only at the next reading: sync every host's clock with NTP"
 )
-"""What a replica's clock apart from the database server's puts at risk, and what to do."""
+"""What a replica's clock apart from the database server's still puts at risk, and what to do."""
 
 SQLITE_SKIPPED = (
     "the database's clock is not compared with the bot's: SQLite is a file on one host, and "
@@ -89,6 +93,12 @@ class DatabaseClock:
     clock: Clock
     telemetry: Telemetry
     _apart: bool = field(default=False, init=False)
+    _offset: timedelta = field(default=timedelta(0), init=False)
+
+    def offset(self) -> timedelta:
+        """The database server's clock minus this replica's, as last read clearly (0 before):
+        what this replica's leases are written and compared on (`storage.leases`)."""
+        return self._offset
 
     async def check(self) -> ClockOffset:
         """Read the database server's clock; its failures are the caller's (a scrape reads the
@@ -96,13 +106,15 @@ class DatabaseClock:
         async with self.server() as theirs:
             offset = await offset_of(theirs, self.clock)
         self.telemetry.database_clock(offset=offset.middle)
+        if offset.agree or offset.apart:  # not a reading too slow to tell: its middle is close
+            self._offset = offset.middle
         limit = int(MAX_CLOCK_SKEW.total_seconds())
         if offset.apart and not self._apart:
             log.warning(
                 "the database server's clock is %s (more than %ds apart): %s",
                 offset_words(offset.seconds),
                 limit,
-                LEASES_AT_RISK,
+                APART_AT_RISK,
             )
         elif offset.agree and self._apart:
             log.info("the database server's clock is within %ds of the bot's again", limit)
