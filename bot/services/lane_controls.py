@@ -192,15 +192,14 @@ class LaneControls:
         self, actor: str, lifted: LaneHold, active: list[Rollout], held: dict[str, Frozen]
     ) -> None:
         """Tell the thread of each scheduled dispatch that `lifted` was to hold (as told when
-        it was declared) that it goes then, or which freeze holds it now."""
+        it was declared) and nothing holds now that it goes then."""
         now_held = await self.lane.held_then(active)
         for rollout in active:
             was = held.get(rollout.id)
-            if was is None or (was.freeze.actor, was.freeze.until) != (lifted.actor, lifted.until):
+            if was is None or rollout.id in now_held:
                 continue
-            still = now_held.get(rollout.id)
-            told = ScheduleFrozen(still) if still else ScheduleFrozen(was, lifted_by=actor)
-            await self.rollouts.effects.tell(rollout, told)
+            if (was.freeze.actor, was.freeze.until) == (lifted.actor, lifted.until):
+                await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
 
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):
