@@ -119,9 +119,7 @@ def review_rejected(comment: str) -> GitHubReported:
 
 EVENTS: list[told.Event] = [
     told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (("5%", "Relay"),)),
-    told.RunDispatched(
-        "Deploy", "v1.4.2", 7001, "https://gh/run", (), late=timedelta(minutes=10), scheduled_for=AT
-    ),
+    told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (), late=timedelta(minutes=10)),
     told.StageApproved("Relay", "5%"),
     told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
     told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),

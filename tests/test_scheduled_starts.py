@@ -162,9 +162,7 @@ async def test_a_bot_back_a_few_minutes_late_dispatches_and_says_it_went_late(
     await sandbox.start_bot()
     await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
     said = await told_in_thread(sandbox, "Dispatched *Deployment Strategy*")
-    assert (
-        f"for `v1.4.2` 10 minutes after the time it was scheduled for ({slack_date(at)}" in said
-    ), said
+    assert "for `v1.4.2` 10 minutes after the time it was scheduled for: <http" in said, said
     assert len(sandbox.github.dispatches) == 1
 
 

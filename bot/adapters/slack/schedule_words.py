@@ -56,11 +56,10 @@ def schedule_event_text(event: DispatchScheduled | ScheduleHeld | ScheduleCancel
 def went_late(event: RunDispatched) -> str:
     """How late a scheduled dispatch went, after `Dispatched ... for <tag>` (nothing when it
     went on time, or was not scheduled)."""
-    if event.scheduled_for is None:
-        return ""
     minutes = int(event.late.total_seconds() // 60)
-    late = f"{minutes} minute{'s' if minutes != 1 else ''}"
-    return f" {late} after the time it was scheduled for ({slack_time(event.scheduled_for)})"
+    if not minutes:
+        return ""
+    return f" {minutes} minute{'s' if minutes != 1 else ''} after the time it was scheduled for"
 
 
 def card_line(schedule: Schedule) -> str:

@@ -142,7 +142,7 @@ def dispatched(
         plan.workflow.name, rollout.tag, run.run_id, run.html_url, firsts, linked_by=linked_by
     )
     if late >= LATE_SAID:
-        told = replace(told, late=late, scheduled_for=scheduled_for)
+        told = replace(told, late=late)
     return Decision(started, (Announce(told),))
 
 
