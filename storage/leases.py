@@ -8,9 +8,9 @@ holder of a claim may change the row afterwards. A store builds its claims' stat
 
 A lease's end is written and compared on the database server's clock, not on the replica's:
 every replica's lease times are its clock's corrected by `ServerOffset` (the server's clock
-minus its own, as last measured), so a replica whose clock runs ahead does not take over a
-lease another holds, and one that runs behind does not keep it longer. The due times, and what
-the callers are given back, stay on the replica's clock.
+minus its own, measured and carried on between readings), so a replica whose clock runs ahead
+does not take over a lease another holds, and one that runs behind does not keep it longer.
+The due times, and what the callers are given back, stay on the replica's clock.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from storage.models import Leased, UTCDateTime
 Row = TypeVar("Row", bound=Leased)
 
 ServerOffset = Callable[[], timedelta]
-"""The database server's clock minus this replica's, as last measured
-(`bot.services.clock_skew.DatabaseClock`)."""
+"""The database server's clock minus this replica's, as measured and carried on between
+readings (`bot.services.clock_skew.DatabaseClock.offset`)."""
 
 
 def same_clock() -> timedelta:

@@ -29,8 +29,7 @@ OFFSET = "rollout_bot_database_clock_offset_seconds"
 WARNED = re.compile(
     r"the database server's clock is 120s behind the bot's \(more than 5s apart\): a window's "
     r"end scheduled by another replica fires here as early \(or as late\) as this clock is "
-    r"ahead \(or behind\), and the leases, kept on the database server's clock, follow a step "
-    r"of this clock only at the next reading: sync every host's clock with NTP"
+    r"ahead \(or behind\): sync every host's clock with NTP"
 )
 
 

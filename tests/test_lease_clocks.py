@@ -161,3 +161,25 @@ async def test_a_lease_ends_on_the_server_s_clock_and_each_replica_reads_it_on_i
         assert (sent_by_b.id, sent_by_b.lease_until) == (message.id, lapsed + LEASE)
         seen_by_a = await timers_a.get(key="w")
         assert seen_by_a is not None and seen_by_a.lease_until == NOW + 2 * LEASE + LEASE
+
+
+async def test_a_replica_whose_clock_is_stepped_after_its_reading_keeps_its_leases_long(
+    postgres_database_url: str,
+) -> None:
+    """Replica "a" started two minutes ahead (its offset read then); NTP then stepped its clock
+    back in step before another reading (a replica nothing scrapes is read at start only).
+    Before, it kept correcting by its start's offset: the lease it took ended two minutes early
+    on the server's clock, already over, and "b", in step, took its window end at once."""
+    async with (
+        replica(postgres_database_url, ahead=AHEAD) as a,
+        replica(postgres_database_url, ahead=timedelta(0)) as b,
+    ):
+        a.clock.advance(-AHEAD)  # stepped back: in step with the server's clock now
+        now = a.clock()
+        await a.timers.schedule(key="w", kind=WINDOW_TIMER, due_at=now, now=now)
+        (timer,) = await a.timers.claim_due(now=now, owner="a", lease=LEASE)
+
+        assert await b.timers.claim_due(now=b.clock(), owner="b", lease=LEASE) == []
+        due_on_b = await b.timers.next_due()  # a's lease's end, on b's clock: a lease later
+        assert due_on_b is not None and abs(due_on_b - (b.clock() + LEASE)) < timedelta(seconds=5)
+        assert timer.claimed_by == "a"

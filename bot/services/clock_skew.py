@@ -8,18 +8,20 @@ every third of it: 40 s at the default) would take each other's live leases: a w
 evaluated twice, a message sent twice. Replicas do not see each other's clocks, but each sees
 the database's, which they all share: each reads its offset from the server's clock
 (`DatabaseClock.offset`) and writes and compares its leases' ends on the server's clock
-(`storage.leases`). The offset is read at start and at each scrape: a clock stepped between two
-readings moves this replica's leases with it until the next. And a timer is due by the clock
-of the replica that scheduled it, read by the one that fires it. So a replica more than
-`MAX_CLOCK_SKEW` from the database's is still a WARNING: the bound Prometheus's clock is held
-to, one figure for the operator and the alert (NTP keeps clocks within milliseconds; seconds
-apart means a host is not synced and drifts further).
+(`storage.leases`). The offset is read at start and at each scrape, and the server's time is
+carried between readings on the monotonic clock, so a step of this replica's clock (NTP's)
+moves none of its leases. But a timer is due by the clock of the replica that scheduled it,
+read by the one that fires it. So a replica more than `MAX_CLOCK_SKEW` from the database's is
+still a WARNING: the bound Prometheus's clock is held to, one figure for the operator and the
+alert (NTP keeps clocks within milliseconds; seconds apart means a host is not synced and
+drifts further).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -45,8 +47,7 @@ that taking one from the pool is not in their round trips)."""
 
 APART_AT_RISK = (
     "a window's end scheduled by another replica fires here as early (or as late) as this "
-    "clock is ahead (or behind), and the leases, kept on the database server's clock, follow "
-    "a step of this clock only at the next reading: sync every host's clock with NTP"
+    "clock is ahead (or behind): sync every host's clock with NTP"
 )
 """What a replica's clock apart from the database server's still puts at risk, and what to do."""
 
@@ -93,12 +94,19 @@ class DatabaseClock:
     clock: Clock
     telemetry: Telemetry
     _apart: bool = field(default=False, init=False)
-    _offset: timedelta = field(default=timedelta(0), init=False)
+    _read: tuple[datetime, float] | None = field(default=None, init=False)
+    """The server's time at the last clear reading, and the monotonic clock's then."""
 
     def offset(self) -> timedelta:
-        """The database server's clock minus this replica's, as last read clearly (0 before):
-        what this replica's leases are written and compared on (`storage.leases`)."""
-        return self._offset
+        """The database server's clock minus this replica's (0 before a clear reading): what
+        this replica's leases are written and compared on (`storage.leases`). The server's
+        time is carried on from the last reading by the monotonic clock, which NTP does not
+        step, so a step of this replica's clock since moves the offset, not its leases."""
+        if self._read is None:
+            return timedelta(0)
+        server_then, monotonic_then = self._read
+        elapsed = timedelta(seconds=time.monotonic() - monotonic_then)
+        return server_then + elapsed - self.clock()
 
     async def check(self) -> ClockOffset:
         """Read the database server's clock; its failures are the caller's (a scrape reads the
@@ -107,7 +115,7 @@ class DatabaseClock:
             offset = await offset_of(theirs, self.clock)
         self.telemetry.database_clock(offset=offset.middle)
         if offset.agree or offset.apart:  # not a reading too slow to tell: its middle is close
-            self._offset = offset.middle
+            self._read = (self.clock() + offset.middle, time.monotonic())
         limit = int(MAX_CLOCK_SKEW.total_seconds())
         if offset.apart and not self._apart:
             log.warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
+    failure_job_ended_text,
     github_reported_text,
     run_readable_text,
     run_unreadable_text,
@@ -23,7 +24,7 @@ from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.mrkdwn import message_link as message_link
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
-from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text
+from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text, went_late
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
 from bot.domain.freeze import ROLL_BACK_LASTS
@@ -123,7 +124,7 @@ def render(event: Event) -> str:
             said = (
                 f"{person(event.linked_by)} linked {run} of *{event.workflow}* to `{event.tag}`."
                 if event.linked_by is not None
-                else f"Dispatched *{event.workflow}* for `{event.tag}`: {run}."
+                else f"Dispatched *{event.workflow}* for `{event.tag}`{went_late(event)}: {run}."
             )
             return f"{said} Approving {firsts} as soon as GitHub waits for them."
         case StageApproved():
@@ -160,13 +161,11 @@ def render(event: Event) -> str:
         case StageRejected():
             return f"Rejected *{event.stage}* ({event.track})."
         case FailureJobEnded():
-            outcome = "finished" if event.outcome is None else f"ended `{event.outcome}`"
-            link = f" <{event.url}|logs>" if event.url else ""
-            return f"*{event.job}* {outcome}.{link} {event.track}: {ended_words(event.ended)}."
+            return failure_job_ended_text(event)
         case RunEnded():
-            return (
-                f"The run ended (`{event.conclusion}`). {event.track}: {ended_words(event.ended)}."
-            )
+            unseen = f" before *{event.unseen}* was seen to end: check it on GitHub"
+            said = f"The run ended (`{event.conclusion}`){unseen if event.unseen else ''}."
+            return f"{said} {event.track}: {ended_words(event.ended)}."
         case RolloutEnded():
             lanes = "; ".join(f"{track}: {ended_words(state)}" for track, state in event.tracks)
             return f"Rollout of `{event.tag}` ended. {lanes}."
@@ -269,7 +268,7 @@ def render(event: Event) -> str:
         case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
             return schedule_event_text(event)
         case ScheduleFrozen():
-            return held_then_text(event.held)
+            return held_then_text(event.held, lifted_by=event.lifted_by)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():
