@@ -51,7 +51,7 @@ from bot.services.readiness import Readiness
 from bot.services.retention import Retention
 from bot.services.scheduler import TIMER_WORKERS, Scheduler
 from bot.version import build
-from bot.wiring import Shared, Wired, database_backlog, request_budgets, wire_service
+from bot.wiring import Shared, Wired, clock_watch, database_backlog, request_budgets, wire_service
 from handlers import ack_first, github_webhook, health, metrics, register_all, slack_events
 from handlers.ack_first import AckFirst
 from handlers.app_keys import (
@@ -71,6 +71,7 @@ from storage.claims import ClaimStore
 from storage.db import Database, create_engine, create_session_factory, mask_database_url, ping
 from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
+from storage.leases import ServerOffset
 from storage.looks import LookStore
 from storage.migrate import schema_problem
 from storage.outbox import OutboxStore
@@ -181,7 +182,8 @@ async def _services(
                 AsyncRateLimitErrorRetryHandler(max_retry_count=2),
             ],
         )
-        timers = TimerStore(sessions)
+        watch, server_offset = clock_watch(engine, telemetry=telemetry, clock=clock)
+        timers = TimerStore(sessions, server_offset=server_offset)
         store = RolloutStore(sessions, clock=clock)  # every service's rollouts
         owner = replica_name()
         configured = settings.services()
@@ -194,6 +196,7 @@ async def _services(
             owner=owner,
             charts=chart_worker,
             request_timeout=timedelta(seconds=outbox_request_timeout),
+            server_offset=server_offset,
         )
         shared = Shared(
             settings=settings,
@@ -206,7 +209,7 @@ async def _services(
             deliveries=DeliveryLog(sessions),
             telemetry=telemetry,
             backlog=await database_backlog(
-                settings, engine, telemetry=telemetry, rollouts=store, timers=timers, clock=clock
+                settings, watch, telemetry=telemetry, rollouts=store, timers=timers, clock=clock
             ),
             clock=clock,
             wake=asyncio.Event(),
@@ -286,6 +289,7 @@ def _outbox(
     owner: str,
     charts: ChartWorker,
     request_timeout: timedelta,
+    server_offset: ServerOffset,
 ) -> tuple[Outbox, SlackNotifier]:
     """The outbox every service posts through, and its notifier (closed apart: the charts
     that follow their messages). Its posts go through a client that never posts again on its
@@ -304,7 +308,7 @@ def _outbox(
         posting, approvers={service.name: service.approvers for service in services}, charts=charts
     )
     outbox = Outbox(
-        store=OutboxStore(sessions),
+        store=OutboxStore(sessions, server_offset=server_offset),
         rollouts=RolloutStore(sessions, clock=clock),
         audit=AuditLog(sessions),
         notifier=notifier,

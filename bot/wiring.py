@@ -33,7 +33,7 @@ from bot.github_credentials import GitHubApp
 from bot.services.audit import AuditTrail
 from bot.services.authz import Approvers, Audience, Memberships
 from bot.services.catalog import CommandService, Services
-from bot.services.clock import LoopClock
+from bot.services.clock import LoopClock, SystemClock
 from bot.services.clock_skew import SQLITE_SKIPPED, DatabaseClock
 from bot.services.controls import ControlService
 from bot.services.effects import EffectRunner
@@ -52,6 +52,7 @@ from storage.claims import ClaimStore
 from storage.db import Database, server_clock
 from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
+from storage.leases import ServerOffset, same_clock
 from storage.protection_rules import ProtectionRuleStore
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
@@ -113,27 +114,33 @@ def request_budgets(
     return RequestBudgets(owners, clock=clock)
 
 
+def clock_watch(
+    engine: AsyncEngine, *, telemetry: Telemetry, clock: LoopClock
+) -> tuple[DatabaseClock | None, ServerOffset]:
+    """The watch on the database server's clock against this replica's (PostgreSQL; on SQLite,
+    one line says why there is none), and the offset this replica keeps its leases on
+    (`storage.leases`): the watch's, on the system's clock. A test's clock stands for every
+    replica's and the server's at once (moved, the server's would not follow): none then."""
+    if engine.dialect.name != "postgresql":
+        log.info("%s", SQLITE_SKIPPED)
+        return None, same_clock
+    watch = DatabaseClock(server=partial(server_clock, engine), clock=clock, telemetry=telemetry)
+    return watch, watch.offset if isinstance(clock, SystemClock) else same_clock
+
+
 async def database_backlog(
     settings: Settings,
-    engine: AsyncEngine,
+    watch: DatabaseClock | None,
     *,
     telemetry: Telemetry,
     rollouts: RolloutStore,
     timers: TimerStore,
     clock: LoopClock,
 ) -> Backlog:
-    """The gauges a scrape reads from the database; on PostgreSQL the server's clock against
-    this replica's among them, read now too (`bot.services.clock_skew`); on SQLite, one line
-    says why not."""
-    database_clock = None
-    if engine.dialect.name == "postgresql":
-        watch = DatabaseClock(
-            server=partial(server_clock, engine), clock=clock, telemetry=telemetry
-        )
+    """The gauges a scrape reads from the database; the server's clock against this replica's
+    among them (`watch`, `bot.services.clock_skew`), read now too."""
+    if watch is not None:
         await watch.first_check()
-        database_clock = watch.check
-    else:
-        log.info("%s", SQLITE_SKIPPED)
     return Backlog(
         telemetry=telemetry,
         rollouts=rollouts,
@@ -141,7 +148,7 @@ async def database_backlog(
         clock=clock,
         overdue_after=timedelta(seconds=settings.lease_seconds),
         services=[service.name for service in settings.services()],
-        database_clock=database_clock,
+        database_clock=watch.check if watch is not None else None,
     )
 
 

@@ -22,24 +22,25 @@ from bot.domain.npm import Walkthrough
 from bot.services.directory import ServiceDirectory
 from bot.services.npm_release import MessageRef
 from bot.services.npm_walkthrough import NpmTokenService
+from bot.services.requests import Origin
 from handlers.errors import Listener, acknowledged, tell
 from handlers.origin import click_origin
 from handlers.payloads import BlockActions, parse
 from handlers.routing import Routes
 
-Step = Callable[[NpmTokenService, MessageRef, Walkthrough, str], Awaitable[object]]
+Step = Callable[[NpmTokenService, MessageRef, Walkthrough, Origin], Awaitable[object]]
 """What a walkthrough button does: one call on the walkthrough for the message it was on, with
-the walkthrough that message showed and the person who clicked."""
+the walkthrough that message showed and the click (who, and which delivery)."""
 
 NPM_CLICKS: dict[NpmAction, Step] = {
-    NpmAction.CHECK_SECRET: lambda npm, message, shown, actor: npm.check_secret(
-        message=message, shown=shown, actor=actor
+    NpmAction.CHECK_SECRET: lambda npm, message, shown, origin: npm.check_secret(
+        message=message, shown=shown, actor=origin.actor
     ),
-    NpmAction.CHECK_LAST_RUN: lambda npm, message, shown, actor: npm.check_last_run(
-        message=message, shown=shown, actor=actor
+    NpmAction.CHECK_LAST_RUN: lambda npm, message, shown, origin: npm.check_last_run(
+        message=message, shown=shown, actor=origin.actor
     ),
-    NpmAction.RUN_RELEASE: lambda npm, message, shown, actor: npm.run_release(
-        message=message, shown=shown, actor=actor
+    NpmAction.RUN_RELEASE: lambda npm, message, shown, origin: npm.run_release(
+        message=message, shown=shown, origin=origin
     ),
 }
 
@@ -63,8 +64,9 @@ def _clicked(directory: ServiceDirectory, action: NpmAction, step: Step) -> List
             raise InvalidPayload(
                 f"This walkthrough is of a service the bot no longer releases ({shown.service})."
             )
-        async with services.controls.audited(click_origin(click, request), str(action)):
-            told = await step(services.npm_token, message, shown, click.user.id)
+        origin = click_origin(click, request)
+        async with services.controls.audited(origin, str(action)):
+            told = await step(services.npm_token, message, shown, origin)
         if isinstance(told, str):  # what the person is told besides the message (Release)
             await tell(*views.note(told), body, respond)
 

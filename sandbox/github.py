@@ -248,10 +248,12 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
 
     def queue_event(self, repository: SimRepository, name: str, payload: Json) -> None:
         if self.variation is not None:
-            payload = self.variation.payload(payload)
+            payload = self.variation.payload(name, payload)
         self._outbox.append((repository, name, payload))
 
     def queue_app_event(self, name: str, payload: Json) -> None:
+        if self.variation is not None:
+            payload = self.variation.payload(name, payload)
         self._app_outbox.append((name, payload))
 
     def schedule_flush(self) -> None:

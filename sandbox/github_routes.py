@@ -140,8 +140,11 @@ class SimulatorRoutes:
         if self.sim.variation is not None:
             per_page = self.sim.variation.per_page(per_page)
         last = max((len(items) + per_page - 1) // per_page, 1)
+        named = [("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)]
+        if self.sim.variation is not None:
+            named = self.sim.variation.links(named)
         links = []
-        for rel, number in (("prev", page - 1), ("next", page + 1), ("first", 1), ("last", last)):
+        for rel, number in named:
             if (rel in ("prev", "first") and page > 1) or (rel in ("next", "last") and page < last):
                 links.append(f'<{request.url.update_query(page=str(number))}>; rel="{rel}"')
         headers = {"Link": ", ".join(links)} if links else {}

@@ -4,6 +4,8 @@ simulator's regular ones, so a bot that leans on that regularity fails a test.
 Off by default (`GitHubSimulator(variation=GitHubVariation())` turns it on). When on:
 - every list page is at most `page_size` long, whatever `per_page` asks (GitHub caps it at
   100 and gives the rest by `Link` header: "Using pagination in the REST API");
+- a page's `Link` names the `prev` and `next` pages only, never `first` nor `last` (the same
+  guide: a link GitHub cannot calculate is left out);
 - the lists whose order the reference does not promise (runs, jobs, pending deployments,
   deployments, their statuses, environments, their protection rules and reviewers, workflows,
   secrets, package versions, reviews) come in another order, the same for the same content
@@ -13,6 +15,10 @@ Off by default (`GitHubSimulator(variation=GitHubVariation())` turns it on). Whe
   a new API version: "API Versions", additive changes);
 - fields the schema declares nullable and the bot has no business needing are null: a run's
   `name` and `head_commit`, a job's `workflow_name` and `head_branch`;
+- a webhook delivery, the App's included, leaves out the top-level fields its schema does not
+  require (octokit/webhooks' `payload-schemas`): a protection rule request's `event` and
+  `pull_requests`, a deployment review's `reviewers`, `comment` and `workflow_job_run` (its
+  `workflow_job_runs` name the jobs);
 - header names come lower-cased (as HTTP/2 sends them).
 """
 
@@ -52,6 +58,12 @@ _UNORDERED_PATHS = (
 )
 """GETs answered by a bare list in no promised order."""
 
+_UNREQUIRED = {
+    "deployment_protection_rule": ("event", "pull_requests"),
+    "deployment_review": ("reviewers", "comment", "workflow_job_run"),
+}
+"""Top-level fields of a delivery, by event, that its schema does not require."""
+
 _NULLABLE_RUN = ("name", "head_commit")
 _NULLABLE_JOB = ("workflow_name", "head_branch")
 
@@ -66,6 +78,12 @@ class GitHubVariation:
     def per_page(self, asked: int) -> int:
         return min(asked, self.page_size)
 
+    @staticmethod
+    def links(named: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The `Link` relations a page names: `prev` and `next` only, as GitHub gives them
+        when it cannot calculate the others ("Using pagination in the REST API")."""
+        return [(rel, page) for rel, page in named if rel in ("prev", "next")]
+
     def answer(self, method: str, path: str, data: Any) -> Any:
         """`data` (a JSON answer to `method path`) as the variation gives it."""
         unordered = any(fnmatch.fnmatchcase(path, pattern) for pattern in _UNORDERED_PATHS)
@@ -73,9 +91,11 @@ class GitHubVariation:
             data = self._reordered(data)
         return self._varied(data)
 
-    def payload(self, data: Any) -> Any:
-        """A webhook delivery's payload, with unknown fields and nullable fields null."""
-        return self._varied(data)
+    def payload(self, event: str, data: dict[str, Any]) -> Any:
+        """An `event` delivery's payload, with unknown fields, nullable fields null and the
+        fields its schema does not require left out."""
+        left_out = _UNREQUIRED.get(event, ())
+        return self._varied({key: value for key, value in data.items() if key not in left_out})
 
     def _varied(self, data: Any) -> Any:
         if isinstance(data, list):

@@ -14,12 +14,14 @@ from handlers.app_keys import ACKS
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.render import render_message
 from sandbox.signing import (
-    block_actions_body,
+    block_actions_payload,
+    form_payload,
     slack_signature_headers,
     slash_command_body,
-    view_submission_body,
+    view_submission_payload,
 )
 from sandbox.slack import ChannelMessage, ResponseUrlPost, SlackTestServer
+from sandbox.slack_variation import interaction
 
 Task = asyncio.Task[Any]
 
@@ -71,6 +73,10 @@ class SlackUser:
             return status, text, set()
         work = {task for task in asyncio.all_tasks() - before if not _serving(task)}
         return status, text, work
+
+    def _interaction_body(self, payload: Mapping[str, Any]) -> str:
+        """A click's or form's body, as the variation mode's Slack sends it when it is on."""
+        return form_payload(payload if self.slack.variation is None else interaction(payload))
 
     async def post_signed(self, body: str) -> int:
         """POST a body of the test's own making, signed as Slack signs it; the status."""
@@ -143,7 +149,7 @@ class SlackUser:
         url = self.slack.new_response_url(
             channel=channel, user=user, message_ts=target.ts, kind="actions"
         )
-        body = block_actions_body(
+        payload = block_actions_payload(
             user_id=user,
             channel_id=channel,
             action_id=action_id,
@@ -153,7 +159,7 @@ class SlackUser:
             message=target.to_json(),
             trigger_id=trigger_id or self.slack.new_trigger_id(),
         )
-        return url, body
+        return url, self._interaction_body(payload)
 
     async def click(
         self,
@@ -187,7 +193,10 @@ class SlackUser:
         user: str = RELEASE_MANAGER,
     ) -> dict[str, Any]:
         """Submit a modal the bot opened; returns Slack's answer body (errors, if any)."""
-        body = view_submission_body(user_id=user, view=self.slack.views[view_id], values=values)
+        payload = view_submission_payload(
+            user_id=user, view=self.slack.views[view_id], values=values
+        )
+        body = self._interaction_body(payload)
         _, text, _ = await self._post(body)
         return json.loads(text) if text else {}
 

@@ -111,7 +111,7 @@ def slash_command_payload(
     }
 
 
-def _form_payload(payload: Mapping[str, Any]) -> str:
+def form_payload(payload: Mapping[str, Any]) -> str:
     """Interactivity bodies are one form field, `payload`, holding the JSON."""
     return "payload=" + quote(json.dumps(payload, separators=(",", ":")), safe="")
 
@@ -218,8 +218,8 @@ def _body_of(
 # A slash command request body, form-encoded exactly like Slack's.
 slash_command_body = _body_of(slash_command_payload, urlencode)
 # A button click or a modal submission request body, `payload=<json>` form-encoded like Slack's.
-block_actions_body = _body_of(block_actions_payload, _form_payload)
-view_submission_body = _body_of(view_submission_payload, _form_payload)
+block_actions_body = _body_of(block_actions_payload, form_payload)
+view_submission_body = _body_of(view_submission_payload, form_payload)
 
 
 def event_callback_body(

@@ -253,8 +253,9 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
                 headers["Retry-After"] = "1"
             else:
                 slack_markup.record(self.markup_errors, method, slack_markup.shown(method, args))
+                paged = args if self.variation is None else self.variation.paged(method, args)
                 try:
-                    response = handler(args)
+                    response = handler(paged)
                 except SlackRefusal as refusal:
                     response = refusal.answer
                 if self.variation is not None:

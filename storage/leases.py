@@ -5,12 +5,18 @@ ends; on PostgreSQL it locks the chosen rows and skips those another replica is 
 now, on SQLite (one writer at a time) the update's own subquery is the lock. Only the current
 holder of a claim may change the row afterwards. A store builds its claims' statements once
 (`Claim`); each call binds its own values.
+
+A lease's end is written and compared on the database server's clock, not on the replica's:
+every replica's lease times are its clock's corrected by `ServerOffset` (the server's clock
+minus its own, measured and carried on between readings), so a replica whose clock runs ahead
+does not take over a lease another holds, and one that runs behind does not keep it longer.
+The due times, and what the callers are given back, stay on the replica's clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import (
@@ -21,6 +27,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     or_,
     select,
     update,
@@ -32,8 +39,19 @@ from storage.models import Leased, UTCDateTime
 
 Row = TypeVar("Row", bound=Leased)
 
+ServerOffset = Callable[[], timedelta]
+"""The database server's clock minus this replica's, as measured and carried on between
+readings (`bot.services.clock_skew.DatabaseClock.offset`)."""
+
+
+def same_clock() -> timedelta:
+    """The offset where the replica's clock is the database's (SQLite, a test's clock)."""
+    return timedelta(0)
+
+
 # A claim's values, bound at each call (none is named after a column: an UPDATE would set it).
 _NOW = bindparam("now", type_=UTCDateTime())
+_LEASE_NOW = bindparam("lease_now", type_=UTCDateTime())
 _OWNER = bindparam("owner", type_=String())
 _LEASE_END = bindparam("lease_end", type_=UTCDateTime())
 _LIMIT = bindparam("limit", type_=Integer())
@@ -54,7 +72,9 @@ class Claim(Generic[Row]):
         claimable: ColumnElement[bool],
         oldest_first: Sequence[InstrumentedAttribute[Any]],
         values: Mapping[str, Any],
+        server_offset: ServerOffset,
     ) -> None:
+        self._server_offset = server_offset
         picked = select(table.id).where(claimable).order_by(*oldest_first).limit(_LIMIT)
         setting = (
             update(table)
@@ -74,14 +94,22 @@ class Claim(Generic[Row]):
         *,
         now: datetime,
         owner: str,
-        lease_end: datetime,
+        lease: timedelta,
         limit: int,
         **bound: Any,
     ) -> list[Row]:
-        """Claim up to `limit` rows for `owner` until `lease_end`, oldest first; `bound`: the
-        values of the claim's own criteria. Each row goes to one caller, however many replicas
-        claim at once."""
-        params = {"now": now, "owner": owner, "lease_end": lease_end, "limit": limit, **bound}
+        """Claim up to `limit` rows due by `now` for `owner`, for `lease` on the server's
+        clock, oldest first; `bound`: the values of the claim's own criteria. Each row goes to
+        one caller, however many replicas claim at once."""
+        lease_now = now + self._server_offset()
+        params = {
+            "now": now,
+            "lease_now": lease_now,
+            "owner": owner,
+            "lease_end": lease_now + lease,
+            "limit": limit,
+            **bound,
+        }
         if session.get_bind().dialect.name == "postgresql":
             ids = list(await session.scalars(self._locking, params))
             if not ids:
@@ -98,10 +126,12 @@ class LeasedRows(Generic[Row]):
         sessions: async_sessionmaker[AsyncSession],
         table: type[Row],
         pending: ColumnElement[bool],
+        server_offset: ServerOffset = same_clock,
     ) -> None:
         self._sessions = sessions
         self._table: type[Row] = table
         self.pending = pending
+        self._server_offset = server_offset
 
     def claims(
         self,
@@ -116,7 +146,7 @@ class LeasedRows(Generic[Row]):
         claimable = and_(
             self.pending,
             table.due_at <= _NOW,
-            or_(table.claimed_by.is_(None), table.lease_until <= _NOW),
+            or_(table.claimed_by.is_(None), table.lease_until <= _LEASE_NOW),
             *criteria,
         )
         return Claim(
@@ -124,13 +154,31 @@ class LeasedRows(Generic[Row]):
             claimable,
             oldest_first,
             {"claimed_by": _OWNER, "lease_until": _LEASE_END, "attempts": attempts},
+            self._server_offset,
         )
 
-    def claimable_at(self) -> ColumnElement[datetime]:
-        """When a row can be claimed: its due time, or its lease's end while someone holds it."""
-        return case(
-            (self._table.claimed_by.is_(None), self._table.due_at), else_=self._table.lease_until
-        )
+    def lease_end(self, until: datetime) -> datetime:
+        """A lease's end `until` on this replica's clock, as written: on the server's."""
+        return until + self._server_offset()
+
+    def held_until(self, lease_until: datetime | None) -> datetime | None:
+        """A lease's end as written, on this replica's clock."""
+        return None if lease_until is None else lease_until - self._server_offset()
+
+    async def next_claimable(self, *criteria: ColumnElement[bool]) -> datetime | None:
+        """When the first pending row that meets `criteria` can be claimed, on this replica's
+        clock: its due time, or its lease's end while someone holds it."""
+        table = self._table
+        async with self._sessions() as session:
+            due, leased = (
+                await session.execute(
+                    select(
+                        func.min(case((table.claimed_by.is_(None), table.due_at))),
+                        func.min(case((table.claimed_by.is_not(None), table.lease_until))),
+                    ).where(self.pending, *criteria)
+                )
+            ).one()
+        return min((end for end in (due, self.held_until(leased)) if end is not None), default=None)
 
     async def update_claimed(self, row_id: int, owner: str, **values: Any) -> bool:
         """Set `values` on a pending row; False unless `owner` still holds its claim."""

@@ -18,7 +18,7 @@ from sqlalchemy.orm import aliased
 
 from bot.services.records import NewMessage, OutboxMessage
 from storage.db import from_row
-from storage.leases import LeasedRows
+from storage.leases import LeasedRows, ServerOffset, same_clock
 from storage.models import OutboxRow
 
 
@@ -66,9 +66,16 @@ async def enqueue(session: AsyncSession, messages: Sequence[NewMessage], *, now:
 class OutboxStore:
     """The outbox table, safe for any number of replicas on PostgreSQL or SQLite."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        server_offset: ServerOffset = same_clock,
+    ) -> None:
+        """`server_offset`: the database server's clock minus this replica's, which the
+        leases' ends are written and compared on (`storage.leases`)."""
         self._sessions = sessions
-        self._leases = LeasedRows(sessions, OutboxRow, _pending())
+        self._leases = LeasedRows(sessions, OutboxRow, _pending(), server_offset=server_offset)
         attempts = case(
             (OutboxRow.claimed_by.is_(None), OutboxRow.attempts), else_=OutboxRow.attempts + 1
         )
@@ -105,10 +112,8 @@ class OutboxStore:
                 if rollout_id is None
                 else (self._claim_of_rollout, {"of_rollout": rollout_id})
             )
-            claimed = await claim(
-                session, now=now, owner=owner, lease_end=now + lease, limit=limit, **bound
-            )
-            messages = [_message(row) for row in claimed]
+            claimed = await claim(session, now=now, owner=owner, lease=lease, limit=limit, **bound)
+            messages = [self._message(row) for row in claimed]
         return sorted(messages, key=lambda message: message.id)
 
     async def superseded(self, message: OutboxMessage) -> bool:
@@ -132,7 +137,9 @@ class OutboxStore:
     async def renew(self, *, message_id: int, owner: str, now: datetime, lease: timedelta) -> bool:
         """Hold the claim until `now + lease`; False when `owner` lost it (its lease ran out
         and another replica took the message over)."""
-        return await self._leases.update_claimed(message_id, owner, lease_until=now + lease)
+        return await self._leases.update_claimed(
+            message_id, owner, lease_until=self._leases.lease_end(now + lease)
+        )
 
     async def delivered(self, *, message_id: int, owner: str, now: datetime) -> bool:
         """Mark the message delivered; False unless `owner` still holds its claim."""
@@ -169,13 +176,7 @@ class OutboxStore:
     async def next_due(self) -> datetime | None:
         """When the next message can be claimed: its due time, or its lease end if claimed.
         Only the next message of each rollout counts (the later ones wait for it)."""
-        async with self._sessions() as session:
-            result: datetime | None = await session.scalar(
-                select(func.min(self._leases.claimable_at())).where(
-                    _pending(), _oldest_of_its_rollout()
-                )
-            )
-            return result
+        return await self._leases.next_claimable(_oldest_of_its_rollout())
 
     async def pending(self, rollout_id: str | None = None) -> list[OutboxMessage]:
         """Undelivered, not dead messages (of one rollout when given), oldest first."""
@@ -184,8 +185,12 @@ class OutboxStore:
             criteria.append(OutboxRow.rollout_id == rollout_id)
         async with self._sessions() as session:
             rows = await session.scalars(select(OutboxRow).where(*criteria).order_by(OutboxRow.id))
-            return [_message(row) for row in rows]
+            return [self._message(row) for row in rows]
 
-
-def _message(row: OutboxRow) -> OutboxMessage:
-    return from_row(OutboxMessage, row, payload=dict(row.payload))
+    def _message(self, row: OutboxRow) -> OutboxMessage:
+        return from_row(
+            OutboxMessage,
+            row,
+            payload=dict(row.payload),
+            lease_until=self._leases.held_until(row.lease_until),
+        )

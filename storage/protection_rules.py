@@ -126,6 +126,14 @@ class ProtectionRuleStore(ServiceStore):
             )
             return True
 
+    async def forget_delivery(self, delivery_id: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(GitHubDeliveryRow).where(
+                    GitHubDeliveryRow.delivery_id == delivery_id, GitHubDeliveryRow.event == EVENT
+                )
+            )
+
     async def _asked_for(self, request: RuleRequest) -> bool:
         """Whether a request of the deployment was kept before (open or answered). Read in a
         transaction of its own, before `remember` writes: on SQLite a transaction that reads

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.records import NewMessage, Timer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
-from storage.leases import LeasedRows
+from storage.leases import LeasedRows, ServerOffset, same_clock
 from storage.models import RolloutRow, TimerRow
 from storage.outbox import enqueue
 
@@ -58,10 +58,18 @@ class TimerStore(ServiceStore):
     service_column = TimerRow.service
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, service: str | None = None
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        service: str | None = None,
+        server_offset: ServerOffset = same_clock,
     ) -> None:
+        """`server_offset`: the database server's clock minus this replica's, which the
+        leases' ends are written and compared on (`storage.leases`)."""
         super().__init__(sessions, service=service)
-        self._leases = LeasedRows(sessions, TimerRow, and_(pending_timer(), *self._scope))
+        self._leases = LeasedRows(
+            sessions, TimerRow, and_(pending_timer(), *self._scope), server_offset=server_offset
+        )
         earliest_first = (TimerRow.due_at, TimerRow.id)
         self._claim = self._leases.claims(
             oldest_first=earliest_first, attempts=TimerRow.attempts + 1
@@ -114,7 +122,7 @@ class TimerStore(ServiceStore):
                 await enqueue(session, outbox, now=now)
             row = await session.scalar(select(TimerRow).where(TimerRow.key == key))
             assert row is not None
-            return _timer(row)
+            return self._timer(row)
 
     def _service_of(self, service: str | None, rollout_id: str | None) -> Any:
         """The service a new timer is written for (a value, or its rollout's, read in the
@@ -156,7 +164,7 @@ class TimerStore(ServiceStore):
     async def get(self, *, key: str) -> Timer | None:
         async with self._sessions() as session:
             row = await session.scalar(select(TimerRow).where(TimerRow.key == key, *self._scope))
-            return _timer(row) if row is not None else None
+            return self._timer(row) if row is not None else None
 
     async def claim_due(
         self,
@@ -179,10 +187,8 @@ class TimerStore(ServiceStore):
                 if kinds is None
                 else (self._claim_of_kinds, {"kinds": sorted(kinds)})
             )
-            claimed = await claim(
-                session, now=now, owner=owner, lease_end=now + lease, limit=limit, **bound
-            )
-            timers = [_timer(row) for row in claimed]
+            claimed = await claim(session, now=now, owner=owner, lease=lease, limit=limit, **bound)
+            timers = [self._timer(row) for row in claimed]
         return sorted(timers, key=lambda timer: (timer.due_at, timer.id))
 
     async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool:
@@ -190,8 +196,11 @@ class TimerStore(ServiceStore):
         return await self._leases.update_claimed(timer_id, owner, fired_at=now, lease_until=None)
 
     async def renew(self, *, timer_id: int, owner: str, lease_until: datetime) -> bool:
-        """Extend the claim of a timer still being worked on; False unless `owner` holds it."""
-        return await self._leases.update_claimed(timer_id, owner, lease_until=lease_until)
+        """Extend the claim of a timer still being worked on until `lease_until` (on this
+        replica's clock); False unless `owner` holds it."""
+        return await self._leases.update_claimed(
+            timer_id, owner, lease_until=self._leases.lease_end(lease_until)
+        )
 
     async def release(
         self,
@@ -281,7 +290,7 @@ class TimerStore(ServiceStore):
                 .where(TimerRow.kind == kind, TimerRow.due_at >= due_since, *self._scope)
                 .order_by(TimerRow.due_at, TimerRow.id)
             )
-            return [_timer(row) for row in rows]
+            return [self._timer(row) for row in rows]
 
     async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None:
         """When the next timer (of one of `kinds`; None: any) can be claimed: its due time, or
@@ -290,11 +299,7 @@ class TimerStore(ServiceStore):
         The scheduler sleeps until then (or until it is woken), so a timer another replica
         holds, or one only a newer replica knows, does not make it spin.
         """
-        async with self._sessions() as session:
-            result: datetime | None = await session.scalar(
-                select(func.min(self._leases.claimable_at())).where(self._pending(), _of(kinds))
-            )
-            return result
+        return await self._leases.next_claimable(_of(kinds))
 
     async def due_kinds(self, *, now: datetime) -> set[str]:
         """The kinds of the pending timers due by `now`."""
@@ -304,6 +309,5 @@ class TimerStore(ServiceStore):
             )
             return set(found)
 
-
-def _timer(row: TimerRow) -> Timer:
-    return from_row(Timer, row)
+    def _timer(self, row: TimerRow) -> Timer:
+        return from_row(Timer, row, lease_until=self._leases.held_until(row.lease_until))

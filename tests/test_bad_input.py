@@ -22,7 +22,7 @@ from test_controls import sandbox_for
 
 from bot.domain.rollout import TrackState
 from bot.domain.rollout_command import Kill, parse_command
-from bot.domain.text import clean_text
+from bot.domain.text import NOT_REPEATED, clean_text
 from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     RELEASE_CHANNEL,
@@ -85,6 +85,30 @@ async def test_a_kill_whose_reason_carries_a_nul_still_trips_the_kill_switch(
     kills = [e for e in events if e.action == "abort_desktop" and e.result == "ok"]
     assert kills and kills[0].detail == {"reason": "bad build stop now"}
     assert tracebacks(caplog) == []
+
+
+async def test_a_kill_whose_reason_is_a_pasted_token_trips_the_kill_switch_without_it(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kill-switch goes through whatever its reason says; a token pasted as its reason was
+    said in the thread for everyone and kept in the audit trail."""
+    token = "npm_" + "K1ll" * 9
+    caplog.set_level(logging.DEBUG)
+    await dispatched(box)
+    await box.wait_until(lambda r: r.track("desktop").current is not None)
+
+    answer = await box.command(f"kill crashes {token}")
+
+    assert "Kill-switch tripped" in answer
+    stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+    await box.slack.wait_for(lambda: any(NOT_REPEATED in line for line in box.thread()))
+    assert not [call for call in box.slack.calls if token[4:12] in json.dumps(call.args)]
+    events = await box.audit.list_for_rollout(stopped.id)
+    kills = [e for e in events if e.action == "abort_desktop" and e.result == "ok"]
+    assert kills and kills[0].detail == {"reason": f"crashes {NOT_REPEATED}"}
+    assert token[4:12] not in repr(await box.audit.list_for_actor(RELEASE_MANAGER))
+    assert token[4:12] not in repr(await box.rollouts())
+    assert not [r for r in caplog.records if token[4:12] in r.getMessage()]
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""A replica's clock against the database server's: leases are written by one replica's clock
-and read by another's, so a replica whose clock is off must be seen before it takes a live
-lease. Each replica on PostgreSQL reads the server's `clock_timestamp()` at start and at each
-scrape: a gauge, one WARNING past 5 s; `rollout-bot doctor` says it too; SQLite is skipped
-with its reason. The replica's clock is the sandbox's, moved; the database is real."""
+"""A replica's clock against the database server's: each replica keeps its leases on the
+server's clock by this offset (tests/test_lease_clocks.py), but a clock that is off still moves
+the window ends it fires, so it must be seen. Each replica on PostgreSQL reads the server's
+`clock_timestamp()` at start and at each scrape: a gauge, one WARNING past 5 s; `rollout-bot
+doctor` says it too; SQLite is skipped with its reason. The replica's clock is the sandbox's,
+moved; the database is real."""
 
 from __future__ import annotations
 
@@ -26,10 +27,9 @@ from sandbox.harness import Sandbox
 
 OFFSET = "rollout_bot_database_clock_offset_seconds"
 WARNED = re.compile(
-    r"the database server's clock is 120s behind the bot's \(more than 5s apart\): leases are "
-    r"written by one replica's clock and read by another's, so replicas whose clocks are two "
-    r"thirds of LEASE_SECONDS apart take over each other's window ends and messages while "
-    r"they are worked on \(evaluated or sent twice\): sync every host's clock with NTP"
+    r"the database server's clock is 120s behind the bot's \(more than 5s apart\): a window's "
+    r"end scheduled by another replica fires here as early \(or as late\) as this clock is "
+    r"ahead \(or behind\): sync every host's clock with NTP"
 )
 
 
@@ -86,8 +86,8 @@ async def test_a_replica_whose_clock_runs_ahead_of_the_database_s_says_so_at_sta
         (
             timedelta(minutes=2),
             r"⚠ database postgresql://postgres@127\.0\.0\.1:5432/\w+: its clock is "
-            r"120s behind the bot's \(more than 5s apart\): leases are written by one "
-            r"replica's clock and read by another's, .* sync every host's clock with NTP",
+            r"120s behind the bot's \(more than 5s apart\): a window's end scheduled by another "
+            r"replica fires here as early .* sync every host's clock with NTP",
         ),
     ],
     ids=["in step", "the bot two minutes ahead"],

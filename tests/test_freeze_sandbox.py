@@ -184,6 +184,10 @@ async def test_a_dispatch_refused_by_a_freeze_is_overridden_from_the_card(
         "response_action": "errors",
         "errors": {REASON_BLOCK: "An override needs a reason."},
     }
+    # A reason is said in the thread and kept: a token pasted there is neither.
+    pasted = await sandbox.submit_view(view_id, typed_reason("npm_" + "0vr1" * 9))
+    assert pasted["response_action"] == "errors"
+    assert "That looks like a token: nothing was done" in pasted["errors"][REASON_BLOCK]
     assert sandbox.github.dispatches == []
 
     assert await sandbox.submit_view(view_id, typed_reason("hotfix for INC-123")) == {}

@@ -48,7 +48,7 @@ async def test_the_variation_pages_reorders_and_adds_fields(varied: GitHubSimula
         raw_names = {name for name, _ in first.raw_headers}
     assert len(body["jobs"]) == 2 and body["total_count"] == len(regular)
     assert b"link" in raw_names and b"Link" not in raw_names
-    assert 'rel="next"' in first.headers["Link"]
+    assert 'rel="next"' in first.headers["Link"] and 'rel="last"' not in first.headers["Link"]
     assert [job["name"] for job in body["jobs"]] == list(reversed(regular[:2]))
     assert all(UNKNOWN_FIELD in job and job["workflow_name"] is None for job in body["jobs"])
 
@@ -114,7 +114,8 @@ async def test_the_latest_release_run_is_the_newest_whatever_the_order(
     varied: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:
     """GitHub's reference promises no order for a workflow's runs; the variation lists them
-    oldest first. The latest run is the one created last, not the first listed."""
+    oldest first, and its `Link` names no last page: the latest run is the one created last,
+    on the page the `next` links lead to in the end, not the first listed."""
     created = [
         varied.create_foreign_run(
             workflow="release.yml", event="push", created_at=START + timedelta(minutes=n)

@@ -8,8 +8,8 @@ naming the baseline read, unless a rule it can apply fails (the error rate, or a
 above even that limit).
 
 A Prometheus baseline is a rate of its own requests: `crash_rate.baseline_sample` counts them
-into the gate's sample (the smallest decides, as Sentry's baseline sessions do); with
-`min_sample` a plan file needs it; without one, the card and the audit say it was not counted.
+into the gate's sample (the smallest decides, as Sentry's baseline sessions do); a plan file
+without it still loads, and the card, the PASS line and the audit say it was not counted.
 """
 
 from __future__ import annotations

@@ -142,6 +142,29 @@ async def test_the_walkthrough_posts_five_steps_with_the_secret_link(box: Sandbo
     assert "on main" in confirm and "may publish packages" in confirm
 
 
+async def test_a_password_in_github_api_url_is_not_shown_in_the_secret_link(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GITHUB_API_URL with a user and password in it (PyGithub ignores them, so the bot works):
+    step 2's link to GitHub's web pages was that URL's host with them, posted in the channel."""
+    password = "Pr0xyPassw0rd"
+    at = box.github.api_url.replace("http://", f"http://proxy:{password}@")
+    environment = box.environment
+    monkeypatch.setattr(
+        box, "environment", lambda port=0: {**environment(port), "GITHUB_API_URL": at}
+    )
+    await box.stop_bot()
+    await box.start_bot()
+
+    message = await open_walkthrough(box)
+
+    assert password not in json.dumps(box.slack.calls_to("chat.postMessage")[-1].args)
+    link = f"{box.github.html_url}/scriptum/scriptum/settings/secrets/actions/new"
+    assert f"<{link}|" in step(message, 2)
+    shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until="not set")
+    assert "`NPM_TOKEN` is not set" in shown
+
+
 async def test_a_walkthrough_whose_answer_was_lost_is_not_posted_twice(box: Sandbox) -> None:
     """Slack posts the walkthrough, then the connection drops before its answer: the Web API
     client must not post it again on its own (chat.postMessage takes no idempotency key)."""
@@ -164,7 +187,21 @@ async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> N
     assert box.slack.calls_to("chat.postMessage") == []
 
 
-@pytest.mark.parametrize("typed", ["npm-token {token}", "{token}", "start {token}"])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "npm-token {token}",
+        "{token}",
+        "start {token}",
+        # A reason is said to the whole channel and kept; an end or a period is quoted back.
+        "lock {token}",
+        "unlock {token}",
+        "freeze 2h {token}",
+        "freeze {token} code freeze",
+        'start v1.4.2 --override-freeze "{token}"',
+        "report {token}",
+    ],
+)
 async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
     box: Sandbox, typed: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -377,6 +414,30 @@ async def test_a_second_click_while_following_dispatches_nothing(box: Sandbox) -
     assert len(box.github.dispatches) == 1
 
 
+async def test_a_run_release_click_delivered_again_dispatches_nothing_more(box: Sandbox) -> None:
+    """The same click delivered again (a Slack retry, or its signed body sent again while its
+    signature holds) is one request. It dispatched Release again, which can publish, once the
+    run the first delivery started had ended."""
+    box.github.set_job_duration("changesets", RELEASE_JOB)
+    message = await open_walkthrough(box)
+    url, body = box.click_body(str(NpmAction.RUN_RELEASE), message=message)
+    assert await box.post_signed(body) == 200
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    await box.pass_time(RELEASE_JOB)
+    await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
+
+    assert await box.post_signed(body) == 200
+
+    await box.slack.wait_for(
+        lambda: bool(box.slack.responses(url)) or len(box.github.dispatches) > 1, timeout=30
+    )
+    assert len(box.github.dispatches) == 1
+    (answer,) = box.slack.responses(url)
+    assert "Already done by" in json.dumps(answer.body)
+    audited = [(e.action, e.result) for e in await box.audit.list_for_actor(RELEASE_MANAGER)]
+    assert audited[-1] == ("click:npm_run_release", "duplicate")
+
+
 async def test_a_non_approver_cannot_run_release(box: Sandbox) -> None:
     message = await open_walkthrough(box)
     answer = await box.click(str(NpmAction.RUN_RELEASE), message=message, user=BYSTANDER)
@@ -494,6 +555,8 @@ def test_npm_errors_are_told_apart(lines: list[str], expected: NpmError | None) 
         ("https://github.example.com/api/v3", "https://github.example.com"),
         ("https://api.octocorp.ghe.com", "https://octocorp.ghe.com"),
         ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("https://bot:s3cret@github.example.com:8443/api/v3", "https://github.example.com:8443"),
+        ("https://x-token@api.github.com", "https://github.com"),
     ],
 )
 def test_the_web_address_comes_from_the_api_address(api: str, web: str) -> None:

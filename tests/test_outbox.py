@@ -36,6 +36,7 @@ from sandbox.clock import ManualClock
 from sandbox.config import SLACK_BOT_TOKEN
 from sandbox.harness import CHARTS
 from sandbox.slack import SlackCall, SlackTestServer
+from sandbox.slack_variation import SlackVariation
 from storage.audit_log import AuditLog
 from storage.outbox import OutboxStore
 from storage.rollout_store import RolloutStore
@@ -446,6 +447,24 @@ async def test_a_thread_line_whose_answer_was_lost_is_found_and_not_posted_again
     assert len(posts_of(scene.slack, "promoted")) == 1
     (look,) = scene.slack.calls_to("conversations.replies")  # only the unclear one looked first
     assert look.args["include_all_metadata"] == "1"
+
+
+async def test_a_lost_line_is_found_in_a_long_thread_that_slack_pages_short(scene: Scene) -> None:
+    """Slack may answer fewer messages than `limit` asks while more follow ("Pagination"): its
+    variation pages by two. 24 lines in the thread, the next one's answer lost: the look for
+    it reads the thread to its end, not ten pages of two, and does not post it again."""
+    lines = [f"line {n}" for n in range(24)]
+    rollout, outbox = await scene.card_posted(*lines)
+    await scene.deliver_all([outbox])
+    scene.slack.variation = SlackVariation(spared=frozenset({"chat.postMessage"}))
+    await outbox.add(said(rollout, "promoted"))
+    scene.slack.lose_next_answer("chat.postMessage")
+
+    await scene.deliver_all([outbox])
+
+    assert scene.thread() == [*lines, "promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    assert len(scene.slack.calls_to("conversations.replies")) > 10
 
 
 async def test_a_line_posted_by_a_replica_that_died_before_recording_it_is_not_posted_again(

@@ -53,8 +53,10 @@ async def rule(
     the parameter says."""
     app = SandboxApp()
     clock = ManualClock(START)
-    # Variation: GitHub's default page (30) whatever `per_page` asks, other orders.
-    variation = GitHubVariation(page_size=30) if request.param == "variation" else None
+    # Variation: GitHub's default page (30) whatever `per_page` asks, other orders; or pages
+    # of one (a status on each: the latest on the last page, oldest first).
+    pages = {"variation": 30, "one-a-page": 1}.get(request.param)
+    variation = GitHubVariation(page_size=pages) if pages is not None else None
     async with GitHubSimulator(app=app, clock=clock, variation=variation) as gh:
         gh.lists_oldest_first |= request.param == "oldest-first"  # variation: oldest first
         gh.protection_rule([CANARY])
@@ -88,12 +90,16 @@ def canary_deployment(rule: Rule) -> Deployment:
     return deployment
 
 
+@pytest.mark.parametrize(
+    "rule", ["newest-first", "oldest-first", "variation", "one-a-page"], indirect=True
+)
 async def test_a_422_for_a_request_answered_already_closes_it_whatever_the_lists_order(
     rule: Rule,
 ) -> None:
     """The App's answer was applied (the canary deploys) but the bot holds the request open:
-    GitHub answers 422, and the deployment's latest status (created after `waiting`)
-    says it waits no more: the request is closed, not reported as still waiting."""
+    GitHub answers 422, and the deployment's latest status (created after `waiting`, on
+    another page when GitHub pages by one) says it waits no more: the request is closed, not
+    reported as still waiting."""
     deployment = canary_deployment(rule)
     request = RuleRequest(rule.run_id, CANARY, deployment.id, START)
     assert await rule.store.remember(request, delivery_id="d-1")

@@ -80,6 +80,24 @@ async def test_a_crash_rate_failure_at_the_canary_rolls_back(sandbox: Sandbox) -
     assert "0.0021" in verdict and "0.002" in verdict
 
 
+async def test_a_rollback_job_that_fails_on_github_says_where_the_relay_may_still_be(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.github.fail_job("next", "Relay auto-rollback", log="helm rollback: timed out")
+    write_figures(
+        sandbox.figures,
+        "relay",
+        {"canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}},
+    )
+    await dispatched(sandbox)
+    failed = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.FAILED)
+    assert reviews(sandbox, "relay") == RELAY_ROLLED_BACK_AT_CANARY
+    told = await sandbox.wait_for_thread("*Relay auto-rollback* ended `failure`")
+    assert "Hosted relay may still be on *5% canary*" in told and "/job/" in told
+    assert "rolled back" not in told
+    assert failed.track("relay").stage("canary").state is StageState.FAILED_GATE
+
+
 async def test_an_error_rate_failure_at_50_percent_rolls_back(sandbox: Sandbox) -> None:
     write_figures(
         sandbox.figures,

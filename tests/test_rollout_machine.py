@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.adapters.slack.messages import reason_text, render, slack_time
+from bot.adapters.slack.rollout_words import track_standing
 from bot.domain.gate import GateVerdict, Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
@@ -1082,14 +1083,80 @@ def test_a_rollback_job_that_fails_leaves_the_track_failed_not_rolled_back() -> 
         TrackState.FAILED,
         "Relay auto-rollback ended `failure` (5% canary gate ROLLBACK: crash rate)",
     )
+    # Where the release may still be is said: "failed" alone read as if rolled back halfway.
     assert effects(decision) == [
         Says(
-            "*Relay auto-rollback* ended `failure`.",
+            ":x: *Relay auto-rollback* ended `failure`.",
             f"<{job_url(RELAY_ROLLBACK)}|logs>",
-            "Hosted relay: failed.",
+            "Hosted relay: failed. The rollback did not finish: Hosted relay may still be on "
+            "*5% canary*. Finish it on GitHub",
             failure=True,
         )
     ]
+
+
+def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> None:
+    rollout = desktop_internal_observing(canary_observing())
+    killed = abort(rollout, PLAN, track="desktop", actor="U9", reason="", now=at(20)).rollout
+    run = snapshot(
+        job(INTERNAL, completed_at=at(10)),
+        job(BETA, JobConclusion.FAILURE, at(21)),
+        job(KILL_SWITCH, JobConclusion.CANCELLED, at(22)),
+    )
+
+    decision = reconcile(killed, PLAN, run, at(23))
+
+    assert decision.rollout.track("desktop").state is TrackState.FAILED
+    assert effects(decision) == [
+        ScheduleWindow("relay", "canary", at(35)),  # the relay goes on
+        Says(
+            ":x: *Desktop/CLI kill-switch* ended `cancelled`.",
+            "Desktop app and CLI: failed. The release stays on the internal ring: its next "
+            "ring was rejected.",
+            failure=True,
+        ),
+    ]
+
+
+def test_a_run_that_ends_without_its_rollback_job_seen_never_says_rolled_back() -> None:
+    """Only the rollback job's success rolls back: a run that ended without the bot seeing it
+    end (a job renamed in the workflow and not in the plan) leaves the track failed."""
+    rollout = judged(canary_observing(), "relay", "canary", relay_verdict(crash="0.01"), at(36))
+    run = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(HALF, JobConclusion.FAILURE, at(37)),
+        JobSnapshot("Relay rollback (helm)", JobStatus.COMPLETED, JobConclusion.SUCCESS, at(39)),
+        job(INTERNAL, completed_at=at(10)),
+        job(BETA, JobConclusion.FAILURE, at(38)),
+        job(KILL_SWITCH, JobConclusion.SKIPPED, at(38)),
+        status="completed",
+        conclusion="failure",
+    )
+
+    decision = reconcile(rollout, PLAN, run, at(40))
+
+    relay = decision.rollout.track("relay")
+    assert (relay.state, said(relay.ended_reason)) == (
+        TrackState.FAILED,
+        "the run ended `failure` before Relay auto-rollback was seen to end "
+        "(5% canary gate ROLLBACK: crash rate)",
+    )
+    assert effects(decision)[0] == Says(
+        "The run ended (`failure`) before *Relay auto-rollback* was seen to end: check it on "
+        "GitHub. Hosted relay: failed.",
+        failure=True,
+    )
+
+
+def test_a_second_stop_is_refused_in_the_words_of_the_card() -> None:
+    rollout = desktop_internal_observing(canary_observing())
+    rolling_back = abort(rollout, PLAN, track="relay", actor="U1", reason="", now=at(20))
+    killing = abort(rolling_back.rollout, PLAN, track="desktop", actor="U1", reason="", now=at(20))
+
+    with pytest.raises(InvalidTransition, match="Hosted relay is already rolling back: nothing"):
+        abort(killing.rollout, PLAN, track="relay", actor="U2", reason="", now=at(21))
+    with pytest.raises(InvalidTransition, match="CLI is already tripping the kill-switch: nothing"):
+        abort(killing.rollout, PLAN, track="desktop", actor="U2", reason="", now=at(21))
 
 
 def test_a_run_that_ends_under_active_tracks_fails_them_and_ends_the_rollout() -> None:
@@ -1453,6 +1520,65 @@ def test_a_rejection_on_github_stops_the_relay_and_its_rollback_is_approved() ->
     assert effects(ended) == [
         Says("*Relay auto-rollback* finished.", "Hosted relay: rolled back.", failure=True)
     ]
+
+
+def test_a_stage_approved_on_github_before_the_rollback_took_hold_is_told_as_reached() -> None:
+    """The gate failed (or Roll back was clicked) on a state read before the bot saw that the
+    next stage was approved (by a person on github.com, by a Promote on another replica):
+    GitHub runs the approved job whatever the bot does, so the card and thread say that the
+    release got there."""
+    stopping = reconcile(
+        judged(canary_observing(), "relay", "canary", relay_verdict(crash="0.01"), at(36)),
+        PLAN,
+        snapshot(job(CANARY, completed_at=at(5))),
+        at(36),
+    ).rollout
+    assert states(stopping, "relay")[1] is StageState.PENDING
+    started = replace(
+        snapshot(job(CANARY, completed_at=at(5)), job(HALF, None, status=JobStatus.IN_PROGRESS)),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    deploying = reconcile(stopping, PLAN, started, at(41))
+
+    assert states(deploying.rollout, "relay")[1] is StageState.DEPLOYING
+    assert "rolling back: 5% canary gate ROLLBACK" in track_standing(
+        deploying.rollout.track("relay"), PLAN.track("relay")
+    )
+    landed = replace(
+        snapshot(
+            job(CANARY, completed_at=at(5)),
+            job(HALF, completed_at=at(44)),
+            waiting(FULL),
+            waiting_on={"relay-rollout-100"},
+        ),
+        reviews=(OCTOCAT_APPROVED_HALF,),
+    )
+
+    rejecting = reconcile(deploying.rollout, PLAN, landed, at(45))
+
+    assert states(rejecting.rollout, "relay") == [
+        StageState.FAILED_GATE,
+        StageState.STOPPED,
+        StageState.REJECTED,
+    ]
+    assert effects(rejecting)[0] == Says(
+        "*50%* deployed (Hosted relay); not observed: the track is stopping."
+    )
+    assert isinstance(effects(rejecting)[1], Review)
+    rolled_back = reconcile(
+        rejecting.rollout,
+        PLAN,
+        replace(
+            landed,
+            jobs={**landed.jobs, RELAY_ROLLBACK: job(RELAY_ROLLBACK, completed_at=at(47))},
+            waiting=frozenset(),
+        ),
+        at(48),
+    ).rollout
+    assert track_standing(rolled_back.track("relay"), PLAN.track("relay")).startswith(
+        "rolled back from 50%"
+    )
 
 
 def test_a_ring_rejected_on_github_mid_window_trips_the_kill_switch() -> None:

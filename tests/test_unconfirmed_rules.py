@@ -24,6 +24,7 @@ from test_rule_installation import LOOKUP, OTHER, request_naming
 from test_unfollowed_runs import TAG, run_cards
 
 from bot.domain.protection_rules import EVENT, UNCONFIRMED_TIMER
+from bot.domain.reasons import Reason
 from bot.services.records import Timer
 from handlers.app_keys import SERVICES
 from sandbox.config import REPOSITORY
@@ -259,6 +260,40 @@ async def test_a_request_held_past_its_run_s_limit_while_the_bot_was_down_is_dro
     assert await kept(box, run_id) == [] and run_cards(box) == []
     assert "which GitHub now confirms" not in caplog.text
     assert caplog.text.count("which GitHub has not confirmed in 30 days: dropped") == 2
+
+
+@pytest.mark.database_matters
+async def test_a_held_request_whose_asks_gave_up_is_taken_in_when_redelivered(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its asks failed every attempt (the database) and were dead-lettered, the ERROR line
+    saying to redeliver it from the App's delivery log: that redelivery (the same GUID) is
+    taken in, not refused as a delivery seen before (no run's card, nothing kept, for ever)."""
+    github_down(box)
+    run_id, first = await started_on_github(box)
+    assert {d.result for d in first} == {"unconfirmed"}
+    timers = TimerStore(box.services.database.sessions)
+    due = box.clock() + timedelta(minutes=3)  # the scheduler's clock does not reach them
+    asks = await timers.claim_due(
+        now=due, owner="tests", lease=timedelta(hours=1), kinds={UNCONFIRMED_TIMER}
+    )
+    assert len(asks) == 2
+    unconfirmed = box.services.webhooks.unconfirmed
+    assert unconfirmed is not None
+    for ask in asks:  # as the scheduler gives a timer up (`GivingUp.give_up`)
+        await unconfirmed.on_timer_dead(ask, reason=Reason("the database is down"))
+        assert await timers.bury(timer_id=ask.id, owner="tests", now=box.clock(), error="down")
+    assert "redeliver it from the App's delivery log" in caplog.text
+    box.github.clear_failures()
+    await box.pass_time(timedelta(minutes=1, seconds=1))  # past the last lookup's minute
+
+    again = [await box.github.app_hook.redeliver(d.guid) for d in first]
+
+    assert {d.result for d in again} == {"kept"}
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    await box.services.webhooks.settled()
+    assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
+    assert len(run_cards(box)) == 1 and answers(box) == []
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from bot.adapters.metrics.prometheus_api import check_clock, public_url, unclear
 from bot.config import Settings
 from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words, shifted_words
 from bot.services.clock_skew import (
-    LEASES_AT_RISK,
+    APART_AT_RISK,
     SQLITE_SKIPPED,
     offset_of,
     too_slow_to_tell,
@@ -54,10 +54,10 @@ def clock_finding(settings: Settings) -> Finding | None:
 def database_clock_finding(
     database_url: str, *, reachable: bool, clock: Clock = utc_now
 ) -> list[Finding]:
-    """How far apart the bot's clock and the database server's are: every replica's leases
-    are written by its own clock and read by the others', and the database's is the one they
-    share (`bot.services.clock_skew`). Nothing when the database does not answer (its own
-    finding says so); on SQLite, why it is not compared."""
+    """How far apart the bot's clock and the database server's are: every replica keeps its
+    leases on the database's, corrected by its offset, but a timer is due by the clock of the
+    replica that scheduled it (`bot.services.clock_skew`). Nothing when the database does not
+    answer (its own finding says so); on SQLite, why it is not compared."""
     url = make_url(database_url)
     if not reachable:
         return []
@@ -74,7 +74,7 @@ def database_clock_finding(
         return [passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")]
     if offset.apart:
         ahead = f"its clock is {offset_words(offset.seconds)} (more than {limit}s apart)"
-        return [warned(f"{shown}: {ahead}", LEASES_AT_RISK)]
+        return [warned(f"{shown}: {ahead}", APART_AT_RISK)]
     slow = too_slow_to_tell(
         offset, whose="the database server's", server="the database", asked="clock_timestamp()"
     )

@@ -67,6 +67,8 @@ class Control(StrEnum):
     """Reject a run the bot did not start, through the App's rule."""
     ANSWER_RUN = "answer_run"
     """The one answer a run the bot did not start gets: Adopt, Reject or the default."""
+    RUN_RELEASE = "run_release"
+    """Dispatch the npm Release workflow from the NPM_TOKEN walkthrough (no rollout)."""
 
 
 class AlreadyDone(RolloutError):
@@ -151,6 +153,7 @@ _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.ADOPT: (),
     Control.REJECT_RUN: (),
     Control.ANSWER_RUN: (),
+    Control.RUN_RELEASE: (),
 }
 _PREFLIGHT = frozenset(
     {

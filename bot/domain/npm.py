@@ -392,8 +392,9 @@ def assess_run(
 
 def github_web_url(api_url: str) -> str:
     """GitHub's web address for a REST API base: api.github.com is github.com, GitHub
-    Enterprise Server serves the API under /api/v3 of its web host, GHE.com under `api.`."""
+    Enterprise Server serves the API under /api/v3 of its web host, GHE.com under `api.`.
+    A user or password in the API's URL is left out: the address is posted in Slack."""
     parts = urlsplit(api_url.rstrip("/"))
-    host = parts.netloc.removeprefix("api.")
+    host = parts.netloc.rpartition("@")[2].removeprefix("api.")
     path = parts.path.removesuffix("/api/v3")
     return urlunsplit((parts.scheme, host, path, "", "")).rstrip("/")

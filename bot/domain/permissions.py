@@ -51,6 +51,7 @@ VERBS = {
     Control.ADOPT: "adopt a run",
     Control.REJECT_RUN: "reject a run",
     Control.ANSWER_RUN: "answer a run",
+    Control.RUN_RELEASE: "run the npm Release workflow",
 }
 """What each control is called in an answer ("Only release approvers may promote a rollout")."""
 

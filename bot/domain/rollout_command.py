@@ -17,7 +17,7 @@ from bot.domain.freeze_until import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.rollout_help import HELP
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
-from bot.domain.text import PASTED_CREDENTIAL, TOKEN_SHAPE, clean_text, shown
+from bot.domain.text import NOT_REPEATED, PASTED_CREDENTIAL, TOKEN_SHAPE, clean_text, shown
 
 TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 """A container image tag, as the workflow's `relay_image_tag` takes it."""
@@ -220,7 +220,9 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.START:
         return _start(rest)
     if subcommand is Subcommand.KILL:
-        reason = rest.strip()
+        # The kill-switch goes through whatever its reason says; a token pasted in it is not
+        # said in the thread, nor kept.
+        reason = TOKEN_SHAPE.sub(NOT_REPEATED, rest.strip())
         if len(reason) > _MAX_REASON:
             raise InvalidCommand(f"The kill reason is too long (at most {_MAX_REASON} characters).")
         return Kill(reason=reason or None)
@@ -237,6 +239,8 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.REPORT:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
+        if args and TOKEN_SHAPE.search(args[0]):  # a period that is none is quoted back
+            raise InvalidCommand(PASTED_CREDENTIAL)
         return Report(parse_period(args[0])) if args else Report()
     if subcommand is Subcommand.LINK:
         if len(args) != 1:
@@ -284,7 +288,10 @@ def parse_tag(text: str) -> str:
 
 
 def _reason(text: str, what: str) -> str:
+    """A reason as typed: it is said in the channel and kept, so never a token."""
     reason = text.strip().strip(_QUOTES).strip()
+    if TOKEN_SHAPE.search(reason):
+        raise InvalidCommand(PASTED_CREDENTIAL)
     if len(reason) > _MAX_REASON:
         raise InvalidCommand(f"The {what} reason is too long (at most {_MAX_REASON} characters).")
     return reason
@@ -298,6 +305,8 @@ def _freeze(text: str) -> Freeze:
     found = _UNTIL.fullmatch(text.strip())
     if found is None:
         raise InvalidCommand(f"freeze needs an end and a reason: {_FREEZE_USAGE}.")
+    if TOKEN_SHAPE.search(found[1]):  # an end that is none is quoted back
+        raise InvalidCommand(PASTED_CREDENTIAL)
     reason = zone_after_end(found[1], _reason(found[2], "freeze"))
     if not reason:
         raise InvalidCommand(f"freeze needs a reason after its end: {_FREEZE_USAGE}.")

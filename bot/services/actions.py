@@ -252,7 +252,7 @@ def where_it_stands(rollout: Rollout, plan: RolloutPlan, words: Words) -> str:
         label = plan.track(track.name).label
         stage = track.current
         if track.state is not TrackState.ACTIVE or stage is None:
-            parts.append(f"{label}: {track.state}")
+            parts.append(f"{label}: {machine.state_words(track)}")
             continue
         spec = plan.track(track.name).stage(stage.key)
         if stage.state is StageState.OBSERVING and stage.window_ends_at:

@@ -1,25 +1,31 @@
 """How far another clock is from the bot's (Prometheus's, the database server's), and the watch
-on the database server's, against which every replica's leases are in effect compared.
+on the database server's, the clock every replica keeps its leases on.
 
 A timer's or a message's lease ends at its holder's time plus `LEASE_SECONDS`, and another
-replica takes it over once its own clock passes that end. The leases are renewed every third
-of a lease, so two replicas whose clocks are more than two thirds of a lease apart (40 s at
-the default) take each other's live leases: a window evaluated twice, a message sent twice.
-Replicas do not see each other's clocks, but each sees the database's, which they all share:
-two replicas within `MAX_CLOCK_SKEW` of it are within twice that of each other, a quarter of
-that margin at the default lease (NTP keeps clocks within milliseconds; seconds apart means a
-host is not synced and drifts further). The same bound Prometheus's clock is held to, so one
-figure for the operator and the alert.
+replica takes it over once that end has passed. Written by the holder's clock and read by the
+taker's, two replicas whose clocks are more than two thirds of a lease apart (it is renewed
+every third of it: 40 s at the default) would take each other's live leases: a window
+evaluated twice, a message sent twice. Replicas do not see each other's clocks, but each sees
+the database's, which they all share: each reads its offset from the server's clock
+(`DatabaseClock.offset`) and writes and compares its leases' ends on the server's clock
+(`storage.leases`). The offset is read at start and at each scrape, and the server's time is
+carried between readings on the monotonic clock, so a step of this replica's clock (NTP's)
+moves none of its leases. But a timer is due by the clock of the replica that scheduled it,
+read by the one that fires it. So a replica more than `MAX_CLOCK_SKEW` from the database's is
+still a WARNING: the bound Prometheus's clock is held to, one figure for the operator and the
+alert (NTP keeps clocks within milliseconds; seconds apart means a host is not synced and
+drifts further).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words
 from bot.services.failures import TRANSIENT, log_failure
@@ -39,12 +45,11 @@ ServerClock = Callable[[], AbstractAsyncContextManager[ClockReading]]
 """Opens a way to read the database server's clock (a connection, held for its readings, so
 that taking one from the pool is not in their round trips)."""
 
-LEASES_AT_RISK = (
-    "leases are written by one replica's clock and read by another's, so replicas whose clocks "
-    "are two thirds of LEASE_SECONDS apart take over each other's window ends and messages "
-    "while they are worked on (evaluated or sent twice): sync every host's clock with NTP"
+APART_AT_RISK = (
+    "a window's end scheduled by another replica fires here as early (or as late) as this "
+    "clock is ahead (or behind): sync every host's clock with NTP"
 )
-"""What a replica's clock apart from the database server's puts at risk, and what to do."""
+"""What a replica's clock apart from the database server's still puts at risk, and what to do."""
 
 SQLITE_SKIPPED = (
     "the database's clock is not compared with the bot's: SQLite is a file on one host, and "
@@ -89,6 +94,19 @@ class DatabaseClock:
     clock: Clock
     telemetry: Telemetry
     _apart: bool = field(default=False, init=False)
+    _read: tuple[datetime, float] | None = field(default=None, init=False)
+    """The server's time at the last clear reading, and the monotonic clock's then."""
+
+    def offset(self) -> timedelta:
+        """The database server's clock minus this replica's (0 before a clear reading): what
+        this replica's leases are written and compared on (`storage.leases`). The server's
+        time is carried on from the last reading by the monotonic clock, which NTP does not
+        step, so a step of this replica's clock since moves the offset, not its leases."""
+        if self._read is None:
+            return timedelta(0)
+        server_then, monotonic_then = self._read
+        elapsed = timedelta(seconds=time.monotonic() - monotonic_then)
+        return server_then + elapsed - self.clock()
 
     async def check(self) -> ClockOffset:
         """Read the database server's clock; its failures are the caller's (a scrape reads the
@@ -96,13 +114,15 @@ class DatabaseClock:
         async with self.server() as theirs:
             offset = await offset_of(theirs, self.clock)
         self.telemetry.database_clock(offset=offset.middle)
+        if offset.agree or offset.apart:  # not a reading too slow to tell: its middle is close
+            self._read = (self.clock() + offset.middle, time.monotonic())
         limit = int(MAX_CLOCK_SKEW.total_seconds())
         if offset.apart and not self._apart:
             log.warning(
                 "the database server's clock is %s (more than %ds apart): %s",
                 offset_words(offset.seconds),
                 limit,
-                LEASES_AT_RISK,
+                APART_AT_RISK,
             )
         elif offset.agree and self._apart:
             log.info("the database server's clock is within %ds of the bot's again", limit)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
+from bot.domain.controls import Control
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
 from bot.domain.npm import (
     SECRET_NAME,
@@ -30,6 +31,7 @@ from bot.domain.npm import (
     assess_secret,
     clip_error,
 )
+from bot.domain.permissions import VERBS
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.authz import Approvers
@@ -46,6 +48,7 @@ from bot.services.npm_release import (
 )
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim
+from bot.services.requests import Origin
 from bot.services.store_ports import Claims, Timers
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,7 @@ class NpmTokenService:
         self._approvers = approvers
         self._npm = npm
         self._clock = clock
+        self._once = once
         self._latest: OrderedDict[MessageRef, Walkthrough] = OrderedDict()
         self._lock = asyncio.Lock()
         self._busy: set[MessageRef] = set()
@@ -158,15 +162,19 @@ class NpmTokenService:
         return check
 
     async def run_release(
-        self, *, message: MessageRef, shown: Walkthrough, actor: str
+        self, *, message: MessageRef, shown: Walkthrough, origin: Origin
     ) -> str | None:
         """Step 5 (approvers only, after a confirm dialog; refused while the release lane is
-        frozen, or locked by someone else): dispatch Release on the plan's ref and follow the
-        run until it completes (`bot.services.npm_release`: durable looks). What the person is
-        told besides step 5, if anything."""
-        await self._approvers.require(actor, "run the npm Release workflow")
+        frozen, or locked by someone else; a click delivered again is told who ran it): dispatch
+        Release on the plan's ref and follow the run until it completes
+        (`bot.services.npm_release`: durable looks). What the person is told besides step 5,
+        if anything."""
+        actor = origin.actor
+        await self._approvers.require(actor, VERBS[Control.RUN_RELEASE])
         # It publishes packages: refused while deploys are frozen or someone else holds the lock.
         await self._lane.judge(actor=actor, publishing=True)
+        # Once its run has ended, the same click again would start another Release.
+        await self._once.delivery(origin, Control.RUN_RELEASE)
         async with self._lock:
             current = self._latest.get(message, shown)
             release = current.release

@@ -330,6 +330,11 @@ class ProtectionRuleRequests(Protocol):
         asks per request, whatever delivery ids GitHub sent it under."""
         ...
 
+    async def forget_delivery(self, delivery_id: str) -> None:
+        """Forget a held request's delivery whose asks gave up (dead-lettered), so that its
+        redelivery from the App's delivery log (the same id) is taken in, not `duplicate`."""
+        ...
+
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...
 
     async def without_timer(self, prefix: str) -> list[RuleRequest]:

@@ -150,11 +150,15 @@ class UnconfirmedRules:
         await self.keep(held.request)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
-        """Taking the confirmed request in failed every attempt (the database): said once."""
+        """Taking the confirmed request in failed every attempt (the database): said once,
+        its delivery forgotten so that redelivering it takes it in."""
+        delivery_id = (timer.payload or {}).get("delivery_id")
+        if delivery_id:
+            await self.rules.forget_delivery(delivery_id)
         log.error(
             "protection rule request of delivery %s could not be taken in: %s; redeliver it "
             "from the App's delivery log",
-            (timer.payload or {}).get("delivery_id", timer.key),
+            delivery_id or timer.key,
             reason.text,
         )
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def every_page(
-    github: GitHubTransport, path: str, parameters: dict[str, Any], *, most: int
+    github: GitHubTransport, path: str, parameters: dict[str, Any] | None, *, most: int
 ) -> Iterator[Any]:
     """Each page's JSON while the last one's `Link` names a next page, at most `most` pages;
     each a conditional GET (in the pool's thread)."""
@@ -50,9 +50,16 @@ def page_links(api_url: str, headers: Mapping[str, Any]) -> dict[str, str]:
     return links
 
 
-def first_and_last(github: GitHubTransport, path: str, parameters: dict[str, Any]) -> list[Any]:
+def first_and_last(
+    github: GitHubTransport, path: str, parameters: dict[str, Any], *, most: int
+) -> list[Any]:
     """The first page's JSON, and the last one's when there are more: where a list whose
-    order GitHub does not promise has its newest items, whichever way it is sorted."""
+    order GitHub does not promise has its newest items, whichever way it is sorted. When the
+    first page's `Link` names a next page but no last one (GitHub leaves out a link it cannot
+    calculate), every page up to the last, at most `most` pages in all."""
     first, links = github.conditional_page(path, parameters)
-    last = links.get("last")
-    return [first] if last is None else [first, github.conditional_page(last, None)[0]]
+    if (last := links.get("last")) is not None:
+        return [first, github.conditional_page(last, None)[0]]
+    if (following := links.get("next")) is None:
+        return [first]
+    return [first, *every_page(github, following, None, most=most - 1)]

@@ -26,6 +26,7 @@ from bot.adapters.github.schema import (
     DEPLOYMENT_STATUSES,
     DEPLOYMENTS,
     Deployment,
+    DeploymentStatus,
     Run,
     latest_status,
 )
@@ -41,9 +42,11 @@ _log = logging.getLogger(__name__)
 _PAGE = 100
 """GitHub's largest page. Its reference promises no order for deployments nor for their
 statuses ("List deployments", "List deployment statuses"): every page of the commit's
-deployments is read, and a deployment's latest status is the one created last."""
+deployments and of their statuses is read, and a deployment's latest status is the one
+created last."""
 _PAGES = 10
-"""At most this many pages of a commit's deployments (a thousand: its runs and re-runs)."""
+"""At most this many pages of a commit's deployments (a thousand: its runs and re-runs), and
+of a deployment's statuses."""
 
 
 def enabled_rule_apps(github: GitHubTransport, environment: str) -> dict[int, str] | None:
@@ -227,14 +230,7 @@ class ProtectionRules:
             for deployment in _deployments(github, run.head_sha):
                 if deployment.created_at < run.created_at:
                     continue  # an older run of the same commit
-                statuses = DEPLOYMENT_STATUSES.validate_python(
-                    github.get_conditional(
-                        f"/repos/{github.repository}/deployments/{deployment.id}/statuses",
-                        {"per_page": _PAGE},
-                    )
-                    or []
-                )
-                latest = latest_status(statuses)
+                latest = latest_status(_statuses(github, deployment.id))
                 if latest is None or latest.state != "waiting":
                     continue
                 if job_ids is None or latest.of_jobs(job_ids):
@@ -248,6 +244,17 @@ class ProtectionRules:
         return await github.call(
             f"read the deployments waiting on run {run_id}", read, run_id=run_id
         )
+
+
+def _statuses(github: GitHubTransport, deployment_id: int) -> list[DeploymentStatus]:
+    """A deployment's statuses, every page GitHub links (in the pool's thread): the latest may
+    be on any of them, GitHub promising no order."""
+    path = f"/repos/{github.repository}/deployments/{deployment_id}/statuses"
+    return [
+        status
+        for page in every_page(github, path, {"per_page": _PAGE}, most=_PAGES)
+        for status in DEPLOYMENT_STATUSES.validate_python(page or [])
+    ]
 
 
 def _deployments(github: GitHubTransport, sha: str) -> list[Deployment]:

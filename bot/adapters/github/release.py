@@ -23,6 +23,9 @@ from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
 
 _log = logging.getLogger(__name__)
 
+_RUN_PAGES = 10
+"""Pages of the Release workflow's runs read at most when GitHub's `Link` names no last page
+(a thousand runs: the newest may be on the last of them)."""
 _LOG_LIMIT = 4 * 1024 * 1024
 """The bytes of a job log kept: its end, where npm's errors are."""
 
@@ -57,7 +60,7 @@ class ReleaseReads:
             query = {"per_page": 100, "exclude_pull_requests": "true"}
             runs = [
                 run
-                for page in first_and_last(self._github, path, query)
+                for page in first_and_last(self._github, path, query, most=_RUN_PAGES)
                 for run in RunsPage.model_validate(page).workflow_runs
             ]
             newest = max(runs, key=lambda run: (run.created_at, run.id), default=None)

@@ -27,7 +27,7 @@ from bot.domain.errors import InvalidCommand
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.run_link import RunReference, parse_run_reference
-from bot.domain.text import clean_text, shown
+from bot.domain.text import PASTED_CREDENTIAL, TOKEN_SHAPE, clean_text, shown
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.services.redeploy import RedeployOffer
 
@@ -242,6 +242,8 @@ def _reason(text: str) -> str:
     reason = clean_text(text).strip()
     if not reason:
         raise ValueError("An override needs a reason.")
+    if TOKEN_SHAPE.search(reason):  # said in the thread and kept
+        raise ValueError(PASTED_CREDENTIAL)
     return reason
 
 

@@ -1,8 +1,8 @@
 """The thread's lines about what GitHub reports of a run: its deliveries, a job that waits for
-the bot's answer (the App's rule, or its account's review) where the plan has no stage, and a
-run GitHub does not let the bot read. Names, comments and answers come from GitHub: they are
-escaped, so a `<!channel>` in a job's name or a reviewer's comment reads as typed instead of
-notifying the channel.
+the bot's answer (the App's rule, or its account's review) where the plan has no stage, a
+track's failure job's end, and a run GitHub does not let the bot read. Names, comments and
+answers come from GitHub: they are escaped, so a `<!channel>` in a job's name or a reviewer's
+comment reads as typed instead of notifying the channel.
 """
 
 from __future__ import annotations
@@ -12,7 +12,32 @@ from datetime import timedelta
 from bot.adapters.slack.mrkdwn import escape, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
-from bot.domain.rollout.events import RunReadable, RunUnreadable, WaitsOutsidePlan
+from bot.domain.rollout.events import (
+    FailureJobEnded,
+    RunReadable,
+    RunUnreadable,
+    WaitsOutsidePlan,
+)
+from bot.domain.rollout.state import ended_words
+
+
+def failure_job_ended_text(event: FailureJobEnded) -> str:
+    """A track's failure job ended; one that did not succeed rolled back nothing for sure, so
+    the line says where the release may still be (the rollback) or stays (the kill-switch)."""
+    link = f" <{event.url}|logs>" if event.url else ""
+    said = f"{link} {event.track}: {ended_words(event.ended)}."
+    if event.outcome is None:
+        return f"*{event.job}* finished.{said}"
+    left = ""
+    if event.desktop:
+        on = f"stays on the {event.reached}" if event.reached else "reached no ring"
+        left = f" The release {on}: its next ring was rejected."
+    elif event.reached is not None:
+        left = (
+            f" The rollback did not finish: {event.track} may still be on *{event.reached}*. "
+            "Finish it on GitHub (its logs say what stopped it)."
+        )
+    return f":x: *{event.job}* ended `{escape(event.outcome)}`.{said}{left}"
 
 
 def github_reported_text(told: GitHubReported) -> str:

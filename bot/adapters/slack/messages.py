@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
+    failure_job_ended_text,
     github_reported_text,
     run_readable_text,
     run_unreadable_text,
@@ -160,13 +161,11 @@ def render(event: Event) -> str:
         case StageRejected():
             return f"Rejected *{event.stage}* ({event.track})."
         case FailureJobEnded():
-            outcome = "finished" if event.outcome is None else f"ended `{event.outcome}`"
-            link = f" <{event.url}|logs>" if event.url else ""
-            return f"*{event.job}* {outcome}.{link} {event.track}: {ended_words(event.ended)}."
+            return failure_job_ended_text(event)
         case RunEnded():
-            return (
-                f"The run ended (`{event.conclusion}`). {event.track}: {ended_words(event.ended)}."
-            )
+            unseen = f" before *{event.unseen}* was seen to end: check it on GitHub"
+            said = f"The run ended (`{event.conclusion}`){unseen if event.unseen else ''}."
+            return f"{said} {event.track}: {ended_words(event.ended)}."
         case RolloutEnded():
             lanes = "; ".join(f"{track}: {ended_words(state)}" for track, state in event.tracks)
             return f"Rollout of `{event.tag}` ended. {lanes}."

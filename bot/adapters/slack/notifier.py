@@ -63,8 +63,11 @@ POST_EVENT = "rollout_bot_outbox"
 """The metadata `event_type` of every other post (payload: `rollout_id`, `outbox_id`)."""
 LOOK_BACK = timedelta(minutes=10)
 """How far before a message was written a look for it starts (clocks differ)."""
-LOOK_PAGES = 10
-"""Pages of 200 messages looked through at most; beyond them the message is posted again."""
+LOOK_MESSAGES = 2000
+"""Messages looked through at most (ten pages of 200); beyond them the message is posted again."""
+LOOK_PAGES = 100
+"""Pages looked through at most. Slack may answer fewer messages than `limit` asks while more
+follow ("Pagination"), so the look counts messages, not pages of 200; this bounds its calls."""
 
 
 def mention(approver: str) -> str:
@@ -187,6 +190,7 @@ class SlackNotifier:
         `channels:history` scope) finds nothing, so the message is posted again."""
         oldest = f"{(since - LOOK_BACK).timestamp():.6f}"
         cursor = None
+        seen = 0
         for _ in range(LOOK_PAGES):
             try:
                 page = await delivered(
@@ -203,13 +207,15 @@ class SlackNotifier:
                     raise
                 log.warning("could not look for an earlier post (%s)", failure.reason)
                 return None
-            for message in page.get("messages") or []:
+            messages = page.get("messages") or []
+            for message in messages:
                 metadata = message.get("metadata") or {}
                 payload = metadata.get("event_payload") or {}
                 if metadata.get("event_type") == event_type and wanted(payload):
                     return dict(message)
+            seen += len(messages)
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
+            if not cursor or seen >= LOOK_MESSAGES:
                 return None
         return None
 

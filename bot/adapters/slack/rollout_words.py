@@ -19,6 +19,7 @@ from bot.domain.rollout import (
     TrackState,
     gate_missed,
     reached_label,
+    state_words,
 )
 
 CHECK_EMOJI = {
@@ -120,11 +121,8 @@ def track_standing(track: Track, plan_track: PlanTrack) -> str:
         current = track.current
         return f"at {plan_track.stage(current.key).label}" if current else "active"
     if state is TrackState.ABORTING:
-        words = {
-            TrackState.ROLLED_BACK: "rolling back",
-            TrackState.HALTED: "tripping the kill-switch"
-            + (f", stays on {reached}" if reached else ""),
-        }.get(track.ending or TrackState.FAILED, "failing")
+        stays = f", stays on {reached}" if reached and track.ending is TrackState.HALTED else ""
+        words = state_words(track) + stays
     elif state is TrackState.COMPLETED:
         last = plan_track.stages[-1].label
         return f"completed ({last})"

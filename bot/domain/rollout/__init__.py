@@ -94,6 +94,7 @@ from bot.domain.rollout.state import (
     holding_tracks,
     new_rollout,
     reason_words,
+    state_words,
     window_timer_key,
 )
 from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
@@ -167,6 +168,7 @@ __all__ = [
     "reconcile",
     "schedule_from_json",
     "schedule_to_json",
+    "state_words",
     "tracks_left",
     "tracks_to_stop",
     "verdict_from_json",

@@ -36,9 +36,9 @@ from bot.domain.rollout.state import (
     StopKind,
     StopReason,
     TrackState,
-    ended_words,
     gate_missed,
     reopened_from,
+    state_words,
 )
 from bot.domain.rollout.work import Work, advance, cancel_window, reached_label, utc_minute
 from bot.domain.run import RunRef
@@ -291,10 +291,7 @@ def _why_not_stoppable(rollout: Rollout, plan: RolloutPlan, track: str) -> str |
             f"there is no stage left to stop, nothing was changed."
         )
     if current_track.state is not TrackState.ACTIVE:
-        return (
-            f"{plan_track.label} is already {ended_words(current_track.state)}: "
-            "nothing was changed."
-        )
+        return f"{plan_track.label} is already {state_words(current_track)}: nothing was changed."
     stage = current_track.current
     final = plan_track.stages[-1]
     if stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING:

@@ -122,6 +122,9 @@ class FailureJobEnded:
     outcome: str | None
     url: str | None
     ended: TrackState
+    reached: str | None = None
+    """The last stage the release reached: where it may still be when the job failed."""
+    desktop: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class RunEnded:
     track: str
     conclusion: str | None
     ended: TrackState
+    unseen: str | None = None
+    """The failure job of the stopping track, whose end the bot never saw."""
 
 
 @dataclass(frozen=True)

@@ -274,6 +274,13 @@ def _reconcile_aborting(
     track = work.track(name)
     for stage in track.stages:
         job = snapshot.job(plan_track.stage(stage.key).job)
+        running = job is not None and (job.status is JobStatus.IN_PROGRESS or job.succeeded)
+        if stage.state in REJECTABLE and running:
+            # Approved before the stop took hold, which saw it pending (a person on GitHub, a
+            # Promote saved on another replica, a rejection too late): it runs all the same.
+            track = track.with_stage(replace(stage, state=StageState.DEPLOYING))
+    for stage in track.stages:
+        job = snapshot.job(plan_track.stage(stage.key).job)
         if stage.state is not StageState.DEPLOYING or job is None:
             continue
         if job.status is not JobStatus.COMPLETED:
@@ -316,7 +323,15 @@ def _reconcile_aborting(
                 StopKind.FAILURE_JOB_FAILED, subject=failure.job, outcome=outcome, cause=reason
             )
         work.set_track(replace(track, state=ending, ending=None, ended_at=now, ended_reason=reason))
-        ended = FailureJobEnded(plan_track.label, failure.job, outcome, job.html_url, ending)
+        ended = FailureJobEnded(
+            plan_track.label,
+            failure.job,
+            outcome,
+            job.html_url,
+            ending,
+            reached_label(plan_track, track),
+            desktop=plan_track.gate is GateKind.DESKTOP,
+        )
         work.effects.append(Announce(ended, failure=True))
 
 
@@ -324,19 +339,24 @@ def _end_with_run(
     work: Work, plan_track: PlanTrack, name: str, snapshot: RunSnapshot, now: datetime
 ) -> None:
     track = work.track(name)
-    ending = track.ending if track.state is TrackState.ABORTING and track.ending else None
-    state = ending or TrackState.FAILED
     conclusion = str(snapshot.conclusion)
     reason = track.ended_reason or StopReason(StopKind.RUN_ENDED, outcome=conclusion)
+    unseen = None
+    if track.state is TrackState.ABORTING and track.ending is not TrackState.FAILED:
+        # Only its failure job's success rolls back or halts (`_reconcile_aborting`): the run
+        # ended without the bot seeing it end (renamed in the workflow, not in the plan).
+        unseen = plan_track.on_failure.job
+        reason = StopReason(StopKind.RUN_ENDED, subject=unseen, outcome=conclusion, cause=reason)
     stage = track.current
     if stage is not None and stage.state in WATCHED:
         # Its window's timer must not wake a track that has ended.
         if stage.state is StageState.OBSERVING:
             work.effects.append(cancel_window(name, stage))
         track = track.with_stage(replace(stage, state=StageState.STOPPED))
-    work.set_track(replace(track, state=state, ending=None, ended_at=now, ended_reason=reason))
-    told = RunEnded(plan_track.label, conclusion, state)
-    work.effects.append(Announce(told, failure=state is not TrackState.COMPLETED))
+    ended = replace(track, state=TrackState.FAILED, ending=None, ended_at=now, ended_reason=reason)
+    work.set_track(ended)
+    told = RunEnded(plan_track.label, conclusion, TrackState.FAILED, unseen)
+    work.effects.append(Announce(told, failure=True))
 
 
 def _maybe_end(work: Work, plan: RolloutPlan, now: datetime) -> Decision:

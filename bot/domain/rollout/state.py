@@ -107,7 +107,8 @@ class StopKind(StrEnum):
     FAILURE_JOB_FAILED = "failure_job_failed"
     """The failure job `subject` ended `outcome`; `cause` is why the track was stopping."""
     RUN_ENDED = "run_ended"
-    """The run ended `outcome` (a conclusion) before the track did."""
+    """The run ended `outcome` (a conclusion) before the track did; while it stopped for
+    `cause`, before its failure job `subject` was seen to end."""
     COMPLETED = "completed"
     """The last stage `subject` deployed."""
     LEGACY = "legacy"
@@ -342,6 +343,16 @@ def ended_words(state: TrackState) -> str:
     }.get(state, str(state))
 
 
+def state_words(track: Track) -> str:
+    """The track's state in words: `rolling back` while it stops, `rolled back` once done."""
+    if track.state is TrackState.ABORTING:
+        return {
+            TrackState.ROLLED_BACK: "rolling back",
+            TrackState.HALTED: "tripping the kill-switch",
+        }.get(track.ending or TrackState.FAILED, "failing")
+    return ended_words(track.state)
+
+
 def reason_words(
     reason: StopReason,
     person: Callable[[str], str] = str,
@@ -369,6 +380,11 @@ def reason_words(
         case StopKind.JOB_FAILED | StopKind.FAILURE_JOB_FAILED:
             cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
             return f"{reason.subject} ended `{reason.outcome}`{cause}"
+        case StopKind.RUN_ENDED if reason.subject:
+            cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
+            return (
+                f"the run ended `{reason.outcome}` before {reason.subject} was seen to end{cause}"
+            )
         case StopKind.RUN_ENDED:
             return f"the run ended `{reason.outcome}` first"
         case StopKind.COMPLETED:

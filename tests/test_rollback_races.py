@@ -1,0 +1,83 @@
+"""Rolling back while something else moves the run: what the card and the thread say.
+
+Signed Slack requests through the real app, PyGithub against the GitHub simulator; the bot's
+own poller asleep (`quiet`), so each look at the run is one the test asks for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from figures import RINGS_OK
+from sandbox_views import deploying_canary, dispatched, reviews, stage_state
+
+from bot.domain.rollout import StageState, TrackState
+from sandbox.config import RELEASE_MANAGER
+from sandbox.harness import Sandbox, fast_plan, write_figures
+
+
+async def test_a_roll_back_after_the_next_stage_was_approved_on_github_says_it_got_there(
+    quiet: Sandbox,
+) -> None:
+    """A person approved 50% on github.com during the canary's window, and Roll back came
+    before the bot looked: GitHub deploys the 50% all the same, so the release was at 50%, not
+    at the canary, when the rollback started (the card said `rolled back from 5% canary`)."""
+    rollout = await deploying_canary(quiet)
+    assert rollout.run_id is not None
+    await quiet.services.rollouts.reconcile(rollout.id)
+    observing = await quiet.rollout()
+    assert stage_state(observing, "relay", "canary") is StageState.OBSERVING
+
+    quiet.github.review(rollout.run_id, ["relay-rollout-50"], "approved", actor="octocat")
+    await quiet.command("rollback")
+
+    landed = await quiet.wait_for_thread("*50%* deployed (Hosted relay)")
+    assert "not observed: the track is stopping" in landed
+    for _ in range(2):  # the rollback job's wait, then its end
+        await quiet.services.rollouts.reconcile(rollout.id)
+    rolled_back = await quiet.rollout()
+    assert rolled_back.track("relay").state is TrackState.ROLLED_BACK
+    assert stage_state(rolled_back, "relay", "half") is StageState.STOPPED
+    assert reviews(quiet, "relay") == [
+        ("relay-canary-5", "approved"),
+        ("relay-rollout-50", "approved"),
+        ("relay-rollout-100", "rejected"),
+        ("relay-rollback", "approved"),
+    ]
+    await quiet.slack.wait_for(
+        lambda: "*Hosted relay*: rolled back from 50%" in quiet.card_message().rendered
+    )
+
+
+async def test_figures_typed_after_a_roll_back_are_refused_in_the_words_of_the_card(
+    tmp_path: Path,
+) -> None:
+    """The window ended and its figures were asked; a Roll back came while an approver typed
+    them: the refusal says the relay is rolling back, as the card does (it said `aborting`,
+    the bot's own name for the state; `rolled_back` once it ended)."""
+    plan = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
+    async with Sandbox(workdir=tmp_path, plan_yaml=plan) as box:
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_for_thread("Enter the observed rates")
+        request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
+        await box.click("enter_figures", message=request)
+        opened = await box.slack.wait_for_call("views.open")
+        view_id = opened[-1].response["view"]["id"]
+
+        await box.command("rollback")
+        await box.wait_until(lambda r: r.track("relay").state is not TrackState.ACTIVE)
+        typed = {
+            "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+            "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+        }
+        assert await box.submit_view(view_id, typed) == {}
+
+        def answers() -> list[str]:  # to the form: chat.postEphemeral
+            notes = box.slack.ephemerals(user=RELEASE_MANAGER)
+            return [note.text for note in notes if note.via == "chat.postEphemeral"]
+
+        await box.slack.wait_for(lambda: bool(answers()))
+        (answer,) = answers()
+        assert "Hosted relay: rolling back" in answer or "Hosted relay: rolled back" in answer
+        assert "aborting" not in answer and "rolled_back" not in answer
