@@ -345,7 +345,7 @@ def _inconclusive_then(event: GateInconclusive) -> str:
         )
     if event.reason is GateReason.UNUSABLE_THRESHOLD:
         return (
-            "The saved plan cannot decide this gate: holding for a human (check the figures: "
+            "No gate decides on an unusable limit: holding for a human (check the figures: "
             "Promote overrides, Roll back stops)."
         )
     if event.reason is GateReason.CLOCK_SKEW:
