@@ -24,7 +24,7 @@ from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.mrkdwn import message_link as message_link
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
-from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text
+from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text, went_late
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
 from bot.domain.freeze import ROLL_BACK_LASTS
@@ -124,7 +124,7 @@ def render(event: Event) -> str:
             said = (
                 f"{person(event.linked_by)} linked {run} of *{event.workflow}* to `{event.tag}`."
                 if event.linked_by is not None
-                else f"Dispatched *{event.workflow}* for `{event.tag}`: {run}."
+                else f"Dispatched *{event.workflow}* for `{event.tag}`{went_late(event)}: {run}."
             )
             return f"{said} Approving {firsts} as soon as GitHub waits for them."
         case StageApproved():
@@ -268,7 +268,7 @@ def render(event: Event) -> str:
         case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
             return schedule_event_text(event)
         case ScheduleFrozen():
-            return held_then_text(event.held)
+            return held_then_text(event.held, lifted_by=event.lifted_by)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():
@@ -352,7 +352,7 @@ def _inconclusive_then(event: GateInconclusive) -> str:
     choices = _overrides(event.desktop)
     if event.reason is GateReason.UNUSABLE_THRESHOLD:
         return (
-            "The saved plan cannot decide this gate: holding for a human (check the figures: "
+            "No gate decides on an unusable limit: holding for a human (check the figures: "
             f"{choices})."
         )
     if event.reason is GateReason.CLOCK_SKEW:

@@ -2,6 +2,9 @@
 
 Events are data (labels, actors, outcomes, times), never Slack text: the Slack adapter's
 `messages` module words each kind; the outbox stores them as JSON (`codec`) until delivered.
+
+Size exception: one small dataclass per kind of event and their union (`Event`), which the
+codec and the messages match on; it grows by a field or a kind at a time.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class RunDispatched:
     """Each track's first stage, approved as soon as GitHub waits: (stage, track)."""
     linked_by: str | None = None
     """The person who linked the run by hand (`/rollout link`), when the bot did not find it."""
+    late: timedelta = timedelta(0)  # a scheduled dispatch's, LATE_SAID or more after its time
 
 
 @dataclass(frozen=True)
@@ -305,10 +309,11 @@ class ScheduleHeld:
 
 @dataclass(frozen=True)
 class ScheduleFrozen:
-    """A freeze declared after the dispatch was scheduled covers its time: the dispatch will
-    be held then (`held`, with `at`) unless the freeze is lifted or ends first."""
+    """A freeze declared later covers the dispatch's time: held then (`held`, with `at`) unless
+    it is lifted or ends first; with `lifted_by`, it was lifted and nothing holds the time."""
 
     held: Frozen
+    lifted_by: str | None = None
 
 
 @dataclass(frozen=True)
