@@ -24,6 +24,7 @@ from bot.adapters.slack.messages import reason_text, render, slack_time
 from bot.adapters.slack.rollout_words import track_standing
 from bot.domain.gate import GateVerdict, Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.plan import RolloutPlan
+from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Announce,
     CancelWindow,
@@ -56,6 +57,7 @@ from bot.domain.rollout import (
     verdict_from_json,
     verdict_to_json,
     window_ended,
+    window_timer_dead,
     window_timer_key,
 )
 from bot.domain.rollout.events import RunReadable, RunUnreadable
@@ -719,6 +721,43 @@ def test_without_an_extension_inconclusive_holds_at_once() -> None:
         at(35),
     )
     assert effects(decision) == [Says("INCONCLUSIVE", "holding for a human", failure=True)]
+
+
+@pytest.mark.parametrize(
+    ("track", "stage", "stop", "other"),
+    [
+        ("relay", "canary", "Roll back stops", "Kill-switch"),
+        ("desktop", "internal", "Kill-switch stops", "Roll back"),
+    ],
+)
+def test_a_stage_held_without_a_verdict_names_the_stop_button_of_its_track(
+    track: str, stage: str, stop: str, other: str
+) -> None:
+    """INCONCLUSIVE, or a gate that could not run: the thread names the button the track's
+    lane of the card has (the desktop rings have Kill-switch, no Roll back)."""
+    rollout = evaluate(
+        desktop_internal_observing(canary_observing(NO_EXTENSION_PLAN)), track, stage
+    )
+    due = rollout.track(track).stage(stage).window_ends_at
+    assert due is not None
+
+    held = gate_evaluated(
+        rollout, NO_EXTENSION_PLAN, track=track, stage=stage, verdict=NO_DATA, now=at(71)
+    )
+    missed = window_timer_dead(
+        rollout,
+        NO_EXTENSION_PLAN,
+        track=track,
+        stage=stage,
+        due_at=due,
+        attempts=3,
+        reason=Reason("timeout"),
+    )
+
+    for decision in (held, missed):
+        (told,) = [render(e.event) for e in decision.effects if isinstance(e, Announce)]
+        assert "holding" in told.lower()
+        assert stop in told and other not in told
 
 
 def test_promote_while_observing_names_the_window_end() -> None:

@@ -178,8 +178,8 @@ def render(event: Event) -> str:
             return (
                 f":warning: The window of *{event.stage}* ({event.track}) ended at "
                 f"{slack_time(event.due_at)}, but its gate could not run: {event.attempts} "
-                f"attempts failed (last: {reason_mrkdwn(event.error)}). Holding: {gate}, Promote "
-                "overrides, Roll back stops."
+                f"attempts failed (last: {reason_mrkdwn(event.error)}). Holding: {gate}, "
+                f"{_overrides(event.desktop)}."
             )
         case GatePassed():
             then = (
@@ -337,30 +337,32 @@ def _left_line(left: TrackLeft, event: TracksLeft) -> str:
     return f"{track} keeps running ({reached}) on its own gate: click {stop} to stop it too."
 
 
+def _overrides(desktop: bool) -> str:
+    """What a person may do about a stage held without a verdict, with its track's stop
+    button: Kill-switch on the desktop gate, Roll back on the relay one."""
+    return f"Promote overrides, {'Kill-switch' if desktop else 'Roll back'} stops"
+
+
 def _inconclusive_then(event: GateInconclusive) -> str:
     if event.extended_by is not None and event.until is not None:
         return (
             f"Window extended once by {format_duration(event.extended_by)}, "
             f"until {slack_time(event.until)}."
         )
+    choices = _overrides(event.desktop)
     if event.reason is GateReason.UNUSABLE_THRESHOLD:
         return (
             "No gate decides on an unusable limit: holding for a human (check the figures: "
-            "Promote overrides, Roll back stops)."
+            f"{choices})."
         )
     if event.reason is GateReason.CLOCK_SKEW:
-        return (
-            "Holding for a human: sync the clocks, then Re-evaluate (Promote overrides, "
-            "Roll back stops)."
-        )
+        return f"Holding for a human: sync the clocks, then Re-evaluate ({choices})."
     if event.reason is GateReason.UNREACHABLE_LIMIT:
         return (
             "Holding for a human: check the baseline query and the baseline's own health, then "
-            "Re-evaluate (Promote overrides, Roll back stops)."
+            f"Re-evaluate ({choices})."
         )
-    return (
-        "Not enough data for a verdict: holding for a human (Promote overrides, Roll back stops)."
-    )
+    return f"Not enough data for a verdict: holding for a human ({choices})."
 
 
 def _promoted_on_github(event: PromotedOnGitHub) -> str:

@@ -2,6 +2,9 @@
 
 Events are data (labels, actors, outcomes, times), never Slack text: the Slack adapter's
 `messages` module words each kind; the outbox stores them as JSON (`codec`) until delivered.
+
+Size exception: one small dataclass per kind of event and their union (`Event`), which the
+codec and the messages match on; it grows by a field or a kind at a time.
 """
 
 from __future__ import annotations
@@ -155,6 +158,7 @@ class GateMissed(AtStage):
     """What failed last, in words and the ids they name (`bot.domain.reasons`)."""
     manual: bool
     """The track's figures are typed in by people (no Re-evaluate)."""
+    desktop: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,8 @@ class GateInconclusive:
     """Why no verdict (None in events stored before it was said)."""
     late: LateGate | None = None
     """Set when the gate ran late and read two stretches (None in events stored before)."""
+    desktop: bool = False
+    """Its gate is the desktop one, which Kill-switch stops (False in events stored before)."""
 
 
 @dataclass(frozen=True)
