@@ -126,9 +126,9 @@ class FailureJobEnded:
     outcome: str | None
     url: str | None
     ended: TrackState
-    reached: str | None = None
-    """The last stage the release reached: where it may still be when the job failed."""
+    reached: str | None = None  # the last stage reached: where the release may still be
     desktop: bool = False
+    rejected: bool = False  # the stop rejected a stage: its failure job had a failure to run on
 
 
 @dataclass(frozen=True)
