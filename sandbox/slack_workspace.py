@@ -57,6 +57,10 @@ class SlackWorkspace(MessageStore):
         U or W: user_not_found)."""
         self.channel_members: dict[str, list[str]] = {}
         """Members of each channel, for `conversations.members` (unknown: channel_not_found)."""
+        self.shut_out: dict[str, str] = {}
+        """Channels the bot can no longer post in, each with what Slack answers chat.postMessage
+        and chat.update there: `not_in_channel` once the bot is removed (`channel_not_found` in
+        a private channel), `is_archived` once the channel is archived."""
         self.views: dict[str, dict[str, Any]] = {}
         self.home_tabs: dict[str, dict[str, Any]] = {}
         self.triggers: dict[str, float | None] = {}
@@ -130,6 +134,8 @@ class SlackWorkspace(MessageStore):
 
     def _chat_post_message(self, args: dict[str, Any]) -> ApiResult:
         channel = required_arg(args, "channel", "channel_not_found")
+        if channel in self.shut_out:
+            return slack_error(self.shut_out[channel])
         content = message_content(args)
         parent = None
         thread_ts = str_arg(args, "thread_ts")
@@ -151,6 +157,8 @@ class SlackWorkspace(MessageStore):
 
     def _chat_update(self, args: dict[str, Any]) -> ApiResult:
         channel = required_arg(args, "channel", "channel_not_found")
+        if channel in self.shut_out:
+            return slack_error(self.shut_out[channel])
         message = self._messages.get((channel, str_arg(args, "ts")))
         if message is None:
             return slack_error("message_not_found")

@@ -13,7 +13,9 @@ reads that service's requests only; without one, every service's.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -33,6 +35,8 @@ from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
 from storage.timers import pending_timer
+
+log = logging.getLogger(__name__)
 
 
 class ProtectionRuleStore(ServiceStore):
@@ -101,12 +105,12 @@ class ProtectionRuleStore(ServiceStore):
             )
             if rows_changed(seen) != 1:
                 return False
-            asking = await session.scalars(
-                select(TimerRow.payload).where(
+            asking = await session.execute(
+                select(TimerRow.key, TimerRow.payload).where(
                     TimerRow.kind == timer.kind, TimerRow.service == service, pending_timer()
                 )
             )
-            if any(asks_for(payload or {}) for payload in asking):
+            if any(_asks(asks_for, key, payload) for key, payload in asking):
                 return False
             await session.execute(
                 insert_new(
@@ -234,6 +238,21 @@ class ProtectionRuleStore(ServiceStore):
                 delete(Row).where(Row.requested_at < before, *self._scope)
             )
             return rows_changed(result)
+
+
+def _asks(asks_for: AsksFor, key: str, payload: dict[str, Any] | None) -> bool:
+    """Whether the pending timer `key` asks for the request; a payload that does not read
+    (`asks_for` raised ValueError) asks for nothing, said in a WARNING line naming the timer,
+    never its payload: one bad timer must not fail every request held after it."""
+    try:
+        return asks_for(payload or {})
+    except ValueError as error:
+        log.warning(
+            "pending timer %s has a payload that does not read (%s): skipped",
+            key,
+            type(error).__name__,
+        )
+        return False
 
 
 def _delivery(delivery_id: str, request: RuleRequest) -> dict[str, object]:

@@ -158,6 +158,23 @@ async def test_serve_refuses_a_bad_configuration_before_starting(tmp_path: Path)
     assert not (tmp_path / "bot.db").exists()
 
 
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+async def test_a_user_or_password_in_github_api_url_is_refused(
+    tmp_path: Path, command: str
+) -> None:
+    """PyGithub does not send them, and the bot's checks of GitHub's page links and redirections
+    compare the whole host with them: it silently read the first page only."""
+    env = full_env(tmp_path) | {"GITHUB_API_URL": "https://proxy:Pr0xyPassw0rd@ghe.example/api/v3"}
+    code, out, err = await run(command, env=env, cwd=tmp_path)
+    assert code == 2
+    assert "GITHUB_API_URL: has a user or password in it" in err
+    assert "Pr0xyPassw0rd" not in out + err
+    assert not (tmp_path / "bot.db").exists()
+    env["GITHUB_API_URL"] = "https://x-token@ghe.example/api/v3"  # a user alone, too
+    code, _, err = await run("check-config", env=env, cwd=tmp_path)
+    assert code == 2 and "GITHUB_API_URL: has a user or password in it" in err
+
+
 async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     env = base_env() | {"DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db"}
     code, out, err = await run_process("migrate", env=env, cwd=tmp_path)

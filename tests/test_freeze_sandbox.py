@@ -351,7 +351,10 @@ async def test_a_lock_holds_the_lane_for_one_person(sandbox: Sandbox) -> None:
     assert f"locked by <@{OTHER}>" in locked
     refused = await sandbox.command("start v1.4.2 --flags-ready")
     assert f"The release lane is locked by <@{OTHER}>" in refused and "billing db" in refused
-    assert f"locked by <@{OTHER}>" in await sandbox.command("status")
+    status = await sandbox.command("status")
+    # Before, the status drew the lock with the freeze's :snowflake:, as if deploys were frozen.
+    assert f":lock: The release lane is locked by <@{OTHER}>" in status, status
+    assert ":snowflake:" not in status
     assert "unlock it with a reason" in await sandbox.command("unlock")
 
     unlocked = await sandbox.command("unlock they are on leave")

@@ -119,6 +119,7 @@ def review_rejected(comment: str) -> GitHubReported:
 
 EVENTS: list[told.Event] = [
     told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (("5%", "Relay"),)),
+    told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (), late=timedelta(minutes=10)),
     told.StageApproved("Relay", "5%"),
     told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
     told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),
@@ -189,6 +190,7 @@ EVENTS: list[told.Event] = [
     told.ScheduleHeld(AT, Held(error=Reason("the bot was not running then"))),
     told.ScheduleHeld(AT, Held(error=Reason("held by @U1 & co", people=("U1",)))),
     told.ScheduleFrozen(Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True, at=AT)),
+    told.ScheduleFrozen(Frozen(Freeze("<b> & co", AT, actor="U2"), at=AT), lifted_by="U1"),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
     review_rejected("no"),

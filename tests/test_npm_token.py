@@ -142,29 +142,6 @@ async def test_the_walkthrough_posts_five_steps_with_the_secret_link(box: Sandbo
     assert "on main" in confirm and "may publish packages" in confirm
 
 
-async def test_a_password_in_github_api_url_is_not_shown_in_the_secret_link(
-    box: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """GITHUB_API_URL with a user and password in it (PyGithub ignores them, so the bot works):
-    step 2's link to GitHub's web pages was that URL's host with them, posted in the channel."""
-    password = "Pr0xyPassw0rd"
-    at = box.github.api_url.replace("http://", f"http://proxy:{password}@")
-    environment = box.environment
-    monkeypatch.setattr(
-        box, "environment", lambda port=0: {**environment(port), "GITHUB_API_URL": at}
-    )
-    await box.stop_bot()
-    await box.start_bot()
-
-    message = await open_walkthrough(box)
-
-    assert password not in json.dumps(box.slack.calls_to("chat.postMessage")[-1].args)
-    link = f"{box.github.html_url}/scriptum/scriptum/settings/secrets/actions/new"
-    assert f"<{link}|" in step(message, 2)
-    shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until="not set")
-    assert "`NPM_TOKEN` is not set" in shown
-
-
 async def test_a_walkthrough_whose_answer_was_lost_is_not_posted_twice(box: Sandbox) -> None:
     """Slack posts the walkthrough, then the connection drops before its answer: the Web API
     client must not post it again on its own (chat.postMessage takes no idempotency key)."""

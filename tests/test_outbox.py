@@ -21,7 +21,7 @@ from test_observability import parse, value
 from bot.adapters.slack.limits import MESSAGE_TEXT
 from bot.adapters.slack.notifier import SlackNotifier
 from bot.adapters.telemetry import PrometheusTelemetry
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import Notifications, RolloutPlan
 from bot.domain.rollout import (
     DispatchUnclear,
     Rollout,
@@ -43,6 +43,7 @@ from storage.rollout_store import RolloutStore
 
 PLAN = load_plan(None)
 CHANNEL = "C0RELEASES"
+FAILURES = "C0FAILURES"
 LEASE = timedelta(minutes=1)
 REQUEST_TIMEOUT = timedelta(seconds=10)
 
@@ -144,6 +145,54 @@ async def test_slack_429s_delay_messages_but_none_is_dropped_or_reordered(scene:
     assert scene.thread() == [f"line {i}" for i in range(20)]
     limited = [c for c in scene.slack.calls if c.response.get("error") == "ratelimited"]
     assert len(limited) == scene.slack.faults_injected
+
+
+@pytest.mark.parametrize("code", ["ratelimited", "rate_limited"])
+async def test_a_rate_limit_answered_200_is_waited_out_not_given_up(
+    scene: Scene, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # chat.postMessage documents both: `ratelimited`, and `rate_limited` ("Application has
+    # posted too many messages"), answered ok:false with HTTP 200 and no Retry-After.
+    telemetry = PrometheusTelemetry(build())
+    rollout = await scene.started(lines=0)
+    outbox = scene.replica("a", telemetry=telemetry)
+    await outbox.flush(rollout.id)
+    await outbox.add(said(rollout, "promoted"))
+    scene.slack.fail_next("chat.postMessage", error=code, status=200)
+
+    with caplog.at_level(logging.WARNING, logger="bot.services.outbox"):
+        await outbox.flush(rollout.id)
+        assert scene.thread() == []
+        (waiting,) = await scene.store.pending(rollout.id)
+        assert waiting.attempts == 0  # a rate limit counts no attempt
+        await scene.deliver_all([outbox])
+
+    assert scene.thread() == ["promoted"]
+    assert given_up(telemetry) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_failure_is_told_in_the_failure_channel_when_the_card_never_reached_its_own(
+    scene: Scene,
+) -> None:
+    # The bot is not in the release channel (or it was archived): Slack refused the card, and
+    # the failure channel is the one place left to hear of the rollout's failure.
+    scene.slack.shut_out[CHANNEL] = "not_in_channel"
+    rollout = await scene.started(lines=0)
+    outbox = scene.replica("a")
+    await outbox.flush(rollout.id)
+    failures = Notifications(failure_channel=FAILURES)
+    await outbox.add(
+        told(rollout, DispatchUnclear("rolled back"), notifications=failures, failure=True)
+    )
+
+    await outbox.flush(rollout.id)
+    await scene.deliver_all([outbox])
+
+    assert scene.slack.messages(CHANNEL) == []
+    (posted,) = scene.slack.messages(FAILURES)
+    assert "rolled back" in posted.text
+    assert f"<#{CHANNEL}>" in posted.text
 
 
 class SlowCard(SlackNotifier):

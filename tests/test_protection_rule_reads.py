@@ -136,6 +136,26 @@ async def test_a_422_while_the_deployment_still_waits_keeps_the_request_open(rul
     assert await rule.store.answer_of(run_id=rule.run_id, environment=CANARY) is None
 
 
+async def test_a_422_keeps_open_a_request_without_deployment_spelled_in_another_case(
+    rule: Rule,
+) -> None:
+    """A request that names no deployment (GitHub's `deployment` may be null) is matched to
+    the waiting deployment by its environment, whose name GitHub compares ignoring case: the
+    request says `Relay-Canary-5`, the deployment `relay-canary-5`, and it still waits, so a
+    422 leaves the request open instead of closing it as `gone`."""
+    spelled = CANARY.title()
+    assert spelled != CANARY and [d.environment for d in rule.gh.engine.deployments] == [CANARY]
+    assert await rule.store.remember(RuleRequest(rule.run_id, spelled, 0, START), delivery_id="d-1")
+    rule.gh.fail_next("POST", CALLBACK, 422, {"message": "Validation Failed"})
+
+    with pytest.raises(GitHubError, match="still waits"):
+        await rule.rules.answer(
+            run_id=rule.run_id, environments=[CANARY], state="approved", comment="ok"
+        )
+
+    assert await rule.store.answer_of(run_id=rule.run_id, environment=spelled) is None
+
+
 async def test_a_lost_request_is_found_beyond_the_first_page_of_the_commits_deployments(
     rule: Rule,
 ) -> None:

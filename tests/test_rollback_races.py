@@ -6,12 +6,25 @@ own poller asleep (`quiet`), so each look at the run is one the test asks for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from figures import RINGS_OK
-from sandbox_views import deploying_canary, dispatched, reviews, stage_state
+import pytest
+from figures import RINGS_OK, SECOND_APPROVER, passing_sandbox
+from replicas import in_process_replica
+from sandbox_views import (
+    audit_results,
+    deploying_canary,
+    dispatched,
+    held,
+    reviews,
+    stage_state,
+    value_of,
+)
 
 from bot.domain.rollout import StageState, TrackState
+from bot.services.ports import ReviewState
+from handlers.app_keys import SERVICES
 from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan, write_figures
 
@@ -81,3 +94,57 @@ async def test_figures_typed_after_a_roll_back_are_refused_in_the_words_of_the_c
         (answer,) = answers()
         assert "Hosted relay: rolling back" in answer or "Hosted relay: rolled back" in answer
         assert "aborting" not in answer and "rolled_back" not in answer
+
+
+@pytest.mark.parametrize("via", ["click", "command"])
+async def test_a_promote_whose_approval_met_a_roll_back_saved_on_another_replica_says_so(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    """This replica approved 50% on GitHub; before it saved the promotion, another replica
+    saved a Roll back. GitHub deploys the 50% and the relay rolls back: the person who
+    promoted was told nothing (a click) or `Promoted` (the command), its audit saying ok."""
+    async with (
+        passing_sandbox(tmp_path, database_url=database_url) as box,
+        in_process_replica(box) as other,
+    ):
+        await dispatched(box)
+        await held(box, "desktop", "internal")
+        rollout = await held(box, "relay", "canary")
+        value = await value_of(box, "promote", "relay")
+        gateway = box.services.rollouts.effects.github
+        approve = gateway.review
+
+        async def approved_then_rolled_back_elsewhere(
+            *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+        ) -> bool:
+            sent = await approve(
+                run_id=run_id, environments=environments, state=state, comment=comment
+            )
+            if list(environments) == ["relay-rollout-50"]:
+                monkeypatch.setattr(gateway, "review", approve)
+                await other[SERVICES].rollouts.abort(
+                    actor=SECOND_APPROVER, gate="relay", rollout_id=rollout.id
+                )
+            return sent
+
+        monkeypatch.setattr(gateway, "review", approved_then_rolled_back_elsewhere)
+        if via == "click":
+            answer = await box.click("promote", value=value)
+        else:
+            answer = await box.command("promote")
+
+        assert answer is not None
+        assert "approved 50% (Hosted relay) on GitHub, which deploys it" in answer
+        assert "Hosted relay: rolling back" in answer
+        assert ("relay-rollout-50", "approved") in reviews(box, "relay")
+        promotes = await audit_results(box, rollout.id, "promote", 1)
+        assert promotes[0] == "promoted_while_stopping"
+        # The command promotes every held track: the desktop ring's Promote is not lost.
+        ring = ("desktop-beta", "approved") in reviews(box, "desktop")
+        assert ring is (via == "command")
+        assert await audit_results(box, rollout.id, f"{via}:promote", 1) == [
+            "promoted_while_stopping"
+        ]
+        if via == "click":  # the approval was made: a second click is told by whom
+            again = await box.click("promote", value=value)
+            assert again is not None and "Already done by <@" in again, again

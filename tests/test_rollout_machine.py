@@ -24,6 +24,7 @@ from bot.adapters.slack.messages import reason_text, render, slack_time
 from bot.adapters.slack.rollout_words import track_standing
 from bot.domain.gate import GateVerdict, Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.plan import RolloutPlan
+from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Announce,
     CancelWindow,
@@ -56,6 +57,7 @@ from bot.domain.rollout import (
     verdict_from_json,
     verdict_to_json,
     window_ended,
+    window_timer_dead,
     window_timer_key,
 )
 from bot.domain.rollout.events import RunReadable, RunUnreadable
@@ -721,6 +723,43 @@ def test_without_an_extension_inconclusive_holds_at_once() -> None:
     assert effects(decision) == [Says("INCONCLUSIVE", "holding for a human", failure=True)]
 
 
+@pytest.mark.parametrize(
+    ("track", "stage", "stop", "other"),
+    [
+        ("relay", "canary", "Roll back stops", "Kill-switch"),
+        ("desktop", "internal", "Kill-switch stops", "Roll back"),
+    ],
+)
+def test_a_stage_held_without_a_verdict_names_the_stop_button_of_its_track(
+    track: str, stage: str, stop: str, other: str
+) -> None:
+    """INCONCLUSIVE, or a gate that could not run: the thread names the button the track's
+    lane of the card has (the desktop rings have Kill-switch, no Roll back)."""
+    rollout = evaluate(
+        desktop_internal_observing(canary_observing(NO_EXTENSION_PLAN)), track, stage
+    )
+    due = rollout.track(track).stage(stage).window_ends_at
+    assert due is not None
+
+    held = gate_evaluated(
+        rollout, NO_EXTENSION_PLAN, track=track, stage=stage, verdict=NO_DATA, now=at(71)
+    )
+    missed = window_timer_dead(
+        rollout,
+        NO_EXTENSION_PLAN,
+        track=track,
+        stage=stage,
+        due_at=due,
+        attempts=3,
+        reason=Reason("timeout"),
+    )
+
+    for decision in (held, missed):
+        (told,) = [render(e.event) for e in decision.effects if isinstance(e, Announce)]
+        assert "holding" in told.lower()
+        assert stop in told and other not in told
+
+
 def test_promote_while_observing_names_the_window_end() -> None:
     rollout = canary_observing()
     with pytest.raises(InvalidTransition) as refused:
@@ -1100,7 +1139,7 @@ def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> No
     killed = abort(rollout, PLAN, track="desktop", actor="U9", reason="", now=at(20)).rollout
     run = snapshot(
         job(INTERNAL, completed_at=at(10)),
-        job(BETA, JobConclusion.FAILURE, at(21)),
+        replace(job(BETA, JobConclusion.FAILURE, at(21)), ran=False),  # rejected
         job(KILL_SWITCH, JobConclusion.CANCELLED, at(22)),
     )
 
@@ -1116,6 +1155,56 @@ def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> No
             failure=True,
         ),
     ]
+
+
+def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_is() -> None:
+    """Roll back came after 100% was approved on GitHub (before the bot looked): the 100% job
+    ran, nothing failed, so GitHub skipped the `if: failure()` rollback job. The thread said
+    the rollback "did not finish" and that its logs say what stopped it (a skipped job has no
+    logs): it never ran, nothing was rolled back, and the release is on 100%."""
+    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason="", now=at(60))
+    run = snapshot(
+        job(CANARY, completed_at=at(5)),
+        job(HALF, completed_at=at(45)),
+        job(FULL, completed_at=at(62)),
+        job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(62)),
+        job(INTERNAL, None, status=JobStatus.IN_PROGRESS),
+    )
+
+    decision = reconcile(stopping.rollout, PLAN, run, at(63))
+
+    assert decision.rollout.track("relay").state is TrackState.FAILED
+    assert states(decision.rollout, "relay")[2] is StageState.STOPPED
+    ended = [e for e in effects(decision) if isinstance(e, Announce)][-1]
+    text = render(ended.event)
+    assert "*Relay auto-rollback* ended `skipped`" in text
+    assert "It never ran: nothing was rolled back, Hosted relay is on *100%*" in text, text
+    assert "did not finish" not in text and "say what stopped it" not in text
+
+
+def test_a_kill_switch_job_that_fails_after_a_ring_failed_never_says_a_ring_was_rejected() -> None:
+    """The beta ring's own job failed (no ring was rejected), then the kill-switch job failed:
+    the thread said `its next ring was rejected`, as if beta never got the build."""
+    rollout = deploy(
+        deploy(approved(), CANARY, "relay-canary-5", at(5)), INTERNAL, "desktop-internal", at(10)
+    )
+    rollout = passed(rollout, "desktop", "internal", desktop_verdict(), at(71))
+    asked = snapshot(waiting(BETA), waiting_on={"desktop-beta"})
+    rollout = reconcile(rollout, PLAN, asked, at(72)).rollout
+    failed = reconcile(rollout, PLAN, snapshot(job(BETA, JobConclusion.FAILURE, at(74))), at(75))
+    assert failed.rollout.track("desktop").ending is TrackState.FAILED
+    run = snapshot(
+        job(BETA, JobConclusion.FAILURE, at(74)), job(KILL_SWITCH, JobConclusion.FAILURE, at(77))
+    )
+
+    decision = reconcile(failed.rollout, PLAN, run, at(78))
+
+    assert decision.rollout.track("desktop").state is TrackState.FAILED
+    ended = [e for e in effects(decision) if isinstance(e, Announce)][-1]
+    text = render(ended.event)
+    assert "*Desktop/CLI kill-switch* ended `failure`" in text, text
+    assert "The release stays on the internal ring." in text, text
+    assert "rejected" not in text, text
 
 
 def test_a_run_that_ends_without_its_rollback_job_seen_never_says_rolled_back() -> None:

@@ -13,7 +13,8 @@ Invariants, after every step: no stage is approved unless the machine has it dep
 GitHub approves each environment at most once; a stage is passed (its next one promoted) only
 on a PASS verdict or a person's Promote confirming an override, never past a failed gate; a
 window is evaluated at most once per window end; a stopped track never moves forward again,
-but for a stage GitHub runs all the same (an approval that beat the stop's rejection); a
+but for a stage GitHub runs all the same (an approval that beat the stop's rejection), and
+a stage of a stopping track lands as its job ended (stopped on success, failed otherwise); a
 finished stage never changes; an ended rollout stays ended. At the end, with no more clicks,
 the world is run to a standstill: every window has been evaluated and every rollback or kill
 has ended in its stopped state.
@@ -90,7 +91,7 @@ from sandbox import github_json as shapes
 from sandbox.clock import ManualClock
 from sandbox.github_actions import ActionsEngine
 from sandbox.github_events import deployment_review_event
-from sandbox.github_runs import ActionsError
+from sandbox.github_runs import ActionsError, SimJob
 from sandbox.workflows import deployment_strategy_workflow
 
 PLAN = load_plan(None)
@@ -351,6 +352,11 @@ class RolloutWorld(RuleBasedStateMachine):
                     assert landing or now.state in (was.state, *FINAL_STAGE), (
                         f"stopped {old.name}/{was.key} moved from {was.state} to {now.state}"
                     )
+                if old.state is TrackState.ABORTING and was.state is StageState.DEPLOYING:
+                    landed = now.state in (StageState.STOPPED, StageState.FAILED)
+                    assert not landed or self.as_its_job(old, now), (
+                        f"{old.name}/{was.key} landed {now.state}, its job {self.job_of(old, now)}"
+                    )
             if old.state in STOPPED:
                 assert new.state in STOPPED, f"stopped track {old.name} became {new.state}"
         plan_envs = {
@@ -369,12 +375,25 @@ class RolloutWorld(RuleBasedStateMachine):
 
     def landing(self, track: Track, was: Stage, now: Stage) -> bool:
         """A stage of a stopping track that GitHub runs all the same (an approval carried out
-        after the stop's rejection, the order two replicas may take): deploying, then landed."""
-        job = self.engine.runs[self.run_id].job(PLAN.track(track.name).stage(was.key).job)
-        ran = job.status == "in_progress" or job.conclusion == "success"
-        moved = now.state in (StageState.DEPLOYING, StageState.STOPPED, StageState.FAILED)
+        after the stop's rejection, the order two replicas may take), as its job goes."""
         not_run = (StageState.PENDING, StageState.APPROVING, StageState.REJECTED)
-        return track.state in STOPPED and was.state in not_run and moved and ran
+        stopping = track.state is TrackState.ABORTING
+        return stopping and was.state in not_run and self.as_its_job(track, now)
+
+    def job_of(self, track: Track, stage: Stage) -> SimJob:
+        return self.engine.runs[self.run_id].job(PLAN.track(track.name).stage(stage.key).job)
+
+    def as_its_job(self, track: Track, now: Stage) -> bool:
+        """The stage is where its job (GitHub now, maybe later than the snapshot the machine
+        read) says it may be: deploying once it started, landed (stopped) once it succeeded,
+        failed once it ended otherwise."""
+        job = self.job_of(track, now)
+        if now.state is StageState.DEPLOYING:
+            return job.started_at is not None
+        if now.state is StageState.STOPPED:
+            return job.conclusion == "success"
+        ended = job.status == "completed" and job.conclusion != "success"
+        return now.state is StageState.FAILED and ended
 
     def carry_out(self, effect: Effect) -> None:
         if isinstance(effect, Review):

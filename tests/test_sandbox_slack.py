@@ -409,6 +409,21 @@ async def test_injected_failure_hits_the_next_call_only(
     assert len(slack.messages(CHANNEL)) == 1
 
 
+async def test_a_channel_the_bot_is_shut_out_of_refuses_its_posts_and_updates(
+    slack: SlackTestServer, client: AsyncWebClient
+) -> None:
+    card = await client.chat_postMessage(channel=CHANNEL, text="card")
+    slack.shut_out[CHANNEL] = "is_archived"
+
+    posted = await api_error(client.chat_postMessage(channel=CHANNEL, text="again"))
+    updated = await api_error(client.chat_update(channel=CHANNEL, ts=card["ts"], text="new"))
+
+    for error in (posted, updated):
+        assert (error.response.status_code, error.response["error"]) == (200, "is_archived")
+    assert [m.text for m in slack.messages(CHANNEL)] == ["card"]
+    assert (await client.chat_postMessage(channel="C0ELSEWHERE", text="hi"))["ok"]
+
+
 async def test_waiting_wakes_on_the_call_and_times_out_without_it(
     slack: SlackTestServer, client: AsyncWebClient
 ) -> None:

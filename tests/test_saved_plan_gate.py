@@ -1,4 +1,5 @@
-"""A rollout's saved plan with thresholds that plan files now refuse: the gate holds.
+"""A rollout's saved plan with thresholds that plan files now refuse: the gate holds (as it
+does on a figures file's baseline whose limit no crash rate exceeds, naming the file).
 
 Plan files refuse an error threshold of 1 or more (`1` meant as 1%), -0 and a baseline crash
 rate above 1 (`2` meant as 2%); a rollout saved before keeps its plan. Its gate never PASSes on
@@ -195,6 +196,17 @@ def test_a_saved_unusable_error_threshold_never_passes(
     assert verdict.verdict is not Verdict.PASS
 
 
+async def dispatched_until_held(box: Sandbox, said: str) -> tuple[GateVerdict, str]:
+    """Dispatch the rollout started; once its canary holds on an unusable limit, the stored
+    verdict and the thread's reply that contains `said`."""
+    await box.wait_for_button("dispatch")
+    await box.click("dispatch")
+    held = await views.held(box, "relay", "canary")
+    verdict = held.track("relay").stage("canary").verdict
+    assert verdict is not None and verdict.reason is GateReason.UNUSABLE_THRESHOLD
+    return verdict, await box.wait_for_thread(said)
+
+
 async def test_a_rollout_saved_with_error_threshold_1_holds_and_rolls_back(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -220,13 +232,7 @@ async def test_a_rollout_saved_with_error_threshold_1_holds_and_rolls_back(
                 )
         finally:
             await engine.dispose()
-        await box.wait_for_button("dispatch")
-        await box.click("dispatch")
-
-        held = await views.held(box, "relay", "canary")
-        verdict = held.track("relay").stage("canary").verdict
-        assert verdict is not None and verdict.reason is GateReason.UNUSABLE_THRESHOLD
-        told = await box.wait_for_thread("The saved plan cannot decide this gate")
+        _, told = await dispatched_until_held(box, "No gate decides on an unusable limit")
         assert "error_threshold 1, which is 100%" in told
         assert await views.value_of(box, "promote", "relay")  # the card is drawn
 
@@ -234,6 +240,27 @@ async def test_a_rollout_saved_with_error_threshold_1_holds_and_rolls_back(
 
         stopped = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
         assert stopped.track("relay").stage("canary").state is StageState.STOPPED
+
+
+async def test_a_figures_files_baseline_whose_limit_no_crash_rate_exceeds_names_the_file(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The static source's figures file (read at every gate) says `baseline_crash_rate: 0.6`
+    (meant as 0.6%): times 2 it is a limit of 120%. The plan is not at fault: the gate holds
+    and the thread and the stored verdict name the figures file, and how to mend it."""
+    plan_yaml = fast_plan(tmp_path / "figures.yml", window="1s", extension="1s")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan_yaml) as box:
+        write_figures(box.figures, "relay", RELAY_OK, baseline="0.6")
+        write_figures(box.figures, "desktop", RINGS_OK)
+        assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+        verdict, told = await dispatched_until_held(box, "gate INCONCLUSIVE")
+
+    named = (
+        "the figures file has baseline_crash_rate 0.6, which times crash_multiplier 2 is a limit"
+    )
+    assert named in told and "Re-evaluate now" in told and "plan" not in told
+    said = verdict_reason(verdict, metric_rows(verdict, None))
+    assert said.startswith(f"Holding: {named}")
 
 
 def test_an_inconclusive_event_stored_before_its_reason_reads_as_before() -> None:

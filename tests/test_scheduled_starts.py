@@ -150,6 +150,22 @@ async def test_a_bot_back_long_after_the_time_holds_it_instead_of_dispatching(
     assert sandbox.github.dispatches == []
 
 
+@pytest.mark.database_matters
+async def test_a_bot_back_a_few_minutes_late_dispatches_and_says_it_went_late(
+    sandbox: Sandbox,
+) -> None:
+    """Before, the thread said only `Dispatched ...`: read after the scheduled `09:00`, it
+    looked as if the release had gone at 09:00, not ten minutes later."""
+    at = await scheduled(sandbox)
+    await sandbox.stop_bot()
+    sandbox.clock.advance(at - sandbox.clock() + timedelta(minutes=10))
+    await sandbox.start_bot()
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    said = await told_in_thread(sandbox, "Dispatched *Deployment Strategy*")
+    assert "for `v1.4.2` 10 minutes after the time it was scheduled for: <http" in said, said
+    assert len(sandbox.github.dispatches) == 1
+
+
 @pytest.fixture
 async def second_replica(sandbox: Sandbox) -> AsyncIterator[web.Application]:
     """A second bot on the same database and clock, in this process, its scheduler running."""
@@ -182,6 +198,21 @@ async def test_the_timer_fired_on_both_replicas_at_once_dispatches_once(
     sandbox.clock.advance(at - sandbox.clock() + timedelta(seconds=1))
     first, second = sandbox.services.rollouts, second_replica[SERVICES].rollouts
     await asyncio.gather(first.on_timer(timer), second.on_timer(timer))
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert len(sandbox.github.dispatches) == 1
+
+
+async def test_a_second_start_scheduled_for_the_same_time_is_refused_naming_the_schedule(
+    sandbox: Sandbox,
+) -> None:
+    """Before, the refusal said `v1.4.2` was "already rolling out": nothing was deployed, and
+    would not be before the time scheduled."""
+    at = await scheduled(sandbox)
+    refused = await sandbox.command('start v1.4.3 --flags-ready --at "tomorrow 09:00"', user=OTHER)
+    assert f"`v1.4.2` is scheduled to dispatch at {slack_date(at)}" in refused, refused
+    assert "already rolling out" not in refused
+    assert [r.tag for r in await sandbox.services.rollouts.active()] == ["v1.4.2"]
+    await reach(sandbox, at)
     await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(sandbox.github.dispatches) == 1
 
@@ -244,6 +275,22 @@ async def test_the_status_says_a_freeze_declared_after_the_schedule_will_hold_it
     assert f"Deploys are frozen by <@{OTHER}>" in said and "INC-123 investigation" in said
     held = [r for r in preflight_card(sandbox).replies if "will be held then" in r.rendered]
     assert len(held) == 1  # not for the 1h freeze, which ends before the time
+
+
+async def test_the_thread_told_a_freeze_would_hold_it_is_told_when_that_freeze_is_lifted(
+    sandbox: Sandbox,
+) -> None:
+    """Before, the thread's last word was `will be held then`: the unfreeze was said in the
+    channel only, and whoever read the thread expected the dispatch not to go."""
+    at = await scheduled(sandbox)
+    await sandbox.command("freeze 48h INC-123 investigation", user=OTHER)
+    await told_in_thread(sandbox, "will be held then")
+    await sandbox.command("unfreeze", user=OTHER)
+    said = await told_in_thread(sandbox, "lifted the freeze")
+    assert f"<@{OTHER}> lifted the freeze by <@{OTHER}> (INC-123 investigation)" in said, said
+    assert f"the dispatch scheduled for {slack_date(at)}" in said and "> goes then" in said
+    await reach(sandbox, at)
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
 
 
 async def test_a_freeze_known_for_the_time_refuses_the_schedule_unless_overridden(

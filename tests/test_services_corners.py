@@ -110,6 +110,19 @@ async def test_a_service_named_with_no_reason_after_it_is_that_service(
     assert "no rollout in progress" not in answer and "locked" not in answer.lower(), answer
 
 
+async def test_a_freeze_naming_a_service_released_elsewhere_is_that_services_refused_there(
+    box: Sandbox,
+) -> None:
+    """A freeze's first word is its end, never its reason's: `/rollout freeze relay 2h INC-1`
+    in search's channel is relay's freeze, refused there naming relay's channels. It was read
+    as search's, answered `relay is not a duration`, as if relay's freeze were mistyped."""
+    answer = await box.command("freeze relay 2h INC-1 relay outage", channel=SEARCH_CHANNEL)
+    assert "only works in" in answer and RELEASE_CHANNEL in answer, answer
+    assert "not a duration" not in answer, answer
+    status = await box.command("status", channel=SEARCH_CHANNEL)
+    assert "frozen" not in status.lower(), status
+
+
 async def test_the_card_of_a_service_named_default_names_it_beside_another(
     tmp_path: Path,
 ) -> None:

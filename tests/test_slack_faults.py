@@ -10,8 +10,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from figures import passing_sandbox
-from sandbox_views import begun, dispatched, value_of
+from figures import CANARY_OK, RELAY_OK, passing_sandbox, running_sandbox
+from sandbox_views import (
+    RELAY_ROLLED_BACK_AT_CANARY,
+    begun,
+    dispatched,
+    github_until,
+    reviews,
+    value_of,
+)
 from sqlalchemy.exc import OperationalError
 from test_exactly_once import (
     APPROVERS_ENV,
@@ -21,8 +28,9 @@ from test_exactly_once import (
     both_holding,
 )
 
+from bot.domain.rollout import TrackState
 from handlers.errors import INTERRUPTED, ResponseUrlUses, explain
-from sandbox.config import RELEASE_MANAGER, SLACK_SIGNING_SECRET
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.signing import slack_signature_headers
 from storage.outbox import OutboxStore
@@ -76,6 +84,22 @@ async def test_a_slack_network_error_after_a_promotion_tells_the_truth_and_the_t
     rollout = await sandbox.rollout()
     events = await sandbox.audit.list_for_rollout(rollout.id)
     assert [e.result for e in events if e.action == "click:promote"] == ["ok"]
+
+
+async def test_a_release_channel_archived_while_the_canary_observes_does_not_stop_its_rollback(
+    tmp_path: Path, database_url: str
+) -> None:
+    # Slack is only the voice: the gate still decides and the relay is still rolled back
+    # while every post and card redraw in the channel is refused.
+    relay = {**RELAY_OK, "canary": {**CANARY_OK, "error_rate": "0.02"}}
+    async with running_sandbox(tmp_path, database_url, window="3s", relay=relay) as box:
+        await dispatched(box)
+        box.slack.shut_out[RELEASE_CHANNEL] = "is_archived"
+
+        await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        await github_until(box, lambda: reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY)
+
+        assert any(c.response.get("error") == "is_archived" for c in box.slack.calls)
 
 
 async def test_a_post_rate_limited_three_times_is_delivered_after_the_waits(

@@ -296,6 +296,33 @@ async def test_a_held_request_whose_asks_gave_up_is_taken_in_when_redelivered(
     assert len(run_cards(box)) == 1 and answers(box) == []
 
 
+async def test_a_pending_ask_whose_payload_does_not_read_holds_no_other_request_up(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One ask's payload does not read (written by another version, or by hand): the requests
+    held after it are held as ever, the bad ask named in one WARNING line (not its payload);
+    every hold failed with a 500 to GitHub, for as long as the ask was pending."""
+    timers = TimerStore(box.services.database.sessions)
+    bad = f"{UNCONFIRMED_TIMER}:garbled:1"
+    await timers.schedule(
+        key=bad,
+        kind=UNCONFIRMED_TIMER,
+        due_at=box.clock() + timedelta(days=1),
+        now=box.clock(),
+        payload={"delivery_id": "garbled", "request": "s3cret-looking"},
+        service=box.services.service.name,
+    )
+    github_down(box)
+
+    run_id, first = await started_on_github(box)
+
+    assert {d.result for d in first} == {"unconfirmed"}
+    assert len(await held(box)) == 3 and await kept(box, run_id) == []
+    skipped = [r for r in caplog.records if bad in r.getMessage()]
+    assert skipped and {r.levelno for r in skipped} == {logging.WARNING}
+    assert "s3cret-looking" not in caplog.text
+
+
 @pytest.fixture
 async def second_replica(box: Sandbox) -> AsyncIterator[web.Application]:
     """A second bot on the same database and clock, in this process, its scheduler running."""

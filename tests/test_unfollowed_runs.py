@@ -292,6 +292,30 @@ async def test_an_approve_default_never_approves_an_environment_the_plan_does_no
         await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
         assert answers(box) == [("desktop-internal", "rejected")]
         assert "Rejected by default" in run_cards(box)[0].rendered
+        why = "which rejects it since the plan does not name the environment desktop-internal"
+        assert why in box.github.engine.rule_reviews[0].comment
+
+
+async def test_an_approve_default_rejects_a_run_that_is_not_on_a_release_tag(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Someone with write access dispatches the workflow on github.com from a branch carrying
+    a modified workflow: Adopt refuses the run (no release tag), and the approve default
+    approved its first stage. It rejects it now, as Adopt would, and says why."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        _, card = await started_on_github(box, ref="patch/deploy-workflow")
+        assert ", the default rejects it." in card.rendered  # what the card says comes true
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert ("relay-canary-5", "rejected") in first_stages(box)
+        assert all(state == "rejected" for _, state in first_stages(box))
+        why = "since `patch/deploy-workflow` is not a release tag"
+        assert why in box.github.engine.rule_reviews[0].comment
+        assert "UNFOLLOWED_RUN_DEFAULT=approve" in box.github.engine.rule_reviews[0].comment
+        assert why in run_cards(box)[0].rendered
 
 
 def dispatch_by_two(tmp_path: Path) -> str:

@@ -110,6 +110,14 @@ class RunNotIdentified(GitHubError):
     code = "run_not_identified"
 
 
+class PromotedWhileStopping(RolloutError):
+    """A Promote's approval reached GitHub, which deploys the stage, while its track was being
+    stopped (a Roll back, a Kill-switch or a failed gate saved on another replica): done, but
+    not the promotion the person asked for; the track rolls back or halts all the same."""
+
+    code = "promoted_while_stopping"
+
+
 class RolloutInProgress(RolloutError):
     """A track already has an active rollout: one rollout per track at a time. Carries the
     active rollout's id so the answer can link to it."""

@@ -12,6 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bot.domain.clocks import clocks_apart
+from bot.domain.rates import BaselineOrigin, unusable_limit
 from bot.domain.rates import exact_product as exact_product
 from bot.domain.rates import format_rate as format_rate
 
@@ -55,7 +56,7 @@ _REASON_WORDS = {
     GateReason.CRASH_RATE: "crash rate",
     GateReason.INSUFFICIENT_SAMPLE: "not enough data",
     GateReason.NO_DATA: "no data",
-    GateReason.UNUSABLE_THRESHOLD: "a threshold of the saved plan is unusable",
+    GateReason.UNUSABLE_THRESHOLD: "a threshold or baseline no gate can use",
     GateReason.CLOCK_SKEW: "the metrics source's clock differs from the bot's",
     GateReason.UNREACHABLE_LIMIT: "the live baseline sets a limit no crash rate exceeds",
 }
@@ -85,6 +86,7 @@ class GateVerdict:
     clock_offset: int | None = None
     """With CLOCK_SKEW: the seconds the metrics source's clock is ahead of the bot's
     (negative: behind)."""
+    baseline_origin: BaselineOrigin = "plan"
 
     @property
     def passed(self) -> bool:
@@ -167,10 +169,13 @@ class GateVerdict:
             why += ": no crash rate exceeds it"
         else:
             what, why = f"crash_multiplier {format_rate(self.crash_multiplier)}", "is negative"
+        holder, mend = "the plan this rollout was saved with", "the plan"
+        then = "for the next rollouts, and"
+        if what.startswith("baseline") and self.baseline_origin == "figures file":
+            holder, mend, then = "the figures file", "it", "and Re-evaluate now, or"
         return (
-            f"the plan this rollout was saved with has {what}, which {why}: no verdict on it; "
-            "fix the plan (rates are fractions: 0.01 = 1%) for the next rollouts, and decide "
-            "this one by hand"
+            f"{holder} has {what}, which {why}: no verdict on it; fix {mend} (rates are "
+            f"fractions: 0.01 = 1%) {then} decide this one by hand"
         )
 
     def missing(self) -> list[str]:
@@ -258,19 +263,19 @@ def evaluate_track(
     error_threshold: Decimal | None,
     sample: int | None = None,
     min_sample: int = 0,
-    fixed_baseline: bool = False,
+    baseline_origin: BaselineOrigin = "live",
 ) -> GateVerdict:
     """A plan track's gate. A plan saved before plan files refused an error threshold of 1
     or more and -0, or a baseline crash rate above 1, may hold them: a rule on such a figure is
     not applied (1 is 100%, which no error rate exceeds; -0 is no limit a person meant; a
     baseline of 2 makes a limit no crash rate reaches), the others are, and when none of them
     fails the gate holds, INCONCLUSIVE for UNUSABLE_THRESHOLD: never a PASS, never a crash of
-    the gate. So is a `fixed_baseline` (the plan's number, not read live) whose limit is 1 or
-    more (`1` or `0.5` meant as percentages). A baseline read live with such a limit (a control
+    the gate. So is a baseline not read live (the plan's or its figures file's) whose limit is 1
+    or more (`1` or `0.5` meant as percentages). A baseline read live with such a limit (a control
     crashing 60%, a query giving percent) never PASSes either: INCONCLUSIVE, UNREACHABLE_LIMIT."""
     bad_multiplier = crash_multiplier.is_signed()
     bad_error = error_threshold is not None and unusable_error_threshold(error_threshold)
-    bad_limit = fixed_baseline and unusable_limit(baseline_crash, crash_multiplier)
+    bad_limit = baseline_origin != "live" and unusable_limit(baseline_crash, crash_multiplier)
     bad_baseline = unusable_baseline(baseline_crash) or bad_limit
     multiplier = crash_multiplier.copy_abs()
     if gate is GateKind.RELAY:
@@ -292,6 +297,7 @@ def evaluate_track(
             sample=sample,
             min_sample=min_sample,
         )
+    verdict = replace(verdict, baseline_origin=baseline_origin)
     if not (bad_multiplier or bad_error or bad_baseline):
         if verdict.passed and unusable_limit(baseline_crash, crash_multiplier):
             return replace(
@@ -309,14 +315,6 @@ def evaluate_track(
     if failed and not (bad_multiplier and verdict.reason is GateReason.CRASH_RATE):
         return shown  # a rule on usable figures failed: rolling back is always safe
     return replace(shown, verdict=Verdict.INCONCLUSIVE, reason=GateReason.UNUSABLE_THRESHOLD)
-
-
-def unusable_limit(baseline: Decimal | None, crash_multiplier: Decimal) -> bool:
-    """A baseline whose limit (times the multiplier) is 1 or more: no crash rate exceeds it
-    (`1` meant as 1%). Plan files refuse it as a fixed baseline; one saved before may hold it."""
-    if baseline is None or not (baseline.is_finite() and crash_multiplier.is_finite()):
-        return False
-    return baseline > 0 and exact_product(baseline, crash_multiplier.copy_abs()) >= 1
 
 
 def _evaluate(

@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import re
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
+from typing import Literal
 
 # ASCII digits only: Decimal() alone would also take "1_0", " 1 " and non-ASCII digits.
 _NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _NON_FINITE = re.compile(r"\+?(?:s?nan[0-9]*|inf|infinity)", re.IGNORECASE)
 _EXPECTED = "expected a finite non-negative decimal number such as 0.001 or 1e-3"
+
+BaselineOrigin = Literal["plan", "figures file", "live"]
+"""Where a gate's baseline crash rate was written: the plan, the `static` source's figures
+file (read again at every gate), or a query read live."""
 
 
 class InvalidRate(ValueError):
@@ -84,6 +89,14 @@ def crash_limit_problem(baseline: Decimal, multiplier: Decimal) -> str | None:
         f"{baseline} with crash_multiplier {multiplier} is a limit of {limit}%: no crash rate "
         f"exceeds it, so the crash rule could never fail ({mend})"
     )
+
+
+def unusable_limit(baseline: Decimal | None, crash_multiplier: Decimal) -> bool:
+    """A baseline whose limit (times the multiplier) is 1 or more: no crash rate exceeds it
+    (`1` meant as 1%). Plan files refuse it as a fixed baseline; one saved before may hold it."""
+    if baseline is None or not (baseline.is_finite() and crash_multiplier.is_finite()):
+        return False
+    return baseline > 0 and exact_product(baseline, crash_multiplier.copy_abs()) >= 1
 
 
 def error_threshold_problem(threshold: Decimal) -> str | None:

@@ -30,6 +30,9 @@ from bot.domain.text import shown
 MAX_AHEAD = timedelta(days=14)
 """How far ahead a start may be scheduled: a release plan, not a calendar."""
 
+LATE_SAID = timedelta(minutes=1)
+"""A scheduled dispatch that goes this long after its time (the bot was down) says so."""
+
 EXAMPLES = (
     '`--at "tue 09:00"`, `--at 09:00`, `--at "tomorrow 09:00"`, `--at "2026-12-08 09:00"`, '
     '`--at "tue 09:00+01:00"`'

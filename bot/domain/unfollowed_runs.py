@@ -72,15 +72,25 @@ class UnfollowedRun:
     dispatch_by_two: bool = False
     """The plan's two-person rule covered dispatch when the card was posted: Adopt is refused
     (`may_adopt`) and an `approve` default rejects, so the card offers Reject only."""
+    refused: str = ""
+    """Why an `approve` default rejected the run instead (`approve_refusal`); empty otherwise."""
+
+    @property
+    def on_a_tag(self) -> bool:
+        """Whether the run is on a release tag (`release_tag`): when it is not, Adopt is
+        refused (`not_a_tag`) and an `approve` default rejects (`approve_refusal`)."""
+        return bool(self.tag)
 
     @property
     def adoptable(self) -> bool:
         """Whether an Adopt could be given (not refused whatever happens): the card offers
         Adopt only then, never a button that can only be refused."""
-        return bool(self.tag) and not self.dispatch_by_two
+        return self.on_a_tag and not self.dispatch_by_two
 
-    def decided(self, fate: RunFate, *, by: str = "", rollout_id: str = "") -> UnfollowedRun:
-        return replace(self, fate=fate, by=by, rollout_id=rollout_id)
+    def decided(
+        self, fate: RunFate, *, by: str = "", rollout_id: str = "", refused: str = ""
+    ) -> UnfollowedRun:
+        return replace(self, fate=fate, by=by, rollout_id=rollout_id, refused=refused)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -100,6 +110,7 @@ class UnfollowedRun:
             "attempt": self.attempt,
             "ended_rollout": self.ended_rollout,
             "dispatch_by_two": self.dispatch_by_two,
+            "refused": self.refused,
         }
 
     @classmethod
@@ -121,6 +132,7 @@ class UnfollowedRun:
             attempt=int(data.get("attempt", 1)),
             ended_rollout=str(data.get("ended_rollout", "")),
             dispatch_by_two=bool(data.get("dispatch_by_two", False)),
+            refused=str(data.get("refused", "")),
         )
 
 
@@ -162,10 +174,13 @@ def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
 
 
 def approve_refusal(plan: RolloutPlan, card: UnfollowedRun) -> str | None:
-    """Why, by the plan, an `approve` default rejects the run instead (None: it may approve):
-    a two-person rule on dispatch (no approver at all would have let the run deploy), or an
-    environment the plan does not name (a stage's, or a track's failure job's): no gate of
-    the plan watches a deployment there."""
+    """Why an `approve` default rejects the run instead (None: it may approve): a ref that is
+    not a release tag, as for Adopt (a branch may carry a modified workflow); a two-person
+    rule on dispatch (no approver at all would have let the run deploy), or an environment
+    the plan does not name (a stage's, or a track's failure job's): no gate of the plan
+    watches a deployment there."""
+    if not card.on_a_tag:
+        return f"`{shown(card.ref)}` is not a release tag"
     if TwoPersonAction.DISPATCH in plan.two_person:
         return "the plan's two-person rule covers dispatch"
     if card.environment.casefold() not in environment_jobs(plan):
@@ -231,9 +246,11 @@ def rejected_comment(actor: str) -> str:
     return f"rollout-bot: rejected by {github_person(actor)}; no rollout follows this run"
 
 
-def default_comment(answer: DefaultAnswer, waited: timedelta) -> str:
+def default_comment(answer: DefaultAnswer, waited: timedelta, *, refused: str = "") -> str:
+    """The callback's comment; `refused`: why an `approve` default rejects instead."""
     verb = "rejected" if answer == "reject" else "approved"
+    setting = f"approve, which rejects it since {refused}" if refused else answer
     return (
-        f"rollout-bot: {verb} by default (UNFOLLOWED_RUN_DEFAULT={answer}): nobody adopted or "
-        f"rejected this run within {format_duration(waited)}"
+        f"rollout-bot: {verb} by default (UNFOLLOWED_RUN_DEFAULT={setting}): nobody adopted "
+        f"or rejected this run within {format_duration(waited)}"
     )

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from bot.domain import rollout as machine
 from bot.domain.controls import StaleCard
-from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.errors import ConcurrentChange, GitHubError, PromotedWhileStopping
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
@@ -160,7 +160,9 @@ class PeoplesActions:
     ) -> Rollout:
         """Save a promotion GitHub already approved, with its audit event. Another replica may
         have saved the rollout meanwhile (a window, the other track): promote again on its
-        state, never losing an approval that GitHub holds."""
+        state, never losing an approval that GitHub holds. One that saved a stop of the track
+        (PromotedWhileStopping) is told to whoever promoted: the stage deploys, the track
+        stops all the same."""
         effects = self._effects
         said = {"override": True} if override else None
         event = effects.event(actor, "promote", "ok", before, said, track=track)
@@ -168,7 +170,14 @@ class PeoplesActions:
             try:
                 return await effects.apply(before, decision, plan, audit=[event])
             except ConcurrentChange:
-                before = await effects.get(before.id)
+                saved = await effects.get(before.id)
+                if saved.track(track).state is not TrackState.ACTIVE:
+                    stopping = self._stopping(before, saved, plan, track=track)
+                    await effects.record(
+                        effects.event(actor, "promote", stopping.code, before, said, track=track)
+                    )
+                    raise stopping from None
+                before = saved
                 stage = before.track(track).current
                 if stage is None or stage.state is not StageState.HOLDING:
                     await effects.record(event)  # someone else saved the promotion already
@@ -177,6 +186,21 @@ class PeoplesActions:
                     before, plan, track=track, actor=actor, override=override
                 )
         return await effects.apply(before, decision, plan, audit=[event])
+
+    def _stopping(
+        self, promoted: Rollout, saved: Rollout, plan: RolloutPlan, *, track: str
+    ) -> PromotedWhileStopping:
+        """What the person whose approval reached GitHub as the track stopped is told."""
+        plan_track = plan.track(track)
+        held = promoted.track(track).current
+        following = plan_track.next_stage(held.key) if held is not None else None
+        approved = following.label if following is not None else "the next stage"
+        where = where_it_stands(saved, plan, self._words)
+        return PromotedWhileStopping(
+            f"Your Promote approved {approved} ({plan_track.label}) on GitHub, which deploys "
+            f"it, but the track was being stopped meanwhile: {where} The thread says where "
+            "the release is."
+        )
 
     async def abort(
         self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from bot.domain.controls import CardRef, Control, StaleCard, describe, hold_of
+from bot.domain.errors import PromotedWhileStopping
 from bot.domain.metrics import Figures
 from bot.domain.permissions import overrides
 from bot.domain.plan import RolloutPlan
@@ -206,12 +207,18 @@ class ControlService:
             if not held:  # the service explains: nothing in progress, or where it stands
                 return await self._rollouts.promote(actor=origin.actor)
             rollout = running[0]
+            stopping: PromotedWhileStopping | None = None
             for name in held:
                 stage = rollout.track(name).current
                 assert stage is not None  # a holding track is at a stage
                 # The command confirms the hold it finds; only the card's dialog overrides.
                 card = CardRef(rollout.id, name, stage.key, rollout.version, hold_of(stage))
-                promoted = await self._promote(origin, card, override=False)
+                try:
+                    promoted = await self._promote(origin, card, override=False)
+                except PromotedWhileStopping as told:  # the other held tracks promote still
+                    stopping = told
+            if stopping is not None:
+                raise stopping
             return promoted
 
     async def _promote(self, origin: Origin, card: CardRef, *, override: bool) -> Rollout:

@@ -35,9 +35,10 @@ from bot.services.webhooks import GitHubWebhooks
 
 log = logging.getLogger(__name__)
 
-_FREE_TEXT = frozenset({Subcommand.KILL, Subcommand.FREEZE, Subcommand.LOCK, Subcommand.UNLOCK})
+_FREE_TEXT = frozenset({Subcommand.KILL, Subcommand.LOCK, Subcommand.UNLOCK})
 """Subcommands whose text is a reason: in a channel of its own service, a first word that
-names another service, and has more words after it, is the reason's."""
+names another service, and has more words after it, is the reason's (not a freeze's: its first
+word is its end)."""
 
 
 class RolloutLookup(Protocol):

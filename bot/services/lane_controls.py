@@ -12,7 +12,7 @@ from dataclasses import KW_ONLY, dataclass, replace
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
-from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, Freeze, LaneHold, Locked, lock_of
+from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, Freeze, Frozen, LaneHold, Locked, lock_of
 from bot.domain.freeze_until import freeze_end
 from bot.domain.rollout import FreezeOverridden, Rollout, ScheduleFrozen
 from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
@@ -188,6 +188,19 @@ class LaneControls:
                 rollout = next(r for r in active if r.id == rollout_id)
                 await self.rollouts.effects.tell(rollout, ScheduleFrozen(held))
 
+    async def _tell_lifted(
+        self, actor: str, lifted: LaneHold, active: list[Rollout], held: dict[str, Frozen]
+    ) -> None:
+        """Tell the thread of each scheduled dispatch that `lifted` was to hold (as told when
+        it was declared) and nothing holds now that it goes then."""
+        now_held = await self.lane.held_then(active)
+        for rollout in active:
+            was = held.get(rollout.id)
+            if was is None or rollout.id in now_held:
+                continue
+            if (was.freeze.actor, was.freeze.until) == (lifted.actor, lifted.until):
+                await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
+
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):
             await self._admitted(origin, Control.UNFREEZE)
@@ -196,9 +209,13 @@ class LaneControls:
                 hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until
                 for hold in await self.lane.holds.current()
             )
-            # Decided before anything is removed: a refused unfreeze changes nothing.
+            # The scheduled dispatches it holds are read before it is lifted (their threads are
+            # told). Decided before anything is removed: a refused unfreeze changes nothing.
+            active = await self.rollouts.active() if in_force else []
+            held = await self.lane.held_then(active)
             removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
             if removed is not None:
+                await self._tell_lifted(origin.actor, removed, active, held)
                 current = current_entry.get()
                 if current is not None:
                     until = removed.until.isoformat() if removed.until else None

@@ -290,7 +290,9 @@ class Outbox:
                 return  # a newer redraw follows: draw the card once
             drawn[rollout_id] = await self._card(rollout, plan, look=unclear, gone=unclear), plan
             return
-        if rollout.message_ts is None:
+        if rollout.message_ts is None and message.kind != FAILURE:
+            # A thread line needs its card. A failure told elsewhere does not (it links the
+            # thread when there is one): a card its channel refuses does not silence it there.
             rollout = await self._card(rollout, plan, look=unclear)
             drawn[rollout_id] = rollout, plan
         if unclear and await self._notifier.posted(

@@ -300,7 +300,8 @@ class Preflights:
             await effects.record(
                 effects.event(actor, "dispatch", "ok", begun, {"run_id": run.run_id})
             )
-            await effects.apply(begun, machine.dispatched(begun, plan, run), plan)
+            decision = machine.dispatched(begun, plan, run, scheduled_for=scheduled_at)
+            await effects.apply(begun, decision, plan)
             await self._follower.settle(rollout_id)
             return await effects.get(rollout_id)
 
@@ -321,8 +322,14 @@ def _in_progress(active: Rollout, track: str, words: Words) -> RolloutError:
         where = f"{active.id}; its card is not in {channel} yet: Slack has not taken it"
     else:
         where = words.message_link(active.channel_id, active.message_ts, active.id)
+    schedule = active.schedule
+    doing = (
+        f"is scheduled to dispatch at {words.slack_time(schedule.at)}"
+        if active.phase is Phase.PREFLIGHT and schedule is not None and schedule.pending
+        else "is already rolling out"
+    )
     return RolloutInProgress(
-        f"`{active.tag}` is already rolling out ({where}, started by "
+        f"`{active.tag}` {doing} ({where}, started by "
         f"{words.person(active.started_by)}). One rollout per track at a time: finish or cancel "
         "it first.",
         track=track,

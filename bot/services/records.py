@@ -56,7 +56,7 @@ class NewTimer:
 
 AsksFor = Callable[[Mapping[str, Any]], bool]
 """Whether a pending timer's payload is about a given thing (a held protection rule request:
-`ProtectionRuleRequests.hold`)."""
+`ProtectionRuleRequests.hold`); raises ValueError when the payload does not read."""
 
 
 @dataclass(frozen=True, slots=True)

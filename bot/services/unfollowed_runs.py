@@ -276,7 +276,7 @@ class UnfollowedRuns:
     async def _adopt(self, origin: Origin, card: UnfollowedRun, override: str | None) -> Rollout:
         """The rollout is created already following the run, or nothing is created."""
         await self._waiting(card)
-        if not card.tag:
+        if not card.on_a_tag:
             raise InvalidTransition(not_a_tag(card))
         flags = Check(CheckState.PASS, adopted_flags(card), confirmed_by=origin.actor)
         checked = await self._rollouts.checked(
@@ -324,16 +324,17 @@ class UnfollowedRuns:
         timer's payload, and the card redrawn without its buttons (also when nothing waits: it
         answered nothing, and a person answers the rest)."""
         answer = "reject" if card.ended_rollout else self._default
+        why = ""
         try:
             environments = await self._waiting(card)
         except InvalidCommand as gone:
             log.info("no default answer: %s", gone.message)
             environments = []
         if environments and answer == "approve":
-            why = approve_refusal(self._rollouts.plan, card)
-            if why is None and await self._lane.refusal(actor=BOT) is not None:
-                why = "the lane refuses"
-            if why is not None:
+            why = approve_refusal(self._rollouts.plan, card) or ""
+            if not why and await self._lane.refusal(actor=BOT) is not None:
+                why = "deploys are frozen or the release lane is locked"
+            if why:
                 log.info("run %s: %s, so the default rejects it", card.run_id, why)
                 answer = "reject"
             else:  # when the run moved on from it, nothing is approved
@@ -345,10 +346,10 @@ class UnfollowedRuns:
             run_id=card.run_id,
             environments=environments,
             state="rejected" if answer == "reject" else "approved",
-            comment=default_comment(answer, self._timeout),
+            comment=default_comment(answer, self._timeout, refused=why),
         )
         fate = RunFate.REJECTED if answer == "reject" else RunFate.APPROVED
-        await self._settle(card.decided(fate), cancel=False)
+        await self._settle(card.decided(fate, refused=why), cancel=False)
         if answer == "reject":
             await self._after_rejecting(card.run_id)
 

@@ -91,6 +91,19 @@ class GitHubSettings(BaseModel):
         settings._github_app_key = key or settings.github_app_private_key
         return settings
 
+    @field_validator("github_api_url")
+    @classmethod
+    def _api_url(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        """No user or password: PyGithub does not send them, and the bot follows GitHub's page
+        links and redirections only to the same host as this URL's (with them, to none)."""
+        if value.username is not None or value.password is not None:
+            raise ValueError(
+                "has a user or password in it, which the GitHub client does not send (it "
+                "signs in with GITHUB_TOKEN or the App), and with which the bot would read "
+                "only the first page of GitHub's lists: remove them (`https://HOST/api/v3`)"
+            )
+        return value
+
     @field_validator("github_webhook_secret")
     @classmethod
     def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:

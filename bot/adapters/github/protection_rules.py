@@ -191,7 +191,7 @@ class ProtectionRules:
         if await self.requests.answer_of(run_id=run_id, environment=environment) == state:
             return True  # another replica's answer came first
         still = await self._waiting_deployments(run_id, job_ids=None)
-        if not any(d.id == request.deployment_id or d.environment == environment for d in still):
+        if not any(d.id == request.deployment_id or request.named(d.environment) for d in still):
             await self.requests.close(
                 run_id=run_id, environment=environment, answer="gone", at=self.clock()
             )

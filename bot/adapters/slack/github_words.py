@@ -31,7 +31,12 @@ def failure_job_ended_text(event: FailureJobEnded) -> str:
     left = ""
     if event.desktop:
         on = f"stays on the {event.reached}" if event.reached else "reached no ring"
-        left = f" The release {on}: its next ring was rejected."
+        left = f" The release {on}{': its next ring was rejected' if event.rejected else ''}."
+    elif event.outcome == "skipped":
+        # GitHub skips an `if: failure()` job when nothing failed (a stop that rejected nothing:
+        # its last stage was approved first) or the run was cancelled: it rolled back nothing.
+        on = f"is on *{event.reached}*" if event.reached else "reached no stage"
+        left = f" It never ran: nothing was rolled back, {event.track} {on}."
     elif event.reached is not None:
         left = (
             f" The rollback did not finish: {event.track} may still be on *{event.reached}*. "

@@ -189,7 +189,7 @@ OVERRIDES: dict[str, Action] = {
 def lane_blocks(state: LaneState, *, service: str | None = None) -> list[BlockJson]:
     """The lane's freeze and lock on top of `/rollout status` (nothing when the lane is open),
     each naming `service` when given (a channel of several)."""
-    lines = [freeze_text(state.freeze)] if state.freeze is not None else []
-    lines += [lock_text(state.lock)] if state.lock is not None else []
     of = f"*{service}*: " if service is not None else ""
-    return as_json([section(f":snowflake: {of}{line}") for line in lines])
+    lines = [f":snowflake: {of}{freeze_text(state.freeze)}"] if state.freeze is not None else []
+    lines += [f":lock: {of}{lock_text(state.lock)}"] if state.lock is not None else []
+    return as_json([section(line) for line in lines])

@@ -24,7 +24,7 @@ from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.mrkdwn import message_link as message_link
 from bot.adapters.slack.mrkdwn import person as person
 from bot.adapters.slack.mrkdwn import slack_time as slack_time
-from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text
+from bot.adapters.slack.schedule_words import held_then_text, schedule_event_text, went_late
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
 from bot.domain.freeze import ROLL_BACK_LASTS
@@ -124,7 +124,7 @@ def render(event: Event) -> str:
             said = (
                 f"{person(event.linked_by)} linked {run} of *{event.workflow}* to `{event.tag}`."
                 if event.linked_by is not None
-                else f"Dispatched *{event.workflow}* for `{event.tag}`: {run}."
+                else f"Dispatched *{event.workflow}* for `{event.tag}`{went_late(event)}: {run}."
             )
             return f"{said} Approving {firsts} as soon as GitHub waits for them."
         case StageApproved():
@@ -178,8 +178,8 @@ def render(event: Event) -> str:
             return (
                 f":warning: The window of *{event.stage}* ({event.track}) ended at "
                 f"{slack_time(event.due_at)}, but its gate could not run: {event.attempts} "
-                f"attempts failed (last: {reason_mrkdwn(event.error)}). Holding: {gate}, Promote "
-                "overrides, Roll back stops."
+                f"attempts failed (last: {reason_mrkdwn(event.error)}). Holding: {gate}, "
+                f"{_overrides(event.desktop)}."
             )
         case GatePassed():
             then = (
@@ -268,7 +268,7 @@ def render(event: Event) -> str:
         case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
             return schedule_event_text(event)
         case ScheduleFrozen():
-            return held_then_text(event.held)
+            return held_then_text(event.held, lifted_by=event.lifted_by)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():
@@ -337,30 +337,32 @@ def _left_line(left: TrackLeft, event: TracksLeft) -> str:
     return f"{track} keeps running ({reached}) on its own gate: click {stop} to stop it too."
 
 
+def _overrides(desktop: bool) -> str:
+    """What a person may do about a stage held without a verdict, with its track's stop
+    button: Kill-switch on the desktop gate, Roll back on the relay one."""
+    return f"Promote overrides, {'Kill-switch' if desktop else 'Roll back'} stops"
+
+
 def _inconclusive_then(event: GateInconclusive) -> str:
     if event.extended_by is not None and event.until is not None:
         return (
             f"Window extended once by {format_duration(event.extended_by)}, "
             f"until {slack_time(event.until)}."
         )
+    choices = _overrides(event.desktop)
     if event.reason is GateReason.UNUSABLE_THRESHOLD:
         return (
-            "The saved plan cannot decide this gate: holding for a human (check the figures: "
-            "Promote overrides, Roll back stops)."
+            "No gate decides on an unusable limit: holding for a human (check the figures: "
+            f"{choices})."
         )
     if event.reason is GateReason.CLOCK_SKEW:
-        return (
-            "Holding for a human: sync the clocks, then Re-evaluate (Promote overrides, "
-            "Roll back stops)."
-        )
+        return f"Holding for a human: sync the clocks, then Re-evaluate ({choices})."
     if event.reason is GateReason.UNREACHABLE_LIMIT:
         return (
             "Holding for a human: check the baseline query and the baseline's own health, then "
-            "Re-evaluate (Promote overrides, Roll back stops)."
+            f"Re-evaluate ({choices})."
         )
-    return (
-        "Not enough data for a verdict: holding for a human (Promote overrides, Roll back stops)."
-    )
+    return f"Not enough data for a verdict: holding for a human ({choices})."
 
 
 def _promoted_on_github(event: PromotedOnGitHub) -> str:

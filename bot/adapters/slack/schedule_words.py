@@ -4,10 +4,15 @@ or cancelled, the card's line while it waits, and the answer to the starter."""
 from __future__ import annotations
 
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
-from bot.adapters.slack.lane_words import freeze_text, lane_refusal_text
-from bot.adapters.slack.mrkdwn import person, slack_time
+from bot.adapters.slack.lane_words import freeze_name, freeze_text, lane_refusal_text
+from bot.adapters.slack.mrkdwn import escape, person, slack_time
 from bot.domain.freeze import Frozen
-from bot.domain.rollout.events import DispatchScheduled, ScheduleCancelled, ScheduleHeld
+from bot.domain.rollout.events import (
+    DispatchScheduled,
+    RunDispatched,
+    ScheduleCancelled,
+    ScheduleHeld,
+)
 from bot.domain.schedule import Held, Schedule
 
 
@@ -48,6 +53,15 @@ def schedule_event_text(event: DispatchScheduled | ScheduleHeld | ScheduleCancel
     )
 
 
+def went_late(event: RunDispatched) -> str:
+    """How late a scheduled dispatch went, after `Dispatched ... for <tag>` (nothing when it
+    went on time, or was not scheduled)."""
+    minutes = int(event.late.total_seconds() // 60)
+    if not minutes:
+        return ""
+    return f" {minutes} minute{'s' if minutes != 1 else ''} after the time it was scheduled for"
+
+
 def card_line(schedule: Schedule) -> str:
     """The preflight card's line about its schedule."""
     if schedule.held is None:
@@ -61,9 +75,16 @@ def card_line(schedule: Schedule) -> str:
     )
 
 
-def held_then_text(held: Frozen) -> str:
-    """A scheduled dispatch that a freeze known now covers: it will be held at its time."""
+def held_then_text(held: Frozen, *, lifted_by: str | None = None) -> str:
+    """A scheduled dispatch that a freeze known now covers: it will be held at its time; or
+    (`lifted_by`) that freeze was lifted, and it goes then."""
     at = slack_time(held.at) if held.at is not None else "its time"
+    if lifted_by is not None:
+        return (
+            f":sunny: {person(lifted_by)} lifted the freeze by {freeze_name(held.freeze)} "
+            f"({escape(held.freeze.reason)}): the dispatch scheduled for {at} goes then, if "
+            "the preflight is clear and deploys are not frozen then."
+        )
     if held.freeze.calendar is not None:
         # `/rollout unfreeze` lifts only a `/rollout freeze`: the plan's window stays.
         goes = (

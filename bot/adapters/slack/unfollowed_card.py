@@ -79,11 +79,12 @@ def _answers(card: UnfollowedRun) -> list[Block]:
             f"`{_quoted(card.ref)}` is not a release tag, so this run cannot be adopted: Reject "
             "it, or start the release's tag with `/rollout start &lt;tag&gt;`."
         )
-    # A re-run of an ended rollout's run, and any run under the two-person rule on dispatch,
-    # is rejected by default, whatever the setting.
+    # A re-run of an ended rollout's run, and any run that cannot be adopted (not on a release
+    # tag, or under the two-person rule on dispatch), is rejected by default, whatever the
+    # setting.
     default = (
         "rejects it"
-        if card.ended_rollout or card.dispatch_by_two
+        if card.ended_rollout or not card.adoptable
         else "answers it (UNFOLLOWED_RUN_DEFAULT)"
     )
     due = (
@@ -134,9 +135,14 @@ def _fate(card: UnfollowedRun) -> str:
             f"<{card.run_url}|its page>. No rollout follows it."
         )
     verb = "Rejected" if card.fate is RunFate.REJECTED else "Approved"
+    setting = (
+        f"UNFOLLOWED_RUN_DEFAULT=approve, which rejects it since {escape(card.refused)}"
+        if card.refused
+        else "UNFOLLOWED_RUN_DEFAULT"
+    )
     return (
-        f":hourglass: {verb} by default (UNFOLLOWED_RUN_DEFAULT): nobody adopted or rejected "
-        f"it by {slack_time(card.due_at)}. No rollout follows it."
+        f":hourglass: {verb} by default ({setting}): nobody adopted or rejected it by "
+        f"{slack_time(card.due_at)}. No rollout follows it."
     )
 
 

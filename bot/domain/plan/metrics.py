@@ -25,7 +25,7 @@ from bot.domain.plan.fields import (
     PlanModel,
     Rate,
 )
-from bot.domain.rates import crash_limit_problem
+from bot.domain.rates import BaselineOrigin, crash_limit_problem
 
 
 class Thresholds(PlanModel):
@@ -43,7 +43,7 @@ class Thresholds(PlanModel):
         current_crash: Decimal | None,
         current_error: Decimal | None = None,
         sample: int | None = None,
-        fixed_baseline: bool = False,
+        baseline_origin: BaselineOrigin = "live",
     ) -> GateVerdict:
         """The gate on these figures with these limits (`evaluate_track`: a saved plan's
         unusable threshold holds the gate)."""
@@ -56,7 +56,7 @@ class Thresholds(PlanModel):
             error_threshold=self.error_threshold if gate is GateKind.RELAY else None,
             sample=sample,
             min_sample=self.min_sample,
-            fixed_baseline=fixed_baseline,
+            baseline_origin=baseline_origin,
         )
 
 
@@ -166,6 +166,14 @@ def fixed_baseline(metrics: Metrics) -> Decimal | None:
     if isinstance(metrics, SentryMetrics) and metrics.baseline_query is not None:
         return None
     return metrics.baseline_crash_rate
+
+
+def baseline_origin(metrics: Metrics) -> BaselineOrigin:
+    """Where the gate's baseline crash rate comes from (a static source's figures file, read
+    at every gate, overrides the plan's)."""
+    if fixed_baseline(metrics) is None:
+        return "live"
+    return "figures file" if isinstance(metrics, StaticMetrics) and metrics.file else "plan"
 
 
 def crash_limit_problems(thresholds: Thresholds, metrics: Metrics) -> Iterable[tuple[Path_, str]]:

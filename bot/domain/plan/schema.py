@@ -40,9 +40,9 @@ from bot.domain.plan.metrics import (
     SentryMetrics,
     StaticMetrics,
     Thresholds,
+    baseline_origin,
     baseline_sample_problems,
     crash_limit_problems,
-    fixed_baseline,
 )
 
 
@@ -188,7 +188,7 @@ class Track(PlanModel):
             current_crash=current_crash,
             current_error=current_error,
             sample=sample,
-            fixed_baseline=fixed_baseline(self.metrics) is not None,
+            baseline_origin=baseline_origin(self.metrics),
         )
 
     @model_validator(mode="after")

@@ -42,7 +42,7 @@ from bot.domain.rollout.state import (
 )
 from bot.domain.rollout.work import Work, advance, cancel_window, reached_label, utc_minute
 from bot.domain.run import RunRef
-from bot.domain.schedule import Held
+from bot.domain.schedule import LATE_SAID, Held
 
 
 def migration_check(plan: RolloutPlan, files: Mapping[str, str]) -> Check:
@@ -107,10 +107,16 @@ def hold_schedule(rollout: Rollout, held: Held) -> Decision:
 
 
 def dispatched(
-    rollout: Rollout, plan: RolloutPlan, run: RunRef, *, linked_by: str | None = None
+    rollout: Rollout,
+    plan: RolloutPlan,
+    run: RunRef,
+    *,
+    linked_by: str | None = None,
+    scheduled_for: datetime | None = None,
 ) -> Decision:
     """The run exists (found, or linked by hand by `linked_by`). The Dispatch click is also
-    the approval of each track's first stage."""
+    the approval of each track's first stage. A dispatch scheduled for `scheduled_for` that
+    went LATE_SAID or more after it says how late."""
     if rollout.phase in (Phase.RUNNING, Phase.ENDED):
         raise InvalidTransition(
             f"Rollout {rollout.tag} is already attached to run {rollout.run_id}: nothing changed."
@@ -127,9 +133,16 @@ def dispatched(
         rollout, phase=Phase.RUNNING, run_id=run.run_id, run_url=run.html_url, tracks=tracks
     )
     firsts = tuple((plan.track(t.name).stages[0].label, plan.track(t.name).label) for t in tracks)
+    late = (
+        rollout.dispatched_at - scheduled_for
+        if scheduled_for is not None and rollout.dispatched_at is not None
+        else timedelta(0)
+    )
     told = RunDispatched(
         plan.workflow.name, rollout.tag, run.run_id, run.html_url, firsts, linked_by=linked_by
     )
+    if late >= LATE_SAID:
+        told = replace(told, late=late)
     return Decision(started, (Announce(told),))
 
 

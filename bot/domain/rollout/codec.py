@@ -36,6 +36,7 @@ def verdict_to_json(verdict: GateVerdict) -> dict[str, Any]:
         "sample": verdict.sample,
         "min_sample": verdict.min_sample,
         **({} if verdict.clock_offset is None else {"clock_offset": verdict.clock_offset}),
+        "baseline_origin": verdict.baseline_origin,
     }
 
 
@@ -57,6 +58,7 @@ def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
         sample=data.get("sample"),
         min_sample=int(data.get("min_sample", 0)),
         clock_offset=data.get("clock_offset"),
+        baseline_origin=data.get("baseline_origin", "plan"),
     )
 
 

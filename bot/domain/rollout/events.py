@@ -2,6 +2,9 @@
 
 Events are data (labels, actors, outcomes, times), never Slack text: the Slack adapter's
 `messages` module words each kind; the outbox stores them as JSON (`codec`) until delivered.
+
+Size exception: one small dataclass per kind of event and their union (`Event`), which the
+codec and the messages match on; it grows by a field or a kind at a time.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class RunDispatched:
     """Each track's first stage, approved as soon as GitHub waits: (stage, track)."""
     linked_by: str | None = None
     """The person who linked the run by hand (`/rollout link`), when the bot did not find it."""
+    late: timedelta = timedelta(0)  # a scheduled dispatch's, LATE_SAID or more after its time
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,9 @@ class FailureJobEnded:
     outcome: str | None
     url: str | None
     ended: TrackState
-    reached: str | None = None
-    """The last stage the release reached: where it may still be when the job failed."""
+    reached: str | None = None  # the last stage reached: where the release may still be
     desktop: bool = False
+    rejected: bool = False  # the stop rejected a stage: its failure job had a failure to run on
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ class GateMissed(AtStage):
     """What failed last, in words and the ids they name (`bot.domain.reasons`)."""
     manual: bool
     """The track's figures are typed in by people (no Re-evaluate)."""
+    desktop: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,8 @@ class GateInconclusive:
     """Why no verdict (None in events stored before it was said)."""
     late: LateGate | None = None
     """Set when the gate ran late and read two stretches (None in events stored before)."""
+    desktop: bool = False
+    """Its gate is the desktop one, which Kill-switch stops (False in events stored before)."""
 
 
 @dataclass(frozen=True)
@@ -303,10 +310,11 @@ class ScheduleHeld:
 
 @dataclass(frozen=True)
 class ScheduleFrozen:
-    """A freeze declared after the dispatch was scheduled covers its time: the dispatch will
-    be held then (`held`, with `at`) unless the freeze is lifted or ends first."""
+    """A freeze declared later covers the dispatch's time: held then (`held`, with `at`) unless
+    it is lifted or ends first; with `lifted_by`, it was lifted and nothing holds the time."""
 
     held: Frozen
+    lifted_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ def window_timer_dead(
     spec = plan_track.stage(stage)
     held = replace(current, state=StageState.HOLDING, verdict=None)
     manual = isinstance(plan_track.metrics, ManualMetrics)
-    told = GateMissed(plan_track.label, spec.label, due_at, attempts, reason, manual)
+    desktop = plan_track.gate is GateKind.DESKTOP
+    told = GateMissed(plan_track.label, spec.label, due_at, attempts, reason, manual, desktop)
     return Decision(
         rollout.with_track(rollout.track(track).with_stage(held)),
         (Announce(told, failure=True),),
@@ -134,7 +135,10 @@ def gate_evaluated(
             )
         else:
             work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
-            held = GateInconclusive(spec.label, figures, reason=verdict.reason, late=late)
+            desktop = plan_track.gate is GateKind.DESKTOP
+            held = GateInconclusive(
+                spec.label, figures, reason=verdict.reason, late=late, desktop=desktop
+            )
             work.effects.append(Announce(held, failure=True))
     else:
         failed = replace(judged, state=StageState.FAILED_GATE)

@@ -40,6 +40,7 @@ from bot.domain.rollout.state import (
     StageState,
     StopKind,
     StopReason,
+    Track,
     TrackState,
     github_person,
     reason_words,
@@ -331,8 +332,22 @@ def _reconcile_aborting(
             ending,
             reached_label(plan_track, track),
             desktop=plan_track.gate is GateKind.DESKTOP,
+            rejected=_any_rejected(plan_track, track, snapshot),
         )
         work.effects.append(Announce(ended, failure=True))
+
+
+def _any_rejected(plan_track: PlanTrack, track: Track, snapshot: RunSnapshot) -> bool:
+    """Whether a stage of the track was rejected (by the stop, or by a person on GitHub), not
+    failed by its own job."""
+    for stage in track.stages:
+        spec = plan_track.stage(stage.key)
+        job = snapshot.job(spec.job)
+        if stage.state is StageState.REJECTED or (
+            job is not None and _rejected(job, snapshot.review_of(spec.environment))
+        ):
+            return True
+    return False
 
 
 def _end_with_run(
