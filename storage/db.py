@@ -56,6 +56,11 @@ IDLE_IN_TRANSACTION_SHARE = 4
 lease, in the app): no transaction of the bot's waits on anything but its own statements, so a
 session left idle inside one (a task stuck between two statements) is ended by the server, and
 the locks it holds go with it, by the time its replica's leases would have run out anyway."""
+WRITE_LOCK_AT_BEGIN = "sqlite_write_lock_at_begin"
+"""An engine's execution option: on SQLite its transactions take the write lock at `BEGIN`
+(`BEGIN IMMEDIATE`). A transaction that reads, then writes (a migration: the revision, then
+the DDL) waits there for another writer (the busy timeout), instead of failing `database is
+locked` at its first write once another committed since its read."""
 # Seconds asyncpg waits to open a connection: a dead server must not hang a request.
 POSTGRES_CONNECT_TIMEOUT_S = 10.0
 
@@ -203,7 +208,8 @@ def _create_sqlite_engine(
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        immediate = connection.get_execution_options().get(WRITE_LOCK_AT_BEGIN, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 

@@ -19,7 +19,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.db import engine_for_one_task, mask_database_url, normalize_database_url
+from storage.db import (
+    WRITE_LOCK_AT_BEGIN,
+    engine_for_one_task,
+    mask_database_url,
+    normalize_database_url,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +62,13 @@ async def upgrade(database_url: str, *, revision: str = "head") -> None:
     logger.info("migrating %s to %s", mask_database_url(database_url), revision)
     # No bound on a statement: an index built on a large table, or the wait for another
     # replica's migration (the advisory lock), may take longer than a served statement may.
+    # On SQLite the write lock, taken at BEGIN, is what another migration waits for.
     async with (
-        engine_for_one_task(database_url, statement_timeout_s=None) as engine,
+        engine_for_one_task(
+            database_url,
+            statement_timeout_s=None,
+            execution_options={WRITE_LOCK_AT_BEGIN: True},
+        ) as engine,
         engine.begin() as connection,
     ):
         if connection.dialect.name == "postgresql":

@@ -187,6 +187,8 @@ async def test_migrate_creates_the_schema(tmp_path: Path) -> None:
 
 async def test_serve_refuses_a_database_whose_migrations_are_behind(tmp_path: Path) -> None:
     env = full_env(tmp_path)
+    with sqlite3.connect(tmp_path / "bot.db"):  # a database never migrated
+        pass
     code, _, err = await run("serve", env=env, cwd=tmp_path)
     assert code == 2
     (line,) = err.splitlines()
@@ -199,6 +201,26 @@ async def test_serve_refuses_a_database_whose_migrations_are_behind(tmp_path: Pa
     code, _, err = await run("serve", env=env, cwd=tmp_path)
     assert code == 2
     assert "at migration 0005" in err and "run `rollout-bot migrate`" in err
+
+
+@pytest.mark.parametrize("command", ["serve", "socket"])
+async def test_serve_refuses_a_sqlite_database_that_does_not_exist_and_creates_none(
+    tmp_path: Path, command: str
+) -> None:
+    """A volume not mounted, or another working directory than the bot's (the default
+    DATABASE_URL is rollout-bot.db in it): an empty file created there, then `migrate` as the
+    line said, would be a bot that knows none of the rollouts under way."""
+    env = full_env(tmp_path)
+    code, _, err = await run(command, env=env, cwd=tmp_path)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line == (
+        f"rollout-bot: the database sqlite+aiosqlite:///{tmp_path}/bot.db does not exist; "
+        "nothing was served: point DATABASE_URL at the bot's database (a volume not mounted? "
+        "the default is rollout-bot.db in the working directory), or run `rollout-bot migrate` "
+        "to create a new one"
+    )
+    assert not (tmp_path / "bot.db").exists()
 
 
 @pytest.mark.parametrize("command", ["serve", "migrate"])
@@ -230,7 +252,8 @@ async def test_serve_and_migrate_say_in_one_line_that_the_database_does_not_answ
         port = closed.getsockname()[1]
     unreachable = f"postgresql://rollout:hunter2-secret@127.0.0.1:{port}/rollouts"
     unopenable = f"sqlite:///{tmp_path}/no-such-directory/bot.db"
-    for url in (unreachable, unopenable):
+    # `serve` says a SQLite file is missing before it opens it (the test above).
+    for url in (unreachable, unopenable) if command == "migrate" else (unreachable,):
         code, _, err = await run(
             command, env=full_env(tmp_path) | {"DATABASE_URL": url}, cwd=tmp_path
         )

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from cleared import cleared_rollout
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.domain.errors import ConcurrentChange, RolloutInProgress
@@ -27,10 +28,14 @@ from bot.domain.rollout import (
     cancel_preflight,
     confirm_flags,
     dispatched,
+    event_from_json,
+    verdict_to_json,
 )
+from bot.domain.rollout.events import GateInconclusive
 from bot.domain.run import RunRef
 from bot.plan_file import load_plan
 from storage.errors import RolloutNotFound
+from storage.models import StageRow
 from storage.rollout_repository import RolloutRepository
 from storage.rollout_store import RolloutStore
 
@@ -189,6 +194,43 @@ async def test_every_field_survives_a_save(
     assert (desktop.state, desktop.ending) == (TrackState.ABORTING, TrackState.HALTED)
     record = await RolloutRepository(session_factory).get(created.id)
     assert record is not None and record.updated_at == SAVED_AT
+
+
+async def test_a_verdict_whose_reason_a_newer_version_wrote_still_loads(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A rolling upgrade: a replica of the next version decided a gate for a reason this one
+    does not know. The rollout still loads here (its card, its buttons, its timers), the
+    verdict kept, its reason unsaid, as in verdicts stored before reasons were."""
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    saved = await store.save(_far_along(_running(created)))
+    detail = verdict_to_json(saved.track("relay").stage("half").verdict)
+    async with session_factory.begin() as session:
+        await session.execute(
+            update(StageRow)
+            .where(StageRow.rollout_id == created.id, StageRow.key == "half")
+            .values(verdict_detail={**detail, "reason": "a_reason_of_the_next_version"})
+        )
+
+    loaded = await store.get(created.id)
+
+    assert loaded is not None
+    half = loaded.track("relay").stage("half").verdict
+    assert half is not None and (half.verdict, half.reason) == (Verdict.INCONCLUSIVE, None)
+    assert (
+        loaded.track("relay").stage("canary").verdict
+        == saved.track("relay").stage("canary").verdict
+    )
+
+
+def test_a_thread_event_whose_reason_a_newer_version_wrote_still_reads() -> None:
+    """The outbox's message of a gate a newer replica decided is told here, its reason unsaid,
+    instead of failing every delivery until it is dead-lettered."""
+    stored = {"stage": "canary", "figures": "crash rate 0.0012", "reason": "of_the_next_version"}
+
+    told = event_from_json({"kind": "GateInconclusive", "fields": stored})
+
+    assert told == GateInconclusive(stage="canary", figures="crash rate 0.0012", reason=None)
 
 
 async def test_a_second_rollout_on_a_busy_track_names_the_active_one(store: RolloutStore) -> None:

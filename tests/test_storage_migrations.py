@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -212,11 +211,60 @@ async def test_reasons_stored_as_text_become_data_and_come_back(empty_database_u
     assert await migrate("0005", down=True) == LEGACY_REASONS
 
 
-@pytest.mark.postgres
-async def test_replicas_migrating_at_once_all_succeed(empty_postgres_database_url: str) -> None:
-    url = empty_postgres_database_url
+async def test_replicas_migrating_at_once_all_succeed(empty_database_url: str) -> None:
+    """Two `rollout-bot migrate` at once (a deploy's one-shot and an operator's) take turns:
+    on SQLite the second waited for the first's write lock, not failed `database is locked`."""
+    url = empty_database_url
     await asyncio.gather(*(upgrade(url) for _ in range(3)))
     assert await current_revision(url) == head_revision()
+
+
+# A `rollout-bot migrate` killed between two statements of 0010 (after rollouts' new column,
+# before timers'): the process dies, no exception, no rollback of its own.
+KILLED_HALF_WAY = """
+import asyncio, os, sys
+from sqlalchemy import event
+import storage.db
+from storage.migrate import upgrade
+
+opened = storage.db.create_engine
+
+def killed_half_way(*args, **kwargs):
+    engine = opened(*args, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def after(connection, cursor, statement, *rest):
+        if "ALTER TABLE timers ADD COLUMN service" in statement:
+            os._exit(9)
+
+    return engine
+
+storage.db.create_engine = killed_half_way
+asyncio.run(upgrade(sys.argv[1]))
+"""
+
+
+async def test_a_migration_killed_half_way_leaves_the_schema_as_it_was(
+    empty_database_url: str,
+) -> None:
+    """Each `upgrade` is one transaction, on SQLite too: the next start finds the previous
+    revision and its schema, not half of the next, and migrates from there."""
+    url = empty_database_url
+    await upgrade(url, revision="0009")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_HALF_WAY, url, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 9, err.decode()
+
+    def columns(connection: Connection) -> set[str]:
+        return {column["name"] for column in inspect(connection).get_columns("rollouts")}
+
+    assert await current_revision(url) == "0009"
+    assert "service" not in await _on_connection(url, columns)
+    await upgrade(url)
+    assert await current_revision(url) == head_revision()
+    assert "service" in await _on_connection(url, columns)
 
 
 # Operations that take away or tighten what the previous version reads and writes: an upgrade

@@ -1,18 +1,20 @@
 """The database check `serve` and `migrate` start with: a database that does not answer, or
-whose migrations this binary must not serve on or migrate, is one line on stderr and exit 2,
-never a traceback."""
+whose migrations this binary must not serve on or migrate, or (`serve`) a SQLite file that
+does not exist, is one line on stderr and exit 2, never a traceback."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.services.failures import error_summary
-from storage.db import engine_for_one_task
+from storage.db import engine_for_one_task, mask_database_url
 from storage.migrate import schema_problem
 
 
@@ -31,7 +33,22 @@ def refused(check: Callable[[], Coroutine[Any, Any, str | None]], *, nothing: st
 
 
 async def serve_refusal(database_url: str) -> str | None:
-    """Why `serve` refuses to start on the database (its migrations behind or ahead of this
-    version), or None."""
+    """Why `serve` refuses to start on the database (a SQLite file that does not exist, its
+    migrations behind or ahead of this version), or None."""
+    if sqlite_file_missing(database_url):
+        return (
+            f"the database {mask_database_url(database_url)} does not exist; nothing was "
+            "served: point DATABASE_URL at the bot's database (a volume not mounted? the "
+            "default is rollout-bot.db in the working directory), or run `rollout-bot "
+            "migrate` to create a new one"
+        )
     async with engine_for_one_task(database_url) as engine:
         return await schema_problem(engine)
+
+
+def sqlite_file_missing(database_url: str) -> bool:
+    """Whether DATABASE_URL names a SQLite file that does not exist: opening it would create
+    an empty one, where a volume was not mounted or in another working directory."""
+    url = make_url(database_url)
+    in_a_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    return in_a_file and not Path(str(url.database)).exists()

@@ -18,14 +18,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     async_default_handlers,
 )
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.install import SlackInstallReads
-from bot.cli.database import serve_refusal
+from bot.cli.database import serve_refusal, sqlite_file_missing
 from bot.cli.doctor_clocks import clock_finding, database_clock_finding
 from bot.cli.settings import OPEN_METRICS, load, services_named, unguarded
 from bot.config import Settings
@@ -95,10 +94,8 @@ def database_finding(database_url: str) -> Finding:
     """Whether `serve` would start on the database: it answers and its migrations are at this
     version's head. A SQLite file that does not exist is said missing, never created (opening
     it would create an empty one)."""
-    url = make_url(database_url)
-    shown = f"database {mask_database_url(url)}"
-    in_a_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if in_a_file and not Path(str(url.database)).exists():
+    shown = f"database {mask_database_url(database_url)}"
+    if sqlite_file_missing(database_url):
         return failed(
             f"{shown} does not exist",
             "run `rollout-bot migrate` (it creates it), "

@@ -8,12 +8,13 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter
 
-from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
+from bot.domain.gate import GateKind, GateVerdict, Verdict
 from bot.domain.late_gate import LateGate
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.rollout.events import Event
 from bot.domain.rollout.state import Check, CheckState, StopKind, StopReason
 from bot.domain.schedule import Schedule
+from bot.domain.stored_reason import known_reason
 
 T = TypeVar("T")
 
@@ -47,7 +48,7 @@ def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
     return GateVerdict(
         gate=GateKind(data["gate"]),
         verdict=Verdict(data["verdict"]),
-        reason=GateReason(data["reason"]) if data.get("reason") else None,
+        reason=known_reason(data.get("reason")),
         current_crash=number("current_crash"),
         baseline_crash=number("baseline_crash"),
         crash_multiplier=Decimal(data["crash_multiplier"]),

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain.freeze import Freeze, Frozen, LaneHold
-from bot.domain.gate import GateReason, Verdict
+from bot.domain.gate import Verdict
 from bot.domain.github_events import GitHubReported
 from bot.domain.late_gate import LateGate
 from bot.domain.reasons import Reason
 from bot.domain.rollout.left import TrackLeft
 from bot.domain.rollout.state import StageState, StopReason, TrackState
 from bot.domain.schedule import Held
+from bot.domain.stored_reason import StoredReason
 
 # -- what the thread is told: one event per kind, rendered by the Slack messages --------------
 # Stage and track names are the plan's labels, as the reader knows them.
@@ -180,7 +181,7 @@ class GateInconclusive:
     figures: str
     extended_by: timedelta | None = None
     until: datetime | None = None
-    reason: GateReason | None = None
+    reason: StoredReason = None
     """Why no verdict (None in events stored before it was said)."""
     late: LateGate | None = None
     """Set when the gate ran late and read two stretches (None in events stored before)."""
@@ -191,7 +192,7 @@ class GateInconclusive:
 @dataclass(frozen=True)
 class GateFailed(AtStage):
     verdict: Verdict
-    reason: GateReason | None
+    reason: StoredReason
     figures: str
     reached: str | None
     desktop: bool
