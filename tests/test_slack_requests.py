@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from test_app import client, settings, slack  # noqa: F401 - fixtures
+from test_app import client, settings  # noqa: F401 - fixtures
 
 from bot.bootstrap import create_app
 from bot.config import Settings
@@ -131,7 +131,7 @@ async def post(
 @pytest.mark.parametrize("name", list(EVENTS))
 async def test_an_event_the_bot_does_not_use_is_answered_200_and_ignored(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
     name: str,
 ) -> None:
@@ -144,7 +144,7 @@ async def test_an_event_the_bot_does_not_use_is_answered_200_and_ignored(
 
 async def test_slacks_app_rate_limited_notice_is_answered_200(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """`app_rate_limited` comes without a subscription and without an inner event."""
@@ -164,7 +164,7 @@ async def test_slacks_app_rate_limited_notice_is_answered_200(
 @pytest.mark.parametrize("name", list(INTERACTIONS))
 async def test_an_interaction_the_bot_does_not_use_is_acknowledged(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
     name: str,
 ) -> None:
@@ -175,7 +175,7 @@ async def test_an_interaction_the_bot_does_not_use_is_acknowledged(
 
 async def test_a_button_of_an_older_card_is_answered_with_what_to_do(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A card drawn by an earlier version carries a button this one does not have: the
@@ -197,7 +197,7 @@ async def test_a_button_of_an_older_card_is_answered_with_what_to_do(
 
 async def test_a_form_of_an_older_version_stays_open_and_says_why(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
 ) -> None:
     """Answered 200 with nothing, Slack would close the form as if it had been taken."""
     payload = dict(INTERACTIONS["an unknown form without inputs"])
@@ -239,7 +239,7 @@ SOCKET_ENVELOPES = [
 
 async def test_over_socket_mode_every_request_the_bot_does_not_use_is_acknowledged(
     settings: Settings,  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Unacknowledged, Slack delivers an envelope again and shows the person an error."""
