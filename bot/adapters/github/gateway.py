@@ -21,14 +21,16 @@ from bot.adapters.github.release import ReleaseReads
 from bot.adapters.github.repository import RepositoryReads
 from bot.adapters.github.runs import WorkflowRuns
 from bot.adapters.github.transport import GitHubTransport
+from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
+from bot.domain.release_contents import Comparison
 from bot.domain.run import RunSnapshot
+from bot.domain.run_link import LinkableRun
 from bot.services.ports import ReviewState
 
 
 class PyGithubGateway:
     """`GitHubGateway` and `ReleaseGateway` for the repository `github` talks to (it is closed
-    with the gateway). A call that one part answers as it is, is that part's own method, bound
-    here (the ports in `bot.services.ports` document them)."""
+    with the gateway)."""
 
     def __init__(
         self,
@@ -40,32 +42,15 @@ class PyGithubGateway:
         self._github = github
         self._rules = rules
         """Without it (token mode), every environment is held by its reviewers."""
+        # Dispatching is WorkflowDispatch's alone: its calls are the gateway's as they are.
         dispatch = WorkflowDispatch(github, search or DispatchSearch())
         self.dispatch = dispatch.dispatch
         self.find_dispatched_run = dispatch.find_dispatched_run
         self.dispatched_runs = dispatch.dispatched_runs
-        self._runs = runs = WorkflowRuns(github)
-        self.reported = runs.snapshot
-        """The run as GitHub reports it, before the App's rule says which environments hold."""
-        self.linkable_run = runs.linkable_run
-        self.run_gone = runs.run_gone
-        # preflight's reads
-        repository = RepositoryReads(github)
-        self.list_directory = repository.list_directory
-        self.read_file = repository.read_file
-        self.image_published = repository.image_published
-        # what is in a release
-        history = RepositoryHistory(github)
-        self.compare = history.compare
-        self.tag_exists = history.tag_exists
-        self.latest_release = history.latest_release
-        # the npm Release workflow
-        release = ReleaseReads(github)
-        self.secret = release.secret
-        self.latest_run = release.latest_run
-        self.release_run = release.release_run
-        self.release_job = release.release_job
-        self.job_log = release.job_log
+        self._runs = WorkflowRuns(github)
+        self._repository = RepositoryReads(github)
+        self._release = ReleaseReads(github)
+        self._history = RepositoryHistory(github)
 
     @property
     def repository(self) -> str:
@@ -75,11 +60,22 @@ class PyGithubGateway:
         """Wait for the calls in flight, then release the threads and the HTTP connections."""
         await self._github.close()
 
+    # -- workflow runs --------------------------------------------------------------------------
+
     async def snapshot(self, run_id: int) -> RunSnapshot:
         return await self.held(await self.reported(run_id))
 
+    async def reported(self, run_id: int) -> RunSnapshot:
+        return await self._runs.snapshot(run_id)
+
     async def held(self, reported: RunSnapshot) -> RunSnapshot:
         return reported if self._rules is None else await self._rules.holding(reported)
+
+    async def linkable_run(self, run_id: int) -> LinkableRun:
+        return await self._runs.linkable_run(run_id)
+
+    async def run_gone(self, run_id: int) -> bool | None:
+        return await self._runs.run_gone(run_id)
 
     async def review(
         self, *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
@@ -98,3 +94,42 @@ class PyGithubGateway:
             run_id=run_id, environments=rest, state=state, comment=comment
         )
         return bool(answered) or reviewed
+
+    # -- preflight's reads ----------------------------------------------------------------------
+
+    async def list_directory(self, *, path: str, ref: str) -> list[str]:
+        return await self._repository.list_directory(path=path, ref=ref)
+
+    async def read_file(self, *, path: str, ref: str) -> str:
+        return await self._repository.read_file(path=path, ref=ref)
+
+    async def image_published(self, *, package: str, tag: str) -> bool | None:
+        return await self._repository.image_published(package=package, tag=tag)
+
+    # -- what is in a release ------------------------------------------------------------------
+
+    async def compare(self, *, base: str, head: str) -> Comparison:
+        return await self._history.compare(base=base, head=head)
+
+    async def tag_exists(self, tag: str) -> bool:
+        return await self._history.tag_exists(tag)
+
+    async def latest_release(self) -> str | None:
+        return await self._history.latest_release()
+
+    # -- the npm Release workflow ---------------------------------------------------------------
+
+    async def secret(self, name: str) -> SecretMetadata | None:
+        return await self._release.secret(name)
+
+    async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
+        return await self._release.latest_run(workflow_file=workflow_file)
+
+    async def release_run(self, run_id: int) -> ReleaseRun:
+        return await self._release.release_run(run_id)
+
+    async def release_job(self, *, run_id: int, name: str) -> ReleaseJob | None:
+        return await self._release.release_job(run_id=run_id, name=name)
+
+    async def job_log(self, job_id: int) -> str:
+        return await self._release.job_log(job_id)
