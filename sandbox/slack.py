@@ -14,6 +14,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from aiohttp import BodyPartReader, WSCloseCode, web
@@ -120,10 +121,18 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         return url
 
     def fail_next(
-        self, method: str, *, error: str, status: int = 200, retry_after: int | None = None
+        self,
+        method: str,
+        *,
+        error: str,
+        status: int = 200,
+        retry_after: int | None = None,
+        after: int = 0,
     ) -> None:
-        """Make the next call of `method` fail with `error` (and HTTP `status`, `Retry-After`)."""
-        self._failures.setdefault(method, deque()).append(Failure(error, status, retry_after))
+        """Make the next call of `method` fail with `error` (and HTTP `status`, `Retry-After`);
+        with `after`, the call after that many more answered as usual (a look's second page)."""
+        failure = Failure(error, status, retry_after, after)
+        self._failures.setdefault(method, deque()).append(failure)
 
     def inject_faults(self, *, rate: float, seed: int) -> None:
         """Answer about `rate` of chat.postMessage/chat.update/chat.postEphemeral calls as
@@ -238,6 +247,9 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
             if self.variation is not None and self.variation.rate_limited(method):
                 self.fail_next(method, **self.variation.limit)
             failures = self._failures.get(method)
+            if failures and failures[0].after > 0:
+                failures[0] = replace(failures[0], after=failures[0].after - 1)
+                failures = None
             if handler is None:
                 response, status = {**slack_error("unknown_method"), "req_method": method}, 404
             elif auth_error is not None:

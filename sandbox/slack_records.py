@@ -157,6 +157,8 @@ class Failure:
     error: str
     status: int
     retry_after: int | None
+    after: int = 0
+    """Calls of the method answered as usual before this one fails."""
 
 
 def slack_error(code: str, *detail: str) -> ApiResult:

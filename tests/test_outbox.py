@@ -516,6 +516,34 @@ async def test_a_lost_line_is_found_in_a_long_thread_that_slack_pages_short(scen
     assert len(scene.slack.calls_to("conversations.replies")) > 10
 
 
+async def test_a_look_rate_limited_on_its_second_page_goes_on_from_that_page(
+    scene: Scene,
+) -> None:
+    """Installed as a non-Marketplace app, Slack allows conversations.replies once a minute:
+    a look that began again from page one after each 429 might never reach the end. Here the
+    second page of the look is answered 429: the look waits, then reads on from that page."""
+    lines = [f"line {n}" for n in range(8)]
+    rollout, outbox = await scene.card_posted(*lines)
+    await scene.deliver_all([outbox])
+    scene.slack.variation = SlackVariation(spared=frozenset({"chat.postMessage"}))
+    scene.slack.variation.limited.add("conversations.replies")  # its first page is read
+    await outbox.add(said(rollout, "promoted"))
+    scene.slack.lose_next_answer("chat.postMessage")
+    await outbox.flush(rollout.id)  # posted, the answer lost
+    scene.slack.fail_next(
+        "conversations.replies", error="ratelimited", status=429, retry_after=60, after=1
+    )
+
+    await scene.deliver_all([outbox])
+
+    assert scene.thread() == [*lines, "promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    looks = scene.slack.calls_to("conversations.replies")
+    assert [call.args.get("cursor") for call in looks].count(None) == 1
+    cursors = [call.args.get("cursor") for call in looks if call.args.get("cursor")]
+    assert cursors[0] == cursors[1]  # the page refused, asked again, not page one
+
+
 async def test_a_line_posted_by_a_replica_that_died_before_recording_it_is_not_posted_again(
     scene: Scene,
 ) -> None:

@@ -42,6 +42,7 @@ from bot.adapters.slack.actions import Action, ButtonValue
 from bot.adapters.slack.blocks import actions, as_json, button, section
 from bot.adapters.slack.delivery import delivered, uploaded
 from bot.adapters.slack.limits import MESSAGE_TEXT, clip
+from bot.adapters.slack.looks import Look, Looks
 from bot.adapters.slack.rollout_card import rollout_card, rollout_text
 from bot.adapters.slack.summary_views import summary_text
 from bot.adapters.slack.unfollowed_card import unfollowed_card, unfollowed_text
@@ -91,6 +92,8 @@ class SlackNotifier:
         """Whether a card names its service (the bot releases several)."""
         self._following: set[asyncio.Task[None]] = set()
         """Charts on their way after the message they illustrate (`_follow`)."""
+        self._looks = Looks()
+        """Looks Slack stopped midway, to go on with from the page they reached."""
 
     async def close(self, *, grace: float) -> None:
         """Wait `grace` seconds at most for the charts on their way, then stop them."""
@@ -136,6 +139,7 @@ class SlackNotifier:
             event_type=RUN_EVENT,
             channel=channel,
             since=card.asked_at,
+            looking_for=card.run_id,
         )
         if found is None:
             marker = _marker(RUN_EVENT, run_id=card.run_id)
@@ -158,6 +162,7 @@ class SlackNotifier:
             event_type=CARD_EVENT,
             channel=rollout.channel_id,
             since=rollout.created_at,
+            looking_for=rollout.id,
         )
         return None if found is None else str(found["ts"])
 
@@ -172,6 +177,7 @@ class SlackNotifier:
             lambda data: data.get("rollout_id") == rollout.id and data.get("outbox_id") == key,
             event_type=POST_EVENT,
             since=since,
+            looking_for=key,
             **args,
         )
         return found is not None
@@ -183,15 +189,18 @@ class SlackNotifier:
         *,
         event_type: str,
         since: datetime,
+        looking_for: str | int,
         **args: Any,
     ) -> dict[str, Any] | None:
         """Look through the pages `read` answers (history or a thread) for a message with
-        our `event_type` whose metadata payload is `wanted`. A look Slack refuses (a missing
-        `channels:history` scope) finds nothing, so the message is posted again."""
+        our `event_type` whose metadata payload is `wanted` (`looking_for` names it). A look
+        Slack refuses (a missing `channels:history` scope) finds nothing, so the message is
+        posted again. A look Slack stops midway (a rate limit, a 5xx) is tried again from the
+        page it reached (`Looks`), not from the first."""
         oldest = f"{(since - LOOK_BACK).timestamp():.6f}"
-        cursor = None
-        seen = 0
-        for _ in range(LOOK_PAGES):
+        key = (read.__name__, event_type, looking_for, oldest, *sorted(args.items()))
+        look = self._looks.resume(key)
+        while look.pages < LOOK_PAGES:
             try:
                 page = await delivered(
                     read(
@@ -199,11 +208,12 @@ class SlackNotifier:
                         oldest=oldest,
                         limit=200,
                         include_all_metadata=True,
-                        cursor=cursor,
+                        cursor=look.cursor,
                     )
                 )
             except DeliveryFailed as failure:
                 if not failure.permanent:
+                    self._looks.keep(key, look)
                     raise
                 log.warning("could not look for an earlier post (%s)", failure.reason)
                 return None
@@ -213,9 +223,12 @@ class SlackNotifier:
                 payload = metadata.get("event_payload") or {}
                 if metadata.get("event_type") == event_type and wanted(payload):
                     return dict(message)
-            seen += len(messages)
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor or seen >= LOOK_MESSAGES:
+            look = Look(
+                cursor=(page.get("response_metadata") or {}).get("next_cursor") or None,
+                seen=look.seen + len(messages),
+                pages=look.pages + 1,
+            )
+            if look.cursor is None or look.seen >= LOOK_MESSAGES:
                 return None
         return None
 
