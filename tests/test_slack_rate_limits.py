@@ -5,6 +5,7 @@ handlers (`web_api_retries`) against the sandbox Slack, the waits recorded, not 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from slack_sdk.errors import SlackApiError
@@ -18,30 +19,34 @@ CHANNEL = "C0RELEASES"
 PERSON = "U0RELMGR01"
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[SlackTestServer]:
-    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN) as server:
-        yield server
+@dataclass(frozen=True)
+class Limited:
+    """The sandbox Slack, a client with the bot's retry handlers, the waits it asked for."""
+
+    slack: SlackTestServer
+    client: AsyncWebClient
+    waits: list[float]
 
 
 @pytest.fixture
-def waits() -> list[float]:
-    return []
+async def limited() -> AsyncIterator[Limited]:
+    waits: list[float] = []
 
-
-@pytest.fixture
-def client(slack: SlackTestServer, waits: list[float]) -> AsyncWebClient:
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    return AsyncWebClient(
-        token=SLACK_BOT_TOKEN, base_url=slack.api_url, retry_handlers=web_api_retries(sleep=sleep)
-    )
+    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN) as slack:
+        handlers = web_api_retries(sleep=sleep)
+        client = AsyncWebClient(
+            token=SLACK_BOT_TOKEN, base_url=slack.api_url, retry_handlers=handlers
+        )
+        yield Limited(slack, client, waits)
 
 
 async def test_an_ephemeral_answer_slack_refuses_as_rate_limited_with_a_200_is_shown_after_a_wait(
-    slack: SlackTestServer, client: AsyncWebClient, waits: list[float]
+    limited: Limited,
 ) -> None:
+    slack, client, waits = limited.slack, limited.client, limited.waits
     # chat.postEphemeral's documented `rate_limited` ("Application has posted too many
     # messages") comes as HTTP 200: slack_sdk's 429 handler let it through as a failure.
     slack.fail_next("chat.postEphemeral", error="rate_limited")
@@ -53,8 +58,9 @@ async def test_an_ephemeral_answer_slack_refuses_as_rate_limited_with_a_200_is_s
 
 
 async def test_a_429_is_waited_out_for_its_retry_after(
-    slack: SlackTestServer, client: AsyncWebClient, waits: list[float]
+    limited: Limited,
 ) -> None:
+    slack, client, waits = limited.slack, limited.client, limited.waits
     slack.fail_next("chat.postMessage", error="ratelimited", status=429, retry_after=3)
 
     await client.chat_postMessage(channel=CHANNEL, text="Enter figures")
@@ -64,8 +70,9 @@ async def test_a_429_is_waited_out_for_its_retry_after(
 
 
 async def test_a_rate_limit_that_lasts_is_told_after_two_waits(
-    slack: SlackTestServer, client: AsyncWebClient, waits: list[float]
+    limited: Limited,
 ) -> None:
+    slack, client, waits = limited.slack, limited.client, limited.waits
     for _ in range(3):
         slack.fail_next("chat.postEphemeral", error="rate_limited")
 
@@ -78,8 +85,9 @@ async def test_a_rate_limit_that_lasts_is_told_after_two_waits(
 
 
 async def test_a_retry_after_longer_than_a_call_may_take_is_not_waited_out(
-    slack: SlackTestServer, client: AsyncWebClient, waits: list[float]
+    limited: Limited,
 ) -> None:
+    slack, client, waits = limited.slack, limited.client, limited.waits
     slack.fail_next("chat.postMessage", error="ratelimited", status=429, retry_after=120)
 
     with pytest.raises(SlackApiError) as refused:
@@ -90,8 +98,9 @@ async def test_a_retry_after_longer_than_a_call_may_take_is_not_waited_out(
 
 
 async def test_a_refusal_that_is_no_rate_limit_is_not_tried_again(
-    slack: SlackTestServer, client: AsyncWebClient, waits: list[float]
+    limited: Limited,
 ) -> None:
+    slack, client, waits = limited.slack, limited.client, limited.waits
     slack.fail_next("chat.postMessage", error="not_in_channel")
 
     with pytest.raises(SlackApiError):

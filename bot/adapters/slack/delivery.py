@@ -20,6 +20,9 @@ T = TypeVar("T")
 RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 # chat.update of a deleted message, and a reply to the thread of one.
 _GONE = frozenset({"message_not_found", "thread_not_found"})
+# The channel refuses the bot: it was removed (a private channel it left answers
+# channel_not_found), or the channel is archived. Nothing can be posted there until someone acts.
+CHANNEL_REFUSALS = frozenset({"not_in_channel", "is_archived", "channel_not_found"})
 # Slack's own troubles (its documented "try again" errors), and a refusal of the bot's token,
 # which an operator may be fixing (a token rotated, an IP allow-list): retried with backoff
 # (for about half an hour, `Outbox`), not given up at the first answer. Any other error is a
@@ -70,7 +73,10 @@ def _failure(error: SlackApiError) -> DeliveryFailed:
         return DeliveryFailed(f"Slack rate limit ({code})", retry_after=wait)
     transient = status >= 500 or code in _TRANSIENT
     return DeliveryFailed(
-        f"Slack answered {status} {code}", permanent=not transient, card_gone=code in _GONE
+        f"Slack answered {status} {code}",
+        permanent=not transient,
+        card_gone=code in _GONE,
+        channel_refused=code if code in CHANNEL_REFUSALS else None,
     )
 
 

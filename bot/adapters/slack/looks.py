@@ -1,5 +1,5 @@
-"""Where a look for an earlier post got to when Slack stopped it, so that the retry reads on
-from that page.
+"""The look for an earlier post before a message is posted again, and where a look got to
+when Slack stopped it, so that the retry reads on from that page.
 
 A look reads `conversations.history` or `.replies` page by page. Installed as a distributed
 non-Marketplace app, Slack allows those reads once a minute ("Rate limits"): a look that began
@@ -10,8 +10,26 @@ retry of the same look (another replica's retry starts from the first page).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.adapters.slack.delivery import delivered
+from bot.services.ports import DeliveryFailed
+
+log = logging.getLogger(__name__)
+
+LOOK_BACK = timedelta(minutes=10)
+"""How far before a message was written a look for it starts (clocks differ)."""
+LOOK_MESSAGES = 2000
+"""Messages looked through at most (ten pages of 200); beyond them the message is posted again."""
+LOOK_PAGES = 100
+"""Pages looked through at most. Slack may answer fewer messages than `limit` asks while more
+follow ("Pagination"), so the look counts messages, not pages of 200; this bounds its calls."""
 
 LOOKS_KEPT = 256
 """Looks stopped midway kept at most (the oldest forgotten first: begun again from page one)."""
@@ -44,3 +62,60 @@ class Looks:
         self._stopped[key] = look
         while len(self._stopped) > self._size:
             del self._stopped[next(iter(self._stopped))]  # the oldest
+
+
+class EarlierPosts:
+    """Looks for a post an earlier attempt may have made, by the marker in its metadata."""
+
+    def __init__(self) -> None:
+        self._stopped_looks = Looks()
+
+    async def find(
+        self,
+        read: Callable[..., Awaitable[AsyncSlackResponse]],
+        wanted: Callable[[Mapping[str, Any]], bool],
+        *,
+        event_type: str,
+        since: datetime,
+        looking_for: Hashable,
+        **args: Any,
+    ) -> dict[str, Any] | None:
+        """Look through the pages `read` answers (history or a thread) for a message with
+        our `event_type` whose metadata payload is `wanted` (`looking_for` names it). A look
+        Slack refuses (a missing `channels:history` scope) finds nothing, so the message is
+        posted again. A look Slack stops midway (a rate limit, a 5xx) is tried again from the
+        page it reached (`Looks`), not from the first."""
+        oldest = f"{(since - LOOK_BACK).timestamp():.6f}"
+        key = (read.__name__, event_type, looking_for, oldest, *sorted(args.items()))
+        look = self._stopped_looks.resume(key)
+        while look.pages < LOOK_PAGES:
+            try:
+                page = await delivered(
+                    read(
+                        **args,
+                        oldest=oldest,
+                        limit=200,
+                        include_all_metadata=True,
+                        cursor=look.cursor,
+                    )
+                )
+            except DeliveryFailed as failure:
+                if not failure.permanent:
+                    self._stopped_looks.keep(key, look)
+                    raise
+                log.warning("could not look for an earlier post (%s)", failure.reason)
+                return None
+            messages = page.get("messages") or []
+            for message in messages:
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if metadata.get("event_type") == event_type and wanted(payload):
+                    return dict(message)
+            look = Look(
+                cursor=(page.get("response_metadata") or {}).get("next_cursor") or None,
+                seen=look.seen + len(messages),
+                pages=look.pages + 1,
+            )
+            if look.cursor is None or look.seen >= LOOK_MESSAGES:
+                return None
+        return None
