@@ -95,7 +95,7 @@ async def test_migrate_gives_up_on_a_lock_a_long_transaction_holds_and_says_so(
     assert await current_revision(url) == "0014"
     assert "observed_from" not in await _columns(url, "stages")
 
-    code, out_text, err_text = await asyncio.to_thread(
+    code, _, err_text = await asyncio.to_thread(
         run_here, ["migrate"], env=_environment(url), cwd=tmp_path
     )
     assert (code, err_text) == (0, ""), err_text
@@ -137,7 +137,7 @@ async def test_a_bad_lock_timeout_is_a_configuration_problem(tmp_path: Path) -> 
     url = f"sqlite:///{tmp_path}/bot.db"
     for bad in ("0", "-1", "abc", "inf"):
         env = _environment(url, MIGRATE_LOCK_TIMEOUT_SECONDS=bad)
-        code, out, err = await asyncio.to_thread(run_here, ["migrate"], env=env, cwd=tmp_path)
+        code, _, err = await asyncio.to_thread(run_here, ["migrate"], env=env, cwd=tmp_path)
         assert code == 2, (bad, err)
         assert "MIGRATE_LOCK_TIMEOUT_SECONDS" in err, (bad, err)
         assert not (tmp_path / "bot.db").exists()

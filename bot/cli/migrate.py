@@ -82,7 +82,8 @@ async def _failure(failed: MigrationFailed, database_url: str, before: str | Non
             "MIGRATE_LOCK_TIMEOUT_SECONDS sets the wait"
         )
     else:
-        said, todo = f"{which} failed ({error_summary(failed.__cause__ or failed)})", ": fix the cause and run `rollout-bot migrate` again"
+        said = f"{which} failed ({error_summary(failed.__cause__ or failed)})"
+        todo = ": fix the cause and run `rollout-bot migrate` again"
     return f"{said}; {await _where(database_url, before)}{todo}"
 
 
