@@ -28,7 +28,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import NewerEvent, Rollout
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.logs import rollout_context
 from bot.services.clock import Background, LoopClock, sleep_until_woken
@@ -41,6 +41,9 @@ from bot.services.store_ports import AuditLog, Outboxes, Rollouts
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
+
+LEFT_TO_NEWER = timedelta(minutes=1)
+"""How often a message only a newer version can word is looked at again (`NewerEvent`)."""
 
 Drawn = tuple[Rollout, RolloutPlan]
 
@@ -86,6 +89,7 @@ class Outbox:
         self._in_hand = _InHand()
         self._paused: dict[str, datetime] = {}
         """Channels Slack rate-limited, until when (its Retry-After)."""
+        self._newer: set[str] = set()  # kinds of thread events of a newer version, said once
         self._loop = Background("outbox", wake=self._wake)
 
     async def add(self, messages: Sequence[NewMessage]) -> None:
@@ -219,6 +223,10 @@ class Outbox:
                 return False
             except TRANSIENT as error:  # the database or the network, for a moment
                 await self._failed(message, DeliveryFailed(error_summary(error)))
+                return False
+            except NewerEvent as newer:
+                said, now = self._newer, self._clock()
+                await _left_to_newer(self._store, message, newer, self.owner, now, said)
                 return False
             except Exception as error:
                 log.exception("message %s (%s) could not be rendered", message.id, message.kind)
@@ -360,3 +368,29 @@ class _InHand:
         """The loop is done with the rollout's claimed message: a flush waiting on it goes on."""
         if rollout_id is not None and (waiting := self._rollouts.pop(rollout_id, None)):
             waiting.set()
+
+
+async def _left_to_newer(
+    store: Outboxes,
+    message: OutboxMessage,
+    newer: NewerEvent,
+    owner: str,
+    now: datetime,
+    said: set[str],
+) -> None:
+    """A message only a newer version can word (a rolling upgrade under way): given back
+    without counting an attempt, so it is never given up here, and looked at again until a
+    newer replica delivers it (the rollout's later messages wait behind it, in order). Each
+    kind is logged once (`said`)."""
+    if newer.kind not in said:
+        said.add(newer.kind)
+        log.warning(
+            "thread messages of kind %r are due: left to a newer version's replicas", newer.kind
+        )
+    await store.retry(
+        message_id=message.id,
+        owner=owner,
+        due_at=now + LEFT_TO_NEWER,
+        error=str(newer),
+        failed=False,
+    )
