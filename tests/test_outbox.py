@@ -507,9 +507,9 @@ async def test_a_line_only_a_newer_version_can_word_is_left_to_its_replicas(
     assert waiting[0].attempts == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    kind = "KindOfTheNextVersion"
     assert warnings == [
-        "thread messages of kind 'KindOfTheNextVersion' are due: left to a newer version's "
-        "replicas"
+        f"thread messages of kind {kind!r} are due: left to a newer version's replicas"
     ]
 
 
