@@ -5,14 +5,17 @@ migration that fails half-way. One line that says which migration, why, where th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from command_line import run_here
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.db import create_engine
 from storage.migrate import current_revision, head_revision, upgrade
@@ -31,17 +34,23 @@ def _with_password(url: str) -> str:
     return parsed.set(password=PASSWORD).render_as_string(hide_password=False)
 
 
-async def _columns(url: str, table: str) -> set[str]:
+@contextlib.asynccontextmanager
+async def _session(url: str) -> AsyncIterator[AsyncConnection]:
+    """A connection of its own to the database, as another replica or `psql` has one."""
     engine = create_engine(url)
     try:
         async with engine.connect() as connection:
-
-            def read(sync: Connection) -> set[str]:
-                return {column["name"] for column in inspect(sync).get_columns(table)}
-
-            return await connection.run_sync(read)
+            yield connection
     finally:
         await engine.dispose()
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    def read(sync: Connection) -> set[str]:
+        return {column["name"] for column in inspect(sync).get_columns(table)}
+
+    async with _session(url) as connection:
+        return await connection.run_sync(read)
 
 
 @pytest.mark.postgres
@@ -54,32 +63,28 @@ async def test_migrate_gives_up_on_a_lock_a_long_transaction_holds_and_says_so(
     over, the next `migrate` completes."""
     url = _with_password(empty_postgres_database_url)
     await upgrade(url, revision="0014")
-    replica = create_engine(url)
-    try:
-        async with replica.connect() as long_transaction:
-            await long_transaction.execute(text("BEGIN"))
-            await long_transaction.execute(text("SELECT count(*) FROM stages"))
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "migrate",
-                env=_environment(url, MIGRATE_LOCK_TIMEOUT_SECONDS="0.5"),
-                cwd=tmp_path,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            try:
-                out, err = await asyncio.wait_for(process.communicate(), timeout=30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-                pytest.fail("migrate waited behind the long transaction with no bound")
-            # The replica's transaction was not disturbed: it goes on, and ends as it likes.
-            assert (await long_transaction.execute(text("SELECT 1"))).scalar() == 1
-            await long_transaction.execute(text("ROLLBACK"))
-    finally:
-        await replica.dispose()
+    async with _session(url) as long_transaction:
+        await long_transaction.execute(text("BEGIN"))
+        await long_transaction.execute(text("SELECT count(*) FROM stages"))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "migrate",
+            env=_environment(url, MIGRATE_LOCK_TIMEOUT_SECONDS="0.5"),
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), timeout=30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            pytest.fail("migrate waited behind the long transaction with no bound")
+        # The replica's transaction was not disturbed: it goes on, and ends as it likes.
+        assert (await long_transaction.execute(text("SELECT 1"))).scalar() == 1
+        await long_transaction.execute(text("ROLLBACK"))
 
     lines = err.decode().splitlines()
     assert process.returncode == 1, err.decode()
@@ -110,12 +115,9 @@ async def test_a_migration_that_fails_is_one_line_naming_it_and_nothing_is_appli
     which migration failed, why, and that the database is still at 0013; no traceback."""
     url = _with_password(empty_database_url)
     await upgrade(url, revision="0013")
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("ALTER TABLE stages ADD COLUMN observed_from TEXT"))
-    finally:
-        await engine.dispose()
+    async with _session(url) as by_hand:
+        await by_hand.execute(text("ALTER TABLE stages ADD COLUMN observed_from TEXT"))
+        await by_hand.commit()
 
     code, out, err = await asyncio.to_thread(
         run_here, ["migrate"], env=_environment(url), cwd=tmp_path
