@@ -574,7 +574,7 @@ async def test_a_line_only_a_newer_version_can_word_is_left_to_its_replicas(
     )
     await outbox.add([of_the_next_version, *said(rollout, "after it")])
 
-    with caplog.at_level(logging.WARNING, logger="bot.services.outbox"):
+    with caplog.at_level(logging.WARNING, logger="bot.services"):
         for _ in range(20):  # past every backoff a counted failure would take to give up
             await outbox.flush(rollout.id)
             await outbox.deliver_due()

@@ -35,16 +35,20 @@ from bot.services.channel_refusals import ChannelRefusals
 from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.outbox_lease import MessageLeases
-from bot.services.outbox_messages import CARD, FAILURE, REFUSED, UNFOLLOWED, post
+from bot.services.outbox_messages import (
+    CARD,
+    FAILURE,
+    REFUSED,
+    UNFOLLOWED,
+    left_to_newer,
+    post,
+)
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.store_ports import AuditLog, Outboxes, Rollouts
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)
-
-LEFT_TO_NEWER = timedelta(minutes=1)
-"""How often a message only a newer version can word is looked at again (`NewerEvent`)."""
 
 Drawn = tuple[Rollout, RolloutPlan]
 
@@ -228,7 +232,7 @@ class Outbox:
                 return False
             except NewerEvent as newer:
                 said, now = self._newer, self._clock()
-                await _left_to_newer(self._store, message, newer, self.owner, now, said)
+                await left_to_newer(self._store, message, newer, self.owner, now, said)
                 return False
             except Exception as error:
                 log.exception("message %s (%s) could not be rendered", message.id, message.kind)
@@ -377,29 +381,3 @@ class _InHand:
         """The loop is done with the rollout's claimed message: a flush waiting on it goes on."""
         if rollout_id is not None and (waiting := self._rollouts.pop(rollout_id, None)):
             waiting.set()
-
-
-async def _left_to_newer(
-    store: Outboxes,
-    message: OutboxMessage,
-    newer: NewerEvent,
-    owner: str,
-    now: datetime,
-    said: set[str],
-) -> None:
-    """A message only a newer version can word (a rolling upgrade under way): given back
-    without counting an attempt, so it is never given up here, and looked at again until a
-    newer replica delivers it (the rollout's later messages wait behind it, in order). Each
-    kind is logged once (`said`)."""
-    if newer.kind not in said:
-        said.add(newer.kind)
-        log.warning(
-            "thread messages of kind %r are due: left to a newer version's replicas", newer.kind
-        )
-    await store.retry(
-        message_id=message.id,
-        owner=owner,
-        due_at=now + LEFT_TO_NEWER,
-        error=str(newer),
-        failed=False,
-    )
