@@ -227,6 +227,9 @@ def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     return kept
 
 
+_SECOND = timedelta(seconds=1)
+
+
 def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) -> list[StageTimes]:
     spec = plan.track(track.name)
     promotions = [e for e in events if e.action == "promote" and e.track == track.name]
@@ -241,7 +244,8 @@ def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) ->
         if deployed is None:
             continue  # never reached
         # A promotion of this stage comes before the next stage deploys; one after it is a
-        # later stage's (this one promoted itself: `promote: auto`).
+        # later stage's (this one promoted itself: `promote: auto`). GitHub gives a job's
+        # completion in whole seconds: a promotion in that second came before it.
         following = deployments[index + 1] if index + 1 < len(deployments) else None
         gates = [
             e
@@ -254,7 +258,7 @@ def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) ->
             (
                 e
                 for e in promotions
-                if decided and decided <= e.at and (following is None or e.at <= following)
+                if decided and decided <= e.at and (following is None or e.at < following + _SECOND)
             ),
             None,
         )
