@@ -120,7 +120,8 @@ async def _ephemeral(
     if isinstance(command, commands.History):
         recent = await rollouts.history(tag=command.tag)
         plans = await plans_of(services, recent)
-        return "Rollout history", history_blocks(recent, lambda r: plans[r.id])
+        undone = await services.reports.rolled_back_after(recent)
+        return "Rollout history", history_blocks(recent, lambda r: plans[r.id], undone)
     if isinstance(command, commands.Report):
         report = await services.reports.period(command.period)
         shown = _named(services)

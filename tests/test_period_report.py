@@ -171,6 +171,23 @@ async def test_a_release_rolled_back_after_it_completed_is_no_success(box: Sandb
     assert "`v1.1.0`" not in week.split("*Rollbacks, kills and other stops*")[1]
 
 
+async def test_history_says_which_completed_release_was_rolled_back_after(box: Sandbox) -> None:
+    """A release manager counting failures from `/rollout history` must not read a release
+    taken back after it reached 100% as a plain "completed"."""
+    scene = Scene(box)
+    try:
+        hour = timedelta(hours=1)
+        await scene.finished(ago=5 * hour, lead=hour)
+        await scene.finished(ago=4 * hour, lead=2 * hour, redeployed=True)
+    finally:
+        await scene.engine.dispose()
+
+    history = await box.command("history")
+    newer, older = history.split("*v1.1.0*")
+    assert "*v1.2.0*" in newer and "rolled back after it completed" in newer
+    assert "rolled back" not in older
+
+
 @pytest.mark.parametrize(
     ("rollouts", "succeeded", "said"),
     [(200, 199, "99%"), (1000, 999, "99%"), (201, 1, "1%"), (4, 3, "75%"), (200, 0, "0%")],

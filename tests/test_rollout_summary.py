@@ -150,6 +150,7 @@ def test_a_promotion_in_the_second_github_says_the_next_stage_completed_is_still
     assert (canary.promoted_at, canary.promoted_by) == (click.at, PERSON)
     assert canary.held == 10 * MINUTE + timedelta(milliseconds=400)
 
+
 def test_the_lead_time_runs_from_the_dispatch_not_a_scheduled_starts_wait() -> None:
     rollout = ended(120)  # dispatched at T0, 100% two hours later
     typed = T0 - timedelta(days=3)  # `/rollout start v1.4.2 --at "mon 09:00"` on Friday

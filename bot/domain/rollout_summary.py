@@ -204,6 +204,12 @@ def summarize(
     )
 
 
+def rolled_back_after(events: Sequence[Recorded], track: str) -> bool:
+    """Whether a person put the previous release back over `track` after it completed (Roll
+    back after it completed, as recorded in its rollout's audit trail)."""
+    return any(e.action == REDEPLOY and e.result in DONE and e.track == track for e in events)
+
+
 def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     """The gates, and the people's actions that took place: each promotion once (a replica
     that lost the race to save a promotion records it again: the first after a track's gate
