@@ -169,21 +169,8 @@ async def test_a_release_rolled_back_after_it_completed_is_no_success(box: Sandb
     assert "median 1h30m, p90 2h" in week  # both reached 100%: their lead times stand
     assert "`v1.2.0` Hosted relay: rolled back after it completed (redeployed the previous" in week
     assert "`v1.1.0`" not in week.split("*Rollbacks, kills and other stops*")[1]
-
-
-async def test_history_says_which_completed_release_was_rolled_back_after(box: Sandbox) -> None:
-    """A release manager counting failures from `/rollout history` must not read a release
-    taken back after it reached 100% as a plain "completed"."""
-    scene = Scene(box)
-    try:
-        hour = timedelta(hours=1)
-        await scene.finished(ago=5 * hour, lead=hour)
-        await scene.finished(ago=4 * hour, lead=2 * hour, redeployed=True)
-    finally:
-        await scene.engine.dispose()
-
-    history = await box.command("history")
-    newer, older = history.split("*v1.1.0*")
+    # Nor does `/rollout history` read it as a plain "completed".
+    newer, older = (await box.command("history")).split("*v1.1.0*")
     assert "*v1.2.0*" in newer and "rolled back after it completed" in newer
     assert "rolled back" not in older
 

@@ -772,7 +772,8 @@ def test_promote_while_observing_names_the_window_end() -> None:
 # -- the desktop track and its kill-switch --------------------------------------------------
 
 
-def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
+def at_half_and_beta() -> Rollout:
+    """Canary and internal ring passed and promoted; 50% deployed at 80, beta at 90."""
     rollout = deploy(
         deploy(approved(), CANARY, "relay-canary-5", at(5)), INTERNAL, "desktop-internal", at(10)
     )
@@ -781,6 +782,11 @@ def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
     rollout = deploy(
         deploy(rollout, HALF, "relay-rollout-50", at(80)), BETA, "desktop-beta", at(90)
     )
+    return rollout
+
+
+def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
+    rollout = at_half_and_beta()
     assert rollout.track("desktop").stage("beta").window_ends_at == at(210)  # 2h for beta
     rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
 
@@ -891,14 +897,7 @@ def test_tracks_that_completed_while_the_bot_was_down_end_when_their_jobs_did() 
     """The 100% and GA jobs finished at 215 and 220; the bot looked again only at 400 (it was
     down). The rollout ended at 220: its lead time, and the period `/rollout report` counts it
     in, are the release's, not the outage's."""
-    rollout = deploy(
-        deploy(approved(), CANARY, "relay-canary-5", at(5)), INTERNAL, "desktop-internal", at(10)
-    )
-    rollout = passed(rollout, "relay", "canary", relay_verdict(), at(36))
-    rollout = passed(rollout, "desktop", "internal", desktop_verdict(), at(71))
-    rollout = deploy(
-        deploy(rollout, HALF, "relay-rollout-50", at(80)), BETA, "desktop-beta", at(90)
-    )
+    rollout = at_half_and_beta()
     rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
     rollout = passed(rollout, "desktop", "beta", desktop_verdict(), at(211))
     both_wait = snapshot(waiting(FULL), waiting(GA), waiting_on={"relay-rollout-100", "desktop-ga"})
