@@ -95,8 +95,9 @@ class GateVerdict:
     @property
     def sample_too_small(self) -> bool:
         """Below the minimum (an unknown sample is below any positive one), or zero: a window
-        that saw no request or session tested nothing, whatever the minimum."""
-        if self.sample == 0:
+        that saw no request or session tested nothing, whatever the minimum. A negative count
+        is no count (a source's bug, a counter gone wrong): below any minimum, 0 included."""
+        if self.sample is not None and self.sample <= 0:
             return True
         return self.min_sample > 0 and (self.sample is None or self.sample < self.min_sample)
 
@@ -118,6 +119,8 @@ class GateVerdict:
                 "fraction (0.01 = 1%)"
             )
         if self.reason is GateReason.INSUFFICIENT_SAMPLE:
+            if self.sample is not None and self.sample < 0:
+                return f"sample {self.sample} is negative: no count of requests or sessions"
             if self.sample == 0 and self.min_sample == 0:
                 return "sample 0: nothing was observed in the window"
             seen = "unknown" if self.sample is None else str(self.sample)
