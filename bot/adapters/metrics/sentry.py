@@ -161,6 +161,7 @@ class SentrySource(LiveSource):
             baseline=baseline_rate,
             baseline_live=baseline_query is not None,
             baseline_sample=counted,
+            baseline_counted=baseline_query is not None,
             problem="; ".join(problems) or None,
             link=_release_url(client.access, release, environment),
             series=chart[0].series if chart[0] else (),

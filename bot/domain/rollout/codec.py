@@ -37,6 +37,7 @@ def verdict_to_json(verdict: GateVerdict) -> dict[str, Any]:
         "min_sample": verdict.min_sample,
         **({} if verdict.clock_offset is None else {"clock_offset": verdict.clock_offset}),
         "baseline_origin": verdict.baseline_origin,
+        **({"baseline_sample_only": True} if verdict.baseline_sample_only else {}),
     }
 
 
@@ -59,6 +60,7 @@ def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
         min_sample=int(data.get("min_sample", 0)),
         clock_offset=data.get("clock_offset"),
         baseline_origin=data.get("baseline_origin", "plan"),
+        baseline_sample_only=data.get("baseline_sample_only") is True,
     )
 
 
