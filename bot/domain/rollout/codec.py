@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from bot.domain.gate import GateKind, GateVerdict, Verdict
 from bot.domain.late_gate import LateGate
@@ -74,6 +74,17 @@ def late_to_json(late: LateGate | None) -> dict[str, Any]:
         return {}
     decided = "latest" if late.latest_decided else "window"
     return {"late": {**_dumped(_LATE, late), "decided": decided}}
+
+
+def late_from_json(data: object) -> LateGate | None:
+    """A late gate as its audit entry keeps it (`late_to_json`); None when the entry has none,
+    or one in a shape this version does not read (a newer one's)."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return _LATE.validate_python(dict(data))
+    except ValidationError:
+        return None
 
 
 def check_to_json(check: Check) -> dict[str, str]:
