@@ -9,8 +9,8 @@ import re
 from slack_sdk.models.blocks import Block
 
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
-from bot.adapters.slack.late_words import judged_late
 from bot.adapters.slack.blocks import BlockJson, as_json, context, header, section
+from bot.adapters.slack.late_words import judged_late
 from bot.adapters.slack.limits import MESSAGE_BLOCKS, clip, pack
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape, escape_quoted
