@@ -172,13 +172,19 @@ unseen since the end: a minute is past any on-time gate and a small share of any
 
 
 def gate_windows(
-    rollout: Rollout, *, track: str, stage: str, now: datetime
+    rollout: Rollout,
+    *,
+    track: str,
+    stage: str,
+    now: datetime,
+    settle: timedelta = timedelta(0),
 ) -> tuple[QueryWindow, ...]:
     """The windows a stage's gate reads now: its own (`stage_window`), and, when it ended more
-    than `LATE_GATE` ago, also the latest stretch of the same length ending now: a late gate
-    judged on the window's old figures alone would pass a canary that has failed since."""
+    than `LATE_GATE` ago (after the `settle` its track waits for late figures: `settle_of`),
+    also the latest stretch of the same length ending now: a late gate judged on the window's
+    old figures alone would pass a canary that has failed since."""
     window = stage_window(rollout, track=track, stage=stage, now=now)
-    if now - window.end <= LATE_GATE:
+    if now - window.end <= LATE_GATE + settle:
         return (window,)
     return (window, replace(window, start=now - (window.end - window.start), end=now))
 
