@@ -61,8 +61,9 @@ from sqlalchemy.pool import NullPool
 
 from bot.adapters.chart_worker import ChartWorker
 from sandbox import slack_markup
-from sandbox.config import SECRETS
+from sandbox.config import SECRETS, SENTRY_TOKEN
 from sandbox.harness import CHARTS, Sandbox
+from sandbox.sentry import SentryTestServer
 from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
 
@@ -357,3 +358,10 @@ async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
     async with quiet_sandbox(tmp_path, database_url) as box:
         yield box
+
+
+@pytest.fixture
+async def sentry() -> AsyncIterator[SentryTestServer]:
+    """A local Sentry answering the sessions API (`sandbox.sentry`), with the sandbox's token."""
+    async with SentryTestServer(token=SENTRY_TOKEN) as server:
+        yield server

@@ -10,7 +10,6 @@ window's end as a bot that was down finds it.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -35,7 +34,6 @@ from bot.domain.rollout import (
 from bot.domain.rollout.codec import late_to_json
 from bot.domain.rollout.events import GateFailed, GateInconclusive, GatePassed, Reevaluated
 from bot.services.records import AuditEvent
-from sandbox.config import SENTRY_TOKEN
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.plans import SENTRY_RINGS
 from sandbox.sentry import SentryTestServer
@@ -44,12 +42,6 @@ from storage.timers import TimerStore
 WINDOW = timedelta(minutes=10)
 """Longer than the harness skips on its own: the window ends only when the test moves time."""
 LATE = timedelta(hours=2)
-
-
-@pytest.fixture
-async def sentry() -> AsyncIterator[SentryTestServer]:
-    async with SentryTestServer(token=SENTRY_TOKEN) as server:
-        yield server
 
 
 def sessions(sentry: SentryTestServer, at: datetime, *, crashed: int) -> None:

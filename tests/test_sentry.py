@@ -4,7 +4,6 @@ desktop ring tripping the kill-switch on Sentry's crash rate through the whole b
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,12 +31,6 @@ from sandbox.sentry import SentryTestServer
 TOKEN = SENTRY_TOKEN
 RELEASE = "scriptum-desktop@v1.4.2"
 PREVIOUS = "scriptum-desktop@v1.4.1"
-
-
-@pytest.fixture
-async def sentry() -> AsyncIterator[SentryTestServer]:
-    async with SentryTestServer(token=TOKEN) as server:
-        yield server
 
 
 def access(server: SentryTestServer, token: str = TOKEN) -> SentryAccess:

@@ -5,12 +5,10 @@ read as the window ends is lower than the window's, and the ring passed on it.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 import yaml
 from figures import CANARY_OK
 from sandbox_views import dispatched
@@ -19,19 +17,12 @@ from test_sentry import PREVIOUS, RELEASE
 from bot.domain.gate import Verdict
 from bot.domain.plan import SentryMetrics, settle_of
 from bot.domain.rollout import Rollout, StageState
-from sandbox.config import SENTRY_TOKEN
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.plans import SENTRY_RINGS
 from sandbox.sentry import SentryTestServer
 
 WINDOW = timedelta(minutes=10)
 SETTLE = timedelta(minutes=30)
-
-
-@pytest.fixture
-async def sentry() -> AsyncIterator[SentryTestServer]:
-    async with SentryTestServer(token=SENTRY_TOKEN) as server:
-        yield server
 
 
 def ring_box(
