@@ -70,7 +70,7 @@ async def test_without_settle_the_ring_passed_on_crashes_not_yet_reported(
     sentry: SentryTestServer, tmp_path: Path, sqlite_database_url: str
 ) -> None:
     async with ring_box(sentry, tmp_path, sqlite_database_url, None) as box:
-        await crashes_reported_after_the_window(box, sentry, SETTLE)
+        await crashes_reported_after_the_window(box, sentry, timedelta(0))
         passed = await box.wait_until(lambda r: internal(r) is StageState.HOLDING)
         verdict = passed.track("desktop").stage("internal").verdict
         assert verdict is not None and verdict.verdict is Verdict.PASS
