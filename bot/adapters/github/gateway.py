@@ -85,6 +85,11 @@ class PyGithubGateway:
             workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at, before=before
         )
 
+    async def release_runs(
+        self, *, workflow_file: str, tag: str, since: datetime
+    ) -> list[LinkableRun]:
+        return await self._dispatch.release_runs(workflow_file=workflow_file, tag=tag, since=since)
+
     async def snapshot(self, run_id: int) -> RunSnapshot:
         return await self.held(await self.reported(run_id))
 
