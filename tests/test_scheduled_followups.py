@@ -9,16 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import test_scheduled_starts as starts
 from figures import passing_sandbox
-from test_scheduled_starts import (
-    reach,
-    recorded,
-    sandbox,
-    scheduled,
-    slack_date,
-    told_in_thread,
-    tomorrow_nine,
-)
+from test_scheduled_starts import sandbox
 from test_services_removed import BILLING, RELAY, restarted_with
 
 from bot.domain.rollout import Phase
@@ -70,9 +63,9 @@ async def test_a_service_removed_over_its_scheduled_time_says_so_when_it_comes_b
     "Scheduled: dispatch at 09:00" for a time long past, the schedule pending for ever."""
     async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
         box.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
-        at = tomorrow_nine(box)
+        at = starts.tomorrow_nine(box)
         said = await box.command('start billing-api v2.0.0 --flags-ready --at "tomorrow 09:00"')
-        assert f"dispatch scheduled for {slack_date(at)}" in said, said
+        assert f"dispatch scheduled for {starts.slack_date(at)}" in said, said
         (rollout,) = await box.rollouts()
         await restarted_with(box, [RELAY])
         await box.pass_time(at - box.clock() + timedelta(seconds=30))
@@ -99,16 +92,16 @@ async def test_a_release_run_by_hand_before_the_time_is_not_dispatched_again(
     """Token mode: someone ran Deployment Strategy for `v1.4.2` by hand on GitHub after the
     start was scheduled; at the time the bot dispatched it again (a second deploy of the
     release, its gates run twice), never looking."""
-    at = await scheduled(sandbox)
+    at = await starts.scheduled(sandbox)
     repository = sandbox.github.repository_named("scriptum/scriptum")
     assert repository is not None
     repository.refs.add("v1.4.2")
     older = repository.create_foreign_run(actor="octocat", branch="v1.4.1")  # another release
     by_hand = repository.create_foreign_run(actor="octocat", branch="v1.4.2")
-    await reach(sandbox, at)
-    said = await told_in_thread(sandbox, "did not go")
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
     assert f"run {by_hand}" in said and f"run {older}" not in said, said
     assert "not dispatched again" in said
     assert sandbox.github.dispatches == []
-    assert await recorded(sandbox, "schedule:dispatch") == [("held", at.isoformat())]
+    assert await starts.recorded(sandbox, "schedule:dispatch") == [("held", at.isoformat())]
     assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
