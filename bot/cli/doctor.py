@@ -13,16 +13,13 @@ import sys
 from pathlib import Path
 
 import yaml
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncRateLimitErrorRetryHandler,
-    async_default_handlers,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
+from bot.adapters.slack.calls import web_api_retries
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal, sqlite_file_missing
 from bot.cli.doctor_clocks import clock_finding, database_clock_finding
@@ -169,12 +166,9 @@ async def examine(
                 AsyncWebClient(
                     token=settings.slack_bot_token.get_secret_value(),
                     base_url=str(settings.slack_api_url),
-                    # A 429 says how long to wait (Retry-After): waited out, as the bot's own
-                    # client does, not read as a refused token or channel.
-                    retry_handlers=[
-                        *async_default_handlers(),
-                        AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-                    ],
+                    # A rate limit says how long to wait (Retry-After): waited out, as the
+                    # bot's own client does, not read as a refused token or channel.
+                    retry_handlers=web_api_retries(),
                 )
             ),
             github=GitHubInstallReads(github),
