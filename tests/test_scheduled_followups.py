@@ -45,7 +45,8 @@ async def tried(box: Sandbox, key: str, *, times: int) -> Timer:
             while True:
                 timer = await timers.get(key=key)
                 assert timer is not None
-                if timer.attempts >= attempt or timer.dead_at is not None:
+                # Claimed (attempts counted), then failed: released again, or buried.
+                if timer.attempts >= attempt and timer.claimed_by is None:
                     break
                 await asyncio.sleep(0.05)
         if timer.dead_at is not None:
