@@ -38,6 +38,7 @@ from bot.services.outbox_lease import MessageLeases
 from bot.services.outbox_messages import (
     CARD,
     FAILURE,
+    LEFT_TO_NEWER_AT_MOST,
     REFUSED,
     UNFOLLOWED,
     left_to_newer,
@@ -230,9 +231,12 @@ class Outbox:
             except TRANSIENT as error:  # the database or the network, for a moment
                 await self._failed(message, DeliveryFailed(error_summary(error)))
                 return False
-            except NewerEvent as newer:
+            except NewerEvent as newer:  # left to a newer replica, for an hour at most
                 said, now = self._newer, self._clock()
-                await left_to_newer(self._store, message, newer, self.owner, now, said)
+                if now - message.created_at < LEFT_TO_NEWER_AT_MOST:
+                    await left_to_newer(self._store, message, newer, self.owner, now, said)
+                else:  # none came (the upgrade was rolled back): the later messages go on
+                    await self._failed(message, DeliveryFailed(str(newer), permanent=True))
                 return False
             except Exception as error:
                 log.exception("message %s (%s) could not be rendered", message.id, message.kind)

@@ -43,6 +43,10 @@ REFUSED = "channel_refused"
 _READING: TypeAdapter[Reading] = TypeAdapter(Reading)
 LEFT_TO_NEWER = timedelta(minutes=1)
 """How often a message only a newer version can word is looked at again (`NewerEvent`)."""
+LEFT_TO_NEWER_AT_MOST = timedelta(hours=1)
+"""How long after it was written such a message is left to a newer replica: past it, none has
+come (the upgrade was rolled back), and it is given up, so that the rollout's later messages
+(its card's updates too) go on."""
 
 
 def card(rollout: Rollout) -> NewMessage:
@@ -171,9 +175,9 @@ async def left_to_newer(
     said: set[str],
 ) -> None:
     """A message only a newer version can word (a rolling upgrade under way): given back
-    without counting an attempt, so it is never given up here, and looked at again until a
-    newer replica delivers it (the rollout's later messages wait behind it, in order). Each
-    kind is logged once (`said`)."""
+    without counting an attempt, and looked at again until a newer replica delivers it (the
+    rollout's later messages wait behind it, in order; the outbox gives it up past
+    `LEFT_TO_NEWER_AT_MOST`). Each kind is logged once (`said`)."""
     if newer.kind not in said:
         said.add(newer.kind)
         log.warning(
