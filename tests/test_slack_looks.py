@@ -93,3 +93,27 @@ async def test_a_resumed_look_reads_on_from_the_page_it_reached(paged: Paged) ->
     # Nothing new on top (one page), then the page refused and the last: not page one again.
     resumed = slack.calls_to("conversations.history")[looked:]
     assert [call.args.get("cursor") for call in resumed] == [None, "2", "4"]
+
+
+async def test_a_resumed_look_whose_cursor_slack_refuses_begins_again_from_page_one(
+    paged: Paged,
+) -> None:
+    """Slack answers `invalid_cursor` for a cursor "not valid or no longer valid": a look
+    kept since took that for a look Slack refuses, found nothing, and the message an earlier
+    attempt posted was posted a second time."""
+    slack, client = paged.slack, paged.client
+    since = datetime.now(UTC)
+    marker = {"event_type": EVENT, "event_payload": {"outbox_id": KEY}}
+    await client.chat_postMessage(channel=FAILURES, text="the notice", metadata=marker)
+    for n in range(4):
+        await client.chat_postMessage(channel=FAILURES, text=f"other {n}")
+    posts = EarlierPosts()
+    slack.fail_next("conversations.history", error="ratelimited", status=429, after=1)
+    with pytest.raises(DeliveryFailed):
+        await _look(client, posts, since)
+    # Nothing new on top, then the kept cursor refused.
+    slack.fail_next("conversations.history", error="invalid_cursor", after=1)
+
+    found = await _look(client, posts, since)
+
+    assert found is not None and found["text"] == "the notice"

@@ -116,7 +116,14 @@ class EarlierPosts:
                 if found is not None:
                     return found
                 look = replace(look, newest=_newer(look.newest, since_stop.newest))
-            found, _ = await pages.through(look, oldest=oldest)
+            try:
+                found, _ = await pages.through(look, oldest=oldest)
+            except DeliveryFailed:
+                if look.cursor is None:
+                    raise
+                # A kept cursor Slack no longer takes (`invalid_cursor`, "not valid or no
+                # longer valid"): from page one, rather than post again without a look.
+                found, _ = await pages.through(Look(), oldest=oldest)
             return found
         except _Stopped as stopped:
             self._stopped_looks.keep(key, stopped.look)
