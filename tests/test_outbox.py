@@ -292,7 +292,9 @@ async def test_a_refusal_notice_an_old_replica_gave_up_is_told_at_the_next_refus
     (notice,) = await store.claim(now=scene.clock(), owner="old", lease=LEASE)
     assert notice.kind == "channel_refused"
     # The previous version's Outbox._send: a kind it does not know, of no rollout.
-    await store.dead(message_id=notice.id, owner="old", now=scene.clock(), error="a message of no rollout")
+    await store.dead(
+        message_id=notice.id, owner="old", now=scene.clock(), error="a message of no rollout"
+    )
     await outbox.add(said(rollout, "promoted"))
 
     await scene.deliver_all([outbox])
