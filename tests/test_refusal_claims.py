@@ -4,34 +4,22 @@ written once, even while other writers commit around it."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.services.outbox_messages import REFUSED
 from bot.services.records import NewMessage
-from storage.db import create_engine, create_session_factory
+from storage.db import create_session_factory, engine_for_one_task
 from storage.outbox import OutboxStore
 
 REFUSING = "C0RELEASES"
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def engine(sqlite_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(sqlite_database_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
 async def test_a_refusal_notice_is_written_while_another_writer_commits_meanwhile(
-    engine: AsyncEngine, sqlite_database_url: str
+    sqlite_database_url: str,
 ) -> None:
     """Another replica (or this one's delivery to another channel) commits while the notice
     looks for the last message delivered in the refusing channel. Read and written in one
@@ -51,17 +39,18 @@ async def test_a_refusal_notice_is_written_while_another_writer_commits_meanwhil
             other.close()
             interposed.append(statement)
 
-    event.listen(engine.sync_engine, "after_cursor_execute", meanwhile)
-    store = OutboxStore(create_session_factory(engine))
     notice = NewMessage(
         kind=REFUSED,
         channel_id="C0FAILURES",
         payload={"channel": REFUSING, "refusal": "not_in_channel"},
     )
+    async with engine_for_one_task(sqlite_database_url) as engine:
+        event.listen(engine.sync_engine, "after_cursor_execute", meanwhile)
+        store = OutboxStore(create_session_factory(engine))
 
-    assert await store.told_once(notice, refusing=REFUSING, now=NOW)
+        assert await store.told_once(notice, refusing=REFUSING, now=NOW)
 
-    assert interposed
-    (written,) = [m for m in await store.pending() if m.kind == REFUSED]
-    assert written.payload["after"] == 0
-    assert not await store.told_once(notice, refusing=REFUSING, now=NOW)  # once
+        assert interposed
+        (written,) = [m for m in await store.pending() if m.kind == REFUSED]
+        assert written.payload["after"] == 0
+        assert not await store.told_once(notice, refusing=REFUSING, now=NOW)  # once

@@ -43,6 +43,7 @@ def _ours(payload: Mapping[str, Any]) -> bool:
 
 
 async def _look(client: AsyncWebClient, posts: EarlierPosts, since: datetime) -> Any:
+    """A look for the post of outbox message KEY in FAILURES, as the notifier's."""
     return await posts.find(
         client.conversations_history,
         _ours,
@@ -54,20 +55,26 @@ async def _look(client: AsyncWebClient, posts: EarlierPosts, since: datetime) ->
     )
 
 
+async def _stopped(paged: Paged, posts: EarlierPosts, since: datetime, *, others: int) -> None:
+    """`others` messages in FAILURES, then a look through them that Slack rate-limits on its
+    second page."""
+    for n in range(others):
+        await paged.client.chat_postMessage(channel=FAILURES, text=f"other {n}")
+    paged.slack.fail_next("conversations.history", error="ratelimited", status=429, after=1)
+    with pytest.raises(DeliveryFailed):
+        await _look(paged.client, posts, since)
+
+
 async def test_a_resumed_look_through_a_channel_finds_what_was_posted_since_it_stopped(
     paged: Paged,
 ) -> None:
     """History is newest first: a post made after a look stopped (another replica's attempt,
     its answer lost) is above the page the look reached. Resumed from that page, the look
     missed it and the message was posted a second time."""
-    slack, client = paged.slack, paged.client
+    client = paged.client
     since = datetime.now(UTC)
-    for n in range(6):
-        await client.chat_postMessage(channel=FAILURES, text=f"other {n}")
     replica_a = EarlierPosts()
-    slack.fail_next("conversations.history", error="ratelimited", status=429, after=1)
-    with pytest.raises(DeliveryFailed):
-        await _look(client, replica_a, since)  # its second page rate-limited
+    await _stopped(paged, replica_a, since, others=6)
     # Meanwhile replica b looks from page one, finds nothing, posts; its answer is lost.
     marker = {"event_type": EVENT, "event_payload": {"outbox_id": KEY}}
     await client.chat_postMessage(channel=FAILURES, text="the notice", metadata=marker)
@@ -80,12 +87,8 @@ async def test_a_resumed_look_through_a_channel_finds_what_was_posted_since_it_s
 async def test_a_resumed_look_reads_on_from_the_page_it_reached(paged: Paged) -> None:
     slack, client = paged.slack, paged.client
     since = datetime.now(UTC)
-    for n in range(6):
-        await client.chat_postMessage(channel=FAILURES, text=f"other {n}")
     posts = EarlierPosts()
-    slack.fail_next("conversations.history", error="ratelimited", status=429, after=1)
-    with pytest.raises(DeliveryFailed):
-        await _look(client, posts, since)
+    await _stopped(paged, posts, since, others=6)
     looked = len(slack.calls_to("conversations.history"))
 
     assert await _look(client, posts, since) is None
@@ -105,12 +108,8 @@ async def test_a_resumed_look_whose_cursor_slack_refuses_begins_again_from_page_
     since = datetime.now(UTC)
     marker = {"event_type": EVENT, "event_payload": {"outbox_id": KEY}}
     await client.chat_postMessage(channel=FAILURES, text="the notice", metadata=marker)
-    for n in range(4):
-        await client.chat_postMessage(channel=FAILURES, text=f"other {n}")
     posts = EarlierPosts()
-    slack.fail_next("conversations.history", error="ratelimited", status=429, after=1)
-    with pytest.raises(DeliveryFailed):
-        await _look(client, posts, since)
+    await _stopped(paged, posts, since, others=4)
     # Nothing new on top, then the kept cursor refused.
     slack.fail_next("conversations.history", error="invalid_cursor", after=1)
 
