@@ -16,7 +16,15 @@ import pytest
 import yaml
 from cleared import cleared_rollout
 from figures import HALF_OK, RELAY_OK, RINGS_OK, every_gate_passes
-from sandbox_views import button, dispatched, finish, released, stage_state, value_of
+from sandbox_views import (
+    button,
+    dispatched,
+    figures_form_opened,
+    finish,
+    released,
+    stage_state,
+    value_of,
+)
 from sqlalchemy import text
 
 from bot.adapters.slack.messages import two_person_text
@@ -394,13 +402,7 @@ async def test_a_form_whose_approver_check_slack_rate_limits_is_answered_within_
         workdir=tmp_path, database_url=database_url, plan_yaml=plan_yaml, extra_env=approvers
     ) as box:
         box.slack.usergroups[GROUP] = [SECOND]
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await dispatched(box)
-        await box.wait_for_thread("Enter the observed rates")
-        request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
-        await box.click("enter_figures", message=request)
-        opened = await box.slack.wait_for_call("views.open")
-        view_id = opened[-1].response["view"]["id"]
+        view_id = await figures_form_opened(box)
         figures = {
             "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
             "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
