@@ -45,7 +45,7 @@ from bot.domain.rollout.state import (
     github_person,
     reason_words,
 )
-from bot.domain.rollout.work import Work, cancel_window, reached_label
+from bot.domain.rollout.work import Work, cancel_window, ended_by_job, reached_label
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 
 DISPATCH_SEARCH = timedelta(minutes=10)
@@ -256,7 +256,7 @@ def _deployed(
                 state=TrackState.COMPLETED,
                 # When the release got there, not when the bot saw it (it may have been down):
                 # the lead time and the report's period are the release's.
-                ended_at=min(completed_at, now),
+                ended_at=ended_by_job(work.rollout, completed_at, now),
                 ended_reason=StopReason(StopKind.COMPLETED, subject=spec.label),
             )
         )
@@ -325,7 +325,7 @@ def _reconcile_aborting(
             reason = StopReason(
                 StopKind.FAILURE_JOB_FAILED, subject=failure.job, outcome=outcome, cause=reason
             )
-        ended_at = min(job.completed_at or now, now)
+        ended_at = ended_by_job(work.rollout, job.completed_at, now)
         work.set_track(
             replace(track, state=ending, ending=None, ended_at=ended_at, ended_reason=reason)
         )
