@@ -1178,7 +1178,10 @@ def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_i
     ended = [e for e in effects(decision) if isinstance(e, Announce)][-1]
     text = render(ended.event)
     assert "*Relay auto-rollback* ended `skipped`" in text
-    assert "It never ran: nothing was rolled back, Hosted relay is on *100%*" in text, text
+    assert (
+        "It never ran: Hosted relay reached *100%* before the stop took hold; nothing was "
+        "rolled back." in text
+    ), text
     assert "did not finish" not in text and "say what stopped it" not in text
 
 

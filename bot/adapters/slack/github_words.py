@@ -18,7 +18,7 @@ from bot.domain.rollout.events import (
     RunUnreadable,
     WaitsOutsidePlan,
 )
-from bot.domain.rollout.state import ended_words
+from bot.domain.rollout.state import TrackState, ended_words
 
 
 def failure_job_ended_text(event: FailureJobEnded) -> str:
@@ -28,8 +28,21 @@ def failure_job_ended_text(event: FailureJobEnded) -> str:
     said = f"{link} {event.track}: {ended_words(event.ended)}."
     if event.outcome is None:
         return f"*{event.job}* finished.{said}"
+    if event.outcome == "skipped" and event.ended is not TrackState.FAILED:
+        # Skipped while nothing of the track had deployed (`bot.domain.rollout.stopping`).
+        took = "halt" if event.desktop else "roll back"
+        return (
+            f"*{event.job}* was skipped on GitHub:{link} nothing of {event.track} had been "
+            f"deployed, so there was nothing to {took}. {event.track}: "
+            f"{ended_words(event.ended)}: nothing was deployed."
+        )
     left = ""
-    if event.desktop:
+    if event.landed:
+        left = (
+            f" It never ran: {event.track} reached *{event.reached}* before the stop took hold; "
+            "nothing was rolled back."
+        )
+    elif event.desktop:
         on = f"stays on the {event.reached}" if event.reached else "reached no ring"
         left = f" The release {on}{': its next ring was rejected' if event.rejected else ''}."
     elif event.outcome == "skipped":

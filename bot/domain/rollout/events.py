@@ -130,6 +130,9 @@ class FailureJobEnded:
     reached: str | None = None  # the last stage reached: where the release may still be
     desktop: bool = False
     rejected: bool = False  # the stop rejected a stage: its failure job had a failure to run on
+    landed: bool = False
+    """The track's last stage deployed before the stop took hold (the release is all the way
+    out): GitHub skipped the failure job, nothing failed for it to run on."""
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,9 @@ class StopKind(StrEnum):
     JOB_FAILED = "job_failed"
     """Job `subject` ended `outcome` (a conclusion) on GitHub, or was skipped (no outcome)."""
     FAILURE_JOB_FAILED = "failure_job_failed"
-    """The failure job `subject` ended `outcome`; `cause` is why the track was stopping."""
+    """The failure job `subject` ended `outcome`; `cause` is why the track was stopping.
+    `detail`, when set: GitHub skipped it because the last stage, `detail`, deployed before
+    the stop took hold (nothing was rolled back)."""
     RUN_ENDED = "run_ended"
     """The run ended `outcome` (a conclusion) before the track did; while it stopped for
     `cause`, before its failure job `subject` was seen to end."""
@@ -377,6 +379,12 @@ def reason_words(
             return f"{reason.subject} rejected on GitHub by {reason.actor or 'Someone'}"
         case StopKind.JOB_FAILED if reason.outcome is None:
             return f"{reason.subject} was skipped"
+        case StopKind.FAILURE_JOB_FAILED if reason.detail:
+            stop = f"; the stop: {_stop_words(reason.cause, person, typed)}" if reason.cause else ""
+            return (
+                f"the release reached {reason.detail} before the stop took hold; nothing was "
+                f"rolled back ({reason.subject} was skipped{stop})"
+            )
         case StopKind.JOB_FAILED | StopKind.FAILURE_JOB_FAILED:
             cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
             return f"{reason.subject} ended `{reason.outcome}`{cause}"
@@ -390,3 +398,18 @@ def reason_words(
         case StopKind.COMPLETED:
             return f"{reason.subject} deployed"
     return reason.detail
+
+
+def _stop_words(
+    reason: StopReason, person: Callable[[str], str], typed: Callable[[str], str]
+) -> str:
+    """The stop itself (a Roll back, a Kill-switch), where the words of its intended end
+    (`rolled back by`) would say something that did not happen."""
+    who = person(reason.actor) if reason.actor else "someone"
+    said = f": {typed(reason.detail)}" if reason.detail else ""
+    match reason.kind:
+        case StopKind.ROLLED_BACK:
+            return f"Roll back by {who}{said}"
+        case StopKind.KILL_SWITCH:
+            return f"Kill-switch by {who}{said}"
+    return reason_words(reason, person, typed)

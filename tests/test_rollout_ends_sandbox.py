@@ -1,0 +1,109 @@
+"""How a stopped track ends, end to end: signed Slack requests through the real app, PyGithub
+against the GitHub simulator, the bot's own poller asleep so each look at the run is one the
+test asks for. What the card, `/rollout status` and the thread say of where the release is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from figures import CANARY_OK, RINGS_OK
+from sandbox_views import deploying_canary, dispatched, reviews, stage_state
+
+from bot.domain.rollout import Rollout, StageState, TrackState
+from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.workflows import Workflow, deployment_strategy_workflow, release_workflow
+
+pytestmark = pytest.mark.story
+"""Stories: the database only keeps the rollout between two commands (SQLite alone)."""
+
+
+def rollback_once_deployed() -> list[Workflow]:
+    """Scriptum's workflows, its relay rollback only once the canary deployed:
+    `if: failure() && needs.relay-canary-5.result == 'success'` (nothing to roll back before)."""
+    strategy = deployment_strategy_workflow()
+    jobs = tuple(
+        replace(job, if_succeeded=("relay-canary-5",)) if job.key == "relay-rollback" else job
+        for job in strategy.jobs
+    )
+    return [replace(strategy, jobs=jobs), release_workflow()]
+
+
+async def looked(box: Sandbox, rollout: Rollout, times: int = 2) -> Rollout:
+    for _ in range(times):
+        await box.services.rollouts.reconcile(rollout.id)
+    return await box.rollout()
+
+
+async def test_a_roll_back_before_the_canary_deployed_ends_rolled_back_not_failed(
+    tmp_path: Path,
+) -> None:
+    """Roll back while the preflight still ran: the bot rejected the canary, the plan's
+    rollback job was skipped (nothing had deployed), and the track ended *failed*."""
+    async with Sandbox(
+        workdir=tmp_path,
+        poll_interval=3600,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
+        workflows=rollback_once_deployed(),
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK})
+        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
+        box.github.set_job_duration("relay-preflight", timedelta(minutes=10))
+        rollout = await dispatched(box)
+        assert stage_state(rollout, "relay", "canary") is StageState.APPROVING
+
+        await box.command("rollback")
+        await box.pass_time(timedelta(minutes=11))
+        ended = await looked(box, rollout, times=3)
+
+        assert reviews(box, "relay") == [("relay-canary-5", "rejected")]
+        relay = ended.track("relay")
+        assert relay.state is TrackState.ROLLED_BACK
+        told = await box.wait_for_thread("*Relay auto-rollback* was skipped on GitHub")
+        assert "nothing of Hosted relay had been deployed, so there was nothing to roll back" in (
+            told
+        )
+        await box.slack.wait_for(
+            lambda: "*Hosted relay*: rolled back, nothing was deployed"
+            in box.card_message().rendered
+        )
+        status = await box.command("status")
+        assert "rolled back, nothing was deployed" in status, status
+
+
+async def test_a_roll_back_after_100_was_approved_says_it_reached_100(tmp_path: Path) -> None:
+    """A person approved 50% and then 100% on github.com during the canary's window; Roll back
+    came before the bot looked. 100% deployed, nothing failed, GitHub skipped the rollback:
+    the track ends failed, and the card and `/rollout status` said `Relay auto-rollback ended
+    skipped (rolled back by @you)`, though nothing was rolled back and the release is at 100%."""
+    async with Sandbox(
+        workdir=tmp_path,
+        poll_interval=3600,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK})
+        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
+        rollout = await deploying_canary(box)
+        assert rollout.run_id is not None
+        observing = await looked(box, rollout, times=1)
+        assert stage_state(observing, "relay", "canary") is StageState.OBSERVING
+        for environment in ("relay-rollout-50", "relay-rollout-100"):
+            box.github.review(rollout.run_id, [environment], "approved", actor="octocat")
+
+        await box.command("rollback")
+        ended = await looked(box, rollout)
+
+        relay = ended.track("relay")
+        assert relay.state is TrackState.FAILED
+        assert stage_state(ended, "relay", "full") is StageState.STOPPED
+        words = "the release reached 100% before the stop took hold; nothing was rolled back"
+        told = await box.wait_for_thread("*Relay auto-rollback* ended `skipped`")
+        assert "Hosted relay reached *100%* before the stop took hold; nothing was" in told
+        await box.slack.wait_for(lambda: words in box.card_message().rendered)
+        card = box.card_message().rendered
+        assert "rolled back by" not in card.split("Hosted relay", 1)[1].split("\n", 1)[0]
+        status = await box.command("status")
+        assert words in status, status
