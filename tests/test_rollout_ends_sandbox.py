@@ -13,7 +13,7 @@ import pytest
 from figures import CANARY_OK, RINGS_OK
 from sandbox_views import deploying_canary, dispatched, reviews, stage_state
 
-from bot.domain.rollout import Rollout, StageState, TrackState
+from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.workflows import Workflow, deployment_strategy_workflow, release_workflow
 
@@ -107,3 +107,43 @@ async def test_a_roll_back_after_100_was_approved_says_it_reached_100(tmp_path: 
         assert "rolled back by" not in card.split("Hosted relay", 1)[1].split("\n", 1)[0]
         status = await box.command("status")
         assert words in status, status
+
+
+async def test_a_re_run_of_a_run_that_ended_while_the_bot_was_down_is_said_not_followed(
+    tmp_path: Path,
+) -> None:
+    """The canary observed; the bot went down; the run was cancelled on GitHub and re-run
+    (attempt 2). Back up, the bot kept the rollout running at the canary's window while
+    attempt 2 waited at the canary for its review, which never came, and said nothing."""
+    async with Sandbox(
+        workdir=tmp_path,
+        poll_interval=3600,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK})
+        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
+        rollout = await deploying_canary(box)
+        assert rollout.run_id is not None
+        observing = await looked(box, rollout, times=1)
+        assert stage_state(observing, "relay", "canary") is StageState.OBSERVING
+        await box.stop_bot()
+        engine = box.github.engine
+        engine.cancel(rollout.run_id)
+        engine.rerun(rollout.run_id, by="octo-release")
+        engine.process()
+        await box.start_bot()
+
+        ended = await looked(box, rollout)
+
+        assert ended.phase is Phase.ENDED
+        assert {t.state for t in ended.tracks} == {TrackState.FAILED}
+        told = await box.wait_for_thread("was re-run on GitHub (attempt 2)")
+        assert "The bot does not follow a re-run, so this rollout ends here" in told
+        assert "Hosted relay: failed, last seen at *5% canary*" in told
+        assert "Attempt 2 waits at `desktop-internal`, `relay-canary-5`" in told, told
+        assert "/rollout start v1.4.2" in told
+        # Nothing approved attempt 2 on the bot's behalf.
+        assert "relay-canary-5" in {job.environment for job in engine.waiting_jobs(rollout.run_id)}
+        await box.slack.wait_for(
+            lambda: "the bot does not follow a re-run" in box.card_message().rendered
+        )

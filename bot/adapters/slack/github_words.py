@@ -14,6 +14,7 @@ from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
     FailureJobEnded,
+    RerunNotFollowed,
     RunReadable,
     RunUnreadable,
     WaitsOutsidePlan,
@@ -146,4 +147,31 @@ def run_readable_text(event: RunReadable) -> str:
         f":white_check_mark: The bot reads the run on GitHub again (since "
         f"{slack_time(event.back_at)}, after {format_duration(unread)} "
         "without an answer): it follows, approves and rejects as before."
+    )
+
+
+def rerun_not_followed_text(event: RerunNotFollowed) -> str:
+    """The run was re-run before the bot saw the attempt it followed end: the rollout ends,
+    each track where it was last seen, and nothing approves the new attempt's waits."""
+    before = event.attempt - 1
+    run = f"<{event.run_url}|run {event.run_id}>"
+    tracks = "; ".join(
+        f"{track}: failed, last seen at *{reached}*"
+        if reached
+        else f"{track}: failed, nothing seen deployed"
+        for track, reached in event.tracks
+    )
+    waits = ", ".join(f"`{escape(name)}`" for name in event.waiting)
+    waiting = (
+        f"Attempt {event.attempt} waits at {waits} for the bot's answer, which does not come: "
+        if waits
+        else f"Attempt {event.attempt} is not answered by the bot: when it waits for it, "
+    )
+    return (
+        f":warning: {run} was re-run on GitHub (attempt {event.attempt}) before the bot saw "
+        f"attempt {before} end. The bot does not follow a re-run, so this rollout ends here"
+        f"{': ' + tracks if tracks else ''}. Where each track ended in attempt {before} (its "
+        f"rollback, its kill-switch) is on the run's page. {waiting}reject it or cancel the run "
+        "on GitHub (with the GitHub App, the run's card in the release channel offers Adopt or "
+        f"Reject), and start a new rollout with `/rollout start {event.tag}`."
     )

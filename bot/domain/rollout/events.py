@@ -147,6 +147,20 @@ class RunEnded:
 
 
 @dataclass(frozen=True)
+class RerunNotFollowed:
+    """The run was re-run on GitHub (`attempt`) before the bot saw the attempt it followed
+    end: the tracks still going end here (`tracks`: each one's label and the last stage it was
+    seen to reach), and the new attempt waits at `waiting` with nobody approving it."""
+
+    run_id: int
+    run_url: str
+    attempt: int
+    tag: str
+    tracks: tuple[tuple[str, str | None], ...]
+    waiting: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RolloutEnded:
     tag: str
     tracks: tuple[tuple[str, TrackState], ...]
@@ -384,6 +398,7 @@ Event = (
     | StageRejected
     | FailureJobEnded
     | RunEnded
+    | RerunNotFollowed
     | RolloutEnded
     | GateMissed
     | GatePassed

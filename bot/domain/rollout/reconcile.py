@@ -19,6 +19,7 @@ from bot.domain.rollout.effects import (
 from bot.domain.rollout.events import (
     PromotedOnGitHub,
     RejectedOnGitHub,
+    RerunNotFollowed,
     RolloutEnded,
     RunEnded,
     StageApproved,
@@ -53,7 +54,9 @@ def reconcile(
     """Bring the rollout in line with what GitHub reports, and ask for what is still missing."""
     if rollout.phase is not Phase.RUNNING:
         return Decision(rollout)
-    work = Work(rollout)
+    if rollout.attempt is not None and snapshot.attempt > rollout.attempt:
+        return _rerun_unseen(rollout, plan, snapshot, now)
+    work = Work(rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt))
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
         if track.state is TrackState.ACTIVE:
@@ -276,6 +279,44 @@ def _end_with_run(
     work.set_track(ended)
     told = RunEnded(plan_track.label, conclusion, TrackState.FAILED, unseen)
     work.effects.append(Announce(told, failure=True))
+
+
+def _rerun_unseen(
+    rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot, now: datetime
+) -> Decision:
+    """GitHub re-runs only a completed run: the attempt the rollout followed ended without the
+    bot seeing it (it was down, or it all happened between two looks), and the new attempt
+    starts every job again. Its stages, windows and gates would not be this rollout's, so the
+    rollout does not follow it: its tracks still going end failed, and the thread says where
+    each was last seen and that nothing approves the new attempt (see docs/controls.md)."""
+    work = Work(replace(rollout, attempt=snapshot.attempt))
+    reason = StopReason(StopKind.RERUN, outcome=str(snapshot.attempt))
+    ended: list[tuple[str, str | None]] = []
+    for track in rollout.tracks:
+        if track.state in TERMINAL_TRACK:
+            continue
+        plan_track = plan.track(track.name)
+        stage, stopped = track.current, track
+        if stage is not None and stage.state in WATCHED:
+            if stage.state is StageState.OBSERVING:
+                work.effects.append(cancel_window(track.name, stage))
+            stopped = track.with_stage(replace(stage, state=StageState.STOPPED))
+        work.set_track(
+            replace(
+                stopped, state=TrackState.FAILED, ending=None, ended_at=now, ended_reason=reason
+            )
+        )
+        ended.append((plan_track.label, reached_label(plan_track, track)))
+    told = RerunNotFollowed(
+        snapshot.run_id,
+        snapshot.html_url,
+        snapshot.attempt,
+        rollout.tag,
+        tuple(ended),
+        tuple(sorted(snapshot.waiting)),
+    )
+    work.effects.append(Announce(told, failure=True))
+    return _maybe_end(work, plan, now)
 
 
 def _maybe_end(work: Work, plan: RolloutPlan, now: datetime) -> Decision:

@@ -111,6 +111,9 @@ class StopKind(StrEnum):
     RUN_ENDED = "run_ended"
     """The run ended `outcome` (a conclusion) before the track did; while it stopped for
     `cause`, before its failure job `subject` was seen to end."""
+    RERUN = "rerun"
+    """The run was re-run on GitHub (attempt `outcome`) before the bot saw the attempt it
+    followed end (the bot was down, or between two looks): the rollout does not follow it."""
     COMPLETED = "completed"
     """The last stage `subject` deployed."""
     LEGACY = "legacy"
@@ -253,6 +256,9 @@ class Rollout:
     told_unread: bool = False
     """The thread was told that the run is unreadable (`RunUnreadable`), and not yet that it
     is read again."""
+    attempt: int | None = None
+    """The attempt of the run the rollout follows (GitHub's `run_attempt`), learnt at its first
+    look at the run; None before, and in rollouts stored before it was kept."""
 
     def track(self, name: str) -> Track:
         return member(
@@ -397,6 +403,11 @@ def reason_words(
             return f"the run ended `{reason.outcome}` first"
         case StopKind.COMPLETED:
             return f"{reason.subject} deployed"
+        case StopKind.RERUN:
+            return (
+                f"the run was re-run on GitHub (attempt {reason.outcome}) before the bot saw "
+                "the attempt it followed end; the bot does not follow a re-run"
+            )
     return reason.detail
 
 
