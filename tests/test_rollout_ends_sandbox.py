@@ -67,8 +67,9 @@ async def test_a_roll_back_before_the_canary_deployed_ends_rolled_back_not_faile
             told
         )
         await box.slack.wait_for(
-            lambda: "*Hosted relay*: rolled back, nothing was deployed"
-            in box.card_message().rendered
+            lambda: (
+                "*Hosted relay*: rolled back, nothing was deployed" in box.card_message().rendered
+            )
         )
         status = await box.command("status")
         assert "rolled back, nothing was deployed" in status, status

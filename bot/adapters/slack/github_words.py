@@ -19,7 +19,8 @@ from bot.domain.rollout.events import (
     RunUnreadable,
     WaitsOutsidePlan,
 )
-from bot.domain.rollout.state import TrackState, ended_words
+from bot.domain.rollout.state import TrackState
+from bot.domain.rollout.words import ended_words
 
 
 def failure_job_ended_text(event: FailureJobEnded) -> str:

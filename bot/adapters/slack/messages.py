@@ -71,15 +71,8 @@ from bot.domain.rollout.events import (
     WindowExtended,
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
-from bot.domain.rollout.state import (
-    Check,
-    Rollout,
-    StageState,
-    StopReason,
-    TrackState,
-    ended_words,
-    reason_words,
-)
+from bot.domain.rollout.state import Check, Rollout, StageState, StopReason, TrackState
+from bot.domain.rollout.words import ended_words, reason_words
 
 
 def reason_text(reason: StopReason) -> str:

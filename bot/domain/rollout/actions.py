@@ -38,8 +38,8 @@ from bot.domain.rollout.state import (
     TrackState,
     gate_missed,
     reopened_from,
-    state_words,
 )
+from bot.domain.rollout.words import state_words
 from bot.domain.rollout.work import Work, advance, cancel_window, reached_label, utc_minute
 from bot.domain.run import RunRef
 from bot.domain.schedule import LATE_SAID, Held

@@ -19,9 +19,8 @@ from bot.domain.rollout.state import (
     StopReason,
     Track,
     TrackState,
-    github_person,
-    reason_words,
 )
+from bot.domain.rollout.words import github_person, reason_words
 from bot.domain.rollout.work import Work, reached_label
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 
