@@ -11,7 +11,6 @@ from dataclasses import replace
 
 from test_rollout_machine import (
     CANARY,
-    FULL,
     HALF,
     INTERNAL,
     KILL_SWITCH,
@@ -20,8 +19,8 @@ from test_rollout_machine import (
     RELAY_ROLLBACK,
     at,
     canary_observing,
-    half_observing,
     job,
+    landed_at_100,
     running,
     said,
     snapshot,
@@ -30,7 +29,17 @@ from test_rollout_machine import (
 
 from bot.adapters.slack.messages import render
 from bot.adapters.slack.rollout_words import track_standing
-from bot.domain.rollout import Announce, Decision, Review, StageState, TrackState, abort, reconcile
+from bot.domain.rollout import (
+    Announce,
+    CancelWindow,
+    Decision,
+    Phase,
+    Review,
+    StageState,
+    TrackState,
+    abort,
+    reconcile,
+)
 from bot.domain.run import JobConclusion, JobStatus
 
 
@@ -111,15 +120,7 @@ def test_a_stop_after_100_was_approved_says_everywhere_it_reached_100() -> None:
     nothing failed, GitHub skipped the rollback. The track ends failed (its status), but the
     card, `/rollout status` and the report said `failed: Relay auto-rollback ended skipped
     (rolled back by @U1)`: nothing was rolled back, the release is at 100%."""
-    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason="bad", now=at(60))
-    run = snapshot(
-        job(CANARY, completed_at=at(5)),
-        job(HALF, completed_at=at(45)),
-        job(FULL, completed_at=at(62)),
-        job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(62)),
-    )
-
-    decision = reconcile(stopping.rollout, PLAN, run, at(63))
+    decision = landed_at_100(reason="bad")
 
     relay = decision.rollout.track("relay")
     assert relay.state is TrackState.FAILED
@@ -131,3 +132,26 @@ def test_a_stop_after_100_was_approved_says_everywhere_it_reached_100() -> None:
     assert said(relay.ended_reason) == words
     assert track_standing(relay, PLAN.track("relay")) == f"failed: {words}"
     assert "rolled back by" not in words
+
+
+def test_only_a_newer_attempt_than_the_one_followed_ends_the_rollout() -> None:
+    """A run linked at its attempt 2 is followed there; a rollout stored before attempts were
+    kept learns its attempt at its next look; attempt 3 of either ends it."""
+    base = canary_observing()
+    linked = replace(base, attempt=2)
+    stored_before = replace(base, attempt=None)
+    at_two = replace(snapshot(job(CANARY, completed_at=at(5))), attempt=2)
+    at_three = replace(at_two, attempt=3, waiting=frozenset({"relay-canary-5"}))
+
+    assert reconcile(linked, PLAN, at_two, at(7)).rollout.phase is Phase.RUNNING
+    learnt = reconcile(stored_before, PLAN, at_two, at(7)).rollout
+    assert (learnt.phase, learnt.attempt) == (Phase.RUNNING, 2)
+    for rollout in (linked, learnt):
+        ended = reconcile(rollout, PLAN, at_three, at(8))
+        assert ended.rollout.phase is Phase.ENDED
+        assert {t.state for t in ended.rollout.tracks} == {TrackState.FAILED}
+        assert CancelWindow("relay", "canary", at(35)) in ended.effects
+        assert (
+            "was re-run on GitHub (attempt 3) before the bot saw attempt 2 end"
+            in (thread(ended)[0])
+        )

@@ -5,6 +5,8 @@ test asks for. What the card, `/rollout status` and the thread say of where the 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +34,20 @@ def rollback_once_deployed() -> list[Workflow]:
     return [replace(strategy, jobs=jobs), release_workflow()]
 
 
+@asynccontextmanager
+async def quiet(tmp_path: Path, workflows: list[Workflow] | None = None) -> AsyncIterator[Sandbox]:
+    """The bot with hour-long windows, its poller asleep, the first gates' figures passing."""
+    async with Sandbox(
+        workdir=tmp_path,
+        poll_interval=3600,
+        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
+        workflows=workflows,
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": CANARY_OK})
+        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
+        yield box
+
+
 async def looked(box: Sandbox, rollout: Rollout, times: int = 2) -> Rollout:
     for _ in range(times):
         await box.services.rollouts.reconcile(rollout.id)
@@ -43,14 +59,7 @@ async def test_a_roll_back_before_the_canary_deployed_ends_rolled_back_not_faile
 ) -> None:
     """Roll back while the preflight still ran: the bot rejected the canary, the plan's
     rollback job was skipped (nothing had deployed), and the track ended *failed*."""
-    async with Sandbox(
-        workdir=tmp_path,
-        poll_interval=3600,
-        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
-        workflows=rollback_once_deployed(),
-    ) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK})
-        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
+    async with quiet(tmp_path, rollback_once_deployed()) as box:
         box.github.set_job_duration("relay-preflight", timedelta(minutes=10))
         rollout = await dispatched(box)
         assert stage_state(rollout, "relay", "canary") is StageState.APPROVING
@@ -80,13 +89,7 @@ async def test_a_roll_back_after_100_was_approved_says_it_reached_100(tmp_path: 
     came before the bot looked. 100% deployed, nothing failed, GitHub skipped the rollback:
     the track ends failed, and the card and `/rollout status` said `Relay auto-rollback ended
     skipped (rolled back by @you)`, though nothing was rolled back and the release is at 100%."""
-    async with Sandbox(
-        workdir=tmp_path,
-        poll_interval=3600,
-        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
-    ) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK})
-        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
+    async with quiet(tmp_path) as box:
         rollout = await deploying_canary(box)
         assert rollout.run_id is not None
         observing = await looked(box, rollout, times=1)
@@ -116,13 +119,7 @@ async def test_a_re_run_of_a_run_that_ended_while_the_bot_was_down_is_said_not_f
     """The canary observed; the bot went down; the run was cancelled on GitHub and re-run
     (attempt 2). Back up, the bot kept the rollout running at the canary's window while
     attempt 2 waited at the canary for its review, which never came, and said nothing."""
-    async with Sandbox(
-        workdir=tmp_path,
-        poll_interval=3600,
-        plan_yaml=fast_plan(tmp_path / "figures.yml", window="1h"),
-    ) as box:
-        write_figures(box.figures, "relay", {"canary": CANARY_OK})
-        write_figures(box.figures, "desktop", {"internal": RINGS_OK["internal"]})
+    async with quiet(tmp_path) as box:
         rollout = await deploying_canary(box)
         assert rollout.run_id is not None
         observing = await looked(box, rollout, times=1)

@@ -138,3 +138,6 @@ class RunRef:
 
     run_id: int
     html_url: str
+    attempt: int = 1
+    """The attempt followed from here (GitHub's `run_attempt`: a linked or adopted run may
+    have been re-run)."""

@@ -291,7 +291,10 @@ class UnfollowedRuns:
         decided = card.decided(RunFate.ADOPTED, by=origin.actor, rollout_id=checked.id)
         drawn = self._message(decided)
         adopted = await self._rollouts.adopt(
-            checked, RunRef(card.run_id, card.run_url), actor=origin.actor, also=[drawn]
+            checked,
+            RunRef(card.run_id, card.run_url, card.attempt),
+            actor=origin.actor,
+            also=[drawn],
         )
         await self._settle(decided, cancel=True, drawn=drawn)
         if override is not None:

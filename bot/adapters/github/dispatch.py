@@ -258,7 +258,7 @@ class WorkflowDispatch:
             ]
 
         runs = await self._github.call(f"list the runs of {workflow_file} on {ref}", search)
-        return [RunRef(run_id=run.id, html_url=run.html_url) for run in runs]
+        return [RunRef(run.id, run.html_url, run.run_attempt) for run in runs]
 
 
 _RUN_PAGES = 10

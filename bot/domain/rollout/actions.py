@@ -130,7 +130,12 @@ def dispatched(
         for track in rollout.tracks
     )
     started = replace(
-        rollout, phase=Phase.RUNNING, run_id=run.run_id, run_url=run.html_url, tracks=tracks
+        rollout,
+        phase=Phase.RUNNING,
+        run_id=run.run_id,
+        run_url=run.html_url,
+        tracks=tracks,
+        attempt=run.attempt,
     )
     firsts = tuple((plan.track(t.name).stages[0].label, plan.track(t.name).label) for t in tracks)
     late = (

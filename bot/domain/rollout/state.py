@@ -256,8 +256,9 @@ class Rollout:
     """The thread was told that the run is unreadable (`RunUnreadable`), and not yet that it
     is read again."""
     attempt: int | None = None
-    """The attempt of the run the rollout follows (GitHub's `run_attempt`), learnt at its first
-    look at the run; None before, and in rollouts stored before it was kept."""
+    """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
+    to the run; None before, and in rollouts stored before it was kept (learnt at their next
+    look)."""
 
     def track(self, name: str) -> Track:
         return member(

@@ -43,8 +43,7 @@ def reason_words(
     """Why a track ended, in words; `person` names an actor of the project's own (the Slack
     edge makes it a mention, GitHub's comments `github_person`), `typed` shows a person's own
     words, kept as typed (the Slack edge escapes them). GitHub logins are named as they are."""
-    who = person(reason.actor) if reason.actor else "someone"
-    said = f": {typed(reason.detail)}" if reason.detail else ""
+    who, said = _by(reason, person, typed)
     match reason.kind:
         case StopKind.CANCELLED:
             return f"cancelled by {who}"
@@ -90,11 +89,18 @@ def _stop_words(
 ) -> str:
     """The stop itself (a Roll back, a Kill-switch), where the words of its intended end
     (`rolled back by`) would say something that did not happen."""
-    who = person(reason.actor) if reason.actor else "someone"
-    said = f": {typed(reason.detail)}" if reason.detail else ""
+    who, said = _by(reason, person, typed)
     match reason.kind:
         case StopKind.ROLLED_BACK:
             return f"Roll back by {who}{said}"
         case StopKind.KILL_SWITCH:
             return f"Kill-switch by {who}{said}"
     return reason_words(reason, person, typed)
+
+
+def _by(
+    reason: StopReason, person: Callable[[str], str], typed: Callable[[str], str]
+) -> tuple[str, str]:
+    """Who acted (`someone` when nobody is named), and their words after a colon (or none)."""
+    who = person(reason.actor) if reason.actor else "someone"
+    return who, f": {typed(reason.detail)}" if reason.detail else ""
