@@ -30,11 +30,10 @@ from services import missing
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from test_github_app import app, credentials, gh  # noqa: F401 - fixtures
+from test_github_app import app, credentials, gateway, gh  # noqa: F401 - fixtures
 from test_github_gateway import INPUTS, START, WORKFLOW
 
 from bot.adapters.github.budget import RequestBudget, RequestBudgets
-from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.slack.calls import CallCounter
@@ -52,7 +51,6 @@ from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     RELEASE_CHANNEL,
     RELEASE_MANAGER,
-    REPOSITORY,
     SLACK_BOT_TOKEN,
     SLACK_SIGNING_SECRET,
     bot_environment,
@@ -115,12 +113,6 @@ class Scraper:
                 return found
             await asyncio.sleep(0.05)
         raise AssertionError(f"never held; last scrape: {sorted(found)}")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -499,22 +491,12 @@ async def test_the_apps_refused_credentials_count_githubs_401_to_the_installatio
     installation token, nothing else sent; the token's request is counted with GitHub's 401,
     which RolloutBotGitHubAuthFailing pages on."""
     telemetry = PrometheusTelemetry(build())
-    transport = GitHubTransport(
-        api_url=gh.api_url,
-        app=credentials(app, app_id=app.app_id + 1),
-        repository=REPOSITORY,
-        timeout=5,
-        backoff=0.01,
-        telemetry=telemetry,
-    )
-    github = PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
-    try:
+    wrong_app = credentials(app, app_id=app.app_id + 1)
+    async with gateway(gh, wrong_app, telemetry=telemetry) as github:
         with pytest.raises(GitHubError, match="401"):
             await github.dispatch(
                 workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
             )
-    finally:
-        await github.close()
     found = parse(telemetry.exposition(None)[0].decode())
     counted = {
         (labels["endpoint"], labels["status"])
@@ -576,13 +558,16 @@ async def test_metrics_want_the_bearer_token_when_one_is_set(
     assert "rollout_bot_commands_total" in text
 
 
-async def test_healthz_the_app_home_and_the_start_log_show_the_version_and_metrics_are_open(
+async def test_the_app_home_and_the_start_log_show_the_version_healthz_does_not(
     tmp_path: Path,
     sqlite_database_url: str,
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """On SQLite the start log also says why the database's clock is not compared (one host),
+    """`/healthz` is on the public port (ops/haproxy.cfg): it says the process and its
+    database answer, not which build (a fingerprint for whoever looks for a known bug); the
+    build is on the App Home, in the start log and in `/metrics` (open here: no METRICS_TOKEN).
+    On SQLite the start log also says why the database's clock is not compared (one host),
     and its gauge is unknown (tests/test_database_clock.py: PostgreSQL)."""
     caplog.set_level(logging.INFO, logger="bot.bootstrap")
     caplog.set_level(logging.INFO, logger="bot.wiring")
@@ -592,13 +577,14 @@ async def test_healthz_the_app_home_and_the_start_log_show_the_version_and_metri
             health = await response.json()
         status, _, text = await Scraper(box, http, None).get()
         home = await open_home(box, RELEASE_MANAGER)
-    assert health == {
-        "status": "ok",
-        "database": "ok",
-        "version": version("rollout-bot"),
-        "commit": _commit(),
-    }
-    assert status == 200 and "rollout_bot_build_info" in text
+    assert health == {"status": "ok", "database": "ok"}
+    assert status == 200
+    assert (
+        value(
+            parse(text), "rollout_bot_build_info", version=version("rollout-bot"), commit=_commit()
+        )
+        == 1
+    )
     assert f"rollout-bot {version('rollout-bot')} (commit {_commit()})" in home
     assert f"rollout-bot {version('rollout-bot')} (commit {_commit()}) starting" in caplog.messages
     assert SQLITE_SKIPPED in caplog.messages

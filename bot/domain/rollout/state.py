@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
 from bot.domain.errors import RolloutError
 from bot.domain.gate import GateVerdict
@@ -13,6 +14,7 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.schedule import Schedule
 from bot.domain.service import DEFAULT_SERVICE
+from bot.domain.stored_reason import or_else
 
 
 class InvalidTransition(RolloutError):
@@ -116,14 +118,18 @@ class StopKind(StrEnum):
     COMPLETED = "completed"
     """The last stage `subject` deployed."""
     LEGACY = "legacy"
-    """A reason stored as text before reasons were data: `detail` holds it."""
+    """A reason stored as text before reasons were data: `detail` holds it; also a kind a
+    newer version stored, which this one does not know (its words: `UNKNOWN_STOP`)."""
+
+
+UNKNOWN_STOP = "stopped for a reason a newer version of the bot recorded"
 
 
 @dataclass(frozen=True)
 class StopReason:
     """Why a track ended, as data (the edge words it, with mentions where there is an actor)."""
 
-    kind: StopKind
+    kind: Annotated[StopKind, or_else(StopKind, StopKind.LEGACY)]  # bot.domain.stored_reason
     actor: str | None = None
     subject: str = ""
     outcome: str | None = None

@@ -110,7 +110,10 @@ def _failure_job_ended(
             detail=last,
             cause=reason,
         )
-    work.set_track(replace(track, state=ending, ending=None, ended_at=now, ended_reason=reason))
+    ended_at = min(job.completed_at or now, now)
+    work.set_track(
+        replace(track, state=ending, ending=None, ended_at=ended_at, ended_reason=reason)
+    )
     ended = FailureJobEnded(
         plan_track.label,
         failure.job,

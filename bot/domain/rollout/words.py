@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.domain.gate import GateReason, gate_reason_words
-from bot.domain.rollout.state import StopKind, StopReason, Track, TrackState
+from bot.domain.gate import gate_reason_words
+from bot.domain.rollout.state import UNKNOWN_STOP, StopKind, StopReason, Track, TrackState
+from bot.domain.stored_reason import known_reason
 
 
 def github_person(actor: str) -> str:
@@ -52,7 +53,7 @@ def reason_words(
         case StopKind.KILL_SWITCH:
             return f"kill-switch by {who}{said}"
         case StopKind.GATE_FAILED:
-            why = gate_reason_words(GateReason(reason.detail) if reason.detail else None)
+            why = gate_reason_words(known_reason(reason.detail))
             return f"{reason.subject} gate {reason.outcome}: {why}"
         case StopKind.REJECTED_ON_GITHUB:
             return f"{reason.subject} rejected on GitHub by {reason.actor or 'Someone'}"
@@ -81,7 +82,7 @@ def reason_words(
                 f"the run was re-run on GitHub (attempt {reason.outcome}) before the bot saw "
                 "the attempt it followed end; the bot does not follow a re-run"
             )
-    return reason.detail
+    return reason.detail or UNKNOWN_STOP
 
 
 def _stop_words(
