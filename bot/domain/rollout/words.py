@@ -90,13 +90,11 @@ def _stop_words(
 ) -> str:
     """The stop itself (a Roll back, a Kill-switch), where the words of its intended end
     (`rolled back by`) would say something that did not happen."""
+    button = {StopKind.ROLLED_BACK: "Roll back", StopKind.KILL_SWITCH: "Kill-switch"}
+    if reason.kind not in button:
+        return reason_words(reason, person, typed)
     who, said = _by(reason, person, typed)
-    match reason.kind:
-        case StopKind.ROLLED_BACK:
-            return f"Roll back by {who}{said}"
-        case StopKind.KILL_SWITCH:
-            return f"Kill-switch by {who}{said}"
-    return reason_words(reason, person, typed)
+    return f"{button[reason.kind]} by {who}{said}"
 
 
 def _by(
