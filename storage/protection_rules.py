@@ -232,10 +232,13 @@ class ProtectionRuleStore(ServiceStore):
             )
             return None if row is None else row.answer  # type: ignore[return-value]
 
-    async def prune(self, *, before: datetime) -> int:
+    async def prune(self, *, before: datetime, open_before: datetime) -> int:
+        """Forget the requests closed that were made before `before`, and those still open
+        made before `open_before` (GitHub no longer holds their job); how many."""
+        forgettable = or_(Row.answer.is_not(None), Row.requested_at < open_before)
         async with self._sessions.begin() as session:
             result = await session.execute(
-                delete(Row).where(Row.requested_at < before, *self._scope)
+                delete(Row).where(Row.requested_at < before, forgettable, *self._scope)
             )
             return rows_changed(result)
 

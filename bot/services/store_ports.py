@@ -362,6 +362,9 @@ class ProtectionRuleRequests(Protocol):
         none): what another replica answered when this one's answer raced it."""
         ...
 
-    async def prune(self, *, before: datetime) -> int:
-        """Forget requests made before `before` (retention); returns how many."""
+    async def prune(self, *, before: datetime, open_before: datetime) -> int:
+        """Forget requests made before `before` (retention) that were closed, or that are
+        still open but were made before `open_before` too (past GitHub's limit: nobody holds
+        their job any more); returns how many. A request still held is never forgotten: its
+        card, its answer and its deployment's dedup depend on it."""
         ...

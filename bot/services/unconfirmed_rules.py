@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.domain.errors import GitHubError
-from bot.domain.protection_rules import UNCONFIRMED_TIMER, RuleRequest
+from bot.domain.protection_rules import GITHUB_WAIT_LIMIT, UNCONFIRMED_TIMER, RuleRequest
 from bot.domain.reasons import Reason
 from bot.services.backoff import Backoff
 from bot.services.ports import AppInstallation, Clock
@@ -39,9 +39,8 @@ PACE = Backoff(base=timedelta(minutes=2), cap=timedelta(hours=1), floor=timedelt
 """How long the n-th ask waits: never within the minute of the last lookup (one a minute at
 most, `bot.adapters.github.installation_check`), at most an hour apart once GitHub stays away."""
 
-GIVE_UP_AFTER = timedelta(days=30)
-"""How long GitHub lets a workflow wait on environment approvals (Actions limits: "Gate approval
-time", 30 days; a run is cancelled after 35 days in all)."""
+GIVE_UP_AFTER = GITHUB_WAIT_LIMIT
+"""How long GitHub lets a workflow wait on environment approvals."""
 
 Keep = Callable[[RuleRequest], Coroutine[Any, Any, object]]
 """The webhook's step after the check: keep the request, answer it if a rollout follows its run."""
