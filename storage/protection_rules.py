@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
-from bot.services.records import AsksFor, NewTimer
+from bot.services.records import AsksFor, Carries, NewTimer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
@@ -81,7 +81,13 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result) == 1
 
     async def hold(
-        self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
+        self,
+        request: RuleRequest,
+        *,
+        delivery_id: str,
+        timer: NewTimer,
+        asks_for: AsksFor,
+        carries: Carries,
     ) -> bool:
         """Remember the delivery and write `timer`, which asks again whether its installation
         is the App's, in one transaction; the request itself is kept only once confirmed.
@@ -90,7 +96,10 @@ class ProtectionRuleStore(ServiceStore):
         payload: the same request sent again under a new delivery id, whose chain of asks is
         under way); no timer is written then. The delivery is written first, so that on SQLite
         the read after it sees every hold committed before; on PostgreSQL two deliveries of one
-        request held at the same instant may still both start asking (each is kept once)."""
+        request held at the same instant may still both start asking (each is kept once). The
+        pending timer that asks for it already is given the payload it `carries`: a re-run's
+        request that repeats the first attempt's body (no deployment) moves the chain's end
+        to 30 days after itself."""
         if request.deployment_id and await self._asked_for(request):
             return False
         service = self._service or request.service
@@ -110,7 +119,14 @@ class ProtectionRuleStore(ServiceStore):
                     TimerRow.kind == timer.kind, TimerRow.service == service, pending_timer()
                 )
             )
-            if any(_asks(asks_for, key, payload) for key, payload in asking):
+            going = [(key, payload) for key, payload in asking if _asks(asks_for, key, payload)]
+            for key, payload in going:
+                carried = dict(carries(payload or {}))
+                if carried != payload:
+                    await session.execute(
+                        update(TimerRow).where(TimerRow.key == key).values(payload=carried)
+                    )
+            if going:
                 return False
             await session.execute(
                 insert_new(

@@ -58,6 +58,10 @@ AsksFor = Callable[[Mapping[str, Any]], bool]
 """Whether a pending timer's payload is about a given thing (a held protection rule request:
 `ProtectionRuleRequests.hold`); raises ValueError when the payload does not read."""
 
+Carries = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+"""The payload a pending timer that `AsksFor` a thing carries from now on (the same payload,
+or one brought up to date with a later sending of the thing)."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,6 +105,7 @@ class UnconfirmedRules:
             delivery_id=delivery_id,
             timer=_timer(held, due),
             asks_for=lambda payload: Unconfirmed.model_validate(payload).request.key == request.key,
+            carries=lambda payload: _carrying(payload, request),
         ):
             return False
         self.timers_changed()
@@ -167,6 +168,11 @@ class UnconfirmedRules:
         return await self.timers.get(key=held.key(held.number + 1)) is not None
 
     async def _again(self, held: Unconfirmed, error: str) -> None:
+        # The request may have come again while this ask ran (`hold` brought the payload up
+        # to date): the next ask carries what the timer carries now.
+        current = await self.timers.get(key=held.key(held.number))
+        if current is not None and current.payload:
+            held = Unconfirmed.model_validate(current.payload)
         now = self.clock()
         after = held.model_copy(update={"number": held.number + 1})
         due = now + PACE.delay(after.number, self.rng)
@@ -188,6 +194,19 @@ class UnconfirmedRules:
             error,
             due.isoformat(timespec="seconds"),
         )
+
+
+def _carrying(payload: Mapping[str, Any], request: RuleRequest) -> Mapping[str, Any]:
+    """The payload of the chain asking for `request` once `request` came again: the later of
+    the two. Without a deployment a re-run's request repeats the first attempt's body (the same
+    key), and GitHub holds the re-run's job 30 days from its own request: the chain gives up
+    then, and takes the re-run's request in. A body sent again later by someone who saw it
+    only makes the chain ask longer than GitHub holds the job (taken in then, it is found
+    over with its run)."""
+    held = Unconfirmed.model_validate(payload)
+    if request.requested_at <= held.request.requested_at:
+        return payload
+    return held.model_copy(update={"request": request}).model_dump(mode="json")
 
 
 def _timer(held: Unconfirmed, due: datetime) -> NewTimer:
