@@ -103,6 +103,11 @@ class RunSnapshot:
     unrequested: tuple[RuleRequest, ...] = ()
     """Waits for the App's protection rule whose request never arrived, found from the
     deployments still waiting (among `waiting`): the service keeps them as requests."""
+    bypassed: frozenset[str] = frozenset()
+    """Environments whose job started (or ran) while the App's request for it was still
+    open, unanswered: a repository admin started it past its protection rules on GitHub (or
+    an answer of the bot's was applied though GitHub's reply was lost). The request is let
+    go as this snapshot is read."""
 
     @property
     def completed(self) -> bool:

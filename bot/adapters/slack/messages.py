@@ -374,6 +374,12 @@ def _promoted_on_github(event: PromotedOnGitHub) -> str:
         held = f"the hold after {event.stage} ends"
     if event.reviewer is not None:
         what = f"{event.reviewer} approved *{event.following}* ({event.track}) on GitHub"
+    elif event.bypassed:
+        what = (
+            f"*{event.following}* ({event.track}) was started on GitHub by a repository admin "
+            "past its protection rules, not let through by the bot's gate (the bot's protection "
+            "rule was never answered, and the bot will not answer it now)"
+        )
     else:
         what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
     return f":white_check_mark: {what}: {held}. Deploying."
