@@ -23,7 +23,6 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -32,7 +31,7 @@ from bot.adapters.charts import charts_enabled
 from bot.adapters.github.workers import GitHubWorkers
 from bot.adapters.slack import messages
 from bot.adapters.slack.bolt_app import bolt_app
-from bot.adapters.slack.calls import CallCounter, PostsOnce
+from bot.adapters.slack.calls import CallCounter, web_api_retries
 from bot.adapters.slack.http import SLACK_TIMEOUT_S, slack_session
 from bot.adapters.slack.members import channel_members
 from bot.adapters.slack.notifier import SlackNotifier
@@ -169,18 +168,11 @@ async def _services(
     notifier: SlackNotifier | None = None
     wired: list[Wired] = []
     try:
-        # The counter comes first: it sees every attempt, the 429s too. A network error is
-        # tried again once, but not on a post that may have reached Slack; Slack's rate
-        # limits answer 429 with Retry-After: wait and try again, twice.
         slack = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=str(settings.slack_api_url),
             session=slack_http,
-            retry_handlers=[
-                CallCounter(telemetry),
-                PostsOnce(),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-            ],
+            retry_handlers=web_api_retries(telemetry),
         )
         watch, server_offset = clock_watch(engine, telemetry=telemetry, clock=clock)
         timers = TimerStore(sessions, server_offset=server_offset)

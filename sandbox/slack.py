@@ -26,6 +26,7 @@ from sandbox.slack_records import (
     ChannelMessage,
     EphemeralMessage,
     Failure,
+    PlannedFailures,
     ResponseTarget,
     ResponseUrlPost,
     SlackCall,
@@ -50,7 +51,7 @@ __all__ = [
 ]
 
 
-class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
+class SlackTestServer(PlannedFailures, SocketMode, SlackWorkspace, LoopbackServer):
     """Slack's Web API, response URLs and Socket Mode on a random 127.0.0.1 port.
 
     Use as `async with SlackTestServer(bot_token=...) as slack:` and point the app's
@@ -118,12 +119,6 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
         url = f"{self.base_url}{path}"
         self._response_targets[path] = ResponseTarget(url, channel, user, message_ts)
         return url
-
-    def fail_next(
-        self, method: str, *, error: str, status: int = 200, retry_after: int | None = None
-    ) -> None:
-        """Make the next call of `method` fail with `error` (and HTTP `status`, `Retry-After`)."""
-        self._failures.setdefault(method, deque()).append(Failure(error, status, retry_after))
 
     def inject_faults(self, *, rate: float, seed: int) -> None:
         """Answer about `rate` of chat.postMessage/chat.update/chat.postEphemeral calls as
@@ -237,13 +232,12 @@ class SlackTestServer(SocketMode, SlackWorkspace, LoopbackServer):
             auth_error = self._auth_error(method, token)
             if self.variation is not None and self.variation.rate_limited(method):
                 self.fail_next(method, **self.variation.limit)
-            failures = self._failures.get(method)
+            failure = self.planned_failure(method)
             if handler is None:
                 response, status = {**slack_error("unknown_method"), "req_method": method}, 404
             elif auth_error is not None:
                 response = slack_error(auth_error)
-            elif failures:
-                failure = failures.popleft()
+            elif failure is not None:
                 response, status = slack_error(failure.error), failure.status
                 if failure.retry_after is not None:
                     headers["Retry-After"] = str(failure.retry_after)

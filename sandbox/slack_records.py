@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -157,6 +158,39 @@ class Failure:
     error: str
     status: int
     retry_after: int | None
+    after: int = 0
+    """Calls of the method answered as usual before this one fails."""
+
+
+class PlannedFailures:
+    """The failures a test plans for the next calls of a Web API method (`fail_next`)."""
+
+    _failures: dict[str, deque[Failure]]
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        error: str,
+        status: int = 200,
+        retry_after: int | None = None,
+        after: int = 0,
+    ) -> None:
+        """Make the next call of `method` fail with `error` (and HTTP `status`, `Retry-After`);
+        with `after`, the call after that many more answered as usual (a look's second page)."""
+        failure = Failure(error, status, retry_after, after)
+        self._failures.setdefault(method, deque()).append(failure)
+
+    def planned_failure(self, method: str) -> Failure | None:
+        """The failure this call of `method` answers with, if any (a failure waiting `after`
+        more calls counts this one)."""
+        waiting = self._failures.get(method)
+        if not waiting:
+            return None
+        if waiting[0].after > 0:
+            waiting[0] = replace(waiting[0], after=waiting[0].after - 1)
+            return None
+        return waiting.popleft()
 
 
 def slack_error(code: str, *detail: str) -> ApiResult:

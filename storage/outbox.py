@@ -8,7 +8,9 @@ is delivered on its own. The clock is always passed in.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,10 +18,13 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, or_, 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from bot.services.records import NewMessage, OutboxMessage
-from storage.db import from_row
+from bot.services.records import ClaimState, NewMessage, OutboxMessage
+from storage.db import from_row, insert_new, rows_changed
 from storage.leases import LeasedRows, ServerOffset, same_clock
-from storage.models import OutboxRow
+from storage.models import ActionClaimRow, OutboxRow
+
+REFUSAL_TOLD = "slack_channel_refused"
+"""The `action` of the claim that a channel's refusal was told (`told_once`)."""
 
 
 def _pending() -> ColumnElement[bool]:
@@ -172,6 +177,50 @@ class OutboxStore:
             last_error=error,
             attempts=OutboxRow.attempts + 1,
         )
+
+    async def told_once(self, notice: NewMessage, *, refusing: str, now: datetime) -> bool:
+        """Write `notice` of the channel `refusing` the bot, unless a notice of the same
+        refusal was written already (by any replica): one per refusal, told apart by the last
+        message delivered there before it, which the notice's payload keeps as `after`. True
+        when written. The claim and the message are written in one transaction."""
+        async with self._sessions.begin() as session:
+            after = await session.scalar(
+                select(func.max(OutboxRow.id)).where(
+                    OutboxRow.channel_id == refusing, OutboxRow.delivered_at.is_not(None)
+                )
+            )
+            claim = {
+                "key": f"{REFUSAL_TOLD}:{refusing}:{after or 0}",
+                "action": REFUSAL_TOLD,
+                "actor": "outbox",
+                "state": ClaimState.DONE.value,
+                "holder": secrets.token_hex(8),
+                "claimed_at": now,
+                "done_at": now,
+            }
+            written = await session.execute(
+                insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
+            )
+            if not rows_changed(written):
+                return False
+            payload = {**notice.payload, "after": after or 0}
+            await enqueue(session, [replace(notice, payload=payload)], now=now)
+            return True
+
+    async def refused(self, channel: str, *, after: int) -> list[OutboxMessage]:
+        """The messages to `channel` given up since message `after` (dead letters), oldest
+        first."""
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(OutboxRow)
+                .where(
+                    OutboxRow.channel_id == channel,
+                    OutboxRow.id > after,
+                    OutboxRow.dead_at.is_not(None),
+                )
+                .order_by(OutboxRow.id)
+            )
+            return [self._message(row) for row in rows]
 
     async def next_due(self) -> datetime | None:
         """When the next message can be claimed: its due time, or its lease end if claimed.

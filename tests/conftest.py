@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from command_line import loggers_kept
 from figures import quiet_sandbox
@@ -61,10 +62,12 @@ from sqlalchemy.pool import NullPool
 
 from bot.adapters.chart_worker import ChartWorker
 from sandbox import slack_markup
-from sandbox.config import SECRETS
+from sandbox.config import SECRETS, SLACK_APP_TOKEN, SLACK_BOT_TOKEN
 from sandbox.harness import CHARTS, Sandbox
+from sandbox.slack import SlackTestServer
 from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
+from storage.timers import TimerStore
 
 T = TypeVar("T")
 
@@ -291,6 +294,25 @@ async def migrated_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for requests to a sandbox's bot, as Slack, GitHub or Prometheus send."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackTestServer]:
+    """The sandbox's Slack, knowing the sandbox's bot and app-level tokens."""
+    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def timers(session_factory: async_sessionmaker[AsyncSession]) -> TimerStore:
+    return TimerStore(session_factory)
 
 
 @pytest.fixture

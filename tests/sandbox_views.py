@@ -38,6 +38,11 @@ async def held(box: Sandbox, track: str, stage: str) -> Rollout:
     return await box.wait_until(holding(track, stage))
 
 
+async def both_held(box: Sandbox) -> Rollout:
+    """The rollout once the relay and desktop tracks both hold (on a gate or a review)."""
+    return await box.wait_until(lambda r: set(holding_tracks(r)) == {"relay", "desktop"})
+
+
 async def begun(box: Sandbox, track: str, stage: str) -> Rollout:
     """The rollout once `stage` of `track` is pending no more (let through, or stopped)."""
     return await box.wait_until(lambda r: stage_state(r, track, stage) is not StageState.PENDING)

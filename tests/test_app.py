@@ -36,8 +36,6 @@ from sandbox.config import (
     OTHER_CHANNEL,
     RELEASE_CHANNEL,
     RELEASE_MANAGER,
-    SLACK_APP_TOKEN,
-    SLACK_BOT_TOKEN,
     SLACK_SIGNING_SECRET,
     bot_environment,
 )
@@ -53,12 +51,6 @@ from storage.db import Database, create_engine
 from storage.migrate import upgrade
 
 SUBCOMMANDS = ("start", "status", "promote", "rollback", "kill", "history", "npm-token", "help")
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[SlackTestServer]:
-    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as server:
-        yield server
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import signal
 import socket
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -23,8 +22,6 @@ from sandbox_views import command_body
 from sandbox.config import (
     RELEASE_CHANNEL,
     SECRETS,
-    SLACK_APP_TOKEN,
-    SLACK_BOT_TOKEN,
     SLACK_SIGNING_SECRET,
     bot_environment,
 )
@@ -318,12 +315,6 @@ async def healthy(http: aiohttp.ClientSession, url: str) -> bool:
             return health.status == 200
     except aiohttp.ClientConnectionError:
         return False
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[SlackTestServer]:
-    async with SlackTestServer(bot_token=SLACK_BOT_TOKEN, app_token=SLACK_APP_TOKEN) as server:
-        yield server
 
 
 async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(

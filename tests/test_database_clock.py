@@ -33,12 +33,6 @@ WARNED = re.compile(
 )
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def said(caplog: pytest.LogCaptureFixture, level: str) -> list[str]:
     return [
         r.getMessage()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_controls import sandbox_for
+from test_freeze import utc
 
 from bot.adapters.slack.lane_words import freeze_text
 from bot.adapters.slack.mrkdwn import slack_time
@@ -26,10 +27,6 @@ from bot.domain.freeze import (
 )
 from bot.domain.plan.freezes import CalendarFreeze
 from sandbox.config import RELEASE_MANAGER
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def weekly(name: str, start: str, until: str, zone: str = "Europe/Berlin") -> CalendarFreeze:

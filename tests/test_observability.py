@@ -30,11 +30,10 @@ from services import missing
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from test_github_app import app, credentials, gh  # noqa: F401 - fixtures
+from test_github_app import app, credentials, gateway, gh  # noqa: F401 - fixtures
 from test_github_gateway import INPUTS, START, WORKFLOW
 
 from bot.adapters.github.budget import RequestBudget, RequestBudgets
-from bot.adapters.github.dispatch import DispatchSearch
 from bot.adapters.github.gateway import PyGithubGateway
 from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.slack.calls import CallCounter
@@ -53,7 +52,6 @@ from sandbox.config import (
     GITHUB_WEBHOOK_SECRET,
     RELEASE_CHANNEL,
     RELEASE_MANAGER,
-    REPOSITORY,
     SLACK_BOT_TOKEN,
     SLACK_SIGNING_SECRET,
     bot_environment,
@@ -116,12 +114,6 @@ class Scraper:
                 return found
             await asyncio.sleep(0.05)
         raise AssertionError(f"never held; last scrape: {sorted(found)}")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
@@ -500,22 +492,12 @@ async def test_the_apps_refused_credentials_count_githubs_401_to_the_installatio
     installation token, nothing else sent; the token's request is counted with GitHub's 401,
     which RolloutBotGitHubAuthFailing pages on."""
     telemetry = PrometheusTelemetry(build())
-    transport = GitHubTransport(
-        api_url=gh.api_url,
-        app=credentials(app, app_id=app.app_id + 1),
-        repository=REPOSITORY,
-        timeout=5,
-        backoff=0.01,
-        telemetry=telemetry,
-    )
-    github = PyGithubGateway(transport, search=DispatchSearch(attempts=2, delay=0.01))
-    try:
+    wrong_app = credentials(app, app_id=app.app_id + 1)
+    async with gateway(gh, wrong_app, telemetry=telemetry) as github:
         with pytest.raises(GitHubError, match="401"):
             await github.dispatch(
                 workflow_file=WORKFLOW, ref="main", inputs=INPUTS, dispatched_at=START
             )
-    finally:
-        await github.close()
     found = parse(telemetry.exposition(None)[0].decode())
     counted = {
         (labels["endpoint"], labels["status"])

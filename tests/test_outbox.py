@@ -28,7 +28,7 @@ from bot.domain.rollout import (
 )
 from bot.plan_file import load_plan
 from bot.services.outbox import Outbox
-from bot.services.outbox_messages import card, told
+from bot.services.outbox_messages import card, figures_request, told
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.telemetry import UNTRACKED, Telemetry
 from bot.version import build
@@ -193,6 +193,88 @@ async def test_a_failure_is_told_in_the_failure_channel_when_the_card_never_reac
     (posted,) = scene.slack.messages(FAILURES)
     assert "rolled back" in posted.text
     assert f"<#{CHANNEL}>" in posted.text
+
+
+TOLD_HERE = PLAN.model_copy(
+    update={"notifications": PLAN.notifications.model_copy(update={"failure_channel": FAILURES})}
+)
+"""The default plan, its failures told in FAILURES too."""
+
+
+async def refused_rollout(scene: Scene, n: int, *lines: str) -> Rollout:
+    """Rollout `n` (of `v1.<n>.0`, a plan telling failures in FAILURES), its card and `lines`
+    waiting in the outbox, then its "Enter figures" prompt."""
+    rollout = cleared_rollout(
+        TOLD_HERE, now=scene.clock(), rollout_id=f"r-0000000ref{n}", channel_id=CHANNEL
+    )
+    rollout = replace(rollout, tag=f"v1.{n}.0", service=f"service-{n}")
+    told_lines = [message for line in lines for message in said(rollout, line)]
+    waiting = [card(rollout), *told_lines, figures_request(rollout, track="relay", stage="canary")]
+    store = RolloutStore(scene.sessions, clock=scene.clock)
+    return await store.create(rollout=rollout, plan=TOLD_HERE, outbox=waiting)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "fix"), [("not_in_channel", "/invite"), ("is_archived", "Unarchive")]
+)
+async def test_a_release_channel_refusing_the_bot_is_told_once_in_the_failure_channel(
+    scene: Scene, refusal: str, fix: str
+) -> None:
+    """Passes, promotions and "Enter figures" prompts were given up with a log line only:
+    nobody heard that the bot cannot post in the release channel. Two replicas give up two
+    rollouts' messages at once: one notice, naming the channel, the fix, what was lost."""
+    scene.slack.shut_out[CHANNEL] = refusal
+    await refused_rollout(scene, 1, "promoted")
+    await refused_rollout(scene, 2)
+
+    await scene.deliver_all([scene.replica("a"), scene.replica("b")])
+
+    assert scene.slack.messages(CHANNEL) == []
+    (notice,) = scene.slack.messages(FAILURES)
+    assert f"<#{CHANNEL}>" in notice.text and f"`{refusal}`" in notice.text
+    assert fix in notice.text
+    assert "the card" in notice.text
+    # Once all is given up, the notice drawn again lists every message not delivered.
+    undelivered = await scene.store.refused(CHANNEL, after=0)
+    assert len(undelivered) == 5
+
+
+async def test_a_channel_that_refuses_the_bot_again_after_it_was_back_is_told_again(
+    scene: Scene,
+) -> None:
+    scene.slack.shut_out[CHANNEL] = "not_in_channel"
+    first = await refused_rollout(scene, 1)
+    outbox = scene.replica("a")
+    await scene.deliver_all([outbox])
+    del scene.slack.shut_out[CHANNEL]  # invited: the next message is posted
+    await outbox.add(said(first, "promoted"))
+    await scene.deliver_all([outbox])
+    scene.slack.shut_out[CHANNEL] = "is_archived"
+    await outbox.add(said(first, "rolled back"))
+
+    await scene.deliver_all([outbox])
+
+    notices = scene.slack.messages(FAILURES)
+    assert [("not_in_channel" in n.text, "is_archived" in n.text) for n in notices] == [
+        (True, False),
+        (False, True),
+    ]
+    assert "`v1.1.0`: a thread line" in notices[1].text
+
+
+async def test_a_refusal_notice_whose_answer_was_lost_is_not_posted_twice(scene: Scene) -> None:
+    scene.slack.shut_out[CHANNEL] = "not_in_channel"
+    rollout = await refused_rollout(scene, 1)
+    outbox = scene.replica("a")
+    for _ in range(2):
+        await outbox.flush(rollout.id)  # the card, then the prompt, given up
+    assert scene.slack.messages(FAILURES) == []  # the notice waits for the loop
+    scene.slack.lose_next_answer("chat.postMessage")  # Slack posts it; the answer never arrives
+
+    await scene.deliver_all([outbox])
+
+    (notice,) = scene.slack.messages(FAILURES)
+    assert "`v1.1.0`" in notice.text
 
 
 class SlowCard(SlackNotifier):
@@ -514,6 +596,34 @@ async def test_a_lost_line_is_found_in_a_long_thread_that_slack_pages_short(scen
     assert scene.thread() == [*lines, "promoted"]
     assert len(posts_of(scene.slack, "promoted")) == 1
     assert len(scene.slack.calls_to("conversations.replies")) > 10
+
+
+async def test_a_look_rate_limited_on_its_second_page_goes_on_from_that_page(
+    scene: Scene,
+) -> None:
+    """Installed as a non-Marketplace app, Slack allows conversations.replies once a minute:
+    a look that began again from page one after each 429 might never reach the end. Here the
+    second page of the look is answered 429: the look waits, then reads on from that page."""
+    lines = [f"line {n}" for n in range(8)]
+    rollout, outbox = await scene.card_posted(*lines)
+    await scene.deliver_all([outbox])
+    scene.slack.variation = SlackVariation(spared=frozenset({"chat.postMessage"}))
+    scene.slack.variation.limited.add("conversations.replies")  # its first page is read
+    await outbox.add(said(rollout, "promoted"))
+    scene.slack.lose_next_answer("chat.postMessage")
+    await outbox.flush(rollout.id)  # posted, the answer lost
+    scene.slack.fail_next(
+        "conversations.replies", error="ratelimited", status=429, retry_after=60, after=1
+    )
+
+    await scene.deliver_all([outbox])
+
+    assert scene.thread() == [*lines, "promoted"]
+    assert len(posts_of(scene.slack, "promoted")) == 1
+    looks = scene.slack.calls_to("conversations.replies")
+    assert [call.args.get("cursor") for call in looks].count(None) == 1
+    cursors = [call.args.get("cursor") for call in looks if call.args.get("cursor")]
+    assert cursors[0] == cursors[1]  # the page refused, asked again, not page one
 
 
 async def test_a_line_posted_by_a_replica_that_died_before_recording_it_is_not_posted_again(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from figures import CANARY_OK, every_gate_passes, passing_sandbox
-from sandbox_views import begun, dispatched, value_of
-from test_protection_rules import answers, app_box, both_held, box
+from sandbox_views import begun, both_held, dispatched, value_of
+from test_protection_rules import answers, app_box, box
 
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Phase, StageState, TrackState

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from figures import HALF_OK, passing_sandbox, two_serve_processes
 from github import Auth, Github, GithubException
-from sandbox_views import HALTED_ON_BETA, begun, dispatched, holding, value_of
+from sandbox_views import HALTED_ON_BETA, begun, both_held, dispatched, holding, value_of
 from test_exactly_once import APPROVERS_ENV, fifty_promote_clicks
 from test_restart import assert_evaluated_once, canary_observing
 
 from bot.cli import demo
-from bot.domain.rollout import Phase, Rollout, StageState, TrackState, holding_tracks
+from bot.domain.rollout import Phase, StageState, TrackState
 from sandbox.config import RELEASE_MANAGER, SECRETS
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
@@ -84,10 +84,6 @@ def answers(box: Sandbox, prefix: str = "") -> list[tuple[str, str]]:
 def requested(box: Sandbox) -> list[str]:
     """The environments of the requests delivered to the bot (any answer)."""
     return [json.loads(d.body)["environment"] for d in box.github.app_hook.deliveries]
-
-
-async def both_held(box: Sandbox) -> Rollout:
-    return await box.wait_until(lambda r: set(holding_tracks(r)) == {"relay", "desktop"})
 
 
 async def test_every_stage_held_by_the_rule_runs_to_100_percent(box: Sandbox) -> None:

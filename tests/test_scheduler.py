@@ -104,11 +104,6 @@ class Follower:
         return None
 
 
-@pytest.fixture
-def timers(session_factory: async_sessionmaker[AsyncSession]) -> TimerStore:
-    return TimerStore(session_factory)
-
-
 def scheduler(
     sessions: async_sessionmaker[AsyncSession],
     follower: Follower,

@@ -12,13 +12,13 @@ over Socket Mode.
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from test_app import client, settings, slack  # noqa: F401 - fixtures
+from test_app import client, settings  # noqa: F401 - fixtures
+from test_bad_input import tracebacks
 
 from bot.bootstrap import create_app
 from bot.config import Settings
@@ -112,10 +112,6 @@ def acted(server: SlackTestServer) -> list[str]:
 _SETUP = ("auth.test", "apps.connections.open")
 
 
-def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
-
-
 async def post(
     app: TestClient[object, object], body: str, *, json_body: bool, **headers: str
 ) -> int:
@@ -131,7 +127,7 @@ async def post(
 @pytest.mark.parametrize("name", list(EVENTS))
 async def test_an_event_the_bot_does_not_use_is_answered_200_and_ignored(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
     name: str,
 ) -> None:
@@ -139,12 +135,12 @@ async def test_an_event_the_bot_does_not_use_is_answered_200_and_ignored(
     assert await post(client, body, json_body=True) == 200
     retried = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_error"}
     assert await post(client, body, json_body=True, **retried) == 200
-    assert acted(slack) == [] and errors(caplog) == []
+    assert acted(slack) == [] and tracebacks(caplog) == []
 
 
 async def test_slacks_app_rate_limited_notice_is_answered_200(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """`app_rate_limited` comes without a subscription and without an inner event."""
@@ -158,24 +154,24 @@ async def test_slacks_app_rate_limited_notice_is_answered_200(
         }
     )
     assert await post(client, body, json_body=True) == 200
-    assert acted(slack) == [] and errors(caplog) == []
+    assert acted(slack) == [] and tracebacks(caplog) == []
 
 
 @pytest.mark.parametrize("name", list(INTERACTIONS))
 async def test_an_interaction_the_bot_does_not_use_is_acknowledged(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
     name: str,
 ) -> None:
     body = "payload=" + quote(json.dumps(INTERACTIONS[name]), safe="")
     assert await post(client, body, json_body=False) == 200
-    assert acted(slack) == [] and errors(caplog) == []
+    assert acted(slack) == [] and tracebacks(caplog) == []
 
 
 async def test_a_button_of_an_older_card_is_answered_with_what_to_do(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A card drawn by an earlier version carries a button this one does not have: the
@@ -192,12 +188,12 @@ async def test_a_button_of_an_older_card_is_answered_with_what_to_do(
     assert await post(client, "payload=" + quote(json.dumps(payload)), json_body=False) == 200
     (said,) = await slack.wait_for_response(url, timeout=10)
     assert said.body["response_type"] == "ephemeral" and "fresh card" in said.body["text"]
-    assert acted(slack) == [] and errors(caplog) == []
+    assert acted(slack) == [] and tracebacks(caplog) == []
 
 
 async def test_a_form_of_an_older_version_stays_open_and_says_why(
     client: TestClient[object, object],  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
 ) -> None:
     """Answered 200 with nothing, Slack would close the form as if it had been taken."""
     payload = dict(INTERACTIONS["an unknown form without inputs"])
@@ -239,7 +235,7 @@ SOCKET_ENVELOPES = [
 
 async def test_over_socket_mode_every_request_the_bot_does_not_use_is_acknowledged(
     settings: Settings,  # noqa: F811
-    slack: SlackTestServer,  # noqa: F811
+    slack: SlackTestServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Unacknowledged, Slack delivers an envelope again and shows the person an error."""
@@ -248,4 +244,4 @@ async def test_over_socket_mode_every_request_the_bot_does_not_use_is_acknowledg
         for kind, payload in SOCKET_ENVELOPES:
             envelope = await slack.socket_send_envelope(type=kind, payload=json.loads(payload))
             await slack.wait_for_socket_ack(envelope, timeout=5)
-    assert acted(slack) == [] and errors(caplog) == []
+    assert acted(slack) == [] and tracebacks(caplog) == []

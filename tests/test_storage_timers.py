@@ -24,11 +24,6 @@ NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 
 
-@pytest.fixture
-def timers(session_factory: async_sessionmaker[AsyncSession]) -> TimerStore:
-    return TimerStore(session_factory)
-
-
 async def _window(
     timers: TimerStore, key: str, due_in: timedelta, *, rollout_id: str | None = None
 ) -> Timer:

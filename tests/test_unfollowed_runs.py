@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 from github import Auth, Github
-from sandbox_views import dispatched, finish, github_until
+from sandbox_views import both_held, dispatched, finish, github_until
 from test_cli import full_env
 from test_freeze_sandbox import typed_reason
-from test_protection_rules import answers, app_box, app_replicas, both_held, box
+from test_protection_rules import answers, app_box, app_replicas, box
 
 from bot.adapters.slack.actions import RunValue
 from bot.adapters.slack.control_views import REASON_BLOCK

@@ -12,12 +12,12 @@ import time
 
 import pytest
 from aiohttp.test_utils import TestClient
-from test_app import client, settings, slack
+from test_app import client, settings
 
 from handlers import github_webhook
 from handlers.bodies import LINGER_S
 
-__all__ = ["client", "settings", "slack"]  # the fixtures this module's tests use
+__all__ = ["client", "settings"]  # the fixtures this module's tests use (and conftest's slack)
 
 LARGE = 20 * 1000 * 1000
 """A body far larger than what the bot reads of a refused request (nothing)."""

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import yaml
 from figures import CANARY_OK, HALF_OK, RINGS_OK
-from sandbox_views import dispatched, stage_state
+from sandbox_views import both_held, dispatched, stage_state
 from sqlalchemy.exc import OperationalError
 
 from bot.domain.rollout import (
@@ -129,12 +129,6 @@ def plan_yaml(figures: Path, *, window: str, **notifications: str) -> str:
     return yaml.safe_dump(plan, sort_keys=False)
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 @asynccontextmanager
 async def sandbox(
     tmp_path: Path,
@@ -205,10 +199,6 @@ def end_state(box: Sandbox, rollout: Rollout) -> dict[str, object]:
         "relay reviews": reviews(box, "relay"),
         "desktop reviews": reviews(box, "desktop"),
     }
-
-
-async def both_held(box: Sandbox) -> Rollout:
-    return await box.wait_until(lambda r: set(holding_tracks(r)) == {"relay", "desktop"})
 
 
 async def dispatched_and_held(box: Sandbox) -> int:

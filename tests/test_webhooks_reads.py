@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from test_webhooks import GitHubHook, http, observing
+from test_webhooks import GitHubHook, observing
 
 from sandbox.harness import Sandbox
 from sandbox.idle import bots_database
 
-__all__ = ["http", "observing"]  # the fixtures this module's test uses
+__all__ = ["observing"]  # the fixtures this module's test uses (and conftest's http)
 
 pytestmark = pytest.mark.story
 

@@ -13,24 +13,20 @@ import sys
 from pathlib import Path
 
 import yaml
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncRateLimitErrorRetryHandler,
-    async_default_handlers,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.adapters.github.install import GitHubInstallReads
 from bot.adapters.github.transport import GitHubTransport, github_auth
 from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
+from bot.adapters.slack.calls import web_api_retries
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal, sqlite_file_missing
 from bot.cli.doctor_clocks import clock_finding, database_clock_finding
-from bot.cli.settings import OPEN_METRICS, load, services_named, unguarded
+from bot.cli.settings import OPEN_METRICS, load_for_command, services_named, unguarded
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan, Stage
 from bot.domain.service import Service
-from bot.logs import configure_logging
 from bot.services.doctor import Doctor
 from bot.services.failures import error_summary
 from bot.services.findings import Finding, failed, passed, warned
@@ -61,14 +57,13 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(args: list[str]) -> int:
     options = argument_parser().parse_args(args)  # exits 2 with a usage line on bad arguments
-    settings = load(Settings)
+    # The checks' findings say what failed; the adapters' own warnings would say it twice.
+    settings = load_for_command(log_level="CRITICAL")
     if settings is None:
         return 2
     services = services_named(settings, options.service, command="doctor")
     if services is None:
         return 2
-    # The checks' findings say what failed; the adapters' own warnings would say it twice.
-    configure_logging(level="CRITICAL", fmt=settings.log_format, secrets=settings.secret_values())
     scopes, problem = manifest_scopes(options.manifest)
     database = database_finding(settings.database_url)
     findings = [database, *database_clock_finding(settings.database_url, reachable=database.ok)]
@@ -169,12 +164,9 @@ async def examine(
                 AsyncWebClient(
                     token=settings.slack_bot_token.get_secret_value(),
                     base_url=str(settings.slack_api_url),
-                    # A 429 says how long to wait (Retry-After): waited out, as the bot's own
-                    # client does, not read as a refused token or channel.
-                    retry_handlers=[
-                        *async_default_handlers(),
-                        AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-                    ],
+                    # A rate limit says how long to wait (Retry-After): waited out, as the
+                    # bot's own client does, not read as a refused token or channel.
+                    retry_handlers=web_api_retries(),
                 )
             ),
             github=GitHubInstallReads(github),

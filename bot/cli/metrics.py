@@ -10,12 +10,10 @@ from datetime import UTC, datetime
 
 from bot.adapters.metrics.live import LiveSource
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
-from bot.cli.settings import load, one_service
-from bot.config import Settings
+from bot.cli.settings import load_for_command, one_service
 from bot.domain.gate import GateVerdict
 from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
 from bot.domain.metrics import QueryWindow, Reading, judge
-from bot.logs import configure_logging
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -33,10 +31,9 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(args: list[str]) -> int:
     options = argument_parser().parse_args(args)  # exits 2 with a usage line on bad arguments
-    settings = load(Settings)
+    settings = load_for_command(log_level="ERROR")
     if settings is None:
         return 2
-    configure_logging(level="ERROR", fmt=settings.log_format, secrets=settings.secret_values())
     service = one_service(settings, options.service, command="metrics")
     if service is None:
         return 2

@@ -7,6 +7,7 @@ import sys
 
 from bot.config import ConfigError, S, Settings, load_settings
 from bot.domain.service import Service
+from bot.logs import configure_logging
 
 
 def load(kind: type[S]) -> S | None:
@@ -16,6 +17,17 @@ def load(kind: type[S]) -> S | None:
     except ConfigError as error:
         report(error)
         return None
+
+
+def load_for_command(*, log_level: str) -> Settings | None:
+    """A one-shot command's settings (None after printing every problem), its log kept to
+    `log_level` and above, secrets masked: the command's own output says what happened."""
+    settings = load(Settings)
+    if settings is not None:
+        configure_logging(
+            level=log_level, fmt=settings.log_format, secrets=settings.secret_values()
+        )
+    return settings
 
 
 def report(error: ConfigError) -> int:

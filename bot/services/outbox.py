@@ -31,10 +31,11 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.logs import rollout_context
+from bot.services.channel_refusals import ChannelRefusals
 from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.outbox_lease import MessageLeases
-from bot.services.outbox_messages import CARD, FAILURE, UNFOLLOWED, post
+from bot.services.outbox_messages import CARD, FAILURE, REFUSED, UNFOLLOWED, post
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.store_ports import AuditLog, Outboxes, Rollouts
@@ -87,6 +88,7 @@ class Outbox:
         self._paused: dict[str, datetime] = {}
         """Channels Slack rate-limited, until when (its Retry-After)."""
         self._loop = Background("outbox", wake=self._wake)
+        self._refusals = ChannelRefusals(store=store, rollouts=rollouts, notifier=notifier)
 
     async def add(self, messages: Sequence[NewMessage]) -> None:
         await self._store.add(messages, now=self._clock())
@@ -261,6 +263,10 @@ class Outbox:
                     failure.reason,
                 )
                 self._telemetry.outbox_dead()
+                try:
+                    await self._refusals.given_up(message, failure, now=now)
+                except TRANSIENT as error:  # told by the next message given up there
+                    log.warning("the refusal of %s was not written: %r", what, error)
             return
         delay = min(self._backoff * 2 ** (attempts - 1), self._max_backoff)
         delay *= random.uniform(0.5, 1.0)  # jitter: replicas do not retry in step
@@ -275,6 +281,9 @@ class Outbox:
             await self._notifier.draw_unfollowed(
                 UnfollowedRun.from_json(dict(message.payload)), channel=message.channel_id
             )
+            return
+        if message.kind == REFUSED:
+            await self._refusals.tell(message)
             return
         if rollout_id is None:
             raise DeliveryFailed("a message of no rollout", permanent=True)

@@ -31,6 +31,9 @@ GATE = "gate"
 SUMMARY = "summary"
 UNFOLLOWED = "unfollowed_run"
 """The card of a run the bot did not start (`bot.services.unfollowed_runs`), of no rollout."""
+REFUSED = "channel_refused"
+"""The notice, in a failure channel, that a release channel refuses the bot
+(`bot.services.channel_refusals`), of no rollout."""
 
 _READING: TypeAdapter[Reading] = TypeAdapter(Reading)
 

@@ -9,6 +9,7 @@ client libraries).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -171,7 +172,9 @@ class DeliveryFailed(Exception):
     """Slack did not take a message. The outbox waits `retry_after` seconds when Slack said
     (HTTP 429), gives up at once when `permanent` (retrying cannot help: a channel the bot is
     not in, a message Slack refuses), and otherwise backs off and tries again. `card_gone`: the
-    message it updates or replies to is no longer in the channel (someone deleted the card)."""
+    message it updates or replies to is no longer in the channel (someone deleted the card).
+    `channel_refused`: Slack's reason when the channel refuses the bot itself (it is not a
+    member, the channel is archived), so that nothing more can be posted there."""
 
     def __init__(
         self,
@@ -180,12 +183,35 @@ class DeliveryFailed(Exception):
         retry_after: float | None = None,
         permanent: bool = False,
         card_gone: bool = False,
+        channel_refused: str | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-        self.permanent = permanent or card_gone
+        self.permanent = permanent or card_gone or channel_refused is not None
         self.card_gone = card_gone
+        self.channel_refused = channel_refused
+
+
+@dataclass(frozen=True)
+class Undelivered:
+    """A message a refusing channel was not told: its outbox kind, its rollout's tag."""
+
+    kind: str
+    tag: str | None
+
+
+@dataclass(frozen=True)
+class RefusalNotice:
+    """The notice, in `channel`, that `refusing` refuses the bot (Slack's `refusal`); `key` its
+    outbox message, `look_since` when a retry first looks for an earlier attempt's post."""
+
+    channel: str
+    refusing: str
+    refusal: str
+    undelivered: Sequence[Undelivered]
+    key: int
+    look_since: datetime | None
 
 
 class Notifier(Protocol):
@@ -206,6 +232,11 @@ class Notifier(Protocol):
         """Whether an earlier attempt posted the outbox message `key` (written at `since`): in
         the rollout's thread, or at the top of `channel` when that is another channel (a
         failure)."""
+        ...
+
+    async def tell_refused(self, notice: RefusalNotice) -> None:
+        """Tell the failure channel that a release channel refuses the bot, how to fix it and
+        what was not delivered there (not if an earlier attempt posted it)."""
         ...
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:

@@ -302,6 +302,14 @@ class Outboxes(Protocol):
 
     async def pending(self, rollout_id: str | None = None) -> list[OutboxMessage]: ...
 
+    async def told_once(self, notice: NewMessage, *, refusing: str, now: datetime) -> bool:
+        """Write the notice that `refusing` refuses the bot, once per refusal (any replica)."""
+        ...
+
+    async def refused(self, channel: str, *, after: int) -> list[OutboxMessage]:
+        """Messages to `channel` given up since message `after`."""
+        ...
+
 
 class Database(Protocol):
     """The database, as far as the app's health check asks."""

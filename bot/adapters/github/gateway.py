@@ -12,8 +12,7 @@ repository, on github.com or GitHub Enterprise Server, each call handed to the p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
 from bot.adapters.github.dispatch import DispatchSearch, WorkflowDispatch
 from bot.adapters.github.history import RepositoryHistory
@@ -24,7 +23,7 @@ from bot.adapters.github.runs import WorkflowRuns
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
 from bot.domain.release_contents import Comparison
-from bot.domain.run import RunRef, RunSnapshot
+from bot.domain.run import RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.services.ports import ReviewState
 
@@ -43,7 +42,11 @@ class PyGithubGateway:
         self._github = github
         self._rules = rules
         """Without it (token mode), every environment is held by its reviewers."""
-        self._dispatch = WorkflowDispatch(github, search or DispatchSearch())
+        # Dispatching is WorkflowDispatch's alone: its calls are the gateway's as they are.
+        dispatch = WorkflowDispatch(github, search or DispatchSearch())
+        self.dispatch = dispatch.dispatch
+        self.find_dispatched_run = dispatch.find_dispatched_run
+        self.dispatched_runs = dispatch.dispatched_runs
         self._runs = WorkflowRuns(github)
         self._repository = RepositoryReads(github)
         self._release = ReleaseReads(github)
@@ -58,32 +61,6 @@ class PyGithubGateway:
         await self._github.close()
 
     # -- workflow runs --------------------------------------------------------------------------
-
-    async def dispatch(
-        self, *, workflow_file: str, ref: str, inputs: Mapping[str, str], dispatched_at: datetime
-    ) -> RunRef:
-        return await self._dispatch.dispatch(
-            workflow_file=workflow_file, ref=ref, inputs=inputs, dispatched_at=dispatched_at
-        )
-
-    async def find_dispatched_run(
-        self, *, workflow_file: str, ref: str, dispatched_at: datetime
-    ) -> RunRef | None:
-        return await self._dispatch.find_dispatched_run(
-            workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at
-        )
-
-    async def dispatched_runs(
-        self,
-        *,
-        workflow_file: str,
-        ref: str,
-        dispatched_at: datetime,
-        before: datetime | None = None,
-    ) -> list[RunRef]:
-        return await self._dispatch.dispatched_runs(
-            workflow_file=workflow_file, ref=ref, dispatched_at=dispatched_at, before=before
-        )
 
     async def snapshot(self, run_id: int) -> RunSnapshot:
         return await self.held(await self.reported(run_id))

@@ -17,9 +17,12 @@ T = TypeVar("T")
 
 # Slack's 429, and chat.postMessage's documented `rate_limited` ("Application has posted too many
 # messages"), which comes with HTTP 200: both wait, neither is a refusal of the message.
-_RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
+RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 # chat.update of a deleted message, and a reply to the thread of one.
 _GONE = frozenset({"message_not_found", "thread_not_found"})
+# The channel refuses the bot: it was removed (a private channel it left answers
+# channel_not_found), or the channel is archived. Nothing can be posted there until someone acts.
+CHANNEL_REFUSALS = frozenset({"not_in_channel", "is_archived", "channel_not_found"})
 # Slack's own troubles (its documented "try again" errors), and a refusal of the bot's token,
 # which an operator may be fixing (a token rotated, an IP allow-list): retried with backoff
 # (for about half an hour, `Outbox`), not given up at the first answer. Any other error is a
@@ -65,16 +68,19 @@ def _failure(error: SlackApiError) -> DeliveryFailed:
     response = error.response
     code = str(response.get("error") or "unknown")
     status = int(response.status_code)
-    if status == 429 or code in _RATE_LIMITED:
-        wait = _retry_after(response.headers)
+    if status == 429 or code in RATE_LIMITED:
+        wait = retry_after(response.headers)
         return DeliveryFailed(f"Slack rate limit ({code})", retry_after=wait)
     transient = status >= 500 or code in _TRANSIENT
     return DeliveryFailed(
-        f"Slack answered {status} {code}", permanent=not transient, card_gone=code in _GONE
+        f"Slack answered {status} {code}",
+        permanent=not transient,
+        card_gone=code in _GONE,
+        channel_refused=code if code in CHANNEL_REFUSALS else None,
     )
 
 
-def _retry_after(headers: Any) -> float:
+def retry_after(headers: Any) -> float:
     """Seconds Slack asked to wait (Retry-After); 1 s, Slack's usual answer, when unreadable."""
     for name in ("Retry-After", "retry-after"):
         value = headers.get(name) if headers is not None else None

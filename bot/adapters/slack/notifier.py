@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -42,6 +42,8 @@ from bot.adapters.slack.actions import Action, ButtonValue
 from bot.adapters.slack.blocks import actions, as_json, button, section
 from bot.adapters.slack.delivery import delivered, uploaded
 from bot.adapters.slack.limits import MESSAGE_TEXT, clip
+from bot.adapters.slack.looks import EarlierPosts
+from bot.adapters.slack.refusal_words import refusal_text
 from bot.adapters.slack.rollout_card import rollout_card, rollout_text
 from bot.adapters.slack.summary_views import summary_text
 from bot.adapters.slack.unfollowed_card import unfollowed_card, unfollowed_text
@@ -51,7 +53,7 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Event, Rollout
 from bot.domain.rollout_summary import RolloutSummary
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
-from bot.services.ports import DeliveryFailed
+from bot.services.ports import DeliveryFailed, RefusalNotice
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,6 @@ RUN_EVENT = "rollout_bot_unfollowed_run"
 """The metadata `event_type` of the card of a run the bot did not start (payload: `run_id`)."""
 POST_EVENT = "rollout_bot_outbox"
 """The metadata `event_type` of every other post (payload: `rollout_id`, `outbox_id`)."""
-LOOK_BACK = timedelta(minutes=10)
-"""How far before a message was written a look for it starts (clocks differ)."""
-LOOK_MESSAGES = 2000
-"""Messages looked through at most (ten pages of 200); beyond them the message is posted again."""
-LOOK_PAGES = 100
-"""Pages looked through at most. Slack may answer fewer messages than `limit` asks while more
-follow ("Pagination"), so the look counts messages, not pages of 200; this bounds its calls."""
 
 
 def mention(approver: str) -> str:
@@ -91,6 +86,7 @@ class SlackNotifier:
         """Whether a card names its service (the bot releases several)."""
         self._following: set[asyncio.Task[None]] = set()
         """Charts on their way after the message they illustrate (`_follow`)."""
+        self._find = EarlierPosts().find
 
     async def close(self, *, grace: float) -> None:
         """Wait `grace` seconds at most for the charts on their way, then stop them."""
@@ -130,13 +126,7 @@ class SlackNotifier:
     async def draw_unfollowed(self, card: UnfollowedRun, *, channel: str) -> None:
         blocks = unfollowed_card(card)
         text = unfollowed_text(card)
-        found = await self._find(
-            self._client.conversations_history,
-            lambda data: data.get("run_id") == card.run_id,
-            event_type=RUN_EVENT,
-            channel=channel,
-            since=card.asked_at,
-        )
+        found = await self._at_top(channel, RUN_EVENT, since=card.asked_at, run_id=card.run_id)
         if found is None:
             marker = _marker(RUN_EVENT, run_id=card.run_id)
             await delivered(
@@ -152,12 +142,8 @@ class SlackNotifier:
         )
 
     async def find_card(self, rollout: Rollout) -> str | None:
-        found = await self._find(
-            self._client.conversations_history,
-            lambda data: data.get("rollout_id") == rollout.id,
-            event_type=CARD_EVENT,
-            channel=rollout.channel_id,
-            since=rollout.created_at,
+        found = await self._at_top(
+            rollout.channel_id, CARD_EVENT, since=rollout.created_at, rollout_id=rollout.id
         )
         return None if found is None else str(found["ts"])
 
@@ -172,52 +158,35 @@ class SlackNotifier:
             lambda data: data.get("rollout_id") == rollout.id and data.get("outbox_id") == key,
             event_type=POST_EVENT,
             since=since,
+            looking_for=key,
             **args,
         )
         return found is not None
 
-    async def _find(
-        self,
-        read: Callable[..., Awaitable[AsyncSlackResponse]],
-        wanted: Callable[[Mapping[str, Any]], bool],
-        *,
-        event_type: str,
-        since: datetime,
-        **args: Any,
+    async def _at_top(
+        self, channel: str, event_type: str, *, since: datetime, **payload: str | int
     ) -> dict[str, Any] | None:
-        """Look through the pages `read` answers (history or a thread) for a message with
-        our `event_type` whose metadata payload is `wanted`. A look Slack refuses (a missing
-        `channels:history` scope) finds nothing, so the message is posted again."""
-        oldest = f"{(since - LOOK_BACK).timestamp():.6f}"
-        cursor = None
-        seen = 0
-        for _ in range(LOOK_PAGES):
-            try:
-                page = await delivered(
-                    read(
-                        **args,
-                        oldest=oldest,
-                        limit=200,
-                        include_all_metadata=True,
-                        cursor=cursor,
-                    )
-                )
-            except DeliveryFailed as failure:
-                if not failure.permanent:
-                    raise
-                log.warning("could not look for an earlier post (%s)", failure.reason)
-                return None
-            messages = page.get("messages") or []
-            for message in messages:
-                metadata = message.get("metadata") or {}
-                payload = metadata.get("event_payload") or {}
-                if metadata.get("event_type") == event_type and wanted(payload):
-                    return dict(message)
-            seen += len(messages)
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not cursor or seen >= LOOK_MESSAGES:
-                return None
-        return None
+        """The post at the top of `channel` whose marker is `event_type` with `payload`."""
+        return await self._find(
+            self._client.conversations_history,
+            lambda data: all(data.get(name) == value for name, value in payload.items()),
+            event_type=event_type,
+            since=since,
+            looking_for=tuple(sorted(payload.items())),
+            channel=channel,
+        )
+
+    async def tell_refused(self, notice: RefusalNotice) -> None:
+        since = notice.look_since
+        if since and await self._at_top(
+            notice.channel, POST_EVENT, since=since, outbox_id=notice.key
+        ):
+            return
+        text = refusal_text(notice.refusing, notice.refusal, notice.undelivered)
+        marker = _marker(POST_EVENT, outbox_id=notice.key)
+        await delivered(
+            self._client.chat_postMessage(channel=notice.channel, text=text, metadata=marker)
+        )
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:
         text = clip(told if isinstance(told, str) else messages.render(told), MESSAGE_TEXT)

@@ -1,0 +1,60 @@
+"""The notice, in the failure channel, that a release channel refuses the bot: which channel,
+why (Slack's answer), what fixes it, and what the channel was not told."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.adapters.slack.limits import SECTION_TEXT, clip
+from bot.adapters.slack.mrkdwn import channel as channel_mention
+from bot.services.outbox_messages import CARD, FAILURE, FIGURES, GATE, SUMMARY, THREAD, UNFOLLOWED
+from bot.services.ports import Undelivered
+
+_FIXES = {
+    "not_in_channel": "the bot is not a member of it. Invite it: type `/invite @rollout-bot` "
+    "(the bot's name in this workspace) in that channel",
+    "is_archived": "the channel is archived. Unarchive it (channel settings), or name another "
+    "release channel in the bot's configuration (`RELEASE_CHANNELS`, or the service's file)",
+    "channel_not_found": "Slack does not show it to the bot (a private channel it was removed "
+    "from, or an ID that is wrong). Invite the bot there, or check the channel's ID in the "
+    "bot's configuration",
+}
+
+_KINDS = {
+    CARD: "the card",
+    THREAD: "a thread line",
+    FIGURES: 'an "Enter figures" prompt',
+    GATE: "a gate verdict",
+    SUMMARY: "the summary",
+    FAILURE: "a failure",
+    UNFOLLOWED: "the card of a run the bot did not start",
+}
+
+
+def refusal_text(refusing: str, refusal: str, undelivered: Sequence[Undelivered]) -> str:
+    """The notice: the refusing channel, its fix, what it was not told by now."""
+    fix = _FIXES.get(refusal, "Slack refuses the bot there")
+    lines = [
+        f":no_entry: *The bot cannot post in {channel_mention(refusing)}* "
+        f"(Slack answers `{refusal}`): {fix}.",
+        f"Not delivered there so far: {_undelivered(undelivered)}.",
+        "Rollouts go on (gates, rollbacks, promotions act as before; their failures are told "
+        "here). Messages given up are not posted later: once the bot can post there, "
+        "`/rollout status` in the channel shows each rollout as it stands.",
+    ]
+    return clip("\n".join(lines), SECTION_TEXT)
+
+
+def _undelivered(undelivered: Sequence[Undelivered]) -> str:
+    if not undelivered:
+        return "nothing yet"
+    by_tag: dict[str | None, list[str]] = {}
+    for message in undelivered:
+        by_tag.setdefault(message.tag, []).append(_KINDS.get(message.kind, "a message"))
+    parts = []
+    for tag, kinds in by_tag.items():
+        said = ", ".join(dict.fromkeys(kinds))  # each kind once, in order
+        if len(kinds) > 1:
+            said = f"{len(kinds)} messages ({said})"
+        parts.append(f"`{tag}`: {said}" if tag else said)
+    return "; ".join(parts)

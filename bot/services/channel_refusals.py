@@ -1,0 +1,82 @@
+"""Telling the failure channel that the release channel refuses the bot.
+
+While the bot is not in the release channel, or the channel is archived, Slack refuses every
+post there: the outbox gives each message up (a dead letter, logged). Only failures reached a
+person before (they go to the plan's failure channel too); passes, promotions and "Enter
+figures" prompts were lost in the logs. The first message given up writes ONE notice to the
+failure channel (once across replicas: `Outboxes.told_once`), naming the channel and its fix;
+the notice, drawn when delivered, lists what was not delivered by then.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from bot.services.outbox_messages import REFUSED
+from bot.services.ports import DeliveryFailed, Notifier, RefusalNotice, Undelivered
+from bot.services.records import NewMessage, OutboxMessage
+from bot.services.store_ports import Outboxes, Rollouts
+
+log = logging.getLogger(__name__)
+
+
+class ChannelRefusals:
+    """Writes the notice of a refusing channel once, and delivers it."""
+
+    def __init__(self, *, store: Outboxes, rollouts: Rollouts, notifier: Notifier) -> None:
+        self._store = store
+        self._rollouts = rollouts
+        self._notifier = notifier
+
+    async def given_up(
+        self, message: OutboxMessage, failure: DeliveryFailed, *, now: datetime
+    ) -> None:
+        """`message` was given up because its channel refuses the bot: tell the failure
+        channel of its rollout's plan, unless told of this refusal already. A message of no
+        rollout (the card of a run the bot did not start) names no plan, and a failure
+        channel that is the refusing one cannot be told: logged only."""
+        refusal = failure.channel_refused
+        if refusal is None or message.kind == REFUSED or message.rollout_id is None:
+            return
+        found = await self._rollouts.with_plan(message.rollout_id)
+        elsewhere = None if found is None else found[1].notifications.failure_channel
+        if elsewhere is None or elsewhere == message.channel_id:
+            log.error(
+                "the bot cannot post in %s (%s) and no other failure channel can be told",
+                message.channel_id,
+                refusal,
+            )
+            return
+        notice = NewMessage(
+            kind=REFUSED,
+            channel_id=elsewhere,
+            payload={"channel": message.channel_id, "refusal": refusal},
+        )
+        if await self._store.told_once(notice, refusing=message.channel_id, now=now):
+            log.error(
+                "the bot cannot post in %s (%s): told in %s", message.channel_id, refusal, elsewhere
+            )
+
+    async def tell(self, message: OutboxMessage) -> None:
+        """Post the notice, with what its channel was not told since the refusal began."""
+        refusing = str(message.payload["channel"])
+        given_up = await self._store.refused(refusing, after=int(message.payload.get("after", 0)))
+        undelivered: list[Undelivered] = []
+        tags: dict[str, str | None] = {}
+        for lost in given_up:
+            if lost.rollout_id is not None and lost.rollout_id not in tags:
+                found = await self._rollouts.with_plan(lost.rollout_id)
+                tags[lost.rollout_id] = None if found is None else found[0].tag
+            tag = None if lost.rollout_id is None else tags[lost.rollout_id]
+            undelivered.append(Undelivered(kind=lost.kind, tag=tag))
+        await self._notifier.tell_refused(
+            RefusalNotice(
+                channel=message.channel_id,
+                refusing=refusing,
+                refusal=str(message.payload["refusal"]),
+                undelivered=undelivered,
+                key=message.id,
+                look_since=message.created_at if message.attempts > 0 else None,
+            )
+        )
