@@ -14,6 +14,7 @@ reads that service's requests only; without one, every service's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from sqlalchemy import (
 )
 
 from bot.domain.protection_rules import EVENT, RuleAnswer, RuleRequest
-from bot.services.records import AsksFor, Carries, NewTimer
+from bot.services.records import AsksFor, NewTimer
 from storage.db import ServiceStore, from_row, insert_new, rows_changed
 from storage.models import GitHubDeliveryRow, RolloutRow, TimerRow
 from storage.models import ProtectionRuleRequestRow as Row
@@ -81,13 +82,7 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result) == 1
 
     async def hold(
-        self,
-        request: RuleRequest,
-        *,
-        delivery_id: str,
-        timer: NewTimer,
-        asks_for: AsksFor,
-        carries: Carries,
+        self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
     ) -> bool:
         """Remember the delivery and write `timer`, which asks again whether its installation
         is the App's, in one transaction; the request itself is kept only once confirmed.
@@ -97,7 +92,7 @@ class ProtectionRuleStore(ServiceStore):
         under way); no timer is written then. The delivery is written first, so that on SQLite
         the read after it sees every hold committed before; on PostgreSQL two deliveries of one
         request held at the same instant may still both start asking (each is kept once). The
-        pending timer that asks for it already is given the payload it `carries`: a re-run's
+        pending timer that asks for it already is given the payload `asks_for` gives: a re-run's
         request that repeats the first attempt's body (no deployment) moves the chain's end
         to 30 days after itself."""
         if request.deployment_id and await self._asked_for(request):
@@ -119,12 +114,13 @@ class ProtectionRuleStore(ServiceStore):
                     TimerRow.kind == timer.kind, TimerRow.service == service, pending_timer()
                 )
             )
-            going = [(key, payload) for key, payload in asking if _asks(asks_for, key, payload)]
-            for key, payload in going:
-                carried = dict(carries(payload or {}))
-                if carried != payload:
+            going = False
+            for key, payload in asking:
+                carried = _asks(asks_for, key, payload)
+                going = going or carried is not None
+                if carried is not None and dict(carried) != payload:
                     await session.execute(
-                        update(TimerRow).where(TimerRow.key == key).values(payload=carried)
+                        update(TimerRow).where(TimerRow.key == key).values(payload=dict(carried))
                     )
             if going:
                 return False
@@ -259,8 +255,9 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result)
 
 
-def _asks(asks_for: AsksFor, key: str, payload: dict[str, Any] | None) -> bool:
-    """Whether the pending timer `key` asks for the request; a payload that does not read
+def _asks(asks_for: AsksFor, key: str, payload: dict[str, Any] | None) -> Mapping[str, Any] | None:
+    """What the pending timer `key` carries when it asks for the request (`asks_for`); a payload
+    that does not read
     (`asks_for` raised ValueError) asks for nothing, said in a WARNING line naming the timer,
     never its payload: one bad timer must not fail every request held after it."""
     try:
@@ -271,7 +268,7 @@ def _asks(asks_for: AsksFor, key: str, payload: dict[str, Any] | None) -> bool:
             key,
             type(error).__name__,
         )
-        return False
+        return None
 
 
 def _delivery(delivery_id: str, request: RuleRequest) -> dict[str, object]:

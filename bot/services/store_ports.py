@@ -14,7 +14,6 @@ from bot.domain.rollout import Phase, Rollout
 from bot.services.records import (
     AsksFor,
     AuditEvent,
-    Carries,
     Claim,
     NewAuditEvent,
     NewMessage,
@@ -330,20 +329,14 @@ class ProtectionRuleRequests(Protocol):
         ...
 
     async def hold(
-        self,
-        request: RuleRequest,
-        *,
-        delivery_id: str,
-        timer: NewTimer,
-        asks_for: AsksFor,
-        carries: Carries,
+        self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
     ) -> bool:
         """Remember a request's delivery with the timer that confirms its installation later,
         in one transaction, without keeping the request; False (no timer written) when the
         delivery was taken in before, when a request of its deployment was kept, or when a
         pending timer of `timer`'s kind `asks_for` it already (its payload): one chain of
         asks per request, whatever delivery ids GitHub sent it under. That timer's payload is
-        then replaced by what it `carries` (a later sending of the request: a re-run's, when
+        then replaced by the one `asks_for` gives (a later sending of the request: a re-run's, when
         no deployment tells the attempts apart)."""
         ...
 

@@ -104,8 +104,7 @@ class UnconfirmedRules:
             request,
             delivery_id=delivery_id,
             timer=_timer(held, due),
-            asks_for=lambda payload: Unconfirmed.model_validate(payload).request.key == request.key,
-            carries=lambda payload: _carrying(payload, request),
+            asks_for=lambda payload: _carrying(payload, request),
         ):
             return False
         self.timers_changed()
@@ -196,14 +195,17 @@ class UnconfirmedRules:
         )
 
 
-def _carrying(payload: Mapping[str, Any], request: RuleRequest) -> Mapping[str, Any]:
-    """The payload of the chain asking for `request` once `request` came again: the later of
-    the two. Without a deployment a re-run's request repeats the first attempt's body (the same
+def _carrying(payload: Mapping[str, Any], request: RuleRequest) -> Mapping[str, Any] | None:
+    """None when the pending ask's `payload` is not about `request` (its run, environment and
+    deployment); else the payload of the chain once `request` came again: the later of the
+    two. Without a deployment a re-run's request repeats the first attempt's body (the same
     key), and GitHub holds the re-run's job 30 days from its own request: the chain gives up
     then, and takes the re-run's request in. A body sent again later by someone who saw it
     only makes the chain ask longer than GitHub holds the job (taken in then, it is found
     over with its run)."""
     held = Unconfirmed.model_validate(payload)
+    if held.request.key != request.key:
+        return None
     if request.requested_at <= held.request.requested_at:
         return payload
     return held.model_copy(update={"request": request}).model_dump(mode="json")

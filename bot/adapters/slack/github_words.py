@@ -1,6 +1,7 @@
 """The thread's lines about what GitHub reports of a run: its deliveries, a job that waits for
 the bot's answer (the App's rule, or its account's review) where the plan has no stage, a
-track's failure job's end, and a run GitHub does not let the bot read. Names, comments and
+track's failure job's end, a stage that went on on GitHub, and a run GitHub does not let the
+bot read. Names, comments and
 answers come from GitHub: they are escaped, so a `<!channel>` in a job's name or a reviewer's
 comment reads as typed instead of notifying the channel.
 """
@@ -14,11 +15,12 @@ from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
     FailureJobEnded,
+    PromotedOnGitHub,
     RunReadable,
     RunUnreadable,
     WaitsOutsidePlan,
 )
-from bot.domain.rollout.state import ended_words
+from bot.domain.rollout.state import StageState, ended_words
 
 
 def failure_job_ended_text(event: FailureJobEnded) -> str:
@@ -134,3 +136,25 @@ def run_readable_text(event: RunReadable) -> str:
         f"{slack_time(event.back_at)}, after {format_duration(unread)} "
         "without an answer): it follows, approves and rejects as before."
     )
+
+
+def promoted_on_github_text(event: PromotedOnGitHub) -> str:
+    """The thread's line when the stage after a held one went on GitHub: approved by a
+    reviewer, started past its protection rules by an admin, or started without the bot."""
+    if event.held is StageState.OBSERVING:
+        held = f"the window of {event.stage} is stopped before its gate"
+    elif event.held is StageState.EVALUATING:
+        held = f"the gate of {event.stage} is skipped"
+    else:
+        held = f"the hold after {event.stage} ends"
+    if event.reviewer is not None:
+        what = f"{event.reviewer} approved *{event.following}* ({event.track}) on GitHub"
+    elif event.bypassed:
+        what = (
+            f"*{event.following}* ({event.track}) was started on GitHub by a repository admin "
+            "past its protection rules, not let through by the bot's gate (the bot's protection "
+            "rule was never answered, and the bot will not answer it now)"
+        )
+    else:
+        what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
+    return f":white_check_mark: {what}: {held}. Deploying."
