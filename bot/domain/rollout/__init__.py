@@ -35,6 +35,7 @@ from bot.domain.rollout.actions import (
     tracks_to_stop,
 )
 from bot.domain.rollout.codec import (
+    NewerEvent,
     check_from_json,
     check_to_json,
     contents_from_json,
@@ -117,6 +118,7 @@ __all__ = [
     "FreezeOverridden",
     "InvalidTransition",
     "Left",
+    "NewerEvent",
     "Phase",
     "Preflight",
     "ReadMetrics",

@@ -106,8 +106,20 @@ def event_to_json(event: Event) -> dict[str, Any]:
     return {"kind": kind, "fields": _dumped(_EVENTS[kind], event)}
 
 
+class NewerEvent(LookupError):
+    """A stored thread event of a kind this version does not know: a newer version wrote it
+    (a rolling upgrade under way), and only its replicas can word it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"a thread event of kind {kind!r}, which a newer version wrote")
+        self.kind = kind
+
+
 def event_from_json(data: Mapping[str, Any]) -> Event:
-    event: Event = _EVENTS[data["kind"]].validate_python(data["fields"])
+    adapter = _EVENTS.get(str(data["kind"]))
+    if adapter is None:
+        raise NewerEvent(str(data["kind"]))
+    event: Event = adapter.validate_python(data["fields"])
     return event
 
 

@@ -262,7 +262,9 @@ def _deployed(
             replace(
                 track.with_stage(done),
                 state=TrackState.COMPLETED,
-                ended_at=now,
+                # When the release got there, not when the bot saw it (it may have been down):
+                # the lead time and the report's period are the release's.
+                ended_at=min(completed_at, now),
                 ended_reason=StopReason(StopKind.COMPLETED, subject=spec.label),
             )
         )
@@ -331,7 +333,10 @@ def _reconcile_aborting(
             reason = StopReason(
                 StopKind.FAILURE_JOB_FAILED, subject=failure.job, outcome=outcome, cause=reason
             )
-        work.set_track(replace(track, state=ending, ending=None, ended_at=now, ended_reason=reason))
+        ended_at = min(job.completed_at or now, now)
+        work.set_track(
+            replace(track, state=ending, ending=None, ended_at=ended_at, ended_reason=reason)
+        )
         ended = FailureJobEnded(
             plan_track.label,
             failure.job,
@@ -385,7 +390,9 @@ def _end_with_run(
 def _maybe_end(work: Work, plan: RolloutPlan, now: datetime) -> Decision:
     rollout = work.rollout
     if rollout.phase is Phase.RUNNING and all(t.state in TERMINAL_TRACK for t in rollout.tracks):
-        work.rollout = replace(rollout, phase=Phase.ENDED, ended_at=now)
+        # Its last track's end, which a job's completion may have set before `now`.
+        ended_at = max((t.ended_at for t in rollout.tracks if t.ended_at is not None), default=now)
+        work.rollout = replace(rollout, phase=Phase.ENDED, ended_at=min(ended_at, now))
         lanes = tuple((plan.track(t.name).label, t.state) for t in rollout.tracks)
         work.effects.append(Announce(RolloutEnded(rollout.tag, lanes)))
     return work.decision()

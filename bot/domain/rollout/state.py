@@ -6,14 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
 from bot.domain.errors import RolloutError
-from bot.domain.gate import GateReason, GateVerdict, gate_reason_words
+from bot.domain.gate import GateVerdict, gate_reason_words
 from bot.domain.members import member, replaced
 from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.schedule import Schedule
 from bot.domain.service import DEFAULT_SERVICE
+from bot.domain.stored_reason import known_reason, or_else
 
 
 class InvalidTransition(RolloutError):
@@ -112,14 +114,18 @@ class StopKind(StrEnum):
     COMPLETED = "completed"
     """The last stage `subject` deployed."""
     LEGACY = "legacy"
-    """A reason stored as text before reasons were data: `detail` holds it."""
+    """A reason stored as text before reasons were data: `detail` holds it; also a kind a
+    newer version stored, which this one does not know (its words: `UNKNOWN_STOP`)."""
+
+
+UNKNOWN_STOP = "stopped for a reason a newer version of the bot recorded"
 
 
 @dataclass(frozen=True)
 class StopReason:
     """Why a track ended, as data (the edge words it, with mentions where there is an actor)."""
 
-    kind: StopKind
+    kind: Annotated[StopKind, or_else(StopKind, StopKind.LEGACY)]  # bot.domain.stored_reason
     actor: str | None = None
     subject: str = ""
     outcome: str | None = None
@@ -371,7 +377,7 @@ def reason_words(
         case StopKind.KILL_SWITCH:
             return f"kill-switch by {who}{said}"
         case StopKind.GATE_FAILED:
-            why = gate_reason_words(GateReason(reason.detail) if reason.detail else None)
+            why = gate_reason_words(known_reason(reason.detail))
             return f"{reason.subject} gate {reason.outcome}: {why}"
         case StopKind.REJECTED_ON_GITHUB:
             return f"{reason.subject} rejected on GitHub by {reason.actor or 'Someone'}"
@@ -389,4 +395,4 @@ def reason_words(
             return f"the run ended `{reason.outcome}` first"
         case StopKind.COMPLETED:
             return f"{reason.subject} deployed"
-    return reason.detail
+    return reason.detail or UNKNOWN_STOP
