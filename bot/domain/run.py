@@ -128,6 +128,10 @@ class RunSnapshot:
         wanted = environment.casefold()
         return any(name.casefold() == wanted for name in self.waiting)
 
+    def was_bypassed(self, environment: str) -> bool:
+        wanted = environment.casefold()
+        return any(name.casefold() == wanted for name in self.bypassed)
+
     def review_of(self, environment: str) -> EnvironmentReview | None:
         """The latest review of an environment (a run attempt reviews each one at most once)."""
         wanted = environment.casefold()
