@@ -23,7 +23,6 @@ from bot.domain.errors import NotAReleaseChannel, PlanError
 from bot.domain.npm import (
     MAX_ERROR,
     RELEASE_TIMER,
-    NpmError,
     ReleaseFollow,
     ReleasePhase,
     RunCheck,
@@ -33,9 +32,13 @@ from bot.domain.npm import (
     Walkthrough,
     clip_error,
     github_web_url,
+)
+from bot.domain.npm_log import (
+    NpmError,
     npm_error,
     output_lines,
     printed_skip_warning,
+    published_nothing,
 )
 from bot.domain.plan import NpmRelease
 from bot.domain.reasons import Reason
@@ -317,6 +320,27 @@ async def test_a_clean_run_passes_every_check(box: Sandbox) -> None:
     assert ":white_check_mark: done" in step(message, 2)
 
 
+async def test_a_run_that_published_nothing_does_not_pass_for_a_verified_token(
+    box: Sandbox,
+) -> None:
+    # `changeset publish` passes when every version is on npm already, without using the
+    # token: an expired or wrong-scope token goes unnoticed until the next real publish.
+    set_secret(box, age=timedelta(days=2))
+    box.github.engine.npm_up_to_date = True
+    release_run(box)
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":warning: needs attention"
+    )
+    assert ": success." in shown
+    assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
+    assert f"*{PUBLISH}* passed but published nothing" in shown
+    assert "No unpublished projects to publish" in shown
+    assert "npm never used the token" in shown
+    assert ":white_check_mark: done" not in step(message, 1)
+    assert ":white_check_mark: done" in step(message, 2)  # the validate step saw a token
+
+
 async def test_a_secret_added_after_the_failed_run_asks_for_a_new_run(box: Sandbox) -> None:
     box.github.create_foreign_run(
         workflow="release.yml",
@@ -540,6 +564,27 @@ def test_the_web_address_comes_from_the_api_address(api: str, web: str) -> None:
     assert github_web_url(api) == web
 
 
+@pytest.mark.parametrize(
+    ("lines", "nothing"),
+    [
+        (["🦋  warn No unpublished projects to publish"], True),
+        (["🦋  success packages published successfully:", "🦋  @scriptum/cli@1.4.2"], False),
+        # Some versions were on npm already, another was published: the token was used.
+        (
+            [
+                "🦋  warn @scriptum/cli is not being published because version 1.4.2 is "
+                "already published on npm",
+                "🦋  success packages published successfully:",
+            ],
+            False,
+        ),
+        (["done"], False),  # another publish tool: nothing to go by
+    ],
+)
+def test_a_publish_that_published_nothing_is_told_apart(lines: list[str], nothing: bool) -> None:
+    assert published_nothing(lines) is nothing
+
+
 def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
     now = datetime(2026, 1, 5, tzinfo=UTC)
     run = RunSummary(
@@ -558,6 +603,7 @@ def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
         validate_step=StepVerdict.WARNED,
         publish_step=StepVerdict.FAILED,
         npm_error=NpmError.TWO_FACTOR,
+        published_nothing=True,  # never with an npm error, but counted all the same
         log_unavailable=clip_error('"\n' * MAX_ERROR),  # each takes two in JSON
     )
     walkthrough = Walkthrough(

@@ -13,7 +13,6 @@ from bot.adapters.slack.mrkdwn import escape
 from bot.domain.npm import (
     SECRET_NAME,
     SKIP_WARNING,
-    NpmError,
     ReleaseFollow,
     ReleasePhase,
     RunCheck,
@@ -22,6 +21,7 @@ from bot.domain.npm import (
     Tone,
     Walkthrough,
 )
+from bot.domain.npm_log import NpmError
 from bot.domain.plan import NpmRelease
 
 TOKEN_DOCS = "https://docs.npmjs.com/creating-and-viewing-access-tokens"  # noqa: S105 - a URL
@@ -210,6 +210,13 @@ def _validate_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
 def _publish_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
     step = f"*{npm.publish_step}*"
     verdict = check.publish_step
+    if verdict is StepVerdict.PASSED and check.published_nothing:
+        return (
+            f":warning: {step} passed but published nothing (“No unpublished projects to "
+            "publish”: every version is on npm already). npm never used the token, so this run "
+            "does not show that it can publish: an expired or wrong-scope token passes too. "
+            f"The next run that publishes new versions from `{npm.ref}` checks it (step 4)."
+        )
     if verdict is StepVerdict.PASSED:
         return f":white_check_mark: {step} passed."
     if verdict is StepVerdict.MISSING:
