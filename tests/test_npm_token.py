@@ -207,7 +207,10 @@ async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
 async def test_a_missing_secret_fails_step_3_and_step_2_in_place(box: Sandbox) -> None:
     message = await open_walkthrough(box)
     shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until=":x: failed")
-    assert "`NPM_TOKEN` is not set in `scriptum/scriptum`: add it (step 2)" in shown
+    assert (
+        "`NPM_TOKEN` is not set in `scriptum/scriptum`, nor shared with it by its organization: "
+        "add it (step 2)"
+    ) in shown
     assert ":x: failed" in step(message, 2)
     assert len(box.slack.calls_to("chat.postMessage")) == 1
     assert message.updates == 1
@@ -226,6 +229,34 @@ async def test_the_secret_age_is_checked_against_the_plan(
     assert "`NPM_TOKEN` is set: created" in shown and f"({days} days ago)" in shown
     assert ("older than 80 days" in shown) is warned
     assert ":white_check_mark: done" in step(message, 2)
+
+
+async def test_an_organization_secret_shared_with_the_repository_is_found(box: Sandbox) -> None:
+    # The Release workflow reads an organization's NPM_TOKEN shared with the repository: step 3
+    # must not call it missing (and send people to add a repository secret that replaces it).
+    box.github.organization_secrets["NPM_TOKEN"] = datetime.now(UTC) - timedelta(days=3, hours=1)
+    box.github.organization_secrets["OTHER_TOKEN"] = datetime.now(UTC)
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_SECRET, number=3, until=":white_check_mark: done"
+    )
+    assert "`NPM_TOKEN` is an organization secret shared with `scriptum/scriptum`" in shown
+    assert "(3 days ago)" in shown
+    assert ":white_check_mark: done" in step(message, 2)
+    release_run(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="success")
+    assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
+
+
+async def test_the_repositorys_own_secret_comes_before_the_organizations(box: Sandbox) -> None:
+    box.github.organization_secrets["NPM_TOKEN"] = datetime.now(UTC) - timedelta(days=300)
+    set_secret(box, age=timedelta(days=2, hours=1))
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_SECRET, number=3, until=":white_check_mark: done"
+    )
+    assert "`NPM_TOKEN` is set: created" in shown and "(2 days ago)" in shown
+    assert "organization" not in shown
 
 
 async def test_no_permission_to_read_secrets_says_which_permission(box: Sandbox) -> None:
@@ -607,7 +638,9 @@ def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
         log_unavailable=clip_error('"\n' * MAX_ERROR),  # each takes two in JSON
     )
     walkthrough = Walkthrough(
-        secret=SecretCheck(max_age_days=80, error=clip_error("\\" * 2 * MAX_ERROR)),
+        secret=SecretCheck(
+            max_age_days=80, organization=True, error=clip_error("\\" * 2 * MAX_ERROR)
+        ),
         last_run=check,
         release=ReleaseFollow(
             requested_by="U" * 11,

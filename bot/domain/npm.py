@@ -70,6 +70,8 @@ class SecretMetadata:
     name: str
     created_at: datetime
     updated_at: datetime
+    organization: bool = False
+    """An organization secret shared with the repository (it has none of its own by that name)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,8 @@ class SecretCheck(_Model):
     updated_at: datetime | None = None
     age_days: Annotated[int, Field(ge=0)] | None = None
     max_age_days: int
+    organization: bool | None = None
+    """Found among the organization's secrets shared with the repository (True or left out)."""
     error: ErrorText | None = None
 
     @property
@@ -291,6 +295,7 @@ def assess_secret(
         updated_at=secret.updated_at,
         age_days=age,
         max_age_days=max_age_days,
+        organization=True if secret.organization else None,
     )
 
 

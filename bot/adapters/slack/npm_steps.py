@@ -108,14 +108,22 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
         return escape(check.error)
     if not check.found or check.updated_at is None or check.created_at is None:
         return (
-            f"`{SECRET_NAME}` is not set in `{setup.repository}`: add it (step 2). An "
-            "organization secret shared with the repository does not show here; step 4 tells "
-            "whether the workflow got a token."
+            f"`{SECRET_NAME}` is not set in `{setup.repository}`, nor shared with it by its "
+            "organization: add it (step 2). A secret of the job's environment does not show "
+            "here; step 4 tells whether the workflow got a token."
         )
     text = (
         f"`{SECRET_NAME}` is set: created {slack_time(check.created_at)}, last updated "
         f"{slack_time(check.updated_at)} ({_ago(check.age_days or 0)})."
     )
+    if check.organization:
+        text = (
+            f"`{SECRET_NAME}` is an organization secret shared with `{setup.repository}` (the "
+            "repository has none of its own): created "
+            f"{slack_time(check.created_at)}, last updated {slack_time(check.updated_at)} "
+            f"({_ago(check.age_days or 0)}). The workflow reads it unless the job's environment "
+            "has its own; a repository secret of that name would take its place."
+        )
     if check.tone is Tone.WARNING:
         text += (
             f"\n:warning: It is older than {check.max_age_days} days, and granular write tokens "
