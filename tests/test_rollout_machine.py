@@ -1205,12 +1205,10 @@ def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> No
     ]
 
 
-def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_is() -> None:
-    """Roll back came after 100% was approved on GitHub (before the bot looked): the 100% job
-    ran, nothing failed, so GitHub skipped the `if: failure()` rollback job. The thread said
-    the rollback "did not finish" and that its logs say what stopped it (a skipped job has no
-    logs): it never ran, nothing was rolled back, and the release is on 100%."""
-    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason="", now=at(60))
+def landed_at_100(reason: str = "") -> Decision:
+    """Roll back (by U1, for `reason`) came after 100% was approved on GitHub, before the bot
+    looked: the 100% job ran, nothing failed, so GitHub skipped the `if: failure()` rollback."""
+    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason=reason, now=at(60))
     run = snapshot(
         job(CANARY, completed_at=at(5)),
         job(HALF, completed_at=at(45)),
@@ -1218,15 +1216,24 @@ def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_i
         job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(62)),
         job(INTERNAL, None, status=JobStatus.IN_PROGRESS),
     )
+    return reconcile(stopping.rollout, PLAN, run, at(63))
 
-    decision = reconcile(stopping.rollout, PLAN, run, at(63))
+
+def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_is() -> None:
+    """The thread said the rollback "did not finish" and that its logs say what stopped it (a
+    skipped job has no logs): it never ran, nothing was rolled back, and the release is on
+    100%."""
+    decision = landed_at_100()
 
     assert decision.rollout.track("relay").state is TrackState.FAILED
     assert states(decision.rollout, "relay")[2] is StageState.STOPPED
     ended = [e for e in effects(decision) if isinstance(e, Announce)][-1]
     text = render(ended.event)
     assert "*Relay auto-rollback* ended `skipped`" in text
-    assert "It never ran: nothing was rolled back, Hosted relay is on *100%*" in text, text
+    assert (
+        "It never ran: Hosted relay reached *100%* before the stop took hold; nothing was "
+        "rolled back." in text
+    ), text
     assert "did not finish" not in text and "say what stopped it" not in text
 
 
