@@ -78,6 +78,7 @@ class ActionsEngine(EnvironmentGates):
         it; the approvals are not refused)."""
         self.rule_environments: set[str] = set()
         self.rule_reviews: list[Review] = []
+        self.bypasses: list[Review] = []
         self._failures = FailurePlan()
         self._run_numbers: dict[int, int] = {}
         self._touched: set[int] = set()

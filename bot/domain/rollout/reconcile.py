@@ -178,9 +178,9 @@ def _reviewed_on_github(
     nxt = moved.stage(following.key)
     work.set_track(moved.with_stage(replace(nxt, state=StageState.DEPLOYING)))
     reviewer = review.reviewer if review is not None and review.state == "approved" else None
-    told = PromotedOnGitHub(
-        plan_track.label, plan_track.stage(stage.key).label, following.label, stage.state, reviewer
-    )
+    bypassed = reviewer is None and snapshot.was_bypassed(following.environment)
+    labels = (plan_track.label, plan_track.stage(stage.key).label, following.label)
+    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed)
     work.effects.append(Announce(told))
     return True
 
