@@ -216,7 +216,7 @@ class PeoplesActions:
                 # stopped never keeps another from rolling back.
                 names = machine.tracks_to_stop(rollout, plan, gate=GateKind(gate))
             except InvalidTransition as error:
-                first = next(n for n, t in plan.tracks.items() if t.gate.value == gate)
+                first = next((n for n, t in plan.tracks.items() if t.gate.value == gate), None)
                 await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
                 raise
             kind = GateKind(gate)

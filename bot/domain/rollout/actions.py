@@ -280,13 +280,30 @@ def tracks_to_stop(rollout: Rollout, plan: RolloutPlan, *, gate: GateKind) -> li
     """The tracks a Roll back (`relay` gate) or a Kill-switch (`desktop` gate) stops: every
     track of that gate that can still be stopped, in the plan's order. One that completed or
     already stopped is left as it is and never keeps another of its gate running. Raises the
-    first track's refusal when none can be stopped (an empty list: the plan has none)."""
+    first track's refusal when none can be stopped, and says which stop applies when the plan
+    has no track of `gate` (a web service's plan has no rings to kill)."""
     names = [name for name, track in plan.tracks.items() if track.gate is gate]
+    if not names:
+        raise InvalidTransition(_no_track_of(rollout, plan, gate))
     refusals = [_why_not_stoppable(rollout, plan, name) for name in names]
     stoppable = [name for name, refusal in zip(names, refusals, strict=True) if refusal is None]
     if names and not stoppable:
         raise InvalidTransition(str(refusals[0]))
     return stoppable
+
+
+def _no_track_of(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
+    """The refusal of a stop whose gate the plan has no track of, naming the stop it has."""
+    others = " and ".join(track.label for track in plan.tracks.values() if track.gate is not gate)
+    if gate is GateKind.RELAY:
+        return (
+            f"The plan of `{rollout.tag}` has no relay-gated track: there is nothing to roll "
+            f"back, nothing was changed. {others} stops with the kill-switch: `/rollout kill`."
+        )
+    return (
+        f"The plan of `{rollout.tag}` has no desktop-gated track: there is no kill-switch to "
+        f"trip, nothing was changed. {others} stops with a roll back: `/rollout rollback`."
+    )
 
 
 def _why_not_stoppable(rollout: Rollout, plan: RolloutPlan, track: str) -> str | None:
