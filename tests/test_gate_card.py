@@ -224,7 +224,6 @@ def test_the_terminal_card() -> None:
     assert lines[3] == "    query: http://prometheus:9090/graph?g0.expr=errors"
 
 
-
 def test_the_terminal_card_of_a_ring_says_the_kill_switch_would_trip_not_that_it_did() -> None:
     """`rollout-bot metrics internal` while the rings run: a failing reading trips nothing."""
     verdict = evaluate_desktop(baseline_crash=D("0.001"), current_crash=D("0.003"), sample=900)
@@ -239,6 +238,7 @@ def test_the_terminal_card_of_a_ring_says_the_kill_switch_would_trip_not_that_it
     assert first.startswith("Desktop app and CLI: internal ring gate: KILL_SWITCH. Crash rate")
     assert first.endswith("The gate would trip the kill-switch.")
     assert "tripped" not in text and "Rolling back" not in text
+
 
 # -- the notifier: card and charts in the thread ---------------------------------------------
 
