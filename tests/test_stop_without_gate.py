@@ -1,8 +1,9 @@
-"""A stop whose gate the plan has no track of: `/rollout kill` under a plan without desktop
-rings (a web-only service), `/rollout rollback` under one with rings only (a desktop app or a
-CLI of its own). Nothing stops, and the person is told so with the stop that does apply,
-instead of "Kill-switch tripped" over a release that goes on. End to end: signed Slack
-requests, PyGithub against the GitHub simulator (SQLite; tests/conftest.py).
+"""Stops that cannot stop anything say why: `/rollout kill` under a plan without desktop rings
+(a web-only service), `/rollout rollback` under one with rings only (a desktop app or a CLI of
+its own), either while the dispatch's run is not identified yet. Nothing stops, and the person
+is told so with what does apply, instead of "Kill-switch tripped" over a release that goes on.
+End to end: signed Slack requests, PyGithub against the GitHub simulator (SQLite;
+tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import pytest
 import yaml
 from figures import RELAY_OK, RINGS_OK
 from sandbox_views import audit_results, dispatched, held, reviews
+from test_github_faults import sandbox
+from test_link_run import unclear_dispatch
 
-from bot.domain.rollout import TrackState
+from bot.domain.rollout import Phase, TrackState
 from sandbox.harness import Sandbox, fast_plan, write_figures
+
+__all__ = ["sandbox"]  # the fixture the unclear dispatch's test uses
 
 pytestmark = pytest.mark.story
 
@@ -78,3 +83,20 @@ async def test_a_rollback_under_a_plan_of_rings_only_rolls_back_nothing_and_says
         assert "Kill-switch tripped" in await box.command("kill")
         await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
         assert ("desktop-kill-switch", "approved") in reviews(box, "desktop")
+
+
+async def test_a_kill_or_rollback_while_the_dispatch_is_unclear_says_why_not(
+    sandbox: Sandbox,
+) -> None:
+    """The dispatch's run is not identified yet (GitHub answered 502): nothing is approved
+    until it is, and a stop is refused saying so, not that the track is 'already pending'."""
+    rollout = await unclear_dispatch(sandbox)
+    assert rollout.phase is Phase.DISPATCHING
+    for command in ("kill crashes on startup", "rollback"):
+        answer = await sandbox.command(command)
+        assert "pending" not in answer, answer
+        assert "run is not identified yet" in answer and "nothing was changed" in answer
+        assert "Link a run" in answer
+    after = await sandbox.rollout()
+    assert after.phase is Phase.DISPATCHING
+    assert all(track.state is TrackState.PENDING for track in after.tracks)

@@ -314,6 +314,14 @@ def _why_not_stoppable(rollout: Rollout, plan: RolloutPlan, track: str) -> str |
     verb = "roll back" if relay else "trip the kill-switch of"
     if rollout.phase is Phase.PREFLIGHT:
         return f"`{rollout.tag}` has not been dispatched yet: nothing to {verb}."
+    if rollout.phase is Phase.DISPATCHING:
+        # Its tracks wait for the run (PENDING): nothing is approved until it is found.
+        return (
+            f"`{rollout.tag}` was dispatched, but its run is not identified yet: there is "
+            f"nothing to {verb}, nothing was changed. Nothing is approved until the bot finds "
+            "the run (or someone links it: Link a run… on the card); a run that started waits "
+            "at its first stages on GitHub, where it can be cancelled."
+        )
     if current_track.state is TrackState.COMPLETED:
         last = plan_track.stages[-1].label
         return (
