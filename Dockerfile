@@ -20,7 +20,7 @@ COPY sandbox ./sandbox
 RUN pip wheel --wheel-dir /wheels --no-deps .
 
 FROM ${PYTHON_IMAGE}
-# The commit `--version`, /healthz and the start-up line show:
+# The commit `--version`, rollout_bot_build_info and the start-up line show:
 # docker build --build-arg ROLLOUT_BOT_COMMIT=$(git rev-parse --short HEAD) .
 ARG ROLLOUT_BOT_COMMIT=unknown
 ENV ROLLOUT_BOT_COMMIT=${ROLLOUT_BOT_COMMIT} \

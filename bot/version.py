@@ -1,7 +1,7 @@
 """Which build is running: the package's version and the git commit it was built from.
 
 The commit is `ROLLOUT_BOT_COMMIT` (set when the image is built), else the checkout's HEAD
-when the bot runs from one, else "unknown". Shown by `rollout-bot --version`, `/healthz`, the
+when the bot runs from one, else "unknown". Shown by `rollout-bot --version`, the
 App Home, the start-up log line and the `rollout_bot_build_info` series.
 """
 

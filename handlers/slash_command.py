@@ -93,6 +93,12 @@ async def answer(
     return *await _ephemeral(services, command, payload, origin), False
 
 
+def _named(services: Services) -> str | None:
+    """The service's name, for answers to show when the bot releases several."""
+    name = services.service.name
+    return name if name != DEFAULT_SERVICE else None
+
+
 async def _ephemeral(
     services: Services, command: commands.Command, payload: SlashCommand, origin: Origin
 ) -> tuple[str, list[BlockJson]]:
@@ -102,8 +108,7 @@ async def _ephemeral(
     if isinstance(command, commands.Help):
         return views.help_text(), views.help_blocks()
     if isinstance(command, commands.Status):
-        name = services.service.name
-        shown = name if name != DEFAULT_SERVICE else None
+        shown = _named(services)
         lane = lane_words.lane_blocks(await services.lane.state())
         room = MESSAGE_BLOCKS - len(lane)
         active = await rollouts.active_with_plans()
@@ -115,10 +120,15 @@ async def _ephemeral(
     if isinstance(command, commands.History):
         recent = await rollouts.history(tag=command.tag)
         plans = await plans_of(services, recent)
-        return "Rollout history", history_blocks(recent, lambda r: plans[r.id])
+        undone = await services.reports.rolled_back_after(recent)
+        return "Rollout history", history_blocks(recent, lambda r: plans[r.id], undone)
     if isinstance(command, commands.Report):
         report = await services.reports.period(command.period)
-        return report_views.report_text(report), report_views.report_blocks(report)
+        shown = _named(services)
+        return (
+            report_views.report_text(report, service=shown),
+            report_views.report_blocks(report, service=shown),
+        )
     if isinstance(command, commands.Promote):
         promoted = await controls.promote(origin)
         return views.note(f"Promoted `{promoted.tag}`: see its thread.")

@@ -212,7 +212,9 @@ class ActionsEngine(EnvironmentGates):
             return False
         ready_at = max([run.created_at, *(need.completed_at or run.created_at for need in needs)])
         if job.spec.if_failure:
-            runs = any(a.conclusion == "failure" for a in ancestors(run, job))
+            runs = any(a.conclusion == "failure" for a in ancestors(run, job)) and all(
+                run.job(key).conclusion == "success" for key in job.spec.if_succeeded
+            )
         else:
             runs = all(need.conclusion == "success" for need in needs)
         if not runs:

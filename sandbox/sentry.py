@@ -54,6 +54,9 @@ class SentryTestServer(LoopbackServer):
     project: str = "4505"
     batches: list[SessionBatch] = field(default_factory=list)
     requests: list[SentryRequest] = field(default_factory=list)
+    totals_patch: dict[str, Any] = field(default_factory=dict)
+    """Faults for tests: fields whose totals are answered as given (a null, NaN, infinite or
+    negative count a proxy or a broken release-health backend could give)."""
 
     def environment(self) -> dict[str, str]:
         """The settings that point a bot at this server (`SENTRY_URL`, `SENTRY_ORG`, ...)."""
@@ -146,6 +149,7 @@ class SentryTestServer(LoopbackServer):
             for name in fields
         }
         totals = {name: _value(name, chosen) for name in fields}
+        totals.update((name, value) for name, value in self.totals_patch.items() if name in totals)
         return {
             "start": _iso(start),
             "end": _iso(end),

@@ -69,6 +69,9 @@ class Job:
     needs: tuple[str, ...] = ()
     environment: str | None = None
     if_failure: bool = False
+    if_succeeded: tuple[str, ...] = ()
+    """With `if_failure`: `if: failure() && needs.<key>.result == 'success'` for each key (a
+    direct need): a rollback that runs only once a stage deployed, skipped otherwise."""
 
 
 @dataclass(frozen=True)
@@ -366,7 +369,7 @@ def workflow_file(spec: Workflow) -> str:
                 "name": job.name,
                 **({"needs": list(job.needs)} if job.needs else {}),
                 **({"environment": job.environment} if job.environment else {}),
-                **({"if": "failure()"} if job.if_failure else {}),
+                **({"if": _condition(job)} if job.if_failure else {}),
                 "runs-on": "ubuntu-latest",
                 "steps": [{"name": step.name, "run": "true"} for step in job.steps],
             }
@@ -374,3 +377,9 @@ def workflow_file(spec: Workflow) -> str:
         },
     }
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def _condition(job: Job) -> str:
+    """A failure job's `if:` as the workflow file writes it."""
+    succeeded = (f"needs.{key}.result == 'success'" for key in job.if_succeeded)
+    return " && ".join(("failure()", *succeeded))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -17,6 +18,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.db import (
@@ -32,6 +34,23 @@ SCRIPT_LOCATION = "storage:migrations"
 # Key of the PostgreSQL advisory lock held while migrating: replicas starting together
 # migrate one after the other instead of racing on the same DDL.
 MIGRATION_LOCK_KEY = 0x726F6C6C6F7574  # "rollout"
+LOCK_TIMEOUT_S = 5.0
+"""Seconds a migration's statement waits for a lock on PostgreSQL (`lock_timeout`) before the
+run gives up (`MIGRATE_LOCK_TIMEOUT_SECONDS`). An `ALTER TABLE` waiting behind a long
+transaction queues every later query on that table behind itself, each replica's included,
+so it must give up well within the bound on a served statement (15 s)."""
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a lock_timeout
+
+
+class MigrationFailed(Exception):
+    """A migration run that stopped and was rolled back: the revision it was applying (None:
+    it failed before the first), and whether that was a wait for a lock that timed out
+    (`lock_timeout_s`, else None). The cause is `__cause__`."""
+
+    def __init__(self, revision: str | None, *, lock_timeout_s: float | None = None) -> None:
+        super().__init__(f"migration {revision or '(none started)'} failed")
+        self.revision = revision
+        self.lock_timeout_s = lock_timeout_s
 
 
 def alembic_config(database_url: str | None = None) -> Config:
@@ -57,31 +76,75 @@ def head_revision() -> str:
     return head
 
 
-async def upgrade(database_url: str, *, revision: str = "head") -> None:
-    """Migrate the database to `revision` (default: the newest)."""
+async def upgrade(
+    database_url: str, *, revision: str = "head", lock_timeout_s: float | None = LOCK_TIMEOUT_S
+) -> None:
+    """Migrate the database to `revision` (default: the newest), in one transaction: a failure
+    rolls the whole run back and raises `MigrationFailed`. On PostgreSQL no statement waits
+    longer than `lock_timeout_s` for a lock (None: no bound)."""
     logger.info("migrating %s to %s", mask_database_url(database_url), revision)
+    run = _Run(revision)
     # No bound on a statement: an index built on a large table, or the wait for another
     # replica's migration (the advisory lock), may take longer than a served statement may.
     # On SQLite the write lock, taken at BEGIN, is what another migration waits for.
-    async with (
-        engine_for_one_task(
-            database_url,
-            statement_timeout_s=None,
-            execution_options={WRITE_LOCK_AT_BEGIN: True},
-        ) as engine,
-        engine.begin() as connection,
-    ):
-        if connection.dialect.name == "postgresql":
-            await connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-            )
-        await connection.run_sync(_run_upgrade, revision)
+    try:
+        async with (
+            engine_for_one_task(
+                database_url,
+                statement_timeout_s=None,
+                execution_options={WRITE_LOCK_AT_BEGIN: True},
+            ) as engine,
+            engine.begin() as connection,
+        ):
+            if connection.dialect.name == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+                if lock_timeout_s is not None:  # set after the advisory lock: that wait is fine
+                    bound = max(int(lock_timeout_s * 1000), 1)
+                    await connection.execute(text(f"SET LOCAL lock_timeout = {bound}"))
+            await connection.run_sync(run.upgrade)
+    # A migration may fail in any way (its data, the DDL, the connection): whichever, the run
+    # was rolled back, and the caller is told which revision failed with its cause.
+    except Exception as error:
+        timed_out = _lock_not_available(error)
+        raise MigrationFailed(
+            run.failing(), lock_timeout_s=lock_timeout_s if timed_out else None
+        ) from error
 
 
-def _run_upgrade(connection: Connection, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+class _Run:
+    """One `upgrade`'s migrations: those it had to apply, and those applied so far."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.pending: list[str] = []
+        self.applied: list[str] = []
+
+    def upgrade(self, connection: Connection) -> None:
+        current = MigrationContext.configure(connection).get_current_revision()
+        walked = _scripts().iterate_revisions(self.target, current)
+        self.pending = [script.revision for script in reversed(list(walked))]
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        config.attributes["on_version_apply"] = [self._applied]
+        command.upgrade(config, self.target)
+
+    def _applied(self, *, step: Any, **_: Any) -> None:
+        self.applied.append(step.up_revision_id)
+
+    def failing(self) -> str | None:
+        """The revision being applied when the run stopped; None before the first."""
+        done = len(self.applied)
+        return self.pending[done] if self.pending and done < len(self.pending) else None
+
+
+def _lock_not_available(error: BaseException) -> bool:
+    """Whether PostgreSQL gave up waiting for a lock (`lock_timeout`)."""
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    return getattr(cause, "sqlstate", None) == _LOCK_NOT_AVAILABLE or (
+        getattr(cause, "pgcode", None) == _LOCK_NOT_AVAILABLE
+    )
 
 
 async def current_revision(database_url: str) -> str | None:

@@ -229,6 +229,7 @@ def _context(rollout: Rollout) -> dict[str, Any]:
         "told_outside": list(rollout.told_outside),
         "unread_since": _iso(rollout.unread_since),
         "told_unread": rollout.told_unread,
+        "attempt": rollout.attempt,
     }
 
 
@@ -322,6 +323,7 @@ def _rollout(record: RolloutRecord) -> Rollout:
         told_outside=tuple(record.context.get("told_outside", ())),
         unread_since=_moment(record.context.get("unread_since")),
         told_unread=bool(record.context.get("told_unread", False)),
+        attempt=record.context.get("attempt"),
     )
 
 

@@ -62,8 +62,9 @@ from sqlalchemy.pool import NullPool
 
 from bot.adapters.chart_worker import ChartWorker
 from sandbox import slack_markup
-from sandbox.config import SECRETS, SLACK_APP_TOKEN, SLACK_BOT_TOKEN
+from sandbox.config import SECRETS, SENTRY_TOKEN, SLACK_APP_TOKEN, SLACK_BOT_TOKEN
 from sandbox.harness import CHARTS, Sandbox
+from sandbox.sentry import SentryTestServer
 from sandbox.slack import SlackTestServer
 from storage.db import create_engine, create_session_factory, mask_database_url
 from storage.migrate import upgrade
@@ -379,3 +380,10 @@ async def quiet(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
     """The bot with hour-long windows and its own poller asleep: nothing moves by itself."""
     async with quiet_sandbox(tmp_path, database_url) as box:
         yield box
+
+
+@pytest.fixture
+async def sentry() -> AsyncIterator[SentryTestServer]:
+    """A local Sentry answering the sessions API (`sandbox.sentry`), with the sandbox's token."""
+    async with SentryTestServer(token=SENTRY_TOKEN) as server:
+        yield server

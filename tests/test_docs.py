@@ -24,6 +24,7 @@ from pydantic_core import PydanticUndefined
 
 from bot.cli import demo, gate
 from bot.cli.main import NO_ARGUMENTS, TAKES_ARGUMENTS, main
+from bot.cli.migrate import MigrateSettings
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout_command import (
@@ -66,8 +67,9 @@ def configuration_rows() -> dict[str, str]:
 
 def test_the_configuration_table_lists_every_setting_and_no_other() -> None:
     documented = set(configuration_rows())
-    settings = {name.upper() for name in Settings.model_fields}
-    assert documented - set(NOT_SETTINGS) == settings
+    # `migrate` reads its own settings (DATABASE_URL, its lock wait) besides the bot's.
+    fields = {*Settings.model_fields, *MigrateSettings.model_fields}
+    assert documented - set(NOT_SETTINGS) == {name.upper() for name in fields}
     for name, module in NOT_SETTINGS.items():
         assert f'"{name}"' in (ROOT / module).read_text(encoding="utf-8")
 

@@ -150,17 +150,29 @@ def test_a_zero_sample_says_nothing_was_observed() -> None:
     assert result.summary == "sample 0: nothing was observed in the window"
 
 
-@given(b=st.none() | st.decimals(), c=st.none() | st.decimals(), min_sample=st.integers(0, 100))
-def test_a_zero_sample_never_passes_nor_fails(
-    b: Decimal | None, c: Decimal | None, min_sample: int
+def test_a_negative_sample_is_no_count_and_never_passes() -> None:
+    """A negative count (a source's bug) passed with `min_sample` 0: it is no count at all."""
+    result = relay("0.001", "0.001", "0", sample=-5, min_sample=0)
+    assert (result.verdict, result.reason) == (Verdict.INCONCLUSIVE, GateReason.INSUFFICIENT_SAMPLE)
+    assert result.summary == "sample -5 is negative: no count of requests or sessions"
+
+
+@given(
+    b=st.none() | st.decimals(),
+    c=st.none() | st.decimals(),
+    sample=st.integers(max_value=0),
+    min_sample=st.integers(0, 100),
+)
+def test_a_zero_or_negative_sample_never_passes_nor_fails(
+    b: Decimal | None, c: Decimal | None, sample: int, min_sample: int
 ) -> None:
-    """A window that saw no request or session (a canary no traffic reached) tested nothing:
-    whatever rates a query or a person gives for it, and whatever the minimum."""
+    """A window that saw no request or session (a canary no traffic reached), or whose count
+    is negative, tested nothing: whatever rates a query or a person gives, whatever the minimum."""
     for result in (
         evaluate_relay(
-            baseline_crash=b, current_crash=c, current_error=c, sample=0, min_sample=min_sample
+            baseline_crash=b, current_crash=c, current_error=c, sample=sample, min_sample=min_sample
         ),
-        evaluate_desktop(baseline_crash=b, current_crash=c, sample=0, min_sample=min_sample),
+        evaluate_desktop(baseline_crash=b, current_crash=c, sample=sample, min_sample=min_sample),
     ):
         assert result.verdict is Verdict.INCONCLUSIVE
 

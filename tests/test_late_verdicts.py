@@ -10,7 +10,6 @@ window's end as a bot that was down finds it.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from figures import CANARY_OK
 from sandbox_views import dispatched, value_of
 from test_sentry import PREVIOUS, RELEASE
 
+from bot.adapters.slack.audit_views import event_line
 from bot.adapters.slack.messages import render
 from bot.domain.gate import Verdict
 from bot.domain.late_gate import LateGate
@@ -31,9 +31,9 @@ from bot.domain.rollout import (
     event_to_json,
     window_timer_key,
 )
+from bot.domain.rollout.codec import late_to_json
 from bot.domain.rollout.events import GateFailed, GateInconclusive, GatePassed, Reevaluated
 from bot.services.records import AuditEvent
-from sandbox.config import SENTRY_TOKEN
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.plans import SENTRY_RINGS
 from sandbox.sentry import SentryTestServer
@@ -42,12 +42,6 @@ from storage.timers import TimerStore
 WINDOW = timedelta(minutes=10)
 """Longer than the harness skips on its own: the window ends only when the test moves time."""
 LATE = timedelta(hours=2)
-
-
-@pytest.fixture
-async def sentry() -> AsyncIterator[SentryTestServer]:
-    async with SentryTestServer(token=SENTRY_TOKEN) as server:
-        yield server
 
 
 def sessions(sentry: SentryTestServer, at: datetime, *, crashed: int) -> None:
@@ -188,3 +182,38 @@ def test_every_verdict_line_of_a_late_gate_says_so_and_old_events_still_read(
     fields = {k: v for k, v in kept["fields"].items() if k != "late"}
     before = event_from_json({"kind": kept["kind"], "fields": fields})
     assert "Judged" not in render(before)
+
+
+@pytest.mark.parametrize(
+    ("late", "said"),
+    [
+        (
+            late_to_json(LATE_GATE)["late"],
+            "Judged 2h after its window ended: the latest 30m decided (INCONCLUSIVE; its window "
+            "gave PASS).",
+        ),
+        (None, None),
+        ({"window": "a newer version's shape"}, None),
+        ("late", None),
+    ],
+)
+def test_rollout_history_shows_a_gate_judged_late(late: object, said: str | None) -> None:
+    """`/rollout history <tag>` showed a late gate's entry as if judged on time: its two
+    stretches and which decided were kept in the audit entry but never shown. An entry without
+    them, or in a shape this version does not read, shows the rest as before."""
+    detail = {"sample": 5000, **({} if late is None else {"late": late})}
+    event = AuditEvent(
+        id=1,
+        at=datetime.fromisoformat("2026-12-01T14:00:05+00:00"),
+        actor="prometheus",
+        action="gate",
+        result="INCONCLUSIVE",
+        rollout_id="r-1",
+        detail=detail,
+    )
+    line = event_line(event)
+    assert "sample: 5000" in line
+    if said is None:
+        assert "Judged" not in line
+    else:
+        assert line.endswith(f"sample: 5000; :hourglass: {said}")

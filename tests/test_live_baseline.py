@@ -34,6 +34,7 @@ from bot.domain.gate import GateReason, GateVerdict, Verdict, gate_reason_words
 from bot.domain.gate_report import metric_rows, verdict_reason
 from bot.domain.metrics import QueryWindow, Reading, baseline_sample_detail, judge
 from bot.domain.plan import PrometheusMetrics, RolloutPlan, Track
+from bot.domain.rollout.codec import verdict_from_json, verdict_to_json
 from bot.domain.rollout.events import GateInconclusive
 from bot.plan_file import load_plan, parse_plan
 from bot.services.records import AuditEvent
@@ -298,3 +299,83 @@ def test_an_error_rate_has_no_baseline_to_count() -> None:
         PlanError, match=r"error_rate\.baseline_sample: the error rate has a thresh"
     ):
         parse_plan(yaml.safe_dump(data), "test plan")
+
+
+def uncounted_canary_track() -> Track:
+    """`baseline_sample` but no `sample` on any metric: allowed with `min_sample: 0`."""
+    data: dict[str, Any] = load_plan(None).model_dump(mode="json", by_alias=True)
+    relay = data["tracks"]["relay"]
+    relay["thresholds"]["min_sample"] = 0
+    relay["metrics"] = {
+        "source": "prometheus",
+        "baseline_crash_rate": "0.001",
+        "error_rate": {"query": "errors"},
+        "crash_rate": {
+            "query": "crashes",
+            "baseline": "baseline",
+            "baseline_sample": "baseline requests",
+        },
+    }
+    return parse_plan(yaml.safe_dump(data), "test plan").track("relay")
+
+
+async def test_a_baseline_count_alone_is_not_shown_as_the_canary_s_sample() -> None:
+    """The canary's requests uncounted, the baseline's 12 were shown as the sample the canary
+    passed on: the row, the PASS line and the thread's summary name them the baseline's."""
+    verdict, reading = await read_and_judge(uncounted_canary_track())
+
+    assert verdict.verdict is Verdict.PASS and verdict.sample == 12
+    rows = metric_rows(verdict, reading)
+    assert [row.sample for row in rows] == [None, None]
+    assert rows[1].baseline_shown == "0.08% (read live, sample 12)"
+    assert verdict_reason(verdict, rows) == (
+        "Every metric is within its limit on the baseline's sample of 12 (the canary's not "
+        "counted)."
+    )
+    assert verdict.summary.endswith("; baseline sample 12 (the canary's not counted)")
+    assert "; sample 12" not in verdict.summary
+    stored = verdict_from_json(verdict_to_json(verdict))
+    assert stored == verdict
+
+
+async def test_a_baseline_count_of_nothing_alone_says_the_baseline_counted_nothing() -> None:
+    async with PromQLAnswers({**ANSWERS, "baseline requests": "0"}) as server:
+        track = uncounted_canary_track()
+        assert isinstance(track.metrics, PrometheusMetrics)
+        source = PrometheusSource(track.metrics, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+    verdict = judge(track, reading)
+
+    assert (verdict.verdict, verdict.reason) == (
+        Verdict.INCONCLUSIVE,
+        GateReason.INSUFFICIENT_SAMPLE,
+    )
+    assert verdict.summary == "baseline sample 0: the baseline read live counted nothing"
+    assert verdict_reason(verdict, metric_rows(verdict, reading)) == (
+        "No data: the baseline read live counted nothing (a sample of 0)."
+    )
+
+
+async def test_an_unreadable_baseline_count_is_not_called_uncounted() -> None:
+    """A `baseline_sample` whose query failed was shown and audited as `not counted`, as if the
+    plan had none."""
+    track = prometheus_track(0, baseline="baseline", baseline_sample="baseline requests")
+    assert isinstance(track.metrics, PrometheusMetrics)
+    async with PromQLAnswers({**ANSWERS, "baseline requests": "NaN"}) as server:
+        source = PrometheusSource(track.metrics, url=server.url, clock=lambda: NOW, charts=False)
+        reading = await source.measure(WINDOW)
+    verdict = judge(track, reading)
+
+    assert verdict.verdict is Verdict.INCONCLUSIVE
+    rows = metric_rows(verdict, reading)
+    assert rows[1].baseline_note == "read live, its sample unreadable"
+    assert baseline_sample_detail(reading) == {"baseline_sample": "unreadable"}
+
+
+def test_a_verdict_stored_before_baseline_sample_only_still_reads() -> None:
+    verdict = prometheus_track(0).evaluate_gate(
+        baseline_crash=D("0.001"), current_crash=D("0.001"), current_error=D(0), sample=5000
+    )
+    stored = verdict_to_json(verdict)
+    assert "baseline_sample_only" not in stored
+    assert verdict_from_json(stored).baseline_sample_only is False

@@ -277,6 +277,32 @@ async def test_a_refusal_notice_whose_answer_was_lost_is_not_posted_twice(scene:
     assert "`v1.1.0`" in notice.text
 
 
+async def test_a_refusal_notice_an_old_replica_gave_up_is_told_at_the_next_refusal(
+    scene: Scene,
+) -> None:
+    """During a rolling upgrade, a replica of the previous version claims the notice, a kind
+    it does not know and of no rollout, and gives it up at once ("a message of no rollout").
+    Its claim then kept every later message given up there from telling anyone."""
+    scene.slack.shut_out[CHANNEL] = "not_in_channel"
+    rollout = await refused_rollout(scene, 1)
+    outbox = scene.replica("a")
+    for _ in range(2):
+        await outbox.flush(rollout.id)  # the card, then the prompt, given up: the notice waits
+    store = scene.store
+    (notice,) = await store.claim(now=scene.clock(), owner="old", lease=LEASE)
+    assert notice.kind == "channel_refused"
+    # The previous version's Outbox._send: a kind it does not know, of no rollout.
+    await store.dead(
+        message_id=notice.id, owner="old", now=scene.clock(), error="a message of no rollout"
+    )
+    await outbox.add(said(rollout, "promoted"))
+
+    await scene.deliver_all([outbox])
+
+    (told_now,) = scene.slack.messages(FAILURES)
+    assert f"<#{CHANNEL}>" in told_now.text and "`v1.1.0`: 3 messages" in told_now.text
+
+
 class SlowCard(SlackNotifier):
     """Slack's notifier whose card posts wait until the test lets them through."""
 
@@ -556,6 +582,64 @@ async def test_a_line_a_previous_version_wrote_as_text_is_still_delivered(scene:
     await outbox.flush(rollout.id)
 
     assert scene.thread() == ["line 0", "as it was"]
+
+
+async def test_a_line_only_a_newer_version_can_word_is_left_to_its_replicas(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade: a replica of the next version wrote a thread event of a kind this
+    version does not have. This replica does not post it, nor anything after it in that
+    thread (the order holds), and does not give it up within the hour: no attempt is counted,
+    no ERROR, one WARNING; it stays pending for a newer replica."""
+    rollout, outbox = await scene.card_posted()
+    of_the_next_version = NewMessage(
+        kind="thread",
+        channel_id=CHANNEL,
+        rollout_id=rollout.id,
+        payload={"event": {"kind": "KindOfTheNextVersion", "fields": {"stage": "canary"}}},
+    )
+    await outbox.add([of_the_next_version, *said(rollout, "after it")])
+
+    with caplog.at_level(logging.WARNING, logger="bot.services"):
+        for _ in range(9):  # past every backoff a counted failure would take to give up
+            await outbox.flush(rollout.id)
+            await outbox.deliver_due()
+            scene.clock.advance(timedelta(minutes=6))
+
+    assert scene.thread() == []
+    waiting = await scene.store.pending(rollout.id)
+    assert [m.payload.get("event", {}).get("kind") for m in waiting] == [
+        "KindOfTheNextVersion",
+        "DispatchUnclear",
+    ]
+    assert waiting[0].attempts == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    kind = "KindOfTheNextVersion"
+    assert warnings == [
+        f"thread messages of kind {kind!r} are due: left to a newer version's replicas"
+    ]
+
+
+async def test_a_line_no_newer_replica_came_for_is_given_up_after_the_hour(scene: Scene) -> None:
+    """The upgrade was rolled back: no replica can word the newer version's line. Past
+    `LEFT_TO_NEWER_AT_MOST` it is given up (a dead letter), and the thread goes on."""
+    rollout, outbox = await scene.card_posted()
+    of_the_next_version = NewMessage(
+        kind="thread",
+        channel_id=CHANNEL,
+        rollout_id=rollout.id,
+        payload={"event": {"kind": "KindOfTheNextVersion", "fields": {"stage": "canary"}}},
+    )
+    await outbox.add([of_the_next_version, *said(rollout, "after it")])
+
+    for _ in range(12):
+        await outbox.flush(rollout.id)
+        await outbox.deliver_due()
+        scene.clock.advance(timedelta(minutes=6))
+
+    assert scene.thread() == ["after it"]
+    assert await scene.store.pending(rollout.id) == []
 
 
 def posts_of(slack: SlackTestServer, text: str) -> list[SlackCall]:

@@ -169,6 +169,10 @@ async def test_a_release_rolled_back_after_it_completed_is_no_success(box: Sandb
     assert "median 1h30m, p90 2h" in week  # both reached 100%: their lead times stand
     assert "`v1.2.0` Hosted relay: rolled back after it completed (redeployed the previous" in week
     assert "`v1.1.0`" not in week.split("*Rollbacks, kills and other stops*")[1]
+    # Nor does `/rollout history` read it as a plain "completed".
+    newer, older = (await box.command("history")).split("*v1.1.0*")
+    assert "*v1.2.0*" in newer and "rolled back after it completed" in newer
+    assert "rolled back" not in older
 
 
 @pytest.mark.parametrize(

@@ -555,7 +555,8 @@ def test_a_crash_at_the_canary_rolls_back_the_relay_and_leaves_the_desktop_alone
     ended = reconcile(approving.rollout, PLAN, rolled_back, at(41))
 
     relay = ended.rollout.track("relay")
-    assert (relay.state, relay.ending, relay.ended_at) == (TrackState.ROLLED_BACK, None, at(41))
+    # Ended when its rollback job did (at 40), not when the bot saw it.
+    assert (relay.state, relay.ending, relay.ended_at) == (TrackState.ROLLED_BACK, None, at(40))
     assert ended.rollout.phase is Phase.RUNNING
     assert ended.rollout.track("desktop") == desktop_before
     assert effects(ended) == [
@@ -771,7 +772,8 @@ def test_promote_while_observing_names_the_window_end() -> None:
 # -- the desktop track and its kill-switch --------------------------------------------------
 
 
-def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
+def at_half_and_beta() -> Rollout:
+    """Canary and internal ring passed and promoted; 50% deployed at 80, beta at 90."""
     rollout = deploy(
         deploy(approved(), CANARY, "relay-canary-5", at(5)), INTERNAL, "desktop-internal", at(10)
     )
@@ -780,6 +782,11 @@ def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
     rollout = deploy(
         deploy(rollout, HALF, "relay-rollout-50", at(80)), BETA, "desktop-beta", at(90)
     )
+    return rollout
+
+
+def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
+    rollout = at_half_and_beta()
     assert rollout.track("desktop").stage("beta").window_ends_at == at(210)  # 2h for beta
     rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
 
@@ -853,7 +860,7 @@ def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
     )
     step3 = reconcile(step2.rollout, PLAN, relay_done, at(216))
     relay = step3.rollout.track("relay")
-    assert (relay.state, relay.ended_at) == (TrackState.COMPLETED, at(216))
+    assert (relay.state, relay.ended_at) == (TrackState.COMPLETED, at(215))  # its job's end
     assert states(step3.rollout, "relay")[-1] is StageState.DEPLOYED
     assert step3.rollout.phase is Phase.RUNNING  # the desktop track has not ended yet
     assert effects(step3) == [Says("*100%* deployed: Hosted relay is done."), kill_review]
@@ -867,7 +874,7 @@ def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
     )
     step4 = reconcile(step3.rollout, PLAN, all_done, at(219))
     assert [t.state for t in step4.rollout.tracks] == [TrackState.COMPLETED, TrackState.HALTED]
-    assert (step4.rollout.phase, step4.rollout.ended_at) == (Phase.ENDED, at(219))
+    assert (step4.rollout.phase, step4.rollout.ended_at) == (Phase.ENDED, at(218))
     assert effects(step4) == [
         Says(
             "*Desktop/CLI kill-switch* finished.",
@@ -884,6 +891,47 @@ def test_desktop_kill_switch_at_beta_while_the_relay_goes_on_to_100() -> None:
     assert not any(r.environment == "relay-rollback" for r in reviews)
     # Ended: later snapshots change nothing.
     assert reconcile(step4.rollout, PLAN, all_done, at(230)) == Decision(step4.rollout)
+
+
+def test_tracks_that_completed_while_the_bot_was_down_end_when_their_jobs_did() -> None:
+    """The 100% and GA jobs finished at 215 and 220; the bot looked again only at 400 (it was
+    down). The rollout ended at 220: its lead time, and the period `/rollout report` counts it
+    in, are the release's, not the outage's."""
+    rollout = at_half_and_beta()
+    rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
+    rollout = passed(rollout, "desktop", "beta", desktop_verdict(), at(211))
+    both_wait = snapshot(waiting(FULL), waiting(GA), waiting_on={"relay-rollout-100", "desktop-ga"})
+    rollout = reconcile(rollout, PLAN, both_wait, at(212)).rollout
+
+    done = snapshot(
+        job(FULL, completed_at=at(215)),
+        job(GA, completed_at=at(220)),
+        status="completed",
+        conclusion="success",
+    )
+    back = reconcile(rollout, PLAN, done, at(400)).rollout
+
+    assert [(t.state, t.ended_at) for t in back.tracks] == [
+        (TrackState.COMPLETED, at(215)),
+        (TrackState.COMPLETED, at(220)),
+    ]
+    assert (back.phase, back.ended_at) == (Phase.ENDED, at(220))
+
+
+def test_a_completion_time_ahead_of_the_bots_clock_ends_the_track_now() -> None:
+    """GitHub's clock may run ahead of the bot's: an end is never in the bot's future."""
+    rollout = deploy(
+        deploy(approved(), CANARY, "relay-canary-5", at(5)), INTERNAL, "desktop-internal", at(10)
+    )
+    rollout = passed(rollout, "relay", "canary", relay_verdict(), at(36))
+    rollout = deploy(rollout, HALF, "relay-rollout-50", at(80))
+    rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
+    asked = snapshot(waiting(FULL), waiting_on={"relay-rollout-100"})
+    rollout = reconcile(rollout, PLAN, asked, at(142)).rollout
+
+    ahead = reconcile(rollout, PLAN, snapshot(job(FULL, completed_at=at(150.5))), at(150)).rollout
+
+    assert ahead.track("relay").ended_at == at(150)
 
 
 def test_a_manual_kill_during_the_internal_window() -> None:
@@ -1157,12 +1205,10 @@ def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> No
     ]
 
 
-def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_is() -> None:
-    """Roll back came after 100% was approved on GitHub (before the bot looked): the 100% job
-    ran, nothing failed, so GitHub skipped the `if: failure()` rollback job. The thread said
-    the rollback "did not finish" and that its logs say what stopped it (a skipped job has no
-    logs): it never ran, nothing was rolled back, and the release is on 100%."""
-    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason="", now=at(60))
+def landed_at_100(reason: str = "") -> Decision:
+    """Roll back (by U1, for `reason`) came after 100% was approved on GitHub, before the bot
+    looked: the 100% job ran, nothing failed, so GitHub skipped the `if: failure()` rollback."""
+    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason=reason, now=at(60))
     run = snapshot(
         job(CANARY, completed_at=at(5)),
         job(HALF, completed_at=at(45)),
@@ -1170,15 +1216,24 @@ def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_i
         job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(62)),
         job(INTERNAL, None, status=JobStatus.IN_PROGRESS),
     )
+    return reconcile(stopping.rollout, PLAN, run, at(63))
 
-    decision = reconcile(stopping.rollout, PLAN, run, at(63))
+
+def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_is() -> None:
+    """The thread said the rollback "did not finish" and that its logs say what stopped it (a
+    skipped job has no logs): it never ran, nothing was rolled back, and the release is on
+    100%."""
+    decision = landed_at_100()
 
     assert decision.rollout.track("relay").state is TrackState.FAILED
     assert states(decision.rollout, "relay")[2] is StageState.STOPPED
     ended = [e for e in effects(decision) if isinstance(e, Announce)][-1]
     text = render(ended.event)
     assert "*Relay auto-rollback* ended `skipped`" in text
-    assert "It never ran: nothing was rolled back, Hosted relay is on *100%*" in text, text
+    assert (
+        "It never ran: Hosted relay reached *100%* before the stop took hold; nothing was "
+        "rolled back." in text
+    ), text
     assert "did not finish" not in text and "say what stopped it" not in text
 
 

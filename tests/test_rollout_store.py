@@ -11,6 +11,8 @@ from cleared import cleared_rollout
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.adapters.slack.messages import reason_text
+from bot.adapters.slack.rollout_card import rollout_card, rollout_text
 from bot.domain.errors import ConcurrentChange, RolloutInProgress
 from bot.domain.gate import GateReason, Verdict
 from bot.domain.plan import RolloutPlan
@@ -32,10 +34,11 @@ from bot.domain.rollout import (
     verdict_to_json,
 )
 from bot.domain.rollout.events import GateInconclusive
+from bot.domain.rollout.state import UNKNOWN_STOP
 from bot.domain.run import RunRef
 from bot.plan_file import load_plan
 from storage.errors import RolloutNotFound
-from storage.models import StageRow
+from storage.models import RolloutTrackRow, StageRow
 from storage.rollout_repository import RolloutRepository
 from storage.rollout_store import RolloutStore
 
@@ -231,6 +234,38 @@ def test_a_thread_event_whose_reason_a_newer_version_wrote_still_reads() -> None
     told = event_from_json({"kind": "GateInconclusive", "fields": stored})
 
     assert told == GateInconclusive(stage="canary", figures="crash rate 0.0012", reason=None)
+
+
+async def test_a_stop_whose_kind_or_gate_reason_a_newer_version_wrote_still_loads(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A rolling upgrade: a replica of the next version stopped a track for a kind of stop this
+    one does not know, and another for a gate reason it does not know. The rollout still
+    loads here, and its card is drawn (the buttons, the timers and the thread need it): the
+    unknown kind reads as a legacy stop, said in words of its own; the gate's reason unsaid."""
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    await store.save(_far_along(_running(created)))
+    stored = {
+        "desktop": '{"kind": "paused_by_the_next_version", "actor": "U0MANAGER"}',
+        "relay": '{"kind": "gate_failed", "subject": "half", "outcome": "ROLLBACK", '
+        '"detail": "a_reason_of_the_next_version"}',
+    }
+    async with session_factory.begin() as session:
+        for track, reason in stored.items():
+            await session.execute(
+                update(RolloutTrackRow)
+                .where(RolloutTrackRow.rollout_id == created.id, RolloutTrackRow.track == track)
+                .values(ended_reason=reason)
+            )
+
+    loaded = await store.get(created.id)
+
+    assert loaded is not None
+    desktop, relay = loaded.track("desktop").ended_reason, loaded.track("relay").ended_reason
+    assert desktop is not None and desktop.kind is StopKind.LEGACY
+    assert reason_text(desktop) == UNKNOWN_STOP
+    assert relay is not None and reason_text(relay) == "half gate ROLLBACK: failed"
+    assert rollout_card(loaded, PLAN) and loaded.tag in rollout_text(loaded, PLAN)
 
 
 async def test_a_second_rollout_on_a_busy_track_names_the_active_one(store: RolloutStore) -> None:

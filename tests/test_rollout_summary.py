@@ -140,6 +140,17 @@ def test_a_stage_promoted_on_its_own_held_nothing_and_is_not_given_a_later_promo
     assert summary.held == 10 * MINUTE, f"held reads {summary.held}"
 
 
+def test_a_promotion_in_the_second_github_says_the_next_stage_completed_is_still_its() -> None:
+    # GitHub gives a job's completion in whole seconds: the 50%'s job completed "at 40:00"
+    # after a Promote recorded at 40:00.4. That Promote is the canary's, and held it.
+    click = replace(event(40, PERSON, "promote"), at=at(40) + timedelta(milliseconds=400))
+    trail = [gate(30, "canary", "0.001"), click]
+    summary = summarize(ended(120), PLAN, trail, machine=is_machine)
+    canary, *_ = summary.stages
+    assert (canary.promoted_at, canary.promoted_by) == (click.at, PERSON)
+    assert canary.held == 10 * MINUTE + timedelta(milliseconds=400)
+
+
 def test_the_lead_time_runs_from_the_dispatch_not_a_scheduled_starts_wait() -> None:
     rollout = ended(120)  # dispatched at T0, 100% two hours later
     typed = T0 - timedelta(days=3)  # `/rollout start v1.4.2 --at "mon 09:00"` on Friday

@@ -4,7 +4,6 @@ desktop ring tripping the kill-switch on Sentry's crash rate through the whole b
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,12 +31,6 @@ from sandbox.sentry import SentryTestServer
 TOKEN = SENTRY_TOKEN
 RELEASE = "scriptum-desktop@v1.4.2"
 PREVIOUS = "scriptum-desktop@v1.4.1"
-
-
-@pytest.fixture
-async def sentry() -> AsyncIterator[SentryTestServer]:
-    async with SentryTestServer(token=TOKEN) as server:
-        yield server
 
 
 def access(server: SentryTestServer, token: str = TOKEN) -> SentryAccess:
@@ -164,6 +157,34 @@ async def test_a_release_without_sessions_is_no_data_never_a_zero(
     assert metric.problem is not None and "no sessions" in metric.problem
     verdict = gate(reading)
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
+@pytest.mark.parametrize(
+    ("count", "baseline"),
+    [
+        (None, False),
+        (float("inf"), False),
+        (float("nan"), False),
+        (-10000, False),
+        (9999.5, False),
+        (True, False),
+        (float("inf"), True),
+        (-20000, True),
+    ],
+)
+async def test_a_count_that_is_not_a_whole_number_is_never_a_pass(
+    sentry: SentryTestServer, count: object, baseline: bool
+) -> None:
+    """A null, NaN, infinite, negative or fractional session count leaves its rate unjudged:
+    an infinite one raised out of the gate, and a null or negative one PASSed (min_sample 0)."""
+    with_sessions(sentry)
+    sentry.totals_patch = {"sum(session)": count}
+    extra = {"baseline_query": f"!release:{RELEASE}"} if baseline else {}
+    reading = await SentrySource(config(**extra), access=access(sentry)).measure(window())
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "whole, non-negative sum(session)" in metric.problem
+    verdict = gate(reading)
+    assert verdict.verdict is Verdict.INCONCLUSIVE, verdict.summary
 
 
 async def test_too_few_sessions_is_inconclusive(sentry: SentryTestServer) -> None:

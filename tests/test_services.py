@@ -165,3 +165,12 @@ async def test_metrics_say_which_services_rollouts_are_active(box: Sandbox) -> N
     assert active[("billing-api", "preflight")] == 1
     assert active[("relay", "preflight")] == 0
     assert {service for service, _ in active} == {"relay", "billing-api", "search"}
+
+
+async def test_a_report_names_the_service_it_sums_up(box: Sandbox) -> None:
+    """Pasted into a monthly report, the answer says whose rollouts it counted."""
+    billing = await box.command("report billing-api 7d")
+    assert "Rollouts of billing-api in 7d" in billing and "no rollout ended" in billing
+    assert "Rollouts of search in 2026-11" in await box.command(
+        "report 2026-11", channel=SEARCH_CHANNEL
+    )

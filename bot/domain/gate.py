@@ -12,7 +12,12 @@ from decimal import Decimal
 from enum import StrEnum
 
 from bot.domain.clocks import clocks_apart
-from bot.domain.rates import BaselineOrigin, unusable_limit
+from bot.domain.rates import (
+    BaselineOrigin,
+    unusable_baseline,
+    unusable_error_threshold,
+    unusable_limit,
+)
 from bot.domain.rates import exact_product as exact_product
 from bot.domain.rates import format_rate as format_rate
 
@@ -87,6 +92,9 @@ class GateVerdict:
     """With CLOCK_SKEW: the seconds the metrics source's clock is ahead of the bot's
     (negative: behind)."""
     baseline_origin: BaselineOrigin = "plan"
+    baseline_sample_only: bool = False
+    """`sample` is the count behind a baseline read live alone: no query counted the canary's
+    own requests (a plan with `baseline_sample` and no `sample`, with `min_sample: 0`)."""
 
     @property
     def passed(self) -> bool:
@@ -95,8 +103,9 @@ class GateVerdict:
     @property
     def sample_too_small(self) -> bool:
         """Below the minimum (an unknown sample is below any positive one), or zero: a window
-        that saw no request or session tested nothing, whatever the minimum."""
-        if self.sample == 0:
+        that saw no request or session tested nothing, whatever the minimum. A negative count
+        is no count (a source's bug, a counter gone wrong): below any minimum, 0 included."""
+        if self.sample is not None and self.sample <= 0:
             return True
         return self.min_sample > 0 and (self.sample is None or self.sample < self.min_sample)
 
@@ -118,6 +127,10 @@ class GateVerdict:
                 "fraction (0.01 = 1%)"
             )
         if self.reason is GateReason.INSUFFICIENT_SAMPLE:
+            if self.sample is not None and self.sample < 0:
+                return f"sample {self.sample} is negative: no count of requests or sessions"
+            if self.sample == 0 and self.min_sample == 0 and self.baseline_sample_only:
+                return "baseline sample 0: the baseline read live counted nothing"
             if self.sample == 0 and self.min_sample == 0:
                 return "sample 0: nothing was observed in the window"
             seen = "unknown" if self.sample is None else str(self.sample)
@@ -134,7 +147,9 @@ class GateVerdict:
                 f"error rate {_fmt(self.current_error)} within "
                 f"the threshold {_fmt(self.error_threshold)}"
             )
-        if self.sample is not None:
+        if self.sample is not None and self.baseline_sample_only:
+            parts.append(f"baseline sample {self.sample} (the canary's not counted)")
+        elif self.sample is not None:
             parts.append(f"sample {self.sample}")
         return "; ".join(parts)
 
@@ -238,19 +253,6 @@ def clock_skewed(verdict: GateVerdict, offset: int) -> GateVerdict:
     return replace(
         verdict, verdict=Verdict.INCONCLUSIVE, reason=GateReason.CLOCK_SKEW, clock_offset=offset
     )
-
-
-def unusable_error_threshold(threshold: Decimal) -> bool:
-    """An error threshold of 1 or more (`1` meant as 1%: an error rate never exceeds it) or a
-    signed one (-0): plan files refuse both, a plan saved before they did may hold them."""
-    return threshold.is_signed() or threshold >= 1
-
-
-def unusable_baseline(baseline: Decimal | None) -> bool:
-    """A baseline crash rate above 1 (`2` meant as 2%): a rate is a fraction, and twice 2 is a
-    limit no crash rate reaches. Plan files refuse it (and a live baseline above 1 is read as
-    missing, `bot.adapters.metrics`): only the fixed baseline of a plan saved before may."""
-    return baseline is not None and baseline.is_finite() and baseline > 1
 
 
 def evaluate_track(

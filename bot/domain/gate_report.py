@@ -30,8 +30,9 @@ class MetricRow:
     problem: str | None
     link: str | None
     baseline_note: str | None = None
-    """How a baseline read live was counted: `read live, sample 12,000`, or `read live, its
-    sample not counted` (then the row's sample is the canary's alone)."""
+    """How a baseline read live was counted: `read live, sample 12,000`, `read live, its
+    sample not counted` (then the row's sample is the canary's alone), or `read live, its
+    sample unreadable` (its count's query failed)."""
 
     @property
     def name(self) -> str:
@@ -88,7 +89,7 @@ def metric_rows(verdict: GateVerdict, reading: Reading | None) -> list[MetricRow
                 baseline=baseline,
                 limit=limit,
                 rule=rule,
-                sample=detail.sample if detail is not None else verdict.sample,
+                sample=_sample(detail, verdict),
                 problem=_problem(detail),
                 link=detail.link if detail is not None else None,
                 baseline_note=_baseline_note(detail),
@@ -105,11 +106,18 @@ def verdict_reason(verdict: GateVerdict, rows: list[MetricRow], *, acted: bool =
     reason = verdict.reason
     if verdict.verdict is Verdict.PASS:
         seen = f" on a sample of {verdict.sample:,}" if verdict.sample is not None else ""
-        if seen and any(row.baseline_note == _UNCOUNTED for row in rows):
+        if seen and verdict.baseline_sample_only:
+            seen = f" on the baseline's sample of {verdict.sample:,} (the canary's not counted)"
+        elif seen and any(row.baseline_note == _UNCOUNTED for row in rows):
             seen += " (the baseline read live: its sample not counted)"
         return f"Every metric is within its limit{seen}."
-    if reason is GateReason.INSUFFICIENT_SAMPLE and verdict.sample == 0:
-        return "No data: nothing was observed in the window (a sample of 0)."
+    if reason is GateReason.INSUFFICIENT_SAMPLE and verdict.sample is not None:
+        if verdict.sample < 0:
+            return f"No data: the sample read is negative ({verdict.sample:,}), no count at all."
+        if verdict.sample == 0 and verdict.baseline_sample_only:
+            return "No data: the baseline read live counted nothing (a sample of 0)."
+        if verdict.sample == 0:
+            return "No data: nothing was observed in the window (a sample of 0)."
     if reason is GateReason.INSUFFICIENT_SAMPLE:
         seen = "an unknown sample" if verdict.sample is None else f"a sample of {verdict.sample:,}"
         return f"Too little data: {seen}, the gate needs {verdict.min_sample:,}."
@@ -173,7 +181,16 @@ def _baseline_note(detail: MetricReading | None) -> str | None:
     if detail is None or not detail.baseline_live:
         return None
     counted = detail.baseline_sample
-    return _UNCOUNTED if counted is None else f"read live, sample {counted:,}"
+    if counted is None:
+        return "read live, its sample unreadable" if detail.baseline_counted else _UNCOUNTED
+    return f"read live, sample {counted:,}"
+
+
+def _sample(detail: MetricReading | None, verdict: GateVerdict) -> int | None:
+    """A row's sample: its value's own count (a baseline's alone is the baseline's note)."""
+    if detail is None:
+        return verdict.sample
+    return detail.sample if detail.value_counted else None
 
 
 def _problem(detail: MetricReading | None) -> str | None:

@@ -35,7 +35,14 @@ class MetricReading:
     baseline_live: bool = False
     """The baseline was read live (a query), not the plan's fixed number."""
     baseline_sample: int | None = None
-    """The requests or sessions behind a baseline read live; None when not counted."""
+    """The requests or sessions behind a baseline read live; None when not counted, or when
+    its count could not be read (`baseline_counted`)."""
+    baseline_counted: bool = False
+    """A query counts the baseline's requests or sessions (a Prometheus `baseline_sample`,
+    Sentry's baseline sessions): then a `baseline_sample` of None is unreadable, not uncounted."""
+    value_counted: bool = True
+    """The value's own requests or sessions were counted (a `sample` query, Sentry's sessions);
+    False: `sample` is the baseline's count alone (a `baseline_sample` without a `sample`)."""
     problem: str | None = None
     """Why the value, its sample or its baseline is missing (no series, NaN, an error)."""
     link: str | None = None
@@ -61,15 +68,25 @@ class Reading:
     late: LateGate | None = None
     """Set on the reading that decided a late gate (`judge_late`)."""
 
+    @property
+    def baseline_sample_only(self) -> bool:
+        """The gate's sample is a baseline's count alone: no query counted the canary's own
+        requests (a plan with `baseline_sample` and no `sample`, allowed with `min_sample: 0`)."""
+        counted = [metric for metric in self.metrics if metric.sample is not None]
+        return bool(counted) and not any(metric.value_counted for metric in counted)
+
 
 def baseline_sample_detail(reading: Reading | None) -> dict[str, int | str]:
     """For a gate's audit entry: the sample behind a baseline read live, or that it was not
-    counted (then the entry's `sample` is the canary's alone); nothing for a fixed baseline."""
+    counted (then the entry's `sample` is the canary's alone), or that its count could not be
+    read; nothing for a fixed baseline."""
     live = [m for m in reading.metrics if m.baseline_live] if reading is not None else []
     if not live:
         return {}
     counted = live[0].baseline_sample
-    return {"baseline_sample": "not counted" if counted is None else counted}
+    if counted is not None:
+        return {"baseline_sample": counted}
+    return {"baseline_sample": "unreadable" if live[0].baseline_counted else "not counted"}
 
 
 def judge(track: Track, reading: Reading) -> GateVerdict:
@@ -81,6 +98,8 @@ def judge(track: Track, reading: Reading) -> GateVerdict:
         current_error=reading.figures.error_rate,
         sample=reading.figures.sample,
     )
+    if reading.baseline_sample_only:
+        verdict = replace(verdict, baseline_sample_only=True)
     if reading.clock_offset is None:
         return verdict
     return clock_skewed(verdict, reading.clock_offset)
@@ -153,13 +172,19 @@ unseen since the end: a minute is past any on-time gate and a small share of any
 
 
 def gate_windows(
-    rollout: Rollout, *, track: str, stage: str, now: datetime
+    rollout: Rollout,
+    *,
+    track: str,
+    stage: str,
+    now: datetime,
+    settle: timedelta = timedelta(0),
 ) -> tuple[QueryWindow, ...]:
     """The windows a stage's gate reads now: its own (`stage_window`), and, when it ended more
-    than `LATE_GATE` ago, also the latest stretch of the same length ending now: a late gate
-    judged on the window's old figures alone would pass a canary that has failed since."""
+    than `LATE_GATE` ago (after the `settle` its track waits for late figures: `settle_of`),
+    also the latest stretch of the same length ending now: a late gate judged on the window's
+    old figures alone would pass a canary that has failed since."""
     window = stage_window(rollout, track=track, stage=stage, now=now)
-    if now - window.end <= LATE_GATE:
+    if now - window.end <= LATE_GATE + settle:
         return (window,)
     return (window, replace(window, start=now - (window.end - window.start), end=now))
 

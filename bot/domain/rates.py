@@ -108,3 +108,16 @@ def error_threshold_problem(threshold: Decimal) -> str | None:
     return (
         f"{threshold} is {shown}%: an error rate never exceeds it (rates are fractions: 0.01 = 1%)"
     )
+
+
+def unusable_error_threshold(threshold: Decimal) -> bool:
+    """An error threshold of 1 or more (`1` meant as 1%: an error rate never exceeds it) or a
+    signed one (-0): plan files refuse both, a plan saved before they did may hold them."""
+    return threshold.is_signed() or threshold >= 1
+
+
+def unusable_baseline(baseline: Decimal | None) -> bool:
+    """A baseline crash rate above 1 (`2` meant as 2%): a rate is a fraction, and twice 2 is a
+    limit no crash rate reaches. Plan files refuse it (and a live baseline above 1 is read as
+    missing, `bot.adapters.metrics`): only the fixed baseline of a plan saved before may."""
+    return baseline is not None and baseline.is_finite() and baseline > 1

@@ -204,6 +204,12 @@ def summarize(
     )
 
 
+def rolled_back_after(events: Sequence[Recorded], track: str) -> bool:
+    """Whether a person put the previous release back over `track` after it completed (Roll
+    back after it completed, as recorded in its rollout's audit trail)."""
+    return any(e.action == REDEPLOY and e.result in DONE and e.track == track for e in events)
+
+
 def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     """The gates, and the people's actions that took place: each promotion once (a replica
     that lost the race to save a promotion records it again: the first after a track's gate
@@ -227,6 +233,9 @@ def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     return kept
 
 
+_SECOND = timedelta(seconds=1)
+
+
 def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) -> list[StageTimes]:
     spec = plan.track(track.name)
     promotions = [e for e in events if e.action == "promote" and e.track == track.name]
@@ -241,7 +250,8 @@ def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) ->
         if deployed is None:
             continue  # never reached
         # A promotion of this stage comes before the next stage deploys; one after it is a
-        # later stage's (this one promoted itself: `promote: auto`).
+        # later stage's (this one promoted itself: `promote: auto`). GitHub gives a job's
+        # completion in whole seconds: a promotion in that second came before it.
         following = deployments[index + 1] if index + 1 < len(deployments) else None
         gates = [
             e
@@ -254,7 +264,7 @@ def _stage_times(track: Track, plan: RolloutPlan, events: Sequence[Recorded]) ->
             (
                 e
                 for e in promotions
-                if decided and decided <= e.at and (following is None or e.at <= following)
+                if decided and decided <= e.at and (following is None or e.at < following + _SECOND)
             ),
             None,
         )

@@ -103,6 +103,8 @@ class RunSnapshot:
     unrequested: tuple[RuleRequest, ...] = ()
     """Waits for the App's protection rule whose request never arrived, found from the
     deployments still waiting (among `waiting`): the service keeps them as requests."""
+    attempt: int = 1
+    """GitHub's `run_attempt`: 2 and up once someone re-ran the run (the same id, new jobs)."""
 
     @property
     def completed(self) -> bool:
@@ -136,3 +138,6 @@ class RunRef:
 
     run_id: int
     html_url: str
+    attempt: int = 1
+    """The attempt followed from here (GitHub's `run_attempt`: a linked or adopted run may
+    have been re-run)."""

@@ -26,6 +26,7 @@ from bot.domain.rollout_command import (
     named_service,
 )
 from bot.services.catalog import Services
+from bot.services.failures import UnknownService
 from bot.services.following import Reconciled
 from bot.services.records import Timer
 from bot.services.requests import Origin
@@ -59,10 +60,6 @@ class ActiveRollouts(RolloutLookup, Protocol):
     async def active(self) -> list[Rollout]: ...
 
     async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]: ...
-
-
-class UnknownService(RuntimeError):
-    """A stored row names a service that is not configured (any more)."""
 
 
 def _names(services: Iterable[Services]) -> str:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.npm import RELEASE_TIMER
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.protection_rules import UNCONFIRMED_TIMER
 from bot.domain.rollout import (
     Announce,
@@ -211,12 +211,14 @@ class EffectRunner:
             if isinstance(effect, Review):
                 await self.review(rollout, effect)
             elif isinstance(effect, ScheduleWindow):
+                # Fired `settle` after the window's end (its key and payload name the end):
+                # the figures the window's last minutes send late are in by then.
                 await self.timers.schedule(
                     key=machine.window_timer_key(
                         rollout.id, effect.track, effect.stage, effect.due_at
                     ),
                     kind=WINDOW_TIMER,
-                    due_at=effect.due_at,
+                    due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
                     now=self.clock(),
                     rollout_id=rollout.id,
                     service=rollout.service,

@@ -22,7 +22,7 @@ from bot.domain.metrics import (
     judge,
     judge_late,
 )
-from bot.domain.plan import RolloutPlan, Track
+from bot.domain.plan import RolloutPlan, Track, settle_of
 from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
 from bot.logs import rollout_context
@@ -59,9 +59,11 @@ class Gate:
         async def close_window() -> None:
             rollout = await effects.get(rollout_id)
             decision = machine.window_ended(rollout, track=track, stage=stage, due_at=ends)
-            await effects.apply(rollout, decision, await effects.plan_of(rollout))
+            plan = await effects.plan_of(rollout)
+            await effects.apply(rollout, decision, plan)
             if decision.effects:  # its gate ran now: not a stale timer (moved, stopped, done)
-                effects.telemetry.window_closed(lateness=effects.clock() - ends)
+                due = ends + settle_of(plan.track(track).metrics)
+                effects.telemetry.window_closed(lateness=effects.clock() - due)
             await self._follower.reconcile_locked(rollout_id)
 
         async with effects.lock(rollout_id):
@@ -129,7 +131,13 @@ class Gate:
         return await read_gate(
             self._sources(plan_track.metrics),
             plan_track,
-            gate_windows(rollout, track=track, stage=stage, now=self._effects.clock()),
+            gate_windows(
+                rollout,
+                track=track,
+                stage=stage,
+                now=self._effects.clock(),
+                settle=settle_of(plan_track.metrics),
+            ),
         )
 
     async def submit_figures(

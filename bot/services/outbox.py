@@ -28,14 +28,22 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import NewerEvent, Rollout
 from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.logs import rollout_context
 from bot.services.channel_refusals import ChannelRefusals
 from bot.services.clock import Background, LoopClock, sleep_until_woken
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.outbox_lease import MessageLeases
-from bot.services.outbox_messages import CARD, FAILURE, REFUSED, UNFOLLOWED, post
+from bot.services.outbox_messages import (
+    CARD,
+    FAILURE,
+    LEFT_TO_NEWER_AT_MOST,
+    REFUSED,
+    UNFOLLOWED,
+    left_to_newer,
+    post,
+)
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage
 from bot.services.store_ports import AuditLog, Outboxes, Rollouts
@@ -87,6 +95,7 @@ class Outbox:
         self._in_hand = _InHand()
         self._paused: dict[str, datetime] = {}
         """Channels Slack rate-limited, until when (its Retry-After)."""
+        self._newer: set[str] = set()  # kinds of thread events of a newer version, said once
         self._loop = Background("outbox", wake=self._wake)
         self._refusals = ChannelRefusals(store=store, rollouts=rollouts, notifier=notifier)
 
@@ -221,6 +230,13 @@ class Outbox:
                 return False
             except TRANSIENT as error:  # the database or the network, for a moment
                 await self._failed(message, DeliveryFailed(error_summary(error)))
+                return False
+            except NewerEvent as newer:  # left to a newer replica, for an hour at most
+                said, now = self._newer, self._clock()
+                if now - message.created_at < LEFT_TO_NEWER_AT_MOST:
+                    await left_to_newer(self._store, message, newer, self.owner, now, said)
+                else:  # none came (the upgrade was rolled back): the later messages go on
+                    await self._failed(message, DeliveryFailed(str(newer), permanent=True))
                 return False
             except Exception as error:
                 log.exception("message %s (%s) could not be rendered", message.id, message.kind)

@@ -3,6 +3,8 @@ each is posted."""
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -12,6 +14,7 @@ from bot.domain.metrics import Reading
 from bot.domain.plan import Notifications, RolloutPlan
 from bot.domain.rollout import (
     Event,
+    NewerEvent,
     Rollout,
     event_from_json,
     event_to_json,
@@ -21,7 +24,9 @@ from bot.domain.rollout import (
 from bot.domain.rollout_summary import summarize
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage, is_machine
-from bot.services.store_ports import AuditLog
+from bot.services.store_ports import AuditLog, Outboxes
+
+log = logging.getLogger(__name__)
 
 CARD = "card"
 THREAD = "thread"
@@ -36,6 +41,12 @@ REFUSED = "channel_refused"
 (`bot.services.channel_refusals`), of no rollout."""
 
 _READING: TypeAdapter[Reading] = TypeAdapter(Reading)
+LEFT_TO_NEWER = timedelta(minutes=1)
+"""How often a message only a newer version can word is looked at again (`NewerEvent`)."""
+LEFT_TO_NEWER_AT_MOST = timedelta(hours=1)
+"""How long after it was written such a message is left to a newer replica: past it, none has
+come (the upgrade was rolled back), and it is given up, so that the rollout's later messages
+(its card's updates too) go on."""
 
 
 def card(rollout: Rollout) -> NewMessage:
@@ -153,3 +164,29 @@ async def post(
         await notifier.post_summary(rollout, done, key=message.id)
     else:
         raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)
+
+
+async def left_to_newer(
+    store: Outboxes,
+    message: OutboxMessage,
+    newer: NewerEvent,
+    owner: str,
+    now: datetime,
+    said: set[str],
+) -> None:
+    """A message only a newer version can word (a rolling upgrade under way): given back
+    without counting an attempt, and looked at again until a newer replica delivers it (the
+    rollout's later messages wait behind it, in order; the outbox gives it up past
+    `LEFT_TO_NEWER_AT_MOST`). Each kind is logged once (`said`)."""
+    if newer.kind not in said:
+        said.add(newer.kind)
+        log.warning(
+            "thread messages of kind %r are due: left to a newer version's replicas", newer.kind
+        )
+    await store.retry(
+        message_id=message.id,
+        owner=owner,
+        due_at=now + LEFT_TO_NEWER,
+        error=str(newer),
+        failed=False,
+    )

@@ -20,7 +20,7 @@ from bot.domain.controls import AlreadyDone, StaleCard
 from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.plan import Redeploy, RolloutPlan
 from bot.domain.rollout import InvalidTransition, Redeploying, Rollout, TrackState
-from bot.domain.rollout_summary import DONE, REDEPLOY
+from bot.domain.rollout_summary import REDEPLOY, rolled_back_after
 from bot.domain.run import RunRef
 from bot.services.lane import ReleaseLane, roll_back_passed
 from bot.services.records import AuditEvent
@@ -184,8 +184,7 @@ class Redeployer:
         """Whether `rollout` was itself rolled back on `track` after it completed (the release
         before it redeployed over it): a known bad release, never put back."""
         events = await self._effects.audit.list_for_rollout(rollout.id)
-        done = any(e.action == REDEPLOY and e.result in DONE and e.track == track for e in events)
-        return done or unsettled(events, track) is not None
+        return rolled_back_after(events, track) or unsettled(events, track) is not None
 
 
 def unsettled(events: Sequence[AuditEvent], track: str) -> AuditEvent | None:

@@ -3,8 +3,11 @@ state and audit trail as its thread's summary is (`bot.domain.rollout_summary`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bot.domain.period_report import Period, PeriodReport, period_report
-from bot.domain.rollout_summary import summarize
+from bot.domain.rollout import Rollout, TrackState
+from bot.domain.rollout_summary import rolled_back_after, summarize
 from bot.services.ports import Clock
 from bot.services.records import is_machine
 from bot.services.store_ports import AuditLog, Rollouts
@@ -33,3 +36,16 @@ class RolloutReports:
             if rollout.run_id is not None
         ]
         return period_report(period, start, end, summaries)
+
+    async def rolled_back_after(self, rollouts: Sequence[Rollout]) -> set[tuple[str, str]]:
+        """The (rollout id, track) of the completed tracks of `rollouts` that a person rolled
+        back afterwards (the previous release redeployed over them), as `/rollout history`
+        marks them; one read of the audit trail per rollout that completed a track."""
+        undone = set()
+        for rollout in rollouts:
+            completed = [t.name for t in rollout.tracks if t.state is TrackState.COMPLETED]
+            if not completed:
+                continue
+            events = await self._audit.list_for_rollout(rollout.id)
+            undone |= {(rollout.id, t) for t in completed if rolled_back_after(events, t)}
+        return undone

@@ -127,6 +127,8 @@ class Timers(Protocol):
 
     async def prune(self, *, kinds: Collection[str], before: datetime) -> int: ...
 
+    async def dead_of_active(self, *, kinds: Collection[str]) -> list[Timer]: ...
+
     async def of_kind(self, *, kind: str, due_since: datetime) -> list[Timer]:
         """The timers of `kind` due at or after `due_since`, whatever became of them (pending,
         fired, cancelled, given up): what the bot set out to do since then."""

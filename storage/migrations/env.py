@@ -35,6 +35,8 @@ def run_on(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         render_item=render_item,
+        # `storage.migrate` counts the migrations applied, to name the one that failed.
+        on_version_apply=context.config.attributes.get("on_version_apply", ()),
     )
     with context.begin_transaction():
         context.run_migrations()

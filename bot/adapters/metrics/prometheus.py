@@ -168,6 +168,8 @@ class PrometheusSource(LiveSource):
             baseline=fixed_baseline if fixed_baseline is not None else baseline.value,
             baseline_live=baseline_expr is not None,
             baseline_sample=_count(counted) if counted_expr is not None else None,
+            baseline_counted=counted_expr is not None,
+            value_counted=sample_expr is not None,
             problem="; ".join(problems) or None,
             link=graph_url(client.base_url, expr, window=window.length, end=window.end),
             series=series,

@@ -161,6 +161,7 @@ class SentrySource(LiveSource):
             baseline=baseline_rate,
             baseline_live=baseline_query is not None,
             baseline_sample=counted,
+            baseline_counted=baseline_query is not None,
             problem="; ".join(problems) or None,
             link=_release_url(client.access, release, environment),
             series=chart[0].series if chart[0] else (),
@@ -192,6 +193,12 @@ class SentrySource(LiveSource):
             return None, str(problem)
         if totals.rate is None and not whole_rollout:
             where = f" in {environment}" if environment else ""
+            if totals.count is None:
+                counted = _COUNT_FIELD[self._config.crash_rate]
+                return totals, (
+                    f"no data: Sentry gave no whole, non-negative {counted} for {query}{where} "
+                    "(null, NaN, infinite or negative): its crash rate is not judged"
+                )
             return totals, f"no data: no sessions for {query}{where} in the window"
         return totals, None
 
@@ -213,8 +220,7 @@ def _totals(body: dict[str, Any], field: str, count_field: str) -> _Totals:
     group = groups[0] if isinstance(groups[0], dict) else {}
     totals = group.get("totals") or {}
     rate = _rate(totals.get(field))
-    raw_count = totals.get(count_field)
-    count = int(raw_count) if isinstance(raw_count, int | float) else None
+    count = _count(totals.get(count_field))
     intervals = body.get("intervals") or []
     points = (group.get("series") or {}).get(field) or []
     series = tuple(
@@ -222,7 +228,18 @@ def _totals(body: dict[str, Any], field: str, count_field: str) -> _Totals:
         for stamp, value in zip(intervals, points, strict=False)
         if isinstance(value, int | float) and math.isfinite(value)
     )
-    return _Totals(rate=None if count == 0 else rate, count=count, series=series)
+    # A rate without its count (null, NaN, infinite, negative, fractional) is not judged: with
+    # `min_sample` 0 an unknown count would let it PASS on sessions no one can tell were there.
+    return _Totals(rate=None if not count else rate, count=count, series=series)
+
+
+def _count(value: object) -> int | None:
+    """Sessions or users counted: a whole, finite, non-negative number (None otherwise)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        return None
+    return int(value)
 
 
 def _rate(value: object) -> Decimal | None:

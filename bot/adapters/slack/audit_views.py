@@ -10,10 +10,12 @@ from slack_sdk.models.blocks import Block
 
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.blocks import BlockJson, as_json, context, header, section
+from bot.adapters.slack.late_words import judged_late
 from bot.adapters.slack.limits import MESSAGE_BLOCKS, clip, pack
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape, escape_quoted
 from bot.domain.reasons import Reason
+from bot.domain.rollout.codec import late_from_json
 from bot.services.audit import Timeline
 from bot.services.records import AuditEvent
 
@@ -47,6 +49,9 @@ def event_line(event: AuditEvent) -> str:
         notes.append(f"sample: {detail['sample']}")
     if event.action == "gate" and detail.get("baseline_sample") is not None:
         notes.append(f"baseline sample: {detail['baseline_sample']}")
+    late = late_from_json(detail.get("late")) if event.action == "gate" else None
+    if late is not None:
+        notes.append(judged_late(late).strip())
     if notes:
         line += " · " + "; ".join(str(note) for note in notes)
     return clip(line, _MAX_LINE)

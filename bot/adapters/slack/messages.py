@@ -11,6 +11,7 @@ from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
     failure_job_ended_text,
     github_reported_text,
+    rerun_not_followed_text,
     run_readable_text,
     run_unreadable_text,
     waits_outside_plan_text,
@@ -48,6 +49,7 @@ from bot.domain.rollout.events import (
     Redeploying,
     Reevaluated,
     RejectedOnGitHub,
+    RerunNotFollowed,
     RolloutCancelled,
     RolloutEnded,
     RunDispatched,
@@ -69,15 +71,8 @@ from bot.domain.rollout.events import (
     WindowExtended,
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
-from bot.domain.rollout.state import (
-    Check,
-    Rollout,
-    StageState,
-    StopReason,
-    TrackState,
-    ended_words,
-    reason_words,
-)
+from bot.domain.rollout.state import Check, Rollout, StageState, StopReason, TrackState
+from bot.domain.rollout.words import ended_words, reason_words
 
 
 def reason_text(reason: StopReason) -> str:
@@ -275,6 +270,8 @@ def render(event: Event) -> str:
             return github_reported_text(event)
         case WaitsOutsidePlan():
             return waits_outside_plan_text(event)
+        case RerunNotFollowed():
+            return rerun_not_followed_text(event)
         case RunUnreadable():
             return run_unreadable_text(event)
         case RunReadable():

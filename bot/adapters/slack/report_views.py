@@ -7,20 +7,22 @@ from bot.adapters.slack.limits import fit
 from bot.adapters.slack.messages import person, reason_text, slack_time
 from bot.adapters.slack.summary_views import span
 from bot.domain.period_report import PeriodReport, StoppedTrack
-from bot.domain.rollout.state import ended_words
+from bot.domain.rollout.words import ended_words
 
 
-def report_text(report: PeriodReport) -> str:
-    return "\n".join(_lines(report))
+def report_text(report: PeriodReport, *, service: str | None = None) -> str:
+    """`service`: the service whose rollouts these are, named when the bot releases several."""
+    return "\n".join(_lines(report, service))
 
 
-def report_blocks(report: PeriodReport) -> list[BlockJson]:
-    return as_json(fit(sections(_lines(report)), "a shorter period"))
+def report_blocks(report: PeriodReport, *, service: str | None = None) -> list[BlockJson]:
+    return as_json(fit(sections(_lines(report, service)), "a shorter period"))
 
 
-def _lines(report: PeriodReport) -> list[str]:
+def _lines(report: PeriodReport, service: str | None) -> list[str]:
+    of = f"{service} in " if service is not None else ""
     title = (
-        f"*Rollouts of {report.period.text}* ({slack_time(report.start)} to "
+        f"*Rollouts of {of}{report.period.text}* ({slack_time(report.start)} to "
         f"{slack_time(report.end)})"
     )
     if not report.rollouts:

@@ -3,7 +3,7 @@ rollouts, where each of their tracks stands or how it ended."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from slack_sdk.models.blocks import Block
 
@@ -15,6 +15,8 @@ from bot.adapters.slack.schedule_words import held_then_text
 from bot.domain.freeze import Frozen
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import Rollout
+
+UNDONE = ", then rolled back after it completed (the previous release redeployed)"
 
 PlanFor = Callable[[Rollout], RolloutPlan]
 """The plan a rollout runs under (each rollout keeps the snapshot it was started with)."""
@@ -91,8 +93,13 @@ def services_blocks(
     return [*shown, *as_json([context(clip(note, CONTEXT_TEXT))])]
 
 
-def history_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[BlockJson]:
-    """`/rollout history`: the last rollouts, in the order given, and how each track ended."""
+def history_blocks(
+    rollouts: Sequence[Rollout],
+    plan_for: PlanFor,
+    rolled_back_after: Collection[tuple[str, str]] = (),
+) -> list[BlockJson]:
+    """`/rollout history`: the last rollouts, in the order given, and how each track ended
+    (`rolled_back_after`: the (rollout id, track) a person rolled back after they completed)."""
     if not rollouts:
         return as_json([section("No rollouts yet.")])
     blocks: list[Block] = [header("Recent rollouts")]
@@ -107,6 +114,10 @@ def history_blocks(rollouts: Sequence[Rollout], plan_for: PlanFor) -> list[Block
             f"*{rollout.tag}* · started {slack_time(rollout.created_at)} by "
             f"<@{rollout.started_by}> · {when}"
         ]
-        lines.extend(f"• {lane_title(track, plan.track(track.name))}" for track in rollout.tracks)
+        lines.extend(
+            f"• {lane_title(track, plan.track(track.name))}"
+            + (UNDONE if (rollout.id, track.name) in rolled_back_after else "")
+            for track in rollout.tracks
+        )
         blocks.extend(sections(lines))
     return as_json(fit(blocks, "`/rollout history &lt;tag&gt;` shows one rollout"))

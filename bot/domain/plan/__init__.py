@@ -30,6 +30,7 @@ from bot.domain.plan.metrics import (
     StaticMetrics,
     Thresholds,
     fill,
+    settle_of,
 )
 from bot.domain.plan.schema import (
     FailureJob,
@@ -85,4 +86,5 @@ __all__ = [
     "TwoPersonAction",
     "Workflow",
     "fill",
+    "settle_of",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,6 +19,7 @@ from bot.domain.gate import GateKind, GateVerdict, evaluate_track
 from bot.domain.plan.fields import (
     BaselineRate,
     Count,
+    Duration,
     ErrorThreshold,
     Fraction_,
     Key,
@@ -135,6 +137,8 @@ class PrometheusMetrics(PlanModel):
     """The fixed baseline: the workflow's baseline inputs, and the gate's without a query."""
     crash_rate: PrometheusQuery
     error_rate: PrometheusQuery | None = None
+    settle: Duration | None = None
+    """How long after a window's end its gate waits before reading it (`settle_of`)."""
 
 
 class SentryMetrics(PlanModel):
@@ -150,12 +154,23 @@ class SentryMetrics(PlanModel):
     baseline_query: QueryTemplate | None = None
     """A Sentry search for the baseline sessions (e.g. `!release:scriptum-desktop@$tag`, every
     other release) instead of the fixed `baseline_crash_rate`."""
+    settle: Duration | None = None
+    """How long after a window's end its gate waits before reading it (`settle_of`)."""
 
 
 Metrics = Annotated[
     StaticMetrics | ManualMetrics | PrometheusMetrics | SentryMetrics,
     Field(discriminator="source"),
 ]
+
+
+def settle_of(metrics: Metrics) -> timedelta:
+    """How long a gate waits after its window's end before it reads the window: the figures of
+    its last minutes that arrive late (a desktop app's crash reported at its next start, a
+    remote-write store's ingestion delay) are in by then. Zero without `settle`."""
+    if isinstance(metrics, PrometheusMetrics | SentryMetrics) and metrics.settle:
+        return metrics.settle
+    return timedelta(0)
 
 
 def fixed_baseline(metrics: Metrics) -> Decimal | None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from bot.domain.gate import GateKind, GateVerdict, Verdict
 from bot.domain.late_gate import LateGate
@@ -37,6 +37,7 @@ def verdict_to_json(verdict: GateVerdict) -> dict[str, Any]:
         "min_sample": verdict.min_sample,
         **({} if verdict.clock_offset is None else {"clock_offset": verdict.clock_offset}),
         "baseline_origin": verdict.baseline_origin,
+        **({"baseline_sample_only": True} if verdict.baseline_sample_only else {}),
     }
 
 
@@ -59,6 +60,7 @@ def verdict_from_json(data: Mapping[str, Any]) -> GateVerdict:
         min_sample=int(data.get("min_sample", 0)),
         clock_offset=data.get("clock_offset"),
         baseline_origin=data.get("baseline_origin", "plan"),
+        baseline_sample_only=data.get("baseline_sample_only") is True,
     )
 
 
@@ -72,6 +74,17 @@ def late_to_json(late: LateGate | None) -> dict[str, Any]:
         return {}
     decided = "latest" if late.latest_decided else "window"
     return {"late": {**_dumped(_LATE, late), "decided": decided}}
+
+
+def late_from_json(data: object) -> LateGate | None:
+    """A late gate as its audit entry keeps it (`late_to_json`); None when the entry has none,
+    or one in a shape this version does not read (a newer one's)."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return _LATE.validate_python(dict(data))
+    except ValidationError:
+        return None
 
 
 def check_to_json(check: Check) -> dict[str, str]:
@@ -106,8 +119,20 @@ def event_to_json(event: Event) -> dict[str, Any]:
     return {"kind": kind, "fields": _dumped(_EVENTS[kind], event)}
 
 
+class NewerEvent(LookupError):
+    """A stored thread event of a kind this version does not know: a newer version wrote it
+    (a rolling upgrade under way), and only its replicas can word it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"a thread event of kind {kind!r}, which a newer version wrote")
+        self.kind = kind
+
+
 def event_from_json(data: Mapping[str, Any]) -> Event:
-    event: Event = _EVENTS[data["kind"]].validate_python(data["fields"])
+    adapter = _EVENTS.get(str(data["kind"]))
+    if adapter is None:
+        raise NewerEvent(str(data["kind"]))
+    event: Event = adapter.validate_python(data["fields"])
     return event
 
 

@@ -130,6 +130,9 @@ class FailureJobEnded:
     reached: str | None = None  # the last stage reached: where the release may still be
     desktop: bool = False
     rejected: bool = False  # the stop rejected a stage: its failure job had a failure to run on
+    landed: bool = False
+    """The track's last stage deployed before the stop took hold (the release is all the way
+    out): GitHub skipped the failure job, nothing failed for it to run on."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,20 @@ class RunEnded:
     ended: TrackState
     unseen: str | None = None
     """The failure job of the stopping track, whose end the bot never saw."""
+
+
+@dataclass(frozen=True)
+class RerunNotFollowed:
+    """The run was re-run on GitHub (`attempt`) before the bot saw the attempt it followed
+    end: the tracks still going end here (`tracks`: each one's label and the last stage it was
+    seen to reach), and the new attempt waits at `waiting` with nobody approving it."""
+
+    run_id: int
+    run_url: str
+    attempt: int
+    tag: str
+    tracks: tuple[tuple[str, str | None], ...]
+    waiting: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -381,6 +398,7 @@ Event = (
     | StageRejected
     | FailureJobEnded
     | RunEnded
+    | RerunNotFollowed
     | RolloutEnded
     | GateMissed
     | GatePassed
