@@ -224,16 +224,18 @@ def test_the_terminal_card() -> None:
     assert lines[3] == "    query: http://prometheus:9090/graph?g0.expr=errors"
 
 
+RING_TERMINAL = {
+    "stage_label": "internal ring",
+    "track_label": "Desktop app and CLI",
+    "window": WINDOW,
+}
+"""Where the terminal card of a ring's reading was read."""
+
+
 def test_the_terminal_card_of_a_ring_says_the_kill_switch_would_trip_not_that_it_did() -> None:
     """`rollout-bot metrics internal` while the rings run: a failing reading trips nothing."""
     verdict = evaluate_desktop(baseline_crash=D("0.001"), current_crash=D("0.003"), sample=900)
-    text = plain_text(
-        verdict=verdict,
-        reading=None,
-        stage_label="internal ring",
-        track_label="Desktop app and CLI",
-        window=WINDOW,
-    )
+    text = plain_text(verdict=verdict, reading=None, **RING_TERMINAL)  # type: ignore[arg-type]
     first = text.splitlines()[0]
     assert first.startswith("Desktop app and CLI: internal ring gate: KILL_SWITCH. Crash rate")
     assert first.endswith("The gate would trip the kill-switch.")

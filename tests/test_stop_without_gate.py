@@ -8,6 +8,8 @@ tests/conftest.py).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -35,29 +37,44 @@ def plan_of(tmp_path: Path, *, without: str) -> str:
     return yaml.safe_dump(plan)
 
 
+@asynccontextmanager
+async def one_track(tmp_path: Path, database_url: str, *, kept: str) -> AsyncIterator[Sandbox]:
+    """A sandbox whose plan has the track `kept` only, dispatched, its first stage held."""
+    other = "desktop" if kept == "relay" else "relay"
+    plan = plan_of(tmp_path, without=other)
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, kept, RELAY_OK if kept == "relay" else RINGS_OK)
+        await dispatched(box)
+        first = "canary" if kept == "relay" else "internal"
+        await held(box, kept, first)
+        await box.wait_for_thread("gate: PASS")  # the gate card, after the hold
+        yield box
+
+
+async def stop_refused(box: Sandbox, command: str, *, gate: str, track: str, other: str) -> None:
+    """`/rollout <command>` under a plan without a `gate`-gated track: refused naming the stop
+    the plan has (`/rollout <other>`); nothing sent to GitHub or said in the thread, `track`
+    still running, and the command not audited as done."""
+    thread, before = box.thread(), list(box.github.reviews)
+    answer = await box.command(command)
+    assert "Kill-switch tripped" not in answer and "Rolling back" not in answer
+    assert f"no {gate}-gated track" in answer and "nothing was changed" in answer
+    assert f"`/rollout {other}`" in answer
+    assert box.github.reviews == before
+    assert box.thread() == thread
+    rollout = await box.rollout()
+    assert rollout.track(track).state is TrackState.ACTIVE
+    assert "ok" not in await audit_results(box, rollout.id, f"abort_{gate}", 1)
+
+
 async def test_a_kill_under_a_plan_without_rings_trips_nothing_and_says_so(
     tmp_path: Path, database_url: str
 ) -> None:
-    plan = plan_of(tmp_path, without="desktop")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", RELAY_OK)
-        rollout = await dispatched(box)
-        await held(box, "relay", "canary")
-        await box.wait_for_thread("5% canary gate: PASS")  # the gate card, after the hold
-        thread = box.thread()
-        before = list(box.github.reviews)
-
-        answer = await box.command("kill crashes in the field")
-        assert "Kill-switch tripped" not in answer
-        assert "no desktop-gated track" in answer and "nothing was changed" in answer
-        assert "`/rollout rollback`" in answer  # the stop this plan has
-        assert box.github.reviews == before
-        assert box.thread() == thread
-        after = await box.rollout()
-        assert after.track("relay").state is TrackState.ACTIVE
-        assert "ok" not in await audit_results(box, rollout.id, "abort_desktop", 1)
-
-        # The refusal took no claim: the rollout's one Roll back still works.
+    async with one_track(tmp_path, database_url, kept="relay") as box:
+        await stop_refused(
+            box, "kill crashes in the field", gate="desktop", track="relay", other="rollback"
+        )
+        # The plan's own stop still works.
         assert "Rolling back" in await box.command("rollback")
         await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
 
@@ -65,21 +82,8 @@ async def test_a_kill_under_a_plan_without_rings_trips_nothing_and_says_so(
 async def test_a_rollback_under_a_plan_of_rings_only_rolls_back_nothing_and_says_so(
     tmp_path: Path, database_url: str
 ) -> None:
-    plan = plan_of(tmp_path, without="relay")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "desktop", RINGS_OK)
-        rollout = await dispatched(box)
-        await held(box, "desktop", "internal")
-        before = list(box.github.reviews)
-
-        answer = await box.command("rollback")
-        assert "Rolling back" not in answer
-        assert "no relay-gated track" in answer and "nothing was changed" in answer
-        assert "`/rollout kill`" in answer
-        assert box.github.reviews == before
-        assert (await box.rollout()).track("desktop").state is TrackState.ACTIVE
-        assert "ok" not in await audit_results(box, rollout.id, "abort_relay", 1)
-
+    async with one_track(tmp_path, database_url, kept="desktop") as box:
+        await stop_refused(box, "rollback", gate="relay", track="desktop", other="kill")
         assert "Kill-switch tripped" in await box.command("kill")
         await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
         assert ("desktop-kill-switch", "approved") in reviews(box, "desktop")
