@@ -40,7 +40,7 @@ from bot.domain.rollout.state import (
     TrackState,
 )
 from bot.domain.rollout.stopping import reconcile_aborting, rejected_by_review
-from bot.domain.rollout.work import Work, cancel_window, reached_label
+from bot.domain.rollout.work import Work, cancel_window, ended_by_job, reached_label
 from bot.domain.run import EnvironmentReview, RunSnapshot
 
 DISPATCH_SEARCH = timedelta(minutes=10)
@@ -178,9 +178,9 @@ def _reviewed_on_github(
     nxt = moved.stage(following.key)
     work.set_track(moved.with_stage(replace(nxt, state=StageState.DEPLOYING)))
     reviewer = review.reviewer if review is not None and review.state == "approved" else None
-    told = PromotedOnGitHub(
-        plan_track.label, plan_track.stage(stage.key).label, following.label, stage.state, reviewer
-    )
+    bypassed = reviewer is None and snapshot.was_bypassed(following.environment)
+    labels = (plan_track.label, plan_track.stage(stage.key).label, following.label)
+    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed)
     work.effects.append(Announce(told))
     return True
 
@@ -244,7 +244,7 @@ def _deployed(
                 state=TrackState.COMPLETED,
                 # When the release got there, not when the bot saw it (it may have been down):
                 # the lead time and the report's period are the release's.
-                ended_at=min(completed_at, now),
+                ended_at=ended_by_job(work.rollout, completed_at, now),
                 ended_reason=StopReason(StopKind.COMPLETED, subject=spec.label),
             )
         )
