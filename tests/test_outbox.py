@@ -915,3 +915,38 @@ async def test_a_card_redraw_posted_again_with_its_answer_lost_is_not_posted_twi
     (only,) = scene.slack.messages(CHANNEL)
     stored = await RolloutStore(scene.sessions, clock=scene.clock).get(rollout.id)
     assert stored is not None and stored.message_ts == only.ts != drawn.message_ts
+
+
+async def test_a_shared_release_channel_refusing_the_bot_is_told_to_each_services_failure_channel(
+    scene: Scene,
+) -> None:
+    """Two services share a release channel, each with its own failure channel. Once the
+    channel refuses the bot, each service's failure channel hears it, listing its own lost
+    messages only: the first notice (one per refusing channel) used to go to whichever
+    service gave a message up first, listing the other's releases, and the other team never
+    heard that its release channel refuses the bot."""
+    billing_failures = "C0BILLINGINC"
+    billing_plan = TOLD_HERE.model_copy(
+        update={
+            "notifications": TOLD_HERE.notifications.model_copy(
+                update={"failure_channel": billing_failures}
+            )
+        }
+    )
+    scene.slack.shut_out[CHANNEL] = "not_in_channel"
+    await refused_rollout(scene, 1, "promoted")  # relay's, failures told in FAILURES
+    billing = cleared_rollout(
+        billing_plan, now=scene.clock(), rollout_id="r-0000000ref2", channel_id=CHANNEL
+    )
+    billing = replace(billing, tag="v9.0.0", service="billing-api")
+    store = RolloutStore(scene.sessions, clock=scene.clock)
+    await store.create(rollout=billing, plan=billing_plan, outbox=[card(billing)])
+
+    await scene.deliver_all([scene.replica("a"), scene.replica("b")])
+
+    (relay_notice,) = scene.slack.messages(FAILURES)
+    (billing_notice,) = scene.slack.messages(billing_failures)
+    for notice in (relay_notice, billing_notice):
+        assert f"<#{CHANNEL}>" in notice.text and "`not_in_channel`" in notice.text
+    assert "`v1.1.0`" in relay_notice.text and "`v9.0.0`" not in relay_notice.text
+    assert "`v9.0.0`" in billing_notice.text and "`v1.1.0`" not in billing_notice.text
