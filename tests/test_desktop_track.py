@@ -340,3 +340,37 @@ async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_app
         assert ("desktop-ga", "rejected") in reviews(box, "desktop")
         assert ("desktop-ga", "approved") not in reviews(box, "desktop")
         await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
+
+
+async def test_a_kill_while_github_cannot_be_read_never_claims_the_ga_ring_deploys(
+    tmp_path: Path, database_url: str
+) -> None:
+    """GitHub failed the bot's approval of the GA ring, which still waits there, and then fails
+    the kill's read of the run too: the bot cannot tell whether GA deploys. The kill is refused
+    saying so (GitHub could not be read, try again), not that GA is 'already deploying', which
+    would have the person give up on a stop the bot's next look turns into a GA release. Once
+    GitHub answers, the same kill rejects GA."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
+        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        box.github.fault_next("GET", REVIEWS, "server_error", times=10_000)
+
+        answer = await box.command("kill crash spike in beta")
+        assert "already deploying" not in answer, answer
+        assert "could not read" in answer and "nothing was changed" in answer, answer
+        assert "try again" in answer
+        still = await box.rollout()
+        assert still.track("desktop").state is TrackState.ACTIVE
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
+
+        box.github.clear_faults()  # GitHub reads again; the bot's approvals still fail
+        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        announced = await box.wait_for_thread("crash spike in beta")
+        assert "The release stays on the beta ring." in announced

@@ -248,10 +248,13 @@ class PeoplesActions:
             await self._follower.settle(rollout.id)
             return await effects.get(rollout.id)
 
-    async def _waiting(self, rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> frozenset[str]:
+    async def _waiting(
+        self, rollout: Rollout, plan: RolloutPlan, gate: GateKind
+    ) -> frozenset[str] | None:
         """The environments the run waits at, read when a track of `gate` is deploying a stage:
         the bot's approval of it may have failed, GitHub still holding it, and a stop rejects
-        it then (`machine.held_on_github`). Empty when there is none, or GitHub cannot say."""
+        it then (`machine.held_on_github`). Empty when no track deploys; None when GitHub
+        cannot say (a deploying last stage is then refused as unknown, never as deploying)."""
         deploying = any(
             plan_track.gate is gate
             and (stage := rollout.track(name).current) is not None
@@ -263,7 +266,7 @@ class PeoplesActions:
         try:
             return (await self._effects.read_run(rollout.run_id)).waiting
         except GitHubError:
-            return frozenset()  # as saved: a deploying last stage is not stopped
+            return None
 
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
         """Give a running window more time."""
