@@ -326,9 +326,7 @@ def _no_track_of(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
     )
 
 
-def held_on_github(
-    plan_track: PlanTrack, stage: Stage, waiting: Collection[str] | None
-) -> bool:
+def held_on_github(plan_track: PlanTrack, stage: Stage, waiting: Collection[str] | None) -> bool:
     """A stage saved as deploying that GitHub still holds at its environment (`waiting`, as
     the run was read; None: it could not be read): the bot's approval failed, and the next
     look would send it again. A stop may still reject it."""
