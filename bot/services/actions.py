@@ -196,11 +196,7 @@ class PeoplesActions:
         following = plan_track.next_stage(held.key) if held is not None else None
         approved = following.label if following is not None else "the next stage"
         where = where_it_stands(saved, plan, self._words)
-        return PromotedWhileStopping(
-            f"Your Promote approved {approved} ({plan_track.label}) on GitHub, which deploys "
-            f"it, but the track was being stopped meanwhile: {where} The thread says where "
-            "the release is."
-        )
+        return PromotedWhileStopping.told(approved, plan_track.label, where)
 
     async def abort(
         self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
