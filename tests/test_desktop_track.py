@@ -30,6 +30,8 @@ from sandbox_views import (
     stage_state,
 )
 from test_github_faults import REVIEWS
+from test_protection_rule_faults import CALLBACK
+from test_protection_rules import answers, app_box
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState, window_timer_key
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
@@ -374,3 +376,30 @@ async def test_a_kill_while_github_cannot_be_read_never_claims_the_ga_ring_deplo
         assert "Kill-switch tripped" in answer, answer
         announced = await box.wait_for_thread("crash spike in beta")
         assert "The release stays on the beta ring." in announced
+
+
+async def test_in_app_mode_a_kill_rejects_the_ga_ring_the_rule_still_holds(
+    tmp_path: Path, database_url: str
+) -> None:
+    """App mode, every environment on the App's rule: GitHub failed the bot's answer approving
+    the GA ring (its request still open), and a kill then rejects GA through the rule."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
+    async with app_box(tmp_path, database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
+        box.github.fault_next("POST", CALLBACK, "server_error", times=10_000)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        run = (await box.rollout()).run_id or 0
+        assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        announced = await box.wait_for_thread("crash spike in beta")
+        assert "The release stays on the beta ring." in announced
+        box.github.clear_faults()
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert ("desktop-ga", "rejected") in answers(box, "desktop")
+        assert ("desktop-ga", "approved") not in answers(box, "desktop")
