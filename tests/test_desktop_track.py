@@ -315,22 +315,35 @@ async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
         await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
 
 
+def ga_plan(tmp_path: Path) -> str:
+    """The accelerated plan, each ring promoting itself on a PASS (`promote: auto`)."""
+    return fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
+
+
+async def ga_held_by_github(box: Sandbox, approvals: str) -> None:
+    """Dispatched, beta observed, then GitHub failing every approval the bot posts to
+    `approvals` (the reviewers' path, or the App's rule callback): the GA ring is saved as
+    deploying while GitHub still holds it, the bot's next look sending the approval again."""
+    write_figures(box.figures, "relay", RELAY_OK)
+    write_figures(box.figures, "desktop", RINGS_OK)
+    await dispatched(box)
+    await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
+    box.github.fault_next("POST", approvals, "server_error", times=10_000)
+    await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+    run = (await box.rollout()).run_id or 0
+    assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+
+
 async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_approve(
     tmp_path: Path, database_url: str
 ) -> None:
     """Beta passed and promoted itself (`promote: auto`), but GitHub failed the bot's approval
     of the GA ring, which still waits there: a kill then rejects GA, rather than being refused
     as 'already deploying' and the bot approving GA on its next look."""
-    plan = fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", RELAY_OK)
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await dispatched(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
-        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
-        run = (await box.rollout()).run_id or 0
-        assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
 
         answer = await box.command("kill crash spike in beta")
         assert "Kill-switch tripped" in answer, answer
@@ -352,14 +365,10 @@ async def test_a_kill_while_github_cannot_be_read_never_claims_the_ga_ring_deplo
     saying so (GitHub could not be read, try again), not that GA is 'already deploying', which
     would have the person give up on a stop the bot's next look turns into a GA release. Once
     GitHub answers, the same kill rejects GA."""
-    plan = fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", RELAY_OK)
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await dispatched(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
-        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
         box.github.fault_next("GET", REVIEWS, "server_error", times=10_000)
 
         answer = await box.command("kill crash spike in beta")
@@ -383,16 +392,8 @@ async def test_in_app_mode_a_kill_rejects_the_ga_ring_the_rule_still_holds(
 ) -> None:
     """App mode, every environment on the App's rule: GitHub failed the bot's answer approving
     the GA ring (its request still open), and a kill then rejects GA through the rule."""
-    plan = fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
-    async with app_box(tmp_path, database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", RELAY_OK)
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await dispatched(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
-        box.github.fault_next("POST", CALLBACK, "server_error", times=10_000)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
-        run = (await box.rollout()).run_id or 0
-        assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+    async with app_box(tmp_path, database_url, plan_yaml=ga_plan(tmp_path)) as box:
+        await ga_held_by_github(box, CALLBACK)
 
         answer = await box.command("kill crash spike in beta")
         assert "Kill-switch tripped" in answer, answer
