@@ -7,7 +7,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bot.domain.gate import GateKind, Verdict
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout.effects import (
@@ -218,7 +218,8 @@ def extend(
     A window already over (its timer late, or given up: a gate that never ran) observes again
     until `by` from now, its window the latest stretch of the length it was observed for and
     `by` (`reopened_from`): moved by `by` from its end, it could end in the past, and its gate
-    run at once on the figures of hours ago."""
+    run at once on the figures of hours ago. A window within its `settle` is not over: its gate
+    has not read it yet, and runs `settle` after the moved end (in the future)."""
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     stage = current_track.current
@@ -231,9 +232,10 @@ def extend(
         raise InvalidTransition(f"{plan_track.label} has no window running: nothing to extend.")
     spec = plan_track.stage(stage.key)
     missed = gate_missed(stage)
-    over = missed or now > stage.window_ends_at
+    settle = settle_of(plan_track.metrics)
+    over = missed or now > stage.window_ends_at + settle
     ends = (now if over else stage.window_ends_at) + by
-    observed_from = reopened_from(stage, now) if over else stage.observed_from
+    observed_from = reopened_from(stage, now, settle) if over else stage.observed_from
     moved = replace(
         stage, state=StageState.OBSERVING, window_ends_at=ends, observed_from=observed_from
     )

@@ -1,0 +1,109 @@
+"""The time a settled gate's figures cover (`metrics.settle`): a window within its settle is not
+over. Its gate has not run yet, so neither an INCONCLUSIVE extension decided on time nor a
+person's Extend during the settle is a window opened again late: both read from the deploy,
+as without settle. A held stage re-evaluated reads the latest stretch whose figures have
+settled, as its gate did. Pure, no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from test_rollout_machine import NO_DATA, PLAN_TEXT, at, canary_observing, evaluate, relay_verdict
+
+from bot.domain.metrics import gate_windows
+from bot.domain.plan import settle_of
+from bot.plan_file import parse_plan
+from bot.domain.rollout import Rollout, ScheduleWindow, StageState, extend, gate_evaluated
+
+SETTLE = timedelta(minutes=20)
+_MANUAL_RELAY = '    metrics:\n      source: manual\n      baseline_crash_rate: "0.001"\n\n  desktop:'
+assert _MANUAL_RELAY in PLAN_TEXT
+SETTLED = parse_plan(
+    PLAN_TEXT.replace(
+        _MANUAL_RELAY,
+        "    metrics:\n"
+        "      source: prometheus\n"
+        '      baseline_crash_rate: "0.001"\n'
+        "      crash_rate: {query: 'crash_rate{stage=\"$stage\"}', sample: 'requests'}\n"
+        "      error_rate: {query: 'error_rate{stage=\"$stage\"}'}\n"
+        "      settle: 20m\n\n  desktop:",
+    ),
+    "settled relay",
+)
+"""The built-in plan, its relay read from Prometheus with `settle: 20m`. The canary deployed at
+T0+5m: its window runs to T0+35m, and its gate reads it at T0+55m."""
+assert settle_of(SETTLED.track("relay").metrics) == SETTLE
+
+
+def read(rollout: Rollout, now: datetime) -> list[tuple[datetime, datetime]]:
+    windows = gate_windows(rollout, track="relay", stage="canary", now=now, settle=SETTLE)
+    return [(window.start, window.end) for window in windows]
+
+
+def inconclusive(rollout: Rollout, now: datetime) -> Rollout:
+    decision = gate_evaluated(
+        evaluate(rollout, "relay", "canary"),
+        SETTLED,
+        track="relay",
+        stage="canary",
+        verdict=NO_DATA,
+        now=now,
+    )
+    return decision.rollout
+
+
+def test_the_settled_gate_reads_its_window() -> None:
+    assert read(canary_observing(SETTLED), at(55)) == [(at(5), at(35))]
+
+
+def test_an_inconclusive_settled_gate_extends_its_window_from_the_deploy() -> None:
+    """Judged on time (its window's end and settle), INCONCLUSIVE adds 15m to the window: the
+    window's own figures stay in. Read as a window opened again late, the extension read from
+    T0+25m, and the canary's crashes of its first 20 minutes were never judged again."""
+    extended = inconclusive(canary_observing(SETTLED), at(55))
+    canary = extended.track("relay").stage("canary")
+    assert canary.state is StageState.OBSERVING and canary.window_ends_at == at(70)
+    assert read(extended, at(90)) == [(at(5), at(70))]
+
+
+def test_extend_during_the_settle_adds_to_the_window() -> None:
+    """Extend clicked at T0+45m, while the gate waits for the window's late figures: the window
+    runs 15m longer, from the deploy; its gate reads it 20m after its new end. Moved to end
+    15m from the click, the window was read from T0+15m: its first 10 minutes never judged."""
+    rollout = canary_observing(SETTLED)
+    decision = extend(
+        rollout, SETTLED, track="relay", actor="U1", by=timedelta(minutes=15), now=at(45)
+    )
+    canary = decision.rollout.track("relay").stage("canary")
+    assert canary.window_ends_at == at(50)
+    assert ScheduleWindow("relay", "canary", at(50)) in decision.effects
+    assert read(decision.rollout, at(70)) == [(at(5), at(50))]
+
+
+def test_extend_after_the_settle_still_moves_the_end_from_now() -> None:
+    """Past its end and settle (its timer late), the window observes again from now."""
+    rollout = canary_observing(SETTLED)
+    decision = extend(
+        rollout, SETTLED, track="relay", actor="U1", by=timedelta(minutes=15), now=at(60)
+    )
+    canary = decision.rollout.track("relay").stage("canary")
+    assert canary.window_ends_at == at(75)
+    assert read(decision.rollout, at(95)) == [(at(30), at(75))]
+
+
+def test_a_held_stage_re_evaluated_reads_the_latest_settled_stretch() -> None:
+    """Held on the gate's PASS at T0+55m. Re-evaluated as it was held, it reads what the gate
+    read; two hours later, the latest 30m whose figures have settled (ending 20m ago), not the
+    last 30m: their late figures (a crash reported at the app's next start) are not in yet, and
+    a `promote: auto` stage was promoted on that PASS."""
+    held = gate_evaluated(
+        evaluate(canary_observing(SETTLED), "relay", "canary"),
+        SETTLED,
+        track="relay",
+        stage="canary",
+        verdict=relay_verdict(),
+        now=at(55),
+    ).rollout
+    assert held.track("relay").stage("canary").state is StageState.HOLDING
+    assert read(held, at(55)) == [(at(5), at(35))]
+    assert read(held, at(175)) == [(at(125), at(155))]
