@@ -8,15 +8,36 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from test_rollout_machine import NO_DATA, PLAN_TEXT, at, canary_observing, evaluate, relay_verdict
+import pytest
+from test_rollout_machine import (
+    NO_DATA,
+    PLAN,
+    PLAN_TEXT,
+    at,
+    canary_observing,
+    evaluate,
+    relay_verdict,
+)
 
+from bot.adapters.slack.messages import slack_time
+from bot.adapters.slack.rollout_words import stage_words
 from bot.domain.metrics import gate_windows
 from bot.domain.plan import settle_of
+from bot.domain.rollout import (
+    InvalidTransition,
+    Rollout,
+    ScheduleWindow,
+    StageState,
+    extend,
+    gate_evaluated,
+    promote,
+)
 from bot.plan_file import parse_plan
-from bot.domain.rollout import Rollout, ScheduleWindow, StageState, extend, gate_evaluated
 
 SETTLE = timedelta(minutes=20)
-_MANUAL_RELAY = '    metrics:\n      source: manual\n      baseline_crash_rate: "0.001"\n\n  desktop:'
+_MANUAL_RELAY = (
+    '    metrics:\n      source: manual\n      baseline_crash_rate: "0.001"\n\n  desktop:'
+)
 assert _MANUAL_RELAY in PLAN_TEXT
 SETTLED = parse_plan(
     PLAN_TEXT.replace(
@@ -107,3 +128,30 @@ def test_a_held_stage_re_evaluated_reads_the_latest_settled_stretch() -> None:
     assert held.track("relay").stage("canary").state is StageState.HOLDING
     assert read(held, at(55)) == [(at(5), at(35))]
     assert read(held, at(175)) == [(at(125), at(155))]
+
+
+# -- what a person sees while the gate settles ------------------------------------------------
+
+
+def test_promote_during_the_settle_names_when_the_gate_reads() -> None:
+    """At T0+45m the window ended 10 minutes ago: "still observing until 09:35" read as a stuck
+    bot. The refusal says the window ended and when its gate reads it."""
+    with pytest.raises(InvalidTransition) as refused:
+        promote(canary_observing(SETTLED), SETTLED, track="relay", actor="U2")
+    message = refused.value.message
+    assert "window ends at 2025-06-02 09:35 UTC" in message
+    assert "its gate reads it at 2025-06-02 09:55 UTC (settle 20m) and decides first" in message
+
+
+def test_the_card_names_when_a_settled_gate_reads() -> None:
+    rollout = canary_observing(SETTLED)
+    plan_track = SETTLED.track("relay")
+    canary = rollout.track("relay").stage("canary")
+    words = stage_words(canary, plan_track.stage("canary"), plan_track)
+    assert words.startswith("observing until <!date^")
+    assert words.endswith(f", its gate at {slack_time(at(55))} (settle 20m)")
+    without = canary_observing()
+    plain = PLAN.track("relay")
+    assert "settle" not in stage_words(
+        without.track("relay").stage("canary"), plain.stage("canary"), plain
+    )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, Verdict
 from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.plan import Stage as PlanStage
@@ -197,6 +198,14 @@ def promote(
 
 
 def _not_holding(plan_track: PlanTrack, spec: PlanStage, stage: Stage) -> str:
+    settle = settle_of(plan_track.metrics)
+    if stage.state is StageState.OBSERVING and stage.window_ends_at and settle:
+        return (
+            f"{spec.label} ({plan_track.label}) is still observing: its window ends at "
+            f"{utc_minute(stage.window_ends_at)}, its gate reads it at "
+            f"{utc_minute(stage.window_ends_at + settle)} (settle {format_duration(settle)}) "
+            "and decides first."
+        )
     if stage.state is StageState.OBSERVING and stage.window_ends_at:
         return (
             f"{spec.label} ({plan_track.label}) is still observing until "
