@@ -243,6 +243,24 @@ class TimerStore(ServiceStore):
             )
             return int(count or 0)
 
+    async def dead_of_active(self, *, kinds: Collection[str]) -> list[Timer]:
+        """The dead-lettered timers of `kinds` whose rollout has not ended, earliest first (to
+        tell their holder again: one whose service was not configured when it died was told
+        nobody)."""
+        running = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(TimerRow)
+                .where(
+                    _of(kinds),
+                    TimerRow.dead_at.is_not(None),
+                    TimerRow.rollout_id.in_(running),
+                    *self._scope,
+                )
+                .order_by(TimerRow.due_at, TimerRow.id)
+            )
+            return [self._timer(row) for row in rows]
+
     async def cancel(self, *, key: str, now: datetime) -> bool:
         """Cancel a pending timer; the key stays taken, so scheduling it again is a no-op."""
         async with self._sessions.begin() as session:

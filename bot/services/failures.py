@@ -24,6 +24,16 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 """Failures that a later try repairs by itself: logged as one line, not as a bug."""
 
 
+class UnknownService(RuntimeError):
+    """A stored row names a service that is not configured (any more)."""
+
+
+def not_configured(last_error: str | None) -> bool:
+    """Whether a timer's `last_error` (`error_summary`) says its service was not configured
+    when it last tried: nothing could fire it, though the bot was running."""
+    return last_error is not None and last_error.startswith(f"{UnknownService.__name__}:")
+
+
 def error_summary(error: BaseException, *, text: str | None = None) -> str:
     """An error's class and the first line of its message (or of `text`, its message in other
     words), for `timers.last_error` and log lines: no traceback, no SQL statement or parameters."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -79,6 +80,17 @@ class GivingUp:
         await self.timers.release(
             timer_id=timer.id, owner=self.owner, due_at=self.clock() + delay, error=summary
         )
+
+    async def tell_again(self, kinds: Collection[str]) -> None:
+        """Hand the dead-lettered timers of `kinds` whose rollout is still active to their
+        holder again: one that died while its service was not in the services file told
+        nobody (`EveryService.on_timer_dead` only logs it), so its holder hears of it once the
+        service is back. A holder told before finds nothing left to do (a held schedule)."""
+        for timer in await self.timers.dead_of_active(kinds=kinds):
+            try:
+                await self.service.on_timer_dead(timer, reason=Reason("it failed every attempt"))
+            except Exception as failure:
+                log_failure(log, f"dead timer {timer.key} could not be told again", failure)
 
     async def give_up(self, timer: Timer, *, reason: Reason, error: str | None = None) -> None:
         """Dead-letter the timer once its holder is told (its stage holds, the thread knows);

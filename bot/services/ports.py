@@ -75,6 +75,13 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
 
     async def linkable_run(self, run_id: int) -> LinkableRun: ...  # a run a person names
 
+    async def release_runs(
+        self, *, workflow_file: str, tag: str, since: datetime
+    ) -> list[LinkableRun]:
+        """Every run of the workflow on the release tag `tag` created since `since`, by
+        anyone (a release run by hand on GitHub too), none cancelled."""
+        ...
+
     async def run_gone(self, run_id: int) -> bool | None:
         """After GitHub answered 404 for the run: whether it is not there (deleted), rather
         than out of the credentials' reach (GitHub answers 404 for both); None when the

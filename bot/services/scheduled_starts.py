@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control, describe
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
 from bot.domain.permissions import two_person_refusal
+from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, Phase, Rollout
 from bot.domain.schedule import Held
@@ -32,6 +33,7 @@ from bot.logs import rollout_context
 from bot.services.access import Access
 from bot.services.backoff import Backoff
 from bot.services.exactly_once import ExactlyOnce
+from bot.services.failures import not_configured
 from bot.services.lane import ReleaseLane
 from bot.services.ports import Clock
 from bot.services.records import BOT, Timer
@@ -81,7 +83,7 @@ class ScheduledStarts:
                     entry = current_entry.get()
                     if entry is not None:
                         entry.detail.update(at=at.isoformat())
-                    await self._hold_if_late(rollout, at, attempt=timer.attempts)
+                    await self._hold_if_late(rollout, at, timer=timer)
                     attempt = _Attempt()
                     await self.rollouts.effects.serialised(
                         rollout.id, lambda: self._fire(origin, rollout.id, at, attempt)
@@ -117,10 +119,14 @@ class ScheduledStarts:
         await self._dispatch(origin, checked, at, attempt)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
-        """The timer gave up (it failed every attempt): hold the schedule, saying why."""
+        """The timer gave up (it failed every attempt): hold the schedule, saying why. Also
+        told again of a timer that died while its service was not configured (nobody could be
+        told then: `GivingUp.tell_again`, once the service is back), which says so."""
         at = _scheduled_at(timer)
         rollout = await self._due(timer, at)
         if rollout is not None:
+            if not_configured(timer.last_error):
+                reason = _missed(timer, self.clock() - at)
             await self.rollouts.hold_schedule(rollout_id=rollout.id, held=Held(error=reason))
 
     async def _due(self, timer: Timer, at: datetime) -> Rollout | None:
@@ -144,6 +150,8 @@ class ScheduledStarts:
             plan, checked, control=Control.DISPATCH, track=None, actor=checked.started_by
         ):
             held = Held(two_person=True)
+        if held is None:
+            held = await self._released_meanwhile(checked, plan)
         if held is not None:
             await self._hold(checked, held)
         card = CardRef(checked.id, version=checked.version)
@@ -162,14 +170,31 @@ class ScheduledStarts:
         except GitHubError as refused:  # a dispatch GitHub refuses is refused again: held
             await self._hold(checked, Held(error=Reason(f"GitHub refused it: {refused.message}")))
 
-    async def _hold_if_late(self, rollout: Rollout, at: datetime, *, attempt: int) -> None:
-        """Hold a dispatch fired long after its time (the bot was down), before any recheck:
-        on every attempt, later than LATE plus the backoff of the retries before it."""
+    async def _released_meanwhile(self, rollout: Rollout, plan: RolloutPlan) -> Held | None:
+        """Look before acting: a run of the workflow on the release's tag since the start was
+        scheduled (a person released it by hand on GitHub) holds the dispatch, naming it, so
+        the release is not run twice. A look GitHub fails raises (the timer tries again)."""
+        found = await self.rollouts.effects.github.release_runs(
+            workflow_file=plan.workflow.file, tag=rollout.tag, since=rollout.created_at
+        )
+        if not found:
+            return None
+        runs = ", ".join(f"run {run.run_id} ({run.status}, {run.html_url})" for run in found)
+        return Held(
+            error=Reason(
+                f"{plan.workflow.name} already ran for `{rollout.tag}` on GitHub since it was "
+                f"scheduled: {runs}. It was not dispatched again: check that run; an approver "
+                "clicks Dispatch only if another run is wanted, else Cancel"
+            )
+        )
+
+    async def _hold_if_late(self, rollout: Rollout, at: datetime, *, timer: Timer) -> None:
+        """Hold a dispatch fired long after its time (the bot was down, or its service was not
+        configured then), before any recheck: on every attempt, later than LATE plus the
+        backoff of the retries before it."""
         late = self.clock() - at
-        if late > LATE + RETRIES.longest(attempt):
-            minutes = int(late.total_seconds() // 60)
-            reason = f"the bot was not running then (it is back {minutes} minutes late)"
-            await self._hold(rollout, Held(error=Reason(reason)))
+        if late > LATE + RETRIES.longest(timer.attempts):
+            await self._hold(rollout, Held(error=_missed(timer, late)))
 
     async def _hold(self, rollout: Rollout, held: Held) -> None:
         """Hold the schedule, saying why (the card and the thread); raises DispatchHeld."""
@@ -202,6 +227,26 @@ class _Attempt:
     """One firing of a scheduled dispatch, across its tries: whether it dispatched."""
 
     dispatching: bool = False
+
+
+def _missed(timer: Timer, late: timedelta) -> Reason:
+    """Why a dispatch is `late` past its time, as its timer tells: its service was not in the
+    services file then (the bot ran, but nothing could fire it), its earlier attempts failed
+    (only the error's kind: the log has the rest), or nothing tried (the bot was not
+    running)."""
+    minutes = int(late.total_seconds() // 60)
+    if not_configured(timer.last_error):
+        return Reason(
+            f"the service `{timer.service}` was not in ROLLOUT_SERVICES (the services file) at "
+            f"that time, so nothing could dispatch it (it is back {minutes} minutes late)"
+        )
+    if timer.last_error:
+        kind = timer.last_error.split(":", 1)[0]
+        return Reason(
+            f"its tries at that time failed ({kind}, see the bot's log), and it is now "
+            f"{minutes} minutes late"
+        )
+    return Reason(f"the bot was not running then (it is back {minutes} minutes late)")
 
 
 def _scheduled_at(timer: Timer) -> datetime:

@@ -27,7 +27,7 @@ from bot.adapters.github.schema import Run, RunsPage
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError, RunNotIdentified
 from bot.domain.run import RunRef
-from bot.domain.run_link import branch_of
+from bot.domain.run_link import LinkableRun, branch_of
 
 _log = logging.getLogger(__name__)
 
@@ -215,22 +215,50 @@ class WorkflowDispatch:
         takes nothing); a narrower one risks missing our run when the clocks disagree.
         """
         actor = await self._github.actor_login()
+        runs = await self._runs_on(
+            workflow_file, ref, since=dispatched_at, before=before, dispatched_by=actor
+        )
+        return [RunRef(run.id, run.html_url, run.run_attempt) for run in runs]
+
+    async def release_runs(
+        self, *, workflow_file: str, tag: str, since: datetime
+    ) -> list[LinkableRun]:
+        """Runs of this workflow on the release tag `tag` created since `since`, by anyone (a
+        person on GitHub too), none cancelled: what a scheduled dispatch looks for first, so a
+        release run by hand meanwhile is not run again."""
+        runs = await self._runs_on(workflow_file, tag, since=since)
+        return [run.linkable_run() for run in runs]
+
+    async def _runs_on(
+        self,
+        workflow_file: str,
+        ref: str,
+        *,
+        since: datetime,
+        before: datetime | None = None,
+        dispatched_by: str | None = None,
+    ) -> list[Run]:
+        """The workflow's runs on `ref` created since `since` (and by `before`), none
+        cancelled; given `dispatched_by`, only the runs that account dispatched."""
         branch = branch_of(ref)
         skew = self._search.clock_skew
-        since = (dispatched_at - skew).astimezone(UTC).replace(microsecond=0)
+        since = (since - skew).astimezone(UTC).replace(microsecond=0)
         until = None if before is None else (before + skew).astimezone(UTC).replace(microsecond=0)
         # GitHub's date syntax: `>=A`, or the range `A..B` (both ends included).
         created = f">={_iso(since)}" if until is None else f"{_iso(since)}..{_iso(until)}"
 
         github = self._github
         path = f"/repos/{github.repository}/actions/workflows/{quote(workflow_file, safe='')}/runs"
-        query = {
-            "actor": actor,
-            "branch": branch,
-            "event": "workflow_dispatch",
-            "created": created,
-            "per_page": 100,
-        }
+        query: dict[str, str | int] = {"branch": branch, "created": created, "per_page": 100}
+        if dispatched_by is not None:
+            query |= {"actor": dispatched_by, "event": "workflow_dispatch"}
+
+        def ours(run: Run) -> bool:
+            return dispatched_by is None or (
+                run.event == "workflow_dispatch"
+                and run.actor is not None
+                and run.actor.login.casefold() == dispatched_by.casefold()
+            )
 
         def search() -> list[Run]:
             # Every page GitHub links (ours was created since the dispatch: one, as a rule),
@@ -246,10 +274,8 @@ class WorkflowDispatch:
             return [
                 run
                 for run in listed
-                if run.event == "workflow_dispatch"
+                if ours(run)
                 and run.head_branch == branch
-                and run.actor is not None
-                and run.actor.login.casefold() == actor.casefold()
                 and run.created_at >= since
                 and (until is None or run.created_at <= until)
                 # A run someone cancelled is out of the question: cancelling the stray run
@@ -257,8 +283,7 @@ class WorkflowDispatch:
                 and run.conclusion != "cancelled"
             ]
 
-        runs = await self._github.call(f"list the runs of {workflow_file} on {ref}", search)
-        return [RunRef(run_id=run.id, html_url=run.html_url) for run in runs]
+        return await self._github.call(f"list the runs of {workflow_file} on {ref}", search)
 
 
 _RUN_PAGES = 10

@@ -47,6 +47,7 @@ class PyGithubGateway:
         self.dispatch = dispatch.dispatch
         self.find_dispatched_run = dispatch.find_dispatched_run
         self.dispatched_runs = dispatch.dispatched_runs
+        self.release_runs = dispatch.release_runs
         self._runs = WorkflowRuns(github)
         self._repository = RepositoryReads(github)
         self._release = ReleaseReads(github)

@@ -29,6 +29,7 @@ from bot.domain.rollout.actions import (
     confirm_flags,
     dispatched,
     extend,
+    held_on_github,
     hold_schedule,
     migration_check,
     promote,
@@ -91,14 +92,12 @@ from bot.domain.rollout.state import (
     Track,
     TrackState,
     gate_missed,
-    github_person,
     holding_tracks,
     new_rollout,
-    reason_words,
-    state_words,
     window_timer_key,
 )
 from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
+from bot.domain.rollout.words import github_person, reason_words, state_words
 from bot.domain.rollout.work import reached_label
 
 __all__ = [
@@ -155,6 +154,7 @@ __all__ = [
     "gate_evaluated",
     "gate_missed",
     "github_person",
+    "held_on_github",
     "hold_schedule",
     "holding_tracks",
     "late_to_json",

@@ -1,0 +1,108 @@
+"""Scheduled starts, follow-ups of a review (each test's docstring says what went wrong before):
+a service removed from the services file while its start was scheduled, and a version released
+by hand on GitHub before the scheduled time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import test_scheduled_starts as starts
+from figures import passing_sandbox
+from test_scheduled_starts import sandbox
+from test_services_removed import BILLING, RELAY, restarted_with
+
+from bot.domain.rollout import Phase
+from bot.domain.schedule import dispatch_timer_key
+from bot.services.records import Timer
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.harness import Sandbox
+from storage.timers import TimerStore
+
+__all__ = ["sandbox"]  # the fixture a test here uses
+
+pytestmark = pytest.mark.story
+
+
+def told(box: Sandbox, needle: str) -> str | None:
+    """The reply in billing-api's preflight thread that says `needle`, if any."""
+    card = next(
+        m
+        for m in box.slack.messages(RELEASE_CHANNEL)
+        if "Preflight:" in m.rendered and "v2.0.0" in m.rendered
+    )
+    return next((r.rendered for r in card.replies if needle in r.rendered), None)
+
+
+async def tried(box: Sandbox, key: str, *, times: int) -> Timer:
+    """Let the scheduler try the timer `times` times (or give it up), five minutes apart."""
+    timers = TimerStore(box.services.database.sessions)
+    for attempt in range(1, times + 1):
+        await box.pass_time(timedelta(minutes=5))
+        async with asyncio.timeout(20):
+            while True:
+                timer = await timers.get(key=key)
+                assert timer is not None
+                # Claimed (attempts counted), then failed: released again, or buried.
+                if timer.attempts >= attempt and timer.claimed_by is None:
+                    break
+                await asyncio.sleep(0.05)
+        if timer.dead_at is not None:
+            break
+    return timer
+
+
+@pytest.mark.parametrize("away", [3, 8], ids=["back-while-retried", "back-after-dead-letter"])
+async def test_a_service_removed_over_its_scheduled_time_says_so_when_it_comes_back(
+    tmp_path: Path, away: int
+) -> None:
+    """billing-api was out of the services file at its scheduled time, the bot running. Back
+    while the timer was still retried, the hold said "the bot was not running then", which is
+    untrue; back after the timer was dead-lettered, nothing was said at all: the card kept
+    "Scheduled: dispatch at 09:00" for a time long past, the schedule pending for ever."""
+    async with passing_sandbox(tmp_path, rollout_services=[RELAY, BILLING]) as box:
+        box.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
+        at = starts.tomorrow_nine(box)
+        said = await box.command('start billing-api v2.0.0 --flags-ready --at "tomorrow 09:00"')
+        assert f"dispatch scheduled for {starts.slack_date(at)}" in said, said
+        (rollout,) = await box.rollouts()
+        await restarted_with(box, [RELAY])
+        await box.pass_time(at - box.clock() + timedelta(seconds=30))
+        timer = await tried(box, dispatch_timer_key(rollout.id, at), times=away)
+        assert timer.last_error is not None and "billing-api" in timer.last_error
+        assert (timer.dead_at is not None) == (away == 8), timer
+        await restarted_with(box, [RELAY, BILLING])
+        await box.pass_time(timedelta(minutes=5))  # 20 minutes or more after its time
+        await box.slack.wait_for(lambda: told(box, "did not go") is not None, timeout=30)
+        held = told(box, "did not go")
+        assert held is not None
+        assert "not running" not in held, held
+        assert "`billing-api` was not in ROLLOUT_SERVICES" in held, held
+        (rollout,) = await box.rollouts()
+        assert rollout.phase is Phase.PREFLIGHT
+        assert rollout.schedule is not None and rollout.schedule.held is not None
+        billing = box.github.repository_named(BILLING.repository)
+        assert billing is not None and billing.dispatches == []
+
+
+async def test_a_release_run_by_hand_before_the_time_is_not_dispatched_again(
+    sandbox: Sandbox,
+) -> None:
+    """Token mode: someone ran Deployment Strategy for `v1.4.2` by hand on GitHub after the
+    start was scheduled; at the time the bot dispatched it again (a second deploy of the
+    release, its gates run twice), never looking."""
+    at = await starts.scheduled(sandbox)
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.refs.add("v1.4.2")
+    older = repository.create_foreign_run(actor="octocat", branch="v1.4.1")  # another release
+    by_hand = repository.create_foreign_run(actor="octocat", branch="v1.4.2")
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
+    assert f"run {by_hand}" in said and f"run {older}" not in said, said
+    assert "not dispatched again" in said
+    assert sandbox.github.dispatches == []
+    assert await starts.recorded(sandbox, "schedule:dispatch") == [("held", at.isoformat())]
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
