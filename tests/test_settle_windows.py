@@ -21,6 +21,7 @@ from test_rollout_machine import (
 
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.rollout_words import stage_words
+from bot.cli.metrics import latest_window
 from bot.domain.metrics import gate_windows
 from bot.domain.plan import settle_of
 from bot.domain.rollout import (
@@ -155,3 +156,18 @@ def test_the_card_names_when_a_settled_gate_reads() -> None:
     assert "settle" not in stage_words(
         without.track("relay").stage("canary"), plain.stage("canary"), plain
     )
+
+
+def test_rollout_bot_metrics_reads_the_latest_settled_window() -> None:
+    """`rollout-bot metrics canary` says what the gate would do: with a settle, over the 30m
+    ending 20m ago, not over 30m whose late figures are not in (a PASS the gate would not give)."""
+    track = SETTLED.track("relay")
+    window = latest_window(
+        track, "relay", track.stage("canary"), tag="v1.4.2", service="relay", now=at(100)
+    )
+    assert (window.start, window.end) == (at(50), at(80))
+    plain = PLAN.track("relay")
+    window = latest_window(
+        plain, "relay", plain.stage("canary"), tag="v1.4.2", service="relay", now=at(100)
+    )
+    assert (window.start, window.end) == (at(70), at(100))
