@@ -5,25 +5,42 @@ by hand on GitHub before the scheduled time."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import logging
+import random
+from dataclasses import replace
+import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import test_scheduled_starts as starts
+from cleared import cleared_rollout
 from figures import passing_sandbox
+from replicas import poll_stores
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_scheduled_starts import sandbox
 from test_services_removed import BILLING, RELAY, restarted_with
 
+from bot.adapters.slack import messages
 from bot.domain.rollout import Phase
 from bot.domain.schedule import dispatch_timer_key
+from bot.plan_file import load_plan
+from bot.services.backoff import Backoff
+from bot.services.directory import EveryService
+from bot.services.effects import DISPATCH_TIMER
 from bot.services.records import Timer
+from bot.services.scheduler import Scheduler
+from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
+from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
 
 __all__ = ["sandbox"]  # the fixture a test here uses
 
 pytestmark = pytest.mark.story
+
+PLAN = load_plan(None)
 
 
 def told(box: Sandbox, needle: str) -> str | None:
@@ -106,3 +123,67 @@ async def test_a_release_run_by_hand_before_the_time_is_not_dispatched_again(
     assert sandbox.github.dispatches == []
     assert await starts.recorded(sandbox, "schedule:dispatch") == [("held", at.isoformat())]
     assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
+async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logged_again(
+    session_factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service stayed out of the services file after its scheduled dispatch was
+    dead-lettered (its rollout still open). The scheduler hands that timer to the services
+    again as it starts and every hour (`GivingUp.tell_again`), and each time they answered
+    with an ERROR "timer ... of service 'gone', which is not configured, is dead-lettered": one
+    more alert at every start and every hour, on every replica, for a timer buried long ago."""
+    now = datetime(2030, 1, 1, 9, tzinfo=UTC)
+    clock = ManualClock(now)
+    rollouts = RolloutStore(session_factory, clock=clock)
+    rollout = replace(cleared_rollout(PLAN, now=now, rollout_id="r-0000000000b1"), service="gone")
+    await rollouts.create(rollout=rollout, plan=PLAN)
+    timers = TimerStore(session_factory)
+    key = dispatch_timer_key(rollout.id, now)
+    await timers.schedule(
+        key=key,
+        kind=DISPATCH_TIMER,
+        due_at=now,
+        now=now,
+        rollout_id=rollout.id,
+        payload={"at": now.isoformat()},
+        service="gone",
+    )
+
+    def replica() -> Scheduler:  # a replica (started again) that does not serve `gone`
+        return Scheduler(
+            timers=timers,
+            service=EveryService([], rollouts=rollouts),
+            **poll_stores(session_factory),
+            words=messages,
+            clock=clock,
+            poll_interval=timedelta(hours=1),
+            rng=random.Random(7),
+            owner="replica-a",
+            max_attempts=2,
+            backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=2)),
+        )
+
+    def buried() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.ERROR
+            and key in r.getMessage()
+            and "not configured" in r.getMessage()
+        ]
+
+    scheduler = replica()
+    for _ in range(4):
+        await scheduler.fire_due()
+        clock.advance(timedelta(seconds=5))
+    dead = await timers.get(key=key)
+    assert dead is not None and dead.dead_at is not None, dead
+    assert len(buried()) == 1, buried()  # as it was dead-lettered: said once
+    for scheduler in (scheduler, replica()):  # every hour, and as a replica starts
+        await scheduler.prune()
+        clock.advance(timedelta(minutes=61))
+        await scheduler.prune()
+    assert len(buried()) == 1, buried()
+    again = await timers.get(key=key)
+    assert again is not None and again.dead_at == dead.dead_at, again
