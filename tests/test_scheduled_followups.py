@@ -8,7 +8,6 @@ import asyncio
 import logging
 import random
 from dataclasses import replace
-import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -180,10 +179,10 @@ async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logge
     dead = await timers.get(key=key)
     assert dead is not None and dead.dead_at is not None, dead
     assert len(buried()) == 1, buried()  # as it was dead-lettered: said once
-    for scheduler in (scheduler, replica()):  # every hour, and as a replica starts
-        await scheduler.prune()
+    for pruning in (scheduler, replica()):  # every hour, and as a replica starts
+        await pruning.prune()
         clock.advance(timedelta(minutes=61))
-        await scheduler.prune()
+        await pruning.prune()
     assert len(buried()) == 1, buried()
     again = await timers.get(key=key)
     assert again is not None and again.dead_at == dead.dead_at, again
