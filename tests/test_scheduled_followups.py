@@ -186,3 +186,28 @@ async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logge
     assert len(buried()) == 1, buried()
     again = await timers.get(key=key)
     assert again is not None and again.dead_at == dead.dead_at, again
+
+
+async def test_a_release_run_by_hand_before_it_was_scheduled_and_still_going_is_not_run_again(
+    sandbox: Sandbox,
+) -> None:
+    """Someone ran Deployment Strategy for `v1.4.2` by hand on GitHub (its canary waiting for
+    its reviewers), then the start was scheduled; or re-ran, after the start was scheduled, a
+    run of `v1.4.2` from before (a re-run keeps its run's first creation time). The bot looked
+    only at runs created since the schedule, so at the time it dispatched a second run of the
+    release next to the one still going."""
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.refs.add("v1.4.2")
+    earlier = sandbox.clock() - timedelta(hours=2)
+    going = repository.create_foreign_run(actor="octocat", branch="v1.4.2", created_at=earlier)
+    stopped = repository.create_foreign_run(actor="octocat", branch="v1.4.2", created_at=earlier)
+    repository.engine.cancel(stopped)
+    assert repository.engine.runs[going].status != "completed"
+    at = await starts.scheduled(sandbox)
+    repository.engine.rerun(stopped, by="octocat")
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
+    assert f"run {going}" in said and f"run {stopped}" in said, said
+    assert sandbox.github.dispatches == []
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
