@@ -31,6 +31,7 @@ from bot.services.records import Timer
 from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.github_repository import SimRepository
 from sandbox.harness import Sandbox
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
@@ -211,3 +212,34 @@ async def test_a_release_run_by_hand_before_it_was_scheduled_and_still_going_is_
     assert f"run {going}" in said and f"run {stopped}" in said, said
     assert sandbox.github.dispatches == []
     assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
+def rejected_on_github(repository: SimRepository, run_id: int) -> None:
+    """Reviewers reject every deployment of the run on github.com, until it has completed."""
+    engine = repository.engine
+    for _ in range(10):
+        run = engine.runs[run_id]
+        if run.status == "completed":
+            return
+        waiting = {job.environment for job in run.jobs if job.status == "waiting"}
+        repository.review(run_id, sorted(e for e in waiting if e), "rejected")
+        engine.process()
+    raise AssertionError(f"run {run_id} did not complete")
+
+
+async def test_the_hold_for_a_release_run_by_hand_says_how_that_run_ended(
+    sandbox: Sandbox,
+) -> None:
+    """The hold named the run by hand as `run 4242 (completed, ...)`: whether it deployed the
+    release or failed (rejected, say, and nothing deployed), which decides whether an approver
+    clicks Dispatch, was not said."""
+    at = await starts.scheduled(sandbox)
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.refs.add("v1.4.2")
+    by_hand = repository.create_foreign_run(actor="octocat", branch="v1.4.2")
+    rejected_on_github(repository, by_hand)
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
+    assert f"run {by_hand} (completed: failure, " in said, said
+    assert sandbox.github.dispatches == []
