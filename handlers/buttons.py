@@ -13,7 +13,9 @@ that open a form (`FORMS`: action id to the modal it draws), and so are the subm
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
@@ -50,6 +52,8 @@ from handlers.origin import card_of, click_origin, form_origin
 from handlers.payloads import BlockActions, ViewSubmission, parse
 from handlers.routing import Routes
 from handlers.run_buttons import APP_ONLY
+
+log = logging.getLogger(__name__)
 
 Click = Callable[[ControlService, Origin, CardRef], Awaitable[object]]
 """What a plain button does: one call on the controls for the card it was clicked on."""
@@ -193,6 +197,13 @@ def register(routes: Routes, directory: ServiceDirectory) -> None:
 
 
 _FOREIGN_FORM = "This form was not made by this bot (or by an older version): open it again."
+_CHECK_SLOW = (
+    "Slack did not say in time whether you may do this (it is rate-limiting the bot): "
+    "try again in a moment."
+)
+FORM_CHECK_S = 2.0
+"""Seconds the check of a form's sender may take before the form is answered: Slack waits 3
+for the answer, and asking Slack who is in an approvers' group waits out its rate limit."""
 
 
 Metadata = TypeVar(
@@ -323,6 +334,21 @@ async def _form_controls(
     return services.controls
 
 
+async def _sender_refusal(
+    controls: ControlService, form: ViewSubmission, metadata: Any, control: Control | None
+) -> str | None:
+    """Why the form's sender may not submit it, or None; "try again" when Slack is slow to
+    say who is an approver, rather than answer the form after Slack stopped waiting."""
+    try:
+        async with asyncio.timeout(FORM_CHECK_S):
+            return await controls.form_refusal(
+                actor=form.user.id, channel_id=metadata.channel_id or "", control=control
+            )
+    except TimeoutError:
+        log.warning("the sender of a %s form was not checked in time", form.view.callback_id)
+        return _CHECK_SLOW
+
+
 def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) -> Listener:
     async def submitted(
         ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest, client: AsyncWebClient
@@ -346,9 +372,7 @@ def _submitted(directory: ServiceDirectory, submission: Submission[Any, Any]) ->
         if block is not None and metadata is None:
             errors = {block: _FOREIGN_FORM}
         elif metadata is not None:
-            refused = await controls.form_refusal(
-                actor=form.user.id, channel_id=metadata.channel_id or "", control=submission.control
-            )
+            refused = await _sender_refusal(controls, form, metadata, submission.control)
             if refused is not None and block is None:  # a dialog: it turns into the reason
                 await ack(response_action="update", view=control_views.notice_modal(refused))
                 return

@@ -45,6 +45,7 @@ from sandbox.plans import fast_plan, write_figures
 from sandbox.replica import ServeProcess
 from sandbox.slack import SlackTestServer
 from sandbox.slack_variation import SlackVariation
+from sandbox.workflows import Workflow
 from storage.audit_log import AuditLog
 from storage.db import create_engine, create_session_factory
 from storage.migrate import upgrade
@@ -97,7 +98,10 @@ class Sandbox(SlackUser, Lifecycle):
         github_app: SandboxApp | None = None,
         rollout_services: Sequence[SandboxService] = (),
         variation: bool | None = None,
+        workflows: Sequence[Workflow] | None = None,
     ) -> None:
+        """`workflows`: the repository's workflows instead of Scriptum's two (a plan's own
+        conditions on its jobs)."""
         self.workdir = workdir
         if variation is None:
             variation = os.environ.get("SANDBOX_VARIATION", "") not in ("", "0")
@@ -126,6 +130,7 @@ class Sandbox(SlackUser, Lifecycle):
             clock=self.clock,
             app=github_app,
             variation=GitHubVariation() if variation else None,
+            workflows=workflows,
         )
         self.services_file = self._serve(rollout_services) if rollout_services else None
         """The `ROLLOUT_SERVICES` file of a bot of several services (None: one service)."""

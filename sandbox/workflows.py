@@ -32,6 +32,8 @@ class StepContext:
     inputs: Mapping[str, str]
     secrets: frozenset[str]
     files: Mapping[str, str]
+    npm_up_to_date: bool = False
+    """Every package version at the ref is on npm already: `changeset publish` has nothing to do."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class Job:
     needs: tuple[str, ...] = ()
     environment: str | None = None
     if_failure: bool = False
+    if_succeeded: tuple[str, ...] = ()
+    """With `if_failure`: `if: failure() && needs.<key>.result == 'success'` for each key (a
+    direct need): a rollback that runs only once a stage deployed, skipped otherwise."""
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,17 @@ def _validate_npm_credentials(context: StepContext) -> StepOutcome:
 
 
 def _publish_packages(context: StepContext) -> StepOutcome:
+    if context.npm_up_to_date:
+        # changesets' own words; npm is only read, so no token is needed nor checked.
+        return StepOutcome(
+            True,
+            (
+                "Running changesets publish",
+                "🦋  warn @scriptum/cli is not being published because version 1.4.2 is "
+                "already published on npm",
+                "🦋  warn No unpublished projects to publish",
+            ),
+        )
     if "NPM_TOKEN" in context.secrets:
         return StepOutcome(
             True,
@@ -366,7 +382,7 @@ def workflow_file(spec: Workflow) -> str:
                 "name": job.name,
                 **({"needs": list(job.needs)} if job.needs else {}),
                 **({"environment": job.environment} if job.environment else {}),
-                **({"if": "failure()"} if job.if_failure else {}),
+                **({"if": _condition(job)} if job.if_failure else {}),
                 "runs-on": "ubuntu-latest",
                 "steps": [{"name": step.name, "run": "true"} for step in job.steps],
             }
@@ -374,3 +390,9 @@ def workflow_file(spec: Workflow) -> str:
         },
     }
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def _condition(job: Job) -> str:
+    """A failure job's `if:` as the workflow file writes it."""
+    succeeded = (f"needs.{key}.result == 'success'" for key in job.if_succeeded)
+    return " && ".join(("failure()", *succeeded))

@@ -182,22 +182,40 @@ class OutboxStore:
         """Write `notice` of the channel `refusing` the bot, unless a notice of the same
         refusal was written already (by any replica): one per refusal, told apart by the last
         message delivered there before it, which the notice's payload keeps as `after`. True
-        when written. The claim and the message are written in one transaction."""
-        async with self._sessions.begin() as session:
+        when written. The claim and the message are written in one transaction.
+
+        A notice given up undelivered (a replica of the previous version knows no such kind,
+        and gives it up at once) does not count: the next message given up there writes
+        another. What is read comes before the transaction that writes: on SQLite, a write
+        after a read in one transaction fails at once ("database is locked") when another
+        connection wrote in between, instead of waiting its turn."""
+        async with self._sessions() as session:
             after = await session.scalar(
                 select(func.max(OutboxRow.id)).where(
                     OutboxRow.channel_id == refusing, OutboxRow.delivered_at.is_not(None)
                 )
             )
-            claim = {
-                "key": f"{REFUSAL_TOLD}:{refusing}:{after or 0}",
-                "action": REFUSAL_TOLD,
-                "actor": "outbox",
-                "state": ClaimState.DONE.value,
-                "holder": secrets.token_hex(8),
-                "claimed_at": now,
-                "done_at": now,
-            }
+            notices = await session.scalars(
+                select(OutboxRow.payload).where(
+                    OutboxRow.kind == notice.kind, OutboxRow.dead_at.is_not(None)
+                )
+            )
+            lost = sum(
+                1
+                for payload in notices
+                if payload.get("channel") == refusing and payload.get("after") == (after or 0)
+            )
+        key = f"{REFUSAL_TOLD}:{refusing}:{after or 0}" + (f":{lost}" if lost else "")
+        claim = {
+            "key": key,
+            "action": REFUSAL_TOLD,
+            "actor": "outbox",
+            "state": ClaimState.DONE.value,
+            "holder": secrets.token_hex(8),
+            "claimed_at": now,
+            "done_at": now,
+        }
+        async with self._sessions.begin() as session:
             written = await session.execute(
                 insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
             )

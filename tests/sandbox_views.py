@@ -13,11 +13,12 @@ from typing import Any
 
 import aiohttp
 from cleared import ended_rollout
+from figures import RINGS_OK
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState, holding_tracks
 from bot.plan_file import load_plan
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
-from sandbox.harness import Sandbox
+from sandbox.harness import Sandbox, write_figures
 from sandbox.signing import event_callback_body, slack_signature_headers, slash_command_body
 from sandbox.slack import SlackTestServer
 from storage.db import create_session_factory, engine_for_one_task
@@ -169,6 +170,18 @@ async def dispatched(box: Sandbox, tag: str = "v1.4.2") -> Rollout:
     await box.wait_for_button("dispatch")
     await box.click("dispatch")
     return await box.wait_until(lambda r: r.phase is Phase.RUNNING and r.tag == tag)
+
+
+async def figures_form_opened(box: Sandbox) -> str:
+    """A relay track of typed figures (`manual_tracks`) dispatched, its window ended, and the
+    figures form opened by the release manager: the form's view id."""
+    write_figures(box.figures, "desktop", RINGS_OK)
+    await dispatched(box)
+    await box.wait_for_thread("Enter the observed rates")
+    request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
+    await box.click("enter_figures", message=request)
+    opened = await box.slack.wait_for_call("views.open")
+    return str(opened[-1].response["view"]["id"])
 
 
 async def finish(box: Sandbox, tag: str) -> Rollout:

@@ -16,7 +16,15 @@ import pytest
 import yaml
 from cleared import cleared_rollout
 from figures import HALF_OK, RELAY_OK, RINGS_OK, every_gate_passes
-from sandbox_views import button, dispatched, finish, released, stage_state, value_of
+from sandbox_views import (
+    button,
+    dispatched,
+    figures_form_opened,
+    finish,
+    released,
+    stage_state,
+    value_of,
+)
 from sqlalchemy import text
 
 from bot.adapters.slack.messages import two_person_text
@@ -379,6 +387,36 @@ async def test_extend_by_a_typed_duration_through_the_modal(
         assert note.text.startswith("Already done by <@U0RELMGR01>")
         again = await box.rollout()
         assert again.track("relay").stage("canary").window_ends_at == new_end
+
+
+async def test_a_form_whose_approver_check_slack_rate_limits_is_answered_within_slacks_3_seconds(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A figures form is answered (acknowledged) once the bot knows whether its sender may
+    submit it: for a member of an approvers' group, that asks Slack (`usergroups.users.list`).
+    Slack rate-limiting that call had the answer wait out its Retry-After first (up to 30 s,
+    twice), long past the 3 s Slack waits for it: Slack showed the person an error."""
+    plan_yaml = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{GROUP}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan_yaml, extra_env=approvers
+    ) as box:
+        box.slack.usergroups[GROUP] = [SECOND]
+        view_id = await figures_form_opened(box)
+        figures = {
+            "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+            "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+        }
+        box.slack.fail_next("usergroups.users.list", error="ratelimited", status=429, retry_after=8)
+
+        started = asyncio.get_running_loop().time()
+        answer = await box.submit_view(view_id, figures, user=SECOND)
+        took = asyncio.get_running_loop().time() - started
+
+        assert took < 3.0
+        assert answer["response_action"] == "errors"
+        assert "try again in a moment" in next(iter(answer["errors"].values()))
+        assert await box.submit_view(view_id, figures, user=SECOND) == {}  # Slack answered since
 
 
 async def test_roll_back_after_completion_starts_a_rollout_of_the_previous_good_tag(

@@ -131,6 +131,8 @@ EVENTS: list[told.Event] = [
     told.StageRejected("Relay", "50%"),
     told.FailureJobEnded("Relay", "rb", "failure", "https://gh/j", TrackState.FAILED),
     told.RunEnded("Relay", "cancelled", TrackState.FAILED),
+    told.RerunNotFollowed(7001, "https://gh/run", 2, "v1.4.2", (("Relay", "5%"),), ("<!here>",)),
+    told.RerunNotFollowed(7001, "https://gh/run", 3, "v1.4.2", (("Relay", None),), ()),
     told.RolloutEnded("v1.4.2", (("Relay", TrackState.COMPLETED),)),
     told.GateMissed("Relay", "5%", AT, 3, Reason("timeout"), manual=False),
     told.GateMissed("Relay", "5%", AT, 3, Reason("held by @U1 since", ("U1",)), manual=True),

@@ -277,6 +277,32 @@ async def test_a_refusal_notice_whose_answer_was_lost_is_not_posted_twice(scene:
     assert "`v1.1.0`" in notice.text
 
 
+async def test_a_refusal_notice_an_old_replica_gave_up_is_told_at_the_next_refusal(
+    scene: Scene,
+) -> None:
+    """During a rolling upgrade, a replica of the previous version claims the notice, a kind
+    it does not know and of no rollout, and gives it up at once ("a message of no rollout").
+    Its claim then kept every later message given up there from telling anyone."""
+    scene.slack.shut_out[CHANNEL] = "not_in_channel"
+    rollout = await refused_rollout(scene, 1)
+    outbox = scene.replica("a")
+    for _ in range(2):
+        await outbox.flush(rollout.id)  # the card, then the prompt, given up: the notice waits
+    store = scene.store
+    (notice,) = await store.claim(now=scene.clock(), owner="old", lease=LEASE)
+    assert notice.kind == "channel_refused"
+    # The previous version's Outbox._send: a kind it does not know, of no rollout.
+    await store.dead(
+        message_id=notice.id, owner="old", now=scene.clock(), error="a message of no rollout"
+    )
+    await outbox.add(said(rollout, "promoted"))
+
+    await scene.deliver_all([outbox])
+
+    (told_now,) = scene.slack.messages(FAILURES)
+    assert f"<#{CHANNEL}>" in told_now.text and "`v1.1.0`: 3 messages" in told_now.text
+
+
 class SlowCard(SlackNotifier):
     """Slack's notifier whose card posts wait until the test lets them through."""
 

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from figures import RINGS_OK, SECOND_APPROVER, passing_sandbox
+from figures import SECOND_APPROVER, passing_sandbox
 from replicas import in_process_replica
 from sandbox_views import (
     audit_results,
     deploying_canary,
     dispatched,
+    figures_form_opened,
     held,
     reviews,
     stage_state,
@@ -26,7 +27,7 @@ from bot.domain.rollout import StageState, TrackState
 from bot.services.ports import ReviewState
 from handlers.app_keys import SERVICES
 from sandbox.config import RELEASE_MANAGER
-from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.harness import Sandbox, fast_plan
 
 
 async def test_a_roll_back_after_the_next_stage_was_approved_on_github_says_it_got_there(
@@ -70,13 +71,7 @@ async def test_figures_typed_after_a_roll_back_are_refused_in_the_words_of_the_c
     the bot's own name for the state; `rolled_back` once it ended)."""
     plan = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
     async with Sandbox(workdir=tmp_path, plan_yaml=plan) as box:
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await dispatched(box)
-        await box.wait_for_thread("Enter the observed rates")
-        request = next(r for r in box.card_message().replies if "[Enter figures]" in r.rendered)
-        await box.click("enter_figures", message=request)
-        opened = await box.slack.wait_for_call("views.open")
-        view_id = opened[-1].response["view"]["id"]
+        view_id = await figures_form_opened(box)
 
         await box.command("rollback")
         await box.wait_until(lambda r: r.track("relay").state is not TrackState.ACTIVE)

@@ -934,6 +934,23 @@ def test_a_completion_time_ahead_of_the_bots_clock_ends_the_track_now() -> None:
     assert ahead.track("relay").ended_at == at(150)
 
 
+def test_a_completion_time_before_the_dispatch_ends_the_track_when_the_bot_saw_it() -> None:
+    """GitHub's clock far behind the bot's (a GitHub Enterprise Server off its time source):
+    a job that reports completing before the rollout was even dispatched did not. Its track
+    (and the rollout) end when the bot saw it, as before GitHub's times were taken: never a
+    lead time below zero, nor a report period before the release began."""
+    rollout = at_half_and_beta()
+    rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
+    asked = snapshot(waiting(FULL), waiting_on={"relay-rollout-100"})
+    rollout = reconcile(rollout, PLAN, asked, at(142)).rollout
+    assert rollout.dispatched_at == T0
+
+    skewed = snapshot(job(FULL, completed_at=T0 - timedelta(days=1)))
+    behind = reconcile(rollout, PLAN, skewed, at(150)).rollout
+
+    assert behind.track("relay").ended_at == at(150)
+
+
 def test_a_manual_kill_during_the_internal_window() -> None:
     rollout = desktop_internal_observing(canary_observing())
     why = "kill-switch by <@U9>: crash reports from support"
@@ -1205,12 +1222,10 @@ def test_a_kill_switch_job_that_fails_says_the_release_stays_on_its_ring() -> No
     ]
 
 
-def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_is() -> None:
-    """Roll back came after 100% was approved on GitHub (before the bot looked): the 100% job
-    ran, nothing failed, so GitHub skipped the `if: failure()` rollback job. The thread said
-    the rollback "did not finish" and that its logs say what stopped it (a skipped job has no
-    logs): it never ran, nothing was rolled back, and the release is on 100%."""
-    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason="", now=at(60))
+def landed_at_100(reason: str = "") -> Decision:
+    """Roll back (by U1, for `reason`) came after 100% was approved on GitHub, before the bot
+    looked: the 100% job ran, nothing failed, so GitHub skipped the `if: failure()` rollback."""
+    stopping = abort(half_observing(), PLAN, track="relay", actor="U1", reason=reason, now=at(60))
     run = snapshot(
         job(CANARY, completed_at=at(5)),
         job(HALF, completed_at=at(45)),
@@ -1218,15 +1233,24 @@ def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_i
         job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(62)),
         job(INTERNAL, None, status=JobStatus.IN_PROGRESS),
     )
+    return reconcile(stopping.rollout, PLAN, run, at(63))
 
-    decision = reconcile(stopping.rollout, PLAN, run, at(63))
+
+def test_a_rollback_job_github_skipped_says_it_never_ran_and_where_the_release_is() -> None:
+    """The thread said the rollback "did not finish" and that its logs say what stopped it (a
+    skipped job has no logs): it never ran, nothing was rolled back, and the release is on
+    100%."""
+    decision = landed_at_100()
 
     assert decision.rollout.track("relay").state is TrackState.FAILED
     assert states(decision.rollout, "relay")[2] is StageState.STOPPED
     ended = [e for e in effects(decision) if isinstance(e, Announce)][-1]
     text = render(ended.event)
     assert "*Relay auto-rollback* ended `skipped`" in text
-    assert "It never ran: nothing was rolled back, Hosted relay is on *100%*" in text, text
+    assert (
+        "It never ran: Hosted relay reached *100%* before the stop took hold; nothing was "
+        "rolled back." in text
+    ), text
     assert "did not finish" not in text and "say what stopped it" not in text
 
 

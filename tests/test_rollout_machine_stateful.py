@@ -166,6 +166,7 @@ def stored(rollout: Rollout) -> dict[str, Any]:
         "dispatched_at": _moment(rollout.dispatched_at),
         "ended_at": _moment(rollout.ended_at),
         "version": rollout.version,
+        "attempt": rollout.attempt,
         "tracks": [
             {
                 "name": t.name,
@@ -209,6 +210,7 @@ def restored(data: dict[str, Any]) -> Rollout:
         dispatched_at=_at(data["dispatched_at"]),
         ended_at=_at(data["ended_at"]),
         version=data["version"],
+        attempt=data["attempt"],
         tracks=tuple(
             Track(
                 name=t["name"],

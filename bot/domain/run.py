@@ -103,6 +103,13 @@ class RunSnapshot:
     unrequested: tuple[RuleRequest, ...] = ()
     """Waits for the App's protection rule whose request never arrived, found from the
     deployments still waiting (among `waiting`): the service keeps them as requests."""
+    attempt: int = 1
+    """GitHub's `run_attempt`: 2 and up once someone re-ran the run (the same id, new jobs)."""
+    bypassed: frozenset[str] = frozenset()
+    """Environments whose job started (or ran) while the App's request for it was still
+    open, unanswered: a repository admin started it past its protection rules on GitHub (or
+    an answer of the bot's was applied though GitHub's reply was lost). The request is let
+    go as this snapshot is read."""
 
     @property
     def completed(self) -> bool:
@@ -123,6 +130,10 @@ class RunSnapshot:
         wanted = environment.casefold()
         return any(name.casefold() == wanted for name in self.waiting)
 
+    def was_bypassed(self, environment: str) -> bool:
+        wanted = environment.casefold()
+        return any(name.casefold() == wanted for name in self.bypassed)
+
     def review_of(self, environment: str) -> EnvironmentReview | None:
         """The latest review of an environment (a run attempt reviews each one at most once)."""
         wanted = environment.casefold()
@@ -136,3 +147,6 @@ class RunRef:
 
     run_id: int
     html_url: str
+    attempt: int = 1
+    """The attempt followed from here (GitHub's `run_attempt`: a linked or adopted run may
+    have been re-run)."""

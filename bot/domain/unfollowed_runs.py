@@ -19,6 +19,7 @@ from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.protection_rules import RuleRequest, environment_jobs
 from bot.domain.rollout import InvalidTransition, Rollout, github_person
 from bot.domain.rollout_command import parse_tag
+from bot.domain.run import RunRef
 from bot.domain.run_link import LinkableRun, branch_of
 from bot.domain.text import shown
 
@@ -80,6 +81,11 @@ class UnfollowedRun:
         """Whether the run is on a release tag (`release_tag`): when it is not, Adopt is
         refused (`not_a_tag`) and an `approve` default rejects (`approve_refusal`)."""
         return bool(self.tag)
+
+    @property
+    def run(self) -> RunRef:
+        """The run as a rollout adopting it follows it: from the attempt that asked."""
+        return RunRef(self.run_id, self.run_url, self.attempt)
 
     @property
     def adoptable(self) -> bool:

@@ -308,7 +308,9 @@ class RunFollower:
             followed_by = await effects.store.by_run_id(run.run_id)
             if refused := link_refusal(current, plan, reference, run, followed_by=followed_by):
                 raise LinkRefused(refused)
-            return await self._attach(current, plan, RunRef(run.run_id, run.html_url), actor=actor)
+            return await self._attach(
+                current, plan, RunRef(run.run_id, run.html_url, run.attempt), actor=actor
+            )
 
     async def _attach(
         self, rollout: Rollout, plan: RolloutPlan, run: RunRef, *, actor: str

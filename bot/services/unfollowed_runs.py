@@ -29,7 +29,6 @@ from bot.domain.rollout import (
     Phase,
     Rollout,
 )
-from bot.domain.run import RunRef
 from bot.domain.run_link import may_link
 from bot.domain.unfollowed_runs import (
     TIMER,
@@ -290,9 +289,7 @@ class UnfollowedRuns:
             )
         decided = card.decided(RunFate.ADOPTED, by=origin.actor, rollout_id=checked.id)
         drawn = self._message(decided)
-        adopted = await self._rollouts.adopt(
-            checked, RunRef(card.run_id, card.run_url), actor=origin.actor, also=[drawn]
-        )
+        adopted = await self._rollouts.adopt(checked, card.run, actor=origin.actor, also=[drawn])
         await self._settle(decided, cancel=True, drawn=drawn)
         if override is not None:
             await self._overridden(adopted, origin.actor, override)

@@ -218,7 +218,7 @@ class WorkflowDispatch:
         runs = await self._runs_on(
             workflow_file, ref, since=dispatched_at, before=before, dispatched_by=actor
         )
-        return [RunRef(run_id=run.id, html_url=run.html_url) for run in runs]
+        return [RunRef(run.id, run.html_url, run.run_attempt) for run in runs]
 
     async def release_runs(
         self, *, workflow_file: str, tag: str, since: datetime

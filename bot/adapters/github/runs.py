@@ -83,6 +83,7 @@ class WorkflowRuns:
                 # an earlier attempt's approval would read as this attempt's (a stage promoted
                 # on GitHub, its gate skipped). Only the first attempt's history is its own.
                 reviews=self._reviews(run_id) if run.run_attempt == 1 else (),
+                attempt=run.run_attempt,
             )
 
         snapshot = await github.call(f"read run {run_id}", read, run_id=run_id)

@@ -15,8 +15,8 @@ A post takes no idempotency key, and Slack may have taken it before the connecti
 `PostsOnce` tries a post again only when its connection was never made.
 
 Slack answers a rate limit two ways: HTTP 429 with `Retry-After` ("Rate limits"), and, for
-chat.postMessage and chat.postEphemeral, HTTP 200 with `{"ok": false, "error":
-"rate_limited"}` ("Application has posted too many messages", in those methods' errors).
+chat.postMessage, HTTP 200 with `{"ok": false, "error": "rate_limited"}` ("Application has
+posted too many messages", in its errors; chat.postEphemeral lists `ratelimited`, the 429's).
 slack_sdk's `AsyncRateLimitErrorRetryHandler` looks at the status only, so a refused ephemeral
 answer or "Enter figures" prompt failed at once; `RateLimitWaits` waits out both. Both mean
 Slack took nothing, so trying a post again cannot show it twice.

@@ -1,6 +1,7 @@
 """The thread's lines about what GitHub reports of a run: its deliveries, a job that waits for
 the bot's answer (the App's rule, or its account's review) where the plan has no stage, a
-track's failure job's end, and a run GitHub does not let the bot read. Names, comments and
+track's failure job's end, a stage that went on on GitHub, and a run GitHub does not let the
+bot read. Names, comments and
 answers come from GitHub: they are escaped, so a `<!channel>` in a job's name or a reviewer's
 comment reads as typed instead of notifying the channel.
 """
@@ -14,11 +15,14 @@ from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
     FailureJobEnded,
+    PromotedOnGitHub,
+    RerunNotFollowed,
     RunReadable,
     RunUnreadable,
     WaitsOutsidePlan,
 )
-from bot.domain.rollout.state import ended_words
+from bot.domain.rollout.state import StageState, TrackState
+from bot.domain.rollout.words import ended_words
 
 
 def failure_job_ended_text(event: FailureJobEnded) -> str:
@@ -28,8 +32,21 @@ def failure_job_ended_text(event: FailureJobEnded) -> str:
     said = f"{link} {event.track}: {ended_words(event.ended)}."
     if event.outcome is None:
         return f"*{event.job}* finished.{said}"
+    if event.outcome == "skipped" and event.ended is not TrackState.FAILED:
+        # Skipped while nothing of the track had deployed (`bot.domain.rollout.stopping`).
+        took = "halt" if event.desktop else "roll back"
+        return (
+            f"*{event.job}* was skipped on GitHub:{link} nothing of {event.track} had been "
+            f"deployed, so there was nothing to {took}. {event.track}: "
+            f"{ended_words(event.ended)}: nothing was deployed."
+        )
     left = ""
-    if event.desktop:
+    if event.landed:
+        left = (
+            f" It never ran: {event.track} reached *{event.reached}* before the stop took hold; "
+            "nothing was rolled back."
+        )
+    elif event.desktop:
         on = f"stays on the {event.reached}" if event.reached else "reached no ring"
         left = f" The release {on}{': its next ring was rejected' if event.rejected else ''}."
     elif event.outcome == "skipped":
@@ -134,3 +151,52 @@ def run_readable_text(event: RunReadable) -> str:
         f"{slack_time(event.back_at)}, after {format_duration(unread)} "
         "without an answer): it follows, approves and rejects as before."
     )
+
+
+def rerun_not_followed_text(event: RerunNotFollowed) -> str:
+    """The run was re-run before the bot saw the attempt it followed end: the rollout ends,
+    each track where it was last seen, and nothing approves the new attempt's waits."""
+    before = event.attempt - 1
+    run = f"<{event.run_url}|run {event.run_id}>"
+    tracks = "; ".join(
+        f"{track}: failed, last seen at *{reached}*"
+        if reached
+        else f"{track}: failed, nothing seen deployed"
+        for track, reached in event.tracks
+    )
+    waits = ", ".join(f"`{escape(name)}`" for name in event.waiting)
+    waiting = (
+        f"Attempt {event.attempt} waits at {waits} for the bot's answer, which does not come: "
+        if waits
+        else f"Attempt {event.attempt} is not answered by the bot: when it waits for it, "
+    )
+    return (
+        f":warning: {run} was re-run on GitHub (attempt {event.attempt}) before the bot saw "
+        f"attempt {before} end. The bot does not follow a re-run, so this rollout ends here"
+        f"{': ' + tracks if tracks else ''}. Where each track ended in attempt {before} (its "
+        f"rollback, its kill-switch) is on the run's page. {waiting}reject it or cancel the run "
+        "on GitHub (with the GitHub App, the run's card in the release channel offers Adopt or "
+        f"Reject), and start a new rollout with `/rollout start {event.tag}`."
+    )
+
+
+def promoted_on_github_text(event: PromotedOnGitHub) -> str:
+    """The thread's line when the stage after a held one went on GitHub: approved by a
+    reviewer, started past its protection rules by an admin, or started without the bot."""
+    if event.held is StageState.OBSERVING:
+        held = f"the window of {event.stage} is stopped before its gate"
+    elif event.held is StageState.EVALUATING:
+        held = f"the gate of {event.stage} is skipped"
+    else:
+        held = f"the hold after {event.stage} ends"
+    if event.reviewer is not None:
+        what = f"{event.reviewer} approved *{event.following}* ({event.track}) on GitHub"
+    elif event.bypassed:
+        what = (
+            f"*{event.following}* ({event.track}) was started on GitHub by a repository admin "
+            "past its protection rules, not let through by the bot's gate (the bot's protection "
+            "rule was never answered, and the bot will not answer it now)"
+        )
+    else:
+        what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
+    return f":white_check_mark: {what}: {held}. Deploying."

@@ -150,7 +150,8 @@ class SlackNotifier:
     async def posted(self, rollout: Rollout, *, key: int, channel: str, since: datetime) -> bool:
         args: dict[str, Any] = {"channel": channel}
         read: Callable[..., Awaitable[AsyncSlackResponse]] = self._client.conversations_history
-        if channel == rollout.channel_id:
+        in_thread = channel == rollout.channel_id
+        if in_thread:
             args["ts"] = rollout.message_ts
             read = self._client.conversations_replies
         found = await self._find(
@@ -159,6 +160,7 @@ class SlackNotifier:
             event_type=POST_EVENT,
             since=since,
             looking_for=key,
+            newest_first=not in_thread,
             **args,
         )
         return found is not None
@@ -173,6 +175,7 @@ class SlackNotifier:
             event_type=event_type,
             since=since,
             looking_for=tuple(sorted(payload.items())),
+            newest_first=True,
             channel=channel,
         )
 

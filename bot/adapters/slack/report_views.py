@@ -7,7 +7,7 @@ from bot.adapters.slack.limits import fit
 from bot.adapters.slack.messages import person, reason_text, slack_time
 from bot.adapters.slack.summary_views import span
 from bot.domain.period_report import PeriodReport, StoppedTrack
-from bot.domain.rollout.state import ended_words
+from bot.domain.rollout.words import ended_words
 
 
 def report_text(report: PeriodReport, *, service: str | None = None) -> str:

@@ -127,7 +127,7 @@ def track_standing(track: Track, plan_track: PlanTrack) -> str:
         last = plan_track.stages[-1].label
         return f"completed ({last})"
     elif state is TrackState.ROLLED_BACK:
-        words = f"rolled back from {reached}" if reached else "rolled back"
+        words = f"rolled back from {reached}" if reached else "rolled back, nothing was deployed"
     elif state is TrackState.HALTED:
         words = f"halted on {reached}" if reached else "halted before any ring"
     else:

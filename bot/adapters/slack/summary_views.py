@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from bot.adapters.slack.messages import person, reason_text, slack_time
 from bot.domain.durations import format_duration
-from bot.domain.rollout.state import StopKind, StopReason, ended_words
+from bot.domain.rollout.state import StopKind, StopReason
+from bot.domain.rollout.words import ended_words
 from bot.domain.rollout_summary import RolloutSummary, StageTimes
 
 

@@ -91,14 +91,12 @@ from bot.domain.rollout.state import (
     Track,
     TrackState,
     gate_missed,
-    github_person,
     holding_tracks,
     new_rollout,
-    reason_words,
-    state_words,
     window_timer_key,
 )
 from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
+from bot.domain.rollout.words import github_person, reason_words, state_words
 from bot.domain.rollout.work import reached_label
 
 __all__ = [

@@ -38,8 +38,8 @@ from bot.domain.rollout.state import (
     TrackState,
     gate_missed,
     reopened_from,
-    state_words,
 )
+from bot.domain.rollout.words import state_words
 from bot.domain.rollout.work import Work, advance, cancel_window, reached_label, utc_minute
 from bot.domain.run import RunRef
 from bot.domain.schedule import LATE_SAID, Held
@@ -130,7 +130,12 @@ def dispatched(
         for track in rollout.tracks
     )
     started = replace(
-        rollout, phase=Phase.RUNNING, run_id=run.run_id, run_url=run.html_url, tracks=tracks
+        rollout,
+        phase=Phase.RUNNING,
+        run_id=run.run_id,
+        run_url=run.html_url,
+        tracks=tracks,
+        attempt=run.attempt,
     )
     firsts = tuple((plan.track(t.name).stages[0].label, plan.track(t.name).label) for t in tracks)
     late = (

@@ -76,12 +76,14 @@ class StageJobFailed:
 
 @dataclass(frozen=True)
 class PromotedOnGitHub(AtStage):
-    """The stage after `stage` was approved (by `reviewer`) or started on GitHub."""
+    """The stage after `stage` was approved (by `reviewer`) or started on GitHub (`bypassed`:
+    by a repository admin past its protection rules, the App's request unanswered)."""
 
     following: str
     held: StageState
     """Where `stage` was: observing, evaluating or holding."""
     reviewer: str | None
+    bypassed: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,9 @@ class FailureJobEnded:
     reached: str | None = None  # the last stage reached: where the release may still be
     desktop: bool = False
     rejected: bool = False  # the stop rejected a stage: its failure job had a failure to run on
+    landed: bool = False
+    """The track's last stage deployed before the stop took hold (the release is all the way
+    out): GitHub skipped the failure job, nothing failed for it to run on."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,20 @@ class RunEnded:
     ended: TrackState
     unseen: str | None = None
     """The failure job of the stopping track, whose end the bot never saw."""
+
+
+@dataclass(frozen=True)
+class RerunNotFollowed:
+    """The run was re-run on GitHub (`attempt`) before the bot saw the attempt it followed
+    end: the tracks still going end here (`tracks`: each one's label and the last stage it was
+    seen to reach), and the new attempt waits at `waiting` with nobody approving it."""
+
+    run_id: int
+    run_url: str
+    attempt: int
+    tag: str
+    tracks: tuple[tuple[str, str | None], ...]
+    waiting: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -381,6 +400,7 @@ Event = (
     | StageRejected
     | FailureJobEnded
     | RunEnded
+    | RerunNotFollowed
     | RolloutEnded
     | GateMissed
     | GatePassed

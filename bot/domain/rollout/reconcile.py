@@ -17,21 +17,18 @@ from bot.domain.rollout.effects import (
     ScheduleWindow,
 )
 from bot.domain.rollout.events import (
-    FailureJobEnded,
-    LandedWhileStopping,
     PromotedOnGitHub,
     RejectedOnGitHub,
+    RerunNotFollowed,
     RolloutEnded,
     RunEnded,
     StageApproved,
     StageDeployed,
     StageJobFailed,
-    StageRejected,
     TrackCompleted,
     WaitsOutsidePlan,
 )
 from bot.domain.rollout.state import (
-    REJECTABLE,
     TERMINAL_TRACK,
     WATCHED,
     Phase,
@@ -40,13 +37,11 @@ from bot.domain.rollout.state import (
     StageState,
     StopKind,
     StopReason,
-    Track,
     TrackState,
-    github_person,
-    reason_words,
 )
-from bot.domain.rollout.work import Work, cancel_window, reached_label
-from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
+from bot.domain.rollout.stopping import reconcile_aborting, rejected_by_review
+from bot.domain.rollout.work import Work, cancel_window, ended_by_job, reached_label
+from bot.domain.run import EnvironmentReview, RunSnapshot
 
 DISPATCH_SEARCH = timedelta(minutes=10)
 """How long the bot looks for the run of a dispatch it could not identify at once before it
@@ -59,13 +54,15 @@ def reconcile(
     """Bring the rollout in line with what GitHub reports, and ask for what is still missing."""
     if rollout.phase is not Phase.RUNNING:
         return Decision(rollout)
-    work = Work(rollout)
+    if rollout.attempt is not None and snapshot.attempt > rollout.attempt:
+        return _rerun_unseen(rollout, plan, snapshot, now)
+    work = Work(rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt))
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
         if track.state is TrackState.ACTIVE:
             _reconcile_active(work, plan, plan_track, track.name, snapshot, now)
         if work.track(track.name).state is TrackState.ABORTING:
-            _reconcile_aborting(work, plan_track, track.name, snapshot, now)
+            reconcile_aborting(work, plan_track, track.name, snapshot, now)
         if snapshot.completed and work.track(track.name).state not in TERMINAL_TRACK:
             _end_with_run(work, plan_track, track.name, snapshot, now)
     _waits_outside_plan(work, plan, snapshot)
@@ -113,7 +110,7 @@ def _reconcile_active(
     spec = plan_track.stage(stage.key)
     if stage.state in (StageState.APPROVING, StageState.DEPLOYING):
         job = snapshot.job(spec.job)
-        if job is not None and _rejected(job, snapshot.review_of(spec.environment)):
+        if job is not None and rejected_by_review(job, snapshot.review_of(spec.environment)):
             _rejected_on_github(work, plan_track, name, spec, snapshot.review_of(spec.environment))
         elif job is not None and job.succeeded:
             _deployed(work, plan_track, name, spec, job.completed_at or now, now)
@@ -159,15 +156,6 @@ def _reconcile_active(
         work.effects.append(ScheduleWindow(name, stage.key, stage.window_ends_at))
 
 
-def _rejected(job: JobSnapshot, review: EnvironmentReview | None) -> bool:
-    """GitHub failed the job without running it: its environment was rejected (or its wait
-    for a review ran out, or another protection rule rejected it after a person approved).
-    The bot itself only rejects stages of a track it is stopping."""
-    if job.conclusion is not JobConclusion.FAILURE:
-        return False  # a cancelled run, a timeout: not a review
-    return not job.ran or (review is not None and review.state == "rejected")
-
-
 def _reviewed_on_github(
     work: Work, plan_track: PlanTrack, name: str, stage: Stage, snapshot: RunSnapshot
 ) -> bool:
@@ -179,7 +167,7 @@ def _reviewed_on_github(
     if following is None or job is None:
         return False
     review = snapshot.review_of(following.environment)
-    if _rejected(job, review):
+    if rejected_by_review(job, review):
         _rejected_on_github(work, plan_track, name, following, review)
         return True
     if not (job.started or (review is not None and review.state == "approved")):
@@ -190,9 +178,9 @@ def _reviewed_on_github(
     nxt = moved.stage(following.key)
     work.set_track(moved.with_stage(replace(nxt, state=StageState.DEPLOYING)))
     reviewer = review.reviewer if review is not None and review.state == "approved" else None
-    told = PromotedOnGitHub(
-        plan_track.label, plan_track.stage(stage.key).label, following.label, stage.state, reviewer
-    )
+    bypassed = reviewer is None and snapshot.was_bypassed(following.environment)
+    labels = (plan_track.label, plan_track.stage(stage.key).label, following.label)
+    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed)
     work.effects.append(Announce(told))
     return True
 
@@ -256,7 +244,7 @@ def _deployed(
                 state=TrackState.COMPLETED,
                 # When the release got there, not when the bot saw it (it may have been down):
                 # the lead time and the report's period are the release's.
-                ended_at=min(completed_at, now),
+                ended_at=ended_by_job(work.rollout, completed_at, now),
                 ended_reason=StopReason(StopKind.COMPLETED, subject=spec.label),
             )
         )
@@ -271,90 +259,6 @@ def _deployed(
     work.effects.append(Announce(StageDeployed(plan_track.label, spec.label, window, ends)))
 
 
-def _reconcile_aborting(
-    work: Work, plan_track: PlanTrack, name: str, snapshot: RunSnapshot, now: datetime
-) -> None:
-    track = work.track(name)
-    for stage in track.stages:
-        job = snapshot.job(plan_track.stage(stage.key).job)
-        running = job is not None and (job.status is JobStatus.IN_PROGRESS or job.succeeded)
-        if stage.state in REJECTABLE and running:
-            # Approved before the stop took hold, which saw it pending (a person on GitHub, a
-            # Promote saved on another replica, a rejection too late): it runs all the same.
-            track = track.with_stage(replace(stage, state=StageState.DEPLOYING))
-    for stage in track.stages:
-        job = snapshot.job(plan_track.stage(stage.key).job)
-        if stage.state is not StageState.DEPLOYING or job is None:
-            continue
-        if job.status is not JobStatus.COMPLETED:
-            continue
-        # An approved job runs to its end whatever the bot does: the release got there (or the
-        # deploy failed), and the stage's window is never observed.
-        landed = StageState.STOPPED if job.succeeded else StageState.FAILED
-        track = track.with_stage(replace(stage, state=landed))
-        outcome = None if job.succeeded else str(job.conclusion)
-        label = plan_track.stage(stage.key).label
-        told = LandedWhileStopping(plan_track.label, label, outcome)
-        work.effects.append(Announce(told, failure=not job.succeeded))
-    for stage in track.stages:
-        spec = plan_track.stage(stage.key)
-        # A stage that has landed is never rejected: a late snapshot may still list its
-        # environment as waiting after its job ran.
-        if stage.state in REJECTABLE and snapshot.is_waiting(spec.environment):
-            why = (
-                reason_words(track.ended_reason, github_person) if track.ended_reason else "stopped"
-            )
-            comment = f"rollout-bot: {why}"
-            work.effects.append(Review(name, spec.environment, approve=False, comment=comment))
-            if stage.state is not StageState.REJECTED:
-                track = track.with_stage(replace(stage, state=StageState.REJECTED))
-                work.effects.append(Announce(StageRejected(plan_track.label, spec.label)))
-    work.set_track(track)
-    failure = plan_track.on_failure
-    if snapshot.is_waiting(failure.environment):
-        work.effects.append(
-            Review(name, failure.environment, approve=True, comment=f"rollout-bot: {failure.job}")
-        )
-    job = snapshot.job(failure.job)
-    if job is not None and job.status is JobStatus.COMPLETED:
-        # Only a successful rollback or kill-switch job rolled back or halted anything.
-        ending = (track.ending if job.succeeded else None) or TrackState.FAILED
-        outcome = None if job.succeeded else str(job.conclusion)
-        reason = track.ended_reason
-        if outcome is not None:
-            reason = StopReason(
-                StopKind.FAILURE_JOB_FAILED, subject=failure.job, outcome=outcome, cause=reason
-            )
-        ended_at = min(job.completed_at or now, now)
-        work.set_track(
-            replace(track, state=ending, ending=None, ended_at=ended_at, ended_reason=reason)
-        )
-        ended = FailureJobEnded(
-            plan_track.label,
-            failure.job,
-            outcome,
-            job.html_url,
-            ending,
-            reached_label(plan_track, track),
-            desktop=plan_track.gate is GateKind.DESKTOP,
-            rejected=_any_rejected(plan_track, track, snapshot),
-        )
-        work.effects.append(Announce(ended, failure=True))
-
-
-def _any_rejected(plan_track: PlanTrack, track: Track, snapshot: RunSnapshot) -> bool:
-    """Whether a stage of the track was rejected (by the stop, or by a person on GitHub), not
-    failed by its own job."""
-    for stage in track.stages:
-        spec = plan_track.stage(stage.key)
-        job = snapshot.job(spec.job)
-        if stage.state is StageState.REJECTED or (
-            job is not None and _rejected(job, snapshot.review_of(spec.environment))
-        ):
-            return True
-    return False
-
-
 def _end_with_run(
     work: Work, plan_track: PlanTrack, name: str, snapshot: RunSnapshot, now: datetime
 ) -> None:
@@ -363,7 +267,7 @@ def _end_with_run(
     reason = track.ended_reason or StopReason(StopKind.RUN_ENDED, outcome=conclusion)
     unseen = None
     if track.state is TrackState.ABORTING and track.ending is not TrackState.FAILED:
-        # Only its failure job's success rolls back or halts (`_reconcile_aborting`): the run
+        # Only its failure job's success rolls back or halts (`stopping`): the run
         # ended without the bot seeing it end (renamed in the workflow, not in the plan).
         unseen = plan_track.on_failure.job
         reason = StopReason(StopKind.RUN_ENDED, subject=unseen, outcome=conclusion, cause=reason)
@@ -377,6 +281,44 @@ def _end_with_run(
     work.set_track(ended)
     told = RunEnded(plan_track.label, conclusion, TrackState.FAILED, unseen)
     work.effects.append(Announce(told, failure=True))
+
+
+def _rerun_unseen(
+    rollout: Rollout, plan: RolloutPlan, snapshot: RunSnapshot, now: datetime
+) -> Decision:
+    """GitHub re-runs only a completed run: the attempt the rollout followed ended without the
+    bot seeing it (it was down, or it all happened between two looks), and the new attempt
+    starts every job again. Its stages, windows and gates would not be this rollout's, so the
+    rollout does not follow it: its tracks still going end failed, and the thread says where
+    each was last seen and that nothing approves the new attempt (see docs/controls.md)."""
+    work = Work(replace(rollout, attempt=snapshot.attempt))
+    reason = StopReason(StopKind.RERUN, outcome=str(snapshot.attempt))
+    ended: list[tuple[str, str | None]] = []
+    for track in rollout.tracks:
+        if track.state in TERMINAL_TRACK:
+            continue
+        plan_track = plan.track(track.name)
+        stage, stopped = track.current, track
+        if stage is not None and stage.state in WATCHED:
+            if stage.state is StageState.OBSERVING:
+                work.effects.append(cancel_window(track.name, stage))
+            stopped = track.with_stage(replace(stage, state=StageState.STOPPED))
+        work.set_track(
+            replace(
+                stopped, state=TrackState.FAILED, ending=None, ended_at=now, ended_reason=reason
+            )
+        )
+        ended.append((plan_track.label, reached_label(plan_track, track)))
+    told = RerunNotFollowed(
+        snapshot.run_id,
+        snapshot.html_url,
+        snapshot.attempt,
+        rollout.tag,
+        tuple(ended),
+        tuple(sorted(snapshot.waiting)),
+    )
+    work.effects.append(Announce(told, failure=True))
+    return _maybe_end(work, plan, now)
 
 
 def _maybe_end(work: Work, plan: RolloutPlan, now: datetime) -> Decision:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 from bot.domain.errors import RolloutError
-from bot.domain.gate import GateVerdict, gate_reason_words
+from bot.domain.gate import GateVerdict
 from bot.domain.members import member, replaced
 from bot.domain.plan import RolloutPlan
 from bot.domain.release_contents import ReleaseContents
 from bot.domain.schedule import Schedule
 from bot.domain.service import DEFAULT_SERVICE
-from bot.domain.stored_reason import known_reason, or_else
+from bot.domain.stored_reason import or_else
 
 
 class InvalidTransition(RolloutError):
@@ -107,10 +106,15 @@ class StopKind(StrEnum):
     JOB_FAILED = "job_failed"
     """Job `subject` ended `outcome` (a conclusion) on GitHub, or was skipped (no outcome)."""
     FAILURE_JOB_FAILED = "failure_job_failed"
-    """The failure job `subject` ended `outcome`; `cause` is why the track was stopping."""
+    """The failure job `subject` ended `outcome`; `cause` is why the track was stopping.
+    `detail`, when set: GitHub skipped it because the last stage, `detail`, deployed before
+    the stop took hold (nothing was rolled back)."""
     RUN_ENDED = "run_ended"
     """The run ended `outcome` (a conclusion) before the track did; while it stopped for
     `cause`, before its failure job `subject` was seen to end."""
+    RERUN = "rerun"
+    """The run was re-run on GitHub (attempt `outcome`) before the bot saw the attempt it
+    followed end (the bot was down, or between two looks): the rollout does not follow it."""
     COMPLETED = "completed"
     """The last stage `subject` deployed."""
     LEGACY = "legacy"
@@ -257,6 +261,10 @@ class Rollout:
     told_unread: bool = False
     """The thread was told that the run is unreadable (`RunUnreadable`), and not yet that it
     is read again."""
+    attempt: int | None = None
+    """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
+    to the run; None before, and in rollouts stored before it was kept (learnt at their next
+    look)."""
 
     def track(self, name: str) -> Track:
         return member(
@@ -331,68 +339,3 @@ def reopened_from(stage: Stage, now: datetime) -> datetime | None:
 def gate_missed(stage: Stage) -> bool:
     """Held without a verdict: the window's timer gave up before its gate could run."""
     return stage.state is StageState.HOLDING and stage.verdict is None
-
-
-def github_person(actor: str) -> str:
-    """A person of the project's own as a comment on GitHub names them: GitHub shows text as
-    it is and knows no Slack mention (in App mode the comment is all it shows of them)."""
-    return f"Slack user {actor}"
-
-
-def ended_words(state: TrackState) -> str:
-    return {
-        TrackState.COMPLETED: "completed",
-        TrackState.ROLLED_BACK: "rolled back",
-        TrackState.HALTED: "halted by the kill-switch",
-        TrackState.FAILED: "failed",
-        TrackState.CANCELLED: "cancelled",
-    }.get(state, str(state))
-
-
-def state_words(track: Track) -> str:
-    """The track's state in words: `rolling back` while it stops, `rolled back` once done."""
-    if track.state is TrackState.ABORTING:
-        return {
-            TrackState.ROLLED_BACK: "rolling back",
-            TrackState.HALTED: "tripping the kill-switch",
-        }.get(track.ending or TrackState.FAILED, "failing")
-    return ended_words(track.state)
-
-
-def reason_words(
-    reason: StopReason,
-    person: Callable[[str], str] = str,
-    typed: Callable[[str], str] = str,
-) -> str:
-    """Why a track ended, in words; `person` names an actor of the project's own (the Slack
-    edge makes it a mention, GitHub's comments `github_person`), `typed` shows a person's own
-    words, kept as typed (the Slack edge escapes them). GitHub logins are named as they are."""
-    who = person(reason.actor) if reason.actor else "someone"
-    said = f": {typed(reason.detail)}" if reason.detail else ""
-    match reason.kind:
-        case StopKind.CANCELLED:
-            return f"cancelled by {who}"
-        case StopKind.ROLLED_BACK:
-            return f"rolled back by {who}{said}"
-        case StopKind.KILL_SWITCH:
-            return f"kill-switch by {who}{said}"
-        case StopKind.GATE_FAILED:
-            why = gate_reason_words(known_reason(reason.detail))
-            return f"{reason.subject} gate {reason.outcome}: {why}"
-        case StopKind.REJECTED_ON_GITHUB:
-            return f"{reason.subject} rejected on GitHub by {reason.actor or 'Someone'}"
-        case StopKind.JOB_FAILED if reason.outcome is None:
-            return f"{reason.subject} was skipped"
-        case StopKind.JOB_FAILED | StopKind.FAILURE_JOB_FAILED:
-            cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
-            return f"{reason.subject} ended `{reason.outcome}`{cause}"
-        case StopKind.RUN_ENDED if reason.subject:
-            cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
-            return (
-                f"the run ended `{reason.outcome}` before {reason.subject} was seen to end{cause}"
-            )
-        case StopKind.RUN_ENDED:
-            return f"the run ended `{reason.outcome}` first"
-        case StopKind.COMPLETED:
-            return f"{reason.subject} deployed"
-    return reason.detail or UNKNOWN_STOP

@@ -1,0 +1,56 @@
+"""`OutboxStore.told_once` on SQLite: the notice that a release channel refuses the bot is
+written once, even while other writers commit around it."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event
+
+from bot.services.outbox_messages import REFUSED
+from bot.services.records import NewMessage
+from storage.db import create_session_factory, engine_for_one_task
+from storage.outbox import OutboxStore
+
+REFUSING = "C0RELEASES"
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+async def test_a_refusal_notice_is_written_while_another_writer_commits_meanwhile(
+    sqlite_database_url: str,
+) -> None:
+    """Another replica (or this one's delivery to another channel) commits while the notice
+    looks for the last message delivered in the refusing channel. Read and written in one
+    transaction, the write then failed at once, "database is locked" (SQLite refuses a write
+    on a snapshot older than the last commit), and the notice was not written."""
+    path = sqlite_database_url.split("///", 1)[1]
+    interposed: list[str] = []
+
+    def meanwhile(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "max(outbox.id)" in statement and not interposed:
+            other = sqlite3.connect(path, timeout=5)
+            with other:  # another connection's write, committed
+                other.execute(
+                    "INSERT INTO outbox (channel_id, kind, payload, created_at, due_at, attempts)"
+                    " VALUES ('C0ELSEWHERE', 'thread', '{}', '2026-12-06', '2026-12-06', 0)"
+                )
+            other.close()
+            interposed.append(statement)
+
+    notice = NewMessage(
+        kind=REFUSED,
+        channel_id="C0FAILURES",
+        payload={"channel": REFUSING, "refusal": "not_in_channel"},
+    )
+    async with engine_for_one_task(sqlite_database_url) as engine:
+        event.listen(engine.sync_engine, "after_cursor_execute", meanwhile)
+        store = OutboxStore(create_session_factory(engine))
+
+        assert await store.told_once(notice, refusing=REFUSING, now=NOW)
+
+        assert interposed
+        (written,) = [m for m in await store.pending() if m.kind == REFUSED]
+        assert written.payload["after"] == 0
+        assert not await store.told_once(notice, refusing=REFUSING, now=NOW)  # once
