@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,20 +14,16 @@ import pytest
 import test_scheduled_starts as starts
 from cleared import cleared_rollout
 from figures import passing_sandbox
-from replicas import poll_stores
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_scheduled_starts import sandbox
+from test_services_corners import serving_none
 from test_services_removed import BILLING, RELAY, restarted_with
 
-from bot.adapters.slack import messages
 from bot.domain.rollout import Phase
 from bot.domain.schedule import dispatch_timer_key
 from bot.plan_file import load_plan
-from bot.services.backoff import Backoff
-from bot.services.directory import EveryService
 from bot.services.effects import DISPATCH_TIMER
 from bot.services.records import Timer
-from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.github_repository import SimRepository
@@ -150,20 +145,6 @@ async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logge
         service="gone",
     )
 
-    def replica() -> Scheduler:  # a replica (started again) that does not serve `gone`
-        return Scheduler(
-            timers=timers,
-            service=EveryService([], rollouts=rollouts),
-            **poll_stores(session_factory),
-            words=messages,
-            clock=clock,
-            poll_interval=timedelta(hours=1),
-            rng=random.Random(7),
-            owner="replica-a",
-            max_attempts=2,
-            backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=2)),
-        )
-
     def buried() -> list[str]:
         return [
             r.getMessage()
@@ -173,14 +154,17 @@ async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logge
             and "not configured" in r.getMessage()
         ]
 
-    scheduler = replica()
+    scheduler = serving_none(session_factory, clock)  # a replica without `gone`
     for _ in range(4):
         await scheduler.fire_due()
         clock.advance(timedelta(seconds=5))
     dead = await timers.get(key=key)
     assert dead is not None and dead.dead_at is not None, dead
     assert len(buried()) == 1, buried()  # as it was dead-lettered: said once
-    for pruning in (scheduler, replica()):  # every hour, and as a replica starts
+    for pruning in (
+        scheduler,
+        serving_none(session_factory, clock),
+    ):  # every hour, and as a replica starts
         await pruning.prune()
         clock.advance(timedelta(minutes=61))
         await pruning.prune()

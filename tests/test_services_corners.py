@@ -206,18 +206,14 @@ async def test_a_freeze_and_a_lock_in_a_shared_channel_say_which_service_they_ho
 # -- timers of a removed service --------------------------------------------------------------
 
 
-async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
-    session_factory: async_sessionmaker[AsyncSession],
-) -> None:
-    """docs/services.md: a removed service's timers 'are retried and then dead-lettered'.
-    `EveryService.on_timer_dead` raises UnknownService as `on_timer` does, so the scheduler's
-    `_give_up` never buries the timer: it is released and retried for ever."""
-    timers = TimerStore(session_factory)
-    clock = ManualClock(NOW)
-    every = EveryService([], rollouts=RolloutStore(session_factory, clock=clock))
-    loop = Scheduler(
-        timers=timers,
-        service=every,
+def serving_none(
+    session_factory: async_sessionmaker[AsyncSession], clock: ManualClock
+) -> Scheduler:
+    """A replica's scheduler that serves no service (every timer's service was removed), two
+    attempts a timer, a second or two apart."""
+    return Scheduler(
+        timers=TimerStore(session_factory),
+        service=EveryService([], rollouts=RolloutStore(session_factory, clock=clock)),
         **poll_stores(session_factory),
         words=messages,
         clock=clock,
@@ -227,6 +223,17 @@ async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
         max_attempts=2,
         backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=2)),
     )
+
+
+async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """docs/services.md: a removed service's timers 'are retried and then dead-lettered'.
+    `EveryService.on_timer_dead` raises UnknownService as `on_timer` does, so the scheduler's
+    `_give_up` never buries the timer: it is released and retried for ever."""
+    timers = TimerStore(session_factory)
+    clock = ManualClock(NOW)
+    loop = serving_none(session_factory, clock)
     await timers.schedule(
         key="w", kind="window", due_at=NOW, now=NOW, payload={"track": "relay"}, service="gone"
     )
