@@ -16,7 +16,7 @@ from cleared import cleared_rollout
 from figures import passing_sandbox
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_scheduled_starts import sandbox
-from test_services_corners import serving_none
+from test_services_corners import no_service_scheduler
 from test_services_removed import BILLING, RELAY, restarted_with
 
 from bot.domain.rollout import Phase
@@ -154,7 +154,9 @@ async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logge
             and "not configured" in r.getMessage()
         ]
 
-    scheduler = serving_none(session_factory, clock)  # a replica without `gone`
+    scheduler = no_service_scheduler(
+        session_factory, clock, poll_interval=timedelta(hours=1)
+    )  # a replica without `gone`
     for _ in range(4):
         await scheduler.fire_due()
         clock.advance(timedelta(seconds=5))
@@ -163,7 +165,7 @@ async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logge
     assert len(buried()) == 1, buried()  # as it was dead-lettered: said once
     for pruning in (
         scheduler,
-        serving_none(session_factory, clock),
+        no_service_scheduler(session_factory, clock, poll_interval=timedelta(hours=1)),
     ):  # every hour, and as a replica starts
         await pruning.prune()
         clock.advance(timedelta(minutes=61))
