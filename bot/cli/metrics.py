@@ -14,7 +14,7 @@ from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
 from bot.cli.settings import load_for_command, one_service
 from bot.domain.gate import GateVerdict
 from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
-from bot.domain.metrics import QueryWindow, Reading, judge
+from bot.domain.metrics import QueryWindow, Reading, judge, window_ending
 from bot.domain.plan import Stage, Track, settle_of
 
 
@@ -39,16 +39,7 @@ def latest_window(
     minutes' figures are not all in yet: a crash reported at the app's next start)."""
     assert stage.window is not None  # only a stage with a window has a gate
     end = now - settle_of(track.metrics)
-    start = end - stage.window
-    return QueryWindow(
-        tag=tag,
-        track=name,
-        stage=stage.key,
-        start=start,
-        end=end,
-        rollout_start=start,
-        service=service,
-    )
+    return window_ending(end, stage.window, tag=tag, track=name, stage=stage.key, service=service)
 
 
 def main(args: list[str]) -> int:

@@ -136,6 +136,15 @@ class QueryWindow:
         }
 
 
+def window_ending(
+    end: datetime, length: timedelta, *, tag: str, track: str, stage: str, service: str
+) -> QueryWindow:
+    """A window of `length` ending at `end`, of no rollout (its `$since_start` is its length):
+    what `rollout-bot metrics` and the doctor read."""
+    start = end - length
+    return QueryWindow(tag, track, stage, start, end, rollout_start=start, service=service)
+
+
 def stage_window(
     rollout: Rollout, *, track: str, stage: str, now: datetime, settle: timedelta = timedelta(0)
 ) -> QueryWindow:
