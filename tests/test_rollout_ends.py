@@ -155,3 +155,32 @@ def test_only_a_newer_attempt_than_the_one_followed_ends_the_rollout() -> None:
             "was re-run on GitHub (attempt 3) before the bot saw attempt 2 end"
             in (thread(ended)[0])
         )
+
+
+def test_a_rollout_stored_before_attempts_were_kept_does_not_take_a_re_run_for_its_own() -> None:
+    """Stored before the bot kept the attempt it follows (an upgrade), the canary seen deployed
+    at T0+5m. While the bot was down for the upgrade the run ended and was re-run: attempt 2
+    started at T0+20m, after the deploy the rollout saw. The bot learnt attempt 2 as its own
+    and sat at the canary's window while attempt 2 waited at the canary, unanswered, and the
+    thread never heard of the re-run. An attempt started after a deploy the rollout saw is
+    not the one it followed; one started before (a run linked at attempt 2) is."""
+    stored_before = replace(canary_observing(), attempt=None)
+    rerun = replace(
+        snapshot(job(PREFLIGHT), waiting(CANARY), waiting(INTERNAL)),
+        attempt=2,
+        started_at=at(20),
+        waiting=frozenset({"relay-canary-5", "desktop-internal"}),
+    )
+
+    ended = reconcile(stored_before, PLAN, rerun, at(21))
+
+    assert ended.rollout.phase is Phase.ENDED
+    assert {t.state for t in ended.rollout.tracks} == {TrackState.FAILED}
+    assert CancelWindow("relay", "canary", at(35)) in ended.effects
+    assert not [e for e in ended.effects if isinstance(e, Review)]
+    told = thread(ended)[0]
+    assert "was re-run on GitHub (attempt 2) before the bot saw" in told, told
+    # The attempt it was linked at, started before the canary it saw deployed: its own.
+    linked_at_two = replace(snapshot(job(CANARY, completed_at=at(5))), attempt=2, started_at=at(1))
+    learnt = reconcile(stored_before, PLAN, linked_at_two, at(7)).rollout
+    assert (learnt.phase, learnt.attempt) == (Phase.RUNNING, 2)

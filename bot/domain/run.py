@@ -105,6 +105,9 @@ class RunSnapshot:
     deployments still waiting (among `waiting`): the service keeps them as requests."""
     attempt: int = 1
     """GitHub's `run_attempt`: 2 and up once someone re-ran the run (the same id, new jobs)."""
+    started_at: datetime | None = None
+    """When the attempt started (GitHub's `run_started_at`, which a re-run resets); None when
+    not reported."""
 
     @property
     def completed(self) -> bool:
