@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from test_rollout_machine import (
+    BETA,
     CANARY,
+    FULL,
+    GA,
     HALF,
     INTERNAL,
     KILL_SWITCH,
@@ -62,6 +65,8 @@ def test_a_rollback_github_skipped_before_anything_deployed_ends_rolled_back() -
     run = snapshot(
         job(PREFLIGHT),
         replace(job(CANARY, JobConclusion.FAILURE, at(3)), ran=False),  # rejected
+        job(HALF, JobConclusion.SKIPPED, at(3)),
+        job(FULL, JobConclusion.SKIPPED, at(3)),
         job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(3)),
         job(INTERNAL, None, status=JobStatus.IN_PROGRESS),
     )
@@ -85,6 +90,8 @@ def test_a_kill_switch_github_skipped_before_any_ring_ends_halted() -> None:
     stopping = abort(running(), PLAN, track="desktop", actor="U1", reason="", now=at(1)).rollout
     run = snapshot(
         replace(job(INTERNAL, JobConclusion.FAILURE, at(3)), ran=False),  # rejected
+        job(BETA, JobConclusion.SKIPPED, at(3)),
+        job(GA, JobConclusion.SKIPPED, at(3)),
         job(KILL_SWITCH, JobConclusion.SKIPPED, at(3)),
         waiting(CANARY),
     )
@@ -184,3 +191,33 @@ def test_a_rollout_stored_before_attempts_were_kept_does_not_take_a_re_run_for_i
     linked_at_two = replace(snapshot(job(CANARY, completed_at=at(5))), attempt=2, started_at=at(1))
     learnt = reconcile(stored_before, PLAN, linked_at_two, at(7)).rollout
     assert (learnt.phase, learnt.attempt) == (Phase.RUNNING, 2)
+
+
+def test_a_stage_job_the_bot_cannot_see_is_never_taken_for_nothing_deployed() -> None:
+    """The canary's job was renamed in the workflow, not in the plan, and a person approved
+    it on GitHub: it deployed 5%, unseen by the bot. Roll back; the run was cancelled on
+    GitHub, so its rollback was skipped. The bot read the missing job as "nothing ran" and
+    said the relay was rolled back with nothing deployed, while 5% ran the release. GitHub
+    lists every job of a run once its failure job ended (its needs ended first): a stage
+    job it does not list is one the bot cannot judge."""
+    stopping = abort(running(), PLAN, track="relay", actor="U1", reason="", now=at(1)).rollout
+    run = replace(
+        snapshot(
+            job(PREFLIGHT),
+            replace(job(CANARY, completed_at=at(3)), name="Relay canary 5%"),  # renamed
+            job(HALF, JobConclusion.SKIPPED, at(4)),
+            job(FULL, JobConclusion.SKIPPED, at(4)),
+            job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(4)),
+            job(INTERNAL, JobConclusion.CANCELLED, at(4)),
+        ),
+        status="completed",
+        conclusion="cancelled",
+    )
+
+    decision = reconcile(stopping, PLAN, run, at(5))
+
+    relay = decision.rollout.track("relay")
+    assert relay.state is TrackState.FAILED
+    standing = track_standing(relay, PLAN.track("relay"))
+    assert "nothing was deployed" not in standing, standing
+    assert not [t for t in thread(decision) if "nothing of Hosted relay" in t]
