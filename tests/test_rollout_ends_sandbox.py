@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 from figures import CANARY_OK, RINGS_OK
 from sandbox_views import deploying_canary, dispatched, reviews, stage_state
-
 from sqlalchemy import select
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.workflows import Workflow, deployment_strategy_workflow, release_workflow
 from storage.db import create_engine, create_session_factory
 from storage.models import RolloutRow
-from sandbox.workflows import Workflow, deployment_strategy_workflow, release_workflow
 
 pytestmark = pytest.mark.story
 """Stories: the database only keeps the rollout between two commands (SQLite alone)."""
