@@ -205,9 +205,7 @@ def test_a_stage_job_the_bot_cannot_see_is_never_taken_for_nothing_deployed() ->
         snapshot(
             job(PREFLIGHT),
             replace(job(CANARY, completed_at=at(3)), name="Relay canary 5%"),  # renamed
-            job(HALF, JobConclusion.SKIPPED, at(4)),
-            job(FULL, JobConclusion.SKIPPED, at(4)),
-            job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(4)),
+            *(job(name, JobConclusion.SKIPPED, at(4)) for name in (HALF, FULL, RELAY_ROLLBACK)),
             job(INTERNAL, JobConclusion.CANCELLED, at(4)),
         ),
         status="completed",
