@@ -43,7 +43,7 @@ from bot.adapters.slack.limits import (
 )
 from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain import rollout_command as commands
-from bot.domain.errors import InvalidCommand, RolloutError
+from bot.domain.errors import InvalidCommand, PromotedWhileStopping, RolloutError
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.lane import LaneClosed
 from bot.services.telemetry import Handled, Telemetry
@@ -128,8 +128,12 @@ def _handled_as(body: dict[str, Any]) -> tuple[Handled, str]:
 
 
 def failure_outcome(error: Exception, telemetry: Telemetry) -> str:
-    """How a request that failed ended, for the metrics (`refused`, `interrupted`, `error`);
-    a refusal is counted by its reason."""
+    """How a request that failed ended, for the metrics (`refused`, `interrupted`, `error`,
+    `promoted_while_stopping`); a refusal is counted by its reason. A Promote that GitHub
+    took while the track was being stopped was done, not refused: it has an outcome of its own
+    and is no refusal."""
+    if isinstance(error, PromotedWhileStopping):
+        return error.code
     if isinstance(error, RolloutError):
         telemetry.refused(reason=error.code)
         return "refused"

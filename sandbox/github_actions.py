@@ -64,6 +64,9 @@ class ActionsEngine(EnvironmentGates):
         self.listeners: list[Callable[[Transition], None]] = []
         self._secrets = secrets
         self._files = files
+        self.npm_up_to_date = False
+        """The Release workflow's packages are all on npm already: its publish step publishes
+        nothing (and passes, whatever the token)."""
         names = [job.environment for wf in self.workflows for job in wf.jobs if job.environment]
         self.environments: dict[str, int] = {}
         for name in [*names, *(protected_environments or ())]:
@@ -75,6 +78,7 @@ class ActionsEngine(EnvironmentGates):
         it; the approvals are not refused)."""
         self.rule_environments: set[str] = set()
         self.rule_reviews: list[Review] = []
+        self.bypasses: list[Review] = []
         self._failures = FailurePlan()
         self._run_numbers: dict[int, int] = {}
         self._touched: set[int] = set()
@@ -255,6 +259,7 @@ class ActionsEngine(EnvironmentGates):
             inputs=run.inputs,
             secrets=frozenset(self._secrets),
             files=self._files.get(run.branch, {}),
+            npm_up_to_date=self.npm_up_to_date,
         )
         slot = (job.due_at - job.started_at) / len(job.steps)
         failed = False

@@ -76,6 +76,7 @@ _PERMISSIONS = (
     ("POST", "/repos/*/*/actions/runs/*/deployment_protection_rule", "deployments", "write"),
     ("POST", "/repos/*/*/actions/**", "actions", "write"),
     ("GET", "/repos/*/*/actions/secrets/**", "secrets", "read"),
+    ("GET", "/repos/*/*/actions/organization-secrets", "secrets", "read"),
     ("GET", "/repos/*/*/actions/**", "actions", "read"),
     ("GET", "/repos/*/*/environments/**", "actions", "read"),
     ("GET", "/repos/*/*/hooks/**", "repository_hooks", "read"),

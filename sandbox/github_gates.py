@@ -38,6 +38,8 @@ class EnvironmentGates(ABC):
     reviews: list[Review]
     rule_reviews: list[Review]
     """The App's answers to its protection rule, oldest first."""
+    bypasses: list[Review]
+    """Admins' starts of waiting jobs past their protection rules, oldest first."""
     deployments: list[Deployment]
     ids: Ids
 
@@ -103,6 +105,29 @@ class EnvironmentGates(ABC):
                 self._reject(run, job, now)
             else:
                 self._pass(run, job, "rule", actor, now)
+        self.process()
+
+    def bypass(self, run_id: int, *, environments: list[str], comment: str, actor: str) -> None:
+        """A repository admin's "Start all waiting jobs" on the run's page: the jobs waiting at
+        `environments` deploy past every protection rule (reviewers, the App's rule), with no
+        answer from the App; its request stays unanswered, and the callback answers 422 from
+        then on ("Bypassing deployment protection rules", GitHub's reviewing-deployments
+        page). Nothing is listed among the reviewers' reviews."""
+        run, now = self.runs[run_id], self.clock()
+        names = {name.casefold() for name in environments}
+        jobs = [j for j in self.waiting_jobs(run_id) if (j.environment or "").casefold() in names]
+        if not jobs:
+            raise ActionsError(422, "No pending deployments to bypass")
+        self.bypasses.append(
+            Review(
+                len(self.bypasses) + 1, run_id, tuple(environments), "approved", comment, actor, now
+            )
+        )
+        for job in jobs:
+            job.gates.clear()
+            deployment = job.deployment or self._deploy(run, job, actor, now)
+            self._set_status(deployment, "in_progress", now)
+            self._begin(run, job, now)
         self.process()
 
     def rule_jobs(self, run_id: int, environment: str) -> list[SimJob]:

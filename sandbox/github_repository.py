@@ -5,6 +5,7 @@ turn on them. The simulator is its first repository and serves more (`add_reposi
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -86,6 +87,8 @@ class SimRepository:
         self.hooks: list[Hook] = []
         """The repository's webhooks and their deliveries (`add_hook`), for the doctor."""
         self.secrets: dict[str, datetime] = {}
+        self.organization_secrets: dict[str, datetime] = {}
+        """The organization's secrets shared with the repository (its own take precedence)."""
         self.secrets_forbidden = False
         self.history = History()
         """Commits, tags and releases (what compare and releases/latest answer from)."""
@@ -94,7 +97,7 @@ class SimRepository:
             workflows=workflows,
             protected_environments=protected_environments,
             clock=clock,
-            secrets=self.secrets,
+            secrets=ChainMap(self.secrets, self.organization_secrets),
             files=self.files,
             job_duration=job_duration,
             ids=ids,

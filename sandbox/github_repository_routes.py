@@ -43,6 +43,7 @@ class RepositoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/actions/workflows", self.list_workflows)
         app.router.add_get(f"{repo}/actions/workflows/{{workflow}}", self.get_workflow)
         app.router.add_get(f"{repo}/actions/secrets", self.list_secrets)
+        app.router.add_get(f"{repo}/actions/organization-secrets", self.list_organization_secrets)
         app.router.add_get(f"{repo}/actions/secrets/{{name}}", self.get_secret)
         app.router.add_get(f"{repo}/environments", self.list_environments)
         app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
@@ -146,6 +147,14 @@ class RepositoryRoutes(SimulatorRoutes):
     async def list_secrets(self, request: web.Request) -> web.Response:
         secrets = self._secrets(request)
         items = [_secret_json(name, secrets[name]) for name in sorted(secrets)]
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "secrets": page}, headers=headers)
+
+    async def list_organization_secrets(self, request: web.Request) -> web.Response:
+        """The organization's secrets shared with the repository, names and dates only."""
+        self._secrets(request)  # the same permission and access as the repository's own
+        shared = self._repository(request).organization_secrets
+        items = [_secret_json(name, shapes.iso(shared[name])) for name in sorted(shared)]
         page, headers = self._paginate(request, items)
         return json_response({"total_count": len(items), "secrets": page}, headers=headers)
 

@@ -32,6 +32,8 @@ class StepContext:
     inputs: Mapping[str, str]
     secrets: frozenset[str]
     files: Mapping[str, str]
+    npm_up_to_date: bool = False
+    """Every package version at the ref is on npm already: `changeset publish` has nothing to do."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,17 @@ def _validate_npm_credentials(context: StepContext) -> StepOutcome:
 
 
 def _publish_packages(context: StepContext) -> StepOutcome:
+    if context.npm_up_to_date:
+        # changesets' own words; npm is only read, so no token is needed nor checked.
+        return StepOutcome(
+            True,
+            (
+                "Running changesets publish",
+                "🦋  warn @scriptum/cli is not being published because version 1.4.2 is "
+                "already published on npm",
+                "🦋  warn No unpublished projects to publish",
+            ),
+        )
     if "NPM_TOKEN" in context.secrets:
         return StepOutcome(
             True,

@@ -14,6 +14,7 @@ reads that service's requests only; without one, every service's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -90,7 +91,10 @@ class ProtectionRuleStore(ServiceStore):
         payload: the same request sent again under a new delivery id, whose chain of asks is
         under way); no timer is written then. The delivery is written first, so that on SQLite
         the read after it sees every hold committed before; on PostgreSQL two deliveries of one
-        request held at the same instant may still both start asking (each is kept once)."""
+        request held at the same instant may still both start asking (each is kept once). The
+        pending timer that asks for it already is given the payload `asks_for` gives: a re-run's
+        request that repeats the first attempt's body (no deployment) moves the chain's end
+        to 30 days after itself."""
         if request.deployment_id and await self._asked_for(request):
             return False
         service = self._service or request.service
@@ -110,7 +114,15 @@ class ProtectionRuleStore(ServiceStore):
                     TimerRow.kind == timer.kind, TimerRow.service == service, pending_timer()
                 )
             )
-            if any(_asks(asks_for, key, payload) for key, payload in asking):
+            going = False
+            for key, payload in asking:
+                carried = _asks(asks_for, key, payload)
+                going = going or carried is not None
+                if carried is not None and dict(carried) != payload:
+                    await session.execute(
+                        update(TimerRow).where(TimerRow.key == key).values(payload=dict(carried))
+                    )
+            if going:
                 return False
             await session.execute(
                 insert_new(
@@ -232,16 +244,20 @@ class ProtectionRuleStore(ServiceStore):
             )
             return None if row is None else row.answer  # type: ignore[return-value]
 
-    async def prune(self, *, before: datetime) -> int:
+    async def prune(self, *, before: datetime, open_before: datetime) -> int:
+        """Forget the requests closed that were made before `before`, and those still open
+        made before `open_before` (GitHub no longer holds their job); how many."""
+        forgettable = or_(Row.answer.is_not(None), Row.requested_at < open_before)
         async with self._sessions.begin() as session:
             result = await session.execute(
-                delete(Row).where(Row.requested_at < before, *self._scope)
+                delete(Row).where(Row.requested_at < before, forgettable, *self._scope)
             )
             return rows_changed(result)
 
 
-def _asks(asks_for: AsksFor, key: str, payload: dict[str, Any] | None) -> bool:
-    """Whether the pending timer `key` asks for the request; a payload that does not read
+def _asks(asks_for: AsksFor, key: str, payload: dict[str, Any] | None) -> Mapping[str, Any] | None:
+    """What the pending timer `key` carries when it asks for the request (`asks_for`); a payload
+    that does not read
     (`asks_for` raised ValueError) asks for nothing, said in a WARNING line naming the timer,
     never its payload: one bad timer must not fail every request held after it."""
     try:
@@ -252,7 +268,7 @@ def _asks(asks_for: AsksFor, key: str, payload: dict[str, Any] | None) -> bool:
             key,
             type(error).__name__,
         )
-        return False
+        return None
 
 
 def _delivery(delivery_id: str, request: RuleRequest) -> dict[str, object]:

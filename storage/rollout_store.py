@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,6 +50,9 @@ from storage.rollout_records import (
     TrackRecord,
 )
 from storage.rollout_repository import RolloutRepository
+
+S = TypeVar("S")
+V = TypeVar("V")
 
 
 class RolloutStore:
@@ -284,7 +287,9 @@ def _track_record(
         state=track.state.value,
         current_stage=_current_stage(track),
         ending=None if track.ending is None else track.ending.value,
-        ended_reason=None if track.ended_reason is None else reason_to_json(track.ended_reason),
+        ended_reason=_kept(
+            stored.ended_reason, track.ended_reason, reason_from_json, reason_to_json
+        ),
         # Storage keeps no open track in an ended rollout.
         ended_at=track.ended_at or rollout_ended_at,
         stages=tuple(_stage_record(stage, stored.stage(stage.key)) for stage in track.stages),
@@ -301,8 +306,22 @@ def _stage_record(stage: Stage, stored: StageRecord) -> StageRecord:
         extensions=stage.extensions,
         observed_from=stage.observed_from,
         verdict=None if verdict is None else verdict.verdict.value,
-        verdict_detail=None if verdict is None else verdict_to_json(verdict),
+        verdict_detail=_kept(stored.verdict_detail, verdict, verdict_from_json, verdict_to_json),
     )
+
+
+def _kept(
+    stored: S | None, value: V | None, read: Callable[[S], V], write: Callable[[V], S]
+) -> S | None:
+    """`value` as stored: the stored form itself while it still reads as `value`, else written
+    anew. A newer version's replica (a rolling upgrade) may have stored what this one reads only
+    in part (a stop's kind read as legacy, a gate's reason unsaid): saving the rollout for
+    another change must not write that back in this version's poorer words."""
+    if value is None:
+        return None
+    if stored is not None and read(stored) == value:
+        return stored
+    return write(value)
 
 
 # -- storage -> domain -------------------------------------------------------------------------

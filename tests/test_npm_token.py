@@ -23,7 +23,6 @@ from bot.domain.errors import NotAReleaseChannel, PlanError
 from bot.domain.npm import (
     MAX_ERROR,
     RELEASE_TIMER,
-    NpmError,
     ReleaseFollow,
     ReleasePhase,
     RunCheck,
@@ -33,9 +32,13 @@ from bot.domain.npm import (
     Walkthrough,
     clip_error,
     github_web_url,
+)
+from bot.domain.npm_log import (
+    NpmError,
     npm_error,
     output_lines,
     printed_skip_warning,
+    published_nothing,
 )
 from bot.domain.plan import NpmRelease
 from bot.domain.reasons import Reason
@@ -204,7 +207,10 @@ async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
 async def test_a_missing_secret_fails_step_3_and_step_2_in_place(box: Sandbox) -> None:
     message = await open_walkthrough(box)
     shown = await press(box, message, NpmAction.CHECK_SECRET, number=3, until=":x: failed")
-    assert "`NPM_TOKEN` is not set in `scriptum/scriptum`: add it (step 2)" in shown
+    assert (
+        "`NPM_TOKEN` is not set in `scriptum/scriptum`, nor shared with it by its organization: "
+        "add it (step 2)"
+    ) in shown
     assert ":x: failed" in step(message, 2)
     assert len(box.slack.calls_to("chat.postMessage")) == 1
     assert message.updates == 1
@@ -223,6 +229,34 @@ async def test_the_secret_age_is_checked_against_the_plan(
     assert "`NPM_TOKEN` is set: created" in shown and f"({days} days ago)" in shown
     assert ("older than 80 days" in shown) is warned
     assert ":white_check_mark: done" in step(message, 2)
+
+
+async def test_an_organization_secret_shared_with_the_repository_is_found(box: Sandbox) -> None:
+    # The Release workflow reads an organization's NPM_TOKEN shared with the repository: step 3
+    # must not call it missing (and send people to add a repository secret that replaces it).
+    box.github.organization_secrets["NPM_TOKEN"] = datetime.now(UTC) - timedelta(days=3, hours=1)
+    box.github.organization_secrets["OTHER_TOKEN"] = datetime.now(UTC)
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_SECRET, number=3, until=":white_check_mark: done"
+    )
+    assert "`NPM_TOKEN` is an organization secret shared with `scriptum/scriptum`" in shown
+    assert "(3 days ago)" in shown
+    assert ":white_check_mark: done" in step(message, 2)
+    release_run(box)
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="success")
+    assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
+
+
+async def test_the_repositorys_own_secret_comes_before_the_organizations(box: Sandbox) -> None:
+    box.github.organization_secrets["NPM_TOKEN"] = datetime.now(UTC) - timedelta(days=300)
+    set_secret(box, age=timedelta(days=2, hours=1))
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_SECRET, number=3, until=":white_check_mark: done"
+    )
+    assert "`NPM_TOKEN` is set: created" in shown and "(2 days ago)" in shown
+    assert "organization" not in shown
 
 
 async def test_no_permission_to_read_secrets_says_which_permission(box: Sandbox) -> None:
@@ -315,6 +349,27 @@ async def test_a_clean_run_passes_every_check(box: Sandbox) -> None:
     assert f"*{PUBLISH}* passed" in shown
     assert ":white_check_mark: done" in step(message, 1)
     assert ":white_check_mark: done" in step(message, 2)
+
+
+async def test_a_run_that_published_nothing_does_not_pass_for_a_verified_token(
+    box: Sandbox,
+) -> None:
+    # `changeset publish` passes when every version is on npm already, without using the
+    # token: an expired or wrong-scope token goes unnoticed until the next real publish.
+    set_secret(box, age=timedelta(days=2))
+    box.github.engine.npm_up_to_date = True
+    release_run(box)
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":warning: needs attention"
+    )
+    assert ": success." in shown
+    assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
+    assert f"*{PUBLISH}* passed but published nothing" in shown
+    assert "No unpublished projects to publish" in shown
+    assert "npm never used the token" in shown
+    assert ":white_check_mark: done" not in step(message, 1)
+    assert ":white_check_mark: done" in step(message, 2)  # the validate step saw a token
 
 
 async def test_a_secret_added_after_the_failed_run_asks_for_a_new_run(box: Sandbox) -> None:
@@ -540,6 +595,27 @@ def test_the_web_address_comes_from_the_api_address(api: str, web: str) -> None:
     assert github_web_url(api) == web
 
 
+@pytest.mark.parametrize(
+    ("lines", "nothing"),
+    [
+        (["🦋  warn No unpublished projects to publish"], True),
+        (["🦋  success packages published successfully:", "🦋  @scriptum/cli@1.4.2"], False),
+        # Some versions were on npm already, another was published: the token was used.
+        (
+            [
+                "🦋  warn @scriptum/cli is not being published because version 1.4.2 is "
+                "already published on npm",
+                "🦋  success packages published successfully:",
+            ],
+            False,
+        ),
+        (["done"], False),  # another publish tool: nothing to go by
+    ],
+)
+def test_a_publish_that_published_nothing_is_told_apart(lines: list[str], nothing: bool) -> None:
+    assert published_nothing(lines) is nothing
+
+
 def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
     now = datetime(2026, 1, 5, tzinfo=UTC)
     run = RunSummary(
@@ -558,10 +634,13 @@ def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
         validate_step=StepVerdict.WARNED,
         publish_step=StepVerdict.FAILED,
         npm_error=NpmError.TWO_FACTOR,
+        published_nothing=True,  # never with an npm error, but counted all the same
         log_unavailable=clip_error('"\n' * MAX_ERROR),  # each takes two in JSON
     )
     walkthrough = Walkthrough(
-        secret=SecretCheck(max_age_days=80, error=clip_error("\\" * 2 * MAX_ERROR)),
+        secret=SecretCheck(
+            max_age_days=80, organization=True, error=clip_error("\\" * 2 * MAX_ERROR)
+        ),
         last_run=check,
         release=ReleaseFollow(
             requested_by="U" * 11,

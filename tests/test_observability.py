@@ -39,12 +39,13 @@ from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain.errors import GitHubError, GitHubRateLimited
+from bot.domain.errors import GitHubError, GitHubRateLimited, NotAuthorized, PromotedWhileStopping
 from bot.domain.rollout import StageState
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.clock_skew import SQLITE_SKIPPED
 from bot.services.telemetry import Backlog
 from bot.version import build
+from handlers.errors import failure_outcome
 from sandbox.config import (
     BYSTANDER,
     GITHUB_TOKEN,
@@ -750,3 +751,25 @@ def test_metrics_token_is_a_masked_secret_and_a_bad_one_is_named(
             "METRICS_TOKEN: must be printable ASCII without spaces (a bearer token); leave it "
             "unset to serve /metrics without one"
         ]
+
+
+def test_a_promote_overtaken_by_a_stop_is_counted_apart_from_refusals() -> None:
+    """A Promote whose approval GitHub took while another replica stopped the track was done
+    (GitHub deploys the stage): not a refusal. It has its own outcome, and no reason among
+    the refusals, so a refusals panel or alert does not count a deploy that happened."""
+    telemetry = PrometheusTelemetry(build())
+    for error in (PromotedWhileStopping("done, but rolling back"), NotAuthorized("no")):
+        outcome = failure_outcome(error, telemetry)
+        telemetry.handled(kind="click", name="promote", outcome=outcome)
+
+    found = parse(telemetry.exposition(None)[0].decode())
+
+    clicks = "rollout_bot_clicks_total"
+    assert value(found, clicks, action="promote", outcome="promoted_while_stopping") == 1
+    assert value(found, clicks, action="promote", outcome="refused") == 1
+    refusals = {
+        dict(labels)["reason"]
+        for (name, labels) in found
+        if name.startswith("rollout_bot_refusals")
+    }
+    assert refusals == {"not_authorized"}

@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import Phase
 from bot.plan_file import load_plan
+from bot.services.retention import Retention
+from storage.claims import ClaimStore
+from storage.deliveries import DeliveryLog
 from storage.protection_rules import ProtectionRuleStore
 from storage.rollout_store import RolloutStore
 
@@ -104,3 +107,32 @@ async def test_a_request_of_a_run_whose_rollout_ended_is_swept_and_the_newest_ro
     await rollouts.create(rollout=replace(adopted, run_id=RUN), plan=plan)
     assert (await rollouts.phase_by_run_id(RUN) or ("",))[0] == "r-2"
     assert (found := await rollouts.by_run_id(RUN)) is not None and found.id == "r-2"
+
+
+async def test_retention_prunes_answered_requests_and_open_ones_only_past_githubs_limit(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """RETENTION_DAYS=7: a request answered 10 days ago is forgotten, one still held since
+    then is not (GitHub holds its job up to 30 days: forgetting it would lose its card and
+    its answer); one held 31 days ago is past GitHub's limit and goes too."""
+    store = ProtectionRuleStore(session_factory)
+    now = AT + timedelta(days=40)
+    answered = RuleRequest(RUN, "relay-canary-5", 7, now - timedelta(days=10))
+    held = RuleRequest(RUN, "relay-rollout-50", 8, now - timedelta(days=10))
+    expired = RuleRequest(RUN + 1, "relay-canary-5", 9, now - timedelta(days=31))
+    fresh = RuleRequest(RUN + 2, "relay-canary-5", 10, now - timedelta(days=1))
+    for request in (answered, held, expired, fresh):
+        assert await store.remember(request)
+    await store.close(run_id=RUN, environment="relay-canary-5", answer="approved", at=now)
+    retention = Retention(
+        claims=ClaimStore(session_factory),
+        deliveries=DeliveryLog(session_factory),
+        keep=timedelta(days=7),
+        rules=store,
+    )
+
+    await retention.prune(now=now)
+
+    assert [r.environment for r in await store.for_run(RUN)] == ["relay-rollout-50"]
+    assert await store.for_run(RUN + 1) == []
+    assert len(await store.open_for_run(RUN + 2)) == 1

@@ -934,6 +934,23 @@ def test_a_completion_time_ahead_of_the_bots_clock_ends_the_track_now() -> None:
     assert ahead.track("relay").ended_at == at(150)
 
 
+def test_a_completion_time_before_the_dispatch_ends_the_track_when_the_bot_saw_it() -> None:
+    """GitHub's clock far behind the bot's (a GitHub Enterprise Server off its time source):
+    a job that reports completing before the rollout was even dispatched did not. Its track
+    (and the rollout) end when the bot saw it, as before GitHub's times were taken: never a
+    lead time below zero, nor a report period before the release began."""
+    rollout = at_half_and_beta()
+    rollout = passed(rollout, "relay", "half", relay_verdict(), at(141))
+    asked = snapshot(waiting(FULL), waiting_on={"relay-rollout-100"})
+    rollout = reconcile(rollout, PLAN, asked, at(142)).rollout
+    assert rollout.dispatched_at == T0
+
+    skewed = snapshot(job(FULL, completed_at=T0 - timedelta(days=1)))
+    behind = reconcile(rollout, PLAN, skewed, at(150)).rollout
+
+    assert behind.track("relay").ended_at == at(150)
+
+
 def test_a_manual_kill_during_the_internal_window() -> None:
     rollout = desktop_internal_observing(canary_observing())
     why = "kill-switch by <@U9>: crash reports from support"

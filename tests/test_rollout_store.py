@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 from cleared import cleared_rollout
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.slack.messages import reason_text
@@ -266,6 +266,59 @@ async def test_a_stop_whose_kind_or_gate_reason_a_newer_version_wrote_still_load
     assert reason_text(desktop) == UNKNOWN_STOP
     assert relay is not None and reason_text(relay) == "half gate ROLLBACK: failed"
     assert rollout_card(loaded, PLAN) and loaded.tag in rollout_text(loaded, PLAN)
+
+
+async def test_what_a_newer_version_wrote_is_kept_when_this_one_saves_the_rollout(
+    store: RolloutStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A rolling upgrade: the next version stopped the desktop track for a kind of stop this
+    one does not know, and its canary verdict carries a gate reason this one does not know.
+    A replica of this version then moves the relay track on and saves the rollout: what it
+    only read (as a legacy stop, a reason unsaid) is not written back over the newer words,
+    so the next version, once rolled out, still says why the track stopped."""
+    created = await store.create(rollout=_rollout(), plan=PLAN)
+    await store.save(_far_along(_running(created)))
+    newer_stop = '{"kind": "paused_by_the_next_version", "actor": "U0MANAGER", "subject": "beta"}'
+    async with session_factory.begin() as session:
+        await session.execute(
+            update(RolloutTrackRow)
+            .where(RolloutTrackRow.rollout_id == created.id, RolloutTrackRow.track == "desktop")
+            .values(ended_reason=newer_stop)
+        )
+        canary = await session.scalar(
+            select(StageRow).where(
+                StageRow.rollout_id == created.id,
+                StageRow.track == "relay",
+                StageRow.key == "canary",
+            )
+        )
+        assert canary is not None and canary.verdict_detail is not None
+        newer_verdict = {**canary.verdict_detail, "reason": "a_reason_of_the_next_version"}
+        canary.verdict_detail = newer_verdict
+    loaded = await store.get(created.id)
+    assert loaded is not None
+
+    relay = loaded.track("relay")
+    moved = relay.with_stage(replace(relay.stage("half"), extensions=2))
+    await store.save(loaded.with_track(moved))
+
+    async with session_factory() as session:
+        kept = await session.scalar(
+            select(RolloutTrackRow.ended_reason).where(
+                RolloutTrackRow.rollout_id == created.id, RolloutTrackRow.track == "desktop"
+            )
+        )
+        verdict = await session.scalar(
+            select(StageRow.verdict_detail).where(
+                StageRow.rollout_id == created.id,
+                StageRow.track == "relay",
+                StageRow.key == "canary",
+            )
+        )
+    assert kept == newer_stop
+    assert verdict == newer_verdict
+    saved = await store.get(created.id)
+    assert saved is not None and saved.track("relay").stage("half").extensions == 2
 
 
 async def test_a_second_rollout_on_a_busy_track_names_the_active_one(store: RolloutStore) -> None:

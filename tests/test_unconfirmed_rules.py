@@ -355,3 +355,37 @@ async def test_two_replicas_take_a_held_request_in_once(
     assert await held(box) == []
     bodies = [json.loads(d.body)["environment"] for d in box.github.app_hook.deliveries]
     assert sorted(bodies) == ["desktop-internal", "relay-canary-5"]
+
+
+async def test_a_rerun_s_request_held_behind_its_first_attempt_s_asks_has_its_own_30_days(
+    box: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub's request names no deployment, so a re-run's request repeats the first attempt's
+    body: while the first is still asked about, the re-run's is `duplicate` (one request, one
+    chain of asks), but the asking goes on 30 days from the newest request, not the first:
+    GitHub holds the re-run's job that long. Once GitHub answers, the re-run's is taken in."""
+    github_down(box)
+    assert box.github.app is not None
+    body = request_naming(box, box.github.app.installation_id)
+    body["deployment"] = None
+    assert (await box.github.app_hook.send(EVENT, body)).result == "unconfirmed"
+    await box.stop_bot()
+    box.clock.advance(timedelta(days=20))  # the first attempt is cancelled, then re-run
+    await box.start_bot()
+    await asked(box, again=1)  # the chain's first ask, overdue, made: GitHub still down
+    rerun_at = box.clock()
+
+    assert (await box.github.app_hook.send(EVENT, body)).result == "duplicate"
+
+    await box.stop_bot()
+    box.clock.advance(timedelta(days=11))  # 31 days after the first request, 11 after this
+    box.github.clear_failures()
+    await box.start_bot()
+    await box.pass_time(timedelta(hours=1, seconds=1))
+    await asked(box, again=0)
+    await box.services.webhooks.settled()
+
+    assert "has not confirmed in 30 days" not in caplog.text
+    (request,) = await box.services.webhooks.rules.for_run(9001000777)
+    assert request.environment == "relay-canary-5"
+    assert rerun_at <= request.requested_at <= rerun_at + timedelta(seconds=5)

@@ -9,8 +9,6 @@ ever sees a token value: GitHub only reports a secret's name and dates.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from bot.domain.npm_log import (
+    NpmError,
+    npm_error,
+    output_lines,
+    printed_skip_warning,
+    published_nothing,
+)
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
 
@@ -31,12 +36,6 @@ RELEASE_TIMER = "npm_release"
 SKIP_WARNING = "NPM_TOKEN secret not configured — skipping npm publish."
 """What the validate step prints when the secret is empty; it passes all the same."""
 
-# Matched without the dash, which a workflow may print as "--" or "-".
-_SKIP_MARK = "NPM_TOKEN secret not configured"
-_LOG_TIMESTAMP = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
-_NPM_CODE = re.compile(r"\bnpm (?:ERR!|error) code (E[A-Z0-9]+)\b")
-_NEED_AUTH = re.compile(r"\bENEEDAUTH\b")
-_TWO_FACTOR = re.compile(r"two-factor|\b2fa\b|one-time password|\bEOTP\b", re.IGNORECASE)
 MAX_ERROR = 300
 """GitHub error texts kept in a check: the state rides in Slack button values (2000 chars)."""
 
@@ -71,6 +70,8 @@ class SecretMetadata:
     name: str
     created_at: datetime
     updated_at: datetime
+    organization: bool = False
+    """An organization secret shared with the repository (it has none of its own by that name)."""
 
 
 @dataclass(frozen=True)
@@ -139,16 +140,6 @@ class StepVerdict(StrEnum):
     """The job has no step of that name (the plan's step names do not match the workflow)."""
 
 
-class NpmError(StrEnum):
-    """npm's refusal in the publish step's log, each with its own fix."""
-
-    NEED_AUTH = "ENEEDAUTH"
-    UNAUTHORIZED = "E401"
-    TWO_FACTOR = "E403-2FA"
-    FORBIDDEN = "E403"
-    NOT_FOUND = "E404"
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -161,6 +152,8 @@ class SecretCheck(_Model):
     updated_at: datetime | None = None
     age_days: Annotated[int, Field(ge=0)] | None = None
     max_age_days: int
+    organization: bool | None = None
+    """Found among the organization's secrets shared with the repository (True or left out)."""
     error: ErrorText | None = None
 
     @property
@@ -211,6 +204,9 @@ class RunCheck(_Model):
     validate_step: StepVerdict | None = None
     publish_step: StepVerdict | None = None
     npm_error: NpmError | None = None
+    published_nothing: bool | None = None
+    """The publish step passed without publishing (every version on npm already): npm never
+    used the token. None when not seen (and in checks made before this was looked for)."""
     log_unavailable: ErrorText | None = None
     """Why the job's log could not be read (the verdict then rests on step conclusions)."""
     error: ErrorText | None = None
@@ -226,7 +222,7 @@ class RunCheck(_Model):
         verdicts = {self.validate_step, self.publish_step}
         if not self.job_found or verdicts & {StepVerdict.FAILED, StepVerdict.MISSING}:
             return Tone.FAILED
-        if verdicts == {StepVerdict.PASSED}:
+        if verdicts == {StepVerdict.PASSED} and not self.published_nothing:
             return Tone.OK
         return Tone.WARNING
 
@@ -299,53 +295,8 @@ def assess_secret(
         updated_at=secret.updated_at,
         age_days=age,
         max_age_days=max_age_days,
+        organization=True if secret.organization else None,
     )
-
-
-def output_lines(log: str) -> list[str]:
-    """The lines a job's steps printed, without timestamps and without the `##[group]Run ...`
-    blocks in which GitHub echoes each step's script (a script that *would* print the warning
-    must not count as having printed it)."""
-    lines: list[str] = []
-    echo = False
-    for raw in log.splitlines():
-        line = _LOG_TIMESTAMP.sub("", raw, count=1)
-        if line.startswith("##[group]"):
-            echo = line.removeprefix("##[group]").startswith("Run ")
-            continue
-        if line.startswith("##[endgroup]"):
-            echo = False
-            continue
-        if not echo:
-            lines.append(line)
-    return lines
-
-
-def printed_skip_warning(lines: Sequence[str]) -> bool:
-    return any(_SKIP_MARK in line for line in lines)
-
-
-def npm_error(lines: Sequence[str]) -> NpmError | None:
-    """npm's first credential refusal in the log: ENEEDAUTH, E401, E403 (two-factor or not),
-    E404; None when the log shows none of them."""
-    for index, line in enumerate(lines):
-        if _NEED_AUTH.search(line):
-            return NpmError.NEED_AUTH
-        match = _NPM_CODE.search(line)
-        if match is None:
-            continue
-        code = match.group(1)
-        if code == "EOTP":
-            return NpmError.TWO_FACTOR
-        if code == "E401":
-            return NpmError.UNAUTHORIZED
-        if code == "E404":
-            return NpmError.NOT_FOUND
-        if code == "E403":
-            # npm prints the registry's reason on the lines after the code.
-            reason = " ".join(lines[index : index + 6])
-            return NpmError.TWO_FACTOR if _TWO_FACTOR.search(reason) else NpmError.FORBIDDEN
-    return None
 
 
 def _verdict(step: JobStep | None, *, warned: bool = False) -> StepVerdict:
@@ -386,6 +337,9 @@ def assess_run(
         validate_step=_verdict(job.step(npm.validate_step), warned=printed_skip_warning(lines)),
         publish_step=publish,
         npm_error=npm_error(lines) if publish is StepVerdict.FAILED else None,
+        published_nothing=(
+            True if publish is StepVerdict.PASSED and published_nothing(lines) else None
+        ),
         log_unavailable=clip_error(log_unavailable) if log_unavailable else None,
     )
 

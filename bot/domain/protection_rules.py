@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -33,6 +33,11 @@ could not tell it as the request came (`bot.services.unconfirmed_rules`)."""
 
 RuleAnswer = Literal["approved", "rejected", "gone"]
 """How a request was closed: answered, or found no longer waiting (its deployment moved on)."""
+
+GITHUB_WAIT_LIMIT = timedelta(days=30)
+"""How long GitHub lets a workflow wait on environment approvals (Actions limits: "Gate approval
+time", 30 days; a run is cancelled after 35 days in all): a request older than that is no
+longer held by anyone."""
 
 MAX_RUN_ID = 2**63 - 1
 """Run ids are stored as 64-bit integers."""

@@ -108,6 +108,11 @@ class RunSnapshot:
     started_at: datetime | None = None
     """When the attempt started (GitHub's `run_started_at`, which a re-run resets); None when
     not reported."""
+    bypassed: frozenset[str] = frozenset()
+    """Environments whose job started (or ran) while the App's request for it was still
+    open, unanswered: a repository admin started it past its protection rules on GitHub (or
+    an answer of the bot's was applied though GitHub's reply was lost). The request is let
+    go as this snapshot is read."""
 
     @property
     def completed(self) -> bool:
@@ -127,6 +132,10 @@ class RunSnapshot:
     def is_waiting(self, environment: str) -> bool:
         wanted = environment.casefold()
         return any(name.casefold() == wanted for name in self.waiting)
+
+    def was_bypassed(self, environment: str) -> bool:
+        wanted = environment.casefold()
+        return any(name.casefold() == wanted for name in self.bypassed)
 
     def review_of(self, environment: str) -> EnvironmentReview | None:
         """The latest review of an environment (a run attempt reviews each one at most once)."""

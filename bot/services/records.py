@@ -54,9 +54,11 @@ class NewTimer:
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 
-AsksFor = Callable[[Mapping[str, Any]], bool]
+AsksFor = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 """Whether a pending timer's payload is about a given thing (a held protection rule request:
-`ProtectionRuleRequests.hold`); raises ValueError when the payload does not read."""
+`ProtectionRuleRequests.hold`): None when not, else the payload the timer carries from now on
+(the same, or one brought up to date with a later sending of the thing); raises ValueError
+when the payload does not read."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bot.domain.npm import RELEASE_TIMER
-from bot.domain.protection_rules import UNCONFIRMED_TIMER
+from bot.domain.protection_rules import GITHUB_WAIT_LIMIT, UNCONFIRMED_TIMER
 from bot.services.lane import LaneHolds
 from bot.services.store_ports import Claims, Deliveries, ProtectionRuleRequests, Timers
 
@@ -32,12 +32,17 @@ class Retention:
     holds: LaneHolds | None = None
 
     async def prune(self, *, now: datetime) -> None:
-        """Forget what is older than `keep` (deleting twice is harmless; a request still
-        waiting is found again from its deployment)."""
+        """Forget what is older than `keep` (deleting twice is harmless). A protection rule's
+        request still open is kept until GitHub's own limit has passed too: GitHub may still
+        hold its job, and the request is what its card, its answer and its dedup go by."""
         before = now - self.keep
         claims = await self.claims.prune(before=before)
         deliveries = await self.deliveries.prune(before=before)
-        requests = await self.rules.prune(before=before) if self.rules is not None else 0
+        requests = (
+            await self.rules.prune(before=before, open_before=now - GITHUB_WAIT_LIMIT)
+            if self.rules is not None
+            else 0
+        )
         looks = (
             await self.timers.prune(kinds={RELEASE_TIMER, UNCONFIRMED_TIMER}, before=before)
             if self.timers is not None

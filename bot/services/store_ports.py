@@ -337,7 +337,9 @@ class ProtectionRuleRequests(Protocol):
         in one transaction, without keeping the request; False (no timer written) when the
         delivery was taken in before, when a request of its deployment was kept, or when a
         pending timer of `timer`'s kind `asks_for` it already (its payload): one chain of
-        asks per request, whatever delivery ids GitHub sent it under."""
+        asks per request, whatever delivery ids GitHub sent it under. That timer's payload is
+        then replaced by the one `asks_for` gives (a later sending of the request: a re-run's, when
+        no deployment tells the attempts apart)."""
         ...
 
     async def forget_delivery(self, delivery_id: str) -> None:
@@ -372,6 +374,9 @@ class ProtectionRuleRequests(Protocol):
         none): what another replica answered when this one's answer raced it."""
         ...
 
-    async def prune(self, *, before: datetime) -> int:
-        """Forget requests made before `before` (retention); returns how many."""
+    async def prune(self, *, before: datetime, open_before: datetime) -> int:
+        """Forget requests made before `before` (retention) that were closed, or that are
+        still open but were made before `open_before` too (past GitHub's limit: nobody holds
+        their job any more); returns how many. A request still held is never forgotten: its
+        card, its answer and its deployment's dedup depend on it."""
         ...

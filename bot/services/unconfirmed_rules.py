@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from bot.domain.errors import GitHubError
-from bot.domain.protection_rules import UNCONFIRMED_TIMER, RuleRequest
+from bot.domain.protection_rules import GITHUB_WAIT_LIMIT, UNCONFIRMED_TIMER, RuleRequest
 from bot.domain.reasons import Reason
 from bot.services.backoff import Backoff
 from bot.services.ports import AppInstallation, Clock
@@ -39,9 +39,8 @@ PACE = Backoff(base=timedelta(minutes=2), cap=timedelta(hours=1), floor=timedelt
 """How long the n-th ask waits: never within the minute of the last lookup (one a minute at
 most, `bot.adapters.github.installation_check`), at most an hour apart once GitHub stays away."""
 
-GIVE_UP_AFTER = timedelta(days=30)
-"""How long GitHub lets a workflow wait on environment approvals (Actions limits: "Gate approval
-time", 30 days; a run is cancelled after 35 days in all)."""
+GIVE_UP_AFTER = GITHUB_WAIT_LIMIT
+"""How long GitHub lets a workflow wait on environment approvals."""
 
 Keep = Callable[[RuleRequest], Coroutine[Any, Any, object]]
 """The webhook's step after the check: keep the request, answer it if a rollout follows its run."""
@@ -105,7 +104,7 @@ class UnconfirmedRules:
             request,
             delivery_id=delivery_id,
             timer=_timer(held, due),
-            asks_for=lambda payload: Unconfirmed.model_validate(payload).request.key == request.key,
+            asks_for=lambda payload: _carrying(payload, request),
         ):
             return False
         self.timers_changed()
@@ -168,6 +167,11 @@ class UnconfirmedRules:
         return await self.timers.get(key=held.key(held.number + 1)) is not None
 
     async def _again(self, held: Unconfirmed, error: str) -> None:
+        # The request may have come again while this ask ran (`hold` brought the payload up
+        # to date): the next ask carries what the timer carries now.
+        current = await self.timers.get(key=held.key(held.number))
+        if current is not None and current.payload:
+            held = Unconfirmed.model_validate(current.payload)
         now = self.clock()
         after = held.model_copy(update={"number": held.number + 1})
         due = now + PACE.delay(after.number, self.rng)
@@ -189,6 +193,22 @@ class UnconfirmedRules:
             error,
             due.isoformat(timespec="seconds"),
         )
+
+
+def _carrying(payload: Mapping[str, Any], request: RuleRequest) -> Mapping[str, Any] | None:
+    """None when the pending ask's `payload` is not about `request` (its run, environment and
+    deployment); else the payload of the chain once `request` came again: the later of the
+    two. Without a deployment a re-run's request repeats the first attempt's body (the same
+    key), and GitHub holds the re-run's job 30 days from its own request: the chain gives up
+    then, and takes the re-run's request in. A body sent again later by someone who saw it
+    only makes the chain ask longer than GitHub holds the job (taken in then, it is found
+    over with its run)."""
+    held = Unconfirmed.model_validate(payload)
+    if held.request.key != request.key:
+        return None
+    if request.requested_at <= held.request.requested_at:
+        return payload
+    return held.model_copy(update={"request": request}).model_dump(mode="json")
 
 
 def _timer(held: Unconfirmed, due: datetime) -> NewTimer:

@@ -91,11 +91,16 @@ class ProtectionRules:
     async def holding(self, snapshot: RunSnapshot) -> RunSnapshot:
         """The snapshot with the environments that wait for the App among `waiting`, and the
         waits whose request never arrived as `unrequested` (for the service to keep)."""
-        waiting_jobs = sum(1 for j in snapshot.jobs.values() if j.status is JobStatus.WAITING)
-        if snapshot.completed or not waiting_jobs:
-            return snapshot  # nothing waits: a request still open was answered another way
+        if snapshot.completed:
+            return snapshot  # its requests are closed with the run (`close_run`)
         run_id = snapshot.run_id
         known = await self.requests.for_run(run_id)
+        bypassed = await self._let_go(snapshot, known)
+        if bypassed:
+            snapshot = replace(snapshot, bypassed=bypassed)
+        waiting_jobs = sum(1 for j in snapshot.jobs.values() if j.status is JobStatus.WAITING)
+        if not waiting_jobs:
+            return snapshot  # nothing waits: a request still open was answered another way
         held = {r.environment for r in known if r.open and not self._moved_on(r, snapshot)}
         explained = {name.casefold() for name in (*snapshot.waiting, *held)}
         found: list[RuleRequest] = []
@@ -123,6 +128,31 @@ class ProtectionRules:
             rule_waits=rule_waits,
             unrequested=tuple(found),
         )
+
+    async def _let_go(self, snapshot: RunSnapshot, known: Sequence[RuleRequest]) -> frozenset[str]:
+        """Close, as `gone`, the open requests whose job runs or ran (GitHub no longer waits
+        for the App there: a repository admin started the job past its protection rules, or an
+        answer of the bot's was applied though GitHub's reply was lost); their environments.
+        Left open, such a request would be answered later, by a click, a stop, or on a re-run
+        of the run whose job asks again at that environment (the callback names the run and
+        the environment only), or offered on a card once the rollout ended."""
+        moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
+        for request in moved:
+            closed = await self.requests.close(
+                run_id=request.run_id,
+                environment=request.environment,
+                answer="gone",
+                at=self.clock(),
+            )
+            if closed:
+                _log.warning(
+                    "GitHub: run %s: the job at %s started without the App's answer to its "
+                    "protection rule (a repository admin started it past its protection rules, "
+                    "or the bot's answer was applied unseen): its request is let go",
+                    request.run_id,
+                    request.environment,
+                )
+        return frozenset(r.environment for r in moved)
 
     def _moved_on(self, request: RuleRequest, snapshot: RunSnapshot) -> bool:
         """Whether the request's job runs or ran: it waits no more, whatever the request says."""

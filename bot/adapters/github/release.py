@@ -14,9 +14,9 @@ from urllib.request import Request, urlopen
 
 from github import UnknownObjectException
 
-from bot.adapters.github.pages import first_and_last
+from bot.adapters.github.pages import every_page, first_and_last
 from bot.adapters.github.runs import run_jobs
-from bot.adapters.github.schema import Run, RunsPage
+from bot.adapters.github.schema import Run, RunsPage, SecretsPage
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
@@ -26,6 +26,8 @@ _log = logging.getLogger(__name__)
 _RUN_PAGES = 10
 """Pages of the Release workflow's runs read at most when GitHub's `Link` names no last page
 (a thousand runs: the newest may be on the last of them)."""
+_SECRET_PAGES = 10
+"""Pages of the organization's secrets shared with the repository read at most (a thousand)."""
 _LOG_LIMIT = 4 * 1024 * 1024
 """The bytes of a job log kept: its end, where npm's errors are."""
 
@@ -44,11 +46,30 @@ class ReleaseReads:
                     name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at
                 )
             except UnknownObjectException:
-                return None
+                return self._organization_secret(name)
 
         found = await self._github.call(f"read the Actions secret {name}", read, kind="secret")
-        _log.info("GitHub: Actions secret %s %s", name, "is set" if found else "is not set")
+        where = "an organization secret" if found and found.organization else "set"
+        _log.info("GitHub: Actions secret %s %s", name, f"is {where}" if found else "is not set")
         return found
+
+    def _organization_secret(self, name: str) -> SecretMetadata | None:
+        """The organization's secret of that name shared with the repository, if any: the
+        workflow reads it when the repository has none of its own (in the pool's thread)."""
+        path = f"/repos/{self._github.repository}/actions/organization-secrets"
+        try:
+            for page in every_page(self._github, path, {"per_page": 100}, most=_SECRET_PAGES):
+                for secret in SecretsPage.model_validate(page).secrets:
+                    if secret.name == name:
+                        return SecretMetadata(
+                            name=secret.name,
+                            created_at=secret.created_at,
+                            updated_at=secret.updated_at,
+                            organization=True,
+                        )
+        except UnknownObjectException:
+            return None  # a repository of a user, not of an organization
+        return None
 
     async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
         workflow = quote(workflow_file, safe="")

@@ -150,6 +150,18 @@ class RunsPage(_Answer):
     workflow_runs: list[Run] = Field(default_factory=list)
 
 
+class Secret(_Answer):
+    """An Actions secret as GitHub lists it: its name and dates, never its value."""
+
+    name: str
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class SecretsPage(_Answer):
+    secrets: list[Secret] = Field(default_factory=list)
+
+
 class _Container(_Answer):
     tags: list[str] = Field(default_factory=list)
 

@@ -1,6 +1,7 @@
 """The thread's lines about what GitHub reports of a run: its deliveries, a job that waits for
 the bot's answer (the App's rule, or its account's review) where the plan has no stage, a
-track's failure job's end, and a run GitHub does not let the bot read. Names, comments and
+track's failure job's end, a stage that went on on GitHub, and a run GitHub does not let the
+bot read. Names, comments and
 answers come from GitHub: they are escaped, so a `<!channel>` in a job's name or a reviewer's
 comment reads as typed instead of notifying the channel.
 """
@@ -14,12 +15,13 @@ from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
     FailureJobEnded,
+    PromotedOnGitHub,
     RerunNotFollowed,
     RunReadable,
     RunUnreadable,
     WaitsOutsidePlan,
 )
-from bot.domain.rollout.state import TrackState
+from bot.domain.rollout.state import StageState, TrackState
 from bot.domain.rollout.words import ended_words
 
 
@@ -176,3 +178,25 @@ def rerun_not_followed_text(event: RerunNotFollowed) -> str:
         "on GitHub (with the GitHub App, the run's card in the release channel offers Adopt or "
         f"Reject), and start a new rollout with `/rollout start {event.tag}`."
     )
+
+
+def promoted_on_github_text(event: PromotedOnGitHub) -> str:
+    """The thread's line when the stage after a held one went on GitHub: approved by a
+    reviewer, started past its protection rules by an admin, or started without the bot."""
+    if event.held is StageState.OBSERVING:
+        held = f"the window of {event.stage} is stopped before its gate"
+    elif event.held is StageState.EVALUATING:
+        held = f"the gate of {event.stage} is skipped"
+    else:
+        held = f"the hold after {event.stage} ends"
+    if event.reviewer is not None:
+        what = f"{event.reviewer} approved *{event.following}* ({event.track}) on GitHub"
+    elif event.bypassed:
+        what = (
+            f"*{event.following}* ({event.track}) was started on GitHub by a repository admin "
+            "past its protection rules, not let through by the bot's gate (the bot's protection "
+            "rule was never answered, and the bot will not answer it now)"
+        )
+    else:
+        what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
+    return f":white_check_mark: {what}: {held}. Deploying."

@@ -11,6 +11,7 @@ from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
     failure_job_ended_text,
     github_reported_text,
+    promoted_on_github_text,
     rerun_not_followed_text,
     run_readable_text,
     run_unreadable_text,
@@ -133,7 +134,7 @@ def render(event: Event) -> str:
                 f"The track has failed; approving *{event.failure_job}* if it waits."
             )
         case PromotedOnGitHub():
-            return _promoted_on_github(event)
+            return promoted_on_github_text(event)
         case RejectedOnGitHub():
             who = escape(event.reviewer or "Someone")
             said = f" ({escape(event.comment)})" if event.comment else ""
@@ -360,20 +361,6 @@ def _inconclusive_then(event: GateInconclusive) -> str:
             f"Re-evaluate ({choices})."
         )
     return f"Not enough data for a verdict: holding for a human ({choices})."
-
-
-def _promoted_on_github(event: PromotedOnGitHub) -> str:
-    if event.held is StageState.OBSERVING:
-        held = f"the window of {event.stage} is stopped before its gate"
-    elif event.held is StageState.EVALUATING:
-        held = f"the gate of {event.stage} is skipped"
-    else:
-        held = f"the hold after {event.stage} ends"
-    if event.reviewer is not None:
-        what = f"{event.reviewer} approved *{event.following}* ({event.track}) on GitHub"
-    else:
-        what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
-    return f":white_check_mark: {what}: {held}. Deploying."
 
 
 def _roll_back_passes(event: Redeploying) -> str:

@@ -13,7 +13,6 @@ from bot.adapters.slack.mrkdwn import escape
 from bot.domain.npm import (
     SECRET_NAME,
     SKIP_WARNING,
-    NpmError,
     ReleaseFollow,
     ReleasePhase,
     RunCheck,
@@ -22,6 +21,7 @@ from bot.domain.npm import (
     Tone,
     Walkthrough,
 )
+from bot.domain.npm_log import NpmError
 from bot.domain.plan import NpmRelease
 
 TOKEN_DOCS = "https://docs.npmjs.com/creating-and-viewing-access-tokens"  # noqa: S105 - a URL
@@ -108,14 +108,22 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
         return escape(check.error)
     if not check.found or check.updated_at is None or check.created_at is None:
         return (
-            f"`{SECRET_NAME}` is not set in `{setup.repository}`: add it (step 2). An "
-            "organization secret shared with the repository does not show here; step 4 tells "
-            "whether the workflow got a token."
+            f"`{SECRET_NAME}` is not set in `{setup.repository}`, nor shared with it by its "
+            "organization: add it (step 2). A secret of the job's environment does not show "
+            "here; step 4 tells whether the workflow got a token."
         )
     text = (
         f"`{SECRET_NAME}` is set: created {slack_time(check.created_at)}, last updated "
         f"{slack_time(check.updated_at)} ({_ago(check.age_days or 0)})."
     )
+    if check.organization:
+        text = (
+            f"`{SECRET_NAME}` is an organization secret shared with `{setup.repository}` (the "
+            "repository has none of its own): created "
+            f"{slack_time(check.created_at)}, last updated {slack_time(check.updated_at)} "
+            f"({_ago(check.age_days or 0)}). The workflow reads it unless the job's environment "
+            "has its own; a repository secret of that name would take its place."
+        )
     if check.tone is Tone.WARNING:
         text += (
             f"\n:warning: It is older than {check.max_age_days} days, and granular write tokens "
@@ -210,6 +218,13 @@ def _validate_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
 def _publish_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
     step = f"*{npm.publish_step}*"
     verdict = check.publish_step
+    if verdict is StepVerdict.PASSED and check.published_nothing:
+        return (
+            f":warning: {step} passed but published nothing (“No unpublished projects to "
+            "publish”: every version is on npm already). npm never used the token, so this run "
+            "does not show that it can publish: an expired or wrong-scope token passes too. "
+            f"The next run that publishes new versions from `{npm.ref}` checks it (step 4)."
+        )
     if verdict is StepVerdict.PASSED:
         return f":white_check_mark: {step} passed."
     if verdict is StepVerdict.MISSING:

@@ -76,12 +76,14 @@ class StageJobFailed:
 
 @dataclass(frozen=True)
 class PromotedOnGitHub(AtStage):
-    """The stage after `stage` was approved (by `reviewer`) or started on GitHub."""
+    """The stage after `stage` was approved (by `reviewer`) or started on GitHub (`bypassed`:
+    by a repository admin past its protection rules, the App's request unanswered)."""
 
     following: str
     held: StageState
     """Where `stage` was: observing, evaluating or holding."""
     reviewer: str | None
+    bypassed: bool = False
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from bot.domain.rollout.state import (
     TrackState,
 )
 from bot.domain.rollout.stopping import reconcile_aborting, rejected_by_review
-from bot.domain.rollout.work import Work, cancel_window, reached_label
+from bot.domain.rollout.work import Work, cancel_window, ended_by_job, reached_label
 from bot.domain.run import EnvironmentReview, RunSnapshot
 
 DISPATCH_SEARCH = timedelta(minutes=10)
@@ -178,9 +178,9 @@ def _reviewed_on_github(
     nxt = moved.stage(following.key)
     work.set_track(moved.with_stage(replace(nxt, state=StageState.DEPLOYING)))
     reviewer = review.reviewer if review is not None and review.state == "approved" else None
-    told = PromotedOnGitHub(
-        plan_track.label, plan_track.stage(stage.key).label, following.label, stage.state, reviewer
-    )
+    bypassed = reviewer is None and snapshot.was_bypassed(following.environment)
+    labels = (plan_track.label, plan_track.stage(stage.key).label, following.label)
+    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed)
     work.effects.append(Announce(told))
     return True
 
@@ -244,7 +244,7 @@ def _deployed(
                 state=TrackState.COMPLETED,
                 # When the release got there, not when the bot saw it (it may have been down):
                 # the lead time and the report's period are the release's.
-                ended_at=min(completed_at, now),
+                ended_at=ended_by_job(work.rollout, completed_at, now),
                 ended_reason=StopReason(StopKind.COMPLETED, subject=spec.label),
             )
         )
@@ -287,14 +287,14 @@ def _rerun_since(rollout: Rollout, snapshot: RunSnapshot) -> bool:
     """Whether the run was re-run since the attempt the rollout follows. A rollout stored
     before the attempt was kept (learnt at its next look) knows it was not this attempt when
     the attempt started after a deploy the rollout saw end: the one it followed ran that
-    deploy, and GitHub re-runs only a completed run (an upgrade is when the bot is down)."""
+    deploy, and GitHub re-runs only a completed run (an upgrade is when the bot is down). A
+    window starts at its deploy job's `completed_at`: both times are GitHub's clock."""
     if rollout.attempt is not None:
         return snapshot.attempt > rollout.attempt
     started = snapshot.started_at
     if snapshot.attempt == 1 or started is None:
         return False
-    seen = [s.window_started_at for t in rollout.tracks for s in t.stages]
-    seen += [t.ended_at for t in rollout.tracks if t.state is TrackState.COMPLETED]
+    seen = (s.window_started_at for t in rollout.tracks for s in t.stages)
     return any(deployed is not None and deployed < started for deployed in seen)
 
 

@@ -21,7 +21,7 @@ from bot.domain.rollout.state import (
     TrackState,
 )
 from bot.domain.rollout.words import github_person, reason_words
-from bot.domain.rollout.work import Work, reached_label
+from bot.domain.rollout.work import Work, ended_by_job, reached_label
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 
 
@@ -110,7 +110,7 @@ def _failure_job_ended(
             detail=last,
             cause=reason,
         )
-    ended_at = min(job.completed_at or now, now)
+    ended_at = ended_by_job(work.rollout, job.completed_at, now)
     work.set_track(
         replace(track, state=ending, ending=None, ended_at=ended_at, ended_reason=reason)
     )

@@ -50,6 +50,17 @@ def reached_label(plan_track: PlanTrack, track: Track) -> str | None:
     return None if reached is None else plan_track.stage(reached.key).label
 
 
+def ended_by_job(rollout: Rollout, completed_at: datetime | None, now: datetime) -> datetime:
+    """When a track that a job's completion ended did end: GitHub's `completed_at` (the bot
+    may have been down when it happened), unless that lies outside the rollout's own life
+    (GitHub's clock ahead of the bot's, or far behind it, before the dispatch): then `now`,
+    when the bot saw it."""
+    began = rollout.dispatched_at or rollout.created_at
+    if completed_at is None or not began <= completed_at <= now:
+        return now
+    return completed_at
+
+
 def utc_minute(moment: datetime) -> str:
     """A moment in words for a refusal: `2025-06-02 09:35 UTC`."""
     return f"{moment:%Y-%m-%d %H:%M} UTC"

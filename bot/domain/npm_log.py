@@ -1,0 +1,81 @@
+"""What a Release job's log says about npm's credentials: the lines its steps printed (not the
+scripts GitHub echoes), the NPM_TOKEN warning, npm's refusals, and a publish that published
+nothing. Pure: the log comes in as text, and none of it is ever quoted back."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from enum import StrEnum
+
+# Matched without the dash, which a workflow may print as "--" or "-".
+_SKIP_MARK = "NPM_TOKEN secret not configured"
+_LOG_TIMESTAMP = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
+_NPM_CODE = re.compile(r"\bnpm (?:ERR!|error) code (E[A-Z0-9]+)\b")
+_NEED_AUTH = re.compile(r"\bENEEDAUTH\b")
+_TWO_FACTOR = re.compile(r"two-factor|\b2fa\b|one-time password|\bEOTP\b", re.IGNORECASE)
+_NOTHING_PUBLISHED = "No unpublished projects to publish"
+_PUBLISHED = "packages published successfully"
+
+
+class NpmError(StrEnum):
+    """npm's refusal in the publish step's log, each with its own fix."""
+
+    NEED_AUTH = "ENEEDAUTH"
+    UNAUTHORIZED = "E401"
+    TWO_FACTOR = "E403-2FA"
+    FORBIDDEN = "E403"
+    NOT_FOUND = "E404"
+
+
+def output_lines(log: str) -> list[str]:
+    """The lines a job's steps printed, without timestamps and without the `##[group]Run ...`
+    blocks in which GitHub echoes each step's script (a script that *would* print the warning
+    must not count as having printed it)."""
+    lines: list[str] = []
+    echo = False
+    for raw in log.splitlines():
+        line = _LOG_TIMESTAMP.sub("", raw, count=1)
+        if line.startswith("##[group]"):
+            echo = line.removeprefix("##[group]").startswith("Run ")
+            continue
+        if line.startswith("##[endgroup]"):
+            echo = False
+            continue
+        if not echo:
+            lines.append(line)
+    return lines
+
+
+def printed_skip_warning(lines: Sequence[str]) -> bool:
+    return any(_SKIP_MARK in line for line in lines)
+
+
+def npm_error(lines: Sequence[str]) -> NpmError | None:
+    """npm's first credential refusal in the log: ENEEDAUTH, E401, E403 (two-factor or not),
+    E404; None when the log shows none of them."""
+    for index, line in enumerate(lines):
+        if _NEED_AUTH.search(line):
+            return NpmError.NEED_AUTH
+        match = _NPM_CODE.search(line)
+        if match is None:
+            continue
+        code = match.group(1)
+        if code == "EOTP":
+            return NpmError.TWO_FACTOR
+        if code == "E401":
+            return NpmError.UNAUTHORIZED
+        if code == "E404":
+            return NpmError.NOT_FOUND
+        if code == "E403":
+            # npm prints the registry's reason on the lines after the code.
+            reason = " ".join(lines[index : index + 6])
+            return NpmError.TWO_FACTOR if _TWO_FACTOR.search(reason) else NpmError.FORBIDDEN
+    return None
+
+
+def published_nothing(lines: Sequence[str]) -> bool:
+    """`changeset publish` said every version is on npm already and published none: it read
+    npm without the token, so the run shows nothing about what the token may do."""
+    said = " ".join(lines)
+    return _NOTHING_PUBLISHED in said and _PUBLISHED not in said
