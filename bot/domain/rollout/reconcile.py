@@ -54,7 +54,7 @@ def reconcile(
     """Bring the rollout in line with what GitHub reports, and ask for what is still missing."""
     if rollout.phase is not Phase.RUNNING:
         return Decision(rollout)
-    if rollout.attempt is not None and snapshot.attempt > rollout.attempt:
+    if _rerun_since(rollout, snapshot):
         return _rerun_unseen(rollout, plan, snapshot, now)
     work = Work(rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt))
     for track in rollout.tracks:
@@ -281,6 +281,21 @@ def _end_with_run(
     work.set_track(ended)
     told = RunEnded(plan_track.label, conclusion, TrackState.FAILED, unseen)
     work.effects.append(Announce(told, failure=True))
+
+
+def _rerun_since(rollout: Rollout, snapshot: RunSnapshot) -> bool:
+    """Whether the run was re-run since the attempt the rollout follows. A rollout stored
+    before the attempt was kept (learnt at its next look) knows it was not this attempt when
+    the attempt started after a deploy the rollout saw end: the one it followed ran that
+    deploy, and GitHub re-runs only a completed run (an upgrade is when the bot is down). A
+    window starts at its deploy job's `completed_at`: both times are GitHub's clock."""
+    if rollout.attempt is not None:
+        return snapshot.attempt > rollout.attempt
+    started = snapshot.started_at
+    if snapshot.attempt == 1 or started is None:
+        return False
+    seen = (s.window_started_at for t in rollout.tracks for s in t.stages)
+    return any(deployed is not None and deployed < started for deployed in seen)
 
 
 def _rerun_unseen(
