@@ -53,6 +53,7 @@ from bot.domain.rollout.codec import (
 from bot.domain.rollout.effects import (
     Announce,
     CancelWindow,
+    ClockSkewed,
     Decision,
     Effect,
     ReadMetrics,
@@ -107,6 +108,7 @@ __all__ = [
     "CancelWindow",
     "Check",
     "CheckState",
+    "ClockSkewed",
     "Decision",
     "DispatchGaveUp",
     "DispatchScheduled",
