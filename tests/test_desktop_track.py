@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from figures import RELAY_OK, RINGS_OK, running_sandbox
+from replicas import in_process_replica
 from sandbox_views import (
     HALTED_ON_BETA,
     HALTED_ON_INTERNAL,
@@ -34,6 +35,8 @@ from test_protection_rule_faults import CALLBACK
 from test_protection_rules import answers, app_box
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState, window_timer_key
+from bot.domain.run import RunSnapshot
+from handlers.app_keys import SERVICES
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from storage.timers import TimerStore
@@ -404,3 +407,34 @@ async def test_in_app_mode_a_kill_rejects_the_ga_ring_the_rule_still_holds(
         assert halted.track("desktop").stage("ga").state is StageState.REJECTED
         assert ("desktop-ga", "rejected") in answers(box, "desktop")
         assert ("desktop-ga", "approved") not in answers(box, "desktop")
+
+
+async def test_a_kill_is_not_lost_when_another_replica_saves_while_github_is_read(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill reads the run (GA saved as deploying); meanwhile another replica saves the
+    rollout (its poller's look, say). The kill acts on the rollout as saved after the read: it
+    trips the kill-switch, rather than failing its save and answering that the bot lost its
+    connection, the stop not made."""
+    async with (
+        Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)) as box,
+        in_process_replica(box) as other,
+    ):
+        await ga_held_by_github(box, REVIEWS)
+        effects = box.services.rollouts.effects
+        read = effects.read_run
+        elsewhere = other[SERVICES].rollouts.effects.store
+
+        async def read_while_another_replica_saves(run_id: int) -> RunSnapshot:
+            snapshot = await read(run_id)
+            monkeypatch.setattr(effects, "read_run", read)
+            rollout = await elsewhere.get((await box.rollout()).id)
+            assert rollout is not None
+            await elsewhere.save(rollout)
+            return snapshot
+
+        monkeypatch.setattr(effects, "read_run", read_while_another_replica_saves)
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        stopped = await box.rollout()
+        assert stopped.track("desktop").state is not TrackState.ACTIVE

@@ -205,9 +205,11 @@ class PeoplesActions:
         effects = self._effects
         target = await self._target(rollout_id)
         async with effects.lock(target.id):
+            plan = await effects.plan_of(target)
+            waiting = await self._waiting(await effects.get(target.id), plan, GateKind(gate))
+            # As saved once GitHub answered: another replica's save meanwhile (its poller's)
+            # must not fail the stop's save, the stop not made.
             rollout = await effects.get(target.id)
-            plan = await effects.plan_of(rollout)
-            waiting = await self._waiting(rollout, plan, GateKind(gate))
             try:
                 # Every track of the gate still running: one that completed or already
                 # stopped never keeps another from rolling back.
