@@ -180,9 +180,11 @@ class OutboxStore:
 
     async def told_once(self, notice: NewMessage, *, refusing: str, now: datetime) -> bool:
         """Write `notice` of the channel `refusing` the bot, unless a notice of the same
-        refusal was written already (by any replica): one per refusal, told apart by the last
-        message delivered there before it, which the notice's payload keeps as `after`. True
-        when written. The claim and the message are written in one transaction.
+        refusal was written already to the same channel (by any replica): one per refusal and
+        failure channel, a refusal told apart by the last message delivered there before it,
+        which the notice's payload keeps as `after`. Services that share a release channel
+        but not a failure channel each tell their own. True when written. The claim and the
+        message are written in one transaction.
 
         A notice given up undelivered (a replica of the previous version knows no such kind,
         and gives it up at once) does not count: the next message given up there writes
@@ -197,7 +199,9 @@ class OutboxStore:
             )
             notices = await session.scalars(
                 select(OutboxRow.payload).where(
-                    OutboxRow.kind == notice.kind, OutboxRow.dead_at.is_not(None)
+                    OutboxRow.kind == notice.kind,
+                    OutboxRow.channel_id == notice.channel_id,
+                    OutboxRow.dead_at.is_not(None),
                 )
             )
             lost = sum(
@@ -205,7 +209,8 @@ class OutboxStore:
                 for payload in notices
                 if payload.get("channel") == refusing and payload.get("after") == (after or 0)
             )
-        key = f"{REFUSAL_TOLD}:{refusing}:{after or 0}" + (f":{lost}" if lost else "")
+        told = f"{REFUSAL_TOLD}:{refusing}:{notice.channel_id}:{after or 0}"
+        key = told + (f":{lost}" if lost else "")
         claim = {
             "key": key,
             "action": REFUSAL_TOLD,

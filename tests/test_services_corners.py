@@ -5,12 +5,15 @@ docstring says what went wrong before."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cleared import cleared_rollout
 from figures import passing_sandbox
 from replicas import poll_stores
 from sandbox_views import open_home
@@ -22,6 +25,8 @@ from test_unfollowed_runs import run_cards
 
 from bot.adapters.slack import messages
 from bot.config import ConfigError, Settings, load_settings
+from bot.domain.rollout import Phase
+from bot.plan_file import load_plan
 from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
 from bot.services.scheduler import Scheduler
@@ -214,19 +219,7 @@ async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
     `_give_up` never buries the timer: it is released and retried for ever."""
     timers = TimerStore(session_factory)
     clock = ManualClock(NOW)
-    every = EveryService([], rollouts=RolloutStore(session_factory, clock=clock))
-    loop = Scheduler(
-        timers=timers,
-        service=every,
-        **poll_stores(session_factory),
-        words=messages,
-        clock=clock,
-        poll_interval=timedelta(hours=1),
-        rng=random.Random(7),
-        owner="replica-a",
-        max_attempts=2,
-        backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=2)),
-    )
+    loop = no_service_scheduler(session_factory, clock, poll_interval=timedelta(hours=1))
     await timers.schedule(
         key="w", kind="window", due_at=NOW, now=NOW, payload={"track": "relay"}, service="gone"
     )
@@ -236,6 +229,49 @@ async def test_a_timer_of_a_service_no_longer_configured_is_dead_lettered(
     stored = await timers.get(key="w")
     assert stored is not None
     assert stored.dead_at is not None, f"still pending after {stored.attempts} attempts"
+
+
+def no_service_scheduler(
+    sessions: async_sessionmaker[AsyncSession], clock: ManualClock, *, poll_interval: timedelta
+) -> Scheduler:
+    """The scheduler of a bot whose services file names none of the services in its database."""
+    return Scheduler(
+        timers=TimerStore(sessions),
+        service=EveryService([], rollouts=RolloutStore(sessions, clock=clock)),
+        **poll_stores(sessions),
+        words=messages,
+        clock=clock,
+        poll_interval=poll_interval,
+        rng=random.Random(7),
+        owner="replica-a",
+        max_attempts=2,
+        backoff=Backoff(base=timedelta(seconds=1), cap=timedelta(seconds=2)),
+    )
+
+
+async def test_a_running_rollout_of_a_service_no_longer_configured_is_said_once_not_each_poll(
+    session_factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/services.md: such a rollout 'is not followed, and the log names the missing
+    service'. The poller read it as active each poll, its look raised UnknownService, and the
+    log took an ERROR with a traceback ('following rollout ... failed; trying again next
+    poll') every poll for as long as the row stayed open: an operator's error alert firing
+    for ever over a service taken out on purpose."""
+    clock = ManualClock(NOW)
+    rollout = cleared_rollout(load_plan(None), now=NOW, rollout_id="r-00000000gone")
+    gone = replace(rollout, service="billing-api", phase=Phase.RUNNING, run_id=4242)
+    await RolloutStore(session_factory, clock=clock).create(rollout=gone, plan=load_plan(None))
+    loop = no_service_scheduler(session_factory, clock, poll_interval=timedelta(seconds=10))
+    caplog.set_level(logging.INFO)
+
+    for _ in range(4):
+        await loop.poll_runs()
+        clock.advance(timedelta(minutes=1))
+
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    said = [r.getMessage() for r in caplog.records if "billing-api" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "r-00000000gone" in said[0] and "ROLLOUT_SERVICES" in said[0], said
 
 
 # -- settings ---------------------------------------------------------------------------------

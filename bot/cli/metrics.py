@@ -101,7 +101,9 @@ def plain_text(
 ) -> str:
     """The gate card for a terminal: the verdict line, then a line per metric and its query."""
     rows = metric_rows(verdict, reading)
-    head = f"{stage_label} gate: {verdict.verdict}. {verdict_reason(verdict, rows)}"
+    # A reading for tuning the queries: nothing was rolled back or tripped.
+    why = verdict_reason(verdict, rows, acted=False)
+    head = f"{stage_label} gate: {verdict.verdict}. {why}"
     lines = [f"{track_label}: {head}", f"  window: {_window(window)}"]
     for row in rows:
         baseline = f"   baseline {row.baseline_shown}" if row.metric != "error_rate" else ""

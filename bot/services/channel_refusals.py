@@ -5,7 +5,9 @@ post there: the outbox gives each message up (a dead letter, logged). Only failu
 person before (they go to the plan's failure channel too); passes, promotions and "Enter
 figures" prompts were lost in the logs. The first message given up writes ONE notice to the
 failure channel (once across replicas: `Outboxes.told_once`), naming the channel and its fix;
-the notice, drawn when delivered, lists what was not delivered by then.
+the notice, drawn when delivered, lists what was not delivered by then. Services that share
+the release channel but not the failure channel are told each in their own, of their own
+rollouts' messages.
 """
 
 from __future__ import annotations
@@ -63,13 +65,18 @@ class ChannelRefusals:
         refusing = str(message.payload["channel"])
         given_up = await self._store.refused(refusing, after=int(message.payload.get("after", 0)))
         undelivered: list[Undelivered] = []
-        tags: dict[str, str | None] = {}
+        # Each rollout's tag, and whether its failures are told here: a release channel that
+        # several services share may be told of in several failure channels, each of its own
+        # services' rollouts only.
+        tags: dict[str, tuple[str | None, bool]] = {}
         for lost in given_up:
             if lost.rollout_id is not None and lost.rollout_id not in tags:
                 found = await self._rollouts.with_plan(lost.rollout_id)
-                tags[lost.rollout_id] = None if found is None else found[0].tag
-            tag = None if lost.rollout_id is None else tags[lost.rollout_id]
-            undelivered.append(Undelivered(kind=lost.kind, tag=tag))
+                ours = found is None or found[1].notifications.failure_channel == message.channel_id
+                tags[lost.rollout_id] = (None if found is None else found[0].tag, ours)
+            tag, ours = (None, True) if lost.rollout_id is None else tags[lost.rollout_id]
+            if ours:
+                undelivered.append(Undelivered(kind=lost.kind, tag=tag))
         await self._notifier.tell_refused(
             RefusalNotice(
                 channel=message.channel_id,

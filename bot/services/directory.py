@@ -226,6 +226,8 @@ class EveryService:
         self._rollouts = rollouts
         self._service_of: dict[str, str] = {}
         """The service of each rollout the last `active` read (what `reconcile` is given)."""
+        self._unfollowed: set[str] = set()
+        """The rollouts of services no longer configured that the log named already."""
 
     def _of(self, name: str) -> RolloutService:
         found = self._by_name.get(name)
@@ -238,8 +240,12 @@ class EveryService:
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """A dead timer of a service no longer configured has nobody to tell: it stays
-        dead-lettered, and the log says so."""
+        dead-lettered, and the log says so once, as it is dead-lettered; not each time the
+        scheduler hands it over again (`GivingUp.tell_again`: it is dead already)."""
         found = self._by_name.get(timer.service)
+        if found is None and timer.dead_at is not None:
+            log.debug("dead timer %s: service %r still not configured", timer.key, timer.service)
+            return
         if found is None:
             log.error(
                 "timer %s of service %r, which is not configured, is dead-lettered: %s",
@@ -251,7 +257,21 @@ class EveryService:
         await found.on_timer_dead(timer, reason=reason)
 
     async def active(self) -> list[Rollout]:
-        active = await self._rollouts.active()
+        """The active rollouts of the configured services. One of a service no longer in the
+        file is not followed: the log says so once (per process), not at each poll."""
+        active = []
+        for rollout in await self._rollouts.active():
+            if rollout.service in self._by_name:
+                active.append(rollout)
+            elif rollout.id not in self._unfollowed:
+                self._unfollowed.add(rollout.id)
+                log.warning(
+                    "rollout %s (%s) of service %r is not followed: the service is not in "
+                    "ROLLOUT_SERVICES (removed or renamed); put it back to follow the rollout",
+                    rollout.id,
+                    rollout.tag,
+                    rollout.service,
+                )
         self._service_of = {rollout.id: rollout.service for rollout in active}
         return active
 
