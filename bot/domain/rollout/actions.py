@@ -6,8 +6,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, Verdict
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout.effects import (
@@ -202,6 +203,14 @@ def promote(
 
 
 def _not_holding(plan_track: PlanTrack, spec: PlanStage, stage: Stage) -> str:
+    settle = settle_of(plan_track.metrics)
+    if stage.state is StageState.OBSERVING and stage.window_ends_at and settle:
+        return (
+            f"{spec.label} ({plan_track.label}) is still observing: its window ends at "
+            f"{utc_minute(stage.window_ends_at)}, its gate reads it at "
+            f"{utc_minute(stage.window_ends_at + settle)} (settle {format_duration(settle)}) "
+            "and decides first."
+        )
     if stage.state is StageState.OBSERVING and stage.window_ends_at:
         return (
             f"{spec.label} ({plan_track.label}) is still observing until "
@@ -223,7 +232,8 @@ def extend(
     A window already over (its timer late, or given up: a gate that never ran) observes again
     until `by` from now, its window the latest stretch of the length it was observed for and
     `by` (`reopened_from`): moved by `by` from its end, it could end in the past, and its gate
-    run at once on the figures of hours ago."""
+    run at once on the figures of hours ago. A window within its `settle` is not over: its gate
+    has not read it yet, and runs `settle` after the moved end (in the future)."""
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     stage = current_track.current
@@ -236,9 +246,10 @@ def extend(
         raise InvalidTransition(f"{plan_track.label} has no window running: nothing to extend.")
     spec = plan_track.stage(stage.key)
     missed = gate_missed(stage)
-    over = missed or now > stage.window_ends_at
+    settle = settle_of(plan_track.metrics)
+    over = missed or now > stage.window_ends_at + settle
     ends = (now if over else stage.window_ends_at) + by
-    observed_from = reopened_from(stage, now) if over else stage.observed_from
+    observed_from = reopened_from(stage, now, settle) if over else stage.observed_from
     moved = replace(
         stage, state=StageState.OBSERVING, window_ends_at=ends, observed_from=observed_from
     )
