@@ -351,13 +351,23 @@ async def test_a_clean_run_passes_every_check(box: Sandbox) -> None:
     assert ":white_check_mark: done" in step(message, 2)
 
 
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        # `changeset publish` passes when every version is on npm already, without using the
+        # token: an expired or wrong-scope token goes unnoticed until the next real publish.
+        ("npm_up_to_date", "No unpublished projects to publish"),
+        # With changesets still to version, changesets/action opens (or updates) the "Version
+        # Packages" pull request and never runs the publish: the step passes without npm, and
+        # prints no "No unpublished projects to publish" either. Most pushes to main are so.
+        ("npm_changesets_pending", "Version Packages"),
+    ],
+)
 async def test_a_run_that_published_nothing_does_not_pass_for_a_verified_token(
-    box: Sandbox,
+    box: Sandbox, mode: str, said: str
 ) -> None:
-    # `changeset publish` passes when every version is on npm already, without using the
-    # token: an expired or wrong-scope token goes unnoticed until the next real publish.
     set_secret(box, age=timedelta(days=2))
-    box.github.engine.npm_up_to_date = True
+    setattr(box.github.engine, mode, True)
     release_run(box)
     message = await open_walkthrough(box)
     shown = await press(
@@ -366,8 +376,9 @@ async def test_a_run_that_published_nothing_does_not_pass_for_a_verified_token(
     assert ": success." in shown
     assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
     assert f"*{PUBLISH}* passed but published nothing" in shown
-    assert "No unpublished projects to publish" in shown
+    assert said in shown
     assert "npm never used the token" in shown
+    assert "creating pull request" not in shown  # nothing of the log is quoted
     assert ":white_check_mark: done" not in step(message, 1)
     assert ":white_check_mark: done" in step(message, 2)  # the validate step saw a token
 
@@ -610,6 +621,33 @@ def test_the_web_address_comes_from_the_api_address(api: str, web: str) -> None:
             False,
         ),
         (["done"], False),  # another publish tool: nothing to go by
+        # changesets/action's version branch: the "Version Packages" pull request, no publish.
+        (["setting GitHub credentials", "creating pull request"], True),
+        (["\x1b[36mupdating found pull request #12\x1b[0m"], True),
+        (["All changesets are empty; not creating PR"], True),
+        (
+            [
+                "No changesets present or were removed by merging release PR. Not publishing "
+                "because no publish script found."
+            ],
+            True,
+        ),
+        # Its publish branch, whatever else the step printed: decided by what publish said.
+        (
+            [
+                "No changesets found. Attempting to publish any unpublished packages to npm",
+                "creating pull request",
+                "🦋  success packages published successfully:",
+            ],
+            False,
+        ),
+        (
+            [
+                "No changesets found, attempting to publish any unpublished packages to npm",
+                "creating pull request",
+            ],
+            False,
+        ),
     ],
 )
 def test_a_publish_that_published_nothing_is_told_apart(lines: list[str], nothing: bool) -> None:

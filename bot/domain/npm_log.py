@@ -16,6 +16,17 @@ _NEED_AUTH = re.compile(r"\bENEEDAUTH\b")
 _TWO_FACTOR = re.compile(r"two-factor|\b2fa\b|one-time password|\bEOTP\b", re.IGNORECASE)
 _NOTHING_PUBLISHED = "No unpublished projects to publish"
 _PUBLISHED = "packages published successfully"
+_PUBLISH_BRANCH = "attempting to publish any unpublished packages"
+"""changesets/action taking its publish branch ("No changesets found. Attempting ..." or, in
+older versions, "No changesets found, attempting ...")."""
+_NOT_PUBLISHING = (
+    "creating pull request",
+    "updating found pull request",
+    "All changesets are empty; not creating PR",
+    "Not publishing because no publish script found",
+)
+"""changesets/action's branches that never run the publish: changesets still to version open
+or update its "Version Packages" pull request; empty changesets or no publish script stop."""
 
 
 class NpmError(StrEnum):
@@ -75,7 +86,15 @@ def npm_error(lines: Sequence[str]) -> NpmError | None:
 
 
 def published_nothing(lines: Sequence[str]) -> bool:
-    """`changeset publish` said every version is on npm already and published none: it read
-    npm without the token, so the run shows nothing about what the token may do."""
+    """The publish step published nothing, so the run shows nothing about what the token may
+    do: `changeset publish` said every version is on npm already (it read npm without the
+    token), or changesets/action took a branch that never publishes (the "Version Packages"
+    pull request, with changesets still to version: most pushes to the branch)."""
     said = " ".join(lines)
-    return _NOTHING_PUBLISHED in said and _PUBLISHED not in said
+    if _PUBLISHED in said:
+        return False
+    if _NOTHING_PUBLISHED in said:
+        return True
+    if _PUBLISH_BRANCH in said.lower():
+        return False  # the publish branch: what publish printed decides, above
+    return any(mark in said for mark in _NOT_PUBLISHING)

@@ -220,10 +220,12 @@ def _publish_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
     verdict = check.publish_step
     if verdict is StepVerdict.PASSED and check.published_nothing:
         return (
-            f":warning: {step} passed but published nothing (“No unpublished projects to "
-            "publish”: every version is on npm already). npm never used the token, so this run "
-            "does not show that it can publish: an expired or wrong-scope token passes too. "
-            f"The next run that publishes new versions from `{npm.ref}` checks it (step 4)."
+            f":warning: {step} passed but published nothing: every version was on npm "
+            "already (“No unpublished projects to publish”), or changesets had changesets to "
+            "version and opened or updated its “Version Packages” pull request instead. npm "
+            "never used the token, so this run does not show that it can publish: an expired "
+            "or wrong-scope token passes too. The next run that publishes new versions from "
+            f"`{npm.ref}` checks it (step 4)."
         )
     if verdict is StepVerdict.PASSED:
         return f":white_check_mark: {step} passed."
