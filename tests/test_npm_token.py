@@ -584,10 +584,37 @@ def test_the_script_echo_of_a_step_is_not_its_output() -> None:
         (["npm error code E404", "npm error 404 Not Found - PUT"], NpmError.NOT_FOUND),
         (["npm error code E409", "Conflict"], None),
         (["Error: The process '/usr/local/bin/npm' failed with exit code 1"], None),
+        # `changeset publish` runs `npm publish --json` and says npm's code in its own words
+        # (the only place some versions give it), coloured in GitHub's log.
+        (
+            [
+                "🦋  \x1b[31merror\x1b[39m an error occurred while publishing @scriptum/cli: "
+                "E401 Unable to authenticate"
+            ],
+            NpmError.UNAUTHORIZED,
+        ),
+        (
+            [
+                "🦋  error An error occurred while publishing @scriptum/cli: E403",
+                "🦋  error Two-factor authentication or granular access token with bypass 2fa "
+                "enabled is required to publish packages.",
+            ],
+            NpmError.TWO_FACTOR,
+        ),
+        (["🦋  error an error occurred while publishing @scriptum/cli: E404"], NpmError.NOT_FOUND),
     ],
 )
 def test_npm_errors_are_told_apart(lines: list[str], expected: NpmError | None) -> None:
     assert npm_error(lines) is expected
+
+
+def test_colour_codes_in_the_log_hide_no_npm_error() -> None:
+    # npm told to colour (`--color always`, `npm_config_color`) paints its words in the log.
+    log = (
+        "2026-01-05T10:00:02.0000000Z \x1b[0m\x1b[31mnpm\x1b[39m \x1b[31merror\x1b[39m "
+        "\x1b[35mcode\x1b[39m E401\n"
+    )
+    assert npm_error(output_lines(log)) is NpmError.UNAUTHORIZED
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,14 @@ from enum import StrEnum
 # Matched without the dash, which a workflow may print as "--" or "-".
 _SKIP_MARK = "NPM_TOKEN secret not configured"
 _LOG_TIMESTAMP = re.compile(r"^\ufeff?\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z ?")
-_NPM_CODE = re.compile(r"\bnpm (?:ERR!|error) code (E[A-Z0-9]+)\b")
+_NPM_CODE = re.compile(
+    r"\bnpm (?:ERR!|error) code (E[A-Z0-9]+)\b"
+    # `changeset publish` runs `npm publish --json` and gives npm's code in its own words.
+    r"|\b[Aa]n error occurred while publishing \S+: (E[A-Z0-9]+)\b"
+)
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+"""A colour code, which a tool told to colour (npm's `--color always`, changesets' logger in
+GitHub Actions) writes into the log between the words."""
 _NEED_AUTH = re.compile(r"\bENEEDAUTH\b")
 _TWO_FACTOR = re.compile(r"two-factor|\b2fa\b|one-time password|\bEOTP\b", re.IGNORECASE)
 _NOTHING_PUBLISHED = "No unpublished projects to publish"
@@ -46,7 +53,7 @@ def output_lines(log: str) -> list[str]:
     lines: list[str] = []
     echo = False
     for raw in log.splitlines():
-        line = _LOG_TIMESTAMP.sub("", raw, count=1)
+        line = _COLOUR.sub("", _LOG_TIMESTAMP.sub("", raw, count=1))
         if line.startswith("##[group]"):
             echo = line.removeprefix("##[group]").startswith("Run ")
             continue
@@ -71,7 +78,7 @@ def npm_error(lines: Sequence[str]) -> NpmError | None:
         match = _NPM_CODE.search(line)
         if match is None:
             continue
-        code = match.group(1)
+        code = match.group(1) or match.group(2)
         if code == "EOTP":
             return NpmError.TWO_FACTOR
         if code == "E401":
