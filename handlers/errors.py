@@ -43,7 +43,7 @@ from bot.adapters.slack.limits import (
 )
 from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain import rollout_command as commands
-from bot.domain.errors import InvalidCommand, PromotedWhileStopping, RolloutError
+from bot.domain.errors import InvalidCommand, PartlyPromoted, PromotedWhileStopping, RolloutError
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.lane import LaneClosed
 from bot.services.telemetry import Handled, Telemetry
@@ -129,11 +129,11 @@ def _handled_as(body: dict[str, Any]) -> tuple[Handled, str]:
 
 def failure_outcome(error: Exception, telemetry: Telemetry) -> str:
     """How a request that failed ended, for the metrics (`refused`, `interrupted`, `error`,
-    `promoted_while_stopping`); a refusal is counted by its reason. A Promote that GitHub
-    took while the track was being stopped was done, not refused: it has an outcome of its own
-    and is no refusal."""
-    if isinstance(error, PromotedWhileStopping):
-        return error.code
+    `promoted_while_stopping`, `partly_promoted`); a refusal is counted by its reason. A Promote
+    that GitHub took while the track was being stopped, or a `/rollout promote` that promoted
+    some lanes only, was done, not refused: each has an outcome of its own and is no refusal."""
+    if isinstance(error, (PromotedWhileStopping, PartlyPromoted)):
+        return error.code  # `/rollout promote` promoting some lanes only: done too
     if isinstance(error, RolloutError):
         telemetry.refused(reason=error.code)
         return "refused"

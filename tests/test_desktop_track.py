@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import RINGS_OK, running_sandbox
+from figures import RELAY_OK, RINGS_OK, running_sandbox
 from sandbox_views import (
     HALTED_ON_BETA,
     HALTED_ON_INTERNAL,
@@ -29,10 +29,11 @@ from sandbox_views import (
     reviews,
     stage_state,
 )
+from test_github_faults import REVIEWS
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState, window_timer_key
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
-from sandbox.harness import Sandbox
+from sandbox.harness import Sandbox, fast_plan, write_figures
 from storage.timers import TimerStore
 
 pytestmark = pytest.mark.story
@@ -309,4 +310,33 @@ async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
         landed = await box.wait_for_thread("*beta ring* deployed")
         assert "not observed: the track is stopping" in landed
         await halted_at(box, "beta", StageState.STOPPED, HALTED_ON_BETA)
+        await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
+
+
+async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_approve(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Beta passed and promoted itself (`promote: auto`), but GitHub failed the bot's approval
+    of the GA ring, which still waits there: a kill then rejects GA, rather than being refused
+    as 'already deploying' and the bot approving GA on its next look."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
+        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        run = (await box.rollout()).run_id or 0
+        assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        announced = await box.wait_for_thread("crash spike in beta")
+        assert "The release stays on the beta ring." in announced  # GA never deployed
+        box.github.clear_faults()
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert ("desktop-ga", "rejected") in reviews(box, "desktop")
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
         await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")

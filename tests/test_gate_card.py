@@ -214,13 +214,32 @@ def test_the_terminal_card() -> None:
         window=WINDOW,
     )
     lines = text.splitlines()
+    # `rollout-bot metrics` only reads: it says what the gate would do, never that it acted.
     assert lines[0] == (
         "Hosted relay: 5% canary gate: ROLLBACK. Error rate 3.01% is 3.01x its 1% limit. "
-        "Rolling back."
+        "The gate would roll back."
     )
     assert lines[1] == "  window: 30m, 2025-06-02 09:00:00 to 09:30:00 UTC"
     assert "limit 1% (threshold)   3.01x the limit   sample 4,512" in lines[2]
     assert lines[3] == "    query: http://prometheus:9090/graph?g0.expr=errors"
+
+
+RING_TERMINAL = {
+    "stage_label": "internal ring",
+    "track_label": "Desktop app and CLI",
+    "window": WINDOW,
+}
+"""Where the terminal card of a ring's reading was read."""
+
+
+def test_the_terminal_card_of_a_ring_says_the_kill_switch_would_trip_not_that_it_did() -> None:
+    """`rollout-bot metrics internal` while the rings run: a failing reading trips nothing."""
+    verdict = evaluate_desktop(baseline_crash=D("0.001"), current_crash=D("0.003"), sample=900)
+    text = plain_text(verdict=verdict, reading=None, **RING_TERMINAL)  # type: ignore[arg-type]
+    first = text.splitlines()[0]
+    assert first.startswith("Desktop app and CLI: internal ring gate: KILL_SWITCH. Crash rate")
+    assert first.endswith("The gate would trip the kill-switch.")
+    assert "tripped" not in text and "Rolling back" not in text
 
 
 # -- the notifier: card and charts in the thread ---------------------------------------------

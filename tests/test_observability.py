@@ -39,7 +39,13 @@ from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.config import ConfigError, Settings, load_settings
-from bot.domain.errors import GitHubError, GitHubRateLimited, NotAuthorized, PromotedWhileStopping
+from bot.domain.errors import (
+    GitHubError,
+    GitHubRateLimited,
+    NotAuthorized,
+    PartlyPromoted,
+    PromotedWhileStopping,
+)
 from bot.domain.rollout import StageState
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.clock_skew import SQLITE_SKIPPED
@@ -761,12 +767,17 @@ def test_a_promote_overtaken_by_a_stop_is_counted_apart_from_refusals() -> None:
     for error in (PromotedWhileStopping("done, but rolling back"), NotAuthorized("no")):
         outcome = failure_outcome(error, telemetry)
         telemetry.handled(kind="click", name="promote", outcome=outcome)
+    # `/rollout promote` that promoted one lane and not the other: done as well.
+    outcome = failure_outcome(PartlyPromoted("Promoted Hosted relay to *50%*."), telemetry)
+    telemetry.handled(kind="command", name="promote", outcome=outcome)
 
     found = parse(telemetry.exposition(None)[0].decode())
 
     clicks = "rollout_bot_clicks_total"
     assert value(found, clicks, action="promote", outcome="promoted_while_stopping") == 1
     assert value(found, clicks, action="promote", outcome="refused") == 1
+    commands = "rollout_bot_commands_total"
+    assert value(found, commands, subcommand="promote", outcome="partly_promoted") == 1
     refusals = {
         dict(labels)["reason"]
         for (name, labels) in found

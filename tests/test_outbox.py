@@ -584,13 +584,9 @@ async def test_a_line_a_previous_version_wrote_as_text_is_still_delivered(scene:
     assert scene.thread() == ["line 0", "as it was"]
 
 
-async def test_a_line_only_a_newer_version_can_word_is_left_to_its_replicas(
-    scene: Scene, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A rolling upgrade: a replica of the next version wrote a thread event of a kind this
-    version does not have. This replica does not post it, nor anything after it in that
-    thread (the order holds), and does not give it up within the hour: no attempt is counted,
-    no ERROR, one WARNING; it stays pending for a newer replica."""
+async def a_line_of_the_next_version(scene: Scene) -> tuple[Rollout, Outbox]:
+    """A posted card, then a thread line of an event kind only the next version has (a
+    replica of it wrote the line), and a line of this version after it."""
     rollout, outbox = await scene.card_posted()
     of_the_next_version = NewMessage(
         kind="thread",
@@ -599,6 +595,17 @@ async def test_a_line_only_a_newer_version_can_word_is_left_to_its_replicas(
         payload={"event": {"kind": "KindOfTheNextVersion", "fields": {"stage": "canary"}}},
     )
     await outbox.add([of_the_next_version, *said(rollout, "after it")])
+    return rollout, outbox
+
+
+async def test_a_line_only_a_newer_version_can_word_is_left_to_its_replicas(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade: a replica of the next version wrote a thread event of a kind this
+    version does not have. This replica does not post it, nor anything after it in that
+    thread (the order holds), and does not give it up within the hour: no attempt is counted,
+    no ERROR, one WARNING; it stays pending for a newer replica."""
+    rollout, outbox = await a_line_of_the_next_version(scene)
 
     with caplog.at_level(logging.WARNING, logger="bot.services"):
         for _ in range(9):  # past every backoff a counted failure would take to give up
@@ -624,14 +631,7 @@ async def test_a_line_only_a_newer_version_can_word_is_left_to_its_replicas(
 async def test_a_line_no_newer_replica_came_for_is_given_up_after_the_hour(scene: Scene) -> None:
     """The upgrade was rolled back: no replica can word the newer version's line. Past
     `LEFT_TO_NEWER_AT_MOST` it is given up (a dead letter), and the thread goes on."""
-    rollout, outbox = await scene.card_posted()
-    of_the_next_version = NewMessage(
-        kind="thread",
-        channel_id=CHANNEL,
-        rollout_id=rollout.id,
-        payload={"event": {"kind": "KindOfTheNextVersion", "fields": {"stage": "canary"}}},
-    )
-    await outbox.add([of_the_next_version, *said(rollout, "after it")])
+    rollout, outbox = await a_line_of_the_next_version(scene)
 
     for _ in range(12):
         await outbox.flush(rollout.id)

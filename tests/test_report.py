@@ -109,7 +109,9 @@ async def test_a_rollback_and_a_kill_are_in_the_summary_with_their_reasons(
         await box.wait_until(
             lambda r: r.track("desktop").stage("internal").state is StageState.HOLDING
         )
-        assert "kill" in (await box.command("kill the relay went back")).lower()
+        # Typed markup is the person's words: the summary shows it, it never notifies.
+        typed = "kill the relay went back <!channel> & <https://evil.example|see>"
+        assert "kill" in (await box.command(typed)).lower()
         await box.wait_until(lambda r: r.phase is Phase.ENDED)
         report = await box.wait_for_thread(REPORT)
     assert "ended in" in report.split("\n")[0]
@@ -117,7 +119,8 @@ async def test_a_rollback_and_a_kill_are_in_the_summary_with_their_reasons(
     assert "5% canary gate ROLLBACK" not in report  # the verdict's own line said it once
     assert "ROLLBACK (crash rate 0.0021 exceeds" in report
     assert f"<@{RELEASE_MANAGER}> tripped the kill-switch (Desktop app and CLI)" in report
-    assert "the relay went back" in report
+    assert "the relay went back &lt;!channel&gt; &amp; &lt;https://evil.example|see&gt;" in report
+    assert "<!channel>" not in report and "<https://evil" not in report
     assert "• Hosted relay 50%" not in report  # never reached
     assert len(summaries(box)) == 1
 

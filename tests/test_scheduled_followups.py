@@ -5,25 +5,37 @@ by hand on GitHub before the scheduled time."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import test_scheduled_starts as starts
+from cleared import cleared_rollout
 from figures import passing_sandbox
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from test_scheduled_starts import sandbox
+from test_services_corners import no_service_scheduler
 from test_services_removed import BILLING, RELAY, restarted_with
 
 from bot.domain.rollout import Phase
 from bot.domain.schedule import dispatch_timer_key
+from bot.plan_file import load_plan
+from bot.services.effects import DISPATCH_TIMER
 from bot.services.records import Timer
+from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.github_repository import SimRepository
 from sandbox.harness import Sandbox
+from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
 
 __all__ = ["sandbox"]  # the fixture a test here uses
 
 pytestmark = pytest.mark.story
+
+PLAN = load_plan(None)
 
 
 def told(box: Sandbox, needle: str) -> str | None:
@@ -106,3 +118,114 @@ async def test_a_release_run_by_hand_before_the_time_is_not_dispatched_again(
     assert sandbox.github.dispatches == []
     assert await starts.recorded(sandbox, "schedule:dispatch") == [("held", at.isoformat())]
     assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
+async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logged_again(
+    session_factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service stayed out of the services file after its scheduled dispatch was
+    dead-lettered (its rollout still open). The scheduler hands that timer to the services
+    again as it starts and every hour (`GivingUp.tell_again`), and each time they answered
+    with an ERROR "timer ... of service 'gone', which is not configured, is dead-lettered": one
+    more alert at every start and every hour, on every replica, for a timer buried long ago."""
+    now = datetime(2030, 1, 1, 9, tzinfo=UTC)
+    clock = ManualClock(now)
+    rollouts = RolloutStore(session_factory, clock=clock)
+    rollout = replace(cleared_rollout(PLAN, now=now, rollout_id="r-0000000000b1"), service="gone")
+    await rollouts.create(rollout=rollout, plan=PLAN)
+    timers = TimerStore(session_factory)
+    key = dispatch_timer_key(rollout.id, now)
+    await timers.schedule(
+        key=key,
+        kind=DISPATCH_TIMER,
+        due_at=now,
+        now=now,
+        rollout_id=rollout.id,
+        payload={"at": now.isoformat()},
+        service="gone",
+    )
+
+    def buried() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno >= logging.ERROR
+            and key in r.getMessage()
+            and "not configured" in r.getMessage()
+        ]
+
+    scheduler = no_service_scheduler(
+        session_factory, clock, poll_interval=timedelta(hours=1)
+    )  # a replica without `gone`
+    for _ in range(4):
+        await scheduler.fire_due()
+        clock.advance(timedelta(seconds=5))
+    dead = await timers.get(key=key)
+    assert dead is not None and dead.dead_at is not None, dead
+    assert len(buried()) == 1, buried()  # as it was dead-lettered: said once
+    for pruning in (
+        scheduler,
+        no_service_scheduler(session_factory, clock, poll_interval=timedelta(hours=1)),
+    ):  # every hour, and as a replica starts
+        await pruning.prune()
+        clock.advance(timedelta(minutes=61))
+        await pruning.prune()
+    assert len(buried()) == 1, buried()
+    again = await timers.get(key=key)
+    assert again is not None and again.dead_at == dead.dead_at, again
+
+
+async def test_a_release_run_by_hand_before_it_was_scheduled_and_still_going_is_not_run_again(
+    sandbox: Sandbox,
+) -> None:
+    """Someone ran Deployment Strategy for `v1.4.2` by hand on GitHub (its canary waiting for
+    its reviewers), then the start was scheduled; or re-ran, after the start was scheduled, a
+    run of `v1.4.2` from before (a re-run keeps its run's first creation time). The bot looked
+    only at runs created since the schedule, so at the time it dispatched a second run of the
+    release next to the one still going."""
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.refs.add("v1.4.2")
+    earlier = sandbox.clock() - timedelta(hours=2)
+    going = repository.create_foreign_run(actor="octocat", branch="v1.4.2", created_at=earlier)
+    stopped = repository.create_foreign_run(actor="octocat", branch="v1.4.2", created_at=earlier)
+    repository.engine.cancel(stopped)
+    assert repository.engine.runs[going].status != "completed"
+    at = await starts.scheduled(sandbox)
+    repository.engine.rerun(stopped, by="octocat")
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
+    assert f"run {going}" in said and f"run {stopped}" in said, said
+    assert sandbox.github.dispatches == []
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
+def rejected_on_github(repository: SimRepository, run_id: int) -> None:
+    """Reviewers reject every deployment of the run on github.com, until it has completed."""
+    engine = repository.engine
+    for _ in range(10):
+        run = engine.runs[run_id]
+        if run.status == "completed":
+            return
+        waiting = {job.environment for job in run.jobs if job.status == "waiting"}
+        repository.review(run_id, sorted(e for e in waiting if e), "rejected")
+        engine.process()
+    raise AssertionError(f"run {run_id} did not complete")
+
+
+async def test_the_hold_for_a_release_run_by_hand_says_how_that_run_ended(
+    sandbox: Sandbox,
+) -> None:
+    """The hold named the run by hand as `run 4242 (completed, ...)`: whether it deployed the
+    release or failed (rejected, say, and nothing deployed), which decides whether an approver
+    clicks Dispatch, was not said."""
+    at = await starts.scheduled(sandbox)
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.refs.add("v1.4.2")
+    by_hand = repository.create_foreign_run(actor="octocat", branch="v1.4.2")
+    rejected_on_github(repository, by_hand)
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
+    assert f"run {by_hand} (completed: failure, " in said, said
+    assert sandbox.github.dispatches == []

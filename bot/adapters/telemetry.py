@@ -97,7 +97,8 @@ class PrometheusTelemetry(Telemetry):
         )
         self._lateness = Histogram(
             "rollout_bot_window_end_lateness_seconds",
-            "Seconds between an observation window's end and its evaluation.",
+            "Seconds between an observation window's end (and its track's settle) and its "
+            "evaluation.",
             buckets=LATENESS_BUCKETS,
             registry=registry,
         )

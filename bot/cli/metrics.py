@@ -1,5 +1,6 @@
 """`rollout-bot metrics <stage> --tag <tag>`: what a stage's gate would read now, for tuning the
-plan's queries: its figures over a window of the stage's length ending now, and the verdict."""
+plan's queries: its figures over a window of the stage's length ending now (with the track's
+`metrics.settle`, that long ago), and the verdict."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
 from bot.cli.settings import load_for_command, one_service
 from bot.domain.gate import GateVerdict
 from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
-from bot.domain.metrics import QueryWindow, Reading, judge
+from bot.domain.metrics import QueryWindow, Reading, judge, window_ending
+from bot.domain.plan import Stage, Track, settle_of
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,17 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--track", help="the track, when several have a stage of that key")
     parser.add_argument("--service", help="the service, when the bot releases several")
     return parser
+
+
+def latest_window(
+    track: Track, name: str, stage: Stage, *, tag: str, service: str, now: datetime
+) -> QueryWindow:
+    """The latest window of the stage's length a gate would judge now: ending now, or with the
+    track's `metrics.settle` that long ago, as a held stage's re-evaluation reads (the last
+    minutes' figures are not all in yet: a crash reported at the app's next start)."""
+    assert stage.window is not None  # only a stage with a window has a gate
+    end = now - settle_of(track.metrics)
+    return window_ending(end, stage.window, tag=tag, track=name, stage=stage.key, service=service)
 
 
 def main(args: list[str]) -> int:
@@ -66,16 +79,8 @@ def main(args: list[str]) -> int:
             f"(source: {track.metrics.source})\n"
         )
         return 2
-    now = datetime.now(UTC)
-    start = now - stage.window
-    window = QueryWindow(
-        tag=options.tag,
-        track=name,
-        stage=stage.key,
-        start=start,
-        end=now,
-        rollout_start=start,
-        service=service.name,
+    window = latest_window(
+        track, name, stage, tag=options.tag, service=service.name, now=datetime.now(UTC)
     )
     reading = asyncio.run(source.measure(window))
     verdict = judge(track, reading)
@@ -101,7 +106,9 @@ def plain_text(
 ) -> str:
     """The gate card for a terminal: the verdict line, then a line per metric and its query."""
     rows = metric_rows(verdict, reading)
-    head = f"{stage_label} gate: {verdict.verdict}. {verdict_reason(verdict, rows)}"
+    # A reading for tuning the queries: nothing was rolled back or tripped.
+    why = verdict_reason(verdict, rows, acted=False)
+    head = f"{stage_label} gate: {verdict.verdict}. {why}"
     lines = [f"{track_label}: {head}", f"  window: {_window(window)}"]
     for row in rows:
         baseline = f"   baseline {row.baseline_shown}" if row.metric != "error_rate" else ""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from bot.domain.errors import RolloutError
+from bot.domain.errors import PromotedWhileStopping, RolloutError
 from bot.domain.gate import GateVerdict, Verdict
 from bot.domain.plan import ManualMetrics, RolloutPlan
 from bot.domain.rollout import (
@@ -289,3 +289,23 @@ def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRe
         Control.REEVALUATE: f"re-evaluate the {spec.label} gate of {tag}",
         Control.FIGURES: f"enter the {spec.label} figures of {tag}",
     }.get(control, f"{control.value} {tag}")
+
+
+def promoted_words(plan: RolloutPlan, track: str, stage: str) -> str:
+    """`Hosted relay to *50%*`: a promotion `/rollout promote` made, from the held `stage`."""
+    plan_track = plan.track(track)
+    following = plan_track.next_stage(stage)
+    return f"{plan_track.label} to *{following.label if following else stage}*"
+
+
+def partly_promoted(
+    done: list[str],
+    stopping: PromotedWhileStopping | None,
+    refused: list[tuple[str, RolloutError]],
+) -> str:
+    """The answer of a `/rollout promote` that promoted some held tracks and not others."""
+    said = [f"Promoted {' and '.join(done)}: see the thread."] if done else []
+    if stopping is not None:
+        said.append(stopping.message)
+    said.extend(f"Not promoted: {label}: {error.message}" for label, error in refused)
+    return " ".join(said)

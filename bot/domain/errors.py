@@ -118,6 +118,14 @@ class PromotedWhileStopping(RolloutError):
     code = "promoted_while_stopping"
 
 
+class PartlyPromoted(RolloutError):
+    """`/rollout promote` promoted some of the held tracks and not the others (a hold only
+    its button overrides, a two-person rule, GitHub failing): the message names both, so a
+    promotion made is never answered as a refusal alone."""
+
+    code = "partly_promoted"
+
+
 class RolloutInProgress(RolloutError):
     """A track already has an active rollout: one rollout per track at a time. Carries the
     active rollout's id so the answer can link to it."""

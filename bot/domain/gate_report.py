@@ -98,8 +98,10 @@ def metric_rows(verdict: GateVerdict, reading: Reading | None) -> list[MetricRow
     return rows
 
 
-def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
-    """Why the gate said what it said, with the one figure that decided it."""
+def verdict_reason(verdict: GateVerdict, rows: list[MetricRow], *, acted: bool = True) -> str:
+    """Why the gate said what it said, with the one figure that decided it. `acted`: the
+    verdict was applied (the thread's gate card); False for a reading that only looks
+    (`rollout-bot metrics`), which says what the gate would do."""
     by_metric = {row.metric: row for row in rows}
     reason = verdict.reason
     if verdict.verdict is Verdict.PASS:
@@ -129,7 +131,11 @@ def verdict_reason(verdict: GateVerdict, rows: list[MetricRow]) -> str:
         return f"No data for the {missing.name.lower()}{why}."
     if reason is GateReason.UNUSABLE_THRESHOLD:
         return f"Holding: {verdict.summary}."
-    action = "Rolling back." if verdict.verdict is Verdict.ROLLBACK else "Kill-switch tripped."
+    relay = verdict.verdict is Verdict.ROLLBACK
+    if acted:
+        action = "Rolling back." if relay else "Kill-switch tripped."
+    else:
+        action = f"The gate would {'roll back' if relay else 'trip the kill-switch'}."
     if reason is GateReason.ERROR_RATE:
         row = by_metric["error_rate"]
         return (

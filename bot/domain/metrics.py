@@ -136,21 +136,35 @@ class QueryWindow:
         }
 
 
-def stage_window(rollout: Rollout, *, track: str, stage: str, now: datetime) -> QueryWindow:
+def window_ending(
+    end: datetime, length: timedelta, *, tag: str, track: str, stage: str, service: str
+) -> QueryWindow:
+    """A window of `length` ending at `end`, of no rollout (its `$since_start` is its length):
+    what `rollout-bot metrics` and the doctor read."""
+    start = end - length
+    return QueryWindow(tag, track, stage, start, end, rollout_start=start, service=service)
+
+
+def stage_window(
+    rollout: Rollout, *, track: str, stage: str, now: datetime, settle: timedelta = timedelta(0)
+) -> QueryWindow:
     """The window a stage's gate reads: from the stage job's completion to the window's end
     (or now, if that is earlier), so a gate evaluated late still reads its own window (and the
     latest stretch too: `gate_windows`). A held stage (re-evaluated: it is still deployed,
     waiting for a Promote) reads the latest window of the length it was observed for, ending
     now: its closed window's figures, hours old maybe, would pass a canary that has failed
-    since, and so would hours of good figures diluting the last window's failing ones. A window
-    opened again after it closed reads from where it was opened again (`reopened_from`), for
-    the same reason."""
+    since, and so would hours of good figures diluting the last window's failing ones. With a
+    `settle` (`settle_of`), that latest window ends `settle` before now, as its gate's did: the
+    figures of the last minutes are not all in yet (a crash reported at the app's next start),
+    and a PASS on them promotes a `promote: auto` stage. A window opened again after it closed
+    reads from where it was opened again (`reopened_from`), for the same reason."""
     observed = rollout.track(track).stage(stage)
     rollout_start = rollout.dispatched_at or rollout.created_at
     start = observed.observed_since or rollout_start
     if observed.state is StageState.HOLDING:
         observed_for = (observed.window_ends_at or now) - start
-        start, end = max(start, now - observed_for), now
+        end = now - settle
+        start = max(start, end - observed_for)
     else:
         end = min(observed.window_ends_at or now, now)
     return QueryWindow(
@@ -183,7 +197,7 @@ def gate_windows(
     than `LATE_GATE` ago (after the `settle` its track waits for late figures: `settle_of`),
     also the latest stretch of the same length ending now: a late gate judged on the window's
     old figures alone would pass a canary that has failed since."""
-    window = stage_window(rollout, track=track, stage=stage, now=now)
+    window = stage_window(rollout, track=track, stage=stage, now=now, settle=settle)
     if now - window.end <= LATE_GATE + settle:
         return (window,)
     return (window, replace(window, start=now - (window.end - window.start), end=now))

@@ -61,6 +61,12 @@ class LinkableRun:
     created_at: datetime
     attempt: int = 1
     """2 and up once someone re-ran it (GitHub's `run_attempt`)."""
+    conclusion: str | None = None
+    """How it ended (`success`, `failure`, ...), once completed."""
+
+    def state(self) -> str:
+        """Its status, and how it ended once completed (`completed: failure`)."""
+        return f"{self.status}: {self.conclusion}" if self.conclusion else self.status
 
 
 def parse_run_reference(text: str) -> RunReference:

@@ -211,12 +211,13 @@ class PeoplesActions:
         async with effects.lock(target.id):
             rollout = await effects.get(target.id)
             plan = await effects.plan_of(rollout)
+            waiting = await self._waiting(rollout, plan, GateKind(gate))
             try:
                 # Every track of the gate still running: one that completed or already
                 # stopped never keeps another from rolling back.
-                names = machine.tracks_to_stop(rollout, plan, gate=GateKind(gate))
+                names = machine.tracks_to_stop(rollout, plan, gate=GateKind(gate), waiting=waiting)
             except InvalidTransition as error:
-                first = next(n for n, t in plan.tracks.items() if t.gate.value == gate)
+                first = next((n for n, t in plan.tracks.items() if t.gate.value == gate), None)
                 await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
                 raise
             kind = GateKind(gate)
@@ -225,7 +226,13 @@ class PeoplesActions:
             current = rollout
             for name in names:
                 decision = machine.abort(
-                    current, plan, track=name, actor=actor, reason=reason, now=effects.clock()
+                    current,
+                    plan,
+                    track=name,
+                    actor=actor,
+                    reason=reason,
+                    now=effects.clock(),
+                    waiting=waiting,
                 )
                 if left and name == names[-1]:
                     # Said with the last stop: whoever pressed it learns what it did not stop.
@@ -240,6 +247,23 @@ class PeoplesActions:
                 current = await effects.apply(current, decision, plan, audit=audit)
             await self._follower.settle(rollout.id)
             return await effects.get(rollout.id)
+
+    async def _waiting(self, rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> frozenset[str]:
+        """The environments the run waits at, read when a track of `gate` is deploying a stage:
+        the bot's approval of it may have failed, GitHub still holding it, and a stop rejects
+        it then (`machine.held_on_github`). Empty when there is none, or GitHub cannot say."""
+        deploying = any(
+            plan_track.gate is gate
+            and (stage := rollout.track(name).current) is not None
+            and stage.state is StageState.DEPLOYING
+            for name, plan_track in plan.tracks.items()
+        )
+        if not deploying or rollout.run_id is None:
+            return frozenset()
+        try:
+            return (await self._effects.read_run(rollout.run_id)).waiting
+        except GitHubError:
+            return frozenset()  # as saved: a deploying last stage is not stopped
 
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
         """Give a running window more time."""

@@ -20,8 +20,16 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from bot.domain.controls import CardRef, Control, StaleCard, describe, hold_of
-from bot.domain.errors import PromotedWhileStopping
+from bot.domain.controls import (
+    CardRef,
+    Control,
+    StaleCard,
+    describe,
+    hold_of,
+    partly_promoted,
+    promoted_words,
+)
+from bot.domain.errors import PartlyPromoted, PromotedWhileStopping, RolloutError
 from bot.domain.metrics import Figures
 from bot.domain.permissions import overrides
 from bot.domain.plan import RolloutPlan
@@ -207,7 +215,10 @@ class ControlService:
             if not held:  # the service explains: nothing in progress, or where it stands
                 return await self._rollouts.promote(actor=origin.actor)
             rollout = running[0]
+            plan = await self._rollouts.plan_of(rollout)
             stopping: PromotedWhileStopping | None = None
+            done: list[str] = []
+            refused: list[tuple[str, RolloutError]] = []
             for name in held:
                 stage = rollout.track(name).current
                 assert stage is not None  # a holding track is at a stage
@@ -215,8 +226,15 @@ class ControlService:
                 card = CardRef(rollout.id, name, stage.key, rollout.version, hold_of(stage))
                 try:
                     promoted = await self._promote(origin, card, override=False)
+                    done.append(promoted_words(plan, name, stage.key))
                 except PromotedWhileStopping as told:  # the other held tracks promote still
                     stopping = told
+                except RolloutError as error:  # so do they past a track it cannot promote
+                    refused.append((plan.track(name).label, error))
+            if refused and (done or stopping is not None):
+                raise PartlyPromoted(partly_promoted(done, stopping, refused))
+            if refused:
+                raise refused[0][1]
             if stopping is not None:
                 raise stopping
             return promoted

@@ -240,8 +240,12 @@ class EveryService:
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """A dead timer of a service no longer configured has nobody to tell: it stays
-        dead-lettered, and the log says so."""
+        dead-lettered, and the log says so once, as it is dead-lettered; not each time the
+        scheduler hands it over again (`GivingUp.tell_again`: it is dead already)."""
         found = self._by_name.get(timer.service)
+        if found is None and timer.dead_at is not None:
+            log.debug("dead timer %s: service %r still not configured", timer.key, timer.service)
+            return
         if found is None:
             log.error(
                 "timer %s of service %r, which is not configured, is dead-lettered: %s",

@@ -179,7 +179,7 @@ class ScheduledStarts:
         )
         if not found:
             return None
-        runs = ", ".join(f"run {run.run_id} ({run.status}, {run.html_url})" for run in found)
+        runs = ", ".join(f"run {run.run_id} ({run.state()}, {run.html_url})" for run in found)
         return Held(
             error=Reason(
                 f"{plan.workflow.name} already ran for `{rollout.tag}` on GitHub since it was "

@@ -223,10 +223,12 @@ class WorkflowDispatch:
     async def release_runs(
         self, *, workflow_file: str, tag: str, since: datetime
     ) -> list[LinkableRun]:
-        """Runs of this workflow on the release tag `tag` created since `since`, by anyone (a
-        person on GitHub too), none cancelled: what a scheduled dispatch looks for first, so a
-        release run by hand meanwhile is not run again."""
-        runs = await self._runs_on(workflow_file, tag, since=since)
+        """Runs of this workflow on the release tag `tag` created since `since`, or created
+        before and still going (a run by hand that waits for its reviewers, a run re-run on
+        GitHub: its creation time stays its first), by anyone (a person on GitHub too), none
+        cancelled: what a scheduled dispatch looks for first, so a release run by hand is not
+        run again."""
+        runs = await self._runs_on(workflow_file, tag, since=since, or_going=True)
         return [run.linkable_run() for run in runs]
 
     async def _runs_on(
@@ -237,9 +239,11 @@ class WorkflowDispatch:
         since: datetime,
         before: datetime | None = None,
         dispatched_by: str | None = None,
+        or_going: bool = False,
     ) -> list[Run]:
         """The workflow's runs on `ref` created since `since` (and by `before`), none
-        cancelled; given `dispatched_by`, only the runs that account dispatched."""
+        cancelled; given `dispatched_by`, only the runs that account dispatched; `or_going`:
+        the runs created earlier that have not completed too (every run on `ref` is listed)."""
         branch = branch_of(ref)
         skew = self._search.clock_skew
         since = (since - skew).astimezone(UTC).replace(microsecond=0)
@@ -249,7 +253,9 @@ class WorkflowDispatch:
 
         github = self._github
         path = f"/repos/{github.repository}/actions/workflows/{quote(workflow_file, safe='')}/runs"
-        query: dict[str, str | int] = {"branch": branch, "created": created, "per_page": 100}
+        query: dict[str, str | int] = {"branch": branch, "per_page": 100}
+        if not or_going:
+            query["created"] = created
         if dispatched_by is not None:
             query |= {"actor": dispatched_by, "event": "workflow_dispatch"}
 
@@ -276,7 +282,7 @@ class WorkflowDispatch:
                 for run in listed
                 if ours(run)
                 and run.head_branch == branch
-                and run.created_at >= since
+                and (run.created_at >= since or (or_going and run.status != "completed"))
                 and (until is None or run.created_at <= until)
                 # A run someone cancelled is out of the question: cancelling the stray run
                 # is how a person resolves an ambiguous dispatch.

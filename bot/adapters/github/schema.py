@@ -129,6 +129,7 @@ class Run(_Answer):
             status=self.status or "queued",
             created_at=self.created_at.astimezone(UTC),
             attempt=self.run_attempt,
+            conclusion=self.conclusion,
         )
 
     def release_run(self) -> ReleaseRun:

@@ -21,7 +21,7 @@ from bot.adapters.metrics.live import LiveSource, MetricsProblem
 from bot.adapters.metrics.prometheus import PrometheusSource
 from bot.adapters.metrics.sentry import SentryAccess, SentrySource
 from bot.config import Settings
-from bot.domain.metrics import Figures, QueryWindow, Reading
+from bot.domain.metrics import Figures, QueryWindow, Reading, window_ending
 from bot.domain.plan import Metrics, PrometheusMetrics, SentryMetrics, Stage, StaticMetrics
 from bot.services.ports import MetricsSource
 
@@ -122,16 +122,9 @@ async def unanswered(
     source = metrics_source(config, endpoints, compare_clocks=False)
     if not isinstance(source, LiveSource):
         return None
-    end = datetime.now(UTC)
-    start = end - (stage.window or timedelta(minutes=5))
-    window = QueryWindow(
-        tag=tag,
-        track=track,
-        stage=stage.key,
-        start=start,
-        end=end,
-        rollout_start=start,
-        service=service,
+    length = stage.window or timedelta(minutes=5)
+    window = window_ending(
+        datetime.now(UTC), length, tag=tag, track=track, stage=stage.key, service=service
     )
     try:
         reading = await source.measure(window)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot.adapters.slack.messages import reason_text, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.gate import GateVerdict, Verdict, gate_reason_words
-from bot.domain.plan import ManualMetrics
+from bot.domain.plan import ManualMetrics, settle_of
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout import (
@@ -75,7 +75,12 @@ def stage_words(stage: Stage, spec: PlanStage, plan_track: PlanTrack) -> str:
         return f"pending, window {format_duration(window)}" if window else "pending"
     if state is StageState.OBSERVING and stage.window_ends_at is not None:
         extended = " (extended)" if stage.extensions else ""
-        return f"observing until {slack_time(stage.window_ends_at)}{extended}"
+        words = f"observing until {slack_time(stage.window_ends_at)}{extended}"
+        # Past the window's end while its gate waits for late figures: not a stuck timer.
+        if settle := settle_of(plan_track.metrics):
+            reads = slack_time(stage.window_ends_at + settle)
+            words += f", its gate at {reads} (settle {format_duration(settle)})"
+        return words
     if gate_missed(stage):
         return "holding: the gate could not run (see the thread)"
     if state is StageState.EVALUATING:

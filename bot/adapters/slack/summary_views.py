@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.adapters.slack.messages import person, reason_text, slack_time
+from bot.adapters.slack.mrkdwn import escape
 from bot.domain.durations import format_duration
 from bot.domain.rollout.state import StopKind, StopReason
 from bot.domain.rollout.words import ended_words
@@ -43,10 +44,12 @@ def summary_text(summary: RolloutSummary) -> str:
         )
     if summary.acts:
         lines.append("*Who did what*")
+        # A reason (a kill's, a freeze's) is a person's own words, shown as typed: escaped,
+        # a `<!channel>` in it reads as typed instead of notifying the channel.
         lines.extend(
-            f"• {slack_time(a.at)} {person(a.actor)} {a.what}"
+            f"• {slack_time(a.at)} {person(a.actor)} {escape(a.what)}"
             + (f" ({a.track})" if a.track else "")
-            + (f": {a.said}" if a.said else "")
+            + (f": {escape(a.said)}" if a.said else "")
             for a in summary.acts
         )
     return "\n".join(lines)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, Verdict
-from bot.domain.plan import RolloutPlan
+from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout.effects import (
@@ -202,6 +203,14 @@ def promote(
 
 
 def _not_holding(plan_track: PlanTrack, spec: PlanStage, stage: Stage) -> str:
+    settle = settle_of(plan_track.metrics)
+    if stage.state is StageState.OBSERVING and stage.window_ends_at and settle:
+        return (
+            f"{spec.label} ({plan_track.label}) is still observing: its window ends at "
+            f"{utc_minute(stage.window_ends_at)}, its gate reads it at "
+            f"{utc_minute(stage.window_ends_at + settle)} (settle {format_duration(settle)}) "
+            "and decides first."
+        )
     if stage.state is StageState.OBSERVING and stage.window_ends_at:
         return (
             f"{spec.label} ({plan_track.label}) is still observing until "
@@ -223,7 +232,8 @@ def extend(
     A window already over (its timer late, or given up: a gate that never ran) observes again
     until `by` from now, its window the latest stretch of the length it was observed for and
     `by` (`reopened_from`): moved by `by` from its end, it could end in the past, and its gate
-    run at once on the figures of hours ago."""
+    run at once on the figures of hours ago. A window within its `settle` is not over: its gate
+    has not read it yet, and runs `settle` after the moved end (in the future)."""
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     stage = current_track.current
@@ -236,9 +246,10 @@ def extend(
         raise InvalidTransition(f"{plan_track.label} has no window running: nothing to extend.")
     spec = plan_track.stage(stage.key)
     missed = gate_missed(stage)
-    over = missed or now > stage.window_ends_at
+    settle = settle_of(plan_track.metrics)
+    over = missed or now > stage.window_ends_at + settle
     ends = (now if over else stage.window_ends_at) + by
-    observed_from = reopened_from(stage, now) if over else stage.observed_from
+    observed_from = reopened_from(stage, now, settle) if over else stage.observed_from
     moved = replace(
         stage, state=StageState.OBSERVING, window_ends_at=ends, observed_from=observed_from
     )
@@ -249,16 +260,28 @@ def extend(
 
 
 def abort(
-    rollout: Rollout, plan: RolloutPlan, *, track: str, actor: str, reason: str, now: datetime
+    rollout: Rollout,
+    plan: RolloutPlan,
+    *,
+    track: str,
+    actor: str,
+    reason: str,
+    now: datetime,
+    waiting: Collection[str] = (),
 ) -> Decision:
-    """Stop a track by hand: roll back the relay, or trip the desktop kill-switch."""
-    refusal = _why_not_stoppable(rollout, plan, track)
+    """Stop a track by hand: roll back the relay, or trip the desktop kill-switch. `waiting`:
+    the environments GitHub waits at now, when the run was read (`held_on_github`)."""
+    refusal = _why_not_stoppable(rollout, plan, track, waiting)
     if refusal is not None:
         raise InvalidTransition(refusal)
     current_track = rollout.track(track)
     plan_track = plan.track(track)
     relay = plan_track.gate is GateKind.RELAY
     stage = current_track.current
+    if stage is not None and held_on_github(plan_track, stage, waiting):
+        # Its approval never reached GitHub: not reached, the stop rejects it.
+        stage = replace(stage, state=StageState.APPROVING)
+        current_track = current_track.with_stage(stage)
     work = Work(rollout)
     track_now = current_track
     if stage is not None and stage.state in WATCHED:
@@ -281,20 +304,51 @@ def abort(
     return work.decision()
 
 
-def tracks_to_stop(rollout: Rollout, plan: RolloutPlan, *, gate: GateKind) -> list[str]:
+def tracks_to_stop(
+    rollout: Rollout, plan: RolloutPlan, *, gate: GateKind, waiting: Collection[str] = ()
+) -> list[str]:
     """The tracks a Roll back (`relay` gate) or a Kill-switch (`desktop` gate) stops: every
     track of that gate that can still be stopped, in the plan's order. One that completed or
     already stopped is left as it is and never keeps another of its gate running. Raises the
-    first track's refusal when none can be stopped (an empty list: the plan has none)."""
+    first track's refusal when none can be stopped, and says which stop applies when the plan
+    has no track of `gate` (a web service's plan has no rings to kill)."""
     names = [name for name, track in plan.tracks.items() if track.gate is gate]
-    refusals = [_why_not_stoppable(rollout, plan, name) for name in names]
+    if not names:
+        raise InvalidTransition(_no_track_of(rollout, plan, gate))
+    refusals = [_why_not_stoppable(rollout, plan, name, waiting) for name in names]
     stoppable = [name for name, refusal in zip(names, refusals, strict=True) if refusal is None]
     if names and not stoppable:
         raise InvalidTransition(str(refusals[0]))
     return stoppable
 
 
-def _why_not_stoppable(rollout: Rollout, plan: RolloutPlan, track: str) -> str | None:
+def _no_track_of(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
+    """The refusal of a stop whose gate the plan has no track of, naming the stop it has."""
+    others = " and ".join(track.label for track in plan.tracks.values() if track.gate is not gate)
+    if gate is GateKind.RELAY:
+        return (
+            f"The plan of `{rollout.tag}` has no relay-gated track: there is nothing to roll "
+            f"back, nothing was changed. {others} stops with the kill-switch: `/rollout kill`."
+        )
+    return (
+        f"The plan of `{rollout.tag}` has no desktop-gated track: there is no kill-switch to "
+        f"trip, nothing was changed. {others} stops with a roll back: `/rollout rollback`."
+    )
+
+
+def held_on_github(plan_track: PlanTrack, stage: Stage, waiting: Collection[str]) -> bool:
+    """A stage saved as deploying that GitHub still holds at its environment (`waiting`, as
+    the run was read): the bot's approval failed, and the next look would send it again. A
+    stop may still reject it."""
+    environment = plan_track.stage(stage.key).environment.casefold()
+    return stage.state is StageState.DEPLOYING and any(
+        name.casefold() == environment for name in waiting
+    )
+
+
+def _why_not_stoppable(
+    rollout: Rollout, plan: RolloutPlan, track: str, waiting: Collection[str] = ()
+) -> str | None:
     """Why a track cannot be stopped by hand now (None: it can)."""
     current_track = rollout.track(track)
     plan_track = plan.track(track)
@@ -302,6 +356,14 @@ def _why_not_stoppable(rollout: Rollout, plan: RolloutPlan, track: str) -> str |
     verb = "roll back" if relay else "trip the kill-switch of"
     if rollout.phase is Phase.PREFLIGHT:
         return f"`{rollout.tag}` has not been dispatched yet: nothing to {verb}."
+    if rollout.phase is Phase.DISPATCHING:
+        # Its tracks wait for the run (PENDING): nothing is approved until it is found.
+        return (
+            f"`{rollout.tag}` was dispatched, but its run is not identified yet: there is "
+            f"nothing to {verb}, nothing was changed. Nothing is approved until the bot finds "
+            "the run (or someone links it: Link a run… on the card); a run that started waits "
+            "at its first stages on GitHub, where it can be cancelled."
+        )
     if current_track.state is TrackState.COMPLETED:
         last = plan_track.stages[-1].label
         return (
@@ -312,7 +374,8 @@ def _why_not_stoppable(rollout: Rollout, plan: RolloutPlan, track: str) -> str |
         return f"{plan_track.label} is already {state_words(current_track)}: nothing was changed."
     stage = current_track.current
     final = plan_track.stages[-1]
-    if stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING:
+    landing = stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING
+    if landing and not (stage is not None and held_on_github(plan_track, stage, waiting)):
         # GitHub only stops a job by rejecting its environment; this one was approved.
         return (
             f"{plan_track.label} is already deploying {final.label} for `{rollout.tag}`: "

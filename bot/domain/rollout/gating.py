@@ -7,7 +7,7 @@ from datetime import datetime
 
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.late_gate import LateGate
-from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan
+from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan, settle_of
 from bot.domain.reasons import Reason
 from bot.domain.rollout.effects import (
     Announce,
@@ -126,7 +126,7 @@ def gate_evaluated(
                 state=StageState.OBSERVING,
                 window_ends_at=ends,
                 extensions=1,
-                observed_from=reopened_from(current, now),
+                observed_from=reopened_from(current, now, settle_of(plan_track.metrics)),
             )
             work.set_track(work.track(track).with_stage(extended))
             work.effects.append(ScheduleWindow(track, stage, ends))

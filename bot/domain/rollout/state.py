@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
@@ -325,13 +325,13 @@ def holding_tracks(rollout: Rollout) -> list[str]:
     ]
 
 
-def reopened_from(stage: Stage, now: datetime) -> datetime | None:
+def reopened_from(stage: Stage, now: datetime, settle: timedelta) -> datetime | None:
     """Where a window opened again at `now` (an INCONCLUSIVE extension, a missed gate
-    extended by hand) reads from: after its end (a late timer, a held stage), the latest
-    stretch of the length it was observed for, as a held stage's re-evaluation reads; from its
-    start, the figures of the hours since would dilute a canary failing in the last of them."""
+    extended by hand) reads from: after its end and `settle` (a late timer, a held stage), the
+    latest stretch of the length it was observed for, as a held stage's re-evaluation reads;
+    from its start, the figures of the hours since would dilute a canary failing in the last."""
     start, ends = stage.observed_since, stage.window_ends_at
-    if start is None or ends is None or now <= ends:
+    if start is None or ends is None or now <= ends + settle:
         return stage.observed_from
     return now - (ends - start)
 
