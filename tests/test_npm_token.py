@@ -566,6 +566,19 @@ def test_the_script_echo_of_a_step_is_not_its_output() -> None:
     assert printed_skip_warning(output_lines(printed))
 
 
+def test_a_log_cut_inside_a_steps_script_echo_does_not_count_the_script_as_printed() -> None:
+    # Of a log over 4 MiB only its end is kept: it may begin inside the `##[group]Run` block
+    # in which GitHub echoes the validate step's script, whose closing `##[endgroup]` is then
+    # the first group mark read.
+    log = (
+        'ipt the cut began in; echo "::warning::NPM_TOKEN secret not configured — skip"\n'
+        "2026-01-05T10:00:00.0000000Z   shell: /usr/bin/bash -e {0}\n"
+        "2026-01-05T10:00:00.0000000Z ##[endgroup]\n"
+        "2026-01-05T10:00:01.0000000Z npm publish credentials are configured.\n"
+    )
+    assert output_lines(log) == ["npm publish credentials are configured."]
+
+
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [

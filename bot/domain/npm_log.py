@@ -49,16 +49,22 @@ class NpmError(StrEnum):
 def output_lines(log: str) -> list[str]:
     """The lines a job's steps printed, without timestamps and without the `##[group]Run ...`
     blocks in which GitHub echoes each step's script (a script that *would* print the warning
-    must not count as having printed it)."""
+    must not count as having printed it). A log kept from its end only may begin inside such
+    a block: what comes before a first `##[endgroup]` met before any `##[group]` is left out."""
     lines: list[str] = []
     echo = False
+    grouped = False
     for raw in log.splitlines():
         line = _COLOUR.sub("", _LOG_TIMESTAMP.sub("", raw, count=1))
         if line.startswith("##[group]"):
             echo = line.removeprefix("##[group]").startswith("Run ")
+            grouped = True
             continue
         if line.startswith("##[endgroup]"):
+            if not grouped:
+                lines.clear()  # the block's start was cut off: it may have been a script
             echo = False
+            grouped = True
             continue
         if not echo:
             lines.append(line)
