@@ -383,6 +383,27 @@ async def test_a_run_that_published_nothing_does_not_pass_for_a_verified_token(
     assert ":white_check_mark: done" in step(message, 2)  # the validate step saw a token
 
 
+async def test_a_green_run_whose_log_is_gone_does_not_pass_for_a_verified_token(
+    box: Sandbox,
+) -> None:
+    # GitHub deletes logs after the repository's retention period (the download answers 410).
+    # Without the log, a passed publish step may have published nothing (every version on npm,
+    # or changesets/action's version branch), and a passed validate step may have printed the
+    # NPM_TOKEN warning: the steps' results do not show that npm accepts the token.
+    set_secret(box, age=timedelta(days=2))
+    release_run(box)
+    box.github.fail_next("GET", "/_sandbox/job-logs/*", 410)
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":warning: needs attention"
+    )
+    assert "answered 410" in shown
+    assert "green steps do not show that npm accepts the token" in shown
+    assert ":white_check_mark: done" not in step(message, 1)
+    # Nor is step 2 done by a validate step whose warning could not be looked for.
+    assert ":white_check_mark: done" not in step(message, 2)
+
+
 async def test_a_secret_added_after_the_failed_run_asks_for_a_new_run(box: Sandbox) -> None:
     box.github.create_foreign_run(
         workflow="release.yml",

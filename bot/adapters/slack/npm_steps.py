@@ -71,7 +71,8 @@ def add_tone(walkthrough: Walkthrough) -> Tone:
     if secret is not None and secret.error is None:
         return Tone.OK if secret.found else Tone.FAILED
     run = walkthrough.latest_run_check()
-    if run is not None and run.validate_step is StepVerdict.PASSED:
+    # Only a log read shows that the validate step passed without the NPM_TOKEN warning.
+    if run is not None and run.validate_step is StepVerdict.PASSED and not run.log_unavailable:
         return Tone.OK
     return Tone.TODO
 
@@ -192,7 +193,14 @@ def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
     if check.log_unavailable:
         lines.append(
             f":grey_question: {escape(check.log_unavailable)} "
-            "The verdict rests on the steps' results."
+            "The verdict rests on the steps' results"
+            + (
+                ", and green steps do not show that npm accepts the token (they pass after the "
+                "NPM_TOKEN warning, or having published nothing): Run Release again (step 5)."
+                if check.validate_step is StepVerdict.PASSED
+                and check.publish_step is StepVerdict.PASSED
+                else "."
+            )
         )
     return _clip("\n".join(lines))
 
