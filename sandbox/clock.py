@@ -71,3 +71,15 @@ class SkippingClock(ManualClock):
 
     def _real_seconds(self, when: datetime) -> float | None:
         return max(0.0, (when - self()).total_seconds())
+
+
+class LaggingClock:
+    """`clock` less `lag`: GitHub's clock behind the bot's (a GitHub Enterprise Server off its
+    time source), moving as the bot's does."""
+
+    def __init__(self, clock: ManualClock, lag: timedelta) -> None:
+        self._clock = clock
+        self._lag = lag
+
+    def __call__(self) -> datetime:
+        return self._clock() - self._lag

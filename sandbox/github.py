@@ -16,6 +16,7 @@ import inspect
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
+from email.utils import format_datetime
 
 from aiohttp import web
 
@@ -182,6 +183,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
+        app.on_response_prepare.append(self._dated)
         RunRoutes(self).register(app, self._api_path)
         RepositoryRoutes(self).register(app, self._api_path)
         HookRoutes(self).register(app, self._api_path)
@@ -191,6 +193,11 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
             AppRoutes(self).register(app, self._api_path)
             AppHookRoutes(self).register(app, self._api_path)
         return app
+
+    async def _dated(self, _request: web.Request, response: web.StreamResponse) -> None:
+        """Every answer's `Date` is GitHub's clock (HTTP's origin date, in whole seconds), as
+        its jobs' times are: a GitHub whose clock is off shows it there too."""
+        response.headers["Date"] = format_datetime(self.clock(), usegmt=True)
 
     async def start(self) -> None:
         await super().start()

@@ -136,6 +136,7 @@ class ActionsEngine(EnvironmentGates):
 
     def _attempt(self, run: SimRun, at: datetime) -> None:
         """The jobs of the run's current attempt, each queued, and the run requested."""
+        run.attempt_started_at = at
         run.jobs = []
         for spec in run.workflow.jobs:
             names = [SETUP_STEP, *(step.name for step in spec.steps), COMPLETE_STEP]

@@ -176,7 +176,7 @@ def run(urls: Urls, sim: SimRun, *, default_branch: str) -> Json:
         "triggering_actor": user(urls, sim.triggering_actor),
         "run_attempt": sim.attempt,
         "referenced_workflows": [],
-        "run_started_at": iso(sim.created_at),
+        "run_started_at": iso(sim.attempt_started_at or sim.created_at),
         "jobs_url": f"{api}/jobs",
         "logs_url": f"{api}/logs",
         "check_suite_url": f"{urls.repo_api}/check-suites/{sim.id + 1}",

@@ -117,6 +117,8 @@ class SimRun:
     status: str = "queued"
     conclusion: str | None = None
     attempt: int = 1
+    attempt_started_at: datetime | None = None
+    """When the current attempt started (GitHub's `run_started_at`: a re-run resets it)."""
     rerun_by: str = ""
     """Who re-ran it (GitHub's `triggering_actor` of a re-run); empty: `actor` started it."""
 

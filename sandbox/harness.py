@@ -26,7 +26,7 @@ from bot.services.catalog import Services
 from bot.services.records import Timer
 from handlers.ack_first import AckFirst
 from handlers.app_keys import ACKS, SERVICES
-from sandbox.clock import SkippingClock
+from sandbox.clock import LaggingClock, SkippingClock
 from sandbox.config import GITHUB_TOKEN as SANDBOX_GITHUB_TOKEN
 from sandbox.config import (
     RELEASE_CHANNEL,
@@ -99,9 +99,10 @@ class Sandbox(SlackUser, Lifecycle):
         rollout_services: Sequence[SandboxService] = (),
         variation: bool | None = None,
         workflows: Sequence[Workflow] | None = None,
+        github_lag: timedelta = timedelta(0),
     ) -> None:
         """`workflows`: the repository's workflows instead of Scriptum's two (a plan's own
-        conditions on its jobs)."""
+        conditions on its jobs); `github_lag`: how far GitHub's clock is behind the bot's."""
         self.workdir = workdir
         if variation is None:
             variation = os.environ.get("SANDBOX_VARIATION", "") not in ("", "0")
@@ -127,7 +128,7 @@ class Sandbox(SlackUser, Lifecycle):
             token=SANDBOX_GITHUB_TOKEN,
             enterprise=enterprise,
             fault_delay=GITHUB_TIMEOUT + 1,
-            clock=self.clock,
+            clock=LaggingClock(self.clock, github_lag) if github_lag else self.clock,
             app=github_app,
             variation=GitHubVariation() if variation else None,
             workflows=workflows,

@@ -167,6 +167,7 @@ class StageRow(Base):
     window_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     extensions: Mapped[int] = mapped_column(Integer)
     observed_from: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     verdict: Mapped[str | None] = mapped_column(String(32))
     verdict_detail: Mapped[dict[str, Any] | None] = mapped_column(JsonObject)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -56,6 +56,7 @@ _STAGE = (
     StageRow.window_ends_at,
     StageRow.extensions,
     StageRow.observed_from,
+    StageRow.cleared_at,
     StageRow.verdict,
     StageRow.verdict_detail,
 )
@@ -217,6 +218,7 @@ def _stage(track: str, columns: Sequence[Any]) -> StageRecord:
         ends,
         extensions,
         observed_from,
+        cleared_at,
         verdict,
         detail,
     ) = columns
@@ -231,6 +233,7 @@ def _stage(track: str, columns: Sequence[Any]) -> StageRecord:
         window_ends_at=ends,
         extensions=extensions,
         observed_from=observed_from,
+        cleared_at=cleared_at,
         verdict=verdict,
         verdict_detail=detail,
     )

@@ -30,6 +30,7 @@ class StageRecord:
     window_ends_at: datetime | None = None
     extensions: int = 0
     observed_from: datetime | None = None
+    cleared_at: datetime | None = None
     verdict: str | None = None
     verdict_detail: dict[str, Any] | None = None
 

@@ -100,6 +100,7 @@ async def _save_track(
             "window_ends_at": stage.window_ends_at,
             "extensions": stage.extensions,
             "observed_from": stage.observed_from,
+            "cleared_at": stage.cleared_at,
             "verdict": stage.verdict,
             "verdict_detail": stage.verdict_detail,
         }

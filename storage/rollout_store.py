@@ -305,6 +305,7 @@ def _stage_record(stage: Stage, stored: StageRecord) -> StageRecord:
         window_ends_at=stage.window_ends_at,
         extensions=stage.extensions,
         observed_from=stage.observed_from,
+        cleared_at=stage.cleared_at,
         verdict=None if verdict is None else verdict.verdict.value,
         verdict_detail=_kept(stored.verdict_detail, verdict, verdict_from_json, verdict_to_json),
     )

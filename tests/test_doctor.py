@@ -235,6 +235,38 @@ async def stop_sentry(install: Install) -> None:
 
 
 @pytest.mark.parametrize(
+    ("behind", "line"),
+    [
+        (
+            timedelta(0),
+            r"✓ GitHub at http://127\.0\.0\.1:\d+: its clock and the bot's are [01]s apart "
+            r"\(at most 5s\)$",
+        ),
+        (
+            timedelta(hours=1),
+            r"⚠ GitHub at http://127\.0\.0\.1:\d+: its clock is 36\d\ds behind the "
+            r"bot's \(more than 5s apart\): a stage's window starts at GitHub's time for its "
+            r"job only between the bot's approval and the bot's now, else when the bot saw the "
+            r"job complete",
+        ),
+    ],
+    ids=["in step", "an hour behind"],
+)
+async def test_github_s_clock_against_the_bot_s_is_a_line(
+    install: Install, behind: timedelta, line: str
+) -> None:
+    """GitHub's answers carry its clock (`Date`): within 5s of the bot's it passes; an hour
+    behind (a GitHub Enterprise Server off its time source) is a warning that says what the
+    bot does about it and the fix."""
+    install.github.clock = lambda: datetime.now(UTC) - behind
+
+    found = [text for text in await lines(install) if "GitHub at " in text and "clock" in text]
+
+    assert len(found) == 1, found
+    assert re.match(line, found[0]), found[0]
+
+
+@pytest.mark.parametrize(
     ("breakage", "failure", "fix"),
     [
         pytest.param(

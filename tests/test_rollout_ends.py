@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from test_rollout_machine import (
+    BETA,
     CANARY,
+    FULL,
+    GA,
     HALF,
     INTERNAL,
     KILL_SWITCH,
@@ -62,6 +65,8 @@ def test_a_rollback_github_skipped_before_anything_deployed_ends_rolled_back() -
     run = snapshot(
         job(PREFLIGHT),
         replace(job(CANARY, JobConclusion.FAILURE, at(3)), ran=False),  # rejected
+        job(HALF, JobConclusion.SKIPPED, at(3)),
+        job(FULL, JobConclusion.SKIPPED, at(3)),
         job(RELAY_ROLLBACK, JobConclusion.SKIPPED, at(3)),
         job(INTERNAL, None, status=JobStatus.IN_PROGRESS),
     )
@@ -85,6 +90,8 @@ def test_a_kill_switch_github_skipped_before_any_ring_ends_halted() -> None:
     stopping = abort(running(), PLAN, track="desktop", actor="U1", reason="", now=at(1)).rollout
     run = snapshot(
         replace(job(INTERNAL, JobConclusion.FAILURE, at(3)), ran=False),  # rejected
+        job(BETA, JobConclusion.SKIPPED, at(3)),
+        job(GA, JobConclusion.SKIPPED, at(3)),
         job(KILL_SWITCH, JobConclusion.SKIPPED, at(3)),
         waiting(CANARY),
     )
@@ -155,3 +162,60 @@ def test_only_a_newer_attempt_than_the_one_followed_ends_the_rollout() -> None:
             "was re-run on GitHub (attempt 3) before the bot saw attempt 2 end"
             in (thread(ended)[0])
         )
+
+
+def test_a_rollout_stored_before_attempts_were_kept_does_not_take_a_re_run_for_its_own() -> None:
+    """Stored before the bot kept the attempt it follows (an upgrade), the canary seen deployed
+    at T0+5m. While the bot was down for the upgrade the run ended and was re-run: attempt 2
+    started at T0+20m, after the deploy the rollout saw. The bot learnt attempt 2 as its own
+    and sat at the canary's window while attempt 2 waited at the canary, unanswered, and the
+    thread never heard of the re-run. An attempt started after a deploy the rollout saw is
+    not the one it followed; one started before (a run linked at attempt 2) is."""
+    stored_before = replace(canary_observing(), attempt=None)
+    rerun = replace(
+        snapshot(job(PREFLIGHT), waiting(CANARY), waiting(INTERNAL)),
+        attempt=2,
+        started_at=at(20),
+        waiting=frozenset({"relay-canary-5", "desktop-internal"}),
+    )
+
+    ended = reconcile(stored_before, PLAN, rerun, at(21))
+
+    assert ended.rollout.phase is Phase.ENDED
+    assert {t.state for t in ended.rollout.tracks} == {TrackState.FAILED}
+    assert CancelWindow("relay", "canary", at(35)) in ended.effects
+    assert not [e for e in ended.effects if isinstance(e, Review)]
+    told = thread(ended)[0]
+    assert "was re-run on GitHub (attempt 2) before the bot saw" in told, told
+    # The attempt it was linked at, started before the canary it saw deployed: its own.
+    linked_at_two = replace(snapshot(job(CANARY, completed_at=at(5))), attempt=2, started_at=at(1))
+    learnt = reconcile(stored_before, PLAN, linked_at_two, at(7)).rollout
+    assert (learnt.phase, learnt.attempt) == (Phase.RUNNING, 2)
+
+
+def test_a_stage_job_the_bot_cannot_see_is_never_taken_for_nothing_deployed() -> None:
+    """The canary's job was renamed in the workflow, not in the plan, and a person approved
+    it on GitHub: it deployed 5%, unseen by the bot. Roll back; the run was cancelled on
+    GitHub, so its rollback was skipped. The bot read the missing job as "nothing ran" and
+    said the relay was rolled back with nothing deployed, while 5% ran the release. GitHub
+    lists every job of a run once its failure job ended (its needs ended first): a stage
+    job it does not list is one the bot cannot judge."""
+    stopping = abort(running(), PLAN, track="relay", actor="U1", reason="", now=at(1)).rollout
+    run = replace(
+        snapshot(
+            job(PREFLIGHT),
+            replace(job(CANARY, completed_at=at(3)), name="Relay canary 5%"),  # renamed
+            *(job(name, JobConclusion.SKIPPED, at(4)) for name in (HALF, FULL, RELAY_ROLLBACK)),
+            job(INTERNAL, JobConclusion.CANCELLED, at(4)),
+        ),
+        status="completed",
+        conclusion="cancelled",
+    )
+
+    decision = reconcile(stopping, PLAN, run, at(5))
+
+    relay = decision.rollout.track("relay")
+    assert relay.state is TrackState.FAILED
+    standing = track_standing(relay, PLAN.track("relay"))
+    assert "nothing was deployed" not in standing, standing
+    assert not [t for t in thread(decision) if "nothing of Hosted relay" in t]

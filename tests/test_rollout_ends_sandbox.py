@@ -14,10 +14,13 @@ from pathlib import Path
 import pytest
 from figures import CANARY_OK, RINGS_OK
 from sandbox_views import deploying_canary, dispatched, reviews, stage_state
+from sqlalchemy import select
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.workflows import Workflow, deployment_strategy_workflow, release_workflow
+from storage.db import create_engine, create_session_factory
+from storage.models import RolloutRow
 
 pytestmark = pytest.mark.story
 """Stories: the database only keeps the rollout between two commands (SQLite alone)."""
@@ -120,16 +123,9 @@ async def test_a_re_run_of_a_run_that_ended_while_the_bot_was_down_is_said_not_f
     (attempt 2). Back up, the bot kept the rollout running at the canary's window while
     attempt 2 waited at the canary for its review, which never came, and said nothing."""
     async with quiet(tmp_path) as box:
-        rollout = await deploying_canary(box)
+        rollout = await re_run_while_down(box)
         assert rollout.run_id is not None
-        observing = await looked(box, rollout, times=1)
-        assert stage_state(observing, "relay", "canary") is StageState.OBSERVING
-        await box.stop_bot()
         engine = box.github.engine
-        engine.cancel(rollout.run_id)
-        engine.rerun(rollout.run_id, by="octo-release")
-        engine.process()
-        await box.start_bot()
 
         ended = await looked(box, rollout)
 
@@ -145,3 +141,55 @@ async def test_a_re_run_of_a_run_that_ended_while_the_bot_was_down_is_said_not_f
         await box.slack.wait_for(
             lambda: "the bot does not follow a re-run" in box.card_message().rendered
         )
+
+
+async def re_run_while_down(box: Sandbox, *, stored_before: bool = False) -> Rollout:
+    """The canary observed; the bot down (for an upgrade, its row as the version before wrote
+    it when `stored_before`); five minutes later the run cancelled on GitHub and re-run
+    (attempt 2); the bot back up."""
+    rollout = await deploying_canary(box)
+    assert rollout.run_id is not None
+    observing = await looked(box, rollout, times=1)
+    assert stage_state(observing, "relay", "canary") is StageState.OBSERVING
+    await box.stop_bot()
+    if stored_before:
+        await stored_before_attempts(box, rollout)
+    engine = box.github.engine
+    box.clock.advance(timedelta(minutes=5))
+    engine.cancel(rollout.run_id)
+    engine.rerun(rollout.run_id, by="octo-release")
+    engine.process()
+    await box.start_bot()
+    return rollout
+
+
+async def stored_before_attempts(box: Sandbox, rollout: Rollout) -> None:
+    """The rollout's row as a version before the attempt was kept wrote it (no `attempt`)."""
+    engine = create_engine(box.database_url)
+    try:
+        async with create_session_factory(engine)() as session, session.begin():
+            row = (await session.execute(select(RolloutRow).filter_by(id=rollout.id))).scalar_one()
+            row.context = {k: v for k, v in (row.context or {}).items() if k != "attempt"}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_rollout_stored_before_the_upgrade_is_not_fooled_by_a_re_run_while_down(
+    tmp_path: Path,
+) -> None:
+    """The canary observed under the version before; the bot went down for the upgrade; the
+    run was cancelled on GitHub and re-run (attempt 2). Back up, the upgraded bot took attempt
+    2 for the attempt the rollout always followed: it kept the rollout at the canary's window,
+    attempt 2 waited at the canary unanswered, and the thread said nothing."""
+    async with quiet(tmp_path) as box:
+        rollout = await re_run_while_down(box, stored_before=True)
+        assert rollout.run_id is not None
+        engine = box.github.engine
+
+        ended = await looked(box, rollout)
+
+        assert ended.phase is Phase.ENDED, ended
+        assert {t.state for t in ended.tracks} == {TrackState.FAILED}
+        told = await box.wait_for_thread("was re-run on GitHub (attempt 2)")
+        assert "Hosted relay: failed, last seen at *5% canary*" in told
+        assert "relay-canary-5" in {job.environment for job in engine.waiting_jobs(rollout.run_id)}

@@ -182,6 +182,7 @@ def stored(rollout: Rollout) -> dict[str, Any]:
                         "ends": _moment(s.window_ends_at),
                         "extensions": s.extensions,
                         "observed_from": _moment(s.observed_from),
+                        "cleared_at": _moment(s.cleared_at),
                         "verdict": None if s.verdict is None else verdict_to_json(s.verdict),
                     }
                     for s in t.stages
@@ -226,6 +227,7 @@ def restored(data: dict[str, Any]) -> Rollout:
                         window_ends_at=_at(s["ends"]),
                         extensions=s["extensions"],
                         observed_from=_at(s["observed_from"]),
+                        cleared_at=_at(s["cleared_at"]),
                         verdict=None if s["verdict"] is None else verdict_from_json(s["verdict"]),
                     )
                     for s in t["stages"]

@@ -112,6 +112,7 @@ def _far_along(rollout: Rollout) -> Rollout:
             window_ends_at=deployed_at + timedelta(minutes=135),
             extensions=1,
             observed_from=deployed_at + timedelta(minutes=75),
+            cleared_at=deployed_at + timedelta(minutes=44),
             verdict=no_data,
         )
     )
@@ -191,6 +192,7 @@ async def test_every_field_survives_a_save(
     half = loaded.track("relay").stage("half")
     assert half.extensions == 1 and half.verdict is not None
     assert half.observed_from == NOW + timedelta(minutes=84, seconds=13)
+    assert half.cleared_at == NOW + timedelta(minutes=53, seconds=13)
     assert (half.verdict.verdict, half.verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
     assert half.verdict.current_crash is None
     desktop = loaded.track("desktop")

@@ -858,3 +858,30 @@ async def test_a_rerun_of_a_run_whose_rollout_ended_is_adopted_by_a_new_rollout(
         assert "Promoted" in await box.command("promote")
     done = await box.wait_until(lambda r: r.id == adopted.id and r.phase is Phase.ENDED)
     assert {t.state for t in done.tracks} == {TrackState.COMPLETED}
+
+
+async def test_a_run_cancelled_and_re_run_while_its_card_waits_is_adopted_at_its_new_attempt(
+    box: Sandbox,
+) -> None:
+    """A run started on github.com waited for its card's answer; someone cancelled it on
+    GitHub and re-ran it (attempt 2), which asked again under the same card. Adopt made a
+    rollout of the attempt that first asked: its first look found attempt 2 and ended it at
+    once (*re-run on GitHub before the bot saw attempt 1 end*), the card said Adopted, and
+    attempt 2 waited at its first stages with nobody to answer it."""
+    run_id, card = await started_on_github(box)
+    box.github.engine.cancel(run_id)
+    box.github.engine.process()
+    await asyncio.to_thread(rerun_on_github, box, run_id, login="octo-release")
+    await github_until(box, lambda: box.github.run(run_id).status != "completed")
+    await box.services.webhooks.settled()
+
+    assert await box.click("adopt_run", message=card) is None
+
+    rollout = await box.wait_until(lambda r: r.run_id == run_id and r.phase is not Phase.PREFLIGHT)
+    assert (rollout.phase, rollout.attempt) == (Phase.RUNNING, 2), rollout
+    await box.slack.wait_for(
+        lambda: (
+            {("relay-canary-5", "approved"), ("desktop-internal", "approved")} <= set(answers(box))
+        ),
+        timeout=30,
+    )

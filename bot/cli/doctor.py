@@ -22,7 +22,7 @@ from bot.adapters.metrics.sources import MetricsEndpoints, unanswered
 from bot.adapters.slack.calls import web_api_retries
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal, sqlite_file_missing
-from bot.cli.doctor_clocks import clock_finding, database_clock_finding
+from bot.cli.doctor_clocks import clock_finding, database_clock_finding, github_clock_finding
 from bot.cli.settings import OPEN_METRICS, load_for_command, services_named, unguarded
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan, Stage
@@ -154,7 +154,7 @@ async def examine(
         )
 
     try:
-        return await Doctor(
+        found = await Doctor(
             plan=plan,
             repository=service.repository,
             release_channels=service.release_channels,
@@ -172,6 +172,8 @@ async def examine(
             github=GitHubInstallReads(github),
             metrics=metrics,
         ).examine()
+        clock = await github_clock_finding(github)
+        return found if clock is None else [*found, clock]
     finally:
         await github.close()
 

@@ -1,6 +1,6 @@
-"""The doctor's clock checks: how far Prometheus's clock and the database server's are from the
-bot's, the round trip of each reading allowed for (`bot.domain.clocks`). Run the doctor on a
-replica's host: it is that host's clock that is compared."""
+"""The doctor's clock checks: how far Prometheus's clock, the database server's and GitHub's
+are from the bot's, the round trip of each reading allowed for (`bot.domain.clocks`). Run the
+doctor on a replica's host: it is that host's clock that is compared."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import asyncio
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.adapters.github.clock import github_offset
+from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.metrics.live import MetricsProblem, utc_now
 from bot.adapters.metrics.prometheus_api import check_clock, public_url, unclear
 from bot.config import Settings
 from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words, shifted_words
+from bot.domain.errors import GitHubError
 from bot.services.clock_skew import (
     APART_AT_RISK,
     SQLITE_SKIPPED,
@@ -84,3 +87,31 @@ def database_clock_finding(
 async def _database_offset(database_url: str, clock: Clock) -> ClockOffset:
     async with engine_for_one_task(database_url) as engine, server_clock(engine) as theirs:
         return await offset_of(theirs, clock)
+
+
+GITHUB_APART = (
+    "a stage's window starts at GitHub's time for its job only between the bot's approval and "
+    "the bot's now, else when the bot saw the job complete (one WARNING per stage): a window "
+    "on GitHub's time would read figures from before the deploy; sync GitHub's (Enterprise "
+    "Server's) clock and the bot host's with NTP"
+)
+
+
+async def github_clock_finding(github: GitHubTransport, clock: Clock = utc_now) -> Finding | None:
+    """How far apart GitHub's clock (its answers' `Date`) and the bot's are: a job's completion
+    time is GitHub's, and a window starts there (docs/reliability.md). None when GitHub does
+    not answer: the check that reaches the repository says so."""
+    try:
+        offset = await github_offset(github, clock)
+    except GitHubError:
+        return None
+    shown = f"GitHub at {github.api_url}"
+    limit = int(MAX_CLOCK_SKEW.total_seconds())
+    if offset.agree:
+        apart = abs(offset.seconds)
+        return passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")
+    if offset.apart:
+        ahead = f"its clock is {offset_words(offset.seconds)} (more than {limit}s apart)"
+        return warned(f"{shown}: {ahead}", GITHUB_APART)
+    slow = too_slow_to_tell(offset, whose="GitHub's", server="GitHub", asked="a repository read")
+    return warned(f"{shown}: its clock could not be compared with the bot's", slow)

@@ -105,6 +105,9 @@ class RunSnapshot:
     deployments still waiting (among `waiting`): the service keeps them as requests."""
     attempt: int = 1
     """GitHub's `run_attempt`: 2 and up once someone re-ran the run (the same id, new jobs)."""
+    started_at: datetime | None = None
+    """When the attempt started (GitHub's `run_started_at`, which a re-run resets); None when
+    not reported."""
     bypassed: frozenset[str] = frozenset()
     """Environments whose job started (or ran) while the App's request for it was still
     open, unanswered: a repository admin started it past its protection rules on GitHub (or

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from bot.domain import rollout as machine
@@ -26,6 +26,7 @@ from bot.domain.protection_rules import UNCONFIRMED_TIMER
 from bot.domain.rollout import (
     Announce,
     CancelWindow,
+    ClockSkewed,
     Decision,
     Event,
     InvalidTransition,
@@ -238,6 +239,8 @@ class EffectRunner:
                 )
             elif isinstance(effect, ReadMetrics):
                 reads.append(effect)
+            elif isinstance(effect, ClockSkewed):
+                _warn_skewed(rollout, effect)
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
         for read in reads:
@@ -364,3 +367,24 @@ class EffectRunner:
             if isinstance(effect, Announce) and isinstance(effect.event, TracksLeft)
             for left in effect.event.tracks
         ]
+
+
+def _warn_skewed(rollout: Rollout, skewed: ClockSkewed) -> None:
+    """Once, as the stage's window opens (the decision is saved once): GitHub's time for its
+    job is one it cannot have, so the window starts when the bot saw the job complete."""
+    gap = timedelta(seconds=round((skewed.seen - skewed.reported).total_seconds()))
+    # GitHub's job ended between the bot's approval and its look: up to `gap` behind.
+    way = "up to {} behind" if gap.total_seconds() > 0 else "at least {} ahead of"
+    log.warning(
+        "GitHub's clock looks %s the bot's: rollout %s (%s), stage %s of %s: GitHub says its "
+        "job completed at %s, before the bot approved it or after the bot's now (%s); its "
+        "window starts when the bot saw it complete. Check GitHub's (Enterprise Server's) time "
+        "source.",
+        way.format(abs(gap)),
+        rollout.id,
+        rollout.tag,
+        skewed.stage,
+        skewed.track,
+        skewed.reported.isoformat(),
+        skewed.seen.isoformat(),
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TypeVar
 
@@ -289,7 +289,10 @@ class UnfollowedRuns:
             )
         decided = card.decided(RunFate.ADOPTED, by=origin.actor, rollout_id=checked.id)
         drawn = self._message(decided)
-        adopted = await self._rollouts.adopt(checked, card.run, actor=origin.actor, also=[drawn])
+        # It waits for the answer (`_waiting`): its attempt now asks, maybe a re-run since the card.
+        asking = (await self._effects.github.linkable_run(card.run_id)).attempt
+        run = replace(card.run, attempt=max(card.attempt, asking))
+        adopted = await self._rollouts.adopt(checked, run, actor=origin.actor, also=[drawn])
         await self._settle(decided, cancel=True, drawn=drawn)
         if override is not None:
             await self._overridden(adopted, origin.actor, override)

@@ -84,6 +84,9 @@ class WorkflowRuns:
                 # on GitHub, its gate skipped). Only the first attempt's history is its own.
                 reviews=self._reviews(run_id) if run.run_attempt == 1 else (),
                 attempt=run.run_attempt,
+                started_at=(
+                    None if run.run_started_at is None else run.run_started_at.astimezone(UTC)
+                ),
             )
 
         snapshot = await github.call(f"read run {run_id}", read, run_id=run_id)

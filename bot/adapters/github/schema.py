@@ -119,6 +119,8 @@ class Run(_Answer):
     actor: Account | None = None
     run_attempt: int = 1
     """2 and up once someone re-ran it: the same id, new jobs."""
+    run_started_at: AwareDatetime | None = None
+    """When its latest attempt started (a re-run resets it)."""
 
     def linkable_run(self) -> LinkableRun:
         return LinkableRun(

@@ -54,6 +54,7 @@ from bot.domain.rollout.codec import (
 from bot.domain.rollout.effects import (
     Announce,
     CancelWindow,
+    ClockSkewed,
     Decision,
     Effect,
     ReadMetrics,
@@ -108,6 +109,7 @@ __all__ = [
     "CancelWindow",
     "Check",
     "CheckState",
+    "ClockSkewed",
     "Decision",
     "DispatchGaveUp",
     "DispatchScheduled",

@@ -56,7 +56,17 @@ class Announce:
     """A step within a stage (a job queued, a deployment status), not a stage change."""
 
 
-Effect = Review | ScheduleWindow | CancelWindow | ReadMetrics | Announce
+@dataclass(frozen=True)
+class ClockSkewed(AtStage):
+    """GitHub said the stage's job completed at `reported`, a moment it cannot have (before the
+    bot approved it, or after the bot's clock): its window starts at `seen`, when the bot saw
+    it, and the shell logs a warning naming the gap between the two clocks."""
+
+    reported: datetime
+    seen: datetime
+
+
+Effect = Review | ScheduleWindow | CancelWindow | ReadMetrics | Announce | ClockSkewed
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from bot.domain.plan import Track as PlanTrack
 from bot.domain.protection_rules import environment_jobs
 from bot.domain.rollout.effects import (
     Announce,
+    ClockSkewed,
     Decision,
     Review,
     ScheduleWindow,
@@ -40,7 +41,7 @@ from bot.domain.rollout.state import (
     TrackState,
 )
 from bot.domain.rollout.stopping import reconcile_aborting, rejected_by_review
-from bot.domain.rollout.work import Work, cancel_window, ended_by_job, reached_label
+from bot.domain.rollout.work import Work, cancel_window, deployed_at, reached_label
 from bot.domain.run import EnvironmentReview, RunSnapshot
 
 DISPATCH_SEARCH = timedelta(minutes=10)
@@ -54,7 +55,7 @@ def reconcile(
     """Bring the rollout in line with what GitHub reports, and ask for what is still missing."""
     if rollout.phase is not Phase.RUNNING:
         return Decision(rollout)
-    if rollout.attempt is not None and snapshot.attempt > rollout.attempt:
+    if _rerun_since(rollout, snapshot):
         return _rerun_unseen(rollout, plan, snapshot, now)
     work = Work(rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt))
     for track in rollout.tracks:
@@ -113,7 +114,7 @@ def _reconcile_active(
         if job is not None and rejected_by_review(job, snapshot.review_of(spec.environment)):
             _rejected_on_github(work, plan_track, name, spec, snapshot.review_of(spec.environment))
         elif job is not None and job.succeeded:
-            _deployed(work, plan_track, name, spec, job.completed_at or now, now)
+            _deployed(work, plan_track, name, spec, job.completed_at, now)
         elif job is not None and (job.failed or job.skipped):
             # The stage's own job, or what made it skip; never the other track's failures.
             related = {s.job for s in plan_track.stages} | {plan.preflight.job}
@@ -142,7 +143,11 @@ def _reconcile_active(
             )
             work.effects.append(Announce(told, failure=True))
         elif snapshot.is_waiting(spec.environment):
-            work.set_track(track.with_stage(replace(stage, state=StageState.DEPLOYING)))
+            # Its job cannot deploy before the bot's first approval (an approval asked again
+            # keeps it): the window never starts earlier.
+            cleared = stage.cleared_at or now
+            approving = replace(stage, state=StageState.DEPLOYING, cleared_at=cleared)
+            work.set_track(track.with_stage(approving))
             work.effects.append(
                 Review(name, spec.environment, approve=True, comment=_comment(work.rollout, spec))
             )
@@ -230,11 +235,16 @@ def _deployed(
     plan_track: PlanTrack,
     name: str,
     spec: PlanStage,
-    completed_at: datetime,
+    completed_at: datetime | None,
     now: datetime,
 ) -> None:
     track = work.track(name)
     stage = track.stage(spec.key)
+    # When the release got there, not when the bot saw it (it may have been down): the window,
+    # the lead time and the report's period are the release's; unless GitHub's clock is off.
+    deployed, set_aside = deployed_at(work.rollout, track, stage, completed_at, now)
+    if set_aside is not None:
+        work.effects.append(ClockSkewed(name, spec.key, reported=set_aside, seen=now))
     window = spec.window
     if window is None:
         done = replace(stage, state=StageState.DEPLOYED)
@@ -242,17 +252,15 @@ def _deployed(
             replace(
                 track.with_stage(done),
                 state=TrackState.COMPLETED,
-                # When the release got there, not when the bot saw it (it may have been down):
-                # the lead time and the report's period are the release's.
-                ended_at=ended_by_job(work.rollout, completed_at, now),
+                ended_at=deployed,
                 ended_reason=StopReason(StopKind.COMPLETED, subject=spec.label),
             )
         )
         work.effects.append(Announce(TrackCompleted(plan_track.label, spec.label)))
         return
-    ends = completed_at + window
+    ends = deployed + window
     observing = replace(
-        stage, state=StageState.OBSERVING, window_started_at=completed_at, window_ends_at=ends
+        stage, state=StageState.OBSERVING, window_started_at=deployed, window_ends_at=ends
     )
     work.set_track(track.with_stage(observing))
     work.effects.append(ScheduleWindow(name, spec.key, ends))
@@ -281,6 +289,21 @@ def _end_with_run(
     work.set_track(ended)
     told = RunEnded(plan_track.label, conclusion, TrackState.FAILED, unseen)
     work.effects.append(Announce(told, failure=True))
+
+
+def _rerun_since(rollout: Rollout, snapshot: RunSnapshot) -> bool:
+    """Whether the run was re-run since the attempt the rollout follows. A rollout stored
+    before the attempt was kept (learnt at its next look) knows it was not this attempt when
+    the attempt started after a deploy the rollout saw end: the one it followed ran that
+    deploy, and GitHub re-runs only a completed run (an upgrade is when the bot is down). A
+    window starts at its deploy job's `completed_at`: both times are GitHub's clock."""
+    if rollout.attempt is not None:
+        return snapshot.attempt > rollout.attempt
+    started = snapshot.started_at
+    if snapshot.attempt == 1 or started is None:
+        return False
+    seen = (s.window_started_at for t in rollout.tracks for s in t.stages)
+    return any(deployed is not None and deployed < started for deployed in seen)
 
 
 def _rerun_unseen(

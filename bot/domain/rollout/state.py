@@ -194,6 +194,12 @@ class Stage:
     """Where the running window's figures start when it was opened again after it closed
     (`reopened_from`); None: from `window_started_at`, the deploy."""
 
+    cleared_at: datetime | None = None
+    """When the bot approved the stage's waiting environment (on its own clock): its job cannot
+    have deployed before. None before, for a stage promoted on GitHub, and in rows stored
+    before it was kept (`cleared_from` falls back to the stage before's deploy or the
+    dispatch)."""
+
     @property
     def observed_since(self) -> datetime | None:
         """The start of the figures the stage's window reads."""

@@ -61,6 +61,34 @@ def ended_by_job(rollout: Rollout, completed_at: datetime | None, now: datetime)
     return completed_at
 
 
+def cleared_from(rollout: Rollout, track: Track, stage: Stage) -> datetime:
+    """The earliest moment, on the bot's clock, `stage`'s job can have deployed: the bot's
+    approval of its environment, else (promoted on GitHub, approved there while the bot was
+    down) the deploy of the stage before it, else the dispatch (a track's first stage)."""
+    if stage.cleared_at is not None:
+        return stage.cleared_at
+    keys = [s.key for s in track.stages]
+    before = track.stages[keys.index(stage.key) - 1] if keys.index(stage.key) > 0 else None
+    if before is not None and before.window_started_at is not None:
+        return before.window_started_at
+    return rollout.dispatched_at or rollout.created_at
+
+
+def deployed_at(
+    rollout: Rollout, track: Track, stage: Stage, completed_at: datetime | None, now: datetime
+) -> tuple[datetime, datetime | None]:
+    """When `stage` deployed, and GitHub's `completed_at` when it was set aside. GitHub's time
+    when it lies between the moment the stage could deploy (`cleared_from`) and the bot's `now`
+    (the bot may have been down when the job ended); else `now`, when the bot saw it: GitHub's
+    clock far behind the bot's would open a window over as soon as it starts, its figures from
+    before the deploy (a PASS that never saw the release); far ahead, one that starts later."""
+    if completed_at is None:
+        return now, None
+    if cleared_from(rollout, track, stage) <= completed_at <= now:
+        return completed_at, None
+    return now, completed_at
+
+
 def utc_minute(moment: datetime) -> str:
     """A moment in words for a refusal: `2025-06-02 09:35 UTC`."""
     return f"{moment:%Y-%m-%d %H:%M} UTC"
