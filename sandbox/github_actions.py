@@ -67,6 +67,9 @@ class ActionsEngine(EnvironmentGates):
         self.npm_up_to_date = False
         """The Release workflow's packages are all on npm already: its publish step publishes
         nothing (and passes, whatever the token)."""
+        self.npm_changesets_pending = False
+        """The Release workflow's ref has changesets to version: its publish step opens the
+        "Version Packages" pull request and publishes nothing (and passes, whatever the token)."""
         names = [job.environment for wf in self.workflows for job in wf.jobs if job.environment]
         self.environments: dict[str, int] = {}
         for name in [*names, *(protected_environments or ())]:
@@ -260,6 +263,7 @@ class ActionsEngine(EnvironmentGates):
             secrets=frozenset(self._secrets),
             files=self._files.get(run.branch, {}),
             npm_up_to_date=self.npm_up_to_date,
+            npm_changesets_pending=self.npm_changesets_pending,
         )
         slot = (job.due_at - job.started_at) / len(job.steps)
         failed = False

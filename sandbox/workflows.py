@@ -34,6 +34,7 @@ class StepContext:
     files: Mapping[str, str]
     npm_up_to_date: bool = False
     """Every package version at the ref is on npm already: `changeset publish` has nothing to do."""
+    npm_changesets_pending: bool = False  # changesets/action opens its version PR: no publish
 
 
 @dataclass(frozen=True)
@@ -312,16 +313,14 @@ def _validate_npm_credentials(context: StepContext) -> StepOutcome:
 
 
 def _publish_packages(context: StepContext) -> StepOutcome:
+    if context.npm_changesets_pending:  # changesets/action's version branch: no npm at all
+        return StepOutcome(True, ("setting GitHub credentials", "creating pull request"))
     if context.npm_up_to_date:
         # changesets' own words; npm is only read, so no token is needed nor checked.
+        already = "is not being published because version 1.4.2 is already published on npm"
+        nothing = "🦋  warn No unpublished projects to publish"
         return StepOutcome(
-            True,
-            (
-                "Running changesets publish",
-                "🦋  warn @scriptum/cli is not being published because version 1.4.2 is "
-                "already published on npm",
-                "🦋  warn No unpublished projects to publish",
-            ),
+            True, ("Running changesets publish", f"🦋  warn @scriptum/cli {already}", nothing)
         )
     if "NPM_TOKEN" in context.secrets:
         return StepOutcome(

@@ -366,6 +366,8 @@ class ProtectionRuleRequestRow(Base):
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
     answer: Mapped[str | None] = mapped_column(String(16))
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The bot's answer posted that GitHub may have applied (`RuleRequest.sent`; 0017).
+    sent: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         Index(None, "run_id"),

@@ -217,6 +217,19 @@ class ProtectionRuleStore(ServiceStore):
             )
             return rows_changed(result)
 
+    async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Row)
+                .where(
+                    Row.run_id == run_id,
+                    Row.environment == environment,
+                    Row.answer.is_(None),
+                    *self._scope,
+                )
+                .values(sent=answer)
+            )
+
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
         """Close, as `gone`, the run's requests still open that were asked by `asked_by`
         (when the bot began reading the run it found completed: a re-run's request asked

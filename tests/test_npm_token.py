@@ -351,13 +351,23 @@ async def test_a_clean_run_passes_every_check(box: Sandbox) -> None:
     assert ":white_check_mark: done" in step(message, 2)
 
 
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        # `changeset publish` passes when every version is on npm already, without using the
+        # token: an expired or wrong-scope token goes unnoticed until the next real publish.
+        ("npm_up_to_date", "No unpublished projects to publish"),
+        # With changesets still to version, changesets/action opens (or updates) the "Version
+        # Packages" pull request and never runs the publish: the step passes without npm, and
+        # prints no "No unpublished projects to publish" either. Most pushes to main are so.
+        ("npm_changesets_pending", "Version Packages"),
+    ],
+)
 async def test_a_run_that_published_nothing_does_not_pass_for_a_verified_token(
-    box: Sandbox,
+    box: Sandbox, mode: str, said: str
 ) -> None:
-    # `changeset publish` passes when every version is on npm already, without using the
-    # token: an expired or wrong-scope token goes unnoticed until the next real publish.
     set_secret(box, age=timedelta(days=2))
-    box.github.engine.npm_up_to_date = True
+    setattr(box.github.engine, mode, True)
     release_run(box)
     message = await open_walkthrough(box)
     shown = await press(
@@ -366,10 +376,32 @@ async def test_a_run_that_published_nothing_does_not_pass_for_a_verified_token(
     assert ": success." in shown
     assert "*Validate npm publish credentials* passed without the NPM_TOKEN warning" in shown
     assert f"*{PUBLISH}* passed but published nothing" in shown
-    assert "No unpublished projects to publish" in shown
+    assert said in shown
     assert "npm never used the token" in shown
+    assert "creating pull request" not in shown  # nothing of the log is quoted
     assert ":white_check_mark: done" not in step(message, 1)
     assert ":white_check_mark: done" in step(message, 2)  # the validate step saw a token
+
+
+async def test_a_green_run_whose_log_is_gone_does_not_pass_for_a_verified_token(
+    box: Sandbox,
+) -> None:
+    # GitHub deletes logs after the repository's retention period (the download answers 410).
+    # Without the log, a passed publish step may have published nothing (every version on npm,
+    # or changesets/action's version branch), and a passed validate step may have printed the
+    # NPM_TOKEN warning: the steps' results do not show that npm accepts the token.
+    set_secret(box, age=timedelta(days=2))
+    release_run(box)
+    box.github.fail_next("GET", "/_sandbox/job-logs/*", 410)
+    message = await open_walkthrough(box)
+    shown = await press(
+        box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":warning: needs attention"
+    )
+    assert "answered 410" in shown
+    assert "green steps do not show that npm accepts the token" in shown
+    assert ":white_check_mark: done" not in step(message, 1)
+    # Nor is step 2 done by a validate step whose warning could not be looked for.
+    assert ":white_check_mark: done" not in step(message, 2)
 
 
 async def test_a_secret_added_after_the_failed_run_asks_for_a_new_run(box: Sandbox) -> None:
@@ -555,6 +587,19 @@ def test_the_script_echo_of_a_step_is_not_its_output() -> None:
     assert printed_skip_warning(output_lines(printed))
 
 
+def test_a_log_cut_inside_a_steps_script_echo_does_not_count_the_script_as_printed() -> None:
+    # Of a log over 4 MiB only its end is kept: it may begin inside the `##[group]Run` block
+    # in which GitHub echoes the validate step's script, whose closing `##[endgroup]` is then
+    # the first group mark read.
+    log = (
+        'ipt the cut began in; echo "::warning::NPM_TOKEN secret not configured — skip"\n'
+        "2026-01-05T10:00:00.0000000Z   shell: /usr/bin/bash -e {0}\n"
+        "2026-01-05T10:00:00.0000000Z ##[endgroup]\n"
+        "2026-01-05T10:00:01.0000000Z npm publish credentials are configured.\n"
+    )
+    assert output_lines(log) == ["npm publish credentials are configured."]
+
+
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [
@@ -573,10 +618,37 @@ def test_the_script_echo_of_a_step_is_not_its_output() -> None:
         (["npm error code E404", "npm error 404 Not Found - PUT"], NpmError.NOT_FOUND),
         (["npm error code E409", "Conflict"], None),
         (["Error: The process '/usr/local/bin/npm' failed with exit code 1"], None),
+        # `changeset publish` runs `npm publish --json` and says npm's code in its own words
+        # (the only place some versions give it), coloured in GitHub's log.
+        (
+            [
+                "🦋  \x1b[31merror\x1b[39m an error occurred while publishing @scriptum/cli: "
+                "E401 Unable to authenticate"
+            ],
+            NpmError.UNAUTHORIZED,
+        ),
+        (
+            [
+                "🦋  error An error occurred while publishing @scriptum/cli: E403",
+                "🦋  error Two-factor authentication or granular access token with bypass 2fa "
+                "enabled is required to publish packages.",
+            ],
+            NpmError.TWO_FACTOR,
+        ),
+        (["🦋  error an error occurred while publishing @scriptum/cli: E404"], NpmError.NOT_FOUND),
     ],
 )
 def test_npm_errors_are_told_apart(lines: list[str], expected: NpmError | None) -> None:
     assert npm_error(lines) is expected
+
+
+def test_colour_codes_in_the_log_hide_no_npm_error() -> None:
+    # npm told to colour (`--color always`, `npm_config_color`) paints its words in the log.
+    log = (
+        "2026-01-05T10:00:02.0000000Z \x1b[0m\x1b[31mnpm\x1b[39m \x1b[31merror\x1b[39m "
+        "\x1b[35mcode\x1b[39m E401\n"
+    )
+    assert npm_error(output_lines(log)) is NpmError.UNAUTHORIZED
 
 
 @pytest.mark.parametrize(
@@ -610,6 +682,33 @@ def test_the_web_address_comes_from_the_api_address(api: str, web: str) -> None:
             False,
         ),
         (["done"], False),  # another publish tool: nothing to go by
+        # changesets/action's version branch: the "Version Packages" pull request, no publish.
+        (["setting GitHub credentials", "creating pull request"], True),
+        (["\x1b[36mupdating found pull request #12\x1b[0m"], True),
+        (["All changesets are empty; not creating PR"], True),
+        (
+            [
+                "No changesets present or were removed by merging release PR. Not publishing "
+                "because no publish script found."
+            ],
+            True,
+        ),
+        # Its publish branch, whatever else the step printed: decided by what publish said.
+        (
+            [
+                "No changesets found. Attempting to publish any unpublished packages to npm",
+                "creating pull request",
+                "🦋  success packages published successfully:",
+            ],
+            False,
+        ),
+        (
+            [
+                "No changesets found, attempting to publish any unpublished packages to npm",
+                "creating pull request",
+            ],
+            False,
+        ),
     ],
 )
 def test_a_publish_that_published_nothing_is_told_apart(lines: list[str], nothing: bool) -> None:

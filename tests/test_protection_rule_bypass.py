@@ -10,13 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sandbox_views import dispatched, holding
+from sandbox_views import dispatched, holding, value_of
 from test_protection_rules import answers, app_box, both_held
 
 from bot.domain.rollout import Phase, StageState
 
 pytestmark = pytest.mark.story
 
+CALLBACK = "/repos/*/actions/runs/*/deployment_protection_rule"
+APPLIED_UNSEEN = (
+    "*50%* (Hosted relay) started on GitHub on the bot's own approval, whose reply from GitHub "
+    "the bot had not seen"
+)
 BYPASSED = (
     "*50%* (Hosted relay) was started on GitHub by a repository admin past its protection "
     "rules, not let through by the bot's gate"
@@ -60,3 +65,59 @@ async def test_an_admin_bypass_of_the_held_stage_is_told_and_its_request_let_go(
             ("relay-rollout-100", "approved"),
         ]
         assert await rules.open_for_run(run_id) == []
+
+
+async def test_a_promote_applied_though_github_s_reply_was_lost_is_not_told_as_a_bypass(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A Promote's approval reaches GitHub, which deploys the stage, but GitHub's reply is
+    lost and so is the read-back's: the clicker is told it could not be read back. At the next
+    read the job runs with the App's request still open: that is the bot's own answer applied,
+    not an admin's bypass. The thread says so, and the request is closed as approved."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(holding("relay", "canary"))
+        promote = await value_of(box, "promote", "relay")
+        box.github.fault_next("POST", CALLBACK, "apply_then_502")
+        box.github.fault_next("POST", CALLBACK, "server_error")
+
+        said = await box.click("promote", value=promote)
+
+        assert said is not None and "could not be read back" in said
+        moved = await box.wait_until(
+            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+        )
+        assert moved.track("relay").stage("canary").state is StageState.PASSED
+        assert not [line for line in box.thread() if "repository admin" in line]
+        assert any(APPLIED_UNSEEN in line for line in box.thread()), box.thread()
+        rules = box.services.webhooks.rules
+        (half,) = [
+            r for r in await rules.for_run(moved.run_id or 0) if r.environment == "relay-rollout-50"
+        ]
+        assert half.answer == "approved"
+
+
+async def test_a_bypass_after_a_promote_github_refused_is_still_told_as_a_bypass(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Only an answer of the bot's that may have been applied is taken for the job's start: a
+    Promote GitHub refused (422 while the job still waits) leaves nothing behind, and an
+    admin's start of the job afterwards is told as the bypass it is."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(holding("relay", "canary"))
+        promote = await value_of(box, "promote", "relay")
+        box.github.fail_next("POST", CALLBACK, 422, {"message": "Validation Failed"})
+        said = await box.click("promote", value=promote)
+        assert said is not None and "still waits" in said
+        rollout = await box.rollout()
+
+        box.github.engine.bypass(
+            rollout.run_id or 0, environments=["relay-rollout-50"], comment="", actor="octo-admin"
+        )
+        await box.wait_until(
+            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+        )
+
+        assert any(BYPASSED in line for line in box.thread())
+        assert not any(APPLIED_UNSEEN in line for line in box.thread())

@@ -136,3 +136,22 @@ async def test_retention_prunes_answered_requests_and_open_ones_only_past_github
     assert [r.environment for r in await store.for_run(RUN)] == ["relay-rollout-50"]
     assert await store.for_run(RUN + 1) == []
     assert len(await store.open_for_run(RUN + 2)) == 1
+
+
+async def test_the_answer_sent_marks_the_open_request_only_until_cleared(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """The bot's answer in flight is kept on the open request (read by every replica), cleared
+    when GitHub clearly refused it; a closed request is never marked, and closing it keeps
+    the answer it was closed with."""
+    store = ProtectionRuleStore(session_factory)
+    assert await store.remember(RuleRequest(RUN, "relay-rollout-50", 8, AT))
+
+    await store.sending(run_id=RUN, environment="relay-rollout-50", answer="approved")
+    assert [r.sent for r in await store.open_for_run(RUN)] == ["approved"]
+    await store.sending(run_id=RUN, environment="relay-rollout-50", answer=None)
+    assert [r.sent for r in await store.open_for_run(RUN)] == [None]
+
+    await store.close(run_id=RUN, environment="relay-rollout-50", answer="gone", at=AT)
+    await store.sending(run_id=RUN, environment="relay-rollout-50", answer="rejected")
+    assert [(r.answer, r.sent) for r in await store.for_run(RUN)] == [("gone", None)]

@@ -292,10 +292,10 @@ def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRe
 
 
 def promoted_words(plan: RolloutPlan, track: str, stage: str) -> str:
-    """`Hosted relay to *50%*`: a promotion `/rollout promote` made, from the held `stage`."""
+    """`Hosted relay to 50%`: a promotion `/rollout promote` made, from the held `stage`."""
     plan_track = plan.track(track)
     following = plan_track.next_stage(stage)
-    return f"{plan_track.label} to *{following.label if following else stage}*"
+    return f"{plan_track.label} to {following.label if following else stage}"
 
 
 def partly_promoted(

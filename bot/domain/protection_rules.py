@@ -61,6 +61,10 @@ class RuleRequest:
     answered_at: datetime | None = None
     service: str = DEFAULT_SERVICE
     """The service whose repository's run asks (`bot.domain.service`)."""
+    sent: RuleAnswer | None = None
+    """The answer the bot posted while the request is open, as long as GitHub may have applied
+    it (its reply not seen yet, or lost): a job found started is then the bot's answer
+    applied, not an admin's bypass. None when GitHub clearly did not take it."""
 
     @property
     def key(self) -> str:

@@ -113,6 +113,9 @@ class RunSnapshot:
     open, unanswered: a repository admin started it past its protection rules on GitHub (or
     an answer of the bot's was applied though GitHub's reply was lost). The request is let
     go as this snapshot is read."""
+    applied_unseen: frozenset[str] = frozenset()
+    """Environments whose job started (or ran) on an answer of the bot's to the App's request
+    whose reply from GitHub the bot had not seen (lost, or still on its way)."""
 
     @property
     def completed(self) -> bool:
@@ -136,6 +139,10 @@ class RunSnapshot:
     def was_bypassed(self, environment: str) -> bool:
         wanted = environment.casefold()
         return any(name.casefold() == wanted for name in self.bypassed)
+
+    def was_applied_unseen(self, environment: str) -> bool:
+        wanted = environment.casefold()
+        return any(name.casefold() == wanted for name in self.applied_unseen)
 
     def review_of(self, environment: str) -> EnvironmentReview | None:
         """The latest review of an environment (a run attempt reviews each one at most once)."""

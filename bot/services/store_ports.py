@@ -364,6 +364,11 @@ class ProtectionRuleRequests(Protocol):
         """Close the run's open request for `environment` (as stored); how many it closed."""
         ...
 
+    async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
+        """Mark the run's open request for `environment` with the answer the bot posts to it
+        (`RuleRequest.sent`; None: GitHub clearly did not take it)."""
+        ...
+
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
         """Close as `gone` the run's open requests asked by `asked_by` (the run was seen
         completed then: nothing of it waits); how many it closed."""

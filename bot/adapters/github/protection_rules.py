@@ -95,9 +95,7 @@ class ProtectionRules:
             return snapshot  # its requests are closed with the run (`close_run`)
         run_id = snapshot.run_id
         known = await self.requests.for_run(run_id)
-        bypassed = await self._let_go(snapshot, known)
-        if bypassed:
-            snapshot = replace(snapshot, bypassed=bypassed)
+        snapshot = await self._let_go(snapshot, known)
         waiting_jobs = sum(1 for j in snapshot.jobs.values() if j.status is JobStatus.WAITING)
         if not waiting_jobs:
             return snapshot  # nothing waits: a request still open was answered another way
@@ -129,30 +127,43 @@ class ProtectionRules:
             unrequested=tuple(found),
         )
 
-    async def _let_go(self, snapshot: RunSnapshot, known: Sequence[RuleRequest]) -> frozenset[str]:
-        """Close, as `gone`, the open requests whose job runs or ran (GitHub no longer waits
-        for the App there: a repository admin started the job past its protection rules, or an
-        answer of the bot's was applied though GitHub's reply was lost); their environments.
-        Left open, such a request would be answered later, by a click, a stop, or on a re-run
-        of the run whose job asks again at that environment (the callback names the run and
-        the environment only), or offered on a card once the rollout ended."""
+    async def _let_go(self, snapshot: RunSnapshot, known: Sequence[RuleRequest]) -> RunSnapshot:
+        """Close the open requests whose job runs or ran: GitHub no longer waits for the App
+        there. One the bot had posted an answer to that GitHub may have applied (`sent`: its
+        reply lost, or not yet seen) is closed with that answer, its environment among the
+        snapshot's `applied_unseen`; any other as `gone`, among `bypassed` (a repository
+        admin started the job past its protection rules). Left open, such a request would be
+        answered later, by a click, a stop, or on a re-run of the run whose job asks again at
+        that environment (the callback names the run and the environment only), or offered on
+        a card once the rollout ended."""
         moved = [r for r in known if r.open and self._moved_on(r, snapshot)]
         for request in moved:
             closed = await self.requests.close(
                 run_id=request.run_id,
                 environment=request.environment,
-                answer="gone",
+                answer=request.sent or "gone",
                 at=self.clock(),
             )
-            if closed:
+            if closed and request.sent is None:
                 _log.warning(
                     "GitHub: run %s: the job at %s started without the App's answer to its "
-                    "protection rule (a repository admin started it past its protection rules, "
-                    "or the bot's answer was applied unseen): its request is let go",
+                    "protection rule (a repository admin started it past its protection "
+                    "rules): its request is let go",
                     request.run_id,
                     request.environment,
                 )
-        return frozenset(r.environment for r in moved)
+            elif closed:
+                _log.info(
+                    "GitHub: run %s: the job at %s went on: the bot's answer (%s) was applied",
+                    request.run_id,
+                    request.environment,
+                    request.sent,
+                )
+        return replace(
+            snapshot,
+            bypassed=frozenset(r.environment for r in moved if r.sent is None),
+            applied_unseen=frozenset(r.environment for r in moved if r.sent is not None),
+        )
 
     def _moved_on(self, request: RuleRequest, snapshot: RunSnapshot) -> bool:
         """Whether the request's job runs or ran: it waits no more, whatever the request says."""
@@ -183,7 +194,14 @@ class ProtectionRules:
         operation = f"{verb} {environment} on run {run_id} (protection rule)"
         body = {"environment_name": environment, "state": state, "comment": comment}
         path = f"{self.github.runs_path(run_id)}/deployment_protection_rule"
-        answer = await post_review(self.github, path, body, operation=operation, run_id=run_id)
+        # Marked before it is posted: a poll reading the job started before this call has
+        # closed the request takes it for the bot's answer, not for an admin's bypass.
+        await self.requests.sending(run_id=run_id, environment=environment, answer=state)
+        try:
+            answer = await post_review(self.github, path, body, operation=operation, run_id=run_id)
+        except GitHubError:
+            await self.requests.sending(run_id=run_id, environment=environment, answer=None)
+            raise  # refused: not applied
         if isinstance(answer, str):
             # Whether it was applied: the same answer again is applied now (204) or was
             # applied already (422); GitHub tells no other way apart from the reviewers' waits.
@@ -226,6 +244,7 @@ class ProtectionRules:
                 run_id=run_id, environment=environment, answer="gone", at=self.clock()
             )
             return await self.requests.answer_of(run_id=run_id, environment=environment) == state
+        await self.requests.sending(run_id=run_id, environment=environment, answer=None)
         raise GitHubError(
             f"GitHub refused to {operation} (Validation failed) while the job still waits "
             "there: nothing was changed. Try again in a moment; the bot also asks again at "

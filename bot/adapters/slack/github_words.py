@@ -197,6 +197,11 @@ def promoted_on_github_text(event: PromotedOnGitHub) -> str:
             "past its protection rules, not let through by the bot's gate (the bot's protection "
             "rule was never answered, and the bot will not answer it now)"
         )
+    elif event.by_bot:
+        what = (
+            f"*{event.following}* ({event.track}) started on GitHub on the bot's own approval, "
+            "whose reply from GitHub the bot had not seen"
+        )
     else:
         what = f"*{event.following}* ({event.track}) started on GitHub without the bot"
     return f":white_check_mark: {what}: {held}. Deploying."

@@ -71,7 +71,8 @@ def add_tone(walkthrough: Walkthrough) -> Tone:
     if secret is not None and secret.error is None:
         return Tone.OK if secret.found else Tone.FAILED
     run = walkthrough.latest_run_check()
-    if run is not None and run.validate_step is StepVerdict.PASSED:
+    # Only a log read shows that the validate step passed without the NPM_TOKEN warning.
+    if run is not None and run.validate_step is StepVerdict.PASSED and not run.log_unavailable:
         return Tone.OK
     return Tone.TODO
 
@@ -192,7 +193,14 @@ def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
     if check.log_unavailable:
         lines.append(
             f":grey_question: {escape(check.log_unavailable)} "
-            "The verdict rests on the steps' results."
+            "The verdict rests on the steps' results"
+            + (
+                ", and green steps do not show that npm accepts the token (they pass after the "
+                "NPM_TOKEN warning, or having published nothing): Run Release again (step 5)."
+                if check.validate_step is StepVerdict.PASSED
+                and check.publish_step is StepVerdict.PASSED
+                else "."
+            )
         )
     return _clip("\n".join(lines))
 
@@ -220,10 +228,12 @@ def _publish_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
     verdict = check.publish_step
     if verdict is StepVerdict.PASSED and check.published_nothing:
         return (
-            f":warning: {step} passed but published nothing (“No unpublished projects to "
-            "publish”: every version is on npm already). npm never used the token, so this run "
-            "does not show that it can publish: an expired or wrong-scope token passes too. "
-            f"The next run that publishes new versions from `{npm.ref}` checks it (step 4)."
+            f":warning: {step} passed but published nothing: every version was on npm "
+            "already (“No unpublished projects to publish”), or changesets had changesets to "
+            "version and opened or updated its “Version Packages” pull request instead. npm "
+            "never used the token, so this run does not show that it can publish: an expired "
+            "or wrong-scope token passes too. The next run that publishes new versions from "
+            f"`{npm.ref}` checks it (step 4)."
         )
     if verdict is StepVerdict.PASSED:
         return f":white_check_mark: {step} passed."

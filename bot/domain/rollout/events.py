@@ -84,6 +84,9 @@ class PromotedOnGitHub(AtStage):
     """Where `stage` was: observing, evaluating or holding."""
     reviewer: str | None
     bypassed: bool = False
+    by_bot: bool = False
+    """Started on the bot's own approval, whose reply from GitHub it had not seen (a Promote
+    told it could not be read back)."""
 
 
 @dataclass(frozen=True)

@@ -184,8 +184,9 @@ def _reviewed_on_github(
     work.set_track(moved.with_stage(replace(nxt, state=StageState.DEPLOYING)))
     reviewer = review.reviewer if review is not None and review.state == "approved" else None
     bypassed = reviewer is None and snapshot.was_bypassed(following.environment)
+    by_bot = reviewer is None and snapshot.was_applied_unseen(following.environment)
     labels = (plan_track.label, plan_track.stage(stage.key).label, following.label)
-    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed)
+    told = PromotedOnGitHub(*labels, stage.state, reviewer, bypassed, by_bot)
     work.effects.append(Announce(told))
     return True
 
