@@ -141,7 +141,7 @@ async def test_a_promote_whose_approval_met_a_roll_back_saved_on_another_replica
         ring = ("desktop-beta", "approved") in reviews(box, "desktop")
         assert ring is (via == "command")
         if via == "command":
-            assert "Promoted Desktop app and CLI to *beta ring*" in answer, answer
+            assert "Promoted Desktop app and CLI to beta ring" in answer, answer
             assert "internal ring holding" not in answer, answer
         assert await audit_results(box, rollout.id, f"{via}:promote", 1) == [
             "promoted_while_stopping"
