@@ -4,6 +4,7 @@ End to end: signed commands and clicks to the real app, the sandbox's Slack and 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from figures import every_gate_passes
 from sandbox_views import dispatched, held, stage_state
 
 from bot.domain.rollout import Phase, StageState
-from sandbox.config import RELEASE_MANAGER
+from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from sandbox.plans import fast_plan
 from sandbox.slack_records import ChannelMessage
@@ -128,3 +129,27 @@ async def test_the_plans_calendar_holds_an_auto_stage_and_its_end_ships_nothing(
         assert rollout.phase is Phase.RUNNING
         assert stage_state(rollout, "relay", "canary") is StageState.HOLDING
         assert stage_state(rollout, "relay", "half") is StageState.PENDING
+
+
+async def test_a_rollout_whose_freeze_was_overridden_promotes_through_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with auto_sandbox(tmp_path, database_url) as box:
+        every_gate_passes(box)
+        await box.command("freeze 4h friday change freeze", user=OTHER)
+        await box.command('start v1.4.2 --flags-ready --override-freeze "hotfix for INC-9"')
+        await box.slack.wait_for(lambda: preflight_card(box) is not None, timeout=30)
+        await box.click("dispatch", message=preflight_card(box))
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING)
+
+        await box.pass_time(WINDOW)  # the override covers this freeze: the stage goes on
+        await box.wait_until(lambda r: stage_state(r, "relay", "half") is not StageState.PENDING)
+        assert stage_state(await box.rollout(), "relay", "canary") is StageState.PASSED
+
+
+def preflight_card(box: Sandbox) -> ChannelMessage | None:
+    """The preflight card (whichever message of the channel has a Dispatch button)."""
+    return next(
+        (m for m in box.slack.messages(RELEASE_CHANNEL) if '"dispatch"' in json.dumps(m.blocks)),
+        None,
+    )

@@ -111,15 +111,16 @@ def gate_evaluated(
     if verdict.verdict is Verdict.PASS:
         following = plan_track.next_stage(stage)
         assert following is not None  # only stages with a window are gated; the last has none
-        observe = spec.observe
-        if observe is not None and observe.promote is PromoteMode.AUTO and frozen is None:
+        auto = spec.observe is not None and spec.observe.promote is PromoteMode.AUTO
+        if auto and frozen is None:
             advance(work, track, judged, following)
             work.effects.append(
                 Announce(GatePassed(spec.label, figures, following.label, True, late))
             )
         else:
             work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
-            passed = GatePassed(spec.label, figures, following.label, False, late, frozen)
+            held_by = frozen if auto else None  # a manual stage holds whatever the lane
+            passed = GatePassed(spec.label, figures, following.label, False, late, held_by)
             work.effects.append(Announce(passed))
     elif verdict.verdict is Verdict.INCONCLUSIVE:
         extension = spec.observe.inconclusive_extension if spec.observe else None
