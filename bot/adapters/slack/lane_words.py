@@ -154,7 +154,8 @@ def _frozen(asked: LaneHold, in_force: LaneHold) -> str:
         )
     return (
         f":snowflake: {person(asked.actor)} froze deploys until {slack_time(asked.until)}: "
-        f"{escape(asked.reason)}. `start` and `dispatch` are refused; running rollouts go on."
+        f"{escape(asked.reason)}. `start` and `dispatch` are refused; running rollouts go on "
+        "(a `promote: auto` stage holds for a Promote)."
     )
 
 
