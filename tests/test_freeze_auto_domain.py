@@ -28,6 +28,7 @@ from test_rollout_machine import (
 from bot.domain.freeze import Freeze
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
+    Decision,
     StageState,
     gate_evaluated,
     held_by_freeze,
@@ -40,6 +41,20 @@ from bot.domain.rollout.events import GatePassed
 FREEZE = Freeze(reason="friday change freeze", until=at(600), actor="U9", key="freeze:U9:x")
 HELD = [StageState.HOLDING, StageState.PENDING, StageState.PENDING]
 PROMOTED = [StageState.PASSED, StageState.APPROVING, StageState.PENDING]
+
+
+def canary_passed(plan: RolloutPlan, frozen: Freeze | None) -> Decision:
+    """The canary's gate PASSes at T0+36m, with `frozen` holding the lane (or nothing)."""
+    rollout = evaluate(canary_observing(plan), "relay", "canary")
+    return gate_evaluated(
+        rollout,
+        plan,
+        track="relay",
+        stage="canary",
+        verdict=relay_verdict(),
+        now=at(36),
+        frozen=frozen,
+    )
 
 
 @pytest.mark.parametrize(
@@ -55,16 +70,7 @@ PROMOTED = [StageState.PASSED, StageState.APPROVING, StageState.PENDING]
 def test_a_freeze_holds_an_auto_stage_as_a_manual_one_holds(
     plan: RolloutPlan, frozen: Freeze | None, relay: list[StageState], auto: bool
 ) -> None:
-    rollout = evaluate(canary_observing(plan), "relay", "canary")
-    decision = gate_evaluated(
-        rollout,
-        plan,
-        track="relay",
-        stage="canary",
-        verdict=relay_verdict(),
-        now=at(36),
-        frozen=frozen,
-    )
+    decision = canary_passed(plan, frozen)
     assert states(decision.rollout, "relay") == relay
     (announce,) = effects(decision)
     told = announce.event  # type: ignore[attr-defined]
@@ -75,16 +81,7 @@ def test_a_freeze_holds_an_auto_stage_as_a_manual_one_holds(
 
 
 def test_an_auto_stage_held_by_a_freeze_says_why_and_stays_held_until_a_person_promotes() -> None:
-    rollout = evaluate(canary_observing(AUTO_PLAN), "relay", "canary")
-    decision = gate_evaluated(
-        rollout,
-        AUTO_PLAN,
-        track="relay",
-        stage="canary",
-        verdict=relay_verdict(),
-        now=at(36),
-        frozen=FREEZE,
-    )
+    decision = canary_passed(AUTO_PLAN, FREEZE)
     assert effects(decision) == [
         Says(
             "5% canary gate PASS",

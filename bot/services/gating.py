@@ -270,17 +270,17 @@ class Gate:
             track=track,
             stage=stage,
         )
+        held = await self._freeze_holding(rollout, plan, track=track, stage=stage, verdict=verdict)
+        now = effects.clock()
         decision = machine.gate_evaluated(
             rollout,
             plan,
             track=track,
             stage=stage,
             verdict=verdict,
-            now=effects.clock(),
+            now=now,
             late=late,
-            frozen=await self._freeze_holding(
-                rollout, plan, track=track, stage=stage, verdict=verdict
-            ),
+            frozen=held,
         )
         # When the stage took the verdict, the thread shows the figures behind it.
         shown = gate_card(rollout, track=track, stage=stage, verdict=verdict, reading=reading)
