@@ -50,12 +50,16 @@ def reached_label(plan_track: PlanTrack, track: Track) -> str | None:
     return None if reached is None else plan_track.stage(reached.key).label
 
 
-def ended_by_job(rollout: Rollout, completed_at: datetime | None, now: datetime) -> datetime:
+def ended_by_job(
+    rollout: Rollout, track: Track, completed_at: datetime | None, now: datetime
+) -> datetime:
     """When a track that a job's completion ended did end: GitHub's `completed_at` (the bot
-    may have been down when it happened), unless that lies outside the rollout's own life
-    (GitHub's clock ahead of the bot's, or far behind it, before the dispatch): then `now`,
-    when the bot saw it."""
-    began = rollout.dispatched_at or rollout.created_at
+    may have been down when it happened), unless that lies outside what the bot knows of the
+    track (GitHub's clock ahead of the bot's, or behind it: before the dispatch, or before a
+    stage of `track` was approved or deployed on the bot's clock, which a failure job needing
+    every job of its track follows): then `now`, when the bot saw it."""
+    known = [m for s in track.stages for m in (s.cleared_at, s.window_started_at) if m]
+    began = max([rollout.dispatched_at or rollout.created_at, *known])
     if completed_at is None or not began <= completed_at <= now:
         return now
     return completed_at
