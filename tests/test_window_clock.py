@@ -74,6 +74,19 @@ def test_a_completion_github_dates_after_the_bots_now_opens_the_window_when_seen
     assert ClockSkewed("relay", "canary", reported=at(60), seen=at(6)) in effects(decision)
 
 
+def test_a_completion_seconds_ahead_of_the_bots_now_starts_the_window_now_unwarned() -> None:
+    """GitHub's clock (or the runner's that reports the job) 2 seconds ahead, the completion
+    seen within the second of its webhook: within the 5 s the doctor passes, so no clock is
+    blamed in the log for every stage; the window starts when the bot saw it."""
+    run = snapshot(job(PREFLIGHT), job(CANARY, completed_at=at(6) + timedelta(seconds=2)))
+
+    decision = reconcile(approved(), PLAN, run, at(6))
+
+    canary = decision.rollout.track("relay").stage("canary")
+    assert (canary.window_started_at, canary.window_ends_at) == (at(6), at(36))
+    assert not [e for e in effects(decision) if isinstance(e, ClockSkewed)]
+
+
 def test_the_bot_down_while_the_job_ended_keeps_githubs_time() -> None:
     """Approved at 1, deployed at 5, the bot back at 50: the window ran from 5 (restarts rely
     on it), and no clock is blamed."""

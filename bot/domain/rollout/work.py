@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from bot.domain.clocks import MAX_CLOCK_SKEW
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout.effects import (
@@ -85,11 +86,15 @@ def deployed_at(
     when it lies between the moment the stage could deploy (`cleared_from`) and the bot's `now`
     (the bot may have been down when the job ended); else `now`, when the bot saw it: GitHub's
     clock far behind the bot's would open a window over as soon as it starts, its figures from
-    before the deploy (a PASS that never saw the release); far ahead, one that starts later."""
+    before the deploy (a PASS that never saw the release); far ahead, one that starts later.
+    Ahead by no more than `MAX_CLOCK_SKEW` (the doctor's tolerance; a webhook seen within the
+    second): `now`, no clock set aside."""
     if completed_at is None:
         return now, None
     if cleared_from(rollout, track, stage) <= completed_at <= now:
         return completed_at, None
+    if now < completed_at <= now + MAX_CLOCK_SKEW:
+        return now, None
     return now, completed_at
 
 
