@@ -121,7 +121,10 @@ async def test_the_plans_calendar_holds_an_auto_stage_and_its_end_ships_nothing(
         rollout = await held(box, "relay", "canary")
         assert stage_state(rollout, "relay", "half") is StageState.PENDING
         said = await box.wait_for_thread("Held, not promoted to *50%* automatically")
-        assert "holding: a freeze held its automatic promotion" in box.card_message().rendered
+        # The card is redrawn after the thread's reply (the outbox's order): wait for it.
+        await box.slack.wait_for(
+            lambda: "holding: a freeze held its automatic promotion" in box.card_message().rendered
+        )
         assert "the plan's `friday` freeze" in said
 
         await box.pass_time(2 * WINDOW)  # the calendar window ended: nothing ships by itself
