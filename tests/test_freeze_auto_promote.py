@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy.exc import OperationalError
 from figures import every_gate_passes
 from sandbox_views import dispatched, held, stage_state
+from sqlalchemy.exc import OperationalError
 
 from bot.domain.rollout import Phase, StageState
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER

@@ -181,7 +181,8 @@ def two_person_refusal(
     `two_person`), or redeploy over it. Figures typed by hand for a stage that promotes itself
     on a PASS (`promote: auto`) are that promotion, so the starter cannot type them alone
     either; nor Re-evaluate such a stage once its window ended (held, by a freeze say, or
-    evaluating): a PASS then promotes it. Stopping a rollout (roll back, kill-switch) never needs a second person.
+    evaluating): a PASS then promotes it. Stopping a rollout (roll back, kill-switch) never
+    needs a second person.
     """
     if actor != rollout.started_by:
         return None
