@@ -62,11 +62,7 @@ async def in_thread(box: Sandbox, card: ChannelMessage, needle: str) -> str:
 
 
 def promote_value(card: ChannelMessage, track: str) -> str | None:
-    for block in card.blocks:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("action_id") == "promote" and f'"track":"{track}"' in element["value"]:
-                return str(element["value"])
-    return None
+    return card_button_value(card, "promote", track)
 
 
 async def test_a_freeze_holds_an_auto_stage_a_promote_goes_on_and_an_unfreeze_ships_nothing(
