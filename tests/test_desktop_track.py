@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from figures import RELAY_OK, RINGS_OK, running_sandbox
+from replicas import in_process_replica
 from sandbox_views import (
     HALTED_ON_BETA,
     HALTED_ON_INTERNAL,
@@ -30,8 +31,12 @@ from sandbox_views import (
     stage_state,
 )
 from test_github_faults import REVIEWS
+from test_protection_rule_faults import CALLBACK
+from test_protection_rules import answers, app_box
 
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState, window_timer_key
+from bot.domain.run import RunSnapshot
+from handlers.app_keys import SERVICES
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from storage.timers import TimerStore
@@ -313,22 +318,35 @@ async def test_a_kill_while_a_ring_deploys_keeps_the_release_on_that_ring(
         await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
 
 
+def ga_plan(tmp_path: Path) -> str:
+    """The accelerated plan, each ring promoting itself on a PASS (`promote: auto`)."""
+    return fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
+
+
+async def ga_held_by_github(box: Sandbox, approvals: str) -> None:
+    """Dispatched, beta observed, then GitHub failing every approval the bot posts to
+    `approvals` (the reviewers' path, or the App's rule callback): the GA ring is saved as
+    deploying while GitHub still holds it, the bot's next look sending the approval again."""
+    write_figures(box.figures, "relay", RELAY_OK)
+    write_figures(box.figures, "desktop", RINGS_OK)
+    await dispatched(box)
+    await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
+    box.github.fault_next("POST", approvals, "server_error", times=10_000)
+    await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+    run = (await box.rollout()).run_id or 0
+    assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+
+
 async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_approve(
     tmp_path: Path, database_url: str
 ) -> None:
     """Beta passed and promoted itself (`promote: auto`), but GitHub failed the bot's approval
     of the GA ring, which still waits there: a kill then rejects GA, rather than being refused
     as 'already deploying' and the bot approving GA on its next look."""
-    plan = fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        write_figures(box.figures, "relay", RELAY_OK)
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await dispatched(box)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
-        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
-        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
-        run = (await box.rollout()).run_id or 0
-        assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
 
         answer = await box.command("kill crash spike in beta")
         assert "Kill-switch tripped" in answer, answer
@@ -340,3 +358,83 @@ async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_app
         assert ("desktop-ga", "rejected") in reviews(box, "desktop")
         assert ("desktop-ga", "approved") not in reviews(box, "desktop")
         await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
+
+
+async def test_a_kill_while_github_cannot_be_read_never_claims_the_ga_ring_deploys(
+    tmp_path: Path, database_url: str
+) -> None:
+    """GitHub failed the bot's approval of the GA ring, which still waits there, and then fails
+    the kill's read of the run too: the bot cannot tell whether GA deploys. The kill is refused
+    saying so (GitHub could not be read, try again), not that GA is 'already deploying', which
+    would have the person give up on a stop the bot's next look turns into a GA release. Once
+    GitHub answers, the same kill rejects GA."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        box.github.fault_next("GET", REVIEWS, "server_error", times=10_000)
+
+        answer = await box.command("kill crash spike in beta")
+        assert "already deploying" not in answer, answer
+        assert "could not read" in answer and "nothing was changed" in answer, answer
+        assert "try again" in answer
+        still = await box.rollout()
+        assert still.track("desktop").state is TrackState.ACTIVE
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
+
+        box.github.clear_faults()  # GitHub reads again; the bot's approvals still fail
+        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        announced = await box.wait_for_thread("crash spike in beta")
+        assert "The release stays on the beta ring." in announced
+
+
+async def test_in_app_mode_a_kill_rejects_the_ga_ring_the_rule_still_holds(
+    tmp_path: Path, database_url: str
+) -> None:
+    """App mode, every environment on the App's rule: GitHub failed the bot's answer approving
+    the GA ring (its request still open), and a kill then rejects GA through the rule."""
+    async with app_box(tmp_path, database_url, plan_yaml=ga_plan(tmp_path)) as box:
+        await ga_held_by_github(box, CALLBACK)
+
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        announced = await box.wait_for_thread("crash spike in beta")
+        assert "The release stays on the beta ring." in announced
+        box.github.clear_faults()
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert ("desktop-ga", "rejected") in answers(box, "desktop")
+        assert ("desktop-ga", "approved") not in answers(box, "desktop")
+
+
+async def test_a_kill_is_not_lost_when_another_replica_saves_while_github_is_read(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill reads the run (GA saved as deploying); meanwhile another replica saves the
+    rollout (its poller's look, say). The kill acts on the rollout as saved after the read: it
+    trips the kill-switch, rather than failing its save and answering that the bot lost its
+    connection, the stop not made."""
+    async with (
+        Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)) as box,
+        in_process_replica(box) as other,
+    ):
+        await ga_held_by_github(box, REVIEWS)
+        effects = box.services.rollouts.effects
+        read = effects.read_run
+        elsewhere = other[SERVICES].rollouts.effects.store
+
+        async def read_while_another_replica_saves(run_id: int) -> RunSnapshot:
+            snapshot = await read(run_id)
+            monkeypatch.setattr(effects, "read_run", read)
+            rollout = await elsewhere.get((await box.rollout()).id)
+            assert rollout is not None
+            await elsewhere.save(rollout)
+            return snapshot
+
+        monkeypatch.setattr(effects, "read_run", read_while_another_replica_saves)
+        answer = await box.command("kill crash spike in beta")
+        assert "Kill-switch tripped" in answer, answer
+        stopped = await box.rollout()
+        assert stopped.track("desktop").state is not TrackState.ACTIVE

@@ -117,6 +117,23 @@ class PromotedWhileStopping(RolloutError):
 
     code = "promoted_while_stopping"
 
+    def __init__(self, message: str, *, approved: str = "", track: str = "") -> None:
+        super().__init__(message)
+        self.approved = approved
+        """The label of the stage the Promote approved on GitHub."""
+        self.track = track
+        """The label of its track."""
+
+    @classmethod
+    def told(cls, approved: str, track: str, where: str) -> PromotedWhileStopping:
+        """The answer, `where` saying where each track stands (`where_it_stands`)."""
+        return cls(
+            f"Your Promote approved {approved} ({track}) on GitHub, which deploys it, but the "
+            f"track was being stopped meanwhile: {where} The thread says where the release is.",
+            approved=approved,
+            track=track,
+        )
+
 
 class PartlyPromoted(RolloutError):
     """`/rollout promote` promoted some of the held tracks and not the others (a hold only

@@ -196,11 +196,7 @@ class PeoplesActions:
         following = plan_track.next_stage(held.key) if held is not None else None
         approved = following.label if following is not None else "the next stage"
         where = where_it_stands(saved, plan, self._words)
-        return PromotedWhileStopping(
-            f"Your Promote approved {approved} ({plan_track.label}) on GitHub, which deploys "
-            f"it, but the track was being stopped meanwhile: {where} The thread says where "
-            "the release is."
-        )
+        return PromotedWhileStopping.told(approved, plan_track.label, where)
 
     async def abort(
         self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
@@ -209,9 +205,11 @@ class PeoplesActions:
         effects = self._effects
         target = await self._target(rollout_id)
         async with effects.lock(target.id):
+            plan = await effects.plan_of(target)
+            waiting = await self._waiting(await effects.get(target.id), plan, GateKind(gate))
+            # As saved once GitHub answered: another replica's save meanwhile (its poller's)
+            # must not fail the stop's save, the stop not made.
             rollout = await effects.get(target.id)
-            plan = await effects.plan_of(rollout)
-            waiting = await self._waiting(rollout, plan, GateKind(gate))
             try:
                 # Every track of the gate still running: one that completed or already
                 # stopped never keeps another from rolling back.
@@ -248,10 +246,13 @@ class PeoplesActions:
             await self._follower.settle(rollout.id)
             return await effects.get(rollout.id)
 
-    async def _waiting(self, rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> frozenset[str]:
+    async def _waiting(
+        self, rollout: Rollout, plan: RolloutPlan, gate: GateKind
+    ) -> frozenset[str] | None:
         """The environments the run waits at, read when a track of `gate` is deploying a stage:
         the bot's approval of it may have failed, GitHub still holding it, and a stop rejects
-        it then (`machine.held_on_github`). Empty when there is none, or GitHub cannot say."""
+        it then (`machine.held_on_github`). Empty when no track deploys; None when GitHub
+        cannot say (a deploying last stage is then refused as unknown, never as deploying)."""
         deploying = any(
             plan_track.gate is gate
             and (stage := rollout.track(name).current) is not None
@@ -263,7 +264,7 @@ class PeoplesActions:
         try:
             return (await self._effects.read_run(rollout.run_id)).waiting
         except GitHubError:
-            return frozenset()  # as saved: a deploying last stage is not stopped
+            return None
 
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
         """Give a running window more time."""

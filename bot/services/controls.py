@@ -231,6 +231,12 @@ class ControlService:
                     stopping = told
                 except RolloutError as error:  # so do they past a track it cannot promote
                     refused.append((plan.track(name).label, error))
+            if stopping is not None and done:  # where each stands once every lane was tried
+                latest = await self._rollouts.get(rollout.id)
+                where = where_it_stands(latest, plan, self._rollouts.words)
+                stopping = PromotedWhileStopping.told(stopping.approved, stopping.track, where)
+                if not refused:
+                    raise PromotedWhileStopping(partly_promoted(done, stopping, []))
             if refused and (done or stopping is not None):
                 raise PartlyPromoted(partly_promoted(done, stopping, refused))
             if refused:

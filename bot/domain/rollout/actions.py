@@ -267,10 +267,11 @@ def abort(
     actor: str,
     reason: str,
     now: datetime,
-    waiting: Collection[str] = (),
+    waiting: Collection[str] | None = (),
 ) -> Decision:
     """Stop a track by hand: roll back the relay, or trip the desktop kill-switch. `waiting`:
-    the environments GitHub waits at now, when the run was read (`held_on_github`)."""
+    the environments GitHub waits at now, when the run was read (`held_on_github`); None when
+    it could not be read."""
     refusal = _why_not_stoppable(rollout, plan, track, waiting)
     if refusal is not None:
         raise InvalidTransition(refusal)
@@ -305,7 +306,7 @@ def abort(
 
 
 def tracks_to_stop(
-    rollout: Rollout, plan: RolloutPlan, *, gate: GateKind, waiting: Collection[str] = ()
+    rollout: Rollout, plan: RolloutPlan, *, gate: GateKind, waiting: Collection[str] | None = ()
 ) -> list[str]:
     """The tracks a Roll back (`relay` gate) or a Kill-switch (`desktop` gate) stops: every
     track of that gate that can still be stopped, in the plan's order. One that completed or
@@ -336,10 +337,12 @@ def _no_track_of(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
     )
 
 
-def held_on_github(plan_track: PlanTrack, stage: Stage, waiting: Collection[str]) -> bool:
+def held_on_github(plan_track: PlanTrack, stage: Stage, waiting: Collection[str] | None) -> bool:
     """A stage saved as deploying that GitHub still holds at its environment (`waiting`, as
-    the run was read): the bot's approval failed, and the next look would send it again. A
-    stop may still reject it."""
+    the run was read; None: it could not be read): the bot's approval failed, and the next
+    look would send it again. A stop may still reject it."""
+    if waiting is None:
+        return False
     environment = plan_track.stage(stage.key).environment.casefold()
     return stage.state is StageState.DEPLOYING and any(
         name.casefold() == environment for name in waiting
@@ -347,7 +350,7 @@ def held_on_github(plan_track: PlanTrack, stage: Stage, waiting: Collection[str]
 
 
 def _why_not_stoppable(
-    rollout: Rollout, plan: RolloutPlan, track: str, waiting: Collection[str] = ()
+    rollout: Rollout, plan: RolloutPlan, track: str, waiting: Collection[str] | None = ()
 ) -> str | None:
     """Why a track cannot be stopped by hand now (None: it can)."""
     current_track = rollout.track(track)
@@ -375,6 +378,15 @@ def _why_not_stoppable(
     stage = current_track.current
     final = plan_track.stages[-1]
     landing = stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING
+    if landing and waiting is None:
+        # Approved, or still held after a failed approval that the next look sends again:
+        # only the run tells, and "already deploying" would have the stop given up on.
+        return (
+            f"The bot could not read the run of `{rollout.tag}` on GitHub, so it cannot tell "
+            f"whether {plan_track.label} is deploying {final.label} or GitHub still holds it "
+            "(the bot's approval of it may have failed): nothing was changed. Please try again "
+            f"in a moment: the stop then rejects {final.label} if GitHub still holds it."
+        )
     if landing and not (stage is not None and held_on_github(plan_track, stage, waiting)):
         # GitHub only stops a job by rejecting its environment; this one was approved.
         return (
