@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import yaml
 from test_rollout_machine import (
     AUTO_PLAN,
     CANARY,
     HALF,
     PLAN,
+    PLAN_TEXT,
     PREFLIGHT,
     Says,
     at,
@@ -25,8 +27,11 @@ from test_rollout_machine import (
     waiting,
 )
 
+from bot.adapters.slack.messages import two_person_text
+from bot.domain.controls import CardRef, Control
 from bot.domain.freeze import Freeze
-from bot.domain.plan import RolloutPlan
+from bot.domain.permissions import Asker, Refusal, Refused, refusal
+from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.rollout import (
     Decision,
     StageState,
@@ -37,6 +42,7 @@ from bot.domain.rollout import (
     reconcile,
 )
 from bot.domain.rollout.events import GatePassed
+from bot.plan_file import parse_plan
 
 FREEZE = Freeze(reason="friday change freeze", until=at(600), actor="U9", key="freeze:U9:x")
 HELD = [StageState.HOLDING, StageState.PENDING, StageState.PENDING]
@@ -106,3 +112,32 @@ def test_an_auto_stage_held_by_a_freeze_says_why_and_stays_held_until_a_person_p
     promoted = promote(later.rollout, AUTO_PLAN, track="relay", actor="U2")
     assert states(promoted.rollout, "relay")[:2] == [StageState.PASSED, StageState.APPROVING]
     assert held_by_freezes(promoted.rollout, AUTO_PLAN) == ()
+
+
+@pytest.mark.parametrize("control", [Control.PROMOTE, Control.REEVALUATE])
+def test_the_starter_cannot_alone_promote_a_stage_a_freeze_held_by_re_evaluating_it(
+    control: Control,
+) -> None:
+    """Once the freeze ends, a Re-evaluate of the held stage PASSes and promotes it (the plan
+    says `promote: auto`): that click is the promotion, so the two-person rule binds it as it
+    binds the Promote the thread asks for."""
+    raw = yaml.safe_load(PLAN_TEXT.replace("promote: manual", "promote: auto"))
+    raw["two_person"] = [TwoPersonAction.PROMOTE.value]
+    raw["tracks"]["relay"]["metrics"] = {"source": "static", "baseline_crash_rate": "0.001"}
+    raw["tracks"]["relay"]["metrics"]["file"] = "figures.yml"  # read by a Re-evaluate only
+    plan = parse_plan(yaml.safe_dump(raw), "two-person auto")
+    held = canary_passed(plan, FREEZE).rollout
+    card = CardRef(held.id, "relay", "canary", held.version)
+
+    def asked(actor: str) -> Refusal | None:
+        asker = Asker(actor=actor, channel_id="C1", approver=True)
+        return refusal(control, asker, release_channels=("C1",), rollout=held, plan=plan, card=card)
+
+    refused = asked(held.started_by)
+    assert refused is not None and refused.why is Refused.TWO_PERSON
+    assert refused.two_person is not None and refused.two_person.stage == "50%"
+    if control is Control.REEVALUATE:
+        assert "re-evaluate the gate whose PASS promotes Hosted relay to *50%*" in two_person_text(
+            refused.two_person
+        )
+    assert asked("U_SECOND") is None

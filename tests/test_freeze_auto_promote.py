@@ -13,6 +13,7 @@ import pytest
 import yaml
 from figures import every_gate_passes
 from sandbox_views import dispatched, held, stage_state
+from sqlalchemy.exc import OperationalError
 
 from bot.domain.rollout import Phase, StageState
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
@@ -61,11 +62,7 @@ async def in_thread(box: Sandbox, card: ChannelMessage, needle: str) -> str:
 
 
 def promote_value(card: ChannelMessage, track: str) -> str | None:
-    for block in card.blocks:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("action_id") == "promote" and f'"track":"{track}"' in element["value"]:
-                return str(element["value"])
-    return None
+    return card_button_value(card, "promote", track)
 
 
 async def test_a_freeze_holds_an_auto_stage_a_promote_goes_on_and_an_unfreeze_ships_nothing(
@@ -121,7 +118,10 @@ async def test_the_plans_calendar_holds_an_auto_stage_and_its_end_ships_nothing(
         rollout = await held(box, "relay", "canary")
         assert stage_state(rollout, "relay", "half") is StageState.PENDING
         said = await box.wait_for_thread("Held, not promoted to *50%* automatically")
-        assert "holding: a freeze held its automatic promotion" in box.card_message().rendered
+        # The card is redrawn after the thread's reply (the outbox's order): wait for it.
+        await box.slack.wait_for(
+            lambda: "holding: a freeze held its automatic promotion" in box.card_message().rendered
+        )
         assert "the plan's `friday` freeze" in said
 
         await box.pass_time(2 * WINDOW)  # the calendar window ended: nothing ships by itself
@@ -153,3 +153,46 @@ def preflight_card(box: Sandbox) -> ChannelMessage | None:
         (m for m in box.slack.messages(RELEASE_CHANNEL) if '"dispatch"' in json.dumps(m.blocks)),
         None,
     )
+
+
+async def test_a_lane_unreadable_at_the_gate_promotes_nothing_and_says_no_false_evaluating(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The freeze cannot be read when an auto stage's gate PASSes (the database blinked): the
+    stage is not promoted (a freeze may be in force), and a Re-evaluate that fails on it
+    leaves the stage as it was, not `evaluating` with nothing evaluating it."""
+    async with auto_sandbox(tmp_path, database_url) as box:
+        card = await observing_canary(box)
+        await box.command("freeze 4h friday change freeze", user=OTHER)
+        holds = box.services.lane.holds
+        read = holds.current
+
+        async def unreadable() -> list[Any]:
+            raise OperationalError("SELECT lane_holds", {}, ConnectionResetError("reset"))
+
+        monkeypatch.setattr(holds, "current", unreadable)
+        await box.pass_time(WINDOW)  # the gates PASS; the lane cannot be read: retried
+        rollout = await box.rollout()
+        assert stage_state(rollout, "relay", "half") is StageState.PENDING
+        assert not [r for r in box.github.reviews if "relay-rollout-50" in r.environments]
+
+        monkeypatch.setattr(holds, "current", read)
+        await box.pass_time(timedelta(minutes=5))  # the retry reads the freeze: held
+        await held(box, "relay", "canary")
+        await in_thread(box, card, "Held, not promoted to *50%* automatically")
+
+        monkeypatch.setattr(holds, "current", unreadable)
+        await box.slack.wait_for(lambda: card_button_value(card, "reevaluate", "relay") is not None)
+        value = card_button_value(card, "reevaluate", "relay")
+        await box.click("reevaluate", value=value, message=card, user=OTHER)
+        rollout = await box.rollout()
+        assert stage_state(rollout, "relay", "canary") is StageState.HOLDING
+        assert stage_state(rollout, "relay", "half") is StageState.PENDING
+
+
+def card_button_value(card: ChannelMessage, action: str, track: str) -> str | None:
+    for block in card.blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action and f'"track":"{track}"' in element["value"]:
+                return str(element["value"])
+    return None

@@ -127,12 +127,16 @@ class Gate:
             )
             return
         verdict, reading = judged
+        held = await self._freeze_holding(
+            rollout, plan, track=read.track, stage=read.stage, verdict=verdict
+        )
         await self._judge(
             rollout,
             plan,
             track=read.track,
             stage=read.stage,
             verdict=verdict,
+            held=held,
             actor=metrics_actor(reading.source),
             reading=reading,
         )
@@ -174,7 +178,12 @@ class Gate:
                 current_error=figures.error_rate,
                 sample=figures.sample,
             )
-            await self._judge(rollout, plan, track=track, stage=stage, verdict=verdict, actor=actor)
+            held = await self._freeze_holding(
+                rollout, plan, track=track, stage=stage, verdict=verdict
+            )
+            await self._judge(
+                rollout, plan, track=track, stage=stage, verdict=verdict, held=held, actor=actor
+            )
             await self._follower.reconcile_locked(rollout_id)
 
     async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
@@ -229,6 +238,11 @@ class Gate:
                 )
                 # A new card version: Re-evaluate may be clicked again for a later reading.
                 return await effects.redraw(rollout, saying=shown, audit=[event])
+            # The lane is read before the stage is saved evaluating: a read that fails leaves
+            # the stage as it was (held, its Promote shown), not evaluating with no gate.
+            held = await self._freeze_holding(
+                rollout, plan, track=track, stage=stage.key, verdict=verdict
+            )
             evaluating = await effects.apply(rollout, ready, plan)
             await self._judge(
                 evaluating,
@@ -236,6 +250,7 @@ class Gate:
                 track=track,
                 stage=stage.key,
                 verdict=verdict,
+                held=held,
                 actor=actor,
                 reading=reading,
             )
@@ -250,9 +265,12 @@ class Gate:
         track: str,
         stage: str,
         verdict: GateVerdict,
+        held: Freeze | None,
         actor: str,
         reading: Reading | None = None,
     ) -> None:
+        """Apply `verdict`; `held`: the freeze that holds the stage's automatic promotion
+        (`_freeze_holding`, read by the caller before anything is saved)."""
         effects = self._effects
         late = reading.late if reading is not None else None
         # Recorded with the verdict's save: a replica that dies before it, or loses the save
@@ -270,7 +288,6 @@ class Gate:
             track=track,
             stage=stage,
         )
-        held = await self._freeze_holding(rollout, plan, track=track, stage=stage, verdict=verdict)
         now = effects.clock()
         decision = machine.gate_evaluated(
             rollout,

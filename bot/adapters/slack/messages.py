@@ -105,6 +105,8 @@ def two_person_text(refused: TwoPersonRefusal) -> str:
         # The stage promotes itself on a PASS: its figures are the promotion.
         Control.FIGURES: f"enter the figures whose PASS promotes {refused.track} to "
         f"*{refused.stage}*",
+        Control.REEVALUATE: f"re-evaluate the gate whose PASS promotes {refused.track} to "
+        f"*{refused.stage}*",
     }.get(refused.control, f"promote {refused.track} to *{refused.stage}*")
     return (
         f"The plan's two-person rule: {person(refused.actor)} started `{refused.tag}`, so "
