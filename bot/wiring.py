@@ -215,6 +215,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         rollouts=store,
         service=service.name,
     )
+    # A freeze holds a `promote: auto` stage for a person's Promote (docs/freezes.md).
+    rollouts.promotions_frozen_with(lane.holds_promotion)
     npm_token = _npm_token_service(shared, service, github=github, approvers=approvers, lane=lane)
     controls = ControlService(
         rollouts=rollouts,

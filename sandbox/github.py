@@ -74,6 +74,8 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self.actor = actor
         self.enterprise = enterprise
         self.clock = clock or SystemClock()
+        self.dated = True
+        """False: answers carry no `Date` (a proxy in front of GitHub Enterprise Server)."""
         self.ids = Ids()
         self.tokens: dict[str, str] = {token: actor}
         self.app = app
@@ -197,7 +199,9 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
     async def _dated(self, _request: web.Request, response: web.StreamResponse) -> None:
         """Every answer's `Date` is GitHub's clock (HTTP's origin date, in whole seconds), as
         its jobs' times are: a GitHub whose clock is off shows it there too."""
-        response.headers["Date"] = format_datetime(self.clock(), usegmt=True)
+        # Undated: a proxy that drops it (aiohttp sends one of its own when none is set, so
+        # an empty one stands for none).
+        response.headers["Date"] = format_datetime(self.clock(), usegmt=True) if self.dated else ""
 
     async def start(self) -> None:
         await super().start()

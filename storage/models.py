@@ -368,6 +368,8 @@ class ProtectionRuleRequestRow(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The bot's answer posted that GitHub may have applied (`RuleRequest.sent`; 0017).
     sent: Mapped[str | None] = mapped_column(String(16))
+    # When the post of `sent` ended, its outcome unknown (`RuleRequest.sent_at`; 0018).
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         Index(None, "run_id"),

@@ -218,6 +218,12 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result)
 
     async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
+        await self._mark(run_id, environment, sent=answer, sent_at=None)
+
+    async def unknown(self, *, run_id: int, environment: str, at: datetime) -> None:
+        await self._mark(run_id, environment, sent_at=at)
+
+    async def _mark(self, run_id: int, environment: str, **values: object) -> None:
         async with self._sessions.begin() as session:
             await session.execute(
                 update(Row)
@@ -227,8 +233,23 @@ class ProtectionRuleStore(ServiceStore):
                     Row.answer.is_(None),
                     *self._scope,
                 )
-                .values(sent=answer)
+                .values(**values)
             )
+
+    async def not_applied(self, *, run_id: int, environment: str, sent_at: datetime) -> int:
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(Row)
+                .where(
+                    Row.run_id == run_id,
+                    Row.environment == environment,
+                    Row.answer.is_(None),
+                    Row.sent_at == sent_at,
+                    *self._scope,
+                )
+                .values(sent=None, sent_at=None)
+            )
+            return rows_changed(result)
 
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
         """Close, as `gone`, the run's requests still open that were asked by `asked_by`

@@ -266,6 +266,21 @@ async def test_github_s_clock_against_the_bot_s_is_a_line(
     assert re.match(line, found[0]), found[0]
 
 
+async def test_github_s_answers_without_a_date_are_a_warning_not_silence(install: Install) -> None:
+    """A proxy in front of GitHub Enterprise Server that drops `Date`: GitHub answers, but
+    its clock cannot be read. The doctor says so instead of leaving the check out."""
+    install.github.dated = False
+
+    found = [text for text in await lines(install) if "GitHub at " in text and "clock" in text]
+
+    assert len(found) == 1, found
+    assert re.match(
+        r"⚠ GitHub at http://127\.0\.0\.1:\d+: its clock could not be compared with the "
+        r"bot's: its answer to a repository read carries no readable Date header",
+        found[0],
+    ), found[0]
+
+
 @pytest.mark.parametrize(
     ("breakage", "failure", "fix"),
     [

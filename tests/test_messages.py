@@ -137,6 +137,9 @@ EVENTS: list[told.Event] = [
     told.GateMissed("Relay", "5%", AT, 3, Reason("timeout"), manual=False),
     told.GateMissed("Relay", "5%", AT, 3, Reason("held by @U1 since", ("U1",)), manual=True),
     told.GatePassed("5%", "crash rate 0.1%", "50%", auto=True),
+    told.GatePassed(
+        "5%", "crash rate 0.1%", "50%", auto=False, frozen=Freeze("INC-1", AT, actor="U2")
+    ),
     told.GateInconclusive("5%", "sample 3", timedelta(minutes=15), AT),
     told.GateFailed("Relay", "5%", Verdict.ROLLBACK, GateReason.ERROR_RATE, "x", "5%", False, "rb"),
     told.StagePromoted("U1", "Relay", "50%", StageState.HOLDING),
@@ -193,6 +196,8 @@ EVENTS: list[told.Event] = [
     told.ScheduleHeld(AT, Held(error=Reason("held by @U1 & co", people=("U1",)))),
     told.ScheduleFrozen(Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True, at=AT)),
     told.ScheduleFrozen(Frozen(Freeze("<b> & co", AT, actor="U2"), at=AT), lifted_by="U1"),
+    told.FreezeLiftedHolding("U1", "U2", ("5% canary → 50%",)),
+    told.FreezeLiftedHolding("U1", "U1", ("<b> → 50%",), Freeze("weekend", AT, calendar="weekend")),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
     review_rejected("no"),

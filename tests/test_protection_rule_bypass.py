@@ -7,6 +7,7 @@ environment is a request of its own), and no card offers it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -120,4 +121,34 @@ async def test_a_bypass_after_a_promote_github_refused_is_still_told_as_a_bypass
         )
 
         assert any(BYPASSED in line for line in box.thread())
+        assert not any(APPLIED_UNSEEN in line for line in box.thread())
+
+
+async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a_bypass(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A Promote whose answer and read-back both got a 502 that GitHub never applied leaves
+    the job waiting: a read that sees it still waiting after the click learns the answer was
+    not taken. An admin's start of the job later is the bypass it is, not the bot's approval."""
+    async with app_box(tmp_path, database_url) as box:
+        await dispatched(box)
+        await box.wait_until(holding("relay", "canary"))
+        promote = await value_of(box, "promote", "relay")
+        box.github.fault_next("POST", CALLBACK, "server_error", times=2)
+        said = await box.click("promote", value=promote)
+        assert said is not None and "could not be read back" in said
+        box.clock.advance(timedelta(seconds=1))
+        rollout = await box.rollout()
+        await box.services.rollouts.reconcile(rollout.id)  # a read sees 50% still waiting
+        rollout = await box.rollout()
+        assert rollout.track("relay").stage("half").state is StageState.PENDING
+
+        box.github.engine.bypass(
+            rollout.run_id or 0, environments=["relay-rollout-50"], comment="", actor="octo-admin"
+        )
+        await box.wait_until(
+            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
+        )
+
+        assert any(BYPASSED in line for line in box.thread()), box.thread()
         assert not any(APPLIED_UNSEEN in line for line in box.thread())

@@ -155,3 +155,25 @@ async def test_the_answer_sent_marks_the_open_request_only_until_cleared(
     await store.close(run_id=RUN, environment="relay-rollout-50", answer="gone", at=AT)
     await store.sending(run_id=RUN, environment="relay-rollout-50", answer="rejected")
     assert [(r.answer, r.sent) for r in await store.for_run(RUN)] == [("gone", None)]
+
+
+async def test_an_unknown_answer_is_cleared_only_while_no_post_is_on_its_way(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """An answer whose outcome was never learned is dated; a read that saw the job still
+    waiting after then clears it, but not once another post of an answer has begun (a click
+    on another replica: its outcome is not known yet)."""
+    store = ProtectionRuleStore(session_factory)
+    assert await store.remember(RuleRequest(RUN, "relay-rollout-50", 8, AT))
+    env, ended = "relay-rollout-50", AT + timedelta(seconds=5)
+    await store.sending(run_id=RUN, environment=env, answer="approved")
+    await store.unknown(run_id=RUN, environment=env, at=ended)
+    assert [(r.sent, r.sent_at) for r in await store.open_for_run(RUN)] == [("approved", ended)]
+
+    await store.sending(run_id=RUN, environment=env, answer="rejected")  # on its way
+    assert await store.not_applied(run_id=RUN, environment=env, sent_at=ended) == 0
+    assert [(r.sent, r.sent_at) for r in await store.open_for_run(RUN)] == [("rejected", None)]
+
+    await store.unknown(run_id=RUN, environment=env, at=ended)
+    assert await store.not_applied(run_id=RUN, environment=env, sent_at=ended) == 1
+    assert [(r.sent, r.sent_at) for r in await store.open_for_run(RUN)] == [(None, None)]

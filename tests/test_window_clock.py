@@ -20,6 +20,7 @@ from test_rollout_machine import (
     OCTOCAT_APPROVED_HALF,
     PLAN,
     PREFLIGHT,
+    RELAY_ROLLBACK,
     Says,
     approved,
     at,
@@ -27,13 +28,14 @@ from test_rollout_machine import (
     canary_observing,
     effects,
     job,
+    judged,
     passed,
     relay_verdict,
     snapshot,
     waiting,
 )
 
-from bot.domain.rollout import ClockSkewed, ScheduleWindow, StageState, reconcile
+from bot.domain.rollout import ClockSkewed, ScheduleWindow, StageState, TrackState, reconcile
 from sandbox.harness import Sandbox, fast_plan
 
 BEHIND = timedelta(minutes=40)
@@ -70,6 +72,19 @@ def test_a_completion_github_dates_after_the_bots_now_opens_the_window_when_seen
     canary = decision.rollout.track("relay").stage("canary")
     assert (canary.window_started_at, canary.window_ends_at) == (at(6), at(36))
     assert ClockSkewed("relay", "canary", reported=at(60), seen=at(6)) in effects(decision)
+
+
+def test_a_completion_seconds_ahead_of_the_bots_now_starts_the_window_now_unwarned() -> None:
+    """GitHub's clock (or the runner's that reports the job) 2 seconds ahead, the completion
+    seen within the second of its webhook: within the 5 s the doctor passes, so no clock is
+    blamed in the log for every stage; the window starts when the bot saw it."""
+    run = snapshot(job(PREFLIGHT), job(CANARY, completed_at=at(6) + timedelta(seconds=2)))
+
+    decision = reconcile(approved(), PLAN, run, at(6))
+
+    canary = decision.rollout.track("relay").stage("canary")
+    assert (canary.window_started_at, canary.window_ends_at) == (at(6), at(36))
+    assert not [e for e in effects(decision) if isinstance(e, ClockSkewed)]
 
 
 def test_the_bot_down_while_the_job_ended_keeps_githubs_time() -> None:
@@ -126,6 +141,28 @@ def test_a_last_stage_dated_before_its_approval_ends_the_track_when_seen() -> No
 
     assert decision.rollout.track("relay").ended_at == at(150)
     assert ClockSkewed("relay", "full", reported=at(120), seen=at(150)) in effects(decision)
+
+
+def test_a_rollback_github_dates_before_the_deploy_it_took_back_ends_the_track_when_seen() -> None:
+    """GitHub 40 minutes behind: the canary's window ran from 6 (when the bot saw it) to 36,
+    its gate failed, and the rollback job GitHub dates at 42 - 40 = 2 ended at 42. After the
+    dispatch, but before the deploy it rolled back (the rollback job needs every relay job):
+    the track cannot have ended then, and the report would show the canary deployed after
+    its rollout ended."""
+    run = snapshot(job(PREFLIGHT), job(CANARY, completed_at=at(5) - BEHIND), job(INTERNAL, None))
+    rollout = reconcile(approved(), PLAN, run, at(6)).rollout
+    failed = judged(rollout, "relay", "canary", relay_verdict(crash="0.0021", error="0"), at(36))
+    assert failed.track("relay").state is TrackState.ABORTING
+    done = snapshot(
+        job(PREFLIGHT),
+        job(CANARY, completed_at=at(5) - BEHIND),
+        job(RELAY_ROLLBACK, completed_at=at(42) - BEHIND),
+        job(INTERNAL, None),
+    )
+
+    relay = reconcile(failed, PLAN, done, at(43)).rollout.track("relay")
+
+    assert (relay.state, relay.ended_at) == (TrackState.ROLLED_BACK, at(43))
 
 
 @pytest.mark.story

@@ -9,7 +9,7 @@ import asyncio
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.adapters.github.clock import github_offset
+from bot.adapters.github.clock import UndatedAnswer, github_offset
 from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.metrics.live import MetricsProblem, utc_now
 from bot.adapters.metrics.prometheus_api import check_clock, public_url, unclear
@@ -97,15 +97,25 @@ GITHUB_APART = (
 )
 
 
+GITHUB_UNDATED = (
+    "its answer to a repository read carries no readable Date header (a proxy in front of "
+    "GitHub Enterprise Server that drops it?): a stage's window still starts at GitHub's time "
+    "for its job only between the bot's approval and the bot's now; check the appliance's "
+    "NTP on its own, or let the proxy pass Date on"
+)
+
+
 async def github_clock_finding(github: GitHubTransport, clock: Clock = utc_now) -> Finding | None:
     """How far apart GitHub's clock (its answers' `Date`) and the bot's are: a job's completion
     time is GitHub's, and a window starts there (docs/reliability.md). None when GitHub does
     not answer: the check that reaches the repository says so."""
+    shown = f"GitHub at {github.api_url}"
     try:
         offset = await github_offset(github, clock)
+    except UndatedAnswer:
+        return warned(f"{shown}: its clock could not be compared with the bot's", GITHUB_UNDATED)
     except GitHubError:
         return None
-    shown = f"GitHub at {github.api_url}"
     limit = int(MAX_CLOCK_SKEW.total_seconds())
     if offset.agree:
         apart = abs(offset.seconds)

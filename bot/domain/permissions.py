@@ -25,7 +25,7 @@ from bot.domain.plan import (
     SentryMetrics,
     TwoPersonAction,
 )
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import Rollout, StageState
 
 VERBS = {
     Control.START: "start a rollout",
@@ -180,7 +180,9 @@ def two_person_refusal(
     a run to it), promote it (to the last stage, or into a stage marked
     `two_person`), or redeploy over it. Figures typed by hand for a stage that promotes itself
     on a PASS (`promote: auto`) are that promotion, so the starter cannot type them alone
-    either. Stopping a rollout (roll back, kill-switch) never needs a second person.
+    either; nor Re-evaluate such a stage once its window ended (held, by a freeze say, or
+    evaluating): a PASS then promotes it. Stopping a rollout (roll back, kill-switch) never
+    needs a second person.
     """
     if actor != rollout.started_by:
         return None
@@ -191,13 +193,17 @@ def two_person_refusal(
         return refused
     if control is Control.REDEPLOY and TwoPersonAction.REDEPLOY in rules:
         return refused
-    if control in (Control.PROMOTE, Control.FIGURES) and track is not None:
+    promoting = (Control.PROMOTE, Control.FIGURES, Control.REEVALUATE)
+    if control in promoting and track is not None:
         plan_track = plan.track(track)
         stage = rollout.track(track).current
         following = plan_track.next_stage(stage.key) if stage is not None else None
-        if control is Control.FIGURES and stage is not None:
+        if control is not Control.PROMOTE and stage is not None:
             observe = plan_track.stage(stage.key).observe
-            following = following if observe and observe.promote is PromoteMode.AUTO else None
+            auto = observe is not None and observe.promote is PromoteMode.AUTO
+            # A Re-evaluate of an observed stage never promotes it (`reevaluation`).
+            judged = control is Control.FIGURES or stage.state is not StageState.OBSERVING
+            following = following if auto and judged else None
         if following is not None:
             last = following.key == plan_track.stages[-1].key
             if (

@@ -65,6 +65,10 @@ class RuleRequest:
     """The answer the bot posted while the request is open, as long as GitHub may have applied
     it (its reply not seen yet, or lost): a job found started is then the bot's answer
     applied, not an admin's bypass. None when GitHub clearly did not take it."""
+    sent_at: datetime | None = None
+    """When the post of `sent` ended without GitHub telling whether it applied it (its reply
+    and read-back lost); None while a post is on its way. A read of the run begun after then
+    that sees the job still waiting knows it was not applied."""
 
     @property
     def key(self) -> str:

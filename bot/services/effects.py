@@ -123,7 +123,7 @@ class EffectRunner:
                     reported.run_id,
                     closed,
                 )
-        snapshot = await self.github.held(reported)
+        snapshot = await self.github.held(reported, read_at=read_at)
         for request in snapshot.unrequested:
             if self.rule_requests is not None and await self.rule_requests.remember(request):
                 log.warning(

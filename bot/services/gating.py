@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Protocol
 
 from bot.domain import rollout as machine
 from bot.domain.controls import reevaluation
-from bot.domain.gate import GateVerdict
+from bot.domain.freeze import Freeze
+from bot.domain.gate import GateVerdict, Verdict
 from bot.domain.metrics import (
     Figures,
     QueryWindow,
@@ -22,7 +24,7 @@ from bot.domain.metrics import (
     judge,
     judge_late,
 )
-from bot.domain.plan import RolloutPlan, Track, settle_of
+from bot.domain.plan import PromoteMode, RolloutPlan, Track, settle_of
 from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
 from bot.logs import rollout_context
@@ -35,6 +37,13 @@ from bot.services.records import BOT, Timer, metrics_actor
 log = logging.getLogger(__name__)
 
 
+class PromotionFreeze(Protocol):
+    """The freeze that holds a rollout's automatic promotions now, or None
+    (`bot.services.lane.ReleaseLane.holds_promotion`)."""
+
+    async def __call__(self, *, rollout_id: str) -> Freeze | None: ...
+
+
 class Gate:
     """Closes windows, reads and judges figures, and re-evaluates a gate on request."""
 
@@ -44,7 +53,13 @@ class Gate:
         self._effects = effects
         self._follower = follower
         self._sources = sources
+        self._frozen: PromotionFreeze | None = None
         effects.reads_with(self.evaluate)
+
+    def frozen_with(self, frozen: PromotionFreeze) -> None:
+        """Who says whether a freeze holds a `promote: auto` stage (the lane); wired by
+        `bot.wiring` (without it, nothing holds one)."""
+        self._frozen = frozen
 
     async def on_timer(self, timer: Timer) -> None:
         """A durable timer fired (on one replica; again after a failure, at a later time).
@@ -112,12 +127,16 @@ class Gate:
             )
             return
         verdict, reading = judged
+        held = await self._freeze_holding(
+            rollout, plan, track=read.track, stage=read.stage, verdict=verdict
+        )
         await self._judge(
             rollout,
             plan,
             track=read.track,
             stage=read.stage,
             verdict=verdict,
+            held=held,
             actor=metrics_actor(reading.source),
             reading=reading,
         )
@@ -159,7 +178,12 @@ class Gate:
                 current_error=figures.error_rate,
                 sample=figures.sample,
             )
-            await self._judge(rollout, plan, track=track, stage=stage, verdict=verdict, actor=actor)
+            held = await self._freeze_holding(
+                rollout, plan, track=track, stage=stage, verdict=verdict
+            )
+            await self._judge(
+                rollout, plan, track=track, stage=stage, verdict=verdict, held=held, actor=actor
+            )
             await self._follower.reconcile_locked(rollout_id)
 
     async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
@@ -214,6 +238,11 @@ class Gate:
                 )
                 # A new card version: Re-evaluate may be clicked again for a later reading.
                 return await effects.redraw(rollout, saying=shown, audit=[event])
+            # The lane is read before the stage is saved evaluating: a read that fails leaves
+            # the stage as it was (held, its Promote shown), not evaluating with no gate.
+            held = await self._freeze_holding(
+                rollout, plan, track=track, stage=stage.key, verdict=verdict
+            )
             evaluating = await effects.apply(rollout, ready, plan)
             await self._judge(
                 evaluating,
@@ -221,6 +250,7 @@ class Gate:
                 track=track,
                 stage=stage.key,
                 verdict=verdict,
+                held=held,
                 actor=actor,
                 reading=reading,
             )
@@ -235,9 +265,12 @@ class Gate:
         track: str,
         stage: str,
         verdict: GateVerdict,
+        held: Freeze | None,
         actor: str,
         reading: Reading | None = None,
     ) -> None:
+        """Apply `verdict`; `held`: the freeze that holds the stage's automatic promotion
+        (`_freeze_holding`, read by the caller before anything is saved)."""
         effects = self._effects
         late = reading.late if reading is not None else None
         # Recorded with the verdict's save: a replica that dies before it, or loses the save
@@ -255,8 +288,16 @@ class Gate:
             track=track,
             stage=stage,
         )
+        now = effects.clock()
         decision = machine.gate_evaluated(
-            rollout, plan, track=track, stage=stage, verdict=verdict, now=effects.clock(), late=late
+            rollout,
+            plan,
+            track=track,
+            stage=stage,
+            verdict=verdict,
+            now=now,
+            late=late,
+            frozen=held,
         )
         # When the stage took the verdict, the thread shows the figures behind it.
         shown = gate_card(rollout, track=track, stage=stage, verdict=verdict, reading=reading)
@@ -271,6 +312,17 @@ class Gate:
         effects.telemetry.gate_decided(
             service=rollout.service, track=track, verdict=verdict.verdict.value
         )
+
+    async def _freeze_holding(
+        self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, verdict: GateVerdict
+    ) -> Freeze | None:
+        """The freeze that holds this stage's automatic promotion (read only when a PASS would
+        promote it: a `promote: auto` stage)."""
+        observe = plan.track(track).stage(stage).observe
+        auto = observe is not None and observe.promote is PromoteMode.AUTO
+        if self._frozen is None or not auto or verdict.verdict is not Verdict.PASS:
+            return None
+        return await self._frozen(rollout_id=rollout.id)
 
 
 def _window(timer: Timer) -> tuple[str, str, str, datetime] | None:

@@ -182,6 +182,34 @@ class ReleaseLane:
             )
             raise LaneClosed(self.words.lane_refusal_text(refused), overridable=overridable)
 
+    async def holds_promotion(self, *, rollout_id: str) -> Freeze | None:
+        """The freeze that holds an automatic promotion of `rollout_id` now (a `promote: auto`
+        stage waits for a person's Promote while it lasts), or None. What lets the rollout's
+        dispatch through a freeze lets its stages go on too: its override of the freeze in
+        force, its roll-back pass (while not stale). The lock never holds a promotion."""
+        holds, now = await self.holds.current(), self.clock()
+        freeze = freeze_in_force(self.plan.freezes, holds, now, rollout_id=rollout_id)
+        if freeze is None:
+            return None
+        unlocked = [hold for hold in holds if hold.kind != LANE_LOCK]
+        refused = lane_refusal(
+            actor="",
+            freeze=freeze,
+            holds=unlocked,
+            rollout_id=rollout_id,
+            two_person=False,
+            now=now,
+        )
+        if refused is None:
+            return None
+        roll_back = roll_back_pass(holds, rollout_id)
+        if (
+            roll_back is not None
+            and stale_roll_back(roll_back, await self.completions(), now) is None
+        ):
+            return None
+        return freeze
+
     async def held_then(self, rollouts: Sequence[Rollout]) -> dict[str, Frozen]:
         """The scheduled dispatches a freeze known now will hold at their time (a freeze
         declared after they were scheduled, or a calendar window), by rollout id: the freeze,

@@ -14,7 +14,13 @@ from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, Freeze, Frozen, LaneHold, Locked, lock_of
 from bot.domain.freeze_until import freeze_end
-from bot.domain.rollout import FreezeOverridden, Rollout, ScheduleFrozen
+from bot.domain.rollout import (
+    FreezeLiftedHolding,
+    FreezeOverridden,
+    Rollout,
+    ScheduleFrozen,
+    held_by_freezes,
+)
 from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
 from bot.services.access import Access
@@ -201,6 +207,15 @@ class LaneControls:
             if (was.freeze.actor, was.freeze.until) == (lifted.actor, lifted.until):
                 await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
 
+    async def _tell_held(self, actor: str, lifted: LaneHold) -> None:
+        """Tell the thread of each rollout whose `promote: auto` stages a freeze held that the
+        freeze was lifted and they stay held: nothing ships by itself when a freeze ends."""
+        lane = (await self.lane.state()).freeze
+        for rollout, plan in await self.rollouts.active_with_plans():
+            if held := held_by_freezes(rollout, plan):
+                told = FreezeLiftedHolding(actor, lifted.actor, held, lane)
+                await self.rollouts.effects.tell(rollout, told)
+
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):
             await self._admitted(origin, Control.UNFREEZE)
@@ -216,6 +231,7 @@ class LaneControls:
             removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
             if removed is not None:
                 await self._tell_lifted(origin.actor, removed, active, held)
+                await self._tell_held(origin.actor, removed)
                 current = current_entry.get()
                 if current is not None:
                     until = removed.until.isoformat() if removed.until else None

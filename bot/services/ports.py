@@ -93,9 +93,9 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
         reviewer), without the protection rule's requests kept in the database."""
         ...
 
-    async def held(self, reported: RunSnapshot) -> RunSnapshot:
+    async def held(self, reported: RunSnapshot, *, read_at: datetime | None = None) -> RunSnapshot:
         """`reported` with the environments waiting for the App's protection rule among its
-        waiting ones (the same snapshot in token mode)."""
+        waiting ones (the same snapshot in token mode); `read_at`: when its read began."""
         ...
 
     async def review(

@@ -86,6 +86,7 @@ class RolloutService:
         self._handlers: dict[str, TimerHandler] = {}
         self.submit_figures = gate.submit_figures
         self.reevaluate = gate.reevaluate
+        self.promotions_frozen_with = gate.frozen_with
         self.promote = actions.promote
         self.extend = actions.extend
         self.abort = actions.abort

@@ -366,7 +366,17 @@ class ProtectionRuleRequests(Protocol):
 
     async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
         """Mark the run's open request for `environment` with the answer the bot posts to it
-        (`RuleRequest.sent`; None: GitHub clearly did not take it)."""
+        (`RuleRequest.sent`; None: GitHub clearly did not take it), its post on its way."""
+        ...
+
+    async def unknown(self, *, run_id: int, environment: str, at: datetime) -> None:
+        """Date the end of the post of the mark whose outcome the bot never learned
+        (`RuleRequest.sent_at`)."""
+        ...
+
+    async def not_applied(self, *, run_id: int, environment: str, sent_at: datetime) -> int:
+        """Clear the mark of the run's open request for `environment` if its post still is the
+        one that ended at `sent_at` (GitHub seen waiting after it); how many it cleared."""
         ...
 
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:

@@ -15,10 +15,15 @@ from bot.services.ports import Clock
 WHOLE_SECOND = timedelta(seconds=1)
 
 
+class UndatedAnswer(GitHubError):
+    """GitHub answered, but with no readable `Date` (a proxy in front of GitHub Enterprise
+    Server that drops it): its clock cannot be read, which is not GitHub unreachable."""
+
+
 async def github_offset(github: GitHubTransport, clock: Clock) -> ClockOffset:
     """GitHub's clock minus the bot's, as a range: the round trip of a read of the repository
-    and the second the `Date` header rounds down. GitHubError when GitHub does not answer or
-    sends no readable date."""
+    and the second the `Date` header rounds down. GitHubError when GitHub does not answer,
+    UndatedAnswer when it sends no readable date."""
     path = f"/repos/{github.repository}"
 
     def read() -> str | None:
@@ -33,7 +38,7 @@ async def github_offset(github: GitHubTransport, clock: Clock) -> ClockOffset:
     try:
         theirs = parsedate_to_datetime(date or "")
     except (TypeError, ValueError) as exc:
-        raise GitHubError(f"GitHub's answer has no readable Date header ({date!r})") from exc
+        raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})") from exc
     if theirs.tzinfo is None:
-        raise GitHubError(f"GitHub's answer has no readable Date header ({date!r})")
+        raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})")
     return ClockOffset(low=theirs - received, high=theirs + WHOLE_SECOND - sent)

@@ -13,6 +13,7 @@ repository, on github.com or GitHub Enterprise Server, each call handed to the p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from bot.adapters.github.dispatch import DispatchSearch, WorkflowDispatch
 from bot.adapters.github.history import RepositoryHistory
@@ -69,8 +70,10 @@ class PyGithubGateway:
     async def reported(self, run_id: int) -> RunSnapshot:
         return await self._runs.snapshot(run_id)
 
-    async def held(self, reported: RunSnapshot) -> RunSnapshot:
-        return reported if self._rules is None else await self._rules.holding(reported)
+    async def held(self, reported: RunSnapshot, *, read_at: datetime | None = None) -> RunSnapshot:
+        if self._rules is None:
+            return reported
+        return await self._rules.holding(reported, read_at=read_at)
 
     async def linkable_run(self, run_id: int) -> LinkableRun:
         return await self._runs.linkable_run(run_id)

@@ -88,14 +88,19 @@ class ProtectionRules:
     was lost), and explains no waiting job."""
     _enabled: dict[str, tuple[bool, datetime]] = field(default_factory=dict, init=False)
 
-    async def holding(self, snapshot: RunSnapshot) -> RunSnapshot:
-        """The snapshot with the environments that wait for the App among `waiting`, and the
-        waits whose request never arrived as `unrequested` (for the service to keep)."""
+    async def holding(
+        self, snapshot: RunSnapshot, *, read_at: datetime | None = None
+    ) -> RunSnapshot:
+        """The snapshot (its read begun at `read_at`) with the environments that wait for the
+        App among `waiting`, and the waits whose request never arrived as `unrequested` (for
+        the service to keep)."""
         if snapshot.completed:
             return snapshot  # its requests are closed with the run (`close_run`)
         run_id = snapshot.run_id
         known = await self.requests.for_run(run_id)
         snapshot = await self._let_go(snapshot, known)
+        if read_at is not None:
+            await self._not_applied(snapshot, known, read_at)
         waiting_jobs = sum(1 for j in snapshot.jobs.values() if j.status is JobStatus.WAITING)
         if not waiting_jobs:
             return snapshot  # nothing waits: a request still open was answered another way
@@ -165,6 +170,31 @@ class ProtectionRules:
             applied_unseen=frozenset(r.environment for r in moved if r.sent is not None),
         )
 
+    async def _not_applied(
+        self, snapshot: RunSnapshot, known: Sequence[RuleRequest], read_at: datetime
+    ) -> None:
+        """Clear the mark of an answer whose outcome the bot never learned (`sent_at`) once a
+        read begun after its post ended sees the job still waiting: GitHub did not apply it,
+        and a start of the job later is no answer of the bot's (an admin's bypass)."""
+        for request in known:
+            job = snapshot.job(self.jobs.get(request.environment.casefold(), ""))
+            ended = request.sent_at
+            if not request.open or ended is None or ended >= read_at or job is None:
+                continue
+            if job.status is not JobStatus.WAITING:
+                continue
+            cleared = await self.requests.not_applied(
+                run_id=request.run_id, environment=request.environment, sent_at=ended
+            )
+            if cleared:
+                _log.info(
+                    "GitHub: run %s: the job at %s still waits: the bot's answer (%s) whose "
+                    "outcome it never learned was not applied",
+                    request.run_id,
+                    request.environment,
+                    request.sent,
+                )
+
     def _moved_on(self, request: RuleRequest, snapshot: RunSnapshot) -> bool:
         """Whether the request's job runs or ran: it waits no more, whatever the request says."""
         job = snapshot.job(self.jobs.get(request.environment.casefold(), ""))
@@ -213,6 +243,9 @@ class ProtectionRules:
                     "shows the outcome."
                 )
                 _log.warning("GitHub: run %s: %s", run_id, text)
+                # Its outcome unknown from now: a read begun later that sees the job still
+                # waiting clears the mark (`_not_applied`).
+                await self.requests.unknown(run_id=run_id, environment=environment, at=self.clock())
                 raise GitHubError(text)
             _log.warning(
                 "GitHub: run %s: %s when asked to %s; read back: %s",

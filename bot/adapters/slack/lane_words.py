@@ -42,6 +42,28 @@ def freeze_text(freeze: Freeze) -> str:
     return f"Deploys are frozen until {slack_time(freeze.free_at)}: {each}"
 
 
+def auto_held_text(following: str, freeze: Freeze) -> str:
+    """A `promote: auto` stage held by a freeze (`GatePassed.frozen`): why, and who goes on."""
+    return (
+        f"Held, not promoted to *{following}* automatically: {freeze_text(freeze)}. An approver "
+        "may click Promote to go on anyway; it stays held when the freeze ends or is lifted."
+    )
+
+
+def lifted_holding_text(
+    lifted_by: str, froze: str, held: tuple[str, ...], lane: Freeze | None
+) -> str:
+    """The thread of a rollout a freeze held is told it was lifted, and that it stays held."""
+    stages = ", ".join(f"*{escape(each)}*" for each in held)
+    still = f" {freeze_text(lane)}." if lane is not None else ""
+    return (
+        f":sunny: {person(lifted_by)} lifted the freeze by {person(froze)}.{still} Still held, "
+        "not promoted "
+        f"automatically: {stages}. An approver may click Promote when ready: nothing goes on "
+        "by itself after a freeze."
+    )
+
+
 def freeze_name(freeze: Freeze) -> str:
     """Who or what froze: `@ann`, or `the plan's `weekend` freeze`."""
     return person(freeze.actor) if freeze.actor else f"the plan's `{freeze.calendar}` freeze"
@@ -132,7 +154,8 @@ def _frozen(asked: LaneHold, in_force: LaneHold) -> str:
         )
     return (
         f":snowflake: {person(asked.actor)} froze deploys until {slack_time(asked.until)}: "
-        f"{escape(asked.reason)}. `start` and `dispatch` are refused; running rollouts go on."
+        f"{escape(asked.reason)}. `start` and `dispatch` are refused; running rollouts go on "
+        "(a `promote: auto` stage holds for a Promote)."
     )
 
 

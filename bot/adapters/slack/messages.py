@@ -17,7 +17,13 @@ from bot.adapters.slack.github_words import (
     run_unreadable_text,
     waits_outside_plan_text,
 )
-from bot.adapters.slack.lane_words import freeze_text, lock_text, override_answer
+from bot.adapters.slack.lane_words import (
+    auto_held_text,
+    freeze_text,
+    lifted_holding_text,
+    lock_text,
+    override_answer,
+)
 from bot.adapters.slack.late_words import judged_late
 
 # Re-exported: every view takes its marks from here.
@@ -40,6 +46,7 @@ from bot.domain.rollout.events import (
     DispatchUnclear,
     Event,
     FailureJobEnded,
+    FreezeLiftedHolding,
     FreezeOverridden,
     GateFailed,
     GateInconclusive,
@@ -97,6 +104,8 @@ def two_person_text(refused: TwoPersonRefusal) -> str:
         Control.REDEPLOY: f"redeploy over `{refused.tag}`",
         # The stage promotes itself on a PASS: its figures are the promotion.
         Control.FIGURES: f"enter the figures whose PASS promotes {refused.track} to "
+        f"*{refused.stage}*",
+        Control.REEVALUATE: f"re-evaluate the gate whose PASS promotes {refused.track} to "
         f"*{refused.stage}*",
     }.get(refused.control, f"promote {refused.track} to *{refused.stage}*")
     return (
@@ -182,6 +191,8 @@ def render(event: Event) -> str:
                 f"Promoting to *{event.following}* automatically (plan: promote auto)."
                 if event.auto
                 else f"Holding *{event.following}* until someone clicks Promote."
+                if event.frozen is None
+                else auto_held_text(event.following, event.frozen)
             )
             late = judged_late(event.late)
             return f":large_green_circle: {event.stage} gate PASS ({event.figures}).{late} {then}"
@@ -265,6 +276,8 @@ def render(event: Event) -> str:
             return schedule_event_text(event)
         case ScheduleFrozen():
             return held_then_text(event.held, lifted_by=event.lifted_by)
+        case FreezeLiftedHolding():
+            return lifted_holding_text(event.lifted_by, event.froze, event.held, event.lane)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():

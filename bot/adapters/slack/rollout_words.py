@@ -18,6 +18,7 @@ from bot.domain.rollout import (
     Track,
     TrackState,
     gate_missed,
+    held_by_freeze,
     reached_label,
     state_words,
 )
@@ -83,6 +84,8 @@ def stage_words(stage: Stage, spec: PlanStage, plan_track: PlanTrack) -> str:
         return words
     if gate_missed(stage):
         return "holding: the gate could not run (see the thread)"
+    if held_by_freeze(stage, plan_track):
+        return "holding: a freeze held its automatic promotion, waiting for Promote"
     if state is StageState.EVALUATING:
         if isinstance(plan_track.metrics, ManualMetrics):
             return "window ended: waiting for the observed figures"

@@ -66,6 +66,7 @@ from bot.domain.rollout.events import (
     DispatchScheduled,
     DispatchUnclear,
     Event,
+    FreezeLiftedHolding,
     FreezeOverridden,
     Redeploying,
     Reevaluated,
@@ -75,7 +76,13 @@ from bot.domain.rollout.events import (
     ScheduleHeld,
     TracksLeft,
 )
-from bot.domain.rollout.gating import gate_evaluated, window_ended, window_timer_dead
+from bot.domain.rollout.gating import (
+    gate_evaluated,
+    held_by_freeze,
+    held_by_freezes,
+    window_ended,
+    window_timer_dead,
+)
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
 from bot.domain.rollout.state import (
@@ -116,6 +123,7 @@ __all__ = [
     "DispatchUnclear",
     "Effect",
     "Event",
+    "FreezeLiftedHolding",
     "FreezeOverridden",
     "InvalidTransition",
     "Left",
@@ -156,6 +164,8 @@ __all__ = [
     "gate_evaluated",
     "gate_missed",
     "github_person",
+    "held_by_freeze",
+    "held_by_freezes",
     "held_on_github",
     "hold_schedule",
     "holding_tracks",

@@ -193,6 +193,9 @@ class GatePassed:
     """Promoted at once (the plan says `promote: auto`), else holding for a Promote."""
     late: LateGate | None = None
     """Set when the gate ran late and read two stretches (None in events stored before)."""
+    frozen: Freeze | None = None
+    """The freeze that held a `promote: auto` stage for a Promote (None: not held by one, and
+    in events stored before)."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +343,18 @@ class ScheduleFrozen:
 
 
 @dataclass(frozen=True)
+class FreezeLiftedHolding:
+    """`lifted_by` lifted the `/rollout freeze` of `froze` while `promote: auto` stages of the
+    rollout were held by a freeze (`held`: `Stage → next stage` labels): they stay held for a
+    person's Promote. `lane`: the freeze still in force after it (the plan's calendar)."""
+
+    lifted_by: str
+    froze: str
+    held: tuple[str, ...]
+    lane: Freeze | None = None
+
+
+@dataclass(frozen=True)
 class ScheduleCancelled:
     """`actor` cancelled the dispatch scheduled for `at`; the preflight stays."""
 
@@ -421,6 +436,7 @@ Event = (
     | DispatchScheduled
     | ScheduleHeld
     | ScheduleFrozen
+    | FreezeLiftedHolding
     | ScheduleCancelled
     | FreezeOverridden
     | GitHubReported

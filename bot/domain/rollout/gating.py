@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from bot.domain.freeze import Freeze
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.late_gate import LateGate
 from bot.domain.plan import ManualMetrics, PromoteMode, RolloutPlan, settle_of
+from bot.domain.plan import Track as PlanTrack
 from bot.domain.reasons import Reason
 from bot.domain.rollout.effects import (
     Announce,
@@ -25,6 +27,7 @@ from bot.domain.rollout.events import (
 from bot.domain.rollout.left import tracks_left
 from bot.domain.rollout.state import (
     Rollout,
+    Stage,
     StageState,
     StopKind,
     StopReason,
@@ -89,10 +92,14 @@ def gate_evaluated(
     verdict: GateVerdict,
     now: datetime,
     late: LateGate | None = None,
+    frozen: Freeze | None = None,
 ) -> Decision:
     """Act on a gate's verdict: hold (or auto-promote) on PASS, stop on a failure, extend
     once then hold on INCONCLUSIVE. Only a stage being evaluated takes a verdict. `late`: the
-    gate ran late and read two stretches, which the thread is told."""
+    gate ran late and read two stretches, which the thread is told. `frozen`: the freeze that
+    holds the rollout's lane now (none of its overrides or roll-back pass covering it): a
+    `promote: auto` stage then holds for a person's Promote, as a `promote: manual` one does,
+    and stays held when the freeze lifts (the bot never ships on its own out of a freeze)."""
     current = rollout.track(track).stage(stage)
     if current.state is not StageState.EVALUATING:
         return Decision(rollout)
@@ -104,17 +111,17 @@ def gate_evaluated(
     if verdict.verdict is Verdict.PASS:
         following = plan_track.next_stage(stage)
         assert following is not None  # only stages with a window are gated; the last has none
-        observe = spec.observe
-        if observe is not None and observe.promote is PromoteMode.AUTO:
+        auto = spec.observe is not None and spec.observe.promote is PromoteMode.AUTO
+        if auto and frozen is None:
             advance(work, track, judged, following)
             work.effects.append(
                 Announce(GatePassed(spec.label, figures, following.label, True, late))
             )
         else:
             work.set_track(work.track(track).with_stage(replace(judged, state=StageState.HOLDING)))
-            work.effects.append(
-                Announce(GatePassed(spec.label, figures, following.label, False, late))
-            )
+            held_by = frozen if auto else None  # a manual stage holds whatever the lane
+            passed = GatePassed(spec.label, figures, following.label, False, late, held_by)
+            work.effects.append(Announce(passed))
     elif verdict.verdict is Verdict.INCONCLUSIVE:
         extension = spec.observe.inconclusive_extension if spec.observe else None
         # More data never makes a saved plan's unusable threshold usable: hold at once.
@@ -174,3 +181,29 @@ def gate_evaluated(
             desktop = plan_track.gate is GateKind.DESKTOP
             work.effects.append(Announce(TracksLeft(rollout.tag, desktop, left), failure=True))
     return work.decision()
+
+
+def held_by_freeze(stage: Stage, plan_track: PlanTrack) -> bool:
+    """A `promote: auto` stage whose gate passed, holding for a Promote: a freeze held its
+    automatic promotion (`gate_evaluated`'s `frozen`), and a person decides when it goes on."""
+    observe = plan_track.stage(stage.key).observe
+    return (
+        stage.state is StageState.HOLDING
+        and stage.verdict is not None
+        and stage.verdict.verdict is Verdict.PASS
+        and observe is not None
+        and observe.promote is PromoteMode.AUTO
+    )
+
+
+def held_by_freezes(rollout: Rollout, plan: RolloutPlan) -> tuple[str, ...]:
+    """The stages of `rollout` a freeze held for a Promote (`held_by_freeze`), each as
+    `Stage → next stage` in its plan's labels."""
+    held = []
+    for track in rollout.tracks:
+        plan_track = plan.track(track.name)
+        current = track.current
+        following = plan_track.next_stage(current.key) if current is not None else None
+        if current is not None and following is not None and held_by_freeze(current, plan_track):
+            held.append(f"{plan_track.stage(current.key).label} → {following.label}")
+    return tuple(held)

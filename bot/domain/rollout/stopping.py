@@ -110,7 +110,7 @@ def _failure_job_ended(
             detail=last,
             cause=reason,
         )
-    ended_at = ended_by_job(work.rollout, job.completed_at, now)
+    ended_at = ended_by_job(work.rollout, track, job.completed_at, now)
     work.set_track(
         replace(track, state=ending, ending=None, ended_at=ended_at, ended_reason=reason)
     )

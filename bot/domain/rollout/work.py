@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from bot.domain.clocks import MAX_CLOCK_SKEW
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout.effects import (
@@ -50,12 +51,16 @@ def reached_label(plan_track: PlanTrack, track: Track) -> str | None:
     return None if reached is None else plan_track.stage(reached.key).label
 
 
-def ended_by_job(rollout: Rollout, completed_at: datetime | None, now: datetime) -> datetime:
+def ended_by_job(
+    rollout: Rollout, track: Track, completed_at: datetime | None, now: datetime
+) -> datetime:
     """When a track that a job's completion ended did end: GitHub's `completed_at` (the bot
-    may have been down when it happened), unless that lies outside the rollout's own life
-    (GitHub's clock ahead of the bot's, or far behind it, before the dispatch): then `now`,
-    when the bot saw it."""
-    began = rollout.dispatched_at or rollout.created_at
+    may have been down when it happened), unless that lies outside what the bot knows of the
+    track (GitHub's clock ahead of the bot's, or behind it: before the dispatch, or before a
+    stage of `track` was approved or deployed on the bot's clock, which a failure job needing
+    every job of its track follows): then `now`, when the bot saw it."""
+    known = [m for s in track.stages for m in (s.cleared_at, s.window_started_at) if m]
+    began = max([rollout.dispatched_at or rollout.created_at, *known])
     if completed_at is None or not began <= completed_at <= now:
         return now
     return completed_at
@@ -81,11 +86,15 @@ def deployed_at(
     when it lies between the moment the stage could deploy (`cleared_from`) and the bot's `now`
     (the bot may have been down when the job ended); else `now`, when the bot saw it: GitHub's
     clock far behind the bot's would open a window over as soon as it starts, its figures from
-    before the deploy (a PASS that never saw the release); far ahead, one that starts later."""
+    before the deploy (a PASS that never saw the release); far ahead, one that starts later.
+    Ahead by no more than `MAX_CLOCK_SKEW` (the doctor's tolerance; a webhook seen within the
+    second): `now`, no clock set aside."""
     if completed_at is None:
         return now, None
     if cleared_from(rollout, track, stage) <= completed_at <= now:
         return completed_at, None
+    if now < completed_at <= now + MAX_CLOCK_SKEW:
+        return now, None
     return now, completed_at
 
 
