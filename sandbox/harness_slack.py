@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypedDict, Unpack
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.app_keys import ACKS
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
@@ -26,7 +27,8 @@ from sandbox.slack_variation import interaction
 Task = asyncio.Task[Any]
 
 ANSWER_WAIT = 1.5
-"""Seconds a click waits for an ephemeral answer when it cannot watch the bot's work."""
+"""Seconds a click waits for an ephemeral answer when it cannot watch the bot's work (nor
+count it on a `serve` process's `/metrics`)."""
 WORK_WAIT = 30.0
 """Seconds at most a click waits while the bot in this process still works on a request it
 acknowledged (a loaded machine): the work's end, not a moment, says no answer is coming."""
@@ -84,11 +86,17 @@ class SlackUser:
         return status
 
     async def _answer(
-        self, url: str, work: set[Task], moment: float = ANSWER_WAIT
+        self,
+        url: str,
+        work: set[Task],
+        moment: float = ANSWER_WAIT,
+        *,
+        ended: Callable[[], Awaitable[bool]] | None = None,
     ) -> list[ResponseUrlPost]:
         """The posts to the response `url` once the bot answered, or once its `work` on the
-        request ended without an answer; a `moment` at most, unless the bot in this process is
-        still working on what it acknowledged (`WORK_WAIT` at most)."""
+        request ended without an answer (on a `serve` process: once it counted the click as
+        `ended`); a `moment` at most, unless the bot in this process is still working on what
+        it acknowledged (`WORK_WAIT` at most)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         while not (posts := self.slack.responses(url)):
@@ -99,7 +107,12 @@ class SlackUser:
                 or (waited >= moment and not self._working())
             ):
                 return self.slack.responses(url)
-            await asyncio.sleep(0.01)
+            if ended is None:
+                await asyncio.sleep(0.01)
+            elif await ended():
+                return self.slack.responses(url)
+            else:  # a scrape reads the process's database: looked at again on news or soon
+                await self.slack.changed(timeout=0.05)
         return posts
 
     def _working(self) -> bool:
@@ -178,12 +191,59 @@ class SlackUser:
         a loaded machine may hold the answer up and a test needs it).
         """
         url, body = self.click_body(action_id, **place)
+        bot = replica or self.url
+        ended = (
+            None
+            if self._runner is not None and bot == self.url
+            else await self._clicks_ended(bot, action_id)
+        )
         status, _, work = await self._post(body, url=replica)
         assert status == 200, f"click {action_id} answered HTTP {status}"
         if not wait:
             return None
-        posts = await self._answer(url, work, moment)
+        posts = await self._answer(url, work, moment, ended=ended)
         return _shown(posts[0].body) if posts else None
+
+    async def _clicks_ended(self, bot: str, action_id: str) -> Callable[[], Awaitable[bool]]:
+        """For a click on the `serve` process at `bot`: whether its work has ended, read from
+        the process's `rollout_bot_clicks_total`, counted as each click's work ends (its answer
+        sent). Their ends are not told apart: it has ended once every click of `action_id`
+        this harness sent there so far has (the count the process had before the first one,
+        and one more for each since)."""
+        key = (bot, action_id)
+        sent = self.__dict__.setdefault("_clicks_sent", {})
+        if key not in sent:
+            sent[key] = (await self._clicks_counted(bot, action_id), 0)
+        before, count = sent[key]
+        sent[key] = (before, count + 1)
+
+        async def ended() -> bool:
+            if before is None:
+                return False
+            now = await self._clicks_counted(bot, action_id)
+            return now is not None and now >= before + count + 1
+
+        return ended
+
+    async def _clicks_counted(self, bot: str, action_id: str) -> float | None:
+        """How many clicks of `action_id` the `serve` process at `bot` has answered (None: its
+        `/metrics` could not be read, e.g. behind a METRICS_TOKEN)."""
+        assert self._http is not None
+        try:
+            async with self._http.get(f"{bot}/metrics") as r:
+                if r.status != 200:
+                    return None
+                text = await r.text()
+        except aiohttp.ClientError:
+            return None
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "rollout_bot_clicks"
+            for sample in family.samples
+            if sample.name == "rollout_bot_clicks_total"
+            and sample.labels.get("action") == action_id
+        )
 
     async def submit_view(
         self,

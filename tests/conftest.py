@@ -235,11 +235,12 @@ def _postgres_turn(folder: Path, *, alone: bool) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def _postgres_turns(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def _postgres_turns(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
     """The folder of the run's turn locks: shared by its workers (each one's base temp folder
-    is inside the run's)."""
+    is inside the run's). Read from the config, not xdist's `worker_id` fixture, so that a test
+    measured alone with `-p no:xdist` still runs."""
     base = tmp_path_factory.getbasetemp()
-    return base if worker_id == "master" else base.parent
+    return base.parent if hasattr(pytestconfig, "workerinput") else base
 
 
 @pytest.fixture

@@ -371,10 +371,11 @@ def test_every_file_the_docs_name_exists() -> None:
 
 async def test_the_readme_excerpt_of_the_demo_is_what_make_demo_prints() -> None:
     """`make demo` (token mode) prints each line of the README's excerpt; only the times differ
-    from run to run (and the order of the bot's replies and GitHub's job lines, which race)."""
+    from run to run (and the order of the bot's replies and GitHub's job lines, which race).
+    The windows end at once on the sandbox's clock instead of a second of real time each."""
     excerpt = page_text(ROOT / "README.md").split("An excerpt:\n\n```\n", 1)[1].split("```")[0]
     out = io.StringIO()
-    assert await demo.run(out) == 0
+    assert await demo.run(out, skip_windows=True) == 0
     times = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC")
     printed = {times.sub("<time>", line) for line in out.getvalue().splitlines()}
     assert [line for line in excerpt.splitlines() if times.sub("<time>", line) not in printed] == []

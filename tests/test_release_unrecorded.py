@@ -30,6 +30,9 @@ LEASE = timedelta(minutes=1)
 RUN_SEARCH = "/repos/*/actions/workflows/*/runs"
 """The listing of a workflow's runs, where the bot looks for a click's run."""
 OTHER_MANAGER = "U0OTHER01"
+SEARCH_ENDED = timedelta(seconds=11)
+"""How long ago the two-replica test's unrecorded click claimed Release: past its lease (1 s)
+and the dispatch search of its replicas (`DISPATCH_SEARCH_SECONDS`, 10 s)."""
 
 
 @pytest.fixture
@@ -278,12 +281,13 @@ async def test_two_replicas_clicked_at_once_after_the_search_run_release_once(
                 key=f"npm_release:{message.channel}:{message.ts}:None",
                 action="npm_release",
                 actor=RELEASE_MANAGER,
-                now=datetime.now(UTC),  # the replicas keep the system's clock
+                # The replicas keep the system's clock: a claim made 11 s ago has its lease
+                # (1 s) and the dispatch search (10 s) behind it, without waiting them out.
+                now=datetime.now(UTC) - SEARCH_ENDED,
             )
         finally:
             await engine.dispose()
         assert claim is not None
-        await asyncio.sleep(11)  # the dispatch search (10 s) ends on the system's clock
 
         answers = await asyncio.gather(  # both are answered: a moment of 1.5 s missed at load
             box.click(str(NpmAction.RUN_RELEASE), message=message, moment=30),

@@ -96,22 +96,26 @@ def _indent(text: str, prefix: str) -> str:
     return textwrap.indent(text, prefix, lambda _: True)
 
 
-async def _until(box: Sandbox, show: Transcript, done: Any) -> Rollout:
-    """Let the story run (printing as it goes) until `done(rollout)` holds."""
+async def _until(box: Sandbox, show: Transcript, done: Any, *, skip_windows: bool) -> Rollout:
+    """Let the story run (printing as it goes) until `done(rollout)` holds; with
+    `skip_windows`, each window's end comes at once on the sandbox's clock."""
     while True:
         show.flush()
         current = await box.rollout()
         if done(current):
             show.flush()
             return current
-        await asyncio.sleep(0.1)
+        if not (skip_windows and await box.skip_to_next_timer()):
+            await asyncio.sleep(0.1)
 
 
 def _holding(track: str, stage: str) -> Any:
     return lambda r: r.track(track).stage(stage).state is StageState.HOLDING
 
 
-async def _story(box: Sandbox, show: Transcript, tag: str, *, failing_half: bool) -> None:
+async def _story(
+    box: Sandbox, show: Transcript, tag: str, *, failing_half: bool, skip_windows: bool
+) -> None:
     half_error = "0.0123" if failing_half else "0.004"
     relay = {
         "canary": {"crash_rate": "0.0012", "error_rate": "0.002", "sample": 5200},
@@ -125,28 +129,37 @@ async def _story(box: Sandbox, show: Transcript, tag: str, *, failing_half: bool
     show.person("clicks [Dispatch]")
     show.answer(await box.click("dispatch"))
     await _until(
-        box, show, lambda r: _holding("relay", "canary")(r) and _holding("desktop", "internal")(r)
+        box,
+        show,
+        lambda r: _holding("relay", "canary")(r) and _holding("desktop", "internal")(r),
+        skip_windows=skip_windows,
     )
     show.person("types /rollout promote")
     show.answer(await box.command("promote"))
     if failing_half:
-        await _until(box, show, _holding("desktop", "beta"))
+        await _until(box, show, _holding("desktop", "beta"), skip_windows=skip_windows)
         show.person("types /rollout promote")
         show.answer(await box.command("promote"))
-        ended = await _until(box, show, lambda r: r.phase is Phase.ENDED)
+        ended = await _until(box, show, lambda r: r.phase is Phase.ENDED, skip_windows=skip_windows)
     else:
         await _until(
-            box, show, lambda r: _holding("relay", "half")(r) and _holding("desktop", "beta")(r)
+            box,
+            show,
+            lambda r: _holding("relay", "half")(r) and _holding("desktop", "beta")(r),
+            skip_windows=skip_windows,
         )
         show.person("types /rollout promote")
         show.answer(await box.command("promote"))
-        ended = await _until(box, show, lambda r: r.phase is Phase.ENDED)
+        ended = await _until(box, show, lambda r: r.phase is Phase.ENDED, skip_windows=skip_windows)
     show.card()
     outcome = "; ".join(f"{t.name}: {t.state}" for t in ended.tracks)
     show.say(f"\n== {tag}: {outcome} ==")
 
 
-async def run(out: TextIO, *, github_app: bool = False) -> int:
+async def run(out: TextIO, *, github_app: bool = False, skip_windows: bool = False) -> int:
+    """Both stories, printed to `out`; 0 when the second rolled back as it should. A person
+    watching sees each 1-second window pass; the tests pass `skip_windows` and the windows end
+    at once on the sandbox's clock (the same lines, read from the same bot, printed sooner)."""
     with tempfile.TemporaryDirectory(prefix="rollout-bot-demo-") as workdir:
         work = Path(workdir)
         plan = fast_plan(work / "figures.yml", window="1s", extension="1s")
@@ -163,9 +176,9 @@ async def run(out: TextIO, *, github_app: bool = False) -> int:
                     "by the App's custom deployment protection rule."
                 )
             show.say("\n=== Story 1: v1.4.2 goes to 100% ===")
-            await _story(box, show, "v1.4.2", failing_half=False)
+            await _story(box, show, "v1.4.2", failing_half=False, skip_windows=skip_windows)
             show.say("\n=== Story 2: v1.4.3 fails its 50% gate on error rate and rolls back ===")
-            await _story(box, show, "v1.4.3", failing_half=True)
+            await _story(box, show, "v1.4.3", failing_half=True, skip_windows=skip_windows)
             latest = await box.rollout()
             relay = latest.track("relay").state
             return 0 if relay is TrackState.ROLLED_BACK else 1
