@@ -87,6 +87,24 @@ def test_a_completion_seconds_ahead_of_the_bots_now_starts_the_window_now_unwarn
     assert not [e for e in effects(decision) if isinstance(e, ClockSkewed)]
 
 
+def test_a_completion_github_dates_within_the_second_before_the_approval_is_no_skew() -> None:
+    """GitHub gives a job's times in whole seconds: a canary approved at 1 (and a fraction)
+    and done at once is dated in that same second, before the approval to the microsecond,
+    as at nearly every stage of `make demo`. Within the 5 s the doctor passes, the window
+    opens at the approval, the earliest the release could be out, and no clock is blamed."""
+    rollout = approved()
+    cleared = rollout.track("relay").stage("canary").cleared_at
+    assert cleared == at(1)
+    dated = cleared - timedelta(seconds=0.4)
+    run = snapshot(job(PREFLIGHT), job(CANARY, completed_at=dated), job(INTERNAL, None))
+
+    decision = reconcile(rollout, PLAN, run, at(1) + timedelta(seconds=3))
+
+    canary = decision.rollout.track("relay").stage("canary")
+    assert (canary.window_started_at, canary.window_ends_at) == (at(1), at(31))
+    assert not [e for e in effects(decision) if isinstance(e, ClockSkewed)]
+
+
 def test_the_bot_down_while_the_job_ended_keeps_githubs_time() -> None:
     """Approved at 1, deployed at 5, the bot back at 50: the window ran from 5 (restarts rely
     on it), and no clock is blamed."""

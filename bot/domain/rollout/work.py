@@ -87,12 +87,17 @@ def deployed_at(
     (the bot may have been down when the job ended); else `now`, when the bot saw it: GitHub's
     clock far behind the bot's would open a window over as soon as it starts, its figures from
     before the deploy (a PASS that never saw the release); far ahead, one that starts later.
-    Ahead by no more than `MAX_CLOCK_SKEW` (the doctor's tolerance; a webhook seen within the
-    second): `now`, no clock set aside."""
+    Within `MAX_CLOCK_SKEW` (the doctor's tolerance) outside that span, no clock is set aside:
+    GitHub dates a job in whole seconds, so a stage deployed within the second of its approval
+    is dated before it (the window opens at the approval, the earliest the release was out),
+    and a webhook is seen within the second of a completion a little ahead (`now`)."""
     if completed_at is None:
         return now, None
-    if cleared_from(rollout, track, stage) <= completed_at <= now:
+    earliest = cleared_from(rollout, track, stage)
+    if earliest <= completed_at <= now:
         return completed_at, None
+    if earliest - MAX_CLOCK_SKEW <= completed_at < earliest <= now:
+        return earliest, None
     if now < completed_at <= now + MAX_CLOCK_SKEW:
         return now, None
     return now, completed_at
