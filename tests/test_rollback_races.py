@@ -149,3 +149,41 @@ async def test_a_promote_whose_approval_met_a_roll_back_saved_on_another_replica
         if via == "click":  # the approval was made: a second click is told by whom
             again = await box.click("promote", value=value)
             assert again is not None and "Already done by <@" in again, again
+
+
+async def test_a_promote_whose_last_stage_another_replica_saw_deployed_is_no_stop(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This replica approved 100% on GitHub; before it saved the promotion, GitHub deployed it
+    and another replica saved the relay completed. That is the promotion asked for, done: the
+    person is not told the track "was being stopped meanwhile", and the audit says ok."""
+    async with (
+        passing_sandbox(tmp_path, database_url=database_url) as box,
+        in_process_replica(box) as other,
+    ):
+        await dispatched(box)
+        await held(box, "relay", "canary")
+        await box.click("promote", value=await value_of(box, "promote", "relay"))
+        rollout = await held(box, "relay", "half")
+        value = await value_of(box, "promote", "relay")
+        gateway = box.services.rollouts.effects.github
+        approve = gateway.review
+
+        async def approved_then_completed_elsewhere(
+            *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+        ) -> bool:
+            sent = await approve(
+                run_id=run_id, environments=environments, state=state, comment=comment
+            )
+            if list(environments) == ["relay-rollout-100"]:
+                monkeypatch.setattr(gateway, "review", approve)
+                await box.github.settle()
+                await other[SERVICES].rollouts.reconcile(rollout.id)
+            return sent
+
+        monkeypatch.setattr(gateway, "review", approved_then_completed_elsewhere)
+        answer = await box.click("promote", value=value)
+
+        assert (await box.rollout()).track("relay").state is TrackState.COMPLETED
+        assert answer is None or "stopped" not in answer, answer
+        assert await audit_results(box, rollout.id, "promote", 2) == ["ok", "ok"]

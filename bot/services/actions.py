@@ -171,6 +171,11 @@ class PeoplesActions:
                 return await effects.apply(before, decision, plan, audit=[event])
             except ConcurrentChange:
                 saved = await effects.get(before.id)
+                if saved.track(track).state is TrackState.COMPLETED:
+                    # GitHub deployed the stage approved, and another replica saw the track
+                    # complete: the promotion asked for, done (no stop).
+                    await effects.record(event)
+                    return saved
                 if saved.track(track).state is not TrackState.ACTIVE:
                     stopping = self._stopping(before, saved, plan, track=track)
                     await effects.record(
