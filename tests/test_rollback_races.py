@@ -6,7 +6,7 @@ own poller asleep (`quiet`), so each look at the run is one the test asks for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -91,6 +91,29 @@ async def test_figures_typed_after_a_roll_back_are_refused_in_the_words_of_the_c
         assert "aborting" not in answer and "rolled_back" not in answer
 
 
+def after_approving(
+    box: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    environment: str,
+    meanwhile: Callable[[], Awaitable[None]],
+) -> None:
+    """This replica's next approval of `environment` reaches GitHub, then `meanwhile` happens
+    (another replica saves) before this replica saves its promotion."""
+    gateway = box.services.rollouts.effects.github
+    approve = gateway.review
+
+    async def approved_then(
+        *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
+    ) -> bool:
+        sent = await approve(run_id=run_id, environments=environments, state=state, comment=comment)
+        if list(environments) == [environment]:
+            monkeypatch.setattr(gateway, "review", approve)
+            await meanwhile()
+        return sent
+
+    monkeypatch.setattr(gateway, "review", approved_then)
+
+
 @pytest.mark.parametrize("via", ["click", "command"])
 async def test_a_promote_whose_approval_met_a_roll_back_saved_on_another_replica_says_so(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, via: str
@@ -106,23 +129,13 @@ async def test_a_promote_whose_approval_met_a_roll_back_saved_on_another_replica
         await held(box, "desktop", "internal")
         rollout = await held(box, "relay", "canary")
         value = await value_of(box, "promote", "relay")
-        gateway = box.services.rollouts.effects.github
-        approve = gateway.review
 
-        async def approved_then_rolled_back_elsewhere(
-            *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
-        ) -> bool:
-            sent = await approve(
-                run_id=run_id, environments=environments, state=state, comment=comment
+        async def rolled_back_elsewhere() -> None:
+            await other[SERVICES].rollouts.abort(
+                actor=SECOND_APPROVER, gate="relay", rollout_id=rollout.id
             )
-            if list(environments) == ["relay-rollout-50"]:
-                monkeypatch.setattr(gateway, "review", approve)
-                await other[SERVICES].rollouts.abort(
-                    actor=SECOND_APPROVER, gate="relay", rollout_id=rollout.id
-                )
-            return sent
 
-        monkeypatch.setattr(gateway, "review", approved_then_rolled_back_elsewhere)
+        after_approving(box, monkeypatch, "relay-rollout-50", rolled_back_elsewhere)
         if via == "click":
             answer = await box.click("promote", value=value)
         else:
@@ -166,22 +179,12 @@ async def test_a_promote_whose_last_stage_another_replica_saw_deployed_is_no_sto
         await box.click("promote", value=await value_of(box, "promote", "relay"))
         rollout = await held(box, "relay", "half")
         value = await value_of(box, "promote", "relay")
-        gateway = box.services.rollouts.effects.github
-        approve = gateway.review
 
-        async def approved_then_completed_elsewhere(
-            *, run_id: int, environments: Sequence[str], state: ReviewState, comment: str
-        ) -> bool:
-            sent = await approve(
-                run_id=run_id, environments=environments, state=state, comment=comment
-            )
-            if list(environments) == ["relay-rollout-100"]:
-                monkeypatch.setattr(gateway, "review", approve)
-                await box.github.settle()
-                await other[SERVICES].rollouts.reconcile(rollout.id)
-            return sent
+        async def completed_elsewhere() -> None:
+            await box.github.settle()
+            await other[SERVICES].rollouts.reconcile(rollout.id)
 
-        monkeypatch.setattr(gateway, "review", approved_then_completed_elsewhere)
+        after_approving(box, monkeypatch, "relay-rollout-100", completed_elsewhere)
         answer = await box.click("promote", value=value)
 
         assert (await box.rollout()).track("relay").state is TrackState.COMPLETED
