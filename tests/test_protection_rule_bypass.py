@@ -46,6 +46,8 @@ async def test_an_admin_bypass_of_the_held_stage_is_told_and_its_request_let_go(
         )
 
         assert moved.track("relay").stage("canary").state is StageState.PASSED
+        # The thread's line is posted after the stage is saved (the outbox).
+        await box.slack.wait_for(lambda: any(BYPASSED in line for line in box.thread()))
         assert [line for line in box.thread() if "50%" in line and "GitHub" in line] == [
             line for line in box.thread() if BYPASSED in line
         ]
@@ -89,8 +91,8 @@ async def test_a_promote_applied_though_github_s_reply_was_lost_is_not_told_as_a
             lambda r: r.track("relay").stage("half").state is not StageState.PENDING
         )
         assert moved.track("relay").stage("canary").state is StageState.PASSED
+        await box.slack.wait_for(lambda: any(APPLIED_UNSEEN in line for line in box.thread()))
         assert not [line for line in box.thread() if "repository admin" in line]
-        assert any(APPLIED_UNSEEN in line for line in box.thread()), box.thread()
         rules = box.services.webhooks.rules
         (half,) = [
             r for r in await rules.for_run(moved.run_id or 0) if r.environment == "relay-rollout-50"
@@ -120,7 +122,7 @@ async def test_a_bypass_after_a_promote_github_refused_is_still_told_as_a_bypass
             lambda r: r.track("relay").stage("half").state is not StageState.PENDING
         )
 
-        assert any(BYPASSED in line for line in box.thread())
+        await box.slack.wait_for(lambda: any(BYPASSED in line for line in box.thread()))
         assert not any(APPLIED_UNSEEN in line for line in box.thread())
 
 
@@ -150,5 +152,5 @@ async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a
             lambda r: r.track("relay").stage("half").state is not StageState.PENDING
         )
 
-        assert any(BYPASSED in line for line in box.thread()), box.thread()
+        await box.slack.wait_for(lambda: any(BYPASSED in line for line in box.thread()))
         assert not any(APPLIED_UNSEEN in line for line in box.thread())
