@@ -14,7 +14,8 @@ import pytest
 from sandbox_views import dispatched, holding, value_of
 from test_protection_rules import answers, app_box, both_held
 
-from bot.domain.rollout import Phase, StageState
+from bot.domain.rollout import Phase, Rollout, StageState
+from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
 
@@ -100,6 +101,17 @@ async def test_a_promote_applied_though_github_s_reply_was_lost_is_not_told_as_a
         assert half.answer == "approved"
 
 
+async def told_as_a_bypass(box: Sandbox, rollout: Rollout) -> None:
+    """An admin starts 50% past the rule on GitHub: the thread says so, never that the bot's
+    own approval was applied."""
+    box.github.engine.bypass(
+        rollout.run_id or 0, environments=["relay-rollout-50"], comment="", actor="octo-admin"
+    )
+    await box.wait_until(lambda r: r.track("relay").stage("half").state is not StageState.PENDING)
+    await box.slack.wait_for(lambda: any(BYPASSED in line for line in box.thread()))
+    assert not any(APPLIED_UNSEEN in line for line in box.thread())
+
+
 async def test_a_bypass_after_a_promote_github_refused_is_still_told_as_a_bypass(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -115,15 +127,7 @@ async def test_a_bypass_after_a_promote_github_refused_is_still_told_as_a_bypass
         assert said is not None and "still waits" in said
         rollout = await box.rollout()
 
-        box.github.engine.bypass(
-            rollout.run_id or 0, environments=["relay-rollout-50"], comment="", actor="octo-admin"
-        )
-        await box.wait_until(
-            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-        )
-
-        await box.slack.wait_for(lambda: any(BYPASSED in line for line in box.thread()))
-        assert not any(APPLIED_UNSEEN in line for line in box.thread())
+        await told_as_a_bypass(box, rollout)
 
 
 async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a_bypass(
@@ -145,12 +149,4 @@ async def test_an_admin_bypass_after_a_promote_github_never_applied_is_told_as_a
         rollout = await box.rollout()
         assert rollout.track("relay").stage("half").state is StageState.PENDING
 
-        box.github.engine.bypass(
-            rollout.run_id or 0, environments=["relay-rollout-50"], comment="", actor="octo-admin"
-        )
-        await box.wait_until(
-            lambda r: r.track("relay").stage("half").state is not StageState.PENDING
-        )
-
-        await box.slack.wait_for(lambda: any(BYPASSED in line for line in box.thread()))
-        assert not any(APPLIED_UNSEEN in line for line in box.thread())
+        await told_as_a_bypass(box, rollout)
