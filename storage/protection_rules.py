@@ -172,10 +172,8 @@ class ProtectionRuleStore(ServiceStore):
         return [r for r in await self.for_run(run_id) if r.open]
 
     async def without_timer(self, prefix: str) -> list[RuleRequest]:
-        """The open requests of runs no active rollout follows (a re-run of a run whose
-        rollout ended is followed by none) and no timer `<prefix>:<run id>` waits for, oldest
-        first: one query on the open requests' partial index, each looked up by the timers'
-        unique key and the rollouts' run id index."""
+        """One query on the open requests' partial index, each looked up by the timers' unique
+        key and the rollouts' run id index."""
         key = literal(f"{prefix}:") + cast(Row.run_id, String)
         async with self._sessions() as session:
             rows = await session.scalars(
@@ -202,10 +200,8 @@ class ProtectionRuleStore(ServiceStore):
     async def close(
         self, *, run_id: int, environment: str, answer: RuleAnswer, at: datetime
     ) -> int:
-        """Close the run's open request for `environment` (spelled as stored: SQL's lower()
-        knows ASCII only); how many this call closed (0: someone closed it first). An answer
-        GitHub took replaces a `gone` that a racing replica recorded first. One UPDATE, a write
-        first, so SQLite never has to upgrade a read lock."""
+        """`environment` is matched as stored (SQL's lower() knows ASCII only). One UPDATE, a
+        write first, so SQLite never has to upgrade a read lock."""
         closable: ColumnElement[bool] = Row.answer.is_(None)
         if answer != "gone":
             closable = or_(closable, Row.answer == "gone")
@@ -252,9 +248,6 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result)
 
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
-        """Close, as `gone`, the run's requests still open that were asked by `asked_by`
-        (when the bot began reading the run it found completed: a re-run's request asked
-        since is not the completed attempt's); how many this call closed."""
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(Row)
@@ -279,8 +272,6 @@ class ProtectionRuleStore(ServiceStore):
             return None if row is None else row.answer  # type: ignore[return-value]
 
     async def prune(self, *, before: datetime, open_before: datetime) -> int:
-        """Forget the requests closed that were made before `before`, and those still open
-        made before `open_before` (GitHub no longer holds their job); how many."""
         forgettable = or_(Row.answer.is_not(None), Row.requested_at < open_before)
         async with self._sessions.begin() as session:
             result = await session.execute(

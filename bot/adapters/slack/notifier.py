@@ -98,7 +98,6 @@ class SlackNotifier:
         await asyncio.gather(*late, return_exceptions=True)
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
-        """Post the card, or update it; a card someone deleted is posted again (a new ts)."""
         blocks = rollout_card(rollout, plan, named=self._named)
         text = rollout_text(rollout, plan)
         if rollout.message_ts is not None:
