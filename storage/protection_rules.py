@@ -214,50 +214,28 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result)
 
     async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
-        await self._mark(run_id, environment, sent=answer, sent_at=None)
+        await self._update_open(run_id, Row.environment == environment, sent=answer, sent_at=None)
 
     async def unknown(self, *, run_id: int, environment: str, at: datetime) -> None:
-        await self._mark(run_id, environment, sent_at=at)
-
-    async def _mark(self, run_id: int, environment: str, **values: object) -> None:
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(Row)
-                .where(
-                    Row.run_id == run_id,
-                    Row.environment == environment,
-                    Row.answer.is_(None),
-                    *self._scope,
-                )
-                .values(**values)
-            )
+        await self._update_open(run_id, Row.environment == environment, sent_at=at)
 
     async def not_applied(self, *, run_id: int, environment: str, sent_at: datetime) -> int:
-        async with self._sessions.begin() as session:
-            result = await session.execute(
-                update(Row)
-                .where(
-                    Row.run_id == run_id,
-                    Row.environment == environment,
-                    Row.answer.is_(None),
-                    Row.sent_at == sent_at,
-                    *self._scope,
-                )
-                .values(sent=None, sent_at=None)
-            )
-            return rows_changed(result)
+        return await self._update_open(
+            run_id, Row.environment == environment, Row.sent_at == sent_at, sent=None, sent_at=None
+        )
 
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
+        return await self._update_open(
+            run_id, Row.requested_at <= asked_by, answer="gone", answered_at=at
+        )
+
+    async def _update_open(self, run_id: int, *where: ColumnElement[bool], **values: object) -> int:
+        """Set `values` on the run's open requests that match `where`; how many it changed."""
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(Row)
-                .where(
-                    Row.run_id == run_id,
-                    Row.answer.is_(None),
-                    Row.requested_at <= asked_by,
-                    *self._scope,
-                )
-                .values(answer="gone", answered_at=at)
+                .where(Row.run_id == run_id, Row.answer.is_(None), *where, *self._scope)
+                .values(**values)
             )
             return rows_changed(result)
 
