@@ -84,17 +84,10 @@ class ProtectionRuleStore(ServiceStore):
     async def hold(
         self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
     ) -> bool:
-        """Remember the delivery and write `timer`, which asks again whether its installation
-        is the App's, in one transaction; the request itself is kept only once confirmed.
-        False when the delivery was taken in before, when a request of its deployment was
-        kept, or when a timer of `timer`'s kind still to fire `asks_for` this request (its
-        payload: the same request sent again under a new delivery id, whose chain of asks is
-        under way); no timer is written then. The delivery is written first, so that on SQLite
-        the read after it sees every hold committed before; on PostgreSQL two deliveries of one
-        request held at the same instant may still both start asking (each is kept once). The
-        pending timer that asks for it already is given the payload `asks_for` gives: a re-run's
-        request that repeats the first attempt's body (no deployment) moves the chain's end
-        to 30 days after itself."""
+        """The delivery is written first, so that on SQLite the read after it sees every hold
+        committed before; on PostgreSQL two deliveries of one request held at the same instant
+        may still both start asking (each is kept once). A re-run's request that repeats the
+        first attempt's body (no deployment) moves its chain's end to 30 days after itself."""
         if request.deployment_id and await self._asked_for(request):
             return False
         service = self._service or request.service
