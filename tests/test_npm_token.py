@@ -256,7 +256,9 @@ async def test_the_repositorys_own_secret_comes_before_the_organizations(box: Sa
         box, message, NpmAction.CHECK_SECRET, number=3, until=":white_check_mark: done"
     )
     assert "`NPM_TOKEN` is set: created" in shown and "(2 days ago)" in shown
-    assert "organization" not in shown
+    assert "organization secret" not in shown
+    # The organization's is shadowed: updating it would change nothing for the job.
+    assert "takes the place of the organization's `NPM_TOKEN`, which the job does not read" in shown
 
 
 async def test_no_permission_to_read_secrets_says_which_permission(box: Sandbox) -> None:

@@ -150,7 +150,7 @@ class SecretLevel(StrEnum):
     ORGANIZATION = "organization"
 
 
-MAX_ENVIRONMENT = 100
+MAX_ENVIRONMENT = 64
 """Environment names carried in a check (GitHub allows 255: a longer one is not carried)."""
 
 

@@ -113,7 +113,7 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
 
 def _missing(check: SecretCheck, setup: WalkthroughSetup) -> str:
     job, environment = f"job `{setup.npm.job}`", _quoted(check.environment)
-    nowhere = f"`{setup.repository}` nor shared with it by its organization"
+    nowhere = f"`{setup.repository}`, nor shared with it by its organization"
     if check.unchecked and check.environment:
         return (
             f"The bot could not check the environment {environment}, where {job} runs: "
