@@ -7,11 +7,13 @@ simulator), and the workflow file's reading on its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from test_npm_token import assert_no_token_reached_slack, open_walkthrough, press, step
 
 from bot.adapters.github.workflow_jobs import publish_job
@@ -20,6 +22,7 @@ from bot.adapters.slack.npm_views import NpmAction, encode_state
 from bot.domain.npm import (
     MAX_ENVIRONMENT,
     MAX_ERROR,
+    RELEASE_TIMER,
     ReleaseFollow,
     ReleasePhase,
     RunCheck,
@@ -33,6 +36,7 @@ from bot.domain.npm import (
 from bot.domain.npm_log import NpmError
 from bot.domain.npm_secrets import PublishJob
 from sandbox.harness import Sandbox
+from storage.db import create_engine
 
 RELEASE_FILE = ".github/workflows/release.yml"
 
@@ -168,6 +172,33 @@ async def test_an_unreadable_workflow_file_still_checks_the_repository(box: Sand
     shown, _ = await check_secret(box, ":white_check_mark: done")
     assert "`NPM_TOKEN` is set: created" in shown
     assert "could not tell which environment job `changesets` runs in" in shown
+
+
+async def test_a_look_carries_no_empty_field_for_an_older_replica(box: Sandbox) -> None:
+    """A Release look is a timer any replica may fire, an older one too during a rolling
+    upgrade, and its models forbid fields they do not know: the look leaves out the empty
+    ones (the checks' fields new in this version among them), as the buttons do."""
+    box.github.secrets["NPM_TOKEN"] = days_ago(1)
+    box.github.set_job_duration("changesets", timedelta(minutes=30))
+    message = await open_walkthrough(box)
+    await press(box, message, NpmAction.CHECK_SECRET, number=3, until=":white_check_mark: done")
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    engine = create_engine(box.database_url)
+    try:
+        async with engine.connect() as connection:
+            payloads = list(
+                await connection.scalars(
+                    text("SELECT payload FROM timers WHERE kind = :kind"), {"kind": RELEASE_TIMER}
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert payloads
+    for payload in payloads:
+        held = json.loads(payload) if isinstance(payload, str) else payload
+        assert "null" not in json.dumps(held), held
+        assert "environment" not in json.dumps(held)
 
 
 # -- the workflow file ----------------------------------------------------------------------------
