@@ -17,23 +17,11 @@ from sqlalchemy import text
 from test_npm_token import assert_no_token_reached_slack, open_walkthrough, press, step
 
 from bot.adapters.github.workflow_jobs import publish_job
-from bot.adapters.slack.limits import BUTTON_VALUE
-from bot.adapters.slack.npm_views import NpmAction, encode_state
+from bot.adapters.slack.npm_views import NpmAction
 from bot.domain.npm import (
     MAX_ENVIRONMENT,
-    MAX_ERROR,
     RELEASE_TIMER,
-    ReleaseFollow,
-    ReleasePhase,
-    RunCheck,
-    RunSummary,
-    SecretCheck,
-    SecretLevel,
-    StepVerdict,
-    Walkthrough,
-    clip_error,
 )
-from bot.domain.npm_log import NpmError
 from bot.domain.npm_secrets import PublishJob
 from sandbox.harness import Sandbox
 from storage.db import create_engine
@@ -250,50 +238,3 @@ def test_the_publishing_jobs_environment_and_oidc_are_read(text: str, expected: 
 def test_what_the_workflow_file_cannot_tell_is_said(text: str, why: str) -> None:
     job = publish_job(text, "changesets")
     assert job.environment is None and job.unknown is not None and why in job.unknown
-
-
-def test_the_largest_environment_check_fits_in_a_button_value() -> None:
-    now = datetime(2026, 1, 5, tzinfo=UTC)
-    run = RunSummary(
-        id=10**12,
-        number=10**6,
-        event="workflow_dispatch",
-        branch="b" * 100,
-        created_at=now,
-        status="completed",
-        conclusion="failure",
-    )
-    check = RunCheck(
-        run=run,
-        job_found=True,
-        job_id=10**12,
-        validate_step=StepVerdict.WARNED,
-        publish_step=StepVerdict.FAILED,
-        npm_error=NpmError.TWO_FACTOR,
-        published_nothing=True,
-        log_unavailable=clip_error('"\n' * MAX_ERROR),
-    )
-    secret = SecretCheck(
-        found=True,
-        created_at=now,
-        updated_at=now,
-        age_days=10**4,
-        max_age_days=80,  # `organization` is never with `environment_secret`
-        environment="\\" * MAX_ENVIRONMENT,  # each takes two in JSON
-        environment_secret=True,
-        shadowed=(SecretLevel.REPOSITORY, SecretLevel.ORGANIZATION),
-        unchecked=clip_error("\\" * 2 * MAX_ERROR),
-        oidc=True,
-    )
-    walkthrough = Walkthrough(
-        secret=secret,
-        last_run=check,
-        release=ReleaseFollow(
-            requested_by="U" * 11,
-            phase=ReleasePhase.DONE,
-            run_id=10**12,
-            status="completed",
-            check=check.model_copy(update={"log_unavailable": None}),
-        ),
-    )
-    assert len(encode_state(walkthrough)) <= BUTTON_VALUE
