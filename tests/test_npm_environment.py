@@ -23,6 +23,7 @@ from bot.domain.npm import (
     RELEASE_TIMER,
 )
 from bot.domain.npm_secrets import PublishJob
+from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox
 from storage.db import create_engine
 
@@ -137,6 +138,21 @@ async def test_no_permission_for_the_environments_secrets_says_it_could_not_chec
     else:
         assert "the job has a token only if `npm` has one" in shown
     assert ":x: failed" not in step(message, 2)
+
+
+async def test_in_app_mode_without_environments_read_the_environment_cannot_be_checked(
+    tmp_path: Path,
+) -> None:
+    """The App's installation has Secrets read but not Environments read (github-app.yml
+    does not ask for it): GitHub answers the environment's secret 403, and step 3 says so."""
+    async with Sandbox(workdir=tmp_path, github_app=SandboxApp()) as app_box:
+        publish_in_npm_environment(app_box)
+        app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(1)}
+        app_box.github.secrets["NPM_TOKEN"] = days_ago(2)
+        shown, _ = await check_secret(app_box, ":no_entry: cannot check")
+        assert "could not check the environment `npm`" in shown
+        assert "a GitHub App Environments read, a classic token the repo scope" in shown
+        assert_no_token_reached_slack(app_box)
 
 
 async def test_a_job_that_may_publish_with_oidc_needs_no_token(box: Sandbox) -> None:

@@ -132,6 +132,8 @@ def _missing(check: SecretCheck, setup: WalkthroughSetup) -> str:
             f"`{SECRET_NAME}` is not set in the environment {environment}, where {job} runs, "
             f"nor in {nowhere}: add it to {environment} (step 2)."
         )
+    if check.oidc:  # the note that follows says when it needs none
+        return f"`{SECRET_NAME}` is not set in {nowhere}."
     return f"`{SECRET_NAME}` is not set in {nowhere}: add it (step 2)."
 
 
