@@ -1,7 +1,9 @@
 """Following a rollout's run on GitHub: reconcile on each poll or webhook, find an unclear dispatch.
 
 The poller (`bot.services.scheduler`) and the webhook receiver (`bot.services.webhooks`) both
-come here, so a change of the run is acted on once, whichever sees it first.
+come here, so a change of the run is acted on once, whichever sees it first. They read the run
+before they take the rollout's lock (one look at a time per rollout), so a person's Roll back or
+Kill-switch never waits for GitHub to answer them; a look a person's action overtook reads again.
 """
 
 from __future__ import annotations
@@ -76,11 +78,7 @@ class _Look:
 
 
 class RunFollower:
-    """Compares rollouts with their runs on GitHub and acts on the difference.
-
-    The poller's and the webhooks' looks read the run before they take the rollout's lock
-    (one look at a time per rollout, `_reading`), so a person's Roll back or Kill-switch never
-    waits for GitHub to answer them; a look the person's action overtook reads again."""
+    """Compares rollouts with their runs on GitHub and acts on the difference."""
 
     def __init__(
         self,
@@ -106,7 +104,7 @@ class RunFollower:
         (from a delivery) name reviewers GitHub's review history may not list yet. The run is
         read before the rollout's lock is taken (`_Look`)."""
         async with self._reading.setdefault(rollout_id, asyncio.Lock()):
-            look = await self._read(rollout_id)
+            look = await self._read(await self._effects.get(rollout_id), None)
             if isinstance(look, Reconciled):
                 return look
             async with self._effects.lock(rollout_id):
@@ -127,7 +125,7 @@ class RunFollower:
             # change it tells of: a burst of deliveries (a job queued, started, finished...)
             # costs one look, and a window's end does not queue behind the rest of the burst.
             burst = not event.reviews and self._reconciled.get(rollout_id, -1) > arrived
-            look = None if burst else await self._read(rollout_id)
+            look = None if burst else await self._read(await effects.get(rollout_id), None)
             async with effects.lock(rollout_id):
                 # Read once, under the lock: the note and the reconcile act on this state, and
                 # the save checks that it is still the stored one.
@@ -149,20 +147,21 @@ class RunFollower:
                         log.info("run %s changed under another replica; left to it", rollout.run_id)
                         return Reconciled()
 
-    async def _read(self, rollout_id: str) -> _Look | Reconciled:
-        """The rollout's run, read without its lock; or the answer a reconcile gives when the
-        rollout is not running, or GitHub did not say (remembered: `unread`)."""
+    async def _read(
+        self, rollout: Rollout, held: tuple[Rollout, RolloutPlan] | None
+    ) -> _Look | Reconciled:
+        """The rollout's run; or what a reconcile answers when it is not running or GitHub did
+        not say (`unread`). `held`: the rollout and plan read under its lock (None: unlocked)."""
         effects = self._effects
-        rollout = await effects.get(rollout_id)
         if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
             return Reconciled(version=rollout.version)
         started, run_id, read_at = next(self._moments), rollout.run_id, effects.clock()
-        with rollout_context(rollout_id):
-            reported = await self._look(rollout, lambda: effects.github.reported(run_id), None)
+        with rollout_context(rollout.id):
+            reported = await self._look(rollout, lambda: effects.github.reported(run_id), held)
             if isinstance(reported, Reconciled):
                 return reported
             snapshot = await self._look(
-                rollout, lambda: effects.held(reported, read_at=read_at), None
+                rollout, lambda: effects.held(reported, read_at=read_at), held
             )
         if isinstance(snapshot, Reconciled):
             return snapshot
@@ -189,49 +188,29 @@ class RunFollower:
         read under that lock already (else read here); `look`: the run as read before the lock
         was taken, acted on when the rollout has not changed since (else read again here)."""
         rollout, plan = read or await self._effects.with_plan(rollout_id)
-        if look is not None and look.version != rollout.version:
-            look = None  # someone acted meanwhile (a stop): the run is read after them
-        started = look.started if look is not None else next(self._moments)
-        reconciled = await self._reconcile_locked((rollout, plan), reviews=reviews, look=look)
-        if reconciled.snapshot is None:  # not running (any more), or GitHub did not answer
+        # Not read yet, or someone acted meanwhile (a stop): read after them.
+        fresh = look is not None and look.version == rollout.version
+        seen = look if look is not None and fresh else await self._read(rollout, (rollout, plan))
+        if isinstance(seen, Reconciled):  # not running (any more), or GitHub did not answer
             self._reconciled.pop(rollout_id, None)
-        else:
-            self._reconciled[rollout_id] = max(self._reconciled.get(rollout_id, -1), started)
-        return reconciled
+            return seen
+        self._reconciled[rollout_id] = max(self._reconciled.get(rollout_id, -1), seen.started)
+        return await self._reconcile_locked((rollout, plan), seen, reviews=reviews)
 
     async def _reconcile_locked(
         self,
         read: tuple[Rollout, RolloutPlan],
+        look: _Look,
         *,
         reviews: Sequence[EnvironmentReview],
-        look: _Look | None,
     ) -> Reconciled:
         effects = self._effects
         rollout, plan = read
-        if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
-            return Reconciled(version=rollout.version)
         with rollout_context(rollout.id):
-            run_id, read_at = rollout.run_id, effects.clock()
-            reported: RunSnapshot | Reconciled
-            if look is not None:
-                reported = look.reported
-            else:
-                reported = await self._look(rollout, lambda: effects.github.reported(run_id), read)
-            if isinstance(reported, Reconciled):
-                return reported
             if rollout.unread_since is not None:  # GitHub answers again: say so, if it was said
                 again = machine.read_again(rollout, now=effects.clock())
                 rollout = await effects.apply(rollout, again, plan)
-                read = (rollout, plan)
-            snapshot: RunSnapshot | Reconciled
-            if look is not None:
-                snapshot = look.snapshot
-            else:
-                snapshot = await self._look(
-                    rollout, lambda: effects.held(reported, read_at=read_at), read
-                )
-            if isinstance(snapshot, Reconciled):
-                return snapshot
+            snapshot = look.snapshot
             known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}
             hinted = [r for r in reviews if (r.environment.casefold(), r.state) not in known]
             if hinted:
@@ -246,7 +225,7 @@ class RunFollower:
                 and not snapshot.waits_unexplained
             )
             return Reconciled(
-                snapshot=snapshot, version=acted.version, settled=settled, reported=reported
+                snapshot=snapshot, version=acted.version, settled=settled, reported=look.reported
             )
 
     async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:
