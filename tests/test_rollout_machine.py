@@ -1116,7 +1116,8 @@ def test_a_kept_kill_whose_next_read_finds_ga_deploying_is_never_answered_trippe
         answer = stop_note(after, PLAN, GateKind.DESKTOP)
         assert "tripped" not in answer and "could not be read" not in answer, answer
         assert "*GA ring*" in answer and "cannot stop" in answer, answer
-    rejected = reconcile(kept.rollout, PLAN, snapshot(waiting(GA), waiting_on={"desktop-ga"}), at(212))
+    held = snapshot(waiting(GA), waiting_on={"desktop-ga"})
+    rejected = reconcile(kept.rollout, PLAN, held, at(212))
     assert "Kill-switch tripped for" in stop_note(rejected.rollout, PLAN, GateKind.DESKTOP)
 
 
