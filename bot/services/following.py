@@ -64,6 +64,12 @@ class Reconciled:
     requests kept in the database), for `look_again` to compare."""
 
 
+OVERTAKEN_LOOKS = 2
+"""How many times a look at a run that a change of its rollout overtook (a person's stop saved
+while GitHub answered) reads the run again without the rollout's lock; the last time it reads
+it under the lock, so that a busy rollout never starves its looks."""
+
+
 @dataclass(frozen=True)
 class _Look:
     """The run as read without the rollout's lock, at the rollout's `version`: acted on under
@@ -103,15 +109,25 @@ class RunFollower:
         """Compare the rollout with its run on GitHub and act on the difference. `reviews`
         (from a delivery) name reviewers GitHub's review history may not list yet. The run is
         read before the rollout's lock is taken (`_Look`)."""
+        effects = self._effects
         async with self._reading.setdefault(rollout_id, asyncio.Lock()):
-            look = await self._read(await self._effects.get(rollout_id), None)
-            if isinstance(look, Reconciled):
-                return look
-            async with self._effects.lock(rollout_id):
-                return await self._effects.serialised(
-                    rollout_id,
-                    lambda: self.reconcile_locked(rollout_id, reviews=reviews, look=look),
-                )
+            for turn in range(OVERTAKEN_LOOKS, -1, -1):
+                look = await self._read(await effects.get(rollout_id), None)
+                if isinstance(look, Reconciled):
+                    return look
+
+                async def act(look: _Look = look, last: bool = not turn) -> Reconciled | None:
+                    read = await effects.with_plan(rollout_id)
+                    if not last and read[0].version != look.version:
+                        return None  # overtaken: read the run again, without the lock
+                    return await self.reconcile_locked(
+                        rollout_id, reviews=reviews, read=read, look=look
+                    )
+
+                async with effects.lock(rollout_id):
+                    if (done := await effects.serialised(rollout_id, act)) is not None:
+                        return done
+        raise AssertionError("the last turn reads the run under the lock")
 
     async def follow_github_event(
         self, *, rollout_id: str, event: github_events.RunEvent
@@ -125,27 +141,36 @@ class RunFollower:
             # change it tells of: a burst of deliveries (a job queued, started, finished...)
             # costs one look, and a window's end does not queue behind the rest of the burst.
             burst = not event.reviews and self._reconciled.get(rollout_id, -1) > arrived
-            look = None if burst else await self._read(await effects.get(rollout_id), None)
-            async with effects.lock(rollout_id):
-                # Read once, under the lock: the note and the reconcile act on this state, and
-                # the save checks that it is still the stored one.
-                rollout, plan = await effects.with_plan(rollout_id)
-                if rollout.phase is not Phase.RUNNING:
-                    return Reconciled(version=rollout.version)
-                with rollout_context(rollout_id):
-                    if (reported := github_events.reported(event, plan)) is not None:
-                        said = Decision(rollout, (Announce(reported, detail=True),))
-                        await effects.apply(rollout, said, plan)
-                    if look is None or isinstance(look, Reconciled):
-                        return look or Reconciled(version=rollout.version)
-                    try:
-                        return await self.reconcile_locked(
-                            rollout_id, reviews=event.reviews, read=(rollout, plan), look=look
-                        )
-                    except ConcurrentChange:
-                        # Another replica acted on the same change first: nothing is left.
-                        log.info("run %s changed under another replica; left to it", rollout.run_id)
-                        return Reconciled()
+            noted = False
+            for turn in range(OVERTAKEN_LOOKS, -1, -1):
+                look = None if burst else await self._read(await effects.get(rollout_id), None)
+                async with effects.lock(rollout_id):
+                    # Read once, under the lock: the note and the reconcile act on this state,
+                    # and the save checks that it is still the stored one.
+                    rollout, plan = await effects.with_plan(rollout_id)
+                    if rollout.phase is not Phase.RUNNING:
+                        return Reconciled(version=rollout.version)
+                    with rollout_context(rollout_id):
+                        reported = github_events.reported(event, plan)
+                        if not noted and reported is not None:
+                            said = Decision(rollout, (Announce(reported, detail=True),))
+                            await effects.apply(rollout, said, plan)
+                        noted = True
+                        if look is None or isinstance(look, Reconciled):
+                            return look or Reconciled(version=rollout.version)
+                        if turn and look.version != rollout.version:
+                            continue  # overtaken: read the run again, without the lock
+                        try:
+                            return await self.reconcile_locked(
+                                rollout_id, reviews=event.reviews, read=(rollout, plan), look=look
+                            )
+                        except ConcurrentChange:
+                            # Another replica acted on the same change first: nothing is left.
+                            log.info(
+                                "run %s changed under another replica; left to it", rollout.run_id
+                            )
+                            return Reconciled()
+        raise AssertionError("the last turn reads the run under the lock")
 
     async def _read(
         self, rollout: Rollout, held: tuple[Rollout, RolloutPlan] | None
