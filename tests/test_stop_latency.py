@@ -80,8 +80,10 @@ async def test_a_stop_never_waits_for_a_look_another_stop_overtook(
         every_gate_passes(box)
         await dispatched(box)
         await box.wait_until(
-            lambda r: stage_state(r, "desktop", "internal") is StageState.OBSERVING
-            and stage_state(r, "relay", "canary") is StageState.OBSERVING
+            lambda r: (
+                stage_state(r, "desktop", "internal") is StageState.OBSERVING
+                and stage_state(r, "relay", "canary") is StageState.OBSERVING
+            )
         )
         first = box.github.hold("GET", "/repos/*/actions/runs/*/approvals")
         held = [first]
