@@ -27,7 +27,12 @@ from bot.domain.controls import (
     delivery_key,
     effect_key,
 )
-from bot.domain.errors import PromotedWhileStopping, RolloutError, RunNotIdentified
+from bot.domain.errors import (
+    PromotedWhileStopping,
+    RerunUnclear,
+    RolloutError,
+    RunNotIdentified,
+)
 from bot.domain.permissions import VERBS
 from bot.domain.rollout import InvalidTransition
 from bot.services.ports import Clock, Words
@@ -130,9 +135,9 @@ class ExactlyOnce:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         try:
             result = await act()
-        except (RunNotIdentified, PromotedWhileStopping):
-            # The dispatch may have started a run, the approval is on GitHub: never invite a
-            # second one.
+        except (RunNotIdentified, PromotedWhileStopping, RerunUnclear):
+            # The dispatch may have started a run, the approval is on GitHub, the job may have
+            # been re-run: never invite a second one.
             await self._claims.complete(claim, now=self._clock())
             raise
         except BaseException:

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from github import UnknownObjectException
+from github import GithubException, UnknownObjectException
 
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.repository import learn_repository_id
-from bot.adapters.github.reviews import post_review
+from bot.adapters.github.reviews import post_json, post_review
 from bot.adapters.github.schema import (
     PENDING,
     REVIEWS,
@@ -28,7 +28,7 @@ from bot.adapters.github.schema import (
     Run,
 )
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError
+from bot.domain.errors import GitHubError, RerunUnclear
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.services.ports import ReviewState
@@ -180,6 +180,50 @@ class WorkflowRuns:
         return await self._read_back_review(
             run_id=run_id, ids=ids, state=state, operation=operation, unclear=unclear
         )
+
+    # -- re-running a job ----------------------------------------------------------------------
+
+    async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
+        github = self._github
+        operation = f"re-run job {job_id} of run {run_id}"
+        path = f"/repos/{github.repository}/actions/jobs/{job_id}/rerun"
+        try:
+            await github.run(
+                github.authenticated(functools.partial(post_json, github, path, {})),
+                endpoint="rerun",
+                operation=operation,
+            )
+        except (GithubException, OSError) as exc:
+            unclear = github.unclear_answer(operation, exc, run_id=run_id, kind="rerun")
+        else:
+            _log.info("GitHub: run %s: job %s re-run as attempt %s", run_id, job_id, attempt + 1)
+            return attempt + 1
+        # Whether it was done: GitHub re-runs a job as the run's next attempt.
+        try:
+            now = await github.call(
+                f"read back the attempt of run {run_id}",
+                lambda: Run.model_validate(github.get_json(github.runs_path(run_id))).run_attempt,
+                run_id=run_id,
+            )
+        except GitHubError as error:
+            text = (
+                f"{unclear} when asked to {operation}, and whether it was done could not be read "
+                f"back ({error.message}) It may have been re-run: it is not asked for again. "
+                "Look at the run's page on GitHub."
+            )
+            _log.warning("GitHub: run %s: %s", run_id, text)
+            raise RerunUnclear(text) from None
+        _log.warning(
+            "GitHub: run %s: %s when asked to %s; read back: attempt %s (was %s)",
+            run_id,
+            unclear,
+            operation,
+            now,
+            attempt,
+        )
+        if now > attempt:
+            return now
+        raise GitHubError(f"{unclear} when asked to {operation}; it was not re-run: try again.")
 
     async def _read_back_review(
         self, *, run_id: int, ids: Sequence[int], state: ReviewState, operation: str, unclear: str
