@@ -8,6 +8,7 @@ The machine on hand-built snapshots (`test_rollout_machine`'s); the sandbox stor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pytest
@@ -47,7 +48,7 @@ from bot.domain.rollout import (
     rerun_refusal,
 )
 from bot.domain.rollout.events import FailureJobRerun, RerunNotFollowed
-from bot.domain.run import JobConclusion, RunSnapshot
+from bot.domain.run import JobConclusion, JobSnapshot, RunSnapshot
 
 GATE_FAILED = StopReason(StopKind.GATE_FAILED, subject="5% canary", outcome="ROLLBACK")
 
@@ -73,8 +74,11 @@ def rollback_failed(
     return replace(ended, phase=Phase.ENDED, ended_at=at(40), attempt=1)
 
 
-def attempt(number: int, *jobs: object, status: str = "in_progress", **rest: object) -> RunSnapshot:
-    return replace(snapshot(*jobs, status=status, **rest), attempt=number)  # type: ignore[arg-type]
+def attempt(
+    number: int, *jobs: JobSnapshot, status: str = "in_progress", waiting_on: Iterable[str] = ()
+) -> RunSnapshot:
+    """The run as GitHub shows it at its attempt `number`."""
+    return replace(snapshot(*jobs, status=status, waiting_on=waiting_on), attempt=number)
 
 
 KEPT = (
@@ -123,8 +127,7 @@ def test_the_new_attempt_is_followed_its_rollback_approved_and_the_rollout_ends_
     approving = reconcile(rerun.rollout, PLAN, asked, at(50))
 
     assert not any(
-        isinstance(e, Announce) and isinstance(e.event, RerunNotFollowed)
-        for e in approving.effects
+        isinstance(e, Announce) and isinstance(e.event, RerunNotFollowed) for e in approving.effects
     )
     assert [(e.environment, e.approve) for e in approving.effects if isinstance(e, Review)] == [
         ("relay-rollback", True)
@@ -158,9 +161,7 @@ def test_a_look_read_before_the_re_run_changes_nothing() -> None:
     """A poll (or another replica's) read attempt 1, rollback failed, before the re-run, and
     reconciles after it was saved: not a second end of the track, nor a second message."""
     rerun = rerun_failure_job(rollback_failed(), PLAN, track="relay", attempt=2, actor="U1")
-    old = attempt(
-        1, *KEPT, job(RELAY_ROLLBACK, JobConclusion.FAILURE, at(39)), status="completed"
-    )
+    old = attempt(1, *KEPT, job(RELAY_ROLLBACK, JobConclusion.FAILURE, at(39)), status="completed")
 
     decision = reconcile(rerun.rollout, PLAN, old, at(51))
 
