@@ -203,3 +203,20 @@ def test_the_button_is_once_per_run_attempt_and_stale_after_a_re_run() -> None:
     again = replace(ended, attempt=2)  # failed again, at attempt 2
     assert not card_applies(Control.RERUN_FAILURE_JOB, again, PLAN, card)
     assert effect_key(Control.RERUN_FAILURE_JOB, replace(card, attempt=2)) != key
+
+
+def test_a_failed_kill_switch_is_re_run_to_halt_the_rings() -> None:
+    rollout = rollback_failed()
+    desktop = rollout.track("desktop")
+    desktop = desktop.with_stage(replace(desktop.stage("internal"), state=StageState.FAILED_GATE))
+    reason = StopReason(
+        StopKind.FAILURE_JOB_FAILED, subject=KILL_SWITCH, outcome="timed_out", cause=GATE_FAILED
+    )
+    ended = rollout.with_track(replace(desktop, state=TrackState.FAILED, ended_reason=reason))
+
+    decision = rerun_failure_job(ended, PLAN, track="desktop", attempt=2, actor="U1")
+
+    assert decision.rollout.track("desktop").ending is TrackState.HALTED
+    (told,) = [render(e.event) for e in decision.effects if isinstance(e, Announce)]
+    assert "re-ran *Desktop/CLI kill-switch*" in told
+    assert "stays on the *internal ring*" in told

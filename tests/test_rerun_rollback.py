@@ -89,9 +89,14 @@ async def test_re_run_rollback_runs_the_job_again_and_the_rollout_ends_rolled_ba
     assert not any("not follow a re-run" in line for line in sandbox.thread())
     assert button(sandbox, RERUN, "relay") is None
 
-    # The same message clicked again (a double click, another replica): nothing more.
+    # The same message clicked again (a double click, another replica, after a restart):
+    # nothing more.
     again = await sandbox.click(RERUN, message=told)
     assert again is not None and "Already done by" in again
+    await sandbox.stop_bot()
+    await sandbox.start_bot()
+    restarted = await sandbox.click(RERUN, message=told)
+    assert restarted is not None and "Already done by" in restarted
     assert run.attempt == 2
     assert await audit_results(sandbox, ended.id, RERUN, 1) == ["ok"]
 
@@ -158,3 +163,18 @@ async def test_github_refusing_the_re_run_says_why_and_a_bystander_may_not(
     assert await audit_results(sandbox, ended.id, RERUN, 1) == ["github_error"]
     # GitHub's refusal changed nothing: the click may be tried again (the claim is released).
     assert offered(told) and await value_of(sandbox, RERUN, "relay")
+
+
+async def test_a_rollout_started_on_the_lane_since_keeps_the_old_rollback_from_running(
+    sandbox: Sandbox,
+) -> None:
+    """`v1.4.3` started after `v1.4.2`'s rollback failed: re-running `v1.4.2`'s rollback would
+    take `v1.4.3` back, so the click is refused, naming it, and nothing is sent to GitHub."""
+    ended, told = await rollback_failed(sandbox)
+    assert "Preflight" in await sandbox.command("start v1.4.3 --flags-ready")
+
+    answer = await sandbox.click(RERUN, message=told)
+
+    assert answer is not None and "`v1.4.3` has rolled out on Hosted relay since `v1.4.2`" in answer
+    assert not [r for r in sandbox.github.requests if "/rerun" in r.path]
+    assert await audit_results(sandbox, ended.id, RERUN, 1) == ["refused"]
