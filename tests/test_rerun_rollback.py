@@ -18,7 +18,8 @@ import pytest
 from sandbox_views import audit_results, button, dispatched, reviews, value_of
 
 from bot.domain.rollout import Phase, Rollout, TrackState
-from sandbox.config import BYSTANDER
+from sandbox.config import BYSTANDER, RELEASE_CHANNEL
+from sandbox.github_app import SandboxApp
 from sandbox.harness import Sandbox, write_figures
 from sandbox.slack_records import ChannelMessage
 
@@ -178,3 +179,20 @@ async def test_a_rollout_started_on_the_lane_since_keeps_the_old_rollback_from_r
     assert answer is not None and "`v1.4.3` has rolled out on Hosted relay since `v1.4.2`" in answer
     assert not [r for r in sandbox.github.requests if "/rerun" in r.path]
     assert await audit_results(sandbox, ended.id, RERUN, 1) == ["refused"]
+
+
+async def test_as_the_github_app_the_rollback_re_run_is_answered_through_its_rule(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The App answers the rollback environment's protection rule for attempt 2 as for attempt
+    1 (its request may come before the rollout is saved as following attempt 2): no card of a
+    run the bot does not follow is posted for it."""
+    async with Sandbox(workdir=tmp_path, database_url=database_url, github_app=SandboxApp()) as box:
+        box.github.protection_rule(set(box.github.engine.protected), reviewers=False)
+        _, told = await rollback_failed(box)
+
+        assert await box.click(RERUN, message=told) is None
+
+        done = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        assert done.attempt == 2
+        assert len(box.slack.messages(RELEASE_CHANNEL)) == 1  # the card only: no run card
