@@ -78,8 +78,11 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
     async def release_runs(
         self, *, workflow_file: str, tag: str, since: datetime
     ) -> list[LinkableRun]:
-        """Every run of the workflow on the release tag `tag` created since `since`, by
-        anyone (a release run by hand on GitHub too), none cancelled."""
+        """Every run of the workflow on the release tag `tag` created since `since`, or created
+        before and still going (a run by hand that waits for its reviewers, a run re-run on
+        GitHub: its creation time stays its first), by anyone (a person on GitHub too), none
+        cancelled: what a scheduled dispatch looks for first, so a release run by hand is not
+        run again."""
         ...
 
     async def run_gone(self, run_id: int) -> bool | None:
@@ -235,7 +238,8 @@ class Notifier(Protocol):
     raises `DeliveryFailed` when Slack did not take the message."""
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
-        """Post the rollout's card, or update it when it has a message; returns its ts."""
+        """Post the rollout's card, or update it when it has a message; returns its ts (a new
+        one when someone deleted the card: it is posted again)."""
         ...
 
     async def find_card(self, rollout: Rollout) -> str | None:
