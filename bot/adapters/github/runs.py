@@ -204,13 +204,9 @@ class WorkflowRuns:
                 run_id=run_id,
             )
         except GitHubError as error:
-            text = (
-                f"{unclear} when asked to {operation}, and whether it was done could not be read "
-                f"back ({error.message}) It may have been re-run: it is not asked for again. "
-                "Look at the run's page on GitHub."
-            )
-            _log.warning("GitHub: run %s: %s", run_id, text)
-            raise RerunUnclear(text) from None
+            then = "It may have been re-run: it is not asked for again. Look at the run's page."
+            text = _not_read_back(run_id, f"{unclear} when asked to {operation}", "done", error)
+            raise RerunUnclear(f"{text} {then}") from None
         _log.warning(
             "GitHub: run %s: %s when asked to %s; read back: attempt %s (was %s)",
             run_id,
@@ -245,13 +241,9 @@ class WorkflowRuns:
                 f"read back the reviews of run {run_id}", read, run_id=run_id, kind="review"
             )
         except GitHubError as error:
-            text = (
-                f"{unclear} when asked to {operation}, and whether it was applied could not be "
-                f"read back ({error.message}) The bot looks again at its next poll; the card "
-                "shows the outcome."
-            )
-            _log.warning("GitHub: run %s: %s", run_id, text)
-            raise GitHubError(text) from None
+            then = "The bot looks again at its next poll; the card shows the outcome."
+            text = _not_read_back(run_id, f"{unclear} when asked to {operation}", "applied", error)
+            raise GitHubError(f"{text} {then}") from None
         if waiting & set(ids):
             # Repeating it is safe: a review of a deployment that no longer waits is refused.
             text = f"{unclear} when asked to {operation}; it was not applied: try again."
@@ -271,6 +263,14 @@ class WorkflowRuns:
             "it was applied" if ours else "someone else's review came first",
         )
         return ours
+
+
+def _not_read_back(run_id: int, unclear: str, done: str, error: GitHubError) -> str:
+    """A write answered unclearly (`unclear`) whose outcome could not be read back either:
+    said in the log and to the person, who learns whether it was `done` nowhere else."""
+    text = f"{unclear}, and whether it was {done} could not be read back ({error.message})"
+    _log.warning("GitHub: run %s: %s", run_id, text)
+    return text
 
 
 def run_jobs(github: GitHubTransport, path: str) -> list[Job]:
