@@ -12,24 +12,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 import pytest
-from test_rollout_machine import (
-    BETA,
-    CANARY,
-    FULL,
-    GA,
-    HALF,
-    INTERNAL,
-    KILL_SWITCH,
-    PLAN,
-    PREFLIGHT,
-    RELAY_ROLLBACK,
-    at,
-    job,
-    running,
-    said,
-    snapshot,
-    waiting,
-)
+import test_rollout_machine as github
+from test_rollout_machine import PLAN, RELAY_ROLLBACK, at, job, running, said, snapshot, waiting
 
 from bot.adapters.slack.messages import render
 from bot.domain.controls import CardRef, Control, card_applies, effect_key
@@ -82,14 +66,14 @@ def attempt(
 
 
 KEPT = (
-    job(PREFLIGHT, completed_at=at(2)),
-    job(CANARY, completed_at=at(5)),
-    replace(job(HALF, JobConclusion.FAILURE, at(36)), ran=False),  # rejected by the stop
-    job(FULL, JobConclusion.SKIPPED, at(36)),
-    job(INTERNAL, JobConclusion.FAILURE, at(20)),
-    job(BETA, JobConclusion.SKIPPED, at(20)),
-    job(GA, JobConclusion.SKIPPED, at(20)),
-    job(KILL_SWITCH, completed_at=at(25)),
+    job(github.PREFLIGHT, completed_at=at(2)),
+    job(github.CANARY, completed_at=at(5)),
+    replace(job(github.HALF, JobConclusion.FAILURE, at(36)), ran=False),  # rejected by the stop
+    job(github.FULL, JobConclusion.SKIPPED, at(36)),
+    job(github.INTERNAL, JobConclusion.FAILURE, at(20)),
+    job(github.BETA, JobConclusion.SKIPPED, at(20)),
+    job(github.GA, JobConclusion.SKIPPED, at(20)),
+    job(github.KILL_SWITCH, completed_at=at(25)),
 )
 """The jobs a re-run of the relay rollback keeps, with their first attempt's results."""
 
@@ -210,7 +194,10 @@ def test_a_failed_kill_switch_is_re_run_to_halt_the_rings() -> None:
     desktop = rollout.track("desktop")
     desktop = desktop.with_stage(replace(desktop.stage("internal"), state=StageState.FAILED_GATE))
     reason = StopReason(
-        StopKind.FAILURE_JOB_FAILED, subject=KILL_SWITCH, outcome="timed_out", cause=GATE_FAILED
+        StopKind.FAILURE_JOB_FAILED,
+        subject=github.KILL_SWITCH,
+        outcome="timed_out",
+        cause=GATE_FAILED,
     )
     ended = rollout.with_track(replace(desktop, state=TrackState.FAILED, ended_reason=reason))
 
