@@ -131,8 +131,7 @@ class ActionsEngine(EnvironmentGates):
 
     def rerun(self, run_id: int, *, by: str = "") -> None:
         """Re-run every job of a completed run (`POST .../rerun`, by `by`): its next attempt,
-        the same run id, new jobs; the run's review history keeps the earlier attempts'
-        reviews."""
+        the same run id, new jobs; the review history keeps the earlier attempts' reviews."""
         run = _next_attempt(self.runs[run_id], self.clock(), by)
         self._attempt(run, run.updated_at)
 
@@ -140,11 +139,9 @@ class ActionsEngine(EnvironmentGates):
         """Re-run one job of a completed run (`POST .../jobs/{job_id}/rerun`, by `by`): the
         run's next attempt, in which that job and every job that needs it (directly or not)
         run again as new jobs, the others keeping their results."""
-        job = next((j for j in self.runs[run_id].jobs if j.id == job_id), None)
-        if job is None:
-            raise ActionsError(404, "Not Found")
+        again = _needing(self.runs[run_id], job_id)
         run = _next_attempt(self.runs[run_id], self.clock(), by)
-        self._attempt(run, run.updated_at, _needing(run, job.key))
+        self._attempt(run, run.updated_at, again)
 
     def _attempt(self, run: SimRun, at: datetime, again: set[str] | None = None) -> None:
         """The jobs of the run's current attempt, each queued (of a re-run, those `again`; the
@@ -364,9 +361,13 @@ def _next_attempt(run: SimRun, now: datetime, by: str) -> SimRun:
     return run
 
 
-def _needing(run: SimRun, key: str) -> set[str]:
-    """The job `key` and every job of the run that needs it, directly or not."""
-    again = {key}
+def _needing(run: SimRun, job_id: int) -> set[str]:
+    """The key of the run's job `job_id` (404 when its latest attempt has none) and of every
+    job that needs it, directly or not."""
+    job = next((j for j in run.jobs if j.id == job_id), None)
+    if job is None:
+        raise ActionsError(404, "Not Found")
+    again = {job.key}
     while grown := {s.key for s in run.workflow.jobs if again & set(s.needs)} - again:
         again |= grown
     return again
