@@ -34,7 +34,7 @@ from bot.domain.errors import (
     RunNotIdentified,
 )
 from bot.domain.permissions import VERBS
-from bot.domain.rollout import InvalidTransition
+from bot.domain.rollout import InvalidTransition, Rollout
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
@@ -166,6 +166,19 @@ class ExactlyOnce:
             f"This card is out of date: {self.unrecorded(claim, what)} {where} Use the buttons "
             "on the updated card, or `/rollout status`."
         )
+
+    async def rerun_under_way(self, rollout: Rollout | None) -> bool:
+        """Whether a failure job of `rollout` (ended, its run's failure job failed) is being
+        re-run right now: claimed, not yet recorded done (the rollout is saved as following
+        the new attempt just before), the claim's lease not run out."""
+        if rollout is None or rollout.attempt is None:
+            return False
+        for track in rollout.tracks:
+            card = CardRef(rollout.id, track.name, attempt=rollout.attempt)
+            claim = await self._claims.get(effect_key(Control.RERUN_FAILURE_JOB, card))
+            if claim is not None and claim.state is ClaimState.CLAIMED and not self._lapsed(claim):
+                return True
+        return False
 
     async def lapsed(self, key: str) -> Claim | None:
         """The claim on `key` whose request never recorded it done (its done write failed, or
