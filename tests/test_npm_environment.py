@@ -249,6 +249,9 @@ def test_the_publishing_jobs_environment_and_oidc_are_read(text: str, expected: 
         ("jobs:\n  build:\n    runs-on: x\n", "has no job changesets"),
         ("jobs: [", "not valid YAML"),
         (workflow(f"    environment: {'e' * (MAX_ENVIRONMENT + 1)}\n"), "longer than 64"),
+        # Within 64 characters, but each control character takes six in the button's JSON
+        # (`\u0001`): 40 of them would push the walkthrough past Slack's 2000.
+        (workflow('    environment: "' + "\\x01" * 40 + '"\n'), "longer than 64"),
     ],
 )
 def test_what_the_workflow_file_cannot_tell_is_said(text: str, why: str) -> None:

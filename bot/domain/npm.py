@@ -45,18 +45,19 @@ ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR)]
 def clip_error(text: str) -> str:
     """`text` within MAX_ERROR characters as JSON writes it into a button value (a quote, a
     backslash or a newline takes two there), cut with "..." when longer."""
-    if _json_length(text) <= MAX_ERROR:
+    if json_length(text) <= MAX_ERROR:
         return text
     room, kept = MAX_ERROR - 3, []
     for character in text:
-        room -= _json_length(character)
+        room -= json_length(character)
         if room < 0:
             break
         kept.append(character)
     return "".join(kept) + "..."
 
 
-def _json_length(text: str) -> int:
+def json_length(text: str) -> int:
+    """How many characters `text` takes in a button value (as JSON writes it)."""
     return len(json.dumps(text, ensure_ascii=False)) - 2  # without its quotes
 
 
@@ -151,7 +152,8 @@ class SecretLevel(StrEnum):
 
 
 MAX_ENVIRONMENT = 64
-"""Environment names carried in a check (GitHub allows 255: a longer one is not carried)."""
+"""Environment names carried in a check, counted as JSON writes them into a button value
+(GitHub allows 255 characters: a longer one is not carried)."""
 
 
 class SecretCheck(_Model):
