@@ -170,12 +170,29 @@ async def test_a_job_that_may_publish_with_oidc_needs_no_token(box: Sandbox) -> 
 
 
 async def test_an_unreadable_workflow_file_still_checks_the_repository(box: Sandbox) -> None:
+    """The repository's secret is shown, but not as done: the job may run in an environment
+    whose own NPM_TOKEN (perhaps expired) it reads instead."""
     box.github.remove_workflow("release.yml")
     box.github.files["main"].pop(RELEASE_FILE, None)
     box.github.secrets["NPM_TOKEN"] = days_ago(2)
-    shown, _ = await check_secret(box, ":white_check_mark: done")
+    shown, message = await check_secret(box, ":no_entry: cannot check")
     assert "`NPM_TOKEN` is set: created" in shown
     assert "could not tell which environment job `changesets` runs in" in shown
+    assert ":white_check_mark: done" not in step(message, 2)
+
+
+async def test_an_environment_named_by_an_expression_is_not_done(box: Sandbox) -> None:
+    """The job certainly runs in an environment, known only when it runs: the repository's
+    fresh secret is not what it reads if that environment has its own, as with a 403 on a
+    known environment's (before, step 3 said done)."""
+    box.github.files["main"][RELEASE_FILE] = (
+        "name: Release\non: push\njobs:\n  changesets:\n"
+        "    environment: ${{ inputs.target }}\n    runs-on: ubuntu-latest\n"
+    )
+    box.github.secrets["NPM_TOKEN"] = days_ago(2)
+    shown, message = await check_secret(box, ":no_entry: cannot check")
+    assert "names its environment with an expression" in shown
+    assert ":white_check_mark: done" not in step(message, 1)
 
 
 async def test_a_look_carries_no_empty_field_for_an_older_replica(box: Sandbox) -> None:

@@ -185,8 +185,10 @@ class SecretCheck(_Model):
     def tone(self) -> Tone:
         if self.error is not None:
             return Tone.BLOCKED
-        if self.unchecked is not None and (self.environment is not None or not self.found):
-            return Tone.BLOCKED  # which secret the job reads, or whether it has one, is unknown
+        if self.unchecked is not None:
+            # Which secret the job reads, or whether it has one, is unknown: the environment's
+            # (refused, or not told by the workflow file) would take the place of any other.
+            return Tone.BLOCKED
         if not self.found:
             return Tone.WARNING if self.oidc else Tone.FAILED
         if self.age_days is not None and self.age_days > self.max_age_days:
