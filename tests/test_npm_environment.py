@@ -104,6 +104,19 @@ async def test_a_job_whose_environment_has_none_reads_the_next_level(
     assert said in shown
 
 
+async def test_an_environment_not_created_yet_has_no_secret_of_its_own(box: Sandbox) -> None:
+    """GitHub creates an environment when a job that names it first runs; until then its
+    secret answers 404, the same as an environment without one: not "cannot check"."""
+    box.github.files["main"][RELEASE_FILE] = (
+        "name: Release\non: push\njobs:\n  changesets:\n    environment: npm-new\n"
+        "    runs-on: ubuntu-latest\n"
+    )
+    assert "npm-new" not in box.github.engine.environments
+    box.github.secrets["NPM_TOKEN"] = days_ago(2)
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "`npm-new`, where job `changesets` runs, has no `NPM_TOKEN` of its own" in shown
+
+
 async def test_no_secret_anywhere_asks_for_one_in_the_jobs_environment(box: Sandbox) -> None:
     publish_in_npm_environment(box)
     shown, message = await check_secret(box, ":x: failed")
