@@ -53,7 +53,7 @@ exit status: 0 PASS (line on stdout)
              11 relay error rate, 12 relay zero baseline with crashes, 13 relay crash ratio
              21 desktop zero baseline with crashes, 22 desktop crash ratio
              (the ROLLBACK: / KILL_SWITCH: line on stderr)
-             2 bad usage or input (one line on stderr)
+             2 bad usage or input (one line on stderr), --help beside figures included
 """
 
 _BASELINE = "--baseline-crash-rate"
@@ -119,11 +119,12 @@ def main(argv: Sequence[str]) -> int:
 def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
     """The gate and its figures, or None when help was asked for; raises UsageError otherwise.
 
-    Help counts only where a flag may stand: a flag's value of `--help` is a bad value, never
-    a request for help that would exit 0 and read as PASS to a CI script.
+    Help counts only alone (`gate --help`, `gate relay -h`): beside figures, or as a flag's
+    value, it is bad usage, never a request for help that would exit 0 and read as PASS to a
+    CI script whatever the figures say.
     """
     if argv and argv[0] in _HELP:
-        return None
+        return _help_alone(argv[0], argv[1:])
     if not argv or argv[0].startswith("-"):
         raise UsageError("missing the gate kind: relay or desktop")
     try:
@@ -136,7 +137,7 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
     while rest:
         token = rest.pop(0)
         if token in _HELP:
-            return None
+            return _help_alone(token, argv[2:])  # alone: `gate relay --help`
         if not token.startswith("--"):
             raise UsageError(f"unexpected argument {token!r}")
         flag, has_value, value = token.partition("=")
@@ -157,3 +158,11 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
         raise UsageError(f"missing {', '.join(missing)}")
     defaults = {flag: value for flag, value in _OPTIONAL.items() if flag in allowed}
     return GateRequest(gate=gate, values=defaults | given)
+
+
+def _help_alone(flag: str, others: Sequence[str]) -> None:
+    """None (help was asked for) when nothing but the gate kind stands beside `flag` (`others`
+    is the rest of the line); UsageError otherwise."""
+    if others:
+        raise UsageError(f"{flag} beside other arguments (exit 0 would read as PASS): ask it alone")
+    return None
