@@ -124,7 +124,8 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
     CI script whatever the figures say.
     """
     if argv and argv[0] in _HELP:
-        return _help_alone(argv[0], argv[1:])
+        _help_alone(argv[0], argv[1:])
+        return None
     if not argv or argv[0].startswith("-"):
         raise UsageError("missing the gate kind: relay or desktop")
     try:
@@ -137,7 +138,8 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
     while rest:
         token = rest.pop(0)
         if token in _HELP:
-            return _help_alone(token, argv[2:])  # alone: `gate relay --help`
+            _help_alone(token, argv[2:])  # alone: `gate relay --help`
+            return None
         if not token.startswith("--"):
             raise UsageError(f"unexpected argument {token!r}")
         flag, has_value, value = token.partition("=")
@@ -161,8 +163,7 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
 
 
 def _help_alone(flag: str, others: Sequence[str]) -> None:
-    """None (help was asked for) when nothing but the gate kind stands beside `flag` (`others`
-    is the rest of the line); UsageError otherwise."""
+    """Raises UsageError unless nothing but the gate kind stands beside `flag` (`others` is
+    the rest of the line)."""
     if others:
         raise UsageError(f"{flag} beside other arguments (exit 0 would read as PASS): ask it alone")
-    return None
