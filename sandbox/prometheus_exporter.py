@@ -71,9 +71,16 @@ class RelayExporter(LoopbackServer):
     """A `/metrics` endpoint on 127.0.0.1 whose counters grow at the configured rates."""
 
     def __init__(
-        self, traffic: RelayTraffic, *, clock: Callable[[], float] = time.monotonic
+        self,
+        traffic: RelayTraffic,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        lazy: bool = False,
     ) -> None:
         self._clock = clock
+        self._lazy = lazy
+        """A series appears at its first count, as a client library creates a labelled
+        counter's child when first used: a relay that never failed exports no errors series."""
         self._traffic = traffic
         self._since = clock()
         self._base = (0.0, 0.0, 0.0, 0.0)
@@ -108,6 +115,8 @@ class RelayExporter(LoopbackServer):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             for (endpoint, method), share in routes:
                 count = math.floor(total * share)
+                if self._lazy and count == 0:
+                    continue
                 lines.append(f'{name}{{endpoint="{endpoint}",method="{method}"}} {count}')
         return "\n".join(lines) + "\n"
 

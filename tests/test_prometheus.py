@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -344,6 +344,34 @@ async def test_the_documented_relay_example_reads_the_release_s_traffic_alone() 
     assert crash_read.problem is not None  # no kube-state-metrics here: no series, no refusal
     assert "refused" not in crash_read.problem, crash_read.problem
     assert section["thresholds"]["min_sample"] > 0
+
+
+async def test_the_documented_relay_example_passes_a_canary_that_never_failed() -> None:
+    """The release's pods have served requests and failed none: their errors counters, created
+    at their first count as client libraries do, have no series yet. The example's error rate
+    matched no series, INCONCLUSIVE on a healthy canary (extended, then held); the errors
+    count as 0 beside requests that were counted: 0%, PASS. Without requests it stays no data."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    section = documented_relay_example()
+    example = {**section["metrics"], "crash_rate": {"query": "vector(0)"}}
+    clean = RelayTraffic(requests=1000, request_errors=0, ws=500, ws_errors=0)
+    async with (
+        RelayExporter(clean, lazy=True) as canary,
+        RelayExporter(TRAFFIC["idle"], lazy=True) as unused,
+        PrometheusProcess(
+            {"canary": canary.target, "unused": unused.target},
+            labels={"canary": {"version": "v1.4.2"}, "unused": {"version": "v1.4.3"}},
+        ) as prometheus,
+    ):
+        await prometheus.wait_for_scrapes(4)
+        read = source(Telemetry(prometheus.url), example)
+        reading = await read.measure(window("canary", 10))
+        idle = await read.measure(replace(window("canary", 10), tag="v1.4.3"))
+    verdict = judge(relay_track(section["thresholds"]["min_sample"]), reading)
+    assert reading.figures.error_rate == 0, reading.metrics
+    assert verdict.verdict is Verdict.PASS, verdict.summary
+    assert idle.figures.error_rate is None and idle.figures.sample == 0
 
 
 # -- answers Prometheus warns about ------------------------------------------------------------
