@@ -275,6 +275,11 @@ class Outboxes(Protocol):
         """Write messages that go with no state change of their own."""
         ...
 
+    async def add_once(self, messages: Sequence[NewMessage], *, once: str, now: datetime) -> bool:
+        """Write messages only by the first call of key `once`, by any replica: True when
+        written."""
+        ...
+
     async def claim(
         self,
         *,

@@ -1,0 +1,118 @@
+"""A freeze's end is told, once, in the thread of each rollout it held, with what still waits
+for a person: `promote: auto` stages held for a Promote, a scheduled dispatch that did not go.
+A freeze extended meanwhile is told at its own end; one lifted by `/rollout unfreeze` is told
+by the unfreeze, not again at its old end. End to end: the real app, the sandbox's Slack."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sandbox_views import held
+from test_freeze_auto_promote import OTHER, WINDOW, auto_sandbox, observing_canary
+from test_scheduled_starts import preflight_card, reach, sandbox, scheduled, told_in_thread
+
+from bot.domain.freeze import freeze_end_timer_key
+from bot.domain.rollout import StageState
+from sandbox.harness import Sandbox
+from sandbox.slack_records import ChannelMessage
+
+pytestmark = pytest.mark.story
+__all__ = ["sandbox"]  # the fixture, shared with the scheduled starts' stories
+
+ENDED = "The freeze that held this rollout ended at"
+
+
+def told(card: ChannelMessage, needle: str) -> list[str]:
+    return [reply.rendered for reply in card.replies if needle in reply.rendered]
+
+
+def calendar_window(start: datetime, hours: int) -> dict[str, object]:
+    return {
+        "name": "friday",
+        "reason": "no deploys on friday afternoon",
+        "timezone": "UTC",
+        "dates": {
+            "from": f"{start:%Y-%m-%d %H:%M}",
+            "until": f"{start + hours * WINDOW:%Y-%m-%d %H:%M}",
+        },
+    }
+
+
+async def test_a_calendar_freeze_that_held_auto_stages_is_told_once_when_it_ends(
+    tmp_path: Path, database_url: str
+) -> None:
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
+    window = calendar_window(start, 2)
+    async with auto_sandbox(tmp_path, database_url, freezes=[window]) as box:
+        card = await observing_canary(box)
+        await box.pass_time(WINDOW)  # both gates PASS in the freeze: held
+        await held(box, "relay", "canary")
+        rollout = await held(box, "desktop", "internal")
+        assert told(card, ENDED) == []
+
+        await box.pass_time(2 * WINDOW)  # the calendar window ended
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        said = told(card, ENDED)
+        assert len(said) == 1, said
+        assert "*5% canary → 50%*" in said[0] and "Still held, not promoted" in said[0]
+        assert "click Promote when ready" in said[0]
+        stages = await box.rollout()
+        assert stages.track("relay").stage("canary").state is StageState.HOLDING
+
+        # Fired again (a replica that died before marking it fired; a retry): said once.
+        timer = await box.wait_for_timer(
+            freeze_end_timer_key(rollout.id, start + 2 * WINDOW), lambda t: not t.is_pending
+        )
+        await box.services.rollouts.on_timer(timer)
+        await box.pass_time(timedelta(minutes=1))
+        assert len(told(card, ENDED)) == 1
+
+
+async def test_a_freeze_extended_meanwhile_is_told_at_its_own_end(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with auto_sandbox(tmp_path, database_url) as box:
+        card = await observing_canary(box)
+        await box.command("freeze 2h friday change freeze", user=OTHER)
+        await box.pass_time(WINDOW)
+        await held(box, "relay", "canary")
+        await box.command("freeze 5h INC-9 investigation", user=OTHER)  # ends later: replaces
+
+        await box.pass_time(2 * WINDOW)  # the first freeze's end: still frozen, nothing said
+        assert told(card, ENDED) == []
+        await box.pass_time(3 * WINDOW)
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        assert len(told(card, ENDED)) == 1
+
+
+async def test_a_lifted_freeze_is_told_by_the_unfreeze_and_not_again_at_its_end(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with auto_sandbox(tmp_path, database_url) as box:
+        card = await observing_canary(box)
+        await box.command("freeze 2h friday change freeze", user=OTHER)
+        await box.pass_time(WINDOW)
+        await held(box, "relay", "canary")
+        await box.command("unfreeze", user=OTHER)
+        await box.slack.wait_for(lambda: bool(told(card, "lifted the freeze")))
+
+        await box.pass_time(2 * WINDOW)
+        assert told(card, ENDED) == []
+        assert len(told(card, "lifted the freeze")) == 1
+
+
+async def test_a_scheduled_dispatch_a_freeze_held_is_told_when_the_freeze_ends(
+    sandbox: Sandbox,
+) -> None:
+    at = await scheduled(sandbox)
+    await sandbox.command("freeze 48h INC-123 investigation", user=OTHER)
+    await reach(sandbox, at)
+    await told_in_thread(sandbox, "did not go")
+
+    await reach(sandbox, at + timedelta(hours=48))
+    said = await told_in_thread(sandbox, ENDED)
+    assert "does not go by itself now: an approver clicks Dispatch when ready" in said
+    assert sandbox.github.dispatches == []
+    assert len(told(preflight_card(sandbox), ENDED)) == 1
