@@ -55,6 +55,7 @@ from storage.db import Database, server_clock
 from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
 from storage.leases import ServerOffset, same_clock
+from storage.outbox import OutboxStore
 from storage.protection_rules import ProtectionRuleStore
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
@@ -219,7 +220,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     )
     # A freeze holds a `promote: auto` stage for a person's Promote (docs/freezes.md).
     rollouts.promotions_frozen_with(lane.holds_promotion)
-    rollouts.fires_timers_with(FREEZE_END_TIMER, FreezeEnds(effects=rollouts.effects, lane=lane))
+    ends = FreezeEnds(effects=rollouts.effects, lane=lane, outboxes=OutboxStore(sessions))
+    rollouts.fires_timers_with(FREEZE_END_TIMER, ends)
     npm_token = _npm_token_service(shared, service, github=github, approvers=approvers, lane=lane)
     controls = ControlService(
         rollouts=rollouts,

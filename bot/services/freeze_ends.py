@@ -27,6 +27,7 @@ from bot.services.effects import EffectRunner
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import told
 from bot.services.records import Timer
+from bot.services.store_ports import Outboxes
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class FreezeEnds:
 
     effects: EffectRunner
     lane: ReleaseLane
+    outboxes: Outboxes
+    """The outbox's table, where the thread's reply is written once per timer."""
 
     async def on_timer(self, timer: Timer) -> None:
         """The freeze's end came: tell the thread what still waits, unless the rollout moved
@@ -83,7 +86,7 @@ class FreezeEnds:
             return
         ended = datetime.fromisoformat(str((timer.payload or {})["free_at"]))
         said = told(rollout, FreezeEnded(ended, held, dispatch_at))
-        if await self.effects.outbox.add_once(said, once=timer.key):
+        if await self.outboxes.add_once(said, once=timer.key, now=self.effects.clock()):
             await self.effects.outbox.send(said, written=True)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
@@ -91,16 +94,17 @@ class FreezeEnds:
         either way): the log says it gave up."""
         log.error("the freeze-end timer %s gave up: %s", timer.key, reason.text)
 
-    async def rewatch(self, rollout: Rollout) -> Freeze | None:
-        """After a `/rollout unfreeze`, whose answer tells the rollout's thread: its watches of
-        the lifted freeze's end are cancelled, and the freeze still holding it (returned, if
-        any) is watched."""
-        effects, now = self.effects, self.effects.clock()
-        since = now - WATCHED_SINCE
-        for timer in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=since):
-            if timer.rollout_id == rollout.id and timer.is_pending:
-                await effects.timers.cancel(key=timer.key, now=now)
-        freeze = await self.lane.holds_promotion(rollout_id=rollout.id)
-        if freeze is not None:
-            await watch_freeze_end(effects, rollout, freeze)
-        return freeze
+
+async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) -> Freeze | None:
+    """After a `/rollout unfreeze`, whose answer tells the rollout's thread: its watches of
+    the lifted freeze's end are cancelled, and the freeze still holding it (returned, if
+    any) is watched."""
+    now = effects.clock()
+    since = now - WATCHED_SINCE
+    for timer in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=since):
+        if timer.rollout_id == rollout.id and timer.is_pending:
+            await effects.timers.cancel(key=timer.key, now=now)
+    freeze = await lane.holds_promotion(rollout_id=rollout.id)
+    if freeze is not None:
+        await watch_freeze_end(effects, rollout, freeze)
+    return freeze

@@ -27,7 +27,7 @@ from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
-from bot.services.freeze_ends import FreezeEnds, dispatch_frozen
+from bot.services.freeze_ends import dispatch_frozen, rewatch
 from bot.services.lane import LaneClosed, ReleaseLane
 from bot.services.ports import Clock
 from bot.services.requests import Origin, current_entry, fill
@@ -216,12 +216,11 @@ class LaneControls:
         still waits for a person: nothing ships by itself when a freeze ends. The end of the
         freeze still holding it, if any, is watched instead of the lifted one's."""
         lane = (await self.lane.state()).freeze
-        ends = FreezeEnds(effects=self.rollouts.effects, lane=self.lane)
         for rollout, plan in await self.rollouts.active_with_plans():
             held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
             if not held and dispatch_at is None:
                 continue
-            still = await ends.rewatch(rollout)
+            still = await rewatch(self.rollouts.effects, self.lane, rollout)
             if held:
                 told: Event = FreezeLiftedHolding(actor, lifted.actor, held, lane)
                 await self.rollouts.effects.tell(rollout, told)

@@ -102,11 +102,6 @@ class Outbox:
     async def add(self, messages: Sequence[NewMessage]) -> None:
         await self._store.add(messages, now=self._clock())
 
-    async def add_once(self, messages: Sequence[NewMessage], *, once: str) -> bool:
-        """Write messages only by the first call of the key `once` (any replica, any retry):
-        True when written (`send(..., written=True)` delivers them)."""
-        return await self._store.add_once(messages, once=once, now=self._clock())
-
     async def send(self, messages: Sequence[NewMessage], *, written: bool = False) -> None:
         """Write messages (unless `written` already) and deliver them now, or once Slack can."""
         if not written:

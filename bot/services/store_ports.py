@@ -276,9 +276,7 @@ class Outboxes(Protocol):
         ...
 
     async def add_once(self, messages: Sequence[NewMessage], *, once: str, now: datetime) -> bool:
-        """Write messages only by the first call of key `once`, by any replica: True when
-        written."""
-        ...
+        """Write messages by the first call of key `once` alone (any replica): True if so."""
 
     async def claim(
         self,
