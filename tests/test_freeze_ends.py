@@ -5,12 +5,19 @@ by the unfreeze, not again at its old end. End to end: the real app, the sandbox
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sandbox_views import held
-from test_freeze_auto_promote import OTHER, WINDOW, auto_sandbox, observing_canary
+from test_freeze_auto_promote import (
+    OTHER,
+    WINDOW,
+    auto_sandbox,
+    held_in_a_freeze,
+    observing_canary,
+)
 from test_scheduled_starts import preflight_card, reach, sandbox, scheduled, told_in_thread
 
 from bot.domain.freeze import freeze_end_timer_key
@@ -70,37 +77,38 @@ async def test_a_calendar_freeze_that_held_auto_stages_is_told_once_when_it_ends
         assert len(told(card, ENDED)) == 1
 
 
-async def test_a_freeze_extended_meanwhile_is_told_at_its_own_end(
+@pytest.fixture
+async def held_2h(
     tmp_path: Path, database_url: str
-) -> None:
+) -> AsyncIterator[tuple[Sandbox, ChannelMessage]]:
+    """Auto stages held by a `/rollout freeze 2h`, an hour into it: the sandbox and the card."""
     async with auto_sandbox(tmp_path, database_url) as box:
-        card = await observing_canary(box)
-        await box.command("freeze 2h friday change freeze", user=OTHER)
-        await box.pass_time(WINDOW)
-        await held(box, "relay", "canary")
-        await box.command("freeze 5h INC-9 investigation", user=OTHER)  # ends later: replaces
+        yield box, await held_in_a_freeze(box, "2h")
 
-        await box.pass_time(2 * WINDOW)  # the first freeze's end: still frozen, nothing said
-        assert told(card, ENDED) == []
-        await box.pass_time(3 * WINDOW)
-        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
-        assert len(told(card, ENDED)) == 1
+
+async def test_a_freeze_extended_meanwhile_is_told_at_its_own_end(
+    held_2h: tuple[Sandbox, ChannelMessage],
+) -> None:
+    box, card = held_2h
+    await box.command("freeze 5h INC-9 investigation", user=OTHER)  # ends later: replaces
+
+    await box.pass_time(2 * WINDOW)  # the first freeze's end: still frozen, nothing said
+    assert told(card, ENDED) == []
+    await box.pass_time(3 * WINDOW)
+    await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+    assert len(told(card, ENDED)) == 1
 
 
 async def test_a_lifted_freeze_is_told_by_the_unfreeze_and_not_again_at_its_end(
-    tmp_path: Path, database_url: str
+    held_2h: tuple[Sandbox, ChannelMessage],
 ) -> None:
-    async with auto_sandbox(tmp_path, database_url) as box:
-        card = await observing_canary(box)
-        await box.command("freeze 2h friday change freeze", user=OTHER)
-        await box.pass_time(WINDOW)
-        await held(box, "relay", "canary")
-        await box.command("unfreeze", user=OTHER)
-        await box.slack.wait_for(lambda: bool(told(card, "lifted the freeze")))
+    box, card = held_2h
+    await box.command("unfreeze", user=OTHER)
+    await box.slack.wait_for(lambda: bool(told(card, "lifted the freeze")))
 
-        await box.pass_time(2 * WINDOW)
-        assert told(card, ENDED) == []
-        assert len(told(card, "lifted the freeze")) == 1
+    await box.pass_time(2 * WINDOW)
+    assert told(card, ENDED) == []
+    assert len(told(card, "lifted the freeze")) == 1
 
 
 async def test_a_scheduled_dispatch_a_freeze_held_is_told_when_the_freeze_ends(
