@@ -10,15 +10,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sandbox_views import held
+from figures import every_gate_passes
+from sandbox_views import held, stage_state
 from test_freeze_auto_promote import (
     OTHER,
     WINDOW,
     auto_sandbox,
     held_in_a_freeze,
+    in_thread,
     observing_canary,
+    preflight_card,
 )
-from test_scheduled_starts import preflight_card, reach, sandbox, scheduled, told_in_thread
+from test_scheduled_starts import preflight_card as scheduled_card
+from test_scheduled_starts import reach, sandbox, scheduled, told_in_thread
 
 from bot.domain.freeze import freeze_end_timer_key
 from bot.domain.rollout import StageState
@@ -123,4 +127,29 @@ async def test_a_scheduled_dispatch_a_freeze_held_is_told_when_the_freeze_ends(
     said = await told_in_thread(sandbox, ENDED)
     assert "does not go by itself now: an approver clicks Dispatch when ready" in said
     assert sandbox.github.dispatches == []
-    assert len(told(preflight_card(sandbox), ENDED)) == 1
+    assert len(told(scheduled_card(sandbox), ENDED)) == 1
+
+
+async def test_the_unfreeze_note_names_no_freeze_the_rollouts_override_covers(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The rollout overrode the plan's window, then a `/rollout freeze` held its canary: once
+    that is lifted, nothing holds it (its override covers the window), and its thread was told
+    `Deploys are frozen by the plan's friday freeze`, the lane's freeze for other rollouts."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+    async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 3)]) as box:
+        every_gate_passes(box)
+        await box.command('start v1.4.2 --flags-ready --override-freeze "hotfix for INC-9"')
+        await box.slack.wait_for(lambda: preflight_card(box) is not None, timeout=30)
+        card = preflight_card(box)
+        assert card is not None
+        await box.click("dispatch", message=card)
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.OBSERVING)
+        await box.command("freeze 4h INC-9 investigation", user=OTHER)
+        await box.pass_time(WINDOW)
+        await held(box, "relay", "canary")
+
+        await box.command("unfreeze", user=OTHER)
+        said = await in_thread(box, card, "lifted the freeze")
+        assert "Still held, not promoted automatically: *5% canary → 50%*" in said
+        assert "friday" not in said, said

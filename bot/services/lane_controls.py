@@ -213,16 +213,16 @@ class LaneControls:
     async def _tell_held(self, actor: str, lifted: LaneHold) -> None:
         """Tell the thread of each rollout a freeze held (`promote: auto` stages held for a
         Promote, a scheduled dispatch that did not go) that the freeze was lifted and what
-        still waits for a person: nothing ships by itself when a freeze ends. The end of the
-        freeze still holding it, if any, is watched instead of the lifted one's."""
-        lane = (await self.lane.state()).freeze
+        still waits for a person: nothing ships by itself when a freeze ends. The freeze still
+        holding that rollout (its override and roll-back pass counted), if any, is named, and
+        its end watched instead of the lifted one's."""
         for rollout, plan in await self.rollouts.active_with_plans():
             held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
             if not held and dispatch_at is None:
                 continue
             still = await rewatch(self.rollouts.effects, self.lane, rollout)
             if held:
-                told: Event = FreezeLiftedHolding(actor, lifted.actor, held, lane)
+                told: Event = FreezeLiftedHolding(actor, lifted.actor, held, still)
                 await self.rollouts.effects.tell(rollout, told)
             elif still is None:
                 told = FreezeEnded(self.clock(), dispatch_at=dispatch_at)
