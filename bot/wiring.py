@@ -287,7 +287,10 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         lane=lane,
         controls=controls,
         reports=RolloutReports(
-            rollouts=store, audit=AuditLog(sessions, service=service.name), clock=clock
+            rollouts=store,
+            audit=AuditLog(sessions, service=service.name),
+            clock=clock,
+            time_zone_of=time_zone(shared.slack),
         ),
         telemetry=shared.telemetry,
         backlog=shared.backlog,
