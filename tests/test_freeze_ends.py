@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from figures import every_gate_passes
-from sandbox_views import held, stage_state
+from figures import every_gate_passes, passing_sandbox
+from sandbox_views import held, holding, stage_state
 from test_freeze_auto_promote import (
     OTHER,
     WINDOW,
@@ -25,8 +25,10 @@ from test_scheduled_starts import preflight_card as scheduled_card
 from test_scheduled_starts import reach, sandbox, scheduled, told_in_thread
 
 from bot.domain.freeze import freeze_end_timer_key
-from bot.domain.rollout import StageState
+from bot.domain.rollout import Phase, StageState
+from sandbox.config import SandboxService
 from sandbox.harness import Sandbox
+from sandbox.plans import fast_plan
 from sandbox.slack_records import ChannelMessage
 
 pytestmark = pytest.mark.story
@@ -153,3 +155,37 @@ async def test_the_unfreeze_note_names_no_freeze_the_rollouts_override_covers(
         said = await in_thread(box, card, "lifted the freeze")
         assert "Still held, not promoted automatically: *5% canary → 50%*" in said
         assert "friday" not in said, said
+
+
+async def test_each_services_freeze_tells_its_own_rollouts_only(tmp_path: Path) -> None:
+    """Two services release in one channel, each frozen, each with a held auto stage: lifting
+    billing-api's freeze tells billing-api's rollout alone; relay's freeze, which ends later,
+    tells relay's rollout alone, and billing-api's nothing more."""
+    plan = tmp_path / "auto.yml"
+    plan.write_text(fast_plan(tmp_path / "figures.yml", window="1h", promote="auto"))
+    services = [
+        SandboxService(name="relay", repository="scriptum/scriptum", plan=plan),
+        SandboxService(name="billing-api", repository="scriptum/billing-api", plan=plan),
+    ]
+    async with passing_sandbox(tmp_path, rollout_services=services) as box:
+        every_gate_passes(box)
+        cards = {}
+        for service, tag in (("relay", "v1.4.2"), ("billing-api", "v2.0.0")):
+            assert "Preflight" in await box.command(f"start {service} {tag} --flags-ready")
+            await box.wait_for_button("dispatch")
+            cards[service] = box.card_message()
+            await box.click("dispatch", message=cards[service])
+            await box.wait_until(lambda r: r.phase is Phase.RUNNING, service=service)
+            await box.command(f"freeze {service} {2 if service == 'relay' else 4}h change freeze")
+        await box.pass_time(WINDOW)
+        for service in cards:
+            await box.wait_until(holding("relay", "canary"), service=service)
+
+        await box.command("unfreeze billing-api")
+        await box.slack.wait_for(lambda: bool(told(cards["billing-api"], "lifted the freeze")))
+        assert told(cards["relay"], "lifted the freeze") == []
+
+        await box.pass_time(3 * WINDOW)  # relay's freeze ended an hour ago
+        await box.slack.wait_for(lambda: bool(told(cards["relay"], ENDED)))
+        assert told(cards["billing-api"], ENDED) == []
+        assert len(told(cards["relay"], ENDED)) == 1
