@@ -189,3 +189,23 @@ async def test_each_services_freeze_tells_its_own_rollouts_only(tmp_path: Path) 
         await box.slack.wait_for(lambda: bool(told(cards["relay"], ENDED)))
         assert told(cards["billing-api"], ENDED) == []
         assert len(told(cards["relay"], ENDED)) == 1
+
+
+async def test_an_unfreeze_while_the_calendar_holds_leaves_the_calendars_end_told(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The plan's window held the stages; a `/rollout freeze` declared and lifted meanwhile
+    tells the thread the window still holds them, and the window's end is still told."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=10)
+    async with auto_sandbox(tmp_path, database_url, freezes=[calendar_window(start, 3)]) as box:
+        card = await observing_canary(box)
+        await box.pass_time(WINDOW)
+        await held(box, "relay", "canary")
+        await box.command("freeze 1h quick db check", user=OTHER)
+        await box.command("unfreeze", user=OTHER)
+        lifted = await in_thread(box, card, "lifted the freeze")
+        assert "the plan's `friday` freeze" in lifted
+
+        await box.pass_time(3 * WINDOW)
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        assert len(told(card, ENDED)) == 1

@@ -96,15 +96,17 @@ class FreezeEnds:
 
 
 async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) -> Freeze | None:
-    """After a `/rollout unfreeze`, whose answer tells the rollout's thread: its watches of
-    the lifted freeze's end are cancelled, and the freeze still holding it (returned, if
-    any) is watched."""
+    """After a `/rollout unfreeze`, whose answer tells the rollout's thread: the freeze still
+    holding it (returned, if any) is watched, and its other watches (of the lifted freeze's
+    end) are cancelled; a watch of the same end (the plan's window that held it all along) is
+    kept."""
     now = effects.clock()
+    freeze = await lane.holds_promotion(rollout_id=rollout.id)
+    kept = freeze_end_timer_key(rollout.id, freeze.free_at) if freeze is not None else None
     since = now - WATCHED_SINCE
     for timer in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=since):
-        if timer.rollout_id == rollout.id and timer.is_pending:
+        if timer.rollout_id == rollout.id and timer.is_pending and timer.key != kept:
             await effects.timers.cancel(key=timer.key, now=now)
-    freeze = await lane.holds_promotion(rollout_id=rollout.id)
     if freeze is not None:
         await watch_freeze_end(effects, rollout, freeze)
     return freeze
