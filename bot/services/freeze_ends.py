@@ -17,8 +17,10 @@ whatever the retries. A `/rollout unfreeze` tells the threads itself and watches
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from bot.domain.freeze import FREEZE_END_TIMER, Freeze, Frozen, freeze_end_timer_key
 from bot.domain.reasons import Reason
@@ -26,8 +28,7 @@ from bot.domain.rollout import FreezeEnded, Phase, Rollout, held_by_freezes
 from bot.services.effects import EffectRunner
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import told
-from bot.services.records import Timer
-from bot.services.store_ports import Outboxes
+from bot.services.records import NewMessage, Timer
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,22 @@ def dispatch_frozen(rollout: Rollout) -> datetime | None:
     return schedule.at if isinstance(schedule.held.lane, Frozen) else None
 
 
+class OnceOutbox(Protocol):
+    """The outbox's table, writing messages by the first call of a key alone, any replica
+    (`storage.outbox`). Here rather than in store_ports.py, which is at the 400-line limit."""
+
+    async def add_once(
+        self, messages: Sequence[NewMessage], *, once: str, now: datetime
+    ) -> bool: ...
+
+
 @dataclass(kw_only=True, eq=False)
 class FreezeEnds:
     """Fires the timers of kind FREEZE_END_TIMER (wired by `bot.wiring`)."""
 
     effects: EffectRunner
     lane: ReleaseLane
-    outboxes: Outboxes
+    outboxes: OnceOutbox
     """The outbox's table, where the thread's reply is written once per timer."""
 
     async def on_timer(self, timer: Timer) -> None:

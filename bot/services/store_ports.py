@@ -277,9 +277,6 @@ class Outboxes(Protocol):
         """Write messages that go with no state change of their own."""
         ...
 
-    async def add_once(self, messages: Sequence[NewMessage], *, once: str, now: datetime) -> bool:
-        """Write messages by the first call of key `once` alone (any replica): True if so."""
-
     async def claim(
         self,
         *,
