@@ -9,7 +9,7 @@ durable timer (`FREEZE_END_TIMER`, due when the lane is next free for the rollou
 that follow one another are one wait), so a restart or a second replica neither loses nor
 repeats it. When it fires, the lane is read again: a freeze declared or extended meanwhile is
 watched to its own end instead; a rollout a person moved on meanwhile (Promote, Dispatch,
-cancel) is told nothing. The thread's reply is written once per timer (`Outboxes.add_once`),
+cancel) is told nothing. The thread's reply is written once per timer (`OnceOutbox.add_once`),
 whatever the retries. A `/rollout unfreeze` tells the threads itself and watches again
 (`rewatch`).
 """
@@ -90,11 +90,13 @@ class FreezeEnds:
         held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
         if not held and dispatch_at is None:
             return
+        ended = datetime.fromisoformat(str((timer.payload or {})["free_at"]))
         freeze = await self.lane.holds_promotion(rollout_id=rollout.id)
-        if freeze is not None:
+        # The same end seen a moment early (this replica's clock behind the one that claimed
+        # the timer) is this one: told, never watched again under this timer's own key.
+        if freeze is not None and freeze.free_at > ended:
             await watch_freeze_end(self.effects, rollout, freeze)
             return
-        ended = datetime.fromisoformat(str((timer.payload or {})["free_at"]))
         said = told(rollout, FreezeEnded(ended, held, dispatch_at))
         if await self.outboxes.add_once(said, once=timer.key, now=self.effects.clock()):
             await self.effects.outbox.send(said, written=True)
