@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control, describe
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
+from bot.domain.freeze import Frozen
 from bot.domain.permissions import two_person_refusal
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
@@ -34,6 +35,7 @@ from bot.services.access import Access
 from bot.services.backoff import Backoff
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.failures import not_configured
+from bot.services.freeze_ends import watch_freeze_end
 from bot.services.lane import ReleaseLane
 from bot.services.ports import Clock
 from bot.services.records import BOT, Timer
@@ -197,8 +199,11 @@ class ScheduledStarts:
             await self._hold(rollout, Held(error=_missed(timer, late)))
 
     async def _hold(self, rollout: Rollout, held: Held) -> None:
-        """Hold the schedule, saying why (the card and the thread); raises DispatchHeld."""
-        await self.rollouts.hold_schedule(rollout_id=rollout.id, held=held)
+        """Hold the schedule, saying why (the card and the thread); raises DispatchHeld. Held
+        by a freeze, the thread is told when it ends (`bot.services.freeze_ends`)."""
+        saved = await self.rollouts.hold_schedule(rollout_id=rollout.id, held=held)
+        if isinstance(held.lane, Frozen):
+            await watch_freeze_end(self.rollouts.effects, saved, held.lane.freeze)
         raise DispatchHeld(held.summary())
 
     async def _held(self, rollout: Rollout) -> Held | None:
