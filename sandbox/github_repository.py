@@ -18,7 +18,7 @@ from sandbox.github_hooks import Hook
 from sandbox.github_json import Json, Urls, stable_id
 from sandbox.github_routes import Dispatch
 from sandbox.github_rules import APP_LOGIN, requested_payload
-from sandbox.github_runs import Ids, Review, SimRun, Transition
+from sandbox.github_runs import Ids, Review, SimRun, Transition, commit_sha
 from sandbox.workflows import (
     Workflow,
     deployment_strategy_workflow,
@@ -218,6 +218,12 @@ class SimRepository:
         The failing step (default: the job's last step) prints `log`; later steps are skipped.
         """
         self.engine.fail_job(run, job, lines=tuple(log.splitlines()), step=step)
+
+    def push_tag(self, name: str, *, at: str | None = None) -> None:
+        """A tag pushed at commit `at`; by default at the commit a run on `name` reports (the
+        simulator's runs are at `commit_sha(ref)`). `git/ref/tags/<name>` answers it."""
+        self.refs.add(name)
+        self.history.tags[name] = at or commit_sha(name)
 
     def create_foreign_run(
         self,

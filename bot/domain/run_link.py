@@ -63,6 +63,8 @@ class LinkableRun:
     """2 and up once someone re-ran it (GitHub's `run_attempt`)."""
     conclusion: str | None = None
     """How it ended (`success`, `failure`, ...), once completed."""
+    head_sha: str = ""
+    """The commit it runs (`head_sha`): a release tag's, for a run on that tag."""
 
     def state(self) -> str:
         """Its status, and how it ended once completed (`completed: failure`)."""

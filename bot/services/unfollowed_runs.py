@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
-from bot.domain.errors import InvalidCommand
+from bot.domain.errors import GitHubError, InvalidCommand
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
@@ -43,6 +43,7 @@ from bot.domain.unfollowed_runs import (
     not_a_tag,
     of_the_plan,
     rejected_comment,
+    tag_named,
     unfollowed_card,
 )
 from bot.services.access import Access
@@ -132,8 +133,16 @@ class UnfollowedRuns:
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
             return True
+        named = tag_named(run, plan) if followed is None else ""
+        try:  # the run is on the release only at the tag's commit (a branch may bear its name)
+            tagged = await effects.github.tag_commit(named) if named else None
+        except GitHubError as error:
+            log.warning(
+                "run %s: tag %s not read, its card waits: %s", run.run_id, named, error.message
+            )
+            return False  # the next poll tries again (`sweep`)
         card = unfollowed_card(
-            request, run, plan, followed, now=effects.clock(), timeout=self._timeout
+            request, run, plan, followed, tagged=tagged, now=effects.clock(), timeout=self._timeout
         )
         drawn = self._message(card)
         # The timer and the card are written together: never one without the other.
