@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
-from bot.domain.errors import GitHubError, InvalidCommand
+from bot.domain.errors import InvalidCommand
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
@@ -43,17 +43,17 @@ from bot.domain.unfollowed_runs import (
     not_a_tag,
     of_the_plan,
     rejected_comment,
-    tag_named,
     unfollowed_card,
 )
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import UNFOLLOWED
+from bot.services.ports import GitHubGateway
 from bot.services.records import BOT, NewMessage, Timer
 from bot.services.requests import Origin, Via, fill
 from bot.services.rollouts import RolloutService
-from bot.services.settled_runs import Reach, SettledRuns
+from bot.services.settled_runs import Reach, SettledRuns, tag_of
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
@@ -133,14 +133,9 @@ class UnfollowedRuns:
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
             return True
-        named = tag_named(run, plan) if followed is None else ""
-        try:  # the run is on the release only at the tag's commit (a branch may bear its name)
-            tagged = await effects.github.tag_commit(named) if named else None
-        except GitHubError as error:
-            log.warning(
-                "run %s: tag %s not read, its card waits: %s", run.run_id, named, error.message
-            )
-            return False  # the next poll tries again (`sweep`)
+        tagged = await tag_of(effects.github, run, plan, ended=followed)
+        if tagged is False:  # GitHub did not say: the next poll tries again (`sweep`)
+            return False
         card = unfollowed_card(
             request, run, plan, followed, tagged=tagged, now=effects.clock(), timeout=self._timeout
         )
@@ -183,16 +178,7 @@ class UnfollowedRuns:
             return
         origin = Origin(actor=BOT, channel_id=self._channel, via=Via.SCHEDULE)
         async with self._access.audited(origin, Control.REJECT_RUN):
-            await self._reject_rest(request.run_id, [request.environment])
-
-    async def _reject_rest(self, run_id: int, environments: list[str]) -> None:
-        if environments:
-            await self._effects.github.review(
-                run_id=run_id,
-                environments=environments,
-                state="rejected",
-                comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
-            )
+            await _reject_rest(self._effects.github, request.run_id, [request.environment])
 
     async def adopt(self, origin: Origin, run_id: int, *, override: str | None = None) -> Rollout:
         """An approver makes the run a rollout the bot follows from here, confirming its
@@ -365,8 +351,10 @@ class UnfollowedRuns:
     async def _after_rejecting(self, run_id: int) -> None:
         """Requests of the run that came while it was being rejected (its failure jobs start at
         once): rejected too. Those that come later are, in `kept`."""
-        await self._reject_rest(
-            run_id, [r.environment for r in await self._rules.open_for_run(run_id)]
+        await _reject_rest(
+            self._effects.github,
+            run_id,
+            [r.environment for r in await self._rules.open_for_run(run_id)],
         )
 
     async def _settle(
@@ -388,6 +376,16 @@ class UnfollowedRuns:
     def _message(self, card: UnfollowedRun) -> NewMessage:
         """The run's card, posted or redrawn as it stands."""
         return NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())
+
+
+async def _reject_rest(github: GitHubGateway, run_id: int, environments: list[str]) -> None:
+    if environments:
+        await github.review(
+            run_id=run_id,
+            environments=environments,
+            state="rejected",
+            comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
+        )
 
 
 def _fate(timer: Timer) -> RunFate:
