@@ -133,6 +133,7 @@ class Run(_Answer):
             attempt=self.run_attempt,
             conclusion=self.conclusion,
             head_sha=self.head_sha,
+            event=self.event or "",
         )
 
     def release_run(self) -> ReleaseRun:
