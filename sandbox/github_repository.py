@@ -219,11 +219,14 @@ class SimRepository:
         """
         self.engine.fail_job(run, job, lines=tuple(log.splitlines()), step=step)
 
-    def push_tag(self, name: str, *, at: str | None = None) -> None:
+    def push_tag(self, name: str, *, at: str | None = None, annotated: bool = False) -> None:
         """A tag pushed at commit `at`; by default at the commit a run on `name` reports (the
-        simulator's runs are at `commit_sha(ref)`). `git/ref/tags/<name>` answers it."""
+        simulator's runs are at `commit_sha(ref)`). `git/ref/tags/<name>` answers it; an
+        annotated tag's ref names its tag object, which `git/tags/<sha>` answers."""
         self.refs.add(name)
         self.history.tags[name] = at or commit_sha(name)
+        if annotated:
+            self.history.annotated[name] = commit_sha(f"tag object {name}")
 
     def create_foreign_run(
         self,

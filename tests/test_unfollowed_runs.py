@@ -374,6 +374,21 @@ async def test_a_run_on_a_release_tags_name_but_not_its_commit_is_no_release(
         assert await box.services.rollouts.history() == []
 
 
+async def test_a_run_on_an_annotated_release_tag_is_the_release(box: Sandbox) -> None:
+    """A release tag made with `git tag -a` names a tag object, which names the commit: the
+    bot follows it there, and a run at that commit is the release, adopted as any other."""
+    box.github.push_tag(TAG, annotated=True)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert button(card.blocks, "adopt_run") is not None
+
+    assert await box.click("adopt_run", message=card) is None
+
+    rollout = await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert (rollout.run_id, rollout.tag) == (run_id, TAG)
+
+
 def dispatch_by_two(tmp_path: Path) -> str:
     """The accelerated plan, with the two-person rule on dispatch."""
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
