@@ -389,6 +389,25 @@ async def test_a_run_on_an_annotated_release_tag_is_the_release(box: Sandbox) ->
     assert (rollout.run_id, rollout.tag) == (run_id, TAG)
 
 
+async def test_a_card_waits_for_githubs_word_on_the_tag(box: Sandbox) -> None:
+    """While GitHub fails to say where the tag is, the card is neither posted as the release
+    nor as no release: each poll asks again, and the card comes once GitHub answers."""
+    box.github.push_tag(TAG)
+    box.github.fail_next("GET", "/repos/*/git/ref/tags/*", 502, times=3)
+    box.github.create_foreign_run(actor="octocat", branch=TAG)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    assert run_cards(box) == []
+    for _ in range(3):
+        await box.pass_time(timedelta(seconds=60))
+
+    reads = [r.status for r in box.github.requests if "/git/ref/tags/" in r.path]
+    assert reads[:3] == [502, 502, 502] and 200 in reads
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert button(card.blocks, "adopt_run") is not None
+
+
 def dispatch_by_two(tmp_path: Path) -> str:
     """The accelerated plan, with the two-person rule on dispatch."""
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
