@@ -71,6 +71,12 @@ class LinkableRun:
     event: str = ""
     """What started it (`workflow_dispatch`, `pull_request`, ...)."""
 
+    @property
+    def from_a_pull_request(self) -> bool:
+        """A pull request's run (`pull_request`, `pull_request_target`): on the name of its head
+        branch, which a fork names as it likes (`main`, `v1.4.2`), never a release by hand."""
+        return self.event.startswith("pull_request")
+
     def state(self) -> str:
         """Its status, and how it ended once completed (`completed: failure`)."""
         return f"{self.status}: {self.conclusion}" if self.conclusion else self.status
