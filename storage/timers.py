@@ -230,8 +230,6 @@ class TimerStore(ServiceStore):
         )
 
     async def dead_count(self) -> int:
-        """How many dead-lettered timers belong to a rollout that has not ended: the stages
-        they hold still wait for a person (for the bot's own metrics)."""
         running = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
         async with self._sessions() as session:
             count = await session.scalar(
@@ -301,7 +299,6 @@ class TimerStore(ServiceStore):
         return int(row[0]), int(row[1])
 
     async def of_kind(self, *, kind: str, due_since: datetime) -> list[Timer]:
-        """The timers of `kind` due at or after `due_since`, whatever became of them."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(TimerRow)

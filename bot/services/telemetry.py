@@ -129,7 +129,8 @@ class TimerBacklog(Protocol):
         ...
 
     async def dead_count(self) -> int:
-        """How many dead-lettered timers still hold a stage (their rollout has not ended)."""
+        """How many dead-lettered timers still hold a stage (their rollout has not ended): the
+        stages they hold wait for a person."""
         ...
 
 
