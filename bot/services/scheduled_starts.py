@@ -174,11 +174,14 @@ class ScheduledStarts:
 
     async def _released_meanwhile(self, rollout: Rollout, plan: RolloutPlan) -> Held | None:
         """Look before acting: a run of the workflow on the release's tag since the start was
-        scheduled (a person released it by hand on GitHub) holds the dispatch, naming it, so
-        the release is not run twice. A look GitHub fails raises (the timer tries again)."""
+        scheduled (a person released it by hand on GitHub; not a pull request's run) holds the
+        dispatch, naming it, so the release is not run twice. A look GitHub fails raises (the
+        timer tries again)."""
         found = await self.rollouts.effects.github.release_runs(
             workflow_file=plan.workflow.file, tag=rollout.tag, since=rollout.created_at
         )
+        # A fork's pull request from a branch named as the tag holds nothing.
+        found = [run for run in found if not run.from_a_pull_request]
         if not found:
             return None
         runs = ", ".join(f"run {run.run_id} ({run.state()}, {run.html_url})" for run in found)
