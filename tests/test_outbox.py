@@ -215,7 +215,15 @@ async def refused_rollout(scene: Scene, n: int, *lines: str) -> Rollout:
 
 
 @pytest.mark.parametrize(
-    ("refusal", "fix"), [("not_in_channel", "/invite"), ("is_archived", "Unarchive")]
+    ("refusal", "fix"),
+    [
+        ("not_in_channel", "/invite"),
+        ("is_archived", "Unarchive"),
+        ("no_permission", "/invite"),
+        ("restricted_action", "let the bot post"),
+        ("restricted_action_read_only_channel", "read-only"),
+        ("ekm_access_denied", "restore access"),
+    ],
 )
 async def test_a_release_channel_refusing_the_bot_is_told_once_in_the_failure_channel(
     scene: Scene, refusal: str, fix: str
