@@ -89,6 +89,18 @@ class PrometheusTelemetry(Telemetry):
             "X-RateLimit-Reset of GitHub's latest answer: when the limit is whole again.",
             "account",
         )
+        # One series per GitHub host (the bot's one GITHUB_API_URL): its clock as of its last
+        # answer read clearly enough to tell, and when that was (an idle bot reads none).
+        self._github_clock = gauge(
+            "github_clock_offset_seconds",
+            "GitHub's clock minus this replica's, read off the Date of its latest answer.",
+            "host",
+        )
+        self._github_clock_read = gauge(
+            "github_clock_read_timestamp_seconds",
+            "Unix time (this replica's clock) of that answer.",
+            "host",
+        )
         self._slack = counter(
             "slack_api_calls_total", "Slack Web API attempts.", "method", "status", "error"
         )
@@ -174,6 +186,10 @@ class PrometheusTelemetry(Telemetry):
     def github_rate_limit(self, *, account: str, remaining: int, reset: int) -> None:
         self._rate_limit.labels(account).set(remaining)
         self._rate_limit_reset.labels(account).set(reset)
+
+    def github_clock(self, *, host: str, offset: timedelta, at: datetime) -> None:
+        self._github_clock.labels(host).set(offset.total_seconds())
+        self._github_clock_read.labels(host).set(at.timestamp())
 
     def github_not_modified(self) -> None:
         self._not_modified.inc()

@@ -60,6 +60,11 @@ class Telemetry:
         installation's) as of its latest answer: the requests left and the Unix time it is
         renewed at."""
 
+    def github_clock(self, *, host: str, offset: timedelta, at: datetime) -> None:
+        """GitHub's clock at `host` (its API's host and port) is `offset` ahead of the bot's
+        (negative: behind), as read off an answer's `Date` at `at`. Called from the GitHub
+        worker's thread."""
+
     def github_not_modified(self) -> None:
         """A conditional GET was answered 304 Not Modified: it cost no rate limit (it is one
         of the requests of a call counted by `github_request`)."""

@@ -39,6 +39,7 @@ from bot.adapters.github.app_auth import (
     renewing,
 )
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
+from bot.adapters.github.clock import AnswerClock
 from bot.adapters.github.pages import page_links
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
@@ -61,6 +62,7 @@ from bot.domain.service import DEFAULT_SERVICE
 from bot.domain.text import TOKEN_SHAPE
 from bot.github_credentials import GitHubApp
 from bot.services.polling import is_polling
+from bot.services.ports import Clock
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 T = TypeVar("T")
@@ -92,6 +94,7 @@ class GitHubTransport:
         rate_limit_wait: float = 30.0,
         telemetry: Telemetry = UNTRACKED,
         budget: RequestBudget | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if repository.count("/") != 1:
             raise ValueError("repository must be owner/name")
@@ -104,6 +107,7 @@ class GitHubTransport:
         self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
+        self._dates = AnswerClock(self.api_url, telemetry, clock)  # GitHub's, off each GET's
         self.budget = budget
         """The rate limit shared with the other transports on these credentials."""
         self.installation = RepositoryInstallation(app, repository) if app is not None else None
@@ -241,7 +245,9 @@ class GitHubTransport:
         """GET `path` (in the pool's thread), following a temporary redirection
         (`redirects`); GithubException on a refusal."""
         requester = self.client.requester
-        return checked(requester, get(requester, self.api_url, path, parameters))
+        return checked(
+            requester, self._dates.read(lambda: get(requester, self.api_url, path, parameters))
+        )
 
     def get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
@@ -258,7 +264,7 @@ class GitHubTransport:
             kept = self._answers.get(key)
         headers = {"If-None-Match": kept[0]} if kept is not None else {}
         requester = self.client.requester
-        answer = get(requester, self.api_url, path, parameters, headers)
+        answer = self._dates.read(lambda: get(requester, self.api_url, path, parameters, headers))
         if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
             return kept[1], kept[2]
