@@ -38,12 +38,12 @@ from bot.services.outbox_lease import MessageLeases
 from bot.services.outbox_messages import (
     CARD,
     FAILURE,
-    KINDS,
     LEFT_TO_NEWER_AT_MOST,
     REFUSED,
     UNFOLLOWED,
     NewerKind,
     left_to_newer,
+    of_no_rollout,
     post,
 )
 from bot.services.ports import DeliveryFailed, Notifier
@@ -304,9 +304,7 @@ class Outbox:
             await self._refusals.tell(message)
             return
         if rollout_id is None:
-            if message.kind not in KINDS:  # a newer version's: left to its replicas
-                raise NewerKind(message.kind)
-            raise DeliveryFailed("a message of no rollout", permanent=True)
+            raise of_no_rollout(message.kind)
         if message.kind == CARD or rollout_id not in drawn:
             found = await self._rollouts.with_plan(rollout_id)
             if found is None:

@@ -53,6 +53,14 @@ class NewerKind(LookupError):
         super().__init__(f"a message of kind {kind!r}, which a newer version wrote")
 
 
+def of_no_rollout(kind: str) -> NewerKind | DeliveryFailed:
+    """Why a message of no rollout, and of none of the kinds that have none, is not posted: a
+    newer version's kind is left to its replicas; one of this version's wants its rollout."""
+    if kind not in KINDS:
+        return NewerKind(kind)
+    return DeliveryFailed("a message of no rollout", permanent=True)
+
+
 _READING: TypeAdapter[Reading] = TypeAdapter(Reading)
 LEFT_TO_NEWER = timedelta(minutes=1)
 """How often a message only a newer version can word is looked at again (`NewerEvent`)."""

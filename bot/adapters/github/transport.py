@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlencode
@@ -40,6 +38,7 @@ from bot.adapters.github.app_auth import (
 )
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
 from bot.adapters.github.clock import AnswerClock
+from bot.adapters.github.kept import KeptAnswers
 from bot.adapters.github.pages import page_links
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
@@ -67,10 +66,6 @@ from bot.services.telemetry import UNTRACKED, Telemetry
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
-
-
-_KEPT_ANSWERS = 512
-"""Conditional GET answers kept (about four per run followed): the oldest go first."""
 
 
 class GitHubTransport:
@@ -130,9 +125,7 @@ class GitHubTransport:
         (`max_workers` of them)."""
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
-        # Each conditional GET's last answer (ETag, JSON, Link's pages), newest last.
-        self._answers: OrderedDict[str, tuple[str, Any, dict[str, str]]] = OrderedDict()
-        self._answers_lock = threading.Lock()
+        self._answers = KeptAnswers()
 
     async def close(self) -> None:
         """Wait for the calls in flight, then release the HTTP connections (and the threads,
@@ -260,8 +253,7 @@ class GitHubTransport:
     ) -> tuple[Any, dict[str, str]]:
         """`get_conditional`'s answer, and its `Link`'s pages (`pages.page_links`)."""
         key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
-        with self._answers_lock:
-            kept = self._answers.get(key)
+        kept = self._answers.get(key)
         headers = {"If-None-Match": kept[0]} if kept is not None else {}
         requester = self.client.requester
         answer = self._dates.read(lambda: get(requester, self.api_url, path, parameters, headers))
@@ -272,11 +264,7 @@ class GitHubTransport:
         more = page_links(self.api_url, answer[1])
         etag = answer[1].get("etag")
         if etag:
-            with self._answers_lock:
-                self._answers[key] = (str(etag), data, more)
-                self._answers.move_to_end(key)
-                while len(self._answers) > _KEPT_ANSWERS:
-                    self._answers.popitem(last=False)
+            self._answers.keep(key, (str(etag), data, more))
         return data, more
 
     # -- what went wrong, in words --------------------------------------------------------------
