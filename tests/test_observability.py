@@ -656,7 +656,6 @@ async def test_the_app_home_and_the_start_log_show_the_version_healthz_does_not(
 DATABASE_GAUGES = (
     "timers_due",
     "timers_overdue",
-    "timers_dead",
     "database_clock_offset_seconds",
     "database_up",
 )
@@ -676,8 +675,8 @@ class TimersLeft:
     async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
         return 3, 1
 
-    async def dead_count(self) -> int:
-        return 2
+    async def dead_by_service(self) -> dict[str, int]:
+        return {"retired": 2}  # a service taken out of the services file
 
 
 async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_and_says_so(
@@ -701,7 +700,9 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     )
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
-    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, 2, -3, 1]
+    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, -3, 1]
+    assert value(found, "rollout_bot_timers_dead", service="relay") == 0
+    assert value(found, "rollout_bot_timers_dead", service="retired") == 2
     database.reachable = False
     telemetry.handled(kind="command", name="status", outcome="ok")
     await backlog.refresh()
@@ -712,6 +713,7 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     assert math.isnan(
         value(found, "rollout_bot_rollouts_active", service="relay", state="running") or 0
     )
+    assert math.isnan(value(found, "rollout_bot_timers_dead", service="retired") or 0)
     assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
     [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
     assert line.levelname == "WARNING" and "connection refused" in line.getMessage()

@@ -277,7 +277,7 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_it
     timer = await _window(timers, "w", timedelta(0), rollout_id=rollout.id)
     await _window(timers, "other", timedelta(hours=1))
     await timers.claim_due(now=NOW, owner="a", lease=LEASE, limit=1)
-    assert await timers.dead_count() == 0
+    assert await timers.dead_by_service() == {}
 
     assert await timers.bury(timer_id=timer.id, owner="b", now=NOW, error="x") is False  # not b's
     assert await timers.bury(timer_id=timer.id, owner="a", now=NOW, error="KeyError: 'state'")
@@ -285,7 +285,7 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_it
     dead = await timers.get(key="w")
     assert dead is not None and not dead.is_pending
     assert (dead.dead_at, dead.last_error, dead.claimed_by) == (NOW, "KeyError: 'state'", None)
-    assert await timers.dead_count() == 1
+    assert await timers.dead_by_service() == {"default": 1}
     assert await timers.next_due() == NOW + timedelta(hours=1)  # the scheduler does not spin
     later = NOW + timedelta(days=1)
     assert [t.key for t in await timers.claim_due(now=later, owner="c", lease=LEASE)] == ["other"]
@@ -293,4 +293,4 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_it
     # The stage it held is gone with its rollout: nothing waits for a person any more.
     async with session_factory.begin() as session:
         await session.execute(update(RolloutRow).values(ended_at=later))
-    assert await timers.dead_count() == 0
+    assert await timers.dead_by_service() == {}
