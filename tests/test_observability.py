@@ -326,7 +326,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 16 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 17 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 
