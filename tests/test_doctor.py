@@ -304,6 +304,13 @@ async def test_github_s_answers_without_a_date_are_a_warning_not_silence(install
             id="not in the channel",
         ),
         pytest.param(
+            lambda i: i.slack.channel_members.pop(RELEASE_CHANNEL),
+            f"✗ release channel {RELEASE_CHANNEL}: conversations.members {RELEASE_CHANNEL}: "
+            "channel_not_found",
+            "check its ID in RELEASE_CHANNELS",
+            id="a release channel Slack does not show the bot",
+        ),
+        pytest.param(
             lambda i: i.slack.usergroups.pop(APPROVER_GROUP),
             f"✗ approver group {APPROVER_GROUP}",
             "check ROLLOUT_APPROVERS",
