@@ -55,15 +55,9 @@ class ClaimStore:
         take_over: bool = True,
         replacing: Claim | None = None,
     ) -> Claim | None:
-        """Claim `key` for `actor`: the claim, or None when someone else holds or did it.
-
-        `done=True` records a claim that is complete at once (a Slack delivery seen). Not
-        `take_over`: a claim whose lease ran out before it was recorded done is not taken over
-        (None), decided in the same statement as the claim, so a lease that runs out meanwhile
-        cannot let it through. `replacing`: only that claim is taken over once its lease ran
-        out (the one the caller looked at, by its holder token, which each claim and takeover
-        writes anew), never one that took it over since and lapsed in turn (None then).
-        """
+        """Whether a lapsed claim is taken over is decided in the same statement as the claim,
+        so a lease that runs out meanwhile cannot let it through; `replacing` is matched by its
+        holder token, which each claim and takeover writes anew."""
         claim = Claim(
             key=key,
             action=action,

@@ -231,8 +231,6 @@ class OutboxStore:
             return True
 
     async def refused(self, channel: str, *, after: int) -> list[OutboxMessage]:
-        """The messages to `channel` given up since message `after` (dead letters), oldest
-        first."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(OutboxRow)

@@ -84,17 +84,10 @@ class ProtectionRuleStore(ServiceStore):
     async def hold(
         self, request: RuleRequest, *, delivery_id: str, timer: NewTimer, asks_for: AsksFor
     ) -> bool:
-        """Remember the delivery and write `timer`, which asks again whether its installation
-        is the App's, in one transaction; the request itself is kept only once confirmed.
-        False when the delivery was taken in before, when a request of its deployment was
-        kept, or when a timer of `timer`'s kind still to fire `asks_for` this request (its
-        payload: the same request sent again under a new delivery id, whose chain of asks is
-        under way); no timer is written then. The delivery is written first, so that on SQLite
-        the read after it sees every hold committed before; on PostgreSQL two deliveries of one
-        request held at the same instant may still both start asking (each is kept once). The
-        pending timer that asks for it already is given the payload `asks_for` gives: a re-run's
-        request that repeats the first attempt's body (no deployment) moves the chain's end
-        to 30 days after itself."""
+        """The delivery is written first, so that on SQLite the read after it sees every hold
+        committed before; on PostgreSQL two deliveries of one request held at the same instant
+        may still both start asking (each is kept once). A re-run's request that repeats the
+        first attempt's body (no deployment) moves its chain's end to 30 days after itself."""
         if request.deployment_id and await self._asked_for(request):
             return False
         service = self._service or request.service
@@ -172,10 +165,8 @@ class ProtectionRuleStore(ServiceStore):
         return [r for r in await self.for_run(run_id) if r.open]
 
     async def without_timer(self, prefix: str) -> list[RuleRequest]:
-        """The open requests of runs no active rollout follows (a re-run of a run whose
-        rollout ended is followed by none) and no timer `<prefix>:<run id>` waits for, oldest
-        first: one query on the open requests' partial index, each looked up by the timers'
-        unique key and the rollouts' run id index."""
+        """One query on the open requests' partial index, each looked up by the timers' unique
+        key and the rollouts' run id index."""
         key = literal(f"{prefix}:") + cast(Row.run_id, String)
         async with self._sessions() as session:
             rows = await session.scalars(
@@ -202,10 +193,8 @@ class ProtectionRuleStore(ServiceStore):
     async def close(
         self, *, run_id: int, environment: str, answer: RuleAnswer, at: datetime
     ) -> int:
-        """Close the run's open request for `environment` (spelled as stored: SQL's lower()
-        knows ASCII only); how many this call closed (0: someone closed it first). An answer
-        GitHub took replaces a `gone` that a racing replica recorded first. One UPDATE, a write
-        first, so SQLite never has to upgrade a read lock."""
+        """`environment` is matched as stored (SQL's lower() knows ASCII only). One UPDATE, a
+        write first, so SQLite never has to upgrade a read lock."""
         closable: ColumnElement[bool] = Row.answer.is_(None)
         if answer != "gone":
             closable = or_(closable, Row.answer == "gone")
@@ -218,53 +207,28 @@ class ProtectionRuleStore(ServiceStore):
             return rows_changed(result)
 
     async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
-        await self._mark(run_id, environment, sent=answer, sent_at=None)
+        await self._update_open(run_id, Row.environment == environment, sent=answer, sent_at=None)
 
     async def unknown(self, *, run_id: int, environment: str, at: datetime) -> None:
-        await self._mark(run_id, environment, sent_at=at)
-
-    async def _mark(self, run_id: int, environment: str, **values: object) -> None:
-        async with self._sessions.begin() as session:
-            await session.execute(
-                update(Row)
-                .where(
-                    Row.run_id == run_id,
-                    Row.environment == environment,
-                    Row.answer.is_(None),
-                    *self._scope,
-                )
-                .values(**values)
-            )
+        await self._update_open(run_id, Row.environment == environment, sent_at=at)
 
     async def not_applied(self, *, run_id: int, environment: str, sent_at: datetime) -> int:
-        async with self._sessions.begin() as session:
-            result = await session.execute(
-                update(Row)
-                .where(
-                    Row.run_id == run_id,
-                    Row.environment == environment,
-                    Row.answer.is_(None),
-                    Row.sent_at == sent_at,
-                    *self._scope,
-                )
-                .values(sent=None, sent_at=None)
-            )
-            return rows_changed(result)
+        return await self._update_open(
+            run_id, Row.environment == environment, Row.sent_at == sent_at, sent=None, sent_at=None
+        )
 
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
-        """Close, as `gone`, the run's requests still open that were asked by `asked_by`
-        (when the bot began reading the run it found completed: a re-run's request asked
-        since is not the completed attempt's); how many this call closed."""
+        return await self._update_open(
+            run_id, Row.requested_at <= asked_by, answer="gone", answered_at=at
+        )
+
+    async def _update_open(self, run_id: int, *where: ColumnElement[bool], **values: object) -> int:
+        """Set `values` on the run's open requests that match `where`; how many it changed."""
         async with self._sessions.begin() as session:
             result = await session.execute(
                 update(Row)
-                .where(
-                    Row.run_id == run_id,
-                    Row.answer.is_(None),
-                    Row.requested_at <= asked_by,
-                    *self._scope,
-                )
-                .values(answer="gone", answered_at=at)
+                .where(Row.run_id == run_id, Row.answer.is_(None), *where, *self._scope)
+                .values(**values)
             )
             return rows_changed(result)
 
@@ -279,8 +243,6 @@ class ProtectionRuleStore(ServiceStore):
             return None if row is None else row.answer  # type: ignore[return-value]
 
     async def prune(self, *, before: datetime, open_before: datetime) -> int:
-        """Forget the requests closed that were made before `before`, and those still open
-        made before `open_before` (GitHub no longer holds their job); how many."""
         forgettable = or_(Row.answer.is_not(None), Row.requested_at < open_before)
         async with self._sessions.begin() as session:
             result = await session.execute(

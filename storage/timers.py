@@ -302,7 +302,6 @@ class TimerStore(ServiceStore):
         return int(row[0]), int(row[1])
 
     async def of_kind(self, *, kind: str, due_since: datetime) -> list[Timer]:
-        """The timers of `kind` due at or after `due_since`, whatever became of them."""
         async with self._sessions() as session:
             rows = await session.scalars(
                 select(TimerRow)

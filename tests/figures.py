@@ -16,6 +16,8 @@ from sandbox.harness import Sandbox, fast_plan, write_figures
 CANARY_OK = {"crash_rate": "0.001", "error_rate": "0.002", "sample": 5000}
 HALF_OK = {"crash_rate": "0.0015", "error_rate": "0.004", "sample": 40000}
 RELAY_OK = {"canary": CANARY_OK, "half": HALF_OK}
+CANARY_CRASHING = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
+"""A canary crashing at 0.0021, over twice the sandbox's 0.001 baseline: its gate rolls back."""
 RINGS_OK = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0012"}}
 SECOND_APPROVER = "U0SECOND01"
 TWO_APPROVERS = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND_APPROVER}"}

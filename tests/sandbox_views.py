@@ -15,7 +15,14 @@ import aiohttp
 from cleared import ended_rollout
 from figures import RINGS_OK
 
-from bot.domain.rollout import Phase, Rollout, StageState, TrackState, holding_tracks
+from bot.domain.rollout import (
+    Phase,
+    Rollout,
+    StageState,
+    TrackState,
+    holding_tracks,
+    window_timer_key,
+)
 from bot.plan_file import load_plan
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox, write_figures
@@ -27,6 +34,13 @@ from storage.rollout_store import RolloutStore
 
 def stage_state(rollout: Rollout, track: str, stage: str) -> StageState:
     return rollout.track(track).stage(stage).state
+
+
+def window_timer_of(rollout: Rollout, track: str, stage: str) -> str:
+    """The key of the durable timer at the end of the window `stage` of `track` observes."""
+    ends = rollout.track(track).stage(stage).window_ends_at
+    assert ends is not None
+    return window_timer_key(rollout.id, track, stage, ends)
 
 
 def holding(track: str, stage: str) -> Callable[[Rollout], bool]:

@@ -15,13 +15,13 @@ from typing import Any
 
 from command_line import run_here
 from figures import CANARY_OK, RINGS_OK, passing_sandbox, running_sandbox
-from sandbox_views import dispatched, finish
+from sandbox_views import dispatched, finish, window_timer_of
 from sqlalchemy import text
 
 from bot.adapters.slack.audit_views import event_line, timeline_blocks
 from bot.adapters.slack.limits import MESSAGE_BLOCKS as MAX_BLOCKS
 from bot.adapters.slack.limits import SECTION_TEXT as MAX_TEXT
-from bot.domain.rollout import Phase, StageState, window_timer_key
+from bot.domain.rollout import Phase, StageState
 from bot.services.audit import Timeline
 from bot.services.records import AuditEvent
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
@@ -244,10 +244,7 @@ async def test_a_verdict_whose_save_fails_leaves_no_gate_reading_and_the_retry_r
         rollout = await box.wait_until(
             lambda r: r.track("relay").stage("canary").state is StageState.EVALUATING
         )
-
-        ends = rollout.track("relay").stage("canary").window_ends_at
-        assert ends is not None
-        key = window_timer_key(rollout.id, "relay", "canary", ends)
+        key = window_timer_of(rollout, "relay", "canary")
 
         async with asyncio.timeout(30):
             while True:

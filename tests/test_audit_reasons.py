@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from figures import every_gate_passes
-from sandbox_views import begun, dispatched, held, value_of
+from sandbox_views import begun, dispatched, held, value_of, window_timer_of
 from sqlalchemy import select
 from test_audit import audit_cli
 
@@ -25,7 +25,7 @@ from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain.controls import Control
 from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.reasons import Reason
-from bot.domain.rollout import StageState, window_timer_key
+from bot.domain.rollout import StageState
 from bot.services.records import AuditEvent
 from sandbox.config import BYSTANDER, OTHER_CHANNEL, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan
@@ -213,9 +213,7 @@ async def test_a_window_timer_that_gave_up_keeps_its_reason_as_data(
         observing = await box.wait_until(
             lambda r: r.track("relay").stage("canary").state is StageState.OBSERVING
         )
-        ends = observing.track("relay").stage("canary").window_ends_at
-        assert ends is not None
-        key = window_timer_key(observing.id, "relay", "canary", ends)
+        key = window_timer_of(observing, "relay", "canary")
         # The rollout is saved first, its window's timer written after (a loaded machine: later).
         timer = await box.wait_for_timer(key, lambda _: True)
 

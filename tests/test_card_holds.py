@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from figures import HALF_OK, RELAY_OK, RINGS_OK
-from sandbox_views import dispatched, open_home, value_of
+from sandbox_views import audit_results, dispatched, open_home, value_of
 from test_controls import (
     held_at,
     held_without_canary_figures,
@@ -111,8 +111,7 @@ async def test_a_pass_card_clicked_after_reevaluate_found_inconclusive_changes_n
     assert "5% canary" in answer  # where the rollout stands now
     assert len(box.github.reviews) == reviews
     assert stage_state(await box.rollout(), "relay", "half") is StageState.PENDING
-    events = await box.audit.list_for_rollout(held.id)
-    assert [e.result for e in events if e.action == "click:promote"] == ["stale"]
+    assert await audit_results(box, held.id, "click:promote", 1) == ["stale"]
 
     # The card drawn for the INCONCLUSIVE hold (its button asks to confirm) promotes.
     inconclusive_card = await value_of(box, "promote", "relay")

@@ -17,6 +17,7 @@ import yaml
 from cleared import cleared_rollout
 from figures import HALF_OK, RELAY_OK, RINGS_OK, every_gate_passes
 from sandbox_views import (
+    audit_results,
     button,
     dispatched,
     figures_form_opened,
@@ -286,8 +287,7 @@ async def test_clicks_from_outside_the_release_channels_are_refused(sandbox: San
     assert f"<#{RELEASE_CHANNEL}>" in answer and f"<#{OTHER_CHANNEL}>" in answer
     assert github_calls(sandbox) == before
     rollout = await sandbox.rollout()
-    events = await sandbox.audit.list_for_rollout(rollout.id)
-    assert [e.result for e in events if e.action == "click:promote"] == ["refused"]
+    assert await audit_results(sandbox, rollout.id, "click:promote", 1) == ["refused"]
 
 
 async def test_reevaluate_while_observing_rolls_back_at_once_on_a_failing_gate(

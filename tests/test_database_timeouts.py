@@ -24,12 +24,13 @@ import aiohttp
 import pytest
 from database_proxy import DatabaseProxy
 from figures import quiet_sandbox
+from sandbox_views import window_timer_of
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from test_scheduler import NOW, canary_observing, gates, manual_scheduler
 
-from bot.domain.rollout import Rollout, StageState, window_timer_key
+from bot.domain.rollout import Rollout, StageState
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.scheduler import Scheduler
 from sandbox.clock import ManualClock
@@ -108,11 +109,10 @@ async def windows_written(
     each timer in a statement of its own, and one held up past the bound on a loaded machine
     fails that poll (one WARNING line) after the rollout was saved."""
     timers = TimerStore(box.services.database.sessions)
-    keys = []
-    for track, stage in (("relay", "canary"), ("desktop", "internal")):
-        ends = rollout.track(track).stage(stage).window_ends_at
-        assert ends is not None
-        keys.append(window_timer_key(rollout.id, track, stage, ends))
+    keys = [
+        window_timer_of(rollout, track, stage)
+        for track, stage in (("relay", "canary"), ("desktop", "internal"))
+    ]
     for _ in range(tries):
         if all([await timers.get(key=key) for key in keys]):
             return

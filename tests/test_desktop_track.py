@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import RELAY_OK, RINGS_OK, running_sandbox
+from figures import CANARY_CRASHING, RELAY_OK, RINGS_OK, running_sandbox
 from replicas import in_process_replica
 from sandbox_views import (
     HALTED_ON_BETA,
@@ -239,7 +239,7 @@ async def test_the_kill_switch_button_asks_to_confirm_and_trips(
 async def test_a_relay_rollback_leaves_the_desktop_track_going_to_ga(
     tmp_path: Path, database_url: str
 ) -> None:
-    relay = {"canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}}
+    relay = {"canary": CANARY_CRASHING}
     async with running_sandbox(tmp_path, database_url, relay=relay) as box:
         await dispatched(box)
         rolled_back = await box.wait_until(

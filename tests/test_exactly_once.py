@@ -242,8 +242,7 @@ async def test_a_stale_card_says_where_the_rollout_stands_and_changes_nothing(
         now = await box.rollout()
         ends = now.track("relay").stage("canary").window_ends_at
         assert ends == observing.track("relay").stage("canary").window_ends_at
-        events = await box.audit.list_for_rollout(now.id)
-        assert [e.result for e in events if e.action == "click:extend"] == ["stale"]
+        assert await audit_results(box, now.id, "click:extend", 1) == ["stale"]
 
 
 async def test_an_old_promote_button_is_answered_with_who_promoted_it(sandbox: Sandbox) -> None:

@@ -807,15 +807,22 @@ async def test_a_dispatch_github_applied_without_a_clear_answer_finds_its_one_ru
     assert len(posts(gh, "/dispatches")) == 1
 
 
-async def test_a_dispatch_answered_502_without_a_run_is_not_identified_never_resent(
-    gh: GitHubSimulator, gateway: PyGithubGateway
-) -> None:
-    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "server_error")
+async def unidentified_dispatch(gh: GitHubSimulator, gateway: PyGithubGateway, fault: str) -> str:
+    """The dispatch meets `fault` (a simulator fault name): what the bot says of a run it could
+    not identify."""
+    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", fault)
 
     with pytest.raises(RunNotIdentified) as raised:
         await dispatch(gateway)
+    return raised.value.message
 
-    assert raised.value.message.startswith(
+
+async def test_a_dispatch_answered_502_without_a_run_is_not_identified_never_resent(
+    gh: GitHubSimulator, gateway: PyGithubGateway
+) -> None:
+    said = await unidentified_dispatch(gh, gateway, "server_error")
+
+    assert said.startswith(
         f"GitHub answered 502 (Server Error) when asked to dispatch {WORKFLOW} on main, so it "
         f"may have started a run, but no run of it appeared after {FIND_ATTEMPTS} looks."
     )
@@ -826,11 +833,8 @@ async def test_a_dispatch_answered_502_without_a_run_is_not_identified_never_res
 async def test_a_dispatch_that_timed_out_is_found_later_by_the_search(
     gh: GitHubSimulator, gateway: PyGithubGateway
 ) -> None:
-    gh.fault_next("POST", "/repos/*/actions/workflows/*/dispatches", "timeout")
-
-    with pytest.raises(RunNotIdentified) as raised:
-        await dispatch(gateway)
-    assert "GitHub gave no answer (no answer in time)" in raised.value.message
+    said = await unidentified_dispatch(gh, gateway, "timeout")
+    assert "GitHub gave no answer (no answer in time)" in said
 
     await asyncio.sleep(gh.fault_delay - TIMEOUT + 0.2)  # GitHub carries it out, late
     found = await gateway.find_dispatched_run(

@@ -119,13 +119,9 @@ async def test_a_422_for_a_request_answered_already_closes_it_whatever_the_lists
     assert await rule.store.answer_of(run_id=rule.run_id, environment=CANARY) == "gone"
 
 
-async def test_a_422_while_the_deployment_still_waits_keeps_the_request_open(rule: Rule) -> None:
-    """The other side: GitHub's 422 ("the endpoint has been spammed") while the deployment's
-    latest status is still `waiting` leaves the request open for the next try."""
-    deployment = canary_deployment(rule)
-    assert await rule.store.remember(
-        RuleRequest(rule.run_id, CANARY, deployment.id, START), delivery_id="d-1"
-    )
+async def answered_422_still_waits(rule: Rule, *, request_environment: str) -> None:
+    """GitHub answers the canary's callback 422 while its deployment still waits: the answer
+    fails saying so, and the request (kept under `request_environment`) stays open."""
     rule.gh.fail_next("POST", CALLBACK, 422, {"message": "Validation Failed"})
 
     with pytest.raises(GitHubError, match="still waits"):
@@ -133,7 +129,17 @@ async def test_a_422_while_the_deployment_still_waits_keeps_the_request_open(rul
             run_id=rule.run_id, environments=[CANARY], state="approved", comment="ok"
         )
 
-    assert await rule.store.answer_of(run_id=rule.run_id, environment=CANARY) is None
+    assert await rule.store.answer_of(run_id=rule.run_id, environment=request_environment) is None
+
+
+async def test_a_422_while_the_deployment_still_waits_keeps_the_request_open(rule: Rule) -> None:
+    """The other side: GitHub's 422 ("the endpoint has been spammed") while the deployment's
+    latest status is still `waiting` leaves the request open for the next try."""
+    deployment = canary_deployment(rule)
+    assert await rule.store.remember(
+        RuleRequest(rule.run_id, CANARY, deployment.id, START), delivery_id="d-1"
+    )
+    await answered_422_still_waits(rule, request_environment=CANARY)
 
 
 async def test_a_422_keeps_open_a_request_without_deployment_spelled_in_another_case(
@@ -146,14 +152,7 @@ async def test_a_422_keeps_open_a_request_without_deployment_spelled_in_another_
     spelled = CANARY.title()
     assert spelled != CANARY and [d.environment for d in rule.gh.engine.deployments] == [CANARY]
     assert await rule.store.remember(RuleRequest(rule.run_id, spelled, 0, START), delivery_id="d-1")
-    rule.gh.fail_next("POST", CALLBACK, 422, {"message": "Validation Failed"})
-
-    with pytest.raises(GitHubError, match="still waits"):
-        await rule.rules.answer(
-            run_id=rule.run_id, environments=[CANARY], state="approved", comment="ok"
-        )
-
-    assert await rule.store.answer_of(run_id=rule.run_id, environment=spelled) is None
+    await answered_422_still_waits(rule, request_environment=spelled)
 
 
 async def test_a_lost_request_is_found_beyond_the_first_page_of_the_commits_deployments(

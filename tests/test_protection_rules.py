@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import HALF_OK, passing_sandbox, two_serve_processes
+from figures import CANARY_CRASHING, HALF_OK, passing_sandbox, two_serve_processes
 from github import Auth, Github, GithubException
 from sandbox_views import HALTED_ON_BETA, begun, both_held, dispatched, holding, value_of
 from test_exactly_once import APPROVERS_ENV, fifty_promote_clicks
@@ -36,7 +36,6 @@ from storage.protection_rules import ProtectionRuleStore
 
 pytestmark = pytest.mark.story
 
-CANARY_CRASHES = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
 BETA_CRASHES = {"internal": {"crash_rate": "0.001"}, "beta": {"crash_rate": "0.0025"}}
 
 
@@ -129,7 +128,7 @@ async def test_every_stage_held_by_the_rule_runs_to_100_percent(box: Sandbox) ->
 async def test_a_failed_gate_rejects_the_next_stage_through_the_rule_and_rolls_back(
     box: Sandbox,
 ) -> None:
-    write_figures(box.figures, "relay", {"canary": CANARY_CRASHES, "half": HALF_OK})
+    write_figures(box.figures, "relay", {"canary": CANARY_CRASHING, "half": HALF_OK})
     await dispatched(box)
 
     ended = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)

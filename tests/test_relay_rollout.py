@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from figures import CANARY_OK, HALF_OK, RINGS_OK, passing_sandbox
+from figures import CANARY_CRASHING, CANARY_OK, HALF_OK, RINGS_OK, passing_sandbox
 from sandbox_views import (
     RELAY_COMPLETED,
     RELAY_ROLLED_BACK_AT_CANARY,
@@ -67,10 +67,7 @@ async def test_a_crash_rate_failure_at_the_canary_rolls_back(sandbox: Sandbox) -
     write_figures(
         sandbox.figures,
         "relay",
-        {
-            "canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000},
-            "half": HALF_OK,
-        },
+        {"canary": CANARY_CRASHING, "half": HALF_OK},
     )
     await dispatched(sandbox)
     ended = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
@@ -87,7 +84,7 @@ async def test_a_rollback_job_that_fails_on_github_says_where_the_relay_may_stil
     write_figures(
         sandbox.figures,
         "relay",
-        {"canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}},
+        {"canary": CANARY_CRASHING},
     )
     await dispatched(sandbox)
     failed = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.FAILED)

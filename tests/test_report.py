@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from figures import passing_sandbox, running_sandbox
+from figures import CANARY_CRASHING, passing_sandbox, running_sandbox
 from sandbox_views import dispatched
 from sqlalchemy import func, select
 
@@ -100,7 +100,7 @@ async def test_a_rollback_and_a_kill_are_in_the_summary_with_their_reasons(
     tmp_path: Path, database_url: str
 ) -> None:
     relay = {
-        "canary": {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000},
+        "canary": CANARY_CRASHING,
         "half": {"crash_rate": "0.001", "error_rate": "0.001", "sample": 5000},
     }
     async with running_sandbox(tmp_path, database_url, relay=relay) as box:

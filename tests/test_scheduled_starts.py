@@ -12,7 +12,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp import web
 from figures import every_gate_passes, passing_sandbox
 from replicas import in_process_replica
 from test_controls import sandbox_for
@@ -166,40 +165,31 @@ async def test_a_bot_back_a_few_minutes_late_dispatches_and_says_it_went_late(
     assert len(sandbox.github.dispatches) == 1
 
 
-@pytest.fixture
-async def second_replica(sandbox: Sandbox) -> AsyncIterator[web.Application]:
-    """A second bot on the same database and clock, in this process, its scheduler running."""
-    async with in_process_replica(sandbox) as app:
-        yield app
+@pytest.mark.database_matters
+async def test_two_replicas_dispatch_a_schedule_once(sandbox: Sandbox) -> None:
+    async with in_process_replica(sandbox):
+        at = await scheduled(sandbox)
+        await reach(sandbox, at)  # both schedulers wake on the clock and race for the timer
+        await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+        assert len(sandbox.github.dispatches) == 1
+        assert await recorded(sandbox, "schedule:dispatch") == [("ok", at.isoformat())]
 
 
 @pytest.mark.database_matters
-async def test_two_replicas_dispatch_a_schedule_once(
-    sandbox: Sandbox, second_replica: web.Application
-) -> None:
-    at = await scheduled(sandbox)
-    await reach(sandbox, at)  # both schedulers wake on the clock and race for the timer
-    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(sandbox.github.dispatches) == 1
-    assert await recorded(sandbox, "schedule:dispatch") == [("ok", at.isoformat())]
-
-
-@pytest.mark.database_matters
-async def test_the_timer_fired_on_both_replicas_at_once_dispatches_once(
-    sandbox: Sandbox, second_replica: web.Application
-) -> None:
+async def test_the_timer_fired_on_both_replicas_at_once_dispatches_once(sandbox: Sandbox) -> None:
     """Past the timers table's own claim (a lease run out mid-dispatch): the dispatch's
     exactly-once claim still lets one through."""
-    at = await scheduled(sandbox)
-    rollout = await sandbox.rollout()
-    timers = TimerStore(sandbox.services.database.sessions)
-    timer = await timers.get(key=dispatch_timer_key(rollout.id, at))
-    assert timer is not None and timer.due_at == at
-    sandbox.clock.advance(at - sandbox.clock() + timedelta(seconds=1))
-    first, second = sandbox.services.rollouts, second_replica[SERVICES].rollouts
-    await asyncio.gather(first.on_timer(timer), second.on_timer(timer))
-    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(sandbox.github.dispatches) == 1
+    async with in_process_replica(sandbox) as second_replica:
+        at = await scheduled(sandbox)
+        rollout = await sandbox.rollout()
+        timers = TimerStore(sandbox.services.database.sessions)
+        timer = await timers.get(key=dispatch_timer_key(rollout.id, at))
+        assert timer is not None and timer.due_at == at
+        sandbox.clock.advance(at - sandbox.clock() + timedelta(seconds=1))
+        first, second = sandbox.services.rollouts, second_replica[SERVICES].rollouts
+        await asyncio.gather(first.on_timer(timer), second.on_timer(timer))
+        await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
+        assert len(sandbox.github.dispatches) == 1
 
 
 async def test_a_second_start_scheduled_for_the_same_time_is_refused_naming_the_schedule(

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from cleared import cleared_rollout
 from replicas import poll_stores
-from sandbox_views import deploying_canary
+from sandbox_views import deploying_canary, window_timer_of
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -908,9 +908,7 @@ async def test_a_window_whose_timer_failed_once_is_evaluated_exactly_once(
     clock = ManualClock(NOW)
     poller = manual_scheduler(quiet, Flaky(quiet.services.rollouts, fail=fail), clock)
     rollout = await canary_observing(quiet, poller)
-    ends = rollout.track("relay").stage("canary").window_ends_at
-    assert ends is not None
-    key = window_timer_key(rollout.id, "relay", "canary", ends)
+    key = window_timer_of(rollout, "relay", "canary")
     timers = TimerStore(quiet.services.database.sessions)
 
     assert await poller.fire_due() == 0  # the first attempts: GitHub answered 502
@@ -1082,10 +1080,8 @@ async def test_replicas_acting_on_one_rollout_at_once_take_turns(
 
     # One replica closes the canary window while the other sees a person approve the beta
     # ring on GitHub: both changes land, the gate runs once.
-    ends = observing.track("relay").stage("canary").window_ends_at
-    assert ends is not None
     timer = await TimerStore(quiet.services.database.sessions).get(
-        key=window_timer_key(rollout.id, "relay", "canary", ends)
+        key=window_timer_of(observing, "relay", "canary")
     )
     assert timer is not None
     quiet.github.review(rollout.run_id, ["desktop-beta"], "approved", actor="octocat")

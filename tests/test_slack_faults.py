@@ -13,6 +13,7 @@ import pytest
 from figures import CANARY_OK, RELAY_OK, passing_sandbox, running_sandbox
 from sandbox_views import (
     RELAY_ROLLED_BACK_AT_CANARY,
+    audit_results,
     begun,
     dispatched,
     github_until,
@@ -82,8 +83,7 @@ async def test_a_slack_network_error_after_a_promotion_tells_the_truth_and_the_t
     assert sum(PROMOTED in line for line in lines) == 1
     assert PROMOTED in lines[before]  # nothing said after the promotion came before it
     rollout = await sandbox.rollout()
-    events = await sandbox.audit.list_for_rollout(rollout.id)
-    assert [e.result for e in events if e.action == "click:promote"] == ["ok"]
+    assert await audit_results(sandbox, rollout.id, "click:promote", 1) == ["ok"]
 
 
 async def test_a_release_channel_archived_while_the_canary_observes_does_not_stop_its_rollback(

@@ -17,7 +17,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from replicas import in_process_replica
 from test_protection_rules import answers, app_box
 from test_rule_installation import LOOKUP, OTHER, request_naming
@@ -323,38 +322,30 @@ async def test_a_pending_ask_whose_payload_does_not_read_holds_no_other_request_
     assert "s3cret-looking" not in caplog.text
 
 
-@pytest.fixture
-async def second_replica(box: Sandbox) -> AsyncIterator[web.Application]:
-    """A second bot on the same database and clock, in this process, its scheduler running."""
-    async with in_process_replica(box) as app:
-        yield app
-
-
 @pytest.mark.database_matters
-async def test_two_replicas_take_a_held_request_in_once(
-    box: Sandbox, second_replica: web.Application
-) -> None:
+async def test_two_replicas_take_a_held_request_in_once(box: Sandbox) -> None:
     """Both schedulers wake for the asks and race for them; and one ask fired on both at once
     (a lease run out mid-fire) still keeps each request once, with one card."""
-    github_down(box)
-    run_id, _ = await started_on_github(box)
-    asks = await held(box)
-    assert len(asks) == 2
-    box.github.clear_failures()
+    async with in_process_replica(box) as second_replica:
+        github_down(box)
+        run_id, _ = await started_on_github(box)
+        asks = await held(box)
+        assert len(asks) == 2
+        box.github.clear_failures()
 
-    box.clock.advance(max(t.due_at for t in asks) - box.clock() + timedelta(seconds=1))
-    first, second = box.services.rollouts, second_replica[SERVICES].rollouts
-    await asyncio.gather(*(replica.on_timer(asks[0]) for replica in (first, second)))
-    await box.clock.settle()
-    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
-    await box.services.webhooks.settled()
-    await second_replica[SERVICES].webhooks.settled()
+        box.clock.advance(max(t.due_at for t in asks) - box.clock() + timedelta(seconds=1))
+        first, second = box.services.rollouts, second_replica[SERVICES].rollouts
+        await asyncio.gather(*(replica.on_timer(asks[0]) for replica in (first, second)))
+        await box.clock.settle()
+        await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+        await box.services.webhooks.settled()
+        await second_replica[SERVICES].webhooks.settled()
 
-    assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
-    assert len(run_cards(box)) == 1 and answers(box) == []
-    assert await held(box) == []
-    bodies = [json.loads(d.body)["environment"] for d in box.github.app_hook.deliveries]
-    assert sorted(bodies) == ["desktop-internal", "relay-canary-5"]
+        assert await kept(box, run_id) == ["desktop-internal", "relay-canary-5"]
+        assert len(run_cards(box)) == 1 and answers(box) == []
+        assert await held(box) == []
+        bodies = [json.loads(d.body)["environment"] for d in box.github.app_hook.deliveries]
+        assert sorted(bodies) == ["desktop-internal", "relay-canary-5"]
 
 
 async def test_a_rerun_s_request_held_behind_its_first_attempt_s_asks_has_its_own_30_days(

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from figures import CANARY_OK, HALF_OK, RINGS_OK
+from figures import CANARY_CRASHING, CANARY_OK, HALF_OK, RINGS_OK
 from sandbox_views import both_held, dispatched, stage_state
 from sqlalchemy.exc import OperationalError
 
@@ -39,7 +39,6 @@ from sandbox.signing import github_signature_headers
 
 pytestmark = pytest.mark.story
 
-CANARY_CRASHES = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
 WEBHOOK_ONLY = 3600.0
 """GITHUB_POLL_INTERVAL for webhook runs: the poller never looks during a test."""
 
@@ -487,7 +486,7 @@ async def test_level_failures_keeps_the_thread_to_failures_and_copies_them_elsew
         database_url,
         poll_interval=0.05,
         level="failures",
-        canary=CANARY_CRASHES,
+        canary=CANARY_CRASHING,
         failure_channel=OTHER_CHANNEL,
     ) as box:
         await dispatched(box)

@@ -109,8 +109,20 @@ async def _until(box: Sandbox, show: Transcript, done: Any, *, skip_windows: boo
             await asyncio.sleep(0.1)
 
 
-def _holding(track: str, stage: str) -> Any:
-    return lambda r: r.track(track).stage(stage).state is StageState.HOLDING
+async def _promote_at(
+    box: Sandbox, show: Transcript, *holding: tuple[str, str], skip_windows: bool
+) -> None:
+    """Once every `(track, stage)` holds at its gate, promote them as a person would."""
+
+    def held(rollout: Rollout) -> bool:
+        return all(
+            rollout.track(track).stage(stage).state is StageState.HOLDING
+            for track, stage in holding
+        )
+
+    await _until(box, show, held, skip_windows=skip_windows)
+    show.person("types /rollout promote")
+    show.answer(await box.command("promote"))
 
 
 async def _story(
@@ -128,29 +140,13 @@ async def _story(
     show.flush()
     show.person("clicks [Dispatch]")
     show.answer(await box.click("dispatch"))
-    await _until(
-        box,
-        show,
-        lambda r: _holding("relay", "canary")(r) and _holding("desktop", "internal")(r),
-        skip_windows=skip_windows,
+    await _promote_at(
+        box, show, ("relay", "canary"), ("desktop", "internal"), skip_windows=skip_windows
     )
-    show.person("types /rollout promote")
-    show.answer(await box.command("promote"))
-    if failing_half:
-        await _until(box, show, _holding("desktop", "beta"), skip_windows=skip_windows)
-        show.person("types /rollout promote")
-        show.answer(await box.command("promote"))
-        ended = await _until(box, show, lambda r: r.phase is Phase.ENDED, skip_windows=skip_windows)
-    else:
-        await _until(
-            box,
-            show,
-            lambda r: _holding("relay", "half")(r) and _holding("desktop", "beta")(r),
-            skip_windows=skip_windows,
-        )
-        show.person("types /rollout promote")
-        show.answer(await box.command("promote"))
-        ended = await _until(box, show, lambda r: r.phase is Phase.ENDED, skip_windows=skip_windows)
+    # A failing half gate stops relay: only desktop's beta is left to promote.
+    second: list[tuple[str, str]] = [] if failing_half else [("relay", "half")]
+    await _promote_at(box, show, *second, ("desktop", "beta"), skip_windows=skip_windows)
+    ended = await _until(box, show, lambda r: r.phase is Phase.ENDED, skip_windows=skip_windows)
     show.card()
     outcome = "; ".join(f"{t.name}: {t.state}" for t in ended.tracks)
     show.say(f"\n== {tag}: {outcome} ==")

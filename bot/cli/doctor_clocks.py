@@ -41,17 +41,26 @@ def clock_finding(settings: Settings) -> Finding | None:
         offset = asyncio.run(check_clock(url))
     except MetricsProblem as problem:
         return failed(f"{shown}'s clock", f"{problem}: check PROMETHEUS_URL")
+    return _offset_finding(
+        shown,
+        offset,
+        if_apart=f"{shifted_words(offset.seconds)}, so every gate reading it says INCONCLUSIVE: "
+        "sync both hosts' clocks with NTP",
+        why_unclear=unclear(offset),
+    )
+
+
+def _offset_finding(shown: str, offset: ClockOffset, *, if_apart: str, why_unclear: str) -> Finding:
+    """The finding on `shown`'s clock: within `MAX_CLOCK_SKEW` of the bot's, past it
+    (`if_apart`: what that breaks and what to do), or not comparable (`why_unclear`)."""
     limit = int(MAX_CLOCK_SKEW.total_seconds())
     if offset.agree:
         apart = abs(offset.seconds)
         return passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")
     if offset.apart:
-        return warned(
-            f"{shown}: its clock is {offset_words(offset.seconds)} (more than {limit}s apart)",
-            f"{shifted_words(offset.seconds)}, so every gate reading it says INCONCLUSIVE: "
-            "sync both hosts' clocks with NTP",
-        )
-    return warned(f"{shown}: its clock could not be compared with the bot's", unclear(offset))
+        ahead = f"its clock is {offset_words(offset.seconds)} (more than {limit}s apart)"
+        return warned(f"{shown}: {ahead}", if_apart)
+    return warned(f"{shown}: its clock could not be compared with the bot's", why_unclear)
 
 
 def database_clock_finding(
@@ -71,17 +80,10 @@ def database_clock_finding(
         offset = asyncio.run(_database_offset(database_url, clock))
     except (OSError, SQLAlchemyError) as error:
         return [failed(f"{shown}'s clock", f"not read ({error_summary(error)}): try again")]
-    limit = int(MAX_CLOCK_SKEW.total_seconds())
-    if offset.agree:
-        apart = abs(offset.seconds)
-        return [passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")]
-    if offset.apart:
-        ahead = f"its clock is {offset_words(offset.seconds)} (more than {limit}s apart)"
-        return [warned(f"{shown}: {ahead}", APART_AT_RISK)]
     slow = too_slow_to_tell(
         offset, whose="the database server's", server="the database", asked="clock_timestamp()"
     )
-    return [warned(f"{shown}: its clock could not be compared with the bot's", slow)]
+    return [_offset_finding(shown, offset, if_apart=APART_AT_RISK, why_unclear=slow)]
 
 
 async def _database_offset(database_url: str, clock: Clock) -> ClockOffset:
@@ -116,12 +118,5 @@ async def github_clock_finding(github: GitHubTransport, clock: Clock = utc_now) 
         return warned(f"{shown}: its clock could not be compared with the bot's", GITHUB_UNDATED)
     except GitHubError:
         return None
-    limit = int(MAX_CLOCK_SKEW.total_seconds())
-    if offset.agree:
-        apart = abs(offset.seconds)
-        return passed(f"{shown}: its clock and the bot's are {apart}s apart (at most {limit}s)")
-    if offset.apart:
-        ahead = f"its clock is {offset_words(offset.seconds)} (more than {limit}s apart)"
-        return warned(f"{shown}: {ahead}", GITHUB_APART)
     slow = too_slow_to_tell(offset, whose="GitHub's", server="GitHub", asked="a repository read")
-    return warned(f"{shown}: its clock could not be compared with the bot's", slow)
+    return _offset_finding(shown, offset, if_apart=GITHUB_APART, why_unclear=slow)

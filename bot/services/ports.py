@@ -15,7 +15,8 @@ from typing import Literal, Protocol
 
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import QueryWindow, Reading
-from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
+from bot.domain.npm import ReleaseJob, ReleaseRun
+from bot.domain.npm_secrets import PublishJob, SecretLevels
 from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.plan import Metrics, RolloutPlan
 from bot.domain.reasons import Reason
@@ -78,8 +79,11 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
     async def release_runs(
         self, *, workflow_file: str, tag: str, since: datetime
     ) -> list[LinkableRun]:
-        """Every run of the workflow on the release tag `tag` created since `since`, by
-        anyone (a release run by hand on GitHub too), none cancelled."""
+        """Every run of the workflow on the release tag `tag` created since `since`, or created
+        before and still going (a run by hand that waits for its reviewers, a run re-run on
+        GitHub: its creation time stays its first), by anyone (a person on GitHub too), none
+        cancelled: what a scheduled dispatch looks for first, so a release run by hand is not
+        run again."""
         ...
 
     async def run_gone(self, run_id: int) -> bool | None:
@@ -125,8 +129,15 @@ class ReleaseGateway(WorkflowDispatch, Protocol):
     dispatch). Every method raises `GitHubError` (saying which permission or setup is
     missing) on a refusal."""
 
-    async def secret(self, name: str) -> SecretMetadata | None:
-        """A repository Actions secret's name and dates (never its value); None when unset."""
+    async def publish_job(self, *, workflow_file: str, ref: str, job: str) -> PublishJob:
+        """The job as the workflow file at `ref` declares it: its environment, its OIDC
+        permission (what the file cannot tell is said in the answer)."""
+        ...
+
+    async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
+        """The Actions secret's name and dates (never its value) in the job's environment,
+        the repository and its organization. GitHubError only when the repository's cannot be
+        read; a refusal for the environment's is in the answer."""
         ...
 
     async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
@@ -227,7 +238,8 @@ class Notifier(Protocol):
     raises `DeliveryFailed` when Slack did not take the message."""
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
-        """Post the rollout's card, or update it when it has a message; returns its ts."""
+        """Post the rollout's card, or update it when it has a message; returns its ts (a new
+        one when someone deleted the card: it is posted again)."""
         ...
 
     async def find_card(self, rollout: Rollout) -> str | None:

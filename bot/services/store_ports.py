@@ -131,7 +131,7 @@ class Timers(Protocol):
 
     async def of_kind(self, *, kind: str, due_since: datetime) -> list[Timer]:
         """The timers of `kind` due at or after `due_since`, whatever became of them (pending,
-        fired, cancelled, given up): what the bot set out to do since then."""
+        fired, cancelled, given up), soonest due first: what the bot set out to do since then."""
         ...
 
     async def complete(self, *, timer_id: int, owner: str, now: datetime) -> bool: ...
@@ -176,9 +176,11 @@ class Claims(Protocol):
         take_over: bool = True,
         replacing: Claim | None = None,
     ) -> Claim | None:
-        """The claim, or None when someone holds or did it. Not `take_over`: a claim whose
-        lease ran out unrecorded is not taken over either (its request may have acted).
-        `replacing`: that lapsed claim alone is taken over, not one that replaced it since."""
+        """Claim `key` for `actor`: the claim, or None when someone else holds or did it.
+        `done=True` records a claim that is complete at once (a Slack delivery seen). Not
+        `take_over`: a claim whose lease ran out unrecorded is not taken over either (its
+        request may have acted). `replacing`: that lapsed claim alone is taken over, not one
+        that took it over since and lapsed in turn (None then)."""
         ...
 
     async def complete(self, claim: Claim, *, now: datetime) -> None: ...
@@ -308,7 +310,7 @@ class Outboxes(Protocol):
         ...
 
     async def refused(self, channel: str, *, after: int) -> list[OutboxMessage]:
-        """Messages to `channel` given up since message `after`."""
+        """Messages to `channel` given up since message `after` (dead letters), oldest first."""
         ...
 
 
@@ -350,8 +352,8 @@ class ProtectionRuleRequests(Protocol):
     async def open_for_run(self, run_id: int) -> list[RuleRequest]: ...
 
     async def without_timer(self, prefix: str) -> list[RuleRequest]:
-        """The open requests of runs no rollout follows and no timer `<prefix>:<run id>`
-        waits for, oldest first (one indexed query)."""
+        """The open requests of runs no active rollout follows (a re-run after its rollout
+        ended included) and no timer `<prefix>:<run id>` waits for, oldest first."""
         ...
 
     async def for_run(self, run_id: int) -> list[RuleRequest]:
@@ -361,7 +363,8 @@ class ProtectionRuleRequests(Protocol):
     async def close(
         self, *, run_id: int, environment: str, answer: RuleAnswer, at: datetime
     ) -> int:
-        """Close the run's open request for `environment` (as stored); how many it closed."""
+        """Close the run's open request for `environment` (as stored), or a racing replica's
+        `gone` with an answer GitHub took; how many this call closed (0: someone did first)."""
         ...
 
     async def sending(self, *, run_id: int, environment: str, answer: RuleAnswer | None) -> None:
@@ -381,7 +384,7 @@ class ProtectionRuleRequests(Protocol):
 
     async def close_run(self, *, run_id: int, asked_by: datetime, at: datetime) -> int:
         """Close as `gone` the run's open requests asked by `asked_by` (the run was seen
-        completed then: nothing of it waits); how many it closed."""
+        completed then; a re-run's request asked since stays open); how many this call closed."""
         ...
 
     async def answer_of(self, *, run_id: int, environment: str) -> RuleAnswer | None:

@@ -206,14 +206,11 @@ class WorkflowDispatch:
         dispatched_at: datetime,
         before: datetime | None = None,
     ) -> list[RunRef]:
-        """Runs of this workflow dispatched by our account on `ref` since `dispatched_at` (and,
-        given `before`, created no later than that).
-
-        `dispatched_at` is the bot's clock, taken just before the request; GitHub stamps the run
-        with its own clock, so the bound is moved back by `clock_skew` (and `before` forward).
-        A wider margin risks catching an earlier run of ours (then the search is ambiguous and
-        takes nothing); a narrower one risks missing our run when the clocks disagree.
-        """
+        """`dispatched_at` is the bot's clock, taken just before the request; GitHub stamps the
+        run with its own clock, so the bound is moved back by `clock_skew` (and `before`
+        forward). A wider margin risks catching an earlier run of ours (then the search is
+        ambiguous and takes nothing); a narrower one risks missing our run when the clocks
+        disagree."""
         actor = await self._github.actor_login()
         runs = await self._runs_on(
             workflow_file, ref, since=dispatched_at, before=before, dispatched_by=actor
@@ -223,11 +220,6 @@ class WorkflowDispatch:
     async def release_runs(
         self, *, workflow_file: str, tag: str, since: datetime
     ) -> list[LinkableRun]:
-        """Runs of this workflow on the release tag `tag` created since `since`, or created
-        before and still going (a run by hand that waits for its reviewers, a run re-run on
-        GitHub: its creation time stays its first), by anyone (a person on GitHub too), none
-        cancelled: what a scheduled dispatch looks for first, so a release run by hand is not
-        run again."""
         runs = await self._runs_on(workflow_file, tag, since=since, or_going=True)
         return [run.linkable_run() for run in runs]
 

@@ -70,10 +70,9 @@ class RepositoryReads:
         return await self._github.call(operation, read, kind="read")
 
     async def image_published(self, *, package: str, tag: str) -> bool | None:
-        """Whether GitHub Packages has the container `package` with this tag (the repository
-        owner's package, as an organisation's or else a user's). None in App mode, without
-        asking: GitHub's packages API takes only a personal access token (classic), and
-        answers an installation token 404, which would read as "not published"."""
+        """The repository owner's package, as an organisation's or else a user's. In App mode
+        None without asking: the packages API answers an installation token 404, which would
+        read as "not published"."""
         if self._github.installation is not None:
             return None
         owner = self._github.repository.split("/")[0]

@@ -108,13 +108,11 @@ class WorkflowRuns:
         return await self._github.call(f"read run {run_id}", read, run_id=run_id, kind="link")
 
     async def run_gone(self, run_id: int) -> bool | None:
-        """After GitHub answered 404 for the run: whether the run is not there (deleted).
-        GitHub answers 404 alike for any path of a repository the credentials lost access to
+        """GitHub answers 404 alike for any path of a repository the credentials lost access to
         (an App's installation no longer given it, a token's access withdrawn): only the
         repository's own answer tells them apart (a conditional GET: 304 costs no rate limit).
         When it reads, the run is read once more: access given back between the first 404 and
-        the repository's read must not make a run out of reach look deleted. None when the
-        repository does not read."""
+        the repository's read must not make a run out of reach look deleted."""
         github = self._github
         try:
             answer = await github.call(

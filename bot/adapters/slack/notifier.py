@@ -39,7 +39,7 @@ from bot.adapters.charts import (
 )
 from bot.adapters.slack import gate_views, messages
 from bot.adapters.slack.actions import Action, ButtonValue
-from bot.adapters.slack.blocks import actions, as_json, button, section
+from bot.adapters.slack.blocks import BlockJson, actions, as_json, button, section
 from bot.adapters.slack.delivery import delivered, uploaded
 from bot.adapters.slack.limits import MESSAGE_TEXT, clip
 from bot.adapters.slack.looks import EarlierPosts
@@ -98,7 +98,6 @@ class SlackNotifier:
         await asyncio.gather(*late, return_exceptions=True)
 
     async def publish(self, rollout: Rollout, plan: RolloutPlan) -> str:
-        """Post the card, or update it; a card someone deleted is posted again (a new ts)."""
         blocks = rollout_card(rollout, plan, named=self._named)
         text = rollout_text(rollout, plan)
         if rollout.message_ts is not None:
@@ -193,14 +192,7 @@ class SlackNotifier:
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:
         text = clip(told if isinstance(told, str) else messages.render(told), MESSAGE_TEXT)
-        await delivered(
-            self._client.chat_postMessage(
-                channel=rollout.channel_id,
-                thread_ts=rollout.message_ts,
-                text=text,
-                metadata=_post_marker(rollout, key),
-            )
-        )
+        await self._post_in_thread(rollout, key, text=text)
 
     async def post_failure(
         self, rollout: Rollout, told: Event | str, *, channel: str, key: int
@@ -230,15 +222,7 @@ class SlackNotifier:
         value = ButtonValue(rollout_id=rollout.id, track=track, stage=stage).encode()
         figures = button("Enter figures", Action.ENTER_FIGURES, value, style="primary")
         blocks = as_json([section(text), *actions([figures])])
-        await delivered(
-            self._client.chat_postMessage(
-                channel=rollout.channel_id,
-                thread_ts=rollout.message_ts,
-                text=text,
-                blocks=blocks,
-                metadata=_post_marker(rollout, key),
-            )
-        )
+        await self._post_in_thread(rollout, key, text=text, blocks=blocks)
 
     async def post_gate_card(
         self,
@@ -269,31 +253,32 @@ class SlackNotifier:
             window=(reading.window if reading else None) or _stage_window(rollout, track, stage),
             chart_note=note,
         )
-        await delivered(
-            self._client.chat_postMessage(
-                channel=rollout.channel_id,
-                thread_ts=rollout.message_ts,
-                text=gate_views.gate_card_text(verdict, label),
-                blocks=blocks,
-                metadata=_post_marker(rollout, key),
-            )
+        await self._post_in_thread(
+            rollout, key, text=gate_views.gate_card_text(verdict, label), blocks=blocks
         )
         if charts and enabled:
             self._follow("charts", rollout, self._upload_charts(rollout, charts, label))
 
     async def post_summary(self, rollout: Rollout, summary: RolloutSummary, *, key: int) -> None:
-        await delivered(
-            self._client.chat_postMessage(
-                channel=rollout.channel_id,
-                thread_ts=rollout.message_ts,
-                text=clip(summary_text(summary), MESSAGE_TEXT),
-                metadata=_post_marker(rollout, key),
-            )
-        )
+        await self._post_in_thread(rollout, key, text=clip(summary_text(summary), MESSAGE_TEXT))
         if charts_enabled():
             self._follow(
                 "timeline", rollout, self._upload_timeline(rollout, timeline_chart(summary))
             )
+
+    async def _post_in_thread(
+        self, rollout: Rollout, key: int, *, text: str, blocks: list[BlockJson] | None = None
+    ) -> None:
+        """Post outbox message `key` in the rollout's thread, marked so that a retry finds it."""
+        await delivered(
+            self._client.chat_postMessage(
+                channel=rollout.channel_id,
+                thread_ts=rollout.message_ts,
+                text=text,
+                blocks=blocks,
+                metadata=_post_marker(rollout, key),
+            )
+        )
 
     def _follow(self, what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]) -> None:
         """Draw and share a message's charts after it, in the background: the outbox goes on

@@ -37,15 +37,21 @@ from bot.domain.rollout.state import (
 from bot.domain.rollout.work import Work, advance, reached_label
 
 
+def _timer_still_closes(stage: Stage, due_at: datetime) -> bool:
+    """Whether the window timer due at `due_at` still closes `stage`: its window ends then (not
+    extended since) and no gate has decided it (it is not stopped or held)."""
+    return stage.window_ends_at == due_at and stage.state in (
+        StageState.OBSERVING,
+        StageState.EVALUATING,
+    )
+
+
 def window_ended(rollout: Rollout, *, track: str, stage: str, due_at: datetime) -> Decision:
     """A window's timer fired. `due_at` is the window end the timer was scheduled for (not
     when a retry of it fires). Stale timers (an extended or stopped window) change nothing;
     a timer fired again after a failure mid-evaluation asks for the metrics again."""
     current = rollout.track(track).stage(stage)
-    if current.window_ends_at != due_at or current.state not in (
-        StageState.OBSERVING,
-        StageState.EVALUATING,
-    ):
+    if not _timer_still_closes(current, due_at):
         return Decision(rollout)
     evaluating = replace(current, state=StageState.EVALUATING)
     updated = rollout.with_track(rollout.track(track).with_stage(evaluating))
@@ -66,10 +72,7 @@ def window_timer_dead(
     The stage holds without a verdict rather than observing forever: a person re-evaluates,
     extends the window, overrides with Promote or stops; the thread says what failed."""
     current = rollout.track(track).stage(stage)
-    if current.window_ends_at != due_at or current.state not in (
-        StageState.OBSERVING,
-        StageState.EVALUATING,
-    ):
+    if not _timer_still_closes(current, due_at):
         return Decision(rollout)
     plan_track = plan.track(track)
     spec = plan_track.stage(stage)
