@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -294,3 +295,28 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_it
     async with session_factory.begin() as session:
         await session.execute(update(RolloutRow).values(ended_at=later))
     assert await timers.dead_by_service() == {}
+
+
+async def test_dead_lettered_timers_are_counted_by_their_rollout_s_service(
+    timers: TimerStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A service taken out of the services file keeps its count: nobody follows its rollout,
+    and the alert must name it (`rollout_bot_timers_dead{service}`)."""
+    plan = load_plan(None)
+    store = RolloutStore(session_factory, clock=lambda: NOW)
+    for n, service in enumerate(("default", "billing-api")):
+        rollout = cleared_rollout(plan, now=NOW, rollout_id=f"r-000000dead{n}", channel_id="C0R")
+        await store.create(rollout=replace(rollout, service=service), plan=plan)
+        for track in ("relay", "desktop")[: n + 1]:  # billing-api's two tracks' windows
+            await timers.schedule(
+                key=f"w{n}{track}",
+                kind="window",
+                due_at=NOW,
+                now=NOW,
+                rollout_id=rollout.id,
+                service=service,
+            )
+    for timer in await timers.claim_due(now=NOW, owner="a", lease=LEASE):
+        assert await timers.bury(timer_id=timer.id, owner="a", now=NOW, error="x")
+
+    assert await timers.dead_by_service() == {"default": 1, "billing-api": 2}
