@@ -9,8 +9,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.adapters.slack import audit_views, lane_words, report_views, schedule_words, views
 from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.limits import MESSAGE_BLOCKS
-from bot.adapters.slack.messages import stop_note
 from bot.adapters.slack.mrkdwn import as_typed
+from bot.adapters.slack.rollout_words import stop_note
 from bot.adapters.slack.status_views import active_blocks, history_blocks, services_blocks
 from bot.domain import rollout_command as commands
 from bot.domain.errors import NotAvailable, RolloutError

@@ -148,6 +148,7 @@ EVENTS: list[told.Event] = [
     told.TrackStopped(
         "Relay", StopReason(StopKind.ROLLED_BACK, "U1", detail="spike"), None, False, "rb"
     ),
+    told.StopUnconfirmed("Desktop", StopReason(StopKind.KILL_SWITCH, "U1"), "GA", True, "kill"),
     told.RolloutCancelled("U1"),
     told.Redeploying("U1", "v1.4.1", "v1.4.2", rollout_id="r-2"),
     told.Redeploying(

@@ -262,6 +262,19 @@ class TrackStopped:
 
 
 @dataclass(frozen=True)
+class StopUnconfirmed:
+    """A person stopped the track while its last stage, `stage`, was saved as deploying and
+    the run could not be read: whether GitHub deploys it (an approved job lands) or still holds
+    it (the bot's approval failed: it is rejected once GitHub answers) is not known yet."""
+
+    track: str
+    reason: StopReason
+    stage: str
+    desktop: bool
+    failure_job: str
+
+
+@dataclass(frozen=True)
 class TracksLeft:
     """A stop of `tag` (by `actor`, or by a failed gate: None) left these tracks of its gate
     as they are (`desktop`: the kill-switch's gate, else the relay's)."""
@@ -428,6 +441,7 @@ Event = (
     | WindowExtended
     | Reevaluated
     | TrackStopped
+    | StopUnconfirmed
     | TracksLeft
     | RolloutCancelled
     | Redeploying
