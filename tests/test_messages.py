@@ -199,6 +199,8 @@ EVENTS: list[told.Event] = [
     told.ScheduleFrozen(Frozen(Freeze("<b> & co", AT, actor="U2"), at=AT), lifted_by="U1"),
     told.FreezeLiftedHolding("U1", "U2", ("5% canary → 50%",)),
     told.FreezeLiftedHolding("U1", "U1", ("<b> → 50%",), Freeze("weekend", AT, calendar="weekend")),
+    told.FreezeEnded(AT, ("5% canary → 50%", "<b> → beta")),
+    told.FreezeEnded(AT, dispatch_at=AT),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
     review_rejected("no"),

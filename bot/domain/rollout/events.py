@@ -368,6 +368,17 @@ class FreezeLiftedHolding:
 
 
 @dataclass(frozen=True)
+class FreezeEnded:
+    """The freeze that held the rollout ended at `ended_at` (deploys are no longer frozen for
+    it): `held`, its `promote: auto` stages a freeze held (`Stage → next stage` labels), or
+    `dispatch_at`, its scheduled dispatch a freeze held, still wait for a person."""
+
+    ended_at: datetime
+    held: tuple[str, ...] = ()
+    dispatch_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ScheduleCancelled:
     """`actor` cancelled the dispatch scheduled for `at`; the preflight stays."""
 
@@ -451,6 +462,7 @@ Event = (
     | ScheduleHeld
     | ScheduleFrozen
     | FreezeLiftedHolding
+    | FreezeEnded
     | ScheduleCancelled
     | FreezeOverridden
     | GitHubReported
