@@ -123,6 +123,9 @@ class PyGithubGateway:
     async def tag_exists(self, tag: str) -> bool:
         return await self._history.tag_exists(tag)
 
+    async def tag_commit(self, tag: str) -> str | None:
+        return await self._history.tag_commit(tag)
+
     async def latest_release(self) -> str | None:
         return await self._history.latest_release()
 
