@@ -735,9 +735,7 @@ class RetiredServiceEnds(TimersLeft):
         return {} if self.ended else {"retired": 1}
 
 
-async def test_a_service_taken_out_reads_zero_once_its_rollout_ends_not_its_last_figure() -> (
-    None
-):
+async def test_a_service_taken_out_reads_zero_once_its_rollout_ends() -> None:
     """RolloutBotTimerDeadLettered (and RolloutBotNoWebhookDeliveries) read these gauges: a
     series left at its last figure once the rollout ended would page until the restart."""
     telemetry = PrometheusTelemetry(build())
