@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -680,6 +680,23 @@ class TimersLeft:
         return {"retired": 2}  # a service taken out of the services file
 
 
+def relay_backlog(
+    telemetry: PrometheusTelemetry,
+    database: TimersLeft,
+    database_clock: Callable[[], Awaitable[object]] | None = None,
+) -> Backlog:
+    """The scrape's database gauges of a bot configured with the one service `relay`."""
+    return Backlog(
+        telemetry=telemetry,
+        rollouts=database,
+        timers=database,
+        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
+        overdue_after=timedelta(minutes=1),
+        services=["relay"],
+        database_clock=database_clock,
+    )
+
+
 async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -690,15 +707,7 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
         await database.active()
         telemetry.database_clock(offset=timedelta(seconds=-3))
 
-    backlog = Backlog(
-        telemetry=telemetry,
-        rollouts=database,
-        timers=database,
-        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
-        overdue_after=timedelta(minutes=1),
-        services=["relay"],
-        database_clock=database_clock,
-    )
+    backlog = relay_backlog(telemetry, database, database_clock)
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
     assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, -3, 1]
@@ -740,14 +749,7 @@ async def test_a_service_taken_out_reads_zero_once_its_rollout_ends() -> None:
     series left at its last figure once the rollout ended would page until the restart."""
     telemetry = PrometheusTelemetry(build())
     database = RetiredServiceEnds()
-    backlog = Backlog(
-        telemetry=telemetry,
-        rollouts=database,
-        timers=database,
-        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
-        overdue_after=timedelta(minutes=1),
-        services=["relay"],
-    )
+    backlog = relay_backlog(telemetry, database)
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
     assert value(found, "rollout_bot_timers_dead", service="retired") == 1
