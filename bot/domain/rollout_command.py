@@ -17,18 +17,37 @@ from bot.domain.freeze_until import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.rollout_help import HELP
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
-from bot.domain.text import NOT_REPEATED, PASTED_CREDENTIAL, TOKEN_SHAPE, clean_text, shown
+from bot.domain.text import (
+    NOT_REPEATED,
+    PASTED_CREDENTIAL,
+    TOKEN_SHAPE,
+    character_name,
+    clean_text,
+    shown,
+    without_invisible_ends,
+)
 
 TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 """A container image tag, as the workflow's `relay_image_tag` takes it."""
 
 _TAG = re.compile(TAG_RULE)
 _MAX_REASON = 500
-_QUOTES = "\"'\N{LEFT DOUBLE QUOTATION MARK}\N{RIGHT DOUBLE QUOTATION MARK}"
+_CLOSING_QUOTE = {
+    '"': '"',
+    "'": "'",
+    "\N{LEFT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
+    "\N{RIGHT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
+    "\N{LEFT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
+    "\N{RIGHT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
+}
+"""The quote that closes a value each quote opens: straight, or as Slack's clients and documents
+curl them (`\u201ctue 09:00\u201d`, `\u2018hotfix\u2019`)."""
+_QUOTES = "".join(_CLOSING_QUOTE)
 # start's options, wherever they stand; Slack's desktop clients may turn a typed "--" into an
-# em dash. A quoted value is taken as it is (a reason may say `--at 9`).
+# em dash (a document, into an en dash). A quoted value is taken as it is (a reason may say `--at 9`).
 _START_OPTION = re.compile(
-    r"(?<!\S)(?:--|\N{EM DASH})(flags-ready|at|override-freeze)(?=\s|$|=)", re.IGNORECASE
+    r"(?<!\S)(?:--|\N{EM DASH}|\N{EN DASH})(flags-ready|at|override-freeze)(?=\s|$|=)",
+    re.IGNORECASE,
 )
 _START_OPTIONS = 'it takes `--flags-ready`, `--at "<time>"` and `--override-freeze "<reason>"`'
 # An unquoted time: one word, and a time of day after it (`--at tue 09:00`, `--at tomorrow
@@ -276,15 +295,25 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
 
 
 def parse_tag(text: str) -> str:
-    """`text` if it is a valid image tag; raises InvalidTag quoting the rule otherwise."""
+    """The image tag `text` names, as pasted: in quotes or backticks, or with invisible
+    characters at its ends (a zero-width space from a document), which no tag can hold. Raises
+    InvalidTag quoting the rule, and naming the character it does not allow, otherwise."""
     if TOKEN_SHAPE.search(text):  # it would be posted on the release channel's cards
         raise InvalidTag(PASTED_CREDENTIAL)
-    if not _TAG.fullmatch(text):
-        raise InvalidTag(
-            f"`{shown(text)}` is not a valid release tag: a tag must match `{TAG_RULE}` "
-            "(a letter, digit or _, then up to 127 letters, digits, _, . or -)."
+    tag = without_invisible_ends(text)
+    if len(tag) > 2 and _CLOSING_QUOTE.get(tag[0], "`" if tag[0] == "`" else None) == tag[-1]:
+        tag = tag[1:-1]
+    if not _TAG.fullmatch(tag):
+        odd = next((c for c in tag if not re.fullmatch(r"[A-Za-z0-9_.-]", c)), None)
+        rule = (
+            f"`{shown(odd)}` ({character_name(odd)}) is not allowed in a tag, which must match "
+            f"`{TAG_RULE}`"
+            if odd is not None
+            else f"a tag must match `{TAG_RULE}` (a letter, digit or _, then up to 127 letters, "
+            "digits, _, . or -)"
         )
-    return text
+        raise InvalidTag(f"`{shown(text)}` is not a valid release tag: {rule}.")
+    return tag
 
 
 def _reason(text: str, what: str) -> str:
@@ -322,7 +351,7 @@ def _start(text: str) -> Start:
     while (word := _WORD.search(text, at)) is not None:
         option = _START_OPTION.match(text, word.start())
         if option is None:
-            if word[0].startswith(("--", "\N{EM DASH}")):
+            if word[0].startswith(("--", "\N{EM DASH}", "\N{EN DASH}")):
                 raise InvalidCommand(
                     f"`{shown(word[0])}` is not an option of start; {_START_OPTIONS}."
                 )
@@ -365,11 +394,15 @@ def _start(text: str) -> Start:
 
 
 def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
-    """The value of option `name` from `at` on, and where it ends: a quoted text as it is; else
-    a time (`--at`), or a reason up to the next option or the end (`--override-freeze`)."""
+    """The value of option `name` from `at` on, and where it ends: a quoted text as it is (up to
+    its closing quote that ends a word: `"don't wait"`); else a time (`--at`), or a reason up
+    to the next option or the end (`--override-freeze`)."""
     start = len(text) - len(text[at:].lstrip())
     if start < len(text) and text[start] in _QUOTES:
-        end = next((i for i in range(start + 1, len(text)) if text[i] in _QUOTES), None)
+        closing = _CLOSING_QUOTE[text[start]]
+        ends = [i for i in range(start + 1, len(text)) if text[i] == closing]
+        words_end = [i for i in ends if i + 1 == len(text) or text[i + 1].isspace()]
+        end = (words_end or ends or [None])[0]
         if end is None:
             raise InvalidCommand(f"The quote after `--{name}` is not closed.")
         return text[start + 1 : end].strip(), end + 1
