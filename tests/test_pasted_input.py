@@ -16,7 +16,9 @@ from figures import passing_sandbox
 from test_freeze_sandbox import APPROVERS_ENV, OTHER, card
 
 from bot.domain.errors import InvalidTag
+from bot.domain.rollout import CheckState
 from bot.domain.rollout_command import Start, parse_command
+from bot.domain.unfollowed_runs import release_tag
 from sandbox.config import (
     GITHUB_TOKEN,
     GITHUB_WEBHOOK_SECRET,
@@ -54,6 +56,13 @@ def test_a_tag_pasted_in_quotes_or_with_invisible_ends_is_the_tag(typed: str) ->
     assert parse_command(f"history {typed}").tag == "v1.4.2"  # type: ignore[union-attr]
 
 
+def test_a_ref_github_names_is_read_strictly_not_as_pasted() -> None:
+    """A branch may be named `"v1.4.2"` (git allows quotes): a run on it is no release."""
+    assert release_tag('"v1.4.2"', "main") == ""
+    assert release_tag("v1.4.2\N{ZERO WIDTH SPACE}", "main") == ""
+    assert release_tag("v1.4.2", "main") == "v1.4.2"
+
+
 @pytest.mark.parametrize(
     ("typed", "named"),
     [
@@ -74,7 +83,7 @@ def test_a_tag_refused_names_the_character_it_does_not_allow(typed: str, named: 
     ("text", "start"),
     [
         (
-            "start v1.4.2 --override-freeze \"don't wait for INC-7\" --flags-ready",
+            'start v1.4.2 --override-freeze "don\'t wait for INC-7" --flags-ready',
             Start("v1.4.2", True, override_freeze="don't wait for INC-7"),
         ),
         (
@@ -107,7 +116,7 @@ async def test_an_override_whose_quoted_reason_has_an_apostrophe_goes_through(
 
     said = await sandbox.command(
         "start \N{LEFT DOUBLE QUOTATION MARK}v1.4.2\N{RIGHT DOUBLE QUOTATION MARK} --flags-ready "
-        "--override-freeze \"hotfix: don't wait for INC-7\""
+        '--override-freeze "hotfix: don\'t wait for INC-7"'
     )
 
     assert "overrode the freeze for `v1.4.2`: hotfix: don't wait for INC-7" in said, said
@@ -142,7 +151,9 @@ async def test_secrets_with_a_trailing_newline_work_as_the_secrets_they_carry(
 
         assert "Preflight of `v1.4.2` posted" in said, said
         await box.slack.wait_for(lambda: card(box) is not None, timeout=30)
-        assert "migrations" in json.dumps(card(box).blocks)  # type: ignore[union-attr]
+        checks = (await box.rollout()).preflight  # read on GitHub with the token
+        assert checks.migrations.state is CheckState.PASS, checks
+        assert "All checks are clear" in json.dumps(card(box).blocks)  # type: ignore[union-attr]
         body = json.dumps({"zen": "Keep it simple.", "hook_id": 1}).encode()
         headers = github_signature_headers(GITHUB_WEBHOOK_SECRET, body, event="ping")
         async with (

@@ -12,39 +12,26 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
-from bot.domain.errors import InvalidCommand, InvalidTag
+from bot.domain.errors import InvalidCommand
 from bot.domain.freeze_until import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
+from bot.domain.release_tag import typed_tag
 from bot.domain.rollout_help import HELP
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
 from bot.domain.text import (
+    CLOSING_QUOTE,
     NOT_REPEATED,
     PASTED_CREDENTIAL,
     TOKEN_SHAPE,
-    character_name,
     clean_text,
     shown,
-    without_invisible_ends,
 )
 
-TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-"""A container image tag, as the workflow's `relay_image_tag` takes it."""
-
-_TAG = re.compile(TAG_RULE)
 _MAX_REASON = 500
-_CLOSING_QUOTE = {
-    '"': '"',
-    "'": "'",
-    "\N{LEFT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
-    "\N{RIGHT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
-    "\N{LEFT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
-    "\N{RIGHT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
-}
-"""The quote that closes a value each quote opens: straight, or as Slack's clients and documents
-curl them (`\u201ctue 09:00\u201d`, `\u2018hotfix\u2019`)."""
-_QUOTES = "".join(_CLOSING_QUOTE)
+_QUOTES = "".join(CLOSING_QUOTE)
 # start's options, wherever they stand; Slack's desktop clients may turn a typed "--" into an
-# em dash (a document, into an en dash). A quoted value is taken as it is (a reason may say `--at 9`).
+# em dash (a document, into an en dash). A quoted value is taken as it is (a reason may say
+# `--at 9`).
 _START_OPTION = re.compile(
     r"(?<!\S)(?:--|\N{EM DASH}|\N{EN DASH})(flags-ready|at|override-freeze)(?=\s|$|=)",
     re.IGNORECASE,
@@ -254,7 +241,7 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.HISTORY:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
-        return History(tag=parse_tag(args[0]) if args else None)
+        return History(tag=typed_tag(args[0]) if args else None)
     if subcommand is Subcommand.REPORT:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
@@ -292,28 +279,6 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
     if (name := parts[1].lower()) not in names:
         return None, text, subcommand
     return name, " ".join([parts[0], *parts[2:]]), subcommand
-
-
-def parse_tag(text: str) -> str:
-    """The image tag `text` names, as pasted: in quotes or backticks, or with invisible
-    characters at its ends (a zero-width space from a document), which no tag can hold. Raises
-    InvalidTag quoting the rule, and naming the character it does not allow, otherwise."""
-    if TOKEN_SHAPE.search(text):  # it would be posted on the release channel's cards
-        raise InvalidTag(PASTED_CREDENTIAL)
-    tag = without_invisible_ends(text)
-    if len(tag) > 2 and _CLOSING_QUOTE.get(tag[0], "`" if tag[0] == "`" else None) == tag[-1]:
-        tag = tag[1:-1]
-    if not _TAG.fullmatch(tag):
-        odd = next((c for c in tag if not re.fullmatch(r"[A-Za-z0-9_.-]", c)), None)
-        rule = (
-            f"`{shown(odd)}` ({character_name(odd)}) is not allowed in a tag, which must match "
-            f"`{TAG_RULE}`"
-            if odd is not None
-            else f"a tag must match `{TAG_RULE}` (a letter, digit or _, then up to 127 letters, "
-            "digits, _, . or -)"
-        )
-        raise InvalidTag(f"`{shown(text)}` is not a valid release tag: {rule}.")
-    return tag
 
 
 def _reason(text: str, what: str) -> str:
@@ -390,7 +355,7 @@ def _start(text: str) -> Start:
             raise InvalidCommand(
                 'An override needs a reason: `/rollout start <tag> --override-freeze "<reason>"`.'
             )
-    return Start(tag=parse_tag(tags[0]), flags_ready=flags_ready, override_freeze=override, at=when)
+    return Start(tag=typed_tag(tags[0]), flags_ready=flags_ready, override_freeze=override, at=when)
 
 
 def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
@@ -399,10 +364,10 @@ def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
     to the next option or the end (`--override-freeze`)."""
     start = len(text) - len(text[at:].lstrip())
     if start < len(text) and text[start] in _QUOTES:
-        closing = _CLOSING_QUOTE[text[start]]
+        closing = CLOSING_QUOTE[text[start]]
         ends = [i for i in range(start + 1, len(text)) if text[i] == closing]
         words_end = [i for i in ends if i + 1 == len(text) or text[i + 1].isspace()]
-        end = (words_end or ends or [None])[0]
+        end = next(iter(words_end or ends), None)
         if end is None:
             raise InvalidCommand(f"The quote after `--{name}` is not closed.")
         return text[start + 1 : end].strip(), end + 1

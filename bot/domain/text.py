@@ -20,6 +20,17 @@ TOKEN_SHAPE = re.compile(
 and refresh tokens) and a GitHub App's JWT (base64url JSON, `eyJ…`, from its header on: a cut
 one too); npm's access tokens (`npm_` and 36 characters); Slack's (`xoxb-`, `xoxp-`, `xapp-`)."""
 
+CLOSING_QUOTE = {
+    '"': '"',
+    "'": "'",
+    "\N{LEFT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
+    "\N{RIGHT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
+    "\N{LEFT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
+    "\N{RIGHT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
+}
+"""The quote that closes what each quote opens: straight, or as Slack's clients and documents
+curl them (`\u201ctue 09:00\u201d`, `\u2018hotfix\u2019`)."""
+
 NOT_REPEATED = "[a token, not repeated]"
 
 PASTED_CREDENTIAL = (
