@@ -12,8 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from figures import passing_sandbox
+from test_cli import full_env, run
 from test_freeze_sandbox import APPROVERS_ENV, OTHER, card
+from test_gate_cli import assert_usage_error, desktop_args, relay_args, run_in_process
 
 from bot.domain.errors import InvalidTag
 from bot.domain.rollout import CheckState
@@ -27,6 +30,7 @@ from sandbox.config import (
     SLACK_SIGNING_SECRET,
 )
 from sandbox.harness import Sandbox
+from sandbox.plans import fast_plan
 from sandbox.signing import github_signature_headers
 
 pytestmark = pytest.mark.story
@@ -161,3 +165,41 @@ async def test_secrets_with_a_trailing_newline_work_as_the_secrets_they_carry(
             http.post(f"{box.url}/github/webhook", data=body, headers=headers) as response,
         ):
             assert response.status == 200, await response.text()
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (
+            relay_args("0.001", "0.001", "1%"),
+            "--current-error-rate '1%' is a percentage; rates are fractions: write 0.01 for 1%",
+        ),
+        (
+            relay_args("0.001", "0.001", "0", "--error-rate-threshold", "0.5%"),
+            "'0.5%' is a percentage; rates are fractions: write 0.005 for 0.5%",
+        ),
+        (desktop_args("0.1%", "0.002"), "write 0.001 for 0.1%"),
+    ],
+)
+def test_the_gate_command_refuses_a_percentage_naming_the_fraction(
+    args: list[str], reason: str
+) -> None:
+    """It said `'1%' is not a decimal number`, not that a rate is a fraction, nor which."""
+    assert_usage_error(run_in_process(args), reason)
+
+
+async def test_check_config_refuses_a_plan_threshold_written_as_a_percentage(
+    tmp_path: Path,
+) -> None:
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
+    plan["tracks"]["relay"]["thresholds"]["error_threshold"] = "1%"
+    (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan), encoding="utf-8")
+    env = full_env(tmp_path) | {"ROLLOUT_PLAN": str(tmp_path / "plan.yml")}
+
+    code, out, err = await run("check-config", env=env, cwd=tmp_path)
+
+    assert code == 2, out + err
+    assert (
+        "tracks.relay.thresholds.error_threshold: '1%' is a percentage; rates are fractions: "
+        "write 0.01 for 1%"
+    ) in err
