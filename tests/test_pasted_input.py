@@ -13,10 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from command_line import run_here
 from figures import passing_sandbox
 from test_cli import full_env, run
 from test_freeze_sandbox import APPROVERS_ENV, OTHER, card
 from test_gate_cli import assert_usage_error, desktop_args, relay_args, run_in_process
+from test_prometheus import prometheus_plan
 
 from bot.domain.errors import InvalidTag
 from bot.domain.rollout import CheckState
@@ -203,3 +205,29 @@ async def test_check_config_refuses_a_plan_threshold_written_as_a_percentage(
         "tracks.relay.thresholds.error_threshold: '1%' is a percentage; rates are fractions: "
         "write 0.01 for 1%"
     ) in err
+
+
+def test_the_operator_commands_read_a_tag_as_slash_commands_do(tmp_path: Path) -> None:
+    """`metrics` and `doctor` put `--tag` into the plan's queries as `$tag` unread: a tag
+    no release has (`v1"} or vector(1)`) reached Prometheus as a query of its own making."""
+    (tmp_path / "plan.yml").write_text(prometheus_plan(tmp_path, "failing"), encoding="utf-8")
+    env = full_env(tmp_path) | {
+        "ROLLOUT_PLAN": str(tmp_path / "plan.yml"),
+        "PROMETHEUS_URL": "http://127.0.0.1:9",
+    }
+    injected = 'v1"} or vector(1)'
+    for args in (["metrics", "canary", "--tag", injected], ["doctor", "--tag", injected]):
+        code, out, err = run_here(args, env=env, cwd=tmp_path)
+        assert (code, out) == (2, ""), err
+        assert '" (U+0022 QUOTATION MARK) is not allowed in a tag' in err, err
+    assert run_here(["migrate"], env=env, cwd=tmp_path)[0] == 0
+    code, _, err = run_here(
+        ["audit", "\N{LEFT DOUBLE QUOTATION MARK}v1.4.2\N{RIGHT DOUBLE QUOTATION MARK}"],
+        env=env,
+        cwd=tmp_path,
+    )
+    assert (code, err) == (
+        2,
+        "rollout-bot audit: No rollout of v1.4.2 is on record. /rollout history lists the recent "
+        "ones.\n",
+    )
