@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(PY) bench/rollout_reads.py sqlite
 	$(PY) bench/rollout_reads.py postgres
 	$(PY) bench/services_scale.py 50 5
+	$(PY) bench/stop_latency.py 3
 
 # The long chaos run: three serve replicas on a fresh PostgreSQL database under faults, at
 # least ten rollouts for DURATION seconds; prints the figures, fails on a broken invariant.

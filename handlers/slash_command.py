@@ -9,8 +9,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot.adapters.slack import audit_views, lane_words, report_views, schedule_words, views
 from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.limits import MESSAGE_BLOCKS
-from bot.adapters.slack.messages import stop_note
 from bot.adapters.slack.mrkdwn import as_typed
+from bot.adapters.slack.rollout_words import stop_note
 from bot.adapters.slack.status_views import active_blocks, history_blocks, services_blocks
 from bot.domain import rollout_command as commands
 from bot.domain.errors import NotAvailable, RolloutError
@@ -123,7 +123,7 @@ async def _ephemeral(
         undone = await services.reports.rolled_back_after(recent)
         return "Rollout history", history_blocks(recent, lambda r: plans[r.id], undone)
     if isinstance(command, commands.Report):
-        report = await services.reports.period(command.period)
+        report = await services.reports.period(command.period, asker=actor)
         shown = _named(services)
         return (
             report_views.report_text(report, service=shown),

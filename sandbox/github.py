@@ -129,6 +129,8 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self._tasks: set[asyncio.Task[None]] = set()
         self._forced: list[ForcedFailure] = []
         self._faults = FaultPlan()
+        self._holds = []
+        self.holding = 0
         self.fault_delay = fault_delay
         """Seconds a `timeout` fault holds its answer (longer than the client's timeout)."""
         self.retry_after = retry_after

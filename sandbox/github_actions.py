@@ -51,6 +51,7 @@ class ActionsEngine(EnvironmentGates):
         files: Mapping[str, Mapping[str, str]],
         job_duration: timedelta = timedelta(0),
         ids: Ids | None = None,
+        environment_secrets: Mapping[str, Mapping[str, datetime]] | None = None,
     ) -> None:
         self.ids = ids or Ids()
         """Shared by every repository of one simulator (GitHub's ids are global)."""
@@ -63,6 +64,9 @@ class ActionsEngine(EnvironmentGates):
         self.deployments: list[Deployment] = []
         self.listeners: list[Callable[[Transition], None]] = []
         self._secrets = secrets
+        self._environment_secrets = environment_secrets or {}
+        """By environment: a job in one reads its secrets, then the repository's and the
+        organization's (GitHub: the lowest level wins)."""
         self._files = files
         self.npm_up_to_date = False
         """The Release workflow's packages are all on npm already: its publish step publishes
@@ -258,9 +262,10 @@ class ActionsEngine(EnvironmentGates):
 
     def _finish(self, run: SimRun, job: SimJob) -> None:
         assert job.started_at is not None and job.due_at is not None
+        environment = self._environment_secrets.get(job.environment or "", {})
         context = StepContext(
             inputs=run.inputs,
-            secrets=frozenset(self._secrets),
+            secrets=frozenset(self._secrets) | frozenset(environment),
             files=self._files.get(run.branch, {}),
             npm_up_to_date=self.npm_up_to_date,
             npm_changesets_pending=self.npm_changesets_pending,

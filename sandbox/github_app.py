@@ -78,6 +78,7 @@ _PERMISSIONS = (
     ("GET", "/repos/*/*/actions/secrets/**", "secrets", "read"),
     ("GET", "/repos/*/*/actions/organization-secrets", "secrets", "read"),
     ("GET", "/repos/*/*/actions/**", "actions", "read"),
+    ("GET", "/repos/*/*/environments/*/secrets/**", "environments", "read"),
     ("GET", "/repos/*/*/environments/**", "actions", "read"),
     ("GET", "/repos/*/*/hooks/**", "repository_hooks", "read"),
     ("GET", "/repos/*/*/deployments/**", "deployments", "read"),

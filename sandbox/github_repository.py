@@ -18,7 +18,7 @@ from sandbox.github_hooks import Hook
 from sandbox.github_json import Json, Urls, stable_id
 from sandbox.github_routes import Dispatch
 from sandbox.github_rules import APP_LOGIN, requested_payload
-from sandbox.github_runs import Ids, Review, SimRun, Transition
+from sandbox.github_runs import Ids, Review, SimRun, Transition, commit_sha
 from sandbox.workflows import (
     Workflow,
     deployment_strategy_workflow,
@@ -90,6 +90,12 @@ class SimRepository:
         self.organization_secrets: dict[str, datetime] = {}
         """The organization's secrets shared with the repository (its own take precedence)."""
         self.secrets_forbidden = False
+        self.environment_secrets: dict[str, dict[str, datetime]] = {}
+        """Secrets of the repository's environments, by environment name: a job that runs in
+        one reads its secrets before the repository's and the organization's."""
+        self.environment_secrets_forbidden = False
+        """GitHub answers 403 to reading an environment's secrets (a token without the
+        Environments permission)."""
         self.history = History()
         """Commits, tags and releases (what compare and releases/latest answer from)."""
         self.dispatches: list[Dispatch] = []
@@ -98,6 +104,7 @@ class SimRepository:
             protected_environments=protected_environments,
             clock=clock,
             secrets=ChainMap(self.secrets, self.organization_secrets),
+            environment_secrets=self.environment_secrets,
             files=self.files,
             job_duration=job_duration,
             ids=ids,
@@ -195,6 +202,21 @@ class SimRepository:
         self.repository = new_name
         server.install_app_for(new_name)
 
+    def run_job_in_environment(self, file_name: str, job: str, environment: str) -> None:
+        """Give a workflow's job `environment:` in its file (every ref) and its runs from now
+        on. The environment is created unprotected, as GitHub creates one a job names."""
+        engine = self.engine
+        (spec,) = [w for w in engine.workflows if w.file_name == file_name]
+        jobs = tuple(
+            replace(j, environment=environment) if job in (j.key, j.name) else j for j in spec.jobs
+        )
+        changed = replace(spec, jobs=jobs)
+        engine.workflows = [changed if w is spec else w for w in engine.workflows]
+        if environment not in engine.environments:
+            engine.environments[environment] = next(engine.ids.environments)
+        for tree in self.files.values():
+            tree[changed.path] = workflow_file(changed)
+
     def remove_workflow(self, file_name: str) -> None:
         """Delete a workflow file from the repository (every ref): GitHub no longer knows it."""
         self.engine.workflows = [w for w in self.engine.workflows if w.file_name != file_name]
@@ -218,6 +240,15 @@ class SimRepository:
         The failing step (default: the job's last step) prints `log`; later steps are skipped.
         """
         self.engine.fail_job(run, job, lines=tuple(log.splitlines()), step=step)
+
+    def push_tag(self, name: str, *, at: str | None = None, annotated: bool = False) -> None:
+        """A tag pushed at commit `at`; by default at the commit a run on `name` reports (the
+        simulator's runs are at `commit_sha(ref)`). `git/ref/tags/<name>` answers it; an
+        annotated tag's ref names its tag object, which `git/tags/<sha>` answers."""
+        self.refs.add(name)
+        self.history.tags[name] = at or commit_sha(name)
+        if annotated:
+            self.history.annotated[name] = commit_sha(f"tag object {name}")
 
     def create_foreign_run(
         self,

@@ -48,6 +48,9 @@ class RepositoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/environments", self.list_environments)
         app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
         app.router.add_get(
+            f"{repo}/environments/{{name}}/secrets/{{secret}}", self.get_environment_secret
+        )
+        app.router.add_get(
             f"{prefix}/orgs/{{org}}/teams/{{team}}/memberships/{{login}}", self.get_membership
         )
         for owner_kind in ("orgs", "users"):
@@ -164,6 +167,21 @@ class RepositoryRoutes(SimulatorRoutes):
         if name not in secrets:
             raise not_found()
         return json_response(_secret_json(name, secrets[name]))
+
+    async def get_environment_secret(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}`:
+        name and dates, never the value; 404 when the environment or the secret does not
+        exist, 403 without the Environments permission."""
+        repository = self._repository(request)
+        if repository.environment_secrets_forbidden:
+            raise ActionsError(403, "Resource not accessible by integration")
+        environment, name = request.match_info["name"], request.match_info["secret"]
+        if environment not in repository.engine.environments:
+            raise not_found()
+        secrets = repository.environment_secrets.get(environment, {})
+        if name not in secrets:
+            raise not_found()
+        return json_response(_secret_json(name, shapes.iso(secrets[name])))
 
     # -- packages -------------------------------------------------------------------------------
 

@@ -65,6 +65,15 @@ class ForcedFailure:
     """A temporary redirection (`redirect_next`): `Location` is the request's own URL."""
 
 
+@dataclass
+class HeldRequests:
+    """Requests `hold` keeps waiting (method, path glob) until `released` is set."""
+
+    method: str
+    pattern: str
+    released: asyncio.Event
+
+
 class RequestPipeline:
     """What `GitHubSimulator` does to every request around its route handler (a mixin)."""
 
@@ -78,6 +87,9 @@ class RequestPipeline:
     _api_path: str
     _forced: list[ForcedFailure]
     _faults: FaultPlan
+    _holds: list[HeldRequests]
+    holding: int
+    """How many requests `hold` keeps waiting now."""
     renamed: Mapping[str, Any]
     """Former names of renamed repositories (lower-cased) to their handles (`repository`)."""
     schedule_flush: Callable[[], None]
@@ -141,6 +153,26 @@ class RequestPipeline:
         """Forget the faults `fault_next` queued and that have not happened yet."""
         self._faults.clear()
 
+    def hold(self, method: str, path_pattern: str) -> asyncio.Event:
+        """Keep every request matching (method or `*`, glob on the path relative to the API
+        base) from now on waiting, unanswered and not yet carried out (GitHub slow to answer),
+        until the event returned is set or the server stops."""
+        held = HeldRequests(method.upper(), path_pattern, asyncio.Event())
+        self._holds.append(held)
+        return held.released
+
+    async def _held(self, method: str, path: str) -> None:
+        """Wait while a `hold` matches the request."""
+        for held in self._holds:
+            if held.released.is_set() or held.method not in ("*", method):
+                continue
+            if fnmatch.fnmatchcase(path, held.pattern):
+                self.holding += 1
+                try:
+                    await held.released.wait()
+                finally:
+                    self.holding -= 1
+
     def inject_faults(self, *, rate: float, seed: int, kinds: Sequence[str] | None = None) -> None:
         """Fault about `rate` of all API requests from now on, drawn from `kinds` (default: every
         kind) by a generator seeded with `seed`; rate 0 turns it off. See `github_faults`."""
@@ -175,6 +207,7 @@ class RequestPipeline:
         if request.path.startswith(f"{self._api_path}/") and not path.startswith(
             f"{DOWNLOAD_PREFIX}/"
         ):
+            await self._held(request.method, path)
             fault = self._faults.draw(request.method, path)
         response = await self._faulty(request, handler, path, body, fault)
         authorization = request.headers.get("Authorization", "")

@@ -360,14 +360,14 @@ async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_app
         await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
 
 
-async def test_a_kill_while_github_cannot_be_read_never_claims_the_ga_ring_deploys(
+async def test_a_kill_while_github_cannot_be_read_is_kept_and_rejects_ga_once_it_answers(
     tmp_path: Path, database_url: str
 ) -> None:
     """GitHub failed the bot's approval of the GA ring, which still waits there, and then fails
-    the kill's read of the run too: the bot cannot tell whether GA deploys. The kill is refused
-    saying so (GitHub could not be read, try again), not that GA is 'already deploying', which
-    would have the person give up on a stop the bot's next look turns into a GA release. Once
-    GitHub answers, the same kill rejects GA."""
+    the kill's read of the run too: the bot cannot tell whether GA deploys. The kill is saved
+    all the same, saying what the bot does not know and that nothing is rejected on GitHub
+    yet (never 'tripped', never 'already deploying'). Once GitHub answers, the bot's next look
+    rejects GA, where a refused kill would have left that look to send GA's approval again."""
     async with Sandbox(
         workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
     ) as box:
@@ -375,19 +375,21 @@ async def test_a_kill_while_github_cannot_be_read_never_claims_the_ga_ring_deplo
         box.github.fault_next("GET", REVIEWS, "server_error", times=10_000)
 
         answer = await box.command("kill crash spike in beta")
-        assert "already deploying" not in answer, answer
-        assert "could not read" in answer and "nothing was changed" in answer, answer
-        assert "try again" in answer
-        still = await box.rollout()
-        assert still.track("desktop").state is TrackState.ACTIVE
-        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
-
-        box.github.clear_faults()  # GitHub reads again; the bot's approvals still fail
-        box.github.fault_next("POST", REVIEWS, "server_error", times=10_000)
-        answer = await box.command("kill crash spike in beta")
-        assert "Kill-switch tripped" in answer, answer
+        assert "already deploying" not in answer and "tripped" not in answer, answer
+        assert "GitHub could not be read" in answer, answer
+        assert "nothing is rejected or approved on GitHub yet" in answer
         announced = await box.wait_for_thread("crash spike in beta")
-        assert "The release stays on the beta ring." in announced
+        assert "could not read the run" in announced and "cannot tell yet" in announced
+        assert "stays on" not in announced  # where the release stays is not known yet
+        stopping = await box.rollout()
+        assert stopping.track("desktop").state is TrackState.ABORTING
+
+        box.github.clear_faults()  # GitHub answers again, the bot's reviews too
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert ("desktop-ga", "rejected") in reviews(box, "desktop")
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
+        await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
 
 
 async def test_in_app_mode_a_kill_rejects_the_ga_ring_the_rule_still_holds(

@@ -148,6 +148,7 @@ EVENTS: list[told.Event] = [
     told.TrackStopped(
         "Relay", StopReason(StopKind.ROLLED_BACK, "U1", detail="spike"), None, False, "rb"
     ),
+    told.StopUnconfirmed("Desktop", StopReason(StopKind.KILL_SWITCH, "U1"), "GA", True, "kill"),
     told.RolloutCancelled("U1"),
     told.Redeploying("U1", "v1.4.1", "v1.4.2", rollout_id="r-2"),
     told.Redeploying(
@@ -198,6 +199,8 @@ EVENTS: list[told.Event] = [
     told.ScheduleFrozen(Frozen(Freeze("<b> & co", AT, actor="U2"), at=AT), lifted_by="U1"),
     told.FreezeLiftedHolding("U1", "U2", ("5% canary → 50%",)),
     told.FreezeLiftedHolding("U1", "U1", ("<b> → 50%",), Freeze("weekend", AT, calendar="weekend")),
+    told.FreezeEnded(AT, ("5% canary → 50%", "<b> → beta")),
+    told.FreezeEnded(AT, dispatch_at=AT),
     told.ScheduleCancelled("U1", AT),
     told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
     review_rejected("no"),

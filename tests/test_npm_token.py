@@ -21,6 +21,7 @@ from bot.adapters.slack.limits import BUTTON_VALUE
 from bot.adapters.slack.npm_views import NpmAction, encode_state
 from bot.domain.errors import NotAReleaseChannel, PlanError
 from bot.domain.npm import (
+    MAX_ENVIRONMENT,
     MAX_ERROR,
     RELEASE_TIMER,
     ReleaseFollow,
@@ -28,6 +29,7 @@ from bot.domain.npm import (
     RunCheck,
     RunSummary,
     SecretCheck,
+    SecretLevel,
     StepVerdict,
     Walkthrough,
     clip_error,
@@ -256,7 +258,9 @@ async def test_the_repositorys_own_secret_comes_before_the_organizations(box: Sa
         box, message, NpmAction.CHECK_SECRET, number=3, until=":white_check_mark: done"
     )
     assert "`NPM_TOKEN` is set: created" in shown and "(2 days ago)" in shown
-    assert "organization" not in shown
+    assert "organization secret" not in shown
+    # The organization's is shadowed: updating it would change nothing for the job.
+    assert "takes the place of the organization's `NPM_TOKEN`, which the job does not read" in shown
 
 
 async def test_no_permission_to_read_secrets_says_which_permission(box: Sandbox) -> None:
@@ -715,7 +719,27 @@ def test_a_publish_that_published_nothing_is_told_apart(lines: list[str], nothin
     assert published_nothing(lines) is nothing
 
 
-def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
+LARGEST_SECRET_CHECKS = [
+    SecretCheck(max_age_days=80, organization=True, error=clip_error("\\" * 2 * MAX_ERROR)),
+    # The job's environment's, shadowing both others, its environment not checkable: never
+    # all at once, but counted all the same (`organization` never comes with it).
+    SecretCheck(
+        found=True,
+        created_at=datetime(2026, 1, 5, tzinfo=UTC),
+        updated_at=datetime(2026, 1, 5, tzinfo=UTC),
+        age_days=10**4,
+        max_age_days=80,
+        environment="\\" * MAX_ENVIRONMENT,  # each takes two in JSON
+        environment_secret=True,
+        shadowed=(SecretLevel.REPOSITORY, SecretLevel.ORGANIZATION),
+        unchecked=clip_error("\\" * 2 * MAX_ERROR),
+        oidc=True,
+    ),
+]
+
+
+@pytest.mark.parametrize("secret", LARGEST_SECRET_CHECKS)
+def test_the_largest_walkthrough_fits_in_a_button_value(secret: SecretCheck) -> None:
     now = datetime(2026, 1, 5, tzinfo=UTC)
     run = RunSummary(
         id=10**12,
@@ -737,9 +761,7 @@ def test_the_largest_walkthrough_fits_in_a_button_value() -> None:
         log_unavailable=clip_error('"\n' * MAX_ERROR),  # each takes two in JSON
     )
     walkthrough = Walkthrough(
-        secret=SecretCheck(
-            max_age_days=80, organization=True, error=clip_error("\\" * 2 * MAX_ERROR)
-        ),
+        secret=secret,
         last_run=check,
         release=ReleaseFollow(
             requested_by="U" * 11,

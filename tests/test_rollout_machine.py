@@ -1072,6 +1072,36 @@ def test_a_kill_after_ga_changes_nothing() -> None:
         assert "nothing was changed" in refused.value.message
 
 
+def test_a_kill_at_ga_the_run_unread_is_kept_and_github_tells_what_it_stopped() -> None:
+    """GA saved as deploying and the run unreadable (`waiting` None): whether GitHub deploys
+    GA or still holds it (the bot's approval failed) is not known. The kill is kept, saying so
+    (never where the release stays), and the first read of the run decides: GA held is
+    rejected (never approved again), GA deploying lands while the track stops."""
+    deploying = desktop_at_ga(approved())
+    kept = abort(deploying, PLAN, track="desktop", actor="U9", reason="", now=at(210), waiting=None)
+    stopping = kept.rollout
+    assert stopping.track("desktop").state is TrackState.ABORTING
+    assert states(stopping, "desktop")[-1] is StageState.DEPLOYING
+    [told] = effects(kept)
+    assert told == Says("cannot tell yet whether *GA ring* is deploying", failure=True)
+    assert "stays on" not in render(told.event)
+
+    held = reconcile(stopping, PLAN, snapshot(waiting(GA), waiting_on={"desktop-ga"}), at(211))
+    assert [e for e in effects(held) if isinstance(e, Review)] == [
+        Review(
+            "desktop",
+            "desktop-ga",
+            approve=False,
+            comment="rollout-bot: kill-switch by Slack user U9",
+        )
+    ]
+    assert states(held.rollout, "desktop")[-1] is StageState.REJECTED
+
+    landed = reconcile(stopping, PLAN, snapshot(job(GA, completed_at=at(211))), at(212))
+    assert not [e for e in effects(landed) if isinstance(e, Review)]
+    assert Says("*GA ring* deployed", failure=False) in effects(landed)
+
+
 def test_nothing_to_abort_before_the_dispatch() -> None:
     with pytest.raises(InvalidTransition, match="has not been dispatched yet"):
         abort(fresh(), PLAN, track="relay", actor="U9", reason="", now=at(1))

@@ -27,6 +27,15 @@ from bot.domain.service import DEFAULT_SERVICE
 
 LANE_FREEZE = "freeze"
 LANE_LOCK = "lock"
+FREEZE_END_TIMER = "freeze_end"
+"""The durable timer that tells a rollout's thread, when the freeze holding it ends, what still
+waits for a person (`bot.services.freeze_ends`)."""
+
+
+def freeze_end_timer_key(rollout_id: str, free_at: datetime) -> str:
+    """One timer per rollout and end: a freeze extended or followed is watched again at its
+    new end, under a new key."""
+    return f"freeze_end:{rollout_id}:{free_at.isoformat()}"
 
 
 @dataclass(frozen=True)

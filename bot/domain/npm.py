@@ -45,18 +45,19 @@ ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR)]
 def clip_error(text: str) -> str:
     """`text` within MAX_ERROR characters as JSON writes it into a button value (a quote, a
     backslash or a newline takes two there), cut with "..." when longer."""
-    if _json_length(text) <= MAX_ERROR:
+    if json_length(text) <= MAX_ERROR:
         return text
     room, kept = MAX_ERROR - 3, []
     for character in text:
-        room -= _json_length(character)
+        room -= json_length(character)
         if room < 0:
             break
         kept.append(character)
     return "".join(kept) + "..."
 
 
-def _json_length(text: str) -> int:
+def json_length(text: str) -> int:
+    """How many characters `text` takes in a button value (as JSON writes it)."""
     return len(json.dumps(text, ensure_ascii=False)) - 2  # without its quotes
 
 
@@ -65,13 +66,11 @@ def _json_length(text: str) -> int:
 
 @dataclass(frozen=True)
 class SecretMetadata:
-    """A repository secret as GitHub describes it: name and dates, never the value."""
+    """An Actions secret as GitHub describes it: name and dates, never the value."""
 
     name: str
     created_at: datetime
     updated_at: datetime
-    organization: bool = False
-    """An organization secret shared with the repository (it has none of its own by that name)."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +143,23 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class SecretLevel(StrEnum):
+    """Where an Actions secret is kept; for a job, the lowest level that has it wins."""
+
+    ENVIRONMENT = "environment"
+    REPOSITORY = "repository"
+    ORGANIZATION = "organization"
+
+
+MAX_ENVIRONMENT = 64
+"""Environment names carried in a check, counted as JSON writes them into a button value
+(GitHub allows 255 characters: a longer one is not carried)."""
+
+
 class SecretCheck(_Model):
-    """Step 3: does the secret exist, and how old is it."""
+    """Step 3: the secret the publishing job reads (its environment's, else the repository's,
+    else the organization's), and how old it is. Fields new since a version are left out when
+    empty (None), so an older replica still reads the checks that do not use them."""
 
     found: bool = False
     created_at: datetime | None = None
@@ -153,15 +167,30 @@ class SecretCheck(_Model):
     age_days: Annotated[int, Field(ge=0)] | None = None
     max_age_days: int
     organization: bool | None = None
-    """Found among the organization's secrets shared with the repository (True or left out)."""
+    """The one read is the organization's, shared with the repository (True or left out)."""
     error: ErrorText | None = None
+    environment: Annotated[str, StringConstraints(max_length=MAX_ENVIRONMENT)] | None = None
+    """The environment the publishing job runs in (left out: none, or not known)."""
+    environment_secret: bool | None = None
+    """The one read is that environment's (True or left out)."""
+    shadowed: tuple[SecretLevel, ...] | None = None
+    """Higher levels that have the secret too, which the job does not read."""
+    unchecked: ErrorText | None = None
+    """Why the environment's secret could not be checked: GitHub refused (with `environment`),
+    or the job's environment could not be told from the workflow file (without)."""
+    oidc: bool | None = None
+    """The job may request an OIDC token (`id-token: write`): npm trusted publishing."""
 
     @property
     def tone(self) -> Tone:
         if self.error is not None:
             return Tone.BLOCKED
+        if self.unchecked is not None:
+            # Which secret the job reads, or whether it has one, is unknown: the environment's
+            # (refused, or not told by the workflow file) would take the place of any other.
+            return Tone.BLOCKED
         if not self.found:
-            return Tone.FAILED
+            return Tone.WARNING if self.oidc else Tone.FAILED
         if self.age_days is not None and self.age_days > self.max_age_days:
             return Tone.WARNING
         return Tone.OK
@@ -285,22 +314,6 @@ class Walkthrough(_Model):
 
 
 # -- judging ------------------------------------------------------------------------------------
-
-
-def assess_secret(
-    secret: SecretMetadata | None, *, now: datetime, max_age_days: int
-) -> SecretCheck:
-    if secret is None:
-        return SecretCheck(found=False, max_age_days=max_age_days)
-    age = max((now - secret.updated_at).days, 0)
-    return SecretCheck(
-        found=True,
-        created_at=secret.created_at,
-        updated_at=secret.updated_at,
-        age_days=age,
-        max_age_days=max_age_days,
-        organization=True if secret.organization else None,
-    )
 
 
 def _verdict(step: JobStep | None, *, warned: bool = False) -> StepVerdict:

@@ -1,11 +1,14 @@
 """Following a rollout's run on GitHub: reconcile on each poll or webhook, find an unclear dispatch.
 
 The poller (`bot.services.scheduler`) and the webhook receiver (`bot.services.webhooks`) both
-come here, so a change of the run is acted on once, whichever sees it first.
+come here, so a change of the run is acted on once, whichever sees it first. They read the run
+before they take the rollout's lock (one look at a time per rollout), so a person's Roll back or
+Kill-switch never waits for GitHub to answer them; a look a person's action overtook reads again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -61,6 +64,19 @@ class Reconciled:
     requests kept in the database), for `look_again` to compare."""
 
 
+@dataclass(frozen=True)
+class _Look:
+    """The run as read without the rollout's lock, at the rollout's `version`: acted on under
+    the lock only while the rollout is still at that version."""
+
+    version: int
+    started: int
+    """When the read began, in `RunFollower._moments`."""
+    reported: RunSnapshot
+    snapshot: RunSnapshot
+    """`reported` with what holds its waits (`EffectRunner.held`)."""
+
+
 class RunFollower:
     """Compares rollouts with their runs on GitHub and acts on the difference."""
 
@@ -78,16 +94,24 @@ class RunFollower:
         """Orders deliveries' arrivals and reconciles' starts within this process."""
         self._reconciled: dict[str, int] = {}
         """Per running rollout, when the latest reconcile that read its run here had started."""
+        self._reading: dict[str, asyncio.Lock] = {}
+        """Per rollout, the looks at its run in turn (not its lock: people's actions go on)."""
 
     async def reconcile(
         self, rollout_id: str, *, reviews: Sequence[EnvironmentReview] = ()
     ) -> Reconciled:
         """Compare the rollout with its run on GitHub and act on the difference. `reviews`
-        (from a delivery) name reviewers GitHub's review history may not list yet."""
-        async with self._effects.lock(rollout_id):
-            return await self._effects.serialised(
-                rollout_id, lambda: self.reconcile_locked(rollout_id, reviews=reviews)
-            )
+        (from a delivery) name reviewers GitHub's review history may not list yet. The run is
+        read before the rollout's lock is taken (`_Look`)."""
+        async with self._reading.setdefault(rollout_id, asyncio.Lock()):
+            look = await self._read(await self._effects.get(rollout_id), None)
+            if isinstance(look, Reconciled):
+                return look
+            async with self._effects.lock(rollout_id):
+                return await self._effects.serialised(
+                    rollout_id,
+                    lambda: self.reconcile_locked(rollout_id, reviews=reviews, look=look),
+                )
 
     async def follow_github_event(
         self, *, rollout_id: str, event: github_events.RunEvent
@@ -96,30 +120,52 @@ class RunFollower:
         (shown at the `all` notification level), then reconcile as the poller would."""
         effects = self._effects
         arrived = next(self._moments)
-        async with effects.lock(rollout_id):
-            # Read once, under the lock: the note and the reconcile act on this state, and
-            # the save checks that it is still the stored one.
-            rollout, plan = await effects.with_plan(rollout_id)
-            if rollout.phase is not Phase.RUNNING:
-                return Reconciled(version=rollout.version)
-            with rollout_context(rollout_id):
-                if (reported := github_events.reported(event, plan)) is not None:
-                    said = Decision(rollout, (Announce(reported, detail=True),))
-                    await effects.apply(rollout, said, plan)
-                if not event.reviews and self._reconciled.get(rollout_id, -1) > arrived:
-                    # A reconcile that started after this delivery arrived read GitHub after
-                    # the change it tells of: a burst of deliveries (a job queued, started,
-                    # finished...) costs one look, and a window's end does not queue behind
-                    # the rest of the burst for this rollout's lock.
+        async with self._reading.setdefault(rollout_id, asyncio.Lock()):
+            # A reconcile that started after this delivery arrived read GitHub after the
+            # change it tells of: a burst of deliveries (a job queued, started, finished...)
+            # costs one look, and a window's end does not queue behind the rest of the burst.
+            burst = not event.reviews and self._reconciled.get(rollout_id, -1) > arrived
+            look = None if burst else await self._read(await effects.get(rollout_id), None)
+            async with effects.lock(rollout_id):
+                # Read once, under the lock: the note and the reconcile act on this state, and
+                # the save checks that it is still the stored one.
+                rollout, plan = await effects.with_plan(rollout_id)
+                if rollout.phase is not Phase.RUNNING:
                     return Reconciled(version=rollout.version)
-                try:
-                    return await self.reconcile_locked(
-                        rollout_id, reviews=event.reviews, read=(rollout, plan)
-                    )
-                except ConcurrentChange:
-                    # Another replica acted on the same change first: nothing is left to do.
-                    log.info("run %s changed under another replica; left to it", rollout.run_id)
-                    return Reconciled()
+                with rollout_context(rollout_id):
+                    if (reported := github_events.reported(event, plan)) is not None:
+                        said = Decision(rollout, (Announce(reported, detail=True),))
+                        await effects.apply(rollout, said, plan)
+                    if look is None or isinstance(look, Reconciled):
+                        return look or Reconciled(version=rollout.version)
+                    try:
+                        return await self.reconcile_locked(
+                            rollout_id, reviews=event.reviews, read=(rollout, plan), look=look
+                        )
+                    except ConcurrentChange:
+                        # Another replica acted on the same change first: nothing is left.
+                        log.info("run %s changed under another replica; left to it", rollout.run_id)
+                        return Reconciled()
+
+    async def _read(
+        self, rollout: Rollout, held: tuple[Rollout, RolloutPlan] | None
+    ) -> _Look | Reconciled:
+        """The rollout's run; or what a reconcile answers when it is not running or GitHub did
+        not say (`unread`). `held`: the rollout and plan read under its lock (None: unlocked)."""
+        effects = self._effects
+        if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
+            return Reconciled(version=rollout.version)
+        started, run_id, read_at = next(self._moments), rollout.run_id, effects.clock()
+        with rollout_context(rollout.id):
+            reported = await self._look(rollout, lambda: effects.github.reported(run_id), held)
+            if isinstance(reported, Reconciled):
+                return reported
+            snapshot = await self._look(
+                rollout, lambda: effects.held(reported, read_at=read_at), held
+            )
+        if isinstance(snapshot, Reconciled):
+            return snapshot
+        return _Look(rollout.version, started, reported, snapshot)
 
     async def settle(self, rollout_id: str) -> None:
         """Reconcile after a person's action was saved (the rollout's lock held). Another
@@ -136,40 +182,35 @@ class RunFollower:
         *,
         reviews: Sequence[EnvironmentReview] = (),
         read: tuple[Rollout, RolloutPlan] | None = None,
+        look: _Look | None = None,
     ) -> Reconciled:
         """`reconcile`, the rollout's lock already held; `read`: the rollout and its plan as
-        read under that lock already (else read here)."""
-        started = next(self._moments)
-        reconciled = await self._reconcile_locked(
-            read or await self._effects.with_plan(rollout_id), reviews=reviews
-        )
-        if reconciled.snapshot is None:  # not running (any more), or GitHub did not answer
+        read under that lock already (else read here); `look`: the run as read before the lock
+        was taken, acted on when the rollout has not changed since (else read again here)."""
+        rollout, plan = read or await self._effects.with_plan(rollout_id)
+        # Not read yet, or someone acted meanwhile (a stop): read after them.
+        fresh = look is not None and look.version == rollout.version
+        seen = look if look is not None and fresh else await self._read(rollout, (rollout, plan))
+        if isinstance(seen, Reconciled):  # not running (any more), or GitHub did not answer
             self._reconciled.pop(rollout_id, None)
-        else:
-            self._reconciled[rollout_id] = max(self._reconciled.get(rollout_id, -1), started)
-        return reconciled
+            return seen
+        self._reconciled[rollout_id] = max(self._reconciled.get(rollout_id, -1), seen.started)
+        return await self._reconcile_locked((rollout, plan), seen, reviews=reviews)
 
     async def _reconcile_locked(
-        self, read: tuple[Rollout, RolloutPlan], *, reviews: Sequence[EnvironmentReview]
+        self,
+        read: tuple[Rollout, RolloutPlan],
+        look: _Look,
+        *,
+        reviews: Sequence[EnvironmentReview],
     ) -> Reconciled:
         effects = self._effects
         rollout, plan = read
-        if rollout.phase is not Phase.RUNNING or rollout.run_id is None:
-            return Reconciled(version=rollout.version)
         with rollout_context(rollout.id):
-            run_id, read_at = rollout.run_id, effects.clock()
-            reported = await self._look(rollout, lambda: effects.github.reported(run_id), read)
-            if isinstance(reported, Reconciled):
-                return reported
             if rollout.unread_since is not None:  # GitHub answers again: say so, if it was said
                 again = machine.read_again(rollout, now=effects.clock())
                 rollout = await effects.apply(rollout, again, plan)
-                read = (rollout, plan)
-            snapshot = await self._look(
-                rollout, lambda: effects.held(reported, read_at=read_at), read
-            )
-            if isinstance(snapshot, Reconciled):
-                return snapshot
+            snapshot = look.snapshot
             known = {(r.environment.casefold(), r.state) for r in snapshot.reviews}
             hinted = [r for r in reviews if (r.environment.casefold(), r.state) not in known]
             if hinted:
@@ -184,7 +225,7 @@ class RunFollower:
                 and not snapshot.waits_unexplained
             )
             return Reconciled(
-                snapshot=snapshot, version=acted.version, settled=settled, reported=reported
+                snapshot=snapshot, version=acted.version, settled=settled, reported=look.reported
             )
 
     async def look_again(self, rollout: Rollout, last: Reconciled) -> Reconciled:

@@ -30,6 +30,7 @@ from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Roll
 from bot.logs import rollout_context
 from bot.services.effects import WINDOW_TIMER, EffectRunner
 from bot.services.following import RunFollower
+from bot.services.freeze_ends import watch_freeze_end
 from bot.services.outbox_messages import figures_request, gate_card
 from bot.services.ports import MetricsSource, MetricsSources
 from bot.services.records import BOT, Timer, metrics_actor
@@ -312,6 +313,10 @@ class Gate:
         effects.telemetry.gate_decided(
             service=rollout.service, track=track, verdict=verdict.verdict.value
         )
+        if held is not None and decision.rollout.track(track).stage(stage).state is (
+            StageState.HOLDING
+        ):
+            await watch_freeze_end(effects, decision.rollout, held)
 
     async def _freeze_holding(
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, verdict: GateVerdict

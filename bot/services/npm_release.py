@@ -213,7 +213,9 @@ class ReleaseLooks:
             kind=RELEASE_TIMER,
             due_at=due,
             now=self._clock(),
-            payload=look.model_dump(mode="json"),
+            # Empty fields left out, as in the buttons: an older replica, which forbids the
+            # fields it does not know, still reads a look that uses none of them.
+            payload=look.model_dump(mode="json", exclude_none=True),
             service=self._service,
         )
         self._timers_changed()

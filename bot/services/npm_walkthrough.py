@@ -28,9 +28,9 @@ from bot.domain.npm import (
     RunCheck,
     SecretCheck,
     Walkthrough,
-    assess_secret,
     clip_error,
 )
+from bot.domain.npm_secrets import PublishJob, assess_secret
 from bot.domain.permissions import VERBS
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
@@ -135,15 +135,21 @@ class NpmTokenService:
     async def check_secret(
         self, *, message: MessageRef, shown: Walkthrough, actor: str
     ) -> SecretCheck:
-        """Step 3: the secret's metadata, and a warning when it is older than the plan allows."""
+        """Step 3: the secret the publishing job reads (its environment's, the repository's or
+        the organization's), and a warning when it is older than the plan allows."""
+        npm = self._npm
         try:
-            found = await self._github.secret(SECRET_NAME)
-        except GitHubError as error:
-            check = SecretCheck(max_age_days=self._npm.max_secret_age_days, error=_why(error))
-        else:
-            check = assess_secret(
-                found, now=self._clock(), max_age_days=self._npm.max_secret_age_days
+            job = await self._github.publish_job(
+                workflow_file=npm.workflow, ref=npm.ref, job=npm.job
             )
+        except GitHubError as error:
+            job = PublishJob(unknown=error.message)  # then the repository's and the organization's
+        try:
+            levels = await self._github.secret_levels(SECRET_NAME, job)
+        except GitHubError as error:
+            check = SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
+        else:
+            check = assess_secret(levels, now=self._clock(), max_age_days=npm.max_secret_age_days)
         log.info("npm-token: %s checked the secret: %s", actor, check.tone)
         await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))
         return check

@@ -15,7 +15,8 @@ from typing import Literal, Protocol
 
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import QueryWindow, Reading
-from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
+from bot.domain.npm import ReleaseJob, ReleaseRun
+from bot.domain.npm_secrets import PublishJob, SecretLevels
 from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.plan import Metrics, RolloutPlan
 from bot.domain.reasons import Reason
@@ -128,8 +129,15 @@ class ReleaseGateway(WorkflowDispatch, Protocol):
     dispatch). Every method raises `GitHubError` (saying which permission or setup is
     missing) on a refusal."""
 
-    async def secret(self, name: str) -> SecretMetadata | None:
-        """A repository Actions secret's name and dates (never its value); None when unset."""
+    async def publish_job(self, *, workflow_file: str, ref: str, job: str) -> PublishJob:
+        """The job as the workflow file at `ref` declares it: its environment, its OIDC
+        permission (what the file cannot tell is said in the answer)."""
+        ...
+
+    async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
+        """The Actions secret's name and dates (never its value) in the job's environment,
+        the repository and its organization. GitHubError only when the repository's cannot be
+        read; a refusal for the environment's is in the answer."""
         ...
 
     async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:

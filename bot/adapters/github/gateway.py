@@ -22,8 +22,10 @@ from bot.adapters.github.release import ReleaseReads
 from bot.adapters.github.repository import RepositoryReads
 from bot.adapters.github.runs import WorkflowRuns
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
-from bot.domain.release_contents import Comparison
+from bot.adapters.github.workflow_jobs import publish_job
+from bot.domain.npm import ReleaseJob, ReleaseRun
+from bot.domain.npm_secrets import PublishJob, SecretLevels
+from bot.domain.release_contents import WORKFLOWS_DIRECTORY, Comparison
 from bot.domain.run import RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.services.ports import ReviewState
@@ -118,13 +120,22 @@ class PyGithubGateway:
     async def tag_exists(self, tag: str) -> bool:
         return await self._history.tag_exists(tag)
 
+    async def tag_commit(self, tag: str) -> str | None:
+        return await self._history.tag_commit(tag)
+
     async def latest_release(self) -> str | None:
         return await self._history.latest_release()
 
     # -- the npm Release workflow ---------------------------------------------------------------
 
-    async def secret(self, name: str) -> SecretMetadata | None:
-        return await self._release.secret(name)
+    async def publish_job(self, *, workflow_file: str, ref: str, job: str) -> PublishJob:
+        text = await self._repository.read_file(
+            path=f"{WORKFLOWS_DIRECTORY}/{workflow_file}", ref=ref
+        )
+        return publish_job(text, job)
+
+    async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
+        return await self._release.secret_levels(name, job)
 
     async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
         return await self._release.latest_run(workflow_file=workflow_file)

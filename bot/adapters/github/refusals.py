@@ -36,6 +36,10 @@ HINTS: Mapping[tuple[str, int], str] = {
         "token needs the repository permission Secrets: Read, a classic token the repo scope, "
         "a GitHub App the Secrets read permission, and the account collaborator access"
     ),
+    ("environment_secret", 403): (  # short: it is said within a check's 300 characters
+        "a fine-grained token needs the repository permission Environments: Read, a GitHub "
+        "App Environments read, a classic token the repo scope"
+    ),
     ("team", 403): (
         "the token needs to see the organisation's teams (fine-grained token: the "
         "organisation permission Members: Read; classic token: read:org)"

@@ -1,5 +1,6 @@
-"""What the npm Release walkthrough reads on GitHub: the Actions secret's metadata, the Release
-workflow's runs and jobs, and the tail of a job's log.
+"""What the npm Release walkthrough reads on GitHub: the Actions secret's metadata (of the
+publishing job's environment, the repository and the organization), the Release workflow's runs
+and jobs, and the tail of a job's log.
 
 Runs and jobs are read as JSON through PyGithub's requester: one run is all that is needed,
 and PyGithub's lists fetch pages of a hundred.
@@ -13,6 +14,7 @@ from urllib.parse import quote, urlsplit
 from urllib.request import Request, urlopen
 
 from github import UnknownObjectException
+from github.Secret import Secret
 
 from bot.adapters.github.pages import every_page, first_and_last
 from bot.adapters.github.runs import run_jobs
@@ -20,6 +22,7 @@ from bot.adapters.github.schema import Run, RunsPage, SecretsPage
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import GitHubError
 from bot.domain.npm import ReleaseJob, ReleaseRun, SecretMetadata
+from bot.domain.npm_secrets import PublishJob, SecretLevels
 
 _log = logging.getLogger(__name__)
 
@@ -38,20 +41,38 @@ class ReleaseReads:
     def __init__(self, github: GitHubTransport) -> None:
         self._github = github
 
-    async def secret(self, name: str) -> SecretMetadata | None:
-        def read() -> SecretMetadata | None:
+    async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
+        def read() -> tuple[SecretMetadata | None, SecretMetadata | None]:
             secret = self._github.repo.get_secret(name)  # lazy: the first attribute fetches it
-            try:
-                return SecretMetadata(
-                    name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at
-                )
-            except UnknownObjectException:
-                return self._organization_secret(name)
+            return _metadata(secret), self._organization_secret(name)
 
-        found = await self._github.call(f"read the Actions secret {name}", read, kind="secret")
-        where = "an organization secret" if found and found.organization else "set"
-        _log.info("GitHub: Actions secret %s %s", name, f"is {where}" if found else "is not set")
-        return found
+        operation = f"read the Actions secret {name}"
+        repository, organization = await self._github.call(operation, read, kind="secret")
+        environment, refused = None, None
+        if job.environment is not None:
+            try:
+                environment = await self._environment_secret(name, job.environment)
+            except GitHubError as error:
+                refused = error.message  # not "missing": the bot cannot tell
+        levels = SecretLevels(
+            job=job,
+            environment=environment,
+            environment_refused=refused,
+            repository=repository,
+            organization=organization,
+        )
+        _log.info("GitHub: Actions secret %s at %s", name, _levels(levels))
+        return levels
+
+    async def _environment_secret(self, name: str, environment: str) -> SecretMetadata | None:
+        def read() -> SecretMetadata | None:
+            found = self._github.repo.get_environment(environment).get_secret(name)  # lazy
+            return _metadata(found)
+
+        # 404: the environment has no such secret, or does not exist yet (GitHub creates it
+        # when a job that names it runs): either way the job reads the next level's.
+        operation = f"read the secret {name} of the environment {environment}"
+        return await self._github.call(operation, read, kind="environment_secret")
 
     def _organization_secret(self, name: str) -> SecretMetadata | None:
         """The organization's secret of that name shared with the repository, if any: the
@@ -65,7 +86,6 @@ class ReleaseReads:
                             name=secret.name,
                             created_at=secret.created_at,
                             updated_at=secret.updated_at,
-                            organization=True,
                         )
         except UnknownObjectException:
             return None  # a repository of a user, not of an organization
@@ -132,6 +152,27 @@ class ReleaseReads:
                 ) from None
 
         return await self._github.call(operation, read, kind="release")
+
+
+def _metadata(secret: Secret) -> SecretMetadata | None:
+    """The secret's name and dates (its first attribute fetches it); None on a 404."""
+    try:
+        return SecretMetadata(
+            name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at
+        )
+    except UnknownObjectException:
+        return None
+
+
+def _levels(levels: SecretLevels) -> str:
+    """Where the secret is, for the log (never its value: GitHub does not show it)."""
+    found = [
+        f"environment {levels.job.environment}" if levels.environment else "",
+        "the repository" if levels.repository else "",
+        "the organization" if levels.organization else "",
+    ]
+    said = ", ".join(place for place in found if place) or "no level"
+    return said + (" (environment not checked)" if levels.environment_refused else "")
 
 
 def _download_tail(url: str, *, limit: int) -> str:

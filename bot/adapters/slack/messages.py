@@ -20,7 +20,7 @@ from bot.adapters.slack.github_words import (
 from bot.adapters.slack.lane_words import (
     auto_held_text,
     freeze_text,
-    lifted_holding_text,
+    lane_event_text,
     lock_text,
     override_answer,
 )
@@ -36,16 +36,16 @@ from bot.adapters.slack.schedule_words import held_then_text, schedule_event_tex
 from bot.domain.controls import Control
 from bot.domain.durations import format_duration
 from bot.domain.freeze import ROLL_BACK_LASTS
-from bot.domain.gate import GateKind, GateReason, gate_reason_words
+from bot.domain.gate import GateReason, gate_reason_words
 from bot.domain.github_events import GitHubReported
 from bot.domain.permissions import TwoPersonRefusal
-from bot.domain.plan import RolloutPlan
 from bot.domain.rollout.events import (
     DispatchGaveUp,
     DispatchScheduled,
     DispatchUnclear,
     Event,
     FailureJobEnded,
+    FreezeEnded,
     FreezeLiftedHolding,
     FreezeOverridden,
     GateFailed,
@@ -72,14 +72,15 @@ from bot.domain.rollout.events import (
     StageJobFailed,
     StagePromoted,
     StageRejected,
+    StopUnconfirmed,
     TrackCompleted,
     TracksLeft,
     TrackStopped,
     WaitsOutsidePlan,
     WindowExtended,
 )
-from bot.domain.rollout.left import Left, TrackLeft, tracks_left
-from bot.domain.rollout.state import Check, Rollout, StageState, StopReason, TrackState
+from bot.domain.rollout.left import Left, TrackLeft
+from bot.domain.rollout.state import Check, StageState, StopReason, TrackState
 from bot.domain.rollout.words import ended_words, reason_words
 
 
@@ -241,6 +242,15 @@ def render(event: Event) -> str:
                 f"{_stays_on(event.reached, desktop=event.desktop)} Rejecting the next stage "
                 f"and approving *{event.failure_job}*."
             )
+        case StopUnconfirmed():
+            return (
+                f":rotating_light: {event.track}: {reason_text(event.reason)}. The bot could not "
+                f"read the run on GitHub, so it cannot tell yet whether *{event.stage}* is "
+                "deploying (GitHub cannot stop an approved job: it lands) or GitHub still holds "
+                f"it (the bot's approval of it failed). The stop is saved: *{event.stage}* is "
+                "not approved again. As soon as GitHub answers, the bot rejects it if it still "
+                f"waits and approves *{event.failure_job}*; this thread says which."
+            )
         case TracksLeft():
             return tracks_left_text(event)
         case RolloutCancelled():
@@ -276,8 +286,8 @@ def render(event: Event) -> str:
             return schedule_event_text(event)
         case ScheduleFrozen():
             return held_then_text(event.held, lifted_by=event.lifted_by)
-        case FreezeLiftedHolding():
-            return lifted_holding_text(event.lifted_by, event.froze, event.held, event.lane)
+        case FreezeLiftedHolding() | FreezeEnded():
+            return lane_event_text(event)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():
@@ -290,22 +300,6 @@ def render(event: Event) -> str:
             return run_unreadable_text(event)
         case RunReadable():
             return run_readable_text(event)
-
-
-def stop_note(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
-    """The answer to `/rollout rollback` or `kill`: what it stopped, and never a stop of every
-    track when one of the gate completed or is landing (the thread says what to do)."""
-    done = "Kill-switch tripped for" if gate is GateKind.DESKTOP else "Rolling back"
-    answer = f"{done} `{rollout.tag}`: see its thread."
-    kept = [
-        f"*{left.track}* ({left.why}, {left.reached})"
-        for left in tracks_left(rollout, plan, gate=gate, stopping=())
-        if left.why in (Left.COMPLETED, Left.LANDING)
-    ]
-    if kept:
-        still = ", ".join(kept)
-        answer += f" Not stopped, still on `{rollout.tag}`: {still}; the thread says what to do."
-    return answer
 
 
 def tracks_left_text(event: TracksLeft) -> str:

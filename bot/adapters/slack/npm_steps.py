@@ -38,6 +38,11 @@ class WalkthroughSetup:
     npm: NpmRelease
 
     @property
+    def environments_url(self) -> str:
+        """The repository's environments (each with its secrets)."""
+        return f"{self.web_url}/{self.repository}/settings/environments"
+
+    @property
     def new_secret_url(self) -> str:
         """The repository's "New repository secret" page."""
         return f"{self.web_url}/{self.repository}/settings/secrets/actions/new"
@@ -53,7 +58,7 @@ def _clip(text: str) -> str:
     return clip(text, SECTION_TEXT)
 
 
-# -- steps 1 and 2 ------------------------------------------------------------------------------
+# -- step 1 ----------------------------------------------------------------------------------
 
 
 def create_tone(walkthrough: Walkthrough) -> Tone:
@@ -61,19 +66,8 @@ def create_tone(walkthrough: Walkthrough) -> Tone:
     if run is not None and run.tone is Tone.OK:
         return Tone.OK
     secret = walkthrough.secret
-    if secret is not None and secret.found:
+    if secret is not None and secret.found and secret.tone is not Tone.BLOCKED:
         return secret.tone
-    return Tone.TODO
-
-
-def add_tone(walkthrough: Walkthrough) -> Tone:
-    secret = walkthrough.secret
-    if secret is not None and secret.error is None:
-        return Tone.OK if secret.found else Tone.FAILED
-    run = walkthrough.latest_run_check()
-    # Only a log read shows that the validate step passed without the NPM_TOKEN warning.
-    if run is not None and run.validate_step is StepVerdict.PASSED and not run.log_unavailable:
-        return Tone.OK
     return Tone.TODO
 
 
@@ -87,56 +81,6 @@ def create_text(npm: NpmRelease) -> str:
         f"Token-free alternative: npm <{TRUSTED_PUBLISHING_DOCS}|trusted publishing> (OIDC) lets "
         "the workflow publish without any secret."
     )
-
-
-def add_text(setup: WalkthroughSetup) -> str:
-    return (
-        f"<{setup.new_secret_url}|Open New repository secret> (Settings → Secrets and variables "
-        f"→ Actions) of `{setup.repository}`, name it exactly `{SECRET_NAME}`, paste the token "
-        "as its value and save."
-    )
-
-
-# -- step 3 -------------------------------------------------------------------------------------
-
-
-def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
-    if check is None:
-        return (
-            f"*Check secret* reads `{SECRET_NAME}`'s name and dates from GitHub, never its value."
-        )
-    if check.error is not None:
-        return escape(check.error)
-    if not check.found or check.updated_at is None or check.created_at is None:
-        return (
-            f"`{SECRET_NAME}` is not set in `{setup.repository}`, nor shared with it by its "
-            "organization: add it (step 2). A secret of the job's environment does not show "
-            "here; step 4 tells whether the workflow got a token."
-        )
-    text = (
-        f"`{SECRET_NAME}` is set: created {slack_time(check.created_at)}, last updated "
-        f"{slack_time(check.updated_at)} ({_ago(check.age_days or 0)})."
-    )
-    if check.organization:
-        text = (
-            f"`{SECRET_NAME}` is an organization secret shared with `{setup.repository}` (the "
-            "repository has none of its own): created "
-            f"{slack_time(check.created_at)}, last updated {slack_time(check.updated_at)} "
-            f"({_ago(check.age_days or 0)}). The workflow reads it unless the job's environment "
-            "has its own; a repository secret of that name would take its place."
-        )
-    if check.tone is Tone.WARNING:
-        text += (
-            f"\n:warning: It is older than {check.max_age_days} days, and granular write tokens "
-            "expire after at most 90: create a new token (step 1) and update the secret (step 2)."
-        )
-    return text
-
-
-def _ago(days: int) -> str:
-    if days == 0:
-        return "today"
-    return "1 day ago" if days == 1 else f"{days} days ago"
 
 
 # -- steps 4 and 5 ------------------------------------------------------------------------------

@@ -24,15 +24,13 @@ from bot.adapters.slack.blocks import (
     header,
     section,
 )
+from bot.adapters.slack.npm_secret_step import add_text, add_title, add_tone, secret_text
 from bot.adapters.slack.npm_steps import (
     WalkthroughSetup,
-    add_text,
-    add_tone,
     create_text,
     create_tone,
     last_run_text,
     release_text,
-    secret_text,
 )
 from bot.domain.npm import SECRET_NAME, Tone, Walkthrough
 from bot.domain.plan import NpmRelease
@@ -95,7 +93,12 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
         ),
         DividerBlock(),
         _step(1, "Create an npm token", create_tone(walkthrough), create_text(npm)),
-        _step(2, "Add it as a repository secret", add_tone(walkthrough), add_text(setup)),
+        _step(
+            2,
+            add_title(walkthrough),
+            add_tone(walkthrough),
+            add_text(setup, walkthrough.secret),
+        ),
         _step(
             3,
             "Check the secret",

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from bot.adapters.slack.messages import reason_text, slack_time
 from bot.domain.durations import format_duration
-from bot.domain.gate import GateVerdict, Verdict, gate_reason_words
-from bot.domain.plan import ManualMetrics, settle_of
+from bot.domain.gate import GateKind, GateVerdict, Verdict, gate_reason_words
+from bot.domain.plan import ManualMetrics, RolloutPlan, settle_of
 from bot.domain.plan import Stage as PlanStage
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout import (
     CheckState,
+    Left,
     Phase,
     Rollout,
     Stage,
@@ -21,6 +22,7 @@ from bot.domain.rollout import (
     held_by_freeze,
     reached_label,
     state_words,
+    tracks_left,
 )
 
 CHECK_EMOJI = {
@@ -190,3 +192,27 @@ def card_facts(rollout: Rollout, *, preflight: bool = True) -> list[str]:
     if preflight:
         facts.append(_preflight_summary(rollout))
     return facts
+
+
+def stop_note(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
+    """The answer to `/rollout rollback` or `kill`: what it stopped, and never a stop of every
+    track when one of the gate completed or is landing (the thread says what to do), nor a stop
+    made on GitHub while its run could not be read (the thread says what is pending)."""
+    desktop = gate is GateKind.DESKTOP
+    done = "Kill-switch tripped for" if desktop else "Rolling back"
+    answer = f"{done} `{rollout.tag}`: see its thread."
+    if rollout.unread_since is not None:
+        answer = (
+            f"{'Kill-switch' if desktop else 'Roll back'} of `{rollout.tag}` saved, but GitHub "
+            "could not be read: nothing is rejected or approved on GitHub yet. The bot does it "
+            "as soon as GitHub answers; see its thread."
+        )
+    kept = [
+        f"*{left.track}* ({left.why}, {left.reached})"
+        for left in tracks_left(rollout, plan, gate=gate, stopping=())
+        if left.why in (Left.COMPLETED, Left.LANDING)
+    ]
+    if kept:
+        still = ", ".join(kept)
+        answer += f" Not stopped, still on `{rollout.tag}`: {still}; the thread says what to do."
+    return answer

@@ -22,6 +22,7 @@ from bot.domain.rollout.events import (
     ScheduleCancelled,
     ScheduleHeld,
     StagePromoted,
+    StopUnconfirmed,
     TrackStopped,
     WindowExtended,
 )
@@ -294,13 +295,16 @@ def abort(
         StopKind.ROLLED_BACK if relay else StopKind.KILL_SWITCH, actor=actor, detail=reason
     )
     work.set_track(replace(track_now, state=TrackState.ABORTING, ending=ending, ended_reason=why))
-    stopped = TrackStopped(
+    stopped: TrackStopped | StopUnconfirmed = TrackStopped(
         plan_track.label,
         why,
         reached_label(plan_track, current_track),
         desktop=not relay,
         failure_job=plan_track.on_failure.job,
     )
+    if waiting is None and _landing(plan_track, stage):  # GitHub deploys it, or holds it
+        last = plan_track.stages[-1].label
+        stopped = StopUnconfirmed(plan_track.label, why, last, not relay, stopped.failure_job)
     work.effects.append(Announce(stopped, failure=True))
     return work.decision()
 
@@ -349,6 +353,12 @@ def held_on_github(plan_track: PlanTrack, stage: Stage, waiting: Collection[str]
     )
 
 
+def _landing(plan_track: PlanTrack, stage: Stage | None) -> bool:
+    """Whether `stage` is the track's last, saved as deploying."""
+    final = plan_track.stages[-1]
+    return stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING
+
+
 def _why_not_stoppable(
     rollout: Rollout, plan: RolloutPlan, track: str, waiting: Collection[str] | None = ()
 ) -> str | None:
@@ -377,16 +387,9 @@ def _why_not_stoppable(
         return f"{plan_track.label} is already {state_words(current_track)}: nothing was changed."
     stage = current_track.current
     final = plan_track.stages[-1]
-    landing = stage is not None and stage.key == final.key and stage.state is StageState.DEPLOYING
-    if landing and waiting is None:
-        # Approved, or still held after a failed approval that the next look sends again:
-        # only the run tells, and "already deploying" would have the stop given up on.
-        return (
-            f"The bot could not read the run of `{rollout.tag}` on GitHub, so it cannot tell "
-            f"whether {plan_track.label} is deploying {final.label} or GitHub still holds it "
-            "(the bot's approval of it may have failed): nothing was changed. Please try again "
-            f"in a moment: the stop then rejects {final.label} if GitHub still holds it."
-        )
+    # Unread (`waiting` None), a landing stage may still be held after a failed approval that
+    # the next look would send again: the stop is saved, and rejects it if GitHub holds it.
+    landing = waiting is not None and _landing(plan_track, stage)
     if landing and not (stage is not None and held_on_github(plan_track, stage, waiting)):
         # GitHub only stops a job by rejecting its environment; this one was approved.
         return (

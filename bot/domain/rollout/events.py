@@ -262,6 +262,19 @@ class TrackStopped:
 
 
 @dataclass(frozen=True)
+class StopUnconfirmed:
+    """A person stopped the track while its last stage, `stage`, was saved as deploying and
+    the run could not be read: whether GitHub deploys it (an approved job lands) or still holds
+    it (the bot's approval failed: it is rejected once GitHub answers) is not known yet."""
+
+    track: str
+    reason: StopReason
+    stage: str
+    desktop: bool
+    failure_job: str
+
+
+@dataclass(frozen=True)
 class TracksLeft:
     """A stop of `tag` (by `actor`, or by a failed gate: None) left these tracks of its gate
     as they are (`desktop`: the kill-switch's gate, else the relay's)."""
@@ -355,6 +368,17 @@ class FreezeLiftedHolding:
 
 
 @dataclass(frozen=True)
+class FreezeEnded:
+    """The freeze that held the rollout ended at `ended_at` (deploys are no longer frozen for
+    it): `held`, its `promote: auto` stages a freeze held (`Stage → next stage` labels), or
+    `dispatch_at`, its scheduled dispatch a freeze held, still wait for a person."""
+
+    ended_at: datetime
+    held: tuple[str, ...] = ()
+    dispatch_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ScheduleCancelled:
     """`actor` cancelled the dispatch scheduled for `at`; the preflight stays."""
 
@@ -428,6 +452,7 @@ Event = (
     | WindowExtended
     | Reevaluated
     | TrackStopped
+    | StopUnconfirmed
     | TracksLeft
     | RolloutCancelled
     | Redeploying
@@ -437,6 +462,7 @@ Event = (
     | ScheduleHeld
     | ScheduleFrozen
     | FreezeLiftedHolding
+    | FreezeEnded
     | ScheduleCancelled
     | FreezeOverridden
     | GitHubReported

@@ -1,0 +1,76 @@
+"""Which NPM_TOKEN the npm Release workflow's publishing job reads.
+
+GitHub keeps a secret at three levels, and when several have it the lowest one wins: the job's
+environment (when the job runs in one), then the repository, then the organization (a secret it
+shares with the repository) (GitHub's docs, "Using secrets in GitHub Actions"). The walkthrough
+reads the job's environment from the workflow file and the secret's metadata at each level; this
+module says which one the job reads and which ones it shadows. Pure: GitHub's answers come in as
+values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.domain.npm import SecretCheck, SecretLevel, SecretMetadata, clip_error
+
+
+@dataclass(frozen=True)
+class PublishJob:
+    """What the workflow file says about the job that publishes."""
+
+    environment: str | None = None
+    """The environment it runs in (`environment:`, a name or a mapping with one)."""
+    unknown: str | None = None
+    """Why its environment cannot be told from the file (None: it was told, or it has none)."""
+    oidc: bool = False
+    """It may request an OIDC token (`id-token: write`), as npm trusted publishing needs."""
+
+
+@dataclass(frozen=True)
+class SecretLevels:
+    """The secret at each level GitHub reads it from, for the publishing job."""
+
+    job: PublishJob
+    repository: SecretMetadata | None
+    organization: SecretMetadata | None
+    environment: SecretMetadata | None = None
+    environment_refused: str | None = None
+    """GitHub's refusal to show the environment's secret (the bot cannot tell if it has one)."""
+
+
+def assess_secret(levels: SecretLevels, *, now: datetime, max_age_days: int) -> SecretCheck:
+    """The secret the job reads (the lowest level that has it), the levels above it that it
+    shadows, and its age; what could not be checked is said, never taken for missing."""
+    job = levels.job
+    unchecked = levels.environment_refused or job.unknown
+    about_job = SecretCheck(
+        max_age_days=max_age_days,
+        environment=job.environment,
+        unchecked=clip_error(unchecked) if unchecked else None,
+        oidc=True if job.oidc else None,
+    )
+    found = [
+        (level, secret)
+        for level, secret in (
+            (SecretLevel.ENVIRONMENT, levels.environment),
+            (SecretLevel.REPOSITORY, levels.repository),
+            (SecretLevel.ORGANIZATION, levels.organization),
+        )
+        if secret is not None
+    ]
+    if not found:
+        return about_job
+    (level, secret), rest = found[0], found[1:]
+    return about_job.model_copy(
+        update={
+            "found": True,
+            "created_at": secret.created_at,
+            "updated_at": secret.updated_at,
+            "age_days": max((now - secret.updated_at).days, 0),
+            "organization": True if level is SecretLevel.ORGANIZATION else None,
+            "environment_secret": True if level is SecretLevel.ENVIRONMENT else None,
+            "shadowed": tuple(shadowed for shadowed, _ in rest) or None,
+        }
+    )

@@ -1,0 +1,67 @@
+"""A stop takes hold while GitHub is slow: a person's Kill-switch or Roll back never waits for
+the poller's (or a webhook's) read of the run to come back. Signed Slack requests through the
+real app, PyGithub against the GitHub simulator, which holds its answers to the reads of the
+run until the test lets them go (`GitHubSimulator.hold`): GitHub as slow as it likes, no
+clock involved. A story on SQLite and PostgreSQL (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from figures import every_gate_passes
+from sandbox_views import dispatched, reviews, stage_state
+
+from bot.domain.rollout import StageState, TrackState
+from sandbox.config import REPOSITORY
+from sandbox.harness import Sandbox, fast_plan
+
+pytestmark = pytest.mark.story
+
+SLOW = {"GITHUB_TIMEOUT": "300"}
+"""The bot waits for GitHub's answer as long as GitHub holds it (no timeout, no retry)."""
+
+
+async def test_a_kill_takes_hold_while_the_pollers_read_of_the_run_hangs(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The poller is reading the run and GitHub does not answer. The kill is saved and told in
+    the thread at once: the beta ring can no longer be approved by anyone's later look. Its
+    rejection reaches GitHub as soon as GitHub answers the kill's own read."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1h")
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=SLOW
+    ) as box:
+        every_gate_passes(box)
+        rollout = await dispatched(box)
+        await box.wait_until(
+            lambda r: stage_state(r, "desktop", "internal") is StageState.OBSERVING
+        )
+        answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/{rollout.run_id}")
+        try:
+            await reading_held(box)  # the poller's look at the run hangs
+
+            kill = asyncio.create_task(box.command("kill crash reports from support"))
+            announced = await box.wait_for_thread("crash reports from support")
+            assert "The release stays on the internal ring." in announced
+            stopping = await box.rollout()
+            assert stopping.track("desktop").state is TrackState.ABORTING
+            assert not answered.is_set()  # GitHub has answered no read of the run yet
+
+            answered.set()
+            assert "Kill-switch tripped" in await kill
+            halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+            assert halted.track("desktop").stage("beta").state is StageState.REJECTED
+            assert ("desktop-beta", "approved") not in reviews(box, "desktop")
+        finally:
+            answered.set()  # the bot's calls in flight end before it stops
+
+
+async def reading_held(box: Sandbox, count: int = 1) -> None:
+    """Until GitHub holds `count` reads of the run unanswered."""
+    for _ in range(3000):
+        if box.github.holding >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"GitHub holds {box.github.holding} reads, not {count}")
