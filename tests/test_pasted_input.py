@@ -22,7 +22,7 @@ from test_prometheus import prometheus_plan
 
 from bot.domain.errors import InvalidTag
 from bot.domain.rollout import CheckState
-from bot.domain.rollout_command import Start, parse_command
+from bot.domain.rollout_command import Start, Subcommand, named_service, parse_command
 from bot.domain.unfollowed_runs import release_tag
 from sandbox.config import (
     GITHUB_TOKEN,
@@ -230,4 +230,21 @@ def test_the_operator_commands_read_a_tag_as_slash_commands_do(tmp_path: Path) -
         2,
         "rollout-bot audit: No rollout of v1.4.2 is on record. /rollout history lists the recent "
         "ones.\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "\N{ZERO WIDTH SPACE}start v1.4.2",
+        "start\N{ZERO WIDTH NO-BREAK SPACE} v1.4.2",
+        "\N{LEFT-TO-RIGHT MARK}start\N{WORD JOINER} v1.4.2\N{ZERO WIDTH SPACE}",
+    ],
+)
+def test_a_command_pasted_with_invisible_characters_is_the_command(typed: str) -> None:
+    """It answered `start` (a zero-width space unseen in it) `is not a /rollout subcommand`."""
+    assert parse_command(typed) == Start("v1.4.2")
+    assert named_service(typed.replace("start", "start relay"), {"relay"})[::2] == (
+        "relay",
+        Subcommand.START,
     )

@@ -25,6 +25,7 @@ from bot.domain.text import (
     TOKEN_SHAPE,
     clean_text,
     shown,
+    without_invisible_ends,
 )
 
 _MAX_REASON = 500
@@ -213,7 +214,7 @@ def allowed_in_direct_messages(command: Command | Subcommand) -> bool:
 def parse_command(text: str) -> Command:
     """The command in the slash command's text; empty text is help. Characters the database
     cannot store are dropped first, so a kill-switch goes through whatever its reason says."""
-    parts = clean_text(text).strip().split(maxsplit=1)
+    parts = _words(text, 1)
     if not parts:
         return Help()
     word, rest = parts[0], parts[1] if len(parts) > 1 else ""
@@ -265,18 +266,26 @@ def parse_command(text: str) -> Command:
     return simple[subcommand]
 
 
+def _words(text: str, splits: int) -> list[str]:
+    """The command's words (`splits` splits at most), cleaned to be stored, the subcommand's
+    without invisible characters at its ends (a zero-width space of a command pasted from a
+    document)."""
+    parts = without_invisible_ends(clean_text(text).strip()).split(maxsplit=splits)
+    return [without_invisible_ends(parts[0]), *parts[1:]] if parts else parts
+
+
 def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, Subcommand | None]:
     """The service the command's text names right after its subcommand (`start billing-api
     v1.4.2`: a word that is one of `names`, in any case), the text without it, and the
     subcommand (None when the text has none, or an unknown one: the parser says so)."""
-    parts = clean_text(text).strip().split(maxsplit=2)
+    parts = _words(text, 2)
     try:
         subcommand = Subcommand(parts[0].lower()) if parts else None
     except ValueError:
         return None, text, None
     if subcommand is None or subcommand is Subcommand.HELP or len(parts) < 2:
         return None, text, subcommand
-    if (name := parts[1].lower()) not in names:
+    if (name := without_invisible_ends(parts[1]).lower()) not in names:
         return None, text, subcommand
     return name, " ".join([parts[0], *parts[2:]]), subcommand
 
