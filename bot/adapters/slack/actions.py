@@ -50,6 +50,8 @@ class Action(StrEnum):
     OVERRIDE_ADOPT = "override_adopt"
     """Under an Adopt refused by a freeze: opens the form asking an approver's reason to
     override the freeze and adopt the run."""
+    RERUN_FAILURE_JOB = "rerun_failure_job"
+    """Under a failed rollback (or kill-switch) job, and on its lane: re-run it on GitHub."""
 
 
 class Callback(StrEnum):
@@ -100,6 +102,8 @@ class ButtonValue(_Payload):
     version: Annotated[int, Field(ge=0, strict=True, lt=2**63)] | None = None
     hold: Hold | None = None
     """On Promote: the hold the card was drawn for, so a click confirms exactly that one."""
+    attempt: Annotated[int, Field(gt=0, strict=True, lt=2**31)] | None = None
+    """On Re-run: the run attempt whose failure job failed, as the button was drawn."""
 
 
 class RunValue(_Payload):
