@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from figures import every_gate_passes, passing_sandbox
 from sandbox_views import held, holding, stage_state
+from sqlalchemy.exc import OperationalError
 from test_freeze_auto_promote import (
     OTHER,
     WINDOW,
@@ -240,3 +242,31 @@ async def test_a_freeze_declared_again_to_the_same_end_after_an_unfreeze_is_told
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         said = told(card, ENDED)
         assert len(said) == 1 and "*50%" in said[0], said
+
+
+async def test_a_fault_as_a_stage_is_held_leaves_its_freezes_end_watched(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database blinks as the freeze's end is to be watched: the gate is retried, and the
+    stages it holds are told when the freeze ends (not held for good with nothing watching)."""
+    async with auto_sandbox(tmp_path, database_url) as box:
+        card = await observing_canary(box)
+        await box.command("freeze 3h friday change freeze", user=OTHER)
+        timers = box.services.rollouts.effects.timers
+        schedule = timers.schedule
+
+        async def blinking(**timer: Any) -> Any:
+            if timer["kind"] == FREEZE_END_TIMER:
+                raise OperationalError("INSERT timers", {}, ConnectionResetError("reset"))
+            return await schedule(**timer)
+
+        monkeypatch.setattr(timers, "schedule", blinking)
+        await box.pass_time(WINDOW)  # the gates PASS; their freeze's end cannot be watched
+        monkeypatch.setattr(timers, "schedule", schedule)
+        await box.pass_time(timedelta(minutes=5))  # retried
+        await held(box, "relay", "canary")
+        await held(box, "desktop", "internal")
+
+        await box.pass_time(2 * WINDOW)  # the freeze ended
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        assert len(told(card, ENDED)) == 1
