@@ -25,6 +25,7 @@ from bot.adapters.slack.members import group_members, time_zone
 from bot.adapters.slack.npm_board import SlackWalkthroughBoard
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
+from bot.domain.freeze import FREEZE_END_TIMER
 from bot.domain.npm import RELEASE_TIMER, github_web_url
 from bot.domain.protection_rules import UNCONFIRMED_TIMER, environment_jobs
 from bot.domain.service import Service
@@ -38,6 +39,7 @@ from bot.services.clock_skew import SQLITE_SKIPPED, DatabaseClock
 from bot.services.controls import ControlService
 from bot.services.effects import EffectRunner
 from bot.services.exactly_once import ExactlyOnce
+from bot.services.freeze_ends import FreezeEnds
 from bot.services.lane import ReleaseLane
 from bot.services.npm_release import LookPace
 from bot.services.npm_walkthrough import NpmTokenService
@@ -53,6 +55,7 @@ from storage.db import Database, server_clock
 from storage.deliveries import DeliveryLog
 from storage.lane_holds import LaneHoldStore
 from storage.leases import ServerOffset, same_clock
+from storage.outbox import OutboxStore
 from storage.protection_rules import ProtectionRuleStore
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
@@ -166,6 +169,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         backoff=settings.github_retry_backoff,
         telemetry=shared.telemetry,
         budget=shared.budgets.of(service.name),
+        clock=clock,
     )
     rule_requests = ProtectionRuleStore(sessions, service=service.name)
     installation = transport.installation
@@ -217,6 +221,8 @@ def wire_service(shared: Shared, service: Service) -> Wired:
     )
     # A freeze holds a `promote: auto` stage for a person's Promote (docs/freezes.md).
     rollouts.promotions_frozen_with(lane.holds_promotion)
+    ends = FreezeEnds(effects=rollouts.effects, lane=lane, outboxes=OutboxStore(sessions))
+    rollouts.fires_timers_with(FREEZE_END_TIMER, ends)
     npm_token = _npm_token_service(shared, service, github=github, approvers=approvers, lane=lane)
     controls = ControlService(
         rollouts=rollouts,
@@ -282,7 +288,10 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         lane=lane,
         controls=controls,
         reports=RolloutReports(
-            rollouts=store, audit=AuditLog(sessions, service=service.name), clock=clock
+            rollouts=store,
+            audit=AuditLog(sessions, service=service.name),
+            clock=clock,
+            time_zone_of=time_zone(shared.slack),
         ),
         telemetry=shared.telemetry,
         backlog=shared.backlog,

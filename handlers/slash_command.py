@@ -123,7 +123,7 @@ async def _ephemeral(
         undone = await services.reports.rolled_back_after(recent)
         return "Rollout history", history_blocks(recent, lambda r: plans[r.id], undone)
     if isinstance(command, commands.Report):
-        report = await services.reports.period(command.period)
+        report = await services.reports.period(command.period, asker=actor)
         shown = _named(services)
         return (
             report_views.report_text(report, service=shown),

@@ -37,6 +37,9 @@ class History:
 
     commits: list[SimCommit] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    """Each tag's commit."""
+    annotated: dict[str, str] = field(default_factory=dict)
+    """The tag object of each annotated tag (its ref names the object, the object the commit)."""
     releases: list[tuple[str, datetime]] = field(default_factory=list)
 
     def commit(
@@ -182,26 +185,67 @@ class HistoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/compare/{{basehead:.+}}", self.compare)
         app.router.add_get(f"{repo}/releases/latest", self.latest_release)
         app.router.add_get(f"{repo}/git/ref/{{ref:.+}}", self.get_ref)
+        app.router.add_get(f"{repo}/git/tags/{{sha}}", self.get_tag)
 
     async def get_ref(self, request: web.Request) -> web.Response:
         """One tag's reference (GitHub: `tags/<name>`; 404 Not Found when there is no such
-        ref). The simulator's tags are lightweight: the object is the tagged commit."""
+        ref): its object is the tagged commit, or an annotated tag's object (`get_tag`)."""
         repository = self._repository(request)
         ref = unquote(request.match_info["ref"])
         kind, _, name = ref.partition("/")
-        sha = repository.history.tags.get(name) if kind == "tags" else None
+        history = repository.history
+        sha = history.tags.get(name) if kind == "tags" else None
         if sha is None:
             raise not_found()
         urls = repository.urls
+        tag_object = history.annotated.get(name)
         return json_response(
             {
                 "ref": f"refs/{ref}",
                 "node_id": f"REF_{shapes.stable_id(f'ref:{repository.repository}:{ref}')}",
                 "url": f"{urls.repo_api}/git/refs/{ref}",
                 "object": {
-                    "sha": sha,
+                    "sha": tag_object,
+                    "type": "tag",
+                    "url": f"{urls.repo_api}/git/tags/{tag_object}",
+                }
+                if tag_object is not None
+                else {"sha": sha, "type": "commit", "url": f"{urls.repo_api}/git/commits/{sha}"},
+            }
+        )
+
+    async def get_tag(self, request: web.Request) -> web.Response:
+        """An annotated tag's object (GitHub: "Get a tag"; 404 Not Found for another sha)."""
+        repository = self._repository(request)
+        sha = request.match_info["sha"]
+        history = repository.history
+        named = [name for name, tag_object in history.annotated.items() if tag_object == sha]
+        if not named:
+            raise not_found()
+        urls = repository.urls
+        commit = history.tags[named[0]]
+        return json_response(
+            {
+                "node_id": f"TAG_{shapes.stable_id(f'tag:{sha}')}",
+                "tag": named[0],
+                "sha": sha,
+                "url": f"{urls.repo_api}/git/tags/{sha}",
+                "message": f"Release {named[0]}",
+                "tagger": {
+                    "name": "octocat",
+                    "email": "octocat@github.com",
+                    "date": "2026-12-01T12:00:00Z",
+                },
+                "object": {
+                    "sha": commit,
                     "type": "commit",
-                    "url": f"{urls.repo_api}/git/commits/{sha}",
+                    "url": f"{urls.repo_api}/git/commits/{commit}",
+                },
+                "verification": {
+                    "verified": False,
+                    "reason": "unsigned",
+                    "signature": None,
+                    "payload": None,
                 },
             }
         )

@@ -18,7 +18,7 @@ from sandbox.github_hooks import Hook
 from sandbox.github_json import Json, Urls, stable_id
 from sandbox.github_routes import Dispatch
 from sandbox.github_rules import APP_LOGIN, requested_payload
-from sandbox.github_runs import Ids, Review, SimRun, Transition
+from sandbox.github_runs import Ids, Review, SimRun, Transition, commit_sha
 from sandbox.workflows import (
     Workflow,
     deployment_strategy_workflow,
@@ -240,6 +240,15 @@ class SimRepository:
         The failing step (default: the job's last step) prints `log`; later steps are skipped.
         """
         self.engine.fail_job(run, job, lines=tuple(log.splitlines()), step=step)
+
+    def push_tag(self, name: str, *, at: str | None = None, annotated: bool = False) -> None:
+        """A tag pushed at commit `at`; by default at the commit a run on `name` reports (the
+        simulator's runs are at `commit_sha(ref)`). `git/ref/tags/<name>` answers it; an
+        annotated tag's ref names its tag object, which `git/tags/<sha>` answers."""
+        self.refs.add(name)
+        self.history.tags[name] = at or commit_sha(name)
+        if annotated:
+            self.history.annotated[name] = commit_sha(f"tag object {name}")
 
     def create_foreign_run(
         self,

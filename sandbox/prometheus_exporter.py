@@ -71,9 +71,16 @@ class RelayExporter(LoopbackServer):
     """A `/metrics` endpoint on 127.0.0.1 whose counters grow at the configured rates."""
 
     def __init__(
-        self, traffic: RelayTraffic, *, clock: Callable[[], float] = time.monotonic
+        self,
+        traffic: RelayTraffic,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        lazy: bool = False,
     ) -> None:
         self._clock = clock
+        self._lazy = lazy
+        """A series appears at its first count, as a client library creates a labelled
+        counter's child when first used: a relay that never failed exports no errors series."""
         self._traffic = traffic
         self._since = clock()
         self._base = (0.0, 0.0, 0.0, 0.0)
@@ -108,6 +115,8 @@ class RelayExporter(LoopbackServer):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
             for (endpoint, method), share in routes:
                 count = math.floor(total * share)
+                if self._lazy and count == 0:
+                    continue
                 lines.append(f'{name}{{endpoint="{endpoint}",method="{method}"}} {count}')
         return "\n".join(lines) + "\n"
 
@@ -151,7 +160,9 @@ class PrometheusProcess(Lifecycle):
     before Prometheus starts; retention is unlimited, so old blocks are kept. `tokens` gives a
     job the bearer token its scrape sends; `rules` are rule files it loads (and evaluates every
     second); `remote_read` are remote-read endpoints every query also reads (one that fails
-    makes Prometheus answer `success` with a warning: a partial answer). With `clock_offset`,
+    makes Prometheus answer `success` with a warning: a partial answer); `labels` are the target
+    labels a job's series get (as Kubernetes pod discovery relabels a pod's version onto the
+    series of the release it runs). With `clock_offset`,
     `url` answers as this Prometheus would with its clock that far ahead of the host's
     (negative: behind; `sandbox.prometheus_clock`).
     """
@@ -166,6 +177,7 @@ class PrometheusProcess(Lifecycle):
         rules: Sequence[Path] = (),
         remote_read: Sequence[str] = (),
         clock_offset: timedelta = timedelta(0),
+        labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         found = binary or prometheus_binary()
         if found is None:
@@ -175,6 +187,7 @@ class PrometheusProcess(Lifecycle):
         self._tokens = dict(tokens or {})
         self._rules = [str(path) for path in rules]
         self._remote_read = list(remote_read)
+        self._labels = {job: dict(given) for job, given in (labels or {}).items()}
         self._history = history
         self._process: asyncio.subprocess.Process | None = None
         self._directory: tempfile.TemporaryDirectory[str] | None = None
@@ -214,7 +227,10 @@ class PrometheusProcess(Lifecycle):
         return [json.loads(line)["params"] for line in lines if line.strip()]
 
     def _scrape(self, job: str, target: str) -> dict[str, Any]:
-        scrape: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": [target]}]}
+        targets: dict[str, Any] = {"targets": [target]}
+        if job in self._labels:
+            targets["labels"] = self._labels[job]
+        scrape: dict[str, Any] = {"job_name": job, "static_configs": [targets]}
         if job in self._tokens:
             scrape["authorization"] = {"type": "Bearer", "credentials": self._tokens[job]}
         return scrape

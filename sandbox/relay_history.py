@@ -93,7 +93,8 @@ RELAY_METRICS = {
         '{__name__=~"relay_request_rate_total|relay_ws_rate_total"}[$window]))',
     },
 }
-"""The relay track's `metrics` section reading this history (docs/metrics.md's queries)."""
+"""The relay track's `metrics` section reading this history (docs/metrics.md's queries without
+their `version="$tag"` matcher: a week of the past spans releases, docs/backtest.md)."""
 
 
 def known_week(start: datetime) -> str:

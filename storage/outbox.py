@@ -23,6 +23,8 @@ from storage.db import from_row, insert_new, rows_changed
 from storage.leases import LeasedRows, ServerOffset, same_clock
 from storage.models import ActionClaimRow, OutboxRow
 
+TOLD = "told_once"
+"""The `action` of the claim that messages were written once (`add_once`)."""
 REFUSAL_TOLD = "slack_channel_refused"
 """The `action` of the claim that a channel's refusal was told (`told_once`)."""
 
@@ -97,6 +99,30 @@ class OutboxStore:
     async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
         async with self._sessions.begin() as session:
             await enqueue(session, messages, now=now)
+
+    async def add_once(
+        self, messages: Sequence[NewMessage], *, once: str, now: datetime, action: str = TOLD
+    ) -> bool:
+        """Write `messages` unless a call of the key `once` wrote them already (any replica):
+        the claim of the key (`action_claims`, done at once) and the messages in one
+        transaction. True when written."""
+        claim = {
+            "key": once,
+            "action": action,
+            "actor": "outbox",
+            "state": ClaimState.DONE.value,
+            "holder": secrets.token_hex(8),
+            "claimed_at": now,
+            "done_at": now,
+        }
+        async with self._sessions.begin() as session:
+            written = await session.execute(
+                insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
+            )
+            if not rows_changed(written):
+                return False
+            await enqueue(session, messages, now=now)
+            return True
 
     async def claim(
         self,
@@ -210,25 +236,13 @@ class OutboxStore:
                 if payload.get("channel") == refusing and payload.get("after") == (after or 0)
             )
         told = f"{REFUSAL_TOLD}:{refusing}:{notice.channel_id}:{after or 0}"
-        key = told + (f":{lost}" if lost else "")
-        claim = {
-            "key": key,
-            "action": REFUSAL_TOLD,
-            "actor": "outbox",
-            "state": ClaimState.DONE.value,
-            "holder": secrets.token_hex(8),
-            "claimed_at": now,
-            "done_at": now,
-        }
-        async with self._sessions.begin() as session:
-            written = await session.execute(
-                insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
-            )
-            if not rows_changed(written):
-                return False
-            payload = {**notice.payload, "after": after or 0}
-            await enqueue(session, [replace(notice, payload=payload)], now=now)
-            return True
+        payload = {**notice.payload, "after": after or 0}
+        return await self.add_once(
+            [replace(notice, payload=payload)],
+            once=told + (f":{lost}" if lost else ""),
+            now=now,
+            action=REFUSAL_TOLD,
+        )
 
     async def refused(self, channel: str, *, after: int) -> list[OutboxMessage]:
         async with self._sessions() as session:

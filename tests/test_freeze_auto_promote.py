@@ -49,6 +49,16 @@ async def observing_canary(box: Sandbox) -> ChannelMessage:
     return box.card_message()
 
 
+async def held_in_a_freeze(box: Sandbox, lasting: str) -> ChannelMessage:
+    """The rollout's canary and internal ring observing, a `/rollout freeze` for `lasting`, and
+    their windows ended in it (the gates PASS): both held. The card."""
+    card = await observing_canary(box)
+    await box.command(f"freeze {lasting} friday change freeze", user=OTHER)
+    await box.pass_time(WINDOW)
+    await held(box, "relay", "canary")
+    return card
+
+
 async def in_thread(box: Sandbox, card: ChannelMessage, needle: str) -> str:
     """The reply in the card's thread that contains `needle`, once posted."""
 
@@ -69,11 +79,7 @@ async def test_a_freeze_holds_an_auto_stage_a_promote_goes_on_and_an_unfreeze_sh
     tmp_path: Path, database_url: str
 ) -> None:
     async with auto_sandbox(tmp_path, database_url) as box:
-        card = await observing_canary(box)
-        await box.command("freeze 4h friday change freeze", user=OTHER)
-
-        await box.pass_time(WINDOW)  # both windows end in the freeze, their gates PASS
-        await held(box, "relay", "canary")
+        card = await held_in_a_freeze(box, "4h")
         rollout = await held(box, "desktop", "internal")
         assert stage_state(rollout, "relay", "half") is StageState.PENDING
         assert stage_state(rollout, "desktop", "beta") is StageState.PENDING

@@ -115,6 +115,12 @@ BAD_INPUT = [
     (relay_args("-h", "0", "0"), "'-h' is not a decimal number"),
     (relay_args("--help", "0", "0"), "--baseline-crash-rate needs a value"),
     (["desktop", "--baseline-crash-rate=0", "--current-crash-rate=--help"], "is not a decimal"),
+    # Nor beside figures: usage on stdout with exit 0 reads as PASS, whatever the figures say.
+    (relay_args("0", "0.5", "0.5", "--help"), "--help beside other arguments"),
+    (desktop_args("0", "0.5", "-h"), "-h beside other arguments"),
+    (["relay", "--help", "--baseline-crash-rate", "0"], "--help beside other arguments"),
+    (["--help", "relay", "--baseline-crash-rate", "0"], "--help beside other arguments"),
+    (["desktop", "-h", "extra"], "-h beside other arguments"),
 ]
 
 

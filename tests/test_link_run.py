@@ -236,6 +236,11 @@ async def test_each_refusal_names_its_rule_and_changes_nothing(sandbox: Sandbox)
     assert "runs on `hotfix`, not on the plan's ref `main`" in await refused(
         sandbox, f"link {other_branch}"
     )
+    # A fork's pull request from its branch `main` changing the workflow: not a dispatch.
+    pull = by_hand(sandbox, event="pull_request")
+    assert f"Run {pull} was started by `pull_request`, not dispatched" in await refused(
+        sandbox, f"link {pull}"
+    )
     older = by_hand(sandbox, created_at=back.created_at - timedelta(minutes=5))
     assert "created before the preflight of `v1.4.2` started" in await refused(
         sandbox, f"link {older}"
@@ -255,7 +260,7 @@ async def test_each_refusal_names_its_rule_and_changes_nothing(sandbox: Sandbox)
     assert "GitHub has no run of that number" in await refused(sandbox, "link 987654")
     assert await attached(sandbox, back.id) == [("rollout-bot", "gave_up", None)]
     events = await sandbox.audit.list_for_rollout(back.id)
-    assert [e.result for e in events if e.action == "command:link"].count("link_refused") == 6
+    assert [e.result for e in events if e.action == "command:link"].count("link_refused") == 7
 
 
 async def test_a_run_another_rollout_follows_is_refused(sandbox: Sandbox) -> None:

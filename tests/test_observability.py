@@ -15,15 +15,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
-from figures import passing_sandbox, running_sandbox
+from figures import every_gate_passes, passing_sandbox, running_sandbox
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_views import dispatched, open_home
 from services import missing
@@ -46,7 +47,7 @@ from bot.domain.errors import (
     PartlyPromoted,
     PromotedWhileStopping,
 )
-from bot.domain.rollout import StageState
+from bot.domain.rollout import Phase, StageState
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.clock_skew import SQLITE_SKIPPED
 from bot.services.telemetry import Backlog
@@ -64,7 +65,7 @@ from sandbox.config import (
 )
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
-from sandbox.harness import Sandbox
+from sandbox.harness import Sandbox, fast_plan
 from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary
 from sandbox.signing import github_signature_headers, slack_signature_headers
 from sandbox.slack import SlackTestServer
@@ -326,7 +327,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 16 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 17 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 
@@ -372,6 +373,61 @@ def counted_gateway(
             **transport,
         )
     )
+
+
+@pytest.mark.story
+async def test_github_s_clock_an_hour_behind_is_a_gauge_by_host_read_off_its_answers(
+    tmp_path: Path, sqlite_database_url: str, http: aiohttp.ClientSession
+) -> None:
+    """The bot sets aside GitHub's job times an hour behind its clock (one WARNING per stage,
+    docs/reliability.md); the scrape shows the skew too, as of GitHub's last answer (its
+    `Date`), by GitHub host, with when it was read: RolloutBotGitHubClockSkew warns on it."""
+    plan = fast_plan(tmp_path / "figures.yml", window="10m", extension="10m")
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=sqlite_database_url,
+        plan_yaml=plan,
+        github_lag=timedelta(hours=1),
+        extra_env={"METRICS_TOKEN": TOKEN},
+    ) as box:
+        every_gate_passes(box)
+        await dispatched(box)
+        host = box.github.api_url.removeprefix("http://")
+        found = await Scraper(box, http, TOKEN).until(
+            lambda s: value(s, "rollout_bot_github_clock_offset_seconds", host=host) is not None
+        )
+        read = value(found, "rollout_bot_github_clock_read_timestamp_seconds", host=host)
+
+    offset = value(found, "rollout_bot_github_clock_offset_seconds", host=host)
+    assert offset is not None and -3601 <= offset <= -3599, offset
+    assert read is not None and abs(read - box.clock().timestamp()) < 60
+
+
+async def test_github_s_clock_is_not_a_figure_when_its_answer_is_undated_or_too_slow() -> None:
+    """A proxy that drops `Date`, or a round trip so slow that the reading cannot tell
+    whether the clocks are within 5 s: no figure (a wrong one would warn, or hide a skew)."""
+    telemetry = PrometheusTelemetry(build())
+    async with GitHubSimulator(token=GITHUB_TOKEN) as simulator:
+        ticks = iter([0, 0, 0, 20])  # the bot's clock, read around each request
+        start = datetime.now(UTC)
+        transport = GitHubTransport(
+            api_url=simulator.api_url,
+            token=GITHUB_TOKEN,
+            repository=simulator.repository,
+            telemetry=telemetry,
+            clock=lambda: start + timedelta(seconds=next(ticks)),
+        )
+        path = f"/repos/{simulator.repository}"
+        try:
+            simulator.dated = False
+            await transport.call("read", lambda: transport.get_json(path))
+            simulator.dated = True
+            await transport.call("read", lambda: transport.get_conditional(path))
+        finally:
+            await transport.close()
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert not [name for name, _ in found if name.startswith("rollout_bot_github_clock")]
+    assert value(found, GITHUB_REQUESTS, **DEFAULT, endpoint="read", status="2xx") == 2
 
 
 async def test_github_calls_are_counted_by_endpoint_and_status_with_rate_limits_apart() -> None:
@@ -601,7 +657,6 @@ async def test_the_app_home_and_the_start_log_show_the_version_healthz_does_not(
 DATABASE_GAUGES = (
     "timers_due",
     "timers_overdue",
-    "timers_dead",
     "database_clock_offset_seconds",
     "database_up",
 )
@@ -621,8 +676,25 @@ class TimersLeft:
     async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
         return 3, 1
 
-    async def dead_count(self) -> int:
-        return 2
+    async def dead_by_service(self) -> dict[str, int]:
+        return {"retired": 2}  # a service taken out of the services file
+
+
+def relay_backlog(
+    telemetry: PrometheusTelemetry,
+    database: TimersLeft,
+    database_clock: Callable[[], Awaitable[object]] | None = None,
+) -> Backlog:
+    """The scrape's database gauges of a bot configured with the one service `relay`."""
+    return Backlog(
+        telemetry=telemetry,
+        rollouts=database,
+        timers=database,
+        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
+        overdue_after=timedelta(minutes=1),
+        services=["relay"],
+        database_clock=database_clock,
+    )
 
 
 async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_and_says_so(
@@ -635,18 +707,12 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
         await database.active()
         telemetry.database_clock(offset=timedelta(seconds=-3))
 
-    backlog = Backlog(
-        telemetry=telemetry,
-        rollouts=database,
-        timers=database,
-        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
-        overdue_after=timedelta(minutes=1),
-        services=["relay"],
-        database_clock=database_clock,
-    )
+    backlog = relay_backlog(telemetry, database, database_clock)
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
-    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, 2, -3, 1]
+    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, -3, 1]
+    assert value(found, "rollout_bot_timers_dead", service="relay") == 0
+    assert value(found, "rollout_bot_timers_dead", service="retired") == 2
     database.reachable = False
     telemetry.handled(kind="command", name="status", outcome="ok")
     await backlog.refresh()
@@ -657,9 +723,45 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     assert math.isnan(
         value(found, "rollout_bot_rollouts_active", service="relay", state="running") or 0
     )
+    assert math.isnan(value(found, "rollout_bot_timers_dead", service="retired") or 0)
     assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
     [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
     assert line.levelname == "WARNING" and "connection refused" in line.getMessage()
+
+
+class RetiredServiceEnds(TimersLeft):
+    """`retired`, taken out of the services file, has a running rollout whose window timer
+    was given up; then the rollout ends (rolled back from a replica that has the service)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = False
+
+    async def active(self) -> list[object]:
+        return [] if self.ended else [SimpleNamespace(service="retired", phase=Phase.RUNNING)]
+
+    async def dead_by_service(self) -> dict[str, int]:
+        return {} if self.ended else {"retired": 1}
+
+
+async def test_a_service_taken_out_reads_zero_once_its_rollout_ends() -> None:
+    """RolloutBotTimerDeadLettered (and RolloutBotNoWebhookDeliveries) read these gauges: a
+    series left at its last figure once the rollout ended would page until the restart."""
+    telemetry = PrometheusTelemetry(build())
+    database = RetiredServiceEnds()
+    backlog = relay_backlog(telemetry, database)
+    await backlog.refresh()
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert value(found, "rollout_bot_timers_dead", service="retired") == 1
+    assert value(found, "rollout_bot_rollouts_active", service="retired", state="running") == 1
+
+    database.ended = True
+    await backlog.refresh()
+
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert value(found, "rollout_bot_timers_dead", service="retired") == 0
+    assert value(found, "rollout_bot_rollouts_active", service="retired", state="running") == 0
+    assert value(found, "rollout_bot_timers_dead", service="relay") == 0
 
 
 async def test_the_timer_backlog_counts_due_and_overdue_pending_timers(

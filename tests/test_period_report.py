@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from cleared import cleared_rollout
@@ -28,7 +29,7 @@ from bot.domain.rollout import (
     verdict_to_json,
 )
 from bot.services.records import BOT, NewAuditEvent
-from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
+from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from storage.db import create_engine, create_session_factory
 from storage.rollout_store import RolloutStore
@@ -153,6 +154,33 @@ async def test_the_report_sums_up_the_rollouts_of_the_period(box: Sandbox) -> No
 
     empty = await box.command("report 2020-01")
     assert "no rollout ended in this period" in empty
+
+
+async def test_a_month_is_read_in_the_askers_slack_time_zone(box: Sandbox) -> None:
+    """A rollout that ended half an hour into a month in Berlin ended the month before in UTC:
+    a release engineer in Berlin asking for the month counts it, one in UTC does not, and each
+    report says which zone its month was read in."""
+    berlin = ZoneInfo("Europe/Berlin")
+    local = box.clock().astimezone(berlin)
+    began = (local.replace(day=1) - timedelta(days=1)).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0
+    )  # the first of last month, midnight in Berlin
+    ended = began + timedelta(minutes=30)
+    scene = Scene(box)
+    try:
+        lead = timedelta(hours=1)
+        await scene.finished(ago=box.clock() - ended + lead, lead=lead)
+    finally:
+        await scene.engine.dispose()
+    box.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
+    month = f"{began:%Y-%m}"
+
+    in_berlin = await box.command(f"report {month}")
+    assert f"Rollouts of {month}* (Europe/Berlin: " in in_berlin, in_berlin
+    assert "1 rollout(s), 1 to 100%" in in_berlin
+    in_utc = await box.command(f"report {month}", user=BYSTANDER)
+    assert f"Rollouts of {month}* (UTC: " in in_utc, in_utc
+    assert "no rollout ended in this period" in in_utc
 
 
 async def test_a_release_rolled_back_after_it_completed_is_no_success(box: Sandbox) -> None:

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -298,24 +298,80 @@ async def test_a_baseline_query_and_the_placeholders(telemetry: Telemetry) -> No
     assert crash.baseline == Decimal("0.0005") and crash.problem is None
 
 
-async def test_the_documented_relay_example_reads_the_error_rate_of_all_traffic(
-    telemetry: Telemetry,
-) -> None:
-    """docs/metrics.md's ready example, as written, against the exporters' combined traffic."""
+def documented_relay_example() -> dict[str, Any]:
+    """The relay track's `thresholds` and `metrics` of docs/metrics.md's ready example."""
     text = DOCS.read_text(encoding="utf-8")
     block = re.search(r"```yaml\n(    thresholds:.*?)```", text, re.S)
     assert block is not None
-    section = yaml.safe_load(block.group(1))
+    section: dict[str, Any] = yaml.safe_load(block.group(1))
+    return section
+
+
+async def test_the_documented_relay_example_reads_the_release_s_traffic_alone() -> None:
+    """docs/metrics.md's ready example at the 5% canary: the release's pods fail 3% of HTTP
+    and WebSocket requests together, the stable fleet beside them serves 19 times the traffic
+    at 0.2%. The example read every pod's counters: 0.34%, the canary diluted twenty times
+    under the 1% threshold, a PASS. It reads the series of the release (`version="$tag"`):
+    3%, ROLLBACK. Its crash and baseline queries are PromQL Prometheus takes."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    section = documented_relay_example()
     example = section["metrics"]
-    example["crash_rate"] = {"query": "vector(0)"}  # no kube-state-metrics here
-    # Ten seconds: every job has several scrapes in the window even when a loaded machine
-    # delays one (a job with fewer than two drops out of the sum and skews the ratio).
-    reading = await source(telemetry, example).measure(window("canary", 10))
-    errors = sum(t.request_errors + t.ws_errors for t in TRAFFIC.values())
-    requests = sum(t.per_second for t in TRAFFIC.values())
+    stable = RelayTraffic(requests=19_000, request_errors=38, ws=9_500, ws_errors=19)
+    async with (
+        RelayExporter(TRAFFIC["failing"]) as canary,
+        RelayExporter(stable) as fleet,
+        PrometheusProcess(
+            {"canary": canary.target, "fleet": fleet.target},
+            labels={"canary": {"version": "v1.4.2"}, "fleet": {"version": "v1.4.1"}},
+        ) as prometheus,
+    ):
+        await prometheus.wait_for_scrapes(4)
+        telemetry = Telemetry(prometheus.url)
+        crash = example.pop("crash_rate")
+        # Ten seconds: several scrapes of each job in the window on a loaded machine too.
+        reading = await source(
+            telemetry, {**example, "crash_rate": {"query": "vector(0)"}}
+        ).measure(window("canary", 10))
+        as_written = await source(telemetry, {**example, "crash_rate": crash}).measure(
+            window("canary", 10)
+        )
     assert reading.figures.error_rate is not None
-    assert float(reading.figures.error_rate) == pytest.approx(errors / requests, rel=0.1)
+    assert float(reading.figures.error_rate) == pytest.approx(0.03, rel=0.1)
+    verdict = judge(relay_track(section["thresholds"]["min_sample"]), reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.ROLLBACK, GateReason.ERROR_RATE)
+    (_error, crash_read) = as_written.metrics
+    assert crash_read.problem is not None  # no kube-state-metrics here: no series, no refusal
+    assert "refused" not in crash_read.problem, crash_read.problem
     assert section["thresholds"]["min_sample"] > 0
+
+
+async def test_the_documented_relay_example_passes_a_canary_that_never_failed() -> None:
+    """The release's pods have served requests and failed none: their errors counters, created
+    at their first count as client libraries do, have no series yet. The example's error rate
+    matched no series, INCONCLUSIVE on a healthy canary (extended, then held); the errors
+    count as 0 beside requests that were counted: 0%, PASS. Without requests it stays no data."""
+    if prometheus_binary() is None:
+        missing("the prometheus binary is missing (apt-get install prometheus)")
+    section = documented_relay_example()
+    example = {**section["metrics"], "crash_rate": {"query": "vector(0)"}}
+    clean = RelayTraffic(requests=1000, request_errors=0, ws=500, ws_errors=0)
+    async with (
+        RelayExporter(clean, lazy=True) as canary,
+        RelayExporter(TRAFFIC["idle"], lazy=True) as unused,
+        PrometheusProcess(
+            {"canary": canary.target, "unused": unused.target},
+            labels={"canary": {"version": "v1.4.2"}, "unused": {"version": "v1.4.3"}},
+        ) as prometheus,
+    ):
+        await prometheus.wait_for_scrapes(4)
+        read = source(Telemetry(prometheus.url), example)
+        reading = await read.measure(window("canary", 10))
+        idle = await read.measure(replace(window("canary", 10), tag="v1.4.3"))
+    verdict = judge(relay_track(section["thresholds"]["min_sample"]), reading)
+    assert reading.figures.error_rate == 0, reading.metrics
+    assert verdict.verdict is Verdict.PASS, verdict.summary
+    assert idle.figures.error_rate is None and idle.figures.sample == 0
 
 
 # -- answers Prometheus warns about ------------------------------------------------------------

@@ -1,13 +1,15 @@
 """`OutboxStore.told_once` on SQLite: the notice that a release channel refuses the bot is
-written once, even while other writers commit around it."""
+written once, even while other writers commit around it; `add_once` on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.outbox_messages import REFUSED
 from bot.services.records import NewMessage
@@ -54,3 +56,19 @@ async def test_a_refusal_notice_is_written_while_another_writer_commits_meanwhil
         (written,) = [m for m in await store.pending() if m.kind == REFUSED]
         assert written.payload["after"] == 0
         assert not await store.told_once(notice, refusing=REFUSING, now=NOW)  # once
+
+
+async def test_messages_written_once_are_written_by_the_first_of_two_writers_alone(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """`add_once` (a freeze's end told by two replicas, or a timer fired again after its
+    holder died): the first writer of the key writes, the others write nothing (both
+    backends)."""
+    store = OutboxStore(session_factory)
+    message = NewMessage(kind="thread", channel_id=REFUSING, rollout_id=None, payload={})
+    written = await asyncio.gather(
+        *(store.add_once([message], once="freeze_end:r-1:2026-12-07", now=NOW) for _ in range(3))
+    )
+    assert sorted(written) == [False, False, True]
+    assert len(await store.pending()) == 1
+    assert await store.add_once([message], once="freeze_end:r-1:2026-12-08", now=NOW)

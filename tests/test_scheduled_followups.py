@@ -120,6 +120,22 @@ async def test_a_release_run_by_hand_before_the_time_is_not_dispatched_again(
     assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
 
 
+async def test_a_pull_requests_run_named_as_the_tag_does_not_hold_the_dispatch(
+    sandbox: Sandbox,
+) -> None:
+    """A fork's pull request from a branch named `v1.4.2` runs the workflow (its own version of
+    it) under that name: anyone who may open a pull request held every scheduled release so,
+    the look taking it for a release run by hand. It is no release: the dispatch goes."""
+    at = await starts.scheduled(sandbox)
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.refs.add("v1.4.2")
+    repository.create_foreign_run(actor="mallory", branch="v1.4.2", event="pull_request")
+    await starts.reach(sandbox, at)
+    await sandbox.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(sandbox.github.dispatches) == 1
+
+
 async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logged_again(
     session_factory: async_sessionmaker[AsyncSession], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -40,7 +40,7 @@ async def billing_run_on_github(box: Sandbox) -> tuple[int, ChannelMessage]:
     billing = box.github.repository_named(BILLING.repository)
     assert billing is not None
     billing.protection_rule(set(billing.engine.protected))
-    billing.refs.add("v2.0.0")
+    billing.push_tag("v2.0.0")
     run_id = billing.create_foreign_run(actor="octocat", branch="v2.0.0")
     await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
     return run_id, run_cards(box)[0]

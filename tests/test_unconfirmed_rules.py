@@ -62,7 +62,7 @@ async def rule_deliveries(box: Sandbox, count: int) -> list[AppDelivery]:
 
 async def started_on_github(box: Sandbox) -> tuple[int, list[AppDelivery]]:
     """A run dispatched on github.com, and its two first requests (relay's, desktop's)."""
-    box.github.refs.add(TAG)
+    box.github.push_tag(TAG)
     run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
     return run_id, await rule_deliveries(box, 2)
 

@@ -27,6 +27,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase, TrackState
 from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
+from sandbox.github_runs import commit_sha
 from sandbox.harness import Sandbox, fast_plan
 from sandbox.harness_slack import button
 from sandbox.idle import bots_database
@@ -73,7 +74,10 @@ TAG = "v2.0.0"
 
 
 async def started_on_github(box: Sandbox, ref: str = TAG) -> tuple[int, ChannelMessage]:
-    """A run dispatched on github.com by @octocat on `ref`, and its card once posted."""
+    """A run dispatched on github.com by @octocat on `ref` (the tag `TAG`, or a branch), and
+    its card once posted."""
+    if ref == TAG:
+        box.github.push_tag(ref)
     box.github.refs.add(ref)
     run_id = box.github.create_foreign_run(actor="octocat", branch=ref)
     await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
@@ -318,6 +322,95 @@ async def test_an_approve_default_rejects_a_run_that_is_not_on_a_release_tag(
         assert why in run_cards(box)[0].rendered
 
 
+async def test_an_approve_default_rejects_a_branch_named_as_a_release_tag(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A branch may bear a release tag's name (`v9.9.9`), and GitHub reports a run on it by
+    that name alone. The approve default approved such a run, with whatever workflow the branch
+    carries; GitHub knows no tag `v9.9.9`, so the bot rejects it, and Adopt is not offered."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        run_id, card = await started_on_github(box, ref="v9.9.9")
+        assert "`v9.9.9` is not a release tag, so this run cannot be adopted" in card.rendered
+        assert button(card.blocks, "adopt_run") is None
+        refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
+        assert refused is not None and "which is not a release tag" in refused
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert first_stages(box) and all(state == "rejected" for _, state in first_stages(box))
+        assert "since `v9.9.9` is not a release tag" in box.github.engine.rule_reviews[0].comment
+        assert await box.services.rollouts.history() == []
+
+
+async def test_a_run_on_a_release_tags_name_but_not_its_commit_is_no_release(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The release tag exists, at the release's commit; a run reports the same name from
+    another commit (a branch of that name, or a fork's pull request from one: its workflow
+    may be changed). GitHub's word on the tag's commit tells it: no Adopt, and the approve
+    default rejects it, saying why."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        box.github.push_tag(TAG, at=commit_sha("the release's commit"))
+        run_id = box.github.create_foreign_run(actor="mallory", branch=TAG, event="pull_request")
+        await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+        (card,) = run_cards(box)
+        off = f"`{TAG}` is a release tag, but the run is not at the tag's commit"
+        assert off in card.rendered and ", the default rejects it." in card.rendered
+        assert button(card.blocks, "adopt_run") is None
+        refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
+        assert (
+            refused is not None
+            and f"Run {run_id} runs on `{TAG}`, which is a release tag" in refused
+        )
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert first_stages(box) and all(state == "rejected" for _, state in first_stages(box))
+        assert off in box.github.engine.rule_reviews[0].comment
+        assert await box.services.rollouts.history() == []
+
+
+async def test_a_run_on_an_annotated_release_tag_is_the_release(box: Sandbox) -> None:
+    """A release tag made with `git tag -a` names a tag object, which names the commit: the
+    bot follows it there, and a run at that commit is the release, adopted as any other."""
+    box.github.push_tag(TAG, annotated=True)
+    run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert button(card.blocks, "adopt_run") is not None
+
+    assert await box.click("adopt_run", message=card) is None
+
+    rollout = await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert (rollout.run_id, rollout.tag) == (run_id, TAG)
+
+
+async def test_a_card_waits_for_githubs_word_on_the_tag(box: Sandbox) -> None:
+    """While GitHub fails to say where the tag is, the card is neither posted as the release
+    nor as no release: each poll asks again, and the card comes once GitHub answers."""
+    box.github.push_tag(TAG)
+    box.github.fail_next("GET", "/repos/*/git/ref/tags/*", 502, times=10_000)
+    box.github.create_foreign_run(actor="octocat", branch=TAG)
+    await box.github.settle()
+    await box.services.webhooks.settled()
+    for _ in range(2):
+        await box.pass_time(timedelta(seconds=60))
+    reads = [r.status for r in box.github.requests if "/git/ref/tags/" in r.path]
+    assert len(reads) >= 3 and set(reads) == {502}  # the two requests' and a poll's at least
+    assert run_cards(box) == []
+
+    box.github.clear_failures()
+    await box.pass_time(timedelta(seconds=60))
+
+    await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+    (card,) = run_cards(box)
+    assert button(card.blocks, "adopt_run") is not None
+
+
 def dispatch_by_two(tmp_path: Path) -> str:
     """The accelerated plan, with the two-person rule on dispatch."""
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
@@ -477,7 +570,7 @@ async def kept_without_a_card(box: Sandbox, *, failed_reads: int = 2) -> int:
     """A run started on github.com whose requests were kept, its card never drawn: GitHub
     answered 404 to the webhook's two reads of it, and to `failed_reads` reads in all (the
     scheduler's sweep reads it too, in real time: a read it answers lets the card come)."""
-    box.github.refs.add(TAG)
+    box.github.push_tag(TAG)
     run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
     box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=failed_reads)
     await box.github.settle()
@@ -687,7 +780,7 @@ async def test_a_card_github_failed_to_tell_is_tried_again_at_each_poll_until_po
 ) -> None:
     """GitHub failed to tell the run to the webhook's two requests and to the first poll's
     sweep: a run is handed over again at each poll until it has its card."""
-    box.github.refs.add(TAG)
+    box.github.push_tag(TAG)
     run_id = box.github.create_foreign_run(actor="octocat", branch=TAG)
     box.github.fail_next("GET", f"/repos/*/actions/runs/{run_id}", 404, times=3)
     await box.github.settle()

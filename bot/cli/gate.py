@@ -53,7 +53,7 @@ exit status: 0 PASS (line on stdout)
              11 relay error rate, 12 relay zero baseline with crashes, 13 relay crash ratio
              21 desktop zero baseline with crashes, 22 desktop crash ratio
              (the ROLLBACK: / KILL_SWITCH: line on stderr)
-             2 bad usage or input (one line on stderr)
+             2 bad usage or input (one line on stderr), --help beside figures included
 """
 
 _BASELINE = "--baseline-crash-rate"
@@ -119,10 +119,12 @@ def main(argv: Sequence[str]) -> int:
 def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
     """The gate and its figures, or None when help was asked for; raises UsageError otherwise.
 
-    Help counts only where a flag may stand: a flag's value of `--help` is a bad value, never
-    a request for help that would exit 0 and read as PASS to a CI script.
+    Help counts only alone (`gate --help`, `gate relay -h`): beside figures, or as a flag's
+    value, it is bad usage, never a request for help that would exit 0 and read as PASS to a
+    CI script whatever the figures say.
     """
     if argv and argv[0] in _HELP:
+        _help_alone(argv[0], argv[1:])
         return None
     if not argv or argv[0].startswith("-"):
         raise UsageError("missing the gate kind: relay or desktop")
@@ -136,6 +138,7 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
     while rest:
         token = rest.pop(0)
         if token in _HELP:
+            _help_alone(token, argv[2:])  # alone: `gate relay --help`
             return None
         if not token.startswith("--"):
             raise UsageError(f"unexpected argument {token!r}")
@@ -157,3 +160,10 @@ def parse_arguments(argv: Sequence[str]) -> GateRequest | None:
         raise UsageError(f"missing {', '.join(missing)}")
     defaults = {flag: value for flag, value in _OPTIONAL.items() if flag in allowed}
     return GateRequest(gate=gate, values=defaults | given)
+
+
+def _help_alone(flag: str, others: Sequence[str]) -> None:
+    """Raises UsageError unless nothing but the gate kind stands beside `flag` (`others` is
+    the rest of the line)."""
+    if others:
+        raise UsageError(f"{flag} beside other arguments (exit 0 would read as PASS): ask it alone")

@@ -1,6 +1,7 @@
 """`/rollout report [period]`: the rollouts that ended in a period, summed up.
 
-A period is `<n>d` (the last n days, up to now) or a calendar month `YYYY-MM` (UTC). The
+A period is `<n>d` (the last n days, up to now) or a calendar month `YYYY-MM` (its days in the
+asker's time zone, `Period.zone`; UTC when it is not known). The
 figures come from each rollout's summary (`bot.domain.rollout_summary`): a rollout succeeded
 when every track completed and none was rolled back after it completed; its lead time runs
 from its dispatch to 100% (the end of a rollout whose every track completed; a scheduled
@@ -16,6 +17,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.rollout.state import StopReason, TrackState
@@ -45,16 +47,20 @@ class Period:
     text: str
     days: int | None = None
     month: tuple[int, int] | None = None
+    zone: str | None = None
+    """The IANA time zone a month's days are read in (the asker's, as Slack says it); None:
+    not known, so UTC."""
 
     def bounds(self, now: datetime) -> tuple[datetime, datetime]:
         """[start, end) of the period as of `now`; a month that has not begun is refused."""
         if self.month is None:
             return now - timedelta(days=self.days or 0), now
         year, month = self.month
-        start = datetime(year, month, 1, tzinfo=UTC)
+        zone = ZoneInfo(self.zone) if self.zone is not None else UTC
+        start = datetime(year, month, 1, tzinfo=zone).astimezone(UTC)
         if start > now:
             raise InvalidPeriod(f"`{self.text}` has not begun yet: {HINT}.")
-        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+        end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=zone).astimezone(UTC)
         return start, min(end, now)
 
 

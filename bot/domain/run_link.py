@@ -3,7 +3,8 @@ whose dispatch could not be identified (GitHub Enterprise, an unclear answer, a 
 
 A person names the run by its id or its page on the bot's own GitHub
 (`https://HOST/OWNER/REPO/actions/runs/ID`, with an optional `/attempts/N`); the run must be one
-the rollout could have started: the plan's workflow, on the plan's ref, created after the
+the rollout could have started: the plan's workflow, dispatched on the plan's ref (not a pull
+request's run, a fork's on a branch named `main` say), created after the
 rollout's preflight began, still going, and followed by no other rollout.
 Each refusal says which rule, in one line.
 """
@@ -28,6 +29,8 @@ _PAGE = re.compile(
     r"/(?P<owner>[A-Za-z0-9_.-]+)/(?P<repo>[A-Za-z0-9_.-]+)/actions/runs/"
     r"(?P<id>[1-9][0-9]{0,18})(?:/attempts/[1-9][0-9]{0,5})?/?"
 )
+DISPATCHED = "workflow_dispatch"
+"""The event of a run the bot (or a person on github.com) dispatched."""
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 
 
@@ -63,6 +66,16 @@ class LinkableRun:
     """2 and up once someone re-ran it (GitHub's `run_attempt`)."""
     conclusion: str | None = None
     """How it ended (`success`, `failure`, ...), once completed."""
+    head_sha: str = ""
+    """The commit it runs (`head_sha`): a release tag's, for a run on that tag."""
+    event: str = ""
+    """What started it (`workflow_dispatch`, `pull_request`, ...)."""
+
+    @property
+    def from_a_pull_request(self) -> bool:
+        """A pull request's run (`pull_request`, `pull_request_target`): on the name of its head
+        branch, which a fork names as it likes (`main`, `v1.4.2`), never a release by hand."""
+        return self.event.startswith("pull_request")
 
     def state(self) -> str:
         """Its status, and how it ended once completed (`completed: failure`)."""
@@ -148,6 +161,13 @@ def link_refusal(
         return (
             f"Run {run.run_id} runs on `{run.head_branch}`, not on the plan's ref `{branch}`: "
             f"link a run on `{branch}`."
+        )
+    if run.event != DISPATCHED:
+        # A fork's pull request runs on its own branch's name (`main` too), with a workflow
+        # it may have changed; the rollout's run is a dispatch.
+        return (
+            f"Run {run.run_id} was started by `{run.event or 'an unknown event'}`, not "
+            f"dispatched: link the run of a dispatch of {plan.workflow.name}."
         )
     if run.created_at < rollout.created_at:
         return (

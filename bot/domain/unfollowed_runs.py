@@ -17,8 +17,8 @@ from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidTag, NotAuthorized
 from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.protection_rules import RuleRequest, environment_jobs
+from bot.domain.release_tag import parse_tag
 from bot.domain.rollout import InvalidTransition, Rollout, github_person
-from bot.domain.rollout_command import parse_tag
 from bot.domain.run import RunRef
 from bot.domain.run_link import LinkableRun, branch_of
 from bot.domain.text import shown
@@ -75,6 +75,9 @@ class UnfollowedRun:
     (`may_adopt`) and an `approve` default rejects, so the card offers Reject only."""
     refused: str = ""
     """Why an `approve` default rejected the run instead (`approve_refusal`); empty otherwise."""
+    off_its_tag: bool = False
+    """Its ref names a release tag of the repository, but the run is not at the tag's commit
+    (a branch of the same name, or a fork's): it is no release, and `tag` is empty."""
 
     @property
     def on_a_tag(self) -> bool:
@@ -117,6 +120,7 @@ class UnfollowedRun:
             "ended_rollout": self.ended_rollout,
             "dispatch_by_two": self.dispatch_by_two,
             "refused": self.refused,
+            "off_its_tag": self.off_its_tag,
         }
 
     @classmethod
@@ -139,6 +143,7 @@ class UnfollowedRun:
             ended_rollout=str(data.get("ended_rollout", "")),
             dispatch_by_two=bool(data.get("dispatch_by_two", False)),
             refused=str(data.get("refused", "")),
+            off_its_tag=bool(data.get("off_its_tag", False)),
         )
 
 
@@ -148,20 +153,24 @@ def unfollowed_card(
     plan: RolloutPlan,
     ended: Rollout | None,
     *,
+    tagged: str | None,
     now: datetime,
     timeout: timedelta,
 ) -> UnfollowedRun:
     """The card of a run no rollout follows, asked by its first request. `ended`: the rollout
     that followed it before it was re-run; the re-run deploys the release it was dispatched for
-    (GitHub re-runs a run with its inputs)."""
+    (GitHub re-runs a run with its inputs). `tagged`: the commit GitHub says the tag its ref
+    names (`tag_named`) is at, None when there is no such tag. A branch may bear a tag's name,
+    and a fork's pull request runs on its own branch's name, with a workflow it may have
+    changed: the run is on the release only at the tag's very commit."""
+    named = tag_named(run, plan) if ended is None else ""
+    at_tag = bool(named) and tagged is not None and tagged == run.head_sha
     return UnfollowedRun(
         run_id=request.run_id,
         workflow=plan.workflow.name,
         run_url=run.html_url,
         ref=run.head_branch,
-        tag=ended.tag
-        if ended is not None
-        else release_tag(run.head_branch, branch_of(plan.workflow.ref)),
+        tag=ended.tag if ended is not None else (named if at_tag else ""),
         event=request.event,
         sender=request.sender,
         environment=request.environment,
@@ -170,7 +179,14 @@ def unfollowed_card(
         attempt=run.attempt,
         ended_rollout=ended.id if ended is not None else "",
         dispatch_by_two=TwoPersonAction.DISPATCH in plan.two_person,
+        off_its_tag=bool(named) and tagged is not None and not at_tag,
     )
+
+
+def tag_named(run: LinkableRun, plan: RolloutPlan) -> str:
+    """The release tag the run's ref names (`release_tag`); "" when it names none. Whether the
+    run is on that tag is GitHub's to say (`unfollowed_card`'s `tagged`)."""
+    return release_tag(run.head_branch, branch_of(plan.workflow.ref))
 
 
 def of_the_plan(workflow_path: str, plan_workflow_file: str) -> bool:
@@ -186,7 +202,7 @@ def approve_refusal(plan: RolloutPlan, card: UnfollowedRun) -> str | None:
     the plan does not name (a stage's, or a track's failure job's): no gate of the plan
     watches a deployment there."""
     if not card.on_a_tag:
-        return f"`{shown(card.ref)}` is not a release tag"
+        return f"`{shown(card.ref)}` {no_release(card)}"
     if TwoPersonAction.DISPATCH in plan.two_person:
         return "the plan's two-person rule covers dispatch"
     if card.environment.casefold() not in environment_jobs(plan):
@@ -241,10 +257,20 @@ def may_override(reason: str, two_person: Collection[TwoPersonAction]) -> None:
 def not_a_tag(card: UnfollowedRun) -> str:
     """Why Adopt is refused for a run whose ref is not a release tag, and what to do."""
     return (
-        f"Run {card.run_id} runs on `{shown(card.ref)}`, which is not a release tag, so "
+        f"Run {card.run_id} runs on `{shown(card.ref)}`, which {no_release(card)}, so "
         "adopting it would roll out no known release: nothing was changed. Reject it, or start "
         "the release's tag with `/rollout start <tag>`."
     )
+
+
+def no_release(card: UnfollowedRun) -> str:
+    """Why the run's ref is no release, said after the ref's name (plain text)."""
+    if card.off_its_tag:
+        return (
+            "is a release tag, but the run is not at the tag's commit (a branch or a fork's "
+            "branch of that name)"
+        )
+    return "is not a release tag"
 
 
 def rejected_comment(actor: str) -> str:

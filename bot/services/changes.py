@@ -21,6 +21,11 @@ class ChangesSource(Protocol):
         """Whether the repository has the tag `tag` (`GET .../git/ref/tags/{tag}`)."""
         ...
 
+    async def tag_commit(self, tag: str) -> str | None:
+        """The commit the repository's tag `tag` is at (an annotated tag's, followed to it);
+        None when there is no such tag."""
+        ...
+
     async def latest_release(self) -> str | None:
         """The tag of the repository's latest published GitHub Release; None when none."""
         ...

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.freeze import FREEZE_END_TIMER
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.plan import RolloutPlan, settle_of
 from bot.domain.protection_rules import UNCONFIRMED_TIMER
@@ -53,7 +54,14 @@ log = logging.getLogger(__name__)
 WINDOW_TIMER = "window"
 DISPATCH_TIMER = "scheduled_dispatch"
 TIMER_KINDS = frozenset(
-    {WINDOW_TIMER, DISPATCH_TIMER, UNFOLLOWED_TIMER, RELEASE_TIMER, UNCONFIRMED_TIMER}
+    {
+        WINDOW_TIMER,
+        DISPATCH_TIMER,
+        UNFOLLOWED_TIMER,
+        RELEASE_TIMER,
+        UNCONFIRMED_TIMER,
+        FREEZE_END_TIMER,
+    }
 )
 """Every kind of timer this version schedules, hence fires: a kind not here was scheduled by
 a newer version, and only its replicas claim it (`bot.services.scheduler`)."""

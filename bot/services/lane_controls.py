@@ -15,6 +15,8 @@ from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, Freeze, Frozen, LaneHold, Locked, lock_of
 from bot.domain.freeze_until import freeze_end
 from bot.domain.rollout import (
+    Event,
+    FreezeEnded,
     FreezeLiftedHolding,
     FreezeOverridden,
     Rollout,
@@ -25,6 +27,7 @@ from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
+from bot.services.freeze_ends import dispatch_frozen, rewatch
 from bot.services.lane import LaneClosed, ReleaseLane
 from bot.services.ports import Clock
 from bot.services.requests import Origin, current_entry, fill
@@ -208,12 +211,21 @@ class LaneControls:
                 await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
 
     async def _tell_held(self, actor: str, lifted: LaneHold) -> None:
-        """Tell the thread of each rollout whose `promote: auto` stages a freeze held that the
-        freeze was lifted and they stay held: nothing ships by itself when a freeze ends."""
-        lane = (await self.lane.state()).freeze
+        """Tell the thread of each rollout a freeze held (`promote: auto` stages held for a
+        Promote, a scheduled dispatch that did not go) that the freeze was lifted and what
+        still waits for a person: nothing ships by itself when a freeze ends. The freeze still
+        holding that rollout (its override and roll-back pass counted), if any, is named, and
+        its end watched instead of the lifted one's."""
         for rollout, plan in await self.rollouts.active_with_plans():
-            if held := held_by_freezes(rollout, plan):
-                told = FreezeLiftedHolding(actor, lifted.actor, held, lane)
+            held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
+            if not held and dispatch_at is None:
+                continue
+            still = await rewatch(self.rollouts.effects, self.lane, rollout)
+            if held:
+                told: Event = FreezeLiftedHolding(actor, lifted.actor, held, still)
+                await self.rollouts.effects.tell(rollout, told)
+            elif still is None:
+                told = FreezeEnded(self.clock(), dispatch_at=dispatch_at)
                 await self.rollouts.effects.tell(rollout, told)
 
     async def unfreeze(self, origin: Origin) -> LaneHold:

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control, describe
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
+from bot.domain.freeze import Frozen
 from bot.domain.permissions import two_person_refusal
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
@@ -34,6 +35,7 @@ from bot.services.access import Access
 from bot.services.backoff import Backoff
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.failures import not_configured
+from bot.services.freeze_ends import watch_freeze_end
 from bot.services.lane import ReleaseLane
 from bot.services.ports import Clock
 from bot.services.records import BOT, Timer
@@ -172,11 +174,14 @@ class ScheduledStarts:
 
     async def _released_meanwhile(self, rollout: Rollout, plan: RolloutPlan) -> Held | None:
         """Look before acting: a run of the workflow on the release's tag since the start was
-        scheduled (a person released it by hand on GitHub) holds the dispatch, naming it, so
-        the release is not run twice. A look GitHub fails raises (the timer tries again)."""
+        scheduled (a person released it by hand on GitHub; not a pull request's run) holds the
+        dispatch, naming it, so the release is not run twice. A look GitHub fails raises (the
+        timer tries again)."""
         found = await self.rollouts.effects.github.release_runs(
             workflow_file=plan.workflow.file, tag=rollout.tag, since=rollout.created_at
         )
+        # A fork's pull request from a branch named as the tag holds nothing.
+        found = [run for run in found if not run.from_a_pull_request]
         if not found:
             return None
         runs = ", ".join(f"run {run.run_id} ({run.state()}, {run.html_url})" for run in found)
@@ -197,7 +202,12 @@ class ScheduledStarts:
             await self._hold(rollout, Held(error=_missed(timer, late)))
 
     async def _hold(self, rollout: Rollout, held: Held) -> None:
-        """Hold the schedule, saying why (the card and the thread); raises DispatchHeld."""
+        """Hold the schedule, saying why (the card and the thread); raises DispatchHeld. Held
+        by a freeze, the thread is told when it ends (`bot.services.freeze_ends`): watched
+        before the hold is saved, so that a fault between the two leaves no hold unwatched (a
+        watch with no hold saved tells nothing)."""
+        if isinstance(held.lane, Frozen):
+            await watch_freeze_end(self.rollouts.effects, rollout, held.lane.freeze)
         await self.rollouts.hold_schedule(rollout_id=rollout.id, held=held)
         raise DispatchHeld(held.summary())
 

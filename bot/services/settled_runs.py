@@ -9,10 +9,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal
 
 from bot.domain.errors import GitHubError
+from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
+from bot.domain.rollout import Rollout
 from bot.domain.run_link import LinkableRun
+from bot.domain.unfollowed_runs import tag_named
 from bot.services.ports import GitHubGateway
 from bot.services.store_ports import ProtectionRuleRequests
 
@@ -94,3 +98,20 @@ class SettledRuns:
             closed,
         )
         return True
+
+
+async def tag_of(
+    github: GitHubGateway, run: LinkableRun, plan: RolloutPlan, *, ended: Rollout | None
+) -> str | Literal[False] | None:
+    """The commit GitHub says the release tag the run's ref names is at (`unfollowed_card`'s
+    `tagged`: a branch, or a fork's, may bear a tag's name); None when the ref names no tag
+    GitHub has, or the run is a re-run of an ended rollout's (its release is known); False
+    when GitHub did not say (the run's card waits for the next sweep)."""
+    tag = tag_named(run, plan) if ended is None else ""
+    if not tag:
+        return None
+    try:
+        return await github.tag_commit(tag)
+    except GitHubError as error:
+        log.warning("run %s: tag %s not read, its card waits: %s", run.run_id, tag, error.message)
+        return False

@@ -49,10 +49,11 @@ from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import UNFOLLOWED
+from bot.services.ports import GitHubGateway
 from bot.services.records import BOT, NewMessage, Timer
 from bot.services.requests import Origin, Via, fill
 from bot.services.rollouts import RolloutService
-from bot.services.settled_runs import Reach, SettledRuns
+from bot.services.settled_runs import Reach, SettledRuns, tag_of
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,10 @@ class UnfollowedRuns:
         if any(may_link(r) for r in await effects.store.active()):
             log.info("run %s may be a dispatch being identified: kept", request.run_id)
             return False
-        # Read after that look: a dispatch identified since the request came follows it now.
-        if _follows(followed := await effects.store.by_run_id(request.run_id)):
-            return True
+        # Read after that look: a dispatch identified (or a failure job re-run) since follows it.
+        followed = await effects.store.by_run_id(request.run_id)
+        if _follows(followed) or await self._once.rerun_under_way(followed):
+            return _follows(followed)  # one being re-run is not settled: it follows it soon
         known = await effects.timers.get(key=timer_key(request.run_id))
         if known is not None:  # the run has its card: nothing to read again
             await self._another_request(request, known)
@@ -132,8 +134,11 @@ class UnfollowedRuns:
         if not of_the_plan(run.workflow_path, plan.workflow.file):
             log.info("run %s is not of %s: left alone", request.run_id, plan.workflow.file)
             return True
+        tagged = await tag_of(effects.github, run, plan, ended=followed)
+        if tagged is False:  # GitHub did not say: the next poll tries again (`sweep`)
+            return False
         card = unfollowed_card(
-            request, run, plan, followed, now=effects.clock(), timeout=self._timeout
+            request, run, plan, followed, tagged=tagged, now=effects.clock(), timeout=self._timeout
         )
         drawn = self._message(card)
         # The timer and the card are written together: never one without the other.
@@ -174,16 +179,7 @@ class UnfollowedRuns:
             return
         origin = Origin(actor=BOT, channel_id=self._channel, via=Via.SCHEDULE)
         async with self._access.audited(origin, Control.REJECT_RUN):
-            await self._reject_rest(request.run_id, [request.environment])
-
-    async def _reject_rest(self, run_id: int, environments: list[str]) -> None:
-        if environments:
-            await self._effects.github.review(
-                run_id=run_id,
-                environments=environments,
-                state="rejected",
-                comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
-            )
+            await _reject_rest(self._effects.github, request.run_id, [request.environment])
 
     async def adopt(self, origin: Origin, run_id: int, *, override: str | None = None) -> Rollout:
         """An approver makes the run a rollout the bot follows from here, confirming its
@@ -356,8 +352,10 @@ class UnfollowedRuns:
     async def _after_rejecting(self, run_id: int) -> None:
         """Requests of the run that came while it was being rejected (its failure jobs start at
         once): rejected too. Those that come later are, in `kept`."""
-        await self._reject_rest(
-            run_id, [r.environment for r in await self._rules.open_for_run(run_id)]
+        await _reject_rest(
+            self._effects.github,
+            run_id,
+            [r.environment for r in await self._rules.open_for_run(run_id)],
         )
 
     async def _settle(
@@ -379,6 +377,16 @@ class UnfollowedRuns:
     def _message(self, card: UnfollowedRun) -> NewMessage:
         """The run's card, posted or redrawn as it stands."""
         return NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())
+
+
+async def _reject_rest(github: GitHubGateway, run_id: int, environments: list[str]) -> None:
+    if environments:
+        await github.review(
+            run_id=run_id,
+            environments=environments,
+            state="rejected",
+            comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
+        )
 
 
 def _fate(timer: Timer) -> RunFate:

@@ -101,6 +101,9 @@ class PyGithubGateway:
         )
         return bool(answered) or reviewed
 
+    async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
+        return await self._runs.rerun_job(run_id=run_id, job_id=job_id, attempt=attempt)
+
     # -- preflight's reads ----------------------------------------------------------------------
 
     async def list_directory(self, *, path: str, ref: str) -> list[str]:
@@ -119,6 +122,9 @@ class PyGithubGateway:
 
     async def tag_exists(self, tag: str) -> bool:
         return await self._history.tag_exists(tag)
+
+    async def tag_commit(self, tag: str) -> str | None:
+        return await self._history.tag_commit(tag)
 
     async def latest_release(self) -> str | None:
         return await self._history.latest_release()

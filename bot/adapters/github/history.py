@@ -1,6 +1,7 @@
 """What the release contents read on GitHub: the comparison of the last release with the new
 tag (one request) and the repository's latest GitHub Release (one request, only when the bot
-has no completed rollout to compare with)."""
+has no completed rollout to compare with); and the commit a tag is at, which tells a run on a
+release tag from a run on a branch of the same name (`bot.domain.unfollowed_runs`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from urllib.parse import quote
 
 from github import GithubException
 
-from bot.adapters.github.schema import CommitComparison, Release
+from bot.adapters.github.schema import CommitComparison, GitObject, Pointer, Release
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import RefNotFound
 from bot.domain.release_contents import Comparison
+
+_TAG_LEVELS = 4
+"""Tags of tags followed to a commit: what names no commit after that many is no release."""
 
 
 class RepositoryHistory:
@@ -39,18 +43,34 @@ class RepositoryHistory:
         return answer.comparison()
 
     async def tag_exists(self, tag: str) -> bool:
+        return await self._github.call(
+            f"read the tag {tag}", lambda: self._tag_object(tag) is not None, kind="read"
+        )
+
+    async def tag_commit(self, tag: str) -> str | None:
+        def commit() -> str | None:
+            found = self._tag_object(tag)
+            # An annotated tag's ref names the tag object, which names the commit (a tag of a
+            # tag names another tag object): GitHub's "Get a tag", a few levels at most.
+            for _ in range(_TAG_LEVELS):
+                if found is None or found.type != "tag":
+                    break
+                path = f"/repos/{self._github.repository}/git/tags/{found.sha}"
+                found = Pointer.model_validate(self._github.get_json(path)).object
+            return found.sha if found is not None and found.type == "commit" else None
+
+        return await self._github.call(f"read the tag {tag}", commit, kind="read")
+
+    def _tag_object(self, tag: str) -> GitObject | None:
+        """What the tag's ref names (`GET .../git/ref/tags/{tag}`); None when there is no such
+        tag (GitHub answers 404)."""
         path = f"/repos/{self._github.repository}/git/ref/tags/{quote(tag, safe='')}"
-
-        def found() -> bool:
-            try:
-                self._github.get_json(path)
-            except GithubException as exc:
-                if exc.status == 404:  # GitHub: no ref of that name
-                    return False
-                raise
-            return True
-
-        return await self._github.call(f"read the tag {tag}", found, kind="read")
+        try:
+            return Pointer.model_validate(self._github.get_json(path)).object
+        except GithubException as exc:
+            if exc.status == 404:  # GitHub: no ref of that name
+                return None
+            raise
 
     async def latest_release(self) -> str | None:
         path = f"/repos/{self._github.repository}/releases/latest"

@@ -132,6 +132,8 @@ class Run(_Answer):
             created_at=self.created_at.astimezone(UTC),
             attempt=self.run_attempt,
             conclusion=self.conclusion,
+            head_sha=self.head_sha,
+            event=self.event or "",
         )
 
     def release_run(self) -> ReleaseRun:
@@ -145,6 +147,19 @@ class Run(_Answer):
             conclusion=self.conclusion,
             created_at=self.created_at.astimezone(UTC),
         )
+
+
+class GitObject(_Answer):
+    sha: str
+    type: str
+    """`commit`, or `tag` for an annotated tag's object."""
+
+
+class Pointer(_Answer):
+    """A tag's ref (`GET .../git/ref/tags/{tag}`) or an annotated tag (`GET .../git/tags/{sha}`):
+    each names its `object`, a commit or (a tag's ref of an annotated tag) the tag object."""
+
+    object: GitObject
 
 
 class RunsPage(_Answer):

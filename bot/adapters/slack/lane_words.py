@@ -18,6 +18,7 @@ from bot.domain.freeze import (
     SecondApproverNeeded,
     StaleRollBack,
 )
+from bot.domain.rollout.events import FreezeEnded, FreezeLiftedHolding
 from bot.services.lane import LaneState
 
 
@@ -50,17 +51,25 @@ def auto_held_text(following: str, freeze: Freeze) -> str:
     )
 
 
-def lifted_holding_text(
-    lifted_by: str, froze: str, held: tuple[str, ...], lane: Freeze | None
-) -> str:
-    """The thread of a rollout a freeze held is told it was lifted, and that it stays held."""
-    stages = ", ".join(f"*{escape(each)}*" for each in held)
-    still = f" {freeze_text(lane)}." if lane is not None else ""
+def lane_event_text(event: FreezeLiftedHolding | FreezeEnded) -> str:
+    """The thread of a rollout a freeze held is told it was lifted (`FreezeLiftedHolding`) or
+    ended (`FreezeEnded`), and what still waits for a person: its held stages, or its
+    scheduled dispatch that did not go."""
+    if isinstance(event, FreezeLiftedHolding):
+        still = f" {freeze_text(event.lane)}." if event.lane is not None else ""
+        said = f":sunny: {person(event.lifted_by)} lifted the freeze by {person(event.froze)}."
+        said += still
+    else:
+        said = f":sunny: The freeze that held this rollout ended at {slack_time(event.ended_at)}."
+    if isinstance(event, FreezeEnded) and event.dispatch_at is not None:
+        return (
+            f"{said} The dispatch scheduled for {slack_time(event.dispatch_at)} did not go and "
+            "does not go by itself now: an approver clicks Dispatch when ready."
+        )
+    stages = ", ".join(f"*{escape(each)}*" for each in event.held)
     return (
-        f":sunny: {person(lifted_by)} lifted the freeze by {person(froze)}.{still} Still held, "
-        "not promoted "
-        f"automatically: {stages}. An approver may click Promote when ready: nothing goes on "
-        "by itself after a freeze."
+        f"{said} Still held, not promoted automatically: {stages}. An approver may click "
+        "Promote when ready: nothing goes on by itself after a freeze."
     )
 
 

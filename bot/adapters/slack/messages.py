@@ -20,7 +20,7 @@ from bot.adapters.slack.github_words import (
 from bot.adapters.slack.lane_words import (
     auto_held_text,
     freeze_text,
-    lifted_holding_text,
+    lane_event_text,
     lock_text,
     override_answer,
 )
@@ -45,6 +45,8 @@ from bot.domain.rollout.events import (
     DispatchUnclear,
     Event,
     FailureJobEnded,
+    FailureJobRerun,
+    FreezeEnded,
     FreezeLiftedHolding,
     FreezeOverridden,
     GateFailed,
@@ -165,7 +167,7 @@ def render(event: Event) -> str:
             return f"*{event.stage}* {what} ({event.track}); not observed: the track is stopping."
         case StageRejected():
             return f"Rejected *{event.stage}* ({event.track})."
-        case FailureJobEnded():
+        case FailureJobEnded() | FailureJobRerun():
             return failure_job_ended_text(event)
         case RunEnded():
             unseen = f" before *{event.unseen}* was seen to end: check it on GitHub"
@@ -285,8 +287,8 @@ def render(event: Event) -> str:
             return schedule_event_text(event)
         case ScheduleFrozen():
             return held_then_text(event.held, lifted_by=event.lifted_by)
-        case FreezeLiftedHolding():
-            return lifted_holding_text(event.lifted_by, event.froze, event.held, event.lane)
+        case FreezeLiftedHolding() | FreezeEnded():
+            return lane_event_text(event)
         case FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
         case GitHubReported():

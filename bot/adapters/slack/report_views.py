@@ -21,8 +21,12 @@ def report_blocks(report: PeriodReport, *, service: str | None = None) -> list[B
 
 def _lines(report: PeriodReport, service: str | None) -> list[str]:
     of = f"{service} in " if service is not None else ""
+    period = report.period
+    zone = ""
+    if period.month is not None:  # a month's days are the asker's (`Period.zone`)
+        zone = f"{period.zone}: " if period.zone else "UTC, Slack did not say your time zone: "
     title = (
-        f"*Rollouts of {of}{report.period.text}* ({slack_time(report.start)} to "
+        f"*Rollouts of {of}{period.text}* ({zone}{slack_time(report.start)} to "
         f"{slack_time(report.end)})"
     )
     if not report.rollouts:

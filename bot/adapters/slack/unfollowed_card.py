@@ -9,7 +9,7 @@ from bot.adapters.slack.actions import Action, RunValue
 from bot.adapters.slack.blocks import actions, button, confirm, context, section
 from bot.adapters.slack.mrkdwn import escape, person, slack_time
 from bot.domain.text import shown
-from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
+from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, no_release
 
 
 def unfollowed_text(card: UnfollowedRun) -> str:
@@ -76,7 +76,7 @@ def _answers(card: UnfollowedRun) -> list[Block]:
         )
     else:
         follow = (
-            f"`{_quoted(card.ref)}` is not a release tag, so this run cannot be adopted: Reject "
+            f"`{_quoted(card.ref)}` {no_release(card)}, so this run cannot be adopted: Reject "
             "it, or start the release's tag with `/rollout start &lt;tag&gt;`."
         )
     # A re-run of an ended rollout's run, and any run that cannot be adopted (not on a release

@@ -66,6 +66,7 @@ from bot.domain.rollout.events import (
     DispatchScheduled,
     DispatchUnclear,
     Event,
+    FreezeEnded,
     FreezeLiftedHolding,
     FreezeOverridden,
     Redeploying,
@@ -85,6 +86,7 @@ from bot.domain.rollout.gating import (
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
+from bot.domain.rollout.rerun import rerun_failure_job, rerun_refusal
 from bot.domain.rollout.state import (
     TERMINAL_TRACK,
     Check,
@@ -123,6 +125,7 @@ __all__ = [
     "DispatchUnclear",
     "Effect",
     "Event",
+    "FreezeEnded",
     "FreezeLiftedHolding",
     "FreezeOverridden",
     "InvalidTransition",
@@ -180,6 +183,8 @@ __all__ = [
     "reason_to_json",
     "reason_words",
     "reconcile",
+    "rerun_failure_job",
+    "rerun_refusal",
     "schedule_from_json",
     "schedule_to_json",
     "state_words",

@@ -138,6 +138,24 @@ class FailureJobEnded:
     landed: bool = False
     """The track's last stage deployed before the stop took hold (the release is all the way
     out): GitHub skipped the failure job, nothing failed for it to run on."""
+    track_key: str = ""
+    """The track's key in the plan, and `attempt` the run's attempt the job failed in: what a
+    Re-run button under a failed job acts on (empty and 0 in events stored before)."""
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class FailureJobRerun:
+    """`actor` re-ran the failure job that had failed: GitHub runs it again (and the jobs that
+    need it) as attempt `attempt` of the run, and the track is stopping again."""
+
+    actor: str
+    track: str
+    job: str
+    attempt: int
+    run_url: str | None
+    reached: str | None = None
+    desktop: bool = False
 
 
 @dataclass(frozen=True)
@@ -368,6 +386,17 @@ class FreezeLiftedHolding:
 
 
 @dataclass(frozen=True)
+class FreezeEnded:
+    """The freeze that held the rollout ended at `ended_at` (deploys are no longer frozen for
+    it): `held`, its `promote: auto` stages a freeze held (`Stage → next stage` labels), or
+    `dispatch_at`, its scheduled dispatch a freeze held, still wait for a person."""
+
+    ended_at: datetime
+    held: tuple[str, ...] = ()
+    dispatch_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ScheduleCancelled:
     """`actor` cancelled the dispatch scheduled for `at`; the preflight stays."""
 
@@ -430,6 +459,7 @@ Event = (
     | LandedWhileStopping
     | StageRejected
     | FailureJobEnded
+    | FailureJobRerun
     | RunEnded
     | RerunNotFollowed
     | RolloutEnded
@@ -451,6 +481,7 @@ Event = (
     | ScheduleHeld
     | ScheduleFrozen
     | FreezeLiftedHolding
+    | FreezeEnded
     | ScheduleCancelled
     | FreezeOverridden
     | GitHubReported
