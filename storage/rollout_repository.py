@@ -319,15 +319,28 @@ class RolloutRepository(ServiceStore):
         read in the same transaction once the version is checked (so nothing is read before).
         Tracks and stages must be the stored ones (none added or removed), and an ended
         rollout must have no open track. Returns the stored record, version + 1.
+
+        Raises TrackBusy when a track it opens again (an ended rollout reopened) is open in
+        another rollout of its service: nothing is written.
         """
-        async with self._sessions.begin() as session:
-            await bump_version(session, rollout.id, rollout.version, now, {}, self._scope)
-            stored = await load_by_id(session, rollout.id)
-            assert stored is not None
-            wanted = rollout.derive(stored) if isinstance(rollout, RolloutChange) else rollout
-            await save_changes(session, stored, wanted, now)
-            await enqueue(session, outbox, now=now)
-            session.add_all([audit_row(event, service=stored.service) for event in audit])
-            saved = await load_by_id(session, rollout.id)
+        opened: list[str] = []
+        service = ""
+        try:
+            async with self._sessions.begin() as session:
+                await bump_version(session, rollout.id, rollout.version, now, {}, self._scope)
+                stored = await load_by_id(session, rollout.id)
+                assert stored is not None
+                wanted = rollout.derive(stored) if isinstance(rollout, RolloutChange) else rollout
+                opened, service = [t.name for t in wanted.tracks if t.is_open], stored.service
+                await save_changes(session, stored, wanted, now)
+                await enqueue(session, outbox, now=now)
+                session.add_all([audit_row(event, service=stored.service) for event in audit])
+                saved = await load_by_id(session, rollout.id)
+        except IntegrityError:
+            scope = (RolloutRow.id != rollout.id, RolloutRow.service == service)
+            for track in opened:
+                if (active := await self._active_on_track(track, scope)) is not None:
+                    raise TrackBusy(track, active.id) from None
+            raise
         assert saved is not None
         return saved
