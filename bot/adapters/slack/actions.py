@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bot.domain.controls import Hold
 from bot.domain.errors import RolloutError
-from bot.domain.rollout_command import TAG_RULE
+from bot.domain.release_tag import TAG_RULE
 
 # Bounds that keep every encoded value far below Slack's limits and within what storage holds
 # (rollout and channel ids 32 characters, plan keys at most 32), in characters it can store.
