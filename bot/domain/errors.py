@@ -125,6 +125,14 @@ class RerunLaneTaken(RolloutError):
     code = "rerun_not_followed"
 
 
+class RerunUnsaved(RolloutError):
+    """GitHub re-ran a failure job, but the rollout could not be saved as following it (the
+    database failed): its click's claim is kept unrecorded, so the click after its lease
+    follows that attempt instead of asking GitHub again."""
+
+    code = "rerun_unsaved"
+
+
 class PromotedWhileStopping(RolloutError):
     """A Promote's approval reached GitHub, which deploys the stage, while its track was being
     stopped (a Roll back, a Kill-switch or a failed gate saved on another replica): done, but

@@ -31,6 +31,7 @@ from bot.domain.errors import (
     PromotedWhileStopping,
     RerunLaneTaken,
     RerunUnclear,
+    RerunUnsaved,
     RolloutError,
     RunNotIdentified,
 )
@@ -141,6 +142,14 @@ class ExactlyOnce:
             # been (or was) re-run: never invite a second one.
             await self._claims.complete(claim, now=self._clock())
             raise
+        except RerunUnsaved as unsaved:
+            # GitHub re-runs the job, and the rollout does not follow it: the claim is left
+            # unrecorded, so the click after its lease follows that attempt, sending nothing.
+            lapses = self._words.slack_time(claim.claimed_at + self._claims.lease)
+            raise RerunUnsaved(
+                f"{unsaved.message} Click it again after {lapses}: the bot then follows that "
+                "attempt."
+            ) from unsaved.__cause__
         except BaseException:
             await asyncio.shield(self._claims.release(claim))
             raise
