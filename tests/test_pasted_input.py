@@ -181,6 +181,10 @@ async def test_secrets_with_a_trailing_newline_work_as_the_secrets_they_carry(
             "'0.5%' is a percentage; rates are fractions: write 0.005 for 0.5%",
         ),
         (desktop_args("0.1%", "0.002"), "write 0.001 for 0.1%"),
+        # decimal.Overflow, a traceback and exit 1; and `write 0` for a figure that is not 0
+        (relay_args("0.001", "0.001", "1e9999999%"), "write 1E+9999997 for 1e9999999%"),
+        (desktop_args("1e-999999999%", "0.002"), "write 1E-1000000001 for 1e-999999999%"),
+        (desktop_args("1e9999999999999999999999%", "0"), "rates are fractions: write 0.01 for 1%"),
     ],
 )
 def test_the_gate_command_refuses_a_percentage_naming_the_fraction(
@@ -190,11 +194,15 @@ def test_the_gate_command_refuses_a_percentage_naming_the_fraction(
     assert_usage_error(run_in_process(args), reason)
 
 
+@pytest.mark.parametrize(
+    ("written", "fraction"),
+    [("1%", "write 0.01 for 1%"), ("1e9999999%", "write 1E+9999997 for 1e9999999%")],
+)
 async def test_check_config_refuses_a_plan_threshold_written_as_a_percentage(
-    tmp_path: Path,
+    tmp_path: Path, written: str, fraction: str
 ) -> None:
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
-    plan["tracks"]["relay"]["thresholds"]["error_threshold"] = "1%"
+    plan["tracks"]["relay"]["thresholds"]["error_threshold"] = written
     (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan), encoding="utf-8")
     env = full_env(tmp_path) | {"ROLLOUT_PLAN": str(tmp_path / "plan.yml")}
 
@@ -202,8 +210,8 @@ async def test_check_config_refuses_a_plan_threshold_written_as_a_percentage(
 
     assert code == 2, out + err
     assert (
-        "tracks.relay.thresholds.error_threshold: '1%' is a percentage; rates are fractions: "
-        "write 0.01 for 1%"
+        f"tracks.relay.thresholds.error_threshold: {written!r} is a percentage; rates are "
+        f"fractions: {fraction}"
     ) in err
 
 
