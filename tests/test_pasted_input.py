@@ -244,6 +244,21 @@ def test_the_operator_commands_read_a_tag_as_slash_commands_do(tmp_path: Path) -
 @pytest.mark.parametrize(
     "typed",
     [
+        "\N{RIGHT-TO-LEFT OVERRIDE}2.4.1v",  # shows as v1.4.2
+        "v1.4.2\N{RIGHT-TO-LEFT ISOLATE}",
+        "\N{LEFT-TO-RIGHT EMBEDDING}v1.4.2\N{POP DIRECTIONAL FORMATTING}",
+    ],
+)
+def test_a_tag_with_a_direction_override_is_refused_not_read_as_another(typed: str) -> None:
+    """The override was dropped as invisible: `\u202e2.4.1v`, which the person (and whoever
+    pasted it for them) sees as `v1.4.2`, started 2.4.1v."""
+    with pytest.raises(InvalidTag, match=r"\(U\+20(2[A-E]|6[6-9]) [A-Z -]+\) is not allowed"):
+        parse_command(f"start {typed}")
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
         "\N{ZERO WIDTH SPACE}start v1.4.2",
         "start\N{ZERO WIDTH NO-BREAK SPACE} v1.4.2",
         "\N{LEFT-TO-RIGHT MARK}start\N{WORD JOINER} v1.4.2\N{ZERO WIDTH SPACE}",
