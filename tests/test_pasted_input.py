@@ -20,7 +20,7 @@ from test_freeze_sandbox import APPROVERS_ENV, OTHER, card
 from test_gate_cli import assert_usage_error, desktop_args, relay_args, run_in_process
 from test_prometheus import prometheus_plan
 
-from bot.domain.errors import InvalidTag
+from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.rollout import CheckState
 from bot.domain.rollout_command import Start, Subcommand, named_service, parse_command
 from bot.domain.unfollowed_runs import release_tag
@@ -113,6 +113,23 @@ def test_a_quoted_value_ends_at_its_own_closing_quote(text: str, start: Start) -
     """A value ended at the first quote of any kind: `"don't wait"` was cut at the apostrophe
     and the start refused with `Unexpected 't'`."""
     assert parse_command(text) == start
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'start v1.4.2 --override-freeze "hotfix --at "tue 09:00"',
+        "start v1.4.2 --override-freeze 'hotfix --at 'tue 09:00'",
+        "start v1.4.2 --override-freeze \N{LEFT DOUBLE QUOTATION MARK}hotfix --at "
+        "\N{LEFT DOUBLE QUOTATION MARK}tue 09:00\N{RIGHT DOUBLE QUOTATION MARK}",
+        "start --override-freeze 'INC-7 'v1.4.2' --flags-ready",
+    ],
+)
+def test_a_quote_left_open_never_swallows_the_next_option(text: str) -> None:
+    """The reason's quote, left open, ran to the `--at` value's closing quote: the start
+    went ahead at once, the time it was to wait for kept inside the override's reason."""
+    with pytest.raises(InvalidCommand, match="The quote after `--override-freeze` is not closed"):
+        parse_command(text)
 
 
 async def test_an_override_whose_quoted_reason_has_an_apostrophe_goes_through(
