@@ -24,6 +24,7 @@ from bot.domain.text import (
     PASTED_CREDENTIAL,
     TOKEN_SHAPE,
     clean_text,
+    closing_quote,
     shown,
     without_invisible_ends,
 )
@@ -373,7 +374,7 @@ def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
     to the next option or the end (`--override-freeze`)."""
     start = len(text) - len(text[at:].lstrip())
     if start < len(text) and text[start] in _QUOTES:
-        end = _closing_quote(text, start)
+        end = closing_quote(text, start)
         if end is None:
             raise InvalidCommand(f"The quote after `--{name}` is not closed.")
         return text[start + 1 : end].strip(), end + 1
@@ -383,24 +384,6 @@ def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
     following = _START_OPTION.search(text, start)
     end = following.start() if following is not None else len(text)
     return text[start:end].strip(), end
-
-
-def _closing_quote(text: str, start: int) -> int | None:
-    """Where the value quoted at `start` ends: its closing quote that ends a word, else the
-    first within a word (`"a"b`). None when it is not closed: none at all, or its quote opening
-    a word before one ends (`"hotfix --at "tue 09:00"`), which a value left open must not
-    swallow, an option with it."""
-    opening, closing = text[start], CLOSING_QUOTE[text[start]]
-    within: int | None = None
-    for i in range(start + 1, len(text)):
-        if text[i] not in (opening, closing):
-            continue
-        if text[i] == closing and (i + 1 == len(text) or text[i + 1].isspace()):
-            return i
-        if text[i - 1].isspace():
-            return None
-        within = i if within is None and text[i] == closing else within
-    return within
 
 
 def _unexpected(subcommand: Subcommand, arg: str) -> InvalidCommand:

@@ -83,3 +83,21 @@ def _invisible(character: str) -> bool:
 def character_name(character: str) -> str:
     """A character as a person can find it in what they typed: `U+2013 EN DASH`."""
     return f"U+{ord(character):04X} {unicodedata.name(character, 'without a name')}"
+
+
+def closing_quote(text: str, start: int) -> int | None:
+    """Where the text quoted at `start` (a quote of CLOSING_QUOTE) ends: at its closing quote
+    that ends a word (`"don't wait"`), else the first within a word (`"a"b`). None when it is
+    not closed: no closing quote, or its quote opening a word before one ends (`"hotfix --at
+    "tue 09:00"`): a value left open must not swallow the option after it."""
+    opening, closing = text[start], CLOSING_QUOTE[text[start]]
+    within: int | None = None
+    for i in range(start + 1, len(text)):
+        if text[i] not in (opening, closing):
+            continue
+        if text[i] == closing and (i + 1 == len(text) or text[i + 1].isspace()):
+            return i
+        if text[i - 1].isspace():
+            return None
+        within = i if within is None and text[i] == closing else within
+    return within
