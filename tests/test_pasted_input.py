@@ -186,6 +186,25 @@ async def test_secrets_with_a_trailing_newline_work_as_the_secrets_they_carry(
             assert response.status == 200, await response.text()
 
 
+async def test_a_setting_of_a_few_words_reads_without_its_trailing_newline(
+    tmp_path: Path,
+) -> None:
+    """The whitespace was dropped from text settings only: `LOG_LEVEL=info` from a Kubernetes
+    Secret or ConfigMap file (`info` and a newline) stopped the bot at start."""
+    env = full_env(tmp_path) | {
+        "LOG_LEVEL": "info\n",
+        "LOG_FORMAT": "json\n",
+        "UNFOLLOWED_RUN_DEFAULT": " approve\r\n",
+    }
+
+    code, out, err = await run("check-config", env=env, cwd=tmp_path)
+
+    assert code == 0, out + err
+    shown = dict(line.split(maxsplit=1) for line in out.splitlines() if line.strip())
+    assert (shown["LOG_LEVEL"], shown["LOG_FORMAT"]) == ("INFO", "json"), out
+    assert shown["UNFOLLOWED_RUN_DEFAULT"] == "approve", out
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
