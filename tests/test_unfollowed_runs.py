@@ -374,6 +374,31 @@ async def test_a_run_on_a_release_tags_name_but_not_its_commit_is_no_release(
         assert await box.services.rollouts.history() == []
 
 
+async def test_a_pull_requests_run_at_the_tags_commit_is_no_release(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A fork may name its branch `v2.0.0` and point it at the tag's very commit: GitHub
+    reports its pull request's run with that name and that `head_sha`, but the run is of the
+    pull request's merge commit (base and head merged, with that merge's workflow), which is
+    no release. The run's event tells it: no Adopt, and the approve default rejects it."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        box.github.push_tag(TAG)  # at the commit a run named `TAG` reports
+        run_id = box.github.create_foreign_run(actor="mallory", branch=TAG, event="pull_request")
+        await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+        (card,) = run_cards(box)
+        off = f"`{TAG}` is a release tag, but the run is not at the tag's commit"
+        assert off in card.rendered and button(card.blocks, "adopt_run") is None
+        refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
+        assert refused is not None and "which is a release tag" in refused
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert first_stages(box) and all(state == "rejected" for _, state in first_stages(box))
+        assert await box.services.rollouts.history() == []
+
+
 async def test_a_run_on_an_annotated_release_tag_is_the_release(box: Sandbox) -> None:
     """A release tag made with `git tag -a` names a tag object, which names the commit: the
     bot follows it there, and a run at that commit is the release, adopted as any other."""
