@@ -399,6 +399,39 @@ async def test_a_pull_requests_run_at_the_tags_commit_is_no_release(
         assert await box.services.rollouts.history() == []
 
 
+async def test_a_tag_moved_since_the_card_is_looked_at_before_adopting(box: Sandbox) -> None:
+    """The card read the tag at the run's commit; the tag was then moved (force-pushed: that
+    commit was not the release after all). Adopt looks again: the run deploys the old commit,
+    so it is refused, saying why, and nothing is created."""
+    run_id, card = await started_on_github(box)
+    assert button(card.blocks, "adopt_run") is not None
+    box.github.push_tag(TAG, at=commit_sha("the fixed release"))
+
+    refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
+
+    assert refused is not None and f"`{TAG}` was moved to another commit" in refused
+    assert await box.services.rollouts.history() == []
+    assert (await box.services.rollouts.active()) == []
+
+
+async def test_an_approve_default_rejects_a_run_whose_tag_moved_since_the_card(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The tag moved after the card was posted: the approve default looks again, and rejects
+    the run at the old commit instead of approving it as the release."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        await started_on_github(box)
+        box.github.push_tag(TAG, at=commit_sha("the fixed release"))
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert first_stages(box) and all(state == "rejected" for _, state in first_stages(box))
+        comment = box.github.engine.rule_reviews[0].comment
+        assert f"since `{TAG}` was moved to another commit" in comment
+
+
 async def test_a_run_on_an_annotated_release_tag_is_the_release(box: Sandbox) -> None:
     """A release tag made with `git tag -a` names a tag object, which names the commit: the
     bot follows it there, and a run at that commit is the release, adopted as any other."""

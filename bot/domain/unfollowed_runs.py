@@ -275,6 +275,20 @@ def no_release(card: UnfollowedRun) -> str:
     return "is not a release tag"
 
 
+def tag_moved(card: UnfollowedRun) -> str:
+    """Why a card's run is no longer its tag's release (the tag moved to another commit since
+    the card was posted), said after "since" (plain text)."""
+    return f"`{shown(card.tag)}` was moved to another commit after the card was posted"
+
+
+def moved_refusal(card: UnfollowedRun, why: str) -> str:
+    """Why Adopt is refused for a run whose tag moved since its card (`tag_moved`)."""
+    return (
+        f"Run {card.run_id} was not adopted: {why}, so the run is not at the release's commit: "
+        "nothing was changed. Reject it, or start the release's tag with `/rollout start <tag>`."
+    )
+
+
 def rejected_comment(actor: str) -> str:
     """The callback's comment (GitHub shows the App, not the person, as the one who answered)."""
     return f"rollout-bot: rejected by {github_person(actor)}; no rollout follows this run"
