@@ -169,6 +169,7 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         backoff=settings.github_retry_backoff,
         telemetry=shared.telemetry,
         budget=shared.budgets.of(service.name),
+        clock=clock,
     )
     rule_requests = ProtectionRuleStore(sessions, service=service.name)
     installation = transport.installation

@@ -229,17 +229,20 @@ class TimerStore(ServiceStore):
             timer_id, owner, dead_at=now, last_error=error, claimed_by=None, lease_until=None
         )
 
-    async def dead_count(self) -> int:
+    async def dead_by_service(self) -> dict[str, int]:
+        """How many dead-lettered timers belong to a rollout that has not ended, by service:
+        the stages they hold still wait for a person (for the bot's own metrics, which name
+        the service: one taken out of the services file is followed by nobody)."""
         running = select(RolloutRow.id).where(RolloutRow.ended_at.is_(None))
         async with self._sessions() as session:
-            count = await session.scalar(
-                select(func.count())
-                .select_from(TimerRow)
+            counted = await session.execute(
+                select(TimerRow.service, func.count())
                 .where(
                     TimerRow.dead_at.is_not(None), TimerRow.rollout_id.in_(running), *self._scope
                 )
+                .group_by(TimerRow.service)
             )
-            return int(count or 0)
+            return {str(service): int(count) for service, count in counted}
 
     async def dead_of_active(self, *, kinds: Collection[str]) -> list[Timer]:
         """The dead-lettered timers of `kinds` whose rollout has not ended, earliest first (to

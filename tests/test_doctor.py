@@ -13,11 +13,13 @@ from typing import TypeVar
 
 import pytest
 import yaml
+from cleared import cleared_rollout
 from test_cli import base_env, run, run_process
 from test_prometheus_answers import QueryAnswers, vector
 
 from bot.cli.doctor import examine, manifest_scopes
 from bot.config import Settings
+from bot.plan_file import load_plan
 from sandbox.config import (
     GITHUB_TOKEN,
     RELEASE_CHANNEL,
@@ -32,7 +34,10 @@ from sandbox.plans import SENTRY_RINGS, fast_plan
 from sandbox.sentry import SentryTestServer
 from sandbox.slack import SlackTestServer
 from sandbox.slack_variation import SlackVariation
+from storage.db import create_session_factory, engine_for_one_task
 from storage.migrate import head_revision, upgrade
+from storage.rollout_store import RolloutStore
+from storage.timers import TimerStore
 
 ROOT = Path(__file__).resolve().parent.parent
 APPROVER_GROUP = "S0APPROVE1"
@@ -299,6 +304,13 @@ async def test_github_s_answers_without_a_date_are_a_warning_not_silence(install
             id="not in the channel",
         ),
         pytest.param(
+            lambda i: i.slack.channel_members.pop(RELEASE_CHANNEL),
+            f"✗ release channel {RELEASE_CHANNEL}: conversations.members {RELEASE_CHANNEL}: "
+            "channel_not_found",
+            "check its ID in RELEASE_CHANNELS",
+            id="a release channel Slack does not show the bot",
+        ),
+        pytest.param(
             lambda i: i.slack.usergroups.pop(APPROVER_GROUP),
             f"✗ approver group {APPROVER_GROUP}",
             "check ROLLOUT_APPROVERS",
@@ -497,6 +509,56 @@ async def test_a_database_behind_this_version_fails_with_the_migrate_fix(
     (line,) = [line for line in out.splitlines() if line.startswith("✗")]
     assert "`rollout-bot serve` would refuse it: the database is at migration 0001" in line
     assert line.endswith("run `rollout-bot migrate`")
+
+
+async def dead_window_timer(database_url: str, *, service: str) -> str:
+    """A rollout of `service`, not ended, whose canary's window timer was given up (dead after
+    its last attempt); its id."""
+    now = datetime.now(UTC)
+    plan = load_plan(None)
+    rollout = replace(
+        cleared_rollout(plan, now=now, rollout_id="r-00000000dead", channel_id=RELEASE_CHANNEL),
+        service=service,
+    )
+    async with engine_for_one_task(database_url) as engine:
+        sessions = create_session_factory(engine)
+        await RolloutStore(sessions, clock=lambda: now).create(rollout=rollout, plan=plan)
+        timers = TimerStore(sessions)
+        await timers.schedule(
+            key="window:r-00000000dead:relay:canary",
+            kind="window",
+            due_at=now,
+            now=now,
+            rollout_id=rollout.id,
+            payload={"track": "relay", "stage": "canary", "window_ends_at": now.isoformat()},
+            service=service,
+        )
+        (timer,) = await timers.claim_due(now=now, owner="a", lease=timedelta(minutes=1))
+        await timers.bury(timer_id=timer.id, owner="a", now=now, error="UnknownService: no")
+    return rollout.id
+
+
+@pytest.mark.parametrize(
+    ("service", "says"),
+    [
+        ("default", "then Re-evaluate, Extend, Promote or Roll back from its card"),
+        ("billing-api", "put `billing-api` back in the services file (ROLLOUT_SERVICES)"),
+    ],
+)
+async def test_a_timer_given_up_is_a_warning_that_says_how_to_clear_its_alert(
+    install: Install, sqlite_database_url: str, service: str, says: str
+) -> None:
+    """RolloutBotTimerDeadLettered pages until the rollout ends; of a service taken out of the
+    services file, for ever (nobody follows its rollout): the doctor names the timer, its
+    rollout and service, and what clears it."""
+    rollout_id = await dead_window_timer(sqlite_database_url, service=service)
+
+    code, out, _ = await run_doctor(install)
+
+    (line,) = [line for line in out.splitlines() if "was given up" in line]
+    assert line.startswith(f"⚠ the window timer of canary (relay) of rollout {rollout_id} ")
+    assert f"(service `{service}`)" in line and says in line
+    assert code == 0  # a warning: the install itself is sound
 
 
 async def test_slack_answers_in_another_shape_are_read_the_same(install: Install) -> None:

@@ -104,6 +104,19 @@ async def test_a_job_whose_environment_has_none_reads_the_next_level(
     assert said in shown
 
 
+async def test_an_environment_not_created_yet_has_no_secret_of_its_own(box: Sandbox) -> None:
+    """GitHub creates an environment when a job that names it first runs; until then its
+    secret answers 404, the same as an environment without one: not "cannot check"."""
+    box.github.files["main"][RELEASE_FILE] = (
+        "name: Release\non: push\njobs:\n  changesets:\n    environment: npm-new\n"
+        "    runs-on: ubuntu-latest\n"
+    )
+    assert "npm-new" not in box.github.engine.environments
+    box.github.secrets["NPM_TOKEN"] = days_ago(2)
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "`npm-new`, where job `changesets` runs, has no `NPM_TOKEN` of its own" in shown
+
+
 async def test_no_secret_anywhere_asks_for_one_in_the_jobs_environment(box: Sandbox) -> None:
     publish_in_npm_environment(box)
     shown, message = await check_secret(box, ":x: failed")
@@ -170,12 +183,29 @@ async def test_a_job_that_may_publish_with_oidc_needs_no_token(box: Sandbox) -> 
 
 
 async def test_an_unreadable_workflow_file_still_checks_the_repository(box: Sandbox) -> None:
+    """The repository's secret is shown, but not as done: the job may run in an environment
+    whose own NPM_TOKEN (perhaps expired) it reads instead."""
     box.github.remove_workflow("release.yml")
     box.github.files["main"].pop(RELEASE_FILE, None)
     box.github.secrets["NPM_TOKEN"] = days_ago(2)
-    shown, _ = await check_secret(box, ":white_check_mark: done")
+    shown, message = await check_secret(box, ":no_entry: cannot check")
     assert "`NPM_TOKEN` is set: created" in shown
     assert "could not tell which environment job `changesets` runs in" in shown
+    assert ":white_check_mark: done" not in step(message, 2)
+
+
+async def test_an_environment_named_by_an_expression_is_not_done(box: Sandbox) -> None:
+    """The job certainly runs in an environment, known only when it runs: the repository's
+    fresh secret is not what it reads if that environment has its own, as with a 403 on a
+    known environment's (before, step 3 said done)."""
+    box.github.files["main"][RELEASE_FILE] = (
+        "name: Release\non: push\njobs:\n  changesets:\n"
+        "    environment: ${{ inputs.target }}\n    runs-on: ubuntu-latest\n"
+    )
+    box.github.secrets["NPM_TOKEN"] = days_ago(2)
+    shown, message = await check_secret(box, ":no_entry: cannot check")
+    assert "names its environment with an expression" in shown
+    assert ":white_check_mark: done" not in step(message, 1)
 
 
 async def test_a_look_carries_no_empty_field_for_an_older_replica(box: Sandbox) -> None:
@@ -249,6 +279,9 @@ def test_the_publishing_jobs_environment_and_oidc_are_read(text: str, expected: 
         ("jobs:\n  build:\n    runs-on: x\n", "has no job changesets"),
         ("jobs: [", "not valid YAML"),
         (workflow(f"    environment: {'e' * (MAX_ENVIRONMENT + 1)}\n"), "longer than 64"),
+        # Within 64 characters, but each control character takes six in the button's JSON
+        # (`\u0001`): 40 of them would push the walkthrough past Slack's 2000.
+        (workflow('    environment: "' + "\\x01" * 40 + '"\n'), "longer than 64"),
     ],
 )
 def test_what_the_workflow_file_cannot_tell_is_said(text: str, why: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from figures import passing_sandbox, running_sandbox
+from figures import every_gate_passes, passing_sandbox, running_sandbox
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_views import dispatched, open_home
 from services import missing
@@ -64,7 +64,7 @@ from sandbox.config import (
 )
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
-from sandbox.harness import Sandbox
+from sandbox.harness import Sandbox, fast_plan
 from sandbox.prometheus_exporter import PrometheusProcess, prometheus_binary
 from sandbox.signing import github_signature_headers, slack_signature_headers
 from sandbox.slack import SlackTestServer
@@ -326,7 +326,7 @@ async def test_a_real_prometheus_scrapes_with_the_token_and_loads_the_alert_rule
             if loaded and all(rule["health"] == "ok" for rule in loaded):
                 break
             await asyncio.sleep(0.1)
-        assert len(loaded) == 16 and {rule["health"] for rule in loaded} == {"ok"}, loaded
+        assert len(loaded) == 17 and {rule["health"] for rule in loaded} == {"ok"}, loaded
         assert {rule["state"] for rule in loaded} == {"inactive"}
 
 
@@ -372,6 +372,61 @@ def counted_gateway(
             **transport,
         )
     )
+
+
+@pytest.mark.story
+async def test_github_s_clock_an_hour_behind_is_a_gauge_by_host_read_off_its_answers(
+    tmp_path: Path, sqlite_database_url: str, http: aiohttp.ClientSession
+) -> None:
+    """The bot sets aside GitHub's job times an hour behind its clock (one WARNING per stage,
+    docs/reliability.md); the scrape shows the skew too, as of GitHub's last answer (its
+    `Date`), by GitHub host, with when it was read: RolloutBotGitHubClockSkew warns on it."""
+    plan = fast_plan(tmp_path / "figures.yml", window="10m", extension="10m")
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=sqlite_database_url,
+        plan_yaml=plan,
+        github_lag=timedelta(hours=1),
+        extra_env={"METRICS_TOKEN": TOKEN},
+    ) as box:
+        every_gate_passes(box)
+        await dispatched(box)
+        host = box.github.api_url.removeprefix("http://")
+        found = await Scraper(box, http, TOKEN).until(
+            lambda s: value(s, "rollout_bot_github_clock_offset_seconds", host=host) is not None
+        )
+        read = value(found, "rollout_bot_github_clock_read_timestamp_seconds", host=host)
+
+    offset = value(found, "rollout_bot_github_clock_offset_seconds", host=host)
+    assert offset is not None and -3601 <= offset <= -3599, offset
+    assert read is not None and abs(read - box.clock().timestamp()) < 60
+
+
+async def test_github_s_clock_is_not_a_figure_when_its_answer_is_undated_or_too_slow() -> None:
+    """A proxy that drops `Date`, or a round trip so slow that the reading cannot tell
+    whether the clocks are within 5 s: no figure (a wrong one would warn, or hide a skew)."""
+    telemetry = PrometheusTelemetry(build())
+    async with GitHubSimulator(token=GITHUB_TOKEN) as simulator:
+        ticks = iter([0, 0, 0, 20])  # the bot's clock, read around each request
+        start = datetime.now(UTC)
+        transport = GitHubTransport(
+            api_url=simulator.api_url,
+            token=GITHUB_TOKEN,
+            repository=simulator.repository,
+            telemetry=telemetry,
+            clock=lambda: start + timedelta(seconds=next(ticks)),
+        )
+        path = f"/repos/{simulator.repository}"
+        try:
+            simulator.dated = False
+            await transport.call("read", lambda: transport.get_json(path))
+            simulator.dated = True
+            await transport.call("read", lambda: transport.get_conditional(path))
+        finally:
+            await transport.close()
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert not [name for name, _ in found if name.startswith("rollout_bot_github_clock")]
+    assert value(found, GITHUB_REQUESTS, **DEFAULT, endpoint="read", status="2xx") == 2
 
 
 async def test_github_calls_are_counted_by_endpoint_and_status_with_rate_limits_apart() -> None:
@@ -601,7 +656,6 @@ async def test_the_app_home_and_the_start_log_show_the_version_healthz_does_not(
 DATABASE_GAUGES = (
     "timers_due",
     "timers_overdue",
-    "timers_dead",
     "database_clock_offset_seconds",
     "database_up",
 )
@@ -621,8 +675,8 @@ class TimersLeft:
     async def backlog(self, *, now: datetime, overdue_after: timedelta) -> tuple[int, int]:
         return 3, 1
 
-    async def dead_count(self) -> int:
-        return 2
+    async def dead_by_service(self) -> dict[str, int]:
+        return {"retired": 2}  # a service taken out of the services file
 
 
 async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_and_says_so(
@@ -646,7 +700,9 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     )
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
-    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, 2, -3, 1]
+    assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, -3, 1]
+    assert value(found, "rollout_bot_timers_dead", service="relay") == 0
+    assert value(found, "rollout_bot_timers_dead", service="retired") == 2
     database.reachable = False
     telemetry.handled(kind="command", name="status", outcome="ok")
     await backlog.refresh()
@@ -657,6 +713,7 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     assert math.isnan(
         value(found, "rollout_bot_rollouts_active", service="relay", state="running") or 0
     )
+    assert math.isnan(value(found, "rollout_bot_timers_dead", service="retired") or 0)
     assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
     [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
     assert line.levelname == "WARNING" and "connection refused" in line.getMessage()

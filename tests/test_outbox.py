@@ -215,7 +215,15 @@ async def refused_rollout(scene: Scene, n: int, *lines: str) -> Rollout:
 
 
 @pytest.mark.parametrize(
-    ("refusal", "fix"), [("not_in_channel", "/invite"), ("is_archived", "Unarchive")]
+    ("refusal", "fix"),
+    [
+        ("not_in_channel", "/invite"),
+        ("is_archived", "Unarchive"),
+        ("no_permission", "/invite"),
+        ("restricted_action", "let the bot post"),
+        ("restricted_action_read_only_channel", "read-only"),
+        ("ekm_access_denied", "restore access"),
+    ],
 )
 async def test_a_release_channel_refusing_the_bot_is_told_once_in_the_failure_channel(
     scene: Scene, refusal: str, fix: str
@@ -640,6 +648,39 @@ async def test_a_line_no_newer_replica_came_for_is_given_up_after_the_hour(scene
 
     assert scene.thread() == ["after it"]
     assert await scene.store.pending(rollout.id) == []
+
+
+@pytest.mark.parametrize("rollout_id", [None, "r-00000000out1"], ids=["no_rollout", "rollout"])
+async def test_a_message_of_a_kind_only_a_newer_version_has_waits_for_its_replicas(
+    scene: Scene, caplog: pytest.LogCaptureFixture, rollout_id: str | None
+) -> None:
+    """A rolling upgrade: a replica of the next version wrote a message of a kind this version
+    does not have (a notice of no rollout, as `channel_refused` was, or a rollout's). It was
+    given up at once ("a message of no rollout", "unknown kind"): now it is left to a newer
+    replica, no attempt counted, one WARNING, and given up only past the hour (the upgrade
+    rolled back), as a thread event of a newer version is."""
+    rollout, outbox = await scene.card_posted()
+    assert rollout_id in (None, rollout.id)
+    newer = NewMessage(kind="kind_of_the_next_version", channel_id=FAILURES, rollout_id=rollout_id)
+    await outbox.add([newer])
+
+    with caplog.at_level(logging.WARNING, logger="bot.services"):
+        for _ in range(9):  # past every backoff a counted failure would take to give up
+            await outbox.deliver_due()
+            scene.clock.advance(timedelta(minutes=6))
+
+    (waiting,) = await scene.store.pending(rollout_id)
+    assert (waiting.kind, waiting.attempts) == ("kind_of_the_next_version", 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "messages of kind 'kind_of_the_next_version' are due: left to a newer version's replicas"
+    ]
+    for _ in range(3):
+        await outbox.deliver_due()
+        scene.clock.advance(timedelta(minutes=6))
+    assert await scene.store.pending(rollout_id) == []
+    assert scene.slack.messages(FAILURES) == []
 
 
 def posts_of(slack: SlackTestServer, text: str) -> list[SlackCall]:

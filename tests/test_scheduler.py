@@ -1016,7 +1016,7 @@ async def test_a_dead_timer_holds_the_stage_and_tells_the_thread(quiet: Sandbox)
     said = await quiet.wait_for_thread("its gate could not run")
     assert "2 attempts failed" in said and "GitHub answered 502" in said
     assert "Re-evaluate now" in said and "Extend" in said
-    assert await timers.dead_count() == 2  # the canary's and the internal ring's
+    assert await timers.dead_by_service() == {"default": 2}  # the canary's and the internal ring's
     assert await gates(quiet, rollout.id) == []
     await quiet.slack.wait_for(lambda: "the gate could not run" in quiet.card_message().rendered)
     card = quiet.card_message().rendered

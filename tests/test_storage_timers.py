@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -277,7 +278,7 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_it
     timer = await _window(timers, "w", timedelta(0), rollout_id=rollout.id)
     await _window(timers, "other", timedelta(hours=1))
     await timers.claim_due(now=NOW, owner="a", lease=LEASE, limit=1)
-    assert await timers.dead_count() == 0
+    assert await timers.dead_by_service() == {}
 
     assert await timers.bury(timer_id=timer.id, owner="b", now=NOW, error="x") is False  # not b's
     assert await timers.bury(timer_id=timer.id, owner="a", now=NOW, error="KeyError: 'state'")
@@ -285,7 +286,7 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_it
     dead = await timers.get(key="w")
     assert dead is not None and not dead.is_pending
     assert (dead.dead_at, dead.last_error, dead.claimed_by) == (NOW, "KeyError: 'state'", None)
-    assert await timers.dead_count() == 1
+    assert await timers.dead_by_service() == {"default": 1}
     assert await timers.next_due() == NOW + timedelta(hours=1)  # the scheduler does not spin
     later = NOW + timedelta(days=1)
     assert [t.key for t in await timers.claim_due(now=later, owner="c", lease=LEASE)] == ["other"]
@@ -293,4 +294,29 @@ async def test_a_dead_lettered_timer_is_never_claimed_again_and_counted_until_it
     # The stage it held is gone with its rollout: nothing waits for a person any more.
     async with session_factory.begin() as session:
         await session.execute(update(RolloutRow).values(ended_at=later))
-    assert await timers.dead_count() == 0
+    assert await timers.dead_by_service() == {}
+
+
+async def test_dead_lettered_timers_are_counted_by_their_rollout_s_service(
+    timers: TimerStore, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """A service taken out of the services file keeps its count: nobody follows its rollout,
+    and the alert must name it (`rollout_bot_timers_dead{service}`)."""
+    plan = load_plan(None)
+    store = RolloutStore(session_factory, clock=lambda: NOW)
+    for n, service in enumerate(("default", "billing-api")):
+        rollout = cleared_rollout(plan, now=NOW, rollout_id=f"r-000000dead{n}", channel_id="C0R")
+        await store.create(rollout=replace(rollout, service=service), plan=plan)
+        for track in ("relay", "desktop")[: n + 1]:  # billing-api's two tracks' windows
+            await timers.schedule(
+                key=f"w{n}{track}",
+                kind="window",
+                due_at=NOW,
+                now=NOW,
+                rollout_id=rollout.id,
+                service=service,
+            )
+    for timer in await timers.claim_due(now=NOW, owner="a", lease=LEASE):
+        assert await timers.bury(timer_id=timer.id, owner="a", now=NOW, error="x")
+
+    assert await timers.dead_by_service() == {"default": 1, "billing-api": 2}

@@ -89,6 +89,18 @@ class PrometheusTelemetry(Telemetry):
             "X-RateLimit-Reset of GitHub's latest answer: when the limit is whole again.",
             "account",
         )
+        # One series per GitHub host (the bot's one GITHUB_API_URL): its clock as of its last
+        # answer read clearly enough to tell, and when that was (an idle bot reads none).
+        self._github_clock = gauge(
+            "github_clock_offset_seconds",
+            "GitHub's clock minus this replica's, read off the Date of its latest answer.",
+            "host",
+        )
+        self._github_clock_read = gauge(
+            "github_clock_read_timestamp_seconds",
+            "Unix time (this replica's clock) of that answer.",
+            "host",
+        )
         self._slack = counter(
             "slack_api_calls_total", "Slack Web API attempts.", "method", "status", "error"
         )
@@ -114,13 +126,16 @@ class PrometheusTelemetry(Telemetry):
             "timers_overdue", "Pending timers due for longer than a lease (database-wide)."
         )
         self._timers_dead = gauge(
-            "timers_dead", "Dead-lettered timers of rollouts not ended (database-wide)."
+            "timers_dead",
+            "Dead-lettered timers of rollouts not ended, by service (database-wide).",
+            "service",
         )
         self._rollouts = gauge(
             "rollouts_active", "Rollouts not ended (database-wide).", "service", "state"
         )
         self._rollout_services: set[str] = set()
-        """The services whose active rollouts have series (made unknown with the rest)."""
+        """The services whose active rollouts and dead timers have series (made unknown with the
+        rest)."""
         self._ready = gauge("ready", "1 while /readyz answers 200, else 0 (as of the scrape).")
         self._database_up = gauge(
             "database_up", "1 when the database answered the scrape's reads, else 0."
@@ -175,6 +190,10 @@ class PrometheusTelemetry(Telemetry):
         self._rate_limit.labels(account).set(remaining)
         self._rate_limit_reset.labels(account).set(reset)
 
+    def github_clock(self, *, host: str, offset: timedelta, at: datetime) -> None:
+        self._github_clock.labels(host).set(offset.total_seconds())
+        self._github_clock_read.labels(host).set(at.timestamp())
+
     def github_not_modified(self) -> None:
         self._not_modified.inc()
 
@@ -212,15 +231,16 @@ class PrometheusTelemetry(Telemetry):
         rollouts: Mapping[str, Mapping[str, int]],
         timers_due: int,
         timers_overdue: int,
-        timers_dead: int,
+        timers_dead: Mapping[str, int],
     ) -> None:
         for service, phases in rollouts.items():
             for state in ACTIVE_PHASES:
                 self._rollouts.labels(service, state).set(phases.get(state, 0))
-        self._rollout_services |= set(rollouts)
+        self._rollout_services |= set(rollouts) | set(timers_dead)
+        for service, dead in timers_dead.items():
+            self._timers_dead.labels(service).set(dead)
         self._timers_due.set(timers_due)
         self._timers_overdue.set(timers_overdue)
-        self._timers_dead.set(timers_dead)
         self._database_up.set(1)
 
     def database_clock(self, *, offset: timedelta) -> None:
@@ -232,11 +252,7 @@ class PrometheusTelemetry(Telemetry):
         for service in self._rollout_services:
             for state in ACTIVE_PHASES:
                 self._rollouts.labels(service, state).set(NAN)
-        for gauge in (
-            self._timers_due,
-            self._timers_overdue,
-            self._timers_dead,
-            self._database_clock,
-        ):
+            self._timers_dead.labels(service).set(NAN)
+        for gauge in (self._timers_due, self._timers_overdue, self._database_clock):
             gauge.set(NAN)
         self._database_up.set(0)

@@ -1,9 +1,9 @@
 """`rollout-bot doctor [--manifest PATH] [--tag TAG] [--service NAME]`: check a live install
-from the operator's shell: the database `serve` would start on, whether `/metrics` is open and
-how far the database server's and Prometheus's clocks are from the bot's
-(`bot.cli.doctor_clocks`), then the real Slack and GitHub, each service's
-(or one's), one line per check with ✓, ✗ or ⚠ (a warning) and the fix; exit 0 when no check
-fails, 1 otherwise (2: bad configuration or usage)."""
+from the operator's shell: the database `serve` would start on, the timers given up in it
+(`bot.cli.doctor_timers`), whether `/metrics` is open and how far the database server's and
+Prometheus's clocks are from the bot's (`bot.cli.doctor_clocks`), then the real Slack and
+GitHub, each service's (or one's), one line per check with ✓, ✗ or ⚠ (a warning) and the
+fix; exit 0 when no check fails, 1 otherwise (2: bad configuration or usage)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from bot.adapters.slack.calls import web_api_retries
 from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal, sqlite_file_missing
 from bot.cli.doctor_clocks import clock_finding, database_clock_finding, github_clock_finding
+from bot.cli.doctor_timers import dead_timer_findings
 from bot.cli.settings import OPEN_METRICS, load_for_command, services_named, unguarded
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan, Stage
@@ -67,6 +68,7 @@ def main(args: list[str]) -> int:
     scopes, problem = manifest_scopes(options.manifest)
     database = database_finding(settings.database_url)
     findings = [database, *database_clock_finding(settings.database_url, reachable=database.ok)]
+    findings += dead_timer_findings(settings, reachable=database.ok)
     findings.append(metrics_finding(settings))
     findings += [found for found in (clock_finding(settings), problem) if found]
     for finding in findings:

@@ -45,18 +45,19 @@ ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR)]
 def clip_error(text: str) -> str:
     """`text` within MAX_ERROR characters as JSON writes it into a button value (a quote, a
     backslash or a newline takes two there), cut with "..." when longer."""
-    if _json_length(text) <= MAX_ERROR:
+    if json_length(text) <= MAX_ERROR:
         return text
     room, kept = MAX_ERROR - 3, []
     for character in text:
-        room -= _json_length(character)
+        room -= json_length(character)
         if room < 0:
             break
         kept.append(character)
     return "".join(kept) + "..."
 
 
-def _json_length(text: str) -> int:
+def json_length(text: str) -> int:
+    """How many characters `text` takes in a button value (as JSON writes it)."""
     return len(json.dumps(text, ensure_ascii=False)) - 2  # without its quotes
 
 
@@ -151,7 +152,8 @@ class SecretLevel(StrEnum):
 
 
 MAX_ENVIRONMENT = 64
-"""Environment names carried in a check (GitHub allows 255: a longer one is not carried)."""
+"""Environment names carried in a check, counted as JSON writes them into a button value
+(GitHub allows 255 characters: a longer one is not carried)."""
 
 
 class SecretCheck(_Model):
@@ -183,8 +185,10 @@ class SecretCheck(_Model):
     def tone(self) -> Tone:
         if self.error is not None:
             return Tone.BLOCKED
-        if self.unchecked is not None and (self.environment is not None or not self.found):
-            return Tone.BLOCKED  # which secret the job reads, or whether it has one, is unknown
+        if self.unchecked is not None:
+            # Which secret the job reads, or whether it has one, is unknown: the environment's
+            # (refused, or not told by the workflow file) would take the place of any other.
+            return Tone.BLOCKED
         if not self.found:
             return Tone.WARNING if self.oidc else Tone.FAILED
         if self.age_days is not None and self.age_days > self.max_age_days:

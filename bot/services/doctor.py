@@ -30,6 +30,7 @@ from bot.services.doctor_app import (
 from bot.services.findings import Finding, failed, passed
 
 RECENT_DELIVERIES = 10
+CHANNEL_FIX = "check its ID in RELEASE_CHANNELS (or the services file), and invite the bot there"
 
 
 class InstallProblem(Exception):
@@ -163,7 +164,7 @@ class Doctor:
             try:
                 member = me.user_id in await self.slack.channel_members(channel)
             except InstallProblem as problem:
-                findings.append(failed(f"release channel {channel}", str(problem)))
+                findings.append(failed(f"release channel {channel}: {problem}", CHANNEL_FIX))
                 continue
             findings.append(
                 passed(f"bot is a member of release channel {channel}")

@@ -41,7 +41,9 @@ from bot.services.outbox_messages import (
     LEFT_TO_NEWER_AT_MOST,
     REFUSED,
     UNFOLLOWED,
+    NewerKind,
     left_to_newer,
+    of_no_rollout,
     post,
 )
 from bot.services.ports import DeliveryFailed, Notifier
@@ -95,7 +97,7 @@ class Outbox:
         self._in_hand = _InHand()
         self._paused: dict[str, datetime] = {}
         """Channels Slack rate-limited, until when (its Retry-After)."""
-        self._newer: set[str] = set()  # kinds of thread events of a newer version, said once
+        self._newer: set[tuple[str, str]] = set()  # kinds of a newer version's, said once
         self._loop = Background("outbox", wake=self._wake)
         self._refusals = ChannelRefusals(store=store, rollouts=rollouts, notifier=notifier)
 
@@ -231,7 +233,7 @@ class Outbox:
             except TRANSIENT as error:  # the database or the network, for a moment
                 await self._failed(message, DeliveryFailed(error_summary(error)))
                 return False
-            except NewerEvent as newer:  # left to a newer replica, for an hour at most
+            except (NewerEvent, NewerKind) as newer:  # left to a newer replica, an hour at most
                 said, now = self._newer, self._clock()
                 if now - message.created_at < LEFT_TO_NEWER_AT_MOST:
                     await left_to_newer(self._store, message, newer, self.owner, now, said)
@@ -302,7 +304,7 @@ class Outbox:
             await self._refusals.tell(message)
             return
         if rollout_id is None:
-            raise DeliveryFailed("a message of no rollout", permanent=True)
+            raise of_no_rollout(message.kind)
         if message.kind == CARD or rollout_id not in drawn:
             found = await self._rollouts.with_plan(rollout_id)
             if found is None:

@@ -40,6 +40,27 @@ REFUSED = "channel_refused"
 """The notice, in a failure channel, that a release channel refuses the bot
 (`bot.services.channel_refusals`), of no rollout."""
 
+KINDS = frozenset({CARD, THREAD, FAILURE, FIGURES, GATE, SUMMARY, UNFOLLOWED, REFUSED})
+"""Every kind of message this version writes and posts."""
+
+
+class NewerKind(LookupError):
+    """A message of a kind this version does not know: a newer version's replica wrote it (a
+    rolling upgrade under way), and only such a replica can post it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"a message of kind {kind!r}, which a newer version wrote")
+
+
+def of_no_rollout(kind: str) -> NewerKind | DeliveryFailed:
+    """Why a message of no rollout, and of none of the kinds that have none, is not posted: a
+    newer version's kind is left to its replicas; one of this version's wants its rollout."""
+    if kind not in KINDS:
+        return NewerKind(kind)
+    return DeliveryFailed("a message of no rollout", permanent=True)
+
+
 _READING: TypeAdapter[Reading] = TypeAdapter(Reading)
 LEFT_TO_NEWER = timedelta(minutes=1)
 """How often a message only a newer version can word is looked at again (`NewerEvent`)."""
@@ -163,26 +184,25 @@ async def post(
         done = summarize(rollout, plan, events, machine=is_machine)
         await notifier.post_summary(rollout, done, key=message.id)
     else:
-        raise DeliveryFailed(f"unknown kind {message.kind!r}", permanent=True)
+        raise NewerKind(message.kind)
 
 
 async def left_to_newer(
     store: Outboxes,
     message: OutboxMessage,
-    newer: NewerEvent,
+    newer: NewerEvent | NewerKind,
     owner: str,
     now: datetime,
-    said: set[str],
+    said: set[tuple[str, str]],
 ) -> None:
-    """A message only a newer version can word (a rolling upgrade under way): given back
-    without counting an attempt, and looked at again until a newer replica delivers it (the
-    rollout's later messages wait behind it, in order; the outbox gives it up past
+    """A message only a newer version can word or post (a rolling upgrade under way): given
+    back without counting an attempt, and looked at again until a newer replica delivers it
+    (the rollout's later messages wait behind it, in order; the outbox gives it up past
     `LEFT_TO_NEWER_AT_MOST`). Each kind is logged once (`said`)."""
-    if newer.kind not in said:
-        said.add(newer.kind)
-        log.warning(
-            "thread messages of kind %r are due: left to a newer version's replicas", newer.kind
-        )
+    what = "thread messages" if isinstance(newer, NewerEvent) else "messages"
+    if (what, newer.kind) not in said:
+        said.add((what, newer.kind))
+        log.warning("%s of kind %r are due: left to a newer version's replicas", what, newer.kind)
     await store.retry(
         message_id=message.id,
         owner=owner,

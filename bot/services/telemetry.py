@@ -60,6 +60,11 @@ class Telemetry:
         installation's) as of its latest answer: the requests left and the Unix time it is
         renewed at."""
 
+    def github_clock(self, *, host: str, offset: timedelta, at: datetime) -> None:
+        """GitHub's clock at `host` (its API's host and port) is `offset` ahead of the bot's
+        (negative: behind), as read off an answer's `Date` at `at`. Called from the GitHub
+        worker's thread."""
+
     def github_not_modified(self) -> None:
         """A conditional GET was answered 304 Not Modified: it cost no rate limit (it is one
         of the requests of a call counted by `github_request`)."""
@@ -102,11 +107,11 @@ class Telemetry:
         rollouts: Mapping[str, Mapping[str, int]],
         timers_due: int,
         timers_overdue: int,
-        timers_dead: int,
+        timers_dead: Mapping[str, int],
     ) -> None:
         """The state of the database as of the scrape (it answered): active rollouts by
         service and phase (every configured service, with zeros), timers due and overdue,
-        dead-lettered timers whose stage still holds."""
+        dead-lettered timers whose stage still holds by service (the same services)."""
 
     def database_clock(self, *, offset: timedelta) -> None:
         """The database server's clock is `offset` ahead of this replica's (negative: behind),
@@ -128,9 +133,9 @@ class TimerBacklog(Protocol):
         than `overdue_after`."""
         ...
 
-    async def dead_count(self) -> int:
-        """How many dead-lettered timers still hold a stage (their rollout has not ended): the
-        stages they hold wait for a person."""
+    async def dead_by_service(self) -> Mapping[str, int]:
+        """How many dead-lettered timers still hold a stage (their rollout has not ended), by
+        service."""
         ...
 
 
@@ -165,7 +170,7 @@ class Backlog:
                 due, overdue = await self.timers.backlog(
                     now=self.clock(), overdue_after=self.overdue_after
                 )
-                dead = await self.timers.dead_count()
+                dead = await self.timers.dead_by_service()
                 if self.database_clock is not None:
                     await self.database_clock()
         except TRANSIENT as error:
@@ -173,8 +178,9 @@ class Backlog:
             self.telemetry.database_unread(services=self.services)
             return
         counted = Counter((rollout.service, rollout.phase.value) for rollout in active)
-        # A service taken out of the configuration with rollouts still active keeps its series.
-        services = dict.fromkeys([*self.services, *(service for service, _ in counted)])
+        # A service taken out of the configuration with rollouts still active (or a timer that
+        # still holds a stage of one) keeps its series: nobody follows them.
+        services = dict.fromkeys([*self.services, *(service for service, _ in counted), *dead])
         self.telemetry.backlog(
             rollouts={
                 service: {phase: counted[service, phase] for phase in ACTIVE_PHASES}
@@ -182,5 +188,5 @@ class Backlog:
             },
             timers_due=due,
             timers_overdue=overdue,
-            timers_dead=dead,
+            timers_dead={service: dead.get(service, 0) for service in services},
         )

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlencode
@@ -39,6 +37,8 @@ from bot.adapters.github.app_auth import (
     renewing,
 )
 from bot.adapters.github.budget import RequestBudget, rate_limit_seen
+from bot.adapters.github.clock import AnswerClock
+from bot.adapters.github.kept import KeptAnswers
 from bot.adapters.github.pages import page_links
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
@@ -61,14 +61,11 @@ from bot.domain.service import DEFAULT_SERVICE
 from bot.domain.text import TOKEN_SHAPE
 from bot.github_credentials import GitHubApp
 from bot.services.polling import is_polling
+from bot.services.ports import Clock
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
-
-
-_KEPT_ANSWERS = 512
-"""Conditional GET answers kept (about four per run followed): the oldest go first."""
 
 
 class GitHubTransport:
@@ -92,6 +89,7 @@ class GitHubTransport:
         rate_limit_wait: float = 30.0,
         telemetry: Telemetry = UNTRACKED,
         budget: RequestBudget | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if repository.count("/") != 1:
             raise ValueError("repository must be owner/name")
@@ -104,6 +102,7 @@ class GitHubTransport:
         self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
+        self._dates = AnswerClock(self.api_url, telemetry, clock)  # GitHub's, off each GET's
         self.budget = budget
         """The rate limit shared with the other transports on these credentials."""
         self.installation = RepositoryInstallation(app, repository) if app is not None else None
@@ -126,9 +125,7 @@ class GitHubTransport:
         (`max_workers` of them)."""
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
-        # Each conditional GET's last answer (ETag, JSON, Link's pages), newest last.
-        self._answers: OrderedDict[str, tuple[str, Any, dict[str, str]]] = OrderedDict()
-        self._answers_lock = threading.Lock()
+        self._answers = KeptAnswers()
 
     async def close(self) -> None:
         """Wait for the calls in flight, then release the HTTP connections (and the threads,
@@ -241,7 +238,9 @@ class GitHubTransport:
         """GET `path` (in the pool's thread), following a temporary redirection
         (`redirects`); GithubException on a refusal."""
         requester = self.client.requester
-        return checked(requester, get(requester, self.api_url, path, parameters))
+        return checked(
+            requester, self._dates.read(lambda: get(requester, self.api_url, path, parameters))
+        )
 
     def get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
@@ -254,11 +253,10 @@ class GitHubTransport:
     ) -> tuple[Any, dict[str, str]]:
         """`get_conditional`'s answer, and its `Link`'s pages (`pages.page_links`)."""
         key = path + (f"?{urlencode(sorted(parameters.items()))}" if parameters else "")
-        with self._answers_lock:
-            kept = self._answers.get(key)
+        kept = self._answers.get(key)
         headers = {"If-None-Match": kept[0]} if kept is not None else {}
         requester = self.client.requester
-        answer = get(requester, self.api_url, path, parameters, headers)
+        answer = self._dates.read(lambda: get(requester, self.api_url, path, parameters, headers))
         if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
             return kept[1], kept[2]
@@ -266,11 +264,7 @@ class GitHubTransport:
         more = page_links(self.api_url, answer[1])
         etag = answer[1].get("etag")
         if etag:
-            with self._answers_lock:
-                self._answers[key] = (str(etag), data, more)
-                self._answers.move_to_end(key)
-                while len(self._answers) > _KEPT_ANSWERS:
-                    self._answers.popitem(last=False)
+            self._answers.keep(key, (str(etag), data, more))
         return data, more
 
     # -- what went wrong, in words --------------------------------------------------------------

@@ -20,9 +20,24 @@ T = TypeVar("T")
 RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 # chat.update of a deleted message, and a reply to the thread of one.
 _GONE = frozenset({"message_not_found", "thread_not_found"})
-# The channel refuses the bot: it was removed (a private channel it left answers
-# channel_not_found), or the channel is archived. Nothing can be posted there until someone acts.
-CHANNEL_REFUSALS = frozenset({"not_in_channel", "is_archived", "channel_not_found"})
+# The channel refuses the bot: nothing can be posted there until someone acts. chat.postMessage's
+# documented errors (docs.slack.dev/reference/methods/chat.postMessage): the bot was removed (a
+# private channel it left answers channel_not_found; `no_permission`: "make sure your app is a
+# member of the conversation"), the channel is archived, a workspace preference keeps the bot
+# from posting there (`restricted_action`: who may post), the channel is read-only, or the
+# administrators suspended posting (`ekm_access_denied`, Enterprise Key Management). Not the
+# other `restricted_action_*`: a thread-only channel takes replies, a non-threadable one cards.
+CHANNEL_REFUSALS = frozenset(
+    {
+        "not_in_channel",
+        "is_archived",
+        "channel_not_found",
+        "no_permission",
+        "restricted_action",
+        "restricted_action_read_only_channel",
+        "ekm_access_denied",
+    }
+)
 # Slack's own troubles (its documented "try again" errors), and a refusal of the bot's token,
 # which an operator may be fixing (a token rotated, an IP allow-list): retried with backoff
 # (for about half an hour, `Outbox`), not given up at the first answer. Any other error is a

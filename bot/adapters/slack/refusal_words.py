@@ -18,6 +18,14 @@ _FIXES = {
     "channel_not_found": "Slack does not show it to the bot (a private channel it was removed "
     "from, or an ID that is wrong). Invite the bot there, or check the channel's ID in the "
     "bot's configuration",
+    "no_permission": "the bot has no permission to post there (it is not a member). Invite it: "
+    "type `/invite @rollout-bot` (the bot's name in this workspace) in that channel",
+    "restricted_action": "a setting of the channel or the workspace keeps the bot from posting "
+    "there (who may post). Ask a channel manager or a workspace admin to let the bot post",
+    "restricted_action_read_only_channel": "the channel is read-only. Ask a workspace admin to "
+    "let the bot post there, or name another release channel in the bot's configuration",
+    "ekm_access_denied": "the workspace's administrators suspended posting there (Enterprise "
+    "Key Management revoked the keys). Ask them to restore access",
 }
 
 _KINDS = {
