@@ -432,6 +432,28 @@ async def test_an_approve_default_rejects_a_run_whose_tag_moved_since_the_card(
         assert f"since `{TAG}` was moved to another commit" in comment
 
 
+async def test_an_approve_default_waits_while_github_does_not_say_where_the_tag_is(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The approve default reads the tag again before approving: while GitHub fails that read,
+    nothing is answered (the default is tried again), and it approves once GitHub says the
+    run is still at the tag's commit."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        await started_on_github(box)
+        box.github.fail_next("GET", "/repos/*/git/ref/tags/*", 502, times=10_000)
+
+        await box.pass_time(timedelta(seconds=1805))
+        await box.pass_time(timedelta(seconds=60))
+
+        assert box.github.engine.rule_reviews == []
+        assert "by default" not in run_cards(box)[0].rendered
+        box.github.clear_failures()
+        await box.pass_time(timedelta(seconds=120))
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert ("desktop-internal", "approved") in first_stages(box)
+
+
 async def test_a_run_on_an_annotated_release_tag_is_the_release(box: Sandbox) -> None:
     """A release tag made with `git tag -a` names a tag object, which names the commit: the
     bot follows it there, and a run at that commit is the release, adopted as any other."""
