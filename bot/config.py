@@ -46,7 +46,12 @@ class DatabaseSettings(BaseSettings):
     """Just DATABASE_URL: all that `rollout-bot migrate` needs. Its kinds show their secrets
     masked (`describe`), in their repr too."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # A value's surrounding whitespace is no part of it: a Kubernetes Secret made with `echo`
+    # or `--from-file` ends each value with a newline, and with it every Slack request failed
+    # its signature and every GitHub call was refused before it was sent.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, str_strip_whitespace=True
+    )
 
     database_url: str = Field(default_factory=default_database_url)
 

@@ -73,6 +73,9 @@ CLICKS: dict[Action, Click] = {
         origin, card, by=EXTEND_STEP
     ),
     Action.REEVALUATE: lambda controls, origin, card: controls.reevaluate(origin, card),
+    Action.RERUN_FAILURE_JOB: lambda controls, origin, card: controls.rerun_failure_job(
+        origin, card
+    ),
 }
 
 

@@ -29,6 +29,7 @@ from sandbox.github_app_routes import AppRoutes
 from sandbox.github_faults import FaultPlan
 from sandbox.github_history import HistoryRoutes
 from sandbox.github_hooks import HookRoutes
+from sandbox.github_job_rerun import JobRerunRoutes
 from sandbox.github_json import Json
 from sandbox.github_repository import EventCallback, SimRepository, default_workflows
 from sandbox.github_repository_routes import RepositoryRoutes
@@ -189,6 +190,7 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         app = web.Application(middlewares=[self._middleware])
         app.on_response_prepare.append(self._dated)
         RunRoutes(self).register(app, self._api_path)
+        JobRerunRoutes(self).register(app, self._api_path)
         RepositoryRoutes(self).register(app, self._api_path)
         HookRoutes(self).register(app, self._api_path)
         HistoryRoutes(self).register(app, self._api_path)

@@ -36,6 +36,10 @@ from sandbox.github_runs import (
 from sandbox.workflows import StepContext, StepOutcome, Workflow
 
 Clock = Callable[[], datetime]
+RERUN_WITHIN = timedelta(days=30)
+"""GitHub re-runs a run (or a job of it) up to 30 days after the run was created."""
+RERUNS_AT_MOST = 50
+"""GitHub re-runs a run at most 50 times (attempts 2 to 51)."""
 
 
 class ActionsEngine(EnvironmentGates):
@@ -127,22 +131,28 @@ class ActionsEngine(EnvironmentGates):
 
     def rerun(self, run_id: int, *, by: str = "") -> None:
         """Re-run every job of a completed run (`POST .../rerun`, by `by`): its next attempt,
-        the same run id, new jobs; the run's review history keeps the earlier attempts'
-        reviews."""
-        run = self.runs[run_id]
-        if run.status != "completed":
-            raise ActionsError(403, "This workflow is already running")
-        at = self.clock()
-        run.attempt += 1
-        run.rerun_by = by
-        run.status, run.conclusion, run.updated_at = "queued", None, at
-        self._attempt(run, at)
+        the same run id, new jobs; the review history keeps the earlier attempts' reviews."""
+        run = _next_attempt(self.runs[run_id], self.clock(), by)
+        self._attempt(run, run.updated_at)
 
-    def _attempt(self, run: SimRun, at: datetime) -> None:
-        """The jobs of the run's current attempt, each queued, and the run requested."""
+    def rerun_job(self, run_id: int, job_id: int, *, by: str = "") -> None:
+        """Re-run one job of a completed run (`POST .../jobs/{job_id}/rerun`, by `by`): the
+        run's next attempt, in which that job and every job that needs it (directly or not)
+        run again as new jobs, the others keeping their results."""
+        again = _needing(self.runs[run_id], job_id)
+        run = _next_attempt(self.runs[run_id], self.clock(), by)
+        self._attempt(run, run.updated_at, again)
+
+    def _attempt(self, run: SimRun, at: datetime, again: set[str] | None = None) -> None:
+        """The jobs of the run's current attempt, each queued (of a re-run, those `again`; the
+        others keep their results), and the run requested."""
         run.attempt_started_at = at
+        kept = {job.key: job for job in run.jobs}
         run.jobs = []
         for spec in run.workflow.jobs:
+            if again is not None and spec.key not in again:
+                run.jobs.append(kept[spec.key])
+                continue
             names = [SETUP_STEP, *(step.name for step in spec.steps), COMPLETE_STEP]
             steps = [SimStep(name=name, number=i) for i, name in enumerate(names, start=1)]
             run.jobs.append(SimJob(next(self.ids.jobs), run.id, spec, at, steps))
@@ -332,3 +342,32 @@ class ActionsEngine(EnvironmentGates):
     def _emit(self, transition: Transition) -> None:
         for listener in self.listeners:
             listener(transition)
+
+
+def _next_attempt(run: SimRun, now: datetime, by: str) -> SimRun:
+    """The run, at its next attempt (re-run by `by`), unless GitHub refuses to re-run it (or a
+    job of it): 403 while it goes, past 30 days from its creation, and after 50 re-runs."""
+    if run.status != "completed":
+        raise ActionsError(403, "This workflow is already running")
+    if now - run.created_at > RERUN_WITHIN:
+        raise ActionsError(
+            403, "Unable to re-run this workflow run because it was created over a month ago"
+        )
+    if run.attempt > RERUNS_AT_MOST:
+        raise ActionsError(403, "This workflow run has reached the maximum number of re-runs")
+    run.attempt += 1
+    run.rerun_by = by
+    run.status, run.conclusion, run.updated_at = "queued", None, now
+    return run
+
+
+def _needing(run: SimRun, job_id: int) -> set[str]:
+    """The key of the run's job `job_id` (404 when its latest attempt has none) and of every
+    job that needs it, directly or not."""
+    job = next((j for j in run.jobs if j.id == job_id), None)
+    if job is None:
+        raise ActionsError(404, "Not Found")
+    again = {job.key}
+    while grown := {s.key for s in run.workflow.jobs if again & set(s.needs)} - again:
+        again |= grown
+    return again

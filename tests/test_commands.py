@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.period_report import Period
+from bot.domain.release_tag import TAG_RULE
 from bot.domain.rollout_command import (
-    TAG_RULE,
     Command,
     Help,
     History,

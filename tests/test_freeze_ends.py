@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from figures import every_gate_passes, passing_sandbox
 from sandbox_views import held, holding, stage_state
+from sqlalchemy.exc import OperationalError
 from test_freeze_auto_promote import (
     OTHER,
     WINDOW,
@@ -20,11 +22,12 @@ from test_freeze_auto_promote import (
     in_thread,
     observing_canary,
     preflight_card,
+    promote_value,
 )
 from test_scheduled_starts import preflight_card as scheduled_card
 from test_scheduled_starts import reach, sandbox, scheduled, told_in_thread
 
-from bot.domain.freeze import freeze_end_timer_key
+from bot.domain.freeze import FREEZE_END_TIMER
 from bot.domain.rollout import Phase, StageState
 from sandbox.config import SandboxService
 from sandbox.harness import Sandbox
@@ -75,9 +78,10 @@ async def test_a_calendar_freeze_that_held_auto_stages_is_told_once_when_it_ends
         assert stages.track("relay").stage("canary").state is StageState.HOLDING
 
         # Fired again (a replica that died before marking it fired; a retry): said once.
-        timer = await box.wait_for_timer(
-            freeze_end_timer_key(rollout.id, start + 2 * WINDOW), lambda t: not t.is_pending
-        )
+        timers = box.services.rollouts.effects.timers
+        (watch,) = await timers.of_kind(kind=FREEZE_END_TIMER, due_since=start)
+        assert watch.rollout_id == rollout.id and watch.due_at == start + 2 * WINDOW
+        timer = await box.wait_for_timer(watch.key, lambda t: not t.is_pending)
         await box.services.rollouts.on_timer(timer)
         await box.pass_time(timedelta(minutes=1))
         assert len(told(card, ENDED)) == 1
@@ -207,5 +211,62 @@ async def test_an_unfreeze_while_the_calendar_holds_leaves_the_calendars_end_tol
         assert "the plan's `friday` freeze" in lifted
 
         await box.pass_time(3 * WINDOW)
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        assert len(told(card, ENDED)) == 1
+
+
+async def test_a_freeze_declared_again_to_the_same_end_after_an_unfreeze_is_told_at_its_end(
+    tmp_path: Path, database_url: str
+) -> None:
+    """`/rollout freeze <until>`, `/rollout unfreeze` (its watch cancelled), the same freeze
+    again: a stage it holds then is watched to that same end, and told when it comes (the
+    cancelled watch's key must not swallow the new one)."""
+    async with auto_sandbox(tmp_path, database_url) as box:
+        card = await observing_canary(box)
+        end = (box.clock() + 3 * WINDOW).replace(second=0, microsecond=0)
+        until = f"{end:%Y-%m-%d %H:%M}"
+        await box.command(f"freeze {until} friday change freeze", user=OTHER)
+        await box.pass_time(WINDOW)
+        await held(box, "relay", "canary")
+        await box.command("unfreeze", user=OTHER)
+        await box.slack.wait_for(lambda: bool(told(card, "lifted the freeze")))
+
+        await box.command(f"freeze {until} friday change freeze", user=OTHER)
+        await box.slack.wait_for(lambda: promote_value(card, "relay") is not None)
+        await box.click("promote", value=promote_value(card, "relay"), message=card, wait=False)
+        await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.OBSERVING)
+        await box.pass_time(WINDOW)  # the 50% stage's gate passes in the same freeze: held
+        await held(box, "relay", "half")
+
+        await box.pass_time(2 * WINDOW)  # the freeze ended
+        await box.slack.wait_for(lambda: bool(told(card, ENDED)))
+        said = told(card, ENDED)
+        assert len(said) == 1 and "*50%" in said[0], said
+
+
+async def test_a_fault_as_a_stage_is_held_leaves_its_freezes_end_watched(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database blinks as the freeze's end is to be watched: the gate is retried, and the
+    stages it holds are told when the freeze ends (not held for good with nothing watching)."""
+    async with auto_sandbox(tmp_path, database_url) as box:
+        card = await observing_canary(box)
+        await box.command("freeze 3h friday change freeze", user=OTHER)
+        timers = box.services.rollouts.effects.timers
+        schedule = timers.schedule
+
+        async def blinking(**timer: Any) -> Any:
+            if timer["kind"] == FREEZE_END_TIMER:
+                raise OperationalError("INSERT timers", {}, ConnectionResetError("reset"))
+            return await schedule(**timer)
+
+        monkeypatch.setattr(timers, "schedule", blinking)
+        await box.pass_time(WINDOW)  # the gates PASS; their freeze's end cannot be watched
+        monkeypatch.setattr(timers, "schedule", schedule)
+        await box.pass_time(timedelta(minutes=5))  # retried
+        await held(box, "relay", "canary")
+        await held(box, "desktop", "internal")
+
+        await box.pass_time(2 * WINDOW)  # the freeze ended
         await box.slack.wait_for(lambda: bool(told(card, ENDED)))
         assert len(told(card, ENDED)) == 1

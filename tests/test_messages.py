@@ -130,6 +130,8 @@ EVENTS: list[told.Event] = [
     told.LandedWhileStopping("Relay", "50%", None),
     told.StageRejected("Relay", "50%"),
     told.FailureJobEnded("Relay", "rb", "failure", "https://gh/j", TrackState.FAILED),
+    told.FailureJobRerun("U1", "Relay", "rb", 2, "https://gh/run", "5%"),
+    told.FailureJobRerun("U1", "Desktop", "ks", 3, None, None, desktop=True),
     told.RunEnded("Relay", "cancelled", TrackState.FAILED),
     told.RerunNotFollowed(7001, "https://gh/run", 2, "v1.4.2", (("Relay", "5%"),), ("<!here>",)),
     told.RerunNotFollowed(7001, "https://gh/run", 3, "v1.4.2", (("Relay", None),), ()),

@@ -15,10 +15,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -46,7 +47,7 @@ from bot.domain.errors import (
     PartlyPromoted,
     PromotedWhileStopping,
 )
-from bot.domain.rollout import StageState
+from bot.domain.rollout import Phase, StageState
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.clock_skew import SQLITE_SKIPPED
 from bot.services.telemetry import Backlog
@@ -679,6 +680,23 @@ class TimersLeft:
         return {"retired": 2}  # a service taken out of the services file
 
 
+def relay_backlog(
+    telemetry: PrometheusTelemetry,
+    database: TimersLeft,
+    database_clock: Callable[[], Awaitable[object]] | None = None,
+) -> Backlog:
+    """The scrape's database gauges of a bot configured with the one service `relay`."""
+    return Backlog(
+        telemetry=telemetry,
+        rollouts=database,
+        timers=database,
+        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
+        overdue_after=timedelta(minutes=1),
+        services=["relay"],
+        database_clock=database_clock,
+    )
+
+
 async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_and_says_so(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -689,15 +707,7 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
         await database.active()
         telemetry.database_clock(offset=timedelta(seconds=-3))
 
-    backlog = Backlog(
-        telemetry=telemetry,
-        rollouts=database,
-        timers=database,
-        clock=lambda: datetime(2026, 12, 4, tzinfo=UTC),
-        overdue_after=timedelta(minutes=1),
-        services=["relay"],
-        database_clock=database_clock,
-    )
+    backlog = relay_backlog(telemetry, database, database_clock)
     await backlog.refresh()
     found = parse(telemetry.exposition(None)[0].decode())
     assert [value(found, f"rollout_bot_{name}") for name in DATABASE_GAUGES] == [3, 1, -3, 1]
@@ -717,6 +727,41 @@ async def test_a_scrape_while_the_database_is_away_serves_its_gauges_as_unknown_
     assert value(found, "rollout_bot_commands_total", subcommand="status", outcome="ok") == 1
     [line] = [r for r in caplog.records if r.name == "bot.services.telemetry"]
     assert line.levelname == "WARNING" and "connection refused" in line.getMessage()
+
+
+class RetiredServiceEnds(TimersLeft):
+    """`retired`, taken out of the services file, has a running rollout whose window timer
+    was given up; then the rollout ends (rolled back from a replica that has the service)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = False
+
+    async def active(self) -> list[object]:
+        return [] if self.ended else [SimpleNamespace(service="retired", phase=Phase.RUNNING)]
+
+    async def dead_by_service(self) -> dict[str, int]:
+        return {} if self.ended else {"retired": 1}
+
+
+async def test_a_service_taken_out_reads_zero_once_its_rollout_ends() -> None:
+    """RolloutBotTimerDeadLettered (and RolloutBotNoWebhookDeliveries) read these gauges: a
+    series left at its last figure once the rollout ended would page until the restart."""
+    telemetry = PrometheusTelemetry(build())
+    database = RetiredServiceEnds()
+    backlog = relay_backlog(telemetry, database)
+    await backlog.refresh()
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert value(found, "rollout_bot_timers_dead", service="retired") == 1
+    assert value(found, "rollout_bot_rollouts_active", service="retired", state="running") == 1
+
+    database.ended = True
+    await backlog.refresh()
+
+    found = parse(telemetry.exposition(None)[0].decode())
+    assert value(found, "rollout_bot_timers_dead", service="retired") == 0
+    assert value(found, "rollout_bot_rollouts_active", service="retired", state="running") == 0
+    assert value(found, "rollout_bot_timers_dead", service="relay") == 0
 
 
 async def test_the_timer_backlog_counts_due_and_overdue_pending_timers(

@@ -242,9 +242,11 @@ def test_a_slack_time_zone_is_read_by_its_name() -> None:
     assert zone_named("Europe/Berlin") == BERLIN
 
 
-def test_a_slack_time_zone_unknown_here_is_refused_not_read_as_utc() -> None:
-    with pytest.raises(InvalidCommand, match=r"`Europe/Atlantis`.*offset"):
-        zone = zone_named("Europe/Atlantis")
+@pytest.mark.parametrize("name", ["Europe/Atlantis", "America"])
+def test_a_slack_time_zone_unknown_here_is_refused_not_read_as_utc(name: str) -> None:
+    """`America` is a folder of the time zone database, not a zone."""
+    with pytest.raises(InvalidCommand, match=rf"`{name}`.*offset"):
+        zone = zone_named(name)
         pytest.fail(f"read in {zone.key}")
 
 

@@ -233,12 +233,14 @@ class PrometheusTelemetry(Telemetry):
         timers_overdue: int,
         timers_dead: Mapping[str, int],
     ) -> None:
-        for service, phases in rollouts.items():
+        # A service taken out of the configuration drops out of the figures once its rollouts
+        # have ended: its series read 0 then, not their last figure (a page until restart).
+        self._rollout_services |= set(rollouts) | set(timers_dead)
+        for service in self._rollout_services:
+            phases = rollouts.get(service, {})
             for state in ACTIVE_PHASES:
                 self._rollouts.labels(service, state).set(phases.get(state, 0))
-        self._rollout_services |= set(rollouts) | set(timers_dead)
-        for service, dead in timers_dead.items():
-            self._timers_dead.labels(service).set(dead)
+            self._timers_dead.labels(service).set(timers_dead.get(service, 0))
         self._timers_due.set(timers_due)
         self._timers_overdue.set(timers_overdue)
         self._database_up.set(1)

@@ -11,7 +11,7 @@ import sys
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.bootstrap import audit_trail
-from bot.cli.settings import load
+from bot.cli.settings import load, release_tag
 from bot.config import DatabaseSettings
 from bot.domain.service import SERVICE_NAME
 from bot.services.audit import Timeline, UnknownTag
@@ -24,7 +24,7 @@ def argument_parser() -> argparse.ArgumentParser:
         prog="rollout-bot audit",
         description="Print the audit timeline of a release's newest rollout.",
     )
-    parser.add_argument("tag", help="the release tag, as given to /rollout start")
+    parser.add_argument("tag", type=release_tag, help="the release tag, as given to /rollout start")
     parser.add_argument(
         "--service", metavar="NAME", help="the service that released it (default: any)"
     )

@@ -24,7 +24,13 @@ from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal, sqlite_file_missing
 from bot.cli.doctor_clocks import clock_finding, database_clock_finding, github_clock_finding
 from bot.cli.doctor_timers import dead_timer_findings
-from bot.cli.settings import OPEN_METRICS, load_for_command, services_named, unguarded
+from bot.cli.settings import (
+    OPEN_METRICS,
+    load_for_command,
+    release_tag,
+    services_named,
+    unguarded,
+)
 from bot.config import Settings
 from bot.domain.plan import RolloutPlan, Stage
 from bot.domain.service import Service
@@ -50,6 +56,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tag",
         default="v0.0.0-doctor",
+        type=release_tag,
         help="the release tag the metrics queries are asked for (no data is fine)",
     )
     parser.add_argument("--service", help="check this service only (default: every service)")

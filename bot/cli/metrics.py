@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from bot.adapters.metrics.live import LiveSource
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
-from bot.cli.settings import load_for_command, one_service
+from bot.cli.settings import load_for_command, one_service, release_tag
 from bot.domain.gate import GateVerdict
 from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
 from bot.domain.metrics import QueryWindow, Reading, judge, window_ending
@@ -25,7 +25,9 @@ def argument_parser() -> argparse.ArgumentParser:
         description="Print what a stage's gate would read now (for tuning queries).",
     )
     parser.add_argument("stage", help="the stage's key in the plan (canary, half, internal...)")
-    parser.add_argument("--tag", required=True, help="the release tag the queries are for")
+    parser.add_argument(
+        "--tag", required=True, type=release_tag, help="the release tag the queries are for"
+    )
     parser.add_argument("--track", help="the track, when several have a stage of that key")
     parser.add_argument("--service", help="the service, when the bot releases several")
     return parser

@@ -1,11 +1,15 @@
 """The settings of an operator command: loaded from the environment, or every problem printed;
-and what a setting left unset leaves open (`doctor` warns of it, `serve` logs it at start)."""
+what a setting left unset leaves open (`doctor` warns of it, `serve` logs it at start); and a
+release tag given as an argument."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from bot.config import ConfigError, S, Settings, load_settings
+from bot.domain.errors import InvalidTag
+from bot.domain.release_tag import typed_tag
 from bot.domain.service import Service
 from bot.logs import configure_logging
 
@@ -75,3 +79,12 @@ def unguarded(settings: Settings) -> str | None:
         "port, as ops/haproxy.cfg does (it forwards /slack/events, /github/webhook and /healthz "
         "only)"
     )
+
+
+def release_tag(text: str) -> str:
+    """A `--tag` or `<tag>` argument as `/rollout start` reads it (argparse's `type`): the tag
+    goes into the plan's metrics queries as `$tag`, so one the bot never releases is refused."""
+    try:
+        return typed_tag(text)
+    except InvalidTag as error:
+        raise argparse.ArgumentTypeError(error.message.replace("`", "")) from None

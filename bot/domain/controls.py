@@ -69,6 +69,8 @@ class Control(StrEnum):
     """The one answer a run the bot did not start gets: Adopt, Reject or the default."""
     RUN_RELEASE = "run_release"
     """Dispatch the npm Release workflow from the NPM_TOKEN walkthrough (no rollout)."""
+    RERUN_FAILURE_JOB = "rerun_failure_job"
+    """Re-run a track's rollback (or kill-switch) job that failed on GitHub."""
 
 
 class AlreadyDone(RolloutError):
@@ -123,6 +125,8 @@ class CardRef:
     version: int | None = None
     hold: Hold | None = None
     """For Promote: the hold the card showed (a command names none and overrides nothing)."""
+    attempt: int | None = None
+    """For Re-run: the run attempt whose failure job failed, as the button was drawn."""
 
 
 # What tells one effect of a control from another: once per rollout (no parts), per track,
@@ -154,6 +158,9 @@ _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.REJECT_RUN: (),
     Control.ANSWER_RUN: (),
     Control.RUN_RELEASE: (),
+    # The failure job of one attempt of the rollout's run (a rollout follows one run, a track
+    # has one failure job) is re-run once: its re-run is the next attempt, re-run once again.
+    Control.RERUN_FAILURE_JOB: ("track", "attempt"),
 }
 _PREFLIGHT = frozenset(
     {
@@ -168,7 +175,12 @@ _PREFLIGHT = frozenset(
 
 def effect_key(control: Control, card: CardRef) -> str:
     """The identity of the effect a control asks for: two requests with one key are one effect."""
-    parts = {"track": card.track, "stage": card.stage, "version": card.version}
+    parts = {
+        "track": card.track,
+        "stage": card.stage,
+        "version": card.version,
+        "attempt": card.attempt,
+    }
     scoped = [str(parts[name]) if parts[name] is not None else "-" for name in _SCOPE[control]]
     return ":".join([control.value, card.rollout_id, *scoped])
 
@@ -199,6 +211,10 @@ def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: Ca
         return False
     if control is Control.REDEPLOY:
         return track.state is TrackState.COMPLETED
+    if control is Control.RERUN_FAILURE_JOB:
+        # The failure job of the attempt the button was drawn for, still failed: a re-run
+        # since (the next attempt) makes the button stale; the rest is `rerun_refusal`'s.
+        return track.state is TrackState.FAILED and card.attempt == rollout.attempt
     stage = track.current
     if track.state is not TrackState.ACTIVE or stage is None or stage.key != card.stage:
         return False
@@ -276,6 +292,8 @@ def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRe
         return f"{control.value.replace('_', ' ')} {tag}"
     if control is Control.REDEPLOY:
         return f"redeploy the previous release of {plan_track.label} over {tag}"
+    if control is Control.RERUN_FAILURE_JOB:
+        return f"re-run {plan_track.on_failure.job} of {plan_track.label} for {tag}"
     try:
         spec = plan_track.stage(card.stage or "")
     except KeyError:

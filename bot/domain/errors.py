@@ -110,6 +110,13 @@ class RunNotIdentified(GitHubError):
     code = "run_not_identified"
 
 
+class RerunUnclear(GitHubError):
+    """A re-run of a failure job whose answer was unclear, and whether GitHub did it could not
+    be read back: it may have happened, so it is never asked for again by the bot."""
+
+    code = "rerun_unclear"
+
+
 class PromotedWhileStopping(RolloutError):
     """A Promote's approval reached GitHub, which deploys the stage, while its track was being
     stopped (a Roll back, a Kill-switch or a failed gate saved on another replica): done, but

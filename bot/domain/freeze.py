@@ -32,10 +32,11 @@ FREEZE_END_TIMER = "freeze_end"
 waits for a person (`bot.services.freeze_ends`)."""
 
 
-def freeze_end_timer_key(rollout_id: str, free_at: datetime) -> str:
-    """One timer per rollout and end: a freeze extended or followed is watched again at its
-    new end, under a new key."""
-    return f"freeze_end:{rollout_id}:{free_at.isoformat()}"
+def freeze_end_timer_key(rollout_id: str, freeze: Freeze) -> str:
+    """One timer per rollout and end, and the freeze that ends then (`Freeze.ending`): a
+    freeze extended or followed is watched again at its new end, under a new key, and so is
+    one declared again to the same end after an unfreeze cancelled the first one's watch."""
+    return f"freeze_end:{rollout_id}:{freeze.free_at.isoformat()}:{freeze.ending.key}"
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,15 @@ class Freeze:
     frozen past `free_at`, and when it is free again is not worked out."""
 
     @property
+    def ending(self) -> Freeze:
+        """The freeze that ends as the lane is next free (`free_at`): this one, or the last
+        that follows it."""
+        return self.then[-1] if self.then else self
+
+    @property
     def free_at(self) -> datetime:
         """When the lane is next free (or, with `beyond`, frozen at least until)."""
-        return self.then[-1].until if self.then else self.until
+        return self.ending.until
 
 
 @dataclass(frozen=True)

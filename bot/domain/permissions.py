@@ -52,6 +52,7 @@ VERBS = {
     Control.REJECT_RUN: "reject a run",
     Control.ANSWER_RUN: "answer a run",
     Control.RUN_RELEASE: "run the npm Release workflow",
+    Control.RERUN_FAILURE_JOB: "re-run a rollback or kill-switch job",
 }
 """What each control is called in an answer ("Only release approvers may promote a rollout")."""
 

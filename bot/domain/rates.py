@@ -27,6 +27,8 @@ def parse_rate(name: str, text: str) -> Decimal:
     """`text` as a finite non-negative decimal; raises InvalidRate (naming `name`) otherwise."""
     if not text:
         raise InvalidRate(f"{name} is empty; {_EXPECTED}")
+    if (fraction := percentage(text)) is not None:
+        raise InvalidRate(f"{name} {text!r} is a percentage; {fraction}")
     if text.startswith("-") and _NUMBER.fullmatch(text[1:]):
         raise InvalidRate(f"{name} {text!r} is negative; {_EXPECTED}")
     if not _NUMBER.fullmatch(text):
@@ -36,6 +38,15 @@ def parse_rate(name: str, text: str) -> Decimal:
         return Decimal(text)
     except InvalidOperation:  # an exponent beyond what Decimal can hold
         raise InvalidRate(f"{name} {text!r} is out of range; {_EXPECTED}") from None
+
+
+def percentage(text: str) -> str | None:
+    """What to write for a rate written as a percentage (`1%`, `0.5 %`): `rates are fractions:
+    write 0.01 for 1%`. None when `text` is no percentage."""
+    number = text.strip().removesuffix("%").rstrip()
+    if not text.strip().endswith("%") or not _NUMBER.fullmatch(number):
+        return None
+    return f"rates are fractions: write {format_rate(Decimal(number) / 100)} for {number}%"
 
 
 def exact_product(a: Decimal, b: Decimal) -> Decimal:

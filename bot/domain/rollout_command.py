@@ -12,23 +12,30 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
-from bot.domain.errors import InvalidCommand, InvalidTag
+from bot.domain.errors import InvalidCommand
 from bot.domain.freeze_until import zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
+from bot.domain.release_tag import typed_tag
 from bot.domain.rollout_help import HELP
 from bot.domain.run_link import USAGE, RunReference, parse_run_reference
-from bot.domain.text import NOT_REPEATED, PASTED_CREDENTIAL, TOKEN_SHAPE, clean_text, shown
+from bot.domain.text import (
+    CLOSING_QUOTE,
+    NOT_REPEATED,
+    PASTED_CREDENTIAL,
+    TOKEN_SHAPE,
+    clean_text,
+    shown,
+    without_invisible_ends,
+)
 
-TAG_RULE = "[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-"""A container image tag, as the workflow's `relay_image_tag` takes it."""
-
-_TAG = re.compile(TAG_RULE)
 _MAX_REASON = 500
-_QUOTES = "\"'\N{LEFT DOUBLE QUOTATION MARK}\N{RIGHT DOUBLE QUOTATION MARK}"
+_QUOTES = "".join(CLOSING_QUOTE)
 # start's options, wherever they stand; Slack's desktop clients may turn a typed "--" into an
-# em dash. A quoted value is taken as it is (a reason may say `--at 9`).
+# em dash (a document, into an en dash). A quoted value is taken as it is (a reason may say
+# `--at 9`).
 _START_OPTION = re.compile(
-    r"(?<!\S)(?:--|\N{EM DASH})(flags-ready|at|override-freeze)(?=\s|$|=)", re.IGNORECASE
+    r"(?<!\S)(?:--|\N{EM DASH}|\N{EN DASH})(flags-ready|at|override-freeze)(?=\s|$|=)",
+    re.IGNORECASE,
 )
 _START_OPTIONS = 'it takes `--flags-ready`, `--at "<time>"` and `--override-freeze "<reason>"`'
 # An unquoted time: one word, and a time of day after it (`--at tue 09:00`, `--at tomorrow
@@ -207,7 +214,7 @@ def allowed_in_direct_messages(command: Command | Subcommand) -> bool:
 def parse_command(text: str) -> Command:
     """The command in the slash command's text; empty text is help. Characters the database
     cannot store are dropped first, so a kill-switch goes through whatever its reason says."""
-    parts = clean_text(text).strip().split(maxsplit=1)
+    parts = _words(text, 1)
     if not parts:
         return Help()
     word, rest = parts[0], parts[1] if len(parts) > 1 else ""
@@ -235,7 +242,7 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.HISTORY:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
-        return History(tag=parse_tag(args[0]) if args else None)
+        return History(tag=typed_tag(args[0]) if args else None)
     if subcommand is Subcommand.REPORT:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
@@ -259,32 +266,28 @@ def parse_command(text: str) -> Command:
     return simple[subcommand]
 
 
+def _words(text: str, splits: int) -> list[str]:
+    """The command's words (`splits` splits at most), cleaned to be stored, the subcommand's
+    without invisible characters at its ends (a zero-width space of a command pasted from a
+    document)."""
+    parts = without_invisible_ends(clean_text(text).strip()).split(maxsplit=splits)
+    return [without_invisible_ends(parts[0]), *parts[1:]] if parts else parts
+
+
 def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, Subcommand | None]:
     """The service the command's text names right after its subcommand (`start billing-api
     v1.4.2`: a word that is one of `names`, in any case), the text without it, and the
     subcommand (None when the text has none, or an unknown one: the parser says so)."""
-    parts = clean_text(text).strip().split(maxsplit=2)
+    parts = _words(text, 2)
     try:
         subcommand = Subcommand(parts[0].lower()) if parts else None
     except ValueError:
         return None, text, None
     if subcommand is None or subcommand is Subcommand.HELP or len(parts) < 2:
         return None, text, subcommand
-    if (name := parts[1].lower()) not in names:
+    if (name := without_invisible_ends(parts[1]).lower()) not in names:
         return None, text, subcommand
     return name, " ".join([parts[0], *parts[2:]]), subcommand
-
-
-def parse_tag(text: str) -> str:
-    """`text` if it is a valid image tag; raises InvalidTag quoting the rule otherwise."""
-    if TOKEN_SHAPE.search(text):  # it would be posted on the release channel's cards
-        raise InvalidTag(PASTED_CREDENTIAL)
-    if not _TAG.fullmatch(text):
-        raise InvalidTag(
-            f"`{shown(text)}` is not a valid release tag: a tag must match `{TAG_RULE}` "
-            "(a letter, digit or _, then up to 127 letters, digits, _, . or -)."
-        )
-    return text
 
 
 def _reason(text: str, what: str) -> str:
@@ -322,7 +325,7 @@ def _start(text: str) -> Start:
     while (word := _WORD.search(text, at)) is not None:
         option = _START_OPTION.match(text, word.start())
         if option is None:
-            if word[0].startswith(("--", "\N{EM DASH}")):
+            if word[0].startswith(("--", "\N{EM DASH}", "\N{EN DASH}")):
                 raise InvalidCommand(
                     f"`{shown(word[0])}` is not an option of start; {_START_OPTIONS}."
                 )
@@ -361,15 +364,19 @@ def _start(text: str) -> Start:
             raise InvalidCommand(
                 'An override needs a reason: `/rollout start <tag> --override-freeze "<reason>"`.'
             )
-    return Start(tag=parse_tag(tags[0]), flags_ready=flags_ready, override_freeze=override, at=when)
+    return Start(tag=typed_tag(tags[0]), flags_ready=flags_ready, override_freeze=override, at=when)
 
 
 def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
-    """The value of option `name` from `at` on, and where it ends: a quoted text as it is; else
-    a time (`--at`), or a reason up to the next option or the end (`--override-freeze`)."""
+    """The value of option `name` from `at` on, and where it ends: a quoted text as it is (up to
+    its closing quote that ends a word: `"don't wait"`); else a time (`--at`), or a reason up
+    to the next option or the end (`--override-freeze`)."""
     start = len(text) - len(text[at:].lstrip())
     if start < len(text) and text[start] in _QUOTES:
-        end = next((i for i in range(start + 1, len(text)) if text[i] in _QUOTES), None)
+        closing = CLOSING_QUOTE[text[start]]
+        ends = [i for i in range(start + 1, len(text)) if text[i] == closing]
+        words_end = [i for i in ends if i + 1 == len(text) or text[i + 1].isspace()]
+        end = next(iter(words_end or ends), None)
         if end is None:
             raise InvalidCommand(f"The quote after `--{name}` is not closed.")
         return text[start + 1 : end].strip(), end + 1

@@ -35,6 +35,7 @@ PEOPLES_ACTIONS = {
     "extend": "extended the window",
     "abort_relay": "rolled back",
     "abort_desktop": "tripped the kill-switch",
+    "rerun_failure_job": "re-ran the failed rollback or kill-switch job",
     REDEPLOY: "redeployed",
     "gate": "entered the figures",
     "cancel": "cancelled",

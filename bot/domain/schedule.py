@@ -306,7 +306,8 @@ def zone_named(name: str) -> ZoneInfo:
     this host's time zone database does not know it (never read as UTC instead)."""
     try:
         return ZoneInfo(name)
-    except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+    # ZoneInfoNotFoundError is a KeyError; a folder of the database (`America`) an OSError.
+    except (ValueError, KeyError, OSError):
         raise InvalidCommand(
             f"Slack gives your time zone as `{shown(name)}`, which this bot's time zone "
             'database does not know: give the time with an offset, `--at "tue 09:00+01:00"`.'

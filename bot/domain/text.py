@@ -6,6 +6,7 @@ action, least of all a kill-switch whose reason happens to carry one.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # In a Python str every surrogate code point is a lone one (pairs decode to one code point).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -18,6 +19,17 @@ TOKEN_SHAPE = re.compile(
 `ghp_` classic and `github_pat_` fine-grained personal tokens, `gho_`/`ghu_`/`ghr_` OAuth, user
 and refresh tokens) and a GitHub App's JWT (base64url JSON, `eyJ…`, from its header on: a cut
 one too); npm's access tokens (`npm_` and 36 characters); Slack's (`xoxb-`, `xoxp-`, `xapp-`)."""
+
+CLOSING_QUOTE = {
+    '"': '"',
+    "'": "'",
+    "\N{LEFT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
+    "\N{RIGHT DOUBLE QUOTATION MARK}": "\N{RIGHT DOUBLE QUOTATION MARK}",
+    "\N{LEFT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
+    "\N{RIGHT SINGLE QUOTATION MARK}": "\N{RIGHT SINGLE QUOTATION MARK}",
+}
+"""The quote that closes what each quote opens: straight, or as Slack's clients and documents
+curl them (`\u201ctue 09:00\u201d`, `\u2018hotfix\u2019`)."""
 
 NOT_REPEATED = "[a token, not repeated]"
 
@@ -41,3 +53,20 @@ def shown(text: str) -> str:
     it written to the log or the audit trail with the answer)."""
     text = TOKEN_SHAPE.sub(NOT_REPEATED, text).replace("`", "'")
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def without_invisible_ends(text: str) -> str:
+    """`text` without the invisible characters at its ends (Unicode's format category: a
+    zero-width space, a joiner, a direction mark, a byte order mark) that a copy from a document
+    or a web page brings along."""
+    start, end = 0, len(text)
+    while start < end and unicodedata.category(text[start]) == "Cf":
+        start += 1
+    while end > start and unicodedata.category(text[end - 1]) == "Cf":
+        end -= 1
+    return text[start:end]
+
+
+def character_name(character: str) -> str:
+    """A character as a person can find it in what they typed: `U+2013 EN DASH`."""
+    return f"U+{ord(character):04X} {unicodedata.name(character, 'without a name')}"

@@ -17,8 +17,8 @@ from bot.domain.durations import format_duration
 from bot.domain.errors import InvalidTag, NotAuthorized
 from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.protection_rules import RuleRequest, environment_jobs
+from bot.domain.release_tag import parse_tag
 from bot.domain.rollout import InvalidTransition, Rollout, github_person
-from bot.domain.rollout_command import parse_tag
 from bot.domain.run import RunRef
 from bot.domain.run_link import LinkableRun, branch_of
 from bot.domain.text import shown

@@ -301,6 +301,20 @@ class ControlService:
 
         return await self._act(origin, control, card, act)
 
+    async def rerun_failure_job(self, origin: Origin, card: CardRef) -> Rollout:
+        """Re-run the failure job of the card's track that failed on GitHub (the button under
+        its *ended* message, or on its lane): once per run attempt, by the hands that may roll
+        back or trip the kill-switch."""
+        track = _named_track(card)
+        return await self._act(
+            origin,
+            Control.RERUN_FAILURE_JOB,
+            card,
+            lambda: self._rollouts.rerun_failure_job(
+                rollout_id=card.rollout_id, track=track, actor=origin.actor
+            ),
+        )
+
     async def extend(
         self, origin: Origin, card: CardRef, *, by: timedelta, control: Control = Control.EXTEND
     ) -> Rollout:

@@ -27,9 +27,14 @@ from bot.domain.controls import (
     delivery_key,
     effect_key,
 )
-from bot.domain.errors import PromotedWhileStopping, RolloutError, RunNotIdentified
+from bot.domain.errors import (
+    PromotedWhileStopping,
+    RerunUnclear,
+    RolloutError,
+    RunNotIdentified,
+)
 from bot.domain.permissions import VERBS
-from bot.domain.rollout import InvalidTransition
+from bot.domain.rollout import InvalidTransition, Rollout
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
@@ -130,9 +135,9 @@ class ExactlyOnce:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         try:
             result = await act()
-        except (RunNotIdentified, PromotedWhileStopping):
-            # The dispatch may have started a run, the approval is on GitHub: never invite a
-            # second one.
+        except (RunNotIdentified, PromotedWhileStopping, RerunUnclear):
+            # The dispatch may have started a run, the approval is on GitHub, the job may have
+            # been re-run: never invite a second one.
             await self._claims.complete(claim, now=self._clock())
             raise
         except BaseException:
@@ -161,6 +166,19 @@ class ExactlyOnce:
             f"This card is out of date: {self.unrecorded(claim, what)} {where} Use the buttons "
             "on the updated card, or `/rollout status`."
         )
+
+    async def rerun_under_way(self, rollout: Rollout | None) -> bool:
+        """Whether a failure job of `rollout` (ended, its run's failure job failed) is being
+        re-run right now: claimed, not yet recorded done (the rollout is saved as following
+        the new attempt just before), the claim's lease not run out."""
+        if rollout is None or rollout.attempt is None:
+            return False
+        for track in rollout.tracks:
+            card = CardRef(rollout.id, track.name, attempt=rollout.attempt)
+            claim = await self._claims.get(effect_key(Control.RERUN_FAILURE_JOB, card))
+            if claim is not None and claim.state is ClaimState.CLAIMED and not self._lapsed(claim):
+                return True
+        return False
 
     async def lapsed(self, key: str) -> Claim | None:
         """The claim on `key` whose request never recorded it done (its done write failed, or

@@ -39,9 +39,10 @@ at the freeze's end, back since a moment) is cancelled too."""
 
 async def watch_freeze_end(effects: EffectRunner, rollout: Rollout, freeze: Freeze) -> None:
     """Watch the end of `freeze`, which holds `rollout` now (when the lane is next free): its
-    thread is told then what still waits. Once per rollout and end (the timer's key)."""
+    thread is told then what still waits. Once per rollout, end and the freeze ending then
+    (the timer's key)."""
     await effects.timers.schedule(
-        key=freeze_end_timer_key(rollout.id, freeze.free_at),
+        key=freeze_end_timer_key(rollout.id, freeze),
         kind=FREEZE_END_TIMER,
         due_at=freeze.free_at,
         now=effects.clock(),
@@ -114,7 +115,7 @@ async def rewatch(effects: EffectRunner, lane: ReleaseLane, rollout: Rollout) ->
     kept."""
     now = effects.clock()
     freeze = await lane.holds_promotion(rollout_id=rollout.id)
-    kept = freeze_end_timer_key(rollout.id, freeze.free_at) if freeze is not None else None
+    kept = freeze_end_timer_key(rollout.id, freeze) if freeze is not None else None
     since = now - WATCHED_SINCE
     for timer in await effects.timers.of_kind(kind=FREEZE_END_TIMER, due_since=since):
         if timer.rollout_id == rollout.id and timer.is_pending and timer.key != kept:

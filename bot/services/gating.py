@@ -303,6 +303,13 @@ class Gate:
         # When the stage took the verdict, the thread shows the figures behind it.
         shown = gate_card(rollout, track=track, stage=stage, verdict=verdict, reading=reading)
         left = effects.left_events(actor, "gate", rollout, decision)
+        # The freeze's end is watched before the stage is saved held: a fault between the two
+        # would leave it held and unwatched for good (a retry finds it decided). A watch whose
+        # hold was never saved tells nothing when it fires (`bot.services.freeze_ends`).
+        if held is not None and decision.rollout.track(track).stage(stage).state is (
+            StageState.HOLDING
+        ):
+            await watch_freeze_end(effects, decision.rollout, held)
         await effects.apply(
             rollout,
             decision,
@@ -313,10 +320,6 @@ class Gate:
         effects.telemetry.gate_decided(
             service=rollout.service, track=track, verdict=verdict.verdict.value
         )
-        if held is not None and decision.rollout.track(track).stage(stage).state is (
-            StageState.HOLDING
-        ):
-            await watch_freeze_end(effects, decision.rollout, held)
 
     async def _freeze_holding(
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str, verdict: GateVerdict

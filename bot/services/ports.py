@@ -109,6 +109,14 @@ class GitHubGateway(WorkflowDispatch, ChangesSource, Protocol):
         none of them is waiting any more; GitHub's 422 for that case is not an error here."""
         ...
 
+    async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
+        """Re-run job `job_id` of run `run_id`, whose latest attempt is `attempt`: GitHub runs
+        it and the jobs that need it again as the run's next attempt, which is returned. A
+        refusal (403 while the run goes, past its 30 days or 50 re-runs) raises GitHubError;
+        after an unclear answer the run is read back (a later attempt: it was done), and
+        RerunUnclear when that read fails too."""
+        ...
+
     async def list_directory(self, *, path: str, ref: str) -> list[str]:
         """Paths of the files in a repository directory at `ref` ([] when it does not exist)."""
         ...

@@ -24,6 +24,7 @@ from bot.services.gating import Gate
 from bot.services.ports import MetricsSources, Words
 from bot.services.preflight import Preflights
 from bot.services.records import Timer
+from bot.services.reruns import FailureJobReruns
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class RolloutService:
         self.abort = actions.abort
         self.cancel = actions.cancel
         self.cancel_schedule = actions.cancel_schedule
+        self.rerun_failure_job = FailureJobReruns(effects).rerun
 
     def dispatches_scheduled_with(self, handler: TimerHandler) -> None:
         """Who fires the scheduled dispatches (`bot.services.scheduled_starts`, which goes

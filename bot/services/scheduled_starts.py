@@ -203,10 +203,12 @@ class ScheduledStarts:
 
     async def _hold(self, rollout: Rollout, held: Held) -> None:
         """Hold the schedule, saying why (the card and the thread); raises DispatchHeld. Held
-        by a freeze, the thread is told when it ends (`bot.services.freeze_ends`)."""
-        saved = await self.rollouts.hold_schedule(rollout_id=rollout.id, held=held)
+        by a freeze, the thread is told when it ends (`bot.services.freeze_ends`): watched
+        before the hold is saved, so that a fault between the two leaves no hold unwatched (a
+        watch with no hold saved tells nothing)."""
         if isinstance(held.lane, Frozen):
-            await watch_freeze_end(self.rollouts.effects, saved, held.lane.freeze)
+            await watch_freeze_end(self.rollouts.effects, rollout, held.lane.freeze)
+        await self.rollouts.hold_schedule(rollout_id=rollout.id, held=held)
         raise DispatchHeld(held.summary())
 
     async def _held(self, rollout: Rollout) -> Held | None:

@@ -119,9 +119,10 @@ class UnfollowedRuns:
         if any(may_link(r) for r in await effects.store.active()):
             log.info("run %s may be a dispatch being identified: kept", request.run_id)
             return False
-        # Read after that look: a dispatch identified since the request came follows it now.
-        if _follows(followed := await effects.store.by_run_id(request.run_id)):
-            return True
+        # Read after that look: a dispatch identified (or a failure job re-run) since follows it.
+        followed = await effects.store.by_run_id(request.run_id)
+        if _follows(followed) or await self._once.rerun_under_way(followed):
+            return _follows(followed)  # one being re-run is not settled: it follows it soon
         known = await effects.timers.get(key=timer_key(request.run_id))
         if known is not None:  # the run has its card: nothing to read again
             await self._another_request(request, known)

@@ -101,6 +101,9 @@ class PyGithubGateway:
         )
         return bool(answered) or reviewed
 
+    async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
+        return await self._runs.rerun_job(run_id=run_id, job_id=job_id, attempt=attempt)
+
     # -- preflight's reads ----------------------------------------------------------------------
 
     async def list_directory(self, *, path: str, ref: str) -> list[str]:

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from github import UnknownObjectException
+from github import GithubException, UnknownObjectException
 
 from bot.adapters.github.pages import every_page
 from bot.adapters.github.repository import learn_repository_id
-from bot.adapters.github.reviews import post_review
+from bot.adapters.github.reviews import post_json, post_review
 from bot.adapters.github.schema import (
     PENDING,
     REVIEWS,
@@ -28,7 +28,7 @@ from bot.adapters.github.schema import (
     Run,
 )
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError
+from bot.domain.errors import GitHubError, RerunUnclear
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.services.ports import ReviewState
@@ -179,6 +179,46 @@ class WorkflowRuns:
             run_id=run_id, ids=ids, state=state, operation=operation, unclear=unclear
         )
 
+    # -- re-running a job ----------------------------------------------------------------------
+
+    async def rerun_job(self, *, run_id: int, job_id: int, attempt: int) -> int:
+        github = self._github
+        operation = f"re-run job {job_id} of run {run_id}"
+        path = f"/repos/{github.repository}/actions/jobs/{job_id}/rerun"
+        try:
+            await github.run(
+                github.authenticated(functools.partial(post_json, github, path, {})),
+                endpoint="rerun",
+                operation=operation,
+            )
+        except (GithubException, OSError) as exc:
+            unclear = github.unclear_answer(operation, exc, run_id=run_id, kind="rerun")
+        else:
+            _log.info("GitHub: run %s: job %s re-run as attempt %s", run_id, job_id, attempt + 1)
+            return attempt + 1
+        # Whether it was done: GitHub re-runs a job as the run's next attempt.
+        try:
+            now = await github.call(
+                f"read back the attempt of run {run_id}",
+                lambda: Run.model_validate(github.get_json(github.runs_path(run_id))).run_attempt,
+                run_id=run_id,
+            )
+        except GitHubError as error:
+            then = "It may have been re-run: it is not asked for again. Look at the run's page."
+            text = _not_read_back(run_id, f"{unclear} when asked to {operation}", "done", error)
+            raise RerunUnclear(f"{text} {then}") from None
+        _log.warning(
+            "GitHub: run %s: %s when asked to %s; read back: attempt %s (was %s)",
+            run_id,
+            unclear,
+            operation,
+            now,
+            attempt,
+        )
+        if now > attempt:
+            return now
+        raise GitHubError(f"{unclear} when asked to {operation}; it was not re-run: try again.")
+
     async def _read_back_review(
         self, *, run_id: int, ids: Sequence[int], state: ReviewState, operation: str, unclear: str
     ) -> bool:
@@ -201,13 +241,9 @@ class WorkflowRuns:
                 f"read back the reviews of run {run_id}", read, run_id=run_id, kind="review"
             )
         except GitHubError as error:
-            text = (
-                f"{unclear} when asked to {operation}, and whether it was applied could not be "
-                f"read back ({error.message}) The bot looks again at its next poll; the card "
-                "shows the outcome."
-            )
-            _log.warning("GitHub: run %s: %s", run_id, text)
-            raise GitHubError(text) from None
+            then = "The bot looks again at its next poll; the card shows the outcome."
+            text = _not_read_back(run_id, f"{unclear} when asked to {operation}", "applied", error)
+            raise GitHubError(f"{text} {then}") from None
         if waiting & set(ids):
             # Repeating it is safe: a review of a deployment that no longer waits is refused.
             text = f"{unclear} when asked to {operation}; it was not applied: try again."
@@ -227,6 +263,14 @@ class WorkflowRuns:
             "it was applied" if ours else "someone else's review came first",
         )
         return ours
+
+
+def _not_read_back(run_id: int, unclear: str, done: str, error: GitHubError) -> str:
+    """A write answered unclearly (`unclear`) whose outcome could not be read back either:
+    said in the log and to the person, who learns whether it was `done` nowhere else."""
+    text = f"{unclear}, and whether it was {done} could not be read back ({error.message})"
+    _log.warning("GitHub: run %s: %s", run_id, text)
+    return text
 
 
 def run_jobs(github: GitHubTransport, path: str) -> list[Job]:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from bot.domain.controls import Hold
 from bot.domain.errors import RolloutError
-from bot.domain.rollout_command import TAG_RULE
+from bot.domain.release_tag import TAG_RULE
 
 # Bounds that keep every encoded value far below Slack's limits and within what storage holds
 # (rollout and channel ids 32 characters, plan keys at most 32), in characters it can store.
@@ -50,6 +50,8 @@ class Action(StrEnum):
     OVERRIDE_ADOPT = "override_adopt"
     """Under an Adopt refused by a freeze: opens the form asking an approver's reason to
     override the freeze and adopt the run."""
+    RERUN_FAILURE_JOB = "rerun_failure_job"
+    """Under a failed rollback (or kill-switch) job, and on its lane: re-run it on GitHub."""
 
 
 class Callback(StrEnum):
@@ -100,6 +102,8 @@ class ButtonValue(_Payload):
     version: Annotated[int, Field(ge=0, strict=True, lt=2**63)] | None = None
     hold: Hold | None = None
     """On Promote: the hold the card was drawn for, so a click confirms exactly that one."""
+    attempt: Annotated[int, Field(gt=0, strict=True, lt=2**31)] | None = None
+    """On Re-run: the run attempt whose failure job failed, as the button was drawn."""
 
 
 class RunValue(_Payload):

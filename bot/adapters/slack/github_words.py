@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bot.adapters.slack.mrkdwn import escape, slack_time
+from bot.adapters.slack.mrkdwn import escape, person, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
     FailureJobEnded,
+    FailureJobRerun,
     PromotedOnGitHub,
     RerunNotFollowed,
     RunReadable,
@@ -25,9 +26,12 @@ from bot.domain.rollout.state import StageState, TrackState
 from bot.domain.rollout.words import ended_words
 
 
-def failure_job_ended_text(event: FailureJobEnded) -> str:
+def failure_job_ended_text(event: FailureJobEnded | FailureJobRerun) -> str:
     """A track's failure job ended; one that did not succeed rolled back nothing for sure, so
-    the line says where the release may still be (the rollback) or stays (the kill-switch)."""
+    the line says where the release may still be (the rollback) or stays (the kill-switch).
+    Or it was re-run (`failure_job_rerun_text`)."""
+    if isinstance(event, FailureJobRerun):
+        return failure_job_rerun_text(event)
     link = f" <{event.url}|logs>" if event.url else ""
     said = f"{link} {event.track}: {ended_words(event.ended)}."
     if event.outcome is None:
@@ -60,6 +64,23 @@ def failure_job_ended_text(event: FailureJobEnded) -> str:
             "Finish it on GitHub (its logs say what stopped it)."
         )
     return f":x: *{event.job}* ended `{escape(event.outcome)}`.{said}{left}"
+
+
+def failure_job_rerun_text(event: FailureJobRerun) -> str:
+    """A person re-ran the failure job that failed: the attempt GitHub runs it in, and what
+    the bot does with it (approves its environment, follows it to its end)."""
+    run = f"<{event.run_url}/attempts/{event.attempt}|attempt {event.attempt}>"
+    if not event.run_url:
+        run = f"attempt {event.attempt}"
+    where = ""
+    if event.reached:
+        on = "stays on the" if event.desktop else "may still be on"
+        where = f" Until it ends, {event.track} {on} *{event.reached}*."
+    return (
+        f":repeat: {person(event.actor)} re-ran *{event.job}* on GitHub: it runs again as "
+        f"{run} of the run, and the bot approves its environment as it did the first time. "
+        f"{event.track} is stopping again.{where}"
+    )
 
 
 def github_reported_text(told: GitHubReported) -> str:

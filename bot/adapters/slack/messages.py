@@ -45,6 +45,7 @@ from bot.domain.rollout.events import (
     DispatchUnclear,
     Event,
     FailureJobEnded,
+    FailureJobRerun,
     FreezeEnded,
     FreezeLiftedHolding,
     FreezeOverridden,
@@ -166,7 +167,7 @@ def render(event: Event) -> str:
             return f"*{event.stage}* {what} ({event.track}); not observed: the track is stopping."
         case StageRejected():
             return f"Rejected *{event.stage}* ({event.track})."
-        case FailureJobEnded():
+        case FailureJobEnded() | FailureJobRerun():
             return failure_job_ended_text(event)
         case RunEnded():
             unseen = f" before *{event.unseen}* was seen to end: check it on GitHub"

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from slack_sdk.models.blocks import ButtonElement
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -44,13 +45,14 @@ from bot.adapters.slack.delivery import delivered, uploaded
 from bot.adapters.slack.limits import MESSAGE_TEXT, clip
 from bot.adapters.slack.looks import EarlierPosts
 from bot.adapters.slack.refusal_words import refusal_text
-from bot.adapters.slack.rollout_card import rollout_card, rollout_text
+from bot.adapters.slack.rollout_card import rerun_button, rollout_card, rollout_text
 from bot.adapters.slack.summary_views import summary_text
 from bot.adapters.slack.unfollowed_card import unfollowed_card, unfollowed_text
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Reading
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Event, Rollout
+from bot.domain.rollout import Event, Rollout, TrackState
+from bot.domain.rollout.events import FailureJobEnded
 from bot.domain.rollout_summary import RolloutSummary
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
 from bot.services.ports import DeliveryFailed, RefusalNotice
@@ -192,7 +194,9 @@ class SlackNotifier:
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:
         text = clip(told if isinstance(told, str) else messages.render(told), MESSAGE_TEXT)
-        await self._post_in_thread(rollout, key, text=text)
+        again = _rerun_offered(rollout, told)
+        blocks = None if again is None else as_json([section(text), *actions([again])])
+        await self._post_in_thread(rollout, key, text=text, blocks=blocks)
 
     async def post_failure(
         self, rollout: Rollout, told: Event | str, *, channel: str, key: int
@@ -336,6 +340,23 @@ async def _shared(what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]
     except Exception:
         # Nothing awaits this task to raise to: said here, with its traceback.
         log.exception("the %s of %s were not shared", what, rollout.id)
+
+
+def _rerun_offered(rollout: Rollout, told: Event | str) -> ButtonElement | None:
+    """Re-run under the message that tells a failure job ran and failed (not one GitHub
+    skipped, and not one told before the attempt was kept with it)."""
+    if not isinstance(told, FailureJobEnded) or not told.track_key or not told.attempt:
+        return None
+    if told.outcome in (None, "skipped") or told.ended is not TrackState.FAILED:
+        return None
+    return rerun_button(
+        rollout.id,
+        told.track_key,
+        told.attempt,
+        job=told.job,
+        label=told.track,
+        desktop=told.desktop,
+    )
 
 
 def _marker(event_type: str, **payload: str | int) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from bot.domain.rollout import (
     TrackState,
     gate_missed,
     reached_label,
+    rerun_refusal,
     tracks_left,
     tracks_to_stop,
 )
@@ -96,6 +97,16 @@ def _lane_buttons(
         # confirm dialog (naming both tags) opens on click, when the previous tag is looked up.
         value = ButtonValue(rollout_id=rollout.id, track=track.name, version=rollout.version)
         return [button("Roll back to the previous release…", Action.REDEPLOY, value.encode())]
+    if rerun_refusal(rollout, plan, track=track.name) is None and rollout.attempt:
+        again = rerun_button(
+            rollout.id,
+            track.name,
+            rollout.attempt,
+            job=plan_track.on_failure.job,
+            label=plan_track.label,
+            desktop=plan_track.gate is GateKind.DESKTOP,
+        )
+        return [again]
     if rollout.phase is not Phase.RUNNING or track.state is not TrackState.ACTIVE:
         return []
     current = track.current
@@ -199,6 +210,24 @@ def _stop(
             text = f"Not stopped: {' and '.join(kept)} stays on {rollout.tag}{after}. {text}"
     dialog = confirm(title, text, yes, danger=True)
     return button(label, action, value.encode(), style="danger", confirm=dialog)
+
+
+def rerun_button(
+    rollout_id: str, track: str, attempt: int, *, job: str, label: str, desktop: bool
+) -> ButtonElement:
+    """Re-run the failure job `job` of the track `track` (labelled `label`) that failed on
+    GitHub in the run's `attempt` (on the card's lane, and under the thread's message that
+    tells it failed)."""
+    what = "kill-switch" if desktop else "rollback"
+    value = ButtonValue(rollout_id=rollout_id, track=track, attempt=attempt)
+    dialog = confirm(
+        f"Re-run {what}?",
+        f"GitHub runs {job} of {label} again, as a new attempt of the run, and the bot approves "
+        "its environment as it did the first time.",
+        f"Re-run {what}",
+        danger=True,
+    )
+    return button(f"Re-run {what}", Action.RERUN_FAILURE_JOB, value.encode(), confirm=dialog)
 
 
 def rollout_text(rollout: Rollout, plan: RolloutPlan) -> str:

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from bot.domain.durations import HINT, format_duration, parse_duration
-from bot.domain.rates import baseline_problem, error_threshold_problem
+from bot.domain.rates import baseline_problem, error_threshold_problem, percentage
 
 Path_ = tuple[str | int, ...]
 """A key's location in the plan: ("tracks", "relay", "stages", 1, "observe")."""
@@ -78,7 +78,18 @@ def _refusing(problem_of: Callable[[Decimal], str | None]) -> AfterValidator:
     return AfterValidator(check)
 
 
-Rate = Annotated[Decimal, Field(ge=0, allow_inf_nan=False), AfterValidator(_unsigned)]
+def _not_a_percentage(value: object) -> object:
+    if isinstance(value, str) and (fraction := percentage(value)) is not None:
+        raise ValueError(f"{value!r} is a percentage; {fraction}")
+    return value
+
+
+Rate = Annotated[
+    Decimal,
+    BeforeValidator(_not_a_percentage),
+    Field(ge=0, allow_inf_nan=False),
+    AfterValidator(_unsigned),
+]
 """A finite non-negative figure: a multiplier, or a rate."""
 Fraction_ = Annotated[Rate, AfterValidator(_fraction)]
 """A rate: a fraction from 0 to 1 (0.01 = 1%), as SPEC writes every rate."""

@@ -86,6 +86,7 @@ from bot.domain.rollout.gating import (
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
+from bot.domain.rollout.rerun import rerun_failure_job, rerun_refusal
 from bot.domain.rollout.state import (
     TERMINAL_TRACK,
     Check,
@@ -182,6 +183,8 @@ __all__ = [
     "reason_to_json",
     "reason_words",
     "reconcile",
+    "rerun_failure_job",
+    "rerun_refusal",
     "schedule_from_json",
     "schedule_to_json",
     "state_words",

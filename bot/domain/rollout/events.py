@@ -138,6 +138,24 @@ class FailureJobEnded:
     landed: bool = False
     """The track's last stage deployed before the stop took hold (the release is all the way
     out): GitHub skipped the failure job, nothing failed for it to run on."""
+    track_key: str = ""
+    """The track's key in the plan, and `attempt` the run's attempt the job failed in: what a
+    Re-run button under a failed job acts on (empty and 0 in events stored before)."""
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class FailureJobRerun:
+    """`actor` re-ran the failure job that had failed: GitHub runs it again (and the jobs that
+    need it) as attempt `attempt` of the run, and the track is stopping again."""
+
+    actor: str
+    track: str
+    job: str
+    attempt: int
+    run_url: str | None
+    reached: str | None = None
+    desktop: bool = False
 
 
 @dataclass(frozen=True)
@@ -441,6 +459,7 @@ Event = (
     | LandedWhileStopping
     | StageRejected
     | FailureJobEnded
+    | FailureJobRerun
     | RunEnded
     | RerunNotFollowed
     | RolloutEnded

@@ -55,6 +55,10 @@ def reconcile(
     """Bring the rollout in line with what GitHub reports, and ask for what is still missing."""
     if rollout.phase is not Phase.RUNNING:
         return Decision(rollout)
+    if snapshot.attempt < (rollout.attempt or 0):
+        # Read before the bot's own re-run of a failure job (`rerun`) and reconciled after
+        # it: that attempt is over, its failed job already told.
+        return Decision(rollout)
     if _rerun_since(rollout, snapshot):
         return _rerun_unseen(rollout, plan, snapshot, now)
     work = Work(rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt))

@@ -124,6 +124,8 @@ def _failure_job_ended(
         desktop=plan_track.gate is GateKind.DESKTOP,
         rejected=_any_rejected(plan_track, track, snapshot),
         landed=landed,
+        track_key=track.name,
+        attempt=work.rollout.attempt or 0,
     )
     work.effects.append(Announce(ended, failure=True))
 

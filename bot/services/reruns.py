@@ -1,0 +1,104 @@
+"""Re-run rollback (or kill-switch): a track's failure job that failed on GitHub, run again.
+
+The click is checked (`bot.domain.rollout.rerun_refusal`, the lane, and the run read afresh:
+the failure job's id and that it still failed in the attempt the rollout follows), the job is
+re-run on GitHub (`GitHubGateway.rerun_job`, which reads the run back after an unclear answer),
+and only then is the rollout saved as stopping again at the new attempt: a poller that reads
+the run in between finds the rollout ended, and one that read it before the re-run is not
+taken for the new attempt (`reconcile`). The controls (`bot.services.controls`) claim the
+effect once per run attempt before any of this.
+"""
+
+from __future__ import annotations
+
+from bot.domain import rollout as machine
+from bot.domain.errors import GitHubError
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import InvalidTransition, Rollout
+from bot.services.effects import EffectRunner
+
+ACTION = "rerun_failure_job"
+"""The audit action of a re-run (with the job's id and the attempt it made, or the refusal)."""
+
+
+class FailureJobReruns:
+    """Re-runs the failure jobs that failed, once GitHub's and the lane's rules allow it."""
+
+    def __init__(self, effects: EffectRunner) -> None:
+        self._effects = effects
+
+    async def rerun(self, *, rollout_id: str, track: str, actor: str) -> Rollout:
+        """Re-run the failure job of `track`, and follow the run's new attempt to its end."""
+        effects = self._effects
+        async with effects.lock(rollout_id):
+            rollout = await effects.get(rollout_id)
+            plan = await effects.plan_of(rollout)
+            job_id, attempt = await self._failed_job(rollout, plan, track, actor)
+            assert rollout.run_id is not None  # checked by `rerun_refusal`
+            try:
+                rerun = await effects.github.rerun_job(
+                    run_id=rollout.run_id, job_id=job_id, attempt=attempt
+                )
+            except GitHubError as error:
+                detail = {"job_id": job_id, "attempt": attempt, "error": error.cause}
+                event = effects.event(actor, ACTION, error.code, rollout, detail, track=track)
+                await effects.record(event)
+                raise
+
+            async def save() -> Rollout:
+                # Read afresh: another replica's save since (its poller's) must not lose it.
+                current = await effects.get(rollout_id)
+                decision = machine.rerun_failure_job(
+                    current, plan, track=track, attempt=rerun, actor=actor
+                )
+                detail = {"job_id": job_id, "attempt": rerun}
+                event = effects.event(actor, ACTION, "ok", current, detail, track=track)
+                return await effects.apply(current, decision, plan, audit=[event])
+
+            return await effects.serialised(rollout_id, save)
+
+    async def _failed_job(
+        self, rollout: Rollout, plan: RolloutPlan, track: str, actor: str
+    ) -> tuple[int, int]:
+        """The failed job's id and the attempt it failed in, as GitHub shows the run now;
+        refused (and recorded) when the rollout, its lane or the run says no."""
+        effects = self._effects
+        refusal = machine.rerun_refusal(rollout, plan, track=track)
+        refusal = refusal or await self._lane_taken(rollout, plan, track)
+        if refusal is None:
+            assert rollout.run_id is not None  # checked by `rerun_refusal`
+            snapshot = await effects.read_run(rollout.run_id)
+            name = plan.track(track).on_failure.job
+            job = snapshot.job(name)
+            if snapshot.attempt != rollout.attempt:
+                refusal = (
+                    f"The run was re-run on GitHub since (attempt {snapshot.attempt}; the bot "
+                    f"followed attempt {rollout.attempt}): nothing was re-run. Look at the run's "
+                    "page on GitHub."
+                )
+            elif job is None or not job.failed or not job.job_id:
+                refusal = (
+                    f"GitHub does not show {name} as failed on the run any more: nothing was "
+                    "re-run. Look at the run's page on GitHub."
+                )
+            else:
+                return job.job_id, snapshot.attempt
+        await effects.refuse(actor, ACTION, rollout, refusal, track=track)
+        raise InvalidTransition(refusal)
+
+    async def _lane_taken(self, rollout: Rollout, plan: RolloutPlan, track: str) -> str | None:
+        """Why the lane is not this rollout's any more: a rollout of the track started since
+        (re-running the old rollback would take the newer release back)."""
+        since = [
+            later
+            for later in await self._effects.store.recent()
+            if later.created_at > rollout.created_at and any(t.name == track for t in later.tracks)
+        ]
+        if not since:
+            return None
+        newer = since[-1]
+        return (
+            f"`{newer.tag}` has rolled out on {plan.track(track).label} since `{rollout.tag}`: "
+            f"re-running the {plan.track(track).on_failure.job} of `{rollout.tag}` would take "
+            "it back. Nothing was re-run; finish it on GitHub if it is still needed."
+        )

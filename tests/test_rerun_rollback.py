@@ -1,0 +1,198 @@
+"""Re-run rollback end to end: the relay rollback job fails on GitHub, a release engineer
+clicks Re-run rollback under the thread's message (or on the card's lane), GitHub runs the job
+again as the run's next attempt, the bot approves its environment as it did the first time,
+and the rollout ends rolled back. Signed Slack requests through the real app, PyGithub against
+the GitHub simulator (`POST .../actions/jobs/{job_id}/rerun`).
+
+The stories run on SQLite alone; the one that reopens an ended rollout (its lane's open-track
+index, the claim of the re-run) runs on PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sandbox_views import audit_results, button, dispatched, reviews, value_of
+
+from bot.domain.rollout import Phase, Rollout, TrackState
+from sandbox.config import BYSTANDER, RELEASE_CHANNEL
+from sandbox.github_app import SandboxApp
+from sandbox.harness import Sandbox, write_figures
+from sandbox.slack_records import ChannelMessage
+
+pytestmark = pytest.mark.story
+
+RERUN = "rerun_failure_job"
+RERUNS = "/repos/*/actions/jobs/*/rerun"
+CANARY_FAILS = {"crash_rate": "0.0021", "error_rate": "0.001", "sample": 5000}
+INTERNAL_FAILS = {"internal": {"crash_rate": "0.01"}}
+"""The desktop ring's gate fails too: its kill-switch ends the rings, so the run ends."""
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, database_url=database_url) as box:
+        yield box
+
+
+async def rollback_failed(box: Sandbox) -> tuple[Rollout, ChannelMessage]:
+    """`v1.4.2` dispatched; its canary gate fails, and so does the relay rollback job on
+    GitHub; the rings' kill-switch halts the desktop track: the rollout ended, the relay
+    failed. With the thread's message that tells the rollback failed (and offers Re-run)."""
+    box.github.fail_job("next", "Relay auto-rollback", log="helm rollback: timed out")
+    write_figures(box.figures, "relay", {"canary": CANARY_FAILS})
+    write_figures(box.figures, "desktop", INTERNAL_FAILS)
+    await dispatched(box)
+    ended = await box.wait_until(lambda r: r.phase is Phase.ENDED)
+    assert ended.track("relay").state is TrackState.FAILED
+    assert ended.track("desktop").state is TrackState.HALTED
+    await box.wait_for_thread("*Relay auto-rollback* ended `failure`")
+    (told,) = [
+        reply
+        for reply in box.card_message().replies
+        if "*Relay auto-rollback* ended `failure`" in reply.text
+    ]
+    return ended, told
+
+
+def offered(message: ChannelMessage) -> bool:
+    return any(
+        element.get("action_id") == RERUN
+        for block in message.blocks
+        for element in block.get("elements", [])
+    )
+
+
+@pytest.mark.database_matters
+async def test_re_run_rollback_runs_the_job_again_and_the_rollout_ends_rolled_back(
+    sandbox: Sandbox,
+) -> None:
+    ended, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    assert offered(told)
+    assert '"attempt":1' in await value_of(sandbox, RERUN, "relay")  # the card's lane too
+
+    assert await sandbox.click(RERUN, message=told) is None
+
+    said = await sandbox.wait_for_thread("re-ran *Relay auto-rollback*")
+    assert "attempt 2" in said and "Hosted relay may still be on *5% canary*" in said
+    done = await sandbox.wait_until(
+        lambda r: r.phase is Phase.ENDED and r.track("relay").state is TrackState.ROLLED_BACK
+    )
+    assert (done.id, done.attempt, run.attempt) == (ended.id, 2, 2)
+    assert reviews(sandbox, "relay-rollback") == [("relay-rollback", "approved")] * 2
+    assert run.job("relay-rollback").conclusion == "success"
+    assert run.job("relay-canary-5").conclusion == "success"  # kept from attempt 1
+    await sandbox.wait_for_thread("*Relay auto-rollback* finished.")
+    assert not any("not follow a re-run" in line for line in sandbox.thread())
+    assert button(sandbox, RERUN, "relay") is None
+
+    # The same message clicked again (a double click, another replica, after a restart):
+    # nothing more.
+    again = await sandbox.click(RERUN, message=told)
+    assert again is not None and "Already done by" in again
+    await sandbox.stop_bot()
+    await sandbox.start_bot()
+    restarted = await sandbox.click(RERUN, message=told)
+    assert restarted is not None and "Already done by" in restarted
+    assert run.attempt == 2
+    assert await audit_results(sandbox, ended.id, RERUN, 1) == ["ok"]
+
+
+async def test_an_unclear_answer_after_github_re_ran_it_is_read_back_not_sent_again(
+    sandbox: Sandbox,
+) -> None:
+    """GitHub re-runs the job but answers 502: the bot reads the run back, finds attempt 2,
+    and follows it as its own; it never asks for a second re-run."""
+    _, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    sandbox.github.fault_next("POST", RERUNS, "apply_then_502")
+
+    assert await sandbox.click(RERUN, message=told) is None
+
+    await sandbox.wait_for_thread("re-ran *Relay auto-rollback*")
+    await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+    assert sandbox.github.faults_injected == {"apply_then_502": 1}
+    posts = [r for r in sandbox.github.requests if r.method == "POST" and "/rerun" in r.path]
+    assert len(posts) == 1 and run.attempt == 2
+
+
+async def test_a_click_while_the_run_still_goes_is_refused_and_changes_nothing(
+    sandbox: Sandbox,
+) -> None:
+    """The relay rollback failed while the desktop rings still deploy: GitHub re-runs a job
+    only once its run has ended, so the click says why and nothing changes."""
+    sandbox.github.fail_job("next", "Relay auto-rollback", log="helm rollback: timed out")
+    sandbox.github.set_job_duration("desktop-cli-ring-internal", timedelta(hours=1))
+    write_figures(sandbox.figures, "relay", {"canary": CANARY_FAILS})
+    await dispatched(sandbox)
+    before = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.FAILED)
+    await sandbox.wait_for_thread("*Relay auto-rollback* ended `failure`")
+    (told,) = [r for r in sandbox.card_message().replies if offered(r)]
+    assert button(sandbox, RERUN, "relay") is None  # the lane offers it once it can be done
+
+    answer = await sandbox.click(RERUN, message=told)
+
+    assert answer is not None and "is still going" in answer
+    assert "GitHub re-runs Relay auto-rollback only once its run has ended" in answer
+    after = await sandbox.rollout()
+    assert (after.phase, after.attempt, after.version) == (Phase.RUNNING, 1, before.version)
+    (run,) = sandbox.github.runs.values()
+    assert run.attempt == 1
+    assert not [r for r in sandbox.github.requests if "/rerun" in r.path]
+    assert await audit_results(sandbox, before.id, RERUN, 1) == ["refused"]
+
+
+async def test_github_refusing_the_re_run_says_why_and_a_bystander_may_not(
+    sandbox: Sandbox,
+) -> None:
+    ended, told = await rollback_failed(sandbox)
+
+    refused = await sandbox.click(RERUN, message=told, user=BYSTANDER)
+    assert refused is not None and "Only release approvers may re-run" in refused
+
+    await sandbox.pass_time(timedelta(days=31))  # GitHub re-runs within 30 days only
+    answer = await sandbox.click(RERUN, message=told)
+
+    assert answer is not None and "created over a month ago" in answer
+    after = await sandbox.rollout()
+    assert (after.phase, after.attempt) == (Phase.ENDED, 1)
+    assert after.track("relay").state is TrackState.FAILED
+    assert await audit_results(sandbox, ended.id, RERUN, 1) == ["github_error"]
+    # GitHub's refusal changed nothing: the click may be tried again (the claim is released).
+    assert offered(told) and await value_of(sandbox, RERUN, "relay")
+
+
+async def test_a_rollout_started_on_the_lane_since_keeps_the_old_rollback_from_running(
+    sandbox: Sandbox,
+) -> None:
+    """`v1.4.3` started after `v1.4.2`'s rollback failed: re-running `v1.4.2`'s rollback would
+    take `v1.4.3` back, so the click is refused, naming it, and nothing is sent to GitHub."""
+    ended, told = await rollback_failed(sandbox)
+    assert "Preflight" in await sandbox.command("start v1.4.3 --flags-ready")
+
+    answer = await sandbox.click(RERUN, message=told)
+
+    assert answer is not None and "`v1.4.3` has rolled out on Hosted relay since `v1.4.2`" in answer
+    assert not [r for r in sandbox.github.requests if "/rerun" in r.path]
+    assert await audit_results(sandbox, ended.id, RERUN, 1) == ["refused"]
+
+
+async def test_as_the_github_app_the_rollback_re_run_is_answered_through_its_rule(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The App answers the rollback environment's protection rule for attempt 2 as for attempt
+    1 (its request may come before the rollout is saved as following attempt 2): no card of a
+    run the bot does not follow is posted for it."""
+    async with Sandbox(workdir=tmp_path, database_url=database_url, github_app=SandboxApp()) as box:
+        box.github.protection_rule(set(box.github.engine.protected), reviewers=False)
+        _, told = await rollback_failed(box)
+
+        assert await box.click(RERUN, message=told) is None
+
+        done = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+        assert done.attempt == 2
+        assert len(box.slack.messages(RELEASE_CHANNEL)) == 1  # the card only: no run card
