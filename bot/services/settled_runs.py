@@ -18,7 +18,13 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.run_link import LinkableRun
-from bot.domain.unfollowed_runs import UnfollowedRun, moved_refusal, tag_moved, tag_named
+from bot.domain.unfollowed_runs import (
+    UnfollowedRun,
+    approve_refusal,
+    moved_refusal,
+    tag_moved,
+    tag_named,
+)
 from bot.services.ports import GitHubGateway
 from bot.services.store_ports import ProtectionRuleRequests
 
@@ -134,3 +140,9 @@ async def still_at_its_tag(github: GitHubGateway, card: UnfollowedRun) -> None:
     changed, when the tag moved since the card was posted."""
     if moved := await moved_off(github, card):
         raise InvalidTransition(moved_refusal(card, moved))
+
+
+async def approve_refused(github: GitHubGateway, plan: RolloutPlan, card: UnfollowedRun) -> str:
+    """Why an `approve` default rejects the card's run: the plan's rule (`approve_refusal`),
+    or its tag moved since the card was posted (`moved_off`); "" when neither holds."""
+    return approve_refusal(plan, card) or await moved_off(github, card)
