@@ -21,8 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.adapters.slack.messages import reason_text, render, slack_time
-from bot.adapters.slack.rollout_words import track_standing
-from bot.domain.gate import GateVerdict, Verdict, evaluate_desktop, evaluate_relay
+from bot.adapters.slack.rollout_words import stop_note, track_standing
+from bot.domain.gate import GateKind, GateVerdict, Verdict, evaluate_desktop, evaluate_relay
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
@@ -1100,6 +1100,25 @@ def test_a_kill_at_ga_the_run_unread_is_kept_and_github_tells_what_it_stopped() 
     landed = reconcile(stopping, PLAN, snapshot(job(GA, completed_at=at(211))), at(212))
     assert not [e for e in effects(landed) if isinstance(e, Review)]
     assert Says("*GA ring* deployed", failure=False) in effects(landed)
+
+
+def test_a_kept_kill_whose_next_read_finds_ga_deploying_is_never_answered_tripped() -> None:
+    """The kill's own read failed, so the kill at GA (saved as deploying) is kept; the read
+    that follows it in the same command answers: GA is running (or already landed), which
+    GitHub cannot stop. The answer says that GA lands, never 'Kill-switch tripped' (nor the
+    unread words: GitHub was read) for a release that reaches GA all the same."""
+    deploying = desktop_at_ga(approved())
+    kept = abort(deploying, PLAN, track="desktop", actor="U9", reason="", now=at(210), waiting=None)
+    running = job(GA, None, status=JobStatus.IN_PROGRESS)
+    for read in (running, job(GA, completed_at=at(211))):
+        after = reconcile(kept.rollout, PLAN, snapshot(read), at(212)).rollout
+        assert after.unread_since is None
+        answer = stop_note(after, PLAN, GateKind.DESKTOP)
+        assert "tripped" not in answer and "could not be read" not in answer, answer
+        assert "*GA ring*" in answer and "cannot stop" in answer, answer
+    held = snapshot(waiting(GA), waiting_on={"desktop-ga"})
+    rejected = reconcile(kept.rollout, PLAN, held, at(212))
+    assert "Kill-switch tripped for" in stop_note(rejected.rollout, PLAN, GateKind.DESKTOP)
 
 
 def test_nothing_to_abort_before_the_dispatch() -> None:

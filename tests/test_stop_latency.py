@@ -65,3 +65,45 @@ async def reading_held(box: Sandbox, count: int = 1) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"GitHub holds {box.github.holding} reads, not {count}")
+
+
+async def test_a_stop_never_waits_for_a_look_another_stop_overtook(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The poller's look at the run hangs; a kill is saved meanwhile, so that look's read is
+    out of date and it reads the run again, and GitHub holds that second read too. A Roll back
+    then is saved and told at once all the same: the look reads again without the lock."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1h")
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=SLOW
+    ) as box:
+        every_gate_passes(box)
+        await dispatched(box)
+        await box.wait_until(
+            lambda r: (
+                stage_state(r, "desktop", "internal") is StageState.OBSERVING
+                and stage_state(r, "relay", "canary") is StageState.OBSERVING
+            )
+        )
+        first = box.github.hold("GET", "/repos/*/actions/runs/*/approvals")
+        held = [first]
+        try:
+            await reading_held(box)  # the poller's look, its review history held
+            kill = asyncio.create_task(box.command("kill crash reports from support"))
+            await box.wait_for_thread("crash reports from support")
+            await reading_held(box, 2)  # and the kill's own look, the rollout's lock held
+            held.append(box.github.hold("GET", "/repos/*/actions/runs/*/jobs"))
+            first.set()
+            assert "Kill-switch tripped" in await kill
+            await reading_held(box)  # the poller's look reads again: the kill overtook it
+
+            rollback = asyncio.create_task(box.command("rollback"))
+            stopping = await box.wait_until(
+                lambda r: r.track("relay").state is TrackState.ABORTING, timeout=10
+            )
+            assert stopping.track("relay").stage("canary").state is StageState.STOPPED
+            await box.wait_for_thread("Hosted relay: rolled back by", timeout=10)
+        finally:
+            for answered in held:
+                answered.set()
+        assert "Rolling back" in await rollback

@@ -257,7 +257,7 @@ class PeoplesActions:
         """The environments the run waits at, read when a track of `gate` is deploying a stage:
         the bot's approval of it may have failed, GitHub still holding it, and a stop rejects
         it then (`machine.held_on_github`). Empty when no track deploys; None when GitHub
-        cannot say (a deploying last stage is then refused as unknown, never as deploying)."""
+        cannot say (a stop of a deploying last stage is then kept, told as unconfirmed)."""
         deploying = any(
             plan_track.gate is gate
             and (stage := rollout.track(name).current) is not None

@@ -1,4 +1,5 @@
-"""Following a rollout's run on GitHub: reconcile on each poll or webhook, find an unclear dispatch.
+"""Following a rollout's run on GitHub: reconcile on each poll or webhook (an unclear dispatch's run
+is found by `bot.services.dispatched_runs`).
 
 The poller (`bot.services.scheduler`) and the webhook receiver (`bot.services.webhooks`) both
 come here, so a change of the run is acted on once, whichever sees it first. They read the run
@@ -22,23 +23,13 @@ from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Announce,
     Decision,
-    DispatchGaveUp,
-    InvalidTransition,
     Phase,
     Rollout,
     ScheduleWindow,
 )
-from bot.domain.run import EnvironmentReview, RunRef, RunSnapshot
-from bot.domain.run_link import (
-    LinkRefused,
-    RunReference,
-    link_refusal,
-    may_link,
-    reference_refusal,
-)
+from bot.domain.run import EnvironmentReview, RunSnapshot
 from bot.logs import rollout_context
 from bot.services.effects import EffectRunner
-from bot.services.records import BOT
 from bot.services.unread import unread
 
 log = logging.getLogger(__name__)
@@ -64,6 +55,12 @@ class Reconciled:
     requests kept in the database), for `look_again` to compare."""
 
 
+OVERTAKEN_LOOKS = 2
+"""How many times a look at a run that a change of its rollout overtook (a person's stop saved
+while GitHub answered) reads the run again without the rollout's lock; the last time it reads
+it under the lock, so that a busy rollout never starves its looks."""
+
+
 @dataclass(frozen=True)
 class _Look:
     """The run as read without the rollout's lock, at the rollout's `version`: acted on under
@@ -84,11 +81,9 @@ class RunFollower:
         self,
         effects: EffectRunner,
         *,
-        dispatch_search: timedelta,
         unread_after: timedelta,
     ) -> None:
         self._effects = effects
-        self._dispatch_search = dispatch_search
         self._unread_after = unread_after
         self._moments = itertools.count()
         """Orders deliveries' arrivals and reconciles' starts within this process."""
@@ -103,15 +98,25 @@ class RunFollower:
         """Compare the rollout with its run on GitHub and act on the difference. `reviews`
         (from a delivery) name reviewers GitHub's review history may not list yet. The run is
         read before the rollout's lock is taken (`_Look`)."""
+        effects = self._effects
         async with self._reading.setdefault(rollout_id, asyncio.Lock()):
-            look = await self._read(await self._effects.get(rollout_id), None)
-            if isinstance(look, Reconciled):
-                return look
-            async with self._effects.lock(rollout_id):
-                return await self._effects.serialised(
-                    rollout_id,
-                    lambda: self.reconcile_locked(rollout_id, reviews=reviews, look=look),
-                )
+            for turn in range(OVERTAKEN_LOOKS, -1, -1):
+                look = await self._read(await effects.get(rollout_id), None)
+                if isinstance(look, Reconciled):
+                    return look
+
+                async def act(look: _Look = look, last: bool = not turn) -> Reconciled | None:
+                    read = await effects.with_plan(rollout_id)
+                    if not last and read[0].version != look.version:
+                        return None  # overtaken: read the run again, without the lock
+                    return await self.reconcile_locked(
+                        rollout_id, reviews=reviews, read=read, look=look
+                    )
+
+                async with effects.lock(rollout_id):
+                    if (done := await effects.serialised(rollout_id, act)) is not None:
+                        return done
+        raise AssertionError("the last turn reads the run under the lock")
 
     async def follow_github_event(
         self, *, rollout_id: str, event: github_events.RunEvent
@@ -125,27 +130,36 @@ class RunFollower:
             # change it tells of: a burst of deliveries (a job queued, started, finished...)
             # costs one look, and a window's end does not queue behind the rest of the burst.
             burst = not event.reviews and self._reconciled.get(rollout_id, -1) > arrived
-            look = None if burst else await self._read(await effects.get(rollout_id), None)
-            async with effects.lock(rollout_id):
-                # Read once, under the lock: the note and the reconcile act on this state, and
-                # the save checks that it is still the stored one.
-                rollout, plan = await effects.with_plan(rollout_id)
-                if rollout.phase is not Phase.RUNNING:
-                    return Reconciled(version=rollout.version)
-                with rollout_context(rollout_id):
-                    if (reported := github_events.reported(event, plan)) is not None:
-                        said = Decision(rollout, (Announce(reported, detail=True),))
-                        await effects.apply(rollout, said, plan)
-                    if look is None or isinstance(look, Reconciled):
-                        return look or Reconciled(version=rollout.version)
-                    try:
-                        return await self.reconcile_locked(
-                            rollout_id, reviews=event.reviews, read=(rollout, plan), look=look
-                        )
-                    except ConcurrentChange:
-                        # Another replica acted on the same change first: nothing is left.
-                        log.info("run %s changed under another replica; left to it", rollout.run_id)
-                        return Reconciled()
+            noted = False
+            for turn in range(OVERTAKEN_LOOKS, -1, -1):
+                look = None if burst else await self._read(await effects.get(rollout_id), None)
+                async with effects.lock(rollout_id):
+                    # Read once, under the lock: the note and the reconcile act on this state,
+                    # and the save checks that it is still the stored one.
+                    rollout, plan = await effects.with_plan(rollout_id)
+                    if rollout.phase is not Phase.RUNNING:
+                        return Reconciled(version=rollout.version)
+                    with rollout_context(rollout_id):
+                        reported = github_events.reported(event, plan)
+                        if not noted and reported is not None:
+                            said = Decision(rollout, (Announce(reported, detail=True),))
+                            await effects.apply(rollout, said, plan)
+                        noted = True
+                        if look is None or isinstance(look, Reconciled):
+                            return look or Reconciled(version=rollout.version)
+                        if turn and look.version != rollout.version:
+                            continue  # overtaken: read the run again, without the lock
+                        try:
+                            return await self.reconcile_locked(
+                                rollout_id, reviews=event.reviews, read=(rollout, plan), look=look
+                            )
+                        except ConcurrentChange:
+                            # Another replica acted on the same change first: nothing is left.
+                            log.info(
+                                "run %s changed under another replica; left to it", rollout.run_id
+                            )
+                            return Reconciled()
+        raise AssertionError("the last turn reads the run under the lock")
 
     async def _read(
         self, rollout: Rollout, held: tuple[Rollout, RolloutPlan] | None
@@ -271,108 +285,3 @@ class RunFollower:
                 rate_limited=isinstance(error, GitHubRateLimited),
                 retry_after=retry_after,
             )
-
-    async def find_dispatched_run(self, rollout: Rollout) -> None:
-        """Attach the run our dispatch created, when the dispatch could not tell it (GitHub's
-        answer was unclear, GitHub Enterprise, a restart). Only searches that answered count
-        towards giving up: the rollout returns to its preflight when none found it in time."""
-        if rollout.phase is not Phase.DISPATCHING or rollout.dispatched_at is None:
-            return
-        effects = self._effects
-        async with effects.lock(rollout.id):
-            current = await effects.get(rollout.id)
-            if current.phase is not Phase.DISPATCHING or current.dispatched_at is None:
-                return
-            plan = await effects.plan_of(current)
-            try:
-                run = await effects.github.find_dispatched_run(
-                    workflow_file=plan.workflow.file,
-                    ref=plan.workflow.ref,
-                    dispatched_at=current.dispatched_at,
-                )
-            except GitHubError as error:
-                # A failed look proves nothing: the run is looked for again at the next poll.
-                log.warning("could not look for the run of %s: %s", current.tag, error.message)
-                return
-            if run is None:
-                if effects.clock() - current.dispatched_at > self._dispatch_search:
-                    await self._give_up_dispatch(current, plan)
-                return
-            await self._attach(current, plan, run, actor=BOT)
-
-    async def late_run(self, rollout: Rollout, plan: RolloutPlan) -> Rollout | None:
-        """Before a Dispatch again, once the bot gave up looking for the run of the last one
-        (the rollout's lock held): a run of ours since that dispatch (it was listed late) is
-        attached as if found in time, and nothing is dispatched; two or more refuse it; None
-        when none is seen. A look GitHub fails raises its GitHubError: nothing is sent blind."""
-        if rollout.gave_up_at is None or rollout.dispatched_at is None:
-            return None
-        effects = self._effects
-        runs = [
-            run
-            for run in await effects.github.dispatched_runs(
-                workflow_file=plan.workflow.file,
-                ref=plan.workflow.ref,
-                dispatched_at=rollout.dispatched_at,
-            )
-            if await effects.store.by_run_id(run.run_id) is None
-        ]
-        if len(runs) == 1:
-            log.warning("run %s of %s appeared late: followed", runs[0].run_id, rollout.tag)
-            return await self._attach(rollout, plan, runs[0], actor=BOT)
-        if runs:
-            raise InvalidTransition(
-                f"{len(runs)} runs of *{plan.workflow.name}* by the bot started since the "
-                f"dispatch of `{rollout.tag}` the bot gave up on "
-                f"({', '.join(run.html_url for run in runs)}): it is not dispatched again. "
-                "Cancel the stray runs on GitHub, or link the right one: `/rollout link <run URL>`."
-            )
-        return None
-
-    async def link_run(self, *, rollout_id: str, reference: RunReference, actor: str) -> Rollout:
-        """Attach the run a person names to a rollout whose dispatch could not be identified,
-        exactly as a found run is attached; raises LinkRefused (naming the rule) otherwise."""
-        effects = self._effects
-        github = effects.github
-        if (refused := reference_refusal(reference, github.repository)) is not None:
-            raise LinkRefused(refused)
-        async with effects.lock(rollout_id):
-            current = await effects.get(rollout_id)
-            if not may_link(current):
-                raise InvalidTransition(
-                    f"Rollout `{current.tag}` is not waiting for its run (it is {current.phase}): "
-                    "a run is linked while a dispatch is unclear, or after the bot gave up "
-                    "looking for it."
-                )
-            plan = await effects.plan_of(current)
-            run = await github.linkable_run(reference.run_id)
-            followed_by = await effects.store.by_run_id(run.run_id)
-            if refused := link_refusal(current, plan, reference, run, followed_by=followed_by):
-                raise LinkRefused(refused)
-            return await self._attach(
-                current, plan, RunRef(run.run_id, run.html_url, run.attempt), actor=actor
-            )
-
-    async def _attach(
-        self, rollout: Rollout, plan: RolloutPlan, run: RunRef, *, actor: str
-    ) -> Rollout:
-        """The rollout follows `run` from now on (the rollout's lock held)."""
-        effects = self._effects
-        linked_by = None if actor == BOT else actor
-        attached = await effects.apply(
-            rollout,
-            machine.dispatched(rollout, plan, run, linked_by=linked_by),
-            plan,
-            audit=[effects.event(actor, "attach_run", "ok", rollout, {"run_id": run.run_id})],
-        )
-        await self.settle(rollout.id)
-        return attached
-
-    async def _give_up_dispatch(self, rollout: Rollout, plan: RolloutPlan) -> None:
-        """No run of ours could be told apart for too long: back to the preflight, so a person
-        checks the workflow's runs on GitHub and dispatches again (never the bot on its own)."""
-        # The dispatch's time stays: a Dispatch again looks for its run first (`late_run`).
-        back = replace(rollout, phase=Phase.PREFLIGHT, gave_up_at=self._effects.clock())
-        gave_up = DispatchGaveUp(rollout.tag, plan.workflow.name, self._dispatch_search)
-        await self._effects.record(self._effects.event(BOT, "attach_run", "gave_up", rollout))
-        await self._effects.apply(rollout, Decision(back, (Announce(gave_up, failure=True),)), plan)

@@ -37,6 +37,7 @@ from bot.domain.rollout import (
 from bot.domain.run import RunRef
 from bot.domain.schedule import Held, Schedule
 from bot.logs import rollout_context
+from bot.services.dispatched_runs import DispatchedRuns
 from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
@@ -54,6 +55,7 @@ class Preflights:
         self,
         effects: EffectRunner,
         follower: RunFollower,
+        dispatched: DispatchedRuns,
         words: Words,
         *,
         plan: RolloutPlan,
@@ -61,6 +63,7 @@ class Preflights:
     ) -> None:
         self._effects = effects
         self._follower = follower
+        self._dispatched = dispatched
         self._words = words
         self.plan = plan
         self._service = service
@@ -257,7 +260,7 @@ class Preflights:
             rollout = await effects.get(rollout_id)
             plan = await effects.plan_of(rollout)
             if rollout.phase is Phase.PREFLIGHT and (
-                late := await self._follower.late_run(rollout, plan)
+                late := await self._dispatched.late_run(rollout, plan)
             ):
                 return late  # the run of the dispatch the bot gave up on: never a second
             now = effects.clock()

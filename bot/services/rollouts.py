@@ -18,6 +18,7 @@ from bot.domain.release_contents import ReleaseContents
 from bot.domain.rollout import DISPATCH_SEARCH, UNREAD_AFTER, InvalidTransition, Rollout
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.actions import PeoplesActions
+from bot.services.dispatched_runs import DispatchedRuns
 from bot.services.effects import DISPATCH_TIMER, WINDOW_TIMER, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.gating import Gate
@@ -60,8 +61,9 @@ class RolloutService:
         self.plan = plan
         self.service = service
         """The service whose rollouts these are (`bot.domain.service`)."""
-        follower = RunFollower(effects, dispatch_search=dispatch_search, unread_after=unread_after)
-        preflight = Preflights(effects, follower, words, plan=plan, service=service)
+        follower = RunFollower(effects, unread_after=unread_after)
+        dispatched = DispatchedRuns(effects, follower, dispatch_search=dispatch_search)
+        preflight = Preflights(effects, follower, dispatched, words, plan=plan, service=service)
         gate = Gate(effects, follower, sources=metrics)
         actions = PeoplesActions(effects, follower, words)
         self.effects = effects
@@ -81,8 +83,8 @@ class RolloutService:
         self.reconcile = follower.reconcile
         self.look_again = follower.look_again
         self.follow_github_event = follower.follow_github_event
-        self.find_dispatched_run = follower.find_dispatched_run
-        self.link_run = follower.link_run
+        self.find_dispatched_run = dispatched.find_dispatched_run
+        self.link_run = dispatched.link_run
         self._gate = gate
         self._handlers: dict[str, TimerHandler] = {}
         self.submit_figures = gate.submit_figures

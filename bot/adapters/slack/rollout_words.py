@@ -200,12 +200,29 @@ def stop_note(rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> str:
     made on GitHub while its run could not be read (the thread says what is pending)."""
     desktop = gate is GateKind.DESKTOP
     done = "Kill-switch tripped for" if desktop else "Rolling back"
+    stop = "Kill-switch" if desktop else "Roll back"
     answer = f"{done} `{rollout.tag}`: see its thread."
+    # A stop kept while its read of the run failed, whose next read found the last stage
+    # approved after all: deploying, or landed unobserved; GitHub deploys it whatever the stop.
+    landing = [
+        f"*{plan_track.label}* to *{plan_track.stages[-1].label}*"
+        for name, plan_track in plan.tracks.items()
+        if plan_track.gate is gate
+        and (track := rollout.track(name)).state not in (TrackState.ACTIVE, TrackState.COMPLETED)
+        and (last := track.stage(plan_track.stages[-1].key)).window_started_at is None
+        and last.state in (StageState.DEPLOYING, StageState.STOPPED)
+    ]
     if rollout.unread_since is not None:
         answer = (
-            f"{'Kill-switch' if desktop else 'Roll back'} of `{rollout.tag}` saved, but GitHub "
-            "could not be read: nothing is rejected or approved on GitHub yet. The bot does it "
-            "as soon as GitHub answers; see its thread."
+            f"{stop} of `{rollout.tag}` saved, but GitHub could not be read: nothing is "
+            "rejected or approved on GitHub yet. The bot does it as soon as GitHub answers; "
+            "see its thread."
+        )
+    elif landing:
+        answer = (
+            f"{stop} of `{rollout.tag}` saved, but GitHub had already approved "
+            f"{', '.join(landing)}, and it cannot stop an approved job: that release lands "
+            "there; see its thread."
         )
     kept = [
         f"*{left.track}* ({left.why}, {left.reached})"
