@@ -11,7 +11,7 @@ a save changed, `storage.rollout_saving`'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from storage.errors import RolloutNotFound, TrackBusy
 from storage.models import AuditEventRow, RolloutRow, RolloutTrackRow, StageRow, TimerRow
 from storage.outbox import enqueue
 from storage.rollout_loader import load, load_by_id, load_one, load_plan, load_state
-from storage.rollout_records import NewTrack, RolloutChange, RolloutRecord
+from storage.rollout_records import NewTrack, RolloutChange, RolloutRecord, TrackRecord
 from storage.rollout_saving import bump_version, save_changes
 
 
@@ -135,12 +135,8 @@ class RolloutRepository(ServiceStore):
                         ],
                     )
                 created = await load_by_id(session, rollout_id)
-        except IntegrityError:
-            for track in tracks:
-                active = await self._active_on_track(track.name, (RolloutRow.service == service,))
-                if active is not None:
-                    raise TrackBusy(track.name, active.id) from None
-            raise
+        except IntegrityError as error:
+            raise await _busy(error, tracks, self._active_on_track, service) from None
         assert created is not None
         return created
 
@@ -318,16 +314,37 @@ class RolloutRepository(ServiceStore):
         saved in between. A `RolloutChange` derives the record to write from the stored one,
         read in the same transaction once the version is checked (so nothing is read before).
         Tracks and stages must be the stored ones (none added or removed), and an ended
-        rollout must have no open track. Returns the stored record, version + 1.
+        rollout must have no open track (TrackBusy: one it opens again is another's since).
         """
-        async with self._sessions.begin() as session:
-            await bump_version(session, rollout.id, rollout.version, now, {}, self._scope)
-            stored = await load_by_id(session, rollout.id)
-            assert stored is not None
-            wanted = rollout.derive(stored) if isinstance(rollout, RolloutChange) else rollout
-            await save_changes(session, stored, wanted, now)
-            await enqueue(session, outbox, now=now)
-            session.add_all([audit_row(event, service=stored.service) for event in audit])
-            saved = await load_by_id(session, rollout.id)
+        try:  # `opened`: its service, and the tracks it has open (before any write)
+            async with self._sessions.begin() as session:
+                await bump_version(session, rollout.id, rollout.version, now, {}, self._scope)
+                stored = await load_by_id(session, rollout.id)
+                assert stored is not None
+                wanted = rollout.derive(stored) if isinstance(rollout, RolloutChange) else rollout
+                opened = (stored.service, [t for t in wanted.tracks if t.is_open])
+                await save_changes(session, stored, wanted, now)
+                await enqueue(session, outbox, now=now)
+                session.add_all([audit_row(event, service=stored.service) for event in audit])
+                saved = await load_by_id(session, rollout.id)
+        except IntegrityError as error:
+            raise await _busy(error, opened[1], self._active_on_track, opened[0]) from None
         assert saved is not None
         return saved
+
+
+async def _busy(
+    error: IntegrityError,
+    tracks: Sequence[NewTrack] | Sequence[TrackRecord],
+    active_on_track: Callable[
+        [str, Sequence[ColumnElement[bool]]], Awaitable[RolloutRecord | None]
+    ],
+    service: str,
+) -> Exception:
+    """After a write the database refused (`error`): TrackBusy naming the open rollout of
+    `service` that holds one of `tracks` (the open-track index), else `error` itself."""
+    for track in tracks:
+        active = await active_on_track(track.name, (RolloutRow.service == service,))
+        if active is not None:
+            return TrackBusy(track.name, active.id)
+    return error

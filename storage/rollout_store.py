@@ -136,13 +136,16 @@ class RolloutStore:
         of a change that was not saved, and nothing a change must say is lost); returns it
         at its new version.
 
-        Raises ConcurrentChange when it was changed since `rollout.version` was read.
+        Raises ConcurrentChange when it was changed since `rollout.version` was read, and
+        RolloutInProgress when a track it opens again is another rollout's since.
         """
         change = RolloutChange(rollout.id, rollout.version, lambda stored: _record(rollout, stored))
         try:
             saved = await self._repository.save(
                 rollout=change, now=self._clock(), outbox=outbox, audit=audit
             )
+        except TrackBusy as busy:
+            raise await self._in_progress(busy) from None
         except StaleRollout:
             raise ConcurrentChange(
                 f"Rollout `{rollout.tag}` was changed by someone else a moment ago, so this "

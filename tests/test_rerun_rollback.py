@@ -10,6 +10,7 @@ index, the claim of the re-run) runs on PostgreSQL too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -179,6 +180,45 @@ async def test_a_rollout_started_on_the_lane_since_keeps_the_old_rollback_from_r
     assert answer is not None and "`v1.4.3` has rolled out on Hosted relay since `v1.4.2`" in answer
     assert not [r for r in sandbox.github.requests if "/rerun" in r.path]
     assert await audit_results(sandbox, ended.id, RERUN, 1) == ["refused"]
+
+
+@pytest.mark.database_matters
+async def test_a_rollout_started_while_github_re_runs_the_rollback_is_told_not_lost(
+    sandbox: Sandbox,
+) -> None:
+    """`v1.4.3` starts on the lane while GitHub takes the re-run of `v1.4.2`'s rollback (its
+    answer slow): GitHub re-ran it, but the lane is `v1.4.3`'s, so `v1.4.2` cannot follow it.
+    The click and `v1.4.2`'s thread say so (the re-run waits on GitHub, unwatched by the bot),
+    it is on record, and a second click sends nothing."""
+    ended, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    answered = sandbox.github.hold("POST", RERUNS)
+    try:
+        click = asyncio.create_task(sandbox.click(RERUN, message=told))
+        for _ in range(3000):
+            if sandbox.github.holding:
+                break
+            await asyncio.sleep(0.01)
+        assert "Preflight" in await sandbox.command("start v1.4.3 --flags-ready")
+        answered.set()
+        answer = await click
+    finally:
+        answered.set()
+
+    assert answer is not None and "`v1.4.3`" in answer and "attempt 2" in answer
+    assert "does not follow" in answer
+    (card, *_) = sandbox.slack.messages(RELEASE_CHANNEL)  # v1.4.2's, the one told
+    (said,) = [r.rendered for r in card.replies if "does not follow" in r.rendered]
+    assert "*Relay auto-rollback*" in said and "attempt 2" in said and "`v1.4.3`" in said
+    (after,) = [r for r in await sandbox.rollouts() if r.id == ended.id]
+    assert (after.phase, after.attempt) == (Phase.ENDED, 1)
+    assert after.track("relay").state is TrackState.FAILED
+    assert run.attempt == 2
+    assert await audit_results(sandbox, ended.id, RERUN, 1) == ["rerun_not_followed"]
+    again = await sandbox.click(RERUN, message=told)
+    assert again is not None and "Already done by" in again
+    posts = [r for r in sandbox.github.requests if r.method == "POST" and "/rerun" in r.path]
+    assert len(posts) == 1
 
 
 async def test_as_the_github_app_the_rollback_re_run_is_answered_through_its_rule(

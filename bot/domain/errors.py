@@ -117,6 +117,14 @@ class RerunUnclear(GitHubError):
     code = "rerun_unclear"
 
 
+class RerunLaneTaken(RolloutError):
+    """GitHub re-ran a failure job, but another rollout took the track's lane before the
+    re-run rollout was saved as following it: done on GitHub, followed by nobody, so it is
+    never asked for again, and the person and the thread are told what waits on GitHub."""
+
+    code = "rerun_not_followed"
+
+
 class PromotedWhileStopping(RolloutError):
     """A Promote's approval reached GitHub, which deploys the stage, while its track was being
     stopped (a Roll back, a Kill-switch or a failed gate saved on another replica): done, but

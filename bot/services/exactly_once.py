@@ -29,6 +29,7 @@ from bot.domain.controls import (
 )
 from bot.domain.errors import (
     PromotedWhileStopping,
+    RerunLaneTaken,
     RerunUnclear,
     RolloutError,
     RunNotIdentified,
@@ -135,9 +136,9 @@ class ExactlyOnce:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         try:
             result = await act()
-        except (RunNotIdentified, PromotedWhileStopping, RerunUnclear):
+        except (RunNotIdentified, PromotedWhileStopping, RerunUnclear, RerunLaneTaken):
             # The dispatch may have started a run, the approval is on GitHub, the job may have
-            # been re-run: never invite a second one.
+            # been (or was) re-run: never invite a second one.
             await self._claims.complete(claim, now=self._clock())
             raise
         except BaseException:

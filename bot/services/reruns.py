@@ -12,7 +12,7 @@ effect once per run attempt before any of this.
 from __future__ import annotations
 
 from bot.domain import rollout as machine
-from bot.domain.errors import GitHubError
+from bot.domain.errors import GitHubError, RerunLaneTaken, RolloutInProgress
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.services.effects import EffectRunner
@@ -55,7 +55,43 @@ class FailureJobReruns:
                 event = effects.event(actor, ACTION, "ok", current, detail, track=track)
                 return await effects.apply(current, decision, plan, audit=[event])
 
-            return await effects.serialised(rollout_id, save)
+            try:
+                return await effects.serialised(rollout_id, save)
+            except RolloutInProgress as busy:  # the lane was taken while GitHub re-ran it
+                told = await self._not_followed(rollout_id, plan, track, actor, job_id, rerun, busy)
+                raise told from None
+
+    async def _not_followed(
+        self,
+        rollout_id: str,
+        plan: RolloutPlan,
+        track: str,
+        actor: str,
+        job_id: int,
+        attempt: int,
+        busy: RolloutInProgress,
+    ) -> RerunLaneTaken:
+        """GitHub re-ran the job as `attempt`, but another rollout (`busy`) took the lane
+        before the rollout was saved as following it: the rollout stays ended; the thread and
+        the audit trail are told what now waits on GitHub, unwatched, and so is the person
+        (the answer returned)."""
+        effects = self._effects
+        rollout = await effects.get(rollout_id)
+        holder = await effects.store.get(busy.active_rollout_id or "")
+        tag = holder.tag if holder is not None else "another rollout"
+        await effects.tell(rollout, machine.rerun_told(rollout, plan, track, attempt, actor, tag))
+        detail = {"job_id": job_id, "attempt": attempt, "lane_taken_by": tag}
+        await effects.record(
+            effects.event(actor, ACTION, RerunLaneTaken.code, rollout, detail, track=track)
+        )
+        job = plan.track(track).on_failure.job
+        return RerunLaneTaken(
+            f"GitHub re-runs {job} as attempt {attempt} of the run, but `{tag}` started on "
+            f"{plan.track(track).label} meanwhile: `{rollout.tag}` does not follow that attempt, "
+            f"and the bot approves nothing of it. It waits on GitHub for its environment's "
+            f"approval: reject it there, unless taking `{tag}` back is meant (the thread says "
+            "so too)."
+        )
 
     async def _failed_job(
         self, rollout: Rollout, plan: RolloutPlan, track: str, actor: str

@@ -72,6 +72,14 @@ def failure_job_rerun_text(event: FailureJobRerun) -> str:
     run = f"<{event.run_url}/attempts/{event.attempt}|attempt {event.attempt}>"
     if not event.run_url:
         run = f"attempt {event.attempt}"
+    if event.lane_taken_by:
+        return (
+            f":warning: {person(event.actor)} re-ran *{event.job}* on GitHub: it runs again as "
+            f"{run} of the run, but `{escape(event.lane_taken_by)}` started on {event.track} "
+            "meanwhile, so this rollout does not follow that attempt and the bot approves "
+            f"nothing of it. On GitHub, *{event.job}* waits for its environment's approval: "
+            f"reject it, unless taking `{escape(event.lane_taken_by)}` back is meant."
+        )
     where = ""
     if event.reached:
         on = "stays on the" if event.desktop else "may still be on"

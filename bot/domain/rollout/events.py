@@ -156,6 +156,10 @@ class FailureJobRerun:
     run_url: str | None
     reached: str | None = None
     desktop: bool = False
+    lane_taken_by: str = ""
+    """The tag of a rollout that took the track's lane while GitHub re-ran the job: this
+    rollout does not follow the attempt (the bot approves nothing of it), which waits on
+    GitHub for a person."""
 
 
 @dataclass(frozen=True)

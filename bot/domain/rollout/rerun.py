@@ -89,13 +89,28 @@ def rerun_failure_job(
     reopened = replace(
         rollout.with_track(stopping), phase=Phase.RUNNING, ended_at=None, attempt=attempt
     )
-    told = FailureJobRerun(
+    told = rerun_told(rollout, plan, track, attempt, actor)
+    return Decision(reopened, (Announce(told, failure=True),))
+
+
+def rerun_told(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    track: str,
+    attempt: int,
+    actor: str,
+    lane_taken_by: str = "",
+) -> FailureJobRerun:
+    """What the thread is told of `actor`'s re-run of the failure job of `track` as the run's
+    `attempt`: followed, or (`lane_taken_by`, the tag that took the lane meanwhile) not."""
+    plan_track = plan.track(track)
+    return FailureJobRerun(
         actor,
         plan_track.label,
         plan_track.on_failure.job,
         attempt,
         rollout.run_url,
-        reached_label(plan_track, ended),
-        desktop=not relay,
+        reached_label(plan_track, rollout.track(track)),
+        desktop=plan_track.gate is not GateKind.RELAY,
+        lane_taken_by=lane_taken_by,
     )
-    return Decision(reopened, (Announce(told, failure=True),))
