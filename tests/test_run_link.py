@@ -61,6 +61,7 @@ def run(**changes: object) -> LinkableRun:
         head_branch="main",
         status="in_progress",
         created_at=T0 + timedelta(minutes=1),
+        event="workflow_dispatch",
     )
     return replace(made, **changes)  # type: ignore[arg-type]
 
@@ -172,6 +173,12 @@ OTHER = replace(rollout(), id="r-0", tag="v1.4.1")
             run(head_branch="hotfix"),
             None,
             "runs on `hotfix`, not on the plan's ref `main`",
+        ),
+        (
+            RunReference(7001),
+            run(event="pull_request"),
+            None,
+            "was started by `pull_request`, not dispatched",
         ),
         (
             RunReference(7001),

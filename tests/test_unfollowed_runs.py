@@ -374,6 +374,89 @@ async def test_a_run_on_a_release_tags_name_but_not_its_commit_is_no_release(
         assert await box.services.rollouts.history() == []
 
 
+async def test_a_pull_requests_run_at_the_tags_commit_is_no_release(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A fork may name its branch `v2.0.0` and point it at the tag's very commit: GitHub
+    reports its pull request's run with that name and that `head_sha`, but the run is of the
+    pull request's merge commit (base and head merged, with that merge's workflow), which is
+    no release. The run's event tells it: no Adopt, and the approve default rejects it."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        box.github.push_tag(TAG)  # at the commit a run named `TAG` reports
+        run_id = box.github.create_foreign_run(actor="mallory", branch=TAG, event="pull_request")
+        await box.slack.wait_for(lambda: bool(run_cards(box)), timeout=30)
+        (card,) = run_cards(box)
+        off = f"`{TAG}` is a release tag, but the run is not at the tag's commit"
+        assert off in card.rendered and button(card.blocks, "adopt_run") is None
+        refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
+        assert refused is not None and "which is a release tag" in refused
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert first_stages(box) and all(state == "rejected" for _, state in first_stages(box))
+        assert await box.services.rollouts.history() == []
+
+
+async def test_a_tag_moved_since_the_card_is_looked_at_before_adopting(box: Sandbox) -> None:
+    """The card read the tag at the run's commit; the tag was then moved (force-pushed: that
+    commit was not the release after all). Adopt looks again: the run deploys the old commit,
+    so it is refused, saying why, and nothing is created."""
+    run_id, card = await started_on_github(box)
+    assert button(card.blocks, "adopt_run") is not None
+    box.github.push_tag(TAG, at=commit_sha("the fixed release"))
+
+    refused = await box.click("adopt_run", message=card, value=RunValue(run_id=run_id).encode())
+
+    assert refused is not None and f"`{TAG}` was moved to another commit" in refused
+    assert await box.services.rollouts.history() == []
+    assert (await box.services.rollouts.active()) == []
+
+
+async def test_an_approve_default_rejects_a_run_whose_tag_moved_since_the_card(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The tag moved after the card was posted: the approve default looks again, and rejects
+    the run at the old commit instead of approving it as the release."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        await started_on_github(box)
+        box.github.push_tag(TAG, at=commit_sha("the fixed release"))
+
+        await box.pass_time(timedelta(seconds=1805))
+
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert first_stages(box) and all(state == "rejected" for _, state in first_stages(box))
+        comment = box.github.engine.rule_reviews[0].comment
+        assert f"since `{TAG}` was moved to another commit" in comment
+
+
+async def test_an_approve_default_waits_while_github_does_not_say_where_the_tag_is(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The approve default reads the tag again before approving: while GitHub fails that read,
+    nothing is answered (the default is tried again), and it approves once GitHub says the
+    run is still at the tag's commit."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        run_id, _ = await started_on_github(box)
+        box.github.fail_next("GET", "/repos/*/git/ref/tags/*", 502, times=10_000)
+
+        await box.pass_time(timedelta(seconds=1805))
+        key = f"unfollowed_run:{run_id}"
+        await box.wait_for_timer(key, lambda t: t.attempts >= 1)  # the default failed
+        await box.pass_time(timedelta(seconds=60))
+        await box.wait_for_timer(key, lambda t: t.attempts >= 2)  # and was tried again
+        await box.pass_time(timedelta(seconds=60))
+        assert box.github.engine.rule_reviews == []
+        assert "by default" not in run_cards(box)[0].rendered
+        box.github.clear_failures()
+        await box.pass_time(timedelta(seconds=120))
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert ("desktop-internal", "approved") in first_stages(box)
+
+
 async def test_a_run_on_an_annotated_release_tag_is_the_release(box: Sandbox) -> None:
     """A release tag made with `git tag -a` names a tag object, which names the commit: the
     bot follows it there, and a run at that commit is the release, adopted as any other."""

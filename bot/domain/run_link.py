@@ -31,6 +31,12 @@ _PAGE = re.compile(
 )
 DISPATCHED = "workflow_dispatch"
 """The event of a run the bot (or a person on github.com) dispatched."""
+OF_ITS_REF = frozenset(
+    {DISPATCHED, "push", "create", "release", "deployment", "deployment_status", "registry_package"}
+)
+"""The events whose run is of the commit its ref is at (GitHub's `GITHUB_SHA` for them): a
+pull request's is of its merge commit, a `workflow_run`'s or `pull_request_target`'s of another
+branch's, whatever `head_branch` and `head_sha` say."""
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 
 
@@ -70,6 +76,12 @@ class LinkableRun:
     """The commit it runs (`head_sha`): a release tag's, for a run on that tag."""
     event: str = ""
     """What started it (`workflow_dispatch`, `pull_request`, ...)."""
+
+    @property
+    def of_its_ref(self) -> bool:
+        """Whether the run is of the commit its ref is at (`OF_ITS_REF`): a fork's pull request
+        from a branch it named `v1.4.2`, at the tag's very commit, runs a merge with its base."""
+        return self.event in OF_ITS_REF
 
     @property
     def from_a_pull_request(self) -> bool:

@@ -77,7 +77,8 @@ class UnfollowedRun:
     """Why an `approve` default rejected the run instead (`approve_refusal`); empty otherwise."""
     off_its_tag: bool = False
     """Its ref names a release tag of the repository, but the run is not at the tag's commit
-    (a branch of the same name, or a fork's): it is no release, and `tag` is empty."""
+    (a branch of the same name, or a fork's; or a pull request's merge): it is no release, and
+    `tag` is empty."""
 
     @property
     def on_a_tag(self) -> bool:
@@ -162,9 +163,10 @@ def unfollowed_card(
     (GitHub re-runs a run with its inputs). `tagged`: the commit GitHub says the tag its ref
     names (`tag_named`) is at, None when there is no such tag. A branch may bear a tag's name,
     and a fork's pull request runs on its own branch's name, with a workflow it may have
-    changed: the run is on the release only at the tag's very commit."""
+    changed: the run is on the release only at the tag's very commit, started by an event
+    whose run is of that commit (`LinkableRun.of_its_ref`: not a pull request's merge)."""
     named = tag_named(run, plan) if ended is None else ""
-    at_tag = bool(named) and tagged is not None and tagged == run.head_sha
+    at_tag = bool(named) and run.of_its_ref and tagged is not None and tagged == run.head_sha
     return UnfollowedRun(
         run_id=request.run_id,
         workflow=plan.workflow.name,
@@ -271,6 +273,20 @@ def no_release(card: UnfollowedRun) -> str:
             "branch of that name)"
         )
     return "is not a release tag"
+
+
+def tag_moved(card: UnfollowedRun) -> str:
+    """Why a card's run is no longer its tag's release (the tag moved to another commit since
+    the card was posted), said after "since" (plain text)."""
+    return f"`{shown(card.tag)}` was moved to another commit after the card was posted"
+
+
+def moved_refusal(card: UnfollowedRun, why: str) -> str:
+    """Why Adopt is refused for a run whose tag moved since its card (`tag_moved`)."""
+    return (
+        f"Run {card.run_id} was not adopted: {why}, so the run is not at the release's commit: "
+        "nothing was changed. Reject it, or start the release's tag with `/rollout start <tag>`."
+    )
 
 
 def rejected_comment(actor: str) -> str:

@@ -2,7 +2,9 @@
 completed, or one it answers 404 for while its repository reads (deleted). Their open requests
 are closed as `gone`, so that no sweep of kept requests reads the run again. While the
 repository itself does not read (out of the credentials' reach), one sweep reads it once
-(`Reach`), however many of its runs' requests are kept."""
+(`Reach`), however many of its runs' requests are kept. And where a run's tag is: before its
+card is posted (`tag_of`), and again before the card's Adopt or `approve` default acts on it
+(`moved_off`: the tag may have moved since)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,15 @@ from typing import Literal
 from bot.domain.errors import GitHubError
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.run_link import LinkableRun
-from bot.domain.unfollowed_runs import tag_named
+from bot.domain.unfollowed_runs import (
+    UnfollowedRun,
+    approve_refusal,
+    moved_refusal,
+    tag_moved,
+    tag_named,
+)
 from bot.services.ports import GitHubGateway
 from bot.services.store_ports import ProtectionRuleRequests
 
@@ -115,3 +123,26 @@ async def tag_of(
     except GitHubError as error:
         log.warning("run %s: tag %s not read, its card waits: %s", run.run_id, tag, error.message)
         return False
+
+
+async def moved_off(github: GitHubGateway, card: UnfollowedRun) -> str:
+    """Look before acting on a card's release: why its run is no longer at its tag's commit
+    (the tag moved since the card was posted, `tag_moved`); "" when it still is, or when its
+    release did not come from its ref (a re-run of an ended rollout's). A failed read raises."""
+    if not card.tag or card.ended_rollout:
+        return ""
+    run = await github.linkable_run(card.run_id)
+    return "" if await github.tag_commit(card.tag) == run.head_sha else tag_moved(card)
+
+
+async def still_at_its_tag(github: GitHubGateway, card: UnfollowedRun) -> None:
+    """Before Adopt: the card's run is still at its tag's commit (`moved_off`); refused, nothing
+    changed, when the tag moved since the card was posted."""
+    if moved := await moved_off(github, card):
+        raise InvalidTransition(moved_refusal(card, moved))
+
+
+async def approve_refused(github: GitHubGateway, plan: RolloutPlan, card: UnfollowedRun) -> str:
+    """Why an `approve` default rejects the card's run: the plan's rule (`approve_refusal`),
+    or its tag moved since the card was posted (`moved_off`); "" when neither holds."""
+    return approve_refusal(plan, card) or await moved_off(github, card)

@@ -36,7 +36,6 @@ from bot.domain.unfollowed_runs import (
     RunFate,
     UnfollowedRun,
     adopted_flags,
-    approve_refusal,
     default_comment,
     may_adopt,
     may_override,
@@ -53,7 +52,7 @@ from bot.services.ports import GitHubGateway
 from bot.services.records import BOT, NewMessage, Timer
 from bot.services.requests import Origin, Via, fill
 from bot.services.rollouts import RolloutService
-from bot.services.settled_runs import Reach, SettledRuns, tag_of
+from bot.services.settled_runs import Reach, SettledRuns, approve_refused, still_at_its_tag, tag_of
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
@@ -273,6 +272,7 @@ class UnfollowedRuns:
         await self._waiting(card)
         if not card.on_a_tag:
             raise InvalidTransition(not_a_tag(card))
+        await still_at_its_tag(self._effects.github, card)
         flags = Check(CheckState.PASS, adopted_flags(card), confirmed_by=origin.actor)
         checked = await self._rollouts.checked(
             tag=card.tag, flags=flags, channel_id=self._channel, actor=origin.actor
@@ -327,7 +327,7 @@ class UnfollowedRuns:
             log.info("no default answer: %s", gone.message)
             environments = []
         if environments and answer == "approve":
-            why = approve_refusal(self._rollouts.plan, card) or ""
+            why = await approve_refused(self._effects.github, self._rollouts.plan, card)
             if not why and await self._lane.refusal(actor=BOT) is not None:
                 why = "deploys are frozen or the release lane is locked"
             if why:
