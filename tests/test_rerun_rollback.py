@@ -163,6 +163,36 @@ async def test_a_re_run_the_bot_could_not_save_is_followed_by_the_next_click_not
     assert not any("re-run on GitHub since" in line for line in sandbox.thread())
 
 
+async def test_a_re_run_github_applies_after_its_read_back_is_followed_by_the_next_click(
+    sandbox: Sandbox,
+) -> None:
+    """GitHub takes the re-run after the bot gave up on its answer and read the run back (still
+    attempt 1): the click says it may still come, and keeps its claim. GitHub runs attempt 2;
+    the click after the claim's lease follows it (it was told to try again, then refused as
+    "re-run on GitHub since"), and nothing is sent twice."""
+    ended, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    sandbox.github.fault_next("POST", RERUNS, "timeout")
+
+    first = await sandbox.click(RERUN, message=told)
+
+    assert first is not None and "not re-run yet" in first and "Click it again after" in first
+    for _ in range(1000):  # GitHub applies it once its late answer goes
+        if run.attempt == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert run.attempt == 2
+    sandbox.clock.advance(timedelta(seconds=sandbox.settings().claim_lease_seconds + 1))
+
+    assert await sandbox.click(RERUN, message=told) is None
+
+    await sandbox.wait_for_thread("the bot follows it now")
+    done = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+    assert (done.id, done.attempt) == (ended.id, 2)
+    posts = [r for r in sandbox.github.requests if r.method == "POST" and "/rerun" in r.path]
+    assert len(posts) == 1 and run.attempt == 2
+
+
 async def test_a_click_while_the_run_still_goes_is_refused_and_changes_nothing(
     sandbox: Sandbox,
 ) -> None:
