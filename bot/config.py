@@ -46,14 +46,18 @@ class DatabaseSettings(BaseSettings):
     """Just DATABASE_URL: all that `rollout-bot migrate` needs. Its kinds show their secrets
     masked (`describe`), in their repr too."""
 
-    # A value's surrounding whitespace is no part of it: a Kubernetes Secret made with `echo`
-    # or `--from-file` ends each value with a newline, and with it every Slack request failed
-    # its signature and every GitHub call was refused before it was sent.
-    model_config = SettingsConfigDict(
-        env_file=".env", extra="ignore", frozen=True, str_strip_whitespace=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     database_url: str = Field(default_factory=default_database_url)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _without_surrounding_whitespace(cls, value: object) -> object:
+        """A value's surrounding whitespace is no part of it, whatever its kind (a secret, a
+        word such as LOG_LEVEL's, a number): a Kubernetes Secret made with `echo` or
+        `--from-file` ends each value with a newline, and with it every Slack request failed
+        its signature and every GitHub call was refused before it was sent."""
+        return value.strip() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

@@ -322,6 +322,23 @@ async def test_queries_naming_the_tag_need_one(
     )
 
 
+async def test_the_tag_is_read_as_slash_commands_read_it(
+    run: Callable[..., Any], history: History, tmp_path: Path
+) -> None:
+    """`--tag` is the queries' `$tag`: one no release can have reached Prometheus as a query
+    of its own making (a `1` for every window's crash rate), where `metrics` refuses it."""
+    path = crash_query_naming(history, tmp_path, 'container="relay",version="$tag"')
+    window = ["--plan", str(path), "--from", day(2), "--to", day(2), "--stage", "canary"]
+
+    status, out, err = await run(*window, "--tag", 'v1"} or vector(1) or {x="', plan=False)
+
+    assert (status, out) == (2, ""), err
+    assert err.startswith("rollout-bot backtest: argument --tag: ") and err.count("\n") == 1
+    assert '" (U+0022 QUOTATION MARK) is not allowed in a tag' in err
+    _, _, err = await run(*window, "--tag", "`v1.4.2`", plan=False)  # no pods of that version
+    assert "no data between" in err, err
+
+
 async def test_service_names_what_the_queries_call_the_service(
     run: Callable[..., Any], history: History, tmp_path: Path
 ) -> None:

@@ -20,7 +20,7 @@ from test_freeze_sandbox import APPROVERS_ENV, OTHER, card
 from test_gate_cli import assert_usage_error, desktop_args, relay_args, run_in_process
 from test_prometheus import prometheus_plan
 
-from bot.domain.errors import InvalidTag
+from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.rollout import CheckState
 from bot.domain.rollout_command import Start, Subcommand, named_service, parse_command
 from bot.domain.unfollowed_runs import release_tag
@@ -115,6 +115,23 @@ def test_a_quoted_value_ends_at_its_own_closing_quote(text: str, start: Start) -
     assert parse_command(text) == start
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        'start v1.4.2 --override-freeze "hotfix --at "tue 09:00"',
+        "start v1.4.2 --override-freeze 'hotfix --at 'tue 09:00'",
+        "start v1.4.2 --override-freeze \N{LEFT DOUBLE QUOTATION MARK}hotfix --at "
+        "\N{LEFT DOUBLE QUOTATION MARK}tue 09:00\N{RIGHT DOUBLE QUOTATION MARK}",
+        "start --override-freeze 'INC-7 'v1.4.2' --flags-ready",
+    ],
+)
+def test_a_quote_left_open_never_swallows_the_next_option(text: str) -> None:
+    """The reason's quote, left open, ran to the `--at` value's closing quote: the start
+    went ahead at once, the time it was to wait for kept inside the override's reason."""
+    with pytest.raises(InvalidCommand, match="The quote after `--override-freeze` is not closed"):
+        parse_command(text)
+
+
 async def test_an_override_whose_quoted_reason_has_an_apostrophe_goes_through(
     sandbox: Sandbox,
 ) -> None:
@@ -169,6 +186,25 @@ async def test_secrets_with_a_trailing_newline_work_as_the_secrets_they_carry(
             assert response.status == 200, await response.text()
 
 
+async def test_a_setting_of_a_few_words_reads_without_its_trailing_newline(
+    tmp_path: Path,
+) -> None:
+    """The whitespace was dropped from text settings only: `LOG_LEVEL=info` from a Kubernetes
+    Secret or ConfigMap file (`info` and a newline) stopped the bot at start."""
+    env = full_env(tmp_path) | {
+        "LOG_LEVEL": "info\n",
+        "LOG_FORMAT": "json\n",
+        "UNFOLLOWED_RUN_DEFAULT": " approve\r\n",
+    }
+
+    code, out, err = await run("check-config", env=env, cwd=tmp_path)
+
+    assert code == 0, out + err
+    shown = dict(line.split(maxsplit=1) for line in out.splitlines() if line.strip())
+    assert (shown["LOG_LEVEL"], shown["LOG_FORMAT"]) == ("INFO", "json"), out
+    assert shown["UNFOLLOWED_RUN_DEFAULT"] == "approve", out
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [
@@ -181,6 +217,10 @@ async def test_secrets_with_a_trailing_newline_work_as_the_secrets_they_carry(
             "'0.5%' is a percentage; rates are fractions: write 0.005 for 0.5%",
         ),
         (desktop_args("0.1%", "0.002"), "write 0.001 for 0.1%"),
+        # decimal.Overflow, a traceback and exit 1; and `write 0` for a figure that is not 0
+        (relay_args("0.001", "0.001", "1e9999999%"), "write 1E+9999997 for 1e9999999%"),
+        (desktop_args("1e-999999999%", "0.002"), "write 1E-1000000001 for 1e-999999999%"),
+        (desktop_args("1e9999999999999999999999%", "0"), "rates are fractions: write 0.01 for 1%"),
     ],
 )
 def test_the_gate_command_refuses_a_percentage_naming_the_fraction(
@@ -190,11 +230,15 @@ def test_the_gate_command_refuses_a_percentage_naming_the_fraction(
     assert_usage_error(run_in_process(args), reason)
 
 
+@pytest.mark.parametrize(
+    ("written", "fraction"),
+    [("1%", "write 0.01 for 1%"), ("1e9999999%", "write 1E+9999997 for 1e9999999%")],
+)
 async def test_check_config_refuses_a_plan_threshold_written_as_a_percentage(
-    tmp_path: Path,
+    tmp_path: Path, written: str, fraction: str
 ) -> None:
     plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml"))
-    plan["tracks"]["relay"]["thresholds"]["error_threshold"] = "1%"
+    plan["tracks"]["relay"]["thresholds"]["error_threshold"] = written
     (tmp_path / "plan.yml").write_text(yaml.safe_dump(plan), encoding="utf-8")
     env = full_env(tmp_path) | {"ROLLOUT_PLAN": str(tmp_path / "plan.yml")}
 
@@ -202,8 +246,8 @@ async def test_check_config_refuses_a_plan_threshold_written_as_a_percentage(
 
     assert code == 2, out + err
     assert (
-        "tracks.relay.thresholds.error_threshold: '1%' is a percentage; rates are fractions: "
-        "write 0.01 for 1%"
+        f"tracks.relay.thresholds.error_threshold: {written!r} is a percentage; rates are "
+        f"fractions: {fraction}"
     ) in err
 
 
@@ -231,6 +275,21 @@ def test_the_operator_commands_read_a_tag_as_slash_commands_do(tmp_path: Path) -
         "rollout-bot audit: No rollout of v1.4.2 is on record. /rollout history lists the recent "
         "ones.\n",
     )
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "\N{RIGHT-TO-LEFT OVERRIDE}2.4.1v",  # shows as v1.4.2
+        "v1.4.2\N{RIGHT-TO-LEFT ISOLATE}",
+        "\N{LEFT-TO-RIGHT EMBEDDING}v1.4.2\N{POP DIRECTIONAL FORMATTING}",
+    ],
+)
+def test_a_tag_with_a_direction_override_is_refused_not_read_as_another(typed: str) -> None:
+    """The override was dropped as invisible: `\u202e2.4.1v`, which the person (and whoever
+    pasted it for them) sees as `v1.4.2`, started 2.4.1v."""
+    with pytest.raises(InvalidTag, match=r"\(U\+20(2[A-E]|6[6-9]) [A-Z -]+\) is not allowed"):
+        parse_command(f"start {typed}")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from bot.adapters.metrics.live import MetricsProblem, utc_now
 from bot.adapters.metrics.prometheus import PrometheusSource
 from bot.adapters.metrics.prometheus_api import check_clock, public_url
+from bot.cli.settings import release_tag
 from bot.config import ConfigError, PrometheusSettings, load_settings
 from bot.domain.durations import format_duration
 from bot.domain.errors import RolloutError
@@ -122,7 +123,9 @@ def argument_parser() -> _Parser:
     )
     parser.add_argument("--track", help="replay this track only (relay, desktop...)")
     parser.add_argument("--stage", help="replay this stage only (canary, half...)")
-    parser.add_argument("--tag", help="what $tag stands for in the plan's queries")
+    parser.add_argument(
+        "--tag", type=release_tag, help="what $tag stands for in the plan's queries"
+    )
     parser.add_argument(
         "--service",
         type=_service,

@@ -46,7 +46,11 @@ def percentage(text: str) -> str | None:
     number = text.strip().removesuffix("%").rstrip()
     if not text.strip().endswith("%") or not _NUMBER.fullmatch(number):
         return None
-    return f"rates are fractions: write {format_rate(Decimal(number) / 100)} for {number}%"
+    try:  # exactly, whatever the exponent: `1e9999999%` raised Overflow, `1e-999999999%` read 0
+        fraction = format_rate(exact_product(Decimal(number), Decimal("0.01")))
+    except InvalidOperation:  # an exponent beyond what Decimal can hold
+        return "rates are fractions: write 0.01 for 1%"
+    return f"rates are fractions: write {fraction} for {number}%"
 
 
 def exact_product(a: Decimal, b: Decimal) -> Decimal:

@@ -24,6 +24,7 @@ from bot.domain.text import (
     PASTED_CREDENTIAL,
     TOKEN_SHAPE,
     clean_text,
+    closing_quote,
     shown,
     without_invisible_ends,
 )
@@ -373,10 +374,7 @@ def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
     to the next option or the end (`--override-freeze`)."""
     start = len(text) - len(text[at:].lstrip())
     if start < len(text) and text[start] in _QUOTES:
-        closing = CLOSING_QUOTE[text[start]]
-        ends = [i for i in range(start + 1, len(text)) if text[i] == closing]
-        words_end = [i for i in ends if i + 1 == len(text) or text[i + 1].isspace()]
-        end = next(iter(words_end or ends), None)
+        end = closing_quote(text, start)
         if end is None:
             raise InvalidCommand(f"The quote after `--{name}` is not closed.")
         return text[start + 1 : end].strip(), end + 1

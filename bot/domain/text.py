@@ -55,18 +55,49 @@ def shown(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# The direction controls that reorder what follows them on screen: `\u202e2.4.1v` shows as
+# `v1.4.2`. Kept, so refused in a tag (shown what was read) rather than read as another one.
+_REORDERING = frozenset({"LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI"})
+
+
 def without_invisible_ends(text: str) -> str:
     """`text` without the invisible characters at its ends (Unicode's format category: a
     zero-width space, a joiner, a direction mark, a byte order mark) that a copy from a document
-    or a web page brings along."""
+    or a web page brings along; not an override or embedding of direction, which changes how
+    the rest reads."""
     start, end = 0, len(text)
-    while start < end and unicodedata.category(text[start]) == "Cf":
+    while start < end and _invisible(text[start]):
         start += 1
-    while end > start and unicodedata.category(text[end - 1]) == "Cf":
+    while end > start and _invisible(text[end - 1]):
         end -= 1
     return text[start:end]
+
+
+def _invisible(character: str) -> bool:
+    return (
+        unicodedata.category(character) == "Cf"
+        and unicodedata.bidirectional(character) not in _REORDERING
+    )
 
 
 def character_name(character: str) -> str:
     """A character as a person can find it in what they typed: `U+2013 EN DASH`."""
     return f"U+{ord(character):04X} {unicodedata.name(character, 'without a name')}"
+
+
+def closing_quote(text: str, start: int) -> int | None:
+    """Where the text quoted at `start` (a quote of CLOSING_QUOTE) ends: at its closing quote
+    that ends a word (`"don't wait"`), else the first within a word (`"a"b`). None when it is
+    not closed: no closing quote, or its quote opening a word before one ends (`"hotfix --at
+    "tue 09:00"`): a value left open must not swallow the option after it."""
+    opening, closing = text[start], CLOSING_QUOTE[text[start]]
+    within: int | None = None
+    for i in range(start + 1, len(text)):
+        if text[i] not in (opening, closing):
+            continue
+        if text[i] == closing and (i + 1 == len(text) or text[i + 1].isspace()):
+            return i
+        if text[i - 1].isspace():
+            return None
+        within = i if within is None and text[i] == closing else within
+    return within
