@@ -27,6 +27,7 @@ from bot.services.records import Timer
 from sandbox.clock import ManualClock
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.github_repository import SimRepository
+from sandbox.github_runs import commit_sha
 from sandbox.harness import Sandbox
 from storage.rollout_store import RolloutStore
 from storage.timers import TimerStore
@@ -108,7 +109,7 @@ async def test_a_release_run_by_hand_before_the_time_is_not_dispatched_again(
     at = await starts.scheduled(sandbox)
     repository = sandbox.github.repository_named("scriptum/scriptum")
     assert repository is not None
-    repository.refs.add("v1.4.2")
+    repository.push_tag("v1.4.2")
     older = repository.create_foreign_run(actor="octocat", branch="v1.4.1")  # another release
     by_hand = repository.create_foreign_run(actor="octocat", branch="v1.4.2")
     await starts.reach(sandbox, at)
@@ -129,11 +130,60 @@ async def test_a_pull_requests_run_named_as_the_tag_does_not_hold_the_dispatch(
     at = await starts.scheduled(sandbox)
     repository = sandbox.github.repository_named("scriptum/scriptum")
     assert repository is not None
-    repository.refs.add("v1.4.2")
+    repository.push_tag("v1.4.2")
     repository.create_foreign_run(actor="mallory", branch="v1.4.2", event="pull_request")
     await starts.reach(sandbox, at)
     await sandbox.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
     assert len(sandbox.github.dispatches) == 1
+
+
+@pytest.mark.parametrize(
+    ("event", "at_tag", "holds"),
+    [("push", False, False), ("workflow_run", True, False), ("push", True, True)],
+    ids=["branch-named-as-the-tag", "workflow-run-chain", "the-tags-own-run"],
+)
+async def test_only_a_run_at_the_tags_commit_holds_the_dispatch(
+    sandbox: Sandbox, event: str, at_tag: bool, holds: bool
+) -> None:
+    """Anyone who could push a branch named `v1.4.2` (its run at the branch's commit), or start
+    a `workflow_run` chain under that name (GitHub runs the default branch's commit, whatever
+    `head_sha` says), held every scheduled release so: only pull requests' runs were left out.
+    Only a run that is of the tag's commit holds it, named in the thread."""
+    at = await starts.scheduled(sandbox)
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.push_tag("v1.4.2")
+    run = repository.create_foreign_run(actor="mallory", branch="v1.4.2", event=event)
+    if not at_tag:
+        repository.engine.runs[run].head_sha = commit_sha("mallory's branch v1.4.2")
+    await starts.reach(sandbox, at)
+    if holds:
+        said = await starts.told_in_thread(sandbox, "did not go")
+        assert f"already ran for `v1.4.2` on GitHub since it was scheduled: run {run}" in said
+        assert sandbox.github.dispatches == []
+        assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+    else:
+        await sandbox.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+        assert len(sandbox.github.dispatches) == 1
+
+
+async def test_a_run_named_as_the_tag_holds_the_dispatch_when_github_does_not_say_the_tags_commit(
+    sandbox: Sandbox,
+) -> None:
+    """A run on `v1.4.2` may be the release while GitHub fails to say which commit the tag is
+    at: the dispatch is held (never a second release), the thread saying why."""
+    at = await starts.scheduled(sandbox)
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.push_tag("v1.4.2")
+    run = repository.create_foreign_run(actor="octocat", branch="v1.4.2", event="push")
+    sandbox.github.fail_next("GET", "/repos/*/git/ref/tags/*", 502, times=10_000)
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
+    assert "GitHub did not say which commit the tag is at" in said, said
+    assert f"so that may be the release: run {run}" in said, said
+    assert sandbox.github.dispatches == []
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
 
 
 async def test_a_dead_scheduled_dispatch_of_a_service_still_removed_is_not_logged_again(
@@ -201,7 +251,7 @@ async def test_a_release_run_by_hand_before_it_was_scheduled_and_still_going_is_
     release next to the one still going."""
     repository = sandbox.github.repository_named("scriptum/scriptum")
     assert repository is not None
-    repository.refs.add("v1.4.2")
+    repository.push_tag("v1.4.2")
     earlier = sandbox.clock() - timedelta(hours=2)
     going = repository.create_foreign_run(actor="octocat", branch="v1.4.2", created_at=earlier)
     stopped = repository.create_foreign_run(actor="octocat", branch="v1.4.2", created_at=earlier)
@@ -238,7 +288,7 @@ async def test_the_hold_for_a_release_run_by_hand_says_how_that_run_ended(
     at = await starts.scheduled(sandbox)
     repository = sandbox.github.repository_named("scriptum/scriptum")
     assert repository is not None
-    repository.refs.add("v1.4.2")
+    repository.push_tag("v1.4.2")
     by_hand = repository.create_foreign_run(actor="octocat", branch="v1.4.2")
     rejected_on_github(repository, by_hand)
     await starts.reach(sandbox, at)

@@ -275,6 +275,59 @@ async def test_a_burst_of_deliveries_about_one_run_costs_one_look(
 
 
 @pytest.mark.database_matters
+async def test_a_burst_behind_a_look_whose_act_failed_is_still_acted_on(
+    observing: tuple[Sandbox, GitHubHook],
+) -> None:
+    """A look at the run reads GitHub after a burst's deliveries arrived, then its save finds
+    the rollout changed by another replica (`ConcurrentChange`): nothing acted on that read, so
+    the burst's next delivery reads the run and acts on it, not the poller (an hour away)."""
+    box, hook = observing
+    before = await box.rollout()
+    assert before.run_id is not None
+    store = box.services.rollouts.effects.store
+    save = store.save
+    raced: list[Rollout] = []
+
+    async def another_replica_first(rollout: Rollout, **written: Any) -> Rollout:
+        if not raced:  # another replica saves the rollout while this one acts on its read
+            stored = await store.get(rollout.id)
+            assert stored is not None
+            raced.append(await save(stored))
+        return await save(rollout, **written)
+
+    # The look in front reads the run and its jobs, and waits for GitHub's pending deployments.
+    answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/*/pending_deployments")
+    try:
+        job = hook.job_completed("Relay rollout 5% canary (30m)")
+        in_front = asyncio.create_task(hook.post(job.event, hook.unseen(job)))
+        await reading_held(box)
+        box.github.engine.cancel(before.run_id)  # someone cancels the run on GitHub: a burst
+        await box.github.settle()  # its deliveries arrived, queued behind the look in front
+        cancelled = [d for d in hook.sent[-4:] if b'"conclusion": "cancelled"' in d.body]
+        assert len(cancelled) >= 2 and {d.answer["result"] for d in cancelled} == {"followed"}
+        store.save = another_replica_first  # type: ignore[method-assign]
+    finally:
+        answered.set()
+    assert (await in_front).answer["result"] == "followed"
+    await hook.settled()
+
+    assert raced, "no look acted on the cancelled run"
+    after = await box.rollout()
+    assert after.version > raced[0].version  # acted on after the other replica's save
+    assert after.track("relay").state is not before.track("relay").state
+    assert "cancelled" in "\n".join(box.thread())
+
+
+async def reading_held(box: Sandbox) -> None:
+    """Until GitHub holds a read unanswered."""
+    for _ in range(3000):
+        if box.github.holding:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("GitHub holds no read")
+
+
+@pytest.mark.database_matters
 @pytest.mark.parametrize("under", ["its own id", "a new id"])
 async def test_duplicate_deliveries_change_nothing(
     observing: tuple[Sandbox, GitHubHook], under: str

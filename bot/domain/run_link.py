@@ -83,11 +83,11 @@ class LinkableRun:
         from a branch it named `v1.4.2`, at the tag's very commit, runs a merge with its base."""
         return self.event in OF_ITS_REF
 
-    @property
-    def from_a_pull_request(self) -> bool:
-        """A pull request's run (`pull_request`, `pull_request_target`): on the name of its head
-        branch, which a fork names as it likes (`main`, `v1.4.2`), never a release by hand."""
-        return self.event.startswith("pull_request")
+    def runs_commit(self, tagged: str | None) -> bool:
+        """Whether the run is of the commit `tagged` (a release tag's, as GitHub says; None: no
+        such tag): started by an event whose run is of its ref's commit (`of_its_ref`), that
+        commit `tagged`. A branch, or a fork's, may bear a tag's name: its run is no release."""
+        return self.of_its_ref and tagged is not None and tagged == self.head_sha
 
     def state(self) -> str:
         """Its status, and how it ended once completed (`completed: failure`)."""

@@ -164,9 +164,9 @@ def unfollowed_card(
     names (`tag_named`) is at, None when there is no such tag. A branch may bear a tag's name,
     and a fork's pull request runs on its own branch's name, with a workflow it may have
     changed: the run is on the release only at the tag's very commit, started by an event
-    whose run is of that commit (`LinkableRun.of_its_ref`: not a pull request's merge)."""
+    whose run is of that commit (`LinkableRun.runs_commit`: not a pull request's merge)."""
     named = tag_named(run, plan) if ended is None else ""
-    at_tag = bool(named) and run.of_its_ref and tagged is not None and tagged == run.head_sha
+    at_tag = bool(named) and run.runs_commit(tagged)
     return UnfollowedRun(
         run_id=request.run_id,
         workflow=plan.workflow.name,

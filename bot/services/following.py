@@ -88,7 +88,8 @@ class RunFollower:
         self._moments = itertools.count()
         """Orders deliveries' arrivals and reconciles' starts within this process."""
         self._reconciled: dict[str, int] = {}
-        """Per running rollout, when the latest reconcile that read its run here had started."""
+        """Per running rollout, when the latest reconcile that read its run here and acted on
+        it had started."""
         self._reading: dict[str, asyncio.Lock] = {}
         """Per rollout, the looks at its run in turn (not its lock: people's actions go on)."""
 
@@ -208,8 +209,11 @@ class RunFollower:
         if isinstance(seen, Reconciled):  # not running (any more), or GitHub did not answer
             self._reconciled.pop(rollout_id, None)
             return seen
+        done = await self._reconcile_locked((rollout, plan), seen, reviews=reviews)
+        # Only a read acted on lets the deliveries that arrived before it go (a failed act,
+        # `ConcurrentChange` included, leaves them to look again).
         self._reconciled[rollout_id] = max(self._reconciled.get(rollout_id, -1), seen.started)
-        return await self._reconcile_locked((rollout, plan), seen, reviews=reviews)
+        return done
 
     async def _reconcile_locked(
         self,

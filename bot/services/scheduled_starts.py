@@ -29,6 +29,7 @@ from bot.domain.permissions import two_person_refusal
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
 from bot.domain.rollout import InvalidTransition, Phase, Rollout
+from bot.domain.run_link import LinkableRun
 from bot.domain.schedule import Held
 from bot.logs import rollout_context
 from bot.services.access import Access
@@ -173,25 +174,31 @@ class ScheduledStarts:
             await self._hold(checked, Held(error=Reason(f"GitHub refused it: {refused.message}")))
 
     async def _released_meanwhile(self, rollout: Rollout, plan: RolloutPlan) -> Held | None:
-        """Look before acting: a run of the workflow on the release's tag since the start was
-        scheduled (a person released it by hand on GitHub; not a pull request's run) holds the
-        dispatch, naming it, so the release is not run twice. A look GitHub fails raises (the
-        timer tries again)."""
-        found = await self.rollouts.effects.github.release_runs(
+        """Look before acting: a run of the workflow on the release since the start was
+        scheduled (a person released it by hand on GitHub) holds the dispatch, naming it, so
+        the release is not run twice. A run is on the release only at the tag's commit
+        (`LinkableRun.runs_commit`): a branch pushed under the tag's name, a pull request's or a
+        `workflow_run`'s run holds nothing. When GitHub does not say where the tag is, a run
+        that may be the release holds it, saying so. A look GitHub fails raises (the timer
+        tries again)."""
+        github = self.rollouts.effects.github
+        found = await github.release_runs(
             workflow_file=plan.workflow.file, tag=rollout.tag, since=rollout.created_at
         )
-        # A fork's pull request from a branch named as the tag holds nothing.
-        found = [run for run in found if not run.from_a_pull_request]
+        found = [run for run in found if run.of_its_ref]
         if not found:
             return None
-        runs = ", ".join(f"run {run.run_id} ({run.state()}, {run.html_url})" for run in found)
-        return Held(
-            error=Reason(
-                f"{plan.workflow.name} already ran for `{rollout.tag}` on GitHub since it was "
-                f"scheduled: {runs}. It was not dispatched again: check that run; an approver "
-                "clicks Dispatch only if another run is wanted, else Cancel"
+        name, since = plan.workflow.name, f"`{rollout.tag}` on GitHub since it was scheduled"
+        try:
+            tagged = await github.tag_commit(rollout.tag)
+        except GitHubError as error:
+            return _released(
+                found,
+                f"{name} ran on {since}, and GitHub did not say which commit the tag is "
+                f"at ({error.message}), so that may be the release",
             )
-        )
+        found = [run for run in found if run.runs_commit(tagged)]
+        return _released(found, f"{name} already ran for {since}") if found else None
 
     async def _hold_if_late(self, rollout: Rollout, at: datetime, *, timer: Timer) -> None:
         """Hold a dispatch fired long after its time (the bot was down, or its service was not
@@ -237,6 +244,17 @@ class _Attempt:
     """One firing of a scheduled dispatch, across its tries: whether it dispatched."""
 
     dispatching: bool = False
+
+
+def _released(runs: list[LinkableRun], why: str) -> Held:
+    """The hold for runs that are, or may be, the release (`why` says which)."""
+    named = ", ".join(f"run {run.run_id} ({run.state()}, {run.html_url})" for run in runs)
+    return Held(
+        error=Reason(
+            f"{why}: {named}. It was not dispatched again: check that run; an approver clicks "
+            "Dispatch only if another run is wanted, else Cancel"
+        )
+    )
 
 
 def _missed(timer: Timer, late: timedelta) -> Reason:
