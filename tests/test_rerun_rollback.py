@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import audit_results, button, dispatched, reviews, value_of
+from sqlalchemy.exc import OperationalError
 
 from bot.domain.rollout import Phase, Rollout, TrackState
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL
@@ -117,6 +118,77 @@ async def test_an_unclear_answer_after_github_re_ran_it_is_read_back_not_sent_ag
     await sandbox.wait_for_thread("re-ran *Relay auto-rollback*")
     await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
     assert sandbox.github.faults_injected == {"apply_then_502": 1}
+    posts = [r for r in sandbox.github.requests if r.method == "POST" and "/rerun" in r.path]
+    assert len(posts) == 1 and run.attempt == 2
+
+
+@pytest.mark.database_matters
+async def test_a_re_run_the_bot_could_not_save_is_followed_by_the_next_click_not_sent_again(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub takes the re-run as attempt 2, then saving the rollout as following it fails
+    (as a restart between the two would leave it): the click is told so and its claim is
+    kept. Once the claim lapses, the next click follows attempt 2 as the bot's own (it was
+    refused as "re-run on GitHub since"), and nothing is sent to GitHub twice."""
+    ended, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    effects = sandbox.services.rollouts.effects
+    apply = effects.apply
+
+    async def lost(*args: object, **kwargs: object) -> Rollout:
+        monkeypatch.setattr(effects, "apply", apply)
+        raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("connection lost"))
+
+    monkeypatch.setattr(effects, "apply", lost)
+
+    first = await sandbox.click(RERUN, message=told)
+
+    assert first is not None and "could not save" in first and "attempt 2" in first, first
+    assert "Click it again after" in first and run.attempt == 2
+    (still,) = [r for r in await sandbox.rollouts() if r.id == ended.id]
+    assert (still.phase, still.attempt) == (Phase.ENDED, 1)
+    sandbox.clock.advance(timedelta(seconds=sandbox.settings().claim_lease_seconds + 1))
+
+    assert await sandbox.click(RERUN, message=told) is None
+
+    said = await sandbox.wait_for_thread("the bot follows it now")
+    assert "The re-run of *Relay auto-rollback* the bot sent before" in said
+    assert "attempt 2" in said
+    done = await sandbox.wait_until(
+        lambda r: r.phase is Phase.ENDED and r.track("relay").state is TrackState.ROLLED_BACK
+    )
+    assert (done.id, done.attempt, run.attempt) == (ended.id, 2, 2)
+    posts = [r for r in sandbox.github.requests if r.method == "POST" and "/rerun" in r.path]
+    assert len(posts) == 1
+    assert not any("re-run on GitHub since" in line for line in sandbox.thread())
+
+
+async def test_a_re_run_github_applies_after_its_read_back_is_followed_by_the_next_click(
+    sandbox: Sandbox,
+) -> None:
+    """GitHub takes the re-run after the bot gave up on its answer and read the run back (still
+    attempt 1): the click says it may still come, and keeps its claim. GitHub runs attempt 2;
+    the click after the claim's lease follows it (it was told to try again, then refused as
+    "re-run on GitHub since"), and nothing is sent twice."""
+    ended, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    sandbox.github.fault_next("POST", RERUNS, "timeout")
+
+    first = await sandbox.click(RERUN, message=told)
+
+    assert first is not None and "not re-run yet" in first and "Click it again after" in first
+    for _ in range(1000):  # GitHub applies it once its late answer goes
+        if run.attempt == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert run.attempt == 2
+    sandbox.clock.advance(timedelta(seconds=sandbox.settings().claim_lease_seconds + 1))
+
+    assert await sandbox.click(RERUN, message=told) is None
+
+    await sandbox.wait_for_thread("the bot follows it now")
+    done = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+    assert (done.id, done.attempt) == (ended.id, 2)
     posts = [r for r in sandbox.github.requests if r.method == "POST" and "/rerun" in r.path]
     assert len(posts) == 1 and run.attempt == 2
 

@@ -125,6 +125,22 @@ class RerunLaneTaken(RolloutError):
     code = "rerun_not_followed"
 
 
+class RerunUnsaved(RolloutError):
+    """GitHub re-ran a failure job, but the rollout could not be saved as following it (the
+    database failed): its click's claim is kept unrecorded, so the click after its lease
+    follows that attempt instead of asking GitHub again."""
+
+    code = "rerun_unsaved"
+
+
+class RerunNotSeen(GitHubError):
+    """A re-run of a failure job whose answer was unclear, and the run read back still at the
+    attempt it was asked to re-run: GitHub may apply it later (a request it took after the
+    client gave up), so its click's claim is kept unrecorded, as `RerunUnsaved`'s is."""
+
+    code = "rerun_not_seen"
+
+
 class PromotedWhileStopping(RolloutError):
     """A Promote's approval reached GitHub, which deploys the stage, while its track was being
     stopped (a Roll back, a Kill-switch or a failed gate saved on another replica): done, but

@@ -25,6 +25,7 @@ from bot.domain.controls import (
     Control,
     StaleCard,
     describe,
+    effect_key,
     hold_of,
     partly_promoted,
     promoted_words,
@@ -304,14 +305,16 @@ class ControlService:
     async def rerun_failure_job(self, origin: Origin, card: CardRef) -> Rollout:
         """Re-run the failure job of the card's track that failed on GitHub (the button under
         its *ended* message, or on its lane): once per run attempt, by the hands that may roll
-        back or trip the kill-switch."""
+        back or trip the kill-switch. An earlier click's claim that lapsed unrecorded is
+        looked at before this click takes it over: the attempt that click sent is followed."""
         track = _named_track(card)
+        earlier = await self._once.lapsed(effect_key(Control.RERUN_FAILURE_JOB, card))
         return await self._act(
             origin,
             Control.RERUN_FAILURE_JOB,
             card,
             lambda: self._rollouts.rerun_failure_job(
-                rollout_id=card.rollout_id, track=track, actor=origin.actor
+                rollout_id=card.rollout_id, track=track, actor=origin.actor, earlier=earlier
             ),
         )
 

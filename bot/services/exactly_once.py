@@ -30,7 +30,9 @@ from bot.domain.controls import (
 from bot.domain.errors import (
     PromotedWhileStopping,
     RerunLaneTaken,
+    RerunNotSeen,
     RerunUnclear,
+    RerunUnsaved,
     RolloutError,
     RunNotIdentified,
 )
@@ -140,6 +142,17 @@ class ExactlyOnce:
             # The dispatch may have started a run, the approval is on GitHub, the job may have
             # been (or was) re-run: never invite a second one.
             await self._claims.complete(claim, now=self._clock())
+            raise
+        except (RerunUnsaved, RerunNotSeen) as unsaved:
+            # GitHub re-runs (or may yet re-run) the job, and the rollout does not follow it:
+            # the claim is left unrecorded, so the click after its lease follows that attempt,
+            # sending nothing (or, when GitHub never made it, asks for it then).
+            lapses = self._words.slack_time(claim.claimed_at + self._claims.lease)
+            unsaved.message = (
+                f"{unsaved.message} Click it again after {lapses}: the bot then follows the "
+                "attempt GitHub made (or, if none, asks for it again)."
+            )
+            unsaved.args = (unsaved.message,)
             raise
         except BaseException:
             await asyncio.shield(self._claims.release(claim))

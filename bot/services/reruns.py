@@ -7,15 +7,20 @@ and only then is the rollout saved as stopping again at the new attempt: a polle
 the run in between finds the rollout ended, and one that read it before the re-run is not
 taken for the new attempt (`reconcile`). The controls (`bot.services.controls`) claim the
 effect once per run attempt before any of this.
+
+A click whose claim lapsed unrecorded (the bot died, or could not save, after GitHub took its
+re-run) leaves the run at the next attempt and the rollout ended: the click after it follows
+that attempt as the bot's own, and never asks GitHub again.
 """
 
 from __future__ import annotations
 
 from bot.domain import rollout as machine
-from bot.domain.errors import GitHubError, RerunLaneTaken, RolloutInProgress
+from bot.domain.errors import GitHubError, RerunLaneTaken, RerunUnsaved, RolloutInProgress
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.services.effects import EffectRunner
+from bot.services.records import Claim
 
 ACTION = "rerun_failure_job"
 """The audit action of a re-run (with the job's id and the attempt it made, or the refusal)."""
@@ -27,18 +32,25 @@ class FailureJobReruns:
     def __init__(self, effects: EffectRunner) -> None:
         self._effects = effects
 
-    async def rerun(self, *, rollout_id: str, track: str, actor: str) -> Rollout:
-        """Re-run the failure job of `track`, and follow the run's new attempt to its end."""
+    async def rerun(
+        self, *, rollout_id: str, track: str, actor: str, earlier: Claim | None = None
+    ) -> Rollout:
+        """Re-run the failure job of `track`, and follow the run's new attempt to its end.
+        `earlier`: the claim of this very re-run that an earlier click left unrecorded and this
+        click took over (its lease ran out): the next attempt, if GitHub runs it, is its."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
             plan = await effects.plan_of(rollout)
-            job_id, attempt = await self._failed_job(rollout, plan, track, actor)
+            job_id, attempt = await self._failed_job(rollout, plan, track, actor, earlier)
             assert rollout.run_id is not None  # checked by `rerun_refusal`
+            by = earlier.actor if job_id is None and earlier is not None else actor
             try:
-                rerun = await effects.github.rerun_job(
-                    run_id=rollout.run_id, job_id=job_id, attempt=attempt
-                )
+                rerun = attempt
+                if job_id is not None:
+                    rerun = await effects.github.rerun_job(
+                        run_id=rollout.run_id, job_id=job_id, attempt=attempt
+                    )
             except GitHubError as error:
                 detail = {"job_id": job_id, "attempt": attempt, "error": error.cause}
                 event = effects.event(actor, ACTION, error.code, rollout, detail, track=track)
@@ -49,17 +61,23 @@ class FailureJobReruns:
                 # Read afresh: another replica's save since (its poller's) must not lose it.
                 current = await effects.get(rollout_id)
                 decision = machine.rerun_failure_job(
-                    current, plan, track=track, attempt=rerun, actor=actor
+                    current, plan, track=track, attempt=rerun, actor=by, sent_before=job_id is None
                 )
-                detail = {"job_id": job_id, "attempt": rerun}
+                detail = {"job_id": job_id, "attempt": rerun, "sent_by": by}
                 event = effects.event(actor, ACTION, "ok", current, detail, track=track)
                 return await effects.apply(current, decision, plan, audit=[event])
 
             try:
                 return await effects.serialised(rollout_id, save)
             except RolloutInProgress as busy:  # the lane was taken while GitHub re-ran it
-                told = await self._not_followed(rollout_id, plan, track, actor, job_id, rerun, busy)
+                told = await self._not_followed(rollout_id, plan, track, by, job_id, rerun, busy)
                 raise told from None
+            except Exception as lost:  # GitHub runs the attempt; the claim stays unrecorded
+                job = plan.track(track).on_failure.job
+                raise RerunUnsaved(
+                    f"GitHub re-runs {job} as attempt {rerun} of the run, but the bot could not "
+                    f"save that `{rollout.tag}` follows it: it is not asked of GitHub again."
+                ) from lost
 
     async def _not_followed(
         self,
@@ -67,7 +85,7 @@ class FailureJobReruns:
         plan: RolloutPlan,
         track: str,
         actor: str,
-        job_id: int,
+        job_id: int | None,
         attempt: int,
         busy: RolloutInProgress,
     ) -> RerunLaneTaken:
@@ -94,10 +112,11 @@ class FailureJobReruns:
         )
 
     async def _failed_job(
-        self, rollout: Rollout, plan: RolloutPlan, track: str, actor: str
-    ) -> tuple[int, int]:
-        """The failed job's id and the attempt it failed in, as GitHub shows the run now;
-        refused (and recorded) when the rollout, its lane or the run says no."""
+        self, rollout: Rollout, plan: RolloutPlan, track: str, actor: str, earlier: Claim | None
+    ) -> tuple[int | None, int]:
+        """The failed job's id and the attempt it failed in, as GitHub shows the run now (no
+        id, and the run's attempt, when it is the next one and `earlier` sent it); refused
+        (and recorded) when the rollout, its lane or the run says no."""
         effects = self._effects
         refusal = machine.rerun_refusal(rollout, plan, track=track)
         refusal = refusal or await self._lane_taken(rollout, plan, track)
@@ -106,6 +125,9 @@ class FailureJobReruns:
             snapshot = await effects.read_run(rollout.run_id)
             name = plan.track(track).on_failure.job
             job = snapshot.job(name)
+            sent = rollout.attempt is not None and snapshot.attempt == rollout.attempt + 1
+            if sent and earlier is not None:  # the re-run its click sent: followed, not sent again
+                return None, snapshot.attempt
             if snapshot.attempt != rollout.attempt:
                 refusal = (
                     f"The run was re-run on GitHub since (attempt {snapshot.attempt}; the bot "

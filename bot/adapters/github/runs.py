@@ -28,7 +28,7 @@ from bot.adapters.github.schema import (
     Run,
 )
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError, RerunUnclear
+from bot.domain.errors import GitHubError, RerunNotSeen, RerunUnclear
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 from bot.domain.run_link import LinkableRun
 from bot.services.ports import ReviewState
@@ -217,7 +217,10 @@ class WorkflowRuns:
         )
         if now > attempt:
             return now
-        raise GitHubError(f"{unclear} when asked to {operation}; it was not re-run: try again.")
+        raise RerunNotSeen(
+            f"{unclear} when asked to {operation}; GitHub shows it not re-run yet, and may still "
+            "re-run it (a request it took late)."
+        )
 
     async def _read_back_review(
         self, *, run_id: int, ids: Sequence[int], state: ReviewState, operation: str, unclear: str

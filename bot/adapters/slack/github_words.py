@@ -84,6 +84,13 @@ def failure_job_rerun_text(event: FailureJobRerun) -> str:
     if event.reached:
         on = "stays on the" if event.desktop else "may still be on"
         where = f" Until it ends, {event.track} {on} *{event.reached}*."
+    if event.sent_before:
+        return (
+            f":repeat: The re-run of *{event.job}* the bot sent before for {person(event.actor)} "
+            f"(it could not record it then) is {run} of the run; the bot follows it now, and "
+            f"approves its environment as it did the first time. {event.track} is stopping "
+            f"again.{where}"
+        )
     return (
         f":repeat: {person(event.actor)} re-ran *{event.job}* on GitHub: it runs again as "
         f"{run} of the run, and the bot approves its environment as it did the first time. "

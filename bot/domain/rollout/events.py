@@ -160,6 +160,9 @@ class FailureJobRerun:
     """The tag of a rollout that took the track's lane while GitHub re-ran the job: this
     rollout does not follow the attempt (the bot approves nothing of it), which waits on
     GitHub for a person."""
+    sent_before: bool = False
+    """The re-run was sent by an earlier click whose outcome the bot never recorded (it died,
+    or could not save, after GitHub took it): the bot follows that attempt only now."""
 
 
 @dataclass(frozen=True)

@@ -63,12 +63,19 @@ def rerun_refusal(rollout: Rollout, plan: RolloutPlan, *, track: str) -> str | N
 
 
 def rerun_failure_job(
-    rollout: Rollout, plan: RolloutPlan, *, track: str, attempt: int, actor: str
+    rollout: Rollout,
+    plan: RolloutPlan,
+    *,
+    track: str,
+    attempt: int,
+    actor: str,
+    sent_before: bool = False,
 ) -> Decision:
     """The failure job of `track` was re-run on GitHub as the run's `attempt`: the track stops
     again as the stop that started its failure job meant (its reason's `cause`: rolled back or
     halted, or failed when a stage's own job had failed), the rollout runs again and follows
-    `attempt`."""
+    `attempt`. `sent_before`: `actor`'s earlier click sent that re-run, and its outcome was
+    never recorded (the bot died, or could not save, after GitHub took it)."""
     refusal = rerun_refusal(rollout, plan, track=track)
     if refusal is not None:
         raise InvalidTransition(refusal)
@@ -89,7 +96,7 @@ def rerun_failure_job(
     reopened = replace(
         rollout.with_track(stopping), phase=Phase.RUNNING, ended_at=None, attempt=attempt
     )
-    told = rerun_told(rollout, plan, track, attempt, actor)
+    told = rerun_told(rollout, plan, track, attempt, actor, sent_before=sent_before)
     return Decision(reopened, (Announce(told, failure=True),))
 
 
@@ -100,9 +107,12 @@ def rerun_told(
     attempt: int,
     actor: str,
     lane_taken_by: str = "",
+    *,
+    sent_before: bool = False,
 ) -> FailureJobRerun:
     """What the thread is told of `actor`'s re-run of the failure job of `track` as the run's
-    `attempt`: followed, or (`lane_taken_by`, the tag that took the lane meanwhile) not."""
+    `attempt`: followed (`sent_before`: only now, its earlier click's outcome never recorded),
+    or (`lane_taken_by`, the tag that took the lane meanwhile) not."""
     plan_track = plan.track(track)
     return FailureJobRerun(
         actor,
@@ -113,4 +123,5 @@ def rerun_told(
         reached_label(plan_track, rollout.track(track)),
         desktop=plan_track.gate is not GateKind.RELAY,
         lane_taken_by=lane_taken_by,
+        sent_before=sent_before,
     )
