@@ -193,6 +193,31 @@ async def test_a_re_run_github_applies_after_its_read_back_is_followed_by_the_ne
     assert len(posts) == 1 and run.attempt == 2
 
 
+async def test_a_run_a_person_re_ran_after_an_unseen_re_run_is_not_followed_as_the_bots(
+    sandbox: Sandbox,
+) -> None:
+    """The re-run's answer was a 502 and GitHub never made it (the claim kept unrecorded);
+    a person then re-runs the whole run on GitHub. The click after the claim's lease does not
+    follow that attempt as the re-run the bot sent: it is refused as re-run on GitHub since."""
+    ended, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    sandbox.github.fault_next("POST", RERUNS, "server_error", times=10)
+
+    first = await sandbox.click(RERUN, message=told)
+
+    assert first is not None and "not re-run yet" in first, first
+    sandbox.github.clear_faults()
+    sandbox.github.engine.rerun(run.id, by="octocat")
+    sandbox.clock.advance(timedelta(seconds=sandbox.settings().claim_lease_seconds + 1))
+
+    again = await sandbox.click(RERUN, message=told)
+
+    assert again is not None and "re-run on GitHub since" in again, again
+    assert not any("the bot sent before" in line for line in sandbox.thread())
+    (still,) = [r for r in await sandbox.rollouts() if r.id == ended.id]
+    assert (still.phase, still.attempt) == (Phase.ENDED, 1)
+
+
 async def test_a_click_while_the_run_still_goes_is_refused_and_changes_nothing(
     sandbox: Sandbox,
 ) -> None:

@@ -105,6 +105,9 @@ class RunSnapshot:
     deployments still waiting (among `waiting`): the service keeps them as requests."""
     attempt: int = 1
     """GitHub's `run_attempt`: 2 and up once someone re-ran the run (the same id, new jobs)."""
+    by_the_bot: bool = False
+    """Whether the bot's own GitHub account started the attempt (GitHub's `triggering_actor`):
+    a re-run the bot sent, not one a person made on GitHub."""
     started_at: datetime | None = None
     """When the attempt started (GitHub's `run_started_at`, which a re-run resets); None when
     not reported."""

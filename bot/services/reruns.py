@@ -126,7 +126,9 @@ class FailureJobReruns:
             name = plan.track(track).on_failure.job
             job = snapshot.job(name)
             sent = rollout.attempt is not None and snapshot.attempt == rollout.attempt + 1
-            if sent and earlier is not None:  # the re-run its click sent: followed, not sent again
+            # The re-run its click sent (the bot's account started it, not a person on GitHub):
+            # followed, not sent again.
+            if sent and earlier is not None and snapshot.by_the_bot:
                 return None, snapshot.attempt
             if snapshot.attempt != rollout.attempt:
                 refusal = (

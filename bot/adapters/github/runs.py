@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from github import GithubException, UnknownObjectException
@@ -49,7 +50,7 @@ class WorkflowRuns:
         costs GitHub a 304 (no rate limit) and is rebuilt from the answer kept then."""
         github = self._github
 
-        def read() -> RunSnapshot:
+        def read() -> tuple[RunSnapshot, str]:
             path = github.runs_path(run_id)
             answer = github.get_conditional(path)
             run = Run.model_validate(answer)
@@ -87,9 +88,12 @@ class WorkflowRuns:
                 started_at=(
                     None if run.run_started_at is None else run.run_started_at.astimezone(UTC)
                 ),
-            )
+            ), "" if run.triggering_actor is None else run.triggering_actor.login
 
-        snapshot = await github.call(f"read run {run_id}", read, run_id=run_id)
+        snapshot, started_by = await github.call(f"read run {run_id}", read, run_id=run_id)
+        if snapshot.attempt > 1 and started_by:  # a re-run: the bot's own, or a person's?
+            bot = await github.actor_login()
+            snapshot = replace(snapshot, by_the_bot=started_by.casefold() == bot.casefold())
         _log.info(
             "GitHub: run %s is %s; waiting for review: %s",
             run_id,

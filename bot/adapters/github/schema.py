@@ -117,6 +117,8 @@ class Run(_Answer):
     path: str = ""
     """The workflow file the run is of."""
     actor: Account | None = None
+    triggering_actor: Account | None = None
+    """Who started its latest attempt (a re-run's: who re-ran it)."""
     run_attempt: int = 1
     """2 and up once someone re-ran it: the same id, new jobs."""
     run_started_at: AwareDatetime | None = None
