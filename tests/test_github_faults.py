@@ -172,7 +172,7 @@ async def test_a_failed_search_for_the_run_is_one_warning_and_proves_nothing(
     assert (await sandbox.rollout()).phase is Phase.DISPATCHING
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(
-        r.name == "bot.services.following"
+        r.name == "bot.services.dispatched_runs"
         and r.getMessage().startswith("could not look for the run")
         for r in caplog.records
     )
