@@ -11,9 +11,9 @@ metrics reads (handed to the gate). What the thread is told outside a decision (
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -42,6 +42,7 @@ from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
+from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import card, summary, told
 from bot.services.ports import Clock, GitHubGateway, ReviewState, Words
@@ -100,7 +101,8 @@ class EffectRunner:
     on_timer_scheduled: Callable[[], None] = lambda: None
     telemetry: Telemetry = UNTRACKED
     rule_requests: ProtectionRuleRequests | None = None
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
+    _locks: KeyedLocks = field(default_factory=KeyedLocks, init=False)
+    """Per rollout, while someone holds or awaits its lock (`lock`)."""
     _read: ReadHandler | None = field(default=None, init=False)
 
     def reads_with(self, read: ReadHandler) -> None:
@@ -159,9 +161,10 @@ class EffectRunner:
         """The plan the rollout was started with (a later ROLLOUT_PLAN change does not move it)."""
         return await self.store.plan(rollout.id)
 
-    def lock(self, rollout_id: str) -> asyncio.Lock:
-        """Serialises the operations on one rollout within this process."""
-        return self._locks.setdefault(rollout_id, asyncio.Lock())
+    def lock(self, rollout_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialises the operations on one rollout within this process (`async with`); the
+        lock is forgotten once nobody holds or awaits it."""
+        return self._locks(rollout_id)
 
     async def serialised(self, rollout_id: str, act: Callable[[], Awaitable[T]]) -> T:
         """Run `act` (which loads the rollout afresh) again when another replica saved the

@@ -9,7 +9,6 @@ Kill-switch never waits for GitHub to answer them; a look a person's action over
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from bot.domain.rollout import (
 from bot.domain.run import EnvironmentReview, RunSnapshot
 from bot.logs import rollout_context
 from bot.services.effects import EffectRunner
+from bot.services.keyed_locks import KeyedLocks
 from bot.services.unread import unread
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class RunFollower:
         self._reconciled: dict[str, int] = {}
         """Per running rollout, when the latest reconcile that read its run here and acted on
         it had started."""
-        self._reading: dict[str, asyncio.Lock] = {}
+        self._reading = KeyedLocks()
         """Per rollout, the looks at its run in turn (not its lock: people's actions go on)."""
 
     async def reconcile(
@@ -100,7 +100,7 @@ class RunFollower:
         (from a delivery) name reviewers GitHub's review history may not list yet. The run is
         read before the rollout's lock is taken (`_Look`)."""
         effects = self._effects
-        async with self._reading.setdefault(rollout_id, asyncio.Lock()):
+        async with self._reading(rollout_id):
             for turn in range(OVERTAKEN_LOOKS, -1, -1):
                 look = await self._read(await effects.get(rollout_id), None)
                 if isinstance(look, Reconciled):
@@ -126,7 +126,7 @@ class RunFollower:
         (shown at the `all` notification level), then reconcile as the poller would."""
         effects = self._effects
         arrived = next(self._moments)
-        async with self._reading.setdefault(rollout_id, asyncio.Lock()):
+        async with self._reading(rollout_id):
             # A reconcile that started after this delivery arrived read GitHub after the
             # change it tells of: a burst of deliveries (a job queued, started, finished...)
             # costs one look, and a window's end does not queue behind the rest of the burst.
