@@ -82,7 +82,7 @@ class RolloutService:
         self.hold_schedule = preflight.hold_schedule
         self.reconcile = follower.reconcile
         self.look_again = follower.look_again
-        self.follow_github_event = follower.follow_github_event
+        self.follow_github_events = follower.follow_github_events
         self.find_dispatched_run = dispatched.find_dispatched_run
         self.link_run = dispatched.link_run
         self._gate = gate

@@ -102,6 +102,9 @@ class GitHubWebhooks:
     """GitHub's id of the repository, once the bot read it (None: not yet): deliveries of
     the repository under a new name (renamed, transferred) are known by it."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _queued: dict[str, list[RunEvent]] = field(default_factory=dict, init=False)
+    """Per rollout whose follow-up is in flight, the deliveries that came since: acted on
+    together by that follow-up's next turn (`_follow`)."""
     _renamed: set[str] = field(default_factory=set, init=False)
     """The new names the log was told of (one WARNING each)."""
     unconfirmed: UnconfirmedRules | None = field(default=None, init=False)
@@ -249,16 +252,36 @@ class GitHubWebhooks:
         return Intake(Taken.FOLLOWED, what, following[0])
 
     def _spawn(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
-        self._background(self._follow(rollout_id, event), name=name)
+        """Follow up a delivery: one follow-up in flight per rollout; a delivery that comes
+        meanwhile waits for its next turn, with the others that came (one look for all)."""
+        queued = self._queued.get(rollout_id)
+        if queued is not None:
+            queued.append(event)
+            return
+        self._queued[rollout_id] = [event]
+        self._background(self._follow(rollout_id), name=name)
 
     def _background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    async def _follow(self, rollout_id: str, event: RunEvent) -> None:
-        with rollout_context(rollout_id):
-            await self.rollouts.follow_github_event(rollout_id=rollout_id, event=event)
+    async def _follow(self, rollout_id: str) -> None:
+        """Act on the rollout's deliveries, those that came during each turn in the next,
+        until none is left."""
+        try:
+            while events := self._queued[rollout_id]:
+                self._queued[rollout_id] = []
+                with rollout_context(rollout_id):
+                    try:
+                        await self.rollouts.follow_github_events(
+                            rollout_id=rollout_id, events=events
+                        )
+                    except Exception as error:
+                        # The poller reconciles the same run later; the next turn looks too.
+                        log_failure(log, f"acting on {len(events)} webhook deliveries failed", error)
+        finally:
+            del self._queued[rollout_id]
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
