@@ -207,8 +207,13 @@ class EffectRunner:
         ]
         messages.extend(also)
         changed = rollout != before
-        if changed:
-            messages.append(card(rollout))
+        # An approval goes to GitHub only after a save that checked the rollout is still as
+        # read: one asked again (GitHub failed it; the stage is saved as deploying already)
+        # changes nothing, and a stop another replica saved since must fail it, not follow it.
+        approves = any(isinstance(e, Review) and e.approve for e in decision.effects)
+        if changed or approves:
+            if changed:
+                messages.append(card(rollout))
             if before.phase is not Phase.ENDED and rollout.phase is Phase.ENDED and rollout.run_id:
                 # Saved with the change that ends the rollout: one replica wins, one summary.
                 messages.append(summary(rollout))
