@@ -3,10 +3,11 @@
 Every use case (preflight, following a run, gating, people's actions) asks the pure machine
 (`bot.domain.rollout`) for a `Decision`, then hands it here: the new state is saved with an
 optimistic version check and, in the same transaction, what the channel must be told of it
-(the outbox); then the effects run in order: reviews on GitHub, durable window timers, and
-metrics reads (handed to the gate). What the thread is told outside a decision (`tell`, a card
-`redraw`) is written here too. Operations on one rollout are serialised within a process
-(`lock`); across processes the version check makes the loser see the winner's result.
+(the outbox); then the effects run in order: reviews on GitHub and durable window timers (a
+decision's metrics read is the gate's, made outside the rollout's lock: `bot.services.gating`).
+What the thread is told outside a decision (`tell`, a card `redraw`) is written here too.
+Operations on one rollout are serialised within a process (`lock`); across processes the
+version check makes the loser see the winner's result.
 """
 
 from __future__ import annotations
@@ -71,9 +72,6 @@ CONCURRENT_RETRIES = 4
 
 T = TypeVar("T")
 
-ReadHandler = Callable[[Rollout, RolloutPlan, ReadMetrics], Awaitable[None]]
-"""Reads a stage's figures and judges them (the gate, `bot.services.gating`)."""
-
 
 def dispatch_timer(rollout_id: str, at: datetime) -> NewTimer:
     """The durable timer of a dispatch scheduled for `at`, written with its rollout."""
@@ -103,11 +101,6 @@ class EffectRunner:
     rule_requests: ProtectionRuleRequests | None = None
     _locks: KeyedLocks = field(default_factory=KeyedLocks, init=False)
     """Per rollout, while someone holds or awaits its lock (`lock`)."""
-    _read: ReadHandler | None = field(default=None, init=False)
-
-    def reads_with(self, read: ReadHandler) -> None:
-        """Who reads and judges a stage's figures when a decision asks (the gate)."""
-        self._read = read
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -192,6 +185,8 @@ class EffectRunner:
         announcements, then `also`, then the card's redraw) and the `audit` events that record
         it in one transaction, carry out its other effects in order, and deliver the messages.
         A decision that changes nothing writes its messages and events on their own."""
+        # The gate reads a stage's figures itself, without the rollout's lock.
+        assert not any(isinstance(e, ReadMetrics) for e in decision.effects), decision.effects
         rollout = decision.rollout
         messages = [
             message
@@ -223,7 +218,6 @@ class EffectRunner:
                 await self.outbox.add(messages)
             if audit:
                 await self.audit.add(audit)
-        reads: list[ReadMetrics] = []
         for effect in decision.effects:
             if isinstance(effect, Review):
                 await self.review(rollout, effect)
@@ -253,17 +247,11 @@ class EffectRunner:
                     ),
                     now=self.clock(),
                 )
-            elif isinstance(effect, ReadMetrics):
-                reads.append(effect)
             elif isinstance(effect, ClockSkewed):
                 _warn_skewed(rollout, effect)
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
-        for read in reads:
-            assert self._read is not None, "no gate reads the figures"
-            rollout = await self.get(rollout.id)
-            await self._read(rollout, plan, read)
-        return await self.get(rollout.id) if reads else rollout
+        return rollout
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""

@@ -26,7 +26,14 @@ from bot.domain.metrics import (
 )
 from bot.domain.plan import PromoteMode, RolloutPlan, Track, settle_of
 from bot.domain.reasons import Reason
-from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
+from bot.domain.rollout import (
+    Decision,
+    InvalidTransition,
+    ReadMetrics,
+    Reevaluated,
+    Rollout,
+    StageState,
+)
 from bot.logs import rollout_context
 from bot.services.effects import WINDOW_TIMER, EffectRunner
 from bot.services.following import RunFollower
@@ -55,7 +62,6 @@ class Gate:
         self._follower = follower
         self._sources = sources
         self._frozen: PromotionFreeze | None = None
-        effects.reads_with(self.evaluate)
 
     def frozen_with(self, frozen: PromotionFreeze) -> None:
         """Who says whether a freeze holds a `promote: auto` stage (the lane); wired by
@@ -63,8 +69,9 @@ class Gate:
         self._frozen = frozen
 
     async def on_timer(self, timer: Timer) -> None:
-        """A durable timer fired (on one replica; again after a failure, at a later time).
-        The window it closes is the one it was scheduled for, whenever the retry runs."""
+        """A durable timer fired (on one replica; again after a failure, later): it closes the
+        window it was scheduled for. The stage is saved evaluating under the rollout's lock,
+        its figures read after (`_evaluate_unlocked`): a stop never waits for them."""
         window = _window(timer)
         if window is None:
             log.warning("ignoring timer %s of kind %s", timer.key, timer.kind)
@@ -72,19 +79,69 @@ class Gate:
         effects = self._effects
         rollout_id, track, stage, ends = window
 
-        async def close_window() -> None:
-            rollout = await effects.get(rollout_id)
+        async def close_window() -> tuple[Rollout, RolloutPlan] | None:
+            rollout, plan = await effects.with_plan(rollout_id)
             decision = machine.window_ended(rollout, track=track, stage=stage, due_at=ends)
-            plan = await effects.plan_of(rollout)
-            await effects.apply(rollout, decision, plan)
-            if decision.effects:  # its gate ran now: not a stale timer (moved, stopped, done)
-                due = ends + settle_of(plan.track(track).metrics)
-                effects.telemetry.window_closed(lateness=effects.clock() - due)
-            await self._follower.reconcile_locked(rollout_id)
+            if not decision.effects:  # a stale timer: moved, stopped, done
+                return None
+            # Its gate runs now (the figures are read outside the lock): nothing else to do.
+            assert decision.effects == (ReadMetrics(track, stage),), decision.effects
+            evaluating = await effects.apply(rollout, Decision(decision.rollout), plan)
+            due = ends + settle_of(plan.track(track).metrics)
+            effects.telemetry.window_closed(lateness=effects.clock() - due)
+            return evaluating, plan
 
-        async with effects.lock(rollout_id):
-            with rollout_context(rollout_id):
-                await effects.serialised(rollout_id, close_window)
+        with rollout_context(rollout_id):
+            async with effects.lock(rollout_id):
+                closed = await effects.serialised(rollout_id, close_window)
+            if closed is not None:
+                await self._evaluate_unlocked(*closed, ReadMetrics(track, stage))
+            await self._follower.reconcile(rollout_id)
+
+    async def _evaluate_unlocked(
+        self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics
+    ) -> None:
+        """Read the figures of the stage `rollout` was saved evaluating, without its lock; judge
+        them under it on the rollout as stored then, if its stage still evaluates that window
+        (else a stop or a Re-evaluate decided it meanwhile: the reading is dropped)."""
+        effects = self._effects
+        judged = await self._read(rollout, plan, track=read.track, stage=read.stage)
+        if judged is None:
+            await effects.outbox.send(
+                [figures_request(rollout, track=read.track, stage=read.stage)]
+            )
+            return
+        verdict, reading = judged
+        track, key = read.track, read.stage
+        asked = rollout.track(track).stage(key)
+
+        async def take() -> None:
+            current = await effects.get(rollout.id)
+            stage = current.track(track).stage(key)
+            window = (stage.window_ends_at, stage.observed_from)
+            if stage.state is not StageState.EVALUATING or window != (
+                asked.window_ends_at,
+                asked.observed_from,
+            ):
+                log.info("the gate of %s was decided while its figures were read", key)
+                return
+            held = await self._freeze_holding(
+                current, plan, track=track, stage=key, verdict=verdict
+            )
+            actor = metrics_actor(reading.source)
+            await self._judge(
+                current,
+                plan,
+                track=track,
+                stage=key,
+                verdict=verdict,
+                held=held,
+                actor=actor,
+                reading=reading,
+            )
+
+        async with effects.lock(rollout.id):
+            await effects.serialised(rollout.id, take)
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """A window timer gave up (dead-lettered): hold the stage whose gate never ran, and
@@ -117,30 +174,6 @@ class Gate:
         async with effects.lock(rollout_id):
             with rollout_context(rollout_id):
                 await effects.serialised(rollout_id, hold)
-
-    async def evaluate(self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics) -> None:
-        """Read a stage's figures from its source and judge them; the `manual` source asks
-        the approvers in the thread instead."""
-        judged = await self._read(rollout, plan, track=read.track, stage=read.stage)
-        if judged is None:
-            await self._effects.outbox.send(
-                [figures_request(rollout, track=read.track, stage=read.stage)]
-            )
-            return
-        verdict, reading = judged
-        held = await self._freeze_holding(
-            rollout, plan, track=read.track, stage=read.stage, verdict=verdict
-        )
-        await self._judge(
-            rollout,
-            plan,
-            track=read.track,
-            stage=read.stage,
-            verdict=verdict,
-            held=held,
-            actor=metrics_actor(reading.source),
-            reading=reading,
-        )
 
     async def _read(
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str

@@ -279,7 +279,8 @@ class GitHubWebhooks:
                         )
                     except Exception as error:
                         # The poller reconciles the same run later; the next turn looks too.
-                        log_failure(log, f"acting on {len(events)} webhook deliveries failed", error)
+                        failed = f"acting on {len(events)} webhook deliveries failed"
+                        log_failure(log, failed, error)
         finally:
             del self._queued[rollout_id]
 
