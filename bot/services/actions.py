@@ -1,4 +1,5 @@
-"""People's actions on a rollout under way: promote, extend a window, roll back or kill, cancel.
+"""People's actions on a rollout under way: promote, extend a window, cancel (a roll back or a
+kill-switch: `bot.services.stops`).
 
 Who may act was decided before any of this, once per request, by the controls
 (`bot.services.controls`); here each action is checked against the rollout as it stands,
@@ -13,32 +14,28 @@ from datetime import timedelta
 from bot.domain import rollout as machine
 from bot.domain.controls import StaleCard
 from bot.domain.errors import ConcurrentChange, GitHubError, PromotedWhileStopping
-from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Announce,
     Decision,
-    Effect,
     InvalidTransition,
     Phase,
     Review,
     Rollout,
     RolloutCancelled,
     StageState,
-    TracksLeft,
     TrackState,
 )
 from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
 from bot.services.ports import Words
-from bot.services.records import NewAuditEvent
 
 PROMOTION_SAVES = 5
 """Tries of saving a promotion GitHub approved while other replicas keep saving the rollout."""
 
 
 class PeoplesActions:
-    """Promote, extend, abort (roll back or kill) and cancel rollouts."""
+    """Promote, extend and cancel rollouts."""
 
     def __init__(self, effects: EffectRunner, follower: RunFollower, words: Words) -> None:
         self._effects = effects
@@ -82,7 +79,7 @@ class PeoplesActions:
         answer says so and the rollout stays as it was: the click can be repeated.
         """
         effects = self._effects
-        target = await self._target(rollout_id)
+        target = await target_of(self._effects, rollout_id)
         async with effects.lock(target.id):
             rollout = await effects.get(target.id)
             plan = await effects.plan_of(rollout)
@@ -205,123 +202,6 @@ class PeoplesActions:
         where = where_it_stands(saved, plan, self._words)
         return PromotedWhileStopping.told(approved, plan_track.label, where)
 
-    async def abort(
-        self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
-    ) -> Rollout:
-        """Roll back the relay-gated tracks (`gate="relay"`) or trip the desktop kill-switch
-        (a stage saved as deploying is asked of GitHub once the stop is saved)."""
-        effects = self._effects
-        kind = GateKind(gate)
-        target = await self._target(rollout_id)
-        async with effects.lock(target.id):
-            rollout, plan = await effects.with_plan(target.id)
-            try:
-                if self._deploying(rollout, plan, kind):
-                    await self._stop_deploying(rollout, plan, kind, actor=actor, reason=reason)
-                else:
-                    decision, oks = self._stop(rollout, plan, kind, actor, reason, frozenset())
-                    left = effects.left_events(actor, f"abort_{gate}", rollout, decision)
-                    await effects.apply(rollout, decision, plan, audit=[*oks, *left])
-            except InvalidTransition as error:
-                first = next((n for n, t in plan.tracks.items() if t.gate is kind), None)
-                await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
-                raise
-            await self._follower.settle(rollout.id)
-            return await effects.get(rollout.id)
-
-    async def _stop_deploying(
-        self, rollout: Rollout, plan: RolloutPlan, gate: GateKind, *, actor: str, reason: str
-    ) -> None:
-        """The stop is saved first as one whose read of the run failed would be (nothing said
-        yet): a restart while GitHub is read leaves it made, and no look approves the stage
-        again. Then GitHub says whether it still holds that stage (the bot's approval failed:
-        the stop rejects it) or deploys it (a last stage that lands is not stopped after all),
-        and the thread is told so; GitHub unread, it is told what is not known yet."""
-        effects = self._effects
-        kept, oks = self._stop(rollout, plan, gate, actor, reason, None)
-        unsaid = tuple(e for e in kept.effects if not isinstance(e, Announce))
-        saved = await effects.apply(rollout, Decision(kept.rollout, unsaid), plan, audit=oks)
-        waiting = await self._waiting(saved)
-        said = kept
-        try:
-            if waiting is not None:
-                said, _ = self._stop(rollout, plan, gate, actor, reason, waiting)
-        except InvalidTransition:  # every track GitHub deploys the last stage of: none stops
-            await effects.apply(saved, Decision(self._as_stopped(saved, rollout)), plan)
-            raise
-        announced = tuple(e for e in said.effects if isinstance(e, Announce))
-        stopped = self._as_stopped(saved, said.rollout)
-        left = effects.left_events(actor, f"abort_{gate.value}", rollout, said)
-        try:
-            await effects.apply(saved, Decision(stopped, announced), plan, audit=left)
-        except ConcurrentChange:  # another replica acts on the stop saved: it is told all the same
-            latest = await effects.get(rollout.id)
-            await effects.apply(latest, Decision(latest, announced), plan)
-
-    @staticmethod
-    def _as_stopped(saved: Rollout, stopped: Rollout) -> Rollout:
-        """`saved` (its version) with the tracks as `stopped` has them."""
-        for track in stopped.tracks:
-            saved = saved.with_track(track)
-        return saved
-
-    def _stop(
-        self,
-        rollout: Rollout,
-        plan: RolloutPlan,
-        gate: GateKind,
-        actor: str,
-        reason: str,
-        waiting: frozenset[str] | None,
-    ) -> tuple[Decision, list[NewAuditEvent]]:
-        """The stop of every track of `gate` still running (one that completed or already
-        stopped never keeps another from stopping), and its audit events (`ok`, one a track);
-        raises the refusal when none can stop. `waiting`: what GitHub holds (None: unread)."""
-        effects = self._effects
-        names = machine.tracks_to_stop(rollout, plan, gate=gate, waiting=waiting)
-        left = machine.tracks_left(rollout, plan, gate=gate, stopping=names)
-        told = TracksLeft(rollout.tag, gate is GateKind.DESKTOP, left, actor=actor)
-        current, done, oks = rollout, list[Effect](), list[NewAuditEvent]()
-        for name in names:
-            decision = machine.abort(
-                current,
-                plan,
-                track=name,
-                actor=actor,
-                reason=reason,
-                now=effects.clock(),
-                waiting=waiting,
-            )
-            if left and name == names[-1]:
-                # Said with the last stop: whoever pressed it learns what it did not stop.
-                decision = Decision(
-                    decision.rollout, (*decision.effects, Announce(told, failure=True))
-                )
-            detail = {"reason": reason}
-            action = f"abort_{gate.value}"
-            oks.append(effects.event(actor, action, "ok", current, detail, track=name))
-            done.extend(decision.effects)
-            current = decision.rollout
-        return Decision(current, tuple(done)), oks
-
-    def _deploying(self, rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> bool:
-        """Whether a track of `gate` is deploying a stage: the bot's approval of it may have
-        failed, GitHub still holding it, and a stop rejects it then (`machine.held_on_github`)."""
-        return rollout.run_id is not None and any(
-            plan_track.gate is gate
-            and (stage := rollout.track(name).current) is not None
-            and stage.state is StageState.DEPLOYING
-            for name, plan_track in plan.tracks.items()
-        )
-
-    async def _waiting(self, rollout: Rollout) -> frozenset[str] | None:
-        """The environments the run waits at now; None when GitHub cannot say."""
-        assert rollout.run_id is not None  # `_deploying`
-        try:
-            return (await self._effects.read_run(rollout.run_id)).waiting
-        except GitHubError:
-            return None
-
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
         """Give a running window more time."""
         effects = self._effects
@@ -338,16 +218,17 @@ class PeoplesActions:
             event = effects.event(actor, "extend", "ok", rollout, {"by": str(by)}, track=track)
             return await effects.apply(rollout, decision, plan, audit=[event])
 
-    async def _target(self, rollout_id: str | None) -> Rollout:
-        """The named rollout, or (a command naming none) the one in progress."""
-        if rollout_id is not None:
-            return await self._effects.get(rollout_id)
-        active = [r for r in await self._effects.store.active() if r.phase is not Phase.PREFLIGHT]
-        if not active:
-            raise InvalidTransition(
-                "There is no rollout in progress. Start one with `/rollout start <tag>`."
-            )
-        return active[0]
+
+async def target_of(effects: EffectRunner, rollout_id: str | None) -> Rollout:
+    """The named rollout, or (a command naming none) the one in progress."""
+    if rollout_id is not None:
+        return await effects.get(rollout_id)
+    active = [r for r in await effects.store.active() if r.phase is not Phase.PREFLIGHT]
+    if not active:
+        raise InvalidTransition(
+            "There is no rollout in progress. Start one with `/rollout start <tag>`."
+        )
+    return active[0]
 
 
 def where_it_stands(rollout: Rollout, plan: RolloutPlan, words: Words) -> str:

@@ -1,14 +1,13 @@
-"""Gating a stage: its window's timer, reading and judging its figures, re-evaluating on request.
+"""Gating a stage: reading and judging its figures, typed figures, re-evaluating on request.
 
-A stage observes for its window; when the durable timer fires the window closes and the gate
-reads the figures from the track's metrics source (or asks the approvers for them, the
-`manual` source), judges them, and the machine holds or promotes the stage on the verdict.
+A stage observes for its window; when it ends (`bot.services.window_ends`) the gate reads the
+figures from the track's metrics source (or the approvers are asked for them, the `manual`
+source), judges them, and the machine holds or promotes the stage on the verdict.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Protocol
 
 from bot.domain import rollout as machine
@@ -25,22 +24,18 @@ from bot.domain.metrics import (
     judge_late,
 )
 from bot.domain.plan import PromoteMode, RolloutPlan, Track, settle_of
-from bot.domain.reasons import Reason
 from bot.domain.rollout import (
-    Decision,
     InvalidTransition,
-    ReadMetrics,
     Reevaluated,
     Rollout,
     StageState,
 )
-from bot.logs import rollout_context
-from bot.services.effects import WINDOW_TIMER, EffectRunner
+from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
 from bot.services.freeze_ends import watch_freeze_end
-from bot.services.outbox_messages import figures_request, gate_card
+from bot.services.outbox_messages import gate_card
 from bot.services.ports import MetricsSource, MetricsSources
-from bot.services.records import BOT, Timer, metrics_actor
+from bot.services.records import metrics_actor
 
 log = logging.getLogger(__name__)
 
@@ -68,114 +63,31 @@ class Gate:
         `bot.wiring` (without it, nothing holds one)."""
         self._frozen = frozen
 
-    async def on_timer(self, timer: Timer) -> None:
-        """A durable timer fired (on one replica; again after a failure, later): it closes the
-        window it was scheduled for. The stage is saved evaluating under the rollout's lock,
-        its figures read after (`_evaluate_unlocked`): a stop never waits for them."""
-        window = _window(timer)
-        if window is None:
-            log.warning("ignoring timer %s of kind %s", timer.key, timer.kind)
-            return
-        effects = self._effects
-        rollout_id, track, stage, ends = window
-
-        async def close_window() -> tuple[Rollout, RolloutPlan] | None:
-            rollout, plan = await effects.with_plan(rollout_id)
-            decision = machine.window_ended(rollout, track=track, stage=stage, due_at=ends)
-            if not decision.effects:  # a stale timer: moved, stopped, done
-                return None
-            # Its gate runs now (the figures are read outside the lock): nothing else to do.
-            assert decision.effects == (ReadMetrics(track, stage),), decision.effects
-            evaluating = await effects.apply(rollout, Decision(decision.rollout), plan)
-            due = ends + settle_of(plan.track(track).metrics)
-            effects.telemetry.window_closed(lateness=effects.clock() - due)
-            return evaluating, plan
-
-        with rollout_context(rollout_id):
-            async with effects.lock(rollout_id):
-                closed = await effects.serialised(rollout_id, close_window)
-            if closed is not None:
-                await self._evaluate_unlocked(*closed, ReadMetrics(track, stage))
-            await self._follower.reconcile(rollout_id)
-
-    async def _evaluate_unlocked(
-        self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics
+    async def take(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str,
+        judged: tuple[GateVerdict, Reading],
     ) -> None:
-        """Read the figures of the stage `rollout` was saved evaluating, without its lock; judge
-        them under it on the rollout as stored then, if its stage still evaluates that window
-        (else a stop or a Re-evaluate decided it meanwhile: the reading is dropped)."""
-        effects = self._effects
-        judged = await self._read(rollout, plan, track=read.track, stage=read.stage)
-        if judged is None:
-            await effects.outbox.send(
-                [figures_request(rollout, track=read.track, stage=read.stage)]
-            )
-            return
+        """Apply the verdict read from the track's source (`read`) to the stage evaluating."""
         verdict, reading = judged
-        track, key = read.track, read.stage
-        asked = rollout.track(track).stage(key)
+        held = await self._freeze_holding(rollout, plan, track=track, stage=stage, verdict=verdict)
+        actor = metrics_actor(reading.source)
+        await self._judge(
+            rollout,
+            plan,
+            track=track,
+            stage=stage,
+            verdict=verdict,
+            held=held,
+            actor=actor,
+            reading=reading,
+        )
 
-        async def take() -> None:
-            current = await effects.get(rollout.id)
-            stage = current.track(track).stage(key)
-            window = (stage.window_ends_at, stage.observed_from)
-            if stage.state is not StageState.EVALUATING or window != (
-                asked.window_ends_at,
-                asked.observed_from,
-            ):
-                log.info("the gate of %s was decided while its figures were read", key)
-                return
-            held = await self._freeze_holding(
-                current, plan, track=track, stage=key, verdict=verdict
-            )
-            actor = metrics_actor(reading.source)
-            await self._judge(
-                current,
-                plan,
-                track=track,
-                stage=key,
-                verdict=verdict,
-                held=held,
-                actor=actor,
-                reading=reading,
-            )
-
-        async with effects.lock(rollout.id):
-            await effects.serialised(rollout.id, take)
-
-    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
-        """A window timer gave up (dead-lettered): hold the stage whose gate never ran, and
-        tell the thread why, so the window is not silently dropped."""
-        window = _window(timer)
-        if window is None:
-            return
-        effects = self._effects
-        rollout_id, track, stage, ends = window
-
-        async def hold() -> None:
-            rollout = await effects.get(rollout_id)
-            plan = await effects.plan_of(rollout)
-            decision = machine.window_timer_dead(
-                rollout,
-                plan,
-                track=track,
-                stage=stage,
-                due_at=ends,
-                attempts=timer.attempts,
-                reason=reason,
-            )
-            why = reason.detail()
-            event = effects.event(
-                BOT, "window_timer", "dead", rollout, why, track=track, stage=stage
-            )
-            held = decision.rollout != rollout
-            await effects.apply(rollout, decision, plan, audit=[event] if held else [])
-
-        async with effects.lock(rollout_id):
-            with rollout_context(rollout_id):
-                await effects.serialised(rollout_id, hold)
-
-    async def _read(
+    async def read(
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str
     ) -> tuple[GateVerdict, Reading] | None:
         """The gate's verdict and the reading it was decided on, read from the track's source
@@ -231,7 +143,7 @@ class Gate:
             stage = rollout.track(track).current
             judged = None
             if stage is not None:
-                judged = await self._read(rollout, plan, track=track, stage=stage.key)
+                judged = await self.read(rollout, plan, track=track, stage=stage.key)
             if stage is None or judged is None:
                 message = (
                     f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
@@ -364,20 +276,6 @@ class Gate:
         if self._frozen is None or not auto or verdict.verdict is not Verdict.PASS:
             return None
         return await self._frozen(rollout_id=rollout.id)
-
-
-def _window(timer: Timer) -> tuple[str, str, str, datetime] | None:
-    """The rollout, track, stage and window end a window timer closes (None: not a window
-    timer). The end is as stored when it was scheduled (a retry moves only its due time);
-    timers of earlier versions carry it in their key alone."""
-    if timer.kind != WINDOW_TIMER or timer.rollout_id is None or timer.payload is None:
-        return None
-    rollout_id = timer.rollout_id
-    track, stage = str(timer.payload["track"]), str(timer.payload["stage"])
-    stored = timer.payload.get("window_ends_at")
-    if stored is None:
-        stored = timer.key.removeprefix(f"window:{rollout_id}:{track}:{stage}:")
-    return rollout_id, track, stage, datetime.fromisoformat(str(stored))
 
 
 async def read_gate(
