@@ -78,7 +78,10 @@ class Stops:
             if waiting is not None:
                 said, _ = self._stop(rollout, plan, gate, actor, reason, waiting)
         except InvalidTransition:  # every track GitHub deploys the last stage of: none stops
-            await effects.apply(saved, Decision(self._as_stopped(saved, rollout)), plan)
+            try:
+                await effects.apply(saved, Decision(self._as_stopped(saved, rollout)), plan)
+            except ConcurrentChange:  # another replica acts on the stop saved: it stands
+                return
             raise
         announced = tuple(e for e in said.effects if isinstance(e, Announce))
         stopped = self._as_stopped(saved, said.rollout)

@@ -4,8 +4,10 @@ GitHub gives a receiver 10 seconds and does not retry on its own. A delivery is 
 checked (repository, a run the bot follows), remembered by its `X-GitHub-Delivery` id and its
 signed body's digest in the database (so a redelivery, a second replica, or the same body sent
 again under a new id, which is outside the signature, does nothing), answered, and only then
-reconciled, in a task this object holds until the app shuts down. A task lost to a crash
-loses nothing: the reconcile is level-triggered and the poller does the same one later.
+reconciled, in a task this object holds until the app shuts down: one per rollout at a time,
+the deliveries that come meanwhile coalesced into its next turn (a burst costs no more tasks,
+nor GitHub reads). A task lost to a crash loses nothing: the reconcile is level-triggered and
+the poller does the same one later.
 
 A custom protection rule's request (`deployment_protection_rule`, App mode only) is kept in the
 database first, whether or not a rollout follows its run yet: the bot may not have identified
