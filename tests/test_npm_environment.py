@@ -153,12 +153,30 @@ async def test_no_permission_for_the_environments_secrets_says_it_could_not_chec
     assert ":x: failed" not in step(message, 2)
 
 
+async def test_in_app_mode_the_manifests_permissions_check_the_environment(
+    tmp_path: Path,
+) -> None:
+    """github-app.yml asks for Environments read: an App registered from it reads the npm
+    job's environment's secret (before, it had Secrets read only and step 3 said cannot
+    check)."""
+    async with Sandbox(workdir=tmp_path, github_app=SandboxApp()) as app_box:
+        publish_in_npm_environment(app_box)
+        app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(1)}
+        app_box.github.secrets["NPM_TOKEN"] = days_ago(2)
+        shown, _ = await check_secret(app_box, ":white_check_mark: done")
+        assert "is a secret of the environment `npm`, where job `changesets` runs" in shown
+        assert_no_token_reached_slack(app_box)
+
+
 async def test_in_app_mode_without_environments_read_the_environment_cannot_be_checked(
     tmp_path: Path,
 ) -> None:
-    """The App's installation has Secrets read but not Environments read (github-app.yml
-    does not ask for it): GitHub answers the environment's secret 403, and step 3 says so."""
-    async with Sandbox(workdir=tmp_path, github_app=SandboxApp()) as app_box:
+    """The App's installation has Secrets read but not Environments read (registered from an
+    older github-app.yml, or the new permission not yet accepted): GitHub answers the
+    environment's secret 403, and step 3 says so."""
+    app = SandboxApp()
+    app.permissions.pop("environments")
+    async with Sandbox(workdir=tmp_path, github_app=app) as app_box:
         publish_in_npm_environment(app_box)
         app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(1)}
         app_box.github.secrets["NPM_TOKEN"] = days_ago(2)
