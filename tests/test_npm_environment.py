@@ -175,8 +175,8 @@ async def test_in_app_mode_without_environments_read_the_environment_cannot_be_c
     older github-app.yml, or the new permission not yet accepted): GitHub answers the
     environment's secret 403, and step 3 says so."""
     app = SandboxApp()
-    app.permissions.pop("environments")
     async with Sandbox(workdir=tmp_path, github_app=app) as app_box:
+        app.permissions.pop("environments")
         publish_in_npm_environment(app_box)
         app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(1)}
         app_box.github.secrets["NPM_TOKEN"] = days_ago(2)
