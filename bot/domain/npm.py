@@ -180,9 +180,14 @@ class SecretCheck(_Model):
     or the job's environment could not be told from the workflow file (without)."""
     oidc: bool | None = None
     """The job may request an OIDC token (`id-token: write`): npm trusted publishing."""
+    oidc_only: bool | None = None
+    """The job publishes with npm trusted publishing only and never reads NPM_TOKEN (True or
+    left out): the secret is not needed, and one that is set is unused."""
 
     @property
     def tone(self) -> Tone:
+        if self.oidc_only:
+            return Tone.OK  # whatever the secret's levels say, the job reads none of them
         if self.error is not None:
             return Tone.BLOCKED
         if self.unchecked is not None:

@@ -26,6 +26,9 @@ class PublishJob:
     """Why its environment cannot be told from the file (None: it was told, or it has none)."""
     oidc: bool = False
     """It may request an OIDC token (`id-token: write`), as npm trusted publishing needs."""
+    oidc_only: bool = False
+    """It may request an OIDC token and never refers to NPM_TOKEN (nor to every secret at
+    once): it publishes with npm trusted publishing only, and no NPM_TOKEN is read."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ def assess_secret(levels: SecretLevels, *, now: datetime, max_age_days: int) -> 
         environment=job.environment,
         unchecked=clip_error(unchecked) if unchecked else None,
         oidc=True if job.oidc else None,
+        oidc_only=True if job.oidc_only else None,
     )
     found = [
         (level, secret)

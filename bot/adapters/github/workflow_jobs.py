@@ -3,11 +3,12 @@ it runs in (whose secrets it reads first) and whether it may request an OIDC tok
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
 
-from bot.domain.npm import MAX_ENVIRONMENT, json_length
+from bot.domain.npm import MAX_ENVIRONMENT, SECRET_NAME, json_length
 from bot.domain.npm_secrets import PublishJob
 
 
@@ -29,21 +30,25 @@ def publish_job(text: str, job: str) -> PublishJob:
     assert isinstance(document, dict)
     # A job's own `permissions` replace the workflow's entirely.
     oidc = _grants_id_token(spec.get("permissions", document.get("permissions")))
-    if "uses" in spec:
+    if "uses" in spec:  # the called workflow's jobs may read it (`secrets: inherit`)
         return PublishJob(
             unknown=f"Job {job} calls a reusable workflow, whose jobs' environments the bot "
             "does not read.",
             oidc=oidc,
         )
+    # Trusted publishing alone: the job may request an OIDC token and never hands npm the
+    # secret (no `secrets.NPM_TOKEN` in it, nor in the workflow's `env`).
+    only = oidc and not _may_read_token(spec, document.get("env"))
     environment = spec.get("environment")
     if isinstance(environment, dict):
         environment = environment.get("name")
     if environment is None:
-        return PublishJob(oidc=oidc)
+        return PublishJob(oidc=oidc, oidc_only=only)
     if not isinstance(environment, str) or "${{" in environment:
         return PublishJob(
             unknown=f"Job {job} names its environment with an expression, known only when it runs.",
             oidc=oidc,
+            oidc_only=only,
         )
     # Counted as the check's JSON carries it in the buttons (a control character takes six).
     if json_length(environment) > MAX_ENVIRONMENT:
@@ -51,11 +56,24 @@ def publish_job(text: str, job: str) -> PublishJob:
             unknown=f"Job {job}'s environment has a name longer than {MAX_ENVIRONMENT} characters "
             "(as JSON writes it).",
             oidc=oidc,
+            oidc_only=only,
         )
-    return PublishJob(environment=environment, oidc=oidc)
+    return PublishJob(environment=environment, oidc=oidc, oidc_only=only)
 
 
 def _grants_id_token(permissions: Any) -> bool:
     if permissions == "write-all":
         return True
     return isinstance(permissions, dict) and permissions.get("id-token") == "write"
+
+
+_EVERY_SECRET = re.compile(r"secrets\s*\[|tojson\s*\(\s*secrets\s*\)", re.IGNORECASE)
+
+
+def _may_read_token(spec: dict[Any, Any], workflow_env: Any) -> bool:
+    """Whether the job (its steps, its `env`, or the workflow's `env`) may hand npm NPM_TOKEN:
+    it names the secret anywhere (a script that merely prints its name counts too: then the
+    walkthrough checks the secret, as before), or takes secrets by an expression
+    (`secrets[...]`, `toJSON(secrets)`)."""
+    text = yaml.safe_dump([spec, workflow_env])
+    return SECRET_NAME.casefold() in text.casefold() or _EVERY_SECRET.search(text) is not None
