@@ -290,7 +290,7 @@ async def test_a_look_carries_no_empty_field_for_an_older_replica(box: Sandbox) 
 
 
 def workflow(job: str, top: str = "") -> str:
-    return f"name: Release\non: push\n{top}jobs:\n  changesets:\n{job}"
+    return f"name: Release\non: workflow_dispatch\n{top}jobs:\n  changesets:\n{job}"
 
 
 @pytest.mark.parametrize(

@@ -155,7 +155,9 @@ class NpmTokenService:
             else:
                 check = SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
         else:
-            check = assess_secret(levels, now=self._clock(), max_age_days=npm.max_secret_age_days)
+            check = assess_secret(
+                levels, now=self._clock(), max_age_days=npm.max_secret_age_days, ref=npm.ref
+            )
         log.info("npm-token: %s checked the secret: %s", actor, check.tone)
         await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))
         return check

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape
+from bot.adapters.slack.npm_rules_note import rules_note
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.domain.npm import SECRET_NAME, SecretCheck, SecretLevel, StepVerdict, Tone, Walkthrough
 
@@ -66,11 +67,11 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
             "GitHub, never its value."
         )
     if check.oidc_only:
-        return _not_needed(check, setup)
+        return _not_needed(check, setup) + rules_note(check, setup)
     if check.error is not None:
         return escape(check.error)
     if not check.found or check.updated_at is None or check.created_at is None:
-        return _missing(check, setup) + _oidc_note(check, setup)
+        return _missing(check, setup) + _oidc_note(check, setup) + rules_note(check, setup)
     dates = (
         f"created {slack_time(check.created_at)}, last updated {slack_time(check.updated_at)} "
         f"({_ago(check.age_days or 0)})"
@@ -117,7 +118,7 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
             f"\n:warning: It is older than {check.max_age_days} days, and granular write tokens "
             "expire after at most 90: create a new token (step 1) and update the secret (step 2)."
         )
-    return text + _oidc_note(check, setup)
+    return text + _oidc_note(check, setup) + rules_note(check, setup)
 
 
 def _missing(check: SecretCheck, setup: WalkthroughSetup) -> str:
@@ -160,7 +161,8 @@ def _not_needed(check: SecretCheck, setup: WalkthroughSetup) -> str:
     if check.environment_secret:
         first = f"environment {_quoted(check.environment)}'s"
     else:
-        first = f"{(SecretLevel.ORGANIZATION if check.organization else SecretLevel.REPOSITORY).value}'s"
+        level = SecretLevel.ORGANIZATION if check.organization else SecretLevel.REPOSITORY
+        first = f"{level.value}'s"
     unused = [first, *(f"{level.value}'s" for level in check.shadowed or ())]
     verb = "is" if len(unused) == 1 else "are"
     return text + (
