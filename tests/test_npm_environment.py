@@ -233,6 +233,15 @@ async def test_an_unused_token_beside_oidc_only_publishing_is_said_unused(box: S
     assert "older than" not in shown
 
 
+async def test_oidc_only_publishing_needs_no_secrets_read(box: Sandbox) -> None:
+    """GitHub refuses the secrets' metadata (no Secrets read): the job reads no NPM_TOKEN
+    anyway, so step 3 still says it is not needed rather than cannot check."""
+    box.github.files["main"][RELEASE_FILE] = OIDC_ONLY
+    box.github.secrets_forbidden = True
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "`NPM_TOKEN` is not needed" in shown
+
+
 async def test_an_unreadable_workflow_file_still_checks_the_repository(box: Sandbox) -> None:
     """The repository's secret is shown, but not as done: the job may run in an environment
     whose own NPM_TOKEN (perhaps expired) it reads instead."""

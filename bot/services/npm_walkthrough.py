@@ -144,23 +144,29 @@ class NpmTokenService:
             )
         except GitHubError as error:
             job = PublishJob(unknown=error.message)  # then the repository's and the organization's
-        try:
-            levels = await self._github.secret_levels(SECRET_NAME, job)
-        except GitHubError as error:
-            if job.oidc_only:  # the job reads no NPM_TOKEN: where one is kept does not matter
-                levels = SecretLevels(job=job, repository=None, organization=None)
-                check = assess_secret(
-                    levels, now=self._clock(), max_age_days=npm.max_secret_age_days
-                )
-            else:
-                check = SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
-        else:
-            check = assess_secret(
-                levels, now=self._clock(), max_age_days=npm.max_secret_age_days, ref=npm.ref
-            )
+        check = await self._secret_check(job)
         log.info("npm-token: %s checked the secret: %s", actor, check.tone)
         await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))
         return check
+
+    async def _secret_check(self, job: PublishJob) -> SecretCheck:
+        npm = self._npm
+        try:
+            levels = await self._github.secret_levels(SECRET_NAME, job)
+        except GitHubError as error:
+            if not job.oidc_only:
+                return SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
+            # The job reads no NPM_TOKEN: where one is kept does not matter. Its environment's
+            # rules were not read either.
+            levels = SecretLevels(
+                job=job,
+                repository=None,
+                organization=None,
+                protection_unread=job.environment is not None,
+            )
+        return assess_secret(
+            levels, now=self._clock(), max_age_days=npm.max_secret_age_days, ref=npm.ref
+        )
 
     async def check_last_run(
         self, *, message: MessageRef, shown: Walkthrough, actor: str
