@@ -44,7 +44,8 @@ class Stops:
         effects = self._effects
         kind = GateKind(gate)
         found = await target_of(effects, rollout_id)
-        async with effects.lock(found.id):
+
+        async def stop() -> None:
             rollout, plan = await effects.with_plan(found.id)
             try:
                 if self._deploying(rollout, plan, kind):
@@ -57,8 +58,12 @@ class Stops:
                 first = next((n for n, t in plan.tracks.items() if t.gate is kind), None)
                 await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
                 raise
-            await self._follower.settle(rollout.id)
-            return await effects.get(rollout.id)
+
+        async with effects.lock(found.id):
+            # Another replica's save (its look) before the stop's is no reason to refuse it.
+            await effects.serialised(found.id, stop)
+            await self._follower.settle(found.id)
+            return await effects.get(found.id)
 
     async def _stop_deploying(
         self, rollout: Rollout, plan: RolloutPlan, gate: GateKind, *, actor: str, reason: str
