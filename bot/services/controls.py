@@ -314,7 +314,11 @@ class ControlService:
             Control.RERUN_FAILURE_JOB,
             card,
             lambda: self._rollouts.rerun_failure_job(
-                rollout_id=card.rollout_id, track=track, actor=origin.actor, earlier=earlier
+                rollout_id=card.rollout_id,
+                track=track,
+                actor=origin.actor,
+                earlier=earlier,
+                sending=self._once.sending,
             ),
         )
 
