@@ -102,8 +102,9 @@ def failure_job_rerun_text(event: FailureJobRerun) -> str:
 def rerun_unconfirmed_text(event: RerunUnconfirmed) -> str:
     """The bot does not know whether GitHub took the re-run of the failure job: what is known,
     what the bot does (and does not) do, and what a person may do meanwhile."""
+    job = escape(event.job)
     run = f"<{event.run_url}|the run's page>" if event.run_url else "the run's page on GitHub"
-    asked = f"asked GitHub to re-run *{event.job}* for {person(event.actor)}"
+    asked = f"asked GitHub to re-run *{job}* for {person(event.actor)}"
     if event.why == "interrupted":
         known = (
             f"The bot stopped (a restart) just after it {asked}: it does not know whether "
@@ -121,13 +122,13 @@ def rerun_unconfirmed_text(event: RerunUnconfirmed) -> str:
             "late), or never."
         )
     yourself = (
-        f"You may re-run *{event.job}* yourself on {run} instead: the bot does not follow an "
+        f"You may re-run *{job}* yourself on {run} instead: the bot does not follow an "
         "attempt made there, so approve its environment there and watch it to its end."
     )
     if event.again_after is None:
         does = (
             "The bot does not ask GitHub again and follows no new attempt: look at "
-            f"{run}. If *{event.job}* runs again there, approve its environment there."
+            f"{run}. If *{job}* runs again there, approve its environment there."
         )
         yourself = "If it does not, re-run it there yourself and watch it to its end."
     else:
