@@ -75,15 +75,15 @@ class FailureJobReruns:
                     rollout, plan, track, actor, earlier, job_id, attempt, again_after
                 )
             except asyncio.CancelledError:  # a shutdown, once the re-run may have gone out
-                why = "interrupted"
                 detail = {"job_id": job_id, "attempt": attempt}
                 event = self._effects.event(
                     actor, ACTION, INTERRUPTED, rollout, detail, track=track
                 )
-                await asyncio.shield(self._effects.record(event))
-                await asyncio.shield(
-                    self._unconfirmed(rollout, plan, track, actor, why, again_after)
+                told = machine.rerun_unconfirmed(
+                    rollout, plan, track, actor=actor, why="interrupted", again_after=again_after
                 )
+                await asyncio.shield(self._effects.record(event))
+                await asyncio.shield(self._effects.tell(rollout, told))
                 raise
 
     async def _sent(
@@ -116,7 +116,10 @@ class FailureJobReruns:
             if isinstance(error, RerunNotSeen | RerunUnclear):  # the thread is told too
                 unread = isinstance(error, RerunUnclear)
                 why, after = ("unread", None) if unread else ("not_seen", again_after)
-                await self._unconfirmed(rollout, plan, track, actor, why, after)
+                unknown = machine.rerun_unconfirmed(
+                    rollout, plan, track, actor=actor, why=why, again_after=after
+                )
+                await effects.tell(rollout, unknown)
             raise
 
         async def save() -> Rollout:
@@ -140,22 +143,6 @@ class FailureJobReruns:
                 f"GitHub re-runs {job} as attempt {rerun} of the run, but the bot could not "
                 f"save that `{rollout.tag}` follows it: it is not asked of GitHub again."
             ) from lost
-
-    async def _unconfirmed(
-        self,
-        rollout: Rollout,
-        plan: RolloutPlan,
-        track: str,
-        actor: str,
-        why: str,
-        again_after: datetime | None,
-    ) -> None:
-        """The thread is told that the bot does not know whether GitHub took the re-run, what
-        it does now, and what a person may do meanwhile (`RerunUnconfirmed`)."""
-        told = machine.rerun_unconfirmed(
-            rollout, plan, track, actor=actor, why=why, again_after=again_after
-        )
-        await self._effects.tell(rollout, told)
 
     async def _not_followed(
         self,
