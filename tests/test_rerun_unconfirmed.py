@@ -50,9 +50,9 @@ async def test_a_shutdown_while_github_takes_the_re_run_keeps_its_claim_and_says
 ) -> None:
     """The bot is stopped (its work cancelled, as `serve` ends it after its grace) while GitHub
     takes the re-run: the claim is kept, not released, and the thread says the bot does not
-    know; GitHub runs attempt 2; the click after the claim's lease looks at the run first and
-    follows attempt 2, sending nothing (before: the claim was released, and the click was
-    refused as a re-run made on GitHub, attempt 2 left unwatched)."""
+    know; GitHub runs attempt 2; once the claim's lease ran out, the bot looks at the run and
+    follows attempt 2 on its own, sending nothing (before: the claim was released, attempt 2
+    left unwatched, and a click refused it as a re-run made on GitHub)."""
     ended, told = await rollback_failed(sandbox)
     (run,) = sandbox.github.runs.values()
     answered = sandbox.github.hold("POST", RERUNS)
@@ -73,12 +73,14 @@ async def test_a_shutdown_while_github_takes_the_re_run_keeps_its_claim_and_says
     assert await audit_results(sandbox, ended.id, RERUN, 1) == ["rerun_interrupted"]
     past_the_lease(sandbox)
 
-    assert offered(told)
-    assert await sandbox.click(RERUN, message=told) is None
-
+    # Nobody clicks: the bot looks at the run once the claim's lease ran out, and follows it.
     await sandbox.wait_for_thread("the bot follows it now")
     done = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
     assert (done.id, done.attempt, posts(sandbox)) == (ended.id, 2, 1)
+    assert offered(told)
+    again = await sandbox.click(RERUN, message=told)
+    assert again is not None and "Already done by" in again, again
+    assert posts(sandbox) == 1
 
 
 async def test_an_unclear_answer_tells_the_thread_what_is_known_and_what_people_may_do(
