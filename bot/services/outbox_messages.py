@@ -40,6 +40,9 @@ REFUSED = "channel_refused"
 """The notice, in a failure channel, that a release channel refuses the bot
 (`bot.services.channel_refusals`), of no rollout."""
 
+REPLIES = frozenset({THREAD, FIGURES, GATE, SUMMARY})
+"""The kinds posted in a rollout's thread (replies to its card)."""
+
 KINDS = frozenset({CARD, THREAD, FAILURE, FIGURES, GATE, SUMMARY, UNFOLLOWED, REFUSED})
 """Every kind of message this version writes and posts."""
 

@@ -305,8 +305,16 @@ class Outboxes(Protocol):
 
     async def pending(self, rollout_id: str | None = None) -> list[OutboxMessage]: ...
 
-    async def told_once(self, notice: NewMessage, *, refusing: str, now: datetime) -> bool:
-        """Write the notice that `refusing` refuses the bot, once per refusal (any replica)."""
+    async def told_once(
+        self,
+        notice: NewMessage,
+        *,
+        refusing: str,
+        now: datetime,
+        kinds: frozenset[str] | None = None,
+    ) -> bool:
+        """Write the notice that `refusing` refuses the bot (its messages of `kinds` only, when
+        given), once per refusal (any replica)."""
         ...
 
     async def refused(self, channel: str, *, after: int) -> list[OutboxMessage]:
