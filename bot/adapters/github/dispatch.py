@@ -127,7 +127,7 @@ class WorkflowDispatch:
             github.repository,
             name,
         )
-        return github.client.get_repo(name)  # lazy: no request
+        return github.repository_named(name)  # lazy: no request
 
     async def find_dispatched_run(
         self, *, workflow_file: str, ref: str, dispatched_at: datetime

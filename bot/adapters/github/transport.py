@@ -102,7 +102,7 @@ class GitHubTransport:
         self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
-        self._dates = AnswerClock(self.api_url, telemetry, clock)  # GitHub's, off each GET's
+        self._dates = AnswerClock(self.api_url, telemetry, clock)  # GitHub's, off each answer
         self.budget = budget
         """The rate limit shared with the other transports on these credentials."""
         self.installation = RepositoryInstallation(app, repository) if app is not None else None
@@ -119,6 +119,8 @@ class GitHubTransport:
             lazy=True,
         )
         self.repo: Repository = self.client.get_repo(repository)
+        self._dates.watch(self.client.requester)
+        self._dates.watch(self.repo.requester)
         self._own_workers = workers is None
         self._workers = workers or GitHubWorkers(max_workers)
         """Where the calls run: the app's, shared by every service, or this transport's own
@@ -126,6 +128,12 @@ class GitHubTransport:
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
         self._answers = KeptAnswers()
+
+    def repository_named(self, name: str) -> Repository:
+        """The repository `name` (lazy: no request), its answers' `Date` read as this one's."""
+        repo = self.client.get_repo(name)
+        self._dates.watch(repo.requester)
+        return repo
 
     async def close(self) -> None:
         """Wait for the calls in flight, then release the HTTP connections (and the threads,
@@ -238,9 +246,7 @@ class GitHubTransport:
         """GET `path` (in the pool's thread), following a temporary redirection
         (`redirects`); GithubException on a refusal."""
         requester = self.client.requester
-        return checked(
-            requester, self._dates.read(lambda: get(requester, self.api_url, path, parameters))
-        )
+        return checked(requester, get(requester, self.api_url, path, parameters))
 
     def get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
@@ -256,7 +262,7 @@ class GitHubTransport:
         kept = self._answers.get(key)
         headers = {"If-None-Match": kept[0]} if kept is not None else {}
         requester = self.client.requester
-        answer = self._dates.read(lambda: get(requester, self.api_url, path, parameters, headers))
+        answer = get(requester, self.api_url, path, parameters, headers)
         if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
             return kept[1], kept[2]
