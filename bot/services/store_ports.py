@@ -149,6 +149,10 @@ class Timers(Protocol):
 
     async def bury(self, *, timer_id: int, owner: str, now: datetime, error: str) -> bool: ...
 
+    async def retold(self, *, timer_id: int, error: str) -> None:
+        """Say in a dead-lettered timer's `last_error` that its holder was told again."""
+        ...
+
     async def release_owned(self, *, owner: str) -> int:
         """Give back every pending timer `owner` holds (a replica shutting down), due as they
         were, so any replica claims them at once instead of after the lease; how many."""
