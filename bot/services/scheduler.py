@@ -326,10 +326,10 @@ class Scheduler:
     async def prune(self) -> None:
         """Once an hour (and as the bot starts): tell a held-over scheduled dispatch, or a
         stage, whose timer died while its service was not configured (`GivingUp.tell_again`);
-        say (once) which due timers only a newer version fires (never claimed here, so no attempt is counted);
-        forget action claims, webhook deliveries and rule requests older than the retention
-        (deleting twice is harmless; a request still waiting is found again from its
-        deployment). The audit trail stays."""
+        say (once) which due timers only a newer version fires (never claimed here, so no
+        attempt is counted); forget action claims, webhook deliveries and rule requests older
+        than the retention (deleting twice is harmless; a request still waiting is found again
+        from its deployment). The audit trail stays."""
         now = self._clock()
         if self._pruned_at is not None and now < self._pruned_at + PRUNE_EVERY:
             return
