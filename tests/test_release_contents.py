@@ -33,6 +33,7 @@ from bot.domain.release_contents import (
     release_contents,
     risks,
 )
+from bot.domain.release_tag import nearest_tags, tag_family
 from bot.domain.rollout import TrackState
 from bot.plan_file import load_plan
 from bot.services.records import NewAuditEvent
@@ -574,3 +575,15 @@ async def test_a_typo_d_tag_is_answered_to_the_starter_alone_and_starts_nothing(
     assert await box.rollouts() == []
     trail = await box.audit.list_for_actor(RELEASE_MANAGER)
     assert [e.result for e in trail] == ["tag_not_found"]
+
+
+def test_a_typo_d_tag_s_family_and_nearest_tags() -> None:
+    assert (tag_family("v1.4.x"), tag_family("v2-rc"), tag_family("latest")) == (
+        "v1.4.",
+        "v2-",
+        "l",
+    )
+    tags = ["v1.4.0", "v1.4.1", "v1.4.2", "v1.4.10"]
+    assert nearest_tags("v1.4.x", tags)[:1] in (["v1.4.0"], ["v1.4.1"], ["v1.4.2"])
+    assert nearest_tags("v1.4.12", tags)[0] in ("v1.4.1", "v1.4.2", "v1.4.10")
+    assert nearest_tags("release-candidate", tags) == []
