@@ -16,9 +16,10 @@ import logging
 from datetime import datetime
 
 from bot.services.outbox_messages import REFUSED, REPLIES
+from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier, RefusalNotice, Undelivered
 from bot.services.records import NewMessage, OutboxMessage
-from bot.services.store_ports import Outboxes, Rollouts
+from bot.services.store_ports import Rollouts
 
 log = logging.getLogger(__name__)
 

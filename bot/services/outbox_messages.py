@@ -22,9 +22,10 @@ from bot.domain.rollout import (
     verdict_to_json,
 )
 from bot.domain.rollout_summary import summarize
+from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage, is_machine
-from bot.services.store_ports import AuditLog, Outboxes
+from bot.services.store_ports import AuditLog
 
 log = logging.getLogger(__name__)
 

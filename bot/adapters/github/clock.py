@@ -64,13 +64,14 @@ class AnswerClock:
         self._clock = clock or SystemClock()
         self._sent = threading.local()  # each request's, in the worker thread that sends it
 
-    def watch(self, requester: Requester) -> None:
-        """Read every answer `requester` gets: PyGithub tells each request it sends and each
-        answer (its headers, a 304's too) to these two of its methods, in the sending thread
-        (their own work, debug frames, is off). A `Github` client's objects have a requester
-        of their own (`get_repo` copies it): each is watched."""
-        setattr(requester, "NEW_DEBUG_FRAME", self._sending)  # noqa: B010 - a method replaced
-        setattr(requester, "DEBUG_ON_RESPONSE", self._answered)  # noqa: B010
+    def watch(self, *requesters: Requester) -> None:
+        """Read every answer the `requesters` get: PyGithub tells each request it sends and
+        each answer (its headers, a 304's too) to these two of its methods, in the sending
+        thread (their own work, debug frames, is off). A `Github` client's objects have a
+        requester of their own (`get_repo` copies it): each is watched."""
+        for requester in requesters:
+            setattr(requester, "NEW_DEBUG_FRAME", self._sending)  # noqa: B010 - replaced
+            setattr(requester, "DEBUG_ON_RESPONSE", self._answered)  # noqa: B010
 
     def _sending(self, _headers: object) -> None:
         self._sent.at = self._clock()

@@ -102,7 +102,8 @@ class GitHubTransport:
         self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
-        self._dates = AnswerClock(self.api_url, telemetry, clock)  # GitHub's, off each answer
+        self.dates = AnswerClock(self.api_url, telemetry, clock)
+        """GitHub's clock, off each answer (a requester of another repository, watched too)."""
         self.budget = budget
         """The rate limit shared with the other transports on these credentials."""
         self.installation = RepositoryInstallation(app, repository) if app is not None else None
@@ -119,8 +120,7 @@ class GitHubTransport:
             lazy=True,
         )
         self.repo: Repository = self.client.get_repo(repository)
-        self._dates.watch(self.client.requester)
-        self._dates.watch(self.repo.requester)
+        self.dates.watch(self.client.requester, self.repo.requester)
         self._own_workers = workers is None
         self._workers = workers or GitHubWorkers(max_workers)
         """Where the calls run: the app's, shared by every service, or this transport's own
@@ -128,12 +128,6 @@ class GitHubTransport:
         self.repository_id: int | None = None
         """GitHub's id of the repository, once read (`repository.learn_repository_id`)."""
         self._answers = KeptAnswers()
-
-    def repository_named(self, name: str) -> Repository:
-        """The repository `name` (lazy: no request), its answers' `Date` read as this one's."""
-        repo = self.client.get_repo(name)
-        self._dates.watch(repo.requester)
-        return repo
 
     async def close(self) -> None:
         """Wait for the calls in flight, then release the HTTP connections (and the threads,
