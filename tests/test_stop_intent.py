@@ -7,6 +7,7 @@ the test lets it go (`GitHubSimulator.hold`)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from test_desktop_track import ga_held_by_github, ga_plan
 from test_github_faults import REVIEWS
 
 from bot.domain.rollout import StageState, TrackState
+from bot.domain.rollout_summary import summarize
 from sandbox.config import REPOSITORY
 from sandbox.harness import Sandbox
 
@@ -78,3 +80,25 @@ async def test_a_kill_while_github_deploys_the_ga_ring_is_refused_and_leaves_it_
         await box.pass_time(timedelta(minutes=10))  # GA lands: the track completes
         done = await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
         assert stage_state(done, "desktop", "ga") is StageState.DEPLOYED
+
+
+async def test_a_kill_put_back_is_not_named_in_the_summary_as_a_kill_that_took_place(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The stop saved before the read records its `ok`; put back and refused, the rollout's
+    summary must not say the person tripped the kill-switch (nothing was stopped)."""
+    async with running_sandbox(tmp_path, database_url) as box:
+        box.github.set_job_duration("Desktop/CLI ring deploy - GA", timedelta(minutes=10))
+        await dispatched(box)
+        await promote(box, "desktop", "internal")
+        await promote(box, "desktop", "beta")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+
+        assert "already deploying GA ring" in await box.command("kill too late")
+        after = await box.rollout()
+        assert after.track("desktop").state is TrackState.ACTIVE
+        plan = await box.services.rollouts.effects.plan_of(after)
+        trail = await box.audit.list_for_rollout(after.id)
+        ended = replace(after, ended_at=box.clock())
+        summary = summarize(ended, plan, trail, machine=lambda actor: False)
+        assert "tripped the kill-switch" not in {act.what for act in summary.acts}, summary.acts
