@@ -220,7 +220,7 @@ def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     """The gates, and the people's actions that took place: each promotion once (a replica
     that lost the race to save a promotion records it again: the first after a track's gate
     counts); a stop put back (`PUT_BACK`) never."""
-    kept = []
+    kept: list[Recorded] = []
     gates: dict[str | None, int] = {}
     promoted: set[tuple[str | None, int]] = set()
     for e in events:
