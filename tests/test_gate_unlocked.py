@@ -35,20 +35,28 @@ class HeldSource:
         return await self._source.read(window)
 
 
+def held_reads(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Every gate passes; the gate's reads wait (the first sets `reading`) until `answered`."""
+    every_gate_passes(box)
+    gate = box.services.rollouts._gate
+    sources = gate._sources
+    reading, answered = asyncio.Event(), asyncio.Event()
+
+    def held(config: Metrics) -> MetricsSource:
+        return HeldSource(sources(config), reading, answered)
+
+    monkeypatch.setattr(gate, "_sources", held)
+    return reading, answered
+
+
 async def test_a_kill_is_saved_while_the_window_ends_read_of_the_figures_hangs(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = fast_plan(tmp_path / "figures.yml", window="1s")
     async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        every_gate_passes(box)
-        gate = box.services.rollouts._gate
-        sources = gate._sources
-        reading, answered = asyncio.Event(), asyncio.Event()
-
-        def held(config: Metrics) -> MetricsSource:
-            return HeldSource(sources(config), reading, answered)
-
-        monkeypatch.setattr(gate, "_sources", held)
+        reading, answered = held_reads(box, monkeypatch)
         try:
             await dispatched(box)
             await asyncio.wait_for(reading.wait(), timeout=30)  # a window ended: read held
@@ -87,15 +95,7 @@ async def test_a_window_end_fired_again_while_its_figures_are_read_gives_one_ver
     read the figures, one verdict is taken, the other reading dropped."""
     plan = fast_plan(tmp_path / "figures.yml", window="1s")
     async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        every_gate_passes(box)
-        gate = box.services.rollouts._gate
-        sources = gate._sources
-        reading, answered = asyncio.Event(), asyncio.Event()
-
-        def held(config: Metrics) -> MetricsSource:
-            return HeldSource(sources(config), reading, answered)
-
-        monkeypatch.setattr(gate, "_sources", held)
+        reading, answered = held_reads(box, monkeypatch)
         try:
             await dispatched(box)
             await asyncio.wait_for(reading.wait(), timeout=30)
