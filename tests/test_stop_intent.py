@@ -87,3 +87,30 @@ async def test_a_kill_while_github_deploys_the_ga_ring_is_refused_and_leaves_it_
         await box.pass_time(timedelta(minutes=10))  # GA lands: the track completes
         done = await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
         assert stage_state(done, "desktop", "ga") is StageState.DEPLOYED
+
+
+async def test_a_kill_whose_process_dies_after_its_save_still_rejects_ga_and_the_thread_learns(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill is saved, then its process dies before GitHub answers its read (and before
+    the thread is told): the next look rejects GA all the same, the track ends halted, and the
+    thread says so."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+
+        async def dies(_: object) -> None:
+            raise RuntimeError("the process died here")
+
+        monkeypatch.setattr(stops, "_waiting", dies)
+        await box.command("kill crash spike in beta")
+        stopping = await box.rollout()
+        assert stopping.track("desktop").state is TrackState.ABORTING
+        box.github.clear_faults()
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
+        thread = "\n".join(box.thread())
+        assert "Rejected *GA ring*" in thread and "halted by the kill-switch" in thread
