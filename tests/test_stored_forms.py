@@ -19,18 +19,23 @@ from bot.services.effects import TIMER_KINDS
 from bot.services.outbox_messages import KINDS
 
 
-def _event_name(event: told.Event, index: int) -> str:
-    return f"{index:02d}:{type(event).__name__}"
+def _named(events: list[told.Event]) -> list[tuple[str, told.Event]]:
+    """Each sample named by its kind, and its place among the kind's samples from the second
+    on: a sample added to another kind renames none."""
+    seen: dict[str, int] = {}
+    named = []
+    for event in events:
+        kind = type(event).__name__
+        seen[kind] = seen.get(kind, 0) + 1
+        named.append((kind if seen[kind] == 1 else f"{kind}:{seen[kind]}", event))
+    return named
 
 
 EVENT_FAMILY = Family(
     "events",
     "Every thread event kind (the `Event` union) as the outbox stores it "
     "(bot/domain/rollout/codec.py), from tests/event_samples.py.",
-    [
-        Sample(_event_name(event, n), event, event_to_json, event_from_json)
-        for n, event in enumerate(EVENTS)
-    ],
+    [Sample(name, event, event_to_json, event_from_json) for name, event in _named(EVENTS)],
 )
 ALL = (EVENT_FAMILY, *FAMILIES, ROLLOUT_STATE, SLACK)
 
