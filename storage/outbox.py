@@ -29,6 +29,13 @@ REFUSAL_TOLD = "slack_channel_refused"
 """The `action` of the claim that a channel's refusal was told (`told_once`)."""
 
 
+def refusal_told_key(refusing: str, channel: str, after: int, lost: int) -> str:
+    """The claim that `refusing`'s refusal was told in `channel` (after the notice of message
+    `after`), once; again under a new key for each such notice given up (`lost`)."""
+    told = f"{REFUSAL_TOLD}:{refusing}:{channel}:{after}"
+    return told + (f":{lost}" if lost else "")
+
+
 def _pending() -> ColumnElement[bool]:
     return and_(OutboxRow.delivered_at.is_(None), OutboxRow.dead_at.is_(None))
 
@@ -235,11 +242,10 @@ class OutboxStore:
                 for payload in notices
                 if payload.get("channel") == refusing and payload.get("after") == (after or 0)
             )
-        told = f"{REFUSAL_TOLD}:{refusing}:{notice.channel_id}:{after or 0}"
         payload = {**notice.payload, "after": after or 0}
         return await self.add_once(
             [replace(notice, payload=payload)],
-            once=told + (f":{lost}" if lost else ""),
+            once=refusal_told_key(refusing, notice.channel_id, after or 0, lost),
             now=now,
             action=REFUSAL_TOLD,
         )

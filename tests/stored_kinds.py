@@ -11,7 +11,15 @@ from cleared import ALL_CLEAR
 from event_samples import AT
 from stored_forms import Family, Sample, as_json
 
-from bot.domain.controls import _SCOPE, CardRef, Control, Hold, delivery_key, effect_key
+from bot.domain.controls import (
+    _SCOPE,
+    CardRef,
+    Control,
+    Hold,
+    delivery_key,
+    effect_attempt,
+    effect_key,
+)
 from bot.domain.freeze import (
     Freeze,
     freeze_end_timer_key,
@@ -30,10 +38,11 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_
 from bot.services import outbox_messages as messages
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
 from bot.services.gating import _window
-from bot.services.npm_release import CLAIM_ACTION, ReleaseLook
+from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
 from bot.services.scheduled_starts import _scheduled_at
 from bot.services.unconfirmed_rules import Unconfirmed, _timer
+from storage.outbox import REFUSAL_TOLD, TOLD, refusal_told_key
 
 RID = "r-0123456789ab"
 DUE = AT + timedelta(minutes=30)
@@ -89,7 +98,7 @@ LOOK = ReleaseLook(
     channel="C1",
     ts="1717320600.000100",
     walkthrough=WALKTHROUGH,
-    claim_key=f"{CLAIM_ACTION}:C1:1717320600.000100:-",
+    claim_key=release_claim_key(MessageRef("C1", "1717320600.000100"), None),
     holder="h-1",
     actor="U1",
     dispatched_at=AT,
@@ -304,7 +313,39 @@ CLAIMS = Family(
             Control.PROMOTE,
             lambda c: effect_key(c, CardRef(RID)),
         ),
+        Sample(
+            "effect:rerun_failure_job:attempt",
+            Control.RERUN_FAILURE_JOB,
+            lambda c: effect_key(c, FULL_CARD),
+            effect_attempt,  # a lapsed re-run is followed by it (bot/services/lapsed_reruns.py)
+            decoded=FULL_CARD.attempt,
+        ),
         Sample("delivery", "T1:abc", delivery_key),
+        Sample(
+            "npm_release",
+            (MessageRef("C1", "1717320600.000100"), 9001),
+            lambda v: {"key": release_claim_key(*v), "action": CLAIM_ACTION},
+        ),
+        Sample(
+            "npm_release:first",
+            (MessageRef("C1", "1717320600.000100"), None),
+            lambda v: {"key": release_claim_key(*v), "action": CLAIM_ACTION},
+        ),
+        Sample(
+            "told_once:freeze_end",
+            (RID, FREEZE),
+            lambda v: {"key": freeze_end_timer_key(*v), "action": TOLD},
+        ),
+        Sample(
+            "told_once:channel_refused",
+            ("C1", "C9", 4, 0),
+            lambda v: {"key": refusal_told_key(*v), "action": REFUSAL_TOLD},
+        ),
+        Sample(
+            "told_once:channel_refused:lost",
+            ("C1", "C9", 4, 2),
+            lambda v: {"key": refusal_told_key(*v), "action": REFUSAL_TOLD},
+        ),
         Sample("lane:override", RID, override_kind),
         Sample("lane:rollback", RID, roll_back_kind),
     ],
