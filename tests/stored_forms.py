@@ -15,12 +15,15 @@ note in docs/operating.md, "This upgrade"):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 SAVED = Path(__file__).parent / "stored"
 REGENERATE = "SAVE_STORED_FORMS=1 .venv/bin/pytest -q -p no:xdist tests/test_stored_forms.py"
@@ -77,6 +80,56 @@ class Family:
 def as_json(value: Any) -> Any:
     """What the database's JSON column hands back: the value through JSON text."""
     return json.loads(json.dumps(value))
+
+
+def _defaults(cls: type[Any]) -> dict[str, Any]:
+    """A dataclass's or a pydantic model's fields that have a default, with it."""
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return {
+            name: info.get_default(call_default_factory=True)
+            for name, info in cls.model_fields.items()
+            if not info.is_required()
+        }
+    found = {}
+    for field in dataclasses.fields(cls):
+        if field.default is not dataclasses.MISSING:
+            found[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            found[field.name] = field.default_factory()
+    return found
+
+
+def defaults_left_out(value: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """`data`, a value's JSON keyed by its field names, without the fields the value holds at
+    their defaults: what a version before those fields stored. Read back, they must still come
+    out as the defaults (a changed default changes what every such row means)."""
+    defaults = _defaults(type(value))
+    return {
+        key: item
+        for key, item in data.items()
+        if key not in defaults or getattr(value, key) != defaults[key]
+    }
+
+
+def earlier(
+    sample: Sample,
+    *,
+    of: Callable[[Any], Any] = lambda value: value,
+    at: Callable[[Any], dict[str, Any]] = lambda data: data,
+) -> Sample:
+    """`sample` as stored before its defaulted fields existed (`defaults_left_out`), read by
+    the same reader: `of` picks the dataclass or model out of the value, `at` its fields out
+    of the encoded form."""
+
+    def encode(value: Any) -> Any:
+        data = sample.encode(value)
+        fields = at(data)
+        kept = defaults_left_out(of(value), fields)
+        fields.clear()
+        fields.update(kept)
+        return data
+
+    return Sample(f"{sample.name}:earlier", sample.value, encode, sample.decode, sample.decoded)
 
 
 def drift(family: Family, what: str, lines: Sequence[str]) -> str:

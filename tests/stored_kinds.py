@@ -9,7 +9,7 @@ from typing import Any
 
 from cleared import ALL_CLEAR
 from event_samples import AT
-from stored_forms import Family, Sample, as_json
+from stored_forms import Family, Sample, as_json, earlier
 
 from bot.domain.controls import (
     _SCOPE,
@@ -107,6 +107,60 @@ LOOK = ReleaseLook(
 )
 UNCONFIRMED = Unconfirmed(delivery_id="d-1", installation=99, request=REQUEST, number=3)
 
+WAITING = UnfollowedRun(
+    7001,
+    "Deploy",
+    "https://github.com/o/r/actions/runs/7001",
+    "main",
+    "",
+    "push",
+    "octocat",
+    "relay-half",
+    AT,
+    DUE,
+)
+FIRST_LOOK = LOOK.model_copy(update={"number": 0})
+
+
+def _unfollowed(name: str, card: UnfollowedRun) -> Sample:
+    return Sample(
+        name,
+        card,
+        lambda card: {
+            "key": timer_key(REQUEST.run_id),
+            "kind": "unfollowed_run",
+            "payload": as_json(timer_payload(REQUEST, card)),
+        },
+        lambda data: (
+            data["payload"]["request"],
+            UnfollowedRun.from_json(data["payload"]["card"]),
+        ),
+        decoded=(REQUEST.key, card),
+    )
+
+
+def _look(name: str, look: ReleaseLook) -> Sample:
+    return Sample(
+        name,
+        look,
+        lambda look: {
+            "key": look.key,
+            "kind": "npm_release",
+            "payload": look.model_dump(mode="json", exclude_none=True),
+        },
+        lambda data: ReleaseLook.model_validate(data["payload"]),
+    )
+
+
+def _unconfirmed(name: str, held: Unconfirmed) -> Sample:
+    return Sample(
+        name,
+        held,
+        lambda held: _new_timer(_timer(held, DUE)),
+        lambda data: Unconfirmed.model_validate(data["payload"]),
+    )
+
+
 TIMERS = Family(
     "timers",
     "Every timer kind: its key, kind and payload (TIMER_KINDS, bot/services/effects.py).",
@@ -129,35 +183,26 @@ TIMERS = Family(
             decoded=("scheduled_dispatch", dispatch_timer(RID, AT).key, AT),
         ),
         Sample(
-            "unfollowed_run",
-            (REQUEST, CARD),
+            "window:earlier",
+            (RID, "relay", "canary", AT),
             lambda v: {
-                "key": timer_key(v[0].run_id),
-                "kind": "unfollowed_run",
-                "payload": as_json(timer_payload(*v)),
+                "key": window_timer_key(*v),
+                "kind": WINDOW_TIMER,
+                "payload": {"track": v[1], "stage": v[2]},  # its end in its key alone
             },
-            lambda data: (
-                data["payload"]["request"],
-                UnfollowedRun.from_json(data["payload"]["card"]),
-            ),
-            decoded=(REQUEST.key, CARD),
+            lambda data: _window(_stored(data)),
         ),
-        Sample(
-            "npm_release",
-            LOOK,
-            lambda look: {
-                "key": look.key,
-                "kind": "npm_release",
-                "payload": look.model_dump(mode="json", exclude_none=True),
-            },
-            lambda data: ReleaseLook.model_validate(data["payload"]),
+        _unfollowed("unfollowed_run", CARD),
+        earlier(
+            _unfollowed("unfollowed_run:waiting", WAITING),
+            at=lambda data: data["payload"]["card"],
         ),
-        Sample(
-            "unconfirmed_rule",
-            _timer(UNCONFIRMED, DUE),
-            _new_timer,
-            lambda data: Unconfirmed.model_validate(data["payload"]),
-            decoded=UNCONFIRMED,
+        _look("npm_release", LOOK),
+        earlier(_look("npm_release:first", FIRST_LOOK), at=lambda data: data["payload"]),
+        _unconfirmed("unconfirmed_rule", UNCONFIRMED),
+        earlier(
+            _unconfirmed("unconfirmed_rule:first", UNCONFIRMED.model_copy(update={"number": 1})),
+            at=lambda data: data["payload"],
         ),
         Sample(
             "freeze_end",

@@ -5,13 +5,14 @@ the product's own code (`tests/stored_forms.py`)."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from cleared import ALL_CLEAR
 from event_samples import AT
-from stored_forms import Family, Sample, as_json
+from stored_forms import Family, Sample, as_json, earlier
 from stored_kinds import RID, VERDICT, WALKTHROUGH
 
 from bot.adapters.slack import actions as slack
@@ -38,6 +39,8 @@ from bot.domain.rollout import (
     reason_to_json,
     schedule_from_json,
     schedule_to_json,
+    verdict_from_json,
+    verdict_to_json,
 )
 from bot.domain.schedule import Held, Schedule
 from bot.domain.unfollowed_runs import RunFate
@@ -145,6 +148,28 @@ def _moments(cls: type[Any], data: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+def _rollout_sample(name: str, rollout: Rollout) -> Sample:
+    return Sample(name, rollout, _rows, lambda data: _rollout(_moments(RolloutRecord, data)))
+
+
+NEW = replace(
+    ROLLOUT,
+    tracks=(Track("relay", TrackState.ACTIVE, (Stage("canary", StageState.DEPLOYING),)),),
+    preflight=ALL_CLEAR,
+    run_id=None,
+    run_url=None,
+    dispatched_at=None,
+    gave_up_at=None,
+    schedule=None,
+    told_outside=(),
+    unread_since=None,
+    told_unread=False,
+    attempt=None,
+    version=1,
+)
+PLAIN = replace(VERDICT, reason=None, sample=None, min_sample=0, current_error=None)
+
+
 def _enum(cls: type[StrEnum]) -> Sample:
     return Sample(
         f"enum:{cls.__name__}",
@@ -160,7 +185,11 @@ ROLLOUT_STATE = Family(
     "A rollout's rows (storage/rollout_store.py: states, context, stop reasons, verdicts) and "
     "the enum values its columns hold.",
     [
-        Sample("rollout", ROLLOUT, _rows, lambda data: _rollout(_moments(RolloutRecord, data))),
+        _rollout_sample("rollout", ROLLOUT),
+        # As stored before the context's later keys (told_outside, unread_since, ...) existed.
+        earlier(_rollout_sample("rollout:new", NEW), at=lambda data: data["context"]),
+        Sample("verdict", VERDICT, verdict_to_json, verdict_from_json),
+        earlier(Sample("verdict:plain", PLAIN, verdict_to_json, verdict_from_json)),
         *(
             _enum(cls)
             for cls in (Phase, TrackState, StageState, CheckState, StopKind, Verdict, GateKind)

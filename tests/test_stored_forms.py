@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from event_samples import EVENTS
-from stored_forms import SAVING, Family, Sample, drift
+from stored_forms import SAVING, Family, Sample, defaults_left_out, drift, earlier
 from stored_kinds import CLAIMS, FAMILIES, OUTBOX, TIMERS
 from stored_values import ROLLOUT_STATE, SLACK
 
@@ -31,11 +31,33 @@ def _named(events: list[told.Event]) -> list[tuple[str, told.Event]]:
     return named
 
 
+def _fields(data: dict[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = data["fields"]
+    return fields
+
+
+def _firsts_with_defaults(events: list[told.Event]) -> list[tuple[str, told.Event]]:
+    firsts: dict[str, told.Event] = {}
+    for event in events:
+        kind, fields = type(event).__name__, _fields(event_to_json(event))
+        if kind not in firsts and defaults_left_out(event, fields) != fields:
+            firsts[kind] = event
+    return list(firsts.items())
+
+
 EVENT_FAMILY = Family(
     "events",
     "Every thread event kind (the `Event` union) as the outbox stores it "
     "(bot/domain/rollout/codec.py), from tests/event_samples.py.",
-    [Sample(name, event, event_to_json, event_from_json) for name, event in _named(EVENTS)],
+    [
+        *(Sample(name, event, event_to_json, event_from_json) for name, event in _named(EVENTS)),
+        # Each kind's first sample with a field at its default, as stored before that field
+        # existed: read back, it is the default still.
+        *(
+            earlier(Sample(kind, event, event_to_json, event_from_json), at=_fields)
+            for kind, event in _firsts_with_defaults(EVENTS)
+        ),
+    ],
 )
 ALL = (EVENT_FAMILY, *FAMILIES, ROLLOUT_STATE, SLACK)
 
@@ -85,7 +107,9 @@ def test_the_saved_copy_still_reads(family: Family) -> None:
 
 
 def test_every_kind_has_a_sample() -> None:
+    """A kind added (an event, a timer, an outbox message, a control) needs its sample here,
+    and its saved copy."""
     assert {*told.Event.__args__} == {type(s.value) for s in EVENT_FAMILY.samples}  # type: ignore[attr-defined]
-    assert {s.name for s in TIMERS.samples} == TIMER_KINDS
-    assert {s.name for s in OUTBOX.samples} >= KINDS
+    assert {s.encode(s.value)["kind"] for s in TIMERS.samples} == TIMER_KINDS
+    assert {s.encode(s.value)["kind"] for s in OUTBOX.samples} == KINDS
     assert {f"effect:{c.value}" for c in _SCOPE} <= {s.name for s in CLAIMS.samples}
