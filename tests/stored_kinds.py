@@ -3,6 +3,7 @@ by the product's own code (`tests/stored_forms.py`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,6 +37,7 @@ from bot.domain.rollout import Phase, Rollout, window_timer_key, window_timer_pa
 from bot.domain.rollout import events as told
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_payload
 from bot.services import outbox_messages as messages
+from bot.services.channel_refusals import notice_of, refusal_notice
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
 from bot.services.gating import _window
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
@@ -286,9 +288,8 @@ def _gate(payload: dict[str, Any]) -> Any:
 
 SHOWN = Notifications(failure_channel="C0FAILURES")
 THREAD, ELSEWHERE = messages.told(ROLLOUT, FAILED, failure=True, notifications=SHOWN)
-REFUSAL = NewMessage(
-    kind=messages.REFUSED, channel_id="C9", payload={"channel": "C1", "refusal": "not_in_channel"}
-)
+NOTICE = refusal_notice("C9", refusing="C1", refusal="not_in_channel")
+REFUSAL = replace(NOTICE, payload={**NOTICE.payload, "after": 4})  # as `told_once` stores it
 OUTBOX = Family(
     "outbox",
     "Every outbox message kind: its row's kind, channels and payload (bot/services/"
@@ -327,9 +328,10 @@ OUTBOX = Family(
         _outbox(
             "channel_refused",
             REFUSAL,
-            lambda p: (p["channel"], p["refusal"]),
-            ("C1", "not_in_channel"),
+            notice_of,
+            ("C1", "not_in_channel", 4),
         ),
+        _outbox("channel_refused:earlier", NOTICE, notice_of, ("C1", "not_in_channel", 0)),
     ],
 )
 

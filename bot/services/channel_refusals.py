@@ -13,7 +13,9 @@ rollouts' messages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from bot.services.outbox_messages import REFUSED
 from bot.services.ports import DeliveryFailed, Notifier, RefusalNotice, Undelivered
@@ -21,6 +23,19 @@ from bot.services.records import NewMessage, OutboxMessage
 from bot.services.store_ports import Outboxes, Rollouts
 
 log = logging.getLogger(__name__)
+
+
+def refusal_notice(channel_id: str, *, refusing: str, refusal: str) -> NewMessage:
+    """The notice, in `channel_id`, that `refusing` refuses the bot (Slack's `refusal`); the
+    outbox adds the message it follows (`after`, `Outboxes.told_once`)."""
+    return NewMessage(
+        kind=REFUSED, channel_id=channel_id, payload={"channel": refusing, "refusal": refusal}
+    )
+
+
+def notice_of(payload: Mapping[str, Any]) -> tuple[str, str, int]:
+    """A stored notice's refusing channel, Slack's refusal, and the message it follows."""
+    return str(payload["channel"]), str(payload["refusal"]), int(payload.get("after", 0))
 
 
 class ChannelRefusals:
@@ -50,11 +65,7 @@ class ChannelRefusals:
                 refusal,
             )
             return
-        notice = NewMessage(
-            kind=REFUSED,
-            channel_id=elsewhere,
-            payload={"channel": message.channel_id, "refusal": refusal},
-        )
+        notice = refusal_notice(elsewhere, refusing=message.channel_id, refusal=refusal)
         if await self._store.told_once(notice, refusing=message.channel_id, now=now):
             log.error(
                 "the bot cannot post in %s (%s): told in %s", message.channel_id, refusal, elsewhere
@@ -62,8 +73,8 @@ class ChannelRefusals:
 
     async def tell(self, message: OutboxMessage) -> None:
         """Post the notice, with what its channel was not told since the refusal began."""
-        refusing = str(message.payload["channel"])
-        given_up = await self._store.refused(refusing, after=int(message.payload.get("after", 0)))
+        refusing, refusal, after = notice_of(message.payload)
+        given_up = await self._store.refused(refusing, after=after)
         undelivered: list[Undelivered] = []
         # Each rollout's tag, and whether its failures are told here: a release channel that
         # several services share may be told of in several failure channels, each of its own
@@ -81,7 +92,7 @@ class ChannelRefusals:
             RefusalNotice(
                 channel=message.channel_id,
                 refusing=refusing,
-                refusal=str(message.payload["refusal"]),
+                refusal=refusal,
                 undelivered=undelivered,
                 key=message.id,
                 look_since=message.created_at if message.attempts > 0 else None,
