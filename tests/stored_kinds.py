@@ -290,6 +290,8 @@ SHOWN = Notifications(failure_channel="C0FAILURES")
 THREAD, ELSEWHERE = messages.told(ROLLOUT, FAILED, failure=True, notifications=SHOWN)
 NOTICE = refusal_notice("C9", refusing="C1", refusal="not_in_channel")
 REFUSAL = replace(NOTICE, payload={**NOTICE.payload, "after": 4})  # as `told_once` stores it
+REPLIES = refusal_notice("C9", refusing="C1", refusal="restricted_action", replies=True)
+REPLIES_ONLY = replace(REPLIES, payload={**REPLIES.payload, "after": 4})
 OUTBOX = Family(
     "outbox",
     "Every outbox message kind: its row's kind, channels and payload (bot/services/"
@@ -329,9 +331,15 @@ OUTBOX = Family(
             "channel_refused",
             REFUSAL,
             notice_of,
-            ("C1", "not_in_channel", 4),
+            ("C1", "not_in_channel", 4, False),
         ),
-        _outbox("channel_refused:earlier", NOTICE, notice_of, ("C1", "not_in_channel", 0)),
+        _outbox(
+            "channel_refused:replies",
+            REPLIES_ONLY,
+            notice_of,
+            ("C1", "restricted_action", 4, True),
+        ),
+        _outbox("channel_refused:earlier", NOTICE, notice_of, ("C1", "not_in_channel", 0, False)),
     ],
 )
 
@@ -387,6 +395,14 @@ CLAIMS = Family(
             "told_once:channel_refused",
             ("C1", "C9", 4, 0),
             lambda v: {"key": refusal_told_key(*v), "action": REFUSAL_TOLD},
+        ),
+        Sample(
+            "told_once:channel_refused:replies",
+            ("C1", "C9", 4, 0),
+            lambda v: {
+                "key": refusal_told_key(*v, kinds=messages.REPLIES),
+                "action": REFUSAL_TOLD,
+            },
         ),
         Sample(
             "told_once:channel_refused:lost",
