@@ -39,11 +39,11 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_
 from bot.services import outbox_messages as messages
 from bot.services.channel_refusals import notice_of, refusal_notice
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
-from bot.services.gating import _window
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
 from bot.services.scheduled_starts import _scheduled_at
 from bot.services.unconfirmed_rules import Unconfirmed, _timer
+from bot.services.window_ends import _window
 from storage.outbox import REFUSAL_TOLD, TOLD, refusal_told_key
 
 RID = "r-0123456789ab"
