@@ -241,14 +241,22 @@ class SimRepository:
         """
         self.engine.fail_job(run, job, lines=tuple(log.splitlines()), step=step)
 
-    def push_tag(self, name: str, *, at: str | None = None, annotated: bool = False) -> None:
+    def push_tag(
+        self, name: str, *, at: str | None = None, annotated: bool = False, levels: int = 1
+    ) -> None:
         """A tag pushed at commit `at`; by default at the commit a run on `name` reports (the
         simulator's runs are at `commit_sha(ref)`). `git/ref/tags/<name>` answers it; an
-        annotated tag's ref names its tag object, which `git/tags/<sha>` answers."""
+        annotated tag's ref names its tag object, which `git/tags/<sha>` answers: a tag of a
+        tag of ... (`levels` tag objects) names the next, the last the commit."""
         self.refs.add(name)
         self.history.tags[name] = at or commit_sha(name)
         if annotated:
-            self.history.annotated[name] = commit_sha(f"tag object {name}")
+            objects = [commit_sha(f"tag object {name} {level}") for level in range(levels)]
+            objects[0] = commit_sha(f"tag object {name}")
+            self.history.annotated[name] = objects[0]
+            self.history.inner.update(zip(objects, objects[1:], strict=False))
+        else:  # pushed again as a lightweight tag (`git tag -f`): no tag object any more
+            self.history.annotated.pop(name, None)
 
     def create_foreign_run(
         self,
