@@ -166,6 +166,7 @@ class GitHubTransport:
             raise held
         if self.installation is not None and endpoint != "app":  # the App's own go with its JWT
             fn = renewing(fn, self.installation, renewed=self._renewed)
+            fn = self.installation.scoped(fn, endpoint)  # a token narrowed to what it needs
         try:
             if is_polling():
                 async with self._workers.polls:
