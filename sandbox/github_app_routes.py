@@ -173,7 +173,8 @@ class AppRoutes(AppScopedRoutes):
         """The repositories (`owner/name`, casefolded) a mint's `repositories` (names, of the
         installation's account) and `repository_ids` narrow its token to; None when neither is
         given. 422 when one is not a repository the installation includes, as GitHub."""
-        body = request[BODY] if isinstance(request[BODY], dict) else {}
+        raw = request[BODY]
+        body: Json = raw if isinstance(raw, dict) else {}
         names, ids = body.get("repositories"), body.get("repository_ids")
         if names is None and ids is None:
             return None

@@ -69,9 +69,7 @@ async def test_a_narrowed_token_asks_only_what_the_installation_was_granted(
     app.first.permissions.pop("secrets")
     async with gateway(gh, credentials(app)) as github:
         await start(github)
-    assert set(requests_to(gh, f"/app/installations/{app.installation_id}/access_tokens")) == {
-        201
-    }
+    assert set(requests_to(gh, f"/app/installations/{app.installation_id}/access_tokens")) == {201}
     assert all("secrets" not in token.permissions for token in app.issued)
 
 
