@@ -58,3 +58,21 @@ async def test_a_chain_of_tags_too_long_to_follow_is_unreadable_not_absent(
         await gateway.tag_commit(TAG)
     assert TAG in raised.value.message
     assert "more than 4" in raised.value.message
+
+
+async def test_runs_report_the_head_github_reports_for_their_event(gh: GitHubSimulator) -> None:
+    """GitHub's "Events that trigger workflows": a run of its ref's commit on a tag (a push of
+    the tag, a dispatch on it) reports the tag's commit, wherever the tag was pushed; a pull
+    request's run from a branch of that name reports its branch's head; a `schedule` or
+    `repository_dispatch` run is on the default branch only."""
+    gh.push_tag(TAG, at=commit_sha("the release"))
+    for event in ("push", "workflow_dispatch", "release"):
+        run = gh.create_foreign_run(branch=TAG, event=event)
+        assert gh.engine.runs[run].head_sha == commit_sha("the release"), event
+    pull = gh.create_foreign_run(branch=TAG, event="pull_request")
+    assert gh.engine.runs[pull].head_sha == commit_sha(TAG)
+    for event in ("schedule", "repository_dispatch"):
+        with pytest.raises(ValueError, match="default branch only"):
+            gh.create_foreign_run(branch=TAG, event=event)
+        run = gh.create_foreign_run(event=event)
+        assert gh.engine.runs[run].branch == "main"
