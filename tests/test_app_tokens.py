@@ -16,6 +16,7 @@ import pytest
 from test_github_app import FIRST_STAGES, credentials, gateway, requests_to
 from test_github_gateway import START, start
 
+from bot.domain.errors import GitHubError
 from sandbox.clock import ManualClock
 from sandbox.config import REPOSITORY
 from sandbox.github import GitHubSimulator
@@ -141,3 +142,20 @@ def app_jwt(app: SandboxApp) -> str:
     return jwt.encode(
         {"iat": now - 30, "exp": now + 300, "iss": str(app.app_id)}, app.key, algorithm="RS256"
     )
+
+
+async def test_a_configured_installation_of_another_account_is_named_as_the_fix(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """GITHUB_APP_INSTALLATION_ID set to the App's installation on another account: its token
+    was minted, and every call answered 404 as if the repository did not exist. A token asked
+    for the one repository is refused there (422), and the error says which setting to fix;
+    nothing was sent."""
+    other = app.install("elsewhere-org")
+    async with gateway(gh, credentials(app, installation_id=other.id)) as github:
+        with pytest.raises(GitHubError) as refused:
+            await start(github)
+    assert f"GITHUB_APP_INSTALLATION_ID must be the App's installation on {REPOSITORY}" in (
+        refused.value.message
+    ), refused.value.message
+    assert gh.dispatches == []
