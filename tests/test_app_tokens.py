@@ -8,33 +8,27 @@ for an app")."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import jwt
 import pytest
 from test_github_app import FIRST_STAGES, credentials, gateway, requests_to
-from test_github_gateway import START, start
+from test_github_gateway import start
+from test_sandbox_repositories import BILLING, app, gh_app
 
 from bot.domain.errors import GitHubError
-from sandbox.clock import ManualClock
 from sandbox.config import REPOSITORY
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import NOT_ACCESSIBLE, SandboxApp
 
-OTHER = "scriptum/elsewhere"
+OTHER = BILLING
+__all__ = ["app", "gh_app"]  # the fixtures `gh` is built on
 
 
 @pytest.fixture
-def app() -> SandboxApp:
-    return SandboxApp()
-
-
-@pytest.fixture
-async def gh(app: SandboxApp) -> AsyncIterator[GitHubSimulator]:
-    async with GitHubSimulator(app=app, clock=ManualClock(START)) as sim:
-        sim.add_repository(OTHER)
-        yield sim
+def gh(gh_app: GitHubSimulator) -> GitHubSimulator:
+    """The sandbox's GitHub with the App, serving another repository of the same account."""
+    return gh_app
 
 
 async def test_each_token_reaches_the_one_repository_with_what_its_calls_need(
