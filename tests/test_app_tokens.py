@@ -153,3 +153,20 @@ async def test_a_configured_installation_of_another_account_is_named_as_the_fix(
         refused.value.message
     ), refused.value.message
     assert gh.dispatches == []
+
+
+async def test_permissions_taken_away_since_they_were_read_are_read_again(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """An owner took Secrets away from the installation while the bot ran: its next token,
+    asked with Secrets as read then, is refused (422); the bot reads the installation again and
+    asks once more, without it, and the call goes."""
+    async with gateway(gh, credentials(app)) as github:
+        started = await start(github)
+        app.first.permissions.pop("secrets")
+        for token in app.issued:
+            app.revoke(token.token)
+        await github.snapshot(started.run_id)
+    minted = requests_to(gh, f"/app/installations/{app.installation_id}/access_tokens")
+    assert 422 in minted and minted[-1] == 201, minted
+    assert "secrets" not in app.issued[-1].permissions

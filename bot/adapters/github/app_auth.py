@@ -165,6 +165,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self._lock = threading.Lock()
         self.issued = ""
         """The last token handed out: masked in whatever GitHub's answers echo of a request."""
+        self._handed: dict[tuple[tuple[str, str], ...], str] = {}
 
     @property
     def installation_id(self) -> int | None:
@@ -203,7 +204,9 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 try:
                     return self._minted()
                 except GithubException as exc:
-                    if exc.status == 422:  # its permissions changed since they were read
+                    if exc.status == 422:
+                        # Asked for more than the installation has now (its permissions
+                        # reduced since they were read): read again, asked once more.
                         self._forget(self._installation_id)
                         return self._minted()
                     if exc.status != 404 or self.configured_id is not None:
@@ -243,8 +246,14 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 permissions=permissions,
             ).withRequester(self.requester)
             self._refused.discard(key)
-        self.issued = self._tokens[key].token
+        self.issued = self._handed[key] = self._tokens[key].token
         return self.issued
+
+    @property
+    def in_hand(self) -> tuple[str, ...]:
+        """The last token handed out for each set of permissions (a read's, a dispatch's...):
+        each masked in whatever GitHub's answers echo of a request."""
+        return tuple(self._handed.values())
 
     def renewed(self) -> InstallationTokenError | None:
         """GitHub answered 401 to the current token: a new one is minted now (in the calling

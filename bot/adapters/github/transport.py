@@ -365,7 +365,7 @@ class GitHubTransport:
 
     def scrub(self, text: str) -> str:
         """`text` without the bot's token (a proxy's error page may echo the request)."""
-        return _masked(text, self._token, self.installation.issued if self.installation else "")
+        return _masked(text, self._token, *(self.installation.in_hand if self.installation else ()))
 
 
 def _masked(text: str, *secrets: str) -> str:
