@@ -140,9 +140,10 @@ class InstallationToken:
     installation_id: int
     expires_at: float
     permissions: dict[str, str]
-    repositories: frozenset[str] | None = None
-    """The repositories (`owner/name`, casefolded) the token was narrowed to (`repositories`,
-    `repository_ids`); None: every repository of its installation."""
+    repositories: frozenset[int] | None = None
+    """The ids of the repositories the token was narrowed to (`repositories`, by name, or
+    `repository_ids`: GitHub keeps the ids, so a rename keeps the token's reach); None: every
+    repository of its installation."""
 
 
 @dataclass
@@ -308,9 +309,12 @@ class SandboxApp:
         self.jwts_seen += 1
         return None
 
-    def check_token(self, token: str, method: str, path: str) -> tuple[int, str] | None:
+    def check_token(
+        self, token: str, method: str, path: str, repository_id: int | None = None
+    ) -> tuple[int, str] | None:
         """(status, GitHub's message) refusing an installation token here; None: allowed.
-        Unknown tokens are not the App's (the caller answers them)."""
+        Unknown tokens are not the App's (the caller answers them). `repository_id`: the id of
+        the repository the path names (None: none the simulator serves)."""
         issued = self.minted(token)
         if issued is None or issued.expires_at <= self.now() or token in self.revoked:
             return 401, "Bad credentials"
@@ -322,7 +326,7 @@ class SandboxApp:
         repository = "/".join(path.split("/")[2:4])
         if path_matches(path, "/repos/*/*/**") and not (
             installation.covers(repository)
-            and (issued.repositories is None or repository.casefold() in issued.repositories)
+            and (issued.repositories is None or repository_id in issued.repositories)
         ):
             return 404, "Not Found"
         if any(path_matches(path, pattern) for pattern in _CLASSIC_TOKEN_ONLY):
@@ -353,10 +357,10 @@ class SandboxApp:
         self,
         installation: SandboxInstallation,
         requested: dict[str, str],
-        repositories: frozenset[str] | None = None,
+        repositories: frozenset[int] | None = None,
     ) -> InstallationToken:
         """A new token of `installation` with `requested` permissions (all of its own when
-        empty), for `repositories` (`owner/name`, casefolded; None: all of its own)."""
+        empty), for `repositories` (their ids; None: all of its own)."""
         permissions = dict(requested or installation.permissions)
         # GitHub's tokens are letters, digits and `_` after the prefix.
         body = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
@@ -372,7 +376,12 @@ class SandboxApp:
 
 
 def authenticate_app(
-    sandbox_app: SandboxApp, request: web.Request, path: str, scheme: str, credential: str
+    sandbox_app: SandboxApp,
+    request: web.Request,
+    path: str,
+    scheme: str,
+    credential: str,
+    repository_id: int | None = None,
 ) -> web.Response | None:
     """The pipeline's check of an App credential; sets the request's actor when it passes."""
     if is_app_path(path):
@@ -383,7 +392,7 @@ def authenticate_app(
             return json_response(shapes.error(refused, 401), 401)
         request[ACTOR] = sandbox_app.slug
         return None
-    refusal = sandbox_app.check_token(credential, request.method, path)
+    refusal = sandbox_app.check_token(credential, request.method, path, repository_id)
     if refusal is not None:
         status, message = refusal
         return json_response(shapes.error(message, status), status)

@@ -162,34 +162,34 @@ class AppRoutes(AppScopedRoutes):
         if chosen is not None:
             answer["repositories"] = [
                 shapes.repository(served.urls, default_branch=served.default_branch)
-                for name in sorted(chosen)
-                if (served := self.sim.repository_named(name)) is not None
+                for served in self.sim.repositories.values()
+                if served.id in chosen
             ]
         return json_response(answer, 201)
 
     def _requested_repositories(
         self, request: web.Request, installation: SandboxInstallation
-    ) -> frozenset[str] | None:
-        """The repositories (`owner/name`, casefolded) a mint's `repositories` (names, of the
-        installation's account) and `repository_ids` narrow its token to; None when neither is
-        given. 422 when one is not a repository the installation includes, as GitHub."""
+    ) -> frozenset[int] | None:
+        """The ids of the repositories a mint's `repositories` (names, of the installation's
+        account) and `repository_ids` narrow its token to; None when neither is given. 422
+        when one is not a repository the installation includes, as GitHub."""
         raw = request[BODY]
         body: Json = raw if isinstance(raw, dict) else {}
         names, ids = body.get("repositories"), body.get("repository_ids")
         if names is None and ids is None:
             return None
-        served = {repository.id: name for name, repository in self.sim.repositories.items()}
-        chosen = {f"{installation.account}/{name}".casefold() for name in names or []}
-        chosen |= {served.get(number, "") for number in ids or []}
+        by_id = {repository.id: repository for repository in self.sim.repositories.values()}
+        chosen = [self.sim.repository_named(f"{installation.account}/{n}") for n in names or []]
+        chosen += [by_id.get(number) if isinstance(number, int) else None for number in ids or []]
         if not chosen or any(
-            self.sim.repository_named(name) is None or not installation.covers(name)
-            for name in chosen
+            repository is None or not installation.covers(repository.repository)
+            for repository in chosen
         ):
             raise invalid(
                 "There is at least one repository that does not exist or is not accessible to "
                 "the parent installation."
             )
-        return frozenset(chosen)
+        return frozenset(repository.id for repository in chosen if repository is not None)
 
 
 def _selection(installation: SandboxInstallation) -> str:

@@ -43,7 +43,9 @@ async def test_each_token_reaches_the_one_repository_with_what_its_calls_need(
         snapshot = await github.snapshot(started.run_id)
         assert {job for job in FIRST_STAGES if snapshot.job(job) is not None}
     assert app.issued
-    assert all(token.repositories == {REPOSITORY.casefold()} for token in app.issued)
+    served = gh.repository_named(REPOSITORY)
+    assert served is not None
+    assert all(token.repositories == {served.id} for token in app.issued)
     by_write = {
         frozenset(n for n, level in token.permissions.items() if level == "write")
         for token in app.issued
@@ -124,10 +126,12 @@ async def test_the_reads_token_cannot_dispatch(gh: GitHubSimulator, app: Sandbox
     async with gateway(gh, credentials(app)) as github:
         await start(github)
     path = f"/repos/{REPOSITORY}/actions/workflows/x.yml/dispatches"
+    served = gh.repository_named(REPOSITORY)
+    assert served is not None
     read = next(t for t in app.issued if "write" not in t.permissions.values())
-    assert app.check_token(read.token, "POST", path) == (403, NOT_ACCESSIBLE)
+    assert app.check_token(read.token, "POST", path, served.id) == (403, NOT_ACCESSIBLE)
     dispatching = next(t for t in app.issued if t.permissions.get("actions") == "write")
-    assert app.check_token(dispatching.token, "POST", path) is None
+    assert app.check_token(dispatching.token, "POST", path, served.id) is None
 
 
 def app_jwt(app: SandboxApp) -> str:
@@ -170,3 +174,21 @@ async def test_permissions_taken_away_since_they_were_read_are_read_again(
     minted = requests_to(gh, f"/app/installations/{app.installation_id}/access_tokens")
     assert 422 in minted and minted[-1] == 201, minted
     assert "secrets" not in app.issued[-1].permissions
+
+
+async def test_tokens_minted_after_a_rename_name_the_repository_by_its_id(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """A token is asked for the repository by its name until GitHub's answer gives its id,
+    then by its id: after the repository is renamed, a token asked by its former name would be
+    refused (422, no such repository) and every call with it."""
+    async with gateway(gh, credentials(app)) as github:
+        started = await start(github)
+        gh.rename("scriptum/scriptum-renamed")
+        for token in app.issued:
+            app.revoke(token.token)
+        snapshot = await github.snapshot(started.run_id)
+    assert snapshot.run_id == started.run_id
+    minted = [r for r in gh.requests if r.path.endswith("/access_tokens")]
+    assert [r.status for r in minted][-1] == 201
+    assert 422 not in [r.status for r in minted]

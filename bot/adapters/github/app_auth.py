@@ -33,10 +33,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from github import Auth, BadCredentialsException, GithubException, GithubIntegration
 from github.HookDelivery import HookDeliverySummary
 from github.Installation import Installation
-from github.InstallationAuthorization import InstallationAuthorization
 from github.PaginatedList import PaginatedList
 from github.Requester import Requester, WithRequester
 
+from bot.adapters.github.app_tokens import NarrowedAuth, TokenRepository, needed
 from bot.domain.errors import GitHubError
 from bot.github_credentials import GitHubApp
 
@@ -57,61 +57,6 @@ APP_HINTS: Mapping[tuple[str, int], str] = {
     ("secret", 403): "the GitHub App needs the permission Secrets: Read" + _GRANT,
     ("release", 403): "the GitHub App needs the permission Actions: Read" + _GRANT,
 }
-
-
-READS: Mapping[str, str] = {
-    name: "read"
-    for name in (
-        "actions",
-        "contents",
-        "deployments",
-        "environments",
-        "members",
-        "metadata",
-        "repository_hooks",
-        "secrets",
-    )
-}
-"""What the bot's reads need (its runs and jobs, files, tags and releases, deployments
-waiting, environments and their secrets' names, team membership, repository webhooks)."""
-WRITES: Mapping[str, Mapping[str, str]] = {
-    "dispatch": {"actions": "write", "metadata": "read"},
-    "rerun": {"actions": "write", "metadata": "read"},
-    "review": {"deployments": "write", "metadata": "read"},
-}
-"""What a write needs, by the transport's endpoint (a review: a reviewer's or the App's
-protection rule's answer)."""
-
-
-def needed(endpoint: str, granted: Mapping[str, str]) -> dict[str, str]:
-    """The permissions a token for a call of `endpoint` is asked with: what it needs
-    (`READS`, `WRITES`) that the installation was `granted`, at most at the level granted
-    (GitHub refuses a token asked for more than its installation has)."""
-    wanted = WRITES.get(endpoint, READS)
-    return {
-        name: "write" if level == "write" and granted[name] in ("write", "admin") else "read"
-        for name, level in wanted.items()
-        if granted.get(name) in ("read", "write", "admin")
-    }
-
-
-class _NarrowedAuth(Auth.AppInstallationAuth):
-    """PyGithub's installation token, minted for one repository (`repositories`, which
-    PyGithub does not send) and `permissions`; renewed near its expiry as PyGithub does."""
-
-    def __init__(
-        self, app: Auth.AppAuth, number: int, *, name: str, permissions: dict[str, str]
-    ) -> None:
-        super().__init__(app, number, permissions)
-        self._body = {"repositories": [name], "permissions": permissions}
-
-    def _get_installation_authorization(self) -> InstallationAuthorization:
-        headers, answer = self.requester.requestJsonAndCheck(
-            "POST", f"/app/installations/{self.installation_id}/access_tokens", input=self._body
-        )
-        return InstallationAuthorization(
-            requester=self.requester, headers=headers, attributes=answer
-        )
 
 
 class InstallationTokenError(Exception):
@@ -155,6 +100,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self.configured_id = app.installation_id
         """GITHUB_APP_INSTALLATION_ID (None: found from the repository on first use)."""
         self._installation_id = app.installation_id
+        self._target = TokenRepository(repository.split("/")[1])
         self._granted: dict[str, str] | None = None
         """The installation's permissions, read with its id (None: not read yet)."""
         self._tokens: dict[tuple[tuple[str, str], ...], Auth.AppInstallationAuth] = {}
@@ -239,10 +185,10 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         permissions = needed(getattr(self._calls, "endpoint", "read"), self._granted)
         key = tuple(sorted(permissions.items()))
         if key not in self._tokens or key in self._refused:
-            self._tokens[key] = _NarrowedAuth(
+            self._tokens[key] = NarrowedAuth(
                 self._app,
                 self._installation_id,
-                name=self.repository.split("/")[1],
+                repository=self._target,
                 permissions=permissions,
             ).withRequester(self.requester)
             self._refused.discard(key)
