@@ -29,12 +29,13 @@ READS: Mapping[str, str] = {
 """What the bot's reads need (its runs and jobs, files, tags and releases, deployments
 waiting, environments and their secrets' names, team membership, repository webhooks)."""
 WRITES: Mapping[str, Mapping[str, str]] = {
-    "dispatch": {"actions": "write", "metadata": "read"},
-    "rerun": {"actions": "write", "metadata": "read"},
-    "review": {"deployments": "write", "metadata": "read"},
+    "dispatch": {**READS, "actions": "write"},
+    "rerun": {**READS, "actions": "write"},
+    "review": {**READS, "deployments": "write"},
 }
-"""What a write needs, by the transport's endpoint (a review: a reviewer's or the App's
-protection rule's answer)."""
+"""What a call that writes needs, by the transport's endpoint: the reads, and the one write
+(a review: a reviewer's or the App's protection rule's answer, and reading the deployments
+waiting and the reviews back, in the same call)."""
 
 
 def needed(endpoint: str, granted: Mapping[str, str]) -> dict[str, str]:
