@@ -44,7 +44,8 @@ async def test_a_tag_is_followed_to_its_commit(
     assert await gateway.tag_commit(TAG) == commit_sha(TAG)
 
 
-async def test_no_such_tag_is_none(gateway: PyGithubGateway) -> None:
+async def test_no_such_tag_is_none(gh: GitHubSimulator, gateway: PyGithubGateway) -> None:
+    gh.history.every_tag = False  # GitHub knows no tag at all
     assert await gateway.tag_commit(TAG) is None
 
 

@@ -153,10 +153,10 @@ class ScheduledStarts:
             plan, checked, control=Control.DISPATCH, track=None, actor=checked.started_by
         ):
             held = Held(two_person=True)
+        if held is None:  # a run of the release first: it says so when GitHub hides the tag
+            held = await self._released_meanwhile(checked, plan)
         if held is None:
             held = await self._tag_moved(checked)
-        if held is None:
-            held = await self._released_meanwhile(checked, plan)
         if held is not None:
             await self._hold(checked, held)
         card = CardRef(checked.id, version=checked.version)
