@@ -348,6 +348,33 @@ def workflow(job: str, top: str = "") -> str:
             workflow("    permissions: write-all\n    env:\n      ALL: ${{ toJSON(secrets) }}\n"),
             PublishJob(oidc=True),
         ),
+        # ... or every secret's value by the object filter, or the context as a whole: before,
+        # only `secrets[` and `toJSON(secrets)` counted, and these were "not needed".
+        (
+            workflow("    permissions: write-all\n    env:\n      ALL: ${{ toJSON(secrets.*) }}\n"),
+            PublishJob(oidc=True),
+        ),
+        (
+            workflow(
+                "    permissions: write-all\n    steps:\n      - run: ./publish\n"
+                "        env:\n          ALL: ${{ join(secrets.*, ' ') }}\n"
+            ),
+            PublishJob(oidc=True),
+        ),
+        (
+            workflow(
+                "    permissions: write-all\n    env:\n      ALL: ${{ format('{0}', secrets) }}\n"
+            ),
+            PublishJob(oidc=True),
+        ),
+        # Another secret by its name, and `secrets` outside an expression, hand npm nothing.
+        (
+            workflow(
+                "    permissions: write-all\n    name: check secrets\n"
+                "    env:\n      GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}\n"
+            ),
+            PublishJob(oidc=True, oidc_only=True),
+        ),
     ],
 )
 def test_the_publishing_jobs_environment_and_oidc_are_read(text: str, expected: PublishJob) -> None:

@@ -4,6 +4,7 @@ it runs in (whose secrets it reads first) and whether it may request an OIDC tok
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -70,16 +71,36 @@ def _grants_id_token(permissions: Any) -> bool:
     return isinstance(permissions, dict) and permissions.get("id-token") == "write"
 
 
-_EVERY_SECRET = re.compile(r"secrets\s*\[|tojson\s*\(\s*secrets\s*\)", re.IGNORECASE)
+_EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+_SECRETS_AT_ONCE = re.compile(r"(?<![\w.-])secrets(?![\w-])(?!\s*\.\s*[a-z_])", re.IGNORECASE)
+"""The `secrets` context other than as `secrets.<name>`: `secrets[...]`, `secrets.*`,
+`toJSON(secrets)`, `format('{0}', secrets)`: any secret, NPM_TOKEN too, may be handed over."""
 
 
 def _may_read_token(spec: dict[Any, Any], workflow_env: Any) -> bool:
     """Whether the job (its steps, its `env`, or the workflow's `env`) may hand npm NPM_TOKEN:
     it names the secret anywhere (a script that merely prints its name counts too: then the
-    walkthrough checks the secret, as before), or takes secrets by an expression
-    (`secrets[...]`, `toJSON(secrets)`)."""
-    text = yaml.safe_dump([spec, workflow_env])
-    return SECRET_NAME.casefold() in text.casefold() or _EVERY_SECRET.search(text) is not None
+    walkthrough checks the secret, as before), or an expression takes the `secrets` context
+    other than by a name (`secrets[...]`, `secrets.*`, `toJSON(secrets)`)."""
+    for text in _texts([spec, workflow_env]):
+        if SECRET_NAME.casefold() in text.casefold():
+            return True
+        if any(_SECRETS_AT_ONCE.search(body) for body in _EXPRESSION.findall(text)):
+            return True
+    return False
+
+
+def _texts(node: Any) -> Iterator[str]:
+    """Every string in a YAML document's node: keys and values, at any depth."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _texts(key)
+            yield from _texts(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _texts(item)
 
 
 _BRANCH_FILTERS = ("branches", "branches-ignore")
