@@ -17,6 +17,7 @@ from sandbox_views import github_until
 from sqlalchemy import text
 
 from bot.adapters.slack import messages
+from bot.adapters.slack.actions import InvalidPayload
 from bot.adapters.slack.limits import BUTTON_VALUE
 from bot.adapters.slack.npm_views import NpmAction, decode_state, encode_state
 from bot.domain.errors import NotAReleaseChannel, PlanError
@@ -823,6 +824,20 @@ def test_the_longest_walkthrough_any_check_can_make_fits_in_a_button_value() -> 
     # Within the limit, the value is the walkthrough itself.
     short = Walkthrough(secret=LARGEST_SECRET_CHECKS[1], last_run=check)
     assert decode_state(encode_state(short)) == short
+
+
+def test_a_walkthrough_of_a_newer_version_is_told_as_such() -> None:
+    """As this version's `oidc_only` and `rules` reach a replica of the version before: the
+    next upgrade's new fields are told as a newer version's, not as "not made by the bot"."""
+    value = encode_state(Walkthrough(secret=SecretCheck(max_age_days=80, oidc=True)))
+    newer = value.replace('"oidc":true', '"oidc":true,"provenance":true')
+    with pytest.raises(InvalidPayload) as caught:
+        decode_state(newer)
+    assert "made by a newer version of the bot (an upgrade is under way)" in caught.value.message
+    assert "`/rollout npm-token`" in caught.value.message
+    with pytest.raises(InvalidPayload) as caught:
+        decode_state(value.replace('"max_age_days":80', '"max_age_days":"x"'))
+    assert "does not carry a walkthrough the bot made" in caught.value.message
 
 
 def test_the_plan_has_scriptums_npm_release_by_default() -> None:

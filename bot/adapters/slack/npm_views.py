@@ -15,7 +15,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 from slack_sdk.models.blocks import ButtonElement, DividerBlock, SectionBlock
 
-from bot.adapters.slack.actions import InvalidPayload
+from bot.adapters.slack.actions import NEWER, InvalidPayload, from_newer_version
 from bot.adapters.slack.blocks import (
     BlockJson,
     as_json,
@@ -104,7 +104,9 @@ def decode_state(raw: str) -> Walkthrough:
     """The walkthrough a button carries; InvalidPayload for anything the bot did not make."""
     try:
         return Walkthrough.model_validate_json(raw)
-    except ValidationError:
+    except ValidationError as error:
+        if from_newer_version(error):
+            raise InvalidPayload(f"{NEWER}, or run `/rollout npm-token` for a fresh one.") from None
         raise InvalidPayload(
             "This button does not carry a walkthrough the bot made. "
             "Run `/rollout npm-token` for a fresh one."
