@@ -39,7 +39,11 @@ def publish_job(text: str, job: str) -> PublishJob:
         )
     # Trusted publishing alone: the job may request an OIDC token and never hands npm the
     # secret (no `secrets.NPM_TOKEN` in it, nor in the workflow's `env`).
-    only = oidc and not _may_read_token(spec, document.get("env"))
+    only = (
+        oidc
+        and _github_hosted(spec.get("runs-on"))
+        and not _may_read_token(spec, document.get("env"))
+    )
     tags = _runs_on_tags(document.get("on", document.get(True)))  # YAML 1.1 reads `on` as true
     environment = spec.get("environment")
     if isinstance(environment, dict):
@@ -69,6 +73,22 @@ def _grants_id_token(permissions: Any) -> bool:
     if permissions == "write-all":
         return True
     return isinstance(permissions, dict) and permissions.get("id-token") == "write"
+
+
+_HOSTED = re.compile(r"(ubuntu|windows|macos)-[\w.-]+", re.IGNORECASE)
+
+
+def _github_hosted(runs_on: Any) -> bool:
+    """Whether the job runs on a GitHub-hosted runner, as npm trusted publishing needs ("self-
+    hosted runners are not currently supported"): every label one of GitHub's images
+    (`ubuntu-latest`, `windows-2022`, `macos-14`, ...). A runner group, a custom label or an
+    expression may be a self-hosted runner: not taken for hosted."""
+    labels = [runs_on] if isinstance(runs_on, str) else runs_on
+    return (
+        isinstance(labels, list)
+        and bool(labels)
+        and all(isinstance(label, str) and _HOSTED.fullmatch(label) for label in labels)
+    )
 
 
 _EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
