@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, replace
+from datetime import datetime
+from functools import partial
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
@@ -27,7 +29,7 @@ from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
-from bot.services.freeze_ends import dispatch_frozen, rewatch
+from bot.services.freeze_ends import FreezeEnds, dispatch_frozen, rewatch
 from bot.services.lane import LaneClosed, ReleaseLane
 from bot.services.ports import Clock
 from bot.services.requests import Origin, current_entry, fill
@@ -72,6 +74,9 @@ class LaneControls:
     """Where a starter's time zone is asked (Slack's `users.info`)."""
     dispatch: Dispatch | None = None
     """The controls' Dispatch, which goes on once a freeze is overridden from the card."""
+    ends: FreezeEnds | None = None
+    """Where a freeze's end is told once per hold (`bot.services.freeze_ends`): an unfreeze
+    racing the end's timer tells what it did not."""
 
     async def start(
         self,
@@ -210,23 +215,41 @@ class LaneControls:
             if (was.freeze.actor, was.freeze.until) == (lifted.actor, lifted.until):
                 await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
 
-    async def _tell_held(self, actor: str, lifted: LaneHold) -> None:
+    async def _tell_held(self, actor: str, lifted: LaneHold, *, since: datetime) -> None:
         """Tell the thread of each rollout a freeze held (`promote: auto` stages held for a
         Promote, a scheduled dispatch that did not go) that the freeze was lifted and what
         still waits for a person: nothing ships by itself when a freeze ends. The freeze still
         holding that rollout (its override and roll-back pass counted), if any, is named, and
-        its end watched instead of the lifted one's."""
+        its end watched instead of the lifted one's. With nothing holding it any more, this is
+        the end of its hold, told once: not what a watch of the freeze's end firing since the
+        unfreeze began (`since`) told already, nor again by it."""
         for rollout, plan in await self.rollouts.active_with_plans():
             held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
             if not held and dispatch_at is None:
                 continue
             still = await rewatch(self.rollouts.effects, self.lane, rollout)
-            if held:
-                told: Event = FreezeLiftedHolding(actor, lifted.actor, held, still)
-                await self.rollouts.effects.tell(rollout, told)
-            elif still is None:
-                told = FreezeEnded(self.clock(), dispatch_at=dispatch_at)
-                await self.rollouts.effects.tell(rollout, told)
+            lifted_holding = partial(self._lifted_event, actor, lifted, still)
+            if still is None and self.ends is not None:
+                watches = await self.ends.watches_since(rollout, since)
+                await self.ends.tell_once(
+                    rollout, plan, lifted_holding, watches=watches, unless=watches
+                )
+            elif held or still is None:
+                await self.rollouts.effects.tell(rollout, lifted_holding(held, dispatch_at))
+
+    def _lifted_event(
+        self,
+        actor: str,
+        lifted: LaneHold,
+        still: Freeze | None,
+        stages: tuple[str, ...],
+        dispatch_at: datetime | None,
+    ) -> Event:
+        """What a rollout's thread is told of `lifted`: its held `stages` (the freeze `still`
+        holding them, if any), else the end of the hold of its scheduled dispatch."""
+        if stages:
+            return FreezeLiftedHolding(actor, lifted.actor, stages, still)
+        return FreezeEnded(self.clock(), dispatch_at=dispatch_at)
 
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):
@@ -243,7 +266,7 @@ class LaneControls:
             removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
             if removed is not None:
                 await self._tell_lifted(origin.actor, removed, active, held)
-                await self._tell_held(origin.actor, removed)
+                await self._tell_held(origin.actor, removed, since=now)
                 current = current_entry.get()
                 if current is not None:
                     until = removed.until.isoformat() if removed.until else None
