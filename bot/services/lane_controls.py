@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, replace
 from datetime import datetime
 from functools import partial
+from zoneinfo import ZoneInfo
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
@@ -47,6 +48,12 @@ NO_TIME_ZONE = (
     '`--at "tue 09:00+01:00"`.'
 )
 
+NO_FREEZE_ZONE = (
+    "Slack did not tell me your time zone (`users.info` failed: the app may need to be "
+    "reinstalled for its `users:read` scope), so I cannot read `{until}`: give it with an "
+    "offset, such as `2026-12-24T18:00+01:00`, or `UTC` after it, or a duration such as `2h`."
+)
+
 
 @dataclass(frozen=True)
 class Froze:
@@ -58,6 +65,8 @@ class Froze:
     lane: Freeze | None = None
     """The freeze the lane shows afterwards, with those that follow it: deploys may stay
     frozen after `in_force` ends (the plan's weekend right after it)."""
+    zone: str | None = None
+    """The asker's Slack time zone, when the end was a time read in it."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,7 @@ class LaneControls:
         async with self.access.audited(origin, Control.FREEZE):
             await self._admitted(origin, Control.FREEZE)
             now = self.clock()
-            end = freeze_end(until, now)
+            end, zone = await self._freeze_end(origin.actor, until, now)
             asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=self.lane.service)
             assert asked.until is not None
             in_force = await self.lane.holds.take(asked, later=True)
@@ -183,6 +192,8 @@ class LaneControls:
             current = current_entry.get()
             if current is not None:
                 current.detail.update(reason=reason, until=asked.until.isoformat())
+                if zone is not None:
+                    current.detail.update(until_typed=until, time_zone=zone)
                 if in_force != asked:
                     current.detail.update(
                         kept_freeze=in_force.reason,
@@ -191,7 +202,29 @@ class LaneControls:
                     )
             if in_force == asked:
                 await self._tell_scheduled(asked)
-            return Froze(asked, in_force, (await self.lane.state()).freeze)
+            return Froze(asked, in_force, (await self.lane.state()).freeze, zone)
+
+    async def _freeze_end(
+        self, actor: str, until: str, now: datetime
+    ) -> tuple[datetime, str | None]:
+        """When a freeze `until` ends, and the zone a time with no offset was read in (the
+        asker's Slack time zone), or None (a duration, an offset, UTC)."""
+        try:
+            return freeze_end(until, now), None
+        except ZoneNeeded:
+            name = await self.time_zone_of(actor)
+            if name is None:
+                raise InvalidCommand(NO_FREEZE_ZONE.format(until=shown(until))) from None
+            try:
+                zone = ZoneInfo(name)
+            # ZoneInfoNotFoundError is a KeyError; a folder of the database an OSError.
+            except (ValueError, KeyError, OSError):
+                raise InvalidCommand(
+                    f"Slack gives your time zone as `{shown(name)}`, which this bot's time zone "
+                    f"database does not know: give the end with an offset, "
+                    f"`{shown(until).replace(' ', 'T')}+01:00`."
+                ) from None
+            return freeze_end(until, now, zone), name
 
     async def _tell_scheduled(self, freeze: LaneHold) -> None:
         """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold
