@@ -234,7 +234,6 @@ def wire_service(shared: Shared, service: Service) -> Wired:
         clock=clock,
         lane=lane,
         time_zone_of=time_zone(shared.slack),
-        freeze_ends=ends,
         unfollowed=UnfollowedRunRules(
             rules=rule_requests,
             channel_id=service.release_channels[0],

@@ -35,7 +35,6 @@ from bot.services.audit import AuditTrail, Timeline
 from bot.services.authz import Approvers
 from bot.services.command_controls import CommandControls
 from bot.services.exactly_once import ExactlyOnce
-from bot.services.freeze_ends import FreezeEnds
 from bot.services.lane import ReleaseLane
 from bot.services.lane_controls import LaneControls, TimeZoneOf
 from bot.services.ports import Clock
@@ -65,7 +64,6 @@ class ControlService:
         lane: ReleaseLane,
         time_zone_of: TimeZoneOf,
         unfollowed: UnfollowedRunRules | None = None,
-        freeze_ends: FreezeEnds | None = None,
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
@@ -89,7 +87,6 @@ class ControlService:
             clock=clock,
             time_zone_of=time_zone_of,
             dispatch=self.dispatch,
-            ends=freeze_ends,
         )
         """Start, freeze, unfreeze, lock and unlock: the release lane's controls."""
         self.unfollowed = (

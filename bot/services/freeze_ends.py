@@ -71,14 +71,16 @@ async def watch_after_hold(
     if watch is None or (watch.is_pending and watch.claimed_by is None):
         return  # it reads the rollout when it fires: after this save
     now = effects.clock()
+    # A watch cancelled by an unfreeze (which told what it saw): the lane is free since.
+    free_at = now if watch.cancelled_at is not None else freeze.free_at
     await effects.timers.schedule(
         key=f"{key}:{hold}",
         kind=FREEZE_END_TIMER,
-        due_at=now if watch.cancelled_at is not None else max(now, freeze.free_at),
+        due_at=max(now, free_at),
         now=now,
         rollout_id=rollout.id,
         service=rollout.service,
-        payload={"free_at": freeze.free_at.isoformat(), "watch": key},
+        payload={"free_at": free_at.isoformat(), "watch": key},
     )
 
 

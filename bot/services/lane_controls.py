@@ -15,7 +15,16 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
-from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, Freeze, Frozen, LaneHold, Locked, lock_of
+from bot.domain.freeze import (
+    FREEZE_END_TIMER,
+    LANE_FREEZE,
+    LANE_LOCK,
+    Freeze,
+    Frozen,
+    LaneHold,
+    Locked,
+    lock_of,
+)
 from bot.domain.freeze_until import freeze_end
 from bot.domain.rollout import (
     Event,
@@ -83,9 +92,6 @@ class LaneControls:
     """Where a starter's time zone is asked (Slack's `users.info`)."""
     dispatch: Dispatch | None = None
     """The controls' Dispatch, which goes on once a freeze is overridden from the card."""
-    ends: FreezeEnds | None = None
-    """Where a freeze's end is told once per hold (`bot.services.freeze_ends`): an unfreeze
-    racing the end's timer tells what it did not."""
 
     async def start(
         self,
@@ -262,11 +268,12 @@ class LaneControls:
                 continue
             still = await rewatch(self.rollouts.effects, self.lane, rollout)
             lifted_holding = partial(self._lifted_event, actor, lifted, still)
-            if still is None and self.ends is not None:
-                watches = await self.ends.watches_since(rollout, since)
-                await self.ends.tell_once(
-                    rollout, plan, lifted_holding, watches=watches, unless=watches
-                )
+            # Where a freeze's end is told once per hold: an unfreeze racing the end's timer
+            # tells what it did not (the timers' handler, `bot.services.freeze_ends`).
+            ends = self.rollouts.handler_of(FREEZE_END_TIMER)
+            if still is None and isinstance(ends, FreezeEnds):
+                watches = await ends.watches_since(rollout, since)
+                await ends.tell_once(rollout, plan, lifted_holding, watches=watches, unless=watches)
             elif held or still is None:
                 await self.rollouts.effects.tell(rollout, lifted_holding(held, dispatch_at))
 
