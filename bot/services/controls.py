@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 from bot.domain.controls import (
@@ -239,15 +240,14 @@ class ControlService:
         its *ended* message, or on its lane): once per run attempt, by the hands that may roll
         back or trip the kill-switch. An earlier click's claim that lapsed unrecorded is
         looked at before this click takes it over: the attempt that click sent is followed."""
-        track = _named_track(card)
-        earlier = await self._once.lapsed(effect_key(Control.RERUN_FAILURE_JOB, card))
+        track, once = _named_track(card), self._once
+        earlier = await once.lapsed(effect_key(Control.RERUN_FAILURE_JOB, card))
+        rerun = partial(self._rollouts.rerun_failure_job, earlier=earlier, sending=once.sending)
         return await self._act(
             origin,
             Control.RERUN_FAILURE_JOB,
             card,
-            lambda: self._rollouts.rerun_failure_job(
-                rollout_id=card.rollout_id, track=track, actor=origin.actor, earlier=earlier
-            ),
+            lambda: rerun(rollout_id=card.rollout_id, track=track, actor=origin.actor),
         )
 
     async def extend(

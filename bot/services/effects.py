@@ -207,8 +207,10 @@ class EffectRunner:
         if changed:
             messages.append(card(rollout))
             if before.phase is not Phase.ENDED and rollout.phase is Phase.ENDED and rollout.run_id:
-                # Saved with the change that ends the rollout: one replica wins, one summary.
-                messages.append(summary(rollout))
+                # Saved with the ending: one replica wins, one summary (not again after a re-run).
+                trail = await self.audit.list_for_rollout(rollout.id)
+                if not any(e.action == "rerun_failure_job" and e.result == "ok" for e in trail):
+                    messages.append(summary(rollout))
             rollout = await self.store.save(rollout, outbox=messages, audit=audit)
         else:
             if messages:

@@ -30,7 +30,7 @@ from bot.domain.npm import (
     Walkthrough,
     clip_error,
 )
-from bot.domain.npm_secrets import PublishJob, assess_secret
+from bot.domain.npm_secrets import PublishJob, SecretLevels, assess_secret
 from bot.domain.permissions import VERBS
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
@@ -144,15 +144,29 @@ class NpmTokenService:
             )
         except GitHubError as error:
             job = PublishJob(unknown=error.message)  # then the repository's and the organization's
-        try:
-            levels = await self._github.secret_levels(SECRET_NAME, job)
-        except GitHubError as error:
-            check = SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
-        else:
-            check = assess_secret(levels, now=self._clock(), max_age_days=npm.max_secret_age_days)
+        check = await self._secret_check(job)
         log.info("npm-token: %s checked the secret: %s", actor, check.tone)
         await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))
         return check
+
+    async def _secret_check(self, job: PublishJob) -> SecretCheck:
+        npm = self._npm
+        try:
+            levels = await self._github.secret_levels(SECRET_NAME, job)
+        except GitHubError as error:
+            if not job.oidc_only:
+                return SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
+            # The job reads no NPM_TOKEN: where one is kept does not matter. Its environment's
+            # rules were not read either.
+            levels = SecretLevels(
+                job=job,
+                repository=None,
+                organization=None,
+                protection_unread=job.environment is not None,
+            )
+        return assess_secret(
+            levels, now=self._clock(), max_age_days=npm.max_secret_age_days, ref=npm.ref
+        )
 
     async def check_last_run(
         self, *, message: MessageRef, shown: Walkthrough, actor: str

@@ -1,6 +1,6 @@
 """The storage ports: what the use cases ask of the database (rollouts, timers, claims, the
-audit log, webhook deliveries, the outbox, protection rules' requests, the looks at runs),
-which `storage` implements. The other ports (GitHub, Slack, metrics, the clock) are in `ports`."""
+audit log, webhook deliveries, the outbox, protection rules' requests, the looks at runs), which
+`storage` implements; the others (GitHub, Slack, metrics, the clock) are in `ports`."""
 
 from __future__ import annotations
 
@@ -58,17 +58,14 @@ class Rollouts(Protocol):
 
     async def active(self) -> list[Rollout]:
         """Rollouts that have not ended, oldest first."""
-        ...
 
     async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]: ...
 
     async def recent(self, limit: int = 10) -> list[Rollout]:
         """The latest rollouts, active or ended, newest first."""
-        ...
 
     async def ended_between(self, start: datetime, end: datetime) -> list[Rollout]:
         """The rollouts that ended in [start, end), newest first."""
-        ...
 
     async def by_run_id(self, run_id: int) -> Rollout | None: ...
 
@@ -191,10 +188,13 @@ class Claims(Protocol):
 
     async def prune(self, *, before: datetime) -> int: ...
 
+    async def unrecorded(self, action: str, before: datetime) -> list[Claim]:
+        """The claims of `action` never recorded done, made before `before`."""
+        ...
+
     @property
     def lease(self) -> timedelta:
         """How long a claim nobody finishes holds its key (`CLAIM_LEASE_SECONDS`)."""
-        ...
 
 
 class AuditLog(Protocol):

@@ -87,7 +87,12 @@ from bot.domain.rollout.gating import (
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
-from bot.domain.rollout.rerun import rerun_failure_job, rerun_refusal, rerun_told
+from bot.domain.rollout.rerun import (
+    rerun_failure_job,
+    rerun_refusal,
+    rerun_told,
+    rerun_unconfirmed,
+)
 from bot.domain.rollout.state import (
     TERMINAL_TRACK,
     Check,
@@ -187,6 +192,7 @@ __all__ = [
     "rerun_failure_job",
     "rerun_refusal",
     "rerun_told",
+    "rerun_unconfirmed",
     "schedule_from_json",
     "schedule_to_json",
     "stages_held_by_freezes",

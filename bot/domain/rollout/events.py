@@ -22,6 +22,7 @@ from bot.domain.rollout.run_events import (
     Redeploying,
     RejectedOnGitHub,
     RerunNotFollowed,
+    RerunUnconfirmed,
     RolloutCancelled,
     RolloutEnded,
     RunDispatched,
@@ -79,6 +80,7 @@ __all__ = [
     "Reevaluated",
     "RejectedOnGitHub",
     "RerunNotFollowed",
+    "RerunUnconfirmed",
     "RolloutCancelled",
     "RolloutEnded",
     "RunDispatched",
@@ -113,6 +115,7 @@ Event = (
     | StageRejected
     | FailureJobEnded
     | FailureJobRerun
+    | RerunUnconfirmed
     | RunEnded
     | RerunNotFollowed
     | RolloutEnded

@@ -139,6 +139,26 @@ class FailureJobRerun:
 
 
 @dataclass(frozen=True)
+class RerunUnconfirmed:
+    """The bot asked GitHub to re-run the failure job that failed (for `actor`) and does not
+    know whether GitHub did: `why` is `not_seen` (an unclear answer, and the run read back
+    still at `attempt`, the one the job failed in: GitHub may still apply it), `unread` (an
+    unclear answer, and the run could not be read back: never asked again) or `interrupted`
+    (the bot stopped before it knew). `again_after`: when a click may look again (its claim's
+    lease runs out), None when never (`unread`)."""
+
+    actor: str
+    track: str
+    job: str
+    attempt: int
+    run_url: str | None
+    why: str
+    again_after: datetime | None = None
+    reached: str | None = None
+    desktop: bool = False
+
+
+@dataclass(frozen=True)
 class RunEnded:
     """The run ended while the track was not over."""
 
