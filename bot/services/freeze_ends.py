@@ -103,8 +103,9 @@ def dispatch_frozen(rollout: Rollout) -> datetime | None:
 
 
 class OnceOutbox(Protocol):
-    """The outbox's table, writing messages by the first call of a key alone, any replica
-    (`storage.outbox`). Here rather than in store_ports.py, which is at the 400-line limit."""
+    """The outbox's table, writing each group of messages by the first call to claim its keys
+    alone, any replica (`storage.outbox`). Here rather than in store_ports.py, which is at the
+    400-line limit."""
 
     async def add_each_once(
         self,
