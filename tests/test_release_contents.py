@@ -605,3 +605,18 @@ async def test_a_typo_d_tag_is_refused_when_its_nearest_tags_cannot_be_listed(
     assert "Did you mean" not in answer
     assert box.slack.calls_to("chat.postMessage") == []
     assert await box.rollouts() == []
+
+
+async def test_a_start_is_not_refused_when_the_repository_itself_answers_404(
+    box: Sandbox,
+) -> None:
+    """A 404 to the tag and to the list of tags is the repository the bot cannot see (a
+    token without access), not a typo: the preflight goes on and its checks say so."""
+    _history(box)
+    box.github.fail_next("GET", "/repos/*/git/ref/tags/*", 404)
+    box.github.fail_next("GET", "/repos/*/git/matching-refs/*", 404)
+
+    answer = await box.command("start v1.4.2 --flags-ready")
+
+    assert "GitHub has no tag" not in answer, answer
+    assert len(await box.rollouts()) == 1
