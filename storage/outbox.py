@@ -9,7 +9,7 @@ is delivered on its own. The clock is always passed in.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,17 @@ TOLD = "told_once"
 """The `action` of the claim that messages were written once (`add_once`)."""
 REFUSAL_TOLD = "slack_channel_refused"
 """The `action` of the claim that a channel's refusal was told (`told_once`)."""
+
+
+def refusal_told_key(
+    refusing: str, channel: str, after: int, lost: int, *, kinds: Collection[str] | None = None
+) -> str:
+    """The claim that `refusing`'s refusal (of messages of `kinds` only: its thread replies)
+    was told in `channel` (after message `after`), once; again under a new key for each such
+    notice given up (`lost`)."""
+    scope = "" if kinds is None else ":" + ",".join(sorted(kinds))
+    told = f"{REFUSAL_TOLD}:{refusing}{scope}:{channel}:{after}"
+    return told + (f":{lost}" if lost else "")
 
 
 def _pending() -> ColumnElement[bool]:
@@ -70,6 +81,27 @@ async def enqueue(session: AsyncSession, messages: Sequence[NewMessage], *, now:
     )
 
 
+class _Told(Exception):
+    """Rolls back the claims of `add_each_once`: what it would write was told already."""
+
+
+async def _claimed(session: AsyncSession, key: str, action: str, now: datetime) -> bool:
+    """Claim `key` as done in `session`'s transaction: False when it was claimed before."""
+    claim = {
+        "key": key,
+        "action": action,
+        "actor": "outbox",
+        "state": ClaimState.DONE.value,
+        "holder": secrets.token_hex(8),
+        "claimed_at": now,
+        "done_at": now,
+    }
+    written = await session.execute(
+        insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
+    )
+    return rows_changed(written) > 0
+
+
 class OutboxStore:
     """The outbox table, safe for any number of replicas on PostgreSQL or SQLite."""
 
@@ -106,23 +138,39 @@ class OutboxStore:
         """Write `messages` unless a call of the key `once` wrote them already (any replica):
         the claim of the key (`action_claims`, done at once) and the messages in one
         transaction. True when written."""
-        claim = {
-            "key": once,
-            "action": action,
-            "actor": "outbox",
-            "state": ClaimState.DONE.value,
-            "holder": secrets.token_hex(8),
-            "claimed_at": now,
-            "done_at": now,
-        }
         async with self._sessions.begin() as session:
-            written = await session.execute(
-                insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
-            )
-            if not rows_changed(written):
+            if not await _claimed(session, once, action, now):
                 return False
             await enqueue(session, messages, now=now)
             return True
+
+    async def add_each_once(
+        self,
+        groups: Mapping[str, Sequence[str]],
+        messages: Callable[[list[str]], Sequence[NewMessage]],
+        *,
+        now: datetime,
+        unless: Collection[str] = (),
+    ) -> list[str]:
+        """Claim every key of each group and write what `messages` makes of the groups none
+        of whose keys any call claimed before (any replica), in one transaction; nothing at
+        all while a key of `unless` is claimed (by `add_once`). The groups written, in order.
+        The claims are written first: SQLite never has to upgrade a read lock."""
+        try:
+            async with self._sessions.begin() as session:
+                new = [
+                    name
+                    for name, keys in groups.items()
+                    if all([await _claimed(session, key, TOLD, now) for key in keys])
+                ]
+                if unless and await session.scalar(
+                    select(ActionClaimRow.key).where(ActionClaimRow.key.in_(unless)).limit(1)
+                ):
+                    raise _Told
+                await enqueue(session, messages(new) if new else [], now=now)
+                return new
+        except _Told:
+            return []
 
     async def claim(
         self,
@@ -246,12 +294,10 @@ class OutboxStore:
                 and payload.get("after") == (after or 0)
                 and bool(payload.get("replies")) == (kinds is not None)
             )
-        scope = "" if kinds is None else ":" + ",".join(sorted(kinds))
-        told = f"{REFUSAL_TOLD}:{refusing}{scope}:{notice.channel_id}:{after or 0}"
         payload = {**notice.payload, "after": after or 0}
         return await self.add_once(
             [replace(notice, payload=payload)],
-            once=told + (f":{lost}" if lost else ""),
+            once=refusal_told_key(refusing, notice.channel_id, after or 0, lost, kinds=kinds),
             now=now,
             action=REFUSAL_TOLD,
         )

@@ -81,6 +81,7 @@ from bot.domain.rollout.gating import (
     gate_evaluated,
     held_by_freeze,
     held_by_freezes,
+    stages_held_by_freezes,
     window_ended,
     window_timer_dead,
 )
@@ -110,6 +111,7 @@ from bot.domain.rollout.state import (
     holding_tracks,
     new_rollout,
     window_timer_key,
+    window_timer_payload,
 )
 from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
 from bot.domain.rollout.words import github_person, reason_words, state_words
@@ -194,6 +196,7 @@ __all__ = [
     "rerun_unconfirmed",
     "schedule_from_json",
     "schedule_to_json",
+    "stages_held_by_freezes",
     "state_words",
     "tracks_left",
     "tracks_to_stop",
@@ -202,4 +205,5 @@ __all__ = [
     "window_ended",
     "window_timer_dead",
     "window_timer_key",
+    "window_timer_payload",
 ]
