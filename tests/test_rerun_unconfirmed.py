@@ -150,3 +150,46 @@ async def test_a_click_whose_claim_lapsed_before_it_sent_sends_nothing_after_a_t
     assert posts(sandbox) == 1, answers
     assert answers[1] is None
     assert answers[0] is not None and "nothing was sent" in answers[0]
+
+
+async def test_a_lapsed_re_run_the_lane_moved_past_is_told_once_not_refused_in_a_loop(
+    sandbox: Sandbox,
+) -> None:
+    """The click is interrupted once GitHub took the re-run (attempt 2), and `v1.4.3` starts
+    on the lane before the claim's lease runs out: the bot, looking on its own, cannot follow
+    attempt 2 (it would take `v1.4.3` back), so `v1.4.2`'s thread is told that attempt 2 waits
+    on GitHub unwatched, it is recorded `rerun_not_followed` once, and the claim is done (before:
+    refused as "nothing was re-run", recorded as a refusal of the person who clicked, and the
+    claim taken over and refused again at every lease)."""
+    ended, told = await rollback_failed(sandbox)
+    (run,) = sandbox.github.runs.values()
+    answered = sandbox.github.hold("POST", RERUNS)
+    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
+    try:
+        work = asyncio.create_task(
+            sandbox.services.controls.rerun_failure_job(
+                clicker, CardRef(ended.id, "relay", attempt=1)
+            )
+        )
+        await until(lambda: sandbox.github.holding)
+        work.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await work
+    finally:
+        answered.set()
+    await until(lambda: run.attempt == 2)
+    assert "Preflight" in await sandbox.command("start v1.4.3 --flags-ready")
+    past_the_lease(sandbox)
+
+    (card, *_) = sandbox.slack.messages(RELEASE_CHANNEL)  # v1.4.2's
+    await until(lambda: any("does not follow that attempt" in r.rendered for r in card.replies))
+    (said,) = [r.rendered for r in card.replies if "does not follow that attempt" in r.rendered]
+    assert "attempt 2" in said and "`v1.4.3`" in said
+    for _ in range(3):  # more leases and polls (every 0.1 s): nothing more is recorded
+        past_the_lease(sandbox)
+        await asyncio.sleep(0.3)
+    results = await audit_results(sandbox, ended.id, RERUN, 2)
+    assert results == ["rerun_interrupted", "rerun_not_followed"], results
+    again = await sandbox.click(RERUN, message=told)
+    assert again is not None and "Already done by" in again, again
+    assert posts(sandbox) == 1
