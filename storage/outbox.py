@@ -204,11 +204,21 @@ class OutboxStore:
             attempts=OutboxRow.attempts + 1,
         )
 
-    async def told_once(self, notice: NewMessage, *, refusing: str, now: datetime) -> bool:
+    async def told_once(
+        self,
+        notice: NewMessage,
+        *,
+        refusing: str,
+        now: datetime,
+        kinds: frozenset[str] | None = None,
+    ) -> bool:
         """Write `notice` of the channel `refusing` the bot, unless a notice of the same
         refusal was written already to the same channel (by any replica): one per refusal and
         failure channel, a refusal told apart by the last message delivered there before it,
-        which the notice's payload keeps as `after`. Services that share a release channel
+        which the notice's payload keeps as `after`. A refusal of some `kinds` only (a
+        channel that refuses the bot's thread replies, not its cards) is told apart from a
+        whole channel's, by the last message of those kinds delivered there: the cards posted
+        meanwhile do not make it a new one. Services that share a release channel
         but not a failure channel each tell their own. True when written. The claim and the
         message are written in one transaction.
 
@@ -218,11 +228,10 @@ class OutboxStore:
         after a read in one transaction fails at once ("database is locked") when another
         connection wrote in between, instead of waiting its turn."""
         async with self._sessions() as session:
-            after = await session.scalar(
-                select(func.max(OutboxRow.id)).where(
-                    OutboxRow.channel_id == refusing, OutboxRow.delivered_at.is_not(None)
-                )
-            )
+            delivered = [OutboxRow.channel_id == refusing, OutboxRow.delivered_at.is_not(None)]
+            if kinds is not None:
+                delivered.append(OutboxRow.kind.in_(sorted(kinds)))
+            after = await session.scalar(select(func.max(OutboxRow.id)).where(*delivered))
             notices = await session.scalars(
                 select(OutboxRow.payload).where(
                     OutboxRow.kind == notice.kind,
@@ -233,9 +242,12 @@ class OutboxStore:
             lost = sum(
                 1
                 for payload in notices
-                if payload.get("channel") == refusing and payload.get("after") == (after or 0)
+                if payload.get("channel") == refusing
+                and payload.get("after") == (after or 0)
+                and bool(payload.get("replies")) == (kinds is not None)
             )
-        told = f"{REFUSAL_TOLD}:{refusing}:{notice.channel_id}:{after or 0}"
+        scope = "" if kinds is None else ":" + ",".join(sorted(kinds))
+        told = f"{REFUSAL_TOLD}:{refusing}{scope}:{notice.channel_id}:{after or 0}"
         payload = {**notice.payload, "after": after or 0}
         return await self.add_once(
             [replace(notice, payload=payload)],

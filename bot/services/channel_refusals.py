@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from bot.services.outbox_messages import REFUSED
+from bot.services.outbox_messages import REFUSED, REPLIES
+from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier, RefusalNotice, Undelivered
 from bot.services.records import NewMessage, OutboxMessage
-from bot.services.store_ports import Outboxes, Rollouts
+from bot.services.store_ports import Rollouts
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +51,32 @@ class ChannelRefusals:
                 refusal,
             )
             return
+        # Refused a thread reply only (the channel's posting permissions let the bot post, not
+        # reply in threads): told as such, once for as long as no reply goes through there.
+        replies = failure.replies_only
         notice = NewMessage(
             kind=REFUSED,
             channel_id=elsewhere,
-            payload={"channel": message.channel_id, "refusal": refusal},
+            payload={"channel": message.channel_id, "refusal": refusal}
+            | ({"replies": True} if replies else {}),
         )
-        if await self._store.told_once(notice, refusing=message.channel_id, now=now):
+        kinds = REPLIES if replies else None
+        if await self._store.told_once(notice, refusing=message.channel_id, now=now, kinds=kinds):
             log.error(
-                "the bot cannot post in %s (%s): told in %s", message.channel_id, refusal, elsewhere
+                "the bot cannot %s in %s (%s): told in %s",
+                "reply in threads" if replies else "post",
+                message.channel_id,
+                refusal,
+                elsewhere,
             )
 
     async def tell(self, message: OutboxMessage) -> None:
         """Post the notice, with what its channel was not told since the refusal began."""
         refusing = str(message.payload["channel"])
+        replies = bool(message.payload.get("replies"))
         given_up = await self._store.refused(refusing, after=int(message.payload.get("after", 0)))
+        if replies:  # the cards posted meanwhile, or given up for another reason, are not its
+            given_up = [lost for lost in given_up if lost.kind in REPLIES]
         undelivered: list[Undelivered] = []
         # Each rollout's tag, and whether its failures are told here: a release channel that
         # several services share may be told of in several failure channels, each of its own
@@ -85,5 +98,6 @@ class ChannelRefusals:
                 undelivered=undelivered,
                 key=message.id,
                 look_since=message.created_at if message.attempts > 0 else None,
+                replies_only=replies,
             )
         )
