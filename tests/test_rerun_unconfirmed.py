@@ -45,6 +45,24 @@ def past_the_lease(box: Sandbox) -> None:
     box.clock.advance(timedelta(seconds=box.settings().claim_lease_seconds + 1))
 
 
+async def interrupted_once_sent(box: Sandbox, rollout_id: str) -> None:
+    """A click of Re-run rollback on attempt 1, cancelled (as a shutdown ends it) while GitHub
+    takes the re-run; back once GitHub runs attempt 2."""
+    (run,) = box.github.runs.values()
+    answered = box.github.hold("POST", RERUNS)
+    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
+    card = CardRef(rollout_id, "relay", attempt=1)
+    try:
+        work = asyncio.create_task(box.services.controls.rerun_failure_job(clicker, card))
+        await until(lambda: box.github.holding)
+        work.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await work
+    finally:
+        answered.set()
+    await until(lambda: run.attempt == 2)
+
+
 async def test_a_shutdown_while_github_takes_the_re_run_keeps_its_claim_and_says_so(
     sandbox: Sandbox,
 ) -> None:
@@ -54,19 +72,7 @@ async def test_a_shutdown_while_github_takes_the_re_run_keeps_its_claim_and_says
     follows attempt 2 on its own, sending nothing (before: the claim was released, attempt 2
     left unwatched, and a click refused it as a re-run made on GitHub)."""
     ended, told = await rollback_failed(sandbox)
-    (run,) = sandbox.github.runs.values()
-    answered = sandbox.github.hold("POST", RERUNS)
-    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
-    card = CardRef(ended.id, "relay", attempt=1)
-    try:
-        work = asyncio.create_task(sandbox.services.controls.rerun_failure_job(clicker, card))
-        await until(lambda: sandbox.github.holding)
-        work.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await work
-    finally:
-        answered.set()
-    await until(lambda: run.attempt == 2)
+    await interrupted_once_sent(sandbox, ended.id)
 
     said = await sandbox.wait_for_thread("The bot stopped")
     assert "does not know whether GitHub did" in said and "Click *Re-run rollback* again" in said
@@ -162,22 +168,7 @@ async def test_a_lapsed_re_run_the_lane_moved_past_is_told_once_not_refused_in_a
     refused as "nothing was re-run", recorded as a refusal of the person who clicked, and the
     claim taken over and refused again at every lease)."""
     ended, told = await rollback_failed(sandbox)
-    (run,) = sandbox.github.runs.values()
-    answered = sandbox.github.hold("POST", RERUNS)
-    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
-    try:
-        work = asyncio.create_task(
-            sandbox.services.controls.rerun_failure_job(
-                clicker, CardRef(ended.id, "relay", attempt=1)
-            )
-        )
-        await until(lambda: sandbox.github.holding)
-        work.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await work
-    finally:
-        answered.set()
-    await until(lambda: run.attempt == 2)
+    await interrupted_once_sent(sandbox, ended.id)
     assert "Preflight" in await sandbox.command("start v1.4.3 --flags-ready")
     past_the_lease(sandbox)
 
