@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import audit_results
+from sqlalchemy import func, select, update
 from test_rerun_rollback import RERUN, RERUNS, offered, rollback_failed
 
 from bot.domain.controls import CardRef
 from bot.domain.rollout import Phase, TrackState
+from bot.services.outbox_messages import SUMMARY
 from bot.services.requests import Origin, Via
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
+from storage.db import create_engine, create_session_factory
+from storage.models import OutboxRow
 
 pytestmark = pytest.mark.story
 
@@ -129,6 +133,37 @@ async def test_the_summary_is_posted_once_though_the_rollout_ends_again_after_a_
         await asyncio.sleep(0.01)
     reports = [line for line in sandbox.thread() if line.startswith("*Report of")]
     assert len(reports) == 1, reports
+
+
+async def test_a_summary_given_up_at_the_first_end_is_written_at_the_end_after_a_re_run(
+    sandbox: Sandbox,
+) -> None:
+    """The rollout's first summary was given up (a dead letter: Slack refused it, or it came
+    due while a re-run had reopened the rollout and could not be drawn): when the rollout ends
+    again after the re-run, its summary is written then (before: skipped because the audit
+    trail had the re-run, so the rollout had none)."""
+    ended, told = await rollback_failed(sandbox)
+    await sandbox.wait_for_thread("*Report of `v1.4.2`*")
+    engine = create_engine(sandbox.database_url)
+    try:
+        sessions = create_session_factory(engine)
+        summaries = (OutboxRow.rollout_id == ended.id, OutboxRow.kind == SUMMARY)
+        async with sessions.begin() as session:  # as the outbox gives one up
+            await session.execute(
+                update(OutboxRow).where(*summaries).values(dead_at=OutboxRow.created_at)
+            )
+
+        assert await sandbox.click(RERUN, message=told) is None
+
+        await sandbox.wait_until(
+            lambda r: r.phase is Phase.ENDED and r.track("relay").state is TrackState.ROLLED_BACK
+        )
+        alive = (*summaries, OutboxRow.dead_at.is_(None))
+        async with sessions() as session:
+            written = await session.scalar(select(func.count()).where(*alive))
+        assert written == 1
+    finally:
+        await engine.dispose()
 
 
 async def test_a_click_whose_claim_lapsed_before_it_sent_sends_nothing_after_a_takeover(
