@@ -9,7 +9,7 @@ is delivered on its own. The clock is always passed in.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,17 @@ TOLD = "told_once"
 """The `action` of the claim that messages were written once (`add_once`)."""
 REFUSAL_TOLD = "slack_channel_refused"
 """The `action` of the claim that a channel's refusal was told (`told_once`)."""
+
+
+def refusal_told_key(
+    refusing: str, channel: str, after: int, lost: int, *, kinds: Collection[str] | None = None
+) -> str:
+    """The claim that `refusing`'s refusal (of messages of `kinds` only: its thread replies)
+    was told in `channel` (after message `after`), once; again under a new key for each such
+    notice given up (`lost`)."""
+    scope = "" if kinds is None else ":" + ",".join(sorted(kinds))
+    told = f"{REFUSAL_TOLD}:{refusing}{scope}:{channel}:{after}"
+    return told + (f":{lost}" if lost else "")
 
 
 def _pending() -> ColumnElement[bool]:
@@ -246,12 +257,10 @@ class OutboxStore:
                 and payload.get("after") == (after or 0)
                 and bool(payload.get("replies")) == (kinds is not None)
             )
-        scope = "" if kinds is None else ":" + ",".join(sorted(kinds))
-        told = f"{REFUSAL_TOLD}:{refusing}{scope}:{notice.channel_id}:{after or 0}"
         payload = {**notice.payload, "after": after or 0}
         return await self.add_once(
             [replace(notice, payload=payload)],
-            once=told + (f":{lost}" if lost else ""),
+            once=refusal_told_key(refusing, notice.channel_id, after or 0, lost, kinds=kinds),
             now=now,
             action=REFUSAL_TOLD,
         )

@@ -237,11 +237,7 @@ class EffectRunner:
                     now=self.clock(),
                     rollout_id=rollout.id,
                     service=rollout.service,
-                    payload={
-                        "track": effect.track,
-                        "stage": effect.stage,
-                        "window_ends_at": effect.due_at.isoformat(),
-                    },
+                    payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
                 )
                 self.on_timer_scheduled()
             elif isinstance(effect, CancelWindow):

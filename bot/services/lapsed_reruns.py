@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from bot.domain import rollout as machine
-from bot.domain.controls import Control
+from bot.domain.controls import Control, effect_attempt
 from bot.domain.errors import RerunLaneTaken
 from bot.domain.rollout import InvalidTransition, Phase
 from bot.services.directory import ServiceDirectory
@@ -59,7 +59,7 @@ class LapsedReruns:
 
     async def _follow(self, rollouts: RolloutService, claim: Claim) -> None:
         rollout, plan = await rollouts.effects.with_plan(claim.rollout_id or "")
-        track, attempt = claim.track or "", int(claim.key.rsplit(":", 1)[-1])
+        track, attempt = claim.track or "", effect_attempt(claim.key)
         if rollout.phase is not Phase.ENDED or rollout.attempt != attempt or not rollout.run_id:
             return
         if machine.rerun_refusal(rollout, plan, track=track) is not None:

@@ -39,12 +39,12 @@ from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.npm_claim import ReleaseAlreadyRunning, ReleaseClaimer
 from bot.services.npm_release import (
-    CLAIM_ACTION,
     LookPace,
     MessageRef,
     ReleaseLook,
     ReleaseLooks,
     judged,
+    release_claim_key,
 )
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim
@@ -209,7 +209,7 @@ class NpmTokenService:
         try:
             # The same claim across replicas: one Release per walkthrough and run shown.
             previous_run = release.run_id if release else None
-            key = f"{CLAIM_ACTION}:{message.channel}:{message.ts}:{previous_run}"
+            key = release_claim_key(message, previous_run)
             claim, told = await self._claimer.claim(message, current, key=key, actor=actor)
             await self._release(message, current, actor, claim)
             return told

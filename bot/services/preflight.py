@@ -89,6 +89,8 @@ class Preflights:
             else Check(CheckState.PENDING, "waiting for the starter to confirm")
         )
         rollout = await self.checked(tag=tag, flags=flags, channel_id=channel_id, actor=actor)
+        if schedule is not None:  # where the tag is now: a tag moved by then holds the dispatch
+            schedule = replace(schedule, tag_commit=await effects.github.tag_commit(tag) or "")
         rollout = replace(rollout, schedule=schedule)
         said, timers = [], []
         if schedule is not None:  # the timer is written with the rollout: never one without

@@ -110,6 +110,7 @@ from bot.domain.rollout.state import (
     holding_tracks,
     new_rollout,
     window_timer_key,
+    window_timer_payload,
 )
 from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
 from bot.domain.rollout.words import github_person, reason_words, state_words
@@ -202,4 +203,5 @@ __all__ = [
     "window_ended",
     "window_timer_dead",
     "window_timer_key",
+    "window_timer_payload",
 ]
