@@ -44,6 +44,17 @@ class ManualClock:
             await self._napped.wait()
         self._woken.clear()
 
+    @property
+    def sleeping(self) -> int:
+        """How many loops sleep on this clock now."""
+        return len(self._sleepers)
+
+    async def until_sleeping(self, loops: int) -> None:
+        """Wait until `loops` loops sleep on this clock (a bot started again went round)."""
+        while len(self._sleepers) < loops:
+            self._napped.clear()
+            await self._napped.wait()
+
     async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
         """Return once woken or moved (a moved clock has the sleeper look again), or once
         `when` came in real time on a clock that also runs by itself."""
