@@ -44,10 +44,14 @@ class ManualClock:
             await self._napped.wait()
         self._woken.clear()
 
-    @property
-    def sleeping(self) -> int:
-        """How many loops sleep on this clock now."""
-        return len(self._sleepers)
+    def forget_ended(self) -> int:
+        """Forget the loops that do not sleep on this clock now (a stopped bot's: they ended);
+        how many loops it knew before."""
+        known = len(self._naps)
+        for wake in set(self._naps) - self._sleepers:
+            del self._naps[wake]
+            self._woken.pop(wake, None)
+        return known
 
     async def until_sleeping(self, loops: int) -> None:
         """Wait until `loops` loops sleep on this clock (a bot started again went round)."""
