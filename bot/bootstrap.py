@@ -43,6 +43,7 @@ from bot.services.audit import AuditTrail
 from bot.services.authz import Memberships
 from bot.services.clock import LoopClock, SystemClock
 from bot.services.directory import EveryService, ServiceDirectory
+from bot.services.lapsed_reruns import lapsed_reruns_sweep
 from bot.services.leases import replica_name
 from bot.services.outbox import Outbox
 from bot.services.polling import Sweep
@@ -248,7 +249,9 @@ async def _services(
             wake=shared.wake,
             owner=owner,
             telemetry=telemetry,
-            sweep=_sweeps(directory, requests),
+            sweep=lapsed_reruns_sweep(
+                directory, shared.claims, clock, _sweeps(directory, requests)
+            ),
             budget=shared.budgets,
         )
         app[READINESS] = _readiness(settings, scheduler, outbox, engine=engine, clock=clock)

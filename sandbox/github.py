@@ -77,6 +77,9 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self.clock = clock or SystemClock()
         self.dated = True
         """False: answers carry no `Date` (a proxy in front of GitHub Enterprise Server)."""
+        self.cached_for: int | None = None
+        """Seconds: answers served by a cache in front of GitHub that keeps them that long,
+        their `Date` that much older and their `Age` saying so; None: served fresh."""
         self.ids = Ids()
         self.tokens: dict[str, str] = {token: actor}
         self.app = app
@@ -205,7 +208,10 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         its jobs' times are: a GitHub whose clock is off shows it there too."""
         # Undated: a proxy that drops it (aiohttp sends one of its own when none is set, so
         # an empty one stands for none).
-        response.headers["Date"] = format_datetime(self.clock(), usegmt=True) if self.dated else ""
+        made = self.clock() - timedelta(seconds=self.cached_for or 0)
+        response.headers["Date"] = format_datetime(made, usegmt=True) if self.dated else ""
+        if self.cached_for is not None:
+            response.headers["Age"] = str(self.cached_for)
 
     async def start(self) -> None:
         await super().start()

@@ -15,6 +15,7 @@ from aiohttp import web
 from sandbox import github_json as shapes
 from sandbox.github_json import Json, Urls
 from sandbox.github_routes import SimulatorRoutes, json_response, normalize_ref, not_found
+from sandbox.github_runs import commit_sha
 
 COMPARE_COMMITS = 250
 COMPARE_FILES = 300
@@ -41,6 +42,16 @@ class History:
     annotated: dict[str, str] = field(default_factory=dict)
     """The tag object of each annotated tag (its ref names the object, the object the commit)."""
     releases: list[tuple[str, datetime]] = field(default_factory=list)
+    every_tag: bool = True
+    """Until a commit is tagged, every tag exists (at the commit a run on it reports): the
+    bot's preflight asks whether the tag started exists, and most tests start tags they never
+    pushed. False: only the tags pushed (none)."""
+
+    def tag_sha(self, name: str) -> str | None:
+        """The commit of the tag `name`; None when the repository has no such tag."""
+        if self.every_tag and not self.tags:
+            return commit_sha(name)
+        return self.tags.get(name)
 
     def commit(
         self,
@@ -185,6 +196,7 @@ class HistoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/compare/{{basehead:.+}}", self.compare)
         app.router.add_get(f"{repo}/releases/latest", self.latest_release)
         app.router.add_get(f"{repo}/git/ref/{{ref:.+}}", self.get_ref)
+        app.router.add_get(f"{repo}/git/matching-refs/{{ref:.+}}", self.matching_refs)
         app.router.add_get(f"{repo}/git/tags/{{sha}}", self.get_tag)
 
     async def get_ref(self, request: web.Request) -> web.Response:
@@ -194,7 +206,7 @@ class HistoryRoutes(SimulatorRoutes):
         ref = unquote(request.match_info["ref"])
         kind, _, name = ref.partition("/")
         history = repository.history
-        sha = history.tags.get(name) if kind == "tags" else None
+        sha = history.tag_sha(name) if kind == "tags" else None
         if sha is None:
             raise not_found()
         urls = repository.urls
@@ -212,6 +224,30 @@ class HistoryRoutes(SimulatorRoutes):
                 if tag_object is not None
                 else {"sha": sha, "type": "commit", "url": f"{urls.repo_api}/git/commits/{sha}"},
             }
+        )
+
+    async def matching_refs(self, request: web.Request) -> web.Response:
+        """The tags whose names start with a prefix (GitHub: `tags/<prefix>`, an empty list
+        when none), sorted by name, each as `get_ref` names it (its object a commit)."""
+        repository = self._repository(request)
+        kind, _, prefix = unquote(request.match_info["ref"]).partition("/")
+        names = sorted(repository.history.tags) if kind == "tags" else []
+        urls = repository.urls
+        return json_response(
+            [
+                {
+                    "ref": f"refs/tags/{name}",
+                    "node_id": f"REF_{shapes.stable_id(f'ref:{repository.repository}:{name}')}",
+                    "url": f"{urls.repo_api}/git/refs/tags/{name}",
+                    "object": {
+                        "sha": repository.history.tags[name],
+                        "type": "commit",
+                        "url": f"{urls.repo_api}/git/commits/{repository.history.tags[name]}",
+                    },
+                }
+                for name in names
+                if name.startswith(prefix)
+            ]
         )
 
     async def get_tag(self, request: web.Request) -> web.Response:

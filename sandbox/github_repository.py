@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from sandbox.github_actions import ActionsEngine, Clock
+from sandbox.github_environment_rules import EnvironmentRules
 from sandbox.github_events import webhook_events
 from sandbox.github_history import History
 from sandbox.github_hooks import Hook
@@ -94,6 +95,9 @@ class SimRepository:
         """Secrets of the repository's environments, by environment name: a job that runs in
         one reads its secrets before the repository's and the organization's."""
         self.environment_secrets_forbidden = False
+        self.environment_rules: dict[str, EnvironmentRules] = {}
+        """Environments' wait timers and deployment branch and tag policies (reported by
+        `GET .../environments/{name}`, not enforced on runs)."""
         """GitHub answers 403 to reading an environment's secrets (a token without the
         Environments permission)."""
         self.history = History()

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from sandbox import github_json as shapes
+from sandbox.github_environment_rules import patterns_json, policy_json, rules_json
 from sandbox.github_json import Json
 from sandbox.github_routes import (
     ACTOR,
@@ -49,6 +50,9 @@ class RepositoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
         app.router.add_get(
             f"{repo}/environments/{{name}}/secrets/{{secret}}", self.get_environment_secret
+        )
+        app.router.add_get(
+            f"{repo}/environments/{{name}}/deployment-branch-policies", self.list_branch_policies
         )
         app.router.add_get(
             f"{prefix}/orgs/{{org}}/teams/{{team}}/memberships/{{login}}", self.get_membership
@@ -103,15 +107,19 @@ class RepositoryRoutes(SimulatorRoutes):
 
     def _environment_json(self, repository: SimRepository, name: str) -> Json:
         engine = repository.engine
-        return shapes.environment(
+        env_id, rules = engine.environments[name], repository.environment_rules.get(name)
+        answer = shapes.environment(
             repository.urls,
             name,
-            engine.environments[name],
+            env_id,
             protected=name in engine.protected,
             reviewer=self.sim.actor,
             prevent_self_review=name in engine.self_review_prevented,
             team=repository.reviewer_teams.get(name),
         )
+        answer["protection_rules"] += rules_json(rules, env_id)
+        answer["deployment_branch_policy"] = policy_json(rules)
+        return answer
 
     async def get_membership(self, request: web.Request) -> web.Response:
         """`GET /orgs/{org}/teams/{team_slug}/memberships/{username}` (GitHub's REST docs,
@@ -137,6 +145,19 @@ class RepositoryRoutes(SimulatorRoutes):
         if name not in repository.engine.environments:
             raise not_found()
         return json_response(self._environment_json(repository, name))
+
+    async def list_branch_policies(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/environments/{environment_name}/deployment-branch-policies`
+        ("List deployment branch policies"): the name patterns of branches and tags that may
+        deploy; 404 for an environment that does not exist."""
+        repository = self._repository(request)
+        name = request.match_info["name"]
+        if name not in repository.engine.environments:
+            raise not_found()
+        rules = repository.environment_rules.get(name)
+        items = patterns_json(rules, repository.engine.environments[name])
+        page, headers = self._paginate(request, items)
+        return json_response({"total_count": len(items), "branch_policies": page}, headers=headers)
 
     # -- secrets --------------------------------------------------------------------------------
 

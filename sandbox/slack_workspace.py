@@ -61,6 +61,9 @@ class SlackWorkspace(MessageStore):
         """Channels the bot can no longer post in, each with what Slack answers chat.postMessage
         and chat.update there: `not_in_channel` once the bot is removed (`channel_not_found` in
         a private channel), `is_archived` once the channel is archived."""
+        self.replies_shut_out: dict[str, str] = {}
+        """Channels whose posting permissions let the bot post but not reply in threads, each
+        with what Slack answers a thread reply there (`restricted_action`)."""
         self.views: dict[str, dict[str, Any]] = {}
         self.home_tabs: dict[str, dict[str, Any]] = {}
         self.triggers: dict[str, float | None] = {}
@@ -140,6 +143,8 @@ class SlackWorkspace(MessageStore):
         parent = None
         thread_ts = str_arg(args, "thread_ts")
         if thread_ts:
+            if channel in self.replies_shut_out:
+                return slack_error(self.replies_shut_out[channel])
             parent = self._thread_parent(channel, thread_ts)
             if parent is None:
                 return slack_error("thread_not_found")

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import asdict
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.records import Claim, ClaimState, ClaimUnsettled
@@ -152,6 +152,17 @@ class ClaimStore:
                 delete(ActionClaimRow).where(ActionClaimRow.claimed_at < before)
             )
             return rows_changed(result)
+
+    async def unrecorded(self, action: str, before: datetime) -> list[Claim]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(ActionClaimRow).where(
+                    ActionClaimRow.action == action,
+                    ActionClaimRow.state == ClaimState.CLAIMED.value,
+                    ActionClaimRow.claimed_at < before,
+                )
+            )
+            return [_claim(row) for row in rows]
 
     async def get(self, key: str) -> Claim | None:
         async with self._sessions() as session:

@@ -9,7 +9,7 @@ is delivered on its own. The clock is always passed in.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,17 @@ TOLD = "told_once"
 """The `action` of the claim that messages were written once (`add_once`)."""
 REFUSAL_TOLD = "slack_channel_refused"
 """The `action` of the claim that a channel's refusal was told (`told_once`)."""
+
+
+def refusal_told_key(
+    refusing: str, channel: str, after: int, lost: int, *, kinds: Collection[str] | None = None
+) -> str:
+    """The claim that `refusing`'s refusal (of messages of `kinds` only: its thread replies)
+    was told in `channel` (after message `after`), once; again under a new key for each such
+    notice given up (`lost`)."""
+    scope = "" if kinds is None else ":" + ",".join(sorted(kinds))
+    told = f"{REFUSAL_TOLD}:{refusing}{scope}:{channel}:{after}"
+    return told + (f":{lost}" if lost else "")
 
 
 def _pending() -> ColumnElement[bool]:
@@ -204,11 +215,21 @@ class OutboxStore:
             attempts=OutboxRow.attempts + 1,
         )
 
-    async def told_once(self, notice: NewMessage, *, refusing: str, now: datetime) -> bool:
+    async def told_once(
+        self,
+        notice: NewMessage,
+        *,
+        refusing: str,
+        now: datetime,
+        kinds: frozenset[str] | None = None,
+    ) -> bool:
         """Write `notice` of the channel `refusing` the bot, unless a notice of the same
         refusal was written already to the same channel (by any replica): one per refusal and
         failure channel, a refusal told apart by the last message delivered there before it,
-        which the notice's payload keeps as `after`. Services that share a release channel
+        which the notice's payload keeps as `after`. A refusal of some `kinds` only (a
+        channel that refuses the bot's thread replies, not its cards) is told apart from a
+        whole channel's, by the last message of those kinds delivered there: the cards posted
+        meanwhile do not make it a new one. Services that share a release channel
         but not a failure channel each tell their own. True when written. The claim and the
         message are written in one transaction.
 
@@ -218,11 +239,10 @@ class OutboxStore:
         after a read in one transaction fails at once ("database is locked") when another
         connection wrote in between, instead of waiting its turn."""
         async with self._sessions() as session:
-            after = await session.scalar(
-                select(func.max(OutboxRow.id)).where(
-                    OutboxRow.channel_id == refusing, OutboxRow.delivered_at.is_not(None)
-                )
-            )
+            delivered = [OutboxRow.channel_id == refusing, OutboxRow.delivered_at.is_not(None)]
+            if kinds is not None:
+                delivered.append(OutboxRow.kind.in_(sorted(kinds)))
+            after = await session.scalar(select(func.max(OutboxRow.id)).where(*delivered))
             notices = await session.scalars(
                 select(OutboxRow.payload).where(
                     OutboxRow.kind == notice.kind,
@@ -233,13 +253,14 @@ class OutboxStore:
             lost = sum(
                 1
                 for payload in notices
-                if payload.get("channel") == refusing and payload.get("after") == (after or 0)
+                if payload.get("channel") == refusing
+                and payload.get("after") == (after or 0)
+                and bool(payload.get("replies")) == (kinds is not None)
             )
-        told = f"{REFUSAL_TOLD}:{refusing}:{notice.channel_id}:{after or 0}"
         payload = {**notice.payload, "after": after or 0}
         return await self.add_once(
             [replace(notice, payload=payload)],
-            once=told + (f":{lost}" if lost else ""),
+            once=refusal_told_key(refusing, notice.channel_id, after or 0, lost, kinds=kinds),
             now=now,
             action=REFUSAL_TOLD,
         )

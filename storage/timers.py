@@ -229,6 +229,16 @@ class TimerStore(ServiceStore):
             timer_id, owner, dead_at=now, last_error=error, claimed_by=None, lease_until=None
         )
 
+    async def retold(self, *, timer_id: int, error: str) -> None:
+        """Rewrite a dead-lettered timer's `last_error` once its holder was told again (it is
+        not told a third time)."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(TimerRow)
+                .where(TimerRow.id == timer_id, TimerRow.dead_at.is_not(None))
+                .values(last_error=error[:1000])
+            )
+
     async def dead_by_service(self) -> dict[str, int]:
         """How many dead-lettered timers belong to a rollout that has not ended, by service:
         the stages they hold still wait for a person (for the bot's own metrics, which name

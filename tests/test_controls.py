@@ -452,6 +452,31 @@ async def test_roll_back_after_completion_starts_a_rollout_of_the_previous_good_
         assert again.text.startswith("Already done by <@U0RELMGR01>")
 
 
+async def test_a_roll_back_dialog_naming_another_previous_release_is_refused_as_out_of_date(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The dialog names the release it puts back; when the previous good release is another one
+    by the time it is submitted, nothing is redeployed and the person is told which it is now."""
+    async with sandbox_for(tmp_path, database_url, window="1s") as box:
+        every_gate_passes(box)
+        await released(box, "v1.4.1")
+        latest = await finish(box, "v1.4.2")
+        await box.click("redeploy", value=await value_of(box, "redeploy", "relay"))
+        opened = await box.slack.wait_for_call("views.open")
+        view = opened[-1].response["view"]
+        stored = box.slack.views[view["id"]]
+        stored["private_metadata"] = stored["private_metadata"].replace("v1.4.1", "v1.4.0")
+
+        await box.submit_view(view["id"], {})
+        await box.slack.wait_for(lambda: bool(posted_ephemerals(box)))
+        (told,) = posted_ephemerals(box)
+        assert "This form is out of date: the previous good release of " in told.text
+        assert "is now `v1.4.1`, not `v1.4.0`. Click Roll back again." in told.text
+        newest = await box.rollouts()
+        assert [r.tag for r in newest].count("v1.4.1") == 1  # the one released before only
+        assert newest[0].id == latest.id and newest[0].version == latest.version
+
+
 async def with_rollback_workflow(box: Sandbox) -> None:
     """The relay's plan redeploys through `relay-redeploy.yml`, which the repository has; the
     bot started again on that plan, every gate passing."""

@@ -23,6 +23,7 @@ from test_doctor import (
     fails_alone_with_the_fix,
     lines,
     passing_checks,
+    run_doctor,
 )
 
 from sandbox.config import (
@@ -73,7 +74,7 @@ async def test_a_sound_app_install_passes_every_check_and_exits_0(install: AppIn
     for expected in (
         f"GitHub App rollout-bot authenticates and is installed on scriptum/scriptum "
         f"(installation {install.app.installation_id})",
-        "GitHub App has the 5 permissions the bot needs",
+        "GitHub App has the 6 permissions the bot needs",
         "GitHub App receives the 4 events the bot follows",
         f"GitHub App webhook posts JSON to {HOOK}, with a secret",
         "GitHub App webhook: no recent deliveries",
@@ -157,6 +158,25 @@ async def test_each_app_misconfiguration_fails_its_own_check_with_the_fix(
     install: AppInstall, breakage: Breakage, failure: str, fix: str
 ) -> None:
     await fails_alone_with_the_fix(install, breakage, failure, fix)
+
+
+async def test_an_installation_without_environments_read_is_a_warning_with_the_fix(
+    install: AppInstall,
+) -> None:
+    """An App registered from an older github-app.yml (or whose new permission is not yet
+    accepted on the installation) lacks Environments read: everything but the NPM_TOKEN
+    walkthrough's check of the npm job's environment works, so the doctor warns (exit 0)."""
+    install.app.permissions.pop("environments")
+    code, out, err = await run_doctor(install)
+    assert code == 0, out + err
+    text = out.split("\n\n")[0]
+    assert not [line for line in text.splitlines() if line.startswith("✗")], text
+    assert (
+        "⚠ GitHub App lacks Environments: Read-only, which the NPM_TOKEN walkthrough needs to "
+        "read the secret of the npm job's environment: grant it in the App's settings → "
+        "Permissions & events, then accept the new permissions on the installation" in text
+    )
+    assert "✓ GitHub App has the 5 permissions rollouts need" in text
 
 
 async def test_a_call_the_installation_may_not_make_names_the_permission_to_grant(

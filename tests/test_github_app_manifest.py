@@ -29,6 +29,10 @@ def test_the_manifest_asks_for_exactly_what_the_bot_needs() -> None:
         "deployments": "write",
         "contents": "read",
         "secrets": "read",
+        # The NPM_TOKEN walkthrough reads the secret of the npm job's environment: GitHub
+        # answers an App without Environments read 403 there ("Permissions required for
+        # GitHub Apps": environment secrets are under Environments, not Secrets).
+        "environments": "read",
         "metadata": "read",
     }
     assert manifest["default_permissions"] == dict(APP_PERMISSIONS)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import ast
 import re
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from event_samples import AT, EVENTS, review_rejected
 from pydantic import ValidationError
 
 import bot.domain
@@ -18,27 +18,20 @@ from bot.adapters.slack.limits import clip
 from bot.adapters.slack.messages import check_text, reason_text, render, two_person_text
 from bot.adapters.slack.unfollowed_card import unfollowed_card
 from bot.domain.controls import Control
-from bot.domain.freeze import Freeze, Frozen, LaneHold, Locked
-from bot.domain.gate import GateReason, Verdict
 from bot.domain.github_events import GitHubReported, RunEvent
 from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Check,
     CheckState,
-    Left,
-    StageState,
     StopKind,
     StopReason,
-    TrackLeft,
-    TrackState,
     event_from_json,
     event_to_json,
     reason_from_json,
     reason_to_json,
 )
 from bot.domain.rollout import events as told
-from bot.domain.run import EnvironmentReview
 from bot.domain.schedule import Held
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
 from sandbox.harness_slack import button
@@ -52,7 +45,6 @@ SLACK_MARKUP = re.compile(
     r"|(?<![\w:]):[a-z_]+:(?![\w/])"  # emoji
     r"|(?<![\w(])\*(?:\{|[A-Za-z][^*\n]{0,60}\*)"  # bold (not an unpacking)
 )
-AT = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
 
 
 def _strings(tree: ast.Module, source: str) -> list[tuple[int, str]]:
@@ -100,117 +92,6 @@ def test_the_markup_scan_finds_what_the_domain_used_to_write(tmp_path: Path) -> 
         '    return f"<@{actor}> promoted to *{label}* :rocket: <{url}|run>"\n'
     )
     assert len(_markup_in(old)) == 1
-
-
-def review_rejected(comment: str) -> GitHubReported:
-    """GitHub's word that octocat rejected relay-half of run 7001, saying `comment`."""
-    return GitHubReported(
-        RunEvent(
-            "deployment_review",
-            "rejected",
-            "o/r",
-            7001,
-            environment="relay-half",
-            reviews=(EnvironmentReview("relay-half", "rejected", "octocat", comment),),
-        ),
-        None,
-    )
-
-
-EVENTS: list[told.Event] = [
-    told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (("5%", "Relay"),)),
-    told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (), late=timedelta(minutes=10)),
-    told.StageApproved("Relay", "5%"),
-    told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
-    told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),
-    told.PromotedOnGitHub("Relay", "5%", "50%", StageState.OBSERVING, "octocat"),
-    told.RejectedOnGitHub("Desktop", "beta", None, "", None, desktop=True, failure_job="kill"),
-    told.StageDeployed("Relay", "5%", timedelta(minutes=30), AT),
-    told.TrackCompleted("Relay", "100%"),
-    told.LandedWhileStopping("Relay", "50%", None),
-    told.StageRejected("Relay", "50%"),
-    told.FailureJobEnded("Relay", "rb", "failure", "https://gh/j", TrackState.FAILED),
-    told.FailureJobRerun("U1", "Relay", "rb", 2, "https://gh/run", "5%"),
-    told.FailureJobRerun("U1", "Desktop", "ks", 3, None, None, desktop=True),
-    told.RunEnded("Relay", "cancelled", TrackState.FAILED),
-    told.RerunNotFollowed(7001, "https://gh/run", 2, "v1.4.2", (("Relay", "5%"),), ("<!here>",)),
-    told.RerunNotFollowed(7001, "https://gh/run", 3, "v1.4.2", (("Relay", None),), ()),
-    told.RolloutEnded("v1.4.2", (("Relay", TrackState.COMPLETED),)),
-    told.GateMissed("Relay", "5%", AT, 3, Reason("timeout"), manual=False),
-    told.GateMissed("Relay", "5%", AT, 3, Reason("held by @U1 since", ("U1",)), manual=True),
-    told.GatePassed("5%", "crash rate 0.1%", "50%", auto=True),
-    told.GatePassed(
-        "5%", "crash rate 0.1%", "50%", auto=False, frozen=Freeze("INC-1", AT, actor="U2")
-    ),
-    told.GateInconclusive("5%", "sample 3", timedelta(minutes=15), AT),
-    told.GateFailed("Relay", "5%", Verdict.ROLLBACK, GateReason.ERROR_RATE, "x", "5%", False, "rb"),
-    told.StagePromoted("U1", "Relay", "50%", StageState.HOLDING),
-    told.WindowExtended("U1", "Relay", "5%", timedelta(minutes=15), AT),
-    told.Reevaluated("U1", "Relay", "5%", Verdict.PASS, "crash rate 0.1%", None),
-    told.TrackStopped(
-        "Relay", StopReason(StopKind.ROLLED_BACK, "U1", detail="spike"), None, False, "rb"
-    ),
-    told.StopUnconfirmed("Desktop", StopReason(StopKind.KILL_SWITCH, "U1"), "GA", True, "kill"),
-    told.RolloutCancelled("U1"),
-    told.Redeploying("U1", "v1.4.1", "v1.4.2", rollout_id="r-2"),
-    told.Redeploying(
-        "U1",
-        "v1.4.1",
-        "v1.4.2",
-        rollout_id="r-2",
-        freeze=Freeze("INC-1", AT, actor="U2"),
-        lock=LaneHold("lock", "U3", "db", AT),
-    ),
-    told.Redeploying(
-        "U1",
-        "v1.4.1",
-        "v1.4.2",
-        workflow="rb.yml",
-        run_id=7,
-        run_url="https://github.com/o/r/actions/runs/7",
-        track="API",
-        still=("Relay",),
-    ),
-    told.TracksLeft(
-        "v1.4.2",
-        False,
-        (
-            TrackLeft("api", "API", Left.COMPLETED, TrackState.COMPLETED, "100%", redeploy=True),
-            TrackLeft("web", "Web", Left.LANDING, TrackState.ACTIVE, "100%", redeploy=False),
-            TrackLeft("cdn", "CDN", Left.ENDED, TrackState.ROLLED_BACK, "5%", redeploy=False),
-            TrackLeft("edge", "Edge", Left.ENDED, TrackState.ABORTING, None, redeploy=False),
-            TrackLeft("db", "DB", Left.RUNNING, TrackState.ACTIVE, None, redeploy=False),
-        ),
-        actor="U1",
-    ),
-    told.TracksLeft(
-        "v1.4.2",
-        True,
-        (TrackLeft("cli", "CLI", Left.COMPLETED, TrackState.COMPLETED, "GA", redeploy=False),),
-    ),
-    told.DispatchGaveUp("v1.4.2", "Deploy", timedelta(minutes=10)),
-    told.DispatchUnclear("GitHub did not say which run"),
-    told.DispatchScheduled("U1", AT, "Europe/Berlin"),
-    told.ScheduleHeld(AT, Held(blocking=("Image tag: `relay:v1` is not published yet",))),
-    told.ScheduleHeld(AT, Held(lane=Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True))),
-    told.ScheduleHeld(AT, Held(lane=Locked(LaneHold("lock", "U2", "db", AT)))),
-    told.ScheduleHeld(AT, Held(two_person=True)),
-    told.ScheduleHeld(AT, Held(error=Reason("the bot was not running then"))),
-    told.ScheduleHeld(AT, Held(error=Reason("held by @U1 & co", people=("U1",)))),
-    told.ScheduleFrozen(Frozen(Freeze("INC-1", AT, actor="U2"), dispatch=True, at=AT)),
-    told.ScheduleFrozen(Frozen(Freeze("<b> & co", AT, actor="U2"), at=AT), lifted_by="U1"),
-    told.FreezeLiftedHolding("U1", "U2", ("5% canary → 50%",)),
-    told.FreezeLiftedHolding("U1", "U1", ("<b> → 50%",), Freeze("weekend", AT, calendar="weekend")),
-    told.FreezeEnded(AT, ("5% canary → 50%", "<b> → beta")),
-    told.FreezeEnded(AT, dispatch_at=AT),
-    told.ScheduleCancelled("U1", AT),
-    told.FreezeOverridden("U1", "v1.4.2", "hotfix", Freeze("INC-1", AT, calendar="weekend")),
-    review_rejected("no"),
-    told.WaitsOutsidePlan("desktop-internal", 9001, "https://github.com/o/r/actions/runs/9001"),
-    told.WaitsOutsidePlan("staging", 9001, "https://github.com/o/r/actions/runs/9001", True),
-    told.RunUnreadable(AT, "GitHub answered 502 (<Bad Gateway>)", None, rate_limited=False),
-    told.RunReadable(AT, AT + timedelta(minutes=7, microseconds=5)),
-]
 
 
 @pytest.mark.parametrize("event", EVENTS, ids=lambda event: type(event).__name__)

@@ -153,12 +153,30 @@ async def test_no_permission_for_the_environments_secrets_says_it_could_not_chec
     assert ":x: failed" not in step(message, 2)
 
 
+async def test_in_app_mode_the_manifests_permissions_check_the_environment(
+    tmp_path: Path,
+) -> None:
+    """github-app.yml asks for Environments read: an App registered from it reads the npm
+    job's environment's secret (before, it had Secrets read only and step 3 said cannot
+    check)."""
+    async with Sandbox(workdir=tmp_path, github_app=SandboxApp()) as app_box:
+        publish_in_npm_environment(app_box)
+        app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(1)}
+        app_box.github.secrets["NPM_TOKEN"] = days_ago(2)
+        shown, _ = await check_secret(app_box, ":white_check_mark: done")
+        assert "is a secret of the environment `npm`, where job `changesets` runs" in shown
+        assert_no_token_reached_slack(app_box)
+
+
 async def test_in_app_mode_without_environments_read_the_environment_cannot_be_checked(
     tmp_path: Path,
 ) -> None:
-    """The App's installation has Secrets read but not Environments read (github-app.yml
-    does not ask for it): GitHub answers the environment's secret 403, and step 3 says so."""
-    async with Sandbox(workdir=tmp_path, github_app=SandboxApp()) as app_box:
+    """The App's installation has Secrets read but not Environments read (registered from an
+    older github-app.yml, or the new permission not yet accepted): GitHub answers the
+    environment's secret 403, and step 3 says so."""
+    app = SandboxApp()
+    async with Sandbox(workdir=tmp_path, github_app=app) as app_box:
+        app.permissions.pop("environments")
         publish_in_npm_environment(app_box)
         app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(1)}
         app_box.github.secrets["NPM_TOKEN"] = days_ago(2)
@@ -174,12 +192,54 @@ async def test_a_job_that_may_publish_with_oidc_needs_no_token(box: Sandbox) -> 
     box.github.files["main"][RELEASE_FILE] = (
         "name: Release\non: push\npermissions:\n  contents: write\n  id-token: write\n"
         "jobs:\n  changesets:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n"
+        "        env:\n          NPM_TOKEN: ${{ secrets.NPM_TOKEN }}\n"
     )
     shown, message = await check_secret(box, ":warning: needs attention")
     assert "`NPM_TOKEN` is not set in `scriptum/scriptum`" in shown
     assert "may request an OIDC token (`id-token: write`)" in shown
     assert "npm trusted publishing" in shown and "needs no `NPM_TOKEN` at all" in shown
     assert ":white_circle: to do" in step(message, 2)
+
+
+OIDC_ONLY = (
+    "name: Release\non: push\npermissions:\n  contents: read\n  id-token: write\n"
+    "jobs:\n  changesets:\n    runs-on: ubuntu-latest\n    steps:\n"
+    "      - uses: actions/setup-node@v4\n        with:\n          node-version: 24\n"
+    "          registry-url: https://registry.npmjs.org\n"
+    "      - run: npm publish --provenance --access public\n"
+)
+
+
+async def test_a_job_that_publishes_with_oidc_only_does_not_need_the_token(box: Sandbox) -> None:
+    """npm trusted publishing and nothing else: `id-token: write`, and no step hands npm
+    NPM_TOKEN (no NODE_AUTH_TOKEN). Before, step 3 said it was not set and to add it."""
+    box.github.files["main"][RELEASE_FILE] = OIDC_ONLY
+    shown, message = await check_secret(box, ":white_check_mark: done")
+    assert "`NPM_TOKEN` is not needed" in shown
+    assert "publishes with npm trusted publishing" in shown
+    assert "not set" not in shown and "add it" not in shown.lower()
+    assert ":x:" not in step(message, 1) + step(message, 2)
+    assert "*2. Add it as a repository secret*   :white_check_mark: done" in step(message, 2)
+
+
+async def test_an_unused_token_beside_oidc_only_publishing_is_said_unused(box: Sandbox) -> None:
+    """The repository still has an old NPM_TOKEN, which the job never reads: no age warning
+    about it, and the advice to delete it."""
+    box.github.files["main"][RELEASE_FILE] = OIDC_ONLY
+    box.github.secrets["NPM_TOKEN"] = days_ago(300)
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "`NPM_TOKEN` is not needed" in shown
+    assert "The repository's `NPM_TOKEN` is unused" in shown
+    assert "older than" not in shown
+
+
+async def test_oidc_only_publishing_needs_no_secrets_read(box: Sandbox) -> None:
+    """GitHub refuses the secrets' metadata (no Secrets read): the job reads no NPM_TOKEN
+    anyway, so step 3 still says it is not needed rather than cannot check."""
+    box.github.files["main"][RELEASE_FILE] = OIDC_ONLY
+    box.github.secrets_forbidden = True
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "`NPM_TOKEN` is not needed" in shown
 
 
 async def test_an_unreadable_workflow_file_still_checks_the_repository(box: Sandbox) -> None:
@@ -239,7 +299,7 @@ async def test_a_look_carries_no_empty_field_for_an_older_replica(box: Sandbox) 
 
 
 def workflow(job: str, top: str = "") -> str:
-    return f"name: Release\non: push\n{top}jobs:\n  changesets:\n{job}"
+    return f"name: Release\non: workflow_dispatch\n{top}jobs:\n  changesets:\n{job}"
 
 
 @pytest.mark.parametrize(
@@ -263,8 +323,31 @@ def workflow(job: str, top: str = "") -> str:
             ),
             PublishJob(),
         ),
-        (workflow("    permissions: write-all\n"), PublishJob(oidc=True)),
-        (workflow("    runs-on: x\n", "permissions:\n  id-token: write\n"), PublishJob(oidc=True)),
+        (workflow("    permissions: write-all\n"), PublishJob(oidc=True, oidc_only=True)),
+        (
+            workflow("    runs-on: x\n", "permissions:\n  id-token: write\n"),
+            PublishJob(oidc=True, oidc_only=True),
+        ),
+        # A job that hands npm NPM_TOKEN too (in a step's env, the job's or the workflow's).
+        (
+            workflow(
+                "    permissions: write-all\n    steps:\n      - run: npm publish\n"
+                "        env:\n          NODE_AUTH_TOKEN: ${{ secrets.NPM_TOKEN }}\n"
+            ),
+            PublishJob(oidc=True),
+        ),
+        (
+            workflow(
+                "    permissions: write-all\n",
+                "env:\n  NODE_AUTH_TOKEN: ${{ secrets.NPM_TOKEN }}\n",
+            ),
+            PublishJob(oidc=True),
+        ),
+        # Every secret handed over at once: it may read NPM_TOKEN.
+        (
+            workflow("    permissions: write-all\n    env:\n      ALL: ${{ toJSON(secrets) }}\n"),
+            PublishJob(oidc=True),
+        ),
     ],
 )
 def test_the_publishing_jobs_environment_and_oidc_are_read(text: str, expected: PublishJob) -> None:

@@ -35,6 +35,7 @@ from bot.domain.npm import (
     clip_error,
     github_web_url,
 )
+from bot.domain.npm_environment import MAX_REVIEWERS, MAX_WAIT_MINUTES, RuleFlag
 from bot.domain.npm_log import (
     NpmError,
     npm_error,
@@ -734,6 +735,8 @@ LARGEST_SECRET_CHECKS = [
         shadowed=(SecretLevel.REPOSITORY, SecretLevel.ORGANIZATION),
         unchecked=clip_error("\\" * 2 * MAX_ERROR),
         oidc=True,
+        oidc_only=True,
+        rules=(MAX_REVIEWERS, MAX_WAIT_MINUTES, sum(RuleFlag)),
     ),
 ]
 

@@ -999,3 +999,27 @@ async def test_a_shared_release_channel_refusing_the_bot_is_told_to_each_service
         assert f"<#{CHANNEL}>" in notice.text and "`not_in_channel`" in notice.text
     assert "`v1.1.0`" in relay_notice.text and "`v9.0.0`" not in relay_notice.text
     assert "`v9.0.0`" in billing_notice.text and "`v1.1.0`" not in billing_notice.text
+
+
+async def test_a_channel_refusing_thread_replies_only_is_told_so_once(scene: Scene) -> None:
+    """Slack answers `restricted_action` when the channel's posting permissions keep the bot
+    from replying in threads while it may post: the cards are posted, the thread lines are
+    given up. The notice said the bot could post nothing there, and every card posted since
+    made the next refusal look new: one notice per rollout."""
+    scene.slack.replies_shut_out[CHANNEL] = "restricted_action"
+    outbox = scene.replica("a")
+    await refused_rollout(scene, 1, "promoted")
+    await scene.deliver_all([outbox])
+    await refused_rollout(scene, 2)
+    await scene.deliver_all([outbox])
+
+    cards = scene.slack.messages(CHANNEL)
+    assert len(cards) == 2 and all(not card.replies for card in cards)
+    (notice,) = scene.slack.messages(FAILURES)
+    assert f"*The bot cannot reply in threads in <#{CHANNEL}>*" in notice.text
+    assert "`restricted_action`" in notice.text and "reply in threads" in notice.text
+    assert "cards are posted" in notice.text
+    assert "the card" not in notice.text
+    # Drawn when delivered: what rollout 1's thread was not told by then.
+    assert "Not delivered there so far: `v1.1.0`: " in notice.text and "thread line" in notice.text
+    assert "once the bot can reply in threads there" in notice.text

@@ -33,10 +33,12 @@ from bot.domain.release_contents import (
     release_contents,
     risks,
 )
+from bot.domain.release_tag import nearest_tags, tag_family
 from bot.domain.rollout import TrackState
 from bot.plan_file import load_plan
 from bot.services.records import NewAuditEvent
 from bot.services.store_ports import Rollouts
+from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox
 from storage.rollout_store import RolloutStore
 
@@ -555,3 +557,33 @@ async def test_a_deleted_tag_with_no_earlier_release_says_so_and_what_to_do(
     await box.click("recheck", value=await value_of(box, "recheck"))
     await box.slack.wait_for(lambda: "7 pull requests" in box.card_message().rendered)
     assert "since `v1.4.1`" in box.card_message().rendered
+
+
+async def test_a_typo_d_tag_is_answered_to_the_starter_alone_and_starts_nothing(
+    box: Sandbox,
+) -> None:
+    """`/rollout start v1.4.x`: the bot posted a public preflight card for a tag GitHub does
+    not have (its checks and contents unread), for the whole channel to see and cancel."""
+    _history(box)
+
+    answer = await box.command("start v1.4.x --flags-ready")
+
+    assert "GitHub has no tag `v1.4.x`" in answer, answer
+    assert "nothing was started" in answer
+    assert "`v1.4.2`" in answer and "`v1.4.1`" in answer  # the nearest tags
+    assert box.slack.calls_to("chat.postMessage") == []
+    assert await box.rollouts() == []
+    trail = await box.audit.list_for_actor(RELEASE_MANAGER)
+    assert [e.result for e in trail] == ["tag_not_found"]
+
+
+def test_a_typo_d_tag_s_family_and_nearest_tags() -> None:
+    assert (tag_family("v1.4.x"), tag_family("v2-rc"), tag_family("latest")) == (
+        "v1.4.",
+        "v2-",
+        "l",
+    )
+    tags = ["v1.4.0", "v1.4.1", "v1.4.2", "v1.4.10"]
+    assert nearest_tags("v1.4.x", tags)[:1] in (["v1.4.0"], ["v1.4.1"], ["v1.4.2"])
+    assert nearest_tags("v1.4.12", tags)[0] in ("v1.4.1", "v1.4.2", "v1.4.10")
+    assert nearest_tags("release-candidate", tags) == []

@@ -330,6 +330,7 @@ async def test_an_approve_default_rejects_a_branch_named_as_a_release_tag(
     carries; GitHub knows no tag `v9.9.9`, so the bot rejects it, and Adopt is not offered."""
     env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
     async with app_box(tmp_path, database_url, extra_env=env) as box:
+        box.github.history.every_tag = False  # GitHub knows no tag at all
         run_id, card = await started_on_github(box, ref="v9.9.9")
         assert "`v9.9.9` is not a release tag, so this run cannot be adopted" in card.rendered
         assert button(card.blocks, "adopt_run") is None

@@ -11,6 +11,7 @@ import sys
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.bootstrap import audit_trail
+from bot.cli.options import OperatorParser
 from bot.cli.settings import load, release_tag
 from bot.config import DatabaseSettings
 from bot.domain.service import SERVICE_NAME
@@ -20,7 +21,7 @@ from storage.db import create_session_factory, engine_for_one_task, mask_databas
 
 def argument_parser() -> argparse.ArgumentParser:
     """The command's arguments (tests/test_docs.py reads the docs' examples with them)."""
-    parser = argparse.ArgumentParser(
+    parser = OperatorParser(
         prog="rollout-bot audit",
         description="Print the audit timeline of a release's newest rollout.",
     )

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from bot.adapters.metrics.live import MetricsProblem, utc_now
 from bot.adapters.metrics.prometheus import PrometheusSource
 from bot.adapters.metrics.prometheus_api import check_clock, public_url
+from bot.cli.options import OperatorParser
 from bot.cli.settings import release_tag
 from bot.config import ConfigError, PrometheusSettings, load_settings
 from bot.domain.durations import format_duration
@@ -54,7 +55,7 @@ class UsageError(RolloutError):
     code = "usage"
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(OperatorParser):
     """argparse, but a usage error is one line (UsageError), not the usage block and a line."""
 
     def error(self, message: str) -> NoReturn:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from bot.cli.options import OperatorParser
 from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from sandbox.config import RELEASE_MANAGER
 from sandbox.github_app import SandboxApp
@@ -198,7 +199,7 @@ def _history(box: Sandbox) -> None:
 def argument_parser() -> argparse.ArgumentParser:
     """Its one option (the README's `make demo GITHUB_APP=1`), and `--help`."""
     told = "Two rollouts in accelerated time, against a simulated Slack and GitHub."
-    parser = argparse.ArgumentParser(prog="rollout-bot demo", description=told)
+    parser = OperatorParser(prog="rollout-bot demo", description=told)
     parser.add_argument("--github-app", action="store_true", help="run the bot as a GitHub App")
     return parser
 

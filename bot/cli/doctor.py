@@ -24,6 +24,7 @@ from bot.adapters.slack.install import SlackInstallReads
 from bot.cli.database import serve_refusal, sqlite_file_missing
 from bot.cli.doctor_clocks import clock_finding, database_clock_finding, github_clock_finding
 from bot.cli.doctor_timers import dead_timer_findings
+from bot.cli.options import OperatorParser
 from bot.cli.settings import (
     OPEN_METRICS,
     load_for_command,
@@ -43,7 +44,7 @@ from storage.migrate import head_revision
 
 def argument_parser() -> argparse.ArgumentParser:
     """The command's arguments (tests/test_docs.py reads the docs' examples with them)."""
-    parser = argparse.ArgumentParser(
+    parser = OperatorParser(
         prog="rollout-bot doctor",
         description="Check that Slack, GitHub and the metrics source are set up for the bot.",
     )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from bot.adapters.metrics.live import LiveSource
 from bot.adapters.metrics.sources import MetricsEndpoints, metrics_source
+from bot.cli.options import OperatorParser
 from bot.cli.settings import load_for_command, one_service, release_tag
 from bot.domain.gate import GateVerdict
 from bot.domain.gate_report import metric_rows, percent, times, verdict_reason, window_length
@@ -20,7 +21,7 @@ from bot.domain.plan import Stage, Track, settle_of
 
 def argument_parser() -> argparse.ArgumentParser:
     """The command's arguments (tests/test_docs.py reads the docs' examples with them)."""
-    parser = argparse.ArgumentParser(
+    parser = OperatorParser(
         prog="rollout-bot metrics",
         description="Print what a stage's gate would read now (for tuning queries).",
     )

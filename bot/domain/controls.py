@@ -185,6 +185,11 @@ def effect_key(control: Control, card: CardRef) -> str:
     return ":".join([control.value, card.rollout_id, *scoped])
 
 
+def effect_attempt(key: str) -> int:
+    """The run attempt a Re-run's effect key names (`effect_key`: its last part)."""
+    return int(key.rsplit(":", 1)[-1])
+
+
 def delivery_key(delivery: str) -> str:
     """The identity of one Slack delivery (its trigger_id and body): a retry acts once."""
     return f"delivery:{delivery}"

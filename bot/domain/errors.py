@@ -31,6 +31,12 @@ class InvalidTag(InvalidCommand):
     code = "invalid_tag"
 
 
+class TagNotFound(RolloutError):
+    """`/rollout start` of a tag the repository does not have (a typo): nothing is started."""
+
+    code = "tag_not_found"
+
+
 class NotAReleaseChannel(RolloutError):
     """A state-changing command from a channel outside RELEASE_CHANNELS."""
 

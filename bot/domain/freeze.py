@@ -39,6 +39,11 @@ def freeze_end_timer_key(rollout_id: str, freeze: Freeze) -> str:
     return f"freeze_end:{rollout_id}:{freeze.free_at.isoformat()}:{freeze.ending.key}"
 
 
+def freeze_end_timer_payload(freeze: Freeze) -> dict[str, str]:
+    """What a freeze end's timer carries: when the lane is free (`bot.services.freeze_ends`)."""
+    return {"free_at": freeze.free_at.isoformat()}
+
+
 @dataclass(frozen=True)
 class LaneHold:
     """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK,

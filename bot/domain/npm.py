@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from bot.domain.npm_environment import MAX_REVIEWERS, MAX_WAIT_MINUTES, RuleFlag
 from bot.domain.npm_log import (
     NpmError,
     npm_error,
@@ -180,9 +181,35 @@ class SecretCheck(_Model):
     or the job's environment could not be told from the workflow file (without)."""
     oidc: bool | None = None
     """The job may request an OIDC token (`id-token: write`): npm trusted publishing."""
+    oidc_only: bool | None = None
+    """The job publishes with npm trusted publishing only and never reads NPM_TOKEN (True or
+    left out): the secret is not needed, and one that is set is unused."""
+    rules: (
+        tuple[
+            Annotated[int, Field(ge=0, le=MAX_REVIEWERS)],
+            Annotated[int, Field(ge=0, le=MAX_WAIT_MINUTES)],
+            Annotated[int, Field(ge=0, le=sum(RuleFlag))],
+        ]
+        | None
+    ) = None
+    """What the job's environment's protection rules hold it to: (required reviewers, wait
+    timer in minutes, `RuleFlag`s), left out when nothing (`bot.domain.npm_environment`)."""
+
+    @property
+    def rule_flags(self) -> RuleFlag:
+        return RuleFlag(self.rules[2]) if self.rules else RuleFlag(0)
 
     @property
     def tone(self) -> Tone:
+        refused = bool(self.rule_flags & (RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED))
+        if self.oidc_only:
+            # Whatever the secret's levels say, the job reads none of them.
+            return Tone.WARNING if refused else Tone.OK
+        tone = self._secret_tone
+        return Tone.WARNING if tone is Tone.OK and refused else tone
+
+    @property
+    def _secret_tone(self) -> Tone:
         if self.error is not None:
             return Tone.BLOCKED
         if self.unchecked is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.domain.npm import SecretCheck, SecretLevel, SecretMetadata, clip_error
+from bot.domain.npm_environment import EnvironmentProtection, Rules, rules_of, unread_rules
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class PublishJob:
     """Why its environment cannot be told from the file (None: it was told, or it has none)."""
     oidc: bool = False
     """It may request an OIDC token (`id-token: write`), as npm trusted publishing needs."""
+    oidc_only: bool = False
+    """It may request an OIDC token and never refers to NPM_TOKEN (nor to every secret at
+    once): it publishes with npm trusted publishing only, and no NPM_TOKEN is read."""
+    on_tags: bool = False
+    """The workflow runs on tags too (`release`, `create`, or a `push` not limited to
+    branches): the job then runs from a tag, which its environment's policy may refuse."""
 
 
 @dataclass(frozen=True)
@@ -38,18 +45,34 @@ class SecretLevels:
     environment: SecretMetadata | None = None
     environment_refused: str | None = None
     """GitHub's refusal to show the environment's secret (the bot cannot tell if it has one)."""
+    protection: EnvironmentProtection | None = None
+    """The environment's protection rules (None: no environment, or not read)."""
+    protection_unread: bool = False
+    """GitHub would not show the environment's protection rules."""
 
 
-def assess_secret(levels: SecretLevels, *, now: datetime, max_age_days: int) -> SecretCheck:
+def assess_secret(
+    levels: SecretLevels, *, now: datetime, max_age_days: int, ref: str
+) -> SecretCheck:
     """The secret the job reads (the lowest level that has it), the levels above it that it
-    shadows, and its age; what could not be checked is said, never taken for missing."""
+    shadows, and its age; what could not be checked is said, never taken for missing. With
+    what the job's environment's protection rules hold it to, for a run from `ref` (the
+    branch Run Release dispatches on) or from a tag."""
     job = levels.job
     unchecked = levels.environment_refused or job.unknown
+    if levels.protection_unread:
+        rules: Rules | None = unread_rules()
+    elif levels.protection is not None:
+        rules = rules_of(levels.protection, ref=ref, on_tags=job.on_tags)
+    else:
+        rules = None
     about_job = SecretCheck(
         max_age_days=max_age_days,
         environment=job.environment,
         unchecked=clip_error(unchecked) if unchecked else None,
         oidc=True if job.oidc else None,
+        oidc_only=True if job.oidc_only else None,
+        rules=rules,
     )
     found = [
         (level, secret)

@@ -3,6 +3,7 @@ it), read strictly from GitHub's refs and as pasted from a person's command."""
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from bot.domain.errors import InvalidTag
@@ -54,3 +55,15 @@ def _checked(tag: str, typed: str) -> str:
         "digits, _, . or -)"
     )
     raise InvalidTag(f"`{shown(typed)}` is not a valid release tag: {rule}.")
+
+
+def tag_family(tag: str) -> str:
+    """What a tag's siblings start with, to list them in one request: up to its last `.` or
+    `-` (`v1.4.x` → `v1.4.`), else its first character."""
+    cut = max(tag.rfind("."), tag.rfind("-"))
+    return tag[: cut + 1] if cut > 0 else tag[:1]
+
+
+def nearest_tags(typed: str, tags: list[str], *, most: int = 3) -> list[str]:
+    """The tags most like `typed` (a typo's likely meaning), the likest first."""
+    return difflib.get_close_matches(typed, tags, n=most, cutoff=0.5)

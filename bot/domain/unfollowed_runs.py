@@ -148,6 +148,16 @@ class UnfollowedRun:
         )
 
 
+def timer_key(run_id: int) -> str:
+    """The timer that answers run `run_id` when nobody adopted or rejected it in time."""
+    return f"{TIMER}:{run_id}"
+
+
+def timer_payload(request: RuleRequest, card: UnfollowedRun) -> dict[str, Any]:
+    """What that timer carries: the request it answers (its key) and the card as posted."""
+    return {"request": request.key, "card": card.to_json()}
+
+
 def unfollowed_card(
     request: RuleRequest,
     run: LinkableRun,

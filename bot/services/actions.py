@@ -1,4 +1,5 @@
-"""People's actions on a rollout under way: promote, extend a window, roll back or kill, cancel.
+"""People's actions on a rollout under way: promote, extend a window, cancel (a roll back or a
+kill-switch: `bot.services.stops`).
 
 Who may act was decided before any of this, once per request, by the controls
 (`bot.services.controls`); here each action is checked against the rollout as it stands,
@@ -13,7 +14,6 @@ from datetime import timedelta
 from bot.domain import rollout as machine
 from bot.domain.controls import StaleCard
 from bot.domain.errors import ConcurrentChange, GitHubError, PromotedWhileStopping
-from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import (
     Announce,
@@ -24,7 +24,6 @@ from bot.domain.rollout import (
     Rollout,
     RolloutCancelled,
     StageState,
-    TracksLeft,
     TrackState,
 )
 from bot.services.effects import EffectRunner
@@ -36,7 +35,7 @@ PROMOTION_SAVES = 5
 
 
 class PeoplesActions:
-    """Promote, extend, abort (roll back or kill) and cancel rollouts."""
+    """Promote, extend and cancel rollouts."""
 
     def __init__(self, effects: EffectRunner, follower: RunFollower, words: Words) -> None:
         self._effects = effects
@@ -80,7 +79,7 @@ class PeoplesActions:
         answer says so and the rollout stays as it was: the click can be repeated.
         """
         effects = self._effects
-        target = await self._target(rollout_id)
+        target = await target_of(self._effects, rollout_id)
         async with effects.lock(target.id):
             rollout = await effects.get(target.id)
             plan = await effects.plan_of(rollout)
@@ -203,74 +202,6 @@ class PeoplesActions:
         where = where_it_stands(saved, plan, self._words)
         return PromotedWhileStopping.told(approved, plan_track.label, where)
 
-    async def abort(
-        self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
-    ) -> Rollout:
-        """Roll back the relay-gated tracks (`gate="relay"`) or trip the desktop kill-switch."""
-        effects = self._effects
-        target = await self._target(rollout_id)
-        async with effects.lock(target.id):
-            plan = await effects.plan_of(target)
-            waiting = await self._waiting(await effects.get(target.id), plan, GateKind(gate))
-            # As saved once GitHub answered: another replica's save meanwhile (its poller's)
-            # must not fail the stop's save, the stop not made.
-            rollout = await effects.get(target.id)
-            try:
-                # Every track of the gate still running: one that completed or already
-                # stopped never keeps another from rolling back.
-                names = machine.tracks_to_stop(rollout, plan, gate=GateKind(gate), waiting=waiting)
-            except InvalidTransition as error:
-                first = next((n for n, t in plan.tracks.items() if t.gate.value == gate), None)
-                await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
-                raise
-            kind = GateKind(gate)
-            left = machine.tracks_left(rollout, plan, gate=kind, stopping=names)
-            told = TracksLeft(rollout.tag, kind is GateKind.DESKTOP, left, actor=actor)
-            current = rollout
-            for name in names:
-                decision = machine.abort(
-                    current,
-                    plan,
-                    track=name,
-                    actor=actor,
-                    reason=reason,
-                    now=effects.clock(),
-                    waiting=waiting,
-                )
-                if left and name == names[-1]:
-                    # Said with the last stop: whoever pressed it learns what it did not stop.
-                    said = Announce(told, failure=True)
-                    decision = Decision(decision.rollout, (*decision.effects, said))
-                audit = [
-                    effects.event(
-                        actor, f"abort_{gate}", "ok", current, {"reason": reason}, track=name
-                    ),
-                    *effects.left_events(actor, f"abort_{gate}", current, decision),
-                ]
-                current = await effects.apply(current, decision, plan, audit=audit)
-            await self._follower.settle(rollout.id)
-            return await effects.get(rollout.id)
-
-    async def _waiting(
-        self, rollout: Rollout, plan: RolloutPlan, gate: GateKind
-    ) -> frozenset[str] | None:
-        """The environments the run waits at, read when a track of `gate` is deploying a stage:
-        the bot's approval of it may have failed, GitHub still holding it, and a stop rejects
-        it then (`machine.held_on_github`). Empty when no track deploys; None when GitHub
-        cannot say (a stop of a deploying last stage is then kept, told as unconfirmed)."""
-        deploying = any(
-            plan_track.gate is gate
-            and (stage := rollout.track(name).current) is not None
-            and stage.state is StageState.DEPLOYING
-            for name, plan_track in plan.tracks.items()
-        )
-        if not deploying or rollout.run_id is None:
-            return frozenset()
-        try:
-            return (await self._effects.read_run(rollout.run_id)).waiting
-        except GitHubError:
-            return None
-
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
         """Give a running window more time."""
         effects = self._effects
@@ -287,16 +218,17 @@ class PeoplesActions:
             event = effects.event(actor, "extend", "ok", rollout, {"by": str(by)}, track=track)
             return await effects.apply(rollout, decision, plan, audit=[event])
 
-    async def _target(self, rollout_id: str | None) -> Rollout:
-        """The named rollout, or (a command naming none) the one in progress."""
-        if rollout_id is not None:
-            return await self._effects.get(rollout_id)
-        active = [r for r in await self._effects.store.active() if r.phase is not Phase.PREFLIGHT]
-        if not active:
-            raise InvalidTransition(
-                "There is no rollout in progress. Start one with `/rollout start <tag>`."
-            )
-        return active[0]
+
+async def target_of(effects: EffectRunner, rollout_id: str | None) -> Rollout:
+    """The named rollout, or (a command naming none) the one in progress."""
+    if rollout_id is not None:
+        return await effects.get(rollout_id)
+    active = [r for r in await effects.store.active() if r.phase is not Phase.PREFLIGHT]
+    if not active:
+        raise InvalidTransition(
+            "There is no rollout in progress. Start one with `/rollout start <tag>`."
+        )
+    return active[0]
 
 
 def where_it_stands(rollout: Rollout, plan: RolloutPlan, words: Words) -> str:

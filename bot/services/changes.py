@@ -21,6 +21,11 @@ class ChangesSource(Protocol):
         """Whether the repository has the tag `tag` (`GET .../git/ref/tags/{tag}`)."""
         ...
 
+    async def tags_starting(self, prefix: str) -> list[str]:
+        """The repository's tags whose names start with `prefix` (GitHub's first page of
+        `GET .../git/matching-refs/tags/{prefix}`)."""
+        ...
+
     async def tag_commit(self, tag: str) -> str | None:
         """The commit the repository's tag `tag` is at (an annotated tag's, followed to it);
         None when there is no such tag."""

@@ -13,14 +13,34 @@ rollouts' messages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from bot.services.outbox_messages import REFUSED
+from bot.services.outbox_messages import REFUSED, REPLIES
+from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier, RefusalNotice, Undelivered
 from bot.services.records import NewMessage, OutboxMessage
-from bot.services.store_ports import Outboxes, Rollouts
+from bot.services.store_ports import Rollouts
 
 log = logging.getLogger(__name__)
+
+
+def refusal_notice(
+    channel_id: str, *, refusing: str, refusal: str, replies: bool = False
+) -> NewMessage:
+    """The notice, in `channel_id`, that `refusing` refuses the bot (Slack's `refusal`; its
+    thread replies only: `replies`); the outbox adds the message it follows (`after`,
+    `Outboxes.told_once`)."""
+    payload = {"channel": refusing, "refusal": refusal} | ({"replies": True} if replies else {})
+    return NewMessage(kind=REFUSED, channel_id=channel_id, payload=payload)
+
+
+def notice_of(payload: Mapping[str, Any]) -> tuple[str, str, int, bool]:
+    """A stored notice's refusing channel, Slack's refusal, the message it follows, and
+    whether it tells of thread replies only."""
+    refusing, refusal = str(payload["channel"]), str(payload["refusal"])
+    return refusing, refusal, int(payload.get("after", 0)), bool(payload.get("replies"))
 
 
 class ChannelRefusals:
@@ -50,20 +70,28 @@ class ChannelRefusals:
                 refusal,
             )
             return
-        notice = NewMessage(
-            kind=REFUSED,
-            channel_id=elsewhere,
-            payload={"channel": message.channel_id, "refusal": refusal},
+        # Refused a thread reply only (the channel's posting permissions let the bot post, not
+        # reply in threads): told as such, once for as long as no reply goes through there.
+        replies = failure.replies_only
+        notice = refusal_notice(
+            elsewhere, refusing=message.channel_id, refusal=refusal, replies=replies
         )
-        if await self._store.told_once(notice, refusing=message.channel_id, now=now):
+        kinds = REPLIES if replies else None
+        if await self._store.told_once(notice, refusing=message.channel_id, now=now, kinds=kinds):
             log.error(
-                "the bot cannot post in %s (%s): told in %s", message.channel_id, refusal, elsewhere
+                "the bot cannot %s in %s (%s): told in %s",
+                "reply in threads" if replies else "post",
+                message.channel_id,
+                refusal,
+                elsewhere,
             )
 
     async def tell(self, message: OutboxMessage) -> None:
         """Post the notice, with what its channel was not told since the refusal began."""
-        refusing = str(message.payload["channel"])
-        given_up = await self._store.refused(refusing, after=int(message.payload.get("after", 0)))
+        refusing, refusal, after, replies = notice_of(message.payload)
+        given_up = await self._store.refused(refusing, after=after)
+        if replies:  # the cards posted meanwhile, or given up for another reason, are not its
+            given_up = [lost for lost in given_up if lost.kind in REPLIES]
         undelivered: list[Undelivered] = []
         # Each rollout's tag, and whether its failures are told here: a release channel that
         # several services share may be told of in several failure channels, each of its own
@@ -81,9 +109,10 @@ class ChannelRefusals:
             RefusalNotice(
                 channel=message.channel_id,
                 refusing=refusing,
-                refusal=str(message.payload["refusal"]),
+                refusal=refusal,
                 undelivered=undelivered,
                 key=message.id,
                 look_since=message.created_at if message.attempts > 0 else None,
+                replies_only=replies,
             )
         )

@@ -8,38 +8,33 @@ winner across every replica); then makes the one service call, and completes the
 releases it when the action failed so the click can be repeated. Each command, click and form
 is one audit event with its outcome.
 
-Starting, freezing and locking (the release lane's controls) are `bot.services.lane_controls`.
-
-Size exception: the one door of every control, each a few lines over `_act`; what grows is
-kept elsewhere (the lane's controls, the scheduled dispatch in `bot.services.scheduled_starts`).
+Starting, freezing and locking (the release lane's controls) are `bot.services.lane_controls`;
+what a command that names no card acts on (`/rollout promote`'s every held track, the rollout
+`rollback`, `kill` or `link` means) is found in `bot.services.command_controls`, and done here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 from bot.domain.controls import (
     CardRef,
     Control,
-    StaleCard,
     describe,
     effect_key,
-    hold_of,
-    partly_promoted,
-    promoted_words,
 )
-from bot.domain.errors import PartlyPromoted, PromotedWhileStopping, RolloutError
 from bot.domain.metrics import Figures
 from bot.domain.permissions import overrides
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import InvalidTransition, Phase, Redeploying, Rollout, holding_tracks
-from bot.domain.run_link import RunReference, may_link
+from bot.domain.rollout import InvalidTransition, Redeploying, Rollout
+from bot.domain.run_link import RunReference
 from bot.services.access import Access
-from bot.services.actions import where_it_stands
 from bot.services.audit import AuditTrail, Timeline
 from bot.services.authz import Approvers
+from bot.services.command_controls import CommandControls
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.lane_controls import LaneControls, TimeZoneOf
@@ -84,6 +79,7 @@ class ControlService:
             lane=lane,
         )
         self._redeployer = Redeployer(rollouts, lane)
+        self._commands = CommandControls(access=self._access, once=self._once)
         self.lane = LaneControls(
             lane,
             rollouts=rollouts,
@@ -167,13 +163,7 @@ class ControlService:
         """Attach the run a person names to the card's rollout (the form), or to the rollout
         waiting for its run (the command); refused unless it waits for one."""
         if card is None:
-            async with self.audited(origin, Control.LINK_RUN):
-                await self._access.admit(origin, Control.LINK_RUN)
-                active = await self._rollouts.active()
-                waiting = [r for r in active if may_link(r)]
-                if not waiting:
-                    raise InvalidTransition(await self._nothing_to_link(active))
-                card = CardRef(waiting[0].id)
+            card = await self._commands.waiting_for_run(origin)
         return await self._act(
             origin,
             Control.LINK_RUN,
@@ -183,22 +173,6 @@ class ControlService:
             ),
         )
 
-    async def _nothing_to_link(self, active: list[Rollout]) -> str:
-        if not active:
-            return "No rollout is in progress: there is nothing to link a run to."
-        rollout = active[0]
-        where = f"`{rollout.tag}` is in its preflight."
-        if rollout.run_id is not None:
-            plan = await self._rollouts.plan_of(rollout)
-            where = (
-                f"`{rollout.tag}` already follows run {rollout.run_id}: "
-                f"{where_it_stands(rollout, plan, self._rollouts.words)}"
-            )
-        return (
-            "No rollout is waiting for its run (a run is linked while a dispatch is unclear, "
-            f"or after the bot gave up looking for it). {where}"
-        )
-
     async def promote(self, origin: Origin, card: CardRef | None = None) -> Rollout:
         """Promote the track on the card (a click), or every track held on a gate (the command).
 
@@ -206,45 +180,9 @@ class ControlService:
         that); a command, or a card drawn for another hold, never does."""
         if card is not None:
             return await self._promote(origin, card, override=overrides(card))
-        async with self.audited(origin, Control.PROMOTE):
-            await self._access.admit(origin, Control.PROMOTE)
-            running = [r for r in await self._rollouts.active() if r.phase is Phase.RUNNING]
-            await self._once.delivery(
-                origin, Control.PROMOTE, CardRef(running[0].id) if running else None
-            )
-            held = holding_tracks(running[0]) if running else []
-            if not held:  # the service explains: nothing in progress, or where it stands
-                return await self._rollouts.promote(actor=origin.actor)
-            rollout = running[0]
-            plan = await self._rollouts.plan_of(rollout)
-            stopping: PromotedWhileStopping | None = None
-            done: list[str] = []
-            refused: list[tuple[str, RolloutError]] = []
-            for name in held:
-                stage = rollout.track(name).current
-                assert stage is not None  # a holding track is at a stage
-                # The command confirms the hold it finds; only the card's dialog overrides.
-                card = CardRef(rollout.id, name, stage.key, rollout.version, hold_of(stage))
-                try:
-                    promoted = await self._promote(origin, card, override=False)
-                    done.append(promoted_words(plan, name, stage.key))
-                except PromotedWhileStopping as told:  # the other held tracks promote still
-                    stopping = told
-                except RolloutError as error:  # so do they past a track it cannot promote
-                    refused.append((plan.track(name).label, error))
-            if stopping is not None and done:  # where each stands once every lane was tried
-                latest = await self._rollouts.get(rollout.id)
-                where = where_it_stands(latest, plan, self._rollouts.words)
-                stopping = PromotedWhileStopping.told(stopping.approved, stopping.track, where)
-                if not refused:
-                    raise PromotedWhileStopping(partly_promoted(done, stopping, []))
-            if refused and (done or stopping is not None):
-                raise PartlyPromoted(partly_promoted(done, stopping, refused))
-            if refused:
-                raise refused[0][1]
-            if stopping is not None:
-                raise stopping
-            return promoted
+        return await self._commands.promote(
+            origin, lambda held: self._promote(origin, held, override=False)
+        )
 
     async def _promote(self, origin: Origin, card: CardRef, *, override: bool) -> Rollout:
         return await self._act(
@@ -267,18 +205,13 @@ class ControlService:
         rollout, or of the rollout in progress (the command)."""
         control = Control.ROLLBACK if gate == "relay" else Control.KILL
         if card is None:
-            async with self.audited(origin, control):
-                await self._access.admit(origin, control)
-                running = [
-                    r for r in await self._rollouts.active() if r.phase is not Phase.PREFLIGHT
-                ]
-                await self._once.delivery(
-                    origin, control, CardRef(running[0].id) if running else None
-                )
-                if not running:  # the service explains
-                    return await self._rollouts.abort(actor=origin.actor, gate=gate, reason=reason)
-                card = CardRef(running[0].id)
-                return await self._abort(origin, control, card, gate=gate, reason=reason)
+            return await self._commands.abort(
+                origin,
+                control,
+                gate=gate,
+                reason=reason,
+                abort=lambda found: self._abort(origin, control, found, gate=gate, reason=reason),
+            )
         return await self._abort(origin, control, card, gate=gate, reason=reason)
 
     async def _abort(
@@ -307,15 +240,14 @@ class ControlService:
         its *ended* message, or on its lane): once per run attempt, by the hands that may roll
         back or trip the kill-switch. An earlier click's claim that lapsed unrecorded is
         looked at before this click takes it over: the attempt that click sent is followed."""
-        track = _named_track(card)
-        earlier = await self._once.lapsed(effect_key(Control.RERUN_FAILURE_JOB, card))
+        track, once = _named_track(card), self._once
+        earlier = await once.lapsed(effect_key(Control.RERUN_FAILURE_JOB, card))
+        rerun = partial(self._rollouts.rerun_failure_job, earlier=earlier, sending=once.sending)
         return await self._act(
             origin,
             Control.RERUN_FAILURE_JOB,
             card,
-            lambda: self._rollouts.rerun_failure_job(
-                rollout_id=card.rollout_id, track=track, actor=origin.actor, earlier=earlier
-            ),
+            lambda: rerun(rollout_id=card.rollout_id, track=track, actor=origin.actor),
         )
 
     async def extend(
@@ -393,22 +325,14 @@ class ControlService:
         """Put `tag` (the previous good release, as the confirm dialog named it) back in place
         of the card's rollout: through the plan's rollback workflow, or as a new rollout."""
         track = _named_track(card)
-
-        async def act() -> Redeploying:
-            rollout = await self._rollouts.get(card.rollout_id)
-            plan = await self._rollouts.plan_of(rollout)
-            previous = await self._redeployer.previous_good(rollout, plan, track)
-            if previous.tag != tag:
-                raise StaleCard(
-                    f"This form is out of date: the previous good release of "
-                    f"{plan.track(track).label} is now `{previous.tag}`, not `{tag}`. "
-                    "Click Roll back again."
-                )
-            return await self._redeployer.redeploy(
-                actor=origin.actor, rollout=rollout, plan=plan, track=track, tag=previous.tag
-            )
-
-        return await self._act(origin, Control.REDEPLOY, CardRef(card.rollout_id, track), act)
+        return await self._act(
+            origin,
+            Control.REDEPLOY,
+            CardRef(card.rollout_id, track),
+            lambda: self._redeployer.redeploy_offered(
+                actor=origin.actor, rollout_id=card.rollout_id, track=track, tag=tag
+            ),
+        )
 
     # -- the steps every control goes through ------------------------------------------------------
 

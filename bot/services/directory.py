@@ -240,12 +240,13 @@ class EveryService:
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """A dead timer of a service no longer configured has nobody to tell: it stays
-        dead-lettered, and the log says so once, as it is dead-lettered; not each time the
-        scheduler hands it over again (`GivingUp.tell_again`: it is dead already)."""
+        dead-lettered, and the log says so once, as it is dead-lettered; handed over again
+        (`GivingUp.tell_again`: it is dead already), UnknownService says the service is still
+        out, and it waits for the service's return."""
         found = self._by_name.get(timer.service)
         if found is None and timer.dead_at is not None:
             log.debug("dead timer %s: service %r still not configured", timer.key, timer.service)
-            return
+            raise UnknownService(f"no service {timer.service!r} is configured (ROLLOUT_SERVICES)")
         if found is None:
             log.error(
                 "timer %s of service %r, which is not configured, is dead-lettered: %s",

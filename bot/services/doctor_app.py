@@ -3,7 +3,11 @@
 The permissions and events are the ones `github-app.yml` asks for (a test keeps them equal):
 Actions write (dispatch, re-run), Deployments write (answer protection rules), Contents read
 (the workflow file, what's in a release), Secrets read (the NPM_TOKEN walkthrough sees that the
-secret exists, never its value), Metadata read (every App has it). No Packages permission:
+secret exists, never its value), Environments read (the same for the secret of the npm job's
+environment: GitHub keeps environment secrets under Environments, not Secrets), Metadata read
+(every App has it). An installation without Environments read is a warning, not a failure:
+only that walkthrough check needs it (an App registered before it was asked for, or whose owner
+has not yet accepted it). No Packages permission:
 GitHub's packages API takes only a personal access token (classic), so an App cannot see
 whether the relay image is published (preflight says so instead of checking).
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bot.services.findings import Finding, failed, passed
+from bot.services.findings import Finding, failed, passed, warned
 
 APP_PERMISSIONS: Mapping[str, str] = {
     "actions": "write",
@@ -21,7 +25,10 @@ APP_PERMISSIONS: Mapping[str, str] = {
     "deployments": "write",
     "metadata": "read",
     "secrets": "read",
+    "environments": "read",
 }
+WALKTHROUGH_ONLY = frozenset({"environments"})
+"""Permissions only the NPM_TOKEN walkthrough needs: lacking them is a warning."""
 APP_EVENTS = frozenset(
     {"deployment_protection_rule", "deployment_status", "workflow_job", "workflow_run"}
 )
@@ -64,11 +71,14 @@ def _words(name: str, level: str) -> str:
     return f"{title}: {'Read and write' if level == 'write' else 'Read-only'}"
 
 
-def missing_permissions(installation: AppInstallation) -> list[str]:
+def missing_permissions(installation: AppInstallation, *, walkthrough: bool = False) -> list[str]:
+    """The permissions the installation lacks: those rollouts need (or, `walkthrough`, those
+    only the NPM_TOKEN walkthrough needs)."""
     return [
         _words(name, level)
         for name, level in APP_PERMISSIONS.items()
-        if not grants(installation.permissions, name, level)
+        if (name in WALKTHROUGH_ONLY) == walkthrough
+        and not grants(installation.permissions, name, level)
     ]
 
 
@@ -94,15 +104,31 @@ def installation_findings(installation: AppInstallation, repository: str) -> lis
         )
     ]
     missing = missing_permissions(installation)
-    findings.append(
-        passed(f"GitHub App has the {len(APP_PERMISSIONS)} permissions the bot needs")
-        if not missing
-        else failed(
-            f"GitHub App lacks the permissions {', '.join(missing)}",
-            f"grant them in {_SETTINGS}, {_ACCEPT}; without them GitHub answers 403 "
-            "'Resource not accessible by integration'",
+    optional = missing_permissions(installation, walkthrough=True)
+    if missing:
+        findings.append(
+            failed(
+                f"GitHub App lacks the permissions {', '.join(missing)}",
+                f"grant them in {_SETTINGS}, {_ACCEPT}; without them GitHub answers 403 "
+                "'Resource not accessible by integration'",
+            )
         )
-    )
+    elif optional:
+        needed = len(APP_PERMISSIONS) - len(WALKTHROUGH_ONLY)
+        findings.append(passed(f"GitHub App has the {needed} permissions rollouts need"))
+    else:
+        findings.append(
+            passed(f"GitHub App has the {len(APP_PERMISSIONS)} permissions the bot needs")
+        )
+    if optional:
+        findings.append(
+            warned(
+                f"GitHub App lacks {', '.join(optional)}, which the NPM_TOKEN walkthrough needs "
+                "to read the secret of the npm job's environment",
+                f"grant it in {_SETTINGS}, {_ACCEPT}; until then step 3 says it cannot check "
+                "that environment",
+            )
+        )
     events = sorted(APP_EVENTS - installation.events)
     findings.append(
         passed(f"GitHub App receives the {len(APP_EVENTS)} events the bot follows")

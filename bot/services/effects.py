@@ -3,17 +3,18 @@
 Every use case (preflight, following a run, gating, people's actions) asks the pure machine
 (`bot.domain.rollout`) for a `Decision`, then hands it here: the new state is saved with an
 optimistic version check and, in the same transaction, what the channel must be told of it
-(the outbox); then the effects run in order: reviews on GitHub, durable window timers, and
-metrics reads (handed to the gate). What the thread is told outside a decision (`tell`, a card
-`redraw`) is written here too. Operations on one rollout are serialised within a process
-(`lock`); across processes the version check makes the loser see the winner's result.
+(the outbox); then the effects run in order: reviews on GitHub and durable window timers (a
+decision's metrics read is the gate's, made outside the rollout's lock: `bot.services.gating`).
+What the thread is told outside a decision (`tell`, a card `redraw`) is written here too.
+Operations on one rollout are serialised within a process (`lock`); across processes the
+version check makes the loser see the winner's result.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
+from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import card, summary, told
 from bot.services.ports import Clock, GitHubGateway, ReviewState, Words
@@ -70,9 +72,6 @@ CONCURRENT_RETRIES = 4
 
 T = TypeVar("T")
 
-ReadHandler = Callable[[Rollout, RolloutPlan, ReadMetrics], Awaitable[None]]
-"""Reads a stage's figures and judges them (the gate, `bot.services.gating`)."""
-
 
 def dispatch_timer(rollout_id: str, at: datetime) -> NewTimer:
     """The durable timer of a dispatch scheduled for `at`, written with its rollout."""
@@ -100,12 +99,8 @@ class EffectRunner:
     on_timer_scheduled: Callable[[], None] = lambda: None
     telemetry: Telemetry = UNTRACKED
     rule_requests: ProtectionRuleRequests | None = None
-    _locks: dict[str, asyncio.Lock] = field(default_factory=dict, init=False)
-    _read: ReadHandler | None = field(default=None, init=False)
-
-    def reads_with(self, read: ReadHandler) -> None:
-        """Who reads and judges a stage's figures when a decision asks (the gate)."""
-        self._read = read
+    _locks: KeyedLocks = field(default_factory=KeyedLocks, init=False)
+    """Per rollout, while someone holds or awaits its lock (`lock`)."""
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -159,9 +154,10 @@ class EffectRunner:
         """The plan the rollout was started with (a later ROLLOUT_PLAN change does not move it)."""
         return await self.store.plan(rollout.id)
 
-    def lock(self, rollout_id: str) -> asyncio.Lock:
-        """Serialises the operations on one rollout within this process."""
-        return self._locks.setdefault(rollout_id, asyncio.Lock())
+    def lock(self, rollout_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialises the operations on one rollout within this process (`async with`); the
+        lock is forgotten once nobody holds or awaits it."""
+        return self._locks(rollout_id)
 
     async def serialised(self, rollout_id: str, act: Callable[[], Awaitable[T]]) -> T:
         """Run `act` (which loads the rollout afresh) again when another replica saved the
@@ -189,6 +185,8 @@ class EffectRunner:
         announcements, then `also`, then the card's redraw) and the `audit` events that record
         it in one transaction, carry out its other effects in order, and deliver the messages.
         A decision that changes nothing writes its messages and events on their own."""
+        # The gate reads a stage's figures itself, without the rollout's lock.
+        assert not any(isinstance(e, ReadMetrics) for e in decision.effects), decision.effects
         rollout = decision.rollout
         messages = [
             message
@@ -204,18 +202,24 @@ class EffectRunner:
         ]
         messages.extend(also)
         changed = rollout != before
-        if changed:
-            messages.append(card(rollout))
+        # An approval goes to GitHub only after a save that checked the rollout is still as
+        # read: one asked again (GitHub failed it; the stage is saved as deploying already)
+        # changes nothing, and a stop another replica saved since must fail it, not follow it.
+        approves = any(isinstance(e, Review) and e.approve for e in decision.effects)
+        if changed or approves:
+            if changed:
+                messages.append(card(rollout))
             if before.phase is not Phase.ENDED and rollout.phase is Phase.ENDED and rollout.run_id:
-                # Saved with the change that ends the rollout: one replica wins, one summary.
-                messages.append(summary(rollout))
+                # Saved with the ending: one replica wins, one summary (not again after a re-run).
+                trail = await self.audit.list_for_rollout(rollout.id)
+                if not any(e.action == "rerun_failure_job" and e.result == "ok" for e in trail):
+                    messages.append(summary(rollout))
             rollout = await self.store.save(rollout, outbox=messages, audit=audit)
         else:
             if messages:
                 await self.outbox.add(messages)
             if audit:
                 await self.audit.add(audit)
-        reads: list[ReadMetrics] = []
         for effect in decision.effects:
             if isinstance(effect, Review):
                 await self.review(rollout, effect)
@@ -231,11 +235,7 @@ class EffectRunner:
                     now=self.clock(),
                     rollout_id=rollout.id,
                     service=rollout.service,
-                    payload={
-                        "track": effect.track,
-                        "stage": effect.stage,
-                        "window_ends_at": effect.due_at.isoformat(),
-                    },
+                    payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
                 )
                 self.on_timer_scheduled()
             elif isinstance(effect, CancelWindow):
@@ -245,17 +245,11 @@ class EffectRunner:
                     ),
                     now=self.clock(),
                 )
-            elif isinstance(effect, ReadMetrics):
-                reads.append(effect)
             elif isinstance(effect, ClockSkewed):
                 _warn_skewed(rollout, effect)
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
-        for read in reads:
-            assert self._read is not None, "no gate reads the figures"
-            rollout = await self.get(rollout.id)
-            await self._read(rollout, plan, read)
-        return await self.get(rollout.id) if reads else rollout
+        return rollout
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""

@@ -12,8 +12,11 @@ for the winner and is told "already done by @someone at <time>".
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -44,6 +47,20 @@ from bot.services.requests import Origin, Via, current_entry, fill
 from bot.services.store_ports import Claims
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Acting:
+    """The claim an effect acts under (`ExactlyOnce.once`), and whether its call whose outcome
+    may be unclear went out (`ExactlyOnce.sending`)."""
+
+    claim: Claim
+    sent: bool = False
+
+
+_acting: ContextVar[_Acting | None] = ContextVar("exactly_once_acting", default=None)
 
 
 class ExactlyOnce:
@@ -136,6 +153,8 @@ class ExactlyOnce:
                 raise await self._already(held, what, wait=wait)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
+        acting = _Acting(claim)
+        entered = _acting.set(acting)
         try:
             result = await act()
         except (RunNotIdentified, PromotedWhileStopping, RerunUnclear, RerunLaneTaken):
@@ -154,11 +173,40 @@ class ExactlyOnce:
             )
             unsaved.args = (unsaved.message,)
             raise
-        except BaseException:
+        except BaseException as stopped:
+            if acting.sent and not isinstance(stopped, Exception):
+                # Interrupted (a shutdown cancels the work in flight) once its call went out:
+                # that call may have acted, so the claim is left unrecorded, as a bot that died
+                # leaves it, for the click after its lease to look before acting again.
+                log.warning("%s interrupted after its call went out: its claim is kept", key)
+                raise
             await asyncio.shield(self._claims.release(claim))
             raise
+        finally:
+            _acting.reset(entered)
         await self._claims.complete(claim, now=self._clock())
         return result
+
+    async def sending(self) -> datetime | None:
+        """Called by an effect right before its one call whose outcome may be unclear (a
+        re-run's POST): refused, nothing sent, when its claim is no longer its own (its lease
+        ran out and another click took it over) or has less than half its lease left (a call
+        that outlived the lease would let a click that took it over send it again); from then
+        on an interruption (a shutdown's cancellation) keeps the claim instead of releasing it.
+        Returns when the claim's lease runs out (None when not under a claim)."""
+        acting = _acting.get()
+        if acting is None:  # not under a claim
+            return None
+        mine = acting.claim
+        held = await self._claims.get(mine.key)
+        left = mine.claimed_at + self._claims.lease - self._clock()
+        if held is None or held.holder != mine.holder or left < self._claims.lease / 2:
+            raise InvalidTransition(
+                "This click waited too long before the bot could send it (its claim ran out, "
+                "or was about to): nothing was sent. Click again."
+            )
+        acting.sent = True
+        return mine.claimed_at + self._claims.lease
 
     async def done_by(self, control: Control, card: CardRef, what: str) -> RolloutError | None:
         """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""

@@ -9,7 +9,6 @@ Kill-switch never waits for GitHub to answer them; a look a person's action over
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from bot.domain.rollout import (
 from bot.domain.run import EnvironmentReview, RunSnapshot
 from bot.logs import rollout_context
 from bot.services.effects import EffectRunner
+from bot.services.keyed_locks import KeyedLocks
 from bot.services.unread import unread
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class RunFollower:
         self._reconciled: dict[str, int] = {}
         """Per running rollout, when the latest reconcile that read its run here and acted on
         it had started."""
-        self._reading: dict[str, asyncio.Lock] = {}
+        self._reading = KeyedLocks()
         """Per rollout, the looks at its run in turn (not its lock: people's actions go on)."""
 
     async def reconcile(
@@ -100,7 +100,7 @@ class RunFollower:
         (from a delivery) name reviewers GitHub's review history may not list yet. The run is
         read before the rollout's lock is taken (`_Look`)."""
         effects = self._effects
-        async with self._reading.setdefault(rollout_id, asyncio.Lock()):
+        async with self._reading(rollout_id):
             for turn in range(OVERTAKEN_LOOKS, -1, -1):
                 look = await self._read(await effects.get(rollout_id), None)
                 if isinstance(look, Reconciled):
@@ -119,32 +119,33 @@ class RunFollower:
                         return done
         raise AssertionError("the last turn reads the run under the lock")
 
-    async def follow_github_event(
-        self, *, rollout_id: str, event: github_events.RunEvent
+    async def follow_github_events(
+        self, *, rollout_id: str, events: Sequence[github_events.RunEvent]
     ) -> Reconciled:
-        """A webhook delivery about the rollout's run: tell the thread what GitHub reported
-        (shown at the `all` notification level), then reconcile as the poller would."""
+        """Webhook deliveries about the rollout's run, in the order they came (a burst the
+        receiver coalesced behind the follow-up in flight): tell the thread what GitHub
+        reported of each (shown at the `all` notification level), then reconcile once, as the
+        poller would, with the reviews any of them named."""
         effects = self._effects
         arrived = next(self._moments)
-        async with self._reading.setdefault(rollout_id, asyncio.Lock()):
-            # A reconcile that started after this delivery arrived read GitHub after the
-            # change it tells of: a burst of deliveries (a job queued, started, finished...)
+        reviews = tuple(review for event in events for review in event.reviews)
+        async with self._reading(rollout_id):
+            # A reconcile that started after these deliveries arrived read GitHub after the
+            # changes they tell of: a burst of deliveries (a job queued, started, finished...)
             # costs one look, and a window's end does not queue behind the rest of the burst.
-            burst = not event.reviews and self._reconciled.get(rollout_id, -1) > arrived
+            burst = not reviews and self._reconciled.get(rollout_id, -1) > arrived
             noted = False
             for turn in range(OVERTAKEN_LOOKS, -1, -1):
                 look = None if burst else await self._read(await effects.get(rollout_id), None)
                 async with effects.lock(rollout_id):
-                    # Read once, under the lock: the note and the reconcile act on this state,
+                    # Read once, under the lock: the notes and the reconcile act on this state,
                     # and the save checks that it is still the stored one.
                     rollout, plan = await effects.with_plan(rollout_id)
                     if rollout.phase is not Phase.RUNNING:
                         return Reconciled(version=rollout.version)
                     with rollout_context(rollout_id):
-                        reported = github_events.reported(event, plan)
-                        if not noted and reported is not None:
-                            said = Decision(rollout, (Announce(reported, detail=True),))
-                            await effects.apply(rollout, said, plan)
+                        if not noted:
+                            await self._note(rollout, plan, events)
                         noted = True
                         if look is None or isinstance(look, Reconciled):
                             return look or Reconciled(version=rollout.version)
@@ -152,15 +153,27 @@ class RunFollower:
                             continue  # overtaken: read the run again, without the lock
                         try:
                             return await self.reconcile_locked(
-                                rollout_id, reviews=event.reviews, read=(rollout, plan), look=look
+                                rollout_id, reviews=reviews, read=(rollout, plan), look=look
                             )
                         except ConcurrentChange:
-                            # Another replica acted on the same change first: nothing is left.
-                            log.info(
-                                "run %s changed under another replica; left to it", rollout.run_id
-                            )
-                            return Reconciled()
+                            # Another replica saved the rollout first: acting on its state may
+                            # still be left to do (no delivery queued behind may look again).
+                            log.info("run %s changed under another replica", rollout.run_id)
+                            if not turn:
+                                return Reconciled()
         raise AssertionError("the last turn reads the run under the lock")
+
+    async def _note(
+        self, rollout: Rollout, plan: RolloutPlan, events: Sequence[github_events.RunEvent]
+    ) -> None:
+        """Tell the thread what GitHub reported of each delivery (nothing is saved)."""
+        said = [
+            Announce(reported, detail=True)
+            for event in events
+            if (reported := github_events.reported(event, plan)) is not None
+        ]
+        if said:
+            await self._effects.apply(rollout, Decision(rollout, tuple(said)), plan)
 
     async def _read(
         self, rollout: Rollout, held: tuple[Rollout, RolloutPlan] | None

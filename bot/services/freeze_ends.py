@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from bot.domain.freeze import FREEZE_END_TIMER, Freeze, Frozen, freeze_end_timer_key
+from bot.domain.freeze import (
+    FREEZE_END_TIMER,
+    Freeze,
+    Frozen,
+    freeze_end_timer_key,
+    freeze_end_timer_payload,
+)
 from bot.domain.reasons import Reason
 from bot.domain.rollout import FreezeEnded, Phase, Rollout, held_by_freezes
 from bot.services.effects import EffectRunner
@@ -48,7 +54,7 @@ async def watch_freeze_end(effects: EffectRunner, rollout: Rollout, freeze: Free
         now=effects.clock(),
         rollout_id=rollout.id,
         service=rollout.service,
-        payload={"free_at": freeze.free_at.isoformat()},
+        payload=freeze_end_timer_payload(freeze),
     )
 
 

@@ -1,14 +1,13 @@
-"""Gating a stage: its window's timer, reading and judging its figures, re-evaluating on request.
+"""Gating a stage: reading and judging its figures, typed figures, re-evaluating on request.
 
-A stage observes for its window; when the durable timer fires the window closes and the gate
-reads the figures from the track's metrics source (or asks the approvers for them, the
-`manual` source), judges them, and the machine holds or promotes the stage on the verdict.
+A stage observes for its window; when it ends (`bot.services.window_ends`) the gate reads the
+figures from the track's metrics source (or the approvers are asked for them, the `manual`
+source), judges them, and the machine holds or promotes the stage on the verdict.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Protocol
 
 from bot.domain import rollout as machine
@@ -25,15 +24,18 @@ from bot.domain.metrics import (
     judge_late,
 )
 from bot.domain.plan import PromoteMode, RolloutPlan, Track, settle_of
-from bot.domain.reasons import Reason
-from bot.domain.rollout import InvalidTransition, ReadMetrics, Reevaluated, Rollout, StageState
-from bot.logs import rollout_context
-from bot.services.effects import WINDOW_TIMER, EffectRunner
+from bot.domain.rollout import (
+    InvalidTransition,
+    Reevaluated,
+    Rollout,
+    StageState,
+)
+from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
 from bot.services.freeze_ends import watch_freeze_end
-from bot.services.outbox_messages import figures_request, gate_card
+from bot.services.outbox_messages import gate_card
 from bot.services.ports import MetricsSource, MetricsSources
-from bot.services.records import BOT, Timer, metrics_actor
+from bot.services.records import metrics_actor
 
 log = logging.getLogger(__name__)
 
@@ -55,94 +57,37 @@ class Gate:
         self._follower = follower
         self._sources = sources
         self._frozen: PromotionFreeze | None = None
-        effects.reads_with(self.evaluate)
 
     def frozen_with(self, frozen: PromotionFreeze) -> None:
         """Who says whether a freeze holds a `promote: auto` stage (the lane); wired by
         `bot.wiring` (without it, nothing holds one)."""
         self._frozen = frozen
 
-    async def on_timer(self, timer: Timer) -> None:
-        """A durable timer fired (on one replica; again after a failure, at a later time).
-        The window it closes is the one it was scheduled for, whenever the retry runs."""
-        window = _window(timer)
-        if window is None:
-            log.warning("ignoring timer %s of kind %s", timer.key, timer.kind)
-            return
-        effects = self._effects
-        rollout_id, track, stage, ends = window
-
-        async def close_window() -> None:
-            rollout = await effects.get(rollout_id)
-            decision = machine.window_ended(rollout, track=track, stage=stage, due_at=ends)
-            plan = await effects.plan_of(rollout)
-            await effects.apply(rollout, decision, plan)
-            if decision.effects:  # its gate ran now: not a stale timer (moved, stopped, done)
-                due = ends + settle_of(plan.track(track).metrics)
-                effects.telemetry.window_closed(lateness=effects.clock() - due)
-            await self._follower.reconcile_locked(rollout_id)
-
-        async with effects.lock(rollout_id):
-            with rollout_context(rollout_id):
-                await effects.serialised(rollout_id, close_window)
-
-    async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
-        """A window timer gave up (dead-lettered): hold the stage whose gate never ran, and
-        tell the thread why, so the window is not silently dropped."""
-        window = _window(timer)
-        if window is None:
-            return
-        effects = self._effects
-        rollout_id, track, stage, ends = window
-
-        async def hold() -> None:
-            rollout = await effects.get(rollout_id)
-            plan = await effects.plan_of(rollout)
-            decision = machine.window_timer_dead(
-                rollout,
-                plan,
-                track=track,
-                stage=stage,
-                due_at=ends,
-                attempts=timer.attempts,
-                reason=reason,
-            )
-            why = reason.detail()
-            event = effects.event(
-                BOT, "window_timer", "dead", rollout, why, track=track, stage=stage
-            )
-            held = decision.rollout != rollout
-            await effects.apply(rollout, decision, plan, audit=[event] if held else [])
-
-        async with effects.lock(rollout_id):
-            with rollout_context(rollout_id):
-                await effects.serialised(rollout_id, hold)
-
-    async def evaluate(self, rollout: Rollout, plan: RolloutPlan, read: ReadMetrics) -> None:
-        """Read a stage's figures from its source and judge them; the `manual` source asks
-        the approvers in the thread instead."""
-        judged = await self._read(rollout, plan, track=read.track, stage=read.stage)
-        if judged is None:
-            await self._effects.outbox.send(
-                [figures_request(rollout, track=read.track, stage=read.stage)]
-            )
-            return
+    async def take(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str,
+        judged: tuple[GateVerdict, Reading],
+    ) -> None:
+        """Apply the verdict read from the track's source (`read`) to the stage evaluating."""
         verdict, reading = judged
-        held = await self._freeze_holding(
-            rollout, plan, track=read.track, stage=read.stage, verdict=verdict
-        )
+        held = await self._freeze_holding(rollout, plan, track=track, stage=stage, verdict=verdict)
+        actor = metrics_actor(reading.source)
         await self._judge(
             rollout,
             plan,
-            track=read.track,
-            stage=read.stage,
+            track=track,
+            stage=stage,
             verdict=verdict,
             held=held,
-            actor=metrics_actor(reading.source),
+            actor=actor,
             reading=reading,
         )
 
-    async def _read(
+    async def read(
         self, rollout: Rollout, plan: RolloutPlan, *, track: str, stage: str
     ) -> tuple[GateVerdict, Reading] | None:
         """The gate's verdict and the reading it was decided on, read from the track's source
@@ -198,7 +143,7 @@ class Gate:
             stage = rollout.track(track).current
             judged = None
             if stage is not None:
-                judged = await self._read(rollout, plan, track=track, stage=stage.key)
+                judged = await self.read(rollout, plan, track=track, stage=stage.key)
             if stage is None or judged is None:
                 message = (
                     f"{plan.track(track).label} has no gate to re-evaluate from a metrics source "
@@ -331,20 +276,6 @@ class Gate:
         if self._frozen is None or not auto or verdict.verdict is not Verdict.PASS:
             return None
         return await self._frozen(rollout_id=rollout.id)
-
-
-def _window(timer: Timer) -> tuple[str, str, str, datetime] | None:
-    """The rollout, track, stage and window end a window timer closes (None: not a window
-    timer). The end is as stored when it was scheduled (a retry moves only its due time);
-    timers of earlier versions carry it in their key alone."""
-    if timer.kind != WINDOW_TIMER or timer.rollout_id is None or timer.payload is None:
-        return None
-    rollout_id = timer.rollout_id
-    track, stage = str(timer.payload["track"]), str(timer.payload["stage"])
-    stored = timer.payload.get("window_ends_at")
-    if stored is None:
-        stored = timer.key.removeprefix(f"window:{rollout_id}:{track}:{stage}:")
-    return rollout_id, track, stage, datetime.fromisoformat(str(stored))
 
 
 async def read_gate(

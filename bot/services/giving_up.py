@@ -19,7 +19,7 @@ from typing import Protocol
 from bot.domain.errors import RolloutError
 from bot.domain.reasons import Reason
 from bot.services.backoff import Backoff
-from bot.services.failures import error_summary, log_failure
+from bot.services.failures import UnknownService, error_summary, log_failure, not_configured
 from bot.services.ports import Clock, Words
 from bot.services.records import Timer
 from bot.services.store_ports import Timers
@@ -82,15 +82,26 @@ class GivingUp:
         )
 
     async def tell_again(self, kinds: Collection[str]) -> None:
-        """Hand the dead-lettered timers of `kinds` whose rollout is still active to their
-        holder again: one that died while its service was not in the services file told
-        nobody (`EveryService.on_timer_dead` only logs it), so its holder hears of it once the
-        service is back. A holder told before finds nothing left to do (a held schedule)."""
+        """Hand the dead-lettered timers of `kinds` whose rollout is still active, and which
+        died while their service was not in the services file, to their holder again: they
+        told nobody (`EveryService.on_timer_dead` only logs it), so the holder hears of them
+        once the service is back (a window's stage holds, a schedule is held), once: the
+        timer's `last_error` then says it was told. One whose service is still out waits."""
         for timer in await self.timers.dead_of_active(kinds=kinds):
+            if not not_configured(timer.last_error):
+                continue  # its holder was told as it died
+            reason = Reason(
+                f"the service `{timer.service}` was not in ROLLOUT_SERVICES (the services file) "
+                "when it was due, so nothing could act on it"
+            )
             try:
-                await self.service.on_timer_dead(timer, reason=Reason("it failed every attempt"))
+                await self.service.on_timer_dead(timer, reason=reason)
+            except UnknownService:
+                continue  # still out of the services file: told once it is back
             except Exception as failure:
                 log_failure(log, f"dead timer {timer.key} could not be told again", failure)
+                continue
+            await self.timers.retold(timer_id=timer.id, error=f"told once back: {timer.last_error}")
 
     async def give_up(self, timer: Timer, *, reason: Reason, error: str | None = None) -> None:
         """Dead-letter the timer once its holder is told (its stage holds, the thread knows);

@@ -56,6 +56,12 @@ class MessageRef:
     ts: str
 
 
+def release_claim_key(message: MessageRef, previous_run: int | None) -> str:
+    """The claim of a Release click, the same across replicas: one Release per walkthrough
+    message and the run it showed (None: none yet)."""
+    return f"{CLAIM_ACTION}:{message.channel}:{message.ts}:{previous_run}"
+
+
 Redraw = Callable[[MessageRef, Walkthrough, ReleaseFollow], Awaitable[Walkthrough]]
 """Show `release` in step 5 of the message's newest state (the given one, when this process
 has not seen the message) and redraw it; the state drawn."""

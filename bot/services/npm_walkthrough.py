@@ -30,7 +30,7 @@ from bot.domain.npm import (
     Walkthrough,
     clip_error,
 )
-from bot.domain.npm_secrets import PublishJob, assess_secret
+from bot.domain.npm_secrets import PublishJob, SecretLevels, assess_secret
 from bot.domain.permissions import VERBS
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
@@ -39,12 +39,12 @@ from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.npm_claim import ReleaseAlreadyRunning, ReleaseClaimer
 from bot.services.npm_release import (
-    CLAIM_ACTION,
     LookPace,
     MessageRef,
     ReleaseLook,
     ReleaseLooks,
     judged,
+    release_claim_key,
 )
 from bot.services.ports import Clock, ReleaseGateway
 from bot.services.records import Claim
@@ -144,15 +144,29 @@ class NpmTokenService:
             )
         except GitHubError as error:
             job = PublishJob(unknown=error.message)  # then the repository's and the organization's
-        try:
-            levels = await self._github.secret_levels(SECRET_NAME, job)
-        except GitHubError as error:
-            check = SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
-        else:
-            check = assess_secret(levels, now=self._clock(), max_age_days=npm.max_secret_age_days)
+        check = await self._secret_check(job)
         log.info("npm-token: %s checked the secret: %s", actor, check.tone)
         await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))
         return check
+
+    async def _secret_check(self, job: PublishJob) -> SecretCheck:
+        npm = self._npm
+        try:
+            levels = await self._github.secret_levels(SECRET_NAME, job)
+        except GitHubError as error:
+            if not job.oidc_only:
+                return SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
+            # The job reads no NPM_TOKEN: where one is kept does not matter. Its environment's
+            # rules were not read either.
+            levels = SecretLevels(
+                job=job,
+                repository=None,
+                organization=None,
+                protection_unread=job.environment is not None,
+            )
+        return assess_secret(
+            levels, now=self._clock(), max_age_days=npm.max_secret_age_days, ref=npm.ref
+        )
 
     async def check_last_run(
         self, *, message: MessageRef, shown: Walkthrough, actor: str
@@ -195,7 +209,7 @@ class NpmTokenService:
         try:
             # The same claim across replicas: one Release per walkthrough and run shown.
             previous_run = release.run_id if release else None
-            key = f"{CLAIM_ACTION}:{message.channel}:{message.ts}:{previous_run}"
+            key = release_claim_key(message, previous_run)
             claim, told = await self._claimer.claim(message, current, key=key, actor=actor)
             await self._release(message, current, actor, claim)
             return told

@@ -46,9 +46,10 @@ from bot.services.outbox_messages import (
     of_no_rollout,
     post,
 )
+from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage
-from bot.services.store_ports import AuditLog, Outboxes, Rollouts
+from bot.services.store_ports import AuditLog, Rollouts
 from bot.services.telemetry import UNTRACKED, Telemetry
 
 log = logging.getLogger(__name__)

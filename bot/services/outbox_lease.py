@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.services.leases import holding
+from bot.services.outbox_ports import Outboxes
 from bot.services.ports import Clock
 from bot.services.records import OutboxMessage
-from bot.services.store_ports import Outboxes
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from bot.domain.rollout import (
     verdict_to_json,
 )
 from bot.domain.rollout_summary import summarize
+from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier
 from bot.services.records import NewMessage, OutboxMessage, is_machine
-from bot.services.store_ports import AuditLog, Outboxes
+from bot.services.store_ports import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ UNFOLLOWED = "unfollowed_run"
 REFUSED = "channel_refused"
 """The notice, in a failure channel, that a release channel refuses the bot
 (`bot.services.channel_refusals`), of no rollout."""
+
+REPLIES = frozenset({THREAD, FIGURES, GATE, SUMMARY})
+"""The kinds posted in a rollout's thread (replies to its card)."""
 
 KINDS = frozenset({CARD, THREAD, FAILURE, FIGURES, GATE, SUMMARY, UNFOLLOWED, REFUSED})
 """Every kind of message this version writes and posts."""

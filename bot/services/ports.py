@@ -200,7 +200,9 @@ class DeliveryFailed(Exception):
     not in, a message Slack refuses), and otherwise backs off and tries again. `card_gone`: the
     message it updates or replies to is no longer in the channel (someone deleted the card).
     `channel_refused`: Slack's reason when the channel refuses the bot itself (it is not a
-    member, the channel is archived), so that nothing more can be posted there."""
+    member, the channel is archived), so that nothing more can be posted there; with
+    `replies_only`, its thread replies only (its posting permissions let it post, not reply).
+    """
 
     def __init__(
         self,
@@ -210,6 +212,7 @@ class DeliveryFailed(Exception):
         permanent: bool = False,
         card_gone: bool = False,
         channel_refused: str | None = None,
+        replies_only: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -217,6 +220,7 @@ class DeliveryFailed(Exception):
         self.permanent = permanent or card_gone or channel_refused is not None
         self.card_gone = card_gone
         self.channel_refused = channel_refused
+        self.replies_only = replies_only and channel_refused is not None
 
 
 @dataclass(frozen=True)
@@ -229,8 +233,9 @@ class Undelivered:
 
 @dataclass(frozen=True)
 class RefusalNotice:
-    """The notice, in `channel`, that `refusing` refuses the bot (Slack's `refusal`); `key` its
-    outbox message, `look_since` when a retry first looks for an earlier attempt's post."""
+    """The notice, in `channel`, that `refusing` refuses the bot (Slack's `refusal`), or its
+    thread replies only (`replies_only`); `key` its outbox message, `look_since` when a retry
+    first looks for an earlier attempt's post."""
 
     channel: str
     refusing: str
@@ -238,6 +243,7 @@ class RefusalNotice:
     undelivered: Sequence[Undelivered]
     key: int
     look_since: datetime | None
+    replies_only: bool = False
 
 
 class Notifier(Protocol):

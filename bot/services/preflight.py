@@ -20,8 +20,10 @@ from bot.domain.errors import (
     RolloutError,
     RolloutInProgress,
     RunNotIdentified,
+    TagNotFound,
 )
 from bot.domain.plan import RolloutPlan
+from bot.domain.release_tag import nearest_tags, tag_family
 from bot.domain.rollout import (
     Announce,
     Check,
@@ -80,6 +82,7 @@ class Preflights:
         """Check the preflight for `tag` and post its card (with its `schedule`: the dispatch
         goes then, `bot.services.scheduled_starts`). One active rollout per track."""
         effects = self._effects
+        await self._known_tag(tag)
         flags = (
             Check(CheckState.PASS, "(--flags-ready)", confirmed_by=actor)
             if flags_ready
@@ -98,6 +101,24 @@ class Preflights:
             effects.timers_changed()
         detail = {"tag": tag} | ({"at": schedule.at.isoformat()} if schedule is not None else {})
         return await self._started(rollout, actor, detail)
+
+    async def _known_tag(self, tag: str) -> None:
+        """Refuse a tag the repository does not have (a typo), naming the nearest it has,
+        before anything is written or posted. A GitHub that does not answer refuses nothing:
+        the preflight's checks say what they could not read."""
+        github = self._effects.github
+        try:
+            if await github.tag_exists(tag):
+                return
+            near = nearest_tags(tag, await github.tags_starting(tag_family(tag)))
+        except GitHubError as error:
+            log.info("whether the tag %s exists could not be read: %s", tag, error.cause)
+            return
+        meant = f" Did you mean {', '.join(f'`{t}`' for t in near)}?" if near else ""
+        raise TagNotFound(
+            f"GitHub has no tag `{tag}` in the repository: nothing was started.{meant} Check "
+            "its spelling, or push the tag first, then start it again."
+        )
 
     async def checked(self, *, tag: str, flags: Check, channel_id: str, actor: str) -> Rollout:
         """A new rollout of `tag` in its preflight, its checks made, not saved yet (refused

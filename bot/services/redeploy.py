@@ -75,6 +75,24 @@ class Redeployer:
             still=still_on(rollout, plan, track) if spec is not None else (),
         )
 
+    async def redeploy_offered(
+        self, *, actor: str, rollout_id: str, track: str, tag: str
+    ) -> Redeploying:
+        """Put `tag` back on `track`, as the confirm dialog offered it; refused as out of date
+        when the previous good release is another one now."""
+        rollout = await self._rollouts.get(rollout_id)
+        plan = await self._rollouts.plan_of(rollout)
+        previous = await self.previous_good(rollout, plan, track)
+        if previous.tag != tag:
+            raise StaleCard(
+                f"This form is out of date: the previous good release of "
+                f"{plan.track(track).label} is now `{previous.tag}`, not `{tag}`. "
+                "Click Roll back again."
+            )
+        return await self.redeploy(
+            actor=actor, rollout=rollout, plan=plan, track=track, tag=previous.tag
+        )
+
     async def redeploy(
         self, *, actor: str, rollout: Rollout, plan: RolloutPlan, track: str, tag: str
     ) -> Redeploying:

@@ -15,8 +15,19 @@ that attempt as the bot's own, and never asks GitHub again.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
 from bot.domain import rollout as machine
-from bot.domain.errors import GitHubError, RerunLaneTaken, RerunUnsaved, RolloutInProgress
+from bot.domain.errors import (
+    GitHubError,
+    RerunLaneTaken,
+    RerunNotSeen,
+    RerunUnclear,
+    RerunUnsaved,
+    RolloutInProgress,
+)
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.services.effects import EffectRunner
@@ -24,6 +35,13 @@ from bot.services.records import Claim
 
 ACTION = "rerun_failure_job"
 """The audit action of a re-run (with the job's id and the attempt it made, or the refusal)."""
+
+INTERRUPTED = "rerun_interrupted"
+"""The audit result of a re-run whose click was interrupted (a shutdown) once it was sent."""
+
+Sending = Callable[[], Awaitable[datetime | None]]
+"""Called right before the re-run is sent (`ExactlyOnce.sending`): refuses when the click's
+claim is no longer its own, else keeps it through an interruption; when its lease runs out."""
 
 
 class FailureJobReruns:
@@ -33,51 +51,98 @@ class FailureJobReruns:
         self._effects = effects
 
     async def rerun(
-        self, *, rollout_id: str, track: str, actor: str, earlier: Claim | None = None
+        self,
+        *,
+        rollout_id: str,
+        track: str,
+        actor: str,
+        earlier: Claim | None = None,
+        sending: Sending | None = None,
     ) -> Rollout:
         """Re-run the failure job of `track`, and follow the run's new attempt to its end.
         `earlier`: the claim of this very re-run that an earlier click left unrecorded and this
-        click took over (its lease ran out): the next attempt, if GitHub runs it, is its."""
-        effects = self._effects
-        async with effects.lock(rollout_id):
-            rollout = await effects.get(rollout_id)
-            plan = await effects.plan_of(rollout)
+        click took over (its lease ran out): the next attempt, if GitHub runs it, is its.
+        `sending`: the click's claim, looked at right before the re-run is sent."""
+        async with self._effects.lock(rollout_id):
+            rollout = await self._effects.get(rollout_id)
+            plan = await self._effects.plan_of(rollout)
             job_id, attempt = await self._failed_job(rollout, plan, track, actor, earlier)
-            assert rollout.run_id is not None  # checked by `rerun_refusal`
-            by = earlier.actor if job_id is None and earlier is not None else actor
+            if job_id is None or sending is None:
+                return await self._sent(rollout, plan, track, actor, earlier, job_id, attempt)
+            again_after = await sending()
             try:
-                rerun = attempt
-                if job_id is not None:
-                    rerun = await effects.github.rerun_job(
-                        run_id=rollout.run_id, job_id=job_id, attempt=attempt
-                    )
-            except GitHubError as error:
-                detail = {"job_id": job_id, "attempt": attempt, "error": error.cause}
-                event = effects.event(actor, ACTION, error.code, rollout, detail, track=track)
-                await effects.record(event)
+                return await self._sent(
+                    rollout, plan, track, actor, earlier, job_id, attempt, again_after
+                )
+            except asyncio.CancelledError:  # a shutdown, once the re-run may have gone out
+                detail = {"job_id": job_id, "attempt": attempt}
+                event = self._effects.event(
+                    actor, ACTION, INTERRUPTED, rollout, detail, track=track
+                )
+                told = machine.rerun_unconfirmed(
+                    rollout, plan, track, actor=actor, why="interrupted", again_after=again_after
+                )
+                await asyncio.shield(self._effects.record(event))
+                await asyncio.shield(self._effects.tell(rollout, told))
                 raise
 
-            async def save() -> Rollout:
-                # Read afresh: another replica's save since (its poller's) must not lose it.
-                current = await effects.get(rollout_id)
-                decision = machine.rerun_failure_job(
-                    current, plan, track=track, attempt=rerun, actor=by, sent_before=job_id is None
+    async def _sent(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        track: str,
+        actor: str,
+        earlier: Claim | None,
+        job_id: int | None,
+        attempt: int,
+        again_after: datetime | None = None,
+    ) -> Rollout:
+        """Send the re-run of job `job_id` (none: `earlier` sent it, GitHub runs it as
+        `attempt`), then save the rollout as following the attempt GitHub runs it in."""
+        effects = self._effects
+        rollout_id = rollout.id
+        assert rollout.run_id is not None  # checked by `rerun_refusal`
+        by = earlier.actor if job_id is None and earlier is not None else actor
+        try:
+            rerun = attempt
+            if job_id is not None:
+                rerun = await effects.github.rerun_job(
+                    run_id=rollout.run_id, job_id=job_id, attempt=attempt
                 )
-                detail = {"job_id": job_id, "attempt": rerun, "sent_by": by}
-                event = effects.event(actor, ACTION, "ok", current, detail, track=track)
-                return await effects.apply(current, decision, plan, audit=[event])
+        except GitHubError as error:
+            detail = {"job_id": job_id, "attempt": attempt, "error": error.cause}
+            event = effects.event(actor, ACTION, error.code, rollout, detail, track=track)
+            await effects.record(event)
+            if isinstance(error, RerunNotSeen | RerunUnclear):  # the thread is told too
+                unread = isinstance(error, RerunUnclear)
+                why, after = ("unread", None) if unread else ("not_seen", again_after)
+                unknown = machine.rerun_unconfirmed(
+                    rollout, plan, track, actor=actor, why=why, again_after=after
+                )
+                await effects.tell(rollout, unknown)
+            raise
 
-            try:
-                return await effects.serialised(rollout_id, save)
-            except RolloutInProgress as busy:  # the lane was taken while GitHub re-ran it
-                told = await self._not_followed(rollout_id, plan, track, by, job_id, rerun, busy)
-                raise told from None
-            except Exception as lost:  # GitHub runs the attempt; the claim stays unrecorded
-                job = plan.track(track).on_failure.job
-                raise RerunUnsaved(
-                    f"GitHub re-runs {job} as attempt {rerun} of the run, but the bot could not "
-                    f"save that `{rollout.tag}` follows it: it is not asked of GitHub again."
-                ) from lost
+        async def save() -> Rollout:
+            # Read afresh: another replica's save since (its poller's) must not lose it.
+            current = await effects.get(rollout_id)
+            decision = machine.rerun_failure_job(
+                current, plan, track=track, attempt=rerun, actor=by, sent_before=job_id is None
+            )
+            detail = {"job_id": job_id, "attempt": rerun, "sent_by": by}
+            event = effects.event(actor, ACTION, "ok", current, detail, track=track)
+            return await effects.apply(current, decision, plan, audit=[event])
+
+        try:
+            return await effects.serialised(rollout_id, save)
+        except RolloutInProgress as busy:  # the lane was taken while GitHub re-ran it
+            told = await self._not_followed(rollout_id, plan, track, by, job_id, rerun, busy)
+            raise told from None
+        except Exception as lost:  # GitHub runs the attempt; the claim stays unrecorded
+            job = plan.track(track).on_failure.job
+            raise RerunUnsaved(
+                f"GitHub re-runs {job} as attempt {rerun} of the run, but the bot could not "
+                f"save that `{rollout.tag}` follows it: it is not asked of GitHub again."
+            ) from lost
 
     async def _not_followed(
         self,

@@ -26,6 +26,8 @@ from bot.services.ports import MetricsSources, Words
 from bot.services.preflight import Preflights
 from bot.services.records import Timer
 from bot.services.reruns import FailureJobReruns
+from bot.services.stops import Stops
+from bot.services.window_ends import WindowEnds
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class RolloutService:
         dispatched = DispatchedRuns(effects, follower, dispatch_search=dispatch_search)
         preflight = Preflights(effects, follower, dispatched, words, plan=plan, service=service)
         gate = Gate(effects, follower, sources=metrics)
+        self._windows = WindowEnds(effects, follower, gate)
         actions = PeoplesActions(effects, follower, words)
         self.effects = effects
         """The effect runner every use case saves through (GitHub, the outbox, the audit)."""
@@ -82,7 +85,7 @@ class RolloutService:
         self.hold_schedule = preflight.hold_schedule
         self.reconcile = follower.reconcile
         self.look_again = follower.look_again
-        self.follow_github_event = follower.follow_github_event
+        self.follow_github_events = follower.follow_github_events
         self.find_dispatched_run = dispatched.find_dispatched_run
         self.link_run = dispatched.link_run
         self._gate = gate
@@ -92,7 +95,7 @@ class RolloutService:
         self.promotions_frozen_with = gate.frozen_with
         self.promote = actions.promote
         self.extend = actions.extend
-        self.abort = actions.abort
+        self.abort = Stops(effects, follower).abort
         self.cancel = actions.cancel
         self.cancel_schedule = actions.cancel_schedule
         self.rerun_failure_job = FailureJobReruns(effects).rerun
@@ -110,7 +113,7 @@ class RolloutService:
         """Who handles `timer`'s kind: a window's end (the gate), a scheduled dispatch, a run
         nobody adopted in time (`bot.services.unfollowed_runs`)."""
         if timer.kind == WINDOW_TIMER:
-            return self._gate
+            return self._windows
         return self._handlers.get(timer.kind)
 
     async def on_timer(self, timer: Timer) -> None:

@@ -35,7 +35,7 @@ from typing import Protocol
 
 from bot.services.backoff import Backoff
 from bot.services.clock import Background, LoopClock, sleep_until_any, sleep_until_woken
-from bot.services.effects import DISPATCH_TIMER, TIMER_KINDS
+from bot.services.effects import DISPATCH_TIMER, TIMER_KINDS, WINDOW_TIMER
 from bot.services.failures import log_failure
 from bot.services.giving_up import DeadTimers, GivingUp
 from bot.services.leases import holding, replica_name
@@ -324,17 +324,17 @@ class Scheduler:
         )
 
     async def prune(self) -> None:
-        """Once an hour (and as the bot starts): tell a held-over scheduled dispatch whose timer
-        died while its service was not configured (`GivingUp.tell_again`); say (once) which
-        due timers only a newer version fires (never claimed here, so no attempt is counted);
-        forget action claims, webhook deliveries and rule requests older than the retention
-        (deleting twice is harmless; a request still waiting is found again from its
-        deployment). The audit trail stays."""
+        """Once an hour (and as the bot starts): tell a held-over scheduled dispatch, or a
+        stage, whose timer died while its service was not configured (`GivingUp.tell_again`);
+        say (once) which due timers only a newer version fires (never claimed here, so no
+        attempt is counted); forget action claims, webhook deliveries and rule requests older
+        than the retention (deleting twice is harmless; a request still waiting is found again
+        from its deployment). The audit trail stays."""
         now = self._clock()
         if self._pruned_at is not None and now < self._pruned_at + PRUNE_EVERY:
             return
         self._pruned_at = now
-        await self._giving_up.tell_again({DISPATCH_TIMER})
+        await self._giving_up.tell_again({DISPATCH_TIMER, WINDOW_TIMER})
         for kind in sorted(await self._timers.due_kinds(now=now) - TIMER_KINDS - self._newer):
             self._newer.add(kind)
             log.warning("timers of kind %r are due: left to a newer version's replicas", kind)

@@ -1,6 +1,7 @@
 """The storage ports: what the use cases ask of the database (rollouts, timers, claims, the
-audit log, webhook deliveries, the outbox, protection rules' requests, the looks at runs),
-which `storage` implements. The other ports (GitHub, Slack, metrics, the clock) are in `ports`."""
+audit log, webhook deliveries, protection rules' requests, the looks at runs), which `storage`
+implements. The outbox's is in `outbox_ports`; the other ports (GitHub, Slack, metrics, the
+clock) are in `ports`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from bot.services.records import (
     NewAuditEvent,
     NewMessage,
     NewTimer,
-    OutboxMessage,
     RunLook,
     Timer,
 )
@@ -58,17 +58,14 @@ class Rollouts(Protocol):
 
     async def active(self) -> list[Rollout]:
         """Rollouts that have not ended, oldest first."""
-        ...
 
     async def active_with_plans(self) -> list[tuple[Rollout, RolloutPlan]]: ...
 
     async def recent(self, limit: int = 10) -> list[Rollout]:
         """The latest rollouts, active or ended, newest first."""
-        ...
 
     async def ended_between(self, start: datetime, end: datetime) -> list[Rollout]:
         """The rollouts that ended in [start, end), newest first."""
-        ...
 
     async def by_run_id(self, run_id: int) -> Rollout | None: ...
 
@@ -149,6 +146,10 @@ class Timers(Protocol):
 
     async def bury(self, *, timer_id: int, owner: str, now: datetime, error: str) -> bool: ...
 
+    async def retold(self, *, timer_id: int, error: str) -> None:
+        """Say in a dead-lettered timer's `last_error` that its holder was told again."""
+        ...
+
     async def release_owned(self, *, owner: str) -> int:
         """Give back every pending timer `owner` holds (a replica shutting down), due as they
         were, so any replica claims them at once instead of after the lease; how many."""
@@ -191,10 +192,13 @@ class Claims(Protocol):
 
     async def prune(self, *, before: datetime) -> int: ...
 
+    async def unrecorded(self, action: str, before: datetime) -> list[Claim]:
+        """The claims of `action` never recorded done, made before `before`."""
+        ...
+
     @property
     def lease(self) -> timedelta:
         """How long a claim nobody finishes holds its key (`CLAIM_LEASE_SECONDS`)."""
-        ...
 
 
 class AuditLog(Protocol):
@@ -267,50 +271,6 @@ class RunLooks(Protocol):
     async def record(self, look: RunLook) -> None:
         """After a look that found something: the pace it turned out to need, in place of
         `look.holder`'s claim (unless another replica has claimed since)."""
-        ...
-
-
-class Outboxes(Protocol):
-    """The outbox table: messages claimed by one deliverer at a time (`storage.outbox`)."""
-
-    async def add(self, messages: Sequence[NewMessage], *, now: datetime) -> None:
-        """Write messages that go with no state change of their own."""
-        ...
-
-    async def claim(
-        self,
-        *,
-        now: datetime,
-        owner: str,
-        lease: timedelta,
-        rollout_id: str | None = None,
-        limit: int = 20,
-    ) -> list[OutboxMessage]: ...
-
-    async def superseded(self, message: OutboxMessage) -> bool: ...
-
-    async def renew(
-        self, *, message_id: int, owner: str, now: datetime, lease: timedelta
-    ) -> bool: ...
-
-    async def delivered(self, *, message_id: int, owner: str, now: datetime) -> bool: ...
-
-    async def retry(
-        self, *, message_id: int, owner: str, due_at: datetime, error: str, failed: bool = True
-    ) -> bool: ...
-
-    async def dead(self, *, message_id: int, owner: str, now: datetime, error: str) -> bool: ...
-
-    async def next_due(self) -> datetime | None: ...
-
-    async def pending(self, rollout_id: str | None = None) -> list[OutboxMessage]: ...
-
-    async def told_once(self, notice: NewMessage, *, refusing: str, now: datetime) -> bool:
-        """Write the notice that `refusing` refuses the bot, once per refusal (any replica)."""
-        ...
-
-    async def refused(self, channel: str, *, after: int) -> list[OutboxMessage]:
-        """Messages to `channel` given up since message `after` (dead letters), oldest first."""
         ...
 
 

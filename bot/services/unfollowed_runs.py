@@ -42,6 +42,8 @@ from bot.domain.unfollowed_runs import (
     not_a_tag,
     of_the_plan,
     rejected_comment,
+    timer_key,
+    timer_payload,
     unfollowed_card,
 )
 from bot.services.access import Access
@@ -58,10 +60,6 @@ from bot.services.store_ports import ProtectionRuleRequests
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def timer_key(run_id: int) -> str:
-    return f"{TIMER}:{run_id}"
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,7 @@ class UnfollowedRuns:
             kind=TIMER,
             due_at=card.due_at,
             now=card.asked_at,
-            payload={"request": request.key, "card": card.to_json()},
+            payload=timer_payload(request, card),
             outbox=[drawn],
             service=request.service,
         )

@@ -4,8 +4,10 @@ GitHub gives a receiver 10 seconds and does not retry on its own. A delivery is 
 checked (repository, a run the bot follows), remembered by its `X-GitHub-Delivery` id and its
 signed body's digest in the database (so a redelivery, a second replica, or the same body sent
 again under a new id, which is outside the signature, does nothing), answered, and only then
-reconciled, in a task this object holds until the app shuts down. A task lost to a crash
-loses nothing: the reconcile is level-triggered and the poller does the same one later.
+reconciled, in a task this object holds until the app shuts down: one per rollout at a time,
+the deliveries that come meanwhile coalesced into its next turn (a burst costs no more tasks,
+nor GitHub reads). A task lost to a crash loses nothing: the reconcile is level-triggered and
+the poller does the same one later.
 
 A custom protection rule's request (`deployment_protection_rule`, App mode only) is kept in the
 database first, whether or not a rollout follows its run yet: the bot may not have identified
@@ -102,6 +104,9 @@ class GitHubWebhooks:
     """GitHub's id of the repository, once the bot read it (None: not yet): deliveries of
     the repository under a new name (renamed, transferred) are known by it."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _queued: dict[str, list[RunEvent]] = field(default_factory=dict, init=False)
+    """Per rollout whose follow-up is in flight, the deliveries that came since: acted on
+    together by that follow-up's next turn (`_follow`)."""
     _renamed: set[str] = field(default_factory=set, init=False)
     """The new names the log was told of (one WARNING each)."""
     unconfirmed: UnconfirmedRules | None = field(default=None, init=False)
@@ -249,16 +254,37 @@ class GitHubWebhooks:
         return Intake(Taken.FOLLOWED, what, following[0])
 
     def _spawn(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
-        self._background(self._follow(rollout_id, event), name=name)
+        """Follow up a delivery: one follow-up in flight per rollout; a delivery that comes
+        meanwhile waits for its next turn, with the others that came (one look for all)."""
+        queued = self._queued.get(rollout_id)
+        if queued is not None:
+            queued.append(event)
+            return
+        self._queued[rollout_id] = [event]
+        self._background(self._follow(rollout_id), name=name)
 
     def _background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    async def _follow(self, rollout_id: str, event: RunEvent) -> None:
-        with rollout_context(rollout_id):
-            await self.rollouts.follow_github_event(rollout_id=rollout_id, event=event)
+    async def _follow(self, rollout_id: str) -> None:
+        """Act on the rollout's deliveries, those that came during each turn in the next,
+        until none is left."""
+        try:
+            while events := self._queued[rollout_id]:
+                self._queued[rollout_id] = []
+                with rollout_context(rollout_id):
+                    try:
+                        await self.rollouts.follow_github_events(
+                            rollout_id=rollout_id, events=events
+                        )
+                    except Exception as error:
+                        # The poller reconciles the same run later; the next turn looks too.
+                        failed = f"acting on {len(events)} webhook deliveries failed"
+                        log_failure(log, failed, error)
+        finally:
+            del self._queued[rollout_id]
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -4,13 +4,16 @@ transport's gauge of the last reading, `rollout_bot_github_clock_offset_seconds`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bot.adapters.github.redirects import Answer, checked, get
+from github.Requester import Requester
+
+from bot.adapters.github.redirects import checked, get
 from bot.domain.clocks import ClockOffset
 from bot.domain.errors import GitHubError
 from bot.services.clock import SystemClock
@@ -28,43 +31,67 @@ class UndatedAnswer(GitHubError):
     Server that drops it): its clock cannot be read, which is not GitHub unreachable."""
 
 
-def dated_offset(date: object, *, sent: datetime, received: datetime) -> ClockOffset:
+def dated_offset(
+    date: object, *, sent: datetime, received: datetime, age: object = None
+) -> ClockOffset:
     """GitHub's clock minus the bot's, from an answer's `Date` read between the bot's `sent`
-    and `received`: a range, the round trip and the second the header rounds down wide.
-    UndatedAnswer when it is missing or unreadable."""
+    and `received`: a range, the round trip and the second the header rounds down wide. A
+    cache's answer (`age`, its `Age` header: seconds since GitHub made it, RFC 9111) dates
+    from then: its `Date` is that much older. UndatedAnswer when either is unreadable."""
     try:
         theirs = parsedate_to_datetime(str(date or ""))
     except (TypeError, ValueError) as exc:
         raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})") from exc
     if theirs.tzinfo is None:
         raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})")
+    if age is not None:
+        held = str(age).strip()
+        if not held.isdigit():  # a cache's odd Age: when the Date was made is unknown
+            raise UndatedAnswer(f"GitHub's answer has an unreadable Age header ({age!r})")
+        theirs += timedelta(seconds=int(held))
     return ClockOffset(low=theirs - received, high=theirs + WHOLE_SECOND - sent)
 
 
 class AnswerClock:
-    """GitHub's clock read off each answer a transport's GETs get, for the gauge of its last
-    reading (per GitHub host): a job's times are on GitHub's clock, and a stage's window starts
-    there only when they are possible (docs/reliability.md)."""
+    """GitHub's clock read off every answer a transport's requesters get (PyGithub's own calls
+    and the bot's GETs through them), for the gauge of its last reading (per GitHub host): a
+    job's times are on GitHub's clock, and a stage's window starts there only when they are
+    possible (docs/reliability.md)."""
 
     def __init__(self, api_url: str, telemetry: Telemetry, clock: Clock | None = None) -> None:
         self._host = urlsplit(api_url).netloc
         self._telemetry = telemetry
         self._clock = clock or SystemClock()
+        self._sent = threading.local()  # each request's, in the worker thread that sends it
 
-    def read(self, request: Callable[[], Answer]) -> Answer:
-        """`request`'s answer; its `Date` (a 304's too) against the bot's clock around it,
-        reported unless missing or too slow to tell whether the clocks are within
-        `MAX_CLOCK_SKEW` (its middle could be either side)."""
-        sent = self._clock()
-        answer = request()
+    def watch(self, *requesters: Requester) -> None:
+        """Read every answer the `requesters` get: PyGithub tells each request it sends and
+        each answer (its headers, a 304's too) to these two of its methods, in the sending
+        thread (their own work, debug frames, is off). A `Github` client's objects have a
+        requester of their own (`get_repo` copies it): each is watched."""
+        for requester in requesters:
+            setattr(requester, "NEW_DEBUG_FRAME", self._sending)  # noqa: B010 - replaced
+            setattr(requester, "DEBUG_ON_RESPONSE", self._answered)  # noqa: B010
+
+    def _sending(self, _headers: object) -> None:
+        self._sent.at = self._clock()
+
+    def _answered(self, _status: int, headers: Mapping[str, Any], _data: object) -> None:
+        sent = getattr(self._sent, "at", None)
+        if sent is None:
+            return
+        self._sent.at = None
         received = self._clock()
         try:
-            offset = dated_offset(answer[1].get("date"), sent=sent, received=received)
+            offset = dated_offset(
+                headers.get("date"), sent=sent, received=received, age=headers.get("age")
+            )
         except UndatedAnswer:
-            return answer
+            return
+        # Reported unless too slow to tell whether the clocks are within `MAX_CLOCK_SKEW` (its
+        # middle could be either side).
         if offset.agree or offset.apart:
             self._telemetry.github_clock(host=self._host, offset=offset.middle, at=received)
-        return answer
 
 
 async def github_offset(github: GitHubTransport, clock: Clock) -> ClockOffset:
@@ -73,12 +100,12 @@ async def github_offset(github: GitHubTransport, clock: Clock) -> ClockOffset:
     readable date."""
     path = f"/repos/{github.repository}"
 
-    def read() -> str | None:
+    def read() -> tuple[str | None, str | None]:
         requester = github.client.requester
         answer = get(requester, github.api_url, path)
         checked(requester, answer)
-        return answer[1].get("date")
+        return answer[1].get("date"), answer[1].get("age")
 
     sent = clock()
-    date = await github.call(f"read the repository {github.repository}", read)
-    return dated_offset(date, sent=sent, received=clock())
+    date, age = await github.call(f"read the repository {github.repository}", read)
+    return dated_offset(date, sent=sent, received=clock(), age=age)

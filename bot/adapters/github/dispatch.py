@@ -127,7 +127,9 @@ class WorkflowDispatch:
             github.repository,
             name,
         )
-        return github.client.get_repo(name)  # lazy: no request
+        renamed = github.client.get_repo(name)  # lazy: no request
+        github.dates.watch(renamed.requester)
+        return renamed
 
     async def find_dispatched_run(
         self, *, workflow_file: str, ref: str, dispatched_at: datetime

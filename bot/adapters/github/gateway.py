@@ -123,6 +123,9 @@ class PyGithubGateway:
     async def tag_exists(self, tag: str) -> bool:
         return await self._history.tag_exists(tag)
 
+    async def tags_starting(self, prefix: str) -> list[str]:
+        return await self._history.tags_starting(prefix)
+
     async def tag_commit(self, tag: str) -> str | None:
         return await self._history.tag_commit(tag)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from github import GithubException
+from pydantic import TypeAdapter
 
-from bot.adapters.github.schema import CommitComparison, GitObject, Pointer, Release
+from bot.adapters.github.schema import CommitComparison, GitObject, NamedRef, Pointer, Release
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.errors import RefNotFound
 from bot.domain.release_contents import Comparison
@@ -46,6 +47,15 @@ class RepositoryHistory:
         return await self._github.call(
             f"read the tag {tag}", lambda: self._tag_object(tag) is not None, kind="read"
         )
+
+    async def tags_starting(self, prefix: str) -> list[str]:
+        path = f"/repos/{self._github.repository}/git/matching-refs/tags/{quote(prefix, safe='')}"
+
+        def listed() -> list[str]:
+            refs = TypeAdapter(list[NamedRef]).validate_python(self._github.get_json(path) or [])
+            return [ref.ref.removeprefix("refs/tags/") for ref in refs]
+
+        return await self._github.call(f"list the tags starting {prefix}", listed, kind="read")
 
     async def tag_commit(self, tag: str) -> str | None:
         def commit() -> str | None:

@@ -40,6 +40,9 @@ HINTS: Mapping[tuple[str, int], str] = {
         "a fine-grained token needs the repository permission Environments: Read, a GitHub "
         "App Environments read, a classic token the repo scope"
     ),
+    ("environment", 403): (  # short: the rules' note says it in a line
+        "a fine-grained token needs the repository permission Actions: Read"
+    ),
     ("team", 403): (
         "the token needs to see the organisation's teams (fine-grained token: the "
         "organisation permission Members: Read; classic token: read:org)"

@@ -16,6 +16,7 @@ from urllib.request import Request, urlopen
 from github import UnknownObjectException
 from github.Secret import Secret
 
+from bot.adapters.github.environment_rules import EnvironmentRulesReads
 from bot.adapters.github.pages import every_page, first_and_last
 from bot.adapters.github.runs import run_jobs
 from bot.adapters.github.schema import Run, RunsPage, SecretsPage
@@ -40,6 +41,7 @@ class ReleaseReads:
 
     def __init__(self, github: GitHubTransport) -> None:
         self._github = github
+        self._protection = EnvironmentRulesReads(github)
 
     async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
         def read() -> tuple[SecretMetadata | None, SecretMetadata | None]:
@@ -49,17 +51,25 @@ class ReleaseReads:
         operation = f"read the Actions secret {name}"
         repository, organization = await self._github.call(operation, read, kind="secret")
         environment, refused = None, None
+        protection, unread = None, False
         if job.environment is not None:
             try:
                 environment = await self._environment_secret(name, job.environment)
             except GitHubError as error:
                 refused = error.message  # not "missing": the bot cannot tell
+            try:
+                protection = await self._protection.read(job.environment)
+            except GitHubError as error:
+                _log.warning("GitHub: the rules of environment %s: %s", job.environment, error)
+                unread = True
         levels = SecretLevels(
             job=job,
             environment=environment,
             environment_refused=refused,
             repository=repository,
             organization=organization,
+            protection=protection,
+            protection_unread=unread,
         )
         _log.info("GitHub: Actions secret %s at %s", name, _levels(levels))
         return levels

@@ -164,6 +164,12 @@ class Pointer(_Answer):
     object: GitObject
 
 
+class NamedRef(_Answer):
+    """One ref of `GET .../git/matching-refs/{prefix}`: its full name (`refs/tags/v1.4.2`)."""
+
+    ref: str
+
+
 class RunsPage(_Answer):
     workflow_runs: list[Run] = Field(default_factory=list)
 

@@ -102,7 +102,8 @@ class GitHubTransport:
         self.api_url = api_url.rstrip("/")
         self._actor = actor
         self._telemetry = telemetry
-        self._dates = AnswerClock(self.api_url, telemetry, clock)  # GitHub's, off each GET's
+        self.dates = AnswerClock(self.api_url, telemetry, clock)
+        """GitHub's clock, off each answer (a requester of another repository, watched too)."""
         self.budget = budget
         """The rate limit shared with the other transports on these credentials."""
         self.installation = RepositoryInstallation(app, repository) if app is not None else None
@@ -119,6 +120,7 @@ class GitHubTransport:
             lazy=True,
         )
         self.repo: Repository = self.client.get_repo(repository)
+        self.dates.watch(self.client.requester, self.repo.requester)
         self._own_workers = workers is None
         self._workers = workers or GitHubWorkers(max_workers)
         """Where the calls run: the app's, shared by every service, or this transport's own
@@ -238,9 +240,7 @@ class GitHubTransport:
         """GET `path` (in the pool's thread), following a temporary redirection
         (`redirects`); GithubException on a refusal."""
         requester = self.client.requester
-        return checked(
-            requester, self._dates.read(lambda: get(requester, self.api_url, path, parameters))
-        )
+        return checked(requester, get(requester, self.api_url, path, parameters))
 
     def get_conditional(self, path: str, parameters: dict[str, Any] | None = None) -> Any:
         """GET with `If-None-Match` set to the ETag of the last answer for this URL. GitHub
@@ -256,7 +256,7 @@ class GitHubTransport:
         kept = self._answers.get(key)
         headers = {"If-None-Match": kept[0]} if kept is not None else {}
         requester = self.client.requester
-        answer = self._dates.read(lambda: get(requester, self.api_url, path, parameters, headers))
+        answer = get(requester, self.api_url, path, parameters, headers)
         if answer[0] == 304 and kept is not None:
             self._telemetry.github_not_modified()
             return kept[1], kept[2]

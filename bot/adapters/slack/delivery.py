@@ -27,6 +27,9 @@ _GONE = frozenset({"message_not_found", "thread_not_found"})
 # from posting there (`restricted_action`: who may post), the channel is read-only, or the
 # administrators suspended posting (`ekm_access_denied`, Enterprise Key Management). Not the
 # other `restricted_action_*`: a thread-only channel takes replies, a non-threadable one cards.
+# `restricted_action` answers one kind of message: a channel's posting permissions say who may
+# post and, apart, who may reply in threads; answered to a reply, the cards still go
+# (`REPLIES_REFUSAL`).
 CHANNEL_REFUSALS = frozenset(
     {
         "not_in_channel",
@@ -58,12 +61,17 @@ _TRANSIENT = frozenset(
 )
 
 
-async def delivered(call: Awaitable[T]) -> T:
-    """Await a Web API call; whatever keeps Slack from taking it raises DeliveryFailed."""
+REPLIES_REFUSAL = "restricted_action"
+"""The refusal that, answered to a thread reply, refuses the bot's replies only."""
+
+
+async def delivered(call: Awaitable[T], *, reply: bool = False) -> T:
+    """Await a Web API call (`reply`: a post in a thread); whatever keeps Slack from taking it
+    raises DeliveryFailed."""
     try:
         return await call
     except SlackApiError as error:
-        raise _failure(error) from None
+        raise _failure(error, reply=reply) from None
     except (aiohttp.ClientError, TimeoutError) as error:
         raise DeliveryFailed(f"network error: {type(error).__name__}") from None
 
@@ -79,7 +87,7 @@ async def uploaded(call: Awaitable[T]) -> T:
         raise DeliveryFailed(f"Slack did not take the upload: {said}") from None
 
 
-def _failure(error: SlackApiError) -> DeliveryFailed:
+def _failure(error: SlackApiError, *, reply: bool) -> DeliveryFailed:
     response = error.response
     code = str(response.get("error") or "unknown")
     status = int(response.status_code)
@@ -92,6 +100,7 @@ def _failure(error: SlackApiError) -> DeliveryFailed:
         permanent=not transient,
         card_gone=code in _GONE,
         channel_refused=code if code in CHANNEL_REFUSALS else None,
+        replies_only=reply and code == REPLIES_REFUSAL,
     )
 
 

@@ -18,6 +18,7 @@ from bot.domain.rollout.events import (
     FailureJobRerun,
     PromotedOnGitHub,
     RerunNotFollowed,
+    RerunUnconfirmed,
     RunReadable,
     RunUnreadable,
     WaitsOutsidePlan,
@@ -96,6 +97,52 @@ def failure_job_rerun_text(event: FailureJobRerun) -> str:
         f"{run} of the run, and the bot approves its environment as it did the first time. "
         f"{event.track} is stopping again.{where}"
     )
+
+
+def rerun_unconfirmed_text(event: RerunUnconfirmed) -> str:
+    """The bot does not know whether GitHub took the re-run of the failure job: what is known,
+    what the bot does (and does not) do, and what a person may do meanwhile."""
+    job = escape(event.job)
+    run = f"<{event.run_url}|the run's page>" if event.run_url else "the run's page on GitHub"
+    asked = f"asked GitHub to re-run *{job}* for {person(event.actor)}"
+    if event.why == "interrupted":
+        known = (
+            f"The bot stopped (a restart) just after it {asked}: it does not know whether "
+            "GitHub did."
+        )
+    elif event.why == "unread":
+        known = (
+            f":warning: GitHub did not answer clearly when the bot {asked}, and the run could "
+            "not be read back: GitHub may have re-run it."
+        )
+    else:
+        known = (
+            f":warning: GitHub did not answer clearly when the bot {asked}, and the run still "
+            f"shows attempt {event.attempt}: GitHub may still re-run it (a request it took "
+            "late), or never."
+        )
+    yourself = (
+        f"You may re-run *{job}* yourself on {run} instead: the bot does not follow an "
+        "attempt made there, so approve its environment there and watch it to its end."
+    )
+    if event.again_after is None:
+        does = (
+            "The bot does not ask GitHub again and follows no new attempt: look at "
+            f"{run}. If *{job}* runs again there, approve its environment there."
+        )
+        yourself = "If it does not, re-run it there yourself and watch it to its end."
+    else:
+        does = (
+            f"The bot does not ask GitHub again on its own. Click *Re-run "
+            f"{'kill-switch' if event.desktop else 'rollback'}* again after "
+            f"{slack_time(event.again_after)}: the bot then looks at the run first, follows the "
+            "attempt it sent if GitHub made it, or else asks for it."
+        )
+    where = ""
+    if event.reached:
+        on = "stays on the" if event.desktop else "may still be on"
+        where = f" Until then, {event.track} {on} *{event.reached}*."
+    return f"{known} {does} {yourself}{where}"
 
 
 def github_reported_text(told: GitHubReported) -> str:

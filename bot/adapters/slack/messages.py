@@ -13,6 +13,7 @@ from bot.adapters.slack.github_words import (
     github_reported_text,
     promoted_on_github_text,
     rerun_not_followed_text,
+    rerun_unconfirmed_text,
     run_readable_text,
     run_unreadable_text,
     waits_outside_plan_text,
@@ -59,6 +60,7 @@ from bot.domain.rollout.events import (
     Reevaluated,
     RejectedOnGitHub,
     RerunNotFollowed,
+    RerunUnconfirmed,
     RolloutCancelled,
     RolloutEnded,
     RunDispatched,
@@ -297,6 +299,8 @@ def render(event: Event) -> str:
             return waits_outside_plan_text(event)
         case RerunNotFollowed():
             return rerun_not_followed_text(event)
+        case RerunUnconfirmed():
+            return rerun_unconfirmed_text(event)
         case RunUnreadable():
             return run_unreadable_text(event)
         case RunReadable():

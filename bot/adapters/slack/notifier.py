@@ -186,7 +186,9 @@ class SlackNotifier:
             notice.channel, POST_EVENT, since=since, outbox_id=notice.key
         ):
             return
-        text = refusal_text(notice.refusing, notice.refusal, notice.undelivered)
+        text = refusal_text(
+            notice.refusing, notice.refusal, notice.undelivered, replies_only=notice.replies_only
+        )
         marker = _marker(POST_EVENT, outbox_id=notice.key)
         await delivered(
             self._client.chat_postMessage(channel=notice.channel, text=text, metadata=marker)
@@ -281,7 +283,8 @@ class SlackNotifier:
                 text=text,
                 blocks=blocks,
                 metadata=_post_marker(rollout, key),
-            )
+            ),
+            reply=True,
         )
 
     def _follow(self, what: str, rollout: Rollout, upload: Coroutine[Any, Any, None]) -> None:

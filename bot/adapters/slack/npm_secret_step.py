@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape
+from bot.adapters.slack.npm_rules_note import rules_note
 from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.domain.npm import SECRET_NAME, SecretCheck, SecretLevel, StepVerdict, Tone, Walkthrough
 
@@ -21,6 +22,8 @@ def add_title(walkthrough: Walkthrough) -> str:
 
 def add_tone(walkthrough: Walkthrough) -> Tone:
     secret = walkthrough.secret
+    if secret is not None and secret.oidc_only:
+        return Tone.OK  # nothing to add: the job publishes without the secret
     if secret is not None and secret.tone is not Tone.BLOCKED:
         if secret.found:
             return Tone.OK
@@ -33,6 +36,11 @@ def add_tone(walkthrough: Walkthrough) -> Tone:
 
 
 def add_text(setup: WalkthroughSetup, secret: SecretCheck | None) -> str:
+    if secret is not None and secret.oidc_only:
+        return (
+            f"Not needed: job `{setup.npm.job}` publishes with npm trusted publishing, without "
+            f"`{SECRET_NAME}` (step 3)."
+        )
     if secret is not None and secret.environment:
         return (
             f"<{setup.environments_url}|Open Environments> (Settings → Environments) of "
@@ -58,10 +66,12 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
             "environment, the repository, the organization) and reads its name and dates from "
             "GitHub, never its value."
         )
+    if check.oidc_only:
+        return _not_needed(check, setup) + rules_note(check, setup)
     if check.error is not None:
         return escape(check.error)
     if not check.found or check.updated_at is None or check.created_at is None:
-        return _missing(check, setup) + _oidc_note(check, setup)
+        return _missing(check, setup) + _oidc_note(check, setup) + rules_note(check, setup)
     dates = (
         f"created {slack_time(check.created_at)}, last updated {slack_time(check.updated_at)} "
         f"({_ago(check.age_days or 0)})"
@@ -108,7 +118,7 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
             f"\n:warning: It is older than {check.max_age_days} days, and granular write tokens "
             "expire after at most 90: create a new token (step 1) and update the secret (step 2)."
         )
-    return text + _oidc_note(check, setup)
+    return text + _oidc_note(check, setup) + rules_note(check, setup)
 
 
 def _missing(check: SecretCheck, setup: WalkthroughSetup) -> str:
@@ -135,6 +145,31 @@ def _missing(check: SecretCheck, setup: WalkthroughSetup) -> str:
     if check.oidc:  # the note that follows says when it needs none
         return f"`{SECRET_NAME}` is not set in {nowhere}."
     return f"`{SECRET_NAME}` is not set in {nowhere}: add it (step 2)."
+
+
+def _not_needed(check: SecretCheck, setup: WalkthroughSetup) -> str:
+    """The job publishes with trusted publishing only: no NPM_TOKEN is read, wherever kept."""
+    npm = setup.npm
+    text = (
+        f"`{SECRET_NAME}` is not needed: job `{npm.job}` publishes with npm trusted publishing "
+        f"(it may request an OIDC token, `id-token: write`, and hands npm no `{SECRET_NAME}`). "
+        f"Each `{npm.scope}` package must trust `{npm.workflow}` of `{setup.repository}` on "
+        "npmjs.com; step 4 tells whether the last run published."
+    )
+    if not check.found:
+        return text
+    if check.environment_secret:
+        first = f"environment {_quoted(check.environment)}'s"
+    else:
+        level = SecretLevel.ORGANIZATION if check.organization else SecretLevel.REPOSITORY
+        first = f"{level.value}'s"
+    unused = [first, *(f"{level.value}'s" for level in check.shadowed or ())]
+    verb = "is" if len(unused) == 1 else "are"
+    return text + (
+        f"\n:information_source: The {' and the '.join(unused)} `{SECRET_NAME}` {verb} unused "
+        "(the job does not read it): delete it once nothing else reads it, so that a leaked "
+        "or expired token does not linger."
+    )
 
 
 def _oidc_note(check: SecretCheck, setup: WalkthroughSetup) -> str:

@@ -66,6 +66,8 @@ def create_tone(walkthrough: Walkthrough) -> Tone:
     if run is not None and run.tone is Tone.OK:
         return Tone.OK
     secret = walkthrough.secret
+    if secret is not None and secret.oidc_only:
+        return Tone.OK  # trusted publishing: no token to create
     if secret is not None and secret.found and secret.tone is not Tone.BLOCKED:
         return secret.tone
     return Tone.TODO

@@ -39,16 +39,33 @@ _KINDS = {
 }
 
 
-def refusal_text(refusing: str, refusal: str, undelivered: Sequence[Undelivered]) -> str:
-    """The notice: the refusing channel, its fix, what it was not told by now."""
-    fix = _FIXES.get(refusal, "Slack refuses the bot there")
+_REPLIES_FIX = (
+    "the channel's posting permissions let the bot post but not reply in threads: its cards "
+    "are posted, their threads are not told. Ask a channel manager or a workspace admin to let "
+    "the bot reply in threads (channel settings, posting permissions)"
+)
+
+
+def refusal_text(
+    refusing: str,
+    refusal: str,
+    undelivered: Sequence[Undelivered],
+    *,
+    replies_only: bool = False,
+) -> str:
+    """The notice: the refusing channel (its thread replies only, `replies_only`), its fix,
+    what it was not told by now."""
+    fix = _REPLIES_FIX if replies_only else _FIXES.get(refusal, "Slack refuses the bot there")
+    cannot = "reply in threads in" if replies_only else "post in"
+    answered = " to its thread replies" if replies_only else ""
     lines = [
-        f":no_entry: *The bot cannot post in {channel_mention(refusing)}* "
-        f"(Slack answers `{refusal}`): {fix}.",
+        f":no_entry: *The bot cannot {cannot} {channel_mention(refusing)}* "
+        f"(Slack answers `{refusal}`{answered}): {fix}.",
         f"Not delivered there so far: {_undelivered(undelivered)}.",
         "Rollouts go on (gates, rollbacks, promotions act as before; their failures are told "
-        "here). Messages given up are not posted later: once the bot can post there, "
-        "`/rollout status` in the channel shows each rollout as it stands.",
+        "here). Messages given up are not posted later: once the bot can "
+        f"{'reply in threads' if replies_only else 'post'} there, `/rollout status` in the "
+        "channel shows each rollout as it stands.",
     ]
     return clip("\n".join(lines), SECTION_TEXT)
 

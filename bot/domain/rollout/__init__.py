@@ -86,7 +86,12 @@ from bot.domain.rollout.gating import (
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
-from bot.domain.rollout.rerun import rerun_failure_job, rerun_refusal, rerun_told
+from bot.domain.rollout.rerun import (
+    rerun_failure_job,
+    rerun_refusal,
+    rerun_told,
+    rerun_unconfirmed,
+)
 from bot.domain.rollout.state import (
     TERMINAL_TRACK,
     Check,
@@ -105,6 +110,7 @@ from bot.domain.rollout.state import (
     holding_tracks,
     new_rollout,
     window_timer_key,
+    window_timer_payload,
 )
 from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
 from bot.domain.rollout.words import github_person, reason_words, state_words
@@ -186,6 +192,7 @@ __all__ = [
     "rerun_failure_job",
     "rerun_refusal",
     "rerun_told",
+    "rerun_unconfirmed",
     "schedule_from_json",
     "schedule_to_json",
     "state_words",
@@ -196,4 +203,5 @@ __all__ = [
     "window_ended",
     "window_timer_dead",
     "window_timer_key",
+    "window_timer_payload",
 ]

@@ -12,11 +12,12 @@ it did not see coming (`reconcile`'s `RerunNotFollowed`).
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout.effects import Announce, Decision
-from bot.domain.rollout.events import FailureJobRerun
+from bot.domain.rollout.events import FailureJobRerun, RerunUnconfirmed
 from bot.domain.rollout.state import (
     InvalidTransition,
     Phase,
@@ -124,4 +125,30 @@ def rerun_told(
         desktop=plan_track.gate is not GateKind.RELAY,
         lane_taken_by=lane_taken_by,
         sent_before=sent_before,
+    )
+
+
+def rerun_unconfirmed(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    track: str,
+    *,
+    actor: str,
+    why: str,
+    again_after: datetime | None,
+) -> RerunUnconfirmed:
+    """What the thread is told when the bot does not know whether GitHub took `actor`'s re-run
+    of the failure job of `track` (`RerunUnconfirmed`'s `why`): the rollout still follows the
+    attempt the job failed in."""
+    plan_track = plan.track(track)
+    return RerunUnconfirmed(
+        actor,
+        plan_track.label,
+        plan_track.on_failure.job,
+        rollout.attempt or 0,
+        rollout.run_url,
+        why,
+        again_after,
+        reached_label(plan_track, rollout.track(track)),
+        desktop=plan_track.gate is not GateKind.RELAY,
     )

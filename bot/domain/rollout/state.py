@@ -292,6 +292,12 @@ def window_timer_key(rollout_id: str, track: str, stage: str, due_at: datetime) 
     return f"window:{rollout_id}:{track}:{stage}:{due_at.astimezone(UTC).isoformat()}"
 
 
+def window_timer_payload(track: str, stage: str, ends_at: datetime) -> dict[str, str]:
+    """What a window timer carries: the stage and its window's end as scheduled (a retry moves
+    only the timer's due time; `bot.services.gating` reads it back)."""
+    return {"track": track, "stage": stage, "window_ends_at": ends_at.isoformat()}
+
+
 def new_rollout(
     *,
     rollout_id: str,

@@ -1,0 +1,144 @@
+"""The protection rules of the environment the npm Release workflow's publishing job runs in.
+
+GitHub holds a job that names an environment until that environment's deployment protection
+rules pass ("Deployments and environments"): a *required reviewer* must approve it (one of up to
+six people or teams), a *wait timer* delays it (0 to 43,200 minutes), and the *deployment
+branches and tags* policy lets only some refs run it at all: "Protected branches only" (branches
+with a protection rule; no tag), or "Selected branches and tags" (name patterns, each for
+branches or for tags, matched as Ruby's `File.fnmatch` with `FNM_PATHNAME`: `*` stops at a `/`).
+A run from a ref the policy refuses fails the job. The walkthrough tells the team what the
+publishing job will meet: a wait for a reviewer, a timer, and a policy that refuses the branch
+Run Release dispatches on (`npm.ref`) or, when the workflow runs on tags, every tag.
+
+Pure: GitHub's answer comes in as an `EnvironmentProtection`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntFlag
+from typing import Literal
+
+MAX_REVIEWERS = 6
+"""GitHub's limit on an environment's required reviewers."""
+MAX_WAIT_MINUTES = 43_200
+"""GitHub's limit on an environment's wait timer (30 days)."""
+
+
+@dataclass(frozen=True)
+class RefPattern:
+    """One of an environment's deployment branch or tag policies."""
+
+    name: str
+    kind: Literal["branch", "tag"]
+
+
+@dataclass(frozen=True)
+class EnvironmentProtection:
+    """An environment's protection rules as GitHub reports them."""
+
+    reviewers: int = 0
+    """How many people or teams are required reviewers (one of them must approve)."""
+    wait_minutes: int = 0
+    protected_branches: bool = False
+    """Only branches with a branch protection rule may deploy (no tag)."""
+    patterns: tuple[RefPattern, ...] | None = None
+    """Selected branches and tags: only refs matching one of these may deploy (None: no such
+    policy)."""
+
+
+class RuleFlag(IntFlag):
+    """What the protection rules refuse, carried as one number (see `rules_of`)."""
+
+    REF_REFUSED = 1
+    """The branch Run Release dispatches on may not run the job."""
+    TAGS_REFUSED = 2
+    """No tag may run the job, and the workflow runs on tags."""
+    UNREAD = 4
+    """GitHub would not show the rules (they were not checked)."""
+
+
+Rules = tuple[int, int, int]
+"""(required reviewers, wait timer in minutes, `RuleFlag`s): short, as it rides in the
+walkthrough's button values beside everything else (Slack's 2000 characters)."""
+
+
+def rules_of(protection: EnvironmentProtection, *, ref: str, on_tags: bool) -> Rules | None:
+    """What the publishing job will meet in its environment (None: nothing)."""
+    flags = RuleFlag(0)
+    if not may_deploy(protection, ref, kind="branch", protected=None):
+        flags |= RuleFlag.REF_REFUSED
+    if on_tags and not _any_tag(protection):
+        flags |= RuleFlag.TAGS_REFUSED
+    reviewers = min(max(protection.reviewers, 0), MAX_REVIEWERS)
+    wait = min(max(protection.wait_minutes, 0), MAX_WAIT_MINUTES)
+    if not (reviewers or wait or flags):
+        return None
+    return reviewers, wait, int(flags)
+
+
+def unread_rules() -> Rules:
+    return 0, 0, int(RuleFlag.UNREAD)
+
+
+def may_deploy(
+    protection: EnvironmentProtection,
+    name: str,
+    *,
+    kind: Literal["branch", "tag"],
+    protected: bool | None,
+) -> bool:
+    """Whether the ref `name` (a branch or a tag) may run a job in the environment. With
+    "protected branches only", a branch's protection is not known here (`protected` None):
+    the branch is not said to be refused, only a tag is."""
+    if protection.protected_branches:
+        return kind == "branch" and protected is not False
+    if protection.patterns is None:
+        return True
+    return any(
+        pattern.kind == kind and ref_matches(name, pattern.name) for pattern in protection.patterns
+    )
+
+
+def _any_tag(protection: EnvironmentProtection) -> bool:
+    """Whether some tag may deploy (which tag a run is for is known only when it runs)."""
+    if protection.protected_branches:
+        return False
+    patterns = protection.patterns
+    return patterns is None or any(pattern.kind == "tag" for pattern in patterns)
+
+
+def ref_matches(name: str, pattern: str) -> bool:
+    """Ruby's `File.fnmatch(pattern, name, File::FNM_PATHNAME)`, as GitHub matches deployment
+    branch and tag policies: `*` and `?` do not cross a `/`, `**/` spans directories, `[...]`
+    is a class (`[!...]` or `[^...]` negated), `\\` escapes."""
+    return _compiled(pattern).fullmatch(name) is not None
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif char == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            negated = body[:1] in ("!", "^")
+            body = body[1:] if negated else body
+            members = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+            out.append(f"(?!/)[{'^' if negated else ''}{members}]")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return re.compile("".join(out))

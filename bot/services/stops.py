@@ -1,0 +1,162 @@
+"""A person's stop of a rollout under way: a Roll back of its relay-gated tracks, or the
+Kill-switch of its desktop-gated ones.
+
+Every track of the gate still running stops; one that completed or already stopped never keeps
+another from stopping, and the thread is told what a stop did not stop. A stage saved as
+deploying may still be held by GitHub (the bot's approval of it failed): the stop is saved
+first, then the run is read, and a stage GitHub still holds is rejected; a last stage GitHub
+deploys cannot be stopped, and its stop is refused (`bot.domain.rollout.abort`).
+"""
+
+from __future__ import annotations
+
+from bot.domain import rollout as machine
+from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.gate import GateKind
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import (
+    Announce,
+    Decision,
+    Effect,
+    InvalidTransition,
+    Rollout,
+    StageState,
+    TracksLeft,
+)
+from bot.services.actions import target_of
+from bot.services.effects import EffectRunner
+from bot.services.following import RunFollower
+from bot.services.records import NewAuditEvent
+
+
+class Stops:
+    """Roll back or trip the kill-switch of a rollout's tracks."""
+
+    def __init__(self, effects: EffectRunner, follower: RunFollower) -> None:
+        self._effects = effects
+        self._follower = follower
+
+    async def abort(
+        self, *, actor: str, gate: str, reason: str = "", rollout_id: str | None = None
+    ) -> Rollout:
+        """Roll back the relay-gated tracks (`gate="relay"`) or trip the desktop kill-switch
+        (a stage saved as deploying is asked of GitHub once the stop is saved)."""
+        effects = self._effects
+        kind = GateKind(gate)
+        found = await target_of(effects, rollout_id)
+
+        async def stop() -> None:
+            rollout, plan = await effects.with_plan(found.id)
+            try:
+                if self._deploying(rollout, plan, kind):
+                    await self._stop_deploying(rollout, plan, kind, actor=actor, reason=reason)
+                else:
+                    decision, oks = self._stop(rollout, plan, kind, actor, reason, frozenset())
+                    left = effects.left_events(actor, f"abort_{gate}", rollout, decision)
+                    await effects.apply(rollout, decision, plan, audit=[*oks, *left])
+            except InvalidTransition as error:
+                first = next((n for n, t in plan.tracks.items() if t.gate is kind), None)
+                await effects.refuse(actor, f"abort_{gate}", rollout, error.message, track=first)
+                raise
+
+        async with effects.lock(found.id):
+            # Another replica's save (its look) before the stop's is no reason to refuse it.
+            await effects.serialised(found.id, stop)
+            await self._follower.settle(found.id)
+            return await effects.get(found.id)
+
+    async def _stop_deploying(
+        self, rollout: Rollout, plan: RolloutPlan, gate: GateKind, *, actor: str, reason: str
+    ) -> None:
+        """The stop is saved first as one whose read of the run failed would be (nothing said
+        yet): a restart while GitHub is read leaves it made, and no look approves the stage
+        again. Then GitHub says whether it still holds that stage (the bot's approval failed:
+        the stop rejects it) or deploys it (a last stage that lands is not stopped after all),
+        and the thread is told so; GitHub unread, it is told what is not known yet."""
+        effects = self._effects
+        kept, oks = self._stop(rollout, plan, gate, actor, reason, None)
+        unsaid = tuple(e for e in kept.effects if not isinstance(e, Announce))
+        saved = await effects.apply(rollout, Decision(kept.rollout, unsaid), plan, audit=oks)
+        waiting = await self._waiting(saved)
+        said = kept
+        try:
+            if waiting is not None:
+                said, _ = self._stop(rollout, plan, gate, actor, reason, waiting)
+        except InvalidTransition:  # every track GitHub deploys the last stage of: none stops
+            try:
+                await effects.apply(saved, Decision(self._as_stopped(saved, rollout)), plan)
+            except ConcurrentChange:  # another replica acts on the stop saved: it stands
+                return
+            raise
+        announced = tuple(e for e in said.effects if isinstance(e, Announce))
+        stopped = self._as_stopped(saved, said.rollout)
+        left = effects.left_events(actor, f"abort_{gate.value}", rollout, said)
+        try:
+            await effects.apply(saved, Decision(stopped, announced), plan, audit=left)
+        except ConcurrentChange:  # another replica acts on the stop saved: it is told all the same
+            latest = await effects.get(rollout.id)
+            await effects.apply(latest, Decision(latest, announced), plan)
+
+    @staticmethod
+    def _as_stopped(saved: Rollout, stopped: Rollout) -> Rollout:
+        """`saved` (its version) with the tracks as `stopped` has them."""
+        for track in stopped.tracks:
+            saved = saved.with_track(track)
+        return saved
+
+    def _stop(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        gate: GateKind,
+        actor: str,
+        reason: str,
+        waiting: frozenset[str] | None,
+    ) -> tuple[Decision, list[NewAuditEvent]]:
+        """The stop of every track of `gate` still running (one that completed or already
+        stopped never keeps another from stopping), and its audit events (`ok`, one a track);
+        raises the refusal when none can stop. `waiting`: what GitHub holds (None: unread)."""
+        effects = self._effects
+        names = machine.tracks_to_stop(rollout, plan, gate=gate, waiting=waiting)
+        left = machine.tracks_left(rollout, plan, gate=gate, stopping=names)
+        told = TracksLeft(rollout.tag, gate is GateKind.DESKTOP, left, actor=actor)
+        current, done, oks = rollout, list[Effect](), list[NewAuditEvent]()
+        for name in names:
+            decision = machine.abort(
+                current,
+                plan,
+                track=name,
+                actor=actor,
+                reason=reason,
+                now=effects.clock(),
+                waiting=waiting,
+            )
+            if left and name == names[-1]:
+                # Said with the last stop: whoever pressed it learns what it did not stop.
+                decision = Decision(
+                    decision.rollout, (*decision.effects, Announce(told, failure=True))
+                )
+            detail = {"reason": reason}
+            action = f"abort_{gate.value}"
+            oks.append(effects.event(actor, action, "ok", current, detail, track=name))
+            done.extend(decision.effects)
+            current = decision.rollout
+        return Decision(current, tuple(done)), oks
+
+    def _deploying(self, rollout: Rollout, plan: RolloutPlan, gate: GateKind) -> bool:
+        """Whether a track of `gate` is deploying a stage: the bot's approval of it may have
+        failed, GitHub still holding it, and a stop rejects it then (`machine.held_on_github`)."""
+        return rollout.run_id is not None and any(
+            plan_track.gate is gate
+            and (stage := rollout.track(name).current) is not None
+            and stage.state is StageState.DEPLOYING
+            for name, plan_track in plan.tracks.items()
+        )
+
+    async def _waiting(self, rollout: Rollout) -> frozenset[str] | None:
+        """The environments the run waits at now; None when GitHub cannot say."""
+        assert rollout.run_id is not None  # `_deploying`
+        try:
+            return (await self._effects.read_run(rollout.run_id)).waiting
+        except GitHubError:
+            return None

@@ -1,0 +1,275 @@
+"""Samples of a rollout as stored (its rows, their states and reasons) and of the values the
+bot puts on Slack cards (action ids, button values, modal metadata), each written and read by
+the product's own code (`tests/stored_forms.py`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from cleared import ALL_CLEAR
+from event_samples import AT
+from stored_forms import Family, Sample, as_json, earlier
+from stored_kinds import RID, VERDICT, WALKTHROUGH
+
+from bot.adapters.slack import actions as slack
+from bot.adapters.slack.npm_views import NpmAction, decode_state, encode_state
+from bot.domain.controls import Hold
+from bot.domain.freeze import Freeze, Frozen
+from bot.domain.gate import GateKind, GateReason, Verdict
+from bot.domain.reasons import Reason
+from bot.domain.rollout import (
+    Check,
+    CheckState,
+    Phase,
+    Preflight,
+    Rollout,
+    Stage,
+    StageState,
+    StopKind,
+    StopReason,
+    Track,
+    TrackState,
+    check_from_json,
+    check_to_json,
+    reason_from_json,
+    reason_to_json,
+    schedule_from_json,
+    schedule_to_json,
+    verdict_from_json,
+    verdict_to_json,
+)
+from bot.domain.schedule import Held, Schedule
+from bot.domain.unfollowed_runs import RunFate
+from storage.rollout_records import RolloutRecord, StageRecord, TrackRecord
+from storage.rollout_store import _record, _rollout
+
+LATER = AT + timedelta(minutes=45)
+ROLLED_BACK = StopReason(
+    StopKind.FAILURE_JOB_FAILED,
+    "U1",
+    subject="rb",
+    outcome="failure",
+    detail="spike",
+    cause=StopReason(StopKind.GATE_FAILED, subject="canary"),
+)
+ROLLOUT = Rollout(
+    RID,
+    "v1.4.2",
+    "C1",
+    "U1",
+    Phase.RUNNING,
+    (
+        Track(
+            "relay",
+            TrackState.ROLLED_BACK,
+            (
+                Stage("canary", StageState.FAILED, AT, LATER, 1, VERDICT, AT, AT),
+                Stage("half"),
+            ),
+            ending=None,
+            ended_reason=ROLLED_BACK,
+            ended_at=LATER,
+        ),
+        Track(
+            "desktop", TrackState.ABORTING, (Stage("beta", StageState.HOLDING),), TrackState.HALTED
+        ),
+    ),
+    Preflight(
+        Check(CheckState.PASS),
+        Check(CheckState.SKIPPED, "old", "U2"),
+        Check(CheckState.FAIL, "no image"),
+    ),
+    AT,
+    run_id=7001,
+    run_url="https://github.com/o/r/actions/runs/7001",
+    message_ts="1717320600.000100",
+    dispatched_at=AT,
+    gave_up_at=AT,
+    schedule=Schedule(AT, "U1", "Europe/Berlin", Held(error=Reason("late", ("U1",), times=(AT,)))),
+    version=4,
+    told_outside=("staging",),
+    unread_since=AT,
+    told_unread=True,
+    attempt=2,
+)
+
+
+def _base(rollout: Rollout) -> RolloutRecord:
+    """The rows as created: what `_record` fills in from the rollout is left at its start."""
+    return RolloutRecord(
+        rollout.id,
+        rollout.tag,
+        rollout.channel_id,
+        rollout.started_by,
+        "preflight",
+        {},
+        rollout.created_at,
+        rollout.created_at,
+        0,
+        tracks=tuple(
+            TrackRecord(
+                track.name,
+                at,
+                "pending",
+                stages=tuple(
+                    StageRecord(track.name, stage.key, n, f"env-{stage.key}", "pending", AT)
+                    for n, stage in enumerate(track.stages)
+                ),
+            )
+            for at, track in enumerate(rollout.tracks)
+        ),
+    )
+
+
+def _rows(rollout: Rollout) -> dict[str, Any]:
+    return as_json(asdict(_record(rollout, _base(rollout)), dict_factory=_columns))
+
+
+def _columns(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in items}
+
+
+def _moments(cls: type[Any], data: dict[str, Any]) -> Any:
+    """A record from its JSON: its datetime columns parsed back."""
+    values = {}
+    for field in fields(cls):
+        value = data[field.name]
+        if field.name == "tracks":
+            value = tuple(_moments(TrackRecord, t) for t in value)
+        elif field.name == "stages":
+            value = tuple(_moments(StageRecord, s) for s in value)
+        elif isinstance(value, str) and ("_at" in field.name or field.name.endswith("_from")):
+            value = datetime.fromisoformat(value)
+        values[field.name] = value
+    return cls(**values)
+
+
+def _rollout_sample(name: str, rollout: Rollout) -> Sample:
+    return Sample(name, rollout, _rows, lambda data: _rollout(_moments(RolloutRecord, data)))
+
+
+NEW = replace(
+    ROLLOUT,
+    tracks=(Track("relay", TrackState.ACTIVE, (Stage("canary", StageState.DEPLOYING),)),),
+    preflight=ALL_CLEAR,
+    run_id=None,
+    run_url=None,
+    dispatched_at=None,
+    gave_up_at=None,
+    schedule=None,
+    told_outside=(),
+    unread_since=None,
+    told_unread=False,
+    attempt=None,
+    version=1,
+)
+PLAIN = replace(VERDICT, reason=None, sample=None, min_sample=0, current_error=None)
+
+
+def _enum(cls: type[StrEnum]) -> Sample:
+    return Sample(
+        f"enum:{cls.__name__}",
+        cls,
+        lambda c: [member.value for member in c],
+        lambda values: [cls(value) for value in values],
+        decoded=list(cls),
+    )
+
+
+ROLLOUT_STATE = Family(
+    "rollout",
+    "A rollout's rows (storage/rollout_store.py: states, context, stop reasons, verdicts) and "
+    "the enum values its columns hold.",
+    [
+        _rollout_sample("rollout", ROLLOUT),
+        # As stored before the context's later keys (told_outside, unread_since, ...) existed.
+        earlier(_rollout_sample("rollout:new", NEW), at=lambda data: data["context"]),
+        Sample("verdict", VERDICT, verdict_to_json, verdict_from_json),
+        earlier(Sample("verdict:plain", PLAIN, verdict_to_json, verdict_from_json)),
+        *(
+            _enum(cls)
+            for cls in (Phase, TrackState, StageState, CheckState, StopKind, Verdict, GateKind)
+        ),
+        _enum(GateReason),
+        _enum(RunFate),
+        Sample("stop_reason", ROLLED_BACK, reason_to_json, reason_from_json),
+        Sample(
+            "stop_reason:legacy",
+            "cancelled by <@U1>",
+            lambda text: text,
+            reason_from_json,
+            decoded=StopReason(StopKind.LEGACY, detail="cancelled by <@U1>"),
+        ),
+        Sample("check", Check(CheckState.SKIPPED, "old", "U2"), check_to_json, check_from_json),
+        Sample(
+            "schedule:frozen",
+            Schedule(AT, "U1", held=Held(lane=Frozen(Freeze("INC-1", LATER, actor="U2"), at=AT))),
+            lambda s: as_json(schedule_to_json(s)),
+            schedule_from_json,
+        ),
+    ],
+)
+
+
+# -- Slack ---------------------------------------------------------------------------------------
+
+
+def _payload(value: Any) -> Any:
+    return json.loads(value.encode())
+
+
+def _decoder(cls: Any) -> Any:
+    return lambda data: cls.decode(json.dumps(data, separators=(",", ":")))
+
+
+def _value(name: str, value: Any) -> Sample:
+    return Sample(name, value, _payload, _decoder(type(value)))
+
+
+SLACK = Family(
+    "slack",
+    "The action and callback ids the bot puts on cards and modals, and the values they carry "
+    "(bot/adapters/slack/actions.py, npm_views.py): a card posted before the upgrade is clicked "
+    "after it.",
+    [
+        _enum(slack.Action),
+        _enum(slack.Callback),
+        _enum(NpmAction),
+        _enum(Hold),
+        _value(
+            "button",
+            slack.ButtonValue(
+                rollout_id=RID, track="relay", stage="canary", version=3, hold=Hold.PASS, attempt=2
+            ),
+        ),
+        _value("button:rollout_only", slack.ButtonValue(rollout_id=RID)),
+        _value("run", slack.RunValue(run_id=7001)),
+        _value(
+            "figures",
+            slack.FiguresMetadata(rollout_id=RID, track="relay", stage="canary", channel_id="C1"),
+        ),
+        _value(
+            "extend",
+            slack.ExtendMetadata(
+                rollout_id=RID, track="relay", stage="canary", version=3, channel_id="C1"
+            ),
+        ),
+        _value(
+            "redeploy",
+            slack.RedeployMetadata(rollout_id=RID, track="relay", tag="v1.4.1", channel_id="C1"),
+        ),
+        _value("link_run", slack.LinkMetadata(rollout_id=RID, channel_id="C1")),
+        _value("override", slack.OverrideMetadata(rollout_id=RID, version=3, channel_id="C1")),
+        _value("override_adopt", slack.AdoptOverrideMetadata(run_id=7001, channel_id="C1")),
+        Sample(
+            "npm_walkthrough",
+            WALKTHROUGH,
+            lambda w: json.loads(encode_state(w)),
+            lambda data: decode_state(json.dumps(data)),
+        ),
+    ],
+)

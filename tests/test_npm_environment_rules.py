@@ -1,0 +1,133 @@
+"""The protection rules of the environment the npm Release job runs in, as step 3 of the
+NPM_TOKEN walkthrough tells them: a wait for a required reviewer or a timer, and a deployment
+branch and tag policy that refuses the branch Run Release dispatches on, or every tag while
+the workflow runs on tags (GitHub fails the job then). End to end against the GitHub simulator
+(`GET /repos/{owner}/{repo}/environments/{name}` and its deployment branch policies), and the
+matching of GitHub's name patterns on its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_npm_environment import check_secret, days_ago, publish_in_npm_environment
+from test_npm_token import assert_no_token_reached_slack
+
+from bot.adapters.github.workflow_jobs import publish_job
+from bot.domain.npm import SecretCheck, Tone
+from bot.domain.npm_environment import (
+    EnvironmentProtection,
+    RefPattern,
+    RuleFlag,
+    ref_matches,
+    rules_of,
+)
+from sandbox.github_environment_rules import EnvironmentRules
+from sandbox.harness import Sandbox
+
+
+@pytest.fixture
+async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path) as sandbox:
+        publish_in_npm_environment(sandbox)
+        sandbox.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(3)}
+        yield sandbox
+        assert_no_token_reached_slack(sandbox)
+
+
+async def test_a_required_reviewer_and_a_wait_timer_are_told(box: Sandbox) -> None:
+    """Before, step 3 said nothing of them: Run Release then sat waiting with no word why."""
+    box.github.engine.protected.add("npm")
+    box.github.environment_rules["npm"] = EnvironmentRules(wait_minutes=30)
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert (
+        "The environment `npm` holds every run of job `changesets` until its required reviewer "
+        "approves it (the run's page → *Review deployments*): Run Release (step 5) waits for "
+        "that too."
+    ) in shown
+    assert "Its wait timer holds job `changesets` 30 minutes before it runs." in shown
+
+
+async def test_a_branch_policy_without_the_release_branch_needs_attention(box: Sandbox) -> None:
+    """Only `release/*` branches may deploy to `npm`: Run Release on `main` would fail the job,
+    and so would a run from a tag (the workflow runs on `release` too)."""
+    box.github.environment_rules["npm"] = EnvironmentRules(patterns=[("release/*", "branch")])
+    shown, _ = await check_secret(box, ":warning: needs attention")
+    assert "The environment `npm` does not let `main` deploy" in shown
+    assert "fails job `changesets` before it publishes" in shown
+    assert "lets no tag deploy" in shown and "`release.yml` also runs on tags" in shown
+
+
+async def test_protected_branches_only_refuses_every_tag(box: Sandbox) -> None:
+    box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
+    shown, _ = await check_secret(box, ":warning: needs attention")
+    assert "lets no tag deploy (protected branches only, or branch patterns only)" in shown
+    assert "does not let `main` deploy" not in shown
+
+
+async def test_a_policy_that_lets_main_and_tags_deploy_is_no_concern(box: Sandbox) -> None:
+    box.github.environment_rules["npm"] = EnvironmentRules(
+        patterns=[("main", "branch"), ("v*", "tag")]
+    )
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "deploy" not in shown
+
+
+# -- the rules on their own ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "pattern", "matches"),
+    [
+        ("main", "main", True),
+        ("release/1.4", "release/*", True),
+        ("release/1.4/hotfix", "release/*", False),  # `*` stops at a `/` (FNM_PATHNAME)
+        ("release/1.4/hotfix", "release/*/*", True),
+        ("release/1.4/hotfix", "release/**/*", True),
+        ("v1.4.2", "v[0-9]*", True),
+        ("vx", "v[!0-9]*", True),
+        ("v1", "v?", True),
+        ("main", "mai", False),
+        ("a.b", "a?b", True),
+        ("axb", "a.b", False),  # a dot is a dot
+    ],
+)
+def test_githubs_name_patterns_are_matched_as_ruby_fnmatch(
+    name: str, pattern: str, matches: bool
+) -> None:
+    assert ref_matches(name, pattern) is matches
+
+
+def test_nothing_to_tell_is_left_out_and_what_is_told_is_bounded() -> None:
+    assert rules_of(EnvironmentProtection(), ref="main", on_tags=True) is None
+    held = EnvironmentProtection(reviewers=9, wait_minutes=10**6, protected_branches=True)
+    reviewers, wait, flags = rules_of(held, ref="main", on_tags=True) or (0, 0, 0)
+    assert (reviewers, wait, RuleFlag(flags)) == (6, 43_200, RuleFlag.TAGS_REFUSED)
+    # A workflow that never runs on tags is not held to a policy that refuses them.
+    branches_only = EnvironmentProtection(patterns=(RefPattern("main", "branch"),))
+    assert rules_of(branches_only, ref="main", on_tags=False) is None
+    # Unread rules are said, and change no verdict.
+    unread = SecretCheck(max_age_days=80, rules=(0, 0, int(RuleFlag.UNREAD)))
+    assert unread.tone is Tone.FAILED  # not found: as without the rules
+
+
+def workflow(on: str) -> str:
+    return f"name: Release\non: {on}\njobs:\n  changesets:\n    runs-on: x\n"
+
+
+@pytest.mark.parametrize(
+    ("on", "tags"),
+    [
+        ("push", True),  # a tag push runs it too
+        ("[push, workflow_dispatch]", True),
+        ("{push: {branches: [main]}}", False),
+        ("{push: {branches: [main], tags: ['v*']}}", True),
+        ("{push: {paths: ['packages/**']}}", True),  # paths are not evaluated for tags
+        ("{release: {types: [published]}}", True),
+        ("workflow_dispatch", False),
+        ("{create: null}", True),
+    ],
+)
+def test_whether_the_workflow_runs_on_tags_is_read(on: str, tags: bool) -> None:
+    assert publish_job(workflow(on), "changesets").on_tags is tags

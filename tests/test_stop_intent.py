@@ -1,0 +1,80 @@
+"""A Kill-switch or Roll back of a track whose stage is saved as deploying reads the run on
+GitHub (does GitHub still hold that stage?) only after the stop is saved: a restart during that
+read leaves the stop made, and no look approves the stage meanwhile. What GitHub answers then
+decides what the thread is told. Through the whole bot; GitHub holds the read of the run until
+the test lets it go (`GitHubSimulator.hold`)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from figures import running_sandbox
+from sandbox_views import dispatched, promote, reviews, stage_state
+from test_desktop_track import ga_held_by_github, ga_plan
+from test_github_faults import REVIEWS
+
+from bot.domain.rollout import StageState, TrackState
+from sandbox.config import REPOSITORY
+from sandbox.harness import Sandbox
+
+pytestmark = pytest.mark.story
+
+SLOW = {"GITHUB_TIMEOUT": "300"}
+"""The bot waits for GitHub's answer as long as GitHub holds it (no timeout, no retry)."""
+
+
+async def test_a_kill_is_saved_before_github_is_asked_whether_it_holds_the_ga_ring(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path), extra_env=SLOW
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        run = (await box.rollout()).run_id
+        answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/{run}")
+        try:
+            kill = asyncio.create_task(box.command("kill crash spike in beta"))
+            # While GitHub has not answered the kill's read, the kill is saved already.
+            stopping = await box.wait_until(
+                lambda r: r.track("desktop").state is TrackState.ABORTING, timeout=10
+            )
+            assert stopping.track("desktop").stage("ga").state is StageState.DEPLOYING
+            assert not answered.is_set()
+            answered.set()
+            box.github.clear_faults()
+            assert "Kill-switch tripped" in await kill
+        finally:
+            answered.set()
+        announced = await box.wait_for_thread("crash spike in beta")
+        assert "The release stays on the beta ring." in announced  # GA never deployed
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert ("desktop-ga", "rejected") in reviews(box, "desktop")
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
+
+
+async def test_a_kill_while_github_deploys_the_ga_ring_is_refused_and_leaves_it_as_it_was(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The stop is saved before the read; GitHub then says GA was approved and deploys (an
+    approved job cannot be stopped): the track is put back as it was, and the kill refused."""
+    async with running_sandbox(tmp_path, database_url) as box:
+        box.github.set_job_duration("Desktop/CLI ring deploy - GA", timedelta(minutes=10))
+        await dispatched(box)
+        await promote(box, "desktop", "internal")
+        await promote(box, "desktop", "beta")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+
+        answer = await box.command("kill too late")
+        assert "already deploying GA ring" in answer, answer
+        after = await box.rollout()
+        assert after.track("desktop").state is TrackState.ACTIVE
+        assert stage_state(after, "desktop", "ga") is StageState.DEPLOYING
+        assert ("desktop-ga", "rejected") not in reviews(box, "desktop")
+        assert "too late" not in "\n".join(box.thread())
+        await box.pass_time(timedelta(minutes=10))  # GA lands: the track completes
+        done = await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
+        assert stage_state(done, "desktop", "ga") is StageState.DEPLOYED
