@@ -13,7 +13,10 @@ repositories, its JWTs and its installation tokens, answered as GitHub documents
   and then answers 401 "Bad credentials" (so does a token `revoke`d). It acts as the App's bot
   account `<slug>[bot]` and may do what the installation's permissions allow: else 403
   "Resource not accessible by integration" (the permission each path needs is
-  `needed_permission`).
+  `needed_permission`). A token minted with `permissions` has those only (422 for one the
+  installation was not granted); with `repositories` (names) or `repository_ids`, it reaches
+  those repositories only (404 for another, as for one its installation cannot see; 422 at
+  the mint for one the installation does not include).
 - GitHub's packages API takes only a personal access token (classic): an installation token
   gets 404 "Not Found" there, as if the package did not exist, whatever its permissions.
 - The App has one installation per account (an organisation or a user), as on GitHub: the
@@ -137,6 +140,10 @@ class InstallationToken:
     installation_id: int
     expires_at: float
     permissions: dict[str, str]
+    repositories: frozenset[int] | None = None
+    """The ids of the repositories the token was narrowed to (`repositories`, by name, or
+    `repository_ids`: GitHub keeps the ids, so a rename keeps the token's reach); None: every
+    repository of its installation."""
 
 
 @dataclass
@@ -302,9 +309,12 @@ class SandboxApp:
         self.jwts_seen += 1
         return None
 
-    def check_token(self, token: str, method: str, path: str) -> tuple[int, str] | None:
+    def check_token(
+        self, token: str, method: str, path: str, repository_id: int | None = None
+    ) -> tuple[int, str] | None:
         """(status, GitHub's message) refusing an installation token here; None: allowed.
-        Unknown tokens are not the App's (the caller answers them)."""
+        Unknown tokens are not the App's (the caller answers them). `repository_id`: the id of
+        the repository the path names (None: none the simulator serves)."""
         issued = self.minted(token)
         if issued is None or issued.expires_at <= self.now() or token in self.revoked:
             return 401, "Bad credentials"
@@ -314,7 +324,10 @@ class SandboxApp:
         if path in _NO_INSTALLATION_TOKEN:
             return 403, NOT_ACCESSIBLE
         repository = "/".join(path.split("/")[2:4])
-        if path_matches(path, "/repos/*/*/**") and not installation.covers(repository):
+        if path_matches(path, "/repos/*/*/**") and not (
+            installation.covers(repository)
+            and (issued.repositories is None or repository_id in issued.repositories)
+        ):
             return 404, "Not Found"
         if any(path_matches(path, pattern) for pattern in _CLASSIC_TOKEN_ONLY):
             return 404, "Not Found"
@@ -341,10 +354,13 @@ class SandboxApp:
         self.revoked.add(token)
 
     def mint(
-        self, installation: SandboxInstallation, requested: dict[str, str]
+        self,
+        installation: SandboxInstallation,
+        requested: dict[str, str],
+        repositories: frozenset[int] | None = None,
     ) -> InstallationToken:
         """A new token of `installation` with `requested` permissions (all of its own when
-        empty)."""
+        empty), for `repositories` (their ids; None: all of its own)."""
         permissions = dict(requested or installation.permissions)
         # GitHub's tokens are letters, digits and `_` after the prefix.
         body = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(36))
@@ -353,13 +369,19 @@ class SandboxApp:
             installation_id=installation.id,
             expires_at=float(int(self.now() + self.token_lifetime.total_seconds())),
             permissions=permissions,
+            repositories=repositories,
         )
         self.issued.append(issued)
         return issued
 
 
 def authenticate_app(
-    sandbox_app: SandboxApp, request: web.Request, path: str, scheme: str, credential: str
+    sandbox_app: SandboxApp,
+    request: web.Request,
+    path: str,
+    scheme: str,
+    credential: str,
+    repository_id: int | None = None,
 ) -> web.Response | None:
     """The pipeline's check of an App credential; sets the request's actor when it passes."""
     if is_app_path(path):
@@ -370,7 +392,7 @@ def authenticate_app(
             return json_response(shapes.error(refused, 401), 401)
         request[ACTOR] = sandbox_app.slug
         return None
-    refusal = sandbox_app.check_token(credential, request.method, path)
+    refusal = sandbox_app.check_token(credential, request.method, path, repository_id)
     if refusal is not None:
         status, message = refusal
         return json_response(shapes.error(message, status), status)

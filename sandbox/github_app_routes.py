@@ -34,6 +34,9 @@ class AppRoutes(AppScopedRoutes):
     def register(self, app: web.Application, prefix: str) -> None:
         app.router.add_get(f"{prefix}/app", self.get_app)
         app.router.add_get(f"{prefix}/repos/{{owner}}/{{repo}}/installation", self.get_installation)
+        app.router.add_get(
+            f"{prefix}/app/installations/{{installation_id:\\d+}}", self.get_installation_numbered
+        )
         app.router.add_post(
             f"{prefix}/app/installations/{{installation_id:\\d+}}/access_tokens", self.create_token
         )
@@ -104,6 +107,14 @@ class AppRoutes(AppScopedRoutes):
             raise not_found()
         return json_response(self._installation(installation))
 
+    async def get_installation_numbered(self, request: web.Request) -> web.Response:
+        """`GET /app/installations/{id}`: the App's installation by its id (404: none, or
+        removed)."""
+        installation = self.app.installation_numbered(int(request.match_info["installation_id"]))
+        if installation is None:
+            raise not_found()
+        return json_response(self._installation(installation))
+
     def _installation(self, installation: SandboxInstallation) -> Json:
         sandbox_app, urls = self.app, self.sim.urls
         number, account = installation.id, installation.account
@@ -140,16 +151,45 @@ class AppRoutes(AppScopedRoutes):
             not grants(installation.permissions, name, level) for name, level in requested.items()
         ):
             raise invalid("The permissions requested are not granted to this installation.")
-        issued = sandbox_app.mint(installation, requested)
-        return json_response(
-            {
-                "token": issued.token,
-                "expires_at": _iso(issued.expires_at),
-                "permissions": issued.permissions,
-                "repository_selection": _selection(installation),
-            },
-            201,
-        )
+        chosen = self._requested_repositories(request, installation)
+        issued = sandbox_app.mint(installation, requested, chosen)
+        answer: Json = {
+            "token": issued.token,
+            "expires_at": _iso(issued.expires_at),
+            "permissions": issued.permissions,
+            "repository_selection": "selected" if chosen is not None else _selection(installation),
+        }
+        if chosen is not None:
+            answer["repositories"] = [
+                shapes.repository(served.urls, default_branch=served.default_branch)
+                for served in self.sim.repositories.values()
+                if served.id in chosen
+            ]
+        return json_response(answer, 201)
+
+    def _requested_repositories(
+        self, request: web.Request, installation: SandboxInstallation
+    ) -> frozenset[int] | None:
+        """The ids of the repositories a mint's `repositories` (names, of the installation's
+        account) and `repository_ids` narrow its token to; None when neither is given. 422
+        when one is not a repository the installation includes, as GitHub."""
+        raw = request[BODY]
+        body: Json = raw if isinstance(raw, dict) else {}
+        names, ids = body.get("repositories"), body.get("repository_ids")
+        if names is None and ids is None:
+            return None
+        by_id = {repository.id: repository for repository in self.sim.repositories.values()}
+        chosen = [self.sim.repository_named(f"{installation.account}/{n}") for n in names or []]
+        chosen += [by_id.get(number) if isinstance(number, int) else None for number in ids or []]
+        if not chosen or any(
+            repository is None or not installation.covers(repository.repository)
+            for repository in chosen
+        ):
+            raise invalid(
+                "There is at least one repository that does not exist or is not accessible to "
+                "the parent installation."
+            )
+        return frozenset(repository.id for repository in chosen if repository is not None)
 
 
 def _selection(installation: SandboxInstallation) -> str:

@@ -41,6 +41,9 @@ class History:
     """Each tag's commit."""
     annotated: dict[str, str] = field(default_factory=dict)
     """The tag object of each annotated tag (its ref names the object, the object the commit)."""
+    inner: dict[str, str] = field(default_factory=dict)
+    """A tag of a tag: the tag object a tag object names (`git tag -a` of a tag), in place of
+    the commit, which the chain's last tag object names."""
     releases: list[tuple[str, datetime]] = field(default_factory=list)
     every_tag: bool = True
     """Until a commit is tagged, every tag exists (at the commit a run on it reports): the
@@ -109,6 +112,16 @@ class History:
         if self.head is None:
             raise ValueError("no commit to tag yet")
         self.tags[name] = self.head
+
+    def chain(self, name: str) -> list[str]:
+        """The tag objects an annotated tag's ref leads through to its commit, outermost
+        first (empty for a lightweight tag)."""
+        found = self.annotated.get(name)
+        chain: list[str] = []
+        while found is not None:
+            chain.append(found)
+            found = self.inner.get(found)
+        return chain
 
     def publish(self, tag: str, at: datetime) -> None:
         """A published GitHub Release of `tag` (it must be tagged)."""
@@ -255,11 +268,17 @@ class HistoryRoutes(SimulatorRoutes):
         repository = self._repository(request)
         sha = request.match_info["sha"]
         history = repository.history
-        named = [name for name, tag_object in history.annotated.items() if tag_object == sha]
+        named = [name for name in history.annotated if sha in history.chain(name)]
         if not named:
             raise not_found()
         urls = repository.urls
+        inner = history.inner.get(sha)
         commit = history.tags[named[0]]
+        pointed = (
+            {"sha": inner, "type": "tag", "url": f"{urls.repo_api}/git/tags/{inner}"}
+            if inner is not None
+            else {"sha": commit, "type": "commit", "url": f"{urls.repo_api}/git/commits/{commit}"}
+        )
         return json_response(
             {
                 "node_id": f"TAG_{shapes.stable_id(f'tag:{sha}')}",
@@ -272,11 +291,7 @@ class HistoryRoutes(SimulatorRoutes):
                     "email": "octocat@github.com",
                     "date": "2026-12-01T12:00:00Z",
                 },
-                "object": {
-                    "sha": commit,
-                    "type": "commit",
-                    "url": f"{urls.repo_api}/git/commits/{commit}",
-                },
+                "object": pointed,
                 "verification": {
                     "verified": False,
                     "reason": "unsigned",

@@ -5,6 +5,7 @@ turn on them. The simulator is its first repository and serves more (`add_reposi
 
 from __future__ import annotations
 
+import itertools
 from collections import ChainMap
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
@@ -42,6 +43,18 @@ DEFAULT_MIGRATION = (
     "CREATE INDEX documents_created_at ON documents (created_at);\n"
 )
 WORKFLOW_ID_STEP = 100
+
+# GitHub's "Events that trigger workflows" (its GITHUB_SHA and GITHUB_REF of each event), kept
+# here apart from the bot's own rule (`bot.domain.run_link.OF_ITS_REF`), which it checks.
+DEFAULT_BRANCH_EVENTS = frozenset({"schedule", "repository_dispatch"})
+"""Events whose run is of the default branch's last commit (GITHUB_REF: the default branch),
+reported so (`head_branch`: GitHub's `repository_dispatch` example): on no other ref. A
+`workflow_run` run also runs the default branch, but may report its triggering run's branch:
+the simulator lets a test give one."""
+RUNS_ITS_REF = frozenset(
+    {"push", "create", "release", "workflow_dispatch", "deployment", "deployment_status"}
+)
+"""Events whose run is of the commit its ref is at: on a tag, the tag's commit."""
 """How far apart the default workflows' ids of two repositories are (GitHub's are global)."""
 
 
@@ -245,14 +258,22 @@ class SimRepository:
         """
         self.engine.fail_job(run, job, lines=tuple(log.splitlines()), step=step)
 
-    def push_tag(self, name: str, *, at: str | None = None, annotated: bool = False) -> None:
+    def push_tag(
+        self, name: str, *, at: str | None = None, annotated: bool = False, levels: int = 1
+    ) -> None:
         """A tag pushed at commit `at`; by default at the commit a run on `name` reports (the
         simulator's runs are at `commit_sha(ref)`). `git/ref/tags/<name>` answers it; an
-        annotated tag's ref names its tag object, which `git/tags/<sha>` answers."""
+        annotated tag's ref names its tag object, which `git/tags/<sha>` answers: a tag of a
+        tag of ... (`levels` tag objects) names the next, the last the commit."""
         self.refs.add(name)
         self.history.tags[name] = at or commit_sha(name)
         if annotated:
-            self.history.annotated[name] = commit_sha(f"tag object {name}")
+            objects = [commit_sha(f"tag object {name} {level}") for level in range(levels)]
+            objects[0] = commit_sha(f"tag object {name}")
+            self.history.annotated[name] = objects[0]
+            self.history.inner.update(itertools.pairwise(objects))
+        else:  # pushed again as a lightweight tag (`git tag -f`): no tag object any more
+            self.history.annotated.pop(name, None)
 
     def create_foreign_run(
         self,
@@ -264,18 +285,27 @@ class SimRepository:
         event: str = "workflow_dispatch",
         inputs: Mapping[str, str] | None = None,
     ) -> int:
-        """Start a run that the bot did not dispatch (another person, branch or time)."""
+        """Start a run that the bot did not dispatch (another person, branch or time). As on
+        GitHub ("Events that trigger workflows"), a `schedule` or `repository_dispatch` run is
+        on the default branch only; a run of its ref's commit on a pushed tag (`push`,
+        `workflow_dispatch`, `release`...) reports the tag's commit as its `head_sha`; a pull
+        request's run reports its head branch's (`commit_sha(branch)`), not the tag's."""
         spec = self.workflow(str(workflow)) if workflow is not None else self.engine.workflows[0]
         if spec is None:
             raise KeyError(workflow)
+        ref = branch or self.default_branch
+        if event in DEFAULT_BRANCH_EVENTS and ref != self.default_branch:
+            raise ValueError(f"GitHub runs `{event}` on the default branch only, not on {ref}")
         run = self.engine.start_run(
             spec,
             event=event,
-            branch=branch or self.default_branch,
+            branch=ref,
             actor=actor,
             inputs=spec.default_inputs() if inputs is None else inputs,
             created_at=created_at,
         )
+        if event in RUNS_ITS_REF and ref in self.history.tags:
+            run.head_sha = self.history.tags[ref]
         self.engine.process()
         self.server.schedule_flush()
         return run.id

@@ -91,6 +91,8 @@ class RequestPipeline:
     holding: int
     """How many requests `hold` keeps waiting now."""
     renamed: Mapping[str, Any]
+    repositories: Mapping[str, Any]
+    """The repositories served, by name (lower-cased), to their handles."""
     """Former names of renamed repositories (lower-cased) to their handles (`repository`)."""
     schedule_flush: Callable[[], None]
     run_actions: Callable[[], bool]
@@ -351,7 +353,11 @@ class RequestPipeline:
             return json_response(shapes.error("Requires authentication", 401), 401)
         path = request.path.removeprefix(self._api_path)
         if self.app is not None and (is_app_path(path) or self.app.owns(credential)):
-            return authenticate_app(self.app, request, path, scheme, credential)
+            named = "/".join(path.split("/")[2:4]).lower()
+            found = self.repositories.get(named) or self.renamed.get(named)
+            return authenticate_app(
+                self.app, request, path, scheme, credential, found.id if found else None
+            )
         if scheme.lower() not in ("token", "bearer") or credential not in self.tokens:
             return json_response(shapes.error("Bad credentials", 401), 401)
         request[ACTOR] = self.tokens[credential]

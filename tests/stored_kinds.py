@@ -25,6 +25,8 @@ from bot.domain.freeze import (
     Freeze,
     freeze_end_timer_key,
     freeze_end_timer_payload,
+    hold_told_key,
+    hold_watch_timer,
     override_kind,
     roll_back_kind,
 )
@@ -39,11 +41,11 @@ from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_
 from bot.services import outbox_messages as messages
 from bot.services.channel_refusals import notice_of, refusal_notice
 from bot.services.effects import WINDOW_TIMER, dispatch_timer
-from bot.services.gating import _window
 from bot.services.npm_release import CLAIM_ACTION, MessageRef, ReleaseLook, release_claim_key
 from bot.services.records import NewMessage, NewTimer, Timer
 from bot.services.scheduled_starts import _scheduled_at
 from bot.services.unconfirmed_rules import Unconfirmed, _timer
+from bot.services.window_ends import _window
 from storage.outbox import REFUSAL_TOLD, TOLD, refusal_told_key
 
 RID = "r-0123456789ab"
@@ -214,6 +216,20 @@ TIMERS = Family(
                 "kind": "freeze_end",
                 "payload": as_json(freeze_end_timer_payload(freeze)),
             },
+            lambda data: datetime.fromisoformat(data["payload"]["free_at"]),
+            decoded=FREEZE.free_at,
+        ),
+        Sample(
+            "freeze_end:hold",
+            FREEZE,
+            lambda freeze: dict(
+                zip(
+                    ("key", "payload"),
+                    hold_watch_timer(freeze_end_timer_key(RID, freeze), "relay:half", DUE),
+                    strict=True,
+                ),
+                kind="freeze_end",
+            ),
             lambda data: datetime.fromisoformat(data["payload"]["free_at"]),
             decoded=FREEZE.free_at,
         ),
@@ -390,6 +406,14 @@ CLAIMS = Family(
             "told_once:freeze_end",
             (RID, FREEZE),
             lambda v: {"key": freeze_end_timer_key(*v), "action": TOLD},
+        ),
+        Sample(
+            "told_once:freeze_end:hold",
+            (RID, FREEZE),
+            lambda v: {
+                "key": hold_told_key(freeze_end_timer_key(*v), "relay:half"),
+                "action": TOLD,
+            },
         ),
         Sample(
             "told_once:channel_refused",

@@ -180,6 +180,13 @@ def _enum(cls: type[StrEnum]) -> Sample:
     )
 
 
+FROZEN = Schedule(AT, "U1", held=Held(lane=Frozen(Freeze("INC-1", LATER, actor="U2"), at=AT)))
+
+
+def _schedule_sample(name: str, schedule: Schedule) -> Sample:
+    return Sample(name, schedule, lambda s: as_json(schedule_to_json(s)), schedule_from_json)
+
+
 ROLLOUT_STATE = Family(
     "rollout",
     "A rollout's rows (storage/rollout_store.py: states, context, stop reasons, verdicts) and "
@@ -205,12 +212,9 @@ ROLLOUT_STATE = Family(
             decoded=StopReason(StopKind.LEGACY, detail="cancelled by <@U1>"),
         ),
         Sample("check", Check(CheckState.SKIPPED, "old", "U2"), check_to_json, check_from_json),
-        Sample(
-            "schedule:frozen",
-            Schedule(AT, "U1", held=Held(lane=Frozen(Freeze("INC-1", LATER, actor="U2"), at=AT))),
-            lambda s: as_json(schedule_to_json(s)),
-            schedule_from_json,
-        ),
+        _schedule_sample("schedule:frozen", replace(FROZEN, tag_commit="c0ffee0")),
+        # As stored before a schedule kept its tag's commit.
+        earlier(_schedule_sample("schedule:frozen", FROZEN)),
     ],
 )
 

@@ -323,11 +323,25 @@ def workflow(job: str, top: str = "") -> str:
             ),
             PublishJob(),
         ),
-        (workflow("    permissions: write-all\n"), PublishJob(oidc=True, oidc_only=True)),
         (
-            workflow("    runs-on: x\n", "permissions:\n  id-token: write\n"),
+            workflow("    runs-on: ubuntu-latest\n    permissions: write-all\n"),
             PublishJob(oidc=True, oidc_only=True),
         ),
+        (
+            workflow("    runs-on: [macos-14]\n", "permissions:\n  id-token: write\n"),
+            PublishJob(oidc=True, oidc_only=True),
+        ),
+        # npm trusted publishing takes no self-hosted runner: a job on one (or on a custom
+        # label, a runner group) needs the token as before. Before, it was "not needed".
+        (
+            workflow("    runs-on: [self-hosted, linux]\n    permissions: write-all\n"),
+            PublishJob(oidc=True),
+        ),
+        (
+            workflow("    runs-on: {group: release-runners}\n    permissions: write-all\n"),
+            PublishJob(oidc=True),
+        ),
+        (workflow("    runs-on: build-pool\n    permissions: write-all\n"), PublishJob(oidc=True)),
         # A job that hands npm NPM_TOKEN too (in a step's env, the job's or the workflow's).
         (
             workflow(
@@ -347,6 +361,33 @@ def workflow(job: str, top: str = "") -> str:
         (
             workflow("    permissions: write-all\n    env:\n      ALL: ${{ toJSON(secrets) }}\n"),
             PublishJob(oidc=True),
+        ),
+        # ... or every secret's value by the object filter, or the context as a whole: before,
+        # only `secrets[` and `toJSON(secrets)` counted, and these were "not needed".
+        (
+            workflow("    permissions: write-all\n    env:\n      ALL: ${{ toJSON(secrets.*) }}\n"),
+            PublishJob(oidc=True),
+        ),
+        (
+            workflow(
+                "    permissions: write-all\n    steps:\n      - run: ./publish\n"
+                "        env:\n          ALL: ${{ join(secrets.*, ' ') }}\n"
+            ),
+            PublishJob(oidc=True),
+        ),
+        (
+            workflow(
+                "    permissions: write-all\n    env:\n      ALL: ${{ format('{0}', secrets) }}\n"
+            ),
+            PublishJob(oidc=True),
+        ),
+        # Another secret by its name, and `secrets` outside an expression, hand npm nothing.
+        (
+            workflow(
+                "    runs-on: ubuntu-24.04\n    permissions: write-all\n    name: check secrets\n"
+                "    env:\n      GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}\n"
+            ),
+            PublishJob(oidc=True, oidc_only=True),
         ),
     ],
 )

@@ -74,6 +74,19 @@ async def test_a_policy_that_lets_main_and_tags_deploy_is_no_concern(box: Sandbo
     assert "deploy" not in shown
 
 
+async def test_a_pattern_no_regular_expression_takes_is_matched_as_github_does(
+    box: Sandbox,
+) -> None:
+    """GitHub keeps a pattern with a range backwards (Ruby: it holds nothing). Before, the
+    bot compiled patterns into regular expressions: this one raised, and Check secret
+    failed with an unexpected error, the walkthrough unchanged."""
+    box.github.environment_rules["npm"] = EnvironmentRules(
+        patterns=[("release/[z-a]*", "branch"), ("main", "branch"), ("v*", "tag")]
+    )
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "deploy" not in shown
+
+
 # -- the rules on their own ---------------------------------------------------------------------
 
 
@@ -91,6 +104,17 @@ async def test_a_policy_that_lets_main_and_tags_deploy_is_no_concern(box: Sandbo
         ("main", "mai", False),
         ("a.b", "a?b", True),
         ("axb", "a.b", False),  # a dot is a dot
+        # GitHub keeps any pattern: Ruby matches these (or not) where a regular expression
+        # would not compile, and so does the bot.
+        ("vb", "v[z-a]", False),  # a range backwards holds nothing
+        ("ax", "[!]x", True),  # an empty negated class: any one character
+        ("a", "[]a]", False),  # an empty class: nothing
+        ("a[b", "a[b", False),  # a class never closed: no match
+        # `**/` spans segments only at a segment's start; elsewhere `**` is a `*`.
+        ("a/x/b", "a**/b", False),
+        ("ax/b", "a**/b", True),
+        ("main", "**/main", True),
+        ("c-t", "c[a\\-]t", True),  # an escaped `-` in a class is a `-`
     ],
 )
 def test_githubs_name_patterns_are_matched_as_ruby_fnmatch(

@@ -17,8 +17,9 @@ from sandbox_views import github_until
 from sqlalchemy import text
 
 from bot.adapters.slack import messages
+from bot.adapters.slack.actions import InvalidPayload
 from bot.adapters.slack.limits import BUTTON_VALUE
-from bot.adapters.slack.npm_views import NpmAction, encode_state
+from bot.adapters.slack.npm_views import NpmAction, decode_state, encode_state
 from bot.domain.errors import NotAReleaseChannel, PlanError
 from bot.domain.npm import (
     MAX_ENVIRONMENT,
@@ -743,20 +744,27 @@ LARGEST_SECRET_CHECKS = [
 
 @pytest.mark.parametrize("secret", LARGEST_SECRET_CHECKS)
 def test_the_largest_walkthrough_fits_in_a_button_value(secret: SecretCheck) -> None:
+    """Every bound at once: a service name of 63 characters, Slack's longest user id, a
+    branch of quotes, and GitHub's error texts at their longest in step 3 and in both run
+    checks (step 4's, and step 5's: each may have had its job's log unavailable). Before,
+    this took up to 2,623 characters (the test left out step 5's log text and the service
+    name), and slack_sdk refused to build the message (a button's `value` beyond 2000): every
+    click then failed. The longest texts are kept shorter in the buttons (the message shows
+    them in full until a click redraws it)."""
     now = datetime(2026, 1, 5, tzinfo=UTC)
     run = RunSummary(
-        id=10**12,
-        number=10**6,
+        id=2**63 - 1,
+        number=2**31,
         event="workflow_dispatch",
-        branch="b" * 100,
+        branch='"' * 100,  # each takes two in JSON
         created_at=now,
         status="completed",
-        conclusion="failure",
+        conclusion="startup_failure",
     )
     check = RunCheck(
         run=run,
         job_found=True,
-        job_id=10**12,
+        job_id=2**63 - 1,
         validate_step=StepVerdict.WARNED,
         publish_step=StepVerdict.FAILED,
         npm_error=NpmError.TWO_FACTOR,
@@ -764,17 +772,40 @@ def test_the_largest_walkthrough_fits_in_a_button_value(secret: SecretCheck) -> 
         log_unavailable=clip_error('"\n' * MAX_ERROR),  # each takes two in JSON
     )
     walkthrough = Walkthrough(
+        service="s" * 63,
         secret=secret,
         last_run=check,
         release=ReleaseFollow(
-            requested_by="U" * 11,
+            requested_by="U" * 32,
             phase=ReleasePhase.DONE,
-            run_id=10**12,
+            run_id=2**63 - 1,
             status="completed",
-            check=check.model_copy(update={"log_unavailable": None}),
+            check=check,
         ),
     )
-    assert len(encode_state(walkthrough)) <= BUTTON_VALUE
+    value = encode_state(walkthrough)
+    assert len(value) <= BUTTON_VALUE
+    carried = decode_state(value)
+    assert carried.secret is not None and carried.last_run is not None
+    assert carried.secret.tone is secret.tone and carried.last_run.tone is check.tone
+    assert (carried.secret.rules, carried.secret.oidc_only) == (secret.rules, secret.oidc_only)
+    # Within the limit, the value is the walkthrough itself.
+    short = Walkthrough(secret=secret, last_run=check)
+    assert decode_state(encode_state(short)) == short
+
+
+def test_a_walkthrough_of_a_newer_version_is_told_as_such() -> None:
+    """As this version's `oidc_only` and `rules` reach a replica of the version before: the
+    next upgrade's new fields are told as a newer version's, not as "not made by the bot"."""
+    value = encode_state(Walkthrough(secret=SecretCheck(max_age_days=80, oidc=True)))
+    newer = value.replace('"oidc":true', '"oidc":true,"provenance":true')
+    with pytest.raises(InvalidPayload) as caught:
+        decode_state(newer)
+    assert "made by a newer version of the bot (an upgrade is under way)" in caught.value.message
+    assert "`/rollout npm-token`" in caught.value.message
+    with pytest.raises(InvalidPayload) as caught:
+        decode_state(value.replace('"max_age_days":80', '"max_age_days":"x"'))
+    assert "does not carry a walkthrough the bot made" in caught.value.message
 
 
 def test_the_plan_has_scriptums_npm_release_by_default() -> None:

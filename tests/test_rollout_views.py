@@ -546,6 +546,19 @@ def test_garbage_button_values_raise_the_clean_error(raw: str) -> None:
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
 
+def test_a_value_of_a_newer_version_is_told_as_such() -> None:
+    """A rolling upgrade: a replica of this version answers a click on a card a newer one drew,
+    whose value has a field this version does not know. Before, it was told as "not a value
+    the bot made"; anything else wrong still is."""
+    with pytest.raises(InvalidPayload) as caught:
+        ButtonValue.decode('{"rollout_id": "r1", "stage": "canary", "since_version": 3}')
+    assert "made by a newer version of the bot (an upgrade is under way)" in caught.value.message
+    assert "nothing was done" in caught.value.message
+    with pytest.raises(InvalidPayload) as caught:
+        ButtonValue.decode('{"rollout_id": "", "since_version": 3}')
+    assert "does not carry a value the bot made" in caught.value.message
+
+
 # -- the manual-figures modal ----------------------------------------------------------------
 
 

@@ -200,3 +200,40 @@ def test_each_rule_refuses_in_one_line(
         assert refused is None
     else:
         assert refused is not None and rule in refused and "\n" not in refused
+
+
+@pytest.mark.parametrize(
+    ("event", "is_the_tags"),
+    [
+        # GitHub's "Events that trigger workflows": GITHUB_SHA is the ref's (the tag's) commit.
+        ("push", True),
+        ("create", True),
+        ("release", True),
+        ("workflow_dispatch", True),
+        ("deployment", True),
+        ("deployment_status", True),
+        ("registry_package", True),
+        # The merge commit, the base branch's, the default branch's: not what head_sha says.
+        ("pull_request", False),
+        ("pull_request_review", False),
+        ("pull_request_target", False),
+        ("workflow_run", False),
+        ("merge_group", False),
+        # The default branch's last commit: a run of theirs is never on a tag.
+        ("schedule", False),
+        ("repository_dispatch", False),
+        # Not a run's event: a reusable workflow runs under its caller's.
+        ("workflow_call", False),
+        ("dynamic", False),
+        ("", False),
+    ],
+)
+def test_only_a_run_of_its_refs_own_commit_can_be_a_tags_release(
+    event: str, is_the_tags: bool
+) -> None:
+    """A run named as the tag at the tag's commit is its release only when its event runs the
+    ref's own commit: a pull request's reports its head's sha but runs a merge with its base."""
+    at_tag = run(head_branch="v1.4.2", head_sha="a" * 40, event=event)
+    assert at_tag.runs_commit("a" * 40) is is_the_tags
+    assert at_tag.runs_commit("b" * 40) is False
+    assert at_tag.runs_commit(None) is False

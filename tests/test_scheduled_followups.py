@@ -295,3 +295,40 @@ async def test_the_hold_for_a_release_run_by_hand_says_how_that_run_ended(
     said = await starts.told_in_thread(sandbox, "did not go")
     assert f"run {by_hand} (completed: failure, " in said, said
     assert sandbox.github.dispatches == []
+
+
+async def test_a_tag_moved_since_the_start_was_scheduled_holds_the_dispatch(
+    sandbox: Sandbox,
+) -> None:
+    """`v1.4.2` was released by hand on GitHub after the start was scheduled, then the tag was
+    force-pushed to another commit: the hand's run was not at the tag's new commit, so it held
+    nothing, and the scheduled dispatch went, releasing a commit nobody had scheduled next to
+    the release already out. The tag's commit is kept with the schedule and read again at the
+    time: moved, the dispatch is held, the thread naming both commits."""
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.push_tag("v1.4.2")
+    at = await starts.scheduled(sandbox)
+    schedule = (await sandbox.rollout()).schedule
+    assert schedule is not None and schedule.tag_commit == commit_sha("v1.4.2")
+    repository.create_foreign_run(actor="octocat", branch="v1.4.2", event="push")
+    moved = commit_sha("v1.4.2 moved")
+    repository.push_tag("v1.4.2", at=moved)
+    await starts.reach(sandbox, at)
+    said = await starts.told_in_thread(sandbox, "did not go")
+    assert "`v1.4.2` was moved" in said, said
+    assert commit_sha("v1.4.2")[:12] in said and moved[:12] in said, said
+    assert sandbox.github.dispatches == []
+    assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
+
+
+async def test_a_tag_still_where_it_was_scheduled_lets_the_dispatch_go(sandbox: Sandbox) -> None:
+    """The tag read again at the time, where it was when the start was scheduled: the
+    dispatch goes."""
+    repository = sandbox.github.repository_named("scriptum/scriptum")
+    assert repository is not None
+    repository.push_tag("v1.4.2", annotated=True)
+    at = await starts.scheduled(sandbox)
+    await starts.reach(sandbox, at)
+    await sandbox.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(sandbox.github.dispatches) == 1

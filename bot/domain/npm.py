@@ -43,12 +43,12 @@ MAX_ERROR = 300
 ErrorText = Annotated[str, StringConstraints(max_length=MAX_ERROR)]
 
 
-def clip_error(text: str) -> str:
-    """`text` within MAX_ERROR characters as JSON writes it into a button value (a quote, a
+def clip_error(text: str, *, most: int = MAX_ERROR) -> str:
+    """`text` within `most` characters as JSON writes it into a button value (a quote, a
     backslash or a newline takes two there), cut with "..." when longer."""
-    if json_length(text) <= MAX_ERROR:
+    if json_length(text) <= most:
         return text
-    room, kept = MAX_ERROR - 3, []
+    room, kept = most - 3, []
     for character in text:
         room -= json_length(character)
         if room < 0:

@@ -15,10 +15,11 @@ Pure: GitHub's answer comes in as an `EnvironmentProtection`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import IntFlag
 from typing import Literal
+
+from bot.domain.ruby_fnmatch import fnmatch_pathname
 
 MAX_REVIEWERS = 6
 """GitHub's limit on an environment's required reviewers."""
@@ -110,35 +111,6 @@ def _any_tag(protection: EnvironmentProtection) -> bool:
 
 
 def ref_matches(name: str, pattern: str) -> bool:
-    """Ruby's `File.fnmatch(pattern, name, File::FNM_PATHNAME)`, as GitHub matches deployment
-    branch and tag policies: `*` and `?` do not cross a `/`, `**/` spans directories, `[...]`
-    is a class (`[!...]` or `[^...]` negated), `\\` escapes."""
-    return _compiled(pattern).fullmatch(name) is not None
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    out, i = [], 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]*/)*")
-            i += 3
-            continue
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif char == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end]
-            negated = body[:1] in ("!", "^")
-            body = body[1:] if negated else body
-            members = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
-            out.append(f"(?!/)[{'^' if negated else ''}{members}]")
-            i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out))
+    """Whether the branch or tag `name` matches the policy's name pattern, as GitHub matches
+    it (Ruby's `File.fnmatch` with `FNM_PATHNAME`: `bot.domain.ruby_fnmatch`)."""
+    return fnmatch_pathname(pattern, name)

@@ -34,9 +34,14 @@ DISPATCHED = "workflow_dispatch"
 OF_ITS_REF = frozenset(
     {DISPATCHED, "push", "create", "release", "deployment", "deployment_status", "registry_package"}
 )
-"""The events whose run is of the commit its ref is at (GitHub's `GITHUB_SHA` for them): a
-pull request's is of its merge commit, a `workflow_run`'s or `pull_request_target`'s of another
-branch's, whatever `head_branch` and `head_sha` say."""
+"""The events whose run may be on a tag and is of the commit its ref is at (GitHub's
+"Events that trigger workflows": `GITHUB_SHA` is the ref's, on a tag the tag's commit): a
+push of the tag, its creation, a release of it, a dispatch on it, a deployment of it, a
+package published from it. Left out: a pull request's run is of its merge commit, a
+`workflow_run`'s or `pull_request_target`'s of another branch's (the default one, the base),
+whatever `head_branch` and `head_sha` say; a `schedule`'s or `repository_dispatch`'s is always
+on the default branch (no tag's run); and `workflow_call` is no run's event (a reusable
+workflow runs in its caller's run, under the caller's event and workflow file)."""
 _HOST = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?")
 
 

@@ -114,6 +114,10 @@ class Schedule:
     by: str
     zone: str = "UTC"
     held: Held | None = None
+    tag_commit: str = ""
+    """The commit the release tag was at when the start was scheduled: the dispatch is held
+    if it moved since (`bot.services.scheduled_starts`); empty when not known (no such tag
+    then, or a schedule saved by an older version)."""
 
     @property
     def pending(self) -> bool:

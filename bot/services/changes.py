@@ -28,7 +28,8 @@ class ChangesSource(Protocol):
 
     async def tag_commit(self, tag: str) -> str | None:
         """The commit the repository's tag `tag` is at (an annotated tag's, followed to it);
-        None when there is no such tag."""
+        None when there is no such tag (or it names no commit: a tree's tag). GitHubError
+        when that is not known: GitHub failed, or a tag of a tag too deep to follow."""
         ...
 
     async def latest_release(self) -> str | None:

@@ -153,8 +153,10 @@ class ScheduledStarts:
             plan, checked, control=Control.DISPATCH, track=None, actor=checked.started_by
         ):
             held = Held(two_person=True)
-        if held is None:
+        if held is None:  # a run of the release first: it says so when GitHub hides the tag
             held = await self._released_meanwhile(checked, plan)
+        if held is None:
+            held = await self._tag_moved(checked)
         if held is not None:
             await self._hold(checked, held)
         card = CardRef(checked.id, version=checked.version)
@@ -172,6 +174,30 @@ class ScheduledStarts:
             raise
         except GitHubError as refused:  # a dispatch GitHub refuses is refused again: held
             await self._hold(checked, Held(error=Reason(f"GitHub refused it: {refused.message}")))
+
+    async def _tag_moved(self, rollout: Rollout) -> Held | None:
+        """Look before acting: the release tag moved (force-pushed, or deleted) since the start
+        was scheduled holds the dispatch, naming both commits: what was scheduled is not what
+        would be released, and a run by hand at the old commit may be out already (a run
+        holds the dispatch only at the tag's commit now, `_released_meanwhile`). Nothing when
+        the schedule kept no commit (no such tag then; saved by an older version). A look
+        GitHub fails raises (the timer tries again)."""
+        scheduled = rollout.schedule.tag_commit if rollout.schedule is not None else ""
+        if not scheduled:
+            return None
+        now = await self.rollouts.effects.github.tag_commit(rollout.tag)
+        if now == scheduled:
+            return None
+        where = f"is at `{now[:12]}`" if now else "is gone from GitHub"
+        return Held(
+            error=Reason(
+                f"`{rollout.tag}` was moved since the start was scheduled: it was at "
+                f"`{scheduled[:12]}` and now {where}, so what was scheduled is not what would "
+                "be released (a run by hand may have released the old commit). It was not "
+                "dispatched: check the tag and its runs on GitHub; an approver clicks Dispatch "
+                "if the tag is where it should be, else Cancel"
+            )
+        )
 
     async def _released_meanwhile(self, rollout: Rollout, plan: RolloutPlan) -> Held | None:
         """Look before acting: a run of the workflow on the release since the start was

@@ -12,6 +12,12 @@ the sandbox alike).
 
 PyGithub mints inside whatever call needs the token: a mint that fails is raised as
 `InstallationTokenError` (before the call sent anything), never as the call's own answer.
+
+Every token is narrowed (`POST /app/installations/{id}/access_tokens` with `repositories` and
+`permissions`): to the one repository, and to what its calls need (`needed`): reads get a
+read-only token, a dispatch or a re-run one that may also write Actions, a review one that may
+also write Deployments; each capped to what the installation was granted (asking more is
+refused), so that a token that leaks reaches less.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from github.Installation import Installation
 from github.PaginatedList import PaginatedList
 from github.Requester import Requester, WithRequester
 
+from bot.adapters.github.app_tokens import NarrowedAuth, TokenRepository, needed
 from bot.domain.errors import GitHubError
 from bot.github_credentials import GitHubApp
 
@@ -93,11 +100,18 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self.configured_id = app.installation_id
         """GITHUB_APP_INSTALLATION_ID (None: found from the repository on first use)."""
         self._installation_id = app.installation_id
-        self._installation: Auth.AppInstallationAuth | None = None
-        self._refused = False
+        self._target = TokenRepository(repository.split("/")[1])
+        self._granted: dict[str, str] | None = None
+        """The installation's permissions, read with its id (None: not read yet)."""
+        self._tokens: dict[tuple[tuple[str, str], ...], Auth.AppInstallationAuth] = {}
+        """The installation's tokens in hand, by the permissions they were minted with."""
+        self._refused: set[tuple[tuple[str, str], ...]] = set()
+        self._calls = threading.local()
+        """The endpoint of the call running in this thread (`scoped`)."""
         self._lock = threading.Lock()
         self.issued = ""
         """The last token handed out: masked in whatever GitHub's answers echo of a request."""
+        self._handed: dict[tuple[tuple[str, str], ...], str] = {}
 
     @property
     def installation_id(self) -> int | None:
@@ -112,6 +126,19 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
     def token_type(self) -> str:
         return "token"
 
+    def scoped(self, fn: Callable[[], T], endpoint: str) -> Callable[[], T]:
+        """`fn`, whose requests (in its thread) carry a token narrowed to `endpoint`'s needs
+        (`needed`)."""
+
+        def call() -> T:
+            self._calls.endpoint = endpoint
+            try:
+                return fn()
+            finally:
+                self._calls.endpoint = "read"
+
+        return call
+
     @property
     def token(self) -> str:
         """The installation's current token (minted, or minted again near its expiry or after
@@ -123,28 +150,56 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 try:
                     return self._minted()
                 except GithubException as exc:
+                    if exc.status == 422:
+                        # Asked for more than the installation has now (its permissions
+                        # reduced since they were read): read again, asked once more.
+                        self._forget(self._installation_id)
+                        return self._minted()
                     if exc.status != 404 or self.configured_id is not None:
                         raise
                     if self._installation_id is None:
                         raise  # the lookup itself: no installation on the repository
                     # The installation found is gone (the App uninstalled, then installed
                     # again under a new id): found again, once, from the repository.
-                    self._installation_id, self._installation = None, None
+                    self._forget(None)
                     return self._minted()
             except (GithubException, OSError) as exc:
                 raise InstallationTokenError(exc) from exc
 
+    def _forget(self, installation_id: int | None) -> None:
+        """Let the tokens in hand and the permissions read go (under the lock)."""
+        self._installation_id, self._granted = installation_id, None
+        self._tokens.clear()
+
     def _minted(self) -> str:
-        """The current token, minted when there is none, it nears its expiry or GitHub
-        refused it (under the lock)."""
-        if self._installation is None or self._refused:
-            self._installation_id = self._installation_id or self._looked_up().id
-            self._installation = self._app.get_installation_auth(
-                self._installation_id, requester=self.requester
+        """The current token for the call's endpoint, minted when there is none, it nears
+        its expiry or GitHub refused it (under the lock). The installation (its id and its
+        permissions) is read first: from the repository, or by its configured id."""
+        if self._installation_id is None or self._granted is None:
+            found = (
+                self._looked_up()
+                if self._installation_id is None
+                else self._numbered(self._installation_id)
             )
-            self._refused = False
-        self.issued = self._installation.token
+            self._installation_id, self._granted = found.id, dict(found.permissions or {})
+        permissions = needed(getattr(self._calls, "endpoint", "read"), self._granted)
+        key = tuple(sorted(permissions.items()))
+        if key not in self._tokens or key in self._refused:
+            self._tokens[key] = NarrowedAuth(
+                self._app,
+                self._installation_id,
+                repository=self._target,
+                permissions=permissions,
+            ).withRequester(self.requester)
+            self._refused.discard(key)
+        self.issued = self._handed[key] = self._tokens[key].token
         return self.issued
+
+    @property
+    def in_hand(self) -> tuple[str, ...]:
+        """The last token handed out for each set of permissions (a read's, a dispatch's...):
+        each masked in whatever GitHub's answers echo of a request."""
+        return tuple(self._handed.values())
 
     def renewed(self) -> InstallationTokenError | None:
         """GitHub answered 401 to the current token: a new one is minted now (in the calling
@@ -160,8 +215,10 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         return None
 
     def refused(self) -> None:
-        """GitHub answered 401 to the current token: the next call mints a new one."""
-        self._refused = True
+        """GitHub answered 401 to the current token (this thread's call's): the next call
+        that needs it mints a new one."""
+        permissions = needed(getattr(self._calls, "endpoint", "read"), self._granted or {})
+        self._refused.add(tuple(sorted(permissions.items())))
 
     def found_again(self) -> int | None:
         """The installation on the repository as GitHub says now (`GET .../installation`, the
@@ -177,7 +234,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
             return None
         with self._lock:
             if self.configured_id is None and found != self._installation_id:
-                self._installation_id, self._installation = found, None
+                self._forget(found)
         return found
 
     @property
@@ -188,6 +245,11 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         """PyGithub's client for the App's own endpoints (authenticated by JWT)."""
         kwargs: dict[str, Any] = self.requester.withAuth(self._app).kwargs
         return GithubIntegration(**kwargs)
+
+    def _numbered(self, number: int) -> Installation:
+        """`GET /app/installations/{id}` (the App's JWT): GithubException as is."""
+        with self.integration() as integration:
+            return integration.get_app_installation(number)
 
     def _looked_up(self) -> Installation:
         """`GET /repos/{owner}/{repo}/installation` (the App's JWT): GithubException as is."""

@@ -12,11 +12,12 @@ from pydantic import TypeAdapter
 
 from bot.adapters.github.schema import CommitComparison, GitObject, NamedRef, Pointer, Release
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import RefNotFound
+from bot.domain.errors import GitHubError, RefNotFound
 from bot.domain.release_contents import Comparison
 
 _TAG_LEVELS = 4
-"""Tags of tags followed to a commit: what names no commit after that many is no release."""
+"""Tag objects followed to a commit (a tag of a tag names another tag object): a chain longer
+than that is not read to its end, and its commit is unknown (an error), not absent."""
 
 
 class RepositoryHistory:
@@ -67,6 +68,14 @@ class RepositoryHistory:
                     break
                 path = f"/repos/{self._github.repository}/git/tags/{found.sha}"
                 found = Pointer.model_validate(self._github.get_json(path)).object
+            if found is not None and found.type == "tag":
+                raise GitHubError(
+                    f"Could not read which commit the tag `{tag}` is at: it is a tag of a tag "
+                    f"more than {_TAG_LEVELS} tag objects deep, which the bot does not follow. "
+                    f"Point it at its commit: `git tag -f -a {tag} {tag}^{{commit}}`, then "
+                    f"`git push -f origin {tag}`."
+                )
+            # A tag of a tree or a blob names no commit: no release can be at it.
             return found.sha if found is not None and found.type == "commit" else None
 
         return await self._github.call(f"read the tag {tag}", commit, kind="read")

@@ -111,6 +111,14 @@ def no_token_reason(
             f"{repository.split('/')[0]} with this repository (the App's page → Install App); "
             "the bot finds the installation on its next call."
         )
+    if cause.status == 422 and installation.configured_id is not None:
+        # The token is asked for the one repository: another installation's is refused.
+        return (
+            f"GitHub refused a token of installation {installation.configured_id} for "
+            f"{repository} (422 {scrub(message(cause))}): GITHUB_APP_INSTALLATION_ID must be "
+            f"the App's installation on {repository}; set it so, or unset it to have the bot "
+            "find it."
+        )
     if rate_limited(cause):
         return f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, budget)}"
     if cause.status >= 500:

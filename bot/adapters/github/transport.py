@@ -168,6 +168,7 @@ class GitHubTransport:
             raise held
         if self.installation is not None and endpoint != "app":  # the App's own go with its JWT
             fn = renewing(fn, self.installation, renewed=self._renewed)
+            fn = self.installation.scoped(fn, endpoint)  # a token narrowed to what it needs
         try:
             if is_polling():
                 async with self._workers.polls:
@@ -364,7 +365,7 @@ class GitHubTransport:
 
     def scrub(self, text: str) -> str:
         """`text` without the bot's token (a proxy's error page may echo the request)."""
-        return _masked(text, self._token, self.installation.issued if self.installation else "")
+        return _masked(text, self._token, *(self.installation.in_hand if self.installation else ()))
 
 
 def _masked(text: str, *secrets: str) -> str:

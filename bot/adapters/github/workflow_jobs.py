@@ -4,6 +4,7 @@ it runs in (whose secrets it reads first) and whether it may request an OIDC tok
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -38,7 +39,11 @@ def publish_job(text: str, job: str) -> PublishJob:
         )
     # Trusted publishing alone: the job may request an OIDC token and never hands npm the
     # secret (no `secrets.NPM_TOKEN` in it, nor in the workflow's `env`).
-    only = oidc and not _may_read_token(spec, document.get("env"))
+    only = (
+        oidc
+        and _github_hosted(spec.get("runs-on"))
+        and not _may_read_token(spec, document.get("env"))
+    )
     tags = _runs_on_tags(document.get("on", document.get(True)))  # YAML 1.1 reads `on` as true
     environment = spec.get("environment")
     if isinstance(environment, dict):
@@ -70,16 +75,52 @@ def _grants_id_token(permissions: Any) -> bool:
     return isinstance(permissions, dict) and permissions.get("id-token") == "write"
 
 
-_EVERY_SECRET = re.compile(r"secrets\s*\[|tojson\s*\(\s*secrets\s*\)", re.IGNORECASE)
+_HOSTED = re.compile(r"(ubuntu|windows|macos)-[\w.-]+", re.IGNORECASE)
+
+
+def _github_hosted(runs_on: Any) -> bool:
+    """Whether the job runs on a GitHub-hosted runner, as npm trusted publishing needs ("self-
+    hosted runners are not currently supported"): every label one of GitHub's images
+    (`ubuntu-latest`, `windows-2022`, `macos-14`, ...). A runner group, a custom label or an
+    expression may be a self-hosted runner: not taken for hosted."""
+    labels = [runs_on] if isinstance(runs_on, str) else runs_on
+    return (
+        isinstance(labels, list)
+        and bool(labels)
+        and all(isinstance(label, str) and _HOSTED.fullmatch(label) for label in labels)
+    )
+
+
+_EXPRESSION = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+_SECRETS_AT_ONCE = re.compile(r"(?<![\w.-])secrets(?![\w-])(?!\s*\.\s*[a-z_])", re.IGNORECASE)
+"""The `secrets` context other than as `secrets.<name>`: `secrets[...]`, `secrets.*`,
+`toJSON(secrets)`, `format('{0}', secrets)`: any secret, NPM_TOKEN too, may be handed over."""
 
 
 def _may_read_token(spec: dict[Any, Any], workflow_env: Any) -> bool:
     """Whether the job (its steps, its `env`, or the workflow's `env`) may hand npm NPM_TOKEN:
     it names the secret anywhere (a script that merely prints its name counts too: then the
-    walkthrough checks the secret, as before), or takes secrets by an expression
-    (`secrets[...]`, `toJSON(secrets)`)."""
-    text = yaml.safe_dump([spec, workflow_env])
-    return SECRET_NAME.casefold() in text.casefold() or _EVERY_SECRET.search(text) is not None
+    walkthrough checks the secret, as before), or an expression takes the `secrets` context
+    other than by a name (`secrets[...]`, `secrets.*`, `toJSON(secrets)`)."""
+    for text in _texts([spec, workflow_env]):
+        if SECRET_NAME.casefold() in text.casefold():
+            return True
+        if any(_SECRETS_AT_ONCE.search(body) for body in _EXPRESSION.findall(text)):
+            return True
+    return False
+
+
+def _texts(node: Any) -> Iterator[str]:
+    """Every string in a YAML document's node: keys and values, at any depth."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _texts(key)
+            yield from _texts(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _texts(item)
 
 
 _BRANCH_FILTERS = ("branches", "branches-ignore")

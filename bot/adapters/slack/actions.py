@@ -75,6 +75,18 @@ NOT_OURS = (
     "This button or form does not carry a value the bot made. "
     "Run `/rollout status` for the current rollouts and use a fresh card."
 )
+NEWER = (
+    "This button or form was made by a newer version of the bot (an upgrade is under way) "
+    "and nothing was done: try again in a minute"
+)
+"""Said instead when the value only has fields this version does not know: a replica of the
+previous version answers a click on a message a new one drew during a rolling upgrade."""
+
+
+def from_newer_version(error: ValidationError) -> bool:
+    """Whether the value failed only by fields this version does not know."""
+    details = error.errors()
+    return bool(details) and all(detail["type"] == "extra_forbidden" for detail in details)
 
 
 class _Payload(BaseModel):
@@ -89,7 +101,9 @@ class _Payload(BaseModel):
         """The payload in `raw`; raises InvalidPayload (never a pydantic error) on anything else."""
         try:
             return cls.model_validate_json(raw)
-        except ValidationError:
+        except ValidationError as error:
+            if from_newer_version(error):
+                raise InvalidPayload(f"{NEWER}, or use a fresh card (`/rollout status`).") from None
             raise InvalidPayload(NOT_OURS) from None
 
 

@@ -152,7 +152,8 @@ def _not_needed(check: SecretCheck, setup: WalkthroughSetup) -> str:
     npm = setup.npm
     text = (
         f"`{SECRET_NAME}` is not needed: job `{npm.job}` publishes with npm trusted publishing "
-        f"(it may request an OIDC token, `id-token: write`, and hands npm no `{SECRET_NAME}`). "
+        f"(it may request an OIDC token, `id-token: write`, on a GitHub-hosted runner, and "
+        f"hands npm no `{SECRET_NAME}`). "
         f"Each `{npm.scope}` package must trust `{npm.workflow}` of `{setup.repository}` on "
         "npmjs.com; step 4 tells whether the last run published."
     )

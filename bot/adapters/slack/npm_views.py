@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from slack_sdk.models.blocks import ButtonElement, DividerBlock, SectionBlock
 
-from bot.adapters.slack.actions import InvalidPayload
+from bot.adapters.slack.actions import NEWER, InvalidPayload, from_newer_version
 from bot.adapters.slack.blocks import (
     BlockJson,
     as_json,
@@ -24,6 +25,7 @@ from bot.adapters.slack.blocks import (
     header,
     section,
 )
+from bot.adapters.slack.limits import BUTTON_VALUE
 from bot.adapters.slack.npm_secret_step import add_text, add_title, add_tone, secret_text
 from bot.adapters.slack.npm_steps import (
     WalkthroughSetup,
@@ -32,7 +34,7 @@ from bot.adapters.slack.npm_steps import (
     last_run_text,
     release_text,
 )
-from bot.domain.npm import SECRET_NAME, Tone, Walkthrough
+from bot.domain.npm import SECRET_NAME, Tone, Walkthrough, clip_error
 from bot.domain.plan import NpmRelease
 
 
@@ -56,17 +58,55 @@ _TONES: Mapping[Tone, str] = {
 # -- button values ------------------------------------------------------------------------------
 
 
+_SHORTER_ERROR = 80
+"""Characters (as JSON writes them) each error text keeps in a value that would not fit."""
+
+
 def encode_state(walkthrough: Walkthrough) -> str:
-    """The walkthrough as a button value (within Slack's 2000 characters: every free text in
-    it is bounded)."""
-    return walkthrough.model_dump_json(exclude_none=True)
+    """The walkthrough as a button value, within Slack's 2000 characters: every free text in
+    it is bounded, and when all are at their longest at once (GitHub's error texts in step 3
+    and in both run checks, a long service name) those texts are kept shorter in the value
+    (the message shows them in full until a click redraws it from the value)."""
+    value = walkthrough.model_dump_json(exclude_none=True)
+    if len(value) <= BUTTON_VALUE:
+        return value
+    release = _shorter(walkthrough.release, "error")
+    if release is not None:
+        release = release.model_copy(
+            update={"check": _shorter(release.check, "error", "log_unavailable")}
+        )
+    shorter = walkthrough.model_copy(
+        update={
+            "secret": _shorter(walkthrough.secret, "error", "unchecked"),
+            "last_run": _shorter(walkthrough.last_run, "error", "log_unavailable"),
+            "release": release,
+        }
+    )
+    return shorter.model_dump_json(exclude_none=True)
+
+
+_Check = TypeVar("_Check", bound=BaseModel)
+
+
+def _shorter(check: _Check | None, *texts: str) -> _Check | None:
+    if check is None:
+        return check
+    return check.model_copy(
+        update={
+            name: clip_error(text, most=_SHORTER_ERROR)
+            for name in texts
+            if (text := getattr(check, name)) is not None
+        }
+    )
 
 
 def decode_state(raw: str) -> Walkthrough:
     """The walkthrough a button carries; InvalidPayload for anything the bot did not make."""
     try:
         return Walkthrough.model_validate_json(raw)
-    except ValidationError:
+    except ValidationError as error:
+        if from_newer_version(error):
+            raise InvalidPayload(f"{NEWER}, or run `/rollout npm-token` for a fresh one.") from None
         raise InvalidPayload(
             "This button does not carry a walkthrough the bot made. "
             "Run `/rollout npm-token` for a fresh one."
