@@ -187,3 +187,38 @@ async def test_every_services_hold_and_event_are_one_transaction(database_url: s
         with pytest.raises(RuntimeError):
             await store.release_all(LANE_FREEZE, NAMES, lifted)
         assert len(await store.current()) == 3  # nothing lifted
+
+
+async def told_in_search_thread(box: Sandbox, needle: str) -> str:
+    """Wait until a reply in the thread of search's preflight card says `needle`."""
+
+    def found() -> str | None:
+        cards = [m for m in box.slack.messages(SEARCH_CHANNEL) if "Preflight:" in m.rendered]
+        replies = [reply.rendered for card in cards for reply in card.replies]
+        return next((reply for reply in replies if needle in reply), None)
+
+    await box.slack.wait_for(lambda: found() is not None, timeout=30)
+    said = found()
+    assert said is not None
+    return said
+
+
+async def test_each_services_scheduled_dispatch_is_told_of_freeze_all_and_its_lifting(
+    box: Sandbox, holds: LaneHoldStore
+) -> None:
+    """As one service's freeze tells it: search's thread, in search's own channel, learns the
+    freeze typed in relay's channel will hold its dispatch, and then that it was lifted."""
+    started = await box.command(
+        'start v3.0.0 --flags-ready --at "tomorrow 09:00"', channel=SEARCH_CHANNEL
+    )
+    assert "dispatch scheduled for" in started, started
+    await told_in_search_thread(box, "scheduled the dispatch for")
+
+    await box.command("freeze --all 48h INC-9 outage")
+    said = await told_in_search_thread(box, "will be held then")
+    assert f"Deploys are frozen by <@{RELEASE_MANAGER}>" in said and "INC-9 outage" in said
+
+    await box.command("unfreeze --all")
+    said = await told_in_search_thread(box, "lifted the freeze")
+    assert f"<@{RELEASE_MANAGER}> lifted the freeze by <@{RELEASE_MANAGER}> (INC-9" in said, said
+    assert await frozen_services(holds) == []
