@@ -94,9 +94,9 @@ async def test_someone_not_approving_every_service_freezes_none_told_which(
         "start billing-api v2.0.0 --flags-ready", user=BILLING_APPROVER
     )
     events = await box.audit.list_for_actor(BILLING_APPROVER)
-    assert [(e.action, e.result) for e in events if "freeze" in e.action] == [
-        ("command:freeze", "refused")
-    ]
+    refused = [e for e in events if "freeze" in e.action]
+    assert [(e.action, e.result) for e in refused] == [("command:freeze", "refused")]
+    assert (refused[0].detail or {}).get("all") == NAMES
 
 
 async def test_a_slack_retry_of_freeze_all_freezes_once_and_is_told_so(

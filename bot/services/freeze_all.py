@@ -158,6 +158,9 @@ class FreezeAll:
     async def _admitted(self, origin: Origin, control: Control) -> Entry:
         """Only an approver of every service: else refused naming those they do not approve,
         nothing changed. Then the Slack delivery is claimed once, for the whole command."""
+        entry = current_entry.get()
+        assert entry is not None  # within `audited`
+        entry.detail["all"] = [one.lane.service for one in self.each]  # refused too
         refused = [
             one.lane.service
             for one in self.each
@@ -171,8 +174,6 @@ class FreezeAll:
                 f"it, or each service's approvers `/rollout {control} <service> ...` one by one."
             )
         await self.here.once.delivery(origin, control)
-        entry = current_entry.get()
-        assert entry is not None  # within `audited`
         return entry
 
     def _event(
