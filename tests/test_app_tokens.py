@@ -7,6 +7,7 @@ for an app")."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import aiohttp
@@ -192,3 +193,25 @@ async def test_tokens_minted_after_a_rename_name_the_repository_by_its_id(
     minted = [r for r in gh.requests if r.path.endswith("/access_tokens")]
     assert [r.status for r in minted][-1] == 201
     assert 422 not in [r.status for r in minted]
+
+
+async def test_a_bot_started_after_a_rename_reaches_the_repository_by_its_former_name(
+    gh: GitHubSimulator, app: SandboxApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The repository renamed before the bot (re)started, its setting still the former name,
+    which GitHub keeps redirecting: every token asked for it by that name was refused (422, no
+    such repository), so nothing at all reached GitHub, where whole-installation tokens
+    followed the redirect. Its id is read at the former name once (a token that may read
+    metadata only), then every token names it by its id, and the log says to set the new name."""
+    gh.rename("scriptum/scriptum-renamed")
+    with caplog.at_level(logging.DEBUG):
+        async with gateway(gh, credentials(app)) as github:
+            started = await start(github)
+            snapshot = await github.snapshot(started.run_id)
+    assert snapshot.run_id == started.run_id and len(gh.dispatches) == 1
+    served = gh.repository_named("scriptum/scriptum-renamed")
+    assert served is not None
+    narrowed = [t for t in app.issued if set(t.permissions) != {"metadata"}]
+    assert narrowed and all(token.repositories == {served.id} for token in narrowed)
+    assert "renamed or transferred to scriptum/scriptum-renamed" in caplog.text
+    assert not any(t.token in caplog.text for t in app.issued)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -41,6 +42,8 @@ from bot.domain.errors import GitHubError
 from bot.github_credentials import GitHubApp
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 _GRANT = (
     " (the App's settings → Permissions & events; then accept the new permissions on the "
@@ -152,8 +155,12 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 except GithubException as exc:
                     if exc.status == 422:
                         # Asked for more than the installation has now (its permissions
-                        # reduced since they were read): read again, asked once more.
+                        # reduced since they were read), or for the repository by a name it
+                        # no longer has (renamed or transferred before this process read its
+                        # id): read again, asked once more.
                         self._forget(self._installation_id)
+                        if self._target.id is None:
+                            self._target.id = self._repository_id(exc)
                         return self._minted()
                     if exc.status != 404 or self.configured_id is not None:
                         raise
@@ -245,6 +252,38 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         """PyGithub's client for the App's own endpoints (authenticated by JWT)."""
         kwargs: dict[str, Any] = self.requester.withAuth(self._app).kwargs
         return GithubIntegration(**kwargs)
+
+    def _repository_id(self, refused: GithubException) -> int:
+        """The repository's id, read at its configured name (`GET /repos/{owner}/{repo}`,
+        which GitHub redirects from a former name) with a token of the installation that may
+        read metadata only, after a mint naming it (`repositories`) was `refused` (422): a mint
+        is not redirected. `refused` raised again when that token cannot see it either (the
+        installation does not include it). Under the lock."""
+        assert self._installation_id is not None
+        probe = Auth.AppInstallationAuth(
+            self._app, self._installation_id, {"metadata": "read"}
+        ).withRequester(self.requester)
+        self._handed[(("metadata", "read"),)] = token = probe.token
+        try:
+            _, answer = self.requester.withAuth(Auth.Token(token)).requestJsonAndCheck(
+                "GET", f"/repos/{self.repository}"
+            )
+        except GithubException as exc:
+            if exc.status == 404:
+                raise refused from exc
+            raise
+        found, name = answer.get("id"), answer.get("full_name")
+        if not isinstance(found, int):
+            raise refused
+        _log.warning(
+            "GitHub repository %s was renamed or transferred to %s: its installation tokens "
+            "name it by its id (%s); set the service's repository to %s",
+            self.repository,
+            name,
+            found,
+            name,
+        )
+        return found
 
     def _numbered(self, number: int) -> Installation:
         """`GET /app/installations/{id}` (the App's JWT): GithubException as is."""
