@@ -36,7 +36,9 @@ async def lane_answer(services: Services, command: commands.Command, origin: Ori
     lane, actor = services.controls.lane, origin.actor
     if isinstance(command, commands.Freeze):
         froze = await lane.freeze(origin, until=command.until, reason=command.reason)
-        return lane_words.frozen_answer(froze.asked, froze.in_force, lane=froze.lane)
+        return lane_words.frozen_answer(
+            froze.asked, froze.in_force, lane=froze.lane, zone=froze.zone
+        )
     if isinstance(command, commands.Unfreeze):
         lifted = await lane.unfreeze(origin)
         return lane_words.unfrozen_answer(actor, lifted, lane=(await services.lane.state()).freeze)

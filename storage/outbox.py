@@ -9,7 +9,7 @@ is delivered on its own. The clock is always passed in.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,6 +81,27 @@ async def enqueue(session: AsyncSession, messages: Sequence[NewMessage], *, now:
     )
 
 
+class _Told(Exception):
+    """Rolls back the claims of `add_each_once`: what it would write was told already."""
+
+
+async def _claimed(session: AsyncSession, key: str, action: str, now: datetime) -> bool:
+    """Claim `key` as done in `session`'s transaction: False when it was claimed before."""
+    claim = {
+        "key": key,
+        "action": action,
+        "actor": "outbox",
+        "state": ClaimState.DONE.value,
+        "holder": secrets.token_hex(8),
+        "claimed_at": now,
+        "done_at": now,
+    }
+    written = await session.execute(
+        insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
+    )
+    return rows_changed(written) > 0
+
+
 class OutboxStore:
     """The outbox table, safe for any number of replicas on PostgreSQL or SQLite."""
 
@@ -117,23 +138,39 @@ class OutboxStore:
         """Write `messages` unless a call of the key `once` wrote them already (any replica):
         the claim of the key (`action_claims`, done at once) and the messages in one
         transaction. True when written."""
-        claim = {
-            "key": once,
-            "action": action,
-            "actor": "outbox",
-            "state": ClaimState.DONE.value,
-            "holder": secrets.token_hex(8),
-            "claimed_at": now,
-            "done_at": now,
-        }
         async with self._sessions.begin() as session:
-            written = await session.execute(
-                insert_new(session, ActionClaimRow, claim, unique=ActionClaimRow.key)
-            )
-            if not rows_changed(written):
+            if not await _claimed(session, once, action, now):
                 return False
             await enqueue(session, messages, now=now)
             return True
+
+    async def add_each_once(
+        self,
+        groups: Mapping[str, Sequence[str]],
+        messages: Callable[[list[str]], Sequence[NewMessage]],
+        *,
+        now: datetime,
+        unless: Collection[str] = (),
+    ) -> list[str]:
+        """Claim every key of each group and write what `messages` makes of the groups none
+        of whose keys any call claimed before (any replica), in one transaction; nothing at
+        all while a key of `unless` is claimed (by `add_once`). The groups written, in order.
+        The claims are written first: SQLite never has to upgrade a read lock."""
+        try:
+            async with self._sessions.begin() as session:
+                new = [
+                    name
+                    for name, keys in groups.items()
+                    if all([await _claimed(session, key, TOLD, now) for key in keys])
+                ]
+                if unless and await session.scalar(
+                    select(ActionClaimRow.key).where(ActionClaimRow.key.in_(unless)).limit(1)
+                ):
+                    raise _Told
+                await enqueue(session, messages(new) if new else [], now=now)
+                return new
+        except _Told:
+            return []
 
     async def claim(
         self,
@@ -291,6 +328,19 @@ class OutboxStore:
         async with self._sessions() as session:
             rows = await session.scalars(select(OutboxRow).where(*criteria).order_by(OutboxRow.id))
             return [self._message(row) for row in rows]
+
+    async def kept(self, rollout_id: str, kind: str) -> bool:
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(OutboxRow.id)
+                .where(
+                    OutboxRow.rollout_id == rollout_id,
+                    OutboxRow.kind == kind,
+                    OutboxRow.dead_at.is_(None),
+                )
+                .limit(1)
+            )
+            return found is not None
 
     def _message(self, row: OutboxRow) -> OutboxMessage:
         return from_row(

@@ -25,6 +25,8 @@ from bot.domain.freeze import (
     Freeze,
     freeze_end_timer_key,
     freeze_end_timer_payload,
+    hold_told_key,
+    hold_watch_timer,
     override_kind,
     roll_back_kind,
 )
@@ -217,6 +219,20 @@ TIMERS = Family(
             lambda data: datetime.fromisoformat(data["payload"]["free_at"]),
             decoded=FREEZE.free_at,
         ),
+        Sample(
+            "freeze_end:hold",
+            FREEZE,
+            lambda freeze: dict(
+                zip(
+                    ("key", "payload"),
+                    hold_watch_timer(freeze_end_timer_key(RID, freeze), "relay:half", DUE),
+                    strict=True,
+                ),
+                kind="freeze_end",
+            ),
+            lambda data: datetime.fromisoformat(data["payload"]["free_at"]),
+            decoded=FREEZE.free_at,
+        ),
     ],
 )
 
@@ -390,6 +406,14 @@ CLAIMS = Family(
             "told_once:freeze_end",
             (RID, FREEZE),
             lambda v: {"key": freeze_end_timer_key(*v), "action": TOLD},
+        ),
+        Sample(
+            "told_once:freeze_end:hold",
+            (RID, FREEZE),
+            lambda v: {
+                "key": hold_told_key(freeze_end_timer_key(*v), "relay:half"),
+                "action": TOLD,
+            },
         ),
         Sample(
             "told_once:channel_refused",

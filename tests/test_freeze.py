@@ -48,6 +48,7 @@ from bot.domain.rollout import (
     cancel_preflight,
 )
 from bot.domain.rollout_command import Freeze, Lock, Start, Unlock, parse_command
+from bot.domain.schedule import ZoneNeeded
 from bot.plan_file import load_plan, parse_plan
 from bot.services.lane import ReleaseLane
 from bot.services.retention import Retention
@@ -193,6 +194,7 @@ def test_a_good_calendar_loads() -> None:
 
 
 NOW = utc("2026-12-04 12:00")
+BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def test_an_ad_hoc_freeze_ends() -> None:
@@ -322,15 +324,49 @@ def test_an_override_of_one_freeze_does_not_pass_another_in_force_alongside() ->
     ("text", "until"),
     [
         ("2h", NOW + timedelta(hours=2)),
-        ("2026-12-24 18:00", utc("2026-12-24 18:00")),
+        ("2026-12-24 18:00", utc("2026-12-24 17:00")),  # in the asker's zone: Berlin
+        ("2026-12-24 18:00Z", utc("2026-12-24 18:00")),  # `UTC` typed after it
         ("2026-12-24T18:00+01:00", utc("2026-12-24 17:00")),
-        ("2027-01-03 12:00", NOW + timedelta(days=30)),
-        ("2026-12-24 9:00", utc("2026-12-24 09:00")),  # an hour of one digit
+        ("2026-12-24T18:00-05:00", utc("2026-12-24 23:00")),  # its offset, not Berlin's
+        ("2027-01-03 13:00", NOW + timedelta(days=30)),
+        ("2026-12-24 9:00", utc("2026-12-24 08:00")),  # an hour of one digit
         ("2026-12-24T9:30+01:00", utc("2026-12-24 08:30")),
     ],
 )
 def test_a_freeze_ends_after_a_duration_or_at_a_time(text: str, until: datetime) -> None:
-    assert freeze_end(text, NOW) == until
+    assert freeze_end(text, NOW, BERLIN) == until
+
+
+def test_a_freeze_end_with_no_offset_needs_the_askers_zone() -> None:
+    with pytest.raises(ZoneNeeded):
+        freeze_end("2026-12-24 18:00", NOW)
+    assert freeze_end("2h", NOW) == NOW + timedelta(hours=2)  # a duration needs none
+    assert freeze_end("2026-12-24 18:00", NOW, ZoneInfo("Asia/Tokyo")) == utc("2026-12-24 09:00")
+
+
+@pytest.mark.parametrize(
+    ("text", "now", "says"),
+    [
+        # Berlin's clocks go from 02:00 to 03:00 on 2027-03-28: 02:30 never happens.
+        ("2027-03-28 02:30", utc("2027-03-20 12:00"), "does not exist in your time zone"),
+        # ... and from 03:00 back to 02:00 on 2026-10-25: 02:30 happens twice.
+        ("2026-10-25 02:30", utc("2026-10-20 12:00"), "happens twice in your time zone"),
+    ],
+)
+def test_a_local_end_the_clocks_skip_or_pass_twice_is_refused(
+    text: str, now: datetime, says: str
+) -> None:
+    with pytest.raises(InvalidCommand, match=says) as refused:
+        freeze_end(text, now, BERLIN)
+    assert "Europe/Berlin" in refused.value.message
+    if "twice" in says:  # both offsets offered, each read as the one meant
+        assert "`2026-10-25T02:30+02:00` for the first" in refused.value.message
+        assert "`2026-10-25T02:30+01:00` for the second" in refused.value.message
+        assert freeze_end("2026-10-25T02:30+01:00", now) == utc("2026-10-25 01:30")
+    # An hour after the change is read as usual: CEST in March, CET in October.
+    day = text[:10]
+    after = {"2027-03-28": utc("2027-03-28 02:00"), "2026-10-25": utc("2026-10-25 03:00")}
+    assert freeze_end(f"{day} 04:00", now, BERLIN) == after[day]
 
 
 @pytest.mark.parametrize(
@@ -341,12 +377,12 @@ def test_a_freeze_ends_after_a_duration_or_at_a_time(text: str, until: datetime)
         ("2026-13-40 09:00", "not a date and time"),
         ("0s", "not longer than zero"),
         ("9999-12-31 23:00-05:00", "too far ahead: a freeze lasts at most 30 days"),
-        ("2027-01-03 12:01", "too far ahead: a freeze lasts at most 30 days"),
+        ("2027-01-03 13:01", "too far ahead: a freeze lasts at most 30 days"),
     ],
 )
 def test_a_bad_freeze_end_is_one_clear_line(text: str, says: str) -> None:
     with pytest.raises(InvalidCommand, match=says):
-        freeze_end(text, NOW)
+        freeze_end(text, NOW, BERLIN)
 
 
 def test_the_commands_parse() -> None:
@@ -407,8 +443,9 @@ def test_a_zone_typed_after_a_freeze_end_is_refused_not_read_as_utc(text: str, s
 
 
 def test_utc_typed_after_a_freeze_end_is_not_part_of_the_reason() -> None:
+    # ... and makes the end UTC, not the asker's zone.
     assert parse_command("freeze 2026-12-24 18:00 UTC holidays") == Freeze(
-        "2026-12-24 18:00", "holidays"
+        "2026-12-24 18:00Z", "holidays"
     )
     # A reason that merely starts in capitals, and a zone after a duration, stay the reason.
     assert parse_command("freeze 2026-12-24 18:00 DB migration") == Freeze(
@@ -416,7 +453,7 @@ def test_utc_typed_after_a_freeze_end_is_not_part_of_the_reason() -> None:
     )
     assert parse_command("freeze 2h CET office move") == Freeze("2h", "CET office move")
     assert parse_command("freeze 2026-12-24 18:00 utc holidays") == Freeze(
-        "2026-12-24 18:00", "holidays"
+        "2026-12-24 18:00Z", "holidays"
     )
     # Zone abbreviations that are English words begin a reason, unless in capitals.
     assert parse_command("freeze 2026-12-24 18:00 west region move") == Freeze(

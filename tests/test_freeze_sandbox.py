@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from figures import every_gate_passes, passing_sandbox, two_serve_processes
@@ -15,7 +16,7 @@ from sandbox_views import audit_results, dispatched, finish, released, value_of
 from test_controls import sandbox_for
 
 from bot.adapters.slack.control_views import REASON_ACTION, REASON_BLOCK
-from bot.domain.freeze import LANE_LOCK, ROLL_BACK_LASTS, LaneHold
+from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, ROLL_BACK_LASTS, LaneHold
 from bot.domain.rollout import Phase, Rollout, holding_tracks
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
@@ -442,3 +443,31 @@ async def test_the_plans_calendar_names_itself_and_two_people_carry_an_override(
         await box.click("dispatch", user=OTHER, message=card(box))
         await box.wait_until(lambda r: r.phase is Phase.RUNNING)
         assert [d.inputs["relay_image_tag"] for d in box.github.dispatches] == ["v1.4.2"]
+
+
+async def test_a_freeze_end_is_read_in_the_askers_slack_time_zone(sandbox: Sandbox) -> None:
+    """A release engineer in Berlin typing `18:00` means 18:00 in Berlin (17:00 UTC in
+    winter); the channel is told the zone it was read in. `UTC` after it means UTC; Slack not
+    saying the zone refuses the time (an offset or a duration still goes) and changes nothing."""
+    berlin = ZoneInfo("Europe/Berlin")
+    sandbox.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
+    holds = sandbox.services.lane.holds
+    day = (sandbox.clock() + timedelta(days=2)).astimezone(berlin).date()
+
+    said = await sandbox.command(f"freeze {day} 18:00 holiday freeze")
+    assert f"read in <@{RELEASE_MANAGER}>'s Slack time zone, Europe/Berlin" in said, said
+    assert f"{day} 18:00 there" in said
+    (freeze,) = [hold for hold in await holds.current() if hold.kind == LANE_FREEZE]
+    assert freeze.until == datetime.combine(day, time(18), berlin).astimezone(UTC)
+
+    said = await sandbox.command(f"freeze {day} 18:00 UTC holiday freeze, UTC")
+    assert "Slack time zone" not in said, said
+    (freeze,) = [hold for hold in await holds.current() if hold.kind == LANE_FREEZE]
+    assert freeze.until == datetime.combine(day, time(18), UTC)  # later: it replaced the first
+    assert freeze.reason == "holiday freeze, UTC"
+
+    sandbox.slack.fail_next("users.info", error="missing_scope")
+    said = await sandbox.command(f"freeze {day} 20:00 longer")
+    assert "Slack did not tell me your time zone" in said and "+01:00" in said, said
+    (kept,) = [hold for hold in await holds.current() if hold.kind == LANE_FREEZE]
+    assert kept == freeze

@@ -76,3 +76,28 @@ def test_an_unreadable_age_makes_the_date_unreadable() -> None:
     assert dated_offset(date, sent=now, received=now, age="300").middle == timedelta(seconds=0.5)
     with pytest.raises(UndatedAnswer):
         dated_offset(date, sent=now, received=now, age="five minutes")
+
+
+@pytest.mark.parametrize(
+    ("date", "age"),
+    [
+        pytest.param("Fri, 31 Dec 9999 23:59:59 GMT", None, id="a date at the calendar's end"),
+        pytest.param("Sun, 06 Dec 2026 11:55:00 GMT", "99999999999999", id="an age past it"),
+        pytest.param("Sun, 06 Dec 2026 11:55:00 GMT", "\xb2", id="a digit int() refuses"),
+    ],
+)
+def test_a_date_or_age_past_reading_is_unreadable(date: str, age: str | None) -> None:
+    """The hook reads every answer inside PyGithub's request: anything but UndatedAnswer
+    escaping it failed the call GitHub had answered (a write too, sent and done)."""
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    with pytest.raises(UndatedAnswer):
+        dated_offset(date, sent=now, received=now, age=age)
+
+
+async def test_an_answer_the_clock_cannot_read_still_answers_the_call() -> None:
+    """A proxy's odd `Date` (the calendar's last second) made every GitHub call fail with an
+    OverflowError raised in PyGithub's response hook: GitHub's answer was lost to the bot."""
+    end = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    async with GitHubSimulator(token=GITHUB_TOKEN, clock=lambda: end) as simulator:
+        offset = await offset_after(simulator, lambda transport: transport.repo.default_branch)
+    assert offset is None

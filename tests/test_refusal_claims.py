@@ -72,3 +72,33 @@ async def test_messages_written_once_are_written_by_the_first_of_two_writers_alo
     assert sorted(written) == [False, False, True]
     assert len(await store.pending()) == 1
     assert await store.add_once([message], once="freeze_end:r-1:2026-12-08", now=NOW)
+
+
+async def test_each_group_is_written_by_its_first_writer_alone_and_none_after_add_once(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """`add_each_once` (a freeze's end told per stage it held: by its timer, a second timer of
+    a hold saved late, an unfreeze): each group is written once, by whichever call claims its
+    keys first; a call that finds a key of `unless` claimed (a previous version's `add_once`)
+    writes nothing and claims nothing (both backends)."""
+    store = OutboxStore(session_factory)
+
+    def saying(groups: list[str]) -> list[NewMessage]:
+        payload = {"groups": groups}
+        return [NewMessage(kind="thread", channel_id=REFUSING, rollout_id=None, payload=payload)]
+
+    canary = {"relay:canary": ["w1:told:relay:canary"]}
+    both = {**canary, "desktop:internal": ["w1:told:desktop:internal", "w2:told:desktop:internal"]}
+    written = await asyncio.gather(
+        *(store.add_each_once(canary, saying, now=NOW) for _ in range(3))
+    )
+    assert sorted(written) == [[], [], ["relay:canary"]]
+    assert await store.add_each_once(both, saying, now=NOW) == ["desktop:internal"]
+    assert await store.add_each_once(both, saying, now=NOW) == []
+    told = [message.payload["groups"] for message in await store.pending()]
+    assert told == [["relay:canary"], ["desktop:internal"]]
+
+    assert await store.add_once([], once="w3", now=NOW)
+    other = {"relay:half": ["w3:told:relay:half"]}
+    assert await store.add_each_once(other, saying, now=NOW, unless=["w3"]) == []
+    assert await store.add_each_once(other, saying, now=NOW) == ["relay:half"]  # not claimed

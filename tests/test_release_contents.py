@@ -587,3 +587,36 @@ def test_a_typo_d_tag_s_family_and_nearest_tags() -> None:
     assert nearest_tags("v1.4.x", tags)[:1] in (["v1.4.0"], ["v1.4.1"], ["v1.4.2"])
     assert nearest_tags("v1.4.12", tags)[0] in ("v1.4.1", "v1.4.2", "v1.4.10")
     assert nearest_tags("release-candidate", tags) == []
+
+
+async def test_a_typo_d_tag_is_refused_when_its_nearest_tags_cannot_be_listed(
+    box: Sandbox,
+) -> None:
+    """GitHub said the tag is not there (404), then refused the list of its neighbours: the
+    card of a tag GitHub does not have went up for the whole channel all the same, the
+    suggestions' failure taken for GitHub not answering whether the tag exists."""
+    _history(box)
+    body = {"message": "Resource not accessible by integration", "status": "403"}
+    box.github.fail_next("GET", "/repos/*/git/matching-refs/*", 403, body)
+
+    answer = await box.command("start v1.4.x --flags-ready")
+
+    assert "GitHub has no tag `v1.4.x`" in answer and "nothing was started" in answer, answer
+    assert "Did you mean" not in answer
+    assert box.slack.calls_to("chat.postMessage") == []
+    assert await box.rollouts() == []
+
+
+async def test_a_start_is_not_refused_when_the_repository_itself_answers_404(
+    box: Sandbox,
+) -> None:
+    """A 404 to the tag and to the list of tags is the repository the bot cannot see (a
+    token without access), not a typo: the preflight goes on and its checks say so."""
+    _history(box)
+    box.github.fail_next("GET", "/repos/*/git/ref/tags/*", 404)
+    box.github.fail_next("GET", "/repos/*/git/matching-refs/*", 404)
+
+    answer = await box.command("start v1.4.2 --flags-ready")
+
+    assert "GitHub has no tag" not in answer, answer
+    assert len(await box.rollouts()) == 1

@@ -44,6 +44,18 @@ def freeze_end_timer_payload(freeze: Freeze) -> dict[str, str]:
     return {"free_at": freeze.free_at.isoformat()}
 
 
+def hold_watch_timer(watch: str, hold: str, free_at: datetime) -> tuple[str, dict[str, str]]:
+    """The key and payload of the second timer under the freeze end's `watch` that tells the
+    end of `hold` (`track:stage`), saved held after the watch began firing."""
+    return f"{watch}:{hold}", {"free_at": free_at.isoformat(), "watch": watch}
+
+
+def hold_told_key(watch: str, hold: str) -> str:
+    """The claim that the end of `watch`'s freeze was told for `hold` (`track:stage`, or
+    the scheduled dispatch): whoever writes it first tells, the timer or the unfreeze."""
+    return f"{watch}:told:{hold}"
+
+
 @dataclass(frozen=True)
 class LaneHold:
     """A freeze or the lock of the release lane, as stored: `kind` is LANE_FREEZE, LANE_LOCK,

@@ -1,5 +1,7 @@
-"""The end a `/rollout freeze` names: a duration or a time, UTC unless it gives its offset;
-a zone typed after it is refused rather than read as UTC (`bot.domain.freeze` applies it)."""
+"""The end a `/rollout freeze` names: a duration or a time, read in the asker's Slack time
+zone unless it gives its offset (or `UTC` follows it); any other zone typed after it is refused
+rather than read wrongly, and so is a local time the clocks skip or pass twice
+(`bot.domain.freeze` applies it)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
 from bot.domain.errors import InvalidCommand
+from bot.domain.schedule import ZoneNeeded
 from bot.domain.text import shown
 
 _OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}$")
@@ -32,24 +35,25 @@ _TYPED_OFFSET = re.compile(r"(?:UTC|GMT)?[+-][0-9]{1,2}(?::?[0-9]{2})?", re.IGNO
 end would be read as UTC with the offset taken for the reason."""
 
 
-def zone_after_end(until: str, reason: str) -> str:
-    """The reason of `/rollout freeze <until> <reason>`, once a zone typed after an end time
-    is taken off it: `UTC` or `GMT` (the end is UTC anyway); a zone abbreviation (`CET`), an
-    IANA name (`Europe/Berlin`) or an offset apart from the time (`+01:00`, `GMT-5`) raises
-    InvalidCommand, since the end would be read as UTC."""
+def zone_after_end(until: str, reason: str) -> tuple[str, str]:
+    """The end and the reason of `/rollout freeze <until> <reason>`, once a zone typed after
+    an end time is taken off the reason: `UTC` or `GMT` makes the end UTC (`Z`); a zone
+    abbreviation (`CET`), an IANA name (`Europe/Berlin`) or an offset apart from the time
+    (`+01:00`, `GMT-5`) raises InvalidCommand, since the end would be read in another zone."""
     word, _, rest = reason.partition(" ")
     if not _ISO.fullmatch(until) or until.endswith("Z") or _OFFSET.search(until[10:]):
-        return reason
+        return until, reason
     if word.upper() in _UTC_WORDS:
-        return rest.strip()
+        return f"{until}Z", rest.strip()
     english = not word.isupper() and word.lower() in _ENGLISH_WORDS
     abbreviation = word.upper() in _ZONE_ABBREVIATIONS and not english
     if abbreviation or _TYPED_OFFSET.fullmatch(word) or _is_zone_name(word):
         raise InvalidCommand(
-            f"`{shown(word)}` is not a time zone I read: a freeze's end is read in UTC, or give "
-            f"its offset, such as `{until.replace(' ', 'T')}+01:00`."
+            f"`{shown(word)}` is not a time zone I read: a freeze's end is read in your Slack "
+            f"time zone (in UTC with `UTC` after it), or give its offset, such as "
+            f"`{until.replace(' ', 'T')}+01:00`."
         )
-    return reason
+    return until, reason
 
 
 def _is_zone_name(word: str) -> bool:
@@ -62,11 +66,12 @@ def _is_zone_name(word: str) -> bool:
     return True
 
 
-def freeze_end(text: str, now: datetime) -> datetime:
+def freeze_end(text: str, now: datetime, zone: ZoneInfo | None = None) -> datetime:
     """When an ad hoc freeze ends: `now` plus a duration (`2h`, `72h`), or a time
-    (`2026-12-24 18:00`, UTC unless it names an offset such as `+01:00`). Raises
-    InvalidCommand for an unreadable text or an end that is not in the future or is more than
-    MAX_DURATION (30 days) away."""
+    (`2026-12-24 18:00`, read in `zone` unless it names an offset such as `+01:00`, or `Z`).
+    Raises ZoneNeeded for a time with no offset and no `zone`; InvalidCommand for an
+    unreadable text, a local time the clocks skip or pass twice in `zone`, or an end that is
+    not in the future or is more than MAX_DURATION (30 days) away."""
     if _ISO.fullmatch(text):
         too_far = InvalidCommand(
             f"`{text}` is too far ahead: a freeze lasts at most 30 days "
@@ -75,9 +80,13 @@ def freeze_end(text: str, now: datetime) -> datetime:
         try:
             # `9:00`, which `_ISO` takes, as `fromisoformat` reads it: `09:00`.
             until = datetime.fromisoformat(re.sub(r"T([0-9]):", r"T0\1:", text.replace(" ", "T")))
-            until = (until if until.tzinfo is not None else until.replace(tzinfo=UTC)).astimezone(
-                UTC
-            )
+            if until.tzinfo is None:
+                if zone is None:
+                    raise ZoneNeeded(f"`{text}` needs a time zone to be read in.")
+                until = _local(until, zone, text)
+            until = until.astimezone(UTC)
+        except InvalidCommand:
+            raise
         except ValueError:
             raise InvalidCommand(f"`{text}` is not a date and time I can read.") from None
         except OverflowError:  # past datetime's last year once in UTC
@@ -91,6 +100,35 @@ def freeze_end(text: str, now: datetime) -> datetime:
         return now + parse_duration(text)
     except ValueError as error:
         raise InvalidCommand(
-            f"{error}; or give an end time such as `2026-12-24 18:00` (UTC) or "
-            "`2026-12-24T18:00+01:00`."
+            f"{error}; or give an end time such as `2026-12-24 18:00` (your Slack time zone) "
+            "or `2026-12-24T18:00+01:00`."
         ) from None
+
+
+def _local(naive: datetime, zone: ZoneInfo, text: str) -> datetime:
+    """`naive` in `zone`; raises InvalidCommand when the clocks skip it (going forward) or
+    pass it twice (going back) there: which end was meant is not guessed."""
+    first, second = naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    typed = naive.isoformat(timespec="minutes")
+    if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise InvalidCommand(
+            f"`{text}` does not exist in your time zone ({zone.key}): the clocks skip that "
+            f"hour. Give a time before or after it, or its offset, such as "
+            f"`{typed}{_offset(second)}`."
+        )
+    raise InvalidCommand(
+        f"`{text}` happens twice in your time zone ({zone.key}): the clocks go back then. "
+        f"Give its offset: `{typed}{_offset(first)}` for the first, "
+        f"`{typed}{_offset(second)}` for the second."
+    )
+
+
+def _offset(moment: datetime) -> str:
+    """`+01:00`: the offset of `moment` from UTC."""
+    offset = moment.utcoffset()
+    assert offset is not None  # an aware time
+    minutes = int(offset.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

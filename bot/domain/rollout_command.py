@@ -311,10 +311,10 @@ def _freeze(text: str) -> Freeze:
         raise InvalidCommand(f"freeze needs an end and a reason: {_FREEZE_USAGE}.")
     if TOKEN_SHAPE.search(found[1]):  # an end that is none is quoted back
         raise InvalidCommand(PASTED_CREDENTIAL)
-    reason = zone_after_end(found[1], _reason(found[2], "freeze"))
+    until, reason = zone_after_end(found[1], _reason(found[2], "freeze"))
     if not reason:
         raise InvalidCommand(f"freeze needs a reason after its end: {_FREEZE_USAGE}.")
-    return Freeze(until=found[1], reason=reason)
+    return Freeze(until=until, reason=reason)
 
 
 def _start(text: str) -> Start:

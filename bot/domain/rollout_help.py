@@ -32,7 +32,8 @@ HELP: tuple[HelpEntry, ...] = (
     HelpEntry("/rollout npm-token", "Set up and verify the NPM_TOKEN secret of the npm Release"),
     HelpEntry(
         "/rollout freeze <duration or until> <reason>",
-        "Freeze starts and dispatches (`2h`, or `2026-12-24 18:00` UTC); running rollouts go on",
+        "Freeze starts and dispatches (`2h`, or `2026-12-24 18:00` in your time zone); running "
+        "rollouts go on",
     ),
     HelpEntry("/rollout unfreeze", "Lift a `/rollout freeze` before it ends"),
     HelpEntry("/rollout lock [reason]", "Hold the release lane: others cannot start or dispatch"),

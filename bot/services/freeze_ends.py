@@ -9,15 +9,20 @@ durable timer (`FREEZE_END_TIMER`, due when the lane is next free for the rollou
 that follow one another are one wait), so a restart or a second replica neither loses nor
 repeats it. When it fires, the lane is read again: a freeze declared or extended meanwhile is
 watched to its own end instead; a rollout a person moved on meanwhile (Promote, Dispatch,
-cancel) is told nothing. The thread's reply is written once per timer (`OnceOutbox.add_once`),
-whatever the retries. A `/rollout unfreeze` tells the threads itself and watches again
+cancel) is told nothing. A `/rollout unfreeze` tells the threads itself and watches again
 (`rewatch`).
+
+Each hold is told its end once, whoever tells it and in whatever order (`OnceOutbox`): the
+reply claims one key per stage (and one for a scheduled dispatch) under the watch's key, so a
+retry of the timer, an unfreeze racing it (which claims under every watch of the rollout still
+going when it began) and a hold saved just after the end's timer read the rollout
+(`watch_after_hold`, a second timer under the same watch) each tell only what nobody told.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -28,13 +33,17 @@ from bot.domain.freeze import (
     Frozen,
     freeze_end_timer_key,
     freeze_end_timer_payload,
+    hold_told_key,
+    hold_watch_timer,
 )
+from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
-from bot.domain.rollout import FreezeEnded, Phase, Rollout, held_by_freezes
+from bot.domain.rollout import Event, FreezeEnded, Phase, Rollout, stages_held_by_freezes
 from bot.services.effects import EffectRunner
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import told
 from bot.services.records import NewMessage, Timer
+from bot.services.requests import current_entry
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +67,41 @@ async def watch_freeze_end(effects: EffectRunner, rollout: Rollout, freeze: Free
     )
 
 
+async def watch_after_hold(
+    effects: EffectRunner, rollout: Rollout, freeze: Freeze, *, hold: str
+) -> None:
+    """After `hold` (`track:stage`) of `rollout` was saved held by `freeze`: when the watch of
+    its end already began firing (another replica's clock reached the end while this gate read
+    the lane frozen), it may have read the rollout before the hold was saved: a second timer
+    under the same watch tells the hold's end (only it, if nobody did: `FreezeEnds.tell_once`)."""
+    key = freeze_end_timer_key(rollout.id, freeze)
+    watch = await effects.timers.get(key=key)
+    if watch is None or (watch.is_pending and watch.claimed_by is None):
+        return  # it reads the rollout when it fires: after this save
+    now = effects.clock()
+    # A watch cancelled by an unfreeze (which told what it saw): the lane is free since.
+    free_at = now if watch.cancelled_at is not None else freeze.free_at
+    hold_key, payload = hold_watch_timer(key, hold, free_at)
+    await effects.timers.schedule(
+        key=hold_key,
+        kind=FREEZE_END_TIMER,
+        due_at=max(now, free_at),
+        now=now,
+        rollout_id=rollout.id,
+        service=rollout.service,
+        payload=payload,
+    )
+
+
+def _holds(rollout: Rollout, plan: RolloutPlan) -> bool:
+    """Whether a freeze held a stage of `rollout` or its scheduled dispatch."""
+    return bool(stages_held_by_freezes(rollout, plan)) or dispatch_frozen(rollout) is not None
+
+
+_DISPATCH = "dispatch"
+"""The claim of a scheduled dispatch's hold, beside those of stages (`track:stage`)."""
+
+
 def dispatch_frozen(rollout: Rollout) -> datetime | None:
     """The time of the rollout's scheduled dispatch a freeze held (it waits in its preflight
     for a person), or None."""
@@ -68,12 +112,18 @@ def dispatch_frozen(rollout: Rollout) -> datetime | None:
 
 
 class OnceOutbox(Protocol):
-    """The outbox's table, writing messages by the first call of a key alone, any replica
-    (`storage.outbox`). Here rather than in store_ports.py, which is at the 400-line limit."""
+    """The outbox's table, writing each group of messages by the first call to claim its keys
+    alone, any replica (`storage.outbox`). Here rather than in store_ports.py, which is at the
+    400-line limit."""
 
-    async def add_once(
-        self, messages: Sequence[NewMessage], *, once: str, now: datetime
-    ) -> bool: ...
+    async def add_each_once(
+        self,
+        groups: Mapping[str, Sequence[str]],
+        messages: Callable[[list[str]], Sequence[NewMessage]],
+        *,
+        now: datetime,
+        unless: Collection[str] = (),
+    ) -> list[str]: ...
 
 
 @dataclass(kw_only=True, eq=False)
@@ -94,19 +144,77 @@ class FreezeEnds:
         if rollout is None or rollout.phase is Phase.ENDED:
             return
         plan = await self.effects.plan_of(rollout)
-        held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
-        if not held and dispatch_at is None:
+        if not _holds(rollout, plan):
             return
-        ended = datetime.fromisoformat(str((timer.payload or {})["free_at"]))
+        payload = timer.payload or {}
+        ended = datetime.fromisoformat(str(payload["free_at"]))
         freeze = await self.lane.holds_promotion(rollout_id=rollout.id)
         # The same end seen a moment early (this replica's clock behind the one that claimed
         # the timer) is this one: told, never watched again under this timer's own key.
         if freeze is not None and freeze.free_at > ended:
             await watch_freeze_end(self.effects, rollout, freeze)
             return
-        said = told(rollout, FreezeEnded(ended, held, dispatch_at))
-        if await self.outboxes.add_once(said, once=timer.key, now=self.effects.clock()):
-            await self.effects.outbox.send(said, written=True)
+        # A previous version's reply claimed the timer's own key: told already.
+        watch = str(payload.get("watch", timer.key))
+        await self.tell_once(
+            rollout,
+            plan,
+            lambda held, dispatch_at: FreezeEnded(ended, held, dispatch_at),
+            watches=[watch],
+            unless=[timer.key],
+        )
+
+    async def tell_once(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        event: Callable[[tuple[str, ...], datetime | None], Event],
+        *,
+        watches: Collection[str],
+        unless: Collection[str] = (),
+    ) -> bool:
+        """Tell `rollout`'s thread `event` of its stages held by a freeze and its scheduled
+        dispatch a freeze held, those of them not yet told the end of any of `watches` (the
+        keys of the watches of the freeze that held them); whether anything was told."""
+        stages = stages_held_by_freezes(rollout, plan)
+        dispatch_at = dispatch_frozen(rollout)
+        groups = {hold: [hold_told_key(watch, hold) for watch in watches] for hold in stages}
+        if dispatch_at is not None:
+            groups[_DISPATCH] = [hold_told_key(watch, _DISPATCH) for watch in watches]
+        said: list[NewMessage] = []
+
+        def saying(new: list[str]) -> list[NewMessage]:
+            held = tuple(stages[hold] for hold in new if hold in stages)
+            said.extend(told(rollout, event(held, dispatch_at if _DISPATCH in new else None)))
+            return said
+
+        new = await self.outboxes.add_each_once(
+            groups, saying, now=self.effects.clock(), unless=unless
+        )
+        if not new:
+            return False
+        current = current_entry.get()
+        if current is not None and len(new) < len(groups):
+            current.detail.update(freeze_end_told_before=sorted(set(groups) - set(new)))
+        await self.effects.outbox.send(said, written=True)
+        return True
+
+    async def watches_since(self, rollout: Rollout, since: datetime) -> list[str]:
+        """The watches of `rollout`'s freeze ends still going at `since`: not fired nor
+        cancelled before then (an unfreeze begun then claims their replies)."""
+        timers = await self.effects.timers.of_kind(
+            kind=FREEZE_END_TIMER, due_since=since - WATCHED_SINCE
+        )
+        return sorted(
+            {
+                str((timer.payload or {}).get("watch", timer.key))
+                for timer in timers
+                if timer.rollout_id == rollout.id
+                and (timer.fired_at is None or timer.fired_at >= since)
+                and (timer.cancelled_at is None or timer.cancelled_at >= since)
+                and timer.dead_at is None
+            }
+        )
 
     async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
         """Nothing is held by the timer itself (the stage or the preflight waits for a person

@@ -32,7 +32,7 @@ from bot.domain.rollout import (
 )
 from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
-from bot.services.freeze_ends import watch_freeze_end
+from bot.services.freeze_ends import watch_after_hold, watch_freeze_end
 from bot.services.outbox_messages import gate_card
 from bot.services.ports import MetricsSource, MetricsSources
 from bot.services.records import metrics_actor
@@ -251,17 +251,20 @@ class Gate:
         # The freeze's end is watched before the stage is saved held: a fault between the two
         # would leave it held and unwatched for good (a retry finds it decided). A watch whose
         # hold was never saved tells nothing when it fires (`bot.services.freeze_ends`).
-        if held is not None and decision.rollout.track(track).stage(stage).state is (
+        holding = held is not None and decision.rollout.track(track).stage(stage).state is (
             StageState.HOLDING
-        ):
+        )
+        if held is not None and holding:
             await watch_freeze_end(effects, decision.rollout, held)
-        await effects.apply(
+        saved = await effects.apply(
             rollout,
             decision,
             plan,
             also=[shown] if decision.effects else [],
             audit=[event, *left],
         )
+        if held is not None and holding:
+            await watch_after_hold(effects, saved, held, hold=f"{track}:{stage}")
         effects.telemetry.gate_decided(
             service=rollout.service, track=track, verdict=verdict.verdict.value
         )

@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, replace
+from datetime import datetime
+from functools import partial
+from zoneinfo import ZoneInfo
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
-from bot.domain.freeze import LANE_FREEZE, LANE_LOCK, Freeze, Frozen, LaneHold, Locked, lock_of
+from bot.domain.freeze import (
+    FREEZE_END_TIMER,
+    LANE_FREEZE,
+    LANE_LOCK,
+    Freeze,
+    Frozen,
+    LaneHold,
+    Locked,
+    lock_of,
+)
 from bot.domain.freeze_until import freeze_end
 from bot.domain.rollout import (
     Event,
@@ -27,7 +39,7 @@ from bot.domain.schedule import Schedule, ZoneNeeded, start_schedule, zone_named
 from bot.domain.text import shown
 from bot.services.access import Access
 from bot.services.exactly_once import ExactlyOnce
-from bot.services.freeze_ends import dispatch_frozen, rewatch
+from bot.services.freeze_ends import FreezeEnds, dispatch_frozen, rewatch
 from bot.services.lane import LaneClosed, ReleaseLane
 from bot.services.ports import Clock
 from bot.services.requests import Origin, current_entry, fill
@@ -45,6 +57,12 @@ NO_TIME_ZONE = (
     '`--at "tue 09:00+01:00"`.'
 )
 
+NO_FREEZE_ZONE = (
+    "Slack did not tell me your time zone (`users.info` failed: the app may need to be "
+    "reinstalled for its `users:read` scope), so I cannot read `{until}`: give it with an "
+    "offset, such as `2026-12-24T18:00+01:00`, or `UTC` after it, or a duration such as `2h`."
+)
+
 
 @dataclass(frozen=True)
 class Froze:
@@ -56,6 +74,8 @@ class Froze:
     lane: Freeze | None = None
     """The freeze the lane shows afterwards, with those that follow it: deploys may stay
     frozen after `in_force` ends (the plan's weekend right after it)."""
+    zone: str | None = None
+    """The asker's Slack time zone, when the end was a time read in it."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +190,7 @@ class LaneControls:
         async with self.access.audited(origin, Control.FREEZE):
             await self._admitted(origin, Control.FREEZE)
             now = self.clock()
-            end = freeze_end(until, now)
+            end, zone = await self._freeze_end(origin.actor, until, now)
             asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=self.lane.service)
             assert asked.until is not None
             in_force = await self.lane.holds.take(asked, later=True)
@@ -178,6 +198,8 @@ class LaneControls:
             current = current_entry.get()
             if current is not None:
                 current.detail.update(reason=reason, until=asked.until.isoformat())
+                if zone is not None:
+                    current.detail.update(until_typed=until, time_zone=zone)
                 if in_force != asked:
                     current.detail.update(
                         kept_freeze=in_force.reason,
@@ -186,7 +208,29 @@ class LaneControls:
                     )
             if in_force == asked:
                 await self._tell_scheduled(asked)
-            return Froze(asked, in_force, (await self.lane.state()).freeze)
+            return Froze(asked, in_force, (await self.lane.state()).freeze, zone)
+
+    async def _freeze_end(
+        self, actor: str, until: str, now: datetime
+    ) -> tuple[datetime, str | None]:
+        """When a freeze `until` ends, and the zone a time with no offset was read in (the
+        asker's Slack time zone), or None (a duration, an offset, UTC)."""
+        try:
+            return freeze_end(until, now), None
+        except ZoneNeeded:
+            name = await self.time_zone_of(actor)
+            if name is None:
+                raise InvalidCommand(NO_FREEZE_ZONE.format(until=shown(until))) from None
+            try:
+                zone = ZoneInfo(name)
+            # ZoneInfoNotFoundError is a KeyError; a folder of the database an OSError.
+            except (ValueError, KeyError, OSError):
+                raise InvalidCommand(
+                    f"Slack gives your time zone as `{shown(name)}`, which this bot's time zone "
+                    f"database does not know: give the end with an offset, "
+                    f"`{shown(until).replace(' ', 'T')}+01:00`."
+                ) from None
+            return freeze_end(until, now, zone), name
 
     async def _tell_scheduled(self, freeze: LaneHold) -> None:
         """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold
@@ -210,23 +254,42 @@ class LaneControls:
             if (was.freeze.actor, was.freeze.until) == (lifted.actor, lifted.until):
                 await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
 
-    async def _tell_held(self, actor: str, lifted: LaneHold) -> None:
+    async def _tell_held(self, actor: str, lifted: LaneHold, *, since: datetime) -> None:
         """Tell the thread of each rollout a freeze held (`promote: auto` stages held for a
         Promote, a scheduled dispatch that did not go) that the freeze was lifted and what
         still waits for a person: nothing ships by itself when a freeze ends. The freeze still
         holding that rollout (its override and roll-back pass counted), if any, is named, and
-        its end watched instead of the lifted one's."""
+        its end watched instead of the lifted one's. With nothing holding it any more, this is
+        the end of its hold, told once: not what a watch of the freeze's end firing since the
+        unfreeze began (`since`) told already, nor again by it."""
         for rollout, plan in await self.rollouts.active_with_plans():
             held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
             if not held and dispatch_at is None:
                 continue
             still = await rewatch(self.rollouts.effects, self.lane, rollout)
-            if held:
-                told: Event = FreezeLiftedHolding(actor, lifted.actor, held, still)
-                await self.rollouts.effects.tell(rollout, told)
-            elif still is None:
-                told = FreezeEnded(self.clock(), dispatch_at=dispatch_at)
-                await self.rollouts.effects.tell(rollout, told)
+            lifted_holding = partial(self._lifted_event, actor, lifted, still)
+            # Where a freeze's end is told once per hold: an unfreeze racing the end's timer
+            # tells what it did not (the timers' handler, `bot.services.freeze_ends`).
+            ends = self.rollouts.handler_of(FREEZE_END_TIMER)
+            if still is None and isinstance(ends, FreezeEnds):
+                watches = await ends.watches_since(rollout, since)
+                await ends.tell_once(rollout, plan, lifted_holding, watches=watches, unless=watches)
+            elif held or still is None:
+                await self.rollouts.effects.tell(rollout, lifted_holding(held, dispatch_at))
+
+    def _lifted_event(
+        self,
+        actor: str,
+        lifted: LaneHold,
+        still: Freeze | None,
+        stages: tuple[str, ...],
+        dispatch_at: datetime | None,
+    ) -> Event:
+        """What a rollout's thread is told of `lifted`: its held `stages` (the freeze `still`
+        holding them, if any), else the end of the hold of its scheduled dispatch."""
+        if stages:
+            return FreezeLiftedHolding(actor, lifted.actor, stages, still)
+        return FreezeEnded(self.clock(), dispatch_at=dispatch_at)
 
     async def unfreeze(self, origin: Origin) -> LaneHold:
         async with self.access.audited(origin, Control.UNFREEZE):
@@ -243,7 +306,7 @@ class LaneControls:
             removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
             if removed is not None:
                 await self._tell_lifted(origin.actor, removed, active, held)
-                await self._tell_held(origin.actor, removed)
+                await self._tell_held(origin.actor, removed, since=now)
                 current = current_entry.get()
                 if current is not None:
                     until = removed.until.isoformat() if removed.until else None

@@ -106,16 +106,25 @@ class Preflights:
 
     async def _known_tag(self, tag: str) -> None:
         """Refuse a tag the repository does not have (a typo), naming the nearest it has,
-        before anything is written or posted. A GitHub that does not answer refuses nothing:
-        the preflight's checks say what they could not read."""
+        before anything is written or posted. A GitHub that does not answer whether the tag
+        exists refuses nothing: the preflight's checks say what they could not read. One that
+        said no, then would not list its neighbours, refuses it without them; unless that list
+        was answered 404 too: the repository itself is not there for the bot (GitHub answers
+        an empty list for a prefix no tag has), so the tag's 404 says nothing of the tag."""
         github = self._effects.github
         try:
             if await github.tag_exists(tag):
                 return
-            near = nearest_tags(tag, await github.tags_starting(tag_family(tag)))
         except GitHubError as error:
             log.info("whether the tag %s exists could not be read: %s", tag, error.cause)
             return
+        try:
+            near = nearest_tags(tag, await github.tags_starting(tag_family(tag)))
+        except GitHubError as error:
+            log.info("the tags near %s could not be listed: %s", tag, error.cause)
+            if error.status == 404:
+                return
+            near = []
         meant = f" Did you mean {', '.join(f'`{t}`' for t in near)}?" if near else ""
         raise TagNotFound(
             f"GitHub has no tag `{tag}` in the repository: nothing was started.{meant} Check "

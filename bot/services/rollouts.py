@@ -109,6 +109,10 @@ class RolloutService:
         """Who fires the durable timers of `kind` (the gate fires the windows' ends)."""
         self._handlers[kind] = handler
 
+    def handler_of(self, kind: str) -> TimerHandler | None:
+        """Who fires the timers of `kind` (`fires_timers_with`), if anyone."""
+        return self._handlers.get(kind)
+
     def _handler(self, timer: Timer) -> TimerHandler | None:
         """Who handles `timer`'s kind: a window's end (the gate), a scheduled dispatch, a run
         nobody adopted in time (`bot.services.unfollowed_runs`)."""

@@ -4,6 +4,7 @@ transport's gauge of the last reading, `rollout_bot_github_clock_offset_seconds`
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from bot.adapters.github.transport import GitHubTransport
 
 WHOLE_SECOND = timedelta(seconds=1)
+_log = logging.getLogger(__name__)
 
 
 class UndatedAnswer(GitHubError):
@@ -44,12 +46,17 @@ def dated_offset(
         raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})") from exc
     if theirs.tzinfo is None:
         raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})")
-    if age is not None:
-        held = str(age).strip()
-        if not held.isdigit():  # a cache's odd Age: when the Date was made is unknown
-            raise UndatedAnswer(f"GitHub's answer has an unreadable Age header ({age!r})")
-        theirs += timedelta(seconds=int(held))
-    return ClockOffset(low=theirs - received, high=theirs + WHOLE_SECOND - sent)
+    held = None if age is None else str(age).strip()
+    # A cache's odd Age (ASCII digits only: int() refuses some others `isdigit` takes): when
+    # the Date was made is unknown.
+    if held is not None and not (held.isascii() and held.isdigit()):
+        raise UndatedAnswer(f"GitHub's answer has an unreadable Age header ({age!r})")
+    try:
+        if held is not None:
+            theirs += timedelta(seconds=int(held))
+        return ClockOffset(low=theirs - received, high=theirs + WHOLE_SECOND - sent)
+    except OverflowError as exc:  # past the calendar's end (year 9999): no reading
+        raise UndatedAnswer(f"GitHub's answer is dated out of range ({date!r}, {age!r})") from exc
 
 
 class AnswerClock:
@@ -77,6 +84,15 @@ class AnswerClock:
         self._sent.at = self._clock()
 
     def _answered(self, _status: int, headers: Mapping[str, Any], _data: object) -> None:
+        """Called by PyGithub inside the request, its answer in hand: whatever goes wrong here
+        must not fail the call (a write GitHub has done would read as failed), so nothing but
+        a reading leaves it."""
+        try:
+            self._read(headers)
+        except Exception:  # the gauge only, never the call's outcome
+            _log.debug("GitHub's clock could not be read off an answer", exc_info=True)
+
+    def _read(self, headers: Mapping[str, Any]) -> None:
         sent = getattr(self._sent, "at", None)
         if sent is None:
             return

@@ -4,6 +4,7 @@ in `/rollout status` and in the answers to freeze, unfreeze, lock and unlock."""
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from bot.adapters.slack.actions import Action
 from bot.adapters.slack.blocks import BlockJson, actions, as_json, button, section
@@ -141,13 +142,22 @@ def lane_refusal_text(refused: LaneRefusal) -> str:
     )
 
 
-def frozen_answer(asked: LaneHold, in_force: LaneHold, *, lane: Freeze | None = None) -> str:
+def frozen_answer(
+    asked: LaneHold, in_force: LaneHold, *, lane: Freeze | None = None, zone: str | None = None
+) -> str:
     """A `/rollout freeze`: the freeze `asked`, or, when a freeze `in_force` ends later, that
     it stays (a freeze is never shortened by another); and, when the `lane` stays frozen after
-    it (the plan's calendar, freezes that follow), until when."""
+    it (the plan's calendar, freezes that follow), until when. `zone`: the asker's Slack time
+    zone its end was read in (a time with no offset), said."""
     assert asked.until is not None and in_force.until is not None  # a freeze always ends
     after = f" {freeze_text(lane)}." if lane is not None and lane.free_at > in_force.until else ""
-    return _frozen(asked, in_force) + after
+    read = (
+        f" (The end was read in {person(asked.actor)}'s Slack time zone, {zone}: "
+        f"{asked.until.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} there.)"
+        if zone is not None
+        else ""
+    )
+    return _frozen(asked, in_force) + after + read
 
 
 def _frozen(asked: LaneHold, in_force: LaneHold) -> str:

@@ -81,6 +81,7 @@ from bot.domain.rollout.gating import (
     gate_evaluated,
     held_by_freeze,
     held_by_freezes,
+    stages_held_by_freezes,
     window_ended,
     window_timer_dead,
 )
@@ -195,6 +196,7 @@ __all__ = [
     "rerun_unconfirmed",
     "schedule_from_json",
     "schedule_to_json",
+    "stages_held_by_freezes",
     "state_words",
     "tracks_left",
     "tracks_to_stop",

@@ -202,11 +202,18 @@ def held_by_freeze(stage: Stage, plan_track: PlanTrack) -> bool:
 def held_by_freezes(rollout: Rollout, plan: RolloutPlan) -> tuple[str, ...]:
     """The stages of `rollout` a freeze held for a Promote (`held_by_freeze`), each as
     `Stage → next stage` in its plan's labels."""
-    held = []
+    return tuple(stages_held_by_freezes(rollout, plan).values())
+
+
+def stages_held_by_freezes(rollout: Rollout, plan: RolloutPlan) -> dict[str, str]:
+    """`held_by_freezes` by `track:stage`, which names each hold (a freeze's end is told once
+    per stage it held)."""
+    held = {}
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
         current = track.current
         following = plan_track.next_stage(current.key) if current is not None else None
         if current is not None and following is not None and held_by_freeze(current, plan_track):
-            held.append(f"{plan_track.stage(current.key).label} → {following.label}")
-    return tuple(held)
+            label = f"{plan_track.stage(current.key).label} → {following.label}"
+            held[f"{track.name}:{current.key}"] = label
+    return held
