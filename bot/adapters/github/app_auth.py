@@ -106,7 +106,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self._target = TokenRepository(repository.split("/")[1])
         self._granted: dict[str, str] | None = None
         """The installation's permissions, read with its id (None: not read yet)."""
-        self._tokens: dict[tuple[tuple[str, str], ...], Auth.AppInstallationAuth] = {}
+        self._tokens: dict[tuple[tuple[str, str], ...], NarrowedAuth] = {}
         """The installation's tokens in hand, by the permissions they were minted with."""
         self._refused: set[tuple[tuple[str, str], ...]] = set()
         self._calls = threading.local()
@@ -182,25 +182,40 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         """The current token for the call's endpoint, minted when there is none, it nears
         its expiry or GitHub refused it (under the lock). The installation (its id and its
         permissions) is read first: from the repository, or by its configured id."""
-        if self._installation_id is None or self._granted is None:
-            found = (
-                self._looked_up()
-                if self._installation_id is None
-                else self._numbered(self._installation_id)
-            )
-            self._installation_id, self._granted = found.id, dict(found.permissions or {})
-        permissions = needed(getattr(self._calls, "endpoint", "read"), self._granted)
+        endpoint = getattr(self._calls, "endpoint", "read")
+        number = self._installation_id
+        if number is None or self._granted is None:
+            number = self._read_installation()
+        permissions = needed(endpoint, self._granted or {})
         key = tuple(sorted(permissions.items()))
+        held = self._tokens.get(key)
+        if held is not None and (key in self._refused or held.due):
+            # A token renewed: asked with the installation's permissions as they are now (its
+            # owner may have granted one since, as the bot's 403s tell them to, or taken one).
+            number = self._read_installation()
+            permissions = needed(endpoint, self._granted or {})
+            key = tuple(sorted(permissions.items()))
+            self._tokens.pop(key, None)
         if key not in self._tokens or key in self._refused:
-            self._tokens[key] = NarrowedAuth(
-                self._app,
-                self._installation_id,
-                repository=self._target,
-                permissions=permissions,
-            ).withRequester(self.requester)
+            minting = NarrowedAuth(
+                self._app, number, repository=self._target, permissions=permissions
+            )
+            minting.withRequester(self.requester)
+            self._tokens[key] = minting
             self._refused.discard(key)
         self.issued = self._handed[key] = self._tokens[key].token
         return self.issued
+
+    def _read_installation(self) -> int:
+        """The installation's id (returned) and permissions as GitHub says now: from the
+        repository, or by its id (configured, or found before). GithubException as is."""
+        found = (
+            self._looked_up()
+            if self._installation_id is None
+            else self._numbered(self._installation_id)
+        )
+        self._installation_id, self._granted = found.id, dict(found.permissions or {})
+        return found.id
 
     @property
     def in_hand(self) -> tuple[str, ...]:
