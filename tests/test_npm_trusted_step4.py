@@ -127,3 +127,13 @@ def test_on_enterprise_server_an_oidc_job_still_needs_the_token() -> None:
     assert "Token-free alternative" not in create_text(GHES)
     assert "Enterprise Server" in create_text(GHES)
     assert "Token-free alternative" in create_text(SETUP)
+
+
+def test_an_oidc_only_run_that_published_nothing_speaks_of_no_token() -> None:
+    check = _run(StepVerdict.MISSING, StepVerdict.PASSED).model_copy(
+        update={"published_nothing": True}
+    )
+    assert Walkthrough(secret=OIDC_ONLY, last_run=check).last_run_tone is Tone.WARNING
+    text = last_run_text(check, OIDC_ONLY, SETUP)
+    assert "published nothing" in text and "trusted publisher" in text
+    assert "token" not in text.replace("NPM_TOKEN", "")

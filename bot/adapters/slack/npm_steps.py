@@ -196,9 +196,16 @@ def _validate_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
     return f":white_circle: {step} did not run."
 
 
-def _publish_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
+def _publish_line(check: RunCheck, npm: NpmRelease, log: str, *, oidc_only: bool = False) -> str:
     step = f"*{npm.publish_step}*"
     verdict = check.publish_step
+    if verdict is StepVerdict.PASSED and check.published_nothing and oidc_only:
+        return (
+            f":warning: {step} passed but published nothing (every version was on npm "
+            "already, or changesets opened its “Version Packages” pull request): npm never "
+            "checked the trusted publisher. The next run that publishes new versions from "
+            f"`{npm.ref}` shows it (step 4)."
+        )
     if verdict is StepVerdict.PASSED and check.published_nothing:
         return (
             f":warning: {step} passed but published nothing: every version was on npm "
@@ -288,16 +295,8 @@ def oidc_publish_line(check: RunCheck, setup: WalkthroughSetup, log: str) -> str
     comes from the trusted publisher or the toolchain, never from a token."""
     npm = setup.npm
     step = f"*{npm.publish_step}*"
-    verdict = check.publish_step
-    if verdict is StepVerdict.PASSED and check.published_nothing:
-        return (
-            f":warning: {step} passed but published nothing (every version was on npm "
-            "already, or changesets opened its “Version Packages” pull request): npm never "
-            "checked the trusted publisher. The next run that publishes new versions from "
-            f"`{npm.ref}` shows it (step 4)."
-        )
-    if verdict is not StepVerdict.FAILED:
-        return _publish_line(check, npm, log)
+    if check.publish_step is not StepVerdict.FAILED:
+        return _publish_line(check, npm, log, oidc_only=True)
     lead = {
         None: f":x: {step} failed, and its log shows no npm credentials error: see {log}.",
         NpmError.NEED_AUTH: f":x: {step} failed with `ENEEDAUTH`: npm published without "
