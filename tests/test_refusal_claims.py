@@ -121,8 +121,10 @@ async def test_each_hold_is_written_once_by_three_replicas_racing(database_url: 
         return [NewMessage(kind="thread", channel_id=REFUSING, rollout_id=None, payload=payload)]
 
     async with AsyncExitStack() as stack:
-        engines = [await stack.enter_async_context(engine_for_one_task(database_url)) for _ in "abc"]
-        stores = [OutboxStore(create_session_factory(engine)) for engine in engines]
+        stores = [
+            OutboxStore(create_session_factory(await stack.enter_async_context(replica)))
+            for replica in (engine_for_one_task(database_url) for _ in "abc")
+        ]
         for round_ in range(5):
             w1, w2 = f"w1-{round_}", f"w2-{round_}"
             asked = [under(w1, w2), under(w1), under(w1)]

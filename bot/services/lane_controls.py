@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, replace
 from datetime import datetime
 from functools import partial
-from zoneinfo import ZoneInfo
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
@@ -221,15 +220,7 @@ class LaneControls:
             name = await self.time_zone_of(actor)
             if name is None:
                 raise InvalidCommand(NO_FREEZE_ZONE.format(until=shown(until))) from None
-            try:
-                zone = ZoneInfo(name)
-            # ZoneInfoNotFoundError is a KeyError; a folder of the database an OSError.
-            except (ValueError, KeyError, OSError):
-                raise InvalidCommand(
-                    f"Slack gives your time zone as `{shown(name)}`, which this bot's time zone "
-                    f"database does not know: give the end with an offset, "
-                    f"`{shown(until).replace(' ', 'T')}+01:00`."
-                ) from None
+            zone = zone_named(name, example=f"{shown(until).replace(' ', 'T')}+01:00")
             return freeze_end(until, now, zone), name
 
     async def _tell_scheduled(self, freeze: LaneHold) -> None:
