@@ -114,9 +114,10 @@ def _local(naive: datetime, zone: ZoneInfo, text: str) -> datetime:
     typed = naive.isoformat(timespec="minutes")
     if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
         raise InvalidCommand(
-            f"`{text}` does not exist in your time zone ({zone.key}): the clocks skip that "
-            f"hour. Give a time before or after it, or its offset, such as "
-            f"`{typed}{offset_zone(second).removeprefix('UTC')}`."
+            f"`{text}` does not exist in your time zone ({zone.key}): the clocks skip it. "
+            f"Give a time before or after it, or its offset, such as "
+            f"`{typed}{offset_zone(first).removeprefix('UTC')}` (the clocks' offset before "
+            f"they skip: {first.astimezone(UTC).astimezone(zone):%H:%M} there, after it)."
         )
     raise InvalidCommand(
         f"`{text}` happens twice in your time zone ({zone.key}): the clocks go back then. "
