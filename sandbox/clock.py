@@ -44,6 +44,21 @@ class ManualClock:
             await self._napped.wait()
         self._woken.clear()
 
+    def forget_ended(self) -> int:
+        """Forget the loops that do not sleep on this clock now (a stopped bot's: they ended);
+        how many loops it knew before."""
+        known = len(self._naps)
+        for wake in set(self._naps) - self._sleepers:
+            del self._naps[wake]
+            self._woken.pop(wake, None)
+        return known
+
+    async def until_sleeping(self, loops: int) -> None:
+        """Wait until `loops` loops sleep on this clock (a bot started again went round)."""
+        while len(self._sleepers) < loops:
+            self._napped.clear()
+            await self._napped.wait()
+
     async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
         """Return once woken or moved (a moved clock has the sleeper look again), or once
         `when` came in real time on a clock that also runs by itself."""

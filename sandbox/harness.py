@@ -227,6 +227,16 @@ class Sandbox(SlackUser, Lifecycle):
         self.url = f"http://127.0.0.1:{port}"
         self.github.app_hook.url = f"{self.url}/github/webhook"
 
+    async def restart_bot(self, extra_env: Mapping[str, str]) -> None:
+        """Start the bot in this process again with `extra_env` among its settings, for the
+        part of a story that needs them (a short lease only while a lock holds it up). Returns
+        once its loops went round and sleep on the clock, as many as the bot had before."""
+        await self.stop_bot()
+        loops = self.clock.forget_ended()
+        self._extra_env.update(extra_env)
+        await self.start_bot()
+        await self.clock.until_sleeping(loops)
+
     async def stop_bot(self) -> None:
         self.github.app_hook.url = None  # the App's deliveries fail while the bot is down
         if self._runner is not None:

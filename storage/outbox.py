@@ -329,6 +329,19 @@ class OutboxStore:
             rows = await session.scalars(select(OutboxRow).where(*criteria).order_by(OutboxRow.id))
             return [self._message(row) for row in rows]
 
+    async def kept(self, rollout_id: str, kind: str) -> bool:
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(OutboxRow.id)
+                .where(
+                    OutboxRow.rollout_id == rollout_id,
+                    OutboxRow.kind == kind,
+                    OutboxRow.dead_at.is_(None),
+                )
+                .limit(1)
+            )
+            return found is not None
+
     def _message(self, row: OutboxRow) -> OutboxMessage:
         return from_row(
             OutboxMessage,

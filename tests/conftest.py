@@ -125,8 +125,12 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def _execute(url: str, *statements: str) -> None:
-    """Run statements outside any transaction (CREATE/DROP DATABASE need that)."""
-    engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    """Run statements outside any transaction (CREATE/DROP DATABASE need that), without the
+    app's bound on a statement: on a loaded machine a DROP DATABASE took longer than its 15 s
+    and failed the session's teardown."""
+    engine = create_engine(
+        url, statement_timeout_s=None, poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
     try:
         async with engine.connect() as connection:
             for statement in statements:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import sqlite3
 import sys
@@ -25,6 +24,7 @@ from sandbox.config import (
     SLACK_SIGNING_SECRET,
     bot_environment,
 )
+from sandbox.replica import ServeProcess
 from sandbox.signing import slack_signature_headers
 from sandbox.slack import SlackTestServer
 
@@ -309,40 +309,37 @@ async def test_unknown_command_exits_2(tmp_path: Path) -> None:
     assert "unknown command 'deploy'" in err
 
 
-async def healthy(http: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with http.get(url) as health:
-            return health.status == 200
-    except aiohttp.ClientConnectionError:
-        return False
-
-
 async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
     tmp_path: Path, slack: SlackTestServer
 ) -> None:
+    """Started as the restart tests start a replica (`ServeProcess`): the wait for `/healthz`
+    ends when it answers or the process exits, its port taken by another process meanwhile is
+    tried once more on another, and its stderr goes to a file, not a pipe nobody reads."""
     env = full_env(tmp_path, slack_api_url=slack.api_url)
-    base = f"http://127.0.0.1:{env['PORT']}"
     assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
-    process = await start("serve", env=env, cwd=tmp_path)
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(30):  # importing and binding takes a moment
-                while not await healthy(http, f"{base}/healthz"):  # noqa: ASYNC110 - another process
-                    await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as http:
+        process = ServeProcess(
+            environment=lambda port: env | {"PORT": str(port)},
+            workdir=tmp_path,
+            log=tmp_path / "serve.log",
+            http=http,
+        )
+        base = await process.start()
+        try:
             url, body = command_body(slack, "help")
             headers = slack_signature_headers(SLACK_SIGNING_SECRET, body)
             async with http.post(f"{base}/slack/events", data=body, headers=headers) as answer:
                 assert answer.status == 200
             (post,) = await slack.wait_for_response(url)
             assert "npm-token" in str(post.body["blocks"])
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(process.communicate(), timeout=10)
-    assert process.returncode == 0, err.decode()
+        finally:
+            status = await process.stop() if process.running else None  # SIGTERM
+    err = process.log.read_text()
+    assert status == 0, err
     for secret in SECRETS:
-        assert secret not in err.decode()
+        assert secret not in err
     # Without METRICS_TOKEN, one WARNING at start says /metrics is open, what it shows, the fix.
-    (open_metrics,) = [line for line in err.decode().splitlines() if "GET /metrics" in line]
+    (open_metrics,) = [line for line in err.splitlines() if "GET /metrics" in line]
     assert "WARNING" in open_metrics and "Set METRICS_TOKEN" in open_metrics
 
 

@@ -14,7 +14,7 @@ from sandbox_views import dispatched, stage_state
 
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.plan import Metrics
-from bot.domain.rollout import StageState, TrackState
+from bot.domain.rollout import StageState, TrackState, window_timer_key
 from bot.services.ports import MetricsSource
 from sandbox.harness import Sandbox, fast_plan
 
@@ -35,20 +35,28 @@ class HeldSource:
         return await self._source.read(window)
 
 
+def held_reads(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Every gate passes; the gate's reads wait (the first sets `reading`) until `answered`."""
+    every_gate_passes(box)
+    gate = box.services.rollouts._gate
+    sources = gate._sources
+    reading, answered = asyncio.Event(), asyncio.Event()
+
+    def held(config: Metrics) -> MetricsSource:
+        return HeldSource(sources(config), reading, answered)
+
+    monkeypatch.setattr(gate, "_sources", held)
+    return reading, answered
+
+
 async def test_a_kill_is_saved_while_the_window_ends_read_of_the_figures_hangs(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = fast_plan(tmp_path / "figures.yml", window="1s")
     async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        every_gate_passes(box)
-        gate = box.services.rollouts._gate
-        sources = gate._sources
-        reading, answered = asyncio.Event(), asyncio.Event()
-
-        def held(config: Metrics) -> MetricsSource:
-            return HeldSource(sources(config), reading, answered)
-
-        monkeypatch.setattr(gate, "_sources", held)
+        reading, answered = held_reads(box, monkeypatch)
         try:
             await dispatched(box)
             await asyncio.wait_for(reading.wait(), timeout=30)  # a window ended: read held
@@ -77,3 +85,44 @@ async def test_a_kill_is_saved_while_the_window_ends_read_of_the_figures_hangs(
             if review.state == "approved"
             for name in review.environments
         }
+
+
+async def test_a_window_end_fired_again_while_its_figures_are_read_gives_one_verdict(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same window timer fired a second time while the first read hangs (a replica whose
+    lease ran out, a retry after a crash between the evaluating save and the verdict): both
+    read the figures, one verdict is taken, the other reading dropped."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1s")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        reading, answered = held_reads(box, monkeypatch)
+        try:
+            await dispatched(box)
+            await asyncio.wait_for(reading.wait(), timeout=30)
+            evaluating = await box.rollout()
+            track = next(
+                name
+                for name, stage in (("relay", "canary"), ("desktop", "internal"))
+                if stage_state(evaluating, name, stage) is StageState.EVALUATING
+            )
+            stage = evaluating.track(track).current
+            assert stage is not None and stage.window_ends_at is not None
+            key = window_timer_key(evaluating.id, track, stage.key, stage.window_ends_at)
+            timer = await box.wait_for_timer(key, lambda t: t.rollout_id is not None)
+            again = asyncio.create_task(box.services.rollouts.on_timer(timer))
+            await asyncio.sleep(0.2)  # the second fire reads too (held)
+            answered.set()
+            await again
+        finally:
+            answered.set()
+        decided = await box.wait_until(
+            lambda r: r.track(track).stage(stage.key).state is not StageState.EVALUATING
+        )
+        await asyncio.sleep(0.5)
+        assert decided.track(track).stage(stage.key).verdict is not None
+        gates = [
+            e
+            for e in await box.audit.list_for_rollout(decided.id)
+            if e.action == "gate" and e.stage == stage.key
+        ]
+        assert len(gates) == 1, gates

@@ -793,16 +793,20 @@ async def test_a_card_whose_answer_was_lost_is_found_and_its_ts_recorded(scene: 
 
 class Renewals(Watched):
     """The store that holds the loop's claims on their way back (`Watched`) and records, at
-    each renewal, how many posts Slack had seen and what the renewal answered."""
+    each renewal, how many posts Slack had seen and what the renewal answered. A test holding
+    `renewing` has no renewal on its way meanwhile: one waits for it, one under way is waited
+    for."""
 
     def __init__(self, scene: Scene, *, hold: bool = True) -> None:
         super().__init__(scene.sessions, hold=hold)
         self.slack = scene.slack
         self.renewals: list[tuple[int, bool]] = []
         self.lost = asyncio.Event()
+        self.renewing = asyncio.Lock()
 
     async def renew(self, **kwargs: Any) -> bool:
-        held = await super().renew(**kwargs)
+        async with self.renewing:
+            held = await super().renew(**kwargs)
         self.renewals.append((len(self.slack.calls_to("chat.postMessage")), held))
         if not held:
             self.lost.set()
@@ -877,10 +881,14 @@ async def test_a_lease_lost_while_the_post_is_on_its_way_is_logged_once(
     caplog.set_level(logging.WARNING, logger="bot.services")
     flushed = asyncio.create_task(a.flush(rollout.id))
     await SlowCard.posting.wait()
-    scene.clock.advance(timedelta(seconds=1))
-    (taken,) = await scene.store.claim(now=scene.clock(), owner="b", lease=LEASE)
+    # The take-over between two of "a"'s renewals: one after the move would renew the lease
+    # from the new time, and on PostgreSQL one under way locks the row "b" claims, which
+    # skips it (`SKIP LOCKED`). Either leaves "b" nothing to take on a loaded machine.
+    async with store.renewing:
+        scene.clock.advance(timedelta(seconds=1))
+        (taken,) = await scene.store.claim(now=scene.clock(), owner="b", lease=LEASE)
 
-    await asyncio.wait_for(store.lost.wait(), 5.0)
+    await asyncio.wait_for(store.lost.wait(), 60)  # the next renewal, 100 ms on; bounds a hang
     SlowCard.let_through.set()
     await flushed
 

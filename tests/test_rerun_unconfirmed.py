@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import audit_results
+from sqlalchemy import func, select, update
 from test_rerun_rollback import RERUN, RERUNS, offered, rollback_failed
 
 from bot.domain.controls import CardRef
 from bot.domain.rollout import Phase, TrackState
+from bot.services.outbox_messages import SUMMARY
 from bot.services.requests import Origin, Via
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
+from storage.db import create_engine, create_session_factory
+from storage.models import OutboxRow
 
 pytestmark = pytest.mark.story
 
@@ -45,6 +49,24 @@ def past_the_lease(box: Sandbox) -> None:
     box.clock.advance(timedelta(seconds=box.settings().claim_lease_seconds + 1))
 
 
+async def interrupted_once_sent(box: Sandbox, rollout_id: str) -> None:
+    """A click of Re-run rollback on attempt 1, cancelled (as a shutdown ends it) while GitHub
+    takes the re-run; back once GitHub runs attempt 2."""
+    (run,) = box.github.runs.values()
+    answered = box.github.hold("POST", RERUNS)
+    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
+    card = CardRef(rollout_id, "relay", attempt=1)
+    try:
+        work = asyncio.create_task(box.services.controls.rerun_failure_job(clicker, card))
+        await until(lambda: box.github.holding)
+        work.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await work
+    finally:
+        answered.set()
+    await until(lambda: run.attempt == 2)
+
+
 async def test_a_shutdown_while_github_takes_the_re_run_keeps_its_claim_and_says_so(
     sandbox: Sandbox,
 ) -> None:
@@ -54,19 +76,7 @@ async def test_a_shutdown_while_github_takes_the_re_run_keeps_its_claim_and_says
     follows attempt 2 on its own, sending nothing (before: the claim was released, attempt 2
     left unwatched, and a click refused it as a re-run made on GitHub)."""
     ended, told = await rollback_failed(sandbox)
-    (run,) = sandbox.github.runs.values()
-    answered = sandbox.github.hold("POST", RERUNS)
-    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
-    card = CardRef(ended.id, "relay", attempt=1)
-    try:
-        work = asyncio.create_task(sandbox.services.controls.rerun_failure_job(clicker, card))
-        await until(lambda: sandbox.github.holding)
-        work.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await work
-    finally:
-        answered.set()
-    await until(lambda: run.attempt == 2)
+    await interrupted_once_sent(sandbox, ended.id)
 
     said = await sandbox.wait_for_thread("The bot stopped")
     assert "does not know whether GitHub did" in said and "Click *Re-run rollback* again" in said
@@ -125,6 +135,37 @@ async def test_the_summary_is_posted_once_though_the_rollout_ends_again_after_a_
     assert len(reports) == 1, reports
 
 
+async def test_a_summary_given_up_at_the_first_end_is_written_at_the_end_after_a_re_run(
+    sandbox: Sandbox,
+) -> None:
+    """The rollout's first summary was given up (a dead letter: Slack refused it, or it came
+    due while a re-run had reopened the rollout and could not be drawn): when the rollout ends
+    again after the re-run, its summary is written then (before: skipped because the audit
+    trail had the re-run, so the rollout had none)."""
+    ended, told = await rollback_failed(sandbox)
+    await sandbox.wait_for_thread("*Report of `v1.4.2`*")
+    engine = create_engine(sandbox.database_url)
+    try:
+        sessions = create_session_factory(engine)
+        summaries = (OutboxRow.rollout_id == ended.id, OutboxRow.kind == SUMMARY)
+        async with sessions.begin() as session:  # as the outbox gives one up
+            await session.execute(
+                update(OutboxRow).where(*summaries).values(dead_at=OutboxRow.created_at)
+            )
+
+        assert await sandbox.click(RERUN, message=told) is None
+
+        await sandbox.wait_until(
+            lambda r: r.phase is Phase.ENDED and r.track("relay").state is TrackState.ROLLED_BACK
+        )
+        alive = (*summaries, OutboxRow.dead_at.is_(None))
+        async with sessions() as session:
+            written = await session.scalar(select(func.count()).where(*alive))
+        assert written == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_a_click_whose_claim_lapsed_before_it_sent_sends_nothing_after_a_takeover(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,3 +191,31 @@ async def test_a_click_whose_claim_lapsed_before_it_sent_sends_nothing_after_a_t
     assert posts(sandbox) == 1, answers
     assert answers[1] is None
     assert answers[0] is not None and "nothing was sent" in answers[0]
+
+
+async def test_a_lapsed_re_run_the_lane_moved_past_is_told_once_not_refused_in_a_loop(
+    sandbox: Sandbox,
+) -> None:
+    """The click is interrupted once GitHub took the re-run (attempt 2), and `v1.4.3` starts
+    on the lane before the claim's lease runs out: the bot, looking on its own, cannot follow
+    attempt 2 (it would take `v1.4.3` back), so `v1.4.2`'s thread is told that attempt 2 waits
+    on GitHub unwatched, it is recorded `rerun_not_followed` once, and the claim is done (before:
+    refused as "nothing was re-run", recorded as a refusal of the person who clicked, and the
+    claim taken over and refused again at every lease)."""
+    ended, told = await rollback_failed(sandbox)
+    await interrupted_once_sent(sandbox, ended.id)
+    assert "Preflight" in await sandbox.command("start v1.4.3 --flags-ready")
+    past_the_lease(sandbox)
+
+    (card, *_) = sandbox.slack.messages(RELEASE_CHANNEL)  # v1.4.2's
+    await until(lambda: any("does not follow that attempt" in r.rendered for r in card.replies))
+    (said,) = [r.rendered for r in card.replies if "does not follow that attempt" in r.rendered]
+    assert "attempt 2" in said and "`v1.4.3`" in said
+    for _ in range(3):  # more leases and polls (every 0.1 s): nothing more is recorded
+        past_the_lease(sandbox)
+        await asyncio.sleep(0.3)
+    results = await audit_results(sandbox, ended.id, RERUN, 2)
+    assert results == ["rerun_interrupted", "rerun_not_followed"], results
+    again = await sandbox.click(RERUN, message=told)
+    assert again is not None and "Already done by" in again, again
+    assert posts(sandbox) == 1

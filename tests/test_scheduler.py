@@ -322,20 +322,40 @@ async def test_a_slow_window_end_does_not_hold_a_timer_that_falls_due_while_it_r
 
 
 class CountingTimers(TimerStore):
-    """The real store, counting the scheduler's claims and reads of the next due time."""
+    """The real store, counting the scheduler's claims and reads of the next due time, and
+    telling when a read begun after a timer's claim has ended (`looked_after`)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         super().__init__(sessions)
         self.claims = 0
         self.reads = 0
+        self._read_ended: list[int] = []
+        self._reads_at_claim: dict[str, int] = {}
+        self._looked = asyncio.Condition()
 
     async def claim_due(self, **options: object) -> list[Timer]:
         self.claims += 1
-        return await super().claim_due(**options)  # type: ignore[arg-type]
+        claimed = await super().claim_due(**options)  # type: ignore[arg-type]
+        for timer in claimed:
+            self._reads_at_claim[timer.key] = self.reads
+        return claimed
 
     async def next_due(self, *, kinds: Collection[str] | None = None) -> datetime | None:
         self.reads += 1
-        return await super().next_due(kinds=kinds)
+        number = self.reads
+        try:
+            return await super().next_due(kinds=kinds)
+        finally:
+            async with self._looked:
+                self._read_ended.append(number)
+                self._looked.notify_all()
+
+    async def looked_after(self, timer: Timer) -> None:
+        """Until a read of the next due time that began after `timer` was claimed has ended:
+        the idle worker the claim woke has looked, and sleeps again."""
+        since = self._reads_at_claim[timer.key]
+        async with self._looked:
+            await self._looked.wait_for(lambda: any(n > since for n in self._read_ended))
 
 
 async def test_idle_workers_do_not_all_claim_again_after_every_fire(
@@ -349,7 +369,10 @@ async def test_idle_workers_do_not_all_claim_again_after_every_fire(
     follower = Follower()
 
     async def window_end(timer: Timer) -> None:
-        await asyncio.sleep(0.01)  # the metrics source answers: the other workers run
+        # The metrics source answers once the idle worker the claim woke has looked (and
+        # sleeps again): the next window end is written while it sleeps, as when the source
+        # is slower than a read. A wait of real time lost that race on a loaded machine.
+        await timers.looked_after(timer)
         if (number := int(timer.key[1:])) < 12:
             await window(timers, f"w{number + 1}")
 
@@ -357,7 +380,8 @@ async def test_idle_workers_do_not_all_claim_again_after_every_fire(
     await window(timers, "w1")
 
     loop = scheduler(session_factory, follower, ManualClock(NOW), timers=timers)
-    assert await loop.fire_due() == 12
+    async with asyncio.timeout(60):  # bounds a hang: no idle worker looked
+        assert await loop.fire_due() == 12
 
     assert [timer.key for timer in follower.fired] == [f"w{n}" for n in range(1, 13)]
     assert timers.claims <= 12 + 2, f"{timers.claims} claims for 12 fires"

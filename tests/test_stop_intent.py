@@ -7,6 +7,7 @@ the test lets it go (`GitHubSimulator.hold`)."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from test_desktop_track import ga_held_by_github, ga_plan
 from test_github_faults import REVIEWS
 
 from bot.domain.rollout import StageState, TrackState
+from bot.domain.rollout_summary import summarize
 from sandbox.config import REPOSITORY
 from sandbox.harness import Sandbox
 
@@ -60,7 +62,8 @@ async def test_a_kill_while_github_deploys_the_ga_ring_is_refused_and_leaves_it_
     tmp_path: Path, database_url: str
 ) -> None:
     """The stop is saved before the read; GitHub then says GA was approved and deploys (an
-    approved job cannot be stopped): the track is put back as it was, and the kill refused."""
+    approved job cannot be stopped): the track is put back as it was, and the kill refused
+    (the summary does not name it as a kill)."""
     async with running_sandbox(tmp_path, database_url) as box:
         box.github.set_job_duration("Desktop/CLI ring deploy - GA", timedelta(minutes=10))
         await dispatched(box)
@@ -75,6 +78,39 @@ async def test_a_kill_while_github_deploys_the_ga_ring_is_refused_and_leaves_it_
         assert stage_state(after, "desktop", "ga") is StageState.DEPLOYING
         assert ("desktop-ga", "rejected") not in reviews(box, "desktop")
         assert "too late" not in "\n".join(box.thread())
+        # Its `ok`, saved before GitHub was read, is undone: the summary names no kill.
+        plan = await box.services.rollouts.effects.plan_of(after)
+        trail = await box.audit.list_for_rollout(after.id)
+        ended = replace(after, ended_at=box.clock())
+        summary = summarize(ended, plan, trail, machine=lambda actor: False)
+        assert "tripped the kill-switch" not in {act.what for act in summary.acts}, summary.acts
         await box.pass_time(timedelta(minutes=10))  # GA lands: the track completes
         done = await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)
         assert stage_state(done, "desktop", "ga") is StageState.DEPLOYED
+
+
+async def test_a_kill_whose_process_dies_after_its_save_still_rejects_ga_and_the_thread_learns(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill is saved, then its process dies before GitHub answers its read (and before
+    the thread is told): the next look rejects GA all the same, the track ends halted, and the
+    thread says so."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+
+        async def dies(_: object) -> None:
+            raise RuntimeError("the process died here")
+
+        monkeypatch.setattr(stops, "_waiting", dies)
+        await box.command("kill crash spike in beta")
+        stopping = await box.rollout()
+        assert stopping.track("desktop").state is TrackState.ABORTING
+        box.github.clear_faults()
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
+        thread = "\n".join(box.thread())
+        assert "Rejected *GA ring*" in thread and "halted by the kill-switch" in thread

@@ -59,6 +59,11 @@ NOT_STOPPED = "not_stopped"
 action (a failed gate's: `gate`, by whoever entered its figures): no act, no gate of that
 track."""
 
+PUT_BACK = "put_back"
+"""The audit result of a stop put back (`bot.services.stops`): saved with its `ok` before
+GitHub was read, then GitHub said the track's last stage was approved and deploys, so the track
+was left as it was. The `ok` recorded before it, of the same action and track, took no effect."""
+
 
 class Recorded(Protocol):
     """One audit trail entry as the summary reads it (`bot.services.records.AuditEvent`)."""
@@ -214,11 +219,16 @@ def rolled_back_after(events: Sequence[Recorded], track: str) -> bool:
 def _took_place(events: Sequence[Recorded]) -> list[Recorded]:
     """The gates, and the people's actions that took place: each promotion once (a replica
     that lost the race to save a promotion records it again: the first after a track's gate
-    counts)."""
-    kept = []
+    counts); a stop put back (`PUT_BACK`) never."""
+    kept: list[Recorded] = []
     gates: dict[str | None, int] = {}
     promoted: set[tuple[str | None, int]] = set()
     for e in events:
+        if e.result == PUT_BACK:
+            undone = [k for k in kept if (k.action, k.track, k.result) == (e.action, e.track, "ok")]
+            if undone:
+                kept.remove(undone[-1])
+            continue
         if e.result == NOT_STOPPED:
             continue
         if e.action == "gate":

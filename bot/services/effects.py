@@ -45,7 +45,7 @@ from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
-from bot.services.outbox_messages import card, summary, told
+from bot.services.outbox_messages import SUMMARY, card, summary, told
 from bot.services.ports import Clock, GitHubGateway, ReviewState, Words
 from bot.services.records import BOT, NewAuditEvent, NewMessage, NewTimer
 from bot.services.store_ports import AuditLog, ProtectionRuleRequests, Rollouts, Timers
@@ -210,9 +210,11 @@ class EffectRunner:
             if changed:
                 messages.append(card(rollout))
             if before.phase is not Phase.ENDED and rollout.phase is Phase.ENDED and rollout.run_id:
-                # Saved with the ending: one replica wins, one summary (not again after a re-run).
+                # Saved with the ending: one replica wins, one summary. Not again after a re-run
+                # when the first is posted, or still to be (drawn at delivery): only if given up.
                 trail = await self.audit.list_for_rollout(rollout.id)
-                if not any(e.action == "rerun_failure_job" and e.result == "ok" for e in trail):
+                rerun = any(e.action == "rerun_failure_job" and e.result == "ok" for e in trail)
+                if not rerun or not await self.outbox.store.kept(rollout.id, SUMMARY):
                     messages.append(summary(rollout))
             rollout = await self.store.save(rollout, outbox=messages, audit=audit)
         else:

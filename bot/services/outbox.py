@@ -77,7 +77,7 @@ class Outbox:
         idle: timedelta = timedelta(seconds=5),
         telemetry: Telemetry = UNTRACKED,
     ) -> None:
-        self._store = store
+        self.store = store
         self._telemetry = telemetry
         self._rollouts = rollouts
         self._audit = audit
@@ -103,7 +103,7 @@ class Outbox:
         self._refusals = ChannelRefusals(store=store, rollouts=rollouts, notifier=notifier)
 
     async def add(self, messages: Sequence[NewMessage]) -> None:
-        await self._store.add(messages, now=self._clock())
+        await self.store.add(messages, now=self._clock())
 
     async def send(self, messages: Sequence[NewMessage], *, written: bool = False) -> None:
         """Write messages (unless `written` already) and deliver them now, or once Slack can."""
@@ -127,7 +127,7 @@ class Outbox:
         waited_until = asyncio.get_running_loop().time() + self._lease.total_seconds()
         try:
             while True:
-                claimed = await self._store.claim(
+                claimed = await self.store.claim(
                     now=self._clock(), owner=self.owner, lease=self._lease, rollout_id=rollout_id
                 )
                 if claimed:
@@ -168,7 +168,7 @@ class Outbox:
         channel in order; returns how many were delivered."""
         count = 0
         while claimed := await self._in_hand.claim(
-            self._store.claim(now=self._clock(), owner=self.owner, lease=self._lease)
+            self.store.claim(now=self._clock(), owner=self.owner, lease=self._lease)
         ):
             channels: dict[str, list[OutboxMessage]] = {}
             for message in claimed:
@@ -199,7 +199,7 @@ class Outbox:
         self._wake.clear()
         if self._loop.stopping.is_set():
             return
-        due = await self._store.next_due()
+        due = await self.store.next_due()
         until = self._clock() + self._idle
         await self._clock.sleep_until(min(until, due) if due is not None else until, self._wake)
 
@@ -214,7 +214,7 @@ class Outbox:
         async with queue:
             paused = self._paused.get(channel)
             if paused is not None and paused > self._clock():
-                await self._store.retry(
+                await self.store.retry(
                     message_id=message.id,
                     owner=self.owner,
                     due_at=paused,
@@ -237,7 +237,7 @@ class Outbox:
             except (NewerEvent, NewerKind) as newer:  # left to a newer replica, an hour at most
                 said, now = self._newer, self._clock()
                 if now - message.created_at < LEFT_TO_NEWER_AT_MOST:
-                    await left_to_newer(self._store, message, newer, self.owner, now, said)
+                    await left_to_newer(self.store, message, newer, self.owner, now, said)
                 else:  # none came (the upgrade was rolled back): the later messages go on
                     await self._failed(message, DeliveryFailed(str(newer), permanent=True))
                 return False
@@ -245,7 +245,7 @@ class Outbox:
                 log.exception("message %s (%s) could not be rendered", message.id, message.kind)
                 await self._failed(message, DeliveryFailed(f"bug: {type(error).__name__}"))
                 return False
-            if await self._store.delivered(
+            if await self.store.delivered(
                 message_id=message.id, owner=self.owner, now=self._clock()
             ):
                 return True
@@ -260,7 +260,7 @@ class Outbox:
             until = now + timedelta(seconds=failure.retry_after)
             self._paused[message.channel_id] = until
             log.warning("%s: %s; the channel waits until %s", what, failure.reason, until)
-            await self._store.retry(
+            await self.store.retry(
                 message_id=message.id,
                 owner=self.owner,
                 due_at=until,
@@ -272,7 +272,7 @@ class Outbox:
         if failure.permanent or attempts >= self._max_attempts:
             # Told and counted by the replica that gave it up: one whose lease ran out
             # meanwhile did not (the message is the other's, which tries it again).
-            if await self._store.dead(
+            if await self.store.dead(
                 message_id=message.id, owner=self.owner, now=now, error=failure.reason
             ):
                 log.error(
@@ -290,7 +290,7 @@ class Outbox:
         delay = min(self._backoff * 2 ** (attempts - 1), self._max_backoff)
         delay *= random.uniform(0.5, 1.0)  # jitter: replicas do not retry in step
         log.warning("%s: %s; retrying in %.1fs", what, failure.reason, delay.total_seconds())
-        await self._store.retry(
+        await self.store.retry(
             message_id=message.id, owner=self.owner, due_at=now + delay, error=failure.reason
         )
 
@@ -314,7 +314,7 @@ class Outbox:
         rollout, plan = drawn[rollout_id]
         unclear = message.attempts > 0
         if message.kind == CARD:
-            if rollout.message_ts is not None and await self._store.superseded(message):
+            if rollout.message_ts is not None and await self.store.superseded(message):
                 return  # a newer redraw follows: draw the card once
             drawn[rollout_id] = await self._card(rollout, plan, look=unclear, gone=unclear), plan
             return

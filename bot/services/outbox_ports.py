@@ -45,6 +45,11 @@ class Outboxes(Protocol):
 
     async def pending(self, rollout_id: str | None = None) -> list[OutboxMessage]: ...
 
+    async def kept(self, rollout_id: str, kind: str) -> bool:
+        """Whether a message of `kind` of the rollout was delivered or is still to be (not
+        given up as a dead letter)."""
+        ...
+
     async def told_once(
         self,
         notice: NewMessage,

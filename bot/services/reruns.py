@@ -135,7 +135,9 @@ class FailureJobReruns:
         try:
             return await effects.serialised(rollout_id, save)
         except RolloutInProgress as busy:  # the lane was taken while GitHub re-ran it
-            told = await self._not_followed(rollout_id, plan, track, by, job_id, rerun, busy)
+            holder = await effects.store.get(busy.active_rollout_id or "")
+            tag = holder.tag if holder is not None else "another rollout"
+            told = await self._not_followed(rollout_id, plan, track, by, job_id, rerun, tag)
             raise told from None
         except Exception as lost:  # GitHub runs the attempt; the claim stays unrecorded
             job = plan.track(track).on_failure.job
@@ -152,16 +154,14 @@ class FailureJobReruns:
         actor: str,
         job_id: int | None,
         attempt: int,
-        busy: RolloutInProgress,
+        tag: str,
     ) -> RerunLaneTaken:
-        """GitHub re-ran the job as `attempt`, but another rollout (`busy`) took the lane
+        """GitHub re-ran the job as `attempt`, but another rollout (`tag`) took the lane
         before the rollout was saved as following it: the rollout stays ended; the thread and
         the audit trail are told what now waits on GitHub, unwatched, and so is the person
         (the answer returned)."""
         effects = self._effects
         rollout = await effects.get(rollout_id)
-        holder = await effects.store.get(busy.active_rollout_id or "")
-        tag = holder.tag if holder is not None else "another rollout"
         await effects.tell(rollout, machine.rerun_told(rollout, plan, track, attempt, actor, tag))
         detail = {"job_id": job_id, "attempt": attempt, "lane_taken_by": tag}
         await effects.record(
@@ -184,7 +184,9 @@ class FailureJobReruns:
         (and recorded) when the rollout, its lane or the run says no."""
         effects = self._effects
         refusal = machine.rerun_refusal(rollout, plan, track=track)
-        refusal = refusal or await self._lane_taken(rollout, plan, track)
+        newer = None if refusal is not None else await self._newer_on_lane(rollout, track)
+        if newer is not None and earlier is None:
+            refusal = _lane_taken(rollout, plan, track, newer)
         if refusal is None:
             assert rollout.run_id is not None  # checked by `rerun_refusal`
             snapshot = await effects.read_run(rollout.run_id)
@@ -192,10 +194,16 @@ class FailureJobReruns:
             job = snapshot.job(name)
             sent = rollout.attempt is not None and snapshot.attempt == rollout.attempt + 1
             # The re-run its click sent (the bot's account started it, not a person on GitHub):
-            # followed, not sent again.
+            # followed, not sent again; told, and never sent again, when the lane moved on.
             if sent and earlier is not None and snapshot.by_the_bot:
+                if newer is not None:
+                    raise await self._not_followed(
+                        rollout.id, plan, track, earlier.actor, None, snapshot.attempt, newer.tag
+                    )
                 return None, snapshot.attempt
-            if snapshot.attempt != rollout.attempt:
+            if newer is not None:
+                refusal = _lane_taken(rollout, plan, track, newer)
+            elif snapshot.attempt != rollout.attempt:
                 refusal = (
                     f"The run was re-run on GitHub since (attempt {snapshot.attempt}; the bot "
                     f"followed attempt {rollout.attempt}): nothing was re-run. Look at the run's "
@@ -211,19 +219,21 @@ class FailureJobReruns:
         await effects.refuse(actor, ACTION, rollout, refusal, track=track)
         raise InvalidTransition(refusal)
 
-    async def _lane_taken(self, rollout: Rollout, plan: RolloutPlan, track: str) -> str | None:
-        """Why the lane is not this rollout's any more: a rollout of the track started since
-        (re-running the old rollback would take the newer release back)."""
+    async def _newer_on_lane(self, rollout: Rollout, track: str) -> Rollout | None:
+        """A rollout of the track started since `rollout` (the lane is not its any more)."""
         since = [
             later
             for later in await self._effects.store.recent()
             if later.created_at > rollout.created_at and any(t.name == track for t in later.tracks)
         ]
-        if not since:
-            return None
-        newer = since[-1]
-        return (
-            f"`{newer.tag}` has rolled out on {plan.track(track).label} since `{rollout.tag}`: "
-            f"re-running the {plan.track(track).on_failure.job} of `{rollout.tag}` would take "
-            "it back. Nothing was re-run; finish it on GitHub if it is still needed."
-        )
+        return since[-1] if since else None
+
+
+def _lane_taken(rollout: Rollout, plan: RolloutPlan, track: str, newer: Rollout) -> str:
+    """Why the lane is not `rollout`'s any more: `newer` started on the track since
+    (re-running the old rollback would take the newer release back)."""
+    return (
+        f"`{newer.tag}` has rolled out on {plan.track(track).label} since `{rollout.tag}`: "
+        f"re-running the {plan.track(track).on_failure.job} of `{rollout.tag}` would take "
+        "it back. Nothing was re-run; finish it on GitHub if it is still needed."
+    )

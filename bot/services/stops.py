@@ -10,6 +10,8 @@ deploys cannot be stopped, and its stop is refused (`bot.domain.rollout.abort`).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.gate import GateKind
@@ -23,6 +25,7 @@ from bot.domain.rollout import (
     StageState,
     TracksLeft,
 )
+from bot.domain.rollout_summary import PUT_BACK
 from bot.services.actions import target_of
 from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
@@ -78,24 +81,38 @@ class Stops:
         unsaid = tuple(e for e in kept.effects if not isinstance(e, Announce))
         saved = await effects.apply(rollout, Decision(kept.rollout, unsaid), plan, audit=oks)
         waiting = await self._waiting(saved)
-        said = kept
+        said, stopping = kept, oks
         try:
             if waiting is not None:
-                said, _ = self._stop(rollout, plan, gate, actor, reason, waiting)
+                said, stopping = self._stop(rollout, plan, gate, actor, reason, waiting)
         except InvalidTransition:  # every track GitHub deploys the last stage of: none stops
             try:
-                await effects.apply(saved, Decision(self._as_stopped(saved, rollout)), plan)
+                back = Decision(self._as_stopped(saved, rollout))
+                await effects.apply(saved, back, plan, audit=self._put_back(oks, []))
             except ConcurrentChange:  # another replica acts on the stop saved: it stands
                 return
             raise
         announced = tuple(e for e in said.effects if isinstance(e, Announce))
         stopped = self._as_stopped(saved, said.rollout)
         left = effects.left_events(actor, f"abort_{gate.value}", rollout, said)
+        left.extend(self._put_back(oks, stopping))
         try:
             await effects.apply(saved, Decision(stopped, announced), plan, audit=left)
         except ConcurrentChange:  # another replica acts on the stop saved: it is told all the same
             latest = await effects.get(rollout.id)
             await effects.apply(latest, Decision(latest, announced), plan)
+
+    def _put_back(
+        self, saved: list[NewAuditEvent], stopping: list[NewAuditEvent]
+    ) -> list[NewAuditEvent]:
+        """The `put_back` events of the tracks whose stop was `saved` (its `ok`, recorded before
+        GitHub was read) and is put back now (not `stopping`): that `ok` took no effect."""
+        kept = {event.track for event in stopping}
+        return [
+            replace(event, at=self._effects.clock(), result=PUT_BACK)
+            for event in saved
+            if event.track not in kept
+        ]
 
     @staticmethod
     def _as_stopped(saved: Rollout, stopped: Rollout) -> Rollout:
