@@ -83,7 +83,7 @@ class ServiceDirectory:
     rollouts: ActiveRollouts
     """Every service's rollouts (for routing and the App Home)."""
     runs: RunRequests
-    lanes: AllLanes | None = None
+    lanes: AllLanes
     """Every service's lane holds, written together (`/rollout freeze --all`)."""
     _by_name: dict[str, Services] = field(init=False, repr=False, compare=False)
     _by_repository: dict[str, Services] = field(init=False, repr=False, compare=False)
@@ -188,7 +188,7 @@ class ServiceDirectory:
         if subcommand not in (Subcommand.FREEZE, Subcommand.UNFREEZE):
             return None
         every, _ = every_service(rest.split(maxsplit=1)[1] if len(rest.split()) > 1 else "")
-        if not every or self.lanes is None:
+        if not every:
             return None
         here = self.in_channel(channel_id)
         if not here:
