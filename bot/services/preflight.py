@@ -250,18 +250,10 @@ class Preflights:
             contents = await read_contents(
                 github=effects.github, store=effects.store, plan=plan, tag=rollout.tag
             )
-            commit = await read_tag_commit(
-                effects.github, rollout.tag, before=rollout.preflight.tag_commit
-            )
+            was = rollout.preflight  # its flags stay as confirmed
+            commit = await read_tag_commit(effects.github, rollout.tag, before=was.tag_commit)
             checked = replace(
-                rollout,
-                preflight=replace(
-                    rollout.preflight,
-                    migrations=migrations,
-                    image=image,
-                    contents=contents,
-                    tag_commit=commit,
-                ),
+                rollout, preflight=Preflight(was.flags, migrations, image, contents, commit)
             )
             log.info("preflight of %s re-checked by %s", rollout.tag, actor)
             return await effects.redraw(checked)

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from bot.adapters.github.schema import CommitComparison, GitObject, NamedRef, Pointer, Release
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError, RefNotFound, TagTooDeep
+from bot.domain.errors import RefNotFound, TagTooDeep
 from bot.domain.release_contents import Comparison
 
 _TAG_LEVELS = 4
