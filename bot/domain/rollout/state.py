@@ -169,6 +169,11 @@ class Preflight:
     contents: ReleaseContents | None = None
     """What is in the release (shown on the card; it never blocks the dispatch). None on
     rollouts started before the bot read it."""
+    tag_commit: str | None = None
+    """The commit the release tag was at when the preflight read it (the start, each
+    Re-check): a person's Dispatch is refused if the tag moved since
+    (`bot.services.preflight`). Empty: GitHub had no commit for the tag then; None: not known
+    (GitHub did not say, or the preflight was read by an older version): not compared."""
 
     def blocking(self) -> list[str]:
         """What stops the dispatch, one line per check, empty when all are clear."""
