@@ -27,7 +27,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.rollout_summary import PUT_BACK
 from bot.services.actions import target_of
-from bot.services.effects import EffectRunner
+from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.records import NewAuditEvent
 
@@ -75,32 +75,73 @@ class Stops:
         yet): a restart while GitHub is read leaves it made, and no look approves the stage
         again. Then GitHub says whether it still holds that stage (the bot's approval failed:
         the stop rejects it) or deploys it (a last stage that lands is not stopped after all),
-        and the thread is told so; GitHub unread, it is told what is not known yet."""
+        and the thread is told so; GitHub unread, it is told what is not known yet. Another
+        replica's save meanwhile decides it again on the rollout as that replica left it
+        (`_settle`)."""
         effects = self._effects
         kept, oks = self._stop(rollout, plan, gate, actor, reason, None)
         unsaid = tuple(e for e in kept.effects if not isinstance(e, Announce))
         saved = await effects.apply(rollout, Decision(kept.rollout, unsaid), plan, audit=oks)
         waiting = await self._waiting(saved)
-        said, stopping = kept, oks
-        try:
-            if waiting is not None:
-                said, stopping = self._stop(rollout, plan, gate, actor, reason, waiting)
-        except InvalidTransition:  # every track GitHub deploys the last stage of: none stops
+        said, stopping, refusal = kept, oks, None
+        if waiting is not None:
             try:
-                back = Decision(self._as_stopped(saved, rollout))
-                await effects.apply(saved, back, plan, audit=self._put_back(oks, []))
-            except ConcurrentChange:  # another replica acts on the stop saved: it stands
-                return
-            raise
-        announced = tuple(e for e in said.effects if isinstance(e, Announce))
-        stopped = self._as_stopped(saved, said.rollout)
-        left = effects.left_events(actor, f"abort_{gate.value}", rollout, said)
-        left.extend(self._put_back(oks, stopping))
-        try:
-            await effects.apply(saved, Decision(stopped, announced), plan, audit=left)
-        except ConcurrentChange:  # another replica acts on the stop saved: it is told all the same
-            latest = await effects.get(rollout.id)
-            await effects.apply(latest, Decision(latest, announced), plan)
+                said, stopping = self._stop(rollout, plan, gate, actor, reason, waiting)
+            except InvalidTransition as error:  # every track GitHub deploys the last stage of
+                said, stopping, refusal = Decision(rollout), [], error
+        latest, stands = saved, False
+        for tries_left in range(CONCURRENT_RETRIES - 1, -1, -1):
+            try:
+                stands = await self._settle(latest, saved, said, stopping, oks, plan, actor)
+                break
+            except ConcurrentChange:  # another replica saved meanwhile: decided on its state
+                if not tries_left:
+                    raise
+                latest = await effects.get(rollout.id)
+        if refusal is not None and not stands:
+            raise refusal
+
+    async def _settle(
+        self,
+        latest: Rollout,
+        saved: Rollout,
+        said: Decision,
+        stopping: list[NewAuditEvent],
+        oks: list[NewAuditEvent],
+        plan: RolloutPlan,
+        actor: str,
+    ) -> bool:
+        """Save what GitHub's answer made of the stop `saved` (`said`: the tracks it stops,
+        `stopping` their events; the others whose stop was saved, `oks`, are put back) on the
+        rollout as it stands now, `latest`, and tell the thread. A track another replica has
+        acted on since the stop's save (it is no longer as `saved` has it) keeps its stop: a
+        stop put back then stands, and the thread is told so (`stop_stands`). Returns whether
+        any track stays stopped; raises ConcurrentChange when another replica saved again."""
+        saved_stops = [event.track for event in oks if event.track is not None]
+        ours = [name for name in saved_stops if latest.track(name) == saved.track(name)]
+        stopped = {event.track for event in stopping}
+        stands = [name for name in saved_stops if name not in ours and name not in stopped]
+        settled = latest
+        for name in ours:
+            settled = settled.with_track(said.rollout.track(name))
+        told = [self._not_left(e, stands) for e in said.effects if isinstance(e, Announce)]
+        told.extend(machine.stop_stands(plan.track(n), latest.track(n)) for n in stands)
+        decision = Decision(settled, tuple(e for e in told if e is not None))
+        gate = plan.track(saved_stops[0]).gate.value
+        left = self._effects.left_events(actor, f"abort_{gate}", latest, decision)
+        back = [e for e in self._put_back(oks, stopping) if e.track in ours]
+        await self._effects.apply(latest, decision, plan, audit=[*left, *back])
+        return bool(stopped or stands)
+
+    @staticmethod
+    def _not_left(announce: Announce, stands: list[str]) -> Announce | None:
+        """`announce`, but for a `TracksLeft` without the tracks whose stop `stands` after
+        all (None when it names no other)."""
+        event = announce.event
+        if not isinstance(event, TracksLeft) or not stands:
+            return announce
+        tracks = tuple(left for left in event.tracks if left.name not in stands)
+        return replace(announce, event=replace(event, tracks=tracks)) if tracks else None
 
     def _put_back(
         self, saved: list[NewAuditEvent], stopping: list[NewAuditEvent]

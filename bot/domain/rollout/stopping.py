@@ -10,7 +10,12 @@ from datetime import datetime
 from bot.domain.gate import GateKind
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout.effects import Announce, Review
-from bot.domain.rollout.events import FailureJobEnded, LandedWhileStopping, StageRejected
+from bot.domain.rollout.events import (
+    FailureJobEnded,
+    LandedWhileStopping,
+    StageRejected,
+    TrackStopped,
+)
 from bot.domain.rollout.state import (
     REACHED,
     REJECTABLE,
@@ -23,6 +28,21 @@ from bot.domain.rollout.state import (
 from bot.domain.rollout.words import github_person, reason_words
 from bot.domain.rollout.work import Work, ended_by_job, reached_label
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
+
+
+def stop_stands(plan_track: PlanTrack, track: Track) -> Announce:
+    """The thread's line of a stop that stands although GitHub deploys its track's last stage
+    (an approved job lands): another replica acted on the stop before it could be put back.
+    The release reaches that stage all the same, and the track's failure job follows."""
+    assert track.ended_reason is not None, track  # a stopping track's
+    told = TrackStopped(
+        plan_track.label,
+        track.ended_reason,
+        plan_track.stages[-1].label,
+        desktop=plan_track.gate is GateKind.DESKTOP,
+        failure_job=plan_track.on_failure.job,
+    )
+    return Announce(told, failure=True)
 
 
 def rejected_by_review(job: JobSnapshot, review: EnvironmentReview | None) -> bool:

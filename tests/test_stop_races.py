@@ -1,0 +1,148 @@
+"""A Kill-switch of a track saved as deploying its last stage saves the stop, then reads the
+run on GitHub; another replica may save the rollout meanwhile (a look, a window of another
+track). The stop's last save then loses the race: it is decided again on the rollout as that
+replica left it, so that a stop GitHub makes void is still put back (and refused), and the
+trail keeps its `put_back` and `not_stopped` events. Through the whole bot; the other
+replica's save is made while the kill waits for GitHub's answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sandbox_views as views
+import yaml
+from figures import RINGS_OK, running_sandbox
+from sandbox_views import dispatched, promote, stage_state
+
+from bot.domain.rollout import Rollout, StageState, TrackState
+from bot.domain.rollout_summary import NOT_STOPPED, PUT_BACK
+from sandbox.harness import Sandbox, fast_plan, write_figures
+
+pytestmark = pytest.mark.story
+
+GA_JOB = "Desktop/CLI ring deploy - GA"
+
+
+def saved_elsewhere_while_github_is_read(
+    box: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[Rollout], Rollout] = lambda rollout: rollout,
+) -> list[int]:
+    """While the kill reads the run, another replica saves the rollout (once, as `change`
+    makes it): the versions it saved at."""
+    stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+    read: Callable[[Rollout], Awaitable[frozenset[str] | None]] = stops._waiting
+    store = box.services.rollouts.effects.store
+    raced: list[int] = []
+
+    async def read_while_another_saves(rollout: Rollout) -> frozenset[str] | None:
+        waiting = await read(rollout)
+        if not raced:
+            latest = await store.get(rollout.id)
+            assert latest is not None
+            raced.append((await store.save(change(latest))).version)
+        return waiting
+
+    monkeypatch.setattr(stops, "_waiting", read_while_another_saves)
+    return raced
+
+
+async def test_a_kill_github_makes_void_is_put_back_though_another_replica_saved_meanwhile(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub deploys GA (approved): the kill is put back and refused, as without the race,
+    rather than left standing untold while its answer says it was saved."""
+    async with running_sandbox(tmp_path, database_url) as box:
+        box.github.set_job_duration(GA_JOB, timedelta(minutes=10))
+        await dispatched(box)
+        await promote(box, "desktop", "internal")
+        await promote(box, "desktop", "beta")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        raced = saved_elsewhere_while_github_is_read(box, monkeypatch)
+
+        answer = await box.command("kill too late")
+
+        assert raced
+        assert "already deploying GA ring" in answer, answer
+        after = await box.rollout()
+        assert after.track("desktop").state is TrackState.ACTIVE
+        assert stage_state(after, "desktop", "ga") is StageState.DEPLOYING
+        trail = await box.audit.list_for_rollout(after.id)
+        kills = [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
+        assert kills == [("desktop", "ok"), ("desktop", PUT_BACK), ("desktop", "refused")]
+        assert "too late" not in "\n".join(box.thread())
+
+
+async def test_a_kill_another_replica_acted_on_before_it_was_put_back_stands_and_is_told(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub deploys GA, but before the kill is put back another replica acts on it (its
+    look saw GA land while the track stops): the kill stands, the thread is told of it, and
+    whoever pressed it learns that GA lands all the same."""
+
+    def landed(rollout: Rollout) -> Rollout:
+        track = rollout.track("desktop")
+        ga = replace(track.stage("ga"), state=StageState.STOPPED)
+        return rollout.with_track(track.with_stage(ga))
+
+    async with running_sandbox(tmp_path, database_url) as box:
+        box.github.set_job_duration(GA_JOB, timedelta(minutes=10))
+        await dispatched(box)
+        await promote(box, "desktop", "internal")
+        await promote(box, "desktop", "beta")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        raced = saved_elsewhere_while_github_is_read(box, monkeypatch, landed)
+
+        answer = await box.command("kill too late")
+
+        assert raced
+        assert "saved, but GitHub had already approved" in answer, answer
+        after = await box.rollout()
+        assert after.track("desktop").state is TrackState.ABORTING
+        assert stage_state(after, "desktop", "ga") is StageState.STOPPED
+        told = await box.wait_for_thread("too late")
+        assert "kill-switch by" in told and "stays on the GA ring" in told, told
+        trail = await box.audit.list_for_rollout(after.id)
+        kills = [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
+        assert kills == [("desktop", "ok")]
+
+
+async def test_a_kill_of_two_tracks_puts_back_the_landing_one_though_another_replica_saved(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two desktop-gated tracks: the desktop deploys GA (approved), the other holds on its
+    first stage. The kill halts the other and puts the desktop back (GitHub deploys GA), its
+    `put_back` and `not_stopped` recorded, although another replica saved meanwhile."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    first = plan["tracks"]["relay"]
+    first["gate"] = "desktop"
+    del first["thresholds"]["error_threshold"]
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
+    ) as box:
+        box.github.set_job_duration(GA_JOB, timedelta(minutes=10))
+        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await views.dispatched(box)
+        await views.held(box, "relay", "canary")
+        await views.promote(box, "desktop", "internal")
+        await views.promote(box, "desktop", "beta")
+        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        raced = saved_elsewhere_while_github_is_read(box, monkeypatch)
+
+        answer = await box.command("kill crash reports")
+
+        assert raced
+        assert "Kill-switch tripped" in answer, answer
+        after = await box.rollout()
+        assert after.track("desktop").state is TrackState.ACTIVE
+        assert stage_state(after, "desktop", "ga") is StageState.DEPLOYING
+        assert after.track("relay").state in (TrackState.ABORTING, TrackState.HALTED)
+        trail = await box.audit.list_for_rollout(after.id)
+        kills = [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
+        assert ("desktop", PUT_BACK) in kills and ("desktop", NOT_STOPPED) in kills, kills
+        await box.wait_for_thread("Not stopped by this Kill-switch")
