@@ -4,6 +4,7 @@ job's outcome makes true."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime
 
@@ -30,19 +31,38 @@ from bot.domain.rollout.work import Work, ended_by_job, reached_label
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
 
 
-def stop_stands(plan_track: PlanTrack, track: Track) -> Announce:
-    """The thread's line of a stop that stands although GitHub deploys its track's last stage
-    (an approved job lands): another replica acted on the stop before it could be put back.
-    The release reaches that stage all the same, and the track's failure job follows."""
+def stop_told(plan_track: PlanTrack, track: Track, waiting: Collection[str]) -> Announce:
+    """The thread's line of the stop of `track` (saved before GitHub was read; the run waits
+    at `waiting` now), told late: by a look that acts on the stop after its process died, or
+    by the stop's process when another replica acted on it first (a stop GitHub made void,
+    its last stage deploying, stands then: the release lands there). A stage saved as
+    deploying that GitHub still holds is not reached: the stop rejects it."""
     assert track.ended_reason is not None, track  # a stopping track's
+    reached = track
+    stage = track.current
+    if stage is not None and stage.state is StageState.DEPLOYING:
+        environment = plan_track.stage(stage.key).environment.casefold()
+        if any(name.casefold() == environment for name in waiting):
+            reached = track.with_stage(replace(stage, state=StageState.APPROVING))
     told = TrackStopped(
         plan_track.label,
         track.ended_reason,
-        plan_track.stages[-1].label,
+        reached_label(plan_track, reached),
         desktop=plan_track.gate is GateKind.DESKTOP,
         failure_job=plan_track.on_failure.job,
     )
     return Announce(told, failure=True)
+
+
+def tell_untold_stop(
+    work: Work, plan_track: PlanTrack, before: Track, waiting: Collection[str], *, at: int
+) -> None:
+    """A look acts on the stop of `before` that the thread was never told of (its process
+    died between its save and its line; `Rollout.untold_stops`): its line goes first, before
+    what the look says of the track (from the effect `at`), and once."""
+    work.effects.insert(at, stop_told(plan_track, before, waiting))
+    untold = tuple(name for name in work.rollout.untold_stops if name != before.name)
+    work.rollout = replace(work.rollout, untold_stops=untold)
 
 
 def rejected_by_review(job: JobSnapshot, review: EnvironmentReview | None) -> bool:
