@@ -17,7 +17,10 @@ import sandbox_views as views
 import yaml
 from figures import RINGS_OK, running_sandbox
 from sandbox_views import dispatched, promote, stage_state
+from test_desktop_track import ga_held_by_github, ga_plan
+from test_github_faults import REVIEWS
 
+from bot.domain import rollout as machine
 from bot.domain.rollout import Rollout, StageState, TrackState
 from bot.domain.rollout_summary import NOT_STOPPED, PUT_BACK
 from sandbox.harness import Sandbox, fast_plan, write_figures
@@ -146,3 +149,42 @@ async def test_a_kill_of_two_tracks_puts_back_the_landing_one_though_another_rep
         kills = [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
         assert ("desktop", PUT_BACK) in kills and ("desktop", NOT_STOPPED) in kills, kills
         await box.wait_for_thread("Not stopped by this Kill-switch")
+
+
+async def test_a_kill_a_look_elsewhere_acts_on_while_github_is_read_is_told_once(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub still holds GA (the bot's approval failed): while the kill reads the run, another
+    replica's look rejects GA, telling the kill's line (owed since its save) before its
+    rejection. The kill, deciding again on that look's rollout, does not tell it again."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        effects = box.services.rollouts.effects
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+        read = stops._waiting
+        looked: list[Rollout] = []
+
+        async def read_while_a_look_acts(rollout: Rollout) -> frozenset[str] | None:
+            waiting = await read(rollout)
+            if not looked:
+                latest, plan = await effects.with_plan(rollout.id)
+                assert latest.run_id is not None
+                snapshot = await effects.read_run(latest.run_id)
+                decision = machine.reconcile(latest, plan, snapshot, box.clock())
+                looked.append(await effects.apply(latest, decision, plan))
+            return waiting
+
+        monkeypatch.setattr(stops, "_waiting", read_while_a_look_acts)
+        answer = await box.command("kill crash spike in beta")
+
+        assert looked and looked[0].untold_stops == ()
+        assert stage_state(looked[0], "desktop", "ga") is StageState.REJECTED
+        assert "Kill-switch tripped" in answer, answer
+        box.github.clear_faults()
+        await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        thread = box.thread()
+        told = [n for n, line in enumerate(thread) if "crash spike in beta" in line]
+        rejected = [n for n, line in enumerate(thread) if "Rejected *GA ring*" in line]
+        assert len(told) == 1 and rejected and told[0] < rejected[0], thread
