@@ -23,7 +23,9 @@ from bot.domain.rollout import (
     InvalidTransition,
     Rollout,
     StageState,
+    StopUnconfirmed,
     TracksLeft,
+    TrackStopped,
 )
 from bot.domain.rollout_summary import PUT_BACK
 from bot.services.actions import target_of
@@ -159,7 +161,7 @@ class Stops:
         its line is told apart), and a `TracksLeft` without the tracks whose stop `stands`
         after all (None when it names no other)."""
         event = announce.event
-        if getattr(event, "track", None) in elsewhere:
+        if isinstance(event, TrackStopped | StopUnconfirmed) and event.track in elsewhere:
             return None
         if not isinstance(event, TracksLeft) or not stands:
             return announce

@@ -75,7 +75,9 @@ from bot.domain.rollout.events import (
     ScheduleCancelled,
     ScheduleFrozen,
     ScheduleHeld,
+    StopUnconfirmed,
     TracksLeft,
+    TrackStopped,
 )
 from bot.domain.rollout.gating import (
     gate_evaluated,
@@ -155,9 +157,11 @@ __all__ = [
     "StageState",
     "StopKind",
     "StopReason",
+    "StopUnconfirmed",
     "Track",
     "TrackLeft",
     "TrackState",
+    "TrackStopped",
     "TracksLeft",
     "abort",
     "begin_dispatch",
