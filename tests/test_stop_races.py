@@ -13,21 +13,42 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import sandbox_views as views
-import yaml
-from figures import RINGS_OK, running_sandbox
+from figures import running_sandbox
 from sandbox_views import dispatched, promote, stage_state
 from test_desktop_track import ga_held_by_github, ga_plan
 from test_github_faults import REVIEWS
+from test_stop_tracks import two_desktop_tracks
 
 from bot.domain import rollout as machine
 from bot.domain.rollout import Rollout, StageState, TrackState
 from bot.domain.rollout_summary import NOT_STOPPED, PUT_BACK
-from sandbox.harness import Sandbox, fast_plan, write_figures
+from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
 
 GA_JOB = "Desktop/CLI ring deploy - GA"
+
+
+async def ga_approved(box: Sandbox) -> None:
+    """The desktop promoted through beta: GitHub deploys GA (approved, for 10 minutes)."""
+    box.github.set_job_duration(GA_JOB, timedelta(minutes=10))
+    await promote(box, "desktop", "internal")
+    await promote(box, "desktop", "beta")
+    await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+
+
+async def put_back(box: Sandbox) -> Rollout:
+    """The rollout, its desktop put back as it was (GA deploying)."""
+    after = await box.rollout()
+    assert after.track("desktop").state is TrackState.ACTIVE
+    assert stage_state(after, "desktop", "ga") is StageState.DEPLOYING
+    return after
+
+
+async def kills_of(box: Sandbox, rollout: Rollout) -> list[tuple[str | None, str]]:
+    """The kill's audit events (track, result), in order."""
+    trail = await box.audit.list_for_rollout(rollout.id)
+    return [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
 
 
 def saved_elsewhere_while_github_is_read(
@@ -60,22 +81,16 @@ async def test_a_kill_github_makes_void_is_put_back_though_another_replica_saved
     """GitHub deploys GA (approved): the kill is put back and refused, as without the race,
     rather than left standing untold while its answer says it was saved."""
     async with running_sandbox(tmp_path, database_url) as box:
-        box.github.set_job_duration(GA_JOB, timedelta(minutes=10))
         await dispatched(box)
-        await promote(box, "desktop", "internal")
-        await promote(box, "desktop", "beta")
-        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        await ga_approved(box)
         raced = saved_elsewhere_while_github_is_read(box, monkeypatch)
 
         answer = await box.command("kill too late")
 
         assert raced
         assert "already deploying GA ring" in answer, answer
-        after = await box.rollout()
-        assert after.track("desktop").state is TrackState.ACTIVE
-        assert stage_state(after, "desktop", "ga") is StageState.DEPLOYING
-        trail = await box.audit.list_for_rollout(after.id)
-        kills = [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
+        after = await put_back(box)
+        kills = await kills_of(box, after)
         assert kills == [("desktop", "ok"), ("desktop", PUT_BACK), ("desktop", "refused")]
         assert "too late" not in "\n".join(box.thread())
 
@@ -93,11 +108,8 @@ async def test_a_kill_another_replica_acted_on_before_it_was_put_back_stands_and
         return rollout.with_track(track.with_stage(ga))
 
     async with running_sandbox(tmp_path, database_url) as box:
-        box.github.set_job_duration(GA_JOB, timedelta(minutes=10))
         await dispatched(box)
-        await promote(box, "desktop", "internal")
-        await promote(box, "desktop", "beta")
-        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+        await ga_approved(box)
         raced = saved_elsewhere_while_github_is_read(box, monkeypatch, landed)
 
         answer = await box.command("kill too late")
@@ -109,8 +121,7 @@ async def test_a_kill_another_replica_acted_on_before_it_was_put_back_stands_and
         assert stage_state(after, "desktop", "ga") is StageState.STOPPED
         told = await box.wait_for_thread("too late")
         assert "kill-switch by" in told and "stays on the GA ring" in told, told
-        trail = await box.audit.list_for_rollout(after.id)
-        kills = [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
+        kills = await kills_of(box, after)
         assert kills == [("desktop", "ok")]
 
 
@@ -120,33 +131,17 @@ async def test_a_kill_of_two_tracks_puts_back_the_landing_one_though_another_rep
     """Two desktop-gated tracks: the desktop deploys GA (approved), the other holds on its
     first stage. The kill halts the other and puts the desktop back (GitHub deploys GA), its
     `put_back` and `not_stopped` recorded, although another replica saved meanwhile."""
-    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
-    first = plan["tracks"]["relay"]
-    first["gate"] = "desktop"
-    del first["thresholds"]["error_threshold"]
-    async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
-    ) as box:
-        box.github.set_job_duration(GA_JOB, timedelta(minutes=10))
-        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await views.dispatched(box)
-        await views.held(box, "relay", "canary")
-        await views.promote(box, "desktop", "internal")
-        await views.promote(box, "desktop", "beta")
-        await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
+    async with two_desktop_tracks(tmp_path, database_url) as box:
+        await ga_approved(box)
         raced = saved_elsewhere_while_github_is_read(box, monkeypatch)
 
         answer = await box.command("kill crash reports")
 
         assert raced
         assert "Kill-switch tripped" in answer, answer
-        after = await box.rollout()
-        assert after.track("desktop").state is TrackState.ACTIVE
-        assert stage_state(after, "desktop", "ga") is StageState.DEPLOYING
+        after = await put_back(box)
         assert after.track("relay").state in (TrackState.ABORTING, TrackState.HALTED)
-        trail = await box.audit.list_for_rollout(after.id)
-        kills = [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
+        kills = await kills_of(box, after)
         assert ("desktop", PUT_BACK) in kills and ("desktop", NOT_STOPPED) in kills, kills
         await box.wait_for_thread("Not stopped by this Kill-switch")
 
