@@ -27,6 +27,7 @@ from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.config import Settings
 from bot.domain.freeze import FREEZE_END_TIMER
 from bot.domain.npm import RELEASE_TIMER, github_web_url
+from bot.domain.npm_secrets import trusted_publishing_on
 from bot.domain.protection_rules import UNCONFIRMED_TIMER, environment_jobs
 from bot.domain.service import Service
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
@@ -309,10 +310,12 @@ def _npm_token_service(
 ) -> NpmTokenService:
     """The NPM_TOKEN walkthrough of the service's repository, drawn in Slack."""
     settings = shared.settings
+    trusted_publishing = trusted_publishing_on(str(settings.github_api_url))
     setup = WalkthroughSetup(
         repository=service.repository,
         web_url=github_web_url(str(settings.github_api_url)),
         npm=service.plan.npm,
+        trusted_publishing=trusted_publishing,
     )
     return NpmTokenService(
         github=github,
@@ -331,4 +334,5 @@ def _npm_token_service(
         ),
         lane=lane,
         service=service.name,
+        trusted_publishing=trusted_publishing,
     )

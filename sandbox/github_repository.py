@@ -43,6 +43,7 @@ DEFAULT_MIGRATION = (
     "CREATE INDEX documents_created_at ON documents (created_at);\n"
 )
 WORKFLOW_ID_STEP = 100
+"""How far apart the default workflows' ids of two repositories are (GitHub's are global)."""
 
 # GitHub's "Events that trigger workflows" (its GITHUB_SHA and GITHUB_REF of each event), kept
 # here apart from the bot's own rule (`bot.domain.run_link.OF_ITS_REF`), which it checks.
@@ -55,7 +56,6 @@ RUNS_ITS_REF = frozenset(
     {"push", "create", "release", "workflow_dispatch", "deployment", "deployment_status"}
 )
 """Events whose run is of the commit its ref is at: on a tag, the tag's commit."""
-"""How far apart the default workflows' ids of two repositories are (GitHub's are global)."""
 
 
 def default_workflows(position: int) -> list[Workflow]:

@@ -91,9 +91,9 @@ class RequestPipeline:
     holding: int
     """How many requests `hold` keeps waiting now."""
     renamed: Mapping[str, Any]
+    """Former names of renamed repositories (lower-cased) to their handles (`repository`)."""
     repositories: Mapping[str, Any]
     """The repositories served, by name (lower-cased), to their handles."""
-    """Former names of renamed repositories (lower-cased) to their handles (`repository`)."""
     schedule_flush: Callable[[], None]
     run_actions: Callable[[], bool]
 

@@ -7,7 +7,9 @@ for an app")."""
 
 from __future__ import annotations
 
+import logging
 import time
+from datetime import timedelta
 
 import aiohttp
 import jwt
@@ -162,18 +164,24 @@ async def test_a_configured_installation_of_another_account_is_named_as_the_fix(
 async def test_permissions_taken_away_since_they_were_read_are_read_again(
     gh: GitHubSimulator, app: SandboxApp
 ) -> None:
-    """An owner took Secrets away from the installation while the bot ran: its next token,
-    asked with Secrets as read then, is refused (422); the bot reads the installation again and
-    asks once more, without it, and the call goes."""
+    """An owner took Secrets away from the installation while the bot ran: a token of a kind
+    not minted yet (a review's), asked with Secrets as read then, is refused (422); the bot
+    reads the installation again and asks once more, without it, and the call goes. A token
+    renewed (its predecessor revoked, or near its expiry) is asked as the installation is
+    then: no refusal."""
     async with gateway(gh, credentials(app)) as github:
         started = await start(github)
         app.first.permissions.pop("secrets")
+        await github.review(
+            run_id=started.run_id, environments=["relay-canary-5"], state="approved", comment=""
+        )
         for token in app.issued:
             app.revoke(token.token)
         await github.snapshot(started.run_id)
     minted = requests_to(gh, f"/app/installations/{app.installation_id}/access_tokens")
-    assert 422 in minted and minted[-1] == 201, minted
+    assert minted.count(422) == 1 and minted[-1] == 201, minted
     assert "secrets" not in app.issued[-1].permissions
+    assert "secrets" not in app.issued[-2].permissions
 
 
 async def test_tokens_minted_after_a_rename_name_the_repository_by_its_id(
@@ -192,3 +200,44 @@ async def test_tokens_minted_after_a_rename_name_the_repository_by_its_id(
     minted = [r for r in gh.requests if r.path.endswith("/access_tokens")]
     assert [r.status for r in minted][-1] == 201
     assert 422 not in [r.status for r in minted]
+
+
+async def test_a_bot_started_after_a_rename_reaches_the_repository_by_its_former_name(
+    gh: GitHubSimulator, app: SandboxApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The repository renamed before the bot (re)started, its setting still the former name,
+    which GitHub keeps redirecting: every token asked for it by that name was refused (422, no
+    such repository), so nothing at all reached GitHub, where whole-installation tokens
+    followed the redirect. Its id is read at the former name once (a token that may read
+    metadata only), then every token names it by its id, and the log says to set the new name."""
+    gh.rename("scriptum/scriptum-renamed")
+    with caplog.at_level(logging.DEBUG):
+        async with gateway(gh, credentials(app)) as github:
+            started = await start(github)
+            snapshot = await github.snapshot(started.run_id)
+    assert snapshot.run_id == started.run_id and len(gh.dispatches) == 1
+    served = gh.repository_named("scriptum/scriptum-renamed")
+    assert served is not None
+    narrowed = [t for t in app.issued if set(t.permissions) != {"metadata"}]
+    assert narrowed and all(token.repositories == {served.id} for token in narrowed)
+    assert "renamed or transferred to scriptum/scriptum-renamed" in caplog.text
+    assert not any(t.token in caplog.text for t in app.issued)
+
+
+async def test_a_permission_granted_while_the_bot_runs_is_in_its_next_tokens(
+    gh: GitHubSimulator, app: SandboxApp
+) -> None:
+    """The installation lacked Actions write (the dispatch refused, 403, the bot saying to
+    grant it); its owner granted it. Each token was renewed with the permissions read when the
+    bot started, so no dispatch could go until a restart, where a whole-installation token had
+    it at its next renewal. A renewed token is asked with the installation's permissions as
+    they are then."""
+    app.first.permissions["actions"] = "read"
+    app.token_lifetime = timedelta(seconds=10)  # every token due for renewal at its next call
+    async with gateway(gh, credentials(app)) as github:
+        with pytest.raises(GitHubError, match="Actions: Read and write"):
+            await start(github)
+        app.first.permissions["actions"] = "write"
+        await start(github)
+    assert len(gh.dispatches) == 1
+    assert app.issued[-1].permissions["actions"] == "write"

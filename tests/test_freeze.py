@@ -363,6 +363,10 @@ def test_a_local_end_the_clocks_skip_or_pass_twice_is_refused(
         assert "`2026-10-25T02:30+02:00` for the first" in refused.value.message
         assert "`2026-10-25T02:30+01:00` for the second" in refused.value.message
         assert freeze_end("2026-10-25T02:30+01:00", now) == utc("2026-10-25 01:30")
+    else:  # the offset offered reads it after the skip (03:30), never before it (01:30)
+        assert "`2027-03-28T02:30+01:00` (the clocks' offset" in refused.value.message
+        assert "03:30 there, after it" in refused.value.message
+        assert freeze_end("2027-03-28T02:30+01:00", now) == utc("2027-03-28 01:30")
     # An hour after the change is read as usual: CEST in March, CET in October.
     day = text[:10]
     after = {"2027-03-28": utc("2027-03-28 02:00"), "2026-10-25": utc("2026-10-25 03:00")}

@@ -4,6 +4,7 @@ another replica and saved its hold after. End to end: the real app, the sandbox'
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from test_freeze_auto_promote import OTHER, WINDOW, auto_sandbox, held_in_a_free
 from test_freeze_ends import ENDED, held_2h, told
 
 from bot.domain.freeze import FREEZE_END_TIMER, Freeze
-from bot.domain.rollout import StageState
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Rollout, StageState
 from bot.services.records import Timer
 from sandbox.harness import Sandbox
 from sandbox.slack_records import ChannelMessage
@@ -119,5 +121,58 @@ async def test_a_hold_saved_after_its_freezes_end_was_told_is_told_too(
         await box.pass_time(timedelta(seconds=1))
         said = told(card, ENDED)
         assert len(said) == 2, "\n".join(said)
+        assert sum("5% canary" in each for each in said) == 1, said
+        assert sum("internal" in each.lower() for each in said) == 1, said
+
+
+async def test_a_hold_saved_as_an_unfreeze_reads_the_rollouts_is_told_too(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The internal ring's gate reads the lane frozen; an approver unfreezes and the unfreeze
+    reads the rollouts (the canary held, the ring not yet); the ring's gate saves its hold and
+    finds the end's watch still pending (not yet cancelled: nothing more to set); then the
+    unfreeze cancels that watch. The ring's hold is told all the same: the unfreeze reads
+    the rollout again once its watches are cancelled."""
+    async with auto_sandbox(tmp_path, database_url) as box:
+        rollouts = box.services.rollouts
+        timers = rollouts.effects.timers
+        lane = box.services.lane
+        unfreeze_read, gate_looked = asyncio.Event(), asyncio.Event()
+        unfreezes: list[asyncio.Task[str]] = []
+        read_rollouts, get_timer = rollouts.active_with_plans, timers.get
+
+        async def read_then_wait() -> list[tuple[Rollout, RolloutPlan]]:
+            active = await read_rollouts()
+            unfreeze_read.set()
+            await asyncio.wait_for(gate_looked.wait(), 30)
+            return active
+
+        async def get_then_go_on(*, key: str) -> Timer | None:
+            timer = await get_timer(key=key)
+            if unfreezes and ":told:" not in key:
+                gate_looked.set()
+            return timer
+
+        async def read_then_unfreeze(*, rollout_id: str) -> Freeze | None:
+            freeze = await lane.holds_promotion(rollout_id=rollout_id)
+            rollout = await box.rollout()
+            canary = rollout.track("relay").stage("canary").state
+            ring = rollout.track("desktop").stage("internal").state
+            second = canary is StageState.HOLDING and ring is not StageState.HOLDING
+            if second and freeze is not None and not unfreezes:  # the ring's gate: read
+                unfreezes.append(asyncio.create_task(box.command("unfreeze", user=OTHER)))
+                await asyncio.wait_for(unfreeze_read.wait(), 30)
+            return freeze
+
+        rollouts.active_with_plans = read_then_wait  # type: ignore[method-assign]
+        timers.get = get_then_go_on  # type: ignore[method-assign]
+        rollouts.promotions_frozen_with(read_then_unfreeze)
+        card = await held_in_a_freeze(box, "2h")
+        await held(box, "desktop", "internal")
+        assert unfreezes and gate_looked.is_set()
+        assert "lifted" in await unfreezes[0]
+
+        await box.pass_time(2 * WINDOW)
+        said = told(card, LIFTED) + told(card, ENDED)
         assert sum("5% canary" in each for each in said) == 1, said
         assert sum("internal" in each.lower() for each in said) == 1, said

@@ -471,3 +471,26 @@ async def test_a_freeze_end_is_read_in_the_askers_slack_time_zone(sandbox: Sandb
     assert "Slack did not tell me your time zone" in said and "+01:00" in said, said
     (kept,) = [hold for hold in await holds.current() if hold.kind == LANE_FREEZE]
     assert kept == freeze
+
+
+async def test_a_freeze_end_in_a_zone_the_bot_does_not_know_is_refused(sandbox: Sandbox) -> None:
+    """Slack gives a zone this host's time zone database lacks: a time with no offset is
+    refused, asking for the end with an offset (not `--at`), and nothing is frozen; an offset
+    still goes."""
+    lane = sandbox.services.controls.lane
+
+    async def unknown(_user: str) -> str:  # as Slack would say it: a zone newer than tzdata
+        return "America/Ciudad_Juarez_Nueva"
+
+    object.__setattr__(lane, "time_zone_of", unknown)  # the port, not the Slack client
+    day = (sandbox.clock() + timedelta(days=2)).date()
+
+    said = (await sandbox.command(f"freeze {day} 18:00 holiday freeze")).splitlines()[0]
+    assert "America/Ciudad_Juarez_Nueva" in said and "database does not know" in said, said
+    assert f"`{day}T18:00+01:00`" in said and "--at" not in said, said
+    assert [hold for hold in await sandbox.services.lane.holds.current()] == []
+
+    said = await sandbox.command(f"freeze {day}T18:00-06:00 holiday freeze")
+    assert "Slack time zone" not in said, said
+    (freeze,) = await sandbox.services.lane.holds.current()
+    assert freeze.until == datetime.combine(day, time(18), UTC) + timedelta(hours=6)

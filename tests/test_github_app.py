@@ -345,7 +345,8 @@ async def test_an_app_installed_again_under_a_new_id_is_found_again_and_its_call
 
     assert waiting_jobs(snapshot) == FIRST_STAGES
     assert requests_to(gh, f"/repos/{REPOSITORY}/installation") == [200, 200]
-    assert requests_to(gh, f"/app/installations/{old}/access_tokens")[-1] == 404
+    # The old installation read again before its token is renewed: gone (404).
+    assert requests_to(gh, f"/app/installations/{old}")[-1] == 404
     assert requests_to(gh, f"/app/installations/{old + 1}/access_tokens") == [201]
 
 

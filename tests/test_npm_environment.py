@@ -242,6 +242,22 @@ async def test_oidc_only_publishing_needs_no_secrets_read(box: Sandbox) -> None:
     assert "`NPM_TOKEN` is not needed" in shown
 
 
+async def test_on_enterprise_server_oidc_only_publishing_still_needs_the_token(
+    tmp_path: Path,
+) -> None:
+    """npm trusted publishing trusts github.com's OIDC issuer only: on GitHub Enterprise Server
+    the same job needs NPM_TOKEN. Before, steps 1-3 said it was not needed (done)."""
+    async with Sandbox(workdir=tmp_path, enterprise=True) as ghes:
+        ghes.github.files["main"][RELEASE_FILE] = OIDC_ONLY
+        shown, message = await check_secret(ghes, ":x: failed")
+        assert "not needed" not in shown
+        assert "`NPM_TOKEN` is not set in `scriptum/scriptum`" in shown and "add it" in shown
+        assert "does not take GitHub Enterprise Server's OIDC tokens" in shown
+        assert ":x: failed" in step(message, 2)
+        assert "Token-free alternative" not in step(message, 1)
+        assert_no_token_reached_slack(ghes)
+
+
 async def test_an_unreadable_workflow_file_still_checks_the_repository(box: Sandbox) -> None:
     """The repository's secret is shown, but not as done: the job may run in an environment
     whose own NPM_TOKEN (perhaps expired) it reads instead."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,3 +103,37 @@ async def test_each_group_is_written_by_its_first_writer_alone_and_none_after_ad
     other = {"relay:half": ["w3:told:relay:half"]}
     assert await store.add_each_once(other, saying, now=NOW, unless=["w3"]) == []
     assert await store.add_each_once(other, saying, now=NOW) == ["relay:half"]  # not claimed
+
+
+async def test_each_hold_is_written_once_by_three_replicas_racing(database_url: str) -> None:
+    """Three replicas, each its own engine, tell the same holds at once: an unfreeze claiming
+    under both watches of the rollout, and the first watch's timer fired on two (its lease ran
+    out on the first) claiming under its own. Each hold is written
+    once in all, by one of them, and none fails (no deadlock, no lock refused) on either
+    backend."""
+    holds = ("relay:canary", "desktop:internal", "dispatch")
+
+    def under(*watches: str) -> dict[str, list[str]]:
+        return {hold: [f"{watch}:told:{hold}" for watch in watches] for hold in holds}
+
+    def saying(groups: list[str]) -> list[NewMessage]:
+        payload = {"groups": groups}
+        return [NewMessage(kind="thread", channel_id=REFUSING, rollout_id=None, payload=payload)]
+
+    async with AsyncExitStack() as stack:
+        stores = [
+            OutboxStore(create_session_factory(await stack.enter_async_context(replica)))
+            for replica in (engine_for_one_task(database_url) for _ in "abc")
+        ]
+        for round_ in range(5):
+            w1, w2 = f"w1-{round_}", f"w2-{round_}"
+            asked = [under(w1, w2), under(w1), under(w1)]
+            written = await asyncio.gather(
+                *(
+                    store.add_each_once(groups, saying, now=NOW)
+                    for store, groups in zip(stores, asked, strict=True)
+                )
+            )
+            assert sorted(hold for each in written for hold in each) == sorted(holds), written
+        told = [h for message in await stores[0].pending() for h in message.payload["groups"]]
+        assert sorted(told) == sorted(holds * 5)

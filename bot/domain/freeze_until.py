@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
 from bot.domain.errors import InvalidCommand
-from bot.domain.schedule import ZoneNeeded
+from bot.domain.schedule import ZoneNeeded, offset_zone
 from bot.domain.text import shown
 
 _OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}$")
@@ -114,21 +114,13 @@ def _local(naive: datetime, zone: ZoneInfo, text: str) -> datetime:
     typed = naive.isoformat(timespec="minutes")
     if first.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
         raise InvalidCommand(
-            f"`{text}` does not exist in your time zone ({zone.key}): the clocks skip that "
-            f"hour. Give a time before or after it, or its offset, such as "
-            f"`{typed}{_offset(second)}`."
+            f"`{text}` does not exist in your time zone ({zone.key}): the clocks skip it. "
+            f"Give a time before or after it, or its offset, such as "
+            f"`{typed}{offset_zone(first).removeprefix('UTC')}` (the clocks' offset before "
+            f"they skip: {first.astimezone(UTC).astimezone(zone):%H:%M} there, after it)."
         )
     raise InvalidCommand(
         f"`{text}` happens twice in your time zone ({zone.key}): the clocks go back then. "
-        f"Give its offset: `{typed}{_offset(first)}` for the first, "
-        f"`{typed}{_offset(second)}` for the second."
+        f"Give its offset: `{typed}{offset_zone(first).removeprefix('UTC')}` for the first, "
+        f"`{typed}{offset_zone(second).removeprefix('UTC')}` for the second."
     )
-
-
-def _offset(moment: datetime) -> str:
-    """`+01:00`: the offset of `moment` from UTC."""
-    offset = moment.utcoffset()
-    assert offset is not None  # an aware time
-    minutes = int(offset.total_seconds()) // 60
-    sign = "-" if minutes < 0 else "+"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"

@@ -18,14 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bot.domain.npm_environment import MAX_REVIEWERS, MAX_WAIT_MINUTES, RuleFlag
-from bot.domain.npm_log import (
-    NpmError,
-    npm_error,
-    output_lines,
-    printed_skip_warning,
-    published_nothing,
-)
-from bot.domain.plan import NpmRelease
+from bot.domain.npm_log import NpmError
 from bot.domain.service import DEFAULT_SERVICE
 
 SECRET_NAME = "NPM_TOKEN"  # noqa: S105 - the secret's name, never its value
@@ -269,6 +262,11 @@ class RunCheck(_Model):
 
     @property
     def tone(self) -> Tone:
+        return self.judged(oidc_only=False)
+
+    def judged(self, *, oidc_only: bool) -> Tone:
+        """With `oidc_only` (trusted publishing, no NPM_TOKEN) only a failed validate step
+        counts: one that is missing or printed the NPM_TOKEN warning is to be expected."""
         if self.error is not None:
             return Tone.BLOCKED
         if self.run is None:
@@ -276,6 +274,8 @@ class RunCheck(_Model):
         if not self.run.completed:
             return Tone.PENDING
         verdicts = {self.validate_step, self.publish_step}
+        if oidc_only and self.validate_step is not StepVerdict.FAILED:
+            verdicts = {self.publish_step}
         if not self.job_found or verdicts & {StepVerdict.FAILED, StepVerdict.MISSING}:
             return Tone.FAILED
         # Without the log, green steps show nothing of the token: the validate step passes
@@ -314,8 +314,11 @@ class ReleaseFollow(_Model):
 
     @property
     def tone(self) -> Tone:
+        return self.judged(oidc_only=False)
+
+    def judged(self, *, oidc_only: bool) -> Tone:
         if self.phase is ReleasePhase.DONE and self.check is not None:
-            return self.check.tone
+            return self.check.judged(oidc_only=oidc_only)
         if self.phase is ReleasePhase.NOT_STARTED:
             return Tone.BLOCKED
         if self.phase is ReleasePhase.UNFOLLOWED:
@@ -333,6 +336,18 @@ class Walkthrough(_Model):
     last_run: RunCheck | None = None
     release: ReleaseFollow | None = None
 
+    @property
+    def oidc_only(self) -> bool:
+        return bool(self.secret and self.secret.oidc_only)
+
+    @property
+    def last_run_tone(self) -> Tone:
+        return self.last_run.judged(oidc_only=self.oidc_only) if self.last_run else Tone.TODO
+
+    @property
+    def release_tone(self) -> Tone:
+        return self.release.judged(oidc_only=self.oidc_only) if self.release else Tone.TODO
+
     def latest_run_check(self) -> RunCheck | None:
         """The newest finished run check of steps 4 and 5 (what steps 1 and 2 are judged by)."""
         checks = [self.last_run, self.release.check if self.release else None]
@@ -340,52 +355,7 @@ class Walkthrough(_Model):
         return max(done, key=lambda pair: pair[0])[1] if done else None
 
 
-# -- judging ------------------------------------------------------------------------------------
-
-
-def _verdict(step: JobStep | None, *, warned: bool = False) -> StepVerdict:
-    if step is None:
-        return StepVerdict.MISSING
-    if step.status != "completed" or step.conclusion in (None, "cancelled"):
-        return StepVerdict.NOT_RUN
-    if step.conclusion == "skipped":
-        return StepVerdict.SKIPPED
-    if step.conclusion in ("success", "neutral"):
-        return StepVerdict.WARNED if warned else StepVerdict.PASSED
-    return StepVerdict.FAILED
-
-
-def assess_run(
-    run: ReleaseRun | None,
-    job: ReleaseJob | None,
-    log: str | None,
-    *,
-    npm: NpmRelease,
-    log_unavailable: str | None = None,
-) -> RunCheck:
-    """The verdict on a Release run: did the validate step pass without the NPM_TOKEN warning,
-    did the publish step pass, and if not, which npm error its log shows."""
-    if run is None:
-        return RunCheck()
-    summary = RunSummary.of(run)
-    if not run.completed:
-        return RunCheck(run=summary)
-    if job is None:
-        return RunCheck(run=summary, job_found=False)
-    lines = output_lines(log) if log is not None else []
-    publish = _verdict(job.step(npm.publish_step))
-    return RunCheck(
-        run=summary,
-        job_found=True,
-        job_id=job.job_id,
-        validate_step=_verdict(job.step(npm.validate_step), warned=printed_skip_warning(lines)),
-        publish_step=publish,
-        npm_error=npm_error(lines) if publish is StepVerdict.FAILED else None,
-        published_nothing=(
-            True if publish is StepVerdict.PASSED and published_nothing(lines) else None
-        ),
-        log_unavailable=clip_error(log_unavailable) if log_unavailable else None,
-    )
+# -- addresses ---------------------------------------------------------------------------------
 
 
 def github_web_url(api_url: str) -> str:

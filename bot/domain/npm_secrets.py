@@ -10,8 +10,9 @@ values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from bot.domain.npm import SecretCheck, SecretLevel, SecretMetadata, clip_error
 from bot.domain.npm_environment import EnvironmentProtection, Rules, rules_of, unread_rules
@@ -33,6 +34,21 @@ class PublishJob:
     on_tags: bool = False
     """The workflow runs on tags too (`release`, `create`, or a `push` not limited to
     branches): the job then runs from a tag, which its environment's policy may refuse."""
+
+
+def trusted_publishing_on(api_url: str) -> bool:
+    """Whether npm trusted publishing takes the OIDC tokens of the GitHub at `api_url`: npm
+    trusts one GitHub Actions issuer, github.com's (`token.actions.githubusercontent.com`), so
+    not GitHub Enterprise Server's (its REST API under `/api/v3`) nor GHE.com's (`*.ghe.com`)."""
+    parts = urlsplit(api_url)
+    enterprise_server = parts.path.rstrip("/").endswith("/api/v3")
+    return not (enterprise_server or (parts.hostname or "").endswith(".ghe.com"))
+
+
+def with_trusted_publishing(job: PublishJob, *, available: bool) -> PublishJob:
+    """The job as steps 1-3 judge it: where npm trusted publishing is not `available`, its
+    `id-token: write` publishes nothing, and it needs NPM_TOKEN like any other job."""
+    return job if available else replace(job, oidc=False, oidc_only=False)
 
 
 @dataclass(frozen=True)

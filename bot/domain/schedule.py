@@ -305,14 +305,15 @@ def _offset(name: str | None, offset: int | None) -> int | None:
     )
 
 
-def zone_named(name: str) -> ZoneInfo:
+def zone_named(name: str, *, example: str = '--at "tue 09:00+01:00"') -> ZoneInfo:
     """The IANA zone Slack gave for a person (`Europe/Berlin`). Raises InvalidCommand when
-    this host's time zone database does not know it (never read as UTC instead)."""
+    this host's time zone database does not know it (never read as UTC instead), asking for
+    the time with an offset, as in `example`."""
     try:
         return ZoneInfo(name)
     # ZoneInfoNotFoundError is a KeyError; a folder of the database (`America`) an OSError.
     except (ValueError, KeyError, OSError):
         raise InvalidCommand(
             f"Slack gives your time zone as `{shown(name)}`, which this bot's time zone "
-            'database does not know: give the time with an offset, `--at "tue 09:00+01:00"`.'
+            f"database does not know: give the time with an offset, `{example}`."
         ) from None

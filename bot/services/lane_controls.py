@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, replace
 from datetime import datetime
 from functools import partial
-from zoneinfo import ZoneInfo
 
 from bot.domain.controls import CardRef, Control, describe
 from bot.domain.errors import InvalidCommand, NotAuthorized
@@ -221,15 +220,7 @@ class LaneControls:
             name = await self.time_zone_of(actor)
             if name is None:
                 raise InvalidCommand(NO_FREEZE_ZONE.format(until=shown(until))) from None
-            try:
-                zone = ZoneInfo(name)
-            # ZoneInfoNotFoundError is a KeyError; a folder of the database an OSError.
-            except (ValueError, KeyError, OSError):
-                raise InvalidCommand(
-                    f"Slack gives your time zone as `{shown(name)}`, which this bot's time zone "
-                    f"database does not know: give the end with an offset, "
-                    f"`{shown(until).replace(' ', 'T')}+01:00`."
-                ) from None
+            zone = zone_named(name, example=f"{shown(until).replace(' ', 'T')}+01:00")
             return freeze_end(until, now, zone), name
 
     async def _tell_scheduled(self, freeze: LaneHold) -> None:
@@ -261,12 +252,18 @@ class LaneControls:
         holding that rollout (its override and roll-back pass counted), if any, is named, and
         its end watched instead of the lifted one's. With nothing holding it any more, this is
         the end of its hold, told once: not what a watch of the freeze's end firing since the
-        unfreeze began (`since`) told already, nor again by it."""
-        for rollout, plan in await self.rollouts.active_with_plans():
-            held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
-            if not held and dispatch_at is None:
+        unfreeze began (`since`) told already, nor again by it. Each rollout is read again
+        once its watches are cancelled: a hold saved after the first read, whose gate found
+        the watch still pending (nothing more to set, `watch_after_hold`), is told here."""
+        effects = self.rollouts.effects
+        for seen, seen_plan in await self.rollouts.active_with_plans():
+            if not held_by_freezes(seen, seen_plan) and dispatch_frozen(seen) is None:
                 continue
-            still = await rewatch(self.rollouts.effects, self.lane, rollout)
+            still = await rewatch(effects, self.lane, seen)
+            rollout, plan = await effects.with_plan(seen.id)
+            held, dispatch_at = held_by_freezes(rollout, plan), dispatch_frozen(rollout)
+            if not held and dispatch_at is None:  # moved on meanwhile (a Promote, a stop)
+                continue
             lifted_holding = partial(self._lifted_event, actor, lifted, still)
             # Where a freeze's end is told once per hold: an unfreeze racing the end's timer
             # tells what it did not (the timers' handler, `bot.services.freeze_ends`).
@@ -275,7 +272,7 @@ class LaneControls:
                 watches = await ends.watches_since(rollout, since)
                 await ends.tell_once(rollout, plan, lifted_holding, watches=watches, unless=watches)
             elif held or still is None:
-                await self.rollouts.effects.tell(rollout, lifted_holding(held, dispatch_at))
+                await effects.tell(rollout, lifted_holding(held, dispatch_at))
 
     def _lifted_event(
         self,

@@ -32,9 +32,9 @@ from bot.domain.npm import (
     RunCheck,
     RunSummary,
     Walkthrough,
-    assess_run,
     clip_error,
 )
+from bot.domain.npm_run import assess_run
 from bot.domain.plan import NpmRelease
 from bot.domain.reasons import Reason
 from bot.domain.rollout import DISPATCH_SEARCH

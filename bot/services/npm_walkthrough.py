@@ -30,7 +30,12 @@ from bot.domain.npm import (
     Walkthrough,
     clip_error,
 )
-from bot.domain.npm_secrets import PublishJob, SecretLevels, assess_secret
+from bot.domain.npm_secrets import (
+    PublishJob,
+    SecretLevels,
+    assess_secret,
+    with_trusted_publishing,
+)
 from bot.domain.permissions import VERBS
 from bot.domain.plan import NpmRelease
 from bot.domain.service import DEFAULT_SERVICE
@@ -94,8 +99,12 @@ class NpmTokenService:
         pace: LookPace,
         lane: ReleaseLane,
         service: str = DEFAULT_SERVICE,
+        trusted_publishing: bool = True,
     ) -> None:
         self._fresh = Walkthrough(service=service)
+        self._trusted_publishing = trusted_publishing
+        """npm trusted publishing takes this GitHub's OIDC tokens (not GitHub Enterprise
+        Server's): else a job with `id-token: write` is checked as needing NPM_TOKEN."""
         self._lane = lane
         self._github = github
         self._claims = claims
@@ -144,6 +153,7 @@ class NpmTokenService:
             )
         except GitHubError as error:
             job = PublishJob(unknown=error.message)  # then the repository's and the organization's
+        job = with_trusted_publishing(job, available=self._trusted_publishing)
         check = await self._secret_check(job)
         log.info("npm-token: %s checked the secret: %s", actor, check.tone)
         await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))

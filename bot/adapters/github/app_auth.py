@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -41,6 +42,8 @@ from bot.domain.errors import GitHubError
 from bot.github_credentials import GitHubApp
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 _GRANT = (
     " (the App's settings → Permissions & events; then accept the new permissions on the "
@@ -103,7 +106,7 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         self._target = TokenRepository(repository.split("/")[1])
         self._granted: dict[str, str] | None = None
         """The installation's permissions, read with its id (None: not read yet)."""
-        self._tokens: dict[tuple[tuple[str, str], ...], Auth.AppInstallationAuth] = {}
+        self._tokens: dict[tuple[tuple[str, str], ...], NarrowedAuth] = {}
         """The installation's tokens in hand, by the permissions they were minted with."""
         self._refused: set[tuple[tuple[str, str], ...]] = set()
         self._calls = threading.local()
@@ -152,8 +155,12 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
                 except GithubException as exc:
                     if exc.status == 422:
                         # Asked for more than the installation has now (its permissions
-                        # reduced since they were read): read again, asked once more.
+                        # reduced since they were read), or for the repository by a name it
+                        # no longer has (renamed or transferred before this process read its
+                        # id): read again, asked once more.
                         self._forget(self._installation_id)
+                        if self._target.id is None:
+                            self._target.id = self._repository_id(exc)
                         return self._minted()
                     if exc.status != 404 or self.configured_id is not None:
                         raise
@@ -175,25 +182,40 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         """The current token for the call's endpoint, minted when there is none, it nears
         its expiry or GitHub refused it (under the lock). The installation (its id and its
         permissions) is read first: from the repository, or by its configured id."""
-        if self._installation_id is None or self._granted is None:
-            found = (
-                self._looked_up()
-                if self._installation_id is None
-                else self._numbered(self._installation_id)
-            )
-            self._installation_id, self._granted = found.id, dict(found.permissions or {})
-        permissions = needed(getattr(self._calls, "endpoint", "read"), self._granted)
+        endpoint = getattr(self._calls, "endpoint", "read")
+        number = self._installation_id
+        if number is None or self._granted is None:
+            number = self._read_installation()
+        permissions = needed(endpoint, self._granted or {})
         key = tuple(sorted(permissions.items()))
+        held = self._tokens.get(key)
+        if held is not None and (key in self._refused or held.due):
+            # A token renewed: asked with the installation's permissions as they are now (its
+            # owner may have granted one since, as the bot's 403s tell them to, or taken one).
+            number = self._read_installation()
+            permissions = needed(endpoint, self._granted or {})
+            key = tuple(sorted(permissions.items()))
+            self._tokens.pop(key, None)
         if key not in self._tokens or key in self._refused:
-            self._tokens[key] = NarrowedAuth(
-                self._app,
-                self._installation_id,
-                repository=self._target,
-                permissions=permissions,
-            ).withRequester(self.requester)
+            minting = NarrowedAuth(
+                self._app, number, repository=self._target, permissions=permissions
+            )
+            minting.withRequester(self.requester)
+            self._tokens[key] = minting
             self._refused.discard(key)
         self.issued = self._handed[key] = self._tokens[key].token
         return self.issued
+
+    def _read_installation(self) -> int:
+        """The installation's id (returned) and permissions as GitHub says now: from the
+        repository, or by its id (configured, or found before). GithubException as is."""
+        found = (
+            self._looked_up()
+            if self._installation_id is None
+            else self._numbered(self._installation_id)
+        )
+        self._installation_id, self._granted = found.id, dict(found.permissions or {})
+        return found.id
 
     @property
     def in_hand(self) -> tuple[str, ...]:
@@ -245,6 +267,38 @@ class RepositoryInstallation(Auth.Auth, WithRequester["RepositoryInstallation"])
         """PyGithub's client for the App's own endpoints (authenticated by JWT)."""
         kwargs: dict[str, Any] = self.requester.withAuth(self._app).kwargs
         return GithubIntegration(**kwargs)
+
+    def _repository_id(self, refused: GithubException) -> int:
+        """The repository's id, read at its configured name (`GET /repos/{owner}/{repo}`,
+        which GitHub redirects from a former name) with a token of the installation that may
+        read metadata only, after a mint naming it (`repositories`) was `refused` (422): a mint
+        is not redirected. `refused` raised again when that token cannot see it either (the
+        installation does not include it). Under the lock."""
+        assert self._installation_id is not None
+        probe = Auth.AppInstallationAuth(
+            self._app, self._installation_id, {"metadata": "read"}
+        ).withRequester(self.requester)
+        self._handed[(("metadata", "read"),)] = token = probe.token
+        try:
+            _, answer = self.requester.withAuth(Auth.Token(token)).requestJsonAndCheck(
+                "GET", f"/repos/{self.repository}"
+            )
+        except GithubException as exc:
+            if exc.status == 404:
+                raise refused from exc
+            raise
+        found, name = answer.get("id"), answer.get("full_name")
+        if not isinstance(found, int):
+            raise refused
+        _log.warning(
+            "GitHub repository %s was renamed or transferred to %s: its installation tokens "
+            "name it by its id (%s); set the service's repository to %s",
+            self.repository,
+            name,
+            found,
+            name,
+        )
+        return found
 
     def _numbered(self, number: int) -> Installation:
         """`GET /app/installations/{id}` (the App's JWT): GithubException as is."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from github import Auth
@@ -84,6 +85,16 @@ class NarrowedAuth(Auth.AppInstallationAuth):
     ) -> None:
         super().__init__(app, number, permissions)
         self._repository, self._permissions = repository, permissions
+        self._expires_at: datetime | None = None
+
+    @property
+    def due(self) -> bool:
+        """Its token nears its expiry (within PyGithub's margin), or none was minted yet: the
+        next is minted by its owner (`app_auth`), with the installation's permissions as they
+        are then, not here with those of the first."""
+        return self._expires_at is None or (
+            self._expires_at - Auth.TOKEN_REFRESH_THRESHOLD_TIMEDELTA < datetime.now(UTC)
+        )
 
     def _get_installation_authorization(self) -> InstallationAuthorization:
         body = {**self._repository.named(), "permissions": self._permissions}
@@ -91,6 +102,8 @@ class NarrowedAuth(Auth.AppInstallationAuth):
             "POST", f"/app/installations/{self.installation_id}/access_tokens", input=body
         )
         self._repository.learn(answer)
-        return InstallationAuthorization(
+        authorization = InstallationAuthorization(
             requester=self.requester, headers=headers, attributes=answer
         )
+        self._expires_at = authorization.expires_at
+        return authorization

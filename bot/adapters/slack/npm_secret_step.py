@@ -8,7 +8,7 @@ from __future__ import annotations
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape
 from bot.adapters.slack.npm_rules_note import rules_note
-from bot.adapters.slack.npm_steps import WalkthroughSetup
+from bot.adapters.slack.npm_steps import NO_TRUSTED_PUBLISHING, WalkthroughSetup
 from bot.domain.npm import SECRET_NAME, SecretCheck, SecretLevel, StepVerdict, Tone, Walkthrough
 
 # -- step 2 -------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
     if check.error is not None:
         return escape(check.error)
     if not check.found or check.updated_at is None or check.created_at is None:
-        return _missing(check, setup) + _oidc_note(check, setup) + rules_note(check, setup)
+        return _missing(check, setup) + _notes(check, setup)
     dates = (
         f"created {slack_time(check.created_at)}, last updated {slack_time(check.updated_at)} "
         f"({_ago(check.age_days or 0)})"
@@ -118,7 +118,7 @@ def secret_text(check: SecretCheck | None, setup: WalkthroughSetup) -> str:
             f"\n:warning: It is older than {check.max_age_days} days, and granular write tokens "
             "expire after at most 90: create a new token (step 1) and update the secret (step 2)."
         )
-    return text + _oidc_note(check, setup) + rules_note(check, setup)
+    return text + _notes(check, setup)
 
 
 def _missing(check: SecretCheck, setup: WalkthroughSetup) -> str:
@@ -171,6 +171,12 @@ def _not_needed(check: SecretCheck, setup: WalkthroughSetup) -> str:
         "(the job does not read it): delete it once nothing else reads it, so that a leaked "
         "or expired token does not linger."
     )
+
+
+def _notes(check: SecretCheck, setup: WalkthroughSetup) -> str:
+    if not setup.trusted_publishing:  # the job's `id-token: write` was not taken for it
+        return f"\n:information_source: {NO_TRUSTED_PUBLISHING}" + rules_note(check, setup)
+    return _oidc_note(check, setup) + rules_note(check, setup)
 
 
 def _oidc_note(check: SecretCheck, setup: WalkthroughSetup) -> str:

@@ -36,6 +36,9 @@ class WalkthroughSetup:
     web_url: str
     """GitHub's web address (https://github.com, or the Enterprise Server's host)."""
     npm: NpmRelease
+    trusted_publishing: bool = True
+    """npm trusted publishing takes this GitHub's OIDC tokens (github.com's, not GitHub
+    Enterprise Server's: `bot.domain.npm_secrets.trusted_publishing_on`)."""
 
     @property
     def environments_url(self) -> str:
@@ -73,13 +76,24 @@ def create_tone(walkthrough: Walkthrough) -> Tone:
     return Tone.TODO
 
 
-def create_text(npm: NpmRelease) -> str:
-    return (
+NO_TRUSTED_PUBLISHING = (
+    f"npm <{TRUSTED_PUBLISHING_DOCS}|trusted publishing> (OIDC) does not take GitHub Enterprise "
+    f"Server's OIDC tokens: a job with `id-token: write` needs `{SECRET_NAME}` all the same."
+)
+
+
+def create_text(setup: WalkthroughSetup) -> str:
+    npm = setup.npm
+    text = (
         f"On npmjs.com, <{TOKEN_DOCS}|generate a *granular access token*> with *Read and write* "
         f"access to the `{npm.scope}` scope's packages. Granular write tokens expire after at "
         "most 90 days: note the date. Classic tokens were revoked in December 2025, so do not "
         "look for one. When publishing requires two-factor authentication, enable the token's "
         "option to bypass it. Copy the token straight into GitHub (step 2), never into Slack.\n"
+    )
+    if not setup.trusted_publishing:
+        return text + NO_TRUSTED_PUBLISHING
+    return text + (
         f"Token-free alternative: npm <{TRUSTED_PUBLISHING_DOCS}|trusted publishing> (OIDC) lets "
         "the workflow publish without any secret."
     )
@@ -92,14 +106,22 @@ def last_run_text(
     check: RunCheck | None, secret: SecretCheck | None, setup: WalkthroughSetup
 ) -> str:
     npm = setup.npm
+    oidc_only = bool(secret and secret.oidc_only)
+    if check is None and oidc_only:
+        return (
+            f"*Check last Release run* reads the newest run of `{npm.workflow}`: did "
+            f"*{npm.publish_step}* publish with npm trusted publishing?"
+        )
     if check is None:
         return (
             f"*Check last Release run* reads the newest run of `{npm.workflow}`: did "
             f"*{npm.validate_step}* pass without the {SECRET_NAME} warning, and did "
             f"*{npm.publish_step}* publish?"
         )
-    text = _run_text(check, setup)
+    text = _run_text(check, setup, oidc_only=oidc_only)
     changed = secret.updated_at if secret is not None and secret.found else None
+    if oidc_only:
+        changed = None  # the job does not read it
     run = check.run
     if (
         run is not None
@@ -114,7 +136,7 @@ def last_run_text(
     return _clip(text)
 
 
-def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
+def _run_text(check: RunCheck, setup: WalkthroughSetup, *, oidc_only: bool) -> str:
     npm = setup.npm
     if check.error is not None:
         return escape(check.error)
@@ -134,8 +156,12 @@ def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
     log = "the job's log"
     if check.job_id is not None:
         log = f"<{setup.job_url(run.id, check.job_id)}|the job's log>"
-    lines.append(_validate_line(check, npm, log))
-    lines.append(_publish_line(check, npm, log))
+    if oidc_only:
+        lines.append(oidc_validate_line(check, npm, log))
+        lines.append(oidc_publish_line(check, setup, log))
+    else:
+        lines.append(_validate_line(check, npm, log))
+        lines.append(_publish_line(check, npm, log))
     if check.log_unavailable:
         lines.append(
             f":grey_question: {escape(check.log_unavailable)} "
@@ -145,6 +171,7 @@ def _run_text(check: RunCheck, setup: WalkthroughSetup) -> str:
                 "NPM_TOKEN warning, or having published nothing): Run Release again (step 5)."
                 if check.validate_step is StepVerdict.PASSED
                 and check.publish_step is StepVerdict.PASSED
+                and not oidc_only
                 else "."
             )
         )
@@ -169,9 +196,16 @@ def _validate_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
     return f":white_circle: {step} did not run."
 
 
-def _publish_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
+def _publish_line(check: RunCheck, npm: NpmRelease, log: str, *, oidc_only: bool = False) -> str:
     step = f"*{npm.publish_step}*"
     verdict = check.publish_step
+    if verdict is StepVerdict.PASSED and check.published_nothing and oidc_only:
+        return (
+            f":warning: {step} passed but published nothing (every version was on npm "
+            "already, or changesets opened its “Version Packages” pull request): npm never "
+            "checked the trusted publisher. The next run that publishes new versions from "
+            f"`{npm.ref}` shows it (step 4)."
+        )
     if verdict is StepVerdict.PASSED and check.published_nothing:
         return (
             f":warning: {step} passed but published nothing: every version was on npm "
@@ -237,7 +271,64 @@ def _fix(error: NpmError, npm: NpmRelease, *, warned: bool) -> str:
     )
 
 
-def release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
+def oidc_validate_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
+    """The validate step of a job that publishes with trusted publishing only: it checks a
+    secret the job does not need, so only its failure counts."""
+    step = f"*{npm.validate_step}*"
+    verdict = check.validate_step
+    if verdict is StepVerdict.FAILED:
+        return f":x: {step} failed: see {log}."
+    if verdict is StepVerdict.MISSING:
+        return f":white_circle: The job has no step {step}: none is needed with trusted publishing."
+    if verdict is StepVerdict.WARNED:
+        return (
+            f":white_circle: {step} printed the {SECRET_NAME} warning, as expected: the job "
+            f"publishes with trusted publishing, without {SECRET_NAME}."
+        )
+    if verdict is StepVerdict.PASSED:
+        return f":white_check_mark: {step} passed."
+    return f":white_circle: {step} did not run."
+
+
+def oidc_publish_line(check: RunCheck, setup: WalkthroughSetup, log: str) -> str:
+    """The publish step of a job that publishes with trusted publishing only: npm's refusal
+    comes from the trusted publisher or the toolchain, never from a token."""
+    npm = setup.npm
+    step = f"*{npm.publish_step}*"
+    if check.publish_step is not StepVerdict.FAILED:
+        return _publish_line(check, npm, log, oidc_only=True)
+    lead = {
+        None: f":x: {step} failed, and its log shows no npm credentials error: see {log}.",
+        NpmError.NEED_AUTH: f":x: {step} failed with `ENEEDAUTH`: npm published without "
+        "credentials, so it did not exchange the job's OIDC token.",
+        NpmError.NOT_FOUND: f":x: {step} failed with `E404`: npm older than 11.5.1 never tries "
+        "OIDC and publishes unauthenticated, or no trusted publisher matches the run.",
+    }.get(check.npm_error)
+    if lead is None:
+        shown = "E403" if check.npm_error is NpmError.TWO_FACTOR else str(check.npm_error)
+        lead = f":x: {step} failed with `{shown}`: npm refused the trusted publish."
+    if check.npm_error is None:
+        return lead
+    return f"{lead} {_oidc_fix(setup)}"
+
+
+def _oidc_fix(setup: WalkthroughSetup) -> str:
+    """What npm's trusted publishing needs (npm's docs, "Trusted publishing for npm
+    packages"), since the job hands npm no token."""
+    npm = setup.npm
+    return (
+        f"Check on npmjs.com that each `{npm.scope}` package's <{TRUSTED_PUBLISHING_DOCS}|trusted "
+        f"publisher> names `{setup.repository}` and the workflow file `{npm.workflow}` (and the "
+        f"job's environment, if it runs in one); that job `{npm.job}` has `id-token: write` and "
+        "a GitHub-hosted runner; and that it publishes with npm 11.5.1 or later on Node 22.14 "
+        f"or later. Then run Release again. The job hands npm no `{SECRET_NAME}`: adding the "
+        "secret alone changes nothing."
+    )
+
+
+def release_text(
+    release: ReleaseFollow | None, setup: WalkthroughSetup, secret: SecretCheck | None = None
+) -> str:
     npm = setup.npm
     about = (
         f"Dispatches `{npm.workflow}` on `{npm.ref}` and follows the run; step 4's checks appear "
@@ -277,4 +368,5 @@ def release_text(release: ReleaseFollow | None, setup: WalkthroughSetup) -> str:
             text += f"\nStill following, although GitHub just failed: {escape(release.error)}"
         return text
     assert release.check is not None
-    return _clip(f"Started by {who}.\n{_run_text(release.check, setup)}")
+    oidc_only = bool(secret and secret.oidc_only)
+    return _clip(f"Started by {who}.\n{_run_text(release.check, setup, oidc_only=oidc_only)}")

@@ -132,7 +132,7 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
             f"scope `{npm.scope}`"
         ),
         DividerBlock(),
-        _step(1, "Create an npm token", create_tone(walkthrough), create_text(npm)),
+        _step(1, "Create an npm token", create_tone(walkthrough), create_text(setup)),
         _step(
             2,
             add_title(walkthrough),
@@ -149,15 +149,15 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
         _step(
             4,
             "Check the last Release run",
-            walkthrough.last_run.tone if walkthrough.last_run else Tone.TODO,
+            walkthrough.last_run_tone,
             last_run_text(walkthrough.last_run, walkthrough.secret, setup),
             button("Check last Release run", NpmAction.CHECK_LAST_RUN, value),
         ),
         _step(
             5,
             "Run Release now",
-            walkthrough.release.tone if walkthrough.release else Tone.TODO,
-            release_text(walkthrough.release, setup),
+            walkthrough.release_tone,
+            release_text(walkthrough.release, setup, walkthrough.secret),
             _run_button(value, npm),
         ),
         context(

@@ -1,0 +1,62 @@
+"""A Release run's verdict on the npm publish credentials: its validate and publish steps, and
+the npm error its log shows (`bot.domain.npm`'s `RunCheck`). Pure: GitHub's answers come in as
+values."""
+
+from __future__ import annotations
+
+from bot.domain.npm import (
+    JobStep,
+    ReleaseJob,
+    ReleaseRun,
+    RunCheck,
+    RunSummary,
+    StepVerdict,
+    clip_error,
+)
+from bot.domain.npm_log import npm_error, output_lines, printed_skip_warning, published_nothing
+from bot.domain.plan import NpmRelease
+
+
+def _verdict(step: JobStep | None, *, warned: bool = False) -> StepVerdict:
+    if step is None:
+        return StepVerdict.MISSING
+    if step.status != "completed" or step.conclusion in (None, "cancelled"):
+        return StepVerdict.NOT_RUN
+    if step.conclusion == "skipped":
+        return StepVerdict.SKIPPED
+    if step.conclusion in ("success", "neutral"):
+        return StepVerdict.WARNED if warned else StepVerdict.PASSED
+    return StepVerdict.FAILED
+
+
+def assess_run(
+    run: ReleaseRun | None,
+    job: ReleaseJob | None,
+    log: str | None,
+    *,
+    npm: NpmRelease,
+    log_unavailable: str | None = None,
+) -> RunCheck:
+    """The verdict on a Release run: did the validate step pass without the NPM_TOKEN warning,
+    did the publish step pass, and if not, which npm error its log shows."""
+    if run is None:
+        return RunCheck()
+    summary = RunSummary.of(run)
+    if not run.completed:
+        return RunCheck(run=summary)
+    if job is None:
+        return RunCheck(run=summary, job_found=False)
+    lines = output_lines(log) if log is not None else []
+    publish = _verdict(job.step(npm.publish_step))
+    return RunCheck(
+        run=summary,
+        job_found=True,
+        job_id=job.job_id,
+        validate_step=_verdict(job.step(npm.validate_step), warned=printed_skip_warning(lines)),
+        publish_step=publish,
+        npm_error=npm_error(lines) if publish is StepVerdict.FAILED else None,
+        published_nothing=(
+            True if publish is StepVerdict.PASSED and published_nothing(lines) else None
+        ),
+        log_unavailable=clip_error(log_unavailable) if log_unavailable else None,
+    )
