@@ -20,6 +20,7 @@ from test_github_faults import REVIEWS
 from test_stop_tracks import two_desktop_tracks
 
 from bot.domain import rollout as machine
+from bot.domain.errors import ConcurrentChange
 from bot.domain.rollout import Rollout, StageState, TrackState
 from bot.domain.rollout_summary import NOT_STOPPED, PUT_BACK
 from sandbox.harness import Sandbox
@@ -183,3 +184,31 @@ async def test_a_kill_a_look_elsewhere_acts_on_while_github_is_read_is_told_once
         told = [n for n, line in enumerate(thread) if "crash spike in beta" in line]
         rejected = [n for n, line in enumerate(thread) if "Rejected *GA ring*" in line]
         assert len(told) == 1 and rejected and told[0] < rejected[0], thread
+
+
+async def test_a_kill_whose_outcome_loses_every_race_stands_and_its_line_waits_for_the_look(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other replicas save the rollout before each of the kill's tries to save what GitHub
+    answered: the kill stands as saved (never answered as refused, nor as changing nothing),
+    and the look that sees GA land tells its line first."""
+    async with running_sandbox(tmp_path, database_url) as box:
+        await dispatched(box)
+        await ga_approved(box)
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+
+        async def loses(*_: object) -> bool:
+            raise ConcurrentChange("saved elsewhere first", rollout_id="")
+
+        monkeypatch.setattr(stops, "_settle", loses)
+        answer = await box.command("kill too late")
+
+        assert "saved, but GitHub had already approved" in answer, answer
+        stands = await box.rollout()
+        assert stands.track("desktop").state is TrackState.ABORTING
+        assert stands.untold_stops == ("desktop",)
+        assert [result for _, result in await kills_of(box, stands)] == ["ok"]
+        await box.pass_time(timedelta(minutes=10))  # GA lands: the look tells the kill's line
+        told = await box.wait_for_thread("too late")
+        assert "kill-switch by" in told and "stays on the GA ring" in told, told
+        assert (await box.rollout()).untold_stops == ()

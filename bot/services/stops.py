@@ -10,6 +10,7 @@ deploys cannot be stopped, and its stop is refused (`bot.domain.rollout.abort`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from bot.domain import rollout as machine
@@ -32,6 +33,8 @@ from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.records import NewAuditEvent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,14 +111,20 @@ class Stops:
                 outcome = _Outcome(saved, said, stopping, oks, waiting)
             except InvalidTransition as error:  # every track GitHub deploys the last stage of
                 outcome, refusal = _Outcome(saved, Decision(rollout), [], oks, waiting), error
-        latest, stands = saved, False
+        latest, stands = saved, True
         for tries_left in range(CONCURRENT_RETRIES - 1, -1, -1):
             try:
                 stands = await self._settle(latest, outcome, plan, actor)
                 break
             except ConcurrentChange:  # another replica saved meanwhile: decided on its state
-                if not tries_left:
-                    raise
+                if not tries_left:  # the stop stands as saved, its line owed to the next look
+                    log.warning(
+                        "rollout %s: the stop's outcome lost %d races to other replicas; "
+                        "it stands as saved, its line told by the next look that acts on it",
+                        rollout.id,
+                        CONCURRENT_RETRIES,
+                    )
+                    break
                 latest = await effects.get(rollout.id)
         if refusal is not None and not stands:
             raise refusal
