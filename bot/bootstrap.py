@@ -219,7 +219,10 @@ async def _services(
             wired.append(wire_service(shared, service))
         requests = ProtectionRuleStore(sessions)  # every service's
         directory = ServiceDirectory(
-            tuple(w.services for w in wired), rollouts=store, runs=requests
+            tuple(w.services for w in wired),
+            rollouts=store,
+            runs=requests,
+            lanes=LaneHoldStore(sessions),  # every service's, for `/rollout freeze --all`
         )
         bolt = bolt_app(slack, signing_secret=settings.slack_signing_secret.get_secret_value())
         bolt.middleware(ack_first.in_context(app[ACKS]))

@@ -6,7 +6,14 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.request.async_request import AsyncBoltRequest
 
-from bot.adapters.slack import audit_views, lane_words, report_views, schedule_words, views
+from bot.adapters.slack import (
+    audit_views,
+    freeze_all_words,
+    lane_words,
+    report_views,
+    schedule_words,
+    views,
+)
 from bot.adapters.slack.blocks import BlockJson
 from bot.adapters.slack.limits import MESSAGE_BLOCKS
 from bot.adapters.slack.mrkdwn import as_typed
@@ -20,6 +27,7 @@ from bot.domain.rollout import Rollout
 from bot.domain.service import DEFAULT_SERVICE
 from bot.services.catalog import Services
 from bot.services.directory import ServiceDirectory
+from bot.services.freeze_all import FreezeAll
 from bot.services.requests import Origin
 from handlers.errors import acknowledged, subcommand_name
 from handlers.origin import command_origin
@@ -153,6 +161,25 @@ async def _ephemeral(
     raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
 
 
+async def every_lane_answer(
+    every: FreezeAll, directory: ServiceDirectory, text: str, origin: Origin
+) -> str:
+    """`/rollout freeze --all` and `unfreeze --all`: said in this channel, for everyone; the
+    other services' release channels are named, not told (docs/freezes.md)."""
+    command = commands.parse_command(text)
+    others = sorted(
+        {c for s in directory.each for c in s.service.release_channels} - {origin.channel_id}
+    )
+    if isinstance(command, commands.Freeze):
+        froze = await every.freeze(origin, until=command.until, reason=command.reason)
+        each = [(name, f.asked, f.in_force, f.lane) for name, f in froze.each]
+        return freeze_all_words.frozen_all_answer(each, zone=froze.zone, others=others)
+    unfrozen = await every.unfreeze(origin)
+    return freeze_all_words.unfrozen_all_answer(
+        origin.actor, unfrozen.lifted, unfrozen.untouched, unfrozen.still, others=others
+    )
+
+
 async def channel_status(each: tuple[Services, ...]) -> tuple[str, list[BlockJson]]:
     """A bare `/rollout status` in a channel of several services: each one's lane and rollouts."""
     shown: list[tuple[str, list[BlockJson]]] = []
@@ -186,10 +213,18 @@ def register(app: AsyncApp, directory: ServiceDirectory) -> None:
             await respond(response_type="ephemeral", text=text, blocks=blocks)
             return
         try:
-            services, typed = directory.for_command(payload.text, channel_id=payload.channel_id)
+            every = directory.every_lane(payload.text, channel_id=payload.channel_id)
+            if every is None:
+                services, typed = directory.for_command(payload.text, channel_id=payload.channel_id)
         except RolloutError:  # no service named where one is needed: refused, and audited
             async with directory.fallback(payload.channel_id).controls.audited(origin, name):
                 raise
+        if every is not None:
+            async with every.here.access.audited(origin, name):
+                said = await every_lane_answer(every, directory, payload.text, origin)
+            text, blocks = views.note(said)
+            await respond(response_type="in_channel", text=text, blocks=blocks)
+            return
         payload = payload.model_copy(update={"text": typed})
         async with services.controls.audited(origin, name):
             text, blocks, in_channel = await answer(services, payload, origin)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from dataclasses import replace as replaced
 
 from sqlalchemy import delete, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.freeze import LaneHold, override_kind, roll_back_kind
+from bot.services.records import NewAuditEvent
+from storage.audit_log import audit_row
 from storage.db import ServiceStore, from_row, insert_new
 from storage.models import LaneHoldRow, RolloutRow
 
@@ -38,23 +42,50 @@ class LaneHoldStore(ServiceStore):
         if self._service is not None:
             hold = replaced(hold, service=self._service)
         async with self._sessions.begin() as session:
-            await session.execute(
-                insert_new(
-                    session,
-                    LaneHoldRow,
-                    asdict(hold),
-                    unique=[LaneHoldRow.service, LaneHoldRow.kind],
-                )
+            return await _take(session, hold, replace=replace, later=later)
+
+    async def take_all(
+        self,
+        holds: Sequence[LaneHold],
+        audited: Callable[[LaneHold, LaneHold], NewAuditEvent],
+    ) -> list[LaneHold]:
+        """Take each of `holds` (each its own service's) as `take(later=True)` does, and write
+        the audit event `audited(asked, stored)` of each, all in ONE transaction: an error
+        (a database failure, an event that cannot be written) takes none and writes none. The
+        holds stored afterwards, in the order of `holds`."""
+        async with self._sessions.begin() as session:
+            stored = []
+            for hold in holds:
+                if self._service is not None and hold.service != self._service:
+                    raise ValueError(f"a hold of {hold.service} given to {self._service}'s lane")
+                in_force = await _take(session, hold, later=True)
+                session.add(audit_row(audited(hold, in_force), service=hold.service))
+                stored.append(in_force)
+            await session.flush()  # an event that cannot be written fails here, in the transaction
+            return stored
+
+    async def release_all(
+        self,
+        kind: str,
+        services: Sequence[str],
+        audited: Callable[[LaneHold], NewAuditEvent],
+    ) -> list[LaneHold]:
+        """Remove the hold of `kind` of each of `services` and write the audit event
+        `audited(removed)` of each removed, in ONE transaction (all or none). What was removed
+        (a service's hold already gone is not: nothing is said of it)."""
+        held = [LaneHoldRow.kind == kind, LaneHoldRow.service.in_(services), *self._scope]
+        async with self._sessions.begin() as session:
+            rows = await session.execute(
+                delete(LaneHoldRow).where(*held).returning(*LaneHoldRow.__table__.c)
             )
-            row = await session.get(LaneHoldRow, (hold.service, hold.kind), with_for_update=True)
-            assert row is not None  # just written, or held
-            ends_before = (
-                row.until is not None and hold.until is not None and row.until < hold.until
+            removed = sorted(
+                (from_row(LaneHold, row) for row in rows),
+                key=lambda hold: list(services).index(hold.service),
             )
-            if replace or (later and ends_before):
-                for name, value in asdict(hold).items():
-                    setattr(row, name, value)
-            return from_row(LaneHold, row)
+            for hold in removed:
+                session.add(audit_row(audited(hold), service=hold.service))
+            await session.flush()
+            return removed
 
     async def release(self, kind: str, *, actor: str | None = None) -> LaneHold | None:
         """Remove the hold of `kind` (an override is left to end at its `until`), only while
@@ -94,3 +125,21 @@ class LaneHoldStore(ServiceStore):
                 delete(LaneHoldRow).where(ended, *self._scope).returning(LaneHoldRow.kind)
             )
             return len(removed.all())
+
+
+async def _take(
+    session: AsyncSession, hold: LaneHold, *, replace: bool = False, later: bool = False
+) -> LaneHold:
+    """`LaneHoldStore.take` within `session`'s transaction."""
+    await session.execute(
+        insert_new(
+            session, LaneHoldRow, asdict(hold), unique=[LaneHoldRow.service, LaneHoldRow.kind]
+        )
+    )
+    row = await session.get(LaneHoldRow, (hold.service, hold.kind), with_for_update=True)
+    assert row is not None  # just written, or held
+    ends_before = row.until is not None and hold.until is not None and row.until < hold.until
+    if replace or (later and ends_before):
+        for name, value in asdict(hold).items():
+            setattr(row, name, value)
+    return from_row(LaneHold, row)

@@ -328,7 +328,12 @@ class ActionClaimRow(Base):
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index(None, "rollout_id", "action"),)
+    __table_args__ = (
+        Index(None, "rollout_id", "action"),
+        # The claims of an action still unrecorded before a time (`ClaimStore.unrecorded`),
+        # which the sweeps look for at every poll (migration 0019).
+        Index(None, "action", "state", "claimed_at"),
+    )
 
 
 class LaneHoldRow(Base):

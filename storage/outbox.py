@@ -2,7 +2,8 @@
 change they tell of, then claimed with a lease and delivered by any replica, once.
 
 Order per rollout: only the oldest undelivered message of a rollout can be claimed, so a later
-message waits for its earlier ones (also while they back off). A message without a rollout
+message waits for its earlier ones (also while they back off); a rollout's summary comes after
+its other messages, and waits while a re-run has reopened the rollout. A message without a rollout
 is delivered on its own. The clock is always passed in.
 """
 
@@ -18,10 +19,10 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, func, insert, or_, 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from bot.services.records import ClaimState, NewMessage, OutboxMessage
+from bot.services.records import SUMMARY, ClaimState, NewMessage, OutboxMessage
 from storage.db import from_row, insert_new, rows_changed
 from storage.leases import LeasedRows, ServerOffset, same_clock
-from storage.models import ActionClaimRow, OutboxRow
+from storage.models import ActionClaimRow, OutboxRow, RolloutRow
 
 TOLD = "told_once"
 """The `action` of the claim that messages were written once (`add_once`)."""
@@ -45,18 +46,37 @@ def _pending() -> ColumnElement[bool]:
 
 
 def _oldest_of_its_rollout() -> ColumnElement[bool]:
-    """The message is the next its rollout owes the channel (or belongs to no rollout)."""
+    """The message is the next its rollout owes the channel (or belongs to no rollout). A
+    summary (`SUMMARY`, drawn from the rollout as it ended) comes after every other message of
+    its rollout, and not while its rollout is open (a re-run reopened it): the later messages
+    pass it by meanwhile, so it holds up nothing and waits without counting attempts."""
     earlier = aliased(OutboxRow)
+    of_its_rollout = and_(
+        earlier.rollout_id == OutboxRow.rollout_id,
+        earlier.delivered_at.is_(None),
+        earlier.dead_at.is_(None),
+    )
+    reopened = (
+        select(RolloutRow.id)
+        .where(RolloutRow.id == OutboxRow.rollout_id, RolloutRow.ended_at.is_(None))
+        .exists()
+    )
     return or_(
         OutboxRow.rollout_id.is_(None),
-        OutboxRow.id
-        == select(func.min(earlier.id))
-        .where(
-            earlier.rollout_id == OutboxRow.rollout_id,
-            earlier.delivered_at.is_(None),
-            earlier.dead_at.is_(None),
-        )
-        .scalar_subquery(),
+        and_(
+            OutboxRow.kind != SUMMARY,
+            OutboxRow.id
+            == select(func.min(earlier.id))
+            .where(of_its_rollout, earlier.kind != SUMMARY)
+            .scalar_subquery(),
+        ),
+        and_(
+            OutboxRow.kind == SUMMARY,
+            ~reopened,
+            ~select(earlier.id)
+            .where(of_its_rollout, or_(earlier.kind != SUMMARY, earlier.id < OutboxRow.id))
+            .exists(),
+        ),
     )
 
 

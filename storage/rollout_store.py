@@ -229,12 +229,15 @@ def _context(rollout: Rollout) -> dict[str, Any]:
             "image": check_to_json(preflight.image),
         },
         "contents": None if preflight.contents is None else contents_to_json(preflight.contents),
+        # Beside "preflight", whose values an older version reads as checks; absent: not known.
+        **({} if preflight.tag_commit is None else {"tag_commit": preflight.tag_commit}),
         "dispatched_at": _iso(rollout.dispatched_at),
         "gave_up_at": _iso(rollout.gave_up_at),
         "schedule": None if rollout.schedule is None else schedule_to_json(rollout.schedule),
         "told_outside": list(rollout.told_outside),
         "unread_since": _iso(rollout.unread_since),
         "told_unread": rollout.told_unread,
+        **({"untold_stops": list(rollout.untold_stops)} if rollout.untold_stops else {}),
         "attempt": rollout.attempt,
     }
 
@@ -339,25 +342,27 @@ def _rollout(record: RolloutRecord) -> Rollout:
         record,
         phase=Phase(record.state),
         tracks=tuple(_track(track) for track in record.tracks),
-        preflight=_preflight(record.context["preflight"], record.context.get("contents")),
+        preflight=_preflight(record.context),
         dispatched_at=_moment(record.context.get("dispatched_at")),
         gave_up_at=_moment(record.context.get("gave_up_at")),
         schedule=_schedule(record.context.get("schedule")),
         told_outside=tuple(record.context.get("told_outside", ())),
         unread_since=_moment(record.context.get("unread_since")),
         told_unread=bool(record.context.get("told_unread", False)),
+        untold_stops=tuple(record.context.get("untold_stops", ())),
         attempt=record.context.get("attempt"),
     )
 
 
-def _preflight(
-    data: Mapping[str, Mapping[str, str]], contents: Mapping[str, Any] | None
-) -> Preflight:
+def _preflight(context: Mapping[str, Any]) -> Preflight:
+    data, contents = context["preflight"], context.get("contents")
+    commit = context.get("tag_commit")
     return Preflight(
         flags=check_from_json(data["flags"]),
         migrations=check_from_json(data["migrations"]),
         image=check_from_json(data["image"]),
         contents=None if contents is None else contents_from_json(contents),
+        tag_commit=None if commit is None else str(commit),
     )
 
 

@@ -201,6 +201,12 @@ TIMERS = Family(
             _unfollowed("unfollowed_run:waiting", WAITING),
             at=lambda data: data["payload"]["card"],
         ),
+        # A run on a release tag the bot cannot follow to its commit (091736d reads it as a run
+        # on no release tag).
+        _unfollowed(
+            "unfollowed_run:tag-unread",
+            replace(WAITING, ref="v1.4.2", tag_unread="a tag of a tag too deep"),
+        ),
         _look("npm_release", LOOK),
         earlier(_look("npm_release:first", FIRST_LOOK), at=lambda data: data["payload"]),
         _unconfirmed("unconfirmed_rule", UNCONFIRMED),

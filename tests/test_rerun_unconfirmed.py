@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 from test_rerun_rollback import RERUN, RERUNS, offered, rollback_failed
 
 from bot.domain.controls import CardRef
-from bot.domain.rollout import Phase, TrackState
+from bot.domain.rollout import InvalidTransition, Phase, TrackState
 from bot.services.outbox_messages import SUMMARY
 from bot.services.requests import Origin, Via
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
@@ -219,3 +219,28 @@ async def test_a_lapsed_re_run_the_lane_moved_past_is_told_once_not_refused_in_a
     again = await sandbox.click(RERUN, message=told)
     assert again is not None and "Already done by" in again, again
     assert posts(sandbox) == 1
+
+
+async def test_a_click_held_up_past_half_its_claim_is_refused_and_audited(
+    sandbox: Sandbox,
+) -> None:
+    """The click's read of the run is slow: by the time the re-run would be sent, less than
+    half the claim's lease is left. Nothing is sent, the click says so, and the refusal is
+    audited `refused` with its reason, as the other refusals are (before: not audited)."""
+    ended, _ = await rollback_failed(sandbox)
+    read = sandbox.github.hold("GET", "/repos/*/actions/runs/*")
+    clicker = Origin(actor=RELEASE_MANAGER, channel_id=RELEASE_CHANNEL, via=Via.CLICK)
+    card = CardRef(ended.id, "relay", attempt=1)
+    work = asyncio.create_task(sandbox.services.controls.rerun_failure_job(clicker, card))
+    try:
+        await until(lambda: sandbox.github.holding)
+        sandbox.clock.advance(timedelta(seconds=sandbox.settings().claim_lease_seconds * 0.6))
+    finally:
+        read.set()
+    with pytest.raises(InvalidTransition, match="waited too long"):
+        await work
+
+    assert posts(sandbox) == 0
+    assert await audit_results(sandbox, ended.id, RERUN, 1) == ["refused"]
+    (refused,) = [e for e in await sandbox.audit.list_for_rollout(ended.id) if e.action == RERUN]
+    assert "waited too long" in str(refused.detail)

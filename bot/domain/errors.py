@@ -109,6 +109,13 @@ class RefNotFound(GitHubError):
     code = "github_ref_not_found"
 
 
+class TagTooDeep(GitHubError):
+    """GitHub answered for the tag, but it is a tag of a tag deeper than the bot follows to
+    its commit: asking again reads the same; the message says how to point it at its commit."""
+
+    code = "github_tag_too_deep"
+
+
 class RunNotIdentified(GitHubError):
     """The dispatch went through but its run cannot be told apart yet: never dispatch again,
     keep looking (or link the run by hand)."""

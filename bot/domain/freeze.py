@@ -53,7 +53,7 @@ def hold_watch_timer(watch: str, hold: str, free_at: datetime) -> tuple[str, dic
 def hold_told_key(watch: str, hold: str) -> str:
     """The claim that the end of `watch`'s freeze was told for `hold` (`track:stage`, or
     the scheduled dispatch): whoever writes it first tells, the timer or the unfreeze."""
-    return f"{watch}:told:{hold}"
+    return ":".join((watch, "told", hold))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from bot.domain.durations import MAX_DURATION, format_duration, parse_duration
 from bot.domain.errors import InvalidCommand
 from bot.domain.schedule import ZoneNeeded, offset_zone
-from bot.domain.text import shown
+from bot.domain.text import shown, without_invisible_ends
 
 _OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}$")
 _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}(?::[0-9]{2})?(?:Z|[+-].*)?")
@@ -33,6 +33,20 @@ region move`)."""
 _TYPED_OFFSET = re.compile(r"(?:UTC|GMT)?[+-][0-9]{1,2}(?::?[0-9]{2})?", re.IGNORECASE)
 """An offset typed apart from the end (`18:00 +01:00`, `18:00 GMT-5`): refused too, since the
 end would be read as UTC with the offset taken for the reason."""
+
+
+_ALL = re.compile(r"(?:--|\N{EM DASH}|\N{EN DASH})all", re.IGNORECASE)
+"""`--all` (a dash pasted as an em or en dash too): a freeze or unfreeze of every service. An
+option, never a word: `all` may be a service's name (`/rollout freeze all 2h ...`)."""
+
+
+def every_service(text: str) -> tuple[bool, str]:
+    """Whether a freeze's or unfreeze's text (after its subcommand) starts with `--all`, and
+    the text after it."""
+    parts = text.strip().split(maxsplit=1)
+    if parts and _ALL.fullmatch(without_invisible_ends(parts[0])):
+        return True, parts[1] if len(parts) > 1 else ""
+    return False, text
 
 
 def zone_after_end(until: str, reason: str) -> tuple[str, str]:

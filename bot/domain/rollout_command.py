@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import ClassVar
 
 from bot.domain.errors import InvalidCommand
-from bot.domain.freeze_until import zone_after_end
+from bot.domain.freeze_until import every_service, zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.release_tag import typed_tag
 from bot.domain.rollout_help import HELP
@@ -151,11 +151,13 @@ class Freeze:
     name: ClassVar[Subcommand] = Subcommand.FREEZE
     until: str
     reason: str
+    every: bool = False  # `--all`: every service's lane (`bot.services.freeze_all`)
 
 
 @dataclass(frozen=True)
 class Unfreeze:
     name: ClassVar[Subcommand] = Subcommand.UNFREEZE
+    every: bool = False  # `--all`: every service's lane
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,12 @@ def parse_command(text: str) -> Command:
             raise InvalidCommand(f"The kill reason is too long (at most {_MAX_REASON} characters).")
         return Kill(reason=reason or None)
     if subcommand is Subcommand.FREEZE:
-        return _freeze(rest)
+        every, rest = every_service(rest)
+        return replace(_freeze(rest), every=every)
+    if subcommand is Subcommand.UNFREEZE and every_service(rest)[0]:
+        if len(args) > 1:
+            raise _unexpected(subcommand, args[1])
+        return Unfreeze(every=True)
     if subcommand is Subcommand.LOCK:
         return Lock(reason=_reason(rest, "lock"))
     if subcommand is Subcommand.UNLOCK:

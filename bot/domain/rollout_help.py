@@ -31,11 +31,13 @@ HELP: tuple[HelpEntry, ...] = (
     ),
     HelpEntry("/rollout npm-token", "Set up and verify the NPM_TOKEN secret of the npm Release"),
     HelpEntry(
-        "/rollout freeze <duration or until> <reason>",
+        "/rollout freeze [--all] <duration or until> <reason>",
         "Freeze starts and dispatches (`2h`, or `2026-12-24 18:00` in your time zone); running "
-        "rollouts go on",
+        "rollouts go on. `--all`: every service at once (an approver of every service)",
     ),
-    HelpEntry("/rollout unfreeze", "Lift a `/rollout freeze` before it ends"),
+    HelpEntry(
+        "/rollout unfreeze [--all]", "Lift a `/rollout freeze` (of every service) before it ends"
+    ),
     HelpEntry("/rollout lock [reason]", "Hold the release lane: others cannot start or dispatch"),
     HelpEntry("/rollout unlock [reason]", "Release the lane (another approver gives a reason)"),
     HelpEntry(

@@ -79,6 +79,10 @@ class UnfollowedRun:
     """Its ref names a release tag of the repository, but the run is not at the tag's commit
     (a branch of the same name, or a fork's; or a pull request's merge): it is no release, and
     `tag` is empty."""
+    tag_unread: str = ""
+    """Its ref names a release tag of the repository the bot cannot follow to its commit (a
+    tag of a tag too deep, `TagUnread`): why, and how to point the tag at its commit; `tag` is
+    empty, so the run is no release for the bot."""
 
     @property
     def on_a_tag(self) -> bool:
@@ -122,6 +126,7 @@ class UnfollowedRun:
             "dispatch_by_two": self.dispatch_by_two,
             "refused": self.refused,
             "off_its_tag": self.off_its_tag,
+            **({"tag_unread": self.tag_unread} if self.tag_unread else {}),
         }
 
     @classmethod
@@ -145,6 +150,7 @@ class UnfollowedRun:
             dispatch_by_two=bool(data.get("dispatch_by_two", False)),
             refused=str(data.get("refused", "")),
             off_its_tag=bool(data.get("off_its_tag", False)),
+            tag_unread=str(data.get("tag_unread", "")),
         )
 
 
@@ -158,13 +164,21 @@ def timer_payload(request: RuleRequest, card: UnfollowedRun) -> dict[str, Any]:
     return {"request": request.key, "card": card.to_json()}
 
 
+@dataclass(frozen=True)
+class TagUnread:
+    """GitHub answered for the release tag, but the bot cannot follow it to its commit (a tag
+    of a tag too deep): `why`, in GitHub's adapter's words, with how to fix the tag."""
+
+    why: str
+
+
 def unfollowed_card(
     request: RuleRequest,
     run: LinkableRun,
     plan: RolloutPlan,
     ended: Rollout | None,
     *,
-    tagged: str | None,
+    tagged: str | TagUnread | None,
     now: datetime,
     timeout: timedelta,
 ) -> UnfollowedRun:
@@ -174,8 +188,12 @@ def unfollowed_card(
     names (`tag_named`) is at, None when there is no such tag. A branch may bear a tag's name,
     and a fork's pull request runs on its own branch's name, with a workflow it may have
     changed: the run is on the release only at the tag's very commit, started by an event
-    whose run is of that commit (`LinkableRun.runs_commit`: not a pull request's merge)."""
+    whose run is of that commit (`LinkableRun.runs_commit`: not a pull request's merge); a
+    tag the bot cannot follow to its commit (`TagUnread`) is no release, and the card says
+    why."""
     named = tag_named(run, plan) if ended is None else ""
+    unread = tagged.why if isinstance(tagged, TagUnread) and named else ""
+    tagged = None if isinstance(tagged, TagUnread) else tagged
     at_tag = bool(named) and run.runs_commit(tagged)
     return UnfollowedRun(
         run_id=request.run_id,
@@ -192,6 +210,7 @@ def unfollowed_card(
         ended_rollout=ended.id if ended is not None else "",
         dispatch_by_two=TwoPersonAction.DISPATCH in plan.two_person,
         off_its_tag=bool(named) and tagged is not None and not at_tag,
+        tag_unread=unread,
     )
 
 
@@ -277,6 +296,9 @@ def not_a_tag(card: UnfollowedRun) -> str:
 
 def no_release(card: UnfollowedRun) -> str:
     """Why the run's ref is no release, said after the ref's name (plain text)."""
+    if card.tag_unread:
+        why = card.tag_unread.rstrip(".")
+        return f"is a release tag whose commit the bot could not read ({why})"
     if card.off_its_tag:
         return (
             "is a release tag, but the run is not at the tag's commit (a branch or a fork's "

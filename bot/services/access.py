@@ -81,16 +81,17 @@ class Access:
             raise
         finally:
             current_entry.reset(token)
-            await self.audit.append(
-                at=self.clock(),
-                actor=origin.actor,
-                action=f"{origin.via}:{name}",
-                result=result,
-                rollout_id=entry.rollout_id,
-                track=entry.track,
-                stage=entry.stage,
-                detail=entry.detail or None,
-            )
+            if not (entry.recorded and result == "ok"):  # else written with its change
+                await self.audit.append(
+                    at=self.clock(),
+                    actor=origin.actor,
+                    action=f"{origin.via}:{name}",
+                    result=result,
+                    rollout_id=entry.rollout_id,
+                    track=entry.track,
+                    stage=entry.stage,
+                    detail=entry.detail or None,
+                )
 
     async def admit(self, origin: Origin, control: Control) -> None:
         """Refuse requests from outside the release channels and from non-approvers."""

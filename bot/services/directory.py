@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.domain.errors import InvalidCommand, NotAReleaseChannel, ServiceNotConfigured
+from bot.domain.freeze_until import every_service
 from bot.domain.github_events import repository_of
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
@@ -28,6 +29,7 @@ from bot.domain.rollout_command import (
 from bot.services.catalog import Services
 from bot.services.failures import UnknownService
 from bot.services.following import Reconciled
+from bot.services.freeze_all import AllLanes, FreezeAll
 from bot.services.records import Timer
 from bot.services.requests import Origin
 from bot.services.rollouts import RolloutService
@@ -81,6 +83,8 @@ class ServiceDirectory:
     rollouts: ActiveRollouts
     """Every service's rollouts (for routing and the App Home)."""
     runs: RunRequests
+    lanes: AllLanes
+    """Every service's lane holds, written together (`/rollout freeze --all`)."""
     _by_name: dict[str, Services] = field(init=False, repr=False, compare=False)
     _by_repository: dict[str, Services] = field(init=False, repr=False, compare=False)
 
@@ -176,6 +180,22 @@ class ServiceDirectory:
             return here
         return ()
 
+    def every_lane(self, text: str, *, channel_id: str) -> FreezeAll | None:
+        """`/rollout freeze --all` and `unfreeze --all`: every service's lane, answered for the
+        channel's first service; typed in any service's release channel (else refused). None
+        for any other command."""
+        _, rest, subcommand = named_service(text, ())
+        if subcommand not in (Subcommand.FREEZE, Subcommand.UNFREEZE):
+            return None
+        every, _ = every_service(rest.split(maxsplit=1)[1] if len(rest.split()) > 1 else "")
+        if not every:
+            return None
+        here = self.in_channel(channel_id)
+        if not here:
+            raise self._nowhere(f"{subcommand.value} --all")
+        lanes = tuple(one.controls.lane for one in self.each)
+        return FreezeAll(lanes, self.lanes, here[0].controls.lane)
+
     def for_command(self, text: str, *, channel_id: str) -> tuple[Services, str]:
         """The service a `/rollout` command is for, and its text without the service's name:
         the one it names, else the channel's only one. Raises, listing the choices, when that
@@ -206,7 +226,11 @@ class ServiceDirectory:
                 f"Name the service, as in `/rollout {what} {self.each[0].service.name}`. "
                 f"The services: {_names(self.each)}."
             )
-        raise NotAReleaseChannel(
+        raise self._nowhere(what)
+
+    def _nowhere(self, what: str) -> NotAReleaseChannel:
+        """`/rollout <what>` typed outside every service's release channels."""
+        return NotAReleaseChannel(
             f"`/rollout {what}` only works in a release channel of a service. The services: "
             + "; ".join(
                 f"`{s.service.name}` in "

@@ -189,7 +189,7 @@ class LaneControls:
         async with self.access.audited(origin, Control.FREEZE):
             await self._admitted(origin, Control.FREEZE)
             now = self.clock()
-            end, zone = await self._freeze_end(origin.actor, until, now)
+            end, zone = await self.freeze_end_of(origin.actor, until, now)
             asked = LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=self.lane.service)
             assert asked.until is not None
             in_force = await self.lane.holds.take(asked, later=True)
@@ -206,10 +206,10 @@ class LaneControls:
                         kept_until=in_force.until.isoformat(),
                     )
             if in_force == asked:
-                await self._tell_scheduled(asked)
+                await self.tell_scheduled(asked)
             return Froze(asked, in_force, (await self.lane.state()).freeze, zone)
 
-    async def _freeze_end(
+    async def freeze_end_of(
         self, actor: str, until: str, now: datetime
     ) -> tuple[datetime, str | None]:
         """When a freeze `until` ends, and the zone a time with no offset was read in (the
@@ -223,7 +223,7 @@ class LaneControls:
             zone = zone_named(name, example=f"{shown(until).replace(' ', 'T')}+01:00")
             return freeze_end(until, now, zone), name
 
-    async def _tell_scheduled(self, freeze: LaneHold) -> None:
+    async def tell_scheduled(self, freeze: LaneHold) -> None:
         """Tell the thread of each scheduled dispatch that `freeze`, just declared, will hold
         at its time (`/rollout status` says it too)."""
         active = await self.rollouts.active()
@@ -232,7 +232,7 @@ class LaneControls:
                 rollout = next(r for r in active if r.id == rollout_id)
                 await self.rollouts.effects.tell(rollout, ScheduleFrozen(held))
 
-    async def _tell_lifted(
+    async def tell_lifted(
         self, actor: str, lifted: LaneHold, active: list[Rollout], held: dict[str, Frozen]
     ) -> None:
         """Tell the thread of each scheduled dispatch that `lifted` was to hold (as told when
@@ -245,7 +245,7 @@ class LaneControls:
             if (was.freeze.actor, was.freeze.until) == (lifted.actor, lifted.until):
                 await self.rollouts.effects.tell(rollout, ScheduleFrozen(was, lifted_by=actor))
 
-    async def _tell_held(self, actor: str, lifted: LaneHold, *, since: datetime) -> None:
+    async def tell_held(self, actor: str, lifted: LaneHold, *, since: datetime) -> None:
         """Tell the thread of each rollout a freeze held (`promote: auto` stages held for a
         Promote, a scheduled dispatch that did not go) that the freeze was lifted and what
         still waits for a person: nothing ships by itself when a freeze ends. The freeze still
@@ -292,18 +292,15 @@ class LaneControls:
         async with self.access.audited(origin, Control.UNFREEZE):
             await self._admitted(origin, Control.UNFREEZE)
             now = self.clock()
-            in_force = any(
-                hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until
-                for hold in await self.lane.holds.current()
-            )
+            in_force = freeze_in_force(await self.lane.holds.current(), now)
             # The scheduled dispatches it holds are read before it is lifted (their threads are
             # told). Decided before anything is removed: a refused unfreeze changes nothing.
             active = await self.rollouts.active() if in_force else []
             held = await self.lane.held_then(active)
             removed = await self.lane.holds.release(LANE_FREEZE) if in_force else None
             if removed is not None:
-                await self._tell_lifted(origin.actor, removed, active, held)
-                await self._tell_held(origin.actor, removed, since=now)
+                await self.tell_lifted(origin.actor, removed, active, held)
+                await self.tell_held(origin.actor, removed, since=now)
                 current = current_entry.get()
                 if current is not None:
                     until = removed.until.isoformat() if removed.until else None
@@ -365,3 +362,10 @@ class LaneControls:
     async def _admitted(self, origin: Origin, control: Control) -> None:
         await self.access.admit(origin, control)
         await self.once.delivery(origin, control)
+
+
+def freeze_in_force(holds: list[LaneHold], now: datetime) -> bool:
+    """Whether a `/rollout freeze` among a lane's `holds` holds it at `now` (the calendar aside)."""
+    return any(
+        hold.kind == LANE_FREEZE and hold.until is not None and now < hold.until for hold in holds
+    )

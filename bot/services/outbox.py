@@ -42,6 +42,7 @@ from bot.services.outbox_messages import (
     REFUSED,
     UNFOLLOWED,
     NewerKind,
+    Reopened,
     left_to_newer,
     of_no_rollout,
     post,
@@ -214,13 +215,7 @@ class Outbox:
         async with queue:
             paused = self._paused.get(channel)
             if paused is not None and paused > self._clock():
-                await self.store.retry(
-                    message_id=message.id,
-                    owner=self.owner,
-                    due_at=paused,
-                    error="waiting for Slack's rate limit",
-                    failed=False,
-                )
+                await self._waits(message, paused, "waiting for Slack's rate limit")
                 return False
             if not await self._leases.held(message):
                 return False
@@ -241,6 +236,9 @@ class Outbox:
                 else:  # none came (the upgrade was rolled back): the later messages go on
                     await self._failed(message, DeliveryFailed(str(newer), permanent=True))
                 return False
+            except Reopened as reopened:  # not a failure: it waits, the thread goes on
+                await self._waits(message, self._clock(), str(reopened))
+                return False
             except Exception as error:
                 log.exception("message %s (%s) could not be rendered", message.id, message.kind)
                 await self._failed(message, DeliveryFailed(f"bug: {type(error).__name__}"))
@@ -253,6 +251,12 @@ class Outbox:
                 log.warning("message %s (%s) was taken over while sent", message.id, message.kind)
             return False
 
+    async def _waits(self, message: OutboxMessage, until: datetime, why: str) -> None:
+        """Give the message back, due `until`, without counting an attempt."""
+        await self.store.retry(
+            message_id=message.id, owner=self.owner, due_at=until, error=why, failed=False
+        )
+
     async def _failed(self, message: OutboxMessage, failure: DeliveryFailed) -> None:
         now = self._clock()
         what = f"message {message.id} ({message.kind}) to {message.channel_id}"
@@ -260,13 +264,7 @@ class Outbox:
             until = now + timedelta(seconds=failure.retry_after)
             self._paused[message.channel_id] = until
             log.warning("%s: %s; the channel waits until %s", what, failure.reason, until)
-            await self.store.retry(
-                message_id=message.id,
-                owner=self.owner,
-                due_at=until,
-                error=failure.reason,
-                failed=False,
-            )
+            await self._waits(message, until, failure.reason)
             return
         attempts = message.attempts + 1
         if failure.permanent or attempts >= self._max_attempts:

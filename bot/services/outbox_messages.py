@@ -24,6 +24,7 @@ from bot.domain.rollout import (
 from bot.domain.rollout_summary import summarize
 from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier
+from bot.services.records import SUMMARY as SUMMARY
 from bot.services.records import NewMessage, OutboxMessage, is_machine
 from bot.services.store_ports import AuditLog
 
@@ -34,7 +35,6 @@ THREAD = "thread"
 FAILURE = "failure"
 FIGURES = "figures"
 GATE = "gate"
-SUMMARY = "summary"
 UNFOLLOWED = "unfollowed_run"
 """The card of a run the bot did not start (`bot.services.unfollowed_runs`), of no rollout."""
 REFUSED = "channel_refused"
@@ -63,6 +63,11 @@ def of_no_rollout(kind: str) -> NewerKind | DeliveryFailed:
     if kind not in KINDS:
         return NewerKind(kind)
     return DeliveryFailed("a message of no rollout", permanent=True)
+
+
+class Reopened(Exception):
+    """A summary whose rollout a re-run reopened since it was claimed: it is given back, no
+    attempt counted, and waits for the rollout's next end (`storage.outbox` passes it by)."""
 
 
 _READING: TypeAdapter[Reading] = TypeAdapter(Reading)
@@ -184,6 +189,8 @@ async def post(
             key=message.id,
         )
     elif message.kind == SUMMARY:
+        if rollout.ended_at is None:
+            raise Reopened(f"rollout {rollout.id} was reopened: its summary waits for its end")
         events = await audit.list_for_rollout(rollout.id)
         done = summarize(rollout, plan, events, machine=is_machine)
         await notifier.post_summary(rollout, done, key=message.id)

@@ -44,6 +44,7 @@ from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
 from bot.services.ports import Words
+from bot.services.preflight_tag import read_tag_commit, unmoved_refusal
 from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
 
@@ -148,13 +149,14 @@ class Preflights:
         contents = await read_contents(
             github=effects.github, store=effects.store, plan=self.plan, tag=tag
         )
+        commit = await read_tag_commit(effects.github, tag, before=None)
         return machine.new_rollout(
             rollout_id=new_rollout_id(),
             tag=tag,
             channel_id=channel_id,
             started_by=actor,
             plan=self.plan,
-            preflight=Preflight(flags=flags, migrations=migrations, image=image, contents=contents),
+            preflight=Preflight(flags, migrations, image, contents, tag_commit=commit),
             now=effects.clock(),
             service=self._service,
         )
@@ -248,11 +250,10 @@ class Preflights:
             contents = await read_contents(
                 github=effects.github, store=effects.store, plan=plan, tag=rollout.tag
             )
+            was = rollout.preflight  # its flags stay as confirmed
+            commit = await read_tag_commit(effects.github, rollout.tag, before=was.tag_commit)
             checked = replace(
-                rollout,
-                preflight=replace(
-                    rollout.preflight, migrations=migrations, image=image, contents=contents
-                ),
+                rollout, preflight=Preflight(was.flags, migrations, image, contents, commit)
             )
             log.info("preflight of %s re-checked by %s", rollout.tag, actor)
             return await effects.redraw(checked)
@@ -286,7 +287,9 @@ class Preflights:
         """Dispatch the workflow; the click is also the approval of the first stages. The
         scheduled dispatch (`scheduled_at`) is refused here, under the rollout's lock, unless
         it is still scheduled then (a Cancel schedule may land while its preflight was being
-        re-checked). A dispatch GitHub refuses changes nothing: the schedule is kept."""
+        re-checked). A person's click is refused while the tag is not where its preflight read
+        it, or GitHub does not say (`unmoved_refusal`). A dispatch GitHub refuses changes
+        nothing: the schedule is kept."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
@@ -298,7 +301,13 @@ class Preflights:
             now = effects.clock()
             try:
                 begun = machine.begin_dispatch(rollout, now=now, scheduled_at=scheduled_at)
-            except InvalidTransition as error:
+                # A person's click: the tag still where the preflight read it (a scheduled
+                # dispatch looks at the schedule's commit, `bot.services.scheduled_starts`).
+                if scheduled_at is None and (
+                    moved := await unmoved_refusal(effects.github, rollout)
+                ):
+                    raise InvalidTransition(moved)
+            except (InvalidTransition, GitHubError) as error:
                 await effects.refuse(actor, "dispatch", rollout, error.message)
                 raise
             begun = await effects.store.save(begun)

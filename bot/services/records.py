@@ -34,6 +34,12 @@ def new_rollout_id() -> str:
     return f"r-{secrets.token_hex(6)}"
 
 
+SUMMARY = "summary"
+"""The outbox kind of a rollout's summary (`bot.services.outbox_messages`), drawn from the
+rollout as it ended: the outbox delivers it after the rollout's other messages, and not while
+a re-run has reopened the rollout (`storage.outbox`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """An outbox message to write: its kind and what its delivery needs to render it."""

@@ -47,6 +47,9 @@ class Entry:
     detail: dict[str, Any] = field(default_factory=dict)
     delivered: bool = False
     """The Slack delivery was claimed (a command promoting two tracks claims it once)."""
+    recorded: bool = False
+    """Its audit events were written with what it changed (`/rollout freeze --all`: one per
+    service, in the transaction of the holds): it is not appended again when it ends."""
 
     def fill(
         self,

@@ -69,7 +69,11 @@ class FailureJobReruns:
             job_id, attempt = await self._failed_job(rollout, plan, track, actor, earlier)
             if job_id is None or sending is None:
                 return await self._sent(rollout, plan, track, actor, earlier, job_id, attempt)
-            again_after = await sending()
+            try:
+                again_after = await sending()
+            except InvalidTransition as late:  # its claim lapsed, or nearly: nothing sent
+                await self._effects.refuse(actor, ACTION, rollout, str(late), track=track)
+                raise
             try:
                 return await self._sent(
                     rollout, plan, track, actor, earlier, job_id, attempt, again_after

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from bot.domain.errors import GitHubError
+from bot.domain.errors import GitHubError, TagTooDeep
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import InvalidTransition, Rollout
 from bot.domain.run_link import LinkableRun
 from bot.domain.unfollowed_runs import (
+    TagUnread,
     UnfollowedRun,
     approve_refusal,
     moved_refusal,
@@ -110,16 +111,21 @@ class SettledRuns:
 
 async def tag_of(
     github: GitHubGateway, run: LinkableRun, plan: RolloutPlan, *, ended: Rollout | None
-) -> str | Literal[False] | None:
+) -> str | TagUnread | Literal[False] | None:
     """The commit GitHub says the release tag the run's ref names is at (`unfollowed_card`'s
     `tagged`: a branch, or a fork's, may bear a tag's name); None when the ref names no tag
     GitHub has, or the run is a re-run of an ended rollout's (its release is known); False
-    when GitHub did not say (the run's card waits for the next sweep)."""
+    when GitHub did not say (the run's card waits for the next sweep); `TagUnread` when GitHub
+    answered with a tag the bot cannot follow to its commit (asking again reads the same: the
+    card is posted at once, saying so)."""
     tag = tag_named(run, plan) if ended is None else ""
     if not tag:
         return None
     try:
         return await github.tag_commit(tag)
+    except TagTooDeep as error:
+        log.warning("run %s: tag %s cannot be followed: %s", run.run_id, tag, error.message)
+        return TagUnread(error.message)
     except GitHubError as error:
         log.warning("run %s: tag %s not read, its card waits: %s", run.run_id, tag, error.message)
         return False

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 
 from bot.adapters.github.schema import CommitComparison, GitObject, NamedRef, Pointer, Release
 from bot.adapters.github.transport import GitHubTransport
-from bot.domain.errors import GitHubError, RefNotFound
+from bot.domain.errors import RefNotFound, TagTooDeep
 from bot.domain.release_contents import Comparison
 
 _TAG_LEVELS = 4
@@ -69,7 +69,7 @@ class RepositoryHistory:
                 path = f"/repos/{self._github.repository}/git/tags/{found.sha}"
                 found = Pointer.model_validate(self._github.get_json(path)).object
             if found is not None and found.type == "tag":
-                raise GitHubError(
+                raise TagTooDeep(
                     f"Could not read which commit the tag `{tag}` is at: it is a tag of a tag "
                     f"more than {_TAG_LEVELS} tag objects deep, which the bot does not follow. "
                     f"Point it at its commit: `git tag -f -a {tag} {tag}^{{commit}}`, then "

@@ -151,13 +151,17 @@ def frozen_answer(
     zone its end was read in (a time with no offset), said."""
     assert asked.until is not None and in_force.until is not None  # a freeze always ends
     after = f" {freeze_text(lane)}." if lane is not None and lane.free_at > in_force.until else ""
-    read = (
+    return _frozen(asked, in_force) + after + zone_read(asked, zone)
+
+
+def zone_read(asked: LaneHold, zone: str | None) -> str:
+    """Which zone a freeze's end was read in (the asker's Slack time zone), if one was."""
+    if zone is None or asked.until is None:
+        return ""
+    return (
         f" (The end was read in {person(asked.actor)}'s Slack time zone, {zone}: "
         f"{asked.until.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} there.)"
-        if zone is not None
-        else ""
     )
-    return _frozen(asked, in_force) + after + read
 
 
 def _frozen(asked: LaneHold, in_force: LaneHold) -> str:

@@ -169,6 +169,11 @@ class Preflight:
     contents: ReleaseContents | None = None
     """What is in the release (shown on the card; it never blocks the dispatch). None on
     rollouts started before the bot read it."""
+    tag_commit: str | None = None
+    """The commit the release tag was at when the preflight read it (the start, each
+    Re-check): a person's Dispatch is refused if the tag moved since
+    (`bot.services.preflight`). Empty: GitHub had no commit for the tag then; None: not known
+    (GitHub did not say, or the preflight was read by an older version): not compared."""
 
     def blocking(self) -> list[str]:
         """What stops the dispatch, one line per check, empty when all are clear."""
@@ -267,6 +272,10 @@ class Rollout:
     told_unread: bool = False
     """The thread was told that the run is unreadable (`RunUnreadable`), and not yet that it
     is read again."""
+    untold_stops: tuple[str, ...] = ()
+    """The tracks whose stop (a Roll back or Kill-switch saved before GitHub was read) the
+    thread has not been told of yet: the stop's own process tells it once GitHub answers, or
+    else the first look that acts on the track (the process died meanwhile): told once."""
     attempt: int | None = None
     """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
     to the run; None before, and in rollouts stored before it was kept (learnt at their next

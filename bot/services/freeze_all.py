@@ -1,0 +1,189 @@
+"""`/rollout freeze --all` and `/rollout unfreeze --all`: every configured service's release
+lane frozen (or its `/rollout freeze` lifted) at once, for an incident or a holiday.
+
+The same rules as one freeze per service (`bot.services.lane_controls`), applied once for the
+whole command where they are the asker's: only an approver of EVERY service may (else refused,
+naming the services they do not approve, and nothing changed); the Slack delivery is claimed
+once (a retry of the command is dropped, and a second service never takes the command for a
+retry); the end is read once, as a single freeze reads it (the asker's Slack time zone). Then
+each service's hold and its audit event (`command:freeze` with `all`) are written in ONE
+transaction (`LaneHolds.take_all`): a failure freezes nothing. Each service's scheduled
+dispatches it will hold, and for an unfreeze each rollout it held, are told in their threads
+as one service's freeze tells them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.domain.controls import Control
+from bot.domain.errors import InvalidCommand, NotAuthorized
+from bot.domain.freeze import LANE_FREEZE, Freeze, LaneHold
+from bot.services.lane_controls import Froze, LaneControls, freeze_in_force
+from bot.services.records import NewAuditEvent
+from bot.services.requests import Entry, Origin, current_entry
+
+
+class AllLanes(Protocol):
+    """Every service's holds, written together (`storage.lane_holds.LaneHoldStore`)."""
+
+    async def take_all(
+        self, holds: Sequence[LaneHold], audited: Callable[[LaneHold, LaneHold], NewAuditEvent]
+    ) -> list[LaneHold]: ...
+
+    async def release_all(
+        self, kind: str, services: Sequence[str], audited: Callable[[LaneHold], NewAuditEvent]
+    ) -> list[LaneHold]: ...
+
+
+@dataclass(frozen=True)
+class FrozeAll:
+    """A `/rollout freeze --all`: what each service's lane holds afterwards, by service."""
+
+    each: tuple[tuple[str, Froze], ...]
+    zone: str | None = None
+    """The asker's Slack time zone, when the end was a time read in it."""
+
+
+@dataclass(frozen=True)
+class UnfrozeAll:
+    """A `/rollout unfreeze --all`: the freeze lifted of each service that had one."""
+
+    lifted: tuple[LaneHold, ...]
+    untouched: tuple[str, ...]
+    """The services with no `/rollout freeze` in force (nothing lifted there)."""
+    still: tuple[tuple[str, Freeze], ...] = ()
+    """The services whose lane stays frozen afterwards (the plan's calendar), and by what."""
+
+
+@dataclass(frozen=True)
+class FreezeAll:
+    """Freeze or unfreeze every service's lane; `here` is the lane of the service the command
+    is audited and answered for (the channel's first)."""
+
+    each: tuple[LaneControls, ...]
+    lanes: AllLanes
+    here: LaneControls
+
+    async def freeze(self, origin: Origin, *, until: str, reason: str) -> FrozeAll:
+        async with self.here.access.audited(origin, Control.FREEZE):
+            entry = await self._admitted(origin, Control.FREEZE)
+            now = self.here.clock()
+            end, zone = await self.here.freeze_end_of(origin.actor, until, now)
+            names = [one.lane.service for one in self.each]
+            detail: dict[str, Any] = {
+                **entry.detail,
+                "all": names,
+                "reason": reason,
+                "until": end.isoformat(),
+            }
+            if zone is not None:
+                detail.update(until_typed=until, time_zone=zone)
+            entry.detail.update(detail)
+
+            def audited(asked: LaneHold, in_force: LaneHold) -> NewAuditEvent:
+                kept = {}
+                if in_force != asked and in_force.until is not None:
+                    kept = {
+                        "kept_freeze": in_force.reason,
+                        "kept_by": in_force.actor,
+                        "kept_until": in_force.until.isoformat(),
+                    }
+                return self._event(origin, Control.FREEZE, asked.service, {**detail, **kept})
+
+            asked = [
+                LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=name)
+                for name in names
+            ]
+            in_force = await self.lanes.take_all(asked, audited)
+            entry.recorded = True
+            froze = []
+            for one, mine, stored in zip(self.each, asked, in_force, strict=True):
+                if stored == mine:
+                    await one.tell_scheduled(mine)
+                shown = (await one.lane.state()).freeze
+                froze.append((one.lane.service, Froze(mine, stored, shown, zone)))
+            return FrozeAll(tuple(froze), zone)
+
+    async def unfreeze(self, origin: Origin) -> UnfrozeAll:
+        async with self.here.access.audited(origin, Control.UNFREEZE):
+            entry = await self._admitted(origin, Control.UNFREEZE)
+            now = self.here.clock()
+            frozen = [
+                one for one in self.each if freeze_in_force(await one.lane.holds.current(), now)
+            ]
+            if not frozen:
+                raise InvalidCommand(
+                    "Nothing to unfreeze: no service has a `/rollout freeze` in force (a "
+                    "calendar freeze in a plan stays: override it per rollout)."
+                )
+            # What each holds is read before anything is lifted (their threads are told).
+            before = {}
+            for one in frozen:
+                active = await one.rollouts.active()
+                before[one.lane.service] = (active, await one.lane.held_then(active))
+            names = [one.lane.service for one in self.each]
+            base: dict[str, Any] = {**entry.detail, "all": names}
+            entry.detail.update(base)
+
+            def audited(removed: LaneHold) -> NewAuditEvent:
+                until = removed.until.isoformat() if removed.until else None
+                lifted = {
+                    "lifted_by": removed.actor,
+                    "lifted_reason": removed.reason,
+                    "lifted_until": until,
+                }
+                return self._event(origin, Control.UNFREEZE, removed.service, {**base, **lifted})
+
+            services = [one.lane.service for one in frozen]
+            removed = await self.lanes.release_all(LANE_FREEZE, services, audited)
+            if not removed:  # lifted by someone else since it was read
+                raise InvalidCommand("Nothing to unfreeze: the freezes were lifted meanwhile.")
+            entry.recorded = True
+            by_service = {one.lane.service: one for one in frozen}
+            for lifted in removed:
+                one = by_service[lifted.service]
+                active, held = before[lifted.service]
+                await one.tell_lifted(origin.actor, lifted, active, held)
+                await one.tell_held(origin.actor, lifted, since=now)
+            untouched = tuple(name for name in names if name not in services)
+            still = []
+            for one in self.each:
+                if (lane := (await one.lane.state()).freeze) is not None:
+                    still.append((one.lane.service, lane))
+            return UnfrozeAll(tuple(removed), untouched, tuple(still))
+
+    async def _admitted(self, origin: Origin, control: Control) -> Entry:
+        """Only an approver of every service: else refused naming those they do not approve,
+        nothing changed. Then the Slack delivery is claimed once, for the whole command."""
+        entry = current_entry.get()
+        assert entry is not None  # within `audited`
+        entry.detail["all"] = [one.lane.service for one in self.each]  # refused too
+        refused = [
+            one.lane.service
+            for one in self.each
+            if not await one.access.approvers.is_approver(origin.actor)
+        ]
+        if refused:
+            names = ", ".join(f"`{name}`" for name in refused)
+            raise NotAuthorized(
+                f"`/rollout {control} --all` is for an approver of every service: you do not "
+                f"approve {names}, so nothing was changed. An approver of every service may do "
+                f"it, or each service's approvers `/rollout {control} <service> ...` one by one."
+            )
+        await self.here.once.delivery(origin, control)
+        return entry
+
+    def _event(
+        self, origin: Origin, control: Control, service: str, detail: dict[str, Any]
+    ) -> NewAuditEvent:
+        return NewAuditEvent(
+            at=self.here.clock(),
+            actor=origin.actor,
+            action=f"{origin.via}:{control}",
+            result="ok",
+            detail=detail,
+            service=service,
+        )

@@ -1,0 +1,53 @@
+"""The release tag's commit as the preflight read it, and the look at a person's Dispatch that
+the tag is still there: a tag force-pushed between the card and the click would otherwise ship
+a commit nobody preflighted (the workflow is dispatched with the tag's name, and checks out
+wherever the tag is then)."""
+
+from __future__ import annotations
+
+import logging
+
+from bot.domain.errors import GitHubError
+from bot.domain.rollout import Rollout
+from bot.services.ports import GitHubGateway
+
+log = logging.getLogger(__name__)
+
+
+async def read_tag_commit(github: GitHubGateway, tag: str, *, before: str | None) -> str | None:
+    """The commit the tag is at, for the preflight to keep (`Preflight.tag_commit`): "" when
+    GitHub has no commit for it; `before` (what the preflight kept) when GitHub did not say,
+    so a failed Re-check never forgets a commit already read."""
+    try:
+        return await github.tag_commit(tag) or ""
+    except GitHubError as error:
+        log.info("the commit of the tag %s could not be read: %s", tag, error.message)
+        return before
+
+
+async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
+    """Look before a person's Dispatch: why it may not go because the tag is no longer where
+    its preflight read it (naming both commits, and what to do); "" when it is there, or when
+    the preflight kept no commit (an older version's, or GitHub did not say then) and GitHub
+    answers now. GitHub failing to say where the tag is raises `GitHubError`, saying the bot
+    could not check and nothing was dispatched."""
+    seen, tag = rollout.preflight.tag_commit, rollout.tag
+    try:
+        now = await github.tag_commit(tag) or ""
+    except GitHubError as error:
+        at = f" (`{seen[:12]}`)" if seen else ""
+        raise GitHubError(
+            f"Could not check that `{tag}` is still at the commit its preflight read{at}: "
+            f"{error.message} Nothing was dispatched: click Dispatch again once GitHub answers.",
+            status=error.status,
+        ) from error
+    if seen is None or now == seen:
+        return ""
+    was = f"its preflight read it at `{seen[:12]}`" if seen else "GitHub had no such tag then"
+    where = f"it is now at `{now[:12]}`" if now else "it is now gone from GitHub"
+    return (
+        f"`{tag}` was moved since its preflight was read: {was}, and {where}. Dispatching would "
+        "release a commit nobody preflighted, so nothing was dispatched. Check the tag on "
+        f"GitHub; if it is where it should be, Cancel this preflight and start `{tag}` again "
+        "(its new preflight reads the tag where it is now)."
+    )

@@ -1,0 +1,109 @@
+"""A person's Dispatch looks at the release tag first: the preflight keeps the commit it read
+the tag at, and a tag force-pushed between the card and the click is refused, naming both
+commits (before, the click dispatched the workflow with the tag's name, which released a commit
+nobody had preflighted). Signed Slack requests, the real app, the simulators."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from figures import passing_sandbox
+
+from bot.domain.rollout import Phase
+from sandbox.config import RELEASE_MANAGER
+from sandbox.github_runs import commit_sha
+from sandbox.harness import Sandbox
+
+pytestmark = pytest.mark.story
+
+TAG = "v1.4.2"
+MOVED = commit_sha("v1.4.2 moved")
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with passing_sandbox(tmp_path, database_url=database_url) as sandbox:
+        sandbox.github.push_tag(TAG)
+        yield sandbox
+
+
+async def ready(box: Sandbox) -> None:
+    """The preflight of TAG, every check clear, its Dispatch button on the card."""
+    await box.command(f"start {TAG} --flags-ready")
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == commit_sha(TAG)
+
+
+async def test_a_tag_moved_since_the_preflight_refuses_the_dispatch(box: Sandbox) -> None:
+    await ready(box)
+    box.github.push_tag(TAG, at=MOVED)
+
+    answer = await box.click("dispatch")
+
+    assert answer is not None and f"`{TAG}` was moved since its preflight" in answer, answer
+    assert commit_sha(TAG)[:12] in answer and MOVED[:12] in answer, answer
+    assert "nothing was dispatched" in answer, answer
+    assert box.github.dispatches == []
+    assert (await box.rollout()).phase is Phase.PREFLIGHT
+    refused = [e for e in await box.audit.list_for_actor(RELEASE_MANAGER) if e.action == "dispatch"]
+    assert [e.result for e in refused] == ["refused"]
+
+
+async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
+    box: Sandbox,
+) -> None:
+    """What the refusal says to do: Cancel, start the tag again; its new preflight reads the
+    tag where it is now, and Dispatch goes."""
+    await ready(box)
+    box.github.push_tag(TAG, at=MOVED)
+    answer = await box.click("dispatch")
+    assert answer is not None and f"Cancel this preflight and start `{TAG}` again" in answer
+    await box.click("cancel_preflight")
+    await box.wait_until(lambda r: r.phase is Phase.ENDED)
+
+    await box.command(f"start {TAG} --flags-ready")
+    started = await box.wait_until(lambda r: r.phase is Phase.PREFLIGHT)
+    assert started.preflight.tag_commit == MOVED
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+    assert await box.click("dispatch") is None
+
+    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(box.github.dispatches) == 1
+
+
+async def test_a_tag_gone_since_the_preflight_refuses_the_dispatch(box: Sandbox) -> None:
+    await ready(box)
+    box.github.history.tags.pop(TAG)
+    box.github.history.tags["v0.0.1"] = MOVED  # another tag: the repository knows tags
+
+    answer = await box.click("dispatch")
+
+    assert answer is not None and "gone from GitHub" in answer, answer
+    assert box.github.dispatches == []
+
+
+async def test_github_not_saying_where_the_tag_is_dispatches_nothing(box: Sandbox) -> None:
+    await ready(box)
+    box.github.fail_next("GET", "/repos/*/git/ref/tags/*", 502, times=10_000)
+
+    answer = await box.click("dispatch")
+
+    assert answer is not None and f"Could not check that `{TAG}` is still at" in answer, answer
+    assert "Nothing was dispatched" in answer, answer
+    assert box.github.dispatches == []
+    assert (await box.rollout()).phase is Phase.PREFLIGHT
+
+    box.github.clear_failures()
+    assert await box.click("dispatch") is None
+    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(box.github.dispatches) == 1
+
+
+async def test_a_tag_still_where_the_preflight_read_it_dispatches(box: Sandbox) -> None:
+    await ready(box)
+    assert await box.click("dispatch") is None
+    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(box.github.dispatches) == 1
