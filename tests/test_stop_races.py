@@ -217,4 +217,3 @@ async def test_a_kill_whose_outcome_loses_every_race_stands_and_its_line_waits_f
         told = await box.wait_for_thread("too late")
         assert "kill-switch by" in told and "stays on the GA ring" in told, told
         assert (await box.rollout()).untold_stops == ()
-
