@@ -154,7 +154,8 @@ class Stops:
             self._not_left(e, stands, elsewhere) for e in said.effects if isinstance(e, Announce)
         ]
         told.extend(
-            machine.stop_told(plan.track(name), saved.track(name), outcome.waiting or ())
+            # Where that replica left it: its look may have rejected or landed the stage.
+            machine.stop_told(plan.track(name), latest.track(name), outcome.waiting or ())
             for name in moved
             if name in latest.untold_stops or not latest.untold_stops_kept
         )
