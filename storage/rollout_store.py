@@ -237,6 +237,7 @@ def _context(rollout: Rollout) -> dict[str, Any]:
         "told_outside": list(rollout.told_outside),
         "unread_since": _iso(rollout.unread_since),
         "told_unread": rollout.told_unread,
+        **({"untold_stops": list(rollout.untold_stops)} if rollout.untold_stops else {}),
         "attempt": rollout.attempt,
     }
 
@@ -348,6 +349,7 @@ def _rollout(record: RolloutRecord) -> Rollout:
         told_outside=tuple(record.context.get("told_outside", ())),
         unread_since=_moment(record.context.get("unread_since")),
         told_unread=bool(record.context.get("told_unread", False)),
+        untold_stops=tuple(record.context.get("untold_stops", ())),
         attempt=record.context.get("attempt"),
     )
 

@@ -15,8 +15,11 @@ from bot.adapters.slack.npm_steps import (
     release_text,
 )
 from bot.domain.npm import (
+    JobStep,
     ReleaseFollow,
+    ReleaseJob,
     ReleasePhase,
+    ReleaseRun,
     RunCheck,
     RunSummary,
     SecretCheck,
@@ -25,6 +28,7 @@ from bot.domain.npm import (
     Walkthrough,
 )
 from bot.domain.npm_log import NpmError
+from bot.domain.npm_run import assess_run
 from bot.domain.npm_secrets import PublishJob, trusted_publishing_on, with_trusted_publishing
 from bot.domain.plan import NpmRelease
 
@@ -77,7 +81,11 @@ def test_an_oidc_only_job_needs_no_validate_step() -> None:
 
 
 def test_the_npm_token_warning_is_expected_of_an_oidc_only_job() -> None:
-    check = _run(StepVerdict.WARNED, StepVerdict.PASSED)
+    """When the publish step's log shows packages published (else the warning's "skipping
+    npm publish" may be true: below)."""
+    check = _run(StepVerdict.WARNED, StepVerdict.PASSED).model_copy(
+        update={"published_nothing": False}
+    )
     assert Walkthrough(secret=OIDC_ONLY, last_run=check).last_run_tone is Tone.OK
     text = last_run_text(check, OIDC_ONLY, SETUP)
     assert "create the token" not in text
@@ -137,3 +145,54 @@ def test_an_oidc_only_run_that_published_nothing_speaks_of_no_token() -> None:
     text = last_run_text(check, OIDC_ONLY, SETUP)
     assert "published nothing" in text and "trusted publisher" in text
     assert "token" not in text.replace("NPM_TOKEN", "")
+
+
+def test_an_oidc_only_run_whose_validate_step_skipped_the_publish_is_not_done() -> None:
+    """The validate step printed “NPM_TOKEN secret not configured — skipping npm publish.” and
+    the publish step passed without showing a package published (a `run:` script that honours
+    the validate step's skip exits 0): the job may never publish. Before, step 4 said
+    :white_circle: "as expected" and the run was green."""
+    log = (
+        "2026-03-01T10:00:00.0000000Z ##[group]Run ./validate.sh\n"
+        "2026-03-01T10:00:00.0000000Z ##[endgroup]\n"
+        "2026-03-01T10:00:01.0000000Z ##[warning]NPM_TOKEN secret not configured — skipping "
+        "npm publish.\n"
+        "2026-03-01T10:00:02.0000000Z ##[group]Run ./publish.sh\n"
+        "2026-03-01T10:00:02.0000000Z ##[endgroup]\n"
+        "2026-03-01T10:00:03.0000000Z Skipped: no credentials\n"
+    )
+    skipped = assess_run(_release_run(), _release_job(), log, npm=NpmRelease())
+    assert skipped.validate_step is StepVerdict.WARNED
+    assert skipped.publish_step is StepVerdict.PASSED
+    assert Walkthrough(secret=OIDC_ONLY, last_run=skipped).last_run_tone is Tone.WARNING
+    text = last_run_text(skipped, OIDC_ONLY, SETUP)
+    assert "as expected" not in text and "skipping npm publish" in text
+    # A publish the log shows (changesets' own words) is the trusted publisher's proof.
+    published = log + "2026-03-01T10:00:04.0000000Z 🦋  success packages published successfully\n"
+    done = assess_run(_release_run(), _release_job(), published, npm=NpmRelease())
+    assert Walkthrough(secret=OIDC_ONLY, last_run=done).last_run_tone is Tone.OK
+    assert "as expected" in last_run_text(done, OIDC_ONLY, SETUP)
+    # A token job's warning is judged as before (a warning, whatever was published).
+    assert done.tone is Tone.WARNING
+
+
+def _release_run() -> ReleaseRun:
+    return ReleaseRun(
+        run_id=7,
+        number=3,
+        html_url="https://github.com/acme/scriptum/actions/runs/7",
+        event="push",
+        branch="main",
+        created_at=NOW,
+        status="completed",
+        conclusion="success",
+    )
+
+
+def _release_job() -> ReleaseJob:
+    def done(name: str) -> JobStep:
+        return JobStep(name=name, status="completed", conclusion="success")
+
+    npm = NpmRelease()
+    steps = (done(npm.validate_step), done(npm.publish_step))
+    return ReleaseJob(job_id=9, name=npm.job, status="completed", conclusion="success", steps=steps)

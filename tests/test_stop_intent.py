@@ -99,13 +99,7 @@ async def test_a_kill_whose_process_dies_after_its_save_still_rejects_ga_and_the
         workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
     ) as box:
         await ga_held_by_github(box, REVIEWS)
-        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
-
-        async def dies(_: object) -> None:
-            raise RuntimeError("the process died here")
-
-        monkeypatch.setattr(stops, "_waiting", dies)
-        await box.command("kill crash spike in beta")
+        await killed_by_a_process_that_dies_after_its_save(box, monkeypatch)
         stopping = await box.rollout()
         assert stopping.track("desktop").state is TrackState.ABORTING
         box.github.clear_faults()
@@ -114,3 +108,37 @@ async def test_a_kill_whose_process_dies_after_its_save_still_rejects_ga_and_the
         assert ("desktop-ga", "approved") not in reviews(box, "desktop")
         thread = "\n".join(box.thread())
         assert "Rejected *GA ring*" in thread and "halted by the kill-switch" in thread
+
+
+async def test_a_kill_whose_process_dies_after_its_save_is_told_once_by_the_look_that_acts_on_it(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill's own line (who tripped it, and why) was owed when its process died: the look
+    that rejects GA tells it first, once."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        await killed_by_a_process_that_dies_after_its_save(box, monkeypatch)
+        box.github.clear_faults()
+        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+        assert halted.untold_stops == ()
+        thread = box.thread()
+        told = [n for n, line in enumerate(thread) if "crash spike in beta" in line]
+        rejected = [n for n, line in enumerate(thread) if "Rejected *GA ring*" in line]
+        assert len(told) == 1 and rejected and told[0] < rejected[0], thread
+        assert "The release stays on the beta ring." in thread[told[0]]
+
+
+async def killed_by_a_process_that_dies_after_its_save(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/rollout kill crash spike in beta`, its process dying once the kill is saved, before
+    GitHub answers its read of the run (and before the thread is told)."""
+    stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+
+    async def dies(_: object) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(stops, "_waiting", dies)
+    await box.command("kill crash spike in beta")

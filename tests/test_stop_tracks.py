@@ -9,6 +9,8 @@ and whoever pressed it is told which tracks stayed on the release and what to do
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -235,6 +237,28 @@ def two_relay_plan(tmp_path: Path) -> str:
     return yaml.safe_dump(plan, sort_keys=False)
 
 
+def two_desktop_plan(tmp_path: Path) -> str:
+    """The fast plan with its first track (the relay) desktop-gated too, as YAML."""
+    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
+    first = plan["tracks"]["relay"]
+    first["gate"] = "desktop"
+    del first["thresholds"]["error_threshold"]
+    return yaml.safe_dump(plan, sort_keys=False)
+
+
+@asynccontextmanager
+async def two_desktop_tracks(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """The bot under `two_desktop_plan`, dispatched: the first track holds on its canary."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=two_desktop_plan(tmp_path)
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await views.dispatched(box)
+        await views.held(box, "relay", "canary")
+        yield box
+
+
 async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_other(
     tmp_path: Path, database_url: str
 ) -> None:
@@ -276,17 +300,7 @@ async def test_a_kill_switch_after_one_desktop_gated_track_completed_says_it_sta
     """The Kill-switch with two desktop-gated tracks (the relay's made one): the desktop
     reached its GA ring, the other holds on its first stage. `/rollout kill` halts the other
     and says the desktop stays on GA, which no kill-switch can take back."""
-    plan = yaml.safe_load(fast_plan(tmp_path / "figures.yml", window="1s", extension="1s"))
-    first = plan["tracks"]["relay"]
-    first["gate"] = "desktop"
-    del first["thresholds"]["error_threshold"]
-    async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=yaml.safe_dump(plan, sort_keys=False)
-    ) as box:
-        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
-        write_figures(box.figures, "desktop", RINGS_OK)
-        await views.dispatched(box)
-        await views.held(box, "relay", "canary")
+    async with two_desktop_tracks(tmp_path, database_url) as box:
         await views.promote(box, "desktop", "internal")
         await views.promote(box, "desktop", "beta")
         await box.wait_until(lambda r: r.track("desktop").state is TrackState.COMPLETED)

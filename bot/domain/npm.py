@@ -255,7 +255,8 @@ class RunCheck(_Model):
     npm_error: NpmError | None = None
     published_nothing: bool | None = None
     """The publish step passed without publishing (every version on npm already): npm never
-    used the token. None when not seen (and in checks made before this was looked for)."""
+    used the token. False when its log shows packages published; None when neither is seen
+    (and in checks made before this was looked for, or before False was written)."""
     log_unavailable: ErrorText | None = None
     """Why the job's log could not be read (the verdict then rests on step conclusions)."""
     error: ErrorText | None = None
@@ -266,7 +267,8 @@ class RunCheck(_Model):
 
     def judged(self, *, oidc_only: bool) -> Tone:
         """With `oidc_only` (trusted publishing, no NPM_TOKEN) only a failed validate step
-        counts: one that is missing or printed the NPM_TOKEN warning is to be expected."""
+        counts: one that is missing or printed the NPM_TOKEN warning is to be expected, but a
+        warning ("skipping npm publish") passes only with a publish the log shows."""
         if self.error is not None:
             return Tone.BLOCKED
         if self.run is None:
@@ -281,10 +283,19 @@ class RunCheck(_Model):
         # Without the log, green steps show nothing of the token: the validate step passes
         # after printing the NPM_TOKEN warning, the publish step when it published nothing.
         if verdicts == {StepVerdict.PASSED} and not (
-            self.published_nothing or self.log_unavailable
+            self.published_nothing or self.log_unavailable or self.skip_unproven(oidc_only)
         ):
             return Tone.OK
         return Tone.WARNING
+
+    def skip_unproven(self, oidc_only: bool) -> bool:
+        """A trusted-publishing job's validate step said it skips the publish, and the passed
+        publish step's log does not show packages published: it may have skipped them."""
+        return (
+            oidc_only
+            and self.validate_step is StepVerdict.WARNED
+            and self.published_nothing is not False
+        )
 
 
 class ReleasePhase(StrEnum):

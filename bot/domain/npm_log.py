@@ -75,6 +75,11 @@ def printed_skip_warning(lines: Sequence[str]) -> bool:
     return any(_SKIP_MARK in line for line in lines)
 
 
+def published_some(lines: Sequence[str]) -> bool:
+    """The publish step's log shows packages published (changesets' own words)."""
+    return _PUBLISHED in " ".join(lines)
+
+
 def npm_error(lines: Sequence[str]) -> NpmError | None:
     """npm's first credential refusal in the log: ENEEDAUTH, E401, E403 (two-factor or not),
     E404; None when the log shows none of them."""

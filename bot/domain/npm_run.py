@@ -13,7 +13,13 @@ from bot.domain.npm import (
     StepVerdict,
     clip_error,
 )
-from bot.domain.npm_log import npm_error, output_lines, printed_skip_warning, published_nothing
+from bot.domain.npm_log import (
+    npm_error,
+    output_lines,
+    printed_skip_warning,
+    published_nothing,
+    published_some,
+)
 from bot.domain.plan import NpmRelease
 
 
@@ -27,6 +33,16 @@ def _verdict(step: JobStep | None, *, warned: bool = False) -> StepVerdict:
     if step.conclusion in ("success", "neutral"):
         return StepVerdict.WARNED if warned else StepVerdict.PASSED
     return StepVerdict.FAILED
+
+
+def _published_nothing(publish: StepVerdict, lines: list[str]) -> bool | None:
+    """True when the passed publish step shows it published nothing, False when it shows
+    packages published, None when its log shows neither (or it did not pass)."""
+    if publish is not StepVerdict.PASSED:
+        return None
+    if published_nothing(lines):
+        return True
+    return False if published_some(lines) else None
 
 
 def assess_run(
@@ -55,8 +71,6 @@ def assess_run(
         validate_step=_verdict(job.step(npm.validate_step), warned=printed_skip_warning(lines)),
         publish_step=publish,
         npm_error=npm_error(lines) if publish is StepVerdict.FAILED else None,
-        published_nothing=(
-            True if publish is StepVerdict.PASSED and published_nothing(lines) else None
-        ),
+        published_nothing=_published_nothing(publish, lines),
         log_unavailable=clip_error(log_unavailable) if log_unavailable else None,
     )

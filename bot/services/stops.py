@@ -10,7 +10,8 @@ deploys cannot be stopped, and its stop is refused (`bot.domain.rollout.abort`).
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+from dataclasses import dataclass, replace
 
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange, GitHubError
@@ -23,13 +24,30 @@ from bot.domain.rollout import (
     InvalidTransition,
     Rollout,
     StageState,
+    StopUnconfirmed,
     TracksLeft,
+    TrackStopped,
 )
 from bot.domain.rollout_summary import PUT_BACK
 from bot.services.actions import target_of
-from bot.services.effects import EffectRunner
+from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.records import NewAuditEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What GitHub's answer made of a stop saved before it was read (`saved`): the decision
+    `said` of the tracks it stops (`stopping`, their events), the others whose stop was saved
+    (`oks`) put back; `waiting`, where the run waits (None: unread)."""
+
+    saved: Rollout
+    said: Decision
+    stopping: list[NewAuditEvent]
+    oks: list[NewAuditEvent]
+    waiting: frozenset[str] | None
 
 
 class Stops:
@@ -75,32 +93,89 @@ class Stops:
         yet): a restart while GitHub is read leaves it made, and no look approves the stage
         again. Then GitHub says whether it still holds that stage (the bot's approval failed:
         the stop rejects it) or deploys it (a last stage that lands is not stopped after all),
-        and the thread is told so; GitHub unread, it is told what is not known yet."""
+        and the thread is told so; GitHub unread, it is told what is not known yet. Another
+        replica's save meanwhile decides it again on the rollout as that replica left it
+        (`_settle`)."""
         effects = self._effects
         kept, oks = self._stop(rollout, plan, gate, actor, reason, None)
         unsaid = tuple(e for e in kept.effects if not isinstance(e, Announce))
-        saved = await effects.apply(rollout, Decision(kept.rollout, unsaid), plan, audit=oks)
+        # Its line is owed until told: a look that acts on the stop tells it if this dies.
+        untold = (*rollout.untold_stops, *(event.track for event in oks if event.track))
+        owing = replace(kept.rollout, untold_stops=untold)
+        saved = await effects.apply(rollout, Decision(owing, unsaid), plan, audit=oks)
         waiting = await self._waiting(saved)
-        said, stopping = kept, oks
-        try:
-            if waiting is not None:
-                said, stopping = self._stop(rollout, plan, gate, actor, reason, waiting)
-        except InvalidTransition:  # every track GitHub deploys the last stage of: none stops
+        outcome, refusal = _Outcome(saved, kept, oks, oks, waiting), None
+        if waiting is not None:
             try:
-                back = Decision(self._as_stopped(saved, rollout))
-                await effects.apply(saved, back, plan, audit=self._put_back(oks, []))
-            except ConcurrentChange:  # another replica acts on the stop saved: it stands
-                return
-            raise
-        announced = tuple(e for e in said.effects if isinstance(e, Announce))
-        stopped = self._as_stopped(saved, said.rollout)
-        left = effects.left_events(actor, f"abort_{gate.value}", rollout, said)
-        left.extend(self._put_back(oks, stopping))
-        try:
-            await effects.apply(saved, Decision(stopped, announced), plan, audit=left)
-        except ConcurrentChange:  # another replica acts on the stop saved: it is told all the same
-            latest = await effects.get(rollout.id)
-            await effects.apply(latest, Decision(latest, announced), plan)
+                said, stopping = self._stop(rollout, plan, gate, actor, reason, waiting)
+                outcome = _Outcome(saved, said, stopping, oks, waiting)
+            except InvalidTransition as error:  # every track GitHub deploys the last stage of
+                outcome, refusal = _Outcome(saved, Decision(rollout), [], oks, waiting), error
+        latest, stands = saved, True
+        for tries_left in range(CONCURRENT_RETRIES - 1, -1, -1):
+            try:
+                stands = await self._settle(latest, outcome, plan, actor)
+                break
+            except ConcurrentChange:  # another replica saved meanwhile: decided on its state
+                if not tries_left:  # the stop stands as saved, its line owed to the next look
+                    log.warning(
+                        "rollout %s: the stop's outcome lost %d races to other replicas; "
+                        "it stands as saved, its line told by the next look that acts on it",
+                        rollout.id,
+                        CONCURRENT_RETRIES,
+                    )
+                    break
+                latest = await effects.get(rollout.id)
+        if refusal is not None and not stands:
+            raise refusal
+
+    async def _settle(
+        self, latest: Rollout, outcome: _Outcome, plan: RolloutPlan, actor: str
+    ) -> bool:
+        """Save what GitHub's answer made of the stop (`outcome`) on the rollout as it stands
+        now, `latest`, and tell the thread. A track another replica has acted on since the
+        stop's save (no longer as saved) keeps its stop: one put back stands then, and its line
+        is told unless a look told it already (`Rollout.untold_stops`). Returns whether any
+        track stays stopped; raises ConcurrentChange when another replica saved again."""
+        saved, said = outcome.saved, outcome.said
+        saved_stops = [event.track for event in outcome.oks if event.track is not None]
+        ours = [name for name in saved_stops if latest.track(name) == saved.track(name)]
+        moved = [name for name in saved_stops if name not in ours]
+        stopped = {event.track for event in outcome.stopping}
+        stands = [name for name in moved if name not in stopped]
+        settled = replace(
+            latest, untold_stops=tuple(n for n in latest.untold_stops if n not in saved_stops)
+        )
+        for name in ours:
+            settled = settled.with_track(said.rollout.track(name))
+        elsewhere = {plan.track(name).label for name in moved}
+        told = [
+            self._not_left(e, stands, elsewhere) for e in said.effects if isinstance(e, Announce)
+        ]
+        told.extend(
+            machine.stop_told(plan.track(name), saved.track(name), outcome.waiting or ())
+            for name in moved
+            if name in latest.untold_stops
+        )
+        decision = Decision(settled, tuple(e for e in told if e is not None))
+        gate = plan.track(saved_stops[0]).gate.value
+        left = self._effects.left_events(actor, f"abort_{gate}", latest, decision)
+        back = [e for e in self._put_back(outcome.oks, outcome.stopping) if e.track in ours]
+        await self._effects.apply(latest, decision, plan, audit=[*left, *back])
+        return bool(stopped or stands)
+
+    @staticmethod
+    def _not_left(announce: Announce, stands: list[str], elsewhere: set[str]) -> Announce | None:
+        """`announce`, but none for a track another replica acted on (labels `elsewhere`:
+        its line is told apart), and a `TracksLeft` without the tracks whose stop `stands`
+        after all (None when it names no other)."""
+        event = announce.event
+        if isinstance(event, TrackStopped | StopUnconfirmed) and event.track in elsewhere:
+            return None
+        if not isinstance(event, TracksLeft) or not stands:
+            return announce
+        tracks = tuple(left for left in event.tracks if left.name not in stands)
+        return replace(announce, event=replace(event, tracks=tracks)) if tracks else None
 
     def _put_back(
         self, saved: list[NewAuditEvent], stopping: list[NewAuditEvent]

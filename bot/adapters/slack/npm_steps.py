@@ -280,6 +280,14 @@ def oidc_validate_line(check: RunCheck, npm: NpmRelease, log: str) -> str:
         return f":x: {step} failed: see {log}."
     if verdict is StepVerdict.MISSING:
         return f":white_circle: The job has no step {step}: none is needed with trusted publishing."
+    passed = check.publish_step is StepVerdict.PASSED and not check.published_nothing
+    if passed and check.skip_unproven(oidc_only=True):  # the publish step shows no package
+        return (
+            f":warning: {step} printed “{SECRET_NAME} secret not configured — skipping npm "
+            f"publish”, and *{npm.publish_step}* passed without {log} showing packages "
+            "published: if the job skips publishing on that warning, it never publishes "
+            "with trusted publishing. Remove the step or its condition."
+        )
     if verdict is StepVerdict.WARNED:
         return (
             f":white_circle: {step} printed the {SECRET_NAME} warning, as expected: the job "

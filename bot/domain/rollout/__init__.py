@@ -75,7 +75,9 @@ from bot.domain.rollout.events import (
     ScheduleCancelled,
     ScheduleFrozen,
     ScheduleHeld,
+    StopUnconfirmed,
     TracksLeft,
+    TrackStopped,
 )
 from bot.domain.rollout.gating import (
     gate_evaluated,
@@ -113,6 +115,7 @@ from bot.domain.rollout.state import (
     window_timer_key,
     window_timer_payload,
 )
+from bot.domain.rollout.stopping import stop_told
 from bot.domain.rollout.unread import UNREAD_AFTER, read_again, read_failed
 from bot.domain.rollout.words import github_person, reason_words, state_words
 from bot.domain.rollout.work import reached_label
@@ -154,9 +157,11 @@ __all__ = [
     "StageState",
     "StopKind",
     "StopReason",
+    "StopUnconfirmed",
     "Track",
     "TrackLeft",
     "TrackState",
+    "TrackStopped",
     "TracksLeft",
     "abort",
     "begin_dispatch",
@@ -198,6 +203,7 @@ __all__ = [
     "schedule_to_json",
     "stages_held_by_freezes",
     "state_words",
+    "stop_told",
     "tracks_left",
     "tracks_to_stop",
     "verdict_from_json",

@@ -40,7 +40,11 @@ from bot.domain.rollout.state import (
     StopReason,
     TrackState,
 )
-from bot.domain.rollout.stopping import reconcile_aborting, rejected_by_review
+from bot.domain.rollout.stopping import (
+    reconcile_aborting,
+    rejected_by_review,
+    tell_untold_stop,
+)
 from bot.domain.rollout.work import Work, cancel_window, deployed_at, reached_label
 from bot.domain.run import EnvironmentReview, RunSnapshot
 
@@ -64,12 +68,15 @@ def reconcile(
     work = Work(rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt))
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
+        told_at = len(work.effects)
         if track.state is TrackState.ACTIVE:
             _reconcile_active(work, plan, plan_track, track.name, snapshot, now)
         if work.track(track.name).state is TrackState.ABORTING:
             reconcile_aborting(work, plan_track, track.name, snapshot, now)
         if snapshot.completed and work.track(track.name).state not in TERMINAL_TRACK:
             _end_with_run(work, plan_track, track.name, snapshot, now)
+        if track.name in rollout.untold_stops and work.track(track.name) != track:
+            tell_untold_stop(work, plan_track, track, snapshot.waiting, at=told_at)
     _waits_outside_plan(work, plan, snapshot)
     return _maybe_end(work, plan, now)
 

@@ -272,6 +272,10 @@ class Rollout:
     told_unread: bool = False
     """The thread was told that the run is unreadable (`RunUnreadable`), and not yet that it
     is read again."""
+    untold_stops: tuple[str, ...] = ()
+    """The tracks whose stop (a Roll back or Kill-switch saved before GitHub was read) the
+    thread has not been told of yet: the stop's own process tells it once GitHub answers, or
+    else the first look that acts on the track (the process died meanwhile): told once."""
     attempt: int | None = None
     """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
     to the run; None before, and in rollouts stored before it was kept (learnt at their next

@@ -4,13 +4,19 @@ job's outcome makes true."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import datetime
 
 from bot.domain.gate import GateKind
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout.effects import Announce, Review
-from bot.domain.rollout.events import FailureJobEnded, LandedWhileStopping, StageRejected
+from bot.domain.rollout.events import (
+    FailureJobEnded,
+    LandedWhileStopping,
+    StageRejected,
+    TrackStopped,
+)
 from bot.domain.rollout.state import (
     REACHED,
     REJECTABLE,
@@ -23,6 +29,40 @@ from bot.domain.rollout.state import (
 from bot.domain.rollout.words import github_person, reason_words
 from bot.domain.rollout.work import Work, ended_by_job, reached_label
 from bot.domain.run import EnvironmentReview, JobConclusion, JobSnapshot, JobStatus, RunSnapshot
+
+
+def stop_told(plan_track: PlanTrack, track: Track, waiting: Collection[str]) -> Announce:
+    """The thread's line of the stop of `track` (saved before GitHub was read; the run waits
+    at `waiting` now), told late: by a look that acts on the stop after its process died, or
+    by the stop's process when another replica acted on it first (a stop GitHub made void,
+    its last stage deploying, stands then: the release lands there). A stage saved as
+    deploying that GitHub still holds is not reached: the stop rejects it."""
+    assert track.ended_reason is not None, track  # a stopping track's
+    reached = track
+    stage = track.current
+    if stage is not None and stage.state is StageState.DEPLOYING:
+        environment = plan_track.stage(stage.key).environment.casefold()
+        if any(name.casefold() == environment for name in waiting):
+            reached = track.with_stage(replace(stage, state=StageState.APPROVING))
+    told = TrackStopped(
+        plan_track.label,
+        track.ended_reason,
+        reached_label(plan_track, reached),
+        desktop=plan_track.gate is GateKind.DESKTOP,
+        failure_job=plan_track.on_failure.job,
+    )
+    return Announce(told, failure=True)
+
+
+def tell_untold_stop(
+    work: Work, plan_track: PlanTrack, before: Track, waiting: Collection[str], *, at: int
+) -> None:
+    """A look acts on the stop of `before` that the thread was never told of (its process
+    died between its save and its line; `Rollout.untold_stops`): its line goes first, before
+    what the look says of the track (from the effect `at`), and once."""
+    work.effects.insert(at, stop_told(plan_track, before, waiting))
+    untold = tuple(name for name in work.rollout.untold_stops if name != before.name)
+    work.rollout = replace(work.rollout, untold_stops=untold)
 
 
 def rejected_by_review(job: JobSnapshot, review: EnvironmentReview | None) -> bool:
