@@ -107,3 +107,22 @@ async def test_a_tag_still_where_the_preflight_read_it_dispatches(box: Sandbox) 
     assert await box.click("dispatch") is None
     await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
     assert len(box.github.dispatches) == 1
+
+
+async def test_a_tag_the_preflight_could_not_follow_still_dispatches(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A tag of a tag too deep for the bot to follow: its preflight kept no commit, so there
+    is nothing to compare at the click, and asking GitHub again answers the same. Before, each
+    click was refused forever, "click Dispatch again once GitHub answers" (and the Dispatch of
+    a rollout an older version preflighted was refused while GitHub failed, for nothing)."""
+    async with passing_sandbox(tmp_path, database_url=database_url) as box:
+        box.github.push_tag(TAG, annotated=True, levels=5)
+        await box.command(f"start {TAG} --flags-ready")
+        await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+        assert (await box.rollout()).preflight.tag_commit is None
+
+        assert await box.click("dispatch") is None
+
+        await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+        assert len(box.github.dispatches) == 1

@@ -28,10 +28,13 @@ async def read_tag_commit(github: GitHubGateway, tag: str, *, before: str | None
 async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
     """Look before a person's Dispatch: why it may not go because the tag is no longer where
     its preflight read it (naming both commits, and what to do); "" when it is there, or when
-    the preflight kept no commit (an older version's, or GitHub did not say then) and GitHub
-    answers now. GitHub failing to say where the tag is raises `GitHubError`, saying the bot
-    could not check and nothing was dispatched."""
+    the preflight kept no commit (an older version's, or GitHub did not say then, or the tag is
+    too deep to follow): nothing to compare, GitHub is not asked. GitHub failing to say where
+    the tag is raises `GitHubError`, saying the bot could not check and nothing was
+    dispatched."""
     seen, tag = rollout.preflight.tag_commit, rollout.tag
+    if seen is None:  # asking would only refuse, for nothing, while GitHub fails or the tag is deep
+        return ""
     try:
         now = await github.tag_commit(tag) or ""
     except GitHubError as error:
@@ -41,7 +44,7 @@ async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
             f"{error.message} Nothing was dispatched: click Dispatch again once GitHub answers.",
             status=error.status,
         ) from error
-    if seen is None or now == seen:
+    if now == seen:
         return ""
     was = f"its preflight read it at `{seen[:12]}`" if seen else "GitHub had no such tag then"
     where = f"it is now at `{now[:12]}`" if now else "it is now gone from GitHub"
