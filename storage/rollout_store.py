@@ -3,8 +3,7 @@
 The domain never sees a record and storage never sees a domain value; this is the one place
 that knows both. What the domain holds beyond the columns (the preflight checks, the dispatch
 time) lives in `rollouts.context`; gate verdicts in `stages.verdict` and `verdict_detail`.
-Storage's conflicts come out as domain errors a Slack answer can explain.
-"""
+Storage's conflicts come out as domain errors a Slack answer can explain."""
 
 from __future__ import annotations
 
@@ -237,7 +236,7 @@ def _context(rollout: Rollout) -> dict[str, Any]:
         "told_outside": list(rollout.told_outside),
         "unread_since": _iso(rollout.unread_since),
         "told_unread": rollout.told_unread,
-        **({"untold_stops": list(rollout.untold_stops)} if rollout.untold_stops else {}),
+        **({"untold_stops": list(rollout.untold_stops)} if rollout.untold_stops_kept else {}),
         "attempt": rollout.attempt,
     }
 
@@ -350,6 +349,7 @@ def _rollout(record: RolloutRecord) -> Rollout:
         unread_since=_moment(record.context.get("unread_since")),
         told_unread=bool(record.context.get("told_unread", False)),
         untold_stops=tuple(record.context.get("untold_stops", ())),
+        untold_stops_kept="untold_stops" in record.context,
         attempt=record.context.get("attempt"),
     )
 

@@ -193,8 +193,10 @@ ROLLOUT_STATE = Family(
     "the enum values its columns hold.",
     [
         _rollout_sample("rollout", ROLLOUT),
-        # A stop whose thread line is still owed (`untold_stops`, kept only when some is).
-        _rollout_sample("rollout:untold", replace(ROLLOUT, untold_stops=("desktop",))),
+        # A stop whose thread line is still owed (`untold_stops`, stored once a stop set it).
+        _rollout_sample(
+            "rollout:untold", replace(ROLLOUT, untold_stops=("desktop",), untold_stops_kept=True)
+        ),
         # As stored before the context's later keys (told_outside, unread_since, ...) existed.
         earlier(_rollout_sample("rollout:new", NEW), at=lambda data: data["context"]),
         # The commit the preflight read the tag at (beside "preflight", which 091736d reads).

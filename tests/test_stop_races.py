@@ -7,7 +7,8 @@ replica's save is made while the kill waits for GitHub's answer."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +22,8 @@ from test_stop_tracks import two_desktop_tracks
 
 from bot.domain import rollout as machine
 from bot.domain.errors import ConcurrentChange
-from bot.domain.rollout import Rollout, StageState, TrackState
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Decision, Rollout, StageState, TrackState
 from bot.domain.rollout_summary import NOT_STOPPED, PUT_BACK
 from sandbox.harness import Sandbox
 
@@ -50,6 +52,25 @@ async def kills_of(box: Sandbox, rollout: Rollout) -> list[tuple[str | None, str
     """The kill's audit events (track, result), in order."""
     trail = await box.audit.list_for_rollout(rollout.id)
     return [(e.track, e.result) for e in trail if e.action == "abort_desktop"]
+
+
+@asynccontextmanager
+async def ga_held(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """A sandbox whose GitHub still holds GA, the bot's approval of it failed."""
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
+    ) as box:
+        await ga_held_by_github(box, REVIEWS)
+        yield box
+
+
+async def a_look(box: Sandbox, rollout_id: str) -> tuple[Rollout, Decision, RolloutPlan]:
+    """What another replica's look decides of the rollout as stored now (not yet saved)."""
+    effects = box.services.rollouts.effects
+    latest, plan = await effects.with_plan(rollout_id)
+    assert latest.run_id is not None
+    snapshot = await effects.read_run(latest.run_id)
+    return latest, machine.reconcile(latest, plan, snapshot, box.clock()), plan
 
 
 def saved_elsewhere_while_github_is_read(
@@ -96,16 +117,21 @@ async def test_a_kill_github_makes_void_is_put_back_though_another_replica_saved
         assert "too late" not in "\n".join(box.thread())
 
 
+@pytest.mark.parametrize("old", [False, True], ids=["new", "091736d"])
 async def test_a_kill_another_replica_acted_on_before_it_was_put_back_stands_and_is_told(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, old: bool
 ) -> None:
     """GitHub deploys GA, but before the kill is put back another replica acts on it (its
     look saw GA land while the track stops): the kill stands, the thread is told of it, and
-    whoever pressed it learns that GA lands all the same."""
+    whoever pressed it learns that GA lands all the same. Also when that replica runs 091736d
+    (a rolling upgrade): its look never tells a stop's line and drops `untold_stops` as it
+    saves, so the kill's process tells it (as 091736d's kill did) rather than nobody."""
 
     def landed(rollout: Rollout) -> Rollout:
         track = rollout.track("desktop")
         ga = replace(track.stage("ga"), state=StageState.STOPPED)
+        if old:  # saved as 091736d saves it: no `untold_stops` key in its context
+            rollout = replace(rollout, untold_stops=(), untold_stops_kept=False)
         return rollout.with_track(track.with_stage(ga))
 
     async with running_sandbox(tmp_path, database_url) as box:
@@ -153,10 +179,7 @@ async def test_a_kill_a_look_elsewhere_acts_on_while_github_is_read_is_told_once
     """GitHub still holds GA (the bot's approval failed): while the kill reads the run, another
     replica's look rejects GA, telling the kill's line (owed since its save) before its
     rejection. The kill, deciding again on that look's rollout, does not tell it again."""
-    async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=ga_plan(tmp_path)
-    ) as box:
-        await ga_held_by_github(box, REVIEWS)
+    async with ga_held(tmp_path, database_url) as box:
         effects = box.services.rollouts.effects
         stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
         read = stops._waiting
@@ -165,10 +188,7 @@ async def test_a_kill_a_look_elsewhere_acts_on_while_github_is_read_is_told_once
         async def read_while_a_look_acts(rollout: Rollout) -> frozenset[str] | None:
             waiting = await read(rollout)
             if not looked:
-                latest, plan = await effects.with_plan(rollout.id)
-                assert latest.run_id is not None
-                snapshot = await effects.read_run(latest.run_id)
-                decision = machine.reconcile(latest, plan, snapshot, box.clock())
+                latest, decision, plan = await a_look(box, rollout.id)
                 looked.append(await effects.apply(latest, decision, plan))
             return waiting
 
@@ -212,3 +232,29 @@ async def test_a_kill_whose_outcome_loses_every_race_stands_and_its_line_waits_f
         told = await box.wait_for_thread("too late")
         assert "kill-switch by" in told and "stays on the GA ring" in told, told
         assert (await box.rollout()).untold_stops == ()
+
+
+async def test_a_kill_unread_whose_ga_an_old_replica_rejected_meanwhile_tells_where_it_stays(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub still holds GA; the kill cannot read the run, and meanwhile a 091736d replica's
+    look rejects GA (dropping `untold_stops`, telling no stop). The kill's line, told by its
+    process, says the release stays on beta, as that look left it: not on the GA ring its own
+    save had as deploying."""
+    async with ga_held(tmp_path, database_url) as box:
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+        looked: list[Rollout] = []
+
+        async def unread_while_an_old_look_acts(rollout: Rollout) -> None:
+            if not looked:
+                _, decision, _ = await a_look(box, rollout.id)
+                old = replace(decision.rollout, untold_stops=(), untold_stops_kept=False)
+                looked.append(await box.services.rollouts.effects.store.save(old))
+            return None
+
+        monkeypatch.setattr(stops, "_waiting", unread_while_an_old_look_acts)
+        await box.command("kill crash spike in beta")
+
+        assert looked and stage_state(looked[0], "desktop", "ga") is StageState.REJECTED
+        told = await box.wait_for_thread("crash spike in beta")
+        assert "kill-switch by" in told and "stays on the beta ring" in told, told

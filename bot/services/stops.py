@@ -101,7 +101,7 @@ class Stops:
         unsaid = tuple(e for e in kept.effects if not isinstance(e, Announce))
         # Its line is owed until told: a look that acts on the stop tells it if this dies.
         untold = (*rollout.untold_stops, *(event.track for event in oks if event.track))
-        owing = replace(kept.rollout, untold_stops=untold)
+        owing = replace(kept.rollout, untold_stops=untold, untold_stops_kept=True)
         saved = await effects.apply(rollout, Decision(owing, unsaid), plan, audit=oks)
         waiting = await self._waiting(saved)
         outcome, refusal = _Outcome(saved, kept, oks, oks, waiting), None
@@ -135,7 +135,8 @@ class Stops:
         """Save what GitHub's answer made of the stop (`outcome`) on the rollout as it stands
         now, `latest`, and tell the thread. A track another replica has acted on since the
         stop's save (no longer as saved) keeps its stop: one put back stands then, and its line
-        is told unless a look told it already (`Rollout.untold_stops`). Returns whether any
+        is told unless a look told it already (`Rollout.untold_stops`; told when a 091736d
+        replica saved since, which drops that list and tells no stop). Returns whether any
         track stays stopped; raises ConcurrentChange when another replica saved again."""
         saved, said = outcome.saved, outcome.said
         saved_stops = [event.track for event in outcome.oks if event.track is not None]
@@ -153,9 +154,10 @@ class Stops:
             self._not_left(e, stands, elsewhere) for e in said.effects if isinstance(e, Announce)
         ]
         told.extend(
-            machine.stop_told(plan.track(name), saved.track(name), outcome.waiting or ())
+            # Where that replica left it: its look may have rejected or landed the stage.
+            machine.stop_told(plan.track(name), latest.track(name), outcome.waiting or ())
             for name in moved
-            if name in latest.untold_stops
+            if name in latest.untold_stops or not latest.untold_stops_kept
         )
         decision = Decision(settled, tuple(e for e in told if e is not None))
         gate = plan.track(saved_stops[0]).gate.value

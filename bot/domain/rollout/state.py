@@ -276,6 +276,11 @@ class Rollout:
     """The tracks whose stop (a Roll back or Kill-switch saved before GitHub was read) the
     thread has not been told of yet: the stop's own process tells it once GitHub answers, or
     else the first look that acts on the track (the process died meanwhile): told once."""
+    untold_stops_kept: bool = False
+    """`untold_stops` is stored (set with it by a stop of this version, kept by its looks):
+    False when no such stop was saved, or a 091736d replica saved the rollout since (it drops
+    the list, and never tells a stop's line): a stop's process then tells a line it cannot
+    know was told (`Stops._settle`)."""
     attempt: int | None = None
     """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
     to the run; None before, and in rollouts stored before it was kept (learnt at their next
