@@ -43,7 +43,7 @@ def sent_by(box: Sandbox, delivery_id: str) -> Iterator[list[str]]:
 
 
 def reads_of_the_rollout(sent: list[str]) -> list[str]:
-    return [s for s in sent if s.startswith("SELECT") and "FROM rollouts" in s]
+    return [s for s in sent if s.startswith("SELECT rollouts.")]
 
 
 @pytest.mark.database_matters
