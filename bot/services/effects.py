@@ -291,7 +291,12 @@ class EffectRunner:
             )
         except GitHubError as error:
             # Level-triggered: the next reconcile asks again while GitHub still waits.
-            log.warning("could not %s %s: %s", state[:-1], review.environment, error.message)
+            log.warning(
+                "could not %s %s: %s",
+                "approve" if review.approve else "reject",
+                review.environment,
+                error.message,
+            )
             await self.record(
                 self.event(
                     BOT,
