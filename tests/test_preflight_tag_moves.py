@@ -150,3 +150,17 @@ async def test_a_scheduled_dispatch_held_for_a_moved_tag_asks_for_the_flags_agai
     await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
     assert "[Dispatch" not in box.card_message().rendered
     assert box.github.dispatches == []
+
+
+async def test_a_scheduled_start_of_a_tag_the_preflight_could_not_follow_is_refused(
+    box: Sandbox,
+) -> None:
+    """The schedule keeps the commit its preflight read; one the preflight could not read (a
+    tag too deep to follow, GitHub failing) is read again, as before, and the start refused
+    when it cannot be: a schedule that keeps no commit is never held for a moved tag."""
+    box.github.push_tag(TAG, annotated=True, levels=5)
+
+    said = await box.command(starts.SCHEDULED)
+
+    assert f"Could not read which commit the tag `{TAG}` is at" in said, said
+    assert box.github.dispatches == [] and await box.rollouts() == []

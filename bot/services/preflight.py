@@ -44,7 +44,12 @@ from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
 from bot.services.ports import Words
-from bot.services.preflight_tag import flags_after_move, read_tag_commit, unmoved_refusal
+from bot.services.preflight_tag import (
+    flags_after_move,
+    read_tag_commit,
+    scheduled_commit,
+    unmoved_refusal,
+)
 from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
 
@@ -91,7 +96,7 @@ class Preflights:
         )
         rollout = await self.checked(tag=tag, flags=flags, channel_id=channel_id, actor=actor)
         if schedule is not None:  # the commit checked: a tag moved by then holds the dispatch
-            schedule = replace(schedule, tag_commit=rollout.preflight.tag_commit or "")
+            schedule = replace(schedule, tag_commit=await scheduled_commit(effects.github, rollout))
         rollout = replace(rollout, schedule=schedule)
         said, timers = [], []
         if schedule is not None:  # the timer is written with the rollout: never one without

@@ -26,6 +26,15 @@ async def read_tag_commit(github: GitHubGateway, tag: str, *, before: str | None
         return before
 
 
+async def scheduled_commit(github: GitHubGateway, rollout: Rollout) -> str:
+    """The commit a scheduled start keeps (`Schedule.tag_commit`): the one its preflight read,
+    before its checks; read again when the preflight could not (GitHub failing, a tag too
+    deep to follow), raising `GitHubError` when it still cannot: the start is refused rather
+    than scheduled with no commit to hold the dispatch by."""
+    seen = rollout.preflight.tag_commit
+    return await github.tag_commit(rollout.tag) or "" if seen is None else seen
+
+
 def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None) -> Check:
     """The flags check once a Re-check read the tag at `now`, its preflight having read it at
     `was`: as it was while the tag is where it was (or either is not known); otherwise waiting
