@@ -67,3 +67,36 @@ async def test_the_locks_of_a_rollout_are_forgotten_once_idle(
     await hook.settled()
     assert len(rollouts.effects._locks) == 0
     assert len(follower._reading) == 0
+
+
+async def test_follow_ups_a_shutdown_drops_are_acted_on_by_the_next_poll(
+    observing: tuple[Sandbox, GitHubHook],
+) -> None:
+    """A shutdown cancels the follow-up in flight (GitHub holds its look) and drops the
+    deliveries queued behind it (the run cancelled on GitHub): nothing is lost, as the
+    reconcile is level-triggered, and the restarted bot's first poll acts on that news."""
+    box, hook = observing
+    before = await box.rollout()
+    assert before.run_id is not None
+    [job] = [d for d in hook.followed() if d.event == "workflow_job"][-1:]
+    answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/*/pending_deployments")
+    try:
+        first = await hook.post(job.event, hook.unseen(job))
+        assert first.answer["result"] == "followed"
+        await reading_held(box)
+        box.github.engine.cancel(before.run_id)  # its deliveries wait behind the held look
+        await box.github.settle()
+        webhooks = box.services.webhooks
+        assert len(webhooks._tasks) == 1 and webhooks._queued
+        await webhooks.close(grace=0)  # the shutdown's grace is over: the follow-up cancelled
+        assert not webhooks._tasks and not webhooks._queued
+    finally:
+        answered.set()
+    assert (await box.rollout()).track("relay").state is TrackState.ACTIVE
+    assert "cancelled" not in "\n".join(box.thread())
+
+    await box.restart_bot({})  # its first poll looks at every run it follows
+
+    after = await box.wait_until(lambda r: r.track("relay").state is not TrackState.ACTIVE)
+    assert after.track("desktop").state is not TrackState.ACTIVE
+    assert "cancelled" in "\n".join(box.thread())
