@@ -122,9 +122,7 @@ class ChaosRun(Lifecycle):
 
     async def start(self) -> None:
         await admin(self.admin_url, f'CREATE DATABASE "{self.database}"')
-        # `rollout-bot migrate`'s migrations, run here: a process of its own would import the
-        # bot once more (about 2 CPU-seconds) to do the same.
-        await upgrade(self.database_url)
+        await upgrade(self.database_url)  # `rollout-bot migrate`'s work, without its imports
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         plan = fast_plan(self.workdir / "figures.yml", window=self.window, extension=self.window)
         services = (
