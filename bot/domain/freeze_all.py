@@ -9,10 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from bot.domain.freeze import LaneHold
-from bot.domain.rollout import NewerEvent
+from bot.domain.rollout.codec import kind_from_json, kind_to_json, kinds_of
 
 
 @dataclass(frozen=True)
@@ -92,22 +90,15 @@ def unfrozen_elsewhere(
     return told
 
 
-_KINDS: dict[str, TypeAdapter[Any]] = {
-    "frozen": TypeAdapter(LanesFrozen),
-    "unfrozen": TypeAdapter(LanesUnfrozen),
-}
+_KINDS = kinds_of(LanesTold)
 
 
 def told_to_json(told: LanesTold) -> dict[str, Any]:
     """A notice as the outbox stores it: its kind and its fields."""
-    kind = "frozen" if isinstance(told, LanesFrozen) else "unfrozen"
-    return {"kind": kind, "fields": _KINDS[kind].dump_python(told, mode="json")}
+    return kind_to_json(_KINDS, told)
 
 
 def told_from_json(data: Mapping[str, Any]) -> LanesTold:
     """A stored notice; one of a kind a newer version added is left to its replicas."""
-    adapter = _KINDS.get(str(data["kind"]))
-    if adapter is None:
-        raise NewerEvent(str(data["kind"]))
-    told: LanesTold = adapter.validate_python(data["fields"])
+    told: LanesTold = kind_from_json(_KINDS, data)
     return told
