@@ -96,11 +96,14 @@ RELEASES = {
     # A release whose pods served requests and failed none, and one whose pods served none.
     "clean": Exported(RelayTraffic(1000, 0, 500, 0), "v1.5.0", lazy=True),
     "unused": Exported(TRAFFIC["idle"], "v1.5.1", lazy=True),
-    # Healthy until the one test that reads it makes it fail.
-    "ahead": Exported(TRAFFIC["healthy"]),
-    "held": Exported(TRAFFIC["healthy"]),
 }
-JOBS = {**{job: Exported(traffic) for job, traffic in TRAFFIC.items()}, **RELEASES}
+TURNING = ("ahead", "held")
+"""Jobs healthy until the one test that reads each makes it fail (`Scraping.set_traffic`)."""
+JOBS = {
+    **{job: Exported(traffic) for job, traffic in TRAFFIC.items()},
+    **RELEASES,
+    **{job: Exported(TRAFFIC["healthy"]) for job in TURNING},
+}
 
 
 @dataclass(frozen=True)
