@@ -21,6 +21,7 @@ from bot.services.outbox_messages import SUMMARY
 from bot.services.requests import Origin, Via
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER
 from sandbox.harness import Sandbox
+from sandbox.slack_records import ChannelMessage
 from storage.db import create_engine, create_session_factory
 from storage.models import OutboxRow
 
@@ -43,6 +44,14 @@ async def until(condition: object) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("never came")
+
+
+async def a_click_again_is_already_done(box: Sandbox, told: ChannelMessage) -> None:
+    """A click of Re-run rollback on `told` once the bot followed the re-run: answered as
+    already done, and still the one re-run sent to GitHub."""
+    again = await box.click(RERUN, message=told)
+    assert again is not None and "Already done by" in again, again
+    assert posts(box) == 1
 
 
 def past_the_lease(box: Sandbox) -> None:
@@ -88,9 +97,7 @@ async def test_a_shutdown_while_github_takes_the_re_run_keeps_its_claim_and_says
     done = await sandbox.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
     assert (done.id, done.attempt, posts(sandbox)) == (ended.id, 2, 1)
     assert offered(told)
-    again = await sandbox.click(RERUN, message=told)
-    assert again is not None and "Already done by" in again, again
-    assert posts(sandbox) == 1
+    await a_click_again_is_already_done(sandbox, told)
 
 
 async def test_an_unclear_answer_tells_the_thread_what_is_known_and_what_people_may_do(
@@ -216,9 +223,7 @@ async def test_a_lapsed_re_run_the_lane_moved_past_is_told_once_not_refused_in_a
         await asyncio.sleep(0.3)
     results = await audit_results(sandbox, ended.id, RERUN, 2)
     assert results == ["rerun_interrupted", "rerun_not_followed"], results
-    again = await sandbox.click(RERUN, message=told)
-    assert again is not None and "Already done by" in again, again
-    assert posts(sandbox) == 1
+    await a_click_again_is_already_done(sandbox, told)
 
 
 async def test_a_click_held_up_past_half_its_claim_is_refused_and_audited(

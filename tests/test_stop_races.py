@@ -97,6 +97,22 @@ def saved_elsewhere_while_github_is_read(
     return raced
 
 
+async def kill_while_another_saves(
+    box: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    reason: str,
+    change: Callable[[Rollout], Rollout] = lambda rollout: rollout,
+) -> str:
+    """Kill-switch the desktop (`/rollout kill reason`) while another replica saves the
+    rollout as `change` makes it (see `saved_elsewhere_while_github_is_read`): the answer."""
+    raced = saved_elsewhere_while_github_is_read(box, monkeypatch, change)
+
+    answer = await box.command(f"kill {reason}")
+
+    assert raced
+    return answer
+
+
 async def test_a_kill_github_makes_void_is_put_back_though_another_replica_saved_meanwhile(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,11 +121,8 @@ async def test_a_kill_github_makes_void_is_put_back_though_another_replica_saved
     async with running_sandbox(tmp_path, database_url) as box:
         await dispatched(box)
         await ga_approved(box)
-        raced = saved_elsewhere_while_github_is_read(box, monkeypatch)
+        answer = await kill_while_another_saves(box, monkeypatch, "too late")
 
-        answer = await box.command("kill too late")
-
-        assert raced
         assert "already deploying GA ring" in answer, answer
         after = await put_back(box)
         kills = await kills_of(box, after)
@@ -137,11 +150,8 @@ async def test_a_kill_another_replica_acted_on_before_it_was_put_back_stands_and
     async with running_sandbox(tmp_path, database_url) as box:
         await dispatched(box)
         await ga_approved(box)
-        raced = saved_elsewhere_while_github_is_read(box, monkeypatch, landed)
+        answer = await kill_while_another_saves(box, monkeypatch, "too late", landed)
 
-        answer = await box.command("kill too late")
-
-        assert raced
         assert "saved, but GitHub had already approved" in answer, answer
         after = await box.rollout()
         assert after.track("desktop").state is TrackState.ABORTING
@@ -160,11 +170,8 @@ async def test_a_kill_of_two_tracks_puts_back_the_landing_one_though_another_rep
     `put_back` and `not_stopped` recorded, although another replica saved meanwhile."""
     async with two_desktop_tracks(tmp_path, database_url) as box:
         await ga_approved(box)
-        raced = saved_elsewhere_while_github_is_read(box, monkeypatch)
+        answer = await kill_while_another_saves(box, monkeypatch, "crash reports")
 
-        answer = await box.command("kill crash reports")
-
-        assert raced
         assert "Kill-switch tripped" in answer, answer
         after = await put_back(box)
         assert after.track("relay").state in (TrackState.ABORTING, TrackState.HALTED)

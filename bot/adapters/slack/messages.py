@@ -38,50 +38,8 @@ from bot.domain.controls import Control
 from bot.domain.durations import format_duration
 from bot.domain.freeze import ROLL_BACK_LASTS
 from bot.domain.gate import GateReason, gate_reason_words
-from bot.domain.github_events import GitHubReported
 from bot.domain.permissions import TwoPersonRefusal
-from bot.domain.rollout.events import (
-    DispatchGaveUp,
-    DispatchScheduled,
-    DispatchUnclear,
-    Event,
-    FailureJobEnded,
-    FailureJobRerun,
-    FreezeEnded,
-    FreezeLiftedHolding,
-    FreezeOverridden,
-    GateFailed,
-    GateInconclusive,
-    GateMissed,
-    GatePassed,
-    LandedWhileStopping,
-    PromotedOnGitHub,
-    Redeploying,
-    Reevaluated,
-    RejectedOnGitHub,
-    RerunNotFollowed,
-    RerunUnconfirmed,
-    RolloutCancelled,
-    RolloutEnded,
-    RunDispatched,
-    RunEnded,
-    RunReadable,
-    RunUnreadable,
-    ScheduleCancelled,
-    ScheduleFrozen,
-    ScheduleHeld,
-    StageApproved,
-    StageDeployed,
-    StageJobFailed,
-    StagePromoted,
-    StageRejected,
-    StopUnconfirmed,
-    TrackCompleted,
-    TracksLeft,
-    TrackStopped,
-    WaitsOutsidePlan,
-    WindowExtended,
-)
+from bot.domain.rollout import events as told
 from bot.domain.rollout.left import Left, TrackLeft
 from bot.domain.rollout.state import Check, StageState, StopReason, TrackState
 from bot.domain.rollout.words import ended_words, reason_words
@@ -124,10 +82,10 @@ def _stays_on(reached: str | None, *, desktop: bool) -> str:
     return f"Reached: {reached}." if reached else "Nothing was deployed yet."
 
 
-def render(event: Event) -> str:
+def render(event: told.Event) -> str:
     """The thread's message for `event`."""
     match event:
-        case RunDispatched():
+        case told.RunDispatched():
             firsts = ", ".join(f"{stage} ({track})" for stage, track in event.firsts)
             run = f"<{event.run_url}|run {event.run_id}>"
             said = (
@@ -136,9 +94,9 @@ def render(event: Event) -> str:
                 else f"Dispatched *{event.workflow}* for `{event.tag}`{went_late(event)}: {run}."
             )
             return f"{said} Approving {firsts} as soon as GitHub waits for them."
-        case StageApproved():
+        case told.StageApproved():
             return f"Approved *{event.stage}* ({event.track}): deploying."
-        case StageJobFailed():
+        case told.StageJobFailed():
             links = ", ".join(f"<{url}|{name}>" for name, url in event.logs)
             what = "was skipped" if event.outcome is None else f"ended `{event.outcome}`"
             return (
@@ -146,9 +104,9 @@ def render(event: Event) -> str:
                 f"Logs: {links or f'<{event.run_url}|the run>'}. "
                 f"The track has failed; approving *{event.failure_job}* if it waits."
             )
-        case PromotedOnGitHub():
+        case told.PromotedOnGitHub():
             return promoted_on_github_text(event)
-        case RejectedOnGitHub():
+        case told.RejectedOnGitHub():
             who = escape(event.reviewer or "Someone")
             said = f" ({escape(event.comment)})" if event.comment else ""
             action = "tripping the kill-switch" if event.desktop else "rolling back"
@@ -157,28 +115,28 @@ def render(event: Event) -> str:
                 f"{_stays_on(event.reached, desktop=event.desktop)} {event.track}: {action}: "
                 f"approving *{event.failure_job}* when it waits."
             )
-        case StageDeployed():
+        case told.StageDeployed():
             return (
                 f"*{event.stage}* deployed ({event.track}). Observing for "
                 f"{format_duration(event.window)}, until {slack_time(event.until)}."
             )
-        case TrackCompleted():
+        case told.TrackCompleted():
             return f":white_check_mark: *{event.stage}* deployed: {event.track} is done."
-        case LandedWhileStopping():
+        case told.LandedWhileStopping():
             what = "deployed" if event.outcome is None else f"ended `{event.outcome}`"
             return f"*{event.stage}* {what} ({event.track}); not observed: the track is stopping."
-        case StageRejected():
+        case told.StageRejected():
             return f"Rejected *{event.stage}* ({event.track})."
-        case FailureJobEnded() | FailureJobRerun():
+        case told.FailureJobEnded() | told.FailureJobRerun():
             return failure_job_ended_text(event)
-        case RunEnded():
+        case told.RunEnded():
             unseen = f" before *{event.unseen}* was seen to end: check it on GitHub"
             said = f"The run ended (`{event.conclusion}`){unseen if event.unseen else ''}."
             return f"{said} {event.track}: {ended_words(event.ended)}."
-        case RolloutEnded():
+        case told.RolloutEnded():
             lanes = "; ".join(f"{track}: {ended_words(state)}" for track, state in event.tracks)
             return f"Rollout of `{event.tag}` ended. {lanes}."
-        case GateMissed():
+        case told.GateMissed():
             gate = (
                 "*Extend* observes longer and asks for the figures again"
                 if event.manual
@@ -190,7 +148,7 @@ def render(event: Event) -> str:
                 f"attempts failed (last: {reason_mrkdwn(event.error)}). Holding: {gate}, "
                 f"{_overrides(event.desktop)}."
             )
-        case GatePassed():
+        case told.GatePassed():
             then = (
                 f"Promoting to *{event.following}* automatically (plan: promote auto)."
                 if event.auto
@@ -200,12 +158,12 @@ def render(event: Event) -> str:
             )
             late = judged_late(event.late)
             return f":large_green_circle: {event.stage} gate PASS ({event.figures}).{late} {then}"
-        case GateInconclusive():
+        case told.GateInconclusive():
             return (
                 f":large_yellow_circle: {event.stage} gate INCONCLUSIVE ({event.figures})."
                 f"{judged_late(event.late)} {_inconclusive_then(event)}"
             )
-        case GateFailed():
+        case told.GateFailed():
             action = "tripping the kill-switch" if event.desktop else "rolling back"
             return (
                 f":red_circle: {event.stage} gate *{event.verdict}*: "
@@ -214,18 +172,18 @@ def render(event: Event) -> str:
                 f"{event.track}: {action} now: rejecting the next stage and approving "
                 f"*{event.failure_job}*."
             )
-        case StagePromoted():
+        case told.StagePromoted():
             how = {
                 StageState.HOLDING: " (override of an INCONCLUSIVE gate)",
                 StageState.PENDING: " (override: the gate never ran)",
             }.get(event.override or StageState.PASSED, "")
             return f"{person(event.actor)} promoted {event.track} to *{event.stage}*{how}."
-        case WindowExtended():
+        case told.WindowExtended():
             return (
                 f"{person(event.actor)} extended the window of *{event.stage}* ({event.track}) "
                 f"by {format_duration(event.by)}, until {slack_time(event.until)}."
             )
-        case Reevaluated():
+        case told.Reevaluated():
             at = f" {slack_time(event.until)}" if event.until is not None else ""
             # Judged late, its window has ended already: its gate waits for its timer, late.
             runs_on = (
@@ -239,13 +197,13 @@ def render(event: Event) -> str:
                 f"{person(event.actor)} re-evaluated *{event.stage}* ({event.track}) while "
                 f"observing: {event.verdict} ({event.figures}).{judged_late(event.late)} {runs_on}"
             )
-        case TrackStopped():
+        case told.TrackStopped():
             return (
                 f":rotating_light: {event.track}: {reason_text(event.reason)}. "
                 f"{_stays_on(event.reached, desktop=event.desktop)} Rejecting the next stage "
                 f"and approving *{event.failure_job}*."
             )
-        case StopUnconfirmed():
+        case told.StopUnconfirmed():
             return (
                 f":rotating_light: {event.track}: {reason_text(event.reason)}. The bot could not "
                 f"read the run on GitHub, so it cannot tell yet whether *{event.stage}* is "
@@ -254,11 +212,11 @@ def render(event: Event) -> str:
                 "not approved again. As soon as GitHub answers, the bot rejects it if it still "
                 f"waits and approves *{event.failure_job}*; this thread says which."
             )
-        case TracksLeft():
+        case told.TracksLeft():
             return tracks_left_text(event)
-        case RolloutCancelled():
+        case told.RolloutCancelled():
             return f"{person(event.actor)} cancelled the rollout."
-        case Redeploying():
+        case told.Redeploying():
             how = (
                 f"as a new rollout ({event.rollout_id}): follow its preflight card"
                 if event.rollout_id is not None
@@ -276,38 +234,38 @@ def render(event: Event) -> str:
                 f":rewind: {person(event.actor)} is redeploying `{event.tag}`{on} in place of "
                 f"`{event.replaced}` {how}.{left}{_roll_back_passes(event)}"
             )
-        case DispatchGaveUp():
+        case told.DispatchGaveUp():
             return (
                 f":warning: No run of the dispatch of `{event.tag}` could be identified on "
                 f"GitHub within {format_duration(event.after)}. Check the runs of "
                 f"*{event.workflow}* (cancel any stray run), then dispatch again, or link "
                 "the run it started: `/rollout link &lt;run URL&gt;`."
             )
-        case DispatchUnclear():
+        case told.DispatchUnclear():
             return f":warning: {event.message}"
-        case DispatchScheduled() | ScheduleHeld() | ScheduleCancelled():
+        case told.DispatchScheduled() | told.ScheduleHeld() | told.ScheduleCancelled():
             return schedule_event_text(event)
-        case ScheduleFrozen():
+        case told.ScheduleFrozen():
             return held_then_text(event.held, lifted_by=event.lifted_by)
-        case FreezeLiftedHolding() | FreezeEnded():
+        case told.FreezeLiftedHolding() | told.FreezeEnded():
             return lane_event_text(event)
-        case FreezeOverridden():
+        case told.FreezeOverridden():
             return override_answer(event.actor, event.tag, event.freeze, event.reason)
-        case GitHubReported():
+        case told.GitHubReported():
             return github_reported_text(event)
-        case WaitsOutsidePlan():
+        case told.WaitsOutsidePlan():
             return waits_outside_plan_text(event)
-        case RerunNotFollowed():
+        case told.RerunNotFollowed():
             return rerun_not_followed_text(event)
-        case RerunUnconfirmed():
+        case told.RerunUnconfirmed():
             return rerun_unconfirmed_text(event)
-        case RunUnreadable():
+        case told.RunUnreadable():
             return run_unreadable_text(event)
-        case RunReadable():
+        case told.RunReadable():
             return run_readable_text(event)
 
 
-def tracks_left_text(event: TracksLeft) -> str:
+def tracks_left_text(event: told.TracksLeft) -> str:
     """What a stop did not stop, track by track, and what to do about each."""
     stop = "Kill-switch" if event.desktop else "Roll back"
     done = "stopped" if event.desktop else "rolled back"
@@ -320,7 +278,7 @@ def tracks_left_text(event: TracksLeft) -> str:
     return f":warning: {head}:\n{lines}"
 
 
-def _left_line(left: TrackLeft, event: TracksLeft) -> str:
+def _left_line(left: TrackLeft, event: told.TracksLeft) -> str:
     track, tag = f"*{left.track}*", f"`{event.tag}`"
     redeploy = "click *Roll back to the previous release…* on its lane of the card"
     fix = "ship a fixed release (`/rollout start &lt;tag&gt;`)"
@@ -353,7 +311,7 @@ def _overrides(desktop: bool) -> str:
     return f"Promote overrides, {'Kill-switch' if desktop else 'Roll back'} stops"
 
 
-def _inconclusive_then(event: GateInconclusive) -> str:
+def _inconclusive_then(event: told.GateInconclusive) -> str:
     if event.extended_by is not None and event.until is not None:
         return (
             f"Window extended once by {format_duration(event.extended_by)}, "
@@ -375,7 +333,7 @@ def _inconclusive_then(event: GateInconclusive) -> str:
     return f"Not enough data for a verdict: holding for a human ({choices})."
 
 
-def _roll_back_passes(event: Redeploying) -> str:
+def _roll_back_passes(event: told.Redeploying) -> str:
     """What a new rollout of the previous release passes: it is a roll back, so the freeze
     and someone else's lock in force as it started do not hold its Dispatch."""
     held = [
