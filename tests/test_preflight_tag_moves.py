@@ -164,3 +164,37 @@ async def test_a_scheduled_start_of_a_tag_the_preflight_could_not_follow_is_refu
 
     assert f"Could not read which commit the tag `{TAG}` is at" in said, said
     assert box.github.dispatches == [] and await box.rollouts() == []
+
+
+async def test_a_scheduled_start_whose_preflight_could_not_read_the_tag_asks_again_when_moved(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preflight's read of the tag failed and the schedule's own read kept its commit for
+    the schedule only: the tag moved by then held the dispatch, but its recheck (nothing kept
+    to compare with) left the flags confirmed for the old commit, and an approver's Dispatch
+    released the new one."""
+    from bot.services import preflight
+
+    old, new = _line(box.github.history)
+    reads = preflight.read_tag_commit
+
+    async def failing_once(github: object, tag: str, *, before: str | None) -> str | None:
+        monkeypatch.setattr(preflight, "read_tag_commit", reads)
+        return before  # GitHub did not say: what a failed read keeps
+
+    monkeypatch.setattr(preflight, "read_tag_commit", failing_once)
+    at = await starts.scheduled(box)
+    rollout = await box.rollout()
+    assert rollout.schedule is not None and rollout.schedule.tag_commit == old
+    box.github.history.tags[TAG] = new
+
+    await starts.reach(box, at)
+
+    said = await starts.told_in_thread(box, "did not go")
+    assert f"`{TAG}` was moved" in said, said
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == new
+    assert rollout.preflight.flags.state is CheckState.PENDING
+    await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
+    assert "[Dispatch" not in box.card_message().rendered
+    assert box.github.dispatches == []

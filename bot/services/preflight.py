@@ -96,7 +96,11 @@ class Preflights:
         )
         rollout = await self.checked(tag=tag, flags=flags, channel_id=channel_id, actor=actor)
         if schedule is not None:  # the commit checked: a tag moved by then holds the dispatch
-            schedule = replace(schedule, tag_commit=await scheduled_commit(effects.github, rollout))
+            commit = await scheduled_commit(effects.github, rollout)
+            schedule = replace(schedule, tag_commit=commit)
+            # Read again when the preflight could not: kept by both, so Dispatch and a Re-check
+            # compare with the commit scheduled (the flags asked again once it moves).
+            rollout = replace(rollout, preflight=replace(rollout.preflight, tag_commit=commit))
         rollout = replace(rollout, schedule=schedule)
         said, timers = [], []
         if schedule is not None:  # the timer is written with the rollout: never one without
