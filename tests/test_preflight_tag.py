@@ -27,7 +27,8 @@ def test_a_deleted_tag_is_not_said_to_point_at_another_commit() -> None:
     GitHub)", and waited for the flags "for the new one": the tag points at none."""
     flags = flags_after_move("v1", CONFIRMED, was=OLD, now="")
     assert flags.state is CheckState.PENDING
-    assert flags.detail.startswith(f"`v1` is gone from GitHub (its preflight read it at `{OLD[:12]}`)")
+    gone = f"`v1` is gone from GitHub (its preflight read it at `{OLD[:12]}`)"
+    assert flags.detail.startswith(gone), flags.detail
     assert "another commit" not in flags.detail and "new one" not in flags.detail
 
 

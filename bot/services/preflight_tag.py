@@ -7,9 +7,11 @@ out wherever the tag is then)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Check, CheckState, Rollout
+from bot.domain.schedule import Schedule
 from bot.services.ports import GitHubGateway
 
 log = logging.getLogger(__name__)
@@ -26,14 +28,23 @@ async def read_tag_commit(github: GitHubGateway, tag: str, *, before: str | None
         return before
 
 
-async def scheduled_commit(github: GitHubGateway, rollout: Rollout) -> str:
-    """The commit a scheduled start keeps (`Schedule.tag_commit`): the one its preflight read,
-    before its checks; read again when the preflight could not (GitHub failing, a tag too
-    deep to follow), for its preflight to keep too (`Preflights.start`), raising `GitHubError`
-    when it still cannot: the start is refused rather than scheduled with no commit to hold
-    the dispatch by."""
-    seen = rollout.preflight.tag_commit
-    return await github.tag_commit(rollout.tag) or "" if seen is None else seen
+async def scheduled_at_commit(
+    github: GitHubGateway, rollout: Rollout, schedule: Schedule
+) -> Rollout:
+    """`rollout` of a scheduled start with its `schedule`, which keeps (`Schedule.tag_commit`)
+    the commit its preflight read, before its checks; read again when the preflight could not
+    (GitHub failing, a tag too deep to follow), and then kept by its preflight too, so that a
+    Re-check and a Dispatch compare with it (a Re-check finding it moved asks for the flags
+    again). Raises `GitHubError` when it still cannot be read: the start is refused rather
+    than scheduled with no commit to hold the dispatch by."""
+    commit = rollout.preflight.tag_commit
+    if commit is None:
+        commit = await github.tag_commit(rollout.tag) or ""
+    return replace(
+        rollout,
+        preflight=replace(rollout.preflight, tag_commit=commit),
+        schedule=replace(schedule, tag_commit=commit),
+    )
 
 
 def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None) -> Check:
