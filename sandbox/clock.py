@@ -7,6 +7,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from bot.services.clock import sleep_until_woken
+from sandbox.bounds import bounded
+
+LOOPS_WAIT_S = 120.0
+"""Seconds `settle` and `until_sleeping` wait for the loops at most: a pass takes well under
+a second, many on a machine with a load of 16 on two cores; a loop that died or hangs fails
+the test with what was waited for instead of hanging the run."""
 
 
 class ManualClock:
@@ -36,12 +42,22 @@ class ManualClock:
             self._woken.setdefault(wake, self._naps[wake])
             wake.set()
 
-    async def settle(self) -> None:
+    async def settle(self, *, timeout: float = LOOPS_WAIT_S) -> None:  # noqa: ASYNC109
         """Wait until every loop the last moves woke has looked and sleeps again: whatever
-        the moves made due has been done (or tried) by then."""
-        while any(self._naps[wake] <= naps for wake, naps in self._woken.items()):
-            self._napped.clear()
-            await self._napped.wait()
+        the moves made due has been done (or tried) by then; `TimeoutError` after `timeout`
+        seconds."""
+
+        def awake() -> int:
+            return sum(self._naps[wake] <= naps for wake, naps in self._woken.items())
+
+        def missing() -> str:
+            woken = len(self._woken)
+            return f"{awake()} of the {woken} loops the clock's moves woke did not sleep again"
+
+        async with bounded(timeout, missing):
+            while awake():
+                self._napped.clear()
+                await self._napped.wait()
         self._woken.clear()
 
     def forget_ended(self) -> int:
@@ -53,11 +69,17 @@ class ManualClock:
             self._woken.pop(wake, None)
         return known
 
-    async def until_sleeping(self, loops: int) -> None:
-        """Wait until `loops` loops sleep on this clock (a bot started again went round)."""
-        while len(self._sleepers) < loops:
-            self._napped.clear()
-            await self._napped.wait()
+    async def until_sleeping(self, loops: int, *, timeout: float = LOOPS_WAIT_S) -> None:  # noqa: ASYNC109
+        """Wait until `loops` loops sleep on this clock (a bot started again went round);
+        `TimeoutError` after `timeout` seconds."""
+
+        def missing() -> str:
+            return f"only {len(self._sleepers)} of {loops} loops sleep on the clock"
+
+        async with bounded(timeout, missing):
+            while len(self._sleepers) < loops:
+                self._napped.clear()
+                await self._napped.wait()
 
     async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
         """Return once woken or moved (a moved clock has the sleeper look again), or once
