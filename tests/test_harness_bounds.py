@@ -8,12 +8,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 from figures import quiet_sandbox
 
 from sandbox.clock import ManualClock
+from sandbox.config import GITHUB_TOKEN, REPOSITORY
+from sandbox.github import GitHubSimulator
 
 NOW = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
+AUTHORIZED = {"Authorization": f"token {GITHUB_TOKEN}"}
 TRIPS = 0.05
 """Seconds of a bound that is meant to trip: nothing the test waits for would come."""
 
@@ -55,3 +59,21 @@ async def test_restart_bot_fails_when_fewer_loops_go_round_than_the_bot_had(
         r"the bot started again, but after 1\.0 s, only \d of \d+ loops sleep on the clock",
         str(failed.value),
     ), failed.value
+
+
+async def test_the_github_simulators_stop_answers_the_requests_it_holds() -> None:
+    """A test that ends (or fails) before it releases a `hold` does not leave the request
+    waiting: aiohttp's stop would wait a minute for it, and for ever while its client waits."""
+    github = GitHubSimulator(repository=REPOSITORY, token=GITHUB_TOKEN)
+    await github.start()
+    github.hold("GET", f"/repos/{REPOSITORY}")
+    async with aiohttp.ClientSession() as http:
+        asked = asyncio.create_task(
+            http.get(f"{github.api_url}/repos/{REPOSITORY}", headers=AUTHORIZED)
+        )
+        async with asyncio.timeout(30):  # nothing to be woken by: the count is looked at again
+            while not github.holding:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await github.stop()
+        async with await asked as answer:
+            assert answer.status == 200
