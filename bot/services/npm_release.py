@@ -131,31 +131,19 @@ class LookPace:
     (DISPATCH_SEARCH_SECONDS)."""
 
 
+@dataclass(kw_only=True, eq=False)
 class ReleaseLooks:
     """Writes and fires the looks at a dispatched Release run (see the module's docstring)."""
 
-    def __init__(
-        self,
-        *,
-        github: ReleaseGateway,
-        timers: Timers,
-        timers_changed: Callable[[], None],
-        claims: Claims,
-        npm: NpmRelease,
-        clock: Clock,
-        pace: LookPace,
-        redraw: Redraw,
-        service: str,
-    ) -> None:
-        self._github = github
-        self._timers = timers
-        self._timers_changed = timers_changed
-        self._claims = claims
-        self._npm = npm
-        self._clock = clock
-        self.pace = pace
-        self._redraw = redraw
-        self._service = service
+    github: ReleaseGateway
+    timers: Timers
+    timers_changed: Callable[[], None]
+    claims: Claims
+    npm: NpmRelease
+    clock: Clock
+    pace: LookPace
+    redraw: Redraw
+    service: str
 
     async def first(
         self, message: MessageRef, shown: Walkthrough, claim: Claim, dispatched_at: datetime
@@ -173,10 +161,10 @@ class ReleaseLooks:
         """Follow `run_id`, the run of a click whose claim was never recorded done (found by a
         later click): its claim is completed and its looks go on from the first one's key, so
         that first look, if written, finds the chain gone on without it."""
-        await self._claims.complete(claim, now=self._clock())
+        await self.claims.complete(claim, now=self.clock())
         release = ReleaseFollow(requested_by=claim.actor, phase=ReleasePhase.DISPATCHING)
         dispatching = shown.model_copy(update={"release": release})
-        look = _first_look(message, dispatching, claim, claim.claimed_at, until=self._clock())
+        look = _first_look(message, dispatching, claim, claim.claimed_at, until=self.clock())
         await self.follow(look, shown, release, run_id)
         await self.cancel(look)
 
@@ -187,7 +175,7 @@ class ReleaseLooks:
         update: dict[str, object] = {"walkthrough": shown, "number": look.number + 1}
         if until is not None:
             update["until"] = until
-        await self._write(look.model_copy(update=update), self._clock() + self.pace.every)
+        await self._write(look.model_copy(update=update), self.clock() + self.pace.every)
 
     async def followed_elsewhere(self, message: MessageRef, *, since: datetime) -> set[int]:
         """The Release runs other walkthroughs' looks (due since `since`) follow: their clicks'
@@ -200,7 +188,7 @@ class ReleaseLooks:
         """Other walkthroughs' looks due since `since`: the run each names, and whether it
         is pending (one with no run is a dispatch whose run is not known yet)."""
         looks: list[tuple[int | None, bool]] = []
-        for timer in await self._timers.of_kind(kind=RELEASE_TIMER, due_since=since):
+        for timer in await self.timers.of_kind(kind=RELEASE_TIMER, due_since=since):
             try:
                 look = ReleaseLook.model_validate(timer.payload or {})
             except ValidationError:  # a look of another version: it names no run this knows
@@ -211,32 +199,32 @@ class ReleaseLooks:
         return looks
 
     async def cancel(self, look: ReleaseLook) -> None:
-        await self._timers.cancel(key=look.key, now=self._clock())
+        await self.timers.cancel(key=look.key, now=self.clock())
 
     async def _write(self, look: ReleaseLook, due: datetime) -> None:
-        await self._timers.schedule(
+        await self.timers.schedule(
             key=look.key,
             kind=RELEASE_TIMER,
             due_at=due,
-            now=self._clock(),
+            now=self.clock(),
             # Empty fields left out, as in the buttons: an older replica, which forbids the
             # fields it does not know, still reads a look that uses none of them.
             payload=look.model_dump(mode="json", exclude_none=True),
-            service=self._service,
+            service=self.service,
         )
-        self._timers_changed()
+        self.timers_changed()
 
     # -- firing ---------------------------------------------------------------------------------
 
     async def on_timer(self, timer: Timer) -> None:
         """One look: look for the run of the dispatch, or at the run followed."""
         look = ReleaseLook.model_validate(timer.payload or {})
-        if await self._timers.get(key=look.next_key) is not None:
+        if await self.timers.get(key=look.next_key) is not None:
             # Fired again (its replica died, or its completion failed, after it wrote the next
             # look): the chain went on without it, and what it saw is old.
             log.info("npm-token: %s was taken over by the next look; nothing to do", look.key)
             return
-        claim = await self._claims.get(look.claim_key)
+        claim = await self.claims.get(look.claim_key)
         if claim is None or claim.holder != look.holder:
             # The click's claim was released (nothing started, or the search ended) or another
             # click took it: a run that shows up now is that click's, not this one's.
@@ -262,15 +250,15 @@ class ReleaseLooks:
         stopped = look.release.model_copy(
             update={"phase": ReleasePhase.UNFOLLOWED, "error": clip_error(reason.text)}
         )
-        await self._redraw(look.message, look.walkthrough, stopped)
+        await self.redraw(look.message, look.walkthrough, stopped)
 
     async def _look_for_run(self, look: ReleaseLook) -> None:
         """The dispatch's answer was unclear (or never came): its run is followed once found;
         when none appeared by `until`, the click may be repeated."""
         try:
-            listed = await self._github.dispatched_runs(
-                workflow_file=self._npm.workflow,
-                ref=self._npm.ref,
+            listed = await self.github.dispatched_runs(
+                workflow_file=self.npm.workflow,
+                ref=self.npm.ref,
                 dispatched_at=look.dispatched_at,
             )
         except GitHubError as error:
@@ -284,27 +272,27 @@ class ReleaseLooks:
         unknown = any(run is None and pending for run, pending in others)
         if len(runs) == 1 and not unknown:
             (found,) = runs
-            await self._claims.complete(look.claim(), now=self._clock())
+            await self.claims.complete(look.claim(), now=self.clock())
             log.info("npm-token: found the Release run %s", found.run_id)
             await self.follow(look, look.walkthrough, look.release, found.run_id)
             return
-        if self._clock() < look.until:
+        if self.clock() < look.until:
             await self.next(look, look.walkthrough)
             return
-        await self._claims.release(look.claim())
+        await self.claims.release(look.claim())
         minutes = int(self.pace.search_for.total_seconds() // 60)
         absent = look.release.model_copy(
             update={
                 "phase": ReleasePhase.NOT_STARTED,
                 "error": clip_error(
                     f"GitHub did not answer the dispatch clearly and no run of "
-                    f"{self._npm.workflow} by the bot appeared within {minutes} minutes. "
+                    f"{self.npm.workflow} by the bot appeared within {minutes} minutes. "
                     "Check its runs on GitHub before running it again."
                 ),
             }
         )
         log.warning("npm-token: no Release run appeared; the dispatch is taken as not started")
-        await self._redraw(look.message, look.walkthrough, absent)
+        await self.redraw(look.message, look.walkthrough, absent)
 
     async def follow(
         self, look: ReleaseLook, shown: Walkthrough, release: ReleaseFollow, run_id: int
@@ -318,13 +306,13 @@ class ReleaseLooks:
                 "error": None,
             }
         )
-        drawn = await self._redraw(look.message, shown, running)
-        await self.next(look, drawn, until=self._clock() + self.pace.follow_for)
+        drawn = await self.redraw(look.message, shown, running)
+        await self.next(look, drawn, until=self.clock() + self.pace.follow_for)
 
     async def _look_at_run(self, look: ReleaseLook, run_id: int) -> None:
         release = shown = look.release
         try:
-            run = await self._github.release_run(run_id)
+            run = await self.github.release_run(run_id)
         except GitHubError as error:
             # Keep following: a rate limit or a blip says so in the step, then passes.
             release = release.model_copy(update={"error": clip_error(error.message)})
@@ -333,27 +321,27 @@ class ReleaseLooks:
                 await self._ended(look, run)
                 return
             release = release.model_copy(update={"status": run.status, "error": None})
-        if self._clock() >= look.until:
+        if self.clock() >= look.until:
             unfollowed = release.model_copy(
                 update={"phase": ReleasePhase.UNFOLLOWED, "error": None}
             )
-            await self._redraw(look.message, look.walkthrough, unfollowed)
+            await self.redraw(look.message, look.walkthrough, unfollowed)
             return
         drawn = look.walkthrough
         if release != shown:
-            drawn = await self._redraw(look.message, look.walkthrough, release)
+            drawn = await self.redraw(look.message, look.walkthrough, release)
         await self.next(look, drawn)
 
     async def _ended(self, look: ReleaseLook, run: ReleaseRun) -> None:
         try:
-            check = await judged(self._github, run, self._npm)
+            check = await judged(self.github, run, self.npm)
         except GitHubError as error:
             check = RunCheck(run=RunSummary.of(run), error=clip_error(error.message))
         done = look.release.model_copy(
             update={"phase": ReleasePhase.DONE, "status": run.status, "check": check, "error": None}
         )
         log.info("npm-token: Release run %s ended: %s", run.run_id, check.tone)
-        await self._redraw(look.message, look.walkthrough, done)
+        await self.redraw(look.message, look.walkthrough, done)
 
 
 def _first_look(
