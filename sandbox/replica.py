@@ -58,8 +58,8 @@ class ServeProcess:
         port is free when chosen; another process may take it before `serve` binds it: then
         once more on another port. The wait ends as soon as it answers or exits: `timeout`
         only bounds a start that hangs: one that fails, hangs or is cancelled is killed.
-        Importing the bot alone costs about 1.8 CPU-seconds,
-        15 to 22 s of wall time at a load of 16 on 2 cores, so 30 s was too short."""
+        Importing the bot alone costs about 1.8 CPU-seconds, 15 to 22 s of wall time at a
+        load of 16 on 2 cores, so 30 s was too short."""
         try:
             return await self._start(timeout)
         except PortTaken:
