@@ -15,8 +15,8 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.failures import TRANSIENT
-from storage.audit_log import AuditLog
 from storage import db
+from storage.audit_log import AuditLog
 from storage.db import (
     InvalidDatabaseUrl,
     create_engine,
