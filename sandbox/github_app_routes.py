@@ -12,6 +12,7 @@ from bot.services.doctor_app import grants
 from sandbox import github_json as shapes
 from sandbox.github_app import BOT_EVENTS, BOT_PERMISSIONS, SandboxApp, SandboxInstallation
 from sandbox.github_json import Json
+from sandbox.github_repository_routes import environment_named
 from sandbox.github_routes import BODY, SimulatorRoutes, invalid, json_response, not_found
 
 
@@ -48,9 +49,7 @@ class AppRoutes(AppScopedRoutes):
     async def list_protection_rules(self, request: web.Request) -> web.Response:
         """`GET .../environments/{name}/deployment_protection_rules`: the custom rules enabled."""
         repository = self._repository(request)
-        name = request.match_info["name"]
-        if name not in repository.engine.environments:
-            raise not_found()
+        name = environment_named(request, repository)
         sandbox_app, urls = self.app, repository.urls
         rules = []
         if name in repository.app_rule_environments:
@@ -108,12 +107,16 @@ class AppRoutes(AppScopedRoutes):
         return json_response(self._installation(installation))
 
     async def get_installation_numbered(self, request: web.Request) -> web.Response:
-        """`GET /app/installations/{id}`: the App's installation by its id (404: none, or
+        """`GET /app/installations/{id}`: the App's installation by its id."""
+        return json_response(self._installation(self._numbered(request)))
+
+    def _numbered(self, request: web.Request) -> SandboxInstallation:
+        """The installation `/app/installations/{installation_id}` names (404: none, or
         removed)."""
         installation = self.app.installation_numbered(int(request.match_info["installation_id"]))
         if installation is None:
             raise not_found()
-        return json_response(self._installation(installation))
+        return installation
 
     def _installation(self, installation: SandboxInstallation) -> Json:
         sandbox_app, urls = self.app, self.sim.urls
@@ -142,10 +145,7 @@ class AppRoutes(AppScopedRoutes):
 
     async def create_token(self, request: web.Request) -> web.Response:
         """A token of the installation named (404 for one removed, or of another App)."""
-        sandbox_app = self.app
-        installation = sandbox_app.installation_numbered(int(request.match_info["installation_id"]))
-        if installation is None:
-            raise not_found()
+        sandbox_app, installation = self.app, self._numbered(request)
         requested = _requested_permissions(request)
         if any(
             not grants(installation.permissions, name, level) for name, level in requested.items()

@@ -108,8 +108,7 @@ class HookRoutes(SimulatorRoutes):
     async def list_hooks(self, request: web.Request) -> web.Response:
         repository = self._repository(request)
         items = [hook_json(repository.urls, hook) for hook in repository.hooks]
-        page, headers = self._paginate(request, items)
-        return json_response(page, headers=headers)
+        return self._listing(request, items)
 
     async def list_deliveries(self, request: web.Request) -> web.Response:
         repository = self._repository(request)

@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from sandbox.github_repository import SimRepository
 
 
+def environment_named(request: web.Request, repository: SimRepository) -> str:
+    """The environment `.../environments/{name}/...` names (404 Not Found for none)."""
+    name = request.match_info["name"]
+    if name not in repository.engine.environments:
+        raise not_found()
+    return name
+
+
 def _secret_json(name: str, when: str | None) -> Json:
     return {"name": name, "created_at": when, "updated_at": when}
 
@@ -94,8 +102,7 @@ class RepositoryRoutes(SimulatorRoutes):
             shapes.workflow(repository.urls, spec, default_branch=repository.default_branch)
             for spec in repository.engine.workflows
         ]
-        page, headers = self._paginate(request, items)
-        return json_response({"total_count": len(items), "workflows": page}, headers=headers)
+        return self._listing(request, items, wrapped_in="workflows")
 
     async def get_workflow(self, request: web.Request) -> web.Response:
         repository, spec = self._workflow(request)
@@ -136,14 +143,11 @@ class RepositoryRoutes(SimulatorRoutes):
         items = [
             self._environment_json(repository, name) for name in repository.engine.environments
         ]
-        page, headers = self._paginate(request, items)
-        return json_response({"total_count": len(items), "environments": page}, headers=headers)
+        return self._listing(request, items, wrapped_in="environments")
 
     async def get_environment(self, request: web.Request) -> web.Response:
         repository = self._repository(request)
-        name = request.match_info["name"]
-        if name not in repository.engine.environments:
-            raise not_found()
+        name = environment_named(request, repository)
         return json_response(self._environment_json(repository, name))
 
     async def list_branch_policies(self, request: web.Request) -> web.Response:
@@ -151,13 +155,10 @@ class RepositoryRoutes(SimulatorRoutes):
         ("List deployment branch policies"): the name patterns of branches and tags that may
         deploy; 404 for an environment that does not exist."""
         repository = self._repository(request)
-        name = request.match_info["name"]
-        if name not in repository.engine.environments:
-            raise not_found()
+        name = environment_named(request, repository)
         rules = repository.environment_rules.get(name)
         items = patterns_json(rules, repository.engine.environments[name])
-        page, headers = self._paginate(request, items)
-        return json_response({"total_count": len(items), "branch_policies": page}, headers=headers)
+        return self._listing(request, items, wrapped_in="branch_policies")
 
     # -- secrets --------------------------------------------------------------------------------
 
@@ -171,16 +172,14 @@ class RepositoryRoutes(SimulatorRoutes):
     async def list_secrets(self, request: web.Request) -> web.Response:
         secrets = self._secrets(request)
         items = [_secret_json(name, secrets[name]) for name in sorted(secrets)]
-        page, headers = self._paginate(request, items)
-        return json_response({"total_count": len(items), "secrets": page}, headers=headers)
+        return self._listing(request, items, wrapped_in="secrets")
 
     async def list_organization_secrets(self, request: web.Request) -> web.Response:
         """The organization's secrets shared with the repository, names and dates only."""
         self._secrets(request)  # the same permission and access as the repository's own
         shared = self._repository(request).organization_secrets
         items = [_secret_json(name, shapes.iso(shared[name])) for name in sorted(shared)]
-        page, headers = self._paginate(request, items)
-        return json_response({"total_count": len(items), "secrets": page}, headers=headers)
+        return self._listing(request, items, wrapped_in="secrets")
 
     async def get_secret(self, request: web.Request) -> web.Response:
         secrets = self._secrets(request)
@@ -196,9 +195,7 @@ class RepositoryRoutes(SimulatorRoutes):
         repository = self._repository(request)
         if repository.environment_secrets_forbidden:
             raise ActionsError(403, "Resource not accessible by integration")
-        environment, name = request.match_info["name"], request.match_info["secret"]
-        if environment not in repository.engine.environments:
-            raise not_found()
+        environment, name = environment_named(request, repository), request.match_info["secret"]
         secrets = repository.environment_secrets.get(environment, {})
         if name not in secrets:
             raise not_found()
@@ -222,8 +219,7 @@ class RepositoryRoutes(SimulatorRoutes):
             }
             for index, tag in enumerate(sorted(self.sim.images[package]))
         ]
-        page, headers = self._paginate(request, versions)
-        return json_response(page, headers=headers)
+        return self._listing(request, versions)
 
     # -- contents -------------------------------------------------------------------------------
 

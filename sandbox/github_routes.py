@@ -129,9 +129,10 @@ class SimulatorRoutes:
             raise not_found()
         return repository, spec
 
-    def _paginate(
-        self, request: web.Request, items: list[Json]
-    ) -> tuple[list[Json], dict[str, str]]:
+    def _listing(
+        self, request: web.Request, items: list[Json], *, wrapped_in: str | None = None
+    ) -> web.Response:
+        """A page of `items` and its Link header: bare, or under `wrapped_in` by `total_count`."""
         try:
             per_page = min(max(int(request.query.get("per_page", "30")), 1), 100)
             page = max(int(request.query.get("page", "1")), 1)
@@ -148,7 +149,9 @@ class SimulatorRoutes:
             if (rel in ("prev", "first") and page > 1) or (rel in ("next", "last") and page < last):
                 links.append(f'<{request.url.update_query(page=str(number))}>; rel="{rel}"')
         headers = {"Link": ", ".join(links)} if links else {}
-        return items[(page - 1) * per_page : page * per_page], headers
+        shown = items[(page - 1) * per_page : page * per_page]
+        answer = shown if wrapped_in is None else {"total_count": len(items), wrapped_in: shown}
+        return json_response(answer, headers=headers)
 
 
 class RunRoutes(SimulatorRoutes):
@@ -209,10 +212,8 @@ class RunRoutes(SimulatorRoutes):
         # mode lists them oldest first.
         newest_first = self.sim.variation is None
         matching.sort(key=lambda sim: (sim.created_at, sim.id), reverse=newest_first)
-        page, headers = self._paginate(
-            request, [self._run_json(repository, sim) for sim in matching]
-        )
-        return json_response({"total_count": len(matching), "workflow_runs": page}, headers=headers)
+        items = [self._run_json(repository, sim) for sim in matching]
+        return self._listing(request, items, wrapped_in="workflow_runs")
 
     # -- dispatch -------------------------------------------------------------------------------
 
@@ -308,8 +309,7 @@ class RunRoutes(SimulatorRoutes):
     async def list_jobs(self, request: web.Request) -> web.Response:
         repository, sim_run = self._run(request)
         items = [shapes.job(repository.urls, sim_job, sim_run) for sim_job in sim_run.jobs]
-        page, headers = self._paginate(request, items)
-        return json_response({"total_count": len(items), "jobs": page}, headers=headers)
+        return self._listing(request, items, wrapped_in="jobs")
 
     async def get_job(self, request: web.Request) -> web.Response:
         repository = self._repository(request)

@@ -26,7 +26,7 @@ from sandbox import github_json as shapes
 from sandbox.config import GITHUB_WEBHOOK_SECRET
 from sandbox.github_events import webhook_repository
 from sandbox.github_json import Json, Urls
-from sandbox.github_routes import ACTOR, BODY, SimulatorRoutes, invalid, json_response, not_found
+from sandbox.github_routes import ACTOR, BODY, SimulatorRoutes, invalid, not_found
 from sandbox.github_runs import Deployment, DeploymentStatus, SimJob, SimRun
 from sandbox.signing import github_signature_headers
 
@@ -241,8 +241,7 @@ class RuleRoutes(SimulatorRoutes):
             and request.query.get("task", "deploy") == "deploy"
             and d.environment not in repository.unlisted_deployments
         ]
-        page, headers = self._paginate(request, found)
-        return json_response(page, headers=headers)
+        return self._listing(request, found)
 
     async def statuses(self, request: web.Request) -> web.Response:
         repository = self._repository(request)
@@ -253,5 +252,4 @@ class RuleRoutes(SimulatorRoutes):
         links = self.sim.check_run_links
         listed = deployment.statuses if self.sim.lists_oldest_first else deployment.statuses[::-1]
         items = [status_json(repository.urls, deployment, s, check_run_links=links) for s in listed]
-        page, headers = self._paginate(request, items)
-        return json_response(page, headers=headers)
+        return self._listing(request, items)

@@ -25,16 +25,7 @@ from bot.domain.rollout import (
     StageState,
     Track,
     TrackState,
-    check_from_json,
-    check_to_json,
-    contents_from_json,
-    contents_to_json,
-    reason_from_json,
-    reason_to_json,
-    schedule_from_json,
-    schedule_to_json,
-    verdict_from_json,
-    verdict_to_json,
+    codec,
 )
 from bot.domain.schedule import Schedule
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer
@@ -223,16 +214,18 @@ def _context(rollout: Rollout) -> dict[str, Any]:
     preflight = rollout.preflight
     return {
         "preflight": {
-            "flags": check_to_json(preflight.flags),
-            "migrations": check_to_json(preflight.migrations),
-            "image": check_to_json(preflight.image),
+            "flags": codec.check_to_json(preflight.flags),
+            "migrations": codec.check_to_json(preflight.migrations),
+            "image": codec.check_to_json(preflight.image),
         },
-        "contents": None if preflight.contents is None else contents_to_json(preflight.contents),
+        "contents": (
+            None if preflight.contents is None else codec.contents_to_json(preflight.contents)
+        ),
         # Beside "preflight", whose values an older version reads as checks; absent: not known.
         **({} if preflight.tag_commit is None else {"tag_commit": preflight.tag_commit}),
         "dispatched_at": _iso(rollout.dispatched_at),
         "gave_up_at": _iso(rollout.gave_up_at),
-        "schedule": None if rollout.schedule is None else schedule_to_json(rollout.schedule),
+        "schedule": None if rollout.schedule is None else codec.schedule_to_json(rollout.schedule),
         "told_outside": list(rollout.told_outside),
         "unread_since": _iso(rollout.unread_since),
         "told_unread": rollout.told_unread,
@@ -293,7 +286,7 @@ def _track_record(
         current_stage=_current_stage(track),
         ending=None if track.ending is None else track.ending.value,
         ended_reason=_kept(
-            stored.ended_reason, track.ended_reason, reason_from_json, reason_to_json
+            stored.ended_reason, track.ended_reason, codec.reason_from_json, codec.reason_to_json
         ),
         # Storage keeps no open track in an ended rollout.
         ended_at=track.ended_at or rollout_ended_at,
@@ -312,7 +305,9 @@ def _stage_record(stage: Stage, stored: StageRecord) -> StageRecord:
         observed_from=stage.observed_from,
         cleared_at=stage.cleared_at,
         verdict=None if verdict is None else verdict.verdict.value,
-        verdict_detail=_kept(stored.verdict_detail, verdict, verdict_from_json, verdict_to_json),
+        verdict_detail=_kept(
+            stored.verdict_detail, verdict, codec.verdict_from_json, codec.verdict_to_json
+        ),
     )
 
 
@@ -358,16 +353,16 @@ def _preflight(context: Mapping[str, Any]) -> Preflight:
     data, contents = context["preflight"], context.get("contents")
     commit = context.get("tag_commit")
     return Preflight(
-        flags=check_from_json(data["flags"]),
-        migrations=check_from_json(data["migrations"]),
-        image=check_from_json(data["image"]),
-        contents=None if contents is None else contents_from_json(contents),
+        flags=codec.check_from_json(data["flags"]),
+        migrations=codec.check_from_json(data["migrations"]),
+        image=codec.check_from_json(data["image"]),
+        contents=None if contents is None else codec.contents_from_json(contents),
         tag_commit=None if commit is None else str(commit),
     )
 
 
 def _schedule(data: Mapping[str, Any] | None) -> Schedule | None:
-    return None if data is None else schedule_from_json(data)
+    return None if data is None else codec.schedule_from_json(data)
 
 
 def _moment(value: str | None) -> datetime | None:
@@ -381,16 +376,19 @@ def _track(record: TrackRecord) -> Track:
         state=TrackState(record.state),
         stages=tuple(_stage(stage) for stage in record.stages),
         ending=None if record.ending is None else TrackState(record.ending),
-        ended_reason=None if record.ended_reason is None else reason_from_json(record.ended_reason),
+        ended_reason=(
+            None if record.ended_reason is None else codec.reason_from_json(record.ended_reason)
+        ),
     )
 
 
 def _stage(record: StageRecord) -> Stage:
+    detail = record.verdict_detail
     return from_row(
         Stage,
         record,
         state=StageState(record.state),
-        verdict=None if record.verdict_detail is None else verdict_from_json(record.verdict_detail),
+        verdict=None if detail is None else codec.verdict_from_json(detail),
     )
 
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 
 import pytest
-from test_webhooks import GitHubHook, observing, reading_held
+from test_webhooks import Delivery, GitHubHook, observing, reading_held
 
 from bot.domain.rollout import TrackState
 from sandbox.config import REPOSITORY
@@ -19,6 +19,19 @@ __all__ = ["observing"]  # the fixtures this module's tests use (and conftest's 
 pytestmark = pytest.mark.story
 
 
+async def a_look_held(box: Sandbox, hook: GitHubHook) -> tuple[int, Delivery, asyncio.Event]:
+    """A job's delivery followed, its follow-up's look held by GitHub: the rollout's run, that
+    delivery, and the event that lets GitHub answer."""
+    run_id = (await box.rollout()).run_id
+    assert run_id is not None
+    [job] = [d for d in hook.followed() if d.event == "workflow_job"][-1:]
+    answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/*/pending_deployments")
+    first = await hook.post(job.event, hook.unseen(job))
+    assert first.answer["result"] == "followed"
+    await reading_held(box)
+    return run_id, job, answered
+
+
 async def test_a_burst_holds_one_follow_up_per_rollout_and_acts_on_its_last_news(
     observing: tuple[Sandbox, GitHubHook],
 ) -> None:
@@ -27,19 +40,13 @@ async def test_a_burst_holds_one_follow_up_per_rollout_and_acts_on_its_last_news
     run cancelled on GitHub) is acted on once GitHub answers."""
     box, hook = observing
     webhooks = box.services.webhooks
-    before = await box.rollout()
-    assert before.run_id is not None
-    [job] = [d for d in hook.followed() if d.event == "workflow_job"][-1:]
-    answered = box.github.hold("GET", f"/repos/{REPOSITORY}/actions/runs/*/pending_deployments")
+    run_id, job, answered = await a_look_held(box, hook)
     try:
-        first = await hook.post(job.event, hook.unseen(job))
-        assert first.answer["result"] == "followed"
-        await reading_held(box)
         steps = [json.dumps({**json.loads(job.body), "step": n}).encode() for n in range(20)]
         burst = await asyncio.gather(*(hook.post(job.event, step) for step in steps))
         assert {d.answer["result"] for d in burst} == {"followed"}
         assert len(webhooks._tasks) == 1  # one follow-up in flight; the burst waits in it
-        box.github.engine.cancel(before.run_id)  # the last news: the run cancelled on GitHub
+        box.github.engine.cancel(run_id)  # the last news: the run cancelled on GitHub
         await box.github.settle()
         assert len(webhooks._tasks) == 1
     finally:
@@ -67,3 +74,30 @@ async def test_the_locks_of_a_rollout_are_forgotten_once_idle(
     await hook.settled()
     assert len(rollouts.effects._locks) == 0
     assert len(follower._reading) == 0
+
+
+async def test_follow_ups_a_shutdown_drops_are_acted_on_by_the_next_poll(
+    observing: tuple[Sandbox, GitHubHook],
+) -> None:
+    """A shutdown cancels the follow-up in flight (GitHub holds its look) and drops the
+    deliveries queued behind it (the run cancelled on GitHub): nothing is lost, as the
+    reconcile is level-triggered, and the restarted bot's first poll acts on that news."""
+    box, hook = observing
+    run_id, _, answered = await a_look_held(box, hook)
+    try:
+        box.github.engine.cancel(run_id)  # its deliveries wait behind the held look
+        await box.github.settle()
+        webhooks = box.services.webhooks
+        assert len(webhooks._tasks) == 1 and webhooks._queued
+        await webhooks.close(grace=0)  # the shutdown's grace is over: the follow-up cancelled
+        assert not webhooks._tasks and not webhooks._queued
+    finally:
+        answered.set()
+    assert (await box.rollout()).track("relay").state is TrackState.ACTIVE
+    assert "cancelled" not in "\n".join(box.thread())
+
+    await box.restart_bot({})  # its first poll looks at every run it follows
+
+    after = await box.wait_until(lambda r: r.track("relay").state is not TrackState.ACTIVE)
+    assert after.track("desktop").state is not TrackState.ACTIVE
+    assert "cancelled" in "\n".join(box.thread())

@@ -202,13 +202,14 @@ class EffectRunner:
         ]
         messages.extend(also)
         changed = rollout != before
-        # An approval goes to GitHub only after a save that checked the rollout is still as
-        # read: one asked again (GitHub failed it; the stage is saved as deploying already)
-        # changes nothing, and a stop another replica saved since must fail it, not follow it.
+        # An approval goes to GitHub only once the rollout is checked still as read (a stop
+        # saved since must fail it). One asked again (GitHub failed it) changes nothing: checked,
+        # not saved, so that a person's action decided meanwhile is not refused for it.
         approves = any(isinstance(e, Review) and e.approve for e in decision.effects)
-        if changed or approves:
-            if changed:
-                messages.append(card(rollout))
+        if approves and not changed and (await self.get(rollout.id)).version != rollout.version:
+            raise ConcurrentChange(f"{rollout.id} saved since read", rollout_id=rollout.id)
+        if changed:
+            messages.append(card(rollout))
             if before.phase is not Phase.ENDED and rollout.phase is Phase.ENDED and rollout.run_id:
                 # Saved with the ending: one replica wins, one summary. Not again after a re-run
                 # when the first is posted, or still to be (drawn at delivery): only if given up.

@@ -6,7 +6,8 @@ effect's key (`bot.domain.controls.effect_key`) is claimed in the database befor
 service call, completed after it, or released when the call failed so the click can be
 repeated. A claim whose answer the database lost was withdrawn by the store: the person is
 told nothing was done (`NothingDone`), not that it may have been. Whoever loses a claim waits
-for the winner and is told "already done by @someone at <time>".
+for the winner and is told "already done by @someone at <time>"; when the winner failed and
+changed nothing, the request acts after all, and is told its own outcome.
 """
 
 from __future__ import annotations
@@ -150,7 +151,13 @@ class ExactlyOnce:
             if held is not None and moved_past is not None and self._lapsed(held):
                 raise self._stale(held, what, moved_past)
             if held is not None:
-                raise await self._already(held, what, wait=wait)
+                settled = await self._settled(held, wait=wait)
+                if settled is None and wait:
+                    # Its holder failed and changed nothing: this request acts itself, and
+                    # whoever made it is told its own outcome (a refusal says why), not sent
+                    # to the holder's answer, which they never see.
+                    continue
+                raise self._told(held, settled, what)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         acting = _Acting(claim)
@@ -308,21 +315,33 @@ class ExactlyOnce:
     async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
         """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
         when, or who is doing it."""
-        first = held
+        return self._told(held, await self._settled(held, wait=wait), what)
+
+    async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
+        """The claim `held` once its owner finished (waited for unless not `wait`), or as it
+        stands when the wait ran out (still claimed); None when its owner gave it back (it
+        failed and changed nothing)."""
         claim: Claim | None = held
-        at = self._words.slack_time
         deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
         while claim is not None and claim.state is ClaimState.CLAIMED:
             if time.monotonic() >= deadline:
-                lapses = at(claim.claimed_at + self._claims.lease)
-                return BeingDone(
-                    f"Already being done by {self._who(claim.actor)} since "
-                    f"{at(claim.claimed_at)}: {what}. The card shows the outcome. If the bot "
-                    f"stopped in the middle of it, its claim lapses at {lapses}: click again "
-                    "after that."
-                )
+                return claim
             await asyncio.sleep(self._poll_interval)
             claim = await self._claims.get(held.key)
+        return claim
+
+    def _told(self, first: Claim, claim: Claim | None, what: str) -> RolloutError:
+        """What whoever came second is told of the claim `first` as it now stands (`claim`,
+        `_settled`): being done, done, or failed by its owner."""
+        at = self._words.slack_time
+        if claim is not None and claim.state is ClaimState.CLAIMED:
+            lapses = at(claim.claimed_at + self._claims.lease)
+            return BeingDone(
+                f"Already being done by {self._who(claim.actor)} since "
+                f"{at(claim.claimed_at)}: {what}. The card shows the outcome. If the bot "
+                f"stopped in the middle of it, its claim lapses at {lapses}: click again "
+                "after that."
+            )
         if claim is None:
             return InvalidTransition(
                 f"{self._who(first.actor, start=True)} tried to {what} at "

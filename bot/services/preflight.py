@@ -44,7 +44,12 @@ from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
 from bot.services.ports import Words
-from bot.services.preflight_tag import read_tag_commit, unmoved_refusal
+from bot.services.preflight_tag import (
+    flags_after_move,
+    read_tag_commit,
+    scheduled_commit,
+    unmoved_refusal,
+)
 from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
 
@@ -90,8 +95,8 @@ class Preflights:
             else Check(CheckState.PENDING, "waiting for the starter to confirm")
         )
         rollout = await self.checked(tag=tag, flags=flags, channel_id=channel_id, actor=actor)
-        if schedule is not None:  # where the tag is now: a tag moved by then holds the dispatch
-            schedule = replace(schedule, tag_commit=await effects.github.tag_commit(tag) or "")
+        if schedule is not None:  # the commit checked: a tag moved by then holds the dispatch
+            schedule = replace(schedule, tag_commit=await scheduled_commit(effects.github, rollout))
         rollout = replace(rollout, schedule=schedule)
         said, timers = [], []
         if schedule is not None:  # the timer is written with the rollout: never one without
@@ -133,8 +138,9 @@ class Preflights:
         )
 
     async def checked(self, *, tag: str, flags: Check, channel_id: str, actor: str) -> Rollout:
-        """A new rollout of `tag` in its preflight, its checks made, not saved yet (refused
-        while a track is taken)."""
+        """A new rollout of `tag` in its preflight, its checks made at the tag's commit read
+        first (Dispatch is refused once the tag moves off it), not saved yet (refused while a
+        track is taken)."""
         effects = self._effects
         for track in self.plan.tracks:
             active = await effects.store.active_on_track(track)
@@ -145,11 +151,11 @@ class Preflights:
                 active = await effects.get(active.id)
             if active is not None:
                 raise _in_progress(active, track, self._words)
+        commit = await read_tag_commit(effects.github, tag, before=None)
         migrations, image = await self._github_checks(self.plan, tag)
         contents = await read_contents(
-            github=effects.github, store=effects.store, plan=self.plan, tag=tag
+            github=effects.github, store=effects.store, plan=self.plan, tag=tag, at=commit
         )
-        commit = await read_tag_commit(effects.github, tag, before=None)
         return machine.new_rollout(
             rollout_id=new_rollout_id(),
             tag=tag,
@@ -235,9 +241,9 @@ class Preflights:
         return Check(CheckState.FAIL, f"`{package}:{tag}` is not published yet")
 
     async def recheck(self, *, rollout_id: str, actor: str) -> Rollout:
-        """Run the preflight's GitHub checks and read the release's contents again (the flags
-        stay as confirmed). The card is redrawn as a new version even when nothing changed, so
-        Re-check can be clicked again."""
+        """Read the tag's commit, the GitHub checks and the contents again; the flags stay as
+        confirmed unless the tag moved (`flags_after_move`). The card is redrawn as a new
+        version even when nothing changed, so Re-check can be clicked again."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
@@ -246,14 +252,15 @@ class Preflights:
                     "The preflight is over: this rollout was already dispatched."
                 )
             plan = await effects.plan_of(rollout)
+            was = rollout.preflight
+            commit = await read_tag_commit(effects.github, rollout.tag, before=was.tag_commit)
             migrations, image = await self._github_checks(plan, rollout.tag)
             contents = await read_contents(
-                github=effects.github, store=effects.store, plan=plan, tag=rollout.tag
+                github=effects.github, store=effects.store, plan=plan, tag=rollout.tag, at=commit
             )
-            was = rollout.preflight  # its flags stay as confirmed
-            commit = await read_tag_commit(effects.github, rollout.tag, before=was.tag_commit)
+            flags = flags_after_move(rollout.tag, was.flags, was=was.tag_commit, now=commit)
             checked = replace(
-                rollout, preflight=Preflight(was.flags, migrations, image, contents, commit)
+                rollout, preflight=Preflight(flags, migrations, image, contents, commit)
             )
             log.info("preflight of %s re-checked by %s", rollout.tag, actor)
             return await effects.redraw(checked)

@@ -1,14 +1,15 @@
-"""The release tag's commit as the preflight read it, and the look at a person's Dispatch that
-the tag is still there: a tag force-pushed between the card and the click would otherwise ship
-a commit nobody preflighted (the workflow is dispatched with the tag's name, and checks out
-wherever the tag is then)."""
+"""The release tag's commit as the preflight read it (before its checks, which describe it), the
+flags asked for again when a Re-check finds the tag moved, and the look at a person's Dispatch
+that the tag is still there: a tag force-pushed between the card and the click would otherwise
+ship a commit nobody preflighted (the workflow is dispatched with the tag's name, and checks
+out wherever the tag is then)."""
 
 from __future__ import annotations
 
 import logging
 
 from bot.domain.errors import GitHubError
-from bot.domain.rollout import Rollout
+from bot.domain.rollout import Check, CheckState, Rollout
 from bot.services.ports import GitHubGateway
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,32 @@ async def read_tag_commit(github: GitHubGateway, tag: str, *, before: str | None
     except GitHubError as error:
         log.info("the commit of the tag %s could not be read: %s", tag, error.message)
         return before
+
+
+async def scheduled_commit(github: GitHubGateway, rollout: Rollout) -> str:
+    """The commit a scheduled start keeps (`Schedule.tag_commit`): the one its preflight read,
+    before its checks; read again when the preflight could not (GitHub failing, a tag too
+    deep to follow), raising `GitHubError` when it still cannot: the start is refused rather
+    than scheduled with no commit to hold the dispatch by."""
+    seen = rollout.preflight.tag_commit
+    return await github.tag_commit(rollout.tag) or "" if seen is None else seen
+
+
+def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None) -> Check:
+    """The flags check once a Re-check read the tag at `now`, its preflight having read it at
+    `was`: as it was while the tag is where it was (or either is not known); otherwise waiting
+    for the starter again, saying the tag now points at another commit (old → new): a
+    confirmation given for the old commit never carries over to the new one."""
+    if was is None or now is None or was == now:
+        return flags
+    old = f"`{was[:12]}`" if was else "no commit"
+    new = f"`{now[:12]}`" if now else "no commit (the tag is gone from GitHub)"
+    return Check(
+        CheckState.PENDING,
+        f"`{tag}` now points at another commit: {old} → {new} (moved since its preflight "
+        "read it). A confirmation given for the old commit does not carry over: waiting for "
+        "the starter to confirm the feature flags for the new one",
+    )
 
 
 async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:

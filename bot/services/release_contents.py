@@ -29,10 +29,12 @@ release is gone (deleted) and cannot be compared with."""
 
 
 async def read_contents(
-    *, github: ChangesSource, store: Rollouts, plan: RolloutPlan, tag: str
+    *, github: ChangesSource, store: Rollouts, plan: RolloutPlan, tag: str, at: str | None = None
 ) -> ReleaseContents:
     """The changes `tag` brings since the last release (two GitHub requests at most, unless
-    the last release's tag is gone)."""
+    the last release's tag is gone): compared at `at`, the commit its preflight read the tag
+    at, so they describe that commit even if the tag moves meanwhile (the tag's name when
+    the commit is not known)."""
     since: LastRelease | None = None
     try:
         released = await store.last_released()
@@ -43,12 +45,12 @@ async def read_contents(
         if since is None or since.tag == tag:  # the first release, or the one live: nothing new
             return ReleaseContents(tag=tag, since=since)
         try:
-            comparison = await github.compare(base=since.tag, head=tag)
+            comparison = await github.compare(base=since.tag, head=at or tag)
         except RefNotFound:
             if await github.tag_exists(since.tag):
                 raise  # the tag started is the one GitHub does not know
             return await _instead_of_gone(
-                github=github, store=store, plan=plan, tag=tag, gone=since, released=released
+                github=github, store=store, plan=plan, tag=tag, at=at, gone=since, released=released
             )
     except GitHubError as error:
         log.info("the changes in %s could not be read: %s", tag, error.cause)
@@ -62,6 +64,7 @@ async def _instead_of_gone(
     store: Rollouts,
     plan: RolloutPlan,
     tag: str,
+    at: str | None,
     gone: LastRelease,
     released: Rollout | None,
 ) -> ReleaseContents:
@@ -77,7 +80,7 @@ async def _instead_of_gone(
             break
         if earlier.tag != gone.tag and await github.tag_exists(earlier.tag):
             since = LastRelease(earlier.tag, Since.ROLLOUT)
-            comparison = await github.compare(base=since.tag, head=tag)
+            comparison = await github.compare(base=since.tag, head=at or tag)
             contents = release_contents(tag=tag, since=since, comparison=comparison, plan=plan)
             return replace(contents, gone=gone.tag)
     unread = f"the tag `{gone.tag}` is gone from GitHub"

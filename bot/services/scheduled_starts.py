@@ -148,7 +148,10 @@ class ScheduledStarts:
         self, origin: Origin, checked: Rollout, at: datetime, attempt: _Attempt
     ) -> None:
         plan = await self.rollouts.plan_of(checked)
-        held = await self._held(checked)
+        # Its recheck found the tag moved (and asked for the flags again): said as a move.
+        held = _moved_hold(checked, checked.preflight.tag_commit)
+        if held is None:
+            held = await self._held(checked)
         if held is None and two_person_refusal(
             plan, checked, control=Control.DISPATCH, track=None, actor=checked.started_by
         ):
@@ -182,22 +185,9 @@ class ScheduledStarts:
         holds the dispatch only at the tag's commit now, `_released_meanwhile`). Nothing when
         the schedule kept no commit (no such tag then; saved by an older version). A look
         GitHub fails raises (the timer tries again)."""
-        scheduled = rollout.schedule.tag_commit if rollout.schedule is not None else ""
-        if not scheduled:
+        if rollout.schedule is None or not rollout.schedule.tag_commit:
             return None
-        now = await self.rollouts.effects.github.tag_commit(rollout.tag)
-        if now == scheduled:
-            return None
-        where = f"is at `{now[:12]}`" if now else "is gone from GitHub"
-        return Held(
-            error=Reason(
-                f"`{rollout.tag}` was moved since the start was scheduled: it was at "
-                f"`{scheduled[:12]}` and now {where}, so what was scheduled is not what would "
-                "be released (a run by hand may have released the old commit). It was not "
-                "dispatched: check the tag and its runs on GitHub; an approver clicks Dispatch "
-                "if the tag is where it should be, else Cancel"
-            )
-        )
+        return _moved_hold(rollout, await self.rollouts.effects.github.tag_commit(rollout.tag))
 
     async def _released_meanwhile(self, rollout: Rollout, plan: RolloutPlan) -> Held | None:
         """Look before acting: a run of the workflow on the release since the start was
@@ -301,6 +291,25 @@ def _missed(timer: Timer, late: timedelta) -> Reason:
             f"{minutes} minutes late"
         )
     return Reason(f"the bot was not running then (it is back {minutes} minutes late)")
+
+
+def _moved_hold(rollout: Rollout, now: str | None) -> Held | None:
+    """The hold of a dispatch whose tag is at `now` (None: not known), no longer where it was
+    when the start was scheduled (`ScheduledStarts._tag_moved`); None when it is there, or the
+    schedule kept no commit."""
+    scheduled = rollout.schedule.tag_commit if rollout.schedule is not None else ""
+    if not scheduled or now is None or now == scheduled:
+        return None
+    where = f"is at `{now[:12]}`" if now else "is gone from GitHub"
+    return Held(
+        error=Reason(
+            f"`{rollout.tag}` was moved since the start was scheduled: it was at "
+            f"`{scheduled[:12]}` and now {where}, so what was scheduled is not what would "
+            "be released (a run by hand may have released the old commit). It was not "
+            "dispatched: check the tag and its runs on GitHub; an approver clicks Dispatch "
+            "if the tag is where it should be, else Cancel"
+        )
+    )
 
 
 def _scheduled_at(timer: Timer) -> datetime:

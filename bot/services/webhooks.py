@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from bot.domain import protection_rules
@@ -51,6 +52,13 @@ log = logging.getLogger(__name__)
 
 Unfollowed = Callable[[protection_rules.RuleRequest], Coroutine[Any, Any, None]]
 """What is done with a request for a run no rollout follows (`UnfollowedRuns.kept`)."""
+
+Turn = Callable[[list[Any]], Coroutine[Any, Any, None]]
+"""One turn of a follow-up: acts on the deliveries that came since the last (`_spawn`)."""
+
+UNFOLLOWED = ("unfollowed", "")
+"""The one follow-up key of every request for a run no rollout follows: a flood of them, one
+task (each run's card asks GitHub, one request after another)."""
 
 MAX_RUN_ID = 2**63 - 1
 """Run ids are stored as 64-bit integers; a larger one cannot be a run the bot follows."""
@@ -104,9 +112,9 @@ class GitHubWebhooks:
     """GitHub's id of the repository, once the bot read it (None: not yet): deliveries of
     the repository under a new name (renamed, transferred) are known by it."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
-    _queued: dict[str, list[RunEvent]] = field(default_factory=dict, init=False)
-    """Per rollout whose follow-up is in flight, the deliveries that came since: acted on
-    together by that follow-up's next turn (`_follow`)."""
+    _queued: dict[tuple[str, str], list[Any]] = field(default_factory=dict, init=False)
+    """Per key whose follow-up is in flight (a rollout's, or `UNFOLLOWED`), the deliveries
+    that came since: acted on together by that follow-up's next turn (`_turns`)."""
     _renamed: set[str] = field(default_factory=set, init=False)
     """The new names the log was told of (one WARNING each)."""
     unconfirmed: UnconfirmedRules | None = field(default=None, init=False)
@@ -195,7 +203,7 @@ class GitHubWebhooks:
                 "delivery (its id or its signed body) already processed",
                 rollout_id,
             )
-        self._spawn(rollout_id, found, name=f"webhook {delivery_id}")
+        self._follow_rollout(rollout_id, found, name=f"webhook {delivery_id}")
         return Intake(Taken.FOLLOWED, f"{event} {found.action} of run {found.run_id}", rollout_id)
 
     async def _rule_request(self, delivery_id: str, payload: Mapping[str, Any]) -> Intake:
@@ -241,7 +249,8 @@ class GitHubWebhooks:
             if (following is None or ended) and self.unfollowed is not None:
                 # A run the bot did not start, maybe, or a re-run of one whose rollout ended:
                 # its card (`bot.services.unfollowed_runs`).
-                self._background(self.unfollowed(request), name=f"unfollowed {request.key}")
+                # One follow-up in flight for all of them: a flood of requests costs one task.
+                self._spawn(UNFOLLOWED, request, self._unfollowed, name=f"unfollowed {request.key}")
             return Intake(Taken.KEPT, f"{what} kept: no active rollout follows the run yet")
         found = RunEvent(
             protection_rules.EVENT,
@@ -250,41 +259,58 @@ class GitHubWebhooks:
             request.run_id,
             environment=request.environment,
         )
-        self._spawn(following[0], found, name=f"protection rule {request.key}")
+        self._follow_rollout(following[0], found, name=f"protection rule {request.key}")
         return Intake(Taken.FOLLOWED, what, following[0])
 
-    def _spawn(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
-        """Follow up a delivery: one follow-up in flight per rollout; a delivery that comes
-        meanwhile waits for its next turn, with the others that came (one look for all)."""
-        queued = self._queued.get(rollout_id)
+    def _follow_rollout(self, rollout_id: str, event: RunEvent, *, name: str) -> None:
+        """Follow up a delivery about the run the rollout follows (`_follow`)."""
+        self._spawn(("rollout", rollout_id), event, partial(self._follow, rollout_id), name=name)
+
+    def _spawn(self, key: tuple[str, str], item: Any, act: Turn, *, name: str) -> None:
+        """Follow up a delivery (`item`): one follow-up in flight per `key`; a delivery that
+        comes meanwhile waits for its next turn, with the others that came (`act` on them all
+        at once: one look for a rollout's)."""
+        queued = self._queued.get(key)
         if queued is not None:
-            queued.append(event)
+            queued.append(item)
             return
-        self._queued[rollout_id] = [event]
-        self._background(self._follow(rollout_id), name=name)
+        self._queued[key] = [item]
+        self._background(self._turns(key, act), name=name)
 
     def _background(self, work: Coroutine[Any, Any, None], *, name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    async def _follow(self, rollout_id: str) -> None:
-        """Act on the rollout's deliveries, those that came during each turn in the next,
-        until none is left."""
+    async def _turns(self, key: tuple[str, str], act: Turn) -> None:
+        """Act on the deliveries of `key`, those that came during each turn in the next, until
+        none is left."""
         try:
-            while events := self._queued[rollout_id]:
-                self._queued[rollout_id] = []
-                with rollout_context(rollout_id):
-                    try:
-                        await self.rollouts.follow_github_events(
-                            rollout_id=rollout_id, events=events
-                        )
-                    except Exception as error:
-                        # The poller reconciles the same run later; the next turn looks too.
-                        failed = f"acting on {len(events)} webhook deliveries failed"
-                        log_failure(log, failed, error)
+            while items := self._queued[key]:
+                self._queued[key] = []
+                await act(items)
         finally:
-            del self._queued[rollout_id]
+            del self._queued[key]
+
+    async def _follow(self, rollout_id: str, events: list[RunEvent]) -> None:
+        """Act on deliveries about the run a rollout follows, in one look."""
+        with rollout_context(rollout_id):
+            try:
+                await self.rollouts.follow_github_events(rollout_id=rollout_id, events=events)
+            except Exception as error:
+                # The poller reconciles the same run later; the next turn looks too.
+                failed = f"acting on {len(events)} webhook deliveries failed"
+                log_failure(log, failed, error)
+
+    async def _unfollowed(self, requests: list[RuleRequest]) -> None:
+        """Act on requests for runs no rollout follows, one after the other."""
+        assert self.unfollowed is not None  # `keep` queues none without it
+        for request in requests:
+            try:
+                await self.unfollowed(request)
+            except Exception as error:
+                # The poller's sweep takes the request up again; the others go on.
+                log_failure(log, f"acting on unfollowed {request.key} failed", error)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -330,9 +330,13 @@ def _rerun_unseen(
     reason = StopReason(StopKind.RERUN, outcome=str(snapshot.attempt))
     ended: list[tuple[str, str | None]] = []
     for track in rollout.tracks:
+        plan_track = plan.track(track.name)
+        if track.name in rollout.untold_stops:
+            # Its stop's line is owed (its process died, or still reads the run): told first,
+            # with the stop's own reason. The new attempt's waits say nothing of the old one.
+            tell_untold_stop(work, plan_track, track, (), at=len(work.effects))
         if track.state in TERMINAL_TRACK:
             continue
-        plan_track = plan.track(track.name)
         stage, stopped = track.current, track
         if stage is not None and stage.state in WATCHED:
             if stage.state is StageState.OBSERVING:

@@ -1,0 +1,166 @@
+"""The release tag moved while its preflight waits: what Re-check says and what it keeps, and a
+tag moved while the preflight reads GitHub (each test's docstring says what went wrong before).
+Signed Slack requests, the real app, the simulators."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import test_scheduled_starts as starts
+from figures import passing_sandbox
+from sandbox_views import value_of
+from test_scheduled_starts import APPROVERS_ENV
+
+from bot.domain.rollout import CheckState, Phase
+from sandbox.config import RELEASE_MANAGER
+from sandbox.github_history import History
+from sandbox.harness import Sandbox
+
+pytestmark = pytest.mark.story
+
+TAG = "v1.4.2"
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with passing_sandbox(tmp_path, database_url=database_url, extra_env=APPROVERS_ENV) as sb:
+        sb.slack.time_zones[RELEASE_MANAGER] = "Europe/Berlin"
+        yield sb
+
+
+def _line(history: History) -> tuple[str, str]:
+    """v1.4.1 released; one pull request, TAG on it; then another: (TAG's commit, the next)."""
+    history.commit("Initial import", at=NOW, author="ana")
+    history.tag("v1.4.1")
+    history.publish("v1.4.1", NOW)
+    tagged = history.squash("Add an index", 20, at=NOW, author="bo", files=("a.rs",)).sha
+    history.tag(TAG)
+    fix = history.squash("A fix pushed later", 21, at=NOW, author="cy", files=("b.rs",)).sha
+    return tagged, fix
+
+
+def _moved_while_compared(monkeypatch: pytest.MonkeyPatch, history: History, to: str) -> None:
+    """TAG force-pushed to `to` right after GitHub resolved the comparison's head."""
+    index = history.index
+
+    def moving(ref: str, default_branch: str) -> int | None:
+        found = index(ref, default_branch)
+        if ref != "v1.4.1":
+            history.tags[TAG] = to
+        return found
+
+    monkeypatch.setattr(history, "index", moving)
+
+
+async def test_re_check_says_the_tag_moved_and_asks_for_the_flags_again(box: Sandbox) -> None:
+    """Re-check read the tag where it was now and kept it silently, the flags confirmed for
+    the old commit carried over: Dispatch released a commit nobody had confirmed."""
+    old, new = _line(box.github.history)
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
+    await box.command(f"start {TAG} --flags-ready")
+    recheck = await value_of(box, "recheck")
+    assert (await box.rollout()).preflight.tag_commit == old
+    box.github.history.tags[TAG] = new
+
+    await box.click("recheck", value=recheck)
+
+    await box.slack.wait_for(lambda: "[Re-check]" not in box.card_message().rendered)
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == new
+    assert rollout.preflight.flags.state is CheckState.PENDING
+    shown = box.card_message().rendered
+    assert f"`{TAG}` now points at another commit: `{old[:12]}` → `{new[:12]}`" in shown, shown
+    assert "[Dispatch]" not in shown and "[Feature flags validated]" in shown, shown
+
+    assert await box.click("confirm_flags") is None
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+    assert await box.click("dispatch") is None
+    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(box.github.dispatches) == 1
+
+
+async def test_re_check_of_a_tag_still_there_keeps_the_flags(box: Sandbox) -> None:
+    old, _ = _line(box.github.history)
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
+    await box.command(f"start {TAG} --flags-ready")
+
+    await box.click("recheck", value=await value_of(box, "recheck"))
+
+    await box.slack.wait_for(lambda: "[Re-check]" not in box.card_message().rendered)
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == old
+    assert rollout.preflight.flags.state is CheckState.PASS
+    assert "now points at another commit" not in box.card_message().rendered
+
+
+async def test_a_tag_moved_while_the_preflight_reads_keeps_the_commit_it_checked(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preflight read the tag's commit after its checks: a tag moved meanwhile left a card
+    describing one commit and a Dispatch that released another, unrefused."""
+    old, new = _line(box.github.history)
+    _moved_while_compared(monkeypatch, box.github.history, new)
+
+    await box.command(f"start {TAG} --flags-ready")
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+
+    assert box.github.history.tags[TAG] == new
+    assert (await box.rollout()).preflight.tag_commit == old
+    answer = await box.click("dispatch")
+    assert answer is not None and f"`{TAG}` was moved since its preflight" in answer, answer
+    assert box.github.dispatches == []
+
+
+async def test_a_scheduled_start_keeps_the_commit_its_preflight_checked(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schedule read the tag once more after the preflight: a tag moved during the
+    preflight's reads was scheduled at its new commit, which nobody had checked, and went."""
+    old, new = _line(box.github.history)
+    _moved_while_compared(monkeypatch, box.github.history, new)
+
+    await starts.scheduled(box)
+
+    rollout = await box.rollout()
+    assert rollout.schedule is not None
+    assert rollout.schedule.tag_commit == rollout.preflight.tag_commit == old
+
+
+async def test_a_scheduled_dispatch_held_for_a_moved_tag_asks_for_the_flags_again(
+    box: Sandbox,
+) -> None:
+    """The hold said the tag moved, but its recheck kept the new commit with the flags
+    confirmed for the old one: an approver's Dispatch then released the new commit, its flags
+    never confirmed for it."""
+    old, new = _line(box.github.history)
+    at = await starts.scheduled(box)
+    box.github.history.tags[TAG] = new
+
+    await starts.reach(box, at)
+
+    said = await starts.told_in_thread(box, "did not go")
+    assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == new
+    assert rollout.preflight.flags.state is CheckState.PENDING
+    await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
+    assert "[Dispatch" not in box.card_message().rendered
+    assert box.github.dispatches == []
+
+
+async def test_a_scheduled_start_of_a_tag_the_preflight_could_not_follow_is_refused(
+    box: Sandbox,
+) -> None:
+    """The schedule keeps the commit its preflight read; one the preflight could not read (a
+    tag too deep to follow, GitHub failing) is read again, as before, and the start refused
+    when it cannot be: a schedule that keeps no commit is never held for a moved tag."""
+    box.github.push_tag(TAG, annotated=True, levels=5)
+
+    said = await box.command(starts.SCHEDULED)
+
+    assert f"Could not read which commit the tag `{TAG}` is at" in said, said
+    assert box.github.dispatches == [] and await box.rollouts() == []

@@ -1,0 +1,60 @@
+"""A second person's stop pressed while a first person's is being settled (the first kill
+reads the run on GitHub): when the first is put back (GA already approved and deploying),
+the second person is told that their stop, too, was refused, and why; each person once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from figures import RELAY_OK, RINGS_OK
+from sandbox_views import dispatched
+from test_stop_races import ga_approved, kills_of, put_back
+
+from bot.domain.rollout import Rollout
+from sandbox.config import RELEASE_MANAGER
+from sandbox.harness import Sandbox, fast_plan, write_figures
+
+pytestmark = pytest.mark.story
+
+SECOND = "U0RELMGR02"
+REFUSED = "already deploying GA ring"
+
+
+async def test_a_second_kill_pressed_while_the_first_is_put_back_is_told_why_it_is_refused(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = fast_plan(tmp_path / "figures.yml", window="1s", extension="1s")
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=approvers
+    ) as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await ga_approved(box)
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+        read: Callable[[Rollout], Awaitable[frozenset[str] | None]] = stops._waiting
+        reading, answered = asyncio.Event(), asyncio.Event()
+
+        async def read_once_the_second_kill_is_pressed(rollout: Rollout) -> frozenset[str] | None:
+            reading.set()
+            await answered.wait()
+            return await read(rollout)
+
+        monkeypatch.setattr(stops, "_waiting", read_once_the_second_kill_is_pressed)
+        first = asyncio.create_task(box.command("kill crash spike"))
+        await reading.wait()
+        second_url = await box.send_command("kill crash spike too", user=SECOND)
+        answered.set()
+        monkeypatch.setattr(stops, "_waiting", read)
+
+        assert REFUSED in await first
+        (second,) = await box.slack.wait_for_response(second_url, timeout=30)
+        shown = str(second.body)
+        assert REFUSED in shown, shown
+        after = await put_back(box)
+        kills = await kills_of(box, after)
+        assert kills.count(("desktop", "refused")) == 2, kills
