@@ -48,9 +48,9 @@ from bot.services.preflight_checks import github_checks
 from bot.services.preflight_tag import (
     flags_after_move,
     moved_refusal,
-    moved_to,
     read_tag_commit,
     scheduled_commit,
+    where_moved,
 )
 from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
@@ -259,8 +259,8 @@ class Preflights:
         scheduled dispatch (`scheduled_at`) is refused here, under the rollout's lock, unless
         it is still scheduled then (a Cancel schedule may land while its preflight was being
         re-checked). A person's click is refused while the tag is not where its preflight read
-        it, or GitHub does not say (`moved_to`): the card then offers Re-check. A dispatch GitHub refuses changes
-        nothing: the schedule is kept."""
+        it (the card then offers Re-check), or GitHub does not say (`where_moved`). A
+        dispatch GitHub refuses changes nothing: the schedule is kept."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
@@ -269,15 +269,15 @@ class Preflights:
                 late := await self._dispatched.late_run(rollout, plan)
             ):
                 return late  # the run of the dispatch the bot gave up on: never a second
-            now = effects.clock()
+            now, github = effects.clock(), effects.github
             try:
                 begun = machine.begin_dispatch(rollout, now=now, scheduled_at=scheduled_at)
                 # A person's click: the tag still where the preflight read it (a scheduled
                 # dispatch looks at the schedule's commit, `bot.services.scheduled_starts`).
-                if scheduled_at is None and (moved := await moved_to(effects.github, rollout)) is not None:
-                    await effects.redraw(  # the card offers Re-check, to read the tag there
-                        replace(rollout, preflight=replace(rollout.preflight, moved_to=moved))
-                    )
+                moved = None if scheduled_at is not None else await where_moved(github, rollout)
+                if moved is not None:  # the card offers Re-check, to read the tag there
+                    found = replace(rollout.preflight, moved_to=moved)
+                    await effects.redraw(replace(rollout, preflight=found))
                     raise InvalidTransition(moved_refusal(rollout, moved))
             except (InvalidTransition, GitHubError) as error:
                 await effects.refuse(actor, "dispatch", rollout, error.message)
@@ -287,7 +287,7 @@ class Preflights:
                 tag=rollout.tag, feature_flags_ready=True, baselines=_baselines(plan)
             )
             try:
-                run = await effects.github.dispatch(
+                run = await github.dispatch(
                     workflow_file=plan.workflow.file,
                     ref=plan.workflow.ref,
                     inputs=inputs,

@@ -10,9 +10,7 @@ from bot.domain.rollout import Check, CheckState
 from bot.services.ports import GitHubGateway
 
 
-async def github_checks(
-    github: GitHubGateway, plan: RolloutPlan, tag: str
-) -> tuple[Check, Check]:
+async def github_checks(github: GitHubGateway, plan: RolloutPlan, tag: str) -> tuple[Check, Check]:
     """The preflight checks GitHub answers: the migrations, and the image (when the plan
     checks it). A check GitHub failed to answer is an ERROR that says it was not checked."""
     rule = plan.preflight

@@ -1,8 +1,8 @@
 """The release tag's commit as the preflight read it (before its checks, which describe it), the
 flags asked for again when a Re-check finds the tag moved, and the look at a person's Dispatch
-that the tag is still there (refused, it offers Re-check): a tag force-pushed between the card and the click would otherwise
-ship a commit nobody preflighted (the workflow is dispatched with the tag's name, and checks
-out wherever the tag is then)."""
+that the tag is still there (refused, the card offers Re-check): a tag force-pushed between the
+card and the click would otherwise ship a commit nobody preflighted (the workflow is dispatched
+with the tag's name, and checks out wherever the tag is then)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None
     )
 
 
-async def moved_to(github: GitHubGateway, rollout: Rollout) -> str | None:
+async def where_moved(github: GitHubGateway, rollout: Rollout) -> str | None:
     """Look before a person's Dispatch: the commit the tag is at now ("": gone from GitHub)
     when it is no longer where its preflight read it; None when it is there, or when the
     preflight kept no commit (an older version's, or GitHub did not say then, or the tag is too
@@ -74,8 +74,8 @@ async def moved_to(github: GitHubGateway, rollout: Rollout) -> str | None:
 
 
 def moved_refusal(rollout: Rollout, now: str) -> str:
-    """Why a person's Dispatch may not go, the tag found at `now` (`moved_to`): both commits,
-    and what to do (the card offers Re-check meanwhile, `Preflight.moved_to`)."""
+    """Why a person's Dispatch may not go, the tag found at `now` (`where_moved`): both
+    commits, and what to do (the card offers Re-check meanwhile, `Preflight.moved_to`)."""
     seen, tag = rollout.preflight.tag_commit, rollout.tag
     was = f"its preflight read it at `{seen[:12]}`" if seen else "GitHub had no such tag then"
     where = f"it is now at `{now[:12]}`" if now else "it is now gone from GitHub"

@@ -314,7 +314,8 @@ def _moved_hold(rollout: Rollout, now: str | None) -> Held | None:
 def _after_move(rollout: Rollout, now: str) -> str:
     """What a person does once a moved tag held the dispatch, as its preflight stands: the
     flags are asked for again when its re-check read the tag at `now` (`flags_after_move`); a
-    person's Dispatch is refused while it kept another commit (`moved_to`), offering Re-check."""
+    person's Dispatch is refused while it kept another commit (`where_moved`), offering
+    Re-check."""
     seen, flags = rollout.preflight.tag_commit, rollout.preflight.flags
     if seen == now and flags.state is CheckState.PENDING:
         return (
