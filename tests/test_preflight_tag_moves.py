@@ -63,6 +63,8 @@ async def _held_asking_for_the_flags(box: Sandbox, at: datetime, old: str, new: 
 
     said = await starts.told_in_thread(box, "did not go")
     assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
+    # What happens next: the starter confirms the flags first (not "an approver clicks Dispatch").
+    assert "the starter confirms the feature flags for the commit it is at now" in said, said
     rollout = await box.rollout()
     assert rollout.preflight.tag_commit == new
     assert rollout.preflight.flags.state is CheckState.PENDING

@@ -1,8 +1,8 @@
 """The release tag's commit as the preflight read it (before its checks, which describe it), the
 flags asked for again when a Re-check finds the tag moved, and the look at a person's Dispatch
-that the tag is still there: a tag force-pushed between the card and the click would otherwise
-ship a commit nobody preflighted (the workflow is dispatched with the tag's name, and checks
-out wherever the tag is then)."""
+that the tag is still there (refused, the card offers Re-check): a tag force-pushed between the
+card and the click would otherwise ship a commit nobody preflighted (the workflow is dispatched
+with the tag's name, and checks out wherever the tag is then)."""
 
 from __future__ import annotations
 
@@ -75,16 +75,15 @@ def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None
     return Check(CheckState.PENDING, said)
 
 
-async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
-    """Look before a person's Dispatch: why it may not go because the tag is no longer where
-    its preflight read it (naming both commits, and what to do); "" when it is there, or when
-    the preflight kept no commit (an older version's, or GitHub did not say then, or the tag is
-    too deep to follow): nothing to compare, GitHub is not asked. GitHub failing to say where
-    the tag is raises `GitHubError`, saying the bot could not check and nothing was
-    dispatched."""
+async def where_moved(github: GitHubGateway, rollout: Rollout) -> str | None:
+    """Look before a person's Dispatch: the commit the tag is at now ("": gone from GitHub)
+    when it is no longer where its preflight read it; None when it is there, or when the
+    preflight kept no commit (an older version's, or GitHub did not say then, or the tag is too
+    deep to follow): nothing to compare, GitHub is not asked. GitHub failing to say where the
+    tag is raises `GitHubError`, saying the bot could not check and nothing was dispatched."""
     seen, tag = rollout.preflight.tag_commit, rollout.tag
     if seen is None:  # asking would only refuse, for nothing, while GitHub fails or the tag is deep
-        return ""
+        return None
     try:
         now = await github.tag_commit(tag) or ""
     except GitHubError as error:
@@ -94,13 +93,19 @@ async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
             f"{error.message} Nothing was dispatched: click Dispatch again once GitHub answers.",
             status=error.status,
         ) from error
-    if now == seen:
-        return ""
+    return None if now == seen else now
+
+
+def moved_refusal(rollout: Rollout, now: str) -> str:
+    """Why a person's Dispatch may not go, the tag found at `now` (`where_moved`): both
+    commits, and what to do (the card offers Re-check meanwhile, `Preflight.moved_to`)."""
+    seen, tag = rollout.preflight.tag_commit, rollout.tag
     was = f"its preflight read it at `{seen[:12]}`" if seen else "GitHub had no such tag then"
     where = f"it is now at `{now[:12]}`" if now else "it is now gone from GitHub"
     return (
         f"`{tag}` was moved since its preflight was read: {was}, and {where}. Dispatching would "
         "release a commit nobody preflighted, so nothing was dispatched. Check the tag on "
-        f"GitHub; if it is where it should be, Cancel this preflight and start `{tag}` again "
-        "(its new preflight reads the tag where it is now)."
+        "GitHub; if it is where it should be, click Re-check on the card: it reads the tag "
+        "where it is now, checks it again and asks the starter to confirm the feature flags for "
+        "it, then Dispatch. Else Cancel this preflight."
     )
