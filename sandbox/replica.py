@@ -126,14 +126,14 @@ class ServeProcess:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 # Stopped, it starts no process, and reaps none: its children's ids stay theirs.
                 process.send_signal(signal.SIGSTOP)
-                for pid in (*_descendants(process.pid), process.pid):
+                for pid in (*descendants(process.pid), process.pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
             await process.wait()
         self._process = None
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """The processes `pid` started, and theirs (Linux's /proc; none once it has ended)."""
     found: list[int] = []
     try:
@@ -143,7 +143,7 @@ def _descendants(pid: int) -> list[int]:
     for task in tasks:
         with contextlib.suppress(FileNotFoundError):
             for child in (task / "children").read_text().split():
-                found += [int(child), *_descendants(int(child))]
+                found += [int(child), *descendants(int(child))]
     return found
 
 

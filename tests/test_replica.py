@@ -14,7 +14,7 @@ from pathlib import Path
 from test_chart_worker import running
 
 from sandbox.harness import Sandbox
-from sandbox.replica import _descendants
+from sandbox.replica import descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,12 +23,12 @@ TEST_RUN = """
 import asyncio, sys
 from pathlib import Path
 from sandbox.harness import Sandbox
-from sandbox.replica import _descendants
+from sandbox.replica import descendants
 
 async def main() -> None:
     async with Sandbox(workdir=Path(sys.argv[1]), in_process=False) as box:
         pid = box.replicas[0].pid
-        print(pid, *_descendants(pid), flush=True)
+        print(pid, *descendants(pid), flush=True)
         await asyncio.sleep(600)
 
 asyncio.run(main())
@@ -48,7 +48,7 @@ async def test_a_killed_replica_takes_every_process_it_started(
     async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url, in_process=False) as box:
         pid = box.replicas[0].pid
         assert pid is not None
-        started = _descendants(pid)
+        started = descendants(pid)
         assert started  # its chart worker starts with it
         await box.kill_process()
         await gone(started)
