@@ -91,7 +91,6 @@ class ServeProcess:
                 cwd=self._workdir,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=stderr,
-                start_new_session=True,  # a group of its own: `kill` ends all its processes
             )
         self.starts += 1
         try:
@@ -146,13 +145,32 @@ class ServeProcess:
     async def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as when a node dies: every process of the replica
         at once (its chart worker, orphaned, would go on starting for up to 0.4 CPU-seconds
-        before it noticed)."""
+        before it noticed). The replica stays in the test's process group, so that a signal
+        to the group (Ctrl-C, a job runner's SIGTERM) reaches it too."""
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                os.killpg(process.pid, signal.SIGKILL)
+                # Stopped, it starts no process, and reaps none: its children's ids stay theirs.
+                process.send_signal(signal.SIGSTOP)
+                for pid in (*descendants(process.pid), process.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             await process.wait()
         self._process = None
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs (Linux's /proc; none once it has ended)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(FileNotFoundError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *descendants(int(child))]
+    return found
 
 
 class PortTaken(Exception):
