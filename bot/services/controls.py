@@ -346,7 +346,10 @@ class ControlService:
             what = describe(control, rollout, plan, card)
             await self._once.delivery(origin, control, card, what)
             past = self._access.moved_past(card, rollout, plan)
-            return await self._once.once(origin, control, card, what, act, moved_past=past)
+            unchanged = partial(self._access.unchanged_since, control, card, rollout, plan)
+            return await self._once.once(
+                origin, control, card, what, act, moved_past=past, given_back=unchanged
+            )
 
 
 def _named_track(card: CardRef) -> str:

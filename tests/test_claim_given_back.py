@@ -1,0 +1,68 @@
+"""A second person's click that waited for a first person's claim of the same effect, given
+back because the first failed: when that failure came once the first had saved (the window
+extended, then the write of its timer lost), an effect once per card version is not done
+again by the second. It is told the card is out of date, where the rollout stands."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from figures import every_gate_passes
+from sqlalchemy.exc import OperationalError
+from test_claim_lapses import audited, observing
+
+from bot.services.effects import WINDOW_TIMER
+from bot.services.records import Claim
+from sandbox.config import RELEASE_MANAGER
+from sandbox.harness import Sandbox, fast_plan
+
+pytestmark = pytest.mark.story
+
+SECOND = "U0RELMGR02"
+
+
+async def test_a_second_extend_is_not_done_again_after_the_first_saved_then_failed(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=approvers
+    ) as box:
+        every_gate_passes(box)
+        value = await observing(box)
+        before = await box.rollout()
+        once = box.services.controls._once  # type: ignore[attr-defined]
+        settled = once._settled
+        waiting = asyncio.Event()
+
+        async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
+            waiting.set()
+            return await settled(held, wait=wait)
+
+        timers = box.services.rollouts.effects.timers
+        schedule = timers.schedule
+
+        async def lost_once_the_second_waits(**timer: Any) -> Any:
+            if timer["kind"] != WINDOW_TIMER:
+                return await schedule(**timer)
+            monkeypatch.setattr(timers, "schedule", schedule)
+            await waiting.wait()  # the extension is saved; its timer's write is lost
+            raise OperationalError("INSERT INTO timers", {}, ConnectionResetError("lost"))
+
+        monkeypatch.setattr(once, "_settled", the_second_waits)
+        monkeypatch.setattr(timers, "schedule", lost_once_the_second_waits)
+        first = asyncio.create_task(box.click("extend_window", value=value))
+        second = await box.click("extend_window", value=value, user=SECOND)
+        await first
+
+        after = await box.rollout()
+        assert await audited(box, after, "extend") == 1, "it extended twice"
+        was = before.track("relay").stage("canary").window_ends_at
+        assert was is not None
+        assert after.track("relay").stage("canary").window_ends_at == was + timedelta(minutes=15)
+        assert second is not None and "This card is out of date" in second, second
