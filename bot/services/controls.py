@@ -347,9 +347,8 @@ class ControlService:
             await self._once.delivery(origin, control, card, what)
             past = self._access.moved_past(card, rollout, plan)
             unchanged = partial(self._access.unchanged_since, control, card, rollout, plan)
-            return await self._once.once(
-                origin, control, card, what, act, moved_past=past, given_back=unchanged
-            )
+            once = partial(self._once.once, moved_past=past, given_back=unchanged)
+            return await once(origin, control, card, what, act)
 
 
 def _named_track(card: CardRef) -> str:

@@ -130,8 +130,7 @@ class ExactlyOnce:
         `moved_past`: where the rollout stands, when `card` is a version it has moved past;
         a claim an earlier click never recorded done is then refused in the claim's own
         statement, not taken over (its lease may run out after any earlier look).
-        `given_back`: called under the claim before acting when its holder gave it back (it
-        failed, maybe after a save): raises when this request must not act after all."""
+        `given_back`: the holder gave the claim back: raises, under it, if this must not act."""
         key = effect_key(control, card)
         claim: Claim | None = None
         regained = False
@@ -157,9 +156,8 @@ class ExactlyOnce:
             if held is not None:
                 settled = await self._settled(held, wait=wait)
                 if settled is None and wait:
-                    # Its holder failed and changed nothing: this request acts itself, and
-                    # whoever made it is told its own outcome (a refusal says why), not sent
-                    # to the holder's answer, which they never see.
+                    # Its holder failed (maybe after a save: `given_back`): this request acts,
+                    # told its own outcome, not sent to the holder's answer they never see.
                     regained = True
                     continue
                 raise self._told(held, settled, what)
@@ -326,8 +324,7 @@ class ExactlyOnce:
 
     async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
         """The claim `held` once its owner finished (waited for unless not `wait`), or as it
-        stands when the wait ran out (still claimed); None when its owner gave it back (it
-        failed and changed nothing)."""
+        stands when the wait ran out (still claimed); None when its owner gave it back."""
         claim: Claim | None = held
         deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
         while claim is not None and claim.state is ClaimState.CLAIMED:
