@@ -161,22 +161,17 @@ async def _ephemeral(
     raise NotAvailable(f"`/rollout {command.name}` is not available in this version yet.")
 
 
-async def every_lane_answer(
-    every: FreezeAll, directory: ServiceDirectory, text: str, origin: Origin
-) -> str:
+async def every_lane_answer(every: FreezeAll, text: str, origin: Origin) -> str:
     """`/rollout freeze --all` and `unfreeze --all`: said in this channel, for everyone; the
-    other services' release channels are named, not told (docs/freezes.md)."""
+    other services' release channels told are named (docs/freezes.md)."""
     command = commands.parse_command(text)
-    others = sorted(
-        {c for s in directory.each for c in s.service.release_channels} - {origin.channel_id}
-    )
     if isinstance(command, commands.Freeze):
         froze = await every.freeze(origin, until=command.until, reason=command.reason)
         each = [(name, f.asked, f.in_force, f.lane) for name, f in froze.each]
-        return freeze_all_words.frozen_all_answer(each, zone=froze.zone, others=others)
+        return freeze_all_words.frozen_all_answer(each, zone=froze.zone, told=froze.told)
     unfrozen = await every.unfreeze(origin)
     return freeze_all_words.unfrozen_all_answer(
-        origin.actor, unfrozen.lifted, unfrozen.untouched, unfrozen.still, others=others
+        origin.actor, unfrozen.lifted, unfrozen.untouched, unfrozen.still, told=unfrozen.told
     )
 
 
@@ -221,7 +216,7 @@ def register(app: AsyncApp, directory: ServiceDirectory) -> None:
                 raise
         if every is not None:
             async with every.here.access.audited(origin, name):
-                said = await every_lane_answer(every, directory, payload.text, origin)
+                said = await every_lane_answer(every, payload.text, origin)
             text, blocks = views.note(said)
             await respond(response_type="in_channel", text=text, blocks=blocks)
             return

@@ -20,7 +20,6 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,7 +28,6 @@ import yaml
 from aiohttp import web
 
 from sandbox.loopback import Lifecycle, LoopbackServer
-from sandbox.prometheus_clock import SkewedClock
 
 # Each family's traffic is spread over these (endpoint, method) pairs by these shares.
 HTTP_ROUTES = ((("/documents", "GET"), 0.6), (("/documents", "PUT"), 0.3), (("/auth", "POST"), 0.1))
@@ -162,9 +160,8 @@ class PrometheusProcess(Lifecycle):
     second); `remote_read` are remote-read endpoints every query also reads (one that fails
     makes Prometheus answer `success` with a warning: a partial answer); `labels` are the target
     labels a job's series get (as Kubernetes pod discovery relabels a pod's version onto the
-    series of the release it runs). With `clock_offset`,
-    `url` answers as this Prometheus would with its clock that far ahead of the host's
-    (negative: behind; `sandbox.prometheus_clock`).
+    series of the release it runs). A `sandbox.prometheus_clock.SkewedClock` in front of `url`
+    answers as this Prometheus would with its clock off the host's.
     """
 
     def __init__(
@@ -176,7 +173,6 @@ class PrometheusProcess(Lifecycle):
         tokens: Mapping[str, str] | None = None,
         rules: Sequence[Path] = (),
         remote_read: Sequence[str] = (),
-        clock_offset: timedelta = timedelta(0),
         labels: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         found = binary or prometheus_binary()
@@ -191,12 +187,8 @@ class PrometheusProcess(Lifecycle):
         self._history = history
         self._process: asyncio.subprocess.Process | None = None
         self._directory: tempfile.TemporaryDirectory[str] | None = None
-        self._clock_offset = clock_offset
-        self._skewed: SkewedClock | None = None
         self.url = ""
-        """Where to query it (on its skewed clock, with `clock_offset`)."""
-        self.url_on_host_clock = ""
-        """The Prometheus itself, on the host's clock."""
+        """Where to query it."""
 
     def _config(self) -> str:
         return yaml.safe_dump(
@@ -242,15 +234,11 @@ class PrometheusProcess(Lifecycle):
         if self._history is not None:
             await self._backfill(root, self._history)
         port = _free_port()
-        self.url = self.url_on_host_clock = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{port}"
         with (root / "prometheus.log").open("wb") as log:
             self._process = await self._spawn(root, port, log)
         try:
             await self._wait_ready(timeout)
-            if self._clock_offset:
-                self._skewed = SkewedClock(self.url, self._clock_offset)
-                await self._skewed.start()
-                self.url = self._skewed.url
         except BaseException:
             await self.stop()
             raise
@@ -322,9 +310,6 @@ class PrometheusProcess(Lifecycle):
         return log.read_text(encoding="utf-8", errors="replace")[-2000:] if log.exists() else ""
 
     async def stop(self) -> None:
-        if self._skewed is not None:
-            await self._skewed.stop()
-            self._skewed = None
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
             try:

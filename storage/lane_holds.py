@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from dataclasses import replace as replaced
+from datetime import datetime
 
 from sqlalchemy import delete, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.freeze import LaneHold, override_kind, roll_back_kind
-from bot.services.records import NewAuditEvent
+from bot.services.records import NewAuditEvent, NewMessage
 from storage.audit_log import audit_row
 from storage.db import ServiceStore, from_row, insert_new
 from storage.models import LaneHoldRow, RolloutRow
+from storage.outbox import enqueue
+
+Told = Callable[[list[LaneHold]], Sequence[NewMessage]]
+"""The outbox messages that tell of the holds a change stored (or removed): written with them,
+at `now` (`/rollout freeze --all` tells the other release channels)."""
+
+
+def _untold(_: list[LaneHold]) -> Sequence[NewMessage]:
+    return ()
 
 
 class LaneHoldStore(ServiceStore):
@@ -48,11 +58,14 @@ class LaneHoldStore(ServiceStore):
         self,
         holds: Sequence[LaneHold],
         audited: Callable[[LaneHold, LaneHold], NewAuditEvent],
+        *,
+        now: datetime,
+        told: Told = _untold,
     ) -> list[LaneHold]:
         """Take each of `holds` (each its own service's) as `take(later=True)` does, and write
-        the audit event `audited(asked, stored)` of each, all in ONE transaction: an error
-        (a database failure, an event that cannot be written) takes none and writes none. The
-        holds stored afterwards, in the order of `holds`."""
+        the audit event `audited(asked, stored)` of each and the outbox messages `told(stored)`,
+        all in ONE transaction: an error (a database failure, an event that cannot be written)
+        takes none and writes none. The holds stored afterwards, in the order of `holds`."""
         async with self._sessions.begin() as session:
             stored = []
             for hold in holds:
@@ -61,6 +74,7 @@ class LaneHoldStore(ServiceStore):
                 in_force = await _take(session, hold, later=True)
                 session.add(audit_row(audited(hold, in_force), service=hold.service))
                 stored.append(in_force)
+            await enqueue(session, told(stored), now=now)
             await session.flush()  # an event that cannot be written fails here, in the transaction
             return stored
 
@@ -69,10 +83,14 @@ class LaneHoldStore(ServiceStore):
         kind: str,
         services: Sequence[str],
         audited: Callable[[LaneHold], NewAuditEvent],
+        *,
+        now: datetime,
+        told: Told = _untold,
     ) -> list[LaneHold]:
         """Remove the hold of `kind` of each of `services` and write the audit event
-        `audited(removed)` of each removed, in ONE transaction (all or none). What was removed
-        (a service's hold already gone is not: nothing is said of it)."""
+        `audited(removed)` of each removed and the outbox messages `told(removed)`, in ONE
+        transaction (all or none). What was removed (a service's hold already gone is not:
+        nothing is said of it)."""
         held = [LaneHoldRow.kind == kind, LaneHoldRow.service.in_(services), *self._scope]
         async with self._sessions.begin() as session:
             rows = await session.execute(
@@ -84,6 +102,7 @@ class LaneHoldStore(ServiceStore):
             )
             for hold in removed:
                 session.add(audit_row(audited(hold), service=hold.service))
+            await enqueue(session, told(removed), now=now)
             await session.flush()
             return removed
 

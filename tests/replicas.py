@@ -11,7 +11,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.bootstrap import create_app
-from sandbox.harness import Sandbox
+from sandbox.harness import CHARTS, Sandbox
 from storage.db import create_engine, create_session_factory
 from storage.deliveries import DeliveryLog
 from storage.looks import LookStore
@@ -33,8 +33,11 @@ async def replica_sessions(
 @asynccontextmanager
 async def in_process_replica(sandbox: Sandbox) -> AsyncIterator[web.Application]:
     """A second bot on the sandbox's database and clock, in this process, its scheduler
-    running."""
-    runner = web.AppRunner(create_app(sandbox.settings(), clock=sandbox.clock), access_log=None)
+    running. It draws its charts in the worker the process's bots share (`CHARTS`), not in one
+    of its own: a worker's start costs more than a second of CPU, and none of these tests is
+    about which process draws."""
+    app = create_app(sandbox.settings(), clock=sandbox.clock, charts=CHARTS)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         yield runner.app

@@ -22,7 +22,9 @@ from bot.domain.controls import (
     effect_key,
 )
 from bot.domain.freeze import (
+    LANE_FREEZE,
     Freeze,
+    LaneHold,
     freeze_end_timer_key,
     freeze_end_timer_payload,
     hold_told_key,
@@ -30,6 +32,7 @@ from bot.domain.freeze import (
     override_kind,
     roll_back_kind,
 )
+from bot.domain.freeze_all import LanesFrozen, LanesUnfrozen, told_from_json
 from bot.domain.gate import GateKind, GateReason, GateVerdict, Verdict
 from bot.domain.metrics import Figures, MetricReading, Reading
 from bot.domain.npm import ReleaseFollow, ReleasePhase, Walkthrough
@@ -314,6 +317,9 @@ NOTICE = refusal_notice("C9", refusing="C1", refusal="not_in_channel")
 REFUSAL = replace(NOTICE, payload={**NOTICE.payload, "after": 4})  # as `told_once` stores it
 REPLIES = refusal_notice("C9", refusing="C1", refusal="restricted_action", replies=True)
 REPLIES_ONLY = replace(REPLIES, payload={**REPLIES.payload, "after": 4})
+LONGER = LaneHold(LANE_FREEZE, "U2", "reindex", AT, DUE + timedelta(days=1), service="search")
+FROZEN = LanesFrozen("U1", "INC-9 outage", DUE, "C1", ("search", "docs"), (LONGER,))
+UNFROZEN = LanesUnfrozen("U1", "C1", (LONGER,))
 OUTBOX = Family(
     "outbox",
     "Every outbox message kind: its row's kind, channels and payload (bot/services/"
@@ -362,6 +368,10 @@ OUTBOX = Family(
             ("C1", "restricted_action", 4, True),
         ),
         _outbox("channel_refused:earlier", NOTICE, notice_of, ("C1", "not_in_channel", 0, False)),
+        _outbox("freeze_all", messages.lanes_notice("C2", FROZEN), told_from_json, FROZEN),
+        _outbox(
+            "freeze_all:unfrozen", messages.lanes_notice("C2", UNFROZEN), told_from_json, UNFROZEN
+        ),
     ],
 )
 

@@ -39,7 +39,6 @@ from bot.domain.run import RunSnapshot
 from handlers.app_keys import SERVICES
 from sandbox.config import BYSTANDER, RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan, write_figures
-from storage.timers import TimerStore
 
 pytestmark = pytest.mark.story
 
@@ -184,10 +183,12 @@ async def test_a_kill_during_the_internal_window_stops_it_before_its_gate(
         assert "The release stays on the internal ring." in announced
         halted = await halted_at(box, "internal", StageState.STOPPED, HALTED_ON_INTERNAL)
         assert halted.track("desktop").stage("beta").state is StageState.REJECTED
-        timer = await TimerStore(box.services.database.sessions).get(
-            key=window_timer_key(rollout.id, "desktop", "internal", window_ends)
+        # The stop is saved before its effects run: the window's timer is cancelled after.
+        timer = await box.wait_for_timer(
+            window_timer_key(rollout.id, "desktop", "internal", window_ends),
+            lambda t: t.cancelled_at is not None or t.fired_at is not None,
         )
-        assert timer is not None and timer.cancelled_at is not None and timer.fired_at is None
+        assert timer.cancelled_at is not None and timer.fired_at is None
 
         # Past the end of the internal window (the relay's canary gate decided meanwhile):
         # the internal gate was never evaluated.

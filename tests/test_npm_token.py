@@ -73,8 +73,8 @@ clock on, so "in progress" is seen however slow the machine is."""
 
 
 @pytest.fixture
-async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(workdir=tmp_path) as sandbox:
+async def box(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Sandbox]:
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as sandbox:
         yield sandbox
         assert_no_token_reached_slack(sandbox)
 
@@ -952,12 +952,14 @@ async def test_a_release_run_is_followed_to_its_end_across_a_restart(box: Sandbo
 
 
 async def test_a_look_at_the_release_run_under_way_at_shutdown_is_let_finish(
-    tmp_path: Path,
+    tmp_path: Path, sqlite_database_url: str
 ) -> None:
     """Stopping the bot while it waits for GitHub's answer about the run: the look ends (and
     says GitHub failed), within the shutdown's grace, instead of being cut off; the bot
     started again follows the run on."""
-    async with Sandbox(workdir=tmp_path, extra_env={"GITHUB_RETRIES": "0"}) as box:
+    async with Sandbox(
+        workdir=tmp_path, database_url=sqlite_database_url, extra_env={"GITHUB_RETRIES": "0"}
+    ) as box:
         box.github.set_job_duration("changesets", RELEASE_JOB)
         message = await open_walkthrough(box)
         await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
@@ -982,7 +984,7 @@ async def github_waits(box: Sandbox) -> None:
             await asyncio.sleep(0.02)
 
 
-def serve(tmp_path: Path, database_url: str | None = None) -> Sandbox:
+def serve(tmp_path: Path, database_url: str) -> Sandbox:
     """The bot as `rollout-bot serve` processes; what a killed one held is taken over after
     two seconds (LEASE_SECONDS)."""
     return Sandbox(
@@ -994,9 +996,9 @@ SHORT_LEASE = {"LEASE_SECONDS": "2"}
 
 
 async def test_a_release_run_followed_when_the_bot_is_killed_is_followed_after_restart(
-    tmp_path: Path,
+    tmp_path: Path, sqlite_database_url: str
 ) -> None:
-    async with serve(tmp_path) as box:
+    async with serve(tmp_path, sqlite_database_url) as box:
         box.github.set_job_duration("changesets", RELEASE_JOB)
         message = await open_walkthrough(box)
         await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
@@ -1013,11 +1015,11 @@ async def test_a_release_run_followed_when_the_bot_is_killed_is_followed_after_r
 
 
 async def test_a_release_dispatched_when_the_bot_is_killed_is_found_and_followed(
-    tmp_path: Path,
+    tmp_path: Path, sqlite_database_url: str
 ) -> None:
     """Killed while GitHub had not answered the dispatch yet (it applies it late): the bot
     started again looks for the run, follows it, and never dispatches again."""
-    async with serve(tmp_path) as box:
+    async with serve(tmp_path, sqlite_database_url) as box:
         box.github.fault_next(
             "POST", "/repos/*/actions/workflows/release.yml/dispatches", "timeout"
         )
@@ -1092,13 +1094,13 @@ async def test_a_look_fired_again_after_the_chain_moved_on_redraws_nothing(box: 
 
 
 async def test_a_release_whose_first_look_cannot_be_written_is_not_left_dispatching(
-    tmp_path: Path,
+    tmp_path: Path, sqlite_database_url: str
 ) -> None:
     """The database refuses the first look (written before the dispatch): nothing is sent, the
     walkthrough does not show a dispatch under way that nothing follows (every later Release
     click would be refused as 'already following'), and the click can be repeated once the
     database is back."""
-    async with Sandbox(workdir=tmp_path) as box:
+    async with Sandbox(workdir=tmp_path, database_url=sqlite_database_url) as box:
         message = await open_walkthrough(box)
         engine = create_engine(box.database_url)
         refuse = (
@@ -1143,13 +1145,15 @@ async def test_a_release_whose_dispatching_cannot_be_shown_is_not_sent_nor_looke
 
 
 @pytest.fixture
-async def long_leases(tmp_path: Path) -> AsyncIterator[Sandbox]:
+async def long_leases(tmp_path: Path, sqlite_database_url: str) -> AsyncIterator[Sandbox]:
     """A bot whose leases outlast `RELEASE_JOB`: the clock jumped over the job never finds a
     look in hand past its lease (on a loaded machine a look can still be running when the test
     moves the clock; real time never jumps past a lease that is renewed while its look runs),
     so a look is fired twice only when the test fires it again."""
     env = {"LEASE_SECONDS": str(int(RELEASE_JOB.total_seconds()) * 2)}
-    async with Sandbox(workdir=tmp_path, extra_env=env) as sandbox:
+    async with Sandbox(
+        workdir=tmp_path, database_url=sqlite_database_url, extra_env=env
+    ) as sandbox:
         yield sandbox
         assert_no_token_reached_slack(sandbox)
 

@@ -2,8 +2,9 @@
 relay exporter at known rates every second; and the whole chain through the bot: Prometheus ->
 gate -> review on the GitHub simulator -> gate card and chart in the Slack thread.
 
-One Prometheus serves the module. Without the binary the module is skipped, or fails when
-REQUIRE_SERVICES=1 (CI installs it).
+One Prometheus serves the module (each test that changes a job's traffic has a job of its own;
+one whose every query must differ, a Prometheus of its own). Without the binary the module is
+skipped, or fails when REQUIRE_SERVICES=1 (CI installs it).
 """
 
 from __future__ import annotations
@@ -75,8 +76,56 @@ def relay_metrics(job: str, **extra: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Exported:
+    """A job of the module's Prometheus: its exporter's traffic, the release (`version`
+    label) its series are of, and whether a series appears only at its first count."""
+
+    traffic: RelayTraffic
+    version: str = ""
+    lazy: bool = False
+
+
+RELEASES = {
+    # docs/metrics.md's ready example at the 5% canary: the release's pods fail 3% of HTTP and
+    # WebSocket requests together, the stable fleet beside them serves 19 times the traffic at
+    # 0.2%.
+    "canary": Exported(TRAFFIC["failing"], "v1.4.2"),
+    "fleet": Exported(
+        RelayTraffic(requests=19_000, request_errors=38, ws=9_500, ws_errors=19), "v1.4.1"
+    ),
+    # A release whose pods served requests and failed none, and one whose pods served none.
+    "clean": Exported(RelayTraffic(1000, 0, 500, 0), "v1.5.0", lazy=True),
+    "unused": Exported(TRAFFIC["idle"], "v1.5.1", lazy=True),
+}
+TURNING = ("ahead", "held")
+"""Jobs healthy until the one test that reads each makes it fail (`Scraping.set_traffic`)."""
+JOBS = {
+    **{job: Exported(traffic) for job, traffic in TRAFFIC.items()},
+    **RELEASES,
+    **{job: Exported(TRAFFIC["healthy"]) for job in TURNING},
+}
+
+
+@dataclass(frozen=True)
 class Telemetry:
     prometheus_url: str
+
+
+@dataclass(frozen=True)
+class Scraping:
+    """The module's Prometheus and its exporters by job, served on `loop` (a thread's)."""
+
+    prometheus: PrometheusProcess
+    exporters: dict[str, RelayExporter]
+    loop: asyncio.AbstractEventLoop
+
+    async def set_traffic(self, job: str, traffic: RelayTraffic) -> None:
+        """Change `job`'s rates from now on, on the loop its exporter answers scrapes on."""
+
+        async def change() -> None:
+            self.exporters[job].set_traffic(traffic)
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(change(), self.loop))
 
 
 def _run(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -84,23 +133,26 @@ def _run(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> 
 
 
 @pytest.fixture(scope="module")
-def telemetry() -> Iterator[Telemetry]:
-    """Exporters for each traffic profile and one real Prometheus scraping them every second,
-    served from a thread of their own so every test's event loop can query them."""
+def scraping() -> Iterator[Scraping]:
+    """An exporter for each job and one real Prometheus scraping them every second, served
+    from a thread of their own so every test's event loop can query them."""
     if prometheus_binary() is None:
         missing("the prometheus binary is missing (apt-get install prometheus)")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="telemetry", daemon=True)
     thread.start()
-    exporters = {job: RelayExporter(traffic) for job, traffic in TRAFFIC.items()}
+    exporters = {job: RelayExporter(e.traffic, lazy=e.lazy) for job, e in JOBS.items()}
     prometheus: PrometheusProcess | None = None
     try:
         for exporter in exporters.values():
             _run(loop, exporter.start())
-        prometheus = PrometheusProcess({job: e.target for job, e in exporters.items()})
+        prometheus = PrometheusProcess(
+            {job: e.target for job, e in exporters.items()},
+            labels={job: {"version": e.version} for job, e in JOBS.items() if e.version},
+        )
         _run(loop, prometheus.start())
         _run(loop, prometheus.wait_for_scrapes(4))
-        yield Telemetry(prometheus_url=prometheus.url)
+        yield Scraping(prometheus, exporters, loop)
     finally:
         if prometheus is not None:
             _run(loop, prometheus.stop())
@@ -109,6 +161,11 @@ def telemetry() -> Iterator[Telemetry]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@pytest.fixture(scope="module")
+def telemetry(scraping: Scraping) -> Telemetry:
+    return Telemetry(prometheus_url=scraping.prometheus.url)
 
 
 def window(stage: str, seconds: int = 3, *, ahead: timedelta = timedelta(0)) -> QueryWindow:
@@ -307,35 +364,25 @@ def documented_relay_example() -> dict[str, Any]:
     return section
 
 
-async def test_the_documented_relay_example_reads_the_release_s_traffic_alone() -> None:
-    """docs/metrics.md's ready example at the 5% canary: the release's pods fail 3% of HTTP
-    and WebSocket requests together, the stable fleet beside them serves 19 times the traffic
-    at 0.2%. The example read every pod's counters: 0.34%, the canary diluted twenty times
-    under the 1% threshold, a PASS. It reads the series of the release (`version="$tag"`):
-    3%, ROLLBACK. Its crash and baseline queries are PromQL Prometheus takes."""
-    if prometheus_binary() is None:
-        missing("the prometheus binary is missing (apt-get install prometheus)")
+async def test_the_documented_relay_example_reads_the_release_s_traffic_alone(
+    telemetry: Telemetry,
+) -> None:
+    """docs/metrics.md's ready example at the 5% canary (RELEASES: `canary`, `fleet`): the
+    release's pods fail 3% of HTTP and WebSocket requests together, the stable fleet beside
+    them serves 19 times the traffic at 0.2%. The example read every pod's counters: 0.34%,
+    the canary diluted twenty times under the 1% threshold, a PASS. It reads the series of the
+    release (`version="$tag"`): 3%, ROLLBACK. Its crash and baseline queries are PromQL
+    Prometheus takes."""
     section = documented_relay_example()
     example = section["metrics"]
-    stable = RelayTraffic(requests=19_000, request_errors=38, ws=9_500, ws_errors=19)
-    async with (
-        RelayExporter(TRAFFIC["failing"]) as canary,
-        RelayExporter(stable) as fleet,
-        PrometheusProcess(
-            {"canary": canary.target, "fleet": fleet.target},
-            labels={"canary": {"version": "v1.4.2"}, "fleet": {"version": "v1.4.1"}},
-        ) as prometheus,
-    ):
-        await prometheus.wait_for_scrapes(4)
-        telemetry = Telemetry(prometheus.url)
-        crash = example.pop("crash_rate")
-        # Ten seconds: several scrapes of each job in the window on a loaded machine too.
-        reading = await source(
-            telemetry, {**example, "crash_rate": {"query": "vector(0)"}}
-        ).measure(window("canary", 10))
-        as_written = await source(telemetry, {**example, "crash_rate": crash}).measure(
-            window("canary", 10)
-        )
+    crash = example.pop("crash_rate")
+    # Ten seconds: several scrapes of each job in the window on a loaded machine too.
+    reading = await source(telemetry, {**example, "crash_rate": {"query": "vector(0)"}}).measure(
+        window("canary", 10)
+    )
+    as_written = await source(telemetry, {**example, "crash_rate": crash}).measure(
+        window("canary", 10)
+    )
     assert reading.figures.error_rate is not None
     assert float(reading.figures.error_rate) == pytest.approx(0.03, rel=0.1)
     verdict = judge(relay_track(section["thresholds"]["min_sample"]), reading)
@@ -346,28 +393,19 @@ async def test_the_documented_relay_example_reads_the_release_s_traffic_alone() 
     assert section["thresholds"]["min_sample"] > 0
 
 
-async def test_the_documented_relay_example_passes_a_canary_that_never_failed() -> None:
-    """The release's pods have served requests and failed none: their errors counters, created
-    at their first count as client libraries do, have no series yet. The example's error rate
-    matched no series, INCONCLUSIVE on a healthy canary (extended, then held); the errors
-    count as 0 beside requests that were counted: 0%, PASS. Without requests it stays no data."""
-    if prometheus_binary() is None:
-        missing("the prometheus binary is missing (apt-get install prometheus)")
+async def test_the_documented_relay_example_passes_a_canary_that_never_failed(
+    telemetry: Telemetry,
+) -> None:
+    """The release's pods have served requests and failed none (RELEASES: `clean`): their
+    errors counters, created at their first count as client libraries do, have no series yet.
+    The example's error rate matched no series, INCONCLUSIVE on a healthy canary (extended,
+    then held); the errors count as 0 beside requests that were counted: 0%, PASS. Without
+    requests (`unused`) it stays no data."""
     section = documented_relay_example()
     example = {**section["metrics"], "crash_rate": {"query": "vector(0)"}}
-    clean = RelayTraffic(requests=1000, request_errors=0, ws=500, ws_errors=0)
-    async with (
-        RelayExporter(clean, lazy=True) as canary,
-        RelayExporter(TRAFFIC["idle"], lazy=True) as unused,
-        PrometheusProcess(
-            {"canary": canary.target, "unused": unused.target},
-            labels={"canary": {"version": "v1.4.2"}, "unused": {"version": "v1.4.3"}},
-        ) as prometheus,
-    ):
-        await prometheus.wait_for_scrapes(4)
-        read = source(Telemetry(prometheus.url), example)
-        reading = await read.measure(window("canary", 10))
-        idle = await read.measure(replace(window("canary", 10), tag="v1.4.3"))
+    read = source(telemetry, example)
+    reading = await read.measure(replace(window("canary", 10), tag=RELEASES["clean"].version))
+    idle = await read.measure(replace(window("canary", 10), tag=RELEASES["unused"].version))
     verdict = judge(relay_track(section["thresholds"]["min_sample"]), reading)
     assert reading.figures.error_rate == 0, reading.metrics
     assert verdict.verdict is Verdict.PASS, verdict.summary
@@ -426,30 +464,24 @@ async def test_a_prometheus_clock_behind_the_bot_s_gives_no_figure_never_a_pass(
     assert judged(in_step).verdict is Verdict.PASS
 
 
-async def test_a_canary_failing_in_its_window_never_passes_on_a_prometheus_ahead() -> None:
+async def test_a_canary_failing_in_its_window_never_passes_on_a_prometheus_ahead(
+    scraping: Scraping, telemetry: Telemetry
+) -> None:
     """Prometheus's clock 8s ahead of the bot's answers for the window with the figures of 8s
     before it: the canary failed from the window's start (3% errors), Prometheus gave the
     healthy figures before it, and the gate passed. The clocks are compared first:
     INCONCLUSIVE. A Prometheus on the bot's clock reads the failure: ROLLBACK."""
-    if prometheus_binary() is None:
-        missing("the prometheus binary is missing (apt-get install prometheus)")
-    async with RelayExporter(TRAFFIC["healthy"]) as exporter:
-        jobs = {"canary": exporter.target}
-        async with PrometheusProcess(jobs, clock_offset=timedelta(seconds=8)) as ahead:
-            await ahead.wait_for_scrapes(9)  # 8s of healthy figures before the failure
-            exporter.set_traffic(TRAFFIC["failing"])
-            await asyncio.sleep(4)  # three 1s scrapes of the failure, and one more
-            failing = window("failing", 3)
-            reading = await source(Telemetry(ahead.url), relay_metrics("canary")).measure(failing)
-            assert reading.clock_offset == 8
-            verdict = judged(reading)
-            assert (verdict.verdict, verdict.reason) == (
-                Verdict.INCONCLUSIVE,
-                GateReason.CLOCK_SKEW,
-            )
-            assert verdict.summary.startswith("the metrics source's clock is 8s ahead of")
-            unskewed = Telemetry(ahead.url_on_host_clock)
-            in_step = await source(unskewed, relay_metrics("canary")).measure(failing)
+    await scraping.prometheus.wait_for_scrapes(9)  # 8s of healthy figures before the failure
+    await scraping.set_traffic("ahead", TRAFFIC["failing"])
+    await asyncio.sleep(4)  # three 1s scrapes of the failure, and one more
+    failing = window("failing", 3)
+    async with SkewedClock(telemetry.prometheus_url, timedelta(seconds=8)) as ahead:
+        reading = await source(Telemetry(ahead.url), relay_metrics("ahead")).measure(failing)
+    assert reading.clock_offset == 8
+    verdict = judged(reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.CLOCK_SKEW)
+    assert verdict.summary.startswith("the metrics source's clock is 8s ahead of")
+    in_step = await source(telemetry, relay_metrics("ahead")).measure(failing)
     assert judged(in_step).verdict is Verdict.ROLLBACK
 
 
@@ -529,48 +561,38 @@ async def test_a_high_error_rate_rolls_back_though_the_crash_rate_query_reads_no
 
 
 async def test_a_held_canary_failing_since_its_window_rolls_back_on_re_evaluate(
-    tmp_path: Path, sqlite_database_url: str
+    scraping: Scraping, telemetry: Telemetry, tmp_path: Path, sqlite_database_url: str
 ) -> None:
     """The canary passed its window and holds for a Promote; its error rate climbs after. A
     Re-evaluate read the closed window again and said PASS on figures older than the failure
     (a `promote: auto` stage was promoted on them); it reads up to now and rolls back."""
-    if prometheus_binary() is None:
-        missing("the prometheus binary is missing (apt-get install prometheus)")
-    async with (
-        RelayExporter(TRAFFIC["healthy"]) as exporter,
-        PrometheusProcess({"held": exporter.target}) as prometheus,
-    ):
-        await prometheus.wait_for_scrapes(4)
-        telemetry = Telemetry(prometheus.url)
-        async with dispatched_on_prometheus(
-            telemetry, tmp_path, sqlite_database_url, "held"
-        ) as box:
-            held = await box.wait_until(
-                lambda r: r.track("relay").stage("canary").state is StageState.HOLDING, timeout=30
-            )
-            canary = held.track("relay").stage("canary")
-            assert canary.verdict is not None and canary.verdict.passed
+    async with dispatched_on_prometheus(telemetry, tmp_path, sqlite_database_url, "held") as box:
+        held = await box.wait_until(
+            lambda r: r.track("relay").stage("canary").state is StageState.HOLDING, timeout=30
+        )
+        canary = held.track("relay").stage("canary")
+        assert canary.verdict is not None and canary.verdict.passed
+        assert canary.window_started_at is not None
+        await scraping.set_traffic("held", TRAFFIC["failing"])
+        since_deployed = source(telemetry, relay_metrics("held"))
+
+        async def failing_so_far() -> bool:
             assert canary.window_started_at is not None
-            exporter.set_traffic(TRAFFIC["failing"])
-            since_deployed = source(telemetry, relay_metrics("held"))
-
-            async def failing_so_far() -> bool:
-                assert canary.window_started_at is not None
-                now = datetime.now(UTC)
-                reading = await since_deployed.measure(
-                    QueryWindow("v1.4.2", "relay", "canary", canary.window_started_at, now, now)
-                )
-                return (reading.figures.error_rate or 0) > Decimal("0.015")
-
-            async with asyncio.timeout(30):  # Prometheus scrapes every second
-                while True:
-                    if await failing_so_far():
-                        break
-                    await asyncio.sleep(0.5)
-            await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
-            ended = await box.wait_until(
-                lambda r: r.track("relay").state is TrackState.ROLLED_BACK, timeout=30
+            now = datetime.now(UTC)
+            reading = await since_deployed.measure(
+                QueryWindow("v1.4.2", "relay", "canary", canary.window_started_at, now, now)
             )
+            return (reading.figures.error_rate or 0) > Decimal("0.015")
+
+        async with asyncio.timeout(30):  # Prometheus scrapes every second
+            while True:
+                if await failing_so_far():
+                    break
+                await asyncio.sleep(0.5)
+        await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+        ended = await box.wait_until(
+            lambda r: r.track("relay").state is TrackState.ROLLED_BACK, timeout=30
+        )
     assert ended.track("relay").stage("canary").state is StageState.FAILED_GATE
     assert reviews(box, "relay") == RELAY_ROLLED_BACK_AT_CANARY
 

@@ -9,20 +9,26 @@ retry); the end is read once, as a single freeze reads it (the asker's Slack tim
 each service's hold and its audit event (`command:freeze` with `all`) are written in ONE
 transaction (`LaneHolds.take_all`): a failure freezes nothing. Each service's scheduled
 dispatches it will hold, and for an unfreeze each rollout it held, are told in their threads
-as one service's freeze tells them.
+as one service's freeze tells them. Each other release channel (for an unfreeze, each whose
+services had a freeze lifted) is told once, by a notice of the services released there
+(`bot.domain.freeze_all`) written to the outbox in that same transaction: a crash after it
+still tells them (any replica delivers it), and a retry of the command writes none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.domain.controls import Control
 from bot.domain.errors import InvalidCommand, NotAuthorized
 from bot.domain.freeze import LANE_FREEZE, Freeze, LaneHold
+from bot.domain.freeze_all import LanesTold, elsewhere, frozen_elsewhere, unfrozen_elsewhere
 from bot.services.lane_controls import Froze, LaneControls, freeze_in_force
-from bot.services.records import NewAuditEvent
+from bot.services.outbox_messages import lanes_notice
+from bot.services.records import NewAuditEvent, NewMessage
 from bot.services.requests import Entry, Origin, current_entry
 
 
@@ -30,12 +36,48 @@ class AllLanes(Protocol):
     """Every service's holds, written together (`storage.lane_holds.LaneHoldStore`)."""
 
     async def take_all(
-        self, holds: Sequence[LaneHold], audited: Callable[[LaneHold, LaneHold], NewAuditEvent]
+        self,
+        holds: Sequence[LaneHold],
+        audited: Callable[[LaneHold, LaneHold], NewAuditEvent],
+        *,
+        now: datetime,
+        told: Told,
     ) -> list[LaneHold]: ...
 
     async def release_all(
-        self, kind: str, services: Sequence[str], audited: Callable[[LaneHold], NewAuditEvent]
+        self,
+        kind: str,
+        services: Sequence[str],
+        audited: Callable[[LaneHold], NewAuditEvent],
+        *,
+        now: datetime,
+        told: Told,
     ) -> list[LaneHold]: ...
+
+
+Told = Callable[[list[LaneHold]], Sequence[NewMessage]]
+"""The outbox messages telling of the holds stored (or removed), written with them."""
+
+
+@dataclass
+class _Notices:
+    """What the other release channels are told of the holds stored or removed (`told`, made
+    of them in the transaction), kept to be delivered once written."""
+
+    told: Callable[[list[LaneHold]], Mapping[str, LanesTold]]
+    written: list[NewMessage] = field(default_factory=list)
+
+    def __call__(self, holds: list[LaneHold]) -> list[NewMessage]:
+        self.written = [lanes_notice(channel, one) for channel, one in self.told(holds).items()]
+        return self.written
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(message.channel_id for message in self.written)
+
+    async def send(self, lane: LaneControls) -> None:
+        """Deliver them now, or once Slack can (the outbox's loop, any replica)."""
+        await lane.rollouts.effects.outbox.send(self.written, written=True)
 
 
 @dataclass(frozen=True)
@@ -45,6 +87,8 @@ class FrozeAll:
     each: tuple[tuple[str, Froze], ...]
     zone: str | None = None
     """The asker's Slack time zone, when the end was a time read in it."""
+    told: tuple[str, ...] = ()
+    """The other release channels told."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +100,8 @@ class UnfrozeAll:
     """The services with no `/rollout freeze` in force (nothing lifted there)."""
     still: tuple[tuple[str, Freeze], ...] = ()
     """The services whose lane stays frozen afterwards (the plan's calendar), and by what."""
+    told: tuple[str, ...] = ()
+    """The other release channels told (those whose services had a freeze lifted)."""
 
 
 @dataclass(frozen=True)
@@ -97,15 +143,18 @@ class FreezeAll:
                 LaneHold(LANE_FREEZE, origin.actor, reason, now, end, service=name)
                 for name in names
             ]
-            in_force = await self.lanes.take_all(asked, audited)
+            channels, typed_in = self._elsewhere(origin), origin.channel_id
+            notices = _Notices(lambda stored: frozen_elsewhere(channels, typed_in, asked, stored))
+            in_force = await self.lanes.take_all(asked, audited, now=now, told=notices)
             entry.recorded = True
+            await notices.send(self.here)
             froze = []
             for one, mine, stored in zip(self.each, asked, in_force, strict=True):
                 if stored == mine:
                     await one.tell_scheduled(mine)
                 shown = (await one.lane.state()).freeze
                 froze.append((one.lane.service, Froze(mine, stored, shown, zone)))
-            return FrozeAll(tuple(froze), zone)
+            return FrozeAll(tuple(froze), zone, notices.channels)
 
     async def unfreeze(self, origin: Origin) -> UnfrozeAll:
         async with self.here.access.audited(origin, Control.UNFREEZE):
@@ -138,10 +187,17 @@ class FreezeAll:
                 return self._event(origin, Control.UNFREEZE, removed.service, {**base, **lifted})
 
             services = [one.lane.service for one in frozen]
-            removed = await self.lanes.release_all(LANE_FREEZE, services, audited)
+            channels, typed_in = self._elsewhere(origin), origin.channel_id
+            notices = _Notices(
+                lambda lifted: unfrozen_elsewhere(channels, typed_in, origin.actor, lifted)
+            )
+            removed = await self.lanes.release_all(
+                LANE_FREEZE, services, audited, now=now, told=notices
+            )
             if not removed:  # lifted by someone else since it was read
                 raise InvalidCommand("Nothing to unfreeze: the freezes were lifted meanwhile.")
             entry.recorded = True
+            await notices.send(self.here)
             by_service = {one.lane.service: one for one in frozen}
             for lifted in removed:
                 one = by_service[lifted.service]
@@ -153,7 +209,12 @@ class FreezeAll:
             for one in self.each:
                 if (lane := (await one.lane.state()).freeze) is not None:
                     still.append((one.lane.service, lane))
-            return UnfrozeAll(tuple(removed), untouched, tuple(still))
+            return UnfrozeAll(tuple(removed), untouched, tuple(still), notices.channels)
+
+    def _elsewhere(self, origin: Origin) -> dict[str, tuple[str, ...]]:
+        """Each release channel but the one the command was typed in, with its services."""
+        channels = [(one.lane.service, one.access.release_channels) for one in self.each]
+        return elsewhere(channels, origin.channel_id)
 
     async def _admitted(self, origin: Origin, control: Control) -> Entry:
         """Only an approver of every service: else refused naming those they do not approve,

@@ -38,6 +38,7 @@ from bot.services.outbox_lease import MessageLeases
 from bot.services.outbox_messages import (
     CARD,
     FAILURE,
+    LANES,
     LEFT_TO_NEWER_AT_MOST,
     REFUSED,
     UNFOLLOWED,
@@ -46,6 +47,7 @@ from bot.services.outbox_messages import (
     left_to_newer,
     of_no_rollout,
     post,
+    tell_lane,
 )
 from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, Notifier
@@ -301,6 +303,9 @@ class Outbox:
             return
         if message.kind == REFUSED:
             await self._refusals.tell(message)
+            return
+        if message.kind == LANES:
+            await tell_lane(self._notifier, message)
             return
         if rollout_id is None:
             raise of_no_rollout(message.kind)

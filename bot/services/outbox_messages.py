@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from bot.domain.freeze_all import LanesTold, told_from_json, told_to_json
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import Reading
 from bot.domain.plan import Notifications, RolloutPlan
@@ -23,7 +24,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.rollout_summary import summarize
 from bot.services.outbox_ports import Outboxes
-from bot.services.ports import DeliveryFailed, Notifier
+from bot.services.ports import DeliveryFailed, LaneNotice, Notifier
 from bot.services.records import SUMMARY as SUMMARY
 from bot.services.records import NewMessage, OutboxMessage, is_machine
 from bot.services.store_ports import AuditLog
@@ -41,10 +42,14 @@ REFUSED = "channel_refused"
 """The notice, in a failure channel, that a release channel refuses the bot
 (`bot.services.channel_refusals`), of no rollout."""
 
+LANES = "freeze_all"
+"""The notice, in another release channel, of a `/rollout freeze --all` or `unfreeze --all`
+(`bot.services.freeze_all`), of no rollout."""
+
 REPLIES = frozenset({THREAD, FIGURES, GATE, SUMMARY})
 """The kinds posted in a rollout's thread (replies to its card)."""
 
-KINDS = frozenset({CARD, THREAD, FAILURE, FIGURES, GATE, SUMMARY, UNFOLLOWED, REFUSED})
+KINDS = frozenset({CARD, THREAD, FAILURE, FIGURES, GATE, SUMMARY, UNFOLLOWED, REFUSED, LANES})
 """Every kind of message this version writes and posts."""
 
 
@@ -145,6 +150,37 @@ def gate_card(
             "reading": None if reading is None else _READING.dump_python(reading, mode="json"),
         },
     )
+
+
+def lanes_notice(channel: str, told: LanesTold) -> NewMessage:
+    """The notice, in the release channel `channel`, of a `/rollout freeze --all` or
+    `unfreeze --all` typed in another."""
+    return NewMessage(kind=LANES, channel_id=channel, payload=told_to_json(told))
+
+
+async def tell_lane(notifier: Notifier, message: OutboxMessage) -> None:
+    """Post a notice of `lanes_notice` (not if an earlier attempt did). A channel that refuses
+    the bot (not a member, archived) will not take it however often it is tried: the person
+    who typed the command is told instead, in the channel they typed it in."""
+    notice = LaneNotice(
+        channel=message.channel_id,
+        told=told_from_json(message.payload),
+        key=message.id,
+        look_since=message.created_at if message.attempts > 0 else None,
+    )
+    try:
+        await notifier.tell_lane(notice)
+    except DeliveryFailed as failure:
+        if failure.channel_refused is None:
+            raise
+        await notifier.tell_asker(notice, refusal=failure.channel_refused)
+        log.warning(
+            "the bot cannot post in %s (%s): told %s in %s instead",
+            notice.channel,
+            failure.channel_refused,
+            notice.told.actor,
+            notice.told.typed_in,
+        )
 
 
 def told_event(payload: dict[str, Any]) -> Event | str:

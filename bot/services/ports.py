@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+from bot.domain.freeze_all import LanesTold
 from bot.domain.gate import GateVerdict
 from bot.domain.metrics import QueryWindow, Reading
 from bot.domain.npm import ReleaseJob, ReleaseRun
@@ -246,6 +247,18 @@ class RefusalNotice:
     replies_only: bool = False
 
 
+@dataclass(frozen=True)
+class LaneNotice:
+    """The notice, in the release channel `channel`, of a `/rollout freeze --all` or
+    `unfreeze --all` typed in another (`told`); `key` its outbox message, `look_since` when a
+    retry first looks for an earlier attempt's post."""
+
+    channel: str
+    told: LanesTold
+    key: int
+    look_since: datetime | None
+
+
 class Notifier(Protocol):
     """What the channel sees: one card per rollout, updated in place, and its thread. The
     outbox (`bot.services.outbox`) calls it to deliver what a state change wrote; every method
@@ -270,6 +283,16 @@ class Notifier(Protocol):
     async def tell_refused(self, notice: RefusalNotice) -> None:
         """Tell the failure channel that a release channel refuses the bot, how to fix it and
         what was not delivered there (not if an earlier attempt posted it)."""
+        ...
+
+    async def tell_lane(self, notice: LaneNotice) -> None:
+        """Tell a release channel of a `/rollout freeze --all` or `unfreeze --all` typed in
+        another (not if an earlier attempt posted it)."""
+        ...
+
+    async def tell_asker(self, notice: LaneNotice, *, refusal: str) -> None:
+        """Tell the person who typed the command, where they typed it (only they see it), that
+        the notice's channel refuses the bot (Slack's `refusal`) and how to fix it."""
         ...
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:

@@ -40,7 +40,6 @@ from sandbox.chaos.world import (
     Lane,
     Played,
     admin,
-    migrate,
     service_lanes,
     terminate_connections,
 )
@@ -51,6 +50,7 @@ from sandbox.loopback import Lifecycle
 from sandbox.signing import github_signature_headers
 from sandbox.slack import ChannelMessage
 from storage.db import create_engine, create_session_factory
+from storage.migrate import upgrade
 from storage.rollout_store import RolloutStore
 
 
@@ -122,7 +122,7 @@ class ChaosRun(Lifecycle):
 
     async def start(self) -> None:
         await admin(self.admin_url, f'CREATE DATABASE "{self.database}"')
-        await migrate(self.database_url)
+        await upgrade(self.database_url)  # `rollout-bot migrate`'s work, without its imports
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
         plan = fast_plan(self.workdir / "figures.yml", window=self.window, extension=self.window)
         services = (

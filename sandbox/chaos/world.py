@@ -1,11 +1,8 @@
-"""What a chaos run stands on: a PostgreSQL database of its own (made, migrated, its
-connections terminated, dropped) and the services it releases, each in a lane of its own."""
+"""What a chaos run stands on: a PostgreSQL database of its own (made, its connections
+terminated, dropped) and the services it releases, each in a lane of its own."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -42,23 +39,6 @@ async def terminate_connections(admin_url: str, database: str) -> int:
         "WHERE datname = :database AND pid <> pg_backend_pid()",
         database=database,
     )
-
-
-async def migrate(database_url: str) -> None:
-    """`rollout-bot migrate`, as an operator prepares a new database."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "migrate",
-        env=env | {"DATABASE_URL": database_url},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"rollout-bot migrate failed: {err.decode(errors='replace')}")
 
 
 @dataclass(frozen=True)

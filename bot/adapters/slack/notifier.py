@@ -42,6 +42,7 @@ from bot.adapters.slack import gate_views, messages
 from bot.adapters.slack.actions import Action, ButtonValue
 from bot.adapters.slack.blocks import BlockJson, actions, as_json, button, section
 from bot.adapters.slack.delivery import delivered, uploaded
+from bot.adapters.slack.freeze_all_words import lanes_refused_text, lanes_text
 from bot.adapters.slack.limits import MESSAGE_TEXT, clip
 from bot.adapters.slack.looks import EarlierPosts
 from bot.adapters.slack.refusal_words import refusal_text
@@ -55,7 +56,7 @@ from bot.domain.rollout import Event, Rollout, TrackState
 from bot.domain.rollout.events import FailureJobEnded
 from bot.domain.rollout_summary import RolloutSummary
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
-from bot.services.ports import DeliveryFailed, RefusalNotice
+from bot.services.ports import DeliveryFailed, LaneNotice, RefusalNotice
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +182,30 @@ class SlackNotifier:
         )
 
     async def tell_refused(self, notice: RefusalNotice) -> None:
-        since = notice.look_since
-        if since and await self._at_top(
-            notice.channel, POST_EVENT, since=since, outbox_id=notice.key
-        ):
-            return
         text = refusal_text(
             notice.refusing, notice.refusal, notice.undelivered, replies_only=notice.replies_only
         )
-        marker = _marker(POST_EVENT, outbox_id=notice.key)
+        await self._post_once(notice.channel, text, key=notice.key, look_since=notice.look_since)
+
+    async def tell_lane(self, notice: LaneNotice) -> None:
+        text = lanes_text(notice.told)
+        await self._post_once(notice.channel, text, key=notice.key, look_since=notice.look_since)
+
+    async def tell_asker(self, notice: LaneNotice, *, refusal: str) -> None:
+        told, text = notice.told, lanes_refused_text(notice.told, notice.channel, refusal)
         await delivered(
-            self._client.chat_postMessage(channel=notice.channel, text=text, metadata=marker)
+            self._client.chat_postEphemeral(channel=told.typed_in, user=told.actor, text=text)
         )
+
+    async def _post_once(
+        self, channel: str, text: str, *, key: int, look_since: datetime | None
+    ) -> None:
+        """Post `text` at the top of `channel` as the outbox message `key`, unless an earlier
+        attempt did (looked for since `look_since`, when given)."""
+        if look_since and await self._at_top(channel, POST_EVENT, since=look_since, outbox_id=key):
+            return
+        marker = _marker(POST_EVENT, outbox_id=key)
+        await delivered(self._client.chat_postMessage(channel=channel, text=text, metadata=marker))
 
     async def announce(self, rollout: Rollout, told: Event | str, *, key: int) -> None:
         text = clip(told if isinstance(told, str) else messages.render(told), MESSAGE_TEXT)

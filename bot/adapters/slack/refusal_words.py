@@ -55,7 +55,7 @@ def refusal_text(
 ) -> str:
     """The notice: the refusing channel (its thread replies only, `replies_only`), its fix,
     what it was not told by now."""
-    fix = _REPLIES_FIX if replies_only else _FIXES.get(refusal, "Slack refuses the bot there")
+    fix = _REPLIES_FIX if replies_only else refusal_fix(refusal)
     cannot = "reply in threads in" if replies_only else "post in"
     answered = " to its thread replies" if replies_only else ""
     lines = [
@@ -68,6 +68,11 @@ def refusal_text(
         "channel shows each rollout as it stands.",
     ]
     return clip("\n".join(lines), SECTION_TEXT)
+
+
+def refusal_fix(refusal: str) -> str:
+    """Why a channel refuses the bot (Slack's `refusal`), and what fixes it."""
+    return _FIXES.get(refusal, "Slack refuses the bot there")
 
 
 def _undelivered(undelivered: Sequence[Undelivered]) -> str:

@@ -109,19 +109,42 @@ def contents_from_json(data: Mapping[str, Any]) -> ReleaseContents:
     return _CONTENTS.validate_python(data)
 
 
-_EVENTS: dict[str, TypeAdapter[Any]] = {kind.__name__: TypeAdapter(kind) for kind in Event.__args__}
+Kinds = Mapping[str, TypeAdapter[Any]]
+"""The types of a union stored with their kind (`kinds_of`), each by its name."""
+
+
+def kinds_of(union: Any) -> Kinds:
+    """Each type of the union `union` by its name, as `kind_to_json` stores it."""
+    return {kind.__name__: TypeAdapter(kind) for kind in union.__args__}
+
+
+def kind_to_json(kinds: Kinds, value: Any) -> dict[str, Any]:
+    """A value of one of `kinds` as stored: its kind and its fields."""
+    kind = type(value).__name__
+    return {"kind": kind, "fields": _dumped(kinds[kind], value)}
+
+
+def kind_from_json(kinds: Kinds, data: Mapping[str, Any]) -> Any:
+    """A value `kind_to_json` stored; one of a kind a newer version added raises NewerEvent."""
+    adapter = kinds.get(str(data["kind"]))
+    if adapter is None:
+        raise NewerEvent(str(data["kind"]))
+    return adapter.validate_python(data["fields"])
+
+
+_EVENTS = kinds_of(Event)
 _REASON: TypeAdapter[StopReason] = TypeAdapter(StopReason)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
     """A thread event as the outbox stores it: its kind and its fields."""
-    kind = type(event).__name__
-    return {"kind": kind, "fields": _dumped(_EVENTS[kind], event)}
+    return kind_to_json(_EVENTS, event)
 
 
 class NewerEvent(LookupError):
-    """A stored thread event of a kind this version does not know: a newer version wrote it
-    (a rolling upgrade under way), and only its replicas can word it."""
+    """A stored thread event (or another value stored with its kind: `kind_from_json`) of a
+    kind this version does not know: a newer version wrote it (a rolling upgrade under way),
+    and only its replicas can word it."""
 
     def __init__(self, kind: str) -> None:
         super().__init__(f"a thread event of kind {kind!r}, which a newer version wrote")
@@ -129,10 +152,7 @@ class NewerEvent(LookupError):
 
 
 def event_from_json(data: Mapping[str, Any]) -> Event:
-    adapter = _EVENTS.get(str(data["kind"]))
-    if adapter is None:
-        raise NewerEvent(str(data["kind"]))
-    event: Event = adapter.validate_python(data["fields"])
+    event: Event = kind_from_json(_EVENTS, data)
     return event
 
 
