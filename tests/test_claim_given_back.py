@@ -14,25 +14,18 @@ import pytest
 from figures import every_gate_passes
 from sqlalchemy.exc import OperationalError
 from test_claim_lapses import audited, observing
+from test_stop_second_person import SECOND, two_approvers
 
 from bot.services.effects import WINDOW_TIMER
 from bot.services.records import Claim
-from sandbox.config import RELEASE_MANAGER
-from sandbox.harness import Sandbox, fast_plan
 
 pytestmark = pytest.mark.story
-
-SECOND = "U0RELMGR02"
 
 
 async def test_a_second_extend_is_not_done_again_after_the_first_saved_then_failed(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
-    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
-    async with Sandbox(
-        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=approvers
-    ) as box:
+    async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
         every_gate_passes(box)
         value = await observing(box)
         before = await box.rollout()
