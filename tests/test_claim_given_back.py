@@ -31,7 +31,7 @@ async def test_a_second_extend_is_not_done_again_after_the_first_saved_then_fail
         before = await box.rollout()
         once = box.services.controls._once  # type: ignore[attr-defined]
         settled = once._settled
-        waiting = asyncio.Event()
+        waiting, saved = asyncio.Event(), asyncio.Event()
 
         async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
             waiting.set()
@@ -44,14 +44,17 @@ async def test_a_second_extend_is_not_done_again_after_the_first_saved_then_fail
             if timer["kind"] != WINDOW_TIMER:
                 return await schedule(**timer)
             monkeypatch.setattr(timers, "schedule", schedule)
+            saved.set()
             await waiting.wait()  # the extension is saved; its timer's write is lost
             raise OperationalError("INSERT INTO timers", {}, ConnectionResetError("lost"))
 
         monkeypatch.setattr(once, "_settled", the_second_waits)
         monkeypatch.setattr(timers, "schedule", lost_once_the_second_waits)
         first = asyncio.create_task(box.click("extend_window", value=value))
+        await saved.wait()  # the first person's click holds the claim
         second = await box.click("extend_window", value=value, user=SECOND)
-        await first
+        told = await first
+        assert told is not None and "lost its connection" in told, told
 
         after = await box.rollout()
         assert await audited(box, after, "extend") == 1, "it extended twice"

@@ -206,11 +206,12 @@ class Access:
         """Before a request acts that waited for another's claim of its effect, given back:
         that request failed, maybe once it had saved (the window extended, then its timer's
         write lost). An effect once per card version is not done again on a rollout saved
-        since this request `read` it: refused as out of date, saying where it stands."""
+        since this request `read` it, or past its card's version (the other's save may have
+        come before that read): refused as out of date, saying where it stands."""
         if not once_per_version(control):
             return
         now = await self.rollouts.get(card.rollout_id)
-        if now.version != read.version:
+        if now.version != read.version or self.moved_past(card, now, plan) is not None:
             raise self._out_of_date(now, plan)
 
     def _out_of_date(self, rollout: Rollout, plan: RolloutPlan) -> StaleCard:
