@@ -47,7 +47,7 @@ from bot.services.ports import Words
 from bot.services.preflight_tag import (
     flags_after_move,
     read_tag_commit,
-    scheduled_commit,
+    scheduled_at_commit,
     unmoved_refusal,
 )
 from bot.services.records import NewMessage, new_rollout_id
@@ -96,8 +96,7 @@ class Preflights:
         )
         rollout = await self.checked(tag=tag, flags=flags, channel_id=channel_id, actor=actor)
         if schedule is not None:  # the commit checked: a tag moved by then holds the dispatch
-            schedule = replace(schedule, tag_commit=await scheduled_commit(effects.github, rollout))
-        rollout = replace(rollout, schedule=schedule)
+            rollout = await scheduled_at_commit(effects.github, rollout, schedule)
         said, timers = [], []
         if schedule is not None:  # the timer is written with the rollout: never one without
             said = told(rollout, DispatchScheduled(actor, schedule.at, schedule.zone))

@@ -7,9 +7,11 @@ out wherever the tag is then)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Check, CheckState, Rollout
+from bot.domain.schedule import Schedule
 from bot.services.ports import GitHubGateway
 
 log = logging.getLogger(__name__)
@@ -26,30 +28,51 @@ async def read_tag_commit(github: GitHubGateway, tag: str, *, before: str | None
         return before
 
 
-async def scheduled_commit(github: GitHubGateway, rollout: Rollout) -> str:
-    """The commit a scheduled start keeps (`Schedule.tag_commit`): the one its preflight read,
-    before its checks; read again when the preflight could not (GitHub failing, a tag too
-    deep to follow), raising `GitHubError` when it still cannot: the start is refused rather
+async def scheduled_at_commit(
+    github: GitHubGateway, rollout: Rollout, schedule: Schedule
+) -> Rollout:
+    """`rollout` of a scheduled start with its `schedule`, which keeps (`Schedule.tag_commit`)
+    the commit its preflight read, before its checks; read again when the preflight could not
+    (GitHub failing, a tag too deep to follow), and then kept by its preflight too, so that a
+    Re-check and a Dispatch compare with it (a Re-check finding it moved asks for the flags
+    again). Raises `GitHubError` when it still cannot be read: the start is refused rather
     than scheduled with no commit to hold the dispatch by."""
-    seen = rollout.preflight.tag_commit
-    return await github.tag_commit(rollout.tag) or "" if seen is None else seen
+    commit = rollout.preflight.tag_commit
+    if commit is None:
+        commit = await github.tag_commit(rollout.tag) or ""
+    return replace(
+        rollout,
+        preflight=replace(rollout.preflight, tag_commit=commit),
+        schedule=replace(schedule, tag_commit=commit),
+    )
 
 
 def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None) -> Check:
     """The flags check once a Re-check read the tag at `now`, its preflight having read it at
-    `was`: as it was while the tag is where it was (or either is not known); otherwise waiting
-    for the starter again, saying the tag now points at another commit (old → new): a
-    confirmation given for the old commit never carries over to the new one."""
+    `was` ("": no such tag): as it was while the tag is where it was (or either is not known);
+    otherwise waiting for the starter again, saying where the tag went (old → new, gone, or
+    created since): a confirmation given before never carries over to another commit."""
     if was is None or now is None or was == now:
         return flags
-    old = f"`{was[:12]}`" if was else "no commit"
-    new = f"`{now[:12]}`" if now else "no commit (the tag is gone from GitHub)"
-    return Check(
-        CheckState.PENDING,
-        f"`{tag}` now points at another commit: {old} → {new} (moved since its preflight "
-        "read it). A confirmation given for the old commit does not carry over: waiting for "
-        "the starter to confirm the feature flags for the new one",
-    )
+    if not now:
+        said = (
+            f"`{tag}` is gone from GitHub (its preflight read it at `{was[:12]}`). A "
+            "confirmation given for that commit does not carry over: waiting for the starter to "
+            "confirm the feature flags again"
+        )
+    elif not was:
+        said = (
+            f"`{tag}` now points at `{now[:12]}`: GitHub had no such tag when its preflight "
+            "read it. A confirmation given before does not carry over: waiting for the starter "
+            "to confirm the feature flags for this commit"
+        )
+    else:
+        said = (
+            f"`{tag}` now points at another commit: `{was[:12]}` → `{now[:12]}` (moved since "
+            "its preflight read it). A confirmation given for the old commit does not carry "
+            "over: waiting for the starter to confirm the feature flags for the new one"
+        )
+    return Check(CheckState.PENDING, said)
 
 
 async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
