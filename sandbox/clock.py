@@ -7,6 +7,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from bot.services.clock import sleep_until_woken
+from sandbox.bounds import bounded
+
+LOOPS_WAIT_S = 120.0
+"""Seconds `settle` and `until_sleeping` wait for the loops at most by default: a pass takes
+well under a second, many on a machine with a load of 16 on two cores; a loop that died or
+hangs fails the test with what was waited for instead of hanging the run."""
 
 
 class ManualClock:
@@ -26,6 +32,8 @@ class ManualClock:
         self._woken: dict[asyncio.Event, int] = {}
         self._napped = asyncio.Event()
         """Set whenever a loop goes to sleep."""
+        self.loops_wait = LOOPS_WAIT_S
+        """Seconds `settle` and `until_sleeping` wait at most (a test of the bound shortens it)."""
 
     def __call__(self) -> datetime:
         return self._start + self.skipped
@@ -38,10 +46,20 @@ class ManualClock:
 
     async def settle(self) -> None:
         """Wait until every loop the last moves woke has looked and sleeps again: whatever
-        the moves made due has been done (or tried) by then."""
-        while any(self._naps[wake] <= naps for wake, naps in self._woken.items()):
-            self._napped.clear()
-            await self._napped.wait()
+        the moves made due has been done (or tried) by then; `TimeoutError` after
+        `loops_wait`."""
+
+        def awake() -> int:
+            return sum(self._naps[wake] <= naps for wake, naps in self._woken.items())
+
+        def missing() -> str:
+            woken = len(self._woken)
+            return f"{awake()} of the {woken} loops the clock's moves woke did not sleep again"
+
+        async with bounded(self.loops_wait, missing):
+            while awake():
+                self._napped.clear()
+                await self._napped.wait()
         self._woken.clear()
 
     def forget_ended(self) -> int:
@@ -54,10 +72,16 @@ class ManualClock:
         return known
 
     async def until_sleeping(self, loops: int) -> None:
-        """Wait until `loops` loops sleep on this clock (a bot started again went round)."""
-        while len(self._sleepers) < loops:
-            self._napped.clear()
-            await self._napped.wait()
+        """Wait until `loops` loops sleep on this clock (a bot started again went round);
+        `TimeoutError` after `loops_wait`."""
+
+        def missing() -> str:
+            return f"only {len(self._sleepers)} of {loops} loops sleep on the clock"
+
+        async with bounded(self.loops_wait, missing):
+            while len(self._sleepers) < loops:
+                self._napped.clear()
+                await self._napped.wait()
 
     async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
         """Return once woken or moved (a moved clock has the sleeper look again), or once

@@ -218,6 +218,8 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
         self._spawn(asyncio.get_running_loop().create_task(self._ticker()))
 
     async def stop(self) -> None:
+        for held in self._holds:  # a held request would hold the server's stop for a minute
+            held.released.set()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

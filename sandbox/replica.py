@@ -15,6 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
+from sandbox.bounds import bounded
+
 _INHERITED = ("PATH", "HOME", "LANG")
 """The only variables a replica takes from the test's own environment."""
 
@@ -55,8 +57,9 @@ class ServeProcess:
         """Start the process and wait until `/healthz` answers; returns its base URL. The
         port is free when chosen; another process may take it before `serve` binds it: then
         once more on another port. The wait ends as soon as it answers or exits: `timeout`
-        only bounds a start that hangs. Importing the bot alone costs about 1.8 CPU-seconds,
-        15 to 22 s of wall time at a load of 16 on 2 cores, so 30 s was too short."""
+        only bounds a start that hangs: one that fails, hangs or is cancelled is killed.
+        Importing the bot alone costs about 1.8 CPU-seconds, 15 to 22 s of wall time at a
+        load of 16 on 2 cores, so 30 s was too short."""
         try:
             return await self._start(timeout)
         except PortTaken:
@@ -88,16 +91,33 @@ class ServeProcess:
                 cwd=self._workdir,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=stderr,
-                start_new_session=True,  # a group of its own: `kill` ends all its processes
             )
         self.starts += 1
+        try:
+            self.url = await self._healthy(process, port, timeout)
+        except BaseException:
+            await self.kill()  # a start that hangs or is cancelled leaves no process behind
+            raise
+        return self.url
+
+    async def _healthy(
+        self,
+        process: asyncio.subprocess.Process,
+        port: int,
+        timeout: float,  # noqa: ASYNC109
+    ) -> str:
+        """The base URL once `/healthz` answers on `port`; an error once `process` exited or
+        `timeout` seconds passed."""
         url = f"http://127.0.0.1:{port}"
-        async with asyncio.timeout(timeout):
+
+        def missing() -> str:
+            return f"rollout-bot serve does not answer GET {url}/healthz; see {self.log}"
+
+        async with bounded(timeout, missing):
             while process.returncode is None:
                 try:
                     async with self._http.get(f"{url}/healthz") as health:
                         if health.status == 200:
-                            self.url = url
                             return url
                 except aiohttp.ClientConnectionError:
                     pass
@@ -108,25 +128,49 @@ class ServeProcess:
 
     async def stop(self, *, timeout: float = 60.0) -> int:  # noqa: ASYNC109
         """SIGTERM, as an orchestrator stops a replica in a rolling restart: it drains and
-        exits; returns its exit status."""
+        exits; returns its exit status. One still running after `timeout` seconds is killed
+        (`TimeoutError`)."""
         process = self._process
         assert process is not None and process.returncode is None, "not running"
         process.terminate()
-        async with asyncio.timeout(timeout):
-            status = await process.wait()
-        self._process = None
-        return status
+        try:
+            async with bounded(
+                timeout,
+                lambda: f"rollout-bot serve did not exit on SIGTERM (killed); see {self.log}",
+            ):
+                return await process.wait()
+        finally:
+            await self.kill()  # one that did not exit is not left running for the rest of the run
 
     async def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as when a node dies: every process of the replica
         at once (its chart worker, orphaned, would go on starting for up to 0.4 CPU-seconds
-        before it noticed)."""
+        before it noticed). The replica stays in the test's process group, so that a signal
+        to the group (Ctrl-C, a job runner's SIGTERM) reaches it too."""
         process = self._process
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-                os.killpg(process.pid, signal.SIGKILL)
+                # Stopped, it starts no process, and reaps none: its children's ids stay theirs.
+                process.send_signal(signal.SIGSTOP)
+                for pid in (*descendants(process.pid), process.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             await process.wait()
         self._process = None
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs (Linux's /proc; none once it has ended)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(FileNotFoundError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *descendants(int(child))]
+    return found
 
 
 class PortTaken(Exception):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -221,21 +222,33 @@ async def engine_for_one_task(
     """An engine (`create_engine`) for one short task, a command or a check: disposed after it,
     and the threads aiosqlite ran its connections in waited for. A connection that failed to
     open stops its thread without waiting for it, and that thread's last answer, to an event
-    loop already closed after a short task, would be a traceback on stderr."""
-    before = set(threading.enumerate())
+    loop already closed after a short task, would be a traceback on stderr. Only this engine's
+    threads: another engine's in the process (the app's, a replica's) may run on for long."""
     engine = create_engine(url, statement_timeout_s=statement_timeout_s, **engine_options)
+    threads: list[threading.Thread] = []
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "do_connect", _threads_kept(threads))
     try:
         yield engine
     finally:
         await engine.dispose()
-        started = [t for t in threading.enumerate() if t not in before and _is_sqlite_worker(t)]
-        if started:
-            await asyncio.to_thread(_join, started, timeout=5.0)
+        if threads:
+            await asyncio.to_thread(_join, threads, timeout=5.0)
 
 
-def _is_sqlite_worker(thread: threading.Thread) -> bool:
-    """One of aiosqlite's connection threads (named after their function, as Python does)."""
-    return thread.name.endswith("(_connection_worker_thread)")
+def _threads_kept(threads: list[threading.Thread]) -> Callable[..., None]:
+    """A `do_connect` listener that keeps, in `threads`, the thread each connection is opened
+    in (aiosqlite opens it in its connection's own thread), whether it opens or fails."""
+
+    class _Kept(sqlite3.Connection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            threads.append(threading.current_thread())
+            super().__init__(*args, **kwargs)
+
+    def _connecting(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+        params["factory"] = _Kept
+
+    return _connecting
 
 
 def _join(threads: Sequence[threading.Thread], *, timeout: float) -> None:

@@ -11,15 +11,11 @@ from sqlalchemy import delete, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.domain.freeze import LaneHold, override_kind, roll_back_kind
-from bot.services.records import NewAuditEvent, NewMessage
+from bot.services.records import NewAuditEvent, NewMessage, Told
 from storage.audit_log import audit_row
 from storage.db import ServiceStore, from_row, insert_new
 from storage.models import LaneHoldRow, RolloutRow
 from storage.outbox import enqueue
-
-Told = Callable[[list[LaneHold]], Sequence[NewMessage]]
-"""The outbox messages that tell of the holds a change stored (or removed): written with them,
-at `now` (`/rollout freeze --all` tells the other release channels)."""
 
 
 def _untold(_: list[LaneHold]) -> Sequence[NewMessage]:

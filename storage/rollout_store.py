@@ -223,6 +223,7 @@ def _context(rollout: Rollout) -> dict[str, Any]:
         ),
         # Beside "preflight", whose values an older version reads as checks; absent: not known.
         **({} if preflight.tag_commit is None else {"tag_commit": preflight.tag_commit}),
+        **({} if preflight.moved_to is None else {"tag_moved_to": preflight.moved_to}),
         "dispatched_at": _iso(rollout.dispatched_at),
         "gave_up_at": _iso(rollout.gave_up_at),
         "schedule": None if rollout.schedule is None else codec.schedule_to_json(rollout.schedule),
@@ -351,13 +352,14 @@ def _rollout(record: RolloutRecord) -> Rollout:
 
 def _preflight(context: Mapping[str, Any]) -> Preflight:
     data, contents = context["preflight"], context.get("contents")
-    commit = context.get("tag_commit")
+    commit, moved = context.get("tag_commit"), context.get("tag_moved_to")
     return Preflight(
         flags=codec.check_from_json(data["flags"]),
         migrations=codec.check_from_json(data["migrations"]),
         image=codec.check_from_json(data["image"]),
         contents=None if contents is None else codec.contents_from_json(contents),
         tag_commit=None if commit is None else str(commit),
+        moved_to=None if moved is None else str(moved),
     )
 
 

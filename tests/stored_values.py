@@ -204,6 +204,11 @@ ROLLOUT_STATE = Family(
             "rollout:preflight-commit",
             replace(NEW, preflight=replace(ALL_CLEAR, tag_commit="c0ffee0")),
         ),
+        # Where a person's refused Dispatch found the tag moved (the card offers Re-check).
+        _rollout_sample(
+            "rollout:tag-moved",
+            replace(NEW, preflight=replace(ALL_CLEAR, tag_commit="c0ffee0", moved_to="decaf00")),
+        ),
         Sample("verdict", VERDICT, verdict_to_json, verdict_from_json),
         earlier(Sample("verdict:plain", PLAIN, verdict_to_json, verdict_from_json)),
         *(

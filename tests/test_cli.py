@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -341,6 +342,45 @@ async def test_serve_answers_signed_help_and_stops_cleanly_on_sigterm(
     # Without METRICS_TOKEN, one WARNING at start says /metrics is open, what it shows, the fix.
     (open_metrics,) = [line for line in err.splitlines() if "GET /metrics" in line]
     assert "WARNING" in open_metrics and "Set METRICS_TOKEN" in open_metrics
+
+
+async def test_a_serve_whose_start_times_out_is_killed_and_reaped(
+    tmp_path: Path,
+    slack: SlackTestServer,
+    sqlite_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica that never answers `/healthz` on its port (here: told to listen on another)
+    fails its start at the bound, saying what it waited for, and leaves no process behind to
+    eat CPU and hold ports and database connections for the rest of the run."""
+    spawned: list[asyncio.subprocess.Process] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def spawning(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        spawned.append(process := await spawn(*args, **kwargs))
+        return process
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spawning)
+    env = full_env(tmp_path, slack_api_url=slack.api_url) | {
+        "DATABASE_URL": sqlite_database_url,
+        "PORT": str(free_port()),  # not the port it is asked at
+    }
+    async with aiohttp.ClientSession() as http:
+        process = ServeProcess(
+            environment=lambda _port: env, workdir=tmp_path, log=tmp_path / "serve.log", http=http
+        )
+        try:
+            with pytest.raises(TimeoutError) as failed:
+                await process.start(timeout=1.0)
+            (serve,) = spawned
+            assert serve.returncode is not None  # killed, and reaped: not even a zombie
+            with pytest.raises(ProcessLookupError):
+                os.kill(serve.pid, 0)
+        finally:
+            await process.kill()  # without the fix, the process left running
+    assert not process.running
+    assert str(failed.value).startswith("after 1.0 s, rollout-bot serve does not answer GET ")
+    assert str(failed.value).endswith(f"/healthz; see {process.log}")
 
 
 async def test_check_config_masks_passwords_inside_urls(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from figures import passing_sandbox
 
-from bot.domain.rollout import Phase
+from bot.domain.rollout import CheckState, Phase
 from sandbox.config import RELEASE_MANAGER
 from sandbox.github_runs import commit_sha
 from sandbox.harness import Sandbox
@@ -35,6 +35,7 @@ async def ready(box: Sandbox) -> None:
     await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
     rollout = await box.rollout()
     assert rollout.preflight.tag_commit == commit_sha(TAG)
+    assert "[Re-check]" not in box.card_message().rendered  # nothing unread, nothing moved
 
 
 async def test_a_tag_moved_since_the_preflight_refuses_the_dispatch(box: Sandbox) -> None:
@@ -52,15 +53,44 @@ async def test_a_tag_moved_since_the_preflight_refuses_the_dispatch(box: Sandbox
     assert [e.result for e in refused] == ["refused"]
 
 
+async def test_a_refused_dispatch_offers_re_check_which_reads_the_moved_tag(
+    box: Sandbox,
+) -> None:
+    """The refusal offered only to Cancel and start again: with every check clear, the card had
+    no Re-check, so a moved tag could not be read again without losing the preflight."""
+    await ready(box)
+    box.github.push_tag(TAG, at=MOVED)
+    answer = await box.click("dispatch")
+    assert answer is not None and "click Re-check on the card" in answer, answer
+    await box.slack.wait_for(lambda: "[Re-check]" in box.card_message().rendered)
+    shown = box.card_message().rendered
+    assert f"Dispatch found `{TAG}` at `{MOVED[:12]}`" in shown, shown
+
+    assert await box.click("recheck") is None
+
+    await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == MOVED
+    assert rollout.preflight.flags.state is CheckState.PENDING
+    shown = box.card_message().rendered
+    assert f"`{commit_sha(TAG)[:12]}` → `{MOVED[:12]}`" in shown, shown
+    assert "[Re-check]" not in shown and "[Dispatch]" not in shown, shown
+    assert await box.click("confirm_flags") is None
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+    assert await box.click("dispatch") is None
+    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(box.github.dispatches) == 1
+
+
 async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
     box: Sandbox,
 ) -> None:
-    """What the refusal says to do: Cancel, start the tag again; its new preflight reads the
+    """What the refusal also offers: Cancel, start the tag again; its new preflight reads the
     tag where it is now, and Dispatch goes."""
     await ready(box)
     box.github.push_tag(TAG, at=MOVED)
     answer = await box.click("dispatch")
-    assert answer is not None and f"Cancel this preflight and start `{TAG}` again" in answer
+    assert answer is not None and "Cancel this preflight" in answer, answer
     await box.click("cancel_preflight")
     await box.wait_until(lambda r: r.phase is Phase.ENDED)
 
@@ -95,6 +125,7 @@ async def test_github_not_saying_where_the_tag_is_dispatches_nothing(box: Sandbo
     assert "Nothing was dispatched" in answer, answer
     assert box.github.dispatches == []
     assert (await box.rollout()).phase is Phase.PREFLIGHT
+    assert "[Re-check]" not in box.card_message().rendered  # not known to have moved
 
     box.github.clear_failures()
     assert await box.click("dispatch") is None

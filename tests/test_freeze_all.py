@@ -80,7 +80,7 @@ async def test_an_approver_of_every_service_freezes_them_all_each_audited(
     said = await box.command("freeze --all 2h INC-9 payments outage")
     assert f"<@{RELEASE_MANAGER}> froze deploys of every service until" in said, said
     assert "`relay`, `billing-api`, `search`" in said and "INC-9 payments outage" in said
-    assert f"Told in <#{SEARCH_CHANNEL}> too." in said  # the other channel told is named
+    assert f"Telling <#{SEARCH_CHANNEL}> too" in said  # the other channel told is named
     assert await frozen_services(holds) == sorted(NAMES)
     for name, channel in (("relay", RELEASE_CHANNEL), ("search", SEARCH_CHANNEL)):
         refused = await box.command(f"start {name} v1.4.2", channel=channel)
@@ -149,7 +149,7 @@ async def test_unfreeze_all_lifts_every_freeze_each_audited(
     said = await box.command("unfreeze --all", channel=SEARCH_CHANNEL)
     assert f"<@{RELEASE_MANAGER}> lifted the freeze of `relay`" in said, said
     assert "`search` (by" in said and "No `/rollout freeze` was in force for `billing-api`" in said
-    assert f"Told in <#{RELEASE_CHANNEL}> too." in said  # relay's freeze was lifted
+    assert f"Telling <#{RELEASE_CHANNEL}> too" in said  # relay's freeze was lifted
     assert await frozen_services(holds) == []
     assert "Preflight" in await box.command("start v3.0.0", channel=SEARCH_CHANNEL)
     events = [

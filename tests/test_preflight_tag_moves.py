@@ -56,6 +56,23 @@ def _moved_while_compared(monkeypatch: pytest.MonkeyPatch, history: History, to:
     monkeypatch.setattr(history, "index", moving)
 
 
+async def _held_asking_for_the_flags(box: Sandbox, at: datetime, old: str, new: str) -> None:
+    """At `at` the scheduled dispatch is held, saying TAG moved from `old` to `new`; the
+    preflight keeps `new`, its flags waiting for the starter (no Dispatch on the card)."""
+    await starts.reach(box, at)
+
+    said = await starts.told_in_thread(box, "did not go")
+    assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
+    # What happens next: the starter confirms the flags first (not "an approver clicks Dispatch").
+    assert "the starter confirms the feature flags for the commit it is at now" in said, said
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == new
+    assert rollout.preflight.flags.state is CheckState.PENDING
+    await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
+    assert "[Dispatch" not in box.card_message().rendered
+    assert box.github.dispatches == []
+
+
 async def test_re_check_says_the_tag_moved_and_asks_for_the_flags_again(box: Sandbox) -> None:
     """Re-check read the tag where it was now and kept it silently, the flags confirmed for
     the old commit carried over: Dispatch released a commit nobody had confirmed."""
@@ -140,16 +157,7 @@ async def test_a_scheduled_dispatch_held_for_a_moved_tag_asks_for_the_flags_agai
     at = await starts.scheduled(box)
     box.github.history.tags[TAG] = new
 
-    await starts.reach(box, at)
-
-    said = await starts.told_in_thread(box, "did not go")
-    assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
-    rollout = await box.rollout()
-    assert rollout.preflight.tag_commit == new
-    assert rollout.preflight.flags.state is CheckState.PENDING
-    await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
-    assert "[Dispatch" not in box.card_message().rendered
-    assert box.github.dispatches == []
+    await _held_asking_for_the_flags(box, at, old, new)
 
 
 async def test_a_scheduled_start_of_a_tag_the_preflight_could_not_follow_is_refused(
@@ -164,3 +172,28 @@ async def test_a_scheduled_start_of_a_tag_the_preflight_could_not_follow_is_refu
 
     assert f"Could not read which commit the tag `{TAG}` is at" in said, said
     assert box.github.dispatches == [] and await box.rollouts() == []
+
+
+async def test_a_scheduled_start_whose_preflight_could_not_read_the_tag_asks_again_when_moved(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The preflight's read of the tag failed and the schedule's own read kept its commit for
+    the schedule only: the tag moved by then held the dispatch, but its recheck (nothing kept
+    to compare with) left the flags confirmed for the old commit, and an approver's Dispatch
+    released the new one."""
+    from bot.services import preflight
+
+    old, new = _line(box.github.history)
+    reads = preflight.read_tag_commit
+
+    async def failing_once(github: object, tag: str, *, before: str | None) -> str | None:
+        monkeypatch.setattr(preflight, "read_tag_commit", reads)
+        return before  # GitHub did not say: what a failed read keeps
+
+    monkeypatch.setattr(preflight, "read_tag_commit", failing_once)
+    at = await starts.scheduled(box)
+    rollout = await box.rollout()
+    assert rollout.schedule is not None and rollout.schedule.tag_commit == old
+    box.github.history.tags[TAG] = new
+
+    await _held_asking_for_the_flags(box, at, old, new)

@@ -5,7 +5,8 @@ the second person is told that their stop, too, was refused, and why; each perso
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -23,14 +24,24 @@ SECOND = "U0RELMGR02"
 REFUSED = "already deploying GA ring"
 
 
-async def test_a_second_kill_pressed_while_the_first_is_put_back_is_told_why_it_is_refused(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="1s", extension="1s")
+@asynccontextmanager
+async def two_approvers(
+    tmp_path: Path, database_url: str, *, window: str, extension: str
+) -> AsyncIterator[Sandbox]:
+    """A sandbox on `fast_plan` (its windows and extensions as given) where the release
+    manager and `SECOND` both approve."""
+    plan = fast_plan(tmp_path / "figures.yml", window=window, extension=extension)
     approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
     async with Sandbox(
         workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=approvers
     ) as box:
+        yield box
+
+
+async def test_a_second_kill_pressed_while_the_first_is_put_back_is_told_why_it_is_refused(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with two_approvers(tmp_path, database_url, window="1s", extension="1s") as box:
         write_figures(box.figures, "relay", RELAY_OK)
         write_figures(box.figures, "desktop", RINGS_OK)
         await dispatched(box)

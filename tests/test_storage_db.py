@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.failures import TRANSIENT
+from storage import db
 from storage.audit_log import AuditLog
 from storage.db import (
     InvalidDatabaseUrl,
@@ -205,3 +206,30 @@ async def test_a_task_on_a_database_that_cannot_open_leaves_no_sqlite_thread(
             pass
     left = [t for t in threading.enumerate() if t not in before]
     assert not [t for t in left if "_connection_worker_thread" in t.name]
+
+
+async def test_a_task_waits_for_its_own_sqlite_threads_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another engine of the process (the app's, another replica's, a task begun before) keeps
+    # its connection's thread running: a one-task engine waiting for it as its own waited out
+    # its whole bound (5 s) for each, three replicas' one-task engines 15 s.
+    url = f"sqlite:///{tmp_path}/bot.db"
+    waited: list[threading.Thread] = []
+
+    def join(threads: list[threading.Thread], *, timeout: float) -> None:
+        waited.extend(threads)
+        db_join(threads, timeout=timeout)
+
+    db_join = db._join
+    monkeypatch.setattr(db, "_join", join)
+    async with engine_for_one_task(url) as other:
+        async with engine_for_one_task(url) as engine:
+            async with other.connect() as going_on:  # opened after this task's engine
+                await going_on.execute(text("SELECT 1"))
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        assert waited
+        assert not [thread for thread in waited if thread.is_alive()]
+        async with other.connect() as going_on:
+            assert await going_on.scalar(text("SELECT 1")) == 1

@@ -190,6 +190,12 @@ def effect_attempt(key: str) -> int:
     return int(key.rsplit(":", 1)[-1])
 
 
+def once_per_version(control: Control) -> bool:
+    """Whether the control's effect is once per version of its card (`effect_key`): acting
+    again on a rollout saved since would do it twice (another 15 minutes, another gate)."""
+    return "version" in _SCOPE[control]
+
+
 def delivery_key(delivery: str) -> str:
     """The identity of one Slack delivery (its trigger_id and body): a retry acts once."""
     return f"delivery:{delivery}"

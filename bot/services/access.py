@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from bot.domain.controls import AlreadyDone, CardRef, Control, StaleCard, describe
+from bot.domain.controls import (
+    AlreadyDone,
+    CardRef,
+    Control,
+    StaleCard,
+    describe,
+    once_per_version,
+)
 from bot.domain.errors import NotAReleaseChannel, NotAuthorized, RolloutError
 from bot.domain.permissions import Asker, Refused, refusal
 from bot.domain.plan import RolloutPlan
@@ -191,6 +198,23 @@ class Access:
         done = await self.once.done_by(control, card, describe(control, rollout, plan, card))
         if done is not None:
             return done
+        return self._out_of_date(rollout, plan)
+
+    async def unchanged_since(
+        self, control: Control, card: CardRef, read: Rollout, plan: RolloutPlan
+    ) -> None:
+        """Before a request acts that waited for another's claim of its effect, given back:
+        that request failed, maybe once it had saved (the window extended, then its timer's
+        write lost). An effect once per card version is not done again on a rollout saved
+        since this request `read` it, or past its card's version (the other's save may have
+        come before that read): refused as out of date, saying where it stands."""
+        if not once_per_version(control):
+            return
+        now = await self.rollouts.get(card.rollout_id)
+        if now.version != read.version or self.moved_past(card, now, plan) is not None:
+            raise self._out_of_date(now, plan)
+
+    def _out_of_date(self, rollout: Rollout, plan: RolloutPlan) -> StaleCard:
         return StaleCard(
             f"This card is out of date: {where_it_stands(rollout, plan, self.rollouts.words)} "
             "Use the buttons on the updated card, or `/rollout status`."

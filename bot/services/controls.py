@@ -346,7 +346,9 @@ class ControlService:
             what = describe(control, rollout, plan, card)
             await self._once.delivery(origin, control, card, what)
             past = self._access.moved_past(card, rollout, plan)
-            return await self._once.once(origin, control, card, what, act, moved_past=past)
+            unchanged = partial(self._access.unchanged_since, control, card, rollout, plan)
+            once = partial(self._once.once, moved_past=past, given_back=unchanged)
+            return await once(origin, control, card, what, act)
 
 
 def _named_track(card: CardRef) -> str:

@@ -123,14 +123,17 @@ class ExactlyOnce:
         *,
         wait: bool = True,
         moved_past: str | None = None,
+        given_back: Callable[[], Awaitable[None]] | None = None,
     ) -> T:
         """Claim the effect `control` on `card` (`what`, in words), then `act` once. Whoever
         holds the claim is waited for, unless not `wait` (then `BeingDone` at once).
         `moved_past`: where the rollout stands, when `card` is a version it has moved past;
         a claim an earlier click never recorded done is then refused in the claim's own
-        statement, not taken over (its lease may run out after any earlier look)."""
+        statement, not taken over (its lease may run out after any earlier look).
+        `given_back`: the holder gave the claim back: raises, under it, if this must not act."""
         key = effect_key(control, card)
         claim: Claim | None = None
+        regained = False
         for _ in range(3):  # a claim released between our INSERT and our read: try again
             try:
                 claim = await self._claims.claim(
@@ -153,9 +156,9 @@ class ExactlyOnce:
             if held is not None:
                 settled = await self._settled(held, wait=wait)
                 if settled is None and wait:
-                    # Its holder failed and changed nothing: this request acts itself, and
-                    # whoever made it is told its own outcome (a refusal says why), not sent
-                    # to the holder's answer, which they never see.
+                    # Its holder failed (maybe after a save: `given_back`): this request acts,
+                    # told its own outcome, not sent to the holder's answer they never see.
+                    regained = True
                     continue
                 raise self._told(held, settled, what)
         if claim is None:
@@ -163,6 +166,8 @@ class ExactlyOnce:
         acting = _Acting(claim)
         entered = _acting.set(acting)
         try:
+            if regained and given_back is not None:
+                await given_back()
             result = await act()
         except (RunNotIdentified, PromotedWhileStopping, RerunUnclear, RerunLaneTaken):
             # The dispatch may have started a run, the approval is on GitHub, the job may have
@@ -319,8 +324,7 @@ class ExactlyOnce:
 
     async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
         """The claim `held` once its owner finished (waited for unless not `wait`), or as it
-        stands when the wait ran out (still claimed); None when its owner gave it back (it
-        failed and changed nothing)."""
+        stands when the wait ran out (still claimed); None when its owner gave it back."""
         claim: Claim | None = held
         deadline = time.monotonic() + (self._holder_wait if wait else 0.0)
         while claim is not None and claim.state is ClaimState.CLAIMED:

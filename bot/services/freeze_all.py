@@ -28,7 +28,7 @@ from bot.domain.freeze import LANE_FREEZE, Freeze, LaneHold
 from bot.domain.freeze_all import LanesTold, elsewhere, frozen_elsewhere, unfrozen_elsewhere
 from bot.services.lane_controls import Froze, LaneControls, freeze_in_force
 from bot.services.outbox_messages import lanes_notice
-from bot.services.records import NewAuditEvent, NewMessage
+from bot.services.records import NewAuditEvent, NewMessage, Told
 from bot.services.requests import Entry, Origin, current_entry
 
 
@@ -53,10 +53,6 @@ class AllLanes(Protocol):
         now: datetime,
         told: Told,
     ) -> list[LaneHold]: ...
-
-
-Told = Callable[[list[LaneHold]], Sequence[NewMessage]]
-"""The outbox messages telling of the holds stored (or removed), written with them."""
 
 
 @dataclass

@@ -44,11 +44,13 @@ from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
 from bot.services.outbox_messages import card, told
 from bot.services.ports import Words
+from bot.services.preflight_checks import github_checks
 from bot.services.preflight_tag import (
     flags_after_move,
+    moved_refusal,
     read_tag_commit,
-    scheduled_commit,
-    unmoved_refusal,
+    scheduled_at_commit,
+    where_moved,
 )
 from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
@@ -96,8 +98,7 @@ class Preflights:
         )
         rollout = await self.checked(tag=tag, flags=flags, channel_id=channel_id, actor=actor)
         if schedule is not None:  # the commit checked: a tag moved by then holds the dispatch
-            schedule = replace(schedule, tag_commit=await scheduled_commit(effects.github, rollout))
-        rollout = replace(rollout, schedule=schedule)
+            rollout = await scheduled_at_commit(effects.github, rollout, schedule)
         said, timers = [], []
         if schedule is not None:  # the timer is written with the rollout: never one without
             said = told(rollout, DispatchScheduled(actor, schedule.at, schedule.zone))
@@ -152,7 +153,7 @@ class Preflights:
             if active is not None:
                 raise _in_progress(active, track, self._words)
         commit = await read_tag_commit(effects.github, tag, before=None)
-        migrations, image = await self._github_checks(self.plan, tag)
+        migrations, image = await github_checks(effects.github, self.plan, tag)
         contents = await read_contents(
             github=effects.github, store=effects.store, plan=self.plan, tag=tag, at=commit
         )
@@ -202,44 +203,6 @@ class Preflights:
             await effects.outbox.flush(rollout.id)
         return await effects.get(rollout.id)
 
-    async def _github_checks(self, plan: RolloutPlan, tag: str) -> tuple[Check, Check]:
-        """The preflight checks GitHub answers: the migrations, and the image (when the plan
-        checks it). A check GitHub failed to answer is an ERROR that says it was not checked."""
-        github = self._effects.github
-        rule = plan.preflight
-        ref = plan.workflow.ref
-        try:
-            paths = await github.list_directory(path=rule.migrations.directory, ref=ref)
-            files = {
-                path: await github.read_file(path=path, ref=ref)
-                for path in paths
-                if rule.migrations.applies_to(path)
-            }
-            migrations = machine.migration_check(plan, files)
-        except GitHubError as error:
-            migrations = _not_checked(error)
-        if not rule.check_image_published:
-            image = Check(CheckState.SKIPPED, "not checked (turned off in the plan)")
-        else:
-            image = await self._image_check(plan, tag)
-        return migrations, image
-
-    async def _image_check(self, plan: RolloutPlan, tag: str) -> Check:
-        package = plan.preflight.image_package
-        try:
-            published = await self._effects.github.image_published(package=package, tag=tag)
-        except GitHubError as error:
-            return _not_checked(error)
-        if published is None:
-            return Check(
-                CheckState.SKIPPED,
-                f"not checked: GitHub's packages API does not take a GitHub App's token (only "
-                f"a personal access token (classic)); make sure `{package}:{tag}` is published",
-            )
-        if published:
-            return Check(CheckState.PASS, f"`{package}:{tag}` is published")
-        return Check(CheckState.FAIL, f"`{package}:{tag}` is not published yet")
-
     async def recheck(self, *, rollout_id: str, actor: str) -> Rollout:
         """Read the tag's commit, the GitHub checks and the contents again; the flags stay as
         confirmed unless the tag moved (`flags_after_move`). The card is redrawn as a new
@@ -254,7 +217,7 @@ class Preflights:
             plan = await effects.plan_of(rollout)
             was = rollout.preflight
             commit = await read_tag_commit(effects.github, rollout.tag, before=was.tag_commit)
-            migrations, image = await self._github_checks(plan, rollout.tag)
+            migrations, image = await github_checks(effects.github, plan, rollout.tag)
             contents = await read_contents(
                 github=effects.github, store=effects.store, plan=plan, tag=rollout.tag, at=commit
             )
@@ -295,8 +258,8 @@ class Preflights:
         scheduled dispatch (`scheduled_at`) is refused here, under the rollout's lock, unless
         it is still scheduled then (a Cancel schedule may land while its preflight was being
         re-checked). A person's click is refused while the tag is not where its preflight read
-        it, or GitHub does not say (`unmoved_refusal`). A dispatch GitHub refuses changes
-        nothing: the schedule is kept."""
+        it (the card then offers Re-check), or GitHub does not say (`where_moved`). A
+        dispatch GitHub refuses changes nothing: the schedule is kept."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
@@ -305,15 +268,16 @@ class Preflights:
                 late := await self._dispatched.late_run(rollout, plan)
             ):
                 return late  # the run of the dispatch the bot gave up on: never a second
-            now = effects.clock()
+            now, github = effects.clock(), effects.github
             try:
                 begun = machine.begin_dispatch(rollout, now=now, scheduled_at=scheduled_at)
                 # A person's click: the tag still where the preflight read it (a scheduled
                 # dispatch looks at the schedule's commit, `bot.services.scheduled_starts`).
-                if scheduled_at is None and (
-                    moved := await unmoved_refusal(effects.github, rollout)
-                ):
-                    raise InvalidTransition(moved)
+                moved = None if scheduled_at is not None else await where_moved(github, rollout)
+                if moved is not None:  # the card offers Re-check, to read the tag there
+                    found = replace(rollout.preflight, moved_to=moved)
+                    await effects.redraw(replace(rollout, preflight=found))
+                    raise InvalidTransition(moved_refusal(rollout, moved))
             except (InvalidTransition, GitHubError) as error:
                 await effects.refuse(actor, "dispatch", rollout, error.message)
                 raise
@@ -322,7 +286,7 @@ class Preflights:
                 tag=rollout.tag, feature_flags_ready=True, baselines=_baselines(plan)
             )
             try:
-                run = await effects.github.dispatch(
+                run = await github.dispatch(
                     workflow_file=plan.workflow.file,
                     ref=plan.workflow.ref,
                     inputs=inputs,
@@ -360,11 +324,6 @@ class Preflights:
 def _baselines(plan: RolloutPlan) -> dict[str, Decimal]:
     """Each track's baseline crash rate, for the workflow's baseline inputs."""
     return {name: track.metrics.baseline_crash_rate for name, track in plan.tracks.items()}
-
-
-def _not_checked(error: GitHubError) -> Check:
-    """A preflight check GitHub failed to answer: not checked, and why, in a few words."""
-    return Check(CheckState.ERROR, f"could not check ({error.cause}); not checked, Re-check it")
 
 
 def _in_progress(active: Rollout, track: str, words: Words) -> RolloutError:

@@ -1,15 +1,17 @@
 """The release tag's commit as the preflight read it (before its checks, which describe it), the
 flags asked for again when a Re-check finds the tag moved, and the look at a person's Dispatch
-that the tag is still there: a tag force-pushed between the card and the click would otherwise
-ship a commit nobody preflighted (the workflow is dispatched with the tag's name, and checks
-out wherever the tag is then)."""
+that the tag is still there (refused, the card offers Re-check): a tag force-pushed between the
+card and the click would otherwise ship a commit nobody preflighted (the workflow is dispatched
+with the tag's name, and checks out wherever the tag is then)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Check, CheckState, Rollout
+from bot.domain.schedule import Schedule
 from bot.services.ports import GitHubGateway
 
 log = logging.getLogger(__name__)
@@ -26,42 +28,62 @@ async def read_tag_commit(github: GitHubGateway, tag: str, *, before: str | None
         return before
 
 
-async def scheduled_commit(github: GitHubGateway, rollout: Rollout) -> str:
-    """The commit a scheduled start keeps (`Schedule.tag_commit`): the one its preflight read,
-    before its checks; read again when the preflight could not (GitHub failing, a tag too
-    deep to follow), raising `GitHubError` when it still cannot: the start is refused rather
+async def scheduled_at_commit(
+    github: GitHubGateway, rollout: Rollout, schedule: Schedule
+) -> Rollout:
+    """`rollout` of a scheduled start with its `schedule`, which keeps (`Schedule.tag_commit`)
+    the commit its preflight read, before its checks; read again when the preflight could not
+    (GitHub failing, a tag too deep to follow), and then kept by its preflight too, so that a
+    Re-check and a Dispatch compare with it (a Re-check finding it moved asks for the flags
+    again). Raises `GitHubError` when it still cannot be read: the start is refused rather
     than scheduled with no commit to hold the dispatch by."""
-    seen = rollout.preflight.tag_commit
-    return await github.tag_commit(rollout.tag) or "" if seen is None else seen
+    commit = rollout.preflight.tag_commit
+    if commit is None:
+        commit = await github.tag_commit(rollout.tag) or ""
+    return replace(
+        rollout,
+        preflight=replace(rollout.preflight, tag_commit=commit),
+        schedule=replace(schedule, tag_commit=commit),
+    )
 
 
 def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None) -> Check:
     """The flags check once a Re-check read the tag at `now`, its preflight having read it at
-    `was`: as it was while the tag is where it was (or either is not known); otherwise waiting
-    for the starter again, saying the tag now points at another commit (old → new): a
-    confirmation given for the old commit never carries over to the new one."""
+    `was` ("": no such tag): as it was while the tag is where it was (or either is not known);
+    otherwise waiting for the starter again, saying where the tag went (old → new, gone, or
+    created since): a confirmation given before never carries over to another commit."""
     if was is None or now is None or was == now:
         return flags
-    old = f"`{was[:12]}`" if was else "no commit"
-    new = f"`{now[:12]}`" if now else "no commit (the tag is gone from GitHub)"
-    return Check(
-        CheckState.PENDING,
-        f"`{tag}` now points at another commit: {old} → {new} (moved since its preflight "
-        "read it). A confirmation given for the old commit does not carry over: waiting for "
-        "the starter to confirm the feature flags for the new one",
-    )
+    if not now:
+        said = (
+            f"`{tag}` is gone from GitHub (its preflight read it at `{was[:12]}`). A "
+            "confirmation given for that commit does not carry over: waiting for the starter to "
+            "confirm the feature flags again"
+        )
+    elif not was:
+        said = (
+            f"`{tag}` now points at `{now[:12]}`: GitHub had no such tag when its preflight "
+            "read it. A confirmation given before does not carry over: waiting for the starter "
+            "to confirm the feature flags for this commit"
+        )
+    else:
+        said = (
+            f"`{tag}` now points at another commit: `{was[:12]}` → `{now[:12]}` (moved since "
+            "its preflight read it). A confirmation given for the old commit does not carry "
+            "over: waiting for the starter to confirm the feature flags for the new one"
+        )
+    return Check(CheckState.PENDING, said)
 
 
-async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
-    """Look before a person's Dispatch: why it may not go because the tag is no longer where
-    its preflight read it (naming both commits, and what to do); "" when it is there, or when
-    the preflight kept no commit (an older version's, or GitHub did not say then, or the tag is
-    too deep to follow): nothing to compare, GitHub is not asked. GitHub failing to say where
-    the tag is raises `GitHubError`, saying the bot could not check and nothing was
-    dispatched."""
+async def where_moved(github: GitHubGateway, rollout: Rollout) -> str | None:
+    """Look before a person's Dispatch: the commit the tag is at now ("": gone from GitHub)
+    when it is no longer where its preflight read it; None when it is there, or when the
+    preflight kept no commit (an older version's, or GitHub did not say then, or the tag is too
+    deep to follow): nothing to compare, GitHub is not asked. GitHub failing to say where the
+    tag is raises `GitHubError`, saying the bot could not check and nothing was dispatched."""
     seen, tag = rollout.preflight.tag_commit, rollout.tag
     if seen is None:  # asking would only refuse, for nothing, while GitHub fails or the tag is deep
-        return ""
+        return None
     try:
         now = await github.tag_commit(tag) or ""
     except GitHubError as error:
@@ -71,13 +93,19 @@ async def unmoved_refusal(github: GitHubGateway, rollout: Rollout) -> str:
             f"{error.message} Nothing was dispatched: click Dispatch again once GitHub answers.",
             status=error.status,
         ) from error
-    if now == seen:
-        return ""
+    return None if now == seen else now
+
+
+def moved_refusal(rollout: Rollout, now: str) -> str:
+    """Why a person's Dispatch may not go, the tag found at `now` (`where_moved`): both
+    commits, and what to do (the card offers Re-check meanwhile, `Preflight.moved_to`)."""
+    seen, tag = rollout.preflight.tag_commit, rollout.tag
     was = f"its preflight read it at `{seen[:12]}`" if seen else "GitHub had no such tag then"
     where = f"it is now at `{now[:12]}`" if now else "it is now gone from GitHub"
     return (
         f"`{tag}` was moved since its preflight was read: {was}, and {where}. Dispatching would "
         "release a commit nobody preflighted, so nothing was dispatched. Check the tag on "
-        f"GitHub; if it is where it should be, Cancel this preflight and start `{tag}` again "
-        "(its new preflight reads the tag where it is now)."
+        "GitHub; if it is where it should be, click Re-check on the card: it reads the tag "
+        "where it is now, checks it again and asks the starter to confirm the feature flags for "
+        "it, then Dispatch. Else Cancel this preflight."
     )

@@ -7,12 +7,13 @@ the looks at runs.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from bot.domain.freeze import LaneHold
 from bot.domain.service import DEFAULT_SERVICE
 
 BOT = "rollout-bot"
@@ -48,6 +49,11 @@ class NewMessage:
     channel_id: str
     rollout_id: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+Told = Callable[[list[LaneHold]], Sequence[NewMessage]]
+"""The outbox messages that tell of the holds a change stored (or removed): written with them
+(`/rollout freeze --all` tells the other release channels)."""
 
 
 @dataclass(frozen=True, slots=True)

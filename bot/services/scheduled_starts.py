@@ -28,7 +28,7 @@ from bot.domain.freeze import Frozen
 from bot.domain.permissions import two_person_refusal
 from bot.domain.plan import RolloutPlan
 from bot.domain.reasons import Reason
-from bot.domain.rollout import InvalidTransition, Phase, Rollout
+from bot.domain.rollout import CheckState, InvalidTransition, Phase, Rollout
 from bot.domain.run_link import LinkableRun
 from bot.domain.schedule import Held
 from bot.logs import rollout_context
@@ -295,8 +295,8 @@ def _missed(timer: Timer, late: timedelta) -> Reason:
 
 def _moved_hold(rollout: Rollout, now: str | None) -> Held | None:
     """The hold of a dispatch whose tag is at `now` (None: not known), no longer where it was
-    when the start was scheduled (`ScheduledStarts._tag_moved`); None when it is there, or the
-    schedule kept no commit."""
+    when the start was scheduled (`ScheduledStarts._tag_moved`), saying what a person does
+    next; None when it is there, or the schedule kept no commit."""
     scheduled = rollout.schedule.tag_commit if rollout.schedule is not None else ""
     if not scheduled or now is None or now == scheduled:
         return None
@@ -306,10 +306,29 @@ def _moved_hold(rollout: Rollout, now: str | None) -> Held | None:
             f"`{rollout.tag}` was moved since the start was scheduled: it was at "
             f"`{scheduled[:12]}` and now {where}, so what was scheduled is not what would "
             "be released (a run by hand may have released the old commit). It was not "
-            "dispatched: check the tag and its runs on GitHub; an approver clicks Dispatch "
-            "if the tag is where it should be, else Cancel"
+            f"dispatched: check the tag and its runs on GitHub; {_after_move(rollout, now)}"
         )
     )
+
+
+def _after_move(rollout: Rollout, now: str) -> str:
+    """What a person does once a moved tag held the dispatch, as its preflight stands: the
+    flags are asked for again when its re-check read the tag at `now` (`flags_after_move`); a
+    person's Dispatch is refused while it kept another commit (`where_moved`), offering
+    Re-check."""
+    seen, flags = rollout.preflight.tag_commit, rollout.preflight.flags
+    if seen == now and flags.state is CheckState.PENDING:
+        return (
+            "if it is where it should be, the starter confirms the feature flags for the "
+            "commit it is at now (the card asks), then an approver clicks Dispatch; else Cancel"
+        )
+    if seen is not None and seen != now:  # its re-check read the tag before it moved
+        return (
+            "if it is where it should be, click Dispatch: refused for the move, it offers "
+            "Re-check, which reads the tag there and asks the starter to confirm the feature "
+            "flags for it, then an approver clicks Dispatch; else Cancel"
+        )
+    return "an approver clicks Dispatch if the tag is where it should be, else Cancel"
 
 
 def _scheduled_at(timer: Timer) -> datetime:

@@ -45,10 +45,14 @@ def _kept(hold: LaneHold) -> str:
 
 
 def _told_too(told: Sequence[str]) -> str:
-    """The other release channels the command is told in (`lanes_text`), named."""
+    """The other release channels the command is told in (`lanes_text`), named: said before
+    the notices are posted, so not as done (one that refuses the bot: `lanes_refused_text`)."""
     if not told:
         return ""
-    return f" Told in {', '.join(channel(one) for one in told)} too."
+    return (
+        f" Telling {', '.join(channel(one) for one in told)} too (a channel that refuses the "
+        "bot is named to you alone)."
+    )
 
 
 def frozen_all_answer(

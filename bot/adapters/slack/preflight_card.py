@@ -78,7 +78,11 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) 
         blocks.append(section(card_line(schedule)))
     if schedule is not None and schedule.pending:
         cancel.insert(0, button("Cancel schedule", Action.CANCEL_SCHEDULE, value))
-    recheck = [button("Re-check", Action.RECHECK, value)] if _unread(checks) else []
+    moved = checks.moved_to
+    if moved is not None:  # a Dispatch refused: Re-check reads the tag where it is now
+        blocks.append(section(_moved_line(rollout, moved)))
+    again = _unread(checks) or moved is not None
+    recheck = [button("Re-check", Action.RECHECK, value)] if again else []
     if blocking:
         blocks.append(section(":no_entry: Dispatch is blocked by: " + "; ".join(blocking)))
         return as_json([*blocks, *actions([*recheck, *link, *listing, *cancel])])
@@ -93,6 +97,16 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) 
     label = "Dispatch now" if schedule is not None and schedule.pending else "Dispatch"
     dispatch = button(label, Action.DISPATCH, value, style="primary")
     return as_json([*blocks, *actions([dispatch, *recheck, *link, *listing, *cancel])])
+
+
+def _moved_line(rollout: Rollout, now: str) -> str:
+    """Where a refused Dispatch found the tag (`Preflight.moved_to`), and what Re-check does."""
+    found = f"at `{now[:12]}`" if now else "gone from GitHub"
+    return (
+        f":warning: Dispatch found `{rollout.tag}` {found}, moved since its preflight read it: "
+        f"nothing was dispatched. Re-check reads it where it is now, checks it again and asks "
+        f"<@{rollout.started_by}> to confirm the feature flags for it."
+    )
 
 
 def _unread(checks: Preflight) -> bool:

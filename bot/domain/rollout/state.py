@@ -174,6 +174,10 @@ class Preflight:
     Re-check): a person's Dispatch is refused if the tag moved since
     (`bot.services.preflight`). Empty: GitHub had no commit for the tag then; None: not known
     (GitHub did not say, or the preflight was read by an older version): not compared."""
+    moved_to: str | None = None
+    """Where a person's Dispatch, refused, found the tag moved off `tag_commit` ("": gone from
+    GitHub): the card offers Re-check, which reads the tag there (and clears this). None: no
+    Dispatch found it moved."""
 
     def blocking(self) -> list[str]:
         """What stops the dispatch, one line per check, empty when all are clear."""

@@ -1,0 +1,82 @@
+"""The harness's waits end: a loop that died or hangs fails the test with what was waited for
+instead of hanging the run (a `rollout-bot serve` whose start fails: tests/test_cli.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from figures import quiet_sandbox
+
+from sandbox.clock import ManualClock
+from sandbox.config import GITHUB_TOKEN, REPOSITORY
+from sandbox.github import GitHubSimulator
+
+NOW = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
+AUTHORIZED = {"Authorization": f"token {GITHUB_TOKEN}"}
+TRIPS = 0.05
+"""Seconds of a bound that is meant to trip: nothing the test waits for would come."""
+
+
+async def test_until_sleeping_fails_saying_how_many_loops_sleep() -> None:
+    clock = ManualClock(NOW)
+    clock.loops_wait = TRIPS
+    with pytest.raises(TimeoutError, match=rf"^after {TRIPS} s, only 0 of 1 loops sleep on"):
+        await clock.until_sleeping(1)
+
+
+async def test_settle_fails_saying_how_many_woken_loops_did_not_sleep_again() -> None:
+    clock = ManualClock(NOW)
+    wake = asyncio.Event()
+    loop = asyncio.create_task(clock.sleep_until(NOW + timedelta(hours=1), wake))
+    await clock.until_sleeping(1)
+    clock.advance(timedelta(minutes=1))
+    await loop  # woken, it looked and, as a loop that died, never sleeps again
+    clock.loops_wait = TRIPS
+    with pytest.raises(
+        TimeoutError, match=rf"^after {TRIPS} s, 1 of the 1 loops the clock's moves woke did not"
+    ):
+        await clock.settle()
+
+
+async def test_restart_bot_fails_when_fewer_loops_go_round_than_the_bot_had(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """Loops of the bot's that went to sleep once and then ended (died) are loops the bot
+    started again does not have: the restart fails within its bound, saying so. Eight of
+    them, more than the bot has (four: the scheduler's two, the outbox's, the refusals' log),
+    so that it falls short whichever of its own loops had gone round before the restart."""
+    async with quiet_sandbox(tmp_path, sqlite_database_url) as box:
+        for _ in range(8):
+            ended = asyncio.Event()
+            ended.set()  # it sleeps once and returns at once
+            await box.clock.sleep_until(box.clock() + timedelta(hours=1), ended)
+        box.clock.loops_wait = 1.0
+        with pytest.raises(TimeoutError) as failed:
+            await box.restart_bot({})
+    assert re.fullmatch(
+        r"after 1\.0 s, only \d of \d+ loops sleep on the clock",
+        str(failed.value),
+    ), failed.value
+
+
+async def test_the_github_simulators_stop_answers_the_requests_it_holds() -> None:
+    """A test that ends (or fails) before it releases a `hold` does not leave the request
+    waiting: aiohttp's stop would wait a minute for it, and for ever while its client waits."""
+    github = GitHubSimulator(repository=REPOSITORY, token=GITHUB_TOKEN)
+    await github.start()
+    github.hold("GET", f"/repos/{REPOSITORY}")
+    async with aiohttp.ClientSession() as http:
+        asked = asyncio.create_task(
+            http.get(f"{github.api_url}/repos/{REPOSITORY}", headers=AUTHORIZED)
+        )
+        async with asyncio.timeout(30):  # nothing to be woken by: the count is looked at again
+            while not github.holding:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await github.stop()
+        async with await asked as answer:
+            assert answer.status == 200
