@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_views import command_body
@@ -67,10 +68,15 @@ def settings(
     return load_settings(Settings, env_file=None)
 
 
+def app_of(settings: Settings, *, socket_mode: bool = False) -> web.Application:
+    """The app, on the session's chart worker: an app's own starts a process as it starts
+    (more than a second of CPU), and only the test of that start needs one."""
+    return create_app(settings, socket_mode=socket_mode, charts=CHARTS)
+
+
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
-    """The app, on the session's chart worker (an app's own starts a process as it starts)."""
-    async with TestClient(TestServer(create_app(settings, charts=CHARTS))) as test_client:
+    async with TestClient(TestServer(app_of(settings))) as test_client:
         yield test_client
 
 
@@ -349,7 +355,7 @@ async def test_a_webhook_without_a_signature_is_refused_before_its_body_is_read(
         monkeypatch.delenv("GITHUB_WEBHOOK_SECRET")
         settings = load_settings(Settings, env_file=None)
     trickle = _Trickle(body)
-    async with TestClient(TestServer(create_app(settings, charts=CHARTS))) as bot:
+    async with TestClient(TestServer(app_of(settings))) as bot:
         async with asyncio.timeout(10):  # the bug: no answer until the whole body came
             response = await bot.post("/github/webhook", data=trickle(), headers=headers)
         assert response.status == 401
@@ -446,7 +452,7 @@ async def test_webhook_without_a_configured_secret_refuses_everything(
     monkeypatch.delenv("GITHUB_WEBHOOK_SECRET")
     unsecured = load_settings(Settings, env_file=None)
     body, headers = _webhook({"zen": "x"})
-    async with TestClient(TestServer(create_app(unsecured))) as test_client:
+    async with TestClient(TestServer(app_of(unsecured))) as test_client:
         response = await test_client.post("/github/webhook", data=body, headers=headers)
     assert response.status == 401
 
@@ -558,7 +564,7 @@ async def test_a_failed_scheduler_pass_does_not_move_the_tick_readyz_reads(
         return sum("scheduler iteration failed" in r.getMessage() for r in caplog.records)
 
     polling = settings.model_copy(update={"github_poll_interval": 0.5})  # the next pass soon
-    async with TestClient(TestServer(create_app(polling))) as client:
+    async with TestClient(TestServer(app_of(polling))) as client:
         async with asyncio.timeout(10):
             while (await readyz(client))[0] != 200:  # noqa: ASYNC110 - the first round
                 await asyncio.sleep(0.05)
@@ -580,7 +586,7 @@ async def test_a_failed_scheduler_pass_does_not_move_the_tick_readyz_reads(
 async def test_socket_mode_answers_help_over_the_socket(
     settings: Settings, slack: SlackTestServer
 ) -> None:
-    async with TestClient(TestServer(create_app(settings, socket_mode=True))):
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected)
         url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
         payload = slash_command_payload(
@@ -597,7 +603,7 @@ async def test_socket_mode_refuses_a_command_from_another_workspace_in_its_ack(
 ) -> None:
     """The socket has no signature, but the same check of the workspace: the command is
     answered in its acknowledgement and reaches no listener."""
-    async with TestClient(TestServer(create_app(settings, socket_mode=True))):
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected)
         url = slack.new_response_url(channel=RELEASE_CHANNEL, user=RELEASE_MANAGER)
         payload = slash_command_payload(
@@ -620,7 +626,7 @@ async def test_socket_mode_serves_no_slack_route_over_http(
     not served (a request signed with SLACK_SIGNING_SECRET, which an operator of `socket` may
     have left a placeholder, is answered 404 and acted on by nobody), while the health,
     readiness and metrics endpoints and GitHub's webhook stay."""
-    async with TestClient(TestServer(create_app(settings, socket_mode=True))) as client:
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))) as client:
         await slack.wait_for(lambda: slack.socket_connected)
         status, url = await post_command(client, slack, "help")
         served = {
@@ -642,7 +648,7 @@ async def test_the_database_gone_leaves_healthz_alive_readyz_503_and_metrics_say
     monkeypatch.setenv("DATABASE_URL", empty_postgres_database_url)
     on_postgres = load_settings(Settings, env_file=None)
     name = make_url(empty_postgres_database_url).database
-    async with TestClient(TestServer(create_app(on_postgres))) as test_client:
+    async with TestClient(TestServer(app_of(on_postgres))) as test_client:
         assert (await test_client.get("/healthz")).status == 200
         admin = create_engine(
             str(make_url(empty_postgres_database_url).set(database="test")),

@@ -54,7 +54,7 @@ from bot.services.rollouts import RolloutService, UnhandledTimer
 from bot.services.scheduler import PRUNE_EVERY, Scheduler
 from handlers.app_keys import SERVICES
 from sandbox.clock import ManualClock
-from sandbox.harness import Sandbox
+from sandbox.harness import CHARTS, Sandbox
 from storage.audit_log import AuditLog
 from storage.claims import ClaimStore
 from storage.deliveries import DeliveryLog
@@ -1078,8 +1078,9 @@ async def test_a_dead_timer_holds_the_stage_and_tells_the_thread(quiet: Sandbox)
 
 @pytest.fixture
 async def second_replica(quiet: Sandbox) -> AsyncIterator[RolloutService]:
-    """A second bot on the same database, in this process (its own locks, its own service)."""
-    runner = web.AppRunner(create_app(quiet.settings()), access_log=None)
+    """A second bot on the same database, in this process (its own locks, its own service),
+    drawing in the session's chart worker (its own would start a process)."""
+    runner = web.AppRunner(create_app(quiet.settings(), charts=CHARTS), access_log=None)
     await runner.setup()
     try:
         yield runner.app[SERVICES].rollouts

@@ -17,10 +17,9 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from test_app import client, settings  # noqa: F401 - fixtures
+from test_app import app_of, client, settings  # noqa: F401 - fixtures
 from test_bad_input import tracebacks
 
-from bot.bootstrap import create_app
 from bot.config import Settings
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.signing import (
@@ -239,7 +238,7 @@ async def test_over_socket_mode_every_request_the_bot_does_not_use_is_acknowledg
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Unacknowledged, Slack delivers an envelope again and shows the person an error."""
-    async with TestClient(TestServer(create_app(settings, socket_mode=True))):
+    async with TestClient(TestServer(app_of(settings, socket_mode=True))):
         await slack.wait_for(lambda: slack.socket_connected)
         for kind, payload in SOCKET_ENVELOPES:
             envelope = await slack.socket_send_envelope(type=kind, payload=json.loads(payload))
