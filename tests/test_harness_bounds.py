@@ -11,10 +11,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from figures import quiet_sandbox
+from test_app_tokens import app_jwt
 
 from sandbox.clock import ManualClock
 from sandbox.config import GITHUB_TOKEN, REPOSITORY
 from sandbox.github import GitHubSimulator
+from sandbox.github_app import SandboxApp
 
 NOW = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
 AUTHORIZED = {"Authorization": f"token {GITHUB_TOKEN}"}
@@ -76,6 +78,26 @@ async def test_the_github_simulators_stop_answers_the_requests_it_holds() -> Non
         )
         async with asyncio.timeout(30):  # nothing to be woken by: the count is looked at again
             while not github.holding:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await github.stop()
+        async with await asked as answer:
+            assert answer.status == 200
+
+
+async def test_the_github_simulators_stop_answers_the_installation_lookups_it_stalls() -> None:
+    """As for a hold: a test that ends before it sets `stall_lookups`'s event does not leave
+    the bot's installation lookup waiting on the server's stop."""
+    app = SandboxApp()
+    github = GitHubSimulator(repository=REPOSITORY, token=GITHUB_TOKEN, app=app)
+    await github.start()
+    app.stall_lookups()
+    headers = {"Authorization": f"Bearer {app_jwt(app)}"}
+    async with aiohttp.ClientSession() as http:
+        asked = asyncio.create_task(
+            http.get(f"{github.api_url}/repos/{REPOSITORY}/installation", headers=headers)
+        )
+        async with asyncio.timeout(30):  # nothing to be woken by: the count is looked at again
+            while not app.jwts_seen:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         await github.stop()
         async with await asked as answer:
