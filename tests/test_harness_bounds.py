@@ -7,10 +7,12 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from figures import quiet_sandbox
+from figures import quiet_sandbox, running_sandbox
+from sandbox_views import finish
 from test_app_tokens import app_jwt
 
 from sandbox.clock import ManualClock
@@ -102,3 +104,25 @@ async def test_the_github_simulators_stop_answers_the_installation_lookups_it_st
         await github.stop()
         async with await asked as answer:
             assert answer.status == 200
+
+
+async def test_finish_fails_saying_so_when_a_promote_changes_nothing(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """`finish` promotes each held gate; a promote after which the same stages still hold
+    is not sent again for ever."""
+    async with running_sandbox(tmp_path, sqlite_database_url) as box:
+        command = box.command
+
+        async def promote_lost(text: str, **place: Any) -> str:
+            if text == "promote":
+                return "(the promote was lost on its way)"
+            return await command(text, **place)
+
+        box.command = promote_lost  # type: ignore[method-assign]
+        with pytest.raises(TimeoutError) as failed:
+            await finish(box, "v1.4.2", changed_within=TRIPS * 20)
+    assert str(failed.value) == (
+        "after 1.0 s, v1.4.2: `/rollout promote` changed nothing: desktop internal, relay "
+        "canary still held"
+    ), failed.value
