@@ -203,9 +203,7 @@ class SlackUser:
         posts = await self._answer(url, work, ended=ended)
         return _shown(posts[0].body) if posts else None
 
-    async def _clicks_ended(
-        self, bot: str, action_id: str
-    ) -> Callable[[], Awaitable[bool]] | None:
+    async def _clicks_ended(self, bot: str, action_id: str) -> Callable[[], Awaitable[bool]] | None:
         """For a click on the `serve` process at `bot`: whether its work has ended, read from
         the process's `rollout_bot_clicks_total`, counted as each click's work ends (its answer
         sent); None when its `/metrics` cannot be read. Their ends are not told apart: it has

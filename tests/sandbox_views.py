@@ -211,9 +211,8 @@ async def finish(box: Sandbox, tag: str, *, changed_within: float = 30.0) -> Rol
         return {(t.name, t.current.key) for t in rollout.tracks if t.name in tracks and t.current}
 
     def moved_on(rollout: Rollout) -> bool:
-        return rollout.phase is Phase.ENDED or bool(holding_tracks(rollout)) and (
-            held(rollout) != promoted
-        )
+        holds = bool(holding_tracks(rollout))
+        return rollout.phase is Phase.ENDED or (holds and held(rollout) != promoted)
 
     rollout = await box.wait_until(lambda r: r.phase is Phase.ENDED or bool(holding_tracks(r)))
     while rollout.phase is not Phase.ENDED:

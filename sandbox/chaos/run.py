@@ -30,10 +30,10 @@ from sandbox.chaos.script import (
     ADMIN_URL,
     SCENARIOS,
     Faults,
+    Progress,
     Scenario,
     inject_service_faults,
     pick_scenarios,
-    Progress,
     rollout_budget,
 )
 from sandbox.chaos.world import (
@@ -226,8 +226,7 @@ class ChaosRun(Lifecycle):
                 return  # stuck: its tracks stay busy, no later rollout could start
 
     async def _play_one(self, store: RolloutStore, played: Played) -> bool:
-        """A release manager runs one rollout to its end; False when it is stuck (`Progress`:
-        no step it had not reached before within `rollout_timeout` seconds)."""
+        """A release manager runs one rollout to its end; False when it is stuck (`Progress`)."""
         tag, scenario, lane = played.tag, played.scenario, played.lane
         write_figures(lane.figures, "relay", scenario.relay)
         write_figures(lane.figures, "desktop", scenario.desktop)
@@ -243,8 +242,7 @@ class ChaosRun(Lifecycle):
 
         progress = Progress(self.rollout_timeout)
         while not progress.stuck:
-            found = await self._look(store, tag)
-            progress.saw(found)
+            progress.saw(found := await self._look(store, tag))
             if found is None:
                 if due("start", every=3.0):
                     self._spawn(self._command(f"start {tag} --flags-ready", lane.channel))

@@ -131,12 +131,12 @@ timer's or a message's 3 s, then a timer's backoff)."""
 
 
 def rollout_budget(faults: Faults, *, window: float) -> float:
-    """Seconds a rollout may go without reaching a step it had not reached before the
-    run calls it stuck (`Progress`): what the whole rollout takes on an idle machine, each of its windows
-    (`WINDOWS`) with STAGE_SECONDS, plus KILL_SECONDS for each SIGKILL expected meanwhile.
-    With 1 s windows and a kill every 4 s: 44 s + 11 kills x 8 s = 132 s. A bound on progress,
-    not on the whole rollout: a loaded machine makes every step slower, a stuck rollout makes
-    none; and as a rollout has finitely many steps, its whole run is bounded too."""
+    """Seconds a rollout may go without reaching a step it had not reached before the run
+    calls it stuck (`Progress`): what the whole rollout takes on an idle machine, each of its
+    windows (`WINDOWS`) with STAGE_SECONDS, plus KILL_SECONDS for each SIGKILL expected
+    meanwhile. With 1 s windows and a kill every 4 s: 44 s + 11 kills x 8 s = 132 s. A bound on
+    progress, not on the whole rollout: a loaded machine makes every step slower, a stuck
+    rollout makes none; and as a rollout has finitely many steps, its whole run is bounded."""
     undisturbed = len(WINDOWS) * (window + STAGE_SECONDS)
     kills = undisturbed / faults.kill_every if faults.kill_every else 0.0
     return undisturbed + kills * KILL_SECONDS
