@@ -14,11 +14,15 @@ import pytest
 from figures import quiet_sandbox, running_sandbox
 from sandbox_views import finish
 from test_app_tokens import app_jwt
+from test_npm_token import open_walkthrough
 
+from bot.adapters.slack.npm_views import NpmAction
 from sandbox.clock import ManualClock
-from sandbox.config import GITHUB_TOKEN, REPOSITORY
+from sandbox.config import BYSTANDER, GITHUB_TOKEN, REPOSITORY
 from sandbox.github import GitHubSimulator
 from sandbox.github_app import SandboxApp
+from sandbox.harness import Sandbox
+from sandbox.harness_slack import ANSWER_WAIT
 
 NOW = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
 AUTHORIZED = {"Authorization": f"token {GITHUB_TOKEN}"}
@@ -126,3 +130,23 @@ async def test_finish_fails_saying_so_when_a_promote_changes_nothing(
         "after 1.0 s, v1.4.2: `/rollout promote` changed nothing: desktop internal, relay "
         "canary still held"
     ), failed.value
+
+
+async def test_a_click_on_a_serve_process_waits_for_the_answer_it_counts_not_a_moment(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A `rollout-bot serve` process counts a click on its `/metrics` once it answered: the
+    click waits for that count, however long past `ANSWER_WAIT` a loaded machine makes it."""
+    async with Sandbox(workdir=tmp_path, database_url=database_url, in_process=False) as box:
+        message = await open_walkthrough(box)
+        released = box.slack.hold_responses()  # the answer is late: Slack slow to take it
+        clicked = asyncio.create_task(
+            box.click(str(NpmAction.RUN_RELEASE), message=message, user=BYSTANDER)
+        )
+        await box.slack.wait_for(lambda: box.slack.responses_held > 0, timeout=30)
+        # Well past the moment a click once waited at most (which it measured between its
+        # looks at the process's count, each a scrape of /metrics).
+        await asyncio.sleep(2 * ANSWER_WAIT)
+        released.set()
+        answer = await clicked
+    assert answer is not None and "Only release approvers may run the npm Release" in answer
