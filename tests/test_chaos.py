@@ -16,17 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cleared import cleared_rollout
 
-from bot.domain.rollout import (
-    Check,
-    CheckState,
-    Phase,
-    Preflight,
-    Rollout,
-    StageState,
-    TrackState,
-    new_rollout,
-)
+from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from sandbox.chaos.checks import (
     CHECKS,
     Evidence,
@@ -216,19 +208,7 @@ def test_as_an_app_a_call_or_delivery_without_its_owners_installation_is_caught(
 
 
 def started() -> Rollout:
-    return new_rollout(
-        rollout_id="r-1",
-        tag="v1.0.0",
-        channel_id="C1",
-        started_by="U1",
-        plan=PLAN,
-        preflight=Preflight(
-            flags=Check(CheckState.PASS, confirmed_by="U1"),
-            migrations=Check(CheckState.PASS),
-            image=Check(CheckState.PASS),
-        ),
-        now=datetime(2030, 1, 1, tzinfo=UTC),
-    )
+    return cleared_rollout(PLAN, now=datetime(2030, 1, 1, tzinfo=UTC))
 
 
 def a_step_on(rollout: Rollout) -> Rollout:

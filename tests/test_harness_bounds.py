@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,22 +73,28 @@ async def test_restart_bot_fails_when_fewer_loops_go_round_than_the_bot_had(
     ), failed.value
 
 
+async def answered_on_stop(
+    github: GitHubSimulator, path: str, headers: dict[str, str], waiting: Callable[[], bool]
+) -> None:
+    """GET `path` of the started `github`, stop it once `waiting()` says the request is held,
+    and check the request was answered."""
+    async with aiohttp.ClientSession() as http:
+        asked = asyncio.create_task(http.get(f"{github.api_url}{path}", headers=headers))
+        async with asyncio.timeout(30):  # nothing to be woken by: the count is looked at again
+            while not waiting():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await github.stop()
+        async with await asked as answer:
+            assert answer.status == 200
+
+
 async def test_the_github_simulators_stop_answers_the_requests_it_holds() -> None:
     """A test that ends (or fails) before it releases a `hold` does not leave the request
     waiting: aiohttp's stop would wait a minute for it, and for ever while its client waits."""
     github = GitHubSimulator(repository=REPOSITORY, token=GITHUB_TOKEN)
     await github.start()
     github.hold("GET", f"/repos/{REPOSITORY}")
-    async with aiohttp.ClientSession() as http:
-        asked = asyncio.create_task(
-            http.get(f"{github.api_url}/repos/{REPOSITORY}", headers=AUTHORIZED)
-        )
-        async with asyncio.timeout(30):  # nothing to be woken by: the count is looked at again
-            while not github.holding:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        await github.stop()
-        async with await asked as answer:
-            assert answer.status == 200
+    await answered_on_stop(github, f"/repos/{REPOSITORY}", AUTHORIZED, lambda: github.holding > 0)
 
 
 async def test_the_github_simulators_stop_answers_the_installation_lookups_it_stalls() -> None:
@@ -98,16 +105,8 @@ async def test_the_github_simulators_stop_answers_the_installation_lookups_it_st
     await github.start()
     app.stall_lookups()
     headers = {"Authorization": f"Bearer {app_jwt(app)}"}
-    async with aiohttp.ClientSession() as http:
-        asked = asyncio.create_task(
-            http.get(f"{github.api_url}/repos/{REPOSITORY}/installation", headers=headers)
-        )
-        async with asyncio.timeout(30):  # nothing to be woken by: the count is looked at again
-            while not app.jwts_seen:  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-        await github.stop()
-        async with await asked as answer:
-            assert answer.status == 200
+    path = f"/repos/{REPOSITORY}/installation"
+    await answered_on_stop(github, path, headers, lambda: app.jwts_seen > 0)
 
 
 async def test_finish_fails_saying_so_when_a_promote_changes_nothing(
