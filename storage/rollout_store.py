@@ -231,6 +231,12 @@ def _context(rollout: Rollout) -> dict[str, Any]:
         "unread_since": _iso(rollout.unread_since),
         "told_unread": rollout.told_unread,
         **({"untold_stops": list(rollout.untold_stops)} if rollout.untold_stops_kept else {}),
+        # Only while a stop is decided (an e248966 replica's save drops it: `operating.md`).
+        **(
+            {"stop_waiters": [list(w) for w in rollout.stop_waiters]}
+            if rollout.stop_waiters
+            else {}
+        ),
         "attempt": rollout.attempt,
     }
 
@@ -346,6 +352,9 @@ def _rollout(record: RolloutRecord) -> Rollout:
         told_unread=bool(record.context.get("told_unread", False)),
         untold_stops=tuple(record.context.get("untold_stops", ())),
         untold_stops_kept="untold_stops" in record.context,
+        stop_waiters=tuple(
+            (track, actor) for track, actor in record.context.get("stop_waiters", ())
+        ),
         attempt=record.context.get("attempt"),
     )
 

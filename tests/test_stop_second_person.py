@@ -15,6 +15,7 @@ from sandbox_views import dispatched
 from test_stop_races import ga_approved, kills_of, put_back
 
 from bot.domain.rollout import Rollout
+from bot.domain.rollout_summary import PUT_BACK
 from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox, fast_plan, write_figures
 
@@ -69,3 +70,50 @@ async def test_a_second_kill_pressed_while_the_first_is_put_back_is_told_why_it_
         after = await put_back(box)
         kills = await kills_of(box, after)
         assert kills.count(("desktop", "refused")) == 2, kills
+
+
+async def test_a_second_kill_told_it_is_being_done_is_named_when_the_first_is_put_back(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first kill reads the run longer than the second waits for it: the second person is
+    answered that it is being done, and recorded as waiting on it (in the rollout). GitHub
+    then makes the first void (GA deploys): it is put back, and the thread line that says so
+    names the second person, so they do not walk away thinking the kill-switch tripped."""
+    async with two_approvers(tmp_path, database_url, window="1s", extension="1s") as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await ga_approved(box)
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+        read: Callable[[Rollout], Awaitable[frozenset[str] | None]] = stops._waiting
+        reading, answered = asyncio.Event(), asyncio.Event()
+
+        async def read_once_the_second_is_answered(rollout: Rollout) -> frozenset[str] | None:
+            reading.set()
+            await answered.wait()
+            return await read(rollout)
+
+        monkeypatch.setattr(stops, "_waiting", read_once_the_second_is_answered)
+        # The second's wait for the first runs out (10 s in the bot) while GitHub is read.
+        monkeypatch.setattr(box.services.controls._once, "_holder_wait", 0.2)  # type: ignore[attr-defined]
+        first = asyncio.create_task(box.command("kill crash spike"))
+        await reading.wait()
+        second_url = await box.send_command("kill crash spike too", user=SECOND)
+        (second,) = await box.slack.wait_for_response(second_url, timeout=30)
+        waiting = await box.rollout()
+        answered.set()
+
+        shown = str(second.body)
+        assert "Already being done by" in shown and "names you" in shown, shown
+        assert waiting.stop_waiters == (("desktop", SECOND),)
+        assert REFUSED in await first
+        told = await box.wait_for_thread("is put back")
+        assert f"<@{SECOND}>" in told and f"<@{RELEASE_MANAGER}>" in told, told
+        assert "Nothing was stopped" in told and "GA ring" in told, told
+        after = await put_back(box)
+        assert after.stop_waiters == () and after.untold_stops == ()
+        assert await kills_of(box, after) == [
+            ("desktop", "ok"),
+            ("desktop", PUT_BACK),
+            ("desktop", "refused"),
+        ]

@@ -49,6 +49,11 @@ from bot.services.store_ports import Claims
 
 T = TypeVar("T")
 
+WaitsOn = Callable[[Claim, str], Awaitable[bool]]
+"""Records a person (the `str`) answered that the claim's effect is being done as waiting on
+its outcome, to be told it if that effect is undone (a stop put back: `Stops.wait_on`);
+whether they were recorded (False: nothing of it is pending that could be undone)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -75,8 +80,10 @@ class ExactlyOnce:
         words: Words,
         holder_wait: timedelta = timedelta(seconds=10),
         poll_interval: float = 0.1,
+        waits: WaitsOn | None = None,
     ) -> None:
         self._claims = claims
+        self._waits = waits
         self._clock = clock
         self._words = words
         self._holder_wait = holder_wait.total_seconds()
@@ -154,13 +161,14 @@ class ExactlyOnce:
             if held is not None and moved_past is not None and self._lapsed(held):
                 raise self._stale(held, what, moved_past)
             if held is not None:
-                settled = await self._settled(held, wait=wait)
+                waited = await self._settled(held, wait=wait)
+                settled, named = await self._waited_on(waited, origin.actor)
                 if settled is None and wait:
                     # Its holder failed (maybe after a save: `given_back`): this request acts,
                     # told its own outcome, not sent to the holder's answer they never see.
                     regained = True
                     continue
-                raise self._told(held, settled, what)
+                raise self._told(held, settled, what, named=named)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         acting = _Acting(claim)
@@ -220,10 +228,16 @@ class ExactlyOnce:
         acting.sent = True
         return mine.claimed_at + self._claims.lease
 
-    async def done_by(self, control: Control, card: CardRef, what: str) -> RolloutError | None:
-        """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""
+    async def done_by(
+        self, control: Control, card: CardRef, what: str, *, asker: str
+    ) -> RolloutError | None:
+        """Who did (or is doing) the effect, waiting for them to finish; None if nobody.
+        `asker`, told it is being done, waits on its outcome (`WaitsOn`)."""
         claim = await self._claims.get(effect_key(control, card))
-        return None if claim is None else await self._already(claim, what)
+        if claim is None:
+            return None
+        settled, named = await self._waited_on(await self._settled(claim, wait=True), asker)
+        return self._told(claim, settled, what, named=named)
 
     async def unsure(
         self, control: Control, card: CardRef, what: str, where: str
@@ -314,13 +328,21 @@ class ExactlyOnce:
         described = what or VERBS[control]
         held = await self._claims.get(effect_key(control, card)) if card is not None else None
         if held is not None:  # the same click again: its first answer is on its way
-            return await self._already(held, described, wait=False)
+            return self._told(held, await self._settled(held, wait=False), described)
         return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
 
-    async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
-        """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
-        when, or who is doing it."""
-        return self._told(held, await self._settled(held, wait=wait), what)
+    async def _waited_on(self, claim: Claim | None, asker: str) -> tuple[Claim | None, bool]:
+        """The claim `claim` (`_settled`) to tell `asker` of, and whether they are recorded
+        as waiting on its outcome (`WaitsOn`): when it is still being done by someone else.
+        Not recorded (its effect settled meanwhile, or has nothing that could be undone), it
+        is waited for once more, so that a settled one is told as it ended."""
+        if claim is None or claim.state is not ClaimState.CLAIMED or claim.actor == asker:
+            return claim, False
+        if self._waits is None:
+            return claim, False
+        if await self._waits(claim, asker):
+            return claim, True
+        return await self._settled(claim, wait=True), False
 
     async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
         """The claim `held` once its owner finished (waited for unless not `wait`), or as it
@@ -334,16 +356,25 @@ class ExactlyOnce:
             claim = await self._claims.get(held.key)
         return claim
 
-    def _told(self, first: Claim, claim: Claim | None, what: str) -> RolloutError:
+    def _told(
+        self, first: Claim, claim: Claim | None, what: str, *, named: bool = False
+    ) -> RolloutError:
         """What whoever came second is told of the claim `first` as it now stands (`claim`,
-        `_settled`): being done, done, or failed by its owner."""
+        `_settled`): being done, done, or failed by its owner. `named`: they wait on its
+        outcome (`WaitsOn`), and are named in the thread if it is undone."""
         at = self._words.slack_time
         if claim is not None and claim.state is ClaimState.CLAIMED:
             lapses = at(claim.claimed_at + self._claims.lease)
+            undone = (
+                " If GitHub makes it void (a last stage it already deploys cannot be stopped) "
+                "and it is put back, the thread says so and names you."
+                if named
+                else ""
+            )
             return BeingDone(
                 f"Already being done by {self._who(claim.actor)} since "
-                f"{at(claim.claimed_at)}: {what}. The card shows the outcome. If the bot "
-                f"stopped in the middle of it, its claim lapses at {lapses}: click again "
+                f"{at(claim.claimed_at)}: {what}. The card shows the outcome.{undone} If the "
+                f"bot stopped in the middle of it, its claim lapses at {lapses}: click again "
                 "after that."
             )
         if claim is None:
