@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from figures import RELAY_OK, RINGS_OK
-from sandbox_views import dispatched
+from sandbox_views import dispatched, held
+from test_desktop_track import kill_button
 from test_stop_races import ga_approved, kills_of, put_back
 
 from bot.domain.rollout import Rollout
@@ -72,17 +73,21 @@ async def test_a_second_kill_pressed_while_the_first_is_put_back_is_told_why_it_
         assert kills.count(("desktop", "refused")) == 2, kills
 
 
+@pytest.mark.parametrize("by", ["command", "card"])
 async def test_a_second_kill_told_it_is_being_done_is_named_when_the_first_is_put_back(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, by: str
 ) -> None:
-    """The first kill reads the run longer than the second waits for it: the second person is
-    answered that it is being done, and recorded as waiting on it (in the rollout). GitHub
-    then makes the first void (GA deploys): it is put back, and the thread line that says so
-    names the second person, so they do not walk away thinking the kill-switch tripped."""
+    """The first kill reads the run longer than the second waits for it: the second person
+    (`/rollout kill`, or the Kill-switch of a card drawn before GA, stale since the first's
+    save) is answered that it is being done, and recorded as waiting on it (in the rollout).
+    GitHub then makes the first void (GA deploys): it is put back, and the thread line that
+    says so names the second person, so they do not walk away thinking it tripped."""
     async with two_approvers(tmp_path, database_url, window="1s", extension="1s") as box:
         write_figures(box.figures, "relay", RELAY_OK)
         write_figures(box.figures, "desktop", RINGS_OK)
         await dispatched(box)
+        await held(box, "desktop", "internal")
+        kill = kill_button(box)["value"]
         await ga_approved(box)
         stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
         read: Callable[[Rollout], Awaitable[frozenset[str] | None]] = stops._waiting
@@ -98,12 +103,15 @@ async def test_a_second_kill_told_it_is_being_done_is_named_when_the_first_is_pu
         monkeypatch.setattr(box.services.controls._once, "_holder_wait", 0.2)  # type: ignore[attr-defined]
         first = asyncio.create_task(box.command("kill crash spike"))
         await reading.wait()
-        second_url = await box.send_command("kill crash spike too", user=SECOND)
-        (second,) = await box.slack.wait_for_response(second_url, timeout=30)
+        if by == "command":
+            second_url = await box.send_command("kill crash spike too", user=SECOND)
+            (second,) = await box.slack.wait_for_response(second_url, timeout=30)
+            shown = str(second.body)
+        else:
+            shown = str(await box.click("kill", value=kill, user=SECOND))
         waiting = await box.rollout()
         answered.set()
 
-        shown = str(second.body)
         assert "Already being done by" in shown and "names you" in shown, shown
         assert waiting.stop_waiters == (("desktop", SECOND),)
         assert REFUSED in await first

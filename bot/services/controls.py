@@ -339,12 +339,12 @@ class ControlService:
 
     # -- the steps every control goes through ------------------------------------------------------
 
-    async def _waits_on_stop(self, claim: Claim, asker: str) -> bool:
+    async def _waits_on_stop(self, claim: Claim, asker: str) -> bool | None:
         """`asker`, answered that another person's Roll back or Kill-switch (`claim`) is being
         done, waits on its outcome: named in the thread if GitHub makes it void (`WaitsOn`)."""
         gate = {Control.ROLLBACK.value: "relay", Control.KILL.value: "desktop"}.get(claim.action)
         if gate is None or claim.rollout_id is None:
-            return False
+            return None
         return await self._rollouts.wait_on_stop(
             rollout_id=claim.rollout_id, gate=gate, actor=asker
         )

@@ -49,10 +49,11 @@ from bot.services.store_ports import Claims
 
 T = TypeVar("T")
 
-WaitsOn = Callable[[Claim, str], Awaitable[bool]]
+WaitsOn = Callable[[Claim, str], Awaitable[bool | None]]
 """Records a person (the `str`) answered that the claim's effect is being done as waiting on
-its outcome, to be told it if that effect is undone (a stop put back: `Stops.wait_on`);
-whether they were recorded (False: nothing of it is pending that could be undone)."""
+its outcome, to be told it if that effect is undone (a stop put back: `Stops.wait_on`): True
+when recorded, False when its outcome was settled meanwhile, None when the claim's effect is
+never undone (nobody is recorded)."""
 
 log = logging.getLogger(__name__)
 
@@ -228,16 +229,10 @@ class ExactlyOnce:
         acting.sent = True
         return mine.claimed_at + self._claims.lease
 
-    async def done_by(
-        self, control: Control, card: CardRef, what: str, *, asker: str
-    ) -> RolloutError | None:
-        """Who did (or is doing) the effect, waiting for them to finish; None if nobody.
-        `asker`, told it is being done, waits on its outcome (`WaitsOn`)."""
+    async def done_by(self, control: Control, card: CardRef, what: str) -> RolloutError | None:
+        """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""
         claim = await self._claims.get(effect_key(control, card))
-        if claim is None:
-            return None
-        settled, named = await self._waited_on(await self._settled(claim, wait=True), asker)
-        return self._told(claim, settled, what, named=named)
+        return None if claim is None else await self._already(claim, what)
 
     async def unsure(
         self, control: Control, card: CardRef, what: str, where: str
@@ -328,21 +323,25 @@ class ExactlyOnce:
         described = what or VERBS[control]
         held = await self._claims.get(effect_key(control, card)) if card is not None else None
         if held is not None:  # the same click again: its first answer is on its way
-            return self._told(held, await self._settled(held, wait=False), described)
+            return await self._already(held, described, wait=False)
         return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
+
+    async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
+        """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
+        when, or who is doing it."""
+        return self._told(held, await self._settled(held, wait=wait), what)
 
     async def _waited_on(self, claim: Claim | None, asker: str) -> tuple[Claim | None, bool]:
         """The claim `claim` (`_settled`) to tell `asker` of, and whether they are recorded
         as waiting on its outcome (`WaitsOn`): when it is still being done by someone else.
-        Not recorded (its effect settled meanwhile, or has nothing that could be undone), it
-        is waited for once more, so that a settled one is told as it ended."""
+        Its effect settled meanwhile (not recorded), it is waited for once more, so that it is
+        told as it ended."""
         if claim is None or claim.state is not ClaimState.CLAIMED or claim.actor == asker:
             return claim, False
-        if self._waits is None:
-            return claim, False
-        if await self._waits(claim, asker):
-            return claim, True
-        return await self._settled(claim, wait=True), False
+        recorded = None if self._waits is None else await self._waits(claim, asker)
+        if recorded is False:
+            return await self._settled(claim, wait=True), False
+        return claim, bool(recorded)
 
     async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
         """The claim `held` once its owner finished (waited for unless not `wait`), or as it
