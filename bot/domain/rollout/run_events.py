@@ -236,7 +236,7 @@ class StopPutBack:
     actor: str
     waiting: tuple[str, ...]
     tracks: tuple[TrackLeft, ...]
-    stopped: tuple[str, ...] = ()
+    stopped: tuple[str, ...]
 
 
 @dataclass(frozen=True)
