@@ -39,7 +39,6 @@ from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.lane_controls import LaneControls, TimeZoneOf
 from bot.services.ports import Clock
-from bot.services.records import Claim
 from bot.services.redeploy import Redeployer, RedeployOffer, completed_on
 from bot.services.requests import Origin
 from bot.services.rollouts import RolloutService
@@ -69,9 +68,8 @@ class ControlService:
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
-        self._once = ExactlyOnce(
-            claims=claims, clock=clock, words=rollouts.words, waits=self._waits_on_stop
-        )
+        waits = rollouts.wait_on_stop  # who else waits on a stop being decided (`WaitsOn`)
+        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, waits=waits)
         self._access = Access(
             rollouts=rollouts,
             approvers=approvers,
@@ -123,8 +121,7 @@ class ControlService:
 
     async def timeline(self, tag: str) -> Timeline:
         """The audit timeline of the tag's newest rollout of this service (raises UnknownTag).
-        Reading it is audited without the rollout, so looking never adds to the timeline
-        looked at."""
+        Reading it is audited without the rollout: looking never adds to the timeline looked at."""
         return await self._trail.timeline(tag, service=self._rollouts.service)
 
     # -- commands and buttons ---------------------------------------------------------------
@@ -338,16 +335,6 @@ class ControlService:
         )
 
     # -- the steps every control goes through ------------------------------------------------------
-
-    async def _waits_on_stop(self, claim: Claim, asker: str) -> bool | None:
-        """`asker`, answered that another person's Roll back or Kill-switch (`claim`) is being
-        done, waits on its outcome: named in the thread if GitHub makes it void (`WaitsOn`)."""
-        gate = {Control.ROLLBACK.value: "relay", Control.KILL.value: "desktop"}.get(claim.action)
-        if gate is None or claim.rollout_id is None:
-            return None
-        return await self._rollouts.wait_on_stop(
-            rollout_id=claim.rollout_id, gate=gate, actor=asker
-        )
 
     async def _act(
         self, origin: Origin, control: Control, card: CardRef, act: Callable[[], Awaitable[T]]

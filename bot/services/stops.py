@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from bot.domain import rollout as machine
+from bot.domain.controls import Control
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
@@ -33,9 +34,12 @@ from bot.domain.rollout_summary import PUT_BACK
 from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
-from bot.services.records import NewAuditEvent
+from bot.services.records import Claim, NewAuditEvent
 
 log = logging.getLogger(__name__)
+
+_STOPS = {Control.ROLLBACK.value: GateKind.RELAY, Control.KILL.value: GateKind.DESKTOP}
+"""The gate each stop's claim (its action) stops the tracks of."""
 
 
 @dataclass(frozen=True)
@@ -172,14 +176,17 @@ class Stops:
         await self._effects.apply(latest, decision, plan, audit=[*left, *put_back])
         return bool(stopped or stands)
 
-    async def wait_on(self, *, rollout_id: str, gate: str, actor: str) -> bool:
-        """`actor` asked for the stop of `gate` another person's request is deciding (saved,
-        GitHub being read: its line owed) and is answered that it is being done: recorded as
-        waiting on its outcome, in the rollout, so that whichever process settles it names
-        them if it is put back. False when no such stop is being decided (settled meanwhile)."""
-        effects, kind = self._effects, GateKind(gate)
+    async def wait_on(self, claim: Claim, actor: str) -> bool | None:
+        """`actor` asked for the stop another person's request is deciding under `claim`
+        (saved, GitHub being read: its line owed) and is answered that it is being done:
+        recorded as waiting on its outcome, in the rollout, so that whichever process settles
+        it names them if it is put back (`WaitsOn`). False when no such stop is being decided
+        (settled meanwhile); None when `claim` is not a stop's."""
+        effects, kind = self._effects, _STOPS.get(claim.action)
+        if kind is None or claim.rollout_id is None:
+            return None
         for _ in range(CONCURRENT_RETRIES):
-            rollout, plan = await effects.with_plan(rollout_id)
+            rollout, plan = await effects.with_plan(claim.rollout_id)
             deciding = [n for n in rollout.untold_stops if plan.track(n).gate is kind]
             if not deciding or not rollout.untold_stops_kept:
                 return False
