@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from sandbox_views import dispatched, held
 from test_desktop_track import kill_button
 from test_stop_races import ga_approved, kills_of, put_back
 
+from bot.domain.errors import ConcurrentChange
 from bot.domain.rollout import Rollout
 from bot.domain.rollout_summary import PUT_BACK
 from sandbox.config import RELEASE_MANAGER
@@ -125,3 +128,33 @@ async def test_a_second_kill_told_it_is_being_done_is_named_when_the_first_is_pu
             ("desktop", PUT_BACK),
             ("desktop", "refused"),
         ]
+
+
+async def test_who_waits_on_a_kill_that_stands_is_forgotten_by_the_look_that_tells_it(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kill's process never settles it (it loses every race, as a process that died
+    would leave it): the kill stands, and the look that tells its line forgets who waited on
+    it, saying nothing more to them (it was being done); no later stop names them."""
+    async with two_approvers(tmp_path, database_url, window="1s", extension="1s") as box:
+        write_figures(box.figures, "relay", RELAY_OK)
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await ga_approved(box)
+        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+
+        async def loses(*_: object) -> bool:
+            raise ConcurrentChange("saved elsewhere first", rollout_id="")
+
+        monkeypatch.setattr(stops, "_settle", loses)
+        assert "saved, but GitHub had already approved" in await box.command("kill too late")
+        stands = await box.rollout()
+        store = box.services.rollouts.effects.store
+        await store.save(replace(stands, stop_waiters=(("desktop", SECOND),)))
+
+        await box.pass_time(timedelta(minutes=10))  # GA lands: the look tells the kill's line
+        told = await box.wait_for_thread("too late")
+        assert "kill-switch by" in told, told
+        after = await box.rollout()
+        assert after.untold_stops == () and after.stop_waiters == ()
+        assert not [line for line in box.thread() if "is put back" in line]
