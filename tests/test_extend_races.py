@@ -5,7 +5,8 @@ changed the window (another extension) refuses it, changed by someone else."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,18 @@ from bot.domain.rollout import Rollout
 from sandbox.harness import Sandbox, fast_plan
 
 pytestmark = pytest.mark.story
+
+
+@asynccontextmanager
+async def observing_an_hour(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[Sandbox, str]]:
+    """The relay canary observing its hour-long window (extended by 15 minutes), with the
+    value of its Extend button."""
+    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
+    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
+        every_gate_passes(box)
+        yield box, await observing(box)
 
 
 def saved_elsewhere_after_the_read(
@@ -59,10 +72,7 @@ def extended_elsewhere(rollout: Rollout) -> Rollout:
 async def test_an_extend_is_decided_again_after_a_look_saved_elsewhere_meanwhile(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        every_gate_passes(box)
-        value = await observing(box)
+    async with observing_an_hour(tmp_path, database_url) as (box, value):
         before = await box.rollout()
         saved = saved_elsewhere_after_the_read(box, monkeypatch, looked)
 
@@ -81,10 +91,7 @@ async def test_an_extend_is_decided_again_after_a_look_saved_elsewhere_meanwhile
 async def test_an_extend_of_a_window_extended_elsewhere_meanwhile_is_refused(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="1h", extension="15m")
-    async with Sandbox(workdir=tmp_path, database_url=database_url, plan_yaml=plan) as box:
-        every_gate_passes(box)
-        value = await observing(box)
+    async with observing_an_hour(tmp_path, database_url) as (box, value):
         saved = saved_elsewhere_after_the_read(box, monkeypatch, extended_elsewhere)
 
         answer = await box.click("extend_window", value=value)
