@@ -103,9 +103,10 @@ async def test_a_second_kill_told_it_is_being_done_is_named_when_the_first_is_pu
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, by: str
 ) -> None:
     """The first kill reads the run longer than the second waits for it: the second person
-    (`/rollout kill`, or the Kill-switch of a card drawn before GA) is answered that it is being done, and recorded as waiting on it (in the rollout).
-    GitHub then makes the first void (GA deploys): it is put back, and the thread line that
-    says so names the second person, so they do not walk away thinking it tripped."""
+    (`/rollout kill`, or the Kill-switch of a card drawn before GA) is answered that it is
+    being done, and recorded as waiting on it (in the rollout). GitHub then makes the first
+    void (GA deploys): it is put back, and the thread line that says so names the second
+    person, so they do not walk away thinking it tripped."""
     async with ga_deploying(tmp_path, database_url) as (box, kill):
         reading, answered, _ = read_once_answered(box, monkeypatch)
         # The second's wait for the first runs out (10 s in the bot) while GitHub is read.
