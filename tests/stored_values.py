@@ -197,6 +197,16 @@ ROLLOUT_STATE = Family(
         _rollout_sample(
             "rollout:untold", replace(ROLLOUT, untold_stops=("desktop",), untold_stops_kept=True)
         ),
+        # Who else asked for that stop while it was decided (`stop_waiters`, stored while any).
+        _rollout_sample(
+            "rollout:waiting",
+            replace(
+                ROLLOUT,
+                untold_stops=("desktop",),
+                untold_stops_kept=True,
+                stop_waiters=(("desktop", "U2"), ("desktop", "U3")),
+            ),
+        ),
         # As stored before the context's later keys (told_outside, unread_since, ...) existed.
         earlier(_rollout_sample("rollout:new", NEW), at=lambda data: data["context"]),
         # The commit the preflight read the tag at (beside "preflight", which 091736d reads).
