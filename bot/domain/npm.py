@@ -194,7 +194,7 @@ class SecretCheck(_Model):
 
     @property
     def tone(self) -> Tone:
-        refused = bool(self.rule_flags & (RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED))
+        refused = self.rule_flags.refusing
         if self.oidc_only:
             # Whatever the secret's levels say, the job reads none of them.
             return Tone.WARNING if refused else Tone.OK
@@ -346,10 +346,15 @@ class Walkthrough(_Model):
     secret: SecretCheck | None = None
     last_run: RunCheck | None = None
     release: ReleaseFollow | None = None
+    trusted_publishing: bool | None = None
+    """The publishing job publishes with npm trusted publishing only (True or left out, so an
+    older replica still reads the other walkthroughs), as the release workflow said when the
+    walkthrough was drawn or step 4 or 3 last read it: steps 4 and 5 are worded for it from
+    the start, before step 3 has run."""
 
     @property
     def oidc_only(self) -> bool:
-        return bool(self.secret and self.secret.oidc_only)
+        return bool(self.trusted_publishing or (self.secret and self.secret.oidc_only))
 
     @property
     def last_run_tone(self) -> Tone:

@@ -150,14 +150,19 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
             4,
             "Check the last Release run",
             walkthrough.last_run_tone,
-            last_run_text(walkthrough.last_run, walkthrough.secret, setup),
+            last_run_text(
+                walkthrough.last_run,
+                walkthrough.secret,
+                setup,
+                oidc_only=walkthrough.oidc_only,
+            ),
             button("Check last Release run", NpmAction.CHECK_LAST_RUN, value),
         ),
         _step(
             5,
             "Run Release now",
             walkthrough.release_tone,
-            release_text(walkthrough.release, setup, walkthrough.secret),
+            release_text(walkthrough.release, setup, oidc_only=walkthrough.oidc_only),
             _run_button(value, npm),
         ),
         context(
