@@ -773,6 +773,7 @@ def test_the_largest_walkthrough_fits_in_a_button_value(secret: SecretCheck) -> 
     )
     walkthrough = Walkthrough(
         service="s" * 63,
+        trusted_publishing=True,
         secret=secret,
         last_run=check,
         release=ReleaseFollow(

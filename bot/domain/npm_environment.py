@@ -79,7 +79,8 @@ class RuleFlag(IntFlag):
     @property
     def refusing(self) -> bool:
         """Some run of the workflow will be refused (the job fails before it publishes)."""
-        return bool(self & (RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED | RuleFlag.REF_UNPROTECTED))
+        refusals = RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED | RuleFlag.REF_UNPROTECTED
+        return bool(self & refusals)
 
 
 Rules = tuple[int, int, int]

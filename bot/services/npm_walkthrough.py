@@ -203,7 +203,9 @@ class NpmTokenService:
             check = RunCheck(error=_why(error))
         log.info("npm-token: %s checked the last Release run: %s", actor, check.tone)
         await self._change(
-            message, shown, lambda w: _read_trusted(w, job, read).model_copy(update={"last_run": check})
+            message,
+            shown,
+            lambda w: _read_trusted(w, job, read).model_copy(update={"last_run": check}),
         )
         return check
 
