@@ -137,7 +137,7 @@ class NpmTokenService:
         """Post a fresh walkthrough in the channel (or direct message), its steps 4 and 5
         worded for a job that publishes with npm trusted publishing only when the release
         workflow says so."""
-        walkthrough = _read_trusted(self._fresh, *await self._publish_job())
+        walkthrough = _read_trusted(self._fresh, await self._publish_job())
         message = await self._board.post(channel=channel, walkthrough=walkthrough)
         self._remember(message, walkthrough)
         log.info("npm-token walkthrough opened by %s in %s", actor, channel)
@@ -148,15 +148,23 @@ class NpmTokenService:
     ) -> SecretCheck:
         """Step 3: the secret the publishing job reads (its environment's, the repository's or
         the organization's), and a warning when it is older than the plan allows."""
-        job, read = await self._publish_job()
-        check = await self._secret_check(job)
+        workflow = await self._publish_job()
+        check = await self._secret_check(workflow[0])
         log.info("npm-token: %s checked the secret: %s", actor, check.tone)
-        await self._change(
-            message,
-            shown,
-            lambda w: _read_trusted(w, job, read).model_copy(update={"secret": check}),
-        )
+        await self._checked(message, shown, workflow, secret=check)
         return check
+
+    async def _checked(
+        self,
+        message: MessageRef,
+        shown: Walkthrough,
+        workflow: tuple[PublishJob, bool],
+        **check: SecretCheck | RunCheck,
+    ) -> None:
+        """Redraw with a step's new check, and the job as the workflow read with it says."""
+        await self._change(
+            message, shown, lambda w: _read_trusted(w, workflow).model_copy(update=check)
+        )
 
     async def _publish_job(self) -> tuple[PublishJob, bool]:
         """What the release workflow says of the publishing job, and whether GitHub showed
@@ -195,18 +203,14 @@ class NpmTokenService:
     ) -> RunCheck:
         """Step 4: the latest Release run's validate and publish steps, judged as the release
         workflow's publishing job publishes now (with npm trusted publishing only, or not)."""
-        job, read = await self._publish_job()
+        workflow = await self._publish_job()
         try:
             run = await self._github.latest_run(workflow_file=self._npm.workflow)
             check = await judged(self._github, run, self._npm)
         except GitHubError as error:
             check = RunCheck(error=_why(error))
         log.info("npm-token: %s checked the last Release run: %s", actor, check.tone)
-        await self._change(
-            message,
-            shown,
-            lambda w: _read_trusted(w, job, read).model_copy(update={"last_run": check}),
-        )
+        await self._checked(message, shown, workflow, last_run=check)
         return check
 
     async def run_release(
@@ -336,9 +340,10 @@ class NpmTokenService:
             del self._latest[oldest]
 
 
-def _read_trusted(walkthrough: Walkthrough, job: PublishJob, read: bool) -> Walkthrough:
+def _read_trusted(walkthrough: Walkthrough, workflow: tuple[PublishJob, bool]) -> Walkthrough:
     """The walkthrough as the workflow's publishing job now reads (unchanged when GitHub
     would not show the workflow)."""
+    job, read = workflow
     if not read:
         return walkthrough
     return walkthrough.model_copy(update={"trusted_publishing": True if job.oidc_only else None})
