@@ -291,7 +291,7 @@ SLACK = Family(
             lambda w: json.loads(encode_state(w)),
             lambda data: decode_state(json.dumps(data)),
         ),
-        # Since e248966: the job's trusted publishing read when drawn, and the rules' new flags
+        # Since e248966: the job's trusted publishing read when drawn, and the rules' new kinds
         # (a GitHub App's custom rule, an unprotected branch under "protected branches only").
         Sample(
             "npm_walkthrough_trusted",
@@ -300,7 +300,9 @@ SLACK = Family(
                 secret=SecretCheck(
                     max_age_days=80,
                     environment="npm",
-                    rules=(1, 0, int(RuleFlag.APP_RULE | RuleFlag.REF_UNPROTECTED)),
+                    rules=(1, 0, int(RuleFlag.TAGS_REFUSED)),
+                    app_rule=True,
+                    ref_unprotected=True,
                 ),
             ),
             lambda w: json.loads(encode_state(w)),

@@ -7,7 +7,10 @@ matching of GitHub's name patterns on its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,8 @@ from test_npm_environment import check_secret, days_ago, publish_in_npm_environm
 from test_npm_token import assert_no_token_reached_slack
 
 from bot.adapters.github.workflow_jobs import publish_job
-from bot.domain.npm import SecretCheck, Tone
+from bot.adapters.slack.npm_views import decode_state, encode_state
+from bot.domain.npm import SecretCheck, Tone, Walkthrough
 from bot.domain.npm_environment import (
     EnvironmentProtection,
     RefPattern,
@@ -23,6 +27,7 @@ from bot.domain.npm_environment import (
     ref_matches,
     rules_of,
 )
+from bot.domain.npm_secrets import PublishJob, SecretLevels, assess_secret
 from sandbox.github_app import SandboxApp
 from sandbox.github_environment_rules import EnvironmentRules
 from sandbox.harness import Sandbox
@@ -208,3 +213,24 @@ def test_the_simulator_holds_one_deployment_branch_policy_as_github_does() -> No
     with pytest.raises(ValueError, match="422"):
         EnvironmentRules(protected_branches=True, patterns=[("main", "branch")])
     assert EnvironmentRules(protected_branches=True).patterns is None
+
+
+def test_this_versions_new_kinds_reach_an_e248966_replica_as_a_newer_versions() -> None:
+    """A custom protection rule, an unprotected `npm.ref` and a job read as trusted publishing
+    only ride in fields e248966 does not know (which it tells as a newer version's), never in
+    a greater `rules` flag number, which it would refuse as no walkthrough of the bot's."""
+    app_rule = EnvironmentProtection(
+        protected_branches=True, ref_protected=False, rule_apps=("ok",)
+    )
+    levels = SecretLevels(job=PublishJob(environment="npm"), repository=None, organization=None)
+    check = assess_secret(
+        replace(levels, protection=app_rule), now=datetime.now(UTC), max_age_days=80, ref="main"
+    )
+    assert check.rule_flags == RuleFlag.APP_RULE | RuleFlag.REF_UNPROTECTED
+    value = json.loads(encode_state(Walkthrough(secret=check, trusted_publishing=True)))
+    assert value.pop("trusted_publishing") is True
+    assert (value["secret"].pop("app_rule"), value["secret"].pop("ref_unprotected")) == (True, True)
+    assert value["secret"]["rules"] == [0, 0, 0]  # within e248966's bound (flags 1 to 4)
+    assert decode_state(json.dumps(value)).secret == check.model_copy(
+        update={"app_rule": None, "ref_unprotected": None}
+    )

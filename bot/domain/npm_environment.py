@@ -83,6 +83,11 @@ class RuleFlag(IntFlag):
         return bool(self & refusals)
 
 
+CARRIED_FLAGS = RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED | RuleFlag.UNREAD
+"""The flags a check's `rules` carry, as e248966 did: an older replica refuses a greater number
+as no walkthrough of the bot's, so the later flags ride in fields of their own
+(`SecretCheck.app_rule`, `ref_unprotected`), which it tells as a newer version's."""
+
 Rules = tuple[int, int, int]
 """(required reviewers, wait timer in minutes, `RuleFlag`s): short, as it rides in the
 walkthrough's button values beside everything else (Slack's 2000 characters)."""
