@@ -58,8 +58,9 @@ _TONES: Mapping[Tone, str] = {
 # -- button values ------------------------------------------------------------------------------
 
 
-_SHORTER_ERROR = 80
-"""Characters (as JSON writes them) each error text keeps in a value that would not fit."""
+_SHORTER_ERROR = 60
+"""Characters (as JSON writes them) each error text keeps in a value that would not fit (60:
+room for the fields since e248966, `trusted_publishing`, `app_rule`, `ref_unprotected`)."""
 
 
 def encode_state(walkthrough: Walkthrough) -> str:
