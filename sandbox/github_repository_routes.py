@@ -22,7 +22,7 @@ from sandbox.github_routes import (
     normalize_ref,
     not_found,
 )
-from sandbox.github_runs import ActionsError
+from sandbox.github_runs import ActionsError, commit_sha
 
 if TYPE_CHECKING:
     from sandbox.github_repository import SimRepository
@@ -54,6 +54,8 @@ class RepositoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/actions/secrets", self.list_secrets)
         app.router.add_get(f"{repo}/actions/organization-secrets", self.list_organization_secrets)
         app.router.add_get(f"{repo}/actions/secrets/{{name}}", self.get_secret)
+        app.router.add_get(f"{repo}/branches", self.list_branches)
+        app.router.add_get(f"{repo}/branches/{{branch:.+}}", self.get_branch)
         app.router.add_get(f"{repo}/environments", self.list_environments)
         app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
         app.router.add_get(
@@ -109,6 +111,42 @@ class RepositoryRoutes(SimulatorRoutes):
         return json_response(
             shapes.workflow(repository.urls, spec, default_branch=repository.default_branch)
         )
+
+    # -- branches -------------------------------------------------------------------------------
+
+    def _branch_json(self, repository: SimRepository, name: str) -> Json:
+        """A branch as "Get a branch" and "List branches" show it (the fields the bot reads)."""
+        sha = commit_sha(name)  # the commit a run on the branch reports
+        protected = name in repository.protected_branches
+        branch = f"{repository.urls.repo_api}/branches/{quote(name, safe='')}"
+        return {
+            "name": name,
+            "commit": {"sha": sha, "url": f"{repository.urls.repo_api}/commits/{sha}"},
+            "protected": protected,
+            "protection_url": f"{branch}/protection",
+        }
+
+    def _branch_names(self, repository: SimRepository) -> list[str]:
+        branches = repository.refs - set(repository.history.tags)  # `refs` holds tags too
+        return sorted(branches | repository.protected_branches)
+
+    async def list_branches(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/branches` ("List branches"): `protected=true` lists the
+        protected ones only, `false` the others."""
+        repository = self._repository(request)
+        items = [self._branch_json(repository, name) for name in self._branch_names(repository)]
+        wanted = request.query.get("protected")
+        if wanted in ("true", "false"):
+            items = [item for item in items if item["protected"] is (wanted == "true")]
+        return self._listing(request, items)
+
+    async def get_branch(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/branches/{branch}` ("Get a branch"); 404 for none."""
+        repository = self._repository(request)
+        name = request.match_info["branch"]
+        if name not in self._branch_names(repository):
+            raise not_found()
+        return json_response(self._branch_json(repository, name))
 
     # -- environments ---------------------------------------------------------------------------
 

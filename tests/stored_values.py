@@ -20,6 +20,8 @@ from bot.adapters.slack.npm_views import NpmAction, decode_state, encode_state
 from bot.domain.controls import Hold
 from bot.domain.freeze import Freeze, Frozen
 from bot.domain.gate import GateKind, GateReason, Verdict
+from bot.domain.npm import SecretCheck, Walkthrough
+from bot.domain.npm_environment import RuleFlag
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Check,
@@ -296,6 +298,23 @@ SLACK = Family(
         Sample(
             "npm_walkthrough",
             WALKTHROUGH,
+            lambda w: json.loads(encode_state(w)),
+            lambda data: decode_state(json.dumps(data)),
+        ),
+        # Since e248966: the job's trusted publishing read when drawn, and the rules' new kinds
+        # (a GitHub App's custom rule, an unprotected branch under "protected branches only").
+        Sample(
+            "npm_walkthrough_trusted",
+            Walkthrough(
+                trusted_publishing=True,
+                secret=SecretCheck(
+                    max_age_days=80,
+                    environment="npm",
+                    rules=(1, 0, int(RuleFlag.TAGS_REFUSED)),
+                    app_rule=True,
+                    ref_unprotected=True,
+                ),
+            ),
             lambda w: json.loads(encode_state(w)),
             lambda data: decode_state(json.dumps(data)),
         ),
