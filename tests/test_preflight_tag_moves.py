@@ -286,7 +286,7 @@ async def test_confirm_flags_from_a_card_drawn_before_the_tag_moved_is_refused(
 ) -> None:
     """A Confirm flags click from a card drawn before a Re-check that moved the tag confirmed
     the flags for the new commit, which its starter had never seen on a card."""
-    old, new = _line(box.github.history)
+    _, new = _line(box.github.history)
     box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
     await box.command(f"start {TAG}")
     await box.slack.wait_for(lambda: "[Feature flags validated]" in box.card_message().rendered)
@@ -312,7 +312,7 @@ async def test_flags_confirmed_before_the_tag_moved_are_confirmed_again_for_the_
 ) -> None:
     """The starter confirms once per commit: the confirmation for the old commit must not
     refuse the one for the commit the tag moved to as already done."""
-    old, new = _line(box.github.history)
+    _, new = _line(box.github.history)
     box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
     await box.command(f"start {TAG}")
     recheck = await value_of(box, "recheck")

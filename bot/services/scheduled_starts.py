@@ -316,9 +316,7 @@ def _moved_hold(rollout: Rollout, now: str | None) -> Held | None:
             "dispatched"
         )
     return Held(
-        error=Reason(
-            f"{said}: check the tag and its runs on GitHub; {_after_move(rollout, now)}"
-        )
+        error=Reason(f"{said}: check the tag and its runs on GitHub; {_after_move(rollout, now)}")
     )
 
 

@@ -15,9 +15,7 @@ from bot.domain.release_tag import TAG_RULE
 # Bounds that keep every encoded value far below Slack's limits and within what storage holds
 # (rollout and channel ids 32 characters, plan keys at most 32), in characters it can store.
 _Id = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_-]{1,32}$")]
-_Commit = Annotated[
-    str, StringConstraints(strict=True, pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})?$")
-]
+_Commit = Annotated[str, StringConstraints(strict=True, pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})?$")]
 """A commit's full SHA (SHA-1 or SHA-256), or "" (no such tag)."""
 
 
