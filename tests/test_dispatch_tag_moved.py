@@ -39,6 +39,14 @@ async def ready(box: Sandbox) -> None:
     assert "[Re-check]" not in box.card_message().rendered  # nothing unread, nothing moved
 
 
+async def dispatches_once(box: Sandbox) -> None:
+    """Dispatch, once the card shows it, goes: the workflow dispatched once."""
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+    assert await box.click("dispatch") is None
+    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(box.github.dispatches) == 1
+
+
 async def test_a_tag_moved_since_the_preflight_refuses_the_dispatch(box: Sandbox) -> None:
     await ready(box)
     box.github.push_tag(TAG, at=MOVED)
@@ -77,10 +85,7 @@ async def test_a_refused_dispatch_offers_re_check_which_reads_the_moved_tag(
     assert f"`{commit_sha(TAG)[:12]}` → `{MOVED[:12]}`" in shown, shown
     assert "[Re-check]" not in shown and "[Dispatch]" not in shown, shown
     assert await box.click("confirm_flags") is None
-    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
-    assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)
 
 
 async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
@@ -189,7 +194,4 @@ async def test_a_tag_still_gone_after_its_re_check_refuses_the_dispatch(box: San
     assert await box.click("recheck") is None
     await box.wait_until(lambda r: r.preflight.tag_commit == commit_sha(TAG))
     assert await box.click("confirm_flags") is None
-    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
-    assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)

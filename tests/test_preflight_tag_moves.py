@@ -13,9 +13,10 @@ import pytest
 import test_scheduled_starts as starts
 from figures import passing_sandbox
 from sandbox_views import value_of
+from test_dispatch_tag_moved import dispatches_once
 from test_scheduled_starts import APPROVERS_ENV
 
-from bot.domain.rollout import CheckState, Phase
+from bot.domain.rollout import CheckState, Phase, Rollout
 from sandbox.config import RELEASE_MANAGER
 from sandbox.github_history import History
 from sandbox.harness import Sandbox
@@ -57,16 +58,24 @@ def _moved_while_compared(monkeypatch: pytest.MonkeyPatch, history: History, to:
     monkeypatch.setattr(history, "index", moving)
 
 
-async def _held_asking_for_the_flags(box: Sandbox, at: datetime, old: str, new: str) -> None:
-    """At `at` the scheduled dispatch is held, saying TAG moved from `old` to `new`; the
-    preflight keeps `new`, its flags waiting for the starter (no Dispatch on the card)."""
+async def _held_for_the_move(box: Sandbox, at: datetime, old: str, new: str, then: str) -> Rollout:
+    """At `at` the scheduled dispatch is held, saying TAG moved from `old` to `new`, and `then`
+    (what a person does next); the rollout as it stands then."""
     await starts.reach(box, at)
 
     said = await starts.told_in_thread(box, "did not go")
     assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
+    assert then in said, said
+    assert box.github.dispatches == []
+    return await box.rollout()
+
+
+async def _held_asking_for_the_flags(box: Sandbox, at: datetime, old: str, new: str) -> None:
+    """At `at` the scheduled dispatch is held, saying TAG moved from `old` to `new`; the
+    preflight keeps `new`, its flags waiting for the starter (no Dispatch on the card)."""
     # What happens next: the starter confirms the flags first (not "an approver clicks Dispatch").
-    assert "the starter confirms the feature flags for the commit it is at now" in said, said
-    rollout = await box.rollout()
+    then = "the starter confirms the feature flags for the commit it is at now"
+    rollout = await _held_for_the_move(box, at, old, new, then)
     assert rollout.preflight.tag_commit == new
     assert rollout.preflight.flags.state is CheckState.PENDING
     await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
@@ -239,12 +248,8 @@ async def test_a_tag_moved_after_the_schedules_recheck_holds_it_offering_dispatc
     at = await starts.scheduled(box)
     _moved_while_compared(monkeypatch, box.github.history, new)  # during the recheck's reads
 
-    await starts.reach(box, at)
-
-    said = await starts.told_in_thread(box, "did not go")
-    assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
-    assert "click Dispatch: refused for the move, it offers Re-check" in said, said
-    rollout = await box.rollout()
+    then = "click Dispatch: refused for the move, it offers Re-check"
+    rollout = await _held_for_the_move(box, at, old, new, then)
     assert rollout.preflight.tag_commit == old
     assert rollout.preflight.flags.state is CheckState.PASS
     answer = await box.click("dispatch")
@@ -269,16 +274,9 @@ async def test_a_scheduled_start_rechecked_by_hand_at_the_moved_tag_is_held_for_
     assert await box.click("confirm_flags") is None
     await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
 
-    await starts.reach(box, at)
-
-    said = await starts.told_in_thread(box, "did not go")
-    assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
-    assert "an approver clicks Dispatch if the tag is where it should be, else Cancel" in said
-    assert box.github.dispatches == []
-    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
-    assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
-    assert len(box.github.dispatches) == 1
+    then = "an approver clicks Dispatch if the tag is where it should be, else Cancel"
+    await _held_for_the_move(box, at, old, new, then)
+    await dispatches_once(box)
 
 
 async def test_confirm_flags_from_a_card_drawn_before_the_tag_moved_is_refused(
