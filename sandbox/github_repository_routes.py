@@ -228,13 +228,13 @@ class RepositoryRoutes(SimulatorRoutes):
     # -- contents -------------------------------------------------------------------------------
 
     def _tree(self, repository: SimRepository, ref: str) -> dict[str, str]:
-        """The files at `ref`: a branch's (`files`); a commit's or a tag's, those a test gave
-        its commit (`files[sha]`), else the default branch's (the simulator's commits change
-        no file of their own); 404 for a ref GitHub has no commit for."""
+        """The files at `ref`: a branch's (`files`); a commit's or a pushed tag's, those a test
+        gave its commit (`files[sha]`), else the default branch's (the simulator's commits
+        change no file of their own); 404 for a ref GitHub has no commit for."""
         files = repository.files
         if ref in files:
             return files[ref]
-        commit = ref if _COMMIT.fullmatch(ref) else repository.history.tag_sha(ref)
+        commit = ref if _COMMIT.fullmatch(ref) else repository.history.tags.get(ref)
         if commit is not None:
             return files.get(commit, files[repository.default_branch])
         if ref not in repository.refs:
