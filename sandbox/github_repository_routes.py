@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -26,6 +27,9 @@ from sandbox.github_runs import ActionsError, commit_sha
 
 if TYPE_CHECKING:
     from sandbox.github_repository import SimRepository
+
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+"""A commit's full SHA (SHA-1, or SHA-256), as a contents request's `ref` may name it."""
 
 
 def environment_named(request: web.Request, repository: SimRepository) -> str:
@@ -262,9 +266,18 @@ class RepositoryRoutes(SimulatorRoutes):
     # -- contents -------------------------------------------------------------------------------
 
     def _tree(self, repository: SimRepository, ref: str) -> dict[str, str]:
-        if ref not in repository.files and ref not in repository.refs:
+        """The files at `ref`: a branch's (`files`); a commit's or a pushed tag's, those a test
+        gave its commit (`files[sha]`), else the default branch's (the simulator's commits
+        change no file of their own); 404 for a ref GitHub has no commit for."""
+        files = repository.files
+        if ref in files:
+            return files[ref]
+        commit = ref if _COMMIT.fullmatch(ref) else repository.history.tags.get(ref)
+        if commit is not None:
+            return files.get(commit, files[repository.default_branch])
+        if ref not in repository.refs:
             raise ActionsError(404, f"No commit found for the ref {ref}")
-        return repository.files.get(ref, {})
+        return {}
 
     def _entry(
         self, repository: SimRepository, ref: str, path: str, kind: str, text: str | None

@@ -277,6 +277,13 @@ SLACK = Family(
             ),
         ),
         _value("button:rollout_only", slack.ButtonValue(rollout_id=RID)),
+        _value(
+            "button:confirm_flags",
+            slack.ButtonValue(
+                rollout_id=RID, version=3, commit="4aedc969ae180507455ecddaefcb0e32834c6847"
+            ),
+        ),
+        _value("button:confirm_flags:no_tag", slack.ButtonValue(rollout_id=RID, commit="")),
         _value("run", slack.RunValue(run_id=7001)),
         _value(
             "figures",
