@@ -1,7 +1,8 @@
-"""A second person's click that waited for a first person's claim of the same effect, given
-back because the first failed: when that failure came once the first had saved (the window
-extended, then the write of its timer lost), an effect once per card version is not done
-again by the second. It is told the card is out of date, where the rollout stands."""
+"""A person's effect whose save went through, then a step after the save failed (the window
+extended, then the write of its timer lost): done, not given back as "nothing done". The person
+is told it was done and what is still owed (the window's timer, written by the bot's next
+look); a second person who waited for the claim is told it was done; a click on the old card
+again is told so too, not extended twice."""
 
 from __future__ import annotations
 
@@ -12,53 +13,94 @@ from typing import Any
 
 import pytest
 from figures import every_gate_passes
+from sandbox_views import window_timer_of
 from sqlalchemy.exc import OperationalError
 from test_claim_lapses import audited, observing
 from test_stop_second_person import SECOND, two_approvers
 
 from bot.services.effects import WINDOW_TIMER
 from bot.services.records import Claim
+from sandbox.harness import Sandbox
 
 pytestmark = pytest.mark.story
 
+DONE = "Done: extend the 5% canary window of `v1.4.2`"
+OWED = "The window's timer could not be written right after: the bot's next look at the run"
 
-async def test_a_second_extend_is_not_done_again_after_the_first_saved_then_failed(
+
+def timer_lost_once(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch, meanwhile: asyncio.Event | None = None
+) -> asyncio.Event:
+    """The next window timer's write is lost (once `meanwhile` is set, when given), after its
+    extension was saved: the event returned is set once the extension is saved."""
+    timers = box.services.rollouts.effects.timers
+    schedule = timers.schedule
+    saved = asyncio.Event()
+
+    async def lost(**timer: Any) -> Any:
+        if timer["kind"] != WINDOW_TIMER:
+            return await schedule(**timer)
+        monkeypatch.setattr(timers, "schedule", schedule)
+        saved.set()
+        if meanwhile is not None:
+            await meanwhile.wait()
+        raise OperationalError("INSERT INTO timers", {}, ConnectionResetError("lost"))
+
+    monkeypatch.setattr(timers, "schedule", lost)
+    return saved
+
+
+async def extended_once(box: Sandbox, before_ends: Any) -> None:
+    """The window was extended once, and the bot's next look writes its timer."""
+    after = await box.rollout()
+    assert await audited(box, after, "extend") == 1, "it extended twice"
+    assert after.track("relay").stage("canary").window_ends_at == before_ends + timedelta(
+        minutes=15
+    )
+    await box.pass_time(timedelta(seconds=30))
+    await box.wait_for_timer(window_timer_of(after, "relay", "canary"), lambda _: True)
+
+
+async def test_a_second_extend_that_waited_is_told_the_first_saved_then_failed_was_done(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
         every_gate_passes(box)
         value = await observing(box)
-        before = await box.rollout()
+        was = (await box.rollout()).track("relay").stage("canary").window_ends_at
         once = box.services.controls._once  # type: ignore[attr-defined]
         settled = once._settled
-        waiting, saved = asyncio.Event(), asyncio.Event()
+        waiting = asyncio.Event()
 
         async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
             waiting.set()
             return await settled(held, wait=wait)
 
-        timers = box.services.rollouts.effects.timers
-        schedule = timers.schedule
-
-        async def lost_once_the_second_waits(**timer: Any) -> Any:
-            if timer["kind"] != WINDOW_TIMER:
-                return await schedule(**timer)
-            monkeypatch.setattr(timers, "schedule", schedule)
-            saved.set()
-            await waiting.wait()  # the extension is saved; its timer's write is lost
-            raise OperationalError("INSERT INTO timers", {}, ConnectionResetError("lost"))
-
         monkeypatch.setattr(once, "_settled", the_second_waits)
-        monkeypatch.setattr(timers, "schedule", lost_once_the_second_waits)
+        saved = timer_lost_once(box, monkeypatch, meanwhile=waiting)
         first = asyncio.create_task(box.click("extend_window", value=value))
         await saved.wait()  # the first person's click holds the claim
         second = await box.click("extend_window", value=value, user=SECOND)
         told = await first
-        assert told is not None and "lost its connection" in told, told
 
-        after = await box.rollout()
-        assert await audited(box, after, "extend") == 1, "it extended twice"
-        was = before.track("relay").stage("canary").window_ends_at
-        assert was is not None
-        assert after.track("relay").stage("canary").window_ends_at == was + timedelta(minutes=15)
-        assert second is not None and "This card is out of date" in second, second
+        assert told is not None and DONE in told and OWED in told, told
+        assert "lost its connection" not in told
+        assert second is not None and "Already done by" in second, second
+        await extended_once(box, was)
+
+
+async def test_the_old_extend_card_clicked_again_after_a_save_then_a_failure_does_not_extend(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
+        every_gate_passes(box)
+        value = await observing(box)
+        was = (await box.rollout()).track("relay").stage("canary").window_ends_at
+        timer_lost_once(box, monkeypatch)
+        told = await box.click("extend_window", value=value)
+
+        again = await box.click("extend_window", value=value, user=SECOND)
+
+        await extended_once(box, was)
+        assert again is not None and "Already done by" in again, again
+        assert told is not None and DONE in told, told

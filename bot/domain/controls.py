@@ -90,6 +90,14 @@ class NothingDone(RolloutError):
     code = "interrupted"
 
 
+class DoneButOwed(RolloutError):
+    """The effect was saved (the card and the thread show it), then a step after the save
+    failed (a window's timer not written): done, and what is still owed is done by the bot's
+    next look. Its claim is recorded done: a waiting or later click is told it was done."""
+
+    code = "done_but_owed"
+
+
 class StaleCard(RolloutError):
     """The button belongs to a card that no longer shows where the rollout stands."""
 

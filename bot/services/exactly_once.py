@@ -25,6 +25,7 @@ from bot.domain.controls import (
     AlreadyDone,
     BeingDone,
     CardRef,
+    DoneButOwed,
     Control,
     NothingDone,
     StaleCard,
@@ -59,9 +60,21 @@ class _Acting:
 
     claim: Claim
     sent: bool = False
+    owed: str | None = None
+    """Its change was saved, then a step after the save failed: what is still owed, in words
+    (`saved_then_failed`)."""
 
 
 _acting: ContextVar[_Acting | None] = ContextVar("exactly_once_acting", default=None)
+
+
+def saved_then_failed(owed: str) -> None:
+    """Called by the effect runner when a step after a save failed: the effect acting under a
+    claim (if any) was done, `owed` (in words) still to come. Its claim is then recorded done,
+    not given back as if nothing was done (a waiting click would act again)."""
+    acting = _acting.get()
+    if acting is not None:
+        acting.owed = owed
 
 
 class ExactlyOnce:
@@ -105,7 +118,7 @@ class ExactlyOnce:
                 done=True,
             )
         except ClaimUnsettled as lost:
-            raise self._nothing_done(lost, what or VERBS[control]) from lost
+            raise _nothing_done(lost, what or VERBS[control], self._words) from lost
         if seen is None:
             first = await self._claims.get(key)
             fill(rollout_id=first.rollout_id if first is not None else None)
@@ -147,7 +160,7 @@ class ExactlyOnce:
                     take_over=moved_past is None,
                 )
             except ClaimUnsettled as lost:
-                raise self._nothing_done(lost, what) from lost
+                raise _nothing_done(lost, what, self._words) from lost
             if claim is not None:
                 break
             held = await self._claims.get(key)
@@ -192,6 +205,9 @@ class ExactlyOnce:
                 # leaves it, for the click after its lease to look before acting again.
                 log.warning("%s interrupted after its call went out: its claim is kept", key)
                 raise
+            if acting.owed is not None and isinstance(stopped, Exception):
+                await asyncio.shield(self._claims.complete(claim, now=self._clock()))
+                raise DoneButOwed(f"Done: {what} (the card shows it). {acting.owed}") from stopped
             await asyncio.shield(self._claims.release(claim))
             raise
         finally:
@@ -277,22 +293,6 @@ class ExactlyOnce:
         """`at`, as a person reads it in an answer."""
         return self._words.slack_time(at)
 
-    def _nothing_done(self, lost: ClaimUnsettled, what: str) -> NothingDone:
-        """The truth after a claim whose answer was lost: nothing was done; whether the claim
-        was withdrawn, or until when it may tell a repeat that it is being done."""
-        told = (
-            f"The bot lost its connection to its database while it took this request ({what}), "
-            "before acting on it: nothing was done."
-        )
-        if lost.withdrawn:
-            return NothingDone(f"{told} Try again.")
-        until = self._words.slack_time(lost.held_until)
-        return NothingDone(
-            f"{told} The database may still hold the request as under way until {until} (it "
-            f"could not be withdrawn): until then, a try is told it is being done. Try again "
-            f"after {until}."
-        )
-
     async def _repeated(
         self,
         origin: Origin,
@@ -364,3 +364,20 @@ class ExactlyOnce:
         if actor != BOT:
             return self._words.person(actor)
         return "The bot's schedule" if start else "the bot's schedule"
+
+
+def _nothing_done(lost: ClaimUnsettled, what: str, words: Words) -> NothingDone:
+    """The truth after a claim whose answer was lost: nothing was done; whether the claim
+    was withdrawn, or until when it may tell a repeat that it is being done."""
+    told = (
+        f"The bot lost its connection to its database while it took this request ({what}), "
+        "before acting on it: nothing was done."
+    )
+    if lost.withdrawn:
+        return NothingDone(f"{told} Try again.")
+    until = words.slack_time(lost.held_until)
+    return NothingDone(
+        f"{told} The database may still hold the request as under way until {until} (it "
+        f"could not be withdrawn): until then, a try is told it is being done. Try again "
+        f"after {until}."
+    )
