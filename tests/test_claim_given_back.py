@@ -13,14 +13,16 @@ from typing import Any
 
 import pytest
 from figures import every_gate_passes
-from sandbox_views import window_timer_of
+from sandbox_views import figures_form_opened, stage_state, window_timer_of
 from sqlalchemy.exc import OperationalError
 from test_claim_lapses import audited, observing
 from test_stop_second_person import SECOND, two_approvers
 
+from bot.domain.rollout import StageState
 from bot.services.effects import WINDOW_TIMER
 from bot.services.records import Claim
-from sandbox.harness import Sandbox
+from sandbox.config import RELEASE_MANAGER
+from sandbox.harness import Sandbox, fast_plan
 
 pytestmark = pytest.mark.story
 
@@ -104,3 +106,54 @@ async def test_the_old_extend_card_clicked_again_after_a_save_then_a_failure_doe
         await extended_once(box, was)
         assert again is not None and "Already done by" in again, again
         assert told is not None and DONE in told, told
+
+
+TYPED = {
+    "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+    "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+}
+"""Figures that pass the relay canary's gate."""
+
+
+async def test_figures_that_waited_for_a_submission_given_back_are_taken_for_the_same_window(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first person's figures failed before anything was saved; the second person's, typed
+    for the same window, waited for the first's claim: given back, they are taken (they were
+    refused "out of date" whatever happened: the claim is keyed by the window's end)."""
+    plan = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=approvers
+    ) as box:
+        view_id = await figures_form_opened(box)
+        once = box.services.controls._once  # type: ignore[attr-defined]
+        settled = once._settled
+        rollouts = box.services.rollouts
+        submit = rollouts.submit_figures
+        waiting, acting = asyncio.Event(), asyncio.Event()
+
+        async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
+            waiting.set()
+            return await settled(held, wait=wait)
+
+        async def lost_once_the_second_waits(**typed: Any) -> Any:
+            monkeypatch.setattr(rollouts, "submit_figures", submit)
+            acting.set()
+            await waiting.wait()  # nothing saved yet
+            raise OperationalError("SELECT rollouts", {}, ConnectionResetError("lost"))
+
+        monkeypatch.setattr(once, "_settled", the_second_waits)
+        monkeypatch.setattr(rollouts, "submit_figures", lost_once_the_second_waits)
+        assert await box.submit_view(view_id, TYPED) == {}
+        await acting.wait()
+        assert await box.submit_view(view_id, TYPED, user=SECOND) == {}
+
+        def answered() -> list[str]:  # the second's refusal, or the gate's verdict
+            refused = [note.text for note in box.slack.ephemerals(user=SECOND)]
+            return refused + [line for line in box.thread() if "5% canary gate: PASS" in line]
+
+        await box.slack.wait_for(lambda: bool(answered()), timeout=30)
+        assert not any("out of date" in text for text in answered()), answered()
+        evaluated = await box.rollout()
+        assert stage_state(evaluated, "relay", "canary") is StageState.HOLDING

@@ -204,6 +204,16 @@ def once_per_version(control: Control) -> bool:
     return "version" in _SCOPE[control]
 
 
+def figures_card(rollout: Rollout, card: CardRef) -> CardRef:
+    """The card figures typed for the card's stage act on: keyed by the end of the stage's
+    window, not by the card's version. One evaluation per window end: a window extended after
+    INCONCLUSIVE asks again, and a rollout saved since for another track asks nothing new."""
+    observed = rollout.track(card.track or "").stage(card.stage) if card.stage else None
+    ends = observed.window_ends_at if observed is not None else None
+    version = int(ends.timestamp()) if ends else 0
+    return CardRef(card.rollout_id, card.track, card.stage or "", version)
+
+
 def delivery_key(delivery: str) -> str:
     """The identity of one Slack delivery (its trigger_id and body): a retry acts once."""
     return f"delivery:{delivery}"
