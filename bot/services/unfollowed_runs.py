@@ -144,7 +144,7 @@ class UnfollowedRuns:
         card = unfollowed_card(
             request, run, plan, followed, tagged=tagged, now=effects.clock(), timeout=self._timeout
         )
-        drawn = self._message(card)
+        drawn = _drawn(self._channel, card)
         # The timer and the card are written together: never one without the other.
         timer = await effects.timers.schedule(
             key=timer_key(request.run_id),
@@ -260,8 +260,7 @@ class UnfollowedRuns:
     ) -> T:
         what = f"{verb} run {card.run_id}"
 
-        async def unanswered() -> None:
-            """The run's answer given back (its request failed): it may have answered first."""
+        async def unanswered() -> None:  # given back: its request may have answered first
             now = await self._card(card.run_id)
             if now.answered:
                 raise AlreadyDone(answered_meanwhile(now, self._rollouts.words.person(now.by)))
@@ -297,7 +296,7 @@ class UnfollowedRuns:
                 "it, or fix this and Adopt it again."
             )
         decided = card.decided(RunFate.ADOPTED, by=origin.actor, rollout_id=checked.id)
-        drawn = self._message(decided)
+        drawn = _drawn(self._channel, decided)
         # It waits for the answer (`_waiting`): its attempt now asks, maybe a re-run since the card.
         asking = (await self._effects.github.linkable_run(card.run_id)).attempt
         run = replace(card.run, attempt=max(card.attempt, asking))
@@ -381,15 +380,16 @@ class UnfollowedRuns:
         key = timer_key(card.run_id)
         timer = await effects.timers.get(key=key)
         payload = {**((timer.payload if timer is not None else None) or {}), "card": card.to_json()}
-        outbox = [self._message(card)] if drawn is None else []
+        outbox = [_drawn(self._channel, card)] if drawn is None else []
         await effects.timers.settle(
             key=key, payload=payload, now=effects.clock(), cancel=cancel, outbox=outbox
         )
         await effects.outbox.send(outbox if drawn is None else [drawn], written=True)
 
-    def _message(self, card: UnfollowedRun) -> NewMessage:
-        """The run's card, posted or redrawn as it stands."""
-        return NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())
+
+def _drawn(channel_id: str, card: UnfollowedRun) -> NewMessage:
+    """The run's card, posted or redrawn as it stands."""
+    return NewMessage(kind=UNFOLLOWED, channel_id=channel_id, payload=card.to_json())
 
 
 def _fate(timer: Timer) -> RunFate:
