@@ -7,7 +7,9 @@ again is told so too, not extended twice."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,34 @@ pytestmark = pytest.mark.story
 
 DONE = "Done: extend the 5% canary window of `v1.4.2`"
 OWED = "The window's timer could not be written right after: the bot's next look at the run"
+
+
+def the_second_waits(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The event returned is set once a request meets a claim held, and waits for it."""
+    once = box.services.controls._once  # type: ignore[attr-defined]
+    settled = once._settled
+    waiting = asyncio.Event()
+
+    async def waits(held: Claim, *, wait: bool) -> Claim | None:
+        waiting.set()
+        return await settled(held, wait=wait)
+
+    monkeypatch.setattr(once, "_settled", waits)
+    return waiting
+
+
+@asynccontextmanager
+async def canary_observing(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[Sandbox, str, datetime]]:
+    """Two approvers, the relay canary observing its hour: the box, its Extend button's value
+    and the window's end."""
+    async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
+        every_gate_passes(box)
+        value = await observing(box)
+        ends = (await box.rollout()).track("relay").stage("canary").window_ends_at
+        assert ends is not None
+        yield box, value, ends
 
 
 def timer_lost_once(
@@ -52,7 +82,7 @@ def timer_lost_once(
     return saved
 
 
-async def extended_once(box: Sandbox, before_ends: Any) -> None:
+async def extended_once(box: Sandbox, before_ends: datetime) -> None:
     """The window was extended once, and the bot's next look writes its timer."""
     after = await box.rollout()
     assert await audited(box, after, "extend") == 1, "it extended twice"
@@ -66,19 +96,8 @@ async def extended_once(box: Sandbox, before_ends: Any) -> None:
 async def test_a_second_extend_that_waited_is_told_the_first_saved_then_failed_was_done(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
-        every_gate_passes(box)
-        value = await observing(box)
-        was = (await box.rollout()).track("relay").stage("canary").window_ends_at
-        once = box.services.controls._once  # type: ignore[attr-defined]
-        settled = once._settled
-        waiting = asyncio.Event()
-
-        async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
-            waiting.set()
-            return await settled(held, wait=wait)
-
-        monkeypatch.setattr(once, "_settled", the_second_waits)
+    async with canary_observing(tmp_path, database_url) as (box, value, was):
+        waiting = the_second_waits(box, monkeypatch)
         saved = timer_lost_once(box, monkeypatch, meanwhile=waiting)
         first = asyncio.create_task(box.click("extend_window", value=value))
         await saved.wait()  # the first person's click holds the claim
@@ -94,10 +113,7 @@ async def test_a_second_extend_that_waited_is_told_the_first_saved_then_failed_w
 async def test_the_old_extend_card_clicked_again_after_a_save_then_a_failure_does_not_extend(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
-        every_gate_passes(box)
-        value = await observing(box)
-        was = (await box.rollout()).track("relay").stage("canary").window_ends_at
+    async with canary_observing(tmp_path, database_url) as (box, value, was):
         timer_lost_once(box, monkeypatch)
         told = await box.click("extend_window", value=value)
 
@@ -127,15 +143,10 @@ async def test_figures_that_waited_for_a_submission_given_back_are_taken_for_the
         workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=approvers
     ) as box:
         view_id = await figures_form_opened(box)
-        once = box.services.controls._once  # type: ignore[attr-defined]
-        settled = once._settled
+        waiting = the_second_waits(box, monkeypatch)
         rollouts = box.services.rollouts
         submit = rollouts.submit_figures
-        waiting, acting = asyncio.Event(), asyncio.Event()
-
-        async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
-            waiting.set()
-            return await settled(held, wait=wait)
+        acting = asyncio.Event()
 
         async def lost_once_the_second_waits(**typed: Any) -> Any:
             monkeypatch.setattr(rollouts, "submit_figures", submit)
@@ -143,7 +154,6 @@ async def test_figures_that_waited_for_a_submission_given_back_are_taken_for_the
             await waiting.wait()  # nothing saved yet
             raise OperationalError("SELECT rollouts", {}, ConnectionResetError("lost"))
 
-        monkeypatch.setattr(once, "_settled", the_second_waits)
         monkeypatch.setattr(rollouts, "submit_figures", lost_once_the_second_waits)
         assert await box.submit_view(view_id, TYPED) == {}
         await acting.wait()

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from github import Auth, Github
 from sandbox_views import both_held, dispatched, finish, github_until
+from test_claim_given_back import the_second_waits
 from test_cli import full_env
 from test_freeze_sandbox import typed_reason
 from test_protection_rules import answers, app_box, app_replicas, box
@@ -27,7 +28,7 @@ from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, TrackState
-from bot.services.records import BOT, Claim
+from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
 from sandbox.github_runs import commit_sha
 from sandbox.harness import Sandbox, fast_plan
@@ -1081,13 +1082,8 @@ async def test_an_adopt_that_waited_for_a_reject_that_answered_then_failed_adopt
     async with app_box(tmp_path, database_url, extra_env=approvers) as box:
         run_id, card = await started_on_github(box)
         runs = box.services.controls.unfollowed
-        once = box.services.controls._once  # type: ignore[attr-defined]
-        settled, after_rejecting = once._settled, runs._after_rejecting  # type: ignore[union-attr]
-        waiting, rejected = asyncio.Event(), asyncio.Event()
-
-        async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
-            waiting.set()
-            return await settled(held, wait=wait)
+        after_rejecting = runs._after_rejecting  # type: ignore[union-attr]
+        waiting, rejected = the_second_waits(box, monkeypatch), asyncio.Event()
 
         async def failed_once_the_second_waits(failed_run: int) -> None:
             monkeypatch.setattr(runs, "_after_rejecting", after_rejecting)
@@ -1095,7 +1091,6 @@ async def test_an_adopt_that_waited_for_a_reject_that_answered_then_failed_adopt
             await waiting.wait()
             raise GitHubError("GitHub did not answer the rejection of the rest of the run")
 
-        monkeypatch.setattr(once, "_settled", the_second_waits)
         monkeypatch.setattr(runs, "_after_rejecting", failed_once_the_second_waits)
         first = asyncio.create_task(box.click("reject_run", message=card))
         await rejected.wait()  # the run is rejected, its card settled; the claim still held
