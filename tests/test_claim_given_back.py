@@ -93,6 +93,7 @@ async def extended_once(box: Sandbox, before_ends: datetime) -> None:
     await box.wait_for_timer(window_timer_of(after, "relay", "canary"), lambda _: True)
 
 
+@pytest.mark.database_matters
 async def test_a_second_extend_that_waited_is_told_the_first_saved_then_failed_was_done(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -110,6 +111,7 @@ async def test_a_second_extend_that_waited_is_told_the_first_saved_then_failed_w
         await extended_once(box, was)
 
 
+@pytest.mark.database_matters
 async def test_the_old_extend_card_clicked_again_after_a_save_then_a_failure_does_not_extend(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
