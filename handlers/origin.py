@@ -88,5 +88,11 @@ def command_origin(
 def card_of(value: ButtonValue) -> CardRef:
     """What the clicked button acts on, as its card showed it."""
     return CardRef(
-        value.rollout_id, value.track, value.stage, value.version, value.hold, value.attempt
+        value.rollout_id,
+        value.track,
+        value.stage,
+        value.version,
+        value.hold,
+        value.attempt,
+        value.commit,
     )

@@ -26,6 +26,16 @@ class EnvironmentRules:
     patterns: list[tuple[str, Literal["branch", "tag"]]] | None = None
     """"Selected branches and tags": (name pattern, type); None: no such policy."""
 
+    def __post_init__(self) -> None:
+        # GitHub's API takes one policy or the other ("Create or update an environment":
+        # `protected_branches` true requires `custom_branch_policies` false, and the reverse),
+        # so it never reports both.
+        if self.protected_branches and self.patterns is not None:
+            raise ValueError(
+                "GitHub refuses protected_branches with custom_branch_policies (422): "
+                "choose one deployment branch policy"
+            )
+
 
 def rules_json(rules: EnvironmentRules | None, env_id: int) -> list[Json]:
     """The `wait_timer` and `branch_policy` entries of the environment's `protection_rules`."""

@@ -111,6 +111,9 @@ class SimRepository:
         self.environment_rules: dict[str, EnvironmentRules] = {}
         """Environments' wait timers and deployment branch and tag policies (reported by
         `GET .../environments/{name}`, not enforced on runs)."""
+        self.protected_branches: set[str] = set()
+        """Branches with a branch protection rule (`protected` in `GET .../branches`); a name
+        here is a branch of the repository too."""
         """GitHub answers 403 to reading an environment's secrets (a token without the
         Environments permission)."""
         self.history = History()

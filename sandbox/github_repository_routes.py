@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -22,10 +23,13 @@ from sandbox.github_routes import (
     normalize_ref,
     not_found,
 )
-from sandbox.github_runs import ActionsError
+from sandbox.github_runs import ActionsError, commit_sha
 
 if TYPE_CHECKING:
     from sandbox.github_repository import SimRepository
+
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+"""A commit's full SHA (SHA-1, or SHA-256), as a contents request's `ref` may name it."""
 
 
 def environment_named(request: web.Request, repository: SimRepository) -> str:
@@ -54,6 +58,8 @@ class RepositoryRoutes(SimulatorRoutes):
         app.router.add_get(f"{repo}/actions/secrets", self.list_secrets)
         app.router.add_get(f"{repo}/actions/organization-secrets", self.list_organization_secrets)
         app.router.add_get(f"{repo}/actions/secrets/{{name}}", self.get_secret)
+        app.router.add_get(f"{repo}/branches", self.list_branches)
+        app.router.add_get(f"{repo}/branches/{{branch:.+}}", self.get_branch)
         app.router.add_get(f"{repo}/environments", self.list_environments)
         app.router.add_get(f"{repo}/environments/{{name}}", self.get_environment)
         app.router.add_get(
@@ -109,6 +115,42 @@ class RepositoryRoutes(SimulatorRoutes):
         return json_response(
             shapes.workflow(repository.urls, spec, default_branch=repository.default_branch)
         )
+
+    # -- branches -------------------------------------------------------------------------------
+
+    def _branch_json(self, repository: SimRepository, name: str) -> Json:
+        """A branch as "Get a branch" and "List branches" show it (the fields the bot reads)."""
+        sha = commit_sha(name)  # the commit a run on the branch reports
+        protected = name in repository.protected_branches
+        branch = f"{repository.urls.repo_api}/branches/{quote(name, safe='')}"
+        return {
+            "name": name,
+            "commit": {"sha": sha, "url": f"{repository.urls.repo_api}/commits/{sha}"},
+            "protected": protected,
+            "protection_url": f"{branch}/protection",
+        }
+
+    def _branch_names(self, repository: SimRepository) -> list[str]:
+        branches = repository.refs - set(repository.history.tags)  # `refs` holds tags too
+        return sorted(branches | repository.protected_branches)
+
+    async def list_branches(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/branches` ("List branches"): `protected=true` lists the
+        protected ones only, `false` the others."""
+        repository = self._repository(request)
+        items = [self._branch_json(repository, name) for name in self._branch_names(repository)]
+        wanted = request.query.get("protected")
+        if wanted in ("true", "false"):
+            items = [item for item in items if item["protected"] is (wanted == "true")]
+        return self._listing(request, items)
+
+    async def get_branch(self, request: web.Request) -> web.Response:
+        """`GET /repos/{owner}/{repo}/branches/{branch}` ("Get a branch"); 404 for none."""
+        repository = self._repository(request)
+        name = request.match_info["branch"]
+        if name not in self._branch_names(repository):
+            raise not_found()
+        return json_response(self._branch_json(repository, name))
 
     # -- environments ---------------------------------------------------------------------------
 
@@ -224,9 +266,18 @@ class RepositoryRoutes(SimulatorRoutes):
     # -- contents -------------------------------------------------------------------------------
 
     def _tree(self, repository: SimRepository, ref: str) -> dict[str, str]:
-        if ref not in repository.files and ref not in repository.refs:
+        """The files at `ref`: a branch's (`files`); a commit's or a pushed tag's, those a test
+        gave its commit (`files[sha]`), else the default branch's (the simulator's commits
+        change no file of their own); 404 for a ref GitHub has no commit for."""
+        files = repository.files
+        if ref in files:
+            return files[ref]
+        commit = ref if _COMMIT.fullmatch(ref) else repository.history.tags.get(ref)
+        if commit is not None:
+            return files.get(commit, files[repository.default_branch])
+        if ref not in repository.refs:
             raise ActionsError(404, f"No commit found for the ref {ref}")
-        return repository.files.get(ref, {})
+        return {}
 
     def _entry(
         self, repository: SimRepository, ref: str, path: str, kind: str, text: str | None

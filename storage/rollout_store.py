@@ -7,10 +7,10 @@ Storage's conflicts come out as domain errors a Slack answer can explain."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,7 +19,6 @@ from bot.domain.plan import STORED_PLAN, RolloutPlan
 from bot.domain.plan import Track as PlanTrack
 from bot.domain.rollout import (
     Phase,
-    Preflight,
     Rollout,
     Stage,
     StageState,
@@ -27,10 +26,10 @@ from bot.domain.rollout import (
     TrackState,
     codec,
 )
-from bot.domain.schedule import Schedule
 from bot.services.records import NewAuditEvent, NewMessage, NewTimer
 from storage.db import from_row
 from storage.errors import StaleRollout, TrackBusy
+from storage.rollout_context import context_of, from_context
 from storage.rollout_records import (
     NewStage,
     NewTrack,
@@ -85,7 +84,7 @@ class RolloutStore:
                 tracks=[_new_track(track, plan.track(track.name)) for track in rollout.tracks],
                 now=rollout.created_at,
                 message_ts=rollout.message_ts,
-                context=_context(rollout),
+                context=context_of(rollout),
                 run=None if rollout.run_id is None else (rollout.run_id, rollout.run_url),
                 outbox=outbox,
                 timers=timers,
@@ -210,35 +209,6 @@ class RolloutStore:
 # -- domain -> storage -------------------------------------------------------------------------
 
 
-def _context(rollout: Rollout) -> dict[str, Any]:
-    preflight = rollout.preflight
-    return {
-        "preflight": {
-            "flags": codec.check_to_json(preflight.flags),
-            "migrations": codec.check_to_json(preflight.migrations),
-            "image": codec.check_to_json(preflight.image),
-        },
-        "contents": (
-            None if preflight.contents is None else codec.contents_to_json(preflight.contents)
-        ),
-        # Beside "preflight", whose values an older version reads as checks; absent: not known.
-        **({} if preflight.tag_commit is None else {"tag_commit": preflight.tag_commit}),
-        **({} if preflight.moved_to is None else {"tag_moved_to": preflight.moved_to}),
-        "dispatched_at": _iso(rollout.dispatched_at),
-        "gave_up_at": _iso(rollout.gave_up_at),
-        "schedule": None if rollout.schedule is None else codec.schedule_to_json(rollout.schedule),
-        "told_outside": list(rollout.told_outside),
-        "unread_since": _iso(rollout.unread_since),
-        "told_unread": rollout.told_unread,
-        **({"untold_stops": list(rollout.untold_stops)} if rollout.untold_stops_kept else {}),
-        "attempt": rollout.attempt,
-    }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
 def _new_track(track: Track, plan_track: PlanTrack) -> NewTrack:
     return NewTrack(
         name=track.name,
@@ -270,7 +240,7 @@ def _record(rollout: Rollout, stored: RolloutRecord) -> RolloutRecord:
         run_id=rollout.run_id,
         run_url=rollout.run_url,
         ended_at=rollout.ended_at,
-        context=_context(rollout),
+        context=context_of(rollout),
         tracks=tuple(
             _track_record(track, stored.track(track.name), rollout.ended_at)
             for track in rollout.tracks
@@ -337,38 +307,8 @@ def _rollout(record: RolloutRecord) -> Rollout:
         record,
         phase=Phase(record.state),
         tracks=tuple(_track(track) for track in record.tracks),
-        preflight=_preflight(record.context),
-        dispatched_at=_moment(record.context.get("dispatched_at")),
-        gave_up_at=_moment(record.context.get("gave_up_at")),
-        schedule=_schedule(record.context.get("schedule")),
-        told_outside=tuple(record.context.get("told_outside", ())),
-        unread_since=_moment(record.context.get("unread_since")),
-        told_unread=bool(record.context.get("told_unread", False)),
-        untold_stops=tuple(record.context.get("untold_stops", ())),
-        untold_stops_kept="untold_stops" in record.context,
-        attempt=record.context.get("attempt"),
+        **from_context(record.context),
     )
-
-
-def _preflight(context: Mapping[str, Any]) -> Preflight:
-    data, contents = context["preflight"], context.get("contents")
-    commit, moved = context.get("tag_commit"), context.get("tag_moved_to")
-    return Preflight(
-        flags=codec.check_from_json(data["flags"]),
-        migrations=codec.check_from_json(data["migrations"]),
-        image=codec.check_from_json(data["image"]),
-        contents=None if contents is None else codec.contents_from_json(contents),
-        tag_commit=None if commit is None else str(commit),
-        moved_to=None if moved is None else str(moved),
-    )
-
-
-def _schedule(data: Mapping[str, Any] | None) -> Schedule | None:
-    return None if data is None else codec.schedule_from_json(data)
-
-
-def _moment(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
 
 
 def _track(record: TrackRecord) -> Track:

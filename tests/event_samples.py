@@ -107,6 +107,23 @@ EVENTS: list[told.Event] = [
         True,
         (TrackLeft("cli", "CLI", Left.COMPLETED, TrackState.COMPLETED, "GA", redeploy=False),),
     ),
+    # A stop put back, told to who else asked for it meanwhile (each track it did not stop).
+    told.StopPutBack(
+        "v1.4.2",
+        True,
+        "U1",
+        ("U2", "U3"),
+        (TrackLeft("cli", "CLI", Left.LANDING, TrackState.ACTIVE, "beta", redeploy=False),),
+        (),
+    ),
+    told.StopPutBack(
+        "v1.4.2",
+        False,
+        "U1",
+        ("U2",),
+        (TrackLeft("web", "Web", Left.LANDING, TrackState.ACTIVE, "50%", redeploy=False),),
+        ("API",),
+    ),
     told.DispatchGaveUp("v1.4.2", "Deploy", timedelta(minutes=10)),
     told.DispatchUnclear("GitHub did not say which run"),
     told.DispatchScheduled("U1", AT, "Europe/Berlin"),

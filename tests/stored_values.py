@@ -20,6 +20,8 @@ from bot.adapters.slack.npm_views import NpmAction, decode_state, encode_state
 from bot.domain.controls import Hold
 from bot.domain.freeze import Freeze, Frozen
 from bot.domain.gate import GateKind, GateReason, Verdict
+from bot.domain.npm import SecretCheck, Walkthrough
+from bot.domain.npm_environment import RuleFlag
 from bot.domain.reasons import Reason
 from bot.domain.rollout import (
     Check,
@@ -197,6 +199,16 @@ ROLLOUT_STATE = Family(
         _rollout_sample(
             "rollout:untold", replace(ROLLOUT, untold_stops=("desktop",), untold_stops_kept=True)
         ),
+        # Who else asked for that stop while it was decided (`stop_waiters`, stored while any).
+        _rollout_sample(
+            "rollout:waiting",
+            replace(
+                ROLLOUT,
+                untold_stops=("desktop",),
+                untold_stops_kept=True,
+                stop_waiters=(("desktop", "U2"), ("desktop", "U3")),
+            ),
+        ),
         # As stored before the context's later keys (told_outside, unread_since, ...) existed.
         earlier(_rollout_sample("rollout:new", NEW), at=lambda data: data["context"]),
         # The commit the preflight read the tag at (beside "preflight", which 091736d reads).
@@ -265,6 +277,13 @@ SLACK = Family(
             ),
         ),
         _value("button:rollout_only", slack.ButtonValue(rollout_id=RID)),
+        _value(
+            "button:confirm_flags",
+            slack.ButtonValue(
+                rollout_id=RID, version=3, commit="4aedc969ae180507455ecddaefcb0e32834c6847"
+            ),
+        ),
+        _value("button:confirm_flags:no_tag", slack.ButtonValue(rollout_id=RID, commit="")),
         _value("run", slack.RunValue(run_id=7001)),
         _value(
             "figures",
@@ -286,6 +305,23 @@ SLACK = Family(
         Sample(
             "npm_walkthrough",
             WALKTHROUGH,
+            lambda w: json.loads(encode_state(w)),
+            lambda data: decode_state(json.dumps(data)),
+        ),
+        # Since e248966: the job's trusted publishing read when drawn, and the rules' new kinds
+        # (a GitHub App's custom rule, an unprotected branch under "protected branches only").
+        Sample(
+            "npm_walkthrough_trusted",
+            Walkthrough(
+                trusted_publishing=True,
+                secret=SecretCheck(
+                    max_age_days=80,
+                    environment="npm",
+                    rules=(1, 0, int(RuleFlag.TAGS_REFUSED)),
+                    app_rule=True,
+                    ref_unprotected=True,
+                ),
+            ),
             lambda w: json.loads(encode_state(w)),
             lambda data: decode_state(json.dumps(data)),
         ),

@@ -12,6 +12,7 @@ import pytest
 from figures import passing_sandbox
 
 from bot.domain.rollout import CheckState, Phase
+from sandbox import github_json as shapes
 from sandbox.config import RELEASE_MANAGER
 from sandbox.github_runs import commit_sha
 from sandbox.harness import Sandbox
@@ -36,6 +37,14 @@ async def ready(box: Sandbox) -> None:
     rollout = await box.rollout()
     assert rollout.preflight.tag_commit == commit_sha(TAG)
     assert "[Re-check]" not in box.card_message().rendered  # nothing unread, nothing moved
+
+
+async def dispatches_once(box: Sandbox) -> None:
+    """Dispatch, once the card shows it, goes: the workflow dispatched once."""
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+    assert await box.click("dispatch") is None
+    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    assert len(box.github.dispatches) == 1
 
 
 async def test_a_tag_moved_since_the_preflight_refuses_the_dispatch(box: Sandbox) -> None:
@@ -76,10 +85,7 @@ async def test_a_refused_dispatch_offers_re_check_which_reads_the_moved_tag(
     assert f"`{commit_sha(TAG)[:12]}` → `{MOVED[:12]}`" in shown, shown
     assert "[Re-check]" not in shown and "[Dispatch]" not in shown, shown
     assert await box.click("confirm_flags") is None
-    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
-    assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)
 
 
 async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
@@ -157,3 +163,35 @@ async def test_a_tag_the_preflight_could_not_follow_still_dispatches(
 
         await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
         assert len(box.github.dispatches) == 1
+
+
+async def test_a_tag_still_gone_after_its_re_check_refuses_the_dispatch(box: Sandbox) -> None:
+    """A Re-check that found the tag deleted kept "" (no such tag) with the flags asked for
+    again; once they were confirmed, Dispatch compared "" with "" and dispatched a tag GitHub
+    did not have (its run then failed on GitHub)."""
+    await ready(box)
+    box.github.history.tags.pop(TAG)
+    box.github.history.tags["v0.0.1"] = MOVED  # another tag: the repository knows tags
+    assert "gone from GitHub" in (await box.click("dispatch") or "")
+    await box.slack.wait_for(lambda: "[Re-check]" in box.card_message().rendered)
+    # The migrations folder read as not there (a plain Not Found): no check blocks.
+    box.github.fail_next("GET", "/repos/*/contents/*", 404, shapes.error("Not Found", 404))
+    assert await box.click("recheck") is None
+    await box.wait_until(lambda r: r.preflight.tag_commit == "" and r.preflight.moved_to is None)
+    assert await box.click("confirm_flags") is None
+    await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
+
+    answer = await box.click("dispatch")
+
+    assert answer is not None and f"`{TAG}` is not on GitHub" in answer, answer
+    assert "nothing was dispatched" in answer and "click Re-check" in answer, answer
+    assert box.github.dispatches == []
+    assert (await box.rollout()).phase is Phase.PREFLIGHT
+    await box.slack.wait_for(lambda: "[Re-check]" in box.card_message().rendered)
+    assert f"Dispatch found `{TAG}` gone from GitHub" in box.card_message().rendered
+
+    box.github.push_tag(TAG)  # pushed again: Re-check reads it, the starter confirms, it goes
+    assert await box.click("recheck") is None
+    await box.wait_until(lambda r: r.preflight.tag_commit == commit_sha(TAG))
+    assert await box.click("confirm_flags") is None
+    await dispatches_once(box)

@@ -7,7 +7,10 @@ matching of GitHub's name patterns on its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,8 @@ from test_npm_environment import check_secret, days_ago, publish_in_npm_environm
 from test_npm_token import assert_no_token_reached_slack
 
 from bot.adapters.github.workflow_jobs import publish_job
-from bot.domain.npm import SecretCheck, Tone
+from bot.adapters.slack.npm_views import decode_state, encode_state
+from bot.domain.npm import SecretCheck, Tone, Walkthrough
 from bot.domain.npm_environment import (
     EnvironmentProtection,
     RefPattern,
@@ -23,6 +27,8 @@ from bot.domain.npm_environment import (
     ref_matches,
     rules_of,
 )
+from bot.domain.npm_secrets import PublishJob, SecretLevels, assess_secret
+from sandbox.github_app import SandboxApp
 from sandbox.github_environment_rules import EnvironmentRules
 from sandbox.harness import Sandbox
 
@@ -49,6 +55,20 @@ async def test_a_required_reviewer_and_a_wait_timer_are_told(box: Sandbox) -> No
     assert "Its wait timer holds job `changesets` 30 minutes before it runs." in shown
 
 
+async def test_a_custom_protection_rule_is_told(tmp_path: Path) -> None:
+    """A GitHub App's custom deployment protection rule is enabled on `npm` (GitHub lists it
+    apart from `protection_rules`). Before, step 3 said nothing of it: Run Release then sat
+    waiting for that App with no word why."""
+    async with Sandbox(workdir=tmp_path, github_app=SandboxApp()) as app_box:
+        publish_in_npm_environment(app_box)
+        app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(3)}
+        app_box.github.protection_rule(["npm"], reviewers=True)
+        shown, _ = await check_secret(app_box, ":white_check_mark: done")
+        assert "A GitHub App's custom deployment protection rule on `npm` must approve" in shown
+        assert "waits for that App's approval too" in shown
+        assert_no_token_reached_slack(app_box)
+
+
 async def test_a_branch_policy_without_the_release_branch_needs_attention(box: Sandbox) -> None:
     """Only `release/*` branches may deploy to `npm`: Run Release on `main` would fail the job,
     and so would a run from a tag (the workflow runs on `release` too)."""
@@ -60,10 +80,36 @@ async def test_a_branch_policy_without_the_release_branch_needs_attention(box: S
 
 
 async def test_protected_branches_only_refuses_every_tag(box: Sandbox) -> None:
+    """No branch of the repository is protected: GitHub then lets every branch deploy
+    ("Deployments and environments"), `main` too, but no tag."""
     box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
     shown, _ = await check_secret(box, ":warning: needs attention")
     assert "lets no tag deploy (protected branches only, or branch patterns only)" in shown
     assert "does not let `main` deploy" not in shown
+    assert "`main` is not protected" not in shown
+
+
+async def test_protected_branches_only_refuses_an_unprotected_release_branch(
+    box: Sandbox,
+) -> None:
+    """`release` is protected, `main` (where Run Release dispatches) is not: GitHub fails the
+    job of a run from `main`. Before, whether `main` was protected was not read, and step 3
+    said nothing of it."""
+    box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
+    box.github.protected_branches.add("release")
+    shown, _ = await check_secret(box, ":warning: needs attention")
+    assert "lets protected branches only deploy, and `main` is not protected" in shown
+    assert "Protect `main` (Settings → Branches)" in shown
+
+
+async def test_protected_branches_only_lets_a_protected_release_branch_deploy(
+    box: Sandbox,
+) -> None:
+    box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
+    box.github.protected_branches.update({"main", "release"})
+    shown, _ = await check_secret(box, ":warning: needs attention")  # its tags, as below
+    assert "`main` is not protected" not in shown
+    assert "lets no tag deploy" in shown
 
 
 async def test_a_policy_that_lets_main_and_tags_deploy_is_no_concern(box: Sandbox) -> None:
@@ -115,6 +161,10 @@ async def test_a_pattern_no_regular_expression_takes_is_matched_as_github_does(
         ("ax/b", "a**/b", True),
         ("main", "**/main", True),
         ("c-t", "c[a\\-]t", True),  # an escaped `-` in a class is a `-`
+        # GitHub names FNM_PATHNAME alone, not FNM_EXTGLOB: braces are no alternatives.
+        ("release/a", "release/{a,b}", False),
+        ("v1.4", "v{1,2}.*", False),
+        ("release/{a,b}", "release/{a,b}", True),
     ],
 )
 def test_githubs_name_patterns_are_matched_as_ruby_fnmatch(
@@ -155,3 +205,32 @@ def workflow(on: str) -> str:
 )
 def test_whether_the_workflow_runs_on_tags_is_read(on: str, tags: bool) -> None:
     assert publish_job(workflow(on), "changesets").on_tags is tags
+
+
+def test_the_simulator_holds_one_deployment_branch_policy_as_github_does() -> None:
+    """GitHub's API takes `protected_branches` or `custom_branch_policies`, never both: the
+    simulator refuses what GitHub would (before, it reported both true)."""
+    with pytest.raises(ValueError, match="422"):
+        EnvironmentRules(protected_branches=True, patterns=[("main", "branch")])
+    assert EnvironmentRules(protected_branches=True).patterns is None
+
+
+def test_this_versions_new_kinds_reach_an_e248966_replica_as_a_newer_versions() -> None:
+    """A custom protection rule, an unprotected `npm.ref` and a job read as trusted publishing
+    only ride in fields e248966 does not know (which it tells as a newer version's), never in
+    a greater `rules` flag number, which it would refuse as no walkthrough of the bot's."""
+    app_rule = EnvironmentProtection(
+        protected_branches=True, ref_protected=False, rule_apps=("ok",)
+    )
+    levels = SecretLevels(job=PublishJob(environment="npm"), repository=None, organization=None)
+    check = assess_secret(
+        replace(levels, protection=app_rule), now=datetime.now(UTC), max_age_days=80, ref="main"
+    )
+    assert check.rule_flags == RuleFlag.APP_RULE | RuleFlag.REF_UNPROTECTED
+    value = json.loads(encode_state(Walkthrough(secret=check, trusted_publishing=True)))
+    assert value.pop("trusted_publishing") is True
+    assert (value["secret"].pop("app_rule"), value["secret"].pop("ref_unprotected")) == (True, True)
+    assert value["secret"]["rules"] == [0, 0, 0]  # within e248966's bound (flags 1 to 4)
+    assert decode_state(json.dumps(value)).secret == check.model_copy(
+        update={"app_rule": None, "ref_unprotected": None}
+    )

@@ -36,7 +36,7 @@ from bot.domain.npm import (
     clip_error,
     github_web_url,
 )
-from bot.domain.npm_environment import MAX_REVIEWERS, MAX_WAIT_MINUTES, RuleFlag
+from bot.domain.npm_environment import CARRIED_FLAGS, MAX_REVIEWERS, MAX_WAIT_MINUTES
 from bot.domain.npm_log import (
     NpmError,
     npm_error,
@@ -737,7 +737,9 @@ LARGEST_SECRET_CHECKS = [
         unchecked=clip_error("\\" * 2 * MAX_ERROR),
         oidc=True,
         oidc_only=True,
-        rules=(MAX_REVIEWERS, MAX_WAIT_MINUTES, sum(RuleFlag)),
+        rules=(MAX_REVIEWERS, MAX_WAIT_MINUTES, int(CARRIED_FLAGS)),
+        app_rule=True,
+        ref_unprotected=True,
     ),
 ]
 
@@ -773,6 +775,7 @@ def test_the_largest_walkthrough_fits_in_a_button_value(secret: SecretCheck) -> 
     )
     walkthrough = Walkthrough(
         service="s" * 63,
+        trusted_publishing=True,
         secret=secret,
         last_run=check,
         release=ReleaseFollow(

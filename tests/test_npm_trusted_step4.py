@@ -69,7 +69,7 @@ def test_an_oidc_only_job_needs_no_validate_step() -> None:
     check = _run(StepVerdict.MISSING, StepVerdict.PASSED)
     walkthrough = Walkthrough(secret=OIDC_ONLY, last_run=check)
     assert walkthrough.last_run_tone is Tone.OK
-    text = last_run_text(check, OIDC_ONLY, SETUP)
+    text = last_run_text(check, OIDC_ONLY, SETUP, oidc_only=True)
     assert "npm.validate_step" not in text
     assert ":x:" not in text
     assert "trusted publishing" in text
@@ -77,7 +77,7 @@ def test_an_oidc_only_job_needs_no_validate_step() -> None:
     assert Walkthrough(secret=SecretCheck(max_age_days=80), last_run=check).last_run_tone is (
         Tone.FAILED
     )
-    assert "npm.validate_step" in last_run_text(check, None, SETUP)
+    assert "npm.validate_step" in last_run_text(check, None, SETUP, oidc_only=False)
 
 
 def test_the_npm_token_warning_is_expected_of_an_oidc_only_job() -> None:
@@ -87,7 +87,7 @@ def test_the_npm_token_warning_is_expected_of_an_oidc_only_job() -> None:
         update={"published_nothing": False}
     )
     assert Walkthrough(secret=OIDC_ONLY, last_run=check).last_run_tone is Tone.OK
-    text = last_run_text(check, OIDC_ONLY, SETUP)
+    text = last_run_text(check, OIDC_ONLY, SETUP, oidc_only=True)
     assert "create the token" not in text
 
 
@@ -96,18 +96,18 @@ def test_eneedauth_of_an_oidc_only_job_points_at_trusted_publishing() -> None:
     check = _run(StepVerdict.MISSING, StepVerdict.FAILED, NpmError.NEED_AUTH)
     walkthrough = Walkthrough(secret=OIDC_ONLY, last_run=check)
     assert walkthrough.last_run_tone is Tone.FAILED
-    text = last_run_text(check, OIDC_ONLY, SETUP)
+    text = last_run_text(check, OIDC_ONLY, SETUP, oidc_only=True)
     assert "secrets.NPM_TOKEN" not in text and "steps 1 and 2" not in text
     for needed in ("trusted publisher", "release.yml", "acme/scriptum", "`id-token: write`"):
         assert needed in text
     assert "11.5.1" in text and "22.14" in text
     for error in (NpmError.UNAUTHORIZED, NpmError.FORBIDDEN, NpmError.NOT_FOUND):
         failed = _run(StepVerdict.MISSING, StepVerdict.FAILED, error)
-        shown = last_run_text(failed, OIDC_ONLY, SETUP)
+        shown = last_run_text(failed, OIDC_ONLY, SETUP, oidc_only=True)
         assert "trusted publisher" in shown and "(step 1)" not in shown, error
     # Step 5's run is judged the same way.
     release = ReleaseFollow(requested_by="U1", phase=ReleasePhase.DONE, run_id=7, check=check)
-    assert "secrets.NPM_TOKEN" not in release_text(release, SETUP, OIDC_ONLY)
+    assert "secrets.NPM_TOKEN" not in release_text(release, SETUP, oidc_only=True)
     passed = release.model_copy(update={"check": _run(StepVerdict.MISSING, StepVerdict.PASSED)})
     assert Walkthrough(secret=OIDC_ONLY, release=passed).release_tone is Tone.OK
 
@@ -142,7 +142,7 @@ def test_an_oidc_only_run_that_published_nothing_speaks_of_no_token() -> None:
         update={"published_nothing": True}
     )
     assert Walkthrough(secret=OIDC_ONLY, last_run=check).last_run_tone is Tone.WARNING
-    text = last_run_text(check, OIDC_ONLY, SETUP)
+    text = last_run_text(check, OIDC_ONLY, SETUP, oidc_only=True)
     assert "published nothing" in text and "trusted publisher" in text
     assert "token" not in text.replace("NPM_TOKEN", "")
 
@@ -165,13 +165,13 @@ def test_an_oidc_only_run_whose_validate_step_skipped_the_publish_is_not_done() 
     assert skipped.validate_step is StepVerdict.WARNED
     assert skipped.publish_step is StepVerdict.PASSED
     assert Walkthrough(secret=OIDC_ONLY, last_run=skipped).last_run_tone is Tone.WARNING
-    text = last_run_text(skipped, OIDC_ONLY, SETUP)
+    text = last_run_text(skipped, OIDC_ONLY, SETUP, oidc_only=True)
     assert "as expected" not in text and "skipping npm publish" in text
     # A publish the log shows (changesets' own words) is the trusted publisher's proof.
     published = log + "2026-03-01T10:00:04.0000000Z 🦋  success packages published successfully\n"
     done = assess_run(_release_run(), _release_job(), published, npm=NpmRelease())
     assert Walkthrough(secret=OIDC_ONLY, last_run=done).last_run_tone is Tone.OK
-    assert "as expected" in last_run_text(done, OIDC_ONLY, SETUP)
+    assert "as expected" in last_run_text(done, OIDC_ONLY, SETUP, oidc_only=True)
     # A token job's warning is judged as before (a warning, whatever was published).
     assert done.tone is Tone.WARNING
 

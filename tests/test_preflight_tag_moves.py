@@ -5,6 +5,7 @@ Signed Slack requests, the real app, the simulators."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import pytest
 import test_scheduled_starts as starts
 from figures import passing_sandbox
 from sandbox_views import value_of
+from test_dispatch_tag_moved import dispatches_once
 from test_scheduled_starts import APPROVERS_ENV
 
-from bot.domain.rollout import CheckState, Phase
+from bot.domain.rollout import CheckState, Phase, Rollout
 from sandbox.config import RELEASE_MANAGER
 from sandbox.github_history import History
 from sandbox.harness import Sandbox
@@ -56,16 +58,24 @@ def _moved_while_compared(monkeypatch: pytest.MonkeyPatch, history: History, to:
     monkeypatch.setattr(history, "index", moving)
 
 
-async def _held_asking_for_the_flags(box: Sandbox, at: datetime, old: str, new: str) -> None:
-    """At `at` the scheduled dispatch is held, saying TAG moved from `old` to `new`; the
-    preflight keeps `new`, its flags waiting for the starter (no Dispatch on the card)."""
+async def _held_for_the_move(box: Sandbox, at: datetime, old: str, new: str, then: str) -> Rollout:
+    """At `at` the scheduled dispatch is held, saying TAG moved from `old` to `new`, and `then`
+    (what a person does next); the rollout as it stands then."""
     await starts.reach(box, at)
 
     said = await starts.told_in_thread(box, "did not go")
     assert f"`{TAG}` was moved" in said and old[:12] in said and new[:12] in said, said
+    assert then in said, said
+    assert box.github.dispatches == []
+    return await box.rollout()
+
+
+async def _held_asking_for_the_flags(box: Sandbox, at: datetime, old: str, new: str) -> None:
+    """At `at` the scheduled dispatch is held, saying TAG moved from `old` to `new`; the
+    preflight keeps `new`, its flags waiting for the starter (no Dispatch on the card)."""
     # What happens next: the starter confirms the flags first (not "an approver clicks Dispatch").
-    assert "the starter confirms the feature flags for the commit it is at now" in said, said
-    rollout = await box.rollout()
+    then = "the starter confirms the feature flags for the commit it is at now"
+    rollout = await _held_for_the_move(box, at, old, new, then)
     assert rollout.preflight.tag_commit == new
     assert rollout.preflight.flags.state is CheckState.PENDING
     await box.slack.wait_for(lambda: "now points at another commit" in box.card_message().rendered)
@@ -197,3 +207,140 @@ async def test_a_scheduled_start_whose_preflight_could_not_read_the_tag_asks_aga
     box.github.history.tags[TAG] = new
 
     await _held_asking_for_the_flags(box, at, old, new)
+
+
+async def test_a_scheduled_start_whose_tag_is_gone_is_held_though_it_kept_no_commit(
+    box: Sandbox,
+) -> None:
+    """A schedule that kept no commit (as an older version saved it) held nothing for a tag
+    gone from GitHub: its recheck read "" and nothing compared it, so the tag GitHub did not
+    have was dispatched (its run then failed there)."""
+    _line(box.github.history)
+    at = await starts.scheduled(box)
+    kept = await box.rollout()
+    assert kept.schedule is not None
+    await box._store.save(
+        replace(
+            kept,
+            preflight=replace(kept.preflight, tag_commit=None),
+            schedule=replace(kept.schedule, tag_commit=""),
+        )
+    )
+    box.github.history.tags.pop(TAG)
+
+    await starts.reach(box, at)
+
+    said = await starts.told_in_thread(box, "did not go")
+    assert f"`{TAG}` is not on GitHub, so there is nothing to release" in said, said
+    assert "push the tag where it should be, then click Re-check on the card" in said, said
+    assert box.github.dispatches == []
+    assert (await box.rollout()).phase is Phase.PREFLIGHT
+    await box.slack.wait_for(lambda: "[Re-check]" in box.card_message().rendered)
+
+
+async def test_a_tag_moved_after_the_schedules_recheck_holds_it_offering_dispatch_then_re_check(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hold's "click Dispatch: refused for the move, it offers Re-check" (its recheck read
+    the tag where the schedule kept it; the tag moved before the look that held it) had no
+    test: what it tells a person to do is what happens."""
+    old, new = _line(box.github.history)
+    at = await starts.scheduled(box)
+    _moved_while_compared(monkeypatch, box.github.history, new)  # during the recheck's reads
+
+    then = "click Dispatch: refused for the move, it offers Re-check"
+    rollout = await _held_for_the_move(box, at, old, new, then)
+    assert rollout.preflight.tag_commit == old
+    assert rollout.preflight.flags.state is CheckState.PASS
+    answer = await box.click("dispatch")
+    assert answer is not None and f"`{TAG}` was moved since its preflight" in answer, answer
+    await box.slack.wait_for(lambda: "[Re-check]" in box.card_message().rendered)
+    assert box.github.dispatches == []
+
+
+async def test_a_scheduled_start_rechecked_by_hand_at_the_moved_tag_is_held_for_an_approver(
+    box: Sandbox,
+) -> None:
+    """The hold's "an approver clicks Dispatch if the tag is where it should be" (a person's
+    Re-check read the moved tag and the starter confirmed the flags for it before the time)
+    had no test: the schedule still holds it (it was scheduled at the old commit), and an
+    approver's Dispatch then goes."""
+    old, new = _line(box.github.history)
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
+    at = await starts.scheduled(box)
+    box.github.history.tags[TAG] = new
+    await box.click("recheck", value=await value_of(box, "recheck"))
+    await box.wait_until(lambda r: r.preflight.tag_commit == new)
+    assert await box.click("confirm_flags") is None
+    await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
+
+    then = "an approver clicks Dispatch if the tag is where it should be, else Cancel"
+    await _held_for_the_move(box, at, old, new, then)
+    await dispatches_once(box)
+
+
+async def test_confirm_flags_from_a_card_drawn_before_the_tag_moved_is_refused(
+    box: Sandbox,
+) -> None:
+    """A Confirm flags click from a card drawn before a Re-check that moved the tag confirmed
+    the flags for the new commit, which its starter had never seen on a card."""
+    _, new = _line(box.github.history)
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
+    await box.command(f"start {TAG}")
+    await box.slack.wait_for(lambda: "[Feature flags validated]" in box.card_message().rendered)
+    confirm = next(
+        block["accessory"]["value"]
+        for block in box.card_message().blocks
+        if block.get("accessory", {}).get("action_id") == "confirm_flags"
+    )
+    box.github.history.tags[TAG] = new
+    await box.click("recheck", value=await value_of(box, "recheck"))
+    await box.wait_until(lambda r: r.preflight.tag_commit == new)
+
+    answer = await box.click("confirm_flags", value=confirm)
+
+    assert answer is not None and "This card is out of date" in answer, answer
+    assert (await box.rollout()).preflight.flags.state is CheckState.PENDING
+    assert await box.click("confirm_flags") is None  # the card drawn for the new commit
+    await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
+
+
+async def test_flags_confirmed_before_the_tag_moved_are_confirmed_again_for_the_new_commit(
+    box: Sandbox,
+) -> None:
+    """The starter confirms once per commit: the confirmation for the old commit must not
+    refuse the one for the commit the tag moved to as already done."""
+    _, new = _line(box.github.history)
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
+    await box.command(f"start {TAG}")
+    recheck = await value_of(box, "recheck")
+    assert await box.click("confirm_flags") is None
+    await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
+    box.github.history.tags[TAG] = new
+    await box.click("recheck", value=recheck)
+    await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PENDING)
+
+    assert await box.click("confirm_flags") is None
+
+    rollout = await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
+    assert rollout.preflight.tag_commit == new
+
+
+async def test_the_migrations_are_checked_at_the_commit_the_preflight_read(box: Sandbox) -> None:
+    """The migrations were read on the workflow's ref (`main`), not at the release's commit:
+    a destructive migration in the release (not on `main`) passed the preflight."""
+    old, new = _line(box.github.history)
+    drop = "crates/relay/src/db/migrations/0002_drop.sql"
+    box.github.files[old] = {**box.github.files["main"], drop: "ALTER TABLE t\n  DROP COLUMN c;\n"}
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
+
+    await box.command(f"start {TAG} --flags-ready")
+
+    await box.slack.wait_for(lambda: "0002_drop.sql" in box.card_message().rendered)
+    rollout = await box.rollout()
+    assert rollout.preflight.migrations.state is CheckState.FAIL
+    assert "[Dispatch]" not in box.card_message().rendered
+    box.github.history.tags[TAG] = new  # moved to a commit without it: Re-check reads that
+    await box.click("recheck", value=await value_of(box, "recheck"))
+    rechecked = await box.wait_until(lambda r: r.preflight.tag_commit == new)
+    assert rechecked.preflight.migrations.state is CheckState.PASS

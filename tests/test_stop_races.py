@@ -97,6 +97,17 @@ def saved_elsewhere_while_github_is_read(
     return raced
 
 
+def never_settled(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other replicas save the rollout before each of a stop's tries to save what GitHub
+    answered: it stands as saved, its line owed to the next look."""
+    stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
+
+    async def loses(*_: object) -> bool:
+        raise ConcurrentChange("saved elsewhere first", rollout_id="")
+
+    monkeypatch.setattr(stops, "_settle", loses)
+
+
 async def kill_while_another_saves(
     box: Sandbox,
     monkeypatch: pytest.MonkeyPatch,
@@ -222,12 +233,7 @@ async def test_a_kill_whose_outcome_loses_every_race_stands_and_its_line_waits_f
     async with running_sandbox(tmp_path, database_url) as box:
         await dispatched(box)
         await ga_approved(box)
-        stops = box.services.rollouts.abort.__self__  # type: ignore[attr-defined]
-
-        async def loses(*_: object) -> bool:
-            raise ConcurrentChange("saved elsewhere first", rollout_id="")
-
-        monkeypatch.setattr(stops, "_settle", loses)
+        never_settled(box, monkeypatch)
         answer = await box.command("kill too late")
 
         assert "saved, but GitHub had already approved" in answer, answer

@@ -135,13 +135,18 @@ class CardRef:
     """For Promote: the hold the card showed (a command names none and overrides nothing)."""
     attempt: int | None = None
     """For Re-run: the run attempt whose failure job failed, as the button was drawn."""
+    commit: str | None = None
+    """For Confirm flags: the commit the preflight read the tag at, as the card showed it ("":
+    no such tag); None on a card drawn without one (an older version's, or none was read)."""
 
 
 # What tells one effect of a control from another: once per rollout (no parts), per track,
 # per stage; repeatable controls also by the card version they were clicked on.
 _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.START: (),
-    Control.CONFIRM_FLAGS: (),
+    # The starter confirms the flags once per commit of the tag (a Re-check that finds the
+    # tag moved asks again): the commit the card showed.
+    Control.CONFIRM_FLAGS: ("commit",),
     # A dispatch is once per preflight card: after a dispatch whose run never appeared, the
     # rollout is back in preflight on a new card, and may be dispatched again from it.
     Control.DISPATCH: ("version",),
@@ -188,6 +193,7 @@ def effect_key(control: Control, card: CardRef) -> str:
         "stage": card.stage,
         "version": card.version,
         "attempt": card.attempt,
+        "commit": card.commit,
     }
     scoped = [str(parts[name]) if parts[name] is not None else "-" for name in _SCOPE[control]]
     return ":".join([control.value, card.rollout_id, *scoped])
@@ -222,6 +228,8 @@ def delivery_key(delivery: str) -> str:
 def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef) -> bool:
     """Whether the button still applies to the rollout as it stands now (False: a stale card,
     for example a Promote of a stage that already moved on)."""
+    if control is Control.CONFIRM_FLAGS and card.commit not in (None, rollout.preflight.tag_commit):
+        return False  # drawn for another commit: a Re-check found the tag moved since
     if control in _PREFLIGHT:
         return rollout.phase is Phase.PREFLIGHT
     if control is Control.LINK_RUN:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from bot.domain.npm_environment import MAX_REVIEWERS, MAX_WAIT_MINUTES, RuleFlag
+from bot.domain.npm_environment import CARRIED_FLAGS, MAX_REVIEWERS, MAX_WAIT_MINUTES, RuleFlag
 from bot.domain.npm_log import NpmError
 from bot.domain.service import DEFAULT_SERVICE
 
@@ -181,20 +181,32 @@ class SecretCheck(_Model):
         tuple[
             Annotated[int, Field(ge=0, le=MAX_REVIEWERS)],
             Annotated[int, Field(ge=0, le=MAX_WAIT_MINUTES)],
-            Annotated[int, Field(ge=0, le=sum(RuleFlag))],
+            Annotated[int, Field(ge=0, le=int(CARRIED_FLAGS))],
         ]
         | None
     ) = None
     """What the job's environment's protection rules hold it to: (required reviewers, wait
-    timer in minutes, `RuleFlag`s), left out when nothing (`bot.domain.npm_environment`)."""
+    timer in minutes, `RuleFlag`s of `CARRIED_FLAGS`), left out when nothing
+    (`bot.domain.npm_environment`)."""
+    app_rule: bool | None = None
+    """A GitHub App's custom deployment protection rule must approve the job (True or left
+    out; with `rules`)."""
+    ref_unprotected: bool | None = None
+    """Only protected branches may run the job, and the branch Run Release dispatches on is not
+    one (True or left out; with `rules`)."""
 
     @property
     def rule_flags(self) -> RuleFlag:
-        return RuleFlag(self.rules[2]) if self.rules else RuleFlag(0)
+        flags = RuleFlag(self.rules[2]) if self.rules else RuleFlag(0)
+        if self.app_rule:
+            flags |= RuleFlag.APP_RULE
+        if self.ref_unprotected:
+            flags |= RuleFlag.REF_UNPROTECTED
+        return flags
 
     @property
     def tone(self) -> Tone:
-        refused = bool(self.rule_flags & (RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED))
+        refused = self.rule_flags.refusing
         if self.oidc_only:
             # Whatever the secret's levels say, the job reads none of them.
             return Tone.WARNING if refused else Tone.OK
@@ -346,10 +358,15 @@ class Walkthrough(_Model):
     secret: SecretCheck | None = None
     last_run: RunCheck | None = None
     release: ReleaseFollow | None = None
+    trusted_publishing: bool | None = None
+    """The publishing job publishes with npm trusted publishing only (True or left out, so an
+    older replica still reads the other walkthroughs), as the release workflow said when the
+    walkthrough was drawn or step 4 or 3 last read it: steps 4 and 5 are worded for it from
+    the start, before step 3 has run."""
 
     @property
     def oidc_only(self) -> bool:
-        return bool(self.secret and self.secret.oidc_only)
+        return bool(self.trusted_publishing or (self.secret and self.secret.oidc_only))
 
     @property
     def last_run_tone(self) -> Tone:

@@ -2,13 +2,18 @@
 
 GitHub holds a job that names an environment until that environment's deployment protection
 rules pass ("Deployments and environments"): a *required reviewer* must approve it (one of up to
-six people or teams), a *wait timer* delays it (0 to 43,200 minutes), and the *deployment
+six people or teams), a *wait timer* delays it (0 to 43,200 minutes), a *custom deployment
+protection rule* waits for its GitHub App to approve it, and the *deployment
 branches and tags* policy lets only some refs run it at all: "Protected branches only" (branches
 with a protection rule; no tag), or "Selected branches and tags" (name patterns, each for
 branches or for tags, matched as Ruby's `File.fnmatch` with `FNM_PATHNAME`: `*` stops at a `/`).
 A run from a ref the policy refuses fails the job. The walkthrough tells the team what the
 publishing job will meet: a wait for a reviewer, a timer, and a policy that refuses the branch
 Run Release dispatches on (`npm.ref`) or, when the workflow runs on tags, every tag.
+
+GitHub's API holds one deployment branch policy or none: "protected branches only"
+(`protected_branches` true, `custom_branch_policies` false) or "selected branches and tags"
+(the reverse), never both ("Create or update an environment").
 
 Pure: GitHub's answer comes in as an `EnvironmentProtection`.
 """
@@ -43,10 +48,17 @@ class EnvironmentProtection:
     """How many people or teams are required reviewers (one of them must approve)."""
     wait_minutes: int = 0
     protected_branches: bool = False
-    """Only branches with a branch protection rule may deploy (no tag)."""
+    """Only branches with a branch protection rule may deploy (no tag); when no branch of the
+    repository has one, every branch may ("Deployments and environments")."""
+    ref_protected: bool | None = None
+    """With "protected branches only": whether the branch Run Release dispatches on may deploy
+    as a protected branch (it is one, or the repository protects none); None: not read."""
     patterns: tuple[RefPattern, ...] | None = None
     """Selected branches and tags: only refs matching one of these may deploy (None: no such
     policy)."""
+    rule_apps: tuple[str, ...] = ()
+    """The GitHub Apps (slugs) whose custom deployment protection rule is enabled: each must
+    approve the job before it runs."""
 
 
 class RuleFlag(IntFlag):
@@ -58,7 +70,23 @@ class RuleFlag(IntFlag):
     """No tag may run the job, and the workflow runs on tags."""
     UNREAD = 4
     """GitHub would not show the rules (they were not checked)."""
+    APP_RULE = 8
+    """A GitHub App's custom deployment protection rule must approve the job."""
+    REF_UNPROTECTED = 16
+    """Only protected branches may run the job, and the branch Run Release dispatches on is
+    not one (while another branch of the repository is)."""
 
+    @property
+    def refusing(self) -> bool:
+        """Some run of the workflow will be refused (the job fails before it publishes)."""
+        refusals = RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED | RuleFlag.REF_UNPROTECTED
+        return bool(self & refusals)
+
+
+CARRIED_FLAGS = RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED | RuleFlag.UNREAD
+"""The flags a check's `rules` carry, as e248966 did: an older replica refuses a greater number
+as no walkthrough of the bot's, so the later flags ride in fields of their own
+(`SecretCheck.app_rule`, `ref_unprotected`), which it tells as a newer version's."""
 
 Rules = tuple[int, int, int]
 """(required reviewers, wait timer in minutes, `RuleFlag`s): short, as it rides in the
@@ -68,10 +96,12 @@ walkthrough's button values beside everything else (Slack's 2000 characters)."""
 def rules_of(protection: EnvironmentProtection, *, ref: str, on_tags: bool) -> Rules | None:
     """What the publishing job will meet in its environment (None: nothing)."""
     flags = RuleFlag(0)
-    if not may_deploy(protection, ref, kind="branch", protected=None):
-        flags |= RuleFlag.REF_REFUSED
+    if not may_deploy(protection, ref, kind="branch", protected=protection.ref_protected):
+        flags |= RuleFlag.REF_UNPROTECTED if protection.protected_branches else RuleFlag.REF_REFUSED
     if on_tags and not _any_tag(protection):
         flags |= RuleFlag.TAGS_REFUSED
+    if protection.rule_apps:
+        flags |= RuleFlag.APP_RULE
     reviewers = min(max(protection.reviewers, 0), MAX_REVIEWERS)
     wait = min(max(protection.wait_minutes, 0), MAX_WAIT_MINUTES)
     if not (reviewers or wait or flags):
@@ -91,8 +121,9 @@ def may_deploy(
     protected: bool | None,
 ) -> bool:
     """Whether the ref `name` (a branch or a tag) may run a job in the environment. With
-    "protected branches only", a branch's protection is not known here (`protected` None):
-    the branch is not said to be refused, only a tag is."""
+    "protected branches only", a branch whose protection is not known (`protected` None) is
+    not said to be refused; a tag always is (a tag is no protected branch, and GitHub refuses
+    one named as a protected branch too)."""
     if protection.protected_branches:
         return kind == "branch" and protected is not False
     if protection.patterns is None:

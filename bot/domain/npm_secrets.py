@@ -15,7 +15,14 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from bot.domain.npm import SecretCheck, SecretLevel, SecretMetadata, clip_error
-from bot.domain.npm_environment import EnvironmentProtection, Rules, rules_of, unread_rules
+from bot.domain.npm_environment import (
+    CARRIED_FLAGS,
+    EnvironmentProtection,
+    RuleFlag,
+    Rules,
+    rules_of,
+    unread_rules,
+)
 
 
 @dataclass(frozen=True)
@@ -82,13 +89,16 @@ def assess_secret(
         rules = rules_of(levels.protection, ref=ref, on_tags=job.on_tags)
     else:
         rules = None
+    flags = RuleFlag(rules[2]) if rules else RuleFlag(0)
     about_job = SecretCheck(
         max_age_days=max_age_days,
         environment=job.environment,
         unchecked=clip_error(unchecked) if unchecked else None,
         oidc=True if job.oidc else None,
         oidc_only=True if job.oidc_only else None,
-        rules=rules,
+        rules=(rules[0], rules[1], int(flags & CARRIED_FLAGS)) if rules else None,
+        app_rule=True if flags & RuleFlag.APP_RULE else None,
+        ref_unprotected=True if flags & RuleFlag.REF_UNPROTECTED else None,
     )
     found = [
         (level, secret)

@@ -2,6 +2,10 @@
 of an environment's deployment branch and tag policies ("Wildcard characters will not match
 `/`", with a link to Ruby's `File.fnmatch`).
 
+GitHub names that flag alone ("Because GitHub uses the `File::FNM_PATHNAME` flag", its docs on
+rulesets' name patterns): without FNM_EXTGLOB Ruby expands no braces, so `v{1,2}.*` matches only
+a name with those very characters, and so does this port.
+
 A port of `fnmatch` and `fnmatch_helper` of Ruby's `dir.c` (flags: FNM_PATHNAME, not
 FNM_DOTMATCH, FNM_NOESCAPE, FNM_CASEFOLD nor FNM_EXTGLOB): `*` and `?` stay within a `/`
 segment, `**/` at a segment's start spans segments, `[...]` is a class (`[!...]` or `[^...]`

@@ -23,10 +23,11 @@ from bot.domain.rollout import (
     Review,
     Rollout,
     RolloutCancelled,
+    Stage,
     StageState,
     TrackState,
 )
-from bot.services.effects import EffectRunner
+from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.ports import Words
 
@@ -203,20 +204,46 @@ class PeoplesActions:
         return PromotedWhileStopping.told(approved, plan_track.label, where)
 
     async def extend(self, *, actor: str, rollout_id: str, track: str, by: timedelta) -> Rollout:
-        """Give a running window more time."""
+        """Give a running window more time. Another replica may have saved the rollout since
+        it was read (a look at the run, the other track): extended again on its state, as a
+        Promote is, unless the track's window itself changed (extended, ended, stopped): the
+        person extended a window that is no longer the one they saw, and is refused."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
             plan = await effects.plan_of(rollout)
-            try:
-                decision = machine.extend(
-                    rollout, plan, track=track, actor=actor, by=by, now=effects.clock()
-                )
-            except InvalidTransition as error:
-                await effects.refuse(actor, "extend", rollout, error.message, track=track)
-                raise
+            seen = _window_of(rollout, track)
             event = effects.event(actor, "extend", "ok", rollout, {"by": str(by)}, track=track)
+            for _ in range(CONCURRENT_RETRIES - 1):
+                decision = await self._extended(rollout, plan, track=track, actor=actor, by=by)
+                try:
+                    return await effects.apply(rollout, decision, plan, audit=[event])
+                except ConcurrentChange:
+                    rollout = await effects.get(rollout_id)
+                    if _window_of(rollout, track) != seen:
+                        raise
+            decision = await self._extended(rollout, plan, track=track, actor=actor, by=by)
             return await effects.apply(rollout, decision, plan, audit=[event])
+
+    async def _extended(
+        self, rollout: Rollout, plan: RolloutPlan, *, track: str, actor: str, by: timedelta
+    ) -> Decision:
+        """The extension of `track`'s window on `rollout`; its refusal recorded and raised."""
+        effects = self._effects
+        try:
+            return machine.extend(
+                rollout, plan, track=track, actor=actor, by=by, now=effects.clock()
+            )
+        except InvalidTransition as error:
+            await effects.refuse(actor, "extend", rollout, error.message, track=track)
+            raise
+
+
+def _window_of(rollout: Rollout, track: str) -> tuple[TrackState, Stage | None]:
+    """What a person extending `track`'s window saw of it: the track's state and its current
+    stage (the window's end, its extensions, its verdict)."""
+    current = rollout.track(track)
+    return current.state, current.current
 
 
 async def target_of(effects: EffectRunner, rollout_id: str | None) -> Rollout:

@@ -69,7 +69,8 @@ class ControlService:
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
-        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words)
+        waits = rollouts.wait_on_stop  # who else waits on a stop being decided (`WaitsOn`)
+        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, waits=waits)
         self._access = Access(
             rollouts=rollouts,
             approvers=approvers,
@@ -121,8 +122,7 @@ class ControlService:
 
     async def timeline(self, tag: str) -> Timeline:
         """The audit timeline of the tag's newest rollout of this service (raises UnknownTag).
-        Reading it is audited without the rollout, so looking never adds to the timeline
-        looked at."""
+        Reading it is audited without the rollout: looking never adds to the timeline looked at."""
         return await self._trail.timeline(tag, service=self._rollouts.service)
 
     # -- commands and buttons ---------------------------------------------------------------

@@ -50,6 +50,12 @@ from bot.services.store_ports import Claims
 
 T = TypeVar("T")
 
+WaitsOn = Callable[[Claim, str], Awaitable[bool | None]]
+"""Records a person (the `str`) answered that the claim's effect is being done as waiting on
+its outcome, to be told it if that effect is undone (a stop put back: `Stops.wait_on`): True
+when recorded, False when its outcome was settled meanwhile, None when the claim's effect is
+never undone (nobody is recorded)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +70,12 @@ class _Acting:
     """Its change was saved, then a step after the save failed: what is still owed, in words
     (`saved_then_failed`)."""
 
+
+NAMED = (
+    " If GitHub makes it void (a last stage it already deploys cannot be stopped) and it is put "
+    "back, the thread says so and names you."
+)
+"""Told to whoever is answered that a stop is being done and waits on its outcome (`WaitsOn`)."""
 
 _acting: ContextVar[_Acting | None] = ContextVar("exactly_once_acting", default=None)
 
@@ -88,8 +100,10 @@ class ExactlyOnce:
         words: Words,
         holder_wait: timedelta = timedelta(seconds=10),
         poll_interval: float = 0.1,
+        waits: WaitsOn | None = None,
     ) -> None:
         self._claims = claims
+        self._waits = waits
         self._clock = clock
         self._words = words
         self._holder_wait = holder_wait.total_seconds()
@@ -118,7 +132,7 @@ class ExactlyOnce:
                 done=True,
             )
         except ClaimUnsettled as lost:
-            raise _nothing_done(lost, what or VERBS[control], self._words) from lost
+            raise nothing_done(self._words, lost, what or VERBS[control]) from lost
         if seen is None:
             first = await self._claims.get(key)
             fill(rollout_id=first.rollout_id if first is not None else None)
@@ -160,20 +174,20 @@ class ExactlyOnce:
                     take_over=moved_past is None,
                 )
             except ClaimUnsettled as lost:
-                raise _nothing_done(lost, what, self._words) from lost
+                raise nothing_done(self._words, lost, what) from lost
             if claim is not None:
                 break
             held = await self._claims.get(key)
             if held is not None and moved_past is not None and self._lapsed(held):
                 raise self._stale(held, what, moved_past)
             if held is not None:
-                settled = await self._settled(held, wait=wait)
+                settled, named = await self._waited_on(held, origin.actor, wait=wait)
                 if settled is None and wait:
                     # Its holder failed (maybe after a save: `given_back`): this request acts,
                     # told its own outcome, not sent to the holder's answer they never see.
                     regained = True
                     continue
-                raise self._told(held, settled, what)
+                raise self._told(held, settled, what, named=named)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         acting = _Acting(claim)
@@ -322,6 +336,18 @@ class ExactlyOnce:
         when, or who is doing it."""
         return self._told(held, await self._settled(held, wait=wait), what)
 
+    async def _waited_on(self, held: Claim, asker: str, *, wait: bool) -> tuple[Claim | None, bool]:
+        """The claim `held` as `_settled` leaves it, and whether `asker` is recorded as waiting
+        on its outcome (`WaitsOn`): when it is still being done by someone else. Its effect
+        settled meanwhile (not recorded), it is waited for once more, told as it ended."""
+        claim = await self._settled(held, wait=wait)
+        if claim is None or claim.state is not ClaimState.CLAIMED or claim.actor == asker:
+            return claim, False
+        recorded = None if self._waits is None else await self._waits(claim, asker)
+        if recorded is False:
+            return await self._settled(claim, wait=True), False
+        return claim, bool(recorded)
+
     async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
         """The claim `held` once its owner finished (waited for unless not `wait`), or as it
         stands when the wait ran out (still claimed); None when its owner gave it back."""
@@ -334,17 +360,19 @@ class ExactlyOnce:
             claim = await self._claims.get(held.key)
         return claim
 
-    def _told(self, first: Claim, claim: Claim | None, what: str) -> RolloutError:
+    def _told(
+        self, first: Claim, claim: Claim | None, what: str, *, named: bool = False
+    ) -> RolloutError:
         """What whoever came second is told of the claim `first` as it now stands (`claim`,
-        `_settled`): being done, done, or failed by its owner."""
+        `_settled`): being done (`named`: waited on, `WaitsOn`), done, or failed by its owner."""
         at = self._words.slack_time
         if claim is not None and claim.state is ClaimState.CLAIMED:
             lapses = at(claim.claimed_at + self._claims.lease)
             return BeingDone(
-                f"Already being done by {self._who(claim.actor)} since "
-                f"{at(claim.claimed_at)}: {what}. The card shows the outcome. If the bot "
-                f"stopped in the middle of it, its claim lapses at {lapses}: click again "
-                "after that."
+                f"Already being done by {self._who(claim.actor)} since {at(claim.claimed_at)}: "
+                f"{what}. The card shows the outcome.{NAMED if named else ''} If the bot "
+                f"stopped in the middle of it, its claim lapses at {lapses}: click again after "
+                "that."
             )
         if claim is None:
             return InvalidTransition(
@@ -366,7 +394,7 @@ class ExactlyOnce:
         return "The bot's schedule" if start else "the bot's schedule"
 
 
-def _nothing_done(lost: ClaimUnsettled, what: str, words: Words) -> NothingDone:
+def nothing_done(words: Words, lost: ClaimUnsettled, what: str) -> NothingDone:
     """The truth after a claim whose answer was lost: nothing was done; whether the claim
     was withdrawn, or until when it may tell a repeat that it is being done."""
     told = (

@@ -134,8 +134,10 @@ class NpmTokenService:
         )
 
     async def open(self, *, channel: str, actor: str) -> MessageRef:
-        """Post a fresh walkthrough in the channel (or direct message)."""
-        walkthrough = self._fresh
+        """Post a fresh walkthrough in the channel (or direct message), its steps 4 and 5
+        worded for a job that publishes with npm trusted publishing only when the release
+        workflow says so."""
+        walkthrough = _read_trusted(self._fresh, await self._publish_job())
         message = await self._board.post(channel=channel, walkthrough=walkthrough)
         self._remember(message, walkthrough)
         log.info("npm-token walkthrough opened by %s in %s", actor, channel)
@@ -146,23 +148,41 @@ class NpmTokenService:
     ) -> SecretCheck:
         """Step 3: the secret the publishing job reads (its environment's, the repository's or
         the organization's), and a warning when it is older than the plan allows."""
+        workflow = await self._publish_job()
+        check = await self._secret_check(workflow[0])
+        log.info("npm-token: %s checked the secret: %s", actor, check.tone)
+        await self._checked(message, shown, workflow, secret=check)
+        return check
+
+    async def _checked(
+        self,
+        message: MessageRef,
+        shown: Walkthrough,
+        workflow: tuple[PublishJob, bool],
+        **check: SecretCheck | RunCheck,
+    ) -> None:
+        """Redraw with a step's new check, and the job as the workflow read with it says."""
+        await self._change(
+            message, shown, lambda w: _read_trusted(w, workflow).model_copy(update=check)
+        )
+
+    async def _publish_job(self) -> tuple[PublishJob, bool]:
+        """What the release workflow says of the publishing job, and whether GitHub showed
+        the workflow (when not, the job says why)."""
         npm = self._npm
         try:
             job = await self._github.publish_job(
                 workflow_file=npm.workflow, ref=npm.ref, job=npm.job
             )
         except GitHubError as error:
-            job = PublishJob(unknown=error.message)  # then the repository's and the organization's
-        job = with_trusted_publishing(job, available=self._trusted_publishing)
-        check = await self._secret_check(job)
-        log.info("npm-token: %s checked the secret: %s", actor, check.tone)
-        await self._change(message, shown, lambda w: w.model_copy(update={"secret": check}))
-        return check
+            # Then the repository's and the organization's secret are checked.
+            return PublishJob(unknown=error.message), False
+        return with_trusted_publishing(job, available=self._trusted_publishing), True
 
     async def _secret_check(self, job: PublishJob) -> SecretCheck:
         npm = self._npm
         try:
-            levels = await self._github.secret_levels(SECRET_NAME, job)
+            levels = await self._github.secret_levels(SECRET_NAME, job, ref=npm.ref)
         except GitHubError as error:
             if not job.oidc_only:
                 return SecretCheck(max_age_days=npm.max_secret_age_days, error=_why(error))
@@ -181,14 +201,16 @@ class NpmTokenService:
     async def check_last_run(
         self, *, message: MessageRef, shown: Walkthrough, actor: str
     ) -> RunCheck:
-        """Step 4: the latest Release run's validate and publish steps."""
+        """Step 4: the latest Release run's validate and publish steps, judged as the release
+        workflow's publishing job publishes now (with npm trusted publishing only, or not)."""
+        workflow = await self._publish_job()
         try:
             run = await self._github.latest_run(workflow_file=self._npm.workflow)
             check = await judged(self._github, run, self._npm)
         except GitHubError as error:
             check = RunCheck(error=_why(error))
         log.info("npm-token: %s checked the last Release run: %s", actor, check.tone)
-        await self._change(message, shown, lambda w: w.model_copy(update={"last_run": check}))
+        await self._checked(message, shown, workflow, last_run=check)
         return check
 
     async def run_release(
@@ -316,6 +338,15 @@ class NpmTokenService:
             if oldest is None:
                 break
             del self._latest[oldest]
+
+
+def _read_trusted(walkthrough: Walkthrough, workflow: tuple[PublishJob, bool]) -> Walkthrough:
+    """The walkthrough as the workflow's publishing job now reads (unchanged when GitHub
+    would not show the workflow)."""
+    job, read = workflow
+    if not read:
+        return walkthrough
+    return walkthrough.model_copy(update={"trusted_publishing": True if job.oidc_only else None})
 
 
 def _why(error: GitHubError) -> str:

@@ -143,10 +143,11 @@ class ReleaseGateway(WorkflowDispatch, Protocol):
         permission (what the file cannot tell is said in the answer)."""
         ...
 
-    async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
+    async def secret_levels(self, name: str, job: PublishJob, *, ref: str) -> SecretLevels:
         """The Actions secret's name and dates (never its value) in the job's environment,
-        the repository and its organization. GitHubError only when the repository's cannot be
-        read; a refusal for the environment's is in the answer."""
+        the repository and its organization, with the environment's protection rules for a
+        run from the branch `ref`. GitHubError only when the repository's cannot be read; a
+        refusal for the environment's is in the answer."""
         ...
 
     async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:

@@ -153,7 +153,7 @@ class Preflights:
             if active is not None:
                 raise _in_progress(active, track, self._words)
         commit = await read_tag_commit(effects.github, tag, before=None)
-        migrations, image = await github_checks(effects.github, self.plan, tag)
+        migrations, image = await github_checks(effects.github, self.plan, tag, at=commit)
         contents = await read_contents(
             github=effects.github, store=effects.store, plan=self.plan, tag=tag, at=commit
         )
@@ -217,7 +217,7 @@ class Preflights:
             plan = await effects.plan_of(rollout)
             was = rollout.preflight
             commit = await read_tag_commit(effects.github, rollout.tag, before=was.tag_commit)
-            migrations, image = await github_checks(effects.github, plan, rollout.tag)
+            migrations, image = await github_checks(effects.github, plan, rollout.tag, at=commit)
             contents = await read_contents(
                 github=effects.github, store=effects.store, plan=plan, tag=rollout.tag, at=commit
             )

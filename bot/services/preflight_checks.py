@@ -10,11 +10,15 @@ from bot.domain.rollout import Check, CheckState
 from bot.services.ports import GitHubGateway
 
 
-async def github_checks(github: GitHubGateway, plan: RolloutPlan, tag: str) -> tuple[Check, Check]:
-    """The preflight checks GitHub answers: the migrations, and the image (when the plan
-    checks it). A check GitHub failed to answer is an ERROR that says it was not checked."""
+async def github_checks(
+    github: GitHubGateway, plan: RolloutPlan, tag: str, *, at: str | None
+) -> tuple[Check, Check]:
+    """The preflight checks GitHub answers: the migrations of the release, at `at` (the commit
+    its preflight read the tag at; the tag's name when it read none), and the image (when
+    the plan checks it). A check GitHub failed to answer is an ERROR that says it was not
+    checked."""
     rule = plan.preflight
-    ref = plan.workflow.ref
+    ref = at or tag
     try:
         paths = await github.list_directory(path=rule.migrations.directory, ref=ref)
         files = {

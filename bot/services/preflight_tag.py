@@ -76,8 +76,9 @@ def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None
 
 
 async def where_moved(github: GitHubGateway, rollout: Rollout) -> str | None:
-    """Look before a person's Dispatch: the commit the tag is at now ("": gone from GitHub)
-    when it is no longer where its preflight read it; None when it is there, or when the
+    """Look before a person's Dispatch: the commit the tag is at now when it is no longer
+    where its preflight read it, and "" whenever it is gone from GitHub (also when the
+    preflight found it gone: there is nothing to release); None when it is there, or when the
     preflight kept no commit (an older version's, or GitHub did not say then, or the tag is too
     deep to follow): nothing to compare, GitHub is not asked. GitHub failing to say where the
     tag is raises `GitHubError`, saying the bot could not check and nothing was dispatched."""
@@ -93,19 +94,29 @@ async def where_moved(github: GitHubGateway, rollout: Rollout) -> str | None:
             f"{error.message} Nothing was dispatched: click Dispatch again once GitHub answers.",
             status=error.status,
         ) from error
-    return None if now == seen else now
+    return None if now == seen and now else now
 
 
 def moved_refusal(rollout: Rollout, now: str) -> str:
     """Why a person's Dispatch may not go, the tag found at `now` (`where_moved`): both
-    commits, and what to do (the card offers Re-check meanwhile, `Preflight.moved_to`)."""
+    commits (or that the tag is still gone), and what to do (the card offers Re-check
+    meanwhile, `Preflight.moved_to`)."""
     seen, tag = rollout.preflight.tag_commit, rollout.tag
-    was = f"its preflight read it at `{seen[:12]}`" if seen else "GitHub had no such tag then"
-    where = f"it is now at `{now[:12]}`" if now else "it is now gone from GitHub"
+    if not seen and not now:
+        said = (
+            f"`{tag}` is not on GitHub: its preflight found it gone too. Dispatching would start "
+            "a run of a tag GitHub does not have (it would fail there), so nothing was "
+            "dispatched. Push the tag where it should be and click Re-check on the card"
+        )
+    else:
+        was = f"its preflight read it at `{seen[:12]}`" if seen else "GitHub had no such tag then"
+        where = f"it is now at `{now[:12]}`" if now else "it is now gone from GitHub"
+        said = (
+            f"`{tag}` was moved since its preflight was read: {was}, and {where}. Dispatching "
+            "would release a commit nobody preflighted, so nothing was dispatched. Check the "
+            "tag on GitHub; if it is where it should be, click Re-check on the card"
+        )
     return (
-        f"`{tag}` was moved since its preflight was read: {was}, and {where}. Dispatching would "
-        "release a commit nobody preflighted, so nothing was dispatched. Check the tag on "
-        "GitHub; if it is where it should be, click Re-check on the card: it reads the tag "
-        "where it is now, checks it again and asks the starter to confirm the feature flags for "
-        "it, then Dispatch. Else Cancel this preflight."
+        f"{said}: it reads the tag where it is now, checks it again and asks the starter to "
+        "confirm the feature flags for it, then Dispatch. Else Cancel this preflight."
     )

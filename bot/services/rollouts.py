@@ -95,7 +95,9 @@ class RolloutService:
         self.promotions_frozen_with = gate.frozen_with
         self.promote = actions.promote
         self.extend = actions.extend
-        self.abort = Stops(effects, follower).abort
+        stops = Stops(effects, follower)
+        self.abort = stops.abort
+        self.wait_on_stop = stops.wait_on
         self.cancel = actions.cancel
         self.cancel_schedule = actions.cancel_schedule
         self.rerun_failure_job = FailureJobReruns(effects).rerun

@@ -182,10 +182,11 @@ class ScheduledStarts:
         """Look before acting: the release tag moved (force-pushed, or deleted) since the start
         was scheduled holds the dispatch, naming both commits: what was scheduled is not what
         would be released, and a run by hand at the old commit may be out already (a run
-        holds the dispatch only at the tag's commit now, `_released_meanwhile`). Nothing when
-        the schedule kept no commit (no such tag then; saved by an older version). A look
-        GitHub fails raises (the timer tries again)."""
-        if rollout.schedule is None or not rollout.schedule.tag_commit:
+        holds the dispatch only at the tag's commit now, `_released_meanwhile`). A tag gone
+        from GitHub holds it also when the schedule kept no commit (no such tag then; saved by
+        an older version): there is nothing to release. A look GitHub fails raises (the timer
+        tries again)."""
+        if rollout.schedule is None:
             return None
         return _moved_hold(rollout, await self.rollouts.effects.github.tag_commit(rollout.tag))
 
@@ -294,20 +295,28 @@ def _missed(timer: Timer, late: timedelta) -> Reason:
 
 
 def _moved_hold(rollout: Rollout, now: str | None) -> Held | None:
-    """The hold of a dispatch whose tag is at `now` (None: not known), no longer where it was
-    when the start was scheduled (`ScheduledStarts._tag_moved`), saying what a person does
-    next; None when it is there, or the schedule kept no commit."""
+    """The hold of a dispatch whose tag is at `now` (None: not known; "": gone from GitHub),
+    no longer where it was when the start was scheduled (`ScheduledStarts._tag_moved`), or
+    gone, saying what a person does next; None when it is there, or is on GitHub and the
+    schedule kept no commit."""
     scheduled = rollout.schedule.tag_commit if rollout.schedule is not None else ""
-    if not scheduled or now is None or now == scheduled:
+    if now is None or (now and now == scheduled) or (now and not scheduled):
         return None
-    where = f"is at `{now[:12]}`" if now else "is gone from GitHub"
-    return Held(
-        error=Reason(
+    if not scheduled:  # gone, and nothing kept to compare with: nothing to release
+        said = (
+            f"`{rollout.tag}` is not on GitHub, so there is nothing to release (a run of it "
+            "would fail there). It was not dispatched"
+        )
+    else:
+        where = f"is at `{now[:12]}`" if now else "is gone from GitHub"
+        said = (
             f"`{rollout.tag}` was moved since the start was scheduled: it was at "
             f"`{scheduled[:12]}` and now {where}, so what was scheduled is not what would "
             "be released (a run by hand may have released the old commit). It was not "
-            f"dispatched: check the tag and its runs on GitHub; {_after_move(rollout, now)}"
+            "dispatched"
         )
+    return Held(
+        error=Reason(f"{said}: check the tag and its runs on GitHub; {_after_move(rollout, now)}")
     )
 
 
@@ -315,8 +324,14 @@ def _after_move(rollout: Rollout, now: str) -> str:
     """What a person does once a moved tag held the dispatch, as its preflight stands: the
     flags are asked for again when its re-check read the tag at `now` (`flags_after_move`); a
     person's Dispatch is refused while it kept another commit (`where_moved`), offering
-    Re-check."""
+    Re-check; a tag gone is pushed again first."""
     seen, flags = rollout.preflight.tag_commit, rollout.preflight.flags
+    if not now:
+        return (
+            "if it should be released, push the tag where it should be, then click Re-check on "
+            "the card: it reads the tag there and asks the starter to confirm the feature flags "
+            "for it, then an approver clicks Dispatch; else Cancel"
+        )
     if seen == now and flags.state is CheckState.PENDING:
         return (
             "if it is where it should be, the starter confirms the feature flags for the "

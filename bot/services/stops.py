@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from bot.domain import rollout as machine
+from bot.domain.controls import Control
 from bot.domain.errors import ConcurrentChange, GitHubError
 from bot.domain.gate import GateKind
 from bot.domain.plan import RolloutPlan
@@ -24,6 +25,7 @@ from bot.domain.rollout import (
     InvalidTransition,
     Rollout,
     StageState,
+    StopPutBack,
     StopUnconfirmed,
     TracksLeft,
     TrackStopped,
@@ -32,9 +34,12 @@ from bot.domain.rollout_summary import PUT_BACK
 from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
-from bot.services.records import NewAuditEvent
+from bot.services.records import Claim, NewAuditEvent
 
 log = logging.getLogger(__name__)
+
+_STOPS = {Control.ROLLBACK.value: GateKind.RELAY, Control.KILL.value: GateKind.DESKTOP}
+"""The gate each stop's claim (its action) stops the tracks of."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,9 @@ class Stops:
         stopped = {event.track for event in outcome.stopping}
         stands = [name for name in moved if name not in stopped]
         settled = replace(
-            latest, untold_stops=tuple(n for n in latest.untold_stops if n not in saved_stops)
+            latest,
+            untold_stops=tuple(n for n in latest.untold_stops if n not in saved_stops),
+            stop_waiters=tuple(w for w in latest.stop_waiters if w[0] not in saved_stops),
         )
         for name in ours:
             settled = settled.with_track(said.rollout.track(name))
@@ -159,12 +166,40 @@ class Stops:
             for name in moved
             if name in latest.untold_stops or not latest.untold_stops_kept
         )
+        back = [name for name in ours if name not in stopped]
+        did = [name for name in saved_stops if name in stopped or name in stands]
+        told.append(_put_back_told(latest, settled, plan, back, actor, did))
         decision = Decision(settled, tuple(e for e in told if e is not None))
         gate = plan.track(saved_stops[0]).gate.value
         left = self._effects.left_events(actor, f"abort_{gate}", latest, decision)
-        back = [e for e in self._put_back(outcome.oks, outcome.stopping) if e.track in ours]
-        await self._effects.apply(latest, decision, plan, audit=[*left, *back])
+        put_back = [e for e in self._put_back(outcome.oks, outcome.stopping) if e.track in ours]
+        await self._effects.apply(latest, decision, plan, audit=[*left, *put_back])
         return bool(stopped or stands)
+
+    async def wait_on(self, claim: Claim, actor: str) -> bool | None:
+        """`actor` asked for the stop another person's request is deciding under `claim`
+        (saved, GitHub being read: its line owed) and is answered that it is being done:
+        recorded as waiting on its outcome, in the rollout, so that whichever process settles
+        it names them if it is put back (`WaitsOn`). False when no such stop is being decided
+        (settled meanwhile); None when `claim` is not a stop's."""
+        effects, kind = self._effects, _STOPS.get(claim.action)
+        if kind is None or claim.rollout_id is None:
+            return None
+        for _ in range(CONCURRENT_RETRIES):
+            rollout, plan = await effects.with_plan(claim.rollout_id)
+            deciding = [n for n in rollout.untold_stops if plan.track(n).gate is kind]
+            if not deciding or not rollout.untold_stops_kept:
+                return False
+            waiters = (*rollout.stop_waiters, *((name, actor) for name in deciding))
+            waiting = replace(rollout, stop_waiters=tuple(dict.fromkeys(waiters)))
+            if waiting == rollout:
+                return True
+            try:
+                await effects.apply(rollout, Decision(waiting), plan)
+            except ConcurrentChange:  # saved meanwhile (by that stop's settling, maybe): again
+                continue
+            return True
+        return False
 
     @staticmethod
     def _not_left(announce: Announce, stands: list[str], elsewhere: set[str]) -> Announce | None:
@@ -254,3 +289,32 @@ class Stops:
             return (await self._effects.read_run(rollout.run_id)).waiting
         except GitHubError:
             return None
+
+
+def _put_back_told(
+    latest: Rollout,
+    settled: Rollout,
+    plan: RolloutPlan,
+    back: list[str],
+    actor: str,
+    stopped: list[str],
+) -> Announce | None:
+    """The line naming who else asked for the stop put back on the tracks `back` and was
+    answered that it was being done (`Rollout.stop_waiters`, as `latest` has them); None
+    when nobody waits on it: the person who pressed it is answered."""
+    waiting = tuple(
+        dict.fromkeys(who for name, who in latest.stop_waiters if name in back and who != actor)
+    )
+    if not back or not waiting:
+        return None
+    gate = plan.track(back[0]).gate
+    left = machine.tracks_left(settled, plan, gate=gate, stopping=())
+    told = StopPutBack(
+        settled.tag,
+        gate is GateKind.DESKTOP,
+        actor,
+        waiting,
+        tuple(track for track in left if track.name in back),
+        tuple(plan.track(name).label for name in stopped),
+    )
+    return Announce(told, failure=True)

@@ -5,12 +5,16 @@ fine-grained token or App needs Actions read) lists its `protection_rules` (`req
 with their `reviewers`, `wait_timer` with its minutes, `branch_policy`) and its
 `deployment_branch_policy` (`protected_branches`, `custom_branch_policies`); with custom
 policies, `GET .../environments/{environment_name}/deployment-branch-policies` lists their name
-patterns, each of `type` `branch` or `tag`. An environment GitHub has not created yet (404) has
-no rules: GitHub creates it, unprotected, when a job that names it first runs.
+patterns, each of `type` `branch` or `tag`. Custom deployment protection rules are not among
+`protection_rules` (whose entries are of those three types): `GET .../environments/
+{environment_name}/deployment_protection_rules` lists them, each with its App. An environment
+GitHub has not created yet (404) has no rules: GitHub creates it, unprotected, when a job that
+names it first runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -18,6 +22,7 @@ from github import GithubException
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.adapters.github.pages import every_page
+from bot.adapters.github.protection_rules import enabled_rule_apps
 from bot.adapters.github.transport import GitHubTransport
 from bot.domain.npm_environment import EnvironmentProtection, RefPattern
 
@@ -45,6 +50,10 @@ class _Environment(_Answer):
     deployment_branch_policy: _BranchPolicy | None = None
 
 
+class _Branch(_Answer):
+    protected: bool = False
+
+
 class _Pattern(_Answer):
     name: str
     type: Literal["branch", "tag"] = "branch"  # left out by GitHub before tag policies
@@ -60,9 +69,10 @@ class EnvironmentRulesReads:
     def __init__(self, github: GitHubTransport) -> None:
         self._github = github
 
-    async def read(self, environment: str) -> EnvironmentProtection | None:
-        """The environment's rules (None: GitHub has no such environment yet); GitHubError
-        when GitHub refuses or fails."""
+    async def read(self, environment: str, *, ref: str) -> EnvironmentProtection | None:
+        """The environment's rules, with whether the branch `ref` may deploy under "protected
+        branches only" (None: GitHub has no such environment yet); GitHubError when GitHub
+        refuses or fails."""
         path = f"/repos/{self._github.repository}/environments/{quote(environment, safe='')}"
 
         def read() -> EnvironmentProtection | None:
@@ -72,12 +82,35 @@ class EnvironmentRulesReads:
                 if exc.status == 404:
                     return None
                 raise
-            return self._protection(path, answer)
+            apps = enabled_rule_apps(self._github, environment) or {}
+            protection = self._protection(path, answer, tuple(sorted(apps.values())))
+            if protection.protected_branches:
+                protection = replace(protection, ref_protected=self._deploys_as_protected(ref))
+            return protection
 
         operation = f"read the protection rules of the environment {environment}"
         return await self._github.call(operation, read, kind="environment")
 
-    def _protection(self, path: str, answer: _Environment) -> EnvironmentProtection:
+    def _deploys_as_protected(self, branch: str) -> bool | None:
+        """Whether `branch` may deploy under "protected branches only": it is protected
+        (`GET .../branches/{branch}`: `protected`, by a branch protection rule or a ruleset),
+        or no branch of the repository is (`GET .../branches?protected=true`), when GitHub lets
+        every branch deploy. None: no such branch (its dispatch fails before any policy)."""
+        branches = f"/repos/{self._github.repository}/branches"
+        try:
+            found = _Branch.model_validate(self._github.get_json(f"{branches}/{quote(branch)}"))
+        except GithubException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if found.protected:
+            return True
+        protected = self._github.get_json(branches, {"protected": "true", "per_page": 1})
+        return not protected
+
+    def _protection(
+        self, path: str, answer: _Environment, rule_apps: tuple[str, ...]
+    ) -> EnvironmentProtection:
         rules = answer.protection_rules
         policy = answer.deployment_branch_policy
         patterns = None
@@ -102,4 +135,5 @@ class EnvironmentRulesReads:
             ),
             protected_branches=policy is not None and policy.protected_branches,
             patterns=patterns,
+            rule_apps=rule_apps,
         )

@@ -140,8 +140,8 @@ class PyGithubGateway:
         )
         return publish_job(text, job)
 
-    async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
-        return await self._release.secret_levels(name, job)
+    async def secret_levels(self, name: str, job: PublishJob, *, ref: str) -> SecretLevels:
+        return await self._release.secret_levels(name, job, ref=ref)
 
     async def latest_run(self, *, workflow_file: str) -> ReleaseRun | None:
         return await self._release.latest_run(workflow_file=workflow_file)

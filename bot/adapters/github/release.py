@@ -43,7 +43,7 @@ class ReleaseReads:
         self._github = github
         self._protection = EnvironmentRulesReads(github)
 
-    async def secret_levels(self, name: str, job: PublishJob) -> SecretLevels:
+    async def secret_levels(self, name: str, job: PublishJob, *, ref: str) -> SecretLevels:
         def read() -> tuple[SecretMetadata | None, SecretMetadata | None]:
             secret = self._github.repo.get_secret(name)  # lazy: the first attribute fetches it
             return _metadata(secret), self._organization_secret(name)
@@ -58,7 +58,7 @@ class ReleaseReads:
             except GitHubError as error:
                 refused = error.message  # not "missing": the bot cannot tell
             try:
-                protection = await self._protection.read(job.environment)
+                protection = await self._protection.read(job.environment, ref=ref)
             except GitHubError as error:
                 _log.warning("GitHub: the rules of environment %s: %s", job.environment, error)
                 unread = True

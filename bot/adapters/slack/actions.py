@@ -15,6 +15,8 @@ from bot.domain.release_tag import TAG_RULE
 # Bounds that keep every encoded value far below Slack's limits and within what storage holds
 # (rollout and channel ids 32 characters, plan keys at most 32), in characters it can store.
 _Id = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+_Commit = Annotated[str, StringConstraints(strict=True, pattern=r"^([0-9a-f]{40}|[0-9a-f]{64})?$")]
+"""A commit's full SHA (SHA-1 or SHA-256), or "" (no such tag)."""
 
 
 class Action(StrEnum):
@@ -118,6 +120,9 @@ class ButtonValue(_Payload):
     """On Promote: the hold the card was drawn for, so a click confirms exactly that one."""
     attempt: Annotated[int, Field(gt=0, strict=True, lt=2**31)] | None = None
     """On Re-run: the run attempt whose failure job failed, as the button was drawn."""
+    commit: _Commit | None = None
+    """On Confirm flags: the commit the card's preflight read the tag at ("": no such tag), so
+    a click confirms the flags for that commit only."""
 
 
 class RunValue(_Payload):

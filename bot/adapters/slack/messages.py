@@ -214,6 +214,8 @@ def render(event: told.Event) -> str:
             )
         case told.TracksLeft():
             return tracks_left_text(event)
+        case told.StopPutBack():
+            return stop_put_back_text(event)
         case told.RolloutCancelled():
             return f"{person(event.actor)} cancelled the rollout."
         case told.Redeploying():
@@ -278,7 +280,22 @@ def tracks_left_text(event: told.TracksLeft) -> str:
     return f":warning: {head}:\n{lines}"
 
 
-def _left_line(left: TrackLeft, event: told.TracksLeft) -> str:
+def stop_put_back_text(event: told.StopPutBack) -> str:
+    """A stop put back (GitHub deploys the last stage), told to those who were answered that
+    it was being done while it was decided: by name, so none walks away thinking it done."""
+    stop = "Kill-switch" if event.desktop else "Roll back"
+    waiting = ", ".join(person(actor) for actor in event.waiting)
+    stopped = ", ".join(f"*{label}*" for label in event.stopped)
+    did = f"It stopped {stopped} only." if stopped else "Nothing was stopped."
+    lines = "\n".join(f"• {_left_line(left, event)}" for left in event.tracks)
+    return (
+        f":warning: {waiting}: the {stop} of `{event.tag}` by {person(event.actor)}, which you "
+        "were told was being done, is put back: GitHub had already approved the last stage, "
+        f"which it cannot stop. {did}\n{lines}"
+    )
+
+
+def _left_line(left: TrackLeft, event: told.TracksLeft | told.StopPutBack) -> str:
     track, tag = f"*{left.track}*", f"`{event.tag}`"
     redeploy = "click *Roll back to the previous release…* on its lane of the card"
     fix = "ship a fixed release (`/rollout start &lt;tag&gt;`)"

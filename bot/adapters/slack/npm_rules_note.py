@@ -1,7 +1,7 @@
 """What step 3 of the NPM_TOKEN walkthrough says about the protection rules of the publishing
-job's environment (`bot.domain.npm_environment`): a wait for a required reviewer or a timer,
-and a deployment branch and tag policy that refuses the branch Run Release dispatches on, or
-every tag when the workflow runs on tags."""
+job's environment (`bot.domain.npm_environment`): a wait for a required reviewer, a GitHub
+App's custom rule or a timer, and a deployment branch and tag policy that refuses the branch
+Run Release dispatches on, or every tag when the workflow runs on tags."""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
             f"until {whom} it (the run's page → *Review deployments*): Run Release (step 5) "
             "waits for that too."
         )
+    if flags & RuleFlag.APP_RULE:
+        lines.append(
+            f":hourglass_flowing_sand: A GitHub App's custom deployment protection rule on "
+            f"{environment} must approve every run of {job} before it runs (the App's own "
+            f"service decides; the run's page shows it waiting): Run Release (step 5) waits "
+            "for that App's approval too."
+        )
     if wait:
         lines.append(
             f":hourglass_flowing_sand: Its wait timer holds {job} {_minutes(wait)} before it runs."
@@ -49,6 +56,14 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
             f":warning: The environment {environment} does not let `{escape(npm.ref)}` deploy: "
             f"a run from it (Run Release, step 5, dispatches on `{escape(npm.ref)}`) fails "
             f"{job} before it publishes. Add `{escape(npm.ref)}` under {policy}."
+        )
+    if flags & RuleFlag.REF_UNPROTECTED:
+        lines.append(
+            f":warning: The environment {environment} lets protected branches only deploy, and "
+            f"`{escape(npm.ref)}` is not protected: a run from it (Run Release, step 5, "
+            f"dispatches on `{escape(npm.ref)}`) fails {job} before it publishes. Protect "
+            f"`{escape(npm.ref)}` (Settings → Branches), or choose selected branches and tags "
+            f"under {policy}."
         )
     if flags & RuleFlag.TAGS_REFUSED:
         lines.append(

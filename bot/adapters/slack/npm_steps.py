@@ -103,10 +103,11 @@ def create_text(setup: WalkthroughSetup) -> str:
 
 
 def last_run_text(
-    check: RunCheck | None, secret: SecretCheck | None, setup: WalkthroughSetup
+    check: RunCheck | None, secret: SecretCheck | None, setup: WalkthroughSetup, *, oidc_only: bool
 ) -> str:
+    """Step 4; `oidc_only`: the job publishes with npm trusted publishing only
+    (`Walkthrough.oidc_only`: known from the workflow before step 3 has run)."""
     npm = setup.npm
-    oidc_only = bool(secret and secret.oidc_only)
     if check is None and oidc_only:
         return (
             f"*Check last Release run* reads the newest run of `{npm.workflow}`: did "
@@ -335,7 +336,7 @@ def _oidc_fix(setup: WalkthroughSetup) -> str:
 
 
 def release_text(
-    release: ReleaseFollow | None, setup: WalkthroughSetup, secret: SecretCheck | None = None
+    release: ReleaseFollow | None, setup: WalkthroughSetup, *, oidc_only: bool = False
 ) -> str:
     npm = setup.npm
     about = (
@@ -376,5 +377,4 @@ def release_text(
             text += f"\nStill following, although GitHub just failed: {escape(release.error)}"
         return text
     assert release.check is not None
-    oidc_only = bool(secret and secret.oidc_only)
     return _clip(f"Started by {who}.\n{_run_text(release.check, setup, oidc_only=oidc_only)}")

@@ -58,8 +58,9 @@ _TONES: Mapping[Tone, str] = {
 # -- button values ------------------------------------------------------------------------------
 
 
-_SHORTER_ERROR = 80
-"""Characters (as JSON writes them) each error text keeps in a value that would not fit."""
+_SHORTER_ERROR = 60
+"""Characters (as JSON writes them) each error text keeps in a value that would not fit (60:
+room for the fields since e248966, `trusted_publishing`, `app_rule`, `ref_unprotected`)."""
 
 
 def encode_state(walkthrough: Walkthrough) -> str:
@@ -150,14 +151,19 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
             4,
             "Check the last Release run",
             walkthrough.last_run_tone,
-            last_run_text(walkthrough.last_run, walkthrough.secret, setup),
+            last_run_text(
+                walkthrough.last_run,
+                walkthrough.secret,
+                setup,
+                oidc_only=walkthrough.oidc_only,
+            ),
             button("Check last Release run", NpmAction.CHECK_LAST_RUN, value),
         ),
         _step(
             5,
             "Run Release now",
             walkthrough.release_tone,
-            release_text(walkthrough.release, setup, walkthrough.secret),
+            release_text(walkthrough.release, setup, oidc_only=walkthrough.oidc_only),
             _run_button(value, npm),
         ),
         context(

@@ -33,7 +33,11 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) 
     value = ButtonValue(rollout_id=rollout.id, version=rollout.version).encode()
     confirm_flags = None
     if open_ and checks.flags.state is CheckState.PENDING:
-        confirm_flags = button("Feature flags validated", Action.CONFIRM_FLAGS, value)
+        # For the commit the card shows: a card drawn before the tag moved confirms nothing.
+        confirming = ButtonValue(
+            rollout_id=rollout.id, version=rollout.version, commit=checks.tag_commit
+        ).encode()
+        confirm_flags = button("Feature flags validated", Action.CONFIRM_FLAGS, confirming)
     flags = _check_line(
         "Feature flags validated",
         checks.flags,
@@ -81,7 +85,8 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) 
     moved = checks.moved_to
     if moved is not None:  # a Dispatch refused: Re-check reads the tag where it is now
         blocks.append(section(_moved_line(rollout, moved)))
-    again = _unread(checks) or moved is not None
+    # A tag moved, or not on GitHub: Re-check reads it where it is now.
+    again = _unread(checks) or moved is not None or checks.tag_commit == ""
     recheck = [button("Re-check", Action.RECHECK, value)] if again else []
     if blocking:
         blocks.append(section(":no_entry: Dispatch is blocked by: " + "; ".join(blocking)))
@@ -102,9 +107,11 @@ def preflight_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) 
 def _moved_line(rollout: Rollout, now: str) -> str:
     """Where a refused Dispatch found the tag (`Preflight.moved_to`), and what Re-check does."""
     found = f"at `{now[:12]}`" if now else "gone from GitHub"
+    moved = now or rollout.preflight.tag_commit
+    since = "moved since its preflight read it" if moved else "its preflight found it gone too"
     return (
-        f":warning: Dispatch found `{rollout.tag}` {found}, moved since its preflight read it: "
-        f"nothing was dispatched. Re-check reads it where it is now, checks it again and asks "
+        f":warning: Dispatch found `{rollout.tag}` {found}, {since}: nothing was dispatched. "
+        "Re-check reads it where it is now, checks it again and asks "
         f"<@{rollout.started_by}> to confirm the feature flags for it."
     )
 

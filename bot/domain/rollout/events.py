@@ -32,6 +32,7 @@ from bot.domain.rollout.run_events import (
     StageApproved,
     StageJobFailed,
     StageRejected,
+    StopPutBack,
     StopUnconfirmed,
     TrackCompleted,
     TracksLeft,
@@ -95,6 +96,7 @@ __all__ = [
     "StageJobFailed",
     "StagePromoted",
     "StageRejected",
+    "StopPutBack",
     "StopUnconfirmed",
     "TrackCompleted",
     "TrackStopped",
@@ -129,6 +131,7 @@ Event = (
     | TrackStopped
     | StopUnconfirmed
     | TracksLeft
+    | StopPutBack
     | RolloutCancelled
     | Redeploying
     | DispatchGaveUp

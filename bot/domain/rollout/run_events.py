@@ -225,6 +225,21 @@ class TracksLeft:
 
 
 @dataclass(frozen=True)
+class StopPutBack:
+    """A stop of `tag` by `actor` (`desktop`: the Kill-switch, else a Roll back), saved before
+    GitHub was read, put back on `tracks` (GitHub deploys their last stage, which it cannot
+    stop), told to the people `waiting`: they asked for the same stop while it was decided and
+    were answered that it was being done. `stopped`: the labels of the tracks it did stop."""
+
+    tag: str
+    desktop: bool
+    actor: str
+    waiting: tuple[str, ...]
+    tracks: tuple[TrackLeft, ...]
+    stopped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RolloutCancelled:
     actor: str
 

@@ -285,6 +285,10 @@ class Rollout:
     False when no such stop was saved, or a 091736d replica saved the rollout since (it drops
     the list, and never tells a stop's line): a stop's process then tells a line it cannot
     know was told (`Stops._settle`)."""
+    stop_waiters: tuple[tuple[str, str], ...] = ()
+    """Who else asked for a stop of `untold_stops` while it was decided (GitHub read) and was
+    answered that it is being done: (track, person), told in the thread, by name, if that stop
+    is put back (`StopPutBack`); forgotten once the stop is settled, either way."""
     attempt: int | None = None
     """The attempt of the run the rollout follows (GitHub's `run_attempt`), set as it attaches
     to the run; None before, and in rollouts stored before it was kept (learnt at their next

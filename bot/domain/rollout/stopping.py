@@ -62,7 +62,9 @@ def tell_untold_stop(
     what the look says of the track (from the effect `at`), and once."""
     work.effects.insert(at, stop_told(plan_track, before, waiting))
     untold = tuple(name for name in work.rollout.untold_stops if name != before.name)
-    work.rollout = replace(work.rollout, untold_stops=untold)
+    # The stop stands: whoever waited on it was told rightly that it was being done.
+    waiters = tuple(w for w in work.rollout.stop_waiters if w[0] != before.name)
+    work.rollout = replace(work.rollout, untold_stops=untold, stop_waiters=waiters)
 
 
 def rejected_by_review(job: JobSnapshot, review: EnvironmentReview | None) -> bool:
