@@ -43,8 +43,8 @@ from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
+from bot.services.acting import saved_then_failed
 from bot.services.clock_skew import warn_github_skewed
-from bot.services.exactly_once import saved_then_failed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import SUMMARY, card, summary, told
