@@ -75,6 +75,22 @@ def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None
     return Check(CheckState.PENDING, said)
 
 
+def flags_card_refusal(rollout: Rollout, commit: str | None) -> str | None:
+    """Why a Confirm flags from a card drawn for `commit` (None: it showed none) confirms
+    nothing: a Re-check has read the tag at another commit since (the flags asked for again,
+    for that one); None when the card showed the commit the preflight keeps."""
+    now, tag = rollout.preflight.tag_commit, rollout.tag
+    if commit is None or commit == now:
+        return None
+    shown = f"`{commit[:12]}`" if commit else "no such tag"
+    where = f"at `{now[:12]}`" if now else "gone from GitHub" if now == "" else "not known"
+    return (
+        f"This card is out of date: a Re-check found `{tag}` {where} since it showed {shown}, "
+        "so nothing was confirmed. Confirm the feature flags on the updated card, for the "
+        "commit it shows."
+    )
+
+
 async def where_moved(github: GitHubGateway, rollout: Rollout) -> str | None:
     """Look before a person's Dispatch: the commit the tag is at now when it is no longer
     where its preflight read it, and "" whenever it is gone from GitHub (also when the
