@@ -220,6 +220,8 @@ class GitHubSimulator(RequestPipeline, LoopbackServer, SimRepository):
     async def stop(self) -> None:
         for held in self._holds:  # a held request would hold the server's stop for a minute
             held.released.set()
+        if self.app is not None and self.app.lookups_answered is not None:
+            self.app.lookups_answered.set()  # and so would a stalled installation lookup
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

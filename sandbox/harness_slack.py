@@ -89,14 +89,14 @@ class SlackUser:
         self,
         url: str,
         work: set[Task],
-        moment: float = ANSWER_WAIT,
         *,
         ended: Callable[[], Awaitable[bool]] | None = None,
     ) -> list[ResponseUrlPost]:
         """The posts to the response `url` once the bot answered, or once its `work` on the
         request ended without an answer (on a `serve` process: once it counted the click as
-        `ended`); a `moment` at most, unless the bot in this process is still working on what
-        it acknowledged (`WORK_WAIT` at most)."""
+        `ended`, however long a loaded machine makes that); `ANSWER_WAIT` at most where the
+        harness can neither watch nor count the work, unless the bot in this process is still
+        working on what it acknowledged (`WORK_WAIT` at most)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         while not (posts := self.slack.responses(url)):
@@ -104,7 +104,7 @@ class SlackUser:
             if (
                 (work and all(task.done() for task in work))
                 or waited >= WORK_WAIT
-                or (waited >= moment and not self._working())
+                or (waited >= ANSWER_WAIT and ended is None and not self._working())
             ):
                 return self.slack.responses(url)
             if ended is None:
@@ -180,15 +180,14 @@ class SlackUser:
         *,
         wait: bool = True,
         replica: str | None = None,
-        moment: float = ANSWER_WAIT,
         **place: Unpack[ClickPlace],
     ) -> str | None:
         """Click the button `action_id` on `message` (default: the newest rollout card),
         through `replica` (a URL from `start_replica`) or the first bot.
 
         Returns the ephemeral answer, if the bot sent one (None once the bot's work on the
-        click ended without one, or after a `moment` for a `serve` process: a longer one where
-        a loaded machine may hold the answer up and a test needs it).
+        click ended without one: on a `serve` process, once it counted the click; after
+        `ANSWER_WAIT` where its `/metrics` cannot be read).
         """
         url, body = self.click_body(action_id, **place)
         bot = replica or self.url
@@ -201,25 +200,25 @@ class SlackUser:
         assert status == 200, f"click {action_id} answered HTTP {status}"
         if not wait:
             return None
-        posts = await self._answer(url, work, moment, ended=ended)
+        posts = await self._answer(url, work, ended=ended)
         return _shown(posts[0].body) if posts else None
 
-    async def _clicks_ended(self, bot: str, action_id: str) -> Callable[[], Awaitable[bool]]:
+    async def _clicks_ended(self, bot: str, action_id: str) -> Callable[[], Awaitable[bool]] | None:
         """For a click on the `serve` process at `bot`: whether its work has ended, read from
         the process's `rollout_bot_clicks_total`, counted as each click's work ends (its answer
-        sent). Their ends are not told apart: it has ended once every click of `action_id`
-        this harness sent there so far has (the count the process had before the first one,
-        and one more for each since)."""
+        sent); None when its `/metrics` cannot be read. Their ends are not told apart: it has
+        ended once every click of `action_id` this harness sent there so far has (the count
+        the process had before the first one, and one more for each since)."""
         key = (bot, action_id)
         sent = self.__dict__.setdefault("_clicks_sent", {})
         if key not in sent:
             sent[key] = (await self._clicks_counted(bot, action_id), 0)
         before, count = sent[key]
         sent[key] = (before, count + 1)
+        if before is None:
+            return None
 
         async def ended() -> bool:
-            if before is None:
-                return False
             now = await self._clicks_counted(bot, action_id)
             return now is not None and now >= before + count + 1
 

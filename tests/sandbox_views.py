@@ -198,15 +198,37 @@ async def figures_form_opened(box: Sandbox) -> str:
     return str(opened[-1].response["view"]["id"])
 
 
-async def finish(box: Sandbox, tag: str) -> Rollout:
+async def finish(box: Sandbox, tag: str, *, changed_within: float = 30.0) -> Rollout:
     """Roll `tag` out to the end of both tracks, promoting each held gate by command (the
-    harness's wait skips each window on the clock instead of sleeping through it)."""
+    harness's wait skips each window on the clock instead of sleeping through it). A promote
+    after which the same stages still hold, `changed_within` seconds on, fails the test saying
+    so, instead of being sent again for ever."""
     await dispatched(box, tag)
-    while True:
-        rollout = await box.wait_until(lambda r: r.phase is Phase.ENDED or bool(holding_tracks(r)))
-        if rollout.phase is Phase.ENDED:
-            return rollout
+    promoted: set[tuple[str, str]] = set()  # the stages the last promote was for
+
+    def held(rollout: Rollout) -> set[tuple[str, str]]:
+        tracks = holding_tracks(rollout)
+        return {(t.name, t.current.key) for t in rollout.tracks if t.name in tracks and t.current}
+
+    def moved_on(rollout: Rollout) -> bool:
+        holds = bool(holding_tracks(rollout))
+        return rollout.phase is Phase.ENDED or (holds and held(rollout) != promoted)
+
+    rollout = await box.wait_until(lambda r: r.phase is Phase.ENDED or bool(holding_tracks(r)))
+    while rollout.phase is not Phase.ENDED:
+        promoted = held(rollout)
         await box.command("promote")
+        try:
+            rollout = await box.wait_until(moved_on, timeout=changed_within)
+        except TimeoutError:
+            stages = ", ".join(f"{track} {stage}" for track, stage in sorted(promoted))
+            said = (
+                f"`/rollout promote` changed nothing: {stages} still held"
+                if held(await box.rollout()) == promoted
+                else "it neither holds a stage it did not hold before nor ended"
+            )
+            raise TimeoutError(f"after {changed_within} s, {tag}: {said}") from None
+    return rollout
 
 
 async def released(box: Sandbox, tag: str) -> Rollout:

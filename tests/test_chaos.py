@@ -11,12 +11,14 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cleared import cleared_rollout
 
-from bot.domain.rollout import TrackState
+from bot.domain.rollout import Phase, Rollout, StageState, TrackState
 from sandbox.chaos.checks import (
     CHECKS,
     Evidence,
@@ -34,7 +36,7 @@ from sandbox.chaos.checks import (
     windows_evaluated_once,
 )
 from sandbox.chaos.run import run_chaos
-from sandbox.chaos.script import SCENARIOS, Faults, pick_scenarios
+from sandbox.chaos.script import PLAN, SCENARIOS, Faults, Progress, pick_scenarios
 from sandbox.config import GITHUB_TOKEN, SLACK_SIGNING_SECRET
 
 PASSES = SCENARIOS[0]
@@ -205,6 +207,47 @@ def test_as_an_app_a_call_or_delivery_without_its_owners_installation_is_caught(
     )
 
 
+def started() -> Rollout:
+    return cleared_rollout(PLAN, now=datetime(2030, 1, 1, tzinfo=UTC))
+
+
+def a_step_on(rollout: Rollout) -> Rollout:
+    """The first stage not yet passed, passed: the rollout got one step further."""
+    relay = rollout.track("relay")
+    stage = relay.current
+    assert stage is not None
+    stages = tuple(replace(s, state=StageState.PASSED) if s == stage else s for s in relay.stages)
+    tracks = tuple(replace(t, stages=stages) if t is relay else t for t in rollout.tracks)
+    return replace(rollout, tracks=tracks)
+
+
+def test_a_rollout_that_keeps_getting_further_is_never_stuck_however_slow_each_step() -> None:
+    now = [0.0]
+    progress = Progress(132.0, clock=lambda: now[0])
+    progress.saw(None)  # not started yet
+    rollout = started()
+    for look in range(4):  # four steps of 100 s each: 400 s in all, on a loaded machine
+        now[0] += 100.0
+        rollout = replace(rollout, phase=Phase.RUNNING) if look == 0 else a_step_on(rollout)
+        progress.saw(rollout)
+        assert not progress.stuck
+    now[0] += 131.0
+    progress.saw(replace(rollout, message_ts="1.1", version=9))  # a redraw is no step
+    assert not progress.stuck
+    now[0] += 1.0
+    assert progress.stuck  # 132 s since its last step
+
+
+def test_a_rollout_that_goes_back_and_forth_is_stuck() -> None:
+    now = [0.0]
+    progress = Progress(132.0, clock=lambda: now[0])
+    here, there = started(), replace(started(), phase=Phase.RUNNING)
+    for rollout in (here, there) * 2:
+        progress.saw(rollout)
+        now[0] += 70.0
+    assert progress.stuck  # 140 s since a step not reached before
+
+
 def test_every_scenario_is_played_in_a_run_of_ten() -> None:
     chosen = pick_scenarios(10, random.Random(3))
 
@@ -220,8 +263,9 @@ BOUNDED = Faults(github=0.2, slack=0.1, kill_every=4.0, db_kill_every=8.0, db_ki
 """About 20% of GitHub's answers and 10% of Slack's posts fail, a replica is SIGKILLed every
 few seconds and database connections are terminated twice. Two or three rollouts keep `make test`
 short; `make chaos` plays ten or more (docs/reliability.md has its figures). A rollout gets
-`rollout_budget` to end (132 s here): under these faults each takes 20 to 40 seconds on an
-idle machine, more on a loaded one."""
+`rollout_budget` (132 s here) to reach each step it had not reached before (`Progress`): under
+these faults a whole rollout takes 20 to 40 seconds on an idle machine, several times that on a
+loaded one, where every step is slower but a stuck rollout is still caught."""
 
 
 REPLICAS = 2
@@ -232,7 +276,9 @@ beside them, runs other replicas on the same server (`max_connections` 100)."""
 
 @pytest.mark.chaos
 @pytest.mark.postgres
-@pytest.mark.timeout(600)
+# The outer bound against a hang only: a rollout that makes no progress is caught by the run
+# itself (`Progress`); a loaded machine makes every step slower, and this leaves it room.
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize(
     ("github_app", "services", "rollouts", "installations"),
     [

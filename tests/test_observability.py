@@ -40,6 +40,7 @@ from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.config import ConfigError, Settings, load_settings
+from bot.domain.controls import DoneButOwed
 from bot.domain.errors import (
     GitHubError,
     GitHubRateLimited,
@@ -872,6 +873,9 @@ def test_a_promote_overtaken_by_a_stop_is_counted_apart_from_refusals() -> None:
     # `/rollout promote` that promoted one lane and not the other: done as well.
     outcome = failure_outcome(PartlyPromoted("Promoted Hosted relay to *50%*."), telemetry)
     telemetry.handled(kind="command", name="promote", outcome=outcome)
+    # An Extend saved, then its window's timer not written: done, the timer still owed.
+    outcome = failure_outcome(DoneButOwed("Done: extend the window."), telemetry)
+    telemetry.handled(kind="click", name="extend_window", outcome=outcome)
 
     found = parse(telemetry.exposition(None)[0].decode())
 
@@ -880,6 +884,7 @@ def test_a_promote_overtaken_by_a_stop_is_counted_apart_from_refusals() -> None:
     assert value(found, clicks, action="promote", outcome="refused") == 1
     commands = "rollout_bot_commands_total"
     assert value(found, commands, subcommand="promote", outcome="partly_promoted") == 1
+    assert value(found, clicks, action="extend_window", outcome="done_but_owed") == 1
     refusals = {
         dict(labels)["reason"]
         for (name, labels) in found

@@ -63,6 +63,9 @@ from storage.protection_rules import ProtectionRuleStore
 from storage.timers import Timer, TimerStore
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
+A_WHILE = 30.0
+"""Seconds a test waits at most for what a loaded machine makes late (a real-time renewal):
+far longer than it takes, a bound only against a hang."""
 BAD_GATEWAY = GitHubError("GitHub answered 502 (Bad Gateway) to GET /actions/runs/7")
 
 
@@ -473,27 +476,44 @@ async def test_each_timer_done_counts_as_progress_for_readiness(
 
 
 async def test_a_slow_timer_keeps_its_lease_while_it_is_worked_on(
-    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
+    session_factory: async_sessionmaker[AsyncSession],
 ) -> None:
-    # Real time: renewed every 0.4 s, the lease is lost only if a renewal is 0.8 s late (0.3 s
-    # leases were lost on a loaded CI machine, the renewal not run in time).
-    lease = timedelta(seconds=1.2)
+    # The lease runs on the test's clock, moved past its first end only once a renewal was
+    # written: the renewals come every third of it in real time (0.1 s), and however late a
+    # loaded machine runs one, the test waits for it instead of racing it.
+    lease = timedelta(seconds=0.3)
+    clock = ManualClock(NOW)
+    renewed = asyncio.Queue[datetime]()  # the lease's end each renewal wrote
     taken_meanwhile: list[Timer] = []
 
+    class Renewals(TimerStore):
+        async def renew(self, *, timer_id: int, owner: str, lease_until: datetime) -> bool:
+            held = await super().renew(timer_id=timer_id, owner=owner, lease_until=lease_until)
+            if held:
+                renewed.put_nowait(lease_until)
+            return held
+
+    timers = Renewals(session_factory)
+
     async def slow_window_end(timer: Timer) -> None:
-        await asyncio.sleep(1.8)  # longer than the lease: metrics, a chart, GitHub
-        other = await timers.claim_due(now=datetime.now(UTC), owner="replica-b", lease=lease)
+        for _ in range(2):  # longer than the lease: metrics, a chart, GitHub
+            clock.advance(lease * 0.9)
+            async with asyncio.timeout(A_WHILE):  # a renewal read the clock after the move
+                while await renewed.get() != clock() + lease:
+                    pass
+        clock.advance(lease * 0.9)  # past the first lease's end, within the renewed one
+        other = await timers.claim_due(now=clock(), owner="replica-b", lease=lease)
         taken_meanwhile.extend(other)
 
     follower = Follower()
     follower.during_timer = slow_window_end
-    await window(timers, due=datetime.now(UTC))
+    await window(timers, due=NOW)
     loop = Scheduler(
         timers=timers,
         service=follower,
         **poll_stores(session_factory),
         words=messages,
-        clock=SystemClock(),
+        clock=clock,
         poll_interval=timedelta(hours=1),
         lease=lease,
         owner="replica-a",

@@ -90,6 +90,14 @@ class NothingDone(RolloutError):
     code = "interrupted"
 
 
+class DoneButOwed(RolloutError):
+    """The effect was saved (the card and the thread show it), then a step after the save
+    failed (a window's timer not written): done, and what is still owed is done by the bot's
+    next look. Its claim is recorded done: a waiting or later click is told it was done."""
+
+    code = "done_but_owed"
+
+
 class StaleCard(RolloutError):
     """The button belongs to a card that no longer shows where the rollout stands."""
 
@@ -199,6 +207,16 @@ def once_per_version(control: Control) -> bool:
     """Whether the control's effect is once per version of its card (`effect_key`): acting
     again on a rollout saved since would do it twice (another 15 minutes, another gate)."""
     return "version" in _SCOPE[control]
+
+
+def figures_card(rollout: Rollout, card: CardRef) -> CardRef:
+    """The card figures typed for the card's stage act on: keyed by the end of the stage's
+    window, not by the card's version. One evaluation per window end: a window extended after
+    INCONCLUSIVE asks again, and a rollout saved since for another track asks nothing new."""
+    observed = rollout.track(card.track or "").stage(card.stage) if card.stage else None
+    ends = observed.window_ends_at if observed is not None else None
+    version = int(ends.timestamp()) if ends else 0
+    return CardRef(card.rollout_id, card.track, card.stage or "", version)
 
 
 def delivery_key(delivery: str) -> str:

@@ -25,6 +25,7 @@ from bot.domain.controls import (
     Control,
     describe,
     effect_key,
+    figures_card,
 )
 from bot.domain.metrics import Figures
 from bot.domain.permissions import overrides
@@ -279,11 +280,7 @@ class ControlService:
     async def submit_figures(self, origin: Origin, card: CardRef, figures: Figures) -> None:
         """Figures typed for a stage whose window ended; one submission per evaluation."""
         track, stage = _named_track(card), card.stage or ""
-        rollout = await self._rollouts.get(card.rollout_id)
-        observed = rollout.track(track).stage(stage) if stage else None
-        ends = observed.window_ends_at if observed is not None else None
-        # One evaluation per window end: a window extended after INCONCLUSIVE asks again.
-        keyed = CardRef(card.rollout_id, track, stage, int(ends.timestamp()) if ends else 0)
+        keyed = figures_card(await self._rollouts.get(card.rollout_id), card)
         await self._act(
             origin,
             Control.FIGURES,

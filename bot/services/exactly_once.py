@@ -16,8 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -42,6 +40,7 @@ from bot.domain.errors import (
 )
 from bot.domain.permissions import VERBS
 from bot.domain.rollout import InvalidTransition, Rollout
+from bot.services.acting import Acting, acting_now
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
@@ -58,22 +57,11 @@ never undone (nobody is recorded)."""
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Acting:
-    """The claim an effect acts under (`ExactlyOnce.once`), and whether its call whose outcome
-    may be unclear went out (`ExactlyOnce.sending`)."""
-
-    claim: Claim
-    sent: bool = False
-
-
 NAMED = (
     " If GitHub makes it void (a last stage it already deploys cannot be stopped) and it is put "
     "back, the thread says so and names you."
 )
 """Told to whoever is answered that a stop is being done and waits on its outcome (`WaitsOn`)."""
-
-_acting: ContextVar[_Acting | None] = ContextVar("exactly_once_acting", default=None)
 
 
 class ExactlyOnce:
@@ -177,8 +165,8 @@ class ExactlyOnce:
                 raise self._told(held, settled, what, named=named)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
-        acting = _Acting(claim)
-        entered = _acting.set(acting)
+        acting = Acting(claim)
+        entered = acting_now.set(acting)
         try:
             if regained and given_back is not None:
                 await given_back()
@@ -206,10 +194,10 @@ class ExactlyOnce:
                 # leaves it, for the click after its lease to look before acting again.
                 log.warning("%s interrupted after its call went out: its claim is kept", key)
                 raise
-            await asyncio.shield(self._claims.release(claim))
+            await acting.failed(self._claims, now=self._clock(), what=what, error=stopped)
             raise
         finally:
-            _acting.reset(entered)
+            acting_now.reset(entered)
         await self._claims.complete(claim, now=self._clock())
         return result
 
@@ -220,7 +208,7 @@ class ExactlyOnce:
         that outlived the lease would let a click that took it over send it again); from then
         on an interruption (a shutdown's cancellation) keeps the claim instead of releasing it.
         Returns when the claim's lease runs out (None when not under a claim)."""
-        acting = _acting.get()
+        acting = acting_now.get()
         if acting is None:  # not under a claim
             return None
         mine = acting.claim

@@ -152,3 +152,14 @@ async def approve_refused(github: GitHubGateway, plan: RolloutPlan, card: Unfoll
     """Why an `approve` default rejects the card's run: the plan's rule (`approve_refusal`),
     or its tag moved since the card was posted (`moved_off`); "" when neither holds."""
     return approve_refusal(plan, card) or await moved_off(github, card)
+
+
+async def reject_rest(github: GitHubGateway, run_id: int, environments: list[str]) -> None:
+    """Reject what else of the run `run_id` waits (`environments`): the run was rejected."""
+    if environments:
+        await github.review(
+            run_id=run_id,
+            environments=environments,
+            state="rejected",
+            comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
+        )

@@ -30,6 +30,7 @@ from sandbox.chaos.script import (
     ADMIN_URL,
     SCENARIOS,
     Faults,
+    Progress,
     Scenario,
     inject_service_faults,
     pick_scenarios,
@@ -93,7 +94,7 @@ class ChaosRun(Lifecycle):
         self.rollout_timeout = rollout_timeout or rollout_budget(
             faults, window=parse_duration(window).total_seconds()
         )
-        """Seconds a rollout may take (`rollout_budget` unless given)."""
+        """Seconds a rollout may go without progress (`rollout_budget` unless given)."""
         self.admin_url = admin_url
         self.poll_interval = poll_interval
         self.app = SandboxApp(token_lifetime=APP_TOKEN_LIFETIME) if github_app else None
@@ -225,7 +226,7 @@ class ChaosRun(Lifecycle):
                 return  # stuck: its tracks stay busy, no later rollout could start
 
     async def _play_one(self, store: RolloutStore, played: Played) -> bool:
-        """A release manager runs one rollout to its end; False when it did not end in time."""
+        """A release manager runs one rollout to its end; False when it is stuck (`Progress`)."""
         tag, scenario, lane = played.tag, played.scenario, played.lane
         write_figures(lane.figures, "relay", scenario.relay)
         write_figures(lane.figures, "desktop", scenario.desktop)
@@ -239,9 +240,9 @@ class ChaosRun(Lifecycle):
             acted[what] = now
             return True
 
-        deadline = time.monotonic() + self.rollout_timeout
-        while time.monotonic() < deadline:
-            found = await self._look(store, tag)
+        progress = Progress(self.rollout_timeout)
+        while not progress.stuck:
+            progress.saw(found := await self._look(store, tag))
             if found is None:
                 if due("start", every=3.0):
                     self._spawn(self._command(f"start {tag} --flags-ready", lane.channel))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import TrackState
+from bot.domain.rollout import Rollout, TrackState
 from bot.plan_file import load_plan
 from sandbox.harness import Sandbox
 
@@ -130,12 +131,44 @@ timer's or a message's 3 s, then a timer's backoff)."""
 
 
 def rollout_budget(faults: Faults, *, window: float) -> float:
-    """Seconds a rollout may take before the run calls it stuck: each of its windows
-    (`WINDOWS`) with STAGE_SECONDS, plus KILL_SECONDS for each SIGKILL expected meanwhile.
-    With 1 s windows and a kill every 4 s: 44 s + 11 kills x 8 s = 132 s."""
+    """Seconds a rollout may go without reaching a step it had not reached before the run
+    calls it stuck (`Progress`): what the whole rollout takes on an idle machine, each of its
+    windows (`WINDOWS`) with STAGE_SECONDS, plus KILL_SECONDS for each SIGKILL expected
+    meanwhile. With 1 s windows and a kill every 4 s: 44 s + 11 kills x 8 s = 132 s. A bound on
+    progress, not on the whole rollout: a loaded machine makes every step slower, a stuck
+    rollout makes none; and as a rollout has finitely many steps, its whole run is bounded."""
     undisturbed = len(WINDOWS) * (window + STAGE_SECONDS)
     kills = undisturbed / faults.kill_every if faults.kill_every else 0.0
     return undisturbed + kills * KILL_SECONDS
+
+
+class Progress:
+    """The bound on one rollout's run: stuck once `seconds` (`rollout_budget`) passed on `clock`
+    since it last reached a step it had not reached before. A step is its phase, its run found
+    or not, its preflight checks' and each track's and stage's state (a redraw of its card is
+    none); a step seen again (a state left and entered again) is no progress."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._reached: set[Hashable] = set()
+        self._since = clock()
+
+    def saw(self, rollout: Rollout | None) -> None:
+        """The rollout as the person looked at it now (None: not started yet, or not read)."""
+        if rollout is None:
+            where: Hashable = None
+        else:
+            checks = (rollout.preflight.migrations.state, rollout.preflight.image.state)
+            tracks = tuple((t.state, tuple(s.state for s in t.stages)) for t in rollout.tracks)
+            where = (rollout.phase, rollout.run_id is not None, checks, tracks)
+        if where not in self._reached:
+            self._reached.add(where)
+            self._since = self._clock()
+
+    @property
+    def stuck(self) -> bool:
+        return self._clock() - self._since >= self._seconds
 
 
 NO_FAULTS = Faults(github=0.0, slack=0.0, kill_every=None, db_kill_every=None, db_kills=0)
