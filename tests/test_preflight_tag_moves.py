@@ -372,7 +372,8 @@ async def test_confirm_flags_whose_look_came_before_a_re_check_moved_the_tag_con
 
     answer = await box.click("confirm_flags")
 
-    assert answer is not None and "This card is out of date" in answer, answer
+    assert answer is not None and f"a Re-check found it at `{new[:12]}` since" in answer, answer
+    assert "nothing was confirmed" in answer, answer
     rollout = await box.rollout()
     assert rollout.preflight.tag_commit == new
     assert rollout.preflight.flags.state is CheckState.PENDING

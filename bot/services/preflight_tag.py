@@ -78,16 +78,17 @@ def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None
 def flags_card_refusal(rollout: Rollout, commit: str | None) -> str | None:
     """Why a Confirm flags from a card drawn for `commit` (None: it showed none) confirms
     nothing: a Re-check has read the tag at another commit since (the flags asked for again,
-    for that one); None when the card showed the commit the preflight keeps."""
+    for that one); None when the card showed the commit the preflight keeps, or either kept
+    none (nothing to compare, as `where_moved`)."""
     now, tag = rollout.preflight.tag_commit, rollout.tag
-    if commit is None or commit == now:
+    if commit is None or now is None or commit == now:
         return None
-    shown = f"`{commit[:12]}`" if commit else "no such tag"
-    where = f"at `{now[:12]}`" if now else "gone from GitHub" if now == "" else "not known"
+    shown = f"at `{commit[:12]}`" if commit else "not on GitHub"
+    where = f"at `{now[:12]}`" if now else "gone from GitHub"
     return (
-        f"This card is out of date: a Re-check found `{tag}` {where} since it showed {shown}, "
-        "so nothing was confirmed. Confirm the feature flags on the updated card, for the "
-        "commit it shows."
+        f"This card is out of date: it showed `{tag}` {shown}, and a Re-check found it {where} "
+        "since, so nothing was confirmed. Confirm the feature flags on the updated card, for "
+        "the commit it shows."
     )
 
 
