@@ -43,7 +43,7 @@ async def dispatches_once(box: Sandbox) -> None:
     """Dispatch, once the card shows it, goes: the workflow dispatched once."""
     await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
@@ -106,7 +106,7 @@ async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
     await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
     assert await box.click("dispatch") is None
 
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
@@ -135,14 +135,14 @@ async def test_github_not_saying_where_the_tag_is_dispatches_nothing(box: Sandbo
 
     box.github.clear_failures()
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
 async def test_a_tag_still_where_the_preflight_read_it_dispatches(box: Sandbox) -> None:
     await ready(box)
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
@@ -161,7 +161,7 @@ async def test_a_tag_the_preflight_could_not_follow_still_dispatches(
 
         assert await box.click("dispatch") is None
 
-        await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
         assert len(box.github.dispatches) == 1
 
 

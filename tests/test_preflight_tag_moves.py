@@ -109,7 +109,7 @@ async def test_re_check_says_the_tag_moved_and_asks_for_the_flags_again(box: San
     assert await box.click("confirm_flags") is None
     await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
