@@ -69,8 +69,13 @@ class ControlService:
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
-        waits = rollouts.wait_on_stop  # who else waits on a stop being decided (`WaitsOn`)
-        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, waits=waits)
+        self._once = ExactlyOnce(
+            claims=claims,
+            clock=clock,
+            words=rollouts.words,
+            waits=rollouts.wait_on_stop,  # who else waits on a stop being decided (`WaitsOn`)
+            undone=rollouts.stop_put_back,  # what a stop done did not do after all (`Undone`)
+        )
         self._access = Access(
             rollouts=rollouts,
             approvers=approvers,

@@ -39,7 +39,7 @@ from bot.domain.errors import (
     RunNotIdentified,
 )
 from bot.domain.permissions import VERBS
-from bot.domain.rollout import InvalidTransition, Rollout
+from bot.domain.rollout import InvalidTransition, Rollout, StopPutBack
 from bot.services.acting import Acting, acting_now
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
@@ -53,6 +53,10 @@ WaitsOn = Callable[[Claim, str], Awaitable[bool | None]]
 its outcome, to be told it if that effect is undone (a stop put back: `Stops.wait_on`): True
 when recorded, False when its outcome was settled meanwhile, None when the claim's effect is
 never undone (nobody is recorded)."""
+
+Undone = Callable[[Claim], Awaitable[StopPutBack | None]]
+"""What the effect done under a claim did not do after all, from what is stored (a stop put
+back on some of its tracks: `Stops.put_back_of`); None when it did all it says."""
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +80,11 @@ class ExactlyOnce:
         holder_wait: timedelta = timedelta(seconds=10),
         poll_interval: float = 0.1,
         waits: WaitsOn | None = None,
+        undone: Undone | None = None,
     ) -> None:
         self._claims = claims
         self._waits = waits
+        self._undone = undone
         self._clock = clock
         self._words = words
         self._holder_wait = holder_wait.total_seconds()
@@ -162,7 +168,7 @@ class ExactlyOnce:
                     # told its own outcome, not sent to the holder's answer they never see.
                     regained = True
                     continue
-                raise self._told(held, settled, what, named=named)
+                raise await self._told(held, settled, what, named=named)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
         acting = Acting(claim)
@@ -306,7 +312,7 @@ class ExactlyOnce:
     async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
         """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
         when, or who is doing it."""
-        return self._told(held, await self._settled(held, wait=wait), what)
+        return await self._told(held, await self._settled(held, wait=wait), what)
 
     async def _waited_on(self, held: Claim, asker: str, *, wait: bool) -> tuple[Claim | None, bool]:
         """The claim `held` as `_settled` leaves it, and whether `asker` is recorded as waiting
@@ -332,11 +338,12 @@ class ExactlyOnce:
             claim = await self._claims.get(held.key)
         return claim
 
-    def _told(
+    async def _told(
         self, first: Claim, claim: Claim | None, what: str, *, named: bool = False
     ) -> RolloutError:
         """What whoever came second is told of the claim `first` as it now stands (`claim`,
-        `_settled`): being done (`named`: waited on, `WaitsOn`), done, or failed by its owner."""
+        `_settled`): being done (`named`: waited on, `WaitsOn`), done (and what of it was
+        undone since, `Undone`: whichever replica undid it), or failed by its owner."""
         at = self._words.slack_time
         if claim is not None and claim.state is ClaimState.CLAIMED:
             lapses = at(claim.claimed_at + self._claims.lease)
@@ -353,9 +360,14 @@ class ExactlyOnce:
                 "why). Click again to retry."
             )
         done_at = claim.done_at or claim.claimed_at
+        undone = None if self._undone is None else await self._undone(claim)
+        did = (
+            ". Nothing more was done."
+            if undone is None
+            else self._words.stop_put_back_answer(undone)
+        )
         return AlreadyDone(
-            f"Already done by {self._who(claim.actor)} at {at(done_at)}: {what}. Nothing more "
-            "was done."
+            f"Already done by {self._who(claim.actor)} at {at(done_at)}: {what}{did}"
         )
 
     def _who(self, actor: str, *, start: bool = False) -> str:

@@ -98,6 +98,7 @@ class RolloutService:
         stops = Stops(effects, follower)
         self.abort = stops.abort
         self.wait_on_stop = stops.wait_on
+        self.stop_put_back = stops.put_back_of
         self.cancel = actions.cancel
         self.cancel_schedule = actions.cancel_schedule
         self.rerun_failure_job = FailureJobReruns(effects).rerun
