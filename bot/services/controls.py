@@ -69,13 +69,8 @@ class ControlService:
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
-        self._once = ExactlyOnce(
-            claims=claims,
-            clock=clock,
-            words=rollouts.words,
-            waits=rollouts.wait_on_stop,  # who else waits on a stop being decided (`WaitsOn`)
-            undone=rollouts.stop_put_back,  # what a stop done did not do after all (`Undone`)
-        )
+        stops = rollouts.stops  # who else asks for a stop being decided, or done (`StopOutcomes`)
+        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, stops=stops)
         self._access = Access(
             rollouts=rollouts,
             approvers=approvers,
