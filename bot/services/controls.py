@@ -69,8 +69,8 @@ class ControlService:
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
-        waits = rollouts.wait_on_stop  # who else waits on a stop being decided (`WaitsOn`)
-        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, waits=waits)
+        stops = rollouts.stops  # who else asks for a stop being decided, or done (`StopOutcomes`)
+        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, stops=stops)
         self._access = Access(
             rollouts=rollouts,
             approvers=approvers,
