@@ -30,6 +30,7 @@ from bot.domain.rollout import (
     CancelWindow,
     ClockSkewed,
     Decision,
+    Effect,
     Event,
     InvalidTransition,
     Phase,
@@ -37,6 +38,7 @@ from bot.domain.rollout import (
     Review,
     Rollout,
     ScheduleWindow,
+    StageState,
     TracksLeft,
 )
 from bot.domain.rollout_summary import NOT_STOPPED
@@ -225,41 +227,49 @@ class EffectRunner:
                 await self.outbox.add(messages)
             if audit:
                 await self.audit.add(audit)
-        try:
-            await self._carry_out(rollout, decision, plan)
-        except Exception:
-            if changed:  # saved: the request acting under a claim did it, this still owed
-                saved_then_failed(_owed(decision))
-            raise
+        await self._carry_out(rollout, decision, plan, saved=before if changed else None)
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
         return rollout
 
-    async def _carry_out(self, rollout: Rollout, decision: Decision, plan: RolloutPlan) -> None:
-        """The saved decision's effects, in order (a review's failure is recorded, not raised)."""
-        for effect in decision.effects:
-            if isinstance(effect, Review):
-                await self.review(rollout, effect)
-            elif isinstance(effect, ScheduleWindow):
-                # Fired `settle` after the window's end (its key and payload name the end):
-                # the figures the window's last minutes send late are in by then.
-                await self.timers.schedule(
-                    key=effect.timer_key(rollout.id),
-                    kind=WINDOW_TIMER,
-                    due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
-                    now=self.clock(),
-                    rollout_id=rollout.id,
-                    service=rollout.service,
-                    payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
-                )
-                self.on_timer_scheduled()
-            elif isinstance(effect, CancelWindow):
-                await self.timers.cancel(
-                    key=effect.timer_key(rollout.id),
-                    now=self.clock(),
-                )
-            elif isinstance(effect, ClockSkewed):
-                warn_github_skewed(rollout, effect)
+    async def _carry_out(
+        self, rollout: Rollout, decision: Decision, plan: RolloutPlan, *, saved: Rollout | None
+    ) -> None:
+        """The decision's effects, in order (a review's failure is recorded, not raised). One
+        that failed once the decision was saved over `saved` (the rollout before it): the
+        request acting under a claim did it, what it left still owed (`saved_then_failed`)."""
+        for done, effect in enumerate(decision.effects):
+            try:
+                await self._carry_out_one(rollout, effect, plan)
+            except Exception:
+                if saved is not None:
+                    saved_then_failed(_owed(saved, decision.effects[done:]))
+                raise
+
+    async def _carry_out_one(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:
+        """One effect of a decision (`_carry_out`)."""
+        if isinstance(effect, Review):
+            await self.review(rollout, effect)
+        elif isinstance(effect, ScheduleWindow):
+            # Fired `settle` after the window's end (its key and payload name the end):
+            # the figures the window's last minutes send late are in by then.
+            await self.timers.schedule(
+                key=effect.timer_key(rollout.id),
+                kind=WINDOW_TIMER,
+                due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
+                now=self.clock(),
+                rollout_id=rollout.id,
+                service=rollout.service,
+                payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
+            )
+            self.on_timer_scheduled()
+        elif isinstance(effect, CancelWindow):
+            await self.timers.cancel(
+                key=effect.timer_key(rollout.id),
+                now=self.clock(),
+            )
+        elif isinstance(effect, ClockSkewed):
+            warn_github_skewed(rollout, effect)
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""
@@ -386,11 +396,27 @@ class EffectRunner:
         ]
 
 
-def _owed(decision: Decision) -> str:
-    """What a saved decision still owes when one of its effects failed, in words."""
-    if any(isinstance(effect, ScheduleWindow) for effect in decision.effects):
-        return (
+def _owed(before: Rollout, left: Sequence[Effect]) -> str:
+    """What a decision saved over `before` still owes when one of its effects failed (`left`:
+    that effect and those after it, none carried out), in words. A window's timer written
+    again as it was (a look writes those of every window running) is owed by nobody."""
+    owed = []
+    if any(isinstance(effect, Review) for effect in left):
+        owed.append(
+            "GitHub's answer to the run could not be given (or recorded) right after: the "
+            "bot's next look at the run gives it while GitHub still waits for it."
+        )
+    if any(isinstance(effect, ScheduleWindow) and _new_window(before, effect) for effect in left):
+        owed.append(
             "The window's timer could not be written right after: the bot's next look at the "
             "run writes it, and the window ends when the card says."
         )
-    return "A window's old timer could not be cancelled right after: it changes nothing."
+    elif any(isinstance(effect, CancelWindow) for effect in left):
+        owed.append("A window's old timer could not be cancelled right after: it changes nothing.")
+    return " ".join(owed) or "A step after it failed: the bot's next look at the run does it."
+
+
+def _new_window(before: Rollout, window: ScheduleWindow) -> bool:
+    """Whether `window` ends a window that did not run already, ending then, before."""
+    stage = before.track(window.track).stage(window.stage)
+    return stage.state is not StageState.OBSERVING or stage.window_ends_at != window.due_at
