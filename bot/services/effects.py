@@ -38,14 +38,13 @@ from bot.domain.rollout import (
     Review,
     Rollout,
     ScheduleWindow,
-    StageState,
     TracksLeft,
 )
 from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
-from bot.services.acting import saved_then_failed
+from bot.services.acting import owed_after, saved_then_failed
 from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
@@ -227,27 +226,21 @@ class EffectRunner:
                 await self.outbox.add(messages)
             if audit:
                 await self.audit.add(audit)
-        await self._carry_out(rollout, decision, plan, saved=before if changed else None)
+        left = list(decision.effects)
+        try:
+            while left:
+                await self._carry_out(rollout, left[0], plan)
+                del left[0]
+        except Exception:
+            if changed:  # saved: the request acting under a claim did it, what is left owed
+                saved_then_failed(owed_after(before, left))
+            raise
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
         return rollout
 
-    async def _carry_out(
-        self, rollout: Rollout, decision: Decision, plan: RolloutPlan, *, saved: Rollout | None
-    ) -> None:
-        """The decision's effects, in order (a review's failure is recorded, not raised). One
-        that failed once the decision was saved over `saved` (the rollout before it): the
-        request acting under a claim did it, what it left still owed (`saved_then_failed`)."""
-        for done, effect in enumerate(decision.effects):
-            try:
-                await self._carry_out_one(rollout, effect, plan)
-            except Exception:
-                if saved is not None:
-                    saved_then_failed(_owed(saved, decision.effects[done:]))
-                raise
-
-    async def _carry_out_one(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:
-        """One effect of a decision (`_carry_out`)."""
+    async def _carry_out(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:
+        """One effect of a saved decision, in its order (a review's failure is recorded)."""
         if isinstance(effect, Review):
             await self.review(rollout, effect)
         elif isinstance(effect, ScheduleWindow):
@@ -394,29 +387,3 @@ class EffectRunner:
             if isinstance(effect, Announce) and isinstance(effect.event, TracksLeft)
             for left in effect.event.tracks
         ]
-
-
-def _owed(before: Rollout, left: Sequence[Effect]) -> str:
-    """What a decision saved over `before` still owes when one of its effects failed (`left`:
-    that effect and those after it, none carried out), in words. A window's timer written
-    again as it was (a look writes those of every window running) is owed by nobody."""
-    owed = []
-    if any(isinstance(effect, Review) for effect in left):
-        owed.append(
-            "GitHub's answer to the run could not be given (or recorded) right after: the "
-            "bot's next look at the run gives it while GitHub still waits for it."
-        )
-    if any(isinstance(effect, ScheduleWindow) and _new_window(before, effect) for effect in left):
-        owed.append(
-            "The window's timer could not be written right after: the bot's next look at the "
-            "run writes it, and the window ends when the card says."
-        )
-    elif any(isinstance(effect, CancelWindow) for effect in left):
-        owed.append("A window's old timer could not be cancelled right after: it changes nothing.")
-    return " ".join(owed) or "A step after it failed: the bot's next look at the run does it."
-
-
-def _new_window(before: Rollout, window: ScheduleWindow) -> bool:
-    """Whether `window` ends a window that did not run already, ending then, before."""
-    stage = before.track(window.track).stage(window.stage)
-    return stage.state is not StageState.OBSERVING or stage.window_ends_at != window.due_at
