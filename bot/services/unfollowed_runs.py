@@ -48,6 +48,7 @@ from bot.domain.unfollowed_runs import (
     unfollowed_card,
 )
 from bot.services.access import Access
+from bot.services.acting import saved_then_failed
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import UNFOLLOWED
@@ -65,6 +66,12 @@ from bot.services.settled_runs import (
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
+
+REST_OWED = (
+    "What else of the run waited then could not be rejected right after: if GitHub still "
+    "shows it waiting on the run's page, reject it there."
+)
+"""Told to whoever rejected a run whose rest was not rejected (a later request of it is)."""
 
 T = TypeVar("T")
 
@@ -266,9 +273,13 @@ class UnfollowedRuns:
                 raise AlreadyDone(answered_meanwhile(now, self._rollouts.words.person(now.by)))
 
         ref = CardRef(f"run-{card.run_id}")
-        return await self._once.once(
-            origin, Control.ANSWER_RUN, ref, what, act, wait=wait, given_back=unanswered
-        )
+        try:
+            return await self._once.once(
+                origin, Control.ANSWER_RUN, ref, what, act, wait=wait, given_back=unanswered
+            )
+        except AlreadyDone:  # the claim is the run's one answer, an Adopt's or a Reject's: which
+            await unanswered()
+            raise
 
     async def _waiting(self, card: UnfollowedRun) -> list[str]:
         """The run's environments that wait for the App's answer; refused when none does."""
@@ -322,7 +333,11 @@ class UnfollowedRuns:
             comment=rejected_comment(origin.actor),
         )
         await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
-        await self._after_rejecting(card.run_id)
+        try:
+            await self._after_rejecting(card.run_id)
+        except Exception:  # rejected, its card says so: its claim is done, never given back
+            saved_then_failed(REST_OWED)
+            raise
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
