@@ -345,6 +345,13 @@ def answered_meanwhile(card: UnfollowedRun, by: str) -> str:
     return f"Run {card.run_id} was {how} by {who} before this answer: nothing more was done."
 
 
+REST_OWED = (
+    "What else of the run waited then could not be rejected right after: if GitHub still "
+    "shows it waiting on the run's page, reject it there."
+)
+"""Told to whoever rejected a run whose rest was not rejected (a later request of it is)."""
+
+
 def rejected_comment(actor: str) -> str:
     """The callback's comment (GitHub shows the App, not the person, as the one who answered)."""
     return f"rollout-bot: rejected by {github_person(actor)}; no rollout follows this run"

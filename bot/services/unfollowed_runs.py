@@ -30,6 +30,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.run_link import may_link
 from bot.domain.unfollowed_runs import (
+    REST_OWED,
     TIMER,
     DefaultAnswer,
     RunFate,
@@ -61,17 +62,12 @@ from bot.services.settled_runs import (
     approve_refused,
     reject_rest,
     still_at_its_tag,
+    still_waiting,
     tag_of,
 )
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
-
-REST_OWED = (
-    "What else of the run waited then could not be rejected right after: if GitHub still "
-    "shows it waiting on the run's page, reject it there."
-)
-"""Told to whoever rejected a run whose rest was not rejected (a later request of it is)."""
 
 T = TypeVar("T")
 
@@ -281,18 +277,9 @@ class UnfollowedRuns:
             await unanswered()
             raise
 
-    async def _waiting(self, card: UnfollowedRun) -> list[str]:
-        """The run's environments that wait for the App's answer; refused when none does."""
-        if follows_run(await self._effects.store.by_run_id(card.run_id)):
-            raise InvalidCommand(f"Run {card.run_id} is followed by a rollout already.")
-        waiting = [r.environment for r in await self._rules.open_for_run(card.run_id)]
-        if not waiting:
-            raise InvalidCommand(f"Run {card.run_id} no longer waits for the bot's answer.")
-        return waiting
-
     async def _adopt(self, origin: Origin, card: UnfollowedRun, override: str | None) -> Rollout:
         """The rollout is created already following the run, or nothing is created."""
-        await self._waiting(card)
+        await still_waiting(self._effects.store, self._rules, card.run_id)
         if not card.on_a_tag:
             raise InvalidTransition(not_a_tag(card))
         await still_at_its_tag(self._effects.github, card)
@@ -325,7 +312,7 @@ class UnfollowedRuns:
             await self._effects.tell(adopted, FreezeOverridden(actor, adopted.tag, reason, freeze))
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
-        environments = await self._waiting(card)
+        environments = await still_waiting(self._effects.store, self._rules, card.run_id)
         await self._effects.github.review(
             run_id=card.run_id,
             environments=environments,
@@ -349,7 +336,7 @@ class UnfollowedRuns:
         answer = "reject" if card.ended_rollout else self._default
         why = ""
         try:
-            environments = await self._waiting(card)
+            environments = await still_waiting(self._effects.store, self._rules, card.run_id)
         except InvalidCommand as gone:
             log.info("no default answer: %s", gone.message)
             environments = []
