@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from figures import every_gate_passes
-from sandbox_views import figures_form_opened, stage_state, window_timer_of
+from sandbox_views import figures_form_opened, stage_state, value_of, window_timer_of
 from sqlalchemy.exc import OperationalError
 from test_claim_lapses import audited, observing
 from test_stop_second_person import SECOND, two_approvers
@@ -169,3 +169,32 @@ async def test_figures_that_waited_for_a_submission_given_back_are_taken_for_the
         assert not any("out of date" in text for text in answered()), answered()
         evaluated = await box.rollout()
         assert stage_state(evaluated, "relay", "canary") is StageState.HOLDING
+
+
+@pytest.mark.database_matters
+async def test_a_roll_back_whose_github_answer_was_not_recorded_is_not_told_a_timer_failed(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Roll back saved, then the record of GitHub's answer it owes (its look right after
+    the save) lost: done, and the person is told what is still owed, GitHub's answer (given by
+    the bot's next look), not a window's timer that never failed."""
+    async with canary_observing(tmp_path, database_url) as (box, _, _):
+        value = await value_of(box, "rollback")
+        effects = box.services.rollouts.effects
+        record = effects.record
+        lost: list[str] = []
+
+        async def lost_once(*events: Any) -> Any:
+            if not lost and any(e.action.startswith("github_") for e in events):
+                lost.extend(e.action for e in events)
+                monkeypatch.setattr(effects, "record", record)
+                raise OperationalError("INSERT INTO audit_events", {}, ConnectionResetError())
+            return await record(*events)
+
+        monkeypatch.setattr(effects, "record", lost_once)
+        told = await box.click("rollback", value=value)
+
+        assert lost, "no GitHub answer was recorded after the Roll back"
+        assert told is not None and "Done: roll back" in told, told
+        assert "timer" not in told, told
+        assert "GitHub" in told and "next look" in told, told

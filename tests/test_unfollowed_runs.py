@@ -1101,3 +1101,31 @@ async def test_an_adopt_that_waited_for_a_reject_that_answered_then_failed_adopt
         assert "nothing more was done" in second
         assert await box.services.rollouts.active() == []
         assert ("relay-canary-5", "approved") not in answers(box)
+
+
+async def test_an_adopt_clicked_after_a_reject_that_answered_then_failed_adopts_nothing(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first approver's Reject rejected the run (its card says so), then failed (GitHub, on
+    the rest of the run); a second approver clicks Adopt on the card as it was drawn before:
+    the run was answered, so nothing is adopted, whoever clicks after."""
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with app_box(tmp_path, database_url, extra_env=approvers) as box:
+        run_id, card = await started_on_github(box)
+        runs = box.services.controls.unfollowed
+        after_rejecting = runs._after_rejecting  # type: ignore[union-attr]
+
+        async def failed_once(failed_run: int) -> None:
+            monkeypatch.setattr(runs, "_after_rejecting", after_rejecting)
+            raise GitHubError("GitHub did not answer the rejection of the rest of the run")
+
+        monkeypatch.setattr(runs, "_after_rejecting", failed_once)
+        adopt = (button(card.blocks, "adopt_run") or {})["value"]
+        first = await box.click("reject_run", message=card)
+        second = await box.click("adopt_run", message=card, value=adopt, user=SECOND)
+
+        assert first is not None and f"Done: reject run {run_id}" in first, first
+        assert "reject it there" in first, first
+        assert await box.services.rollouts.active() == []
+        assert ("relay-canary-5", "approved") not in answers(box)
+        assert second is not None and f"Run {run_id} was rejected by" in second, second

@@ -12,6 +12,7 @@ and a click on the redrawn card is a new one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -354,9 +355,12 @@ def partly_promoted(
     done: list[str],
     stopping: PromotedWhileStopping | None,
     refused: list[tuple[str, RolloutError]],
+    owed: Sequence[DoneButOwed] = (),
 ) -> str:
-    """The answer of a `/rollout promote` that promoted some held tracks and not others."""
+    """The answer of a `/rollout promote` that promoted some held tracks and not others; `owed`:
+    promotions among `done` saved before a step after them failed (what each still owes)."""
     said = [f"Promoted {' and '.join(done)}: see the thread."] if done else []
+    said.extend(saved.message for saved in owed)
     if stopping is not None:
         said.append(stopping.message)
     said.extend(f"Not promoted: {label}: {error.message}" for label, error in refused)

@@ -333,8 +333,8 @@ def follows_run(rollout: Rollout | None) -> bool:
 
 
 def answered_meanwhile(card: UnfollowedRun, by: str) -> str:
-    """The answer to an Adopt or Reject that waited for another answer of the run, which
-    failed once it had answered (its claim given back): `by` names who answered (in words)."""
+    """The answer to an Adopt or Reject of a run another answer answered first (its claim
+    done, or given back once it had answered): `by` names who answered (in words)."""
     how = {
         RunFate.ADOPTED: "adopted",
         RunFate.REJECTED: "rejected",
@@ -342,7 +342,14 @@ def answered_meanwhile(card: UnfollowedRun, by: str) -> str:
         RunFate.NOTHING_WAITED: "answered (nothing waited for an answer any more)",
     }[card.fate]
     who = by if card.by else "the default answer"
-    return f"Run {card.run_id} was {how} by {who} while this waited: nothing more was done."
+    return f"Run {card.run_id} was {how} by {who} before this answer: nothing more was done."
+
+
+REST_OWED = (
+    "What else of the run waited then could not be rejected right after: if GitHub still "
+    "shows it waiting on the run's page, reject it there."
+)
+"""Told to whoever rejected a run whose rest was not rejected (a later request of it is)."""
 
 
 def rejected_comment(actor: str) -> str:

@@ -30,6 +30,7 @@ from bot.domain.rollout import (
     CancelWindow,
     ClockSkewed,
     Decision,
+    Effect,
     Event,
     InvalidTransition,
     Phase,
@@ -43,7 +44,7 @@ from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
-from bot.services.acting import saved_then_failed
+from bot.services.acting import owed_after, saved_then_failed
 from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
@@ -225,41 +226,43 @@ class EffectRunner:
                 await self.outbox.add(messages)
             if audit:
                 await self.audit.add(audit)
+        left = list(decision.effects)
         try:
-            await self._carry_out(rollout, decision, plan)
+            while left:
+                await self._carry_out(rollout, left[0], plan)
+                del left[0]
         except Exception:
-            if changed:  # saved: the request acting under a claim did it, this still owed
-                saved_then_failed(_owed(decision))
+            if changed:  # saved: the request acting under a claim did it, what is left owed
+                saved_then_failed(owed_after(before, left))
             raise
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
         return rollout
 
-    async def _carry_out(self, rollout: Rollout, decision: Decision, plan: RolloutPlan) -> None:
-        """The saved decision's effects, in order (a review's failure is recorded, not raised)."""
-        for effect in decision.effects:
-            if isinstance(effect, Review):
-                await self.review(rollout, effect)
-            elif isinstance(effect, ScheduleWindow):
-                # Fired `settle` after the window's end (its key and payload name the end):
-                # the figures the window's last minutes send late are in by then.
-                await self.timers.schedule(
-                    key=effect.timer_key(rollout.id),
-                    kind=WINDOW_TIMER,
-                    due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
-                    now=self.clock(),
-                    rollout_id=rollout.id,
-                    service=rollout.service,
-                    payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
-                )
-                self.on_timer_scheduled()
-            elif isinstance(effect, CancelWindow):
-                await self.timers.cancel(
-                    key=effect.timer_key(rollout.id),
-                    now=self.clock(),
-                )
-            elif isinstance(effect, ClockSkewed):
-                warn_github_skewed(rollout, effect)
+    async def _carry_out(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:
+        """One effect of a saved decision, in its order (a review's failure is recorded)."""
+        if isinstance(effect, Review):
+            await self.review(rollout, effect)
+        elif isinstance(effect, ScheduleWindow):
+            # Fired `settle` after the window's end (its key and payload name the end):
+            # the figures the window's last minutes send late are in by then.
+            await self.timers.schedule(
+                key=effect.timer_key(rollout.id),
+                kind=WINDOW_TIMER,
+                due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
+                now=self.clock(),
+                rollout_id=rollout.id,
+                service=rollout.service,
+                payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
+            )
+            self.on_timer_scheduled()
+        elif isinstance(effect, CancelWindow):
+            await self.timers.cancel(
+                key=effect.timer_key(rollout.id),
+                now=self.clock(),
+            )
+        elif isinstance(effect, ClockSkewed):
+            warn_github_skewed(rollout, effect)
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""
@@ -384,13 +387,3 @@ class EffectRunner:
             if isinstance(effect, Announce) and isinstance(effect.event, TracksLeft)
             for left in effect.event.tracks
         ]
-
-
-def _owed(decision: Decision) -> str:
-    """What a saved decision still owes when one of its effects failed, in words."""
-    if any(isinstance(effect, ScheduleWindow) for effect in decision.effects):
-        return (
-            "The window's timer could not be written right after: the bot's next look at the "
-            "run writes it, and the window ends when the card says."
-        )
-    return "A window's old timer could not be cancelled right after: it changes nothing."

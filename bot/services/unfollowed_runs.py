@@ -30,6 +30,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.run_link import may_link
 from bot.domain.unfollowed_runs import (
+    REST_OWED,
     TIMER,
     DefaultAnswer,
     RunFate,
@@ -48,6 +49,7 @@ from bot.domain.unfollowed_runs import (
     unfollowed_card,
 )
 from bot.services.access import Access
+from bot.services.acting import saved_then_failed
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import UNFOLLOWED
@@ -60,6 +62,7 @@ from bot.services.settled_runs import (
     approve_refused,
     reject_rest,
     still_at_its_tag,
+    still_waiting,
     tag_of,
 )
 from bot.services.store_ports import ProtectionRuleRequests
@@ -266,22 +269,17 @@ class UnfollowedRuns:
                 raise AlreadyDone(answered_meanwhile(now, self._rollouts.words.person(now.by)))
 
         ref = CardRef(f"run-{card.run_id}")
-        return await self._once.once(
-            origin, Control.ANSWER_RUN, ref, what, act, wait=wait, given_back=unanswered
-        )
-
-    async def _waiting(self, card: UnfollowedRun) -> list[str]:
-        """The run's environments that wait for the App's answer; refused when none does."""
-        if follows_run(await self._effects.store.by_run_id(card.run_id)):
-            raise InvalidCommand(f"Run {card.run_id} is followed by a rollout already.")
-        waiting = [r.environment for r in await self._rules.open_for_run(card.run_id)]
-        if not waiting:
-            raise InvalidCommand(f"Run {card.run_id} no longer waits for the bot's answer.")
-        return waiting
+        try:
+            return await self._once.once(
+                origin, Control.ANSWER_RUN, ref, what, act, wait=wait, given_back=unanswered
+            )
+        except AlreadyDone:  # the claim is the run's one answer, an Adopt's or a Reject's: which
+            await unanswered()
+            raise
 
     async def _adopt(self, origin: Origin, card: UnfollowedRun, override: str | None) -> Rollout:
         """The rollout is created already following the run, or nothing is created."""
-        await self._waiting(card)
+        await still_waiting(self._effects.store, self._rules, card.run_id)
         if not card.on_a_tag:
             raise InvalidTransition(not_a_tag(card))
         await still_at_its_tag(self._effects.github, card)
@@ -314,7 +312,7 @@ class UnfollowedRuns:
             await self._effects.tell(adopted, FreezeOverridden(actor, adopted.tag, reason, freeze))
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
-        environments = await self._waiting(card)
+        environments = await still_waiting(self._effects.store, self._rules, card.run_id)
         await self._effects.github.review(
             run_id=card.run_id,
             environments=environments,
@@ -322,7 +320,11 @@ class UnfollowedRuns:
             comment=rejected_comment(origin.actor),
         )
         await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
-        await self._after_rejecting(card.run_id)
+        try:
+            await self._after_rejecting(card.run_id)
+        except Exception:  # rejected, its card says so: its claim is done, never given back
+            saved_then_failed(REST_OWED)
+            raise
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
@@ -334,7 +336,7 @@ class UnfollowedRuns:
         answer = "reject" if card.ended_rollout else self._default
         why = ""
         try:
-            environments = await self._waiting(card)
+            environments = await still_waiting(self._effects.store, self._rules, card.run_id)
         except InvalidCommand as gone:
             log.info("no default answer: %s", gone.message)
             environments = []
