@@ -194,6 +194,9 @@ class SecretCheck(_Model):
     ref_unprotected: bool | None = None
     """Only protected branches may run the job, and the branch Run Release dispatches on is not
     one (True or left out; with `rules`)."""
+    own_app_rule: bool | None = None
+    """The bot's own App's custom rule is enabled on the job's environment, and the bot never
+    answers it for the npm job (True or left out; with `rules`)."""
 
     @property
     def rule_flags(self) -> RuleFlag:
@@ -202,6 +205,8 @@ class SecretCheck(_Model):
             flags |= RuleFlag.APP_RULE
         if self.ref_unprotected:
             flags |= RuleFlag.REF_UNPROTECTED
+        if self.own_app_rule:
+            flags |= RuleFlag.OWN_APP_RULE
         return flags
 
     @property
