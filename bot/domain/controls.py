@@ -144,9 +144,9 @@ class CardRef:
 # per stage; repeatable controls also by the card version they were clicked on.
 _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.START: (),
-    # The starter confirms the flags once per commit of the tag (a Re-check that finds the
-    # tag moved asks again): the commit the card showed.
-    Control.CONFIRM_FLAGS: ("commit",),
+    # The starter confirms the flags once per card: a Re-check that finds the tag moved asks
+    # again on a new one, also for a commit confirmed before (a tag deleted and pushed back).
+    Control.CONFIRM_FLAGS: ("version",),
     # A dispatch is once per preflight card: after a dispatch whose run never appeared, the
     # rollout is back in preflight on a new card, and may be dispatched again from it.
     Control.DISPATCH: ("version",),
@@ -193,7 +193,6 @@ def effect_key(control: Control, card: CardRef) -> str:
         "stage": card.stage,
         "version": card.version,
         "attempt": card.attempt,
-        "commit": card.commit,
     }
     scoped = [str(parts[name]) if parts[name] is not None else "-" for name in _SCOPE[control]]
     return ":".join([control.value, card.rollout_id, *scoped])
@@ -228,8 +227,6 @@ def delivery_key(delivery: str) -> str:
 def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef) -> bool:
     """Whether the button still applies to the rollout as it stands now (False: a stale card,
     for example a Promote of a stage that already moved on)."""
-    if control is Control.CONFIRM_FLAGS and card.commit not in (None, rollout.preflight.tag_commit):
-        return False  # drawn for another commit: a Re-check found the tag moved since
     if control in _PREFLIGHT:
         return rollout.phase is Phase.PREFLIGHT
     if control is Control.LINK_RUN:

@@ -69,8 +69,8 @@ class ControlService:
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
-        waits = rollouts.wait_on_stop  # who else waits on a stop being decided (`WaitsOn`)
-        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, waits=waits)
+        stops = rollouts.stops  # who else asks for a stop being decided, or done (`StopOutcomes`)
+        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, stops=stops)
         self._access = Access(
             rollouts=rollouts,
             approvers=approvers,
@@ -147,8 +147,8 @@ class ControlService:
 
     async def preflight(self, origin: Origin, control: Control, card: CardRef) -> Rollout:
         """A control on the preflight card (Cancel schedule too): its service call, once."""
-        calls = {
-            Control.CONFIRM_FLAGS: self._rollouts.confirm_flags,
+        calls: dict[Control, Callable[..., Awaitable[Rollout]]] = {
+            Control.CONFIRM_FLAGS: partial(self._rollouts.confirm_flags, commit=card.commit),
             Control.DISPATCH: self._rollouts.dispatch,
             Control.RECHECK: self._rollouts.recheck,
             Control.CANCEL_SCHEDULE: self._rollouts.cancel_schedule,
