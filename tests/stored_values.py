@@ -309,7 +309,8 @@ SLACK = Family(
             lambda data: decode_state(json.dumps(data)),
         ),
         # Since e248966: the job's trusted publishing read when drawn, and the rules' new kinds
-        # (a GitHub App's custom rule, an unprotected branch under "protected branches only").
+        # (a GitHub App's custom rule, an unprotected branch under "protected branches only", the
+        # bot's own App's rule, which it never answers for the npm job).
         Sample(
             "npm_walkthrough_trusted",
             Walkthrough(
@@ -320,6 +321,7 @@ SLACK = Family(
                     rules=(1, 0, int(RuleFlag.TAGS_REFUSED)),
                     app_rule=True,
                     ref_unprotected=True,
+                    own_app_rule=True,
                 ),
             ),
             lambda w: json.loads(encode_state(w)),

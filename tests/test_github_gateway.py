@@ -525,10 +525,33 @@ async def test_a_missing_directory_is_empty_but_a_missing_ref_is_an_error(
     with pytest.raises(GitHubError) as missing_ref:
         await gateway.list_directory(path=MIGRATIONS, ref="v9.9.9")
     assert "(404: No commit found for the ref v9.9.9)" in missing_ref.value.message
+    # The repository is found: the tag is what is missing, and the error says so.
+    assert "not this tag or commit" in missing_ref.value.message
+    assert "GITHUB_REPOSITORY" not in missing_ref.value.message
+    with pytest.raises(GitHubError) as missing_file_ref:
+        await gateway.read_file(path=f"{MIGRATIONS}/0001_init.sql", ref="v9.9.9")
+    assert "not this tag or commit: it was deleted from GitHub" in missing_file_ref.value.message
     with pytest.raises(GitHubError) as missing_file:
         await gateway.read_file(path=f"{MIGRATIONS}/0009_none.sql", ref="main")
     assert missing_file.value.message.startswith(
         f"GitHub refused to read {MIGRATIONS}/0009_none.sql at main (404: Not Found)"
+    )
+
+
+async def test_a_missing_repository_is_told_as_one_not_as_a_missing_tag(
+    gh: GitHubSimulator,
+) -> None:
+    transport = GitHubTransport(
+        api_url=gh.api_url, token=GITHUB_TOKEN, repository="acme/no-such-repo", timeout=TIMEOUT
+    )
+    gateway = PyGithubGateway(transport, search=DispatchSearch(attempts=FIND_ATTEMPTS, delay=0))
+    try:
+        with pytest.raises(GitHubError) as missing:
+            await gateway.read_file(path=f"{MIGRATIONS}/0001_init.sql", ref="v9.9.9")
+    finally:
+        await gateway.close()
+    assert missing.value.message.endswith(
+        "(404: Not Found): check GITHUB_REPOSITORY and that the token can see the repository."
     )
 
 

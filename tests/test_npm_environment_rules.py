@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from test_npm_environment import check_secret, days_ago, publish_in_npm_environment
-from test_npm_token import assert_no_token_reached_slack
+from test_npm_token import assert_no_token_reached_slack, press
 
 from bot.adapters.github.workflow_jobs import publish_job
-from bot.adapters.slack.npm_views import decode_state, encode_state
+from bot.adapters.slack.npm_views import NpmAction, decode_state, encode_state
 from bot.domain.npm import SecretCheck, Tone, Walkthrough
 from bot.domain.npm_environment import (
     EnvironmentProtection,
@@ -55,17 +55,31 @@ async def test_a_required_reviewer_and_a_wait_timer_are_told(box: Sandbox) -> No
     assert "Its wait timer holds job `changesets` 30 minutes before it runs." in shown
 
 
-async def test_a_custom_protection_rule_is_told(tmp_path: Path) -> None:
-    """A GitHub App's custom deployment protection rule is enabled on `npm` (GitHub lists it
-    apart from `protection_rules`). Before, step 3 said nothing of it: Run Release then sat
-    waiting for that App with no word why."""
+async def test_the_bots_own_app_rule_is_told_as_never_answered(tmp_path: Path) -> None:
+    """The bot's own App (App mode) has its custom deployment protection rule enabled on `npm`
+    (GitHub lists it apart from `protection_rules`, with the App's id). The bot answers its rule
+    for the plan's rollout stages only, never for the npm job: Run Release would wait until
+    GitHub gives up. Before, step 3 said "Run Release waits for that App's approval" (done) and
+    step 4 that the waiting run was waiting, nobody saying the answer never comes."""
     async with Sandbox(workdir=tmp_path, github_app=SandboxApp()) as app_box:
         publish_in_npm_environment(app_box)
         app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(3)}
         app_box.github.protection_rule(["npm"], reviewers=True)
-        shown, _ = await check_secret(app_box, ":white_check_mark: done")
-        assert "A GitHub App's custom deployment protection rule on `npm` must approve" in shown
-        assert "waits for that App's approval too" in shown
+        shown, message = await check_secret(app_box, ":warning: needs attention")
+        own = (
+            "The bot's own GitHub App has its custom deployment protection rule enabled on "
+            "`npm`, and the bot answers that rule for the plan's rollout stages only, never for "
+            "job `changesets`"
+        )
+        assert own in shown
+        assert "Settings → Environments → `npm` → Deployment protection rules" in shown
+        assert "waits for that App's approval too" not in shown  # no other App's rule
+        # A Release run now waits at `npm`: step 4 says for what.
+        app_box.github.create_foreign_run(workflow="release.yml", event="push", actor="octocat")
+        shown = await press(
+            app_box, message, NpmAction.CHECK_LAST_RUN, number=4, until="is waiting"
+        )
+        assert own in shown
         assert_no_token_reached_slack(app_box)
 
 
@@ -231,17 +245,40 @@ def test_this_versions_new_kinds_reach_an_e248966_replica_as_a_newer_versions() 
     only ride in fields e248966 does not know (which it tells as a newer version's), never in
     a greater `rules` flag number, which it would refuse as no walkthrough of the bot's."""
     app_rule = EnvironmentProtection(
-        protected_branches=True, ref_protected=False, rule_apps=("ok",)
+        protected_branches=True,
+        ref_protected=False,
+        rule_apps=("ok", "rollout-bot"),
+        own_app="rollout-bot",
     )
     levels = SecretLevels(job=PublishJob(environment="npm"), repository=None, organization=None)
     check = assess_secret(
         replace(levels, protection=app_rule), now=datetime.now(UTC), max_age_days=80, ref="main"
     )
-    assert check.rule_flags == RuleFlag.APP_RULE | RuleFlag.REF_UNPROTECTED
+    assert check.rule_flags == (
+        RuleFlag.APP_RULE | RuleFlag.REF_UNPROTECTED | RuleFlag.OWN_APP_RULE
+    )
     value = json.loads(encode_state(Walkthrough(secret=check, trusted_publishing=True)))
     assert value.pop("trusted_publishing") is True
-    assert (value["secret"].pop("app_rule"), value["secret"].pop("ref_unprotected")) == (True, True)
+    secret = value["secret"]
+    new_fields = (secret.pop("app_rule"), secret.pop("ref_unprotected"), secret.pop("own_app_rule"))
+    assert new_fields == (True, True, True)
     assert value["secret"]["rules"] == [0, 0, 0]  # within e248966's bound (flags 1 to 4)
     assert decode_state(json.dumps(value)).secret == check.model_copy(
-        update={"app_rule": None, "ref_unprotected": None}
+        update={"app_rule": None, "ref_unprotected": None, "own_app_rule": None}
     )
+
+
+def test_the_bots_own_rule_is_told_apart_from_another_apps() -> None:
+    """Only the bot's own App's rule is one it never answers for the npm job; another App's on
+    the same environment still waits for that App (the step needs attention for the first)."""
+    both = EnvironmentProtection(rule_apps=("change-gate", "rollout-bot"), own_app="rollout-bot")
+    assert rules_of(both, ref="main", on_tags=False) == (
+        0,
+        0,
+        int(RuleFlag.APP_RULE | RuleFlag.OWN_APP_RULE),
+    )
+    own = replace(both, rule_apps=("rollout-bot",))
+    assert rules_of(own, ref="main", on_tags=False) == (0, 0, int(RuleFlag.OWN_APP_RULE))
+    other = replace(both, own_app=None)
+    assert rules_of(other, ref="main", on_tags=False) == (0, 0, int(RuleFlag.APP_RULE))
+    assert RuleFlag.OWN_APP_RULE.refusing and not RuleFlag.APP_RULE.refusing

@@ -185,15 +185,14 @@ class SecretCheck(_Model):
         ]
         | None
     ) = None
-    """What the job's environment's protection rules hold it to: (required reviewers, wait
-    timer in minutes, `RuleFlag`s of `CARRIED_FLAGS`), left out when nothing
-    (`bot.domain.npm_environment`)."""
+    """What the job's environment's protection rules hold it to (`bot.domain.npm_environment`):
+    (required reviewers, wait minutes, `RuleFlag`s of `CARRIED_FLAGS`); left out when nothing."""
     app_rule: bool | None = None
-    """A GitHub App's custom deployment protection rule must approve the job (True or left
-    out; with `rules`)."""
+    """Another GitHub App's custom rule must approve the job (True or left out; with `rules`)."""
     ref_unprotected: bool | None = None
-    """Only protected branches may run the job, and the branch Run Release dispatches on is not
-    one (True or left out; with `rules`)."""
+    """Only protected branches may deploy, and `npm.ref` is not one (True or left out)."""
+    own_app_rule: bool | None = None
+    """The bot's own App's custom rule, never answered for this job (as `app_rule`)."""
 
     @property
     def rule_flags(self) -> RuleFlag:
@@ -202,6 +201,8 @@ class SecretCheck(_Model):
             flags |= RuleFlag.APP_RULE
         if self.ref_unprotected:
             flags |= RuleFlag.REF_UNPROTECTED
+        if self.own_app_rule:
+            flags |= RuleFlag.OWN_APP_RULE
         return flags
 
     @property

@@ -59,6 +59,9 @@ class EnvironmentProtection:
     rule_apps: tuple[str, ...] = ()
     """The GitHub Apps (slugs) whose custom deployment protection rule is enabled: each must
     approve the job before it runs."""
+    own_app: str | None = None
+    """The slug of the bot's own GitHub App (App mode), when its rule is one of `rule_apps`:
+    the bot answers its rule for the plan's rollout stages only, never for the npm job."""
 
 
 class RuleFlag(IntFlag):
@@ -75,18 +78,27 @@ class RuleFlag(IntFlag):
     REF_UNPROTECTED = 16
     """Only protected branches may run the job, and the branch Run Release dispatches on is
     not one (while another branch of the repository is)."""
+    OWN_APP_RULE = 32
+    """The bot's own App's custom rule is enabled on the environment: the bot never answers it
+    for the npm job, so every run of the job waits until GitHub gives up on it."""
 
     @property
     def refusing(self) -> bool:
-        """Some run of the workflow will be refused (the job fails before it publishes)."""
-        refusals = RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED | RuleFlag.REF_UNPROTECTED
+        """Some run of the workflow will be refused (the job fails before it publishes) or
+        never runs (it waits for an answer that never comes)."""
+        refusals = (
+            RuleFlag.REF_REFUSED
+            | RuleFlag.TAGS_REFUSED
+            | RuleFlag.REF_UNPROTECTED
+            | RuleFlag.OWN_APP_RULE
+        )
         return bool(self & refusals)
 
 
 CARRIED_FLAGS = RuleFlag.REF_REFUSED | RuleFlag.TAGS_REFUSED | RuleFlag.UNREAD
 """The flags a check's `rules` carry, as e248966 did: an older replica refuses a greater number
 as no walkthrough of the bot's, so the later flags ride in fields of their own
-(`SecretCheck.app_rule`, `ref_unprotected`), which it tells as a newer version's."""
+(`SecretCheck.app_rule`, `ref_unprotected`, `own_app_rule`), which it tells as a newer version's."""
 
 Rules = tuple[int, int, int]
 """(required reviewers, wait timer in minutes, `RuleFlag`s): short, as it rides in the
@@ -100,8 +112,10 @@ def rules_of(protection: EnvironmentProtection, *, ref: str, on_tags: bool) -> R
         flags |= RuleFlag.REF_UNPROTECTED if protection.protected_branches else RuleFlag.REF_REFUSED
     if on_tags and not _any_tag(protection):
         flags |= RuleFlag.TAGS_REFUSED
-    if protection.rule_apps:
+    if any(app != protection.own_app for app in protection.rule_apps):
         flags |= RuleFlag.APP_RULE
+    if protection.own_app is not None and protection.own_app in protection.rule_apps:
+        flags |= RuleFlag.OWN_APP_RULE
     reviewers = min(max(protection.reviewers, 0), MAX_REVIEWERS)
     wait = min(max(protection.wait_minutes, 0), MAX_WAIT_MINUTES)
     if not (reviewers or wait or flags):

@@ -99,6 +99,7 @@ def assess_secret(
         rules=(rules[0], rules[1], int(flags & CARRIED_FLAGS)) if rules else None,
         app_rule=True if flags & RuleFlag.APP_RULE else None,
         ref_unprotected=True if flags & RuleFlag.REF_UNPROTECTED else None,
+        own_app_rule=True if flags & RuleFlag.OWN_APP_RULE else None,
     )
     found = [
         (level, secret)

@@ -84,6 +84,10 @@ class EnvironmentRulesReads:
                 raise
             apps = enabled_rule_apps(self._github, environment) or {}
             protection = self._protection(path, answer, tuple(sorted(apps.values())))
+            if (installation := self._github.installation) is not None:
+                # The bot's own App (by its id, as the App's settings show it): its rule is
+                # answered for the plan's rollout stages only.
+                protection = replace(protection, own_app=apps.get(installation.app_id))
             if protection.protected_branches:
                 protection = replace(protection, ref_protected=self._deploys_as_protected(ref))
             return protection

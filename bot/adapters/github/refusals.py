@@ -60,6 +60,24 @@ HINTS: Mapping[tuple[str, int], str] = {
 }
 
 
+# GitHub's words for a ref it has no commit for (the contents API's 404 for a missing tag,
+# branch or commit); a repository it cannot find, or a file not there, is a plain "Not Found".
+_NO_COMMIT = "No commit found for the ref"
+_MISSING_REF = (
+    "the repository is there, but not this tag or commit: it was deleted from GitHub or never "
+    "pushed; push it again, or release a tag GitHub has"
+)
+
+
+def hint(kind: str, status: int, text: str, app_hints: Mapping[tuple[str, int], str]) -> str:
+    """What a refusal (`status`, GitHub's words `text`) of an operation of `kind` usually
+    means, as a fix ("" when nothing is known): a missing ref is told as one whatever the
+    kind; else the App's hint (`app_hints`, empty in token mode), else the token's."""
+    if status == 404 and text.startswith(_NO_COMMIT):
+        return _MISSING_REF
+    return app_hints.get((kind, status)) or HINTS.get((kind, status)) or ""
+
+
 def message(exc: GithubException) -> str:
     """GitHub's own words for a refusal (its JSON `message`, else the start of the body:
     PyGithub keeps a body that is not JSON as `{"data": text}` when it mints a token)."""

@@ -42,9 +42,9 @@ from bot.adapters.github.kept import KeptAnswers
 from bot.adapters.github.pages import page_links
 from bot.adapters.github.redirects import checked, get
 from bot.adapters.github.refusals import (
-    HINTS,
     app_credentials_fix,
     held_back,
+    hint,
     message,
     network_failure,
     never_sent,
@@ -327,10 +327,9 @@ class GitHubTransport:
             # Only reads come here: an unclear answer to a write is looked up by the caller.
             text = f"GitHub answered {status} ({text}) when asked to {operation}; try again."
         else:
+            fix = hint(kind, status, text, APP_HINTS if self.installation is not None else {})
             text = f"GitHub refused to {operation} ({status}: {text})"
-            hints = APP_HINTS if self.installation is not None else {}
-            hint = hints.get((kind, status)) or HINTS.get((kind, status))
-            text = f"{text}: {hint}." if hint else f"{text}."
+            text = f"{text}: {fix}." if fix else f"{text}."
         _log.warning("GitHub: run %s: %s", run_id if run_id is not None else "-", text)
         if rate_limited(exc):
             return GitHubRateLimited(text, retry_after=rate_wait(exc, self.budget))

@@ -5,10 +5,14 @@ Run Release dispatches on, or every tag when the workflow runs on tags."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bot.adapters.slack.mrkdwn import escape
-from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.domain.npm import SecretCheck
 from bot.domain.npm_environment import RuleFlag
+
+if TYPE_CHECKING:  # npm_steps tells step 4 with `own_rule_line`
+    from bot.adapters.slack.npm_steps import WalkthroughSetup
 
 _POLICY = "Settings → Environments → {environment} → Deployment branches and tags"
 
@@ -47,6 +51,8 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
             f"service decides; the run's page shows it waiting): Run Release (step 5) waits "
             "for that App's approval too."
         )
+    if flags & RuleFlag.OWN_APP_RULE:
+        lines.append(own_rule_line(environment, job))
     if wait:
         lines.append(
             f":hourglass_flowing_sand: Its wait timer holds {job} {_minutes(wait)} before it runs."
@@ -73,6 +79,18 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
             f"pattern under {policy}, or publish from a branch."
         )
     return "".join(f"\n{line}" for line in lines)
+
+
+def own_rule_line(environment: str, job: str) -> str:
+    """Step 3's and step 4's words for the bot's own App's rule on the job's environment."""
+    return (
+        f":warning: The bot's own GitHub App has its custom deployment protection rule enabled "
+        f"on {environment}, and the bot answers that rule for the plan's rollout stages only, "
+        f"never for {job}: every run of {job} waits for an answer that never comes (until "
+        f"GitHub gives up on it after 30 days), and Run Release (step 5) with it. Disable the "
+        f"bot's App under Settings → Environments → {environment} → Deployment protection "
+        "rules: its rule belongs on the plan's rollout environments only."
+    )
 
 
 def _minutes(minutes: int) -> str:

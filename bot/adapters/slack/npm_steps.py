@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from bot.adapters.slack.limits import SECTION_TEXT, clip
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.mrkdwn import escape
+from bot.adapters.slack.npm_rules_note import own_rule_line
 from bot.domain.npm import (
     SECRET_NAME,
     SKIP_WARNING,
@@ -120,10 +121,15 @@ def last_run_text(
             f"*{npm.publish_step}* publish?"
         )
     text = _run_text(check, setup, oidc_only=oidc_only)
+    run = check.run
+    if run is not None and run.status == "waiting" and secret is not None and secret.own_app_rule:
+        # Step 3 found the bot's own App's rule on the job's environment: that is what a run
+        # that waits may wait for (its request is kept, never answered, for the npm job).
+        environment = f"`{escape(secret.environment or '')}`"
+        text += "\n" + own_rule_line(environment, f"job `{setup.npm.job}`")
     changed = secret.updated_at if secret is not None and secret.found else None
     if oidc_only:
         changed = None  # the job does not read it
-    run = check.run
     if (
         run is not None
         and changed is not None
