@@ -740,6 +740,7 @@ LARGEST_SECRET_CHECKS = [
         rules=(MAX_REVIEWERS, MAX_WAIT_MINUTES, int(CARRIED_FLAGS)),
         app_rule=True,
         ref_unprotected=True,
+        own_app_rule=True,
     ),
 ]
 

@@ -60,7 +60,8 @@ _TONES: Mapping[Tone, str] = {
 
 _SHORTER_ERROR = 60
 """Characters (as JSON writes them) each error text keeps in a value that would not fit (60:
-room for the fields since e248966, `trusted_publishing`, `app_rule`, `ref_unprotected`)."""
+room for the fields since e248966, `trusted_publishing`, `app_rule`, `ref_unprotected`,
+`own_app_rule`)."""
 
 
 def encode_state(walkthrough: Walkthrough) -> str:
