@@ -264,9 +264,7 @@ class UnfollowedRuns:
         what = f"{verb} run {card.run_id}"
 
         async def unanswered() -> None:  # given back: its request may have answered first
-            now = await self._card(card.run_id)
-            if now.answered:
-                raise AlreadyDone(answered_meanwhile(now, self._rollouts.words.person(now.by)))
+            await self._unanswered(card.run_id)
 
         ref = CardRef(f"run-{card.run_id}")
         try:
@@ -277,8 +275,18 @@ class UnfollowedRuns:
             await unanswered()
             raise
 
+    async def _unanswered(self, run_id: int) -> None:
+        """Refused (`AlreadyDone`, naming who answered) when the run's card says it was
+        answered already."""
+        now = await self._card(run_id)
+        if now.answered:
+            raise AlreadyDone(answered_meanwhile(now, self._rollouts.words.person(now.by)))
+
     async def _adopt(self, origin: Origin, card: UnfollowedRun, override: str | None) -> Rollout:
-        """The rollout is created already following the run, or nothing is created."""
+        """The rollout is created already following the run, or nothing is created; never
+        for a run answered already (a rejection whose claim was given back once it had rejected
+        it, the default's, leaves the requests of the run's failure jobs open)."""
+        await self._unanswered(card.run_id)
         await still_waiting(self._effects.store, self._rules, card.run_id)
         if not card.on_a_tag:
             raise InvalidTransition(not_a_tag(card))
