@@ -43,6 +43,7 @@ from bot.adapters.slack.limits import (
 )
 from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain import rollout_command as commands
+from bot.domain.controls import DoneButOwed
 from bot.domain.errors import InvalidCommand, PartlyPromoted, PromotedWhileStopping, RolloutError
 from bot.services.failures import TRANSIENT, error_summary
 from bot.services.lane import LaneClosed
@@ -129,10 +130,11 @@ def _handled_as(body: dict[str, Any]) -> tuple[Handled, str]:
 
 def failure_outcome(error: Exception, telemetry: Telemetry) -> str:
     """How a request that failed ended, for the metrics (`refused`, `interrupted`, `error`,
-    `promoted_while_stopping`, `partly_promoted`); a refusal is counted by its reason. A Promote
-    that GitHub took while the track was being stopped, or a `/rollout promote` that promoted
-    some lanes only, was done, not refused: each has an outcome of its own and is no refusal."""
-    if isinstance(error, (PromotedWhileStopping, PartlyPromoted)):
+    `promoted_while_stopping`, `partly_promoted`, `done_but_owed`); a refusal is counted by its
+    reason. A Promote that GitHub took while the track was being stopped, a `/rollout promote`
+    that promoted some lanes only, or an effect saved before a step after it failed, was done,
+    not refused: each has an outcome of its own and is no refusal."""
+    if isinstance(error, (PromotedWhileStopping, PartlyPromoted, DoneButOwed)):
         return error.code  # `/rollout promote` promoting some lanes only: done too
     if isinstance(error, RolloutError):
         telemetry.refused(reason=error.code)

@@ -14,6 +14,7 @@ from sandbox.github_app import BOT_EVENTS, BOT_PERMISSIONS, SandboxApp, SandboxI
 from sandbox.github_json import Json
 from sandbox.github_repository_routes import environment_named
 from sandbox.github_routes import BODY, SimulatorRoutes, invalid, json_response, not_found
+from sandbox.github_rules import custom_rule_json, protection_rules_response
 
 
 def _iso(seconds: float) -> str:
@@ -53,23 +54,8 @@ class AppRoutes(AppScopedRoutes):
         sandbox_app, urls = self.app, repository.urls
         rules = []
         if name in repository.app_rule_environments:
-            rule_id = shapes.stable_id(f"rule:{name}")  # the App's rule: one id everywhere
-            rules.append(
-                {
-                    "id": rule_id,
-                    "node_id": shapes.node_id("DPR", rule_id),
-                    "enabled": True,
-                    "app": {
-                        "id": sandbox_app.app_id,
-                        "node_id": shapes.node_id("App", sandbox_app.app_id),
-                        "slug": sandbox_app.slug,
-                        "integration_url": f"{urls.api}/apps/{sandbox_app.slug}",
-                    },
-                }
-            )
-        return json_response(
-            {"total_count": len(rules), "custom_deployment_protection_rules": rules}
-        )
+            rules.append(custom_rule_json(urls, name, sandbox_app.app_id, sandbox_app.slug))
+        return protection_rules_response(rules)
 
     def _owner(self, account: str) -> Json:
         return shapes.user(self.sim.urls, account, kind="Organization")

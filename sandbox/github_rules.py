@@ -26,7 +26,15 @@ from sandbox import github_json as shapes
 from sandbox.config import GITHUB_WEBHOOK_SECRET
 from sandbox.github_events import webhook_repository
 from sandbox.github_json import Json, Urls
-from sandbox.github_routes import ACTOR, BODY, SimulatorRoutes, invalid, not_found
+from sandbox.github_repository_routes import environment_named
+from sandbox.github_routes import (
+    ACTOR,
+    BODY,
+    SimulatorRoutes,
+    invalid,
+    json_response,
+    not_found,
+)
 from sandbox.github_runs import Deployment, DeploymentStatus, SimJob, SimRun
 from sandbox.signing import github_signature_headers
 
@@ -34,6 +42,27 @@ _log = logging.getLogger(__name__)
 
 APP_LOGIN = "rollout-bot[bot]"
 """The login GitHub shows for the sandbox App's installation (a bot user)."""
+
+
+def custom_rule_json(urls: Urls, environment: str, app_id: int, slug: str) -> Json:
+    """An App's custom deployment protection rule enabled on `environment`, as "Get all
+    deployment protection rules for an environment" lists it."""
+    rule_id = shapes.stable_id(f"rule:{environment}")  # one id everywhere
+    return {
+        "id": rule_id,
+        "node_id": shapes.node_id("DPR", rule_id),
+        "enabled": True,
+        "app": {
+            "id": app_id,
+            "node_id": shapes.node_id("App", app_id),
+            "slug": slug,
+            "integration_url": f"{urls.api}/apps/{slug}",
+        },
+    }
+
+
+def protection_rules_response(rules: list[Json]) -> web.Response:
+    return json_response({"total_count": len(rules), "custom_deployment_protection_rules": rules})
 
 
 def callback_url(urls: Urls, run_id: int) -> str:
@@ -191,6 +220,25 @@ class RuleRoutes(SimulatorRoutes):
         )
         app.router.add_get(f"{repo}/deployments", self.list_deployments)
         app.router.add_get(f"{repo}/deployments/{{deployment_id:\\d+}}/statuses", self.statuses)
+        if self.sim.app is None:  # else the App's routes answer it (`AppRoutes`)
+            app.router.add_get(
+                f"{repo}/environments/{{name}}/deployment_protection_rules",
+                self.list_protection_rules,
+            )
+
+    async def list_protection_rules(self, request: web.Request) -> web.Response:
+        """`GET .../environments/{name}/deployment_protection_rules` ("Get all deployment
+        protection rules for an environment": any token that reads Actions) without an App
+        installed: the rule of `rule_app` (`SimRepository.protection_rule`) where it is enabled;
+        404 for an environment that does not exist."""
+        repository = self._repository(request)
+        name = environment_named(request, repository)
+        rules = []
+        if name in repository.engine.rule_environments:
+            slug = repository.rule_app.removesuffix("[bot]")
+            app_id = shapes.stable_id(f"app:{slug}")
+            rules.append(custom_rule_json(repository.urls, name, app_id, slug))
+        return protection_rules_response(rules)
 
     async def answer_rule(self, request: web.Request) -> web.Response:
         repository = self._repository(request)

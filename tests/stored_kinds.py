@@ -384,15 +384,7 @@ def _claim(control: Control) -> dict[str, str]:
     return {"key": effect_key(control, FULL_CARD), "action": control.value}
 
 
-FULL_CARD = CardRef(
-    RID,
-    track="relay",
-    stage="canary",
-    version=7,
-    hold=Hold.PASS,
-    attempt=2,
-    commit="4aedc969ae180507455ecddaefcb0e32834c6847",
-)
+FULL_CARD = CardRef(RID, track="relay", stage="canary", version=7, hold=Hold.PASS, attempt=2)
 CLAIMS = Family(
     "claims",
     "The exactly-once claim keys (bot/domain/controls.py effect_key, delivery_key; the npm "

@@ -325,5 +325,15 @@ SLACK = Family(
             lambda w: json.loads(encode_state(w)),
             lambda data: decode_state(json.dumps(data)),
         ),
+        # Step 3 found trusted publishing only; the workflow read since says otherwise.
+        Sample(
+            "npm_walkthrough_trusted_no_more",
+            Walkthrough(
+                trusted_publishing=False,
+                secret=SecretCheck(max_age_days=80, oidc=True, oidc_only=True),
+            ),
+            lambda w: json.loads(encode_state(w)),
+            lambda data: decode_state(json.dumps(data)),
+        ),
     ],
 )

@@ -1,64 +1,200 @@
-"""A second person's click that waited for a first person's claim of the same effect, given
-back because the first failed: when that failure came once the first had saved (the window
-extended, then the write of its timer lost), an effect once per card version is not done
-again by the second. It is told the card is out of date, where the rollout stands."""
+"""A person's effect whose save went through, then a step after the save failed (the window
+extended, then the write of its timer lost): done, not given back as "nothing done". The person
+is told it was done and what is still owed (the window's timer, written by the bot's next
+look); a second person who waited for the claim is told it was done; a click on the old card
+again is told so too, not extended twice."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from figures import every_gate_passes
+from sandbox_views import figures_form_opened, stage_state, value_of, window_timer_of
 from sqlalchemy.exc import OperationalError
 from test_claim_lapses import audited, observing
 from test_stop_second_person import SECOND, two_approvers
 
+from bot.domain.rollout import StageState
 from bot.services.effects import WINDOW_TIMER
 from bot.services.records import Claim
+from sandbox.config import RELEASE_MANAGER
+from sandbox.harness import Sandbox, fast_plan
 
 pytestmark = pytest.mark.story
 
+DONE = "Done: extend the 5% canary window of `v1.4.2`"
+OWED = "The window's timer could not be written right after: the bot's next look at the run"
 
-async def test_a_second_extend_is_not_done_again_after_the_first_saved_then_failed(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+
+def the_second_waits(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """The event returned is set once a request meets a claim held, and waits for it."""
+    once = box.services.controls._once  # type: ignore[attr-defined]
+    settled = once._settled
+    waiting = asyncio.Event()
+
+    async def waits(held: Claim, *, wait: bool) -> Claim | None:
+        waiting.set()
+        return await settled(held, wait=wait)
+
+    monkeypatch.setattr(once, "_settled", waits)
+    return waiting
+
+
+@asynccontextmanager
+async def canary_observing(
+    tmp_path: Path, database_url: str
+) -> AsyncIterator[tuple[Sandbox, str, datetime]]:
+    """Two approvers, the relay canary observing its hour: the box, its Extend button's value
+    and the window's end."""
     async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
         every_gate_passes(box)
         value = await observing(box)
-        before = await box.rollout()
-        once = box.services.controls._once  # type: ignore[attr-defined]
-        settled = once._settled
-        waiting, saved = asyncio.Event(), asyncio.Event()
+        ends = (await box.rollout()).track("relay").stage("canary").window_ends_at
+        assert ends is not None
+        yield box, value, ends
 
-        async def the_second_waits(held: Claim, *, wait: bool) -> Claim | None:
-            waiting.set()
-            return await settled(held, wait=wait)
 
-        timers = box.services.rollouts.effects.timers
-        schedule = timers.schedule
+def timer_lost_once(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch, meanwhile: asyncio.Event | None = None
+) -> asyncio.Event:
+    """The next window timer's write is lost (once `meanwhile` is set, when given), after its
+    extension was saved: the event returned is set once the extension is saved."""
+    timers = box.services.rollouts.effects.timers
+    schedule = timers.schedule
+    saved = asyncio.Event()
 
-        async def lost_once_the_second_waits(**timer: Any) -> Any:
-            if timer["kind"] != WINDOW_TIMER:
-                return await schedule(**timer)
-            monkeypatch.setattr(timers, "schedule", schedule)
-            saved.set()
-            await waiting.wait()  # the extension is saved; its timer's write is lost
-            raise OperationalError("INSERT INTO timers", {}, ConnectionResetError("lost"))
+    async def lost(**timer: Any) -> Any:
+        if timer["kind"] != WINDOW_TIMER:
+            return await schedule(**timer)
+        monkeypatch.setattr(timers, "schedule", schedule)
+        saved.set()
+        if meanwhile is not None:
+            await meanwhile.wait()
+        raise OperationalError("INSERT INTO timers", {}, ConnectionResetError("lost"))
 
-        monkeypatch.setattr(once, "_settled", the_second_waits)
-        monkeypatch.setattr(timers, "schedule", lost_once_the_second_waits)
+    monkeypatch.setattr(timers, "schedule", lost)
+    return saved
+
+
+async def extended_once(box: Sandbox, before_ends: datetime) -> None:
+    """The window was extended once, and the bot's next look writes its timer."""
+    after = await box.rollout()
+    assert await audited(box, after, "extend") == 1, "it extended twice"
+    assert after.track("relay").stage("canary").window_ends_at == before_ends + timedelta(
+        minutes=15
+    )
+    await box.pass_time(timedelta(seconds=30))
+    await box.wait_for_timer(window_timer_of(after, "relay", "canary"), lambda _: True)
+
+
+@pytest.mark.database_matters
+async def test_a_second_extend_that_waited_is_told_the_first_saved_then_failed_was_done(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with canary_observing(tmp_path, database_url) as (box, value, was):
+        waiting = the_second_waits(box, monkeypatch)
+        saved = timer_lost_once(box, monkeypatch, meanwhile=waiting)
         first = asyncio.create_task(box.click("extend_window", value=value))
         await saved.wait()  # the first person's click holds the claim
         second = await box.click("extend_window", value=value, user=SECOND)
         told = await first
-        assert told is not None and "lost its connection" in told, told
 
-        after = await box.rollout()
-        assert await audited(box, after, "extend") == 1, "it extended twice"
-        was = before.track("relay").stage("canary").window_ends_at
-        assert was is not None
-        assert after.track("relay").stage("canary").window_ends_at == was + timedelta(minutes=15)
-        assert second is not None and "This card is out of date" in second, second
+        assert told is not None and DONE in told and OWED in told, told
+        assert "lost its connection" not in told
+        assert second is not None and "Already done by" in second, second
+        await extended_once(box, was)
+
+
+@pytest.mark.database_matters
+async def test_the_old_extend_card_clicked_again_after_a_save_then_a_failure_does_not_extend(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with canary_observing(tmp_path, database_url) as (box, value, was):
+        timer_lost_once(box, monkeypatch)
+        told = await box.click("extend_window", value=value)
+
+        again = await box.click("extend_window", value=value, user=SECOND)
+
+        await extended_once(box, was)
+        assert again is not None and "Already done by" in again, again
+        assert told is not None and DONE in told, told
+
+
+TYPED = {
+    "crash_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+    "error_rate": {"figure": {"type": "number_input", "value": "0.001"}},
+}
+"""Figures that pass the relay canary's gate."""
+
+
+async def test_figures_that_waited_for_a_submission_given_back_are_taken_for_the_same_window(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first person's figures failed before anything was saved; the second person's, typed
+    for the same window, waited for the first's claim: given back, they are taken (they were
+    refused "out of date" whatever happened: the claim is keyed by the window's end)."""
+    plan = fast_plan(tmp_path / "figures.yml", manual_tracks=("relay",))
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path, database_url=database_url, plan_yaml=plan, extra_env=approvers
+    ) as box:
+        view_id = await figures_form_opened(box)
+        waiting = the_second_waits(box, monkeypatch)
+        rollouts = box.services.rollouts
+        submit = rollouts.submit_figures
+        acting = asyncio.Event()
+
+        async def lost_once_the_second_waits(**typed: Any) -> Any:
+            monkeypatch.setattr(rollouts, "submit_figures", submit)
+            acting.set()
+            await waiting.wait()  # nothing saved yet
+            raise OperationalError("SELECT rollouts", {}, ConnectionResetError("lost"))
+
+        monkeypatch.setattr(rollouts, "submit_figures", lost_once_the_second_waits)
+        assert await box.submit_view(view_id, TYPED) == {}
+        await acting.wait()
+        assert await box.submit_view(view_id, TYPED, user=SECOND) == {}
+
+        def answered() -> list[str]:  # the second's refusal, or the gate's verdict
+            refused = [note.text for note in box.slack.ephemerals(user=SECOND)]
+            return refused + [line for line in box.thread() if "5% canary gate: PASS" in line]
+
+        await box.slack.wait_for(lambda: bool(answered()), timeout=30)
+        assert not any("out of date" in text for text in answered()), answered()
+        evaluated = await box.rollout()
+        assert stage_state(evaluated, "relay", "canary") is StageState.HOLDING
+
+
+@pytest.mark.database_matters
+async def test_a_roll_back_whose_github_answer_was_not_recorded_is_not_told_a_timer_failed(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Roll back saved, then the record of GitHub's answer it owes (its look right after
+    the save) lost: done, and the person is told what is still owed, GitHub's answer (given by
+    the bot's next look), not a window's timer that never failed."""
+    async with canary_observing(tmp_path, database_url) as (box, _, _):
+        value = await value_of(box, "rollback")
+        effects = box.services.rollouts.effects
+        record = effects.record
+        lost: list[str] = []
+
+        async def lost_once(*events: Any) -> Any:
+            if not lost and any(e.action.startswith("github_") for e in events):
+                lost.extend(e.action for e in events)
+                monkeypatch.setattr(effects, "record", record)
+                raise OperationalError("INSERT INTO audit_events", {}, ConnectionResetError())
+            return await record(*events)
+
+        monkeypatch.setattr(effects, "record", lost_once)
+        told = await box.click("rollback", value=value)
+
+        assert lost, "no GitHub answer was recorded after the Roll back"
+        assert told is not None and "Done: roll back" in told, told
+        assert "timer" not in told, told
+        assert "GitHub" in told and "next look" in told, told

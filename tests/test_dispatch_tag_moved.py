@@ -43,7 +43,7 @@ async def dispatches_once(box: Sandbox) -> None:
     """Dispatch, once the card shows it, goes: the workflow dispatched once."""
     await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
@@ -106,7 +106,7 @@ async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
     await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
     assert await box.click("dispatch") is None
 
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
@@ -135,14 +135,14 @@ async def test_github_not_saying_where_the_tag_is_dispatches_nothing(box: Sandbo
 
     box.github.clear_failures()
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
 async def test_a_tag_still_where_the_preflight_read_it_dispatches(box: Sandbox) -> None:
     await ready(box)
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
@@ -161,7 +161,7 @@ async def test_a_tag_the_preflight_could_not_follow_still_dispatches(
 
         assert await box.click("dispatch") is None
 
-        await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
         assert len(box.github.dispatches) == 1
 
 
@@ -194,4 +194,32 @@ async def test_a_tag_still_gone_after_its_re_check_refuses_the_dispatch(box: San
     assert await box.click("recheck") is None
     await box.wait_until(lambda r: r.preflight.tag_commit == commit_sha(TAG))
     assert await box.click("confirm_flags") is None
+    await dispatches_once(box)
+
+
+async def test_a_tag_deleted_and_pushed_back_where_it_was_asks_for_the_flags_and_takes_them(
+    box: Sandbox,
+) -> None:
+    """A Re-check that found the tag gone, then one that found it pushed back at the commit the
+    starter had confirmed, asked for the flags again; their confirmation was refused as already
+    done by the first one (its claim was once per commit), and Dispatch stayed blocked."""
+    await box.command(f"start {TAG}")
+    await box.slack.wait_for(lambda: "[Feature flags validated]" in box.card_message().rendered)
+    assert await box.click("confirm_flags") is None
+    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
+    box.github.history.tags.pop(TAG)
+    box.github.history.tags["v0.0.1"] = MOVED  # another tag: the repository knows tags
+    assert "gone from GitHub" in (await box.click("dispatch") or "")
+    await box.slack.wait_for(lambda: "[Re-check]" in box.card_message().rendered)
+    assert await box.click("recheck") is None
+    await box.wait_until(lambda r: r.preflight.tag_commit == "")
+    await box.slack.wait_for(lambda: "[Re-check]" in box.card_message().rendered)
+    box.github.push_tag(TAG)  # pushed back where it was: the flags are asked for again
+    assert await box.click("recheck") is None
+    rechecked = await box.wait_until(lambda r: r.preflight.tag_commit == commit_sha(TAG))
+    assert rechecked.preflight.flags.state is CheckState.PENDING
+
+    assert await box.click("confirm_flags") is None
+
+    await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
     await dispatches_once(box)

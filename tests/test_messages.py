@@ -15,7 +15,13 @@ from pydantic import ValidationError
 import bot.domain
 from bot.adapters.slack.blocks import as_json
 from bot.adapters.slack.limits import clip
-from bot.adapters.slack.messages import check_text, reason_text, render, two_person_text
+from bot.adapters.slack.messages import (
+    check_text,
+    reason_text,
+    render,
+    stop_put_back_answer,
+    two_person_text,
+)
 from bot.adapters.slack.unfollowed_card import unfollowed_card
 from bot.domain.controls import Control
 from bot.domain.github_events import GitHubReported, RunEvent
@@ -152,6 +158,24 @@ def test_a_stop_says_what_it_left_and_what_to_do_about_each_track() -> None:
         ":warning: The failed gate stops its own track only; not stopped:\n"
         "• *CLI* completed (GA) and stays on `v1.4.2`: the kill-switch cannot take a ring back; "
         "ship a fixed release (`/rollout start &lt;tag&gt;`)."
+    )
+
+
+def test_a_stop_put_back_is_told_to_who_waited_and_to_who_is_answered_it_was_done() -> None:
+    """The thread's line names who was told it was being done; an answer that it was done
+    (`Words.stop_put_back_answer`) says the same of the stop, with nobody named."""
+    nothing, relay = (e for e in EVENTS if isinstance(e, told.StopPutBack))
+    assert render(nothing) == (
+        ":warning: <@U2>, <@U3>: the Kill-switch of `v1.4.2` by <@U1>, which you were told was "
+        "being done, is put back: GitHub had already approved the last stage, which it cannot "
+        "stop. Nothing was stopped.\n• *CLI* is already deploying its last stage (beta), which "
+        "GitHub cannot stop: ship a fixed release (`/rollout start &lt;tag&gt;`) once it lands."
+    )
+    assert stop_put_back_answer(relay) == (
+        ", put back on *Web*: GitHub had already approved the last stage, which it cannot stop. "
+        "It stopped *API* only. Nothing more was done.\n• *Web* is already deploying its last "
+        "stage (50%), which GitHub cannot stop: once it completes, click *Roll back to the "
+        "previous release…* on its lane of the card."
     )
 
 

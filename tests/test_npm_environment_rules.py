@@ -69,6 +69,17 @@ async def test_a_custom_protection_rule_is_told(tmp_path: Path) -> None:
         assert_no_token_reached_slack(app_box)
 
 
+async def test_another_apps_custom_protection_rule_is_told_in_token_mode(box: Sandbox) -> None:
+    """The bot has a token, and another App's rule is enabled on `npm`: GitHub lists it to any
+    token that reads Actions ("Get all deployment protection rules for an environment"). Before,
+    the simulator answered 404 without an App, so this was never checked."""
+    publish_in_npm_environment(box)
+    box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(3)}
+    box.github.protection_rule(["npm"], app="change-gate[bot]", reviewers=True)
+    shown, _ = await check_secret(box, ":white_check_mark: done")
+    assert "A GitHub App's custom deployment protection rule on `npm` must approve" in shown
+
+
 async def test_a_branch_policy_without_the_release_branch_needs_attention(box: Sandbox) -> None:
     """Only `release/*` branches may deploy to `npm`: Run Release on `main` would fail the job,
     and so would a run from a tag (the workflow runs on `release` too)."""

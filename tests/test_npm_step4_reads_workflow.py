@@ -47,3 +47,19 @@ async def test_check_last_run_reads_the_workflow_as_it_is_now(box: Sandbox) -> N
     box.github.create_foreign_run(workflow="release.yml", event="push", actor="octocat")
     shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="trusted publish")
     assert "secrets.NPM_TOKEN" not in shown
+
+
+async def test_check_last_run_reads_a_workflow_moved_back_to_the_token(box: Sandbox) -> None:
+    """Step 3 found the job publishing with trusted publishing only; the workflow then went
+    back to `NPM_TOKEN` (none is set): *Check last Release run* reads it again and says to
+    create the token. Before, step 3's older check kept step 4 worded for trusted publishing
+    (its ENEEDAUTH sent the team to npm's trusted publisher settings)."""
+    token_workflow = box.github.files["main"][RELEASE_FILE]
+    box.github.files["main"][RELEASE_FILE] = OIDC_ONLY
+    message = await open_walkthrough(box)
+    await press(box, message, NpmAction.CHECK_SECRET, number=3, until="is not needed")
+    box.github.files["main"][RELEASE_FILE] = token_workflow
+    box.github.create_foreign_run(workflow="release.yml", event="push", actor="octocat")
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until=":x: failed")
+    assert "create the token and add the secret (steps 1 and 2)" in shown
+    assert "trusted publish" not in shown

@@ -775,7 +775,7 @@ def test_the_largest_walkthrough_fits_in_a_button_value(secret: SecretCheck) -> 
     )
     walkthrough = Walkthrough(
         service="s" * 63,
-        trusted_publishing=True,
+        trusted_publishing=False,  # its longest ("false")
         secret=secret,
         last_run=check,
         release=ReleaseFollow(

@@ -40,6 +40,7 @@ from bot.adapters.github.transport import GitHubTransport
 from bot.adapters.slack.calls import CallCounter
 from bot.adapters.telemetry import PrometheusTelemetry
 from bot.config import ConfigError, Settings, load_settings
+from bot.domain.controls import DoneButOwed
 from bot.domain.errors import (
     GitHubError,
     GitHubRateLimited,
@@ -178,6 +179,8 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
     assert await post_webhook(box, http, "workflow_run", run, "delivery-1") == "followed"
     assert await post_webhook(box, http, "workflow_run", run, "delivery-1") == "duplicate"
 
+    # A scrape whose database reads took longer than the scrape waits for them (a loaded
+    # machine) serves the database's gauges as unknown: the next one reads them again.
     found = await scraper.until(
         lambda s: (
             (
@@ -191,6 +194,7 @@ async def test_a_scrape_after_a_command_a_click_a_gate_and_a_webhook_shows_each_
                 or 0
             )
             >= 1
+            and value(s, "rollout_bot_database_up") == 1
         )
     )
     assert value(found, "rollout_bot_commands_total", subcommand="start", outcome="ok") == 1
@@ -872,6 +876,9 @@ def test_a_promote_overtaken_by_a_stop_is_counted_apart_from_refusals() -> None:
     # `/rollout promote` that promoted one lane and not the other: done as well.
     outcome = failure_outcome(PartlyPromoted("Promoted Hosted relay to *50%*."), telemetry)
     telemetry.handled(kind="command", name="promote", outcome=outcome)
+    # An Extend saved, then its window's timer not written: done, the timer still owed.
+    outcome = failure_outcome(DoneButOwed("Done: extend the window."), telemetry)
+    telemetry.handled(kind="click", name="extend_window", outcome=outcome)
 
     found = parse(telemetry.exposition(None)[0].decode())
 
@@ -880,6 +887,7 @@ def test_a_promote_overtaken_by_a_stop_is_counted_apart_from_refusals() -> None:
     assert value(found, clicks, action="promote", outcome="refused") == 1
     commands = "rollout_bot_commands_total"
     assert value(found, commands, subcommand="promote", outcome="partly_promoted") == 1
+    assert value(found, clicks, action="extend_window", outcome="done_but_owed") == 1
     refusals = {
         dict(labels)["reason"]
         for (name, labels) in found

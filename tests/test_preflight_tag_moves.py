@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_scheduled_starts as starts
@@ -16,7 +17,9 @@ from sandbox_views import value_of
 from test_dispatch_tag_moved import dispatches_once
 from test_scheduled_starts import APPROVERS_ENV
 
+from bot.domain.controls import Control
 from bot.domain.rollout import CheckState, Phase, Rollout
+from bot.services.exactly_once import ExactlyOnce
 from sandbox.config import RELEASE_MANAGER
 from sandbox.github_history import History
 from sandbox.harness import Sandbox
@@ -106,7 +109,7 @@ async def test_re_check_says_the_tag_moved_and_asks_for_the_flags_again(box: San
     assert await box.click("confirm_flags") is None
     await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
     assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(box.github.dispatches) == 1
 
 
@@ -344,3 +347,33 @@ async def test_the_migrations_are_checked_at_the_commit_the_preflight_read(box: 
     await box.click("recheck", value=await value_of(box, "recheck"))
     rechecked = await box.wait_until(lambda r: r.preflight.tag_commit == new)
     assert rechecked.preflight.migrations.state is CheckState.PASS
+
+
+async def test_confirm_flags_whose_look_came_before_a_re_check_moved_the_tag_confirms_nothing(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card's commit was compared before the rollout's lock was taken: a Re-check (another
+    person's, on another replica) that found the tag moved and saved between that look and the
+    lock had the click confirm the flags for the new commit, which no card had shown."""
+    _, new = _line(box.github.history)
+    box.github.fault_next("GET", "/repos/*/compare/*", "server_error", times=5)
+    await box.command(f"start {TAG}")
+    await box.slack.wait_for(lambda: "[Feature flags validated]" in box.card_message().rendered)
+    recheck = await value_of(box, "recheck")
+    once = ExactlyOnce.once
+
+    async def re_checked_meanwhile(self: ExactlyOnce, *args: Any, **kwargs: Any) -> Any:
+        if args[1] is Control.CONFIRM_FLAGS:  # after the click's look, before its lock
+            box.github.history.tags[TAG] = new
+            assert await box.click("recheck", value=recheck) is None
+        return await once(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExactlyOnce, "once", re_checked_meanwhile)
+
+    answer = await box.click("confirm_flags")
+
+    assert answer is not None and f"a Re-check found it at `{new[:12]}` since" in answer, answer
+    assert "nothing was confirmed" in answer, answer
+    rollout = await box.rollout()
+    assert rollout.preflight.tag_commit == new
+    assert rollout.preflight.flags.state is CheckState.PENDING

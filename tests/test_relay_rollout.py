@@ -271,12 +271,14 @@ async def test_an_ambiguous_enterprise_dispatch_is_never_attached_nor_repeated(
     enterprise: Sandbox,
 ) -> None:
 
-    # Another run by the bot's own account, on the same branch, a moment ago: the dispatch
-    # cannot be told apart from it.
+    # Another run by the bot's own account, on the same branch, that GitHub dated after the
+    # bot's dispatch began: the dispatch cannot be told apart from it. Dated ahead of the
+    # sandbox's clock (which runs in real time), so it still is after the dispatch however
+    # long the command and the click take (more than the search's clock skew under load).
     enterprise.github.create_foreign_run(
         actor="release-bot",
         branch="main",
-        created_at=enterprise.clock(),
+        created_at=enterprise.clock() + timedelta(minutes=1),
         workflow="deployment-strategy.yml",
     )
     await enterprise.command("start v1.4.2 --flags-ready")

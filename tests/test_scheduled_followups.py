@@ -133,7 +133,7 @@ async def test_a_pull_requests_run_named_as_the_tag_does_not_hold_the_dispatch(
     repository.push_tag("v1.4.2")
     repository.create_foreign_run(actor="mallory", branch="v1.4.2", event="pull_request")
     await starts.reach(sandbox, at)
-    await sandbox.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(sandbox.github.dispatches) == 1
 
 
@@ -163,7 +163,7 @@ async def test_only_a_run_at_the_tags_commit_holds_the_dispatch(
         assert sandbox.github.dispatches == []
         assert (await sandbox.rollout()).phase is Phase.PREFLIGHT
     else:
-        await sandbox.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+        await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
         assert len(sandbox.github.dispatches) == 1
 
 
@@ -330,5 +330,5 @@ async def test_a_tag_still_where_it_was_scheduled_lets_the_dispatch_go(sandbox: 
     repository.push_tag("v1.4.2", annotated=True)
     at = await starts.scheduled(sandbox)
     await starts.reach(sandbox, at)
-    await sandbox.wait_until(lambda r: r.phase is not Phase.PREFLIGHT)
+    await sandbox.wait_until(lambda r: r.phase is Phase.RUNNING)
     assert len(sandbox.github.dispatches) == 1

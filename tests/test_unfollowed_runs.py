@@ -16,14 +16,17 @@ import pytest
 import yaml
 from github import Auth, Github
 from sandbox_views import both_held, dispatched, finish, github_until
+from test_claim_given_back import the_second_waits
 from test_cli import full_env
 from test_freeze_sandbox import typed_reason
 from test_protection_rules import answers, app_box, app_replicas, box
+from test_stop_second_person import SECOND
 
 from bot.adapters.slack.actions import RunValue
 from bot.adapters.slack.control_views import REASON_BLOCK
 from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
+from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, TrackState
 from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
@@ -1065,3 +1068,64 @@ async def test_a_run_cancelled_and_re_run_while_its_card_waits_is_adopted_at_its
         ),
         timeout=30,
     )
+
+
+async def test_an_adopt_that_waited_for_a_reject_that_answered_then_failed_adopts_nothing(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second approver's Adopt waited for the first's Reject, which rejected the run (its
+    card says so) and then failed (GitHub, on the rest of the run): the run's answer is given
+    back, but the run was answered. The Adopt is told who answered it, and adopts nothing (it
+    went on to answer the run again: told it no longer waits, or, while the requests of the
+    run's failure jobs were open, adopting a run rejected on GitHub)."""
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with app_box(tmp_path, database_url, extra_env=approvers) as box:
+        run_id, card = await started_on_github(box)
+        runs = box.services.controls.unfollowed
+        after_rejecting = runs._after_rejecting  # type: ignore[union-attr]
+        waiting, rejected = the_second_waits(box, monkeypatch), asyncio.Event()
+
+        async def failed_once_the_second_waits(failed_run: int) -> None:
+            monkeypatch.setattr(runs, "_after_rejecting", after_rejecting)
+            rejected.set()
+            await waiting.wait()
+            raise GitHubError("GitHub did not answer the rejection of the rest of the run")
+
+        monkeypatch.setattr(runs, "_after_rejecting", failed_once_the_second_waits)
+        first = asyncio.create_task(box.click("reject_run", message=card))
+        await rejected.wait()  # the run is rejected, its card settled; the claim still held
+        second = await box.click("adopt_run", message=card, user=SECOND)
+        await first
+
+        assert second is not None and f"Run {run_id} was rejected by" in second, second
+        assert "nothing more was done" in second
+        assert await box.services.rollouts.active() == []
+        assert ("relay-canary-5", "approved") not in answers(box)
+
+
+async def test_an_adopt_clicked_after_a_reject_that_answered_then_failed_adopts_nothing(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first approver's Reject rejected the run (its card says so), then failed (GitHub, on
+    the rest of the run); a second approver clicks Adopt on the card as it was drawn before:
+    the run was answered, so nothing is adopted, whoever clicks after."""
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with app_box(tmp_path, database_url, extra_env=approvers) as box:
+        run_id, card = await started_on_github(box)
+        runs = box.services.controls.unfollowed
+        after_rejecting = runs._after_rejecting  # type: ignore[union-attr]
+
+        async def failed_once(failed_run: int) -> None:
+            monkeypatch.setattr(runs, "_after_rejecting", after_rejecting)
+            raise GitHubError("GitHub did not answer the rejection of the rest of the run")
+
+        monkeypatch.setattr(runs, "_after_rejecting", failed_once)
+        adopt = (button(card.blocks, "adopt_run") or {})["value"]
+        first = await box.click("reject_run", message=card)
+        second = await box.click("adopt_run", message=card, value=adopt, user=SECOND)
+
+        assert first is not None and f"Done: reject run {run_id}" in first, first
+        assert "reject it there" in first, first
+        assert await box.services.rollouts.active() == []
+        assert ("relay-canary-5", "approved") not in answers(box)
+        assert second is not None and f"Run {run_id} was rejected by" in second, second

@@ -190,7 +190,7 @@ async def test_github_an_hour_behind_the_bot_leaves_the_canary_its_whole_window(
     """Through the real clients: GitHub's job times an hour behind the bot's. The canary's
     10-minute window starts when the bot saw its job complete, not an hour before it (over
     before it began, its gate reading the hour before the deploy); the log names the skew."""
-    caplog.set_level(logging.WARNING, logger="bot.services.effects")
+    caplog.set_level(logging.WARNING, logger="bot.services.clock_skew")
     plan = fast_plan(tmp_path / "figures.yml", window="10m", extension="10m")
     lag = timedelta(hours=1)
     async with Sandbox(

@@ -12,6 +12,7 @@ and a click on the redrawn card is a new one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -90,6 +91,14 @@ class NothingDone(RolloutError):
     code = "interrupted"
 
 
+class DoneButOwed(RolloutError):
+    """The effect was saved (the card and the thread show it), then a step after the save
+    failed (a window's timer not written): done, and what is still owed is done by the bot's
+    next look. Its claim is recorded done: a waiting or later click is told it was done."""
+
+    code = "done_but_owed"
+
+
 class StaleCard(RolloutError):
     """The button belongs to a card that no longer shows where the rollout stands."""
 
@@ -136,9 +145,9 @@ class CardRef:
 # per stage; repeatable controls also by the card version they were clicked on.
 _SCOPE: dict[Control, tuple[str, ...]] = {
     Control.START: (),
-    # The starter confirms the flags once per commit of the tag (a Re-check that finds the
-    # tag moved asks again): the commit the card showed.
-    Control.CONFIRM_FLAGS: ("commit",),
+    # The starter confirms the flags once per card: a Re-check that finds the tag moved asks
+    # again on a new one, also for a commit confirmed before (a tag deleted and pushed back).
+    Control.CONFIRM_FLAGS: ("version",),
     # A dispatch is once per preflight card: after a dispatch whose run never appeared, the
     # rollout is back in preflight on a new card, and may be dispatched again from it.
     Control.DISPATCH: ("version",),
@@ -185,7 +194,6 @@ def effect_key(control: Control, card: CardRef) -> str:
         "stage": card.stage,
         "version": card.version,
         "attempt": card.attempt,
-        "commit": card.commit,
     }
     scoped = [str(parts[name]) if parts[name] is not None else "-" for name in _SCOPE[control]]
     return ":".join([control.value, card.rollout_id, *scoped])
@@ -202,6 +210,16 @@ def once_per_version(control: Control) -> bool:
     return "version" in _SCOPE[control]
 
 
+def figures_card(rollout: Rollout, card: CardRef) -> CardRef:
+    """The card figures typed for the card's stage act on: keyed by the end of the stage's
+    window, not by the card's version. One evaluation per window end: a window extended after
+    INCONCLUSIVE asks again, and a rollout saved since for another track asks nothing new."""
+    observed = rollout.track(card.track or "").stage(card.stage) if card.stage else None
+    ends = observed.window_ends_at if observed is not None else None
+    version = int(ends.timestamp()) if ends else 0
+    return CardRef(card.rollout_id, card.track, card.stage or "", version)
+
+
 def delivery_key(delivery: str) -> str:
     """The identity of one Slack delivery (its trigger_id and body): a retry acts once."""
     return f"delivery:{delivery}"
@@ -210,8 +228,6 @@ def delivery_key(delivery: str) -> str:
 def card_applies(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef) -> bool:
     """Whether the button still applies to the rollout as it stands now (False: a stale card,
     for example a Promote of a stage that already moved on)."""
-    if control is Control.CONFIRM_FLAGS and card.commit not in (None, rollout.preflight.tag_commit):
-        return False  # drawn for another commit: a Re-check found the tag moved since
     if control in _PREFLIGHT:
         return rollout.phase is Phase.PREFLIGHT
     if control is Control.LINK_RUN:
@@ -339,9 +355,12 @@ def partly_promoted(
     done: list[str],
     stopping: PromotedWhileStopping | None,
     refused: list[tuple[str, RolloutError]],
+    owed: Sequence[DoneButOwed] = (),
 ) -> str:
-    """The answer of a `/rollout promote` that promoted some held tracks and not others."""
+    """The answer of a `/rollout promote` that promoted some held tracks and not others; `owed`:
+    promotions among `done` saved before a step after them failed (what each still owes)."""
     said = [f"Promoted {' and '.join(done)}: see the thread."] if done else []
+    said.extend(saved.message for saved in owed)
     if stopping is not None:
         said.append(stopping.message)
     said.extend(f"Not promoted: {label}: {error.message}" for label, error in refused)

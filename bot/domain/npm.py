@@ -359,14 +359,17 @@ class Walkthrough(_Model):
     last_run: RunCheck | None = None
     release: ReleaseFollow | None = None
     trusted_publishing: bool | None = None
-    """The publishing job publishes with npm trusted publishing only (True or left out, so an
-    older replica still reads the other walkthroughs), as the release workflow said when the
-    walkthrough was drawn or step 4 or 3 last read it: steps 4 and 5 are worded for it from
-    the start, before step 3 has run."""
+    """The publishing job publishes with npm trusted publishing only, as the release workflow
+    said when the walkthrough was drawn or step 4 or 3 last read it: steps 4 and 5 are worded
+    for it from the start, before step 3 has run. False only when step 3's check says it
+    does and the workflow read since says it no longer does; left out otherwise (so an older
+    replica still reads the other walkthroughs)."""
 
     @property
     def oidc_only(self) -> bool:
-        return bool(self.trusted_publishing or (self.secret and self.secret.oidc_only))
+        if self.trusted_publishing is not None:
+            return self.trusted_publishing  # read after step 3's check
+        return bool(self.secret and self.secret.oidc_only)
 
     @property
     def last_run_tone(self) -> Tone:

@@ -18,7 +18,7 @@ from bot.domain.errors import InvalidTag, NotAuthorized
 from bot.domain.plan import RolloutPlan, TwoPersonAction
 from bot.domain.protection_rules import RuleRequest, environment_jobs
 from bot.domain.release_tag import parse_tag
-from bot.domain.rollout import InvalidTransition, Rollout, github_person
+from bot.domain.rollout import InvalidTransition, Phase, Rollout, github_person
 from bot.domain.run import RunRef
 from bot.domain.run_link import LinkableRun, branch_of
 from bot.domain.text import shown
@@ -89,6 +89,12 @@ class UnfollowedRun:
         """Whether the run is on a release tag (`release_tag`): when it is not, Adopt is
         refused (`not_a_tag`) and an `approve` default rejects (`approve_refusal`)."""
         return bool(self.tag)
+
+    @property
+    def answered(self) -> bool:
+        """Whether the run got its one answer (adopted, rejected, approved by the default, or
+        found waiting for nothing): nothing answers it again."""
+        return self.fate not in (RunFate.WAITING, RunFate.UNANSWERED)
 
     @property
     def run(self) -> RunRef:
@@ -319,6 +325,31 @@ def moved_refusal(card: UnfollowedRun, why: str) -> str:
         f"Run {card.run_id} was not adopted: {why}, so the run is not at the release's commit: "
         "nothing was changed. Reject it, or start the release's tag with `/rollout start <tag>`."
     )
+
+
+def follows_run(rollout: Rollout | None) -> bool:
+    """Whether the run's newest rollout follows it: one that ended follows none of its re-runs."""
+    return rollout is not None and rollout.phase is not Phase.ENDED
+
+
+def answered_meanwhile(card: UnfollowedRun, by: str) -> str:
+    """The answer to an Adopt or Reject of a run another answer answered first (its claim
+    done, or given back once it had answered): `by` names who answered (in words)."""
+    how = {
+        RunFate.ADOPTED: "adopted",
+        RunFate.REJECTED: "rejected",
+        RunFate.APPROVED: "approved",
+        RunFate.NOTHING_WAITED: "answered (nothing waited for an answer any more)",
+    }[card.fate]
+    who = by if card.by else "the default answer"
+    return f"Run {card.run_id} was {how} by {who} before this answer: nothing more was done."
+
+
+REST_OWED = (
+    "What else of the run waited then could not be rejected right after: if GitHub still "
+    "shows it waiting on the run's page, reject it there."
+)
+"""Told to whoever rejected a run whose rest was not rejected (a later request of it is)."""
 
 
 def rejected_comment(actor: str) -> str:

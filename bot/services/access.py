@@ -19,7 +19,9 @@ from bot.domain.controls import (
     CardRef,
     Control,
     StaleCard,
+    card_applies,
     describe,
+    figures_card,
     once_per_version,
 )
 from bot.domain.errors import NotAReleaseChannel, NotAuthorized, RolloutError
@@ -207,11 +209,16 @@ class Access:
         that request failed, maybe once it had saved (the window extended, then its timer's
         write lost). An effect once per card version is not done again on a rollout saved
         since this request `read` it, or past its card's version (the other's save may have
-        come before that read): refused as out of date, saying where it stands."""
+        come before that read): refused as out of date, saying where it stands. Figures are
+        keyed by their window's end (`figures_card`): taken while that window still waits for
+        them, whatever else was saved since."""
         if not once_per_version(control):
             return
         now = await self.rollouts.get(card.rollout_id)
-        if now.version != read.version or self.moved_past(card, now, plan) is not None:
+        if control is Control.FIGURES:
+            if figures_card(now, card) != card or not card_applies(control, now, plan, card):
+                raise self._out_of_date(now, plan)
+        elif now.version != read.version or self.moved_past(card, now, plan) is not None:
             raise self._out_of_date(now, plan)
 
     def _out_of_date(self, rollout: Rollout, plan: RolloutPlan) -> StaleCard:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from bot.domain.clocks import MAX_CLOCK_SKEW, ClockOffset, offset_words
+from bot.domain.rollout import ClockSkewed, Rollout
 from bot.services.failures import TRANSIENT, log_failure
 from bot.services.ports import Clock
 from bot.services.telemetry import REFRESH_SECONDS, Telemetry
@@ -139,3 +140,24 @@ class DatabaseClock:
                 await self.check()
         except TRANSIENT as error:
             log_failure(log, "the database server's clock was not read", error)
+
+
+def warn_github_skewed(rollout: Rollout, skewed: ClockSkewed) -> None:
+    """Once, as the stage's window opens (the decision is saved once): GitHub's time for its
+    job is one it cannot have, so the window starts when the bot saw the job complete."""
+    gap = timedelta(seconds=round((skewed.seen - skewed.reported).total_seconds()))
+    # GitHub's job ended between the bot's approval and its look: up to `gap` behind.
+    way = "up to {} behind" if gap.total_seconds() > 0 else "at least {} ahead of"
+    log.warning(
+        "GitHub's clock looks %s the bot's: rollout %s (%s), stage %s of %s: GitHub says its "
+        "job completed at %s, before the bot approved it or after the bot's now (%s); its "
+        "window starts when the bot saw it complete. Check GitHub's (Enterprise Server's) time "
+        "source.",
+        way.format(abs(gap)),
+        rollout.id,
+        rollout.tag,
+        skewed.stage,
+        skewed.track,
+        skewed.reported.isoformat(),
+        skewed.seen.isoformat(),
+    )

@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.domain.controls import CardRef, Control, hold_of, partly_promoted, promoted_words
+from bot.domain.controls import (
+    CardRef,
+    Control,
+    DoneButOwed,
+    hold_of,
+    partly_promoted,
+    promoted_words,
+)
 from bot.domain.errors import PartlyPromoted, PromotedWhileStopping, RolloutError
 from bot.domain.rollout import InvalidTransition, Phase, Rollout, holding_tracks
 from bot.domain.run_link import may_link
@@ -49,6 +56,7 @@ class CommandControls:
             plan = await rollouts.plan_of(rollout)
             stopping: PromotedWhileStopping | None = None
             done: list[str] = []
+            owed: list[DoneButOwed] = []
             refused: list[tuple[str, RolloutError]] = []
             for name in held:
                 stage = rollout.track(name).current
@@ -58,6 +66,9 @@ class CommandControls:
                 try:
                     promoted = await promote(card)
                     done.append(promoted_words(plan, name, stage.key))
+                except DoneButOwed as saved:  # promoted: a step after its save still owed
+                    done.append(promoted_words(plan, name, stage.key))
+                    owed.append(saved)
                 except PromotedWhileStopping as told:  # the other held tracks promote still
                     stopping = told
                 except RolloutError as error:  # so do they past a track it cannot promote
@@ -67,13 +78,19 @@ class CommandControls:
                 where = where_it_stands(latest, plan, rollouts.words)
                 stopping = PromotedWhileStopping.told(stopping.approved, stopping.track, where)
                 if not refused:
-                    raise PromotedWhileStopping(partly_promoted(done, stopping, []))
+                    raise PromotedWhileStopping(partly_promoted(done, stopping, [], owed))
             if refused and (done or stopping is not None):
-                raise PartlyPromoted(partly_promoted(done, stopping, refused))
+                raise PartlyPromoted(partly_promoted(done, stopping, refused, owed))
             if refused:
                 raise refused[0][1]
             if stopping is not None:
                 raise stopping
+            if owed:
+                raise (
+                    owed[0]
+                    if len(done) == 1
+                    else DoneButOwed(partly_promoted(done, None, [], owed))
+                )
             return promoted
 
     async def abort(

@@ -25,6 +25,7 @@ from bot.domain.controls import (
     Control,
     describe,
     effect_key,
+    figures_card,
 )
 from bot.domain.metrics import Figures
 from bot.domain.permissions import overrides
@@ -68,8 +69,8 @@ class ControlService:
     ) -> None:
         self._rollouts = rollouts
         self._trail = trail
-        waits = rollouts.wait_on_stop  # who else waits on a stop being decided (`WaitsOn`)
-        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, waits=waits)
+        stops = rollouts.stops  # who else asks for a stop being decided, or done (`StopOutcomes`)
+        self._once = ExactlyOnce(claims=claims, clock=clock, words=rollouts.words, stops=stops)
         self._access = Access(
             rollouts=rollouts,
             approvers=approvers,
@@ -146,8 +147,8 @@ class ControlService:
 
     async def preflight(self, origin: Origin, control: Control, card: CardRef) -> Rollout:
         """A control on the preflight card (Cancel schedule too): its service call, once."""
-        calls = {
-            Control.CONFIRM_FLAGS: self._rollouts.confirm_flags,
+        calls: dict[Control, Callable[..., Awaitable[Rollout]]] = {
+            Control.CONFIRM_FLAGS: partial(self._rollouts.confirm_flags, commit=card.commit),
             Control.DISPATCH: self._rollouts.dispatch,
             Control.RECHECK: self._rollouts.recheck,
             Control.CANCEL_SCHEDULE: self._rollouts.cancel_schedule,
@@ -279,11 +280,7 @@ class ControlService:
     async def submit_figures(self, origin: Origin, card: CardRef, figures: Figures) -> None:
         """Figures typed for a stage whose window ended; one submission per evaluation."""
         track, stage = _named_track(card), card.stage or ""
-        rollout = await self._rollouts.get(card.rollout_id)
-        observed = rollout.track(track).stage(stage) if stage else None
-        ends = observed.window_ends_at if observed is not None else None
-        # One evaluation per window end: a window extended after INCONCLUSIVE asks again.
-        keyed = CardRef(card.rollout_id, track, stage, int(ends.timestamp()) if ends else 0)
+        keyed = figures_card(await self._rollouts.get(card.rollout_id), card)
         await self._act(
             origin,
             Control.FIGURES,

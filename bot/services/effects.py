@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from bot.domain import rollout as machine
@@ -30,6 +30,7 @@ from bot.domain.rollout import (
     CancelWindow,
     ClockSkewed,
     Decision,
+    Effect,
     Event,
     InvalidTransition,
     Phase,
@@ -43,6 +44,8 @@ from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
+from bot.services.acting import owed_after, saved_then_failed
+from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import SUMMARY, card, summary, told
@@ -223,36 +226,43 @@ class EffectRunner:
                 await self.outbox.add(messages)
             if audit:
                 await self.audit.add(audit)
-        for effect in decision.effects:
-            if isinstance(effect, Review):
-                await self.review(rollout, effect)
-            elif isinstance(effect, ScheduleWindow):
-                # Fired `settle` after the window's end (its key and payload name the end):
-                # the figures the window's last minutes send late are in by then.
-                await self.timers.schedule(
-                    key=machine.window_timer_key(
-                        rollout.id, effect.track, effect.stage, effect.due_at
-                    ),
-                    kind=WINDOW_TIMER,
-                    due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
-                    now=self.clock(),
-                    rollout_id=rollout.id,
-                    service=rollout.service,
-                    payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
-                )
-                self.on_timer_scheduled()
-            elif isinstance(effect, CancelWindow):
-                await self.timers.cancel(
-                    key=machine.window_timer_key(
-                        rollout.id, effect.track, effect.stage, effect.due_at
-                    ),
-                    now=self.clock(),
-                )
-            elif isinstance(effect, ClockSkewed):
-                _warn_skewed(rollout, effect)
+        left = list(decision.effects)
+        try:
+            while left:
+                await self._carry_out(rollout, left[0], plan)
+                del left[0]
+        except Exception:
+            if changed:  # saved: the request acting under a claim did it, what is left owed
+                saved_then_failed(owed_after(before, left))
+            raise
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
         return rollout
+
+    async def _carry_out(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:
+        """One effect of a saved decision, in its order (a review's failure is recorded)."""
+        if isinstance(effect, Review):
+            await self.review(rollout, effect)
+        elif isinstance(effect, ScheduleWindow):
+            # Fired `settle` after the window's end (its key and payload name the end):
+            # the figures the window's last minutes send late are in by then.
+            await self.timers.schedule(
+                key=effect.timer_key(rollout.id),
+                kind=WINDOW_TIMER,
+                due_at=effect.due_at + settle_of(plan.track(effect.track).metrics),
+                now=self.clock(),
+                rollout_id=rollout.id,
+                service=rollout.service,
+                payload=machine.window_timer_payload(effect.track, effect.stage, effect.due_at),
+            )
+            self.on_timer_scheduled()
+        elif isinstance(effect, CancelWindow):
+            await self.timers.cancel(
+                key=effect.timer_key(rollout.id),
+                now=self.clock(),
+            )
+        elif isinstance(effect, ClockSkewed):
+            warn_github_skewed(rollout, effect)
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""
@@ -377,24 +387,3 @@ class EffectRunner:
             if isinstance(effect, Announce) and isinstance(effect.event, TracksLeft)
             for left in effect.event.tracks
         ]
-
-
-def _warn_skewed(rollout: Rollout, skewed: ClockSkewed) -> None:
-    """Once, as the stage's window opens (the decision is saved once): GitHub's time for its
-    job is one it cannot have, so the window starts when the bot saw the job complete."""
-    gap = timedelta(seconds=round((skewed.seen - skewed.reported).total_seconds()))
-    # GitHub's job ended between the bot's approval and its look: up to `gap` behind.
-    way = "up to {} behind" if gap.total_seconds() > 0 else "at least {} ahead of"
-    log.warning(
-        "GitHub's clock looks %s the bot's: rollout %s (%s), stage %s of %s: GitHub says its "
-        "job completed at %s, before the bot approved it or after the bot's now (%s); its "
-        "window starts when the bot saw it complete. Check GitHub's (Enterprise Server's) time "
-        "source.",
-        way.format(abs(gap)),
-        rollout.id,
-        rollout.tag,
-        skewed.stage,
-        skewed.track,
-        skewed.reported.isoformat(),
-        skewed.seen.isoformat(),
-    )

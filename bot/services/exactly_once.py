@@ -16,10 +16,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from bot.domain.controls import (
     AlreadyDone,
@@ -41,7 +39,8 @@ from bot.domain.errors import (
     RunNotIdentified,
 )
 from bot.domain.permissions import VERBS
-from bot.domain.rollout import InvalidTransition, Rollout
+from bot.domain.rollout import InvalidTransition, Rollout, StopPutBack
+from bot.services.acting import Acting, acting_now
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
@@ -49,31 +48,31 @@ from bot.services.store_ports import Claims
 
 T = TypeVar("T")
 
-WaitsOn = Callable[[Claim, str], Awaitable[bool | None]]
-"""Records a person (the `str`) answered that the claim's effect is being done as waiting on
-its outcome, to be told it if that effect is undone (a stop put back: `Stops.wait_on`): True
-when recorded, False when its outcome was settled meanwhile, None when the claim's effect is
-never undone (nobody is recorded)."""
+
+class StopOutcomes(Protocol):
+    """What becomes of a stop another person asked for, for whoever else asks for it (`Stops`):
+    the only effect a claim's holder may undo after deciding it (put back, GitHub deploying)."""
+
+    async def wait_on(self, claim: Claim, actor: str) -> bool | None:
+        """Record `actor`, answered that the claim's effect is being done, as waiting on its
+        outcome, to be named if it is put back: True when recorded, False when its outcome was
+        settled meanwhile, None when the claim's effect is not a stop (nobody is recorded)."""
+        ...
+
+    async def put_back_of(self, claim: Claim) -> StopPutBack | None:
+        """What the stop done under `claim` did not do after all, from what is stored (put
+        back on some of its tracks); None when it did all it says, or is not a stop."""
+        ...
+
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Acting:
-    """The claim an effect acts under (`ExactlyOnce.once`), and whether its call whose outcome
-    may be unclear went out (`ExactlyOnce.sending`)."""
-
-    claim: Claim
-    sent: bool = False
 
 
 NAMED = (
     " If GitHub makes it void (a last stage it already deploys cannot be stopped) and it is put "
     "back, the thread says so and names you."
 )
-"""Told to whoever is answered that a stop is being done and waits on its outcome (`WaitsOn`)."""
-
-_acting: ContextVar[_Acting | None] = ContextVar("exactly_once_acting", default=None)
+"""Told to whoever is answered that a stop is being done and waits on its outcome (`wait_on`)."""
 
 
 class ExactlyOnce:
@@ -87,10 +86,10 @@ class ExactlyOnce:
         words: Words,
         holder_wait: timedelta = timedelta(seconds=10),
         poll_interval: float = 0.1,
-        waits: WaitsOn | None = None,
+        stops: StopOutcomes | None = None,
     ) -> None:
         self._claims = claims
-        self._waits = waits
+        self._stops = stops
         self._clock = clock
         self._words = words
         self._holder_wait = holder_wait.total_seconds()
@@ -174,11 +173,11 @@ class ExactlyOnce:
                     # told its own outcome, not sent to the holder's answer they never see.
                     regained = True
                     continue
-                raise self._told(held, settled, what, named=named)
+                raise await self._told(held, settled, what, named=named)
         if claim is None:
             raise InvalidTransition("Others are trying this very action right now: try again.")
-        acting = _Acting(claim)
-        entered = _acting.set(acting)
+        acting = Acting(claim)
+        entered = acting_now.set(acting)
         try:
             if regained and given_back is not None:
                 await given_back()
@@ -206,10 +205,10 @@ class ExactlyOnce:
                 # leaves it, for the click after its lease to look before acting again.
                 log.warning("%s interrupted after its call went out: its claim is kept", key)
                 raise
-            await asyncio.shield(self._claims.release(claim))
+            await acting.failed(self._claims, now=self._clock(), what=what, error=stopped)
             raise
         finally:
-            _acting.reset(entered)
+            acting_now.reset(entered)
         await self._claims.complete(claim, now=self._clock())
         return result
 
@@ -220,7 +219,7 @@ class ExactlyOnce:
         that outlived the lease would let a click that took it over send it again); from then
         on an interruption (a shutdown's cancellation) keeps the claim instead of releasing it.
         Returns when the claim's lease runs out (None when not under a claim)."""
-        acting = _acting.get()
+        acting = acting_now.get()
         if acting is None:  # not under a claim
             return None
         mine = acting.claim
@@ -318,16 +317,16 @@ class ExactlyOnce:
     async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
         """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
         when, or who is doing it."""
-        return self._told(held, await self._settled(held, wait=wait), what)
+        return await self._told(held, await self._settled(held, wait=wait), what)
 
     async def _waited_on(self, held: Claim, asker: str, *, wait: bool) -> tuple[Claim | None, bool]:
         """The claim `held` as `_settled` leaves it, and whether `asker` is recorded as waiting
-        on its outcome (`WaitsOn`): when it is still being done by someone else. Its effect
+        on its outcome (`StopOutcomes`): when it is still being done by someone else. Its effect
         settled meanwhile (not recorded), it is waited for once more, told as it ended."""
         claim = await self._settled(held, wait=wait)
         if claim is None or claim.state is not ClaimState.CLAIMED or claim.actor == asker:
             return claim, False
-        recorded = None if self._waits is None else await self._waits(claim, asker)
+        recorded = None if self._stops is None else await self._stops.wait_on(claim, asker)
         if recorded is False:
             return await self._settled(claim, wait=True), False
         return claim, bool(recorded)
@@ -344,11 +343,12 @@ class ExactlyOnce:
             claim = await self._claims.get(held.key)
         return claim
 
-    def _told(
+    async def _told(
         self, first: Claim, claim: Claim | None, what: str, *, named: bool = False
     ) -> RolloutError:
         """What whoever came second is told of the claim `first` as it now stands (`claim`,
-        `_settled`): being done (`named`: waited on, `WaitsOn`), done, or failed by its owner."""
+        `_settled`): being done (`named`: waited on, `StopOutcomes`), done (but a stop put
+        back on some tracks, by whichever replica settled it, says so), or failed by its owner."""
         at = self._words.slack_time
         if claim is not None and claim.state is ClaimState.CLAIMED:
             lapses = at(claim.claimed_at + self._claims.lease)
@@ -364,11 +364,10 @@ class ExactlyOnce:
                 f"{at(first.claimed_at)} but it failed and changed nothing (their answer says "
                 "why). Click again to retry."
             )
-        done_at = claim.done_at or claim.claimed_at
-        return AlreadyDone(
-            f"Already done by {self._who(claim.actor)} at {at(done_at)}: {what}. Nothing more "
-            "was done."
-        )
+        undone = None if self._stops is None else await self._stops.put_back_of(claim)
+        did = self._words.stop_put_back_answer(undone) if undone else ". Nothing more was done."
+        who, done_at = self._who(claim.actor), claim.done_at or claim.claimed_at
+        return AlreadyDone(f"Already done by {who} at {at(done_at)}: {what}{did}")
 
     def _who(self, actor: str, *, start: bool = False) -> str:
         """Who holds a claim, for an answer (`start`: opening a sentence): the person, or the

@@ -163,7 +163,7 @@ class NpmTokenService:
     ) -> None:
         """Redraw with a step's new check, and the job as the workflow read with it says."""
         await self._change(
-            message, shown, lambda w: _read_trusted(w, workflow).model_copy(update=check)
+            message, shown, lambda w: _read_trusted(w.model_copy(update=check), workflow)
         )
 
     async def _publish_job(self) -> tuple[PublishJob, bool]:
@@ -342,11 +342,17 @@ class NpmTokenService:
 
 def _read_trusted(walkthrough: Walkthrough, workflow: tuple[PublishJob, bool]) -> Walkthrough:
     """The walkthrough as the workflow's publishing job now reads (unchanged when GitHub
-    would not show the workflow)."""
+    would not show the workflow): False overrides a step 3 check that found trusted
+    publishing only in an older workflow."""
     job, read = workflow
     if not read:
         return walkthrough
-    return walkthrough.model_copy(update={"trusted_publishing": True if job.oidc_only else None})
+    if job.oidc_only:
+        trusted: bool | None = True
+    else:
+        secret = walkthrough.secret
+        trusted = False if secret is not None and secret.oidc_only else None
+    return walkthrough.model_copy(update={"trusted_publishing": trusted})
 
 
 def _why(error: GitHubError) -> str:

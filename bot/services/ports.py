@@ -21,7 +21,7 @@ from bot.domain.npm_secrets import PublishJob, SecretLevels
 from bot.domain.permissions import TwoPersonRefusal
 from bot.domain.plan import Metrics, RolloutPlan
 from bot.domain.reasons import Reason
-from bot.domain.rollout import Event, Rollout
+from bot.domain.rollout import Event, Rollout, StopPutBack
 from bot.domain.rollout_summary import RolloutSummary
 from bot.domain.run import RunRef, RunSnapshot
 from bot.domain.run_link import LinkableRun
@@ -366,6 +366,10 @@ class Words(Protocol):
 
     def message_link(self, channel_id: str, ts: str, label: str) -> str:
         """A link to one message (a rollout's card), read as `label`."""
+        ...
+
+    def stop_put_back_answer(self, event: StopPutBack) -> str:
+        """How an answer that a stop was done ends when it was put back on some tracks."""
         ...
 
     def recorded(self, answer: str) -> Reason:

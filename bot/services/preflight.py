@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from bot.domain import rollout as machine
+from bot.domain.controls import StaleCard
 from bot.domain.errors import (
     GitHubError,
     NotAuthorized,
@@ -47,6 +48,7 @@ from bot.services.ports import Words
 from bot.services.preflight_checks import github_checks
 from bot.services.preflight_tag import (
     flags_after_move,
+    flags_card_refusal,
     moved_refusal,
     read_tag_commit,
     scheduled_at_commit,
@@ -237,14 +239,21 @@ class Preflights:
             decision = machine.hold_schedule(rollout, held)
             return await effects.apply(rollout, decision, await effects.plan_of(rollout))
 
-    async def confirm_flags(self, *, rollout_id: str, actor: str) -> Rollout:
-        """The starter confirms that the release's feature flags exist and are validated."""
+    async def confirm_flags(
+        self, *, rollout_id: str, actor: str, commit: str | None = None
+    ) -> Rollout:
+        """The starter confirms that the release's feature flags exist and are validated, for
+        `commit`, the one the card showed (None: a card that showed none): refused as out of
+        date, under the lock, when a Re-check has read the tag elsewhere since the click's look."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
             if actor != rollout.started_by:
                 await effects.refuse(actor, "confirm_flags", rollout, "not the starter")
                 raise _not_starter(rollout, self._words)
+            if (stale := flags_card_refusal(rollout, commit)) is not None:
+                await effects.refuse(actor, "confirm_flags", rollout, stale)
+                raise StaleCard(stale)
             updated = machine.confirm_flags(rollout, actor=actor)
             event = effects.event(actor, "confirm_flags", "ok", rollout)
             plan = await effects.plan_of(rollout)

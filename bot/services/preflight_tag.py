@@ -75,6 +75,23 @@ def flags_after_move(tag: str, flags: Check, *, was: str | None, now: str | None
     return Check(CheckState.PENDING, said)
 
 
+def flags_card_refusal(rollout: Rollout, commit: str | None) -> str | None:
+    """Why a Confirm flags from a card drawn for `commit` (None: it showed none) confirms
+    nothing: a Re-check has read the tag at another commit since (the flags asked for again,
+    for that one); None when the card showed the commit the preflight keeps, or either kept
+    none (nothing to compare, as `where_moved`)."""
+    now, tag = rollout.preflight.tag_commit, rollout.tag
+    if commit is None or now is None or commit == now:
+        return None
+    shown = f"at `{commit[:12]}`" if commit else "not on GitHub"
+    where = f"at `{now[:12]}`" if now else "gone from GitHub"
+    return (
+        f"This card is out of date: it showed `{tag}` {shown}, and a Re-check found it {where} "
+        "since, so nothing was confirmed. Confirm the feature flags on the updated card, for "
+        "the commit it shows."
+    )
+
+
 async def where_moved(github: GitHubGateway, rollout: Rollout) -> str | None:
     """Look before a person's Dispatch: the commit the tag is at now when it is no longer
     where its preflight read it, and "" whenever it is gone from GitHub (also when the

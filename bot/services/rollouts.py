@@ -97,7 +97,8 @@ class RolloutService:
         self.extend = actions.extend
         stops = Stops(effects, follower)
         self.abort = stops.abort
-        self.wait_on_stop = stops.wait_on
+        self.stops = stops
+        """What becomes of a stop, for whoever else asks for it (`StopOutcomes`)."""
         self.cancel = actions.cancel
         self.cancel_schedule = actions.cancel_schedule
         self.rerun_failure_job = FailureJobReruns(effects).rerun

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from bot.domain.errors import GitHubError, TagTooDeep
+from bot.domain.errors import GitHubError, InvalidCommand, TagTooDeep
 from bot.domain.plan import RolloutPlan
 from bot.domain.protection_rules import RuleRequest
 from bot.domain.rollout import InvalidTransition, Rollout
@@ -22,12 +22,13 @@ from bot.domain.unfollowed_runs import (
     TagUnread,
     UnfollowedRun,
     approve_refusal,
+    follows_run,
     moved_refusal,
     tag_moved,
     tag_named,
 )
 from bot.services.ports import GitHubGateway
-from bot.services.store_ports import ProtectionRuleRequests
+from bot.services.store_ports import ProtectionRuleRequests, Rollouts
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +153,27 @@ async def approve_refused(github: GitHubGateway, plan: RolloutPlan, card: Unfoll
     """Why an `approve` default rejects the card's run: the plan's rule (`approve_refusal`),
     or its tag moved since the card was posted (`moved_off`); "" when neither holds."""
     return approve_refusal(plan, card) or await moved_off(github, card)
+
+
+async def reject_rest(github: GitHubGateway, run_id: int, environments: list[str]) -> None:
+    """Reject what else of the run `run_id` waits (`environments`): the run was rejected."""
+    if environments:
+        await github.review(
+            run_id=run_id,
+            environments=environments,
+            state="rejected",
+            comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
+        )
+
+
+async def still_waiting(
+    rollouts: Rollouts, rules: ProtectionRuleRequests, run_id: int
+) -> list[str]:
+    """The environments of the run `run_id` that wait for the App's answer; refused when none
+    does, or when a rollout follows the run."""
+    if follows_run(await rollouts.by_run_id(run_id)):
+        raise InvalidCommand(f"Run {run_id} is followed by a rollout already.")
+    waiting = [r.environment for r in await rules.open_for_run(run_id)]
+    if not waiting:
+        raise InvalidCommand(f"Run {run_id} no longer waits for the bot's answer.")
+    return waiting

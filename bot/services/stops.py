@@ -34,7 +34,7 @@ from bot.domain.rollout_summary import PUT_BACK
 from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
-from bot.services.records import Claim, NewAuditEvent
+from bot.services.records import Claim, ClaimState, NewAuditEvent
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class Stops:
         """`actor` asked for the stop another person's request is deciding under `claim`
         (saved, GitHub being read: its line owed) and is answered that it is being done:
         recorded as waiting on its outcome, in the rollout, so that whichever process settles
-        it names them if it is put back (`WaitsOn`). False when no such stop is being decided
+        it names them if it is put back (`StopOutcomes`). False when no such stop is being decided
         (settled meanwhile); None when `claim` is not a stop's."""
         effects, kind = self._effects, _STOPS.get(claim.action)
         if kind is None or claim.rollout_id is None:
@@ -200,6 +200,38 @@ class Stops:
                 continue
             return True
         return False
+
+    async def put_back_of(self, claim: Claim) -> StopPutBack | None:
+        """What the stop done under `claim` did not do after all: the tracks it was put back
+        on (their `put_back` events, audited with the put back by whichever replica settled
+        it), as they stand now, and the tracks it stopped. None when it stood on every track
+        it stopped, or when `claim` is not a stop's that was done (`StopOutcomes`)."""
+        kind, effects = _STOPS.get(claim.action), self._effects
+        if kind is None or claim.rollout_id is None or claim.state is not ClaimState.DONE:
+            return None
+        # Since the claim was taken (by the clock of the replica that took it, and wrote them):
+        # an earlier stop of this person's was given back; none comes after it was done.
+        ours = [
+            event
+            for event in await effects.audit.list_for_rollout(claim.rollout_id)
+            if event.action == f"abort_{kind.value}"
+            and event.actor == claim.actor
+            and event.at >= claim.claimed_at
+        ]
+        back = {event.track for event in ours if event.result == PUT_BACK}
+        if not back:
+            return None
+        rollout, plan = await effects.with_plan(claim.rollout_id)
+        oks = [e.track for e in ours if e.result == "ok" and e.track and e.track not in back]
+        left = machine.tracks_left(rollout, plan, gate=kind, stopping=())
+        return StopPutBack(
+            rollout.tag,
+            kind is GateKind.DESKTOP,
+            claim.actor,
+            (),
+            tuple(track for track in left if track.name in back),
+            tuple(plan.track(name).label for name in dict.fromkeys(oks)),
+        )
 
     @staticmethod
     def _not_left(announce: Announce, stands: list[str], elsewhere: set[str]) -> Announce | None:

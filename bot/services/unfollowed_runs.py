@@ -26,17 +26,19 @@ from bot.domain.rollout import (
     CheckState,
     FreezeOverridden,
     InvalidTransition,
-    Phase,
     Rollout,
 )
 from bot.domain.run_link import may_link
 from bot.domain.unfollowed_runs import (
+    REST_OWED,
     TIMER,
     DefaultAnswer,
     RunFate,
     UnfollowedRun,
     adopted_flags,
+    answered_meanwhile,
     default_comment,
+    follows_run,
     may_adopt,
     may_override,
     not_a_tag,
@@ -47,14 +49,22 @@ from bot.domain.unfollowed_runs import (
     unfollowed_card,
 )
 from bot.services.access import Access
+from bot.services.acting import saved_then_failed
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import UNFOLLOWED
-from bot.services.ports import GitHubGateway
 from bot.services.records import BOT, NewMessage, Timer
 from bot.services.requests import Origin, Via, fill
 from bot.services.rollouts import RolloutService
-from bot.services.settled_runs import Reach, SettledRuns, approve_refused, still_at_its_tag, tag_of
+from bot.services.settled_runs import (
+    Reach,
+    SettledRuns,
+    approve_refused,
+    reject_rest,
+    still_at_its_tag,
+    still_waiting,
+    tag_of,
+)
 from bot.services.store_ports import ProtectionRuleRequests
 
 log = logging.getLogger(__name__)
@@ -118,8 +128,8 @@ class UnfollowedRuns:
             return False
         # Read after that look: a dispatch identified (or a failure job re-run) since follows it.
         followed = await effects.store.by_run_id(request.run_id)
-        if _follows(followed) or await self._once.rerun_under_way(followed):
-            return _follows(followed)  # one being re-run is not settled: it follows it soon
+        if follows_run(followed) or await self._once.rerun_under_way(followed):
+            return follows_run(followed)  # one being re-run is not settled: it follows it soon
         known = await effects.timers.get(key=timer_key(request.run_id))
         if known is not None:  # the run has its card: nothing to read again
             await self._another_request(request, known)
@@ -137,7 +147,7 @@ class UnfollowedRuns:
         card = unfollowed_card(
             request, run, plan, followed, tagged=tagged, now=effects.clock(), timeout=self._timeout
         )
-        drawn = self._message(card)
+        drawn = _drawn(self._channel, card)
         # The timer and the card are written together: never one without the other.
         timer = await effects.timers.schedule(
             key=timer_key(request.run_id),
@@ -176,7 +186,7 @@ class UnfollowedRuns:
             return
         origin = Origin(actor=BOT, channel_id=self._channel, via=Via.SCHEDULE)
         async with self._access.audited(origin, Control.REJECT_RUN):
-            await _reject_rest(self._effects.github, request.run_id, [request.environment])
+            await reject_rest(self._effects.github, request.run_id, [request.environment])
 
     async def adopt(self, origin: Origin, run_id: int, *, override: str | None = None) -> Rollout:
         """An approver makes the run a rollout the bot follows from here, confirming its
@@ -252,22 +262,24 @@ class UnfollowedRuns:
         wait: bool = True,
     ) -> T:
         what = f"{verb} run {card.run_id}"
-        return await self._once.once(
-            origin, Control.ANSWER_RUN, CardRef(f"run-{card.run_id}"), what, act, wait=wait
-        )
 
-    async def _waiting(self, card: UnfollowedRun) -> list[str]:
-        """The run's environments that wait for the App's answer; refused when none does."""
-        if _follows(await self._effects.store.by_run_id(card.run_id)):
-            raise InvalidCommand(f"Run {card.run_id} is followed by a rollout already.")
-        waiting = [r.environment for r in await self._rules.open_for_run(card.run_id)]
-        if not waiting:
-            raise InvalidCommand(f"Run {card.run_id} no longer waits for the bot's answer.")
-        return waiting
+        async def unanswered() -> None:  # given back: its request may have answered first
+            now = await self._card(card.run_id)
+            if now.answered:
+                raise AlreadyDone(answered_meanwhile(now, self._rollouts.words.person(now.by)))
+
+        ref = CardRef(f"run-{card.run_id}")
+        try:
+            return await self._once.once(
+                origin, Control.ANSWER_RUN, ref, what, act, wait=wait, given_back=unanswered
+            )
+        except AlreadyDone:  # the claim is the run's one answer, an Adopt's or a Reject's: which
+            await unanswered()
+            raise
 
     async def _adopt(self, origin: Origin, card: UnfollowedRun, override: str | None) -> Rollout:
         """The rollout is created already following the run, or nothing is created."""
-        await self._waiting(card)
+        await still_waiting(self._effects.store, self._rules, card.run_id)
         if not card.on_a_tag:
             raise InvalidTransition(not_a_tag(card))
         await still_at_its_tag(self._effects.github, card)
@@ -282,7 +294,7 @@ class UnfollowedRuns:
                 "it, or fix this and Adopt it again."
             )
         decided = card.decided(RunFate.ADOPTED, by=origin.actor, rollout_id=checked.id)
-        drawn = self._message(decided)
+        drawn = _drawn(self._channel, decided)
         # It waits for the answer (`_waiting`): its attempt now asks, maybe a re-run since the card.
         asking = (await self._effects.github.linkable_run(card.run_id)).attempt
         run = replace(card.run, attempt=max(card.attempt, asking))
@@ -300,7 +312,7 @@ class UnfollowedRuns:
             await self._effects.tell(adopted, FreezeOverridden(actor, adopted.tag, reason, freeze))
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
-        environments = await self._waiting(card)
+        environments = await still_waiting(self._effects.store, self._rules, card.run_id)
         await self._effects.github.review(
             run_id=card.run_id,
             environments=environments,
@@ -308,7 +320,11 @@ class UnfollowedRuns:
             comment=rejected_comment(origin.actor),
         )
         await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
-        await self._after_rejecting(card.run_id)
+        try:
+            await self._after_rejecting(card.run_id)
+        except Exception:  # rejected, its card says so: its claim is done, never given back
+            saved_then_failed(REST_OWED)
+            raise
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
@@ -320,7 +336,7 @@ class UnfollowedRuns:
         answer = "reject" if card.ended_rollout else self._default
         why = ""
         try:
-            environments = await self._waiting(card)
+            environments = await still_waiting(self._effects.store, self._rules, card.run_id)
         except InvalidCommand as gone:
             log.info("no default answer: %s", gone.message)
             environments = []
@@ -350,7 +366,7 @@ class UnfollowedRuns:
     async def _after_rejecting(self, run_id: int) -> None:
         """Requests of the run that came while it was being rejected (its failure jobs start at
         once): rejected too. Those that come later are, in `kept`."""
-        await _reject_rest(
+        await reject_rest(
             self._effects.github,
             run_id,
             [r.environment for r in await self._rules.open_for_run(run_id)],
@@ -366,32 +382,18 @@ class UnfollowedRuns:
         key = timer_key(card.run_id)
         timer = await effects.timers.get(key=key)
         payload = {**((timer.payload if timer is not None else None) or {}), "card": card.to_json()}
-        outbox = [self._message(card)] if drawn is None else []
+        outbox = [_drawn(self._channel, card)] if drawn is None else []
         await effects.timers.settle(
             key=key, payload=payload, now=effects.clock(), cancel=cancel, outbox=outbox
         )
         await effects.outbox.send(outbox if drawn is None else [drawn], written=True)
 
-    def _message(self, card: UnfollowedRun) -> NewMessage:
-        """The run's card, posted or redrawn as it stands."""
-        return NewMessage(kind=UNFOLLOWED, channel_id=self._channel, payload=card.to_json())
 
-
-async def _reject_rest(github: GitHubGateway, run_id: int, environments: list[str]) -> None:
-    if environments:
-        await github.review(
-            run_id=run_id,
-            environments=environments,
-            state="rejected",
-            comment=f"rollout-bot: run {run_id} was rejected; so is the rest of it",
-        )
+def _drawn(channel_id: str, card: UnfollowedRun) -> NewMessage:
+    """The run's card, posted or redrawn as it stands."""
+    return NewMessage(kind=UNFOLLOWED, channel_id=channel_id, payload=card.to_json())
 
 
 def _fate(timer: Timer) -> RunFate:
     """What became of the run, as recorded in its timer's payload."""
     return UnfollowedRun.from_json(dict((timer.payload or {})["card"])).fate
-
-
-def _follows(rollout: Rollout | None) -> bool:
-    """Whether the run's newest rollout follows it: one that ended follows none of its re-runs."""
-    return rollout is not None and rollout.phase is not Phase.ENDED

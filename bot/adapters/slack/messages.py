@@ -285,14 +285,28 @@ def stop_put_back_text(event: told.StopPutBack) -> str:
     it was being done while it was decided: by name, so none walks away thinking it done."""
     stop = "Kill-switch" if event.desktop else "Roll back"
     waiting = ", ".join(person(actor) for actor in event.waiting)
+    did, lines = _put_back_words(event)
+    return (
+        f":warning: {waiting}: the {stop} of `{event.tag}` by {person(event.actor)}, which you "
+        f"were told was being done, is put back: {did}\n{lines}"
+    )
+
+
+def stop_put_back_answer(event: told.StopPutBack) -> str:
+    """The end of "Already done by @alice at …: trip the kill-switch of `v1.4.2`" answered to
+    whoever asked for a stop that was done, but put back on some of its tracks (`event`,
+    whose `waiting` it ignores): which, why, what it stopped, and what to do about each."""
+    back = ", ".join(f"*{left.track}*" for left in event.tracks)
+    did, lines = _put_back_words(event)
+    return f", put back on {back}: {did} Nothing more was done.\n{lines}"
+
+
+def _put_back_words(event: told.StopPutBack) -> tuple[str, str]:
+    """Why a stop is put back and what it did stop; and a line for each track put back."""
     stopped = ", ".join(f"*{label}*" for label in event.stopped)
     did = f"It stopped {stopped} only." if stopped else "Nothing was stopped."
     lines = "\n".join(f"• {_left_line(left, event)}" for left in event.tracks)
-    return (
-        f":warning: {waiting}: the {stop} of `{event.tag}` by {person(event.actor)}, which you "
-        "were told was being done, is put back: GitHub had already approved the last stage, "
-        f"which it cannot stop. {did}\n{lines}"
-    )
+    return f"GitHub had already approved the last stage, which it cannot stop. {did}", lines
 
 
 def _left_line(left: TrackLeft, event: told.TracksLeft | told.StopPutBack) -> str:

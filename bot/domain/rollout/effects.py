@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.domain.rollout.events import AtStage, Event
-from bot.domain.rollout.state import Rollout
+from bot.domain.rollout.state import Rollout, window_timer_key
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,10 @@ class WindowEnd(AtStage):
     """The end of a stage's observation window, at `due_at` (its durable timer's key)."""
 
     due_at: datetime
+
+    def timer_key(self, rollout_id: str) -> str:
+        """The key of this window end's durable timer (`window_timer_key`)."""
+        return window_timer_key(rollout_id, self.track, self.stage, self.due_at)
 
 
 @dataclass(frozen=True)

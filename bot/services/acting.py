@@ -1,0 +1,80 @@
+"""The effect acting under a claim, in the context of the task that acts (`ExactlyOnce.once`):
+what its steps tell the claim as they go (a call whose outcome may be unclear sent, a change
+saved before a later step failed), and how the claim ends when the effect failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.domain.controls import DoneButOwed
+from bot.domain.rollout import CancelWindow, Effect, Review, Rollout, ScheduleWindow, StageState
+from bot.services.records import Claim
+from bot.services.store_ports import Claims
+
+
+@dataclass
+class Acting:
+    """The claim an effect acts under (`ExactlyOnce.once`), and whether its call whose outcome
+    may be unclear went out (`ExactlyOnce.sending`)."""
+
+    claim: Claim
+    sent: bool = False
+    owed: str | None = None
+    """Its change was saved, then a step after the save failed: what is still owed, in words
+    (`saved_then_failed`)."""
+
+    async def failed(
+        self, claims: Claims, *, now: datetime, what: str, error: BaseException
+    ) -> None:
+        """The effect (`what`, in words) failed with `error`: its claim is given back, so the
+        request can be repeated; unless its change was saved before an error (`owed`): then
+        the claim is recorded done, and the person told what was done and what is still owed."""
+        if self.owed is None or not isinstance(error, Exception):
+            await asyncio.shield(claims.release(self.claim))
+            return
+        await asyncio.shield(claims.complete(self.claim, now=now))
+        raise DoneButOwed(f"Done: {what} (the card shows it). {self.owed}") from error
+
+
+acting_now: ContextVar[Acting | None] = ContextVar("exactly_once_acting", default=None)
+"""The effect the task acts for, under its claim (None outside `ExactlyOnce.once`)."""
+
+
+def saved_then_failed(owed: str) -> None:
+    """Called by the effect runner when a step after a save failed: the effect acting under a
+    claim (if any) was done, `owed` (in words) still to come. Its claim is then recorded done,
+    not given back as if nothing was done (a waiting click would act again)."""
+    acting = acting_now.get()
+    if acting is not None:
+        acting.owed = owed
+
+
+def owed_after(before: Rollout, left: Sequence[Effect]) -> str:
+    """What a decision saved over `before` still owes when one of its effects failed (`left`:
+    that effect and those after it, none carried out), in words. A window's timer written
+    again as it was (a look writes those of every window running) is owed by nobody."""
+    owed = []
+    if any(isinstance(effect, Review) for effect in left):
+        owed.append(
+            "GitHub's answer to the run could not be given (or recorded) right after: the "
+            "bot's next look at the run gives it while GitHub still waits for it."
+        )
+    if any(isinstance(effect, ScheduleWindow) and _new_window(before, effect) for effect in left):
+        owed.append(
+            "The window's timer could not be written right after: the bot's next look at the "
+            "run writes it, and the window ends when the card says."
+        )
+    elif any(isinstance(effect, CancelWindow) for effect in left):
+        owed.append("A window's old timer could not be cancelled right after: it changes nothing.")
+    return " ".join(owed) or "A step after it failed: the bot's next look at the run does it."
+
+
+def _new_window(before: Rollout, window: ScheduleWindow) -> bool:
+    """Whether `window` ends a window that was not running already, to end then, `before`."""
+    stage = before.track(window.track).stage(window.stage)
+    return stage.state is not StageState.OBSERVING or stage.window_ends_at != window.due_at

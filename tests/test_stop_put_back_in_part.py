@@ -1,0 +1,71 @@
+"""A second person's stop that waited for a first person's (its claim) while the first was
+settled: the first stood on one track and was put back on another (GitHub deploys its last
+stage). The second is told what the stop did on each track, from what is stored, not that it
+was simply done."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from figures import RINGS_OK
+from sandbox_views import dispatched, held
+from test_claim_given_back import the_second_waits
+from test_stop_races import ga_approved, kills_of
+from test_stop_second_person import SECOND, read_once_answered
+from test_stop_tracks import two_desktop_plan
+
+from bot.domain.rollout import TrackState
+from bot.domain.rollout_summary import PUT_BACK
+from sandbox.config import RELEASE_MANAGER
+from sandbox.harness import Sandbox, write_figures
+
+pytestmark = pytest.mark.story
+
+
+async def test_a_second_kill_that_waited_for_a_kill_put_back_on_one_track_is_told_which(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two desktop-gated tracks: the relay's holds on its canary, the desktop deploys GA. The
+    first kill stops the relay's and is put back on the desktop (GitHub deploys GA); the
+    second person, who waited for it less than the bot waits, is told what it did on each
+    track and what to do about the desktop, not "Already done … Nothing more was done"."""
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        plan_yaml=two_desktop_plan(tmp_path),
+        extra_env=approvers,
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await held(box, "relay", "canary")
+        await ga_approved(box)
+        reading, answered, _ = read_once_answered(box, monkeypatch)
+        second_waits = the_second_waits(box, monkeypatch)
+        first = asyncio.create_task(box.command("kill crash spike"))
+        await reading.wait()
+        second_url = await box.send_command("kill crash spike too", user=SECOND)
+        await second_waits.wait()
+        answered.set()
+
+        assert "Not stopped, still on `v1.4.2`: *Desktop app and CLI* (landing" in await first
+        (second,) = await box.slack.wait_for_response(second_url, timeout=30)
+        shown = str(second.body)
+        assert f"Already done by <@{RELEASE_MANAGER}>" in shown, shown
+        assert "put back on *Desktop app and CLI*" in shown, shown
+        assert "GitHub had already approved the last stage, which it cannot stop" in shown, shown
+        assert "It stopped *Hosted relay* only." in shown, shown
+        assert "*Desktop app and CLI* is already deploying its last stage (GA ring)" in shown
+        after = await box.rollout()
+        assert after.track("relay").state is not TrackState.ACTIVE
+        assert after.track("desktop").state is TrackState.ACTIVE
+        assert after.stop_waiters == () and after.untold_stops == ()
+        assert await kills_of(box, after) == [
+            ("relay", "ok"),
+            ("desktop", "ok"),
+            ("desktop", "not_stopped"),
+            ("desktop", PUT_BACK),
+        ]
