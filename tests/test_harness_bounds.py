@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from figures import quiet_sandbox, running_sandbox
-from sandbox_views import finish
+from sandbox_views import both_held, finish
 from test_app_tokens import app_jwt
 from test_npm_token import open_walkthrough
 
@@ -119,6 +119,9 @@ async def test_finish_fails_saying_so_when_a_promote_changes_nothing(
 
         async def promote_lost(text: str, **place: Any) -> str:
             if text == "promote":
+                # Once both tracks hold: what `finish` sees held then stays so (a track late to
+                # its gate on a loaded machine would be a change, and name one track only).
+                await both_held(box)
                 return "(the promote was lost on its way)"
             return await command(text, **place)
 

@@ -11,6 +11,7 @@ deploys cannot be stopped, and its stop is refused (`bot.domain.rollout.abort`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 
 from bot.domain import rollout as machine
@@ -223,15 +224,7 @@ class Stops:
             return None
         rollout, plan = await effects.with_plan(claim.rollout_id)
         oks = [e.track for e in ours if e.result == "ok" and e.track and e.track not in back]
-        left = machine.tracks_left(rollout, plan, gate=kind, stopping=())
-        return StopPutBack(
-            rollout.tag,
-            kind is GateKind.DESKTOP,
-            claim.actor,
-            (),
-            tuple(track for track in left if track.name in back),
-            tuple(plan.track(name).label for name in dict.fromkeys(oks)),
-        )
+        return _put_back_event(rollout, plan, kind, claim.actor, (), back, dict.fromkeys(oks))
 
     @staticmethod
     def _not_left(announce: Announce, stands: list[str], elsewhere: set[str]) -> Announce | None:
@@ -340,13 +333,27 @@ def _put_back_told(
     if not back or not waiting:
         return None
     gate = plan.track(back[0]).gate
-    left = machine.tracks_left(settled, plan, gate=gate, stopping=())
-    told = StopPutBack(
-        settled.tag,
+    told = _put_back_event(settled, plan, gate, actor, waiting, back, stopped)
+    return Announce(told, failure=True)
+
+
+def _put_back_event(
+    rollout: Rollout,
+    plan: RolloutPlan,
+    gate: GateKind,
+    actor: str,
+    waiting: tuple[str, ...],
+    back: Collection[str | None],
+    stopped: Iterable[str],
+) -> StopPutBack:
+    """The stop of `gate` by `actor` put back on the tracks `back` (as `rollout` has them),
+    told to the people `waiting`; `stopped`: the tracks it did stop (names)."""
+    left = machine.tracks_left(rollout, plan, gate=gate, stopping=())
+    return StopPutBack(
+        rollout.tag,
         gate is GateKind.DESKTOP,
         actor,
         waiting,
         tuple(track for track in left if track.name in back),
         tuple(plan.track(name).label for name in stopped),
     )
-    return Announce(told, failure=True)
