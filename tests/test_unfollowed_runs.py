@@ -1129,3 +1129,35 @@ async def test_an_adopt_clicked_after_a_reject_that_answered_then_failed_adopts_
         assert await box.services.rollouts.active() == []
         assert ("relay-canary-5", "approved") not in answers(box)
         assert second is not None and f"Run {run_id} was rejected by" in second, second
+
+
+async def test_an_adopt_clicked_after_a_default_reject_that_then_failed_adopts_nothing(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody answered: the default rejected the run (its card says so), then GitHub failed
+    the rejection of the rest of it (the `if: failure()` jobs' requests stay open). An Adopt
+    clicked on the card as it was drawn before, before the default is tried again, adopts
+    nothing: the run was rejected on GitHub. Before, the default's claim was given back and
+    the Adopt adopted the rejected run, its later requests still open."""
+    run_id, card = await started_on_github(box)
+    failing: list[int] = []
+    both_failed = asyncio.Event()
+
+    async def github_fails(_github: object, failed_run: int, environments: list[str]) -> None:
+        failing.append(failed_run)
+        if len(failing) >= 2:
+            both_failed.set()
+        raise GitHubError("GitHub did not answer the rejection of the rest of the run")
+
+    monkeypatch.setattr("bot.services.unfollowed_runs.reject_rest", github_fails)
+    adopt = (button(card.blocks, "adopt_run") or {})["value"]
+    await box.pass_time(timedelta(seconds=1805))
+    await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+    # The default's own rejection of the rest, and the bot's of a failure job's request, failed.
+    await asyncio.wait_for(both_failed.wait(), timeout=30)
+
+    told = await box.click("adopt_run", message=card, value=adopt)
+
+    assert await box.services.rollouts.active() == [], told
+    assert not any(state == "approved" for _, state in answers(box)), answers(box)
+    assert told is not None and f"Run {run_id} was rejected by the default answer" in told, told

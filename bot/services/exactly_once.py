@@ -136,7 +136,7 @@ class ExactlyOnce:
         *,
         wait: bool = True,
         moved_past: str | None = None,
-        given_back: Callable[[], Awaitable[None]] | None = None,
+        given_back: Callable[[], Awaitable[object]] | None = None,
     ) -> T:
         """Claim the effect `control` on `card` (`what`, in words), then `act` once. Whoever
         holds the claim is waited for, unless not `wait` (then `BeingDone` at once).

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control
@@ -246,11 +247,15 @@ class UnfollowedRuns:
         if card.fate is RunFate.WAITING:
             await self._settle(card.decided(RunFate.UNANSWERED), cancel=False)
 
-    async def _card(self, run_id: int) -> UnfollowedRun:
+    async def _card(self, run_id: int, *, unanswered: bool = False) -> UnfollowedRun:
+        """The run's card; `unanswered`: refused, naming who answered, when it was answered."""
         timer = await self._effects.timers.get(key=timer_key(run_id))
         if timer is None or timer.payload is None:
             raise InvalidCommand(f"Run {run_id} has no card of a run waiting to be adopted.")
-        return UnfollowedRun.from_json(dict(timer.payload["card"]))
+        card = UnfollowedRun.from_json(dict(timer.payload["card"]))
+        if unanswered and card.answered:
+            raise AlreadyDone(answered_meanwhile(card, self._rollouts.words.person(card.by)))
+        return card
 
     async def _answer(
         self,
@@ -262,12 +267,7 @@ class UnfollowedRuns:
         wait: bool = True,
     ) -> T:
         what = f"{verb} run {card.run_id}"
-
-        async def unanswered() -> None:  # given back: its request may have answered first
-            now = await self._card(card.run_id)
-            if now.answered:
-                raise AlreadyDone(answered_meanwhile(now, self._rollouts.words.person(now.by)))
-
+        unanswered = partial(self._card, card.run_id, unanswered=True)  # given back: answered?
         ref = CardRef(f"run-{card.run_id}")
         try:
             return await self._once.once(
@@ -278,7 +278,8 @@ class UnfollowedRuns:
             raise
 
     async def _adopt(self, origin: Origin, card: UnfollowedRun, override: str | None) -> Rollout:
-        """The rollout is created already following the run, or nothing is created."""
+        """The rollout is created already following the run (never one answered), or not."""
+        await self._card(card.run_id, unanswered=True)  # a default's rejection given back
         await still_waiting(self._effects.store, self._rules, card.run_id)
         if not card.on_a_tag:
             raise InvalidTransition(not_a_tag(card))
