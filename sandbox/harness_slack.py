@@ -29,9 +29,11 @@ Task = asyncio.Task[Any]
 ANSWER_WAIT = 1.5
 """Seconds a click waits for an ephemeral answer when it cannot watch the bot's work (nor
 count it on a `serve` process's `/metrics`)."""
-WORK_WAIT = 30.0
+WORK_WAIT = 120.0
 """Seconds at most a click waits while the bot in this process still works on a request it
-acknowledged (a loaded machine): the work's end, not a moment, says no answer is coming."""
+acknowledged (a loaded machine): the work's end, not a moment, says no answer is coming. Only a
+hung request reaches it (under pytest's 180 s): a click whose work waits on another person's
+claim took more than 30 s at a load of 15."""
 
 
 class CommandPlace(TypedDict, total=False):
