@@ -5,11 +5,13 @@ nobody had preflighted). Signed Slack requests, the real app, the simulators."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from figures import passing_sandbox
+from sandbox_views import button
 
 from bot.domain.rollout import CheckState, Phase
 from sandbox import github_json as shapes
@@ -222,4 +224,31 @@ async def test_a_tag_deleted_and_pushed_back_where_it_was_asks_for_the_flags_and
     assert await box.click("confirm_flags") is None
 
     await box.wait_until(lambda r: r.preflight.flags.state is CheckState.PASS)
+    await dispatches_once(box)
+
+
+async def test_a_dispatch_github_refused_redraws_the_card_at_the_rollouts_version(
+    box: Sandbox,
+) -> None:
+    """A Dispatch GitHub refused saved the rollout twice (dispatching, then back in its
+    preflight) and left the card at the version before: once a later click on it left its claim
+    unrecorded (its replica killed), every click after was refused as out of date, for good (a
+    chaos run in App mode). The card now carries the version the rollout is at, and goes."""
+    await ready(box)
+    box.github.fail_next(
+        "POST",
+        "/repos/*/actions/workflows/*/dispatches",
+        403,
+        shapes.error("Resource not accessible by integration", 403),
+    )
+    answer = await box.click("dispatch")
+    assert answer is not None and "Resource not accessible" in answer, answer
+    rollout = await box.rollout()
+    assert rollout.phase is Phase.PREFLIGHT
+
+    def shown_version() -> int | None:
+        value = button(box, "dispatch")
+        return None if value is None else json.loads(value)["version"]
+
+    await box.slack.wait_for(lambda: shown_version() == rollout.version)
     await dispatches_once(box)

@@ -312,14 +312,14 @@ class Preflights:
                 )
                 raise
             except GitHubError as error:
-                reverted = await effects.store.save(
-                    replace(begun, phase=Phase.PREFLIGHT, schedule=rollout.schedule)
+                # Saved back with its card redrawn (one transaction): a card left at the
+                # version before the two saves would refuse every later click as out of date
+                # once one of them left its claim unrecorded (its replica killed).
+                reverted = replace(begun, phase=Phase.PREFLIGHT, schedule=rollout.schedule)
+                failed = effects.event(
+                    actor, "dispatch", "github_error", reverted, {"error": error.message}
                 )
-                await effects.record(
-                    effects.event(
-                        actor, "dispatch", "github_error", reverted, {"error": error.message}
-                    )
-                )
+                await effects.redraw(reverted, audit=[failed])
                 raise
             await effects.record(
                 effects.event(actor, "dispatch", "ok", begun, {"run_id": run.run_id})
