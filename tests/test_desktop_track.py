@@ -327,14 +327,18 @@ def ga_plan(tmp_path: Path) -> str:
 
 
 async def ga_held_by_github(box: Sandbox, approvals: str) -> None:
-    """Dispatched, beta observed, then GitHub failing every approval the bot posts to
-    `approvals` (the reviewers' path, or the App's rule callback): the GA ring is saved as
-    deploying while GitHub still holds it, the bot's next look sending the approval again."""
+    """Dispatched, beta deploying, then GitHub failing every approval the bot posts to
+    `approvals` (the reviewers' path, or the App's rule callback): once beta's deploy ends and
+    its window passes, the GA ring is saved as deploying while GitHub still holds it, the
+    bot's next look sending the approval again. Beta's deploy takes ten minutes so that the
+    faults start while it runs: its one-second window could pass between two looks."""
     write_figures(box.figures, "relay", RELAY_OK)
     write_figures(box.figures, "desktop", RINGS_OK)
+    box.github.set_job_duration("Desktop/CLI ring deploy - beta", timedelta(minutes=10))
     await dispatched(box)
-    await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
+    await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.DEPLOYING)
     box.github.fault_next("POST", approvals, "server_error", times=10_000)
+    await box.pass_time(timedelta(minutes=10))  # the beta deploy ends
     await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
     run = (await box.rollout()).run_id or 0
     assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
