@@ -55,12 +55,15 @@ def approvals(box: Sandbox, environment: str) -> list[str]:
 
 
 async def both_holding(box: Sandbox) -> Rollout:
-    """Both tracks held on a passed gate: nothing more happens on GitHub until a click."""
+    """Both tracks held on a passed gate: nothing more happens on GitHub until a click. Up to
+    120 s (a hang guard, ended as soon as both hold): at a load of 28 on 2 cores the default
+    30 s ran out before the fifty clicks' first one."""
     return await box.wait_until(
         lambda r: (
             r.track("relay").stage("canary").state is StageState.HOLDING
             and r.track("desktop").stage("internal").state is StageState.HOLDING
-        )
+        ),
+        timeout=120,
     )
 
 
