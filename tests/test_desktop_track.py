@@ -335,12 +335,14 @@ async def ga_held_by_github(box: Sandbox, approvals: str) -> None:
     write_figures(box.figures, "relay", RELAY_OK)
     write_figures(box.figures, "desktop", RINGS_OK)
     box.github.set_job_duration("Desktop/CLI ring deploy - beta", timedelta(minutes=10))
-    await dispatched(box)
-    await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.DEPLOYING)
+    run = (await dispatched(box)).run_id or 0
+    beta = box.github.run(run).job("desktop-cli-ring-beta")
+    # Deploying on GitHub, not only saved as deploying: the bot saves a stage so before it
+    # sends the approval, which the faults below would then fail.
+    await box.wait_until(lambda _: beta.status == "in_progress")
     box.github.fault_next("POST", approvals, "server_error", times=10_000)
     await box.pass_time(timedelta(minutes=10))  # the beta deploy ends
     await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
-    run = (await box.rollout()).run_id or 0
     assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
 
 
