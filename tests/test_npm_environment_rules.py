@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from importlib import resources
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,7 @@ from bot.domain.npm_secrets import PublishJob, SecretLevels, assess_secret
 from bot.domain.plan import NpmRelease
 from sandbox.github_app import SandboxApp
 from sandbox.github_environment_rules import EnvironmentRules
+from sandbox.github_rulesets import BranchRuleset
 from sandbox.harness import Sandbox
 
 
@@ -189,7 +190,7 @@ async def test_protected_branches_only_refuses_an_unprotected_release_branch(
     box.github.protected_branches.add("release")
     shown, _ = await check_secret(box, ":warning: needs attention")
     assert "lets protected branches only deploy, and `main` is not protected" in shown
-    assert "Protect `main` (Settings → Branches)" in shown
+    assert "Protect `main` with a branch protection rule (Settings → Branches)" in shown
 
 
 async def test_protected_branches_only_lets_a_protected_release_branch_deploy(
@@ -200,6 +201,40 @@ async def test_protected_branches_only_lets_a_protected_release_branch_deploy(
     shown, _ = await check_secret(box, ":warning: needs attention")  # its tags, as below
     assert "`main` is not protected" not in shown
     assert "lets no tag deploy" in shown
+
+
+async def test_protected_branches_only_lets_a_branch_a_ruleset_protects_deploy(
+    box: Sandbox,
+) -> None:
+    """`main` has no branch protection rule, but an active ruleset targets it (the default
+    branch): GitHub's API counts it protected ("List branches": "protected by branch
+    protections or rulesets"), and so does the bot. Before, the simulator knew no rulesets,
+    so this was never checked."""
+    box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
+    box.github.refs.add("release")
+    box.github.protected_branches.add("release")
+    box.github.rulesets.append(BranchRuleset("Default branch", include=("~DEFAULT_BRANCH",)))
+    shown, _ = await check_secret(box, ":warning: needs attention")  # its tags, as above
+    assert "`main` is not protected" not in shown
+    assert "lets no tag deploy" in shown
+
+
+async def test_only_an_enforced_ruleset_makes_a_branch_protected(box: Sandbox) -> None:
+    """An active ruleset protects `release/*` and only a ruleset in `evaluate` mode targets
+    `main`: `main` is not protected (an evaluated ruleset enforces nothing), another branch is,
+    so GitHub fails a run from `main`, and step 3 names both ways to protect it."""
+    box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
+    box.github.refs.add("release/2.x")
+    box.github.rulesets += [
+        BranchRuleset("Releases", include=("refs/heads/release/*",)),
+        BranchRuleset("Main, trial", include=("refs/heads/main",), enforcement="evaluate"),
+    ]
+    shown, _ = await check_secret(box, ":warning: needs attention")
+    assert "lets protected branches only deploy, and `main` is not protected" in shown
+    assert (
+        "Protect `main` with a branch protection rule (Settings → Branches) or a ruleset "
+        "(Settings → Rules → Rulesets)"
+    ) in shown
 
 
 async def test_a_policy_that_lets_main_and_tags_deploy_is_no_concern(box: Sandbox) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from sandbox_views import github_until
-from test_rerun_unconfirmed import until
 from sqlalchemy import text
+from test_rerun_unconfirmed import until
 
 from bot.adapters.slack import messages
 from bot.adapters.slack.actions import InvalidPayload

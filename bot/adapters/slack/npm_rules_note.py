@@ -68,8 +68,9 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
             f":warning: The environment {environment} lets protected branches only deploy, and "
             f"`{escape(npm.ref)}` is not protected: a run from it (Run Release, step 5, "
             f"dispatches on `{escape(npm.ref)}`) fails {job} before it publishes. Protect "
-            f"`{escape(npm.ref)}` (Settings → Branches), or choose selected branches and tags "
-            f"under {policy}."
+            f"`{escape(npm.ref)}` with a branch protection rule (Settings → Branches) or a "
+            f"ruleset (Settings → Rules → Rulesets), or choose selected branches and tags under "
+            f"{policy}."
         )
     if flags & RuleFlag.TAGS_REFUSED:
         lines.append(
