@@ -25,8 +25,10 @@ class Acting:
     claim: Claim
     sent: bool = False
     owed: str | None = None
-    """Its change was saved, then a step after the save failed: what is still owed, in words
-    (`saved_then_failed`)."""
+    """Its change was saved (or sent to GitHub), then a later step failed: what is still owed,
+    in words (`saved_then_failed`)."""
+    where: str = "the card shows it"
+    """Where what was done shows (`SHOWN`, `UNSHOWN`, `ON_GITHUB`)."""
 
     async def failed(
         self, claims: Claims, *, now: datetime, what: str, error: BaseException
@@ -38,20 +40,51 @@ class Acting:
             await asyncio.shield(claims.release(self.claim))
             return
         await asyncio.shield(claims.complete(self.claim, now=now))
-        raise DoneButOwed(f"Done: {what} (the card shows it). {self.owed}") from error
+        raise DoneButOwed(f"Done: {what} ({self.where}). {self.owed}") from error
 
 
 acting_now: ContextVar[Acting | None] = ContextVar("exactly_once_acting", default=None)
 """The effect the task acts for, under its claim (None outside `ExactlyOnce.once`)."""
 
 
-def saved_then_failed(owed: str) -> None:
-    """Called by the effect runner when a step after a save failed: the effect acting under a
-    claim (if any) was done, `owed` (in words) still to come. Its claim is then recorded done,
-    not given back as if nothing was done (a waiting click would act again)."""
+AFTER_SAVE = "A step after it failed: the bot's next look at the run does it."
+"""Owed by an effect saved when a step after its save failed, and nothing more is known."""
+
+SHOWN = "the card shows it"
+UNSHOWN = "saved; the card does not show it yet"
+ON_GITHUB = "on GitHub; the card may not show it yet"
+"""Where what an effect did shows, when a step after it failed (`saved_then_failed`)."""
+
+UNSENT = (
+    "The card and the thread could not be updated right after: the bot sends what it saved "
+    "for them on its own in a moment."
+)
+"""Owed by an effect saved when the delivery of its messages (saved with it) failed."""
+
+
+def saved_then_failed(owed: str = AFTER_SAVE, *, where: str = SHOWN) -> None:
+    """Called once the effect acting under a claim (if any) is done: saved, or sent to GitHub
+    before its save (`where` it shows). Should a later step fail, its claim is recorded done,
+    not given back as if nothing was done (a waiting click would act again), and the person
+    told it was done, where, and what is `owed` (in words)."""
     acting = acting_now.get()
     if acting is not None:
-        acting.owed = owed
+        acting.owed, acting.where = owed, where
+
+
+def owing() -> bool:
+    """Whether the effect acting under a claim (if any) was done, saved or sent to GitHub,
+    before the step now failing (`saved_then_failed`): its failure is told as done."""
+    acting = acting_now.get()
+    return acting is not None and acting.owed is not None
+
+
+def put_back() -> None:
+    """The effect acting under a claim (if any), saved, was put back after all (a stop GitHub
+    made void on every track): should it fail, nothing was done, and its claim is given back."""
+    acting = acting_now.get()
+    if acting is not None:
+        acting.owed = None
 
 
 def owed_after(before: Rollout, left: Sequence[Effect]) -> str:
@@ -71,7 +104,7 @@ def owed_after(before: Rollout, left: Sequence[Effect]) -> str:
         )
     elif any(isinstance(effect, CancelWindow) for effect in left):
         owed.append("A window's old timer could not be cancelled right after: it changes nothing.")
-    return " ".join(owed) or "A step after it failed: the bot's next look at the run does it."
+    return " ".join(owed) or AFTER_SAVE
 
 
 def _new_window(before: Rollout, window: ScheduleWindow) -> bool:
