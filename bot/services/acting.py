@@ -6,15 +6,18 @@ saved before a later step failed), and how the claim ends when the effect failed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from bot.domain.controls import DoneButOwed
 from bot.domain.rollout import CancelWindow, Effect, Review, Rollout, ScheduleWindow, StageState
 from bot.services.records import Claim
 from bot.services.store_ports import Claims
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,6 +80,23 @@ def owing() -> bool:
     before the step now failing (`saved_then_failed`): its failure is told as done."""
     acting = acting_now.get()
     return acting is not None and acting.owed is not None
+
+
+async def acted(saving: Awaitable[T]) -> T:
+    """`saving`, a save the effect acting under a claim (if any) makes: once it went through,
+    a later step's failure leaves the effect done (`saved_then_failed`)."""
+    done = await saving
+    saved_then_failed()
+    return done
+
+
+def failed_after_save(before: Rollout, left: Sequence[Effect]) -> None:
+    """A step after a decision's save over `before` failed: `left`, its effects not carried out
+    (that one first), or none (the delivery of its messages, saved with it)."""
+    if left:
+        saved_then_failed(owed_after(before, left))
+    else:
+        saved_then_failed(UNSENT, where=UNSHOWN)
 
 
 def put_back() -> None:

@@ -32,8 +32,8 @@ from bot.domain.rollout import (
     TrackStopped,
 )
 from bot.domain.rollout_summary import PUT_BACK
-from bot.services.actions import target_of
 from bot.services.acting import put_back
+from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.records import Claim, ClaimState, NewAuditEvent

@@ -267,9 +267,8 @@ class UnfollowedRuns:
         *,
         wait: bool = True,
     ) -> T:
-        what = f"{verb} run {card.run_id}"
+        what, ref = f"{verb} run {card.run_id}", CardRef(f"run-{card.run_id}")
         unanswered = partial(self._card, card.run_id, unanswered=True)  # given back: answered?
-        ref = CardRef(f"run-{card.run_id}")
         try:
             return await self._once.once(
                 origin, Control.ANSWER_RUN, ref, what, act, wait=wait, given_back=unanswered
@@ -333,9 +332,8 @@ class UnfollowedRuns:
         release, rolled back maybe): then it rejects. What it answered is recorded in the
         timer's payload, and the card redrawn without its buttons (also when nothing waits: it
         answered nothing, and a person answers the rest)."""
-        if card.fate is RunFate.REJECTED:  # by an earlier try, whose rest then failed
-            await self._after_rejecting(card.run_id)  # the rest only: its card stays as it is
-            return
+        if card.fate is RunFate.REJECTED:  # by an earlier try whose rest failed: the rest only
+            return await self._after_rejecting(card.run_id)  # its card stays as it is
         answer = "reject" if card.ended_rollout else self._default
         why = ""
         try:
