@@ -19,6 +19,20 @@ from bot.services.store_ports import Claims
 
 T = TypeVar("T")
 
+AFTER_SAVE = "A step after it failed: the bot's next look at the run does it."
+"""Owed by an effect saved when a step after its save failed, and nothing more is known."""
+
+SHOWN = "the card shows it"
+UNSHOWN = "saved; the card does not show it yet"
+ON_GITHUB = "on GitHub; the card may not show it yet"
+"""Where what an effect did shows, when a step after it failed (`saved_then_failed`)."""
+
+UNSENT = (
+    "The card and the thread could not be updated right after: the bot sends what it saved "
+    "for them on its own in a moment."
+)
+"""Owed by an effect saved when the delivery of its messages (saved with it) failed."""
+
 
 @dataclass
 class Acting:
@@ -30,7 +44,7 @@ class Acting:
     owed: str | None = None
     """Its change was saved (or sent to GitHub), then a later step failed: what is still owed,
     in words (`saved_then_failed`)."""
-    where: str = "the card shows it"
+    where: str = SHOWN
     """Where what was done shows (`SHOWN`, `UNSHOWN`, `ON_GITHUB`)."""
 
     async def failed(
@@ -48,21 +62,6 @@ class Acting:
 
 acting_now: ContextVar[Acting | None] = ContextVar("exactly_once_acting", default=None)
 """The effect the task acts for, under its claim (None outside `ExactlyOnce.once`)."""
-
-
-AFTER_SAVE = "A step after it failed: the bot's next look at the run does it."
-"""Owed by an effect saved when a step after its save failed, and nothing more is known."""
-
-SHOWN = "the card shows it"
-UNSHOWN = "saved; the card does not show it yet"
-ON_GITHUB = "on GitHub; the card may not show it yet"
-"""Where what an effect did shows, when a step after it failed (`saved_then_failed`)."""
-
-UNSENT = (
-    "The card and the thread could not be updated right after: the bot sends what it saved "
-    "for them on its own in a moment."
-)
-"""Owed by an effect saved when the delivery of its messages (saved with it) failed."""
 
 
 def saved_then_failed(owed: str = AFTER_SAVE, *, where: str = SHOWN) -> None:
