@@ -10,6 +10,7 @@ request is one audit event (`click:promote`, `command:status`, ...).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,14 @@ from bot.domain.rollout import Phase, Rollout
 from bot.services.actions import where_it_stands
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
+from bot.services.failures import TRANSIENT, log_failure
 from bot.services.lane import ReleaseLane
 from bot.services.ports import Clock, Words
 from bot.services.requests import Entry, Origin, current_entry
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import AuditLog
+
+log = logging.getLogger(__name__)
 
 FORM_OUTSIDE_RELEASE_CHANNELS = (
     "This form was opened in a channel that is no longer a release channel of this service "
@@ -101,6 +105,22 @@ class Access:
                     stage=entry.stage,
                     detail=entry.detail or None,
                 )
+
+    @contextlib.asynccontextmanager
+    async def card_caught_up(self, card: CardRef) -> AsyncIterator[None]:
+        """A click refused as out of date on a card behind the stored rollout: before the
+        answer, the card is drawn again at the stored version when no redraw of it is owed (a
+        replica died between a save and its redraw), so that the updated card the answer
+        points to exists (`EffectRunner.catch_up_card`). Failing that, the answer still goes."""
+        try:
+            yield
+        except StaleCard:
+            if card.version is not None:
+                try:
+                    await self.rollouts.effects.catch_up_card(card.rollout_id, shown=card.version)
+                except TRANSIENT as error:
+                    log_failure(log, f"the card of {card.rollout_id} was not drawn again", error)
+            raise
 
     async def admit(self, origin: Origin, control: Control) -> None:
         """Refuse requests from outside the release channels and from non-approvers."""
