@@ -48,7 +48,7 @@ from bot.services.acting import owed_after, saved_then_failed
 from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
-from bot.services.outbox_messages import CARD, SUMMARY, card, summary, told
+from bot.services.outbox_messages import SUMMARY, card, summary, told
 from bot.services.ports import Clock, GitHubGateway, ReviewState, Words
 from bot.services.records import BOT, NewAuditEvent, NewMessage, NewTimer
 from bot.services.store_ports import AuditLog, ProtectionRuleRequests, Rollouts, Timers
@@ -287,26 +287,6 @@ class EffectRunner:
         saved = await self.store.save(rollout, outbox=[*said, card(rollout)], audit=audit)
         await self.outbox.flush(rollout.id)
         return saved
-
-    async def catch_up_card(self, rollout_id: str, *, shown: int) -> None:
-        """A card a click showed at version `shown`, behind the stored rollout, with no redraw
-        of it still to come (its replica died between a save and its redraw): drawn again
-        from the rollout as it stands, so that the updated card a refusal points to exists.
-        Not saved (the claims keyed by the stored version stay as they are): any replica may
-        do it, as often, for a card is drawn at delivery and a redraw (never a new post) that a
-        later one supersedes is skipped."""
-        rollout = await self.store.get(rollout_id)
-        if rollout is None or rollout.version <= shown:
-            return
-        if any(m.kind == CARD for m in await self.outbox.store.pending(rollout_id)):
-            return  # its redraw is on its way
-        log.warning(
-            "the card of %s showed version %d, and no redraw of version %d was owed: drawn again",
-            rollout_id,
-            shown,
-            rollout.version,
-        )
-        await self.outbox.send([card(rollout)])
 
     async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> None:
         """Send a review; its failure is recorded and asked again by the next reconcile, or
