@@ -298,7 +298,9 @@ class Preflights:
             except (InvalidTransition, GitHubError) as error:
                 await effects.refuse(actor, "dispatch", rollout, error.message)
                 raise
-            begun = await effects.store.save(begun)
+            # Saved with its card's redraw ("Dispatching…"; a later redraw supersedes it): a
+            # replica dying before the next save leaves no card behind the rollout's version.
+            begun = await effects.store.save(begun, outbox=[card(begun)])
             inputs = plan.dispatch_inputs(
                 tag=rollout.tag, feature_flags_ready=True, baselines=_baselines(plan)
             )
