@@ -105,11 +105,7 @@ async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
     await box.command(f"start {TAG} --flags-ready")
     started = await box.wait_until(lambda r: r.phase is Phase.PREFLIGHT)
     assert started.preflight.tag_commit == MOVED
-    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
-    assert await box.click("dispatch") is None
-
-    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)
 
 
 async def test_a_tag_gone_since_the_preflight_refuses_the_dispatch(box: Sandbox) -> None:
