@@ -378,12 +378,15 @@ class ExactlyOnce:
 
 
 def nothing_done(words: Words, lost: ClaimUnsettled, what: str) -> NothingDone:
-    """The truth after a claim whose answer was lost: nothing was done; whether the claim
-    was withdrawn, or until when it may tell a repeat that it is being done."""
-    told = (
-        f"The bot lost its connection to its database while it took this request ({what}), "
-        "before acting on it: nothing was done."
+    """The truth after a claim whose answer was lost: what lost it (the connection, or a wait
+    that ran out: a burst of clicks), that nothing was done; whether the claim was withdrawn,
+    or until when it may tell a repeat that it is being done."""
+    cause = (
+        "The bot's database did not answer the bot in time"
+        if lost.timed_out
+        else "The bot lost its connection to its database"
     )
+    told = f"{cause} while it took this request ({what}), before acting on it: nothing was done."
     if lost.withdrawn:
         return NothingDone(f"{told} Try again.")
     until = words.slack_time(lost.held_until)
