@@ -32,6 +32,7 @@ from bot.domain.rollout import (
     TrackStopped,
 )
 from bot.domain.rollout_summary import PUT_BACK
+from bot.services.acting import put_back
 from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
@@ -133,6 +134,7 @@ class Stops:
                     break
                 latest = await effects.get(rollout.id)
         if refusal is not None and not stands:
+            put_back()  # saved, then put back on every track: nothing was done after all
             raise refusal
 
     async def _settle(
