@@ -6,6 +6,7 @@ was simply done."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,35 @@ async def test_a_second_kill_that_waited_for_a_kill_put_back_on_one_track_is_tol
             ("desktop", "not_stopped"),
             ("desktop", PUT_BACK),
         ]
+
+
+async def test_a_kill_asked_for_once_done_is_told_its_put_back_whatever_the_claimants_clock(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica that took the first kill's claim runs a minute ahead of the one that
+    wrote its audit events (skewed clocks): the second person, who asks once it is done, is
+    still told it was put back on the desktop. The events are read by the claim that wrote
+    them, not by the moment it was taken (before, every event looked older than the claim,
+    and the answer was "Already done … Nothing more was done")."""
+    approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
+    async with Sandbox(
+        workdir=tmp_path,
+        database_url=database_url,
+        plan_yaml=two_desktop_plan(tmp_path),
+        extra_env=approvers,
+    ) as box:
+        write_figures(box.figures, "relay", {"canary": {"crash_rate": "0"}})
+        write_figures(box.figures, "desktop", RINGS_OK)
+        await dispatched(box)
+        await held(box, "relay", "canary")
+        await ga_approved(box)
+        once = box.services.controls._once
+        ahead = once._clock
+        monkeypatch.setattr(once, "_clock", lambda: ahead() + timedelta(minutes=1))
+
+        assert "Not stopped, still on `v1.4.2`" in await box.command("kill crash spike")
+        shown = await box.command("kill crash spike too", user=SECOND)
+
+        assert f"Already done by <@{RELEASE_MANAGER}>" in shown, shown
+        assert "put back on *Desktop app and CLI*" in shown, shown
+        assert "It stopped *Hosted relay* only." in shown, shown

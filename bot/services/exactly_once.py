@@ -233,10 +233,13 @@ class ExactlyOnce:
         acting.sent = True
         return mine.claimed_at + self._claims.lease
 
-    async def done_by(self, control: Control, card: CardRef, what: str) -> RolloutError | None:
-        """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""
+    async def done_by(
+        self, control: Control, card: CardRef, what: str, *, asker: str
+    ) -> RolloutError | None:
+        """Who did (or is doing) the effect `asker` asks for, waiting for them to finish; None
+        if nobody."""
         claim = await self._claims.get(effect_key(control, card))
-        return None if claim is None else await self._already(claim, what)
+        return None if claim is None else await self._already(claim, what, asker=asker)
 
     async def unsure(
         self, control: Control, card: CardRef, what: str, where: str
@@ -311,25 +314,34 @@ class ExactlyOnce:
         described = what or VERBS[control]
         held = await self._claims.get(effect_key(control, card)) if card is not None else None
         if held is not None:  # the same click again: its first answer is on its way
-            return await self._already(held, described, wait=False)
+            return await self._already(held, described, asker=origin.actor, wait=False)
         return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
 
-    async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
+    async def _already(
+        self, held: Claim, what: str, *, asker: str, wait: bool = True
+    ) -> RolloutError:
         """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
-        when, or who is doing it."""
-        return await self._told(held, await self._settled(held, wait=wait), what)
+        when, or who is doing it (`asker` recorded as waiting on it: `_waited_on`)."""
+        settled, named = await self._waited_on(held, asker, wait=wait)
+        return await self._told(held, settled, what, named=named)
 
     async def _waited_on(self, held: Claim, asker: str, *, wait: bool) -> tuple[Claim | None, bool]:
         """The claim `held` as `_settled` leaves it, and whether `asker` is recorded as waiting
-        on its outcome (`StopOutcomes`): when it is still being done by someone else. Its effect
-        settled meanwhile (not recorded), it is waited for once more, told as it ended."""
+        on its outcome (`StopOutcomes`): every answer that it is still being done by someone
+        else records them. A stop not recorded (settled meanwhile, or not saved yet: its holder
+        waits for the rollout) is waited for once more, then told as it ended, or recorded."""
         claim = await self._settled(held, wait=wait)
-        if claim is None or claim.state is not ClaimState.CLAIMED or claim.actor == asker:
-            return claim, False
-        recorded = None if self._stops is None else await self._stops.wait_on(claim, asker)
-        if recorded is False:
-            return await self._settled(claim, wait=True), False
-        return claim, bool(recorded)
+        for last in (False, True):
+            if self._stops is None or claim is None or claim.state is not ClaimState.CLAIMED:
+                break
+            if claim.actor == asker:
+                break
+            recorded = await self._stops.wait_on(claim, asker)
+            if recorded is not False:
+                return claim, bool(recorded)
+            if not last:
+                claim = await self._settled(claim, wait=wait)
+        return claim, False
 
     async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
         """The claim `held` once its owner finished (waited for unless not `wait`), or as it
