@@ -316,6 +316,8 @@ def _npm_token_service(
         web_url=github_web_url(str(settings.github_api_url)),
         npm=service.plan.npm,
         trusted_publishing=trusted_publishing,
+        plan_workflow=service.plan.workflow.file,
+        plan_environments=frozenset(environment_jobs(service.plan)),
     )
     return NpmTokenService(
         github=github,

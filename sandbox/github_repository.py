@@ -20,6 +20,7 @@ from sandbox.github_hooks import Hook
 from sandbox.github_json import Json, Urls, stable_id
 from sandbox.github_routes import Dispatch
 from sandbox.github_rules import APP_LOGIN, requested_payload
+from sandbox.github_rulesets import BranchRuleset
 from sandbox.github_runs import Ids, Review, SimRun, Transition, commit_sha
 from sandbox.workflows import (
     Workflow,
@@ -116,6 +117,8 @@ class SimRepository:
         here is a branch of the repository too."""
         """GitHub answers 403 to reading an environment's secrets (a token without the
         Environments permission)."""
+        self.rulesets: list[BranchRuleset] = []
+        """Branch rulesets: a branch an active one targets is `protected` too."""
         self.history = History()
         """Commits, tags and releases (what compare and releases/latest answer from)."""
         self.dispatches: list[Dispatch] = []
@@ -221,6 +224,12 @@ class SimRepository:
         server.repositories[new_name.lower()] = self
         self.repository = new_name
         server.install_app_for(new_name)
+
+    def branch_protected(self, name: str) -> bool:
+        """`protected` in "Get a branch": by a branch protection rule or an active ruleset."""
+        return name in self.protected_branches or any(
+            ruleset.protects(name, default_branch=self.default_branch) for ruleset in self.rulesets
+        )
 
     def run_job_in_environment(self, file_name: str, job: str, environment: str) -> None:
         """Give a workflow's job `environment:` in its file (every ref) and its runs from now

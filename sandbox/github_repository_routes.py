@@ -121,7 +121,7 @@ class RepositoryRoutes(SimulatorRoutes):
     def _branch_json(self, repository: SimRepository, name: str) -> Json:
         """A branch as "Get a branch" and "List branches" show it (the fields the bot reads)."""
         sha = commit_sha(name)  # the commit a run on the branch reports
-        protected = name in repository.protected_branches
+        protected = repository.branch_protected(name)
         branch = f"{repository.urls.repo_api}/branches/{quote(name, safe='')}"
         return {
             "name": name,

@@ -26,7 +26,7 @@ from bot.domain.rollout import (
     TrackState,
     codec,
 )
-from bot.services.records import NewAuditEvent, NewMessage, NewTimer
+from bot.services.records import CARD, NewAuditEvent, NewMessage, NewTimer
 from storage.db import from_row
 from storage.errors import StaleRollout, TrackBusy
 from storage.rollout_context import context_of, from_context
@@ -94,8 +94,11 @@ class RolloutStore:
             raise await self._in_progress(busy) from None
         stored = _rollout(record)
         wanted = replace(rollout, version=stored.version)
-        # A new rollout is usually all pending; anything further along is written at once.
-        return stored if stored == wanted else await self.save(wanted)
+        # A new rollout is usually all pending; anything further along is written at once,
+        # its card drawn again (the first redraw may have been delivered in between).
+        if stored == wanted:
+            return stored
+        return await self.save(wanted, outbox=[m for m in outbox if m.kind == CARD])
 
     async def get(self, rollout_id: str) -> Rollout | None:
         record = await self._repository.get(rollout_id)

@@ -64,16 +64,10 @@ async def begun(box: Sandbox, track: str, stage: str) -> Rollout:
 
 
 async def promote(box: Sandbox, track: str, stage: str) -> None:
-    """Once `stage` holds, click the lane's Promote button when the card offers it for `stage`
-    (the card is redrawn just after the state is saved); nothing is answered when it works."""
+    """Once `stage` holds, click the lane's Promote button when the card offers it for `stage`;
+    nothing is answered when it works."""
     await held(box, track, stage)
-
-    def offered() -> bool:
-        value = button(box, "promote", track)
-        return value is not None and json.loads(value)["stage"] == stage
-
-    await box.slack.wait_for(offered)
-    await box.click("promote", value=button(box, "promote", track), wait=False)
+    await box.click("promote", value=await value_of(box, "promote", track, stage=stage), wait=False)
 
 
 def card_button(box: Sandbox, action_id: str, track: str | None = None) -> dict[str, Any] | None:
@@ -93,9 +87,18 @@ def button(box: Sandbox, action_id: str, track: str | None = None) -> str | None
     return None if found is None else str(found["value"])
 
 
-async def value_of(box: Sandbox, action_id: str, track: str | None = None) -> str:
-    """The value of a button on the card, once the card shows it."""
-    await box.slack.wait_for(lambda: button(box, action_id, track) is not None, timeout=30)
+async def value_of(
+    box: Sandbox, action_id: str, track: str | None = None, *, stage: str | None = None
+) -> str:
+    """The value of a button on the card, once the card shows it (for `stage`, if given: the
+    card is redrawn just after the state is saved, so a wait for the state can end while the
+    card still shows the stage before)."""
+
+    def shown() -> bool:
+        value = button(box, action_id, track)
+        return value is not None and (stage is None or json.loads(value)["stage"] == stage)
+
+    await box.slack.wait_for(shown, timeout=30)
     found = button(box, action_id, track)
     assert found is not None
     return found

@@ -260,6 +260,16 @@ def _value(name: str, value: Any) -> Sample:
     return Sample(name, value, _payload, _decoder(type(value)))
 
 
+def _walkthrough(name: str, walkthrough: Walkthrough) -> Sample:
+    """An npm walkthrough as its card's button carries it (the JSON of encode_state)."""
+    return Sample(
+        name,
+        walkthrough,
+        lambda w: json.loads(encode_state(w)),
+        lambda data: decode_state(json.dumps(data)),
+    )
+
+
 SLACK = Family(
     "slack",
     "The action and callback ids the bot puts on cards and modals, and the values they carry "
@@ -302,16 +312,11 @@ SLACK = Family(
         _value("link_run", slack.LinkMetadata(rollout_id=RID, channel_id="C1")),
         _value("override", slack.OverrideMetadata(rollout_id=RID, version=3, channel_id="C1")),
         _value("override_adopt", slack.AdoptOverrideMetadata(run_id=7001, channel_id="C1")),
-        Sample(
-            "npm_walkthrough",
-            WALKTHROUGH,
-            lambda w: json.loads(encode_state(w)),
-            lambda data: decode_state(json.dumps(data)),
-        ),
+        _walkthrough("npm_walkthrough", WALKTHROUGH),
         # Since e248966: the job's trusted publishing read when drawn, and the rules' new kinds
         # (a GitHub App's custom rule, an unprotected branch under "protected branches only", the
         # bot's own App's rule, which it never answers for the npm job).
-        Sample(
+        _walkthrough(
             "npm_walkthrough_trusted",
             Walkthrough(
                 trusted_publishing=True,
@@ -324,18 +329,14 @@ SLACK = Family(
                     own_app_rule=True,
                 ),
             ),
-            lambda w: json.loads(encode_state(w)),
-            lambda data: decode_state(json.dumps(data)),
         ),
         # Step 3 found trusted publishing only; the workflow read since says otherwise.
-        Sample(
+        _walkthrough(
             "npm_walkthrough_trusted_no_more",
             Walkthrough(
                 trusted_publishing=False,
                 secret=SecretCheck(max_age_days=80, oidc=True, oidc_only=True),
             ),
-            lambda w: json.loads(encode_state(w)),
-            lambda data: decode_state(json.dumps(data)),
         ),
     ],
 )

@@ -94,7 +94,9 @@ async def test_refusals_are_stored_without_slack_markup_and_history_marks_them_a
         await box.pass_time(WINDOW_ENDS)
         await held(box, "relay", "half")
         already = await box.click("promote", value=canary, user=SECOND)
-        two_person = await box.click("promote", value=await value_of(box, "promote", "relay"))
+        two_person = await box.click(
+            "promote", value=await value_of(box, "promote", "relay", stage="half")
+        )
         history = await box.command("history v1.4.2")
         rollout = await box.rollout()
         events = await box.audit.list_for_rollout(rollout.id)

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 from figures import every_gate_passes
-from sandbox_views import figures_form_opened, stage_state, value_of, window_timer_of
+from sandbox_views import (
+    dispatched,
+    figures_form_opened,
+    stage_state,
+    value_of,
+    window_timer_of,
+)
 from sqlalchemy.exc import OperationalError
 from test_claim_lapses import audited, observing
 from test_stop_second_person import SECOND, two_approvers
@@ -198,3 +204,73 @@ async def test_a_roll_back_whose_github_answer_was_not_recorded_is_not_told_a_ti
         assert told is not None and "Done: roll back" in told, told
         assert "timer" not in told, told
         assert "GitHub" in told and "next look" in told, told
+
+
+@pytest.mark.database_matters
+async def test_a_promote_github_approved_whose_save_then_failed_is_done_not_given_back(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub took the Promote's approval, then the save of the promotion was lost: done (the
+    stage deploys on GitHub), and the person is told so, not that the bot cannot tell. Before,
+    the claim was given back, so the same click again (or a second person's) acted again."""
+    async with two_approvers(tmp_path, database_url, window="1s", extension="1s") as box:
+        every_gate_passes(box)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        value = await value_of(box, "promote", "relay")
+        effects = box.services.rollouts.effects
+        review, save = effects.review, effects.store.save
+        approved: list[bool] = []
+
+        async def approves(*args: Any, **kwargs: Any) -> Any:
+            done = await review(*args, **kwargs)
+            approved.append(bool(kwargs.get("strict")))
+            return done
+
+        async def lost_once_approved(*args: Any, **kwargs: Any) -> Any:
+            if any(approved):
+                monkeypatch.setattr(effects.store, "save", save)
+                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
+            return await save(*args, **kwargs)
+
+        monkeypatch.setattr(effects, "review", approves)
+        monkeypatch.setattr(effects.store, "save", lost_once_approved)
+        told = await box.click("promote", value=value)
+        again = await box.click("promote", value=value, user=SECOND)
+
+        assert any(approved), "GitHub was not asked to approve"
+        assert told is not None and "Done: promote" in told, told
+        assert "GitHub took the approval" in told and "could not save" in told, told
+        assert again is not None and "Already done by" in again, again
+        approvals = [r for r in box.github.reviews if "relay-rollout-50" in r.environments]
+        assert len(approvals) == 1, approvals
+
+
+@pytest.mark.database_matters
+async def test_a_dispatch_github_took_whose_record_then_failed_is_done_not_dispatched_again(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GitHub took the Dispatch, then the record of its run was lost: done (the bot finds the
+    run and follows it), and the person is told so. Before, the claim was given back: the
+    person was told the bot could not tell whether it went through, and a click again was
+    answered as if nobody had dispatched it."""
+    async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
+        assert "Preflight" in await box.command("start v1.4.2 --flags-ready")
+        value = await value_of(box, "dispatch")
+        effects = box.services.rollouts.effects
+        record = effects.record
+
+        async def lost_once(*events: Any) -> Any:
+            if any(e.action == "dispatch" and e.result == "ok" for e in events):
+                monkeypatch.setattr(effects, "record", record)
+                raise OperationalError("INSERT INTO audit_events", {}, ConnectionResetError())
+            return await record(*events)
+
+        monkeypatch.setattr(effects, "record", lost_once)
+        told = await box.click("dispatch", value=value)
+        again = await box.click("dispatch", value=value, user=SECOND)
+
+        assert told is not None and "Done: " in told and "GitHub took the dispatch" in told, told
+        assert again is not None and "Already done by" in again, again
+        await box.wait_until(lambda r: r.run_id is not None)
+        assert len(box.github.dispatches) == 1, box.github.dispatches

@@ -205,7 +205,9 @@ async def test_the_two_person_rule_keeps_the_starter_from_promoting_to_100_alone
         assert await box.click("promote", value=await value_of(box, "promote", "relay")) is None
         await box.wait_until(lambda r: stage_state(r, "relay", "half") is StageState.HOLDING)
 
-        answer = await box.click("promote", value=await value_of(box, "promote", "relay"))
+        answer = await box.click(
+            "promote", value=await value_of(box, "promote", "relay", stage="half")
+        )
 
         assert answer is not None and "two-person rule" in answer
         assert "<@U0RELMGR01> started `v1.4.2`" in answer and "*100%*" in answer

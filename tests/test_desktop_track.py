@@ -9,6 +9,7 @@ a kill that comes after GA. A story on SQLite (tests/conftest.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -335,13 +336,29 @@ async def ga_held_by_github(box: Sandbox, approvals: str) -> None:
     write_figures(box.figures, "relay", RELAY_OK)
     write_figures(box.figures, "desktop", RINGS_OK)
     box.github.set_job_duration("Desktop/CLI ring deploy - beta", timedelta(minutes=10))
-    await dispatched(box)
-    await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.DEPLOYING)
+    run = (await dispatched(box)).run_id or 0
+    beta = box.github.run(run).job("desktop-cli-ring-beta")
+    # Deploying on GitHub, not only saved as deploying: the bot saves a stage so before it
+    # sends the approval, which the faults below would then fail.
+    await box.wait_until(lambda _: beta.status == "in_progress")
     box.github.fault_next("POST", approvals, "server_error", times=10_000)
     await box.pass_time(timedelta(minutes=10))  # the beta deploy ends
     await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
-    run = (await box.rollout()).run_id or 0
     assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"
+
+
+async def ga_rejected_once_github_answers(
+    box: Sandbox, decisions: Callable[[Sandbox, str], list[tuple[str, str]]]
+) -> None:
+    """After a kill while GitHub still held the GA ring: once GitHub answers again, the desktop
+    track halts with GA rejected (as `decisions` lists the bot's answers), never approved, and
+    the card says the kill-switch halted it on the beta ring."""
+    box.github.clear_faults()
+    halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
+    assert halted.track("desktop").stage("ga").state is StageState.REJECTED
+    assert ("desktop-ga", "rejected") in decisions(box, "desktop")
+    assert ("desktop-ga", "approved") not in decisions(box, "desktop")
+    await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
 
 
 async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_approve(
@@ -359,12 +376,7 @@ async def test_a_kill_while_github_still_holds_the_ga_ring_the_bot_failed_to_app
         assert "Kill-switch tripped" in answer, answer
         announced = await box.wait_for_thread("crash spike in beta")
         assert "The release stays on the beta ring." in announced  # GA never deployed
-        box.github.clear_faults()
-        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
-        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
-        assert ("desktop-ga", "rejected") in reviews(box, "desktop")
-        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
-        await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
+        await ga_rejected_once_github_answers(box, reviews)
 
 
 async def test_a_kill_while_github_cannot_be_read_is_kept_and_rejects_ga_once_it_answers(
@@ -391,12 +403,7 @@ async def test_a_kill_while_github_cannot_be_read_is_kept_and_rejects_ga_once_it
         stopping = await box.rollout()
         assert stopping.track("desktop").state is TrackState.ABORTING
 
-        box.github.clear_faults()  # GitHub answers again, the bot's reviews too
-        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
-        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
-        assert ("desktop-ga", "rejected") in reviews(box, "desktop")
-        assert ("desktop-ga", "approved") not in reviews(box, "desktop")
-        await card_shows(box, f"*{DESKTOP}*: halted on beta ring: kill-switch by")
+        await ga_rejected_once_github_answers(box, reviews)
 
 
 async def test_in_app_mode_a_kill_rejects_the_ga_ring_the_rule_still_holds(
@@ -411,11 +418,7 @@ async def test_in_app_mode_a_kill_rejects_the_ga_ring_the_rule_still_holds(
         assert "Kill-switch tripped" in answer, answer
         announced = await box.wait_for_thread("crash spike in beta")
         assert "The release stays on the beta ring." in announced
-        box.github.clear_faults()
-        halted = await box.wait_until(lambda r: r.track("desktop").state is TrackState.HALTED)
-        assert halted.track("desktop").stage("ga").state is StageState.REJECTED
-        assert ("desktop-ga", "rejected") in answers(box, "desktop")
-        assert ("desktop-ga", "approved") not in answers(box, "desktop")
+        await ga_rejected_once_github_answers(box, answers)
 
 
 async def test_a_kill_is_not_lost_when_another_replica_saves_while_github_is_read(

@@ -105,11 +105,7 @@ async def test_a_preflight_started_again_reads_the_moved_tag_and_dispatches(
     await box.command(f"start {TAG} --flags-ready")
     started = await box.wait_until(lambda r: r.phase is Phase.PREFLIGHT)
     assert started.preflight.tag_commit == MOVED
-    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
-    assert await box.click("dispatch") is None
-
-    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)
 
 
 async def test_a_tag_gone_since_the_preflight_refuses_the_dispatch(box: Sandbox) -> None:
@@ -136,16 +132,12 @@ async def test_github_not_saying_where_the_tag_is_dispatches_nothing(box: Sandbo
     assert "[Re-check]" not in box.card_message().rendered  # not known to have moved
 
     box.github.clear_failures()
-    assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)
 
 
 async def test_a_tag_still_where_the_preflight_read_it_dispatches(box: Sandbox) -> None:
     await ready(box)
-    assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)
 
 
 async def test_a_tag_the_preflight_could_not_follow_still_dispatches(
@@ -161,10 +153,7 @@ async def test_a_tag_the_preflight_could_not_follow_still_dispatches(
         await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
         assert (await box.rollout()).preflight.tag_commit is None
 
-        assert await box.click("dispatch") is None
-
-        await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-        assert len(box.github.dispatches) == 1
+        await dispatches_once(box)
 
 
 async def test_a_tag_still_gone_after_its_re_check_refuses_the_dispatch(box: Sandbox) -> None:

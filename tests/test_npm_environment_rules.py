@@ -11,13 +11,18 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 from test_npm_environment import check_secret, days_ago, publish_in_npm_environment
 from test_npm_token import assert_no_token_reached_slack, press
+from test_unfollowed_runs import run_cards
 
 from bot.adapters.github.workflow_jobs import publish_job
+from bot.adapters.slack.npm_rules_note import own_rule_line
+from bot.adapters.slack.npm_steps import WalkthroughSetup
 from bot.adapters.slack.npm_views import NpmAction, decode_state, encode_state
 from bot.domain.npm import SecretCheck, Tone, Walkthrough
 from bot.domain.npm_environment import (
@@ -28,8 +33,10 @@ from bot.domain.npm_environment import (
     rules_of,
 )
 from bot.domain.npm_secrets import PublishJob, SecretLevels, assess_secret
+from bot.domain.plan import NpmRelease
 from sandbox.github_app import SandboxApp
 from sandbox.github_environment_rules import EnvironmentRules
+from sandbox.github_rulesets import BranchRuleset
 from sandbox.harness import Sandbox
 
 
@@ -83,6 +90,65 @@ async def test_the_bots_own_app_rule_is_told_as_never_answered(tmp_path: Path) -
         assert_no_token_reached_slack(app_box)
 
 
+async def test_the_bots_own_rule_in_the_plans_own_workflow_is_told_as_answered(
+    tmp_path: Path,
+) -> None:
+    """`npm.workflow` is the workflow the release plan drives (here `release.yml` for both),
+    and the bot's own App's rule is on `npm`, which the plan names no stage at. The bot does
+    answer that rule for the npm job then: a Release run no rollout follows gets the card for
+    runs the bot did not start, which on `main` (no release tag) offers Reject alone. Before,
+    step 3 said the bot never answers it and the run waits 30 days, while the card came and its
+    default rejected the job."""
+    plan = yaml.safe_load(resources.files("bot.domain").joinpath("default_plan.yml").read_text())
+    plan["workflow"].update(file="release.yml", name="Release")
+    async with Sandbox(
+        workdir=tmp_path, github_app=SandboxApp(), plan_yaml=yaml.safe_dump(plan)
+    ) as app_box:
+        publish_in_npm_environment(app_box)
+        app_box.github.environment_secrets["npm"] = {"NPM_TOKEN": days_ago(3)}
+        app_box.github.protection_rule(["npm"], reviewers=True)
+        shown, message = await check_secret(app_box, ":warning: needs attention")
+        assert (
+            "`release.yml` is the workflow the release plan drives, so the bot does answer that "
+            "rule for job `changesets`"
+        ) in shown
+        assert "can only be rejected there" in shown and "fails before it publishes" in shown
+        assert "the plan names no stage at `npm`" in shown
+        assert "Settings → Environments → `npm` → Deployment protection rules" in shown
+        assert "never for job `changesets`" not in shown and "30 days" not in shown
+        # What step 3 says happens: the Release run from `main` gets the card, Reject alone.
+        app_box.github.create_foreign_run(workflow="release.yml", actor="octocat")
+        await app_box.slack.wait_for(lambda: len(run_cards(app_box)) == 1, timeout=30)
+        (card,) = run_cards(app_box)
+        assert "waits at `npm`" in card.rendered and "No rollout follows it" in card.rendered
+        assert "[Reject]" in card.rendered and "[Adopt]" not in card.rendered
+        shown = await press(
+            app_box, message, NpmAction.CHECK_LAST_RUN, number=4, until="is waiting"
+        )
+        assert "so the bot does answer that rule for job `changesets`" in shown
+        assert_no_token_reached_slack(app_box)
+
+
+def test_the_bots_own_rule_at_a_plan_environment_is_answered_by_the_rollout() -> None:
+    """The npm job runs in an environment the plan names (its 5% canary's): in a run a rollout
+    follows the bot answers it as that stage, and taking the bot's rule off it would ungate the
+    stage, so step 3 asks for an environment of the job's own instead."""
+    npm = NpmRelease(workflow="deployment-strategy.yml")
+    setup = WalkthroughSetup(
+        repository="acme/scriptum",
+        web_url="https://github.com",
+        npm=npm,
+        plan_workflow="deployment-strategy.yml",
+        plan_environments=frozenset({"relay-canary-5"}),
+    )
+    said = own_rule_line("Relay-Canary-5", setup)
+    assert "the bot answers it at `Relay-Canary-5` as the plan's own environment" in said
+    assert "Give job `changesets` an environment of its own, without the bot's rule" in said
+    assert "Disable the bot's App" not in said
+    other = own_rule_line("npm", replace(setup, npm=NpmRelease()))  # release.yml: not the plan's
+    assert "never for job `changesets`" in other and "Disable the bot's App" in other
+
+
 async def test_another_apps_custom_protection_rule_is_told_in_token_mode(box: Sandbox) -> None:
     """The bot has a token, and another App's rule is enabled on `npm`: GitHub lists it to any
     token that reads Actions ("Get all deployment protection rules for an environment"). Before,
@@ -124,7 +190,7 @@ async def test_protected_branches_only_refuses_an_unprotected_release_branch(
     box.github.protected_branches.add("release")
     shown, _ = await check_secret(box, ":warning: needs attention")
     assert "lets protected branches only deploy, and `main` is not protected" in shown
-    assert "Protect `main` (Settings → Branches)" in shown
+    assert "Protect `main` with a branch protection rule (Settings → Branches)" in shown
 
 
 async def test_protected_branches_only_lets_a_protected_release_branch_deploy(
@@ -135,6 +201,40 @@ async def test_protected_branches_only_lets_a_protected_release_branch_deploy(
     shown, _ = await check_secret(box, ":warning: needs attention")  # its tags, as below
     assert "`main` is not protected" not in shown
     assert "lets no tag deploy" in shown
+
+
+async def test_protected_branches_only_lets_a_branch_a_ruleset_protects_deploy(
+    box: Sandbox,
+) -> None:
+    """`main` has no branch protection rule, but an active ruleset targets it (the default
+    branch): GitHub's API counts it protected ("List branches": "protected by branch
+    protections or rulesets"), and so does the bot. Before, the simulator knew no rulesets,
+    so this was never checked."""
+    box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
+    box.github.refs.add("release")
+    box.github.protected_branches.add("release")
+    box.github.rulesets.append(BranchRuleset("Default branch", include=("~DEFAULT_BRANCH",)))
+    shown, _ = await check_secret(box, ":warning: needs attention")  # its tags, as above
+    assert "`main` is not protected" not in shown
+    assert "lets no tag deploy" in shown
+
+
+async def test_only_an_enforced_ruleset_makes_a_branch_protected(box: Sandbox) -> None:
+    """An active ruleset protects `release/*` and only a ruleset in `evaluate` mode targets
+    `main`: `main` is not protected (an evaluated ruleset enforces nothing), another branch is,
+    so GitHub fails a run from `main`, and step 3 names both ways to protect it."""
+    box.github.environment_rules["npm"] = EnvironmentRules(protected_branches=True)
+    box.github.refs.add("release/2.x")
+    box.github.rulesets += [
+        BranchRuleset("Releases", include=("refs/heads/release/*",)),
+        BranchRuleset("Main, trial", include=("refs/heads/main",), enforcement="evaluate"),
+    ]
+    shown, _ = await check_secret(box, ":warning: needs attention")
+    assert "lets protected branches only deploy, and `main` is not protected" in shown
+    assert (
+        "Protect `main` with a branch protection rule (Settings → Branches) or a ruleset "
+        "(Settings → Rules → Rulesets)"
+    ) in shown
 
 
 async def test_a_policy_that_lets_main_and_tags_deploy_is_no_concern(box: Sandbox) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sandbox_views import github_until
 from sqlalchemy import text
+from test_rerun_unconfirmed import until
 
 from bot.adapters.slack import messages
 from bot.adapters.slack.actions import InvalidPayload
@@ -155,6 +156,30 @@ async def test_a_walkthrough_whose_answer_was_lost_is_not_posted_twice(box: Sand
     box.slack.lose_next_answer("chat.postMessage")
     answer = await box.command("npm-token")
     assert "cannot tell whether it went through" in answer, answer
+    assert len(box.slack.messages(RELEASE_CHANNEL)) == 1
+
+
+async def test_the_command_is_acknowledged_before_github_is_read(box: Sandbox) -> None:
+    """Slack wants a slash command acknowledged within 3 seconds, and `/rollout npm-token`
+    reads the Release workflow from GitHub before it posts the walkthrough. GitHub holds that
+    read: the command is acknowledged all the same, and the walkthrough and the answer come
+    once GitHub answers."""
+    read = box.github.hold("GET", "/repos/*/contents/*")
+    seen: list[str] = []
+    try:
+        typed = asyncio.create_task(box.send_command("npm-token"))  # asserts HTTP 200
+        typed.add_done_callback(lambda _: seen.append("acknowledged"))
+        await until(lambda: box.github.holding)
+        seen.append("GitHub holds the read")
+        # Bolt answers HTTP 200 on its own once 3 seconds pass without an ack: that answer
+        # comes after the read began, this one before.
+        url = await asyncio.wait_for(typed, timeout=120)  # a hang guard only
+        assert seen == ["acknowledged", "GitHub holds the read"]
+        assert box.slack.responses(url) == [] and box.slack.messages(RELEASE_CHANNEL) == []
+    finally:
+        read.set()
+    (post,) = await box.slack.wait_for_response(url, timeout=30)
+    assert "walkthrough posted" in json.dumps(post.body)
     assert len(box.slack.messages(RELEASE_CHANNEL)) == 1
 
 

@@ -107,10 +107,7 @@ async def test_re_check_says_the_tag_moved_and_asks_for_the_flags_again(box: San
     assert "[Dispatch]" not in shown and "[Feature flags validated]" in shown, shown
 
     assert await box.click("confirm_flags") is None
-    await box.slack.wait_for(lambda: "[Dispatch]" in box.card_message().rendered)
-    assert await box.click("dispatch") is None
-    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(box.github.dispatches) == 1
+    await dispatches_once(box)
 
 
 async def test_re_check_of_a_tag_still_there_keeps_the_flags(box: Sandbox) -> None:

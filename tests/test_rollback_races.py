@@ -178,7 +178,7 @@ async def test_a_promote_whose_last_stage_another_replica_saw_deployed_is_no_sto
         await held(box, "relay", "canary")
         await box.click("promote", value=await value_of(box, "promote", "relay"))
         rollout = await held(box, "relay", "half")
-        value = await value_of(box, "promote", "relay")
+        value = await value_of(box, "promote", "relay", stage="half")
 
         async def completed_elsewhere() -> None:
             await box.github.settle()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from cleared import cleared_rollout
@@ -37,8 +38,10 @@ from bot.domain.rollout.events import GateInconclusive
 from bot.domain.rollout.state import UNKNOWN_STOP
 from bot.domain.run import RunRef
 from bot.plan_file import load_plan
+from bot.services.outbox_messages import CARD, card
 from storage.errors import RolloutNotFound
 from storage.models import RolloutTrackRow, StageRow
+from storage.outbox import OutboxStore
 from storage.rollout_repository import RolloutRepository
 from storage.rollout_store import RolloutStore
 
@@ -410,3 +413,30 @@ async def test_recent_lists_newest_first(store: RolloutStore) -> None:
     assert [r.id for r in await store.recent(limit=10)] == [ids[2], ids[1], ids[0]]
     assert [r.tag for r in await store.active()] == ["v1.2.0"]
     assert [r.id for r in await store.by_tag("v1.1.0")] == [ids[1]]
+
+
+async def test_a_rollout_created_further_along_writes_its_card_again_with_its_second_save(
+    store: RolloutStore,
+    session_factory: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rollout created already following a run (an adopted one) is written pending, then
+    saved as it is at once. Another replica's outbox delivered the first write's card in
+    between, drawn at the version before; the second save wrote no card, and the card stayed
+    behind the rollout (its clicks refused as out of date). The second save writes it again."""
+    outbox = OutboxStore(session_factory)
+    save = store.save
+
+    async def card_delivered_first(rollout: Rollout, **written: Any) -> Rollout:
+        (drawn,) = await outbox.claim(now=SAVED_AT, owner="other", lease=timedelta(minutes=1))
+        assert drawn.kind == CARD
+        assert await outbox.delivered(message_id=drawn.id, owner="other", now=SAVED_AT)
+        return await save(rollout, **written)
+
+    monkeypatch.setattr(store, "save", card_delivered_first)
+    running = _far_along(_running(_rollout()))
+
+    created = await store.create(rollout=running, plan=PLAN, outbox=[card(running)])
+
+    assert created.version == 2 and created.phase is Phase.RUNNING
+    assert [m.kind for m in await outbox.pending(created.id)] == [CARD]

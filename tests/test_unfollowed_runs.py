@@ -28,6 +28,7 @@ from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, TrackState
+from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
 from bot.services.records import BOT
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
 from sandbox.github_runs import commit_sha
@@ -1161,3 +1162,42 @@ async def test_an_adopt_clicked_after_a_default_reject_that_then_failed_adopts_n
     assert await box.services.rollouts.active() == [], told
     assert not any(state == "approved" for _, state in answers(box)), answers(box)
     assert told is not None and f"Run {run_id} was rejected by the default answer" in told, told
+
+
+async def test_a_default_whose_rejection_then_failed_is_never_redrawn_as_nothing_waited(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UNFOLLOWED_RUN_DEFAULT=approve, deploys frozen: the default rejected the run (its card
+    says so), then GitHub failed its rejection of the rest of the run, once, and the freeze
+    ended. Its timer fires again for the rest only. Before, that try answered the run again:
+    not frozen any more, it found nothing of the card's stage waiting and saved the card as
+    "Nothing waited", over its own rejection (the card then said the run's later stages wait
+    for a person)."""
+    env = {"UNFOLLOWED_RUN_DEFAULT": "approve"}
+    async with app_box(tmp_path, database_url, extra_env=env) as box:
+        run_id, _ = await started_on_github(box)
+        assert "froze deploys" in await box.command("freeze 2h INC-123 investigation")
+        runs = box.services.controls.unfollowed
+        after_rejecting = runs._after_rejecting  # type: ignore[union-attr]
+        failed = asyncio.Event()
+
+        async def failed_once(failed_run: int) -> None:
+            monkeypatch.setattr(runs, "_after_rejecting", after_rejecting)
+            failed.set()
+            raise GitHubError("GitHub did not answer the rejection of the rest of the run")
+
+        monkeypatch.setattr(runs, "_after_rejecting", failed_once)
+        key = f"unfollowed_run:{run_id}"
+        await box.pass_time(timedelta(seconds=1805))
+        await asyncio.wait_for(failed.wait(), timeout=30)
+        await box.wait_for_timer(key, lambda t: t.claimed_by is None)  # that attempt ended
+        await box.command("unfreeze")
+        await box.pass_time(timedelta(minutes=10))  # past a retry's backoff
+
+        timer = await box.wait_for_timer(key, lambda t: not t.is_pending)
+        card = UnfollowedRun.from_json(dict((timer.payload or {})["card"]))
+        assert card.fate is RunFate.REJECTED, card
+        await box.slack.wait_for(lambda: "by default" in run_cards(box)[0].rendered, timeout=30)
+        assert "Nothing waited" not in run_cards(box)[0].rendered
+        assert ("relay-canary-5", "rejected") in first_stages(box)
+        assert not any(state == "approved" for _, state in answers(box)), answers(box)

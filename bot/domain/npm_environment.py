@@ -5,7 +5,8 @@ rules pass ("Deployments and environments"): a *required reviewer* must approve 
 six people or teams), a *wait timer* delays it (0 to 43,200 minutes), a *custom deployment
 protection rule* waits for its GitHub App to approve it, and the *deployment
 branches and tags* policy lets only some refs run it at all: "Protected branches only" (branches
-with a protection rule; no tag), or "Selected branches and tags" (name patterns, each for
+GitHub's API reports `protected`: by a branch protection rule or an active ruleset; no tag), or
+"Selected branches and tags" (name patterns, each for
 branches or for tags, matched as Ruby's `File.fnmatch` with `FNM_PATHNAME`: `*` stops at a `/`).
 A run from a ref the policy refuses fails the job. The walkthrough tells the team what the
 publishing job will meet: a wait for a reviewer, a timer, and a policy that refuses the branch
@@ -48,8 +49,9 @@ class EnvironmentProtection:
     """How many people or teams are required reviewers (one of them must approve)."""
     wait_minutes: int = 0
     protected_branches: bool = False
-    """Only branches with a branch protection rule may deploy (no tag); when no branch of the
-    repository has one, every branch may ("Deployments and environments")."""
+    """Only protected branches may deploy (no tag): by a branch protection rule or an active
+    ruleset, as GitHub's API reports them; when no branch of the repository is, every branch
+    may ("Deployments and environments")."""
     ref_protected: bool | None = None
     """With "protected branches only": whether the branch Run Release dispatches on may deploy
     as a protected branch (it is one, or the repository protects none); None: not read."""

@@ -351,6 +351,13 @@ REST_OWED = (
 )
 """Told to whoever rejected a run whose rest was not rejected (a later request of it is)."""
 
+ANSWERED_UNSAVED = (
+    "GitHub took the answer, then the bot could not record it on the run's card right after, "
+    "so the card may still show its buttons: the run is answered, and nobody can answer it "
+    "again through the bot. Look at the run's page on GitHub for what it does."
+)
+"""Told to whoever answered a run on GitHub when its card could not be settled after."""
+
 
 def rejected_comment(actor: str) -> str:
     """The callback's comment (GitHub shows the App, not the person, as the one who answered)."""

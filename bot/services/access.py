@@ -10,6 +10,7 @@ request is one audit event (`click:promote`, `command:status`, ...).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,16 @@ from bot.domain.rollout import Phase, Rollout
 from bot.services.actions import where_it_stands
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
+from bot.services.failures import TRANSIENT, log_failure
 from bot.services.lane import ReleaseLane
+from bot.services.outbox_messages import CARD
+from bot.services.outbox_messages import card as card_redraw
 from bot.services.ports import Clock, Words
 from bot.services.requests import Entry, Origin, current_entry
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import AuditLog
+
+log = logging.getLogger(__name__)
 
 FORM_OUTSIDE_RELEASE_CHANNELS = (
     "This form was opened in a channel that is no longer a release channel of this service "
@@ -101,6 +107,43 @@ class Access:
                     stage=entry.stage,
                     detail=entry.detail or None,
                 )
+
+    @contextlib.asynccontextmanager
+    async def on_card(self, origin: Origin, name: str, card: CardRef) -> AsyncIterator[None]:
+        """A request on `card`, recorded as `audited`; refused as out of date on a card behind
+        the stored rollout, the card is drawn again first (`catch_up`)."""
+        scope = {"rollout_id": card.rollout_id, "track": card.track, "stage": card.stage}
+        async with self.audited(origin, name, **scope):
+            try:
+                yield
+            except StaleCard:
+                if card.version is not None:
+                    await self.catch_up(card.rollout_id, shown=card.version)
+                raise
+
+    async def catch_up(self, rollout_id: str, *, shown: int) -> None:
+        """A card a click showed at version `shown`, behind the stored rollout, with no redraw
+        of it owed (its replica died between a save and the redraw): drawn again from the
+        rollout as it stands before the answer, so that the updated card the answer points to
+        exists. Nothing is saved (the claims keyed by the stored version stay as they are), so
+        any replica may do it, as often: a card is drawn at delivery, a redraw a later one
+        supersedes is skipped, and none is a new post. Failing, the answer still goes."""
+        outbox = self.rollouts.effects.outbox
+        try:
+            rollout = await self.rollouts.get(rollout_id)
+            if rollout.version <= shown:
+                return
+            if any(m.kind == CARD for m in await outbox.store.pending(rollout_id)):
+                return  # its redraw is on its way
+            log.warning(
+                "card of %s clicked at version %d of %d: drawn again",
+                rollout_id,
+                shown,
+                rollout.version,
+            )
+            await outbox.send([card_redraw(rollout)])
+        except TRANSIENT as error:
+            log_failure(log, f"the card of {rollout_id} was not drawn again", error)
 
     async def admit(self, origin: Origin, control: Control) -> None:
         """Refuse requests from outside the release channels and from non-approvers."""

@@ -6,15 +6,32 @@ saved before a later step failed), and how the claim ends when the effect failed
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from bot.domain.controls import DoneButOwed
 from bot.domain.rollout import CancelWindow, Effect, Review, Rollout, ScheduleWindow, StageState
 from bot.services.records import Claim
 from bot.services.store_ports import Claims
+
+T = TypeVar("T")
+
+AFTER_SAVE = "A step after it failed: the bot's next look at the run does it."
+"""Owed by an effect saved when a step after its save failed, and nothing more is known."""
+
+SHOWN = "the card shows it"
+UNSHOWN = "saved; the card does not show it yet"
+ON_GITHUB = "on GitHub; the card may not show it yet"
+"""Where what an effect did shows, when a step after it failed (`saved_then_failed`)."""
+
+UNSENT = (
+    "The card and the thread could not be updated right after: the bot sends what it saved "
+    "for them on its own in a moment."
+)
+"""Owed by an effect saved when the delivery of its messages (saved with it) failed."""
 
 
 @dataclass
@@ -25,8 +42,10 @@ class Acting:
     claim: Claim
     sent: bool = False
     owed: str | None = None
-    """Its change was saved, then a step after the save failed: what is still owed, in words
-    (`saved_then_failed`)."""
+    """Its change was saved (or sent to GitHub), then a later step failed: what is still owed,
+    in words (`saved_then_failed`)."""
+    where: str = SHOWN
+    """Where what was done shows (`SHOWN`, `UNSHOWN`, `ON_GITHUB`)."""
 
     async def failed(
         self, claims: Claims, *, now: datetime, what: str, error: BaseException
@@ -38,20 +57,53 @@ class Acting:
             await asyncio.shield(claims.release(self.claim))
             return
         await asyncio.shield(claims.complete(self.claim, now=now))
-        raise DoneButOwed(f"Done: {what} (the card shows it). {self.owed}") from error
+        raise DoneButOwed(f"Done: {what} ({self.where}). {self.owed}") from error
 
 
 acting_now: ContextVar[Acting | None] = ContextVar("exactly_once_acting", default=None)
 """The effect the task acts for, under its claim (None outside `ExactlyOnce.once`)."""
 
 
-def saved_then_failed(owed: str) -> None:
-    """Called by the effect runner when a step after a save failed: the effect acting under a
-    claim (if any) was done, `owed` (in words) still to come. Its claim is then recorded done,
-    not given back as if nothing was done (a waiting click would act again)."""
+def saved_then_failed(owed: str = AFTER_SAVE, *, where: str = SHOWN) -> None:
+    """Called once the effect acting under a claim (if any) is done: saved, or sent to GitHub
+    before its save (`where` it shows). Should a later step fail, its claim is recorded done,
+    not given back as if nothing was done (a waiting click would act again), and the person
+    told it was done, where, and what is `owed` (in words)."""
     acting = acting_now.get()
     if acting is not None:
-        acting.owed = owed
+        acting.owed, acting.where = owed, where
+
+
+def owing() -> bool:
+    """Whether the effect acting under a claim (if any) was done, saved or sent to GitHub,
+    before the step now failing (`saved_then_failed`): its failure is told as done."""
+    acting = acting_now.get()
+    return acting is not None and acting.owed is not None
+
+
+async def acted(saving: Awaitable[T]) -> T:
+    """`saving`, a save the effect acting under a claim (if any) makes: once it went through,
+    a later step's failure leaves the effect done (`saved_then_failed`)."""
+    done = await saving
+    saved_then_failed()
+    return done
+
+
+def failed_after_save(before: Rollout, left: Sequence[Effect]) -> None:
+    """A step after a decision's save over `before` failed: `left`, its effects not carried out
+    (that one first), or none (the delivery of its messages, saved with it)."""
+    if left:
+        saved_then_failed(owed_after(before, left))
+    else:
+        saved_then_failed(UNSENT, where=UNSHOWN)
+
+
+def put_back() -> None:
+    """The effect acting under a claim (if any), saved, was put back after all (a stop GitHub
+    made void on every track): should it fail, nothing was done, and its claim is given back."""
+    acting = acting_now.get()
+    if acting is not None:
+        acting.owed = None
 
 
 def owed_after(before: Rollout, left: Sequence[Effect]) -> str:
@@ -71,7 +123,7 @@ def owed_after(before: Rollout, left: Sequence[Effect]) -> str:
         )
     elif any(isinstance(effect, CancelWindow) for effect in left):
         owed.append("A window's old timer could not be cancelled right after: it changes nothing.")
-    return " ".join(owed) or "A step after it failed: the bot's next look at the run does it."
+    return " ".join(owed) or AFTER_SAVE
 
 
 def _new_window(before: Rollout, window: ScheduleWindow) -> bool:

@@ -27,9 +27,17 @@ from bot.domain.rollout import (
     StageState,
     TrackState,
 )
+from bot.services.acting import ON_GITHUB, saved_then_failed
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
 from bot.services.ports import Words
+
+APPROVED_UNSAVED = (
+    "GitHub took the approval, then the bot could not save the promotion right after, so the "
+    "card may still show the stage held: the bot's next look at the run reads what GitHub "
+    "deploys. Do not approve it again on GitHub."
+)
+"""Owed by a Promote GitHub approved whose save then failed."""
 
 PROMOTION_SAVES = 5
 """Tries of saving a promotion GitHub approved while other replicas keep saving the rollout."""
@@ -145,6 +153,8 @@ class PeoplesActions:
             by = machine.github_person(actor)
             said = replace(review, comment=f"{review.comment}, promoted by {by}")
             await effects.review(promoted, said, strict=True)
+        if approvals:  # approved on GitHub: from here on, a failure never invites a second
+            saved_then_failed(APPROVED_UNSAVED, where=ON_GITHUB)
         rest = tuple(effect for effect in seen.effects if effect not in approvals)
         return Decision(seen.rollout, (*decision.effects, *rest))
 

@@ -298,13 +298,7 @@ class ControlService:
         self, origin: Origin, control: Control, card: CardRef
     ) -> tuple[Rollout, RolloutPlan]:
         """A click that opens a form (figures, custom extension): allowed, and still current?"""
-        async with self.audited(
-            origin,
-            f"{control}_form",
-            rollout_id=card.rollout_id,
-            track=card.track,
-            stage=card.stage,
-        ):
+        async with self._access.on_card(origin, f"{control}_form", card):
             return await self._access.checked(origin, control, card)
 
     # -- redeploying the previous good release ---------------------------------------------------
@@ -312,9 +306,7 @@ class ControlService:
     async def redeploy_offer(self, origin: Origin, card: CardRef) -> RedeployOffer:
         """What Roll back on a completed track would redeploy (for its confirm dialog)."""
         track = _named_track(card)
-        async with self.audited(
-            origin, f"{Control.REDEPLOY}_form", rollout_id=card.rollout_id, track=track
-        ):
+        async with self._access.on_card(origin, f"{Control.REDEPLOY}_form", card):
             rollout, plan = await self._access.checked(origin, Control.REDEPLOY, card)
             return await self._redeployer.offer(rollout, plan, track)
 
@@ -336,9 +328,7 @@ class ControlService:
     async def _act(
         self, origin: Origin, control: Control, card: CardRef, act: Callable[[], Awaitable[T]]
     ) -> T:
-        async with self.audited(
-            origin, control, rollout_id=card.rollout_id, track=card.track, stage=card.stage
-        ):
+        async with self._access.on_card(origin, control, card):
             rollout, plan = await self._access.checked(origin, control, card)
             what = describe(control, rollout, plan, card)
             await self._once.delivery(origin, control, card, what)

@@ -44,7 +44,7 @@ from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
-from bot.services.acting import owed_after, saved_then_failed
+from bot.services.acting import acted, failed_after_save
 from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
@@ -220,7 +220,7 @@ class EffectRunner:
                 rerun = any(e.action == "rerun_failure_job" and e.result == "ok" for e in trail)
                 if not rerun or not await self.outbox.store.kept(rollout.id, SUMMARY):
                     messages.append(summary(rollout))
-            rollout = await self.store.save(rollout, outbox=messages, audit=audit)
+            rollout = await acted(self.store.save(rollout, outbox=messages, audit=audit))
         else:
             if messages:
                 await self.outbox.add(messages)
@@ -231,12 +231,12 @@ class EffectRunner:
             while left:
                 await self._carry_out(rollout, left[0], plan)
                 del left[0]
+            if messages:
+                await self.outbox.flush(rollout.id, known=(rollout, plan))
         except Exception:
-            if changed:  # saved: the request acting under a claim did it, what is left owed
-                saved_then_failed(owed_after(before, left))
+            if changed:  # what is left owed, by the request acting under a claim (if any)
+                failed_after_save(before, left)
             raise
-        if messages:
-            await self.outbox.flush(rollout.id, known=(rollout, plan))
         return rollout
 
     async def _carry_out(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:

@@ -147,7 +147,7 @@ class LaneControls:
         who did it), recorded, audited and said in its thread; then its dispatch goes on as a
         click on that card would, its own request (audit event, claim)."""
         control = Control.OVERRIDE_FREEZE
-        async with self.access.audited(origin, control, rollout_id=card.rollout_id):
+        async with self.access.on_card(origin, control, card):
             rollout, plan = await self.access.checked(origin, control, card)
             what = describe(control, rollout, plan, card)
             await self.once.delivery(origin, control, card, what)

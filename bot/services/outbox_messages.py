@@ -25,13 +25,13 @@ from bot.domain.rollout import (
 from bot.domain.rollout_summary import summarize
 from bot.services.outbox_ports import Outboxes
 from bot.services.ports import DeliveryFailed, LaneNotice, Notifier
+from bot.services.records import CARD as CARD
 from bot.services.records import SUMMARY as SUMMARY
 from bot.services.records import NewMessage, OutboxMessage, is_machine
 from bot.services.store_ports import AuditLog
 
 log = logging.getLogger(__name__)
 
-CARD = "card"
 THREAD = "thread"
 FAILURE = "failure"
 FIGURES = "figures"

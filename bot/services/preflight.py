@@ -40,6 +40,7 @@ from bot.domain.rollout import (
 from bot.domain.run import RunRef
 from bot.domain.schedule import Held, Schedule
 from bot.logs import rollout_context
+from bot.services.acting import ON_GITHUB, saved_then_failed
 from bot.services.dispatched_runs import DispatchedRuns
 from bot.services.effects import EffectRunner, dispatch_timer
 from bot.services.following import RunFollower
@@ -58,6 +59,13 @@ from bot.services.records import NewMessage, new_rollout_id
 from bot.services.release_contents import read_contents
 
 log = logging.getLogger(__name__)
+
+DISPATCHED_UNSAVED = (
+    "GitHub took the dispatch, then the bot could not record its run right after, so the card "
+    "may still show the preflight: the bot looks for the run itself and follows it (the card "
+    "shows it then). Do not dispatch it again on GitHub."
+)
+"""Owed by a Dispatch GitHub took whose run the bot then failed to record."""
 
 
 class Preflights:
@@ -290,7 +298,9 @@ class Preflights:
             except (InvalidTransition, GitHubError) as error:
                 await effects.refuse(actor, "dispatch", rollout, error.message)
                 raise
-            begun = await effects.store.save(begun)
+            # Saved with its card's redraw ("Dispatching…"; a later redraw supersedes it): a
+            # replica dying before the next save leaves no card behind the rollout's version.
+            begun = await effects.store.save(begun, outbox=[card(begun)])
             inputs = plan.dispatch_inputs(
                 tag=rollout.tag, feature_flags_ready=True, baselines=_baselines(plan)
             )
@@ -321,6 +331,7 @@ class Preflights:
                 )
                 await effects.redraw(reverted, audit=[failed])
                 raise
+            saved_then_failed(DISPATCHED_UNSAVED, where=ON_GITHUB)  # never a second dispatch
             await effects.record(
                 effects.event(actor, "dispatch", "ok", begun, {"run_id": run.run_id})
             )

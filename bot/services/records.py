@@ -35,6 +35,11 @@ def new_rollout_id() -> str:
     return f"r-{secrets.token_hex(6)}"
 
 
+CARD = "card"
+"""The outbox kind of a rollout's card (`bot.services.outbox_messages`), drawn from the
+rollout as it stands when delivered: a save after the one that wrote it writes it again
+(`storage.rollout_store`), so that no card is left at a version the rollout moved past."""
+
 SUMMARY = "summary"
 """The outbox kind of a rollout's summary (`bot.services.outbox_messages`), drawn from the
 rollout as it ended: the outbox delivers it after the rollout's other messages, and not while

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control, describe
+from bot.domain.controls import AlreadyDone, BeingDone, CardRef, Control, DoneButOwed, describe
 from bot.domain.errors import GitHubError, RolloutError, RunNotIdentified
 from bot.domain.freeze import Frozen
 from bot.domain.permissions import two_person_refusal
@@ -102,6 +102,8 @@ class ScheduledStarts:
                 log.info("scheduled dispatch not needed: %s", done.message)
             except RunNotIdentified:
                 log.info("scheduled dispatch went; its run is being looked for")
+            except DoneButOwed as owed:  # GitHub took it: never dispatched again
+                log.warning("scheduled dispatch went, then a step failed: %s", owed.message)
 
     async def _fire(self, origin: Origin, rollout_id: str, at: datetime, attempt: _Attempt) -> None:
         """One try, again after another replica saved the rollout first: recheck, then hold

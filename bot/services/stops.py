@@ -32,7 +32,7 @@ from bot.domain.rollout import (
     TrackStopped,
 )
 from bot.domain.rollout_summary import PUT_BACK
-from bot.services.acting import acting_now
+from bot.services.acting import acting_now, put_back
 from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
@@ -136,6 +136,7 @@ class Stops:
                     )
                     break
         if refusal is not None and not stands:
+            put_back()  # saved, then put back on every track: nothing was done after all
             raise refusal
 
     async def _settle(

@@ -31,6 +31,7 @@ from bot.domain.rollout import (
 )
 from bot.domain.run_link import may_link
 from bot.domain.unfollowed_runs import (
+    ANSWERED_UNSAVED,
     REST_OWED,
     TIMER,
     DefaultAnswer,
@@ -50,7 +51,7 @@ from bot.domain.unfollowed_runs import (
     unfollowed_card,
 )
 from bot.services.access import Access
-from bot.services.acting import saved_then_failed
+from bot.services.acting import ON_GITHUB, saved_then_failed
 from bot.services.exactly_once import ExactlyOnce
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import UNFOLLOWED
@@ -266,9 +267,8 @@ class UnfollowedRuns:
         *,
         wait: bool = True,
     ) -> T:
-        what = f"{verb} run {card.run_id}"
+        what, ref = f"{verb} run {card.run_id}", CardRef(f"run-{card.run_id}")
         unanswered = partial(self._card, card.run_id, unanswered=True)  # given back: answered?
-        ref = CardRef(f"run-{card.run_id}")
         try:
             return await self._once.once(
                 origin, Control.ANSWER_RUN, ref, what, act, wait=wait, given_back=unanswered
@@ -320,12 +320,10 @@ class UnfollowedRuns:
             state="rejected",
             comment=rejected_comment(origin.actor),
         )
+        saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)  # rejected on GitHub: never again
         await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
-        try:
-            await self._after_rejecting(card.run_id)
-        except Exception:  # rejected, its card says so: its claim is done, never given back
-            saved_then_failed(REST_OWED)
-            raise
+        saved_then_failed(REST_OWED)  # rejected, its card says so: its claim is done
+        await self._after_rejecting(card.run_id)
 
     async def _by_default(self, card: UnfollowedRun) -> None:
         """The default answer. An `approve` default approves only the environment on the card,
@@ -334,6 +332,8 @@ class UnfollowedRuns:
         release, rolled back maybe): then it rejects. What it answered is recorded in the
         timer's payload, and the card redrawn without its buttons (also when nothing waits: it
         answered nothing, and a person answers the rest)."""
+        if card.fate is RunFate.REJECTED:  # by an earlier try whose rest failed: the rest only
+            return await self._after_rejecting(card.run_id)  # its card stays as it is
         answer = "reject" if card.ended_rollout else self._default
         why = ""
         try:

@@ -97,9 +97,11 @@ class EnvironmentRulesReads:
 
     def _deploys_as_protected(self, branch: str) -> bool | None:
         """Whether `branch` may deploy under "protected branches only": it is protected
-        (`GET .../branches/{branch}`: `protected`, by a branch protection rule or a ruleset),
-        or no branch of the repository is (`GET .../branches?protected=true`), when GitHub lets
-        every branch deploy. None: no such branch (its dispatch fails before any policy)."""
+        (`GET .../branches/{branch}`: `protected`), or no branch of the repository is (`GET
+        .../branches?protected=true`), when GitHub lets every branch deploy. GitHub counts a
+        branch an active ruleset targets as protected there, as one with a branch protection
+        rule ("List branches": "protected by branch protections or rulesets"), so both count.
+        None: no such branch (its dispatch fails before any policy)."""
         branches = f"/repos/{self._github.repository}/branches"
         try:
             found = _Branch.model_validate(self._github.get_json(f"{branches}/{quote(branch)}"))

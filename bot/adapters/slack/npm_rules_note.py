@@ -52,7 +52,7 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
             "for that App's approval too."
         )
     if flags & RuleFlag.OWN_APP_RULE:
-        lines.append(own_rule_line(environment, job))
+        lines.append(own_rule_line(check.environment or "", setup))
     if wait:
         lines.append(
             f":hourglass_flowing_sand: Its wait timer holds {job} {_minutes(wait)} before it runs."
@@ -68,8 +68,9 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
             f":warning: The environment {environment} lets protected branches only deploy, and "
             f"`{escape(npm.ref)}` is not protected: a run from it (Run Release, step 5, "
             f"dispatches on `{escape(npm.ref)}`) fails {job} before it publishes. Protect "
-            f"`{escape(npm.ref)}` (Settings → Branches), or choose selected branches and tags "
-            f"under {policy}."
+            f"`{escape(npm.ref)}` with a branch protection rule (Settings → Branches) or a "
+            f"ruleset (Settings → Rules → Rulesets), or choose selected branches and tags under "
+            f"{policy}."
         )
     if flags & RuleFlag.TAGS_REFUSED:
         lines.append(
@@ -81,15 +82,49 @@ def rules_note(check: SecretCheck, setup: WalkthroughSetup) -> str:
     return "".join(f"\n{line}" for line in lines)
 
 
-def own_rule_line(environment: str, job: str) -> str:
-    """Step 3's and step 4's words for the bot's own App's rule on the job's environment."""
+def own_rule_line(environment: str, setup: WalkthroughSetup) -> str:
+    """Step 3's and step 4's words for the bot's own App's rule on the job's `environment`.
+
+    The bot answers its rule for runs of the workflow the release plan drives only
+    (docs/protection-rules.md): a run of another workflow is kept and never answered. When
+    the npm job is in the plan's workflow, a run no rollout follows gets the card for runs the
+    bot did not start, which lets a run from a branch only be rejected (no release tag to
+    adopt: `bot.domain.unfollowed_runs`), and a run a rollout follows is answered at the plan's
+    environments only."""
+    npm = setup.npm
+    job, shown = f"job `{npm.job}`", f"`{escape(environment)}`"
+    rules = f"Settings → Environments → {shown} → Deployment protection rules"
+    if not setup.publishes_from_plan_workflow:
+        return (
+            f":warning: The bot's own GitHub App has its custom deployment protection rule "
+            f"enabled on {shown}, and the bot answers that rule for the plan's rollout stages "
+            f"only, never for {job}: every run of {job} waits for an answer that never comes "
+            f"(until GitHub gives up on it after 30 days), and Run Release (step 5) with it. "
+            f"Disable the bot's App under {rules}: its rule belongs on the plan's rollout "
+            "environments only."
+        )
+    workflow, ref = f"`{escape(npm.workflow)}`", f"`{escape(npm.ref)}`"
+    if environment.casefold() in setup.plan_environments:
+        in_rollout = (
+            f"in a run a rollout follows, the bot answers it at {shown} as the plan's own "
+            "environment, by that rollout's gates and clicks"
+        )
+        fix = f"Give {job} an environment of its own, without the bot's rule"
+    else:
+        in_rollout = (
+            f"in a run a rollout follows, the plan names no stage at {shown}, so the bot "
+            f"neither approves nor rejects it: {job} waits until someone acts (the rollout's "
+            "thread is told)"
+        )
+        fix = f"Disable the bot's App under {rules}"
     return (
         f":warning: The bot's own GitHub App has its custom deployment protection rule enabled "
-        f"on {environment}, and the bot answers that rule for the plan's rollout stages only, "
-        f"never for {job}: every run of {job} waits for an answer that never comes (until "
-        f"GitHub gives up on it after 30 days), and Run Release (step 5) with it. Disable the "
-        f"bot's App under Settings → Environments → {environment} → Deployment protection "
-        "rules: its rule belongs on the plan's rollout environments only."
+        f"on {shown}, and {workflow} is the workflow the release plan drives, so the bot does "
+        f"answer that rule for {job}: a run no rollout follows (Run Release, step 5, "
+        f"dispatches one on {ref}) gets the bot's card for runs it did not start, and a run "
+        "from a branch (no release tag) can only be rejected there: by a click or, "
+        f"unanswered, by the default (UNFOLLOWED_RUN_TIMEOUT), so {job} fails before it "
+        f"publishes; {in_rollout}. {fix}, or publish from a workflow the plan does not drive."
     )
 
 

@@ -24,6 +24,7 @@ from bot.domain.npm import (
 )
 from bot.domain.npm_log import NpmError
 from bot.domain.plan import NpmRelease
+from bot.domain.unfollowed_runs import of_the_plan
 
 TOKEN_DOCS = "https://docs.npmjs.com/creating-and-viewing-access-tokens"  # noqa: S105 - a URL
 TRUSTED_PUBLISHING_DOCS = "https://docs.npmjs.com/trusted-publishers"
@@ -40,6 +41,17 @@ class WalkthroughSetup:
     trusted_publishing: bool = True
     """npm trusted publishing takes this GitHub's OIDC tokens (github.com's, not GitHub
     Enterprise Server's: `bot.domain.npm_secrets.trusted_publishing_on`)."""
+    plan_workflow: str = ""
+    """The workflow file the release plan drives (its stages' jobs), whose runs the bot answers
+    its own App's rule for: as a rollout's stages, or with a card when no rollout follows one."""
+    plan_environments: frozenset[str] = frozenset()
+    """The environments (casefolded) of the plan's stages and failure jobs: the bot answers its
+    rule at these in a run a rollout follows, and at no other."""
+
+    @property
+    def publishes_from_plan_workflow(self) -> bool:
+        """`npm.workflow` is the workflow the release plan drives."""
+        return bool(self.plan_workflow) and of_the_plan(self.npm.workflow, self.plan_workflow)
 
     @property
     def environments_url(self) -> str:
@@ -124,9 +136,8 @@ def last_run_text(
     run = check.run
     if run is not None and run.status == "waiting" and secret is not None and secret.own_app_rule:
         # Step 3 found the bot's own App's rule on the job's environment: that is what a run
-        # that waits may wait for (its request is kept, never answered, for the npm job).
-        environment = f"`{escape(secret.environment or '')}`"
-        text += "\n" + own_rule_line(environment, f"job `{setup.npm.job}`")
+        # that waits may wait for (`own_rule_line` says who answers it, if anyone).
+        text += "\n" + own_rule_line(secret.environment or "", setup)
     changed = secret.updated_at if secret is not None and secret.found else None
     if oidc_only:
         changed = None  # the job does not read it
