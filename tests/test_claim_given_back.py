@@ -274,3 +274,44 @@ async def test_a_dispatch_github_took_whose_record_then_failed_is_done_not_dispa
         assert again is not None and "Already done by" in again, again
         await box.wait_until(lambda r: r.run_id is not None)
         assert len(box.github.dispatches) == 1, box.github.dispatches
+
+
+@pytest.mark.database_matters
+async def test_a_promote_github_did_not_take_is_not_told_approved_when_its_save_fails(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone on GitHub rejected the stage right before the Promote's approval went out, so
+    GitHub took nothing of the bot's (its answer: not waiting); then the save failed. The
+    person is not told that GitHub took the approval, and the claim is given back (a click
+    again is not refused as already done): the effect never happened."""
+    async with two_approvers(tmp_path, database_url, window="1s", extension="1s") as box:
+        every_gate_passes(box)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        value = await value_of(box, "promote", "relay")
+        run_id = (await box.rollout()).run_id
+        assert run_id is not None
+        effects = box.services.rollouts.effects
+        review, save = effects.github.review, effects.store.save
+        answered: list[bool] = []
+
+        async def rejected_first(*args: Any, **kwargs: Any) -> Any:
+            if answered:  # the bot's later answers (the rollback job's) as they come
+                return await review(*args, **kwargs)
+            box.github.review(run_id, kwargs["environments"], "rejected", actor="octocat")
+            answered.append(await review(*args, **kwargs))
+            return answered[-1]
+
+        async def lost_once_answered(*args: Any, **kwargs: Any) -> Any:
+            if answered:
+                monkeypatch.setattr(effects.store, "save", save)
+                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
+            return await save(*args, **kwargs)
+
+        monkeypatch.setattr(effects.github, "review", rejected_first)
+        monkeypatch.setattr(effects.store, "save", lost_once_answered)
+        told = await box.click("promote", value=value)
+
+        assert answered == [False], answered  # GitHub took nothing of the bot's
+        assert told is not None and "GitHub took the approval" not in told, told
+        assert "Done: promote" not in told, told

@@ -288,9 +288,10 @@ class EffectRunner:
         await self.outbox.flush(rollout.id)
         return saved
 
-    async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> None:
+    async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> bool:
         """Send a review; its failure is recorded and asked again by the next reconcile, or
-        raised when `strict` (a person is waiting for the answer)."""
+        raised when `strict` (a person is waiting for the answer). Returns whether GitHub took
+        it (False: nothing waited for it, or someone else's review came first)."""
         assert rollout.run_id is not None
         state: ReviewState = "approved" if review.approve else "rejected"
         try:
@@ -320,7 +321,7 @@ class EffectRunner:
             )
             if strict:
                 raise
-            return
+            return False
         await self.record(
             self.event(
                 BOT,
@@ -331,6 +332,7 @@ class EffectRunner:
                 track=review.track,
             )
         )
+        return sent
 
     # -- audit ----------------------------------------------------------------------------------
 
