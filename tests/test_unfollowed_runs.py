@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from github import Auth, Github
-from sqlalchemy.exc import OperationalError
 from sandbox_views import both_held, dispatched, finish, github_until
+from sqlalchemy.exc import OperationalError
 from test_claim_given_back import the_second_waits
 from test_cli import full_env
 from test_freeze_sandbox import typed_reason

@@ -158,8 +158,7 @@ class EffectRunner:
         return await self.store.plan(rollout.id)
 
     def lock(self, rollout_id: str) -> AbstractAsyncContextManager[None]:
-        """Serialises the operations on one rollout within this process (`async with`); the
-        lock is forgotten once nobody holds or awaits it."""
+        """Serialises one rollout's operations in this process (`async with`), while used."""
         return self._locks(rollout_id)
 
     async def serialised(self, rollout_id: str, act: Callable[[], Awaitable[T]]) -> T:
@@ -289,9 +288,8 @@ class EffectRunner:
         return saved
 
     async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> bool:
-        """Send a review; its failure is recorded and asked again by the next reconcile, or
-        raised when `strict` (a person is waiting for the answer). Returns whether GitHub took
-        it (False: nothing waited for it, or someone else's review came first)."""
+        """Send a review (True: GitHub took it; False: nothing waited for it). Its failure is
+        recorded and asked again by the next reconcile, or raised when `strict` (one waits)."""
         assert rollout.run_id is not None
         state: ReviewState = "approved" if review.approve else "rejected"
         try:
