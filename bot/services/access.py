@@ -28,7 +28,7 @@ from bot.domain.controls import (
 from bot.domain.errors import NotAReleaseChannel, NotAuthorized, RolloutError
 from bot.domain.permissions import Asker, Refused, refusal
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Phase, Rollout
+from bot.domain.rollout import InvalidTransition, Phase, Rollout
 from bot.services.actions import where_it_stands
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
@@ -197,6 +197,12 @@ class Access:
             raise NotAuthorized(self.rollouts.words.two_person_text(refused.two_person))
         if refused is not None:
             raise NotAuthorized(refused.message)
+        if control is Control.LINK_RUN and (since := await self.once.dispatch_under_way(rollout)):
+            raise InvalidTransition(
+                f"The bot is asking GitHub to dispatch `{rollout.tag}` right now (since "
+                f"{self.once.when(since)}), so nothing was linked: the card shows the run once "
+                "GitHub answers. Link a run only if the card then says its run is not identified."
+            )
         # A freeze or someone else's lock refuses a dispatch, and a run linked to a rollout
         # back in its preflight (the bot gave up): linking approves the run's first stages.
         if control is Control.DISPATCH or (

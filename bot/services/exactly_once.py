@@ -39,7 +39,7 @@ from bot.domain.errors import (
     RunNotIdentified,
 )
 from bot.domain.permissions import VERBS
-from bot.domain.rollout import InvalidTransition, Rollout, StopPutBack
+from bot.domain.rollout import InvalidTransition, Phase, Rollout, StopPutBack
 from bot.services.acting import Acting, acting_now
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
@@ -266,6 +266,19 @@ class ExactlyOnce:
             if claim is not None and claim.state is ClaimState.CLAIMED and not self._lapsed(claim):
                 return True
         return False
+
+    async def dispatch_under_way(self, rollout: Rollout) -> datetime | None:
+        """When the dispatch of `rollout` that GitHub is being asked for right now was claimed
+        (a click's or a schedule's, on any replica): claimed, not recorded done, its lease not
+        run out. None when none is: GitHub answered (a dispatch whose run it did not identify
+        records its claim done), or its replica died and the lease ran out."""
+        if rollout.phase is not Phase.DISPATCHING:
+            return None
+        now = self._clock()
+        for claim in await self._claims.unrecorded(Control.DISPATCH.value, now + self._claims.lease):
+            if claim.rollout_id == rollout.id and not self._lapsed(claim):
+                return claim.claimed_at
+        return None
 
     async def lapsed(self, key: str) -> Claim | None:
         """The claim on `key` whose request never recorded it done (its done write failed, or
