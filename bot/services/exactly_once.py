@@ -269,16 +269,17 @@ class ExactlyOnce:
 
     async def dispatch_under_way(self, rollout: Rollout) -> datetime | None:
         """When the dispatch of `rollout` that GitHub is being asked for right now was claimed
-        (a click's or a schedule's, on any replica): claimed, not recorded done, its lease not
-        run out. None when none is: GitHub answered (a dispatch whose run it did not identify
-        records its claim done), or its replica died and the lease ran out."""
+        (a click's or a schedule's, on any replica): the rollout as that dispatch saved it
+        (one version past the card its claim is keyed by), the claim not recorded done, its
+        lease not run out. None otherwise: GitHub answered (a dispatch whose run it did not
+        identify saves the rollout again), or its replica died and the lease ran out."""
         if rollout.phase is not Phase.DISPATCHING:
             return None
-        now = self._clock()
-        for claim in await self._claims.unrecorded(Control.DISPATCH.value, now + self._claims.lease):
-            if claim.rollout_id == rollout.id and not self._lapsed(claim):
-                return claim.claimed_at
-        return None
+        card = CardRef(rollout.id, version=rollout.version - 1)
+        claim = await self._claims.get(effect_key(Control.DISPATCH, card))
+        if claim is None or claim.state is not ClaimState.CLAIMED or self._lapsed(claim):
+            return None
+        return claim.claimed_at
 
     async def lapsed(self, key: str) -> Claim | None:
         """The claim on `key` whose request never recorded it done (its done write failed, or
