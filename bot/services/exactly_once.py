@@ -39,7 +39,7 @@ from bot.domain.errors import (
     RunNotIdentified,
 )
 from bot.domain.permissions import VERBS
-from bot.domain.rollout import InvalidTransition, Phase, Rollout, StopPutBack
+from bot.domain.rollout import InvalidTransition, Rollout, StopPutBack
 from bot.services.acting import Acting, acting_now
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
@@ -262,24 +262,17 @@ class ExactlyOnce:
             return False
         for track in rollout.tracks:
             card = CardRef(rollout.id, track.name, attempt=rollout.attempt)
-            claim = await self._claims.get(effect_key(Control.RERUN_FAILURE_JOB, card))
-            if claim is not None and claim.state is ClaimState.CLAIMED and not self._lapsed(claim):
+            if await self.under_way(effect_key(Control.RERUN_FAILURE_JOB, card)) is not None:
                 return True
         return False
 
-    async def dispatch_under_way(self, rollout: Rollout) -> datetime | None:
-        """When the dispatch of `rollout` that GitHub is being asked for right now was claimed
-        (a click's or a schedule's, on any replica): the rollout as that dispatch saved it
-        (one version past the card its claim is keyed by), the claim not recorded done, its
-        lease not run out. None otherwise: GitHub answered (a dispatch whose run it did not
-        identify saves the rollout again), or its replica died and the lease ran out."""
-        if rollout.phase is not Phase.DISPATCHING:
-            return None
-        card = CardRef(rollout.id, version=rollout.version - 1)
-        claim = await self._claims.get(effect_key(Control.DISPATCH, card))
+    async def under_way(self, key: str) -> Claim | None:
+        """The claim on `key` while its request may be at work: claimed, not recorded done,
+        its lease not run out."""
+        claim = await self._claims.get(key)
         if claim is None or claim.state is not ClaimState.CLAIMED or self._lapsed(claim):
             return None
-        return claim.claimed_at
+        return claim
 
     async def lapsed(self, key: str) -> Claim | None:
         """The claim on `key` whose request never recorded it done (its done write failed, or
