@@ -6,6 +6,7 @@ path of its key (`tracks.relay.stages[1].observe.window: '6o' is not a duration 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -43,8 +44,10 @@ def read_text(path: Path, what: str, error: type[RolloutError]) -> str:
         raise error(f"cannot read {what}: it is not UTF-8 text") from None
 
 
+@functools.lru_cache(maxsize=16)
 def parse_plan(text: str, source: str) -> RolloutPlan:
-    """The plan in `text`; `source` names it in errors. Raises PlanError listing every problem."""
+    """The plan in `text`; `source` names it in errors. Raises PlanError listing every problem.
+    Kept for the same text (a frozen plan): a start reads the plan in several checks."""
     return read_model(
         text, RolloutPlan, what=f"the rollout plan {source}", keys="docs/plan.md", error=PlanError
     )

@@ -45,7 +45,7 @@ from bot.adapters.slack.mrkdwn import escape_quoted
 from bot.domain import rollout_command as commands
 from bot.domain.controls import DoneButOwed
 from bot.domain.errors import InvalidCommand, PartlyPromoted, PromotedWhileStopping, RolloutError
-from bot.services.failures import TRANSIENT, error_summary
+from bot.services.failures import TRANSIENT, database_timed_out, error_summary
 from bot.services.lane import LaneClosed
 from bot.services.telemetry import Handled, Telemetry
 from handlers import ack_first, unhandled
@@ -79,6 +79,12 @@ INTERRUPTED = (
     "cannot tell whether it went through. The card shows what happened: look there before "
     "trying again."
 )
+UNANSWERED = (
+    "The bot's database did not answer the bot in time while it handled this, so it cannot "
+    "tell whether it went through. The card shows what happened: look there before trying "
+    "again."
+)
+"""The answer when a wait for the database ran out (a burst of writers): its connection held."""
 
 
 def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[BlockJson]]:
@@ -99,7 +105,7 @@ def explain(error: Exception, body: dict[str, Any]) -> tuple[str, list[BlockJson
             )
     elif isinstance(error, TRANSIENT):
         log.warning("handling %s was interrupted: %s", what, error_summary(error))
-        text = INTERRUPTED
+        text = UNANSWERED if database_timed_out(error) else INTERRUPTED
         blocks = views.error_blocks(text)
     else:
         reference = uuid.uuid4().hex[:12]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from sandbox.yaml_text import yaml_text
 
 SLACK_BOT_TOKEN = "xoxb-sandbox-7c1e5f0a9d2b"
 SLACK_APP_TOKEN = "xapp-1-sandbox-3e8d1c7b5a09"
@@ -98,7 +98,7 @@ def services_yaml(services: Iterable[SandboxService], *, directory: Path) -> str
         if service.failure_channel is not None:
             entry["failure_channel"] = service.failure_channel
         entries[service.name] = entry
-    return yaml.safe_dump({"services": entries}, sort_keys=False)
+    return yaml_text({"services": entries}, sort_keys=False)
 
 
 def write_services(path: Path, services: Iterable[SandboxService]) -> Path:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from sandbox.yaml_text import yaml_text
+
 
 def fast_plan(
     figures_file: Path,
@@ -42,7 +44,7 @@ def fast_plan(
                 "file": str(figures_file.with_name(f"{figures_file.stem}-{name}.yml")),
             }
         )
-    return yaml.safe_dump(plan, sort_keys=False)
+    return yaml_text(plan, sort_keys=False)
 
 
 @functools.cache
@@ -72,4 +74,4 @@ def write_figures(
     """Set the figures the static source reads for one track at its next gate."""
     path = figures_file.with_name(f"{figures_file.stem}-{track}.yml")
     content = {"baseline_crash_rate": baseline, "stages": {k: dict(v) for k, v in stages.items()}}
-    path.write_text(yaml.safe_dump(content), encoding="utf-8")
+    path.write_text(yaml_text(content), encoding="utf-8")

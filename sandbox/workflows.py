@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import PurePosixPath
 
-import yaml
+from sandbox.yaml_text import yaml_text
 
 DEPLOYMENT_STRATEGY_WORKFLOW_ID = 61_234_501
 RELEASE_WORKFLOW_ID = 61_234_502
@@ -388,7 +388,7 @@ def workflow_file(spec: Workflow) -> str:
             for job in spec.jobs
         },
     }
-    return yaml.safe_dump(document, sort_keys=False)
+    return yaml_text(document, sort_keys=False)
 
 
 def _condition(job: Job) -> str:

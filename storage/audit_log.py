@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, insert, select
+from sqlalchemy import ColumnElement, and_, insert, or_, select
 
-from bot.services.records import AuditEvent, NewAuditEvent
+from bot.services.records import AuditEvent, Claim, NewAuditEvent
 from storage.db import ServiceStore, from_row
 from storage.models import AuditEventRow, RolloutRow
 
@@ -48,6 +48,30 @@ class AuditLog(ServiceStore):
     async def list_for_rollout(self, rollout_id: str) -> list[AuditEvent]:
         """The rollout's events in the order they happened."""
         return await self._list(AuditEventRow.rollout_id == rollout_id)
+
+    async def list_for_claim(
+        self, claim: Claim, *, action: str, results: Collection[str], limit: int
+    ) -> list[AuditEvent]:
+        """The events of `action` with one of `results` written under `claim`: their detail
+        names its holder (`claim`). An e248966 replica's name no claim: theirs are the claim's
+        person's since it was taken, by the clock of the replica that took it."""
+        named = AuditEventRow.detail["claim"].as_string()
+        unnamed = and_(named.is_(None), AuditEventRow.at >= claim.claimed_at)
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                select(AuditEventRow)
+                .where(
+                    AuditEventRow.rollout_id == claim.rollout_id,
+                    AuditEventRow.action == action,
+                    AuditEventRow.actor == claim.actor,
+                    AuditEventRow.result.in_(results),
+                    or_(named == claim.holder, unnamed),
+                    *self._scope,
+                )
+                .order_by(AuditEventRow.id)
+                .limit(limit)
+            )
+            return [_audit_event(row) for row in rows]
 
     async def list_for_actor(self, actor: str) -> list[AuditEvent]:
         """Everything one person did or was refused, in order (rollout or not)."""

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.services.records import Claim, ClaimState, ClaimUnsettled
 from storage.db import from_row, insert_new, rows_changed
-from storage.failures import DATABASE_FAILURES
+from storage.failures import DATABASE_FAILURES, timed_out
 from storage.models import ActionClaimRow
 
 DEFAULT_LEASE = timedelta(minutes=5)
@@ -80,7 +80,9 @@ class ClaimStore:
             if not isinstance(lost, DATABASE_FAILURES):  # a cancellation, or a bug: as it is
                 raise
             held_until = claim.claimed_at + self.lease
-            raise ClaimUnsettled(claim, withdrawn=withdrawn, held_until=held_until) from lost
+            raise ClaimUnsettled(
+                claim, withdrawn=withdrawn, held_until=held_until, timed_out=timed_out(lost)
+            ) from lost
         return claim if won else None
 
     async def _write(self, claim: Claim, *, take_over: bool, replacing: Claim | None) -> bool:

@@ -5,6 +5,8 @@ them among the failures a later try repairs (`bot.services.failures.TRANSIENT`).
 
 from __future__ import annotations
 
+import sqlite3
+
 import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -19,3 +21,25 @@ DATABASE_FAILURES: tuple[type[BaseException], ...] = (
     TimeoutError,  # asyncpg's `command_timeout`, asyncio.timeout (asyncio.TimeoutError)
 )
 """Failures of the database or of the connection to it: a later try may find it back."""
+
+GAVE_UP_SQLSTATES = frozenset({"57014", "55P03"})
+"""PostgreSQL's codes for a statement it gave up on, the server up and the connection kept:
+query_canceled (its `statement_timeout`, a wait for a lock included), lock_not_available."""
+SQLITE_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+"""SQLite's codes for a write lock another connection held past the busy timeout."""
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether `error` (one of `DATABASE_FAILURES`) is a wait for the database that ran out,
+    not a connection refused, reset or lost: no pool connection free in time, a lock held
+    elsewhere past the statement's bound (a burst of writers on SQLite), a statement or an
+    answer that took too long."""
+    if isinstance(error, (PoolTimeout, TimeoutError)):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    driver = error.orig
+    if getattr(driver, "sqlstate", None) in GAVE_UP_SQLSTATES:
+        return True
+    code = getattr(driver, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in SQLITE_BUSY

@@ -69,6 +69,16 @@ def _scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
 
 
+def _revision_id(target: str) -> str | None:
+    """The revision `target` names (`head`, an id or a unique prefix of one); None when it
+    names none this binary ships (Alembic's own command then says what is wrong)."""
+    try:
+        script = _scripts().get_revision(target)
+    except CommandError:
+        return None
+    return script.revision if script is not None else None
+
+
 def head_revision() -> str:
     """The newest migration shipped with this version of the bot."""
     head = _scripts().get_current_head()
@@ -123,6 +133,10 @@ class _Run:
 
     def upgrade(self, connection: Connection) -> None:
         current = MigrationContext.configure(connection).get_current_revision()
+        if current is not None and current == _revision_id(self.target):
+            # Nothing to apply: Alembic's command would load every migration script again
+            # (each replica's start, each `rollout-bot migrate` on a migrated database).
+            return
         walked = _scripts().iterate_revisions(self.target, current)
         self.pending = [script.revision for script in reversed(list(walked))]
         config = alembic_config()

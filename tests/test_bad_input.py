@@ -83,7 +83,10 @@ async def test_a_kill_whose_reason_carries_a_nul_still_trips_the_kill_switch(
     ), box.github.reviews
     events = await box.audit.list_for_rollout(stopped.id)
     kills = [e for e in events if e.action == "abort_desktop" and e.result == "ok"]
-    assert kills and kills[0].detail == {"reason": "bad build stop now"}
+    detail = kills[0].detail if kills else None
+    # With the claim it was done under (`Stops.put_back_of` reads by it).
+    assert detail is not None and detail["reason"] == "bad build stop now", detail
+    assert set(detail) == {"reason", "claim"}, detail
     assert tracebacks(caplog) == []
 
 
@@ -105,7 +108,10 @@ async def test_a_kill_whose_reason_is_a_pasted_token_trips_the_kill_switch_witho
     assert not [call for call in box.slack.calls if token[4:12] in json.dumps(call.args)]
     events = await box.audit.list_for_rollout(stopped.id)
     kills = [e for e in events if e.action == "abort_desktop" and e.result == "ok"]
-    assert kills and kills[0].detail == {"reason": f"crashes {NOT_REPEATED}"}
+    detail = kills[0].detail if kills else None
+    # With the claim it was done under (`Stops.put_back_of` reads by it).
+    assert detail is not None and detail["reason"] == f"crashes {NOT_REPEATED}", detail
+    assert set(detail) == {"reason", "claim"}, detail
     assert token[4:12] not in repr(await box.audit.list_for_actor(RELEASE_MANAGER))
     assert token[4:12] not in repr(await box.rollouts())
     assert not [r for r in caplog.records if token[4:12] in r.getMessage()]

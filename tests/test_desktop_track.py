@@ -133,9 +133,9 @@ async def test_a_crashing_beta_ring_trips_the_kill_switch_while_the_relay_goes_o
         rollout = await dispatched(box)
         await promote(box, "desktop", "internal")
         await promote(box, "relay", "canary")
-        await box.wait_until(lambda r: stage_state(r, "desktop", "beta") is StageState.OBSERVING)
-        assert ("desktop-kill-switch", "approved") not in reviews(box)
 
+        # That the kill-switch is approved only once the gate tripped is read from the audit
+        # below, not from a look during beta's one-second window: a wait may skip it.
         verdict = await box.wait_for_thread("KILL_SWITCH")
         assert "crash rate" in verdict and "0.0021" in verdict
         assert "The release stays on the beta ring." in verdict

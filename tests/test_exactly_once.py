@@ -8,8 +8,9 @@ GitHub simulator counting approvals. The claim store itself is tested on both da
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,12 +55,15 @@ def approvals(box: Sandbox, environment: str) -> list[str]:
 
 
 async def both_holding(box: Sandbox) -> Rollout:
-    """Both tracks held on a passed gate: nothing more happens on GitHub until a click."""
+    """Both tracks held on a passed gate: nothing more happens on GitHub until a click. Up to
+    120 s (a hang guard, ended as soon as both hold): at a load of 28 on 2 cores the default
+    30 s ran out before the fifty clicks' first one."""
     return await box.wait_until(
         lambda r: (
             r.track("relay").stage("canary").state is StageState.HOLDING
             and r.track("desktop").stage("internal").state is StageState.HOLDING
-        )
+        ),
+        timeout=120,
     )
 
 
@@ -244,12 +248,15 @@ async def test_a_double_click_acts_once_and_tells_the_second_click(sandbox: Sand
 async def test_a_stale_card_says_where_the_rollout_stands_and_changes_nothing(
     tmp_path: Path, database_url: str
 ) -> None:
-    async with running_sandbox(tmp_path, database_url, window="3s") as box:
+    # An hour's window, which ends when the test passes its time: a window of seconds could
+    # end, in real time, before a wait under load saw the card offer Extend.
+    async with running_sandbox(tmp_path, database_url, window="1h") as box:
         await dispatched(box)
         observing = await box.wait_until(
             lambda r: r.track("relay").stage("canary").state is StageState.OBSERVING
         )
         extend = await value_of(box, "extend_window", "relay")
+        await box.pass_time(timedelta(hours=1))
         await held(box, "relay", "canary")
 
         answer = await box.click("extend_window", value=extend)
@@ -488,6 +495,37 @@ async def test_a_claim_whose_commit_answer_was_lost_is_withdrawn_and_the_click_c
         with pytest.raises(AlreadyDone, match="Already done by"):
             await click()
         assert promoted == [CLICKER.actor]
+
+
+async def test_a_claim_held_up_by_another_writer_past_its_bound_is_not_told_as_a_lost_connection(
+    sqlite_database_url: str,
+) -> None:
+    """A burst of clicks on SQLite: another connection holds the write lock longer than the
+    claim's statement may wait for it (the busy timeout; a quarter of the lease in the app).
+    Nothing was done, and the click is told the database did not answer in time: its
+    connection was there all along (a click of fifty, at a load of 20, was told it was lost)."""
+    engine = create_engine(sqlite_database_url, statement_timeout_s=0.1)
+    path = make_url(sqlite_database_url).database or ""
+    try:
+        click, promoted = promote_clicks(ClaimStore(create_session_factory(engine)))
+        with closing(sqlite3.connect(path)) as other_writer:
+            other_writer.execute("BEGIN IMMEDIATE")
+            with pytest.raises(NothingDone) as told:
+                await click()
+        assert isinstance(told.value.__cause__, ClaimUnsettled)
+        assert told.value.message.startswith(
+            "The bot's database did not answer the bot in time while it took this request "
+            f"({PROMOTING}), before acting on it: nothing was done."
+        )
+        assert promoted == []
+        assert (
+            await ClaimStore(create_session_factory(engine)).get(
+                effect_key(Control.PROMOTE, PROMOTE_CARD)
+            )
+            is None
+        )
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.postgres

@@ -213,7 +213,8 @@ async def test_github_enterprise_dispatch_finds_our_run_and_not_someone_elses(
 
 
 async def test_extend_window_moves_the_end_of_the_canary_window(tmp_path: Path) -> None:
-    plan = fast_plan(tmp_path / "figures.yml", window="4s")
+    # An hour's window: one of seconds could end, in real time, before a click under load.
+    plan = fast_plan(tmp_path / "figures.yml", window="1h")
     async with passing_sandbox(tmp_path, plan_yaml=plan) as box:
         await dispatched(box)
         before = await box.wait_until(

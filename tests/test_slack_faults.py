@@ -4,8 +4,10 @@ connections and answering 429, the thread checked as people read it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import aiohttp
@@ -30,7 +32,7 @@ from test_exactly_once import (
 )
 
 from bot.domain.rollout import TrackState
-from handlers.errors import INTERRUPTED, ResponseUrlUses, explain
+from handlers.errors import INTERRUPTED, UNANSWERED, ResponseUrlUses, explain
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import Sandbox
 from sandbox.signing import slack_signature_headers
@@ -206,6 +208,27 @@ def test_a_request_interrupted_by_a_database_blip_is_told_the_truth_without_a_tr
     [line] = caplog.records
     assert line.levelname == "WARNING" and line.exc_info is None
     assert "connection was closed" in line.getMessage() and "BEGIN" not in line.getMessage()
+
+
+def test_a_request_held_up_by_a_busy_database_is_not_told_the_connection_was_lost(
+    tmp_path: Path,
+) -> None:
+    """A burst of writers on SQLite: another connection held the write lock past this one's
+    busy timeout. Its connection was there all along: the answer says the database did not
+    answer in time (a click of fifty, at a load of 20, was told the connection was lost)."""
+    path = tmp_path / "busy.db"
+    with (
+        closing(sqlite3.connect(path)) as holder,
+        closing(sqlite3.connect(path, timeout=0)) as late,
+    ):
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            late.execute("BEGIN IMMEDIATE")
+    busy = OperationalError("INSERT", {}, locked.value)
+
+    text, _ = explain(busy, {"type": "block_actions"})
+
+    assert text == UNANSWERED and "lost its connection" not in text
 
 
 def test_an_unexpected_error_gets_a_reference_that_its_logged_traceback_carries(

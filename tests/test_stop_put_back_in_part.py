@@ -6,6 +6,9 @@ was simply done."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,13 +27,10 @@ from sandbox.harness import Sandbox, write_figures
 pytestmark = pytest.mark.story
 
 
-async def test_a_second_kill_that_waited_for_a_kill_put_back_on_one_track_is_told_which(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two desktop-gated tracks: the relay's holds on its canary, the desktop deploys GA. The
-    first kill stops the relay's and is put back on the desktop (GitHub deploys GA); the
-    second person, who waited for it less than the bot waits, is told what it did on each
-    track and what to do about the desktop, not "Already done … Nothing more was done"."""
+@asynccontextmanager
+async def relay_held_ga_deploying(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """Two desktop-gated tracks, the release manager and `SECOND` approvers: the relay's holds
+    on its canary, the desktop deploys GA (GitHub approved it)."""
     approvers = {"ROLLOUT_APPROVERS": f"{RELEASE_MANAGER},{SECOND}"}
     async with Sandbox(
         workdir=tmp_path,
@@ -43,6 +43,17 @@ async def test_a_second_kill_that_waited_for_a_kill_put_back_on_one_track_is_tol
         await dispatched(box)
         await held(box, "relay", "canary")
         await ga_approved(box)
+        yield box
+
+
+async def test_a_second_kill_that_waited_for_a_kill_put_back_on_one_track_is_told_which(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two desktop-gated tracks: the relay's holds on its canary, the desktop deploys GA. The
+    first kill stops the relay's and is put back on the desktop (GitHub deploys GA); the
+    second person, who waited for it less than the bot waits, is told what it did on each
+    track and what to do about the desktop, not "Already done … Nothing more was done"."""
+    async with relay_held_ga_deploying(tmp_path, database_url) as box:
         reading, answered, _ = read_once_answered(box, monkeypatch)
         second_waits = the_second_waits(box, monkeypatch)
         first = asyncio.create_task(box.command("kill crash spike"))
@@ -69,3 +80,24 @@ async def test_a_second_kill_that_waited_for_a_kill_put_back_on_one_track_is_tol
             ("desktop", "not_stopped"),
             ("desktop", PUT_BACK),
         ]
+
+
+async def test_a_kill_asked_for_once_done_is_told_its_put_back_whatever_the_claimants_clock(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica that took the first kill's claim runs a minute ahead of the one that
+    wrote its audit events (skewed clocks): the second person, who asks once it is done, is
+    still told it was put back on the desktop. The events are read by the claim that wrote
+    them, not by the moment it was taken (before, every event looked older than the claim,
+    and the answer was "Already done … Nothing more was done")."""
+    async with relay_held_ga_deploying(tmp_path, database_url) as box:
+        once = box.services.controls._once
+        ahead = once._clock
+        monkeypatch.setattr(once, "_clock", lambda: ahead() + timedelta(minutes=1))
+
+        assert "Not stopped, still on `v1.4.2`" in await box.command("kill crash spike")
+        shown = await box.command("kill crash spike too", user=SECOND)
+
+        assert f"Already done by <@{RELEASE_MANAGER}>" in shown, shown
+        assert "put back on *Desktop app and CLI*" in shown, shown
+        assert "It stopped *Hosted relay* only." in shown, shown

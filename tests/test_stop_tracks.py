@@ -287,8 +287,11 @@ async def test_a_rollback_after_one_relay_gated_track_completed_rolls_back_the_o
         stopped = await box.wait_until(lambda r: r.track("desktop").state is TrackState.ROLLED_BACK)
         assert stopped.track("relay").state is TrackState.COMPLETED
         trail = await box.audit.list_for_rollout(done.id)
-        assert [(e.track, e.result, e.detail) for e in trail if e.action == "abort_relay"] == [
-            ("desktop", "ok", {"reason": ""}),
+        rolled_back = [e for e in trail if e.action == "abort_relay"]
+        # The stop's `ok` names the claim it was done under (`Stops.put_back_of` reads by it).
+        claim = (rolled_back[0].detail or {}).get("claim")
+        assert [(e.track, e.result, e.detail) for e in rolled_back] == [
+            ("desktop", "ok", {"reason": "", "claim": claim}),
             ("relay", "not_stopped", {"why": "completed", "state": "completed", "reached": "100%"}),
         ]
         assert views.reviews(box, "desktop") == views.HALTED_ON_INTERNAL

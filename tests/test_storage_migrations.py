@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -93,6 +94,27 @@ async def test_the_schema_comparison_notices_a_model_the_migrations_lack(
 async def test_upgrade_twice_changes_nothing(empty_database_url: str) -> None:
     await upgrade(empty_database_url)
     await upgrade(empty_database_url)
+    assert await current_revision(empty_database_url) == head_revision()
+
+
+async def test_an_upgrade_of_a_migrated_database_loads_no_migration_script(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every replica's start and every test's sandbox migrate a database already at the
+    revision asked for: Alembic's command, which loads every migration script, is not run."""
+    commands: list[str] = []
+    run_command = command.upgrade
+
+    def counted(config: Any, revision: str, **options: Any) -> None:
+        commands.append(revision)
+        run_command(config, revision, **options)
+
+    monkeypatch.setattr(command, "upgrade", counted)
+    await upgrade(empty_database_url)
+    assert commands == ["head"]
+    await upgrade(empty_database_url)
+    await upgrade(empty_database_url, revision=head_revision())
+    assert commands == ["head"]
     assert await current_revision(empty_database_url) == head_revision()
 
 

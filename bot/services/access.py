@@ -194,7 +194,7 @@ class Access:
             if unsure is not None:
                 raise unsure
         if refused is not None and refused.why is Refused.STALE:
-            raise await self._stale(control, rollout, plan, card)
+            raise await self._stale(control, rollout, plan, card, asker=origin.actor)
         if refused is not None and refused.two_person is not None:
             raise NotAuthorized(self.rollouts.words.two_person_text(refused.two_person))
         if refused is not None:
@@ -256,11 +256,12 @@ class Access:
         return asker
 
     async def _stale(
-        self, control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef
+        self, control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef, *, asker: str
     ) -> RolloutError:
         """A card whose button no longer applies: who did it (waiting for them to finish), if
         someone did, else where the rollout stands now."""
-        done = await self.once.done_by(control, card, describe(control, rollout, plan, card))
+        what = describe(control, rollout, plan, card)
+        done = await self.once.done_by(control, card, what, asker=asker)
         if done is not None:
             return done
         return self._out_of_date(rollout, plan)

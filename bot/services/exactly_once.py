@@ -17,7 +17,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from functools import partial
+from typing import TypeVar
 
 from bot.domain.controls import (
     AlreadyDone,
@@ -39,40 +40,18 @@ from bot.domain.errors import (
     RunNotIdentified,
 )
 from bot.domain.permissions import VERBS
-from bot.domain.rollout import InvalidTransition, Rollout, StopPutBack
+from bot.domain.rollout import InvalidTransition, Rollout
 from bot.services.acting import Acting, acting_now
 from bot.services.ports import Clock, Words
 from bot.services.records import BOT, Claim, ClaimState, ClaimUnsettled
 from bot.services.requests import Origin, Via, current_entry, fill
+from bot.services.stop_waiting import NAMED, StopOutcomes, waited_on
 from bot.services.store_ports import Claims
 
 T = TypeVar("T")
 
 
-class StopOutcomes(Protocol):
-    """What becomes of a stop another person asked for, for whoever else asks for it (`Stops`):
-    the only effect a claim's holder may undo after deciding it (put back, GitHub deploying)."""
-
-    async def wait_on(self, claim: Claim, actor: str) -> bool | None:
-        """Record `actor`, answered that the claim's effect is being done, as waiting on its
-        outcome, to be named if it is put back: True when recorded, False when its outcome was
-        settled meanwhile, None when the claim's effect is not a stop (nobody is recorded)."""
-        ...
-
-    async def put_back_of(self, claim: Claim) -> StopPutBack | None:
-        """What the stop done under `claim` did not do after all, from what is stored (put
-        back on some of its tracks); None when it did all it says, or is not a stop."""
-        ...
-
-
 log = logging.getLogger(__name__)
-
-
-NAMED = (
-    " If GitHub makes it void (a last stage it already deploys cannot be stopped) and it is put "
-    "back, the thread says so and names you."
-)
-"""Told to whoever is answered that a stop is being done and waits on its outcome (`wait_on`)."""
 
 
 class ExactlyOnce:
@@ -233,10 +212,12 @@ class ExactlyOnce:
         acting.sent = True
         return mine.claimed_at + self._claims.lease
 
-    async def done_by(self, control: Control, card: CardRef, what: str) -> RolloutError | None:
-        """Who did (or is doing) the effect, waiting for them to finish; None if nobody."""
+    async def done_by(
+        self, control: Control, card: CardRef, what: str, *, asker: str
+    ) -> RolloutError | None:
+        """Who did (or is doing) the effect `asker` asks for, waited for; None if nobody."""
         claim = await self._claims.get(effect_key(control, card))
-        return None if claim is None else await self._already(claim, what)
+        return None if claim is None else await self._already(claim, what, asker=asker)
 
     async def unsure(
         self, control: Control, card: CardRef, what: str, where: str
@@ -318,25 +299,22 @@ class ExactlyOnce:
         described = what or VERBS[control]
         held = await self._claims.get(effect_key(control, card)) if card is not None else None
         if held is not None:  # the same click again: its first answer is on its way
-            return await self._already(held, described, wait=False)
+            return await self._already(held, described, asker=origin.actor, wait=False)
         return AlreadyDone(f"Already done by {who}{when}: {described}. Nothing more was done.")
 
-    async def _already(self, held: Claim, what: str, *, wait: bool = True) -> RolloutError:
+    async def _already(
+        self, held: Claim, what: str, *, asker: str, wait: bool = True
+    ) -> RolloutError:
         """Wait for the claim's owner to finish (unless not `wait`), then say who did it and
-        when, or who is doing it."""
-        return await self._told(held, await self._settled(held, wait=wait), what)
+        when, or who is doing it (`asker` recorded as waiting on it: `_waited_on`)."""
+        settled, named = await self._waited_on(held, asker, wait=wait)
+        return await self._told(held, settled, what, named=named)
 
     async def _waited_on(self, held: Claim, asker: str, *, wait: bool) -> tuple[Claim | None, bool]:
         """The claim `held` as `_settled` leaves it, and whether `asker` is recorded as waiting
-        on its outcome (`StopOutcomes`): when it is still being done by someone else. Its effect
-        settled meanwhile (not recorded), it is waited for once more, told as it ended."""
+        on its outcome (`bot.services.stop_waiting.waited_on`)."""
         claim = await self._settled(held, wait=wait)
-        if claim is None or claim.state is not ClaimState.CLAIMED or claim.actor == asker:
-            return claim, False
-        recorded = None if self._stops is None else await self._stops.wait_on(claim, asker)
-        if recorded is False:
-            return await self._settled(claim, wait=True), False
-        return claim, bool(recorded)
+        return await waited_on(self._stops, claim, asker, partial(self._settled, wait=wait))
 
     async def _settled(self, held: Claim, *, wait: bool) -> Claim | None:
         """The claim `held` once its owner finished (waited for unless not `wait`), or as it
@@ -385,12 +363,15 @@ class ExactlyOnce:
 
 
 def nothing_done(words: Words, lost: ClaimUnsettled, what: str) -> NothingDone:
-    """The truth after a claim whose answer was lost: nothing was done; whether the claim
-    was withdrawn, or until when it may tell a repeat that it is being done."""
-    told = (
-        f"The bot lost its connection to its database while it took this request ({what}), "
-        "before acting on it: nothing was done."
+    """The truth after a claim whose answer was lost: what lost it (the connection, or a wait
+    that ran out: a burst of clicks), that nothing was done; whether the claim was withdrawn,
+    or until when it may tell a repeat that it is being done."""
+    cause = (
+        "The bot's database did not answer the bot in time"
+        if lost.timed_out
+        else "The bot lost its connection to its database"
     )
+    told = f"{cause} while it took this request ({what}), before acting on it: nothing was done."
     if lost.withdrawn:
         return NothingDone(f"{told} Try again.")
     until = words.slack_time(lost.held_until)

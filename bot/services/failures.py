@@ -10,7 +10,7 @@ import aiohttp
 from bot.domain.controls import BeingDone, NothingDone
 from bot.domain.errors import ConcurrentChange, GitHubError, RolloutError
 from bot.services.records import ClaimUnsettled
-from storage.failures import DATABASE_FAILURES
+from storage.failures import DATABASE_FAILURES, timed_out
 
 TRANSIENT: tuple[type[BaseException], ...] = (
     GitHubError,
@@ -22,6 +22,17 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     aiohttp.ClientError,
 )
 """Failures that a later try repairs by itself: logged as one line, not as a bug."""
+
+
+def database_timed_out(error: BaseException) -> bool:
+    """Whether `error` is the database's word that a wait for it ran out (no pool connection
+    free, a lock held elsewhere past the statement's bound), not a lost connection. A bare
+    `TimeoutError` is not counted: any service's request may have raised it."""
+    return (
+        type(error) is not TimeoutError
+        and isinstance(error, DATABASE_FAILURES)
+        and timed_out(error)
+    )
 
 
 class UnknownService(RuntimeError):

@@ -147,13 +147,17 @@ class ClaimUnsettled(Exception):
     """A claim's write failed with its outcome unknown: the database may have committed it and
     lost the answer (a connection dropped at COMMIT, a timeout). Whatever it wrote was looked
     for by its holder token and removed (`withdrawn`), or may hold its key until `held_until`,
-    when its lease runs out."""
+    when its lease runs out. `timed_out`: the write waited past its bound (a lock held elsewhere,
+    no connection free), the connection not known lost."""
 
-    def __init__(self, claim: Claim, *, withdrawn: bool, held_until: datetime) -> None:
+    def __init__(
+        self, claim: Claim, *, withdrawn: bool, held_until: datetime, timed_out: bool = False
+    ) -> None:
         super().__init__(f"the claim of {claim.key} was interrupted")
         self.claim = claim
         self.withdrawn = withdrawn
         self.held_until = held_until
+        self.timed_out = timed_out
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from bot.domain.rollout import (
     TrackStopped,
 )
 from bot.domain.rollout_summary import PUT_BACK
-from bot.services.acting import put_back
+from bot.services.acting import acting_now, put_back
 from bot.services.actions import target_of
 from bot.services.effects import CONCURRENT_RETRIES, EffectRunner
 from bot.services.following import RunFollower
@@ -118,12 +118,15 @@ class Stops:
                 outcome = _Outcome(saved, said, stopping, oks, waiting)
             except InvalidTransition as error:  # every track GitHub deploys the last stage of
                 outcome, refusal = _Outcome(saved, Decision(rollout), [], oks, waiting), error
-        latest, stands = saved, True
-        for tries_left in range(CONCURRENT_RETRIES - 1, -1, -1):
+        latest, stands, tries_left = saved, True, CONCURRENT_RETRIES
+        while True:
             try:
                 stands = await self._settle(latest, outcome, plan, actor)
                 break
             except ConcurrentChange:  # another replica saved meanwhile: decided on its state
+                read, latest = latest, await effects.get(rollout.id)
+                if not more_waiting(read, latest):
+                    tries_left -= 1
                 if not tries_left:  # the stop stands as saved, its line owed to the next look
                     log.warning(
                         "rollout %s: the stop's outcome lost %d races to other replicas; "
@@ -132,7 +135,6 @@ class Stops:
                         CONCURRENT_RETRIES,
                     )
                     break
-                latest = await effects.get(rollout.id)
         if refusal is not None and not stands:
             put_back()  # saved, then put back on every track: nothing was done after all
             raise refusal
@@ -188,8 +190,9 @@ class Stops:
         effects, kind = self._effects, _STOPS.get(claim.action)
         if kind is None or claim.rollout_id is None:
             return None
-        for _ in range(CONCURRENT_RETRIES):
-            rollout, plan = await effects.with_plan(claim.rollout_id)
+        rollout, plan = await effects.with_plan(claim.rollout_id)
+        tries_left = CONCURRENT_RETRIES
+        while tries_left:
             deciding = [n for n in rollout.untold_stops if plan.track(n).gate is kind]
             if not deciding or not rollout.untold_stops_kept:
                 return False
@@ -200,6 +203,9 @@ class Stops:
             try:
                 await effects.apply(rollout, Decision(waiting), plan)
             except ConcurrentChange:  # saved meanwhile (by that stop's settling, maybe): again
+                read, rollout = rollout, await effects.get(claim.rollout_id)
+                if not more_waiting(read, rollout):
+                    tries_left -= 1
                 continue
             return True
         return False
@@ -212,19 +218,19 @@ class Stops:
         kind, effects = _STOPS.get(claim.action), self._effects
         if kind is None or claim.rollout_id is None or claim.state is not ClaimState.DONE:
             return None
-        # Since the claim was taken (by the clock of the replica that took it, and wrote them):
-        # an earlier stop of this person's was given back; none comes after it was done.
-        ours = [
-            event
-            for event in await effects.audit.list_for_rollout(claim.rollout_id)
-            if event.action == f"abort_{kind.value}"
-            and event.actor == claim.actor
-            and event.at >= claim.claimed_at
-        ]
+        rollout, plan = await effects.with_plan(claim.rollout_id)
+        # Its events name the claim (`_stop`), not a moment: another replica's clock never
+        # hides them, and an earlier stop of this person's, given back, is not read. A track
+        # has at most one of each under one claim: the read is bounded by the plan.
+        ours = await effects.audit.list_for_claim(
+            claim,
+            action=f"abort_{kind.value}",
+            results=("ok", PUT_BACK),
+            limit=2 * len(plan.tracks),
+        )
         back = {event.track for event in ours if event.result == PUT_BACK}
         if not back:
             return None
-        rollout, plan = await effects.with_plan(claim.rollout_id)
         oks = [e.track for e in ours if e.result == "ok" and e.track and e.track not in back]
         return _put_back_event(rollout, plan, kind, claim.actor, (), back, dict.fromkeys(oks))
 
@@ -292,7 +298,8 @@ class Stops:
                 decision = Decision(
                     decision.rollout, (*decision.effects, Announce(told, failure=True))
                 )
-            detail = {"reason": reason}
+            acting = acting_now.get()  # the claim it is done under: `put_back_of` reads by it
+            detail = {"reason": reason, **({"claim": acting.claim.holder} if acting else {})}
             action = f"abort_{gate.value}"
             oks.append(effects.event(actor, action, "ok", current, detail, track=name))
             done.extend(decision.effects)
@@ -316,6 +323,16 @@ class Stops:
             return (await self._effects.read_run(rollout.run_id)).waiting
         except GitHubError:
             return None
+
+
+def more_waiting(read: Rollout, latest: Rollout) -> bool:
+    """Whether the rollout as `read` changed, by `latest`, only by more people waiting on its
+    stops (`Stops.wait_on`): a race lost to another waiter's progress, which uses none of a
+    save's tries. Each person waits once on a track, so such races are as many as the people
+    who ask at most, and 20 people asking at once neither exhaust a waiter's tries nor the
+    stop's own settling."""
+    grew = set(latest.stop_waiters) > set(read.stop_waiters)
+    return grew and replace(latest, stop_waiters=read.stop_waiters, version=read.version) == read
 
 
 def _put_back_told(

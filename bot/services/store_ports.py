@@ -224,6 +224,13 @@ class AuditLog(Protocol):
 
     async def list_for_rollout(self, rollout_id: str) -> list[AuditEvent]: ...
 
+    async def list_for_claim(
+        self, claim: Claim, *, action: str, results: Collection[str], limit: int
+    ) -> list[AuditEvent]:
+        """The events of `action` with one of `results` written under `claim` (their detail
+        names its holder), oldest first, at most `limit`."""
+        ...
+
 
 class Deliveries(Protocol):
     """GitHub webhook deliveries taken in, so that each is processed once."""
