@@ -35,11 +35,28 @@ KILLED = "U0KILLED"
 """Who clicked on the replica that died."""
 
 
-@pytest.fixture
-async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+@asynccontextmanager
+async def tag_pushed(
+    tmp_path: Path, database_url: str, *, lease: timedelta | None
+) -> AsyncIterator[Sandbox]:
+    """The sandbox with the release tag pushed; a click's claim lasts `lease` (None: as by
+    default)."""
+    env = {} if lease is None else {"CLAIM_LEASE_SECONDS": str(int(lease.total_seconds()))}
     async with passing_sandbox(tmp_path, database_url=database_url, extra_env=env) as sandbox:
         sandbox.github.push_tag(TAG)
+        yield sandbox
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with tag_pushed(tmp_path, database_url, lease=LEASE) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def held(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """Claims held as long as by default: one outlasts the test."""
+    async with tag_pushed(tmp_path, database_url, lease=None) as sandbox:
         yield sandbox
 
 
@@ -171,18 +188,19 @@ async def test_a_dispatch_under_way_has_its_card_redraw_written_with_its_save(
 
 
 async def test_a_run_linked_on_another_replica_while_github_is_asked_is_refused(
-    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+    held: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The card drawn as dispatching offers Link a run… while the dispatching replica still
     waits for GitHub (its lock holds on that replica only). A run linked through another
-    replica then was followed, and the dispatch's own run, started a moment later, was not:
-    it ran unfollowed, the Dispatch click answered with a conflict. Now the link is refused
-    while the dispatch's claim holds; the rollout follows the run GitHub answers with."""
-    async with dispatch_held(box, monkeypatch), served_replica(box) as other:
-        by_hand = box.github.create_foreign_run(actor="octo-release")
-        answer = await box.command(f"link {by_hand}", replica=other)
+    replica then was followed (a run someone started by hand, here), not the run the
+    dispatch started: the dispatch's own save came second. Now the link is refused while the
+    dispatch's claim holds; the rollout follows the run GitHub answers with."""
+    async with dispatch_held(held, monkeypatch), served_replica(held) as other:
+        started = (await held.rollout()).created_at + timedelta(seconds=1)
+        by_hand = held.github.create_foreign_run(actor="octo-release", created_at=started)
+        answer = await held.command(f"link {by_hand}", replica=other)
         assert "asking GitHub to dispatch `v1.4.2` right now" in answer, answer
         assert "nothing was linked" in answer, answer
-        assert (await box.rollout()).phase is Phase.DISPATCHING
-    rollout = await box.rollout()
+        assert (await held.rollout()).phase is Phase.DISPATCHING
+    rollout = await held.rollout()
     assert rollout.run_id is not None and rollout.run_id != by_hand
