@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from figures import every_gate_passes
+from figures import HALF_OK, every_gate_passes
 from sandbox_views import (
     dispatched,
     figures_form_opened,
@@ -24,13 +24,14 @@ from sandbox_views import (
 )
 from sqlalchemy.exc import OperationalError
 from test_claim_lapses import audited, observing
+from test_controls import CANARY_BAD
 from test_stop_second_person import SECOND, two_approvers
 
-from bot.domain.rollout import StageState
+from bot.domain.rollout import StageState, TrackState
 from bot.services.effects import WINDOW_TIMER
 from bot.services.records import Claim
 from sandbox.config import RELEASE_MANAGER
-from sandbox.harness import Sandbox, fast_plan
+from sandbox.harness import Sandbox, fast_plan, write_figures
 
 pytestmark = pytest.mark.story
 
@@ -274,3 +275,74 @@ async def test_a_dispatch_github_took_whose_record_then_failed_is_done_not_dispa
         assert again is not None and "Already done by" in again, again
         await box.wait_until(lambda r: r.run_id is not None)
         assert len(box.github.dispatches) == 1, box.github.dispatches
+
+
+@pytest.mark.database_matters
+async def test_a_promote_github_did_not_take_is_not_told_approved_when_its_save_fails(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone on GitHub rejected the stage right before the Promote's approval went out, so
+    GitHub took nothing of the bot's (its answer: not waiting); then the save failed. The
+    person is not told that GitHub took the approval, and the claim is given back (a click
+    again is not refused as already done): the effect never happened."""
+    async with two_approvers(tmp_path, database_url, window="1s", extension="1s") as box:
+        every_gate_passes(box)
+        await dispatched(box)
+        await box.wait_until(lambda r: stage_state(r, "relay", "canary") is StageState.HOLDING)
+        value = await value_of(box, "promote", "relay")
+        run_id = (await box.rollout()).run_id
+        assert run_id is not None
+        effects = box.services.rollouts.effects
+        review, save = effects.github.review, effects.store.save
+        answered: list[bool] = []
+
+        async def rejected_first(*args: Any, **kwargs: Any) -> Any:
+            if answered:  # the bot's later answers (the rollback job's) as they come
+                return await review(*args, **kwargs)
+            box.github.review(run_id, kwargs["environments"], "rejected", actor="octocat")
+            answered.append(await review(*args, **kwargs))
+            return answered[-1]
+
+        async def lost_once_answered(*args: Any, **kwargs: Any) -> Any:
+            if answered:
+                monkeypatch.setattr(effects.store, "save", save)
+                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
+            return await save(*args, **kwargs)
+
+        monkeypatch.setattr(effects.github, "review", rejected_first)
+        monkeypatch.setattr(effects.store, "save", lost_once_answered)
+        told = await box.click("promote", value=value)
+
+        assert answered == [False], answered  # GitHub took nothing of the bot's
+        assert told is not None and "GitHub took the approval" not in told, told
+        assert "Done: promote" not in told, told
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_whose_verdict_was_not_saved_is_not_told_done(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-evaluate read a failing canary and saved the stage evaluating (its window's timer
+    cancelled), then the save of the verdict (the roll back) was lost: the verdict, the click's
+    effect, was not done, and nothing decides it on its own. The person is not told it was
+    done, and its claim is given back: Re-evaluate again rolls the track back. Before, the
+    evaluating save counted as the effect: "Done: re-evaluate …", the next look to do it."""
+    async with canary_observing(tmp_path, database_url) as (box, _, _):
+        write_figures(box.figures, "relay", {"canary": CANARY_BAD, "half": HALF_OK})
+        effects = box.services.rollouts.effects
+        save = effects.store.save
+
+        async def verdict_lost_once(rollout: Any, *args: Any, **kwargs: Any) -> Any:
+            if rollout.track("relay").state is not TrackState.ACTIVE:
+                monkeypatch.setattr(effects.store, "save", save)
+                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
+            return await save(rollout, *args, **kwargs)
+
+        monkeypatch.setattr(effects.store, "save", verdict_lost_once)
+        told = await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+
+        assert told is not None and "Done: " not in told, told
+        assert (await box.rollout()).track("relay").state is TrackState.ACTIVE
+        again = await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+        assert again is None, again
+        await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from test_stop_tracks import two_desktop_plan
 
 from bot.domain.rollout import TrackState
 from bot.domain.rollout_summary import PUT_BACK
+from bot.services import stops
 from sandbox.config import RELEASE_MANAGER
 from sandbox.harness import Sandbox, write_figures
 
@@ -98,6 +100,27 @@ async def test_a_kill_asked_for_once_done_is_told_its_put_back_whatever_the_clai
         assert "Not stopped, still on `v1.4.2`" in await box.command("kill crash spike")
         shown = await box.command("kill crash spike too", user=SECOND)
 
+        assert f"Already done by <@{RELEASE_MANAGER}>" in shown, shown
+        assert "put back on *Desktop app and CLI*" in shown, shown
+        assert "It stopped *Hosted relay* only." in shown, shown
+
+
+@pytest.mark.database_matters  # the claim is read from the JSON detail: each dialect's own SQL
+async def test_a_kill_an_e248966_replica_did_is_told_its_put_back_from_events_naming_no_claim(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first kill's `ok` and `put_back` events name no claim, as an e248966 replica writes
+    them: the second person, who asks once it is done, is still told it was put back on the
+    desktop (they are read by the time its claim was taken, `AuditLog.list_for_claim`)."""
+    async with relay_held_ga_deploying(tmp_path, database_url) as box:
+        monkeypatch.setattr(stops, "acting_now", ContextVar("e248966", default=None))
+
+        assert "Not stopped, still on `v1.4.2`" in await box.command("kill crash spike")
+        trail = await box.audit.list_for_rollout((await box.rollout()).id)
+        kills = [e for e in trail if e.action == "abort_desktop"]
+        shown = await box.command("kill crash spike too", user=SECOND)
+
+        assert kills and all("claim" not in (e.detail or {}) for e in kills), kills
         assert f"Already done by <@{RELEASE_MANAGER}>" in shown, shown
         assert "put back on *Desktop app and CLI*" in shown, shown
         assert "It stopped *Hosted relay* only." in shown, shown

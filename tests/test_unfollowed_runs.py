@@ -16,6 +16,7 @@ import pytest
 import yaml
 from github import Auth, Github
 from sandbox_views import both_held, dispatched, finish, github_until
+from sqlalchemy.exc import OperationalError
 from test_claim_given_back import the_second_waits
 from test_cli import full_env
 from test_freeze_sandbox import typed_reason
@@ -26,10 +27,11 @@ from bot.adapters.slack.actions import RunValue
 from bot.adapters.slack.control_views import REASON_BLOCK
 from bot.adapters.slack.notifier import CARD_EVENT, RUN_EVENT
 from bot.config import ConfigError, Settings, load_settings
+from bot.domain.controls import CardRef, Control, effect_key
 from bot.domain.errors import GitHubError
 from bot.domain.rollout import Phase, TrackState
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun
-from bot.services.records import BOT
+from bot.services.records import BOT, ClaimState
 from sandbox.config import BYSTANDER, RELEASE_CHANNEL, RELEASE_MANAGER, REPOSITORY
 from sandbox.github_runs import commit_sha
 from sandbox.harness import Sandbox, fast_plan
@@ -1201,3 +1203,37 @@ async def test_a_default_whose_rejection_then_failed_is_never_redrawn_as_nothing
         assert "Nothing waited" not in run_cards(box)[0].rendered
         assert ("relay-canary-5", "rejected") in first_stages(box)
         assert not any(state == "approved" for _, state in answers(box)), answers(box)
+
+
+async def test_a_reject_github_took_nothing_of_is_not_told_done_when_its_card_then_failed(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run was cancelled on GitHub right before the Reject went out, so GitHub took none of
+    it (nothing waited), and then the card could not be settled: the person is not told that
+    GitHub took the answer, and the run's claim is given back (before, it was recorded done:
+    "Done: reject run …", nobody able to answer the run again through the bot)."""
+    run_id, card = await started_on_github(box)
+    runs = box.services.controls.unfollowed
+    github = box.services.rollouts.effects.github
+    review, settle = github.review, runs._settle  # type: ignore[union-attr]
+    answered: list[bool] = []
+
+    async def cancelled_first(*args: object, **kwargs: object) -> bool:
+        box.github.engine.cancel(run_id)
+        answered.append(await review(*args, **kwargs))  # type: ignore[arg-type]
+        return answered[-1]
+
+    async def lost_once(*args: object, **kwargs: object) -> None:
+        monkeypatch.setattr(runs, "_settle", settle)
+        raise OperationalError("UPDATE timers", {}, ConnectionResetError("lost"))
+
+    monkeypatch.setattr(github, "review", cancelled_first)
+    monkeypatch.setattr(runs, "_settle", lost_once)
+    told = await box.click("reject_run", message=card)
+
+    assert answered == [False], answered  # GitHub took none of it
+    assert told is not None and "GitHub took the answer" not in told, told
+    assert f"Done: reject run {run_id}" not in told, told
+    key = effect_key(Control.ANSWER_RUN, CardRef(f"run-{run_id}"))
+    claim = await ClaimStore(bots_database(box).sessions).get(key)
+    assert claim is None or claim.state is not ClaimState.DONE, claim

@@ -100,7 +100,9 @@ def failed_after_save(before: Rollout, left: Sequence[Effect]) -> None:
 
 def put_back() -> None:
     """The effect acting under a claim (if any), saved, was put back after all (a stop GitHub
-    made void on every track): should it fail, nothing was done, and its claim is given back."""
+    made void on every track), or what was saved only readied it (a stage saved evaluating
+    before a Re-evaluate's verdict): should it fail now, its effect was not done, and its claim
+    is given back."""
     acting = acting_now.get()
     if acting is not None:
         acting.owed = None

@@ -148,12 +148,13 @@ class PeoplesActions:
             raise
         seen = machine.reconcile(promoted, plan, snapshot, effects.clock())
         approvals = [e for e in seen.effects if isinstance(e, Review) and e.track == track]
+        took = False
         for review in approvals:
             # The comment names who clicked: in App mode it is all GitHub shows of them.
             by = machine.github_person(actor)
             said = replace(review, comment=f"{review.comment}, promoted by {by}")
-            await effects.review(promoted, said, strict=True)
-        if approvals:  # approved on GitHub: from here on, a failure never invites a second
+            took |= await effects.review(promoted, said, strict=True)
+        if took:  # approved on GitHub: from here on, a failure never invites a second
             saved_then_failed(APPROVED_UNSAVED, where=ON_GITHUB)
         rest = tuple(effect for effect in seen.effects if effect not in approvals)
         return Decision(seen.rollout, (*decision.effects, *rest))

@@ -158,8 +158,7 @@ class EffectRunner:
         return await self.store.plan(rollout.id)
 
     def lock(self, rollout_id: str) -> AbstractAsyncContextManager[None]:
-        """Serialises the operations on one rollout within this process (`async with`); the
-        lock is forgotten once nobody holds or awaits it."""
+        """Serialises one rollout's operations in this process (`async with`), while used."""
         return self._locks(rollout_id)
 
     async def serialised(self, rollout_id: str, act: Callable[[], Awaitable[T]]) -> T:
@@ -288,9 +287,9 @@ class EffectRunner:
         await self.outbox.flush(rollout.id)
         return saved
 
-    async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> None:
-        """Send a review; its failure is recorded and asked again by the next reconcile, or
-        raised when `strict` (a person is waiting for the answer)."""
+    async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> bool:
+        """Send a review (True: GitHub took it; False: nothing waited for it). Its failure is
+        recorded and asked again by the next reconcile, or raised when `strict` (one waits)."""
         assert rollout.run_id is not None
         state: ReviewState = "approved" if review.approve else "rejected"
         try:
@@ -320,7 +319,7 @@ class EffectRunner:
             )
             if strict:
                 raise
-            return
+            return False
         await self.record(
             self.event(
                 BOT,
@@ -331,6 +330,7 @@ class EffectRunner:
                 track=review.track,
             )
         )
+        return sent
 
     # -- audit ----------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from bot.domain.rollout import (
     Rollout,
     StageState,
 )
+from bot.services.acting import put_back
 from bot.services.effects import EffectRunner
 from bot.services.following import RunFollower
 from bot.services.freeze_ends import watch_after_hold, watch_freeze_end
@@ -190,6 +191,7 @@ class Gate:
                 rollout, plan, track=track, stage=stage.key, verdict=verdict
             )
             evaluating = await effects.apply(rollout, ready, plan)
+            put_back()  # readied for the verdict, not judged: the click's effect is not done yet
             await self._judge(
                 evaluating,
                 plan,

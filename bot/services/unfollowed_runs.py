@@ -314,13 +314,13 @@ class UnfollowedRuns:
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
         environments = await still_waiting(self._effects.store, self._rules, card.run_id)
-        await self._effects.github.review(
+        if await self._effects.github.review(
             run_id=card.run_id,
             environments=environments,
             state="rejected",
             comment=rejected_comment(origin.actor),
-        )
-        saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)  # rejected on GitHub: never again
+        ):  # rejected on GitHub (not when nothing waited any more): never again
+            saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)
         await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
         saved_then_failed(REST_OWED)  # rejected, its card says so: its claim is done
         await self._after_rejecting(card.run_id)
