@@ -35,11 +35,28 @@ KILLED = "U0KILLED"
 """Who clicked on the replica that died."""
 
 
-@pytest.fixture
-async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
-    env = {"CLAIM_LEASE_SECONDS": str(int(LEASE.total_seconds()))}
+@asynccontextmanager
+async def tag_pushed(
+    tmp_path: Path, database_url: str, *, lease: timedelta | None
+) -> AsyncIterator[Sandbox]:
+    """The sandbox with the release tag pushed; a click's claim lasts `lease` (None: as by
+    default)."""
+    env = {} if lease is None else {"CLAIM_LEASE_SECONDS": str(int(lease.total_seconds()))}
     async with passing_sandbox(tmp_path, database_url=database_url, extra_env=env) as sandbox:
         sandbox.github.push_tag(TAG)
+        yield sandbox
+
+
+@pytest.fixture
+async def box(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    async with tag_pushed(tmp_path, database_url, lease=LEASE) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def held(tmp_path: Path, database_url: str) -> AsyncIterator[Sandbox]:
+    """Claims held as long as by default: one outlasts the test."""
+    async with tag_pushed(tmp_path, database_url, lease=None) as sandbox:
         yield sandbox
 
 
@@ -129,14 +146,10 @@ async def test_two_replicas_refusing_one_card_left_behind_draw_it_once_at_the_st
     assert box.github.dispatches == []
 
 
-async def test_a_dispatch_under_way_has_its_card_redraw_written_with_its_save(
-    box: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Dispatch saves the rollout as dispatching, then asks GitHub: the card's redraw was
-    written only once GitHub answered, so a replica dying while it asked left the card offering
-    Dispatch at the version before. The redraw is written with the save: any replica's outbox
-    draws the card as dispatching (its run looked for, Link a run offered) while GitHub is
-    asked."""
+@asynccontextmanager
+async def dispatch_held(box: Sandbox, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """The preflight's card with its Dispatch, clicked: the rollout saved as dispatching, and
+    this bot's GitHub asked, its answer held until the block ends (then the rollout runs)."""
     await box.command(f"start {TAG} --flags-ready")
     await box.slack.wait_for(lambda: shown_version(box) is not None)
     github = box.services.rollouts.effects.github
@@ -151,12 +164,43 @@ async def test_a_dispatch_under_way_has_its_card_redraw_written_with_its_save(
     await box.click("dispatch", wait=False)
     await asyncio.wait_for(asked.wait(), timeout=30)
     try:
+        yield
+    finally:
+        answer.set()
+    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
+    assert len(box.github.dispatches) == 1
+
+
+async def test_a_dispatch_under_way_has_its_card_redraw_written_with_its_save(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dispatch saves the rollout as dispatching, then asks GitHub: the card's redraw was
+    written only once GitHub answered, so a replica dying while it asked left the card offering
+    Dispatch at the version before. The redraw is written with the save: any replica's outbox
+    draws the card as dispatching (its run looked for, Link a run offered) while GitHub is
+    asked."""
+    async with dispatch_held(box, monkeypatch):
         # The outbox loop looks (not `pass_time`: the poller's look waits for the lock the
         # dispatch holds, so the loops it wakes do not all sleep again until GitHub answers).
         box.clock.advance(timedelta(seconds=10))
         await box.slack.wait_for(lambda: "· dispatching…" in box.card_message().rendered)
         assert shown_version(box) is None, box.card_message().rendered
-    finally:
-        answer.set()
-    await box.wait_until(lambda r: r.phase is Phase.RUNNING)
-    assert len(box.github.dispatches) == 1
+
+
+async def test_a_run_linked_on_another_replica_while_github_is_asked_is_refused(
+    held: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card drawn as dispatching offers Link a run… while the dispatching replica still
+    waits for GitHub (its lock holds on that replica only). A run linked through another
+    replica then was followed (a run someone started by hand, here), not the run the
+    dispatch started: the dispatch's own save came second. Now the link is refused while the
+    dispatch's claim holds; the rollout follows the run GitHub answers with."""
+    async with dispatch_held(held, monkeypatch), served_replica(held) as other:
+        started = (await held.rollout()).created_at + timedelta(seconds=1)
+        by_hand = held.github.create_foreign_run(actor="octo-release", created_at=started)
+        answer = await held.command(f"link {by_hand}", replica=other)
+        assert "asking GitHub to dispatch `v1.4.2` right now" in answer, answer
+        assert "nothing was linked" in answer, answer
+        assert (await held.rollout()).phase is Phase.DISPATCHING
+    rollout = await held.rollout()
+    assert rollout.run_id is not None and rollout.run_id != by_hand

@@ -22,13 +22,14 @@ from bot.domain.controls import (
     StaleCard,
     card_applies,
     describe,
+    effect_key,
     figures_card,
     once_per_version,
 )
 from bot.domain.errors import NotAReleaseChannel, NotAuthorized, RolloutError
 from bot.domain.permissions import Asker, Refused, refusal
 from bot.domain.plan import RolloutPlan
-from bot.domain.rollout import Phase, Rollout
+from bot.domain.rollout import InvalidTransition, Phase, Rollout
 from bot.services.actions import where_it_stands
 from bot.services.authz import Approvers
 from bot.services.exactly_once import ExactlyOnce
@@ -37,6 +38,7 @@ from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import CARD
 from bot.services.outbox_messages import card as card_redraw
 from bot.services.ports import Clock, Words
+from bot.services.records import Claim
 from bot.services.requests import Entry, Origin, current_entry
 from bot.services.rollouts import RolloutService
 from bot.services.store_ports import AuditLog
@@ -197,6 +199,13 @@ class Access:
             raise NotAuthorized(self.rollouts.words.two_person_text(refused.two_person))
         if refused is not None:
             raise NotAuthorized(refused.message)
+        if control is Control.LINK_RUN and (asked := await self._dispatch_under_way(rollout)):
+            raise InvalidTransition(
+                f"The bot is asking GitHub to dispatch `{rollout.tag}` right now (since "
+                f"{self.once.when(asked.claimed_at)}), so nothing was linked: the card shows the "
+                "run once GitHub answers. Link a run only if the card then says its run is not "
+                "identified."
+            )
         # A freeze or someone else's lock refuses a dispatch, and a run linked to a rollout
         # back in its preflight (the bot gave up): linking approves the run's first stages.
         if control is Control.DISPATCH or (
@@ -205,6 +214,17 @@ class Access:
             linking = control is Control.LINK_RUN
             await self.lane.judge(actor=origin.actor, rollout_id=rollout.id, linking=linking)
         return rollout, plan
+
+    async def _dispatch_under_way(self, rollout: Rollout) -> Claim | None:
+        """The claim of the dispatch of `rollout` GitHub is being asked for right now (a
+        click's or a schedule's, on any replica): the rollout as that dispatch saved it, one
+        version past the card its claim is keyed by. None once GitHub answered (a dispatch
+        whose run it did not identify saves the rollout again), or when its replica died and
+        the claim's lease ran out."""
+        if rollout.phase is not Phase.DISPATCHING:
+            return None
+        card = CardRef(rollout.id, version=rollout.version - 1)
+        return await self.once.under_way(effect_key(Control.DISPATCH, card))
 
     def moved_past(self, card: CardRef, rollout: Rollout, plan: RolloutPlan) -> str | None:
         """Where the rollout stands, when `card` is a version of it the rollout has moved past

@@ -235,18 +235,13 @@ class ExactlyOnce:
             "on the updated card, or `/rollout status`."
         )
 
-    async def rerun_under_way(self, rollout: Rollout | None) -> bool:
-        """Whether a failure job of `rollout` (ended, its run's failure job failed) is being
-        re-run right now: claimed, not yet recorded done (the rollout is saved as following
-        the new attempt just before), the claim's lease not run out."""
-        if rollout is None or rollout.attempt is None:
-            return False
-        for track in rollout.tracks:
-            card = CardRef(rollout.id, track.name, attempt=rollout.attempt)
-            claim = await self._claims.get(effect_key(Control.RERUN_FAILURE_JOB, card))
-            if claim is not None and claim.state is ClaimState.CLAIMED and not self._lapsed(claim):
-                return True
-        return False
+    async def under_way(self, key: str) -> Claim | None:
+        """The claim on `key` while its request may be at work: claimed, not recorded done,
+        its lease not run out."""
+        claim = await self._claims.get(key)
+        if claim is None or claim.state is not ClaimState.CLAIMED or self._lapsed(claim):
+            return None
+        return claim
 
     async def lapsed(self, key: str) -> Claim | None:
         """The claim on `key` whose request never recorded it done (its done write failed, or
@@ -353,6 +348,19 @@ class ExactlyOnce:
         if actor != BOT:
             return self._words.person(actor)
         return "The bot's schedule" if start else "the bot's schedule"
+
+
+async def rerun_under_way(once: ExactlyOnce, rollout: Rollout | None) -> bool:
+    """Whether a failure job of `rollout` (ended, its run's failure job failed) is being
+    re-run right now: claimed, not yet recorded done (the rollout is saved as following
+    the new attempt just before), the claim's lease not run out."""
+    if rollout is None or rollout.attempt is None:
+        return False
+    for track in rollout.tracks:
+        card = CardRef(rollout.id, track.name, attempt=rollout.attempt)
+        if await once.under_way(effect_key(Control.RERUN_FAILURE_JOB, card)) is not None:
+            return True
+    return False
 
 
 def nothing_done(words: Words, lost: ClaimUnsettled, what: str) -> NothingDone:

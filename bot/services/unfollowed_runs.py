@@ -52,7 +52,7 @@ from bot.domain.unfollowed_runs import (
 )
 from bot.services.access import Access
 from bot.services.acting import ON_GITHUB, saved_then_failed
-from bot.services.exactly_once import ExactlyOnce
+from bot.services.exactly_once import ExactlyOnce, rerun_under_way
 from bot.services.lane import ReleaseLane
 from bot.services.outbox_messages import UNFOLLOWED
 from bot.services.records import BOT, NewMessage, Timer
@@ -130,7 +130,7 @@ class UnfollowedRuns:
             return False
         # Read after that look: a dispatch identified (or a failure job re-run) since follows it.
         followed = await effects.store.by_run_id(request.run_id)
-        if follows_run(followed) or await self._once.rerun_under_way(followed):
+        if follows_run(followed) or await rerun_under_way(self._once, followed):
             return follows_run(followed)  # one being re-run is not settled: it follows it soon
         known = await effects.timers.get(key=timer_key(request.run_id))
         if known is not None:  # the run has its card: nothing to read again
