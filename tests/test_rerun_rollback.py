@@ -338,36 +338,3 @@ async def test_as_the_github_app_the_rollback_re_run_is_answered_through_its_rul
         done = await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
         assert done.attempt == 2
         assert len(box.slack.messages(RELEASE_CHANNEL)) == 1  # the card only: no run card
-
-
-async def test_a_re_run_saved_whose_messages_then_failed_is_told_done_not_unsaved(
-    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """GitHub takes the re-run as attempt 2 and the rollout is saved as following it, then the
-    delivery of its messages fails (the database lost, as it is claimed): the click is told it
-    was done, and what is still owed, not that the bot could not save it (before, it said so and
-    kept its claim, as if the rollout did not follow the attempt)."""
-    ended, told = await rollback_failed(sandbox)
-    (run,) = sandbox.github.runs.values()
-    outbox = sandbox.services.rollouts.effects.outbox
-    flush = outbox.flush
-
-    async def lost(*args: object, **kwargs: object) -> None:
-        monkeypatch.setattr(outbox, "flush", flush)
-        raise OperationalError("UPDATE outbox", {}, ConnectionResetError("connection lost"))
-
-    monkeypatch.setattr(outbox, "flush", lost)
-
-    first = await sandbox.click(RERUN, message=told)
-
-    assert first is not None and "Done: re-run" in first, first
-    assert "(saved; the card does not show it yet)" in first, first
-    assert "could not save" not in first and "Click it again" not in first, first
-    assert "the bot sends what it saved" in first, first
-    (saved,) = [r for r in await sandbox.rollouts() if r.id == ended.id]
-    assert saved.attempt == 2, saved
-    again = await sandbox.click(RERUN, message=told)
-    assert again is not None and "Already done by" in again, again
-    await sandbox.wait_for_thread("re-ran *Relay auto-rollback*")
-    posts = [r for r in sandbox.github.requests if r.method == "POST" and "/rerun" in r.path]
-    assert len(posts) == 1 and run.attempt == 2

@@ -23,15 +23,8 @@ AFTER_SAVE = "A step after it failed: the bot's next look at the run does it."
 """Owed by an effect saved when a step after its save failed, and nothing more is known."""
 
 SHOWN = "the card shows it"
-UNSHOWN = "saved; the card does not show it yet"
 ON_GITHUB = "on GitHub; the card may not show it yet"
 """Where what an effect did shows, when a step after it failed (`saved_then_failed`)."""
-
-UNSENT = (
-    "The card and the thread could not be updated right after: the bot sends what it saved "
-    "for them on its own in a moment."
-)
-"""Owed by an effect saved when the delivery of its messages (saved with it) failed."""
 
 
 @dataclass
@@ -45,7 +38,7 @@ class Acting:
     """Its change was saved (or sent to GitHub), then a later step failed: what is still owed,
     in words (`saved_then_failed`)."""
     where: str = SHOWN
-    """Where what was done shows (`SHOWN`, `UNSHOWN`, `ON_GITHUB`)."""
+    """Where what was done shows (`SHOWN`, `ON_GITHUB`)."""
 
     async def failed(
         self, claims: Claims, *, now: datetime, what: str, error: BaseException
@@ -74,28 +67,12 @@ def saved_then_failed(owed: str = AFTER_SAVE, *, where: str = SHOWN) -> None:
         acting.owed, acting.where = owed, where
 
 
-def owing() -> bool:
-    """Whether the effect acting under a claim (if any) was done, saved or sent to GitHub,
-    before the step now failing (`saved_then_failed`): its failure is told as done."""
-    acting = acting_now.get()
-    return acting is not None and acting.owed is not None
-
-
 async def acted(saving: Awaitable[T]) -> T:
     """`saving`, a save the effect acting under a claim (if any) makes: once it went through,
     a later step's failure leaves the effect done (`saved_then_failed`)."""
     done = await saving
     saved_then_failed()
     return done
-
-
-def failed_after_save(before: Rollout, left: Sequence[Effect]) -> None:
-    """A step after a decision's save over `before` failed: `left`, its effects not carried out
-    (that one first), or none (the delivery of its messages, saved with it)."""
-    if left:
-        saved_then_failed(owed_after(before, left))
-    else:
-        saved_then_failed(UNSENT, where=UNSHOWN)
 
 
 def put_back() -> None:

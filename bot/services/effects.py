@@ -44,7 +44,7 @@ from bot.domain.rollout_summary import NOT_STOPPED
 from bot.domain.run import RunSnapshot
 from bot.domain.schedule import dispatch_timer_key
 from bot.domain.unfollowed_runs import TIMER as UNFOLLOWED_TIMER
-from bot.services.acting import acted, failed_after_save
+from bot.services.acting import acted, owed_after, saved_then_failed
 from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
@@ -230,12 +230,12 @@ class EffectRunner:
             while left:
                 await self._carry_out(rollout, left[0], plan)
                 del left[0]
-            if messages:
-                await self.outbox.flush(rollout.id, known=(rollout, plan))
         except Exception:
-            if changed:  # what is left owed, by the request acting under a claim (if any)
-                failed_after_save(before, left)
+            if changed:  # saved: the request acting under a claim did it, what is left owed
+                saved_then_failed(owed_after(before, left))
             raise
+        if messages:
+            await self.outbox.flush(rollout.id, known=(rollout, plan))
         return rollout
 
     async def _carry_out(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:

@@ -30,7 +30,6 @@ from bot.domain.errors import (
 )
 from bot.domain.plan import RolloutPlan
 from bot.domain.rollout import InvalidTransition, Rollout
-from bot.services.acting import owing
 from bot.services.effects import EffectRunner
 from bot.services.records import Claim
 
@@ -145,8 +144,6 @@ class FailureJobReruns:
             told = await self._not_followed(rollout_id, plan, track, by, job_id, rerun, tag)
             raise told from None
         except Exception as lost:  # GitHub runs the attempt; the claim stays unrecorded
-            if owing():  # saved as following it, then a later step failed: done, told so
-                raise
             job = plan.track(track).on_failure.job
             raise RerunUnsaved(
                 f"GitHub re-runs {job} as attempt {rerun} of the run, but the bot could not "
