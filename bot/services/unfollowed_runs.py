@@ -44,6 +44,7 @@ from bot.domain.unfollowed_runs import (
     may_adopt,
     may_override,
     not_a_tag,
+    nothing_rejected,
     of_the_plan,
     rejected_comment,
     timer_key,
@@ -313,14 +314,19 @@ class UnfollowedRuns:
             await self._effects.tell(adopted, FreezeOverridden(actor, adopted.tag, reason, freeze))
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
+        """GitHub rejects the run, and its card says so; when GitHub answers that nothing of it
+        waited any more (cancelled, or answered on GitHub first), the card says that instead,
+        and the person is told nothing was rejected."""
         environments = await still_waiting(self._effects.store, self._rules, card.run_id)
-        if await self._effects.github.review(
+        if not await self._effects.github.review(
             run_id=card.run_id,
             environments=environments,
             state="rejected",
             comment=rejected_comment(origin.actor),
-        ):  # rejected on GitHub (not when nothing waited any more): never again
-            saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)
+        ):
+            await self._settle(card.decided(RunFate.NOTHING_WAITED, by=origin.actor), cancel=True)
+            raise InvalidTransition(nothing_rejected(card))
+        saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)  # rejected on GitHub: never again
         await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
         saved_then_failed(REST_OWED)  # rejected, its card says so: its claim is done
         await self._after_rejecting(card.run_id)
