@@ -181,10 +181,9 @@ class UnfollowedRuns:
 
     async def _another_request(self, request: RuleRequest, timer: Timer) -> None:
         """A request of a run whose card was posted: covered by the card's answer while it
-        waits; rejected when the run was rejected. After the default approved a stage, or
-        answered nothing (the run had moved on), a later stage is not approved silently: it
-        waits for a person on GitHub. A request of a rejected run (its `if: failure()` jobs)
-        is rejected too, as the rest of the run."""
+        waits; rejected, as the rest of the run, when the run was rejected (its `if: failure()`
+        jobs). After the default approved a stage, or nothing waited for an answer (the
+        default's, or a Reject's), a later stage is not approved silently: it waits on GitHub."""
         if _fate(timer) is not RunFate.REJECTED:
             return
         origin = Origin(actor=BOT, channel_id=self._channel, via=Via.SCHEDULE)
@@ -314,16 +313,11 @@ class UnfollowedRuns:
             await self._effects.tell(adopted, FreezeOverridden(actor, adopted.tag, reason, freeze))
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
-        """GitHub rejects the run, and its card says so; when GitHub answers that nothing of it
-        waited any more (cancelled, or answered on GitHub first), the card says that instead,
-        and the person is told nothing was rejected."""
         environments = await still_waiting(self._effects.store, self._rules, card.run_id)
+        comment = rejected_comment(origin.actor)
         if not await self._effects.github.review(
-            run_id=card.run_id,
-            environments=environments,
-            state="rejected",
-            comment=rejected_comment(origin.actor),
-        ):
+            run_id=card.run_id, environments=environments, state="rejected", comment=comment
+        ):  # nothing waited any more (cancelled, answered on GitHub first): rejected nothing
             await self._settle(card.decided(RunFate.NOTHING_WAITED, by=origin.actor), cancel=True)
             raise InvalidTransition(nothing_rejected(card))
         saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)  # rejected on GitHub: never again
