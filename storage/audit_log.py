@@ -54,7 +54,8 @@ class AuditLog(ServiceStore):
     ) -> list[AuditEvent]:
         """The events of `action` with one of `results` written under `claim`: their detail
         names its holder (`claim`). An e248966 replica's name no claim: theirs are the claim's
-        person's since it was taken, by the clock of the replica that took it."""
+        person's since it was taken, by the clock of the replica that took it. Those naming the
+        claim come first, so that unnamed ones never fill `limit` ahead of them."""
         named = AuditEventRow.detail["claim"].as_string()
         unnamed = and_(named.is_(None), AuditEventRow.at >= claim.claimed_at)
         async with self._sessions() as session:
@@ -68,7 +69,7 @@ class AuditLog(ServiceStore):
                     or_(named == claim.holder, unnamed),
                     *self._scope,
                 )
-                .order_by(AuditEventRow.id)
+                .order_by(named.is_(None), AuditEventRow.id)
                 .limit(limit)
             )
             return [_audit_event(row) for row in rows]

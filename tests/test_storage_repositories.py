@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.domain.plan import RolloutPlan
 from bot.plan_file import load_plan
+from bot.services.records import Claim, ClaimState
 from sandbox.idle import statements
 from storage.audit_log import AuditLog
 from storage.errors import RolloutNotFound, StaleRollout, TrackBusy
@@ -373,3 +374,32 @@ async def test_a_plan_a_rollout_started_with_stays_readable_under_later_plan_rul
     assert found is not None and found[1].track("relay").thresholds.error_threshold == 1
     assert (await store.plan(created.id)) == found[1]
     assert [p for _, p in await store.active_with_plans()] == [found[1]]
+
+
+async def test_a_claims_events_come_before_unnamed_ones_within_the_limit(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """During a rolling upgrade an e248966 replica's events name no claim: read with those of
+    the claim (`Stops.put_back_of`), they never fill the limit ahead of the claim's own."""
+    audit = AuditLog(session_factory)
+    claim = Claim(
+        key="abort_stop:r-aaaaaaaaaaaa",
+        action="abort_stop",
+        actor="U0MANAGER",
+        state=ClaimState.DONE,
+        claimed_at=NOW,
+        holder="holder-1",
+        rollout_id="r-aaaaaaaaaaaa",
+    )
+    event = {"actor": "U0MANAGER", "action": "abort_stop", "rollout_id": "r-aaaaaaaaaaaa"}
+    for track in ("relay", "desktop"):  # an older replica's, unnamed, written first
+        await audit.append(at=NOW, result="ok", track=track, **event)
+    await audit.append(
+        at=NOW, result="put_back", track="relay", detail={"claim": "holder-1"}, **event
+    )
+
+    ours = await audit.list_for_claim(
+        claim, action="abort_stop", results=("ok", "put_back"), limit=2
+    )
+
+    assert [(e.result, e.track) for e in ours] == [("put_back", "relay"), ("ok", "relay")]

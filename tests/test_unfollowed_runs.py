@@ -1237,3 +1237,31 @@ async def test_a_reject_github_took_nothing_of_is_not_told_done_when_its_card_th
     key = effect_key(Control.ANSWER_RUN, CardRef(f"run-{run_id}"))
     claim = await ClaimStore(bots_database(box).sessions).get(key)
     assert claim is None or claim.state is not ClaimState.DONE, claim
+
+
+async def test_a_reject_github_took_nothing_of_says_so_on_the_card_and_to_the_person(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run was cancelled on GitHub right before the Reject went out, so GitHub took none of
+    it (nothing waited): the card says nothing waited and nothing was rejected, and so does the
+    person's answer. Before, the card said "Rejected by" the person, and they were told
+    nothing."""
+    run_id, card = await started_on_github(box)
+    github = box.services.rollouts.effects.github
+    review = github.review
+
+    async def cancelled_first(*args: object, **kwargs: object) -> bool:
+        box.github.engine.cancel(run_id)
+        return await review(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(github, "review", cancelled_first)
+    told = await box.click("reject_run", message=card)
+
+    assert told is not None and f"Run {run_id} was not rejected" in told, told
+    said = f"Nothing of run {run_id} waited for an answer any more when"
+    await box.slack.wait_for(lambda: said in run_cards(box)[0].rendered, timeout=30)
+    (card,) = run_cards(box)
+    assert "Rejected by" not in card.rendered and not has_buttons(card)
+    timer = await box.wait_for_timer(f"unfollowed_run:{run_id}", lambda t: not t.is_pending)
+    drawn = UnfollowedRun.from_json(dict((timer.payload or {})["card"]))
+    assert (drawn.fate, drawn.by) == (RunFate.NOTHING_WAITED, RELEASE_MANAGER)

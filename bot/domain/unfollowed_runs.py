@@ -39,8 +39,9 @@ class RunFate(StrEnum):
     UNANSWERED = "unanswered"
     """The default answer could not be given (every attempt failed): a person answers it."""
     NOTHING_WAITED = "nothing_waited"
-    """Nothing waited for the bot's answer when the default came (the run had moved on): the
-    default answered nothing, and the run's later stages wait on GitHub for a person."""
+    """Nothing waited for the bot's answer when the default came (the run had moved on), or
+    when a person's Reject reached GitHub (`by`: the run was cancelled, or answered on GitHub
+    first): nothing was answered, and the run's later stages wait on GitHub for a person."""
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,15 @@ def answered_meanwhile(card: UnfollowedRun, by: str) -> str:
     }[card.fate]
     who = by if card.by else "the default answer"
     return f"Run {card.run_id} was {how} by {who} before this answer: nothing more was done."
+
+
+def nothing_rejected(card: UnfollowedRun) -> str:
+    """The answer to a Reject GitHub took nothing of: nothing of the run waited any more."""
+    return (
+        f"Run {card.run_id} was not rejected: GitHub answered that nothing of it waited for an "
+        "answer any more (the run was cancelled, or someone answered it on GitHub first). Its "
+        "card says so; look at the run's page on GitHub for what it does."
+    )
 
 
 REST_OWED = (

@@ -44,6 +44,7 @@ from bot.domain.unfollowed_runs import (
     may_adopt,
     may_override,
     not_a_tag,
+    nothing_rejected,
     of_the_plan,
     rejected_comment,
     timer_key,
@@ -180,10 +181,9 @@ class UnfollowedRuns:
 
     async def _another_request(self, request: RuleRequest, timer: Timer) -> None:
         """A request of a run whose card was posted: covered by the card's answer while it
-        waits; rejected when the run was rejected. After the default approved a stage, or
-        answered nothing (the run had moved on), a later stage is not approved silently: it
-        waits for a person on GitHub. A request of a rejected run (its `if: failure()` jobs)
-        is rejected too, as the rest of the run."""
+        waits; rejected, as the rest of the run, when the run was rejected (its `if: failure()`
+        jobs). After the default approved a stage, or nothing waited for an answer (the
+        default's, or a Reject's), a later stage is not approved silently: it waits on GitHub."""
         if _fate(timer) is not RunFate.REJECTED:
             return
         origin = Origin(actor=BOT, channel_id=self._channel, via=Via.SCHEDULE)
@@ -314,13 +314,13 @@ class UnfollowedRuns:
 
     async def _reject(self, origin: Origin, card: UnfollowedRun) -> None:
         environments = await still_waiting(self._effects.store, self._rules, card.run_id)
-        if await self._effects.github.review(
-            run_id=card.run_id,
-            environments=environments,
-            state="rejected",
-            comment=rejected_comment(origin.actor),
-        ):  # rejected on GitHub (not when nothing waited any more): never again
-            saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)
+        comment = rejected_comment(origin.actor)
+        if not await self._effects.github.review(
+            run_id=card.run_id, environments=environments, state="rejected", comment=comment
+        ):  # nothing waited any more (cancelled, answered on GitHub first): rejected nothing
+            await self._settle(card.decided(RunFate.NOTHING_WAITED, by=origin.actor), cancel=True)
+            raise InvalidTransition(nothing_rejected(card))
+        saved_then_failed(ANSWERED_UNSAVED, where=ON_GITHUB)  # rejected on GitHub: never again
         await self._settle(card.decided(RunFate.REJECTED, by=origin.actor), cancel=True)
         saved_then_failed(REST_OWED)  # rejected, its card says so: its claim is done
         await self._after_rejecting(card.run_id)

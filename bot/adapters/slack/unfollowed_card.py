@@ -125,8 +125,13 @@ def _fate(card: UnfollowedRun) -> str:
             f":white_check_mark: Adopted by {person(card.by)}: rollout `{card.rollout_id}` "
             "follows it from here (see its card)."
         )
-    if card.by:
-        return f":no_entry: Rejected by {person(card.by)}: its job fails."
+    if card.fate is RunFate.NOTHING_WAITED and card.by:
+        return (
+            f":hourglass: Nothing of run {card.run_id} waited for an answer any more when "
+            f"{person(card.by)} rejected it (it was cancelled, or answered on GitHub first), so "
+            f"nothing was rejected. What it does is on <{card.run_url}|its page>: anything of "
+            "it that waits from here waits on GitHub for a person. No rollout follows it."
+        )
     if card.fate is RunFate.NOTHING_WAITED:
         return (
             f":hourglass: Nothing waited for the bot's answer when the default came at "
@@ -134,6 +139,8 @@ def _fate(card: UnfollowedRun) -> str:
             f"{card.run_id}'s later stages wait on GitHub for a person: review them on "
             f"<{card.run_url}|its page>. No rollout follows it."
         )
+    if card.by:
+        return f":no_entry: Rejected by {person(card.by)}: its job fails."
     verb = "Rejected" if card.fate is RunFate.REJECTED else "Approved"
     setting = (
         f"UNFOLLOWED_RUN_DEFAULT=approve, which rejects it since {escape(card.refused)}"
