@@ -328,8 +328,7 @@ async def test_a_metrics_bearer_token_that_is_not_utf8_is_refused_not_a_server_e
         for sent in (b"\xff\xfe", b"the-metrics-token\xff"):
             status_line = await _raw(
                 scraped,
-                b"GET /metrics HTTP/1.1\r\nHost: bot\r\nAuthorization: Bearer %b\r\n\r\n"
-                % sent,
+                b"GET /metrics HTTP/1.1\r\nHost: bot\r\nAuthorization: Bearer %b\r\n\r\n" % sent,
             )
             assert status_line.split()[1] == b"401"
         answer = await scraped.get(
