@@ -65,12 +65,7 @@ class SkewedClock(LoopbackServer):
         query = str(form.get("query", params.get("query", "")))
         if isinstance(body, dict) and isinstance(body.get("data"), dict):
             self._shift(body["data"], clock=query.strip() == "time()")
-            self._annotate(body, query)
         return web.json_response(body, status=status)
-
-    def _annotate(self, body: dict[str, Any], query: str) -> None:
-        """What a server other than Prometheus adds to an answer (`sandbox.prometheus_partial`);
-        nothing here."""
 
     def _shift(self, data: dict[str, Any], *, clock: bool) -> None:
         """The answer's timestamps (and `time()`'s value) on the skewed clock."""

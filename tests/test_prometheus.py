@@ -39,7 +39,6 @@ from bot.domain.rollout import StageState, TrackState
 from bot.plan_file import parse_plan
 from sandbox.harness import Sandbox, fast_plan, write_figures
 from sandbox.prometheus_clock import SkewedClock
-from sandbox.prometheus_partial import PartialAnswers
 from sandbox.prometheus_exporter import (
     PrometheusProcess,
     RelayExporter,
@@ -438,28 +437,6 @@ async def test_a_partial_answer_is_no_figure_never_a_pass() -> None:
     verdict = judged(reading)
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
 
-
-
-async def test_a_victoriametrics_partial_answer_is_no_figure_never_a_pass(
-    telemetry: Telemetry,
-) -> None:
-    """A VictoriaMetrics cluster with a `vmstorage` node down answers `success` with a number
-    from the nodes that answered, `isPartial: true` and no warning: the canary's failing series
-    may be on the node left out. It passed on that number; it is no figure, INCONCLUSIVE. The
-    same window answered whole passes: it is the partial answer."""
-    healthy = relay_metrics("healthy")
-    async with PartialAnswers(telemetry.prometheus_url) as partial:
-        reading = await source(Telemetry(partial.url), healthy).measure(window("healthy", 60))
-    assert reading.figures.error_rate is None and reading.figures.sample is None
-    (error, _crash) = reading.metrics
-    assert error.problem is not None
-    assert "value: Prometheus answered isPartial: part of its storage did not answer" in (
-        error.problem
-    )
-    verdict = judged(reading)
-    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
-    whole = await source(telemetry, healthy).measure(window("healthy", 60))
-    assert judged(whole).verdict is Verdict.PASS
 
 # -- Prometheus's clock off the bot's --------------------------------------------------------
 
