@@ -113,7 +113,6 @@ async def test_only_an_info_annotation_leaves_the_number_read(
     assert (crash.problem is None) is figure, crash.problem
 
 
-
 @pytest.mark.parametrize("partial", [True, False], ids=["partial", "whole"])
 async def test_an_answer_marked_partial_is_no_figure(partial: bool) -> None:
     """A VictoriaMetrics cluster with a `vmstorage` node down answers `success` with a number
@@ -131,6 +130,7 @@ async def test_an_answer_marked_partial_is_no_figure(partial: bool) -> None:
     )
     verdict = judge(DESKTOP, reading)
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
 
 # -- any answer ---------------------------------------------------------------------------------
 
