@@ -49,6 +49,17 @@ def test_freeze_all_is_an_option_and_all_stays_a_service_name() -> None:
         parse_command("unfreeze --all now")
 
 
+@pytest.mark.parametrize(
+    "text", ["freeze 2h --all INC-9 outage", "freeze 2026-12-24 18:00 \N{EN DASH}all holidays"]
+)
+def test_all_after_the_end_is_refused_never_taken_for_one_lanes_reason(text: str) -> None:
+    """`--all` typed after the end would freeze the channel's one service, `--all ...` its
+    reason, the other services left open."""
+    with pytest.raises(InvalidCommand, match="`--all` goes right after `freeze`"):
+        parse_command(text)
+    assert parse_command("freeze 2h all hands") == Freeze("2h", "all hands")
+
+
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
     async with passing_sandbox(tmp_path, rollout_services=SERVICES) as sandbox:
