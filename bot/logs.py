@@ -1,11 +1,12 @@
 """One logging setup for every entry point.
 
 Lines about a rollout carry its id (set with `rollout_context`), in text and JSON alike, and
-every configured secret value, and anything shaped like a token (`bot.domain.text.TOKEN_SHAPE`:
-an App's installation tokens are minted at run time, so no list can name them, and a person may
-paste an npm or Slack token where a command's argument goes), is scrubbed from every line as a last
-line of defence: code should never log a secret, and this makes sure a slip does not leak one.
-PyGithub, for one, logs whole responses at DEBUG, the minted installation token included.
+every configured secret value, Slack's hook URLs (`SLACK_HOOK`), and anything shaped like a
+token (`bot.domain.text.TOKEN_SHAPE`: an App's installation tokens are minted at run time, so
+no list can name them, and a person may paste an npm or Slack token where a command's argument
+goes), is scrubbed from every line as a last line of defence: code should never log a secret,
+and this makes sure a slip does not leak one. PyGithub, for one, logs whole responses at
+DEBUG, the minted installation token included.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
@@ -23,6 +25,11 @@ from bot.domain.text import TOKEN_SHAPE
 _rollout_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("rollout_id", default=None)
 
 REDACTED = "[redacted]"
+
+SLACK_HOOK = re.compile(r"https://hooks\.slack\.com/[^\s'\"<>]+")
+"""A Slack response_url or incoming webhook: whoever has it may post with it (a response_url
+five times in 30 minutes), and an aiohttp error about a call to one (a redirect, a bad URL)
+names it whole."""
 
 
 def password_forms(url: str) -> set[str]:
@@ -53,7 +60,7 @@ class _ContextFilter(logging.Filter):
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        return TOKEN_SHAPE.sub(REDACTED, text)
+        return SLACK_HOOK.sub(REDACTED, TOKEN_SHAPE.sub(REDACTED, text))
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "rollout_id"):

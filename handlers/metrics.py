@@ -21,11 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def bearer_matches(expected: str, header: str | None) -> bool:
-    """Whether `Authorization` carries the bearer token (compared in constant time)."""
+    """Whether `Authorization` carries the bearer token (compared in constant time). The header
+    is compared as the bytes it came in: one that is not UTF-8 (aiohttp keeps those bytes as
+    surrogates) matches nothing, rather than fail to encode."""
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode(), expected.encode())
+    sent = given.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(sent, expected.encode())
 
 
 async def scrape(request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.adapters.slack.actions import ButtonValue
 from bot.domain.controls import CardRef
+from bot.domain.text import whole_number
 from bot.services.requests import Origin, Via
 from handlers.payloads import BlockActions, ViewSubmission
 
@@ -34,7 +35,7 @@ def slack_retry(request: AsyncBoltRequest | None) -> int:
         return 0
     values = request.headers.get(RETRY_HEADER) or []
     first = values[0] if values else "0"
-    return int(first) if first.isdigit() else 0
+    return whole_number(first) or 0
 
 
 def delivery(trigger_id: str | None, request: AsyncBoltRequest | None) -> str | None:

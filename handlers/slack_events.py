@@ -55,6 +55,11 @@ FRESH_S = 5 * 60
 # it calls int() on the header, which raises on "abc" and accepts "+1_0".
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+"""`X-Slack-Signature` as Slack sends it (slack_sdk's verifier makes the same): anything else
+cannot match, whatever the body. Refused before the verifier sees it: it compares strings, and
+raises on one that is not ASCII (a 500 and a traceback for each such request)."""
+
 _Interaction = TypeAdapter(Annotated[BlockActions | ViewSubmission, Field(discriminator="type")])
 _Event = TypeAdapter(Annotated[EventCallback | UrlVerification, Field(discriminator="type")])
 
@@ -113,11 +118,11 @@ def _unsigned(request: web.Request) -> web.Response:
 
 
 def _signature_headers(request: web.Request) -> tuple[str, str] | None:
-    """`X-Slack-Request-Timestamp` and `X-Slack-Signature`, or None when one is missing or the
-    timestamp is not Slack's: then the request is unsigned, and its body is not read."""
+    """`X-Slack-Request-Timestamp` and `X-Slack-Signature`, or None when one is missing or not
+    shaped as Slack's: then the request is unsigned, and its body is not read."""
     timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
     signature = request.headers.get("X-Slack-Signature", "")
-    if not _TIMESTAMP.fullmatch(timestamp) or not signature:
+    if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
         return None
     return timestamp, signature
 

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from sandbox_views import command_body
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import text
@@ -276,6 +277,65 @@ async def test_a_slack_request_without_a_signature_is_refused_before_its_body_is
     assert response.headers["Connection"] == "close"
     trickle.release.set()
     assert slack.calls == []
+
+
+async def _raw(client: TestClient[object, object], request: bytes) -> bytes:
+    """The status line the app answers `request` (bytes as sent, headers not UTF-8 included)."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout=5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [b"v0=\xe9" + b"0" * 63, b"v0=" + b"0" * 64 + b"\xff", "v0=\u00e9".encode() + b"0" * 63],
+)
+async def test_a_slack_signature_that_is_not_ascii_is_refused_not_a_server_error(
+    client: TestClient[object, object],
+    slack: SlackTestServer,
+    caplog: pytest.LogCaptureFixture,
+    signature: bytes,
+) -> None:
+    """slack_sdk's verifier compares the signature as a string, and raises on one that is not
+    ASCII: anyone could make the bot answer 500 and log a traceback for each request (past
+    the one line a minute of refusals). Not shaped as Slack's (`v0=` and 64 hex digits), it is
+    no signature: 401, from the headers."""
+    _, body = command_body(slack, "help")
+    status_line = await _raw(
+        client,
+        b"POST /slack/events HTTP/1.1\r\nHost: bot\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"X-Slack-Request-Timestamp: %d\r\nX-Slack-Signature: %b\r\nContent-Length: %d\r\n\r\n"
+        % (int(time.time()), signature, len(body.encode()))
+        + body.encode(),
+    )
+    assert status_line.split()[1] == b"401"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert slack.calls == []
+
+
+async def test_a_metrics_bearer_token_that_is_not_utf8_is_refused_not_a_server_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bearer token was encoded to be compared: one sent as bytes that are not UTF-8
+    (kept by aiohttp as surrogates) raised, a 500 and a traceback for each scrape."""
+    token = settings.model_copy(update={"metrics_token": SecretStr("the-metrics-token")})
+    async with TestClient(TestServer(app_of(token))) as scraped:
+        for sent in (b"\xff\xfe", b"the-metrics-token\xff"):
+            status_line = await _raw(
+                scraped,
+                b"GET /metrics HTTP/1.1\r\nHost: bot\r\nAuthorization: Bearer %b\r\n\r\n" % sent,
+            )
+            assert status_line.split()[1] == b"401"
+        answer = await scraped.get(
+            "/metrics", headers={"Authorization": "Bearer the-metrics-token"}
+        )
+        assert answer.status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_valid_request_is_not_refused_by_the_timestamp_guard(

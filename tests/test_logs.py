@@ -59,6 +59,22 @@ def test_anything_shaped_like_a_token_is_scrubbed_though_no_setting_names_it(
     assert not [token for token in tokens if token[:8] in err]
 
 
+def test_a_slack_response_url_in_an_error_is_scrubbed(capsys: pytest.CaptureFixture[str]) -> None:
+    # aiohttp names the URL whole in some errors (TooManyRedirects, InvalidURL): a response_url
+    # lets whoever reads the log post in the channel for half an hour.
+    configure_logging(level="INFO", fmt="text", secrets=[])
+    hooks = [
+        "https://hooks.slack.com/actions/T0SCRIPTUM/1040337/Zx9Yw8Vu7Ts6",
+        "https://hooks.slack.com/commands/T0SCRIPTUM/2050/Ab1Cd2Ef3",
+        "https://hooks.slack.com/services/T0SCRIPTUM/B0RELAY/a1B2c3D4e5",
+    ]
+    for hook in hooks:
+        logging.getLogger("bot.test").warning("response_url failed (0, message='', url='%s')", hook)
+    err = capsys.readouterr().err
+    assert err.count(REDACTED) == 3
+    assert "hooks.slack.com" not in err and "response_url failed" in err
+
+
 URL_PASSWORDS = {
     "DATABASE_URL": ("postgresql://bot:p%40ss%2Fw0rd@127.0.0.1:5432/rollouts", "p@ss/w0rd"),
     "PROMETHEUS_URL": ("http://admin:hunter%3A22x@127.0.0.1:9090/", "hunter:22x"),

@@ -30,6 +30,7 @@ from bot.domain.gate_report import metric_rows, verdict_reason
 from bot.domain.plan import PrometheusMetrics
 from bot.domain.rollout import verdict_to_json
 from bot.domain.service import DEFAULT_SERVICE, SERVICE_NAME
+from bot.domain.text import whole_number
 from bot.logs import configure_logging, password_forms
 from bot.plan_file import load_plan
 from bot.services.backtest import (
@@ -152,9 +153,9 @@ def _service(text: str) -> str:
 
 
 def _limit(text: str) -> int:
-    if not text.isdigit():
+    if (limit := whole_number(text)) is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 0")
-    return int(text)
+    return limit
 
 
 def _settings() -> PrometheusSettings:

@@ -42,6 +42,13 @@ PASTED_CREDENTIAL = (
 """The answer to a command whose argument is shaped as a token (`TOKEN_SHAPE`)."""
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number written in ASCII digits (a header, an argument), or None:
+    `str.isdigit` takes characters `int` refuses ("²") and `int` takes more than digits
+    (" 1", "+1", "1_0", other scripts' digits)."""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def clean_text(text: str) -> str:
     """`text` without NUL characters, with each lone surrogate replaced by U+FFFD."""
     return _UNSTORABLE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", text)

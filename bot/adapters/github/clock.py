@@ -17,6 +17,7 @@ from github.Requester import Requester
 from bot.adapters.github.redirects import checked, get
 from bot.domain.clocks import ClockOffset
 from bot.domain.errors import GitHubError
+from bot.domain.text import whole_number
 from bot.services.clock import SystemClock
 from bot.services.ports import Clock
 from bot.services.telemetry import Telemetry
@@ -46,14 +47,12 @@ def dated_offset(
         raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})") from exc
     if theirs.tzinfo is None:
         raise UndatedAnswer(f"GitHub's answer has no readable Date header ({date!r})")
-    held = None if age is None else str(age).strip()
-    # A cache's odd Age (ASCII digits only: int() refuses some others `isdigit` takes): when
-    # the Date was made is unknown.
-    if held is not None and not (held.isascii() and held.isdigit()):
+    held = None if age is None else whole_number(str(age).strip())
+    if age is not None and held is None:  # a cache's odd Age: when the Date was made is unknown
         raise UndatedAnswer(f"GitHub's answer has an unreadable Age header ({age!r})")
     try:
         if held is not None:
-            theirs += timedelta(seconds=int(held))
+            theirs += timedelta(seconds=held)
         return ClockOffset(low=theirs - received, high=theirs + WHOLE_SECOND - sent)
     except OverflowError as exc:  # past the calendar's end (year 9999): no reading
         raise UndatedAnswer(f"GitHub's answer is dated out of range ({date!r}, {age!r})") from exc

@@ -17,6 +17,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTime
 from bot.adapters.github.app_auth import RepositoryInstallation
 from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget
 from bot.domain.errors import GitHubRateLimited
+from bot.domain.text import whole_number
 
 _WEBHOOKS_READ = (
     "the token needs read access to the repository's webhooks (fine-grained token: "
@@ -182,22 +183,22 @@ def said_wait(exc: GithubException) -> float | None:
     """Seconds a rate limit asks to wait: `Retry-After`, or until `X-RateLimit-Reset` when no
     requests are left; None when it says neither (a secondary rate limit: `SecondaryBackoff`)."""
     headers = _headers(exc)
-    if (retry_after := str(headers.get("retry-after", ""))).isdigit():
+    if (retry_after := whole_number(str(headers.get("retry-after", "")))) is not None:
         return float(retry_after)
-    reset = str(headers.get("x-ratelimit-reset", ""))
-    if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
-        return max(0.0, int(reset) - time.time())
+    reset = whole_number(str(headers.get("x-ratelimit-reset", "")))
+    if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
+        return max(0.0, reset - time.time())
     return None
 
 
 def reset_hint(exc: GithubException, budget: RequestBudget | None = None) -> str:
     """When to try again: as GitHub said, or when `budget`'s hold ends (`unsaid_wait`)."""
     headers = _headers(exc)
-    if (retry_after := headers.get("retry-after", "")).isdigit():
+    if (retry_after := whole_number(str(headers.get("retry-after", "")))) is not None:
         return f"try again in {retry_after} s."
-    reset = str(headers.get("x-ratelimit-reset", ""))
-    if headers.get("x-ratelimit-remaining") == "0" and reset.isdigit():
-        at = datetime.fromtimestamp(int(reset), UTC)
+    reset = whole_number(str(headers.get("x-ratelimit-reset", "")))
+    if headers.get("x-ratelimit-remaining") == "0" and reset is not None:
+        at = datetime.fromtimestamp(reset, UTC)
         return f"the limit resets at {at:%H:%M:%S} UTC."
     return f"try again in {wait_words(unsaid_wait(budget))}."
 

@@ -13,6 +13,7 @@ from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
 from bot.adapters.github.budget import UNSAID_WAIT
+from bot.domain.text import whole_number
 
 
 class ReadRetry(GithubRetry):
@@ -40,7 +41,8 @@ class ReadRetry(GithubRetry):
 
 def _longer(retry_after: str, retry: Retry) -> bool:
     """Whether `Retry-After` says a wait longer than `retry` may sleep."""
-    return retry_after.isdigit() and int(retry_after) > retry.retry_after_max
+    seconds = whole_number(retry_after)
+    return seconds is not None and seconds > retry.retry_after_max
 
 
 def _body(response: HTTPResponse) -> Any:
