@@ -318,7 +318,6 @@ async def test_a_promote_github_did_not_take_is_not_told_approved_when_its_save_
         assert "Done: promote" not in told, told
 
 
-@pytest.mark.database_matters
 async def reevaluate_failing_verdict_lost(
     box: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> str | None:
@@ -338,6 +337,7 @@ async def reevaluate_failing_verdict_lost(
     return await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
 
 
+@pytest.mark.database_matters
 async def test_a_reevaluate_whose_verdict_was_not_saved_is_not_told_done(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -356,6 +356,7 @@ async def test_a_reevaluate_whose_verdict_was_not_saved_is_not_told_done(
         await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
 
 
+@pytest.mark.database_matters
 async def test_a_reevaluate_whose_verdict_was_lost_is_decided_at_the_window_end_after_all(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -291,6 +291,9 @@ async def test_a_timer_given_up_once_telling_works_again_tells_why_it_failed(
     await loop.fire_due()
 
     assert [reason for _, reason in follower.dead] == ["unreachable", BAD_GATEWAY.message]
+    # The attempts that ran and failed, as its window's hold says "N attempts failed (last:
+    # ...)": not the claims (the second only told the thread).
+    assert [timer.attempts for timer, _ in follower.dead] == [1, 1]
     assert len(follower.fired) == 1  # given up, not run again
     dead = await timers.get(key="w")
     assert dead is not None and dead.dead_at is not None

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bot.domain.errors import RolloutError
@@ -57,7 +57,9 @@ class GivingUp:
             return False
         summary, untold = _untold(timer.last_error)
         if untold is not None:
-            await self.give_up(timer, reason=untold, error=summary or untold.text)
+            # Its attempts, as it gave up: the claims since only tried to tell its holder.
+            ran = replace(timer, attempts=self.max_attempts)
+            await self.give_up(ran, reason=untold, error=summary or untold.text)
         else:
             await self.give_up(timer, reason=Reason("its last attempt never finished"))
         return True
