@@ -113,6 +113,25 @@ async def test_only_an_info_annotation_leaves_the_number_read(
     assert (crash.problem is None) is figure, crash.problem
 
 
+@pytest.mark.parametrize("partial", [True, False], ids=["partial", "whole"])
+async def test_an_answer_marked_partial_is_no_figure(partial: bool) -> None:
+    """A VictoriaMetrics cluster with a `vmstorage` node down answers `success` with a number
+    from the nodes that answered, `isPartial: true` and no warning: the canary's failing series
+    may be on the node left out. It passed on that number; it is no figure, never a PASS."""
+    reading = await read({**vector("0.002"), "isPartial": partial})
+    (crash,) = reading.metrics
+    if not partial:
+        assert reading.figures.crash_rate == Decimal("0.002") and crash.problem is None
+        return
+    assert reading.figures.crash_rate is None
+    assert crash.problem == (
+        "value: Prometheus answered isPartial: part of its storage did not answer, so the "
+        "number may leave out the canary's series"
+    )
+    verdict = judge(DESKTOP, reading)
+    assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
+
+
 # -- any answer ---------------------------------------------------------------------------------
 
 TEXTS = st.sampled_from(

@@ -159,6 +159,20 @@ async def test_a_release_without_sessions_is_no_data_never_a_zero(
     assert (verdict.verdict, verdict.reason) == (Verdict.INCONCLUSIVE, GateReason.NO_DATA)
 
 
+async def test_sessions_counted_without_a_crash_rate_are_said_so_not_none(
+    sentry: SentryTestServer,
+) -> None:
+    """Sentry counted the release's sessions and gave a null crash rate: no data, in its words
+    (not "no sessions", which sends the person looking for a release nobody runs)."""
+    with_sessions(sentry)
+    sentry.totals_patch = {"crash_rate(session)": None}
+    reading = await SentrySource(config(), access=access(sentry)).measure(window())
+    (metric,) = reading.metrics
+    assert metric.problem is not None and "counted 10000 sessions" in metric.problem, metric
+    assert "no sessions" not in metric.problem
+    assert gate(reading).verdict is Verdict.INCONCLUSIVE
+
+
 @pytest.mark.parametrize(
     ("count", "baseline"),
     [

@@ -131,6 +131,16 @@ def test_a_held_stage_re_evaluated_reads_the_latest_settled_stretch() -> None:
     assert read(held, at(175)) == [(at(125), at(155))]
 
 
+def test_a_late_settled_gate_reads_the_latest_settled_stretch() -> None:
+    """The gate ran at T0+120m, 65 minutes late (its timer behind): it reads its window and the
+    latest 30m whose figures have settled (ending 20m ago), as a held stage's re-evaluation
+    does. Ending now, the latest stretch missed the crashes of its last 20 minutes not yet
+    reported, and a PASS on it promoted a canary failing since its window ended."""
+    assert read(canary_observing(SETTLED), at(120)) == [(at(5), at(35)), (at(70), at(100))]
+    # A minute past its end and settle, the latest stretch already reads past the window's end.
+    assert read(canary_observing(SETTLED), at(57)) == [(at(5), at(35)), (at(7), at(37))]
+
+
 # -- what a person sees while the gate settles ------------------------------------------------
 
 

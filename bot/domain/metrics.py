@@ -195,12 +195,15 @@ def gate_windows(
 ) -> tuple[QueryWindow, ...]:
     """The windows a stage's gate reads now: its own (`stage_window`), and, when it ended more
     than `LATE_GATE` ago (after the `settle` its track waits for late figures: `settle_of`),
-    also the latest stretch of the same length ending now: a late gate judged on the window's
-    old figures alone would pass a canary that has failed since."""
+    also the latest stretch of the same length whose figures have settled (ending `settle`
+    before now, as a held stage's re-evaluation reads): a late gate judged on the window's old
+    figures alone would pass a canary that has failed since, and so would one judged on a
+    stretch whose last crashes are not reported yet."""
     window = stage_window(rollout, track=track, stage=stage, now=now, settle=settle)
     if now - window.end <= LATE_GATE + settle:
         return (window,)
-    return (window, replace(window, start=now - (window.end - window.start), end=now))
+    end = now - settle
+    return (window, replace(window, start=end - (window.end - window.start), end=end))
 
 
 def judge_late(

@@ -3,7 +3,7 @@
 Each metric is an instant query at the end of the stage's window (`$window` is its length),
 its sample another, and its baseline a query or the plan's fixed number. Anything short of
 one finite, non-negative number (no series, several series, NaN, an HTTP or PromQL error, an
-answer Prometheus warns may be partial) leaves that figure missing with the reason, so the
+answer warned or marked partial) leaves that figure missing with the reason, so the
 gate says INCONCLUSIVE, never PASS.
 
 Before a window is read, Prometheus's own clock is asked (`time()` with no `time`) and compared

@@ -129,6 +129,13 @@ class PrometheusClient:
         if body.get("status") != "success":
             detail = body.get("error") or f"HTTP {status}"
             raise MetricsProblem(f"Prometheus refused the query: {detail}")
+        if body.get("isPartial") is True:
+            # VictoriaMetrics' vmselect with a vmstorage node down: the number leaves out the
+            # series on that node (the canary's, maybe), and no warning says so.
+            raise MetricsProblem(
+                "Prometheus answered isPartial: part of its storage did not answer, so the "
+                "number may leave out the canary's series"
+            )
         warning = _first_warning(body.get("warnings"))
         if warning is not None:
             raise MetricsProblem(

@@ -199,7 +199,12 @@ class SentrySource(LiveSource):
                     f"no data: Sentry gave no whole, non-negative {counted} for {query}{where} "
                     "(null, NaN, infinite or negative): its crash rate is not judged"
                 )
-            return totals, f"no data: no sessions for {query}{where} in the window"
+            if totals.count == 0:
+                return totals, f"no data: no sessions for {query}{where} in the window"
+            return totals, (
+                f"no data: Sentry counted {totals.count} sessions for {query}{where} but gave "
+                "no crash rate: it is not judged"
+            )
         return totals, None
 
 
