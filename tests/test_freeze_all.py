@@ -49,6 +49,17 @@ def test_freeze_all_is_an_option_and_all_stays_a_service_name() -> None:
         parse_command("unfreeze --all now")
 
 
+@pytest.mark.parametrize(
+    "text", ["freeze 2h --all INC-9 outage", "freeze 2026-12-24 18:00 \N{EN DASH}all holidays"]
+)
+def test_all_after_the_end_is_refused_never_taken_for_one_lanes_reason(text: str) -> None:
+    """`--all` typed after the end would freeze the channel's one service, `--all ...` its
+    reason, the other services left open."""
+    with pytest.raises(InvalidCommand, match="`--all` goes right after `freeze`"):
+        parse_command(text)
+    assert parse_command("freeze 2h all hands") == Freeze("2h", "all hands")
+
+
 @pytest.fixture
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
     async with passing_sandbox(tmp_path, rollout_services=SERVICES) as sandbox:
@@ -234,3 +245,29 @@ async def test_each_services_scheduled_dispatch_is_told_of_freeze_all_and_its_li
     said = await told_in_search_thread(box, "lifted the freeze")
     assert f"<@{RELEASE_MANAGER}> lifted the freeze by <@{RELEASE_MANAGER}> (INC-9" in said, said
     assert await frozen_services(holds) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "channel"),
+    [
+        ("freeze search --all 2h INC-9 outage", SEARCH_CHANNEL),
+        ("freeze relay --all 2h INC-9 outage", RELEASE_CHANNEL),
+        ("freeze search \N{EM DASH}all 2h INC-9 outage", SEARCH_CHANNEL),
+        ("unfreeze search --all", SEARCH_CHANNEL),
+    ],
+)
+async def test_a_service_named_with_all_is_refused_never_read_as_that_service_alone(
+    box: Sandbox, holds: LaneHoldStore, text: str, channel: str
+) -> None:
+    """`/rollout freeze search --all ...` asks for two things: freezing `search` alone (the
+    other services left open while the asker believes them frozen) is refused, and nothing is
+    frozen or lifted."""
+    if text.startswith("unfreeze"):
+        await box.command("freeze search 2h reindex", channel=SEARCH_CHANNEL)
+    before = await frozen_services(holds)
+    said = await box.command(text, channel=channel)
+    assert "`--all` is every service" in said, said
+    assert "nothing was changed" in said, said
+    assert await frozen_services(holds) == before
+    events = [e for e in await box.audit.list_for_actor(RELEASE_MANAGER) if "freeze" in e.action]
+    assert events[-1].result == "invalid_command", events

@@ -53,7 +53,14 @@ def zone_after_end(until: str, reason: str) -> tuple[str, str]:
     """The end and the reason of `/rollout freeze <until> <reason>`, once a zone typed after
     an end time is taken off the reason: `UTC` or `GMT` makes the end UTC (`Z`); a zone
     abbreviation (`CET`), an IANA name (`Europe/Berlin`) or an offset apart from the time
-    (`+01:00`, `GMT-5`) raises InvalidCommand, since the end would be read in another zone."""
+    (`+01:00`, `GMT-5`) raises InvalidCommand, since the end would be read in another zone.
+    So does `--all` typed as the end or after it: the freeze of one lane, `--all` its reason,
+    would leave the other services open (it goes right after the subcommand)."""
+    if every_service(until)[0] or every_service(reason)[0]:
+        raise InvalidCommand(
+            "`--all` goes right after `freeze`, before the end: `/rollout freeze --all 2h "
+            "<reason>` freezes every service; nothing was changed."
+        )
     word, _, rest = reason.partition(" ")
     if not _ISO.fullmatch(until) or until.endswith("Z") or _OFFSET.search(until[10:]):
         return until, reason

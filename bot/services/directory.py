@@ -183,13 +183,20 @@ class ServiceDirectory:
     def every_lane(self, text: str, *, channel_id: str) -> FreezeAll | None:
         """`/rollout freeze --all` and `unfreeze --all`: every service's lane, answered for the
         channel's first service; typed in any service's release channel (else refused). None
-        for any other command."""
-        _, rest, subcommand = named_service(text, ())
+        for any other command. A service named before `--all` is refused: it asks for one lane
+        and every lane, and freezing that one alone would leave the others open."""
+        name, rest, subcommand = named_service(text, self._by_name)
         if subcommand not in (Subcommand.FREEZE, Subcommand.UNFREEZE):
             return None
         every, _ = every_service(rest.split(maxsplit=1)[1] if len(rest.split()) > 1 else "")
         if not every:
             return None
+        if name is not None:
+            raise InvalidCommand(
+                f"`--all` is every service, and `{name}` names one, so nothing was changed: "
+                f"`/rollout {subcommand.value} --all ...` for every service, or `/rollout "
+                f"{subcommand.value} {name} ...` for `{name}` alone."
+            )
         here = self.in_channel(channel_id)
         if not here:
             raise self._nowhere(f"{subcommand.value} --all")
