@@ -28,8 +28,10 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    null,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -167,18 +169,23 @@ class LeasedRows(Generic[Row]):
 
     async def next_claimable(self, *criteria: ColumnElement[bool]) -> datetime | None:
         """When the first pending row that meets `criteria` can be claimed, on this replica's
-        clock: its due time, or its lease's end while someone holds it."""
+        clock: its due time, or, while someone holds it, its lease's end if that is later (a
+        holder whose clock runs ahead claims a row before it is due by this one's). In one
+        read: the earliest due time of the rows nobody holds, and each held row (a few: the
+        work in hand)."""
         table = self._table
+        free = select(
+            func.min(case((table.claimed_by.is_(None), table.due_at))),
+            null().cast(table.lease_until.type),
+        ).where(self.pending, *criteria)
+        held = select(table.due_at, table.lease_until).where(
+            self.pending, table.claimed_by.is_not(None), *criteria
+        )
         async with self._sessions() as session:
-            due, leased = (
-                await session.execute(
-                    select(
-                        func.min(case((table.claimed_by.is_(None), table.due_at))),
-                        func.min(case((table.claimed_by.is_not(None), table.lease_until))),
-                    ).where(self.pending, *criteria)
-                )
-            ).one()
-        return min((end for end in (due, self.held_until(leased)) if end is not None), default=None)
+            rows = (await session.execute(union_all(free, held))).all()
+        offset = self._server_offset()  # a lease's end as written is on the server's clock
+        ends = [due if leased is None else max(due, leased - offset) for due, leased in rows]
+        return min((end for end in ends if end is not None), default=None)
 
     async def update_claimed(self, row_id: int, owner: str, **values: Any) -> bool:
         """Set `values` on a pending row; False unless `owner` still holds its claim."""

@@ -318,31 +318,59 @@ async def test_a_promote_github_did_not_take_is_not_told_approved_when_its_save_
         assert "Done: promote" not in told, told
 
 
+async def reevaluate_failing_verdict_lost(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> str | None:
+    """Re-evaluate clicked on a failing canary, the save of its verdict (the roll back) lost
+    once: the answer to the click."""
+    write_figures(box.figures, "relay", {"canary": CANARY_BAD, "half": HALF_OK})
+    effects = box.services.rollouts.effects
+    save = effects.store.save
+
+    async def verdict_lost_once(rollout: Any, *args: Any, **kwargs: Any) -> Any:
+        if rollout.track("relay").state is not TrackState.ACTIVE:
+            monkeypatch.setattr(effects.store, "save", save)
+            raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
+        return await save(rollout, *args, **kwargs)
+
+    monkeypatch.setattr(effects.store, "save", verdict_lost_once)
+    return await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+
+
 @pytest.mark.database_matters
 async def test_a_reevaluate_whose_verdict_was_not_saved_is_not_told_done(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Re-evaluate read a failing canary and saved the stage evaluating (its window's timer
-    cancelled), then the save of the verdict (the roll back) was lost: the verdict, the click's
-    effect, was not done, and nothing decides it on its own. The person is not told it was
-    done, and its claim is given back: Re-evaluate again rolls the track back. Before, the
-    evaluating save counted as the effect: "Done: re-evaluate …", the next look to do it."""
+    """Re-evaluate read a failing canary and saved the stage evaluating, then the save of the
+    verdict (the roll back) was lost: the verdict, the click's effect, was not done (only the
+    window's timer decides it, at the window's end). The person is not told it was done, and
+    its claim is given back: Re-evaluate again rolls the track back. Before, the evaluating
+    save counted as the effect: "Done: re-evaluate …", the next look to do it."""
     async with canary_observing(tmp_path, database_url) as (box, _, _):
-        write_figures(box.figures, "relay", {"canary": CANARY_BAD, "half": HALF_OK})
-        effects = box.services.rollouts.effects
-        save = effects.store.save
-
-        async def verdict_lost_once(rollout: Any, *args: Any, **kwargs: Any) -> Any:
-            if rollout.track("relay").state is not TrackState.ACTIVE:
-                monkeypatch.setattr(effects.store, "save", save)
-                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("lost"))
-            return await save(rollout, *args, **kwargs)
-
-        monkeypatch.setattr(effects.store, "save", verdict_lost_once)
-        told = await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
+        told = await reevaluate_failing_verdict_lost(box, monkeypatch)
 
         assert told is not None and "Done: " not in told, told
         assert (await box.rollout()).track("relay").state is TrackState.ACTIVE
         again = await box.click("reevaluate", value=await value_of(box, "reevaluate", "relay"))
         assert again is None, again
+        await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)
+
+
+@pytest.mark.database_matters
+async def test_a_reevaluate_whose_verdict_was_lost_is_decided_at_the_window_end_after_all(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, and nobody clicks Re-evaluate again (the replica died between the two saves,
+    or the person left): the stage waits evaluating, and its window's timer, kept until a
+    verdict is saved, reads the figures at the window's end and rolls the track back. Before,
+    Re-evaluate cancelled the timer as it saved the stage evaluating: the canary stayed at 5%
+    with no gate to come."""
+    async with canary_observing(tmp_path, database_url) as (box, _, ends):
+        told = await reevaluate_failing_verdict_lost(box, monkeypatch)
+        assert told is not None and "Done: " not in told, told
+        stranded = await box.rollout()
+        assert stage_state(stranded, "relay", "canary") is StageState.EVALUATING
+
+        await box.pass_time(ends - box.clock() + timedelta(minutes=5))
+
         await box.wait_until(lambda r: r.track("relay").state is TrackState.ROLLED_BACK)

@@ -6,6 +6,8 @@ own poller asleep (`quiet`), so each look at the run is one the test asks for.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from sandbox_views import (
     value_of,
 )
 
-from bot.domain.rollout import StageState, TrackState
+from bot.domain.rollout import Rollout, StageState, TrackState
+from bot.domain.run import RunSnapshot
 from bot.services.ports import ReviewState
 from handlers.app_keys import SERVICES
 from sandbox.config import RELEASE_MANAGER
@@ -190,3 +193,50 @@ async def test_a_promote_whose_last_stage_another_replica_saw_deployed_is_no_sto
         assert (await box.rollout()).track("relay").state is TrackState.COMPLETED
         assert answer is None or "stopped" not in answer, answer
         assert await audit_results(box, rollout.id, "promote", 2) == ["ok", "ok"]
+
+
+async def test_a_promote_never_approves_after_a_roll_back_saved_while_it_read_the_run(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Promote read the rollout (relay held on its gate), then the run; meanwhile another
+    replica saved a Roll back and was still reading the run to reject 50%. This replica must
+    not approve 50% after that stop was saved: the relay rolls back at the canary, and the
+    person who promoted is told the relay is no longer held (before, GitHub deployed 50% and
+    the rollback ran after it)."""
+    async with (
+        passing_sandbox(tmp_path, database_url=database_url) as box,
+        in_process_replica(box) as other,
+    ):
+        await dispatched(box)
+        rollout = await held(box, "relay", "canary")
+        value = await value_of(box, "promote", "relay")
+        theirs = other[SERVICES].rollouts
+        read = asyncio.Event()
+        their_read = theirs.effects.github.reported
+
+        async def slow_read(run_id: int) -> RunSnapshot:  # the other replica reads GitHub
+            await read.wait()
+            return await their_read(run_id)
+
+        monkeypatch.setattr(theirs.effects.github, "reported", slow_read)
+        ours = box.services.rollouts.effects
+        our_read = ours.read_run
+        stopping: list[asyncio.Task[Rollout]] = []
+
+        async def read_then_stopped(run_id: int) -> RunSnapshot:
+            snapshot = await our_read(run_id)
+            if not stopping:  # a Roll back saved on the other replica while this one read
+                stop = theirs.abort(actor=SECOND_APPROVER, gate="relay", rollout_id=rollout.id)
+                # Another process's: none of this click's context (its claim) is the stop's.
+                stopping.append(asyncio.create_task(stop, context=contextvars.Context()))
+                await box.wait_until(lambda r: r.track("relay").state is not TrackState.ACTIVE)
+            return snapshot
+
+        monkeypatch.setattr(ours, "read_run", read_then_stopped)
+        answer = await box.click("promote", value=value)
+        read.set()
+        await stopping[0]
+
+        assert ("relay-rollout-50", "approved") not in reviews(box, "relay")
+        assert answer is not None and "nothing to promote" in answer, answer
+        assert stage_state(await box.rollout(), "relay", "half") is not StageState.DEPLOYING

@@ -265,6 +265,41 @@ async def test_a_timer_stays_until_its_stage_is_held(
     assert kept is not None and kept.is_pending and kept.dead_at is None and kept.due_at > NOW
 
 
+async def test_a_timer_given_up_once_telling_works_again_tells_why_it_failed(
+    session_factory: async_sessionmaker[AsyncSession], timers: TimerStore
+) -> None:
+    """Its last attempt failed (GitHub answered 502) and telling the thread failed too: the
+    next try tells the thread that 502, and the record keeps it, not "its last attempt never
+    finished" (it finished, with an error). Before, the real reason was lost."""
+
+    class UnreachableOnce(Follower):
+        async def on_timer_dead(self, timer: Timer, *, reason: Reason) -> None:
+            if not self.dead:
+                self.dead.append((timer, "unreachable"))
+                raise OperationalError("UPDATE rollouts", {}, ConnectionResetError("reset"))
+            await super().on_timer_dead(timer, reason=reason)
+
+    clock = ManualClock(NOW)
+    follower = UnreachableOnce([BAD_GATEWAY])
+    loop = scheduler(session_factory, follower, clock, max_attempts=1)
+    await window(timers)
+    await loop.fire_due()
+    kept = await timers.get(key="w")
+    assert kept is not None and kept.is_pending
+    clock.advance(kept.due_at - clock())
+
+    await loop.fire_due()
+
+    assert [reason for _, reason in follower.dead] == ["unreachable", BAD_GATEWAY.message]
+    # The attempts that ran and failed, as its window's hold says "N attempts failed (last:
+    # ...)": not the claims (the second only told the thread).
+    assert [timer.attempts for timer, _ in follower.dead] == [1, 1]
+    assert len(follower.fired) == 1  # given up, not run again
+    dead = await timers.get(key="w")
+    assert dead is not None and dead.dead_at is not None
+    assert dead.last_error == f"GitHubError: {BAD_GATEWAY.message}"
+
+
 # -- leases and the wake-up ----------------------------------------------------------------------
 
 

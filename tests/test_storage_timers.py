@@ -247,6 +247,27 @@ async def test_next_due_is_when_the_next_timer_can_be_claimed(timers: TimerStore
     assert next_due is not None and next_due.tzinfo is UTC
 
 
+async def test_a_timer_taken_from_a_replica_ahead_is_next_due_when_it_can_be_claimed_here(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A replica whose clock runs five minutes ahead claimed a timer due by its clock, and
+    died: its lease ends on the server's clock before the timer is due by this replica's, and
+    only then can it be claimed here. Before, its next due time was its lease's end, already
+    past: the scheduler claimed nothing and read it again without sleeping, for minutes."""
+    ahead = timedelta(minutes=5)
+    theirs = TimerStore(session_factory, server_offset=lambda: -ahead)
+    ours = TimerStore(session_factory)
+    await _window(ours, "w", ahead)
+    assert await theirs.claim_due(now=NOW + ahead, owner="ahead", lease=LEASE)
+    now = NOW + LEASE + timedelta(seconds=1)  # its lease is over, by the server's clock
+
+    assert await ours.claim_due(now=now, owner="b", lease=LEASE) == []
+    assert await ours.next_due() == NOW + ahead
+    (taken,) = await ours.claim_due(now=NOW + ahead, owner="b", lease=LEASE)
+    assert (taken.key, taken.attempts) == ("w", 2)
+    assert await ours.next_due() == NOW + ahead + LEASE  # held here now: its lease's end
+
+
 async def test_timers_refuse_naive_datetimes(timers: TimerStore) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
         await timers.schedule(key="w", kind="window_end", due_at=datetime(2026, 1, 1), now=NOW)

@@ -21,9 +21,7 @@ from bot.domain.errors import PromotedWhileStopping, RolloutError
 from bot.domain.gate import GateVerdict, Verdict
 from bot.domain.plan import ManualMetrics, RolloutPlan
 from bot.domain.rollout import (
-    CancelWindow,
     Decision,
-    Effect,
     InvalidTransition,
     Phase,
     Rollout,
@@ -317,11 +315,11 @@ def reevaluation(
     failing = verdict.verdict not in (Verdict.PASS, Verdict.INCONCLUSIVE)
     if stage.state is StageState.OBSERVING and not failing:
         return None
-    effects: tuple[Effect, ...] = ()
-    if stage.state is StageState.OBSERVING and stage.window_ends_at is not None:
-        effects = (CancelWindow(track, stage.key, stage.window_ends_at),)
+    # An observed stage's window timer is kept: should the verdict's save be lost (the replica
+    # dies, the database blinks), the stage evaluating still gets its gate at the window's end.
+    # Once the verdict is saved the timer finds the stage decided, and changes nothing.
     evaluating = replace(stage, state=StageState.EVALUATING)
-    return Decision(rollout.with_track(current_track.with_stage(evaluating)), effects)
+    return Decision(rollout.with_track(current_track.with_stage(evaluating)))
 
 
 def describe(control: Control, rollout: Rollout, plan: RolloutPlan, card: CardRef) -> str:

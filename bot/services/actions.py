@@ -101,26 +101,46 @@ class PeoplesActions:
                 raise InvalidTransition(message)
             current = rollout
             for name in tracks:
-                held = current.track(name).current
-                if stage is not None and (held is None or held.key != stage):
-                    message = "This card is out of date: " + where_it_stands(
-                        current, plan, self._words
+
+                async def approved(name: str = name) -> tuple[Rollout, Decision]:
+                    # Decided on the rollout as stored now: a stop saved on another replica
+                    # while GitHub was read refuses it, before anything is approved.
+                    now = await effects.get(rollout.id)
+                    decision = await self._promoted(
+                        now, plan, track=name, stage=stage, actor=actor, override=override
                     )
-                    await effects.refuse(actor, "promote", current, message, track=name)
-                    raise StaleCard(message)
-                try:
-                    decision = machine.promote(
-                        current, plan, track=name, actor=actor, override=override
-                    )
-                except InvalidTransition as error:
-                    await effects.refuse(actor, "promote", current, error.message, track=name)
-                    raise
-                decision = await self._approve_first(decision, plan, track=name, actor=actor)
+                    return now, await self._approve_first(decision, plan, track=name, actor=actor)
+
+                current, decision = await effects.serialised(rollout.id, approved)
                 current = await self._save_promotion(
                     current, decision, plan, track=name, actor=actor, override=override
                 )
             await self._follower.settle(rollout.id)
             return await effects.get(rollout.id)
+
+    async def _promoted(
+        self,
+        rollout: Rollout,
+        plan: RolloutPlan,
+        *,
+        track: str,
+        stage: str | None,
+        actor: str,
+        override: bool,
+    ) -> Decision:
+        """The promotion of `track` (held at `stage`, when a card names it); its refusal
+        recorded and raised."""
+        effects = self._effects
+        held = rollout.track(track).current
+        if stage is not None and (held is None or held.key != stage):
+            message = "This card is out of date: " + where_it_stands(rollout, plan, self._words)
+            await effects.refuse(actor, "promote", rollout, message, track=track)
+            raise StaleCard(message)
+        try:
+            return machine.promote(rollout, plan, track=track, actor=actor, override=override)
+        except InvalidTransition as error:
+            await effects.refuse(actor, "promote", rollout, error.message, track=track)
+            raise
 
     async def _approve_first(
         self, decision: Decision, plan: RolloutPlan, *, track: str, actor: str
@@ -148,6 +168,9 @@ class PeoplesActions:
             raise
         seen = machine.reconcile(promoted, plan, snapshot, effects.clock())
         approvals = [e for e in seen.effects if isinstance(e, Review) and e.track == track]
+        if approvals and (await effects.get(promoted.id)).version != promoted.version:
+            # Saved since it was read (a stop, while GitHub answered): decided again.
+            raise ConcurrentChange(f"{promoted.id} saved since read", rollout_id=promoted.id)
         took = False
         for review in approvals:
             # The comment names who clicked: in App mode it is all GitHub shows of them.

@@ -10,10 +10,11 @@ is told (its text may hold what a channel must not see); the log has the rest.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bot.domain.errors import RolloutError
@@ -50,10 +51,17 @@ class GivingUp:
 
     async def unfinished(self, timer: Timer) -> bool:
         """Give up a timer claimed again after its last attempts, which never reported back
-        (the replica working on it stopped); whether it was one."""
+        (the replica working on it stopped), or which gave up and could not tell its holder
+        (told now what it would have been told); whether it was one."""
         if timer.attempts <= self.max_attempts:
             return False
-        await self.give_up(timer, reason=Reason("its last attempt never finished"))
+        summary, untold = _untold(timer.last_error)
+        if untold is not None:
+            # Its attempts, as it gave up: the claims since only tried to tell its holder.
+            ran = replace(timer, attempts=self.max_attempts)
+            await self.give_up(ran, reason=untold, error=summary or untold.text)
+        else:
+            await self.give_up(timer, reason=Reason("its last attempt never finished"))
         return True
 
     async def failed(self, timer: Timer, error: Exception) -> None:
@@ -114,7 +122,10 @@ class GivingUp:
                 log, f"timer {timer.key} could not be given up; retrying in {delay}", failure
             )
             await self.timers.release(
-                timer_id=timer.id, owner=self.owner, due_at=self.clock() + delay
+                timer_id=timer.id,
+                owner=self.owner,
+                due_at=self.clock() + delay,
+                error=_to_tell(error or _untold(timer.last_error)[0], reason),
             )
             return
         log.error(
@@ -141,3 +152,24 @@ class GivingUp:
         if isinstance(error, RolloutError):
             return error_summary(error, text=self.words.recorded(error.message).text)
         return error_summary(error)
+
+
+UNTOLD = "\nuntold: "
+"""In a timer's `last_error`, after its error's summary: the timer gave up and its holder could
+not be told; then the reason they are told when it is claimed again (`Reason.detail`, JSON)."""
+
+
+def _to_tell(summary: str | None, reason: Reason) -> str:
+    """A `last_error` that keeps `summary` and the `reason` still to be told (`UNTOLD`)."""
+    return f"{summary or ''}{UNTOLD}{json.dumps(reason.detail())}"
+
+
+def _untold(last_error: str | None) -> tuple[str | None, Reason | None]:
+    """A `last_error`'s summary, and the reason still to be told if `_to_tell` wrote it."""
+    summary, untold, detail = (last_error or "").partition(UNTOLD)
+    if not untold:
+        return last_error, None
+    try:
+        return summary or None, Reason.from_detail(json.loads(detail))
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return summary or None, None
