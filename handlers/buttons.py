@@ -255,7 +255,7 @@ SUBMISSIONS: dict[Callback, Submission[Any, Any]] = {
         figures_modal.parse_figures,
         figures_modal.CRASH_RATE_BLOCK,
         lambda controls, origin, meta, figures: controls.submit_figures(
-            origin, CardRef(meta.rollout_id, meta.track, meta.stage), figures
+            origin, CardRef(meta.rollout_id, meta.track, meta.stage), figures, window=meta.window
         ),
         control=Control.FIGURES,
     ),

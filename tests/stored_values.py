@@ -297,7 +297,9 @@ SLACK = Family(
         _value("run", slack.RunValue(run_id=7001)),
         _value(
             "figures",
-            slack.FiguresMetadata(rollout_id=RID, track="relay", stage="canary", channel_id="C1"),
+            slack.FiguresMetadata(
+                rollout_id=RID, track="relay", stage="canary", channel_id="C1", window=1796630400
+            ),
         ),
         _value(
             "extend",

@@ -563,12 +563,20 @@ def test_a_value_of_a_newer_version_is_told_as_such() -> None:
 
 
 def test_the_relay_modal_asks_for_crash_error_and_sample() -> None:
-    view = figures_modal(evaluating(PLAN), PLAN, "relay", "canary")
+    rollout = evaluating(PLAN)
+    ends = NOW + timedelta(minutes=30)
+    relay = rollout.track("relay")
+    canary = replace(relay.stage("canary"), window_started_at=NOW, window_ends_at=ends)
+    view = figures_modal(rollout.with_track(relay.with_stage(canary)), PLAN, "relay", "canary")
     shown = render_view(view)
 
     assert view["callback_id"] == Callback.FIGURES
     assert FiguresMetadata.decode(view["private_metadata"]) == FiguresMetadata(
-        rollout_id="r-1", track="relay", stage="canary", channel_id="C1"
+        rollout_id="r-1",
+        track="relay",
+        stage="canary",
+        channel_id="C1",
+        window=int(ends.timestamp()),  # the evaluation it is for, as its claim is keyed
     )
     ids = [b.get("block_id") for b in view["blocks"] if b["type"] == "input"]
     assert ids == [CRASH_RATE_BLOCK, ERROR_RATE_BLOCK, SAMPLE_BLOCK]

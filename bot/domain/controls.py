@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from enum import StrEnum
 
 from bot.domain.errors import PromotedWhileStopping, RolloutError
@@ -213,9 +214,28 @@ def figures_card(rollout: Rollout, card: CardRef) -> CardRef:
     window, not by the card's version. One evaluation per window end: a window extended after
     INCONCLUSIVE asks again, and a rollout saved since for another track asks nothing new."""
     observed = rollout.track(card.track or "").stage(card.stage) if card.stage else None
-    ends = observed.window_ends_at if observed is not None else None
-    version = int(ends.timestamp()) if ends else 0
-    return CardRef(card.rollout_id, card.track, card.stage or "", version)
+    return CardRef(card.rollout_id, card.track, card.stage or "", window_key(observed))
+
+
+def window_key(stage: Stage | None) -> int:
+    """The evaluation figures typed for `stage` are for: its window's end, in epoch seconds
+    (0: none), as `figures_card` keys them and a figures form names it."""
+    ends = stage.window_ends_at if stage is not None else None
+    return int(ends.timestamp()) if ends else 0
+
+
+def typed_for_another_window(stage: Stage, first: timedelta | None, window: int | None) -> bool:
+    """Whether figures typed in a form opened for the evaluation `window` (the stage's window
+    end then, `window_key`) are for another window than the one `stage` evaluates
+    now: extended since (INCONCLUSIVE, or by hand), it asks again. A form a 38840bf replica
+    opened names none (None): taken while the window never moved (it ends where the deploy and
+    the plan's window `first` put it, never extended), as no other evaluation can have opened
+    it; refused once it has moved, which window it was for unknown."""
+    if window is not None:
+        return window != window_key(stage)
+    started, ends = stage.window_started_at, stage.window_ends_at
+    unmoved = started is not None and first is not None and ends == started + first
+    return stage.extensions > 0 or not unmoved
 
 
 def delivery_key(delivery: str) -> str:

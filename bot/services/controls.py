@@ -277,8 +277,11 @@ class ControlService:
             ),
         )
 
-    async def submit_figures(self, origin: Origin, card: CardRef, figures: Figures) -> None:
-        """Figures typed for a stage whose window ended; one submission per evaluation."""
+    async def submit_figures(
+        self, origin: Origin, card: CardRef, figures: Figures, *, window: int | None = None
+    ) -> None:
+        """Figures typed for a stage whose window ended; one submission per evaluation.
+        `window`: the evaluation the form was opened for (`FiguresMetadata.window`)."""
         track, stage = _named_track(card), card.stage or ""
         keyed = figures_card(await self._rollouts.get(card.rollout_id), card)
         await self._act(
@@ -291,6 +294,7 @@ class ControlService:
                 stage=stage,
                 figures=figures,
                 actor=origin.actor,
+                window=window,
             ),
         )
 

@@ -8,10 +8,11 @@ source), judges them, and the machine holds or promotes the stage on the verdict
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Protocol
 
 from bot.domain import rollout as machine
-from bot.domain.controls import reevaluation
+from bot.domain.controls import reevaluation, typed_for_another_window
 from bot.domain.freeze import Freeze
 from bot.domain.gate import GateVerdict, Verdict
 from bot.domain.metrics import (
@@ -107,9 +108,18 @@ class Gate:
         )
 
     async def submit_figures(
-        self, *, rollout_id: str, track: str, stage: str, figures: Figures, actor: str
+        self,
+        *,
+        rollout_id: str,
+        track: str,
+        stage: str,
+        figures: Figures,
+        actor: str,
+        window: int | None = None,
     ) -> None:
-        """An approver typed the observed rates of a stage (manual metrics)."""
+        """An approver typed the observed rates of a stage (manual metrics), in a form opened
+        for the evaluation `window` names (`FiguresMetadata.window`); figures for another
+        window than the one asked now are refused, nothing judged."""
         effects = self._effects
         async with effects.lock(rollout_id):
             rollout = await effects.get(rollout_id)
@@ -119,6 +129,7 @@ class Gate:
                 )
             plan = await effects.plan_of(rollout)
             plan_track = plan.track(track)
+            self._same_window(rollout, plan_track, track=track, stage=stage, window=window)
             verdict = plan_track.evaluate_gate(
                 baseline_crash=plan_track.metrics.baseline_crash_rate,
                 current_crash=figures.crash_rate,
@@ -132,6 +143,31 @@ class Gate:
                 rollout, plan, track=track, stage=stage, verdict=verdict, held=held, actor=actor
             )
             await self._follower.reconcile_locked(rollout_id)
+
+    def _same_window(
+        self, rollout: Rollout, plan_track: Track, *, track: str, stage: str, window: int | None
+    ) -> None:
+        """Raises, saying which window is asked now, when the figures' form was opened for
+        another (`typed_for_another_window`)."""
+        observed = rollout.track(track).stage(stage)
+        first = plan_track.stage(stage).window
+        if not typed_for_another_window(observed, first, window):
+            return
+        time = self._effects.words.slack_time
+        since, ends = observed.observed_since, observed.window_ends_at
+        asked = f"{time(since)} to {time(ends)}" if since and ends else "another window"
+        if window is None:
+            opened = (
+                "That form was opened by the previous version of the bot and does not say which "
+                "window its figures are for, and the window has moved since"
+            )
+        else:
+            ended = f"ending {time(_epoch(window))}" if window else "with no end"
+            opened = f"Those figures were typed for the window {ended}"
+        raise InvalidTransition(
+            f"{opened}: the gate now asks for the figures of {asked}. Nothing was judged: "
+            "open the form again from the Enter figures button in the thread, for this window."
+        )
 
     async def reevaluate(self, *, actor: str, rollout_id: str, track: str) -> Rollout:
         """Re-evaluate now: read the current stage's figures again and apply the gate as
@@ -298,3 +334,7 @@ async def read_gate(
     latest = await source.read(later[0])
     assert latest is not None  # a source that read one window reads any
     return judge_late(track, (own, reading), (later[0], latest))
+
+
+def _epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)

@@ -139,6 +139,9 @@ class FiguresMetadata(_Payload):
     stage: _Id
     channel_id: _Id | None = None
     """Where to answer when the submission is refused after Slack took it."""
+    window: Annotated[int, Field(ge=0, strict=True, lt=2**63)] | None = None
+    """The evaluation the form was opened for: the end of the stage's window then, in epoch
+    seconds (`window_key`; 0: no end). None: a form a 38840bf replica opened."""
 
 
 class ExtendMetadata(_Payload):

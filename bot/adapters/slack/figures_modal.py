@@ -15,6 +15,7 @@ from bot.adapters.slack.blocks import ViewJson, modal, plain, section, submitted
 from bot.adapters.slack.limits import INPUT_HINT, INPUT_LABEL, clip
 from bot.adapters.slack.messages import slack_time
 from bot.adapters.slack.rollout_words import stage_name
+from bot.domain.controls import window_key
 from bot.domain.gate import GateKind, exact_product, format_rate
 from bot.domain.metrics import Figures
 from bot.domain.plan import RolloutPlan
@@ -82,7 +83,11 @@ def figures_modal(rollout: Rollout, plan: RolloutPlan, track: str, stage: str) -
         _number_input(SAMPLE_BLOCK, "Sample size", sample_hint, decimal=False, optional=True)
     )
     metadata = FiguresMetadata(
-        rollout_id=rollout.id, track=track, stage=stage, channel_id=rollout.channel_id
+        rollout_id=rollout.id,
+        track=track,
+        stage=stage,
+        channel_id=rollout.channel_id,
+        window=window_key(observed),
     )
     return modal(
         "Observed figures",
