@@ -209,6 +209,12 @@ async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> N
         "freeze {token} code freeze",
         'start v1.4.2 --override-freeze "{token}"',
         "report {token}",
+        # Words before it: the answer still says to revoke it (before: "Unexpected `please`").
+        "npm-token please {token}",
+        "npm-token NPM_TOKEN {token}",
+        "set NPM_TOKEN {token}",
+        "status now {token}",
+        "link 123 {token}",
     ],
 )
 async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
