@@ -515,6 +515,29 @@ async def test_a_second_click_while_following_dispatches_nothing(box: Sandbox) -
     assert len(box.github.dispatches) == 1
 
 
+async def test_a_click_after_the_bot_stopped_following_a_run_still_going_dispatches_nothing(
+    box: Sandbox,
+) -> None:
+    """The bot stops following after two hours, but the run may still go (it waits for its
+    reviewers): Run Release then started a second Release beside it, both able to publish."""
+    box.github.set_job_duration("changesets", timedelta(hours=3))
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    (dispatch,) = box.github.dispatches
+    await box.pass_time(timedelta(hours=2, minutes=1))
+    await box.slack.wait_for(lambda: "took too long to follow" in step(message, 5), timeout=30)
+
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+
+    assert answer is not None and f"run {dispatch.run_id}" in answer, answer
+    assert "is still in progress" in answer and "step 4 once it has ended" in answer
+    assert len(box.github.dispatches) == 1
+    await box.pass_time(timedelta(hours=1))  # once it has ended, Release may run again
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: len(box.github.dispatches) == 2, timeout=30)
+
+
 async def test_a_run_release_click_delivered_again_dispatches_nothing_more(box: Sandbox) -> None:
     """The same click delivered again (a Slack retry, or its signed body sent again while its
     signature holds) is one request. It dispatched Release again, which can publish, once the
