@@ -455,6 +455,28 @@ async def test_a_secret_added_after_the_failed_run_asks_for_a_new_run(box: Sandb
     assert "`NPM_TOKEN` was updated after this run: run Release again (step 5)" in shown
 
 
+async def test_a_green_run_older_than_the_renewed_secret_does_not_verify_it(
+    box: Sandbox,
+) -> None:
+    """The token was renewed after the last run published: that run used the old one, so it
+    proves nothing of the secret now (a renewed token pasted incompletely fails the next
+    publish). Before, step 4 said done, and nothing said the run predates the secret."""
+    set_secret(box, age=timedelta(days=2))
+    box.github.create_foreign_run(
+        workflow="release.yml",
+        event="push",
+        actor="octocat",
+        created_at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    set_secret(box, age=timedelta(minutes=5))  # renewed since
+    message = await open_walkthrough(box)
+    await press(box, message, NpmAction.CHECK_SECRET, number=3, until="done")
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="success")
+    assert f"*{PUBLISH}* passed" in shown
+    assert "Release run*   :warning: needs attention" in shown
+    assert "`NPM_TOKEN` was updated after this run: run Release again (step 5)" in shown
+
+
 async def test_no_run_yet_says_how_to_start_one(box: Sandbox) -> None:
     message = await open_walkthrough(box)
     shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="never run")
