@@ -147,6 +147,26 @@ async def test_the_card_of_a_service_named_default_names_it_beside_another(
         assert any("default v1.4.2" in t for t in titles), titles
 
 
+async def test_the_answers_of_a_service_named_default_name_it_beside_another(
+    tmp_path: Path,
+) -> None:
+    """As its card does, what `/rollout freeze`, `status` and `report` answer of the service
+    named `default` must name it in a channel it shares with billing-api: `_named` and the
+    lane answer dropped the name of any service called `default`, so "Deploys are frozen ...",
+    said to everyone there, read as billing-api's too, and its status and report named none."""
+    services = [
+        SandboxService(name="default", repository="scriptum/scriptum"),
+        SandboxService(name="billing-api", repository="scriptum/billing-api"),
+    ]
+    async with passing_sandbox(tmp_path, rollout_services=services) as box:
+        assert "Preflight" in await box.command("start default v1.4.2 --flags-ready")
+        froze = await box.command("freeze default 2h payments quarter end")
+        assert "*default*" in froze, froze
+        assert "Rollouts of default in 7d" in await box.command("report default 7d")
+        status = await box.command("status default")
+        assert "Active rollouts of default" in status, status
+
+
 @pytest.mark.parametrize(
     ("text", "channel"),
     [("promote", RELEASE_CHANNEL), ("start v1.4.2", OTHER_CHANNEL), ("status", RELEASE_CHANNEL)],
