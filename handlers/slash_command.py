@@ -58,11 +58,17 @@ async def lane_answer(services: Services, command: commands.Command, origin: Ori
     return None
 
 
+def _of(shown: str | None, said: str) -> str:
+    """What is said to the whole channel, after the service's name when answers name it."""
+    return said if shown is None else f"*{shown}*: {said}"
+
+
 async def start_answer(
-    services: Services, command: commands.Start, origin: Origin
+    services: Services, command: commands.Start, origin: Origin, *, shown: str | None
 ) -> tuple[str, list[BlockJson], bool]:
     """Start once. An override of a freeze in force is said in the channel for everyone
-    (with the scheduled time, if any); otherwise the starter is answered alone."""
+    (with the scheduled time, if any; after `shown`, the service's name, when answers name
+    it); otherwise the starter is answered alone."""
     started = await services.controls.start(
         origin,
         tag=command.tag,
@@ -78,7 +84,7 @@ async def start_answer(
             said = lane_words.override_answer(
                 origin.actor, started.tag, freeze, command.override_freeze, at=at
             )
-            return *views.note(said), True
+            return *views.note(_of(shown, said)), True
     posted = started.message_ts is not None  # else Slack did not take the card (yet)
     if schedule is not None:
         return *views.note(
@@ -95,13 +101,13 @@ async def answer(
     `default` too: `several`). What changes a rollout or the release lane goes through the controls
     (approvers, exactly once, audit)."""
     command = services.commands.route(text=payload.text, channel_id=payload.channel_id)
-    if isinstance(command, commands.Start):
-        return await start_answer(services, command, origin)
     name = services.service.name
     shown = name if several or name != DEFAULT_SERVICE else None
+    if isinstance(command, commands.Start):
+        return await start_answer(services, command, origin, shown=shown)
     said = await lane_answer(services, command, origin)
     if said is not None:
-        return *views.note(said if shown is None else f"*{shown}*: {said}"), True
+        return *views.note(_of(shown, said)), True
     return *await _ephemeral(services, command, payload, origin, shown=shown), False
 
 

@@ -228,6 +228,18 @@ async def test_a_freeze_and_a_lock_in_a_shared_channel_say_which_service_they_ho
     assert "relay" in locked, lines
 
 
+async def test_a_start_overriding_a_freeze_in_a_shared_channel_says_which_service(
+    box: Sandbox,
+) -> None:
+    """relay and billing-api share the channel. A start that overrides billing-api's freeze
+    is said to everyone there, as a freeze is, but as ":warning: ... overrode the freeze for
+    `v1.4.2`: ..." naming no service: relay's people read that their freeze was overridden."""
+    await box.command("freeze billing-api 2h payments quarter end")
+    said = await box.command('start billing-api v1.4.2 --flags-ready --override-freeze "hotfix"')
+    assert "overrode the freeze" in said, said
+    assert "*billing-api*" in said, said
+
+
 # -- timers of a removed service --------------------------------------------------------------
 
 
