@@ -24,8 +24,10 @@ from test_services_removed import BILLING, RELAY, billing_run_on_github
 from test_unfollowed_runs import run_cards
 
 from bot.adapters.slack import messages
+from bot.adapters.slack.unfollowed_card import unfollowed_text
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase
+from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.plan_file import load_plan
 from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
@@ -368,6 +370,45 @@ def test_one_installation_id_for_services_of_two_owners_is_refused(
 
 
 # -- runs the bot did not start (App mode) ----------------------------------------------------
+
+
+async def test_the_card_of_a_run_nobody_started_names_its_service_in_a_shared_channel(
+    tmp_path: Path,
+) -> None:
+    """relay and billing-api share the channel and the workflow's name. The card of a run
+    started on GitHub in billing-api's repository said "Run N of Release, dispatched by
+    @octocat ... waits at ..." and offered Adopt, naming no service: relay's approvers could
+    not tell whose release they were adopting (the repository hides behind the run's link)."""
+    async with passing_sandbox(
+        tmp_path, rollout_services=[RELAY, BILLING], github_app=SandboxApp()
+    ) as box:
+        _, card = await billing_run_on_github(box)
+        first = card.rendered.splitlines()[0]
+        assert "`billing-api`" in first, card.rendered
+
+
+def test_the_card_of_a_run_keeps_its_service_and_reads_one_written_before() -> None:
+    """The card's stored form gains `service` (docs/operating.md, This upgrade): a card a
+    38840bf replica wrote (no `service`) is read and drawn naming none."""
+    before = {
+        "run_id": 7,
+        "workflow": "Release",
+        "run_url": "https://github.com/o/r/actions/runs/7",
+        "ref": "v2.0.0",
+        "tag": "v2.0.0",
+        "event": "push",
+        "sender": "octocat",
+        "environment": "production",
+        "asked_at": NOW.isoformat(),
+        "due_at": NOW.isoformat(),
+    }
+    old = UnfollowedRun.from_json(before)
+    assert old.service == "" and "service" not in old.to_json()
+    assert unfollowed_text(old, named=True).startswith("Run 7 of Release,")
+    card = replace(old, service="billing-api")
+    assert UnfollowedRun.from_json(card.to_json()) == card
+    assert unfollowed_text(card, named=True).startswith("Run 7 of `billing-api`'s Release,")
+    assert unfollowed_text(card, named=False).startswith("Run 7 of Release,")
 
 
 async def test_nobody_answers_a_run_of_another_service_and_its_default_comes(
