@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from bot.domain.errors import InvalidCommand
-from bot.domain.freeze_until import every_service, zone_after_end
+from bot.domain.freeze_until import every_service, one_lane, zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.release_tag import typed_tag
 from bot.domain.rollout_help import HELP
@@ -244,9 +244,9 @@ def parse_command(text: str) -> Command:
             raise _unexpected(subcommand, args[1])
         return Unfreeze(every=True)
     if subcommand is Subcommand.LOCK:
-        return Lock(reason=_reason(rest, "lock"))
+        return Lock(reason=_reason(one_lane(rest, "lock"), "lock"))
     if subcommand is Subcommand.UNLOCK:
-        return Unlock(reason=_reason(rest, "unlock"))
+        return Unlock(reason=_reason(one_lane(rest, "unlock"), "unlock"))
     if subcommand is Subcommand.HISTORY:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
