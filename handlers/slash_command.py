@@ -58,11 +58,17 @@ async def lane_answer(services: Services, command: commands.Command, origin: Ori
     return None
 
 
+def _of(shown: str | None, said: str) -> str:
+    """What is said to the whole channel, after the service's name when answers name it."""
+    return said if shown is None else f"*{shown}*: {said}"
+
+
 async def start_answer(
-    services: Services, command: commands.Start, origin: Origin
+    services: Services, command: commands.Start, origin: Origin, *, shown: str | None
 ) -> tuple[str, list[BlockJson], bool]:
     """Start once. An override of a freeze in force is said in the channel for everyone
-    (with the scheduled time, if any); otherwise the starter is answered alone."""
+    (with the scheduled time, if any; after `shown`, the service's name, when answers name
+    it); otherwise the starter is answered alone."""
     started = await services.controls.start(
         origin,
         tag=command.tag,
@@ -78,7 +84,7 @@ async def start_answer(
             said = lane_words.override_answer(
                 origin.actor, started.tag, freeze, command.override_freeze, at=at
             )
-            return *views.note(said), True
+            return *views.note(_of(shown, said)), True
     posted = started.message_ts is not None  # else Slack did not take the card (yet)
     if schedule is not None:
         return *views.note(
@@ -88,37 +94,38 @@ async def start_answer(
 
 
 async def answer(
-    services: Services, payload: SlashCommand, origin: Origin
+    services: Services, payload: SlashCommand, origin: Origin, *, several: bool
 ) -> tuple[str, list[BlockJson], bool]:
-    """Run the command; the answer as (text, blocks, whether the whole channel sees it). What
-    changes a rollout or the release lane goes through the controls (approvers, exactly once,
-    audit)."""
+    """Run the command; the answer as (text, blocks, whether the whole channel sees it),
+    naming the service unless it is the one `default` service (beside others, as its cards,
+    `default` too: `several`). What changes a rollout or the release lane goes through the controls
+    (approvers, exactly once, audit)."""
     command = services.commands.route(text=payload.text, channel_id=payload.channel_id)
+    name = services.service.name
+    shown = name if several or name != DEFAULT_SERVICE else None
     if isinstance(command, commands.Start):
-        return await start_answer(services, command, origin)
+        return await start_answer(services, command, origin, shown=shown)
     said = await lane_answer(services, command, origin)
     if said is not None:
-        name = services.service.name
-        return *views.note(said if name == DEFAULT_SERVICE else f"*{name}*: {said}"), True
-    return *await _ephemeral(services, command, payload, origin), False
-
-
-def _named(services: Services) -> str | None:
-    """The service's name, for answers to show when the bot releases several."""
-    name = services.service.name
-    return name if name != DEFAULT_SERVICE else None
+        return *views.note(_of(shown, said)), True
+    return *await _ephemeral(services, command, payload, origin, shown=shown), False
 
 
 async def _ephemeral(
-    services: Services, command: commands.Command, payload: SlashCommand, origin: Origin
+    services: Services,
+    command: commands.Command,
+    payload: SlashCommand,
+    origin: Origin,
+    *,
+    shown: str | None,
 ) -> tuple[str, list[BlockJson]]:
+    """The answer to the person alone; `shown`: the service's name, when answers name it."""
     rollouts = services.rollouts
     controls = services.controls
     actor = payload.user_id
     if isinstance(command, commands.Help):
         return views.help_text(), views.help_blocks()
     if isinstance(command, commands.Status):
-        shown = _named(services)
         lane = lane_words.lane_blocks(await services.lane.state())
         room = MESSAGE_BLOCKS - len(lane)
         active = await rollouts.active_with_plans()
@@ -134,7 +141,6 @@ async def _ephemeral(
         return "Rollout history", history_blocks(recent, lambda r: plans[r.id], undone)
     if isinstance(command, commands.Report):
         report = await services.reports.period(command.period, asker=actor)
-        shown = _named(services)
         return (
             report_views.report_text(report, service=shown),
             report_views.report_blocks(report, service=shown),
@@ -222,6 +228,8 @@ def register(app: AsyncApp, directory: ServiceDirectory) -> None:
             return
         payload = payload.model_copy(update={"text": typed})
         async with services.controls.audited(origin, name):
-            text, blocks, in_channel = await answer(services, payload, origin)
+            text, blocks, in_channel = await answer(
+                services, payload, origin, several=directory.several
+            )
         shown = "in_channel" if in_channel else "ephemeral"
         await respond(response_type=shown, text=text, blocks=blocks)

@@ -36,6 +36,12 @@ def context_of(rollout: Rollout) -> dict[str, Any]:
         **({"untold_stops": list(rollout.untold_stops)} if rollout.untold_stops_kept else {}),
         # Only while a stop is decided (an e248966 replica's save drops it: `operating.md`).
         **({"stop_waiters": [*map(list, rollout.stop_waiters)]} if rollout.stop_waiters else {}),
+        # Only while GitHub refuses an approval (a 38840bf replica's save drops it: `operating.md`).
+        **(
+            {"refused_approvals": list(rollout.refused_approvals)}
+            if rollout.refused_approvals
+            else {}
+        ),
         "attempt": rollout.attempt,
     }
 
@@ -57,6 +63,7 @@ def from_context(context: Mapping[str, Any]) -> dict[str, Any]:
         "untold_stops": tuple(context.get("untold_stops", ())),
         "untold_stops_kept": "untold_stops" in context,
         "stop_waiters": tuple((track, actor) for track, actor in context.get("stop_waiters", ())),
+        "refused_approvals": tuple(context.get("refused_approvals", ())),
         "attempt": context.get("attempt"),
     }
 

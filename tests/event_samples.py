@@ -37,6 +37,8 @@ EVENTS: list[told.Event] = [
     told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (("5%", "Relay"),)),
     told.RunDispatched("Deploy", "v1.4.2", 7001, "https://gh/run", (), late=timedelta(minutes=10)),
     told.StageApproved("Relay", "5%"),
+    told.ApprovalRefused("Desktop", "GA ring", "GitHub refused to approve (403: <no>)", None),
+    told.ApprovalRefused("Relay", "rb", "GitHub refused (404: Not Found).", "https://gh/run"),
     told.StageJobFailed("Relay", "deploy", "failure", (("deploy", "https://gh/j"),), "u", "rb"),
     told.StageJobFailed("Relay", "deploy", None, (), "https://gh/run", "rb"),
     told.PromotedOnGitHub("Relay", "5%", "50%", StageState.OBSERVING, "octocat"),

@@ -209,6 +209,8 @@ ROLLOUT_STATE = Family(
                 stop_waiters=(("desktop", "U2"), ("desktop", "U3")),
             ),
         ),
+        # Approvals GitHub refused while their jobs wait (`refused_approvals`, stored while any).
+        _rollout_sample("rollout:refused", replace(ROLLOUT, refused_approvals=("desktop-ga",))),
         # As stored before the context's later keys (told_outside, unread_since, ...) existed.
         earlier(_rollout_sample("rollout:new", NEW), at=lambda data: data["context"]),
         # The commit the preflight read the tag at (beside "preflight", which 091736d reads).

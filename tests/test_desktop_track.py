@@ -327,9 +327,12 @@ def ga_plan(tmp_path: Path) -> str:
     return fast_plan(tmp_path / "figures.yml", window="1s", promote="auto")
 
 
-async def ga_held_by_github(box: Sandbox, approvals: str) -> None:
+async def ga_held_by_github(
+    box: Sandbox, approvals: str, *, failing: Callable[[], None] | None = None
+) -> None:
     """Dispatched, beta deploying, then GitHub failing every approval the bot posts to
-    `approvals` (the reviewers' path, or the App's rule callback): once beta's deploy ends and
+    `approvals` (the reviewers' path, or the App's rule callback) with a 502, or as `failing`
+    makes it fail from then on: once beta's deploy ends and
     its window passes, the GA ring is saved as deploying while GitHub still holds it, the
     bot's next look sending the approval again. Beta's deploy takes ten minutes so that the
     faults start while it runs: its one-second window could pass between two looks."""
@@ -341,7 +344,10 @@ async def ga_held_by_github(box: Sandbox, approvals: str) -> None:
     # Deploying on GitHub, not only saved as deploying: the bot saves a stage so before it
     # sends the approval, which the faults below would then fail.
     await box.wait_until(lambda _: beta.status == "in_progress")
-    box.github.fault_next("POST", approvals, "server_error", times=10_000)
+    if failing is None:
+        box.github.fault_next("POST", approvals, "server_error", times=10_000)
+    else:
+        failing()
     await box.pass_time(timedelta(minutes=10))  # the beta deploy ends
     await box.wait_until(lambda r: stage_state(r, "desktop", "ga") is StageState.DEPLOYING)
     assert box.github.run(run).job("desktop-cli-ring-ga").status == "waiting"

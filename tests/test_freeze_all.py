@@ -19,7 +19,7 @@ from test_services import BILLING_APPROVER, SEARCH_CHANNEL, SERVICES
 
 from bot.domain.errors import InvalidCommand
 from bot.domain.freeze import LANE_FREEZE, LaneHold
-from bot.domain.rollout_command import Freeze, Unfreeze, parse_command
+from bot.domain.rollout_command import Freeze, Lock, Unfreeze, parse_command
 from bot.services.records import NewAuditEvent
 from sandbox.config import RELEASE_CHANNEL, RELEASE_MANAGER, SLACK_SIGNING_SECRET
 from sandbox.harness import LOOK_AGAIN, Sandbox
@@ -58,6 +58,15 @@ def test_all_after_the_end_is_refused_never_taken_for_one_lanes_reason(text: str
     with pytest.raises(InvalidCommand, match="`--all` goes right after `freeze`"):
         parse_command(text)
     assert parse_command("freeze 2h all hands") == Freeze("2h", "all hands")
+
+
+@pytest.mark.parametrize("text", ["lock --all maintenance", "unlock \N{EM DASH}all done"])
+def test_all_on_a_lock_is_refused_never_taken_for_its_reason(text: str) -> None:
+    """Lock and unlock take one service's lane: `--all` would be their reason's first word, a
+    person believing every service locked while the others stay open."""
+    with pytest.raises(InvalidCommand, match="takes one service's lane"):
+        parse_command(text)
+    assert parse_command("lock all hands") == Lock("all hands")
 
 
 @pytest.fixture

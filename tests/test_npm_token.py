@@ -209,6 +209,12 @@ async def test_other_channels_are_refused_with_where_it_works(box: Sandbox) -> N
         "freeze {token} code freeze",
         'start v1.4.2 --override-freeze "{token}"',
         "report {token}",
+        # Words before it: the answer still says to revoke it (before: "Unexpected `please`").
+        "npm-token please {token}",
+        "npm-token NPM_TOKEN {token}",
+        "set NPM_TOKEN {token}",
+        "status now {token}",
+        "link 123 {token}",
     ],
 )
 async def test_a_token_pasted_into_the_command_is_neither_repeated_nor_kept(
@@ -449,6 +455,28 @@ async def test_a_secret_added_after_the_failed_run_asks_for_a_new_run(box: Sandb
     assert "`NPM_TOKEN` was updated after this run: run Release again (step 5)" in shown
 
 
+async def test_a_green_run_older_than_the_renewed_secret_does_not_verify_it(
+    box: Sandbox,
+) -> None:
+    """The token was renewed after the last run published: that run used the old one, so it
+    proves nothing of the secret now (a renewed token pasted incompletely fails the next
+    publish). Before, step 4 said done, and nothing said the run predates the secret."""
+    set_secret(box, age=timedelta(days=2))
+    box.github.create_foreign_run(
+        workflow="release.yml",
+        event="push",
+        actor="octocat",
+        created_at=datetime.now(UTC) - timedelta(hours=1),
+    )
+    set_secret(box, age=timedelta(minutes=5))  # renewed since
+    message = await open_walkthrough(box)
+    await press(box, message, NpmAction.CHECK_SECRET, number=3, until="done")
+    shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="success")
+    assert f"*{PUBLISH}* passed" in shown
+    assert "Release run*   :warning: needs attention" in shown
+    assert "`NPM_TOKEN` was updated after this run: run Release again (step 5)" in shown
+
+
 async def test_no_run_yet_says_how_to_start_one(box: Sandbox) -> None:
     message = await open_walkthrough(box)
     shown = await press(box, message, NpmAction.CHECK_LAST_RUN, number=4, until="never run")
@@ -507,6 +535,29 @@ async def test_a_second_click_while_following_dispatches_nothing(box: Sandbox) -
     await box.pass_time(RELEASE_JOB)
     await box.slack.wait_for(lambda: "ENEEDAUTH" in step(message, 5), timeout=30)
     assert len(box.github.dispatches) == 1
+
+
+async def test_a_click_after_the_bot_stopped_following_a_run_still_going_dispatches_nothing(
+    box: Sandbox,
+) -> None:
+    """The bot stops following after two hours, but the run may still go (it waits for its
+    reviewers): Run Release then started a second Release beside it, both able to publish."""
+    box.github.set_job_duration("changesets", timedelta(hours=3))
+    message = await open_walkthrough(box)
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: "is in progress" in step(message, 5), timeout=30)
+    (dispatch,) = box.github.dispatches
+    await box.pass_time(timedelta(hours=2, minutes=1))
+    await box.slack.wait_for(lambda: "took too long to follow" in step(message, 5), timeout=30)
+
+    answer = await box.click(str(NpmAction.RUN_RELEASE), message=message)
+
+    assert answer is not None and f"run {dispatch.run_id}" in answer, answer
+    assert "is still in progress" in answer and "step 4 once it has ended" in answer
+    assert len(box.github.dispatches) == 1
+    await box.pass_time(timedelta(hours=1))  # once it has ended, Release may run again
+    await box.click(str(NpmAction.RUN_RELEASE), message=message, wait=False)
+    await box.slack.wait_for(lambda: len(box.github.dispatches) == 2, timeout=30)
 
 
 async def test_a_run_release_click_delivered_again_dispatches_nothing_more(box: Sandbox) -> None:

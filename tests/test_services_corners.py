@@ -24,8 +24,10 @@ from test_services_removed import BILLING, RELAY, billing_run_on_github
 from test_unfollowed_runs import run_cards
 
 from bot.adapters.slack import messages
+from bot.adapters.slack.unfollowed_card import unfollowed_text
 from bot.config import ConfigError, Settings, load_settings
 from bot.domain.rollout import Phase
+from bot.domain.unfollowed_runs import UnfollowedRun
 from bot.plan_file import load_plan
 from bot.services.backoff import Backoff
 from bot.services.directory import EveryService
@@ -147,6 +149,26 @@ async def test_the_card_of_a_service_named_default_names_it_beside_another(
         assert any("default v1.4.2" in t for t in titles), titles
 
 
+async def test_the_answers_of_a_service_named_default_name_it_beside_another(
+    tmp_path: Path,
+) -> None:
+    """As its card does, what `/rollout freeze`, `status` and `report` answer of the service
+    named `default` must name it in a channel it shares with billing-api: `_named` and the
+    lane answer dropped the name of any service called `default`, so "Deploys are frozen ...",
+    said to everyone there, read as billing-api's too, and its status and report named none."""
+    services = [
+        SandboxService(name="default", repository="scriptum/scriptum"),
+        SandboxService(name="billing-api", repository="scriptum/billing-api"),
+    ]
+    async with passing_sandbox(tmp_path, rollout_services=services) as box:
+        assert "Preflight" in await box.command("start default v1.4.2 --flags-ready")
+        froze = await box.command("freeze default 2h payments quarter end")
+        assert "*default*" in froze, froze
+        assert "Rollouts of default in 7d" in await box.command("report default 7d")
+        status = await box.command("status default")
+        assert "Active rollouts of default" in status, status
+
+
 @pytest.mark.parametrize(
     ("text", "channel"),
     [("promote", RELEASE_CHANNEL), ("start v1.4.2", OTHER_CHANNEL), ("status", RELEASE_CHANNEL)],
@@ -206,6 +228,18 @@ async def test_a_freeze_and_a_lock_in_a_shared_channel_say_which_service_they_ho
     locked = next(line for line in lines if "locked" in line)
     assert "billing-api" in frozen, lines
     assert "relay" in locked, lines
+
+
+async def test_a_start_overriding_a_freeze_in_a_shared_channel_says_which_service(
+    box: Sandbox,
+) -> None:
+    """relay and billing-api share the channel. A start that overrides billing-api's freeze
+    is said to everyone there, as a freeze is, but as ":warning: ... overrode the freeze for
+    `v1.4.2`: ..." naming no service: relay's people read that their freeze was overridden."""
+    await box.command("freeze billing-api 2h payments quarter end")
+    said = await box.command('start billing-api v1.4.2 --flags-ready --override-freeze "hotfix"')
+    assert "overrode the freeze" in said, said
+    assert "*billing-api*" in said, said
 
 
 # -- timers of a removed service --------------------------------------------------------------
@@ -336,6 +370,45 @@ def test_one_installation_id_for_services_of_two_owners_is_refused(
 
 
 # -- runs the bot did not start (App mode) ----------------------------------------------------
+
+
+async def test_the_card_of_a_run_nobody_started_names_its_service_in_a_shared_channel(
+    tmp_path: Path,
+) -> None:
+    """relay and billing-api share the channel and the workflow's name. The card of a run
+    started on GitHub in billing-api's repository said "Run N of Release, dispatched by
+    @octocat ... waits at ..." and offered Adopt, naming no service: relay's approvers could
+    not tell whose release they were adopting (the repository hides behind the run's link)."""
+    async with passing_sandbox(
+        tmp_path, rollout_services=[RELAY, BILLING], github_app=SandboxApp()
+    ) as box:
+        _, card = await billing_run_on_github(box)
+        first = card.rendered.splitlines()[0]
+        assert "`billing-api`" in first, card.rendered
+
+
+def test_the_card_of_a_run_keeps_its_service_and_reads_one_written_before() -> None:
+    """The card's stored form gains `service` (docs/operating.md, This upgrade): a card a
+    38840bf replica wrote (no `service`) is read and drawn naming none."""
+    before = {
+        "run_id": 7,
+        "workflow": "Release",
+        "run_url": "https://github.com/o/r/actions/runs/7",
+        "ref": "v2.0.0",
+        "tag": "v2.0.0",
+        "event": "push",
+        "sender": "octocat",
+        "environment": "production",
+        "asked_at": NOW.isoformat(),
+        "due_at": NOW.isoformat(),
+    }
+    old = UnfollowedRun.from_json(before)
+    assert old.service == "" and "service" not in old.to_json()
+    assert unfollowed_text(old, named=True).startswith("Run 7 of Release,")
+    card = replace(old, service="billing-api")
+    assert UnfollowedRun.from_json(card.to_json()) == card
+    assert unfollowed_text(card, named=True).startswith("Run 7 of `billing-api`'s Release,")
+    assert unfollowed_text(card, named=False).startswith("Run 7 of Release,")
 
 
 async def test_nobody_answers_a_run_of_another_service_and_its_default_comes(

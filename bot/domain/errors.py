@@ -87,6 +87,12 @@ class GitHubError(RolloutError):
         rate limit, or not told)."""
 
     @property
+    def refused(self) -> bool:
+        """GitHub answered with a refusal (a 4xx other than its rate limit): asking the same
+        again gets the same answer until someone changes something (rights, a rule)."""
+        return self.status is not None and 400 <= self.status < 500
+
+    @property
     def cause(self) -> str:
         """What went wrong, in a few words, without the operation ("GitHub answered 502 ...")."""
         return self.message.split(" when asked to ", 1)[0]

@@ -49,6 +49,17 @@ def every_service(text: str) -> tuple[bool, str]:
     return False, text
 
 
+def one_lane(text: str, what: str) -> str:
+    """`text` after `/rollout lock` or `unlock` (`what`), refused when it starts with `--all`:
+    those take one service's lane, and `--all` would be read as their reason's first word."""
+    if every_service(text)[0]:
+        raise InvalidCommand(
+            f"`/rollout {what}` takes one service's lane (`--all` is for freeze and unfreeze): "
+            f"`/rollout {what} <reason>` in its release channel; nothing was changed."
+        )
+    return text
+
+
 def zone_after_end(until: str, reason: str) -> tuple[str, str]:
     """The end and the reason of `/rollout freeze <until> <reason>`, once a zone typed after
     an end time is taken off the reason: `UTC` or `GMT` makes the end UTC (`Z`); a zone

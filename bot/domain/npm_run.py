@@ -10,6 +10,7 @@ from bot.domain.npm import (
     ReleaseRun,
     RunCheck,
     RunSummary,
+    SecretCheck,
     StepVerdict,
     clip_error,
 )
@@ -74,3 +75,12 @@ def assess_run(
         published_nothing=_published_nothing(publish, lines),
         log_unavailable=clip_error(log_unavailable) if log_unavailable else None,
     )
+
+
+def renewed_since(run: RunSummary | None, secret: SecretCheck | None, *, oidc_only: bool) -> bool:
+    """The secret the job reads (step 3's) was updated after the run was created: the run used
+    an older value, so its verdict says nothing of the secret now. Never for a job that
+    publishes with trusted publishing only (it reads no secret)."""
+    if run is None or secret is None or not secret.found or secret.updated_at is None:
+        return False
+    return not oidc_only and secret.updated_at > run.created_at

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from bot.domain.errors import InvalidCommand
-from bot.domain.freeze_until import every_service, zone_after_end
+from bot.domain.freeze_until import every_service, one_lane, zone_after_end
 from bot.domain.period_report import DEFAULT_PERIOD, Period, parse_period
 from bot.domain.release_tag import typed_tag
 from bot.domain.rollout_help import HELP
@@ -225,7 +225,11 @@ def parse_command(text: str) -> Command:
         subcommand = Subcommand(word.lower())
     except ValueError:
         unknown = f"`{shown(word)}` is not a /rollout subcommand."
-        raise InvalidCommand(PASTED_CREDENTIAL if TOKEN_SHAPE.search(word) else unknown) from None
+        raise InvalidCommand(PASTED_CREDENTIAL if TOKEN_SHAPE.search(text) else unknown) from None
+    if subcommand is not Subcommand.KILL and TOKEN_SHAPE.search(rest):
+        # Wherever it is (after other words too): the person is told to revoke it, never
+        # only that a word before it was unexpected.
+        raise InvalidCommand(PASTED_CREDENTIAL)
     args = rest.split()
     if subcommand is Subcommand.START:
         return _start(rest)
@@ -244,9 +248,9 @@ def parse_command(text: str) -> Command:
             raise _unexpected(subcommand, args[1])
         return Unfreeze(every=True)
     if subcommand is Subcommand.LOCK:
-        return Lock(reason=_reason(rest, "lock"))
+        return Lock(reason=_reason(one_lane(rest, "lock"), "lock"))
     if subcommand is Subcommand.UNLOCK:
-        return Unlock(reason=_reason(rest, "unlock"))
+        return Unlock(reason=_reason(one_lane(rest, "unlock"), "unlock"))
     if subcommand is Subcommand.HISTORY:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
@@ -254,8 +258,6 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.REPORT:
         if len(args) > 1:
             raise _unexpected(subcommand, args[1])
-        if args and TOKEN_SHAPE.search(args[0]):  # a period that is none is quoted back
-            raise InvalidCommand(PASTED_CREDENTIAL)
         return Report(parse_period(args[0])) if args else Report()
     if subcommand is Subcommand.LINK:
         if len(args) != 1:
@@ -299,10 +301,9 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
 
 
 def _reason(text: str, what: str) -> str:
-    """A reason as typed: it is said in the channel and kept, so never a token."""
+    """A reason as typed: it is said in the channel and kept (`parse_command` has refused a
+    token in it)."""
     reason = text.strip().strip(_QUOTES).strip()
-    if TOKEN_SHAPE.search(reason):
-        raise InvalidCommand(PASTED_CREDENTIAL)
     if len(reason) > _MAX_REASON:
         raise InvalidCommand(f"The {what} reason is too long (at most {_MAX_REASON} characters).")
     return reason
@@ -316,8 +317,6 @@ def _freeze(text: str) -> Freeze:
     found = _UNTIL.fullmatch(text.strip())
     if found is None:
         raise InvalidCommand(f"freeze needs an end and a reason: {_FREEZE_USAGE}.")
-    if TOKEN_SHAPE.search(found[1]):  # an end that is none is quoted back
-        raise InvalidCommand(PASTED_CREDENTIAL)
     until, reason = zone_after_end(found[1], _reason(found[2], "freeze"))
     if not reason:
         raise InvalidCommand(f"freeze needs a reason after its end: {_FREEZE_USAGE}.")
@@ -394,7 +393,5 @@ def _option_value(text: str, at: int, name: str) -> tuple[str, int]:
 
 
 def _unexpected(subcommand: Subcommand, arg: str) -> InvalidCommand:
-    if TOKEN_SHAPE.search(arg):
-        return InvalidCommand(PASTED_CREDENTIAL)
     usage = next(entry.usage for entry in HELP if entry.usage.split()[1] == subcommand)
     return InvalidCommand(f"Unexpected `{shown(arg)}`: the usage is `{usage}`.")

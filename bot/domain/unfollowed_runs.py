@@ -84,6 +84,9 @@ class UnfollowedRun:
     """Its ref names a release tag of the repository the bot cannot follow to its commit (a
     tag of a tag too deep, `TagUnread`): why, and how to point the tag at its commit; `tag` is
     empty, so the run is no release for the bot."""
+    service: str = ""
+    """The service whose repository the run is of, named on the card when the bot releases
+    several; empty on a card a previous version wrote."""
 
     @property
     def on_a_tag(self) -> bool:
@@ -134,6 +137,7 @@ class UnfollowedRun:
             "refused": self.refused,
             "off_its_tag": self.off_its_tag,
             **({"tag_unread": self.tag_unread} if self.tag_unread else {}),
+            **({"service": self.service} if self.service else {}),
         }
 
     @classmethod
@@ -158,6 +162,7 @@ class UnfollowedRun:
             refused=str(data.get("refused", "")),
             off_its_tag=bool(data.get("off_its_tag", False)),
             tag_unread=str(data.get("tag_unread", "")),
+            service=str(data.get("service", "")),
         )
 
 
@@ -218,6 +223,7 @@ def unfollowed_card(
         dispatch_by_two=TwoPersonAction.DISPATCH in plan.two_person,
         off_its_tag=bool(named) and tagged is not None and not at_tag,
         tag_unread=unread,
+        service=request.service,
     )
 
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from bot.domain import rollout as machine
-from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.errors import ConcurrentChange
 from bot.domain.freeze import FREEZE_END_TIMER
 from bot.domain.npm import RELEASE_TIMER
 from bot.domain.plan import RolloutPlan, settle_of
@@ -49,8 +49,9 @@ from bot.services.clock_skew import warn_github_skewed
 from bot.services.keyed_locks import KeyedLocks
 from bot.services.outbox import Outbox
 from bot.services.outbox_messages import SUMMARY, card, summary, told
-from bot.services.ports import Clock, GitHubGateway, ReviewState, Words
-from bot.services.records import BOT, NewAuditEvent, NewMessage, NewTimer
+from bot.services.ports import Clock, GitHubGateway, Words
+from bot.services.records import NewAuditEvent, NewMessage, NewTimer
+from bot.services.reviews import refusal_of, send_review, tell_refused
 from bot.services.store_ports import AuditLog, ProtectionRuleRequests, Rollouts, Timers
 from bot.services.telemetry import UNTRACKED, Telemetry
 
@@ -226,9 +227,11 @@ class EffectRunner:
             if audit:
                 await self.audit.add(audit)
         left = list(decision.effects)
+        refused: list[tuple[Review, str]] = []
         try:
             while left:
-                await self._carry_out(rollout, left[0], plan)
+                if (said := await self._carry_out(rollout, left[0], plan)) is not None:
+                    refused.append(said)
                 del left[0]
         except Exception:
             if changed:  # saved: the request acting under a claim did it, what is left owed
@@ -236,13 +239,16 @@ class EffectRunner:
             raise
         if messages:
             await self.outbox.flush(rollout.id, known=(rollout, plan))
-        return rollout
+        return await tell_refused(self, rollout, plan, refused) if refused else rollout
 
-    async def _carry_out(self, rollout: Rollout, effect: Effect, plan: RolloutPlan) -> None:
-        """One effect of a saved decision, in its order (a review's failure is recorded)."""
+    async def _carry_out(
+        self, rollout: Rollout, effect: Effect, plan: RolloutPlan
+    ) -> tuple[Review, str] | None:
+        """One effect of a saved decision, in its order (a review's failure is recorded); an
+        approval GitHub refused outright, with its words (`bot.services.reviews`)."""
         if isinstance(effect, Review):
-            await self.review(rollout, effect)
-        elif isinstance(effect, ScheduleWindow):
+            return await refusal_of(self, rollout, effect)
+        if isinstance(effect, ScheduleWindow):
             # Fired `settle` after the window's end (its key and payload name the end):
             # the figures the window's last minutes send late are in by then.
             await self.timers.schedule(
@@ -262,6 +268,7 @@ class EffectRunner:
             )
         elif isinstance(effect, ClockSkewed):
             warn_github_skewed(rollout, effect)
+        return None
 
     def timers_changed(self) -> None:
         """A timer was written elsewhere (with a new rollout): the scheduler looks again."""
@@ -288,49 +295,8 @@ class EffectRunner:
         return saved
 
     async def review(self, rollout: Rollout, review: Review, *, strict: bool = False) -> bool:
-        """Send a review (True: GitHub took it; False: nothing waited for it). Its failure is
-        recorded and asked again by the next reconcile, or raised when `strict` (one waits)."""
-        assert rollout.run_id is not None
-        state: ReviewState = "approved" if review.approve else "rejected"
-        try:
-            sent = await self.github.review(
-                run_id=rollout.run_id,
-                environments=[review.environment],
-                state=state,
-                comment=review.comment,
-            )
-        except GitHubError as error:
-            # Level-triggered: the next reconcile asks again while GitHub still waits.
-            log.warning(
-                "could not %s %s: %s",
-                "approve" if review.approve else "reject",
-                review.environment,
-                error.message,
-            )
-            await self.record(
-                self.event(
-                    BOT,
-                    f"github_{state}",
-                    "error",
-                    rollout,
-                    {"environment": review.environment, "error": error.message},
-                    track=review.track,
-                )
-            )
-            if strict:
-                raise
-            return False
-        await self.record(
-            self.event(
-                BOT,
-                f"github_{state}",
-                "ok" if sent else "not_waiting",
-                rollout,
-                {"environment": review.environment},
-                track=review.track,
-            )
-        )
-        return sent
+        """Send a review (`bot.services.reviews.send_review`)."""
+        return await send_review(self, rollout, review, strict=strict)
 
     # -- audit ----------------------------------------------------------------------------------
 

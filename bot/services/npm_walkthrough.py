@@ -241,12 +241,28 @@ class NpmTokenService:
         try:
             # The same claim across replicas: one Release per walkthrough and run shown.
             previous_run = release.run_id if release else None
+            if release is not None and release.phase is ReleasePhase.UNFOLLOWED:
+                await self._ended_since(previous_run)
             key = release_claim_key(message, previous_run)
             claim, told = await self._claimer.claim(message, current, key=key, actor=actor)
             await self._release(message, current, actor, claim)
             return told
         finally:
             self._busy.discard(message)
+
+    async def _ended_since(self, run_id: int | None) -> None:
+        """The run the bot stopped following (after two hours, or its looks failed) may still
+        go (it waits for its reviewers): no second Release beside it, which could publish too.
+        GitHub's refusal to show it refuses the click too (its GitHubError)."""
+        if run_id is None:
+            return  # never found: its click's claim settles it (`ReleaseClaimer`)
+        run = await self._github.release_run(run_id)
+        if not run.completed:
+            raise ReleaseAlreadyRunning(
+                f"Release run {run_id}, which the bot stopped following, is still "
+                f"{run.status.replace('_', ' ')}: Release is not dispatched again beside it. "
+                "Check it with step 4 once it has ended, then run Release again."
+            )
 
     async def _release(
         self, message: MessageRef, current: Walkthrough, actor: str, claim: Claim

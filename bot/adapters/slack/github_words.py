@@ -14,6 +14,7 @@ from bot.adapters.slack.mrkdwn import escape, person, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.events import (
+    ApprovalRefused,
     FailureJobEnded,
     FailureJobRerun,
     PromotedOnGitHub,
@@ -197,6 +198,19 @@ def waits_outside_plan_text(event: WaitsOutsidePlan) -> str:
         f"{name}, so the bot neither approves nor rejects it: the job waits on GitHub until "
         f"someone acts. Answer it on the run's page ({who}), or add {name} to the plan (or "
         f"{off}) for the next rollouts."
+    )
+
+
+def approval_refused_text(event: ApprovalRefused) -> str:
+    """GitHub refused the approval the thread was told of ("Approved … deploying"): what
+    GitHub said, that nothing deploys there yet, what the bot does and what a person can do."""
+    run = f"<{event.run_url}|the run>" if event.run_url else "the run"
+    return (
+        f":warning: GitHub refused the bot's approval of *{escape(event.what)}* "
+        f"({escape(event.track)}): {escape(event.cause)} It does not deploy until GitHub takes "
+        "an approval: the bot asks again at each look at the run (and says no more of it "
+        "here). Fix what GitHub answered, or have one of the environment's required reviewers "
+        f"approve it on the run's page ({run})."
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.adapters.slack.audit_reasons import reason_mrkdwn
 from bot.adapters.slack.audit_reasons import recorded as recorded
 from bot.adapters.slack.github_words import (
+    approval_refused_text,
     failure_job_ended_text,
     github_reported_text,
     promoted_on_github_text,
@@ -96,6 +97,8 @@ def render(event: told.Event) -> str:
             return f"{said} Approving {firsts} as soon as GitHub waits for them."
         case told.StageApproved():
             return f"Approved *{event.stage}* ({event.track}): deploying."
+        case told.ApprovalRefused():
+            return approval_refused_text(event)
         case told.StageJobFailed():
             links = ", ".join(f"<{url}|{name}>" for name, url in event.logs)
             what = "was skipped" if event.outcome is None else f"ended `{event.outcome}`"

@@ -126,8 +126,8 @@ class SlackNotifier:
         return str(posted["ts"])
 
     async def draw_unfollowed(self, card: UnfollowedRun, *, channel: str) -> None:
-        blocks = unfollowed_card(card)
-        text = unfollowed_text(card)
+        blocks = unfollowed_card(card, named=self._named)
+        text = unfollowed_text(card, named=self._named)
         found = await self._at_top(channel, RUN_EVENT, since=card.asked_at, run_id=card.run_id)
         if found is None:
             marker = _marker(RUN_EVENT, run_id=card.run_id)

@@ -23,6 +23,7 @@ from bot.domain.npm import (
     Walkthrough,
 )
 from bot.domain.npm_log import NpmError
+from bot.domain.npm_run import renewed_since
 from bot.domain.plan import NpmRelease
 from bot.domain.unfollowed_runs import of_the_plan
 
@@ -138,14 +139,11 @@ def last_run_text(
         # Step 3 found the bot's own App's rule on the job's environment: that is what a run
         # that waits may wait for (`own_rule_line` says who answers it, if anyone).
         text += "\n" + own_rule_line(secret.environment or "", setup)
-    changed = secret.updated_at if secret is not None and secret.found else None
-    if oidc_only:
-        changed = None  # the job does not read it
-    if (
-        run is not None
-        and changed is not None
-        and changed > run.created_at
-        and check.tone in (Tone.WARNING, Tone.FAILED)
+    # A green run too: it used the value before, so it does not verify the secret now.
+    if renewed_since(run, secret, oidc_only=oidc_only) and check.tone in (
+        Tone.OK,
+        Tone.WARNING,
+        Tone.FAILED,
     ):
         text += (
             f"\n:information_source: `{SECRET_NAME}` was updated after this run: run Release "

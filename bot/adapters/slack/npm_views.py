@@ -35,6 +35,7 @@ from bot.adapters.slack.npm_steps import (
     release_text,
 )
 from bot.domain.npm import SECRET_NAME, Tone, Walkthrough, clip_error
+from bot.domain.npm_run import renewed_since
 from bot.domain.plan import NpmRelease
 
 
@@ -151,7 +152,7 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
         _step(
             4,
             "Check the last Release run",
-            walkthrough.last_run_tone,
+            _last_run_tone(walkthrough),
             last_run_text(
                 walkthrough.last_run,
                 walkthrough.secret,
@@ -173,6 +174,16 @@ def walkthrough_blocks(walkthrough: Walkthrough, setup: WalkthroughSetup) -> lis
         ),
     ]
     return as_json(blocks)
+
+
+def _last_run_tone(walkthrough: Walkthrough) -> Tone:
+    """Step 4's: a run that passed before the secret was last updated (step 3) used the value
+    before it, and verifies nothing of the one now (the step says so)."""
+    tone, check = walkthrough.last_run_tone, walkthrough.last_run
+    run = check.run if check is not None else None
+    if tone is Tone.OK and renewed_since(run, walkthrough.secret, oidc_only=walkthrough.oidc_only):
+        return Tone.WARNING
+    return tone
 
 
 # -- blocks -------------------------------------------------------------------------------------

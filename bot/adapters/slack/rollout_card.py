@@ -82,7 +82,7 @@ def rollout_card(rollout: Rollout, plan: RolloutPlan, *, named: bool = False) ->
         plan_track = plan.track(track.name)
         lines = [lane_title(track, plan_track)]
         for stage in track.stages:
-            lines.extend(stage_lines(stage, plan_track))
+            lines.extend(stage_lines(stage, plan_track, rollout.refused_approvals))
         blocks.append(DividerBlock())
         blocks.extend(sections(lines))
         blocks.extend(actions(_lane_buttons(rollout, plan, track, plan_track)))
@@ -236,6 +236,6 @@ def rollout_text(rollout: Rollout, plan: RolloutPlan) -> str:
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
         lane = f"{plan_track.label}: {track_standing(track, plan_track)}"
-        current = current_stage(track, plan_track)
+        current = current_stage(track, plan_track, rollout.refused_approvals)
         lanes.append(f"{lane} ({current[1]})" if current else lane)
     return clip(f"Rollout {rollout.tag} ({rollout.phase}). " + ". ".join(lanes), FALLBACK_TEXT)

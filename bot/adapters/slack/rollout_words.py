@@ -3,6 +3,8 @@ of each state, a stage's and a track's standing in a few words, a gate verdict, 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from bot.adapters.slack.messages import reason_text, slack_time
 from bot.domain.durations import format_duration
 from bot.domain.gate import GateKind, GateVerdict, Verdict, gate_reason_words
@@ -71,8 +73,14 @@ def stage_name(spec: PlanStage) -> str:
     return f"*{spec.label}*" if named else f"*{spec.label}* ({_where(spec)})"
 
 
-def stage_words(stage: Stage, spec: PlanStage, plan_track: PlanTrack) -> str:
+def stage_words(
+    stage: Stage, spec: PlanStage, plan_track: PlanTrack, refused: Collection[str] = ()
+) -> str:
+    """`refused`: the environments whose approval GitHub refused the bot
+    (`Rollout.refused_approvals`): a stage saved as deploying there is not deploying."""
     state = stage.state
+    if _refused(stage, spec, refused):
+        return "held by GitHub: it refused the bot's approval (see the thread)"
     if state is StageState.PENDING:
         window = spec.window
         return f"pending, window {format_duration(window)}" if window else "pending"
@@ -106,12 +114,14 @@ def stage_words(stage: Stage, spec: PlanStage, plan_track: PlanTrack) -> str:
     }[state]
 
 
-def current_stage(track: Track, plan_track: PlanTrack) -> tuple[Stage, str] | None:
+def current_stage(
+    track: Track, plan_track: PlanTrack, refused: Collection[str] = ()
+) -> tuple[Stage, str] | None:
     """The stage an active track is on, with its words; None when the track is not active."""
     current = track.current
     if track.state is not TrackState.ACTIVE or current is None:
         return None
-    return current, stage_words(current, plan_track.stage(current.key), plan_track)
+    return current, stage_words(current, plan_track.stage(current.key), plan_track, refused)
 
 
 def verdict_words(verdict: GateVerdict) -> str:
@@ -145,11 +155,18 @@ def track_standing(track: Track, plan_track: PlanTrack) -> str:
     return f"{words}: {reason_text(track.ended_reason)}" if track.ended_reason else words
 
 
-def stage_lines(stage: Stage, plan_track: PlanTrack) -> list[str]:
+def _refused(stage: Stage, spec: PlanStage, refused: Collection[str]) -> bool:
+    """Saved as deploying, its approval refused by GitHub (`Rollout.refused_approvals`)."""
+    wanted = spec.environment.casefold()
+    return stage.state is StageState.DEPLOYING and any(n.casefold() == wanted for n in refused)
+
+
+def stage_lines(stage: Stage, plan_track: PlanTrack, refused: Collection[str] = ()) -> list[str]:
     spec = plan_track.stage(stage.key)
+    emoji = ":warning:" if _refused(stage, spec, refused) else _STAGE_EMOJI[stage.state]
     lines = [
-        f"{_STAGE_EMOJI[stage.state]} {stage_name(spec)} · `{spec.environment}` · "
-        f"{stage_words(stage, spec, plan_track)}"
+        f"{emoji} {stage_name(spec)} · `{spec.environment}` · "
+        f"{stage_words(stage, spec, plan_track, refused)}"
     ]
     if stage.verdict is not None:
         lines.append(f"      ↳ *{verdict_words(stage.verdict)}*: {stage.verdict.summary}")

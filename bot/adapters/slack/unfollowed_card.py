@@ -12,8 +12,15 @@ from bot.domain.text import shown
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, no_release
 
 
-def unfollowed_text(card: UnfollowedRun) -> str:
-    """The card's first line (also its notification text)."""
+def _of(card: UnfollowedRun, named: bool) -> str:
+    """The service's name and a space, when the card names it (`named`: the bot releases
+    several): before the workflow's name and the tag of a `/rollout start` it suggests."""
+    return f"{card.service} " if named and card.service else ""
+
+
+def unfollowed_text(card: UnfollowedRun, *, named: bool = False) -> str:
+    """The card's first line (also its notification text); `named`: the bot releases several
+    services, so it names the run's."""
     by = f"@{_quoted(card.sender)}" if card.sender else "someone"
     how = {"workflow_dispatch": "dispatched by", "push": "started by a push of"}.get(
         card.event, f"started ({_quoted(card.event) or 'unknown event'}) by"
@@ -26,14 +33,15 @@ def unfollowed_text(card: UnfollowedRun) -> str:
         else ""
     )
     return (
-        f"Run {card.run_id} of {escape(card.workflow)}, {how} {by} on GitHub, waits at "
-        f"`{_quoted(card.environment)}` for the bot's answer. No rollout follows it.{ended}"
+        f"Run {card.run_id} of {_service(card, named)}{escape(card.workflow)}, {how} {by} on "
+        f"GitHub, waits at `{_quoted(card.environment)}` for the bot's answer. No rollout "
+        f"follows it.{ended}"
     )
 
 
-def unfollowed_card(card: UnfollowedRun) -> list[Block]:
+def unfollowed_card(card: UnfollowedRun, *, named: bool = False) -> list[Block]:
     lines = [
-        section(f":warning: {unfollowed_text(card)}"),
+        section(f":warning: {unfollowed_text(card, named=named)}"),
         context(f"<{card.run_url}|Run {card.run_id}> on `{_quoted(card.ref)}`"),
     ]
     if card.fate is RunFate.UNANSWERED:
@@ -45,27 +53,34 @@ def unfollowed_card(card: UnfollowedRun) -> list[Block]:
             )
         )
     if card.fate in (RunFate.WAITING, RunFate.UNANSWERED):
-        lines += _answers(card)
+        lines += _answers(card, _of(card, named))
     else:
         lines.append(section(_fate(card)))
     return lines
 
 
-def _answers(card: UnfollowedRun) -> list[Block]:
-    """What Adopt and Reject do, and the buttons."""
+def _service(card: UnfollowedRun, named: bool) -> str:
+    """`billing-api`'s, before the workflow's name, when the card names the service."""
+    return f"`{card.service}`'s " if _of(card, named) else ""
+
+
+def _answers(card: UnfollowedRun, of: str) -> list[Block]:
+    """What Adopt and Reject do, and the buttons; `of`: the service's name and a space, for
+    the `/rollout start` it suggests, in a channel of several."""
     value = RunValue(run_id=card.run_id).encode()
     if card.dispatch_by_two:
         follow = (
             "The plan's two-person rule covers dispatch, so this run cannot be adopted (whoever "
             "adopts it may be who started it on GitHub): Reject it, and start the release with "
-            f"`/rollout start {_quoted(card.tag) or '&lt;tag&gt;'}` so that another approver "
+            f"`/rollout start {of}{_quoted(card.tag) or '&lt;tag&gt;'}` so that another approver "
             "dispatches it."
         )
     elif card.ended_rollout:
         follow = (
             f"The bot dispatched it for `{_quoted(card.tag)}`. Adopt it (approvers) to follow it "
             f"as a new rollout of `{_quoted(card.tag)}` with the plan's gates, or Reject it "
-            f"(its job fails) and start a new rollout with `/rollout start {_quoted(card.tag)}`."
+            "(its job fails) and start a new rollout with "
+            f"`/rollout start {of}{_quoted(card.tag)}`."
         )
     elif card.tag:
         follow = (
@@ -77,7 +92,7 @@ def _answers(card: UnfollowedRun) -> list[Block]:
     else:
         follow = (
             f"`{_quoted(card.ref)}` {no_release(card)}, so this run cannot be adopted: Reject "
-            "it, or start the release's tag with `/rollout start &lt;tag&gt;`."
+            f"it, or start the release's tag with `/rollout start {of}&lt;tag&gt;`."
         )
     # A re-run of an ended rollout's run, and any run that cannot be adopted (not on a release
     # tag, or under the two-person rule on dispatch), is rejected by default, whatever the

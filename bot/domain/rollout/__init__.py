@@ -90,6 +90,7 @@ from bot.domain.rollout.gating import (
 )
 from bot.domain.rollout.left import Left, TrackLeft, tracks_left
 from bot.domain.rollout.reconcile import DISPATCH_SEARCH, reconcile
+from bot.domain.rollout.refused import approval_refused
 from bot.domain.rollout.rerun import (
     rerun_failure_job,
     rerun_refusal,
@@ -166,6 +167,7 @@ __all__ = [
     "TrackStopped",
     "TracksLeft",
     "abort",
+    "approval_refused",
     "begin_dispatch",
     "cancel_preflight",
     "cancel_schedule",

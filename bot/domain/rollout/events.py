@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from bot.domain.github_events import GitHubReported
 from bot.domain.rollout.run_events import (
+    ApprovalRefused,
     AtStage,
     DispatchGaveUp,
     DispatchUnclear,
@@ -59,6 +60,7 @@ from bot.domain.rollout.window_events import (
 )
 
 __all__ = [
+    "ApprovalRefused",
     "AtStage",
     "DispatchGaveUp",
     "DispatchScheduled",
@@ -147,4 +149,5 @@ Event = (
     | WaitsOutsidePlan
     | RunUnreadable
     | RunReadable
+    | ApprovalRefused
 )

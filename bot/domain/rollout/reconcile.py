@@ -29,6 +29,7 @@ from bot.domain.rollout.events import (
     TrackCompleted,
     WaitsOutsidePlan,
 )
+from bot.domain.rollout.refused import still_refused
 from bot.domain.rollout.state import (
     TERMINAL_TRACK,
     WATCHED,
@@ -65,7 +66,8 @@ def reconcile(
         return Decision(rollout)
     if _rerun_since(rollout, snapshot):
         return _rerun_unseen(rollout, plan, snapshot, now)
-    work = Work(rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt))
+    attached = rollout if rollout.attempt else replace(rollout, attempt=snapshot.attempt)
+    work = Work(still_refused(attached, plan, snapshot))
     for track in rollout.tracks:
         plan_track = plan.track(track.name)
         told_at = len(work.effects)

@@ -298,6 +298,19 @@ class WaitsOutsidePlan:
 
 
 @dataclass(frozen=True)
+class ApprovalRefused:
+    """GitHub refused the bot's approval of `what` (a stage's label, or the track's failure
+    job) on `track`, answering `cause` (its words, never a credential): the thread said
+    "Approved" when the stage was saved, before GitHub was asked, and GitHub holds it. The
+    bot asks again at each look; told once (`Rollout.refused_approvals`)."""
+
+    track: str
+    what: str
+    cause: str
+    run_url: str | None
+
+
+@dataclass(frozen=True)
 class RunUnreadable:
     """GitHub has not let the bot read the followed run since `since`; `cause` is its last
     answer in words (never a credential). The bot keeps trying; it cannot approve or reject

@@ -1,0 +1,110 @@
+"""The bot's reviews of a run's waiting environments (`EffectRunner.review`), and what the
+thread is told when GitHub refuses an approval the bot made on its own path.
+
+A stage that promotes itself (a gate's PASS with `promote: auto`, a reconcile approving the
+next stage) or a stopping track's failure job is saved as deploying, with its thread line
+"Approved … deploying", before GitHub is asked (`EffectRunner.apply`). A failure GitHub may
+clear by itself (a 5xx read back not applied, a rate limit, no answer) is asked again at the
+next look. A refusal (a 4xx: the bot's account may not review the environment, the
+environment's rule changed) is asked again too, and told to the thread once while the job
+waits, in GitHub's words (`bot.domain.rollout.refused`): the card then says GitHub holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from bot.domain import rollout as machine
+from bot.domain.errors import ConcurrentChange, GitHubError
+from bot.domain.plan import RolloutPlan
+from bot.domain.rollout import Review, Rollout
+from bot.services.ports import ReviewState
+from bot.services.records import BOT
+
+if TYPE_CHECKING:
+    from bot.services.effects import EffectRunner
+
+log = logging.getLogger(__name__)
+
+
+async def send_review(
+    effects: EffectRunner, rollout: Rollout, review: Review, *, strict: bool = False
+) -> bool:
+    """Send a review (True: GitHub took it; False: nothing waited for it). Its failure is
+    recorded and asked again by the next reconcile, or raised when `strict` (one waits)."""
+    assert rollout.run_id is not None
+    state: ReviewState = "approved" if review.approve else "rejected"
+    try:
+        sent = await effects.github.review(
+            run_id=rollout.run_id,
+            environments=[review.environment],
+            state=state,
+            comment=review.comment,
+        )
+    except GitHubError as error:
+        # Level-triggered: the next reconcile asks again while GitHub still waits.
+        log.warning(
+            "could not %s %s: %s",
+            "approve" if review.approve else "reject",
+            review.environment,
+            error.message,
+        )
+        await effects.record(
+            effects.event(
+                BOT,
+                f"github_{state}",
+                "error",
+                rollout,
+                {"environment": review.environment, "error": error.message},
+                track=review.track,
+            )
+        )
+        if strict:
+            raise
+        return False
+    await effects.record(
+        effects.event(
+            BOT,
+            f"github_{state}",
+            "ok" if sent else "not_waiting",
+            rollout,
+            {"environment": review.environment},
+            track=review.track,
+        )
+    )
+    return sent
+
+
+async def refusal_of(
+    effects: EffectRunner, rollout: Rollout, review: Review
+) -> tuple[Review, str] | None:
+    """Carry out a saved decision's review: the approval with GitHub's words when GitHub
+    refused it outright (None: taken, not waiting, or a failure that may clear by itself)."""
+    try:
+        await send_review(effects, rollout, review, strict=review.approve)
+    except GitHubError as error:  # recorded, and asked again by the next reconcile
+        return (review, error.message) if error.refused else None
+    return None
+
+
+async def tell_refused(
+    effects: EffectRunner,
+    rollout: Rollout,
+    plan: RolloutPlan,
+    refused: Sequence[tuple[Review, str]],
+) -> Rollout:
+    """Tell the thread of each approval GitHub refused (`refused`: the review and GitHub's
+    words), once per environment while its job waits, and redraw the card; the rollout after.
+    Another replica's save meanwhile leaves it to the next look, refused again."""
+    for review, cause in refused:
+        decision = machine.approval_refused(rollout, plan, review, cause)
+        if decision.rollout == rollout:
+            continue
+        try:
+            rollout = await effects.apply(rollout, decision, plan)
+        except ConcurrentChange:
+            log.info("rollout %s changed on another replica; a refusal is told later", rollout.id)
+            break
+    return rollout
