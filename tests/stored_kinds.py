@@ -38,7 +38,16 @@ from bot.domain.metrics import Figures, MetricReading, Reading
 from bot.domain.npm import ReleaseFollow, ReleasePhase, Walkthrough
 from bot.domain.plan import Notifications
 from bot.domain.protection_rules import RuleRequest
-from bot.domain.rollout import Phase, Rollout, window_timer_key, window_timer_payload
+from bot.domain.rollout import (
+    Phase,
+    Rollout,
+    Stage,
+    StageState,
+    Track,
+    TrackState,
+    window_timer_key,
+    window_timer_payload,
+)
 from bot.domain.rollout import events as told
 from bot.domain.unfollowed_runs import RunFate, UnfollowedRun, timer_key, timer_payload
 from bot.services import outbox_messages as messages
@@ -308,7 +317,15 @@ def _outbox(name: str, message: NewMessage, read: Any, expected: Any) -> Sample:
 
 def _gate(payload: dict[str, Any]) -> Any:
     read = messages.verdict_from_json(payload["verdict"]), messages.gate_reading(payload)
-    return (messages.stage_of(payload), *read)
+    return (messages.stage_of(payload), *read, messages.gate_window(payload))
+
+
+def _judging(stage: Stage) -> Rollout:
+    """`ROLLOUT` with its relay canary as `stage`."""
+    return replace(ROLLOUT, tracks=(Track("relay", TrackState.ACTIVE, (stage,)),))
+
+
+JUDGED = Stage("canary", StageState.EVALUATING, AT, AT + timedelta(minutes=30))
 
 
 SHOWN = Notifications(failure_channel="C0FAILURES")
@@ -341,13 +358,25 @@ OUTBOX = Family(
             messages.stage_of,
             ("relay", "canary"),
         ),
-        _outbox(
+        _outbox(  # as a 38840bf replica writes it: no window
             "gate",
             messages.gate_card(
-                ROLLOUT, track="relay", stage="canary", verdict=VERDICT, reading=READING
+                _judging(Stage("canary")),
+                track="relay",
+                stage="canary",
+                verdict=VERDICT,
+                reading=READING,
             ),
             _gate,
-            (("relay", "canary"), VERDICT, READING),
+            (("relay", "canary"), VERDICT, READING, None),
+        ),
+        _outbox(
+            "gate:window",
+            messages.gate_card(
+                _judging(JUDGED), track="relay", stage="canary", verdict=VERDICT, reading=None
+            ),
+            _gate,
+            (("relay", "canary"), VERDICT, None, (AT, AT + timedelta(minutes=30))),
         ),
         _outbox(
             "unfollowed_run",

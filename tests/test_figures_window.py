@@ -194,3 +194,20 @@ FIRST = timedelta(minutes=30)
 def test_which_window_a_form_was_typed_for(stage: Stage, window: int | None, another: bool) -> None:
     assert int((START + FIRST).timestamp()) == 1796121000
     assert typed_for_another_window(stage, FIRST, window) is another
+
+
+async def test_the_card_of_figures_that_extended_the_window_names_the_window_they_judged(
+    tmp_path: Path, sqlite_database_url: str
+) -> None:
+    """Typed figures on too small a sample extend the canary's window in the save that writes
+    their gate card. The card was drawn from the rollout as delivered: it said the figures
+    covered the extended window, ending in the future, not the window they were typed for."""
+    async with canary_asking(tmp_path, sqlite_database_url) as box:
+        judged = (await box.rollout()).track("relay").stage("canary")
+        asking = await extended_and_asking_again(box)
+        extended = asking.track("relay").stage("canary").window_ends_at
+
+        (card,) = [line for line in box.thread() if "canary gate: INCONCLUSIVE" in line]
+        assert judged.window_ends_at is not None and extended is not None
+        assert str(int(judged.window_ends_at.timestamp())) in card, card
+        assert str(int(extended.timestamp())) not in card, card

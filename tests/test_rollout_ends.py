@@ -122,6 +122,27 @@ def test_a_skipped_rollback_after_the_canary_deployed_still_leaves_the_track_fai
     assert "It never ran: nothing was rolled back, Hosted relay is on *5% canary*." in told
 
 
+def test_a_roll_back_whose_rollback_job_failed_never_says_rolled_back() -> None:
+    """Roll back by U1 while the canary observed, then the rollback job failed (or GitHub
+    skipped it with the canary deployed): nothing was rolled back. The card's lane, `/rollout
+    status` and the report said `failed: Relay auto-rollback ended `failure` (rolled back by
+    @U1: bad)`: the stop, not what it did."""
+    stopping = abort(canary_observing(), PLAN, track="relay", actor="U1", reason="bad", now=at(20))
+    for outcome in (JobConclusion.FAILURE, JobConclusion.SKIPPED):
+        run = snapshot(
+            job(CANARY, completed_at=at(5)),
+            job(HALF, JobConclusion.CANCELLED, at(21)),
+            job(RELAY_ROLLBACK, outcome, at(21)),
+        )
+
+        relay = reconcile(stopping.rollout, PLAN, run, at(22)).rollout.track("relay")
+
+        assert relay.state is TrackState.FAILED
+        words = f"Relay auto-rollback ended `{outcome}` (Roll back by <@U1>: bad)"
+        assert said(relay.ended_reason) == words
+        assert track_standing(relay, PLAN.track("relay")) == f"failed: {words}"
+
+
 def test_a_stop_after_100_was_approved_says_everywhere_it_reached_100() -> None:
     """Roll back came after 100% was approved on GitHub, before the bot looked: 100% deployed,
     nothing failed, GitHub skipped the rollback. The track ends failed (its status), but the

@@ -138,7 +138,11 @@ def figures_request(rollout: Rollout, *, track: str, stage: str) -> NewMessage:
 def gate_card(
     rollout: Rollout, *, track: str, stage: str, verdict: GateVerdict, reading: Reading | None
 ) -> NewMessage:
-    """The gate's verdict with the figures (and series) behind it, as read at the time."""
+    """The gate's verdict with the figures (and series) behind it, as read at the time, and
+    the window they were for (the save that writes it may extend the window: INCONCLUSIVE)."""
+    judged = rollout.track(track).stage(stage)
+    since, ends = judged.observed_since, judged.window_ends_at
+    window = {"window": [since.isoformat(), ends.isoformat()]} if since and ends else {}
     return NewMessage(
         kind=GATE,
         channel_id=rollout.channel_id,
@@ -148,6 +152,7 @@ def gate_card(
             "stage": stage,
             "verdict": verdict_to_json(verdict),
             "reading": None if reading is None else _READING.dump_python(reading, mode="json"),
+            **window,
         },
     )
 
@@ -199,6 +204,16 @@ def gate_reading(payload: dict[str, Any]) -> Reading | None:
     return None if reading is None else _READING.validate_python(reading)
 
 
+def gate_window(payload: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """The window a gate card's figures were for (`gate_card`); None when a 38840bf replica
+    wrote it (the card then names the stage's window as delivered)."""
+    window = payload.get("window")
+    if not window:
+        return None
+    since, ends = window
+    return datetime.fromisoformat(since), datetime.fromisoformat(ends)
+
+
 async def post(
     notifier: Notifier, audit: AuditLog, message: OutboxMessage, rollout: Rollout, plan: RolloutPlan
 ) -> None:
@@ -222,6 +237,7 @@ async def post(
             stage=stage,
             verdict=verdict_from_json(payload["verdict"]),
             reading=gate_reading(payload),
+            window=gate_window(payload),
             key=message.id,
         )
     elif message.kind == SUMMARY:

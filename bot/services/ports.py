@@ -324,9 +324,11 @@ class Notifier(Protocol):
         verdict: GateVerdict,
         reading: Reading | None,
         key: int,
+        window: tuple[datetime, datetime] | None = None,
     ) -> None:
         """The gate's verdict and every figure behind it in the thread, then a chart per
-        gated metric (when the source gave a series and charts are installed)."""
+        gated metric (when the source gave a series and charts are installed). `window`: the
+        one the figures were for (else the reading's, else the stage's as it stands)."""
         ...
 
     async def post_summary(self, rollout: Rollout, summary: RolloutSummary, *, key: int) -> None:

@@ -253,6 +253,7 @@ class SlackNotifier:
         verdict: GateVerdict,
         reading: Reading | None,
         key: int,
+        window: tuple[datetime, datetime] | None = None,
     ) -> None:
         plan_track = plan.track(track)
         label = plan_track.stage(stage).label
@@ -269,7 +270,9 @@ class SlackNotifier:
             reading=reading,
             stage_label=label,
             track_label=plan_track.label,
-            window=(reading.window if reading else None) or _stage_window(rollout, track, stage),
+            window=(reading.window if reading else None)
+            or window
+            or _stage_window(rollout, track, stage),
             chart_note=note,
         )
         await self._post_in_thread(

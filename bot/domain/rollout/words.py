@@ -66,10 +66,10 @@ def reason_words(
                 f"rolled back ({reason.subject} was skipped{stop})"
             )
         case StopKind.JOB_FAILED | StopKind.FAILURE_JOB_FAILED:
-            cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
+            cause = f" ({_stop_words(reason.cause, person, typed)})" if reason.cause else ""
             return f"{reason.subject} ended `{reason.outcome}`{cause}"
         case StopKind.RUN_ENDED if reason.subject:
-            cause = f" ({reason_words(reason.cause, person, typed)})" if reason.cause else ""
+            cause = f" ({_stop_words(reason.cause, person, typed)})" if reason.cause else ""
             return (
                 f"the run ended `{reason.outcome}` before {reason.subject} was seen to end{cause}"
             )
