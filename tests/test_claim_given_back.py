@@ -58,10 +58,16 @@ async def canary_observing(
     tmp_path: Path, database_url: str
 ) -> AsyncIterator[tuple[Sandbox, str, datetime]]:
     """Two approvers, the relay canary observing its hour: the box, its Extend button's value
-    and the window's end."""
+    and the window's end. The desktop's internal ring observing too, its window's timer
+    written: the next look at the run (after a click) then carries out no effect of its own,
+    which a fault meant for the click's would meet instead."""
     async with two_approvers(tmp_path, database_url, window="1h", extension="15m") as box:
         every_gate_passes(box)
-        value = await observing(box)
+        await observing(box)
+        await box.wait_until(
+            lambda r: stage_state(r, "desktop", "internal") is StageState.OBSERVING
+        )
+        value = await value_of(box, "extend_window", "relay")
         ends = (await box.rollout()).track("relay").stage("canary").window_ends_at
         assert ends is not None
         yield box, value, ends
