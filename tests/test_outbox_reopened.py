@@ -41,9 +41,12 @@ async def test_a_summary_of_a_reopened_rollout_waits_for_its_end_and_blocks_noth
     await rollouts.save(ended, outbox=said(ended, "rolled back"))
     await scene.deliver_all([outbox])
 
+    # The summary's timeline chart follows it in the background: wait for it, then read all.
+    await scene.slack.wait_for(lambda: len(scene.thread()) == 4)
     thread = scene.thread()
     assert thread[:2] == ["re-ran the rollback", "rolled back"]
-    assert len(thread) == 3 and "v" in thread[2]  # the summary, after the ending's line
+    assert thread[2].startswith("*Report of `v1.4.2`*")  # the summary, after the ending's line
+    assert thread[3].startswith("v1.4.2: the stages over time")  # its chart, after it
     assert not await scene.store.pending(rollout.id)
     assert scene.slack.messages(CHANNEL)  # one card
 
