@@ -22,7 +22,7 @@ from test_prometheus import prometheus_plan
 
 from bot.domain.errors import InvalidCommand, InvalidTag
 from bot.domain.rollout import CheckState
-from bot.domain.rollout_command import Start, Subcommand, named_service, parse_command
+from bot.domain.rollout_command import Freeze, Start, Subcommand, named_service, parse_command
 from bot.domain.unfollowed_runs import release_tag
 from sandbox.config import (
     GITHUB_TOKEN,
@@ -307,3 +307,35 @@ def test_a_command_pasted_with_invisible_characters_is_the_command(typed: str) -
         "relay",
         Subcommand.START,
     )
+
+
+@pytest.mark.parametrize(
+    ("typed", "freeze"),
+    [
+        # A no-break space (a Mac's Option-Space, a runbook pasted from a document) after
+        # `UTC`: it was read as the reason's first word, the end in the asker's zone (hours off).
+        (
+            "freeze 2026-12-24 18:00 UTC\N{NO-BREAK SPACE}holidays",
+            ("2026-12-24 18:00Z", "holidays"),
+        ),
+        (
+            "freeze 2026-12-24 18:00\N{NARROW NO-BREAK SPACE}UTC holidays",
+            ("2026-12-24 18:00Z", "holidays"),
+        ),
+        # Between the date and the time: refused as `'2026-12-24' is not a duration`, its
+        # example `2026-12-24 18:00` what the person saw they had typed.
+        ("freeze 2026-12-24\N{NO-BREAK SPACE}18:00 holidays", ("2026-12-24 18:00", "holidays")),
+        ("freeze\N{NO-BREAK SPACE}2h\N{NO-BREAK SPACE}code freeze", ("2h", "code freeze")),
+    ],
+)
+def test_a_freeze_typed_with_no_break_spaces_reads_as_it_shows(
+    typed: str, freeze: tuple[str, str]
+) -> None:
+    assert parse_command(typed) == Freeze(*freeze)
+
+
+def test_a_zone_after_a_freeze_end_and_a_no_break_space_is_refused_as_any_other() -> None:
+    """`18:00 CET` + a no-break space was taken as a reason, `CET ...`, and the end read in the
+    asker's zone: a zone typed after the end is refused, not read as another."""
+    with pytest.raises(InvalidCommand, match="`CET` is not a time zone I read"):
+        parse_command("freeze 2026-12-24 18:00 CET\N{NO-BREAK SPACE}holiday freeze")

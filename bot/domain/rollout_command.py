@@ -25,6 +25,7 @@ from bot.domain.text import (
     TOKEN_SHAPE,
     clean_text,
     closing_quote,
+    plain_spaces,
     shown,
     without_invisible_ends,
 )
@@ -314,7 +315,7 @@ _UNTIL = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{1,2}:[0-9]{2}\S*|\S+)
 
 
 def _freeze(text: str) -> Freeze:
-    found = _UNTIL.fullmatch(text.strip())
+    found = _UNTIL.fullmatch(plain_spaces(text).strip())
     if found is None:
         raise InvalidCommand(f"freeze needs an end and a reason: {_FREEZE_USAGE}.")
     until, reason = zone_after_end(found[1], _reason(found[2], "freeze"))

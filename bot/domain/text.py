@@ -54,6 +54,16 @@ def clean_text(text: str) -> str:
     return _UNSTORABLE.sub(lambda found: "" if found.group() == "\x00" else "\ufffd", text)
 
 
+_SPACE = re.compile(r"[^\S\n]")
+
+
+def plain_spaces(text: str) -> str:
+    """`text` with each space but a line break a plain one: a no-break space (a Mac's
+    Option-Space, a document's) or a narrow one (macOS writes `9:00\u202fAM`) reads as the
+    space it shows, wherever a word must be told from the next."""
+    return _SPACE.sub(" ", text)
+
+
 def shown(text: str) -> str:
     """User text quoted in a message: short, without backticks that would break the quote, and
     without anything shaped as a token (a person who pasted one is not shown it again, nor is
