@@ -135,7 +135,10 @@ def test_release_contents_say_when_github_listed_less_than_it_counted() -> None:
     assert contents.pull_requests[0].url == f"{PULLS}/249"
     assert "260 commits, at least 250 pull requests* since `v1.4.1`" in summary(contents)
     small_print = json.dumps([b.to_dict() for b in card_blocks(contents)])
-    assert "only the first 250 commits" in small_print
+    assert (
+        "GitHub lists only the newest 250 commits: "
+        "the pull requests of the 10 older commits before them are not shown."
+    ) in small_print
     assert "only 300 changed files and more changed" in small_print
     complete = replace(comparison, total_commits=250, files=files[:10])
     whole = release_contents(tag="v1.4.2", since=since, comparison=complete, plan=PLAN)
@@ -449,6 +452,39 @@ async def test_the_preflight_card_shows_whats_in_the_release_and_lists_it_all(
     assert "Wait for the canary &lt;b&gt;longer&lt;/b&gt; by cy" in modal
     assert "Add an index on documents by bo" in modal
     assert f"`{MIGRATION}`" in modal and f"`{WORKFLOW}`" in modal
+
+
+async def test_a_release_over_250_commits_lists_the_newest_and_says_the_oldest_are_left_out(
+    box: Sandbox,
+) -> None:
+    # GitHub's reference, "Compare two commits": without a paging parameter "the returned
+    # list is limited to 250 commits, and the last commit in the list is the most recent of
+    # the entire comparison". The pull requests left out are the oldest ten, not the newest.
+    history = box.github.history
+    history.commit("Initial import", at=NOW, author="ana")
+    history.tag("v1.4.1")
+    history.publish("v1.4.1", NOW)
+    for number in range(1, 261):
+        history.squash(f"Change {number}", number, at=NOW, author="dee", files=("a.rs",))
+    history.tag("v1.4.2")
+    repo = f"/repos/{box.github.repository}"
+    status, compared = await _get(box, f"{repo}/compare/v1.4.1...v1.4.2")
+    assert status == 200 and compared["total_commits"] == 260
+    assert len(compared["commits"]) == 250
+    assert compared["commits"][-1]["sha"] == history.tags["v1.4.2"]
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*260 commits, at least 250 pull requests* since `v1.4.1`" in shown
+    assert "#260> Change 260 by dee" in shown  # the newest pull request is on the card
+    assert (
+        "GitHub lists only the newest 250 commits: "
+        "the pull requests of the 10 older commits before them are not shown."
+    ) in shown
+    stored = (await box.rollout()).preflight.contents
+    assert stored is not None
+    assert [pull.number for pull in stored.pull_requests] == list(range(260, 10, -1))
 
 
 async def test_the_first_release_has_nothing_to_compare_with(box: Sandbox) -> None:
