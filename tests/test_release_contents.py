@@ -529,6 +529,53 @@ async def test_the_card_compares_with_the_last_release_the_bot_completed(box: Sa
     assert not [r for r in box.github.requests if r.path.endswith("/releases/latest")]
 
 
+async def test_the_comparison_starts_at_the_commit_released_not_where_its_tag_was_moved(
+    box: Sandbox,
+) -> None:
+    # v1.4.1 was released at its first commit, then its tag re-pointed two commits later
+    # (`git tag -f v1.4.1 && git push -f`): those two never went out, and v1.4.2 brings them.
+    history = box.github.history
+    history.commit("Initial import", at=NOW, author="ana")
+    released = history.head
+    history.squash("Add an index on documents", 20, at=NOW, author="bo", files=(MIGRATION,))
+    history.squash("Small fix", 21, at=NOW, author="dee", files=("a.rs",))
+    history.tag("v1.4.1")
+    history.squash("Faster sync", 22, at=NOW, author="cy", files=("b.rs",))
+    history.tag("v1.4.2")
+    store = box.services.rollouts.effects.store
+    await _completed(store, "v1.4.1")
+    live = await store.get("r-1")
+    assert live is not None and released is not None
+    await store.save(replace(live, preflight=replace(live.preflight, tag_commit=released)))
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*3 commits, 3 pull requests* since `v1.4.1` · :warning: 1 migration" in shown
+    assert "#20> Add an index on documents by bo" in shown
+    [compared] = [r.path for r in box.github.requests if "/compare/" in r.path]
+    assert compared.endswith(f"/compare/{released}...{history.tags['v1.4.2']}")
+
+
+async def test_a_deleted_tag_of_the_last_release_is_compared_from_its_released_commit(
+    box: Sandbox,
+) -> None:
+    _history(box)
+    history = box.github.history
+    released = history.tags.pop("v1.4.1")  # deleted after its release
+    store = box.services.rollouts.effects.store
+    await _completed(store, "v1.4.1")
+    live = await store.get("r-1")
+    assert live is not None
+    await store.save(replace(live, preflight=replace(live.preflight, tag_commit=released)))
+
+    await box.command("start v1.4.2 --flags-ready")
+
+    shown = box.card_message().rendered
+    assert "*9 commits, 7 pull requests* since `v1.4.1`" in shown
+    assert "gone" not in shown
+
+
 async def test_the_release_live_started_again_brings_nothing_new(box: Sandbox) -> None:
     # v1.4.2 completed on every track and is live: started again, it brings nothing, not
     # the changes since v1.4.1 that are already in production.
