@@ -339,3 +339,26 @@ def test_a_zone_after_a_freeze_end_and_a_no_break_space_is_refused_as_any_other(
     asker's zone: a zone typed after the end is refused, not read as another."""
     with pytest.raises(InvalidCommand, match="`CET` is not a time zone I read"):
         parse_command("freeze 2026-12-24 18:00 CET\N{NO-BREAK SPACE}holiday freeze")
+
+
+@pytest.mark.parametrize(
+    ("typed", "command"),
+    [
+        # An invisible character a document left between two words: it was read as part of
+        # `--flags-ready` (refused as "`--flags-ready` is not an option of start", its own
+        # name shown back) or of the freeze's end.
+        (
+            "start v1.4.2 --flags-ready\N{ZERO WIDTH SPACE} --at 09:00",
+            Start("v1.4.2", flags_ready=True, at="09:00"),
+        ),
+        (
+            "start v1.4.2 \N{WORD JOINER}--at 09:00 --flags-ready",
+            Start("v1.4.2", flags_ready=True, at="09:00"),
+        ),
+        ("freeze 2h\N{ZERO WIDTH SPACE} code freeze", Freeze("2h", "code freeze")),
+    ],
+)
+def test_invisible_characters_between_words_are_no_part_of_either(
+    typed: str, command: Start | Freeze
+) -> None:
+    assert parse_command(typed) == command

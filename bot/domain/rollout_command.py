@@ -27,7 +27,7 @@ from bot.domain.text import (
     closing_quote,
     plain_spaces,
     shown,
-    without_invisible_ends,
+    words_without_invisible_ends,
 )
 
 _MAX_REASON = 500
@@ -278,11 +278,9 @@ def parse_command(text: str) -> Command:
 
 
 def _words(text: str, splits: int) -> list[str]:
-    """The command's words (`splits` splits at most), cleaned to be stored, the subcommand's
-    without invisible characters at its ends (a zero-width space of a command pasted from a
-    document)."""
-    parts = without_invisible_ends(clean_text(text).strip()).split(maxsplit=splits)
-    return [without_invisible_ends(parts[0]), *parts[1:]] if parts else parts
+    """The command's words (`splits` splits at most), cleaned to be stored, each without
+    invisible characters at its ends (a zero-width space of a command pasted from a document)."""
+    return words_without_invisible_ends(clean_text(text)).split(maxsplit=splits)
 
 
 def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, Subcommand | None]:
@@ -296,7 +294,7 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
         return None, text, None
     if subcommand is None or subcommand is Subcommand.HELP or len(parts) < 2:
         return None, text, subcommand
-    if (name := without_invisible_ends(parts[1]).lower()) not in names:
+    if (name := parts[1].lower()) not in names:
         return None, text, subcommand
     return name, " ".join([parts[0], *parts[2:]]), subcommand
 

@@ -55,6 +55,7 @@ def clean_text(text: str) -> str:
 
 
 _SPACE = re.compile(r"[^\S\n]")
+_WORD = re.compile(r"\S+")
 
 
 def plain_spaces(text: str) -> str:
@@ -88,6 +89,12 @@ def without_invisible_ends(text: str) -> str:
     while end > start and _invisible(text[end - 1]):
         end -= 1
     return text[start:end]
+
+
+def words_without_invisible_ends(text: str) -> str:
+    """`text` with each word `without_invisible_ends`: a zero-width space a document left
+    between two words (`--flags-ready\u200b --at 9:00`) is no part of either."""
+    return _WORD.sub(lambda word: without_invisible_ends(word[0]), text)
 
 
 def _invisible(character: str) -> bool:
