@@ -86,6 +86,14 @@ def _parse(url: str) -> URL:
         raise InvalidDatabaseUrl(
             "DATABASE_URL is not a database URL (expected sqlite:///... or postgresql://...)"
         ) from None
+    if parsed.host is not None and "@" in parsed.host:
+        # SQLAlchemy ends the password at its first `@`: the rest would be taken for the host,
+        # and shown as such (masked URLs, a resolver's error), a part of the password in clear.
+        raise InvalidDatabaseUrl(
+            "DATABASE_URL has an `@` in its password (or the user before it), where SQLAlchemy "
+            "ends the password: write each `@` of the password as %40 "
+            "(postgresql://USER:PA%40SS@HOST/DB)"
+        )
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise InvalidDatabaseUrl(
             f"DATABASE_URL has the port {parsed.port}; a port is 1 to 65535 "
@@ -94,13 +102,24 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+QUERY_PASSWORD = "password"  # noqa: S105 - a query parameter's name, not a password
+"""The query parameter libpq and asyncpg take a password from (`?user=bot&password=…`):
+SQLAlchemy hands asyncpg every query parameter, so that password is the one it signs in with."""
+
+
 def mask_database_url(url: str | URL) -> str:
-    """The URL with its password replaced by `***`, safe for logs and messages."""
+    """The URL with its password replaced by `***` (the one before the host, and the query's
+    `password`), safe for logs and messages."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url.strip())
     except ArgumentError:
         return "<unparsable database URL>"
-    return parsed.render_as_string(hide_password=True)
+    if QUERY_PASSWORD not in parsed.query:
+        return parsed.render_as_string(hide_password=True)
+    masked = parsed.update_query_dict({QUERY_PASSWORD: "***"})
+    # The query's values are rendered percent-encoded; the mask reads as the one before the host.
+    shown = masked.render_as_string(hide_password=True)
+    return shown.replace(f"{QUERY_PASSWORD}=%2A%2A%2A", f"{QUERY_PASSWORD}=***")
 
 
 def normalize_database_url(url: str) -> str:

@@ -127,6 +127,21 @@ async def test_check_config_prints_the_configuration_with_no_secret_visible(
         assert secret not in out + err
 
 
+@pytest.mark.parametrize("blank", ["", "  \n"])
+async def test_an_empty_slack_bot_token_is_a_configuration_problem_not_a_traceback(
+    tmp_path: Path, blank: str
+) -> None:
+    """A Kubernetes Secret's key left blank: `check-config` passed it ("(empty)"), and `serve`
+    died of Bolt's BoltError with a traceback, once every other check had passed."""
+    env = full_env(tmp_path)
+    assert (await run("migrate", env=env, cwd=tmp_path))[0] == 0
+    for command in ("check-config", "serve"):
+        code, _, err = await run(command, env=env | {"SLACK_BOT_TOKEN": blank}, cwd=tmp_path)
+        assert code == 2, command
+        assert "Traceback" not in err
+        assert "  - SLACK_BOT_TOKEN: empty: set the Slack app's Bot User OAuth Token" in err
+
+
 async def test_check_config_reads_a_dotenv_file(tmp_path: Path) -> None:
     env = full_env(tmp_path)
     dotenv = "\n".join(f"{name}={env.pop(name)}" for name in REQUIRED)
