@@ -130,6 +130,7 @@ def normalize_database_url(url: str) -> str:
     """
     parsed = _parse(url)
     if parsed.drivername in _SQLITE_DRIVERS:
+        _sqlite_file(parsed)
         parsed = parsed.set(drivername=SQLITE_DRIVER)
     elif parsed.drivername in _POSTGRES_DRIVERS:
         parsed = parsed.set(drivername=POSTGRES_DRIVER)
@@ -143,6 +144,19 @@ def normalize_database_url(url: str) -> str:
             f"(got {mask_database_url(parsed)})"
         )
     return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_file(url: URL) -> None:
+    """Refuse a SQLite URL that names no file: in memory, each process has its own, empty and
+    gone when it exits (`migrate` said "migrated", then `serve` found its own never migrated);
+    with a host (`sqlite://bot.db`), SQLAlchemy refuses it only once it opens it."""
+    if url.host or url.database in (None, "", ":memory:"):
+        but = "a host" if url.host else "a database in memory, each process's own, gone at exit"
+        raise InvalidDatabaseUrl(
+            f"DATABASE_URL names no SQLite file but {but}: write three slashes before a "
+            "relative path (sqlite:///rollout-bot.db), four before an absolute one "
+            "(sqlite:////var/lib/rollout-bot/bot.db)"
+        )
 
 
 def default_database_url() -> str:
@@ -206,10 +220,6 @@ def _bound_statements(engine: AsyncEngine, seconds: float) -> None:
 def _create_sqlite_engine(
     url: URL, engine_options: dict[str, Any], *, busy_s: float
 ) -> AsyncEngine:
-    in_memory = url.database in (None, "", ":memory:")
-    if in_memory:  # one connection every session shares (StaticPool): no pool to size
-        for option in ("pool_size", "max_overflow"):
-            engine_options.pop(option, None)
     connect_args = {"timeout": busy_s, **engine_options.pop("connect_args", {})}
     engine = _create_async_engine(url, connect_args=connect_args, **engine_options)
 
@@ -220,9 +230,8 @@ def _create_sqlite_engine(
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
-            if not in_memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 

@@ -84,3 +84,27 @@ async def test_check_config_says_an_at_sign_in_the_password_is_to_be_written_enc
     assert code == 2
     assert "Secret99" not in out + err
     assert "DATABASE_URL: " in err and "as %40" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("sqlite://", "names no SQLite file but a database in memory"),
+        ("sqlite:///:memory:", "names no SQLite file but a database in memory"),
+        ("sqlite://rollout-bot.db", "names no SQLite file but a host"),
+    ],
+)
+async def test_a_sqlite_url_that_keeps_no_file_is_refused_before_migrate_says_migrated(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    """`sqlite://` and `:memory:`: `migrate` said "migrated", of a database that was gone once
+    it exited, and `serve` then refused its own, never migrated: "run `rollout-bot migrate`",
+    for ever. `sqlite://rollout-bot.db` (two slashes): check-config took it, and `migrate` and
+    `serve` said the database "does not answer"."""
+    env = full_env(tmp_path) | {"DATABASE_URL": url}
+    for command in ("check-config", "migrate", "serve"):
+        code, out, err = await asyncio.to_thread(run_here, [command], env=env, cwd=tmp_path)
+        assert code == 2, command
+        assert "migrated" not in out and "does not answer" not in err
+        assert f"  - DATABASE_URL: DATABASE_URL {said}" in err, err
+        assert "sqlite:///rollout-bot.db" in err  # what to write instead

@@ -50,5 +50,4 @@ def sqlite_file_missing(database_url: str) -> bool:
     """Whether DATABASE_URL names a SQLite file that does not exist: opening it would create
     an empty one, where a volume was not mounted or in another working directory."""
     url = make_url(database_url)
-    in_a_file = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    return in_a_file and not Path(str(url.database)).exists()
+    return url.get_backend_name() == "sqlite" and not Path(str(url.database)).exists()
