@@ -18,6 +18,7 @@ from bot.adapters.github.app_auth import RepositoryInstallation
 from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget
 from bot.domain.errors import GitHubRateLimited
 from bot.domain.text import whole_number
+from bot.services.doctor_app import UNSUSPEND
 
 _WEBHOOKS_READ = (
     "the token needs read access to the repository's webhooks (fine-grained token: "
@@ -70,12 +71,25 @@ _MISSING_REF = (
 )
 
 
+# GitHub's words for the 403 to a suspended installation's token mint and tokens ("This
+# installation has been suspended", sometimes followed by a link): no permission is missing.
+_SUSPENDED = "installation has been suspended"
+
+
+def suspended(status: int, text: str) -> bool:
+    """Whether GitHub refused a call (or a mint) because the App's installation is suspended."""
+    return status == 403 and _SUSPENDED in text.casefold()
+
+
 def hint(kind: str, status: int, text: str, app_hints: Mapping[tuple[str, int], str]) -> str:
     """What a refusal (`status`, GitHub's words `text`) of an operation of `kind` usually
     means, as a fix ("" when nothing is known): a missing ref is told as one whatever the
-    kind; else the App's hint (`app_hints`, empty in token mode), else the token's."""
+    kind, and a suspended installation as one (not as a permission to grant); else the App's
+    hint (`app_hints`, empty in token mode), else the token's."""
     if status == 404 and text.startswith(_NO_COMMIT):
         return _MISSING_REF
+    if suspended(status, text):
+        return UNSUSPEND
     return app_hints.get((kind, status)) or HINTS.get((kind, status)) or ""
 
 
@@ -137,6 +151,11 @@ def no_token_reason(
             f"{repository} (422 {scrub(message(cause))}): GITHUB_APP_INSTALLATION_ID must be "
             f"the App's installation on {repository}; set it so, or unset it to have the bot "
             "find it."
+        )
+    if suspended(cause.status, message(cause)):
+        return (
+            f"the App's installation on {repository.split('/')[0]} is suspended (403 "
+            f"{scrub(message(cause))}): {UNSUSPEND}."
         )
     if rate_limited(cause):
         return f"GitHub rate limited the bot ({cause.status}); {reset_hint(cause, budget)}"
