@@ -15,6 +15,7 @@ from github import GithubException, RateLimitExceededException
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 
 from bot.adapters.github.app_auth import RepositoryInstallation
+from bot.adapters.github.app_tokens import RepositoryNotIncluded
 from bot.adapters.github.budget import UNSAID_WAIT, RequestBudget
 from bot.domain.errors import GitHubRateLimited
 from bot.domain.text import whole_number
@@ -59,6 +60,23 @@ HINTS: Mapping[tuple[str, int], str] = {
         "check that the workflow file exists in .github/workflows on the default branch "
         "(the plan's npm.workflow) and GITHUB_REPOSITORY"
     ),
+}
+
+
+_GRANT = (
+    " (the App's settings → Permissions & events; then accept the new permissions on the "
+    "installation: Settings → GitHub Apps → Configure)"
+)
+# The same refusals for a GitHub App: "Resource not accessible by integration" names no
+# permission, so say which one the call needs (GitHub's REST reference, per endpoint).
+APP_HINTS: Mapping[tuple[str, int], str] = {
+    ("dispatch", 403): "the GitHub App needs the permission Actions: Read and write" + _GRANT,
+    ("review", 403): "the GitHub App needs the permission Deployments: Read and write" + _GRANT,
+    ("read", 403): (
+        "the GitHub App needs the permissions Actions: Read and Contents: Read" + _GRANT
+    ),
+    ("secret", 403): "the GitHub App needs the permission Secrets: Read" + _GRANT,
+    ("release", 403): "the GitHub App needs the permission Actions: Read" + _GRANT,
 }
 
 
@@ -143,6 +161,14 @@ def no_token_reason(
             f"the App is not installed on {repository} (404): install it on "
             f"{repository.split('/')[0]} with this repository (the App's page → Install App); "
             "the bot finds the installation on its next call."
+        )
+    if isinstance(cause, RepositoryNotIncluded):
+        owner = repository.split("/")[0]
+        return (
+            f"the App's installation on {owner} does not include {repository} (422 "
+            f"{scrub(message(cause))}): give it back (the account's Settings → GitHub Apps → "
+            f"the App → Configure → Repository access: add {repository}); the bot's next call "
+            "gets a token for it."
         )
     if cause.status == 422 and installation.configured_id is not None:
         # The token is asked for the one repository: another installation's is refused.
