@@ -235,11 +235,12 @@ def parse_command(text: str) -> Command:
     if subcommand is Subcommand.START:
         return _start(rest)
     if subcommand is Subcommand.KILL:
-        # The kill-switch goes through whatever its reason says; a token pasted in it is not
-        # said in the thread, nor kept.
+        # The kill-switch goes through whatever its reason says: a token pasted in it is not
+        # said in the thread, nor kept, and a long one (a stack trace pasted) is cut, never
+        # refused (in an incident, retyping it would hold the kill-switch back).
         reason = TOKEN_SHAPE.sub(NOT_REPEATED, rest.strip())
         if len(reason) > _MAX_REASON:
-            raise InvalidCommand(f"The kill reason is too long (at most {_MAX_REASON} characters).")
+            reason = reason[: _MAX_REASON - 1].rstrip() + "…"
         return Kill(reason=reason or None)
     if subcommand is Subcommand.FREEZE:
         every, rest = every_service(rest)
