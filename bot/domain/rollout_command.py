@@ -27,6 +27,7 @@ from bot.domain.text import (
     closing_quote,
     plain_spaces,
     shown,
+    without_invisible_ends,
     words_without_invisible_ends,
 )
 
@@ -302,8 +303,8 @@ def named_service(text: str, names: Collection[str]) -> tuple[str | None, str, S
 
 def _reason(text: str, what: str) -> str:
     """A reason as typed: it is said in the channel and kept (`parse_command` has refused a
-    token in it)."""
-    reason = text.strip().strip(_QUOTES).strip()
+    token in it); quotes and invisible characters around it are no part of it."""
+    reason = without_invisible_ends(text.strip().strip(_QUOTES)).strip()
     if len(reason) > _MAX_REASON:
         raise InvalidCommand(f"The {what} reason is too long (at most {_MAX_REASON} characters).")
     return reason
